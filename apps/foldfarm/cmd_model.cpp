@@ -1,0 +1,7 @@
+#include "apps/foldfarm/commands.hpp"
+
+namespace foldfarm::app {
+
+void registerModelCommands(CommandGroups& g) { (void)g; }
+
+}  // namespace foldfarm::app

@@ -1,0 +1,23 @@
+#pragma once
+// The `foldfarm` command line is thin: each area registers its subcommands on the groups
+// below; callbacks parse options into the libraries' types and call them. Errors are
+// thrown (foldfarm::Error and subclasses); main() prints them as one line and exits with
+// Error::exitCode().
+#include <CLI/CLI.hpp>
+
+namespace foldfarm::app {
+
+struct CommandGroups {
+  CLI::App& root;   // foldfarm <cmd>
+  CLI::App& bench;  // foldfarm bench <what>
+  CLI::App& study;  // foldfarm study <what>
+};
+
+void registerDataCommands(CommandGroups& g);      // cmd_data.cpp: data …, bench data
+void registerModelCommands(CommandGroups& g);     // cmd_model.cpp: model info, pretrain, finetune, generate, bench pet
+void registerDistCommands(CommandGroups& g);      // cmd_dist.cpp: bench allreduce, bench ddp
+void registerEnsembleCommands(CommandGroups& g);  // cmd_ensembles.cpp: unfold, aggregate, study warmstart
+void registerCampaignCommands(CommandGroups& g);  // cmd_campaign.cpp: campaign …, worker, bench scheduler
+void registerSlurmCommands(CommandGroups& g);     // cmd_slurm.cpp: slurm render|submit|status
+
+}  // namespace foldfarm::app

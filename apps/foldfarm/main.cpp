@@ -1,0 +1,54 @@
+// foldfarm: pretrain PET data-parallel, fan out OmniFold campaigns, aggregate the bands.
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "apps/foldfarm/commands.hpp"
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+
+int main(int argc, char** argv) {
+  using namespace foldfarm;
+  CLI::App app{"foldfarm: data-parallel PET pretraining and OmniFold uncertainty campaigns",
+               "foldfarm"};
+  app.set_version_flag("--version", std::string("foldfarm ") + FOLDFARM_VERSION);
+  app.require_subcommand(1);
+  app.fallthrough();
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  app.parse_complete_callback([&] { initLogging(log_level); });
+
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks that print figures (--json)");
+  bench->require_subcommand(1);
+  CLI::App* study = app.add_subcommand("study", "Studies: warm start, scaling");
+  study->require_subcommand(1);
+  app::CommandGroups groups{app, *bench, *study};
+  app::registerDataCommands(groups);
+  app::registerModelCommands(groups);
+  app::registerDistCommands(groups);
+  app::registerEnsembleCommands(groups);
+  app::registerCampaignCommands(groups);
+  app::registerSlurmCommands(groups);
+
+  try {
+    initLogging(log_level);
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "foldfarm: error: %s (see --help)\n", e.what());
+    return kExitBadInput;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "foldfarm: error: %s\n", e.what());
+    return e.exitCode();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "foldfarm: internal error: %s\n", e.what());
+    return kExitFailure;
+  }
+  return kExitOk;
+}

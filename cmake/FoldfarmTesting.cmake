@@ -1,0 +1,30 @@
+# ff_add_test(NAME name SOURCES a.cpp ... LIBS lib ... LABELS unit|mpi|slurm|gpu [NP n] [TIMEOUT s])
+# One GoogleTest executable per call. Tests labelled `mpi` run under `mpirun -np NP` (default 2).
+find_package(GTest REQUIRED)
+find_program(MPIRUN_EXECUTABLE NAMES mpirun mpiexec)
+
+function(ff_add_test)
+  cmake_parse_arguments(T "" "NAME;NP;TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${T_NAME} ${T_SOURCES})
+  target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main foldfarm_warnings)
+  target_compile_definitions(${T_NAME} PRIVATE
+    FOLDFARM_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+    FOLDFARM_SHARED_DATA_DIR="${PROJECT_SOURCE_DIR}/../shared/data"
+    FOLDFARM_BINARY="$<$<TARGET_EXISTS:foldfarm>:$<TARGET_FILE:foldfarm>>")
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  if("mpi" IN_LIST T_LABELS)
+    if(NOT T_NP)
+      set(T_NP 2)
+    endif()
+    add_test(NAME ${T_NAME}
+      COMMAND ${MPIRUN_EXECUTABLE} --allow-run-as-root --oversubscribe -np ${T_NP}
+              $<TARGET_FILE:${T_NAME}>)
+  else()
+    add_test(NAME ${T_NAME} COMMAND ${T_NAME})
+  endif()
+  set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
+    ENVIRONMENT "OMPI_MCA_rmaps_base_oversubscribe=1;OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1"
+    SKIP_RETURN_CODE 77)
+endfunction()

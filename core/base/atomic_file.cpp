@@ -1,0 +1,122 @@
+#include "core/base/atomic_file.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+
+namespace foldfarm {
+namespace {
+
+std::string dirOf(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+void fsyncDir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;  // best effort: some file systems refuse directory fds
+  ::fsync(fd);
+  ::close(fd);
+}
+
+std::atomic<unsigned> g_counter{0};
+
+}  // namespace
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  temp_ = path_ + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(g_counter++);
+  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
+    throw Error(path_ + ": cannot create output file: " + errnoMessage(errno) +
+                " (check that the directory exists and is writable)");
+  }
+}
+
+AtomicFile::AtomicFile(AtomicFile&& other) noexcept
+    : path_(std::move(other.path_)),
+      temp_(std::move(other.temp_)),
+      fd_(other.fd_),
+      committed_(other.committed_) {
+  other.fd_ = -1;
+  other.committed_ = true;
+}
+
+AtomicFile::~AtomicFile() noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_ && !temp_.empty()) {
+    if (::unlink(temp_.c_str()) != 0 && errno != ENOENT) {
+      logWarn("could not remove temporary file {}: {}", temp_, errnoMessage(errno));
+    }
+  }
+}
+
+void AtomicFile::write(std::string_view bytes) {
+  const char* p = bytes.data();
+  size_t left = bytes.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd_, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw Error(path_ + ": write failed: " + errnoMessage(errno));
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+void AtomicFile::commit() {
+  if (fd_ >= 0) {
+    if (::fsync(fd_) != 0) throw Error(path_ + ": fsync failed: " + errnoMessage(errno));
+    if (::close(fd_) != 0) {
+      fd_ = -1;
+      throw Error(path_ + ": close failed: " + errnoMessage(errno));
+    }
+    fd_ = -1;
+  }
+  // A library may have rewritten the temp file by name: make sure its bytes are durable.
+  fsyncPath(temp_);
+  renameDurable(temp_, path_);
+  committed_ = true;
+}
+
+void writeFileAtomic(const std::string& path, std::string_view content) {
+  AtomicFile f(path);
+  f.write(content);
+  f.commit();
+}
+
+void fsyncPath(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(path + ": cannot open for fsync: " + errnoMessage(errno));
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) throw Error(path + ": fsync failed: " + errnoMessage(err));
+}
+
+void renameDurable(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    throw Error(to + ": cannot rename " + from + " into place: " + errnoMessage(errno));
+  }
+  fsyncDir(dirOf(to));
+}
+
+std::string readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(path + ": cannot read: " + errnoMessage(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace foldfarm

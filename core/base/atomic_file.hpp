@@ -1,0 +1,48 @@
+#pragma once
+// Atomic file output: write to "<path>.tmp.<pid>.<n>" in the same directory, fsync, rename
+// over the destination, fsync the directory. Readers see either the old file or the whole
+// new one, never a partial file. If the writer is destroyed without commit() (an exception,
+// a failed check), the temporary file is removed and the destination is untouched.
+//
+// Thread-safety: one AtomicFile per thread; distinct objects are independent.
+#include <string>
+#include <string_view>
+
+namespace foldfarm {
+
+class AtomicFile {
+ public:
+  // Creates the temporary file next to `path`. Throws Error if it cannot be created.
+  explicit AtomicFile(std::string path);
+  ~AtomicFile() noexcept;
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  AtomicFile(AtomicFile&& other) noexcept;
+  AtomicFile& operator=(AtomicFile&&) = delete;
+
+  // The temporary path: libraries that open files by name (HDF5) write here, then commit().
+  const std::string& tempPath() const { return temp_; }
+  const std::string& path() const { return path_; }
+
+  // Appends bytes to the temporary file (only when opened by this object).
+  void write(std::string_view bytes);
+  // fsync + close + rename + fsync(dir). Throws Error on failure (the temp file is removed).
+  void commit();
+
+ private:
+  std::string path_;
+  std::string temp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+// Convenience: atomically replace `path` with `content`.
+void writeFileAtomic(const std::string& path, std::string_view content);
+// fsync the file at `path` (after a library wrote and closed it), then atomically rename
+// `from` to `to` and fsync the directory of `to`.
+void fsyncPath(const std::string& path);
+void renameDurable(const std::string& from, const std::string& to);
+// Reads a whole file; throws InputError("<path>: cannot read: <reason>") on failure.
+std::string readFile(const std::string& path);
+
+}  // namespace foldfarm

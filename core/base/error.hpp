@@ -1,0 +1,60 @@
+#pragma once
+// Errors inside one process are exceptions. Every user-facing failure is one line:
+// what went wrong, which file or task, what to do. `Error::exitCode()` says which process
+// exit code (core/base/exit_codes.hpp) a command should end with.
+#include <stdexcept>
+#include <string>
+
+#include "core/base/exit_codes.hpp"
+
+namespace foldfarm {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& what, int exit_code = kExitFailure)
+      : std::runtime_error(what), exit_code_(exit_code) {}
+  int exitCode() const noexcept { return exit_code_; }
+
+ private:
+  int exit_code_;
+};
+
+// The user's input is at fault (file, config, arguments): exit code 2.
+class InputError : public Error {
+ public:
+  explicit InputError(const std::string& what) : Error(what, kExitBadInput) {}
+};
+
+// Stopped on request after saving state: exit code 75.
+class InterruptedError : public Error {
+ public:
+  explicit InterruptedError(const std::string& what) : Error(what, kExitInterrupted) {}
+};
+
+// A collective timed out or a peer was lost: exit code 3.
+class PeerLostError : public Error {
+ public:
+  explicit PeerLostError(const std::string& what) : Error(what, kExitPeerLost) {}
+};
+
+// "host:rank" prefix for messages from distributed code; rank -1 means not distributed.
+std::string hostName();
+std::string errnoMessage(int err);
+
+// Throws Error("<call> failed at <file>:<line>: <strerror(errno)> (<context>)").
+[[noreturn]] void throwSystemError(const char* call, const char* file, int line,
+                                   const std::string& context);
+
+}  // namespace foldfarm
+
+// Check a POSIX call that returns -1 on failure and sets errno.
+#define FF_CHECK_SYS(expr, context)                                        \
+  do {                                                                     \
+    if ((expr) == -1) ::foldfarm::throwSystemError(#expr, __FILE__, __LINE__, (context)); \
+  } while (0)
+
+// Throw InputError when a user-input condition fails.
+#define FF_REQUIRE_INPUT(cond, msg)                       \
+  do {                                                    \
+    if (!(cond)) throw ::foldfarm::InputError(msg);       \
+  } while (0)

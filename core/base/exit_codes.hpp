@@ -1,0 +1,20 @@
+#pragma once
+// Process exit codes of every foldfarm command. Scripts (Slurm batch shells, the campaign
+// executors) branch on these, so they are part of the public interface: never renumber.
+namespace foldfarm {
+
+inline constexpr int kExitOk = 0;
+// A run-time failure that is not the user's input: a bug, an I/O error, a crashed peer.
+inline constexpr int kExitFailure = 1;
+// Bad input: malformed config or spec, missing/ill-shaped HDF5 data, corrupt checkpoint,
+// bad command-line arguments. Nothing was written.
+inline constexpr int kExitBadInput = 2;
+// A collective did not finish in time or a peer rank was lost; the message names the ranks.
+inline constexpr int kExitPeerLost = 3;
+// Stopped on request (SIGUSR1/SIGTERM, Slurm time limit or preemption) after a checkpoint
+// was written; rerun the same command (or with --resume) to continue. (sysexits EX_TEMPFAIL)
+inline constexpr int kExitInterrupted = 75;
+// Tests: the test could not run here (no GPU, no Slurm); CTest's SKIP_RETURN_CODE.
+inline constexpr int kExitSkipped = 77;
+
+}  // namespace foldfarm

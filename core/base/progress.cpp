@@ -1,0 +1,87 @@
+#include "core/base/progress.hpp"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "core/base/log.hpp"
+
+namespace foldfarm {
+
+std::string formatDuration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  char buf[64];
+  if (s < 60) {
+    std::snprintf(buf, sizeof(buf), "%.1fs", s);
+  } else if (s < 3600) {
+    std::snprintf(buf, sizeof(buf), "%dm%02ds", int(s) / 60, int(s) % 60);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%dh%02dm", int(s) / 3600, (int(s) % 3600) / 60);
+  }
+  return buf;
+}
+
+Progress::Progress(std::string label, int64_t total, std::string unit, double log_interval_s)
+    : label_(std::move(label)),
+      total_(total),
+      unit_(std::move(unit)),
+      log_interval_s_(log_interval_s),
+      tty_(::isatty(STDERR_FILENO) == 1),
+      start_(std::chrono::steady_clock::now()),
+      last_draw_(start_) {}
+
+Progress::~Progress() {
+  if (tty_ && !silent_ && !finished_ && done_ > 0) std::fputc('\n', stderr);
+}
+
+double Progress::rate() const {
+  double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  return el > 0 ? done_ / el : 0.0;
+}
+
+double Progress::etaSeconds() const {
+  double r = rate();
+  if (r <= 0 || total_ <= 0) return -1;
+  return (total_ - done_) / r;
+}
+
+void Progress::update(int64_t done, const std::string& extra) {
+  done_ = done;
+  auto now = std::chrono::steady_clock::now();
+  double since = std::chrono::duration<double>(now - last_draw_).count();
+  if (since < (tty_ ? 0.1 : log_interval_s_)) return;
+  last_draw_ = now;
+  render(false, extra);
+}
+
+void Progress::finish(const std::string& extra) {
+  if (finished_) return;
+  finished_ = true;
+  render(true, extra);
+}
+
+void Progress::render(bool final_line, const std::string& extra) {
+  if (silent_) return;
+  double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  char stats[256];
+  std::snprintf(stats, sizeof(stats), "%lld/%lld %s  %.1f %s/s  elapsed %s  ETA %s",
+                static_cast<long long>(done_), static_cast<long long>(total_), unit_.c_str(),
+                rate(), unit_.c_str(), formatDuration(el).c_str(),
+                final_line ? "0s" : formatDuration(etaSeconds()).c_str());
+  std::string tail = extra.empty() ? "" : "  " + extra;
+  if (tty_) {
+    const int width = 28;
+    double frac = total_ > 0 ? std::min(1.0, double(done_) / double(total_)) : 0.0;
+    int filled = int(frac * width);
+    std::string bar(filled, '#');
+    bar += std::string(width - filled, '.');
+    std::fprintf(stderr, "\r\033[K%s [%s] %3.0f%% %s%s%s", label_.c_str(), bar.c_str(),
+                 frac * 100, stats, tail.c_str(), final_line ? "\n" : "");
+    std::fflush(stderr);
+  } else {
+    logInfo("{}: {}{}", label_, stats, tail);
+  }
+}
+
+}  // namespace foldfarm

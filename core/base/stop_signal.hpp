@@ -1,0 +1,16 @@
+#pragma once
+// Cooperative stop on SIGUSR1 / SIGTERM / SIGINT (Slurm's --signal=B:USR1@grace, scancel,
+// preemption, Ctrl-C). The handler only sets a flag; long work polls stopRequested() at
+// safe points (between batches), saves its state and exits with kExitInterrupted.
+// A second SIGINT restores the default action, so Ctrl-C twice always ends the process.
+namespace foldfarm {
+
+void installStopHandlers();
+bool stopRequested() noexcept;
+// The signal number that requested the stop (0: none).
+int stopSignal() noexcept;
+// Tests and in-process workers: set or clear the flag directly.
+void requestStop(int signo = 0) noexcept;
+void clearStopRequest() noexcept;
+
+}  // namespace foldfarm

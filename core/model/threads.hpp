@@ -1,0 +1,12 @@
+#pragma once
+// Thread configuration of LibTorch and OpenBLAS. Debian's LibTorch starts with one
+// intra-op thread; OpenBLAS keeps its own pool for matrix products. Call once at start-up
+// (before any tensor work) with the --threads value; under mpirun with one rank per core
+// pass 1.
+namespace foldfarm {
+
+// threads <= 0: use all cores of this process's CPU affinity mask.
+void configureThreads(int threads);
+int availableCores();
+
+}  // namespace foldfarm

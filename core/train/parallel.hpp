@@ -1,0 +1,54 @@
+#pragma once
+// The seam between the single-process trainer (core) and data-parallel training (dist).
+// The trainer calls these at fixed points of every step; a single process uses
+// SingleProcessContext (everything local), dist/ provides the MPI and NCCL versions.
+//
+// Collective contract: every method marked (collective) must be called by all ranks, in the
+// same order, the same number of times.
+#include <memory>
+#include <vector>
+
+namespace torch::nn {
+class Module;
+}
+
+namespace foldfarm {
+
+class ParallelContext {
+ public:
+  virtual ~ParallelContext() = default;
+  virtual int rank() const = 0;
+  virtual int worldSize() const = 0;
+  bool isRoot() const { return rank() == 0; }
+
+  // (collective) Once, after the model is built and before the optimiser is created:
+  // broadcast parameters and buffers from rank 0 and install gradient hooks.
+  virtual void prepare(torch::nn::Module& model) = 0;
+  // Gradient accumulation: while false, backward passes do not communicate.
+  virtual void setGradientSync(bool enabled) = 0;
+  // (collective) After loss.backward(): returns once every gradient holds the mean over
+  // ranks. Overlapping implementations only wait for their outstanding reductions here.
+  virtual void finishGradientSync() = 0;
+  // (collective) Element-wise mean of `values` over ranks, in place (metrics).
+  virtual void allreduceMean(std::vector<double>& values) = 0;
+  // (collective) Element-wise sum over ranks, in place (counts).
+  virtual void allreduceSum(std::vector<double>& values) = 0;
+  // (collective) True on every rank if any rank passes true (stop/preemption agreement).
+  virtual bool anyTrue(bool local) = 0;
+  virtual void barrier() = 0;
+};
+
+class SingleProcessContext final : public ParallelContext {
+ public:
+  int rank() const override { return 0; }
+  int worldSize() const override { return 1; }
+  void prepare(torch::nn::Module&) override {}
+  void setGradientSync(bool) override {}
+  void finishGradientSync() override {}
+  void allreduceMean(std::vector<double>&) override {}
+  void allreduceSum(std::vector<double>&) override {}
+  bool anyTrue(bool local) override { return local; }
+  void barrier() override {}
+};
+
+}  // namespace foldfarm

@@ -1,0 +1,13 @@
+#pragma once
+// Seeds of a bootstrap/ensemble campaign (SPEC §5):
+//  - replica r's Poisson(1) data weights: from (campaign seed, r) only;
+//  - member m's initialisation of new layers and data order: from (campaign seed, r, m).
+// Replica 0 is, by convention, the nominal fit: its data weights are all 1.
+#include <cstdint>
+
+namespace foldfarm::ensembles {
+
+uint64_t bootstrapSeed(uint64_t campaign_seed, int replica);
+uint64_t memberSeed(uint64_t campaign_seed, int replica, int member);
+
+}  // namespace foldfarm::ensembles

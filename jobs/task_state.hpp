@@ -1,0 +1,25 @@
+#pragma once
+// The states of a campaign task and the transitions between them. A task moves only
+// through these named transitions; each is written to the journal before it takes effect.
+//
+//   pending --dispatch--> running --succeed--> done
+//                         running --fail-----> failed       (attempts exhausted)
+//                         running --fail-----> pending      (retry: attempts left)
+//                         running --interrupt-> interrupted --requeue--> pending
+//   failed  --retry-----> pending   (user: `campaign retry --failed`)
+//   pending/running/interrupted --cancel--> cancelled
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace foldfarm::jobs {
+
+enum class TaskState { kPending, kRunning, kDone, kFailed, kInterrupted, kCancelled };
+
+std::string_view toString(TaskState s);
+std::optional<TaskState> parseTaskState(std::string_view s);
+// Whether the state machine allows `from` -> `to`.
+bool transitionAllowed(TaskState from, TaskState to);
+bool isTerminal(TaskState s);
+
+}  // namespace foldfarm::jobs
