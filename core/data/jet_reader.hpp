@@ -1,0 +1,122 @@
+#pragma once
+// Reading OmniLearn HDF5 files (SPEC §3.1): all at once, or streamed in batches.
+//
+// Layouts:
+//  - jets (classification / pretraining): `data` (N,P,13) float, `jet` (N,4) float,
+//    `pid` (N,) integer or (N,C) one-hot float/int (converted to class indices), optional
+//    `weights` (N,).
+//  - unfold: `reco`,`gen` (N,P,13); `reco_jets`,`gen_jets` (N,4); optional `reco_subs`,
+//    `gen_subs` (N,6), `weights` (N,), `pass_reco`, `pass_gen` (N,) (any integer/float type,
+//    non-zero = pass).
+// Every problem with the input - unreadable/truncated/corrupt file, missing dataset, wrong
+// rank or shape, N inconsistent across datasets, N == 0, NaN/Inf in a feature - throws
+// InputError with ONE line naming the file, the dataset (and the row for non-finite values)
+// and what to do. Thread-safety: one reader/stream per thread (HDF5 is serial).
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/data/jet_arrays.hpp"
+
+namespace foldfarm::data {
+
+enum class FileLayout { kJets, kUnfold };
+
+struct DatasetInfo {
+  std::string name;
+  std::vector<int64_t> dims;
+  std::string type;  // "float32", "int64", ...
+};
+
+class JetFile {
+ public:
+  // Opens read-only and validates the layout (keys, ranks, shapes, N > 0). Does not read
+  // the arrays (values are checked for NaN/Inf when read).
+  explicit JetFile(std::string path);
+  ~JetFile();
+  JetFile(JetFile&&) noexcept;
+  JetFile& operator=(JetFile&&) noexcept;
+
+  const std::string& path() const;
+  FileLayout layout() const;
+  int64_t numJets() const;
+  int64_t numParticles() const;  // P
+  bool hasLabels() const;        // jets layout with `pid`
+  int64_t numClasses() const;    // C of a one-hot pid, else max label + 1 after readJets; 0 if none
+  bool hasSubs() const;          // unfold layout with both *_subs
+  std::vector<DatasetInfo> datasets() const;
+  std::map<std::string, std::string> attributes() const;  // root attributes as text
+
+  // Rows [begin, end) (end = -1: to N). Jets layout: data/jet/pid/weights. Unfold layout with
+  // level "reco" or "gen": that level's particles and jets, weights (no labels).
+  JetArrays readJets(int64_t begin = 0, int64_t end = -1, const std::string& level = "") const;
+  // Unfold layout only (InputError otherwise).
+  UnfoldArrays readUnfold(int64_t begin = 0, int64_t end = -1) const;
+  // Any 1-D or 2-D numeric dataset as float rows [begin, end) (e.g. part_px, subs).
+  std::vector<float> readFloat(const std::string& name, int64_t begin = 0, int64_t end = -1) const;
+  bool has(const std::string& name) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+inline JetArrays readJetFile(const std::string& path) { return JetFile(path).readJets(); }
+inline UnfoldArrays readUnfoldFile(const std::string& path) { return JetFile(path).readUnfold(); }
+
+// Streams batches of jets from one or more files without loading them.
+//
+// Rows of all files form one sequence (file order, then row order), cut into blocks of
+// `block_rows` contiguous rows (blocks never cross files). Per epoch:
+//  1. if shuffle: block order is permuted with a generator seeded from (seed, epoch);
+//  2. the resulting row sequence is cut into world_size equal shards of floor(N/world_size)
+//     rows; rank r takes shard r (the N mod world_size remainder is skipped this epoch). So
+//     ranks partition rows, every rank gets the same count, and shards change per epoch;
+//  3. each rank reads its blocks as contiguous hyperslabs, `window_blocks` at a time, and if
+//     shuffle permutes the rows within the window (seeded from (seed, epoch, rank, window));
+//  4. batches of `batch_size` rows are cut; the last, smaller batch is returned unless
+//     drop_last.
+// Every rank sees the same number of batches per epoch (batchesPerEpoch()).
+// All files must share P and layout. For unfold files, `level` selects "reco" or "gen".
+struct StreamOptions {
+  int64_t batch_size = 256;
+  int rank = 0;
+  int world_size = 1;
+  uint64_t seed = 0;
+  bool shuffle = true;
+  bool drop_last = false;
+  int64_t block_rows = 512;
+  int64_t window_blocks = 8;
+  std::string level;  // "" for jets files; "reco" or "gen" for unfold files
+};
+
+class BatchStream {
+ public:
+  // Opens and validates every file (InputError as JetFile). Throws InputError when
+  // rank/world_size/batch_size are invalid or there are fewer rows than ranks.
+  BatchStream(std::vector<std::string> files, StreamOptions opts);
+  ~BatchStream();
+  BatchStream(BatchStream&&) noexcept;
+  BatchStream& operator=(BatchStream&&) noexcept;
+
+  int64_t totalRows() const;     // N over all files
+  int64_t rowsPerRank() const;   // floor(N / world_size)
+  int64_t batchesPerEpoch() const;
+  int64_t numParticles() const;  // P
+  bool hasLabels() const;
+
+  // Starts (or restarts) epoch `epoch`; next() then yields its batches.
+  void startEpoch(int64_t epoch);
+  // Fills `batch` with the next batch; returns false at the end of the epoch.
+  bool next(JetArrays& batch);
+  // Global row indices (over all files) of the last batch, in batch order.
+  const std::vector<int64_t>& lastRows() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace foldfarm::data
