@@ -1,0 +1,113 @@
+#pragma once
+// A campaign directory and the operations on it. This is the interface the executors,
+// the `foldfarm campaign …` commands and the Slurm layer use.
+//
+// Layout of a campaign directory D:
+//   D/spec.json              the frozen spec (absolute input paths)
+//   D/journal.sqlite         the journal (jobs/journal.hpp), written by one process only
+//   D/orchestrator.lock      flock()ed by the process that writes the journal
+//   D/tasks/<id>/            one folder per task: task.log, result.json, the task's outputs
+//                            (a chain's checkpoints and weights)
+//   D/aggregate/             aggregated outputs (`campaign aggregate`)
+//
+// result.json (written atomically by the process that ran the task, never by the
+// orchestrator): {"task": id, "attempt": n, "status": s, "reason": "...", "host": h,
+// "slot": k, "started_at": t0, "finished_at": t1, "result": {...}}. Ingestion reads it
+// into the journal exactly once (only while the task is `running` that attempt).
+//
+// Slurm arrays: the submitting process opens the campaign (Access::kWriter), moves tasks
+// to running with markSubmitted(ids, "<jobid>_<k>"), and each array element runs
+//   foldfarm campaign work D --task ID [--task ID …] [--tasks-file F] [--attempt N]
+// which calls runTaskStandalone() for each task: it reads D/spec.json only and writes
+// D/tasks/<id>/result.json; it never opens the journal. The submitter later calls
+// ingestResults() (exactly once per result) and requeue() for tasks whose job ended
+// without a result.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "jobs/campaign_spec.hpp"
+#include "jobs/journal.hpp"
+#include "jobs/task_state.hpp"
+
+namespace foldfarm::jobs {
+
+struct TaskResult {
+  std::string task_id;
+  int attempt = 0;  // 0: unknown (a `work` run without --attempt)
+  int status = 0;
+  std::string reason;
+  std::string host;
+  int slot = -1;
+  double started_at = 0;
+  double finished_at = 0;
+  nlohmann::json result;
+
+  nlohmann::json toJson() const;
+  static TaskResult fromJson(const nlohmann::json& j);  // throws InputError
+};
+
+class Campaign {
+ public:
+  enum class Access {
+    kWriter,   // takes D/orchestrator.lock (fails with Error if another process holds it)
+    kReadOnly  // status, listing: never writes
+  };
+
+  // Creates D from a validated spec. D must not exist (InputError otherwise). The
+  // directory appears complete or not at all (built beside D, then renamed).
+  static Campaign init(const CampaignSpec& spec, const std::string& dir);
+  // Opens D. Throws InputError when D is not a campaign directory.
+  static Campaign open(const std::string& dir, Access access = Access::kWriter);
+
+  Campaign(Campaign&& other) noexcept;
+  Campaign& operator=(Campaign&&) = delete;
+  ~Campaign() noexcept;
+
+  const CampaignSpec& spec() const { return spec_; }
+  const std::string& dir() const { return dir_; }
+  std::string taskDir(const std::string& task_id) const;
+  std::string resultPath(const std::string& task_id) const;
+  CampaignJournal& journal() { return journal_; }
+
+  std::vector<TaskRecord> tasks(std::optional<TaskState> state = std::nullopt) {
+    return journal_.tasks(state);
+  }
+  StateCounts counts() { return journal_.counts(); }
+
+  // pending -> running with an external job id (Slurm), one transaction. Returns the
+  // attempt number each task now runs (0 for ids that were not pending).
+  std::vector<int> markSubmitted(const std::vector<std::string>& task_ids,
+                                 const std::string& external_id, const std::string& host = "");
+  // running -> interrupted -> pending (a job ended without a result, preemption).
+  int requeue(const std::vector<std::string>& task_ids, const std::string& reason);
+  // Reads result.json of every running task and ingests those of the running attempt
+  // (or, for attempt 0, written after it started), one transaction. Exactly once: a
+  // result is ingested only while its task is running. Returns how many were ingested.
+  int ingestResults();
+  // After an orchestrator crash: ingests results already on disk, then requeues every
+  // task still `running` (reason "orchestrator restarted"). Returns tasks requeued.
+  int recoverAfterCrash();
+  int retryFailed() { return journal_.retryFailed(); }
+  int cancel(const std::string& reason) { return journal_.cancelUnfinished(reason); }
+
+ private:
+  Campaign(std::string dir, CampaignSpec spec, CampaignJournal journal, int lock_fd);
+
+  std::string dir_;
+  CampaignSpec spec_;
+  CampaignJournal journal_;
+  int lock_fd_ = -1;
+};
+
+// Runs one task in this process and writes its result.json atomically; never touches the
+// journal (Slurm array elements on compute nodes). Task kinds must be registered.
+// The task's log goes to D/tasks/<id>/task.log. Throws InputError for an unknown task id.
+TaskResult runTaskStandalone(const std::string& campaign_dir, const std::string& task_id,
+                             int attempt = 0);
+
+// Reads a result.json (nullopt when absent; InputError when unreadable).
+std::optional<TaskResult> readTaskResult(const std::string& path);
+void writeTaskResult(const std::string& path, const TaskResult& r);
+
+}  // namespace foldfarm::jobs

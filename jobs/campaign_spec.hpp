@@ -1,0 +1,100 @@
+#pragma once
+// The campaign spec: what to run (a task kind and its parameters, R replicas × M members),
+// with which inputs, on which resources, under which retry policy. A spec is validated as
+// a whole before anything runs: an unknown key, a missing input file or an impossible
+// resource request is one InputError naming the key or file and what to do.
+//
+// JSON form (keys not listed here are errors):
+//   {
+//     "name": "zjets-bootstrap",          // optional, default "campaign"
+//     "task": "chain",                    // task kind: chain | noop | sleep | command | …
+//     "replicas": 8, "members": 2,        // R × M tasks, ids r0000m0 … (replica-major)
+//     "seed": 1234,                       // campaign seed (seeds derive from it)
+//     "inputs": {"mc": "mc.h5", "data": "data.h5", "truth": "truth.h5",
+//                "foundation": "pet.ckpt"},  // every listed file must exist; chain needs
+//                                            // mc, data and foundation
+//     "chain": { … },                     // chain configuration, passed through unread
+//     "params": { … },                    // kind parameters (sleep: seconds; command: argv)
+//     "overrides": {"r0003m0": { … }},    // per-task parameters merged over "params"
+//     "resources": {"gpus": 0, "tasks_per_gpu": 1, "cpu_slots": 2, "threads_per_task": 1},
+//     "executor": "local",                // local | mpi | slurm
+//     "retry": {"max_attempts": 3, "backoff_s": 0.0},
+//     "time_limit_s": 0                   // per task; 0 = none
+//   }
+// Relative input paths are resolved against the spec file's directory; the frozen copy in
+// the campaign directory holds absolute paths.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace foldfarm::jobs {
+
+struct CampaignResources {
+  int gpus = 0;              // GPUs used on a node; 0 = CPU slots only
+  int tasks_per_gpu = 1;     // tasks sharing one GPU
+  int cpu_slots = 0;         // slots when gpus == 0 (0: one per core)
+  int threads_per_task = 1;  // OMP/OpenBLAS/intra-op threads of each task
+};
+
+struct RetryPolicy {
+  int max_attempts = 3;   // failed attempts before the task ends `failed`
+  double backoff_s = 0;   // delay before retry k: backoff_s · 2^(k-1)
+};
+
+// One task of the campaign, derived from the spec alone (so a compute node can rebuild it).
+struct TaskDef {
+  int index = 0;
+  std::string id;  // "r0007m1"
+  int replica = 0;
+  int member = 0;
+  std::string kind;
+  nlohmann::json params;  // what the task kind's runner receives (see taskDef())
+};
+
+struct CampaignSpec {
+  std::string name = "campaign";
+  std::string kind;
+  int replicas = 1;
+  int members = 1;
+  uint64_t seed = 0;
+  std::map<std::string, std::string> inputs;
+  nlohmann::json chain = nlohmann::json::object();
+  nlohmann::json params = nlohmann::json::object();
+  std::map<std::string, nlohmann::json> overrides;
+  CampaignResources resources;
+  std::string executor = "local";
+  RetryPolicy retry;
+  double time_limit_s = 0;
+
+  int numTasks() const { return replicas * members; }
+  // Concurrent task slots on one node: gpus · tasks_per_gpu, or cpu_slots (>= 1).
+  int slotsPerNode() const;
+  // Task `index` (0 <= index < numTasks()). Its params are the spec's "params" with the
+  // task's "overrides" merged over them, plus:
+  //   task_id, replica, member, seed (campaign seed), threads (threads_per_task),
+  //   inputs {name: absolute path}, and for the chain kind "chain" (the chain config).
+  TaskDef taskDef(int index) const;
+  // Index of a task id, or -1 when the campaign has no such task.
+  int indexOf(const std::string& task_id) const;
+  nlohmann::json toJson() const;
+};
+
+std::string taskIdFor(int replica, int member);
+
+// Parses and validates. `origin` names the spec in messages; relative input paths resolve
+// against `base_dir`. Throws InputError (one line: key or file, and what to do).
+CampaignSpec parseCampaignSpec(const nlohmann::json& j, const std::string& origin,
+                               const std::string& base_dir);
+// Reads the file and parses it. Throws InputError.
+CampaignSpec loadCampaignSpec(const std::string& path);
+// Checks that this node can host the spec's local slots (GPUs present, cores for the
+// threads). Throws InputError. Called for the local executor before anything runs.
+void checkResourcesOnThisNode(const CampaignSpec& spec, const std::string& origin);
+
+// GPUs visible on this node: CUDA_VISIBLE_DEVICES when set, else /dev/nvidiaN devices.
+int gpusOnThisNode();
+
+}  // namespace foldfarm::jobs

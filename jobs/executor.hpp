@@ -1,0 +1,66 @@
+#pragma once
+// Running a campaign: the dispatcher loop shared by the executors.
+//
+//   local  a pool of persistent worker processes on this node, one per slot (jobs/slots.hpp
+//          sets CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER=PCI_BUS_ID and thread counts per
+//          slot). Each worker runs tasks in its own process, so a crash (segfault,
+//          kill -9) costs one attempt: it is recorded as failed ("worker died: signal N"),
+//          retried, and a fresh worker takes the slot.
+//   mpi    a pilot inside one allocation: rank 0 keeps the journal and dispatches
+//          dynamically; every other rank keeps one local worker process (as above) and
+//          relays tasks to it; ranks send heartbeats and a silent rank's tasks go back to
+//          pending.
+//
+// The loop: (1) take ready pending tasks for free slots, mark them running in one
+// transaction, send them; (2) wait for completions; (3) ingest the batch in one
+// transaction; (4) replace dead workers. A slot is given several short tasks at once when
+// tasks are short (adaptive prefetch), one at a time when they are long.
+// SIGTERM/SIGINT (core/base/stop_signal.hpp): dispatching stops, workers are told to stop,
+// their tasks end interrupted and go back to pending; the journal stays consistent and
+// `campaign resume` continues.
+#include <string>
+#include <vector>
+
+#include "jobs/campaign.hpp"
+
+namespace foldfarm::jobs {
+
+struct RunOptions {
+  // argv that starts a worker process speaking the worker protocol on stdin/stdout, e.g.
+  // {"/path/to/foldfarm", "worker"}. Empty: this executable's path + "worker".
+  std::vector<std::string> worker_argv;
+  int slots = 0;                // override the spec's slots (0: from the spec)
+  bool show_progress = true;    // bar on a terminal, log lines otherwise
+  double heartbeat_s = 1.0;     // mpi: worker ranks' heartbeat period
+  double lost_after_s = 30.0;   // mpi: a rank silent this long is lost
+  int max_worker_restarts = 100;
+};
+
+struct RunSummary {
+  StateCounts counts;      // after the run
+  int64_t completions = 0; // attempts that ended during this run
+  int64_t tasks_done = 0;  // tasks that became done during this run
+  double elapsed_s = 0;
+  double busy_s = 0;       // sum of task run times reported by workers
+  int slots = 0;
+  bool interrupted = false;  // stopped by a signal
+};
+
+// Local executor. Requires a writer Campaign. Runs until no task is pending/running or a
+// stop is requested. Throws Error when workers cannot be started.
+RunSummary runLocal(Campaign& campaign, const RunOptions& options);
+// MPI pilot. Collective over MPI_COMM_WORLD (MPI must be initialised, >= 2 ranks): rank 0
+// opens `campaign_dir` as writer and dispatches; the summary is meaningful on rank 0.
+RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options);
+
+// The worker side of the protocol: reads task frames from in_fd, runs them in this process
+// with runTaskKind, writes completions to out_fd. Returns the process exit code.
+int runWorker(int in_fd, int out_fd);
+// Entry point of a `worker` subcommand: moves the protocol off fds 0/1 (stdout is then the
+// task's stderr, so a task printing to stdout cannot corrupt the protocol) and runs.
+int workerMain();
+
+// This executable's path (/proc/self/exe).
+std::string selfExecutable();
+
+}  // namespace foldfarm::jobs

@@ -1,0 +1,122 @@
+#pragma once
+// CampaignJournal: the durable record of a campaign (SQLite, WAL, synchronous=FULL).
+// Written by exactly one process, the orchestrator (Campaign::open takes the lock).
+// Every transition of jobs/task_state.hpp is written here, in a committed transaction,
+// before it takes effect (a task is sent to a worker only after its `running` row is
+// committed); completions are ingested in batches, one transaction per batch (group
+// commit). A completion is applied only when the task is `running` with the same
+// attempt number, so each result is ingested exactly once.
+//
+// Tables: tasks (current state of each task), events (every transition, in order:
+// task, attempt, from, to, time, host, slot, exit code, reason), meta (key/value).
+// Thread-safety: one thread.
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "jobs/campaign_spec.hpp"
+#include "jobs/sqlite_db.hpp"
+#include "jobs/task_state.hpp"
+
+namespace foldfarm::jobs {
+
+struct TaskRecord {
+  int index = 0;
+  std::string id;
+  int replica = 0;
+  int member = 0;
+  TaskState state = TaskState::kPending;
+  int attempts = 0;         // dispatches so far (the current attempt when running)
+  int failures = 0;         // failed attempts counted against RetryPolicy::max_attempts
+  std::string host;         // where the last attempt ran or runs
+  int slot = -1;
+  std::string external_id;  // e.g. a Slurm job id "1234_7"
+  int exit_code = -1;       // last attempt's status (-1: none yet)
+  std::string reason;       // last failure/interruption reason
+  double started_at = 0;    // seconds since the epoch
+  double finished_at = 0;
+  double not_before = 0;    // retry backoff: not dispatched before this time
+  int ingested = 0;         // how many results were ingested (1 for a done task)
+  nlohmann::json result;    // the ingested result (null if none)
+};
+
+// A task being dispatched (pending -> running).
+struct Dispatch {
+  int index = 0;
+  std::string host;
+  int slot = -1;
+  std::string external_id;
+  int attempt = 0;  // filled in by markRunning(): the attempt number now running
+};
+
+// What came back for one attempt (from a worker's message or a result.json file).
+struct Completion {
+  int index = 0;
+  int attempt = 0;
+  int status = 0;  // exit-code-like (task_kind.hpp)
+  std::string reason;
+  std::string host;
+  int slot = -1;
+  double started_at = 0;
+  double finished_at = 0;
+  nlohmann::json result;
+  // false: this attempt ended through no fault of the task (a lost node, an orchestrator
+  // stop): it is requeued without counting against max_attempts.
+  bool counts_as_failure = true;
+};
+
+using StateCounts = std::map<TaskState, int>;
+
+class CampaignJournal {
+ public:
+  // Creates the journal with every task pending. Throws Error.
+  static CampaignJournal create(const std::string& path, const std::vector<TaskDef>& tasks);
+  // Opens an existing journal. Throws InputError when missing or not a campaign journal.
+  static CampaignJournal open(const std::string& path);
+
+  CampaignJournal(CampaignJournal&&) noexcept = default;
+  CampaignJournal& operator=(CampaignJournal&&) noexcept = default;
+
+  std::vector<TaskRecord> tasks(std::optional<TaskState> state = std::nullopt);
+  std::optional<TaskRecord> task(const std::string& id);
+  StateCounts counts();
+  int numTasks();
+
+  // pending -> running for each dispatch, one transaction; fills Dispatch::attempt.
+  // Returns how many moved (tasks no longer pending are skipped and get attempt 0).
+  int markRunning(std::vector<Dispatch>& dispatches);
+  // Applies completions in one transaction: status 0 -> done (result stored, ingested);
+  // 75 or !counts_as_failure -> interrupted -> pending; 2 (bad input) -> failed;
+  // otherwise failures+1 and pending (not_before = now + backoff) or failed when
+  // failures reach max_attempts. Stale ones (task not running that attempt) are ignored.
+  // Returns how many were applied.
+  int recordCompletions(const std::vector<Completion>& completions, const RetryPolicy& retry);
+  // running -> interrupted -> pending for the given task indices (orchestrator stop,
+  // resume after a crash). Returns how many moved.
+  int requeue(const std::vector<int>& indices, const std::string& reason);
+  // failed -> pending with failures reset. Returns how many.
+  int retryFailed();
+  // pending/running/interrupted -> cancelled. Returns how many.
+  int cancelUnfinished(const std::string& reason);
+  // Number of rows in `events` (transitions recorded) for a task (-1: all tasks).
+  int eventCount(int index = -1);
+
+  std::string meta(const std::string& key);
+  void setMeta(const std::string& key, const std::string& value);
+
+ private:
+  explicit CampaignJournal(SqliteDb db);
+  void prepare();
+  void insertEvent(int index, int attempt, TaskState from, TaskState to, double at,
+                   const std::string& host, int slot, int exit_code, const std::string& reason);
+
+  SqliteDb db_;
+  SqliteStatement insert_event_;
+};
+
+double wallClockNow();
+
+}  // namespace foldfarm::jobs

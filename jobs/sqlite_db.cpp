@@ -1,0 +1,153 @@
+#include "jobs/sqlite_db.hpp"
+
+#include <sqlite3.h>
+
+#include <utility>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+
+namespace foldfarm::jobs {
+
+SqliteDb::SqliteDb(const std::string& path, bool create) : path_(path) {
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+  int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+    if (db_) sqlite3_close(db_);
+    db_ = nullptr;
+    throw Error(path + ": cannot open the campaign journal: " + msg +
+                " (check the campaign directory and its permissions)");
+  }
+  // Another process (a `status` reader) may hold a lock briefly: wait instead of failing.
+  FF_SQLITE_CHECK(*this, sqlite3_busy_timeout(db_, 10000));
+  FF_SQLITE_CHECK(*this, sqlite3_extended_result_codes(db_, 1));
+}
+
+SqliteDb::~SqliteDb() noexcept {
+  if (db_ && sqlite3_close(db_) != SQLITE_OK) {
+    logWarn("closing journal {}: {}", path_, sqlite3_errmsg(db_));
+  }
+}
+
+SqliteDb::SqliteDb(SqliteDb&& other) noexcept
+    : db_(std::exchange(other.db_, nullptr)), path_(std::move(other.path_)) {}
+
+SqliteDb& SqliteDb::operator=(SqliteDb&& other) noexcept {
+  if (this != &other) {
+    if (db_) sqlite3_close(db_);
+    db_ = std::exchange(other.db_, nullptr);
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+void SqliteDb::check(int rc, const char* call, const char* file, int line) const {
+  int primary = rc & 0xff;
+  if (primary == SQLITE_OK || primary == SQLITE_ROW || primary == SQLITE_DONE) return;
+  std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+  throw Error(std::string(call) + " failed at " + file + ":" + std::to_string(line) + " on " +
+              path_ + " (" + hostName() + "): " + msg);
+}
+
+void SqliteDb::exec(const std::string& sql) {
+  char* err = nullptr;
+  int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
+  if (rc != SQLITE_OK) {
+    std::string msg = err ? err : sqlite3_errstr(rc);
+    sqlite3_free(err);
+    throw Error("sqlite3_exec(\"" + sql.substr(0, 60) + "\") failed on " + path_ + ": " + msg);
+  }
+}
+
+int SqliteDb::changes() const { return sqlite3_changes(db_); }
+
+SqliteStatement::SqliteStatement(SqliteDb& db, const char* sql) : db_(&db), sql_(sql) {
+  FF_SQLITE_CHECK(db, sqlite3_prepare_v3(db.handle(), sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                         &stmt_, nullptr));
+}
+
+SqliteStatement::~SqliteStatement() noexcept {
+  if (stmt_) sqlite3_finalize(stmt_);
+}
+
+SqliteStatement::SqliteStatement(SqliteStatement&& other) noexcept
+    : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)), sql_(std::move(other.sql_)) {}
+
+SqliteStatement& SqliteStatement::operator=(SqliteStatement&& other) noexcept {
+  if (this != &other) {
+    if (stmt_) sqlite3_finalize(stmt_);
+    db_ = other.db_;
+    stmt_ = std::exchange(other.stmt_, nullptr);
+    sql_ = std::move(other.sql_);
+  }
+  return *this;
+}
+
+SqliteStatement& SqliteStatement::bind(int i, int64_t v) {
+  FF_SQLITE_CHECK(*db_, sqlite3_bind_int64(stmt_, i, v));
+  return *this;
+}
+SqliteStatement& SqliteStatement::bind(int i, double v) {
+  FF_SQLITE_CHECK(*db_, sqlite3_bind_double(stmt_, i, v));
+  return *this;
+}
+SqliteStatement& SqliteStatement::bind(int i, const std::string& v) {
+  FF_SQLITE_CHECK(*db_, sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()),
+                                          SQLITE_TRANSIENT));
+  return *this;
+}
+SqliteStatement& SqliteStatement::bindNull(int i) {
+  FF_SQLITE_CHECK(*db_, sqlite3_bind_null(stmt_, i));
+  return *this;
+}
+
+bool SqliteStatement::step() {
+  int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  sqlite3_reset(stmt_);
+  db_->check(rc, sql_.c_str(), __FILE__, __LINE__);
+  return false;
+}
+
+int SqliteStatement::run() {
+  while (step()) {
+  }
+  int n = db_->changes();
+  reset();
+  return n;
+}
+
+void SqliteStatement::reset() {
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
+}
+
+int64_t SqliteStatement::columnInt(int i) const { return sqlite3_column_int64(stmt_, i); }
+double SqliteStatement::columnDouble(int i) const { return sqlite3_column_double(stmt_, i); }
+std::string SqliteStatement::columnText(int i) const {
+  const unsigned char* t = sqlite3_column_text(stmt_, i);
+  return t ? std::string(reinterpret_cast<const char*>(t)) : std::string();
+}
+bool SqliteStatement::columnIsNull(int i) const {
+  return sqlite3_column_type(stmt_, i) == SQLITE_NULL;
+}
+
+SqliteTransaction::SqliteTransaction(SqliteDb& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
+
+SqliteTransaction::~SqliteTransaction() noexcept {
+  if (done_) return;
+  char* err = nullptr;
+  if (sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, &err) != SQLITE_OK) {
+    logWarn("rolling back a journal transaction on {}: {}", db_.path(), err ? err : "?");
+    sqlite3_free(err);
+  }
+}
+
+void SqliteTransaction::commit() {
+  db_.exec("COMMIT");
+  done_ = true;
+}
+
+}  // namespace foldfarm::jobs

@@ -1,0 +1,93 @@
+#pragma once
+// The registry of task kinds. jobs runs tasks without knowing what is inside them: a kind
+// is a name and a runner. A runner receives the task's params (CampaignSpec::taskDef) and
+// its task directory, and returns a TaskOutcome whose status reads like an exit code:
+//   0 done, 75 interrupted (stopped on request; the task is requeued, not failed),
+//   2 bad input, anything else a failure. A runner may throw: foldfarm::Error maps to its
+//   exit code with the message as the reason, any other exception to 1.
+// Runners run inside a persistent worker process, one task at a time, so they may keep
+// expensive state (a foundation checkpoint, datasets) in workerCache() across tasks.
+// Long runners poll foldfarm::stopRequested() (core/base/stop_signal.hpp) at safe points.
+//
+// Built-in kinds (registerBuiltinTaskKinds):
+//   noop     does nothing; no directory, no result file (scheduler overhead only)
+//   sleep    params.seconds (number >= 0): sleeps, polling the stop flag; result
+//            {"slept_s": x}
+//   command  params.argv (non-empty array of strings; argv[0] a path or a name on PATH):
+//            fork/exec'd (never a shell) in the task directory with stdout/stderr to
+//            task.log; status = its exit code, or 128+N and reason "signal N" when killed;
+//            the worker's time limit and stop flag terminate it (SIGTERM, then SIGKILL)
+//   load     params.path, params.cache (bool): reads a file (kept in workerCache() when
+//            cache is true) and checksums it; measures what persistent workers save
+//
+// Thread-safety: register kinds before starting workers or dispatching; lookups are then
+// read-only.
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace foldfarm::jobs {
+
+inline constexpr int kTaskDone = 0;
+inline constexpr int kTaskInterrupted = 75;
+inline constexpr int kTaskBadInput = 2;
+
+struct TaskOutcome {
+  int status = kTaskDone;
+  std::string reason;     // why it failed/was interrupted; empty when done
+  nlohmann::json result;  // null: nothing to record; otherwise written to result.json
+};
+
+using TaskRunner =
+    std::function<TaskOutcome(const nlohmann::json& params, const std::string& task_dir)>;
+// Checks a task's params before the campaign starts; throws InputError naming the key.
+using TaskValidator = std::function<void(const nlohmann::json& params)>;
+
+struct TaskKindTraits {
+  bool needs_directory = true;  // the worker creates the task directory and task.log
+  TaskValidator validate;       // optional
+};
+
+void registerTaskKind(const std::string& name, TaskRunner runner, TaskKindTraits traits = {});
+// Adapter for runners that return an exit-code-like int (e.g. ensembles::runChainTask).
+void registerTaskKind(const std::string& name,
+                      std::function<int(const nlohmann::json&, const std::string&)> runner,
+                      TaskKindTraits traits = {});
+bool hasTaskKind(const std::string& name);
+std::vector<std::string> taskKindNames();
+const TaskKindTraits& taskKindTraits(const std::string& name);  // throws InputError
+// Runs the kind's runner, mapping exceptions to outcomes. Never throws.
+TaskOutcome runTaskKind(const std::string& name, const nlohmann::json& params,
+                        const std::string& task_dir);
+
+// noop, sleep, command, load. Idempotent.
+void registerBuiltinTaskKinds();
+
+// State kept by a worker process across tasks (loaded checkpoints, datasets). Keyed by a
+// string the runner chooses (e.g. path + size + mtime). Thread-safe.
+class WorkerCache {
+ public:
+  template <typename T>
+  std::shared_ptr<T> getOrLoad(const std::string& key, const std::function<std::shared_ptr<T>()>& load) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& e : entries_) {
+      if (e.first == key) return std::static_pointer_cast<T>(e.second);
+    }
+    std::shared_ptr<T> v = load();
+    entries_.emplace_back(key, v);
+    return v;
+  }
+  void clear();
+  size_t size() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::pair<std::string, std::shared_ptr<void>>> entries_;
+};
+WorkerCache& workerCache();
+
+}  // namespace foldfarm::jobs
