@@ -1,0 +1,105 @@
+#include "slurm/array_plan.hpp"
+
+#include <algorithm>
+
+#include "core/base/error.hpp"
+
+namespace foldfarm::slurm {
+
+int ArrayPlan::elements() const {
+  int n = 0;
+  for (const auto& a : arrays) n += static_cast<int>(a.shards.size());
+  return n;
+}
+
+int ArrayPlan::tasks() const {
+  int n = 0;
+  for (const auto& a : arrays) {
+    for (const auto& s : a.shards) n += static_cast<int>(s.size());
+  }
+  return n;
+}
+
+ArrayPlan planArrays(const std::vector<std::string>& ids, const ArrayPlanOptions& o) {
+  if (o.lanes < 1) throw InputError("array plan: lanes must be >= 1");
+  if (o.tasksPerElement < 0) throw InputError("--tasks-per-element must be >= 0");
+  if (o.throttle < 0) throw InputError("--throttle must be >= 0");
+  if (o.limits.maxArraySize < 1 || o.limits.maxJobCount < 1) {
+    throw InputError("array plan: MaxArraySize and MaxJobCount must be >= 1");
+  }
+  for (const auto& id : ids) {
+    if (id.empty() || id.find_first_of(std::string("\t\n\r\0", 4)) != std::string::npos) {
+      throw InputError("task id '" + id + "' contains a tab, line break or NUL; it cannot go into a manifest");
+    }
+  }
+  ArrayPlan plan;
+  const long long n = static_cast<long long>(ids.size());
+  if (n == 0) return plan;
+
+  const long long queued = std::max(0, o.queuedJobs);
+  const long long margin = o.limits.maxJobCount / 10;
+  const long long budget = o.limits.maxJobCount - queued - margin;
+  if (budget <= 0) {
+    plan.deferred = ids;
+    return plan;
+  }
+  long long s = o.tasksPerElement;
+  if (s == 0) {
+    long long cap = std::min<long long>(o.limits.maxArraySize, budget);
+    s = std::max<long long>(o.lanes, (n + cap - 1) / cap);
+  }
+  plan.tasksPerElement = static_cast<int>(s);
+  long long elements = (n + s - 1) / s;
+  long long submitted = n;
+  if (elements > budget) {
+    elements = budget;
+    submitted = elements * s;
+    plan.deferred.assign(ids.begin() + submitted, ids.end());
+  }
+
+  const long long perArray = o.limits.maxArraySize;
+  long long e = 0;
+  while (e < elements) {
+    PlannedArray a;
+    long long end = std::min(elements, e + perArray);
+    for (long long k = e; k < end; ++k) {
+      auto first = ids.begin() + k * s;
+      auto last = ids.begin() + std::min(submitted, (k + 1) * s);
+      a.shards.emplace_back(first, last);
+    }
+    plan.arrays.push_back(std::move(a));
+    e = end;
+  }
+  if (o.throttle > 0) {
+    // Proportional split of K; floors first, then the remainder one by one.
+    long long given = 0;
+    for (auto& a : plan.arrays) {
+      long long size = static_cast<long long>(a.shards.size());
+      a.throttle = static_cast<int>(std::max<long long>(1, o.throttle * size / elements));
+      given += a.throttle;
+    }
+    for (auto& a : plan.arrays) {
+      if (given >= o.throttle) break;
+      if (a.throttle < static_cast<int>(a.shards.size())) {
+        ++a.throttle;
+        ++given;
+      }
+    }
+    for (auto& a : plan.arrays) a.throttle = std::min<int>(a.throttle, static_cast<int>(a.shards.size()));
+  }
+  return plan;
+}
+
+std::string manifestText(const PlannedArray& array) {
+  std::string out;
+  for (const auto& shard : array.shards) {
+    for (size_t i = 0; i < shard.size(); ++i) {
+      if (i) out += '\t';
+      out += shard[i];
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+}  // namespace foldfarm::slurm

@@ -1,0 +1,48 @@
+#pragma once
+// Splitting pending campaign tasks into Slurm job arrays that respect the cluster's limits.
+//
+// Element e of a submission handles a deterministic shard: tasks [e·s, (e+1)·s) of the
+// pending list in campaign order, s = tasks per element. With s chosen automatically,
+// s = max(lanes, ceil(n / min(MaxArraySize, budget))) so that one array usually holds the
+// whole campaign (10,000 tasks, MaxArraySize 1001 -> s = 10, 1,000 elements). The element
+// budget is MaxJobCount minus the jobs already queued minus a 10 % margin (every array
+// element counts as one job); tasks beyond it are deferred to a later round. Elements
+// are cut into arrays of at most MaxArraySize; the total throttle K is divided among
+// the arrays in proportion to their size (each gets at least 1), so at most ~K elements
+// run at once.
+#include <string>
+#include <vector>
+
+#include "slurm/slurm_client.hpp"
+
+namespace foldfarm::slurm {
+
+struct ArrayPlanOptions {
+  int lanes = 1;             // tasks an element runs at the same time
+  int tasksPerElement = 0;   // 0: automatic (above)
+  int throttle = 0;          // total concurrent elements; 0: no %K
+  SlurmLimits limits;
+  int queuedJobs = 0;        // jobs of all users already queued (-1: unknown, taken as 0)
+};
+
+struct PlannedArray {
+  std::vector<std::vector<std::string>> shards;  // shards[e] = task ids of element e
+  int throttle = 0;                              // %K for this array (0: none)
+};
+
+struct ArrayPlan {
+  std::vector<PlannedArray> arrays;
+  int tasksPerElement = 0;
+  std::vector<std::string> deferred;  // not submitted this round (job budget)
+  int elements() const;
+  int tasks() const;
+};
+
+// Pure. Throws InputError for a task id containing a tab, newline or NUL (it could not be
+// written to a manifest line) and for bad options.
+ArrayPlan planArrays(const std::vector<std::string>& taskIds, const ArrayPlanOptions& options);
+
+// The manifest of one array: line e = the shard of element e, ids separated by tabs.
+std::string manifestText(const PlannedArray& array);
+
+}  // namespace foldfarm::slurm

@@ -1,0 +1,226 @@
+#include "slurm/sbatch_script.hpp"
+
+#include <sstream>
+
+#include "core/base/error.hpp"
+#include "slurm/sbatch_values.hpp"
+#include "slurm/shell_quote.hpp"
+
+namespace foldfarm::slurm {
+namespace {
+
+void requireRange(const char* option, long long v, long long lo, long long hi) {
+  if (v < lo || v > hi) {
+    throw InputError(std::string("--") + option + ": " + std::to_string(v) + " is out of range [" +
+                     std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  }
+}
+
+// #SBATCH lines common to every kind; `kind` goes into the header comment.
+void renderHeader(std::ostringstream& s, const SbatchResources& r, const std::string& kind) {
+  s << "#!/bin/bash\n";
+  s << "#SBATCH --job-name=" << sbatchQuote("--job-name", r.jobName) << "\n";
+  if (!r.partition.empty()) s << "#SBATCH --partition=" << validateSlurmName("partition", r.partition, true) << "\n";
+  if (!r.account.empty()) s << "#SBATCH --account=" << validateSlurmName("account", r.account, false) << "\n";
+  if (!r.qos.empty()) s << "#SBATCH --qos=" << validateSlurmName("qos", r.qos, false) << "\n";
+  if (!r.time.empty()) s << "#SBATCH --time=" << validateTimeLimit(r.time) << "\n";
+  if (!r.constraint.empty()) s << "#SBATCH --constraint=" << sbatchQuote("--constraint", validateConstraint(r.constraint)) << "\n";
+  if (!r.mem.empty()) s << "#SBATCH --mem=" << validateMemory(r.mem) << "\n";
+  if (!r.output.empty()) s << "#SBATCH --output=" << validateOutputPattern("output", r.output) << "\n";
+  if (!r.error.empty()) s << "#SBATCH --error=" << validateOutputPattern("error", r.error) << "\n";
+  if (!r.workDir.empty()) s << "#SBATCH --chdir=" << sbatchQuote("--chdir", r.workDir) << "\n";
+  if (r.signalGraceSeconds > 0) s << "#SBATCH --signal=B:USR1@" << r.signalGraceSeconds << "\n";
+  if (r.requeue) s << "#SBATCH --requeue\n";
+  (void)kind;
+}
+
+// The batch shell's supervision: traps first (a signal may come at any time), workers in
+// the background, `wait` interrupted by a trapped signal is resumed until the worker ends.
+void renderSupervisor(std::ostringstream& s, const SbatchResources& r) {
+  s << R"SH(
+# Supervision: forward USR1/TERM (time limit, preemption, scancel) to the workers, which
+# save their state and exit 75; wait for them in a loop so the trap runs immediately.
+ff_pids=()
+ff_stop=""
+ff_forward() {
+  ff_stop=$1
+  local p
+  for p in "${ff_pids[@]}"; do kill -s "$1" "$p" 2>/dev/null || true; done
+}
+trap 'ff_forward USR1' USR1
+trap 'ff_forward TERM' TERM
+ff_start() {
+  "$@" &
+  ff_pids+=("$!")
+  if [ -n "$ff_stop" ]; then kill -s "$ff_stop" "$!" 2>/dev/null || true; fi
+}
+ff_wait_all() {
+  local p s worst=0
+  for p in "${ff_pids[@]}"; do
+    while :; do
+      wait "$p"; s=$?
+      if [ "$s" -gt 128 ] && kill -0 "$p" 2>/dev/null; then continue; fi
+      break
+    done
+    if [ "$s" -ne 0 ]; then
+      if [ "$s" -eq 75 ]; then [ "$worst" -eq 0 ] && worst=75
+      else [ "$worst" -eq 0 ] || [ "$worst" -eq 75 ] && worst=$s
+      fi
+    fi
+  done
+  return "$worst"
+}
+)SH";
+  (void)r;
+}
+
+void renderSetup(std::ostringstream& s, const SbatchResources& r) {
+  if (r.setupLines.empty()) return;
+  s << "\n# Set-up (the user's own lines, copied verbatim)\n";
+  for (const auto& line : r.setupLines) {
+    if (line.find('\0') != std::string::npos) throw InputError("--setup: a line contains a NUL byte");
+    s << line << "\n";
+  }
+}
+
+void renderFinish(std::ostringstream& s, const SbatchResources& r) {
+  s << "\nff_wait_all\nff_rc=$?\n";
+  s << "echo \"foldfarm: job ${SLURM_JOB_ID:-?} on $(hostname -s) finished with status $ff_rc\" >&2\n";
+  if (r.requeue) {
+    s << "if [ \"$ff_rc\" -eq 75 ]; then\n"
+         "  echo \"foldfarm: interrupted; requeueing job $SLURM_JOB_ID\" >&2\n"
+         "  scontrol requeue \"$SLURM_JOB_ID\" && exit 0\n"
+         "fi\n";
+  }
+  s << "exit \"$ff_rc\"\n";
+}
+
+int ranksPerNode(const SbatchResources& r) {
+  return r.gpusPerNode > 0 ? r.gpusPerNode * r.tasksPerGpu : r.tasksPerNode;
+}
+
+}  // namespace
+
+void validateResources(const SbatchResources& r) {
+  requireRange("nodes", r.nodes, 1, 100000);
+  requireRange("gpus-per-node", r.gpusPerNode, 0, 64);
+  requireRange("tasks-per-gpu", r.tasksPerGpu, 1, 256);
+  requireRange("tasks-per-node", r.tasksPerNode, 1, 4096);
+  requireRange("cpus-per-task", r.cpusPerTask, 1, 4096);
+  requireRange("signal-grace", r.signalGraceSeconds, 0, 65535);
+  if (!r.time.empty()) {
+    long long limit = timeLimitSeconds(r.time);
+    if (limit > 0 && r.signalGraceSeconds >= limit) {
+      throw InputError("--signal-grace: " + std::to_string(r.signalGraceSeconds) +
+                       " s is not shorter than the time limit " + r.time +
+                       "; workers would be told to stop before they start");
+    }
+  }
+  if (r.foldfarm.empty()) throw InputError("--foldfarm: empty path of the foldfarm executable");
+}
+
+std::string renderPretrainScript(const SbatchResources& r, const std::vector<std::string>& args) {
+  validateResources(r);
+  std::ostringstream s;
+  renderHeader(s, r, "pretrain");
+  int perNode = r.gpusPerNode > 0 ? r.gpusPerNode : r.tasksPerNode;
+  s << "#SBATCH --nodes=" << r.nodes << "\n";
+  s << "#SBATCH --ntasks-per-node=" << perNode << "\n";
+  s << "#SBATCH --cpus-per-task=" << r.cpusPerTask << "\n";
+  if (r.gpusPerNode > 0) s << "#SBATCH --gpus-per-node=" << r.gpusPerNode << "\n";
+  s << "# foldfarm pretrain: data-parallel PET, " << r.nodes << " node(s) x " << perNode
+    << " rank(s), one rank per " << (r.gpusPerNode > 0 ? "GPU" : "task slot") << ".\n";
+  s << "set -u\n";
+  renderSupervisor(s, r);
+  renderSetup(s, r);
+  s << "\nexport OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask << "\n";
+  std::vector<std::string> cmd = {"srun", "--mpi=pmix", "--kill-on-bad-exit=1", r.foldfarm, "pretrain",
+                                   "--threads", std::to_string(r.cpusPerTask)};
+  cmd.insert(cmd.end(), args.begin(), args.end());
+  s << "ff_start " << shellJoin(cmd) << "\n";
+  renderFinish(s, r);
+  return s.str();
+}
+
+std::string renderPilotScript(const SbatchResources& r, const std::string& campaignDir,
+                              const std::vector<std::string>& extraArgs) {
+  validateResources(r);
+  if (campaignDir.empty()) throw InputError("pilot: empty campaign directory");
+  std::ostringstream s;
+  renderHeader(s, r, "pilot");
+  int perNode = ranksPerNode(r);
+  s << "#SBATCH --nodes=" << r.nodes << "\n";
+  s << "#SBATCH --ntasks-per-node=" << perNode << "\n";
+  s << "#SBATCH --cpus-per-task=" << r.cpusPerTask << "\n";
+  if (r.gpusPerNode > 0) s << "#SBATCH --gpus-per-node=" << r.gpusPerNode << "\n";
+  s << "# foldfarm campaign pilot: one allocation of " << r.nodes << " node(s) x " << perNode
+    << " rank(s) running the mpi executor";
+  if (r.gpusPerNode > 0) s << " (" << r.tasksPerGpu << " task(s) per GPU)";
+  s << ".\nset -u\n";
+  renderSupervisor(s, r);
+  renderSetup(s, r);
+  s << "\nexport OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask << "\n";
+  if (r.gpusPerNode > 0) {
+    s << "export FOLDFARM_TASKS_PER_GPU=" << r.tasksPerGpu << "\n";
+  }
+  std::vector<std::string> cmd = {"srun", "--mpi=pmix", "--kill-on-bad-exit=1", r.foldfarm, "campaign",
+                                   "run", campaignDir, "--executor", "mpi"};
+  cmd.insert(cmd.end(), extraArgs.begin(), extraArgs.end());
+  s << "ff_start " << shellJoin(cmd) << "\n";
+  renderFinish(s, r);
+  return s.str();
+}
+
+std::string renderArrayScript(const SbatchResources& r, const ArrayJob& job) {
+  validateResources(r);
+  if (job.campaignDir.empty()) throw InputError("array: empty campaign directory");
+  if (job.manifestPath.empty()) throw InputError("array: empty manifest path");
+  requireRange("elements", job.elements, 1, 4000000);
+  requireRange("throttle", job.throttle, 0, 4000000);
+  requireRange("lanes", job.lanes, 1, 256);
+  std::ostringstream s;
+  renderHeader(s, r, "array");
+  s << "#SBATCH --array=0-" << job.elements - 1;
+  if (job.throttle > 0) s << "%" << job.throttle;
+  s << "\n#SBATCH --ntasks=1\n";
+  if (r.gpusPerNode > 0) {
+    s << "#SBATCH --cpus-per-task=" << r.cpusPerTask * job.lanes << "\n";
+    s << "#SBATCH --gpus=1\n";
+  } else {
+    s << "#SBATCH --cpus-per-task=" << r.cpusPerTask * job.lanes << "\n";
+  }
+  s << "# foldfarm campaign array: element i runs the tasks on line i of the manifest in "
+    << job.lanes << " parallel worker(s)";
+  if (r.gpusPerNode > 0) s << " sharing one GPU";
+  s << ".\n# Workers write results only; the submitting foldfarm ingests them into the journal.\n";
+  s << "set -u\n";
+  renderSupervisor(s, r);
+  renderSetup(s, r);
+  s << "\nff_campaign=" << shellQuote(job.campaignDir) << "\n";
+  s << "ff_manifest=" << shellQuote(job.manifestPath) << "\n";
+  s << "ff_bin=" << shellQuote(r.foldfarm) << "\n";
+  s << "ff_lanes=" << job.lanes << "\n";
+  s << "export OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask << "\n";
+  s << R"SH(ff_element=${SLURM_ARRAY_TASK_ID:?not running as a Slurm array element}
+ff_line=()
+mapfile -t -s "$ff_element" -n 1 ff_line < "$ff_manifest" || {
+  echo "foldfarm: cannot read manifest $ff_manifest" >&2; exit 2; }
+ff_tasks=()
+IFS=$'\t' read -r -a ff_tasks <<< "${ff_line[0]:-}"
+if [ "${#ff_tasks[@]}" -eq 0 ]; then
+  echo "foldfarm: manifest $ff_manifest has no tasks for element $ff_element" >&2; exit 2
+fi
+echo "foldfarm: element $ff_element (job ${SLURM_JOB_ID:-?}) on $(hostname -s): ${#ff_tasks[@]} task(s)" >&2
+for ((ff_lane = 0; ff_lane < ff_lanes && ff_lane < ${#ff_tasks[@]}; ff_lane++)); do
+  ff_args=()
+  for ((ff_i = ff_lane; ff_i < ${#ff_tasks[@]}; ff_i += ff_lanes)); do
+    ff_args+=(--task "${ff_tasks[ff_i]}")
+  done
+  ff_start "$ff_bin" campaign work "$ff_campaign" "${ff_args[@]}"
+done
+)SH";
+  renderFinish(s, r);
+  return s.str();
+}
+
+}  // namespace foldfarm::slurm

@@ -1,0 +1,75 @@
+#pragma once
+// Rendering of the three kinds of batch script foldfarm submits:
+//   (a) data-parallel pretraining: `srun --mpi=pmix foldfarm pretrain …`, one rank per GPU
+//       over N nodes (or tasksPerNode ranks per node on CPU nodes);
+//   (b) a campaign pilot: one allocation running `foldfarm campaign run D --executor mpi`
+//       under srun;
+//   (c) one job array of a campaign: element i reads line i of a manifest file (its shard
+//       of task ids, tab-separated) and runs them in `lanes` parallel worker processes
+//       (`foldfarm campaign work D --task ID …`), which never touch the journal.
+//
+// Safety contract: every value from options is either validated against a strict pattern
+// (partition, account, qos, time, constraint, memory, counts) or quoted — sbatch's own
+// quoting inside #SBATCH lines, POSIX single quotes in the shell body — so no name, path
+// or argument can inject shell or #SBATCH options. The one exception is `setupLines`:
+// they are the user's own shell (module loads, environment), copied verbatim by design.
+//
+// Preemption and time limits: every script asks for `--signal=B:USR1@<grace>`; the batch
+// shell traps USR1 and TERM and forwards them to its workers, which run in the background
+// while the shell waits (so the trap fires at once). Workers save state and exit 75; the
+// script exits 75 when any worker was interrupted (and no worker failed otherwise). With
+// `requeue`, #SBATCH --requeue is set and an interrupted script requeues its own job.
+//
+// All render functions are pure (no I/O) and throw InputError naming the bad option.
+#include <string>
+#include <vector>
+
+namespace foldfarm::slurm {
+
+struct SbatchResources {
+  std::string jobName = "foldfarm";
+  std::string partition;   // empty: the cluster's default
+  std::string account;
+  std::string qos;
+  std::string time;        // empty: the partition's default
+  std::string constraint;
+  std::string mem;         // per node, e.g. "64G"
+  int nodes = 1;
+  int gpusPerNode = 0;     // 0: CPU nodes
+  int tasksPerGpu = 1;     // campaign tasks sharing one GPU
+  int tasksPerNode = 1;    // ranks/task slots per node on CPU nodes (gpusPerNode == 0)
+  int cpusPerTask = 1;
+  std::string output;      // file pattern (%A, %a, %j, %x ...); empty: Slurm's default
+  std::string error;       // empty: with output
+  std::string workDir;     // --chdir; empty: the submission directory
+  std::vector<std::string> setupLines;  // the user's shell, verbatim
+  int signalGraceSeconds = 120;         // --signal=B:USR1@grace; 0: none
+  bool requeue = false;
+  std::string foldfarm = "foldfarm";    // the executable the script runs (quoted)
+};
+
+// (a) Pretraining: pretrainArgs are the arguments after `foldfarm pretrain` (each quoted).
+std::string renderPretrainScript(const SbatchResources& res,
+                                 const std::vector<std::string>& pretrainArgs);
+
+// (b) Pilot: `srun --mpi=pmix foldfarm campaign run <campaignDir> --executor mpi <extra>`,
+// with tasksPerGpu·gpusPerNode (or tasksPerNode) ranks per node.
+std::string renderPilotScript(const SbatchResources& res, const std::string& campaignDir,
+                              const std::vector<std::string>& extraArgs = {});
+
+struct ArrayJob {
+  std::string campaignDir;
+  std::string manifestPath;  // line i = tab-separated task ids of element i
+  int elements = 0;          // --array=0-(elements-1)
+  int throttle = 0;          // %K; 0: none
+  int lanes = 1;             // parallel workers per element (tasks sharing its GPU)
+};
+
+// (c) One array of a campaign. Each element requests one GPU (when gpusPerNode > 0) or
+// cpusPerTask·lanes CPUs, and runs its shard's tasks in `lanes` background workers.
+std::string renderArrayScript(const SbatchResources& res, const ArrayJob& job);
+
+// Checks the resource options (patterns, counts, grace < time limit); throws InputError.
+void validateResources(const SbatchResources& res);
+
+}  // namespace foldfarm::slurm

@@ -1,0 +1,356 @@
+#include "slurm/slurm_campaign.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/base/stop_signal.hpp"
+#include "jobs/executor.hpp"
+#include "slurm/array_plan.hpp"
+
+namespace foldfarm::slurm {
+namespace fs = std::filesystem;
+namespace {
+
+using jobs::TaskRecord;
+using jobs::TaskState;
+
+struct RoundResult {
+  int ingested = 0;
+  int requeued = 0;
+  int submittedArrays = 0;
+  int submittedElements = 0;
+  int submittedTasks = 0;
+  std::vector<std::string> jobIds;
+  std::vector<std::string> exhausted;  // tasks not resubmitted (maxSubmissions)
+  bool changed() const { return ingested || requeued || submittedArrays; }
+};
+
+bool isDigits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) { return c >= '0' && c <= '9'; });
+}
+
+// Which running tasks' jobs are still alive: steps 1 and 3 of the round need the squeue
+// answer taken before the results are ingested (a result written before the job ended is
+// on disk by the time squeue reports it ended).
+struct JobView {
+  std::map<std::string, QueuedJob> byExternalId;  // "123_4" -> element
+  std::set<std::string> arraysSeen;               // arrays slurmctld still knows
+};
+
+JobView lookUpJobs(const SlurmClient& client, const std::vector<TaskRecord>& running) {
+  std::set<std::string> arrays;
+  for (const auto& t : running) {
+    std::string a = arrayJobIdOf(t.external_id);
+    if (!a.empty()) arrays.insert(a);
+  }
+  JobView v;
+  if (arrays.empty()) return v;
+  for (auto& j : client.queue(std::vector<std::string>(arrays.begin(), arrays.end()))) {
+    v.arraysSeen.insert(j.arrayJobId);
+    v.byExternalId[j.externalId()] = j;
+  }
+  return v;
+}
+
+// A running task's job ended: a terminal state, or slurmctld no longer lists it.
+bool jobEnded(const JobView& v, const TaskRecord& t, std::string& why) {
+  if (arrayJobIdOf(t.external_id).empty()) {
+    why = "not a Slurm job id ('" + t.external_id + "')";
+    return true;
+  }
+  auto it = v.byExternalId.find(t.external_id);
+  if (it == v.byExternalId.end()) {
+    why = "job " + t.external_id + " is no longer known to Slurm";
+    return true;
+  }
+  if (it->second.finished()) {
+    why = "job " + t.external_id + " ended " + it->second.state + " without a result";
+    return true;
+  }
+  return false;
+}
+
+int nextSubmissionNumber(const std::string& slurmDir) {
+  int next = 1;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(slurmDir, ec)) {
+    std::string name = e.path().filename().string();
+    if (name.rfind("sub-", 0) == 0 && isDigits(name.substr(4))) {
+      next = std::max(next, std::stoi(name.substr(4)) + 1);
+    }
+  }
+  return next;
+}
+
+SbatchResources elementResources(const jobs::Campaign& c, const SlurmCampaignOptions& o, int& lanes) {
+  SbatchResources r = o.resources;
+  if (o.resourcesFromSpec) {
+    const auto& res = c.spec().resources;
+    r.gpusPerNode = res.gpus > 0 ? std::max(r.gpusPerNode, 1) : r.gpusPerNode;
+    if (res.gpus > 0 && r.tasksPerGpu == 1) r.tasksPerGpu = res.tasks_per_gpu;
+    if (r.cpusPerTask == 1) r.cpusPerTask = std::max(1, res.threads_per_task);
+  }
+  lanes = r.gpusPerNode > 0 ? r.tasksPerGpu : r.tasksPerNode;
+  if (r.foldfarm.empty() || r.foldfarm == "foldfarm") r.foldfarm = jobs::selfExecutable();
+  if (r.jobName == "foldfarm") r.jobName = "foldfarm-" + c.spec().name;
+  return r;
+}
+
+// Step 4 for one planned array. Throws Error when sbatch fails; nothing is recorded then.
+void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResources& base, int lanes,
+                 const PlannedArray& array, RoundResult& round) {
+  const std::string slurmDir = c.dir() + "/slurm";
+  std::error_code ec;
+  fs::create_directories(slurmDir, ec);
+  if (ec) throw Error(slurmDir + ": cannot create: " + ec.message());
+  const int number = nextSubmissionNumber(slurmDir);
+  char name[32];
+  std::snprintf(name, sizeof name, "sub-%04d", number);
+  const std::string subDir = slurmDir + "/" + name;
+  if (::mkdir(subDir.c_str(), 0755) != 0) {
+    throw Error(subDir + ": cannot create: " + errnoMessage(errno));
+  }
+  SbatchResources r = base;
+  if (r.output.empty()) r.output = subDir + "/slurm-%A_%a.out";
+  ArrayJob job;
+  job.campaignDir = c.dir();
+  job.manifestPath = subDir + "/manifest.tsv";
+  job.elements = static_cast<int>(array.shards.size());
+  job.throttle = array.throttle;
+  job.lanes = lanes;
+  const std::string scriptPath = subDir + "/array.sbatch";
+  SubmittedJob submitted;
+  try {
+    writeFileAtomic(job.manifestPath, manifestText(array));
+    writeFileAtomic(scriptPath, renderArrayScript(r, job));
+    submitted = client.submit(scriptPath, {"--hold"});
+  } catch (...) {
+    fs::remove_all(subDir, ec);  // nothing was submitted: leave no trace
+    throw;
+  }
+  try {
+    writeFileAtomic(subDir + "/jobid", submitted.jobId + "\n");
+    for (size_t e = 0; e < array.shards.size(); ++e) {
+      c.markSubmitted(array.shards[e], submitted.jobId + "_" + std::to_string(e));
+    }
+  } catch (...) {
+    // The journal could not record it: the held job must never run.
+    try {
+      client.cancel(submitted.jobId);
+    } catch (const std::exception& e) {
+      logError("could not cancel held job {} after a journal error: {}", submitted.jobId, e.what());
+    }
+    throw;
+  }
+  client.release(submitted.jobId);
+  logInfo("submitted array job {} ({} element(s), {} task(s), throttle {}) from {}", submitted.jobId,
+          array.shards.size(), [&] {
+            size_t n = 0;
+            for (const auto& s : array.shards) n += s.size();
+            return n;
+          }(),
+          array.throttle, scriptPath);
+  ++round.submittedArrays;
+  round.submittedElements += static_cast<int>(array.shards.size());
+  for (const auto& s : array.shards) round.submittedTasks += static_cast<int>(s.size());
+  round.jobIds.push_back(submitted.jobId);
+}
+
+RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmCampaignOptions& o,
+                      bool submit) {
+  RoundResult round;
+  // 1. squeue first, 2. ingest, 3. requeue the running tasks whose job ended.
+  JobView view = lookUpJobs(client, c.tasks(TaskState::kRunning));
+  round.ingested = c.ingestResults();
+  std::map<std::string, std::vector<std::string>> endedByReason;
+  for (const auto& t : c.tasks(TaskState::kRunning)) {
+    std::string why;
+    if (jobEnded(view, t, why)) endedByReason[why].push_back(t.id);
+  }
+  for (const auto& [why, ids] : endedByReason) {
+    round.requeued += c.requeue(ids, why);
+    logInfo("{} task(s) back to pending: {}", ids.size(), why);
+  }
+  if (!submit) return round;
+
+  // 4. submit what is pending and ready.
+  const double now = jobs::wallClockNow();
+  std::vector<std::string> ready;
+  bool waiting = false;
+  for (const auto& t : c.tasks(TaskState::kPending)) {
+    if (t.attempts >= o.maxSubmissions) {
+      round.exhausted.push_back(t.id);
+    } else if (t.not_before > now) {
+      waiting = true;
+    } else {
+      ready.push_back(t.id);
+    }
+  }
+  (void)waiting;
+  if (ready.empty()) return round;
+  int lanes = 1;
+  SbatchResources res = elementResources(c, o, lanes);
+  validateResources(res);
+  ArrayPlanOptions po;
+  po.lanes = lanes;
+  po.tasksPerElement = o.tasksPerElement;
+  po.throttle = o.throttle;
+  po.limits = client.limits();
+  po.queuedJobs = client.queuedJobCount();
+  ArrayPlan plan = planArrays(ready, po);
+  if (!plan.deferred.empty()) {
+    logInfo("{} task(s) wait for room under MaxJobCount={} ({} job(s) queued)", plan.deferred.size(),
+            po.limits.maxJobCount, po.queuedJobs);
+  }
+  for (const auto& a : plan.arrays) submitArray(c, client, res, lanes, a, round);
+  return round;
+}
+
+int countOf(const jobs::StateCounts& c, TaskState s) {
+  auto it = c.find(s);
+  return it == c.end() ? 0 : it->second;
+}
+
+nlohmann::json countsJson(const jobs::StateCounts& counts) {
+  nlohmann::json j = nlohmann::json::object();
+  for (TaskState s : {TaskState::kPending, TaskState::kRunning, TaskState::kDone, TaskState::kFailed,
+                      TaskState::kInterrupted, TaskState::kCancelled}) {
+    j[std::string(jobs::toString(s))] = countOf(counts, s);
+  }
+  return j;
+}
+
+}  // namespace
+
+std::string arrayJobIdOf(const std::string& externalId) {
+  std::string head = externalId.substr(0, externalId.find('_'));
+  if (!isDigits(head)) return "";
+  if (head.size() < externalId.size() && !isDigits(externalId.substr(head.size() + 1))) return "";
+  return head;
+}
+
+nlohmann::json SlurmCampaignSummary::toJson() const {
+  return {{"counts", countsJson(counts)},     {"submissions", submissions},
+          {"elements_submitted", elementsSubmitted}, {"tasks_submitted", tasksSubmitted},
+          {"tasks_requeued", tasksRequeued},   {"results_ingested", resultsIngested},
+          {"job_ids", jobIds},                 {"interrupted", interrupted}};
+}
+
+SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampaignOptions& o) {
+  if (o.pollInitialS <= 0 || o.pollMaxS < o.pollInitialS) {
+    throw InputError("--poll: need 0 < initial interval <= maximum interval");
+  }
+  if (o.maxSubmissions < 1) throw InputError("--max-submissions must be >= 1");
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kWriter);
+  SlurmClient client(o.programs);
+  if (!client.available()) {
+    throw Error("Slurm is not reachable from " + hostName() +
+                " (sbatch/squeue missing or `scontrol ping` fails); run this on a login node");
+  }
+  SlurmCampaignSummary sum;
+  installStopHandlers();
+  double interval = o.pollInitialS;
+  auto lastReport = std::chrono::steady_clock::now();
+  while (true) {
+    RoundResult r = reconcile(c, client, o, /*submit=*/true);
+    sum.submissions += r.submittedArrays;
+    sum.elementsSubmitted += r.submittedElements;
+    sum.tasksSubmitted += r.submittedTasks;
+    sum.tasksRequeued += r.requeued;
+    sum.resultsIngested += r.ingested;
+    sum.jobIds.insert(sum.jobIds.end(), r.jobIds.begin(), r.jobIds.end());
+    jobs::StateCounts counts = c.counts();
+    const int pending = countOf(counts, TaskState::kPending);
+    const int running = countOf(counts, TaskState::kRunning) + countOf(counts, TaskState::kInterrupted);
+    if (running == 0 && pending > 0 && static_cast<int>(r.exhausted.size()) == pending) {
+      sum.counts = counts;
+      throw Error("task " + r.exhausted.front() + (r.exhausted.size() > 1 ? " (and " +
+                  std::to_string(r.exhausted.size() - 1) + " more)" : std::string()) +
+                  ": its Slurm jobs ended " + std::to_string(o.maxSubmissions) +
+                  " times without a result; see " + c.taskDir(r.exhausted.front()) +
+                  "/task.log and the job output under " + dir + "/slurm/");
+    }
+    if (!o.wait || (pending == 0 && running == 0)) {
+      sum.counts = counts;
+      return sum;
+    }
+    auto nowTp = std::chrono::steady_clock::now();
+    if (r.changed() || nowTp - lastReport > std::chrono::seconds(60)) {
+      logInfo("campaign {}: {} done, {} running, {} pending, {} failed", c.spec().name,
+              countOf(counts, TaskState::kDone), running, pending, countOf(counts, TaskState::kFailed));
+      lastReport = nowTp;
+    }
+    interval = r.changed() ? o.pollInitialS : std::min(o.pollMaxS, interval * 1.5);
+    // Sleep in short slices so a stop request ends the watch promptly.
+    auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(interval);
+    while (std::chrono::steady_clock::now() < until && !stopRequested()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (stopRequested()) {
+      logWarn("stopped watching campaign {}; its Slurm jobs keep running: run `foldfarm slurm submit {}` "
+              "to keep watching",
+              c.spec().name, dir);
+      sum.counts = c.counts();
+      sum.interrupted = true;
+      return sum;
+    }
+  }
+}
+
+nlohmann::json slurmCampaignStatus(const std::string& dir, const SlurmClient::Programs& programs) {
+  SlurmClient client(programs);
+  nlohmann::json out;
+  std::optional<jobs::Campaign> c;
+  bool elsewhere = false;
+  try {
+    c.emplace(jobs::Campaign::open(dir, jobs::Campaign::Access::kWriter));
+  } catch (const InputError&) {
+    throw;
+  } catch (const Error& e) {
+    // Another process holds the writer lock (a `slurm submit` watching D): only look.
+    logDebug("{}: read-only status ({})", dir, e.what());
+    c.emplace(jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly));
+    elsewhere = true;
+  }
+  RoundResult r;
+  const bool slurmUp = client.available();
+  if (!elsewhere && slurmUp) {
+    SlurmCampaignOptions o;
+    r = reconcile(*c, client, o, /*submit=*/false);
+  }
+  std::vector<TaskRecord> running = c->tasks(TaskState::kRunning);
+  std::map<std::string, int> tasksPerElement;
+  for (const auto& t : running) tasksPerElement[t.external_id]++;
+  nlohmann::json jobsJson = nlohmann::json::array();
+  if (slurmUp) {
+    JobView v = lookUpJobs(client, running);
+    for (const auto& [ext, n] : tasksPerElement) {
+      auto it = v.byExternalId.find(ext);
+      jobsJson.push_back({{"id", ext},
+                          {"state", it == v.byExternalId.end() ? "GONE" : it->second.state},
+                          {"reason", it == v.byExternalId.end() ? "" : it->second.reason},
+                          {"tasks", n}});
+    }
+  }
+  out["campaign"] = c->spec().name;
+  out["dir"] = dir;
+  out["counts"] = countsJson(c->counts());
+  out["jobs"] = jobsJson;
+  out["requeued"] = r.requeued;
+  out["ingested"] = r.ingested;
+  out["watched_elsewhere"] = elsewhere;
+  out["slurm_reachable"] = slurmUp;
+  return out;
+}
+
+}  // namespace foldfarm::slurm

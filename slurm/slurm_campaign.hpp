@@ -1,0 +1,80 @@
+#pragma once
+// Running a campaign through Slurm job arrays: the submitting process is the campaign's
+// only journal writer; array elements only write result files.
+//
+// One round (reconcile):
+//   1. ask squeue about every array job the journal's running tasks name;
+//   2. ingest the results on disk (exactly once — jobs::Campaign::ingestResults);
+//   3. every task still `running` whose job ended (any terminal state, or forgotten by
+//      slurmctld) goes back to pending: the results on disk are the truth, so only tasks
+//      without a result are resubmitted;
+//   4. plan the pending tasks into arrays (slurm/array_plan.hpp), and for each array:
+//      write its manifest and script under D/slurm/sub-NNNN/ (atomically), `sbatch --hold`
+//      it, record pending -> running with the external id "<jobid>_<element>" in one
+//      transaction, then `scontrol release` it. A job therefore never runs a task the
+//      journal does not know it runs. If sbatch fails nothing is recorded (the journal is
+//      unchanged) and the round throws Error with sbatch's message.
+// Watching repeats rounds at a modest cadence with backoff (pollInitialS, ×1.5 while
+// nothing changes, up to pollMaxS; back to pollInitialS when something changed) until no
+// task is pending or running, or a stop signal arrives (the jobs keep running; a later
+// `foldfarm slurm submit D` or `status D` picks them up).
+//
+// Calling it: `foldfarm slurm submit D` and `foldfarm campaign run D --executor slurm`
+// both call runCampaignOnSlurm(dir, options). Thread-safety: one call at a time per
+// campaign (Campaign::open takes D/orchestrator.lock).
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "jobs/campaign.hpp"
+#include "slurm/sbatch_script.hpp"
+#include "slurm/slurm_client.hpp"
+
+namespace foldfarm::slurm {
+
+struct SlurmCampaignOptions {
+  // Resources of each array element. resources.foldfarm "foldfarm" (the default) or empty:
+  // this executable's absolute path (jobs::selfExecutable()).
+  // resources.tasksPerGpu is the number of lanes (tasks an element runs at once) when the
+  // spec asks for GPUs; on CPU nodes lanes = tasksPerNode.
+  SbatchResources resources;
+  bool resourcesFromSpec = true;  // fill gpus/lanes/cpus from the spec's "resources"
+  int tasksPerElement = 0;        // 0: automatic (array_plan.hpp)
+  int throttle = 0;               // total concurrent elements (%K); 0: none
+  bool wait = true;               // watch until done; false: submit one round and return
+  double pollInitialS = 5.0;
+  double pollMaxS = 60.0;
+  // A task whose jobs ended this many times without a result is not submitted again; the
+  // call then ends with Error naming it (its task.log and the job output say why).
+  int maxSubmissions = 5;
+  SlurmClient::Programs programs;
+};
+
+struct SlurmCampaignSummary {
+  jobs::StateCounts counts;        // after the call
+  int submissions = 0;             // arrays submitted by this call
+  int elementsSubmitted = 0;
+  int tasksSubmitted = 0;
+  int tasksRequeued = 0;           // jobs ended without a result -> pending again
+  int resultsIngested = 0;
+  std::vector<std::string> jobIds; // arrays submitted by this call
+  bool interrupted = false;        // stopped watching on a signal
+  nlohmann::json toJson() const;
+};
+
+// Runs (or continues) campaign D on Slurm. Throws InputError for bad options or a
+// campaign directory that is not one; Error when sbatch fails (nothing recorded) or tasks
+// exhausted maxSubmissions.
+SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampaignOptions& options);
+
+// One reconcile round without submitting (steps 1–3) when D's lock is free; a read-only
+// view when another process is watching D. Returns the status as JSON:
+// {"counts": {...}, "jobs": [{"id": "123_4", "state": "RUNNING", "tasks": n}, ...],
+//  "requeued": n, "ingested": n, "watched_elsewhere": bool}.
+nlohmann::json slurmCampaignStatus(const std::string& dir, const SlurmClient::Programs& programs = {});
+
+// The array job id in an external id "123_4" (or "123"); empty when it is not a Slurm id.
+std::string arrayJobIdOf(const std::string& externalId);
+
+}  // namespace foldfarm::slurm

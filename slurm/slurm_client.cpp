@@ -1,0 +1,212 @@
+#include "slurm/slurm_client.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <regex>
+#include <sstream>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+
+namespace foldfarm::slurm {
+namespace {
+
+std::string trim(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  size_t e = s.find_last_not_of(" \t\r\n");
+  return s.substr(b, e - b + 1);
+}
+
+std::string firstLine(const std::string& s) {
+  std::string t = trim(s);
+  return t.substr(0, t.find('\n'));
+}
+
+bool allDigits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
+}
+
+}  // namespace
+
+std::string QueuedJob::externalId() const {
+  return arrayTask >= 0 ? arrayJobId + "_" + std::to_string(arrayTask) : arrayJobId;
+}
+
+bool QueuedJob::finished() const { return isTerminalJobState(state); }
+
+bool isTerminalJobState(const std::string& state) {
+  static const char* kTerminal[] = {"COMPLETED", "FAILED",    "TIMEOUT",  "NODE_FAIL",
+                                    "PREEMPTED", "OUT_OF_MEMORY", "CANCELLED", "BOOT_FAIL",
+                                    "DEADLINE",  "SPECIAL_EXIT", "REVOKED"};
+  for (const char* t : kTerminal) {
+    if (state == t) return true;
+  }
+  return false;
+}
+
+SubmittedJob parseSbatchParsable(const std::string& out) {
+  std::string line = trim(out);
+  // sbatch may print warnings on stdout before the id on some sites; the id is the last line.
+  auto nl = line.rfind('\n');
+  if (nl != std::string::npos) line = trim(line.substr(nl + 1));
+  SubmittedJob job;
+  auto semi = line.find(';');
+  job.jobId = line.substr(0, semi);
+  if (semi != std::string::npos) job.cluster = line.substr(semi + 1);
+  static const std::regex clusterRe("[A-Za-z0-9_.-]*");
+  if (!allDigits(job.jobId) || !std::regex_match(job.cluster, clusterRe)) {
+    throw Error("sbatch --parsable printed '" + firstLine(out) +
+                "', not 'jobid[;cluster]'; cannot track the job (check the sbatch on PATH)");
+  }
+  return job;
+}
+
+std::vector<QueuedJob> parseSqueue(const std::string& out) {
+  std::vector<QueuedJob> jobs;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    line = trim(line);
+    if (line.empty()) continue;
+    std::vector<std::string> f;
+    size_t start = 0;
+    while (true) {
+      auto bar = line.find('|', start);
+      f.push_back(line.substr(start, bar - start));
+      if (bar == std::string::npos) break;
+      start = bar + 1;
+    }
+    if (f.size() != 5 || !allDigits(f[0]) || !allDigits(f[2]) || f[3].empty()) {
+      throw Error("squeue printed an unexpected line '" + line + "' (expected %F|%K|%A|%T|%r)");
+    }
+    QueuedJob j;
+    j.arrayJobId = f[0];
+    if (f[1] == "N/A") {
+      j.arrayTask = -1;
+    } else if (allDigits(f[1])) {
+      j.arrayTask = std::stoi(f[1]);
+    } else {
+      // An unexpanded range ("0-5%2") should not appear with -r; treat as a format error.
+      throw Error("squeue printed an array range '" + f[1] + "' despite -r in line '" + line + "'");
+    }
+    j.jobId = f[2];
+    j.state = f[3];
+    j.reason = f[4];
+    jobs.push_back(std::move(j));
+  }
+  return jobs;
+}
+
+SlurmLimits parseSlurmConfig(const std::string& out) {
+  SlurmLimits l;
+  std::istringstream in(out);
+  std::string line;
+  auto value = [](const std::string& v) -> int {
+    std::string t = trim(v);
+    size_t n = 0;
+    while (n < t.size() && std::isdigit(static_cast<unsigned char>(t[n]))) ++n;
+    if (n == 0) return -1;
+    return static_cast<int>(std::min<long long>(std::stoll(t.substr(0, n)), 1LL << 30));
+  };
+  while (std::getline(in, line)) {
+    auto eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    std::string key = trim(line.substr(0, eq));
+    int v = value(line.substr(eq + 1));
+    if (v < 0) continue;
+    if (key == "MaxArraySize" && v > 0) l.maxArraySize = v;
+    else if (key == "MaxJobCount" && v > 0) l.maxJobCount = v;
+    else if (key == "MinJobAge") l.minJobAge = v;
+  }
+  return l;
+}
+
+ProcessResult SlurmClient::run(const std::vector<std::string>& argv, std::chrono::seconds timeout) const {
+  ProcessOptions o;
+  o.timeout = timeout;
+  return runProcess(argv, o);
+}
+
+bool SlurmClient::available() const {
+  if (!programAvailable(programs_.sbatch) || !programAvailable(programs_.squeue) ||
+      !programAvailable(programs_.scontrol)) {
+    return false;
+  }
+  ProcessResult r = run({programs_.scontrol, "ping"}, std::chrono::seconds(20));
+  return r.ok() && r.out.find("UP") != std::string::npos;
+}
+
+SubmittedJob SlurmClient::submit(const std::string& scriptPath, const std::vector<std::string>& args) const {
+  std::vector<std::string> argv = {programs_.sbatch, "--parsable"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back(scriptPath);
+  ProcessResult r = run(argv, std::chrono::seconds(120));
+  if (!r.ok()) {
+    std::string msg = firstLine(r.err);
+    if (msg.empty()) msg = r.describeFailure();
+    throw Error("sbatch rejected " + scriptPath + ": " + msg +
+                " (fix the option it names, e.g. --partition, and submit again)");
+  }
+  SubmittedJob job = parseSbatchParsable(r.out);
+  logDebug("sbatch: submitted {} as job {}", scriptPath, job.jobId);
+  return job;
+}
+
+std::vector<QueuedJob> SlurmClient::queue(const std::vector<std::string>& jobIds) const {
+  if (jobIds.empty()) return {};
+  std::string list;
+  for (const auto& id : jobIds) {
+    if (!allDigits(id)) throw Error("squeue: '" + id + "' is not a job id");
+    if (!list.empty()) list += ',';
+    list += id;
+  }
+  ProcessResult r = run({programs_.squeue, "--noheader", "--array", "--states=all", "--jobs=" + list,
+                         "--format=%F|%K|%A|%T|%r"});
+  if (!r.ok()) {
+    // squeue fails when every id given is unknown (all purged after MinJobAge).
+    if (r.exitCode == 1 && r.err.find("Invalid job id") != std::string::npos) return {};
+    throw Error("squeue failed: " + r.describeFailure() + " (is slurmctld reachable?)");
+  }
+  std::vector<QueuedJob> jobs = parseSqueue(r.out);
+  // Keep only the requested arrays (a plain job id may also match an element's own id).
+  jobs.erase(std::remove_if(jobs.begin(), jobs.end(),
+                            [&](const QueuedJob& j) {
+                              return std::find(jobIds.begin(), jobIds.end(), j.arrayJobId) == jobIds.end();
+                            }),
+             jobs.end());
+  return jobs;
+}
+
+int SlurmClient::queuedJobCount() const {
+  ProcessResult r = run({programs_.squeue, "--noheader", "--array", "--format=%i"});
+  if (!r.ok()) return -1;
+  return static_cast<int>(std::count(r.out.begin(), r.out.end(), '\n'));
+}
+
+void SlurmClient::release(const std::string& jobId) const {
+  ProcessResult r = run({programs_.scontrol, "release", jobId});
+  if (!r.ok()) throw Error("scontrol release " + jobId + " failed: " + r.describeFailure());
+}
+
+void SlurmClient::cancel(const std::string& jobId) const {
+  ProcessResult r = run({programs_.scancel, jobId});
+  if (!r.ok() && r.err.find("already completed") == std::string::npos &&
+      r.err.find("Invalid job id") == std::string::npos) {
+    throw Error("scancel " + jobId + " failed: " + r.describeFailure());
+  }
+}
+
+SlurmLimits SlurmClient::limits() const {
+  if (!programAvailable(programs_.scontrol)) return SlurmLimits{};
+  ProcessResult r = run({programs_.scontrol, "show", "config"}, std::chrono::seconds(20));
+  if (!r.ok()) {
+    logDebug("scontrol show config failed ({}); using Slurm's default limits", r.describeFailure());
+    return SlurmLimits{};
+  }
+  SlurmLimits l = parseSlurmConfig(r.out);
+  l.fromCluster = true;
+  return l;
+}
+
+}  // namespace foldfarm::slurm

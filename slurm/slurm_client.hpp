@@ -1,0 +1,88 @@
+#pragma once
+// The Slurm commands foldfarm uses — sbatch, squeue, scontrol, scancel — run as child
+// processes with an explicit argv (slurm/child_process.hpp) and with every output parsed
+// and checked: an unexpected answer is an Error naming the command and what it printed,
+// never a silently wrong job id or state.
+//
+// Thread-safety: a SlurmClient has no mutable state; calls may come from any thread.
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "slurm/child_process.hpp"
+
+namespace foldfarm::slurm {
+
+// Cluster limits that shape array submissions (SPEC §5: Slurm's defaults 1001/10000).
+struct SlurmLimits {
+  int maxArraySize = 1001;  // array indices 0 … maxArraySize-1
+  int maxJobCount = 10000;  // jobs (array elements count one each) slurmctld keeps
+  int minJobAge = 300;      // seconds a finished job stays visible in squeue
+  bool fromCluster = false; // read from `scontrol show config` (else defaults)
+};
+
+// `sbatch --parsable` answer: "jobid" or "jobid;cluster".
+struct SubmittedJob {
+  std::string jobId;
+  std::string cluster;
+};
+
+// One line of squeue -r: a plain job or one array element.
+struct QueuedJob {
+  std::string arrayJobId;  // %F: the array's job id (the job id itself for plain jobs)
+  int arrayTask = -1;      // %K: the element index (-1: not an array element)
+  std::string jobId;       // %A: the element's own job id (equals arrayJobId while pending)
+  std::string state;       // %T: PENDING, RUNNING, COMPLETED, TIMEOUT, …
+  std::string reason;      // %r
+  // "<arrayJobId>_<arrayTask>" or the job id: the external id recorded in the journal.
+  std::string externalId() const;
+  bool finished() const;   // a terminal state (isTerminalJobState)
+};
+
+// COMPLETED, FAILED, TIMEOUT, NODE_FAIL, PREEMPTED, OUT_OF_MEMORY, CANCELLED, BOOT_FAIL,
+// DEADLINE, SPECIAL_EXIT, REVOKED: the job will not run (again) without a requeue.
+bool isTerminalJobState(const std::string& state);
+
+// Parses one `sbatch --parsable` stdout; throws Error naming the output when malformed.
+SubmittedJob parseSbatchParsable(const std::string& out);
+// Parses `squeue -h -r -o %F|%K|%A|%T|%r` lines; throws Error on a malformed line.
+std::vector<QueuedJob> parseSqueue(const std::string& out);
+// Reads MaxArraySize, MaxJobCount, MinJobAge from `scontrol show config` output (missing
+// keys keep their defaults).
+SlurmLimits parseSlurmConfig(const std::string& out);
+
+class SlurmClient {
+ public:
+  struct Programs {
+    std::string sbatch = "sbatch";
+    std::string squeue = "squeue";
+    std::string scontrol = "scontrol";
+    std::string scancel = "scancel";
+  };
+  SlurmClient() = default;
+  explicit SlurmClient(Programs programs) : programs_(std::move(programs)) {}
+
+  // Whether sbatch/squeue exist here and slurmctld answers `scontrol ping`.
+  bool available() const;
+  // `sbatch --parsable [args] script`. Throws Error "sbatch rejected <script>: <stderr>"
+  // when sbatch fails (its message is the user's to act on: unknown partition, ...).
+  SubmittedJob submit(const std::string& scriptPath, const std::vector<std::string>& args = {}) const;
+  // The elements/jobs of the given job ids still known to slurmctld (finished ones stay
+  // visible for MinJobAge). Ids slurmctld has forgotten are simply absent.
+  std::vector<QueuedJob> queue(const std::vector<std::string>& jobIds) const;
+  // Jobs of all users in the queue (for the MaxJobCount budget); -1 when unknown.
+  int queuedJobCount() const;
+  void release(const std::string& jobId) const;
+  // scancel; a job that already ended is not an error.
+  void cancel(const std::string& jobId) const;
+  // `scontrol show config` when slurmctld answers, defaults otherwise.
+  SlurmLimits limits() const;
+
+ private:
+  ProcessResult run(const std::vector<std::string>& argv,
+                    std::chrono::seconds timeout = std::chrono::seconds(60)) const;
+  Programs programs_;
+};
+
+}  // namespace foldfarm::slurm
