@@ -11,6 +11,7 @@
 //  - labels: n class indices, or empty when the file has none.
 //  - weights: n per-jet weights, or empty meaning every weight is 1.
 // Thread-safety: plain values; const access from many threads is safe.
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 

@@ -13,7 +13,8 @@
 //       exactly N subjets, winner-take-all recombination, which is the recommended axis for
 //       beta = 1 and needs no minimisation). tau21 = 0 when tau1 = 0 (one particle or all
 //       collinear).
-// dR uses rapidity for massive inputs, pseudorapidity == rapidity for massless ones.
+// Distances: the width uses (eta, phi) to the jet axis, exactly particle feature 6; the
+// clusterings and tau_N use (rapidity, phi) as FastJet does (equal for massless particles).
 // Thread-safety: pure functions; safe from many threads.
 #include <array>
 #include <cstdint>

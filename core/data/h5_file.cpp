@@ -1,0 +1,242 @@
+#include "core/data/h5_file.hpp"
+
+#include <mutex>
+#include <sstream>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+
+namespace foldfarm::data {
+namespace {
+
+herr_t walkInnermost(unsigned n, const H5E_error2_t* err, void* client) {
+  auto* out = static_cast<std::string*>(client);
+  if (n == 0 && err && err->desc) *out = err->desc;  // innermost = the cause
+  if (out->empty() && err && err->desc) *out = err->desc;
+  return 0;
+}
+
+const char* kindName(H5Kind k) {
+  switch (k) {
+    case H5Kind::kFile: return "file";
+    case H5Kind::kGroup: return "group";
+    case H5Kind::kDataset: return "dataset";
+    case H5Kind::kDataspace: return "dataspace";
+    case H5Kind::kDatatype: return "datatype";
+    case H5Kind::kPropList: return "property list";
+    case H5Kind::kAttribute: return "attribute";
+  }
+  return "object";
+}
+
+}  // namespace
+
+void h5Init() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    H5open();
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  });
+}
+
+std::string h5LastMessage() {
+  std::string msg;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walkInnermost, &msg);
+  return msg;
+}
+
+int64_t h5Check(int64_t status, const char* call, const char* file, int line,
+                const std::string& context) {
+  if (status >= 0) return status;
+  std::ostringstream os;
+  std::string why = h5LastMessage();
+  H5Eclear2(H5E_DEFAULT);
+  os << call << " failed at " << file << ":" << line << ": "
+     << (why.empty() ? "HDF5 error" : why) << " (" << context << ")";
+  throw Error(os.str());
+}
+
+H5Handle::H5Handle(hid_t id, H5Kind kind, const char* call, const char* file, int line,
+                   const std::string& context)
+    : id_(id), kind_(kind) {
+  if (id < 0) h5Check(-1, call, file, line, context);
+}
+
+H5Handle::~H5Handle() noexcept { closeNoThrow(); }
+
+H5Handle& H5Handle::operator=(H5Handle&& o) noexcept {
+  if (this != &o) {
+    closeNoThrow();
+    id_ = o.id_;
+    kind_ = o.kind_;
+    o.id_ = -1;
+  }
+  return *this;
+}
+
+static herr_t closeId(hid_t id, H5Kind kind) {
+  switch (kind) {
+    case H5Kind::kFile: return H5Fclose(id);
+    case H5Kind::kGroup: return H5Gclose(id);
+    case H5Kind::kDataset: return H5Dclose(id);
+    case H5Kind::kDataspace: return H5Sclose(id);
+    case H5Kind::kDatatype: return H5Tclose(id);
+    case H5Kind::kPropList: return H5Pclose(id);
+    case H5Kind::kAttribute: return H5Aclose(id);
+  }
+  return -1;
+}
+
+void H5Handle::close(const std::string& context) {
+  if (id_ < 0) return;
+  hid_t id = id_;
+  id_ = -1;
+  h5Check(closeId(id, kind_), "H5close", __FILE__, __LINE__, context);
+}
+
+void H5Handle::closeNoThrow() noexcept {
+  if (id_ < 0) return;
+  if (closeId(id_, kind_) < 0) {
+    try {
+      logWarn("closing an HDF5 {} failed: {}", kindName(kind_), h5LastMessage());
+    } catch (...) {
+    }
+    H5Eclear2(H5E_DEFAULT);
+  }
+  id_ = -1;
+}
+
+H5Handle h5OpenRead(const std::string& path) {
+  h5Init();
+  H5Handle fapl = FF_H5_OWN(H5Pcreate(H5P_FILE_ACCESS), H5Kind::kPropList, path);
+  // Close everything still open when the file is closed (no dangling objects keep it open).
+  FF_H5_CHECK(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), path);
+  return FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Kind::kFile, path);
+}
+
+H5Handle h5Create(const std::string& path) {
+  h5Init();
+  return FF_H5_OWN(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+                   H5Kind::kFile, path);
+}
+
+bool h5Exists(hid_t loc, const std::string& name) {
+  h5Init();
+  htri_t r = H5Lexists(loc, name.c_str(), H5P_DEFAULT);
+  if (r < 0) H5Eclear2(H5E_DEFAULT);
+  return r > 0;
+}
+
+std::vector<hsize_t> h5Dims(hid_t dataset, H5T_class_t* cls) {
+  H5Handle space = FF_H5_OWN(H5Dget_space(dataset), H5Kind::kDataspace, "dataspace");
+  int rank = static_cast<int>(FF_H5_CHECK(H5Sget_simple_extent_ndims(space.get()), "rank"));
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  if (rank > 0) FF_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), "dims");
+  if (cls) {
+    H5Handle type = FF_H5_OWN(H5Dget_type(dataset), H5Kind::kDatatype, "datatype");
+    *cls = H5Tget_class(type.get());
+  }
+  return dims;
+}
+
+static herr_t collectName(hid_t group, const char* name, const H5L_info_t*, void* client) {
+  // H5Oopen + H5Iget_type instead of H5Oget_info*: the latter changed signature in 1.12.
+  hid_t obj = H5Oopen(group, name, H5P_DEFAULT);
+  if (obj < 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return 0;
+  }
+  if (H5Iget_type(obj) == H5I_DATASET) static_cast<std::vector<std::string>*>(client)->push_back(name);
+  H5Oclose(obj);
+  return 0;
+}
+
+std::vector<std::string> h5ListDatasets(hid_t file) {
+  std::vector<std::string> names;
+  FF_H5_CHECK(H5Literate(file, H5_INDEX_NAME, H5_ITER_INC, nullptr, collectName, &names),
+              "listing datasets");
+  return names;
+}
+
+static void writeAttr(hid_t obj, const std::string& name, hid_t type, const void* value) {
+  if (H5Aexists(obj, name.c_str()) > 0) FF_H5_CHECK(H5Adelete(obj, name.c_str()), name);
+  H5Handle space = FF_H5_OWN(H5Screate(H5S_SCALAR), H5Kind::kDataspace, name);
+  H5Handle attr = FF_H5_OWN(H5Acreate2(obj, name.c_str(), type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                            H5Kind::kAttribute, "attribute " + name);
+  FF_H5_CHECK(H5Awrite(attr.get(), type, value), "attribute " + name);
+}
+
+void h5WriteStringAttr(hid_t obj, const std::string& name, const std::string& value) {
+  H5Handle type = FF_H5_OWN(H5Tcopy(H5T_C_S1), H5Kind::kDatatype, name);
+  FF_H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE), name);
+  FF_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8), name);
+  const char* p = value.c_str();
+  writeAttr(obj, name, type.get(), &p);
+}
+
+void h5WriteInt64Attr(hid_t obj, const std::string& name, int64_t value) {
+  writeAttr(obj, name, H5T_NATIVE_INT64, &value);
+}
+
+void h5WriteDoubleAttr(hid_t obj, const std::string& name, double value) {
+  writeAttr(obj, name, H5T_NATIVE_DOUBLE, &value);
+}
+
+std::string h5ReadAttrAsString(hid_t obj, const std::string& name) {
+  h5Init();
+  if (H5Aexists(obj, name.c_str()) <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return "";
+  }
+  H5Handle attr = FF_H5_OWN(H5Aopen(obj, name.c_str(), H5P_DEFAULT), H5Kind::kAttribute, name);
+  H5Handle type = FF_H5_OWN(H5Aget_type(attr.get()), H5Kind::kDatatype, name);
+  H5Handle space = FF_H5_OWN(H5Aget_space(attr.get()), H5Kind::kDataspace, name);
+  if (H5Sget_simple_extent_npoints(space.get()) != 1) return "(array)";
+  switch (H5Tget_class(type.get())) {
+    case H5T_STRING: {
+      if (H5Tis_variable_str(type.get()) > 0) {
+        H5Handle mem = FF_H5_OWN(H5Tcopy(H5T_C_S1), H5Kind::kDatatype, name);
+        FF_H5_CHECK(H5Tset_size(mem.get(), H5T_VARIABLE), name);
+        char* s = nullptr;
+        FF_H5_CHECK(H5Aread(attr.get(), mem.get(), &s), name);
+        std::string out = s ? s : "";
+        H5free_memory(s);
+        return out;
+      }
+      size_t size = H5Tget_size(type.get());
+      std::string out(size, '\0');
+      FF_H5_CHECK(H5Aread(attr.get(), type.get(), out.data()), name);
+      out.resize(out.find('\0') == std::string::npos ? out.size() : out.find('\0'));
+      return out;
+    }
+    case H5T_INTEGER: {
+      int64_t v = 0;
+      FF_H5_CHECK(H5Aread(attr.get(), H5T_NATIVE_INT64, &v), name);
+      return std::to_string(v);
+    }
+    case H5T_FLOAT: {
+      double v = 0;
+      FF_H5_CHECK(H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &v), name);
+      std::ostringstream os;
+      os.precision(17);
+      os << v;
+      return os.str();
+    }
+    default:
+      return "(unsupported type)";
+  }
+}
+
+static herr_t collectAttr(hid_t, const char* name, const H5A_info_t*, void* client) {
+  static_cast<std::vector<std::string>*>(client)->push_back(name);
+  return 0;
+}
+
+std::vector<std::string> h5AttrNames(hid_t obj) {
+  std::vector<std::string> names;
+  hsize_t idx = 0;
+  FF_H5_CHECK(H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, collectAttr, &names), "attributes");
+  return names;
+}
+
+}  // namespace foldfarm::data

@@ -1,0 +1,489 @@
+#include "core/data/jet_reader.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "core/base/error.hpp"
+#include "core/data/h5_file.hpp"
+#include "core/data/rng.hpp"
+
+namespace foldfarm::data {
+namespace {
+
+constexpr int64_t F = kNumParticleFeatures;
+// Chunk cache per open dataset: large enough that hyperslabs not aligned with chunks still
+// decompress each chunk once.
+constexpr size_t kChunkCacheBytes = 64u << 20;
+
+std::string typeName(hid_t type) {
+  const H5T_class_t cls = H5Tget_class(type);
+  const size_t size = H5Tget_size(type);
+  switch (cls) {
+    case H5T_FLOAT: return "float" + std::to_string(8 * size);
+    case H5T_INTEGER:
+      return std::string(H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int") + std::to_string(8 * size);
+    case H5T_ENUM: return "enum" + std::to_string(8 * size);
+    case H5T_STRING: return "string";
+    default: return "other";
+  }
+}
+
+std::string shapeText(const std::vector<hsize_t>& d) {
+  std::ostringstream os;
+  os << "(";
+  for (size_t i = 0; i < d.size(); ++i) os << (i ? "," : "") << d[i];
+  os << (d.size() == 1 ? ",)" : ")");
+  return os.str();
+}
+
+}  // namespace
+
+struct JetFile::Impl {
+  std::string path;
+  H5Handle file;
+  FileLayout layout = FileLayout::kJets;
+  int64_t N = 0, P = 0;
+  bool labels = false;
+  int64_t label_cols = 0;  // 0: (N,) indices; C: one-hot
+  bool subs = false;
+  std::vector<std::string> names;
+  mutable std::vector<std::pair<std::string, H5Handle>> open;  // cached dataset handles
+
+  [[noreturn]] void fail(const std::string& dataset, const std::string& what) const {
+    throw InputError(path + ": " + (dataset.empty() ? "" : "dataset '" + dataset + "': ") + what);
+  }
+
+  hid_t dataset(const std::string& name) const {
+    for (auto& [n, h] : open)
+      if (n == name) return h.get();
+    if (!h5Exists(file.get(), name))
+      fail(name, "missing; expected the " +
+                     std::string(layout == FileLayout::kJets ? "jets layout (data, jet, pid)"
+                                                             : "unfold layout (reco, gen, reco_jets, gen_jets)") +
+                     " of SPEC 3.1; regenerate the file with `foldfarm data synth` or convert it");
+    try {
+      H5Handle dapl = FF_H5_OWN(H5Pcreate(H5P_DATASET_ACCESS), H5Kind::kPropList, name);
+      FF_H5_CHECK(H5Pset_chunk_cache(dapl.get(), 12421, kChunkCacheBytes, 1.0), name);
+      open.emplace_back(name, FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), dapl.get()),
+                                        H5Kind::kDataset, name));
+    } catch (const InputError&) {
+      throw;
+    } catch (const Error& e) {
+      fail(name, std::string("cannot be opened (corrupt file?): ") + h5LastMessage() +
+                     "; regenerate or re-copy the file");
+    }
+    return open.back().second.get();
+  }
+
+  std::vector<hsize_t> dims(const std::string& name, H5T_class_t* cls = nullptr) const {
+    return h5Dims(dataset(name), cls);
+  }
+
+  // Checks rank and trailing dims (0 = any); returns the dims.
+  std::vector<hsize_t> expect(const std::string& name, std::vector<int64_t> trailing,
+                              const char* what) const {
+    H5T_class_t cls;
+    auto d = dims(name, &cls);
+    const size_t rank = trailing.size() + 1;
+    bool ok = d.size() == rank;
+    for (size_t k = 0; ok && k < trailing.size(); ++k)
+      if (trailing[k] > 0 && static_cast<int64_t>(d[k + 1]) != trailing[k]) ok = false;
+    if (!ok) fail(name, "has shape " + shapeText(d) + ", expected " + what + "; fix the producer of this file");
+    if (cls != H5T_FLOAT && cls != H5T_INTEGER && cls != H5T_ENUM)
+      fail(name, "is not numeric; expected " + std::string(what));
+    return d;
+  }
+
+  void expectN(const std::string& name, const std::vector<hsize_t>& d) const {
+    if (static_cast<int64_t>(d[0]) != N)
+      fail(name, "has " + std::to_string(d[0]) + " rows but the file's other datasets have " +
+                     std::to_string(N) + "; the file is inconsistent, regenerate it");
+  }
+
+  int64_t resolveEnd(int64_t begin, int64_t end) const {
+    if (end < 0) end = N;
+    if (begin < 0 || begin > end || end > N)
+      throw Error(path + ": rows [" + std::to_string(begin) + ", " + std::to_string(end) +
+                  ") outside [0, " + std::to_string(N) + ")");
+    return end;
+  }
+
+  // Reads rows [begin, end) of `name` into `out` as `memtype`. `row_elems` = product of the
+  // trailing dims.
+  void readRows(const std::string& name, int64_t begin, int64_t end, hid_t memtype, void* out) const {
+    if (end <= begin) return;
+    hid_t ds = dataset(name);
+    try {
+      auto d = h5Dims(ds);
+      H5Handle fspace = FF_H5_OWN(H5Dget_space(ds), H5Kind::kDataspace, name);
+      std::vector<hsize_t> start(d.size(), 0), count = d;
+      start[0] = static_cast<hsize_t>(begin);
+      count[0] = static_cast<hsize_t>(end - begin);
+      FF_H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr,
+                                      count.data(), nullptr),
+                  name);
+      H5Handle mspace = FF_H5_OWN(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
+                                  H5Kind::kDataspace, name);
+      H5Handle ftype = FF_H5_OWN(H5Dget_type(ds), H5Kind::kDatatype, name);
+      if (H5Tget_class(ftype.get()) == H5T_ENUM) {
+        // h5py stores bool as an enum over int8: HDF5 cannot convert enums to integers, so
+        // read the enum's own bytes (its values are 0/1).
+        if (H5Tget_size(ftype.get()) != 1) fail(name, "is an enum wider than one byte; store it as an integer");
+        H5Handle native = FF_H5_OWN(H5Tget_native_type(ftype.get(), H5T_DIR_ASCEND), H5Kind::kDatatype, name);
+        FF_H5_CHECK(H5Dread(ds, native.get(), mspace.get(), fspace.get(), H5P_DEFAULT, out), name);
+        return;
+      }
+      FF_H5_CHECK(H5Dread(ds, memtype, mspace.get(), fspace.get(), H5P_DEFAULT, out), name);
+    } catch (const InputError&) {
+      throw;
+    } catch (const Error&) {
+      fail(name, "cannot be read (truncated or corrupt file?): " + std::string(h5LastMessage().empty() ? "read failed" : h5LastMessage()) +
+                     "; regenerate or re-copy the file");
+    }
+  }
+
+  std::vector<float> readFloats(const std::string& name, int64_t begin, int64_t end, int64_t row_elems,
+                                bool check) const {
+    std::vector<float> v(static_cast<size_t>((end - begin) * row_elems));
+    readRows(name, begin, end, H5T_NATIVE_FLOAT, v.data());
+    if (check) {
+      for (size_t k = 0; k < v.size(); ++k)
+        if (!std::isfinite(v[k])) {
+          const int64_t row = begin + static_cast<int64_t>(k) / row_elems;
+          fail(name, "row " + std::to_string(row) + " holds a non-finite value (" +
+                         (std::isnan(v[k]) ? "NaN" : "Inf") +
+                         "); drop or fix that jet before using the file");
+        }
+    }
+    return v;
+  }
+
+  void validate() {
+    names = h5ListDatasets(file.get());
+    auto has = [&](const char* n) { return std::find(names.begin(), names.end(), n) != names.end(); };
+    if (names.empty()) fail("", "contains no datasets (empty file); regenerate it with `foldfarm data synth`");
+    if (has("data")) {
+      layout = FileLayout::kJets;
+      auto d = expect("data", {0, F}, "(N,P,13)");
+      N = static_cast<int64_t>(d[0]);
+      P = static_cast<int64_t>(d[1]);
+      expectN("jet", expect("jet", {kNumJetFeatures}, "(N,4)"));
+      if (has("pid")) {
+        labels = true;
+        auto pd = dims("pid");
+        if (pd.size() == 1) {
+          label_cols = 0;
+        } else if (pd.size() == 2 && pd[1] >= 1) {
+          label_cols = static_cast<int64_t>(pd[1]);
+        } else {
+          fail("pid", "has shape " + shapeText(pd) + ", expected (N,) labels or (N,C) one-hot");
+        }
+        expectN("pid", pd);
+      }
+    } else if (has("reco") || has("gen")) {
+      layout = FileLayout::kUnfold;
+      auto d = expect("gen", {0, F}, "(N,P,13)");
+      N = static_cast<int64_t>(d[0]);
+      P = static_cast<int64_t>(d[1]);
+      auto r = expect("reco", {P, F}, "(N,P,13) with the same P as gen");
+      expectN("reco", r);
+      expectN("gen_jets", expect("gen_jets", {kNumJetFeatures}, "(N,4)"));
+      expectN("reco_jets", expect("reco_jets", {kNumJetFeatures}, "(N,4)"));
+      subs = has("reco_subs") && has("gen_subs");
+      if (subs) {
+        expectN("reco_subs", expect("reco_subs", {kNumSubs}, "(N,6)"));
+        expectN("gen_subs", expect("gen_subs", {kNumSubs}, "(N,6)"));
+      }
+      for (const char* opt : {"pass_reco", "pass_gen"})
+        if (has(opt)) expectN(opt, expect(opt, {}, "(N,)"));
+    } else {
+      std::string list;
+      for (auto& n : names) list += (list.empty() ? "" : ", ") + n;
+      fail("", "has neither 'data' (jets layout) nor 'reco'/'gen' (unfold layout); datasets present: " +
+                   list + "; convert it with `foldfarm data convert` or regenerate it");
+    }
+    if (has("weights")) expectN("weights", expect("weights", {}, "(N,)"));
+    if (N == 0) fail(layout == FileLayout::kJets ? "data" : "gen", "has 0 jets (empty file); regenerate it");
+  }
+};
+
+JetFile::JetFile(std::string path) : impl_(std::make_unique<Impl>()) {
+  impl_->path = std::move(path);
+  try {
+    impl_->file = h5OpenRead(impl_->path);
+  } catch (const Error&) {
+    throw InputError(impl_->path + ": cannot open as HDF5 (missing, truncated or not an HDF5 file: " +
+                     h5LastMessage() + "); check the path or regenerate the file");
+  }
+  try {
+    impl_->validate();
+  } catch (const InputError&) {
+    throw;
+  } catch (const Error& e) {
+    throw InputError(impl_->path + ": unreadable HDF5 structure (" + std::string(e.what()) +
+                     "); regenerate or re-copy the file");
+  }
+}
+
+JetFile::~JetFile() = default;
+JetFile::JetFile(JetFile&&) noexcept = default;
+JetFile& JetFile::operator=(JetFile&&) noexcept = default;
+
+const std::string& JetFile::path() const { return impl_->path; }
+FileLayout JetFile::layout() const { return impl_->layout; }
+int64_t JetFile::numJets() const { return impl_->N; }
+int64_t JetFile::numParticles() const { return impl_->P; }
+bool JetFile::hasLabels() const { return impl_->labels; }
+int64_t JetFile::numClasses() const { return impl_->label_cols; }
+bool JetFile::hasSubs() const { return impl_->subs; }
+bool JetFile::has(const std::string& name) const {
+  return std::find(impl_->names.begin(), impl_->names.end(), name) != impl_->names.end();
+}
+
+std::vector<DatasetInfo> JetFile::datasets() const {
+  std::vector<DatasetInfo> out;
+  for (auto& n : impl_->names) {
+    DatasetInfo info;
+    info.name = n;
+    hid_t ds = impl_->dataset(n);
+    for (hsize_t d : h5Dims(ds)) info.dims.push_back(static_cast<int64_t>(d));
+    H5Handle type = FF_H5_OWN(H5Dget_type(ds), H5Kind::kDatatype, n);
+    info.type = typeName(type.get());
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+std::map<std::string, std::string> JetFile::attributes() const {
+  std::map<std::string, std::string> out;
+  for (auto& n : h5AttrNames(impl_->file.get())) out[n] = h5ReadAttrAsString(impl_->file.get(), n);
+  return out;
+}
+
+JetArrays JetFile::readJets(int64_t begin, int64_t end, const std::string& level) const {
+  const Impl& I = *impl_;
+  end = I.resolveEnd(begin, end);
+  JetArrays a;
+  a.n = end - begin;
+  a.P = I.P;
+  std::string pname = "data", jname = "jet";
+  if (I.layout == FileLayout::kUnfold) {
+    if (level != "reco" && level != "gen")
+      I.fail("", "is an unfolding file: choose the level (reco or gen) to read");
+    pname = level;
+    jname = level + "_jets";
+  }
+  a.particles = I.readFloats(pname, begin, end, I.P * F, true);
+  a.jets = I.readFloats(jname, begin, end, kNumJetFeatures, true);
+  if (I.layout == FileLayout::kJets && I.labels) {
+    if (I.label_cols == 0) {
+      a.labels.resize(static_cast<size_t>(a.n));
+      I.readRows("pid", begin, end, H5T_NATIVE_INT64, a.labels.data());
+    } else {
+      auto oh = I.readFloats("pid", begin, end, I.label_cols, true);
+      a.labels.resize(static_cast<size_t>(a.n));
+      for (int64_t i = 0; i < a.n; ++i) {
+        const float* row = oh.data() + i * I.label_cols;
+        a.labels[i] = std::max_element(row, row + I.label_cols) - row;
+      }
+    }
+    for (int64_t i = 0; i < a.n; ++i)
+      if (a.labels[i] < 0)
+        I.fail("pid", "row " + std::to_string(begin + i) + " holds a negative label; labels must be class indices >= 0");
+  }
+  if (has("weights")) a.weights = I.readFloats("weights", begin, end, 1, true);
+  return a;
+}
+
+UnfoldArrays JetFile::readUnfold(int64_t begin, int64_t end) const {
+  const Impl& I = *impl_;
+  if (I.layout != FileLayout::kUnfold)
+    I.fail("", "is not an unfolding file (no 'reco'/'gen'); use an unfold layout file");
+  end = I.resolveEnd(begin, end);
+  UnfoldArrays u;
+  u.reco.n = u.gen.n = end - begin;
+  u.reco.P = u.gen.P = I.P;
+  u.reco.particles = I.readFloats("reco", begin, end, I.P * F, true);
+  u.gen.particles = I.readFloats("gen", begin, end, I.P * F, true);
+  u.reco.jets = I.readFloats("reco_jets", begin, end, kNumJetFeatures, true);
+  u.gen.jets = I.readFloats("gen_jets", begin, end, kNumJetFeatures, true);
+  if (I.subs) {
+    u.reco_subs = I.readFloats("reco_subs", begin, end, kNumSubs, true);
+    u.gen_subs = I.readFloats("gen_subs", begin, end, kNumSubs, true);
+  }
+  for (auto [name, dst] : {std::pair{"pass_reco", &u.pass_reco}, std::pair{"pass_gen", &u.pass_gen}}) {
+    if (!has(name)) continue;
+    dst->resize(static_cast<size_t>(end - begin));
+    I.readRows(name, begin, end, H5T_NATIVE_UINT8, dst->data());
+  }
+  if (has("weights")) u.weights = I.readFloats("weights", begin, end, 1, true);
+  return u;
+}
+
+std::vector<float> JetFile::readFloat(const std::string& name, int64_t begin, int64_t end) const {
+  const Impl& I = *impl_;
+  end = I.resolveEnd(begin, end);
+  auto d = I.dims(name);
+  if (d.empty() || static_cast<int64_t>(d[0]) != I.N)
+    I.fail(name, "has shape " + shapeText(d) + ", expected " + std::to_string(I.N) + " rows");
+  int64_t row = 1;
+  for (size_t k = 1; k < d.size(); ++k) row *= static_cast<int64_t>(d[k]);
+  return I.readFloats(name, begin, end, row, true);
+}
+
+// ---------------------------------------------------------------------------------------
+// BatchStream
+
+namespace {
+constexpr uint64_t kPurposeBlockOrder = 0x626c6f636bULL;  // "block"
+constexpr uint64_t kPurposeWindow = 0x77696e646fULL;      // "windo"
+
+struct Segment {
+  int file;
+  int64_t begin, end;  // rows within the file
+  int64_t global;      // global index of `begin`
+};
+}  // namespace
+
+struct BatchStream::Impl {
+  StreamOptions opt;
+  std::vector<JetFile> files;
+  std::vector<int64_t> offsets;  // global row of each file's first row
+  std::vector<Segment> blocks;
+  int64_t total = 0, per_rank = 0, P = 0;
+  bool labels = false;
+
+  int64_t epoch = 0;
+  std::vector<Segment> mine;  // this rank's segments for the epoch
+  size_t next_segment = 0;
+  int64_t window_index = 0;
+  JetArrays pool;
+  std::vector<int64_t> pool_rows;
+  int64_t pos = 0;
+  std::vector<int64_t> last_rows;
+
+  void loadWindow() {
+    JetArrays w;
+    std::vector<int64_t> rows;
+    const size_t stop = std::min(mine.size(), next_segment + static_cast<size_t>(opt.window_blocks));
+    for (; next_segment < stop; ++next_segment) {
+      const Segment& s = mine[next_segment];
+      w.append(files[s.file].readJets(s.begin, s.end, opt.level));
+      for (int64_t r = s.begin; r < s.end; ++r) rows.push_back(s.global + (r - s.begin));
+    }
+    if (opt.shuffle && w.n > 1) {
+      std::vector<int64_t> perm(static_cast<size_t>(w.n));
+      for (int64_t i = 0; i < w.n; ++i) perm[i] = i;
+      Rng rng(deriveSeed({opt.seed, kPurposeWindow, static_cast<uint64_t>(epoch),
+                          static_cast<uint64_t>(opt.rank), static_cast<uint64_t>(window_index)}));
+      rng.shuffle(perm);
+      w = w.subset(perm);
+      std::vector<int64_t> r2(rows.size());
+      for (size_t i = 0; i < perm.size(); ++i) r2[i] = rows[perm[i]];
+      rows.swap(r2);
+    }
+    ++window_index;
+    // Keep the unread tail of the pool in front of the new window.
+    JetArrays rest = pool.n > pos ? pool.slice(pos, pool.n) : JetArrays{};
+    std::vector<int64_t> rest_rows(pool_rows.begin() + pos, pool_rows.end());
+    rest.append(w);
+    rest_rows.insert(rest_rows.end(), rows.begin(), rows.end());
+    pool = std::move(rest);
+    pool_rows = std::move(rest_rows);
+    pos = 0;
+  }
+};
+
+BatchStream::BatchStream(std::vector<std::string> paths, StreamOptions opts)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& I = *impl_;
+  I.opt = opts;
+  if (paths.empty()) throw InputError("batch stream: no input files given");
+  if (opts.world_size < 1 || opts.rank < 0 || opts.rank >= opts.world_size)
+    throw InputError("batch stream: rank " + std::to_string(opts.rank) + " outside world size " +
+                     std::to_string(opts.world_size));
+  if (opts.batch_size < 1 || opts.block_rows < 1 || opts.window_blocks < 1)
+    throw InputError("batch stream: batch_size, block_rows and window_blocks must be >= 1");
+  for (size_t f = 0; f < paths.size(); ++f) {
+    JetFile jf(paths[f]);
+    if (f == 0) {
+      I.P = jf.numParticles();
+      I.labels = jf.layout() == FileLayout::kJets && jf.hasLabels();
+    } else if (jf.numParticles() != I.P || jf.layout() != I.files[0].layout()) {
+      throw InputError(paths[f] + ": has P=" + std::to_string(jf.numParticles()) + " / a different layout than " +
+                       paths[0] + " (P=" + std::to_string(I.P) + "); stream files of one kind together");
+    } else if ((jf.layout() == FileLayout::kJets && jf.hasLabels()) != I.labels) {
+      throw InputError(paths[f] + ": labels present in some files and not in others; stream files of one kind together");
+    }
+    if (jf.layout() == FileLayout::kUnfold && opts.level != "reco" && opts.level != "gen")
+      throw InputError(paths[f] + ": is an unfolding file: stream it with level reco or gen");
+    I.offsets.push_back(I.total);
+    for (int64_t b = 0; b < jf.numJets(); b += opts.block_rows)
+      I.blocks.push_back({static_cast<int>(f), b, std::min(jf.numJets(), b + opts.block_rows), I.total + b});
+    I.total += jf.numJets();
+    I.files.push_back(std::move(jf));
+  }
+  I.per_rank = I.total / opts.world_size;
+  if (I.per_rank == 0)
+    throw InputError("batch stream: " + std::to_string(I.total) + " jets cannot be shared by " +
+                     std::to_string(opts.world_size) + " ranks");
+  startEpoch(0);
+}
+
+BatchStream::~BatchStream() = default;
+BatchStream::BatchStream(BatchStream&&) noexcept = default;
+BatchStream& BatchStream::operator=(BatchStream&&) noexcept = default;
+
+int64_t BatchStream::totalRows() const { return impl_->total; }
+int64_t BatchStream::rowsPerRank() const { return impl_->per_rank; }
+int64_t BatchStream::numParticles() const { return impl_->P; }
+bool BatchStream::hasLabels() const { return impl_->labels; }
+int64_t BatchStream::batchesPerEpoch() const {
+  const int64_t b = impl_->opt.batch_size;
+  return impl_->opt.drop_last ? impl_->per_rank / b : (impl_->per_rank + b - 1) / b;
+}
+const std::vector<int64_t>& BatchStream::lastRows() const { return impl_->last_rows; }
+
+void BatchStream::startEpoch(int64_t epoch) {
+  Impl& I = *impl_;
+  I.epoch = epoch;
+  std::vector<Segment> order = I.blocks;
+  if (I.opt.shuffle) {
+    Rng rng(deriveSeed({I.opt.seed, kPurposeBlockOrder, static_cast<uint64_t>(epoch)}));
+    rng.shuffle(order);
+  }
+  const int64_t lo = I.opt.rank * I.per_rank, hi = lo + I.per_rank;
+  I.mine.clear();
+  int64_t pos = 0;
+  for (const Segment& s : order) {
+    const int64_t len = s.end - s.begin;
+    const int64_t a = std::max(lo, pos), b = std::min(hi, pos + len);
+    if (a < b) {
+      const int64_t off = a - pos;
+      I.mine.push_back({s.file, s.begin + off, s.begin + off + (b - a), s.global + off});
+    }
+    pos += len;
+    if (pos >= hi) break;
+  }
+  I.next_segment = 0;
+  I.window_index = 0;
+  I.pool = JetArrays{};
+  I.pool_rows.clear();
+  I.pos = 0;
+}
+
+bool BatchStream::next(JetArrays& batch) {
+  Impl& I = *impl_;
+  const int64_t b = I.opt.batch_size;
+  while (I.pool.n - I.pos < b && I.next_segment < I.mine.size()) I.loadWindow();
+  const int64_t avail = I.pool.n - I.pos;
+  if (avail == 0 || (avail < b && I.opt.drop_last)) return false;
+  const int64_t take = std::min(avail, b);
+  batch = I.pool.slice(I.pos, I.pos + take);
+  I.last_rows.assign(I.pool_rows.begin() + I.pos, I.pool_rows.begin() + I.pos + take);
+  I.pos += take;
+  return true;
+}
+
+}  // namespace foldfarm::data
