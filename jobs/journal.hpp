@@ -92,8 +92,15 @@ class CampaignJournal {
   // 75 or !counts_as_failure -> interrupted -> pending; 2 (bad input) -> failed;
   // otherwise failures+1 and pending (not_before = now + backoff) or failed when
   // failures reach max_attempts. Stale ones (task not running that attempt) are ignored.
-  // Returns how many were applied.
-  int recordCompletions(const std::vector<Completion>& completions, const RetryPolicy& retry);
+  // Returns how many were applied; `applied` (optional) receives the state each applied
+  // completion left its task in, with its not_before.
+  struct Applied {
+    int index;
+    TaskState state;
+    double not_before;
+  };
+  int recordCompletions(const std::vector<Completion>& completions, const RetryPolicy& retry,
+                        std::vector<Applied>* applied = nullptr);
   // running -> interrupted -> pending for the given task indices (orchestrator stop,
   // resume after a crash). Returns how many moved.
   int requeue(const std::vector<int>& indices, const std::string& reason);

@@ -1,0 +1,281 @@
+#include "jobs/campaign.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "jobs/task_execution.hpp"
+#include "jobs/task_kind.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+using nlohmann::json;
+
+bool pathExists(const std::string& p) {
+  struct stat st {};
+  return ::lstat(p.c_str(), &st) == 0;
+}
+
+void makeDir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    throw Error(dir + ": cannot create directory: " + errnoMessage(errno));
+  }
+}
+
+void removeTree(const std::string& dir) {
+  // Only used on a half-built temporary campaign directory we created ourselves.
+  for (const char* name : {"/journal.sqlite-wal", "/journal.sqlite-shm", "/journal.sqlite",
+                           "/spec.json"}) {
+    ::unlink((dir + name).c_str());
+  }
+  ::rmdir((dir + "/tasks").c_str());
+  ::rmdir((dir + "/aggregate").c_str());
+  ::rmdir(dir.c_str());
+}
+
+CampaignSpec loadFrozenSpec(const std::string& dir) {
+  std::string path = dir + "/spec.json";
+  if (!pathExists(path)) {
+    throw InputError(dir + ": not a campaign directory (no spec.json); create one with "
+                     "`foldfarm campaign init SPEC --dir D`");
+  }
+  json j;
+  try {
+    j = json::parse(readFile(path));
+  } catch (const json::parse_error& e) {
+    throw InputError(path + ": corrupt frozen spec: " + e.what());
+  }
+  auto slash = path.rfind('/');
+  return parseCampaignSpec(j, path, path.substr(0, slash));
+}
+
+}  // namespace
+
+json TaskResult::toJson() const {
+  return json{{"task", task_id},           {"attempt", attempt},   {"status", status},
+              {"reason", reason},          {"host", host},         {"slot", slot},
+              {"started_at", started_at},  {"finished_at", finished_at}, {"result", result}};
+}
+
+TaskResult TaskResult::fromJson(const json& j) {
+  try {
+    TaskResult r;
+    r.task_id = j.at("task").get<std::string>();
+    r.attempt = j.at("attempt").get<int>();
+    r.status = j.at("status").get<int>();
+    r.reason = j.value("reason", "");
+    r.host = j.value("host", "");
+    r.slot = j.value("slot", -1);
+    r.started_at = j.value("started_at", 0.0);
+    r.finished_at = j.value("finished_at", 0.0);
+    r.result = j.contains("result") ? j["result"] : json();
+    return r;
+  } catch (const json::exception& e) {
+    throw InputError(std::string("result.json: missing or ill-typed field: ") + e.what());
+  }
+}
+
+std::optional<TaskResult> readTaskResult(const std::string& path) {
+  if (!pathExists(path)) return std::nullopt;
+  json j;
+  try {
+    j = json::parse(readFile(path));
+  } catch (const json::parse_error& e) {
+    throw InputError(path + ": corrupt result file: " + e.what());
+  }
+  try {
+    return TaskResult::fromJson(j);
+  } catch (const InputError& e) {
+    throw InputError(path + ": " + e.what());
+  }
+}
+
+void writeTaskResult(const std::string& path, const TaskResult& r) {
+  writeFileAtomic(path, r.toJson().dump() + "\n");
+}
+
+Campaign::Campaign(std::string dir, CampaignSpec spec, CampaignJournal journal, int lock_fd)
+    : dir_(std::move(dir)), spec_(std::move(spec)), journal_(std::move(journal)), lock_fd_(lock_fd) {}
+
+Campaign::Campaign(Campaign&& other) noexcept
+    : dir_(std::move(other.dir_)),
+      spec_(std::move(other.spec_)),
+      journal_(std::move(other.journal_)),
+      lock_fd_(other.lock_fd_) {
+  other.lock_fd_ = -1;
+}
+
+Campaign::~Campaign() noexcept {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
+
+std::string Campaign::taskDir(const std::string& task_id) const { return dir_ + "/tasks/" + task_id; }
+std::string Campaign::resultPath(const std::string& task_id) const {
+  return taskDir(task_id) + "/result.json";
+}
+
+Campaign Campaign::init(const CampaignSpec& spec, const std::string& dir_in) {
+  std::string dir = dir_in;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  if (pathExists(dir)) {
+    throw InputError(dir + ": already exists; choose a new --dir, or continue that campaign "
+                     "with `foldfarm campaign resume " + dir + "`");
+  }
+  std::string tmp = dir + ".init." + std::to_string(::getpid());
+  makeDir(tmp);
+  try {
+    makeDir(tmp + "/tasks");
+    makeDir(tmp + "/aggregate");
+    writeFileAtomic(tmp + "/spec.json", spec.toJson().dump(2) + "\n");
+    std::vector<TaskDef> defs;
+    defs.reserve(spec.numTasks());
+    for (int i = 0; i < spec.numTasks(); ++i) {
+      TaskDef d;
+      d.index = i;
+      d.replica = i / spec.members;
+      d.member = i % spec.members;
+      d.id = taskIdFor(d.replica, d.member);
+      defs.push_back(std::move(d));
+    }
+    {
+      CampaignJournal j = CampaignJournal::create(tmp + "/journal.sqlite", defs);
+      j.setMeta("name", spec.name);
+      j.setMeta("created_at", std::to_string(wallClockNow()));
+      // Leave WAL mode's side files checkpointed into the main file before the rename.
+    }
+    if (::rename(tmp.c_str(), dir.c_str()) != 0) {
+      throw Error(dir + ": cannot create the campaign directory: " + errnoMessage(errno));
+    }
+  } catch (...) {
+    removeTree(tmp);
+    throw;
+  }
+  return open(dir, Access::kWriter);
+}
+
+Campaign Campaign::open(const std::string& dir_in, Access access) {
+  std::string dir = dir_in;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  CampaignSpec spec = loadFrozenSpec(dir);
+  int lock_fd = -1;
+  if (access == Access::kWriter) {
+    std::string lock_path = dir + "/orchestrator.lock";
+    lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0) throw Error(lock_path + ": cannot open: " + errnoMessage(errno));
+    if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+      int err = errno;
+      ::close(lock_fd);
+      if (err == EWOULDBLOCK) {
+        throw Error(dir + ": another foldfarm process is orchestrating this campaign (" +
+                    lock_path + " is locked); wait for it or stop it first");
+      }
+      throw Error(lock_path + ": cannot lock: " + errnoMessage(err));
+    }
+    std::string me = hostName() + " pid " + std::to_string(::getpid()) + "\n";
+    if (::ftruncate(lock_fd, 0) == 0) {
+      ssize_t w = ::write(lock_fd, me.data(), me.size());
+      (void)w;  // informational only
+    }
+  }
+  try {
+    CampaignJournal j = CampaignJournal::open(dir + "/journal.sqlite");
+    return Campaign(dir, std::move(spec), std::move(j), lock_fd);
+  } catch (...) {
+    if (lock_fd >= 0) ::close(lock_fd);
+    throw;
+  }
+}
+
+std::vector<int> Campaign::markSubmitted(const std::vector<std::string>& task_ids,
+                                         const std::string& external_id, const std::string& host) {
+  std::vector<Dispatch> ds;
+  for (const auto& id : task_ids) {
+    int idx = spec_.indexOf(id);
+    if (idx < 0) throw InputError(dir_ + ": no task '" + id + "' in this campaign");
+    Dispatch d;
+    d.index = idx;
+    d.host = host;
+    d.external_id = external_id;
+    ds.push_back(d);
+  }
+  journal_.markRunning(ds);
+  std::vector<int> attempts;
+  for (const auto& d : ds) attempts.push_back(d.attempt);
+  return attempts;
+}
+
+int Campaign::requeue(const std::vector<std::string>& task_ids, const std::string& reason) {
+  std::vector<int> idx;
+  for (const auto& id : task_ids) {
+    int i = spec_.indexOf(id);
+    if (i < 0) throw InputError(dir_ + ": no task '" + id + "' in this campaign");
+    idx.push_back(i);
+  }
+  return journal_.requeue(idx, reason);
+}
+
+int Campaign::ingestResults() {
+  std::vector<Completion> found;
+  for (const auto& t : journal_.tasks(TaskState::kRunning)) {
+    std::optional<TaskResult> r;
+    try {
+      r = readTaskResult(resultPath(t.id));
+    } catch (const InputError& e) {
+      logWarn("ignoring {}", e.what());
+      continue;
+    }
+    if (!r || r->task_id != t.id) continue;
+    bool ours = r->attempt == t.attempts || (r->attempt == 0 && r->finished_at >= t.started_at);
+    if (!ours) continue;
+    Completion c;
+    c.index = t.index;
+    c.attempt = t.attempts;
+    c.status = r->status;
+    c.reason = r->reason;
+    c.host = r->host;
+    c.slot = r->slot;
+    c.started_at = r->started_at;
+    c.finished_at = r->finished_at;
+    c.result = r->result;
+    found.push_back(std::move(c));
+  }
+  return journal_.recordCompletions(found, spec_.retry);
+}
+
+int Campaign::recoverAfterCrash() {
+  int ingested = ingestResults();
+  if (ingested > 0) logInfo("ingested {} result(s) found on disk", ingested);
+  std::vector<int> still;
+  for (const auto& t : journal_.tasks(TaskState::kRunning)) still.push_back(t.index);
+  for (const auto& t : journal_.tasks(TaskState::kInterrupted)) still.push_back(t.index);
+  return journal_.requeue(still, "orchestrator restarted");
+}
+
+TaskResult runTaskStandalone(const std::string& campaign_dir, const std::string& task_id,
+                             int attempt) {
+  CampaignSpec spec = loadFrozenSpec(campaign_dir);
+  int idx = spec.indexOf(task_id);
+  if (idx < 0) {
+    throw InputError(campaign_dir + ": no task '" + task_id + "' (ids run from " +
+                     taskIdFor(0, 0) + " to " + taskIdFor(spec.replicas - 1, spec.members - 1) + ")");
+  }
+  TaskDef def = spec.taskDef(idx);
+  TaskExecution e;
+  e.kind = def.kind;
+  e.params = def.params;
+  e.task_id = def.id;
+  e.task_dir = campaign_dir + "/tasks/" + def.id;
+  e.attempt = attempt;
+  e.always_write_result = true;
+  return executeTask(e);
+}
+
+}  // namespace foldfarm::jobs

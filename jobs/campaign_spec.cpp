@@ -1,0 +1,357 @@
+#include "jobs/campaign_spec.hpp"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <set>
+#include <thread>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "jobs/task_kind.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+using nlohmann::json;
+
+std::string joinKeys(const std::set<std::string>& keys) {
+  std::string s;
+  for (const auto& k : keys) s += (s.empty() ? "" : ", ") + k;
+  return s;
+}
+
+void rejectUnknownKeys(const json& obj, const std::set<std::string>& known,
+                       const std::string& origin, const std::string& where) {
+  for (auto it = obj.begin(); it != obj.end(); ++it) {
+    if (!known.count(it.key())) {
+      throw InputError(origin + ": unknown key '" + where + it.key() + "' (known: " +
+                       joinKeys(known) + "); fix the spelling or remove it");
+    }
+  }
+}
+
+template <typename T>
+T getNumber(const json& obj, const char* key, T fallback, const std::string& origin,
+            const std::string& where) {
+  if (!obj.contains(key)) return fallback;
+  const json& v = obj.at(key);
+  if (!v.is_number()) {
+    throw InputError(origin + ": '" + where + key + "' must be a number, got " + v.dump());
+  }
+  if (std::is_integral<T>::value && !v.is_number_integer() && !v.is_number_unsigned()) {
+    throw InputError(origin + ": '" + where + key + "' must be an integer, got " + v.dump());
+  }
+  return v.get<T>();
+}
+
+std::string getString(const json& obj, const char* key, const std::string& fallback,
+                      const std::string& origin) {
+  if (!obj.contains(key)) return fallback;
+  if (!obj.at(key).is_string()) {
+    throw InputError(origin + ": '" + key + "' must be a string, got " + obj.at(key).dump());
+  }
+  return obj.at(key).get<std::string>();
+}
+
+bool isRegularFile(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string absolutePath(const std::string& p, const std::string& base) {
+  if (!p.empty() && p[0] == '/') return p;
+  std::string b = base.empty() ? "." : base;
+  if (b[0] != '/') {
+    char cwd[4096];
+    if (::getcwd(cwd, sizeof(cwd))) b = std::string(cwd) + "/" + b;
+  }
+  return b + "/" + p;
+}
+
+}  // namespace
+
+std::string taskIdFor(int replica, int member) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "r%04dm%d", replica, member);
+  return buf;
+}
+
+int CampaignSpec::slotsPerNode() const {
+  if (resources.gpus > 0) return resources.gpus * resources.tasks_per_gpu;
+  if (resources.cpu_slots > 0) return resources.cpu_slots;
+  unsigned hw = std::thread::hardware_concurrency();
+  int per = std::max(1, resources.threads_per_task);
+  return std::max(1, static_cast<int>(hw == 0 ? 1 : hw) / per);
+}
+
+TaskDef CampaignSpec::taskDef(int index) const {
+  TaskDef t;
+  t.index = index;
+  t.replica = index / members;
+  t.member = index % members;
+  t.id = taskIdFor(t.replica, t.member);
+  t.kind = kind;
+  json p = params.is_object() ? params : json::object();
+  auto ov = overrides.find(t.id);
+  if (ov != overrides.end()) p.merge_patch(ov->second);
+  p["task_id"] = t.id;
+  p["replica"] = t.replica;
+  p["member"] = t.member;
+  p["seed"] = seed;
+  p["threads"] = resources.threads_per_task;
+  json in = json::object();
+  for (const auto& [k, v] : inputs) in[k] = v;
+  p["inputs"] = in;
+  if (kind == "chain") p["chain"] = chain;
+  t.params = std::move(p);
+  return t;
+}
+
+int CampaignSpec::indexOf(const std::string& task_id) const {
+  int r = 0, m = 0;
+  char tail = 0;
+  if (std::sscanf(task_id.c_str(), "r%dm%d%c", &r, &m, &tail) != 2) return -1;
+  if (r < 0 || r >= replicas || m < 0 || m >= members) return -1;
+  if (taskIdFor(r, m) != task_id) return -1;
+  return r * members + m;
+}
+
+json CampaignSpec::toJson() const {
+  json j;
+  j["name"] = name;
+  j["task"] = kind;
+  j["replicas"] = replicas;
+  j["members"] = members;
+  j["seed"] = seed;
+  json in = json::object();
+  for (const auto& [k, v] : inputs) in[k] = v;
+  j["inputs"] = in;
+  j["chain"] = chain;
+  j["params"] = params;
+  json ov = json::object();
+  for (const auto& [k, v] : overrides) ov[k] = v;
+  j["overrides"] = ov;
+  j["resources"] = {{"gpus", resources.gpus},
+                    {"tasks_per_gpu", resources.tasks_per_gpu},
+                    {"cpu_slots", resources.cpu_slots},
+                    {"threads_per_task", resources.threads_per_task}};
+  j["executor"] = executor;
+  j["retry"] = {{"max_attempts", retry.max_attempts}, {"backoff_s", retry.backoff_s}};
+  j["time_limit_s"] = time_limit_s;
+  return j;
+}
+
+CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
+                               const std::string& base_dir) {
+  if (!j.is_object()) throw InputError(origin + ": a campaign spec must be a JSON object");
+  rejectUnknownKeys(j,
+                    {"name", "task", "replicas", "members", "seed", "inputs", "chain", "params",
+                     "overrides", "resources", "executor", "retry", "time_limit_s"},
+                    origin, "");
+  CampaignSpec s;
+  s.name = getString(j, "name", "campaign", origin);
+  if (!j.contains("task")) {
+    throw InputError(origin + ": missing key 'task' (the task kind: " +
+                     [] {
+                       std::string k;
+                       for (const auto& n : taskKindNames()) k += (k.empty() ? "" : ", ") + n;
+                       return k;
+                     }() +
+                     ")");
+  }
+  s.kind = getString(j, "task", "", origin);
+  if (!hasTaskKind(s.kind)) {
+    std::string k;
+    for (const auto& n : taskKindNames()) k += (k.empty() ? "" : ", ") + n;
+    throw InputError(origin + ": 'task' = '" + s.kind + "' is not a known task kind (known: " +
+                     k + ")");
+  }
+  s.replicas = getNumber<int>(j, "replicas", 1, origin, "");
+  s.members = getNumber<int>(j, "members", 1, origin, "");
+  if (s.replicas < 1 || s.members < 1) {
+    throw InputError(origin + ": 'replicas' and 'members' must be >= 1 (got " +
+                     std::to_string(s.replicas) + " × " + std::to_string(s.members) + ")");
+  }
+  if (static_cast<int64_t>(s.replicas) * s.members > 10000000) {
+    throw InputError(origin + ": replicas × members exceeds 10 million tasks; split the campaign");
+  }
+  if (s.members > 99999 || s.replicas > 9999999) {
+    throw InputError(origin + ": 'members' or 'replicas' too large for task ids");
+  }
+  if (j.contains("seed")) {
+    if (!j["seed"].is_number_integer() && !j["seed"].is_number_unsigned()) {
+      throw InputError(origin + ": 'seed' must be a non-negative integer");
+    }
+    if (j["seed"].is_number_integer() && j["seed"].get<int64_t>() < 0) {
+      throw InputError(origin + ": 'seed' must be a non-negative integer");
+    }
+    s.seed = j["seed"].get<uint64_t>();
+  }
+
+  if (j.contains("inputs")) {
+    const json& in = j["inputs"];
+    if (!in.is_object()) throw InputError(origin + ": 'inputs' must be an object of paths");
+    rejectUnknownKeys(in, {"mc", "data", "truth", "foundation"}, origin, "inputs.");
+    for (auto it = in.begin(); it != in.end(); ++it) {
+      if (!it.value().is_string()) {
+        throw InputError(origin + ": 'inputs." + it.key() + "' must be a path string");
+      }
+      std::string p = absolutePath(it.value().get<std::string>(), base_dir);
+      if (!isRegularFile(p)) {
+        throw InputError(origin + ": input file 'inputs." + it.key() + "' = " + p +
+                         " does not exist; fix the path or create the file");
+      }
+      s.inputs[it.key()] = p;
+    }
+  }
+  if (s.kind == "chain") {
+    for (const char* need : {"mc", "data", "foundation"}) {
+      if (!s.inputs.count(need)) {
+        throw InputError(origin + ": the chain task needs 'inputs." + std::string(need) +
+                         "' (a file path)");
+      }
+    }
+  }
+  if (j.contains("chain")) {
+    if (!j["chain"].is_object()) throw InputError(origin + ": 'chain' must be an object");
+    s.chain = j["chain"];
+  }
+  if (j.contains("params")) {
+    if (!j["params"].is_object()) throw InputError(origin + ": 'params' must be an object");
+    s.params = j["params"];
+  }
+  if (j.contains("overrides")) {
+    if (!j["overrides"].is_object()) {
+      throw InputError(origin + ": 'overrides' must be an object {task id: params}");
+    }
+    for (auto it = j["overrides"].begin(); it != j["overrides"].end(); ++it) {
+      if (!it.value().is_object()) {
+        throw InputError(origin + ": 'overrides." + it.key() + "' must be an object");
+      }
+      s.overrides[it.key()] = it.value();
+    }
+  }
+
+  if (j.contains("resources")) {
+    const json& r = j["resources"];
+    if (!r.is_object()) throw InputError(origin + ": 'resources' must be an object");
+    rejectUnknownKeys(r, {"gpus", "tasks_per_gpu", "cpu_slots", "threads_per_task"}, origin,
+                      "resources.");
+    s.resources.gpus = getNumber<int>(r, "gpus", 0, origin, "resources.");
+    s.resources.tasks_per_gpu = getNumber<int>(r, "tasks_per_gpu", 1, origin, "resources.");
+    s.resources.cpu_slots = getNumber<int>(r, "cpu_slots", 0, origin, "resources.");
+    s.resources.threads_per_task = getNumber<int>(r, "threads_per_task", 1, origin, "resources.");
+  }
+  const auto& res = s.resources;
+  if (res.gpus < 0) throw InputError(origin + ": 'resources.gpus' must be >= 0");
+  if (res.tasks_per_gpu < 1 || res.tasks_per_gpu > 64) {
+    throw InputError(origin + ": 'resources.tasks_per_gpu' must be between 1 and 64 (got " +
+                     std::to_string(res.tasks_per_gpu) + ")");
+  }
+  if (res.cpu_slots < 0) throw InputError(origin + ": 'resources.cpu_slots' must be >= 0");
+  if (res.threads_per_task < 1) {
+    throw InputError(origin + ": 'resources.threads_per_task' must be >= 1 (got " +
+                     std::to_string(res.threads_per_task) + ")");
+  }
+  if (res.gpus > 0 && res.cpu_slots > 0) {
+    throw InputError(origin + ": set either 'resources.gpus' (GPU slots) or "
+                     "'resources.cpu_slots' (CPU slots), not both");
+  }
+
+  s.executor = getString(j, "executor", "local", origin);
+  if (s.executor != "local" && s.executor != "mpi" && s.executor != "slurm") {
+    throw InputError(origin + ": 'executor' = '" + s.executor + "' (use local, mpi or slurm)");
+  }
+  if (j.contains("retry")) {
+    const json& r = j["retry"];
+    if (!r.is_object()) throw InputError(origin + ": 'retry' must be an object");
+    rejectUnknownKeys(r, {"max_attempts", "backoff_s"}, origin, "retry.");
+    s.retry.max_attempts = getNumber<int>(r, "max_attempts", 3, origin, "retry.");
+    s.retry.backoff_s = getNumber<double>(r, "backoff_s", 0.0, origin, "retry.");
+  }
+  if (s.retry.max_attempts < 1) throw InputError(origin + ": 'retry.max_attempts' must be >= 1");
+  if (s.retry.backoff_s < 0) throw InputError(origin + ": 'retry.backoff_s' must be >= 0");
+  s.time_limit_s = getNumber<double>(j, "time_limit_s", 0.0, origin, "");
+  if (s.time_limit_s < 0) throw InputError(origin + ": 'time_limit_s' must be >= 0 (0: none)");
+
+  for (const auto& [id, ov] : s.overrides) {
+    if (s.indexOf(id) < 0) {
+      throw InputError(origin + ": 'overrides." + id + "' names no task of this campaign (ids "
+                       "run from " + taskIdFor(0, 0) + " to " +
+                       taskIdFor(s.replicas - 1, s.members - 1) + ")");
+    }
+  }
+  // Validate every distinct parameter set the kind will see (the common one and overrides).
+  const auto& traits = taskKindTraits(s.kind);
+  if (traits.validate) {
+    auto check = [&](int index) {
+      try {
+        traits.validate(s.taskDef(index).params);
+      } catch (const InputError& e) {
+        throw InputError(origin + ": " + e.what());
+      }
+    };
+    check(0);
+    for (const auto& [id, ov] : s.overrides) check(s.indexOf(id));
+  }
+  return s;
+}
+
+CampaignSpec loadCampaignSpec(const std::string& path) {
+  std::string text = readFile(path);
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw InputError(path + ": not valid JSON: " + e.what());
+  }
+  auto slash = path.rfind('/');
+  std::string base = slash == std::string::npos ? "." : path.substr(0, slash);
+  return parseCampaignSpec(j, path, base);
+}
+
+int gpusOnThisNode() {
+  if (const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES")) {
+    std::string s = cvd;
+    if (s.empty() || s == "-1" || s == "NoDevFiles") return 0;
+    int n = 1;
+    for (char c : s) n += c == ',';
+    return n;
+  }
+  int n = 0;
+  if (DIR* d = ::opendir("/dev")) {
+    while (dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name.size() > 6 && name.compare(0, 6, "nvidia") == 0 &&
+          name.find_first_not_of("0123456789", 6) == std::string::npos) {
+        ++n;
+      }
+    }
+    ::closedir(d);
+  }
+  return n;
+}
+
+void checkResourcesOnThisNode(const CampaignSpec& spec, const std::string& origin) {
+  const auto& r = spec.resources;
+  if (r.gpus > 0) {
+    int have = gpusOnThisNode();
+    if (r.gpus > have) {
+      throw InputError(origin + ": 'resources.gpus' = " + std::to_string(r.gpus) +
+                       " but this node has " + std::to_string(have) +
+                       " GPU(s); lower it, use cpu_slots, or run inside a GPU allocation");
+    }
+  }
+  unsigned hw = std::thread::hardware_concurrency();
+  if (hw > 0 && static_cast<unsigned>(r.threads_per_task) > hw) {
+    throw InputError(origin + ": 'resources.threads_per_task' = " +
+                     std::to_string(r.threads_per_task) + " exceeds the " + std::to_string(hw) +
+                     " cores of this node; lower it");
+  }
+}
+
+}  // namespace foldfarm::jobs

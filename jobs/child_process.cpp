@@ -1,0 +1,140 @@
+#include "jobs/child_process.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+
+extern char** environ;
+
+namespace foldfarm::jobs {
+
+std::string describeWaitStatus(int status) {
+  if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    const char* name = ::strsignal(sig);
+    return "signal " + std::to_string(sig) + " (" + (name ? name : "?") + ")";
+  }
+  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
+  return "wait status " + std::to_string(status);
+}
+
+ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv_in,
+                                 const std::vector<std::pair<std::string, std::string>>& env) {
+  if (argv_in.empty()) throw Error("ChildProcess::spawn: empty argv");
+  int to_child[2], from_child[2];
+  FF_CHECK_SYS(::pipe2(to_child, O_CLOEXEC), "pipe to worker");
+  if (::pipe2(from_child, O_CLOEXEC) == -1) {
+    ::close(to_child[0]);
+    ::close(to_child[1]);
+    throwSystemError("pipe2", __FILE__, __LINE__, "pipe from worker");
+  }
+  // Everything the child needs is built before fork: only async-signal-safe calls after.
+  std::vector<std::string> args = argv_in;
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> envs;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    std::string key = kv.substr(0, eq);
+    bool overridden = false;
+    for (const auto& [k, v] : env) overridden |= (k == key);
+    if (!overridden) envs.push_back(kv);
+  }
+  for (const auto& [k, v] : env) envs.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& e : envs) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t parent = ::getpid();
+
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) ::close(fd);
+    throwSystemError("fork", __FILE__, __LINE__, "worker process");
+  }
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(1);
+    ::dup2(to_child[0], 0);
+    ::dup2(from_child[1], 1);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execve(argv[0], argv.data(), envp.data());
+    ::_exit(127);
+  }
+  ::close(to_child[0]);
+  ::close(from_child[1]);
+  ChildProcess c;
+  c.pid_ = pid;
+  c.in_fd_ = to_child[1];
+  c.out_fd_ = from_child[0];
+  return c;
+}
+
+ChildProcess::~ChildProcess() noexcept {
+  if (in_fd_ >= 0) ::close(in_fd_);
+  if (out_fd_ >= 0) ::close(out_fd_);
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    int st = 0;
+    if (::waitpid(pid_, &st, 0) < 0) logWarn("reaping worker {}: {}", pid_, errnoMessage(errno));
+  }
+}
+
+ChildProcess::ChildProcess(ChildProcess&& o) noexcept
+    : pid_(std::exchange(o.pid_, -1)),
+      in_fd_(std::exchange(o.in_fd_, -1)),
+      out_fd_(std::exchange(o.out_fd_, -1)) {}
+
+ChildProcess& ChildProcess::operator=(ChildProcess&& o) noexcept {
+  if (this != &o) {
+    this->~ChildProcess();
+    pid_ = std::exchange(o.pid_, -1);
+    in_fd_ = std::exchange(o.in_fd_, -1);
+    out_fd_ = std::exchange(o.out_fd_, -1);
+  }
+  return *this;
+}
+
+void ChildProcess::closeStdin() {
+  if (in_fd_ >= 0) ::close(in_fd_);
+  in_fd_ = -1;
+}
+
+void ChildProcess::signal(int sig) {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
+std::optional<int> ChildProcess::tryWait() {
+  if (pid_ <= 0) return std::nullopt;
+  int st = 0;
+  pid_t r = ::waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    pid_ = -1;
+    return st;
+  }
+  if (r < 0 && errno != EINTR) throwSystemError("waitpid", __FILE__, __LINE__, "worker");
+  return std::nullopt;
+}
+
+int ChildProcess::wait() {
+  if (pid_ <= 0) return 0;
+  int st = 0;
+  while (::waitpid(pid_, &st, 0) < 0) {
+    if (errno != EINTR) throwSystemError("waitpid", __FILE__, __LINE__, "worker");
+  }
+  pid_ = -1;
+  return st;
+}
+
+}  // namespace foldfarm::jobs

@@ -1,0 +1,46 @@
+#pragma once
+// ChildProcess: one owner for a child process and the two pipes to it (its stdin, its
+// stdout); stderr is inherited. The destructor kills (SIGKILL) and reaps a child that is
+// still running, logging instead of throwing.
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace foldfarm::jobs {
+
+class ChildProcess {
+ public:
+  ChildProcess() = default;
+  // fork/exec argv (no shell) with `env` added to this process's environment. The child
+  // gets SIGTERM when this process dies (PR_SET_PDEATHSIG). Throws Error.
+  static ChildProcess spawn(const std::vector<std::string>& argv,
+                            const std::vector<std::pair<std::string, std::string>>& env);
+  ~ChildProcess() noexcept;
+  ChildProcess(ChildProcess&& other) noexcept;
+  ChildProcess& operator=(ChildProcess&& other) noexcept;
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  int stdinFd() const { return in_fd_; }    // write end: frames to the child
+  int stdoutFd() const { return out_fd_; }  // read end: frames from the child
+  bool running() const { return pid_ > 0; }
+  void closeStdin();
+  void signal(int sig);
+  // Reaps without blocking; returns the wait status when the child has ended.
+  std::optional<int> tryWait();
+  int wait();
+
+ private:
+  pid_t pid_ = -1;
+  int in_fd_ = -1;
+  int out_fd_ = -1;
+};
+
+// "exit 3", "signal 11 (Segmentation fault)" from a wait status.
+std::string describeWaitStatus(int status);
+
+}  // namespace foldfarm::jobs

@@ -1,0 +1,358 @@
+#include "jobs/journal.hpp"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "core/base/error.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+constexpr const char* kSchemaVersion = "1";
+
+constexpr const char* kTaskColumns =
+    "idx, id, replica, member, state, attempts, failures, host, slot, external_id, exit_code, "
+    "reason, started_at, finished_at, not_before, ingested, result";
+
+TaskRecord readTask(SqliteStatement& st) {
+  TaskRecord t;
+  t.index = static_cast<int>(st.columnInt(0));
+  t.id = st.columnText(1);
+  t.replica = static_cast<int>(st.columnInt(2));
+  t.member = static_cast<int>(st.columnInt(3));
+  auto s = parseTaskState(st.columnText(4));
+  if (!s) throw Error("journal: task " + t.id + " has unknown state '" + st.columnText(4) + "'");
+  t.state = *s;
+  t.attempts = static_cast<int>(st.columnInt(5));
+  t.failures = static_cast<int>(st.columnInt(6));
+  t.host = st.columnText(7);
+  t.slot = st.columnIsNull(8) ? -1 : static_cast<int>(st.columnInt(8));
+  t.external_id = st.columnText(9);
+  t.exit_code = st.columnIsNull(10) ? -1 : static_cast<int>(st.columnInt(10));
+  t.reason = st.columnText(11);
+  t.started_at = st.columnDouble(12);
+  t.finished_at = st.columnDouble(13);
+  t.not_before = st.columnDouble(14);
+  t.ingested = static_cast<int>(st.columnInt(15));
+  if (!st.columnIsNull(16)) {
+    std::string r = st.columnText(16);
+    if (!r.empty()) t.result = nlohmann::json::parse(r, nullptr, false);
+  }
+  return t;
+}
+
+std::string str(TaskState s) { return std::string(toString(s)); }
+
+}  // namespace
+
+double wallClockNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+CampaignJournal::CampaignJournal(SqliteDb db) : db_(std::move(db)) {}
+
+void CampaignJournal::prepare() {
+  db_.exec("PRAGMA journal_mode=WAL");
+  // FULL: a committed transition survives power loss, not only a process crash.
+  db_.exec("PRAGMA synchronous=FULL");
+  db_.exec("PRAGMA foreign_keys=ON");
+  insert_event_ = SqliteStatement(
+      db_,
+      "INSERT INTO events(task_idx, attempt, from_state, to_state, at, host, slot, exit_code, "
+      "reason) VALUES(?,?,?,?,?,?,?,?,?)");
+}
+
+CampaignJournal CampaignJournal::create(const std::string& path, const std::vector<TaskDef>& tasks) {
+  CampaignJournal j(SqliteDb(path, true));
+  j.prepare();
+  j.db_.exec(
+      "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+      "CREATE TABLE tasks(idx INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, replica INTEGER "
+      "NOT NULL, member INTEGER NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL "
+      "DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0, host TEXT, slot INTEGER, external_id "
+      "TEXT, exit_code INTEGER, reason TEXT, started_at REAL NOT NULL DEFAULT 0, finished_at "
+      "REAL NOT NULL DEFAULT 0, not_before REAL NOT NULL DEFAULT 0, ingested INTEGER NOT NULL "
+      "DEFAULT 0, result TEXT);"
+      "CREATE INDEX tasks_state ON tasks(state);"
+      "CREATE TABLE events(seq INTEGER PRIMARY KEY AUTOINCREMENT, task_idx INTEGER NOT NULL "
+      "REFERENCES tasks(idx), attempt INTEGER NOT NULL, from_state TEXT, to_state TEXT NOT "
+      "NULL, at REAL NOT NULL, host TEXT, slot INTEGER, exit_code INTEGER, reason TEXT);"
+      "CREATE INDEX events_task ON events(task_idx);");
+  SqliteTransaction txn(j.db_);
+  SqliteStatement ins(j.db_, "INSERT INTO tasks(idx, id, replica, member, state) VALUES(?,?,?,?,?)");
+  double now = wallClockNow();
+  for (const auto& t : tasks) {
+    ins.bind(1, t.index).bind(2, t.id).bind(3, t.replica).bind(4, t.member)
+        .bind(5, str(TaskState::kPending)).run();
+    j.insertEvent(t.index, 0, TaskState::kPending, TaskState::kPending, now, "", -1, -1, "created");
+  }
+  SqliteStatement meta(j.db_, "INSERT INTO meta(key, value) VALUES(?,?)");
+  meta.bind(1, std::string("schema")).bind(2, std::string(kSchemaVersion)).run();
+  txn.commit();
+  return j;
+}
+
+CampaignJournal CampaignJournal::open(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    throw InputError(path + ": no campaign journal here; create the campaign with "
+                     "`foldfarm campaign init SPEC --dir D`");
+  }
+  CampaignJournal j(SqliteDb(path, false));
+  j.prepare();
+  if (j.meta("schema") != kSchemaVersion) {
+    throw InputError(path + ": not a foldfarm campaign journal (schema '" + j.meta("schema") +
+                     "', expected " + kSchemaVersion + ")");
+  }
+  return j;
+}
+
+std::string CampaignJournal::meta(const std::string& key) {
+  SqliteStatement st(db_, "SELECT value FROM meta WHERE key=?");
+  st.bind(1, key);
+  std::string v;
+  try {
+    if (st.step()) v = st.columnText(0);
+  } catch (const Error&) {
+    return "";
+  }
+  return v;
+}
+
+void CampaignJournal::setMeta(const std::string& key, const std::string& value) {
+  SqliteStatement st(db_, "INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)");
+  st.bind(1, key).bind(2, value).run();
+}
+
+void CampaignJournal::insertEvent(int index, int attempt, TaskState from, TaskState to, double at,
+                                  const std::string& host, int slot, int exit_code,
+                                  const std::string& reason) {
+  insert_event_.bind(1, index).bind(2, attempt).bind(3, str(from)).bind(4, str(to)).bind(5, at);
+  if (host.empty()) insert_event_.bindNull(6);
+  else insert_event_.bind(6, host);
+  if (slot < 0) insert_event_.bindNull(7);
+  else insert_event_.bind(7, slot);
+  if (exit_code < 0) insert_event_.bindNull(8);
+  else insert_event_.bind(8, exit_code);
+  if (reason.empty()) insert_event_.bindNull(9);
+  else insert_event_.bind(9, reason);
+  insert_event_.run();
+}
+
+std::vector<TaskRecord> CampaignJournal::tasks(std::optional<TaskState> state) {
+  std::string sql = std::string("SELECT ") + kTaskColumns + " FROM tasks" +
+                    (state ? " WHERE state=?" : "") + " ORDER BY idx";
+  SqliteStatement st(db_, sql.c_str());
+  if (state) st.bind(1, str(*state));
+  std::vector<TaskRecord> out;
+  while (st.step()) out.push_back(readTask(st));
+  return out;
+}
+
+std::optional<TaskRecord> CampaignJournal::task(const std::string& id) {
+  std::string sql = std::string("SELECT ") + kTaskColumns + " FROM tasks WHERE id=?";
+  SqliteStatement st(db_, sql.c_str());
+  st.bind(1, id);
+  if (st.step()) return readTask(st);
+  return std::nullopt;
+}
+
+StateCounts CampaignJournal::counts() {
+  StateCounts c;
+  for (TaskState s : {TaskState::kPending, TaskState::kRunning, TaskState::kDone,
+                      TaskState::kFailed, TaskState::kInterrupted, TaskState::kCancelled}) {
+    c[s] = 0;
+  }
+  SqliteStatement st(db_, "SELECT state, COUNT(*) FROM tasks GROUP BY state");
+  while (st.step()) {
+    auto s = parseTaskState(st.columnText(0));
+    if (s) c[*s] = static_cast<int>(st.columnInt(1));
+  }
+  return c;
+}
+
+int CampaignJournal::numTasks() {
+  SqliteStatement st(db_, "SELECT COUNT(*) FROM tasks");
+  st.step();
+  return static_cast<int>(st.columnInt(0));
+}
+
+int CampaignJournal::eventCount(int index) {
+  SqliteStatement st(db_, index < 0 ? "SELECT COUNT(*) FROM events"
+                                    : "SELECT COUNT(*) FROM events WHERE task_idx=?");
+  if (index >= 0) st.bind(1, index);
+  st.step();
+  return static_cast<int>(st.columnInt(0));
+}
+
+int CampaignJournal::markRunning(std::vector<Dispatch>& dispatches) {
+  if (dispatches.empty()) return 0;
+  SqliteTransaction txn(db_);
+  SqliteStatement up(db_,
+                     "UPDATE tasks SET state='running', attempts=attempts+1, host=?, slot=?, "
+                     "external_id=?, started_at=?, finished_at=0 WHERE idx=? AND state='pending' "
+                     "RETURNING attempts");
+  double now = wallClockNow();
+  int moved = 0;
+  for (auto& d : dispatches) {
+    up.bind(1, d.host);
+    if (d.slot < 0) up.bindNull(2);
+    else up.bind(2, d.slot);
+    if (d.external_id.empty()) up.bindNull(3);
+    else up.bind(3, d.external_id);
+    up.bind(4, now).bind(5, d.index);
+    d.attempt = 0;
+    if (up.step()) d.attempt = static_cast<int>(up.columnInt(0));
+    up.reset();
+    if (d.attempt > 0) {
+      ++moved;
+      insertEvent(d.index, d.attempt, TaskState::kPending, TaskState::kRunning, now, d.host,
+                  d.slot, -1, d.external_id);
+    }
+  }
+  txn.commit();
+  return moved;
+}
+
+int CampaignJournal::recordCompletions(const std::vector<Completion>& completions,
+                                       const RetryPolicy& retry, std::vector<Applied>* out) {
+  if (completions.empty()) return 0;
+  SqliteTransaction txn(db_);
+  SqliteStatement get(db_, "SELECT failures FROM tasks WHERE idx=? AND state='running' AND attempts=?");
+  SqliteStatement done(db_,
+                       "UPDATE tasks SET state='done', exit_code=?, reason=NULL, host=?, slot=?, "
+                       "started_at=?, finished_at=?, result=?, ingested=ingested+1 WHERE idx=? "
+                       "AND state='running' AND attempts=?");
+  SqliteStatement again(db_,
+                        "UPDATE tasks SET state=?, failures=?, exit_code=?, reason=?, "
+                        "finished_at=?, not_before=? WHERE idx=? AND state='running' AND "
+                        "attempts=?");
+  double now = wallClockNow();
+  int applied = 0;
+  for (const auto& c : completions) {
+    get.bind(1, c.index).bind(2, c.attempt);
+    bool running = get.step();
+    int failures = running ? static_cast<int>(get.columnInt(0)) : 0;
+    get.reset();
+    if (!running) continue;  // stale or duplicate: ingested already
+    double finished = c.finished_at > 0 ? c.finished_at : now;
+    if (c.status == 0) {
+      done.bind(1, 0).bind(2, c.host);
+      if (c.slot < 0) done.bindNull(3);
+      else done.bind(3, c.slot);
+      done.bind(4, c.started_at).bind(5, finished);
+      if (c.result.is_null()) done.bindNull(6);
+      else done.bind(6, c.result.dump());
+      done.bind(7, c.index).bind(8, c.attempt);
+      if (done.run() == 1) {
+        insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kDone, finished, c.host,
+                    c.slot, 0, "");
+        if (out) out->push_back({c.index, TaskState::kDone, 0});
+        ++applied;
+      }
+      continue;
+    }
+    TaskState final_state;
+    double not_before = 0;
+    bool interrupted = c.status == 75 || !c.counts_as_failure;
+    if (interrupted) {
+      final_state = TaskState::kPending;
+    } else {
+      ++failures;
+      if (c.status == 2 || failures >= retry.max_attempts) {
+        final_state = TaskState::kFailed;
+      } else {
+        final_state = TaskState::kPending;
+        if (retry.backoff_s > 0) not_before = now + retry.backoff_s * std::pow(2.0, failures - 1);
+      }
+    }
+    again.bind(1, str(final_state)).bind(2, failures).bind(3, c.status)
+        .bind(4, c.reason.empty() ? std::string("exit ") + std::to_string(c.status) : c.reason)
+        .bind(5, finished).bind(6, not_before).bind(7, c.index).bind(8, c.attempt);
+    if (again.run() != 1) continue;
+    if (interrupted) {
+      insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kInterrupted, finished,
+                  c.host, c.slot, c.status, c.reason);
+      insertEvent(c.index, c.attempt, TaskState::kInterrupted, TaskState::kPending, finished,
+                  c.host, c.slot, -1, "requeued");
+    } else if (final_state == TaskState::kFailed) {
+      insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kFailed, finished, c.host,
+                  c.slot, c.status, c.reason);
+    } else {
+      insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kPending, finished, c.host,
+                  c.slot, c.status, "retry after: " + c.reason);
+    }
+    if (out) out->push_back({c.index, final_state, not_before});
+    ++applied;
+  }
+  txn.commit();
+  return applied;
+}
+
+int CampaignJournal::requeue(const std::vector<int>& indices, const std::string& reason) {
+  if (indices.empty()) return 0;
+  SqliteTransaction txn(db_);
+  SqliteStatement up(db_,
+                     "UPDATE tasks SET state='pending', reason=?, finished_at=? WHERE idx=? AND "
+                     "state IN ('running','interrupted') RETURNING attempts");
+  double now = wallClockNow();
+  int moved = 0;
+  for (int idx : indices) {
+    up.bind(1, reason).bind(2, now).bind(3, idx);
+    if (up.step()) {
+      int attempt = static_cast<int>(up.columnInt(0));
+      up.reset();
+      insertEvent(idx, attempt, TaskState::kRunning, TaskState::kInterrupted, now, "", -1, -1, reason);
+      insertEvent(idx, attempt, TaskState::kInterrupted, TaskState::kPending, now, "", -1, -1,
+                  "requeued");
+      ++moved;
+    } else {
+      up.reset();
+    }
+  }
+  txn.commit();
+  return moved;
+}
+
+int CampaignJournal::retryFailed() {
+  SqliteTransaction txn(db_);
+  std::vector<std::pair<int, int>> rows;
+  {
+    SqliteStatement sel(db_, "SELECT idx, attempts FROM tasks WHERE state='failed' ORDER BY idx");
+    while (sel.step()) rows.emplace_back(static_cast<int>(sel.columnInt(0)), static_cast<int>(sel.columnInt(1)));
+  }
+  SqliteStatement up(db_, "UPDATE tasks SET state='pending', failures=0, not_before=0 WHERE idx=? AND state='failed'");
+  double now = wallClockNow();
+  for (auto [idx, attempt] : rows) {
+    up.bind(1, idx).run();
+    insertEvent(idx, attempt, TaskState::kFailed, TaskState::kPending, now, "", -1, -1, "retry requested");
+  }
+  txn.commit();
+  return static_cast<int>(rows.size());
+}
+
+int CampaignJournal::cancelUnfinished(const std::string& reason) {
+  SqliteTransaction txn(db_);
+  std::vector<std::tuple<int, int, std::string>> rows;
+  {
+    SqliteStatement sel(db_,
+                        "SELECT idx, attempts, state FROM tasks WHERE state IN "
+                        "('pending','running','interrupted') ORDER BY idx");
+    while (sel.step()) {
+      rows.emplace_back(static_cast<int>(sel.columnInt(0)), static_cast<int>(sel.columnInt(1)),
+                        sel.columnText(2));
+    }
+  }
+  SqliteStatement up(db_, "UPDATE tasks SET state='cancelled', reason=? WHERE idx=?");
+  double now = wallClockNow();
+  for (const auto& [idx, attempt, st] : rows) {
+    up.bind(1, reason).bind(2, idx).run();
+    insertEvent(idx, attempt, *parseTaskState(st), TaskState::kCancelled, now, "", -1, -1, reason);
+  }
+  txn.commit();
+  return static_cast<int>(rows.size());
+}
+
+}  // namespace foldfarm::jobs

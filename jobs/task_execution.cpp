@@ -1,0 +1,89 @@
+#include "jobs/task_execution.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "jobs/task_kind.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+// Redirects fd 2 to a file for its lifetime; restores it in the destructor.
+class StderrRedirect {
+ public:
+  explicit StderrRedirect(const std::string& path) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) throwSystemError("open", __FILE__, __LINE__, path);
+    ::fflush(stderr);
+    saved_ = ::dup(2);
+    if (saved_ < 0) {
+      ::close(fd);
+      throwSystemError("dup", __FILE__, __LINE__, "stderr");
+    }
+    if (::dup2(fd, 2) < 0) {
+      ::close(fd);
+      ::close(saved_);
+      throwSystemError("dup2", __FILE__, __LINE__, path);
+    }
+    ::close(fd);
+  }
+  ~StderrRedirect() noexcept {
+    ::fflush(stderr);
+    spdlog::default_logger()->flush();
+    if (saved_ >= 0) {
+      ::dup2(saved_, 2);
+      ::close(saved_);
+    }
+  }
+  StderrRedirect(const StderrRedirect&) = delete;
+  StderrRedirect& operator=(const StderrRedirect&) = delete;
+
+ private:
+  int saved_ = -1;
+};
+
+void makeDir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    throwSystemError("mkdir", __FILE__, __LINE__, dir);
+  }
+}
+
+}  // namespace
+
+TaskResult executeTask(const TaskExecution& e) {
+  TaskResult r;
+  r.task_id = e.task_id;
+  r.attempt = e.attempt;
+  r.host = hostName();
+  r.slot = e.slot;
+  r.started_at = wallClockNow();
+  bool needs_dir = !hasTaskKind(e.kind) || taskKindTraits(e.kind).needs_directory ||
+                   e.always_write_result;
+  TaskOutcome out;
+  if (needs_dir) {
+    makeDir(e.task_dir);
+    StderrRedirect redirect(e.task_dir + "/task.log");
+    setLogTask(e.task_id);
+    logInfo("attempt {} of {} ({}) on slot {}", e.attempt, e.task_id, e.kind, e.slot);
+    out = runTaskKind(e.kind, e.params, e.task_dir);
+    if (out.status != 0) logWarn("ended with status {}: {}", out.status, out.reason);
+    setLogTask("");
+  } else {
+    out = runTaskKind(e.kind, e.params, e.task_dir);
+  }
+  r.finished_at = wallClockNow();
+  r.status = out.status;
+  r.reason = out.reason;
+  r.result = std::move(out.result);
+  if (e.always_write_result || (!r.result.is_null() && r.status == 0)) {
+    writeTaskResult(e.task_dir + "/result.json", r);
+  }
+  return r;
+}
+
+}  // namespace foldfarm::jobs

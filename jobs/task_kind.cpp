@@ -1,0 +1,280 @@
+#include "jobs/task_kind.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <thread>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/stop_signal.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+using nlohmann::json;
+
+struct KindEntry {
+  TaskRunner runner;
+  TaskKindTraits traits;
+};
+
+std::map<std::string, KindEntry>& registry() {
+  static std::map<std::string, KindEntry> r;
+  return r;
+}
+
+std::string signalReason(int sig) {
+  const char* name = ::strsignal(sig);
+  return "signal " + std::to_string(sig) + " (" + (name ? name : "?") + ")";
+}
+
+// ---- noop -------------------------------------------------------------------------------
+TaskOutcome runNoop(const json&, const std::string&) { return {}; }
+
+// ---- sleep ------------------------------------------------------------------------------
+void validateSleep(const json& p) {
+  if (!p.contains("seconds") || !p["seconds"].is_number() || p["seconds"].get<double>() < 0) {
+    throw InputError("the sleep task needs 'params.seconds', a number >= 0");
+  }
+}
+
+TaskOutcome runSleep(const json& p, const std::string&) {
+  using clock = std::chrono::steady_clock;
+  double seconds = p.at("seconds").get<double>();
+  auto t0 = clock::now();
+  auto end = t0 + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(seconds));
+  while (clock::now() < end) {
+    if (stopRequested()) {
+      return {kTaskInterrupted, "stopped on request after " +
+                                    std::to_string(std::chrono::duration<double>(clock::now() - t0).count()) +
+                                    " s", nullptr};
+    }
+    auto left = end - clock::now();
+    std::this_thread::sleep_for(std::min<clock::duration>(left, std::chrono::milliseconds(20)));
+  }
+  return {kTaskDone, "", json{{"slept_s", seconds}}};
+}
+
+// ---- command ----------------------------------------------------------------------------
+void validateCommand(const json& p) {
+  if (!p.contains("argv") || !p["argv"].is_array() || p["argv"].empty()) {
+    throw InputError("the command task needs 'params.argv', a non-empty array of strings "
+                     "(run without a shell)");
+  }
+  for (const auto& a : p["argv"]) {
+    if (!a.is_string()) throw InputError("'params.argv' must hold only strings");
+  }
+  std::string exe = p["argv"][0].get<std::string>();
+  if (exe.find('/') != std::string::npos) {
+    if (::access(exe.c_str(), X_OK) != 0) {
+      throw InputError("'params.argv[0]' = " + exe +
+                       " is not an executable file; fix the path");
+    }
+  } else {
+    const char* path = std::getenv("PATH");
+    std::string dirs = path ? path : "/usr/bin:/bin";
+    bool found = false;
+    size_t start = 0;
+    while (start <= dirs.size() && !found) {
+      size_t end = dirs.find(':', start);
+      if (end == std::string::npos) end = dirs.size();
+      std::string cand = dirs.substr(start, end - start) + "/" + exe;
+      found = ::access(cand.c_str(), X_OK) == 0;
+      start = end + 1;
+    }
+    if (!found) {
+      throw InputError("'params.argv[0]' = " + exe +
+                       " is not found on PATH; give its full path");
+    }
+  }
+}
+
+TaskOutcome runCommand(const json& p, const std::string& task_dir) {
+  std::vector<std::string> args;
+  for (const auto& a : p.at("argv")) args.push_back(a.get<std::string>());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::string log_path = task_dir + "/task.log";
+  int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) throwSystemError("open", __FILE__, __LINE__, log_path);
+  const char* dir = task_dir.c_str();
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(log_fd);
+    throwSystemError("fork", __FILE__, __LINE__, "command task");
+  }
+  if (pid == 0) {
+    // Child: only async-signal-safe calls until exec.
+    ::setpgid(0, 0);
+    if (::chdir(dir) != 0) ::_exit(126);
+    ::dup2(log_fd, 1);
+    ::dup2(log_fd, 2);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) ::dup2(devnull, 0);
+    struct sigaction sa {};
+    sa.sa_handler = SIG_DFL;
+    for (int s : {SIGTERM, SIGINT, SIGUSR1, SIGPIPE}) ::sigaction(s, &sa, nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(log_fd);
+  using clock = std::chrono::steady_clock;
+  bool terminating = false;
+  clock::time_point term_at;
+  int status = 0;
+  for (;;) {
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) throwSystemError("waitpid", __FILE__, __LINE__, "command task");
+    if (stopRequested() && !terminating) {
+      ::kill(-pid, SIGTERM);
+      terminating = true;
+      term_at = clock::now();
+    }
+    if (terminating && clock::now() - term_at > std::chrono::seconds(5)) ::kill(-pid, SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(terminating ? 20 : 5));
+  }
+  if (terminating) return {kTaskInterrupted, "command stopped on request", nullptr};
+  if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    return {128 + sig, "command " + args[0] + " killed by " + signalReason(sig),
+            json{{"signal", sig}}};
+  }
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+  if (code == 127) return {code, "command " + args[0] + " could not be executed", nullptr};
+  TaskOutcome out{code, code == 0 ? "" : "command " + args[0] + " exited with " + std::to_string(code),
+                  json{{"exit_code", code}}};
+  // A command's own 75 means "interrupted, rerun me"; 2 bad input: keep its meaning.
+  return out;
+}
+
+// ---- load -------------------------------------------------------------------------------
+void validateLoad(const json& p) {
+  if (!p.contains("path") || !p["path"].is_string()) {
+    throw InputError("the load task needs 'params.path', a file path");
+  }
+  struct stat st {};
+  std::string path = p["path"].get<std::string>();
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    throw InputError("'params.path' = " + path + " does not exist; fix the path");
+  }
+}
+
+TaskOutcome runLoad(const json& p, const std::string&) {
+  using clock = std::chrono::steady_clock;
+  std::string path = p.at("path").get<std::string>();
+  bool cache = p.value("cache", true);
+  auto t0 = clock::now();
+  bool loaded = false;
+  auto load = [&] {
+    loaded = true;
+    return std::make_shared<std::string>(readFile(path));
+  };
+  std::shared_ptr<std::string> bytes;
+  if (cache) {
+    struct stat st {};
+    ::stat(path.c_str(), &st);
+    std::string key = "load:" + path + ":" + std::to_string(st.st_size) + ":" +
+                      std::to_string(st.st_mtime);
+    bytes = workerCache().getOrLoad<std::string>(key, load);
+  } else {
+    bytes = load();
+  }
+  double load_s = std::chrono::duration<double>(clock::now() - t0).count();
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a over the content: proves it was read
+  for (unsigned char c : *bytes) h = (h ^ c) * 1099511628211ULL;
+  return {kTaskDone, "",
+          json{{"bytes", bytes->size()}, {"checksum", h}, {"loaded", loaded}, {"load_s", load_s}}};
+}
+
+}  // namespace
+
+void registerTaskKind(const std::string& name, TaskRunner runner, TaskKindTraits traits) {
+  registry()[name] = KindEntry{std::move(runner), std::move(traits)};
+}
+
+void registerTaskKind(const std::string& name,
+                      std::function<int(const json&, const std::string&)> runner,
+                      TaskKindTraits traits) {
+  registerTaskKind(
+      name,
+      TaskRunner([runner = std::move(runner)](const json& p, const std::string& dir) {
+        int code = runner(p, dir);
+        TaskOutcome o;
+        o.status = code;
+        if (code == kTaskInterrupted) o.reason = "interrupted (exit 75)";
+        else if (code != 0) o.reason = "task returned " + std::to_string(code);
+        return o;
+      }),
+      std::move(traits));
+}
+
+bool hasTaskKind(const std::string& name) { return registry().count(name) > 0; }
+
+std::vector<std::string> taskKindNames() {
+  std::vector<std::string> names;
+  for (const auto& [k, v] : registry()) names.push_back(k);
+  return names;
+}
+
+const TaskKindTraits& taskKindTraits(const std::string& name) {
+  auto it = registry().find(name);
+  if (it == registry().end()) {
+    throw InputError("unknown task kind '" + name + "' (this executable knows " +
+                     std::to_string(registry().size()) + " kinds)");
+  }
+  return it->second.traits;
+}
+
+TaskOutcome runTaskKind(const std::string& name, const json& params, const std::string& task_dir) {
+  auto it = registry().find(name);
+  if (it == registry().end()) {
+    return {kTaskBadInput, "unknown task kind '" + name + "' in this worker", nullptr};
+  }
+  try {
+    return it->second.runner(params, task_dir);
+  } catch (const InterruptedError& e) {
+    return {kTaskInterrupted, e.what(), nullptr};
+  } catch (const Error& e) {
+    return {e.exitCode() == 0 ? 1 : e.exitCode(), e.what(), nullptr};
+  } catch (const std::exception& e) {
+    return {1, std::string("exception: ") + e.what(), nullptr};
+  } catch (...) {
+    return {1, "unknown exception", nullptr};
+  }
+}
+
+void registerBuiltinTaskKinds() {
+  registerTaskKind("noop", TaskRunner(runNoop), TaskKindTraits{false, nullptr});
+  registerTaskKind("sleep", TaskRunner(runSleep), TaskKindTraits{true, validateSleep});
+  registerTaskKind("command", TaskRunner(runCommand), TaskKindTraits{true, validateCommand});
+  registerTaskKind("load", TaskRunner(runLoad), TaskKindTraits{false, validateLoad});
+}
+
+void WorkerCache::clear() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  entries_.clear();
+}
+
+size_t WorkerCache::size() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return entries_.size();
+}
+
+WorkerCache& workerCache() {
+  static WorkerCache c;
+  return c;
+}
+
+}  // namespace foldfarm::jobs

@@ -1,0 +1,198 @@
+// The worker process: runs tasks in-process, one at a time, for the orchestrator (local
+// executor) or for an MPI pilot rank. See worker_protocol.hpp for the messages.
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/base/stop_signal.hpp"
+#include "jobs/executor.hpp"
+#include "jobs/task_execution.hpp"
+#include "jobs/worker_protocol.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// Sends frames to the orchestrator; shared by the task loop and the time-limit watchdog.
+class Reply {
+ public:
+  explicit Reply(int fd) : fd_(fd) {}
+  bool send(const json& msg) {
+    std::string frame;
+    appendFrame(frame, msg.dump());
+    std::lock_guard<std::mutex> lock(mutex_);
+    return writeAll(fd_, frame);
+  }
+
+ private:
+  int fd_;
+  std::mutex mutex_;
+};
+
+json doneMessage(int index, int attempt, int status, const std::string& reason, double t0,
+                 double t1, const json& result) {
+  json m{{"t", "done"}, {"i", index}, {"a", attempt}, {"s", status}, {"r", reason},
+         {"t0", t0},    {"t1", t1}};
+  if (!result.is_null()) m["res"] = result;
+  return m;
+}
+
+// Enforces the per-task time limit of in-process tasks: at the limit it asks the task to
+// stop (the stop flag); if the task has not returned after a grace period, it reports the
+// attempt as failed itself and ends the process (the orchestrator starts a fresh worker).
+class Watchdog {
+ public:
+  explicit Watchdog(Reply& reply) : reply_(reply), thread_([this] { loop(); }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void arm(int index, int attempt, double limit_s) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    index_ = index;
+    attempt_ = attempt;
+    armed_ = limit_s > 0;
+    fired_ = false;
+    started_wall_ = wallClockNow();
+    limit_s_ = limit_s;
+    if (armed_) deadline_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(limit_s));
+    cv_.notify_all();
+  }
+  // Disarms; true when the limit fired during the task.
+  bool disarm() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    armed_ = false;
+    return fired_;
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!quit_) {
+      if (!armed_) {
+        cv_.wait(lock);
+        continue;
+      }
+      if (!fired_) {
+        if (cv_.wait_until(lock, deadline_) == std::cv_status::timeout && armed_ && !fired_ &&
+            Clock::now() >= deadline_) {
+          fired_ = true;
+          requestStop(0);
+          deadline_ = Clock::now() + std::chrono::seconds(10);
+        }
+        continue;
+      }
+      if (cv_.wait_until(lock, deadline_) == std::cv_status::timeout && armed_ && fired_ &&
+          Clock::now() >= deadline_) {
+        reply_.send(doneMessage(index_, attempt_, 1,
+                                "time limit of " + std::to_string(limit_s_) +
+                                    " s exceeded and the task did not stop; worker restarted",
+                                started_wall_, wallClockNow(), json()));
+        ::_exit(1);
+      }
+    }
+  }
+
+  Reply& reply_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool quit_ = false;
+  bool armed_ = false;
+  bool fired_ = false;
+  int index_ = 0;
+  int attempt_ = 0;
+  double limit_s_ = 0;
+  double started_wall_ = 0;
+  Clock::time_point deadline_;
+  std::thread thread_;
+};
+
+}  // namespace
+
+int runWorker(int in_fd, int out_fd) {
+  installStopHandlers();
+  ::signal(SIGPIPE, SIG_IGN);
+  Reply reply(out_fd);
+  Watchdog watchdog(reply);
+  FrameReader reader;
+  std::string payload;
+  while (readFrameBlocking(in_fd, reader, payload)) {
+    json m = json::parse(payload);
+    if (m.at("t") != "run") continue;
+    int index = m.at("i").get<int>();
+    int attempt = m.at("a").get<int>();
+    if (stopRequested() && stopSignal() != 0) {
+      double now = wallClockNow();
+      if (!reply.send(doneMessage(index, attempt, 75, "not started: worker stopping", now, now, json()))) break;
+      continue;
+    }
+    TaskExecution e;
+    e.index = index;
+    e.kind = m.at("k").get<std::string>();
+    e.params = std::move(m.at("p"));
+    e.task_id = m.at("id").get<std::string>();
+    e.task_dir = m.at("d").get<std::string>();
+    e.attempt = attempt;
+    e.slot = m.value("s", -1);
+    double limit = m.value("l", 0.0);
+    TaskResult r;
+    watchdog.arm(index, attempt, limit);
+    try {
+      r = executeTask(e);
+    } catch (const std::exception& ex) {
+      r.status = 1;
+      r.reason = std::string("worker could not run the task: ") + ex.what();
+      r.started_at = r.finished_at = wallClockNow();
+    }
+    if (watchdog.disarm()) {
+      r.status = 1;
+      r.reason = "time limit of " + std::to_string(limit) + " s exceeded";
+      r.result = json();
+      if (stopSignal() == 0) clearStopRequest();
+    }
+    if (!reply.send(doneMessage(index, attempt, r.status, r.reason, r.started_at, r.finished_at,
+                                r.status == 0 ? r.result : json()))) {
+      break;  // the orchestrator is gone
+    }
+  }
+  return 0;
+}
+
+int workerMain() {
+  // The protocol moves to private descriptors; fd 1 becomes a copy of stderr so that a
+  // task writing to stdout cannot corrupt the frames.
+  int in_fd = ::fcntl(0, F_DUPFD_CLOEXEC, 3);
+  int out_fd = ::fcntl(1, F_DUPFD_CLOEXEC, 3);
+  if (in_fd < 0 || out_fd < 0) throwSystemError("fcntl", __FILE__, __LINE__, "worker protocol fds");
+  ::dup2(2, 1);
+  int devnull = ::open("/dev/null", O_RDONLY);
+  if (devnull >= 0) {
+    ::dup2(devnull, 0);
+    ::close(devnull);
+  }
+  return runWorker(in_fd, out_fd);
+}
+
+std::string selfExecutable() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n < 0) throwSystemError("readlink", __FILE__, __LINE__, "/proc/self/exe");
+  buf[n] = 0;
+  return buf;
+}
+
+}  // namespace foldfarm::jobs
