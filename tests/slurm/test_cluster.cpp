@@ -1,0 +1,136 @@
+// Rendered scripts against the real local cluster, with a stand-in `foldfarm` executable
+// (a shell script that records its argv) so these tests need nothing but Slurm.
+#include <sys/stat.h>
+
+#include <regex>
+
+#include "core/base/error.hpp"
+#include "slurm/sbatch_script.hpp"
+#include "tests/slurm/slurm_fixture.hpp"
+
+using namespace foldfarm;
+using namespace foldfarm::slurm;
+using namespace foldfarm::slurm::testing;
+
+namespace {
+
+// A directory whose name a shell would misread in every way we can think of.
+const char* kHostileName = "d i r 'q' \"dq\" $(touch INJECTED) `touch INJECTED2`; touch INJECTED3 #";
+
+void writeExecutable(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+  ASSERT_EQ(::chmod(path.c_str(), 0755), 0);
+}
+
+std::string showJobField(const std::string& jobId, const std::string& key) {
+  ProcessResult r = runProcess({"scontrol", "show", "job", jobId});
+  std::smatch m;
+  std::regex re(key + "=([^ \n]*)");
+  if (!std::regex_search(r.out, m, re)) return "";
+  return m[1];
+}
+
+class SlurmCluster : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ensureLocalCluster();
+    base_ = makeTempDir("ff-slurm");
+    dir_ = base_ + "/" + kHostileName;
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(base_); }
+  std::string base_, dir_;
+  SlurmClient client_;
+};
+
+}  // namespace
+
+// Job name, output path, executable path and arguments with spaces, quotes, $(), `` and ;
+// reach the program byte for byte, and nothing a shell would have run did run.
+TEST_F(SlurmCluster, HostileNamesAndPathsAreNotInjected) {
+  const std::string fake = dir_ + "/fake foldfarm";
+  writeExecutable(fake, "#!/bin/bash\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > \"$(dirname \"$0\")/argv.$SLURM_PROCID\"\n");
+  SbatchResources r;
+  r.jobName = std::string("job ") + kHostileName;
+  r.output = dir_ + "/out %j.txt";
+  r.workDir = dir_;
+  r.foldfarm = fake;
+  r.time = "2";
+  r.signalGraceSeconds = 30;
+  const std::vector<std::string> args = {"--data", "a b; touch INJECTED4", "$(touch INJECTED5)", "it's \"x\""};
+  const std::string script = dir_ + "/pretrain.sbatch";
+  std::ofstream(script) << renderPretrainScript(r, args);
+  SubmittedJob job = client_.submit(script);
+  ProcessResult name = runProcess({"squeue", "-h", "-t", "all", "-j", job.jobId, "-o", "%j"});
+  EXPECT_EQ(name.out, r.jobName + "\n");
+  waitForJob(client_, job.jobId, 60);
+  EXPECT_EQ(showJobField(job.jobId, "JobState"), "COMPLETED") << slurp(dir_ + "/out " + job.jobId + ".txt");
+
+  std::string expected = "pretrain\n--threads\n1\n";
+  for (const auto& a : args) expected += a + "\n";
+  EXPECT_EQ(slurp(dir_ + "/argv.0"), expected);
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/out " + job.jobId + ".txt"));
+  // An injected `touch INJECTEDn` would have created the file in the job's working
+  // directory (dir_) or in the submission directory.
+  const std::string markers[] = {"INJECTED", "INJECTED2", "INJECTED3", "INJECTED4", "INJECTED5"};
+  for (const auto& e : std::filesystem::recursive_directory_iterator(base_)) {
+    for (const auto& m : markers) EXPECT_NE(e.path().filename().string(), m) << e.path();
+  }
+  for (const auto& m : markers) {
+    EXPECT_FALSE(std::filesystem::exists(std::filesystem::current_path() / m)) << m;
+  }
+}
+
+// USR1 to the batch shell (what --signal=B:USR1@grace sends) reaches the worker running in
+// the background at once; the worker's 75 becomes the job's exit code.
+TEST_F(SlurmCluster, Usr1IsForwardedToWorkersAndExit75Propagates) {
+  const std::string fake = dir_ + "/worker";
+  writeExecutable(fake,
+                  "#!/bin/bash\n"
+                  "trap 'echo stopped > \"$(dirname \"$0\")/stopped\"; exit 75' USR1\n"
+                  "touch \"$(dirname \"$0\")/started\"\n"
+                  "for i in $(seq 1 600); do sleep 0.1; done\nexit 0\n");
+  SbatchResources r;
+  r.jobName = "usr1";
+  r.output = dir_ + "/out.txt";
+  r.foldfarm = fake;
+  const std::string script = dir_ + "/pilot.sbatch";
+  std::ofstream(script) << renderPilotScript(r, dir_);
+  SubmittedJob job = client_.submit(script);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!std::filesystem::exists(dir_ + "/started") && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_TRUE(std::filesystem::exists(dir_ + "/started")) << slurp(dir_ + "/out.txt");
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(runProcess({"scancel", "--batch", "--signal=USR1", job.jobId}).ok());
+  waitForJob(client_, job.jobId, 30);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(15));
+  EXPECT_EQ(slurp(dir_ + "/stopped"), "stopped\n");
+  EXPECT_EQ(showJobField(job.jobId, "ExitCode"), "75:0") << slurp(dir_ + "/out.txt");
+}
+
+TEST_F(SlurmCluster, SbatchRejectionIsOneClearError) {
+  SbatchResources r;
+  r.partition = "no-such-partition";
+  r.foldfarm = "/bin/true";
+  const std::string script = dir_ + "/bad.sbatch";
+  std::ofstream(script) << renderPilotScript(r, dir_);
+  try {
+    client_.submit(script);
+    FAIL() << "sbatch accepted an unknown partition";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("sbatch rejected"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("partition"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+}
+
+TEST_F(SlurmCluster, LimitsComeFromTheCluster) {
+  SlurmLimits l = client_.limits();
+  EXPECT_TRUE(l.fromCluster);
+  EXPECT_GE(l.maxArraySize, 1);
+  EXPECT_GE(l.maxJobCount, 1);
+  EXPECT_GE(client_.queuedJobCount(), 0);
+}

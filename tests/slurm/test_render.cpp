@@ -1,0 +1,218 @@
+// Rendering, validation, array planning and output parsing — no cluster needed.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "core/base/error.hpp"
+#include "slurm/array_plan.hpp"
+#include "slurm/child_process.hpp"
+#include "slurm/sbatch_script.hpp"
+#include "slurm/sbatch_values.hpp"
+#include "slurm/shell_quote.hpp"
+#include "slurm/slurm_client.hpp"
+#include "slurm/slurm_campaign.hpp"
+
+using namespace foldfarm;
+using namespace foldfarm::slurm;
+
+namespace {
+
+std::vector<std::string> ids(int n) {
+  std::vector<std::string> v;
+  for (int i = 0; i < n; ++i) v.push_back("t" + std::to_string(i));
+  return v;
+}
+
+// bash reads the script back without a syntax error.
+void expectBashSyntaxOk(const std::string& script) {
+  std::string path = ::testing::TempDir() + "/syntax.sh";
+  FILE* f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fwrite(script.data(), 1, script.size(), f);
+  std::fclose(f);
+  ProcessResult r = runProcess({"bash", "-n", path});
+  EXPECT_TRUE(r.ok()) << r.err << "\n" << script;
+}
+
+}  // namespace
+
+TEST(SbatchValues, StrictNamesRejectShell) {
+  EXPECT_EQ(validateSlurmName("partition", "gpu,gpu-long", true), "gpu,gpu-long");
+  EXPECT_THROW(validateSlurmName("partition", "gpu;touch x", true), InputError);
+  EXPECT_THROW(validateSlurmName("account", "a b", false), InputError);
+  EXPECT_THROW(validateSlurmName("account", "a,b", false), InputError);
+  EXPECT_THROW(validateSlurmName("qos", "", false), InputError);
+  EXPECT_THROW(validateSlurmName("qos", "$(id)", false), InputError);
+  EXPECT_THROW(validateConstraint("a100 && x"), InputError);
+  EXPECT_EQ(validateConstraint("[a100*2&ib]|v100"), "[a100*2&ib]|v100");
+  EXPECT_THROW(validateMemory("8GB"), InputError);
+}
+
+TEST(SbatchValues, TimeLimits) {
+  EXPECT_EQ(timeLimitSeconds("30"), 1800);
+  EXPECT_EQ(timeLimitSeconds("1:30"), 90);
+  EXPECT_EQ(timeLimitSeconds("02:00:00"), 7200);
+  EXPECT_EQ(timeLimitSeconds("1-12"), 86400 + 12 * 3600);
+  EXPECT_EQ(timeLimitSeconds("1-00:10:05"), 86400 + 605);
+  EXPECT_EQ(timeLimitSeconds("UNLIMITED"), -1);
+  for (const char* bad : {"", "0", "1h", "1:2:3:4", "-5", "10 ", "1-", "$(date)"}) {
+    EXPECT_THROW(validateTimeLimit(bad), InputError) << bad;
+  }
+}
+
+TEST(SbatchValues, SbatchQuoteEscapesAndRejectsLineBreaks) {
+  EXPECT_EQ(sbatchQuote("x", "a \"b\" \\c $(d);#"), "\"a \\\"b\\\" \\\\c $(d);#\"");
+  EXPECT_THROW(sbatchQuote("--job-name", "a\nb"), InputError);
+  EXPECT_THROW(sbatchQuote("--job-name", std::string("a\0b", 3)), InputError);
+  EXPECT_THROW(validateOutputPattern("output", "out-%q.txt"), InputError);
+  EXPECT_THROW(validateOutputPattern("output", "out-%"), InputError);
+  EXPECT_NO_THROW(validateOutputPattern("output", "logs/%x-%A_%4a.%%.out"));
+}
+
+TEST(SbatchScript, GraceMustBeShorterThanTimeLimit) {
+  SbatchResources r;
+  r.time = "2";
+  r.signalGraceSeconds = 120;
+  EXPECT_THROW(renderPilotScript(r, "/c"), InputError);
+  r.signalGraceSeconds = 60;
+  EXPECT_NO_THROW(renderPilotScript(r, "/c"));
+}
+
+TEST(SbatchScript, PretrainOneRankPerGpu) {
+  SbatchResources r;
+  r.nodes = 16;
+  r.gpusPerNode = 4;
+  r.cpusPerTask = 8;
+  r.partition = "gpu";
+  r.time = "12:00:00";
+  r.setupLines = {"module load cuda/12"};
+  std::string s = renderPretrainScript(r, {"--config", "pet config.json"});
+  EXPECT_NE(s.find("#SBATCH --nodes=16\n"), std::string::npos);
+  EXPECT_NE(s.find("#SBATCH --ntasks-per-node=4\n"), std::string::npos);
+  EXPECT_NE(s.find("#SBATCH --gpus-per-node=4\n"), std::string::npos);
+  EXPECT_NE(s.find("#SBATCH --signal=B:USR1@120\n"), std::string::npos);
+  EXPECT_NE(s.find("'srun' '--mpi=pmix'"), std::string::npos);
+  EXPECT_NE(s.find("'pet config.json'"), std::string::npos);
+  EXPECT_NE(s.find("\nmodule load cuda/12\n"), std::string::npos);
+  // The trap is installed before the workers start.
+  EXPECT_LT(s.find("trap 'ff_forward USR1' USR1"), s.find("ff_start 'srun'"));
+  expectBashSyntaxOk(s);
+}
+
+TEST(SbatchScript, ArrayScriptQuotesPathsAndThrottles) {
+  SbatchResources r;
+  r.jobName = "fold \"farm\" $(touch /tmp/x)";
+  r.gpusPerNode = 4;
+  r.tasksPerGpu = 4;
+  r.requeue = true;
+  ArrayJob j;
+  j.campaignDir = "/scratch/it's a $(dir);";
+  j.manifestPath = "/scratch/m.tsv";
+  j.elements = 1000;
+  j.throttle = 256;
+  j.lanes = 4;
+  std::string s = renderArrayScript(r, j);
+  EXPECT_NE(s.find("#SBATCH --array=0-999%256\n"), std::string::npos);
+  EXPECT_NE(s.find("#SBATCH --gpus=1\n"), std::string::npos);
+  EXPECT_NE(s.find("#SBATCH --job-name=\"fold \\\"farm\\\" $(touch /tmp/x)\"\n"), std::string::npos);
+  EXPECT_NE(s.find("ff_campaign='/scratch/it'\\''s a $(dir);'\n"), std::string::npos);
+  EXPECT_NE(s.find("#SBATCH --requeue\n"), std::string::npos);
+  EXPECT_NE(s.find("scontrol requeue"), std::string::npos);
+  expectBashSyntaxOk(s);
+}
+
+TEST(ArrayPlan, TenThousandTasksFitOneArray) {
+  ArrayPlanOptions o;
+  o.lanes = 4;
+  o.throttle = 256;
+  ArrayPlan p = planArrays(ids(10000), o);
+  ASSERT_EQ(p.arrays.size(), 1u);
+  EXPECT_EQ(p.tasksPerElement, 10);
+  EXPECT_EQ(p.elements(), 1000);
+  EXPECT_LE(p.elements(), o.limits.maxArraySize);
+  EXPECT_EQ(p.arrays[0].throttle, 256);
+  EXPECT_EQ(p.tasks(), 10000);
+  EXPECT_TRUE(p.deferred.empty());
+}
+
+TEST(ArrayPlan, SplitsUnderMaxArraySizeAndKeepsEveryTaskOnce) {
+  ArrayPlanOptions o;
+  o.lanes = 1;
+  o.tasksPerElement = 3;
+  o.throttle = 100;
+  o.limits.maxArraySize = 50;
+  ArrayPlan p = planArrays(ids(400), o);  // 134 elements -> 50 + 50 + 34
+  ASSERT_EQ(p.arrays.size(), 3u);
+  std::multiset<std::string> seen;
+  int throttle = 0;
+  for (const auto& a : p.arrays) {
+    EXPECT_LE(static_cast<int>(a.shards.size()), 50);
+    EXPECT_GE(a.throttle, 1);
+    throttle += a.throttle;
+    for (const auto& s : a.shards) {
+      EXPECT_LE(s.size(), 3u);
+      seen.insert(s.begin(), s.end());
+    }
+  }
+  EXPECT_EQ(throttle, 100);
+  EXPECT_EQ(seen.size(), 400u);
+  EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()).size(), 400u);
+}
+
+TEST(ArrayPlan, DefersBeyondMaxJobCountBudget) {
+  ArrayPlanOptions o;
+  o.tasksPerElement = 1;
+  o.limits.maxJobCount = 100;
+  o.queuedJobs = 60;  // budget = 100 - 60 - 10 = 30 elements
+  ArrayPlan p = planArrays(ids(50), o);
+  EXPECT_EQ(p.elements(), 30);
+  EXPECT_EQ(p.deferred.size(), 20u);
+  EXPECT_EQ(p.deferred.front(), "t30");
+  o.queuedJobs = 95;
+  EXPECT_EQ(planArrays(ids(5), o).elements(), 0);
+}
+
+TEST(ArrayPlan, ManifestLinesAndBadIds) {
+  ArrayPlanOptions o;
+  o.tasksPerElement = 2;
+  ArrayPlan p = planArrays(ids(5), o);
+  EXPECT_EQ(manifestText(p.arrays.at(0)), "t0\tt1\nt2\tt3\nt4\n");
+  EXPECT_THROW(planArrays({"a\tb"}, o), InputError);
+}
+
+TEST(SlurmParse, SbatchParsable) {
+  EXPECT_EQ(parseSbatchParsable("123\n").jobId, "123");
+  SubmittedJob j = parseSbatchParsable("456;cluster-a\n");
+  EXPECT_EQ(j.jobId, "456");
+  EXPECT_EQ(j.cluster, "cluster-a");
+  EXPECT_THROW(parseSbatchParsable("Submitted batch job 7\n"), Error);
+  EXPECT_THROW(parseSbatchParsable(""), Error);
+}
+
+TEST(SlurmParse, SqueueAndConfig) {
+  auto jobs = parseSqueue("7|0|8|RUNNING|None\n7|1|7|PENDING|Resources\n9|N/A|9|TIMEOUT|TimeLimit\n");
+  ASSERT_EQ(jobs.size(), 3u);
+  EXPECT_EQ(jobs[0].externalId(), "7_0");
+  EXPECT_FALSE(jobs[1].finished());
+  EXPECT_EQ(jobs[2].externalId(), "9");
+  EXPECT_TRUE(jobs[2].finished());
+  EXPECT_THROW(parseSqueue("7|0-5%2|7|PENDING|None\n"), Error);
+  EXPECT_THROW(parseSqueue("garbage\n"), Error);
+  SlurmLimits l = parseSlurmConfig("MaxArraySize            = 40001\nMaxJobCount  = 50000\nMinJobAge = 60 sec\n");
+  EXPECT_EQ(l.maxArraySize, 40001);
+  EXPECT_EQ(l.maxJobCount, 50000);
+  EXPECT_EQ(l.minJobAge, 60);
+  EXPECT_EQ(arrayJobIdOf("123_4"), "123");
+  EXPECT_EQ(arrayJobIdOf("123"), "123");
+  EXPECT_EQ(arrayJobIdOf("local:1"), "");
+}
+
+TEST(ChildProcess, ArgvIsNotParsedByAShell) {
+  ProcessResult r = runProcess({"printf", "%s|", "a b", "$(id)", ";x"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.out, "a b|$(id)|;x|");
+  EXPECT_THROW(runProcess({"/nonexistent/prog"}), Error);
+  ProcessResult f = runProcess({"sh", "-c", "echo oops >&2; exit 3"});
+  EXPECT_EQ(f.exitCode, 3);
+  EXPECT_NE(f.describeFailure().find("oops"), std::string::npos);
+}
