@@ -41,6 +41,8 @@ void removeTree(const std::string& dir) {
   ::rmdir(dir.c_str());
 }
 
+}  // namespace
+
 CampaignSpec loadFrozenSpec(const std::string& dir) {
   std::string path = dir + "/spec.json";
   if (!pathExists(path)) {
@@ -56,8 +58,6 @@ CampaignSpec loadFrozenSpec(const std::string& dir) {
   auto slash = path.rfind('/');
   return parseCampaignSpec(j, path, path.substr(0, slash));
 }
-
-}  // namespace
 
 json TaskResult::toJson() const {
   return json{{"task", task_id},           {"attempt", attempt},   {"status", status},

@@ -106,6 +106,9 @@ class Campaign {
 TaskResult runTaskStandalone(const std::string& campaign_dir, const std::string& task_id,
                              int attempt = 0);
 
+// Reads D/spec.json (the frozen spec) without opening the journal. Throws InputError.
+CampaignSpec loadFrozenSpec(const std::string& campaign_dir);
+
 // Reads a result.json (nullopt when absent; InputError when unreadable).
 std::optional<TaskResult> readTaskResult(const std::string& path);
 void writeTaskResult(const std::string& path, const TaskResult& r);

@@ -59,7 +59,7 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
 
   std::vector<std::deque<int>> inflight(transport.slots());
   int64_t inflight_total = 0;
-  // Adaptive prefetch: keep ~20 ms of work queued at each slot (1 task when tasks are long).
+  // Adaptive prefetch: keep ~20 ms of work queued at each slot.
   double mean_task_s = -1;
   auto depth = [&]() -> size_t {
     if (mean_task_s < 0) return 1;
@@ -97,6 +97,10 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
       }
       dispatches.clear();
       size_t want = depth();
+      // While plenty of work is left, keep one more task queued at each slot so the
+      // worker never waits for the journal's commit; near the end, one at a time keeps
+      // the slots balanced.
+      if (want < 2 && ready.size() >= 2 * static_cast<size_t>(transport.slots())) want = 2;
       bool any_usable = false;
       for (int s = 0; s < transport.slots(); ++s) {
         if (!transport.usable(s)) continue;

@@ -58,6 +58,9 @@ void CampaignJournal::prepare() {
   // FULL: a committed transition survives power loss, not only a process crash.
   db_.exec("PRAGMA synchronous=FULL");
   db_.exec("PRAGMA foreign_keys=ON");
+}
+
+void CampaignJournal::prepareStatements() {
   insert_event_ = SqliteStatement(
       db_,
       "INSERT INTO events(task_idx, attempt, from_state, to_state, at, host, slot, exit_code, "
@@ -80,6 +83,7 @@ CampaignJournal CampaignJournal::create(const std::string& path, const std::vect
       "REFERENCES tasks(idx), attempt INTEGER NOT NULL, from_state TEXT, to_state TEXT NOT "
       "NULL, at REAL NOT NULL, host TEXT, slot INTEGER, exit_code INTEGER, reason TEXT);"
       "CREATE INDEX events_task ON events(task_idx);");
+  j.prepareStatements();
   SqliteTransaction txn(j.db_);
   SqliteStatement ins(j.db_, "INSERT INTO tasks(idx, id, replica, member, state) VALUES(?,?,?,?,?)");
   double now = wallClockNow();
@@ -106,6 +110,7 @@ CampaignJournal CampaignJournal::open(const std::string& path) {
     throw InputError(path + ": not a foldfarm campaign journal (schema '" + j.meta("schema") +
                      "', expected " + kSchemaVersion + ")");
   }
+  j.prepareStatements();
   return j;
 }
 

@@ -117,6 +117,7 @@ class CampaignJournal {
  private:
   explicit CampaignJournal(SqliteDb db);
   void prepare();
+  void prepareStatements();
   void insertEvent(int index, int attempt, TaskState from, TaskState to, double at,
                    const std::string& host, int slot, int exit_code, const std::string& reason);
 

@@ -80,10 +80,14 @@ TaskResult executeTask(const TaskExecution& e) {
   r.status = out.status;
   r.reason = out.reason;
   r.result = std::move(out.result);
-  if (e.always_write_result || (!r.result.is_null() && r.status == 0)) {
+  if (e.write_result_file && resultFileWanted(e, r)) {
     writeTaskResult(e.task_dir + "/result.json", r);
   }
   return r;
+}
+
+bool resultFileWanted(const TaskExecution& e, const TaskResult& r) {
+  return e.always_write_result || (!r.result.is_null() && r.status == 0);
 }
 
 }  // namespace foldfarm::jobs

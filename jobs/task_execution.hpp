@@ -20,7 +20,13 @@ struct TaskExecution {
   // Write result.json even when the runner returned no result (standalone runs: the file
   // is then the only record of the attempt).
   bool always_write_result = false;
+  // false: executeTask leaves result.json to the caller (a worker writes it on another
+  // thread while the next task starts, and reports the attempt only once it is written).
+  bool write_result_file = true;
 };
+
+// Whether the attempt's result.json is to be written.
+bool resultFileWanted(const TaskExecution& e, const TaskResult& r);
 
 // Never throws for task failures (they are in the result); throws Error only when the
 // task directory or result file cannot be written.

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <thread>
 
@@ -46,6 +47,62 @@ json doneMessage(int index, int attempt, int status, const std::string& reason, 
   if (!result.is_null()) m["res"] = result;
   return m;
 }
+
+// Writes result.json files and then reports their attempts, on its own thread, so that a
+// result's fsyncs overlap the next task instead of delaying it. An attempt is reported
+// only after its file is durable.
+class ResultWriter {
+ public:
+  explicit ResultWriter(Reply& reply) : reply_(reply), thread_([this] { loop(); }) {}
+  ~ResultWriter() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void push(std::string path, TaskResult r, json done) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back({std::move(path), std::move(r), std::move(done)});
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  struct Item {
+    std::string path;
+    TaskResult result;
+    json done;
+  };
+  void loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      cv_.wait(lock, [&] { return quit_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // quit_ and drained
+      Item item = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      try {
+        writeTaskResult(item.path, item.result);
+      } catch (const std::exception& e) {
+        item.done["s"] = 1;
+        item.done["r"] = std::string("could not write the result: ") + e.what();
+        item.done.erase("res");
+      }
+      reply_.send(item.done);
+      lock.lock();
+    }
+  }
+
+  Reply& reply_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Item> queue_;
+  bool quit_ = false;
+  std::thread thread_;
+};
 
 // Enforces the per-task time limit of in-process tasks: at the limit it asks the task to
 // stop (the stop flag); if the task has not returned after a grace period, it reports the
@@ -128,6 +185,7 @@ int runWorker(int in_fd, int out_fd) {
   ::signal(SIGPIPE, SIG_IGN);
   Reply reply(out_fd);
   Watchdog watchdog(reply);
+  ResultWriter writer(reply);
   FrameReader reader;
   std::string payload;
   while (readFrameBlocking(in_fd, reader, payload)) {
@@ -148,6 +206,7 @@ int runWorker(int in_fd, int out_fd) {
     e.task_dir = m.at("d").get<std::string>();
     e.attempt = attempt;
     e.slot = m.value("s", -1);
+    e.write_result_file = false;
     double limit = m.value("l", 0.0);
     TaskResult r;
     watchdog.arm(index, attempt, limit);
@@ -164,8 +223,11 @@ int runWorker(int in_fd, int out_fd) {
       r.result = json();
       if (stopSignal() == 0) clearStopRequest();
     }
-    if (!reply.send(doneMessage(index, attempt, r.status, r.reason, r.started_at, r.finished_at,
-                                r.status == 0 ? r.result : json()))) {
+    json done = doneMessage(index, attempt, r.status, r.reason, r.started_at, r.finished_at,
+                            r.status == 0 ? r.result : json());
+    if (resultFileWanted(e, r)) {
+      writer.push(e.task_dir + "/result.json", std::move(r), std::move(done));
+    } else if (!reply.send(done)) {
       break;  // the orchestrator is gone
     }
   }

@@ -1,0 +1,146 @@
+#include "jobs/campaign_commands.hpp"
+
+#include <mpi.h>
+
+#include <cstdio>
+#include <sstream>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "jobs/status_report.hpp"
+
+namespace foldfarm::jobs {
+
+void initCommand(const std::string& spec_path, const std::string& dir) {
+  CampaignSpec spec = loadCampaignSpec(spec_path);
+  if (spec.executor == "local") checkResourcesOnThisNode(spec, spec_path);
+  Campaign c = Campaign::init(spec, dir);
+  std::printf("created campaign %s in %s: %d task(s) of kind %s (%d replica(s) x %d member(s))\n",
+              spec.name.c_str(), c.dir().c_str(), spec.numTasks(), spec.kind.c_str(),
+              spec.replicas, spec.members);
+}
+
+namespace {
+
+int exitCodeFor(const RunSummary& s) {
+  if (s.interrupted) return 75;
+  auto get = [&](TaskState st) {
+    auto it = s.counts.find(st);
+    return it == s.counts.end() ? 0 : it->second;
+  };
+  return get(TaskState::kFailed) > 0 ? 1 : 0;
+}
+
+void printSummary(const std::string& dir, const RunSummary& s) {
+  std::string counts;
+  for (const auto& [st, n] : s.counts) {
+    if (n > 0) counts += " " + std::string(toString(st)) + " " + std::to_string(n);
+  }
+  std::printf("campaign %s:%s; %lld task(s) done in this run in %.2f s on %d slot(s)%s\n",
+              dir.c_str(), counts.c_str(), static_cast<long long>(s.tasks_done), s.elapsed_s,
+              s.slots, s.interrupted ? " (stopped: resume with `foldfarm campaign resume`)" : "");
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int runCommand(const std::string& dir, const std::string& executor_in, const RunOptions& options) {
+  std::string executor = executor_in;
+  if (executor.empty()) executor = loadFrozenSpec(dir).executor;
+  if (executor == "local") {
+    Campaign c = Campaign::open(dir, Campaign::Access::kWriter);
+    RunSummary s = runLocal(c, options);
+    printSummary(dir, s);
+    return exitCodeFor(s);
+  }
+  if (executor == "mpi") {
+    int init = 0;
+    MPI_Initialized(&init);
+    bool we_init = !init;
+    if (we_init) {
+      int provided = 0;
+      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+    }
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    RunSummary s;
+    try {
+      s = runMpi(dir, options);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "foldfarm: error: %s\n", e.what());
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    if (we_init) MPI_Finalize();
+    if (rank != 0) return 0;
+    printSummary(dir, s);
+    return exitCodeFor(s);
+  }
+  if (executor == "slurm") {
+    throw InputError(dir + ": executor slurm: submit with `foldfarm slurm submit " + dir +
+                     "`, or run here with --executor local or mpi");
+  }
+  throw InputError("--executor " + executor + ": use local or mpi");
+}
+
+void statusCommand(const std::string& dir, bool as_json) {
+  Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
+  nlohmann::json s = statusJson(c);
+  if (as_json) std::printf("%s\n", s.dump(2).c_str());
+  else std::printf("%s", statusText(s).c_str());
+}
+
+int retryCommand(const std::string& dir, const std::string& executor, const RunOptions& options) {
+  {
+    Campaign c = Campaign::open(dir, Campaign::Access::kWriter);
+    int n = c.retryFailed();
+    logInfo("{} failed task(s) back to pending", n);
+    if (n == 0) {
+      std::printf("campaign %s: no failed task to retry\n", dir.c_str());
+      return 0;
+    }
+  }
+  return runCommand(dir, executor, options);
+}
+
+void cancelCommand(const std::string& dir) {
+  Campaign c = Campaign::open(dir, Campaign::Access::kWriter);
+  int n = c.cancel("cancelled by the user");
+  std::printf("campaign %s: %d unfinished task(s) cancelled\n", dir.c_str(), n);
+}
+
+int workCommand(const std::string& dir, const std::vector<std::string>& ids, int attempt) {
+  if (ids.empty()) throw InputError("campaign work: give at least one --task ID or --tasks-file");
+  CampaignSpec spec = loadFrozenSpec(dir);
+  for (const auto& id : ids) {
+    if (spec.indexOf(id) < 0) {
+      throw InputError(dir + ": no task '" + id + "' in this campaign (ids run from " +
+                       taskIdFor(0, 0) + " to " +
+                       taskIdFor(spec.replicas - 1, spec.members - 1) + ")");
+    }
+  }
+  int first_bad = 0;
+  for (const auto& id : ids) {
+    TaskResult r = runTaskStandalone(dir, id, attempt);
+    std::printf("%s %s%s%s\n", id.c_str(), r.status == 0 ? "done" : "failed",
+                r.status == 0 ? "" : ": ", r.reason.c_str());
+    std::fflush(stdout);
+    if (r.status != 0 && first_bad == 0) first_bad = r.status;
+  }
+  return first_bad;
+}
+
+std::vector<std::string> readTaskIdsFile(const std::string& path) {
+  std::istringstream in(readFile(path));
+  std::vector<std::string> ids;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto a = line.find_first_not_of(" \t\r");
+    if (a == std::string::npos || line[a] == '#') continue;
+    auto b = line.find_last_not_of(" \t\r");
+    ids.push_back(line.substr(a, b - a + 1));
+  }
+  return ids;
+}
+
+}  // namespace foldfarm::jobs

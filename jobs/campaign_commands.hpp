@@ -1,0 +1,34 @@
+#pragma once
+// The `campaign …` commands as library calls, so that the `foldfarm` app (which parses
+// options with CLI11) and torch-free tools share one implementation. Results go to
+// stdout, logs to stderr; errors are thrown (InputError -> exit 2).
+#include <string>
+#include <vector>
+
+#include "jobs/executor.hpp"
+
+namespace foldfarm::jobs {
+
+// `campaign init SPEC --dir D`: validates everything first (nothing is created on error),
+// then creates D. Prints a one-line summary.
+void initCommand(const std::string& spec_path, const std::string& dir);
+// `campaign run D [--executor local|mpi]` and `campaign resume D` (the same: a run always
+// continues from the journal). executor "" = the spec's (slurm is refused here: use the
+// slurm commands). Returns the exit code: 0 all tasks done, 1 some failed, 75 stopped by
+// a signal (resume later). For mpi, MPI is initialised and finalised here; every rank
+// must call it.
+int runCommand(const std::string& dir, const std::string& executor, const RunOptions& options);
+// `campaign status D [--json]`.
+void statusCommand(const std::string& dir, bool json);
+// `campaign retry D --failed`: failed -> pending, then runs like resume.
+int retryCommand(const std::string& dir, const std::string& executor, const RunOptions& options);
+// `campaign cancel D`: every unfinished task -> cancelled (refused while an orchestrator
+// holds the campaign).
+void cancelCommand(const std::string& dir);
+// `campaign work D --task ID …`: runs the tasks in this process, writing result.json;
+// never opens the journal. Returns 0 when all succeeded, else the first failing status.
+int workCommand(const std::string& dir, const std::vector<std::string>& task_ids, int attempt);
+// Reads task ids from a file (one per line; blank lines and '#' comments skipped).
+std::vector<std::string> readTaskIdsFile(const std::string& path);
+
+}  // namespace foldfarm::jobs

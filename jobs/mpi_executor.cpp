@@ -1,0 +1,296 @@
+// The MPI pilot (executor "mpi"): one allocation, launched by mpirun/srun.
+//
+// Protocol, rank 0 <-> worker rank r (payloads are worker-protocol frames, MPI_CHAR):
+//   1. Every rank contributes its host name (MPI_Gather) so rank 0 can journal host/slot.
+//   2. rank 0 -> r, tag kTagTasks: "run" frames (the dispatcher's batch for slot r-1).
+//      r writes them to its local worker process (LocalWorkerPool, one slot).
+//   3. r -> rank 0, tag kTagEvents: "done" frames as its worker answers; {"t":"died",
+//      "reason", "blame"} when the worker process died (it is restarted, as locally);
+//      {"t":"hb"} every heartbeat period. A rank silent for lost_after_s is lost: its tasks
+//      go back to pending without counting as failures and it gets no more tasks.
+//   4. rank 0 -> r, tag kTagStop: stop the running task (interrupted) and answer the
+//      queued ones unstarted. tag kTagExit: shut the worker down and return.
+#include <mpi.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <set>
+#include <signal.h>
+#include <thread>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/base/stop_signal.hpp"
+#include "jobs/dispatcher.hpp"
+#include "jobs/local_executor.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kTagTasks = 7101;
+constexpr int kTagStop = 7102;
+constexpr int kTagExit = 7103;
+constexpr int kTagEvents = 7104;
+
+void mpiCheck(int rc, const char* call, const char* file, int line) {
+  if (rc == MPI_SUCCESS) return;
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, msg, &len);
+  throw Error(std::string(call) + " failed at " + file + ":" + std::to_string(line) + " on " +
+              hostName() + ": " + std::string(msg, len));
+}
+#define FF_MPI_CHECK(expr) mpiCheck((expr), #expr, __FILE__, __LINE__)
+
+void sendBytes(const std::string& bytes, int dest, int tag) {
+  FF_MPI_CHECK(MPI_Send(bytes.data(), static_cast<int>(bytes.size()), MPI_CHAR, dest, tag,
+                        MPI_COMM_WORLD));
+}
+
+// Receives the message announced by `st` (from MPI_Iprobe).
+std::string recvBytes(const MPI_Status& st) {
+  int n = 0;
+  FF_MPI_CHECK(MPI_Get_count(&st, MPI_CHAR, &n));
+  std::string buf(static_cast<size_t>(n), '\0');
+  FF_MPI_CHECK(MPI_Recv(buf.data(), n, MPI_CHAR, st.MPI_SOURCE, st.MPI_TAG, MPI_COMM_WORLD,
+                        MPI_STATUS_IGNORE));
+  return buf;
+}
+
+json completionMessage(const Completion& c) {
+  json m{{"t", "done"}, {"i", c.index}, {"a", c.attempt}, {"s", c.status}, {"r", c.reason},
+         {"t0", c.started_at}, {"t1", c.finished_at}};
+  if (!c.result.is_null()) m["res"] = c.result;
+  return m;
+}
+
+class MpiTransport : public Transport {
+ public:
+  MpiTransport(std::vector<std::string> hosts, const RunOptions& options)
+      : hosts_(std::move(hosts)),
+        lost_after_s_(options.lost_after_s),
+        usable_(hosts_.size(), true),
+        last_seen_(hosts_.size(), Clock::now()) {}
+
+  int slots() const override { return static_cast<int>(hosts_.size()); }
+  bool usable(int slot) const override { return usable_[slot]; }
+  std::string host(int slot) const override { return hosts_[slot]; }
+
+  void send(int slot, const std::vector<Assignment>& batch) override {
+    std::string frames;
+    for (const auto& a : batch) appendFrame(frames, a.frame_payload);
+    sendBytes(frames, slot + 1, kTagTasks);
+  }
+
+  void wait(double timeout_s, std::vector<SlotEvent>& events) override {
+    auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                       std::chrono::duration<double>(timeout_s));
+    int nap_us = 50;
+    for (;;) {
+      bool got = false;
+      for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        FF_MPI_CHECK(MPI_Iprobe(MPI_ANY_SOURCE, kTagEvents, MPI_COMM_WORLD, &flag, &st));
+        if (!flag) break;
+        got = true;
+        handle(st.MPI_SOURCE - 1, recvBytes(st), events);
+      }
+      if (force_lost_) {
+        for (int s = 0; s < slots(); ++s) {
+          if (!usable_[s]) continue;
+          SlotEvent ev;
+          ev.kind = SlotEvent::Kind::kLost;
+          ev.slot = s;
+          ev.reason = "rank " + std::to_string(s + 1) + " did not stop in time";
+          ev.blame_running_task = false;
+          events.push_back(ev);
+          usable_[s] = false;
+        }
+        force_lost_ = false;
+        got = true;
+      }
+      auto now = Clock::now();
+      for (int s = 0; s < slots(); ++s) {
+        if (usable_[s] &&
+            std::chrono::duration<double>(now - last_seen_[s]).count() > lost_after_s_) {
+          usable_[s] = false;
+          SlotEvent ev;
+          ev.kind = SlotEvent::Kind::kLost;
+          ev.slot = s;
+          ev.reason = "rank " + std::to_string(s + 1) + " on " + hosts_[s] + " silent for " +
+                      std::to_string(lost_after_s_) + " s (lost)";
+          ev.blame_running_task = false;
+          events.push_back(ev);
+          got = true;
+        }
+      }
+      if (got || now >= deadline) return;
+      std::this_thread::sleep_for(std::chrono::microseconds(nap_us));
+      nap_us = std::min(nap_us * 2, 2000);
+    }
+  }
+
+  void requestStop() override {
+    for (int s = 0; s < slots(); ++s) {
+      if (usable_[s]) sendBytes("", s + 1, kTagStop);
+    }
+  }
+  void forceStop() override { force_lost_ = true; }
+  void shutdown() override {
+    if (shut_) return;
+    shut_ = true;
+    for (int s = 0; s < slots(); ++s) sendBytes("", s + 1, kTagExit);
+  }
+
+ private:
+  void handle(int slot, const std::string& bytes, std::vector<SlotEvent>& events) {
+    last_seen_[slot] = Clock::now();
+    FrameReader reader;
+    reader.feed(bytes.data(), bytes.size());
+    std::string payload;
+    while (reader.next(payload)) {
+      json m = json::parse(payload);
+      std::string t = m.value("t", "");
+      if (t == "done") {
+        SlotEvent ev;
+        ev.slot = slot;
+        Completion& c = ev.completion;
+        c.index = m.at("i").get<int>();
+        c.attempt = m.at("a").get<int>();
+        c.status = m.at("s").get<int>();
+        c.reason = m.value("r", "");
+        c.started_at = m.value("t0", 0.0);
+        c.finished_at = m.value("t1", 0.0);
+        if (m.contains("res")) c.result = m["res"];
+        events.push_back(std::move(ev));
+      } else if (t == "died") {
+        SlotEvent ev;
+        ev.kind = SlotEvent::Kind::kLost;
+        ev.slot = slot;
+        ev.reason = m.value("reason", "worker died");
+        ev.blame_running_task = m.value("blame", true);
+        events.push_back(std::move(ev));
+        if (!m.value("restarted", true)) usable_[slot] = false;
+      }
+    }
+  }
+
+  std::vector<std::string> hosts_;
+  double lost_after_s_;
+  std::vector<bool> usable_;
+  std::vector<Clock::time_point> last_seen_;
+  bool force_lost_ = false;
+  bool shut_ = false;
+};
+
+// The slot index of this rank among the worker ranks of its node (for GPU binding).
+int nodeLocalWorkerIndex(int world_rank) {
+  MPI_Comm node;
+  FF_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank,
+                                   MPI_INFO_NULL, &node));
+  int n = 0, me = 0;
+  MPI_Comm_size(node, &n);
+  MPI_Comm_rank(node, &me);
+  std::vector<int> ranks(n);
+  FF_MPI_CHECK(MPI_Allgather(&world_rank, 1, MPI_INT, ranks.data(), 1, MPI_INT, node));
+  MPI_Comm_free(&node);
+  int idx = 0;
+  for (int k = 0; k < me; ++k) idx += ranks[k] != 0;
+  return idx;
+}
+
+void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_index) {
+  std::vector<std::string> argv = options.worker_argv;
+  if (argv.empty()) argv = {selfExecutable(), "worker"};
+  LocalWorkerPool pool(argv, slotBindings(spec.resources, 1, local_index),
+                       options.max_worker_restarts);
+  auto last_hb = Clock::now();
+  std::vector<SlotEvent> events;
+  for (;;) {
+    for (;;) {
+      int flag = 0;
+      MPI_Status st;
+      FF_MPI_CHECK(MPI_Iprobe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st));
+      if (!flag) break;
+      std::string bytes = recvBytes(st);
+      if (st.MPI_TAG == kTagTasks) {
+        pool.sendRaw(0, bytes);
+      } else if (st.MPI_TAG == kTagStop) {
+        pool.requestStop();
+      } else if (st.MPI_TAG == kTagExit) {
+        pool.shutdown();
+        return;
+      }
+    }
+    events.clear();
+    pool.wait(0.002, events);
+    std::string out;
+    for (const auto& ev : events) {
+      if (ev.kind == SlotEvent::Kind::kDone) {
+        appendFrame(out, completionMessage(ev.completion).dump());
+      } else {
+        appendFrame(out, json{{"t", "died"}, {"reason", ev.reason},
+                              {"blame", ev.blame_running_task}, {"restarted", pool.usable(0)}}
+                             .dump());
+      }
+    }
+    if (Clock::now() - last_hb > std::chrono::duration<double>(options.heartbeat_s)) {
+      appendFrame(out, R"({"t":"hb"})");
+      last_hb = Clock::now();
+    }
+    if (!out.empty()) sendBytes(out, 0, kTagEvents);
+  }
+}
+
+}  // namespace
+
+RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
+  int initialised = 0;
+  MPI_Initialized(&initialised);
+  if (!initialised) throw Error("the mpi executor needs MPI initialised (run under mpirun/srun)");
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size < 2) {
+    throw InputError("the mpi executor needs at least 2 ranks (rank 0 dispatches, the others "
+                     "run tasks); launch with mpirun -np N or srun, or use --executor local");
+  }
+  setLogRank(rank);
+  char host[256] = {0};
+  std::strncpy(host, hostName().c_str(), sizeof(host) - 1);
+  std::vector<char> all(rank == 0 ? 256 * size : 0);
+  FF_MPI_CHECK(MPI_Gather(host, 256, MPI_CHAR, all.data(), 256, MPI_CHAR, 0, MPI_COMM_WORLD));
+  int local_index = nodeLocalWorkerIndex(rank);
+  ::signal(SIGPIPE, SIG_IGN);
+  installStopHandlers();
+
+  if (rank != 0) {
+    // Workers read the frozen spec only; the journal belongs to rank 0.
+    workerRank(loadFrozenSpec(campaign_dir), options, local_index);
+    return RunSummary{};
+  }
+  Campaign campaign = Campaign::open(campaign_dir, Campaign::Access::kWriter);
+  int requeued = campaign.recoverAfterCrash();
+  if (requeued > 0) logInfo("{} task(s) left running by an earlier run were requeued", requeued);
+  std::vector<std::string> hosts;
+  for (int r = 1; r < size; ++r) hosts.emplace_back(&all[256 * r]);
+  MpiTransport transport(hosts, options);
+  logInfo("campaign {}: mpi pilot with {} worker rank(s), {} task(s)", campaign.spec().name,
+          size - 1, campaign.spec().numTasks());
+  RunSummary s;
+  try {
+    s = dispatch(campaign, transport, options);
+  } catch (...) {
+    transport.shutdown();
+    throw;
+  }
+  transport.shutdown();
+  return s;
+}
+
+}  // namespace foldfarm::jobs
