@@ -197,6 +197,7 @@ std::string h5ReadAttrAsString(hid_t obj, const std::string& name) {
       if (H5Tis_variable_str(type.get()) > 0) {
         H5Handle mem = FF_H5_OWN(H5Tcopy(H5T_C_S1), H5Kind::kDatatype, name);
         FF_H5_CHECK(H5Tset_size(mem.get(), H5T_VARIABLE), name);
+        FF_H5_CHECK(H5Tset_cset(mem.get(), H5Tget_cset(type.get())), name);
         char* s = nullptr;
         FF_H5_CHECK(H5Aread(attr.get(), mem.get(), &s), name);
         std::string out = s ? s : "";

@@ -332,6 +332,74 @@ std::vector<float> JetFile::readFloat(const std::string& name, int64_t begin, in
   return I.readFloats(name, begin, end, row, true);
 }
 
+namespace {
+
+template <typename T>
+std::vector<T> readWhole(const std::string& path, const std::string& name, std::vector<int64_t>* dims_out,
+                         hid_t memtype) {
+  H5Handle file;
+  try {
+    file = h5OpenRead(path);
+  } catch (const Error&) {
+    throw InputError(path + ": cannot open as HDF5 (missing, truncated or not an HDF5 file: " + h5LastMessage() +
+                     "); check the path or regenerate the file");
+  }
+  if (!h5Exists(file.get(), name))
+    throw InputError(path + ": dataset '" + name + "': missing; this command needs it in the input file");
+  std::vector<T> v;
+  try {
+    H5Handle ds = FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Kind::kDataset, name);
+    H5T_class_t cls;
+    auto d = h5Dims(ds.get(), &cls);
+    if (cls != H5T_FLOAT && cls != H5T_INTEGER)
+      throw InputError(path + ": dataset '" + name + "': is not numeric; fix the producer of this file");
+    if (d.empty() || d[0] == 0)
+      throw InputError(path + ": dataset '" + name + "': has 0 rows (empty file); regenerate it");
+    size_t total = 1;
+    if (dims_out) dims_out->clear();
+    for (hsize_t x : d) {
+      total *= x;
+      if (dims_out) dims_out->push_back(static_cast<int64_t>(x));
+    }
+    v.resize(total);
+    FF_H5_CHECK(H5Dread(ds.get(), memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name);
+  } catch (const InputError&) {
+    throw;
+  } catch (const Error&) {
+    throw InputError(path + ": dataset '" + name + "': cannot be read (truncated or corrupt file?): " +
+                     h5LastMessage() + "; regenerate or re-copy the file");
+  }
+  return v;
+}
+
+}  // namespace
+
+std::vector<float> readFloatDataset(const std::string& path, const std::string& name, std::vector<int64_t>* dims) {
+  std::vector<int64_t> d;
+  auto v = readWhole<float>(path, name, &d, H5T_NATIVE_FLOAT);
+  int64_t row = 1;
+  for (size_t k = 1; k < d.size(); ++k) row *= d[k];
+  for (size_t k = 0; k < v.size(); ++k)
+    if (!std::isfinite(v[k]))
+      throw InputError(path + ": dataset '" + name + "': row " + std::to_string(static_cast<int64_t>(k) / row) +
+                       " holds a non-finite value; drop or fix that jet before using the file");
+  if (dims) *dims = d;
+  return v;
+}
+
+std::vector<int64_t> readInt64Dataset(const std::string& path, const std::string& name, std::vector<int64_t>* dims) {
+  return readWhole<int64_t>(path, name, dims, H5T_NATIVE_INT64);
+}
+
+bool fileHasDataset(const std::string& path, const std::string& name) {
+  try {
+    H5Handle file = h5OpenRead(path);
+    return h5Exists(file.get(), name);
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // BatchStream
 

@@ -63,6 +63,15 @@ class JetFile {
   std::unique_ptr<Impl> impl_;
 };
 
+// Reads a whole numeric dataset of any layout-free file as float / int64 (e.g. part_px,
+// pid). `dims` receives its shape. InputError (one line, file and dataset named) when the
+// file cannot be opened, the dataset is missing, N == 0, or (floats) a value is not finite.
+std::vector<float> readFloatDataset(const std::string& path, const std::string& name,
+                                    std::vector<int64_t>* dims = nullptr);
+std::vector<int64_t> readInt64Dataset(const std::string& path, const std::string& name,
+                                      std::vector<int64_t>* dims = nullptr);
+bool fileHasDataset(const std::string& path, const std::string& name);
+
 inline JetArrays readJetFile(const std::string& path) { return JetFile(path).readJets(); }
 inline UnfoldArrays readUnfoldFile(const std::string& path) { return JetFile(path).readUnfold(); }
 

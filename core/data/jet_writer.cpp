@@ -195,7 +195,8 @@ int64_t JetFileWriter::rowsWritten() const { return impl_->rows; }
 
 void JetFileWriter::commit() {
   Impl& I = *impl_;
-  if (I.first) throw std::invalid_argument(I.atomic.path() + ": no rows appended; an empty file is not written");
+  if (I.first && I.extras.empty())
+    throw std::invalid_argument(I.atomic.path() + ": no rows appended; an empty file is not written");
   for (auto& x : I.extras) {
     std::vector<hsize_t> tail;
     if (x.cols > 0) tail.push_back(static_cast<hsize_t>(x.cols));
@@ -206,6 +207,15 @@ void JetFileWriter::commit() {
   I.sets.clear();
   I.file.close(I.atomic.path());
   I.atomic.commit();
+}
+
+void writeArraysFile(const std::string& path, const std::vector<NamedArray>& arrays, const nlohmann::json& attrs,
+                     WriteOptions opts) {
+  if (arrays.empty()) throw std::invalid_argument(path + ": no arrays to write");
+  JetFileWriter w(path, FileLayout::kJets, 0, false, attrs, opts);
+  w.setAttribute("layout", "arrays");
+  for (const auto& a : arrays) w.addFloatDataset(a.name, a.values, a.rows, a.cols);
+  w.commit();
 }
 
 void writeJetFile(const std::string& path, const JetArrays& a, const nlohmann::json& attrs, WriteOptions opts) {

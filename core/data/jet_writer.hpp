@@ -60,6 +60,16 @@ class JetFileWriter {
   std::unique_ptr<Impl> impl_;
 };
 
+// A file of plain float datasets (e.g. `subs` (N,6) from `data observables`): each array is
+// rows x cols (cols = 0: 1-D), chunked and compressed, written atomically.
+struct NamedArray {
+  std::string name;
+  std::vector<float> values;
+  int64_t rows = 0, cols = 0;
+};
+void writeArraysFile(const std::string& path, const std::vector<NamedArray>& arrays,
+                     const nlohmann::json& attrs = nlohmann::json::object(), WriteOptions opts = {});
+
 // One-call forms.
 void writeJetFile(const std::string& path, const JetArrays& a,
                   const nlohmann::json& attrs = nlohmann::json::object(), WriteOptions opts = {});

@@ -1,0 +1,73 @@
+#include "core/data/data_bench.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "core/base/error.hpp"
+#include "core/data/jet_reader.hpp"
+#include "core/data/jet_writer.hpp"
+#include "core/data/synth.hpp"
+
+namespace foldfarm::data {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+}  // namespace
+
+nlohmann::json benchData(const DataBenchOptions& opt) {
+  if (opt.jets < 256) throw InputError("bench data: --jets must be >= 256");
+  SynthConfig cfg = SynthConfig::pretrainDefaults();
+  cfg.P = opt.P;
+  nlohmann::json r;
+  r["jets"] = opt.jets;
+  r["P"] = opt.P;
+  r["threads"] = 1;
+  r["host"] = hostName();
+
+  auto t0 = Clock::now();
+  const JetArrays jets = synthPretrain(cfg, 1, 0, opt.jets);
+  r["synth_pretrain_jets_per_s"] = opt.jets / since(t0);
+
+  const int64_t events = std::max<int64_t>(256, opt.jets / 4);
+  t0 = Clock::now();
+  const UnfoldArrays u = synthUnfold(SynthConfig::unfoldDefaults(), 1, 0, events);
+  r["synth_unfold_events_per_s"] = events / since(t0);
+  r["unfold_events"] = events;
+
+  const std::filesystem::path dir = opt.tmp_dir.empty() ? std::filesystem::temp_directory_path()
+                                                        : std::filesystem::path(opt.tmp_dir);
+  const std::string path = (dir / ("foldfarm_bench_data_" + std::to_string(::getpid()) + ".h5")).string();
+  struct Cleanup {
+    std::string p;
+    ~Cleanup() { std::filesystem::remove(p); }
+  } cleanup{path};
+  t0 = Clock::now();
+  writeJetFile(path, jets);
+  r["write_jets_per_s"] = opt.jets / since(t0);
+  const double file_mb = std::filesystem::file_size(path) / 1e6;
+  r["file_MB"] = file_mb;
+
+  StreamOptions so;
+  so.batch_size = opt.batch_size;
+  so.seed = 3;
+  BatchStream stream({path}, so);
+  int64_t rows = 0;
+  JetArrays batch;
+  t0 = Clock::now();
+  for (int e = 0; e < opt.read_epochs; ++e) {
+    stream.startEpoch(e);
+    while (stream.next(batch)) rows += batch.n;
+  }
+  const double dt = since(t0);
+  r["stream_read_jets_per_s"] = rows / dt;
+  r["stream_read_MB_per_s"] = rows * opt.P * kNumParticleFeatures * 4.0 / dt / 1e6;
+  r["stream_batch_size"] = opt.batch_size;
+  (void)u;
+  return r;
+}
+
+}  // namespace foldfarm::data

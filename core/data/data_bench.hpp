@@ -1,0 +1,25 @@
+#pragma once
+// `foldfarm bench data`: throughput of the synthetic generator on the calling thread (one
+// core) and of streaming a written file back through BatchStream. Figures as JSON:
+//   synth_pretrain_jets_per_s, synth_unfold_events_per_s (gen + detector + observables),
+//   write_jets_per_s (features -> chunked, compressed HDF5), stream_read_jets_per_s and
+//   stream_read_MB_per_s (shuffled batches of 256, one rank), file_MB, jets, P.
+// The temporary file lives in `tmp_dir` and is removed afterwards.
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace foldfarm::data {
+
+struct DataBenchOptions {
+  int64_t jets = 20000;
+  int64_t P = 128;
+  int64_t batch_size = 256;
+  int read_epochs = 2;
+  std::string tmp_dir;  // "" = the system temporary directory
+};
+
+nlohmann::json benchData(const DataBenchOptions& opt);
+
+}  // namespace foldfarm::data

@@ -1,0 +1,32 @@
+#pragma once
+// Writes a synthetic dataset file (SPEC §3.2) in the OmniLearn layout: generated in blocks
+// on `threads` threads (each jet depends only on (seed, index), so the file is identical for
+// any thread count), appended in order, progress with rate/ETA on stderr, committed
+// atomically. Root attributes: kind, tune, seed, generator config, class names, and the
+// feature statistics for the layout ("feature_stats": JetClass for pretraining, Z+jets for
+// unfolding) as JSON text.
+#include <cstdint>
+#include <string>
+
+#include "core/data/synth.hpp"
+
+namespace foldfarm::data {
+
+enum class SynthKind { kPretrain, kUnfold };
+
+struct SynthFileOptions {
+  SynthKind kind = SynthKind::kPretrain;
+  SynthConfig config = SynthConfig::pretrainDefaults();
+  int64_t count = 0;  // jets (pretrain) or events (unfold), > 0
+  uint64_t seed = 0;
+  std::string out;
+  int threads = 1;
+  int64_t block_rows = 4096;
+  int deflate_level = 4;
+  bool progress = true;
+};
+
+// Throws InputError for bad options (count <= 0, P < 1, output directory missing).
+void writeSynthFile(const SynthFileOptions& opt);
+
+}  // namespace foldfarm::data

@@ -1,0 +1,66 @@
+#pragma once
+// Writers of deliberately malformed HDF5 files for the validation tests.
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/data/h5_file.hpp"
+#include "core/data/jet_writer.hpp"
+#include "core/data/synth.hpp"
+
+namespace foldfarm::data::badfiles {
+
+inline void writeRawFloat(hid_t file, const std::string& name, const std::vector<hsize_t>& dims,
+                          const std::vector<float>& values) {
+  H5Handle space = FF_H5_OWN(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+                             H5Kind::kDataspace, name);
+  H5Handle ds = FF_H5_OWN(H5Dcreate2(file, name.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
+                                     H5P_DEFAULT, H5P_DEFAULT),
+                          H5Kind::kDataset, name);
+  if (!values.empty()) FF_H5_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), name);
+}
+
+// A small valid jets-layout file with four-vectors (so `data convert` accepts it).
+inline void writeGoodJets(const std::string& path, int64_t n = 12, int64_t P = 16) {
+  SynthConfig cfg = SynthConfig::pretrainDefaults();
+  cfg.P = P;
+  writeJetFile(path, synthPretrain(cfg, 1, 0, n));
+}
+
+// kind: "missing_key", "wrong_shape", "nan", "empty", "inconsistent_n", "truncated"
+inline void writeBad(const std::string& path, const std::string& kind) {
+  const int64_t n = 8, P = 10;
+  if (kind == "truncated") {
+    writeGoodJets(path + ".full", 64, 32);
+    std::ifstream in(path + ".full", std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::remove((path + ".full").c_str());
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
+    return;
+  }
+  H5Handle f = h5Create(path);
+  std::vector<float> data(static_cast<size_t>(n * P * 13), 0.0f), jet(static_cast<size_t>(n * 4), 1.0f);
+  for (int64_t i = 0; i < n; ++i) data[static_cast<size_t>(i * P * 13 + 2)] = -0.5f;
+  if (kind == "missing_key") {
+    writeRawFloat(f.get(), "data", {hsize_t(n), hsize_t(P), 13}, data);
+  } else if (kind == "wrong_shape") {
+    writeRawFloat(f.get(), "data", {hsize_t(n), hsize_t(P), 13}, data);
+    writeRawFloat(f.get(), "jet", {hsize_t(n), 3}, std::vector<float>(static_cast<size_t>(n * 3), 1.0f));
+  } else if (kind == "nan") {
+    data[static_cast<size_t>(5 * P * 13 + 3)] = std::nanf("");
+    writeRawFloat(f.get(), "data", {hsize_t(n), hsize_t(P), 13}, data);
+    writeRawFloat(f.get(), "jet", {hsize_t(n), 4}, jet);
+  } else if (kind == "empty") {
+    writeRawFloat(f.get(), "data", {0, hsize_t(P), 13}, {});
+    writeRawFloat(f.get(), "jet", {0, 4}, {});
+  } else if (kind == "inconsistent_n") {
+    writeRawFloat(f.get(), "data", {hsize_t(n), hsize_t(P), 13}, data);
+    writeRawFloat(f.get(), "jet", {hsize_t(n - 1), 4}, std::vector<float>(static_cast<size_t>((n - 1) * 4), 1.0f));
+  }
+  f.close(path);
+}
+
+}  // namespace foldfarm::data::badfiles

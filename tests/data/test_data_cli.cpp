@@ -1,0 +1,127 @@
+// The `foldfarm data` commands on good and bad files, through the real executable.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/data/jet_reader.hpp"
+#include "tests/data/bad_files.hpp"
+
+using namespace foldfarm::data;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class DataCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm executable not built";
+    dir_ = fs::temp_directory_path() / ("ff_data_cli_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  std::string file(const std::string& n) const { return (dir_ / n).string(); }
+
+  Result run(const std::string& args) const {
+    const std::string out = file("stdout.txt"), err = file("stderr.txt");
+    const std::string cmd = std::string(FOLDFARM_BINARY) + " " + args + " >" + out + " 2>" + err;
+    const int status = std::system(cmd.c_str());
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+  }
+
+  fs::path dir_;
+};
+
+int lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n + (!s.empty() && s.back() != '\n');
+}
+
+}  // namespace
+
+TEST_F(DataCli, BadInputFilesGiveExitTwoAndOneLineNamingTheFile) {
+  for (const std::string kind : {"missing_key", "wrong_shape", "truncated", "nan", "empty"}) {
+    const std::string bad = file(kind + ".h5");
+    badfiles::writeBad(bad, kind);
+    const Result inspect = run("data inspect " + bad);
+    EXPECT_EQ(inspect.code, 2) << kind << ": " << inspect.err;
+    EXPECT_EQ(lines(inspect.err), 1) << kind << ": " << inspect.err;
+    EXPECT_NE(inspect.err.find(bad), std::string::npos) << kind << ": " << inspect.err;
+
+    // convert: no output created; an existing output stays byte-identical.
+    const std::string out = file(kind + "_out.h5");
+    const Result conv = run("data convert --in " + bad + " --out " + out);
+    EXPECT_EQ(conv.code, 2) << kind << ": " << conv.err;
+    EXPECT_EQ(lines(conv.err), 1) << kind << ": " << conv.err;
+    EXPECT_NE(conv.err.find(bad), std::string::npos) << kind << ": " << conv.err;
+    EXPECT_FALSE(fs::exists(out)) << kind;
+    { std::ofstream(out) << "previous result"; }
+    EXPECT_EQ(run("data convert --in " + bad + " --out " + out).code, 2);
+    EXPECT_EQ(slurp(out), "previous result") << kind;
+    EXPECT_EQ(run("data observables --in " + bad + " --out " + out).code, 2);
+    EXPECT_EQ(slurp(out), "previous result") << kind;
+  }
+  for (const auto& e : fs::directory_iterator(dir_))
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << "temporary file left: " << e.path();
+}
+
+TEST_F(DataCli, SynthInspectConvertObservables) {
+  const std::string pre = file("pre.h5");
+  Result r = run("data synth --kind pretrain --jets 120 --seed 3 --out " + pre);
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = run("data inspect " + pre + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["jets"], 120);
+  EXPECT_EQ(j["layout"], "jets");
+  EXPECT_EQ(j["labels"]["counts"].size(), 6u);
+  EXPECT_EQ(j["labels"]["counts"][0], 20);
+
+  const std::string unf = file("unf.h5");
+  r = run("data synth --kind unfold --tune data --events 60 --seed 4 --out " + unf);
+  ASSERT_EQ(r.code, 0) << r.err;
+  JetFile u(unf);
+  EXPECT_TRUE(u.hasSubs());
+  EXPECT_EQ(u.numJets(), 60);
+  EXPECT_EQ(u.attributes().at("tune"), "data");
+
+  // observables recomputed from stored gen features equal the stored gen_subs.
+  const std::string obs = file("obs.h5");
+  r = run("data observables --in " + unf + " --out " + obs + " --level gen");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto subs = JetFile(obs).readFloat("subs");
+  const auto stored = u.readFloat("gen_subs");
+  ASSERT_EQ(subs.size(), stored.size());
+  for (size_t k = 0; k < subs.size(); ++k) ASSERT_NEAR(subs[k], stored[k], 2e-3 * std::max(1.0f, std::fabs(stored[k])));
+
+  // convert recomputes data/jet from four-vectors of the real-jet file.
+  const std::string conv = file("conv.h5");
+  r = run("data convert --in " + std::string(FOLDFARM_SHARED_DATA_DIR) + "/quark_gluon_2000.h5 --out " + conv);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const JetArrays a = JetFile(conv).readJets();
+  const JetArrays b = JetFile(std::string(FOLDFARM_SHARED_DATA_DIR) + "/quark_gluon_2000.h5").readJets();
+  EXPECT_EQ(a.labels, b.labels);
+  ASSERT_EQ(a.jets.size(), b.jets.size());
+  for (size_t k = 0; k < a.jets.size(); k += 4) ASSERT_NEAR(a.jets[k], b.jets[k], 1e-3 * b.jets[k]);
+}
