@@ -19,5 +19,6 @@ void registerDistCommands(CommandGroups& g);      // cmd_dist.cpp: bench allredu
 void registerEnsembleCommands(CommandGroups& g);  // cmd_ensembles.cpp: unfold, aggregate, study warmstart
 void registerCampaignCommands(CommandGroups& g);  // cmd_campaign.cpp: campaign …, worker, bench scheduler
 void registerSlurmCommands(CommandGroups& g);     // cmd_slurm.cpp: slurm render|submit|status
+void registerReportCommands(CommandGroups& g);    // cmd_report.cpp: report, study scaling
 
 }  // namespace foldfarm::app

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   app::registerEnsembleCommands(groups);
   app::registerCampaignCommands(groups);
   app::registerSlurmCommands(groups);
+  app::registerReportCommands(groups);
 
   try {
     initLogging(log_level);
