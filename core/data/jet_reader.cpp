@@ -143,19 +143,26 @@ struct JetFile::Impl {
     }
   }
 
+  void readFloatsInto(const std::string& name, int64_t begin, int64_t end, int64_t row_elems, bool check,
+                      float* v) const {
+    readRows(name, begin, end, H5T_NATIVE_FLOAT, v);
+    if (!check) return;
+    const size_t total = static_cast<size_t>((end - begin) * row_elems);
+    bool finite = true;
+    for (size_t k = 0; k < total; ++k) finite &= std::isfinite(v[k]);  // vectorises; located below
+    if (finite) return;
+    for (size_t k = 0; k < total; ++k)
+      if (!std::isfinite(v[k])) {
+        const int64_t row = begin + static_cast<int64_t>(k) / row_elems;
+        fail(name, "row " + std::to_string(row) + " holds a non-finite value (" + (std::isnan(v[k]) ? "NaN" : "Inf") +
+                       "); drop or fix that jet before using the file");
+      }
+  }
+
   std::vector<float> readFloats(const std::string& name, int64_t begin, int64_t end, int64_t row_elems,
                                 bool check) const {
     std::vector<float> v(static_cast<size_t>((end - begin) * row_elems));
-    readRows(name, begin, end, H5T_NATIVE_FLOAT, v.data());
-    if (check) {
-      for (size_t k = 0; k < v.size(); ++k)
-        if (!std::isfinite(v[k])) {
-          const int64_t row = begin + static_cast<int64_t>(k) / row_elems;
-          fail(name, "row " + std::to_string(row) + " holds a non-finite value (" +
-                         (std::isnan(v[k]) ? "NaN" : "Inf") +
-                         "); drop or fix that jet before using the file");
-        }
-    }
+    readFloatsInto(name, begin, end, row_elems, check, v.data());
     return v;
   }
 
@@ -264,9 +271,17 @@ std::map<std::string, std::string> JetFile::attributes() const {
 JetArrays JetFile::readJets(int64_t begin, int64_t end, const std::string& level) const {
   const Impl& I = *impl_;
   end = I.resolveEnd(begin, end);
-  JetArrays a;
-  a.n = end - begin;
-  a.P = I.P;
+  JetArrays a = JetArrays::zeros(end - begin, I.P, I.layout == FileLayout::kJets && I.labels);
+  if (has("weights")) a.weights.assign(static_cast<size_t>(end - begin), 0.0f);
+  readJetsInto(begin, end, level, a, 0);
+  return a;
+}
+
+void JetFile::readJetsInto(int64_t begin, int64_t end, const std::string& level, JetArrays& a, int64_t at) const {
+  const Impl& I = *impl_;
+  end = I.resolveEnd(begin, end);
+  const int64_t n = end - begin;
+  if (a.P != I.P || at < 0 || at + n > a.n) throw Error(I.path + ": readJetsInto: destination too small or P differs");
   std::string pname = "data", jname = "jet";
   if (I.layout == FileLayout::kUnfold) {
     if (level != "reco" && level != "gen")
@@ -274,26 +289,24 @@ JetArrays JetFile::readJets(int64_t begin, int64_t end, const std::string& level
     pname = level;
     jname = level + "_jets";
   }
-  a.particles = I.readFloats(pname, begin, end, I.P * F, true);
-  a.jets = I.readFloats(jname, begin, end, kNumJetFeatures, true);
+  I.readFloatsInto(pname, begin, end, I.P * F, true, a.particles.data() + at * I.P * F);
+  I.readFloatsInto(jname, begin, end, kNumJetFeatures, true, a.jets.data() + at * kNumJetFeatures);
   if (I.layout == FileLayout::kJets && I.labels) {
+    int64_t* labels = a.labels.data() + at;
     if (I.label_cols == 0) {
-      a.labels.resize(static_cast<size_t>(a.n));
-      I.readRows("pid", begin, end, H5T_NATIVE_INT64, a.labels.data());
+      I.readRows("pid", begin, end, H5T_NATIVE_INT64, labels);
     } else {
       auto oh = I.readFloats("pid", begin, end, I.label_cols, true);
-      a.labels.resize(static_cast<size_t>(a.n));
-      for (int64_t i = 0; i < a.n; ++i) {
+      for (int64_t i = 0; i < n; ++i) {
         const float* row = oh.data() + i * I.label_cols;
-        a.labels[i] = std::max_element(row, row + I.label_cols) - row;
+        labels[i] = std::max_element(row, row + I.label_cols) - row;
       }
     }
-    for (int64_t i = 0; i < a.n; ++i)
-      if (a.labels[i] < 0)
+    for (int64_t i = 0; i < n; ++i)
+      if (labels[i] < 0)
         I.fail("pid", "row " + std::to_string(begin + i) + " holds a negative label; labels must be class indices >= 0");
   }
-  if (has("weights")) a.weights = I.readFloats("weights", begin, end, 1, true);
-  return a;
+  if (has("weights")) I.readFloatsInto("weights", begin, end, 1, true, a.weights.data() + at);
 }
 
 UnfoldArrays JetFile::readUnfold(int64_t begin, int64_t end) const {
@@ -426,39 +439,53 @@ struct BatchStream::Impl {
   std::vector<Segment> mine;  // this rank's segments for the epoch
   size_t next_segment = 0;
   int64_t window_index = 0;
+  // The pool holds the rows read so far and not yet returned; `order` lists pool rows in
+  // the order they are handed out (a permutation of the window when shuffling), so every
+  // row is copied once from HDF5 into the pool and once into its batch.
   JetArrays pool;
-  std::vector<int64_t> pool_rows;
-  int64_t pos = 0;
+  std::vector<int64_t> pool_rows;  // global row index of each pool row
+  std::vector<int64_t> order;
+  size_t pos = 0;
   std::vector<int64_t> last_rows;
+  bool has_weights = false;
 
   void loadWindow() {
-    JetArrays w;
-    std::vector<int64_t> rows;
+    // Carry the unread rows (fewer than a batch) to the front of the new pool.
+    std::vector<int64_t> rest(order.begin() + static_cast<std::ptrdiff_t>(pos), order.end());
     const size_t stop = std::min(mine.size(), next_segment + static_cast<size_t>(opt.window_blocks));
+    int64_t wrows = 0;
+    for (size_t k = next_segment; k < stop; ++k) wrows += mine[k].end - mine[k].begin;
+    JetArrays next = JetArrays::zeros(static_cast<int64_t>(rest.size()) + wrows, P, labels);
+    if (has_weights) next.weights.assign(static_cast<size_t>(next.n), 0.0f);
+    std::vector<int64_t> next_rows;
+    next_rows.reserve(static_cast<size_t>(next.n));
+    if (!rest.empty()) {
+      const JetArrays carried = pool.subset(rest);
+      std::copy(carried.particles.begin(), carried.particles.end(), next.particles.begin());
+      std::copy(carried.jets.begin(), carried.jets.end(), next.jets.begin());
+      std::copy(carried.labels.begin(), carried.labels.end(), next.labels.begin());
+      std::copy(carried.weights.begin(), carried.weights.end(), next.weights.begin());
+      for (int64_t r : rest) next_rows.push_back(pool_rows[r]);
+    }
+    int64_t at = static_cast<int64_t>(rest.size());
     for (; next_segment < stop; ++next_segment) {
       const Segment& s = mine[next_segment];
-      w.append(files[s.file].readJets(s.begin, s.end, opt.level));
-      for (int64_t r = s.begin; r < s.end; ++r) rows.push_back(s.global + (r - s.begin));
+      files[s.file].readJetsInto(s.begin, s.end, opt.level, next, at);
+      at += s.end - s.begin;
+      for (int64_t r = s.begin; r < s.end; ++r) next_rows.push_back(s.global + (r - s.begin));
     }
-    if (opt.shuffle && w.n > 1) {
-      std::vector<int64_t> perm(static_cast<size_t>(w.n));
-      for (int64_t i = 0; i < w.n; ++i) perm[i] = i;
+    order.resize(static_cast<size_t>(next.n));
+    for (int64_t i = 0; i < next.n; ++i) order[i] = i;
+    if (opt.shuffle && wrows > 1) {
+      std::vector<int64_t> perm(order.begin() + static_cast<std::ptrdiff_t>(rest.size()), order.end());
       Rng rng(deriveSeed({opt.seed, kPurposeWindow, static_cast<uint64_t>(epoch),
                           static_cast<uint64_t>(opt.rank), static_cast<uint64_t>(window_index)}));
       rng.shuffle(perm);
-      w = w.subset(perm);
-      std::vector<int64_t> r2(rows.size());
-      for (size_t i = 0; i < perm.size(); ++i) r2[i] = rows[perm[i]];
-      rows.swap(r2);
+      std::copy(perm.begin(), perm.end(), order.begin() + static_cast<std::ptrdiff_t>(rest.size()));
     }
     ++window_index;
-    // Keep the unread tail of the pool in front of the new window.
-    JetArrays rest = pool.n > pos ? pool.slice(pos, pool.n) : JetArrays{};
-    std::vector<int64_t> rest_rows(pool_rows.begin() + pos, pool_rows.end());
-    rest.append(w);
-    rest_rows.insert(rest_rows.end(), rows.begin(), rows.end());
-    pool = std::move(rest);
-    pool_rows = std::move(rest_rows);
+    pool = std::move(next);
+    pool_rows = std::move(next_rows);
     pos = 0;
   }
 };
@@ -490,6 +517,9 @@ BatchStream::BatchStream(std::vector<std::string> paths, StreamOptions opts)
     for (int64_t b = 0; b < jf.numJets(); b += opts.block_rows)
       I.blocks.push_back({static_cast<int>(f), b, std::min(jf.numJets(), b + opts.block_rows), I.total + b});
     I.total += jf.numJets();
+    if (f == 0) I.has_weights = jf.has("weights");
+    else if (jf.has("weights") != I.has_weights)
+      throw InputError(paths[f] + ": weights present in some files and not in others; stream files of one kind together");
     I.files.push_back(std::move(jf));
   }
   I.per_rank = I.total / opts.world_size;
@@ -538,19 +568,24 @@ void BatchStream::startEpoch(int64_t epoch) {
   I.window_index = 0;
   I.pool = JetArrays{};
   I.pool_rows.clear();
+  I.order.clear();
   I.pos = 0;
 }
 
 bool BatchStream::next(JetArrays& batch) {
   Impl& I = *impl_;
   const int64_t b = I.opt.batch_size;
-  while (I.pool.n - I.pos < b && I.next_segment < I.mine.size()) I.loadWindow();
-  const int64_t avail = I.pool.n - I.pos;
-  if (avail == 0 || (avail < b && I.opt.drop_last)) return false;
-  const int64_t take = std::min(avail, b);
-  batch = I.pool.slice(I.pos, I.pos + take);
-  I.last_rows.assign(I.pool_rows.begin() + I.pos, I.pool_rows.begin() + I.pos + take);
-  I.pos += take;
+  auto avail = [&] { return static_cast<int64_t>(I.order.size() - I.pos); };
+  while (avail() < b && I.next_segment < I.mine.size()) I.loadWindow();
+  const int64_t n = avail();
+  if (n == 0 || (n < b && I.opt.drop_last)) return false;
+  const int64_t take = std::min(n, b);
+  const std::vector<int64_t> idx(I.order.begin() + static_cast<std::ptrdiff_t>(I.pos),
+                                 I.order.begin() + static_cast<std::ptrdiff_t>(I.pos + take));
+  batch = I.pool.subset(idx);
+  I.last_rows.resize(static_cast<size_t>(take));
+  for (int64_t k = 0; k < take; ++k) I.last_rows[k] = I.pool_rows[idx[k]];
+  I.pos += static_cast<size_t>(take);
   return true;
 }
 

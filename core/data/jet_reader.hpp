@@ -52,6 +52,9 @@ class JetFile {
   // Rows [begin, end) (end = -1: to N). Jets layout: data/jet/pid/weights. Unfold layout with
   // level "reco" or "gen": that level's particles and jets, weights (no labels).
   JetArrays readJets(int64_t begin = 0, int64_t end = -1, const std::string& level = "") const;
+  // Same as readJets, but into rows [at, at + end - begin) of `dst`, which must already have
+  // this file's P and n >= at + end - begin rows, and labels/weights sized iff the file has them.
+  void readJetsInto(int64_t begin, int64_t end, const std::string& level, JetArrays& dst, int64_t at) const;
   // Unfold layout only (InputError otherwise).
   UnfoldArrays readUnfold(int64_t begin = 0, int64_t end = -1) const;
   // Any 1-D or 2-D numeric dataset as float rows [begin, end) (e.g. part_px, subs).

@@ -110,6 +110,7 @@ static void checkSize(const char* what, size_t got, int64_t want) {
 JetFileWriter::JetFileWriter(std::string path, FileLayout layout, int64_t P, bool with_labels,
                              nlohmann::json attrs, WriteOptions opts)
     : impl_(std::make_unique<Impl>(std::move(path), layout, P, with_labels, std::move(attrs), opts)) {
+  if (impl_->attrs.is_null()) impl_->attrs = nlohmann::json::object();
   if (!impl_->attrs.is_object()) throw std::invalid_argument("writer: attributes must be a JSON object");
   impl_->attrs["layout"] = layout == FileLayout::kJets ? "jets" : "unfold";
 }
