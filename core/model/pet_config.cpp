@@ -1,0 +1,124 @@
+#include "core/model/pet_config.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/error.hpp"
+
+namespace foldfarm {
+
+bool PetConfig::operator==(const PetConfig& o) const {
+  return petConfigToJson(*this) == petConfigToJson(o);
+}
+
+PetConfig petPreset(const std::string& name) {
+  PetConfig c;
+  if (name == "omnilearn") {
+    c.preset = name;
+    return c;
+  }
+  if (name == "tiny") {
+    c.preset = name;
+    c.dim = 32;
+    c.heads = 2;
+    c.blocks = 2;
+    c.class_layers = 1;
+    c.gen_layers = 1;
+    c.k = 5;
+    c.local_blocks = 2;
+    return c;
+  }
+  throw InputError("unknown PET preset '" + name + "': use omnilearn or tiny");
+}
+
+nlohmann::json petConfigToJson(const PetConfig& c) {
+  return nlohmann::json{{"preset", c.preset},
+                        {"num_features", c.num_features},
+                        {"num_jet", c.num_jet},
+                        {"dim", c.dim},
+                        {"heads", c.heads},
+                        {"blocks", c.blocks},
+                        {"class_layers", c.class_layers},
+                        {"gen_layers", c.gen_layers},
+                        {"k", c.k},
+                        {"local_blocks", c.local_blocks},
+                        {"layer_scale_init", c.layer_scale_init},
+                        {"feature_dropout", c.feature_dropout},
+                        {"feature_dropout_from", c.feature_dropout_from},
+                        {"fourier_freqs", c.fourier_freqs},
+                        {"norm_eps", c.norm_eps},
+                        {"num_classes", c.num_classes},
+                        {"generator", c.generator}};
+}
+
+namespace {
+
+template <typename T>
+void take(const nlohmann::json& j, const char* key, T& out, const std::string& source) {
+  try {
+    out = j.at(key).get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(source + ": PET config key '" + key + "' has the wrong type (" + e.what() +
+                     "); fix the value");
+  }
+}
+
+}  // namespace
+
+PetConfig applyPetOverrides(PetConfig c, const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object()) throw InputError(source + ": PET config must be a JSON object");
+  for (const auto& [key, value] : j.items()) {
+    (void)value;
+    if (key == "preset") take(j, "preset", c.preset, source);
+    else if (key == "num_features") take(j, "num_features", c.num_features, source);
+    else if (key == "num_jet") take(j, "num_jet", c.num_jet, source);
+    else if (key == "dim") take(j, "dim", c.dim, source);
+    else if (key == "heads") take(j, "heads", c.heads, source);
+    else if (key == "blocks") take(j, "blocks", c.blocks, source);
+    else if (key == "class_layers") take(j, "class_layers", c.class_layers, source);
+    else if (key == "gen_layers") take(j, "gen_layers", c.gen_layers, source);
+    else if (key == "k") take(j, "k", c.k, source);
+    else if (key == "local_blocks") take(j, "local_blocks", c.local_blocks, source);
+    else if (key == "layer_scale_init") take(j, "layer_scale_init", c.layer_scale_init, source);
+    else if (key == "feature_dropout") take(j, "feature_dropout", c.feature_dropout, source);
+    else if (key == "feature_dropout_from") take(j, "feature_dropout_from", c.feature_dropout_from, source);
+    else if (key == "fourier_freqs") take(j, "fourier_freqs", c.fourier_freqs, source);
+    else if (key == "norm_eps") take(j, "norm_eps", c.norm_eps, source);
+    else if (key == "num_classes") take(j, "num_classes", c.num_classes, source);
+    else if (key == "generator") take(j, "generator", c.generator, source);
+    else
+      throw InputError(source + ": unknown PET config key '" + key +
+                       "' (valid: dim, heads, blocks, class_layers, gen_layers, k, local_blocks, "
+                       "layer_scale_init, feature_dropout, feature_dropout_from, fourier_freqs, "
+                       "norm_eps, num_classes, generator, num_features, num_jet, preset)");
+  }
+  validatePetConfig(c, source);
+  return c;
+}
+
+void validatePetConfig(const PetConfig& c, const std::string& source) {
+  auto bad = [&](const std::string& why) {
+    throw InputError(source + ": invalid PET config: " + why);
+  };
+  if (c.dim <= 0 || c.heads <= 0 || c.dim % c.heads != 0) bad("dim must be a positive multiple of heads");
+  if (c.blocks < 0 || c.class_layers < 1 || c.gen_layers < 0 || c.local_blocks < 0)
+    bad("blocks/gen_layers/local_blocks must be >= 0 and class_layers >= 1");
+  if (c.k < 1) bad("k must be >= 1");
+  if (c.num_features < 3) bad("num_features must be >= 3");
+  if (c.num_jet < 1) bad("num_jet must be >= 1");
+  if (c.num_classes < 1) bad("num_classes must be >= 1");
+  if (c.fourier_freqs < 2) bad("fourier_freqs must be >= 2");
+  if (c.feature_dropout < 0 || c.feature_dropout >= 1) bad("feature_dropout must be in [0, 1)");
+  if (c.norm_eps <= 0) bad("norm_eps must be > 0");
+}
+
+PetConfig petConfigFromJson(const nlohmann::json& j, const std::string& source) {
+  PetConfig base;
+  if (j.contains("preset") && j.at("preset").is_string()) {
+    const auto name = j.at("preset").get<std::string>();
+    if (name == "omnilearn" || name == "tiny") base = petPreset(name);
+    else base.preset = name;
+  }
+  return applyPetOverrides(base, j, source);
+}
+
+}  // namespace foldfarm

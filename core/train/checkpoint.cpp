@@ -1,0 +1,201 @@
+#include "core/train/checkpoint.hpp"
+
+#include <torch/serialize.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <sstream>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/train/sha256.hpp"
+
+namespace foldfarm {
+
+namespace fs = std::filesystem;
+using torch::Tensor;
+
+namespace {
+
+constexpr const char* kFormat = "foldfarm-checkpoint-1";
+
+std::string shapeText(const Tensor& t) {
+  std::ostringstream os;
+  os << t.sizes();
+  return os.str();
+}
+
+}  // namespace
+
+bool checkpointExists(const std::string& dir) { return fs::exists(fs::path(dir) / "meta.json"); }
+
+void writeCheckpoint(const std::string& dir, const CheckpointMeta& meta,
+                     const std::map<std::string, Tensor>& tensors) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(dir + ": cannot create checkpoint directory: " + ec.message());
+
+  c10::Dict<std::string, Tensor> dict;
+  for (const auto& [name, t] : tensors) dict.insert(name, t.detach().cpu().contiguous());
+  const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
+  const std::string payload_sha = sha256Hex(std::string_view(bytes.data(), bytes.size()));
+  const std::string payload_name = "tensors-" + payload_sha.substr(0, 16) + ".pt";
+  const fs::path payload_path = fs::path(dir) / payload_name;
+  {
+    AtomicFile f(payload_path.string());
+    f.write(std::string_view(bytes.data(), bytes.size()));
+    f.commit();
+  }
+
+  nlohmann::json j;
+  j["format"] = kFormat;
+  j["foldfarm_version"] = FOLDFARM_VERSION;
+  j["config"] = petConfigToJson(meta.config);
+  j["feature_stats"] = meta.stats.toJson();
+  j["class_names"] = meta.class_names;
+  j["training"] = meta.training;
+  j["extra"] = meta.extra;
+  j["payload"] = {{"file", payload_name}, {"sha256", payload_sha}, {"tensors", tensors.size()}};
+  j["meta_sha256"] = sha256Hex(j.dump());
+  writeFileAtomic((fs::path(dir) / "meta.json").string(), j.dump(2) + "\n");
+
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("tensors-", 0) == 0 && name != payload_name &&
+        entry.path().extension() == ".pt")
+      fs::remove(entry.path(), ec);
+  }
+}
+
+Checkpoint readCheckpoint(const std::string& dir) {
+  const std::string meta_path = (fs::path(dir) / "meta.json").string();
+  if (!fs::exists(meta_path))
+    throw InputError(dir + ": not a foldfarm checkpoint (no meta.json); pass a directory written "
+                           "by foldfarm pretrain/finetune");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(readFile(meta_path));
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(meta_path + ": corrupt checkpoint metadata (" + e.what() +
+                     "); restore the checkpoint from a copy or retrain");
+  }
+  if (!j.is_object() || j.value("format", "") != kFormat || !j.contains("meta_sha256") ||
+      !j.contains("payload"))
+    throw InputError(meta_path + ": not a " + kFormat +
+                     " checkpoint; pass a directory written by this foldfarm version");
+  nlohmann::json body = j;
+  body.erase("meta_sha256");
+  const std::string meta_sha = j.at("meta_sha256").get<std::string>();
+  if (sha256Hex(body.dump()) != meta_sha)
+    throw InputError(meta_path + ": checksum mismatch in the checkpoint metadata (edited or "
+                                 "corrupt); restore the checkpoint from a copy or retrain");
+
+  const std::string payload_name = j.at("payload").at("file").get<std::string>();
+  const std::string payload_path = (fs::path(dir) / payload_name).string();
+  const std::string bytes_str = readFile(payload_path);
+  const std::string expected = j.at("payload").at("sha256").get<std::string>();
+  const std::string actual = sha256Hex(bytes_str);
+  if (actual != expected)
+    throw InputError(payload_path + ": checksum mismatch (expected sha256 " + expected.substr(0, 16) +
+                     "..., file has " + actual.substr(0, 16) +
+                     "...): the checkpoint is corrupt; restore it from a copy or retrain");
+
+  Checkpoint ck;
+  ck.dir = dir;
+  try {
+    ck.meta.config = petConfigFromJson(j.at("config"), meta_path);
+    ck.meta.stats = data::FeatureStats::fromJson(j.at("feature_stats"));
+    ck.meta.class_names = j.at("class_names").get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(meta_path + ": malformed checkpoint metadata (" + e.what() + "); retrain");
+  }
+  ck.meta.training = j.value("training", nlohmann::json());
+  ck.meta.extra = j.value("extra", nlohmann::json());
+
+  const std::vector<char> bytes(bytes_str.begin(), bytes_str.end());
+  c10::IValue value;
+  try {
+    value = torch::pickle_load(bytes);
+  } catch (const std::exception& e) {
+    throw InputError(payload_path + ": cannot decode tensors (" + std::string(e.what()).substr(0, 200) +
+                     "); restore the checkpoint from a copy or retrain");
+  }
+  if (!value.isGenericDict())
+    throw InputError(payload_path + ": unexpected payload type; restore the checkpoint or retrain");
+  for (const auto& item : value.toGenericDict())
+    ck.tensors[item.key().toStringRef()] = item.value().toTensor();
+  return ck;
+}
+
+void addModelTensors(Pet& model, const std::string& prefix, std::map<std::string, Tensor>& out) {
+  for (const auto& item : model->named_parameters(true))
+    out[prefix + item.key()] = item.value().detach().clone();
+  for (const auto& item : model->named_buffers(true))
+    out[prefix + item.key()] = item.value().detach().clone();
+}
+
+void loadModelTensors(Pet& model, const std::map<std::string, Tensor>& tensors,
+                      const std::string& prefix, const std::string& source) {
+  torch::NoGradGuard no_grad;
+  auto load = [&](const std::string& name, Tensor& dst) {
+    auto it = tensors.find(prefix + name);
+    if (it == tensors.end())
+      throw InputError(source + ": checkpoint lacks tensor '" + prefix + name +
+                       "'; it was written for a different model: use a matching --preset/--config");
+    if (!it->second.sizes().equals(dst.sizes()))
+      throw InputError(source + ": tensor '" + prefix + name + "' has shape " + shapeText(it->second) +
+                       " but the model expects " + shapeText(dst) +
+                       "; use a matching --preset/--config");
+    dst.copy_(it->second);
+  };
+  for (auto& item : model->named_parameters(true)) load(item.key(), item.value());
+  for (auto& item : model->named_buffers(true)) load(item.key(), item.value());
+}
+
+std::string WarmStartReport::summary() const {
+  std::string s = "loaded " + std::to_string(loaded.size()) + " tensors, skipped " +
+                  std::to_string(skipped.size());
+  for (size_t i = 0; i < skipped.size(); ++i) s += (i == 0 ? ": " : "; ") + skipped[i];
+  return s;
+}
+
+WarmStartReport warmStart(Pet& model, const Checkpoint& ckpt) {
+  torch::NoGradGuard no_grad;
+  WarmStartReport r;
+  auto visit = [&](const std::string& name, Tensor& dst) {
+    auto it = ckpt.tensors.find("model." + name);
+    if (it == ckpt.tensors.end()) {
+      r.skipped.push_back(name + " (missing in checkpoint)");
+    } else if (!it->second.sizes().equals(dst.sizes())) {
+      r.skipped.push_back(name + " (checkpoint " + shapeText(it->second) + " vs model " +
+                          shapeText(dst) + ")");
+    } else {
+      dst.copy_(it->second);
+      r.loaded.push_back(name);
+    }
+  };
+  for (auto& item : model->named_parameters(true)) visit(item.key(), item.value());
+  for (auto& item : model->named_buffers(true)) visit(item.key(), item.value());
+  return r;
+}
+
+void requireSameConfig(const Checkpoint& ckpt, const PetConfig& expected, const std::string& what_to_do) {
+  if (ckpt.meta.config == expected) return;
+  std::string diff;
+  const auto a = petConfigToJson(ckpt.meta.config), b = petConfigToJson(expected);
+  for (const auto& [key, value] : a.items())
+    if (b.at(key) != value)
+      diff += (diff.empty() ? "" : ", ") + key + " " + value.dump() + " vs " + b.at(key).dump();
+  throw InputError(ckpt.dir + ": checkpoint was written for a different model config (" + diff +
+                   "); " + what_to_do);
+}
+
+Pet loadPet(const Checkpoint& ckpt, bool prefer_ema) {
+  Pet model(ckpt.meta.config);
+  const bool ema = prefer_ema && ckpt.tensors.count("ema.body.in1.weight") > 0;
+  loadModelTensors(model, ckpt.tensors, ema ? "ema." : "model.", ckpt.dir);
+  return model;
+}
+
+}  // namespace foldfarm

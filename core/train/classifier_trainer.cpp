@@ -1,0 +1,126 @@
+#include "core/train/classifier_trainer.hpp"
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+
+namespace foldfarm {
+
+namespace {
+
+PetConfig classifierOnly(PetConfig cfg) {
+  cfg.num_classes = 1;
+  cfg.generator = false;
+  return cfg;
+}
+
+void requireBinary(const data::JetArrays& a, const std::string& what) {
+  if (a.n == 0) throw InputError(what + ": no jets");
+  if (a.labels.size() != static_cast<size_t>(a.n))
+    throw InputError(what + ": labels are required (one 0/1 label per jet)");
+  for (int64_t y : a.labels)
+    if (y != 0 && y != 1) throw InputError(what + ": labels must be 0 or 1 for a one-logit classifier");
+}
+
+}  // namespace
+
+PetClassifier::PetClassifier(PetConfig cfg, uint64_t init_seed, data::FeatureStats stats)
+    : model_(classifierOnly(std::move(cfg))), stats_(stats) {
+  model_->resetParameters(init_seed);
+}
+
+PetClassifier PetClassifier::fromPreset(const std::string& preset, uint64_t init_seed,
+                                        const std::string& config_path) {
+  PetConfig cfg = petPreset(preset);
+  if (!config_path.empty()) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(readFile(config_path));
+    } catch (const nlohmann::json::exception& e) {
+      throw InputError(config_path + ": not valid JSON (" + e.what() + ")");
+    }
+    cfg = applyPetOverrides(cfg, j.contains("model") ? j.at("model") : j, config_path);
+  }
+  return PetClassifier(cfg, init_seed);
+}
+
+PetClassifier PetClassifier::load(const std::string& dir) {
+  const Checkpoint ck = readCheckpoint(dir);
+  if (ck.meta.config.num_classes != 1 || ck.meta.config.generator)
+    throw InputError(dir + ": not a one-logit classifier checkpoint; use warmStart() to start "
+                           "a classifier from it");
+  PetClassifier c(ck.meta.config, 0, ck.meta.stats);
+  loadModelTensors(c.model_, ck.tensors, "model.", dir);
+  return c;
+}
+
+WarmStartReport PetClassifier::warmStart(const std::string& checkpoint_dir) {
+  return foldfarm::warmStart(model_, readCheckpoint(checkpoint_dir));
+}
+
+FitResult PetClassifier::fit(const data::JetArrays& train, const data::JetArrays* val,
+                             const ClassifierFitOptions& o, ParallelContext* ctx) {
+  requireBinary(train, o.label + " training set");
+  if (val) requireBinary(*val, o.label + " validation set");
+  if (o.batch_size < 1 || o.max_epochs < 1 || o.lr <= 0 || o.lr_factor <= 0)
+    throw InputError(o.label + ": batch size, max epochs, lr and lr_factor must be positive");
+  JetTensors all = JetTensors::fromArrays(train, stats_);
+  JetTensors tr, va;
+  if (val) {
+    tr = std::move(all);
+    va = JetTensors::fromArrays(*val, stats_);
+  } else if (o.val_fraction > 0) {
+    auto [in, out] = splitRows(all.size(), o.val_fraction, o.seed);
+    if (in.empty() || out.empty())
+      throw InputError(o.label + ": too few jets for a validation fraction of " +
+                       std::to_string(o.val_fraction));
+    tr = all.subset(in);
+    va = all.subset(out);
+  } else {
+    tr = std::move(all);
+  }
+  TrainOptions t;
+  t.optimizer.kind = o.optimizer;
+  t.optimizer.lr = o.lr;
+  t.optimizer.lr_factor = o.lr_factor;
+  t.optimizer.weight_decay = o.weight_decay;
+  t.warmup_epochs = o.warmup_epochs;
+  t.clip_norm = o.clip_norm;
+  t.batch_size = o.batch_size;
+  t.max_epochs = o.max_epochs;
+  t.patience = o.patience;
+  t.seed = o.seed;
+  t.state_dir = o.state_dir;
+  t.resume = o.resume;
+  t.show_progress = o.show_progress;
+  t.label = o.label;
+  t.stop_at_step = o.stop_at_step;
+  CheckpointMeta meta;
+  meta.stats = stats_;
+  meta.class_names = {"0", "1"};
+  SingleProcessContext single;
+  Trainer trainer(model_, meta, t, ctx ? *ctx : single);
+  return trainer.fit(tr, va.size() > 0 ? &va : nullptr, Objective::kClassifier);
+}
+
+std::vector<float> PetClassifier::predict(const data::JetArrays& set, int64_t batch_size) {
+  const JetTensors t = JetTensors::fromArrays(set, stats_);
+  const torch::Tensor p = predictProbabilities(model_, t, batch_size).contiguous();
+  return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+}
+
+void PetClassifier::save(const std::string& dir) const {
+  CheckpointMeta meta;
+  meta.config = model_->config();
+  meta.stats = stats_;
+  meta.class_names = {"0", "1"};
+  std::map<std::string, torch::Tensor> t;
+  Pet m = model_;
+  addModelTensors(m, "model.", t);
+  writeCheckpoint(dir, meta, t);
+}
+
+}  // namespace foldfarm

@@ -1,0 +1,142 @@
+#include "core/train/jet_batches.hpp"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "core/base/error.hpp"
+#include "core/base/seed.hpp"
+
+namespace foldfarm {
+
+using torch::Tensor;
+
+JetTensors JetTensors::fromArrays(const data::JetArrays& raw, const data::FeatureStats& stats) {
+  raw.checkShapes();
+  JetTensors t;
+  const int64_t n = raw.n, p = raw.P;
+  const std::vector<uint8_t> mask = raw.realMask();
+  data::JetArrays std_arrays = raw;
+  stats.standardize(std_arrays);
+  t.particles = torch::from_blob(std_arrays.particles.data(), {n, p, data::kNumParticleFeatures},
+                                 torch::kFloat32)
+                    .clone();
+  t.jets = torch::from_blob(std_arrays.jets.data(), {n, data::kNumJetFeatures}, torch::kFloat32).clone();
+  t.mask = torch::from_blob(const_cast<uint8_t*>(mask.data()), {n, p}, torch::kUInt8)
+               .to(torch::kFloat32);
+  t.particles.mul_(t.mask.unsqueeze(-1));
+  if (!raw.labels.empty())
+    t.labels = torch::from_blob(const_cast<int64_t*>(raw.labels.data()), {n}, torch::kInt64).clone();
+  else
+    t.labels = torch::zeros({n}, torch::kInt64);
+  if (!raw.weights.empty())
+    t.weights = torch::from_blob(const_cast<float*>(raw.weights.data()), {n}, torch::kFloat32).clone();
+  else
+    t.weights = torch::ones({n}, torch::kFloat32);
+  t.extent.assign(static_cast<size_t>(n), 0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = p - 1; j >= 0; --j)
+      if (mask[static_cast<size_t>(i * p + j)]) {
+        t.extent[static_cast<size_t>(i)] = j + 1;
+        break;
+      }
+  return t;
+}
+
+JetTensors JetTensors::subset(const std::vector<int64_t>& rows) const {
+  const Tensor idx = torch::tensor(rows, torch::kInt64);
+  JetTensors s;
+  s.particles = particles.index_select(0, idx);
+  s.mask = mask.index_select(0, idx);
+  s.jets = jets.index_select(0, idx);
+  s.labels = labels.index_select(0, idx);
+  s.weights = weights.index_select(0, idx);
+  for (int64_t r : rows) s.extent.push_back(extent.at(static_cast<size_t>(r)));
+  return s;
+}
+
+JetBatch makeBatch(const JetTensors& set, const std::vector<int64_t>& rows, bool trim) {
+  const Tensor idx = torch::tensor(rows, torch::kInt64);
+  int64_t cols = set.particles.size(1);
+  if (trim) {
+    int64_t m = 1;
+    for (int64_t r : rows) m = std::max(m, set.extent[static_cast<size_t>(r)]);
+    cols = std::min(cols, m);
+  }
+  JetBatch b;
+  b.particles = set.particles.narrow(1, 0, cols).index_select(0, idx);
+  b.mask = set.mask.narrow(1, 0, cols).index_select(0, idx);
+  b.jets = set.jets.index_select(0, idx);
+  b.labels = set.labels.index_select(0, idx);
+  b.weights = set.weights.index_select(0, idx);
+  b.rows = rows;
+  return b;
+}
+
+std::vector<std::vector<int64_t>> epochBatches(const JetTensors& set, int64_t batch_size,
+                                               uint64_t seed, int64_t epoch, int rank,
+                                               int world_size, bool bucket) {
+  const int64_t n = set.size();
+  if (batch_size < 1) throw InputError("batch size must be >= 1");
+  if (world_size < 1 || rank < 0 || rank >= world_size || n < world_size)
+    throw InputError("cannot shard " + std::to_string(n) + " jets over " +
+                     std::to_string(world_size) + " ranks");
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::mt19937_64 g(deriveSeed({seed, 0x6a657473ULL, static_cast<uint64_t>(epoch)}));
+  std::shuffle(perm.begin(), perm.end(), g);
+  const int64_t per_rank = n / world_size;
+  std::vector<int64_t> mine(perm.begin() + rank * per_rank, perm.begin() + (rank + 1) * per_rank);
+
+  std::vector<std::vector<int64_t>> batches;
+  const int64_t window = bucket ? batch_size * kBucketWindow : batch_size;
+  for (int64_t w = 0; w < per_rank; w += window) {
+    const auto first = mine.begin() + w;
+    const auto last = mine.begin() + std::min(per_rank, w + window);
+    if (bucket)
+      std::stable_sort(first, last, [&](int64_t a, int64_t b) {
+        return set.extent[static_cast<size_t>(a)] < set.extent[static_cast<size_t>(b)];
+      });
+    for (auto it = first; it < last; it += std::min<int64_t>(batch_size, last - it))
+      batches.emplace_back(it, it + std::min<int64_t>(batch_size, last - it));
+  }
+  if (bucket) {
+    std::mt19937_64 gb(deriveSeed({seed, 0x6275636bULL, static_cast<uint64_t>(epoch),
+                                   static_cast<uint64_t>(rank)}));
+    std::shuffle(batches.begin(), batches.end(), gb);
+  }
+  return batches;
+}
+
+std::vector<std::vector<int64_t>> evalBatches(const JetTensors& set, int64_t batch_size, bool bucket) {
+  std::vector<int64_t> rows(static_cast<size_t>(set.size()));
+  std::iota(rows.begin(), rows.end(), 0);
+  if (bucket)
+    std::stable_sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) {
+      return set.extent[static_cast<size_t>(a)] < set.extent[static_cast<size_t>(b)];
+    });
+  std::vector<std::vector<int64_t>> batches;
+  for (size_t i = 0; i < rows.size(); i += static_cast<size_t>(batch_size))
+    batches.emplace_back(rows.begin() + i,
+                         rows.begin() + std::min(rows.size(), i + static_cast<size_t>(batch_size)));
+  return batches;
+}
+
+std::pair<std::vector<int64_t>, std::vector<int64_t>> splitRows(int64_t n, double fraction,
+                                                                uint64_t seed) {
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::mt19937_64 g(deriveSeed({seed, 0x73706c74ULL}));
+  std::shuffle(perm.begin(), perm.end(), g);
+  const auto held = static_cast<int64_t>(std::llround(fraction * static_cast<double>(n)));
+  std::vector<int64_t> out(perm.begin(), perm.begin() + held);
+  std::vector<int64_t> in(perm.begin() + held, perm.end());
+  std::sort(out.begin(), out.end());
+  std::sort(in.begin(), in.end());
+  return {in, out};
+}
+
+}  // namespace foldfarm

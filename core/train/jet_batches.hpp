@@ -1,0 +1,59 @@
+#pragma once
+// Jets as tensors for training, and how an epoch is cut into batches.
+//
+// JetTensors holds a whole (in-memory) set: standardised features, the mask taken from the
+// RAW feature 2 before standardisation, labels, per-event weights, and each jet's extent
+// (1 + index of its last real particle).
+//
+// Batches (epochBatches): the permutation of all rows is a pure function of (seed, epoch);
+// rank r of W takes the r-th of W equal shards of floor(N/W) rows, so every rank runs the
+// same number of steps. With bucketing, rows are sorted by extent inside windows of
+// kBucketWindow batches and the batch order is shuffled: jets of similar multiplicity share
+// a batch and makeBatch() drops the padding columns beyond the batch's largest extent.
+#include <torch/types.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "core/data/features.hpp"
+#include "core/data/jet_arrays.hpp"
+
+namespace foldfarm {
+
+struct JetTensors {
+  torch::Tensor particles;  // (N, P, F) float32, standardised, padding rows 0
+  torch::Tensor mask;       // (N, P) float32
+  torch::Tensor jets;       // (N, J) float32, standardised
+  torch::Tensor labels;     // (N) int64 (0 when the source had none)
+  torch::Tensor weights;    // (N) float32 (1 when the source had none)
+  std::vector<int64_t> extent;  // per jet: 1 + index of the last real particle (0: empty)
+
+  int64_t size() const { return particles.defined() ? particles.size(0) : 0; }
+  // From raw arrays (mask from raw feature 2, then standardised with `stats`).
+  static JetTensors fromArrays(const data::JetArrays& raw, const data::FeatureStats& stats);
+  JetTensors subset(const std::vector<int64_t>& rows) const;
+};
+
+struct JetBatch {
+  torch::Tensor particles, mask, jets, labels, weights;
+  std::vector<int64_t> rows;  // rows of the source set, in batch order
+  int64_t size() const { return particles.size(0); }
+};
+
+// trim: drop padding columns beyond the largest extent of the batch (else keep all P).
+JetBatch makeBatch(const JetTensors& set, const std::vector<int64_t>& rows, bool trim);
+
+constexpr int64_t kBucketWindow = 16;
+
+std::vector<std::vector<int64_t>> epochBatches(const JetTensors& set, int64_t batch_size,
+                                               uint64_t seed, int64_t epoch, int rank,
+                                               int world_size, bool bucket);
+// All rows once, sorted by extent (evaluation; predictions go back through JetBatch::rows).
+std::vector<std::vector<int64_t>> evalBatches(const JetTensors& set, int64_t batch_size,
+                                              bool bucket);
+
+// Deterministic split of n rows: (train rows, held-out rows) with round(fraction * n) held out.
+std::pair<std::vector<int64_t>, std::vector<int64_t>> splitRows(int64_t n, double fraction,
+                                                                uint64_t seed);
+
+}  // namespace foldfarm

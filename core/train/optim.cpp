@@ -1,0 +1,176 @@
+#include "core/train/optim.hpp"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "core/base/error.hpp"
+
+namespace foldfarm {
+
+using torch::Tensor;
+
+namespace {
+
+std::string stateKey(const Tensor& p) {
+  // Same key format as LibTorch's optimisers (address of the TensorImpl).
+  std::ostringstream os;
+  os << p.unsafeGetTensorImpl();
+  return os.str();
+}
+
+}  // namespace
+
+Lion::Lion(std::vector<torch::optim::OptimizerParamGroup> groups, LionOptions defaults)
+    : Optimizer(std::move(groups), std::make_unique<LionOptions>(defaults)) {}
+
+Lion::Lion(std::vector<Tensor> params, LionOptions defaults)
+    : Lion({torch::optim::OptimizerParamGroup(std::move(params))}, defaults) {}
+
+Tensor Lion::step(LossClosure closure) {
+  torch::NoGradGuard no_grad;
+  Tensor loss;
+  if (closure) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  for (auto& group : param_groups_) {
+    const auto& o = static_cast<const LionOptions&>(group.options());
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      const Tensor& g = p.grad();
+      auto& slot = state_[stateKey(p)];
+      if (!slot) {
+        auto s = std::make_unique<LionParamState>();
+        s->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        slot = std::move(s);
+      }
+      Tensor& m = static_cast<LionParamState&>(*slot).exp_avg();
+      if (o.weight_decay() != 0) p.mul_(1.0 - o.lr() * o.weight_decay());
+      const Tensor c = m * o.beta1() + g * (1.0 - o.beta1());
+      p.add_(c.sign(), -o.lr());
+      m.mul_(o.beta2()).add_(g, 1.0 - o.beta2());
+    }
+  }
+  return loss;
+}
+
+std::unique_ptr<torch::optim::Optimizer> makeOptimizer(Pet& model, const OptimizerSettings& s) {
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  const double body_lr = s.lr / s.lr_factor;
+  const double body_wd = s.weight_decay * s.lr_factor;
+  if (s.kind == "lion") {
+    groups.emplace_back(model->bodyParameters(),
+                        std::make_unique<LionOptions>(
+                            LionOptions(body_lr).beta1(s.beta1).beta2(s.beta2).weight_decay(body_wd)));
+    groups.emplace_back(model->headParameters(),
+                        std::make_unique<LionOptions>(
+                            LionOptions(s.lr).beta1(s.beta1).beta2(s.beta2).weight_decay(s.weight_decay)));
+    return std::make_unique<Lion>(std::move(groups), LionOptions(s.lr));
+  }
+  if (s.kind == "adamw") {
+    const double b1 = s.beta1 == 0.95 ? 0.9 : s.beta1;
+    const double b2 = s.beta2 == 0.99 ? 0.999 : s.beta2;
+    auto opts = [&](double lr, double wd) {
+      return std::make_unique<torch::optim::AdamWOptions>(
+          torch::optim::AdamWOptions(lr).betas({b1, b2}).weight_decay(wd));
+    };
+    groups.emplace_back(model->bodyParameters(), opts(body_lr, body_wd));
+    groups.emplace_back(model->headParameters(), opts(s.lr, s.weight_decay));
+    return std::make_unique<torch::optim::AdamW>(std::move(groups),
+                                                 torch::optim::AdamWOptions(s.lr));
+  }
+  throw InputError("unknown optimiser '" + s.kind + "': use lion or adamw");
+}
+
+double WarmupCosine::at(int64_t step) const {
+  const double peak = lr * warmup_scale;
+  if (step < warmup_steps)
+    return peak * static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
+  const double span = static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps));
+  const double progress = std::min(1.0, static_cast<double>(step - warmup_steps) / span);
+  return peak * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+void setLearningRate(torch::optim::Optimizer& opt, double lr, double lr_factor) {
+  auto& groups = opt.param_groups();
+  for (size_t i = 0; i < groups.size(); ++i)
+    groups[i].options().set_lr(i == 0 && groups.size() > 1 ? lr / lr_factor : lr);
+}
+
+Ema::Ema(Pet& model, double decay) : decay_(decay) {
+  torch::NoGradGuard no_grad;
+  for (const auto& p : model->parameters()) shadow_.push_back(p.detach().clone());
+}
+
+void Ema::update(Pet& model) {
+  torch::NoGradGuard no_grad;
+  const auto params = model->parameters();
+  for (size_t i = 0; i < params.size(); ++i)
+    shadow_[i].mul_(decay_).add_(params[i].detach(), 1.0 - decay_);
+}
+
+void Ema::copyTo(Pet& model) const {
+  torch::NoGradGuard no_grad;
+  auto params = model->parameters();
+  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(shadow_[i]);
+}
+
+void exportOptimizerState(torch::optim::Optimizer& opt, const std::string& prefix,
+                          std::map<std::string, Tensor>& tensors, nlohmann::json& meta) {
+  auto& state = opt.state();
+  meta = nlohmann::json::object();
+  auto& groups = opt.param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const auto& params = groups[g].params();
+    for (size_t i = 0; i < params.size(); ++i) {
+      auto it = state.find(stateKey(params[i]));
+      if (it == state.end()) continue;
+      const std::string base = prefix + std::to_string(g) + "." + std::to_string(i) + ".";
+      if (auto* l = dynamic_cast<LionParamState*>(it->second.get())) {
+        tensors[base + "exp_avg"] = l->exp_avg().clone();
+      } else if (auto* a = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get())) {
+        tensors[base + "exp_avg"] = a->exp_avg().clone();
+        tensors[base + "exp_avg_sq"] = a->exp_avg_sq().clone();
+        if (a->max_exp_avg_sq().defined()) tensors[base + "max_exp_avg_sq"] = a->max_exp_avg_sq().clone();
+        meta[base + "step"] = a->step();
+      }
+    }
+  }
+}
+
+void importOptimizerState(torch::optim::Optimizer& opt, const std::string& prefix,
+                          const std::map<std::string, Tensor>& tensors, const nlohmann::json& meta,
+                          const std::string& source) {
+  const bool lion = dynamic_cast<Lion*>(&opt) != nullptr;
+  auto& state = opt.state();
+  state.clear();
+  auto& groups = opt.param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const auto& params = groups[g].params();
+    for (size_t i = 0; i < params.size(); ++i) {
+      const std::string base = prefix + std::to_string(g) + "." + std::to_string(i) + ".";
+      auto m = tensors.find(base + "exp_avg");
+      if (m == tensors.end()) continue;
+      if (!m->second.sizes().equals(params[i].sizes()))
+        throw InputError(source + ": optimiser state does not match the model (" + base +
+                         "); start a new run directory");
+      if (lion) {
+        auto s = std::make_unique<LionParamState>();
+        s->exp_avg(m->second.clone().to(params[i].device()));
+        state[stateKey(params[i])] = std::move(s);
+      } else {
+        auto s = std::make_unique<torch::optim::AdamWParamState>();
+        s->exp_avg(m->second.clone().to(params[i].device()));
+        s->exp_avg_sq(tensors.at(base + "exp_avg_sq").clone().to(params[i].device()));
+        auto mx = tensors.find(base + "max_exp_avg_sq");
+        if (mx != tensors.end()) s->max_exp_avg_sq(mx->second.clone().to(params[i].device()));
+        s->step(meta.value(base + "step", int64_t{0}));
+        state[stateKey(params[i])] = std::move(s);
+      }
+    }
+  }
+}
+
+}  // namespace foldfarm

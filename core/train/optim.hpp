@@ -1,0 +1,95 @@
+#pragma once
+// Optimisers, learning-rate schedule and EMA for PET training (SPEC §4).
+//
+// Lion (Chen et al. 2023) as a torch::optim::Optimizer, with decoupled weight decay:
+//   p <- p * (1 - lr * wd);  c = b1 m + (1 - b1) g;  p <- p - lr * sign(c);
+//   m <- b2 m + (1 - b2) g.
+// Parameter groups (makeOptimizer): group 0 = body at lr / lr_factor with weight decay
+// wd * lr_factor, group 1 = heads at lr with wd. The schedule sets both groups every step.
+#include <torch/optim/adamw.h>
+#include <torch/optim/optimizer.h>
+#include <torch/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/model/pet.hpp"
+
+namespace foldfarm {
+
+struct LionOptions : public torch::optim::OptimizerCloneableOptions<LionOptions> {
+  LionOptions(double lr = 1e-4) : lr_(lr) {}
+  TORCH_ARG(double, lr) = 1e-4;
+  TORCH_ARG(double, beta1) = 0.95;
+  TORCH_ARG(double, beta2) = 0.99;
+  TORCH_ARG(double, weight_decay) = 0.0;
+
+ public:
+  double get_lr() const override { return lr_; }
+  void set_lr(const double lr) override { lr_ = lr; }
+};
+
+struct LionParamState : public torch::optim::OptimizerCloneableParamState<LionParamState> {
+  TORCH_ARG(torch::Tensor, exp_avg);
+};
+
+class Lion : public torch::optim::Optimizer {
+ public:
+  explicit Lion(std::vector<torch::optim::OptimizerParamGroup> groups, LionOptions defaults = {});
+  explicit Lion(std::vector<torch::Tensor> params, LionOptions defaults = {});
+  torch::Tensor step(LossClosure closure = nullptr) override;
+};
+
+struct OptimizerSettings {
+  std::string kind = "lion";  // "lion" or "adamw"
+  double lr = 3e-5;           // head learning rate at the end of warm-up (before warmup_scale)
+  double lr_factor = 1.0;     // body: lr / lr_factor, weight decay * lr_factor
+  double weight_decay = 1e-5;
+  double beta1 = 0.95, beta2 = 0.99;  // Lion defaults; AdamW uses 0.9/0.999 unless set
+};
+
+// Throws InputError for an unknown kind.
+std::unique_ptr<torch::optim::Optimizer> makeOptimizer(Pet& model, const OptimizerSettings& s);
+
+// Linear warm-up from lr/warmup_steps to peak = lr * warmup_scale over warmup_steps, then
+// cosine decay to 0 at total_steps. warmup_scale: e.g. sqrt(ranks) (SPEC §4).
+struct WarmupCosine {
+  double lr = 3e-5;
+  double warmup_scale = 1.0;
+  int64_t warmup_steps = 0;
+  int64_t total_steps = 1;
+  double at(int64_t step) const;
+};
+// Sets group 0 (body) to lr / lr_factor and group 1 (heads) to lr.
+void setLearningRate(torch::optim::Optimizer& opt, double lr, double lr_factor);
+
+// Exponential moving average of the parameters (sampling uses EMA weights).
+class Ema {
+ public:
+  Ema(Pet& model, double decay);
+  void update(Pet& model);
+  // Copies the averaged values into the model.
+  void copyTo(Pet& model) const;
+  const std::vector<torch::Tensor>& shadow() const { return shadow_; }
+  std::vector<torch::Tensor>& shadow() { return shadow_; }
+  double decay() const { return decay_; }
+
+ private:
+  double decay_;
+  std::vector<torch::Tensor> shadow_;
+};
+
+// Optimiser state as named tensors ("<prefix><group>.<param>.<field>") plus JSON (step
+// counters), and back. The optimiser must have been built the same way (same groups and
+// parameters). Works for Lion and LibTorch's AdamW.
+void exportOptimizerState(torch::optim::Optimizer& opt, const std::string& prefix,
+                          std::map<std::string, torch::Tensor>& tensors, nlohmann::json& meta);
+void importOptimizerState(torch::optim::Optimizer& opt, const std::string& prefix,
+                          const std::map<std::string, torch::Tensor>& tensors,
+                          const nlohmann::json& meta, const std::string& source);
+
+}  // namespace foldfarm

@@ -1,0 +1,31 @@
+#pragma once
+// SHA-256 (FIPS 180-4) of byte strings and files, for checkpoint payload checksums.
+// Torch-free. Thread-safety: a Sha256 object is used by one thread at a time.
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace foldfarm {
+
+class Sha256 {
+ public:
+  Sha256();
+  void update(const void* data, size_t size);
+  void update(std::string_view bytes) { update(bytes.data(), bytes.size()); }
+  // Lower-case hex digest; the object must not be updated afterwards.
+  std::string hexDigest();
+
+ private:
+  void compress(const uint8_t* block);
+  std::array<uint32_t, 8> h_;
+  std::array<uint8_t, 64> buffer_{};
+  size_t buffered_ = 0;
+  uint64_t total_ = 0;
+};
+
+std::string sha256Hex(std::string_view bytes);
+// Throws InputError("<path>: cannot read: ...") when the file cannot be read.
+std::string sha256File(const std::string& path);
+
+}  // namespace foldfarm

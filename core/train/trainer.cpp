@@ -1,0 +1,360 @@
+#include "core/train/trainer.hpp"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/base/progress.hpp"
+#include "core/base/seed.hpp"
+#include "core/base/stop_signal.hpp"
+#include "core/train/losses.hpp"
+#include "core/train/metrics.hpp"
+
+namespace foldfarm {
+
+using torch::Tensor;
+
+namespace {
+
+double nan() { return std::numeric_limits<double>::quiet_NaN(); }
+
+std::vector<Tensor> modelState(Pet& model) {
+  std::vector<Tensor> out;
+  for (const auto& p : model->parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+void restoreState(Pet& model, const std::vector<Tensor>& values) {
+  torch::NoGradGuard no_grad;
+  auto params = model->parameters();
+  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(values[i]);
+}
+
+// Identifies the training data so a resume on other data is refused.
+std::string fingerprint(const JetTensors& train, const JetTensors* val) {
+  auto one = [](const JetTensors& s) {
+    return std::to_string(s.size()) + ":" + std::to_string(s.labels.sum().item<int64_t>()) + ":" +
+           std::to_string(s.weights.sum().item<double>()) + ":" +
+           std::to_string(s.mask.sum().item<double>());
+  };
+  return one(train) + "|" + (val ? one(*val) : std::string("-"));
+}
+
+}  // namespace
+
+nlohmann::json toJson(const FitResult& r) {
+  nlohmann::json h = nlohmann::json::array();
+  for (const auto& e : r.history) {
+    nlohmann::json rec = {{"epoch", e.epoch},
+                          {"train_loss", e.train_loss},
+                          {"lr", e.lr},
+                          {"seconds", e.seconds},
+                          {"metrics", e.metrics}};
+    rec["val_loss"] = std::isnan(e.val_loss) ? nlohmann::json() : nlohmann::json(e.val_loss);
+    h.push_back(rec);
+  }
+  return {{"history", h},
+          {"best_epoch", r.best_epoch},
+          {"best_val_loss", r.best_epoch >= 0 ? nlohmann::json(r.best_val_loss) : nlohmann::json()},
+          {"early_stopped", r.early_stopped},
+          {"steps", r.steps},
+          {"resumed", r.resumed}};
+}
+
+namespace {
+
+FitResult fitResultFromJson(const nlohmann::json& j) {
+  FitResult r;
+  for (const auto& rec : j.at("history")) {
+    EpochRecord e;
+    e.epoch = rec.at("epoch").get<int64_t>();
+    e.train_loss = rec.at("train_loss").get<double>();
+    e.val_loss = rec.at("val_loss").is_null() ? nan() : rec.at("val_loss").get<double>();
+    e.lr = rec.at("lr").get<double>();
+    e.seconds = rec.at("seconds").get<double>();
+    e.metrics = rec.at("metrics");
+    r.history.push_back(e);
+  }
+  r.best_epoch = j.at("best_epoch").get<int64_t>();
+  r.best_val_loss = j.at("best_val_loss").is_null() ? 0.0 : j.at("best_val_loss").get<double>();
+  r.early_stopped = j.at("early_stopped").get<bool>();
+  r.steps = j.at("steps").get<int64_t>();
+  return r;
+}
+
+}  // namespace
+
+Trainer::Trainer(Pet model, CheckpointMeta meta, TrainOptions opts, ParallelContext& ctx)
+    : model_(std::move(model)), meta_(std::move(meta)), opts_(std::move(opts)), ctx_(ctx) {
+  meta_.config = model_->config();
+}
+
+Trainer::~Trainer() = default;
+
+std::map<std::string, Tensor> Trainer::modelTensors() {
+  std::map<std::string, Tensor> t;
+  addModelTensors(model_, "model.", t);
+  if (ema_) {
+    const auto live = modelState(model_);
+    ema_->copyTo(model_);
+    addModelTensors(model_, "ema.", t);
+    restoreState(model_, live);
+  }
+  return t;
+}
+
+void Trainer::saveState(const nlohmann::json& training) {
+  if (!ctx_.isRoot() || opts_.state_dir.empty()) return;
+  std::map<std::string, Tensor> t = modelTensors();
+  nlohmann::json opt_meta;
+  exportOptimizerState(*opt_, "opt.", t, opt_meta);
+  if (!best_.empty()) {
+    const auto live = modelState(model_);
+    restoreState(model_, best_);
+    addModelTensors(model_, "best.", t);
+    restoreState(model_, live);
+  }
+  t["rng.model"] = model_->generator().get_state();
+  CheckpointMeta meta = meta_;
+  meta.training = training;
+  meta.training["optimizer_state"] = opt_meta;
+  writeCheckpoint(opts_.state_dir, meta, t);
+}
+
+bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
+  if (opts_.state_dir.empty() || !opts_.resume || !checkpointExists(opts_.state_dir)) return false;
+  const Checkpoint ck = readCheckpoint(opts_.state_dir);
+  requireSameConfig(ck, model_->config(),
+                    "resume with the same --preset/--config or use a new output directory");
+  if (ck.meta.training.is_null() || !ck.meta.training.contains("global_step"))
+    throw InputError(opts_.state_dir + ": holds a final model, not a training state; use a new "
+                                       "output directory or drop --resume");
+  training = ck.meta.training;
+  if (training.value("data_fingerprint", "") != fp)
+    throw InputError(opts_.state_dir + ": training state was written for different training data; "
+                                       "resume with the same data or use a new output directory");
+  loadModelTensors(model_, ck.tensors, "model.", ck.dir);
+  importOptimizerState(*opt_, "opt.", ck.tensors, training.at("optimizer_state"), ck.dir);
+  if (ema_) {
+    const auto live = modelState(model_);
+    loadModelTensors(model_, ck.tensors, "ema.", ck.dir);
+    ema_->shadow() = modelState(model_);
+    restoreState(model_, live);
+  }
+  if (ck.tensors.count("best.body.in1.weight")) {
+    const auto live = modelState(model_);
+    loadModelTensors(model_, ck.tensors, "best.", ck.dir);
+    best_ = modelState(model_);
+    restoreState(model_, live);
+  }
+  model_->generator().set_state(ck.tensors.at("rng.model"));
+  return true;
+}
+
+FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective objective) {
+  if (objective == Objective::kPretrain && !model_->config().generator)
+    throw InputError("pretraining needs the generator head (config generator=true)");
+  ctx_.prepare(*model_);
+  opt_ = makeOptimizer(model_, opts_.optimizer);
+  if (opts_.ema) ema_ = std::make_unique<Ema>(model_, opts_.ema_decay);
+
+  const int64_t steps_per_epoch =
+      static_cast<int64_t>(epochBatches(train, opts_.batch_size, opts_.seed, 0, ctx_.rank(),
+                                        ctx_.worldSize(), false)
+                               .size());
+  WarmupCosine schedule;
+  schedule.lr = opts_.optimizer.lr;
+  schedule.warmup_scale = opts_.warmup_scale;
+  schedule.warmup_steps = static_cast<int64_t>(std::llround(opts_.warmup_epochs * steps_per_epoch));
+  schedule.total_steps = std::max<int64_t>(1, opts_.max_epochs * steps_per_epoch);
+
+  const std::string fp = fingerprint(train, val);
+  FitResult result;
+  int64_t epoch = 0, step_in_epoch = 0, global_step = 0, bad_epochs = 0;
+  double loss_sum = 0;
+  nlohmann::json state;
+  if (loadState(state, fp)) {
+    result = fitResultFromJson(state.at("result"));
+    result.resumed = true;
+    epoch = state.at("epoch").get<int64_t>();
+    step_in_epoch = state.at("step_in_epoch").get<int64_t>();
+    global_step = state.at("global_step").get<int64_t>();
+    bad_epochs = state.at("bad_epochs").get<int64_t>();
+    loss_sum = state.at("loss_sum").get<double>();
+    logInfo("{}: resuming from {} at epoch {} step {}", opts_.label, opts_.state_dir, epoch,
+            step_in_epoch);
+  }
+  auto stateJson = [&]() {
+    nlohmann::json j;
+    j["epoch"] = epoch;
+    j["step_in_epoch"] = step_in_epoch;
+    j["global_step"] = global_step;
+    j["bad_epochs"] = bad_epochs;
+    j["loss_sum"] = loss_sum;
+    j["result"] = toJson(result);
+    j["data_fingerprint"] = fp;
+    j["seed"] = opts_.seed;
+    j["batch_size"] = opts_.batch_size;
+    j["max_epochs"] = opts_.max_epochs;
+    return j;
+  };
+
+  Progress progress(opts_.label, opts_.max_epochs * steps_per_epoch, "step");
+  progress.setSilent(!opts_.show_progress || !ctx_.isRoot());
+  double lr = schedule.at(global_step);
+  bool stop_training = result.early_stopped || epoch >= opts_.max_epochs;
+  while (!stop_training) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto batches = epochBatches(train, opts_.batch_size, opts_.seed, epoch, ctx_.rank(),
+                                      ctx_.worldSize(), opts_.bucket);
+    model_->train();
+    for (; step_in_epoch < static_cast<int64_t>(batches.size()); ++step_in_epoch) {
+      if (ctx_.anyTrue(stopRequested() ||
+                      (opts_.stop_at_step >= 0 && global_step >= opts_.stop_at_step))) {
+        saveState(stateJson());
+        ctx_.barrier();
+        throw InterruptedError(opts_.label + ": stopped at epoch " + std::to_string(epoch) +
+                               " step " + std::to_string(step_in_epoch) +
+                               (opts_.state_dir.empty() ? std::string(" (no state directory)")
+                                                        : "; state saved to " + opts_.state_dir +
+                                                              ", rerun with resume to continue"));
+      }
+      const JetBatch b = makeBatch(train, batches[static_cast<size_t>(step_in_epoch)], opts_.bucket);
+      opt_->zero_grad();
+      Tensor loss;
+      if (objective == Objective::kPretrain) {
+        loss = pretrainLoss(model_, b, model_->generator()).total;
+      } else {
+        const ClassifierOutput out = model_->classify(b.particles, b.mask, b.jets);
+        loss = weightedClassifierLoss(out.logits, b.labels, b.weights);
+      }
+      loss.backward();
+      ctx_.finishGradientSync();
+      if (opts_.clip_norm > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), opts_.clip_norm);
+      lr = schedule.at(global_step);
+      setLearningRate(*opt_, lr, opts_.optimizer.lr_factor);
+      opt_->step();
+      if (ema_) ema_->update(model_);
+      loss_sum += loss.item<double>();
+      ++global_step;
+      progress.update(global_step, "epoch " + std::to_string(epoch) + " loss " +
+                                       std::to_string(loss_sum / static_cast<double>(step_in_epoch + 1)));
+    }
+
+    EpochRecord rec;
+    rec.epoch = epoch;
+    std::vector<double> reduced{loss_sum / static_cast<double>(std::max<size_t>(1, batches.size()))};
+    ctx_.allreduceMean(reduced);
+    rec.train_loss = reduced[0];
+    rec.lr = lr;
+    rec.val_loss = nan();
+    if (val && val->size() > 0) {
+      const EvalResult ev = evaluate(*val, objective);
+      rec.val_loss = ev.loss;
+      rec.metrics = ev.metrics;
+      if (result.best_epoch < 0 || ev.loss < result.best_val_loss) {
+        result.best_epoch = epoch;
+        result.best_val_loss = ev.loss;
+        bad_epochs = 0;
+        if (opts_.restore_best) best_ = modelState(model_);
+      } else {
+        ++bad_epochs;
+      }
+    }
+    rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    result.history.push_back(rec);
+    if (ctx_.isRoot())
+      logInfo("{}: epoch {} train loss {:.5f} val loss {:.5f} lr {:.3g} ({:.1f} s)", opts_.label,
+              epoch, rec.train_loss, rec.val_loss, rec.lr, rec.seconds);
+    ++epoch;
+    step_in_epoch = 0;
+    loss_sum = 0;
+    if (opts_.patience > 0 && bad_epochs >= opts_.patience) {
+      result.early_stopped = true;
+      logInfo("{}: early stop after epoch {} (best epoch {})", opts_.label, epoch - 1,
+              result.best_epoch);
+    }
+    stop_training = result.early_stopped || epoch >= opts_.max_epochs;
+    result.steps = global_step;
+    saveState(stateJson());
+  }
+  progress.finish();
+  result.steps = global_step;
+  if (opts_.restore_best && !best_.empty()) restoreState(model_, best_);
+  model_->eval();
+  return result;
+}
+
+EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model_->is_training();
+  model_->eval();
+  EvalResult r;
+  const auto batches = evalBatches(set, std::max<int64_t>(opts_.batch_size, 256), opts_.bucket);
+  const int64_t c = model_->config().num_classes;
+  Tensor probs = c == 1 ? torch::zeros({set.size()}) : torch::zeros({set.size(), c});
+  double loss_sum = 0, ce_sum = 0;
+  if (objective == Objective::kPretrain) {
+    // Fixed noise so validation losses of different epochs compare.
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(deriveSeed({opts_.seed, 0x76616cULL}));
+    for (const auto& rows : batches) {
+      const JetBatch b = makeBatch(set, rows, opts_.bucket);
+      const PretrainLoss l = pretrainLoss(model_, b, gen);
+      loss_sum += l.total.item<double>() * static_cast<double>(b.size());
+      ce_sum += l.ce * static_cast<double>(b.size());
+      const Tensor p = classProbabilities(model_->classify(b.particles, b.mask, b.jets).logits);
+      probs.index_copy_(0, torch::tensor(rows, torch::kInt64), p);
+    }
+    r.metrics["ce"] = ce_sum / static_cast<double>(set.size());
+  } else {
+    for (const auto& rows : batches) {
+      const JetBatch b = makeBatch(set, rows, opts_.bucket);
+      const Tensor logits = model_->classify(b.particles, b.mask, b.jets).logits;
+      loss_sum += weightedClassifierLoss(logits, b.labels, b.weights).item<double>() *
+                  static_cast<double>(b.size());
+      probs.index_copy_(0, torch::tensor(rows, torch::kInt64), classProbabilities(logits));
+    }
+  }
+  r.loss = loss_sum / static_cast<double>(std::max<int64_t>(1, set.size()));
+  r.probabilities = probs;
+  const Tensor labels = set.labels;
+  if (c == 1) {
+    std::vector<double> s(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel());
+    std::vector<int> y(static_cast<size_t>(set.size()));
+    std::vector<double> w(static_cast<size_t>(set.size()));
+    for (int64_t i = 0; i < set.size(); ++i) {
+      y[static_cast<size_t>(i)] = static_cast<int>(labels[i].item<int64_t>());
+      w[static_cast<size_t>(i)] = set.weights[i].item<double>();
+    }
+    const BinaryMetrics m = binaryMetrics(s, y, w);
+    r.metrics["accuracy"] = m.accuracy;
+    r.metrics["auc"] = m.auc;
+    r.metrics["rejection_at_50"] = m.rejection50;
+    r.metrics["rejection_at_30"] = m.rejection30;
+  } else {
+    r.metrics["accuracy"] = probs.argmax(1).eq(labels).to(torch::kFloat64).mean().item<double>();
+  }
+  if (was_training) model_->train();
+  return r;
+}
+
+Tensor predictProbabilities(Pet& model, const JetTensors& set, int64_t batch_size, bool bucket) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const int64_t c = model->config().num_classes;
+  Tensor probs = c == 1 ? torch::zeros({set.size()}) : torch::zeros({set.size(), c});
+  for (const auto& rows : evalBatches(set, batch_size, bucket)) {
+    const JetBatch b = makeBatch(set, rows, bucket);
+    probs.index_copy_(0, torch::tensor(rows, torch::kInt64),
+                      classProbabilities(model->classify(b.particles, b.mask, b.jets).logits));
+  }
+  if (was_training) model->train();
+  return probs;
+}
+
+}  // namespace foldfarm

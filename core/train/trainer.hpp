@@ -1,0 +1,121 @@
+#pragma once
+// The PET trainer: epochs over in-memory jets, validation, early stopping with best-weight
+// restore, warm-up + cosine schedule, gradient clipping, EMA, periodic state and exact
+// resume. Written against ParallelContext (core/train/parallel.hpp) so that data-parallel
+// training only swaps the context:
+//   1. ctx.prepare(model) once, before the optimiser is created;
+//   2. each rank trains on its shard of every epoch (epochBatches: same step count per rank);
+//   3. per step: ctx.anyTrue(stopRequested()) (collective), forward, backward,
+//      ctx.finishGradientSync() (collective), clip, schedule, optimiser step, EMA;
+//   4. per epoch: ctx.allreduceMean on the train loss (collective); every rank evaluates the
+//      whole validation set (identical results, no collective needed);
+//   5. only rank 0 writes state/checkpoints; ranks meet at ctx.barrier() after a stop save.
+// Exact resume: the state holds the model, optimiser state, EMA, best weights, the model's
+// random generator (feature dropout and diffusion noise), epoch, step within the epoch,
+// global step and history; data order is a pure function of (seed, epoch). On CPU with the
+// same thread count a stopped and resumed run ends with bit-identical parameters.
+//
+// Errors: InterruptedError after saving state when a stop was requested (exit 75);
+// InputError when resuming from a state written for another model config or data set.
+#include <torch/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/model/pet.hpp"
+#include "core/train/checkpoint.hpp"
+#include "core/train/jet_batches.hpp"
+#include "core/train/optim.hpp"
+#include "core/train/parallel.hpp"
+
+namespace foldfarm {
+
+enum class Objective {
+  kClassifier,  // weighted BCE (1 logit) / CE (C classes)
+  kPretrain,    // SPEC §4 pretraining loss (needs the generator head)
+};
+
+struct TrainOptions {
+  OptimizerSettings optimizer;
+  double warmup_epochs = 0;   // linear warm-up length (epochs, fractional allowed)
+  double warmup_scale = 1.0;  // warm-up target = lr * warmup_scale (e.g. sqrt(ranks))
+  double clip_norm = 1.0;     // global gradient-norm clip; 0 = off
+  bool ema = false;
+  double ema_decay = 0.999;
+  int64_t batch_size = 256;   // per rank
+  int64_t max_epochs = 10;
+  int64_t patience = 0;       // early stopping: epochs without validation improvement; 0 = off
+  bool restore_best = true;   // end with the weights of the best validation epoch
+  uint64_t seed = 0;          // data order and training noise (not the initialisation)
+  bool bucket = true;         // bucket by multiplicity + drop padding columns (false: padded)
+  std::string state_dir;      // training state written each epoch and on stop; "" = none
+  bool resume = false;        // continue from state_dir when it holds a state
+  bool show_progress = true;
+  std::string label = "train";
+  // Preemption drills: behave as if a stop was requested once this many steps ran (-1: off).
+  int64_t stop_at_step = -1;
+};
+
+struct EpochRecord {
+  int64_t epoch = 0;
+  double train_loss = 0;
+  double val_loss = 0;  // NaN without a validation set
+  double lr = 0;        // head learning rate at the end of the epoch
+  double seconds = 0;
+  nlohmann::json metrics;  // validation metrics (accuracy, auc, ...)
+};
+
+struct FitResult {
+  std::vector<EpochRecord> history;
+  int64_t best_epoch = -1;
+  double best_val_loss = 0;
+  bool early_stopped = false;
+  int64_t steps = 0;
+  bool resumed = false;
+};
+
+nlohmann::json toJson(const FitResult& r);
+
+struct EvalResult {
+  double loss = 0;
+  nlohmann::json metrics;
+  torch::Tensor probabilities;  // (N) for one logit, (N, C) otherwise; rows of the set
+};
+
+class Trainer {
+ public:
+  // `meta` describes the model for the states it writes (config, statistics, class names).
+  Trainer(Pet model, CheckpointMeta meta, TrainOptions opts, ParallelContext& ctx);
+  ~Trainer();
+
+  FitResult fit(const JetTensors& train, const JetTensors* val, Objective objective);
+  EvalResult evaluate(const JetTensors& set, Objective objective);
+
+  Pet& model() { return model_; }
+  Ema* ema() { return ema_.get(); }
+  // Tensors of a final model checkpoint: "model." (+ "ema." when EMA is on).
+  std::map<std::string, torch::Tensor> modelTensors();
+
+ private:
+  void saveState(const nlohmann::json& training);
+  bool loadState(nlohmann::json& training, const std::string& fingerprint);
+
+  Pet model_;
+  CheckpointMeta meta_;
+  TrainOptions opts_;
+  ParallelContext& ctx_;
+  std::unique_ptr<torch::optim::Optimizer> opt_;
+  std::unique_ptr<Ema> ema_;
+  std::vector<torch::Tensor> best_;
+};
+
+// Predictions of `model` (eval mode) for every row of `set`: P(class 1) (N) for one logit,
+// softmax (N, C) otherwise.
+torch::Tensor predictProbabilities(Pet& model, const JetTensors& set, int64_t batch_size,
+                                   bool bucket = true);
+
+}  // namespace foldfarm

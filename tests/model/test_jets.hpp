@@ -1,0 +1,54 @@
+#pragma once
+// Small random jets (raw OmniLearn features) for model tests.
+#include <cmath>
+#include <random>
+
+#include "core/data/jet_arrays.hpp"
+
+namespace foldfarm::modeltest {
+
+// n jets with P slots; jet i has 2 + (i * 7) % (max_real - 1) real particles; labels
+// alternate 0/1 with a class-dependent spread so that a classifier can learn them.
+inline data::JetArrays randomJets(int64_t n, int64_t P, int64_t max_real, uint64_t seed) {
+  data::JetArrays a = data::JetArrays::zeros(n, P, true);
+  std::mt19937_64 g(seed);
+  std::normal_distribution<float> norm(0.f, 1.f);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t label = i % 2;
+    a.labels[static_cast<size_t>(i)] = label;
+    const int64_t m = std::min<int64_t>(max_real, 2 + (i * 7) % std::max<int64_t>(1, max_real - 1));
+    const float spread = label ? 0.1f : 0.25f;
+    for (int64_t j = 0; j < m; ++j) {
+      float* p = a.particle(i, j);
+      p[0] = spread * norm(g);
+      p[1] = spread * norm(g);
+      p[2] = -0.02f - 0.05f * std::fabs(norm(g));  // log(1 - pT/pT_jet) < 0: real
+      p[3] = 1.9f + norm(g);
+      p[4] = p[2];
+      p[5] = p[3] + 0.3f;
+      p[6] = std::hypot(p[0], p[1]);
+      p[7] = static_cast<float>(j % 3) - 1.f;
+      p[8 + j % 5] = 1.f;
+    }
+    float* jet = a.jet(i);
+    jet[0] = 600.f + 50.f * norm(g);
+    jet[1] = norm(g);
+    jet[2] = 100.f + 20.f * norm(g);
+    jet[3] = static_cast<float>(m);
+  }
+  return a;
+}
+
+// Same jets with P2 >= P slots (more padding).
+inline data::JetArrays repad(const data::JetArrays& a, int64_t P2) {
+  data::JetArrays b = data::JetArrays::zeros(a.n, P2, !a.labels.empty());
+  b.labels = a.labels;
+  b.weights = a.weights;
+  b.jets = a.jets;
+  for (int64_t i = 0; i < a.n; ++i)
+    for (int64_t j = 0; j < a.P; ++j)
+      for (int f = 0; f < data::kNumParticleFeatures; ++f) b.particle(i, j)[f] = a.particle(i, j)[f];
+  return b;
+}
+
+}  // namespace foldfarm::modeltest

@@ -1,0 +1,144 @@
+// PET model properties users rely on: parameter counts of the paper's preset, outputs that
+// do not depend on padding or particle order, the time FiLM being the identity at t = 0,
+// and the fast edge layer computing what the naive one does.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "core/model/diffusion.hpp"
+#include "core/model/pet.hpp"
+#include "core/train/jet_batches.hpp"
+#include "tests/model/test_jets.hpp"
+
+using namespace foldfarm;
+
+namespace {
+
+JetTensors tensorsOf(const data::JetArrays& a) {
+  return JetTensors::fromArrays(a, data::FeatureStats::jetClass());
+}
+
+PetConfig tinyFull() {
+  PetConfig c = petPreset("tiny");
+  c.num_classes = 6;
+  c.generator = true;
+  return c;
+}
+
+double maxDiff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+}  // namespace
+
+TEST(PetParameters, OmnilearnClassifierOnlyMatchesPaper) {
+  PetConfig c = petPreset("omnilearn");
+  c.num_classes = 1;
+  Pet m(c);
+  const auto n = m->parameterCounts();
+  EXPECT_NEAR(static_cast<double>(n.total), 1.587e6, 0.01 * 1.587e6);
+  EXPECT_NEAR(static_cast<double>(n.body), 1.319e6, 0.01 * 1.319e6);
+  EXPECT_EQ(n.generator, 0);
+}
+
+TEST(PetParameters, OmnilearnTenClassesWithGeneratorIsTwoMillion) {
+  PetConfig c = petPreset("omnilearn");
+  c.num_classes = 10;
+  c.generator = true;
+  Pet m(c);
+  const auto n = m->parameterCounts();
+  EXPECT_NEAR(static_cast<double>(n.classifier), 0.269e6, 0.01 * 0.269e6);
+  EXPECT_NEAR(static_cast<double>(n.generator), 0.417e6, 0.01 * 0.417e6);
+  EXPECT_NEAR(static_cast<double>(n.total), 2.0e6, 0.01 * 2.0e6);
+}
+
+TEST(PetInvariance, PaddingDoesNotChangeOutputs) {
+  torch::manual_seed(1);
+  Pet m(tinyFull());
+  m->resetParameters(7);
+  // Larger LayerScale so the blocks contribute visibly.
+  for (auto& p : m->named_parameters())
+    if (p.key().find("ls") != std::string::npos) p.value().detach().fill_(0.5);
+  m->eval();
+  const auto raw = modeltest::randomJets(12, 64, 40, 3);
+  const JetTensors a = tensorsOf(raw);
+  const JetTensors b = tensorsOf(modeltest::repad(raw, 128));
+  torch::NoGradGuard ng;
+  const auto oa = m->classify(a.particles, a.mask, a.jets);
+  const auto ob = m->classify(b.particles, b.mask, b.jets);
+  EXPECT_LT(maxDiff(oa.logits, ob.logits), 1e-5);
+  EXPECT_LT(maxDiff(oa.jet_pred, ob.jet_pred), 1e-5);
+
+  // Trimmed to the largest multiplicity (what the batcher feeds the model).
+  std::vector<int64_t> rows(12);
+  for (int i = 0; i < 12; ++i) rows[i] = i;
+  const JetBatch tb = makeBatch(b, rows, true);
+  EXPECT_LE(tb.particles.size(1), 40);
+  EXPECT_LT(maxDiff(m->classify(tb.particles, tb.mask, tb.jets).logits, oa.logits), 1e-5);
+
+  // Generator path.
+  const torch::Tensor t = torch::full({12, 1}, 0.4);
+  const torch::Tensor labels = torch::arange(12, torch::kLong) % 6;
+  const torch::Tensor eps = torch::randn({12, 128, 3});
+  const torch::Tensor za = noiseParticles(a.particles, a.mask, eps.narrow(1, 0, 64), t);
+  const torch::Tensor zb = noiseParticles(b.particles, b.mask, eps, t);
+  const torch::Tensor va = m->velocity(m->encode(za, a.mask, t), a.mask, a.jets, m->labelInput(labels), t);
+  const torch::Tensor vb = m->velocity(m->encode(zb, b.mask, t), b.mask, b.jets, m->labelInput(labels), t);
+  EXPECT_LT(maxDiff(va, vb.narrow(1, 0, 64)), 1e-5);
+  EXPECT_EQ(vb.narrow(1, 64, 64).abs().max().item<double>(), 0.0);
+}
+
+TEST(PetInvariance, ParticleOrderDoesNotChangeOutputs) {
+  Pet m(tinyFull());
+  m->resetParameters(11);
+  for (auto& p : m->named_parameters())
+    if (p.key().find("ls") != std::string::npos) p.value().detach().fill_(0.5);
+  m->eval();
+  const JetTensors a = tensorsOf(modeltest::randomJets(6, 32, 30, 5));
+  const torch::Tensor perm = torch::randperm(32, torch::kLong);
+  const torch::Tensor xp = a.particles.index_select(1, perm);
+  const torch::Tensor mp = a.mask.index_select(1, perm);
+  torch::NoGradGuard ng;
+  EXPECT_LT(maxDiff(m->classify(a.particles, a.mask, a.jets).logits, m->classify(xp, mp, a.jets).logits), 1e-5);
+  const torch::Tensor t = torch::full({6, 1}, 0.3);
+  const torch::Tensor lab = m->labelInput(torch::zeros({6}, torch::kLong));
+  const torch::Tensor v = m->velocity(m->encode(a.particles, a.mask, t), a.mask, a.jets, lab, t);
+  const torch::Tensor vp = m->velocity(m->encode(xp, mp, t), mp, a.jets, lab, t);
+  EXPECT_LT(maxDiff(v.index_select(1, perm), vp), 1e-5);
+}
+
+TEST(PetTime, FilmIsIdentityAtTimeZero) {
+  Pet m(tinyFull());
+  m->resetParameters(3);
+  m->eval();
+  const JetTensors a = tensorsOf(modeltest::randomJets(5, 24, 20, 9));
+  torch::NoGradGuard ng;
+  const torch::Tensor e0 = m->encode(a.particles, a.mask);
+  const torch::Tensor et = m->encode(a.particles, a.mask, torch::zeros({5, 1}));
+  EXPECT_TRUE(torch::equal(e0, et));
+  // ... and not the identity at t > 0 (the conditioning is live).
+  EXPECT_GT(maxDiff(e0, m->encode(a.particles, a.mask, torch::full({5, 1}, 0.5))), 1e-6);
+}
+
+TEST(PetEdges, FastEdgeLayerEqualsNaive) {
+  Pet m(tinyFull());
+  m->resetParameters(5);
+  m->eval();
+  const JetTensors a = tensorsOf(modeltest::randomJets(8, 40, 35, 13));
+  torch::NoGradGuard ng;
+  const torch::Tensor fast = m->encode(a.particles, a.mask);
+  m->setNaiveEdges(true);
+  const torch::Tensor naive = m->encode(a.particles, a.mask);
+  EXPECT_LT(maxDiff(fast, naive), 1e-5);
+  EXPECT_GT(fast.abs().max().item<double>(), 1e-3);
+}
+
+TEST(PetDiffusion, ScheduleEndsAndNoiseOnlyFirstThreeFeatures) {
+  const torch::Tensor t = torch::tensor({0.0f, 1.0f}).view({2, 1});
+  const torch::Tensor l = logSnr(t);
+  EXPECT_NEAR(l[0].item<double>(), 20.0, 1e-3);
+  EXPECT_NEAR(l[1].item<double>(), -20.0, 1e-2);
+  const JetTensors a = tensorsOf(modeltest::randomJets(2, 16, 10, 1));
+  const torch::Tensor z = noiseParticles(a.particles, a.mask, torch::randn({2, 16, 3}), torch::full({2, 1}, 0.5));
+  EXPECT_EQ(z.narrow(2, 3, 10).abs().max().item<double>(), 0.0);
+  EXPECT_EQ((z.narrow(2, 0, 3) * (1 - a.mask.unsqueeze(-1))).abs().max().item<double>(), 0.0);
+}

@@ -1,0 +1,223 @@
+// Training machinery users rely on: Lion's update rule, checkpoints that round-trip and
+// refuse corruption or a mismatched model, warm starts that report what they skipped, and
+// exact resume after an interruption.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/stop_signal.hpp"
+#include "core/train/checkpoint.hpp"
+#include "core/train/classifier_trainer.hpp"
+#include "core/train/optim.hpp"
+#include "tests/model/test_jets.hpp"
+
+using namespace foldfarm;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string tempDir() {
+  char tmpl[] = "/tmp/ff_model_test.XXXXXX";
+  const char* d = mkdtemp(tmpl);
+  if (!d) throw std::runtime_error("mkdtemp failed");
+  return d;
+}
+
+struct TempDir {
+  std::string path = tempDir();
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+ClassifierFitOptions quickFit() {
+  ClassifierFitOptions o;
+  o.lr = 1e-3;
+  o.lr_factor = 2;
+  o.batch_size = 16;
+  o.max_epochs = 3;
+  o.patience = 0;
+  o.val_fraction = 0.25;
+  o.seed = 4;
+  return o;
+}
+
+std::vector<torch::Tensor> params(PetClassifier& c) { return c.model()->parameters(); }
+
+}  // namespace
+
+TEST(Lion, StepMatchesHandComputation) {
+  torch::Tensor p = torch::tensor({1.0, -2.0, 0.5, 3.0}, torch::kFloat64).requires_grad_();
+  Lion opt({p}, LionOptions(0.1).beta1(0.9).beta2(0.99).weight_decay(0.01));
+  const double g1[4] = {0.3, -0.1, 0.0, 2.0}, g2[4] = {-0.2, 0.4, 1.0, -0.5};
+  double ref[4] = {1.0, -2.0, 0.5, 3.0}, m[4] = {0, 0, 0, 0};
+  for (const double* g : {g1, g2}) {
+    p.mutable_grad() = torch::tensor(std::vector<double>(g, g + 4), torch::kFloat64);
+    opt.step();
+    for (int i = 0; i < 4; ++i) {
+      ref[i] *= 1.0 - 0.1 * 0.01;
+      const double c = 0.9 * m[i] + 0.1 * g[i];
+      ref[i] -= 0.1 * ((c > 0) - (c < 0));
+      m[i] = 0.99 * m[i] + 0.01 * g[i];
+    }
+  }
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(p[i].item<double>(), ref[i], 1e-12) << i;
+}
+
+TEST(Schedule, WarmupThenCosine) {
+  WarmupCosine s{1e-3, 2.0, 10, 110};
+  EXPECT_NEAR(s.at(0), 2e-4, 1e-12);
+  EXPECT_NEAR(s.at(9), 2e-3, 1e-12);
+  EXPECT_NEAR(s.at(60), 1e-3, 1e-9);
+  EXPECT_NEAR(s.at(110), 0.0, 1e-12);
+}
+
+TEST(Checkpoint, RoundTripGivesIdenticalOutputs) {
+  TempDir dir;
+  PetClassifier a(petPreset("tiny"), 21);
+  const auto jets = modeltest::randomJets(20, 32, 25, 2);
+  a.save(dir.path);
+  PetClassifier b = PetClassifier::load(dir.path);
+  EXPECT_EQ(a.predict(jets), b.predict(jets));
+  EXPECT_EQ(b.config(), a.config());
+}
+
+TEST(Checkpoint, FlippedByteIsRefused) {
+  TempDir dir;
+  PetClassifier a(petPreset("tiny"), 1);
+  a.save(dir.path);
+  std::string payload;
+  for (const auto& e : fs::directory_iterator(dir.path))
+    if (e.path().extension() == ".pt") payload = e.path().string();
+  ASSERT_FALSE(payload.empty());
+  {
+    std::fstream f(payload, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(fs::file_size(payload) / 2));
+    char c;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x40);
+    f.seekp(static_cast<std::streamoff>(fs::file_size(payload) / 2));
+    f.write(&c, 1);
+  }
+  try {
+    PetClassifier::load(dir.path);
+    FAIL() << "corrupt checkpoint was accepted";
+  } catch (const InputError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("checksum mismatch"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(payload), std::string::npos) << msg;
+  }
+}
+
+TEST(Checkpoint, EditedMetadataIsRefused) {
+  TempDir dir;
+  PetClassifier(petPreset("tiny"), 1).save(dir.path);
+  const std::string meta = dir.path + "/meta.json";
+  std::string text = readFile(meta);
+  const auto pos = text.find("\"dim\": 32");
+  ASSERT_NE(pos, std::string::npos);
+  text.replace(pos, 9, "\"dim\": 64");
+  std::ofstream(meta) << text;
+  EXPECT_THROW(PetClassifier::load(dir.path), InputError);
+}
+
+TEST(WarmStart, ReportsSkippedOutputLayer) {
+  TempDir dir;
+  PetConfig ten = petPreset("tiny");
+  ten.num_classes = 10;
+  ten.generator = true;
+  Pet source(ten);
+  source->resetParameters(99);
+  std::map<std::string, torch::Tensor> t;
+  addModelTensors(source, "model.", t);
+  CheckpointMeta meta;
+  meta.config = ten;
+  writeCheckpoint(dir.path, meta, t);
+
+  PetClassifier clf(petPreset("tiny"), 5);
+  const WarmStartReport r = clf.warmStart(dir.path);
+  ASSERT_EQ(r.skipped.size(), 2u) << r.summary();
+  EXPECT_NE(r.skipped[0].find("classifier.logits.weight"), std::string::npos);
+  EXPECT_NE(r.skipped[1].find("classifier.logits.bias"), std::string::npos);
+  EXPECT_TRUE(torch::equal(clf.model()->named_parameters()["body.in1.weight"],
+                           source->named_parameters()["body.in1.weight"]));
+  EXPECT_TRUE(torch::equal(clf.model()->named_parameters()["classifier.jet_reg.weight"],
+                           source->named_parameters()["classifier.jet_reg.weight"]));
+}
+
+TEST(Resume, StopAndResumeEndsWithIdenticalParameters) {
+  const auto jets = modeltest::randomJets(64, 32, 25, 8);
+  ClassifierFitOptions o = quickFit();
+
+  PetClassifier straight(petPreset("tiny"), 3);
+  const FitResult full = straight.fit(jets, nullptr, o);
+
+  TempDir state;
+  PetClassifier interrupted(petPreset("tiny"), 3);
+  o.state_dir = state.path;
+  o.stop_at_step = 5;  // mid-epoch (3 steps per epoch)
+  EXPECT_THROW(interrupted.fit(jets, nullptr, o), InterruptedError);
+  ASSERT_TRUE(checkpointExists(state.path));
+
+  PetClassifier resumed(petPreset("tiny"), 77);  // different init: everything must come from the state
+  o.stop_at_step = -1;
+  o.resume = true;
+  const FitResult rest = resumed.fit(jets, nullptr, o);
+  EXPECT_TRUE(rest.resumed);
+  ASSERT_EQ(rest.history.size(), full.history.size());
+  for (size_t i = 0; i < full.history.size(); ++i)
+    EXPECT_EQ(rest.history[i].train_loss, full.history[i].train_loss) << i;
+  const auto a = params(straight), b = params(resumed);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << i;
+}
+
+TEST(Resume, SignalStopSavesStateAndMismatchedConfigIsRefused) {
+  const auto jets = modeltest::randomJets(32, 32, 25, 8);
+  TempDir state;
+  ClassifierFitOptions o = quickFit();
+  o.state_dir = state.path;
+  PetClassifier clf(petPreset("tiny"), 3);
+  requestStop(10);
+  EXPECT_THROW(clf.fit(jets, nullptr, o), InterruptedError);
+  clearStopRequest();
+  ASSERT_TRUE(checkpointExists(state.path));
+
+  PetConfig other = petPreset("tiny");
+  other.dim = 16;
+  PetClassifier wrong(other, 3);
+  o.resume = true;
+  try {
+    wrong.fit(jets, nullptr, o);
+    FAIL() << "resumed a state of another model";
+  } catch (const InputError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find(state.path), std::string::npos) << msg;
+    EXPECT_NE(msg.find("dim"), std::string::npos) << msg;
+  }
+}
+
+TEST(Fit, LearnsSeparableJetsAndEarlyStopsWithBestWeights) {
+  const auto train = modeltest::randomJets(160, 32, 25, 10);
+  const auto test = modeltest::randomJets(80, 32, 25, 11);
+  PetClassifier clf(petPreset("tiny"), 2);
+  ClassifierFitOptions o = quickFit();
+  o.max_epochs = 6;
+  o.patience = 2;
+  const FitResult r = clf.fit(train, nullptr, o);
+  ASSERT_GE(r.best_epoch, 0);
+  const auto p = clf.predict(test);
+  double correct = 0;
+  for (int64_t i = 0; i < test.n; ++i) correct += (p[i] > 0.5f) == (test.labels[i] == 1);
+  EXPECT_GT(correct / test.n, 0.8);
+  double best = 1e9;
+  for (const auto& e : r.history) best = std::min(best, e.val_loss);
+  EXPECT_EQ(best, r.best_val_loss);
+}
