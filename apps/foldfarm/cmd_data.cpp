@@ -40,7 +40,7 @@ struct SynthArgs {
   int threads = 1;
   int64_t particles = 0;
   double pt_min = 0, pt_max = 0;
-  int deflate = 4;
+  int deflate = 1;
 };
 
 void runSynth(const SynthArgs& a) {

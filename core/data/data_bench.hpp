@@ -3,7 +3,9 @@
 // core) and of streaming a written file back through BatchStream. Figures as JSON:
 //   synth_pretrain_jets_per_s, synth_unfold_events_per_s (gen + detector + observables),
 //   write_jets_per_s (features -> chunked, compressed HDF5), stream_read_jets_per_s and
-//   stream_read_MB_per_s (shuffled batches of 256, one rank), file_MB, jets, P.
+//   stream_read_MB_per_s (shuffled batches of 256, one rank, the compressed file as `data
+//   synth` writes it), stream_read_uncompressed_jets_per_s (same rows, deflate off),
+//   file_MB, jets, P.
 // The temporary file lives in `tmp_dir` and is removed afterwards.
 #include <cstdint>
 #include <string>

@@ -111,7 +111,7 @@ std::string formatSummary(const nlohmann::json& s) {
   for (auto& [name, d] : s["datasets"].items()) {
     std::string shape = "(";
     for (size_t k = 0; k < d["shape"].size(); ++k) shape += (k ? "," : "") + std::to_string(d["shape"][k].get<int64_t>());
-    shape += ")";
+    shape += d["shape"].size() == 1 ? ",)" : ")";
     std::snprintf(buf, sizeof buf, "  %-14s %-16s %s\n", name.c_str(), shape.c_str(), d["type"].get<std::string>().c_str());
     os << buf;
   }
@@ -133,10 +133,12 @@ std::string formatSummary(const nlohmann::json& s) {
     os << "pass fraction: reco " << s["pass_fraction"]["reco"].get<double>() << ", gen "
        << s["pass_fraction"]["gen"].get<double>() << "\n";
   for (auto& [level, l] : s["levels"].items()) {
-    os << "[" << level << "]            mean        std        min        max\n";
+    std::snprintf(buf, sizeof buf, "%-18s %10s %10s %10s %10s\n", ("[" + level + "]").c_str(), "mean", "std", "min",
+                  "max");
+    os << buf;
     auto row = [&](const std::string& name, const nlohmann::json& m) {
       if (m.is_null()) return;
-      std::snprintf(buf, sizeof buf, "  %-14s %10.4g %10.4g %10.4g %10.4g\n", name.c_str(), m["mean"].get<double>(),
+      std::snprintf(buf, sizeof buf, "  %-16s %10.4g %10.4g %10.4g %10.4g\n", name.c_str(), m["mean"].get<double>(),
                     m["std"].get<double>(), m["min"].get<double>(), m["max"].get<double>());
       os << buf;
     };

@@ -12,9 +12,10 @@ namespace foldfarm::data {
 namespace {
 
 constexpr int64_t F = kNumParticleFeatures;
-// Chunk cache per open dataset: large enough that hyperslabs not aligned with chunks still
-// decompress each chunk once.
-constexpr size_t kChunkCacheBytes = 64u << 20;
+// Chunk cache per open dataset: holds a few chunks so that hyperslabs not aligned with
+// chunks decompress each chunk once, yet stays small because a pretraining stream keeps
+// hundreds of files open.
+constexpr size_t kChunkCacheBytes = 8u << 20;
 
 std::string typeName(hid_t type) {
   const H5T_class_t cls = H5Tget_class(type);

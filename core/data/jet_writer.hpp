@@ -23,7 +23,7 @@
 namespace foldfarm::data {
 
 struct WriteOptions {
-  int deflate_level = 4;   // 0 disables deflate
+  int deflate_level = 1;   // 0 disables deflate; 1 compresses ~2x faster than 4 for ~5% more bytes
   bool shuffle = true;     // byte shuffle filter before deflate
   int64_t chunk_rows = 128;  // rows per chunk of every dataset
   bool with_subs = true;   // unfold layout: write reco_subs/gen_subs

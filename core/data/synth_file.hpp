@@ -22,7 +22,7 @@ struct SynthFileOptions {
   std::string out;
   int threads = 1;
   int64_t block_rows = 4096;
-  int deflate_level = 4;
+  int deflate_level = 1;
   bool progress = true;
 };
 
