@@ -58,6 +58,7 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
   progress.update(done);
 
   std::vector<std::deque<int>> inflight(transport.slots());
+  std::vector<int> started(transport.slots(), -1);  // task a slot announced as running
   int64_t inflight_total = 0;
   // Adaptive prefetch: keep ~20 ms of work queued at each slot.
   double mean_task_s = -1;
@@ -158,7 +159,12 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
     completions.clear();
     for (auto& ev : events) {
       auto& q = inflight[ev.slot];
+      if (ev.kind == SlotEvent::Kind::kStarted) {
+        started[ev.slot] = ev.completion.index;
+        continue;
+      }
       if (ev.kind == SlotEvent::Kind::kDone) {
+        if (started[ev.slot] == ev.completion.index) started[ev.slot] = -1;
         auto it = std::find(q.begin(), q.end(), ev.completion.index);
         if (it == q.end()) continue;  // not ours (already handled as lost)
         q.erase(it);
@@ -174,7 +180,11 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
       } else {
         logWarn("slot {} on {}: {}; {} task(s) in flight there", ev.slot, transport.host(ev.slot),
                 ev.reason, q.size());
-        bool first = true;
+        int culprit = -1;
+        if (ev.blame_running_task && !q.empty()) {
+          culprit = started[ev.slot] >= 0 ? started[ev.slot] : q.front();
+        }
+        started[ev.slot] = -1;
         for (int idx : q) {
           auto rec = journal.task(spec.taskDef(idx).id);
           Completion c;
@@ -185,11 +195,29 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
           c.host = transport.host(ev.slot);
           c.finished_at = wallClockNow();
           c.started_at = rec ? rec->started_at : 0;
-          c.counts_as_failure = first && ev.blame_running_task;
+          c.counts_as_failure = idx == culprit;
+          if (!c.counts_as_failure && rec) {
+            // A task the worker finished whose report died with it: its result file (written
+            // before the report) completes the attempt instead of a rerun.
+            std::optional<TaskResult> r;
+            try {
+              r = readTaskResult(campaign.resultPath(rec->id));
+            } catch (const InputError&) {
+            }
+            if (r && r->attempt == c.attempt && r->status == 0) {
+              c.status = 0;
+              c.reason.clear();
+              c.started_at = r->started_at;
+              c.finished_at = r->finished_at;
+              c.result = r->result;
+              completions.push_back(std::move(c));
+              --inflight_total;
+              continue;
+            }
+          }
           c.reason = c.counts_as_failure ? "worker died while running the task: " + ev.reason
                                          : "requeued: " + ev.reason;
           completions.push_back(std::move(c));
-          first = false;
           --inflight_total;
         }
         q.clear();

@@ -16,7 +16,10 @@ struct Assignment {
 };
 
 struct SlotEvent {
-  enum class Kind { kDone, kLost };
+  // kStarted: the worker began a task (sent for kinds with a task directory, whose
+  // completions may still be on their way when a worker dies: the lost event is then
+  // blamed on the task that was really running, not on the oldest one in flight).
+  enum class Kind { kDone, kLost, kStarted };
   Kind kind = Kind::kDone;
   int slot = 0;
   Completion completion;  // kDone: index, attempt, status, reason, times, result

@@ -71,7 +71,17 @@ void LocalWorkerPool::readAvailable(int slot, std::vector<SlotEvent>& events) {
   std::string payload;
   while (w.reader.next(payload)) {
     auto m = nlohmann::json::parse(payload, nullptr, false);
-    if (m.is_discarded() || m.value("t", "") != "done") {
+    std::string type = m.is_discarded() ? "" : m.value("t", "");
+    if (type == "start") {
+      SlotEvent ev;
+      ev.kind = SlotEvent::Kind::kStarted;
+      ev.slot = slot;
+      ev.completion.index = m.at("i").get<int>();
+      ev.completion.attempt = m.at("a").get<int>();
+      events.push_back(std::move(ev));
+      continue;
+    }
+    if (type != "done") {
       logWarn("slot {}: ignoring a malformed message from the worker", slot);
       continue;
     }

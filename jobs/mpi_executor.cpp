@@ -168,6 +168,13 @@ class MpiTransport : public Transport {
         c.finished_at = m.value("t1", 0.0);
         if (m.contains("res")) c.result = m["res"];
         events.push_back(std::move(ev));
+      } else if (t == "start") {
+        SlotEvent ev;
+        ev.kind = SlotEvent::Kind::kStarted;
+        ev.slot = slot;
+        ev.completion.index = m.at("i").get<int>();
+        ev.completion.attempt = m.at("a").get<int>();
+        events.push_back(std::move(ev));
       } else if (t == "died") {
         SlotEvent ev;
         ev.kind = SlotEvent::Kind::kLost;
@@ -233,6 +240,9 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
     for (const auto& ev : events) {
       if (ev.kind == SlotEvent::Kind::kDone) {
         appendFrame(out, completionMessage(ev.completion).dump());
+      } else if (ev.kind == SlotEvent::Kind::kStarted) {
+        appendFrame(out, json{{"t", "start"}, {"i", ev.completion.index},
+                              {"a", ev.completion.attempt}}.dump());
       } else {
         appendFrame(out, json{{"t", "died"}, {"reason", ev.reason},
                               {"blame", ev.blame_running_task}, {"restarted", pool.usable(0)}}

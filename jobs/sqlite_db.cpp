@@ -42,12 +42,21 @@ SqliteDb& SqliteDb::operator=(SqliteDb&& other) noexcept {
   return *this;
 }
 
-void SqliteDb::check(int rc, const char* call, const char* file, int line) const {
+void checkSqlite(sqlite3* db, const std::string& path, int rc, const char* call,
+                 const char* file, int line) {
   int primary = rc & 0xff;
   if (primary == SQLITE_OK || primary == SQLITE_ROW || primary == SQLITE_DONE) return;
-  std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+  std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
   throw Error(std::string(call) + " failed at " + file + ":" + std::to_string(line) + " on " +
-              path_ + " (" + hostName() + "): " + msg);
+              path + " (" + hostName() + "): " + msg);
+}
+
+void SqliteDb::check(int rc, const char* call, const char* file, int line) const {
+  checkSqlite(db_, path_, rc, call, file, line);
+}
+
+void SqliteStatement::check(int rc, const char* call, int line) const {
+  checkSqlite(db_, path_, rc, call, __FILE__, line);
 }
 
 void SqliteDb::exec(const std::string& sql) {
@@ -62,7 +71,8 @@ void SqliteDb::exec(const std::string& sql) {
 
 int SqliteDb::changes() const { return sqlite3_changes(db_); }
 
-SqliteStatement::SqliteStatement(SqliteDb& db, const char* sql) : db_(&db), sql_(sql) {
+SqliteStatement::SqliteStatement(SqliteDb& db, const char* sql)
+    : db_(db.handle()), path_(db.path()), sql_(sql) {
   FF_SQLITE_CHECK(db, sqlite3_prepare_v3(db.handle(), sql, -1, SQLITE_PREPARE_PERSISTENT,
                                          &stmt_, nullptr));
 }
@@ -72,12 +82,16 @@ SqliteStatement::~SqliteStatement() noexcept {
 }
 
 SqliteStatement::SqliteStatement(SqliteStatement&& other) noexcept
-    : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)), sql_(std::move(other.sql_)) {}
+    : db_(other.db_),
+      path_(std::move(other.path_)),
+      stmt_(std::exchange(other.stmt_, nullptr)),
+      sql_(std::move(other.sql_)) {}
 
 SqliteStatement& SqliteStatement::operator=(SqliteStatement&& other) noexcept {
   if (this != &other) {
     if (stmt_) sqlite3_finalize(stmt_);
     db_ = other.db_;
+    path_ = std::move(other.path_);
     stmt_ = std::exchange(other.stmt_, nullptr);
     sql_ = std::move(other.sql_);
   }
@@ -85,20 +99,20 @@ SqliteStatement& SqliteStatement::operator=(SqliteStatement&& other) noexcept {
 }
 
 SqliteStatement& SqliteStatement::bind(int i, int64_t v) {
-  FF_SQLITE_CHECK(*db_, sqlite3_bind_int64(stmt_, i, v));
+  check(sqlite3_bind_int64(stmt_, i, v), "sqlite3_bind_int64", __LINE__);
   return *this;
 }
 SqliteStatement& SqliteStatement::bind(int i, double v) {
-  FF_SQLITE_CHECK(*db_, sqlite3_bind_double(stmt_, i, v));
+  check(sqlite3_bind_double(stmt_, i, v), "sqlite3_bind_double", __LINE__);
   return *this;
 }
 SqliteStatement& SqliteStatement::bind(int i, const std::string& v) {
-  FF_SQLITE_CHECK(*db_, sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()),
-                                          SQLITE_TRANSIENT));
+  check(sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT),
+        "sqlite3_bind_text", __LINE__);
   return *this;
 }
 SqliteStatement& SqliteStatement::bindNull(int i) {
-  FF_SQLITE_CHECK(*db_, sqlite3_bind_null(stmt_, i));
+  check(sqlite3_bind_null(stmt_, i), "sqlite3_bind_null", __LINE__);
   return *this;
 }
 
@@ -107,14 +121,14 @@ bool SqliteStatement::step() {
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
   sqlite3_reset(stmt_);
-  db_->check(rc, sql_.c_str(), __FILE__, __LINE__);
+  check(rc, sql_.c_str(), __LINE__);
   return false;
 }
 
 int SqliteStatement::run() {
   while (step()) {
   }
-  int n = db_->changes();
+  int n = sqlite3_changes(db_);
   reset();
   return n;
 }

@@ -14,7 +14,13 @@ namespace foldfarm::jobs {
 
 class SqliteDb;
 
-// A prepared statement. Bind with 1-based indices, step() until it returns false, reset().
+// Throws Error("<call> failed at file:line on <path> (host): <sqlite message>") when rc is
+// not SQLITE_OK / SQLITE_ROW / SQLITE_DONE.
+void checkSqlite(sqlite3* db, const std::string& path, int rc, const char* call,
+                 const char* file, int line);
+
+// A prepared statement (it refers to the connection handle, which stays put when the
+// owning SqliteDb object is moved). Bind with 1-based indices, step() until it returns false, reset().
 class SqliteStatement {
  public:
   SqliteStatement() = default;
@@ -42,7 +48,10 @@ class SqliteStatement {
   bool columnIsNull(int i) const;
 
  private:
-  SqliteDb* db_ = nullptr;
+  void check(int rc, const char* call, int line) const;
+
+  sqlite3* db_ = nullptr;
+  std::string path_;
   sqlite3_stmt* stmt_ = nullptr;
   std::string sql_;
 };

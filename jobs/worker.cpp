@@ -16,6 +16,7 @@
 #include "core/base/stop_signal.hpp"
 #include "jobs/executor.hpp"
 #include "jobs/task_execution.hpp"
+#include "jobs/task_kind.hpp"
 #include "jobs/worker_protocol.hpp"
 
 namespace foldfarm::jobs {
@@ -208,6 +209,9 @@ int runWorker(int in_fd, int out_fd) {
     e.slot = m.value("s", -1);
     e.write_result_file = false;
     double limit = m.value("l", 0.0);
+    if (hasTaskKind(e.kind) && taskKindTraits(e.kind).needs_directory) {
+      if (!reply.send(json{{"t", "start"}, {"i", index}, {"a", attempt}})) break;
+    }
     TaskResult r;
     watchdog.arm(index, attempt, limit);
     try {

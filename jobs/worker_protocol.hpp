@@ -6,6 +6,7 @@
 //     {"t":"run", "i":index, "id":task id, "a":attempt, "k":kind, "d":task dir,
 //      "p":params, "l":time limit s (0 none), "s":slot}
 //   worker -> orchestrator
+//     {"t":"start", "i":index, "a":attempt}   before a task of a kind with a directory
 //     {"t":"done", "i":index, "a":attempt, "s":status, "r":reason, "t0":start, "t1":end,
 //      "res":result}   one per "run", in order
 // A worker reads "run" frames until end of input, then exits 0. SIGTERM/SIGINT make the

@@ -1,0 +1,186 @@
+// Injected faults: a segfaulting task, kill -9 of a worker and of a command task, and
+// kill -9 of the orchestrator at random moments. Each costs at most the attempt it hit;
+// every task ends done exactly once.
+#include <dirent.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <random>
+
+#include "jobs/campaign.hpp"
+#include "tests/jobs/test_kinds.hpp"
+#include "tests/jobs/test_util.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+using nlohmann::json;
+using namespace foldfarm::jobs::testing;
+
+class Faults : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    registerTestTaskKinds();
+    scratch_ = makeScratchDir("faults");
+    dir_ = scratch_ + "/c";
+  }
+  void init(const json& spec) {
+    ToolRun r = runTool({"init", writeSpec(scratch_, spec), "--dir", dir_}, scratch_, "init");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  // Reasons of every journaled transition of a task.
+  std::vector<std::string> reasons(const std::string& id) {
+    std::vector<std::string> out;
+    SqliteDb db(dir_ + "/journal.sqlite", false);
+    SqliteStatement st(db, "SELECT COALESCE(e.reason,'') FROM events e JOIN tasks t ON "
+                           "t.idx=e.task_idx WHERE t.id=? ORDER BY e.seq");
+    st.bind(1, id);
+    while (st.step()) out.push_back(st.columnText(0));
+    return out;
+  }
+  static bool anyContains(const std::vector<std::string>& v, const std::string& s) {
+    for (const auto& x : v) {
+      if (x.find(s) != std::string::npos) return true;
+    }
+    return false;
+  }
+  std::string scratch_, dir_;
+};
+
+TEST_F(Faults, SegfaultingTaskCostsOnlyThatAttempt) {
+  init(json{{"task", "crash"}, {"replicas", 4}, {"members", 2}, {"params", {{"signal", 11}}},
+            {"retry", {{"max_attempts", 2}}}, {"resources", {{"cpu_slots", 2}}}});
+  ToolRun r = runTool({"run", dir_}, scratch_, "run");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.state, TaskState::kDone) << t.id;
+    EXPECT_EQ(t.failures, 1) << t.id << ": only the crashing attempt counts";
+    // A finished task whose report was still being written when the worker crashed on
+    // a later one is rerun (without blame) unless its result file was already durable.
+    EXPECT_GE(t.attempts, 2) << t.id;
+    EXPECT_TRUE(anyContains(reasons(t.id), "signal 11")) << t.id;
+  }
+}
+
+TEST_F(Faults, AlwaysCrashingTaskFailsWhileTheRestFinish) {
+  init(json{{"task", "crash"}, {"replicas", 5}, {"params", {{"signal", 6}}},
+            {"overrides", {{"r0003m0", {{"always", true}}}}},
+            {"retry", {{"max_attempts", 3}}}, {"resources", {{"cpu_slots", 2}}}});
+  ToolRun r = runTool({"run", dir_}, scratch_, "run");
+  EXPECT_EQ(r.exit_code, 1);
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  auto t = c.journal().task("r0003m0");
+  EXPECT_EQ(t->state, TaskState::kFailed);
+  EXPECT_EQ(t->failures, 3) << "failed after max_attempts crashes";
+  EXPECT_NE(t->reason.find("signal 6"), std::string::npos) << t->reason;
+  EXPECT_EQ(c.counts()[TaskState::kDone], 4);
+}
+
+std::vector<pid_t> childrenOf(pid_t pid) {
+  std::vector<pid_t> out;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  pid_t c;
+  while (f >> c) out.push_back(c);
+  return out;
+}
+
+TEST_F(Faults, KillMinus9OfAWorkerFailsOneAttemptAndTheTaskIsRetried) {
+  init(json{{"task", "sleep"}, {"replicas", 10}, {"params", {{"seconds", 0.4}}},
+            {"retry", {{"max_attempts", 2}}}, {"resources", {{"cpu_slots", 2}}}});
+  pid_t orch = startTool({"run", dir_}, scratch_, "run");
+  std::vector<pid_t> workers;
+  for (int k = 0; k < 100 && workers.size() < 2; ++k) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    workers = childrenOf(orch);
+  }
+  ASSERT_EQ(workers.size(), 2u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  ASSERT_EQ(::kill(workers[0], SIGKILL), 0);
+  EXPECT_EQ(waitExit(orch), 0) << readText(scratch_ + "/run.err");
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.counts()[TaskState::kDone], 10);
+  int hit = 0;
+  for (const auto& t : c.tasks()) {
+    if (t.failures > 0) {
+      ++hit;
+      EXPECT_TRUE(anyContains(reasons(t.id), "signal 9")) << t.id;
+    }
+  }
+  EXPECT_EQ(hit, 1) << "exactly the task the worker was running pays one attempt";
+}
+
+TEST_F(Faults, KillMinus9OfACommandTaskFailsThatAttempt) {
+  init(json{{"task", "command"}, {"replicas", 3},
+            {"params", {{"argv", {"/bin/sh", "-c",
+                                  "if [ -e marker ]; then exit 0; fi; touch marker; kill -9 $$"}}}},
+            {"retry", {{"max_attempts", 2}}}, {"resources", {{"cpu_slots", 2}}}});
+  ToolRun r = runTool({"run", dir_}, scratch_, "run");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.state, TaskState::kDone);
+    EXPECT_EQ(t.attempts, 2);
+    EXPECT_TRUE(anyContains(reasons(t.id), "signal 9")) << t.id;
+  }
+}
+
+int countResultFiles(const std::string& tasks_dir, int& mismatched) {
+  int n = 0;
+  mismatched = 0;
+  DIR* d = ::opendir(tasks_dir.c_str());
+  if (!d) return 0;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name[0] == '.') continue;
+    auto r = readTaskResult(tasks_dir + "/" + name + "/result.json");
+    if (!r) continue;
+    ++n;
+    if (r->task_id != name || r->status != 0) ++mismatched;
+  }
+  ::closedir(d);
+  return n;
+}
+
+TEST_F(Faults, KillMinus9OfTheOrchestratorFiveTimesThenResumeDoesEveryTaskOnce) {
+  const int kTasks = 500;
+  init(json{{"task", "sleep"}, {"replicas", 250}, {"members", 2},
+            {"params", {{"seconds", 0.004}}}, {"resources", {{"cpu_slots", 2}}}});
+  std::random_device rd;
+  unsigned seed = rd();
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> when_ms(30, 700);
+  SCOPED_TRACE("kill schedule seed " + std::to_string(seed));
+  int killed = 0;
+  for (int round = 0; round < 5; ++round) {
+    pid_t orch = startTool({"resume", dir_}, scratch_, "run" + std::to_string(round));
+    std::this_thread::sleep_for(std::chrono::milliseconds(when_ms(rng)));
+    if (::kill(orch, SIGKILL) == 0) ++killed;
+    waitExit(orch);
+  }
+  EXPECT_GT(killed, 0);
+  ToolRun r = runTool({"resume", dir_}, scratch_, "final");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.counts()[TaskState::kDone], kTasks);
+  int done_events = 0;
+  {
+    SqliteDb db(dir_ + "/journal.sqlite", false);
+    SqliteStatement st(db, "SELECT COUNT(*) FROM events WHERE to_state='done'");
+    st.step();
+    done_events = static_cast<int>(st.columnInt(0));
+  }
+  EXPECT_EQ(done_events, kTasks) << "each task became done exactly once";
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.ingested, 1) << t.id;
+    EXPECT_EQ(t.failures, 0) << t.id << ": an orchestrator crash is not the task's failure";
+    ASSERT_FALSE(t.result.is_null()) << t.id;
+  }
+  int mismatched = 0;
+  EXPECT_EQ(countResultFiles(dir_ + "/tasks", mismatched), kTasks);
+  EXPECT_EQ(mismatched, 0);
+}
+
+}  // namespace
+}  // namespace foldfarm::jobs

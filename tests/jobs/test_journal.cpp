@@ -1,0 +1,184 @@
+// The journal: named transitions only, group commits, results ingested exactly once, and
+// standalone (Slurm array) runs that never touch it.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include "jobs/campaign.hpp"
+#include "core/base/error.hpp"
+#include "jobs/journal.hpp"
+#include "tests/jobs/test_kinds.hpp"
+#include "tests/jobs/test_util.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+using nlohmann::json;
+using namespace foldfarm::jobs::testing;
+
+std::vector<TaskDef> threeTasks() {
+  std::vector<TaskDef> v;
+  for (int i = 0; i < 3; ++i) {
+    TaskDef d;
+    d.index = i;
+    d.replica = i;
+    d.id = taskIdFor(i, 0);
+    v.push_back(d);
+  }
+  return v;
+}
+
+Completion completion(int index, int attempt, int status, const std::string& reason = "") {
+  Completion c;
+  c.index = index;
+  c.attempt = attempt;
+  c.status = status;
+  c.reason = reason;
+  c.started_at = wallClockNow();
+  c.finished_at = c.started_at;
+  if (status == 0) c.result = json{{"value", index}};
+  return c;
+}
+
+TEST(Journal, CompletionsAreIngestedExactlyOnce) {
+  std::string dir = makeScratchDir("journal");
+  CampaignJournal j = CampaignJournal::create(dir + "/j.sqlite", threeTasks());
+  std::vector<Dispatch> ds(3);
+  for (int i = 0; i < 3; ++i) ds[i].index = i;
+  EXPECT_EQ(j.markRunning(ds), 3);
+  EXPECT_EQ(ds[0].attempt, 1);
+  // Already running: a second dispatch is refused.
+  std::vector<Dispatch> again(1);
+  EXPECT_EQ(j.markRunning(again), 0);
+  EXPECT_EQ(again[0].attempt, 0);
+
+  RetryPolicy retry;
+  retry.max_attempts = 2;
+  EXPECT_EQ(j.recordCompletions({completion(0, 1, 0)}, retry), 1);
+  // The same completion again (a duplicate message, a re-read result file): ignored.
+  EXPECT_EQ(j.recordCompletions({completion(0, 1, 0)}, retry), 0);
+  auto t0 = j.task("r0000m0");
+  ASSERT_TRUE(t0);
+  EXPECT_EQ(t0->state, TaskState::kDone);
+  EXPECT_EQ(t0->ingested, 1);
+  EXPECT_EQ(t0->result["value"], 0);
+
+  // A failure with attempts left goes back to pending; at max_attempts it is failed.
+  EXPECT_EQ(j.recordCompletions({completion(1, 1, 3, "exit 3")}, retry), 1);
+  EXPECT_EQ(j.task("r0001m0")->state, TaskState::kPending);
+  std::vector<Dispatch> d1(1);
+  d1[0].index = 1;
+  j.markRunning(d1);
+  EXPECT_EQ(d1[0].attempt, 2);
+  // A stale completion of attempt 1 does not touch attempt 2.
+  EXPECT_EQ(j.recordCompletions({completion(1, 1, 0)}, retry), 0);
+  EXPECT_EQ(j.recordCompletions({completion(1, 2, 3, "exit 3 again")}, retry), 1);
+  auto t1 = j.task("r0001m0");
+  EXPECT_EQ(t1->state, TaskState::kFailed);
+  EXPECT_EQ(t1->failures, 2);
+  EXPECT_EQ(t1->reason, "exit 3 again");
+
+  // An interruption (75) is requeued without counting as a failure.
+  EXPECT_EQ(j.recordCompletions({completion(2, 1, 75, "stopped")}, retry), 1);
+  auto t2 = j.task("r0002m0");
+  EXPECT_EQ(t2->state, TaskState::kPending);
+  EXPECT_EQ(t2->failures, 0);
+
+  EXPECT_EQ(j.retryFailed(), 1);
+  EXPECT_EQ(j.task("r0001m0")->state, TaskState::kPending);
+  EXPECT_EQ(j.task("r0001m0")->failures, 0);
+  auto counts = j.counts();
+  EXPECT_EQ(counts[TaskState::kDone], 1);
+  EXPECT_EQ(counts[TaskState::kPending], 2);
+  // Every transition is in the event log: task 2 was created, dispatched, interrupted,
+  // requeued.
+  EXPECT_EQ(j.eventCount(2), 4);
+}
+
+TEST(Journal, BackoffDelaysRetries) {
+  std::string dir = makeScratchDir("backoff");
+  CampaignJournal j = CampaignJournal::create(dir + "/j.sqlite", threeTasks());
+  std::vector<Dispatch> ds(1);
+  j.markRunning(ds);
+  RetryPolicy retry;
+  retry.max_attempts = 5;
+  retry.backoff_s = 30;
+  std::vector<CampaignJournal::Applied> applied;
+  double before = wallClockNow();
+  j.recordCompletions({completion(0, 1, 1, "boom")}, retry, &applied);
+  ASSERT_EQ(applied.size(), 1u);
+  EXPECT_EQ(applied[0].state, TaskState::kPending);
+  EXPECT_GE(applied[0].not_before, before + 29);
+  EXPECT_GE(j.task("r0000m0")->not_before, before + 29);
+}
+
+class CampaignDir : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    registerTestTaskKinds();
+    scratch_ = makeScratchDir("campaign");
+    json spec{{"name", "slurm-like"}, {"task", "sleep"}, {"replicas", 4},
+              {"params", {{"seconds", 0.0}}}, {"resources", {{"cpu_slots", 1}}}};
+    dir_ = scratch_ + "/c";
+    Campaign::init(parseCampaignSpec(spec, "spec", scratch_), dir_);
+  }
+  std::string scratch_, dir_;
+};
+
+TEST_F(CampaignDir, StandaloneRunsWriteResultsAndNeverTheJournal) {
+  std::vector<int> attempts;
+  {
+    Campaign c = Campaign::open(dir_);
+    attempts = c.markSubmitted({"r0000m0", "r0001m0", "r0002m0"}, "4242_0", "node1");
+    EXPECT_EQ(attempts, (std::vector<int>{1, 1, 1}));
+    EXPECT_EQ(c.journal().task("r0001m0")->external_id, "4242_0");
+  }
+  struct stat before {};
+  ASSERT_EQ(::stat((dir_ + "/journal.sqlite").c_str(), &before), 0);
+  int events_before = Campaign::open(dir_, Campaign::Access::kReadOnly).journal().eventCount();
+
+  // Array elements: one with the attempt it was given, one without (attempt 0).
+  TaskResult r0 = runTaskStandalone(dir_, "r0000m0", 1);
+  TaskResult r1 = runTaskStandalone(dir_, "r0001m0");
+  EXPECT_EQ(r0.status, 0);
+  EXPECT_TRUE(exists(dir_ + "/tasks/r0000m0/result.json"));
+  EXPECT_TRUE(exists(dir_ + "/tasks/r0000m0/task.log"));
+  struct stat after {};
+  ASSERT_EQ(::stat((dir_ + "/journal.sqlite").c_str(), &after), 0);
+  EXPECT_EQ(before.st_size, after.st_size);
+  EXPECT_EQ(before.st_mtime, after.st_mtime);
+  EXPECT_FALSE(exists(dir_ + "/journal.sqlite-wal") &&
+               Campaign::open(dir_, Campaign::Access::kReadOnly).journal().eventCount() !=
+                   events_before);
+
+  Campaign c = Campaign::open(dir_);
+  EXPECT_EQ(c.ingestResults(), 2);
+  EXPECT_EQ(c.ingestResults(), 0) << "a result is ingested once";
+  EXPECT_EQ(c.journal().task("r0000m0")->state, TaskState::kDone);
+  EXPECT_EQ(c.journal().task("r0000m0")->ingested, 1);
+  EXPECT_EQ(c.journal().task("r0001m0")->state, TaskState::kDone);
+  // r0002m0 never produced a result: still running until the submitter requeues it.
+  EXPECT_EQ(c.journal().task("r0002m0")->state, TaskState::kRunning);
+  EXPECT_EQ(c.requeue({"r0002m0"}, "job 4242_0 ended without a result"), 1);
+  EXPECT_EQ(c.journal().task("r0002m0")->state, TaskState::kPending);
+}
+
+TEST_F(CampaignDir, StaleResultOfAnEarlierAttemptIsNotIngested) {
+  Campaign c = Campaign::open(dir_);
+  c.markSubmitted({"r0003m0"}, "1_3");
+  runTaskStandalone(dir_, "r0003m0", 1);
+  c.requeue({"r0003m0"}, "preempted");
+  auto att = c.markSubmitted({"r0003m0"}, "2_3");
+  EXPECT_EQ(att[0], 2);
+  EXPECT_EQ(c.ingestResults(), 0) << "attempt 1's file must not complete attempt 2";
+  runTaskStandalone(dir_, "r0003m0", 2);
+  EXPECT_EQ(c.ingestResults(), 1);
+}
+
+TEST_F(CampaignDir, OneWriterAtATime) {
+  Campaign writer = Campaign::open(dir_);
+  EXPECT_THROW(Campaign::open(dir_), Error);
+  EXPECT_NO_THROW(Campaign::open(dir_, Campaign::Access::kReadOnly));
+}
+
+}  // namespace
+}  // namespace foldfarm::jobs

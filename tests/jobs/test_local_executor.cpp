@@ -1,0 +1,136 @@
+// The local executor through the real command-line tool: campaigns complete, failures end
+// `failed` with their reason while the rest finish, `retry --failed` reruns only those,
+// SIGTERM stops cleanly and `resume` continues.
+#include <gtest/gtest.h>
+
+#include "jobs/campaign.hpp"
+#include "tests/jobs/test_kinds.hpp"
+#include "tests/jobs/test_util.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+using nlohmann::json;
+using namespace foldfarm::jobs::testing;
+
+class LocalExecutor : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    registerTestTaskKinds();
+    scratch_ = makeScratchDir("local");
+    dir_ = scratch_ + "/c";
+  }
+  void init(const json& spec) {
+    ToolRun r = runTool({"init", writeSpec(scratch_, spec), "--dir", dir_}, scratch_, "init");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  std::string scratch_, dir_;
+};
+
+TEST_F(LocalExecutor, NoopCampaignCompletesWithEveryTransitionJournaled) {
+  init(json{{"task", "noop"}, {"replicas", 150}, {"members", 2}, {"resources", {{"cpu_slots", 2}}}});
+  ToolRun r = runTool({"run", dir_}, scratch_, "run");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  auto counts = c.counts();
+  EXPECT_EQ(counts[TaskState::kDone], 300);
+  std::set<int> slots;
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.attempts, 1) << t.id;
+    EXPECT_EQ(t.ingested, 1) << t.id;
+    slots.insert(t.slot);
+  }
+  EXPECT_EQ(slots, (std::set<int>{0, 1})) << "both slots take tasks";
+  // created + running + done for every task.
+  EXPECT_EQ(c.journal().eventCount(), 900);
+  ToolRun st = runTool({"status", dir_, "--json"}, scratch_, "status");
+  ASSERT_EQ(st.exit_code, 0);
+  json s = json::parse(st.out);
+  EXPECT_EQ(s["counts"]["done"], 300);
+  EXPECT_EQ(s["eta_s"].get<double>(), 0.0);
+}
+
+TEST_F(LocalExecutor, FailingTaskEndsFailedAndRetryRerunsOnlyIt) {
+  init(json{{"task", "command"},
+            {"replicas", 6},
+            {"params", {{"argv", {"true"}}}},
+            {"overrides", {{"r0002m0", {{"argv", {"/bin/sh", "-c", "echo broken input >&2; exit 3"}}}}}},
+            {"retry", {{"max_attempts", 2}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  ToolRun r = runTool({"run", dir_}, scratch_, "run");
+  EXPECT_EQ(r.exit_code, 1) << "a failed task makes the run fail: " << r.err;
+  std::map<std::string, int> events_before;
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+    for (const auto& t : c.tasks()) {
+      if (t.id == "r0002m0") {
+        EXPECT_EQ(t.state, TaskState::kFailed);
+        EXPECT_EQ(t.attempts, 2);
+        EXPECT_NE(t.reason.find("exited with 3"), std::string::npos) << t.reason;
+      } else {
+        EXPECT_EQ(t.state, TaskState::kDone) << t.id;
+        EXPECT_EQ(t.attempts, 1) << t.id;
+      }
+      events_before[t.id] = c.journal().eventCount(t.index);
+    }
+  }
+  EXPECT_NE(readText(dir_ + "/tasks/r0002m0/task.log").find("broken input"), std::string::npos);
+  ToolRun st = runTool({"status", dir_}, scratch_, "status");
+  EXPECT_NE(st.out.find("r0002m0 after 2 attempt(s), exit 3"), std::string::npos) << st.out;
+
+  ToolRun again = runTool({"retry", dir_, "--failed"}, scratch_, "retry");
+  EXPECT_EQ(again.exit_code, 1);
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    if (t.id == "r0002m0") {
+      EXPECT_EQ(t.attempts, 4) << "retried twice more";
+      EXPECT_EQ(t.state, TaskState::kFailed);
+    } else {
+      EXPECT_EQ(t.attempts, 1) << t.id << " must not rerun";
+      EXPECT_EQ(c.journal().eventCount(t.index), events_before[t.id]) << t.id;
+    }
+  }
+}
+
+TEST_F(LocalExecutor, SigtermStopsCleanlyAndResumeFinishes) {
+  init(json{{"task", "sleep"}, {"replicas", 24}, {"params", {{"seconds", 0.25}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  pid_t pid = startTool({"run", dir_}, scratch_, "run");
+  std::this_thread::sleep_for(std::chrono::milliseconds(900));
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(waitExit(pid), 75) << readText(scratch_ + "/run.err");
+  int done_at_stop = 0;
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+    auto counts = c.counts();
+    EXPECT_EQ(counts[TaskState::kRunning], 0) << "no task is left running";
+    EXPECT_EQ(counts[TaskState::kFailed], 0) << "interrupted is not failed";
+    done_at_stop = counts[TaskState::kDone];
+    EXPECT_GT(done_at_stop, 0);
+    EXPECT_LT(done_at_stop, 24);
+    EXPECT_EQ(counts[TaskState::kDone] + counts[TaskState::kPending], 24);
+  }
+  ToolRun r = runTool({"resume", dir_}, scratch_, "resume");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.counts()[TaskState::kDone], 24);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.ingested, 1);
+    EXPECT_EQ(t.failures, 0);
+  }
+}
+
+TEST_F(LocalExecutor, SlotsGetExplicitDeviceAndThreadEnvironment) {
+  init(json{{"task", "command"},
+            {"replicas", 4},
+            {"params", {{"argv", {"/bin/sh", "-c",
+                                  "echo \"cvd=[$CUDA_VISIBLE_DEVICES] order=$CUDA_DEVICE_ORDER "
+                                  "omp=$OMP_NUM_THREADS blas=$OPENBLAS_NUM_THREADS slot=$FOLDFARM_SLOT\""}}}},
+            {"resources", {{"cpu_slots", 2}, {"threads_per_task", 1}}}});
+  ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
+  std::string log = readText(dir_ + "/tasks/r0000m0/task.log");
+  EXPECT_NE(log.find("cvd=[] order=PCI_BUS_ID omp=1 blas=1 slot="), std::string::npos) << log;
+}
+
+}  // namespace
+}  // namespace foldfarm::jobs

@@ -1,0 +1,99 @@
+#pragma once
+// Helpers for the jobs tests: scratch directories, spec files, and running ff_jobs_tool as
+// a real child process (exit code and stderr captured).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace foldfarm::jobs::testing {
+
+inline std::string makeScratchDir(const std::string& name) {
+  std::string tmpl = "/tmp/ff_jobs_" + name + "_XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back(0);
+  if (!::mkdtemp(buf.data())) std::abort();
+  return buf.data();
+}
+
+inline void writeText(const std::string& path, const std::string& text) {
+  std::ofstream f(path);
+  f << text;
+}
+
+inline std::string readText(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+inline bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+inline std::string writeSpec(const std::string& dir, const nlohmann::json& spec,
+                             const std::string& name = "spec.json") {
+  std::string p = dir + "/" + name;
+  writeText(p, spec.dump(2));
+  return p;
+}
+
+struct ToolRun {
+  int exit_code = -1;
+  std::string err;  // stderr
+  std::string out;  // stdout
+};
+
+// Starts ff_jobs_tool with args; stdout/stderr go to files under `scratch`.
+inline pid_t startTool(const std::vector<std::string>& args, const std::string& scratch,
+                       const std::string& tag) {
+  std::vector<std::string> a{FF_JOBS_TOOL};
+  a.insert(a.end(), args.begin(), args.end());
+  std::string out = scratch + "/" + tag + ".out", err = scratch + "/" + tag + ".err";
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fo = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fe = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fo, 1);
+    ::dup2(fe, 2);
+    std::vector<char*> argv;
+    for (auto& s : a) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+inline int waitExit(pid_t pid) {
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  if (WIFEXITED(st)) return WEXITSTATUS(st);
+  return 128 + WTERMSIG(st);
+}
+
+inline ToolRun runTool(const std::vector<std::string>& args, const std::string& scratch,
+                       const std::string& tag = "tool") {
+  ToolRun r;
+  r.exit_code = waitExit(startTool(args, scratch, tag));
+  r.out = readText(scratch + "/" + tag + ".out");
+  r.err = readText(scratch + "/" + tag + ".err");
+  return r;
+}
+
+inline int countLines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+}  // namespace foldfarm::jobs::testing
