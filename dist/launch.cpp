@@ -25,10 +25,14 @@ bool envInt(const char* name, int* out) {
 
 const char* launcherName(Launcher l) {
   switch (l) {
-    case Launcher::kSingle: return "single";
-    case Launcher::kOpenMpi: return "openmpi";
-    case Launcher::kMpich: return "mpich";
-    case Launcher::kSlurm: return "slurm";
+    case Launcher::kSingle:
+      return "single";
+    case Launcher::kOpenMpi:
+      return "openmpi";
+    case Launcher::kMpich:
+      return "mpich";
+    case Launcher::kSlurm:
+      return "slurm";
   }
   return "?";
 }
@@ -60,8 +64,8 @@ LaunchInfo detectLaunch() {
   }
   if (info.world_size < 1 || info.rank >= info.world_size) {
     throw InputError("launcher environment is inconsistent: rank " + std::to_string(info.rank) +
-                     " of " + std::to_string(info.world_size) + " (" +
-                     launcherName(info.launcher) + ")");
+                     " of " + std::to_string(info.world_size) + " (" + launcherName(info.launcher) +
+                     ")");
   }
   return info;
 }

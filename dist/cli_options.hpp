@@ -1,0 +1,50 @@
+#pragma once
+// Command-line options of data-parallel commands (header-only: CLI11 stays in the app).
+//   --collective-timeout S, --dist-backend NAME, --bucket-cap-mb MB
+// override FOLDFARM_COLLECTIVE_TIMEOUT, FOLDFARM_DIST_BACKEND, FOLDFARM_BUCKET_CAP_MB.
+#include <CLI/CLI.hpp>
+
+#include <cstddef>
+#include <string>
+
+#include "dist/make_context.hpp"
+
+namespace foldfarm::dist {
+
+class DistCli {
+ public:
+  void addTo(CLI::App& app) {
+    timeout_ = app.add_option("--collective-timeout", timeout_s_,
+                              "Seconds a collective may take before every rank that can still "
+                              "act stops with exit code 3 naming the late ranks (env "
+                              "FOLDFARM_COLLECTIVE_TIMEOUT; default 600)")
+                   ->check(CLI::PositiveNumber);
+    backend_ =
+        app.add_option("--dist-backend", backend_name_,
+                       "Data-parallel backend: auto, nccl or mpi (env FOLDFARM_DIST_BACKEND)");
+    cap_ = app.add_option("--bucket-cap-mb", cap_mb_,
+                          "Gradient bucket cap in MiB (first bucket 1 MiB; env "
+                          "FOLDFARM_BUCKET_CAP_MB; default 25)")
+               ->check(CLI::PositiveNumber);
+  }
+  // Environment, then the options given on the command line.
+  DistOptions resolve() const {
+    DistOptions o = distOptionsFromEnv();
+    if (timeout_ != nullptr && timeout_->count() > 0) o.collective_timeout_s = timeout_s_;
+    if (backend_ != nullptr && backend_->count() > 0) o.backend = backend_name_;
+    if (cap_ != nullptr && cap_->count() > 0) {
+      o.buckets.bucket_cap_bytes = static_cast<std::size_t>(cap_mb_ * 1024.0 * 1024.0);
+    }
+    return o;
+  }
+
+ private:
+  double timeout_s_ = 600.0;
+  std::string backend_name_ = "auto";
+  double cap_mb_ = 25.0;
+  CLI::Option* timeout_ = nullptr;
+  CLI::Option* backend_ = nullptr;
+  CLI::Option* cap_ = nullptr;
+};
+
+}  // namespace foldfarm::dist

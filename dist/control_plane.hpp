@@ -1,0 +1,92 @@
+#pragma once
+// The MPI control plane of a data-parallel job: small collectives (metrics, stop agreement,
+// barriers, hash comparison), the deadline every collective is waited on, and the arrival
+// record that names the late or lost ranks when a deadline passes.
+//
+// Arrival protocol (why survivors can say WHO is missing):
+//   1. Every collective that foldfarm starts - on this plane or on the data plane - is
+//      numbered; all ranks start the same collectives in the same order, so the numbers
+//      agree (collective #k is the same operation everywhere).
+//   2. Before starting collective #k a rank calls announce(k's description): it sends k
+//      (8 bytes, non-blocking) to every peer on a dedicated communicator.
+//   3. Each rank keeps one receive posted per peer and records the highest number that
+//      peer announced (pollArrivals(), called while waiting).
+//   4. waitUntil() polls the collective; past the deadline, the ranks whose record is
+//      below k have not reached collective #k: they are late, hung or dead. The error
+//      names them (rank and host); when every rank has arrived it says the transport
+//      stalled instead. The data plane is aborted and MPI_Finalize is skipped.
+// Cost: worldSize()-1 eager 8-byte messages per collective per rank.
+//
+// Thread-safety: every method may be called from any thread (MPI calls are serialised by
+// mpiLock()); the collectives themselves must be started in the same order on all ranks.
+#include <mpi.h>
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "dist/mpi_runtime.hpp"
+
+namespace foldfarm::dist {
+
+// Serialises every MPI call foldfarm makes (MPI_THREAD_SERIALIZED is enough).
+std::mutex& mpiLock();
+
+class ControlPlane {
+ public:
+  // (collective over MPI_COMM_WORLD) Initialises MPI if needed. timeout_s > 0.
+  explicit ControlPlane(double timeout_s);
+  ~ControlPlane();
+  ControlPlane(const ControlPlane&) = delete;
+  ControlPlane& operator=(const ControlPlane&) = delete;
+
+  int rank() const { return comm_.rank(); }
+  int worldSize() const { return comm_.size(); }
+  double timeoutSeconds() const { return timeout_s_; }
+  const std::string& hostOf(int rank) const { return hosts_.at(static_cast<size_t>(rank)); }
+
+  // Step 2 of the protocol: numbers the next collective and tells the peers we reached it.
+  void announce(const std::string& what);
+  std::int64_t collectiveNumber() const { return epoch_; }
+  // Polls `done` (which must not block) until it returns true. Past the deadline: calls
+  // `on_timeout` (abort the data plane), marks MPI aborted and throws PeerLostError naming
+  // the ranks that have not announced the current collective. Throws Error when `done`
+  // throws (a library failure), adding the same names.
+  void waitUntil(const std::function<bool()>& done, const std::function<void()>& on_timeout = {});
+  // The ranks that have not announced the current collective ("rank 1 (node2), ...").
+  std::vector<int> lateRanks();
+
+  // (collective) Element-wise sum / max over ranks, in place.
+  void allreduceSum(std::vector<double>& values);
+  void allreduceMax(std::vector<double>& values);
+  bool anyTrue(bool local);
+  void barrier();
+  // (collective) Every rank's value, indexed by rank.
+  std::vector<std::uint64_t> allgather(std::uint64_t value);
+  // (collective) Copies `bytes` bytes from `root` into `data` on every rank.
+  void broadcastBytes(void* data, int bytes, int root);
+
+ private:
+  void pollArrivalsLocked();
+  void allreduce(std::vector<double>& values, MPI_Op op, const char* what);
+  [[noreturn]] void failLate(const std::string& reason);
+
+  double timeout_s_;
+  MpiComm comm_;
+  MpiComm heartbeat_;
+  std::vector<std::string> hosts_;
+  std::int64_t epoch_ = 0;
+  std::string current_;
+  std::vector<std::int64_t> last_seen_;
+  std::vector<std::int64_t> recv_buf_;
+  std::vector<MPI_Request> recv_req_;
+  // Per peer: the number in flight (one send at a time) and the newest one to send; only
+  // the newest matters, so a slow peer never makes sends pile up.
+  std::vector<std::int64_t> send_buf_;
+  std::vector<MPI_Request> send_req_;
+  std::vector<std::int64_t> send_pending_;
+};
+
+}  // namespace foldfarm::dist

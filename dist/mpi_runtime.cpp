@@ -1,0 +1,113 @@
+#include "dist/mpi_runtime.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+#include "core/base/exit_codes.hpp"
+#include "core/base/log.hpp"
+#include "dist/check.hpp"
+
+namespace foldfarm::dist {
+namespace {
+
+std::atomic<bool> g_aborted{false};
+std::once_flag g_init_once;
+bool g_we_initialized = false;
+
+void finalizeAtExit() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized || !g_we_initialized) return;
+  if (g_aborted.load()) {
+    // A peer is gone: MPI_Finalize would wait for it. End the job through the launcher so
+    // that mpirun/srun exit with kExitPeerLost too (under mpirun --enable-recovery a plain
+    // exit would leave mpirun's status 0). The grace period lets the other survivors,
+    // whose deadlines pass at about the same time, print their own report first.
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    MPI_Abort(MPI_COMM_WORLD, kExitPeerLost);
+    return;
+  }
+  MPI_Finalize();
+}
+
+}  // namespace
+
+void MpiRuntime::ensure() {
+  std::call_once(g_init_once, [] {
+    int already = 0;
+    FF_MPI_CHECK(MPI_Initialized(&already));
+    if (already) return;
+    int provided = 0;
+    FF_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided));
+    g_we_initialized = true;
+    std::atexit(finalizeAtExit);
+    if (provided < MPI_THREAD_SERIALIZED) {
+      throwCallError("MPI", "MPI_Init_thread", __FILE__, __LINE__,
+                     "the MPI library provides thread level " + std::to_string(provided) +
+                         " but foldfarm needs at least MPI_THREAD_SERIALIZED");
+    }
+    FF_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+  });
+}
+
+bool MpiRuntime::initialized() {
+  int flag = 0;
+  MPI_Initialized(&flag);
+  return flag != 0;
+}
+
+void MpiRuntime::markAborted() noexcept {
+  g_aborted.store(true);
+}
+bool MpiRuntime::aborted() noexcept {
+  return g_aborted.load();
+}
+
+MpiComm MpiComm::duplicate(MPI_Comm parent, const std::string& name) {
+  MpiComm c;
+  FF_MPI_CHECK(MPI_Comm_dup(parent, &c.comm_));
+  FF_MPI_CHECK(MPI_Comm_set_errhandler(c.comm_, MPI_ERRORS_RETURN));
+  FF_MPI_CHECK(MPI_Comm_rank(c.comm_, &c.rank_));
+  FF_MPI_CHECK(MPI_Comm_size(c.comm_, &c.size_));
+  c.name_ = name;
+  return c;
+}
+
+MpiComm::MpiComm(MpiComm&& o) noexcept
+    : comm_(o.comm_), rank_(o.rank_), size_(o.size_), name_(std::move(o.name_)) {
+  o.comm_ = MPI_COMM_NULL;
+}
+
+MpiComm& MpiComm::operator=(MpiComm&& o) noexcept {
+  if (this != &o) {
+    release();
+    comm_ = o.comm_;
+    rank_ = o.rank_;
+    size_ = o.size_;
+    name_ = std::move(o.name_);
+    o.comm_ = MPI_COMM_NULL;
+  }
+  return *this;
+}
+
+MpiComm::~MpiComm() {
+  release();
+}
+
+void MpiComm::release() noexcept {
+  if (comm_ == MPI_COMM_NULL) return;
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && !MpiRuntime::aborted()) {
+    const int rc = MPI_Comm_free(&comm_);
+    if (rc != MPI_SUCCESS) {
+      logWarn("MPI_Comm_free of communicator '{}' failed: {}", name_, mpiErrorString(rc));
+    }
+  }
+  comm_ = MPI_COMM_NULL;
+}
+
+}  // namespace foldfarm::dist

@@ -1,0 +1,53 @@
+#pragma once
+// MPI process lifetime and communicator ownership.
+//
+// MpiRuntime::ensure() initialises MPI once per process (MPI_THREAD_MULTIPLE requested; at
+// least MPI_THREAD_SERIALIZED required, every foldfarm MPI call is made under a lock) and
+// finalises it at process exit, unless a collective was abandoned (markAborted()): then
+// MPI_Finalize would wait for the lost peer forever, so the process ends the job with
+// MPI_Abort(kExitPeerLost) instead, after a one-second grace period for other survivors.
+#include <mpi.h>
+
+#include <string>
+
+namespace foldfarm::dist {
+
+class MpiRuntime {
+ public:
+  // Initialises MPI if nobody has; safe to call repeatedly. Throws Error when MPI fails.
+  static void ensure();
+  static bool initialized();
+  // A collective was given up on: skip MPI_Finalize at exit.
+  static void markAborted() noexcept;
+  static bool aborted() noexcept;
+};
+
+// Move-only owner of one MPI communicator (a duplicate of MPI_COMM_WORLD by default), with
+// MPI_ERRORS_RETURN installed so that failures reach FF_MPI_CHECK instead of aborting the
+// job. The destructor frees it (logging, never throwing); after an abort it leaks it on
+// purpose, since freeing may block on the lost peer.
+class MpiComm {
+ public:
+  MpiComm() = default;
+  // (collective over `parent`) Duplicates `parent`.
+  static MpiComm duplicate(MPI_Comm parent, const std::string& name);
+  MpiComm(MpiComm&& o) noexcept;
+  MpiComm& operator=(MpiComm&& o) noexcept;
+  MpiComm(const MpiComm&) = delete;
+  MpiComm& operator=(const MpiComm&) = delete;
+  ~MpiComm();
+
+  MPI_Comm get() const { return comm_; }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  void release() noexcept;
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  std::string name_;
+};
+
+}  // namespace foldfarm::dist

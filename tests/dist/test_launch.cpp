@@ -1,0 +1,82 @@
+// Launch detection decides whether a command initialises MPI and which GPU it takes.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "core/base/error.hpp"
+#include "dist/launch.hpp"
+
+using foldfarm::dist::detectLaunch;
+using foldfarm::dist::Launcher;
+
+namespace {
+
+void clearLaunchEnv() {
+  for (const char* v :
+       {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+        "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS",
+        "PMI_LOCAL_RANK", "PMI_LOCAL_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID",
+        "SLURM_STEP_ID", "SLURM_NTASKS_PER_NODE"}) {
+    unsetenv(v);
+  }
+}
+
+}  // namespace
+
+TEST(Launch, AloneIsSingle) {
+  clearLaunchEnv();
+  const auto info = detectLaunch();
+  EXPECT_EQ(info.launcher, Launcher::kSingle);
+  EXPECT_FALSE(info.distributed());
+  EXPECT_EQ(info.world_size, 1);
+}
+
+TEST(Launch, OpenMpi) {
+  clearLaunchEnv();
+  setenv("OMPI_COMM_WORLD_RANK", "3", 1);
+  setenv("OMPI_COMM_WORLD_SIZE", "8", 1);
+  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1", 1);
+  setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "4", 1);
+  const auto info = detectLaunch();
+  EXPECT_EQ(info.launcher, Launcher::kOpenMpi);
+  EXPECT_EQ(info.rank, 3);
+  EXPECT_EQ(info.world_size, 8);
+  EXPECT_EQ(info.local_rank, 1);
+  EXPECT_TRUE(info.distributed());
+}
+
+TEST(Launch, MpichHydra) {
+  clearLaunchEnv();
+  setenv("PMI_RANK", "1", 1);
+  setenv("PMI_SIZE", "2", 1);
+  setenv("MPI_LOCALRANKID", "1", 1);
+  const auto info = detectLaunch();
+  EXPECT_EQ(info.launcher, Launcher::kMpich);
+  EXPECT_EQ(info.rank, 1);
+  EXPECT_EQ(info.local_rank, 1);
+}
+
+TEST(Launch, SrunOnlyInsideAStep) {
+  clearLaunchEnv();
+  setenv("SLURM_PROCID", "5", 1);
+  setenv("SLURM_NTASKS", "6", 1);
+  setenv("SLURM_LOCALID", "1", 1);
+  // A batch shell has SLURM_PROCID=0 too, but is not a task of a step.
+  EXPECT_EQ(detectLaunch().launcher, Launcher::kSingle);
+  setenv("SLURM_STEP_ID", "0", 1);
+  const auto info = detectLaunch();
+  EXPECT_EQ(info.launcher, Launcher::kSlurm);
+  EXPECT_EQ(info.rank, 5);
+  EXPECT_EQ(info.world_size, 6);
+  EXPECT_EQ(info.local_rank, 1);
+}
+
+TEST(Launch, InconsistentIsBadInput) {
+  clearLaunchEnv();
+  setenv("OMPI_COMM_WORLD_RANK", "4", 1);
+  setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+  EXPECT_THROW(detectLaunch(), foldfarm::InputError);
+  setenv("OMPI_COMM_WORLD_RANK", "x", 1);
+  EXPECT_THROW(detectLaunch(), foldfarm::InputError);
+  clearLaunchEnv();
+}
