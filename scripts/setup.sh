@@ -25,7 +25,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libhdf5-dev nlohmann-json3-dev libgtest-dev libsqlite3-dev libcli11-dev libspdlog-dev
   slurmctld slurmd slurm-client munge
-  gnuplot-nox
+  gnuplot-nox chromium
 )
 
 missing=()

@@ -1,0 +1,122 @@
+#include "report/bands_file.hpp"
+
+#include <hdf5.h>
+
+#include <algorithm>
+#include <array>
+
+#include "core/base/error.hpp"
+#include "core/data/h5_file.hpp"
+
+namespace foldfarm::report {
+namespace {
+
+using data::H5Handle;
+using data::H5Kind;
+
+constexpr std::array<const char*, 6> kSpecOrder = {"mass", "width", "multiplicity",
+                                                   "lnrho", "zg", "tau21"};
+
+int orderOf(const std::string& name) {
+  for (size_t i = 0; i < kSpecOrder.size(); ++i)
+    if (name == kSpecOrder[i]) return static_cast<int>(i);
+  return static_cast<int>(kSpecOrder.size());
+}
+
+herr_t collectGroup(hid_t loc, const char* name, const H5L_info_t*, void* op) {
+  const hid_t obj = H5Oopen(loc, name, H5P_DEFAULT);
+  if (obj < 0) return -1;
+  const bool group = H5Iget_type(obj) == H5I_GROUP;
+  H5Oclose(obj);
+  if (group) static_cast<std::vector<std::string>*>(op)->push_back(name);
+  return 0;
+}
+
+std::vector<double> readVector(hid_t file, const std::string& path, const std::string& dataset) {
+  const std::string what = path + ": dataset " + dataset;
+  if (!data::h5Exists(file, dataset))
+    throw InputError(what + " is missing; rerun the aggregation (`foldfarm aggregate`)");
+  H5Handle ds = FF_H5_OWN(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), H5Kind::kDataset, what);
+  H5T_class_t cls;
+  std::vector<hsize_t> dims = data::h5Dims(ds.get(), &cls);
+  if (cls != H5T_FLOAT && cls != H5T_INTEGER) throw InputError(what + " is not numeric");
+  hsize_t n = 1;
+  for (hsize_t d : dims) n *= d;
+  std::vector<double> v(n);
+  if (n > 0) FF_H5_CHECK(H5Dread(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), what);
+  return v;
+}
+
+int64_t readIntAttr(hid_t file, const std::string& key) {
+  const std::string s = data::h5ReadAttrAsString(file, key);
+  if (s.empty()) return 0;
+  try {
+    return std::stoll(s);
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+}  // namespace
+
+BandsFile readBandsFile(const std::string& path) {
+  data::h5Init();
+  if (H5Fis_hdf5(path.c_str()) <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    throw InputError(path + ": not an HDF5 file; rerun the aggregation (`foldfarm aggregate`)");
+  }
+  try {
+    H5Handle file = data::h5OpenRead(path);
+    BandsFile out;
+    out.replicas = readIntAttr(file.get(), "replicas");
+    out.chains = readIntAttr(file.get(), "chains");
+    std::vector<std::string> groups;
+    hsize_t idx = 0;
+    FF_H5_CHECK(H5Literate(file.get(), H5_INDEX_NAME, H5_ITER_NATIVE, &idx, collectGroup, &groups),
+                path + ": listing observables");
+    std::sort(groups.begin(), groups.end(), [](const std::string& a, const std::string& b) {
+      return std::make_pair(orderOf(a), a) < std::make_pair(orderOf(b), b);
+    });
+    for (const auto& g : groups) {
+      if (!data::h5Exists(file.get(), g + "/nominal")) continue;
+      ObservableBands o;
+      o.name = g;
+      o.edges = readVector(file.get(), path, g + "/edges");
+      o.nominal = readVector(file.get(), path, g + "/nominal");
+      o.std = readVector(file.get(), path, g + "/std");
+      o.p16 = readVector(file.get(), path, g + "/p16");
+      o.p84 = readVector(file.get(), path, g + "/p84");
+      o.p2_5 = readVector(file.get(), path, g + "/p2_5");
+      o.p97_5 = readVector(file.get(), path, g + "/p97_5");
+      o.prior = readVector(file.get(), path, g + "/prior");
+      o.correlation = readVector(file.get(), path, g + "/correlation");
+      if (data::h5Exists(file.get(), g + "/truth")) o.truth = readVector(file.get(), path, g + "/truth");
+      const size_t nb = o.nominal.size();
+      auto expect = [&](const std::vector<double>& v, size_t n, const char* name) {
+        if (v.size() != n)
+          throw InputError(path + ": " + g + "/" + name + " has " + std::to_string(v.size()) +
+                           " values, expected " + std::to_string(n) + "; the file is inconsistent");
+      };
+      if (nb == 0) throw InputError(path + ": " + g + "/nominal is empty");
+      expect(o.edges, nb + 1, "edges");
+      expect(o.std, nb, "std");
+      expect(o.p16, nb, "p16");
+      expect(o.p84, nb, "p84");
+      expect(o.p2_5, nb, "p2_5");
+      expect(o.p97_5, nb, "p97_5");
+      expect(o.prior, nb, "prior");
+      expect(o.correlation, nb * nb, "correlation");
+      if (!o.truth.empty()) expect(o.truth, nb, "truth");
+      out.observables.push_back(std::move(o));
+    }
+    if (out.observables.empty())
+      throw InputError(path + ": no observable group with bands; rerun the aggregation");
+    return out;
+  } catch (const InputError&) {
+    throw;
+  } catch (const Error& e) {
+    throw InputError(path + ": unreadable bands file (" + e.what() + ")");
+  }
+}
+
+}  // namespace foldfarm::report

@@ -1,0 +1,548 @@
+#include "report/campaign_report.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/base/progress.hpp"
+#include "report/bands_file.hpp"
+#include "report/campaign_stats.hpp"
+#include "report/gnuplot.hpp"
+#include "report/html.hpp"
+#include "report/weight_diagnostics.hpp"
+
+namespace foldfarm::report {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+bool isFile(const std::string& p) {
+  std::error_code ec;
+  return fs::is_regular_file(p, ec);
+}
+
+const char* axisLabel(const std::string& obs) {
+  if (obs == "mass") return "jet mass [GeV]";
+  if (obs == "width") return "jet width";
+  if (obs == "multiplicity") return "constituent multiplicity";
+  if (obs == "lnrho") return "ln rho";
+  if (obs == "zg") return "z_g";
+  if (obs == "tau21") return "tau_21";
+  return obs.c_str();
+}
+
+// OmniLearn's published Δ x10^3 on real Z+jets data (SPEC §5), shown for orientation.
+std::string paperDelta(const std::string& obs) {
+  static const std::map<std::string, std::string> kPaper = {
+      {"mass", "2.6"},   {"multiplicity", "0.34"}, {"width", "0.07"},
+      {"lnrho", "0.14"}, {"tau21", "0.05"},        {"zg", "0.21"}};
+  auto it = kPaper.find(obs);
+  return it == kPaper.end() ? "-" : it->second;
+}
+
+double jsonNumber(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : std::nan("");
+}
+
+json readSummary(const std::string& path) {
+  json j;
+  try {
+    j = json::parse(readFile(path));
+  } catch (const json::exception& e) {
+    throw InputError(path + ": not valid JSON (" + std::string(e.what()) +
+                     "); rerun the aggregation (`foldfarm aggregate`)");
+  }
+  if (!j.is_object() || !j.contains("observables") || !j["observables"].is_object())
+    throw InputError(path + ": no \"observables\" object; not an aggregation summary (rerun the "
+                     "aggregation)");
+  for (auto it = j["observables"].begin(); it != j["observables"].end(); ++it) {
+    if (!it->is_object())
+      throw InputError(path + ": observables." + it.key() + " is not an object");
+    for (const char* k : {"delta_prior", "delta_unfolded", "delta_unfolded_err", "coverage_68",
+                          "coverage_95"}) {
+      auto f = it->find(k);
+      if (f != it->end() && !f->is_null() && !f->is_number())
+        throw InputError(path + ": observables." + it.key() + "." + k + " is not a number");
+    }
+  }
+  return j;
+}
+
+std::string timeText(double epoch_s) {
+  if (epoch_s <= 0) return "-";
+  std::time_t t = static_cast<std::time_t>(epoch_s);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
+}
+
+std::vector<std::string> pngFilesIn(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.path().extension() == ".png" && e.is_regular_file(ec)) out.push_back(e.path().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> jsonFilesIn(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.path().extension() == ".json" && e.is_regular_file(ec)) out.push_back(e.path().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Curves in a warm-start study's JSON: {"curves": [{"label", "epoch"|"x", "val_loss"|"y"}]}.
+std::vector<Series> warmstartCurves(const json& j) {
+  std::vector<Series> out;
+  if (!j.is_object() || !j.contains("curves") || !j["curves"].is_array()) return out;
+  for (const auto& c : j["curves"]) {
+    if (!c.is_object()) continue;
+    Series s;
+    s.label = c.value("label", std::string("curve"));
+    const json* xs = c.contains("epoch") ? &c["epoch"] : c.contains("x") ? &c["x"] : nullptr;
+    const json* ys = c.contains("val_loss") ? &c["val_loss"] : c.contains("y") ? &c["y"] : nullptr;
+    if (!ys || !ys->is_array()) continue;
+    for (size_t i = 0; i < ys->size(); ++i) {
+      if (!(*ys)[i].is_number()) continue;
+      s.y.push_back((*ys)[i].get<double>());
+      s.x.push_back(xs && xs->is_array() && i < xs->size() && (*xs)[i].is_number()
+                        ? (*xs)[i].get<double>()
+                        : static_cast<double>(i + 1));
+    }
+    if (!s.y.empty()) out.push_back(std::move(s));
+  }
+  return out;
+}
+
+const char* kCss = R"css(
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1150px;
+  padding:0 18px 40px;color:#1b1b1b;background:#fff}
+header{border-bottom:3px solid #08519c;margin-bottom:10px}
+h1{font-size:1.6em;margin:18px 0 4px}h2{font-size:1.25em;border-bottom:1px solid #ccc;
+  padding-bottom:3px;margin-top:28px}h3{font-size:1.05em;margin:16px 0 6px}
+.meta{color:#555;font-size:.9em;margin:4px 0 10px}
+nav a{margin-right:12px;font-size:.92em;color:#08519c}
+table{border-collapse:collapse;margin:6px 0 12px;font-size:.9em}
+th,td{border:1px solid #ccc;padding:3px 9px;text-align:right}
+th{background:#eef3f8}td:first-child,th:first-child{text-align:left}
+.grid{display:flex;flex-wrap:wrap;gap:10px}
+figure{margin:4px;display:inline-block}figure img{max-width:100%;border:1px solid #ddd}
+figcaption{font-size:.85em;color:#444;text-align:center}
+.grid figure img{width:540px}.heat figure img{width:360px}
+.note{color:#8a5a00;background:#fff7e6;border-left:4px solid #f0a020;padding:4px 10px}
+.ok{color:#116611}.bad{color:#aa1111}
+)css";
+
+}  // namespace
+
+std::string renderCampaignReport(const std::string& campaign_dir_in, const ReportOptions& opt,
+                                 ReportResult* result) {
+  std::string dir = campaign_dir_in;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    throw InputError(dir + ": not a directory; pass a campaign directory (created by `foldfarm "
+                     "campaign init SPEC --dir D`)");
+  if (!isFile(dir + "/spec.json") || !isFile(dir + "/journal.sqlite"))
+    throw InputError(dir + ": not a campaign directory (no spec.json and journal.sqlite); pass "
+                     "the directory given to `foldfarm campaign init --dir`");
+  const std::string agg = opt.aggregate_dir.empty() ? dir + "/aggregate" : opt.aggregate_dir;
+  const std::string warm = opt.warmstart_dir.empty() ? dir + "/warmstart" : opt.warmstart_dir;
+
+  // 1. Read every input (errors here leave nothing written).
+  logInfo("report: reading {}", dir);
+  const CampaignStats stats = readCampaignStats(dir);
+  std::optional<json> summary;
+  if (isFile(agg + "/summary.json")) summary = readSummary(agg + "/summary.json");
+  std::optional<BandsFile> bands;
+  if (isFile(agg + "/bands.h5")) bands = readBandsFile(agg + "/bands.h5");
+  const WeightDiagnostics weights = readWeightDiagnostics(dir);
+  std::map<std::string, std::string> agg_png;  // observable -> PNG written by the aggregation
+  if (bands) {
+    for (const auto& o : bands->observables) {
+      const std::string p = agg + "/" + o.name + ".png";
+      if (!isFile(p)) continue;
+      std::string bytes = readFile(p);
+      if (!isPng(bytes)) throw InputError(p + ": not a PNG image; rerun the aggregation");
+      agg_png[o.name] = std::move(bytes);
+    }
+  }
+  std::vector<std::string> warm_png = pngFilesIn(warm);
+  std::vector<std::pair<std::string, json>> warm_json;
+  for (const auto& f : jsonFilesIn(warm)) {
+    try {
+      warm_json.emplace_back(f, json::parse(readFile(f)));
+    } catch (const json::exception& e) {
+      throw InputError(f + ": not valid JSON (" + std::string(e.what()) + "); rerun the study");
+    }
+  }
+
+  // 2. Figures this page renders itself, in one gnuplot run.
+  const bool gnuplot = gnuplotAvailable();
+  std::map<std::string, std::string> figures;
+  if (gnuplot) {
+    GnuplotBatch batch;
+    if (bands) {
+      for (const auto& o : bands->observables) {
+        if (!agg_png.count(o.name)) {
+          BandPlot bp;
+          bp.title = o.name;
+          bp.xlabel = axisLabel(o.name);
+          bp.edges = o.edges;
+          bp.nominal = o.nominal;
+          bp.p16 = o.p16;
+          bp.p84 = o.p84;
+          bp.p2_5 = o.p2_5;
+          bp.p97_5 = o.p97_5;
+          bp.prior = o.prior;
+          bp.truth = o.truth;
+          bp.replicas = bands->replicas;
+          batch.add("band_" + o.name, bp);
+        }
+        Heatmap hm;
+        hm.title = o.name + ": bin-to-bin correlation over replicas";
+        hm.axis_label = axisLabel(o.name);
+        hm.edges = o.edges;
+        hm.values = o.correlation;
+        batch.add("corr_" + o.name, hm);
+      }
+    }
+    if (!stats.done_at.empty()) {
+      const double span = std::max(stats.last_end, stats.done_at.back()) - stats.first_start;
+      const double unit = span < 180 ? 1.0 : span < 3 * 3600 ? 60.0 : 3600.0;
+      const char* uname = unit == 1.0 ? "s" : unit == 60.0 ? "min" : "h";
+      Series done{"completed tasks", {0.0}, {0.0}, "steps"};
+      for (size_t i = 0; i < stats.done_at.size(); ++i) {
+        done.x.push_back((stats.done_at[i] - stats.first_start) / unit);
+        done.y.push_back(static_cast<double>(i + 1));
+      }
+      LineFigure lf;
+      lf.title = "Completed tasks against time (" + std::to_string(stats.done_at.size()) + " of " +
+                 std::to_string(stats.tasks) + ")";
+      lf.xlabel = std::string("time since the first dispatch [") + uname + "]";
+      lf.ylabel = "tasks completed";
+      lf.series.push_back(done);
+      batch.add("throughput", lf);
+    }
+    if (warm_png.empty()) {
+      std::vector<Series> curves;
+      for (const auto& [f, j] : warm_json)
+        for (auto& s : warmstartCurves(j)) curves.push_back(std::move(s));
+      if (!curves.empty()) {
+        LineFigure lf;
+        lf.title = "Warm start: validation loss per epoch";
+        lf.xlabel = "epoch";
+        lf.ylabel = "validation loss";
+        lf.series = curves;
+        batch.add("warmstart", lf);
+      }
+    }
+    if (!batch.empty()) {
+      logInfo("report: rendering figures with gnuplot");
+      figures = batch.render();
+    }
+  }
+
+  // 3. The page.
+  ReportResult res;
+  std::vector<std::string> nav;
+  std::string body;
+  auto present = [&](const std::string& id, const std::string& title) {
+    res.sections.push_back(id);
+    nav.push_back("<a href=\"#" + id + "\">" + htmlEscape(title) + "</a>");
+  };
+  auto omit = [&](const std::string& id, const std::string& title, const std::string& why) {
+    res.omitted.push_back(id + ": " + why);
+    body += htmlOmittedSection(id, title, why);
+  };
+  auto figure = [&](const std::string& png, const std::string& caption, const std::string& what) {
+    ++res.images;
+    return htmlPngFigure(png, caption, what);
+  };
+  const std::string no_gnuplot = "gnuplot is not installed (apt-get install gnuplot-nox)";
+
+  // Overview.
+  {
+    present("overview", "Overview");
+    const double wall = stats.last_end > stats.first_start ? stats.last_end - stats.first_start : 0;
+    const int done = stats.counts.at("done");
+    std::vector<std::vector<std::string>> rows = {
+        {"task kind", stats.kind},
+        {"tasks (replicas x members)", std::to_string(stats.tasks) + " (" +
+                                           std::to_string(stats.replicas) + " x " +
+                                           std::to_string(stats.members) + ")"},
+        {"executor", stats.executor},
+        {"resources", stats.gpus > 0 ? std::to_string(stats.gpus) + " GPU(s) x " +
+                                           std::to_string(stats.tasks_per_gpu) + " task(s) each"
+                                     : std::to_string(stats.slots) + " CPU slot(s)"},
+        {"threads per task", std::to_string(stats.threads_per_task)},
+        {"tasks done", std::to_string(done) + " of " + std::to_string(stats.tasks)},
+        {"first dispatch", timeText(stats.first_start)},
+        {"last completion", timeText(stats.last_end)},
+        {"wall time", wall > 0 ? formatDuration(wall) : "-"},
+    };
+    if (summary) {
+      rows.push_back({"bootstrap replicas aggregated", summary->value("replicas", json()).dump()});
+      rows.push_back({"chains aggregated", summary->value("chains", json()).dump()});
+    }
+    body += "<section id=\"overview\"><h2>Overview</h2>\n" +
+            htmlTable({"", "value"}, rows, "overview-table") + "</section>\n";
+  }
+
+  // Distributions.
+  if (!bands) {
+    omit("distributions", "Unfolded distributions",
+         "no " + agg + "/bands.h5 (run the aggregation: `foldfarm aggregate --runs " + dir +
+             "/tasks --out " + agg + " --truth TRUTH.h5`)");
+  } else {
+    std::string s = "<section id=\"distributions\"><h2>Unfolded distributions</h2>\n<p>Unit-area "
+                    "densities: the mean over " + std::to_string(bands->replicas) +
+                    " bootstrap replicas (" + std::to_string(bands->chains) +
+                    " chains) with the 16-84% and 2.5-97.5% bands, the truth and the prior (MC "
+                    "gen); the lower panels show ratios.</p>\n<div class=\"grid\">\n";
+    int shown = 0;
+    std::vector<std::string> missing;
+    for (const auto& o : bands->observables) {
+      if (agg_png.count(o.name)) {
+        s += figure(agg_png[o.name], o.name + " (aggregation figure)", agg + "/" + o.name + ".png");
+        ++shown;
+      } else if (figures.count("band_" + o.name)) {
+        s += figure(figures["band_" + o.name], o.name, "figure " + o.name);
+        ++shown;
+      } else {
+        missing.push_back(o.name);
+      }
+    }
+    s += "</div>\n";
+    if (!missing.empty()) {
+      std::string names;
+      for (const auto& m : missing) names += (names.empty() ? "" : ", ") + m;
+      s += "<p class=\"note\">Not drawn (" + htmlEscape(names) + "): " + htmlEscape(no_gnuplot) + "</p>\n";
+    }
+    s += "</section>\n";
+    if (shown > 0) present("distributions", "Distributions");
+    body += s;
+  }
+
+  // Δ table.
+  if (!summary) {
+    omit("delta", "Triangular discriminator and coverage",
+         "no " + agg + "/summary.json (run the aggregation with --truth)");
+  } else {
+    std::vector<std::vector<std::string>> rows;
+    bool any_truth = false;
+    std::vector<std::string> order;
+    if (bands)
+      for (const auto& o : bands->observables) order.push_back(o.name);
+    for (auto it = (*summary)["observables"].begin(); it != (*summary)["observables"].end(); ++it)
+      if (std::find(order.begin(), order.end(), it.key()) == order.end()) order.push_back(it.key());
+    for (const auto& name : order) {
+      if (!(*summary)["observables"].contains(name)) continue;
+      const json& o = (*summary)["observables"][name];
+      const double dp = jsonNumber(o, "delta_prior"), du = jsonNumber(o, "delta_unfolded");
+      const double de = jsonNumber(o, "delta_unfolded_err");
+      const double c68 = jsonNumber(o, "coverage_68"), c95 = jsonNumber(o, "coverage_95");
+      if (!std::isnan(du)) any_truth = true;
+      rows.push_back({name, fmt(dp, 3), std::isnan(du) ? "-" : fmt(du, 3) + " ± " + fmt(de, 3),
+                      std::isnan(dp) || std::isnan(du) ? "-" : fmt(du / std::max(dp, 1e-300), 2),
+                      std::isnan(c68) ? "-" : fmt(100 * c68, 0) + "%",
+                      std::isnan(c95) ? "-" : fmt(100 * c95, 0) + "%", paperDelta(name)});
+    }
+    if (!any_truth) {
+      omit("delta", "Triangular discriminator and coverage",
+           agg + "/summary.json has no truth comparison (aggregate with --truth TRUTH.h5)");
+    } else {
+      present("delta", "Δ table");
+      body += "<section id=\"delta\"><h2>Triangular discriminator and coverage</h2>\n<p>Δ x10<sup>3"
+              "</sup> against the truth (smaller is closer): the prior (MC gen) before unfolding and "
+              "the unfolded result ± its spread over the replicas; coverage = fraction of bins whose "
+              "truth lies inside the 68% / 95% band. The last column is OmniLearn's published value "
+              "on real Z+jets data, for orientation only.</p>\n" +
+              htmlTable({"observable", "Δ prior", "Δ unfolded", "unfolded / prior", "coverage 68%",
+                         "coverage 95%", "OmniLearn paper"},
+                        rows, "delta-table") +
+              "</section>\n";
+    }
+  }
+
+  // Correlations.
+  if (!bands) {
+    omit("correlations", "Bin-to-bin correlations", "no " + agg + "/bands.h5");
+  } else if (!gnuplot) {
+    omit("correlations", "Bin-to-bin correlations", no_gnuplot);
+  } else {
+    present("correlations", "Correlations");
+    body += "<section id=\"correlations\"><h2>Bin-to-bin correlations</h2>\n<p>Correlation of the "
+            "unfolded densities over the bootstrap replicas (blue -1, white 0, red +1).</p>\n"
+            "<div class=\"grid heat\">\n";
+    for (const auto& o : bands->observables)
+      body += figure(figures.at("corr_" + o.name), o.name, "correlation " + o.name);
+    body += "</div></section>\n";
+  }
+
+  // Weights.
+  if (weights.steps.empty()) {
+    omit("weights", "Weight diagnostics",
+         "no chain history (" + dir + "/tasks/<id>/history.json) in this campaign");
+  } else {
+    present("weights", "Weights");
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& s : weights.steps)
+      rows.push_back({std::to_string(s.iteration), std::to_string(s.step), std::to_string(s.chains),
+                      fmt(100 * s.mean_ess_fraction, 1) + "%",
+                      fmt(100 * s.min_ess_fraction, 1) + "% (" + s.min_ess_task + ")",
+                      std::to_string(s.clipped), std::to_string(s.non_finite), fmt(s.max_weight, 2)});
+    std::vector<std::vector<std::string>> worst;
+    for (size_t i = 0; i < weights.chains.size() && i < 10; ++i) {
+      const auto& c = weights.chains[i];
+      worst.push_back({c.task, fmt(100 * c.final_ess_fraction, 1) + "%",
+                       fmt(100 * c.min_ess_fraction, 1) + "%", std::to_string(c.clipped),
+                       std::to_string(c.non_finite), fmt(c.max_weight, 2)});
+    }
+    body += "<section id=\"weights\"><h2>Weight diagnostics</h2>\n<p>Effective sample size "
+            "(Σw)²/Σw² as a fraction of the events, and reweighting factors that were clipped or "
+            "not finite, per OmniFold iteration and step over " +
+            std::to_string(weights.chains.size()) + " chains.</p>\n" +
+            htmlTable({"iteration", "step", "chains", "mean ESS", "lowest ESS", "clipped",
+                       "non-finite", "max weight"},
+                      rows, "weights-table") +
+            "<h3>Chains with the lowest ESS</h3>\n" +
+            htmlTable({"task", "final ESS", "lowest ESS", "clipped", "non-finite", "max weight"},
+                      worst, "weights-chains") +
+            "</section>\n";
+  }
+
+  // Campaign statistics.
+  {
+    present("campaign", "Campaign");
+    std::vector<std::vector<std::string>> states;
+    for (const auto& [k, v] : stats.counts) states.push_back({k, std::to_string(v)});
+    const double wall = stats.last_end > stats.first_start ? stats.last_end - stats.first_start : 0;
+    const double done = static_cast<double>(stats.done_at.size());
+    std::vector<std::vector<std::string>> acct = {
+        {"attempts (dispatches)", std::to_string(stats.attempts)},
+        {"failed attempts", std::to_string(stats.failed_attempts)},
+        {"interrupted attempts (requeued)", std::to_string(stats.interrupted_attempts)},
+        {"tasks needing more than one attempt", std::to_string(stats.tasks_retried)},
+        {"task run time, all attempts", formatDuration(stats.run_s)},
+        {"GPU-hours", stats.gpus > 0 ? fmt(stats.gpu_hours, 3) : "0 (CPU slots)"},
+        {"CPU-hours (x threads per task)", fmt(stats.cpu_hours, 3)},
+        {"throughput", wall > 0 ? fmt(done / wall * 3600.0, 1) + " tasks/h (" +
+                                      fmt(done / wall, 2) + " tasks/s)"
+                                : "-"},
+        {"mean slots busy", wall > 0 ? fmt(stats.run_s / wall, 2) : "-"},
+    };
+    std::string hosts;
+    for (const auto& [h, n] : stats.hosts) hosts += (hosts.empty() ? "" : ", ") + h + " (" + std::to_string(n) + ")";
+    if (!hosts.empty()) acct.push_back({"hosts (attempts)", hosts});
+    std::string s = "<section id=\"campaign\"><h2>Campaign statistics</h2>\n<h3>Tasks per state</h3>\n" +
+                    htmlTable({"state", "tasks"}, states, "states-table") + "<h3>Attempts and "
+                    "accounting</h3>\n" + htmlTable({"", "value"}, acct, "accounting-table");
+    s += "<h3>Failures</h3>\n";
+    if (stats.failures.empty()) {
+      s += "<p id=\"no-failures\" class=\"ok\">No task failed.</p>\n";
+    } else {
+      std::vector<std::vector<std::string>> fr;
+      for (size_t i = 0; i < stats.failures.size() && i < 50; ++i) {
+        const auto& f = stats.failures[i];
+        fr.push_back({f.task, f.state, std::to_string(f.attempts), std::to_string(f.failures),
+                      f.exit_code < 0 ? "-" : std::to_string(f.exit_code), f.reason});
+      }
+      s += htmlTable({"task", "state", "attempts", "failed attempts", "last exit", "last reason"},
+                     fr, "failures-table");
+      if (stats.failures.size() > 50)
+        s += "<p>… and " + std::to_string(stats.failures.size() - 50) + " more (`foldfarm campaign "
+             "status " + htmlEscape(dir) + "`).</p>\n";
+      std::vector<std::pair<int, std::string>> reasons;
+      for (const auto& [r, n] : stats.failure_reasons) reasons.emplace_back(n, r);
+      std::sort(reasons.rbegin(), reasons.rend());
+      std::vector<std::vector<std::string>> rr;
+      for (const auto& [n, r] : reasons) rr.push_back({r, std::to_string(n)});
+      if (!rr.empty()) s += "<h3>Failure reasons (all attempts)</h3>\n" +
+                            htmlTable({"reason", "attempts"}, rr, "reasons-table");
+    }
+    body += s + "</section>\n";
+  }
+
+  // Throughput.
+  if (stats.done_at.empty()) {
+    omit("throughput", "Throughput", "no task has completed yet");
+  } else if (!gnuplot) {
+    omit("throughput", "Throughput", no_gnuplot);
+  } else {
+    present("throughput", "Throughput");
+    body += "<section id=\"throughput\"><h2>Throughput</h2>\n" +
+            figure(figures.at("throughput"), "tasks completed against time (journal)", "throughput") +
+            "</section>\n";
+  }
+
+  // Warm start.
+  {
+    std::string s;
+    for (const auto& p : warm_png)
+      s += figure(readFile(p), fs::path(p).filename().string(), p);
+    if (s.empty() && figures.count("warmstart"))
+      s += figure(figures["warmstart"], "validation loss per epoch", "warm-start curves");
+    std::vector<std::vector<std::string>> scalars;
+    for (const auto& [f, j] : warm_json) {
+      if (!j.is_object()) continue;
+      for (auto it = j.begin(); it != j.end(); ++it)
+        if (it->is_number() || it->is_string() || it->is_boolean())
+          scalars.push_back({it.key(), it->is_string() ? it->get<std::string>() : it->dump()});
+    }
+    if (s.empty() && scalars.empty()) {
+      omit("warmstart", "Warm start",
+           "no warm-start study in " + warm + " (run `foldfarm study warmstart --out " + warm + "`)");
+    } else {
+      present("warmstart", "Warm start");
+      body += "<section id=\"warmstart\"><h2>Warm start against training from scratch</h2>\n"
+              "<div class=\"grid\">" + s + "</div>\n";
+      if (!scalars.empty()) body += htmlTable({"figure", "value"}, scalars, "warmstart-table");
+      body += "</section>\n";
+    }
+  }
+
+  std::string nav_html;
+  for (const auto& n : nav) nav_html += n;
+  std::string page = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+                     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+                     "<title>foldfarm report: " + htmlEscape(stats.name) + "</title>\n<style>" +
+                     kCss + "</style></head>\n<body>\n<header><h1>Campaign " +
+                     htmlEscape(stats.name) + "</h1>\n<p class=\"meta\">" + htmlEscape(dir) +
+                     " &middot; generated " + htmlEscape(timeText(jobs::wallClockNow())) +
+                     " by foldfarm " FOLDFARM_VERSION "</p>\n<nav>" + nav_html +
+                     "</nav></header>\n" + body + "</body></html>\n";
+  res.bytes = page.size();
+  if (result) *result = res;
+  return page;
+}
+
+ReportResult writeCampaignReport(const std::string& campaign_dir, const ReportOptions& options) {
+  ReportResult res;
+  const std::string page = renderCampaignReport(campaign_dir, options, &res);
+  std::string dir = campaign_dir;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  res.path = options.out.empty() ? dir + "/report.html" : options.out;
+  writeFileAtomic(res.path, page);
+  logInfo("report: wrote {} ({} KiB, {} figures)", res.path, page.size() / 1024, res.images);
+  return res;
+}
+
+}  // namespace foldfarm::report

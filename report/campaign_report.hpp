@@ -1,0 +1,49 @@
+#pragma once
+// `foldfarm report D`: one self-contained HTML page about a campaign (plots embedded as
+// base64 PNG, CSS inline, no script, no external resource). Sections, each omitted with a
+// one-line note when its input is absent (never faked):
+//   overview       the spec (kind, R x M, executor, resources) and headline numbers
+//   distributions  unfolded densities with 68%/95% bands, truth and prior, ratio panels:
+//                  the aggregation's <obs>.png, or rendered here from bands.h5 (gnuplot)
+//   delta          Δ x10^3 against the truth of the prior and of the unfolded result (± the
+//                  spread over replicas) and the 68%/95% band coverage (summary.json)
+//   correlations   bin-to-bin correlation heat maps (bands.h5 <obs>/correlation)
+//   weights        ESS and clipped / non-finite weights per OmniFold step (chain histories)
+//   campaign       tasks per state, attempts, failures and their reasons, run time,
+//                  GPU-/CPU-hours (journal)
+//   throughput     completed tasks against time (journal events)
+//   warmstart      validation-loss curves of a warm-start study, when one was run
+// Inputs: D (a campaign directory, jobs/campaign.hpp), D/aggregate/ (bands.h5,
+// summary.json, <obs>.png: ensembles/aggregate.hpp), D/tasks/<id>/history.json, and
+// D/warmstart/ (PNG and JSON files of `foldfarm study warmstart --out D/warmstart`).
+//
+// Everything is read and rendered before the page is written (atomically): bad input
+// (D not a campaign directory, an unreadable summary.json or bands.h5) throws InputError
+// and writes nothing.
+#include <string>
+#include <vector>
+
+namespace foldfarm::report {
+
+struct ReportOptions {
+  std::string out;            // "" = D/report.html
+  std::string aggregate_dir;  // "" = D/aggregate
+  std::string warmstart_dir;  // "" = D/warmstart
+};
+
+struct ReportResult {
+  std::string path;                   // the page written
+  size_t bytes = 0;
+  int images = 0;                     // <img> elements embedded
+  std::vector<std::string> sections;  // ids of the sections with content
+  std::vector<std::string> omitted;   // "<id>: why" of the sections omitted
+};
+
+// Throws InputError (exit 2) for bad input, Error for failures (gnuplot crashing, a write).
+ReportResult writeCampaignReport(const std::string& campaign_dir, const ReportOptions& options);
+
+// The page as a string (what writeCampaignReport writes).
+std::string renderCampaignReport(const std::string& campaign_dir, const ReportOptions& options,
+                                 ReportResult* result = nullptr);
+
+}  // namespace foldfarm::report

@@ -1,0 +1,202 @@
+#include "report/gnuplot.hpp"
+
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+
+namespace foldfarm::report {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string num(double v) {
+  if (!std::isfinite(v)) return "NaN";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.10g", v);
+  return buf;
+}
+
+bool uniform(const std::vector<double>& edges) {
+  if (edges.size() < 2) return false;
+  const double w = edges[1] - edges[0];
+  if (!(w > 0)) return false;
+  for (size_t i = 1; i + 1 < edges.size(); ++i)
+    if (std::fabs((edges[i + 1] - edges[i]) - w) > 1e-9 * std::fabs(w) + 1e-12) return false;
+  return true;
+}
+
+const char* kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
+                          "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+
+}  // namespace
+
+std::string gnuplotQuote(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) {
+    if (c == '\'') out += "''";
+    else if (c == '\n' || c == '\r') out += ' ';
+    else out += c;
+  }
+  return out + "'";
+}
+
+bool gnuplotAvailable() { return programAvailable("gnuplot"); }
+
+GnuplotBatch::GnuplotBatch() : dir_("foldfarm-plot") {}
+
+std::string GnuplotBatch::newFigure(const std::string& name) {
+  if (name.empty()) throw Error("figure name is empty");
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
+      throw Error("figure name '" + name + "' has characters other than [A-Za-z0-9_-]");
+  for (const auto& n : names_)
+    if (n == name) throw Error("figure '" + name + "' added twice");
+  names_.push_back(name);
+  return dir_.path() + "/" + name + ".png";
+}
+
+std::string GnuplotBatch::writeData(const std::string& text) {
+  const std::string path = dir_.path() + "/data" + std::to_string(data_files_++) + ".dat";
+  writeFileAtomic(path, text);
+  return path;
+}
+
+void GnuplotBatch::add(const std::string& name, const LineFigure& fig) {
+  const std::string png = newFigure(name);
+  std::string s = "reset\nset terminal pngcairo size " + std::to_string(fig.width) + "," +
+                  std::to_string(fig.height) + " noenhanced font 'sans,10'\n";
+  s += "set output " + gnuplotQuote(png) + "\n";
+  s += "set title " + gnuplotQuote(fig.title) + "\nset xlabel " + gnuplotQuote(fig.xlabel) +
+       "\nset ylabel " + gnuplotQuote(fig.ylabel) + "\n";
+  s += "set grid\nset key top left\n";
+  if (fig.logx) s += "set logscale x 2\n";
+  if (fig.logy) s += "set logscale y\n";
+  std::string plot;
+  for (size_t k = 0; k < fig.series.size(); ++k) {
+    const Series& sr = fig.series[k];
+    std::string text;
+    for (size_t i = 0; i < sr.x.size() && i < sr.y.size(); ++i) text += num(sr.x[i]) + " " + num(sr.y[i]) + "\n";
+    if (text.empty()) continue;
+    const std::string file = writeData(text);
+    std::string style = sr.style;
+    if (style != "lines" && style != "points" && style != "steps") style = "linespoints";
+    if (!plot.empty()) plot += ", \\\n  ";
+    plot += gnuplotQuote(file) + " using 1:2 with " + style + " lw 2 pt 7 ps 0.8 lc rgb '" +
+            kPalette[k % 8] + "' title " + gnuplotQuote(sr.label);
+  }
+  if (plot.empty()) {
+    s += "set label 1 'no data' at graph 0.5, graph 0.5 center\nplot [0:1][0:1] NaN notitle\n";
+  } else {
+    s += "plot " + plot + "\n";
+  }
+  s += "unset output\n";
+  script_ += s;
+}
+
+void GnuplotBatch::add(const std::string& name, const BandPlot& fig) {
+  const std::string png = newFigure(name);
+  const size_t nb = fig.nominal.size();
+  const bool has_truth = fig.truth.size() == nb && nb > 0;
+  // Stepped curves: every bin contributes its left and right edge with the bin's value.
+  std::string main_text, ratio_text;
+  for (size_t b = 0; b < nb; ++b) {
+    const double den = has_truth ? fig.truth[b] : fig.nominal[b];
+    auto r = [&](double v) { return den > 0 ? v / den : std::nan(""); };
+    for (double x : {fig.edges[b], fig.edges[b + 1]}) {
+      main_text += num(x) + " " + num(fig.nominal[b]) + " " + num(fig.p16[b]) + " " +
+                   num(fig.p84[b]) + " " + num(fig.p2_5[b]) + " " + num(fig.p97_5[b]) + " " +
+                   num(has_truth ? fig.truth[b] : std::nan("")) + " " + num(fig.prior[b]) + "\n";
+      ratio_text += num(x) + " " + num(r(fig.nominal[b])) + " " + num(r(fig.p16[b])) + " " +
+                    num(r(fig.p84[b])) + " " + num(r(fig.p2_5[b])) + " " + num(r(fig.p97_5[b])) +
+                    " " + num(r(fig.prior[b])) + "\n";
+    }
+  }
+  const std::string main_file = gnuplotQuote(writeData(main_text));
+  const std::string ratio_file = gnuplotQuote(writeData(ratio_text));
+  const std::string xr = "[" + num(fig.edges.front()) + ":" + num(fig.edges.back()) + "]";
+  std::string s = "reset\nset terminal pngcairo size 760,600 noenhanced font 'sans,10'\n";
+  s += "set output " + gnuplotQuote(png) + "\nset multiplot\n";
+  s += "set lmargin at screen 0.12\nset rmargin at screen 0.97\n";
+  s += "set tmargin at screen 0.93\nset bmargin at screen 0.37\n";
+  s += "set title " + gnuplotQuote(fig.title + " (" + std::to_string(fig.replicas) + " bootstrap replicas)") + "\n";
+  s += "set ylabel 'unit-area density'\nset format x ''\nset xrange " + xr + "\nset yrange [0:*]\n";
+  s += "set key top right\nset grid\nset style fill transparent solid 0.5 noborder\n";
+  s += "plot " + main_file + " using 1:5:6 with filledcurves lc rgb '#c6dbef' title '95% band', \\\n";
+  s += "  " + main_file + " using 1:3:4 with filledcurves lc rgb '#6baed6' title '68% band', \\\n";
+  s += "  " + main_file + " using 1:2 with lines lw 2 lc rgb '#08519c' title 'unfolded', \\\n";
+  if (has_truth) s += "  " + main_file + " using 1:7 with lines lw 1.5 dt 2 lc rgb 'black' title 'truth', \\\n";
+  s += "  " + main_file + " using 1:8 with lines lw 1.5 lc rgb '#d62728' title 'prior (MC gen)'\n";
+  s += "unset title\nset tmargin at screen 0.37\nset bmargin at screen 0.10\n";
+  s += "set format x '%g'\nset xlabel " + gnuplotQuote(fig.xlabel) + "\n";
+  s += std::string("set ylabel ") + (has_truth ? "'ratio to truth'" : "'ratio to unfolded'") + "\n";
+  s += "set yrange [0.4:1.6]\nset ytics 0.2\nunset key\n";
+  s += "plot " + ratio_file + " using 1:5:6 with filledcurves lc rgb '#c6dbef', \\\n";
+  s += "  " + ratio_file + " using 1:3:4 with filledcurves lc rgb '#6baed6', \\\n";
+  s += "  " + ratio_file + " using 1:2 with lines lw 2 lc rgb '#08519c', \\\n";
+  s += "  " + ratio_file + " using 1:7 with lines lw 1.5 lc rgb '#d62728', \\\n";
+  s += "  1 with lines lw 1 dt 2 lc rgb 'black'\n";
+  s += "unset multiplot\nunset output\n";
+  script_ += s;
+}
+
+void GnuplotBatch::add(const std::string& name, const Heatmap& fig) {
+  const std::string png = newFigure(name);
+  const size_t nb = fig.edges.size() > 1 ? fig.edges.size() - 1 : 0;
+  if (nb == 0 || fig.values.size() != nb * nb)
+    throw Error("heat map '" + name + "': " + std::to_string(fig.values.size()) +
+                " values for " + std::to_string(nb) + " bins");
+  const bool phys = uniform(fig.edges);
+  auto coord = [&](size_t b) {
+    return phys ? 0.5 * (fig.edges[b] + fig.edges[b + 1]) : static_cast<double>(b);
+  };
+  std::string text;
+  for (size_t i = 0; i < nb; ++i) {
+    for (size_t j = 0; j < nb; ++j)
+      text += num(coord(j)) + " " + num(coord(i)) + " " + num(fig.values[i * nb + j]) + "\n";
+    text += "\n";
+  }
+  const std::string file = gnuplotQuote(writeData(text));
+  const std::string label = phys ? fig.axis_label : fig.axis_label + " (bin index)";
+  const double lo = phys ? fig.edges.front() : -0.5, hi = phys ? fig.edges.back() : nb - 0.5;
+  std::string s = "reset\nset terminal pngcairo size 560,480 noenhanced font 'sans,10'\n";
+  s += "set output " + gnuplotQuote(png) + "\n";
+  s += "set title " + gnuplotQuote(fig.title) + "\n";
+  s += "set xlabel " + gnuplotQuote(label) + "\nset ylabel " + gnuplotQuote(label) + "\n";
+  s += "set size ratio 1\nset xrange [" + num(lo) + ":" + num(hi) + "]\nset yrange [" + num(lo) +
+       ":" + num(hi) + "]\n";
+  s += "set palette defined (0 '#2166ac', 0.5 '#f7f7f7', 1 '#b2182b')\n";
+  s += "set cbrange [" + num(fig.zmin) + ":" + num(fig.zmax) + "]\n";
+  s += "plot " + file + " using 1:2:3 with image notitle\nunset output\n";
+  script_ += s;
+}
+
+std::map<std::string, std::string> GnuplotBatch::render() {
+  std::map<std::string, std::string> out;
+  if (names_.empty()) return out;
+  const std::string script = dir_.path() + "/figures.gp";
+  writeFileAtomic(script, script_);
+  ProcessOptions po;
+  po.cwd = dir_.path();
+  po.timeout_s = 120;
+  ProcessResult r = runProcess({"gnuplot", script}, po);
+  std::string tail = r.err;
+  while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
+  if (tail.size() > 400) tail = "..." + tail.substr(tail.size() - 400);
+  for (char& c : tail)
+    if (c == '\n') c = ' ';
+  if (r.status != 0) throw Error("gnuplot failed (" + r.describe() + ") rendering figures: " + tail);
+  for (const auto& n : names_) {
+    const std::string png = dir_.path() + "/" + n + ".png";
+    std::error_code ec;
+    if (!fs::is_regular_file(png, ec) || fs::file_size(png, ec) == 0)
+      throw Error("gnuplot did not write figure " + n + ": " + tail);
+    out[n] = readFile(png);
+  }
+  return out;
+}
+
+}  // namespace foldfarm::report

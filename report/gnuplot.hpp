@@ -1,0 +1,74 @@
+#pragma once
+// PNG figures rendered by gnuplot's pngcairo terminal. A GnuplotBatch collects figures
+// (data files and one script in a private temporary directory) and renders all of them
+// with ONE gnuplot process started from an argv (no shell); the directory is removed
+// afterwards. Text from data (titles, labels) is rendered literally (noenhanced).
+//
+// Thread-safety: one batch per thread.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "report/subprocess.hpp"
+
+namespace foldfarm::report {
+
+// y(x) curves. `style`: "linespoints", "lines", "points" or "steps".
+struct Series {
+  std::string label;
+  std::vector<double> x, y;
+  std::string style = "linespoints";
+};
+struct LineFigure {
+  std::string title, xlabel, ylabel;
+  std::vector<Series> series;
+  bool logx = false, logy = false;
+  int width = 760, height = 460;
+};
+
+// An unfolded distribution with its 68% and 95% bands, the truth and the prior, and a ratio
+// panel (everything over the truth, or over the nominal without truth).
+struct BandPlot {
+  std::string title, xlabel;
+  std::vector<double> edges;  // bins + 1
+  std::vector<double> nominal, p16, p84, p2_5, p97_5, prior;
+  std::vector<double> truth;  // empty: none
+  int64_t replicas = 0;
+};
+
+// A bins x bins matrix (row-major) as a heat map, colour range [zmin, zmax].
+struct Heatmap {
+  std::string title, axis_label;
+  std::vector<double> edges;  // bins + 1: axes in the observable's units when uniform
+  std::vector<double> values;
+  double zmin = -1, zmax = 1;
+};
+
+class GnuplotBatch {
+ public:
+  GnuplotBatch();
+  // `name` identifies the figure in render()'s result ([A-Za-z0-9_-] only; throws Error).
+  void add(const std::string& name, const LineFigure& fig);
+  void add(const std::string& name, const BandPlot& fig);
+  void add(const std::string& name, const Heatmap& fig);
+  bool empty() const { return names_.empty(); }
+  // Runs gnuplot once; returns name -> PNG bytes. Throws Error (gnuplot missing, or its
+  // message when it fails or leaves a figure unwritten).
+  std::map<std::string, std::string> render();
+
+ private:
+  std::string newFigure(const std::string& name);
+  std::string writeData(const std::string& text);
+
+  TempDir dir_;
+  std::string script_;
+  std::vector<std::string> names_;
+  int data_files_ = 0;
+};
+
+bool gnuplotAvailable();
+// gnuplot single-quoted string literal of `text` (quotes doubled, newlines dropped).
+std::string gnuplotQuote(const std::string& text);
+
+}  // namespace foldfarm::report

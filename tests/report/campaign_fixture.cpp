@@ -1,0 +1,209 @@
+#include "tests/report/campaign_fixture.hpp"
+
+#include <hdf5.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <random>
+#include <stdexcept>
+
+#include "core/base/atomic_file.hpp"
+#include "core/data/h5_file.hpp"
+#include "core/data/histogram.hpp"
+
+namespace foldfarm::report::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+void writeDataset(hid_t file, const std::string& name, const std::vector<double>& v,
+                  std::vector<hsize_t> dims) {
+  data::H5Handle lcpl = FF_H5_OWN(H5Pcreate(H5P_LINK_CREATE), data::H5Kind::kPropList, name);
+  FF_H5_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1), name);
+  data::H5Handle space = FF_H5_OWN(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+                                   data::H5Kind::kDataspace, name);
+  data::H5Handle ds = FF_H5_OWN(H5Dcreate2(file, name.c_str(), H5T_IEEE_F64LE, space.get(), lcpl.get(),
+                                           H5P_DEFAULT, H5P_DEFAULT),
+                                data::H5Kind::kDataset, name);
+  FF_H5_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name);
+}
+
+double percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const double pos = q / 100.0 * (v.size() - 1);
+  const size_t lo = static_cast<size_t>(std::floor(pos));
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (pos - lo) * (v[hi] - v[lo]);
+}
+
+std::vector<double> density(const std::vector<double>& counts, const std::vector<double>& edges) {
+  double total = 0;
+  for (double c : counts) total += c;
+  std::vector<double> d(counts.size(), 0.0);
+  for (size_t b = 0; b < counts.size(); ++b)
+    if (total > 0) d[b] = counts[b] / (total * (edges[b + 1] - edges[b]));
+  return d;
+}
+
+}  // namespace
+
+ScratchDir::ScratchDir() {
+  std::string tmpl = (fs::temp_directory_path() / "ff-report-test-XXXXXX").string();
+  if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+ScratchDir::~ScratchDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+json commandSpec(int replicas, int members, const std::vector<std::string>& failing) {
+  json spec = {{"name", "report-e2e"},
+               {"task", "command"},
+               {"replicas", replicas},
+               {"members", members},
+               {"seed", 42},
+               {"params", {{"argv", {"/bin/true"}}}},
+               {"resources", {{"cpu_slots", 2}, {"threads_per_task", 1}}},
+               {"executor", "local"},
+               {"retry", {{"max_attempts", 2}, {"backoff_s", 0.0}}}};
+  for (const auto& id : failing) spec["overrides"][id] = {{"argv", {"/bin/false"}}};
+  return spec;
+}
+
+void writeJson(const std::string& path, const json& j) { writeFileAtomic(path, j.dump(2)); }
+
+AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool with_truth,
+                                unsigned seed) {
+  fs::create_directories(agg_dir);
+  AggregateFixture fx;
+  fx.summary = {{"replicas", replicas}, {"chains", replicas * 2}, {"campaign_seed", 42},
+                {"truth", with_truth ? json("truth.h5") : json()}, {"observables", json::object()}};
+  std::mt19937_64 rng(seed);
+  struct Obs {
+    const char* name;
+    double lo, hi;
+    int edges;
+    double mean, sigma;
+  };
+  const std::vector<Obs> obs = {{"mass", 0, 75, 50, 22, 9},
+                                {"width", 0, 0.6, 50, 0.14, 0.07},
+                                {"multiplicity", 0, 80, 80, 30, 9}};
+  const std::string path = agg_dir + "/bands.h5";
+  AtomicFile out(path);
+  data::H5Handle file = data::h5Create(out.tempPath());
+  for (const auto& o : obs) {
+    const data::Binning bin = data::Binning::linspace(o.lo, o.hi, o.edges);
+    const size_t nb = static_cast<size_t>(bin.numBins());
+    auto shape = [&](double mean, double sigma, double events) {
+      std::vector<double> c(nb);
+      for (size_t b = 0; b < nb; ++b) {
+        const double x = 0.5 * (bin.edges[b] + bin.edges[b + 1]);
+        c[b] = events * std::exp(-0.5 * std::pow((x - mean) / sigma, 2));
+      }
+      return c;
+    };
+    const std::vector<double> truth = density(shape(o.mean, o.sigma, 1), bin.edges);
+    const std::vector<double> prior = density(shape(o.mean * 1.12, o.sigma * 1.1, 1), bin.edges);
+    std::vector<std::vector<double>> rows;
+    for (int r = 0; r < replicas; ++r) {
+      std::vector<double> c = shape(o.mean * 1.01, o.sigma, 4000);
+      for (double& v : c) v = std::poisson_distribution<long>(std::max(v, 1e-9))(rng);
+      rows.push_back(density(c, bin.edges));
+    }
+    std::vector<double> mean(nb), sd(nb), p16(nb), p84(nb), p2(nb), p97(nb), cov(nb * nb), corr(nb * nb);
+    for (size_t b = 0; b < nb; ++b) {
+      std::vector<double> col;
+      for (const auto& row : rows) col.push_back(row[b]);
+      for (double v : col) mean[b] += v / replicas;
+      for (double v : col) sd[b] += (v - mean[b]) * (v - mean[b]) / std::max(1, replicas - 1);
+      sd[b] = std::sqrt(sd[b]);
+      p16[b] = percentile(col, 16);
+      p84[b] = percentile(col, 84);
+      p2[b] = percentile(col, 2.5);
+      p97[b] = percentile(col, 97.5);
+    }
+    for (size_t i = 0; i < nb; ++i)
+      for (size_t j = 0; j < nb; ++j) {
+        double c = 0;
+        for (const auto& row : rows) c += (row[i] - mean[i]) * (row[j] - mean[j]) / std::max(1, replicas - 1);
+        cov[i * nb + j] = c;
+        corr[i * nb + j] = sd[i] > 0 && sd[j] > 0 ? c / (sd[i] * sd[j]) : 0.0;
+      }
+    std::vector<double> flat;
+    for (const auto& row : rows) flat.insert(flat.end(), row.begin(), row.end());
+    const std::string g = o.name;
+    writeDataset(file.get(), g + "/edges", bin.edges, {nb + 1});
+    writeDataset(file.get(), g + "/nominal", mean, {nb});
+    writeDataset(file.get(), g + "/std", sd, {nb});
+    writeDataset(file.get(), g + "/p16", p16, {nb});
+    writeDataset(file.get(), g + "/p84", p84, {nb});
+    writeDataset(file.get(), g + "/p2_5", p2, {nb});
+    writeDataset(file.get(), g + "/p97_5", p97, {nb});
+    writeDataset(file.get(), g + "/covariance", cov, {nb, nb});
+    writeDataset(file.get(), g + "/correlation", corr, {nb, nb});
+    writeDataset(file.get(), g + "/replicas", flat, {static_cast<hsize_t>(replicas), nb});
+    writeDataset(file.get(), g + "/prior", prior, {nb});
+    json js = {{"bins", nb}};
+    if (with_truth) {
+      writeDataset(file.get(), g + "/truth", truth, {nb});
+      js["delta_prior"] = data::triangularDiscriminator(prior, truth, bin);
+      js["delta_unfolded"] = data::triangularDiscriminator(mean, truth, bin);
+      js["delta_unfolded_err"] = 0.01;
+      js["coverage_68"] = 0.5;
+      js["coverage_95"] = 0.75;
+    } else {
+      for (const char* k : {"delta_prior", "delta_unfolded", "delta_unfolded_err", "coverage_68",
+                            "coverage_95"})
+        js[k] = nullptr;
+    }
+    fx.summary["observables"][g] = js;
+    fx.observables.push_back(g);
+  }
+  data::h5WriteInt64Attr(file.get(), "replicas", replicas);
+  data::h5WriteInt64Attr(file.get(), "chains", replicas * 2);
+  file.close(path);
+  out.commit();
+  writeJson(agg_dir + "/summary.json", fx.summary);
+  return fx;
+}
+
+void writeChainHistory(const std::string& task_dir, int iterations, double ess_fraction,
+                       int clipped) {
+  fs::create_directories(task_dir);
+  json steps = json::array();
+  for (int it = 0; it < iterations; ++it)
+    for (int st = 1; st <= 2; ++st) {
+      const bool last = it == iterations - 1 && st == 2;
+      const double frac = ess_fraction * (1.0 - 0.05 * it);
+      steps.push_back({{"iteration", it},
+                       {"step", st},
+                       {"ess", frac * 1000},
+                       {"ess_fraction", frac},
+                       {"reweighting",
+                        {{"events", 1000}, {"non_finite", 0}, {"clipped", last ? clipped : 0},
+                         {"mean_before", 1.0}, {"max_after", 3.5 + it}, {"ess", frac * 1000},
+                         {"ess_fraction", frac}}}});
+    }
+  writeJson(task_dir + "/history.json", {{"spec", json::object()}, {"steps", steps}});
+}
+
+void writeWarmstart(const std::string& dir) {
+  fs::create_directories(dir);
+  json warm = {{"label", "warm start"}, {"epoch", json::array()}, {"val_loss", json::array()}};
+  json scratch = {{"label", "from scratch"}, {"epoch", json::array()}, {"val_loss", json::array()}};
+  for (int e = 1; e <= 12; ++e) {
+    warm["epoch"].push_back(e);
+    warm["val_loss"].push_back(0.62 + 0.06 * std::exp(-e / 1.5));
+    scratch["epoch"].push_back(e);
+    scratch["val_loss"].push_back(0.64 + 0.08 * std::exp(-e / 4.0));
+  }
+  writeJson(dir + "/warmstart.json", {{"curves", {warm, scratch}}, {"epochs_to_converge_warm", 4},
+                                      {"epochs_to_converge_scratch", 9}});
+}
+
+}  // namespace foldfarm::report::testing

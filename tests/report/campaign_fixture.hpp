@@ -1,0 +1,48 @@
+#pragma once
+// Builders for the report tests: campaign inputs in the real file formats — the spec,
+// bands.h5 and summary.json as ensembles/aggregate.hpp writes them (densities of sampled
+// bootstrap replicas with their true statistics), chain history.json files as
+// ensembles/chain.cpp writes them, and a warm-start study JSON.
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace foldfarm::report::testing {
+
+// A fresh directory under the system temp dir, removed by the destructor.
+class ScratchDir {
+ public:
+  ScratchDir();
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A spec of `kind` command: every task runs /bin/true, the tasks in `failing` run
+// /bin/false (exit 1) and fail after max_attempts = 2.
+nlohmann::json commandSpec(int replicas, int members, const std::vector<std::string>& failing);
+void writeJson(const std::string& path, const nlohmann::json& j);
+
+struct AggregateFixture {
+  std::vector<std::string> observables;  // names written
+  nlohmann::json summary;                 // summary.json as written
+};
+// Writes agg_dir/bands.h5 and agg_dir/summary.json for observables mass, width and
+// multiplicity (SPEC binnings) from `replicas` sampled replicas; with_truth adds truth
+// datasets and the Δ/coverage figures.
+AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool with_truth,
+                                unsigned seed = 7);
+
+// D/tasks/<id>/history.json with `iterations` x 2 steps; `clipped` factors in the last step.
+void writeChainHistory(const std::string& task_dir, int iterations, double ess_fraction,
+                       int clipped);
+
+// D/warmstart/warmstart.json: validation-loss curves of a warm-started and a scratch run.
+void writeWarmstart(const std::string& dir);
+
+}  // namespace foldfarm::report::testing

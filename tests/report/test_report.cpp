@@ -1,0 +1,171 @@
+// The campaign report read from real file formats: sections present or omitted with a
+// note, the Δ table from summary.json, and bad input refused with nothing written.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "jobs/campaign_commands.hpp"
+#include "jobs/task_kind.hpp"
+#include "report/bands_file.hpp"
+#include "report/base64.hpp"
+#include "report/campaign_report.hpp"
+#include "report/gnuplot.hpp"
+#include "report/html.hpp"
+#include "tests/report/campaign_fixture.hpp"
+
+namespace fs = std::filesystem;
+using namespace foldfarm;
+using namespace foldfarm::report;
+using namespace foldfarm::report::testing;
+
+namespace {
+
+// An initialised (never run) campaign of 3 x 2 command tasks in scratch/camp.
+std::string initCampaign(const ScratchDir& scratch) {
+  jobs::registerBuiltinTaskKinds();
+  const std::string spec = scratch.path() + "/spec.json";
+  writeJson(spec, commandSpec(3, 2, {}));
+  const std::string dir = scratch.path() + "/camp";
+  jobs::initCommand(spec, dir);
+  return dir;
+}
+
+bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+
+}  // namespace
+
+TEST(Base64, EncodesRfc4648Vectors) {
+  EXPECT_EQ(base64Encode(""), "");
+  EXPECT_EQ(base64Encode("f"), "Zg==");
+  EXPECT_EQ(base64Encode("fo"), "Zm8=");
+  EXPECT_EQ(base64Encode("foo"), "Zm9v");
+  EXPECT_EQ(base64Encode("foobar"), "Zm9vYmFy");
+  EXPECT_EQ(base64Encode(std::string("\xff\x00\x10", 3)), "/wAQ");
+}
+
+TEST(Html, EscapesMarkupInTextAndAttributes) {
+  EXPECT_EQ(htmlEscape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+  const std::string t = htmlTable({"task"}, {{"<script>"}}, "t");
+  EXPECT_TRUE(contains(t, "&lt;script&gt;"));
+  EXPECT_FALSE(contains(t, "<script>"));
+}
+
+TEST(BandsFile, ReadsTheAggregationLayoutInSpecOrder) {
+  ScratchDir scratch;
+  writeAggregate(scratch.path() + "/agg", 6, true);
+  BandsFile b = readBandsFile(scratch.path() + "/agg/bands.h5");
+  EXPECT_EQ(b.replicas, 6);
+  EXPECT_EQ(b.chains, 12);
+  ASSERT_EQ(b.observables.size(), 3u);
+  EXPECT_EQ(b.observables[0].name, "mass");
+  EXPECT_EQ(b.observables[1].name, "width");
+  EXPECT_EQ(b.observables[2].name, "multiplicity");
+  EXPECT_EQ(b.observables[0].bins(), 49u);
+  EXPECT_EQ(b.observables[2].bins(), 79u);
+  EXPECT_EQ(b.observables[0].correlation.size(), 49u * 49u);
+  EXPECT_EQ(b.observables[0].truth.size(), 49u);
+  for (size_t i = 0; i < 49; ++i) EXPECT_NEAR(b.observables[0].correlation[i * 49 + i], b.observables[0].std[i] > 0 ? 1.0 : 0.0, 1e-9);
+}
+
+TEST(BandsFile, GarbageIsInputErrorNamingTheFile) {
+  ScratchDir scratch;
+  const std::string p = scratch.path() + "/bands.h5";
+  writeFileAtomic(p, "not hdf5 at all");
+  try {
+    readBandsFile(p);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_TRUE(contains(e.what(), p)) << e.what();
+  }
+}
+
+TEST(CampaignReport, NotACampaignDirectoryIsRefusedAndNothingIsWritten) {
+  ScratchDir scratch;
+  fs::create_directories(scratch.path() + "/plain");
+  ReportOptions o;
+  o.out = scratch.path() + "/out.html";
+  EXPECT_THROW(writeCampaignReport(scratch.path() + "/plain", o), InputError);
+  EXPECT_THROW(writeCampaignReport(scratch.path() + "/missing", o), InputError);
+  EXPECT_FALSE(fs::exists(o.out));
+  EXPECT_FALSE(fs::exists(scratch.path() + "/plain/report.html"));
+}
+
+TEST(CampaignReport, AbsentInputsAreOmittedWithANoteNotFaked) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);
+  ReportResult r = writeCampaignReport(dir, {});
+  EXPECT_EQ(r.path, dir + "/report.html");
+  const std::string html = readFile(r.path);
+  for (const char* id : {"distributions", "delta", "correlations", "weights", "throughput", "warmstart"}) {
+    EXPECT_TRUE(contains(html, std::string("<section id=\"") + id + "\" class=\"omitted\">")) << id;
+  }
+  EXPECT_TRUE(contains(html, "id=\"states-table\""));
+  EXPECT_TRUE(contains(html, "<td>pending</td><td>6</td>"));
+  EXPECT_EQ(r.images, 0);
+  EXPECT_FALSE(contains(html, "<img"));
+  EXPECT_FALSE(contains(html, "<script"));
+  EXPECT_FALSE(contains(html, "http://"));
+  EXPECT_FALSE(contains(html, "https://"));
+}
+
+TEST(CampaignReport, DeltaTableCarriesTheSummaryFigures) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);
+  AggregateFixture fx = writeAggregate(dir + "/aggregate", 8, true);
+  writeChainHistory(dir + "/tasks/r0001m0", 3, 0.8, 0);
+  writeChainHistory(dir + "/tasks/r0002m1", 3, 0.4, 17);
+  const std::string html = renderCampaignReport(dir, {});
+  ASSERT_TRUE(contains(html, "id=\"delta-table\""));
+  for (const auto& name : fx.observables) {
+    const auto& o = fx.summary["observables"][name];
+    const std::string row = "<td>" + name + "</td><td>" + fmt(o["delta_prior"].get<double>(), 3) +
+                            "</td><td>" + fmt(o["delta_unfolded"].get<double>(), 3) + " ± 0.010</td>";
+    EXPECT_TRUE(contains(html, row)) << row;
+  }
+  EXPECT_TRUE(contains(html, "<td>50%</td><td>75%</td>"));
+  // The weight table: the worst chain first, its clipped factors counted.
+  ASSERT_TRUE(contains(html, "id=\"weights-chains\""));
+  const size_t worst = html.find("<td>r0002m1</td>", html.find("id=\"weights-chains\""));
+  const size_t better = html.find("<td>r0001m0</td>", html.find("id=\"weights-chains\""));
+  ASSERT_NE(worst, std::string::npos);
+  EXPECT_LT(worst, better);
+  EXPECT_TRUE(contains(html, "<td>2</td><td>2</td><td>2</td><td>54.0%</td><td>36.0% (r0002m1)</td><td>17</td>"));
+  if (gnuplotAvailable()) {
+    EXPECT_FALSE(contains(html, "<section id=\"distributions\" class=\"omitted\">"));
+    EXPECT_FALSE(contains(html, "<section id=\"correlations\" class=\"omitted\">"));
+  }
+}
+
+TEST(CampaignReport, WithoutTruthTheDeltaSectionIsOmitted) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);
+  writeAggregate(dir + "/aggregate", 4, false);
+  const std::string html = renderCampaignReport(dir, {});
+  EXPECT_TRUE(contains(html, "<section id=\"delta\" class=\"omitted\">"));
+  EXPECT_FALSE(contains(html, "id=\"delta-table\""));
+}
+
+TEST(CampaignReport, CorruptSummaryIsRefusedAndThePreviousReportIsKept) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);
+  writeAggregate(dir + "/aggregate", 4, true);
+  writeCampaignReport(dir, {});
+  const std::string before = readFile(dir + "/report.html");
+  writeFileAtomic(dir + "/aggregate/summary.json", "{\"observables\": {\"mass\": ");
+  try {
+    writeCampaignReport(dir, {});
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_TRUE(contains(e.what(), dir + "/aggregate/summary.json")) << e.what();
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "one line";
+  }
+  EXPECT_EQ(readFile(dir + "/report.html"), before);
+  writeFileAtomic(dir + "/aggregate/summary.json", "{\"observables\": {\"mass\": {\"delta_prior\": \"x\"}}}");
+  EXPECT_THROW(writeCampaignReport(dir, {}), InputError);
+  EXPECT_EQ(readFile(dir + "/report.html"), before);
+  for (const auto& e : fs::directory_iterator(dir))
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+}
