@@ -1,7 +1,552 @@
+// model info, pretrain, finetune, generate, bench pet.
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
 #include "apps/foldfarm/commands.hpp"
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/base/progress.hpp"
+#include "core/base/seed.hpp"
+#include "core/base/stop_signal.hpp"
+#include "core/data/jet_reader.hpp"
+#include "core/data/jet_writer.hpp"
+#include "core/data/synth.hpp"
+#include "core/model/diffusion.hpp"
+#include "core/model/pet.hpp"
+#include "core/model/threads.hpp"
+#include "core/train/checkpoint.hpp"
+#include "core/train/classifier_trainer.hpp"
+#include "core/train/losses.hpp"
+#include "core/train/metrics.hpp"
+#include "core/train/optim.hpp"
+#include "core/train/parallel.hpp"
+#include "core/train/trainer.hpp"
 
 namespace foldfarm::app {
 
-void registerModelCommands(CommandGroups& g) { (void)g; }
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::vector<std::string> splitList(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+json readJsonFile(const std::string& path) {
+  try {
+    return json::parse(readFile(path));
+  } catch (const json::exception& e) {
+    throw InputError(path + ": not valid JSON (" + e.what() + "); fix the file");
+  }
+}
+
+// Preset, then the config file's "model" object (or its top level without "train").
+PetConfig configFrom(const std::string& preset, const std::string& config_path) {
+  PetConfig cfg = petPreset(preset);
+  if (!config_path.empty()) {
+    const json j = readJsonFile(config_path);
+    if (j.contains("model")) cfg = applyPetOverrides(cfg, j.at("model"), config_path);
+  }
+  return cfg;
+}
+
+data::JetArrays readJetFiles(const std::vector<std::string>& files, int64_t max_jets) {
+  if (files.empty()) throw InputError("no input files given");
+  data::JetArrays all;
+  for (const auto& f : files) {
+    data::JetFile file(f);
+    if (file.layout() != data::FileLayout::kJets)
+      throw InputError(f + ": expected a jets file (data/jet/pid), found an unfolding file");
+    int64_t end = file.numJets();
+    if (max_jets > 0) end = std::min(end, max_jets - all.n);
+    if (end <= 0) break;
+    data::JetArrays a = file.readJets(0, end);
+    if (all.n == 0) all = std::move(a);
+    else all.append(a);
+  }
+  return all;
+}
+
+std::string fixed(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.4g", v);
+  return buf;
+}
+
+// ---- model info -----------------------------------------------------------------------
+
+struct InfoArgs {
+  std::string preset = "omnilearn", config;
+  int classes = 1;
+  bool generator = false, json_out = false;
+};
+
+void runInfo(const InfoArgs& a) {
+  PetConfig cfg = configFrom(a.preset, a.config);
+  cfg.num_classes = a.classes;
+  cfg.generator = a.generator;
+  validatePetConfig(cfg, "--classes");
+  Pet m(cfg);
+  const auto n = m->parameterCounts();
+  json j = {{"preset", cfg.preset},
+            {"config", petConfigToJson(cfg)},
+            {"parameters",
+             {{"body", n.body}, {"classifier_head", n.classifier}, {"generator_head", n.generator}, {"total", n.total}}}};
+  if (a.json_out) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("PET %s: body %lld, classifier head %lld, generator head %lld, total %lld parameters\n",
+                cfg.preset.c_str(), static_cast<long long>(n.body), static_cast<long long>(n.classifier),
+                static_cast<long long>(n.generator), static_cast<long long>(n.total));
+  }
+}
+
+// ---- pretrain -------------------------------------------------------------------------
+
+struct PretrainArgs {
+  std::string data, out, config, preset = "tiny", optimizer = "lion";
+  int64_t epochs = 10, batch = 250, max_jets = 0;
+  int threads = 0;
+  bool resume = false;
+  double lr = 3e-4, lr_factor = 1.0, val_fraction = 0.1, test_fraction = 0.1, warmup_epochs = 1;
+  uint64_t seed = 1;
+};
+
+json jetConditioning(const JetTensors& t, int64_t classes) {
+  json out = json::object();
+  for (int64_t c = 0; c < classes; ++c) {
+    const torch::Tensor sel = t.jets.index({t.labels == c});
+    if (sel.size(0) < 2) continue;
+    const torch::Tensor mean = sel.mean(0), std = sel.std(0);
+    out[std::to_string(c)] = {
+        {"mean", std::vector<float>(mean.data_ptr<float>(), mean.data_ptr<float>() + mean.numel())},
+        {"std", std::vector<float>(std.data_ptr<float>(), std.data_ptr<float>() + std.numel())}};
+  }
+  return out;
+}
+
+void runPretrain(const PretrainArgs& a) {
+  configureThreads(a.threads);
+  installStopHandlers();
+  // The data-parallel factory replaces this line: the rest of the command is rank-agnostic.
+  std::unique_ptr<ParallelContext> ctx = std::make_unique<SingleProcessContext>();
+
+  json train_cfg = json::object();
+  if (!a.config.empty()) {
+    const json j = readJsonFile(a.config);
+    if (j.contains("train")) train_cfg = j.at("train");
+  }
+  data::JetArrays raw = readJetFiles(splitList(a.data), a.max_jets);
+  if (raw.labels.empty()) throw InputError(a.data + ": pretraining needs class labels (pid)");
+  int64_t classes = 0;
+  for (int64_t y : raw.labels) classes = std::max(classes, y + 1);
+  PetConfig cfg = configFrom(a.preset, a.config);
+  cfg.num_classes = std::max<int64_t>(2, classes);
+  cfg.generator = true;
+
+  const data::FeatureStats stats = data::FeatureStats::jetClass();
+  const JetTensors all = JetTensors::fromArrays(raw, stats);
+  auto [rest, test_rows] = splitRows(all.size(), a.test_fraction, a.seed);
+  const JetTensors pool = all.subset(rest);
+  auto [train_rows, val_rows] = splitRows(pool.size(), a.val_fraction, a.seed + 1);
+  const JetTensors train = pool.subset(train_rows), val = pool.subset(val_rows);
+  const JetTensors test = all.subset(test_rows);
+
+  TrainOptions t;
+  t.optimizer.kind = train_cfg.value("optimizer", a.optimizer);
+  t.optimizer.lr = train_cfg.value("lr", a.lr);
+  t.optimizer.lr_factor = train_cfg.value("lr_factor", a.lr_factor);
+  t.optimizer.weight_decay = train_cfg.value("weight_decay", 1e-5);
+  t.warmup_epochs = train_cfg.value("warmup_epochs", a.warmup_epochs);
+  t.warmup_scale = std::sqrt(static_cast<double>(ctx->worldSize()));
+  t.clip_norm = train_cfg.value("clip_norm", 1.0);
+  t.ema = true;
+  t.ema_decay = train_cfg.value("ema_decay", 0.999);
+  t.batch_size = train_cfg.value("batch_size", a.batch);
+  t.max_epochs = train_cfg.value("epochs", a.epochs);
+  t.patience = train_cfg.value("patience", int64_t{0});
+  t.seed = a.seed;
+  t.state_dir = (fs::path(a.out) / "state").string();
+  t.resume = a.resume;
+  t.label = "pretrain";
+  if (!a.resume && checkpointExists(t.state_dir))
+    throw InputError(a.out + ": holds a training state; pass --resume to continue or choose a new --out");
+
+  std::vector<std::string> names;
+  const bool synth_labels = classes == data::kNumSynthClasses;
+  for (int64_t c = 0; c < cfg.num_classes; ++c)
+    names.push_back(synth_labels ? data::jetClassName(static_cast<int>(c)) : std::to_string(c));
+  CheckpointMeta meta;
+  meta.stats = stats;
+  meta.class_names = names;
+  Pet model(cfg);
+  model->resetParameters(deriveSeed({a.seed, 0x696e6974ULL}));
+  Trainer trainer(model, meta, t, *ctx);
+  const FitResult fit = trainer.fit(train, &val, Objective::kPretrain);
+
+  const EvalResult ev = trainer.evaluate(test, Objective::kPretrain);
+  if (ctx->isRoot()) {
+    meta.config = cfg;
+    meta.training = {{"fit", toJson(fit)}, {"test", ev.metrics}, {"data", a.data}};
+    meta.extra = {{"jet_conditioning", jetConditioning(train, cfg.num_classes)},
+                  {"num_particles", raw.P}};
+    writeCheckpoint((fs::path(a.out) / "model").string(), meta, trainer.modelTensors());
+    json j = {{"out", (fs::path(a.out) / "model").string()},
+              {"train_jets", train.size()},
+              {"val_jets", val.size()},
+              {"test_jets", test.size()},
+              {"test_accuracy", ev.metrics.value("accuracy", 0.0)},
+              {"test_loss", ev.loss},
+              {"fit", toJson(fit)}};
+    std::printf("%s\n", j.dump(2).c_str());
+  }
+  ctx->barrier();
+}
+
+// ---- finetune -------------------------------------------------------------------------
+
+struct FinetuneArgs {
+  std::string init = "none", preset = "tiny", config, train, out, optimizer = "lion";
+  double val_fraction = 0.1, test_fraction = 0.2, lr = 3e-4, lr_factor = 5.0;
+  int64_t epochs = 10, batch = 64, patience = 3;
+  int threads = 0;
+  uint64_t seed = 1;
+  bool json_out = false, resume = false;
+};
+
+void runFinetune(const FinetuneArgs& a) {
+  configureThreads(a.threads);
+  installStopHandlers();
+  const data::JetArrays raw = readJetFiles({a.train}, 0);
+  auto [rest, test_rows] = splitRows(raw.n, a.test_fraction, a.seed);
+  const data::JetArrays pool = raw.subset(rest), test = raw.subset(test_rows);
+
+  const uint64_t init_seed = deriveSeed({a.seed, 0x696e6974ULL});
+  std::unique_ptr<PetClassifier> clf;
+  WarmStartReport report;
+  if (a.init == "none") {
+    clf = std::make_unique<PetClassifier>(configFrom(a.preset, a.config), init_seed);
+  } else {
+    const Checkpoint ck = readCheckpoint(a.init);
+    clf = std::make_unique<PetClassifier>(ck.meta.config, init_seed, ck.meta.stats);
+    report = warmStart(clf->model(), ck);
+    logInfo("warm start from {}: {}", a.init, report.summary());
+  }
+  ClassifierFitOptions o;
+  o.optimizer = a.optimizer;
+  o.lr = a.lr;
+  o.lr_factor = a.lr_factor;
+  o.batch_size = a.batch;
+  o.max_epochs = a.epochs;
+  o.patience = a.patience;
+  o.val_fraction = a.val_fraction;
+  o.seed = a.seed;
+  o.state_dir = (fs::path(a.out) / "state").string();
+  o.resume = a.resume;
+  o.show_progress = true;
+  o.label = "finetune";
+  const FitResult fit = clf->fit(pool, nullptr, o);
+  const std::vector<float> p = clf->predict(test);
+  std::vector<double> s(p.begin(), p.end());
+  std::vector<int> y(test.labels.begin(), test.labels.end());
+  const BinaryMetrics m = binaryMetrics(s, y);
+  clf->save((fs::path(a.out) / "model").string());
+  json j = {{"init", a.init},
+            {"train_jets", pool.n},
+            {"test_jets", test.n},
+            {"test", {{"accuracy", m.accuracy}, {"auc", m.auc},
+                      {"rejection_at_eps_s_0.5", m.rejection50}, {"rejection_at_eps_s_0.3", m.rejection30}}},
+            {"warm_start_skipped", report.skipped},
+            {"fit", toJson(fit)}};
+  if (a.json_out) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("test accuracy %.4f  AUC %.4f  1/eps_B(eps_S=0.5) %s  1/eps_B(eps_S=0.3) %s  (%lld jets)\n",
+                m.accuracy, m.auc, fixed(m.rejection50).c_str(), fixed(m.rejection30).c_str(),
+                static_cast<long long>(test.n));
+  }
+}
+
+// ---- generate -------------------------------------------------------------------------
+
+struct GenerateArgs {
+  std::string ckpt, out;
+  int64_t cls = 0, jets = 100, steps = 64, batch = 256;
+  int threads = 0;
+  uint64_t seed = 1;
+};
+
+void runGenerate(const GenerateArgs& a) {
+  configureThreads(a.threads);
+  const Checkpoint ck = readCheckpoint(a.ckpt);
+  if (!ck.meta.config.generator)
+    throw InputError(a.ckpt + ": checkpoint has no generator head; use a pretrained checkpoint");
+  if (a.cls < 0 || a.cls >= ck.meta.config.num_classes)
+    throw InputError("--class " + std::to_string(a.cls) + " is out of range for " + a.ckpt + " (" +
+                     std::to_string(ck.meta.config.num_classes) + " classes)");
+  const json cond = ck.meta.extra.value("jet_conditioning", json::object());
+  const std::string key = std::to_string(a.cls);
+  if (!cond.contains(key))
+    throw InputError(a.ckpt + ": no jet conditioning statistics for class " + key +
+                     "; use a checkpoint written by foldfarm pretrain");
+  const int64_t P = ck.meta.extra.value("num_particles", int64_t{128});
+  Pet model = loadPet(ck, /*prefer_ema=*/true);
+  model->eval();
+  const auto mean = cond.at(key).at("mean").get<std::vector<float>>();
+  const auto sd = cond.at(key).at("std").get<std::vector<float>>();
+  const auto& st = ck.meta.stats;
+  std::mt19937_64 rng(deriveSeed({a.seed, 0x67656eULL}));
+  std::normal_distribution<double> norm;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(deriveSeed({a.seed, 0x6e6f697365ULL}));
+
+  data::JetArrays out = data::JetArrays::zeros(a.jets, P, true);
+  Progress progress("generate", a.jets, "jet");
+  for (int64_t begin = 0; begin < a.jets; begin += a.batch) {
+    const int64_t n = std::min(a.batch, a.jets - begin);
+    torch::Tensor jets = torch::zeros({n, 4});
+    torch::Tensor mask = torch::zeros({n, P});
+    std::vector<int64_t> mult(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      for (int f = 0; f < 4; ++f) jets[i][f] = mean[f] + sd[f] * norm(rng);
+      const double raw_mult = jets[i][3].item<double>() * st.jet_std[3] + st.jet_mean[3];
+      mult[static_cast<size_t>(i)] = std::clamp<int64_t>(std::llround(raw_mult), 1, P);
+      jets[i][3] = (static_cast<double>(mult[static_cast<size_t>(i)]) - st.jet_mean[3]) / st.jet_std[3];
+      mask[i].narrow(0, 0, mult[static_cast<size_t>(i)]).fill_(1.0);
+    }
+    const torch::Tensor labels = torch::full({n}, a.cls, torch::kLong);
+    const torch::Tensor x = sampleParticles(model, mask, jets, labels, a.steps, gen);
+    for (int64_t i = 0; i < n; ++i) {
+      float* jet = out.jet(begin + i);
+      for (int f = 0; f < 4; ++f) jet[f] = jets[i][f].item<float>() * st.jet_std[f] + st.jet_mean[f];
+      jet[3] = static_cast<float>(mult[static_cast<size_t>(i)]);
+      out.labels[static_cast<size_t>(begin + i)] = a.cls;
+      auto acc = x.accessor<float, 3>();
+      for (int64_t j = 0; j < mult[static_cast<size_t>(i)]; ++j) {
+        float* p = out.particle(begin + i, j);
+        for (int f = 0; f < 3; ++f) p[f] = acc[i][j][f] * st.particle_std[f] + st.particle_mean[f];
+        // Feature 2 = log(1 - pT/pT_jet) is negative for a real particle; keep it non-zero.
+        p[2] = std::min(p[2], -1e-6f);
+      }
+    }
+    progress.update(begin + n);
+  }
+  progress.finish();
+  data::writeJetFile(a.out, out,
+                     json{{"generated_by", "foldfarm generate"}, {"checkpoint", a.ckpt},
+                          {"class", a.cls}, {"steps", a.steps}, {"seed", a.seed}});
+  std::printf("%s\n", json{{"out", a.out}, {"jets", a.jets}, {"class", a.cls}}.dump().c_str());
+}
+
+// ---- bench pet ------------------------------------------------------------------------
+
+struct BenchArgs {
+  std::string preset = "omnilearn", mode = "classifier", data;
+  int64_t batch = 64, steps = 6, warmup = 2, max_jets = 2000;
+  int threads = 2;
+  bool baseline = false, compare = false, json_out = false;
+};
+
+struct BenchRun {
+  double jets_per_s = 0, step_ms = 0, mean_width = 0;
+};
+
+BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& set, bool baseline) {
+  const bool pretrain = a.mode == "pretrain";
+  Pet model(cfg);
+  model->resetParameters(1);
+  model->setNaiveEdges(baseline);
+  model->train();
+  OptimizerSettings os;
+  os.lr = 1e-5;
+  auto opt = makeOptimizer(model, os);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  const auto batches = epochBatches(set, a.batch, 7, 0, 0, 1, !baseline);
+  if (static_cast<int64_t>(batches.size()) < a.warmup + a.steps)
+    throw InputError(a.data + ": too few jets for " + std::to_string(a.warmup + a.steps) +
+                     " batches of " + std::to_string(a.batch));
+  BenchRun r;
+  double seconds = 0, jets = 0, width = 0;
+  for (int64_t s = 0; s < a.warmup + a.steps; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const JetBatch b = makeBatch(set, batches[static_cast<size_t>(s)], !baseline);
+    opt->zero_grad();
+    torch::Tensor loss;
+    if (pretrain) {
+      loss = pretrainLoss(model, b, gen).total;
+    } else {
+      const auto out = model->classify(b.particles, b.mask, b.jets);
+      loss = weightedClassifierLoss(out.logits, b.labels, b.weights);
+    }
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(model->parameters(), 1.0);
+    opt->step();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s >= a.warmup) {
+      seconds += dt;
+      jets += static_cast<double>(b.size());
+      width += static_cast<double>(b.particles.size(1));
+    }
+  }
+  r.jets_per_s = jets / seconds;
+  r.step_ms = 1000.0 * seconds / static_cast<double>(a.steps);
+  r.mean_width = width / static_cast<double>(a.steps);
+  return r;
+}
+
+double sgemmGflops() {
+  const torch::Tensor x = torch::randn({1024, 1024}), y = torch::randn({1024, 1024});
+  torch::mm(x, y);
+  const int reps = 10;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i) torch::mm(x, y);
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 2.0 * 1024.0 * 1024.0 * 1024.0 * reps / dt / 1e9;
+}
+
+void runBench(const BenchArgs& a) {
+  configureThreads(a.threads);
+  if (a.mode != "classifier" && a.mode != "pretrain")
+    throw InputError("--mode must be classifier or pretrain");
+  const data::JetArrays raw = readJetFiles({a.data}, a.max_jets);
+  int64_t classes = 1;
+  for (int64_t y : raw.labels) classes = std::max(classes, y + 1);
+  PetConfig cfg = petPreset(a.preset);
+  const bool pretrain = a.mode == "pretrain";
+  cfg.num_classes = pretrain ? std::max<int64_t>(2, classes) : 1;
+  cfg.generator = pretrain;
+  data::JetArrays binary = raw;
+  if (!pretrain)
+    for (auto& y : binary.labels) y = y > 0 ? 1 : 0;
+  const JetTensors set = JetTensors::fromArrays(binary, data::FeatureStats::jetClass());
+  double mean_mult = 0;
+  for (int64_t i = 0; i < raw.n; ++i) mean_mult += static_cast<double>(raw.multiplicity(i));
+  mean_mult /= static_cast<double>(raw.n);
+
+  const double sgemm = sgemmGflops();
+  const double flops_per_jet = 3.0 * petForwardFlops(cfg, mean_mult, pretrain);
+  json j = {{"preset", a.preset}, {"mode", a.mode}, {"batch", a.batch}, {"threads", a.threads},
+            {"steps", a.steps}, {"data", a.data}, {"padded_particles", raw.P},
+            {"mean_multiplicity", mean_mult}, {"flops_per_jet", flops_per_jet},
+            {"sgemm_gflops", sgemm}};
+  auto record = [&](const BenchRun& r, const std::string& prefix) {
+    j[prefix + "jets_per_s"] = r.jets_per_s;
+    j[prefix + "step_ms"] = r.step_ms;
+    j[prefix + "mean_batch_width"] = r.mean_width;
+    j[prefix + "useful_gflops"] = r.jets_per_s * flops_per_jet / 1e9;
+    j[prefix + "fraction_of_sgemm"] = r.jets_per_s * flops_per_jet / 1e9 / sgemm;
+  };
+  const BenchRun main = benchOnce(a, cfg, set, a.baseline);
+  j["baseline"] = a.baseline;
+  record(main, "");
+  if (a.compare) {
+    const BenchRun other = benchOnce(a, cfg, set, !a.baseline);
+    record(other, a.baseline ? "optimised_" : "baseline_");
+    j["speedup"] = a.baseline ? other.jets_per_s / main.jets_per_s : main.jets_per_s / other.jets_per_s;
+  }
+  if (a.json_out) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("%s %s: %.1f jets/s (%.0f ms/step), %.3g FLOP/jet, %.1f%% of sgemm %.0f GFLOP/s\n",
+                a.preset.c_str(), a.mode.c_str(), main.jets_per_s, main.step_ms, flops_per_jet,
+                100.0 * j["fraction_of_sgemm"].get<double>(), sgemm);
+  }
+}
+
+}  // namespace
+
+void registerModelCommands(CommandGroups& g) {
+  auto info = std::make_shared<InfoArgs>();
+  CLI::App* model = g.root.add_subcommand("model", "PET model: sizes and parameter counts");
+  model->require_subcommand(1);
+  CLI::App* i = model->add_subcommand("info", "Parameter counts per component (body, heads, total)");
+  i->add_option("--preset", info->preset, "omnilearn or tiny")->capture_default_str();
+  i->add_option("--config", info->config, "JSON file whose \"model\" object overrides sizes");
+  i->add_option("--classes", info->classes, "Classifier outputs (1 = one logit)")->capture_default_str();
+  i->add_flag("--generator", info->generator, "Include the diffusion generator head");
+  i->add_flag("--json", info->json_out, "Print JSON");
+  i->callback([info] { runInfo(*info); });
+
+  auto pre = std::make_shared<PretrainArgs>();
+  CLI::App* p = g.root.add_subcommand("pretrain", "Pretrain PET (classification + diffusion + noised classification)");
+  p->add_option("--data", pre->data, "Jets HDF5 file(s), comma-separated, with pid labels")->required();
+  p->add_option("--out", pre->out, "Output directory (state/ while training, model/ at the end)")->required();
+  p->add_option("--config", pre->config, "JSON with \"model\" (size overrides) and \"train\" (lr, epochs, ...)");
+  p->add_option("--preset", pre->preset, "omnilearn or tiny")->capture_default_str();
+  p->add_option("--epochs", pre->epochs, "Epochs")->capture_default_str();
+  p->add_option("--batch", pre->batch, "Batch size per rank")->capture_default_str();
+  p->add_option("--lr", pre->lr, "Head learning rate after warm-up (x sqrt(ranks))")->capture_default_str();
+  p->add_option("--lr-factor", pre->lr_factor, "Body learns at lr / lr_factor")->capture_default_str();
+  p->add_option("--optimizer", pre->optimizer, "lion or adamw")->capture_default_str();
+  p->add_option("--warmup-epochs", pre->warmup_epochs, "Linear warm-up epochs")->capture_default_str();
+  p->add_option("--val-fraction", pre->val_fraction, "Validation fraction")->capture_default_str();
+  p->add_option("--test-fraction", pre->test_fraction, "Held-out test fraction")->capture_default_str();
+  p->add_option("--max-jets", pre->max_jets, "Read at most this many jets (0: all)")->capture_default_str();
+  p->add_option("--seed", pre->seed, "Seed of initialisation, splits, data order and noise")->capture_default_str();
+  p->add_option("--threads", pre->threads, "Threads (0: all cores)")->capture_default_str();
+  p->add_flag("--resume", pre->resume, "Continue from <out>/state");
+  p->callback([pre] { runPretrain(*pre); });
+
+  auto ft = std::make_shared<FinetuneArgs>();
+  CLI::App* f = g.root.add_subcommand("finetune", "Train a one-logit PET classifier, from a checkpoint or from scratch");
+  f->add_option("--init", ft->init, "Checkpoint directory to warm-start from, or none")->capture_default_str();
+  f->add_option("--preset", ft->preset, "Preset when --init none")->capture_default_str();
+  f->add_option("--config", ft->config, "JSON with \"model\" size overrides (--init none)");
+  f->add_option("--train", ft->train, "Jets HDF5 file with 0/1 pid labels")->required();
+  f->add_option("--out", ft->out, "Output directory (model/, state/)")->required();
+  f->add_option("--val-fraction", ft->val_fraction, "Validation fraction of the training part")->capture_default_str();
+  f->add_option("--test-fraction", ft->test_fraction, "Held-out test fraction")->capture_default_str();
+  f->add_option("--epochs", ft->epochs, "Maximum epochs")->capture_default_str();
+  f->add_option("--patience", ft->patience, "Early-stopping patience (0: off)")->capture_default_str();
+  f->add_option("--batch", ft->batch, "Batch size")->capture_default_str();
+  f->add_option("--lr", ft->lr, "Head learning rate")->capture_default_str();
+  f->add_option("--lr-factor", ft->lr_factor, "Body learns at lr / lr_factor")->capture_default_str();
+  f->add_option("--optimizer", ft->optimizer, "lion or adamw")->capture_default_str();
+  f->add_option("--seed", ft->seed, "Seed")->capture_default_str();
+  f->add_option("--threads", ft->threads, "Threads (0: all cores)")->capture_default_str();
+  f->add_flag("--resume", ft->resume, "Continue from <out>/state");
+  f->add_flag("--json", ft->json_out, "Print JSON");
+  f->callback([ft] { runFinetune(*ft); });
+
+  auto gen = std::make_shared<GenerateArgs>();
+  CLI::App* ge = g.root.add_subcommand("generate", "Sample jets of one class with the diffusion head (EMA weights)");
+  ge->add_option("--ckpt", gen->ckpt, "Pretrained checkpoint directory (<out>/model)")->required();
+  ge->add_option("--class", gen->cls, "Class index")->required();
+  ge->add_option("--jets", gen->jets, "Number of jets")->required();
+  ge->add_option("--out", gen->out, "Output HDF5 (jets layout, written atomically)")->required();
+  ge->add_option("--steps", gen->steps, "Second-order sampler steps")->capture_default_str();
+  ge->add_option("--seed", gen->seed, "Seed")->capture_default_str();
+  ge->add_option("--threads", gen->threads, "Threads (0: all cores)")->capture_default_str();
+  ge->callback([gen] { runGenerate(*gen); });
+
+  auto bench = std::make_shared<BenchArgs>();
+  CLI::App* b = g.bench.add_subcommand("pet", "PET training-step throughput (forward + backward + optimiser)");
+  b->add_option("--preset", bench->preset, "omnilearn or tiny")->capture_default_str();
+  b->add_option("--mode", bench->mode, "classifier or pretrain")->capture_default_str();
+  b->add_option("--batch", bench->batch, "Batch size")->capture_default_str();
+  b->add_option("--threads", bench->threads, "Threads")->capture_default_str();
+  b->add_option("--data", bench->data, "Jets HDF5 file")->required();
+  b->add_option("--steps", bench->steps, "Timed steps")->capture_default_str();
+  b->add_option("--warmup", bench->warmup, "Untimed warm-up steps")->capture_default_str();
+  b->add_flag("--baseline", bench->baseline, "Padded to P, naive (gather + concat) edge layers");
+  b->add_flag("--compare", bench->compare, "Also run the other path in the same process and report the speed-up");
+  b->add_flag("--json", bench->json_out, "Print JSON");
+  b->callback([bench] { runBench(*bench); });
+}
 
 }  // namespace foldfarm::app
