@@ -198,7 +198,9 @@ std::string renderArrayScript(const SbatchResources& r, const ArrayJob& job) {
   renderSetup(s, r);
   s << "\nff_campaign=" << shellQuote(job.campaignDir) << "\n";
   s << "ff_manifest=" << shellQuote(job.manifestPath) << "\n";
-  s << "ff_bin=" << shellQuote(r.foldfarm) << "\n";
+  std::vector<std::string> work = job.workArgv;
+  if (work.empty()) work = {r.foldfarm, "campaign", "work"};
+  s << "ff_work=(" << shellJoin(work) << ")\n";
   s << "ff_lanes=" << job.lanes << "\n";
   s << "export OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask << "\n";
   s << R"SH(ff_element=${SLURM_ARRAY_TASK_ID:?not running as a Slurm array element}
@@ -216,7 +218,7 @@ for ((ff_lane = 0; ff_lane < ff_lanes && ff_lane < ${#ff_tasks[@]}; ff_lane++));
   for ((ff_i = ff_lane; ff_i < ${#ff_tasks[@]}; ff_i += ff_lanes)); do
     ff_args+=(--task "${ff_tasks[ff_i]}")
   done
-  ff_start "$ff_bin" campaign work "$ff_campaign" "${ff_args[@]}"
+  ff_start "${ff_work[@]}" "$ff_campaign" "${ff_args[@]}"
 done
 )SH";
   renderFinish(s, r);

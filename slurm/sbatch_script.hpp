@@ -63,6 +63,9 @@ struct ArrayJob {
   int elements = 0;          // --array=0-(elements-1)
   int throttle = 0;          // %K; 0: none
   int lanes = 1;             // parallel workers per element (tasks sharing its GPU)
+  // The worker command before "D --task ID …"; empty: {res.foldfarm, "campaign", "work"}.
+  // (Any program speaking `… work D --task ID [--task ID …]` and writing result files.)
+  std::vector<std::string> workArgv;
 };
 
 // (c) One array of a campaign. Each element requests one GPU (when gpusPerNode > 0) or

@@ -70,11 +70,11 @@ bool jobEnded(const JobView& v, const TaskRecord& t, std::string& why) {
   }
   auto it = v.byExternalId.find(t.external_id);
   if (it == v.byExternalId.end()) {
-    why = "job " + t.external_id + " is no longer known to Slurm";
+    why = "its Slurm job is no longer known to slurmctld";
     return true;
   }
   if (it->second.finished()) {
-    why = "job " + t.external_id + " ended " + it->second.state + " without a result";
+    why = "its Slurm job ended " + it->second.state + " without a result";
     return true;
   }
   return false;
@@ -108,7 +108,7 @@ SbatchResources elementResources(const jobs::Campaign& c, const SlurmCampaignOpt
 
 // Step 4 for one planned array. Throws Error when sbatch fails; nothing is recorded then.
 void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResources& base, int lanes,
-                 const PlannedArray& array, RoundResult& round) {
+                 const std::vector<std::string>& workArgv, const PlannedArray& array, RoundResult& round) {
   const std::string slurmDir = c.dir() + "/slurm";
   std::error_code ec;
   fs::create_directories(slurmDir, ec);
@@ -128,6 +128,7 @@ void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResou
   job.elements = static_cast<int>(array.shards.size());
   job.throttle = array.throttle;
   job.lanes = lanes;
+  job.workArgv = workArgv;
   const std::string scriptPath = subDir + "/array.sbatch";
   SubmittedJob submitted;
   try {
@@ -212,7 +213,7 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
     logInfo("{} task(s) wait for room under MaxJobCount={} ({} job(s) queued)", plan.deferred.size(),
             po.limits.maxJobCount, po.queuedJobs);
   }
-  for (const auto& a : plan.arrays) submitArray(c, client, res, lanes, a, round);
+  for (const auto& a : plan.arrays) submitArray(c, client, res, lanes, o.workArgv, a, round);
   return round;
 }
 

@@ -40,6 +40,9 @@ struct SlurmCampaignOptions {
   // spec asks for GPUs; on CPU nodes lanes = tasksPerNode.
   SbatchResources resources;
   bool resourcesFromSpec = true;  // fill gpus/lanes/cpus from the spec's "resources"
+  // Worker command of the array elements before "D --task ID …"; empty:
+  // {resources.foldfarm, "campaign", "work"}.
+  std::vector<std::string> workArgv;
   int tasksPerElement = 0;        // 0: automatic (array_plan.hpp)
   int throttle = 0;               // total concurrent elements (%K); 0: none
   bool wait = true;               // watch until done; false: submit one round and return

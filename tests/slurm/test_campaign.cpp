@@ -1,0 +1,183 @@
+// Campaigns through Slurm job arrays on the real local cluster: array elements run the
+// jobs library's `work D --task ID …` (ff_jobs_tool, the torch-free front end of
+// `foldfarm campaign work`) and write results only; the submitting process
+// (runCampaignOnSlurm) is the only journal writer.
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/error.hpp"
+#include "jobs/campaign.hpp"
+#include "jobs/task_kind.hpp"
+#include "slurm/slurm_campaign.hpp"
+#include "tests/slurm/slurm_fixture.hpp"
+
+using namespace foldfarm;
+using namespace foldfarm::slurm;
+using namespace foldfarm::slurm::testing;
+using jobs::TaskState;
+
+namespace {
+
+const char* kHostile = "c a m p 'q' \"dq\" $(touch INJECTED) `touch INJECTED2`; touch INJECTED3";
+
+std::string createSleepCampaign(const std::string& dir, int tasks, double seconds) {
+  jobs::registerBuiltinTaskKinds();
+  nlohmann::json spec = {{"name", "sleepers"}, {"task", "sleep"},         {"replicas", tasks},
+                         {"members", 1},       {"seed", 7},               {"params", {{"seconds", seconds}}},
+                         {"executor", "slurm"}, {"resources", {{"cpu_slots", 1}}}};
+  jobs::Campaign::init(jobs::parseCampaignSpec(spec, "test spec", dir), dir);
+  return dir;
+}
+
+SlurmCampaignOptions fastOptions() {
+  SlurmCampaignOptions o;
+  o.workArgv = {FF_JOBS_TOOL, "work"};
+  o.pollInitialS = 1.0;
+  o.pollMaxS = 2.0;
+  return o;
+}
+
+// A textual dump of everything the journal holds that a submission could change.
+std::string journalDump(const std::string& dir) {
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  std::string s;
+  for (const auto& t : c.tasks()) {
+    s += t.id + " " + std::string(jobs::toString(t.state)) + " a=" + std::to_string(t.attempts) + " ext=" +
+         t.external_id + " n=" + std::to_string(c.journal().eventCount(t.index)) + "\n";
+  }
+  return s + "events=" + std::to_string(c.journal().eventCount(-1)) + "\n";
+}
+
+class SlurmCampaign : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ensureLocalCluster();
+    base_ = makeTempDir("ff-slurm-campaign");
+  }
+  void TearDown() override { std::filesystem::remove_all(base_); }
+  std::string base_;
+};
+
+}  // namespace
+
+// Sleep tasks as arrays complete; the campaign directory, job name and output pattern
+// carry spaces, quotes, $(), `` and ; and nothing is injected.
+TEST_F(SlurmCampaign, SleepCampaignInHostilePathCompletes) {
+  const std::string dir = base_ + "/" + kHostile;
+  createSleepCampaign(dir, 6, 0.5);
+  SlurmCampaignOptions o = fastOptions();
+  o.resources.jobName = std::string("job ") + kHostile;
+  o.resources.output = base_ + "/out $(touch INJECTED4) %A_%a.txt";
+  o.throttle = 2;
+  SlurmCampaignSummary sum = runCampaignOnSlurm(dir, o);
+  EXPECT_EQ(sum.counts[TaskState::kDone], 6);
+  EXPECT_EQ(sum.tasksSubmitted, 6);
+  EXPECT_EQ(sum.tasksRequeued, 0);
+  EXPECT_EQ(sum.resultsIngested, 6);
+
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.state, TaskState::kDone) << t.id;
+    EXPECT_EQ(t.attempts, 1) << t.id;
+    EXPECT_EQ(t.ingested, 1) << t.id;
+    EXPECT_EQ(arrayJobIdOf(t.external_id), sum.jobIds.at(0)) << t.external_id;
+  }
+  int outputs = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(base_)) {
+    std::string name = e.path().filename().string();
+    for (const char* m : {"INJECTED", "INJECTED2", "INJECTED3", "INJECTED4"}) EXPECT_NE(name, m) << e.path();
+    if (name.rfind("out $(touch INJECTED4) ", 0) == 0) ++outputs;
+  }
+  EXPECT_EQ(outputs, 6);  // one output file per element, at the quoted path
+}
+
+// scancel in the middle: the tasks without a result go back to pending and are the only
+// ones resubmitted; every task ends done with exactly one result ingested.
+TEST_F(SlurmCampaign, ScancelMidwayResubmitsOnlyTheMissingTasks) {
+  const std::string dir = createSleepCampaign(base_ + "/c", 6, 2.0);
+  SlurmCampaignOptions o = fastOptions();
+  o.tasksPerElement = 1;
+  o.throttle = 2;
+  o.wait = false;
+  SlurmCampaignSummary first = runCampaignOnSlurm(dir, o);
+  ASSERT_EQ(first.jobIds.size(), 1u);
+  const std::string job = first.jobIds[0];
+
+  // Cancel once two results are on disk (the first two elements finished).
+  auto results = [&] {
+    std::set<std::string> done;
+    jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+    for (const auto& t : c.tasks()) {
+      auto r = jobs::readTaskResult(c.resultPath(t.id));
+      if (r && r->status == 0) done.insert(t.id);
+    }
+    return done;
+  };
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (results().size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_GE(results().size(), 2u);
+  ASSERT_TRUE(runProcess({"scancel", job}).ok());
+  SlurmClient client;
+  waitForJob(client, job, 30);
+  const std::set<std::string> before = results();
+  ASSERT_LT(before.size(), 6u) << "the array finished before it was cancelled";
+
+  o.wait = true;
+  SlurmCampaignSummary second = runCampaignOnSlurm(dir, o);
+  EXPECT_EQ(second.counts[TaskState::kDone], 6);
+  EXPECT_EQ(second.tasksSubmitted, static_cast<int>(6 - before.size()));
+  EXPECT_EQ(second.tasksRequeued, static_cast<int>(6 - before.size()));
+
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.state, TaskState::kDone) << t.id;
+    EXPECT_EQ(t.ingested, 1) << t.id;
+    const bool finishedFirst = before.count(t.id) > 0;
+    EXPECT_EQ(t.attempts, finishedFirst ? 1 : 2) << t.id;
+    EXPECT_EQ(arrayJobIdOf(t.external_id), finishedFirst ? job : second.jobIds.at(0)) << t.id;
+  }
+}
+
+// sbatch refusing the job (unknown partition): one clear error from the command, a
+// non-zero exit, the journal unchanged and no submission directory left behind.
+TEST_F(SlurmCampaign, SbatchFailureLeavesTheJournalUnchanged) {
+  const std::string dir = createSleepCampaign(base_ + "/c", 3, 0.1);
+  const std::string before = journalDump(dir);
+  const std::string sumBefore = runProcess({"sha256sum", dir + "/journal.sqlite"}).out;
+  SlurmCampaignOptions o = fastOptions();
+  o.resources.partition = "no-such-partition";
+  try {
+    runCampaignOnSlurm(dir, o);
+    ADD_FAILURE() << "sbatch accepted an unknown partition";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("sbatch rejected"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("invalid partition"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+  EXPECT_EQ(journalDump(dir), before);
+  if (!std::string(FOLDFARM_BINARY).empty() && std::filesystem::exists(FOLDFARM_BINARY)) {
+    // The command: one `foldfarm: error:` line and exit status 1.
+    ProcessResult r = runProcess({FOLDFARM_BINARY, "slurm", "submit", dir, "--partition", "no-such-partition",
+                                  "--poll", "1"});
+    EXPECT_EQ(r.exitCode, 1) << r.err;
+    int errorLines = 0;
+    std::istringstream err(r.err);
+    for (std::string line; std::getline(err, line);) {
+      if (line.find("error") != std::string::npos) {
+        ++errorLines;
+        EXPECT_EQ(line.rfind("foldfarm: error: sbatch rejected", 0), 0u) << line;
+      }
+    }
+    EXPECT_EQ(errorLines, 1) << r.err;
+    EXPECT_EQ(journalDump(dir), before);
+  }
+  EXPECT_EQ(runProcess({"sha256sum", dir + "/journal.sqlite"}).out, sumBefore);
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/slurm", ec)) {
+    ADD_FAILURE() << "left behind: " << e.path();
+  }
+}
