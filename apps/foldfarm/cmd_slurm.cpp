@@ -1,7 +1,237 @@
+// foldfarm slurm render pretrain|pilot|array, slurm submit D, slurm status D.
+#include <cstdio>
+#include <memory>
+
 #include "apps/foldfarm/commands.hpp"
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "jobs/campaign.hpp"
+#include "jobs/executor.hpp"
+#include "slurm/array_plan.hpp"
+#include "slurm/sbatch_script.hpp"
+#include "slurm/slurm_campaign.hpp"
+#include "slurm/slurm_client.hpp"
 
 namespace foldfarm::app {
+namespace {
 
-void registerSlurmCommands(CommandGroups& g) { (void)g; }
+using slurm::SbatchResources;
+
+struct ResourceArgs {
+  SbatchResources res;
+  std::vector<std::string> setupFiles;
+  bool foldfarmGiven = false;
+
+  void addTo(CLI::App& c) {
+    c.add_option("--job-name", res.jobName, "Job name (any text; quoted)")->capture_default_str();
+    c.add_option("-p,--partition", res.partition, "Partition(s), comma-separated");
+    c.add_option("-A,--account", res.account, "Account to charge");
+    c.add_option("-q,--qos", res.qos, "Quality of service");
+    c.add_option("-t,--time", res.time, "Time limit: MM, HH:MM:SS, D-HH:MM:SS");
+    c.add_option("-C,--constraint", res.constraint, "Node features, e.g. a100&ib");
+    c.add_option("--mem", res.mem, "Memory per node, e.g. 64G");
+    c.add_option("-N,--nodes", res.nodes, "Nodes")->capture_default_str();
+    c.add_option("--gpus-per-node", res.gpusPerNode, "GPUs per node (0: CPU nodes)")->capture_default_str();
+    c.add_option("--tasks-per-gpu", res.tasksPerGpu, "Campaign tasks sharing one GPU")->capture_default_str();
+    c.add_option("--tasks-per-node", res.tasksPerNode, "Ranks/task slots per node on CPU nodes")
+        ->capture_default_str();
+    c.add_option("-c,--cpus-per-task", res.cpusPerTask, "CPUs (and threads) per task")->capture_default_str();
+    c.add_option("-o,--output", res.output, "Output file pattern (%A array job, %a element, %j job)");
+    c.add_option("-e,--error", res.error, "Error file pattern (default: with --output)");
+    c.add_option("--chdir", res.workDir, "Working directory of the job");
+    c.add_option("--setup", res.setupLines,
+                 "A shell line run before the workers (module load …, export …); repeatable. "
+                 "These lines are your own shell and are copied verbatim");
+    c.add_option("--setup-file", setupFiles, "A file of setup lines, copied verbatim");
+    c.add_option("--signal-grace", res.signalGraceSeconds,
+                 "Seconds before the time limit when USR1 asks workers to checkpoint (0: none)")
+        ->capture_default_str();
+    c.add_flag("--requeue", res.requeue, "Let Slurm requeue the job; an interrupted job requeues itself");
+    c.add_option("--foldfarm", res.foldfarm, "Path of foldfarm on the compute nodes (default: this one)");
+  }
+
+  SbatchResources resolved() const {
+    SbatchResources r = res;
+    for (const auto& f : setupFiles) {
+      std::string text = readFile(f);
+      size_t start = 0;
+      while (start < text.size()) {
+        size_t nl = text.find('\n', start);
+        if (nl == std::string::npos) nl = text.size();
+        r.setupLines.push_back(text.substr(start, nl - start));
+        start = nl + 1;
+      }
+    }
+    if (r.foldfarm.empty() || r.foldfarm == "foldfarm") r.foldfarm = jobs::selfExecutable();
+    return r;
+  }
+};
+
+struct RenderArgs {
+  ResourceArgs res;
+  std::string dir;
+  std::vector<std::string> extra;
+  int tasksPerElement = 0;
+  int throttle = 0;
+  std::string manifestDir;
+};
+
+void renderArray(const RenderArgs& a) {
+  SbatchResources r = a.res.resolved();
+  jobs::Campaign c = jobs::Campaign::open(a.dir, jobs::Campaign::Access::kReadOnly);
+  std::vector<std::string> ids;
+  for (const auto& t : c.tasks(jobs::TaskState::kPending)) ids.push_back(t.id);
+  if (ids.empty()) throw InputError(a.dir + ": no pending tasks to render an array for");
+  slurm::SlurmClient client;
+  slurm::ArrayPlanOptions po;
+  po.lanes = r.gpusPerNode > 0 ? r.tasksPerGpu : r.tasksPerNode;
+  po.tasksPerElement = a.tasksPerElement;
+  po.throttle = a.throttle;
+  po.limits = client.limits();
+  po.queuedJobs = 0;
+  slurm::ArrayPlan plan = slurm::planArrays(ids, po);
+  const std::string mdir = a.manifestDir.empty() ? c.dir() + "/slurm" : a.manifestDir;
+  std::vector<std::string> scripts;
+  for (size_t k = 0; k < plan.arrays.size(); ++k) {
+    slurm::ArrayJob job;
+    job.campaignDir = c.dir();
+    job.manifestPath = mdir + "/manifest-" + std::to_string(k) + ".tsv";
+    job.elements = static_cast<int>(plan.arrays[k].shards.size());
+    job.throttle = plan.arrays[k].throttle;
+    job.lanes = po.lanes;
+    scripts.push_back(slurm::renderArrayScript(r, job));
+  }
+  // Everything rendered: only now write the manifests (when asked) and print.
+  if (!a.manifestDir.empty()) {
+    for (size_t k = 0; k < plan.arrays.size(); ++k) {
+      writeFileAtomic(mdir + "/manifest-" + std::to_string(k) + ".tsv", slurm::manifestText(plan.arrays[k]));
+    }
+  }
+  std::fprintf(stderr,
+               "foldfarm: %zu pending task(s) -> %zu array(s), %d element(s) of <= %d task(s) "
+               "(MaxArraySize %d, MaxJobCount %d%s)%s\n",
+               ids.size(), plan.arrays.size(), plan.elements(), plan.tasksPerElement, po.limits.maxArraySize,
+               po.limits.maxJobCount, po.limits.fromCluster ? ", from scontrol" : ", Slurm defaults",
+               a.manifestDir.empty() ? "; manifests not written (use --manifest-dir)" : "");
+  for (size_t k = 0; k < scripts.size(); ++k) {
+    if (scripts.size() > 1) std::printf("%s# ---- array %zu of %zu ----\n", k ? "\n" : "", k + 1, scripts.size());
+    std::fputs(scripts[k].c_str(), stdout);
+  }
+}
+
+struct SubmitArgs {
+  ResourceArgs res;
+  std::string dir;
+  slurm::SlurmCampaignOptions opts;
+  bool noWait = false;
+  bool json = false;
+};
+
+void printCounts(const nlohmann::json& counts) {
+  std::printf("%d done, %d running, %d pending, %d failed, %d cancelled\n", counts.value("done", 0),
+              counts.value("running", 0), counts.value("pending", 0), counts.value("failed", 0),
+              counts.value("cancelled", 0));
+}
+
+}  // namespace
+
+void registerSlurmCommands(CommandGroups& g) {
+  CLI::App* s = g.root.add_subcommand("slurm", "Slurm: render batch scripts, run campaigns as job arrays");
+  s->require_subcommand(1);
+  CLI::App* render = s->add_subcommand("render", "Print a batch script to stdout");
+  render->require_subcommand(1);
+
+  auto pre = std::make_shared<RenderArgs>();
+  CLI::App* rp = render->add_subcommand(
+      "pretrain", "Data-parallel pretraining: srun --mpi=pmix foldfarm pretrain ARGS…, one rank per GPU");
+  pre->res.addTo(*rp);
+  rp->add_option("args", pre->extra, "Arguments of `foldfarm pretrain` (after --)");
+  rp->callback([pre] {
+    std::fputs(slurm::renderPretrainScript(pre->res.resolved(), pre->extra).c_str(), stdout);
+  });
+
+  auto pil = std::make_shared<RenderArgs>();
+  CLI::App* rpl = render->add_subcommand(
+      "pilot", "Campaign pilot: one allocation running `foldfarm campaign run D --executor mpi`");
+  pil->res.addTo(*rpl);
+  rpl->add_option("dir", pil->dir, "Campaign directory")->required();
+  rpl->add_option("args", pil->extra, "More arguments of `campaign run` (after --)");
+  rpl->callback([pil] {
+    std::fputs(slurm::renderPilotScript(pil->res.resolved(), pil->dir, pil->extra).c_str(), stdout);
+  });
+
+  auto arr = std::make_shared<RenderArgs>();
+  CLI::App* ra = render->add_subcommand(
+      "array", "Campaign as job arrays over its pending tasks (split under MaxArraySize/MaxJobCount)");
+  arr->res.addTo(*ra);
+  ra->add_option("dir", arr->dir, "Campaign directory")->required();
+  ra->add_option("--tasks-per-element", arr->tasksPerElement, "Tasks per array element (0: automatic)")
+      ->capture_default_str();
+  ra->add_option("--throttle", arr->throttle, "Elements running at once, all arrays together (%K; 0: none)")
+      ->capture_default_str();
+  ra->add_option("--manifest-dir", arr->manifestDir, "Write the manifests (task shards) here");
+  ra->callback([arr] { renderArray(*arr); });
+
+  auto sub = std::make_shared<SubmitArgs>();
+  CLI::App* sc = s->add_subcommand(
+      "submit",
+      "Run campaign D as Slurm job arrays and watch it until done (the results on disk are the "
+      "truth: tasks whose job ended without a result are resubmitted)");
+  sub->res.addTo(*sc);
+  sc->add_option("dir", sub->dir, "Campaign directory")->required();
+  sc->add_option("--tasks-per-element", sub->opts.tasksPerElement, "Tasks per array element (0: automatic)")
+      ->capture_default_str();
+  sc->add_option("--throttle", sub->opts.throttle, "Elements running at once (%K; 0: none)")
+      ->capture_default_str();
+  sc->add_flag("--no-wait", sub->noWait, "Submit and return without watching");
+  sc->add_option("--poll", sub->opts.pollInitialS, "First squeue interval in seconds (backs off)")
+      ->capture_default_str();
+  sc->add_option("--poll-max", sub->opts.pollMaxS, "Longest squeue interval in seconds")->capture_default_str();
+  sc->add_option("--max-submissions", sub->opts.maxSubmissions,
+                 "Give up on a task whose jobs ended this many times without a result")
+      ->capture_default_str();
+  sc->add_flag("--json", sub->json, "Print the summary as JSON");
+  sc->callback([sub] {
+    sub->opts.resources = sub->res.resolved();
+    sub->opts.wait = !sub->noWait;
+    slurm::SlurmCampaignSummary sum = slurm::runCampaignOnSlurm(sub->dir, sub->opts);
+    nlohmann::json j = sum.toJson();
+    if (sub->json) {
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      std::printf("%s: %d array(s) submitted (%d task(s)), %d requeued; ", sub->dir.c_str(), sum.submissions,
+                  sum.tasksSubmitted, sum.tasksRequeued);
+      printCounts(j["counts"]);
+    }
+    if (sum.interrupted) throw InterruptedError("stopped watching " + sub->dir + "; its jobs keep running");
+    if (j["counts"].value("failed", 0) > 0) {
+      throw Error(sub->dir + ": " + std::to_string(j["counts"].value("failed", 0)) +
+                  " task(s) failed; see `foldfarm campaign status " + sub->dir + "`");
+    }
+  });
+
+  auto st = std::make_shared<std::pair<std::string, bool>>();
+  CLI::App* ss = s->add_subcommand(
+      "status", "Campaign D on Slurm: ingests finished results, requeues tasks whose job ended, shows jobs");
+  ss->add_option("dir", st->first, "Campaign directory")->required();
+  ss->add_flag("--json", st->second, "Print as JSON");
+  ss->callback([st] {
+    nlohmann::json j = slurm::slurmCampaignStatus(st->first);
+    if (st->second) {
+      std::printf("%s\n", j.dump(2).c_str());
+      return;
+    }
+    std::printf("campaign %s (%s)%s\n", j["campaign"].get<std::string>().c_str(), st->first.c_str(),
+                j["watched_elsewhere"].get<bool>() ? " — being watched by another foldfarm" : "");
+    printCounts(j["counts"]);
+    if (!j["slurm_reachable"].get<bool>()) std::printf("Slurm is not reachable from here\n");
+    for (const auto& job : j["jobs"]) {
+      std::printf("  job %-12s %-10s %-16s %d task(s)\n", job["id"].get<std::string>().c_str(),
+                  job["state"].get<std::string>().c_str(), job["reason"].get<std::string>().c_str(),
+                  job["tasks"].get<int>());
+    }
+    if (j["requeued"].get<int>() > 0) std::printf("%d task(s) back to pending (their job ended without a result)\n", j["requeued"].get<int>());
+  });
+}
 
 }  // namespace foldfarm::app
