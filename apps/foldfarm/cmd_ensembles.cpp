@@ -1,7 +1,181 @@
+// foldfarm unfold | aggregate | study warmstart | study reweight-qg
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
 #include "apps/foldfarm/commands.hpp"
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/stop_signal.hpp"
+#include "core/model/threads.hpp"
+#include "ensembles/aggregate.hpp"
+#include "ensembles/chain.hpp"
+#include "ensembles/chain_task.hpp"
+#include "ensembles/studies.hpp"
 
 namespace foldfarm::app {
+namespace {
 
-void registerEnsembleCommands(CommandGroups& g) { (void)g; }
+nlohmann::json readConfigFile(const std::string& path) {
+  if (path.empty()) return nlohmann::json::object();
+  try {
+    return nlohmann::json::parse(readFile(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(path + ": not valid JSON (" + e.what() + ")");
+  }
+}
+
+void registerUnfold(CommandGroups& g) {
+  struct Opts {
+    std::string mc, data, init, out, config;
+    int replica = 0, member = 0, iterations = 4, threads = 0;
+    uint64_t seed = 1;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = g.root.add_subcommand(
+      "unfold",
+      "Run one OmniFold chain (bootstrap replica R, ensemble member M) and write its per-event "
+      "weights, histograms and history into --out. SIGUSR1/SIGTERM: stop at the next batch, save "
+      "state, exit 75; rerun the same command to resume");
+  cmd->add_option("--mc", o->mc, "MC unfolding file (reco + gen)")->required();
+  cmd->add_option("--data", o->data, "data unfolding file (reco used)")->required();
+  cmd->add_option("--init", o->init, "foundation checkpoint directory, or 'none'")->required();
+  cmd->add_option("--out", o->out, "chain output directory")->required();
+  cmd->add_option("--replica", o->replica, "bootstrap replica (0 = nominal)")->required();
+  cmd->add_option("--member", o->member, "ensemble member")->required();
+  cmd->add_option("--config", o->config, "chain config JSON (epochs, patience, lr, preset, ...)");
+  cmd->add_option("--seed", o->seed, "campaign seed")->capture_default_str();
+  cmd->add_option("--iterations", o->iterations, "OmniFold iterations")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")->capture_default_str();
+  cmd->callback([o] {
+    nlohmann::json params = {{"mc", o->mc},
+                             {"data", o->data},
+                             {"init", o->init},
+                             {"replica", o->replica},
+                             {"member", o->member},
+                             {"campaign_seed", o->seed},
+                             {"iterations", o->iterations},
+                             {"config", readConfigFile(o->config)}};
+    configureThreads(o->threads);
+    installStopHandlers();
+    int rc = ensembles::runChainTask(params, o->out);
+    if (rc == kExitInterrupted) throw InterruptedError(o->out + ": interrupted; state saved, rerun to resume");
+    if (rc == kExitBadInput) throw InputError(o->out + ": bad input (see the log above)");
+    if (rc != kExitOk) throw Error(o->out + ": chain failed (see the log above)");
+    std::cout << readFile(o->out + "/result.json");
+  });
+}
+
+void registerAggregate(CommandGroups& g) {
+  struct Opts {
+    std::vector<std::string> runs;
+    std::string out, truth;
+    bool no_plots = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = g.root.add_subcommand(
+      "aggregate",
+      "Aggregate OmniFold chains into bands: replica = mean over members, nominal = mean over "
+      "replicas, std / 16-84 / 2.5-97.5 percentiles, covariance; writes bands.h5, summary.json "
+      "and one PNG per observable");
+  cmd->add_option("--runs", o->runs,
+                  "chain output directories or directories containing them (searched recursively)")
+      ->required()
+      ->expected(1, -1);
+  cmd->add_option("--out", o->out, "output directory")->required();
+  cmd->add_option("--truth", o->truth,
+                  "unfolding file whose gen level is the truth (gen_subs; weights and pass_gen "
+                  "honoured): adds triangular discriminators and coverage");
+  cmd->add_flag("--no-plots", o->no_plots, "skip the PNG figures");
+  cmd->callback([o] {
+    ensembles::AggregateOptions ao;
+    ao.plots = !o->no_plots;
+    std::optional<std::string> truth;
+    if (!o->truth.empty()) truth = o->truth;
+    std::cout << ensembles::aggregateRunsWithOptions(o->runs, o->out, truth, ao).dump(2) << std::endl;
+  });
+}
+
+void registerWarmstart(CommandGroups& g) {
+  struct Opts {
+    std::string mc, data, init, out, config;
+    uint64_t seed = 1;
+    int threads = 0;
+    bool no_plot = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = g.study.add_subcommand(
+      "warmstart",
+      "Train OmniFold iteration 0 step 1 from the foundation and from scratch on the same data; "
+      "write both validation-loss curves (warmstart.json, warmstart.png) and the ratio of epochs "
+      "needed to reach the scratch model's best validation loss");
+  cmd->add_option("--mc", o->mc, "MC unfolding file")->required();
+  cmd->add_option("--data", o->data, "data unfolding file")->required();
+  cmd->add_option("--init", o->init, "foundation checkpoint directory")->required();
+  cmd->add_option("--out", o->out, "output directory")->required();
+  cmd->add_option("--config", o->config, "chain config JSON (epochs, lr, batch_size, ...)");
+  cmd->add_option("--seed", o->seed, "seed")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")->capture_default_str();
+  cmd->add_flag("--no-plot", o->no_plot, "skip the PNG");
+  cmd->callback([o] {
+    configureThreads(o->threads);
+    ensembles::WarmstartStudyOptions so;
+    so.mc_path = o->mc;
+    so.data_path = o->data;
+    so.init = o->init;
+    so.seed = o->seed;
+    so.plot = !o->no_plot;
+    so.config = ensembles::chainConfigFromJson(readConfigFile(o->config), o->config.empty() ? "config" : o->config);
+    nlohmann::json r = ensembles::runWarmstartStudy(so, o->out);
+    r.erase("warm");
+    r.erase("scratch");
+    std::cout << r.dump(2) << std::endl;
+  });
+}
+
+void registerReweightQg(CommandGroups& g) {
+  struct Opts {
+    std::string jets;
+    std::string init = "none", out, config;
+    uint64_t seed = 1;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = g.study.add_subcommand(
+      "reweight-qg",
+      "Reweight gluon jets to quark jets with the OmniFold step-2 machinery (train on one half, "
+      "evaluate on the held-out half); prints the triangular discriminators of mass, width and "
+      "multiplicity before and after (reweight_qg.json)");
+  cmd->add_option("--jets", o->jets, "jets file with pid (1 = quark, 0 = gluon)")->required();
+  cmd->add_option("--init", o->init, "foundation checkpoint directory, or 'none'")->capture_default_str();
+  cmd->add_option("--out", o->out, "output directory")->required();
+  cmd->add_option("--config", o->config, "chain config JSON (preset, epochs, lr, ...)");
+  cmd->add_option("--seed", o->seed, "seed")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")->capture_default_str();
+  cmd->callback([o] {
+    configureThreads(o->threads);
+    ensembles::QuarkGluonStudyOptions so;
+    so.jets_path = o->jets;
+    so.init = o->init;
+    so.seed = o->seed;
+    so.config = ensembles::chainConfigFromJson(readConfigFile(o->config), o->config.empty() ? "config" : o->config);
+    nlohmann::json r = ensembles::runQuarkGluonStudy(so, o->out);
+    r.erase("fit");
+    std::cout << r.dump(2) << std::endl;
+  });
+}
+
+}  // namespace
+
+void registerEnsembleCommands(CommandGroups& g) {
+  registerUnfold(g);
+  registerAggregate(g);
+  registerWarmstart(g);
+  registerReweightQg(g);
+}
 
 }  // namespace foldfarm::app

@@ -1,0 +1,290 @@
+#include "ensembles/aggregate.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/data/histogram.hpp"
+#include "core/data/jet_reader.hpp"
+#include "core/data/observables.hpp"
+#include "ensembles/band_stats.hpp"
+#include "ensembles/chain_output.hpp"
+#include "ensembles/hdf5_io.hpp"
+#include "ensembles/plot.hpp"
+
+namespace foldfarm::ensembles {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool isChainDir(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_regular_file(p / kChainResultFile, ec) &&
+         fs::is_regular_file(p / kChainHistogramsFile, ec);
+}
+
+// Unit-area density over the in-range bins (numpy density=True); zeros for an empty one.
+std::vector<double> density(const std::vector<double>& sumw, const std::vector<double>& edges) {
+  double total = 0;
+  for (double v : sumw) total += v;
+  std::vector<double> d(sumw.size(), 0.0);
+  if (total <= 0) return d;
+  for (size_t b = 0; b < sumw.size(); ++b) d[b] = sumw[b] / (total * (edges[b + 1] - edges[b]));
+  return d;
+}
+
+const char* axisLabel(const std::string& obs) {
+  if (obs == "mass") return "jet mass [GeV]";
+  if (obs == "width") return "jet width";
+  if (obs == "multiplicity") return "constituent multiplicity";
+  if (obs == "lnrho") return "ln {/Symbol r}";
+  if (obs == "zg") return "z_g";
+  if (obs == "tau21") return "{/Symbol t}_{21}";
+  return obs.c_str();
+}
+
+// Per replica: sum over members of the unfolded Σw per observable, and the member count.
+struct ReplicaSum {
+  int members = 0;
+  std::vector<std::vector<double>> sumw;
+};
+
+struct TruthHistograms {
+  std::vector<std::vector<double>> density;  // per observable
+};
+
+TruthHistograms readTruth(const std::string& path, const std::vector<ObservableHistogram>& like) {
+  data::JetFile file(path);
+  if (file.layout() != data::FileLayout::kUnfold || !file.has("gen_subs"))
+    throw InputError(path + ": truth file needs the unfold layout with 'gen_subs' (N,6)");
+  std::vector<float> subs = file.readFloat("gen_subs");
+  std::vector<double> w;
+  if (file.has("weights")) {
+    auto wf = file.readFloat("weights");
+    w.assign(wf.begin(), wf.end());
+  }
+  std::vector<uint8_t> pass;
+  if (file.has("pass_gen")) {
+    auto pf = file.readFloat("pass_gen");
+    pass.resize(pf.size());
+    for (size_t i = 0; i < pf.size(); ++i) pass[i] = pf[i] != 0.0f;
+  }
+  auto hists = histogramObservables(subs, w, pass);
+  TruthHistograms t;
+  for (size_t o = 0; o < hists.size(); ++o) {
+    if (hists[o].edges != like[o].edges)
+      throw InputError(path + ": truth binning of " + hists[o].name + " differs from the chains'");
+    t.density.push_back(density(hists[o].sumw, hists[o].edges));
+  }
+  return t;
+}
+
+double coverage(const std::vector<double>& truth, const std::vector<double>& nominal,
+                const std::vector<double>& lo, const std::vector<double>& hi) {
+  int considered = 0, inside = 0;
+  for (size_t b = 0; b < truth.size(); ++b) {
+    if (truth[b] <= 0 && nominal[b] <= 0) continue;
+    ++considered;
+    if (truth[b] >= lo[b] && truth[b] <= hi[b]) ++inside;
+  }
+  return considered ? static_cast<double>(inside) / considered : 0.0;
+}
+
+}  // namespace
+
+std::vector<std::string> findChainDirs(const std::string& root) {
+  std::error_code ec;
+  if (!fs::is_directory(root, ec))
+    throw InputError(root + ": not a directory (pass chain output directories or their parents)");
+  std::vector<std::string> out;
+  if (isChainDir(root)) out.push_back(fs::path(root).lexically_normal().string());
+  for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::skip_permission_denied,
+                                                  ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_directory(ec) && isChainDir(it->path()))
+      out.push_back(it->path().lexically_normal().string());
+  }
+  if (ec) throw InputError(root + ": cannot list: " + ec.message());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void aggregateRuns(const std::vector<std::string>& run_dirs, const std::string& out_dir,
+                   const std::optional<std::string>& truth_path) {
+  aggregateRunsWithOptions(run_dirs, out_dir, truth_path, AggregateOptions{});
+}
+
+nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs,
+                                        const std::string& out_dir,
+                                        const std::optional<std::string>& truth_path,
+                                        const AggregateOptions& options) {
+  std::vector<std::string> chains;
+  for (const auto& d : run_dirs) {
+    auto found = findChainDirs(d);
+    chains.insert(chains.end(), found.begin(), found.end());
+  }
+  std::sort(chains.begin(), chains.end());
+  chains.erase(std::unique(chains.begin(), chains.end()), chains.end());
+  if (chains.empty())
+    throw InputError("aggregate: no completed chain (result.json + histograms.h5) under the given "
+                     "directories; run `foldfarm unfold` first");
+
+  // 1. Stream the chains: only per-replica sums are kept.
+  std::map<int, ReplicaSum> replicas;
+  std::set<std::pair<int, int>> seen;
+  std::vector<ObservableHistogram> prior;
+  std::optional<uint64_t> campaign_seed;
+  size_t used_chains = 0;
+  for (const auto& dir : chains) {
+    nlohmann::json res = readJson(dir + "/" + kChainResultFile);
+    int r = 0, m = 0;
+    uint64_t seed = 0;
+    try {
+      r = res.at("replica").get<int>();
+      m = res.at("member").get<int>();
+      seed = res.at("campaign_seed").get<uint64_t>();
+    } catch (const nlohmann::json::exception& e) {
+      throw InputError(dir + "/" + kChainResultFile + ": missing replica/member/campaign_seed (" +
+                       e.what() + ")");
+    }
+    if (campaign_seed && *campaign_seed != seed)
+      throw InputError(dir + ": campaign seed " + std::to_string(seed) + " differs from " +
+                       std::to_string(*campaign_seed) + " of the other chains; aggregate one "
+                       "campaign at a time");
+    campaign_seed = seed;
+    if (!seen.insert({r, m}).second) {
+      logWarn("aggregate: {} repeats replica {} member {}; ignored", dir, r, m);
+      continue;
+    }
+    ChainHistograms h = readChainHistograms(dir);
+    if (prior.empty()) prior = h.prior;
+    for (size_t o = 0; o < h.unfolded.size(); ++o)
+      if (h.unfolded[o].edges != prior[o].edges)
+        throw InputError(dir + ": binning of " + h.unfolded[o].name + " differs from " + chains[0]);
+    ReplicaSum& acc = replicas[r];
+    if (acc.sumw.empty()) {
+      for (const auto& u : h.unfolded) acc.sumw.push_back(u.sumw);
+    } else {
+      for (size_t o = 0; o < h.unfolded.size(); ++o)
+        for (size_t b = 0; b < h.unfolded[o].sumw.size(); ++b) acc.sumw[o][b] += h.unfolded[o].sumw[b];
+    }
+    ++acc.members;
+    ++used_chains;
+  }
+  std::optional<TruthHistograms> truth;
+  if (truth_path) truth = readTruth(*truth_path, prior);
+  logInfo("aggregate: {} chains, {} replicas", used_chains, replicas.size());
+
+  // 2. Bands per observable (everything computed before anything is written).
+  nlohmann::json summary = {{"replicas", replicas.size()},
+                            {"chains", used_chains},
+                            {"campaign_seed", *campaign_seed},
+                            {"truth", truth_path ? nlohmann::json(*truth_path) : nlohmann::json()},
+                            {"observables", nlohmann::json::object()}};
+  struct ObsResult {
+    std::string name;
+    std::vector<double> edges, prior;
+    BandStats band;
+    std::vector<std::vector<double>> rows;
+  };
+  std::vector<ObsResult> results;
+  for (size_t o = 0; o < prior.size(); ++o) {
+    ObsResult res;
+    res.name = prior[o].name;
+    res.edges = prior[o].edges;
+    res.prior = density(prior[o].sumw, res.edges);
+    BandAccumulator acc(prior[o].bins());
+    for (const auto& [r, rep] : replicas) {
+      std::vector<double> mean = rep.sumw[o];
+      for (double& v : mean) v /= rep.members;
+      acc.add(density(mean, res.edges));
+    }
+    res.band = acc.compute();
+    res.rows = acc.rows();
+    nlohmann::json js = {{"bins", prior[o].bins()}};
+    if (truth) {
+      data::Binning binning{res.edges};
+      const auto& t = truth->density[o];
+      js["delta_prior"] = data::triangularDiscriminator(res.prior, t, binning);
+      js["delta_unfolded"] = data::triangularDiscriminator(res.band.mean, t, binning);
+      std::vector<double> per_replica;
+      for (const auto& row : res.rows) per_replica.push_back(data::triangularDiscriminator(row, t, binning));
+      double mean = 0, var = 0;
+      for (double d : per_replica) mean += d;
+      mean /= per_replica.size();
+      for (double d : per_replica) var += (d - mean) * (d - mean);
+      js["delta_unfolded_err"] = per_replica.size() > 1 ? std::sqrt(var / (per_replica.size() - 1)) : 0.0;
+      js["coverage_68"] = coverage(t, res.band.mean, res.band.p16, res.band.p84);
+      js["coverage_95"] = coverage(t, res.band.mean, res.band.p2_5, res.band.p97_5);
+    } else {
+      for (const char* k : {"delta_prior", "delta_unfolded", "delta_unfolded_err", "coverage_68",
+                            "coverage_95"})
+        js[k] = nullptr;
+    }
+    summary["observables"][res.name] = js;
+    results.push_back(std::move(res));
+  }
+
+  // 3. Write: bands.h5, summary.json, figures.
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) throw Error(out_dir + ": cannot create output directory: " + ec.message());
+  {
+    AtomicFile out(out_dir + "/bands.h5");
+    H5File f = H5File::create(out.tempPath());
+    for (size_t o = 0; o < results.size(); ++o) {
+      const auto& r = results[o];
+      const uint64_t nb = r.band.bins, nr = r.band.replicas;
+      f.write(r.name + "/edges", r.edges);
+      f.write(r.name + "/nominal", r.band.mean);
+      f.write(r.name + "/std", r.band.std);
+      f.write(r.name + "/p16", r.band.p16);
+      f.write(r.name + "/p84", r.band.p84);
+      f.write(r.name + "/p2_5", r.band.p2_5);
+      f.write(r.name + "/p97_5", r.band.p97_5);
+      f.write(r.name + "/covariance", r.band.covariance, {nb, nb});
+      f.write(r.name + "/correlation", r.band.correlation, {nb, nb});
+      std::vector<double> flat;
+      for (const auto& row : r.rows) flat.insert(flat.end(), row.begin(), row.end());
+      f.write(r.name + "/replicas", flat, {nr, nb});
+      f.write(r.name + "/prior", r.prior);
+      if (truth) f.write(r.name + "/truth", truth->density[o]);
+    }
+    f.setAttr("/", "replicas", static_cast<int64_t>(replicas.size()));
+    f.setAttr("/", "chains", static_cast<int64_t>(used_chains));
+    f.setAttr("/", "campaign_seed", std::to_string(*campaign_seed));
+    f.setAttr("/", "content", std::string("unit-area densities per bin; replicas = mean over "
+                                          "members of each bootstrap replica"));
+    f.close();
+    out.commit();
+  }
+  writeJsonAtomic(out_dir + "/summary.json", summary);
+  if (options.plots) {
+    for (size_t o = 0; o < results.size(); ++o) {
+      const auto& r = results[o];
+      BandFigure fig;
+      fig.title = r.name;
+      fig.xlabel = axisLabel(r.name);
+      fig.edges = r.edges;
+      fig.nominal = r.band.mean;
+      fig.p16 = r.band.p16;
+      fig.p84 = r.band.p84;
+      fig.p2_5 = r.band.p2_5;
+      fig.p97_5 = r.band.p97_5;
+      if (truth) fig.truth = truth->density[o];
+      fig.prior = r.prior;
+      fig.replicas = static_cast<int>(r.band.replicas);
+      renderBandFigure(fig, out_dir + "/" + r.name + ".png");
+    }
+  }
+  return summary;
+}
+
+}  // namespace foldfarm::ensembles

@@ -1,0 +1,52 @@
+#pragma once
+// Aggregation of OmniFold chains into uncertainty bands (SPEC §5).
+//
+// Input: chain output directories (ensembles/chain_output.hpp: result.json + histograms.h5),
+// given directly or found anywhere below the given directories. Chains are read one at a
+// time; memory holds one histogram set per replica, nothing per event or per chain.
+//
+//  1. replica result = mean over its ensemble members of the unfolded histograms;
+//  2. every histogram is normalised to unit area (density: divide by Σw and bin width);
+//  3. nominal = mean over replicas; band = std and the 16/84 and 2.5/97.5 percentiles per
+//     bin (ensembles/band_stats.hpp); bin-to-bin covariance and correlation;
+//  4. with a truth file (unfold layout with `gen_subs`; `weights` and `pass_gen` honoured):
+//     triangular discriminator x10^3 of the nominal vs truth, its uncertainty (std over
+//     replicas of each replica's discriminator), that of the prior (MC gen, unweighted)
+//     vs truth, and the per-bin coverage of the truth by the 68% and 95% bands (fraction
+//     of bins where truth or nominal is non-zero whose truth lies inside the band).
+//
+// Outputs in out_dir (each written atomically; out_dir created if missing):
+//   bands.h5      /<observable>/{edges, nominal, std, p16, p84, p2_5, p97_5, covariance,
+//                 correlation, replicas (R x bins), prior, truth}; root attributes
+//                 replicas, chains, observables
+//   summary.json  {"replicas", "chains", "observables": {name: {delta_prior, delta_unfolded,
+//                 delta_unfolded_err, coverage_68, coverage_95}}} (deltas null without truth)
+//   <observable>.png  unfolded with band, truth, prior; ratio panel (gnuplot)
+//
+// Throws InputError (exit 2) when no chain is found, chains disagree on binning or on the
+// campaign seed, or the truth file is unreadable; nothing is written then.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace foldfarm::ensembles {
+
+struct AggregateOptions {
+  bool plots = true;  // render PNGs (needs gnuplot on PATH)
+};
+
+void aggregateRuns(const std::vector<std::string>& run_dirs, const std::string& out_dir,
+                   const std::optional<std::string>& truth_path);
+// Same, returning summary.json's content.
+nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs,
+                                        const std::string& out_dir,
+                                        const std::optional<std::string>& truth_path,
+                                        const AggregateOptions& options);
+
+// Chain output directories under `root` (itself included), sorted; a directory counts when
+// it holds a completed chain's result.json and histograms.h5.
+std::vector<std::string> findChainDirs(const std::string& root);
+
+}  // namespace foldfarm::ensembles

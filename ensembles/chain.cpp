@@ -1,0 +1,335 @@
+#include "ensembles/chain.hpp"
+
+#include <cmath>
+#include <filesystem>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/base/seed.hpp"
+#include "core/base/stop_signal.hpp"
+#include "core/data/observables.hpp"
+#include "core/model/pet_config.hpp"
+#include "core/train/checkpoint.hpp"
+#include "core/train/classifier_trainer.hpp"
+#include "ensembles/chain_output.hpp"
+#include "ensembles/seeds.hpp"
+
+namespace foldfarm::ensembles {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// Purpose tags of the per-step seeds derived from the member seed.
+constexpr uint64_t kPurposeInit = 0x1A17;
+constexpr uint64_t kPurposeFit = 0xF17;
+
+template <typename T>
+void take(const json& j, const char* key, T& out, const std::string& source) {
+  if (!j.contains(key)) return;
+  try {
+    out = j.at(key).get<T>();
+  } catch (const json::exception&) {
+    throw InputError(source + ": '" + key + "' has the wrong type");
+  }
+}
+
+std::vector<uint8_t> passFlags(const std::vector<uint8_t>& flags, int64_t n) {
+  return flags.empty() ? std::vector<uint8_t>(static_cast<size_t>(n), 1) : flags;
+}
+
+std::vector<int64_t> passingRows(const std::vector<uint8_t>& pass) {
+  std::vector<int64_t> rows;
+  for (size_t i = 0; i < pass.size(); ++i)
+    if (pass[i]) rows.push_back(static_cast<int64_t>(i));
+  return rows;
+}
+
+// Rows of `src` with labels `label` and weights `w[row]`.
+data::JetArrays labelled(const data::JetArrays& src, const std::vector<int64_t>& rows, int64_t label,
+                         const std::vector<double>& w) {
+  data::JetArrays a = src.subset(rows);
+  a.labels.assign(rows.size(), label);
+  a.weights.resize(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) a.weights[i] = static_cast<float>(w[rows[i]]);
+  return a;
+}
+
+// Divides by the global mean; returns the ESS.
+double normaliseGlobal(std::vector<double>& w, const std::string& what) {
+  double s = 0;
+  for (double x : w) s += x;
+  const double mean = s / static_cast<double>(w.size());
+  if (!(mean > 0) || !std::isfinite(mean))
+    throw Error(what + ": weights have mean " + std::to_string(mean) + "; the chain diverged");
+  for (double& x : w) x /= mean;
+  return effectiveSampleSize(w);
+}
+
+data::FeatureStats chooseStats(const ChainConfig& c, const Checkpoint* init) {
+  if (c.feature_stats == "jetclass") return data::FeatureStats::jetClass();
+  if (c.feature_stats == "zjets") return data::FeatureStats::zJets();
+  return init ? init->meta.stats : data::FeatureStats::zJets();
+}
+
+struct ChainState {
+  int done_steps = 0;  // steps finished: step k = 2 * iteration + (0 for step 1, 1 for step 2)
+  ChainWeights weights;
+  json history = json::array();
+};
+
+std::string stateDir(const std::string& out) { return out + "/state"; }
+
+void saveProgress(const std::string& out, const ChainSpec& spec, const ChainState& st) {
+  // Weights first, then progress.json (the commit point of a finished step).
+  writeChainWeights(stateDir(out), st.weights, json::object());
+  writeJsonAtomic(stateDir(out) + "/progress.json",
+                  {{"spec", chainSpecToJson(spec)}, {"done_steps", st.done_steps},
+                   {"history", st.history}});
+}
+
+ChainState loadProgress(const std::string& out, const ChainSpec& spec) {
+  ChainState st;
+  const std::string p = stateDir(out) + "/progress.json";
+  if (!fs::exists(p)) return st;
+  json j = readJson(p);
+  if (j.value("spec", json()) != chainSpecToJson(spec))
+    throw InputError(out + ": holds the state of a chain with different parameters; use another "
+                     "output directory or remove " + stateDir(out));
+  st.done_steps = j.at("done_steps").get<int>();
+  st.history = j.at("history");
+  if (st.done_steps > 0) st.weights = readChainWeights(stateDir(out));
+  logInfo("resuming chain after {} finished steps", st.done_steps);
+  return st;
+}
+
+}  // namespace
+
+data::JetArrays step1TrainingSet(const data::UnfoldArrays& mc, const data::UnfoldArrays& dat,
+                                 const std::vector<double>& push,
+                                 const std::vector<double>& w_data) {
+  const int64_t n_mc = mc.n();
+  std::vector<double> w0(static_cast<size_t>(n_mc));
+  for (int64_t i = 0; i < n_mc; ++i) w0[i] = push[i] * mc.weight(i);
+  data::JetArrays train = labelled(mc.reco, passingRows(passFlags(mc.pass_reco, n_mc)), 0, w0);
+  train.append(labelled(dat.reco, passingRows(passFlags(dat.pass_reco, dat.n())), 1, w_data));
+  return train;
+}
+
+ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
+  if (!j.is_object()) throw InputError(source + ": chain config must be a JSON object");
+  static const std::vector<std::string> known = {
+      "preset",        "model",         "feature_stats", "epochs",        "patience",
+      "val_fraction",  "batch_size",    "lr",            "lr_factor",     "optimizer",
+      "weight_decay",  "max_weight",    "max_mc_events", "max_data_events"};
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (std::find(known.begin(), known.end(), it.key()) == known.end())
+      throw InputError(source + ": unknown chain config key '" + it.key() + "'");
+  ChainConfig c;
+  take(j, "preset", c.preset, source);
+  take(j, "model", c.model, source);
+  take(j, "feature_stats", c.feature_stats, source);
+  take(j, "epochs", c.epochs, source);
+  take(j, "patience", c.patience, source);
+  take(j, "val_fraction", c.val_fraction, source);
+  take(j, "batch_size", c.batch_size, source);
+  take(j, "lr", c.lr, source);
+  take(j, "lr_factor", c.lr_factor, source);
+  take(j, "optimizer", c.optimizer, source);
+  take(j, "weight_decay", c.weight_decay, source);
+  take(j, "max_weight", c.limits.max_weight, source);
+  take(j, "max_mc_events", c.max_mc_events, source);
+  take(j, "max_data_events", c.max_data_events, source);
+  if (c.epochs < 1 || c.batch_size < 1 || c.patience < 0)
+    throw InputError(source + ": epochs and batch_size must be >= 1, patience >= 0");
+  if (!(c.val_fraction > 0 && c.val_fraction < 1))
+    throw InputError(source + ": val_fraction must be in (0, 1)");
+  if (!(c.limits.max_weight > 1)) throw InputError(source + ": max_weight must be > 1");
+  if (c.feature_stats != "auto" && c.feature_stats != "jetclass" && c.feature_stats != "zjets")
+    throw InputError(source + ": feature_stats must be auto, jetclass or zjets");
+  return c;
+}
+
+json chainConfigToJson(const ChainConfig& c) {
+  return {{"preset", c.preset},         {"model", c.model},
+          {"feature_stats", c.feature_stats}, {"epochs", c.epochs},
+          {"patience", c.patience},     {"val_fraction", c.val_fraction},
+          {"batch_size", c.batch_size}, {"lr", c.lr},
+          {"lr_factor", c.lr_factor},   {"optimizer", c.optimizer},
+          {"weight_decay", c.weight_decay}, {"max_weight", c.limits.max_weight},
+          {"max_mc_events", c.max_mc_events}, {"max_data_events", c.max_data_events}};
+}
+
+ChainSpec chainSpecFromJson(const json& p) {
+  const std::string src = "chain params";
+  if (!p.is_object()) throw InputError(src + ": must be a JSON object");
+  for (const char* key : {"mc", "data", "init", "replica", "member"})
+    if (!p.contains(key)) throw InputError(src + ": missing '" + key + "'");
+  ChainSpec s;
+  take(p, "mc", s.mc_path, src);
+  take(p, "data", s.data_path, src);
+  take(p, "init", s.init, src);
+  take(p, "replica", s.replica, src);
+  take(p, "member", s.member, src);
+  take(p, "campaign_seed", s.campaign_seed, src);
+  take(p, "iterations", s.iterations, src);
+  if (s.replica < 0 || s.member < 0) throw InputError(src + ": replica and member must be >= 0");
+  if (s.iterations < 1) throw InputError(src + ": iterations must be >= 1");
+  if (p.contains("config")) s.config = chainConfigFromJson(p.at("config"), src + " config");
+  return s;
+}
+
+json chainSpecToJson(const ChainSpec& s) {
+  return {{"mc", s.mc_path},         {"data", s.data_path},  {"init", s.init},
+          {"replica", s.replica},    {"member", s.member},   {"campaign_seed", s.campaign_seed},
+          {"iterations", s.iterations}, {"config", chainConfigToJson(s.config)}};
+}
+
+void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& out) {
+  const ChainConfig& cfg = spec.config;
+  const data::UnfoldArrays& mc_all = *in.mc;
+  const data::UnfoldArrays& data_all = *in.data;
+  // Optional caps (demos, tests): the first rows.
+  const data::UnfoldArrays mc = cfg.max_mc_events > 0 && cfg.max_mc_events < mc_all.n()
+                                    ? mc_all.slice(0, cfg.max_mc_events)
+                                    : mc_all;
+  const data::UnfoldArrays dat = cfg.max_data_events > 0 && cfg.max_data_events < data_all.n()
+                                     ? data_all.slice(0, cfg.max_data_events)
+                                     : data_all;
+  if (mc.reco.P != dat.reco.P)
+    throw InputError(spec.data_path + ": " + std::to_string(dat.reco.P) +
+                     " particle slots, the MC file has " + std::to_string(mc.reco.P) +
+                     "; write both with the same P");
+  const int64_t n_mc = mc.n(), n_data = dat.n();
+  const std::vector<uint8_t> mc_pass_reco = passFlags(mc.pass_reco, n_mc);
+  const std::vector<uint8_t> mc_pass_gen = passFlags(mc.pass_gen, n_mc);
+  const std::vector<uint8_t> data_pass_reco = passFlags(dat.pass_reco, n_data);
+  const std::vector<int64_t> mc_reco_rows = passingRows(mc_pass_reco);
+  const std::vector<int64_t> mc_gen_rows = passingRows(mc_pass_gen);
+  const std::vector<int64_t> data_rows = passingRows(data_pass_reco);
+  if (mc_reco_rows.empty() || mc_gen_rows.empty() || data_rows.empty())
+    throw InputError(spec.mc_path + " / " + spec.data_path + ": no event passes the selection");
+
+  std::vector<double> w_mc(static_cast<size_t>(n_mc)), w_data(static_cast<size_t>(n_data));
+  for (int64_t i = 0; i < n_mc; ++i) w_mc[i] = mc.weight(i);
+  const std::vector<double> boot = bootstrapWeights(static_cast<size_t>(n_data), spec.campaign_seed,
+                                                    spec.replica);
+  for (int64_t i = 0; i < n_data; ++i) w_data[i] = dat.weight(i) * boot[i];
+
+  const uint64_t member_seed = memberSeed(spec.campaign_seed, spec.replica, spec.member);
+  const data::FeatureStats stats = chooseStats(cfg, in.init.get());
+  PetConfig pet_cfg = in.init ? in.init->meta.config
+                              : applyPetOverrides(petPreset(cfg.preset), cfg.model, "chain config");
+  fs::create_directories(stateDir(out));
+  ChainState st = loadProgress(out, spec);
+
+  for (int k = st.done_steps; k < 2 * spec.iterations; ++k) {
+    const int iter = k / 2, step = k % 2 + 1;
+    const std::string tag = "iteration " + std::to_string(iter) + " step " + std::to_string(step);
+    const std::string model_dir = stateDir(out) + "/model_step" + std::to_string(step);
+    // 1. The model: iteration 0 from the foundation (or scratch), later ones from i-1's.
+    PetClassifier clf(pet_cfg, deriveSeed({member_seed, kPurposeInit, static_cast<uint64_t>(step)}),
+                      stats);
+    json step_record = {{"iteration", iter}, {"step", step}};
+    if (iter == 0) {
+      if (in.init) {
+        WarmStartReport rep = warmStart(clf.model(), *in.init);
+        logInfo("{}: warm start from {}: {}", tag, spec.init, rep.summary());
+        step_record["warm_start_skipped"] = rep.skipped;
+      }
+    } else {
+      Checkpoint prev = readCheckpoint(model_dir);
+      loadModelTensors(clf.model(), prev.tensors, "model.", model_dir);
+    }
+    // 2. The training set of this step.
+    const std::vector<double> push =
+        st.weights.push.empty() ? std::vector<double>(static_cast<size_t>(n_mc), 1.0)
+                                : st.weights.push.back();
+    data::JetArrays train;
+    if (step == 1) {
+      train = step1TrainingSet(mc, dat, push, w_data);
+    } else {
+      const std::vector<double>& pull = st.weights.pull.back();
+      std::vector<double> w1(static_cast<size_t>(n_mc));
+      for (int64_t i = 0; i < n_mc; ++i) w1[i] = pull[i] * w_mc[i];
+      train = labelled(mc.gen, mc_gen_rows, 0, w_mc);
+      train.append(labelled(mc.gen, mc_gen_rows, 1, w1));
+    }
+    // 3. Fit (resumable), predict, reweight.
+    ClassifierFitOptions fo;
+    fo.optimizer = cfg.optimizer;
+    fo.lr = cfg.lr;
+    fo.lr_factor = cfg.lr_factor;
+    fo.weight_decay = cfg.weight_decay;
+    fo.batch_size = cfg.batch_size;
+    fo.max_epochs = cfg.epochs;
+    fo.patience = cfg.patience;
+    fo.val_fraction = cfg.val_fraction;
+    fo.seed = deriveSeed({member_seed, kPurposeFit, static_cast<uint64_t>(k)});
+    fo.state_dir = stateDir(out) + "/train_step" + std::to_string(k);
+    fo.resume = true;
+    fo.label = tag;
+    FitResult fit = clf.fit(train, nullptr, fo);
+    step_record["fit"] = toJson(fit);
+
+    const data::JetArrays& eval_set = step == 1 ? mc.reco : mc.gen;
+    std::vector<double> ratio = likelihoodRatio(clf.predict(eval_set, 1024));
+    WeightReport rep = sanitizeAndNormalise(ratio, step == 1 ? mc_pass_reco : mc_pass_gen,
+                                            cfg.limits, tag);
+    std::vector<double> w = ratio;
+    if (step == 1)
+      for (int64_t i = 0; i < n_mc; ++i) w[i] = push[i] * ratio[i];
+    const double ess = normaliseGlobal(w, tag);
+    step_record["reweighting"] = rep;
+    step_record["ess"] = ess;
+    step_record["ess_fraction"] = ess / static_cast<double>(n_mc);
+    logInfo("{}: best epoch {} val loss {:.5f}; ESS {:.0f} of {} ({} non-finite, {} clipped)", tag,
+            fit.best_epoch, fit.best_val_loss, ess, n_mc, rep.non_finite, rep.clipped);
+    (step == 1 ? st.weights.pull : st.weights.push).push_back(std::move(w));
+    st.history.push_back(step_record);
+
+    // 4. Commit the step: the model for the next iteration, then the progress record.
+    clf.save(model_dir);
+    st.done_steps = k + 1;
+    saveProgress(out, spec, st);
+    std::error_code ec;
+    fs::remove_all(fo.state_dir, ec);
+    if (stopRequested() && k + 1 < 2 * spec.iterations)
+      throw InterruptedError(out + ": stopped after " + tag + "; state saved, rerun to resume");
+  }
+
+  // 5. Outputs: weights, histograms, history; result.json last.
+  json meta = {{"campaign_seed", std::to_string(spec.campaign_seed)},
+               {"replica", spec.replica},
+               {"member", spec.member},
+               {"bootstrap_seed", std::to_string(bootstrapSeed(spec.campaign_seed, spec.replica))},
+               {"member_seed", std::to_string(member_seed)},
+               {"init", spec.init},
+               {"init_sha256", in.init_sha256},
+               {"mc", spec.mc_path},
+               {"data", spec.data_path},
+               {"config", chainConfigToJson(cfg).dump()},
+               {"iterations", spec.iterations}};
+  writeChainWeights(out, st.weights, meta);
+  std::vector<float> subs = mc.gen_subs.empty() ? data::computeObservables(mc.gen) : mc.gen_subs;
+  std::vector<double> final_w(static_cast<size_t>(n_mc));
+  for (int64_t i = 0; i < n_mc; ++i) final_w[i] = st.weights.push.back()[i] * w_mc[i];
+  ChainHistograms h;
+  h.unfolded = histogramObservables(subs, final_w, mc_pass_gen);
+  h.prior = histogramObservables(subs, w_mc, mc_pass_gen);
+  writeChainHistograms(out, h, meta);
+  writeJsonAtomic(out + "/" + kChainHistoryFile,
+                  {{"spec", chainSpecToJson(spec)}, {"steps", st.history}});
+  json result = chainSpecToJson(spec);
+  result["status"] = "done";
+  result["init_sha256"] = in.init_sha256;
+  result["mc_events"] = n_mc;
+  result["data_events"] = n_data;
+  result["final_ess"] = effectiveSampleSize(st.weights.push.back());
+  writeJsonAtomic(out + "/" + kChainResultFile, result);
+  std::error_code ec;
+  fs::remove_all(stateDir(out), ec);
+  if (ec) logWarn("could not remove {}: {}", stateDir(out), ec.message());
+}
+
+}  // namespace foldfarm::ensembles

@@ -1,0 +1,86 @@
+#pragma once
+// One OmniFold (MultiFold) chain: bootstrap replica r, ensemble member m, n iterations of
+// (SPEC §5)
+//   step 1: PET classifier, MC reco (weights push * w_mc, label 0) vs data reco
+//           (w_data * Poisson(1) bootstrap weights of replica r, label 1), on events passing
+//           reco; pull = push * f/(1-f) on MC reco (factor 1 for MC events failing reco);
+//   step 2: PET classifier, MC gen (w_mc, label 0) vs MC gen (w_mc * pull, label 1), on
+//           events passing gen; push = f/(1-f) on MC gen (1 for events failing gen).
+// Reweighting factors are sanitised (non-finite replaced, extremes clipped, both counted
+// and warned about) and every weight vector is normalised by its global mean; the
+// effective sample size of each is recorded.
+// Both step models start from the foundation checkpoint (every parameter of matching name
+// and shape; the rest is initialised from the member seed) or from scratch (init "none");
+// iteration i > 0 starts from iteration i-1's models. Member m's initialisation, validation
+// split and data order come from memberSeed(campaign seed, r, m) only.
+//
+// Interruption: when stopRequested() the running step saves its state under
+// <out>/state and the chain throws InterruptedError; running the same chain again resumes
+// and produces the same weights as an uninterrupted run (same hardware and threads).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/data/jet_arrays.hpp"
+#include "ensembles/weights.hpp"
+
+namespace foldfarm {
+struct Checkpoint;
+}
+
+namespace foldfarm::ensembles {
+
+// Chain configuration ("config" object of the task params / --config file). Unknown keys
+// are refused. Defaults follow OmniLearn's unfolding set-up except the preset.
+struct ChainConfig {
+  std::string preset = "tiny";         // PET preset when init is "none" (else the checkpoint's)
+  nlohmann::json model = nlohmann::json::object();  // PET config overrides (init "none")
+  std::string feature_stats = "auto";  // auto (checkpoint's, else zjets) | jetclass | zjets
+  int epochs = 20;
+  int patience = 3;
+  double val_fraction = 0.1;
+  int64_t batch_size = 512;
+  double lr = 3e-5;
+  double lr_factor = 5.0;
+  std::string optimizer = "lion";
+  double weight_decay = 1e-5;
+  WeightLimits limits;
+  int64_t max_mc_events = 0;    // 0: all
+  int64_t max_data_events = 0;  // 0: all
+};
+ChainConfig chainConfigFromJson(const nlohmann::json& j, const std::string& source);
+nlohmann::json chainConfigToJson(const ChainConfig& c);
+
+struct ChainSpec {
+  std::string mc_path, data_path;
+  std::string init = "none";  // checkpoint directory or "none"
+  int replica = 0, member = 0;
+  uint64_t campaign_seed = 1;
+  int iterations = 4;
+  ChainConfig config;
+};
+// Params JSON of chain_task.hpp -> spec; throws InputError naming the key.
+ChainSpec chainSpecFromJson(const nlohmann::json& params);
+nlohmann::json chainSpecToJson(const ChainSpec& s);
+
+// Everything a chain reads, loaded once (a worker caches these across chains).
+struct ChainInputs {
+  std::shared_ptr<const data::UnfoldArrays> mc, data;
+  std::shared_ptr<const Checkpoint> init;  // null for "none"
+  std::string init_sha256;                 // hash of the checkpoint's meta.json ("" for none)
+};
+
+// Step-1 training set: MC reco events passing reco (label 0, weight push * w_mc) followed by
+// data reco events passing reco (label 1, weight w_data). Raw features.
+data::JetArrays step1TrainingSet(const data::UnfoldArrays& mc, const data::UnfoldArrays& data,
+                                 const std::vector<double>& push,
+                                 const std::vector<double>& w_data);
+
+// Runs (or resumes) the chain and writes its output into out_dir (chain_output.hpp).
+// Throws InputError for bad input, InterruptedError when stopped (state saved), Error.
+void runChain(const ChainSpec& spec, const ChainInputs& inputs, const std::string& out_dir);
+
+}  // namespace foldfarm::ensembles

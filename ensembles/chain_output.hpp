@@ -1,0 +1,62 @@
+#pragma once
+// The output directory of one OmniFold chain (one bootstrap replica r, ensemble member m).
+//
+//   weights.h5       push   (iterations x N_mc) float64: per-event push weight on the MC gen
+//                           sample after each iteration (1 for events failing gen selection)
+//                    pull   (iterations x N_mc) float64: step-1 weights of each iteration
+//                    root attributes: campaign_seed, replica, member, bootstrap_seed,
+//                    member_seed, init, init_sha256, mc, data, config (JSON text)
+//   histograms.h5    /unfolded/<obs>/{edges, sumw, sumw2}: MC gen histogrammed with the last
+//                    push weights; /prior/<obs>/{...}: MC gen unweighted (pass_gen events)
+//   history.json     loss per epoch per step per iteration, weight reports (ESS, clipping)
+//   result.json      written last: the chain is complete when it exists
+// Every file is written atomically (AtomicFile): a reader sees all of a file or nothing.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace foldfarm::ensembles {
+
+inline constexpr const char* kChainWeightsFile = "weights.h5";
+inline constexpr const char* kChainHistogramsFile = "histograms.h5";
+inline constexpr const char* kChainHistoryFile = "history.json";
+inline constexpr const char* kChainResultFile = "result.json";
+
+// One observable's histogram: edges (bins + 1), Σw and Σw² per bin (in-range entries only).
+struct ObservableHistogram {
+  std::string name;
+  std::vector<double> edges, sumw, sumw2;
+  size_t bins() const { return sumw.size(); }
+};
+
+// The six SPEC §3.3 observables of `subs` (n x 6: mass, width, multiplicity, ln rho, z_g,
+// tau21) with per-event weights (empty: 1) over the events with pass[i] != 0 (empty: all).
+std::vector<ObservableHistogram> histogramObservables(const std::vector<float>& subs,
+                                                      const std::vector<double>& weights,
+                                                      const std::vector<uint8_t>& pass);
+
+struct ChainHistograms {
+  std::vector<ObservableHistogram> unfolded, prior;
+};
+
+// Writes histograms.h5 atomically into `dir`; `meta` keys become root attributes.
+void writeChainHistograms(const std::string& dir, const ChainHistograms& h,
+                          const nlohmann::json& meta);
+// Throws InputError naming the file when it is unreadable or malformed.
+ChainHistograms readChainHistograms(const std::string& dir);
+
+// Per-event weights of a chain (weights.h5), rows = iterations.
+struct ChainWeights {
+  std::vector<std::vector<double>> push, pull;
+};
+void writeChainWeights(const std::string& dir, const ChainWeights& w,
+                       const nlohmann::json& meta);
+ChainWeights readChainWeights(const std::string& dir);
+
+// JSON files of the chain directory, atomically; readJson throws InputError on bad JSON.
+void writeJsonAtomic(const std::string& path, const nlohmann::json& j);
+nlohmann::json readJson(const std::string& path);
+
+}  // namespace foldfarm::ensembles

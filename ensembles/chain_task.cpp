@@ -1,0 +1,125 @@
+#include "ensembles/chain_task.hpp"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <map>
+#include <mutex>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/data/jet_reader.hpp"
+#include "core/model/threads.hpp"
+#include "core/train/checkpoint.hpp"
+#include "core/train/sha256.hpp"
+#include "ensembles/chain.hpp"
+#include "ensembles/chain_output.hpp"
+
+namespace foldfarm::ensembles {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Identity of a file's content for the caches: path, size and modification time.
+std::string fileKey(const std::string& path) {
+  struct stat sb {};
+  if (::stat(path.c_str(), &sb) != 0)
+    throw InputError(path + ": cannot read (missing?); check the path in the task parameters");
+  return path + "|" + std::to_string(sb.st_size) + "|" + std::to_string(sb.st_mtim.tv_sec) + "." +
+         std::to_string(sb.st_mtim.tv_nsec);
+}
+
+struct Cache {
+  std::mutex mu;
+  std::map<std::string, std::shared_ptr<const data::UnfoldArrays>> datasets;
+  std::map<std::string, std::pair<std::shared_ptr<const Checkpoint>, std::string>> checkpoints;
+};
+Cache& cache() {
+  static Cache c;
+  return c;
+}
+
+std::shared_ptr<const data::UnfoldArrays> loadDataset(const std::string& path) {
+  const std::string key = fileKey(path);
+  std::lock_guard<std::mutex> lock(cache().mu);
+  auto it = cache().datasets.find(key);
+  if (it != cache().datasets.end()) return it->second;
+  // One version per path: a changed file replaces its stale entry.
+  for (auto i = cache().datasets.begin(); i != cache().datasets.end();)
+    i = i->first.rfind(path + "|", 0) == 0 ? cache().datasets.erase(i) : std::next(i);
+  data::JetFile file(path);
+  if (file.layout() != data::FileLayout::kUnfold)
+    throw InputError(path + ": not an unfolding file (needs reco, gen, reco_jets, gen_jets)");
+  auto arrays = std::make_shared<const data::UnfoldArrays>(file.readUnfold());
+  logInfo("loaded {} ({} events)", path, arrays->n());
+  cache().datasets[key] = arrays;
+  return arrays;
+}
+
+std::pair<std::shared_ptr<const Checkpoint>, std::string> loadInit(const std::string& dir) {
+  const std::string meta = dir + "/meta.json";
+  if (!fs::exists(meta))
+    throw InputError(dir + ": not a checkpoint directory (no meta.json); pass --init none to "
+                     "train from scratch");
+  const std::string key = fileKey(meta);
+  std::lock_guard<std::mutex> lock(cache().mu);
+  auto it = cache().checkpoints.find(key);
+  if (it != cache().checkpoints.end()) return it->second;
+  auto ck = std::make_shared<const Checkpoint>(readCheckpoint(dir));
+  auto entry = std::make_pair(ck, sha256File(meta));
+  cache().checkpoints[key] = entry;
+  return entry;
+}
+
+}  // namespace
+
+void clearChainTaskCache() {
+  std::lock_guard<std::mutex> lock(cache().mu);
+  cache().datasets.clear();
+  cache().checkpoints.clear();
+}
+
+int runChainTask(const nlohmann::json& params, const std::string& task_dir) {
+  try {
+    ChainSpec spec = chainSpecFromJson(params);
+    const int threads = params.value("threads", 0);
+    if (threads > 0) configureThreads(threads);
+    setLogTask("r" + std::to_string(spec.replica) + "m" + std::to_string(spec.member));
+    const std::string result_path = task_dir + "/" + kChainResultFile;
+    if (fs::exists(result_path)) {
+      nlohmann::json done = readJson(result_path);
+      nlohmann::json same = chainSpecToJson(spec);
+      bool match = true;
+      for (auto it = same.begin(); it != same.end(); ++it)
+        match = match && done.value(it.key(), nlohmann::json()) == it.value();
+      if (!match)
+        throw InputError(task_dir + ": already holds a chain with different parameters; use "
+                         "another output directory");
+      logInfo("{}: chain already complete", task_dir);
+      return kExitOk;
+    }
+    ChainInputs in;
+    in.mc = loadDataset(spec.mc_path);
+    in.data = loadDataset(spec.data_path);
+    if (spec.init != "none") std::tie(in.init, in.init_sha256) = loadInit(spec.init);
+    std::error_code ec;
+    fs::create_directories(task_dir, ec);
+    if (ec) throw Error(task_dir + ": cannot create: " + ec.message());
+    runChain(spec, in, task_dir);
+    logInfo("{}: chain done", task_dir);
+    return kExitOk;
+  } catch (const InterruptedError& e) {
+    logWarn("{}", e.what());
+    return kExitInterrupted;
+  } catch (const InputError& e) {
+    logError("{}: {}", task_dir, e.what());
+    return kExitBadInput;
+  } catch (const std::exception& e) {
+    logError("{}: chain failed: {}", task_dir, e.what());
+    return kExitFailure;
+  }
+}
+
+}  // namespace foldfarm::ensembles

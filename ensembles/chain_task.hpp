@@ -1,0 +1,43 @@
+#pragma once
+// One OmniFold chain as a campaign task: the entry point of the campaign orchestrator's
+// workers (and of `foldfarm unfold`).
+//
+// params (JSON object):
+//   "mc"            path of the MC unfolding file (reco + gen, SPEC §3.1)     required
+//   "data"          path of the data unfolding file (reco used)                required
+//   "init"          foundation checkpoint directory, or "none" (from scratch)  required
+//   "replica"       bootstrap replica r >= 0 (0 = nominal, data weights 1)     required
+//   "member"        ensemble member m >= 0                                     required
+//   "campaign_seed" unsigned integer                                           default 1
+//   "iterations"    OmniFold iterations n >= 1                                 default 4
+//   "config"        chain configuration object (ensembles/chain.hpp ChainConfig keys)
+//   "threads"       intra-op threads (<= 0: leave the process setting alone)   default 0
+//
+// Writes the chain output (ensembles/chain_output.hpp) into task_dir atomically: result.json
+// appears last. Returns
+//   0   done (also when task_dir already holds a completed chain with the same params);
+//   75  interrupted (stopRequested(): SIGUSR1/SIGTERM) with the state saved under
+//       task_dir/state; calling again with the same params resumes from it and ends with
+//       the same weights as an uninterrupted chain;
+//   2   bad input (unreadable files, bad params, state of different params): one line is
+//       logged naming the file or key; nothing is written;
+//   1   any other failure (logged).
+// Never throws.
+//
+// Loaded datasets and the foundation checkpoint are cached in-process, keyed by path, size
+// and modification time, so a persistent worker running many chains reads them once.
+//
+// Thread-safety: not re-entrant; one chain at a time per process (LibTorch thread settings
+// and the stop flag are process-wide).
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace foldfarm::ensembles {
+
+int runChainTask(const nlohmann::json& params, const std::string& task_dir);
+
+// Drops the in-process caches (datasets, checkpoints).
+void clearChainTaskCache();
+
+}  // namespace foldfarm::ensembles

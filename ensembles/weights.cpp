@@ -1,0 +1,123 @@
+#include "ensembles/weights.hpp"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/base/seed.hpp"
+#include "ensembles/seeds.hpp"
+
+namespace foldfarm::ensembles {
+namespace {
+
+// SplitMix64 stream: portable, so a replica's weights do not depend on the standard
+// library's distribution implementations.
+class SplitMixStream {
+ public:
+  explicit SplitMixStream(uint64_t seed) : state_(seed) {}
+  double uniform() {
+    state_ += 0x9e3779b97f4a7c15ULL;
+    uint64_t z = state_;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return static_cast<double>(z >> 11) * 0x1.0p-53;
+  }
+
+ private:
+  uint64_t state_;
+};
+
+}  // namespace
+
+std::vector<double> bootstrapWeights(size_t n, uint64_t campaign_seed, int replica) {
+  std::vector<double> w(n, 1.0);
+  if (replica == 0) return w;
+  SplitMixStream rng(bootstrapSeed(campaign_seed, replica));
+  const double p0 = std::exp(-1.0);
+  for (size_t i = 0; i < n; ++i) {
+    // Inversion of the Poisson(1) CDF: P(k) = e^-1 / k!.
+    double u = rng.uniform();
+    int k = 0;
+    double p = p0, cdf = p0;
+    while (u > cdf && k < 64) {
+      ++k;
+      p /= k;
+      cdf += p;
+    }
+    w[i] = k;
+  }
+  return w;
+}
+
+void to_json(nlohmann::json& j, const WeightReport& r) {
+  j = nlohmann::json{{"events", r.events},         {"non_finite", r.non_finite},
+                     {"clipped", r.clipped},       {"mean_before", r.mean_before},
+                     {"max_after", r.max_after},   {"ess", r.ess},
+                     {"ess_fraction", r.ess_fraction}};
+}
+
+std::vector<double> likelihoodRatio(const std::vector<float>& prob) {
+  std::vector<double> w(prob.size());
+  for (size_t i = 0; i < prob.size(); ++i) {
+    double f = prob[i];
+    w[i] = f / (1.0 - f);  // f = 1 gives +inf, caught by sanitizeAndNormalise
+  }
+  return w;
+}
+
+WeightReport sanitizeAndNormalise(std::vector<double>& w, const std::vector<uint8_t>& active,
+                                  const WeightLimits& limits, const std::string& what) {
+  if (!active.empty() && active.size() != w.size())
+    throw Error(what + ": selection flags and weights differ in length");
+  auto isActive = [&](size_t i) { return active.empty() || active[i] != 0; };
+  WeightReport rep;
+  double sum = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (!isActive(i)) {
+      w[i] = 1.0;
+      continue;
+    }
+    ++rep.events;
+    double& x = w[i];
+    if (!std::isfinite(x)) {
+      ++rep.non_finite;
+      x = std::isnan(x) ? 1.0 : (x > 0 ? limits.max_weight : limits.min_weight);
+    } else if (x > limits.max_weight || x < limits.min_weight) {
+      ++rep.clipped;
+      x = std::min(std::max(x, limits.min_weight), limits.max_weight);
+    }
+    sum += x;
+  }
+  if (rep.events == 0) throw Error(what + ": no event passes the selection");
+  rep.mean_before = sum / static_cast<double>(rep.events);
+  if (!(rep.mean_before > 0))
+    throw Error(what + ": weights have non-positive mean " + std::to_string(rep.mean_before));
+  double s1 = 0, s2 = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (!isActive(i)) continue;
+    w[i] /= rep.mean_before;
+    s1 += w[i];
+    s2 += w[i] * w[i];
+    rep.max_after = std::max(rep.max_after, w[i]);
+  }
+  rep.ess = s2 > 0 ? s1 * s1 / s2 : 0.0;
+  rep.ess_fraction = rep.ess / static_cast<double>(rep.events);
+  if (rep.non_finite > 0 || rep.clipped > 0) {
+    logWarn("{}: {} non-finite and {} extreme weights of {} replaced or clipped to [{}, {}]",
+            what, rep.non_finite, rep.clipped, rep.events, limits.min_weight, limits.max_weight);
+  }
+  return rep;
+}
+
+double effectiveSampleSize(const std::vector<double>& w) {
+  double s1 = 0, s2 = 0;
+  for (double x : w) {
+    s1 += x;
+    s2 += x * x;
+  }
+  return s2 > 0 ? s1 * s1 / s2 : 0.0;
+}
+
+}  // namespace foldfarm::ensembles

@@ -1,0 +1,135 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/error.hpp"
+#include "core/data/jet_writer.hpp"
+#include "ensembles/aggregate.hpp"
+#include "ensembles/chain_output.hpp"
+#include "ensembles/hdf5_io.hpp"
+#include "ensembles/plot.hpp"
+
+namespace fs = std::filesystem;
+using namespace foldfarm::ensembles;
+
+namespace {
+
+class AggregateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() /
+            ("ff_agg_" + std::to_string(::getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  // A completed chain whose unfolded mass histogram has `b0`, `b1` in its first two bins.
+  void writeChain(const std::string& rel, int replica, int member, double b0, double b1,
+                  uint64_t seed = 42) {
+    fs::path dir = root_ / rel;
+    fs::create_directories(dir);
+    ChainHistograms h;
+    h.unfolded = histogramObservables({}, {}, {});
+    h.prior = histogramObservables({}, {}, {});
+    h.unfolded[0].sumw[0] = b0;
+    h.unfolded[0].sumw[1] = b1;
+    h.prior[0].sumw[0] = 1.0;
+    writeChainHistograms(dir.string(), h, {{"replica", replica}, {"member", member}});
+    writeJsonAtomic((dir / kChainResultFile).string(),
+                    {{"replica", replica}, {"member", member}, {"campaign_seed", seed}});
+  }
+
+  fs::path root_;
+};
+
+}  // namespace
+
+TEST_F(AggregateTest, MembersAveragedReplicasGiveMeanStdPercentilesCovariance) {
+  // Replica 0: members [1,3] and [3,1] -> [2,2]; replica 1: [1,3]; replica 2: [3,1].
+  writeChain("camp/r0/m0", 0, 0, 1, 3);
+  writeChain("camp/r0/m1", 0, 1, 3, 1);
+  writeChain("camp/r1/m0", 1, 0, 1, 3);
+  writeChain("camp/r2/m0", 2, 0, 3, 1);
+  const std::string out = (root_ / "agg").string();
+  nlohmann::json summary = aggregateRunsWithOptions({(root_ / "camp").string()}, out,
+                                                    std::nullopt, AggregateOptions{false});
+  EXPECT_EQ(summary["replicas"], 3);
+  EXPECT_EQ(summary["chains"], 4);
+  EXPECT_TRUE(summary["observables"]["mass"]["delta_unfolded"].is_null());
+
+  H5File f = H5File::openRead(out + "/bands.h5");
+  const double w = 75.0 / 49.0;  // mass bin width
+  auto nominal = f.read("mass/nominal").values;
+  auto std_ = f.read("mass/std").values;
+  auto p16 = f.read("mass/p16").values;
+  auto p84 = f.read("mass/p84").values;
+  auto cov = f.read("mass/covariance");
+  auto corr = f.read("mass/correlation");
+  ASSERT_EQ(nominal.size(), 49u);
+  ASSERT_EQ(cov.dims, (std::vector<uint64_t>{49, 49}));
+  EXPECT_NEAR(nominal[0] * w, 0.5, 1e-12);
+  EXPECT_NEAR(nominal[1] * w, 0.5, 1e-12);
+  EXPECT_NEAR(std_[0] * w, 0.25, 1e-12);
+  // numpy.percentile([.25, .5, .75], 16) = 0.33, 84 -> 0.67
+  EXPECT_NEAR(p16[0] * w, 0.33, 1e-12);
+  EXPECT_NEAR(p84[0] * w, 0.67, 1e-12);
+  EXPECT_NEAR(cov.values[1] * w * w, -0.0625, 1e-12);
+  EXPECT_NEAR(corr.values[1], -1.0, 1e-12);
+  EXPECT_EQ(f.read("mass/replicas").dims, (std::vector<uint64_t>{3, 49}));
+  EXPECT_NEAR(f.attrDouble("/", "replicas"), 3.0, 0);
+}
+
+TEST_F(AggregateTest, TruthGivesDiscriminatorsAndCoverage) {
+  writeChain("r0", 0, 0, 2, 2);
+  writeChain("r1", 1, 0, 1, 3);
+  writeChain("r2", 2, 0, 3, 1);
+  // Truth: two events, masses in the first two bins -> fractions [0.5, 0.5].
+  foldfarm::data::UnfoldArrays u;
+  u.reco = foldfarm::data::JetArrays::zeros(2, 1);
+  u.gen = foldfarm::data::JetArrays::zeros(2, 1);
+  u.gen_subs = {0.5f, 0.1f, 10.f, -5.f, 0.2f, 0.5f, 2.0f, 0.1f, 10.f, -5.f, 0.2f, 0.5f};
+  u.reco_subs = u.gen_subs;
+  const std::string truth = (root_ / "truth.h5").string();
+  foldfarm::data::writeUnfoldFile(truth, u);
+  const std::string out = (root_ / "agg").string();
+  AggregateOptions opt;
+  opt.plots = gnuplotAvailable();
+  nlohmann::json s = aggregateRunsWithOptions({root_.string()}, out, truth, opt);
+  const auto& mass = s["observables"]["mass"];
+  EXPECT_NEAR(mass["delta_unfolded"].get<double>(), 0.0, 1e-9);
+  // Prior [1, 0] vs truth [.5, .5]: 1/2 (0.25/1.5 + 0.25/0.5) x 1e3.
+  EXPECT_NEAR(mass["delta_prior"].get<double>(), 1e3 / 3.0, 1e-6);
+  EXPECT_GT(mass["delta_unfolded_err"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(mass["coverage_68"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(mass["coverage_95"].get<double>(), 1.0);
+  EXPECT_TRUE(fs::exists(out + "/summary.json"));
+  if (opt.plots) {
+    std::ifstream png(out + "/mass.png", std::ios::binary);
+    char magic[4] = {};
+    png.read(magic, 4);
+    EXPECT_EQ(std::string(magic + 1, 3), "PNG");
+    EXPECT_TRUE(fs::exists(out + "/tau21.png"));
+  }
+}
+
+TEST_F(AggregateTest, BadInputWritesNothing) {
+  const std::string out = (root_ / "agg").string();
+  EXPECT_THROW(aggregateRunsWithOptions({root_.string()}, out, std::nullopt, {false}),
+               foldfarm::InputError);
+  EXPECT_THROW(aggregateRunsWithOptions({(root_ / "missing").string()}, out, std::nullopt, {false}),
+               foldfarm::InputError);
+  writeChain("a", 0, 0, 1, 1, 42);
+  writeChain("b", 1, 0, 1, 1, 43);  // another campaign
+  EXPECT_THROW(aggregateRunsWithOptions({root_.string()}, out, std::nullopt, {false}),
+               foldfarm::InputError);
+  EXPECT_THROW(
+      aggregateRunsWithOptions({(root_ / "a").string()}, out, (root_ / "nope.h5").string(), {false}),
+      foldfarm::InputError);
+  EXPECT_FALSE(fs::exists(out));
+}

@@ -1,0 +1,95 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "core/base/error.hpp"
+#include "ensembles/seeds.hpp"
+#include "ensembles/weights.hpp"
+
+using namespace foldfarm::ensembles;
+
+TEST(BootstrapWeights, NominalReplicaIsAllOnes) {
+  for (double w : bootstrapWeights(1000, 42, 0)) EXPECT_EQ(w, 1.0);
+}
+
+TEST(BootstrapWeights, SameReplicaSameWeightsDifferentReplicaDifferent) {
+  auto a = bootstrapWeights(5000, 42, 3);
+  EXPECT_EQ(a, bootstrapWeights(5000, 42, 3));
+  EXPECT_NE(a, bootstrapWeights(5000, 42, 4));
+  EXPECT_NE(a, bootstrapWeights(5000, 43, 3));
+  // A prefix of a longer draw: event i's weight does not depend on how many events follow.
+  auto longer = bootstrapWeights(6000, 42, 3);
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), longer.begin()));
+}
+
+TEST(BootstrapWeights, ArePoissonOne) {
+  auto w = bootstrapWeights(200000, 7, 1);
+  double s1 = 0, s2 = 0, zeros = 0;
+  for (double x : w) {
+    EXPECT_EQ(x, std::floor(x));
+    EXPECT_GE(x, 0.0);
+    s1 += x;
+    s2 += x * x;
+    zeros += (x == 0);
+  }
+  const double n = static_cast<double>(w.size());
+  const double mean = s1 / n, var = s2 / n - mean * mean;
+  EXPECT_NEAR(mean, 1.0, 0.01);
+  EXPECT_NEAR(var, 1.0, 0.02);
+  EXPECT_NEAR(zeros / n, std::exp(-1.0), 0.005);
+}
+
+TEST(MemberSeeds, DependOnReplicaAndMember) {
+  EXPECT_EQ(memberSeed(1, 2, 3), memberSeed(1, 2, 3));
+  EXPECT_NE(memberSeed(1, 2, 3), memberSeed(1, 2, 4));
+  EXPECT_NE(memberSeed(1, 2, 3), memberSeed(1, 3, 3));
+  EXPECT_NE(memberSeed(1, 0, 0), bootstrapSeed(1, 0));
+}
+
+TEST(SanitizeWeights, NonFiniteAndExtremeWeightsAreCaughtAndCounted) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  std::vector<double> w = {1.0, nan, inf, 2.0, 1e6, -inf, 1.0, 3.0};
+  WeightLimits lim;
+  lim.max_weight = 10.0;
+  WeightReport r = sanitizeAndNormalise(w, {}, lim, "test step");
+  EXPECT_EQ(r.events, 8);
+  EXPECT_EQ(r.non_finite, 3);
+  EXPECT_EQ(r.clipped, 1);
+  for (double x : w) EXPECT_TRUE(std::isfinite(x));
+  // After replacement: {1, 1, 10, 2, 10, 0, 1, 3}, mean 3.5, then divided by the mean.
+  EXPECT_DOUBLE_EQ(r.mean_before, 3.5);
+  double sum = 0;
+  for (double x : w) sum += x;
+  EXPECT_NEAR(sum / w.size(), 1.0, 1e-12);
+  EXPECT_DOUBLE_EQ(w[2], 10.0 / 3.5);
+  EXPECT_DOUBLE_EQ(w[5], 0.0);
+  EXPECT_NEAR(r.ess, effectiveSampleSize(w), 1e-9);
+  EXPECT_LT(r.ess, 8.0);
+}
+
+TEST(SanitizeWeights, InactiveEventsKeepWeightOneAndMeanIsOverActiveOnes) {
+  std::vector<double> w = {2.0, 100.0, 4.0, std::nan("")};
+  std::vector<uint8_t> active = {1, 0, 1, 0};
+  WeightReport r = sanitizeAndNormalise(w, active, WeightLimits{}, "step 2");
+  EXPECT_EQ(r.events, 2);
+  EXPECT_EQ(r.non_finite, 0);
+  EXPECT_DOUBLE_EQ(w[0], 2.0 / 3.0);
+  EXPECT_DOUBLE_EQ(w[1], 1.0);
+  EXPECT_DOUBLE_EQ(w[2], 4.0 / 3.0);
+  EXPECT_DOUBLE_EQ(w[3], 1.0);
+  EXPECT_NEAR(r.ess, 36.0 / 20.0, 1e-12);  // (2+4)^2 / (4+16) before scaling
+}
+
+TEST(SanitizeWeights, NoActiveEventIsAnError) {
+  std::vector<double> w = {1.0, 2.0};
+  EXPECT_THROW(sanitizeAndNormalise(w, {0, 0}, WeightLimits{}, "x"), foldfarm::Error);
+}
+
+TEST(LikelihoodRatio, IsFOverOneMinusF) {
+  auto w = likelihoodRatio({0.5f, 0.75f, 1.0f});
+  EXPECT_DOUBLE_EQ(w[0], 1.0);
+  EXPECT_DOUBLE_EQ(w[1], 3.0);
+  EXPECT_TRUE(std::isinf(w[2]));
+}
