@@ -79,7 +79,7 @@ TaskResult TaskResult::fromJson(const json& j) {
     r.result = j.contains("result") ? j["result"] : json();
     return r;
   } catch (const json::exception& e) {
-    throw InputError(std::string("result.json: missing or ill-typed field: ") + e.what());
+    throw InputError(std::string("task_result.json: missing or ill-typed field: ") + e.what());
   }
 }
 
@@ -119,7 +119,7 @@ Campaign::~Campaign() noexcept {
 
 std::string Campaign::taskDir(const std::string& task_id) const { return dir_ + "/tasks/" + task_id; }
 std::string Campaign::resultPath(const std::string& task_id) const {
-  return taskDir(task_id) + "/result.json";
+  return taskDir(task_id) + "/" + kTaskResultFile;
 }
 
 Campaign Campaign::init(const CampaignSpec& spec, const std::string& dir_in) {

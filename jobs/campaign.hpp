@@ -6,11 +6,11 @@
 //   D/spec.json              the frozen spec (absolute input paths)
 //   D/journal.sqlite         the journal (jobs/journal.hpp), written by one process only
 //   D/orchestrator.lock      flock()ed by the process that writes the journal
-//   D/tasks/<id>/            one folder per task: task.log, result.json, the task's outputs
+//   D/tasks/<id>/            one folder per task: task.log, task_result.json, the task's outputs
 //                            (a chain's checkpoints and weights)
 //   D/aggregate/             aggregated outputs (`campaign aggregate`)
 //
-// result.json (written atomically by the process that ran the task, never by the
+// task_result.json (written atomically by the process that ran the task, never by the
 // orchestrator): {"task": id, "attempt": n, "status": s, "reason": "...", "host": h,
 // "slot": k, "started_at": t0, "finished_at": t1, "result": {...}}. Ingestion reads it
 // into the journal exactly once (only while the task is `running` that attempt).
@@ -19,7 +19,7 @@
 // to running with markSubmitted(ids, "<jobid>_<k>"), and each array element runs
 //   foldfarm campaign work D --task ID [--task ID …] [--tasks-file F] [--attempt N]
 // which calls runTaskStandalone() for each task: it reads D/spec.json only and writes
-// D/tasks/<id>/result.json; it never opens the journal. The submitter later calls
+// D/tasks/<id>/task_result.json; it never opens the journal. The submitter later calls
 // ingestResults() (exactly once per result) and requeue() for tasks whose job ended
 // without a result.
 #include <optional>
@@ -31,6 +31,10 @@
 #include "jobs/task_state.hpp"
 
 namespace foldfarm::jobs {
+
+// The attempt record in each task folder (a task's own outputs, e.g. a chain's
+// result.json, live beside it under their own names).
+inline constexpr const char* kTaskResultFile = "task_result.json";
 
 struct TaskResult {
   std::string task_id;
@@ -81,7 +85,7 @@ class Campaign {
                                  const std::string& external_id, const std::string& host = "");
   // running -> interrupted -> pending (a job ended without a result, preemption).
   int requeue(const std::vector<std::string>& task_ids, const std::string& reason);
-  // Reads result.json of every running task and ingests those of the running attempt
+  // Reads task_result.json of every running task and ingests those of the running attempt
   // (or, for attempt 0, written after it started), one transaction. Exactly once: a
   // result is ingested only while its task is running. Returns how many were ingested.
   int ingestResults();
@@ -100,7 +104,7 @@ class Campaign {
   int lock_fd_ = -1;
 };
 
-// Runs one task in this process and writes its result.json atomically; never touches the
+// Runs one task in this process and writes its task_result.json atomically; never touches the
 // journal (Slurm array elements on compute nodes). Task kinds must be registered.
 // The task's log goes to D/tasks/<id>/task.log. Throws InputError for an unknown task id.
 TaskResult runTaskStandalone(const std::string& campaign_dir, const std::string& task_id,
@@ -109,7 +113,7 @@ TaskResult runTaskStandalone(const std::string& campaign_dir, const std::string&
 // Reads D/spec.json (the frozen spec) without opening the journal. Throws InputError.
 CampaignSpec loadFrozenSpec(const std::string& campaign_dir);
 
-// Reads a result.json (nullopt when absent; InputError when unreadable).
+// Reads a task_result.json (nullopt when absent; InputError when unreadable).
 std::optional<TaskResult> readTaskResult(const std::string& path);
 void writeTaskResult(const std::string& path, const TaskResult& r);
 

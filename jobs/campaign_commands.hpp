@@ -25,7 +25,7 @@ int retryCommand(const std::string& dir, const std::string& executor, const RunO
 // `campaign cancel D`: every unfinished task -> cancelled (refused while an orchestrator
 // holds the campaign).
 void cancelCommand(const std::string& dir);
-// `campaign work D --task ID …`: runs the tasks in this process, writing result.json;
+// `campaign work D --task ID …`: runs the tasks in this process, writing task_result.json;
 // never opens the journal. Returns 0 when all succeeded, else the first failing status.
 int workCommand(const std::string& dir, const std::vector<std::string>& task_ids, int attempt);
 // Reads task ids from a file (one per line; blank lines and '#' comments skipped).

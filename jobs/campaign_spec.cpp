@@ -57,9 +57,9 @@ std::string getString(const json& obj, const char* key, const std::string& fallb
   return obj.at(key).get<std::string>();
 }
 
-bool isRegularFile(const std::string& p) {
+bool pathExists(const std::string& p) {
   struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  return ::stat(p.c_str(), &st) == 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode));
 }
 
 std::string absolutePath(const std::string& p, const std::string& base) {
@@ -201,9 +201,9 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
         throw InputError(origin + ": 'inputs." + it.key() + "' must be a path string");
       }
       std::string p = absolutePath(it.value().get<std::string>(), base_dir);
-      if (!isRegularFile(p)) {
+      if (!pathExists(p)) {
         throw InputError(origin + ": input file 'inputs." + it.key() + "' = " + p +
-                         " does not exist; fix the path or create the file");
+                         " does not exist; fix the path or create it");
       }
       s.inputs[it.key()] = p;
     }

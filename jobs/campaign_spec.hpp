@@ -11,8 +11,8 @@
 //     "replicas": 8, "members": 2,        // R × M tasks, ids r0000m0 … (replica-major)
 //     "seed": 1234,                       // campaign seed (seeds derive from it)
 //     "inputs": {"mc": "mc.h5", "data": "data.h5", "truth": "truth.h5",
-//                "foundation": "pet.ckpt"},  // every listed file must exist; chain needs
-//                                            // mc, data and foundation
+//                "foundation": "pet.ckpt"},  // every listed path (file or directory) must
+//                                            // exist; chain needs mc, data, foundation
 //     "chain": { … },                     // chain configuration, passed through unread
 //     "params": { … },                    // kind parameters (sleep: seconds; command: argv)
 //     "overrides": {"r0003m0": { … }},    // per-task parameters merged over "params"

@@ -7,7 +7,7 @@
 //          kill -9) costs one attempt: it is recorded as failed ("worker died: signal N"),
 //          retried, and a fresh worker takes the slot. Other tasks queued on that worker
 //          go back to pending without blame; one it had finished but not yet reported
-//          is completed from its result.json when that file is already written, and
+//          is completed from its task_result.json when that file is already written, and
 //          otherwise rerun.
 //   mpi    a pilot inside one allocation: rank 0 keeps the journal and dispatches
 //          dynamically; every other rank keeps one local worker process (as above) and

@@ -52,7 +52,7 @@ struct Dispatch {
   int attempt = 0;  // filled in by markRunning(): the attempt number now running
 };
 
-// What came back for one attempt (from a worker's message or a result.json file).
+// What came back for one attempt (from a worker's message or a task_result.json file).
 struct Completion {
   int index = 0;
   int attempt = 0;

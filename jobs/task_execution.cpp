@@ -81,7 +81,7 @@ TaskResult executeTask(const TaskExecution& e) {
   r.reason = out.reason;
   r.result = std::move(out.result);
   if (e.write_result_file && resultFileWanted(e, r)) {
-    writeTaskResult(e.task_dir + "/result.json", r);
+    writeTaskResult(e.task_dir + "/" + kTaskResultFile, r);
   }
   return r;
 }

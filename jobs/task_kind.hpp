@@ -39,7 +39,7 @@ inline constexpr int kTaskBadInput = 2;
 struct TaskOutcome {
   int status = kTaskDone;
   std::string reason;     // why it failed/was interrupted; empty when done
-  nlohmann::json result;  // null: nothing to record; otherwise written to result.json
+  nlohmann::json result;  // null: nothing to record; otherwise written to task_result.json
 };
 
 using TaskRunner =

@@ -49,7 +49,7 @@ json doneMessage(int index, int attempt, int status, const std::string& reason, 
   return m;
 }
 
-// Writes result.json files and then reports their attempts, on its own thread, so that a
+// Writes task_result.json files and then reports their attempts, on its own thread, so that a
 // result's fsyncs overlap the next task instead of delaying it. An attempt is reported
 // only after its file is durable.
 class ResultWriter {
@@ -230,7 +230,7 @@ int runWorker(int in_fd, int out_fd) {
     json done = doneMessage(index, attempt, r.status, r.reason, r.started_at, r.finished_at,
                             r.status == 0 ? r.result : json());
     if (resultFileWanted(e, r)) {
-      writer.push(e.task_dir + "/result.json", std::move(r), std::move(done));
+      writer.push(e.task_dir + "/" + kTaskResultFile, std::move(r), std::move(done));
     } else if (!reply.send(done)) {
       break;  // the orchestrator is gone
     }

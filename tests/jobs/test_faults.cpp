@@ -133,7 +133,7 @@ int countResultFiles(const std::string& tasks_dir, int& mismatched) {
   while (dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
     if (name[0] == '.') continue;
-    auto r = readTaskResult(tasks_dir + "/" + name + "/result.json");
+    auto r = readTaskResult(tasks_dir + "/" + name + "/task_result.json");
     if (!r) continue;
     ++n;
     if (r->task_id != name || r->status != 0) ++mismatched;

@@ -140,7 +140,7 @@ TEST_F(CampaignDir, StandaloneRunsWriteResultsAndNeverTheJournal) {
   TaskResult r0 = runTaskStandalone(dir_, "r0000m0", 1);
   TaskResult r1 = runTaskStandalone(dir_, "r0001m0");
   EXPECT_EQ(r0.status, 0);
-  EXPECT_TRUE(exists(dir_ + "/tasks/r0000m0/result.json"));
+  EXPECT_TRUE(exists(dir_ + "/tasks/r0000m0/task_result.json"));
   EXPECT_TRUE(exists(dir_ + "/tasks/r0000m0/task.log"));
   struct stat after {};
   ASSERT_EQ(::stat((dir_ + "/journal.sqlite").c_str(), &after), 0);

@@ -1,0 +1,97 @@
+#include "jobs/plan.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <queue>
+#include <random>
+#include <vector>
+
+#include "core/base/error.hpp"
+
+namespace foldfarm::jobs {
+
+nlohmann::json PlanResult::toJson() const {
+  return {{"makespan_s", makespan_s},       {"makespan_h", makespan_s / 3600.0},
+          {"gpu_hours", gpu_hours},         {"busy_gpu_hours", busy_gpu_hours},
+          {"node_hours", node_hours},       {"nodes", nodes},
+          {"slots", slots},                 {"attempts", attempts},
+          {"failed_tasks", failed_tasks},   {"utilisation", utilisation}};
+}
+
+PlanResult simulatePlan(const PlanInput& in) {
+  if (in.tasks < 0 || in.gpus < 1 || in.tasks_per_gpu < 1 || in.gpus_per_node < 1 ||
+      !(in.task_s > 0) || in.task_cv < 0 || in.failure_rate < 0 || in.failure_rate >= 1 ||
+      in.max_attempts < 1) {
+    throw InputError("plan: need tasks >= 0, gpus >= 1, tasks per GPU >= 1, task time > 0, "
+                     "spread >= 0 and 0 <= failure rate < 1");
+  }
+  PlanResult r;
+  r.slots = in.gpus * in.tasks_per_gpu;
+  r.nodes = (in.gpus + in.gpus_per_node - 1) / in.gpus_per_node;
+  std::mt19937_64 rng(in.seed);
+  // Log-normal with the requested mean and cv: sigma² = ln(1 + cv²), mu = ln(mean) - sigma²/2.
+  double sigma2 = std::log1p(in.task_cv * in.task_cv);
+  std::normal_distribution<double> gauss(std::log(in.task_s) - sigma2 / 2, std::sqrt(sigma2));
+  std::uniform_real_distribution<double> uni(0.0, 1.0);
+  auto duration = [&] { return in.task_cv > 0 ? std::exp(gauss(rng)) : in.task_s; };
+
+  using Slot = std::pair<double, int>;  // free at, slot
+  std::priority_queue<Slot, std::vector<Slot>, std::greater<Slot>> free;
+  for (int s = 0; s < r.slots; ++s) free.emplace(0.0, s);
+  // Work items in dispatch order: a retried task re-enters at the time its attempt failed.
+  using Item = std::pair<double, int>;  // ready at, attempts so far
+  std::priority_queue<Item, std::vector<Item>, std::greater<Item>> ready;
+  for (int t = 0; t < in.tasks; ++t) ready.emplace(0.0, 0);
+  double busy = 0;
+  while (!ready.empty()) {
+    auto [ready_at, attempts] = ready.top();
+    ready.pop();
+    auto [free_at, slot] = free.top();
+    free.pop();
+    double start = std::max(free_at, ready_at);
+    double d = duration();
+    ++r.attempts;
+    bool fails = in.failure_rate > 0 && uni(rng) < in.failure_rate;
+    double used = fails ? d * uni(rng) : d;
+    double end = start + used;
+    busy += used;
+    free.emplace(end, slot);
+    r.makespan_s = std::max(r.makespan_s, end);
+    if (fails) {
+      if (attempts + 1 < in.max_attempts) ready.emplace(end, attempts + 1);
+      else ++r.failed_tasks;
+    }
+  }
+  r.gpu_hours = in.gpus * r.makespan_s / 3600.0;
+  r.busy_gpu_hours = busy / in.tasks_per_gpu / 3600.0;
+  r.node_hours = r.nodes * r.makespan_s / 3600.0;
+  r.utilisation = r.makespan_s > 0 ? busy / (r.slots * r.makespan_s) : 0.0;
+  return r;
+}
+
+MeasuredTaskTimes measureTaskTimes(Campaign& campaign) {
+  MeasuredTaskTimes m;
+  double sum = 0, sum2 = 0;
+  int64_t attempts = 0, failures = 0;
+  for (const auto& t : campaign.tasks()) {
+    attempts += t.attempts;
+    failures += t.failures;
+    if (t.state != TaskState::kDone || t.finished_at <= t.started_at) continue;
+    double d = t.finished_at - t.started_at;
+    ++m.done;
+    sum += d;
+    sum2 += d * d;
+  }
+  if (m.done == 0) {
+    throw InputError(campaign.dir() + ": no task is done yet, so there is no measured task "
+                     "time; run some tasks first or give --task-minutes");
+  }
+  m.mean_s = sum / m.done;
+  double var = std::max(0.0, sum2 / m.done - m.mean_s * m.mean_s);
+  m.cv = m.mean_s > 0 ? std::sqrt(var) / m.mean_s : 0;
+  m.failure_rate = attempts > 0 ? static_cast<double>(failures) / attempts : 0;
+  return m;
+}
+
+}  // namespace foldfarm::jobs

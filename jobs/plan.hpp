@@ -1,0 +1,55 @@
+#pragma once
+// Campaign planning: a discrete-event simulation of a campaign on G GPUs, before anything
+// is submitted. Tasks are dispatched in order to the earliest free slot (the dispatcher's
+// policy); a task's duration is drawn from a log-normal with the given mean and
+// coefficient of variation; with probability failure_rate an attempt fails part-way (at a
+// uniform fraction of its duration) and is retried up to max_attempts. Deterministic in
+// its seed.
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "jobs/campaign.hpp"
+
+namespace foldfarm::jobs {
+
+struct PlanInput {
+  int tasks = 0;
+  int gpus = 1;
+  int tasks_per_gpu = 1;
+  int gpus_per_node = 4;
+  double task_s = 60;       // mean duration of one attempt on a slot
+  double task_cv = 0.1;     // spread: std / mean
+  double failure_rate = 0;  // per attempt
+  int max_attempts = 3;
+  uint64_t seed = 1;
+};
+
+struct PlanResult {
+  double makespan_s = 0;
+  double gpu_hours = 0;       // GPUs held for the makespan
+  double busy_gpu_hours = 0;  // GPU time the attempts used (shared GPUs count 1/k)
+  double node_hours = 0;      // whole nodes held for the makespan
+  int nodes = 0;
+  int slots = 0;
+  int64_t attempts = 0;
+  int failed_tasks = 0;       // tasks that exhausted max_attempts
+  double utilisation = 0;     // busy slot time / (slots × makespan)
+
+  nlohmann::json toJson() const;
+};
+
+PlanResult simulatePlan(const PlanInput& in);
+
+// Task time statistics measured from a campaign's journal (done tasks' run times, and
+// failed attempts / attempts). Throws InputError when no task is done yet.
+struct MeasuredTaskTimes {
+  int done = 0;
+  double mean_s = 0;
+  double cv = 0;
+  double failure_rate = 0;
+};
+MeasuredTaskTimes measureTaskTimes(Campaign& campaign);
+
+}  // namespace foldfarm::jobs

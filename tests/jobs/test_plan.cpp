@@ -1,0 +1,56 @@
+// The planner's simulation: exact where the answer is known, monotone where it is not.
+#include <gtest/gtest.h>
+
+#include "core/base/error.hpp"
+#include "jobs/plan.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+TEST(Plan, FixedDurationsPackIntoWaves) {
+  PlanInput in;
+  in.tasks = 100;
+  in.gpus = 8;
+  in.gpus_per_node = 4;
+  in.task_s = 600;
+  in.task_cv = 0;
+  PlanResult r = simulatePlan(in);
+  EXPECT_DOUBLE_EQ(r.makespan_s, 13 * 600.0);  // ceil(100 / 8) waves
+  EXPECT_EQ(r.nodes, 2);
+  EXPECT_DOUBLE_EQ(r.gpu_hours, 8 * 13 * 600.0 / 3600);
+  EXPECT_DOUBLE_EQ(r.node_hours, 2 * 13 * 600.0 / 3600);
+  EXPECT_DOUBLE_EQ(r.busy_gpu_hours, 100 * 600.0 / 3600);
+  EXPECT_EQ(r.attempts, 100);
+  // Two tasks per GPU: twice the slots.
+  in.tasks_per_gpu = 2;
+  EXPECT_DOUBLE_EQ(simulatePlan(in).makespan_s, 7 * 600.0);
+}
+
+TEST(Plan, FailuresAndSpreadCostTime) {
+  PlanInput in;
+  in.tasks = 400;
+  in.gpus = 16;
+  in.task_s = 100;
+  in.task_cv = 0;
+  double base = simulatePlan(in).makespan_s;
+  in.failure_rate = 0.2;
+  PlanResult f = simulatePlan(in);
+  EXPECT_GT(f.attempts, 400);
+  EXPECT_GT(f.makespan_s, base);
+  in.failure_rate = 0;
+  in.task_cv = 0.5;
+  PlanResult s = simulatePlan(in);
+  EXPECT_GT(s.makespan_s, base) << "the slowest task of the last wave sets the makespan";
+  EXPECT_LT(s.utilisation, 1.0);
+  EXPECT_EQ(simulatePlan(in).makespan_s, s.makespan_s) << "deterministic in its seed";
+}
+
+TEST(Plan, RejectsImpossibleInput) {
+  PlanInput in;
+  in.tasks = 10;
+  in.gpus = 0;
+  EXPECT_THROW(simulatePlan(in), InputError);
+}
+
+}  // namespace
+}  // namespace foldfarm::jobs
