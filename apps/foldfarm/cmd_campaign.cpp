@@ -1,7 +1,437 @@
+// foldfarm campaign init|run|resume|status|retry|cancel|work|aggregate|plan, the internal
+// `foldfarm worker`, and `foldfarm bench scheduler`. Thin: options are parsed here and the
+// work is done by jobs/ (campaigns) and ensembles/ (the chain task kind, aggregation).
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
 #include "apps/foldfarm/commands.hpp"
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/base/progress.hpp"
+#include "ensembles/aggregate.hpp"
+#include "ensembles/chain_task.hpp"
+#include "jobs/campaign.hpp"
+#include "jobs/campaign_commands.hpp"
+#include "jobs/executor.hpp"
+#include "jobs/plan.hpp"
+#include "jobs/task_kind.hpp"
 
 namespace foldfarm::app {
+namespace {
 
-void registerCampaignCommands(CommandGroups& g) { (void)g; }
+using nlohmann::json;
+
+// The campaign's chain parameters (jobs/campaign_spec.hpp: inputs, chain, replica,
+// member, seed, threads) in the form ensembles::runChainTask reads.
+json chainTaskParams(const json& p) {
+  const json& in = p.at("inputs");
+  json chain = p.value("chain", json::object());
+  json out;
+  out["mc"] = in.at("mc");
+  out["data"] = in.at("data");
+  out["init"] = in.contains("foundation") ? in["foundation"] : json("none");
+  out["replica"] = p.at("replica");
+  out["member"] = p.at("member");
+  out["campaign_seed"] = p.at("seed");
+  out["threads"] = p.value("threads", 0);
+  if (chain.contains("iterations")) out["iterations"] = chain["iterations"];
+  if (chain.contains("config")) {
+    out["config"] = chain["config"];
+  } else {
+    json cfg = chain;
+    cfg.erase("iterations");
+    if (!cfg.empty()) out["config"] = cfg;
+  }
+  return out;
+}
+
+void registerAllTaskKinds() {
+  static bool done = false;
+  if (done) return;
+  done = true;
+  jobs::registerBuiltinTaskKinds();
+  jobs::registerTaskKind(
+      "chain",
+      std::function<int(const json&, const std::string&)>(
+          [](const json& p, const std::string& dir) {
+            return ensembles::runChainTask(chainTaskParams(p), dir);
+          }),
+      jobs::TaskKindTraits{true, nullptr});
+}
+
+jobs::RunOptions runOptions(int slots) {
+  jobs::RunOptions o;
+  o.worker_argv = {jobs::selfExecutable(), "worker"};
+  o.slots = slots;
+  o.show_progress = true;
+  return o;
+}
+
+std::string makeTempDir(const std::string& parent, const std::string& name) {
+  std::string tmpl = parent + "/" + name + "_XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back(0);
+  if (!::mkdtemp(buf.data())) {
+    throw Error(parent + ": cannot create a scratch directory: " + errnoMessage(errno));
+  }
+  return buf.data();
+}
+
+// ---- bench scheduler -----------------------------------------------------------------
+struct SchedulerBenchArgs {
+  int tasks = 10000;
+  int slots = 2;
+  int sleep_tasks = 200;
+  double sleep_s = 0.2;
+  double load_mb = 0;
+  int load_tasks = 20;
+  std::string scratch = "/tmp";
+  bool keep = false;
+  bool json = false;
+};
+
+jobs::RunSummary runBenchCampaign(const std::string& dir, const json& spec, int slots) {
+  jobs::CampaignSpec s = jobs::parseCampaignSpec(spec, "bench spec", dir);
+  jobs::Campaign c = jobs::Campaign::init(s, dir);
+  jobs::RunOptions o = runOptions(slots);
+  o.show_progress = false;
+  return jobs::runLocal(c, o);
+}
+
+void removeBenchDir(const std::string& dir) {
+  // Bench campaigns are scratch: remove with the same argv discipline as tasks (no shell).
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execlp("rm", "rm", "-rf", "--", dir.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int st = 0;
+  if (pid > 0) ::waitpid(pid, &st, 0);
+}
+
+void benchScheduler(const SchedulerBenchArgs& a) {
+  if (a.tasks < 1 || a.slots < 1) throw InputError("bench scheduler: --tasks and --slots must be >= 1");
+  registerAllTaskKinds();
+  std::string root = makeTempDir(a.scratch, "ff_bench_scheduler");
+  json out{{"tasks", a.tasks}, {"slots", a.slots}, {"journal", "sqlite WAL synchronous=FULL"}};
+
+  jobs::RunSummary noop = runBenchCampaign(
+      root + "/noop", json{{"name", "bench-noop"}, {"task", "noop"}, {"replicas", a.tasks},
+                           {"resources", {{"cpu_slots", a.slots}}}},
+      a.slots);
+  out["noop_elapsed_s"] = noop.elapsed_s;
+  out["tasks_per_s"] = a.tasks / noop.elapsed_s;
+  out["overhead_ms_per_task"] = 1e3 * noop.elapsed_s * a.slots / a.tasks;
+
+  if (a.sleep_tasks > 0) {
+    jobs::RunSummary sl = runBenchCampaign(
+        root + "/sleep", json{{"name", "bench-sleep"}, {"task", "sleep"}, {"replicas", a.sleep_tasks},
+                              {"params", {{"seconds", a.sleep_s}}},
+                              {"resources", {{"cpu_slots", a.slots}}}},
+        a.slots);
+    double ideal = std::ceil(static_cast<double>(a.sleep_tasks) / a.slots) * a.sleep_s;
+    out["sleep_tasks"] = a.sleep_tasks;
+    out["sleep_s"] = a.sleep_s;
+    out["sleep_makespan_s"] = sl.elapsed_s;
+    out["sleep_ideal_s"] = ideal;
+    out["makespan_efficiency"] = ideal / sl.elapsed_s;
+  }
+  if (a.load_mb > 0) {
+    // What a persistent worker saves: the same tasks reading a big input, once with the
+    // worker keeping it in memory (cache), once reading it for every task.
+    std::string big = root + "/input.bin";
+    {
+      std::string block(1 << 20, '\0');
+      for (size_t k = 0; k < block.size(); ++k) block[k] = static_cast<char>(k * 2654435761u >> 24);
+      AtomicFile f(big);
+      for (int m = 0; m < static_cast<int>(a.load_mb); ++m) f.write(block);
+      f.commit();
+    }
+    auto per_task = [&](bool cache, const std::string& name) {
+      jobs::RunSummary s = runBenchCampaign(
+          root + "/" + name, json{{"name", name}, {"task", "load"}, {"replicas", a.load_tasks},
+                                  {"params", {{"path", big}, {"cache", cache}}},
+                                  {"resources", {{"cpu_slots", 1}}}},
+          1);
+      return s.busy_s / a.load_tasks;
+    };
+    double cached = per_task(true, "load-persistent");
+    double fresh = per_task(false, "load-per-task");
+    out["load_mb"] = a.load_mb;
+    out["load_task_s_persistent"] = cached;
+    out["load_task_s_reload"] = fresh;
+    out["persistent_saves_s_per_task"] = fresh - cached;
+  }
+  if (!a.keep) removeBenchDir(root);
+  else out["dir"] = root;
+  if (a.json) {
+    std::printf("%s\n", out.dump(2).c_str());
+  } else {
+    std::printf("scheduler: %d noop tasks on %d slots in %.3f s: %.0f tasks/s (%.3f ms/task/slot)\n",
+                a.tasks, a.slots, noop.elapsed_s, out["tasks_per_s"].get<double>(),
+                out["overhead_ms_per_task"].get<double>());
+    if (out.contains("makespan_efficiency")) {
+      std::printf("sleep: %d x %.2f s on %d slots: makespan %.2f s, ideal %.2f s, efficiency %.1f%%\n",
+                  a.sleep_tasks, a.sleep_s, a.slots, out["sleep_makespan_s"].get<double>(),
+                  out["sleep_ideal_s"].get<double>(),
+                  100 * out["makespan_efficiency"].get<double>());
+    }
+    if (out.contains("load_mb")) {
+      std::printf("persistent worker: %.0f MB input, %.4f s/task kept in memory vs %.4f s/task reloaded\n",
+                  a.load_mb, out["load_task_s_persistent"].get<double>(),
+                  out["load_task_s_reload"].get<double>());
+    }
+  }
+}
+
+// ---- plan ---------------------------------------------------------------------------
+struct PlanArgs {
+  std::string spec;
+  int gpus = 0;
+  double task_minutes = 0;
+  std::string from;
+  double spread = -1;
+  double failure_rate = -1;
+  int gpus_per_node = 4;
+  int tasks_per_gpu = 0;
+  uint64_t seed = 1;
+  bool json = false;
+};
+
+void planCommand(const PlanArgs& a) {
+  registerAllTaskKinds();
+  jobs::CampaignSpec spec = jobs::loadCampaignSpec(a.spec);
+  jobs::PlanInput in;
+  in.tasks = spec.numTasks();
+  in.gpus = a.gpus;
+  in.tasks_per_gpu = a.tasks_per_gpu > 0 ? a.tasks_per_gpu : spec.resources.tasks_per_gpu;
+  in.gpus_per_node = a.gpus_per_node;
+  in.max_attempts = spec.retry.max_attempts;
+  in.seed = a.seed;
+  std::string source;
+  if (!a.from.empty()) {
+    jobs::Campaign c = jobs::Campaign::open(a.from, jobs::Campaign::Access::kReadOnly);
+    jobs::MeasuredTaskTimes m = jobs::measureTaskTimes(c);
+    in.task_s = m.mean_s;
+    in.task_cv = m.cv;
+    in.failure_rate = m.failure_rate;
+    source = "measured on " + std::to_string(m.done) + " done task(s) of " + a.from;
+  } else if (a.task_minutes > 0) {
+    in.task_s = a.task_minutes * 60;
+    in.task_cv = 0.1;
+    in.failure_rate = 0.0;
+    source = "given";
+  } else {
+    throw InputError("plan: give --task-minutes T or --from D (a campaign with done tasks)");
+  }
+  if (a.spread >= 0) in.task_cv = a.spread;
+  if (a.failure_rate >= 0) in.failure_rate = a.failure_rate;
+  jobs::PlanResult r = jobs::simulatePlan(in);
+  json j = r.toJson();
+  j["tasks"] = in.tasks;
+  j["gpus"] = in.gpus;
+  j["tasks_per_gpu"] = in.tasks_per_gpu;
+  j["task_s"] = in.task_s;
+  j["task_cv"] = in.task_cv;
+  j["failure_rate"] = in.failure_rate;
+  j["task_time_source"] = source;
+  if (a.json) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  std::printf("plan for %s: %d task(s) on %d GPU(s) x %d task(s)/GPU, %d node(s)\n",
+              a.spec.c_str(), in.tasks, in.gpus, in.tasks_per_gpu, r.nodes);
+  std::printf("  task time %.1f s (spread %.0f%%, %s), failure rate %.1f%%\n", in.task_s,
+              100 * in.task_cv, source.c_str(), 100 * in.failure_rate);
+  std::printf("  makespan %s (%.2f h), %lld attempt(s), %d task(s) failing\n",
+              formatDuration(r.makespan_s).c_str(), r.makespan_s / 3600,
+              static_cast<long long>(r.attempts), r.failed_tasks);
+  std::printf("  GPU-hours %.1f held (%.1f busy), node-hours %.1f, utilisation %.1f%%\n",
+              r.gpu_hours, r.busy_gpu_hours, r.node_hours, 100 * r.utilisation);
+}
+
+}  // namespace
+
+void registerCampaignCommands(CommandGroups& g) {
+  CLI::App* campaign = g.root.add_subcommand(
+      "campaign", "OmniFold campaigns: init, run (local or MPI pilot), status, resume, retry, "
+                  "cancel, aggregate, plan");
+  campaign->require_subcommand(1);
+
+  // init
+  {
+    auto* c = campaign->add_subcommand("init", "Validate a campaign spec and create its directory");
+    auto spec = std::make_shared<std::string>();
+    auto dir = std::make_shared<std::string>();
+    c->add_option("spec", *spec, "Campaign spec (JSON; see docs or jobs/campaign_spec.hpp)")->required();
+    c->add_option("--dir", *dir, "Campaign directory to create (must not exist)")->required();
+    c->callback([spec, dir] {
+      registerAllTaskKinds();
+      jobs::initCommand(*spec, *dir);
+    });
+  }
+  // run / resume
+  for (const char* name : {"run", "resume"}) {
+    bool is_run = std::string(name) == "run";
+    auto* c = campaign->add_subcommand(
+        name, is_run ? "Run the campaign's pending tasks (local worker pool or MPI pilot)"
+                     : "Continue a stopped or crashed campaign from its journal");
+    auto dir = std::make_shared<std::string>();
+    auto executor = std::make_shared<std::string>();
+    auto slots = std::make_shared<int>(0);
+    c->add_option("dir", *dir, "Campaign directory")->required();
+    c->add_option("--executor", *executor, "local or mpi (default: the spec's)")
+        ->check(CLI::IsMember({"local", "mpi"}));
+    c->add_option("--slots", *slots, "Override the number of local slots (0: from the spec)");
+    c->callback([dir, executor, slots] {
+      registerAllTaskKinds();
+      int rc = jobs::runCommand(*dir, *executor, runOptions(*slots));
+      if (rc == kExitInterrupted) throw InterruptedError(*dir + ": stopped; continue with `foldfarm campaign resume " + *dir + "`");
+      if (rc != 0) throw Error(*dir + ": some tasks failed; see `foldfarm campaign status " + *dir + "` and `foldfarm campaign retry " + *dir + " --failed`");
+    });
+  }
+  // status
+  {
+    auto* c = campaign->add_subcommand("status", "Counts per state, rate, ETA and failures with reasons");
+    auto dir = std::make_shared<std::string>();
+    auto as_json = std::make_shared<bool>(false);
+    c->add_option("dir", *dir, "Campaign directory")->required();
+    c->add_flag("--json", *as_json, "Print JSON");
+    c->callback([dir, as_json] {
+      registerAllTaskKinds();
+      jobs::statusCommand(*dir, *as_json);
+    });
+  }
+  // retry
+  {
+    auto* c = campaign->add_subcommand("retry", "Rerun only the failed tasks");
+    auto dir = std::make_shared<std::string>();
+    auto failed = std::make_shared<bool>(false);
+    auto executor = std::make_shared<std::string>();
+    c->add_option("dir", *dir, "Campaign directory")->required();
+    c->add_flag("--failed", *failed, "Move failed tasks back to pending and run them")->required();
+    c->add_option("--executor", *executor, "local or mpi (default: the spec's)")
+        ->check(CLI::IsMember({"local", "mpi"}));
+    c->callback([dir, executor] {
+      registerAllTaskKinds();
+      int rc = jobs::retryCommand(*dir, *executor, runOptions(0));
+      if (rc == kExitInterrupted) throw InterruptedError(*dir + ": stopped; continue with `foldfarm campaign resume " + *dir + "`");
+      if (rc != 0) throw Error(*dir + ": tasks failed again; see `foldfarm campaign status " + *dir + "`");
+    });
+  }
+  // cancel
+  {
+    auto* c = campaign->add_subcommand("cancel", "Cancel every unfinished task");
+    auto dir = std::make_shared<std::string>();
+    c->add_option("dir", *dir, "Campaign directory")->required();
+    c->callback([dir] {
+      registerAllTaskKinds();
+      jobs::cancelCommand(*dir);
+    });
+  }
+  // work
+  {
+    auto* c = campaign->add_subcommand(
+        "work", "Run tasks in this process, writing task_result.json, without the journal "
+                "(Slurm array elements; the orchestrator ingests the results)");
+    auto dir = std::make_shared<std::string>();
+    auto tasks = std::make_shared<std::vector<std::string>>();
+    auto tasks_file = std::make_shared<std::string>();
+    auto attempt = std::make_shared<int>(0);
+    c->add_option("dir", *dir, "Campaign directory")->required();
+    c->add_option("--task", *tasks, "Task id (repeatable), e.g. r0007m1");
+    c->add_option("--tasks-file", *tasks_file, "File with one task id per line");
+    c->add_option("--attempt", *attempt, "Attempt number the journal gave these tasks (0: unknown)");
+    c->callback([dir, tasks, tasks_file, attempt] {
+      registerAllTaskKinds();
+      std::vector<std::string> ids = *tasks;
+      if (!tasks_file->empty()) {
+        auto more = jobs::readTaskIdsFile(*tasks_file);
+        ids.insert(ids.end(), more.begin(), more.end());
+      }
+      int rc = jobs::workCommand(*dir, ids, *attempt);
+      if (rc != 0) throw Error(*dir + ": a task failed (status " + std::to_string(rc) + "); see its task.log", rc == 2 ? 2 : (rc == 75 ? 75 : 1));
+    });
+  }
+  // aggregate
+  {
+    auto* c = campaign->add_subcommand("aggregate", "Aggregate the done chains into uncertainty bands (D/aggregate)");
+    auto dir = std::make_shared<std::string>();
+    auto truth = std::make_shared<std::string>();
+    c->add_option("dir", *dir, "Campaign directory")->required();
+    c->add_option("--truth", *truth, "Truth file (default: the spec's inputs.truth when given)");
+    c->callback([dir, truth] {
+      registerAllTaskKinds();
+      jobs::Campaign camp = jobs::Campaign::open(*dir, jobs::Campaign::Access::kReadOnly);
+      if (camp.spec().kind != "chain") {
+        throw InputError(*dir + ": aggregate needs a campaign of chain tasks (this one runs '" +
+                         camp.spec().kind + "')");
+      }
+      std::vector<std::string> runs;
+      for (const auto& t : camp.tasks(jobs::TaskState::kDone)) runs.push_back(camp.taskDir(t.id));
+      if (runs.empty()) throw InputError(*dir + ": no chain is done yet; run the campaign first");
+      std::optional<std::string> truth_path;
+      if (!truth->empty()) truth_path = *truth;
+      else if (camp.spec().inputs.count("truth")) truth_path = camp.spec().inputs.at("truth");
+      std::string out = camp.dir() + "/aggregate";
+      ensembles::aggregateRuns(runs, out, truth_path);
+      std::printf("aggregated %zu chain(s) of %d task(s) into %s\n", runs.size(),
+                  camp.spec().numTasks(), out.c_str());
+    });
+  }
+  // plan
+  {
+    auto* c = campaign->add_subcommand("plan", "Simulate the campaign on G GPUs: makespan, GPU-hours, node-hours");
+    auto a = std::make_shared<PlanArgs>();
+    c->add_option("spec", a->spec, "Campaign spec (JSON)")->required();
+    c->add_option("--gpus", a->gpus, "GPUs to plan for")->required()->check(CLI::PositiveNumber);
+    c->add_option("--task-minutes", a->task_minutes, "Mean task time in minutes");
+    c->add_option("--from", a->from, "Measure task time, spread and failure rate from this campaign");
+    c->add_option("--spread", a->spread, "Task time std/mean (default 0.1, or measured)");
+    c->add_option("--failure-rate", a->failure_rate, "Failed attempts per attempt (default 0, or measured)");
+    c->add_option("--gpus-per-node", a->gpus_per_node, "GPUs per node")->capture_default_str();
+    c->add_option("--tasks-per-gpu", a->tasks_per_gpu, "Tasks sharing a GPU (default: the spec's)");
+    c->add_option("--seed", a->seed, "Simulation seed")->capture_default_str();
+    c->add_flag("--json", a->json, "Print JSON");
+    c->callback([a] { planCommand(*a); });
+  }
+
+  // worker (internal; started by the local executor and the MPI pilot)
+  {
+    auto* w = g.root.add_subcommand(
+        "worker", "Internal: a persistent campaign worker speaking the framed task protocol "
+                  "on stdin/stdout (started by `campaign run`)");
+    w->group("");
+    w->callback([] {
+      registerAllTaskKinds();
+      std::exit(jobs::workerMain());
+    });
+  }
+
+  // bench scheduler
+  {
+    auto* b = g.bench.add_subcommand("scheduler", "Scheduler throughput (noop tasks, durable journal) and makespan efficiency (sleep tasks)");
+    auto a = std::make_shared<SchedulerBenchArgs>();
+    b->add_option("--tasks", a->tasks, "noop tasks")->capture_default_str();
+    b->add_option("--slots", a->slots, "local worker slots")->capture_default_str();
+    b->add_option("--sleep-tasks", a->sleep_tasks, "sleep tasks for the efficiency figure (0: skip)")->capture_default_str();
+    b->add_option("--sleep-seconds", a->sleep_s, "duration of each sleep task")->capture_default_str();
+    b->add_option("--load-mb", a->load_mb, "also measure a persistent worker keeping an input of this size (0: skip)")->capture_default_str();
+    b->add_option("--load-tasks", a->load_tasks, "tasks for the --load-mb figure")->capture_default_str();
+    b->add_option("--scratch", a->scratch, "where the scratch campaigns go")->capture_default_str();
+    b->add_flag("--keep", a->keep, "keep the scratch campaigns");
+    b->add_flag("--json", a->json, "Print JSON on stdout");
+    b->callback([a] { benchScheduler(*a); });
+  }
+}
 
 }  // namespace foldfarm::app
