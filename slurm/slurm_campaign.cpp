@@ -262,8 +262,17 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
   installStopHandlers();
   double interval = o.pollInitialS;
   auto lastReport = std::chrono::steady_clock::now();
+  int queryFailures = 0;
   while (true) {
-    RoundResult r = reconcile(c, client, o, /*submit=*/true);
+    RoundResult r;
+    try {
+      r = reconcile(c, client, o, /*submit=*/true);
+      queryFailures = 0;
+    } catch (const SlurmQueryError& e) {
+      // slurmctld did not answer: nothing was changed this round; try again later.
+      if (!o.wait || ++queryFailures >= 10) throw;
+      logWarn("{} (attempt {} of 10; retrying)", e.what(), queryFailures);
+    }
     sum.submissions += r.submittedArrays;
     sum.elementsSubmitted += r.submittedElements;
     sum.tasksSubmitted += r.submittedTasks;

@@ -17,7 +17,8 @@
 // Watching repeats rounds at a modest cadence with backoff (pollInitialS, ×1.5 while
 // nothing changes, up to pollMaxS; back to pollInitialS when something changed) until no
 // task is pending or running, or a stop signal arrives (the jobs keep running; a later
-// `foldfarm slurm submit D` or `status D` picks them up).
+// `foldfarm slurm submit D` or `status D` picks them up). A round whose squeue fails changes
+// nothing and is retried (up to 10 times in a row).
 //
 // Calling it: `foldfarm slurm submit D` and `foldfarm campaign run D --executor slurm`
 // both call runCampaignOnSlurm(dir, options). Thread-safety: one call at a time per

@@ -166,7 +166,7 @@ std::vector<QueuedJob> SlurmClient::queue(const std::vector<std::string>& jobIds
   if (!r.ok()) {
     // squeue fails when every id given is unknown (all purged after MinJobAge).
     if (r.exitCode == 1 && r.err.find("Invalid job id") != std::string::npos) return {};
-    throw Error("squeue failed: " + r.describeFailure() + " (is slurmctld reachable?)");
+    throw SlurmQueryError("squeue failed: " + r.describeFailure() + " (is slurmctld reachable?)");
   }
   std::vector<QueuedJob> jobs = parseSqueue(r.out);
   // Keep only the requested arrays (a plain job id may also match an element's own id).

@@ -10,9 +10,17 @@
 #include <string>
 #include <vector>
 
+#include "core/base/error.hpp"
 #include "slurm/child_process.hpp"
 
 namespace foldfarm::slurm {
+
+// squeue could not answer (slurmctld busy or restarting): worth retrying later, unlike an
+// sbatch rejection.
+class SlurmQueryError : public Error {
+ public:
+  explicit SlurmQueryError(const std::string& what) : Error(what) {}
+};
 
 // Cluster limits that shape array submissions (SPEC §5: Slurm's defaults 1001/10000).
 struct SlurmLimits {
@@ -69,7 +77,8 @@ class SlurmClient {
   // when sbatch fails (its message is the user's to act on: unknown partition, ...).
   SubmittedJob submit(const std::string& scriptPath, const std::vector<std::string>& args = {}) const;
   // The elements/jobs of the given job ids still known to slurmctld (finished ones stay
-  // visible for MinJobAge). Ids slurmctld has forgotten are simply absent.
+  // visible for MinJobAge). Ids slurmctld has forgotten are simply absent. Throws
+  // SlurmQueryError when squeue fails.
   std::vector<QueuedJob> queue(const std::vector<std::string>& jobIds) const;
   // Jobs of all users in the queue (for the MaxJobCount budget); -1 when unknown.
   int queuedJobCount() const;
