@@ -7,6 +7,7 @@
 #include "core/base/error.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/executor.hpp"
+#include "jobs/task_kind.hpp"
 #include "slurm/array_plan.hpp"
 #include "slurm/sbatch_script.hpp"
 #include "slurm/slurm_campaign.hpp"
@@ -76,7 +77,12 @@ struct RenderArgs {
   std::string manifestDir;
 };
 
+// Opening a campaign validates its spec, task kind included; the submitter never runs
+// tasks, but the kind's name must be known.
+void registerKinds() { jobs::registerBuiltinTaskKinds(); }
+
 void renderArray(const RenderArgs& a) {
+  registerKinds();
   SbatchResources r = a.res.resolved();
   jobs::Campaign c = jobs::Campaign::open(a.dir, jobs::Campaign::Access::kReadOnly);
   std::vector<std::string> ids;
@@ -192,6 +198,7 @@ void registerSlurmCommands(CommandGroups& g) {
       ->capture_default_str();
   sc->add_flag("--json", sub->json, "Print the summary as JSON");
   sc->callback([sub] {
+    registerKinds();
     sub->opts.resources = sub->res.resolved();
     sub->opts.wait = !sub->noWait;
     slurm::SlurmCampaignSummary sum = slurm::runCampaignOnSlurm(sub->dir, sub->opts);
@@ -216,6 +223,7 @@ void registerSlurmCommands(CommandGroups& g) {
   ss->add_option("dir", st->first, "Campaign directory")->required();
   ss->add_flag("--json", st->second, "Print as JSON");
   ss->callback([st] {
+    registerKinds();
     nlohmann::json j = slurm::slurmCampaignStatus(st->first);
     if (st->second) {
       std::printf("%s\n", j.dump(2).c_str());
