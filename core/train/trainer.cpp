@@ -324,12 +324,10 @@ EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
   const Tensor labels = set.labels;
   if (c == 1) {
     std::vector<double> s(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel());
-    std::vector<int> y(static_cast<size_t>(set.size()));
-    std::vector<double> w(static_cast<size_t>(set.size()));
-    for (int64_t i = 0; i < set.size(); ++i) {
-      y[static_cast<size_t>(i)] = static_cast<int>(labels[i].item<int64_t>());
-      w[static_cast<size_t>(i)] = set.weights[i].item<double>();
-    }
+    const Tensor yc = labels.to(torch::kInt32).contiguous();
+    const Tensor wc = set.weights.to(torch::kFloat64).contiguous();
+    std::vector<int> y(yc.data_ptr<int>(), yc.data_ptr<int>() + yc.numel());
+    std::vector<double> w(wc.data_ptr<double>(), wc.data_ptr<double>() + wc.numel());
     const BinaryMetrics m = binaryMetrics(s, y, w);
     r.metrics["accuracy"] = m.accuracy;
     r.metrics["auc"] = m.auc;
