@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <sstream>
 
 #include "core/base/error.hpp"
@@ -36,6 +37,22 @@ std::string shapeText(const std::vector<hsize_t>& d) {
   for (size_t i = 0; i < d.size(); ++i) os << (i ? "," : "") << d[i];
   os << (d.size() == 1 ? ",)" : ")");
   return os.str();
+}
+
+// Opens read-only; InputError saying whether the file is missing or unreadable as HDF5.
+H5Handle openChecked(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw InputError(path + ": no such file; check the path");
+  try {
+    return h5OpenRead(path);
+  } catch (const Error& e) {
+    std::string why = e.what();
+    const auto colon = why.find(": ", why.find(" failed at "));
+    why = colon == std::string::npos ? "not an HDF5 file" : why.substr(colon + 2);
+    throw InputError(path + ": cannot open as HDF5 (truncated, corrupt or not HDF5: " + why +
+                     "); regenerate or re-copy the file");
+  }
 }
 
 }  // namespace
@@ -218,12 +235,7 @@ struct JetFile::Impl {
 
 JetFile::JetFile(std::string path) : impl_(std::make_unique<Impl>()) {
   impl_->path = std::move(path);
-  try {
-    impl_->file = h5OpenRead(impl_->path);
-  } catch (const Error&) {
-    throw InputError(impl_->path + ": cannot open as HDF5 (missing, truncated or not an HDF5 file: " +
-                     h5LastMessage() + "); check the path or regenerate the file");
-  }
+  impl_->file = openChecked(impl_->path);
   try {
     impl_->validate();
   } catch (const InputError&) {
@@ -351,13 +363,7 @@ namespace {
 template <typename T>
 std::vector<T> readWhole(const std::string& path, const std::string& name, std::vector<int64_t>* dims_out,
                          hid_t memtype) {
-  H5Handle file;
-  try {
-    file = h5OpenRead(path);
-  } catch (const Error&) {
-    throw InputError(path + ": cannot open as HDF5 (missing, truncated or not an HDF5 file: " + h5LastMessage() +
-                     "); check the path or regenerate the file");
-  }
+  H5Handle file = openChecked(path);
   if (!h5Exists(file.get(), name))
     throw InputError(path + ": dataset '" + name + "': missing; this command needs it in the input file");
   std::vector<T> v;

@@ -427,11 +427,11 @@ std::vector<Particle> detector(const std::vector<Particle>& gen, Rng& rng) {
   return out;
 }
 
-void fillSubs(const std::vector<Particle>& sorted_parts, int64_t kept, float* subs) {
-  std::vector<FourVector> v;
-  v.reserve(static_cast<size_t>(kept));
-  for (int64_t i = 0; i < kept; ++i) v.push_back(sorted_parts[static_cast<size_t>(i)].p);
-  const ObservableValues o = computeObservables(v);
+// Observables are computed from the stored (float) features, exactly as `data observables`
+// recomputes them, so stored subs and recomputed subs agree bit for bit. (Rebuilding
+// four-vectors from float log E loses particle masses, but that is common to both.)
+void fillSubs(const JetArrays& a, int64_t i, float* subs) {
+  const ObservableValues o = observablesFromFeatures(a.particle(i, 0), a.P, a.jet(i));
   for (int k = 0; k < kNumSubs; ++k) subs[k] = static_cast<float>(o[k]);
 }
 
@@ -518,8 +518,8 @@ UnfoldArrays synthUnfold(const SynthConfig& cfg, uint64_t seed, int64_t begin, i
     std::vector<Particle> reco = detector(gen, rng);
     const int64_t ng = fillJetFeatures(gen, cfg.P, u.gen.particle(i, 0), u.gen.jet(i));
     const int64_t nr = fillJetFeatures(reco, cfg.P, u.reco.particle(i, 0), u.reco.jet(i));
-    fillSubs(gen, ng, u.gen_subs.data() + i * kNumSubs);
-    fillSubs(reco, nr, u.reco_subs.data() + i * kNumSubs);
+    fillSubs(u.gen, i, u.gen_subs.data() + i * kNumSubs);
+    fillSubs(u.reco, i, u.reco_subs.data() + i * kNumSubs);
     u.pass_gen[i] = ng >= 2 && u.gen.jet(i)[0] >= cfg.pass_pt_min;
     u.pass_reco[i] = nr >= 2 && u.reco.jet(i)[0] >= cfg.pass_pt_min;
   }

@@ -97,12 +97,7 @@ TEST(Synth, TunesDifferAndDetectorDegradesResolution) {
   EXPECT_GT(differ, n * 9 / 10);
   EXPECT_GT(pass, n / 2);
   EXPECT_LT(pass, n);  // the selection cuts somewhere
-  // Stored subs agree with observables recomputed from the stored features.
-  // (float features carry ~1e-7 relative precision: a groomed mass of a few hundred MeV
-  // moves ln rho by a few 1e-2.)
+  // Stored subs are exactly the observables recomputed from the stored features.
   const auto recomputed = computeObservables(sim.gen.slice(0, 50));
-  for (int64_t k = 0; k < 50 * kNumSubs; ++k) {
-    const double tol = k % kNumSubs == kObsLnRho ? 0.1 : 2e-3 * std::max(1.0f, std::fabs(sim.gen_subs[k]));
-    ASSERT_NEAR(recomputed[k], sim.gen_subs[k], tol) << k;
-  }
+  for (int64_t k = 0; k < 50 * kNumSubs; ++k) ASSERT_FLOAT_EQ(recomputed[k], sim.gen_subs[k]) << k;
 }
