@@ -31,6 +31,7 @@
 #include "core/train/optim.hpp"
 #include "core/train/parallel.hpp"
 #include "core/train/trainer.hpp"
+#include "dist/make_context.hpp"
 
 namespace foldfarm::app {
 
@@ -144,8 +145,8 @@ json jetConditioning(const JetTensors& t, int64_t classes) {
 void runPretrain(const PretrainArgs& a) {
   configureThreads(a.threads);
   installStopHandlers();
-  // The data-parallel factory replaces this line: the rest of the command is rank-agnostic.
-  std::unique_ptr<ParallelContext> ctx = std::make_unique<SingleProcessContext>();
+  // Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
+  std::unique_ptr<ParallelContext> ctx = dist::makeParallelContext();
 
   json train_cfg = json::object();
   if (!a.config.empty()) {
