@@ -1,7 +1,299 @@
+// bench allreduce: raw vs bucketed all-reduce, sizes 1 KiB - 64 MiB (nccl-tests figures).
+// bench ddp: data-parallel PET training steps under mpirun -np N (weak scaling).
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
 #include "apps/foldfarm/commands.hpp"
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/model/pet.hpp"
+#include "core/model/pet_config.hpp"
+#include "core/model/threads.hpp"
+#include "dist/bucketed_allreduce.hpp"
+#include "dist/cli_options.hpp"
+#include "dist/communicator.hpp"
+#include "dist/control_plane.hpp"
+#include "dist/data_parallel.hpp"
+#include "dist/launch.hpp"
 
 namespace foldfarm::app {
+namespace {
 
-void registerDistCommands(CommandGroups& g) { (void)g; }
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Element i of rank r's input: (r + 1) * (i % 7 + 1); the sum over n ranks is
+// n (n + 1) / 2 * (i % 7 + 1), exact in float32.
+void fillPattern(at::Tensor& t, int rank) {
+  auto idx = torch::arange(t.numel(), torch::kLong).remainder(7).add(1);
+  t.copy_(idx.to(t.dtype()).mul(rank + 1));
+}
+double patternError(const at::Tensor& t, int world, double scale) {
+  auto idx = torch::arange(t.numel(), torch::kLong).remainder(7).add(1).to(torch::kDouble);
+  auto expect = idx.mul(world * (world + 1) / 2.0 * scale);
+  return (t.to(torch::kDouble) - expect).abs().max().item<double>();
+}
+
+struct AllreduceArgs {
+  bool json = false;
+  bool check = false;
+  double min_kib = 1;
+  double max_mib = 64;
+  int threads = 1;
+  dist::DistCli dist;
+};
+
+nlohmann::json figure(const std::string& path, std::size_t bytes, double secs, int world) {
+  const double algbw = bytes / secs / 1e9;
+  return {{"path", path},
+          {"bytes", bytes},
+          {"time_us", secs * 1e6},
+          {"algbw_GBps", algbw},
+          {"busbw_GBps", algbw * 2.0 * (world - 1) / world}};
+}
+
+void benchAllreduce(const AllreduceArgs& a) {
+  configureThreads(a.threads);
+  dist::DataParallelContext ctx(dist::detectLaunch(), a.dist.resolve());
+  const int world = ctx.worldSize();
+  dist::Communicator& comm = ctx.communicator();
+  dist::ControlPlane& control = ctx.control();
+  const auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(comm.device());
+  std::vector<std::size_t> sizes;
+  for (double b = a.min_kib * 1024; b <= a.max_mib * 1024 * 1024 + 1; b *= 4) {
+    sizes.push_back(static_cast<std::size_t>(b));
+  }
+  sizes.push_back(std::size_t{8} << 20);  // PET omnilearn: ~2 M fp32 gradients
+  std::sort(sizes.begin(), sizes.end());
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+
+  nlohmann::json rows = nlohmann::json::array();
+  for (std::size_t bytes : sizes) {
+    const std::int64_t n = static_cast<std::int64_t>(bytes / 4);
+    const int iters = static_cast<int>(std::clamp<double>(256.0 * (1 << 20) / bytes, 5, 200));
+    // Raw: one all-reduce of the whole buffer.
+    at::Tensor flat = torch::zeros({n}, opts);
+    auto raw_once = [&] {
+      control.announce("benchmark all-reduce");
+      auto w = comm.allreduceSum(flat);
+      control.waitUntil([&] { return w->test(); });
+    };
+    std::string raw_check = "skipped";
+    if (a.check) {
+      fillPattern(flat, ctx.rank());
+      raw_once();
+      raw_check = patternError(flat, world, 1.0) == 0.0 ? "ok" : "WRONG";
+    }
+    for (int i = 0; i < 2; ++i) raw_once();
+    ctx.barrier();
+    auto t0 = Clock::now();
+    for (int i = 0; i < iters; ++i) raw_once();
+    std::vector<double> t{since(t0) / iters};
+    control.allreduceMax(t);
+    nlohmann::json raw = figure("raw", bytes, t[0], world);
+    raw["check"] = raw_check;
+
+    // Bucketed: the same bytes as PET-like parameters (64 KiB each, the rest in the last),
+    // gradients fed in reverse order as backward produces them; includes copy in and out.
+    std::vector<at::Tensor> params;
+    std::int64_t left = n;
+    while (left > 0) {
+      const std::int64_t m = std::min<std::int64_t>(left, 16384);
+      params.push_back(torch::zeros({m}, opts).requires_grad_(true));
+      left -= m;
+    }
+    std::vector<at::Tensor> grads;
+    for (std::size_t k = 0; k < params.size(); ++k) {
+      grads.push_back(torch::zeros({params[k].numel()}, opts));
+    }
+    auto bucketed =
+        dist::BucketedAllreduce::create(comm, control, params, a.dist.resolve().buckets);
+    auto bucket_once = [&] {
+      for (std::size_t k = params.size(); k-- > 0;) bucketed->gradientReady(k, grads[k]);
+      bucketed->finish();
+    };
+    std::string bucket_check = "skipped";
+    if (a.check) {
+      double err = 0;
+      for (auto& g : grads) fillPattern(g, ctx.rank());
+      bucket_once();
+      for (std::size_t k = 0; k < params.size(); ++k) {
+        err = std::max(err, patternError(params[k].grad(), world, 1.0 / world));
+        params[k].mutable_grad() = at::Tensor();
+      }
+      bucket_check = err <= 1e-6 ? "ok" : "WRONG";
+    }
+    for (int i = 0; i < 2; ++i) bucket_once();
+    ctx.barrier();
+    t0 = Clock::now();
+    for (int i = 0; i < iters; ++i) bucket_once();
+    t = {since(t0) / iters};
+    control.allreduceMax(t);
+    nlohmann::json bk = figure("bucketed", bytes, t[0], world);
+    bk["check"] = bucket_check;
+    bk["buckets"] = bucketed->bucketCount();
+    bk["busbw_vs_raw"] =
+        bk["busbw_GBps"].get<double>() / std::max(1e-12, raw["busbw_GBps"].get<double>());
+    if (ctx.isRoot() && !a.json) {
+      std::printf(
+          "%10zu B  raw %9.1f us %7.3f GB/s bus   bucketed(%d) %9.1f us %7.3f GB/s bus  ratio %.2f "
+          " check %s/%s\n",
+          bytes, raw["time_us"].get<double>(), raw["busbw_GBps"].get<double>(),
+          bucketed->bucketCount(), bk["time_us"].get<double>(), bk["busbw_GBps"].get<double>(),
+          bk["busbw_vs_raw"].get<double>(), raw_check.c_str(), bucket_check.c_str());
+    }
+    rows.push_back(raw);
+    rows.push_back(bk);
+    if (a.check && (raw_check != "ok" || bucket_check != "ok")) {
+      throw Error("all-reduce produced wrong sums at " + std::to_string(bytes) + " bytes");
+    }
+  }
+  if (ctx.isRoot() && a.json) {
+    nlohmann::json out = {{"benchmark", "allreduce"},
+                          {"ranks", world},
+                          {"backend", ctx.backendName()},
+                          {"host", dist::detectLaunch().host},
+                          {"results", rows}};
+    std::printf("%s\n", out.dump(2).c_str());
+  }
+}
+
+struct DdpArgs {
+  std::string preset = "tiny";
+  int batch = 32;
+  int steps = 10;
+  int warmup = 2;
+  int particles = 64;
+  int threads = 1;
+  bool json = false;
+  dist::DistCli dist;
+};
+
+// Weak scaling: every rank trains on `batch` jets per step; global jets/s, step time,
+// communication time and the part of it not hidden behind backward.
+void benchDdp(const DdpArgs& a) {
+  configureThreads(a.threads);
+  dist::DataParallelContext ctx(dist::detectLaunch(), a.dist.resolve());
+  PetConfig cfg = petPreset(a.preset);
+  cfg.num_classes = 10;
+  cfg.generator = true;
+  cfg.feature_dropout = 0.0;
+  Pet net(cfg);
+  net->resetParameters(1234);
+  net->to(ctx.device());
+  net->train();
+  ctx.prepare(*net);
+  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(3e-5));
+
+  const auto dev = ctx.device();
+  torch::Generator g = at::detail::createCPUGenerator(77 + ctx.rank());
+  const int B = a.batch, P = a.particles;
+  // Multiplicities 20-60 of P slots, as in the SPEC's CPU measurement (40 real of 100).
+  at::Tensor count = at::randint(20, std::min(60, P) + 1, {B, 1}, g, torch::kLong);
+  at::Tensor mask = (torch::arange(P).unsqueeze(0) < count).to(torch::kFloat32).to(dev);
+  at::Tensor x = (at::randn({B, P, 13}, g) * mask.unsqueeze(-1).cpu()).to(dev);
+  at::Tensor jets = at::randn({B, 4}, g).to(dev);
+  at::Tensor labels = at::randint(0, 10, {B}, g, torch::kLong).to(dev);
+  at::Tensor t = at::rand({B, 1}, g).to(dev);
+  at::Tensor target = at::randn({B, P, 13}, g).to(dev);
+
+  double step_s = 0, comm_s = 0, wait_s = 0;
+  std::size_t bytes = 0;
+  int buckets = 0;
+  for (int s = 0; s < a.warmup + a.steps; ++s) {
+    if (s == a.warmup) ctx.barrier();
+    const auto t0 = Clock::now();
+    opt.zero_grad();
+    ClassifierOutput out = net->classify(x, mask, jets);
+    at::Tensor loss =
+        torch::cross_entropy_loss(out.logits, labels) + torch::mse_loss(out.jet_pred, jets);
+    at::Tensor enc = net->encode(x, mask, t);
+    at::Tensor v = net->velocity(enc, mask, jets, net->labelInput(labels), t);
+    loss = loss + ((v - target).pow(2) * mask.unsqueeze(-1)).mean();
+    loss.backward();
+    ctx.finishGradientSync();
+    opt.step();
+    if (s >= a.warmup) {
+      step_s += since(t0);
+      const dist::SyncTiming st = ctx.lastSync();
+      comm_s += st.comm_s;
+      wait_s += st.wait_s;
+      bytes = st.bytes;
+      buckets = st.buckets;
+    }
+  }
+  std::vector<double> m{step_s / a.steps, comm_s / a.steps, wait_s / a.steps};
+  ctx.control().allreduceMax(m);  // the slowest rank sets the pace
+  const double jets_per_s = static_cast<double>(B) * ctx.worldSize() / m[0];
+  if (!ctx.isRoot()) return;
+  nlohmann::json out = {{"benchmark", "ddp"},
+                        {"preset", a.preset},
+                        {"ranks", ctx.worldSize()},
+                        {"backend", ctx.backendName()},
+                        {"threads_per_rank", a.threads},
+                        {"batch_per_rank", B},
+                        {"particles", P},
+                        {"steps", a.steps},
+                        {"parameters", net->parameterCounts().total},
+                        {"gradient_bytes", bytes},
+                        {"buckets", buckets},
+                        {"jets_per_s", jets_per_s},
+                        {"step_ms", m[0] * 1e3},
+                        {"comm_ms", m[1] * 1e3},
+                        {"comm_wait_ms", m[2] * 1e3}};
+  if (a.json) {
+    std::printf("%s\n", out.dump(2).c_str());
+  } else {
+    std::printf(
+        "%s x%d ranks: %.1f jets/s, step %.1f ms, all-reduce %.2f ms (%.2f ms not overlapped)\n",
+        a.preset.c_str(), ctx.worldSize(), jets_per_s, m[0] * 1e3, m[1] * 1e3, m[2] * 1e3);
+  }
+}
+
+}  // namespace
+
+void registerDistCommands(CommandGroups& g) {
+  auto ar = std::make_shared<AllreduceArgs>();
+  CLI::App* cmd = g.bench.add_subcommand(
+      "allreduce",
+      "All-reduce time, algorithm and bus bandwidth (busbw = algbw*2(n-1)/n) from 1 KiB to "
+      "64 MiB, raw vs bucketed; run under mpirun -np N");
+  cmd->add_flag("--json", ar->json, "Print the figures as JSON on stdout");
+  cmd->add_flag("-c,--check", ar->check, "Check every result against the exact sum");
+  cmd->add_option("--min-kib", ar->min_kib, "Smallest size in KiB")->capture_default_str();
+  cmd->add_option("--max-mib", ar->max_mib, "Largest size in MiB")->capture_default_str();
+  cmd->add_option("--threads", ar->threads, "Intra-op threads per rank")->capture_default_str();
+  ar->dist.addTo(*cmd);
+  cmd->callback([ar] { benchAllreduce(*ar); });
+
+  auto dd = std::make_shared<DdpArgs>();
+  CLI::App* ddp = g.bench.add_subcommand(
+      "ddp",
+      "Data-parallel PET training steps (weak scaling: --batch jets per rank); run under "
+      "mpirun -np N and compare jets_per_s with -np 1");
+  ddp->add_option("--preset", dd->preset, "PET preset: tiny or omnilearn")->capture_default_str();
+  ddp->add_option("--batch", dd->batch, "Jets per rank per step")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  ddp->add_option("--steps", dd->steps, "Timed steps")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  ddp->add_option("--warmup", dd->warmup, "Untimed steps first")->capture_default_str();
+  ddp->add_option("--particles", dd->particles, "Particle slots per jet (20-60 real)")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 512));
+  ddp->add_option("--threads", dd->threads, "Intra-op and BLAS threads per rank")
+      ->capture_default_str();
+  ddp->add_flag("--json", dd->json, "Print the figures as JSON on stdout");
+  dd->dist.addTo(*ddp);
+  ddp->callback([dd] { benchDdp(*dd); });
+}
 
 }  // namespace foldfarm::app
