@@ -6,6 +6,8 @@
 //   stream_read_MB_per_s (shuffled batches of 256, one rank, the compressed file as `data
 //   synth` writes it), stream_read_uncompressed_jets_per_s (same rows, deflate off),
 //   file_MB, jets, P.
+// Every rate is also given per CPU second of the calling thread (*_per_cpu_s): on a shared,
+// oversubscribed machine the wall-clock rate measures the neighbours as much as this code.
 // The temporary file lives in `tmp_dir` and is removed afterwards.
 #include <cstdint>
 #include <string>
