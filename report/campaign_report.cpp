@@ -108,23 +108,21 @@ std::vector<std::string> jsonFilesIn(const std::string& dir) {
   return out;
 }
 
-// Curves in a warm-start study's JSON: {"curves": [{"label", "epoch"|"x", "val_loss"|"y"}]}.
+// Validation-loss curves in a warm-start study's JSON (ensembles/studies.hpp writes
+// warmstart.json with "val_loss_warm" and "val_loss_scratch", one value per epoch).
 std::vector<Series> warmstartCurves(const json& j) {
   std::vector<Series> out;
-  if (!j.is_object() || !j.contains("curves") || !j["curves"].is_array()) return out;
-  for (const auto& c : j["curves"]) {
-    if (!c.is_object()) continue;
+  if (!j.is_object()) return out;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key().rfind("val_loss_", 0) != 0 || !it->is_array()) continue;
     Series s;
-    s.label = c.value("label", std::string("curve"));
-    const json* xs = c.contains("epoch") ? &c["epoch"] : c.contains("x") ? &c["x"] : nullptr;
-    const json* ys = c.contains("val_loss") ? &c["val_loss"] : c.contains("y") ? &c["y"] : nullptr;
-    if (!ys || !ys->is_array()) continue;
-    for (size_t i = 0; i < ys->size(); ++i) {
-      if (!(*ys)[i].is_number()) continue;
-      s.y.push_back((*ys)[i].get<double>());
-      s.x.push_back(xs && xs->is_array() && i < xs->size() && (*xs)[i].is_number()
-                        ? (*xs)[i].get<double>()
-                        : static_cast<double>(i + 1));
+    s.label = it.key().substr(9) == "warm" ? "warm start (foundation)"
+              : it.key().substr(9) == "scratch" ? "from scratch"
+                                                : it.key().substr(9);
+    for (size_t i = 0; i < it->size(); ++i) {
+      if (!(*it)[i].is_number()) continue;
+      s.x.push_back(static_cast<double>(i + 1));
+      s.y.push_back((*it)[i].get<double>());
     }
     if (!s.y.empty()) out.push_back(std::move(s));
   }
@@ -442,8 +440,11 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
         {"interrupted attempts (requeued)", std::to_string(stats.interrupted_attempts)},
         {"tasks needing more than one attempt", std::to_string(stats.tasks_retried)},
         {"task run time, all attempts", formatDuration(stats.run_s)},
-        {"GPU-hours", stats.gpus > 0 ? fmt(stats.gpu_hours, 3) : "0 (CPU slots)"},
-        {"CPU-hours (x threads per task)", fmt(stats.cpu_hours, 3)},
+        {"GPU-hours", stats.gpus > 0 ? fmt(stats.gpu_hours, 4) + " (" +
+                                           formatDuration(stats.gpu_hours * 3600) + ")"
+                                     : "0 (CPU slots)"},
+        {"CPU-hours (x threads per task)",
+         fmt(stats.cpu_hours, 4) + " (" + formatDuration(stats.cpu_hours * 3600) + ")"},
         {"throughput", wall > 0 ? fmt(done / wall * 3600.0, 1) + " tasks/h (" +
                                       fmt(done / wall, 2) + " tasks/s)"
                                 : "-"},
@@ -504,8 +505,10 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
     for (const auto& [f, j] : warm_json) {
       if (!j.is_object()) continue;
       for (auto it = j.begin(); it != j.end(); ++it)
-        if (it->is_number() || it->is_string() || it->is_boolean())
-          scalars.push_back({it.key(), it->is_string() ? it->get<std::string>() : it->dump()});
+        if (it->is_number() || it->is_string() || it->is_boolean() || it->is_null())
+          scalars.push_back({it.key(), it->is_string() ? it->get<std::string>()
+                                       : it->is_null() ? "- (not reached)"
+                                                       : it->dump()});
     }
     if (s.empty() && scalars.empty()) {
       omit("warmstart", "Warm start",

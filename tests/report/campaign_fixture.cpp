@@ -194,16 +194,18 @@ void writeChainHistory(const std::string& task_dir, int iterations, double ess_f
 
 void writeWarmstart(const std::string& dir) {
   fs::create_directories(dir);
-  json warm = {{"label", "warm start"}, {"epoch", json::array()}, {"val_loss", json::array()}};
-  json scratch = {{"label", "from scratch"}, {"epoch", json::array()}, {"val_loss", json::array()}};
+  json warm = json::array(), scratch = json::array();
   for (int e = 1; e <= 12; ++e) {
-    warm["epoch"].push_back(e);
-    warm["val_loss"].push_back(0.62 + 0.06 * std::exp(-e / 1.5));
-    scratch["epoch"].push_back(e);
-    scratch["val_loss"].push_back(0.64 + 0.08 * std::exp(-e / 4.0));
+    warm.push_back(0.62 + 0.06 * std::exp(-e / 1.5));
+    scratch.push_back(0.64 + 0.08 * std::exp(-e / 4.0));
   }
-  writeJson(dir + "/warmstart.json", {{"curves", {warm, scratch}}, {"epochs_to_converge_warm", 4},
-                                      {"epochs_to_converge_scratch", 9}});
+  writeJson(dir + "/warmstart.json", {{"scratch_best_val_loss", scratch.back()},
+                                      {"warm_best_val_loss", warm.back()},
+                                      {"epochs_scratch_to_best", 12},
+                                      {"epochs_warm_to_scratch_best", 1},
+                                      {"speedup", 12.0},
+                                      {"val_loss_warm", warm},
+                                      {"val_loss_scratch", scratch}});
 }
 
 }  // namespace foldfarm::report::testing

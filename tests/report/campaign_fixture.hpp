@@ -42,7 +42,8 @@ AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool w
 void writeChainHistory(const std::string& task_dir, int iterations, double ess_fraction,
                        int clipped);
 
-// D/warmstart/warmstart.json: validation-loss curves of a warm-started and a scratch run.
+// D/warmstart/warmstart.json as ensembles/studies.hpp writes it (curves and epochs to reach
+// the scratch model's best validation loss), without its PNG: the report draws the curves.
 void writeWarmstart(const std::string& dir);
 
 }  // namespace foldfarm::report::testing
