@@ -209,7 +209,7 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
     }
   }
   if (s.kind == "chain") {
-    for (const char* need : {"mc", "data", "foundation"}) {
+    for (const char* need : {"mc", "data"}) {
       if (!s.inputs.count(need)) {
         throw InputError(origin + ": the chain task needs 'inputs." + std::string(need) +
                          "' (a file path)");

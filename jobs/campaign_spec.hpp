@@ -12,7 +12,8 @@
 //     "seed": 1234,                       // campaign seed (seeds derive from it)
 //     "inputs": {"mc": "mc.h5", "data": "data.h5", "truth": "truth.h5",
 //                "foundation": "pet.ckpt"},  // every listed path (file or directory) must
-//                                            // exist; chain needs mc, data, foundation
+//                                            // exist; chain needs mc and data (without
+//                                            // foundation, chains train from scratch)
 //     "chain": { … },                     // chain configuration, passed through unread
 //     "params": { … },                    // kind parameters (sleep: seconds; command: argv)
 //     "overrides": {"r0003m0": { … }},    // per-task parameters merged over "params"

@@ -1,5 +1,5 @@
 #pragma once
-// Helpers for the jobs tests: scratch directories, spec files, and running ff_jobs_tool as
+// Shared pieces of the jobs tests: scratch directories, spec files, and running ff_jobs_tool as
 // a real child process (exit code and stderr captured).
 #include <fcntl.h>
 #include <signal.h>
