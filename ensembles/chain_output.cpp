@@ -110,7 +110,9 @@ void writeChainWeights(const std::string& dir, const ChainWeights& w,
     for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
     return flat;
   };
-  const uint64_t n = w.push.empty() ? 0 : w.push.front().size();
+  // Events per row: push has one row fewer than pull while an iteration is half done.
+  const uint64_t n = !w.pull.empty() ? w.pull.front().size()
+                                     : (w.push.empty() ? 0 : w.push.front().size());
   AtomicFile out(join(dir, kChainWeightsFile));
   {
     H5File f = H5File::create(out.tempPath());
