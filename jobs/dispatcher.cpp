@@ -4,6 +4,7 @@
 #include <chrono>
 #include <deque>
 #include <queue>
+#include <unordered_map>
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
@@ -59,6 +60,7 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
 
   std::vector<std::deque<int>> inflight(transport.slots());
   std::vector<int> started(transport.slots(), -1);  // task a slot announced as running
+  std::unordered_map<int, int> attempt_of;          // attempt of each task in flight
   int64_t inflight_total = 0;
   // Adaptive prefetch: keep ~20 ms of work queued at each slot.
   double mean_task_s = -1;
@@ -103,10 +105,13 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
       // the slots balanced.
       if (want < 2 && ready.size() >= 2 * static_cast<size_t>(transport.slots())) want = 2;
       bool any_usable = false;
-      for (int s = 0; s < transport.slots(); ++s) {
-        if (!transport.usable(s)) continue;
-        any_usable = true;
-        while (!ready.empty() && inflight[s].size() < want) {
+      // Round-robin, one task per slot per round, so short tasks spread over the slots.
+      for (bool placed = true; placed && !ready.empty();) {
+        placed = false;
+        for (int s = 0; s < transport.slots() && !ready.empty(); ++s) {
+          if (!transport.usable(s)) continue;
+          any_usable = true;
+          if (inflight[s].size() >= want) continue;
           Dispatch d;
           d.index = ready.front();
           d.slot = s;
@@ -114,8 +119,10 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
           ready.pop_front();
           dispatches.push_back(d);
           inflight[s].push_back(d.index);
+          placed = true;
         }
       }
+      for (int s = 0; s < transport.slots() && !any_usable; ++s) any_usable = transport.usable(s);
       if (!any_usable) {
         throw Error(campaign.dir() + ": no usable worker slot is left (workers keep dying at "
                     "start); see the log above, fix the worker, then `foldfarm campaign resume`");
@@ -130,6 +137,7 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
             q.erase(std::find(q.begin(), q.end(), d.index));
             continue;
           }
+          attempt_of[d.index] = d.attempt;
           TaskDef def = spec.taskDef(d.index);
           batches[d.slot].push_back({d.index, d.attempt, runMessage(campaign, def, d.attempt, d.slot)});
           ++inflight_total;
@@ -166,7 +174,13 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
       if (ev.kind == SlotEvent::Kind::kDone) {
         if (started[ev.slot] == ev.completion.index) started[ev.slot] = -1;
         auto it = std::find(q.begin(), q.end(), ev.completion.index);
-        if (it == q.end()) continue;  // not ours (already handled as lost)
+        auto at = attempt_of.find(ev.completion.index);
+        if (it == q.end() || at == attempt_of.end() || at->second != ev.completion.attempt) {
+          logDebug("slot {}: ignoring a stale report of task {} attempt {}", ev.slot,
+                   ev.completion.index, ev.completion.attempt);
+          continue;
+        }
+        attempt_of.erase(at);
         q.erase(it);
         --inflight_total;
         ev.completion.slot = ev.slot;
@@ -186,6 +200,7 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
         }
         started[ev.slot] = -1;
         for (int idx : q) {
+          attempt_of.erase(idx);
           auto rec = journal.task(spec.taskDef(idx).id);
           Completion c;
           c.index = idx;

@@ -2,8 +2,10 @@
 //
 // Protocol, rank 0 <-> worker rank r (payloads are worker-protocol frames, MPI_CHAR):
 //   1. Every rank contributes its host name (MPI_Gather) so rank 0 can journal host/slot.
-//   2. rank 0 -> r, tag kTagTasks: "run" frames (the dispatcher's batch for slot r-1).
-//      r writes them to its local worker process (LocalWorkerPool, one slot).
+//   2. rank 0 -> r, tag kTagTasks: "<generation>\n" then "run" frames (the dispatcher's
+//      batch for slot r-1). r writes them to its local worker process (LocalWorkerPool,
+//      one slot) when the generation (worker restarts reported so far) is current, and
+//      drops a batch meant for a worker that has died since (rank 0 requeued its tasks).
 //   3. r -> rank 0, tag kTagEvents: "done" frames as its worker answers; {"t":"died",
 //      "reason", "blame"} when the worker process died (it is restarted, as locally);
 //      {"t":"hb"} every heartbeat period. A rank silent for lost_after_s is lost: its tasks
@@ -74,6 +76,7 @@ class MpiTransport : public Transport {
       : hosts_(std::move(hosts)),
         lost_after_s_(options.lost_after_s),
         usable_(hosts_.size(), true),
+        gen_(hosts_.size(), 0),
         last_seen_(hosts_.size(), Clock::now()) {}
 
   int slots() const override { return static_cast<int>(hosts_.size()); }
@@ -81,7 +84,9 @@ class MpiTransport : public Transport {
   std::string host(int slot) const override { return hosts_[slot]; }
 
   void send(int slot, const std::vector<Assignment>& batch) override {
-    std::string frames;
+    // Tagged with the worker generation rank 0 knows of: a batch sent before a worker's
+    // death was handled here is dropped by the rank (its tasks were requeued already).
+    std::string frames = std::to_string(gen_[slot]) + "\n";
     for (const auto& a : batch) appendFrame(frames, a.frame_payload);
     sendBytes(frames, slot + 1, kTagTasks);
   }
@@ -182,6 +187,7 @@ class MpiTransport : public Transport {
         ev.reason = m.value("reason", "worker died");
         ev.blame_running_task = m.value("blame", true);
         events.push_back(std::move(ev));
+        ++gen_[slot];
         if (!m.value("restarted", true)) usable_[slot] = false;
       }
     }
@@ -190,6 +196,7 @@ class MpiTransport : public Transport {
   std::vector<std::string> hosts_;
   double lost_after_s_;
   std::vector<bool> usable_;
+  std::vector<int> gen_;
   std::vector<Clock::time_point> last_seen_;
   bool force_lost_ = false;
   bool shut_ = false;
@@ -217,6 +224,7 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
   LocalWorkerPool pool(argv, slotBindings(spec.resources, 1, local_index),
                        options.max_worker_restarts);
   auto last_hb = Clock::now();
+  int generation = 0;  // worker restarts so far (see MpiTransport::send)
   std::vector<SlotEvent> events;
   for (;;) {
     for (;;) {
@@ -226,7 +234,9 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
       if (!flag) break;
       std::string bytes = recvBytes(st);
       if (st.MPI_TAG == kTagTasks) {
-        pool.sendRaw(0, bytes);
+        auto nl = bytes.find('\n');
+        if (nl == std::string::npos) throw Error("mpi pilot: malformed task batch from rank 0");
+        if (std::stoi(bytes.substr(0, nl)) == generation) pool.sendRaw(0, bytes.substr(nl + 1));
       } else if (st.MPI_TAG == kTagStop) {
         pool.requestStop();
       } else if (st.MPI_TAG == kTagExit) {
@@ -244,6 +254,7 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
         appendFrame(out, json{{"t", "start"}, {"i", ev.completion.index},
                               {"a", ev.completion.attempt}}.dump());
       } else {
+        ++generation;
         appendFrame(out, json{{"t", "died"}, {"reason", ev.reason},
                               {"blame", ev.blame_running_task}, {"restarted", pool.usable(0)}}
                              .dump());
