@@ -1,12 +1,94 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: set up, then run the pipeline on synthetic data on
-# this machine's CPU with the local executor. Outputs go to ${FOLDFARM_DEMO_DIR:-out/demo}.
-#   scripts/demo.sh [--slurm]
+# The main job on the embedded default, from a fresh machine: set up (packages + build),
+# generate synthetic pretraining and unfolding data, pretrain the `tiny` PET foundation
+# data-parallel (mpirun -np 2), run a bootstrap campaign warm-started from it on the local
+# executor (or through a local one-node Slurm cluster with --slurm), aggregate into bands,
+# run the warm-start study, and write the HTML report.
+#
+#   scripts/demo.sh [--slurm] [--out DIR]
+#
+# Sizes (environment): FF_DEMO_PRETRAIN_JETS (8000), FF_DEMO_EVENTS (3000),
+# FF_DEMO_REPLICAS (16), FF_DEMO_MEMBERS (2), FF_DEMO_ITERATIONS (2), FF_DEMO_EPOCHS (2),
+# FF_DEMO_PARTICLES (32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-ff=build/apps/foldfarm/foldfarm
+
+use_slurm=0
 out="${FOLDFARM_DEMO_DIR:-out/demo}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --slurm) use_slurm=1; shift ;;
+    --out) out="$2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "demo.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+scripts/setup.sh
+ff="$PWD/build/apps/foldfarm/foldfarm"
+jets="${FF_DEMO_PRETRAIN_JETS:-8000}"
+events="${FF_DEMO_EVENTS:-3000}"
+replicas="${FF_DEMO_REPLICAS:-16}"
+members="${FF_DEMO_MEMBERS:-2}"
+iterations="${FF_DEMO_ITERATIONS:-2}"
+epochs="${FF_DEMO_EPOCHS:-2}"
+particles="${FF_DEMO_PARTICLES:-32}"
 mkdir -p "$out"
-"$ff" data synth --kind pretrain --jets 20000 --seed 1 --out "$out/pretrain.h5"
+out="$(cd "$out" && pwd)"
+start=$(date +%s)
+step() { echo; echo "== [$(( $(date +%s) - start ))s] $*" >&2; }
+
+step "1/7 synthetic data: $jets pretraining jets (six classes), $events unfolding events per tune"
+"$ff" data synth --kind pretrain --jets "$jets" --seed 1 --particles "$particles" --out "$out/pretrain.h5"
+"$ff" data synth --kind unfold --tune sim --events "$events" --seed 2 --particles "$particles" --out "$out/mc.h5"
+"$ff" data synth --kind unfold --tune data --events "$events" --seed 3 --particles "$particles" --out "$out/data.h5"
 "$ff" data inspect "$out/pretrain.h5"
+
+step "2/7 pretraining the tiny PET foundation on 2 MPI ranks"
+mpirun --allow-run-as-root --oversubscribe -np 2 \
+  -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1 \
+  "$ff" pretrain --data "$out/pretrain.h5" --out "$out/foundation" --preset tiny \
+  --epochs "$epochs" --batch 128 --lr 1e-3 --threads 1
+
+step "3/7 campaign: $replicas replicas x $members members, $iterations OmniFold iterations"
+cat > "$out/campaign.json" <<JSON
+{
+  "name": "demo-bootstrap",
+  "task": "chain",
+  "replicas": $replicas,
+  "members": $members,
+  "seed": 2026,
+  "inputs": {"mc": "$out/mc.h5", "data": "$out/data.h5", "truth": "$out/data.h5",
+             "foundation": "$out/foundation"},
+  "chain": {"iterations": $iterations,
+            "config": {"preset": "tiny", "epochs": $epochs, "patience": 2, "batch_size": 256,
+                       "lr": 1e-3}},
+  "resources": {"cpu_slots": 2, "threads_per_task": 1},
+  "retry": {"max_attempts": 3}
+}
+JSON
+rm -rf "$out/campaign"
+"$ff" campaign init "$out/campaign.json" --dir "$out/campaign"
+
+if [ "$use_slurm" -eq 1 ]; then
+  step "4/7 running the campaign through the local Slurm cluster"
+  scripts/slurm-local.sh start
+  "$ff" slurm submit "$out/campaign"
+else
+  step "4/7 running the campaign on the local executor (2 slots)"
+  "$ff" campaign run "$out/campaign"
+fi
+"$ff" campaign status "$out/campaign"
+
+step "5/7 aggregating into bands"
+"$ff" campaign aggregate "$out/campaign"
+
+step "6/7 warm-start study (iteration 0, step 1: foundation vs scratch)"
+"$ff" study warmstart --mc "$out/mc.h5" --data "$out/data.h5" --init "$out/foundation" \
+  --out "$out/campaign/warmstart" --threads 2
+
+step "7/7 report"
+"$ff" report "$out/campaign"
+echo >&2
+echo "demo: done in $(( $(date +%s) - start ))s; open $out/campaign/report.html" >&2
+cat "$out/campaign/aggregate/summary.json"
