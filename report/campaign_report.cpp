@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <map>
@@ -76,6 +77,12 @@ json readSummary(const std::string& path) {
     }
   }
   return j;
+}
+
+std::string shortNumber(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.5g", v);
+  return buf;
 }
 
 std::string timeText(double epoch_s) {
@@ -307,8 +314,7 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
   // Distributions.
   if (!bands) {
     omit("distributions", "Unfolded distributions",
-         "no " + agg + "/bands.h5 (run the aggregation: `foldfarm aggregate --runs " + dir +
-             "/tasks --out " + agg + " --truth TRUTH.h5`)");
+         "no " + agg + "/bands.h5 (run `foldfarm campaign aggregate " + dir + " --truth TRUTH.h5`)");
   } else {
     std::string s = "<section id=\"distributions\"><h2>Unfolded distributions</h2>\n<p>Unit-area "
                     "densities: the mean over " + std::to_string(bands->replicas) +
@@ -342,7 +348,7 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
   // Δ table.
   if (!summary) {
     omit("delta", "Triangular discriminator and coverage",
-         "no " + agg + "/summary.json (run the aggregation with --truth)");
+         "no " + agg + "/summary.json (run `foldfarm campaign aggregate " + dir + " --truth TRUTH.h5`)");
   } else {
     std::vector<std::vector<std::string>> rows;
     bool any_truth = false;
@@ -365,7 +371,7 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
     }
     if (!any_truth) {
       omit("delta", "Triangular discriminator and coverage",
-           agg + "/summary.json has no truth comparison (aggregate with --truth TRUTH.h5)");
+           agg + "/summary.json has no truth comparison (aggregate with --truth TRUTH.h5 or a spec input 'truth')");
     } else {
       present("delta", "Δ table");
       body += "<section id=\"delta\"><h2>Triangular discriminator and coverage</h2>\n<p>Δ x10<sup>3"
@@ -506,9 +512,10 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
       if (!j.is_object()) continue;
       for (auto it = j.begin(); it != j.end(); ++it)
         if (it->is_number() || it->is_string() || it->is_boolean() || it->is_null())
-          scalars.push_back({it.key(), it->is_string() ? it->get<std::string>()
-                                       : it->is_null() ? "- (not reached)"
-                                                       : it->dump()});
+          scalars.push_back({it.key(), it->is_string()         ? it->get<std::string>()
+                                       : it->is_null()         ? "- (not reached)"
+                                       : it->is_number_float() ? shortNumber(it->get<double>())
+                                                               : it->dump()});
     }
     if (s.empty() && scalars.empty()) {
       omit("warmstart", "Warm start",

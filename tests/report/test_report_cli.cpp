@@ -30,7 +30,7 @@ std::string binary() {
   return b;
 }
 
-ProcessResult foldfarm(const std::vector<std::string>& args, double timeout_s = 60) {
+ProcessResult runFoldfarm(const std::vector<std::string>& args, double timeout_s = 60) {
   std::vector<std::string> argv = {binary()};
   argv.insert(argv.end(), args.begin(), args.end());
   ProcessOptions po;
@@ -47,29 +47,29 @@ size_t lines(const std::string& s) {
 }  // namespace
 
 TEST(ReportCli, HelpAndBadInput) {
-  ProcessResult r = foldfarm({"report", "--help"});
+  ProcessResult r = runFoldfarm({"report", "--help"});
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.out.find("--out"), std::string::npos);
-  r = foldfarm({"study", "scaling", "--help"});
+  r = runFoldfarm({"study", "scaling", "--help"});
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.out.find("--max-ranks"), std::string::npos);
 
-  testing::ScratchDir scratch;
+  report::testing::ScratchDir scratch;
   fs::create_directories(scratch.path() + "/plain");
-  r = foldfarm({"report", scratch.path() + "/plain", "--out", scratch.path() + "/r.html"});
+  r = runFoldfarm({"report", scratch.path() + "/plain", "--out", scratch.path() + "/r.html"});
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find(scratch.path() + "/plain"), std::string::npos) << r.err;
   EXPECT_EQ(lines(r.err), 1u) << r.err;
   EXPECT_FALSE(fs::exists(scratch.path() + "/r.html"));
-  r = foldfarm({"study", "scaling", "--max-ranks", "0", "--out", scratch.path() + "/s"});
+  r = runFoldfarm({"study", "scaling", "--max-ranks", "0", "--out", scratch.path() + "/s"});
   EXPECT_EQ(r.status, 2);
   EXPECT_FALSE(fs::exists(scratch.path() + "/s"));
 }
 
 TEST(ScalingStudy, TwoRanksTwoSlotsWritesTablesAndFigures) {
-  testing::ScratchDir scratch;
+  report::testing::ScratchDir scratch;
   const std::string out = scratch.path() + "/scaling";
-  ProcessResult r = foldfarm({"study", "scaling", "--max-ranks", "2", "--max-slots", "2", "--tasks",
+  ProcessResult r = runFoldfarm({"study", "scaling", "--max-ranks", "2", "--max-slots", "2", "--tasks",
                               "200", "--sleep-tasks", "4", "--sleep-seconds", "0.05", "--steps",
                               "3", "--batch", "8", "--particles", "32", "--out", out},
                              240);
