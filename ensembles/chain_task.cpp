@@ -58,11 +58,9 @@ std::shared_ptr<const data::UnfoldArrays> loadDataset(const std::string& path) {
   return arrays;
 }
 
-std::pair<std::shared_ptr<const Checkpoint>, std::string> loadInit(const std::string& dir) {
+std::pair<std::shared_ptr<const Checkpoint>, std::string> loadInit(const std::string& init) {
+  const std::string dir = resolveCheckpointDir(init);
   const std::string meta = dir + "/meta.json";
-  if (!fs::exists(meta))
-    throw InputError(dir + ": not a checkpoint directory (no meta.json); pass --init none to "
-                     "train from scratch");
   const std::string key = fileKey(meta);
   std::lock_guard<std::mutex> lock(cache().mu);
   auto it = cache().checkpoints.find(key);

@@ -132,7 +132,8 @@ void renderBandFigure(const BandFigure& fig, const std::string& png_path) {
   {
     std::ofstream d(dat);
     d.precision(10);
-    // Columns: lo hi nominal p16 p84 p2.5 p97.5 truth prior, then the same divided by ref.
+    // Columns: 1 x, 2 nominal, 3 p16, 4 p84, 5 p2.5, 6 p97.5, 7 truth, 8 prior, then 9-15 the
+    // same seven divided by ref.
     // Each bin is written at both its edges so filled curves and lines are steps.
     for (size_t b = 0; b < bins; ++b) {
       for (double x : {fig.edges[b], fig.edges[b + 1]}) {
@@ -152,18 +153,20 @@ void renderBandFigure(const BandFigure& fig, const std::string& png_path) {
   s << "set multiplot\n"
     << "set lmargin at screen 0.12\nset rmargin at screen 0.96\n"
     << "set tmargin at screen 0.93\nset bmargin at screen 0.36\n"
-    << "set title " << quoted(fig.title + " (" + std::to_string(fig.replicas) + " replicas)")
+    << "set title " << quoted(fig.title + " (" + std::to_string(fig.replicas) +
+                                (fig.replicas == 1 ? " replica)" : " replicas)"))
     << "\nset ylabel 'normalised density'\nset format x ''\nset key top right\n"
     << "set style fill transparent solid 0.35 noborder\n"
-    << "plot " << qd << " u 1:6:7 w filledcurves lc rgb '#9ecae1' t '95% band', "
-    << qd << " u 1:4:5 w filledcurves lc rgb '#3182bd' t '68% band', "
+    << "set yrange [0:*]\n"
+    << "plot " << qd << " u 1:5:6 w filledcurves lc rgb '#9ecae1' t '95% band', "
+    << qd << " u 1:3:4 w filledcurves lc rgb '#3182bd' t '68% band', "
     << qd << " u 1:2 w l lw 2 lc rgb '#08306b' t 'unfolded', ";
   if (has_truth) s << qd << " u 1:7 w l lw 2 dt 2 lc rgb 'black' t 'truth', ";
   s << qd << " u 1:8 w l lw 1.5 lc rgb '#e6550d' t 'prior (MC gen)'\n";
   s << "unset title\nset tmargin at screen 0.36\nset bmargin at screen 0.09\n"
     << "set format x '%g'\nset xlabel " << quoted(fig.xlabel) << "\n"
     << "set ylabel " << quoted(has_truth ? "ratio to truth" : "ratio to unfolded") << "\n"
-    << "set yrange [0.5:1.5]\nset ytics 0.25\nunset key\nset grid ytics\n"
+    << "set yrange [0.5:1.5]\nset ytics 0.5, 0.25, 1.25\nunset key\nset grid ytics\n"
     << "plot " << qd << " u 1:12:13 w filledcurves lc rgb '#9ecae1', " << qd
     << " u 1:10:11 w filledcurves lc rgb '#3182bd', " << qd
     << " u 1:9 w l lw 2 lc rgb '#08306b', " << qd

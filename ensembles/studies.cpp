@@ -60,7 +60,7 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
     mc = mc.slice(0, o.config.max_mc_events);
   if (o.config.max_data_events > 0 && o.config.max_data_events < dat.n())
     dat = dat.slice(0, o.config.max_data_events);
-  const Checkpoint ck = readCheckpoint(o.init);
+  const Checkpoint ck = readCheckpoint(resolveCheckpointDir(o.init));
   const data::FeatureStats stats = statsFor(o.config, &ck);
   std::vector<double> push(static_cast<size_t>(mc.n()), 1.0), w_data(static_cast<size_t>(dat.n()));
   for (int64_t i = 0; i < dat.n(); ++i) w_data[i] = dat.weight(i);
@@ -142,7 +142,7 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
 
   // 2. The step-2 classifier (gluon = label 0 is reweighted to quark = label 1).
   std::shared_ptr<Checkpoint> ck;
-  if (o.init != "none") ck = std::make_shared<Checkpoint>(readCheckpoint(o.init));
+  if (o.init != "none") ck = std::make_shared<Checkpoint>(readCheckpoint(resolveCheckpointDir(o.init)));
   PetConfig cfg = ck ? ck->meta.config
                      : applyPetOverrides(petPreset(o.config.preset), o.config.model, "config");
   PetClassifier clf(cfg, deriveSeed({o.seed, 0x1A17}), statsFor(o.config, ck.get()));

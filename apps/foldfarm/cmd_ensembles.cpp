@@ -43,7 +43,7 @@ void registerUnfold(CommandGroups& g) {
       "state, exit 75; rerun the same command to resume");
   cmd->add_option("--mc", o->mc, "MC unfolding file (reco + gen)")->required();
   cmd->add_option("--data", o->data, "data unfolding file (reco used)")->required();
-  cmd->add_option("--init", o->init, "foundation checkpoint directory, or 'none'")->required();
+  cmd->add_option("--init", o->init, "foundation checkpoint (the --out of foldfarm pretrain, or its model/), or 'none'")->required();
   cmd->add_option("--out", o->out, "chain output directory")->required();
   cmd->add_option("--replica", o->replica, "bootstrap replica (0 = nominal)")->required();
   cmd->add_option("--member", o->member, "ensemble member")->required();
@@ -115,7 +115,7 @@ void registerWarmstart(CommandGroups& g) {
       "needed to reach the scratch model's best validation loss");
   cmd->add_option("--mc", o->mc, "MC unfolding file")->required();
   cmd->add_option("--data", o->data, "data unfolding file")->required();
-  cmd->add_option("--init", o->init, "foundation checkpoint directory")->required();
+  cmd->add_option("--init", o->init, "foundation checkpoint (the --out of foldfarm pretrain, or its model/)")->required();
   cmd->add_option("--out", o->out, "output directory")->required();
   cmd->add_option("--config", o->config, "chain config JSON (epochs, lr, batch_size, ...)");
   cmd->add_option("--seed", o->seed, "seed")->capture_default_str();
@@ -151,7 +151,7 @@ void registerReweightQg(CommandGroups& g) {
       "evaluate on the held-out half); prints the triangular discriminators of mass, width and "
       "multiplicity before and after (reweight_qg.json)");
   cmd->add_option("--jets", o->jets, "jets file with pid (1 = quark, 0 = gluon)")->required();
-  cmd->add_option("--init", o->init, "foundation checkpoint directory, or 'none'")->capture_default_str();
+  cmd->add_option("--init", o->init, "foundation checkpoint (the --out of foldfarm pretrain, or its model/), or 'none'")->capture_default_str();
   cmd->add_option("--out", o->out, "output directory")->required();
   cmd->add_option("--config", o->config, "chain config JSON (preset, epochs, lr, ...)");
   cmd->add_option("--seed", o->seed, "seed")->capture_default_str();
