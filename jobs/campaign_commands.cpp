@@ -1,5 +1,7 @@
 #include "jobs/campaign_commands.hpp"
 
+#include "core/base/stop_signal.hpp"
+
 #include <mpi.h>
 
 #include <cstdio>
@@ -119,9 +121,24 @@ int workCommand(const std::string& dir, const std::vector<std::string>& ids, int
                        taskIdFor(spec.replicas - 1, spec.members - 1) + ")");
     }
   }
+  // Slurm forwards USR1 (time limit) and TERM (scancel, preemption) to this process: the
+  // running task checkpoints and returns 75; no further task is started.
+  installStopHandlers();
   int first_bad = 0;
   for (const auto& id : ids) {
+    if (stopRequested()) {
+      std::printf("%s interrupted: not started (stop requested)\n", id.c_str());
+      std::fflush(stdout);
+      first_bad = kExitInterrupted;
+      continue;
+    }
     TaskResult r = runTaskStandalone(dir, id, attempt);
+    if (r.status == kExitInterrupted) {
+      std::printf("%s interrupted: state saved, the next submission resumes it\n", id.c_str());
+      std::fflush(stdout);
+      first_bad = kExitInterrupted;
+      continue;
+    }
     std::printf("%s %s%s%s\n", id.c_str(), r.status == 0 ? "done" : "failed",
                 r.status == 0 ? "" : ": ", r.reason.c_str());
     std::fflush(stdout);

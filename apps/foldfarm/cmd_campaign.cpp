@@ -68,6 +68,12 @@ void registerAllTaskKinds() {
       jobs::TaskKindTraits{true, nullptr});
 }
 
+}  // namespace
+
+void registerCampaignTaskKinds() { registerAllTaskKinds(); }
+
+namespace {
+
 jobs::RunOptions runOptions(int slots) {
   jobs::RunOptions o;
   o.worker_argv = {jobs::selfExecutable(), "worker"};
@@ -289,11 +295,17 @@ void registerCampaignCommands(CommandGroups& g) {
     auto executor = std::make_shared<std::string>();
     auto slots = std::make_shared<int>(0);
     c->add_option("dir", *dir, "Campaign directory")->required();
-    c->add_option("--executor", *executor, "local or mpi (default: the spec's)")
-        ->check(CLI::IsMember({"local", "mpi"}));
+    c->add_option("--executor", *executor, "local, mpi or slurm (default: the spec's)")
+        ->check(CLI::IsMember({"local", "mpi", "slurm"}));
     c->add_option("--slots", *slots, "Override the number of local slots (0: from the spec)");
     c->callback([dir, executor, slots] {
       registerAllTaskKinds();
+      std::string ex = *executor;
+      if (ex.empty()) ex = jobs::loadFrozenSpec(*dir).executor;
+      if (ex == "slurm") {
+        runCampaignThroughSlurm(*dir);
+        return;
+      }
       int rc = jobs::runCommand(*dir, *executor, runOptions(*slots));
       if (rc == kExitInterrupted) throw InterruptedError(*dir + ": stopped; continue with `foldfarm campaign resume " + *dir + "`");
       if (rc != 0) throw Error(*dir + ": some tasks failed; see `foldfarm campaign status " + *dir + "` and `foldfarm campaign retry " + *dir + " --failed`");

@@ -79,7 +79,7 @@ struct RenderArgs {
 
 // Opening a campaign validates its spec, task kind included; the submitter never runs
 // tasks, but the kind's name must be known.
-void registerKinds() { jobs::registerBuiltinTaskKinds(); }
+void registerKinds() { registerCampaignTaskKinds(); }
 
 void renderArray(const RenderArgs& a) {
   registerKinds();
@@ -141,6 +141,32 @@ void printCounts(const nlohmann::json& counts) {
 
 }  // namespace
 
+void submitAndReport(SubmitArgs& a) {
+  registerKinds();
+  a.opts.resources = a.res.resolved();
+  a.opts.wait = !a.noWait;
+  slurm::SlurmCampaignSummary sum = slurm::runCampaignOnSlurm(a.dir, a.opts);
+  nlohmann::json j = sum.toJson();
+  if (a.json) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("%s: %d array(s) submitted (%d task(s)), %d requeued; ", a.dir.c_str(), sum.submissions,
+                sum.tasksSubmitted, sum.tasksRequeued);
+    printCounts(j["counts"]);
+  }
+  if (sum.interrupted) throw InterruptedError("stopped watching " + a.dir + "; its jobs keep running");
+  if (j["counts"].value("failed", 0) > 0) {
+    throw Error(a.dir + ": " + std::to_string(j["counts"].value("failed", 0)) +
+                " task(s) failed; see `foldfarm campaign status " + a.dir + "`");
+  }
+}
+
+void runCampaignThroughSlurm(const std::string& dir) {
+  SubmitArgs a;
+  a.dir = dir;
+  submitAndReport(a);
+}
+
 void registerSlurmCommands(CommandGroups& g) {
   CLI::App* s = g.root.add_subcommand("slurm", "Slurm: render batch scripts, run campaigns as job arrays");
   s->require_subcommand(1);
@@ -197,25 +223,7 @@ void registerSlurmCommands(CommandGroups& g) {
                  "Give up on a task whose jobs ended this many times without a result")
       ->capture_default_str();
   sc->add_flag("--json", sub->json, "Print the summary as JSON");
-  sc->callback([sub] {
-    registerKinds();
-    sub->opts.resources = sub->res.resolved();
-    sub->opts.wait = !sub->noWait;
-    slurm::SlurmCampaignSummary sum = slurm::runCampaignOnSlurm(sub->dir, sub->opts);
-    nlohmann::json j = sum.toJson();
-    if (sub->json) {
-      std::printf("%s\n", j.dump(2).c_str());
-    } else {
-      std::printf("%s: %d array(s) submitted (%d task(s)), %d requeued; ", sub->dir.c_str(), sum.submissions,
-                  sum.tasksSubmitted, sum.tasksRequeued);
-      printCounts(j["counts"]);
-    }
-    if (sum.interrupted) throw InterruptedError("stopped watching " + sub->dir + "; its jobs keep running");
-    if (j["counts"].value("failed", 0) > 0) {
-      throw Error(sub->dir + ": " + std::to_string(j["counts"].value("failed", 0)) +
-                  " task(s) failed; see `foldfarm campaign status " + sub->dir + "`");
-    }
-  });
+  sc->callback([sub] { submitAndReport(*sub); });
 
   auto st = std::make_shared<std::pair<std::string, bool>>();
   CLI::App* ss = s->add_subcommand(

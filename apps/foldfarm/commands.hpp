@@ -5,6 +5,8 @@
 // Error::exitCode().
 #include <CLI/CLI.hpp>
 
+#include <string>
+
 namespace foldfarm::app {
 
 struct CommandGroups {
@@ -20,5 +22,12 @@ void registerEnsembleCommands(CommandGroups& g);  // cmd_ensembles.cpp: unfold, 
 void registerCampaignCommands(CommandGroups& g);  // cmd_campaign.cpp: campaign …, worker, bench scheduler
 void registerSlurmCommands(CommandGroups& g);     // cmd_slurm.cpp: slurm render|submit|status
 void registerReportCommands(CommandGroups& g);    // cmd_report.cpp: report, study scaling
+
+// Registers every task kind this executable can run (noop, sleep, command, chain). Any
+// command that opens a campaign calls it first: opening validates the spec's task kind.
+void registerCampaignTaskKinds();
+// `foldfarm campaign run D --executor slurm` is `foldfarm slurm submit D` with defaults
+// from the spec (cmd_slurm.cpp). Returns when every task has ended; throws like submit.
+void runCampaignThroughSlurm(const std::string& dir);
 
 }  // namespace foldfarm::app

@@ -1,0 +1,284 @@
+// Malformed inputs through the real `foldfarm` commands. Every case must end with exactly
+// one "foldfarm: error:" line on stderr, a non-zero exit (2 for bad input), no signal, and
+// no earlier output modified (checksums of every protected file before and after).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/data/h5_file.hpp"
+#include "tests/data/bad_files.hpp"
+
+extern char** environ;
+namespace fs = std::filesystem;
+using namespace foldfarm;
+
+namespace {
+
+struct RunResult {
+  bool signaled = false;
+  int signal = 0;
+  int code = -1;
+  std::string err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+RunResult run(const std::vector<std::string>& args, const fs::path& dir) {
+  std::vector<std::string> argv = {FOLDFARM_BINARY, "--log-level", "warn"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = 0;
+  RunResult r;
+  if (posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), environ) != 0) {
+    posix_spawn_file_actions_destroy(&fa);
+    r.err = "spawn failed";
+    return r;
+  }
+  posix_spawn_file_actions_destroy(&fa);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (WIFSIGNALED(status)) {
+    r.signaled = true;
+    r.signal = WTERMSIG(status);
+  } else {
+    r.code = WEXITSTATUS(status);
+  }
+  r.err = slurp(err);
+  return r;
+}
+
+// FNV-1a over the bytes: enough to see any modification.
+uint64_t checksum(const fs::path& p) {
+  std::string b = slurp(p);
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : b) h = (h ^ c) * 1099511628211ULL;
+  return h ^ b.size();
+}
+
+// Every regular file below dir (outputs of earlier runs), with its checksum.
+std::map<std::string, uint64_t> snapshot(const fs::path& dir) {
+  std::map<std::string, uint64_t> m;
+  for (auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    auto name = e.path().filename().string();
+    if (name == "stdout.txt" || name == "stderr.txt") continue;
+    m[e.path().string()] = checksum(e.path());
+  }
+  return m;
+}
+
+int countErrorLines(const std::string& err, std::string* line) {
+  int n = 0;
+  std::istringstream in(err);
+  std::string l;
+  while (std::getline(in, l)) {
+    if (l.rfind("foldfarm: error:", 0) == 0) {
+      ++n;
+      *line = l;
+    }
+  }
+  return n;
+}
+
+class BadInputs : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (std::string(FOLDFARM_BINARY).empty()) return;
+    dir_ = fs::temp_directory_path() / ("ff_bad_inputs_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "work");
+    auto d = dir_.string();
+    // Valid inputs and earlier outputs made by the real commands.
+    ok_ = run({"data", "synth", "--kind", "pretrain", "--jets", "120", "--seed", "3",
+               "--particles", "32", "--out", d + "/good.h5"}, dir_).code == 0 &&
+          run({"data", "synth", "--kind", "unfold", "--tune", "sim", "--events", "120", "--seed",
+               "4", "--out", d + "/mc.h5"}, dir_).code == 0 &&
+          run({"data", "synth", "--kind", "unfold", "--tune", "data", "--events", "120", "--seed",
+               "5", "--out", d + "/data.h5"}, dir_).code == 0 &&
+          run({"data", "observables", "--in", d + "/mc.h5", "--out", d + "/existing_out.h5"}, dir_)
+                  .code == 0 &&
+          run({"pretrain", "--data", d + "/good.h5", "--out", d + "/ckpt", "--preset", "tiny",
+               "--epochs", "1", "--threads", "1"}, dir_).code == 0;
+    // Malformed HDF5 files.
+    for (const char* k : {"missing_key", "wrong_shape", "nan", "empty", "inconsistent_n", "truncated"})
+      data::badfiles::writeBad(d + "/bad_" + k + ".h5", k);
+    std::ofstream(d + "/zero_bytes.h5").close();
+    std::ofstream(d + "/text.h5") << "this is not an HDF5 file\n";
+    // Configs and specs.
+    std::ofstream(d + "/syntax.json") << "{\"width\": 32,,}";
+    std::ofstream(d + "/unknown_key.json") << "{\"wdith\": 32}";
+    std::ofstream(d + "/wrong_type.json") << "{\"width\": \"wide\"}";
+    std::ofstream(d + "/negative.json") << "{\"width\": -4}";
+    std::ofstream(d + "/not_object.json") << "[1, 2, 3]";
+    auto spec = [&](const std::string& name, const std::string& body) {
+      std::ofstream(d + "/" + name) << body;
+    };
+    spec("spec_syntax.json", "{\"task\": \"noop\", ");
+    spec("spec_unknown.json", "{\"task\": \"noop\", \"replicas\": 2, \"replcas\": 3}");
+    spec("spec_missing_file.json",
+         "{\"task\": \"chain\", \"replicas\": 2, \"inputs\": {\"mc\": \"/nonexistent/mc.h5\", "
+         "\"data\": \"" + d + "/data.h5\", \"foundation\": \"" + d + "/ckpt\"}}");
+    spec("spec_zero_replicas.json", "{\"task\": \"noop\", \"replicas\": 0}");
+    spec("spec_gpus.json", "{\"task\": \"noop\", \"replicas\": 2, \"resources\": {\"gpus\": 64}}");
+    spec("spec_executor.json", "{\"task\": \"noop\", \"replicas\": 2, \"executor\": \"cloud\"}");
+    spec("spec_kind.json", "{\"task\": \"teleport\", \"replicas\": 2}");
+    spec("spec_retry.json", "{\"task\": \"noop\", \"retry\": {\"max_attempts\": -1}}");
+    spec("spec_good.json", "{\"task\": \"noop\", \"replicas\": 3}");
+    ok_ = ok_ && run({"campaign", "init", d + "/spec_good.json", "--dir", d + "/camp"}, dir_).code == 0;
+    // Corrupt checkpoints: copies of the good one with one byte flipped / truncated.
+    if (fs::exists(dir_ / "ckpt")) {
+      fs::copy(dir_ / "ckpt", dir_ / "ckpt_flipped", fs::copy_options::recursive);
+      fs::copy(dir_ / "ckpt", dir_ / "ckpt_truncated", fs::copy_options::recursive);
+      fs::copy(dir_ / "ckpt", dir_ / "ckpt_nometa", fs::copy_options::recursive);
+      for (auto& e : fs::recursive_directory_iterator(dir_ / "ckpt_flipped")) {
+        if (!e.is_regular_file() || e.path().extension() == ".json") continue;
+        std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+        f.seekg(static_cast<std::streamoff>(fs::file_size(e.path()) / 2));
+        char c = 0;
+        f.read(&c, 1);
+        c = static_cast<char>(c ^ 0x5a);
+        f.seekp(static_cast<std::streamoff>(fs::file_size(e.path()) / 2));
+        f.write(&c, 1);
+      }
+      for (auto& e : fs::recursive_directory_iterator(dir_ / "ckpt_truncated")) {
+        if (!e.is_regular_file() || e.path().extension() == ".json") continue;
+        fs::resize_file(e.path(), fs::file_size(e.path()) / 3);
+      }
+      for (auto& e : fs::recursive_directory_iterator(dir_ / "ckpt_nometa")) {
+        if (e.is_regular_file() && e.path().extension() == ".json") fs::remove(e.path());
+      }
+    }
+  }
+  static void TearDownTestSuite() {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+
+  void SetUp() override {
+    if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm executable not built";
+    ASSERT_TRUE(ok_) << "could not prepare valid inputs with the real commands";
+  }
+
+  // Runs one malformed case and checks the contract. `must_name` (if non-empty) must
+  // appear in the error line (the file or key at fault).
+  void expectCleanFailure(const std::vector<std::string>& args, const std::string& must_name,
+                          int expected_code = 2) {
+    auto before = snapshot(dir_);
+    RunResult r = run(args, dir_ / "work");
+    auto after = snapshot(dir_);
+    std::string cmd;
+    for (auto& a : args) cmd += a + " ";
+    ++cases_;
+    EXPECT_FALSE(r.signaled) << cmd << "crashed with signal " << r.signal << "\n" << r.err;
+    EXPECT_NE(r.code, 0) << cmd;
+    if (expected_code >= 0) EXPECT_EQ(r.code, expected_code) << cmd << "\n" << r.err;
+    std::string line;
+    EXPECT_EQ(countErrorLines(r.err, &line), 1) << cmd << "\nstderr:\n" << r.err;
+    EXPECT_EQ(r.err.find("internal error"), std::string::npos) << cmd << r.err;
+    EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << cmd << r.err;
+    if (!must_name.empty()) EXPECT_NE(line.find(must_name), std::string::npos) << cmd << "\n" << line;
+    EXPECT_EQ(before, after) << cmd << "modified or left files behind";
+  }
+
+  std::string p(const std::string& name) const { return (dir_ / name).string(); }
+
+  static fs::path dir_;
+  static bool ok_;
+  static int cases_;
+};
+
+fs::path BadInputs::dir_;
+bool BadInputs::ok_ = false;
+int BadInputs::cases_ = 0;
+
+TEST_F(BadInputs, Hdf5Files) {
+  for (const char* k : {"missing_key", "wrong_shape", "nan", "empty", "inconsistent_n", "truncated"}) {
+    std::string f = p(std::string("bad_") + k + ".h5");
+    expectCleanFailure({"data", "inspect", f}, f);
+    expectCleanFailure({"data", "observables", "--in", f, "--out", p("existing_out.h5")}, f);
+  }
+  expectCleanFailure({"data", "inspect", p("zero_bytes.h5")}, p("zero_bytes.h5"));
+  expectCleanFailure({"data", "inspect", p("text.h5")}, p("text.h5"));
+  expectCleanFailure({"data", "inspect", p("no_such_file.h5")}, p("no_such_file.h5"));
+  expectCleanFailure({"data", "convert", "--in", p("good.h5"), "--out", p("existing_out.h5")},
+                     p("good.h5"));  // no four-vectors in a synthetic file
+  expectCleanFailure({"pretrain", "--data", p("bad_nan.h5"), "--out", p("ckpt"), "--preset",
+                      "tiny", "--epochs", "1"}, p("bad_nan.h5"));
+  expectCleanFailure({"unfold", "--mc", p("good.h5"), "--data", p("data.h5"), "--init", "none",
+                      "--out", p("unfold_out"), "--replica", "0", "--member", "0"}, p("good.h5"));
+}
+
+TEST_F(BadInputs, ModelConfigs) {
+  for (const char* c : {"syntax.json", "unknown_key.json", "wrong_type.json", "negative.json",
+                        "not_object.json", "no_such_config.json"}) {
+    expectCleanFailure({"pretrain", "--data", p("good.h5"), "--out", p("ckpt"), "--config", p(c),
+                        "--epochs", "1"}, p(c));
+  }
+  expectCleanFailure({"model", "info", "--preset", "gigantic", "--json"}, "gigantic");
+}
+
+TEST_F(BadInputs, CampaignSpecs) {
+  for (const char* s : {"spec_syntax.json", "spec_unknown.json", "spec_zero_replicas.json",
+                        "spec_gpus.json", "spec_executor.json", "spec_kind.json",
+                        "spec_retry.json", "no_such_spec.json"}) {
+    expectCleanFailure({"campaign", "init", p(s), "--dir", p(std::string("camp_") + s)}, "");
+  }
+  expectCleanFailure({"campaign", "init", p("spec_missing_file.json"), "--dir", p("camp_mf")},
+                     "/nonexistent/mc.h5");
+  // An existing campaign directory is never overwritten by init.
+  expectCleanFailure({"campaign", "init", p("spec_good.json"), "--dir", p("camp")}, p("camp"));
+  expectCleanFailure({"campaign", "status", p("not_a_campaign")}, p("not_a_campaign"));
+}
+
+TEST_F(BadInputs, Checkpoints) {
+  for (const char* c : {"ckpt_flipped", "ckpt_truncated", "ckpt_nometa", "no_such_ckpt"}) {
+    expectCleanFailure({"finetune", "--init", p(c), "--preset", "tiny", "--train", p("good.h5"),
+                        "--out", p(std::string("ft_") + c)}, p(c));
+  }
+  expectCleanFailure({"generate", "--ckpt", p("ckpt_flipped"), "--class", "0", "--jets", "4",
+                      "--out", p("existing_out.h5")}, p("ckpt_flipped"));
+}
+
+TEST_F(BadInputs, CommandLine) {
+  expectCleanFailure({"teleport"}, "");
+  expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "many", "--out", p("x.h5")}, "");
+  expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "-5", "--out", p("x.h5")}, "");
+  expectCleanFailure({"data", "synth", "--kind", "banana", "--jets", "5", "--out", p("x.h5")}, "banana");
+  expectCleanFailure({"data", "synth", "--kind", "unfold", "--tune", "herwig", "--events", "5",
+                      "--out", p("x.h5")}, "herwig");
+  expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "5", "--out",
+                      p("no_dir/x.h5")}, p("no_dir/x.h5"));
+  expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "5"}, "--out");
+  expectCleanFailure({"data", "inspect", "--bogus-flag", p("good.h5")}, "--bogus-flag");
+}
+
+// Runs last (gtest runs tests in declaration order within a suite): reports the count.
+TEST_F(BadInputs, ZCount) {
+  std::printf("malformed inputs exercised: %d\n", cases_);
+  EXPECT_GE(cases_, 30);
+}
+
+}  // namespace
