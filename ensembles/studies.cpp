@@ -125,6 +125,7 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
   if (file.layout() != data::FileLayout::kJets || !file.hasLabels())
     throw InputError(o.jets_path + ": needs the jets layout with 'pid' (1 = quark, 0 = gluon)");
   data::JetArrays all = file.readJets();
+  for (auto& l : all.labels) l = l == 1 ? 1 : 0;
   // 1. Seeded halves.
   std::vector<int64_t> perm(static_cast<size_t>(all.n));
   std::iota(perm.begin(), perm.end(), 0);
@@ -132,37 +133,61 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
   for (size_t i = perm.size(); i > 1; --i)
     std::swap(perm[i - 1], perm[std::uniform_int_distribution<size_t>(0, i - 1)(rng)]);
   const size_t half = perm.size() / 2;
-  std::vector<int64_t> train_rows(perm.begin(), perm.begin() + static_cast<long>(half));
-  std::vector<int64_t> test_rows(perm.begin() + static_cast<long>(half), perm.end());
-  std::sort(train_rows.begin(), train_rows.end());
-  std::sort(test_rows.begin(), test_rows.end());
-  data::JetArrays train = all.subset(train_rows);
-  for (auto& l : train.labels) l = l == 1 ? 1 : 0;
-  train.weights.assign(static_cast<size_t>(train.n), 1.0f);
+  std::vector<int64_t> halves[2] = {
+      std::vector<int64_t>(perm.begin(), perm.begin() + static_cast<long>(half)),
+      std::vector<int64_t>(perm.begin() + static_cast<long>(half), perm.end())};
+  for (auto& h : halves) std::sort(h.begin(), h.end());
+  if (halves[0].size() < 10)
+    throw InputError(o.jets_path + ": too few jets (" + std::to_string(all.n) + ") for two halves");
 
-  // 2. The step-2 classifier (gluon = label 0 is reweighted to quark = label 1).
+  // 2. The step-2 classifier (gluon = label 0 is reweighted to quark = label 1), cross-fitted:
+  //    a model trained on one half scores the other, so every jet gets a held-out probability.
   std::shared_ptr<Checkpoint> ck;
-  if (o.init != "none") ck = std::make_shared<Checkpoint>(readCheckpoint(resolveCheckpointDir(o.init)));
+  if (o.init != "none")
+    ck = std::make_shared<Checkpoint>(readCheckpoint(resolveCheckpointDir(o.init)));
   PetConfig cfg = ck ? ck->meta.config
                      : applyPetOverrides(petPreset(o.config.preset), o.config.model, "config");
-  PetClassifier clf(cfg, deriveSeed({o.seed, 0x1A17}), statsFor(o.config, ck.get()));
-  if (ck) logInfo("warm start: {}", warmStart(clf.model(), *ck).summary());
-  FitResult fit = clf.fit(train, nullptr, fitOptions(o.config, deriveSeed({o.seed, 0xF17}), "qg"));
+  std::vector<float> prob(static_cast<size_t>(all.n), 0.5f);
+  json fits = json::array();
+  for (int fold = 0; fold < 2; ++fold) {
+    data::JetArrays train = all.subset(halves[fold]);
+    train.weights.assign(static_cast<size_t>(train.n), 1.0f);
+    PetClassifier clf(cfg, deriveSeed({o.seed, 0x1A17, static_cast<uint64_t>(fold)}),
+                      statsFor(o.config, ck.get()));
+    if (ck) logInfo("fold {}: warm start: {}", fold, warmStart(clf.model(), *ck).summary());
+    FitResult fit = clf.fit(train, nullptr,
+                            fitOptions(o.config, deriveSeed({o.seed, 0xF17, static_cast<uint64_t>(fold)}),
+                                       "qg fold " + std::to_string(fold)));
+    fits.push_back(toJson(fit));
+    const std::vector<int64_t>& other = halves[1 - fold];
+    std::vector<float> p = clf.predict(all.subset(other), 1024);
+    for (size_t i = 0; i < other.size(); ++i) prob[static_cast<size_t>(other[i])] = p[i];
+  }
 
-  // 3. Held-out half: weights on gluons, observables, discriminators.
-  data::JetArrays test = all.subset(test_rows);
-  std::vector<float> prob = clf.predict(test, 1024);
-  std::vector<uint8_t> is_gluon(static_cast<size_t>(test.n)), is_quark(static_cast<size_t>(test.n));
-  for (int64_t i = 0; i < test.n; ++i) {
-    is_quark[i] = test.labels[i] == 1;
+  // 3. Every jet, each scored by the model that did not see it: weights on gluons,
+  //    observables, discriminators.
+  std::vector<uint8_t> is_gluon(static_cast<size_t>(all.n)), is_quark(static_cast<size_t>(all.n));
+  std::vector<uint8_t> in_half0(static_cast<size_t>(all.n), 0);
+  for (int64_t r : halves[0]) in_half0[static_cast<size_t>(r)] = 1;
+  for (int64_t i = 0; i < all.n; ++i) {
+    is_quark[i] = all.labels[i] == 1;
     is_gluon[i] = !is_quark[i];
   }
   std::vector<double> w = likelihoodRatio(prob);
   WeightReport rep = sanitizeAndNormalise(w, is_gluon, o.config.limits, "quark/gluon weights");
-  const std::vector<float> subs = data::computeObservables(test);
+  const std::vector<float> subs = data::computeObservables(all);
+  auto select = [&](const std::vector<uint8_t>& a, int half_flag) {
+    std::vector<uint8_t> m(a.size());
+    for (size_t i = 0; i < a.size(); ++i) m[i] = a[i] && (half_flag < 0 || in_half0[i] == half_flag);
+    return m;
+  };
   auto h_quark = histogramObservables(subs, {}, is_quark);
   auto h_gluon = histogramObservables(subs, {}, is_gluon);
   auto h_weighted = histogramObservables(subs, w, is_gluon);
+  // Reference for the histogram noise: quark jets of one half vs those of the other (two
+  // samples of the same distribution, each about half the size of the compared ones).
+  auto h_quark0 = histogramObservables(subs, {}, select(is_quark, 1));
+  auto h_quark1 = histogramObservables(subs, {}, select(is_quark, 0));
   json obs = json::object();
   for (int ob : {data::kObsMass, data::kObsWidth, data::kObsMultiplicity}) {
     data::Binning b{h_quark[ob].edges};
@@ -174,18 +199,22 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
     };
     const double before = data::triangularDiscriminator(dens(h_gluon[ob]), dens(h_quark[ob]), b);
     const double after = data::triangularDiscriminator(dens(h_weighted[ob]), dens(h_quark[ob]), b);
+    const double noise = data::triangularDiscriminator(dens(h_quark0[ob]), dens(h_quark1[ob]), b);
     obs[data::observableName(ob)] = {{"delta_unweighted", before},
                                      {"delta_reweighted", after},
-                                     {"reduction", after > 0 ? before / after : INFINITY}};
+                                     {"reduction", after > 0 ? before / after : INFINITY},
+                                     {"delta_quark_half_vs_half", noise}};
   }
   json out = {{"jets", o.jets_path},
               {"init", o.init},
-              {"train_jets", train.n},
-              {"heldout_jets", test.n},
+              {"method", "2-fold cross-fit: each half's jets are scored by the model trained on "
+                         "the other half"},
+              {"train_jets_per_fold", {halves[0].size(), halves[1].size()}},
+              {"heldout_jets", all.n},
               {"heldout_quarks", std::count(is_quark.begin(), is_quark.end(), 1)},
               {"heldout_gluons", std::count(is_gluon.begin(), is_gluon.end(), 1)},
               {"weights", rep},
-              {"fit", toJson(fit)},
+              {"fit", fits},
               {"observables", obs}};
   fs::create_directories(out_dir);
   writeJsonAtomic(out_dir + "/reweight_qg.json", out);

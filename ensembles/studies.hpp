@@ -12,10 +12,12 @@
 // Quark/gluon reweighting (real jets): the step-2 machinery - a one-logit PET classifier,
 // weights f/(1-f) sanitised and normalised - reweights the gluon jets of a jets file
 // (label 0) to its quark jets (label 1). The jets are split in two halves by a seeded
-// permutation; the classifier is trained on one half and the weights are evaluated on the
-// held-out half, where the triangular discriminator (x10^3, SPEC §3.3 binnings) between
-// quark and gluon jets is computed for mass, width and multiplicity, unweighted and
-// weighted. Outputs in out_dir: reweight_qg.json.
+// permutation and cross-fitted: a classifier trained on one half scores the other half and
+// vice versa, so every jet's weight comes from a model that never saw it and the
+// triangular discriminators (x10^3, SPEC §3.3 binnings) between quark and gluon jets are
+// computed on all jets, for mass, width and multiplicity, unweighted and weighted. As a
+// scale for the histogram noise, the discriminator between the quark jets of the two
+// halves is reported too. Outputs in out_dir: reweight_qg.json.
 #include <cstdint>
 #include <string>
 

@@ -147,9 +147,10 @@ void registerReweightQg(CommandGroups& g) {
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = g.study.add_subcommand(
       "reweight-qg",
-      "Reweight gluon jets to quark jets with the OmniFold step-2 machinery (train on one half, "
-      "evaluate on the held-out half); prints the triangular discriminators of mass, width and "
-      "multiplicity before and after (reweight_qg.json)");
+      "Reweight gluon jets to quark jets with the OmniFold step-2 machinery, cross-fitted (a "
+      "model trained on each half scores the other half); prints the triangular discriminators "
+      "of mass, width and multiplicity before and after, and the quark half-vs-half "
+      "discriminator as the noise scale (reweight_qg.json)");
   cmd->add_option("--jets", o->jets, "jets file with pid (1 = quark, 0 = gluon)")->required();
   cmd->add_option("--init", o->init, "foundation checkpoint (the --out of foldfarm pretrain, or its model/), or 'none'")->capture_default_str();
   cmd->add_option("--out", o->out, "output directory")->required();
