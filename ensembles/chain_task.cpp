@@ -79,8 +79,7 @@ void clearChainTaskCache() {
   cache().checkpoints.clear();
 }
 
-int runChainTask(const nlohmann::json& params, const std::string& task_dir) {
-  try {
+void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_dir) {
     ChainSpec spec = chainSpecFromJson(params);
     const int threads = params.value("threads", 0);
     if (threads > 0) configureThreads(threads);
@@ -96,7 +95,7 @@ int runChainTask(const nlohmann::json& params, const std::string& task_dir) {
         throw InputError(task_dir + ": already holds a chain with different parameters; use "
                          "another output directory");
       logInfo("{}: chain already complete", task_dir);
-      return kExitOk;
+      return;
     }
     ChainInputs in;
     in.mc = loadDataset(spec.mc_path);
@@ -107,6 +106,11 @@ int runChainTask(const nlohmann::json& params, const std::string& task_dir) {
     if (ec) throw Error(task_dir + ": cannot create: " + ec.message());
     runChain(spec, in, task_dir);
     logInfo("{}: chain done", task_dir);
+}
+
+int runChainTask(const nlohmann::json& params, const std::string& task_dir) {
+  try {
+    runChainTaskOrThrow(params, task_dir);
     return kExitOk;
   } catch (const InterruptedError& e) {
     logWarn("{}", e.what());

@@ -36,6 +36,9 @@
 namespace foldfarm::ensembles {
 
 int runChainTask(const nlohmann::json& params, const std::string& task_dir);
+// The same, for a command that reports errors itself: throws InputError (bad input),
+// InterruptedError (state saved) or Error instead of returning a status.
+void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_dir);
 
 // Drops the in-process caches (datasets, checkpoints).
 void clearChainTaskCache();

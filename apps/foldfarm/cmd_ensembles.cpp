@@ -62,10 +62,11 @@ void registerUnfold(CommandGroups& g) {
                              {"config", readConfigFile(o->config)}};
     configureThreads(o->threads);
     installStopHandlers();
-    int rc = ensembles::runChainTask(params, o->out);
-    if (rc == kExitInterrupted) throw InterruptedError(o->out + ": interrupted; state saved, rerun to resume");
-    if (rc == kExitBadInput) throw InputError(o->out + ": bad input (see the log above)");
-    if (rc != kExitOk) throw Error(o->out + ": chain failed (see the log above)");
+    try {
+      ensembles::runChainTaskOrThrow(params, o->out);
+    } catch (const InterruptedError&) {
+      throw InterruptedError(o->out + ": interrupted; state saved, rerun the same command to resume");
+    }
     std::cout << readFile(o->out + "/result.json");
   });
 }

@@ -1,4 +1,5 @@
 // model info, pretrain, finetune, generate, bench pet.
+#include <algorithm>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -57,11 +58,42 @@ json readJsonFile(const std::string& path) {
   }
 }
 
-// Preset, then the config file's "model" object (or its top level without "train").
+// A training config file is {"model": {size overrides}, "train": {recipe}}, or a bare
+// object of size overrides. Every key and type is checked here, before any work starts.
+const std::vector<std::string> kTrainKeys = {"batch_size", "clip_norm",  "ema_decay", "epochs",
+                                             "lr",         "lr_factor",  "optimizer", "patience",
+                                             "warmup_epochs", "weight_decay"};
+
+json readTrainConfig(const std::string& path) {
+  const json j = readJsonFile(path);
+  if (!j.is_object()) throw InputError(path + ": a config must be a JSON object with \"model\" and/or \"train\"");
+  if (!j.contains("model") && !j.contains("train")) return json{{"model", j}};
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() != "model" && it.key() != "train") {
+      throw InputError(path + ": unknown top-level key '" + it.key() + "' (use \"model\" and \"train\")");
+    }
+  }
+  if (j.contains("train")) {
+    const json& t = j.at("train");
+    if (!t.is_object()) throw InputError(path + ": \"train\" must be an object");
+    for (auto it = t.begin(); it != t.end(); ++it) {
+      if (std::find(kTrainKeys.begin(), kTrainKeys.end(), it.key()) == kTrainKeys.end()) {
+        throw InputError(path + ": unknown train key '" + it.key() + "'");
+      }
+      bool ok = it.key() == "optimizer" ? it->is_string() : it->is_number();
+      if (!ok || (it->is_number() && it->get<double>() < 0)) {
+        throw InputError(path + ": train." + it.key() + " has a wrong type or a negative value");
+      }
+    }
+  }
+  return j;
+}
+
+// Preset, then the config file's model overrides.
 PetConfig configFrom(const std::string& preset, const std::string& config_path) {
   PetConfig cfg = petPreset(preset);
   if (!config_path.empty()) {
-    const json j = readJsonFile(config_path);
+    const json j = readTrainConfig(config_path);
     if (j.contains("model")) cfg = applyPetOverrides(cfg, j.at("model"), config_path);
   }
   return cfg;
@@ -150,9 +182,10 @@ void runPretrain(const PretrainArgs& a) {
 
   json train_cfg = json::object();
   if (!a.config.empty()) {
-    const json j = readJsonFile(a.config);
+    const json j = readTrainConfig(a.config);
     if (j.contains("train")) train_cfg = j.at("train");
   }
+  if (!a.config.empty()) (void)configFrom(a.preset, a.config);  // refuse a bad config before reading data
   data::JetArrays raw = readJetFiles(splitList(a.data), a.max_jets);
   if (raw.labels.empty()) throw InputError(a.data + ": pretraining needs class labels (pid)");
   int64_t classes = 0;

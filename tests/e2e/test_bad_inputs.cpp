@@ -131,8 +131,10 @@ class BadInputs : public ::testing::Test {
     // Configs and specs.
     std::ofstream(d + "/syntax.json") << "{\"width\": 32,,}";
     std::ofstream(d + "/unknown_key.json") << "{\"wdith\": 32}";
-    std::ofstream(d + "/wrong_type.json") << "{\"width\": \"wide\"}";
-    std::ofstream(d + "/negative.json") << "{\"width\": -4}";
+    std::ofstream(d + "/wrong_type.json") << "{\"model\": {\"dim\": \"wide\"}}";
+    std::ofstream(d + "/negative.json") << "{\"model\": {\"dim\": -4}}";
+    std::ofstream(d + "/train_type.json") << "{\"train\": {\"lr\": \"fast\"}}";
+    std::ofstream(d + "/top_key.json") << "{\"model\": {}, \"optimiser\": \"lion\"}";
     std::ofstream(d + "/not_object.json") << "[1, 2, 3]";
     auto spec = [&](const std::string& name, const std::string& body) {
       std::ofstream(d + "/" + name) << body;
@@ -233,9 +235,10 @@ TEST_F(BadInputs, Hdf5Files) {
 
 TEST_F(BadInputs, ModelConfigs) {
   for (const char* c : {"syntax.json", "unknown_key.json", "wrong_type.json", "negative.json",
-                        "not_object.json", "no_such_config.json"}) {
-    expectCleanFailure({"pretrain", "--data", p("good.h5"), "--out", p("ckpt"), "--config", p(c),
-                        "--epochs", "1"}, p(c));
+                        "not_object.json", "train_type.json", "top_key.json",
+                        "no_such_config.json"}) {
+    expectCleanFailure({"pretrain", "--data", p("good.h5"), "--out", p(std::string("pre_") + c),
+                        "--config", p(c), "--epochs", "1"}, p(c));
   }
   expectCleanFailure({"model", "info", "--preset", "gigantic", "--json"}, "gigantic");
 }
