@@ -27,6 +27,7 @@ void registerReport(CommandGroups& g) {
   cmd->add_option("--warmstart", o->warmstart_dir,
                   "warm-start study output directory (default D/warmstart)");
   cmd->callback([o, dir] {
+    registerCampaignTaskKinds();  // opening a campaign validates its task kind
     report::ReportResult r = report::writeCampaignReport(*dir, *o);
     std::string omitted;
     for (const auto& s : r.omitted) omitted += "\n  omitted " + s;
