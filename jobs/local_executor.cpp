@@ -88,14 +88,7 @@ void LocalWorkerPool::readAvailable(int slot, std::vector<SlotEvent>& events) {
     SlotEvent ev;
     ev.kind = SlotEvent::Kind::kDone;
     ev.slot = slot;
-    Completion& c = ev.completion;
-    c.index = m.at("i").get<int>();
-    c.attempt = m.at("a").get<int>();
-    c.status = m.at("s").get<int>();
-    c.reason = m.value("r", "");
-    c.started_at = m.value("t0", 0.0);
-    c.finished_at = m.value("t1", 0.0);
-    if (m.contains("res")) c.result = std::move(m["res"]);
+    ev.completion = completionFromDoneMessage(m);
     events.push_back(std::move(ev));
   }
   if (!eof) return;

@@ -164,14 +164,7 @@ class MpiTransport : public Transport {
       if (t == "done") {
         SlotEvent ev;
         ev.slot = slot;
-        Completion& c = ev.completion;
-        c.index = m.at("i").get<int>();
-        c.attempt = m.at("a").get<int>();
-        c.status = m.at("s").get<int>();
-        c.reason = m.value("r", "");
-        c.started_at = m.value("t0", 0.0);
-        c.finished_at = m.value("t1", 0.0);
-        if (m.contains("res")) c.result = m["res"];
+        ev.completion = completionFromDoneMessage(m);
         events.push_back(std::move(ev));
       } else if (t == "start") {
         SlotEvent ev;

@@ -64,4 +64,16 @@ bool readFrameBlocking(int fd, FrameReader& reader, std::string& payload) {
   return true;
 }
 
+Completion completionFromDoneMessage(nlohmann::json& m) {
+  Completion c;
+  c.index = m.at("i").get<int>();
+  c.attempt = m.at("a").get<int>();
+  c.status = m.at("s").get<int>();
+  c.reason = m.value("r", "");
+  c.started_at = m.value("t0", 0.0);
+  c.finished_at = m.value("t1", 0.0);
+  if (m.contains("res")) c.result = std::move(m["res"]);
+  return c;
+}
+
 }  // namespace foldfarm::jobs

@@ -18,6 +18,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "jobs/journal.hpp"
+
 namespace foldfarm::jobs {
 
 // Appends one frame holding `payload` to `out`.
@@ -41,5 +43,8 @@ class FrameReader {
 bool writeAll(int fd, std::string_view bytes);
 // Blocking read of the next frame from fd. false at end of input.
 bool readFrameBlocking(int fd, FrameReader& reader, std::string& payload);
+// The completion a worker's {"t":"done", …} message reports (host and slot are the
+// receiver's to fill). Throws nlohmann::json::exception when a required field is missing.
+Completion completionFromDoneMessage(nlohmann::json& message);
 
 }  // namespace foldfarm::jobs

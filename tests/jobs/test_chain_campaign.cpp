@@ -19,22 +19,7 @@ using namespace foldfarm::jobs::testing;
 
 int runFoldfarm(const std::vector<std::string>& args, const std::string& scratch,
                 const std::string& tag) {
-  std::vector<std::string> a{FOLDFARM_BINARY};
-  a.insert(a.end(), args.begin(), args.end());
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    std::string out = scratch + "/" + tag + ".out", err = scratch + "/" + tag + ".err";
-    int fo = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int fe = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fo, 1);
-    ::dup2(fe, 2);
-    std::vector<char*> argv;
-    for (auto& s : a) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return waitExit(pid);
+  return waitExit(startProgram(FOLDFARM_BINARY, args, scratch, tag));
 }
 
 class ChainCampaign : public ::testing::Test {

@@ -53,10 +53,10 @@ struct ToolRun {
   std::string out;  // stdout
 };
 
-// Starts ff_jobs_tool with args; stdout/stderr go to files under `scratch`.
-inline pid_t startTool(const std::vector<std::string>& args, const std::string& scratch,
-                       const std::string& tag) {
-  std::vector<std::string> a{FF_JOBS_TOOL};
+// Starts `exe` with args; stdout/stderr go to <scratch>/<tag>.out and .err.
+inline pid_t startProgram(const std::string& exe, const std::vector<std::string>& args,
+                          const std::string& scratch, const std::string& tag) {
+  std::vector<std::string> a{exe};
   a.insert(a.end(), args.begin(), args.end());
   std::string out = scratch + "/" + tag + ".out", err = scratch + "/" + tag + ".err";
   pid_t pid = ::fork();
@@ -72,6 +72,12 @@ inline pid_t startTool(const std::vector<std::string>& args, const std::string& 
     ::_exit(127);
   }
   return pid;
+}
+
+// Starts ff_jobs_tool with args (see startProgram).
+inline pid_t startTool(const std::vector<std::string>& args, const std::string& scratch,
+                       const std::string& tag) {
+  return startProgram(FF_JOBS_TOOL, args, scratch, tag);
 }
 
 inline int waitExit(pid_t pid) {
