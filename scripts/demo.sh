@@ -5,7 +5,10 @@
 # executor (or through a local one-node Slurm cluster with --slurm), aggregate into bands,
 # run the warm-start study, and write the HTML report.
 #
-#   scripts/demo.sh [--slurm] [--out DIR]
+#   scripts/demo.sh [--slurm] [--out DIR] [--build-dir DIR] [--no-build]
+#
+# --build-dir DIR  build into (and run foldfarm from) DIR instead of build/
+# --no-build       only check the packages; use the foldfarm already built in the build dir
 #
 # Sizes (environment): FF_DEMO_PRETRAIN_JETS (8000), FF_DEMO_EVENTS (3000),
 # FF_DEMO_REPLICAS (16), FF_DEMO_MEMBERS (2), FF_DEMO_ITERATIONS (2), FF_DEMO_EPOCHS (2),
@@ -15,17 +18,23 @@ cd "$(dirname "$0")/.."
 
 use_slurm=0
 out="${FOLDFARM_DEMO_DIR:-out/demo}"
+build_dir=build
+build_flag=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --slurm) use_slurm=1; shift ;;
-    --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --out) [ $# -ge 2 ] || { echo "demo.sh: --out needs a directory" >&2; exit 2; }; out="$2"; shift 2 ;;
+    --build-dir) [ $# -ge 2 ] || { echo "demo.sh: --build-dir needs a directory" >&2; exit 2; }
+      build_dir="$2"; shift 2 ;;
+    --no-build) build_flag=(--no-build); shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 
-scripts/setup.sh
-ff="$PWD/build/apps/foldfarm/foldfarm"
+scripts/setup.sh --build-dir "$build_dir" "${build_flag[@]}"
+ff="$(cd "$build_dir" && pwd)/apps/foldfarm/foldfarm"
+[ -x "$ff" ] || { echo "demo.sh: $ff is not built (run without --no-build)" >&2; exit 1; }
 jets="${FF_DEMO_PRETRAIN_JETS:-8000}"
 events="${FF_DEMO_EVENTS:-3000}"
 replicas="${FF_DEMO_REPLICAS:-16}"

@@ -24,6 +24,12 @@ namespace {
 using jobs::TaskRecord;
 using jobs::TaskState;
 
+struct SettledSubmissions {
+  int released = 0;
+  int cancelled = 0;
+  int tasksRequeued = 0;
+};
+
 struct RoundResult {
   int ingested = 0;
   int requeued = 0;
@@ -106,6 +112,43 @@ SbatchResources elementResources(const jobs::Campaign& c, const SlurmCampaignOpt
   return r;
 }
 
+// sub-N/settled: the submission's job needs no further look; it says how it ended up:
+// "released" (by the submitter, or adopted after it stopped between journal and release),
+// "cancelled" (never recorded in the journal) or "ended". Best effort: without the marker
+// the next sweep looks again.
+void markSettled(const std::string& subDir, const std::string& how) {
+  try {
+    writeFileAtomic(subDir + "/settled", how + "\n");
+  } catch (const std::exception& e) {
+    logWarn("{}: {}", subDir, e.what());
+  }
+}
+
+bool isHeld(const QueuedJob& j) { return j.state == "PENDING" && j.reason.rfind("JobHeld", 0) == 0; }
+
+// The task ids of each element of a submission (its manifest.tsv).
+std::vector<std::vector<std::string>> readManifest(const std::string& path) {
+  std::vector<std::vector<std::string>> shards;
+  std::string text = readFile(path);
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t nl = text.find('\n', start);
+    if (nl == std::string::npos) nl = text.size();
+    std::vector<std::string> ids;
+    std::string line = text.substr(start, nl - start);
+    size_t a = 0;
+    while (a <= line.size()) {
+      size_t tab = line.find('\t', a);
+      if (tab == std::string::npos) tab = line.size();
+      if (tab > a) ids.push_back(line.substr(a, tab - a));
+      a = tab + 1;
+    }
+    shards.push_back(std::move(ids));
+    start = nl + 1;
+  }
+  return shards;
+}
+
 // Step 4 for one planned array. Throws Error when sbatch fails; nothing is recorded then.
 void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResources& base, int lanes,
                  const std::vector<std::string>& workArgv, const PlannedArray& array, RoundResult& round) {
@@ -153,7 +196,13 @@ void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResou
     }
     throw;
   }
-  client.release(submitted.jobId);
+  try {
+    client.release(submitted.jobId);
+  } catch (const Error& e) {
+    throw Error(std::string(e.what()) + "; job " + submitted.jobId + " is recorded but held: run `foldfarm slurm " +
+                "submit " + c.dir() + "` again to release it");
+  }
+  markSettled(subDir, "released");
   logInfo("submitted array job {} ({} element(s), {} task(s), throttle {}) from {}", submitted.jobId,
           array.shards.size(), [&] {
             size_t n = 0;
@@ -165,6 +214,131 @@ void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResou
   round.submittedElements += static_cast<int>(array.shards.size());
   for (const auto& s : array.shards) round.submittedTasks += static_cast<int>(s.size());
   round.jobIds.push_back(submitted.jobId);
+}
+
+// Submissions an earlier submitter left unfinished. Submitting is: sbatch --hold, save the
+// id in sub-N/jobid, record the tasks in the journal, scontrol release, write
+// sub-N/settled. A submitter that stopped (crash, kill -9, a failing scontrol) in between
+// leaves a held job behind, which nothing else would ever cancel or release:
+//   * held, and every task of its manifest recorded as running under it: released
+//     (adopted — the journal already expects it to run);
+//   * held, and not (fully) recorded: cancelled; tasks recorded under it go back to pending;
+//   * running although no task of the journal names it (released by hand): cancelled, so no
+//     task runs twice;
+//   * ended or forgotten by slurmctld: nothing to do.
+// One squeue call for all unsettled submissions. Throws SlurmQueryError when squeue fails.
+SettledSubmissions settleEarlierSubmissions(jobs::Campaign& c, const SlurmClient& client) {
+  SettledSubmissions out;
+  const std::string slurmDir = c.dir() + "/slurm";
+  std::map<std::string, std::string> subByJob;  // job id -> sub-N directory
+  std::vector<std::string> withoutId;            // submitted (maybe) but no jobid saved
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(slurmDir, ec)) {
+    const std::string sub = e.path().string();
+    const std::string name = e.path().filename().string();
+    if (name.rfind("sub-", 0) != 0 || !isDigits(name.substr(4))) continue;
+    if (fs::exists(sub + "/settled")) continue;
+    if (!fs::exists(sub + "/jobid")) {
+      if (fs::exists(sub + "/array.sbatch")) withoutId.push_back(sub);
+      continue;
+    }
+    std::string id;
+    try {
+      id = readFile(sub + "/jobid");
+    } catch (const std::exception& ex) {
+      logWarn("{}: {}", sub, ex.what());
+      continue;
+    }
+    while (!id.empty() && (id.back() == '\n' || id.back() == '\r' || id.back() == ' ')) id.pop_back();
+    if (!isDigits(id)) {
+      logWarn("{}/jobid holds '{}', not a job id; ignored", sub, id);
+      continue;
+    }
+    subByJob[id] = sub;
+  }
+  if (!withoutId.empty()) {
+    // Stopped between sbatch's answer and saving it: find the job by its script path. The
+    // journal cannot name it (the id was never saved), so a pending one is cancelled.
+    std::vector<SlurmClient::PendingScript> pending = client.pendingScripts();
+    for (const auto& sub : withoutId) {
+      std::set<std::string> paths = {sub + "/array.sbatch", fs::absolute(sub + "/array.sbatch").lexically_normal().string()};
+      int found = 0;
+      for (const auto& p : pending) {
+        if (!paths.count(p.script)) continue;
+        logWarn("{}: held job {} was submitted but its id was never saved; cancelling it", sub, p.arrayJobId);
+        client.cancel(p.arrayJobId);
+        ++found;
+        ++out.cancelled;
+      }
+      markSettled(sub, found ? "cancelled" : "ended");
+    }
+  }
+  if (subByJob.empty()) return out;
+  std::vector<std::string> ids;
+  for (const auto& [id, sub] : subByJob) ids.push_back(id);
+  std::map<std::string, std::vector<QueuedJob>> live;  // array job id -> its unfinished elements
+  for (auto& j : client.queue(ids)) {
+    if (!j.finished()) live[j.arrayJobId].push_back(j);
+  }
+  // Which tasks the journal records under each array job.
+  std::map<std::string, std::set<std::string>> runningUnder, namedBy;
+  for (const auto& t : c.tasks()) {
+    std::string a = arrayJobIdOf(t.external_id);
+    if (a.empty() || !subByJob.count(a)) continue;
+    namedBy[a].insert(t.id);
+    if (t.state == TaskState::kRunning) runningUnder[a].insert(t.id);
+  }
+  for (const auto& [id, sub] : subByJob) {
+    auto it = live.find(id);
+    if (it == live.end()) {
+      markSettled(sub, "ended");  // ended (or purged by slurmctld): nothing to settle
+      continue;
+    }
+    const bool held = std::any_of(it->second.begin(), it->second.end(), isHeld);
+    if (!held) {
+      if (namedBy[id].empty()) {
+        logWarn("{}: job {} runs although the journal records none of its tasks; cancelling it", sub, id);
+        client.cancel(id);
+        markSettled(sub, "cancelled");
+        ++out.cancelled;
+      } else {
+        markSettled(sub, "released");
+      }
+      continue;
+    }
+    // Held: adopt it only when the journal records every task of its manifest under it.
+    bool complete = true;
+    try {
+      const auto shards = readManifest(sub + "/manifest.tsv");
+      for (size_t e = 0; e < shards.size() && complete; ++e) {
+        for (const auto& t : shards[e]) {
+          if (!runningUnder[id].count(t)) complete = false;
+        }
+      }
+      complete = complete && !shards.empty();
+    } catch (const std::exception& ex) {
+      logWarn("{}: {}", sub, ex.what());
+      complete = false;
+    }
+    if (complete) {
+      client.release(id);
+      markSettled(sub, "released");
+      logInfo("{}: held job {} is recorded in the journal; released it", sub, id);
+      ++out.released;
+    } else {
+      client.cancel(id);
+      markSettled(sub, "cancelled");
+      std::vector<std::string> recorded(runningUnder[id].begin(), runningUnder[id].end());
+      const int back = c.requeue(recorded, "its held job " + id + " was never fully recorded; cancelled");
+      logWarn("{}: held job {} was submitted but {} in the journal (the submitter stopped in between); "
+              "cancelled it{}",
+              sub, id, recorded.empty() ? "never recorded" : "only partly recorded",
+              back > 0 ? "; " + std::to_string(back) + " task(s) back to pending" : std::string());
+      ++out.cancelled;
+      out.tasksRequeued += back;
+    }
+  }
+  return out;
 }
 
 RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmCampaignOptions& o,
@@ -244,7 +418,8 @@ nlohmann::json SlurmCampaignSummary::toJson() const {
   return {{"counts", countsJson(counts)},     {"submissions", submissions},
           {"elements_submitted", elementsSubmitted}, {"tasks_submitted", tasksSubmitted},
           {"tasks_requeued", tasksRequeued},   {"results_ingested", resultsIngested},
-          {"job_ids", jobIds},                 {"interrupted", interrupted}};
+          {"job_ids", jobIds},                 {"interrupted", interrupted},
+          {"orphans_cancelled", orphansCancelled}, {"held_released", heldReleased}};
 }
 
 SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampaignOptions& o) {
@@ -263,9 +438,17 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
   double interval = o.pollInitialS;
   auto lastReport = std::chrono::steady_clock::now();
   int queryFailures = 0;
+  bool settled = false;
   while (true) {
     RoundResult r;
     try {
+      if (!settled) {
+        SettledSubmissions s = settleEarlierSubmissions(c, client);
+        sum.orphansCancelled += s.cancelled;
+        sum.heldReleased += s.released;
+        sum.tasksRequeued += s.tasksRequeued;
+        settled = true;
+      }
       r = reconcile(c, client, o, /*submit=*/true);
       queryFailures = 0;
     } catch (const SlurmQueryError& e) {
@@ -334,7 +517,9 @@ nlohmann::json slurmCampaignStatus(const std::string& dir, const SlurmClient::Pr
   }
   RoundResult r;
   const bool slurmUp = client.available();
+  SettledSubmissions settled;
   if (!elsewhere && slurmUp) {
+    settled = settleEarlierSubmissions(*c, client);
     SlurmCampaignOptions o;
     r = reconcile(*c, client, o, /*submit=*/false);
   }
@@ -356,7 +541,9 @@ nlohmann::json slurmCampaignStatus(const std::string& dir, const SlurmClient::Pr
   out["dir"] = dir;
   out["counts"] = countsJson(c->counts());
   out["jobs"] = jobsJson;
-  out["requeued"] = r.requeued;
+  out["requeued"] = r.requeued + settled.tasksRequeued;
+  out["orphans_cancelled"] = settled.cancelled;
+  out["held_released"] = settled.released;
   out["ingested"] = r.ingested;
   out["watched_elsewhere"] = elsewhere;
   out["slurm_reachable"] = slurmUp;

@@ -14,6 +14,13 @@
 //      transaction, then `scontrol release` it. A job therefore never runs a task the
 //      journal does not know it runs. If sbatch fails nothing is recorded (the journal is
 //      unchanged) and the round throws Error with sbatch's message.
+// Before its first round a writer settles what an earlier submitter left between `sbatch
+// --hold` and `scontrol release` (crash, kill -9, a failing scontrol): every D/slurm/sub-N
+// with a jobid but no `settled` marker is looked up (one squeue call). A held
+// job whose manifest tasks are all recorded as running under it is released (adopted); a
+// held job the journal does not (fully) record is scancelled and the tasks recorded under
+// it go back to pending; a running job no task names is scancelled (no task runs twice).
+// The submission directory then gets its `settled` file (released|cancelled|ended).
 // Watching repeats rounds at a modest cadence with backoff (pollInitialS, ×1.5 while
 // nothing changes, up to pollMaxS; back to pollInitialS when something changed) until no
 // task is pending or running, or a stop signal arrives (the jobs keep running; a later
@@ -64,6 +71,9 @@ struct SlurmCampaignSummary {
   int resultsIngested = 0;
   std::vector<std::string> jobIds; // arrays submitted by this call
   bool interrupted = false;        // stopped watching on a signal
+  // Left by an earlier submitter that stopped between sbatch and release (see below).
+  int orphansCancelled = 0;        // held jobs the journal never (fully) recorded: scancelled
+  int heldReleased = 0;            // held jobs the journal records: released (adopted)
   nlohmann::json toJson() const;
 };
 
@@ -75,7 +85,8 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
 // One reconcile round without submitting (steps 1–3) when D's lock is free; a read-only
 // view when another process is watching D. Returns the status as JSON:
 // {"counts": {...}, "jobs": [{"id": "123_4", "state": "RUNNING", "tasks": n}, ...],
-//  "requeued": n, "ingested": n, "watched_elsewhere": bool}.
+//  "requeued": n, "ingested": n, "orphans_cancelled": n, "held_released": n,
+//  "watched_elsewhere": bool}. The writer path settles earlier submissions first (above).
 nlohmann::json slurmCampaignStatus(const std::string& dir, const SlurmClient::Programs& programs = {});
 
 // The array job id in an external id "123_4" (or "123"); empty when it is not a Slurm id.

@@ -1,5 +1,8 @@
 #include "slurm/slurm_client.hpp"
 
+#include <pwd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <regex>
@@ -176,6 +179,25 @@ std::vector<QueuedJob> SlurmClient::queue(const std::vector<std::string>& jobIds
                             }),
              jobs.end());
   return jobs;
+}
+
+std::vector<SlurmClient::PendingScript> SlurmClient::pendingScripts() const {
+  const struct passwd* pw = ::getpwuid(::geteuid());
+  const std::string user = pw && pw->pw_name ? pw->pw_name : std::to_string(::geteuid());
+  ProcessResult r = run({programs_.squeue, "--noheader", "--user=" + user, "--states=PENDING",
+                         "--format=%F|%r|%o"});
+  if (!r.ok()) throw SlurmQueryError("squeue failed: " + r.describeFailure() + " (is slurmctld reachable?)");
+  std::vector<PendingScript> out;
+  std::istringstream in(r.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    line = trim(line);
+    auto a = line.find('|');
+    auto b = a == std::string::npos ? a : line.find('|', a + 1);
+    if (b == std::string::npos || !allDigits(line.substr(0, a))) continue;
+    out.push_back({line.substr(0, a), line.substr(b + 1), line.substr(a + 1, b - a - 1)});
+  }
+  return out;
 }
 
 int SlurmClient::queuedJobCount() const {

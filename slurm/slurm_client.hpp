@@ -80,6 +80,14 @@ class SlurmClient {
   // visible for MinJobAge). Ids slurmctld has forgotten are simply absent. Throws
   // SlurmQueryError when squeue fails.
   std::vector<QueuedJob> queue(const std::vector<std::string>& jobIds) const;
+  // This user's pending jobs and arrays as (array job id, batch script path, reason), from
+  // `squeue -u <me> -t PENDING -o %F|%o|%r`. Throws SlurmQueryError when squeue fails.
+  struct PendingScript {
+    std::string arrayJobId;
+    std::string script;
+    std::string reason;
+  };
+  std::vector<PendingScript> pendingScripts() const;
   // Jobs of all users in the queue (for the MaxJobCount budget); -1 when unknown.
   int queuedJobCount() const;
   void release(const std::string& jobId) const;

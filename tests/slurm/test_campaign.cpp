@@ -2,13 +2,18 @@
 // jobs library's `work D --task ID …` (ff_jobs_tool, the torch-free front end of
 // `foldfarm campaign work`) and write results only; the submitting process
 // (runCampaignOnSlurm) is the only journal writer.
+#include <sys/stat.h>
+
 #include <set>
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/task_kind.hpp"
+#include "slurm/array_plan.hpp"
+#include "slurm/sbatch_script.hpp"
 #include "slurm/slurm_campaign.hpp"
 #include "tests/slurm/slurm_fixture.hpp"
 
@@ -47,6 +52,38 @@ std::string journalDump(const std::string& dir) {
          t.external_id + " n=" + std::to_string(c.journal().eventCount(t.index)) + "\n";
   }
   return s + "events=" + std::to_string(c.journal().eventCount(-1)) + "\n";
+}
+
+// What a submitter leaves behind when it stops right after `sbatch --hold` and saving the
+// job id (D/slurm/sub-0001/{manifest.tsv,array.sbatch,jobid}), before the journal write.
+// With saveId false: stopped a moment earlier, before the id was saved.
+std::string leaveHeldSubmission(const std::string& dir, const std::vector<std::vector<std::string>>& shards,
+                                bool saveId = true) {
+  const std::string sub = dir + "/slurm/sub-0001";
+  std::filesystem::create_directories(sub);
+  PlannedArray a;
+  a.shards = shards;
+  ArrayJob job;
+  job.campaignDir = dir;
+  job.manifestPath = sub + "/manifest.tsv";
+  job.elements = static_cast<int>(shards.size());
+  job.workArgv = {FF_JOBS_TOOL, "work"};
+  SbatchResources r;
+  r.output = sub + "/slurm-%A_%a.out";
+  writeFileAtomic(job.manifestPath, manifestText(a));
+  writeFileAtomic(sub + "/array.sbatch", renderArrayScript(r, job));
+  SubmittedJob j = SlurmClient().submit(sub + "/array.sbatch", {"--hold"});
+  if (saveId) writeFileAtomic(sub + "/jobid", j.jobId + "\n");
+  return j.jobId;
+}
+
+bool allHeld(const std::string& jobId) {
+  std::vector<QueuedJob> q = SlurmClient().queue({jobId});
+  if (q.empty()) return false;
+  for (const auto& j : q) {
+    if (j.state != "PENDING" || j.reason.rfind("JobHeld", 0) != 0) return false;
+  }
+  return true;
 }
 
 class SlurmCampaign : public ::testing::Test {
@@ -129,7 +166,13 @@ TEST_F(SlurmCampaign, ScancelMidwayResubmitsOnlyTheMissingTasks) {
   SlurmCampaignSummary second = runCampaignOnSlurm(dir, o);
   EXPECT_EQ(second.counts[TaskState::kDone], 6);
   EXPECT_EQ(second.tasksSubmitted, static_cast<int>(6 - before.size()));
-  EXPECT_EQ(second.tasksRequeued, static_cast<int>(6 - before.size()));
+  // Each missing task came back to pending once: either its job ended without a result, or
+  // the scancel's TERM reached its worker, which wrote an "interrupted" (75) result.
+  const int missing = static_cast<int>(6 - before.size());
+  // Ingested by this call: every task's final result (6), plus the interrupted ones.
+  const int interruptedResults = second.resultsIngested - 6;
+  EXPECT_GE(interruptedResults, 0);
+  EXPECT_EQ(second.tasksRequeued + interruptedResults, missing);
 
   jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
   for (const auto& t : c.tasks()) {
@@ -180,4 +223,82 @@ TEST_F(SlurmCampaign, SbatchFailureLeavesTheJournalUnchanged) {
   for (const auto& e : std::filesystem::directory_iterator(dir + "/slurm", ec)) {
     ADD_FAILURE() << "left behind: " << e.path();
   }
+}
+
+// A submitter stopped between `sbatch --hold` and the journal write: its held job (id saved
+// in sub-0001/jobid, tasks still pending in the journal) is scancelled by the next
+// `slurm submit`, never runs, and the tasks run once in a new submission.
+void expectOrphanCancelled(const std::string& base, bool saveId) {
+  const std::string dir = createSleepCampaign(base + "/c", 3, 0.1);
+  const std::string orphan = leaveHeldSubmission(dir, {{"r0000m0", "r0001m0"}, {"r0002m0"}}, saveId);
+  ASSERT_TRUE(allHeld(orphan));
+
+  SlurmCampaignSummary sum = runCampaignOnSlurm(dir, fastOptions());
+  EXPECT_EQ(sum.orphansCancelled, 1);
+  EXPECT_EQ(sum.heldReleased, 0);
+  EXPECT_EQ(sum.counts[TaskState::kDone], 3);
+  EXPECT_EQ(sum.tasksSubmitted, 3);
+  ASSERT_EQ(sum.jobIds.size(), 1u);
+  EXPECT_NE(sum.jobIds[0], orphan);
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.state, TaskState::kDone) << t.id;
+    EXPECT_EQ(t.attempts, 1) << t.id;
+    EXPECT_EQ(arrayJobIdOf(t.external_id), sum.jobIds[0]) << t.id;
+  }
+  // The orphan never ran: slurmctld reports it cancelled (or has forgotten it) and no
+  // element wrote output.
+  for (const auto& j : SlurmClient().queue({orphan})) EXPECT_EQ(j.state, "CANCELLED") << j.externalId();
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/slurm/sub-0001")) {
+    EXPECT_NE(e.path().filename().string().rfind("slurm-", 0), 0u) << "orphan ran: " << e.path();
+  }
+  EXPECT_EQ(slurp(dir + "/slurm/sub-0001/settled"), "cancelled\n");
+}
+
+TEST_F(SlurmCampaign, HeldJobTheJournalNeverRecordedIsCancelled) { expectOrphanCancelled(base_, true); }
+
+// The same, stopped before even the job id was saved: the job is found by its script path.
+TEST_F(SlurmCampaign, HeldJobWhoseIdWasNeverSavedIsCancelled) { expectOrphanCancelled(base_, false); }
+
+// A submitter stopped after the journal write but before `scontrol release` (here: release
+// fails): the job is recorded and held. The next `slurm submit` releases (adopts) it, and
+// the tasks run once, under that job, without a resubmission.
+TEST_F(SlurmCampaign, HeldJobTheJournalRecordsIsReleased) {
+  const std::string dir = createSleepCampaign(base_ + "/c", 3, 0.1);
+  const std::string fake = base_ + "/scontrol-release-fails";
+  writeFileAtomic(fake,
+                  "#!/bin/sh\nif [ \"$1\" = release ]; then echo 'scontrol: error: simulated' >&2; exit 1; fi\n"
+                  "exec scontrol \"$@\"\n");
+  ASSERT_EQ(::chmod(fake.c_str(), 0755), 0);
+  SlurmCampaignOptions o = fastOptions();
+  o.programs.scontrol = fake;
+  o.wait = false;
+  try {
+    runCampaignOnSlurm(dir, o);
+    ADD_FAILURE() << "a failing scontrol release went unnoticed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("recorded but held"), std::string::npos) << e.what();
+  }
+  std::string held;
+  {
+    jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+    for (const auto& t : c.tasks()) {
+      ASSERT_EQ(t.state, TaskState::kRunning) << t.id;
+      held = arrayJobIdOf(t.external_id);
+    }
+  }
+  ASSERT_TRUE(allHeld(held));
+
+  SlurmCampaignSummary sum = runCampaignOnSlurm(dir, fastOptions());
+  EXPECT_EQ(sum.heldReleased, 1);
+  EXPECT_EQ(sum.orphansCancelled, 0);
+  EXPECT_EQ(sum.tasksSubmitted, 0);
+  EXPECT_EQ(sum.counts[TaskState::kDone], 3);
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.state, TaskState::kDone) << t.id;
+    EXPECT_EQ(t.attempts, 1) << t.id;
+    EXPECT_EQ(arrayJobIdOf(t.external_id), held) << t.id;
+  }
+  EXPECT_EQ(slurp(dir + "/slurm/sub-0001/settled"), "released\n");
 }
