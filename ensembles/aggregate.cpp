@@ -11,12 +11,12 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/data/h5_file.hpp"
 #include "core/data/histogram.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/observables.hpp"
 #include "ensembles/band_stats.hpp"
 #include "ensembles/chain_output.hpp"
-#include "ensembles/hdf5_io.hpp"
 #include "ensembles/plot.hpp"
 
 namespace foldfarm::ensembles {
@@ -238,31 +238,43 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   if (ec) throw Error(out_dir + ": cannot create output directory: " + ec.message());
   {
     AtomicFile out(out_dir + "/bands.h5");
-    H5File f = H5File::create(out.tempPath());
+    const std::string path = out.tempPath();
+    data::H5Handle f;
+    try {
+      f = data::h5Create(path);
+    } catch (const Error&) {
+      throw Error(path + ": cannot create HDF5 file (check the directory is writable)");
+    }
+    auto put = [&](const std::string& name, const std::vector<double>& v,
+                   std::vector<uint64_t> dims = {}) {
+      if (dims.empty()) dims = {v.size()};
+      writeFloat64Dataset(f.get(), path, name, v, dims);
+    };
     for (size_t o = 0; o < results.size(); ++o) {
       const auto& r = results[o];
       const uint64_t nb = r.band.bins, nr = r.band.replicas;
-      f.write(r.name + "/edges", r.edges);
-      f.write(r.name + "/nominal", r.band.mean);
-      f.write(r.name + "/std", r.band.std);
-      f.write(r.name + "/p16", r.band.p16);
-      f.write(r.name + "/p84", r.band.p84);
-      f.write(r.name + "/p2_5", r.band.p2_5);
-      f.write(r.name + "/p97_5", r.band.p97_5);
-      f.write(r.name + "/covariance", r.band.covariance, {nb, nb});
-      f.write(r.name + "/correlation", r.band.correlation, {nb, nb});
+      put(r.name + "/edges", r.edges);
+      put(r.name + "/nominal", r.band.mean);
+      put(r.name + "/std", r.band.std);
+      put(r.name + "/p16", r.band.p16);
+      put(r.name + "/p84", r.band.p84);
+      put(r.name + "/p2_5", r.band.p2_5);
+      put(r.name + "/p97_5", r.band.p97_5);
+      put(r.name + "/covariance", r.band.covariance, {nb, nb});
+      put(r.name + "/correlation", r.band.correlation, {nb, nb});
       std::vector<double> flat;
       for (const auto& row : r.rows) flat.insert(flat.end(), row.begin(), row.end());
-      f.write(r.name + "/replicas", flat, {nr, nb});
-      f.write(r.name + "/prior", r.prior);
-      if (truth) f.write(r.name + "/truth", truth->density[o]);
+      put(r.name + "/replicas", flat, {nr, nb});
+      put(r.name + "/prior", r.prior);
+      if (truth) put(r.name + "/truth", truth->density[o]);
     }
-    f.setAttr("/", "replicas", static_cast<int64_t>(replicas.size()));
-    f.setAttr("/", "chains", static_cast<int64_t>(used_chains));
-    f.setAttr("/", "campaign_seed", std::to_string(*campaign_seed));
-    f.setAttr("/", "content", std::string("unit-area densities per bin; replicas = mean over "
-                                          "members of each bootstrap replica"));
-    f.close();
+    data::h5WriteInt64Attr(f.get(), "replicas", static_cast<int64_t>(replicas.size()));
+    data::h5WriteInt64Attr(f.get(), "chains", static_cast<int64_t>(used_chains));
+    data::h5WriteStringAttr(f.get(), "campaign_seed", std::to_string(*campaign_seed));
+    data::h5WriteStringAttr(f.get(), "content",
+                            "unit-area densities per bin; replicas = mean over members of each "
+                            "bootstrap replica");
+    f.close(path + ": closing");
     out.commit();
   }
   writeJsonAtomic(out_dir + "/summary.json", summary);

@@ -1,57 +1,87 @@
 #include "ensembles/chain_output.hpp"
 
+#include <hdf5.h>
+
 #include <fstream>
+#include <numeric>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/data/h5_file.hpp"
 #include "core/data/histogram.hpp"
 #include "core/data/observables.hpp"
-#include "ensembles/hdf5_io.hpp"
 
 namespace foldfarm::ensembles {
 namespace {
 
-void writeMetaAttrs(H5File& f, const nlohmann::json& meta) {
+using data::H5Handle;
+using data::H5Kind;
+static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is passed as int64_t");
+
+H5Handle createH5(const std::string& path) {
+  try {
+    return data::h5Create(path);
+  } catch (const Error&) {
+    throw Error(path + ": cannot create HDF5 file (check the directory is writable)");
+  }
+}
+
+H5Handle openH5(const std::string& path) {
+  data::h5Init();
+  if (H5Fis_hdf5(path.c_str()) <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    throw InputError(path + ": cannot open as HDF5 (missing or not an HDF5 file)");
+  }
+  try {
+    return data::h5OpenRead(path);
+  } catch (const Error&) {
+    throw InputError(path + ": cannot open as HDF5 (missing or not an HDF5 file)");
+  }
+}
+
+void writeMetaAttrs(hid_t f, const nlohmann::json& meta) {
   for (auto it = meta.begin(); it != meta.end(); ++it) {
     const auto& v = it.value();
     if (v.is_string()) {
-      f.setAttr("/", it.key(), v.get<std::string>());
+      data::h5WriteStringAttr(f, it.key(), v.get<std::string>());
     } else if (v.is_number_integer() || v.is_number_unsigned()) {
       // Seeds are uint64: stored as text as well as possible ints would overflow int64.
       if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
-        f.setAttr("/", it.key(), std::to_string(v.get<uint64_t>()));
+        data::h5WriteStringAttr(f, it.key(), std::to_string(v.get<uint64_t>()));
       else
-        f.setAttr("/", it.key(), v.get<int64_t>());
+        data::h5WriteInt64Attr(f, it.key(), v.get<int64_t>());
     } else if (v.is_number()) {
-      f.setAttr("/", it.key(), v.get<double>());
+      data::h5WriteDoubleAttr(f, it.key(), v.get<double>());
     } else {
-      f.setAttr("/", it.key(), v.dump());
+      data::h5WriteStringAttr(f, it.key(), v.dump());
     }
   }
 }
 
-void writeHistGroup(H5File& f, const std::string& group,
+void writeHistGroup(hid_t f, const std::string& path, const std::string& group,
                     const std::vector<ObservableHistogram>& hists) {
   for (const auto& h : hists) {
     const std::string base = group + "/" + h.name;
-    f.write(base + "/edges", h.edges);
-    f.write(base + "/sumw", h.sumw);
-    f.write(base + "/sumw2", h.sumw2);
+    writeFloat64Dataset(f, path, base + "/edges", h.edges, {h.edges.size()});
+    writeFloat64Dataset(f, path, base + "/sumw", h.sumw, {h.sumw.size()});
+    writeFloat64Dataset(f, path, base + "/sumw2", h.sumw2, {h.sumw2.size()});
   }
 }
 
-std::vector<ObservableHistogram> readHistGroup(const H5File& f, const std::string& group) {
+std::vector<ObservableHistogram> readHistGroup(hid_t f, const std::string& path,
+                                               const std::string& group) {
   std::vector<ObservableHistogram> out;
   for (int o = 0; o < data::kNumSubs; ++o) {
     ObservableHistogram h;
     h.name = data::observableName(o);
     const std::string base = group + "/" + h.name;
-    if (!f.has(base)) throw InputError(f.path() + ": missing histogram " + base);
-    h.edges = f.read(base + "/edges").values;
-    h.sumw = f.read(base + "/sumw").values;
-    h.sumw2 = f.read(base + "/sumw2").values;
+    if (!data::h5Exists(f, group) || !data::h5Exists(f, base))
+      throw InputError(path + ": missing histogram " + base);
+    h.edges = readFloat64Dataset(f, path, base + "/edges");
+    h.sumw = readFloat64Dataset(f, path, base + "/sumw");
+    h.sumw2 = readFloat64Dataset(f, path, base + "/sumw2");
     if (h.edges.size() != h.sumw.size() + 1 || h.sumw.size() != h.sumw2.size())
-      throw InputError(f.path() + ": histogram " + base + " has inconsistent shapes");
+      throw InputError(path + ": histogram " + base + " has inconsistent shapes");
     out.push_back(std::move(h));
   }
   return out;
@@ -82,24 +112,61 @@ std::vector<ObservableHistogram> histogramObservables(const std::vector<float>& 
   return out;
 }
 
+void writeFloat64Dataset(int64_t file, const std::string& path, const std::string& name,
+                         const std::vector<double>& values, const std::vector<uint64_t>& dims) {
+  const std::string ctx = path + ": writing " + name;
+  const uint64_t count = std::accumulate(dims.begin(), dims.end(), uint64_t{1},
+                                         std::multiplies<uint64_t>());
+  if (count != values.size()) throw Error(ctx + ": shape does not match data size");
+  std::vector<hsize_t> hd(dims.begin(), dims.end());
+  H5Handle space = FF_H5_OWN(H5Screate_simple(static_cast<int>(hd.size()), hd.data(), nullptr),
+                             H5Kind::kDataspace, ctx);
+  H5Handle lcpl = FF_H5_OWN(H5Pcreate(H5P_LINK_CREATE), H5Kind::kPropList, ctx);
+  FF_H5_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1), ctx);
+  H5Handle dset = FF_H5_OWN(H5Dcreate2(file, name.c_str(), H5T_IEEE_F64LE, space.get(), lcpl.get(),
+                                       H5P_DEFAULT, H5P_DEFAULT),
+                            H5Kind::kDataset, ctx);
+  if (!values.empty())
+    FF_H5_CHECK(H5Dwrite(dset.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()),
+                ctx);
+}
+
+std::vector<double> readFloat64Dataset(int64_t file, const std::string& path,
+                                       const std::string& name, std::vector<uint64_t>* dims) {
+  if (!data::h5Exists(file, name)) throw InputError(path + ": missing dataset '" + name + "'");
+  const std::string ctx = path + ": reading " + name;
+  H5Handle dset = FF_H5_OWN(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Kind::kDataset, ctx);
+  H5T_class_t cls;
+  const std::vector<hsize_t> d = data::h5Dims(dset.get(), &cls);
+  if (cls != H5T_FLOAT && cls != H5T_INTEGER) throw InputError(ctx + ": not numeric");
+  uint64_t count = 1;
+  for (hsize_t x : d) count *= x;
+  std::vector<double> v(count);
+  if (count > 0)
+    FF_H5_CHECK(H5Dread(dset.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), ctx);
+  if (dims) dims->assign(d.begin(), d.end());
+  return v;
+}
+
 void writeChainHistograms(const std::string& dir, const ChainHistograms& h,
                           const nlohmann::json& meta) {
   AtomicFile out(join(dir, kChainHistogramsFile));
   {
-    H5File f = H5File::create(out.tempPath());
-    writeHistGroup(f, "unfolded", h.unfolded);
-    writeHistGroup(f, "prior", h.prior);
-    writeMetaAttrs(f, meta);
-    f.close();
+    H5Handle f = createH5(out.tempPath());
+    writeHistGroup(f.get(), out.tempPath(), "unfolded", h.unfolded);
+    writeHistGroup(f.get(), out.tempPath(), "prior", h.prior);
+    writeMetaAttrs(f.get(), meta);
+    f.close(out.tempPath() + ": closing");
   }
   out.commit();
 }
 
 ChainHistograms readChainHistograms(const std::string& dir) {
-  H5File f = H5File::openRead(join(dir, kChainHistogramsFile));
+  const std::string path = join(dir, kChainHistogramsFile);
+  H5Handle f = openH5(path);
   ChainHistograms h;
-  h.unfolded = readHistGroup(f, "unfolded");
-  h.prior = readHistGroup(f, "prior");
+  h.unfolded = readHistGroup(f.get(), path, "unfolded");
+  h.prior = readHistGroup(f.get(), path, "prior");
   return h;
 }
 
@@ -115,24 +182,26 @@ void writeChainWeights(const std::string& dir, const ChainWeights& w,
                                      : (w.push.empty() ? 0 : w.push.front().size());
   AtomicFile out(join(dir, kChainWeightsFile));
   {
-    H5File f = H5File::create(out.tempPath());
-    f.write("push", flatten(w.push), {w.push.size(), n});
-    f.write("pull", flatten(w.pull), {w.pull.size(), n});
-    writeMetaAttrs(f, meta);
-    f.close();
+    H5Handle f = createH5(out.tempPath());
+    writeFloat64Dataset(f.get(), out.tempPath(), "push", flatten(w.push), {w.push.size(), n});
+    writeFloat64Dataset(f.get(), out.tempPath(), "pull", flatten(w.pull), {w.pull.size(), n});
+    writeMetaAttrs(f.get(), meta);
+    f.close(out.tempPath() + ": closing");
   }
   out.commit();
 }
 
 ChainWeights readChainWeights(const std::string& dir) {
-  H5File f = H5File::openRead(join(dir, kChainWeightsFile));
+  const std::string path = join(dir, kChainWeightsFile);
+  H5Handle f = openH5(path);
   auto unflatten = [&](const char* name) {
-    H5Array a = f.read(name);
-    if (a.dims.size() != 2) throw InputError(f.path() + ": '" + name + "' is not 2-D");
-    std::vector<std::vector<double>> rows(a.dims[0]);
-    for (uint64_t i = 0; i < a.dims[0]; ++i)
-      rows[i].assign(a.values.begin() + static_cast<long>(i * a.dims[1]),
-                     a.values.begin() + static_cast<long>((i + 1) * a.dims[1]));
+    std::vector<uint64_t> dims;
+    const std::vector<double> values = readFloat64Dataset(f.get(), path, name, &dims);
+    if (dims.size() != 2) throw InputError(path + ": '" + name + "' is not 2-D");
+    std::vector<std::vector<double>> rows(dims[0]);
+    for (uint64_t i = 0; i < dims[0]; ++i)
+      rows[i].assign(values.begin() + static_cast<long>(i * dims[1]),
+                     values.begin() + static_cast<long>((i + 1) * dims[1]));
     return rows;
   };
   ChainWeights w;

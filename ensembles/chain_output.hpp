@@ -55,6 +55,17 @@ void writeChainWeights(const std::string& dir, const ChainWeights& w,
                        const nlohmann::json& meta);
 ChainWeights readChainWeights(const std::string& dir);
 
+// float64 datasets of the ensembles' HDF5 files (weights.h5, histograms.h5, bands.h5), on the
+// checked handles of core/data/h5_file.hpp. `file` is an open HDF5 file id (hid_t); `path`
+// names the file in errors. writeFloat64Dataset creates intermediate groups ("a/b/c");
+// the product of `dims` must equal values.size(). readFloat64Dataset converts any numeric
+// dataset and throws InputError("<path>: missing dataset '<name>'") when it is absent.
+void writeFloat64Dataset(int64_t file, const std::string& path, const std::string& name,
+                         const std::vector<double>& values, const std::vector<uint64_t>& dims);
+std::vector<double> readFloat64Dataset(int64_t file, const std::string& path,
+                                       const std::string& name,
+                                       std::vector<uint64_t>* dims = nullptr);
+
 // JSON files of the chain directory, atomically; readJson throws InputError on bad JSON.
 void writeJsonAtomic(const std::string& path, const nlohmann::json& j);
 nlohmann::json readJson(const std::string& path);

@@ -121,73 +121,106 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
 }
 
 json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_dir) {
+  if (o.folds < 2) throw InputError("reweight-qg: --folds must be at least 2 (got " +
+                                    std::to_string(o.folds) + ")");
+  if (o.members < 1) throw InputError("reweight-qg: --members must be at least 1 (got " +
+                                      std::to_string(o.members) + ")");
   data::JetFile file(o.jets_path);
   if (file.layout() != data::FileLayout::kJets || !file.hasLabels())
     throw InputError(o.jets_path + ": needs the jets layout with 'pid' (1 = quark, 0 = gluon)");
   data::JetArrays all = file.readJets();
   for (auto& l : all.labels) l = l == 1 ? 1 : 0;
-  // 1. Seeded halves.
-  std::vector<int64_t> perm(static_cast<size_t>(all.n));
+  const size_t n = static_cast<size_t>(all.n);
+  if (n < static_cast<size_t>(5 * o.folds))
+    throw InputError(o.jets_path + ": too few jets (" + std::to_string(all.n) + ") for " +
+                     std::to_string(o.folds) + " folds");
+  // 1. Seeded permutation; fold k holds the permuted positions i with i % folds == k, the
+  //    halves (noise reference) the first and second half of the permutation.
+  std::vector<int64_t> perm(n);
   std::iota(perm.begin(), perm.end(), 0);
   std::mt19937_64 rng(deriveSeed({o.seed, 0x96}));
   for (size_t i = perm.size(); i > 1; --i)
     std::swap(perm[i - 1], perm[std::uniform_int_distribution<size_t>(0, i - 1)(rng)]);
-  const size_t half = perm.size() / 2;
-  std::vector<int64_t> halves[2] = {
-      std::vector<int64_t>(perm.begin(), perm.begin() + static_cast<long>(half)),
-      std::vector<int64_t>(perm.begin() + static_cast<long>(half), perm.end())};
-  for (auto& h : halves) std::sort(h.begin(), h.end());
-  if (halves[0].size() < 10)
-    throw InputError(o.jets_path + ": too few jets (" + std::to_string(all.n) + ") for two halves");
+  std::vector<std::vector<int64_t>> folds(static_cast<size_t>(o.folds));
+  std::vector<uint8_t> in_half0(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    folds[i % folds.size()].push_back(perm[i]);
+    if (i < n / 2) in_half0[static_cast<size_t>(perm[i])] = 1;
+  }
+  for (auto& f : folds) std::sort(f.begin(), f.end());
+
+  std::vector<uint8_t> is_gluon(n), is_quark(n);
+  for (size_t i = 0; i < n; ++i) {
+    is_quark[i] = all.labels[i] == 1;
+    is_gluon[i] = !is_quark[i];
+  }
 
   // 2. The step-2 classifier (gluon = label 0 is reweighted to quark = label 1), cross-fitted:
-  //    a model trained on one half scores the other, so every jet gets a held-out probability.
+  //    for fold k, each ensemble member is trained on the other folds and scores fold k, so
+  //    every jet's probability comes from models that never saw it. Each member's weights
+  //    f/(1-f) are sanitised and normalised like a chain's; the study's weights are the mean
+  //    over members (SPEC §5: replica result = mean of its members' weights).
   std::shared_ptr<Checkpoint> ck;
   if (o.init != "none")
     ck = std::make_shared<Checkpoint>(readCheckpoint(resolveCheckpointDir(o.init)));
   PetConfig cfg = ck ? ck->meta.config
                      : applyPetOverrides(petPreset(o.config.preset), o.config.model, "config");
-  std::vector<float> prob(static_cast<size_t>(all.n), 0.5f);
+  std::vector<std::vector<double>> member_w;
   json fits = json::array();
-  for (int fold = 0; fold < 2; ++fold) {
-    data::JetArrays train = all.subset(halves[fold]);
-    train.weights.assign(static_cast<size_t>(train.n), 1.0f);
-    PetClassifier clf(cfg, deriveSeed({o.seed, 0x1A17, static_cast<uint64_t>(fold)}),
-                      statsFor(o.config, ck.get()));
-    if (ck) logInfo("fold {}: warm start: {}", fold, warmStart(clf.model(), *ck).summary());
-    FitResult fit = clf.fit(train, nullptr,
-                            fitOptions(o.config, deriveSeed({o.seed, 0xF17, static_cast<uint64_t>(fold)}),
-                                       "qg fold " + std::to_string(fold)));
-    fits.push_back(toJson(fit));
-    const std::vector<int64_t>& other = halves[1 - fold];
-    std::vector<float> p = clf.predict(all.subset(other), 1024);
-    for (size_t i = 0; i < other.size(); ++i) prob[static_cast<size_t>(other[i])] = p[i];
+  json member_reports = json::array();
+  for (int m = 0; m < o.members; ++m) {
+    std::vector<float> prob(n, 0.5f);
+    for (int k = 0; k < o.folds; ++k) {
+      std::vector<int64_t> train_rows;
+      for (int j = 0; j < o.folds; ++j)
+        if (j != k) train_rows.insert(train_rows.end(), folds[j].begin(), folds[j].end());
+      std::sort(train_rows.begin(), train_rows.end());
+      data::JetArrays train = all.subset(train_rows);
+      train.weights.assign(static_cast<size_t>(train.n), 1.0f);
+      const uint64_t mk = static_cast<uint64_t>(m) * 1000 + static_cast<uint64_t>(k);
+      PetClassifier clf(cfg, deriveSeed({o.seed, 0x1A17, mk}), statsFor(o.config, ck.get()));
+      if (ck) logInfo("member {} fold {}: warm start: {}", m, k, warmStart(clf.model(), *ck).summary());
+      FitResult fit = clf.fit(train, nullptr,
+                              fitOptions(o.config, deriveSeed({o.seed, 0xF17, mk}),
+                                         "qg member " + std::to_string(m) + " fold " +
+                                             std::to_string(k)));
+      json fj = toJson(fit);
+      fj["member"] = m;
+      fj["fold"] = k;
+      fits.push_back(fj);
+      const std::vector<int64_t>& held = folds[static_cast<size_t>(k)];
+      std::vector<float> p = clf.predict(all.subset(held), 1024);
+      for (size_t i = 0; i < held.size(); ++i) prob[static_cast<size_t>(held[i])] = p[i];
+    }
+    std::vector<double> w = likelihoodRatio(prob);
+    member_reports.push_back(sanitizeAndNormalise(w, is_gluon, o.config.limits,
+                                                  "quark/gluon weights of member " + std::to_string(m)));
+    member_w.push_back(std::move(w));
   }
-
-  // 3. Every jet, each scored by the model that did not see it: weights on gluons,
-  //    observables, discriminators.
-  std::vector<uint8_t> is_gluon(static_cast<size_t>(all.n)), is_quark(static_cast<size_t>(all.n));
-  std::vector<uint8_t> in_half0(static_cast<size_t>(all.n), 0);
-  for (int64_t r : halves[0]) in_half0[static_cast<size_t>(r)] = 1;
-  for (int64_t i = 0; i < all.n; ++i) {
-    is_quark[i] = all.labels[i] == 1;
-    is_gluon[i] = !is_quark[i];
-  }
-  std::vector<double> w = likelihoodRatio(prob);
+  std::vector<double> w(n, 0.0);
+  for (const auto& mw : member_w)
+    for (size_t i = 0; i < n; ++i) w[i] += mw[i] / static_cast<double>(member_w.size());
   WeightReport rep = sanitizeAndNormalise(w, is_gluon, o.config.limits, "quark/gluon weights");
+
+  // 3. Every jet, each scored by models that did not see it: observables, discriminators.
   const std::vector<float> subs = data::computeObservables(all);
   auto select = [&](const std::vector<uint8_t>& a, int half_flag) {
-    std::vector<uint8_t> m(a.size());
-    for (size_t i = 0; i < a.size(); ++i) m[i] = a[i] && (half_flag < 0 || in_half0[i] == half_flag);
-    return m;
+    std::vector<uint8_t> mask(a.size());
+    for (size_t i = 0; i < a.size(); ++i) mask[i] = a[i] && in_half0[i] == half_flag;
+    return mask;
   };
+  const std::vector<uint8_t> quark0 = select(is_quark, 1), quark1 = select(is_quark, 0);
   auto h_quark = histogramObservables(subs, {}, is_quark);
   auto h_gluon = histogramObservables(subs, {}, is_gluon);
   auto h_weighted = histogramObservables(subs, w, is_gluon);
+  auto h_member0 = histogramObservables(subs, member_w[0], is_gluon);
   // Reference for the histogram noise: quark jets of one half vs those of the other (two
   // samples of the same distribution, each about half the size of the compared ones).
-  auto h_quark0 = histogramObservables(subs, {}, select(is_quark, 1));
-  auto h_quark1 = histogramObservables(subs, {}, select(is_quark, 0));
+  auto h_quark0 = histogramObservables(subs, {}, quark0);
+  auto h_quark1 = histogramObservables(subs, {}, quark1);
+  const double nq = static_cast<double>(std::count(is_quark.begin(), is_quark.end(), 1));
+  const double nq0 = static_cast<double>(std::count(quark0.begin(), quark0.end(), 1));
+  const double nq1 = static_cast<double>(std::count(quark1.begin(), quark1.end(), 1));
   json obs = json::object();
   for (int ob : {data::kObsMass, data::kObsWidth, data::kObsMultiplicity}) {
     data::Binning b{h_quark[ob].edges};
@@ -197,23 +230,39 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
       for (size_t i = 0; i < d.size(); ++i) d[i] = s > 0 ? h.sumw[i] / (s * b.width(int(i))) : 0;
       return d;
     };
-    const double before = data::triangularDiscriminator(dens(h_gluon[ob]), dens(h_quark[ob]), b);
-    const double after = data::triangularDiscriminator(dens(h_weighted[ob]), dens(h_quark[ob]), b);
+    auto vsQuark = [&](const ObservableHistogram& h) {
+      return data::triangularDiscriminator(dens(h), dens(h_quark[ob]), b);
+    };
+    const double before = vsQuark(h_gluon[ob]);
+    const double after = vsQuark(h_weighted[ob]);
+    const double single = vsQuark(h_member0[ob]);
     const double noise = data::triangularDiscriminator(dens(h_quark0[ob]), dens(h_quark1[ob]), b);
+    // Pure histogram noise between two samples of sizes N1, N2 grows like 1/N1 + 1/N2; scaled
+    // from the half-vs-half value to (effective size of the reweighted gluons, all quarks) it
+    // estimates what a perfect reweighting would still show.
+    const double floor = noise * (1.0 / rep.ess + 1.0 / nq) / (1.0 / nq0 + 1.0 / nq1);
     obs[data::observableName(ob)] = {{"delta_unweighted", before},
                                      {"delta_reweighted", after},
                                      {"reduction", after > 0 ? before / after : INFINITY},
-                                     {"delta_quark_half_vs_half", noise}};
+                                     {"delta_reweighted_member0", single},
+                                     {"reduction_member0", single > 0 ? before / single : INFINITY},
+                                     {"delta_quark_half_vs_half", noise},
+                                     {"noise_floor_estimate", floor},
+                                     {"max_reduction_estimate", floor > 0 ? before / floor : INFINITY}};
   }
   json out = {{"jets", o.jets_path},
               {"init", o.init},
-              {"method", "2-fold cross-fit: each half's jets are scored by the model trained on "
-                         "the other half"},
-              {"train_jets_per_fold", {halves[0].size(), halves[1].size()}},
+              {"method", std::to_string(o.folds) + "-fold cross-fit, " + std::to_string(o.members) +
+                             " ensemble member(s): every jet is scored by models trained on the "
+                             "other folds; weights = mean over members"},
+              {"folds", o.folds},
+              {"members", o.members},
+              {"config", chainConfigToJson(o.config)},
               {"heldout_jets", all.n},
-              {"heldout_quarks", std::count(is_quark.begin(), is_quark.end(), 1)},
-              {"heldout_gluons", std::count(is_gluon.begin(), is_gluon.end(), 1)},
+              {"heldout_quarks", static_cast<int64_t>(nq)},
+              {"heldout_gluons", all.n - static_cast<int64_t>(nq)},
               {"weights", rep},
+              {"weights_members", member_reports},
               {"fit", fits},
               {"observables", obs}};
   fs::create_directories(out_dir);

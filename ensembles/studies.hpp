@@ -11,13 +11,17 @@
 //
 // Quark/gluon reweighting (real jets): the step-2 machinery - a one-logit PET classifier,
 // weights f/(1-f) sanitised and normalised - reweights the gluon jets of a jets file
-// (label 0) to its quark jets (label 1). The jets are split in two halves by a seeded
-// permutation and cross-fitted: a classifier trained on one half scores the other half and
-// vice versa, so every jet's weight comes from a model that never saw it and the
-// triangular discriminators (x10^3, SPEC §3.3 binnings) between quark and gluon jets are
-// computed on all jets, for mass, width and multiplicity, unweighted and weighted. As a
-// scale for the histogram noise, the discriminator between the quark jets of the two
-// halves is reported too. Outputs in out_dir: reweight_qg.json.
+// (label 0) to its quark jets (label 1). The jets are split into `folds` parts by a seeded
+// permutation and cross-fitted: for each part, `members` classifiers (different
+// initialisation and data order) are trained on the other parts and score it, so every
+// jet's weight comes from models that never saw it; the weights are the mean of the
+// members' normalised weights (OmniFold ensembling). The triangular discriminators (x10^3,
+// SPEC §3.3 binnings) between quark and gluon jets are computed on all jets (all held out),
+// for mass, width and multiplicity, unweighted, reweighted, and reweighted by member 0
+// alone. As a scale for the histogram noise, the discriminator between the quark jets of
+// the two halves of the permutation is reported, and from it an estimate of the noise
+// floor of the reweighted comparison (scaled by 1/N1 + 1/N2 to the effective size of the
+// reweighted gluons and the number of quarks). Outputs in out_dir: reweight_qg.json.
 #include <cstdint>
 #include <string>
 
@@ -39,6 +43,8 @@ struct QuarkGluonStudyOptions {
   std::string jets_path;      // jets layout with pid (1 = quark, 0 = gluon)
   std::string init = "none";  // foundation checkpoint or "none"
   uint64_t seed = 1;
+  int folds = 5;    // cross-fit parts (>= 2); each classifier trains on (folds-1)/folds
+  int members = 3;  // ensemble members per part (>= 1)
   ChainConfig config;
 };
 nlohmann::json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_dir);

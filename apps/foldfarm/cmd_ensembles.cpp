@@ -143,13 +143,15 @@ void registerReweightQg(CommandGroups& g) {
     std::string jets;
     std::string init = "none", out, config;
     uint64_t seed = 1;
+    int folds = 5, members = 3;
     int threads = 0;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = g.study.add_subcommand(
       "reweight-qg",
-      "Reweight gluon jets to quark jets with the OmniFold step-2 machinery, cross-fitted (a "
-      "model trained on each half scores the other half); prints the triangular discriminators "
+      "Reweight gluon jets to quark jets with the OmniFold step-2 machinery, cross-fitted (the "
+      "models trained on all other folds score each fold; weights averaged over ensemble "
+      "members); prints the triangular discriminators "
       "of mass, width and multiplicity before and after, and the quark half-vs-half "
       "discriminator as the noise scale (reweight_qg.json)");
   cmd->add_option("--jets", o->jets, "jets file with pid (1 = quark, 0 = gluon)")->required();
@@ -157,10 +159,14 @@ void registerReweightQg(CommandGroups& g) {
   cmd->add_option("--out", o->out, "output directory")->required();
   cmd->add_option("--config", o->config, "chain config JSON (preset, epochs, lr, ...)");
   cmd->add_option("--seed", o->seed, "seed")->capture_default_str();
+  cmd->add_option("--folds", o->folds, "cross-fit folds (>= 2)")->capture_default_str();
+  cmd->add_option("--members", o->members, "ensemble members per fold (>= 1)")->capture_default_str();
   cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")->capture_default_str();
   cmd->callback([o] {
     configureThreads(o->threads);
     ensembles::QuarkGluonStudyOptions so;
+    so.folds = o->folds;
+    so.members = o->members;
     so.jets_path = o->jets;
     so.init = o->init;
     so.seed = o->seed;

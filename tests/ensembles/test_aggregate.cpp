@@ -7,10 +7,10 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/error.hpp"
+#include "core/data/h5_file.hpp"
 #include "core/data/jet_writer.hpp"
 #include "ensembles/aggregate.hpp"
 #include "ensembles/chain_output.hpp"
-#include "ensembles/hdf5_io.hpp"
 #include "ensembles/plot.hpp"
 
 namespace fs = std::filesystem;
@@ -63,26 +63,33 @@ TEST_F(AggregateTest, MembersAveragedReplicasGiveMeanStdPercentilesCovariance) {
   EXPECT_EQ(summary["chains"], 4);
   EXPECT_TRUE(summary["observables"]["mass"]["delta_unfolded"].is_null());
 
-  H5File f = H5File::openRead(out + "/bands.h5");
+  const std::string bands = out + "/bands.h5";
+  foldfarm::data::H5Handle f = foldfarm::data::h5OpenRead(bands);
+  auto read = [&](const std::string& name, std::vector<uint64_t>* dims = nullptr) {
+    return readFloat64Dataset(f.get(), bands, name, dims);
+  };
   const double w = 75.0 / 49.0;  // mass bin width
-  auto nominal = f.read("mass/nominal").values;
-  auto std_ = f.read("mass/std").values;
-  auto p16 = f.read("mass/p16").values;
-  auto p84 = f.read("mass/p84").values;
-  auto cov = f.read("mass/covariance");
-  auto corr = f.read("mass/correlation");
+  auto nominal = read("mass/nominal");
+  auto std_ = read("mass/std");
+  auto p16 = read("mass/p16");
+  auto p84 = read("mass/p84");
+  std::vector<uint64_t> cov_dims, rep_dims;
+  auto cov = read("mass/covariance", &cov_dims);
+  auto corr = read("mass/correlation");
   ASSERT_EQ(nominal.size(), 49u);
-  ASSERT_EQ(cov.dims, (std::vector<uint64_t>{49, 49}));
+  ASSERT_EQ(cov_dims, (std::vector<uint64_t>{49, 49}));
   EXPECT_NEAR(nominal[0] * w, 0.5, 1e-12);
   EXPECT_NEAR(nominal[1] * w, 0.5, 1e-12);
   EXPECT_NEAR(std_[0] * w, 0.25, 1e-12);
   // numpy.percentile([.25, .5, .75], 16) = 0.33, 84 -> 0.67
   EXPECT_NEAR(p16[0] * w, 0.33, 1e-12);
   EXPECT_NEAR(p84[0] * w, 0.67, 1e-12);
-  EXPECT_NEAR(cov.values[1] * w * w, -0.0625, 1e-12);
-  EXPECT_NEAR(corr.values[1], -1.0, 1e-12);
-  EXPECT_EQ(f.read("mass/replicas").dims, (std::vector<uint64_t>{3, 49}));
-  EXPECT_NEAR(f.attrDouble("/", "replicas"), 3.0, 0);
+  EXPECT_NEAR(cov[1] * w * w, -0.0625, 1e-12);
+  EXPECT_NEAR(corr[1], -1.0, 1e-12);
+  read("mass/replicas", &rep_dims);
+  EXPECT_EQ(rep_dims, (std::vector<uint64_t>{3, 49}));
+  EXPECT_EQ(foldfarm::data::h5ReadAttrAsString(f.get(), "replicas"), "3");
+  EXPECT_THROW(read("mass/absent"), foldfarm::InputError);
 }
 
 TEST_F(AggregateTest, TruthGivesDiscriminatorsAndCoverage) {
@@ -132,4 +139,24 @@ TEST_F(AggregateTest, BadInputWritesNothing) {
       aggregateRunsWithOptions({(root_ / "a").string()}, out, (root_ / "nope.h5").string(), {false}),
       foldfarm::InputError);
   EXPECT_FALSE(fs::exists(out));
+}
+
+TEST_F(AggregateTest, UnreadableChainFilesGiveOneLineNamingTheFile) {
+  const fs::path dir = root_ / "broken";
+  fs::create_directories(dir);
+  std::ofstream(dir / kChainWeightsFile) << "not hdf5";
+  try {
+    readChainWeights(dir.string());
+    FAIL() << "expected InputError";
+  } catch (const foldfarm::InputError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find((dir / kChainWeightsFile).string()), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+  EXPECT_THROW(readChainHistograms((root_ / "missing").string()), foldfarm::InputError);
+  // A histograms file without the observables' groups.
+  writeChain("partial", 0, 0, 1, 1);
+  ChainHistograms h = readChainHistograms((root_ / "partial").string());
+  EXPECT_EQ(h.unfolded.size(), 6u);
+  EXPECT_EQ(h.unfolded[0].sumw[0], 1.0);
 }
