@@ -1,5 +1,7 @@
 #include "dist/bucketed_allreduce.hpp"
 
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -61,11 +63,21 @@ BucketedAllreduce::BucketedAllreduce(Communicator& comm, ControlPlane& control,
     b.params.push_back(k);
     bytes += pbytes;
   }
+  torch::NoGradGuard no_grad;
   for (Bucket& b : buckets_) {
     const at::Tensor& last = params_[b.params.back()];
     const std::int64_t numel = b.offsets.back() + last.numel();
     b.flat = at::zeros({numel}, last.options().requires_grad(false));
     b.pending = b.params.size();
+    // Plain tensors over the bucket's storage rather than narrow() views: autograd views
+    // cannot be detach_()ed, which Optimizer::zero_grad() does to every .grad.
+    for (std::size_t s = 0; s < b.params.size(); ++s) {
+      const at::Tensor& p = params_[b.params[s]];
+      at::Tensor v = at::empty({0}, b.flat.options());
+      v.set_(b.flat.storage(), b.flat.storage_offset() + b.offsets[s], p.sizes(),
+             c10::contiguous_strides(p.sizes()));
+      b.views.push_back(std::move(v));
+    }
   }
 }
 
@@ -84,10 +96,18 @@ void BucketedAllreduce::installHooks() {
   if (hooks_installed_) return;
   hooks_installed_ = true;
   std::weak_ptr<BucketedAllreduce> weak = weak_from_this();
+  using torch::autograd::variable_list;
   for (std::size_t k = 0; k < params_.size(); ++k) {
-    params_[k].register_hook([weak, k](at::Tensor grad) {
-      if (auto self = weak.lock()) self->gradientReady(k, grad);
-    });
+    // A post-hook of the leaf's AccumulateGrad node runs once .grad holds the gradient,
+    // which is what lets .grad be the bucket buffer (a tensor hook runs before it).
+    std::shared_ptr<torch::autograd::Node> acc = torch::autograd::impl::grad_accumulator(params_[k]);
+    if (!acc) throw Error("parameter " + std::to_string(k) + " does not require a gradient");
+    acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [weak, k](const variable_list& outputs, const variable_list&) {
+          if (auto self = weak.lock()) self->gradientAccumulated(k);
+          return outputs;
+        }));
+    grad_accumulators_.push_back(std::move(acc));
   }
 }
 
@@ -107,6 +127,32 @@ bool BucketedAllreduce::enabled() const {
 }
 
 void BucketedAllreduce::gradientReady(std::size_t k, const at::Tensor& grad) {
+  {
+    torch::NoGradGuard no_grad;
+    at::Tensor& g = params_[k].mutable_grad();
+    if (g.defined())
+      g.add_(grad);
+    else
+      g = grad.detach();
+  }
+  gradientAccumulated(k);
+}
+
+void BucketedAllreduce::attachGradLocked(std::size_t k) {
+  const Bucket& b = buckets_[bucket_of_[k]];
+  const at::Tensor& view = b.views[slot_of_[k]];
+  at::Tensor& g = params_[k].mutable_grad();
+  if (g.defined() && g.unsafeGetTensorImpl() == view.unsafeGetTensorImpl()) return;
+  if (g.defined()) {
+    if (g.is_sparse()) throw Error("sparse gradients are not supported by data-parallel training");
+    view.copy_(g);
+  } else {
+    view.zero_();
+  }
+  g = view;
+}
+
+void BucketedAllreduce::gradientAccumulated(std::size_t k) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!enabled_) return;
   if (ready_[k]) {
@@ -114,19 +160,12 @@ void BucketedAllreduce::gradientReady(std::size_t k, const at::Tensor& grad) {
                 " received two gradients in one synchronised backward pass; call "
                 "finishGradientSync() after each backward, or disable sync while accumulating");
   }
-  if (grad.is_sparse()) throw Error("sparse gradients are not supported by data-parallel training");
-  Bucket& b = buckets_[bucket_of_[k]];
-  const at::Tensor& p = params_[k];
-  torch::NoGradGuard no_grad;
-  at::Tensor slot = b.flat.narrow(0, b.offsets[slot_of_[k]], p.numel()).view(p.sizes());
-  // .grad still holds what earlier (unsynchronised) accumulation steps left there;
-  // AccumulateGrad adds this gradient to it after the hook, and finish() overwrites it.
-  if (p.grad().defined()) {
-    at::add_out(slot, p.grad(), grad);
-  } else {
-    slot.copy_(grad);
+  {
+    torch::NoGradGuard no_grad;
+    attachGradLocked(k);
   }
   ready_[k] = 1;
+  Bucket& b = buckets_[bucket_of_[k]];
   if (--b.pending == 0) launchReadyLocked();
   // Give MPI a chance to progress the reductions already running.
   for (std::size_t i = 0; i < next_launch_; ++i) buckets_[i].work->test();
@@ -152,26 +191,25 @@ void BucketedAllreduce::finish() {
   // contribute their accumulated .grad, or zero.
   for (std::size_t bi = next_launch_; bi < buckets_.size(); ++bi) {
     Bucket& b = buckets_[bi];
-    for (std::size_t s = 0; s < b.params.size(); ++s) {
-      const std::size_t k = b.params[s];
+    for (std::size_t k : b.params) {
       if (ready_[k]) continue;
-      const at::Tensor& p = params_[k];
-      at::Tensor slot = b.flat.narrow(0, b.offsets[s], p.numel()).view(p.sizes());
-      if (p.grad().defined())
-        slot.copy_(p.grad());
-      else
-        slot.zero_();
+      attachGradLocked(k);
       ready_[k] = 1;
     }
     b.pending = 0;
   }
   launchReadyLocked();
 
+  // Each bucket is averaged as soon as its sum is complete, while later ones still run.
   const double wait_start = nowSeconds();
+  const double inv = 1.0 / static_cast<double>(comm_.worldSize());
+  std::size_t next_average = 0;
   control_.waitUntil(
       [&] {
-        for (Bucket& b : buckets_) {
+        for (; next_average < buckets_.size(); ++next_average) {
+          Bucket& b = buckets_[next_average];
           if (!b.work->test()) return false;
+          if (comm_.worldSize() > 1) b.flat.mul_(inv);
         }
         return true;
       },
@@ -181,19 +219,8 @@ void BucketedAllreduce::finish() {
   timing_.comm_s = end - pass_start_;
   timing_.buckets = static_cast<int>(buckets_.size());
   timing_.bytes = 0;
-
-  const double inv = 1.0 / static_cast<double>(comm_.worldSize());
-  for (Bucket& b : buckets_) {
-    b.flat.mul_(inv);
+  for (const Bucket& b : buckets_) {
     timing_.bytes += static_cast<std::size_t>(b.flat.numel() * b.flat.element_size());
-    for (std::size_t s = 0; s < b.params.size(); ++s) {
-      at::Tensor& p = params_[b.params[s]];
-      at::Tensor mean = b.flat.narrow(0, b.offsets[s], p.numel()).view(p.sizes());
-      if (p.grad().defined())
-        p.mutable_grad().copy_(mean);
-      else
-        p.mutable_grad() = mean.clone();
-    }
   }
   resetPassLocked();
 }

@@ -1,18 +1,29 @@
 #pragma once
-// Gradient averaging as PyTorch DDP does it, for LibTorch (which has none):
+// Gradient averaging as PyTorch DDP does it with gradient_as_bucket_view, for LibTorch
+// (which has none):
 //   1. Parameters are assigned to buckets in reverse registration order (the order in
 //      which backward produces their gradients): the first bucket holds up to
 //      first_bucket_bytes (small, so communication starts early), the others up to
-//      bucket_cap_bytes. A bucket holds one dtype on one device.
-//   2. A hook on each parameter copies its gradient (plus what earlier accumulation steps
-//      left in .grad) into the bucket's flat buffer as soon as autograd produces it.
+//      bucket_cap_bytes. A bucket holds one dtype on one device, in one flat buffer that
+//      lives as long as this object.
+//   2. Every parameter's .grad becomes a view into its bucket's buffer (attached the first
+//      time a gradient arrives, by one copy; after that autograd accumulates straight into
+//      the buffer and nothing is copied). A hook that runs after autograd has accumulated
+//      the parameter's gradient marks it ready.
 //   3. When all of a bucket's gradients are in, its all-reduce is started - but only after
 //      every lower-numbered bucket's, so that all ranks start them in the same order
 //      whatever order autograd ran the hooks in.
-//   4. finish() fills in parameters that got no gradient this pass (their .grad or zero),
-//      starts the remaining buckets in order, waits for all with the collective deadline,
-//      divides by the number of ranks and writes the mean back into every .grad.
-// While disabled (gradient accumulation), hooks do nothing and .grad accumulates locally.
+//   4. finish() fills in parameters that got no gradient this pass (their .grad, or zero),
+//      starts the remaining buckets in order, and waits for all with the collective
+//      deadline, dividing each bucket by the number of ranks in place as soon as its sum
+//      is complete. Every .grad then holds the mean (it is the buffer).
+// While disabled (gradient accumulation), hooks do nothing and autograd accumulates into
+// .grad locally (which, once attached, is the bucket buffer: still no copy).
+//
+// Contract for code that touches .grad: zero it in place (Optimizer::zero_grad() does) or
+// leave it; a .grad that is replaced by another tensor is copied back into the bucket at
+// the next synchronised pass (correct, one copy slower). The .grad tensors are plain
+// tensors sharing the bucket's storage, not autograd views, so detach_() works on them.
 //
 // Thread-safety: hooks may run on autograd's threads; state is guarded by a mutex.
 // finish() is (collective): all ranks call it after the same number of backward passes.
@@ -53,12 +64,16 @@ class BucketedAllreduce : public std::enable_shared_from_this<BucketedAllreduce>
                     BucketOptions options);
   ~BucketedAllreduce();
 
-  // Registers a gradient hook on every parameter (once). Hooks outlive nothing: when this
-  // object is gone they do nothing.
+  // Registers a hook that runs after autograd accumulated each parameter's gradient
+  // (once). Hooks outlive nothing: when this object is gone they do nothing.
   void installHooks();
   void setEnabled(bool enabled);
   bool enabled() const;
-  // Step 2 (called by the hooks; public for benchmarks that feed gradients directly).
+  // Step 2, called by the hooks: parameter `param_index`'s .grad holds this pass's
+  // gradient (plus what unsynchronised passes accumulated).
+  void gradientAccumulated(std::size_t param_index);
+  // What autograd does for a leaf, for benchmarks and tests that feed gradients without a
+  // backward pass: adds `grad` into .grad (or sets it), then gradientAccumulated().
   void gradientReady(std::size_t param_index, const at::Tensor& grad);
   // Step 4 (collective). Throws PeerLostError on timeout.
   void finish();
@@ -71,11 +86,14 @@ class BucketedAllreduce : public std::enable_shared_from_this<BucketedAllreduce>
   struct Bucket {
     std::vector<std::size_t> params;  // indices into params_
     std::vector<std::int64_t> offsets;
+    std::vector<at::Tensor> views;  // per slot: the parameter's shape over `flat`
     at::Tensor flat;
     std::size_t pending = 0;  // gradients still missing this pass
     std::unique_ptr<CollectiveWork> work;
   };
   void launchReadyLocked();
+  // Makes .grad of parameter k its bucket view (copying what .grad held, or zero).
+  void attachGradLocked(std::size_t k);
   void resetPassLocked();
 
   Communicator& comm_;
@@ -85,6 +103,9 @@ class BucketedAllreduce : public std::enable_shared_from_this<BucketedAllreduce>
   std::vector<std::size_t> slot_of_;    // param index -> position in its bucket
   std::vector<char> ready_;             // param index -> gradient copied this pass
   std::vector<Bucket> buckets_;
+  // Autograd creates a leaf's accumulator on demand and keeps only a weak reference;
+  // holding it keeps the hooks registered on it alive.
+  std::vector<std::shared_ptr<void>> grad_accumulators_;
   std::size_t next_launch_ = 0;
   double pass_start_ = 0.0;
   bool enabled_ = true;

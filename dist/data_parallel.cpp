@@ -64,6 +64,9 @@ DataParallelContext::DataParallelContext(const LaunchInfo& launch, const DistOpt
     launch_.world_size = control_->worldSize();
   }
   setLogRank(control_->rank());
+  logInfo("launched by {}: rank {} of {} (local rank {} of {}) on {}",
+          launcherName(launch.launcher), launch.rank, launch.world_size, launch.local_rank,
+          launch.local_size, launch.host);
   comm_ = createCommunicator(options.backend, *control_, launch_);
 }
 

@@ -1,7 +1,10 @@
 #include "dist/launch.hpp"
 
+#include <algorithm>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "core/base/error.hpp"
 
@@ -19,6 +22,43 @@ bool envInt(const char* name, int* out) {
   }
   *out = static_cast<int>(x);
   return true;
+}
+
+// Tasks of this step on this node from SLURM_STEP_TASKS_PER_NODE ("2", "4(x3),2": per
+// node of the step, in node order), taking entry SLURM_NODEID when the counts differ.
+// 0 when the variable is absent or unreadable.
+int slurmStepTasksOnThisNode() {
+  const char* v = std::getenv("SLURM_STEP_TASKS_PER_NODE");
+  if (v == nullptr) return 0;
+  std::vector<int> per_node;
+  const std::string s(v);
+  std::size_t pos = 0;
+  while (pos < s.size()) {
+    std::size_t used = 0;
+    int count = 0, repeat = 1;
+    try {
+      count = std::stoi(s.substr(pos), &used);
+      pos += used;
+      if (s.compare(pos, 2, "(x") == 0) {
+        repeat = std::stoi(s.substr(pos + 2), &used);
+        pos += 2 + used;
+        if (pos >= s.size() || s[pos] != ')') return 0;
+        ++pos;
+      }
+    } catch (const std::exception&) {
+      return 0;
+    }
+    if (count < 1 || repeat < 1 || repeat > (1 << 20)) return 0;
+    per_node.insert(per_node.end(), static_cast<std::size_t>(repeat), count);
+    if (pos < s.size() && s[pos] != ',') return 0;
+    if (pos < s.size()) ++pos;
+  }
+  if (per_node.empty()) return 0;
+  if (std::all_of(per_node.begin(), per_node.end(), [&](int c) { return c == per_node[0]; }))
+    return per_node[0];
+  int node = 0;
+  if (!envInt("SLURM_NODEID", &node) || node >= static_cast<int>(per_node.size())) return 0;
+  return per_node[static_cast<std::size_t>(node)];
 }
 
 }  // namespace
@@ -59,8 +99,9 @@ LaunchInfo detectLaunch() {
     info.rank = r;
     info.world_size = n;
     envInt("SLURM_LOCALID", &info.local_rank);
-    int tasks_on_node = 0;
-    if (envInt("SLURM_NTASKS_PER_NODE", &tasks_on_node)) info.local_size = tasks_on_node;
+    int tasks_on_node = slurmStepTasksOnThisNode();
+    if (tasks_on_node > 0 || envInt("SLURM_NTASKS_PER_NODE", &tasks_on_node))
+      info.local_size = tasks_on_node;
   }
   if (info.world_size < 1 || info.rank >= info.world_size) {
     throw InputError("launcher environment is inconsistent: rank " + std::to_string(info.rank) +

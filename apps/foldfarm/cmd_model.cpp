@@ -1,8 +1,10 @@
 // model info, pretrain, finetune, generate, bench pet.
 #include <algorithm>
 #include <torch/torch.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <chrono>
+#include <map>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -32,6 +34,7 @@
 #include "core/train/optim.hpp"
 #include "core/train/parallel.hpp"
 #include "core/train/trainer.hpp"
+#include "dist/cli_options.hpp"
 #include "dist/make_context.hpp"
 
 namespace foldfarm::app {
@@ -159,6 +162,7 @@ struct PretrainArgs {
   bool resume = false;
   double lr = 3e-4, lr_factor = 1.0, val_fraction = 0.1, test_fraction = 0.1, warmup_epochs = 1;
   uint64_t seed = 1;
+  dist::DistCli dist;  // --collective-timeout, --dist-backend, --bucket-cap-mb
 };
 
 json jetConditioning(const JetTensors& t, int64_t classes) {
@@ -178,7 +182,7 @@ void runPretrain(const PretrainArgs& a) {
   configureThreads(a.threads);
   installStopHandlers();
   // Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
-  std::unique_ptr<ParallelContext> ctx = dist::makeParallelContext();
+  std::unique_ptr<ParallelContext> ctx = dist::makeParallelContext(a.dist.resolve());
 
   json train_cfg = json::object();
   if (!a.config.empty()) {
@@ -393,8 +397,47 @@ struct BenchArgs {
   std::string preset = "omnilearn", mode = "classifier", data;
   int64_t batch = 64, steps = 6, warmup = 2, max_jets = 2000;
   int threads = 2;
-  bool baseline = false, compare = false, json_out = false;
+  bool baseline = false, compare = false, json_out = false, profile = false;
 };
+
+// Per-operator self time of the profiled steps (the legacy CPU profiler's push/pop ranges),
+// printed to stderr, largest first.
+void printOperatorProfile(const torch::autograd::profiler::thread_event_lists& lists,
+                          int64_t steps) {
+  using torch::autograd::profiler::EventKind;
+  using torch::autograd::profiler::LegacyEvent;
+  struct Row { double self_us = 0; int64_t calls = 0; };
+  std::map<std::string, Row> rows;
+  double total = 0;
+  for (const auto& events : lists) {
+    struct Open { const LegacyEvent* ev; double child_us; };
+    std::vector<Open> stack;
+    for (const auto& e : events) {
+      if (e.kind() == EventKind::PushRange) {
+        stack.push_back({&e, 0.0});
+      } else if (e.kind() == EventKind::PopRange && !stack.empty()) {
+        const Open o = stack.back();
+        stack.pop_back();
+        const double incl = o.ev->cpuElapsedUs(e);
+        Row& r = rows[o.ev->name()];
+        r.self_us += incl - o.child_us;
+        r.calls += 1;
+        if (!stack.empty()) stack.back().child_us += incl;
+        else total += incl;
+      }
+    }
+  }
+  std::vector<std::pair<std::string, Row>> sorted(rows.begin(), rows.end());
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.second.self_us > b.second.self_us; });
+  std::fprintf(stderr, "%-48s %10s %7s %8s\n", "operator (self time)", "ms/step", "share", "calls");
+  for (size_t i = 0; i < sorted.size() && i < 30; ++i)
+    std::fprintf(stderr, "%-48.48s %10.2f %6.1f%% %8lld\n", sorted[i].first.c_str(),
+                 sorted[i].second.self_us / 1000.0 / static_cast<double>(steps),
+                 100.0 * sorted[i].second.self_us / std::max(total, 1.0),
+                 static_cast<long long>(sorted[i].second.calls / steps));
+  std::fprintf(stderr, "%-48s %10.2f\n", "all operators", total / 1000.0 / static_cast<double>(steps));
+}
 
 struct BenchRun {
   double jets_per_s = 0, step_ms = 0, mean_width = 0;
@@ -404,7 +447,7 @@ BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& s
   const bool pretrain = a.mode == "pretrain";
   Pet model(cfg);
   model->resetParameters(1);
-  model->setNaiveEdges(baseline);
+  model->setBaseline(baseline);
   model->train();
   OptimizerSettings os;
   os.lr = 1e-5;
@@ -416,7 +459,11 @@ BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& s
                      " batches of " + std::to_string(a.batch));
   BenchRun r;
   double seconds = 0, jets = 0, width = 0;
+  const bool profile = a.profile && baseline == a.baseline;
   for (int64_t s = 0; s < a.warmup + a.steps; ++s) {
+    if (profile && s == a.warmup)
+      torch::autograd::profiler::enableProfilerLegacy(
+          torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU));
     const auto t0 = std::chrono::steady_clock::now();
     const JetBatch b = makeBatch(set, batches[static_cast<size_t>(s)], !baseline);
     opt->zero_grad();
@@ -437,6 +484,7 @@ BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& s
       width += static_cast<double>(b.particles.size(1));
     }
   }
+  if (profile) printOperatorProfile(torch::autograd::profiler::disableProfilerLegacy(), a.steps);
   r.jets_per_s = jets / seconds;
   r.step_ms = 1000.0 * seconds / static_cast<double>(a.steps);
   r.mean_width = width / static_cast<double>(a.steps);
@@ -534,6 +582,7 @@ void registerModelCommands(CommandGroups& g) {
   p->add_option("--seed", pre->seed, "Seed of initialisation, splits, data order and noise")->capture_default_str();
   p->add_option("--threads", pre->threads, "Threads (0: all cores)")->capture_default_str();
   p->add_flag("--resume", pre->resume, "Continue from <out>/state");
+  pre->dist.addTo(*p);
   p->callback([pre] { runPretrain(*pre); });
 
   auto ft = std::make_shared<FinetuneArgs>();
@@ -580,6 +629,8 @@ void registerModelCommands(CommandGroups& g) {
   b->add_flag("--baseline", bench->baseline, "Padded to P, naive (gather + concat) edge layers");
   b->add_flag("--compare", bench->compare, "Also run the other path in the same process and report the speed-up");
   b->add_flag("--json", bench->json_out, "Print JSON");
+  b->add_flag("--profile", bench->profile,
+              "Print the per-operator self time of the timed steps to stderr (slows them down)");
   b->callback([bench] { runBench(*bench); });
 }
 

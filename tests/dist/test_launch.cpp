@@ -16,7 +16,7 @@ void clearLaunchEnv() {
        {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
         "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS",
         "PMI_LOCAL_RANK", "PMI_LOCAL_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID",
-        "SLURM_STEP_ID", "SLURM_NTASKS_PER_NODE"}) {
+        "SLURM_STEP_ID", "SLURM_NTASKS_PER_NODE", "SLURM_STEP_TASKS_PER_NODE", "SLURM_NODEID"}) {
     unsetenv(v);
   }
 }
@@ -69,6 +69,27 @@ TEST(Launch, SrunOnlyInsideAStep) {
   EXPECT_EQ(info.rank, 5);
   EXPECT_EQ(info.world_size, 6);
   EXPECT_EQ(info.local_rank, 1);
+}
+
+// srun -n2 without --ntasks-per-node sets only SLURM_STEP_TASKS_PER_NODE.
+TEST(Launch, SrunTasksOnThisNode) {
+  clearLaunchEnv();
+  setenv("SLURM_STEP_ID", "0", 1);
+  setenv("SLURM_PROCID", "1", 1);
+  setenv("SLURM_NTASKS", "2", 1);
+  setenv("SLURM_LOCALID", "1", 1);
+  setenv("SLURM_STEP_TASKS_PER_NODE", "2", 1);
+  EXPECT_EQ(detectLaunch().local_size, 2);
+  setenv("SLURM_NTASKS", "14", 1);
+  setenv("SLURM_STEP_TASKS_PER_NODE", "4(x3),2", 1);
+  setenv("SLURM_NODEID", "3", 1);
+  EXPECT_EQ(detectLaunch().local_size, 2);
+  setenv("SLURM_NODEID", "1", 1);
+  EXPECT_EQ(detectLaunch().local_size, 4);
+  setenv("SLURM_STEP_TASKS_PER_NODE", "4(x", 1);  // unreadable: falls back
+  setenv("SLURM_NTASKS_PER_NODE", "3", 1);
+  EXPECT_EQ(detectLaunch().local_size, 3);
+  clearLaunchEnv();
 }
 
 TEST(Launch, InconsistentIsBadInput) {
