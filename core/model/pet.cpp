@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/base/error.hpp"
+#include "core/model/attention.hpp"
 
 namespace foldfarm {
 
@@ -96,11 +97,18 @@ Tensor MaskedAttentionImpl::forward(const Tensor& query, const Tensor& kv, const
     k = p[0];
     v = p[1];
   }
-  Tensor s = torch::matmul(q * (1.0 / std::sqrt(static_cast<double>(dh))), k.transpose(-2, -1));
-  // A large finite negative (not -inf) keeps jets without real particles finite.
-  s = s.masked_fill(key_mask.view({b, 1, 1, nk}) == 0, -1e9);
-  const Tensor a = torch::softmax(s, -1);
-  return out_(torch::matmul(a, v).transpose(1, 2).reshape({b, nq, dim_}));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
+  Tensor o;
+  if (trimmed_) {
+    // Self-attention: queries are the particles (padding beyond the key extent); class
+    // attention: the one class token.
+    const Tensor query_extent = query_is_kv ? maskExtent(key_mask)
+                                            : torch::full({b}, nq, key_mask.options().dtype(torch::kInt64));
+    o = maskedAttention(q, k, v, key_mask, query_extent, scale);
+  } else {
+    o = maskedAttentionPadded(q, k, v, key_mask, scale);
+  }
+  return out_(o.transpose(1, 2).reshape({b, nq, dim_}));
 }
 
 // ---- TransformerBlock ----------------------------------------------------------------
@@ -321,6 +329,12 @@ void PetImpl::resetParameters(uint64_t seed) {
     }
     p.copy_(init);
   }
+}
+
+void PetImpl::setBaseline(bool baseline) {
+  naive_edges_ = baseline;
+  for (auto& m : modules(/*include_self=*/false))
+    if (auto* a = dynamic_cast<MaskedAttentionImpl*>(m.get())) a->setTrimmed(!baseline);
 }
 
 Tensor PetImpl::encode(const Tensor& x, const Tensor& mask, const Tensor& t) {

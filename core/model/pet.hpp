@@ -52,9 +52,13 @@ class MaskedAttentionImpl : public torch::nn::Module {
   // query (B, Nq, D), kv (B, Nk, D), key_mask (B, Nk) float -> (B, Nq, D)
   torch::Tensor forward(const torch::Tensor& query, const torch::Tensor& kv,
                         const torch::Tensor& key_mask, bool query_is_kv);
+  // true (default): products over each jet's real extent only (core/model/attention.hpp);
+  // false: over the padded width (baseline).
+  void setTrimmed(bool trimmed) { trimmed_ = trimmed; }
 
  private:
   int64_t dim_, heads_;
+  bool trimmed_ = true;
   torch::nn::Linear qkv_{nullptr}, out_{nullptr};
 };
 TORCH_MODULE(MaskedAttention);
@@ -198,6 +202,9 @@ class PetImpl : public torch::nn::Module {
 
   // Baseline switch for benchmarks: naive (gather + concat) edge layers.
   void setNaiveEdges(bool naive) { naive_edges_ = naive; }
+  // Baseline of `bench pet --baseline`: naive edge layers and attention over the padded
+  // width (the batches themselves are padded to P by the caller).
+  void setBaseline(bool baseline);
   bool naiveEdges() const { return naive_edges_; }
 
   // Random source of feature dropout (seeded by resetParameters; state saved in checkpoints).

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "core/model/attention.hpp"
 #include "core/model/diffusion.hpp"
 #include "core/model/pet.hpp"
 #include "core/train/jet_batches.hpp"
@@ -130,6 +131,62 @@ TEST(PetEdges, FastEdgeLayerEqualsNaive) {
   const torch::Tensor naive = m->encode(a.particles, a.mask);
   EXPECT_LT(maxDiff(fast, naive), 1e-5);
   EXPECT_GT(fast.abs().max().item<double>(), 1e-3);
+}
+
+// The trimmed attention (per-jet extents, one BLAS product per jet and head) computes what
+// the padded reference does, forward and backward, for jets of different lengths, a mask
+// with a hole, a jet without real keys, and a single-token query (class attention).
+TEST(PetAttention, TrimmedEqualsPaddedWithGradients) {
+  if (!trimmedAttentionAvailable()) GTEST_SKIP() << "no CBLAS sgemm loaded in this process";
+  torch::manual_seed(11);
+  const int64_t b = 4, h = 2, n = 9, d = 5;
+  torch::Tensor mask = torch::zeros({b, n});
+  mask[0].narrow(0, 0, 9).fill_(1);  // full
+  mask[1].narrow(0, 0, 4).fill_(1);  // short
+  mask[2].narrow(0, 0, 7).fill_(1);
+  mask[2][3] = 0;                    // a hole inside the extent
+  // mask[3]: no real particle at all
+  for (const bool self : {true, false}) {
+    const int64_t nq = self ? n : 1;
+    const torch::Tensor q0 = torch::randn({b, h, nq, d}), k0 = torch::randn({b, h, n, d}),
+                        v0 = torch::randn({b, h, n, d});
+    const torch::Tensor qe =
+        self ? maskExtent(mask) : torch::ones({b}, torch::kInt64);
+    const torch::Tensor rows = self ? mask.view({b, 1, n, 1}) : torch::ones({b, 1, 1, 1});
+    const torch::Tensor go = torch::randn({b, h, nq, d}) * rows;
+    std::vector<torch::Tensor> grads[2];
+    torch::Tensor outs[2];
+    for (int path = 0; path < 2; ++path) {
+      const torch::Tensor q = q0.clone().requires_grad_(), k = k0.clone().requires_grad_(),
+                          v = v0.clone().requires_grad_();
+      const torch::Tensor o = path == 0 ? maskedAttentionPadded(q, k, v, mask, 0.4)
+                                        : maskedAttentionTrimmed(q, k, v, mask, qe, 0.4);
+      outs[path] = o.detach() * rows;
+      (o * go).sum().backward();
+      grads[path] = {q.grad(), k.grad(), v.grad()};
+    }
+    EXPECT_LT(maxDiff(outs[0], outs[1]), 1e-5) << (self ? "self" : "class") << " attention";
+    EXPECT_GT(outs[0].abs().max().item<double>(), 1e-2);
+    for (int i = 0; i < 3; ++i)
+      EXPECT_LT(maxDiff(grads[0][static_cast<size_t>(i)], grads[1][static_cast<size_t>(i)]), 1e-5)
+          << (self ? "self" : "class") << " attention, gradient of input " << i;
+  }
+}
+
+// The benchmark's baseline (padded attention, naive edges) is the same function as the
+// optimised model.
+TEST(PetAttention, BaselineModelEqualsOptimised) {
+  Pet m(tinyFull());
+  m->resetParameters(6);
+  m->eval();
+  const JetTensors a = tensorsOf(modeltest::randomJets(6, 40, 33, 17));
+  torch::NoGradGuard ng;
+  const torch::Tensor jets = a.jets;
+  const auto fast = m->classify(a.particles, a.mask, jets);
+  m->setBaseline(true);
+  const auto base = m->classify(a.particles, a.mask, jets);
+  EXPECT_LT(maxDiff(fast.logits, base.logits), 1e-5);
+  EXPECT_LT(maxDiff(fast.jet_pred, base.jet_pred), 1e-5);
 }
 
 TEST(PetDiffusion, ScheduleEndsAndNoiseOnlyFirstThreeFeatures) {
