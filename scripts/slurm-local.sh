@@ -50,6 +50,10 @@ write_conf() {
   # less than the configured RealMemory.
   mem_mb=$(( mem_kb / 1024 * 9 / 10 ))
   mkdir -p /etc/slurm
+  # Time limits: no OverTimeLimit, so a job gets SIGTERM at its limit and SIGKILL KillWait
+  # (5 s) later. slurmctld checks limits every 30 s, so a job's --signal=B:USR1@<grace>
+  # warning comes grace to grace + 30 s before its end and the limit is enforced 0-30 s
+  # after it: the workers have at least `grace` seconds to save at their next batch.
   local tmp="$conf.tmp.$$"
   cat >"$tmp" <<EOF
 $marker
@@ -67,6 +71,7 @@ ReturnToService=2
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2
 MinJobAge=60
+OverTimeLimit=0
 KillWait=5
 InactiveLimit=0
 MaxArraySize=1001

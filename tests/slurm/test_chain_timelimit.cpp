@@ -4,7 +4,13 @@
 //   * every job gets `--time 1` (one minute, Slurm's smallest limit) and a 25 s grace.
 //     slurmctld checks time limits every 30 s and sends the warning once
 //     now + grace + 30 s >= end, so USR1 reaches the batch shell 5–35 s after the job
-//     starts — while the chain is still training;
+//     starts, and the limit itself (SIGTERM, then SIGKILL after KillWait) comes at least
+//     25 s later — ample time to save at the next batch;
+//   * the cut is certain only if the chain is still training 35 s into its first job, on
+//     whatever machine runs the test. So the chain's size is not fixed: a short probe chain
+//     measures this machine's seconds per epoch, and the chain is given enough epochs
+//     (early stopping off) for about 75 s of training — twice the latest warning time —
+//     which keeps the whole test near two minutes on fast and slow machines alike;
 //   * the shell forwards it to `foldfarm campaign work`, the chain saves its state and exits
 //     75, the job ends; `slurm submit` sees the task without a result back to pending and
 //     submits it again, and the next job resumes from the saved state (possibly cut again);
@@ -14,6 +20,7 @@
 // foldfarm executable is not built.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -64,6 +71,49 @@ ProcessResult runFoldfarm(std::vector<std::string> args, int timeoutS) {
   return runProcess(args, o);
 }
 
+// The chain settings of this test; `epochs` is also the patience (early stopping off), so
+// the chain trains exactly `epochs` epochs per step.
+nlohmann::json chainConfig(int epochs) {
+  return {{"preset", "tiny"}, {"epochs", epochs}, {"patience", epochs}, {"batch_size", 100}};
+}
+
+// Runs a one-iteration, two-epoch chain on the local executor in dir/probe and returns the
+// mean seconds of one training epoch (from the chain's history.json). Epoch time leaves out
+// start-up, prediction and saving, so it underestimates the chain's wall time: the planned
+// chain can only be longer than planned.
+double probeEpochSeconds(const std::string& dir) {
+  nlohmann::json spec = {{"name", "probe"},
+                         {"task", "chain"},
+                         {"replicas", 1},
+                         {"members", 1},
+                         {"seed", 4242},
+                         {"inputs", {{"mc", dir + "/sim.h5"}, {"data", dir + "/data.h5"}}},
+                         {"chain", {{"iterations", 1}, {"config", chainConfig(2)}}},
+                         {"resources", {{"cpu_slots", 1}, {"threads_per_task", 1}}}};
+  std::ofstream(dir + "/probe.json") << spec.dump(2);
+  const std::string camp = dir + "/probe";
+  ProcessResult r = runFoldfarm({"campaign", "init", dir + "/probe.json", "--dir", camp}, 60);
+  EXPECT_TRUE(r.ok()) << r.err;
+  if (!r.ok()) return 0;
+  r = runFoldfarm({"campaign", "run", camp, "--executor", "local"}, 300);
+  EXPECT_TRUE(r.ok()) << r.describeFailure() << "\n" << r.err;
+  if (!r.ok()) return 0;
+  const std::string task = onlyTaskDir(camp);
+  EXPECT_FALSE(task.empty()) << camp;
+  if (task.empty()) return 0;
+  const nlohmann::json history = nlohmann::json::parse(slurp(task + "/history.json"));
+  double seconds = 0;
+  int epochs = 0;
+  for (const auto& step : history.at("steps")) {
+    for (const auto& e : step.at("fit").at("history")) {
+      seconds += e.at("seconds").get<double>();
+      ++epochs;
+    }
+  }
+  EXPECT_EQ(epochs, 4) << "probe chain: 2 steps x 2 epochs expected in " << task << "/history.json";
+  return epochs > 0 ? seconds / epochs : 0;
+}
+
 class SlurmChainTimeLimit : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -92,8 +142,17 @@ TEST_F(SlurmChainTimeLimit, ChainCutByTheTimeLimitResumesToTheSameWeights) {
                                120);
     ASSERT_TRUE(r.ok()) << r.err;
   }
-  // One chain of 2 iterations x 5 epochs: about 45 s of one core, longer than the 5–35 s a
-  // job runs before its warning signal.
+  // Seconds per epoch here and now, from a probe chain (1 iteration, 2 epochs per step) on
+  // the same data and settings.
+  const double epochSeconds = probeEpochSeconds(base_);
+  ASSERT_GT(epochSeconds, 0.0);
+  const int kIterations = 2;
+  const double kTrainingTargetS = 75;  // > 2 x the 35 s by which the first warning arrives
+  const int epochs = static_cast<int>(std::clamp(
+      std::ceil(kTrainingTargetS / (2.0 * kIterations * epochSeconds)), 2.0, 200.0));
+  const double plannedS = 2.0 * kIterations * epochs * epochSeconds;
+  std::fprintf(stderr, "probe: %.2f s per epoch; chain of %d iterations x %d epochs per step, about %.0f s of training\n",
+               epochSeconds, kIterations, epochs, plannedS);
   nlohmann::json spec = {
       {"name", "cut-chain"},
       {"task", "chain"},
@@ -101,9 +160,7 @@ TEST_F(SlurmChainTimeLimit, ChainCutByTheTimeLimitResumesToTheSameWeights) {
       {"members", 1},
       {"seed", 4242},
       {"inputs", {{"mc", base_ + "/sim.h5"}, {"data", base_ + "/data.h5"}}},
-      {"chain",
-       {{"iterations", 2},
-        {"config", {{"preset", "tiny"}, {"epochs", 5}, {"patience", 5}, {"batch_size", 100}}}}},
+      {"chain", {{"iterations", kIterations}, {"config", chainConfig(epochs)}}},
       {"resources", {{"cpu_slots", 1}, {"threads_per_task", 1}}}};
   {
     std::ofstream(base_ + "/spec.json") << spec.dump(2);
@@ -125,9 +182,16 @@ TEST_F(SlurmChainTimeLimit, ChainCutByTheTimeLimitResumesToTheSameWeights) {
   ASSERT_TRUE(reference.ok()) << reference.describeFailure() << "\n" << reference.err;
   ASSERT_TRUE(sub.ok()) << sub.describeFailure() << "\n" << sub.err;
   nlohmann::json summary = nlohmann::json::parse(sub.out);
+  std::fprintf(stderr, "slurm submit: %d submissions\n", summary.value("submissions", 0));
   EXPECT_EQ(summary["counts"].value("done", 0), 1) << sub.out;
   // Cut at least once: the chain needed more than one job.
-  EXPECT_GE(summary.value("submissions", 0), 2) << sub.out << "\n" << sub.err;
+  ASSERT_GE(summary.value("submissions", 0), 2)
+      << "the chain finished inside its first 1-minute job, so the time limit never cut it: the probe "
+         "measured "
+      << epochSeconds << " s per epoch and planned " << plannedS
+      << " s of training, but the chain ran more than twice as fast as the probe predicted; "
+         "raise kTrainingTargetS\n"
+      << sub.out << "\n" << sub.err;
 
   // The scripts asked for the warning, and a job ended interrupted (75) by it.
   bool askedForSignal = false, interruptedJob = false;
