@@ -8,6 +8,7 @@
 
 #include "core/base/error.hpp"
 #include "core/model/attention.hpp"
+#include "core/model/masked_norm.hpp"
 
 namespace foldfarm {
 
@@ -61,6 +62,8 @@ MaskedGroupNormImpl::MaskedGroupNormImpl(int64_t dim, double eps) : eps_(eps) {
 }
 
 Tensor MaskedGroupNormImpl::forward(const Tensor& x, const Tensor& mask) {
+  if (fused_ && x.dim() == 3 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu())
+    return maskedGroupNormFused(x, mask, weight_, bias_, eps_);
   const double d = static_cast<double>(x.size(2));
   const Tensor n = (mask.sum({1, 2}, /*keepdim=*/true) * d).clamp_min(1.0);
   const Tensor mean = (x * mask).sum({1, 2}, true) / n;
@@ -335,6 +338,7 @@ void PetImpl::setBaseline(bool baseline) {
   naive_edges_ = baseline;
   for (auto& m : modules(/*include_self=*/false))
     if (auto* a = dynamic_cast<MaskedAttentionImpl*>(m.get())) a->setTrimmed(!baseline);
+    else if (auto* n = dynamic_cast<MaskedGroupNormImpl*>(m.get())) n->setFused(!baseline);
 }
 
 Tensor PetImpl::encode(const Tensor& x, const Tensor& mask, const Tensor& t) {

@@ -38,8 +38,12 @@ class MaskedGroupNormImpl : public torch::nn::Module {
   MaskedGroupNormImpl(int64_t dim, double eps);
   // x (B, N, D), mask (B, N, 1) float. Output is 0 on masked rows.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask);
+  // true (default): one fused CPU kernel (core/model/masked_norm.hpp) for float32 CPU
+  // input; false: composed tensor ops (the reference, and the benchmark baseline).
+  void setFused(bool fused) { fused_ = fused; }
 
  private:
+  bool fused_ = true;
   double eps_;
   torch::Tensor weight_, bias_;
 };
@@ -202,8 +206,8 @@ class PetImpl : public torch::nn::Module {
 
   // Baseline switch for benchmarks: naive (gather + concat) edge layers.
   void setNaiveEdges(bool naive) { naive_edges_ = naive; }
-  // Baseline of `bench pet --baseline`: naive edge layers and attention over the padded
-  // width (the batches themselves are padded to P by the caller).
+  // Baseline of `bench pet --baseline`: naive edge layers, attention over the padded width
+  // and the composed normalisation (the batches themselves are padded to P by the caller).
   void setBaseline(bool baseline);
   bool naiveEdges() const { return naive_edges_; }
 
