@@ -221,9 +221,14 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
   const double nq = static_cast<double>(std::count(is_quark.begin(), is_quark.end(), 1));
   const double nq0 = static_cast<double>(std::count(quark0.begin(), quark0.end(), 1));
   const double nq1 = static_cast<double>(std::count(quark1.begin(), quark1.end(), 1));
-  json obs = json::object();
-  for (int ob : {data::kObsMass, data::kObsWidth, data::kObsMultiplicity}) {
-    data::Binning b{h_quark[ob].edges};
+  json obs = json::object(), obs_matched = json::object();
+  auto discriminators = [&](int ob, const std::vector<ObservableHistogram>& hq,
+                            const std::vector<ObservableHistogram>& hg,
+                            const std::vector<ObservableHistogram>& hw,
+                            const std::vector<ObservableHistogram>& hm0,
+                            const std::vector<ObservableHistogram>& hq0,
+                            const std::vector<ObservableHistogram>& hq1) {
+    data::Binning b{hq[ob].edges};
     auto dens = [&](const ObservableHistogram& h) {
       double s = std::accumulate(h.sumw.begin(), h.sumw.end(), 0.0);
       std::vector<double> d(h.sumw.size());
@@ -231,17 +236,18 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
       return d;
     };
     auto vsQuark = [&](const ObservableHistogram& h) {
-      return data::triangularDiscriminator(dens(h), dens(h_quark[ob]), b);
+      return data::triangularDiscriminator(dens(h), dens(hq[ob]), b);
     };
-    const double before = vsQuark(h_gluon[ob]);
-    const double after = vsQuark(h_weighted[ob]);
-    const double single = vsQuark(h_member0[ob]);
-    const double noise = data::triangularDiscriminator(dens(h_quark0[ob]), dens(h_quark1[ob]), b);
+    const double before = vsQuark(hg[ob]);
+    const double after = vsQuark(hw[ob]);
+    const double single = vsQuark(hm0[ob]);
+    const double noise = data::triangularDiscriminator(dens(hq0[ob]), dens(hq1[ob]), b);
     // Pure histogram noise between two samples of sizes N1, N2 grows like 1/N1 + 1/N2; scaled
     // from the half-vs-half value to (effective size of the reweighted gluons, all quarks) it
     // estimates what a perfect reweighting would still show.
     const double floor = noise * (1.0 / rep.ess + 1.0 / nq) / (1.0 / nq0 + 1.0 / nq1);
-    obs[data::observableName(ob)] = {{"delta_unweighted", before},
+    return json{{"bins", b.numBins()},
+                {"delta_unweighted", before},
                                      {"delta_reweighted", after},
                                      {"reduction", after > 0 ? before / after : INFINITY},
                                      {"delta_reweighted_member0", single},
@@ -249,6 +255,48 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
                                      {"delta_quark_half_vs_half", noise},
                                      {"noise_floor_estimate", floor},
                                      {"max_reduction_estimate", floor > 0 ? before / floor : INFINITY}};
+  };
+  // Binning matched to this sample: `bins` equal-width bins between the 1st and 99th
+  // percentile of all jets' values (both classes, so it does not favour either).
+  std::vector<std::vector<double>> matched_edges(static_cast<size_t>(data::kNumSubs));
+  auto histogramMatched = [&](const std::vector<double>& weights, const std::vector<uint8_t>& pass) {
+    std::vector<ObservableHistogram> out(static_cast<size_t>(data::kNumSubs));
+    for (int ob : {data::kObsMass, data::kObsWidth, data::kObsMultiplicity}) {
+      data::Histogram1D h(data::Binning{matched_edges[static_cast<size_t>(ob)]});
+      for (size_t i = 0; i < n; ++i)
+        if (pass[i]) h.fill(subs[i * data::kNumSubs + static_cast<size_t>(ob)],
+                            weights.empty() ? 1.0 : weights[i]);
+      out[static_cast<size_t>(ob)] = {data::observableName(ob), h.binning().edges, h.sumW(), h.sumW2()};
+    }
+    return out;
+  };
+  if (o.bins > 0) {
+    for (int ob : {data::kObsMass, data::kObsWidth, data::kObsMultiplicity}) {
+      std::vector<double> v;
+      for (size_t i = 0; i < n; ++i) {
+        const double x = subs[i * data::kNumSubs + static_cast<size_t>(ob)];
+        if (std::isfinite(x)) v.push_back(x);
+      }
+      std::sort(v.begin(), v.end());
+      const double lo = v[v.size() / 100], hi = v[v.size() - 1 - v.size() / 100];
+      matched_edges[static_cast<size_t>(ob)] =
+          data::Binning::linspace(lo, hi > lo ? hi : lo + 1.0, o.bins + 1).edges;
+    }
+  }
+  std::vector<ObservableHistogram> mq, mg, mw, mm0, mq0, mq1;
+  if (o.bins > 0) {
+    mq = histogramMatched({}, is_quark);
+    mg = histogramMatched({}, is_gluon);
+    mw = histogramMatched(w, is_gluon);
+    mm0 = histogramMatched(member_w[0], is_gluon);
+    mq0 = histogramMatched({}, quark0);
+    mq1 = histogramMatched({}, quark1);
+  }
+  for (int ob : {data::kObsMass, data::kObsWidth, data::kObsMultiplicity}) {
+    obs[data::observableName(ob)] =
+        discriminators(ob, h_quark, h_gluon, h_weighted, h_member0, h_quark0, h_quark1);
+    if (o.bins > 0)
+      obs_matched[data::observableName(ob)] = discriminators(ob, mq, mg, mw, mm0, mq0, mq1);
   }
   json out = {{"jets", o.jets_path},
               {"init", o.init},
@@ -265,6 +313,7 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
               {"weights_members", member_reports},
               {"fit", fits},
               {"observables", obs}};
+  if (o.bins > 0) out["observables_matched_binning"] = obs_matched;
   fs::create_directories(out_dir);
   writeJsonAtomic(out_dir + "/reweight_qg.json", out);
   return out;

@@ -45,6 +45,10 @@ struct QuarkGluonStudyOptions {
   uint64_t seed = 1;
   int folds = 5;    // cross-fit parts (>= 2); each classifier trains on (folds-1)/folds
   int members = 3;  // ensemble members per part (>= 1)
+  // > 0: also report the discriminators on `bins` equal-width bins between the 1st and 99th
+  // percentile of the pooled jets (binning matched to this sample; the campaign binnings
+  // are made for another jet sample and, at 1000 jets per class, are noise-dominated).
+  int bins = 0;
   ChainConfig config;
 };
 nlohmann::json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_dir);

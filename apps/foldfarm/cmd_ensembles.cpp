@@ -143,7 +143,7 @@ void registerReweightQg(CommandGroups& g) {
     std::string jets;
     std::string init = "none", out, config;
     uint64_t seed = 1;
-    int folds = 5, members = 3;
+    int folds = 5, members = 3, bins = 0;
     int threads = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -162,9 +162,15 @@ void registerReweightQg(CommandGroups& g) {
   cmd->add_option("--folds", o->folds, "cross-fit folds (>= 2)")->capture_default_str();
   cmd->add_option("--members", o->members, "ensemble members per fold (>= 1)")->capture_default_str();
   cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")->capture_default_str();
+  cmd->add_option("--bins", o->bins,
+                  "also report the discriminators on this many equal-width bins between the "
+                  "1st and 99th percentile of the jets (0: campaign binnings only)")
+      ->capture_default_str();
   cmd->callback([o] {
     configureThreads(o->threads);
+    if (o->bins < 0) throw InputError("reweight-qg: --bins must be >= 0 (got " + std::to_string(o->bins) + ")");
     ensembles::QuarkGluonStudyOptions so;
+    so.bins = o->bins;
     so.folds = o->folds;
     so.members = o->members;
     so.jets_path = o->jets;

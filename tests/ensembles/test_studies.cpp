@@ -42,7 +42,9 @@ QuarkGluonStudyOptions quickOptions() {
 TEST(QuarkGluonStudy, ReweightedGluonsMoveTowardsQuarksOnHeldOutJets) {
   configureThreads(1);
   const fs::path out = tempDir("qg");
-  const nlohmann::json r = runQuarkGluonStudy(quickOptions(), out.string());
+  QuarkGluonStudyOptions opts = quickOptions();
+  opts.bins = 20;
+  const nlohmann::json r = runQuarkGluonStudy(opts, out.string());
   ASSERT_TRUE(fs::exists(out / "reweight_qg.json"));
   EXPECT_EQ(r["heldout_jets"], 2000);
   EXPECT_EQ(r["heldout_quarks"], 990);
@@ -57,6 +59,11 @@ TEST(QuarkGluonStudy, ReweightedGluonsMoveTowardsQuarksOnHeldOutJets) {
     EXPECT_GT(before, 2.0 * o["delta_quark_half_vs_half"].get<double>()) << ob;
     // ... and the reweighting removes most of the difference (about 2-3x after 10 epochs).
     EXPECT_GT(before / after, 1.6) << ob << ": " << before << " -> " << after;
+    // The same weights on 20 bins matched to the sample: the reduction holds there too.
+    const auto& m = r["observables_matched_binning"][ob];
+    EXPECT_EQ(m["bins"], 20) << ob;
+    EXPECT_GT(m["delta_unweighted"].get<double>(), 2.0 * m["delta_quark_half_vs_half"].get<double>()) << ob;
+    EXPECT_GT(m["delta_unweighted"].get<double>() / m["delta_reweighted"].get<double>(), 1.6) << ob;
   }
   fs::remove_all(out);
 }
