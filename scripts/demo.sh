@@ -12,7 +12,7 @@
 #
 # Sizes (environment): FF_DEMO_PRETRAIN_JETS (8000), FF_DEMO_EVENTS (3000),
 # FF_DEMO_REPLICAS (16), FF_DEMO_MEMBERS (2), FF_DEMO_ITERATIONS (2), FF_DEMO_EPOCHS (2),
-# FF_DEMO_PARTICLES (32).
+# FF_DEMO_PARTICLES (64), FF_DEMO_WARMSTART_EPOCHS (6: epochs of each warm-start curve).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     --build-dir) [ $# -ge 2 ] || { echo "demo.sh: --build-dir needs a directory" >&2; exit 2; }
       build_dir="$2"; shift 2 ;;
     --no-build) build_flag=(--no-build); shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -41,7 +41,8 @@ replicas="${FF_DEMO_REPLICAS:-16}"
 members="${FF_DEMO_MEMBERS:-2}"
 iterations="${FF_DEMO_ITERATIONS:-2}"
 epochs="${FF_DEMO_EPOCHS:-2}"
-particles="${FF_DEMO_PARTICLES:-32}"
+particles="${FF_DEMO_PARTICLES:-64}"
+ws_epochs="${FF_DEMO_WARMSTART_EPOCHS:-6}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 start=$(date +%s)
@@ -92,9 +93,14 @@ fi
 step "5/7 aggregating into bands"
 "$ff" campaign aggregate "$out/campaign"
 
-step "6/7 warm-start study (iteration 0, step 1: foundation vs scratch)"
+step "6/7 warm-start study (iteration 0, step 1: foundation vs scratch, $ws_epochs epochs each)"
+# The campaign chains' settings, with enough epochs for a validation-loss curve (the study
+# turns early stopping off).
+cat > "$out/warmstart-config.json" <<JSON
+{"preset": "tiny", "epochs": $ws_epochs, "batch_size": 256, "lr": 1e-3}
+JSON
 "$ff" study warmstart --mc "$out/mc.h5" --data "$out/data.h5" --init "$out/foundation" \
-  --out "$out/campaign/warmstart" --threads 2
+  --config "$out/warmstart-config.json" --out "$out/campaign/warmstart" --threads 2
 
 step "7/7 report"
 "$ff" report "$out/campaign"
