@@ -12,7 +12,7 @@
 #
 # Sizes (environment): FF_DEMO_PRETRAIN_JETS (8000), FF_DEMO_EVENTS (3000),
 # FF_DEMO_REPLICAS (16), FF_DEMO_MEMBERS (2), FF_DEMO_ITERATIONS (2), FF_DEMO_EPOCHS (2),
-# FF_DEMO_PARTICLES (64), FF_DEMO_WARMSTART_EPOCHS (6: epochs of each warm-start curve).
+# FF_DEMO_PARTICLES (128), FF_DEMO_WARMSTART_EPOCHS (6: epochs of each warm-start curve).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +41,7 @@ replicas="${FF_DEMO_REPLICAS:-16}"
 members="${FF_DEMO_MEMBERS:-2}"
 iterations="${FF_DEMO_ITERATIONS:-2}"
 epochs="${FF_DEMO_EPOCHS:-2}"
-particles="${FF_DEMO_PARTICLES:-64}"
+particles="${FF_DEMO_PARTICLES:-128}"
 ws_epochs="${FF_DEMO_WARMSTART_EPOCHS:-6}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
