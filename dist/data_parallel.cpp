@@ -91,7 +91,12 @@ const char* DataParallelContext::backendName() const {
 }
 
 void DataParallelContext::prepare(torch::nn::Module& model) {
-  if (buckets_) throw Error("ParallelContext::prepare() called twice");
+  if (buckets_) {
+    // A new model (the next step of a chain): the previous model's hooks hold weak
+    // references to the old buckets and turn into no-ops once these are released. Nothing
+    // is in flight: the trainer finished every pass before the optimiser step.
+    buckets_.reset();
+  }
   torch::NoGradGuard no_grad;
   // Rank 0's initial state everywhere: parameters and buffers (running statistics).
   std::vector<at::Tensor> state;

@@ -7,8 +7,10 @@
 // What the trainer gets from it (and must do itself):
 //   - rank()/worldSize(): shard the data (BatchStream by rank/world) so that every rank
 //     takes the same number of steps; scale the warm-up lr target by sqrt(worldSize()).
-//   - prepare(model) once, after moving the model to device() and before creating the
-//     optimiser: parameters and buffers are broadcast from rank 0, hooks are installed.
+//   - prepare(model) once per model, after moving the model to device() and before creating
+//     the optimiser: parameters and buffers are broadcast from rank 0, hooks are installed.
+//     Preparing another model (a chain trains a new one per step) releases the previous
+//     model's buckets; its hooks then do nothing.
 //   - per step: setGradientSync(false) for accumulation micro-batches, setGradientSync(true)
 //     before the last backward, finishGradientSync() before the optimiser step.
 //   - allreduceMean() for reported metrics, anyTrue(stopRequested()) once per step, and

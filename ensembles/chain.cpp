@@ -11,6 +11,7 @@
 #include "core/model/pet_config.hpp"
 #include "core/train/checkpoint.hpp"
 #include "core/train/classifier_trainer.hpp"
+#include "core/train/parallel.hpp"
 #include "ensembles/chain_output.hpp"
 #include "ensembles/seeds.hpp"
 
@@ -229,7 +230,9 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
   const data::FeatureStats stats = chooseStats(cfg, in.init.get());
   PetConfig pet_cfg = in.init ? in.init->meta.config
                               : applyPetOverrides(petPreset(cfg.preset), cfg.model, "chain config");
-  fs::create_directories(stateDir(out));
+  ParallelContext* ctx = in.ctx;
+  const bool root = ctx == nullptr || ctx->isRoot();
+  if (root) fs::create_directories(stateDir(out));
   ChainState st = loadProgress(out, spec);
 
   for (int k = st.done_steps; k < 2 * spec.iterations; ++k) {
@@ -278,7 +281,7 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
     fo.state_dir = stateDir(out) + "/train_step" + std::to_string(k);
     fo.resume = true;
     fo.label = tag;
-    FitResult fit = clf.fit(train, nullptr, fo);
+    FitResult fit = clf.fit(train, nullptr, fo, ctx);
     step_record["fit"] = toJson(fit);
 
     const data::JetArrays& eval_set = step == 1 ? mc.reco : mc.gen;
@@ -298,12 +301,16 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
     st.history.push_back(step_record);
 
     // 4. Commit the step: the model for the next iteration, then the progress record.
-    clf.save(model_dir);
     st.done_steps = k + 1;
-    saveProgress(out, spec, st);
-    std::error_code ec;
-    fs::remove_all(fo.state_dir, ec);
-    if (stopRequested() && k + 1 < 2 * spec.iterations)
+    if (root) {
+      clf.save(model_dir);
+      saveProgress(out, spec, st);
+      std::error_code ec;
+      fs::remove_all(fo.state_dir, ec);
+    }
+    const bool stop = ctx != nullptr ? ctx->anyTrue(stopRequested()) : stopRequested();
+    if (ctx != nullptr) ctx->barrier();  // the next iteration reads model_dir
+    if (stop && k + 1 < 2 * spec.iterations)
       throw InterruptedError(out + ": stopped after " + tag + "; state saved, rerun to resume");
   }
 
@@ -319,6 +326,10 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
                {"data", spec.data_path},
                {"config", chainConfigToJson(cfg).dump()},
                {"iterations", spec.iterations}};
+  if (!root) {
+    ctx->barrier();  // returns once rank 0 wrote the outputs
+    return;
+  }
   writeChainWeights(out, st.weights, meta);
   std::vector<float> subs = mc.gen_subs.empty() ? data::computeObservables(mc.gen) : mc.gen_subs;
   std::vector<double> final_w(static_cast<size_t>(n_mc));
@@ -339,6 +350,7 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
   std::error_code ec;
   fs::remove_all(stateDir(out), ec);
   if (ec) logWarn("could not remove {}: {}", stateDir(out), ec.message());
+  if (ctx != nullptr) ctx->barrier();
 }
 
 }  // namespace foldfarm::ensembles

@@ -29,6 +29,7 @@
 
 namespace foldfarm {
 struct Checkpoint;
+class ParallelContext;
 }
 
 namespace foldfarm::ensembles {
@@ -75,6 +76,10 @@ struct ChainInputs {
   std::shared_ptr<const data::UnfoldArrays> mc, data;
   std::shared_ptr<const Checkpoint> init;  // null for "none"
   std::string init_sha256;                 // hash of the checkpoint's meta.json ("" for none)
+  // Data-parallel step training over the ranks of `ctx` (null: this process alone). Every
+  // rank predicts with the same model and so holds the same weights; rank 0 alone writes
+  // files, and the others wait at a barrier before reading what it wrote.
+  ParallelContext* ctx = nullptr;
 };
 
 // Step-1 training set: MC reco events passing reco (label 0, weight push * w_mc) followed by

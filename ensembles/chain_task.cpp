@@ -1,5 +1,7 @@
 #include "ensembles/chain_task.hpp"
 
+#include "core/train/parallel.hpp"
+
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -13,6 +15,7 @@
 #include "core/data/jet_reader.hpp"
 #include "core/model/threads.hpp"
 #include "core/train/checkpoint.hpp"
+#include "core/train/parallel.hpp"
 #include "core/train/sha256.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_output.hpp"
@@ -79,7 +82,8 @@ void clearChainTaskCache() {
   cache().checkpoints.clear();
 }
 
-void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_dir) {
+void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_dir,
+                         ParallelContext* ctx) {
     ChainSpec spec = chainSpecFromJson(params);
     const int threads = params.value("threads", 0);
     if (threads > 0) configureThreads(threads);
@@ -98,11 +102,12 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
       return;
     }
     ChainInputs in;
+    in.ctx = ctx;
     in.mc = loadDataset(spec.mc_path);
     in.data = loadDataset(spec.data_path);
     if (spec.init != "none") std::tie(in.init, in.init_sha256) = loadInit(spec.init);
     std::error_code ec;
-    fs::create_directories(task_dir, ec);
+    if (ctx == nullptr || ctx->isRoot()) fs::create_directories(task_dir, ec);
     if (ec) throw Error(task_dir + ": cannot create: " + ec.message());
     runChain(spec, in, task_dir);
     logInfo("{}: chain done", task_dir);

@@ -33,12 +33,19 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+namespace foldfarm {
+class ParallelContext;
+}
+
 namespace foldfarm::ensembles {
 
 int runChainTask(const nlohmann::json& params, const std::string& task_dir);
 // The same, for a command that reports errors itself: throws InputError (bad input),
 // InterruptedError (state saved) or Error instead of returning a status.
-void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_dir);
+// With `ctx`, the chain's step classifiers train data-parallel over its ranks (every rank
+// calls this with the same params; rank 0 writes the output).
+void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_dir,
+                         ParallelContext* ctx = nullptr);
 
 // Drops the in-process caches (datasets, checkpoints).
 void clearChainTaskCache();

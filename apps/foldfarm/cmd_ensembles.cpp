@@ -12,6 +12,8 @@
 #include "core/base/error.hpp"
 #include "core/base/stop_signal.hpp"
 #include "core/model/threads.hpp"
+#include "core/train/parallel.hpp"
+#include "dist/cli_options.hpp"
 #include "ensembles/aggregate.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_task.hpp"
@@ -34,13 +36,15 @@ void registerUnfold(CommandGroups& g) {
     std::string mc, data, init, out, config;
     int replica = 0, member = 0, iterations = 4, threads = 0;
     uint64_t seed = 1;
+    dist::DistCli dist;  // --collective-timeout, --dist-backend, --bucket-cap-mb
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = g.root.add_subcommand(
       "unfold",
       "Run one OmniFold chain (bootstrap replica R, ensemble member M) and write its per-event "
       "weights, histograms and history into --out. SIGUSR1/SIGTERM: stop at the next batch, save "
-      "state, exit 75; rerun the same command to resume");
+      "state, exit 75; rerun the same command to resume. Under mpirun/srun the step classifiers "
+      "train data-parallel over the ranks and rank 0 writes the output");
   cmd->add_option("--mc", o->mc, "MC unfolding file (reco + gen)")->required();
   cmd->add_option("--data", o->data, "data unfolding file (reco used)")->required();
   cmd->add_option("--init", o->init, "foundation checkpoint (the --out of foldfarm pretrain, or its model/), or 'none'")->required();
@@ -51,6 +55,7 @@ void registerUnfold(CommandGroups& g) {
   cmd->add_option("--seed", o->seed, "campaign seed")->capture_default_str();
   cmd->add_option("--iterations", o->iterations, "OmniFold iterations")->capture_default_str();
   cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")->capture_default_str();
+  o->dist.addTo(*cmd);
   cmd->callback([o] {
     nlohmann::json params = {{"mc", o->mc},
                              {"data", o->data},
@@ -62,12 +67,14 @@ void registerUnfold(CommandGroups& g) {
                              {"config", readConfigFile(o->config)}};
     configureThreads(o->threads);
     installStopHandlers();
+    // Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
+    std::unique_ptr<ParallelContext> ctx = dist::makeParallelContext(o->dist.resolve());
     try {
-      ensembles::runChainTaskOrThrow(params, o->out);
+      ensembles::runChainTaskOrThrow(params, o->out, ctx.get());
     } catch (const InterruptedError&) {
       throw InterruptedError(o->out + ": interrupted; state saved, rerun the same command to resume");
     }
-    std::cout << readFile(o->out + "/result.json");
+    if (ctx->isRoot()) std::cout << readFile(o->out + "/result.json");
   });
 }
 
