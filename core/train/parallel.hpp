@@ -21,8 +21,9 @@ class ParallelContext {
   virtual int worldSize() const = 0;
   bool isRoot() const { return rank() == 0; }
 
-  // (collective) Once, after the model is built and before the optimiser is created:
-  // broadcast parameters and buffers from rank 0 and install gradient hooks.
+  // (collective) Once per model, after it is built and before its optimiser is created:
+  // broadcast parameters and buffers from rank 0 and install gradient hooks. Preparing a
+  // new model (the next step of an OmniFold chain) releases the previous one's buckets.
   virtual void prepare(torch::nn::Module& model) = 0;
   // Gradient accumulation: while false, backward passes do not communicate.
   virtual void setGradientSync(bool enabled) = 0;
