@@ -19,6 +19,7 @@ readonly logdir=/var/log/slurm
 readonly ctld_pid=/run/slurmctld.pid
 readonly slurmd_pid=/run/slurmd.pid
 readonly munge_pid=/run/munge/munged.pid
+conf_changed=0
 
 die() { echo "slurm-local: $*" >&2; exit 1; }
 skip() { echo "slurm-local: cannot run a local Slurm cluster here: $*" >&2; exit 77; }
@@ -44,7 +45,9 @@ preflight() {
 write_conf() {
   local host cpus mem_kb mem_mb
   host=$(hostname -s)
-  cpus=$(nproc)
+  # Not plain `nproc`: it obeys OMP_NUM_THREADS/OMP_THREAD_LIMIT, which test runners set
+  # to 1, and a node declared with 1 CPU leaves a 2-task srun pending for ever.
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
   mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
   # Leave some memory to the system so that slurmd does not drain the node for reporting
   # less than the configured RealMemory.
@@ -88,7 +91,12 @@ JobAcctGatherType=jobacct_gather/none
 NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
+  if [ -e "$conf" ] && cmp -s "$tmp" "$conf"; then
+    rm -f "$tmp"
+    return 0
+  fi
   mv -f "$tmp" "$conf"
+  conf_changed=1
 }
 
 ensure_conf() {
@@ -103,24 +111,33 @@ ensure_conf() {
 
 start() {
   preflight
+  # Test programs call `start` concurrently: one at a time.
+  exec 9>/run/foldfarm-slurm-local.lock
+  flock 9
   install -d -o munge -g munge -m 0755 /run/munge
   install -d -o slurm -g slurm -m 0755 /var/spool/slurmctld "$logdir"
   install -d -m 0755 /var/spool/slurmd
   ensure_conf
+  if [ "$conf_changed" -eq 1 ] && { pid_alive "$slurmd_pid" || pid_alive "$ctld_pid"; }; then
+    # The daemons run with another node description: restart them with this one.
+    echo "slurm-local: $conf changed; restarting slurmd and slurmctld" >&2
+    stop_one slurmd "$slurmd_pid"
+    stop_one slurmctld "$ctld_pid"
+  fi
   if ! pid_alive "$munge_pid" && ! munge -n </dev/null >/dev/null 2>&1; then
-    runuser -u munge -- /usr/sbin/munged --force ||
-      /usr/sbin/munged --force || die "munged failed to start"
+    runuser -u munge -- /usr/sbin/munged --force 9>&- ||
+      /usr/sbin/munged --force 9>&- || die "munged failed to start"
   fi
   local i
   for i in $(seq 1 50); do munge -n </dev/null >/dev/null 2>&1 && break; sleep 0.1; done
   munge -n </dev/null >/dev/null 2>&1 || die "munged does not answer (see syslog)"
   if ! pid_alive "$ctld_pid"; then
-    /usr/sbin/slurmctld || die "slurmctld failed to start (see $logdir/slurmctld.log)"
+    /usr/sbin/slurmctld 9>&- || die "slurmctld failed to start (see $logdir/slurmctld.log)"
   fi
   for i in $(seq 1 100); do scontrol ping >/dev/null 2>&1 && break; sleep 0.2; done
   scontrol ping >/dev/null 2>&1 || die "slurmctld does not answer (see $logdir/slurmctld.log)"
   if ! pid_alive "$slurmd_pid"; then
-    /usr/sbin/slurmd || die "slurmd failed to start (see $logdir/slurmd.log)"
+    /usr/sbin/slurmd 9>&- || die "slurmd failed to start (see $logdir/slurmd.log)"
   fi
   local st=""
   for i in $(seq 1 300); do

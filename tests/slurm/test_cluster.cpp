@@ -1,5 +1,6 @@
 // Rendered scripts against the real local cluster, with a stand-in `foldfarm` executable
 // (a shell script that records its argv) so these tests need nothing but Slurm.
+#include <sched.h>
 #include <sys/stat.h>
 
 #include <regex>
@@ -133,4 +134,17 @@ TEST_F(SlurmCluster, LimitsComeFromTheCluster) {
   EXPECT_GE(l.maxArraySize, 1);
   EXPECT_GE(l.maxJobCount, 1);
   EXPECT_GE(client_.queuedJobCount(), 0);
+}
+
+// The node offers every CPU of the machine, however the test runner limits threads
+// (OMP_NUM_THREADS=1 is set for every test): a node declared with fewer CPUs leaves
+// multi-task steps such as `srun -n2` pending for ever.
+TEST_F(SlurmCluster, NodeOffersEveryCpu) {
+  ProcessResult r = runProcess({"scontrol", "show", "node"});
+  ASSERT_TRUE(r.ok()) << r.describeFailure();
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.out, m, std::regex("CPUTot=([0-9]+)"))) << r.out;
+  cpu_set_t set;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof(set), &set), 0);
+  EXPECT_EQ(std::stoi(m[1]), CPU_COUNT(&set)) << r.out;
 }
