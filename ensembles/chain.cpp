@@ -67,6 +67,30 @@ double normaliseGlobal(std::vector<double>& w, const std::string& what) {
   return effectiveSampleSize(w);
 }
 
+// (collective) Every rank trained the same model and predicted on the whole sample, so the
+// weights must agree bit for bit. The FNV-1a hash of their bytes, cut into eight bytes, is
+// summed over ranks together with the squares: (sum x)^2 == n * sum x^2 holds only when
+// every rank holds the same byte, and all these sums are exact in double.
+void requireRanksAgree(ParallelContext& ctx, const std::vector<double>& w, const std::string& what) {
+  uint64_t h = 1469598103934665603ULL;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(w.data());
+  for (size_t i = 0; i < w.size() * sizeof(double); ++i) h = (h ^ bytes[i]) * 1099511628211ULL;
+  std::vector<double> sums(16);
+  for (size_t k = 0; k < 8; ++k) {
+    const double piece = static_cast<double>((h >> (8 * k)) & 0xFFULL);
+    sums[k] = piece;
+    sums[k + 8] = piece * piece;
+  }
+  ctx.allreduceSum(sums);
+  const double n = static_cast<double>(ctx.worldSize());
+  for (size_t k = 0; k < 8; ++k)
+    if (sums[k] * sums[k] != n * sums[k + 8])
+      throw Error(what + ": the " + std::to_string(ctx.worldSize()) +
+                  " ranks computed different weights; run with the same foldfarm build, "
+                  "threads and data on every rank");
+  if (ctx.isRoot()) logInfo("{}: weights agree across {} ranks", what, ctx.worldSize());
+}
+
 data::FeatureStats chooseStats(const ChainConfig& c, const Checkpoint* init) {
   if (c.feature_stats == "jetclass") return data::FeatureStats::jetClass();
   if (c.feature_stats == "zjets") return data::FeatureStats::zJets();
@@ -292,6 +316,7 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
     if (step == 1)
       for (int64_t i = 0; i < n_mc; ++i) w[i] = push[i] * ratio[i];
     const double ess = normaliseGlobal(w, tag);
+    if (ctx != nullptr && ctx->worldSize() > 1) requireRanksAgree(*ctx, w, tag);
     step_record["reweighting"] = rep;
     step_record["ess"] = ess;
     step_record["ess_fraction"] = ess / static_cast<double>(n_mc);

@@ -20,6 +20,9 @@ using torch::Tensor;
 
 namespace {
 
+// deriveSeed purpose of a training step's random draws ("step").
+constexpr uint64_t kStepRandomPurpose = 0x73746570ULL;
+
 double nan() { return std::numeric_limits<double>::quiet_NaN(); }
 
 std::vector<Tensor> modelState(Pet& model) {
@@ -224,6 +227,12 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
                                                               ", rerun with resume to continue"));
       }
       const JetBatch b = makeBatch(train, batches[static_cast<size_t>(step_in_epoch)], opts_.bucket);
+      // The step's random draws (feature dropout, diffusion time and noise) come from a
+      // seed of (run seed, step, rank): independent across ranks, and the same after a
+      // resume on any number of ranks without carrying every rank's generator state.
+      model_->generator().set_current_seed(
+          deriveSeed({opts_.seed, kStepRandomPurpose, static_cast<uint64_t>(global_step),
+                      static_cast<uint64_t>(ctx_.rank())}));
       opt_->zero_grad();
       Tensor loss;
       if (objective == Objective::kPretrain) {

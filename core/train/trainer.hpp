@@ -10,10 +10,11 @@
 //   4. per epoch: ctx.allreduceMean on the train loss (collective); every rank evaluates the
 //      whole validation set (identical results, no collective needed);
 //   5. only rank 0 writes state/checkpoints; ranks meet at ctx.barrier() after a stop save.
-// Exact resume: the state holds the model, optimiser state, EMA, best weights, the model's
-// random generator (feature dropout and diffusion noise), epoch, step within the epoch,
-// global step and history; data order is a pure function of (seed, epoch). On CPU with the
-// same thread count a stopped and resumed run ends with bit-identical parameters.
+// Exact resume: the state holds the model, optimiser state, EMA, best weights, epoch, step
+// within the epoch, global step and history; data order is a pure function of (seed,
+// epoch), and a step's random draws (feature dropout, diffusion time and noise) of (seed,
+// global step, rank). On CPU with the same thread count a stopped and resumed run ends with
+// bit-identical parameters, on one rank or several.
 //
 // Errors: InterruptedError after saving state when a stop was requested (exit 75);
 // InputError when resuming from a state written for another model config or data set.

@@ -201,7 +201,9 @@ class BadInputs : public ::testing::Test {
     EXPECT_EQ(countErrorLines(r.err, &line), 1) << cmd << "\nstderr:\n" << r.err;
     EXPECT_EQ(r.err.find("internal error"), std::string::npos) << cmd << r.err;
     EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << cmd << r.err;
-    if (!must_name.empty()) EXPECT_NE(line.find(must_name), std::string::npos) << cmd << "\n" << line;
+    if (!must_name.empty()) {
+      EXPECT_NE(line.find(must_name), std::string::npos) << cmd << "\n" << line;
+    }
     EXPECT_EQ(before, after) << cmd << "modified or left files behind";
   }
 

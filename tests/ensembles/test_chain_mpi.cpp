@@ -1,11 +1,22 @@
 // `foldfarm unfold` under mpirun -np 2: the chain's step classifiers train data-parallel
 // (one context re-prepared for every step's new model), both ranks compute the same
-// weights, rank 0 alone writes the chain output and prints the result, and no temporary
-// file or state is left behind. Skipped when the foldfarm executable is not built.
+// weights (checked by the chain itself after every step), rank 0 alone writes the chain
+// output and prints the result, and no temporary file or state is left behind. SIGUSR1 to
+// one rank stops both with the "interrupted" code; rerunning resumes and ends with the
+// weights of the uninterrupted 2-rank chain, bit for bit. Skipped when the foldfarm
+// executable is not built.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <thread>
+
 #include <cmath>
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -45,33 +56,90 @@ size_t count(const std::string& text, const std::string& what) {
   return n;
 }
 
+// Synthetic closure inputs and a chain config in `dir`.
+struct Inputs {
+  std::string mc, data, config;
+};
+
+Inputs makeInputs(const fs::path& dir, int events, int epochs) {
+  Inputs in{(dir / "mc.h5").string(), (dir / "data.h5").string(), (dir / "config.json").string()};
+  for (const auto& [tune, seed, out] :
+       {std::tuple<std::string, std::string, std::string>{"sim", "11", in.mc},
+        std::tuple<std::string, std::string, std::string>{"data", "12", in.data}}) {
+    ProcessResult s = run({FOLDFARM_BINARY, "data", "synth", "--kind", "unfold", "--events",
+                           std::to_string(events), "--tune", tune, "--seed", seed, "--out", out},
+                          120);
+    EXPECT_TRUE(s.ok()) << s.describeFailure() << "\n" << s.err;
+  }
+  // patience == epochs: no early stopping, so every run trains the same number of steps.
+  std::ofstream(in.config) << nlohmann::json{
+      {"preset", "tiny"}, {"epochs", epochs}, {"patience", epochs}, {"batch_size", 64}}
+                                  .dump();
+  return in;
+}
+
+std::vector<std::string> unfoldArgv(const Inputs& in, const std::string& out) {
+  return {FOLDFARM_MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", "2", FOLDFARM_BINARY,
+          "unfold", "--mc", in.mc, "--data", in.data, "--init", "none", "--out", out,
+          "--replica", "2", "--member", "1", "--iterations", "1", "--config", in.config,
+          "--threads", "1", "--collective-timeout", "60"};
+}
+
+// The pids of the foldfarm processes whose command line names `out`.
+std::vector<pid_t> ranksWriting(const std::string& out) {
+  std::vector<pid_t> pids;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmd = slurp(e.path().string() + "/cmdline");
+    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+    if (cmd.rfind(std::string(FOLDFARM_BINARY) + " unfold", 0) == 0 &&
+        cmd.find(" " + out + " ") != std::string::npos)
+      pids.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return pids;
+}
+
+// mpirun started in the background, its stdout and stderr in files.
+pid_t spawn(const std::vector<std::string>& argv, const fs::path& log) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::setenv("OMP_NUM_THREADS", "1", 1);
+    ::setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int waitExit(pid_t pid, int timeout_s) {
+  for (int i = 0; i < timeout_s * 20; ++i) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid)
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return -1;
+}
+
 TEST(ChainMpi, TwoRanksTrainOneChainAndRankZeroWritesItOnce) {
   if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm executable not built";
   const fs::path dir = fs::temp_directory_path() /
                        ("ff-chain-mpi-" + std::to_string(static_cast<long>(::getpid())));
   fs::remove_all(dir);
   fs::create_directories(dir);
-  const std::string mc = (dir / "mc.h5").string(), data = (dir / "data.h5").string();
-  for (const auto& [tune, seed, out] :
-       {std::tuple<std::string, std::string, std::string>{"sim", "11", mc},
-        std::tuple<std::string, std::string, std::string>{"data", "12", data}}) {
-    ProcessResult s = run({FOLDFARM_BINARY, "data", "synth", "--kind", "unfold", "--events", "300",
-                           "--tune", tune, "--seed", seed, "--out", out},
-                          120);
-    ASSERT_TRUE(s.ok()) << s.describeFailure() << "\n" << s.err;
-  }
-  const std::string config = (dir / "config.json").string();
-  {
-    std::ofstream f(config);
-    f << nlohmann::json{{"preset", "tiny"}, {"epochs", 2}, {"patience", 2}, {"batch_size", 64}}
-             .dump();
-  }
+  const Inputs in = makeInputs(dir, 300, 2);
+  ASSERT_FALSE(HasFailure());
   const std::string out = (dir / "chain").string();
-  ProcessResult r = run({FOLDFARM_MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", "2",
-                         FOLDFARM_BINARY, "unfold", "--mc", mc, "--data", data, "--init", "none",
-                         "--out", out, "--replica", "1", "--member", "0", "--iterations", "1",
-                         "--config", config, "--threads", "1", "--collective-timeout", "60"},
-                        240);
+  ProcessResult r = run(unfoldArgv(in, out), 240);
   ASSERT_TRUE(r.ok()) << r.describeFailure() << "\nstderr:\n" << r.err;
 
   // Both ranks joined, and every step's new model was prepared for data-parallel training
@@ -81,12 +149,14 @@ TEST(ChainMpi, TwoRanksTrainOneChainAndRankZeroWritesItOnce) {
         << "rank " << rank << " did not log its rank:\n"
         << r.err;
   EXPECT_EQ(count(r.err, "data-parallel: 2 ranks"), 4u) << r.err;
+  // The chain compared the ranks' weights after both steps.
+  EXPECT_EQ(count(r.err, "weights agree across 2 ranks"), 2u) << r.err;
 
   // Rank 0 alone printed the result: one JSON document on stdout.
   EXPECT_EQ(count(r.out, "\"status\""), 1u) << r.out;
   const nlohmann::json printed = nlohmann::json::parse(r.out);
   EXPECT_EQ(printed.at("status"), "done");
-  EXPECT_EQ(printed.at("replica"), 1);
+  EXPECT_EQ(printed.at("replica"), 2);
 
   // The output directory holds the chain output once, nothing temporary, no state.
   std::set<std::string> names;
@@ -115,6 +185,54 @@ TEST(ChainMpi, TwoRanksTrainOneChainAndRankZeroWritesItOnce) {
   double spread = 0;
   for (double x : w.push[0]) spread = std::max(spread, std::abs(x - 1.0));
   EXPECT_GT(spread, 1e-6);
+  fs::remove_all(dir);
+}
+
+TEST(ChainMpi, SignalToOneRankStopsBothAndResumeEndsLikeUninterrupted) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm executable not built";
+  const fs::path dir = fs::temp_directory_path() /
+                       ("ff-chain-mpi-stop-" + std::to_string(static_cast<long>(::getpid())));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const Inputs in = makeInputs(dir, 600, 6);
+  ASSERT_FALSE(HasFailure());
+
+  // The uninterrupted 2-rank chain.
+  const std::string ref = (dir / "ref").string();
+  ProcessResult a = run(unfoldArgv(in, ref), 240);
+  ASSERT_TRUE(a.ok()) << a.describeFailure() << "\n" << a.err;
+
+  // The same chain; once step 2 has trained an epoch, SIGUSR1 to one rank only: the stop
+  // lands inside step 2's training (5 epochs remain, about 0.5 s each).
+  const std::string cut = (dir / "cut").string();
+  const fs::path log = dir / "cut.log";
+  const pid_t mpirun = spawn(unfoldArgv(in, cut), log);
+  ASSERT_GT(mpirun, 0);
+  for (int i = 0; i < 2400 && slurp(log.string()).find("iteration 0 step 2: epoch 0") ==
+                                  std::string::npos;
+       ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  std::vector<pid_t> ranks = ranksWriting(cut);
+  ASSERT_EQ(ranks.size(), 2u) << "expected the 2 ranks of the chain running\n" << slurp(log.string());
+  std::sort(ranks.begin(), ranks.end());
+  ASSERT_EQ(::kill(ranks.back(), SIGUSR1), 0);
+  const int rc = waitExit(mpirun, 240);
+  const std::string cut_log = slurp(log.string());
+  ASSERT_EQ(rc, 75) << "a stopped chain exits with the interrupted code on every rank\n" << cut_log;
+  EXPECT_EQ(count(cut_log, "interrupted; state saved"), 2u) << cut_log;
+  EXPECT_FALSE(fs::exists(cut + "/result.json"));
+  // Step 1 committed, step 2's training state saved mid-fit.
+  EXPECT_TRUE(fs::exists(cut + "/state/progress.json"));
+  EXPECT_TRUE(fs::exists(cut + "/state/train_step1/meta.json")) << cut_log;
+
+  // Rerunning the same command resumes and ends with the uninterrupted chain's weights.
+  ProcessResult b = run(unfoldArgv(in, cut), 240);
+  ASSERT_TRUE(b.ok()) << b.describeFailure() << "\n" << b.err;
+  EXPECT_NE(b.err.find("resuming chain after 1 finished steps"), std::string::npos) << b.err;
+  const foldfarm::ensembles::ChainWeights wa = foldfarm::ensembles::readChainWeights(ref);
+  const foldfarm::ensembles::ChainWeights wb = foldfarm::ensembles::readChainWeights(cut);
+  EXPECT_EQ(wa.push, wb.push) << "resumed 2-rank chain differs from the uninterrupted one";
+  EXPECT_EQ(wa.pull, wb.pull);
   fs::remove_all(dir);
 }
 
