@@ -200,12 +200,25 @@ void runPretrain(const PretrainArgs& a) {
   cfg.generator = true;
 
   const data::FeatureStats stats = data::FeatureStats::jetClass();
-  const JetTensors all = JetTensors::fromArrays(raw, stats);
-  auto [rest, test_rows] = splitRows(all.size(), a.test_fraction, a.seed);
-  const JetTensors pool = all.subset(rest);
-  auto [train_rows, val_rows] = splitRows(pool.size(), a.val_fraction, a.seed + 1);
-  const JetTensors train = pool.subset(train_rows), val = pool.subset(val_rows);
-  const JetTensors test = all.subset(test_rows);
+  // Test rows first, then validation rows out of the rest. Peak memory: the raw arrays,
+  // then one standardised copy, then the three subsets, each freed as soon as possible.
+  const int64_t num_particles = raw.P;
+  JetTensors train, val, test;
+  {
+    JetTensors all = JetTensors::fromArrays(raw, stats);
+    raw = data::JetArrays();
+    auto [rest, test_rows] = splitRows(all.size(), a.test_fraction, a.seed);
+    auto [train_pos, val_pos] = splitRows(static_cast<int64_t>(rest.size()), a.val_fraction, a.seed + 1);
+    const auto pick = [&rest](const std::vector<int64_t>& pos) {
+      std::vector<int64_t> rows;
+      rows.reserve(pos.size());
+      for (int64_t i : pos) rows.push_back(rest[static_cast<size_t>(i)]);
+      return rows;
+    };
+    test = all.subset(test_rows);
+    val = all.subset(pick(val_pos));
+    train = all.subset(pick(train_pos));
+  }
 
   TrainOptions t;
   t.optimizer.kind = train_cfg.value("optimizer", a.optimizer);
@@ -244,7 +257,7 @@ void runPretrain(const PretrainArgs& a) {
     meta.config = cfg;
     meta.training = {{"fit", toJson(fit)}, {"test", ev.metrics}, {"data", a.data}};
     meta.extra = {{"jet_conditioning", jetConditioning(train, cfg.num_classes)},
-                  {"num_particles", raw.P}};
+                  {"num_particles", num_particles}};
     writeCheckpoint((fs::path(a.out) / "model").string(), meta, trainer.modelTensors());
     json j = {{"out", (fs::path(a.out) / "model").string()},
               {"train_jets", train.size()},
