@@ -120,6 +120,40 @@ data::JetArrays readJetFiles(const std::vector<std::string>& files, int64_t max_
   return all;
 }
 
+// The rows `rows` (ascending, indices into the files read one after the other) of jets
+// files, read block by block so that only those rows are held in memory.
+data::JetArrays readJetRows(const std::vector<std::string>& files, const std::vector<int64_t>& rows) {
+  constexpr int64_t kBlock = 16384;
+  data::JetArrays out;
+  size_t next = 0;
+  int64_t offset = 0;
+  for (const auto& f : files) {
+    data::JetFile file(f);
+    if (file.layout() != data::FileLayout::kJets)
+      throw InputError(f + ": expected a jets file (data/jet/pid), found an unfolding file");
+    const int64_t n = file.numJets();
+    while (next < rows.size() && rows[next] < offset + n) {
+      const int64_t begin = rows[next] - offset, end = std::min(n, begin + kBlock);
+      std::vector<int64_t> pick;
+      for (; next < rows.size() && rows[next] < offset + end; ++next) pick.push_back(rows[next] - offset - begin);
+      data::JetArrays part = file.readJets(begin, end).subset(pick);
+      if (out.n == 0) out = std::move(part);
+      else out.append(part);
+    }
+    offset += n;
+    if (next == rows.size()) break;
+  }
+  return out;
+}
+
+// Jets in the files, at most max_jets (0: all), without reading the arrays.
+int64_t countJets(const std::vector<std::string>& files, int64_t max_jets) {
+  if (files.empty()) throw InputError("no input files given");
+  int64_t n = 0;
+  for (const auto& f : files) n += data::JetFile(f).numJets();
+  return max_jets > 0 ? std::min(n, max_jets) : n;
+}
+
 std::string fixed(double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.4g", v);
@@ -160,21 +194,43 @@ struct PretrainArgs {
   std::string data, out, config, preset = "tiny", optimizer = "lion";
   int64_t epochs = 10, batch = 250, max_jets = 0;
   int threads = 0;
-  bool resume = false;
+  bool resume = false, shard_data = false;
   double lr = 3e-4, lr_factor = 1.0, val_fraction = 0.1, test_fraction = 0.1, warmup_epochs = 1;
   uint64_t seed = 1;
   dist::DistCli dist;  // --collective-timeout, --dist-backend, --bucket-cap-mb
 };
 
-json jetConditioning(const JetTensors& t, int64_t classes) {
+// Per class: mean and standard deviation of the standardised jet features of the training
+// set (the generator's conditioning). Sharded: sums over every rank's shard (collective).
+json jetConditioning(const JetTensors& t, int64_t classes, ParallelContext* sharded) {
+  const int64_t J = t.jets.size(1);
+  std::vector<double> sums(static_cast<size_t>(classes * (1 + 2 * J)), 0.0);
+  const torch::Tensor jets = t.jets.to(torch::kFloat64).contiguous();
+  const double* x = jets.data_ptr<double>();
+  const torch::Tensor labels = t.labels.contiguous();
+  const int64_t* y = labels.data_ptr<int64_t>();
+  for (int64_t i = 0; i < t.size(); ++i) {
+    double* s = sums.data() + y[i] * (1 + 2 * J);
+    s[0] += 1;
+    for (int64_t k = 0; k < J; ++k) {
+      s[1 + k] += x[i * J + k];
+      s[1 + J + k] += x[i * J + k] * x[i * J + k];
+    }
+  }
+  if (sharded != nullptr) sharded->allreduceSum(sums);
   json out = json::object();
   for (int64_t c = 0; c < classes; ++c) {
-    const torch::Tensor sel = t.jets.index({t.labels == c});
-    if (sel.size(0) < 2) continue;
-    const torch::Tensor mean = sel.mean(0), std = sel.std(0);
-    out[std::to_string(c)] = {
-        {"mean", std::vector<float>(mean.data_ptr<float>(), mean.data_ptr<float>() + mean.numel())},
-        {"std", std::vector<float>(std.data_ptr<float>(), std.data_ptr<float>() + std.numel())}};
+    const double* s = sums.data() + c * (1 + 2 * J);
+    const double n = s[0];
+    if (n < 2) continue;
+    std::vector<float> mean(static_cast<size_t>(J)), std(static_cast<size_t>(J));
+    for (int64_t k = 0; k < J; ++k) {
+      const double m = s[1 + k] / n;
+      mean[static_cast<size_t>(k)] = static_cast<float>(m);
+      std[static_cast<size_t>(k)] =
+          static_cast<float>(std::sqrt(std::max(0.0, (s[1 + J + k] - n * m * m) / (n - 1))));
+    }
+    out[std::to_string(c)] = {{"mean", mean}, {"std", std}};
   }
   return out;
 }
@@ -191,33 +247,67 @@ void runPretrain(const PretrainArgs& a) {
     if (j.contains("train")) train_cfg = j.at("train");
   }
   if (!a.config.empty()) (void)configFrom(a.preset, a.config);  // refuse a bad config before reading data
-  data::JetArrays raw = readJetFiles(splitList(a.data), a.max_jets);
+  // Test rows first, then validation rows out of the rest (the same split on every rank).
+  // --shard-data: rank r reads and keeps only every W-th row of each part, starting at r.
+  const std::vector<std::string> files = splitList(a.data);
+  const int64_t total = countJets(files, a.max_jets);
+  auto [rest, test_rows] = splitRows(total, a.test_fraction, a.seed);
+  auto [train_pos, val_pos] = splitRows(static_cast<int64_t>(rest.size()), a.val_fraction, a.seed + 1);
+  const int W = a.shard_data ? ctx->worldSize() : 1, R = a.shard_data ? ctx->rank() : 0;
+  std::vector<int64_t> train_rows, val_rows, my_test;
+  for (size_t k = static_cast<size_t>(R); k < train_pos.size(); k += static_cast<size_t>(W))
+    train_rows.push_back(rest[static_cast<size_t>(train_pos[k])]);
+  for (size_t k = static_cast<size_t>(R); k < val_pos.size(); k += static_cast<size_t>(W))
+    val_rows.push_back(rest[static_cast<size_t>(val_pos[k])]);
+  for (size_t k = static_cast<size_t>(R); k < test_rows.size(); k += static_cast<size_t>(W))
+    my_test.push_back(test_rows[k]);
+  if (train_rows.empty())
+    throw InputError(a.data + ": " + std::to_string(total) + " jets leave no training rows for rank " +
+                     std::to_string(R) + " of " + std::to_string(W) + "; use more jets or fewer ranks");
+
+  data::JetArrays raw;
+  if (a.shard_data) {
+    std::vector<int64_t> mine;
+    mine.reserve(train_rows.size() + val_rows.size() + my_test.size());
+    mine.insert(mine.end(), train_rows.begin(), train_rows.end());
+    mine.insert(mine.end(), val_rows.begin(), val_rows.end());
+    mine.insert(mine.end(), my_test.begin(), my_test.end());
+    std::sort(mine.begin(), mine.end());
+    raw = readJetRows(files, mine);
+    // Row indices of the file(s) -> positions in `raw`.
+    const auto at = [&mine](std::vector<int64_t>& rows) {
+      for (int64_t& r : rows)
+        r = std::lower_bound(mine.begin(), mine.end(), r) - mine.begin();
+    };
+    at(train_rows);
+    at(val_rows);
+    at(my_test);
+    logInfo("--shard-data: this rank holds {} training, {} validation and {} test jets of {}",
+            train_rows.size(), val_rows.size(), my_test.size(), total);
+  } else {
+    raw = readJetFiles(files, a.max_jets);
+  }
   if (raw.labels.empty()) throw InputError(a.data + ": pretraining needs class labels (pid)");
   int64_t classes = 0;
   for (int64_t y : raw.labels) classes = std::max(classes, y + 1);
+  if (a.shard_data) {
+    const std::vector<double> all = allGather(*ctx, static_cast<double>(classes));
+    classes = static_cast<int64_t>(*std::max_element(all.begin(), all.end()));
+  }
   PetConfig cfg = configFrom(a.preset, a.config);
   cfg.num_classes = std::max<int64_t>(2, classes);
   cfg.generator = true;
 
   const data::FeatureStats stats = data::FeatureStats::jetClass();
-  // Test rows first, then validation rows out of the rest. Peak memory: the raw arrays,
-  // then one standardised copy, then the three subsets, each freed as soon as possible.
+  // Peak memory: the raw arrays, then one standardised copy, then the three subsets.
   const int64_t num_particles = raw.P;
   JetTensors train, val, test;
   {
-    JetTensors all = JetTensors::fromArrays(raw, stats);
+    JetTensors all = JetTensors::fromArrays(std::move(raw), stats);
     raw = data::JetArrays();
-    auto [rest, test_rows] = splitRows(all.size(), a.test_fraction, a.seed);
-    auto [train_pos, val_pos] = splitRows(static_cast<int64_t>(rest.size()), a.val_fraction, a.seed + 1);
-    const auto pick = [&rest](const std::vector<int64_t>& pos) {
-      std::vector<int64_t> rows;
-      rows.reserve(pos.size());
-      for (int64_t i : pos) rows.push_back(rest[static_cast<size_t>(i)]);
-      return rows;
-    };
-    test = all.subset(test_rows);
-    val = all.subset(pick(val_pos));
-    train = all.subset(pick(train_pos));
+    test = all.subset(my_test);
+    val = all.subset(val_rows);
+    train = all.subset(train_rows);
   }
 
   TrainOptions t;
@@ -237,6 +327,7 @@ void runPretrain(const PretrainArgs& a) {
   t.state_dir = (fs::path(a.out) / "state").string();
   t.resume = a.resume;
   t.label = "pretrain";
+  t.sharded = a.shard_data;
   if (!a.resume && checkpointExists(t.state_dir))
     throw InputError(a.out + ": holds a training state; pass --resume to continue or choose a new --out");
 
@@ -253,16 +344,17 @@ void runPretrain(const PretrainArgs& a) {
   const FitResult fit = trainer.fit(train, &val, Objective::kPretrain);
 
   const EvalResult ev = trainer.evaluate(test, Objective::kPretrain);
+  const json conditioning = jetConditioning(train, cfg.num_classes, a.shard_data ? ctx.get() : nullptr);
   if (ctx->isRoot()) {
     meta.config = cfg;
     meta.training = {{"fit", toJson(fit)}, {"test", ev.metrics}, {"data", a.data}};
-    meta.extra = {{"jet_conditioning", jetConditioning(train, cfg.num_classes)},
+    meta.extra = {{"jet_conditioning", conditioning},
                   {"num_particles", num_particles}};
     writeCheckpoint((fs::path(a.out) / "model").string(), meta, trainer.modelTensors());
     json j = {{"out", (fs::path(a.out) / "model").string()},
-              {"train_jets", train.size()},
-              {"val_jets", val.size()},
-              {"test_jets", test.size()},
+              {"train_jets", a.shard_data ? static_cast<int64_t>(train_pos.size()) : train.size()},
+              {"val_jets", a.shard_data ? static_cast<int64_t>(val_pos.size()) : val.size()},
+              {"test_jets", a.shard_data ? static_cast<int64_t>(test_rows.size()) : test.size()},
               {"test_accuracy", ev.metrics.value("accuracy", 0.0)},
               {"test_loss", ev.loss},
               {"fit", toJson(fit)}};
@@ -610,6 +702,9 @@ void registerModelCommands(CommandGroups& g) {
   p->add_option("--seed", pre->seed, "Seed of initialisation, splits, data order and noise")->capture_default_str();
   p->add_option("--threads", pre->threads, "Threads (0: all cores)")->capture_default_str();
   p->add_flag("--resume", pre->resume, "Continue from <out>/state");
+  p->add_flag("--shard-data", pre->shard_data,
+              "Each rank reads and holds only its 1/N of the jets and shuffles them per epoch "
+              "(memory per rank / N; resume on the same number of ranks)");
   pre->dist.addTo(*p);
   p->callback([pre] { runPretrain(*pre); });
 

@@ -15,11 +15,15 @@ namespace foldfarm {
 using torch::Tensor;
 
 JetTensors JetTensors::fromArrays(const data::JetArrays& raw, const data::FeatureStats& stats) {
+  return fromArrays(data::JetArrays(raw), stats);
+}
+
+JetTensors JetTensors::fromArrays(data::JetArrays&& raw, const data::FeatureStats& stats) {
   raw.checkShapes();
   JetTensors t;
   const int64_t n = raw.n, p = raw.P;
   const std::vector<uint8_t> mask = raw.realMask();
-  data::JetArrays std_arrays = raw;
+  data::JetArrays& std_arrays = raw;
   stats.standardize(std_arrays);
   t.particles = torch::from_blob(std_arrays.particles.data(), {n, p, data::kNumParticleFeatures},
                                  torch::kFloat32)
@@ -76,21 +80,14 @@ JetBatch makeBatch(const JetTensors& set, const std::vector<int64_t>& rows, bool
   return b;
 }
 
-std::vector<std::vector<int64_t>> epochBatches(const JetTensors& set, int64_t batch_size,
-                                               uint64_t seed, int64_t epoch, int rank,
-                                               int world_size, bool bucket) {
-  const int64_t n = set.size();
-  if (batch_size < 1) throw InputError("batch size must be >= 1");
-  if (world_size < 1 || rank < 0 || rank >= world_size || n < world_size)
-    throw InputError("cannot shard " + std::to_string(n) + " jets over " +
-                     std::to_string(world_size) + " ranks");
-  std::vector<int64_t> perm(static_cast<size_t>(n));
-  std::iota(perm.begin(), perm.end(), 0);
-  std::mt19937_64 g(deriveSeed({seed, 0x6a657473ULL, static_cast<uint64_t>(epoch)}));
-  std::shuffle(perm.begin(), perm.end(), g);
-  const int64_t per_rank = n / world_size;
-  std::vector<int64_t> mine(perm.begin() + rank * per_rank, perm.begin() + (rank + 1) * per_rank);
+namespace {
 
+// Batches of `mine` (rows of `set`, in order): with bucketing, windows of kBucketWindow
+// batches are sorted by extent and the batches shuffled by (seed, epoch, rank).
+std::vector<std::vector<int64_t>> batchRows(const JetTensors& set, std::vector<int64_t> mine,
+                                            int64_t batch_size, uint64_t seed, int64_t epoch,
+                                            int rank, bool bucket) {
+  const auto per_rank = static_cast<int64_t>(mine.size());
   std::vector<std::vector<int64_t>> batches;
   const int64_t window = bucket ? batch_size * kBucketWindow : batch_size;
   for (int64_t w = 0; w < per_rank; w += window) {
@@ -109,6 +106,41 @@ std::vector<std::vector<int64_t>> epochBatches(const JetTensors& set, int64_t ba
     std::shuffle(batches.begin(), batches.end(), gb);
   }
   return batches;
+}
+
+}  // namespace
+
+std::vector<std::vector<int64_t>> epochBatches(const JetTensors& set, int64_t batch_size,
+                                               uint64_t seed, int64_t epoch, int rank,
+                                               int world_size, bool bucket) {
+  const int64_t n = set.size();
+  if (batch_size < 1) throw InputError("batch size must be >= 1");
+  if (world_size < 1 || rank < 0 || rank >= world_size || n < world_size)
+    throw InputError("cannot shard " + std::to_string(n) + " jets over " +
+                     std::to_string(world_size) + " ranks");
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::mt19937_64 g(deriveSeed({seed, 0x6a657473ULL, static_cast<uint64_t>(epoch)}));
+  std::shuffle(perm.begin(), perm.end(), g);
+  const int64_t per_rank = n / world_size;
+  std::vector<int64_t> mine(perm.begin() + rank * per_rank, perm.begin() + (rank + 1) * per_rank);
+  return batchRows(set, std::move(mine), batch_size, seed, epoch, rank, bucket);
+}
+
+std::vector<std::vector<int64_t>> shardEpochBatches(const JetTensors& set, int64_t batch_size,
+                                                    uint64_t seed, int64_t epoch, int rank,
+                                                    int64_t rows_per_rank, bool bucket) {
+  if (batch_size < 1) throw InputError("batch size must be >= 1");
+  if (rows_per_rank < 1 || rows_per_rank > set.size())
+    throw InputError("cannot take " + std::to_string(rows_per_rank) + " rows per rank from a shard of " +
+                     std::to_string(set.size()) + " jets");
+  std::vector<int64_t> perm(static_cast<size_t>(set.size()));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::mt19937_64 g(deriveSeed({seed, 0x7368617264ULL, static_cast<uint64_t>(epoch),
+                                static_cast<uint64_t>(rank)}));
+  std::shuffle(perm.begin(), perm.end(), g);
+  perm.resize(static_cast<size_t>(rows_per_rank));
+  return batchRows(set, std::move(perm), batch_size, seed, epoch, rank, bucket);
 }
 
 std::vector<std::vector<int64_t>> evalBatches(const JetTensors& set, int64_t batch_size, bool bucket) {

@@ -31,6 +31,8 @@ struct JetTensors {
   int64_t size() const { return particles.defined() ? particles.size(0) : 0; }
   // From raw arrays (mask from raw feature 2, then standardised with `stats`).
   static JetTensors fromArrays(const data::JetArrays& raw, const data::FeatureStats& stats);
+  // The same, standardising `raw` in place (no copy of the arrays).
+  static JetTensors fromArrays(data::JetArrays&& raw, const data::FeatureStats& stats);
   JetTensors subset(const std::vector<int64_t>& rows) const;
 };
 
@@ -48,6 +50,13 @@ constexpr int64_t kBucketWindow = 16;
 std::vector<std::vector<int64_t>> epochBatches(const JetTensors& set, int64_t batch_size,
                                                uint64_t seed, int64_t epoch, int rank,
                                                int world_size, bool bucket);
+// Sharded data (each rank holds only its own rows in `set`): this rank's batches of an
+// epoch are its rows shuffled by (seed, epoch, rank), cut to the first `rows_per_rank`
+// (the smallest shard, so every rank takes the same number of steps), then batched and
+// bucketed like epochBatches.
+std::vector<std::vector<int64_t>> shardEpochBatches(const JetTensors& set, int64_t batch_size,
+                                                    uint64_t seed, int64_t epoch, int rank,
+                                                    int64_t rows_per_rank, bool bucket);
 // All rows once, sorted by extent (evaluation; predictions go back through JetBatch::rows).
 std::vector<std::vector<int64_t>> evalBatches(const JetTensors& set, int64_t batch_size,
                                               bool bucket);

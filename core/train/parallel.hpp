@@ -39,6 +39,15 @@ class ParallelContext {
   virtual void barrier() = 0;
 };
 
+// (collective) Every rank's `local` value, indexed by rank, on every rank. Built on
+// allreduceSum, so it is exact for integers up to 2^53 (counts, 16-bit hash pieces).
+inline std::vector<double> allGather(ParallelContext& ctx, double local) {
+  std::vector<double> v(static_cast<size_t>(ctx.worldSize()), 0.0);
+  v[static_cast<size_t>(ctx.rank())] = local;
+  ctx.allreduceSum(v);
+  return v;
+}
+
 class SingleProcessContext final : public ParallelContext {
  public:
   int rank() const override { return 0; }

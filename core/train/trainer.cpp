@@ -47,6 +47,20 @@ std::string fingerprint(const JetTensors& train, const JetTensors* val) {
   return one(train) + "|" + (val ? one(*val) : std::string("-"));
 }
 
+// (collective) Sharded data: the fingerprints of every rank's shard, joined in rank order
+// (each rank's FNV-1a hash travels as four exact 16-bit pieces).
+std::string shardedFingerprint(ParallelContext& ctx, const std::string& local) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : local) h = (h ^ c) * 1099511628211ULL;
+  std::string out = "sharded/" + std::to_string(ctx.worldSize());
+  for (int k = 0; k < 4; ++k) {
+    const std::vector<double> pieces =
+        allGather(ctx, static_cast<double>((h >> (16 * k)) & 0xFFFFULL));
+    for (double p : pieces) out += ":" + std::to_string(static_cast<int64_t>(p));
+  }
+  return out;
+}
+
 }  // namespace
 
 nlohmann::json toJson(const FitResult& r) {
@@ -137,6 +151,16 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
     throw InputError(opts_.state_dir + ": holds a final model, not a training state; use a new "
                                        "output directory or drop --resume");
   training = ck.meta.training;
+  const int64_t was = training.value("sharded_ranks", int64_t{0});
+  const int64_t now = opts_.sharded ? ctx_.worldSize() : 0;
+  if (was != now)
+    throw InputError(opts_.state_dir + ": training state was written " +
+                     (was > 0 ? "with sharded data (--shard-data) on " + std::to_string(was) + " ranks"
+                              : std::string("without sharded data")) +
+                     "; resume " +
+                     (was > 0 ? "with --shard-data on " + std::to_string(was) + " ranks"
+                              : std::string("without --shard-data")) +
+                     ", or use a new output directory");
   if (training.value("data_fingerprint", "") != fp)
     throw InputError(opts_.state_dir + ": training state was written for different training data; "
                                        "resume with the same data or use a new output directory");
@@ -165,17 +189,37 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
   opt_ = makeOptimizer(model_, opts_.optimizer);
   if (opts_.ema) ema_ = std::make_unique<Ema>(model_, opts_.ema_decay);
 
-  const int64_t steps_per_epoch =
-      static_cast<int64_t>(epochBatches(train, opts_.batch_size, opts_.seed, 0, ctx_.rank(),
-                                        ctx_.worldSize(), false)
-                               .size());
+  // Sharded: every rank takes as many rows per epoch as the smallest shard holds, and
+  // validates when any rank holds validation rows (evaluate() is then collective).
+  int64_t shard_rows = 0;
+  bool validate = val != nullptr && val->size() > 0;
+  if (opts_.sharded) {
+    if (objective != Objective::kPretrain && model_->config().num_classes == 1)
+      throw InputError(opts_.label + ": sharded data needs a multi-class or pretraining objective");
+    const std::vector<double> sizes = allGather(ctx_, static_cast<double>(train.size()));
+    shard_rows = static_cast<int64_t>(*std::min_element(sizes.begin(), sizes.end()));
+    if (shard_rows < 1)
+      throw InputError(opts_.label + ": a rank holds no training rows; use fewer ranks or more data");
+    validate = allGather(ctx_, val != nullptr ? static_cast<double>(val->size()) : 0.0) !=
+               std::vector<double>(static_cast<size_t>(ctx_.worldSize()), 0.0);
+    if (ctx_.isRoot())
+      logInfo("{}: sharded data, {} rows per rank per epoch", opts_.label, shard_rows);
+  }
+  auto batchesOf = [&](int64_t e, bool bucket) {
+    return opts_.sharded ? shardEpochBatches(train, opts_.batch_size, opts_.seed, e, ctx_.rank(),
+                                             shard_rows, bucket)
+                         : epochBatches(train, opts_.batch_size, opts_.seed, e, ctx_.rank(),
+                                        ctx_.worldSize(), bucket);
+  };
+  const auto steps_per_epoch = static_cast<int64_t>(batchesOf(0, false).size());
   WarmupCosine schedule;
   schedule.lr = opts_.optimizer.lr;
   schedule.warmup_scale = opts_.warmup_scale;
   schedule.warmup_steps = static_cast<int64_t>(std::llround(opts_.warmup_epochs * steps_per_epoch));
   schedule.total_steps = std::max<int64_t>(1, opts_.max_epochs * steps_per_epoch);
 
-  const std::string fp = fingerprint(train, val);
+  const std::string fp = opts_.sharded ? shardedFingerprint(ctx_, fingerprint(train, val))
+                                       : fingerprint(train, val);
   FitResult result;
   int64_t epoch = 0, step_in_epoch = 0, global_step = 0, bad_epochs = 0;
   double loss_sum = 0;
@@ -203,6 +247,7 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
     j["seed"] = opts_.seed;
     j["batch_size"] = opts_.batch_size;
     j["max_epochs"] = opts_.max_epochs;
+    j["sharded_ranks"] = opts_.sharded ? ctx_.worldSize() : 0;
     return j;
   };
 
@@ -212,8 +257,7 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
   bool stop_training = result.early_stopped || epoch >= opts_.max_epochs;
   while (!stop_training) {
     const auto t0 = std::chrono::steady_clock::now();
-    const auto batches = epochBatches(train, opts_.batch_size, opts_.seed, epoch, ctx_.rank(),
-                                      ctx_.worldSize(), opts_.bucket);
+    const auto batches = batchesOf(epoch, opts_.bucket);
     model_->train();
     for (; step_in_epoch < static_cast<int64_t>(batches.size()); ++step_in_epoch) {
       if (ctx_.anyTrue(stopRequested() ||
@@ -261,8 +305,8 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
     rec.train_loss = reduced[0];
     rec.lr = lr;
     rec.val_loss = nan();
-    if (val && val->size() > 0) {
-      const EvalResult ev = evaluate(*val, objective);
+    if (validate) {
+      const EvalResult ev = evaluate(val != nullptr ? *val : JetTensors{}, objective);
       rec.val_loss = ev.loss;
       rec.metrics = ev.metrics;
       if (result.best_epoch < 0 || ev.loss < result.best_val_loss) {
@@ -328,8 +372,23 @@ EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
       probs.index_copy_(0, torch::tensor(rows, torch::kInt64), classProbabilities(logits));
     }
   }
-  r.loss = loss_sum / static_cast<double>(std::max<int64_t>(1, set.size()));
   r.probabilities = probs;
+  if (opts_.sharded) {
+    // (collective) Each rank scored its own rows: sum losses, counts and hits over ranks.
+    if (c == 1)
+      throw InputError(opts_.label + ": sharded evaluation needs a multi-class or pretraining objective");
+    const double hits = set.size() > 0 ? probs.argmax(1).eq(set.labels).sum().item<double>() : 0.0;
+    std::vector<double> sums{loss_sum, ce_sum, static_cast<double>(set.size()), hits};
+    ctx_.allreduceSum(sums);
+    const double n = std::max(1.0, sums[2]);
+    r.loss = sums[0] / n;
+    if (objective == Objective::kPretrain) r.metrics["ce"] = sums[1] / n;
+    r.metrics["accuracy"] = sums[3] / n;
+    r.metrics["jets"] = sums[2];
+    if (was_training) model_->train();
+    return r;
+  }
+  r.loss = loss_sum / static_cast<double>(std::max<int64_t>(1, set.size()));
   const Tensor labels = set.labels;
   if (c == 1) {
     std::vector<double> s(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel());

@@ -57,6 +57,12 @@ struct TrainOptions {
   bool resume = false;        // continue from state_dir when it holds a state
   bool show_progress = true;
   std::string label = "train";
+  // Sharded data (pretrain --shard-data): `train` and `val` passed to fit() hold only this
+  // rank's rows. Each rank shuffles its own rows every epoch and takes as many as the
+  // smallest shard holds; validation (and evaluate()) sums losses and counts over ranks.
+  // Multi-class and pretraining objectives only (AUC needs every score in one place). A
+  // state written sharded resumes on the same number of ranks only.
+  bool sharded = false;
   // Preemption drills: behave as if a stop was requested once this many steps ran (-1: off).
   int64_t stop_at_step = -1;
 };

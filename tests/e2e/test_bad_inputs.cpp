@@ -196,7 +196,9 @@ class BadInputs : public ::testing::Test {
     ++cases_;
     EXPECT_FALSE(r.signaled) << cmd << "crashed with signal " << r.signal << "\n" << r.err;
     EXPECT_NE(r.code, 0) << cmd;
-    if (expected_code >= 0) EXPECT_EQ(r.code, expected_code) << cmd << "\n" << r.err;
+    if (expected_code >= 0) {
+      EXPECT_EQ(r.code, expected_code) << cmd << "\n" << r.err;
+    }
     std::string line;
     EXPECT_EQ(countErrorLines(r.err, &line), 1) << cmd << "\nstderr:\n" << r.err;
     EXPECT_EQ(r.err.find("internal error"), std::string::npos) << cmd << r.err;
