@@ -1,11 +1,6 @@
 #include "ensembles/plot.hpp"
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -15,72 +10,20 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
-
-extern char** environ;
+#include "core/base/process.hpp"
 
 namespace foldfarm::ensembles {
 namespace {
 
 namespace fs = std::filesystem;
 
-// A private temporary directory, removed with its content on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "foldfarm-plot-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr)
-      throw Error("cannot create a temporary directory for plotting: " + errnoMessage(errno));
-    path_ = tmpl;
-  }
-  ~TempDir() noexcept {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-    if (ec) logWarn("could not remove {}: {}", path_, ec.message());
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-struct ChildResult {
-  int status = -1;
-  std::string stderr_text;
-};
-
-// Runs argv[0] (PATH lookup) with stdout to /dev/null and stderr to `stderr_file`; waits.
-ChildResult runChild(const std::vector<std::string>& argv, const std::string& stderr_file) {
-  posix_spawn_file_actions_t actions;
-  if (posix_spawn_file_actions_init(&actions) != 0) throw Error("posix_spawn_file_actions_init failed");
-  struct ActionsGuard {
-    posix_spawn_file_actions_t* a;
-    ~ActionsGuard() { posix_spawn_file_actions_destroy(a); }
-  } guard{&actions};
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 2, stderr_file.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = -1;
-  int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
-  ChildResult res;
-  if (rc != 0) {
-    res.stderr_text = "cannot start " + argv[0] + ": " + errnoMessage(rc);
-    return res;
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) throw Error("waitpid for " + argv[0] + " failed: " + errnoMessage(errno));
-  }
-  res.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream in(stderr_file);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  res.stderr_text = ss.str();
-  return res;
+// gnuplot with stdout discarded and stderr kept; waits.
+ProcessResult runGnuplotProcess(const std::vector<std::string>& args) {
+  ProcessOptions o;
+  o.timeout = std::chrono::seconds(120);
+  std::vector<std::string> argv = {"gnuplot"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return runProcess(argv, o);
 }
 
 // gnuplot string literal in single quotes ('' escapes a quote).
@@ -101,12 +44,12 @@ void runGnuplot(const TempDir& tmp, const std::string& script_body, const std::s
     s << "unset output\n";
     if (!s) throw Error(png_path + ": cannot write the gnuplot script");
   }
-  ChildResult r = runChild({"gnuplot", script}, tmp.path() + "/stderr.txt");
-  if (r.status != 0) {
-    std::string msg = r.stderr_text;
+  const ProcessResult r = runGnuplotProcess({script});
+  if (!r.ok()) {
+    std::string msg = r.err;
     for (char& c : msg)
       if (c == '\n') c = ' ';
-    throw Error(png_path + ": gnuplot failed (exit " + std::to_string(r.status) + "): " + msg +
+    throw Error(png_path + ": gnuplot failed (" + r.describe() + "): " + msg +
                 " (install gnuplot with the pngcairo terminal)");
   }
   png.commit();
@@ -117,9 +60,8 @@ double safeRatio(double a, double b) { return b > 0 ? a / b : NAN; }
 }  // namespace
 
 bool gnuplotAvailable() {
-  TempDir tmp;
-  ChildResult r = runChild({"gnuplot", "-e", "set terminal pngcairo"}, tmp.path() + "/err");
-  return r.status == 0;
+  if (!programAvailable("gnuplot")) return false;
+  return runGnuplotProcess({"-e", "set terminal pngcairo"}).ok();
 }
 
 void renderBandFigure(const BandFigure& fig, const std::string& png_path) {
@@ -127,7 +69,7 @@ void renderBandFigure(const BandFigure& fig, const std::string& png_path) {
   if (fig.edges.size() != bins + 1) throw Error(png_path + ": band figure has bad edges");
   const bool has_truth = !fig.truth.empty();
   const std::vector<double>& ref = has_truth ? fig.truth : fig.nominal;
-  TempDir tmp;
+  TempDir tmp("foldfarm-plot");
   const std::string dat = tmp.path() + "/band.dat";
   {
     std::ofstream d(dat);
@@ -178,7 +120,7 @@ void renderBandFigure(const BandFigure& fig, const std::string& png_path) {
 void renderCurves(const std::string& title, const std::string& xlabel, const std::string& ylabel,
                   const std::vector<Curve>& curves, const std::string& png_path) {
   if (curves.empty()) throw Error(png_path + ": no curve to plot");
-  TempDir tmp;
+  TempDir tmp("foldfarm-plot");
   std::ostringstream s;
   s << "set title " << quoted(title) << "\nset xlabel " << quoted(xlabel) << "\nset ylabel "
     << quoted(ylabel) << "\nset key top right\nset grid\nplot ";

@@ -181,14 +181,14 @@ std::map<std::string, std::string> GnuplotBatch::render() {
   writeFileAtomic(script, script_);
   ProcessOptions po;
   po.cwd = dir_.path();
-  po.timeout_s = 120;
+  po.timeout = std::chrono::seconds(120);
   ProcessResult r = runProcess({"gnuplot", script}, po);
   std::string tail = r.err;
   while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
   if (tail.size() > 400) tail = "..." + tail.substr(tail.size() - 400);
   for (char& c : tail)
     if (c == '\n') c = ' ';
-  if (r.status != 0) throw Error("gnuplot failed (" + r.describe() + ") rendering figures: " + tail);
+  if (r.status() != 0) throw Error("gnuplot failed (" + r.describe() + ") rendering figures: " + tail);
   for (const auto& n : names_) {
     const std::string png = dir_.path() + "/" + n + ".png";
     std::error_code ec;

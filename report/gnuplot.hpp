@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "report/subprocess.hpp"
+#include "core/base/process.hpp"
 
 namespace foldfarm::report {
 

@@ -14,7 +14,7 @@
 #include "core/base/progress.hpp"
 #include "report/alpha_beta.hpp"
 #include "report/gnuplot.hpp"
-#include "report/subprocess.hpp"
+#include "core/base/process.hpp"
 
 namespace foldfarm::report {
 namespace {
@@ -47,7 +47,7 @@ std::string lastLines(const std::string& text, size_t max_chars = 600) {
 // The JSON object a benchmark printed on stdout (it may print other lines before it).
 json benchJson(const std::vector<std::string>& argv, const ProcessResult& r) {
   const size_t a = r.out.find('{'), b = r.out.rfind('}');
-  if (r.status != 0 || a == std::string::npos || b == std::string::npos || b < a)
+  if (r.status() != 0 || a == std::string::npos || b == std::string::npos || b < a)
     throw Error("benchmark failed (" + r.describe() + "): " + joinArgv(argv) + ": " +
                 lastLines(r.err.empty() ? r.out : r.err));
   try {
@@ -240,9 +240,9 @@ json runScalingStudy(const ScalingOptions& o) {
   if (o.ddp && !programAvailable(o.mpirun))
     throw InputError(o.mpirun + ": not found; install openmpi-bin or pass --mpirun PATH");
   ProcessOptions po;
-  po.env = {{"OMP_NUM_THREADS", "1"}, {"OPENBLAS_NUM_THREADS", "1"},
-            {"OMPI_MCA_rmaps_base_oversubscribe", "1"}};
-  po.timeout_s = o.timeout_s;
+  po.extraEnv = {"OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1",
+                 "OMPI_MCA_rmaps_base_oversubscribe=1"};
+  po.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000));
 
   const int runs = (o.ddp ? o.max_ranks : 0) + (o.scheduler ? o.max_slots : 0);
   Progress progress("scaling study", runs, "run", 0.0);

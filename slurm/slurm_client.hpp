@@ -1,6 +1,6 @@
 #pragma once
 // The Slurm commands foldfarm uses — sbatch, squeue, scontrol, scancel — run as child
-// processes with an explicit argv (slurm/child_process.hpp) and with every output parsed
+// processes with an explicit argv (core/base/process.hpp) and with every output parsed
 // and checked: an unexpected answer is an Error naming the command and what it printed,
 // never a silently wrong job id or state.
 //
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
-#include "slurm/child_process.hpp"
+#include "core/base/process.hpp"
 
 namespace foldfarm::slurm {
 

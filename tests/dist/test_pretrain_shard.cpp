@@ -13,11 +13,11 @@
 #include <string>
 #include <vector>
 
-#include "slurm/child_process.hpp"
+#include "core/base/process.hpp"
 
-using foldfarm::slurm::ProcessOptions;
-using foldfarm::slurm::ProcessResult;
-using foldfarm::slurm::runProcess;
+using foldfarm::ProcessOptions;
+using foldfarm::ProcessResult;
+using foldfarm::runProcess;
 namespace fs = std::filesystem;
 
 namespace {

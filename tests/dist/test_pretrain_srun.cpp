@@ -10,9 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "slurm/child_process.hpp"
+#include "core/base/process.hpp"
 #include "tests/slurm/slurm_fixture.hpp"
 
+using namespace foldfarm;
 using namespace foldfarm::slurm;
 using namespace foldfarm::slurm::testing;
 namespace fs = std::filesystem;

@@ -27,14 +27,14 @@
 #include <nlohmann/json.hpp>
 
 #include "ensembles/chain_output.hpp"
-#include "slurm/child_process.hpp"
+#include "core/base/process.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
-using foldfarm::slurm::ProcessOptions;
-using foldfarm::slurm::ProcessResult;
-using foldfarm::slurm::runProcess;
+using foldfarm::ProcessOptions;
+using foldfarm::ProcessResult;
+using foldfarm::runProcess;
 
 std::string slurp(const std::string& path) {
   std::ifstream f(path);

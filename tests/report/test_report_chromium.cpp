@@ -11,7 +11,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "report/gnuplot.hpp"
-#include "report/subprocess.hpp"
+#include "core/base/process.hpp"
 #include "tests/report/campaign_fixture.hpp"
 
 namespace fs = std::filesystem;
@@ -33,7 +33,7 @@ ProcessResult tool(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {FF_REPORT_TOOL};
   argv.insert(argv.end(), args.begin(), args.end());
   ProcessOptions po;
-  po.timeout_s = 60;
+  po.timeout = std::chrono::seconds(60);
   return runProcess(argv, po);
 }
 
@@ -47,7 +47,7 @@ ProcessResult chrome(const std::string& exe, const std::string& profile,
   argv.insert(argv.end(), extra.begin(), extra.end());
   argv.push_back(url);
   ProcessOptions po;
-  po.timeout_s = 60;
+  po.timeout = std::chrono::seconds(60);
   return runProcess(argv, po);
 }
 
@@ -67,9 +67,9 @@ TEST(ReportChromium, RealCampaignRendersWithEverySectionAndImage) {
   writeJson(scratch.path() + "/spec.json", commandSpec(4, 2, {"r0002m1"}));
 
   ProcessResult r = tool({"init", scratch.path() + "/spec.json", "--dir", dir});
-  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(r.status(), 0) << r.err;
   r = tool({"run", dir, "--slots", "2"});
-  ASSERT_EQ(r.status, 1) << "one task fails on purpose: " << r.err;
+  ASSERT_EQ(r.status(), 1) << "one task fails on purpose: " << r.err;
 
   AggregateFixture fx = writeAggregate(dir + "/aggregate", 8, true);
   // One observable has the aggregation's own figure; the others are drawn by the report.
@@ -78,14 +78,14 @@ TEST(ReportChromium, RealCampaignRendersWithEverySectionAndImage) {
     const std::string png = dir + "/aggregate/mass.png";
     writeFileAtomic(tmp.path() + "/f.gp", "set terminal pngcairo size 400,300\nset output " +
                                               gnuplotQuote(png) + "\nplot sin(x)\n");
-    ASSERT_EQ(runProcess({"gnuplot", tmp.path() + "/f.gp"}).status, 0);
+    ASSERT_EQ(runProcess({"gnuplot", tmp.path() + "/f.gp"}).status(), 0);
   }
   for (const char* id : {"r0000m0", "r0000m1", "r0001m0", "r0003m1"})
     writeChainHistory(dir + "/tasks/" + id, 3, 0.7, id[4] == '3' ? 5 : 0);
   writeWarmstart(dir + "/warmstart");
 
   r = tool({"report", dir});
-  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(r.status(), 0) << r.err;
   const std::string page = dir + "/report.html";
   ASSERT_TRUE(fs::exists(page));
   const std::string html = readFile(page);
@@ -105,7 +105,7 @@ TEST(ReportChromium, RealCampaignRendersWithEverySectionAndImage) {
   writeFileAtomic(probe_path, probe);
 
   r = chrome(exe, scratch.path() + "/profile1", {"--dump-dom"}, "file://" + probe_path);
-  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(r.status(), 0) << r.err;
   const std::string dom = r.out;
   for (const char* id : {"overview", "distributions", "delta", "correlations", "weights", "campaign",
                          "throughput", "warmstart"})
@@ -130,7 +130,7 @@ TEST(ReportChromium, RealCampaignRendersWithEverySectionAndImage) {
   const std::string shot = scratch.path() + "/report.png";
   r = chrome(exe, scratch.path() + "/profile2", {"--screenshot=" + shot, "--window-size=1200,3000"},
              "file://" + page);
-  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(r.status(), 0) << r.err;
   ASSERT_TRUE(fs::exists(shot));
   EXPECT_GT(fs::file_size(shot), 50000u);
   if (const char* keep = std::getenv("FF_REPORT_KEEP")) {

@@ -11,7 +11,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "report/html.hpp"
-#include "report/subprocess.hpp"
+#include "core/base/process.hpp"
 #include "tests/report/campaign_fixture.hpp"
 
 namespace fs = std::filesystem;
@@ -34,7 +34,7 @@ ProcessResult runFoldfarm(const std::vector<std::string>& args, double timeout_s
   std::vector<std::string> argv = {binary()};
   argv.insert(argv.end(), args.begin(), args.end());
   ProcessOptions po;
-  po.timeout_s = timeout_s;
+  po.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   return runProcess(argv, po);
 }
 
@@ -48,21 +48,21 @@ size_t lines(const std::string& s) {
 
 TEST(ReportCli, HelpAndBadInput) {
   ProcessResult r = runFoldfarm({"report", "--help"});
-  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.status(), 0);
   EXPECT_NE(r.out.find("--out"), std::string::npos);
   r = runFoldfarm({"study", "scaling", "--help"});
-  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.status(), 0);
   EXPECT_NE(r.out.find("--max-ranks"), std::string::npos);
 
   report::testing::ScratchDir scratch;
   fs::create_directories(scratch.path() + "/plain");
   r = runFoldfarm({"report", scratch.path() + "/plain", "--out", scratch.path() + "/r.html"});
-  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.status(), 2);
   EXPECT_NE(r.err.find(scratch.path() + "/plain"), std::string::npos) << r.err;
   EXPECT_EQ(lines(r.err), 1u) << r.err;
   EXPECT_FALSE(fs::exists(scratch.path() + "/r.html"));
   r = runFoldfarm({"study", "scaling", "--max-ranks", "0", "--out", scratch.path() + "/s"});
-  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.status(), 2);
   EXPECT_FALSE(fs::exists(scratch.path() + "/s"));
 }
 
@@ -73,7 +73,7 @@ TEST(ScalingStudy, TwoRanksTwoSlotsWritesTablesAndFigures) {
                               "200", "--sleep-tasks", "4", "--sleep-seconds", "0.05", "--steps",
                               "3", "--batch", "8", "--particles", "32", "--out", out},
                              240);
-  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(r.status(), 0) << r.err;
   const json s = json::parse(readFile(out + "/scaling.json"));
   ASSERT_EQ(s["ddp_derived"].size(), 2u);
   EXPECT_EQ(s["ddp"][1]["ranks"], 2);

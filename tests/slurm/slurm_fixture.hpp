@@ -14,7 +14,7 @@
 #include <string>
 #include <thread>
 
-#include "slurm/child_process.hpp"
+#include "core/base/process.hpp"
 #include "slurm/slurm_client.hpp"
 
 namespace foldfarm::slurm::testing {

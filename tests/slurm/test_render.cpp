@@ -5,7 +5,7 @@
 
 #include "core/base/error.hpp"
 #include "slurm/array_plan.hpp"
-#include "slurm/child_process.hpp"
+#include "core/base/process.hpp"
 #include "slurm/sbatch_script.hpp"
 #include "slurm/sbatch_values.hpp"
 #include "slurm/shell_quote.hpp"

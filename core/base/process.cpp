@@ -1,4 +1,4 @@
-#include "slurm/child_process.hpp"
+#include "core/base/process.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -10,14 +10,19 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 
 extern char** environ;
 
-namespace foldfarm::slurm {
+namespace foldfarm {
 namespace {
+
+namespace fs = std::filesystem;
+
+constexpr size_t kMaxStderr = 1 << 20;
 
 // One owner per file descriptor.
 class Fd {
@@ -48,8 +53,8 @@ Pipe makePipe() {
   return Pipe{Fd(fds[0]), Fd(fds[1])};
 }
 
-// A started child that is always reaped: the destructor kills and reaps it if the caller
-// left early through an exception.
+// A started child that is always reaped: the destructor kills and reaps it when the
+// caller leaves early through an exception.
 class Child {
  public:
   explicit Child(pid_t pid) : pid_(pid) {}
@@ -64,7 +69,6 @@ class Child {
   }
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
-  pid_t pid() const { return pid_; }
   // Blocks until the child exits; returns its wait status.
   int reap() {
     int st = 0;
@@ -79,7 +83,16 @@ class Child {
   pid_t pid_;
 };
 
+// The name part of a NAME=value entry (with the '=').
+std::string envKey(const std::string& kv) { return kv.substr(0, kv.find('=') + 1); }
+
 }  // namespace
+
+std::string ProcessResult::describe() const {
+  if (timedOut) return "timed out (signal " + std::to_string(termSignal) + ")";
+  if (termSignal != 0) return "signal " + std::to_string(termSignal);
+  return "exit " + std::to_string(exitCode);
+}
 
 std::string ProcessResult::commandLine() const {
   std::string s;
@@ -93,7 +106,7 @@ std::string ProcessResult::commandLine() const {
 std::string ProcessResult::describeFailure() const {
   std::string why;
   if (timedOut) why = "timed out";
-  else if (termSignal) why = std::string("killed by signal ") + std::to_string(termSignal);
+  else if (termSignal) why = "killed by signal " + std::to_string(termSignal);
   else why = "exited with status " + std::to_string(exitCode);
   std::string first = err.substr(0, err.find('\n'));
   if (first.empty()) first = out.substr(0, out.find('\n'));
@@ -101,56 +114,68 @@ std::string ProcessResult::describeFailure() const {
   return "'" + commandLine() + "' " + why;
 }
 
-bool programAvailable(const std::string& program) {
-  if (program.empty()) return false;
-  if (program.find('/') != std::string::npos) return ::access(program.c_str(), X_OK) == 0;
+std::string findProgram(const std::string& program) {
+  if (program.empty()) return "";
+  if (program.find('/') != std::string::npos)
+    return ::access(program.c_str(), X_OK) == 0 ? program : "";
   const char* path = std::getenv("PATH");
-  std::string p = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  const std::string p = path ? path : "/usr/local/bin:/usr/bin:/bin";
   size_t start = 0;
   while (start <= p.size()) {
     size_t end = p.find(':', start);
     if (end == std::string::npos) end = p.size();
     std::string dir = p.substr(start, end - start);
     if (dir.empty()) dir = ".";
-    std::string full = dir + "/" + program;
-    struct stat sb;
-    if (::stat(full.c_str(), &sb) == 0 && S_ISREG(sb.st_mode) && ::access(full.c_str(), X_OK) == 0) {
-      return true;
-    }
+    const std::string full = dir + "/" + program;
+    struct stat sb {};
+    if (::stat(full.c_str(), &sb) == 0 && S_ISREG(sb.st_mode) && ::access(full.c_str(), X_OK) == 0)
+      return full;
     start = end + 1;
   }
-  return false;
+  return "";
 }
 
 ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOptions& options) {
   if (argv.empty()) throw Error("runProcess: empty argv");
+  const std::string exe = findProgram(argv[0]);
+  if (exe.empty())
+    throw Error("cannot run '" + argv[0] + "': not found or not executable (is it installed and in "
+                "PATH? scripts/setup.sh lists the packages)");
   ProcessResult result;
   result.argv = argv;
 
   Pipe outPipe = makePipe();
   Pipe errPipe = makePipe();
-  // Reports an exec failure (errno) from the child; closed on a successful exec.
+  // Reports a chdir/exec failure (errno) from the child; closed by a successful exec.
   Pipe execPipe = makePipe();
 
+  // Everything the child needs is prepared before fork: it may only call
+  // async-signal-safe functions.
   std::vector<std::string> envStore;
-  for (char** e = environ; e && *e; ++e) envStore.emplace_back(*e);
+  for (char** e = environ; e && *e; ++e) {
+    const std::string kv = *e;
+    bool replaced = false;
+    for (const auto& x : options.extraEnv) replaced = replaced || envKey(x) == envKey(kv);
+    if (!replaced) envStore.push_back(kv);
+  }
   for (const auto& e : options.extraEnv) envStore.push_back(e);
   std::vector<char*> envp;
   for (auto& e : envStore) envp.push_back(e.data());
   envp.push_back(nullptr);
   std::vector<std::string> argStore = argv;
+  argStore[0] = exe;
   std::vector<char*> args;
   for (auto& a : argStore) args.push_back(a.data());
   args.push_back(nullptr);
+  const char* cwd = options.cwd.empty() ? nullptr : options.cwd.c_str();
 
-  pid_t pid = ::fork();
+  const pid_t pid = ::fork();
   FF_CHECK_SYS(pid, "fork for '" + argv[0] + "'");
   if (pid == 0) {
-    // Child: only async-signal-safe calls from here on.
-    int devnull = ::open("/dev/null", O_RDONLY);
+    const int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
     ::dup2(outPipe.write.get(), STDOUT_FILENO);
-    ::dup2(errPipe.write.get(), STDERR_FILENO);
+    if (options.captureStderr) ::dup2(errPipe.write.get(), STDERR_FILENO);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -158,9 +183,9 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
     ::signal(SIGTERM, SIG_DFL);
     ::signal(SIGINT, SIG_DFL);
     ::signal(SIGPIPE, SIG_DFL);
-    ::execvpe(args[0], args.data(), envp.data());
-    int e = errno;
-    ssize_t n = ::write(execPipe.write.get(), &e, sizeof e);
+    if (cwd == nullptr || ::chdir(cwd) == 0) ::execve(args[0], args.data(), envp.data());
+    const int e = errno;
+    const ssize_t n = ::write(execPipe.write.get(), &e, sizeof e);
     (void)n;
     ::_exit(127);
   }
@@ -175,20 +200,22 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
   }
   if (n == static_cast<ssize_t>(sizeof execErrno)) {
     child.reap();
-    throw Error("cannot run '" + argv[0] + "': " + errnoMessage(execErrno) +
-                " (is it installed and in PATH?)");
+    throw Error("cannot run '" + argv[0] + "'" + (cwd ? std::string(" in ") + cwd : std::string()) +
+                ": " + errnoMessage(execErrno));
   }
 
+  const bool limited = options.timeout.count() > 0;
   const auto deadline = std::chrono::steady_clock::now() + options.timeout;
   bool termSent = false;
   auto killAt = std::chrono::steady_clock::time_point::max();
-  pollfd fds[2] = {{outPipe.read.get(), POLLIN, 0}, {errPipe.read.get(), POLLIN, 0}};
+  pollfd fds[2] = {{outPipe.read.get(), POLLIN, 0},
+                   {options.captureStderr ? errPipe.read.get() : -1, POLLIN, 0}};
   std::string* sinks[2] = {&result.out, &result.err};
-  int open = 2;
-  char buf[8192];
+  int open = options.captureStderr ? 2 : 1;
+  char buf[65536];
   while (open > 0) {
-    auto now = std::chrono::steady_clock::now();
-    if (!termSent && now >= deadline) {
+    const auto now = std::chrono::steady_clock::now();
+    if (limited && !termSent && now >= deadline) {
       ::kill(pid, SIGTERM);
       termSent = true;
       result.timedOut = true;
@@ -198,30 +225,45 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
       ::kill(pid, SIGKILL);
       killAt = std::chrono::steady_clock::time_point::max();
     }
-    int waitMs = 200;
-    int r = ::poll(fds, 2, waitMs);
+    const int r = ::poll(fds, 2, limited ? 200 : -1);
     if (r == -1) {
       if (errno == EINTR) continue;
       throwSystemError("poll", __FILE__, __LINE__, "output of '" + argv[0] + "'");
     }
     for (int i = 0; i < 2; ++i) {
       if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      ssize_t got = ::read(fds[i].fd, buf, sizeof buf);
+      const ssize_t got = ::read(fds[i].fd, buf, sizeof buf);
       if (got > 0) {
         sinks[i]->append(buf, static_cast<size_t>(got));
-      } else if (got == 0 || (got == -1 && errno != EINTR && errno != EAGAIN)) {
+        if (i == 1 && result.err.size() > 2 * kMaxStderr)
+          result.err.erase(0, result.err.size() - kMaxStderr);
+      } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
         fds[i].fd = -1;
         --open;
       }
     }
   }
-  int st = child.reap();
-  if (WIFEXITED(st)) {
-    result.exitCode = WEXITSTATUS(st);
-  } else if (WIFSIGNALED(st)) {
-    result.termSignal = WTERMSIG(st);
-  }
+  const int st = child.reap();
+  if (result.err.size() > kMaxStderr) result.err.erase(0, result.err.size() - kMaxStderr);
+  if (WIFEXITED(st)) result.exitCode = WEXITSTATUS(st);
+  else if (WIFSIGNALED(st)) result.termSignal = WTERMSIG(st);
   return result;
 }
 
-}  // namespace foldfarm::slurm
+TempDir::TempDir(const std::string& prefix) {
+  std::string tmpl = (fs::temp_directory_path() / (prefix + "-XXXXXX")).string();
+  if (::mkdtemp(tmpl.data()) == nullptr)
+    throwSystemError("mkdtemp", __FILE__, __LINE__, "creating a temporary directory " + tmpl);
+  path_ = tmpl;
+}
+
+TempDir::TempDir(TempDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
+
+TempDir::~TempDir() noexcept {
+  if (path_.empty()) return;
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+  if (ec) logWarn("could not remove {}: {}", path_, ec.message());
+}
+
+}  // namespace foldfarm
