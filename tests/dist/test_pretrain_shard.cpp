@@ -14,20 +14,13 @@
 #include <vector>
 
 #include "core/base/process.hpp"
+#include "tests/support/run_child.hpp"
 
-using foldfarm::ProcessOptions;
 using foldfarm::ProcessResult;
-using foldfarm::runProcess;
+using foldfarm::testing::runSingleThreaded;
 namespace fs = std::filesystem;
 
 namespace {
-
-ProcessResult run(const std::vector<std::string>& argv, int timeout_s) {
-  ProcessOptions o;
-  o.timeout = std::chrono::seconds(timeout_s);
-  o.extraEnv = {"OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1"};
-  return runProcess(argv, o);
-}
 
 std::string slurp(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
@@ -50,7 +43,7 @@ TEST(PretrainShard, EachRankHoldsItsHalfAndResumeOnOtherRanksIsRefused) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string data = (dir / "jets.h5").string(), out = (dir / "run").string();
-  ProcessResult s = run({FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets", "301",
+  ProcessResult s = runSingleThreaded({FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets", "301",
                          "--seed", "9", "--out", data},
                         120);
   ASSERT_TRUE(s.ok()) << s.describeFailure() << "\n" << s.err;
@@ -58,7 +51,7 @@ TEST(PretrainShard, EachRankHoldsItsHalfAndResumeOnOtherRanksIsRefused) {
   std::vector<std::string> argv = {FOLDFARM_MPIRUN, "--allow-run-as-root", "--oversubscribe",
                                    "-np", "2"};
   for (const std::string& a : pretrain(data, out)) argv.push_back(a);
-  ProcessResult r = run(argv, 240);
+  ProcessResult r = runSingleThreaded(argv, 240);
   ASSERT_TRUE(r.ok()) << r.describeFailure() << "\n" << r.err;
 
   // Both ranks report their share; the shares add up to the parts in the result.
@@ -99,7 +92,7 @@ TEST(PretrainShard, EachRankHoldsItsHalfAndResumeOnOtherRanksIsRefused) {
   const std::string meta_before = slurp(out + "/model/meta.json");
   std::vector<std::string> alone = pretrain(data, out);
   alone.push_back("--resume");
-  ProcessResult a = run(alone, 120);
+  ProcessResult a = runSingleThreaded(alone, 120);
   EXPECT_EQ(a.exitCode, 2) << a.err;
   EXPECT_NE(a.err.find("with --shard-data on 2 ranks"), std::string::npos) << a.err;
   EXPECT_EQ(slurp(out + "/model/meta.json"), meta_before);

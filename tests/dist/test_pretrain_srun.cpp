@@ -11,21 +11,16 @@
 #include <vector>
 
 #include "core/base/process.hpp"
+#include "tests/support/run_child.hpp"
 #include "tests/slurm/slurm_fixture.hpp"
 
 using namespace foldfarm;
 using namespace foldfarm::slurm;
 using namespace foldfarm::slurm::testing;
+using foldfarm::testing::runSingleThreaded;
 namespace fs = std::filesystem;
 
 namespace {
-
-ProcessResult run(const std::vector<std::string>& argv, int timeout_s) {
-  ProcessOptions o;
-  o.timeout = std::chrono::seconds(timeout_s);
-  o.extraEnv = {"OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1"};
-  return runProcess(argv, o);
-}
 
 std::vector<std::string> pretrainArgs(const std::string& data, const std::string& out) {
   return {FOLDFARM_BINARY, "pretrain",       "--data",  data,    "--out",
@@ -47,7 +42,7 @@ TEST(PretrainSrun, TwoSrunTasksTrainLikeMpirun) {
   ASSERT_TRUE(programAvailable("srun"));
   const std::string dir = makeTempDir("ff-pretrain-srun");
   const std::string data = dir + "/jets.h5";
-  ProcessResult synth = run({FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets",
+  ProcessResult synth = runSingleThreaded({FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets",
                              "240", "--seed", "11", "--out", data},
                             120);
   ASSERT_TRUE(synth.ok()) << synth.describeFailure();
@@ -65,7 +60,7 @@ TEST(PretrainSrun, TwoSrunTasksTrainLikeMpirun) {
                                    "--output=" + dir + "/srun.out.%t",
                                    "--error=" + dir + "/srun.err.%t"};
   for (const std::string& a : pretrainArgs(data, dir + "/srun")) srun.push_back(a);
-  ProcessResult s = run(srun, 200);
+  ProcessResult s = runSingleThreaded(srun, 200);
   ASSERT_TRUE(s.ok()) << s.describeFailure() << "\nrank 0 stderr:\n"
                       << slurp(dir + "/srun.err.0") << "\nrank 1 stderr:\n"
                       << slurp(dir + "/srun.err.1");
@@ -99,7 +94,7 @@ TEST(PretrainSrun, TwoSrunTasksTrainLikeMpirun) {
   std::vector<std::string> mpirun = {FOLDFARM_MPIRUN, "--allow-run-as-root", "--oversubscribe",
                                      "-np", "2"};
   for (const std::string& a : pretrainArgs(data, dir + "/mpirun")) mpirun.push_back(a);
-  ProcessResult m = run(mpirun, 200);
+  ProcessResult m = runSingleThreaded(mpirun, 200);
   ASSERT_TRUE(m.ok()) << m.describeFailure() << "\n" << m.err;
   EXPECT_NE(m.err.find("launched by openmpi: rank 1 of 2"), std::string::npos) << m.err;
   std::vector<std::string> mpirun_files;

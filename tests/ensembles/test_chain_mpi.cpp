@@ -28,26 +28,19 @@
 
 #include "ensembles/chain_output.hpp"
 #include "core/base/process.hpp"
+#include "tests/support/run_child.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
-using foldfarm::ProcessOptions;
 using foldfarm::ProcessResult;
-using foldfarm::runProcess;
+using foldfarm::testing::runSingleThreaded;
 
 std::string slurp(const std::string& path) {
   std::ifstream f(path);
   std::stringstream s;
   s << f.rdbuf();
   return s.str();
-}
-
-ProcessResult run(const std::vector<std::string>& argv, int timeout_s) {
-  ProcessOptions o;
-  o.timeout = std::chrono::seconds(timeout_s);
-  o.extraEnv = {"OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1"};
-  return runProcess(argv, o);
 }
 
 size_t count(const std::string& text, const std::string& what) {
@@ -66,7 +59,7 @@ Inputs makeInputs(const fs::path& dir, int events, int epochs) {
   for (const auto& [tune, seed, out] :
        {std::tuple<std::string, std::string, std::string>{"sim", "11", in.mc},
         std::tuple<std::string, std::string, std::string>{"data", "12", in.data}}) {
-    ProcessResult s = run({FOLDFARM_BINARY, "data", "synth", "--kind", "unfold", "--events",
+    ProcessResult s = runSingleThreaded({FOLDFARM_BINARY, "data", "synth", "--kind", "unfold", "--events",
                            std::to_string(events), "--tune", tune, "--seed", seed, "--out", out},
                           120);
     EXPECT_TRUE(s.ok()) << s.describeFailure() << "\n" << s.err;
@@ -139,7 +132,7 @@ TEST(ChainMpi, TwoRanksTrainOneChainAndRankZeroWritesItOnce) {
   const Inputs in = makeInputs(dir, 300, 2);
   ASSERT_FALSE(HasFailure());
   const std::string out = (dir / "chain").string();
-  ProcessResult r = run(unfoldArgv(in, out), 240);
+  ProcessResult r = runSingleThreaded(unfoldArgv(in, out), 240);
   ASSERT_TRUE(r.ok()) << r.describeFailure() << "\nstderr:\n" << r.err;
 
   // Both ranks joined, and every step's new model was prepared for data-parallel training
@@ -199,7 +192,7 @@ TEST(ChainMpi, SignalToOneRankStopsBothAndResumeEndsLikeUninterrupted) {
 
   // The uninterrupted 2-rank chain.
   const std::string ref = (dir / "ref").string();
-  ProcessResult a = run(unfoldArgv(in, ref), 240);
+  ProcessResult a = runSingleThreaded(unfoldArgv(in, ref), 240);
   ASSERT_TRUE(a.ok()) << a.describeFailure() << "\n" << a.err;
 
   // The same chain; once step 2 has trained an epoch, SIGUSR1 to one rank only: the stop
@@ -226,7 +219,7 @@ TEST(ChainMpi, SignalToOneRankStopsBothAndResumeEndsLikeUninterrupted) {
   EXPECT_TRUE(fs::exists(cut + "/state/train_step1/meta.json")) << cut_log;
 
   // Rerunning the same command resumes and ends with the uninterrupted chain's weights.
-  ProcessResult b = run(unfoldArgv(in, cut), 240);
+  ProcessResult b = runSingleThreaded(unfoldArgv(in, cut), 240);
   ASSERT_TRUE(b.ok()) << b.describeFailure() << "\n" << b.err;
   EXPECT_NE(b.err.find("resuming chain after 1 finished steps"), std::string::npos) << b.err;
   const foldfarm::ensembles::ChainWeights wa = foldfarm::ensembles::readChainWeights(ref);
