@@ -261,9 +261,11 @@ void runPretrain(const PretrainArgs& a) {
     val_rows.push_back(rest[static_cast<size_t>(val_pos[k])]);
   for (size_t k = static_cast<size_t>(R); k < test_rows.size(); k += static_cast<size_t>(W))
     my_test.push_back(test_rows[k]);
-  if (train_rows.empty())
-    throw InputError(a.data + ": " + std::to_string(total) + " jets leave no training rows for rank " +
-                     std::to_string(R) + " of " + std::to_string(W) + "; use more jets or fewer ranks");
+  // The same test on every rank (no rank may go on alone into a collective).
+  if (static_cast<int64_t>(train_pos.size()) < W)
+    throw InputError(a.data + ": " + std::to_string(total) + " jets leave " +
+                     std::to_string(train_pos.size()) + " training jets for " + std::to_string(W) +
+                     " ranks; use more jets or fewer ranks");
 
   data::JetArrays raw;
   if (a.shard_data) {
@@ -344,6 +346,7 @@ void runPretrain(const PretrainArgs& a) {
   const FitResult fit = trainer.fit(train, &val, Objective::kPretrain);
 
   const EvalResult ev = trainer.evaluate(test, Objective::kPretrain);
+  const auto test_jets = static_cast<int64_t>(test_rows.size());
   const json conditioning = jetConditioning(train, cfg.num_classes, a.shard_data ? ctx.get() : nullptr);
   if (ctx->isRoot()) {
     meta.config = cfg;
@@ -354,9 +357,10 @@ void runPretrain(const PretrainArgs& a) {
     json j = {{"out", (fs::path(a.out) / "model").string()},
               {"train_jets", a.shard_data ? static_cast<int64_t>(train_pos.size()) : train.size()},
               {"val_jets", a.shard_data ? static_cast<int64_t>(val_pos.size()) : val.size()},
-              {"test_jets", a.shard_data ? static_cast<int64_t>(test_rows.size()) : test.size()},
-              {"test_accuracy", ev.metrics.value("accuracy", 0.0)},
-              {"test_loss", ev.loss},
+              {"test_jets", test_jets},
+              // null without test jets (--test-fraction 0 or a tiny file), not a fake 0.
+              {"test_accuracy", test_jets > 0 ? json(ev.metrics.value("accuracy", 0.0)) : json()},
+              {"test_loss", test_jets > 0 ? json(ev.loss) : json()},
               {"fit", toJson(fit)}};
     std::printf("%s\n", j.dump(2).c_str());
   }
