@@ -47,17 +47,46 @@ std::string fingerprint(const JetTensors& train, const JetTensors* val) {
   return one(train) + "|" + (val ? one(*val) : std::string("-"));
 }
 
-// (collective) Sharded data: the fingerprints of every rank's shard, joined in rank order
-// (each rank's FNV-1a hash travels as four exact 16-bit pieces).
-std::string shardedFingerprint(ParallelContext& ctx, const std::string& local) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : local) h = (h ^ c) * 1099511628211ULL;
-  std::string out = "sharded/" + std::to_string(ctx.worldSize());
-  for (int k = 0; k < 4; ++k) {
-    const std::vector<double> pieces =
-        allGather(ctx, static_cast<double>((h >> (16 * k)) & 0xFFFFULL));
-    for (double p : pieces) out += ":" + std::to_string(static_cast<int64_t>(p));
-  }
+// (collective) Sharded data: a fingerprint of the union of the shards that does not depend
+// on how the rows are dealt. Per part: rows, the sum of labels, real particles, and the sums
+// of four 16-bit pieces of each row's FNV-1a hash (features, jet, label, weight), summed
+// over ranks. Every term is an integer below 2^53, so the sums are exact in any order.
+std::string shardedFingerprint(ParallelContext& ctx, const JetTensors& train, const JetTensors* val) {
+  auto sums = [](const JetTensors& s, std::vector<double>& out) {
+    const int64_t n = s.size();
+    std::vector<double> v(7, 0.0);
+    if (n > 0) {
+      const Tensor x = s.particles.contiguous(), j = s.jets.contiguous();
+      const Tensor y = s.labels.contiguous(), w = s.weights.contiguous();
+      const auto row_x = static_cast<size_t>(x.numel() / n) * sizeof(float);
+      const auto row_j = static_cast<size_t>(j.numel() / n) * sizeof(float);
+      const auto* px = static_cast<const unsigned char*>(x.data_ptr());
+      const auto* pj = static_cast<const unsigned char*>(j.data_ptr());
+      const int64_t* py = y.data_ptr<int64_t>();
+      const float* pw = w.data_ptr<float>();
+      for (int64_t i = 0; i < n; ++i) {
+        uint64_t h = 1469598103934665603ULL;
+        auto mix = [&h](const unsigned char* b, size_t len) {
+          for (size_t k = 0; k < len; ++k) h = (h ^ b[k]) * 1099511628211ULL;
+        };
+        mix(px + static_cast<size_t>(i) * row_x, row_x);
+        mix(pj + static_cast<size_t>(i) * row_j, row_j);
+        mix(reinterpret_cast<const unsigned char*>(py + i), sizeof(int64_t));
+        mix(reinterpret_cast<const unsigned char*>(pw + i), sizeof(float));
+        for (int k = 0; k < 4; ++k) v[3 + static_cast<size_t>(k)] += static_cast<double>((h >> (16 * k)) & 0xFFFFULL);
+        v[1] += static_cast<double>(py[i]);
+      }
+      v[0] = static_cast<double>(n);
+      v[2] = s.mask.sum().item<double>();
+    }
+    out.insert(out.end(), v.begin(), v.end());
+  };
+  std::vector<double> all;
+  sums(train, all);
+  if (val != nullptr) sums(*val, all);
+  ctx.allreduceSum(all);
+  std::string out = "sharded";
+  for (double x : all) out += ":" + std::to_string(static_cast<int64_t>(x));
   return out;
 }
 
@@ -151,16 +180,19 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
     throw InputError(opts_.state_dir + ": holds a final model, not a training state; use a new "
                                        "output directory or drop --resume");
   training = ck.meta.training;
+  // Sharded and whole-set states do not mix (their data fingerprints differ by design);
+  // a sharded state resumes on any number of ranks, its rows dealt anew.
   const int64_t was = training.value("sharded_ranks", int64_t{0});
   const int64_t now = opts_.sharded ? ctx_.worldSize() : 0;
-  if (was != now)
+  if ((was > 0) != (now > 0))
     throw InputError(opts_.state_dir + ": training state was written " +
-                     (was > 0 ? "with sharded data (--shard-data) on " + std::to_string(was) + " ranks"
+                     (was > 0 ? std::string("with sharded data (--shard-data)")
                               : std::string("without sharded data")) +
-                     "; resume " +
-                     (was > 0 ? "with --shard-data on " + std::to_string(was) + " ranks"
-                              : std::string("without --shard-data")) +
-                     ", or use a new output directory");
+                     "; resume " + (was > 0 ? "with" : "without") +
+                     " --shard-data, or use a new output directory");
+  if (was != now && ctx_.isRoot())
+    logInfo("{}: the state was written with sharded data on {} ranks; the rows are dealt anew over {}",
+            opts_.label, was, now);
   if (training.value("data_fingerprint", "") != fp)
     throw InputError(opts_.state_dir + ": training state was written for different training data; "
                                        "resume with the same data or use a new output directory");
@@ -218,7 +250,7 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
   schedule.warmup_steps = static_cast<int64_t>(std::llround(opts_.warmup_epochs * steps_per_epoch));
   schedule.total_steps = std::max<int64_t>(1, opts_.max_epochs * steps_per_epoch);
 
-  const std::string fp = opts_.sharded ? shardedFingerprint(ctx_, fingerprint(train, val))
+  const std::string fp = opts_.sharded ? shardedFingerprint(ctx_, train, val)
                                        : fingerprint(train, val);
   FitResult result;
   int64_t epoch = 0, step_in_epoch = 0, global_step = 0, bad_epochs = 0;
@@ -232,6 +264,23 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
     global_step = state.at("global_step").get<int64_t>();
     bad_epochs = state.at("bad_epochs").get<int64_t>();
     loss_sum = state.at("loss_sum").get<double>();
+    // Another number of ranks (or batch size) changes the steps per epoch: keep the epoch
+    // and the fraction of it already done, and put the learning-rate schedule at the
+    // matching step of the new count.
+    const int64_t saved_spe = state.value("steps_per_epoch", steps_per_epoch);
+    if (saved_spe != steps_per_epoch && saved_spe > 0) {
+      const int64_t old_step = step_in_epoch;
+      step_in_epoch = std::min<int64_t>(
+          steps_per_epoch,
+          std::llround(static_cast<double>(old_step) * static_cast<double>(steps_per_epoch) /
+                       static_cast<double>(saved_spe)));
+      if (old_step > 0) loss_sum *= static_cast<double>(step_in_epoch) / static_cast<double>(old_step);
+      global_step = epoch * steps_per_epoch + step_in_epoch;
+      if (ctx_.isRoot())
+        logWarn("{}: the state has {} steps per epoch, this run {} (another number of ranks or "
+                "batch size): epoch {} continues at step {} instead of {}, the schedule at step {}",
+                opts_.label, saved_spe, steps_per_epoch, epoch, step_in_epoch, old_step, global_step);
+    }
     logInfo("{}: resuming from {} at epoch {} step {}", opts_.label, opts_.state_dir, epoch,
             step_in_epoch);
   }
@@ -248,6 +297,7 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
     j["batch_size"] = opts_.batch_size;
     j["max_epochs"] = opts_.max_epochs;
     j["sharded_ranks"] = opts_.sharded ? ctx_.worldSize() : 0;
+    j["steps_per_epoch"] = steps_per_epoch;
     return j;
   };
 

@@ -14,7 +14,9 @@
 // within the epoch, global step and history; data order is a pure function of (seed,
 // epoch), and a step's random draws (feature dropout, diffusion time and noise) of (seed,
 // global step, rank). On CPU with the same thread count a stopped and resumed run ends with
-// bit-identical parameters, on one rank or several.
+// bit-identical parameters, on one rank or several. Resuming on another number of ranks
+// (or batch size) keeps the epoch and the fraction of it done, and moves the learning-rate
+// schedule to the matching step of the new steps per epoch.
 //
 // Errors: InterruptedError after saving state when a stop was requested (exit 75);
 // InputError when resuming from a state written for another model config or data set.
@@ -61,7 +63,7 @@ struct TrainOptions {
   // rank's rows. Each rank shuffles its own rows every epoch and takes as many as the
   // smallest shard holds; validation (and evaluate()) sums losses and counts over ranks.
   // Multi-class and pretraining objectives only (AUC needs every score in one place). A
-  // state written sharded resumes on the same number of ranks only.
+  // sharded state resumes sharded, on any number of ranks (the rows are dealt anew).
   bool sharded = false;
   // Preemption drills: behave as if a stop was requested once this many steps ran (-1: off).
   int64_t stop_at_step = -1;

@@ -1,10 +1,12 @@
 // `foldfarm pretrain --shard-data` under mpirun -np 2: each rank reads and holds only its
 // half of the jets (every other row of the training, validation and test parts), the two
-// halves add up to the whole, training ends with one checkpoint written by rank 0, and a
-// resume on another number of ranks is refused with one clear line, the checkpoint untouched.
+// halves add up to the whole, training ends with one checkpoint written by rank 0; a resume
+// without --shard-data is refused with one clear line, the checkpoint untouched; a resume on
+// one rank deals the rows anew and continues the history.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -37,7 +39,7 @@ std::vector<std::string> pretrain(const std::string& data, const std::string& ou
 
 }  // namespace
 
-TEST(PretrainShard, EachRankHoldsItsHalfAndResumeOnOtherRanksIsRefused) {
+TEST(PretrainShard, EachRankHoldsItsHalfAndResumesOnAnotherRankCount) {
   const fs::path dir = fs::temp_directory_path() /
                        ("ff-pretrain-shard-" + std::to_string(static_cast<long>(::getpid())));
   fs::remove_all(dir);
@@ -88,13 +90,36 @@ TEST(PretrainShard, EachRankHoldsItsHalfAndResumeOnOtherRanksIsRefused) {
   }
   EXPECT_EQ(payloads, 1);
 
-  // The state was written on 2 ranks with sharded data: resuming alone is refused.
+  // The state was written with sharded data: resuming without --shard-data is refused, the
+  // checkpoint untouched.
   const std::string meta_before = slurp(out + "/model/meta.json");
-  std::vector<std::string> alone = pretrain(data, out);
-  alone.push_back("--resume");
-  ProcessResult a = runSingleThreaded(alone, 120);
-  EXPECT_EQ(a.exitCode, 2) << a.err;
-  EXPECT_NE(a.err.find("with --shard-data on 2 ranks"), std::string::npos) << a.err;
+  std::vector<std::string> whole = pretrain(data, out);
+  whole.erase(std::find(whole.begin(), whole.end(), std::string("--shard-data")));
+  whole.push_back("--resume");
+  ProcessResult w = runSingleThreaded(whole, 120);
+  EXPECT_EQ(w.exitCode, 2) << w.err;
+  EXPECT_NE(w.err.find("resume with --shard-data"), std::string::npos) << w.err;
   EXPECT_EQ(slurp(out + "/model/meta.json"), meta_before);
+
+  // Resumed alone (1 rank) for a second epoch: the rows are dealt anew over one rank, the
+  // schedule moves to the new steps per epoch, and the history continues.
+  std::vector<std::string> alone = pretrain(data, out);
+  *(std::find(alone.begin(), alone.end(), std::string("--epochs")) + 1) = "2";
+  alone.push_back("--resume");
+  ProcessResult a = runSingleThreaded(alone, 240);
+  ASSERT_TRUE(a.ok()) << a.describeFailure() << "\n" << a.err;
+  EXPECT_NE(a.err.find("sharded data on 2 ranks; the rows are dealt anew over 1"), std::string::npos)
+      << a.err;
+  EXPECT_NE(a.err.find("resuming from"), std::string::npos) << a.err;
+  const nlohmann::json resumed = nlohmann::json::parse(a.out);
+  ASSERT_EQ(resumed.at("fit").at("history").size(), 2u) << a.out;
+  EXPECT_EQ(resumed.at("fit").at("history").at(0), result.at("fit").at("history").at(0));
+  EXPECT_TRUE(resumed.at("fit").at("resumed").get<bool>());
+  // The step count is on the new scale: 2 epochs of ceil(train jets / 16) steps on one rank.
+  const int64_t spe = (result.at("train_jets").get<int64_t>() + 15) / 16;
+  EXPECT_EQ(resumed.at("fit").at("steps").get<int64_t>(), 2 * spe) << a.out;
+  EXPECT_NE(a.err.find("continues at step 0 instead of 0, the schedule at step " + std::to_string(spe)),
+            std::string::npos)
+      << a.err;
   fs::remove_all(dir);
 }
