@@ -17,7 +17,11 @@ if(FOLDFARM_WITH_TORCH)
   find_package(Torch REQUIRED)
   add_library(foldfarm_torch INTERFACE)
   target_include_directories(foldfarm_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
-  target_link_libraries(foldfarm_torch INTERFACE ${TORCH_LIBRARIES})
+  # PyTorch's pip wheels carry private copies of some libstdc++ symbols (std::filesystem
+  # among them) in libtorch.so; an executable that binds to those crashes in
+  # std::filesystem::remove_all. libstdc++ is listed first so that its definitions win.
+  target_link_libraries(foldfarm_torch INTERFACE
+    "-Wl,--push-state,--no-as-needed" stdc++ "-Wl,--pop-state" ${TORCH_LIBRARIES})
   separate_arguments(_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
   target_compile_options(foldfarm_torch INTERFACE ${_torch_flags})
 

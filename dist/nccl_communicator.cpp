@@ -240,10 +240,15 @@ CommBackend ncclBackend() {
   CommBackend b;
   b.name = "nccl";
   b.description = "NCCL collectives on this rank's GPU";
-  b.unavailableReason = [](const LaunchInfo&) -> std::string {
+  b.unavailableReason = [](const LaunchInfo& launch) -> std::string {
     if (!torch::cuda::is_available()) return "LibTorch has no CUDA or sees no GPU";
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) return "no CUDA device";
+    // One GPU per rank: NCCL refuses two ranks of a communicator on one device.
+    if (launch.local_size > count)
+      return std::to_string(launch.local_size) + " ranks on this node share " +
+             std::to_string(count) + " GPU(s); NCCL needs one GPU per rank (start at most " +
+             std::to_string(count) + " ranks per node, or use --dist-backend mpi)";
     return {};
   };
   b.create = [](ControlPlane& control, const LaunchInfo& launch) -> std::unique_ptr<Communicator> {

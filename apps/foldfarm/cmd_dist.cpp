@@ -1,5 +1,6 @@
 // bench allreduce: raw vs bucketed all-reduce, sizes 1 KiB - 64 MiB (nccl-tests figures).
 // bench ddp: data-parallel PET training steps under mpirun -np N (weak scaling).
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -271,6 +272,8 @@ void benchDdp(const DdpArgs& a) {
     loss.backward();
     ctx.finishGradientSync();
     opt.step();
+    // CUDA work is asynchronous: the step ends when the GPU is done with it.
+    if (dev.is_cuda()) torch::cuda::synchronize();
     if (s >= a.warmup) {
       step_s += since(t0);
       const dist::SyncTiming st = ctx.lastSync();

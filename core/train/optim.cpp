@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <sstream>
+#include <type_traits>
+#include <utility>
 
 #include "core/base/error.hpp"
 
@@ -13,12 +15,22 @@ using torch::Tensor;
 
 namespace {
 
-std::string stateKey(const Tensor& p) {
-  // Same key format as LibTorch's optimisers (address of the TensorImpl).
-  std::ostringstream os;
-  os << p.unsafeGetTensorImpl();
-  return os.str();
+// The key of a parameter in Optimizer::state(), as LibTorch's own optimisers make it: the
+// TensorImpl's address as text up to LibTorch 1.x, the address itself from 2.0 on.
+using StateKey = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
+
+template <typename Key>
+Key keyOf(const Tensor& p) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream os;
+    os << p.unsafeGetTensorImpl();
+    return os.str();
+  } else {
+    return static_cast<Key>(p.unsafeGetTensorImpl());
+  }
 }
+
+StateKey stateKey(const Tensor& p) { return keyOf<StateKey>(p); }
 
 }  // namespace
 

@@ -96,7 +96,10 @@ void writeResult(const Args& a, int rank, int code, const std::string& msg) {
 }
 
 int run(const Args& a, int* rank_out) {
-  auto ctx = dist::makeParallelContext();
+  // CPU tensors: the MPI backend, also on a machine with a GPU (FOLDFARM_DIST_BACKEND wins).
+  dist::DistOptions dist_options = dist::distOptionsFromEnv();
+  if (std::getenv("FOLDFARM_DIST_BACKEND") == nullptr) dist_options.backend = "mpi";
+  auto ctx = dist::makeParallelContext(dist_options);
   const int rank = ctx->rank(), world = ctx->worldSize();
   *rank_out = rank;
   if (kGlobalBatch % world != 0) throw InputError("world size must divide 32");

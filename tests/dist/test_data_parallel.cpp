@@ -39,6 +39,7 @@ TORCH_MODULE(Net);
 
 DistOptions smallBuckets() {
   DistOptions o;
+  o.backend = "mpi";  // CPU tensors, also on a machine with a GPU
   o.collective_timeout_s = 60;
   // Several buckets even for this small net: 2 KiB first, then 8 KiB.
   o.buckets.first_bucket_bytes = 2048;

@@ -114,6 +114,7 @@ std::pair<double, std::string> worstTensor(Pet& a, Pet& b) {
 
 void checkOptimizer(const std::string& kind) {
   DistOptions o;
+  o.backend = "mpi";  // CPU tensors, also on a machine with a GPU
   o.collective_timeout_s = 60;
   o.buckets.first_bucket_bytes = 16 << 10;  // several buckets for the ~60k parameters
   o.buckets.bucket_cap_bytes = 64 << 10;
@@ -172,6 +173,7 @@ JetTensors shardOf(const JetTensors& all, int rank, int world) {
 
 DistOptions distOptions() {
   DistOptions o;
+  o.backend = "mpi";  // CPU tensors, also on a machine with a GPU
   o.collective_timeout_s = 60;
   return o;
 }
