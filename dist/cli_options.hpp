@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <string>
 
+#include "core/base/error.hpp"
 #include "dist/make_context.hpp"
 
 namespace foldfarm::dist {
@@ -35,6 +36,16 @@ class DistCli {
     if (cap_ != nullptr && cap_->count() > 0) {
       o.buckets.bucket_cap_bytes = static_cast<std::size_t>(cap_mb_ * 1024.0 * 1024.0);
     }
+    return o;
+  }
+  // For commands whose trainer keeps the model and batches in host memory (pretrain,
+  // unfold): `auto` means MPI, and NCCL, which needs GPU tensors, is refused.
+  DistOptions resolveForCpuTraining(const std::string& command) const {
+    DistOptions o = resolve();
+    if (o.backend == "nccl")
+      throw InputError(command + ": --dist-backend nccl: this command trains in host memory (CPU "
+                       "tensors); use --dist-backend mpi or auto (bench ddp trains on the GPU)");
+    if (o.backend == "auto") o.backend = "mpi";
     return o;
   }
 

@@ -68,7 +68,8 @@ void registerUnfold(CommandGroups& g) {
     configureThreads(o->threads);
     installStopHandlers();
     // Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
-    std::unique_ptr<ParallelContext> ctx = dist::makeParallelContext(o->dist.resolve());
+    std::unique_ptr<ParallelContext> ctx =
+        dist::makeParallelContext(o->dist.resolveForCpuTraining("unfold"));
     try {
       ensembles::runChainTaskOrThrow(params, o->out, ctx.get());
     } catch (const InterruptedError&) {

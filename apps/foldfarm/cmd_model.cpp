@@ -239,7 +239,8 @@ void runPretrain(const PretrainArgs& a) {
   configureThreads(a.threads);
   installStopHandlers();
   // Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
-  std::unique_ptr<ParallelContext> ctx = dist::makeParallelContext(a.dist.resolve());
+  std::unique_ptr<ParallelContext> ctx =
+      dist::makeParallelContext(a.dist.resolveForCpuTraining("pretrain"));
 
   json train_cfg = json::object();
   if (!a.config.empty()) {

@@ -245,6 +245,9 @@ TEST_F(BadInputs, ModelConfigs) {
                         "--config", p(c), "--epochs", "1"}, p(c));
   }
   expectCleanFailure({"model", "info", "--preset", "gigantic", "--json"}, "gigantic");
+  // The trainer works in host memory: NCCL (GPU tensors) is refused before any data is read.
+  expectCleanFailure({"pretrain", "--data", p("good.h5"), "--out", p("pre_nccl"), "--epochs", "1",
+                      "--dist-backend", "nccl"}, "--dist-backend nccl");
 }
 
 TEST_F(BadInputs, CampaignSpecs) {
