@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/base/error.hpp"
+#include "core/base/hash.hpp"
 #include "core/base/log.hpp"
 #include "dist/backend_registry.hpp"
 #include "dist/check.hpp"
@@ -167,15 +168,10 @@ void DataParallelContext::barrier() {
 }
 
 std::uint64_t hashModuleState(torch::nn::Module& model) {
-  std::uint64_t h = 1469598103934665603ULL;
+  std::uint64_t h = kFnv1aOffset;
   auto mix = [&](const at::Tensor& t) {
     const at::Tensor c = t.detach().to(at::kCPU).contiguous();
-    const auto* bytes = static_cast<const unsigned char*>(c.data_ptr());
-    const std::size_t n = static_cast<std::size_t>(c.numel() * c.element_size());
-    for (std::size_t i = 0; i < n; ++i) {
-      h ^= bytes[i];
-      h *= 1099511628211ULL;
-    }
+    h = fnv1a(c.data_ptr(), static_cast<std::size_t>(c.numel() * c.element_size()), h);
   };
   for (const auto& p : model.parameters(true)) mix(p);
   for (const auto& b : model.buffers(true)) mix(b);

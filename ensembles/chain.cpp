@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "core/base/error.hpp"
+#include "core/base/hash.hpp"
 #include "core/base/log.hpp"
 #include "core/base/seed.hpp"
 #include "core/base/stop_signal.hpp"
@@ -72,9 +73,7 @@ double normaliseGlobal(std::vector<double>& w, const std::string& what) {
 // summed over ranks together with the squares: (sum x)^2 == n * sum x^2 holds only when
 // every rank holds the same byte, and all these sums are exact in double.
 void requireRanksAgree(ParallelContext& ctx, const std::vector<double>& w, const std::string& what) {
-  uint64_t h = 1469598103934665603ULL;
-  const auto* bytes = reinterpret_cast<const unsigned char*>(w.data());
-  for (size_t i = 0; i < w.size() * sizeof(double); ++i) h = (h ^ bytes[i]) * 1099511628211ULL;
+  const uint64_t h = fnv1a(w.data(), w.size() * sizeof(double));
   std::vector<double> sums(16);
   for (size_t k = 0; k < 8; ++k) {
     const double piece = static_cast<double>((h >> (8 * k)) & 0xFFULL);

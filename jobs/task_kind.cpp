@@ -13,6 +13,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/hash.hpp"
 #include "core/base/stop_signal.hpp"
 
 namespace foldfarm::jobs {
@@ -192,8 +193,7 @@ TaskOutcome runLoad(const json& p, const std::string&) {
     bytes = load();
   }
   double load_s = std::chrono::duration<double>(clock::now() - t0).count();
-  uint64_t h = 1469598103934665603ULL;  // FNV-1a over the content: proves it was read
-  for (unsigned char c : *bytes) h = (h ^ c) * 1099511628211ULL;
+  const uint64_t h = fnv1a(bytes->data(), bytes->size());  // proves the content was read
   return {kTaskDone, "",
           json{{"bytes", bytes->size()}, {"checksum", h}, {"loaded", loaded}, {"load_s", load_s}}};
 }

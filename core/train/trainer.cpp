@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/base/error.hpp"
+#include "core/base/hash.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
 #include "core/base/seed.hpp"
@@ -65,14 +66,10 @@ std::string shardedFingerprint(ParallelContext& ctx, const JetTensors& train, co
       const int64_t* py = y.data_ptr<int64_t>();
       const float* pw = w.data_ptr<float>();
       for (int64_t i = 0; i < n; ++i) {
-        uint64_t h = 1469598103934665603ULL;
-        auto mix = [&h](const unsigned char* b, size_t len) {
-          for (size_t k = 0; k < len; ++k) h = (h ^ b[k]) * 1099511628211ULL;
-        };
-        mix(px + static_cast<size_t>(i) * row_x, row_x);
-        mix(pj + static_cast<size_t>(i) * row_j, row_j);
-        mix(reinterpret_cast<const unsigned char*>(py + i), sizeof(int64_t));
-        mix(reinterpret_cast<const unsigned char*>(pw + i), sizeof(float));
+        uint64_t h = fnv1a(px + static_cast<size_t>(i) * row_x, row_x);
+        h = fnv1a(pj + static_cast<size_t>(i) * row_j, row_j, h);
+        h = fnv1a(py + i, sizeof(int64_t), h);
+        h = fnv1a(pw + i, sizeof(float), h);
         for (int k = 0; k < 4; ++k) v[3 + static_cast<size_t>(k)] += static_cast<double>((h >> (16 * k)) & 0xFFFFULL);
         v[1] += static_cast<double>(py[i]);
       }
