@@ -103,13 +103,19 @@ PetConfig configFrom(const std::string& preset, const std::string& config_path) 
   return cfg;
 }
 
+// A jets-layout file (data/jet/pid); an unfolding file is refused naming it.
+data::JetFile openJetsFile(const std::string& f) {
+  data::JetFile file(f);
+  if (file.layout() != data::FileLayout::kJets)
+    throw InputError(f + ": expected a jets file (data/jet/pid), found an unfolding file");
+  return file;
+}
+
 data::JetArrays readJetFiles(const std::vector<std::string>& files, int64_t max_jets) {
   if (files.empty()) throw InputError("no input files given");
   data::JetArrays all;
   for (const auto& f : files) {
-    data::JetFile file(f);
-    if (file.layout() != data::FileLayout::kJets)
-      throw InputError(f + ": expected a jets file (data/jet/pid), found an unfolding file");
+    const data::JetFile file = openJetsFile(f);
     int64_t end = file.numJets();
     if (max_jets > 0) end = std::min(end, max_jets - all.n);
     if (end <= 0) break;
@@ -128,9 +134,7 @@ data::JetArrays readJetRows(const std::vector<std::string>& files, const std::ve
   size_t next = 0;
   int64_t offset = 0;
   for (const auto& f : files) {
-    data::JetFile file(f);
-    if (file.layout() != data::FileLayout::kJets)
-      throw InputError(f + ": expected a jets file (data/jet/pid), found an unfolding file");
+    const data::JetFile file = openJetsFile(f);
     const int64_t n = file.numJets();
     while (next < rows.size() && rows[next] < offset + n) {
       const int64_t begin = rows[next] - offset, end = std::min(n, begin + kBlock);
@@ -150,7 +154,7 @@ data::JetArrays readJetRows(const std::vector<std::string>& files, const std::ve
 int64_t countJets(const std::vector<std::string>& files, int64_t max_jets) {
   if (files.empty()) throw InputError("no input files given");
   int64_t n = 0;
-  for (const auto& f : files) n += data::JetFile(f).numJets();
+  for (const auto& f : files) n += openJetsFile(f).numJets();
   return max_jets > 0 ? std::min(n, max_jets) : n;
 }
 
@@ -255,13 +259,15 @@ void runPretrain(const PretrainArgs& a) {
   auto [rest, test_rows] = splitRows(total, a.test_fraction, a.seed);
   auto [train_pos, val_pos] = splitRows(static_cast<int64_t>(rest.size()), a.val_fraction, a.seed + 1);
   const int W = a.shard_data ? ctx->worldSize() : 1, R = a.shard_data ? ctx->rank() : 0;
-  std::vector<int64_t> train_rows, val_rows, my_test;
-  for (size_t k = static_cast<size_t>(R); k < train_pos.size(); k += static_cast<size_t>(W))
-    train_rows.push_back(rest[static_cast<size_t>(train_pos[k])]);
-  for (size_t k = static_cast<size_t>(R); k < val_pos.size(); k += static_cast<size_t>(W))
-    val_rows.push_back(rest[static_cast<size_t>(val_pos[k])]);
-  for (size_t k = static_cast<size_t>(R); k < test_rows.size(); k += static_cast<size_t>(W))
-    my_test.push_back(test_rows[k]);
+  // Entries R, R + W, R + 2W, ... of `part`, as rows of the file(s) through `rows` (or as is).
+  const auto mine = [W, R](const std::vector<int64_t>& part, const std::vector<int64_t>* rows) {
+    std::vector<int64_t> out;
+    for (size_t k = static_cast<size_t>(R); k < part.size(); k += static_cast<size_t>(W))
+      out.push_back(rows ? (*rows)[static_cast<size_t>(part[k])] : part[k]);
+    return out;
+  };
+  std::vector<int64_t> train_rows = mine(train_pos, &rest), val_rows = mine(val_pos, &rest);
+  std::vector<int64_t> my_test = mine(test_rows, nullptr);
   // The same test on every rank (no rank may go on alone into a collective).
   if (static_cast<int64_t>(train_pos.size()) < W)
     throw InputError(a.data + ": " + std::to_string(total) + " jets leave " +
