@@ -50,15 +50,58 @@ const char* axisLabel(const std::string& obs) {
   return obs.c_str();
 }
 
-// Per replica: sum over members of the unfolded Σw per observable, and the member count.
+// Per replica: sum over members of the unfolded Σw (and Σw²) per observable, and the member
+// count.
 struct ReplicaSum {
   int members = 0;
-  std::vector<std::vector<double>> sumw;
+  std::vector<std::vector<double>> sumw, sumw2;
 };
 
 struct TruthHistograms {
-  std::vector<std::vector<double>> density;  // per observable
+  std::vector<std::vector<double>> density;   // per observable
+  std::vector<std::vector<double>> variance;  // per observable: densityVariance()
 };
+
+// Variance of each bin of the unit-area density of a weighted histogram (Σw, Σw² per bin):
+// d_b = S_b / (W width_b) with W = Σ_b S_b; to first order
+// Var d_b = [S2_b (1 - 2 f_b) + f_b² S2] / (W width_b)², f_b = S_b / W, S2 = Σ_b S2_b.
+std::vector<double> densityVariance(const std::vector<double>& sumw,
+                                    const std::vector<double>& sumw2,
+                                    const std::vector<double>& edges) {
+  double w = 0, w2 = 0;
+  for (size_t b = 0; b < sumw.size(); ++b) {
+    w += sumw[b];
+    w2 += sumw2[b];
+  }
+  std::vector<double> v(sumw.size(), 0.0);
+  if (w <= 0) return v;
+  for (size_t b = 0; b < sumw.size(); ++b) {
+    const double f = sumw[b] / w, width = edges[b + 1] - edges[b];
+    v[b] = std::max(0.0, sumw2[b] * (1 - 2 * f) + f * f * w2) / (w * w * width * width);
+  }
+  return v;
+}
+
+// The statistical floor of the triangular discriminator (x10^3): its expectation between two
+// independent histograms with the same underlying density and these per-bin variances,
+// 1/2 Σ_b width_b (Var p_b + Var q_b) / (p_b + q_b), at the observed p + q. A perfect
+// unfolding of samples of these sizes would still show about this Δ.
+double deltaFloor(const std::vector<double>& p, const std::vector<double>& var_p,
+                  const std::vector<double>& q, const std::vector<double>& var_q,
+                  const std::vector<double>& edges) {
+  double s = 0;
+  for (size_t b = 0; b < p.size(); ++b)
+    if (p[b] + q[b] > 0) s += (edges[b + 1] - edges[b]) * (var_p[b] + var_q[b]) / (p[b] + q[b]);
+  return 0.5 * s * 1e3;
+}
+
+// Mean of the observable under a unit-area density (bin centres).
+double densityMean(const std::vector<double>& d, const std::vector<double>& edges) {
+  double m = 0;
+  for (size_t b = 0; b < d.size(); ++b)
+    m += d[b] * (edges[b + 1] - edges[b]) * 0.5 * (edges[b] + edges[b + 1]);
+  return m;
+}
 
 TruthHistograms readTruth(const std::string& path, const std::vector<ObservableHistogram>& like) {
   data::JetFile file(path);
@@ -82,6 +125,7 @@ TruthHistograms readTruth(const std::string& path, const std::vector<ObservableH
     if (hists[o].edges != like[o].edges)
       throw InputError(path + ": truth binning of " + hists[o].name + " differs from the chains'");
     t.density.push_back(density(hists[o].sumw, hists[o].edges));
+    t.variance.push_back(densityVariance(hists[o].sumw, hists[o].sumw2, hists[o].edges));
   }
   return t;
 }
@@ -105,8 +149,8 @@ std::vector<std::string> findChainDirs(const std::string& root) {
     throw InputError(root + ": not a directory (pass chain output directories or their parents)");
   std::vector<std::string> out;
   if (isChainDir(root)) out.push_back(fs::path(root).lexically_normal().string());
-  for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::skip_permission_denied,
-                                                  ec);
+  for (auto it = fs::recursive_directory_iterator(
+           root, fs::directory_options::skip_permission_denied, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (it->is_directory(ec) && isChainDir(it->path()))
       out.push_back(it->path().lexically_normal().string());
@@ -133,14 +177,16 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   std::sort(chains.begin(), chains.end());
   chains.erase(std::unique(chains.begin(), chains.end()), chains.end());
   if (chains.empty())
-    throw InputError("aggregate: no completed chain (result.json + histograms.h5) under the given "
-                     "directories; run `foldfarm unfold` first");
+    throw InputError(
+        "aggregate: no completed chain (result.json + histograms.h5) under the given "
+        "directories; run `foldfarm unfold` first");
 
   // 1. Stream the chains: only per-replica sums are kept.
   std::map<int, ReplicaSum> replicas;
   std::set<std::pair<int, int>> seen;
   std::vector<ObservableHistogram> prior;
   std::optional<uint64_t> campaign_seed;
+  std::set<std::string> classifiers;
   size_t used_chains = 0;
   for (const auto& dir : chains) {
     nlohmann::json res = readJson(dir + "/" + kChainResultFile);
@@ -156,9 +202,15 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     }
     if (campaign_seed && *campaign_seed != seed)
       throw InputError(dir + ": campaign seed " + std::to_string(seed) + " differs from " +
-                       std::to_string(*campaign_seed) + " of the other chains; aggregate one "
+                       std::to_string(*campaign_seed) +
+                       " of the other chains; aggregate one "
                        "campaign at a time");
     campaign_seed = seed;
+    // Chains written before the classifier choice existed trained PET.
+    const std::string clf = res.contains("config") && res["config"].is_object()
+                                ? res["config"].value("classifier", std::string("pet"))
+                                : std::string("pet");
+    classifiers.insert(clf);
     if (!seen.insert({r, m}).second) {
       logWarn("aggregate: {} repeats replica {} member {}; ignored", dir, r, m);
       continue;
@@ -170,10 +222,16 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
         throw InputError(dir + ": binning of " + h.unfolded[o].name + " differs from " + chains[0]);
     ReplicaSum& acc = replicas[r];
     if (acc.sumw.empty()) {
-      for (const auto& u : h.unfolded) acc.sumw.push_back(u.sumw);
+      for (const auto& u : h.unfolded) {
+        acc.sumw.push_back(u.sumw);
+        acc.sumw2.push_back(u.sumw2);
+      }
     } else {
       for (size_t o = 0; o < h.unfolded.size(); ++o)
-        for (size_t b = 0; b < h.unfolded[o].sumw.size(); ++b) acc.sumw[o][b] += h.unfolded[o].sumw[b];
+        for (size_t b = 0; b < h.unfolded[o].sumw.size(); ++b) {
+          acc.sumw[o][b] += h.unfolded[o].sumw[b];
+          acc.sumw2[o][b] += h.unfolded[o].sumw2[b];
+        }
     }
     ++acc.members;
     ++used_chains;
@@ -183,11 +241,13 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   logInfo("aggregate: {} chains, {} replicas", used_chains, replicas.size());
 
   // 2. Bands per observable (everything computed before anything is written).
-  nlohmann::json summary = {{"replicas", replicas.size()},
-                            {"chains", used_chains},
-                            {"campaign_seed", *campaign_seed},
-                            {"truth", truth_path ? nlohmann::json(*truth_path) : nlohmann::json()},
-                            {"observables", nlohmann::json::object()}};
+  nlohmann::json summary = {
+      {"replicas", replicas.size()},
+      {"chains", used_chains},
+      {"campaign_seed", *campaign_seed},
+      {"classifier", classifiers.size() == 1 ? *classifiers.begin() : std::string("mixed")},
+      {"truth", truth_path ? nlohmann::json(*truth_path) : nlohmann::json()},
+      {"observables", nlohmann::json::object()}};
   struct ObsResult {
     std::string name;
     std::vector<double> edges, prior;
@@ -215,17 +275,43 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       js["delta_prior"] = data::triangularDiscriminator(res.prior, t, binning);
       js["delta_unfolded"] = data::triangularDiscriminator(res.band.mean, t, binning);
       std::vector<double> per_replica;
-      for (const auto& row : res.rows) per_replica.push_back(data::triangularDiscriminator(row, t, binning));
+      for (const auto& row : res.rows)
+        per_replica.push_back(data::triangularDiscriminator(row, t, binning));
       double mean = 0, var = 0;
       for (double d : per_replica) mean += d;
       mean /= per_replica.size();
       for (double d : per_replica) var += (d - mean) * (d - mean);
-      js["delta_unfolded_err"] = per_replica.size() > 1 ? std::sqrt(var / (per_replica.size() - 1)) : 0.0;
+      js["delta_unfolded_err"] =
+          per_replica.size() > 1 ? std::sqrt(var / (per_replica.size() - 1)) : 0.0;
       js["coverage_68"] = coverage(t, res.band.mean, res.band.p16, res.band.p84);
       js["coverage_95"] = coverage(t, res.band.mean, res.band.p2_5, res.band.p97_5);
+      // The floor, from the nominal (lowest) replica's weights: Σw² of its members, averaged.
+      // Members reweight the same events, so one member's Σw² (the mean over members), not
+      // the Σw² of M independent samples, measures the nominal's statistical precision.
+      const ReplicaSum& nominal = replicas.begin()->second;
+      std::vector<double> w1 = nominal.sumw[o], w2 = nominal.sumw2[o];
+      for (size_t b = 0; b < w1.size(); ++b) {
+        w1[b] /= nominal.members;
+        w2[b] /= nominal.members;
+      }
+      const std::vector<double> var_unfolded = densityVariance(w1, w2, res.edges);
+      js["delta_floor"] = deltaFloor(res.band.mean, var_unfolded, t, truth->variance[o], res.edges);
+      // Fraction of the prior-to-truth shift of the mean that the unfolding recovered.
+      const double m_prior = densityMean(res.prior, res.edges);
+      const double m_truth = densityMean(t, res.edges);
+      const double m_unfolded = densityMean(res.band.mean, res.edges);
+      js["mean_prior"] = m_prior;
+      js["mean_truth"] = m_truth;
+      js["mean_unfolded"] = m_unfolded;
+      const double shift = m_truth - m_prior;
+      const double scale = std::max(std::abs(m_truth), std::abs(m_prior));
+      js["shift_recovered"] = std::abs(shift) > 1e-9 * std::max(scale, 1e-300)
+                                  ? nlohmann::json((m_unfolded - m_prior) / shift)
+                                  : nlohmann::json();
     } else {
-      for (const char* k : {"delta_prior", "delta_unfolded", "delta_unfolded_err", "coverage_68",
-                            "coverage_95"})
+      for (const char* k :
+           {"delta_prior", "delta_unfolded", "delta_unfolded_err", "coverage_68", "coverage_95",
+            "delta_floor", "mean_prior", "mean_truth", "mean_unfolded", "shift_recovered"})
         js[k] = nullptr;
     }
     summary["observables"][res.name] = js;

@@ -13,14 +13,21 @@
 //     triangular discriminator x10^3 of the nominal vs truth, its uncertainty (std over
 //     replicas of each replica's discriminator), that of the prior (MC gen, unweighted)
 //     vs truth, and the per-bin coverage of the truth by the 68% and 95% bands (fraction
-//     of bins where truth or nominal is non-zero whose truth lies inside the band).
+//     of bins where truth or nominal is non-zero whose truth lies inside the band);
+//     the statistical floor of Δ (its expectation for a perfect unfolding of samples of
+//     these sizes: from Σw² of the nominal replica's unfolded weights and of the truth), and
+//     the fraction of the prior-to-truth shift of each observable's mean (bin centres, in
+//     range) that the nominal recovered: 1 = all of it, 0 = none, < 0 = the wrong way.
 //
 // Outputs in out_dir (each written atomically; out_dir created if missing):
 //   bands.h5      /<observable>/{edges, nominal, std, p16, p84, p2_5, p97_5, covariance,
 //                 correlation, replicas (R x bins), prior, truth}; root attributes
 //                 replicas, chains, observables
-//   summary.json  {"replicas", "chains", "observables": {name: {delta_prior, delta_unfolded,
-//                 delta_unfolded_err, coverage_68, coverage_95}}} (deltas null without truth)
+//   summary.json  {"replicas", "chains", "classifier" (the chains' step model, or "mixed"),
+//                 "observables": {name: {delta_prior, delta_unfolded,
+//                 delta_unfolded_err, delta_floor, coverage_68, coverage_95, mean_prior,
+//                 mean_unfolded, mean_truth, shift_recovered}}} (null without truth;
+//                 shift_recovered null when prior and truth have the same mean)
 //   <observable>.png  unfolded with band, truth, prior; ratio panel (gnuplot)
 //
 // Throws InputError (exit 2) when no chain is found, chains disagree on binning or on the

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include "core/base/error.hpp"
 #include "core/base/hash.hpp"
@@ -12,6 +13,7 @@
 #include "core/model/pet_config.hpp"
 #include "core/train/checkpoint.hpp"
 #include "core/train/classifier_trainer.hpp"
+#include "core/train/observable_classifier.hpp"
 #include "core/train/parallel.hpp"
 #include "ensembles/chain_output.hpp"
 #include "ensembles/seeds.hpp"
@@ -25,6 +27,48 @@ using nlohmann::json;
 // Purpose tags of the per-step seeds derived from the member seed.
 constexpr uint64_t kPurposeInit = 0x1A17;
 constexpr uint64_t kPurposeFit = 0xF17;
+constexpr uint64_t kPurposeMlpInit = 0x3171A17;
+
+const std::vector<std::string>& knownObservableColumns() {
+  static const std::vector<std::string> names = {
+      "mass",  "width",  "multiplicity", "lnrho",    "zg",
+      "tau21", "jet_pt", "jet_eta",      "jet_mass", "jet_multiplicity"};
+  return names;
+}
+
+// Per level (reco or gen) of a sample: n x k raw values of the configured columns. Subs are
+// read from the file or computed from the particles once.
+std::vector<float> observableColumns(const data::JetArrays& jets, const std::vector<float>& subs_in,
+                                     const std::vector<std::string>& names) {
+  std::vector<float> computed;
+  const std::vector<float>* subs = &subs_in;
+  bool need_subs = false;
+  for (const auto& n : names) need_subs |= n.rfind("jet_", 0) != 0;
+  if (need_subs && subs_in.empty()) {
+    computed = data::computeObservables(jets);
+    subs = &computed;
+  }
+  const auto k = names.size();
+  std::vector<float> out(static_cast<size_t>(jets.n) * k);
+  for (size_t c = 0; c < k; ++c) {
+    const auto& all = knownObservableColumns();
+    const auto idx = static_cast<size_t>(std::find(all.begin(), all.end(), names[c]) - all.begin());
+    for (int64_t i = 0; i < jets.n; ++i) {
+      const float v = idx < data::kNumSubs ? (*subs)[static_cast<size_t>(i) * data::kNumSubs + idx]
+                                           : jets.jet(i)[idx - data::kNumSubs];
+      out[static_cast<size_t>(i) * k + c] = v;
+    }
+  }
+  return out;
+}
+
+// Rows `rows` of an n x k matrix, appended to `out`.
+void appendRows(const std::vector<float>& m, size_t k, const std::vector<int64_t>& rows,
+                std::vector<float>& out) {
+  for (int64_t r : rows)
+    out.insert(out.end(), m.begin() + static_cast<long>(static_cast<size_t>(r) * k),
+               m.begin() + static_cast<long>(static_cast<size_t>(r + 1) * k));
+}
 
 template <typename T>
 void take(const json& j, const char* key, T& out, const std::string& source) {
@@ -48,8 +92,8 @@ std::vector<int64_t> passingRows(const std::vector<uint8_t>& pass) {
 }
 
 // Rows of `src` with labels `label` and weights `w[row]`.
-data::JetArrays labelled(const data::JetArrays& src, const std::vector<int64_t>& rows, int64_t label,
-                         const std::vector<double>& w) {
+data::JetArrays labelled(const data::JetArrays& src, const std::vector<int64_t>& rows,
+                         int64_t label, const std::vector<double>& w) {
   data::JetArrays a = src.subset(rows);
   a.labels.assign(rows.size(), label);
   a.weights.resize(rows.size());
@@ -72,7 +116,8 @@ double normaliseGlobal(std::vector<double>& w, const std::string& what) {
 // weights must agree bit for bit. The FNV-1a hash of their bytes, cut into eight bytes, is
 // summed over ranks together with the squares: (sum x)^2 == n * sum x^2 holds only when
 // every rank holds the same byte, and all these sums are exact in double.
-void requireRanksAgree(ParallelContext& ctx, const std::vector<double>& w, const std::string& what) {
+void requireRanksAgree(ParallelContext& ctx, const std::vector<double>& w,
+                       const std::string& what) {
   const uint64_t h = fnv1a(w.data(), w.size() * sizeof(double));
   std::vector<double> sums(16);
   for (size_t k = 0; k < 8; ++k) {
@@ -90,26 +135,22 @@ void requireRanksAgree(ParallelContext& ctx, const std::vector<double>& w, const
   if (ctx.isRoot()) logInfo("{}: weights agree across {} ranks", what, ctx.worldSize());
 }
 
-data::FeatureStats chooseStats(const ChainConfig& c, const Checkpoint* init) {
-  if (c.feature_stats == "jetclass") return data::FeatureStats::jetClass();
-  if (c.feature_stats == "zjets") return data::FeatureStats::zJets();
-  return init ? init->meta.stats : data::FeatureStats::zJets();
-}
-
 struct ChainState {
   int done_steps = 0;  // steps finished: step k = 2 * iteration + (0 for step 1, 1 for step 2)
   ChainWeights weights;
   json history = json::array();
 };
 
-std::string stateDir(const std::string& out) { return out + "/state"; }
+std::string stateDir(const std::string& out) {
+  return out + "/state";
+}
 
 void saveProgress(const std::string& out, const ChainSpec& spec, const ChainState& st) {
   // Weights first, then progress.json (the commit point of a finished step).
   writeChainWeights(stateDir(out), st.weights, json::object());
-  writeJsonAtomic(stateDir(out) + "/progress.json",
-                  {{"spec", chainSpecToJson(spec)}, {"done_steps", st.done_steps},
-                   {"history", st.history}});
+  writeJsonAtomic(
+      stateDir(out) + "/progress.json",
+      {{"spec", chainSpecToJson(spec)}, {"done_steps", st.done_steps}, {"history", st.history}});
 }
 
 ChainState loadProgress(const std::string& out, const ChainSpec& spec) {
@@ -118,8 +159,10 @@ ChainState loadProgress(const std::string& out, const ChainSpec& spec) {
   if (!fs::exists(p)) return st;
   json j = readJson(p);
   if (j.value("spec", json()) != chainSpecToJson(spec))
-    throw InputError(out + ": holds the state of a chain with different parameters; use another "
-                     "output directory or remove " + stateDir(out));
+    throw InputError(out +
+                     ": holds the state of a chain with different parameters; use another "
+                     "output directory or remove " +
+                     stateDir(out));
   st.done_steps = j.at("done_steps").get<int>();
   st.history = j.at("history");
   if (st.done_steps > 0) st.weights = readChainWeights(stateDir(out));
@@ -140,25 +183,75 @@ data::JetArrays step1TrainingSet(const data::UnfoldArrays& mc, const data::Unfol
   return train;
 }
 
+data::FeatureStats chainFeatureStats(const ChainConfig& c, const Checkpoint* init,
+                                     const std::vector<const data::JetArrays*>& samples) {
+  if (c.feature_stats == "jetclass") return data::FeatureStats::jetClass();
+  if (c.feature_stats == "zjets") return data::FeatureStats::zJets();
+  if (c.feature_stats == "checkpoint") return init ? init->meta.stats : data::FeatureStats::zJets();
+  // auto: the body keeps the particle statistics it was trained with; the jet features, which
+  // only condition the classifier head, are standardised on this sample (reco and gen jets
+  // of the MC). A foundation's JetClass jet statistics put ~200 GeV jets near -4 sigma.
+  data::FeatureStats s = init ? init->meta.stats : data::FeatureStats::jetClass();
+  for (int f = 0; f < data::kNumJetFeatures; ++f) {
+    double sum = 0, sum2 = 0;
+    int64_t n = 0;
+    for (const data::JetArrays* a : samples)
+      for (int64_t i = 0; i < a->n; ++i) {
+        const double v = a->jet(i)[f];
+        if (!std::isfinite(v)) continue;
+        sum += v;
+        sum2 += v * v;
+        ++n;
+      }
+    if (n == 0) continue;
+    const double mean = sum / static_cast<double>(n);
+    const double var = sum2 / static_cast<double>(n) - mean * mean;
+    s.jet_mean[static_cast<size_t>(f)] = static_cast<float>(mean);
+    s.jet_std[static_cast<size_t>(f)] = var > 1e-12 ? static_cast<float>(std::sqrt(var)) : 1.0f;
+  }
+  return s;
+}
+
 std::string resolveCheckpointDir(const std::string& dir) {
   std::error_code ec;
   if (fs::is_regular_file(fs::path(dir) / "meta.json", ec)) return dir;
   if (fs::is_regular_file(fs::path(dir) / "model" / "meta.json", ec))
     return (fs::path(dir) / "model").string();
-  throw InputError(dir + ": not a checkpoint directory (no meta.json, nor model/meta.json); pass "
+  throw InputError(dir +
+                   ": not a checkpoint directory (no meta.json, nor model/meta.json); pass "
                    "the output of `foldfarm pretrain`, or --init none to train from scratch");
 }
 
 ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   if (!j.is_object()) throw InputError(source + ": chain config must be a JSON object");
   static const std::vector<std::string> known = {
-      "preset",        "model",         "feature_stats", "epochs",        "patience",
-      "val_fraction",  "batch_size",    "lr",            "lr_factor",     "optimizer",
-      "weight_decay",  "max_weight",    "max_mc_events", "max_data_events"};
+      "classifier",     "observables",   "mlp",        "preset",
+      "model",          "feature_stats", "epochs",     "patience",
+      "val_fraction",   "batch_size",    "lr",         "lr_factor",
+      "optimizer",      "weight_decay",  "max_weight", "max_mc_events",
+      "max_data_events"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (std::find(known.begin(), known.end(), it.key()) == known.end())
       throw InputError(source + ": unknown chain config key '" + it.key() + "'");
   ChainConfig c;
+  take(j, "classifier", c.classifier, source);
+  take(j, "observables", c.observables, source);
+  if (j.contains("mlp")) {
+    const json& m = j.at("mlp");
+    if (!m.is_object()) throw InputError(source + ": 'mlp' must be a JSON object");
+    for (auto it = m.begin(); it != m.end(); ++it)
+      if (std::string k = it.key(); k != "hidden" && k != "epochs" && k != "patience" &&
+                                    k != "batch_size" && k != "lr" && k != "weight_decay")
+        throw InputError(source + ": unknown key 'mlp." + k +
+                         "' (hidden, epochs, patience, "
+                         "batch_size, lr, weight_decay)");
+    take(m, "hidden", c.mlp.hidden, source + " mlp");
+    take(m, "epochs", c.mlp.epochs, source + " mlp");
+    take(m, "patience", c.mlp.patience, source + " mlp");
+    take(m, "batch_size", c.mlp.batch_size, source + " mlp");
+    take(m, "lr", c.mlp.lr, source + " mlp");
+    take(m, "weight_decay", c.mlp.weight_decay, source + " mlp");
+  }
   take(j, "preset", c.preset, source);
   take(j, "model", c.model, source);
   take(j, "feature_stats", c.feature_stats, source);
@@ -178,19 +271,58 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   if (!(c.val_fraction > 0 && c.val_fraction < 1))
     throw InputError(source + ": val_fraction must be in (0, 1)");
   if (!(c.limits.max_weight > 1)) throw InputError(source + ": max_weight must be > 1");
-  if (c.feature_stats != "auto" && c.feature_stats != "jetclass" && c.feature_stats != "zjets")
-    throw InputError(source + ": feature_stats must be auto, jetclass or zjets");
+  if (c.feature_stats != "auto" && c.feature_stats != "checkpoint" &&
+      c.feature_stats != "jetclass" && c.feature_stats != "zjets")
+    throw InputError(source + ": feature_stats must be auto, checkpoint, jetclass or zjets");
+  if (c.classifier != "pet" && c.classifier != "mlp" && c.classifier != "pet+mlp")
+    throw InputError(source + ": classifier must be pet, mlp or pet+mlp (got '" + c.classifier +
+                     "')");
+  if (c.observables.empty() && c.classifier != "pet")
+    throw InputError(source + ": 'observables' must name at least one column for classifier " +
+                     c.classifier);
+  for (const auto& o : c.observables) {
+    const auto& all = knownObservableColumns();
+    if (std::find(all.begin(), all.end(), o) == all.end())
+      throw InputError(source + ": unknown observable '" + o +
+                       "' (mass, width, multiplicity, "
+                       "lnrho, zg, tau21, jet_pt, jet_eta, jet_mass, jet_multiplicity)");
+    if (std::count(c.observables.begin(), c.observables.end(), o) > 1)
+      throw InputError(source + ": observable '" + o + "' is listed twice");
+  }
+  if (c.mlp.hidden.empty() || c.mlp.epochs < 1 || c.mlp.batch_size < 1 || !(c.mlp.lr > 0) ||
+      c.mlp.patience < 0 || c.mlp.weight_decay < 0)
+    throw InputError(source +
+                     ": mlp needs at least one hidden layer, epochs and batch_size >= 1, "
+                     "lr > 0, patience and weight_decay >= 0");
+  for (int64_t h : c.mlp.hidden)
+    if (h < 1) throw InputError(source + ": mlp.hidden widths must be >= 1");
   return c;
 }
 
 json chainConfigToJson(const ChainConfig& c) {
-  return {{"preset", c.preset},         {"model", c.model},
-          {"feature_stats", c.feature_stats}, {"epochs", c.epochs},
-          {"patience", c.patience},     {"val_fraction", c.val_fraction},
-          {"batch_size", c.batch_size}, {"lr", c.lr},
-          {"lr_factor", c.lr_factor},   {"optimizer", c.optimizer},
-          {"weight_decay", c.weight_decay}, {"max_weight", c.limits.max_weight},
-          {"max_mc_events", c.max_mc_events}, {"max_data_events", c.max_data_events}};
+  return {{"classifier", c.classifier},
+          {"observables", c.observables},
+          {"mlp",
+           {{"hidden", c.mlp.hidden},
+            {"epochs", c.mlp.epochs},
+            {"patience", c.mlp.patience},
+            {"batch_size", c.mlp.batch_size},
+            {"lr", c.mlp.lr},
+            {"weight_decay", c.mlp.weight_decay}}},
+          {"preset", c.preset},
+          {"model", c.model},
+          {"feature_stats", c.feature_stats},
+          {"epochs", c.epochs},
+          {"patience", c.patience},
+          {"val_fraction", c.val_fraction},
+          {"batch_size", c.batch_size},
+          {"lr", c.lr},
+          {"lr_factor", c.lr_factor},
+          {"optimizer", c.optimizer},
+          {"weight_decay", c.weight_decay},
+          {"max_weight", c.limits.max_weight},
+          {"max_mc_events", c.max_mc_events},
+          {"max_data_events", c.max_data_events}};
 }
 
 ChainSpec chainSpecFromJson(const json& p) {
@@ -213,9 +345,14 @@ ChainSpec chainSpecFromJson(const json& p) {
 }
 
 json chainSpecToJson(const ChainSpec& s) {
-  return {{"mc", s.mc_path},         {"data", s.data_path},  {"init", s.init},
-          {"replica", s.replica},    {"member", s.member},   {"campaign_seed", s.campaign_seed},
-          {"iterations", s.iterations}, {"config", chainConfigToJson(s.config)}};
+  return {{"mc", s.mc_path},
+          {"data", s.data_path},
+          {"init", s.init},
+          {"replica", s.replica},
+          {"member", s.member},
+          {"campaign_seed", s.campaign_seed},
+          {"iterations", s.iterations},
+          {"config", chainConfigToJson(s.config)}};
 }
 
 void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& out) {
@@ -245,12 +382,12 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
 
   std::vector<double> w_mc(static_cast<size_t>(n_mc)), w_data(static_cast<size_t>(n_data));
   for (int64_t i = 0; i < n_mc; ++i) w_mc[i] = mc.weight(i);
-  const std::vector<double> boot = bootstrapWeights(static_cast<size_t>(n_data), spec.campaign_seed,
-                                                    spec.replica);
+  const std::vector<double> boot =
+      bootstrapWeights(static_cast<size_t>(n_data), spec.campaign_seed, spec.replica);
   for (int64_t i = 0; i < n_data; ++i) w_data[i] = dat.weight(i) * boot[i];
 
   const uint64_t member_seed = memberSeed(spec.campaign_seed, spec.replica, spec.member);
-  const data::FeatureStats stats = chooseStats(cfg, in.init.get());
+  const data::FeatureStats stats = chainFeatureStats(cfg, in.init.get(), {&mc.reco, &mc.gen});
   PetConfig pet_cfg = in.init ? in.init->meta.config
                               : applyPetOverrides(petPreset(cfg.preset), cfg.model, "chain config");
   ParallelContext* ctx = in.ctx;
@@ -258,59 +395,130 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
   if (root) fs::create_directories(stateDir(out));
   ChainState st = loadProgress(out, spec);
 
+  const bool use_pet = cfg.classifier != "mlp";
+  const bool use_mlp = cfg.classifier != "pet";
+  // Observable columns of each level, computed once (the MLP's inputs).
+  std::vector<float> obs_mc_reco, obs_mc_gen, obs_data_reco;
+  if (use_mlp) {
+    obs_mc_reco = observableColumns(mc.reco, mc.reco_subs, cfg.observables);
+    obs_mc_gen = observableColumns(mc.gen, mc.gen_subs, cfg.observables);
+    obs_data_reco = observableColumns(dat.reco, dat.reco_subs, cfg.observables);
+  }
+  const size_t n_obs = cfg.observables.size();
+
   for (int k = st.done_steps; k < 2 * spec.iterations; ++k) {
     const int iter = k / 2, step = k % 2 + 1;
     const std::string tag = "iteration " + std::to_string(iter) + " step " + std::to_string(step);
     const std::string model_dir = stateDir(out) + "/model_step" + std::to_string(step);
-    // 1. The model: iteration 0 from the foundation (or scratch), later ones from i-1's.
-    PetClassifier clf(pet_cfg, deriveSeed({member_seed, kPurposeInit, static_cast<uint64_t>(step)}),
-                      stats);
-    json step_record = {{"iteration", iter}, {"step", step}};
-    if (iter == 0) {
-      if (in.init) {
-        WarmStartReport rep = warmStart(clf.model(), *in.init);
-        logInfo("{}: warm start from {}: {}", tag, spec.init, rep.summary());
-        step_record["warm_start_skipped"] = rep.skipped;
-      }
-    } else {
-      Checkpoint prev = readCheckpoint(model_dir);
-      loadModelTensors(clf.model(), prev.tensors, "model.", model_dir);
-    }
-    // 2. The training set of this step.
-    const std::vector<double> push =
-        st.weights.push.empty() ? std::vector<double>(static_cast<size_t>(n_mc), 1.0)
-                                : st.weights.push.back();
+    const std::string mlp_dir = stateDir(out) + "/mlp_step" + std::to_string(step);
+    json step_record = {{"iteration", iter}, {"step", step}, {"classifier", cfg.classifier}};
+    // 1. The training set of this step (events in the order of step1TrainingSet / step 2).
+    const std::vector<double> push = st.weights.push.empty()
+                                         ? std::vector<double>(static_cast<size_t>(n_mc), 1.0)
+                                         : st.weights.push.back();
     data::JetArrays train;
+    std::vector<float> train_obs;
     if (step == 1) {
       train = step1TrainingSet(mc, dat, push, w_data);
+      if (use_mlp) {
+        appendRows(obs_mc_reco, n_obs, mc_reco_rows, train_obs);
+        appendRows(obs_data_reco, n_obs, data_rows, train_obs);
+      }
     } else {
       const std::vector<double>& pull = st.weights.pull.back();
       std::vector<double> w1(static_cast<size_t>(n_mc));
       for (int64_t i = 0; i < n_mc; ++i) w1[i] = pull[i] * w_mc[i];
       train = labelled(mc.gen, mc_gen_rows, 0, w_mc);
       train.append(labelled(mc.gen, mc_gen_rows, 1, w1));
+      if (use_mlp) {
+        appendRows(obs_mc_gen, n_obs, mc_gen_rows, train_obs);
+        appendRows(obs_mc_gen, n_obs, mc_gen_rows, train_obs);
+      }
     }
-    // 3. Fit (resumable), predict, reweight.
-    ClassifierFitOptions fo;
-    fo.optimizer = cfg.optimizer;
-    fo.lr = cfg.lr;
-    fo.lr_factor = cfg.lr_factor;
-    fo.weight_decay = cfg.weight_decay;
-    fo.batch_size = cfg.batch_size;
-    fo.max_epochs = cfg.epochs;
-    fo.patience = cfg.patience;
-    fo.val_fraction = cfg.val_fraction;
-    fo.seed = deriveSeed({member_seed, kPurposeFit, static_cast<uint64_t>(k)});
-    fo.state_dir = stateDir(out) + "/train_step" + std::to_string(k);
-    fo.resume = true;
-    fo.label = tag;
-    FitResult fit = clf.fit(train, nullptr, fo, ctx);
-    step_record["fit"] = toJson(fit);
-
+    const uint64_t fit_seed = deriveSeed({member_seed, kPurposeFit, static_cast<uint64_t>(k)});
     const data::JetArrays& eval_set = step == 1 ? mc.reco : mc.gen;
-    std::vector<double> ratio = likelihoodRatio(clf.predict(eval_set, 1024));
-    WeightReport rep = sanitizeAndNormalise(ratio, step == 1 ? mc_pass_reco : mc_pass_gen,
-                                            cfg.limits, tag);
+
+    // 2. The observable MLP (mlp, pet+mlp): iteration 0 from its seed, later ones from
+    //    iteration i-1's; fitted with the PET fit's seed, so both validate on the same rows.
+    //    Its fit is kept under state/ until the step commits, so that a resumed PET fit sees
+    //    the same logit offsets.
+    std::vector<float> train_offset, eval_offset;
+    std::optional<ObservableClassifier> mlp;
+    if (use_mlp) {
+      const std::string fitted_dir = stateDir(out) + "/mlp_fit_step" + std::to_string(k);
+      const bool fitted = checkpointExists(fitted_dir);
+      if (ctx != nullptr) ctx->barrier();  // every rank looked before rank 0 may write it
+      if (fitted) {
+        mlp.emplace(ObservableClassifier::load(fitted_dir, cfg.observables));
+      } else {
+        mlp.emplace(iter == 0 ? ObservableClassifier(cfg.observables, cfg.mlp.hidden,
+                                                     deriveSeed({member_seed, kPurposeMlpInit,
+                                                                 static_cast<uint64_t>(step)}))
+                              : ObservableClassifier::load(mlp_dir, cfg.observables));
+        MlpFitOptions mo;
+        mo.epochs = cfg.mlp.epochs;
+        mo.patience = cfg.mlp.patience;
+        mo.batch_size = cfg.mlp.batch_size;
+        mo.lr = cfg.mlp.lr;
+        mo.weight_decay = cfg.mlp.weight_decay;
+        mo.val_fraction = cfg.val_fraction;
+        mo.seed = fit_seed;
+        mo.label = tag + " mlp";
+        std::vector<float> tw(train.weights.begin(), train.weights.end());
+        step_record["mlp_fit"] = toJson(mlp->fit(train_obs, train.labels, tw, mo));
+        if (root) mlp->save(fitted_dir);
+      }
+      train_offset = mlp->logits(train_obs);
+      eval_offset = mlp->logits(step == 1 ? obs_mc_reco : obs_mc_gen);
+    }
+
+    // 3. PET (pet, pet+mlp): iteration 0 from the foundation (or scratch), later ones from
+    //    i-1's model. Boosted on the MLP, its output layer starts at 0 in every step, so the
+    //    fit starts exactly at the MLP and keeps an epoch only if it beats it on validation.
+    std::vector<float> prob;
+    std::optional<PetClassifier> pet;
+    if (use_pet) {
+      PetClassifier& clf = pet.emplace(
+          pet_cfg, deriveSeed({member_seed, kPurposeInit, static_cast<uint64_t>(step)}), stats);
+      if (iter == 0) {
+        if (in.init) {
+          WarmStartReport rep = warmStart(clf.model(), *in.init);
+          logInfo("{}: warm start from {}: {}", tag, spec.init, rep.summary());
+          step_record["warm_start_skipped"] = rep.skipped;
+        }
+      } else {
+        Checkpoint prev = readCheckpoint(model_dir);
+        loadModelTensors(clf.model(), prev.tensors, "model.", model_dir);
+      }
+      if (use_mlp) clf.zeroOutputLayer();
+      ClassifierFitOptions fo;
+      fo.optimizer = cfg.optimizer;
+      fo.lr = cfg.lr;
+      fo.lr_factor = cfg.lr_factor;
+      fo.weight_decay = cfg.weight_decay;
+      fo.batch_size = cfg.batch_size;
+      fo.max_epochs = cfg.epochs;
+      fo.patience = cfg.patience;
+      fo.val_fraction = cfg.val_fraction;
+      fo.seed = fit_seed;
+      fo.state_dir = stateDir(out) + "/train_step" + std::to_string(k);
+      fo.resume = true;
+      fo.label = tag;
+      fo.validate_initial = use_mlp;
+      FitResult fit = clf.fit(train, nullptr, fo, ctx, train_offset);
+      step_record["fit"] = toJson(fit);
+      logInfo("{}: best epoch {} val loss {:.5f}", tag, fit.best_epoch, fit.best_val_loss);
+      prob = clf.predict(eval_set, 1024, eval_offset);
+    } else {
+      prob.resize(eval_offset.size());
+      for (size_t i = 0; i < prob.size(); ++i)
+        prob[i] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(eval_offset[i]))));
+    }
+
+    // 4. Reweight.
+    std::vector<double> ratio = likelihoodRatio(prob);
+    WeightReport rep =
+        sanitizeAndNormalise(ratio, step == 1 ? mc_pass_reco : mc_pass_gen, cfg.limits, tag);
     std::vector<double> w = ratio;
     if (step == 1)
       for (int64_t i = 0; i < n_mc; ++i) w[i] = push[i] * ratio[i];
@@ -319,18 +527,21 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
     step_record["reweighting"] = rep;
     step_record["ess"] = ess;
     step_record["ess_fraction"] = ess / static_cast<double>(n_mc);
-    logInfo("{}: best epoch {} val loss {:.5f}; ESS {:.0f} of {} ({} non-finite, {} clipped)", tag,
-            fit.best_epoch, fit.best_val_loss, ess, n_mc, rep.non_finite, rep.clipped);
+    logInfo("{}: ESS {:.0f} of {} ({} non-finite, {} clipped)", tag, ess, n_mc, rep.non_finite,
+            rep.clipped);
     (step == 1 ? st.weights.pull : st.weights.push).push_back(std::move(w));
     st.history.push_back(step_record);
 
-    // 4. Commit the step: the model for the next iteration, then the progress record.
+    // 5. Commit the step: the models for the next iteration, then the progress record;
+    //    the step's fit states go.
     st.done_steps = k + 1;
     if (root) {
-      clf.save(model_dir);
+      if (pet) pet->save(model_dir);
+      if (mlp) mlp->save(mlp_dir);
       saveProgress(out, spec, st);
       std::error_code ec;
-      fs::remove_all(fo.state_dir, ec);
+      fs::remove_all(stateDir(out) + "/train_step" + std::to_string(k), ec);
+      fs::remove_all(stateDir(out) + "/mlp_fit_step" + std::to_string(k), ec);
     }
     const bool stop = ctx != nullptr ? ctx->anyTrue(stopRequested()) : stopRequested();
     if (ctx != nullptr) ctx->barrier();  // the next iteration reads model_dir
@@ -338,7 +549,7 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
       throw InterruptedError(out + ": stopped after " + tag + "; state saved, rerun to resume");
   }
 
-  // 5. Outputs: weights, histograms, history; result.json last.
+  // 6. Outputs: weights, histograms, history; result.json last.
   json meta = {{"campaign_seed", std::to_string(spec.campaign_seed)},
                {"replica", spec.replica},
                {"member", spec.member},

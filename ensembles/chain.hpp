@@ -24,22 +24,51 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/data/features.hpp"
 #include "core/data/jet_arrays.hpp"
 #include "ensembles/weights.hpp"
 
 namespace foldfarm {
 struct Checkpoint;
 class ParallelContext;
-}
+}  // namespace foldfarm
 
 namespace foldfarm::ensembles {
 
+// The observable MLP of "mlp" and "pet+mlp" chains ("mlp" object of the chain config).
+struct MlpSettings {
+  std::vector<int64_t> hidden = {64, 64};
+  int epochs = 60;
+  int patience = 8;
+  int64_t batch_size = 256;
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+};
+
 // Chain configuration ("config" object of the task params / --config file). Unknown keys
-// are refused. Defaults follow OmniLearn's unfolding set-up except the preset.
+// are refused.
+//
+// classifier: the model of each step.
+//   "pet"      PET on the particles (and the 4 jet features), OmniLearn's set-up;
+//   "mlp"      classic OmniFold: an MLP on jet-level observables (`observables`), fast;
+//   "pet+mlp"  boosted: the observable MLP is fitted first, then PET learns the correction
+//              to its logit (logit = mlp(obs) + pet(particles), PET's output layer starting
+//              at 0, the starting point competing for the best epoch). It ends no worse on
+//              the validation set than the MLP alone, and adds what the particles know.
+// observables: input columns of the MLP, taken at the step's level (reco in step 1, gen in
+//   step 2): the six substructure observables of `*_subs` (mass, width, multiplicity,
+//   lnrho, zg, tau21; computed from the particles when the file lacks them) and the jet
+//   features of `*_jets` (jet_pt, jet_eta, jet_mass, jet_multiplicity).
 struct ChainConfig {
-  std::string preset = "tiny";         // PET preset when init is "none" (else the checkpoint's)
+  std::string classifier = "pet+mlp";
+  std::vector<std::string> observables = {"mass", "width", "multiplicity", "lnrho", "zg", "tau21"};
+  MlpSettings mlp;
+  std::string preset = "tiny";  // PET preset when init is "none" (else the checkpoint's)
   nlohmann::json model = nlohmann::json::object();  // PET config overrides (init "none")
-  std::string feature_stats = "auto";  // auto (checkpoint's, else zjets) | jetclass | zjets
+  // auto: particle statistics of the checkpoint (JetClass without one), jet statistics
+  //   measured on the MC sample; checkpoint: all of the checkpoint's (zjets without one);
+  //   jetclass | zjets: SPEC §3.1's.
+  std::string feature_stats = "auto";
   int epochs = 20;
   int patience = 3;
   double val_fraction = 0.1;
@@ -87,6 +116,11 @@ struct ChainInputs {
 data::JetArrays step1TrainingSet(const data::UnfoldArrays& mc, const data::UnfoldArrays& data,
                                  const std::vector<double>& push,
                                  const std::vector<double>& w_data);
+
+// Feature statistics of a chain's classifiers (ChainConfig::feature_stats); "auto" measures
+// the jet statistics on `samples` (a chain: the MC's reco and gen jets).
+data::FeatureStats chainFeatureStats(const ChainConfig& c, const Checkpoint* init,
+                                     const std::vector<const data::JetArrays*>& samples);
 
 // Runs (or resumes) the chain and writes its output into out_dir (chain_output.hpp).
 // Throws InputError for bad input, InterruptedError when stopped (state saved), Error.

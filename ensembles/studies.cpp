@@ -45,12 +45,6 @@ std::vector<double> valCurve(const FitResult& r) {
   return v;
 }
 
-data::FeatureStats statsFor(const ChainConfig& c, const Checkpoint* ck) {
-  if (c.feature_stats == "jetclass") return data::FeatureStats::jetClass();
-  if (c.feature_stats == "zjets") return data::FeatureStats::zJets();
-  return ck ? ck->meta.stats : data::FeatureStats::zJets();
-}
-
 }  // namespace
 
 json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_dir) {
@@ -61,7 +55,7 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
   if (o.config.max_data_events > 0 && o.config.max_data_events < dat.n())
     dat = dat.slice(0, o.config.max_data_events);
   const Checkpoint ck = readCheckpoint(resolveCheckpointDir(o.init));
-  const data::FeatureStats stats = statsFor(o.config, &ck);
+  const data::FeatureStats stats = chainFeatureStats(o.config, &ck, {&mc.reco, &mc.gen});
   std::vector<double> push(static_cast<size_t>(mc.n()), 1.0), w_data(static_cast<size_t>(dat.n()));
   for (int64_t i = 0; i < dat.n(); ++i) w_data[i] = dat.weight(i);
   const data::JetArrays train = step1TrainingSet(mc, dat, push, w_data);
@@ -69,22 +63,25 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
 
   ChainConfig cfg = o.config;
   cfg.patience = 0;  // full curves
-  json out = {{"mc", o.mc_path}, {"data", o.data_path}, {"init", o.init},
-              {"events", train.n}, {"epochs", cfg.epochs}};
+  json out = {{"mc", o.mc_path},
+              {"data", o.data_path},
+              {"init", o.init},
+              {"events", train.n},
+              {"epochs", cfg.epochs}};
   std::vector<double> curves[2];
   for (int warm = 1; warm >= 0; --warm) {
     PetClassifier clf(ck.meta.config, deriveSeed({member_seed, 0x1A17, 1}), stats);
     if (warm) logInfo("warm start: {}", warmStart(clf.model(), ck).summary());
-    FitResult fit = clf.fit(train, nullptr,
-                            fitOptions(cfg, deriveSeed({member_seed, 0xF17, 0}),
-                                       warm ? "warm start" : "from scratch"));
+    FitResult fit = clf.fit(
+        train, nullptr,
+        fitOptions(cfg, deriveSeed({member_seed, 0xF17, 0}), warm ? "warm start" : "from scratch"));
     curves[warm] = valCurve(fit);
     out[warm ? "warm" : "scratch"] = toJson(fit);
   }
   const auto& scratch = curves[0];
   const auto& warmc = curves[1];
-  const size_t best = static_cast<size_t>(std::min_element(scratch.begin(), scratch.end()) -
-                                          scratch.begin());
+  const size_t best =
+      static_cast<size_t>(std::min_element(scratch.begin(), scratch.end()) - scratch.begin());
   const double target = scratch[best];
   json reach = nullptr;
   for (size_t e = 0; e < warmc.size(); ++e)
@@ -96,8 +93,8 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
   out["warm_best_val_loss"] = *std::min_element(warmc.begin(), warmc.end());
   out["epochs_scratch_to_best"] = best + 1;
   out["epochs_warm_to_scratch_best"] = reach;
-  out["speedup"] = reach.is_null() ? json(nullptr)
-                                   : json(static_cast<double>(best + 1) / reach.get<double>());
+  out["speedup"] =
+      reach.is_null() ? json(nullptr) : json(static_cast<double>(best + 1) / reach.get<double>());
   out["val_loss_warm"] = warmc;
   out["val_loss_scratch"] = scratch;
 
@@ -121,10 +118,12 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
 }
 
 json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_dir) {
-  if (o.folds < 2) throw InputError("reweight-qg: --folds must be at least 2 (got " +
-                                    std::to_string(o.folds) + ")");
-  if (o.members < 1) throw InputError("reweight-qg: --members must be at least 1 (got " +
-                                      std::to_string(o.members) + ")");
+  if (o.folds < 2)
+    throw InputError("reweight-qg: --folds must be at least 2 (got " + std::to_string(o.folds) +
+                     ")");
+  if (o.members < 1)
+    throw InputError("reweight-qg: --members must be at least 1 (got " + std::to_string(o.members) +
+                     ")");
   data::JetFile file(o.jets_path);
   if (file.layout() != data::FileLayout::kJets || !file.hasLabels())
     throw InputError(o.jets_path + ": needs the jets layout with 'pid' (1 = quark, 0 = gluon)");
@@ -178,12 +177,14 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
       data::JetArrays train = all.subset(train_rows);
       train.weights.assign(static_cast<size_t>(train.n), 1.0f);
       const uint64_t mk = static_cast<uint64_t>(m) * 1000 + static_cast<uint64_t>(k);
-      PetClassifier clf(cfg, deriveSeed({o.seed, 0x1A17, mk}), statsFor(o.config, ck.get()));
-      if (ck) logInfo("member {} fold {}: warm start: {}", m, k, warmStart(clf.model(), *ck).summary());
-      FitResult fit = clf.fit(train, nullptr,
-                              fitOptions(o.config, deriveSeed({o.seed, 0xF17, mk}),
-                                         "qg member " + std::to_string(m) + " fold " +
-                                             std::to_string(k)));
+      PetClassifier clf(cfg, deriveSeed({o.seed, 0x1A17, mk}),
+                        chainFeatureStats(o.config, ck.get(), {&all}));
+      if (ck)
+        logInfo("member {} fold {}: warm start: {}", m, k, warmStart(clf.model(), *ck).summary());
+      FitResult fit =
+          clf.fit(train, nullptr,
+                  fitOptions(o.config, deriveSeed({o.seed, 0xF17, mk}),
+                             "qg member " + std::to_string(m) + " fold " + std::to_string(k)));
       json fj = toJson(fit);
       fj["member"] = m;
       fj["fold"] = k;
@@ -193,8 +194,8 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
       for (size_t i = 0; i < held.size(); ++i) prob[static_cast<size_t>(held[i])] = p[i];
     }
     std::vector<double> w = likelihoodRatio(prob);
-    member_reports.push_back(sanitizeAndNormalise(w, is_gluon, o.config.limits,
-                                                  "quark/gluon weights of member " + std::to_string(m)));
+    member_reports.push_back(sanitizeAndNormalise(
+        w, is_gluon, o.config.limits, "quark/gluon weights of member " + std::to_string(m)));
     member_w.push_back(std::move(w));
   }
   std::vector<double> w(n, 0.0);
@@ -222,51 +223,54 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
   const double nq0 = static_cast<double>(std::count(quark0.begin(), quark0.end(), 1));
   const double nq1 = static_cast<double>(std::count(quark1.begin(), quark1.end(), 1));
   json obs = json::object(), obs_matched = json::object();
-  auto discriminators = [&](int ob, const std::vector<ObservableHistogram>& hq,
-                            const std::vector<ObservableHistogram>& hg,
-                            const std::vector<ObservableHistogram>& hw,
-                            const std::vector<ObservableHistogram>& hm0,
-                            const std::vector<ObservableHistogram>& hq0,
-                            const std::vector<ObservableHistogram>& hq1) {
-    data::Binning b{hq[ob].edges};
-    auto dens = [&](const ObservableHistogram& h) {
-      double s = std::accumulate(h.sumw.begin(), h.sumw.end(), 0.0);
-      std::vector<double> d(h.sumw.size());
-      for (size_t i = 0; i < d.size(); ++i) d[i] = s > 0 ? h.sumw[i] / (s * b.width(int(i))) : 0;
-      return d;
-    };
-    auto vsQuark = [&](const ObservableHistogram& h) {
-      return data::triangularDiscriminator(dens(h), dens(hq[ob]), b);
-    };
-    const double before = vsQuark(hg[ob]);
-    const double after = vsQuark(hw[ob]);
-    const double single = vsQuark(hm0[ob]);
-    const double noise = data::triangularDiscriminator(dens(hq0[ob]), dens(hq1[ob]), b);
-    // Pure histogram noise between two samples of sizes N1, N2 grows like 1/N1 + 1/N2; scaled
-    // from the half-vs-half value to (effective size of the reweighted gluons, all quarks) it
-    // estimates what a perfect reweighting would still show.
-    const double floor = noise * (1.0 / rep.ess + 1.0 / nq) / (1.0 / nq0 + 1.0 / nq1);
-    return json{{"bins", b.numBins()},
-                {"delta_unweighted", before},
-                                     {"delta_reweighted", after},
-                                     {"reduction", after > 0 ? before / after : INFINITY},
-                                     {"delta_reweighted_member0", single},
-                                     {"reduction_member0", single > 0 ? before / single : INFINITY},
-                                     {"delta_quark_half_vs_half", noise},
-                                     {"noise_floor_estimate", floor},
-                                     {"max_reduction_estimate", floor > 0 ? before / floor : INFINITY}};
-  };
+  auto discriminators =
+      [&](int ob, const std::vector<ObservableHistogram>& hq,
+          const std::vector<ObservableHistogram>& hg, const std::vector<ObservableHistogram>& hw,
+          const std::vector<ObservableHistogram>& hm0, const std::vector<ObservableHistogram>& hq0,
+          const std::vector<ObservableHistogram>& hq1) {
+        data::Binning b{hq[ob].edges};
+        auto dens = [&](const ObservableHistogram& h) {
+          double s = std::accumulate(h.sumw.begin(), h.sumw.end(), 0.0);
+          std::vector<double> d(h.sumw.size());
+          for (size_t i = 0; i < d.size(); ++i)
+            d[i] = s > 0 ? h.sumw[i] / (s * b.width(int(i))) : 0;
+          return d;
+        };
+        auto vsQuark = [&](const ObservableHistogram& h) {
+          return data::triangularDiscriminator(dens(h), dens(hq[ob]), b);
+        };
+        const double before = vsQuark(hg[ob]);
+        const double after = vsQuark(hw[ob]);
+        const double single = vsQuark(hm0[ob]);
+        const double noise = data::triangularDiscriminator(dens(hq0[ob]), dens(hq1[ob]), b);
+        // Pure histogram noise between two samples of sizes N1, N2 grows like 1/N1 + 1/N2; scaled
+        // from the half-vs-half value to (effective size of the reweighted gluons, all quarks) it
+        // estimates what a perfect reweighting would still show.
+        const double floor = noise * (1.0 / rep.ess + 1.0 / nq) / (1.0 / nq0 + 1.0 / nq1);
+        return json{{"bins", b.numBins()},
+                    {"delta_unweighted", before},
+                    {"delta_reweighted", after},
+                    {"reduction", after > 0 ? before / after : INFINITY},
+                    {"delta_reweighted_member0", single},
+                    {"reduction_member0", single > 0 ? before / single : INFINITY},
+                    {"delta_quark_half_vs_half", noise},
+                    {"noise_floor_estimate", floor},
+                    {"max_reduction_estimate", floor > 0 ? before / floor : INFINITY}};
+      };
   // Binning matched to this sample: `bins` equal-width bins between the 1st and 99th
   // percentile of all jets' values (both classes, so it does not favour either).
   std::vector<std::vector<double>> matched_edges(static_cast<size_t>(data::kNumSubs));
-  auto histogramMatched = [&](const std::vector<double>& weights, const std::vector<uint8_t>& pass) {
+  auto histogramMatched = [&](const std::vector<double>& weights,
+                              const std::vector<uint8_t>& pass) {
     std::vector<ObservableHistogram> out(static_cast<size_t>(data::kNumSubs));
     for (int ob : {data::kObsMass, data::kObsWidth, data::kObsMultiplicity}) {
       data::Histogram1D h(data::Binning{matched_edges[static_cast<size_t>(ob)]});
       for (size_t i = 0; i < n; ++i)
-        if (pass[i]) h.fill(subs[i * data::kNumSubs + static_cast<size_t>(ob)],
-                            weights.empty() ? 1.0 : weights[i]);
-      out[static_cast<size_t>(ob)] = {data::observableName(ob), h.binning().edges, h.sumW(), h.sumW2()};
+        if (pass[i])
+          h.fill(subs[i * data::kNumSubs + static_cast<size_t>(ob)],
+                 weights.empty() ? 1.0 : weights[i]);
+      out[static_cast<size_t>(ob)] = {data::observableName(ob), h.binning().edges, h.sumW(),
+                                      h.sumW2()};
     }
     return out;
   };

@@ -64,13 +64,14 @@ json readSummary(const std::string& path) {
                      "); rerun the aggregation (`foldfarm aggregate`)");
   }
   if (!j.is_object() || !j.contains("observables") || !j["observables"].is_object())
-    throw InputError(path + ": no \"observables\" object; not an aggregation summary (rerun the "
+    throw InputError(path +
+                     ": no \"observables\" object; not an aggregation summary (rerun the "
                      "aggregation)");
   for (auto it = j["observables"].begin(); it != j["observables"].end(); ++it) {
     if (!it->is_object())
       throw InputError(path + ": observables." + it.key() + " is not an object");
     for (const char* k : {"delta_prior", "delta_unfolded", "delta_unfolded_err", "coverage_68",
-                          "coverage_95"}) {
+                          "coverage_95", "delta_floor", "shift_recovered"}) {
       auto f = it->find(k);
       if (f != it->end() && !f->is_null() && !f->is_number())
         throw InputError(path + ": observables." + it.key() + "." + k + " is not a number");
@@ -123,7 +124,7 @@ std::vector<Series> warmstartCurves(const json& j) {
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key().rfind("val_loss_", 0) != 0 || !it->is_array()) continue;
     Series s;
-    s.label = it.key().substr(9) == "warm" ? "warm start (foundation)"
+    s.label = it.key().substr(9) == "warm"      ? "warm start (foundation)"
               : it.key().substr(9) == "scratch" ? "from scratch"
                                                 : it.key().substr(9);
     for (size_t i = 0; i < it->size(); ++i) {
@@ -163,10 +164,12 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
-    throw InputError(dir + ": not a directory; pass a campaign directory (created by `foldfarm "
+    throw InputError(dir +
+                     ": not a directory; pass a campaign directory (created by `foldfarm "
                      "campaign init SPEC --dir D`)");
   if (!isFile(dir + "/spec.json") || !isFile(dir + "/journal.sqlite"))
-    throw InputError(dir + ": not a campaign directory (no spec.json and journal.sqlite); pass "
+    throw InputError(dir +
+                     ": not a campaign directory (no spec.json and journal.sqlite); pass "
                      "the directory given to `foldfarm campaign init --dir`");
   const std::string agg = opt.aggregate_dir.empty() ? dir + "/aggregate" : opt.aggregate_dir;
   const std::string warm = opt.warmstart_dir.empty() ? dir + "/warmstart" : opt.warmstart_dir;
@@ -176,6 +179,18 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
   const CampaignStats stats = readCampaignStats(dir);
   std::optional<json> summary;
   if (isFile(agg + "/summary.json")) summary = readSummary(agg + "/summary.json");
+  std::optional<json> baseline;
+  std::string baseline_name;
+  if (!opt.baseline_dir.empty()) {
+    std::string b = opt.baseline_dir;
+    if (!isFile(b + "/summary.json") && isFile(b + "/aggregate/summary.json")) b += "/aggregate";
+    if (!isFile(b + "/summary.json"))
+      throw InputError(opt.baseline_dir +
+                       ": no summary.json (nor aggregate/summary.json); "
+                       "aggregate the baseline campaign first (`foldfarm campaign aggregate`)");
+    baseline = readSummary(b + "/summary.json");
+    baseline_name = opt.baseline_dir;
+  }
   std::optional<BandsFile> bands;
   if (isFile(agg + "/bands.h5")) bands = readBandsFile(agg + "/bands.h5");
   const WeightDiagnostics weights = readWeightDiagnostics(dir);
@@ -313,14 +328,16 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
 
   // Distributions.
   if (!bands) {
-    omit("distributions", "Unfolded distributions",
-         "no " + agg + "/bands.h5 (run `foldfarm campaign aggregate " + dir + " --truth TRUTH.h5`)");
+    omit(
+        "distributions", "Unfolded distributions",
+        "no " + agg + "/bands.h5 (run `foldfarm campaign aggregate " + dir + " --truth TRUTH.h5`)");
   } else {
-    std::string s = "<section id=\"distributions\"><h2>Unfolded distributions</h2>\n<p>Unit-area "
-                    "densities: the mean over " + std::to_string(bands->replicas) +
-                    " bootstrap replicas (" + std::to_string(bands->chains) +
-                    " chains) with the 16-84% and 2.5-97.5% bands, the truth and the prior (MC "
-                    "gen); the lower panels show ratios.</p>\n<div class=\"grid\">\n";
+    std::string s =
+        "<section id=\"distributions\"><h2>Unfolded distributions</h2>\n<p>Unit-area "
+        "densities: the mean over " +
+        std::to_string(bands->replicas) + " bootstrap replicas (" + std::to_string(bands->chains) +
+        " chains) with the 16-84% and 2.5-97.5% bands, the truth and the prior (MC "
+        "gen); the lower panels show ratios.</p>\n<div class=\"grid\">\n";
     int shown = 0;
     std::vector<std::string> missing;
     for (const auto& o : bands->observables) {
@@ -338,7 +355,8 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
     if (!missing.empty()) {
       std::string names;
       for (const auto& m : missing) names += (names.empty() ? "" : ", ") + m;
-      s += "<p class=\"note\">Not drawn (" + htmlEscape(names) + "): " + htmlEscape(no_gnuplot) + "</p>\n";
+      s += "<p class=\"note\">Not drawn (" + htmlEscape(names) + "): " + htmlEscape(no_gnuplot) +
+           "</p>\n";
     }
     s += "</section>\n";
     if (shown > 0) present("distributions", "Distributions");
@@ -348,7 +366,8 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
   // Δ table.
   if (!summary) {
     omit("delta", "Triangular discriminator and coverage",
-         "no " + agg + "/summary.json (run `foldfarm campaign aggregate " + dir + " --truth TRUTH.h5`)");
+         "no " + agg + "/summary.json (run `foldfarm campaign aggregate " + dir +
+             " --truth TRUTH.h5`)");
   } else {
     std::vector<std::vector<std::string>> rows;
     bool any_truth = false;
@@ -363,26 +382,63 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
       const double dp = jsonNumber(o, "delta_prior"), du = jsonNumber(o, "delta_unfolded");
       const double de = jsonNumber(o, "delta_unfolded_err");
       const double c68 = jsonNumber(o, "coverage_68"), c95 = jsonNumber(o, "coverage_95");
+      const double floor = jsonNumber(o, "delta_floor"), shift = jsonNumber(o, "shift_recovered");
       if (!std::isnan(du)) any_truth = true;
-      rows.push_back({name, fmt(dp, 3), std::isnan(du) ? "-" : fmt(du, 3) + " ± " + fmt(de, 3),
-                      std::isnan(dp) || std::isnan(du) ? "-" : fmt(du / std::max(dp, 1e-300), 2),
-                      std::isnan(c68) ? "-" : fmt(100 * c68, 0) + "%",
-                      std::isnan(c95) ? "-" : fmt(100 * c95, 0) + "%", paperDelta(name)});
+      // Told apart: a prior already at the floor has nothing to unfold; an unfolded Δ at the
+      // floor is as good as these sample sizes allow.
+      std::string prior_cell = fmt(dp, 3);
+      if (!std::isnan(dp) && !std::isnan(floor) && dp <= floor) prior_cell += " (at floor)";
+      std::string unfolded_cell = std::isnan(du) ? "-" : fmt(du, 3) + " ± " + fmt(de, 3);
+      if (!std::isnan(du) && !std::isnan(floor) && du <= floor) unfolded_cell += " (at floor)";
+      std::vector<std::string> row = {name, prior_cell, unfolded_cell,
+                                      std::isnan(floor) ? "-" : fmt(floor, 3),
+                                      std::isnan(shift) ? "-" : fmt(100 * shift, 0) + "%"};
+      if (baseline) {
+        const json bo = (*baseline)["observables"].value(name, json::object());
+        const double bd = jsonNumber(bo, "delta_unfolded"),
+                     be = jsonNumber(bo, "delta_unfolded_err");
+        const double bs = jsonNumber(bo, "shift_recovered");
+        row.push_back(std::isnan(bd) ? "-" : fmt(bd, 3) + " ± " + fmt(be, 3));
+        row.push_back(std::isnan(bs) ? "-" : fmt(100 * bs, 0) + "%");
+      }
+      rows.push_back(row);
+      rows.back().insert(
+          rows.back().end(),
+          {std::isnan(dp) || std::isnan(du) ? "-" : fmt(du / std::max(dp, 1e-300), 2),
+           std::isnan(c68) ? "-" : fmt(100 * c68, 0) + "%",
+           std::isnan(c95) ? "-" : fmt(100 * c95, 0) + "%", paperDelta(name)});
     }
+    std::vector<std::string> header = {"observable", "Δ prior", "Δ unfolded", "Δ floor",
+                                       "shift recovered"};
+    if (baseline) {
+      header.push_back("Δ baseline");
+      header.push_back("shift baseline");
+    }
+    for (const char* h : {"unfolded / prior", "coverage 68%", "coverage 95%", "OmniLearn paper"})
+      header.push_back(h);
     if (!any_truth) {
       omit("delta", "Triangular discriminator and coverage",
-           agg + "/summary.json has no truth comparison (aggregate with --truth TRUTH.h5 or a spec input 'truth')");
+           agg +
+               "/summary.json has no truth comparison (aggregate with --truth TRUTH.h5 or a spec "
+               "input 'truth')");
     } else {
       present("delta", "Δ table");
-      body += "<section id=\"delta\"><h2>Triangular discriminator and coverage</h2>\n<p>Δ x10<sup>3"
-              "</sup> against the truth (smaller is closer): the prior (MC gen) before unfolding and "
-              "the unfolded result ± its spread over the replicas; coverage = fraction of bins whose "
-              "truth lies inside the 68% / 95% band. The last column is OmniLearn's published value "
-              "on real Z+jets data, for orientation only.</p>\n" +
-              htmlTable({"observable", "Δ prior", "Δ unfolded", "unfolded / prior", "coverage 68%",
-                         "coverage 95%", "OmniLearn paper"},
-                        rows, "delta-table") +
-              "</section>\n";
+      body +=
+          "<section id=\"delta\"><h2>Triangular discriminator and coverage</h2>\n<p>Δ x10<sup>3"
+          "</sup> against the truth (smaller is closer): the prior (MC gen) before unfolding and "
+          "the unfolded result ± its spread over the replicas; the statistical floor = the Δ that "
+          "a perfect unfolding of samples of these sizes would still show (from the weights' "
+          "Σw² per bin), so a Δ at the floor cannot be improved on these events; shift "
+          "recovered = how much of the prior-to-truth shift of the observable's mean the "
+          "unfolding recovered (100% = all, 0% = none); coverage = fraction of bins whose "
+          "truth lies inside the 68% / 95% band. The last column is OmniLearn's published value "
+          "on real Z+jets data, for orientation only.</p>\n" +
+          (baseline
+               ? "<p>Baseline (same data, another unfolding): " + htmlEscape(baseline_name) + " (" +
+                     htmlEscape((*baseline).value("classifier", std::string("see its spec"))) +
+                     ").</p>\n"
+               : std::string()) +
+          htmlTable(header, rows, "delta-table") + "</section>\n";
     }
   }
 
@@ -393,9 +449,10 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
     omit("correlations", "Bin-to-bin correlations", no_gnuplot);
   } else {
     present("correlations", "Correlations");
-    body += "<section id=\"correlations\"><h2>Bin-to-bin correlations</h2>\n<p>Correlation of the "
-            "unfolded densities over the bootstrap replicas (blue -1, white 0, red +1).</p>\n"
-            "<div class=\"grid heat\">\n";
+    body +=
+        "<section id=\"correlations\"><h2>Bin-to-bin correlations</h2>\n<p>Correlation of the "
+        "unfolded densities over the bootstrap replicas (blue -1, white 0, red +1).</p>\n"
+        "<div class=\"grid heat\">\n";
     for (const auto& o : bands->observables)
       body += figure(figures.at("corr_" + o.name), o.name, "correlation " + o.name);
     body += "</div></section>\n";
@@ -412,7 +469,8 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
       rows.push_back({std::to_string(s.iteration), std::to_string(s.step), std::to_string(s.chains),
                       fmt(100 * s.mean_ess_fraction, 1) + "%",
                       fmt(100 * s.min_ess_fraction, 1) + "% (" + s.min_ess_task + ")",
-                      std::to_string(s.clipped), std::to_string(s.non_finite), fmt(s.max_weight, 2)});
+                      std::to_string(s.clipped), std::to_string(s.non_finite),
+                      fmt(s.max_weight, 2)});
     std::vector<std::vector<std::string>> worst;
     for (size_t i = 0; i < weights.chains.size() && i < 10; ++i) {
       const auto& c = weights.chains[i];
@@ -420,17 +478,18 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
                        fmt(100 * c.min_ess_fraction, 1) + "%", std::to_string(c.clipped),
                        std::to_string(c.non_finite), fmt(c.max_weight, 2)});
     }
-    body += "<section id=\"weights\"><h2>Weight diagnostics</h2>\n<p>Effective sample size "
-            "(Σw)²/Σw² as a fraction of the events, and reweighting factors that were clipped or "
-            "not finite, per OmniFold iteration and step over " +
-            std::to_string(weights.chains.size()) + " chains.</p>\n" +
-            htmlTable({"iteration", "step", "chains", "mean ESS", "lowest ESS", "clipped",
-                       "non-finite", "max weight"},
-                      rows, "weights-table") +
-            "<h3>Chains with the lowest ESS</h3>\n" +
-            htmlTable({"task", "final ESS", "lowest ESS", "clipped", "non-finite", "max weight"},
-                      worst, "weights-chains") +
-            "</section>\n";
+    body +=
+        "<section id=\"weights\"><h2>Weight diagnostics</h2>\n<p>Effective sample size "
+        "(Σw)²/Σw² as a fraction of the events, and reweighting factors that were clipped or "
+        "not finite, per OmniFold iteration and step over " +
+        std::to_string(weights.chains.size()) + " chains.</p>\n" +
+        htmlTable({"iteration", "step", "chains", "mean ESS", "lowest ESS", "clipped", "non-finite",
+                   "max weight"},
+                  rows, "weights-table") +
+        "<h3>Chains with the lowest ESS</h3>\n" +
+        htmlTable({"task", "final ESS", "lowest ESS", "clipped", "non-finite", "max weight"}, worst,
+                  "weights-chains") +
+        "</section>\n";
   }
 
   // Campaign statistics.
@@ -451,17 +510,21 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
                                      : "0 (CPU slots)"},
         {"CPU-hours (x threads per task)",
          fmt(stats.cpu_hours, 4) + " (" + formatDuration(stats.cpu_hours * 3600) + ")"},
-        {"throughput", wall > 0 ? fmt(done / wall * 3600.0, 1) + " tasks/h (" +
-                                      fmt(done / wall, 2) + " tasks/s)"
-                                : "-"},
+        {"throughput",
+         wall > 0 ? fmt(done / wall * 3600.0, 1) + " tasks/h (" + fmt(done / wall, 2) + " tasks/s)"
+                  : "-"},
         {"mean slots busy", wall > 0 ? fmt(stats.run_s / wall, 2) : "-"},
     };
     std::string hosts;
-    for (const auto& [h, n] : stats.hosts) hosts += (hosts.empty() ? "" : ", ") + h + " (" + std::to_string(n) + ")";
+    for (const auto& [h, n] : stats.hosts)
+      hosts += (hosts.empty() ? "" : ", ") + h + " (" + std::to_string(n) + ")";
     if (!hosts.empty()) acct.push_back({"hosts (attempts)", hosts});
-    std::string s = "<section id=\"campaign\"><h2>Campaign statistics</h2>\n<h3>Tasks per state</h3>\n" +
-                    htmlTable({"state", "tasks"}, states, "states-table") + "<h3>Attempts and "
-                    "accounting</h3>\n" + htmlTable({"", "value"}, acct, "accounting-table");
+    std::string s =
+        "<section id=\"campaign\"><h2>Campaign statistics</h2>\n<h3>Tasks per state</h3>\n" +
+        htmlTable({"state", "tasks"}, states, "states-table") +
+        "<h3>Attempts and "
+        "accounting</h3>\n" +
+        htmlTable({"", "value"}, acct, "accounting-table");
     s += "<h3>Failures</h3>\n";
     if (stats.failures.empty()) {
       s += "<p id=\"no-failures\" class=\"ok\">No task failed.</p>\n";
@@ -475,15 +538,18 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
       s += htmlTable({"task", "state", "attempts", "failed attempts", "last exit", "last reason"},
                      fr, "failures-table");
       if (stats.failures.size() > 50)
-        s += "<p>… and " + std::to_string(stats.failures.size() - 50) + " more (`foldfarm campaign "
-             "status " + htmlEscape(dir) + "`).</p>\n";
+        s += "<p>… and " + std::to_string(stats.failures.size() - 50) +
+             " more (`foldfarm campaign "
+             "status " +
+             htmlEscape(dir) + "`).</p>\n";
       std::vector<std::pair<int, std::string>> reasons;
       for (const auto& [r, n] : stats.failure_reasons) reasons.emplace_back(n, r);
       std::sort(reasons.rbegin(), reasons.rend());
       std::vector<std::vector<std::string>> rr;
       for (const auto& [n, r] : reasons) rr.push_back({r, std::to_string(n)});
-      if (!rr.empty()) s += "<h3>Failure reasons (all attempts)</h3>\n" +
-                            htmlTable({"reason", "attempts"}, rr, "reasons-table");
+      if (!rr.empty())
+        s += "<h3>Failure reasons (all attempts)</h3>\n" +
+             htmlTable({"reason", "attempts"}, rr, "reasons-table");
     }
     body += s + "</section>\n";
   }
@@ -495,16 +561,16 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
     omit("throughput", "Throughput", no_gnuplot);
   } else {
     present("throughput", "Throughput");
-    body += "<section id=\"throughput\"><h2>Throughput</h2>\n" +
-            figure(figures.at("throughput"), "tasks completed against time (journal)", "throughput") +
-            "</section>\n";
+    body +=
+        "<section id=\"throughput\"><h2>Throughput</h2>\n" +
+        figure(figures.at("throughput"), "tasks completed against time (journal)", "throughput") +
+        "</section>\n";
   }
 
   // Warm start.
   {
     std::string s;
-    for (const auto& p : warm_png)
-      s += figure(readFile(p), fs::path(p).filename().string(), p);
+    for (const auto& p : warm_png) s += figure(readFile(p), fs::path(p).filename().string(), p);
     if (s.empty() && figures.count("warmstart"))
       s += figure(figures["warmstart"], "validation loss per epoch", "warm-start curves");
     std::vector<std::vector<std::string>> scalars;
@@ -519,11 +585,14 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
     }
     if (s.empty() && scalars.empty()) {
       omit("warmstart", "Warm start",
-           "no warm-start study in " + warm + " (run `foldfarm study warmstart --out " + warm + "`)");
+           "no warm-start study in " + warm + " (run `foldfarm study warmstart --out " + warm +
+               "`)");
     } else {
       present("warmstart", "Warm start");
-      body += "<section id=\"warmstart\"><h2>Warm start against training from scratch</h2>\n"
-              "<div class=\"grid\">" + s + "</div>\n";
+      body +=
+          "<section id=\"warmstart\"><h2>Warm start against training from scratch</h2>\n"
+          "<div class=\"grid\">" +
+          s + "</div>\n";
       if (!scalars.empty()) body += htmlTable({"figure", "value"}, scalars, "warmstart-table");
       body += "</section>\n";
     }
@@ -531,14 +600,15 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
 
   std::string nav_html;
   for (const auto& n : nav) nav_html += n;
-  std::string page = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-                     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-                     "<title>foldfarm report: " + htmlEscape(stats.name) + "</title>\n<style>" +
-                     kCss + "</style></head>\n<body>\n<header><h1>Campaign " +
-                     htmlEscape(stats.name) + "</h1>\n<p class=\"meta\">" + htmlEscape(dir) +
-                     " &middot; generated " + htmlEscape(timeText(jobs::wallClockNow())) +
-                     " by foldfarm " FOLDFARM_VERSION "</p>\n<nav>" + nav_html +
-                     "</nav></header>\n" + body + "</body></html>\n";
+  std::string page =
+      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+      "<title>foldfarm report: " +
+      htmlEscape(stats.name) + "</title>\n<style>" + kCss +
+      "</style></head>\n<body>\n<header><h1>Campaign " + htmlEscape(stats.name) +
+      "</h1>\n<p class=\"meta\">" + htmlEscape(dir) + " &middot; generated " +
+      htmlEscape(timeText(jobs::wallClockNow())) + " by foldfarm " FOLDFARM_VERSION "</p>\n<nav>" +
+      nav_html + "</nav></header>\n" + body + "</body></html>\n";
   res.bytes = page.size();
   if (result) *result = res;
   return page;

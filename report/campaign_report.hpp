@@ -6,7 +6,9 @@
 //   distributions  unfolded densities with 68%/95% bands, truth and prior, ratio panels:
 //                  the aggregation's <obs>.png, or rendered here from bands.h5 (gnuplot)
 //   delta          Δ x10^3 against the truth of the prior and of the unfolded result (± the
-//                  spread over replicas) and the 68%/95% band coverage (summary.json)
+//                  spread over replicas), the statistical floor of Δ, the fraction of the
+//                  prior-to-truth shift of the mean recovered, the 68%/95% band coverage
+//                  (summary.json), and a baseline's Δ and shift when one is given
 //   correlations   bin-to-bin correlation heat maps (bands.h5 <obs>/correlation)
 //   weights        ESS and clipped / non-finite weights per OmniFold step (chain histories)
 //   campaign       tasks per state, attempts, failures and their reasons, run time,
@@ -29,10 +31,14 @@ struct ReportOptions {
   std::string out;            // "" = D/report.html
   std::string aggregate_dir;  // "" = D/aggregate
   std::string warmstart_dir;  // "" = D/warmstart
+  // "" = none; else an aggregation directory (or a campaign directory, meaning its
+  // aggregate/) of a baseline unfolding of the same data, e.g. the observable-level MultiFold
+  // ("classifier": "mlp"): the Δ table shows its Δ and recovered shift beside this one's.
+  std::string baseline_dir;
 };
 
 struct ReportResult {
-  std::string path;                   // the page written
+  std::string path;  // the page written
   size_t bytes = 0;
   int images = 0;                     // <img> elements embedded
   std::vector<std::string> sections;  // ids of the sections with content

@@ -47,14 +47,21 @@ void registerUnfold(CommandGroups& g) {
       "train data-parallel over the ranks and rank 0 writes the output");
   cmd->add_option("--mc", o->mc, "MC unfolding file (reco + gen)")->required();
   cmd->add_option("--data", o->data, "data unfolding file (reco used)")->required();
-  cmd->add_option("--init", o->init, "foundation checkpoint (the --out of foldfarm pretrain, or its model/), or 'none'")->required();
+  cmd->add_option(
+         "--init", o->init,
+         "foundation checkpoint (the --out of foldfarm pretrain, or its model/), or 'none'")
+      ->required();
   cmd->add_option("--out", o->out, "chain output directory")->required();
   cmd->add_option("--replica", o->replica, "bootstrap replica (0 = nominal)")->required();
   cmd->add_option("--member", o->member, "ensemble member")->required();
-  cmd->add_option("--config", o->config, "chain config JSON (epochs, patience, lr, preset, ...)");
+  cmd->add_option(
+      "--config", o->config,
+      "chain config JSON: classifier (pet+mlp | pet | mlp), observables, mlp {...}, epochs, "
+      "patience, lr, batch_size, preset, ... (ensembles/chain.hpp)");
   cmd->add_option("--seed", o->seed, "campaign seed")->capture_default_str();
   cmd->add_option("--iterations", o->iterations, "OmniFold iterations")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")
+      ->capture_default_str();
   o->dist.addTo(*cmd);
   cmd->callback([o] {
     nlohmann::json params = {{"mc", o->mc},
@@ -73,7 +80,8 @@ void registerUnfold(CommandGroups& g) {
     try {
       ensembles::runChainTaskOrThrow(params, o->out, ctx.get());
     } catch (const InterruptedError&) {
-      throw InterruptedError(o->out + ": interrupted; state saved, rerun the same command to resume");
+      throw InterruptedError(o->out +
+                             ": interrupted; state saved, rerun the same command to resume");
     }
     if (ctx->isRoot()) std::cout << readFile(o->out + "/result.json");
   });
@@ -105,7 +113,8 @@ void registerAggregate(CommandGroups& g) {
     ao.plots = !o->no_plots;
     std::optional<std::string> truth;
     if (!o->truth.empty()) truth = o->truth;
-    std::cout << ensembles::aggregateRunsWithOptions(o->runs, o->out, truth, ao).dump(2) << std::endl;
+    std::cout << ensembles::aggregateRunsWithOptions(o->runs, o->out, truth, ao).dump(2)
+              << std::endl;
   });
 }
 
@@ -124,11 +133,14 @@ void registerWarmstart(CommandGroups& g) {
       "needed to reach the scratch model's best validation loss");
   cmd->add_option("--mc", o->mc, "MC unfolding file")->required();
   cmd->add_option("--data", o->data, "data unfolding file")->required();
-  cmd->add_option("--init", o->init, "foundation checkpoint (the --out of foldfarm pretrain, or its model/)")->required();
+  cmd->add_option("--init", o->init,
+                  "foundation checkpoint (the --out of foldfarm pretrain, or its model/)")
+      ->required();
   cmd->add_option("--out", o->out, "output directory")->required();
   cmd->add_option("--config", o->config, "chain config JSON (epochs, lr, batch_size, ...)");
   cmd->add_option("--seed", o->seed, "seed")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")
+      ->capture_default_str();
   cmd->add_flag("--no-plot", o->no_plot, "skip the PNG");
   cmd->callback([o] {
     configureThreads(o->threads);
@@ -138,7 +150,8 @@ void registerWarmstart(CommandGroups& g) {
     so.init = o->init;
     so.seed = o->seed;
     so.plot = !o->no_plot;
-    so.config = ensembles::chainConfigFromJson(readConfigFile(o->config), o->config.empty() ? "config" : o->config);
+    so.config = ensembles::chainConfigFromJson(readConfigFile(o->config),
+                                               o->config.empty() ? "config" : o->config);
     nlohmann::json r = ensembles::runWarmstartStudy(so, o->out);
     r.erase("warm");
     r.erase("scratch");
@@ -163,20 +176,26 @@ void registerReweightQg(CommandGroups& g) {
       "of mass, width and multiplicity before and after, and the quark half-vs-half "
       "discriminator as the noise scale (reweight_qg.json)");
   cmd->add_option("--jets", o->jets, "jets file with pid (1 = quark, 0 = gluon)")->required();
-  cmd->add_option("--init", o->init, "foundation checkpoint (the --out of foldfarm pretrain, or its model/), or 'none'")->capture_default_str();
+  cmd->add_option(
+         "--init", o->init,
+         "foundation checkpoint (the --out of foldfarm pretrain, or its model/), or 'none'")
+      ->capture_default_str();
   cmd->add_option("--out", o->out, "output directory")->required();
   cmd->add_option("--config", o->config, "chain config JSON (preset, epochs, lr, ...)");
   cmd->add_option("--seed", o->seed, "seed")->capture_default_str();
   cmd->add_option("--folds", o->folds, "cross-fit folds (>= 2)")->capture_default_str();
-  cmd->add_option("--members", o->members, "ensemble members per fold (>= 1)")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")->capture_default_str();
+  cmd->add_option("--members", o->members, "ensemble members per fold (>= 1)")
+      ->capture_default_str();
+  cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")
+      ->capture_default_str();
   cmd->add_option("--bins", o->bins,
                   "also report the discriminators on this many equal-width bins between the "
                   "1st and 99th percentile of the jets (0: campaign binnings only)")
       ->capture_default_str();
   cmd->callback([o] {
     configureThreads(o->threads);
-    if (o->bins < 0) throw InputError("reweight-qg: --bins must be >= 0 (got " + std::to_string(o->bins) + ")");
+    if (o->bins < 0)
+      throw InputError("reweight-qg: --bins must be >= 0 (got " + std::to_string(o->bins) + ")");
     ensembles::QuarkGluonStudyOptions so;
     so.bins = o->bins;
     so.folds = o->folds;
@@ -184,7 +203,8 @@ void registerReweightQg(CommandGroups& g) {
     so.jets_path = o->jets;
     so.init = o->init;
     so.seed = o->seed;
-    so.config = ensembles::chainConfigFromJson(readConfigFile(o->config), o->config.empty() ? "config" : o->config);
+    so.config = ensembles::chainConfigFromJson(readConfigFile(o->config),
+                                               o->config.empty() ? "config" : o->config);
     nlohmann::json r = ensembles::runQuarkGluonStudy(so, o->out);
     r.erase("fit");
     std::cout << r.dump(2) << std::endl;

@@ -20,12 +20,18 @@ void registerReport(CommandGroups& g) {
       "Write one self-contained HTML page about a campaign: unfolded distributions with bands, "
       "the Δ table, correlations, weight diagnostics, journal statistics and throughput, "
       "warm-start curves (sections without input are omitted with a note)");
-  cmd->add_option("dir", *dir, "campaign directory (from `foldfarm campaign init --dir`)")->required();
+  cmd->add_option("dir", *dir, "campaign directory (from `foldfarm campaign init --dir`)")
+      ->required();
   cmd->add_option("--out", o->out, "output HTML file (default D/report.html; written atomically)");
   cmd->add_option("--aggregate", o->aggregate_dir,
                   "aggregation directory with bands.h5, summary.json, PNGs (default D/aggregate)");
   cmd->add_option("--warmstart", o->warmstart_dir,
                   "warm-start study output directory (default D/warmstart)");
+  cmd->add_option(
+      "--baseline", o->baseline_dir,
+      "aggregation (or campaign) directory of a baseline unfolding of the same data, "
+      "e.g. a campaign with \"classifier\": \"mlp\": its Δ and recovered shift are shown "
+      "beside this campaign's");
   cmd->callback([o, dir] {
     registerCampaignTaskKinds();  // opening a campaign validates its task kind
     report::ReportResult r = report::writeCampaignReport(*dir, *o);
@@ -45,21 +51,28 @@ void registerScalingStudy(CommandGroups& g) {
       "scaling.json, scaling.md, PNG plots of throughput and efficiency, and the alpha-beta "
       "extrapolation (report/alpha_beta.hpp)");
   cmd->add_option("--max-ranks", o->max_ranks, "largest MPI rank count (1..N)")
-      ->capture_default_str()->check(CLI::Range(1, 1024));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
   cmd->add_option("--max-slots", o->max_slots, "largest scheduler slot count (1..K)")
-      ->capture_default_str()->check(CLI::Range(1, 1024));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
   cmd->add_option("--preset", o->preset, "PET preset of the data-parallel benchmark")
       ->capture_default_str();
-  cmd->add_option("--batch", o->batch, "jets per rank per step")->capture_default_str()
+  cmd->add_option("--batch", o->batch, "jets per rank per step")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--steps", o->steps, "timed steps per run")->capture_default_str()
+  cmd->add_option("--steps", o->steps, "timed steps per run")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--particles", o->particles, "particle slots per jet")->capture_default_str();
-  cmd->add_option("--tasks", o->tasks, "noop tasks per scheduler run")->capture_default_str()
+  cmd->add_option("--tasks", o->tasks, "noop tasks per scheduler run")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--sleep-tasks", o->sleep_tasks, "sleep tasks per scheduler run (makespan efficiency)")
+  cmd->add_option("--sleep-tasks", o->sleep_tasks,
+                  "sleep tasks per scheduler run (makespan efficiency)")
       ->capture_default_str();
-  cmd->add_option("--sleep-seconds", o->sleep_s, "duration of each sleep task")->capture_default_str();
+  cmd->add_option("--sleep-seconds", o->sleep_s, "duration of each sleep task")
+      ->capture_default_str();
   cmd->add_option("--out", o->out_dir, "output directory")->capture_default_str();
   cmd->add_option("--exe", o->exe, "foldfarm executable to benchmark (default: this one)");
   cmd->add_option("--mpirun", o->mpirun, "MPI launcher")->capture_default_str();
@@ -70,7 +83,8 @@ void registerScalingStudy(CommandGroups& g) {
   cmd->add_option("--bandwidth-gbps", o->bandwidth_gbps, "interconnect bandwidth [GB/s]")
       ->capture_default_str();
   cmd->add_option("--extrapolate-to", o->extrapolate_to, "largest rank count of the model table")
-      ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--timeout", o->timeout_s, "seconds allowed per benchmark run")
       ->capture_default_str();
   cmd->add_flag("--no-ddp", *no_ddp, "skip the data-parallel benchmark");

@@ -22,7 +22,8 @@ void requireBinary(const data::JetArrays& a, const std::string& what) {
   if (a.labels.size() != static_cast<size_t>(a.n))
     throw InputError(what + ": labels are required (one 0/1 label per jet)");
   for (int64_t y : a.labels)
-    if (y != 0 && y != 1) throw InputError(what + ": labels must be 0 or 1 for a one-logit classifier");
+    if (y != 0 && y != 1)
+      throw InputError(what + ": labels must be 0 or 1 for a one-logit classifier");
 }
 
 }  // namespace
@@ -50,8 +51,9 @@ PetClassifier PetClassifier::fromPreset(const std::string& preset, uint64_t init
 PetClassifier PetClassifier::load(const std::string& dir) {
   const Checkpoint ck = readCheckpoint(dir);
   if (ck.meta.config.num_classes != 1 || ck.meta.config.generator)
-    throw InputError(dir + ": not a one-logit classifier checkpoint; use warmStart() to start "
-                           "a classifier from it");
+    throw InputError(dir +
+                     ": not a one-logit classifier checkpoint; use warmStart() to start "
+                     "a classifier from it");
   PetClassifier c(ck.meta.config, 0, ck.meta.stats);
   loadModelTensors(c.model_, ck.tensors, "model.", dir);
   return c;
@@ -62,16 +64,24 @@ WarmStartReport PetClassifier::warmStart(const std::string& checkpoint_dir) {
 }
 
 FitResult PetClassifier::fit(const data::JetArrays& train, const data::JetArrays* val,
-                             const ClassifierFitOptions& o, ParallelContext* ctx) {
+                             const ClassifierFitOptions& o, ParallelContext* ctx,
+                             const std::vector<float>& train_offset,
+                             const std::vector<float>& val_offset) {
   requireBinary(train, o.label + " training set");
   if (val) requireBinary(*val, o.label + " validation set");
   if (o.batch_size < 1 || o.max_epochs < 1 || o.lr <= 0 || o.lr_factor <= 0)
     throw InputError(o.label + ": batch size, max epochs, lr and lr_factor must be positive");
   JetTensors all = JetTensors::fromArrays(train, stats_);
+  if (!train_offset.empty()) all.setOffset(train_offset);
   JetTensors tr, va;
   if (val) {
     tr = std::move(all);
     va = JetTensors::fromArrays(*val, stats_);
+    if (!val_offset.empty()) va.setOffset(val_offset);
+    if (tr.offset.defined() != va.offset.defined())
+      throw InputError(o.label +
+                       ": logit offsets are needed for both the training and the "
+                       "validation set, or for neither");
   } else if (o.val_fraction > 0) {
     auto [in, out] = splitRows(all.size(), o.val_fraction, o.seed);
     if (in.empty() || out.empty())
@@ -98,6 +108,7 @@ FitResult PetClassifier::fit(const data::JetArrays& train, const data::JetArrays
   t.show_progress = o.show_progress;
   t.label = o.label;
   t.stop_at_step = o.stop_at_step;
+  t.validate_initial = o.validate_initial;
   CheckpointMeta meta;
   meta.stats = stats_;
   meta.class_names = {"0", "1"};
@@ -106,10 +117,18 @@ FitResult PetClassifier::fit(const data::JetArrays& train, const data::JetArrays
   return trainer.fit(tr, va.size() > 0 ? &va : nullptr, Objective::kClassifier);
 }
 
-std::vector<float> PetClassifier::predict(const data::JetArrays& set, int64_t batch_size) {
-  const JetTensors t = JetTensors::fromArrays(set, stats_);
+std::vector<float> PetClassifier::predict(const data::JetArrays& set, int64_t batch_size,
+                                          const std::vector<float>& offset) {
+  JetTensors t = JetTensors::fromArrays(set, stats_);
+  if (!offset.empty()) t.setOffset(offset);
   const torch::Tensor p = predictProbabilities(model_, t, batch_size).contiguous();
   return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+}
+
+void PetClassifier::zeroOutputLayer() {
+  torch::NoGradGuard no_grad;
+  for (auto& item : model_->named_parameters())
+    if (item.key().rfind("classifier.logits.", 0) == 0) item.value().zero_();
 }
 
 void PetClassifier::save(const std::string& dir) const {

@@ -42,20 +42,21 @@ namespace foldfarm {
 struct ClassifierFitOptions {
   std::string optimizer = "lion";  // "lion" or "adamw"
   double lr = 3e-5;
-  double lr_factor = 5.0;          // body learns at lr / lr_factor (SPEC §4: 5 for unfolding)
+  double lr_factor = 5.0;  // body learns at lr / lr_factor (SPEC §4: 5 for unfolding)
   double weight_decay = 1e-5;
   double warmup_epochs = 0;
-  double clip_norm = 1.0;          // 0 = off
+  double clip_norm = 1.0;  // 0 = off
   int64_t batch_size = 512;
   int64_t max_epochs = 20;
-  int64_t patience = 3;            // 0 = no early stopping
-  double val_fraction = 0.1;       // used when fit() gets no explicit validation set
-  uint64_t seed = 0;               // data order, validation split, feature dropout
-  std::string state_dir;           // where to save state on stop/each epoch ("" = nowhere)
-  bool resume = false;             // continue from state_dir when it holds a state
+  int64_t patience = 3;       // 0 = no early stopping
+  double val_fraction = 0.1;  // used when fit() gets no explicit validation set
+  uint64_t seed = 0;          // data order, validation split, feature dropout
+  std::string state_dir;      // where to save state on stop/each epoch ("" = nowhere)
+  bool resume = false;        // continue from state_dir when it holds a state
   bool show_progress = false;
   std::string label = "classifier";
-  int64_t stop_at_step = -1;       // preemption drill: act as if stopped after this many steps
+  int64_t stop_at_step = -1;      // preemption drill: act as if stopped after this many steps
+  bool validate_initial = false;  // the starting weights compete for the best epoch (trainer.hpp)
 };
 
 class PetClassifier {
@@ -75,10 +76,19 @@ class PetClassifier {
   WarmStartReport warmStart(const std::string& checkpoint_dir);
 
   // Trains on `train`; validates on `val`, or on a val_fraction split of `train` when null.
+  // Logit offsets (empty: none; else one per row of train / val): the model learns the
+  // correction to a fixed per-jet logit (boosting on another classifier's output).
   FitResult fit(const data::JetArrays& train, const data::JetArrays* val,
-                const ClassifierFitOptions& options, ParallelContext* ctx = nullptr);
-  // P(label 1 | x) for every jet, in row order (eval mode, no dropout).
-  std::vector<float> predict(const data::JetArrays& set, int64_t batch_size = 1024);
+                const ClassifierFitOptions& options, ParallelContext* ctx = nullptr,
+                const std::vector<float>& train_offset = {},
+                const std::vector<float>& val_offset = {});
+  // P(label 1 | x) for every jet, in row order (eval mode, no dropout); with offsets (one per
+  // row) the probability is sigmoid(offset + logit).
+  std::vector<float> predict(const data::JetArrays& set, int64_t batch_size = 1024,
+                             const std::vector<float>& offset = {});
+  // Zeroes the output layer: the classifier's logit is 0 for every jet until it trains (with
+  // offsets: it starts exactly at the offset model).
+  void zeroOutputLayer();
 
   // Writes a checkpoint directory (model, config, feature statistics); atomic.
   void save(const std::string& dir) const;

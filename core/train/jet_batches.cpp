@@ -28,16 +28,19 @@ JetTensors JetTensors::fromArrays(data::JetArrays&& raw, const data::FeatureStat
   t.particles = torch::from_blob(std_arrays.particles.data(), {n, p, data::kNumParticleFeatures},
                                  torch::kFloat32)
                     .clone();
-  t.jets = torch::from_blob(std_arrays.jets.data(), {n, data::kNumJetFeatures}, torch::kFloat32).clone();
+  t.jets =
+      torch::from_blob(std_arrays.jets.data(), {n, data::kNumJetFeatures}, torch::kFloat32).clone();
   t.mask = torch::from_blob(const_cast<uint8_t*>(mask.data()), {n, p}, torch::kUInt8)
                .to(torch::kFloat32);
   t.particles.mul_(t.mask.unsqueeze(-1));
   if (!raw.labels.empty())
-    t.labels = torch::from_blob(const_cast<int64_t*>(raw.labels.data()), {n}, torch::kInt64).clone();
+    t.labels =
+        torch::from_blob(const_cast<int64_t*>(raw.labels.data()), {n}, torch::kInt64).clone();
   else
     t.labels = torch::zeros({n}, torch::kInt64);
   if (!raw.weights.empty())
-    t.weights = torch::from_blob(const_cast<float*>(raw.weights.data()), {n}, torch::kFloat32).clone();
+    t.weights =
+        torch::from_blob(const_cast<float*>(raw.weights.data()), {n}, torch::kFloat32).clone();
   else
     t.weights = torch::ones({n}, torch::kFloat32);
   t.extent.assign(static_cast<size_t>(n), 0);
@@ -50,6 +53,14 @@ JetTensors JetTensors::fromArrays(data::JetArrays&& raw, const data::FeatureStat
   return t;
 }
 
+void JetTensors::setOffset(const std::vector<float>& logit_offset) {
+  if (static_cast<int64_t>(logit_offset.size()) != size())
+    throw InputError("logit offsets: " + std::to_string(logit_offset.size()) + " values for " +
+                     std::to_string(size()) + " jets");
+  offset =
+      torch::from_blob(const_cast<float*>(logit_offset.data()), {size()}, torch::kFloat32).clone();
+}
+
 JetTensors JetTensors::subset(const std::vector<int64_t>& rows) const {
   const Tensor idx = torch::tensor(rows, torch::kInt64);
   JetTensors s;
@@ -58,6 +69,7 @@ JetTensors JetTensors::subset(const std::vector<int64_t>& rows) const {
   s.jets = jets.index_select(0, idx);
   s.labels = labels.index_select(0, idx);
   s.weights = weights.index_select(0, idx);
+  if (offset.defined()) s.offset = offset.index_select(0, idx);
   for (int64_t r : rows) s.extent.push_back(extent.at(static_cast<size_t>(r)));
   return s;
 }
@@ -76,6 +88,7 @@ JetBatch makeBatch(const JetTensors& set, const std::vector<int64_t>& rows, bool
   b.jets = set.jets.index_select(0, idx);
   b.labels = set.labels.index_select(0, idx);
   b.weights = set.weights.index_select(0, idx);
+  if (set.offset.defined()) b.offset = set.offset.index_select(0, idx);
   b.rows = rows;
   return b;
 }
@@ -101,8 +114,8 @@ std::vector<std::vector<int64_t>> batchRows(const JetTensors& set, std::vector<i
       batches.emplace_back(it, it + std::min<int64_t>(batch_size, last - it));
   }
   if (bucket) {
-    std::mt19937_64 gb(deriveSeed({seed, 0x6275636bULL, static_cast<uint64_t>(epoch),
-                                   static_cast<uint64_t>(rank)}));
+    std::mt19937_64 gb(deriveSeed(
+        {seed, 0x6275636bULL, static_cast<uint64_t>(epoch), static_cast<uint64_t>(rank)}));
     std::shuffle(batches.begin(), batches.end(), gb);
   }
   return batches;
@@ -132,18 +145,19 @@ std::vector<std::vector<int64_t>> shardEpochBatches(const JetTensors& set, int64
                                                     int64_t rows_per_rank, bool bucket) {
   if (batch_size < 1) throw InputError("batch size must be >= 1");
   if (rows_per_rank < 1 || rows_per_rank > set.size())
-    throw InputError("cannot take " + std::to_string(rows_per_rank) + " rows per rank from a shard of " +
-                     std::to_string(set.size()) + " jets");
+    throw InputError("cannot take " + std::to_string(rows_per_rank) +
+                     " rows per rank from a shard of " + std::to_string(set.size()) + " jets");
   std::vector<int64_t> perm(static_cast<size_t>(set.size()));
   std::iota(perm.begin(), perm.end(), 0);
-  std::mt19937_64 g(deriveSeed({seed, 0x7368617264ULL, static_cast<uint64_t>(epoch),
-                                static_cast<uint64_t>(rank)}));
+  std::mt19937_64 g(deriveSeed(
+      {seed, 0x7368617264ULL, static_cast<uint64_t>(epoch), static_cast<uint64_t>(rank)}));
   std::shuffle(perm.begin(), perm.end(), g);
   perm.resize(static_cast<size_t>(rows_per_rank));
   return batchRows(set, std::move(perm), batch_size, seed, epoch, rank, bucket);
 }
 
-std::vector<std::vector<int64_t>> evalBatches(const JetTensors& set, int64_t batch_size, bool bucket) {
+std::vector<std::vector<int64_t>> evalBatches(const JetTensors& set, int64_t batch_size,
+                                              bool bucket) {
   std::vector<int64_t> rows(static_cast<size_t>(set.size()));
   std::iota(rows.begin(), rows.end(), 0);
   if (bucket)

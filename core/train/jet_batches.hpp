@@ -26,6 +26,9 @@ struct JetTensors {
   torch::Tensor jets;       // (N, J) float32, standardised
   torch::Tensor labels;     // (N) int64 (0 when the source had none)
   torch::Tensor weights;    // (N) float32 (1 when the source had none)
+  // (N) float32 logit added to a one-logit classifier's output (undefined: none). A boosted
+  // classifier (ensembles' "pet+mlp" chains) trains PET on top of another model's logits.
+  torch::Tensor offset;
   std::vector<int64_t> extent;  // per jet: 1 + index of the last real particle (0: empty)
 
   int64_t size() const { return particles.defined() ? particles.size(0) : 0; }
@@ -33,11 +36,14 @@ struct JetTensors {
   static JetTensors fromArrays(const data::JetArrays& raw, const data::FeatureStats& stats);
   // The same, standardising `raw` in place (no copy of the arrays).
   static JetTensors fromArrays(data::JetArrays&& raw, const data::FeatureStats& stats);
+  // Sets `offset` (one value per row; InputError when the count differs from size()).
+  void setOffset(const std::vector<float>& logit_offset);
   JetTensors subset(const std::vector<int64_t>& rows) const;
 };
 
 struct JetBatch {
   torch::Tensor particles, mask, jets, labels, weights;
+  torch::Tensor offset;       // (B) or undefined, as JetTensors::offset
   std::vector<int64_t> rows;  // rows of the source set, in batch order
   int64_t size() const { return particles.size(0); }
 };

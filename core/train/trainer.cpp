@@ -24,7 +24,9 @@ namespace {
 // deriveSeed purpose of a training step's random draws ("step").
 constexpr uint64_t kStepRandomPurpose = 0x73746570ULL;
 
-double nan() { return std::numeric_limits<double>::quiet_NaN(); }
+double nan() {
+  return std::numeric_limits<double>::quiet_NaN();
+}
 
 std::vector<Tensor> modelState(Pet& model) {
   std::vector<Tensor> out;
@@ -41,9 +43,12 @@ void restoreState(Pet& model, const std::vector<Tensor>& values) {
 // Identifies the training data so a resume on other data is refused.
 std::string fingerprint(const JetTensors& train, const JetTensors* val) {
   auto one = [](const JetTensors& s) {
-    return std::to_string(s.size()) + ":" + std::to_string(s.labels.sum().item<int64_t>()) + ":" +
-           std::to_string(s.weights.sum().item<double>()) + ":" +
-           std::to_string(s.mask.sum().item<double>());
+    std::string fp = std::to_string(s.size()) + ":" +
+                     std::to_string(s.labels.sum().item<int64_t>()) + ":" +
+                     std::to_string(s.weights.sum().item<double>()) + ":" +
+                     std::to_string(s.mask.sum().item<double>());
+    if (s.offset.defined()) fp += ":offset" + std::to_string(s.offset.sum().item<double>());
+    return fp;
   };
   return one(train) + "|" + (val ? one(*val) : std::string("-"));
 }
@@ -52,7 +57,8 @@ std::string fingerprint(const JetTensors& train, const JetTensors* val) {
 // on how the rows are dealt. Per part: rows, the sum of labels, real particles, and the sums
 // of four 16-bit pieces of each row's FNV-1a hash (features, jet, label, weight), summed
 // over ranks. Every term is an integer below 2^53, so the sums are exact in any order.
-std::string shardedFingerprint(ParallelContext& ctx, const JetTensors& train, const JetTensors* val) {
+std::string shardedFingerprint(ParallelContext& ctx, const JetTensors& train,
+                               const JetTensors* val) {
   auto sums = [](const JetTensors& s, std::vector<double>& out) {
     const int64_t n = s.size();
     std::vector<double> v(7, 0.0);
@@ -70,7 +76,8 @@ std::string shardedFingerprint(ParallelContext& ctx, const JetTensors& train, co
         h = fnv1a(pj + static_cast<size_t>(i) * row_j, row_j, h);
         h = fnv1a(py + i, sizeof(int64_t), h);
         h = fnv1a(pw + i, sizeof(float), h);
-        for (int k = 0; k < 4; ++k) v[3 + static_cast<size_t>(k)] += static_cast<double>((h >> (16 * k)) & 0xFFFFULL);
+        for (int k = 0; k < 4; ++k)
+          v[3 + static_cast<size_t>(k)] += static_cast<double>((h >> (16 * k)) & 0xFFFFULL);
         v[1] += static_cast<double>(py[i]);
       }
       v[0] = static_cast<double>(n);
@@ -101,6 +108,8 @@ nlohmann::json toJson(const FitResult& r) {
     h.push_back(rec);
   }
   return {{"history", h},
+          {"initial_val_loss",
+           std::isnan(r.initial_val_loss) ? nlohmann::json() : nlohmann::json(r.initial_val_loss)},
           {"best_epoch", r.best_epoch},
           {"best_val_loss", r.best_epoch >= 0 ? nlohmann::json(r.best_val_loss) : nlohmann::json()},
           {"early_stopped", r.early_stopped},
@@ -123,6 +132,8 @@ FitResult fitResultFromJson(const nlohmann::json& j) {
     r.history.push_back(e);
   }
   r.best_epoch = j.at("best_epoch").get<int64_t>();
+  if (j.contains("initial_val_loss") && !j.at("initial_val_loss").is_null())
+    r.initial_val_loss = j.at("initial_val_loss").get<double>();
   r.best_val_loss = j.at("best_val_loss").is_null() ? 0.0 : j.at("best_val_loss").get<double>();
   r.early_stopped = j.at("early_stopped").get<bool>();
   r.steps = j.at("steps").get<int64_t>();
@@ -174,8 +185,9 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
   requireSameConfig(ck, model_->config(),
                     "resume with the same --preset/--config or use a new output directory");
   if (ck.meta.training.is_null() || !ck.meta.training.contains("global_step"))
-    throw InputError(opts_.state_dir + ": holds a final model, not a training state; use a new "
-                                       "output directory or drop --resume");
+    throw InputError(opts_.state_dir +
+                     ": holds a final model, not a training state; use a new "
+                     "output directory or drop --resume");
   training = ck.meta.training;
   // Sharded and whole-set states do not mix (their data fingerprints differ by design);
   // a sharded state resumes on any number of ranks, its rows dealt anew.
@@ -188,11 +200,13 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
                      "; resume " + (was > 0 ? "with" : "without") +
                      " --shard-data, or use a new output directory");
   if (was != now && ctx_.isRoot())
-    logInfo("{}: the state was written with sharded data on {} ranks; the rows are dealt anew over {}",
-            opts_.label, was, now);
+    logInfo(
+        "{}: the state was written with sharded data on {} ranks; the rows are dealt anew over {}",
+        opts_.label, was, now);
   if (training.value("data_fingerprint", "") != fp)
-    throw InputError(opts_.state_dir + ": training state was written for different training data; "
-                                       "resume with the same data or use a new output directory");
+    throw InputError(opts_.state_dir +
+                     ": training state was written for different training data; "
+                     "resume with the same data or use a new output directory");
   loadModelTensors(model_, ck.tensors, "model.", ck.dir);
   importOptimizerState(*opt_, "opt.", ck.tensors, training.at("optimizer_state"), ck.dir);
   if (ema_) {
@@ -228,7 +242,8 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
     const std::vector<double> sizes = allGather(ctx_, static_cast<double>(train.size()));
     shard_rows = static_cast<int64_t>(*std::min_element(sizes.begin(), sizes.end()));
     if (shard_rows < 1)
-      throw InputError(opts_.label + ": a rank holds no training rows; use fewer ranks or more data");
+      throw InputError(opts_.label +
+                       ": a rank holds no training rows; use fewer ranks or more data");
     validate = allGather(ctx_, val != nullptr ? static_cast<double>(val->size()) : 0.0) !=
                std::vector<double>(static_cast<size_t>(ctx_.worldSize()), 0.0);
     if (ctx_.isRoot())
@@ -247,8 +262,8 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
   schedule.warmup_steps = static_cast<int64_t>(std::llround(opts_.warmup_epochs * steps_per_epoch));
   schedule.total_steps = std::max<int64_t>(1, opts_.max_epochs * steps_per_epoch);
 
-  const std::string fp = opts_.sharded ? shardedFingerprint(ctx_, train, val)
-                                       : fingerprint(train, val);
+  const std::string fp =
+      opts_.sharded ? shardedFingerprint(ctx_, train, val) : fingerprint(train, val);
   FitResult result;
   int64_t epoch = 0, step_in_epoch = 0, global_step = 0, bad_epochs = 0;
   double loss_sum = 0;
@@ -267,16 +282,18 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
     const int64_t saved_spe = state.value("steps_per_epoch", steps_per_epoch);
     if (saved_spe != steps_per_epoch && saved_spe > 0) {
       const int64_t old_step = step_in_epoch;
-      step_in_epoch = std::min<int64_t>(
-          steps_per_epoch,
-          std::llround(static_cast<double>(old_step) * static_cast<double>(steps_per_epoch) /
-                       static_cast<double>(saved_spe)));
-      if (old_step > 0) loss_sum *= static_cast<double>(step_in_epoch) / static_cast<double>(old_step);
+      step_in_epoch =
+          std::min<int64_t>(steps_per_epoch, std::llround(static_cast<double>(old_step) *
+                                                          static_cast<double>(steps_per_epoch) /
+                                                          static_cast<double>(saved_spe)));
+      if (old_step > 0)
+        loss_sum *= static_cast<double>(step_in_epoch) / static_cast<double>(old_step);
       global_step = epoch * steps_per_epoch + step_in_epoch;
       if (ctx_.isRoot())
-        logWarn("{}: the state has {} steps per epoch, this run {} (another number of ranks or "
-                "batch size): epoch {} continues at step {} instead of {}, the schedule at step {}",
-                opts_.label, saved_spe, steps_per_epoch, epoch, step_in_epoch, old_step, global_step);
+        logWarn(
+            "{}: the state has {} steps per epoch, this run {} (another number of ranks or "
+            "batch size): epoch {} continues at step {} instead of {}, the schedule at step {}",
+            opts_.label, saved_spe, steps_per_epoch, epoch, step_in_epoch, old_step, global_step);
     }
     logInfo("{}: resuming from {} at epoch {} step {}", opts_.label, opts_.state_dir, epoch,
             step_in_epoch);
@@ -298,6 +315,16 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
     return j;
   };
 
+  if (opts_.validate_initial && validate && !result.resumed) {
+    const EvalResult ev = evaluate(val != nullptr ? *val : JetTensors{}, objective);
+    result.initial_val_loss = ev.loss;
+    result.best_val_loss = ev.loss;
+    if (opts_.restore_best) best_ = modelState(model_);
+    if (ctx_.isRoot()) logInfo("{}: starting weights: val loss {:.5f}", opts_.label, ev.loss);
+  }
+  // The loss an epoch must beat: the best epoch's, else the starting weights' (if validated).
+  auto hasBest = [&] { return result.best_epoch >= 0 || !std::isnan(result.initial_val_loss); };
+
   Progress progress(opts_.label, opts_.max_epochs * steps_per_epoch, "step");
   progress.setSilent(!opts_.show_progress || !ctx_.isRoot());
   double lr = schedule.at(global_step);
@@ -308,7 +335,7 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
     model_->train();
     for (; step_in_epoch < static_cast<int64_t>(batches.size()); ++step_in_epoch) {
       if (ctx_.anyTrue(stopRequested() ||
-                      (opts_.stop_at_step >= 0 && global_step >= opts_.stop_at_step))) {
+                       (opts_.stop_at_step >= 0 && global_step >= opts_.stop_at_step))) {
         saveState(stateJson());
         ctx_.barrier();
         throw InterruptedError(opts_.label + ": stopped at epoch " + std::to_string(epoch) +
@@ -317,7 +344,8 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
                                                         : "; state saved to " + opts_.state_dir +
                                                               ", rerun with resume to continue"));
       }
-      const JetBatch b = makeBatch(train, batches[static_cast<size_t>(step_in_epoch)], opts_.bucket);
+      const JetBatch b =
+          makeBatch(train, batches[static_cast<size_t>(step_in_epoch)], opts_.bucket);
       // The step's random draws (feature dropout, diffusion time and noise) come from a
       // seed of (run seed, step, rank): independent across ranks, and the same after a
       // resume on any number of ranks without carrying every rank's generator state.
@@ -329,25 +357,27 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
       if (objective == Objective::kPretrain) {
         loss = pretrainLoss(model_, b, model_->generator()).total;
       } else {
-        const ClassifierOutput out = model_->classify(b.particles, b.mask, b.jets);
-        loss = weightedClassifierLoss(out.logits, b.labels, b.weights);
+        loss = weightedClassifierLoss(classifierLogits(model_, b), b.labels, b.weights);
       }
       loss.backward();
       ctx_.finishGradientSync();
-      if (opts_.clip_norm > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), opts_.clip_norm);
+      if (opts_.clip_norm > 0)
+        torch::nn::utils::clip_grad_norm_(model_->parameters(), opts_.clip_norm);
       lr = schedule.at(global_step);
       setLearningRate(*opt_, lr, opts_.optimizer.lr_factor);
       opt_->step();
       if (ema_) ema_->update(model_);
       loss_sum += loss.item<double>();
       ++global_step;
-      progress.update(global_step, "epoch " + std::to_string(epoch) + " loss " +
-                                       std::to_string(loss_sum / static_cast<double>(step_in_epoch + 1)));
+      progress.update(global_step,
+                      "epoch " + std::to_string(epoch) + " loss " +
+                          std::to_string(loss_sum / static_cast<double>(step_in_epoch + 1)));
     }
 
     EpochRecord rec;
     rec.epoch = epoch;
-    std::vector<double> reduced{loss_sum / static_cast<double>(std::max<size_t>(1, batches.size()))};
+    std::vector<double> reduced{loss_sum /
+                                static_cast<double>(std::max<size_t>(1, batches.size()))};
     ctx_.allreduceMean(reduced);
     rec.train_loss = reduced[0];
     rec.lr = lr;
@@ -356,7 +386,7 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
       const EvalResult ev = evaluate(val != nullptr ? *val : JetTensors{}, objective);
       rec.val_loss = ev.loss;
       rec.metrics = ev.metrics;
-      if (result.best_epoch < 0 || ev.loss < result.best_val_loss) {
+      if (!hasBest() || ev.loss < result.best_val_loss) {
         result.best_epoch = epoch;
         result.best_val_loss = ev.loss;
         bad_epochs = 0;
@@ -400,7 +430,8 @@ EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
   double loss_sum = 0, ce_sum = 0;
   if (objective == Objective::kPretrain) {
     // Fixed noise so validation losses of different epochs compare.
-    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(deriveSeed({opts_.seed, 0x76616cULL}));
+    at::Generator gen =
+        at::make_generator<at::CPUGeneratorImpl>(deriveSeed({opts_.seed, 0x76616cULL}));
     for (const auto& rows : batches) {
       const JetBatch b = makeBatch(set, rows, opts_.bucket);
       const PretrainLoss l = pretrainLoss(model_, b, gen);
@@ -413,7 +444,7 @@ EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
   } else {
     for (const auto& rows : batches) {
       const JetBatch b = makeBatch(set, rows, opts_.bucket);
-      const Tensor logits = model_->classify(b.particles, b.mask, b.jets).logits;
+      const Tensor logits = classifierLogits(model_, b);
       loss_sum += weightedClassifierLoss(logits, b.labels, b.weights).item<double>() *
                   static_cast<double>(b.size());
       probs.index_copy_(0, torch::tensor(rows, torch::kInt64), classProbabilities(logits));
@@ -423,7 +454,8 @@ EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
   if (opts_.sharded) {
     // (collective) Each rank scored its own rows: sum losses, counts and hits over ranks.
     if (c == 1)
-      throw InputError(opts_.label + ": sharded evaluation needs a multi-class or pretraining objective");
+      throw InputError(opts_.label +
+                       ": sharded evaluation needs a multi-class or pretraining objective");
     const double hits = set.size() > 0 ? probs.argmax(1).eq(set.labels).sum().item<double>() : 0.0;
     std::vector<double> sums{loss_sum, ce_sum, static_cast<double>(set.size()), hits};
     ctx_.allreduceSum(sums);
@@ -455,6 +487,17 @@ EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
   return r;
 }
 
+Tensor classifierLogits(Pet& model, const JetBatch& b) {
+  Tensor logits = model->classify(b.particles, b.mask, b.jets).logits;
+  if (b.offset.defined()) {
+    if (logits.size(1) != 1)
+      throw InputError("logit offsets need a one-logit classifier (the model has " +
+                       std::to_string(logits.size(1)) + " outputs)");
+    logits = logits + b.offset.unsqueeze(1);
+  }
+  return logits;
+}
+
 Tensor predictProbabilities(Pet& model, const JetTensors& set, int64_t batch_size, bool bucket) {
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
@@ -464,7 +507,7 @@ Tensor predictProbabilities(Pet& model, const JetTensors& set, int64_t batch_siz
   for (const auto& rows : evalBatches(set, batch_size, bucket)) {
     const JetBatch b = makeBatch(set, rows, bucket);
     probs.index_copy_(0, torch::tensor(rows, torch::kInt64),
-                      classProbabilities(model->classify(b.particles, b.mask, b.jets).logits));
+                      classProbabilities(classifierLogits(model, b)));
   }
   if (was_training) model->train();
   return probs;

@@ -23,6 +23,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,14 +50,18 @@ struct TrainOptions {
   double clip_norm = 1.0;     // global gradient-norm clip; 0 = off
   bool ema = false;
   double ema_decay = 0.999;
-  int64_t batch_size = 256;   // per rank
+  int64_t batch_size = 256;  // per rank
   int64_t max_epochs = 10;
-  int64_t patience = 0;       // early stopping: epochs without validation improvement; 0 = off
-  bool restore_best = true;   // end with the weights of the best validation epoch
-  uint64_t seed = 0;          // data order and training noise (not the initialisation)
-  bool bucket = true;         // bucket by multiplicity + drop padding columns (false: padded)
-  std::string state_dir;      // training state written each epoch and on stop; "" = none
-  bool resume = false;        // continue from state_dir when it holds a state
+  int64_t patience = 0;      // early stopping: epochs without validation improvement; 0 = off
+  bool restore_best = true;  // end with the weights of the best validation epoch
+  // Validate the starting weights before the first epoch and count them as a candidate for
+  // the best weights: an epoch is kept only if it beats them (fine-tuning that cannot end
+  // worse on validation than where it started; the boosted "pet+mlp" chain steps).
+  bool validate_initial = false;
+  uint64_t seed = 0;      // data order and training noise (not the initialisation)
+  bool bucket = true;     // bucket by multiplicity + drop padding columns (false: padded)
+  std::string state_dir;  // training state written each epoch and on stop; "" = none
+  bool resume = false;    // continue from state_dir when it holds a state
   bool show_progress = true;
   std::string label = "train";
   // Sharded data (pretrain --shard-data): `train` and `val` passed to fit() hold only this
@@ -80,8 +85,9 @@ struct EpochRecord {
 
 struct FitResult {
   std::vector<EpochRecord> history;
-  int64_t best_epoch = -1;
+  int64_t best_epoch = -1;  // -1: no epoch beat the starting weights (or no validation)
   double best_val_loss = 0;
+  double initial_val_loss = std::numeric_limits<double>::quiet_NaN();  // validate_initial
   bool early_stopped = false;
   int64_t steps = 0;
   bool resumed = false;
@@ -122,8 +128,12 @@ class Trainer {
   std::vector<torch::Tensor> best_;
 };
 
-// Predictions of `model` (eval mode) for every row of `set`: P(class 1) (N) for one logit,
-// softmax (N, C) otherwise.
+// Logits of a one- or C-logit classifier on a batch, plus the batch's logit offset when it
+// has one (JetTensors::offset).
+torch::Tensor classifierLogits(Pet& model, const JetBatch& batch);
+
+// Predictions of `model` (eval mode) for every row of `set`: P(class 1) (N) for one logit
+// (with set.offset added to the logit when defined), softmax (N, C) otherwise.
 torch::Tensor predictProbabilities(Pet& model, const JetTensors& set, int64_t batch_size,
                                    bool bucket = true);
 

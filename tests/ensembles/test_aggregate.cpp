@@ -57,8 +57,8 @@ TEST_F(AggregateTest, MembersAveragedReplicasGiveMeanStdPercentilesCovariance) {
   writeChain("camp/r1/m0", 1, 0, 1, 3);
   writeChain("camp/r2/m0", 2, 0, 3, 1);
   const std::string out = (root_ / "agg").string();
-  nlohmann::json summary = aggregateRunsWithOptions({(root_ / "camp").string()}, out,
-                                                    std::nullopt, AggregateOptions{false});
+  nlohmann::json summary = aggregateRunsWithOptions({(root_ / "camp").string()}, out, std::nullopt,
+                                                    AggregateOptions{false});
   EXPECT_EQ(summary["replicas"], 3);
   EXPECT_EQ(summary["chains"], 4);
   EXPECT_TRUE(summary["observables"]["mass"]["delta_unfolded"].is_null());
@@ -115,6 +115,14 @@ TEST_F(AggregateTest, TruthGivesDiscriminatorsAndCoverage) {
   EXPECT_GT(mass["delta_unfolded_err"].get<double>(), 0.0);
   EXPECT_DOUBLE_EQ(mass["coverage_68"].get<double>(), 1.0);
   EXPECT_DOUBLE_EQ(mass["coverage_95"].get<double>(), 1.0);
+  // The nominal [.5, .5] moved the mean all the way from the prior's bin 0 to the truth's.
+  EXPECT_NEAR(mass["shift_recovered"].get<double>(), 1.0, 1e-9);
+  EXPECT_LT(mass["mean_prior"].get<double>(), mass["mean_truth"].get<double>());
+  // Floor: the chains carry no Σw², the truth two unit-weight events: per bin
+  // Var q = [1 (1 - 2 * .5) + .25 * 2] / (2 width)^2 = .125 / width^2 at p + q = 1 / width,
+  // so Δ_floor = 1/2 * 2 * .125 x 1e3.
+  EXPECT_NEAR(mass["delta_floor"].get<double>(), 125.0, 1e-6);
+  EXPECT_EQ(s["classifier"], "pet");
   EXPECT_TRUE(fs::exists(out + "/summary.json"));
   if (opt.plots) {
     std::ifstream png(out + "/mass.png", std::ios::binary);
@@ -135,9 +143,9 @@ TEST_F(AggregateTest, BadInputWritesNothing) {
   writeChain("b", 1, 0, 1, 1, 43);  // another campaign
   EXPECT_THROW(aggregateRunsWithOptions({root_.string()}, out, std::nullopt, {false}),
                foldfarm::InputError);
-  EXPECT_THROW(
-      aggregateRunsWithOptions({(root_ / "a").string()}, out, (root_ / "nope.h5").string(), {false}),
-      foldfarm::InputError);
+  EXPECT_THROW(aggregateRunsWithOptions({(root_ / "a").string()}, out, (root_ / "nope.h5").string(),
+                                        {false}),
+               foldfarm::InputError);
   EXPECT_FALSE(fs::exists(out));
 }
 

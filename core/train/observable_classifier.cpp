@@ -1,0 +1,265 @@
+#include "core/train/observable_classifier.hpp"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/base/seed.hpp"
+#include "core/train/checkpoint.hpp"
+#include "core/train/jet_batches.hpp"
+#include "core/train/losses.hpp"
+
+namespace foldfarm {
+
+using torch::Tensor;
+
+namespace {
+
+constexpr const char* kKind = "observable_mlp";
+constexpr uint64_t kPurposeOrder = 0x6d6c706fULL;  // "mlpo": data order of an epoch
+
+}  // namespace
+
+struct ObservableClassifier::Net {
+  torch::nn::Sequential seq;
+};
+
+ObservableClassifier::ObservableClassifier(std::vector<std::string> columns,
+                                           std::vector<int64_t> hidden, uint64_t init_seed)
+    : columns_(std::move(columns)), hidden_(std::move(hidden)), net_(std::make_unique<Net>()) {
+  if (columns_.empty()) throw InputError("observable MLP: needs at least one input column");
+  if (hidden_.empty()) throw InputError("observable MLP: needs at least one hidden layer");
+  for (int64_t h : hidden_)
+    if (h < 1) throw InputError("observable MLP: hidden layer widths must be >= 1");
+  int64_t in = static_cast<int64_t>(columns_.size());
+  for (int64_t h : hidden_) {
+    net_->seq->push_back(torch::nn::Linear(in, h));
+    net_->seq->push_back(torch::nn::Functional(torch::gelu, "none"));
+    in = h;
+  }
+  net_->seq->push_back(torch::nn::Linear(in, 1));
+  // Glorot-uniform kernels and zero biases from the seed alone (not the global generator).
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(init_seed);
+  torch::NoGradGuard no_grad;
+  for (auto& item : net_->seq->named_parameters()) {
+    Tensor& p = item.value();
+    if (p.dim() == 2) {
+      const double limit = std::sqrt(6.0 / static_cast<double>(p.size(0) + p.size(1)));
+      p.copy_(torch::empty(p.sizes(), torch::kFloat32).uniform_(-limit, limit, gen));
+    } else {
+      p.zero_();
+    }
+  }
+}
+
+ObservableClassifier::~ObservableClassifier() = default;
+ObservableClassifier::ObservableClassifier(ObservableClassifier&&) noexcept = default;
+ObservableClassifier& ObservableClassifier::operator=(ObservableClassifier&&) noexcept = default;
+
+int64_t ObservableClassifier::parameterCount() const {
+  int64_t n = 0;
+  for (const auto& p : net_->seq->parameters()) n += p.numel();
+  return n;
+}
+
+FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vector<int64_t>& labels,
+                                    const std::vector<float>& weights, const MlpFitOptions& o) {
+  const auto k = static_cast<int64_t>(columns_.size());
+  const auto n = static_cast<int64_t>(labels.size());
+  if (n == 0) throw InputError(o.label + ": no training rows");
+  if (static_cast<int64_t>(x.size()) != n * k)
+    throw InputError(o.label + ": " + std::to_string(x.size()) + " input values for " +
+                     std::to_string(n) + " rows of " + std::to_string(k) + " columns");
+  if (!weights.empty() && static_cast<int64_t>(weights.size()) != n)
+    throw InputError(o.label + ": " + std::to_string(weights.size()) + " weights for " +
+                     std::to_string(n) + " rows");
+  for (int64_t y : labels)
+    if (y != 0 && y != 1) throw InputError(o.label + ": labels must be 0 or 1");
+  if (o.epochs < 1 || o.batch_size < 1 || o.lr <= 0 || o.patience < 0)
+    throw InputError(o.label + ": epochs, batch_size and lr must be positive, patience >= 0");
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < k; ++c)
+      if (!std::isfinite(x[static_cast<size_t>(i * k + c)]))
+        throw InputError(o.label + ": column '" + columns_[static_cast<size_t>(c)] + "' of row " +
+                         std::to_string(i) + " is not finite; clean the input observables");
+  if (mean_.empty()) {
+    mean_.assign(static_cast<size_t>(k), 0.0f);
+    std_.assign(static_cast<size_t>(k), 1.0f);
+    for (int64_t c = 0; c < k; ++c) {
+      double s = 0, s2 = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double v = x[static_cast<size_t>(i * k + c)];
+        s += v;
+        s2 += v * v;
+      }
+      const double m = s / static_cast<double>(n);
+      const double var = std::max(0.0, s2 / static_cast<double>(n) - m * m);
+      mean_[static_cast<size_t>(c)] = static_cast<float>(m);
+      std_[static_cast<size_t>(c)] = var > 1e-12 ? static_cast<float>(std::sqrt(var)) : 1.0f;
+    }
+  }
+  const Tensor mean = torch::tensor(mean_), sd = torch::tensor(std_);
+  const Tensor X =
+      (torch::from_blob(const_cast<float*>(x.data()), {n, k}, torch::kFloat32) - mean) / sd;
+  const Tensor Y = torch::tensor(labels, torch::kInt64);
+  const Tensor W =
+      weights.empty()
+          ? torch::ones({n}, torch::kFloat32)
+          : torch::from_blob(const_cast<float*>(weights.data()), {n}, torch::kFloat32).clone();
+  auto [train_rows, val_rows] =
+      o.val_fraction > 0 ? splitRows(n, o.val_fraction, o.seed)
+                         : std::make_pair(std::vector<int64_t>(), std::vector<int64_t>());
+  if (o.val_fraction <= 0) {
+    train_rows.resize(static_cast<size_t>(n));
+    std::iota(train_rows.begin(), train_rows.end(), 0);
+  }
+  if (train_rows.empty() || (o.val_fraction > 0 && val_rows.empty()))
+    throw InputError(o.label + ": too few rows for a validation fraction of " +
+                     std::to_string(o.val_fraction));
+  const Tensor vi = torch::tensor(val_rows, torch::kInt64);
+  const Tensor Xv = val_rows.empty() ? Tensor() : X.index_select(0, vi);
+  const Tensor Yv = val_rows.empty() ? Tensor() : Y.index_select(0, vi);
+  const Tensor Wv = val_rows.empty() ? Tensor() : W.index_select(0, vi);
+
+  auto& seq = net_->seq;
+  torch::optim::AdamW opt(seq->parameters(),
+                          torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  auto snapshot = [&] {
+    std::vector<Tensor> s;
+    for (const auto& p : seq->parameters()) s.push_back(p.detach().clone());
+    return s;
+  };
+  FitResult result;
+  std::vector<Tensor> best;
+  int64_t bad = 0;
+  for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<int64_t> order = train_rows;
+    std::mt19937_64 g(deriveSeed({o.seed, kPurposeOrder, static_cast<uint64_t>(epoch)}));
+    std::shuffle(order.begin(), order.end(), g);
+    seq->train();
+    double loss_sum = 0;
+    int64_t steps = 0;
+    for (size_t b = 0; b < order.size(); b += static_cast<size_t>(o.batch_size)) {
+      const size_t e = std::min(order.size(), b + static_cast<size_t>(o.batch_size));
+      const Tensor idx = torch::tensor(std::vector<int64_t>(order.begin() + static_cast<long>(b),
+                                                            order.begin() + static_cast<long>(e)),
+                                       torch::kInt64);
+      opt.zero_grad();
+      const Tensor loss = weightedClassifierLoss(seq->forward(X.index_select(0, idx)),
+                                                 Y.index_select(0, idx), W.index_select(0, idx));
+      loss.backward();
+      opt.step();
+      loss_sum += loss.item<double>();
+      ++steps;
+      ++result.steps;
+    }
+    EpochRecord rec;
+    rec.epoch = epoch;
+    rec.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(1, steps));
+    rec.lr = o.lr;
+    rec.val_loss = std::numeric_limits<double>::quiet_NaN();
+    if (Xv.defined()) {
+      torch::NoGradGuard no_grad;
+      seq->eval();
+      rec.val_loss = weightedClassifierLoss(seq->forward(Xv), Yv, Wv).item<double>();
+      if (result.best_epoch < 0 || rec.val_loss < result.best_val_loss) {
+        result.best_epoch = epoch;
+        result.best_val_loss = rec.val_loss;
+        best = snapshot();
+        bad = 0;
+      } else {
+        ++bad;
+      }
+    }
+    rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    result.history.push_back(rec);
+    if (o.patience > 0 && bad >= o.patience) {
+      result.early_stopped = true;
+      break;
+    }
+  }
+  if (!best.empty()) {
+    torch::NoGradGuard no_grad;
+    auto params = seq->parameters();
+    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(best[i]);
+  }
+  seq->eval();
+  logInfo("{}: {} epochs, best epoch {} val loss {:.5f}", o.label, result.history.size(),
+          result.best_epoch, result.best_val_loss);
+  return result;
+}
+
+std::vector<float> ObservableClassifier::logits(const std::vector<float>& x) const {
+  const auto k = static_cast<int64_t>(columns_.size());
+  if (mean_.empty()) throw Error("observable MLP: logits() before fit() or load()");
+  if (x.size() % static_cast<size_t>(k) != 0)
+    throw InputError("observable MLP: input size " + std::to_string(x.size()) +
+                     " is not a multiple of " + std::to_string(k) + " columns");
+  const auto n = static_cast<int64_t>(x.size()) / k;
+  torch::NoGradGuard no_grad;
+  net_->seq->eval();
+  const Tensor X = (torch::from_blob(const_cast<float*>(x.data()), {n, k}, torch::kFloat32) -
+                    torch::tensor(mean_)) /
+                   torch::tensor(std_);
+  const Tensor out = net_->seq->forward(X).reshape({n}).contiguous();
+  return std::vector<float>(out.data_ptr<float>(), out.data_ptr<float>() + n);
+}
+
+void ObservableClassifier::save(const std::string& dir) const {
+  CheckpointMeta meta;
+  meta.class_names = {"0", "1"};
+  meta.extra = {
+      {"kind", kKind}, {"columns", columns_}, {"hidden", hidden_}, {"mean", mean_}, {"std", std_}};
+  std::map<std::string, Tensor> t;
+  for (const auto& item : net_->seq->named_parameters())
+    t["mlp." + item.key()] = item.value().detach().clone();
+  writeCheckpoint(dir, meta, t);
+}
+
+ObservableClassifier ObservableClassifier::load(const std::string& dir,
+                                                const std::vector<std::string>& expect_columns) {
+  const Checkpoint ck = readCheckpoint(dir);
+  const nlohmann::json& e = ck.meta.extra;
+  if (!e.is_object() || e.value("kind", "") != kKind)
+    throw InputError(dir + ": not an observable-MLP checkpoint (meta.json extra.kind != '" +
+                     std::string(kKind) + "')");
+  std::vector<std::string> columns;
+  std::vector<int64_t> hidden;
+  std::vector<float> mean, sd;
+  try {
+    columns = e.at("columns").get<std::vector<std::string>>();
+    hidden = e.at("hidden").get<std::vector<int64_t>>();
+    mean = e.at("mean").get<std::vector<float>>();
+    sd = e.at("std").get<std::vector<float>>();
+  } catch (const nlohmann::json::exception& ex) {
+    throw InputError(dir + "/meta.json: malformed observable-MLP metadata (" + ex.what() + ")");
+  }
+  if (!expect_columns.empty() && columns != expect_columns)
+    throw InputError(dir +
+                     ": observable MLP was trained on other input columns; use the same "
+                     "'observables' or a new output directory");
+  if (mean.size() != columns.size() || sd.size() != columns.size())
+    throw InputError(dir + "/meta.json: statistics do not match the " +
+                     std::to_string(columns.size()) + " columns");
+  ObservableClassifier c(columns, hidden, 0);
+  c.mean_ = mean;
+  c.std_ = sd;
+  torch::NoGradGuard no_grad;
+  for (auto& item : c.net_->seq->named_parameters()) {
+    const auto it = ck.tensors.find("mlp." + item.key());
+    if (it == ck.tensors.end() || !it->second.sizes().equals(item.value().sizes()))
+      throw InputError(dir + ": tensor mlp." + item.key() + " is missing or has another shape");
+    item.value().copy_(it->second);
+  }
+  return c;
+}
+
+}  // namespace foldfarm
