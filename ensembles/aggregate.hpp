@@ -52,6 +52,20 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
                                         const std::optional<std::string>& truth_path,
                                         const AggregateOptions& options);
 
+// Side-by-side comparison of aggregations of the same data with the same truth (e.g. the
+// PET chains and the observable-level MLP baseline). Each input is an aggregation directory
+// or a campaign directory (meaning its aggregate/), read from summary.json; `names` label
+// them (empty: the summaries' "classifier"). Per observable: Δ of the prior, the floor (of
+// the first input), and each input's Δ ± spread and recovered shift. Returns
+// {"inputs": [{name, dir, classifier, chains}], "observables": {obs: {delta_prior,
+// delta_floor, <name>: {delta_unfolded, delta_unfolded_err, shift_recovered}}}, "best":
+// {obs: name of the smallest Δ}}. Throws InputError naming an input without truth
+// comparison, or inputs whose priors differ (not the same data).
+nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
+                                   const std::vector<std::string>& names);
+// compareAggregations' result as a Markdown table.
+std::string comparisonMarkdown(const nlohmann::json& comparison);
+
 // Chain output directories under `root` (itself included), sorted; a directory counts when
 // it holds a completed chain's result.json and histograms.h5.
 std::vector<std::string> findChainDirs(const std::string& root);

@@ -118,6 +118,34 @@ void registerAggregate(CommandGroups& g) {
   });
 }
 
+void registerCompare(CommandGroups& g) {
+  struct Opts {
+    std::vector<std::string> dirs;
+    std::vector<std::string> names;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = g.study.add_subcommand(
+      "compare",
+      "Compare unfoldings of the same data side by side (e.g. PET chains and the observable-level "
+      "MLP baseline): per observable, Δ x10^3 of the prior, the statistical floor, and each "
+      "one's Δ ± spread over replicas and recovered shift of the mean (the smallest Δ in bold)");
+  cmd->add_option("dirs", o->dirs,
+                  "aggregation directories, or campaign directories (their aggregate/)")
+      ->required()
+      ->expected(1, -1);
+  cmd->add_option("--names", o->names, "labels of the inputs, in order (default: their classifier)")
+      ->delimiter(',');
+  cmd->add_flag("--json", o->json, "print JSON instead of a Markdown table");
+  cmd->callback([o] {
+    const nlohmann::json c = ensembles::compareAggregations(o->dirs, o->names);
+    if (o->json)
+      std::cout << c.dump(2) << std::endl;
+    else
+      std::cout << ensembles::comparisonMarkdown(c);
+  });
+}
+
 void registerWarmstart(CommandGroups& g) {
   struct Opts {
     std::string mc, data, init, out, config;
@@ -216,6 +244,7 @@ void registerReweightQg(CommandGroups& g) {
 void registerEnsembleCommands(CommandGroups& g) {
   registerUnfold(g);
   registerAggregate(g);
+  registerCompare(g);
   registerWarmstart(g);
   registerReweightQg(g);
 }

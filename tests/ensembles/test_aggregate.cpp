@@ -168,3 +168,33 @@ TEST_F(AggregateTest, UnreadableChainFilesGiveOneLineNamingTheFile) {
   EXPECT_EQ(h.unfolded.size(), 6u);
   EXPECT_EQ(h.unfolded[0].sumw[0], 1.0);
 }
+
+TEST_F(AggregateTest, CompareShowsUnfoldingsOfTheSameDataSideBySide) {
+  writeChain("a/r0", 0, 0, 2, 2);
+  writeChain("b/r0", 0, 0, 1, 3);
+  foldfarm::data::UnfoldArrays u;
+  u.reco = foldfarm::data::JetArrays::zeros(2, 1);
+  u.gen = foldfarm::data::JetArrays::zeros(2, 1);
+  u.gen_subs = {0.5f, 0.1f, 10.f, -5.f, 0.2f, 0.5f, 2.0f, 0.1f, 10.f, -5.f, 0.2f, 0.5f};
+  u.reco_subs = u.gen_subs;
+  const std::string truth = (root_ / "truth.h5").string();
+  foldfarm::data::writeUnfoldFile(truth, u);
+  AggregateOptions opt;
+  opt.plots = false;
+  aggregateRunsWithOptions({(root_ / "a").string()}, (root_ / "a/aggregate").string(), truth, opt);
+  aggregateRunsWithOptions({(root_ / "b").string()}, (root_ / "agg_b").string(), truth, opt);
+  // A campaign-like directory (its aggregate/) and an aggregation directory.
+  const nlohmann::json c =
+      compareAggregations({(root_ / "a").string(), (root_ / "agg_b").string()}, {"PET", "MLP"});
+  EXPECT_EQ(c["best"]["mass"], "PET");
+  EXPECT_NEAR(c["observables"]["mass"]["PET"]["delta_unfolded"].get<double>(), 0.0, 1e-9);
+  EXPECT_GT(c["observables"]["mass"]["MLP"]["delta_unfolded"].get<double>(), 0.0);
+  const std::string md = comparisonMarkdown(c);
+  EXPECT_NE(md.find("| mass |"), std::string::npos) << md;
+  EXPECT_NE(md.find("shift MLP"), std::string::npos) << md;
+  // Without truth there is nothing to compare; names must match the inputs.
+  aggregateRunsWithOptions({(root_ / "b").string()}, (root_ / "agg_nt").string(), std::nullopt,
+                           opt);
+  EXPECT_THROW(compareAggregations({(root_ / "agg_nt").string()}, {}), foldfarm::InputError);
+  EXPECT_THROW(compareAggregations({(root_ / "a").string()}, {"x", "y"}), foldfarm::InputError);
+}
