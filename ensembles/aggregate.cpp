@@ -60,6 +60,7 @@ struct ReplicaSum {
 struct TruthHistograms {
   std::vector<std::vector<double>> density;   // per observable
   std::vector<std::vector<double>> variance;  // per observable: densityVariance()
+  std::vector<double> mean_error;             // per observable: meanError()
 };
 
 // Variance of each bin of the unit-area density of a weighted histogram (Σw, Σw² per bin):
@@ -95,6 +96,26 @@ double deltaFloor(const std::vector<double>& p, const std::vector<double>& var_p
   return 0.5 * s * 1e3;
 }
 
+// Standard error of the (bin-centre) mean of a weighted histogram: the spread of the
+// observable over sqrt of the effective number of entries (Σw)²/Σw².
+double meanError(const std::vector<double>& sumw, const std::vector<double>& sumw2,
+                 const std::vector<double>& edges) {
+  double w = 0, w2 = 0, m = 0;
+  for (size_t b = 0; b < sumw.size(); ++b) {
+    w += sumw[b];
+    w2 += sumw2[b];
+    m += sumw[b] * 0.5 * (edges[b] + edges[b + 1]);
+  }
+  if (w <= 0 || w2 <= 0) return 0.0;
+  m /= w;
+  double var = 0;
+  for (size_t b = 0; b < sumw.size(); ++b) {
+    const double c = 0.5 * (edges[b] + edges[b + 1]) - m;
+    var += sumw[b] * c * c;
+  }
+  return std::sqrt(var / w / (w * w / w2));
+}
+
 // Mean of the observable under a unit-area density (bin centres).
 double densityMean(const std::vector<double>& d, const std::vector<double>& edges) {
   double m = 0;
@@ -126,6 +147,7 @@ TruthHistograms readTruth(const std::string& path, const std::vector<ObservableH
       throw InputError(path + ": truth binning of " + hists[o].name + " differs from the chains'");
     t.density.push_back(density(hists[o].sumw, hists[o].edges));
     t.variance.push_back(densityVariance(hists[o].sumw, hists[o].sumw2, hists[o].edges));
+    t.mean_error.push_back(meanError(hists[o].sumw, hists[o].sumw2, hists[o].edges));
   }
   return t;
 }
@@ -182,6 +204,7 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
       if (row.is_null()) {
         row["delta_prior"] = o["delta_prior"];
         row["delta_floor"] = o.value("delta_floor", json());
+        row["shift_significance"] = o.value("shift_significance", json());
       } else if (std::abs(row["delta_prior"].get<double>() - o["delta_prior"].get<double>()) >
                  1e-6 * std::max(1.0, std::abs(o["delta_prior"].get<double>()))) {
         throw InputError(path + ": Δ of the prior for " + it.key() +
@@ -236,9 +259,14 @@ std::string comparisonMarkdown(const nlohmann::json& c) {
       const bool best = c["best"].value(it.key(), std::string()) == n;
       std::string cell = num(e["delta_unfolded"], 1) + " ± " + num(e["delta_unfolded_err"], 1);
       s += " " + (best ? "**" + cell + "**" : cell) + " | ";
-      s += e["shift_recovered"].is_number()
-               ? num(nlohmann::json(100 * e["shift_recovered"].get<double>()), 0) + "%"
-               : std::string("-");
+      // In brackets when the prior-to-truth shift is under 2 standard errors (noise).
+      const bool noise =
+          r["shift_significance"].is_number() && r["shift_significance"].get<double>() < 2;
+      const std::string shift =
+          e["shift_recovered"].is_number()
+              ? num(nlohmann::json(100 * e["shift_recovered"].get<double>()), 0) + "%"
+              : std::string("-");
+      s += noise ? "(" + shift + ")" : shift;
       s += " |";
     }
     s += "\n";
@@ -411,6 +439,11 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       js["shift_recovered"] = std::abs(shift) > 1e-9 * std::max(scale, 1e-300)
                                   ? nlohmann::json((m_unfolded - m_prior) / shift)
                                   : nlohmann::json();
+      // How many standard errors the prior-to-truth shift is: below ~2 the recovered
+      // fraction is noise (the prior is already compatible with the truth).
+      const double err =
+          std::hypot(truth->mean_error[o], meanError(prior[o].sumw, prior[o].sumw2, res.edges));
+      js["shift_significance"] = err > 0 ? nlohmann::json(std::abs(shift) / err) : nlohmann::json();
     } else {
       for (const char* k :
            {"delta_prior", "delta_unfolded", "delta_unfolded_err", "coverage_68", "coverage_95",

@@ -26,8 +26,10 @@
 //   summary.json  {"replicas", "chains", "classifier" (the chains' step model, or "mixed"),
 //                 "observables": {name: {delta_prior, delta_unfolded,
 //                 delta_unfolded_err, delta_floor, coverage_68, coverage_95, mean_prior,
-//                 mean_unfolded, mean_truth, shift_recovered}}} (null without truth;
-//                 shift_recovered null when prior and truth have the same mean)
+//                 mean_unfolded, mean_truth, shift_recovered, shift_significance}}} (null
+//                 without truth; shift_recovered null when prior and truth have the same
+//                 mean; shift_significance = |mean_truth - mean_prior| over its standard
+//                 error: below ~2 the recovered fraction is noise)
 //   <observable>.png  unfolded with band, truth, prior; ratio panel (gnuplot)
 //
 // Throws InputError (exit 2) when no chain is found, chains disagree on binning or on the
@@ -63,7 +65,8 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
 // comparison, or inputs whose priors differ (not the same data).
 nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
                                    const std::vector<std::string>& names);
-// compareAggregations' result as a Markdown table.
+// compareAggregations' result as a Markdown table (a recovered shift in brackets when the
+// prior-to-truth shift is under 2 standard errors).
 std::string comparisonMarkdown(const nlohmann::json& comparison);
 
 // Chain output directories under `root` (itself included), sorted; a directory counts when

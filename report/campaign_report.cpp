@@ -71,7 +71,7 @@ json readSummary(const std::string& path) {
     if (!it->is_object())
       throw InputError(path + ": observables." + it.key() + " is not an object");
     for (const char* k : {"delta_prior", "delta_unfolded", "delta_unfolded_err", "coverage_68",
-                          "coverage_95", "delta_floor", "shift_recovered"}) {
+                          "coverage_95", "delta_floor", "shift_recovered", "shift_significance"}) {
       auto f = it->find(k);
       if (f != it->end() && !f->is_null() && !f->is_number())
         throw InputError(path + ": observables." + it.key() + "." + k + " is not a number");
@@ -383,6 +383,14 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
       const double de = jsonNumber(o, "delta_unfolded_err");
       const double c68 = jsonNumber(o, "coverage_68"), c95 = jsonNumber(o, "coverage_95");
       const double floor = jsonNumber(o, "delta_floor"), shift = jsonNumber(o, "shift_recovered");
+      const double signif = jsonNumber(o, "shift_significance");
+      // A shift of the mean within ~2 standard errors is noise: its fraction means nothing.
+      auto shiftCell = [](double f, double z) {
+        if (std::isnan(f)) return std::string("-");
+        std::string c = fmt(100 * f, 0) + "%";
+        if (!std::isnan(z) && z < 2) c = "(" + c + ", shift " + fmt(z, 1) + "σ)";
+        return c;
+      };
       if (!std::isnan(du)) any_truth = true;
       // Told apart: a prior already at the floor has nothing to unfold; an unfolded Δ at the
       // floor is as good as these sample sizes allow.
@@ -392,14 +400,14 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
       if (!std::isnan(du) && !std::isnan(floor) && du <= floor) unfolded_cell += " (at floor)";
       std::vector<std::string> row = {name, prior_cell, unfolded_cell,
                                       std::isnan(floor) ? "-" : fmt(floor, 3),
-                                      std::isnan(shift) ? "-" : fmt(100 * shift, 0) + "%"};
+                                      shiftCell(shift, signif)};
       if (baseline) {
         const json bo = (*baseline)["observables"].value(name, json::object());
         const double bd = jsonNumber(bo, "delta_unfolded"),
                      be = jsonNumber(bo, "delta_unfolded_err");
         const double bs = jsonNumber(bo, "shift_recovered");
         row.push_back(std::isnan(bd) ? "-" : fmt(bd, 3) + " ± " + fmt(be, 3));
-        row.push_back(std::isnan(bs) ? "-" : fmt(100 * bs, 0) + "%");
+        row.push_back(shiftCell(bs, jsonNumber(bo, "shift_significance")));
       }
       rows.push_back(row);
       rows.back().insert(
@@ -430,7 +438,8 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
           "a perfect unfolding of samples of these sizes would still show (from the weights' "
           "Σw² per bin), so a Δ at the floor cannot be improved on these events; shift "
           "recovered = how much of the prior-to-truth shift of the observable's mean the "
-          "unfolding recovered (100% = all, 0% = none); coverage = fraction of bins whose "
+          "unfolding recovered (100% = all, 0% = none; in brackets when the prior-to-truth shift "
+          "is under 2 standard errors, i.e. noise); coverage = fraction of bins whose "
           "truth lies inside the 68% / 95% band. The last column is OmniLearn's published value "
           "on real Z+jets data, for orientation only.</p>\n" +
           (baseline

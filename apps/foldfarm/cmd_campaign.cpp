@@ -18,6 +18,7 @@
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
 #include "ensembles/aggregate.hpp"
+#include "ensembles/chain.hpp"
 #include "ensembles/chain_task.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
@@ -65,12 +66,16 @@ void registerAllTaskKinds() {
           [](const json& p, const std::string& dir) {
             return ensembles::runChainTask(chainTaskParams(p), dir);
           }),
-      jobs::TaskKindTraits{true, nullptr});
+      // The chain config is checked at `campaign init`, not first by every task at run time.
+      jobs::TaskKindTraits{
+          true, [](const json& p) { ensembles::chainSpecFromJson(chainTaskParams(p)); }});
 }
 
 }  // namespace
 
-void registerCampaignTaskKinds() { registerAllTaskKinds(); }
+void registerCampaignTaskKinds() {
+  registerAllTaskKinds();
+}
 
 namespace {
 
@@ -125,25 +130,30 @@ void removeBenchDir(const std::string& dir) {
 }
 
 void benchScheduler(const SchedulerBenchArgs& a) {
-  if (a.tasks < 1 || a.slots < 1) throw InputError("bench scheduler: --tasks and --slots must be >= 1");
+  if (a.tasks < 1 || a.slots < 1)
+    throw InputError("bench scheduler: --tasks and --slots must be >= 1");
   registerAllTaskKinds();
   std::string root = makeTempDir(a.scratch, "ff_bench_scheduler");
   json out{{"tasks", a.tasks}, {"slots", a.slots}, {"journal", "sqlite WAL synchronous=FULL"}};
 
-  jobs::RunSummary noop = runBenchCampaign(
-      root + "/noop", json{{"name", "bench-noop"}, {"task", "noop"}, {"replicas", a.tasks},
-                           {"resources", {{"cpu_slots", a.slots}}}},
-      a.slots);
+  jobs::RunSummary noop = runBenchCampaign(root + "/noop",
+                                           json{{"name", "bench-noop"},
+                                                {"task", "noop"},
+                                                {"replicas", a.tasks},
+                                                {"resources", {{"cpu_slots", a.slots}}}},
+                                           a.slots);
   out["noop_elapsed_s"] = noop.elapsed_s;
   out["tasks_per_s"] = a.tasks / noop.elapsed_s;
   out["overhead_ms_per_task"] = 1e3 * noop.elapsed_s * a.slots / a.tasks;
 
   if (a.sleep_tasks > 0) {
-    jobs::RunSummary sl = runBenchCampaign(
-        root + "/sleep", json{{"name", "bench-sleep"}, {"task", "sleep"}, {"replicas", a.sleep_tasks},
-                              {"params", {{"seconds", a.sleep_s}}},
-                              {"resources", {{"cpu_slots", a.slots}}}},
-        a.slots);
+    jobs::RunSummary sl = runBenchCampaign(root + "/sleep",
+                                           json{{"name", "bench-sleep"},
+                                                {"task", "sleep"},
+                                                {"replicas", a.sleep_tasks},
+                                                {"params", {{"seconds", a.sleep_s}}},
+                                                {"resources", {{"cpu_slots", a.slots}}}},
+                                           a.slots);
     double ideal = std::ceil(static_cast<double>(a.sleep_tasks) / a.slots) * a.sleep_s;
     out["sleep_tasks"] = a.sleep_tasks;
     out["sleep_s"] = a.sleep_s;
@@ -163,11 +173,13 @@ void benchScheduler(const SchedulerBenchArgs& a) {
       f.commit();
     }
     auto per_task = [&](bool cache, const std::string& name) {
-      jobs::RunSummary s = runBenchCampaign(
-          root + "/" + name, json{{"name", name}, {"task", "load"}, {"replicas", a.load_tasks},
-                                  {"params", {{"path", big}, {"cache", cache}}},
-                                  {"resources", {{"cpu_slots", 1}}}},
-          1);
+      jobs::RunSummary s = runBenchCampaign(root + "/" + name,
+                                            json{{"name", name},
+                                                 {"task", "load"},
+                                                 {"replicas", a.load_tasks},
+                                                 {"params", {{"path", big}, {"cache", cache}}},
+                                                 {"resources", {{"cpu_slots", 1}}}},
+                                            1);
       return s.busy_s / a.load_tasks;
     };
     double cached = per_task(true, "load-persistent");
@@ -177,24 +189,28 @@ void benchScheduler(const SchedulerBenchArgs& a) {
     out["load_task_s_reload"] = fresh;
     out["persistent_saves_s_per_task"] = fresh - cached;
   }
-  if (!a.keep) removeBenchDir(root);
-  else out["dir"] = root;
+  if (!a.keep)
+    removeBenchDir(root);
+  else
+    out["dir"] = root;
   if (a.json) {
     std::printf("%s\n", out.dump(2).c_str());
   } else {
-    std::printf("scheduler: %d noop tasks on %d slots in %.3f s: %.0f tasks/s (%.3f ms/task/slot)\n",
-                a.tasks, a.slots, noop.elapsed_s, out["tasks_per_s"].get<double>(),
-                out["overhead_ms_per_task"].get<double>());
+    std::printf(
+        "scheduler: %d noop tasks on %d slots in %.3f s: %.0f tasks/s (%.3f ms/task/slot)\n",
+        a.tasks, a.slots, noop.elapsed_s, out["tasks_per_s"].get<double>(),
+        out["overhead_ms_per_task"].get<double>());
     if (out.contains("makespan_efficiency")) {
-      std::printf("sleep: %d x %.2f s on %d slots: makespan %.2f s, ideal %.2f s, efficiency %.1f%%\n",
-                  a.sleep_tasks, a.sleep_s, a.slots, out["sleep_makespan_s"].get<double>(),
-                  out["sleep_ideal_s"].get<double>(),
-                  100 * out["makespan_efficiency"].get<double>());
+      std::printf(
+          "sleep: %d x %.2f s on %d slots: makespan %.2f s, ideal %.2f s, efficiency %.1f%%\n",
+          a.sleep_tasks, a.sleep_s, a.slots, out["sleep_makespan_s"].get<double>(),
+          out["sleep_ideal_s"].get<double>(), 100 * out["makespan_efficiency"].get<double>());
     }
     if (out.contains("load_mb")) {
-      std::printf("persistent worker: %.0f MB input, %.4f s/task kept in memory vs %.4f s/task reloaded\n",
-                  a.load_mb, out["load_task_s_persistent"].get<double>(),
-                  out["load_task_s_reload"].get<double>());
+      std::printf(
+          "persistent worker: %.0f MB input, %.4f s/task kept in memory vs %.4f s/task reloaded\n",
+          a.load_mb, out["load_task_s_persistent"].get<double>(),
+          out["load_task_s_reload"].get<double>());
     }
   }
 }
@@ -254,8 +270,8 @@ void planCommand(const PlanArgs& a) {
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
-  std::printf("plan for %s: %d task(s) on %d GPU(s) x %d task(s)/GPU, %d node(s)\n",
-              a.spec.c_str(), in.tasks, in.gpus, in.tasks_per_gpu, r.nodes);
+  std::printf("plan for %s: %d task(s) on %d GPU(s) x %d task(s)/GPU, %d node(s)\n", a.spec.c_str(),
+              in.tasks, in.gpus, in.tasks_per_gpu, r.nodes);
   std::printf("  task time %.1f s (spread %.0f%%, %s), failure rate %.1f%%\n", in.task_s,
               100 * in.task_cv, source.c_str(), 100 * in.failure_rate);
   std::printf("  makespan %s (%.2f h), %lld attempt(s), %d task(s) failing\n",
@@ -269,8 +285,9 @@ void planCommand(const PlanArgs& a) {
 
 void registerCampaignCommands(CommandGroups& g) {
   CLI::App* campaign = g.root.add_subcommand(
-      "campaign", "OmniFold campaigns: init, run (local or MPI pilot), status, resume, retry, "
-                  "cancel, aggregate, plan");
+      "campaign",
+      "OmniFold campaigns: init, run (local or MPI pilot), status, resume, retry, "
+      "cancel, aggregate, plan");
   campaign->require_subcommand(1);
 
   // init
@@ -278,7 +295,8 @@ void registerCampaignCommands(CommandGroups& g) {
     auto* c = campaign->add_subcommand("init", "Validate a campaign spec and create its directory");
     auto spec = std::make_shared<std::string>();
     auto dir = std::make_shared<std::string>();
-    c->add_option("spec", *spec, "Campaign spec (JSON; see docs or jobs/campaign_spec.hpp)")->required();
+    c->add_option("spec", *spec, "Campaign spec (JSON; see docs or jobs/campaign_spec.hpp)")
+        ->required();
     c->add_option("--dir", *dir, "Campaign directory to create (must not exist)")->required();
     c->callback([spec, dir] {
       registerAllTaskKinds();
@@ -307,13 +325,18 @@ void registerCampaignCommands(CommandGroups& g) {
         return;
       }
       int rc = jobs::runCommand(*dir, *executor, runOptions(*slots));
-      if (rc == kExitInterrupted) throw InterruptedError(*dir + ": stopped; continue with `foldfarm campaign resume " + *dir + "`");
-      if (rc != 0) throw Error(*dir + ": some tasks failed; see `foldfarm campaign status " + *dir + "` and `foldfarm campaign retry " + *dir + " --failed`");
+      if (rc == kExitInterrupted)
+        throw InterruptedError(*dir + ": stopped; continue with `foldfarm campaign resume " + *dir +
+                               "`");
+      if (rc != 0)
+        throw Error(*dir + ": some tasks failed; see `foldfarm campaign status " + *dir +
+                    "` and `foldfarm campaign retry " + *dir + " --failed`");
     });
   }
   // status
   {
-    auto* c = campaign->add_subcommand("status", "Counts per state, rate, ETA and failures with reasons");
+    auto* c =
+        campaign->add_subcommand("status", "Counts per state, rate, ETA and failures with reasons");
     auto dir = std::make_shared<std::string>();
     auto as_json = std::make_shared<bool>(false);
     c->add_option("dir", *dir, "Campaign directory")->required();
@@ -336,8 +359,11 @@ void registerCampaignCommands(CommandGroups& g) {
     c->callback([dir, executor] {
       registerAllTaskKinds();
       int rc = jobs::retryCommand(*dir, *executor, runOptions(0));
-      if (rc == kExitInterrupted) throw InterruptedError(*dir + ": stopped; continue with `foldfarm campaign resume " + *dir + "`");
-      if (rc != 0) throw Error(*dir + ": tasks failed again; see `foldfarm campaign status " + *dir + "`");
+      if (rc == kExitInterrupted)
+        throw InterruptedError(*dir + ": stopped; continue with `foldfarm campaign resume " + *dir +
+                               "`");
+      if (rc != 0)
+        throw Error(*dir + ": tasks failed again; see `foldfarm campaign status " + *dir + "`");
     });
   }
   // cancel
@@ -353,8 +379,9 @@ void registerCampaignCommands(CommandGroups& g) {
   // work
   {
     auto* c = campaign->add_subcommand(
-        "work", "Run tasks in this process, writing task_result.json, without the journal "
-                "(Slurm array elements; the orchestrator ingests the results)");
+        "work",
+        "Run tasks in this process, writing task_result.json, without the journal "
+        "(Slurm array elements; the orchestrator ingests the results)");
     auto dir = std::make_shared<std::string>();
     auto tasks = std::make_shared<std::vector<std::string>>();
     auto tasks_file = std::make_shared<std::string>();
@@ -362,7 +389,8 @@ void registerCampaignCommands(CommandGroups& g) {
     c->add_option("dir", *dir, "Campaign directory")->required();
     c->add_option("--task", *tasks, "Task id (repeatable), e.g. r0007m1");
     c->add_option("--tasks-file", *tasks_file, "File with one task id per line");
-    c->add_option("--attempt", *attempt, "Attempt number the journal gave these tasks (0: unknown)");
+    c->add_option("--attempt", *attempt,
+                  "Attempt number the journal gave these tasks (0: unknown)");
     c->callback([dir, tasks, tasks_file, attempt] {
       registerAllTaskKinds();
       std::vector<std::string> ids = *tasks;
@@ -371,12 +399,15 @@ void registerCampaignCommands(CommandGroups& g) {
         ids.insert(ids.end(), more.begin(), more.end());
       }
       int rc = jobs::workCommand(*dir, ids, *attempt);
-      if (rc != 0) throw Error(*dir + ": a task failed (status " + std::to_string(rc) + "); see its task.log", rc == 2 ? 2 : (rc == 75 ? 75 : 1));
+      if (rc != 0)
+        throw Error(*dir + ": a task failed (status " + std::to_string(rc) + "); see its task.log",
+                    rc == 2 ? 2 : (rc == 75 ? 75 : 1));
     });
   }
   // aggregate
   {
-    auto* c = campaign->add_subcommand("aggregate", "Aggregate the done chains into uncertainty bands (D/aggregate)");
+    auto* c = campaign->add_subcommand(
+        "aggregate", "Aggregate the done chains into uncertainty bands (D/aggregate)");
     auto dir = std::make_shared<std::string>();
     auto truth = std::make_shared<std::string>();
     c->add_option("dir", *dir, "Campaign directory")->required();
@@ -392,8 +423,10 @@ void registerCampaignCommands(CommandGroups& g) {
       for (const auto& t : camp.tasks(jobs::TaskState::kDone)) runs.push_back(camp.taskDir(t.id));
       if (runs.empty()) throw InputError(*dir + ": no chain is done yet; run the campaign first");
       std::optional<std::string> truth_path;
-      if (!truth->empty()) truth_path = *truth;
-      else if (camp.spec().inputs.count("truth")) truth_path = camp.spec().inputs.at("truth");
+      if (!truth->empty())
+        truth_path = *truth;
+      else if (camp.spec().inputs.count("truth"))
+        truth_path = camp.spec().inputs.at("truth");
       std::string out = camp.dir() + "/aggregate";
       ensembles::aggregateRuns(runs, out, truth_path);
       std::printf("aggregated %zu chain(s) of %d task(s) into %s\n", runs.size(),
@@ -402,14 +435,17 @@ void registerCampaignCommands(CommandGroups& g) {
   }
   // plan
   {
-    auto* c = campaign->add_subcommand("plan", "Simulate the campaign on G GPUs: makespan, GPU-hours, node-hours");
+    auto* c = campaign->add_subcommand(
+        "plan", "Simulate the campaign on G GPUs: makespan, GPU-hours, node-hours");
     auto a = std::make_shared<PlanArgs>();
     c->add_option("spec", a->spec, "Campaign spec (JSON)")->required();
     c->add_option("--gpus", a->gpus, "GPUs to plan for")->required()->check(CLI::PositiveNumber);
     c->add_option("--task-minutes", a->task_minutes, "Mean task time in minutes");
-    c->add_option("--from", a->from, "Measure task time, spread and failure rate from this campaign");
+    c->add_option("--from", a->from,
+                  "Measure task time, spread and failure rate from this campaign");
     c->add_option("--spread", a->spread, "Task time std/mean (default 0.1, or measured)");
-    c->add_option("--failure-rate", a->failure_rate, "Failed attempts per attempt (default 0, or measured)");
+    c->add_option("--failure-rate", a->failure_rate,
+                  "Failed attempts per attempt (default 0, or measured)");
     c->add_option("--gpus-per-node", a->gpus_per_node, "GPUs per node")->capture_default_str();
     c->add_option("--tasks-per-gpu", a->tasks_per_gpu, "Tasks sharing a GPU (default: the spec's)");
     c->add_option("--seed", a->seed, "Simulation seed")->capture_default_str();
@@ -420,8 +456,9 @@ void registerCampaignCommands(CommandGroups& g) {
   // worker (internal; started by the local executor and the MPI pilot)
   {
     auto* w = g.root.add_subcommand(
-        "worker", "Internal: a persistent campaign worker speaking the framed task protocol "
-                  "on stdin/stdout (started by `campaign run`)");
+        "worker",
+        "Internal: a persistent campaign worker speaking the framed task protocol "
+        "on stdin/stdout (started by `campaign run`)");
     w->group("");
     w->callback([] {
       registerAllTaskKinds();
@@ -431,14 +468,22 @@ void registerCampaignCommands(CommandGroups& g) {
 
   // bench scheduler
   {
-    auto* b = g.bench.add_subcommand("scheduler", "Scheduler throughput (noop tasks, durable journal) and makespan efficiency (sleep tasks)");
+    auto* b = g.bench.add_subcommand(
+        "scheduler",
+        "Scheduler throughput (noop tasks, durable journal) and makespan efficiency (sleep tasks)");
     auto a = std::make_shared<SchedulerBenchArgs>();
     b->add_option("--tasks", a->tasks, "noop tasks")->capture_default_str();
     b->add_option("--slots", a->slots, "local worker slots")->capture_default_str();
-    b->add_option("--sleep-tasks", a->sleep_tasks, "sleep tasks for the efficiency figure (0: skip)")->capture_default_str();
-    b->add_option("--sleep-seconds", a->sleep_s, "duration of each sleep task")->capture_default_str();
-    b->add_option("--load-mb", a->load_mb, "also measure a persistent worker keeping an input of this size (0: skip)")->capture_default_str();
-    b->add_option("--load-tasks", a->load_tasks, "tasks for the --load-mb figure")->capture_default_str();
+    b->add_option("--sleep-tasks", a->sleep_tasks,
+                  "sleep tasks for the efficiency figure (0: skip)")
+        ->capture_default_str();
+    b->add_option("--sleep-seconds", a->sleep_s, "duration of each sleep task")
+        ->capture_default_str();
+    b->add_option("--load-mb", a->load_mb,
+                  "also measure a persistent worker keeping an input of this size (0: skip)")
+        ->capture_default_str();
+    b->add_option("--load-tasks", a->load_tasks, "tasks for the --load-mb figure")
+        ->capture_default_str();
     b->add_option("--scratch", a->scratch, "where the scratch campaigns go")->capture_default_str();
     b->add_flag("--keep", a->keep, "keep the scratch campaigns");
     b->add_flag("--json", a->json, "Print JSON on stdout");

@@ -113,18 +113,27 @@ class BadInputs : public ::testing::Test {
     fs::create_directories(dir_ / "work");
     auto d = dir_.string();
     // Valid inputs and earlier outputs made by the real commands.
-    ok_ = run({"data", "synth", "--kind", "pretrain", "--jets", "120", "--seed", "3",
-               "--particles", "32", "--out", d + "/good.h5"}, dir_).code == 0 &&
+    ok_ = run({"data", "synth", "--kind", "pretrain", "--jets", "120", "--seed", "3", "--particles",
+               "32", "--out", d + "/good.h5"},
+              dir_)
+                  .code == 0 &&
           run({"data", "synth", "--kind", "unfold", "--tune", "sim", "--events", "120", "--seed",
-               "4", "--out", d + "/mc.h5"}, dir_).code == 0 &&
+               "4", "--out", d + "/mc.h5"},
+              dir_)
+                  .code == 0 &&
           run({"data", "synth", "--kind", "unfold", "--tune", "data", "--events", "120", "--seed",
-               "5", "--out", d + "/data.h5"}, dir_).code == 0 &&
+               "5", "--out", d + "/data.h5"},
+              dir_)
+                  .code == 0 &&
           run({"data", "observables", "--in", d + "/mc.h5", "--out", d + "/existing_out.h5"}, dir_)
                   .code == 0 &&
           run({"pretrain", "--data", d + "/good.h5", "--out", d + "/ckpt", "--preset", "tiny",
-               "--epochs", "1", "--threads", "1"}, dir_).code == 0;
+               "--epochs", "1", "--threads", "1"},
+              dir_)
+                  .code == 0;
     // Malformed HDF5 files.
-    for (const char* k : {"missing_key", "wrong_shape", "nan", "empty", "inconsistent_n", "truncated"})
+    for (const char* k :
+         {"missing_key", "wrong_shape", "nan", "empty", "inconsistent_n", "truncated"})
       data::badfiles::writeBad(d + "/bad_" + k + ".h5", k);
     std::ofstream(d + "/zero_bytes.h5").close();
     std::ofstream(d + "/text.h5") << "this is not an HDF5 file\n";
@@ -143,14 +152,24 @@ class BadInputs : public ::testing::Test {
     spec("spec_unknown.json", "{\"task\": \"noop\", \"replicas\": 2, \"replcas\": 3}");
     spec("spec_missing_file.json",
          "{\"task\": \"chain\", \"replicas\": 2, \"inputs\": {\"mc\": \"/nonexistent/mc.h5\", "
-         "\"data\": \"" + d + "/data.h5\", \"foundation\": \"" + d + "/ckpt\"}}");
+         "\"data\": \"" +
+             d + "/data.h5\", \"foundation\": \"" + d + "/ckpt\"}}");
+    // Chain configs are checked at init: an unknown classifier, an unknown observable.
+    const std::string chain_inputs =
+        "\"inputs\": {\"mc\": \"" + d + "/mc.h5\", \"data\": \"" + d + "/data.h5\"}";
+    spec("spec_chain_classifier.json", "{\"task\": \"chain\", \"replicas\": 2, " + chain_inputs +
+                                           ", \"chain\": {\"config\": {\"classifier\": \"bdt\"}}}");
+    spec("spec_chain_observable.json",
+         "{\"task\": \"chain\", \"replicas\": 2, " + chain_inputs +
+             ", \"chain\": {\"config\": {\"classifier\": \"mlp\", \"observables\": [\"tau32\"]}}}");
     spec("spec_zero_replicas.json", "{\"task\": \"noop\", \"replicas\": 0}");
     spec("spec_gpus.json", "{\"task\": \"noop\", \"replicas\": 2, \"resources\": {\"gpus\": 64}}");
     spec("spec_executor.json", "{\"task\": \"noop\", \"replicas\": 2, \"executor\": \"cloud\"}");
     spec("spec_kind.json", "{\"task\": \"teleport\", \"replicas\": 2}");
     spec("spec_retry.json", "{\"task\": \"noop\", \"retry\": {\"max_attempts\": -1}}");
     spec("spec_good.json", "{\"task\": \"noop\", \"replicas\": 3}");
-    ok_ = ok_ && run({"campaign", "init", d + "/spec_good.json", "--dir", d + "/camp"}, dir_).code == 0;
+    ok_ = ok_ &&
+          run({"campaign", "init", d + "/spec_good.json", "--dir", d + "/camp"}, dir_).code == 0;
     // Corrupt checkpoints: copies of the good one with one byte flipped / truncated.
     if (fs::exists(dir_ / "ckpt")) {
       fs::copy(dir_ / "ckpt", dir_ / "ckpt_flipped", fs::copy_options::recursive);
@@ -221,7 +240,8 @@ bool BadInputs::ok_ = false;
 int BadInputs::cases_ = 0;
 
 TEST_F(BadInputs, Hdf5Files) {
-  for (const char* k : {"missing_key", "wrong_shape", "nan", "empty", "inconsistent_n", "truncated"}) {
+  for (const char* k :
+       {"missing_key", "wrong_shape", "nan", "empty", "inconsistent_n", "truncated"}) {
     std::string f = p(std::string("bad_") + k + ".h5");
     expectCleanFailure({"data", "inspect", f}, f);
     expectCleanFailure({"data", "observables", "--in", f, "--out", p("existing_out.h5")}, f);
@@ -231,33 +251,41 @@ TEST_F(BadInputs, Hdf5Files) {
   expectCleanFailure({"data", "inspect", p("no_such_file.h5")}, p("no_such_file.h5"));
   expectCleanFailure({"data", "convert", "--in", p("good.h5"), "--out", p("existing_out.h5")},
                      p("good.h5"));  // no four-vectors in a synthetic file
-  expectCleanFailure({"pretrain", "--data", p("bad_nan.h5"), "--out", p("ckpt"), "--preset",
-                      "tiny", "--epochs", "1"}, p("bad_nan.h5"));
+  expectCleanFailure({"pretrain", "--data", p("bad_nan.h5"), "--out", p("ckpt"), "--preset", "tiny",
+                      "--epochs", "1"},
+                     p("bad_nan.h5"));
   expectCleanFailure({"unfold", "--mc", p("good.h5"), "--data", p("data.h5"), "--init", "none",
-                      "--out", p("unfold_out"), "--replica", "0", "--member", "0"}, p("good.h5"));
+                      "--out", p("unfold_out"), "--replica", "0", "--member", "0"},
+                     p("good.h5"));
 }
 
 TEST_F(BadInputs, ModelConfigs) {
-  for (const char* c : {"syntax.json", "unknown_key.json", "wrong_type.json", "negative.json",
-                        "not_object.json", "train_type.json", "top_key.json",
-                        "no_such_config.json"}) {
+  for (const char* c :
+       {"syntax.json", "unknown_key.json", "wrong_type.json", "negative.json", "not_object.json",
+        "train_type.json", "top_key.json", "no_such_config.json"}) {
     expectCleanFailure({"pretrain", "--data", p("good.h5"), "--out", p(std::string("pre_") + c),
-                        "--config", p(c), "--epochs", "1"}, p(c));
+                        "--config", p(c), "--epochs", "1"},
+                       p(c));
   }
   expectCleanFailure({"model", "info", "--preset", "gigantic", "--json"}, "gigantic");
   // The trainer works in host memory: NCCL (GPU tensors) is refused before any data is read.
   expectCleanFailure({"pretrain", "--data", p("good.h5"), "--out", p("pre_nccl"), "--epochs", "1",
-                      "--dist-backend", "nccl"}, "--dist-backend nccl");
+                      "--dist-backend", "nccl"},
+                     "--dist-backend nccl");
 }
 
 TEST_F(BadInputs, CampaignSpecs) {
-  for (const char* s : {"spec_syntax.json", "spec_unknown.json", "spec_zero_replicas.json",
-                        "spec_gpus.json", "spec_executor.json", "spec_kind.json",
-                        "spec_retry.json", "no_such_spec.json"}) {
+  for (const char* s :
+       {"spec_syntax.json", "spec_unknown.json", "spec_zero_replicas.json", "spec_gpus.json",
+        "spec_executor.json", "spec_kind.json", "spec_retry.json", "no_such_spec.json"}) {
     expectCleanFailure({"campaign", "init", p(s), "--dir", p(std::string("camp_") + s)}, "");
   }
   expectCleanFailure({"campaign", "init", p("spec_missing_file.json"), "--dir", p("camp_mf")},
                      "/nonexistent/mc.h5");
+  expectCleanFailure({"campaign", "init", p("spec_chain_classifier.json"), "--dir", p("camp_cc")},
+                     "bdt");
+  expectCleanFailure({"campaign", "init", p("spec_chain_observable.json"), "--dir", p("camp_co")},
+                     "tau32");
   // An existing campaign directory is never overwritten by init.
   expectCleanFailure({"campaign", "init", p("spec_good.json"), "--dir", p("camp")}, p("camp"));
   expectCleanFailure({"campaign", "status", p("not_a_campaign")}, p("not_a_campaign"));
@@ -266,21 +294,28 @@ TEST_F(BadInputs, CampaignSpecs) {
 TEST_F(BadInputs, Checkpoints) {
   for (const char* c : {"ckpt_flipped", "ckpt_truncated", "ckpt_nometa", "no_such_ckpt"}) {
     expectCleanFailure({"finetune", "--init", p(c), "--preset", "tiny", "--train", p("good.h5"),
-                        "--out", p(std::string("ft_") + c)}, p(c));
+                        "--out", p(std::string("ft_") + c)},
+                       p(c));
   }
   expectCleanFailure({"generate", "--ckpt", p("ckpt_flipped"), "--class", "0", "--jets", "4",
-                      "--out", p("existing_out.h5")}, p("ckpt_flipped"));
+                      "--out", p("existing_out.h5")},
+                     p("ckpt_flipped"));
 }
 
 TEST_F(BadInputs, CommandLine) {
   expectCleanFailure({"teleport"}, "");
-  expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "many", "--out", p("x.h5")}, "");
-  expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "-5", "--out", p("x.h5")}, "");
-  expectCleanFailure({"data", "synth", "--kind", "banana", "--jets", "5", "--out", p("x.h5")}, "banana");
+  expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "many", "--out", p("x.h5")},
+                     "");
+  expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "-5", "--out", p("x.h5")},
+                     "");
+  expectCleanFailure({"data", "synth", "--kind", "banana", "--jets", "5", "--out", p("x.h5")},
+                     "banana");
   expectCleanFailure({"data", "synth", "--kind", "unfold", "--tune", "herwig", "--events", "5",
-                      "--out", p("x.h5")}, "herwig");
-  expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "5", "--out",
-                      p("no_dir/x.h5")}, p("no_dir/x.h5"));
+                      "--out", p("x.h5")},
+                     "herwig");
+  expectCleanFailure(
+      {"data", "synth", "--kind", "pretrain", "--jets", "5", "--out", p("no_dir/x.h5")},
+      p("no_dir/x.h5"));
   expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "5"}, "--out");
   expectCleanFailure({"data", "inspect", "--bogus-flag", p("good.h5")}, "--bogus-flag");
 }
