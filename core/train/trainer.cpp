@@ -111,7 +111,10 @@ nlohmann::json toJson(const FitResult& r) {
           {"initial_val_loss",
            std::isnan(r.initial_val_loss) ? nlohmann::json() : nlohmann::json(r.initial_val_loss)},
           {"best_epoch", r.best_epoch},
-          {"best_val_loss", r.best_epoch >= 0 ? nlohmann::json(r.best_val_loss) : nlohmann::json()},
+          // The best so far: an epoch's, else the validated starting weights' (validate_initial).
+          {"best_val_loss", r.best_epoch >= 0 || !std::isnan(r.initial_val_loss)
+                                ? nlohmann::json(r.best_val_loss)
+                                : nlohmann::json()},
           {"early_stopped", r.early_stopped},
           {"steps", r.steps},
           {"resumed", r.resumed}};

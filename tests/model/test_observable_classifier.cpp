@@ -137,3 +137,44 @@ TEST(BoostedPet, ValidatedStartIsNeverBeatenByAWorseEpoch) {
   // Offsets for a set of another size are refused.
   EXPECT_THROW(clf.predict(jets, 64, std::vector<float>(3, 0.f)), InputError);
 }
+
+TEST(BoostedPet, InterruptedBoostedFitResumesToTheSameWeights) {
+  // The validated start is part of the training state: a fit stopped after its first epoch
+  // (which may or may not have beaten the start) and resumed ends where an uninterrupted
+  // fit ends, bit for bit.
+  configureThreads(1);
+  data::JetArrays jets = modeltest::randomJets(200, 16, 10, 6);
+  std::vector<float> offset(200);
+  for (size_t i = 0; i < offset.size(); ++i) offset[i] = jets.labels[i] ? 0.3f : -0.3f;
+  const fs::path root = fs::temp_directory_path() / ("ff_boost_" + std::to_string(::getpid()));
+  ClassifierFitOptions o;
+  o.lr = 2e-2;  // epoch 0 ends worse than the start, a later epoch better
+  o.lr_factor = 1;
+  o.batch_size = 32;
+  o.max_epochs = 6;
+  o.patience = 0;
+  o.seed = 4;
+  o.validate_initial = true;
+  o.resume = true;
+  auto fresh = [] {
+    PetClassifier c(petPreset("tiny"), 7);
+    c.zeroOutputLayer();
+    return c;
+  };
+  PetClassifier ref = fresh();
+  o.state_dir = (root / "ref").string();
+  const FitResult full = ref.fit(jets, nullptr, o, nullptr, offset);
+
+  PetClassifier cut = fresh();
+  o.state_dir = (root / "cut").string();
+  o.stop_at_step = 6;  // 180 training jets in batches of 32: the first step of epoch 1
+  EXPECT_THROW(cut.fit(jets, nullptr, o, nullptr, offset), InterruptedError);
+  PetClassifier resumed = fresh();
+  o.stop_at_step = -1;
+  const FitResult rest = resumed.fit(jets, nullptr, o, nullptr, offset);
+  EXPECT_TRUE(rest.resumed);
+  EXPECT_EQ(rest.best_epoch, full.best_epoch);
+  EXPECT_EQ(rest.best_val_loss, full.best_val_loss);
+  EXPECT_EQ(ref.predict(jets, 64, offset), resumed.predict(jets, 64, offset));
+  fs::remove_all(root);
+}
