@@ -28,8 +28,8 @@ void rejectUnknownKeys(const json& obj, const std::set<std::string>& known,
                        const std::string& origin, const std::string& where) {
   for (auto it = obj.begin(); it != obj.end(); ++it) {
     if (!known.count(it.key())) {
-      throw InputError(origin + ": unknown key '" + where + it.key() + "' (known: " +
-                       joinKeys(known) + "); fix the spelling or remove it");
+      throw InputError(origin + ": unknown key '" + where + it.key() +
+                       "' (known: " + joinKeys(known) + "); fix the spelling or remove it");
     }
   }
 }
@@ -140,7 +140,9 @@ json CampaignSpec::toJson() const {
                     {"cpu_slots", resources.cpu_slots},
                     {"threads_per_task", resources.threads_per_task}};
   j["executor"] = executor;
-  j["retry"] = {{"max_attempts", retry.max_attempts}, {"backoff_s", retry.backoff_s}};
+  j["retry"] = {{"max_attempts", retry.max_attempts},
+                {"backoff_s", retry.backoff_s},
+                {"max_interruptions", retry.max_interruptions}};
   j["time_limit_s"] = time_limit_s;
   return j;
 }
@@ -155,20 +157,18 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
   CampaignSpec s;
   s.name = getString(j, "name", "campaign", origin);
   if (!j.contains("task")) {
-    throw InputError(origin + ": missing key 'task' (the task kind: " +
-                     [] {
-                       std::string k;
-                       for (const auto& n : taskKindNames()) k += (k.empty() ? "" : ", ") + n;
-                       return k;
-                     }() +
-                     ")");
+    throw InputError(origin + ": missing key 'task' (the task kind: " + [] {
+      std::string k;
+      for (const auto& n : taskKindNames()) k += (k.empty() ? "" : ", ") + n;
+      return k;
+    }() + ")");
   }
   s.kind = getString(j, "task", "", origin);
   if (!hasTaskKind(s.kind)) {
     std::string k;
     for (const auto& n : taskKindNames()) k += (k.empty() ? "" : ", ") + n;
-    throw InputError(origin + ": 'task' = '" + s.kind + "' is not a known task kind (known: " +
-                     k + ")");
+    throw InputError(origin + ": 'task' = '" + s.kind + "' is not a known task kind (known: " + k +
+                     ")");
   }
   s.replicas = getNumber<int>(j, "replicas", 1, origin, "");
   s.members = getNumber<int>(j, "members", 1, origin, "");
@@ -258,7 +258,8 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
                      std::to_string(res.threads_per_task) + ")");
   }
   if (res.gpus > 0 && res.cpu_slots > 0) {
-    throw InputError(origin + ": set either 'resources.gpus' (GPU slots) or "
+    throw InputError(origin +
+                     ": set either 'resources.gpus' (GPU slots) or "
                      "'resources.cpu_slots' (CPU slots), not both");
   }
 
@@ -269,20 +270,24 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
   if (j.contains("retry")) {
     const json& r = j["retry"];
     if (!r.is_object()) throw InputError(origin + ": 'retry' must be an object");
-    rejectUnknownKeys(r, {"max_attempts", "backoff_s"}, origin, "retry.");
+    rejectUnknownKeys(r, {"max_attempts", "backoff_s", "max_interruptions"}, origin, "retry.");
+    s.retry.max_interruptions = getNumber<int>(r, "max_interruptions", 20, origin, "retry.");
     s.retry.max_attempts = getNumber<int>(r, "max_attempts", 3, origin, "retry.");
     s.retry.backoff_s = getNumber<double>(r, "backoff_s", 0.0, origin, "retry.");
   }
   if (s.retry.max_attempts < 1) throw InputError(origin + ": 'retry.max_attempts' must be >= 1");
   if (s.retry.backoff_s < 0) throw InputError(origin + ": 'retry.backoff_s' must be >= 0");
+  if (s.retry.max_interruptions < 1)
+    throw InputError(origin + ": 'retry.max_interruptions' must be >= 1");
   s.time_limit_s = getNumber<double>(j, "time_limit_s", 0.0, origin, "");
   if (s.time_limit_s < 0) throw InputError(origin + ": 'time_limit_s' must be >= 0 (0: none)");
 
   for (const auto& [id, ov] : s.overrides) {
     if (s.indexOf(id) < 0) {
-      throw InputError(origin + ": 'overrides." + id + "' names no task of this campaign (ids "
-                       "run from " + taskIdFor(0, 0) + " to " +
-                       taskIdFor(s.replicas - 1, s.members - 1) + ")");
+      throw InputError(origin + ": 'overrides." + id +
+                       "' names no task of this campaign (ids "
+                       "run from " +
+                       taskIdFor(0, 0) + " to " + taskIdFor(s.replicas - 1, s.members - 1) + ")");
     }
   }
   // Validate every distinct parameter set the kind will see (the common one and overrides).
@@ -348,9 +353,9 @@ void checkResourcesOnThisNode(const CampaignSpec& spec, const std::string& origi
   }
   unsigned hw = std::thread::hardware_concurrency();
   if (hw > 0 && static_cast<unsigned>(r.threads_per_task) > hw) {
-    throw InputError(origin + ": 'resources.threads_per_task' = " +
-                     std::to_string(r.threads_per_task) + " exceeds the " + std::to_string(hw) +
-                     " cores of this node; lower it");
+    throw InputError(origin +
+                     ": 'resources.threads_per_task' = " + std::to_string(r.threads_per_task) +
+                     " exceeds the " + std::to_string(hw) + " cores of this node; lower it");
   }
 }
 

@@ -41,8 +41,13 @@ struct CampaignResources {
 };
 
 struct RetryPolicy {
-  int max_attempts = 3;   // failed attempts before the task ends `failed`
-  double backoff_s = 0;   // delay before retry k: backoff_s · 2^(k-1)
+  int max_attempts = 3;  // failed attempts before the task ends `failed`
+  double backoff_s = 0;  // delay before retry k: backoff_s · 2^(k-1)
+  // Times a task may stop itself with exit 75 (state saved: a time limit, preemption, a
+  // stop request) before it ends `failed`: a task that always exits 75 would otherwise be
+  // dispatched forever. Interruptions that the orchestrator causes (its own stop, a lost
+  // node) do not count.
+  int max_interruptions = 20;
 };
 
 // One task of the campaign, derived from the spec alone (so a compute node can rebuild it).

@@ -43,7 +43,9 @@ TaskRecord readTask(SqliteStatement& st) {
   return t;
 }
 
-std::string str(TaskState s) { return std::string(toString(s)); }
+std::string str(TaskState s) {
+  return std::string(toString(s));
+}
 
 }  // namespace
 
@@ -67,7 +69,8 @@ void CampaignJournal::prepareStatements() {
       "reason) VALUES(?,?,?,?,?,?,?,?,?)");
 }
 
-CampaignJournal CampaignJournal::create(const std::string& path, const std::vector<TaskDef>& tasks) {
+CampaignJournal CampaignJournal::create(const std::string& path,
+                                        const std::vector<TaskDef>& tasks) {
   CampaignJournal j(SqliteDb(path, true));
   j.prepare();
   j.db_.exec(
@@ -85,11 +88,16 @@ CampaignJournal CampaignJournal::create(const std::string& path, const std::vect
       "CREATE INDEX events_task ON events(task_idx);");
   j.prepareStatements();
   SqliteTransaction txn(j.db_);
-  SqliteStatement ins(j.db_, "INSERT INTO tasks(idx, id, replica, member, state) VALUES(?,?,?,?,?)");
+  SqliteStatement ins(j.db_,
+                      "INSERT INTO tasks(idx, id, replica, member, state) VALUES(?,?,?,?,?)");
   double now = wallClockNow();
   for (const auto& t : tasks) {
-    ins.bind(1, t.index).bind(2, t.id).bind(3, t.replica).bind(4, t.member)
-        .bind(5, str(TaskState::kPending)).run();
+    ins.bind(1, t.index)
+        .bind(2, t.id)
+        .bind(3, t.replica)
+        .bind(4, t.member)
+        .bind(5, str(TaskState::kPending))
+        .run();
     j.insertEvent(t.index, 0, TaskState::kPending, TaskState::kPending, now, "", -1, -1, "created");
   }
   SqliteStatement meta(j.db_, "INSERT INTO meta(key, value) VALUES(?,?)");
@@ -101,7 +109,8 @@ CampaignJournal CampaignJournal::create(const std::string& path, const std::vect
 CampaignJournal CampaignJournal::open(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
-    throw InputError(path + ": no campaign journal here; create the campaign with "
+    throw InputError(path +
+                     ": no campaign journal here; create the campaign with "
                      "`foldfarm campaign init SPEC --dir D`");
   }
   CampaignJournal j(SqliteDb(path, false));
@@ -135,14 +144,22 @@ void CampaignJournal::insertEvent(int index, int attempt, TaskState from, TaskSt
                                   const std::string& host, int slot, int exit_code,
                                   const std::string& reason) {
   insert_event_.bind(1, index).bind(2, attempt).bind(3, str(from)).bind(4, str(to)).bind(5, at);
-  if (host.empty()) insert_event_.bindNull(6);
-  else insert_event_.bind(6, host);
-  if (slot < 0) insert_event_.bindNull(7);
-  else insert_event_.bind(7, slot);
-  if (exit_code < 0) insert_event_.bindNull(8);
-  else insert_event_.bind(8, exit_code);
-  if (reason.empty()) insert_event_.bindNull(9);
-  else insert_event_.bind(9, reason);
+  if (host.empty())
+    insert_event_.bindNull(6);
+  else
+    insert_event_.bind(6, host);
+  if (slot < 0)
+    insert_event_.bindNull(7);
+  else
+    insert_event_.bind(7, slot);
+  if (exit_code < 0)
+    insert_event_.bindNull(8);
+  else
+    insert_event_.bind(8, exit_code);
+  if (reason.empty())
+    insert_event_.bindNull(9);
+  else
+    insert_event_.bind(9, reason);
   insert_event_.run();
 }
 
@@ -203,18 +220,22 @@ int CampaignJournal::markRunning(std::vector<Dispatch>& dispatches) {
   int moved = 0;
   for (auto& d : dispatches) {
     up.bind(1, d.host);
-    if (d.slot < 0) up.bindNull(2);
-    else up.bind(2, d.slot);
-    if (d.external_id.empty()) up.bindNull(3);
-    else up.bind(3, d.external_id);
+    if (d.slot < 0)
+      up.bindNull(2);
+    else
+      up.bind(2, d.slot);
+    if (d.external_id.empty())
+      up.bindNull(3);
+    else
+      up.bind(3, d.external_id);
     up.bind(4, now).bind(5, d.index);
     d.attempt = 0;
     if (up.step()) d.attempt = static_cast<int>(up.columnInt(0));
     up.reset();
     if (d.attempt > 0) {
       ++moved;
-      insertEvent(d.index, d.attempt, TaskState::kPending, TaskState::kRunning, now, d.host,
-                  d.slot, -1, d.external_id);
+      insertEvent(d.index, d.attempt, TaskState::kPending, TaskState::kRunning, now, d.host, d.slot,
+                  -1, d.external_id);
     }
   }
   txn.commit();
@@ -225,7 +246,8 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
                                        const RetryPolicy& retry, std::vector<Applied>* out) {
   if (completions.empty()) return 0;
   SqliteTransaction txn(db_);
-  SqliteStatement get(db_, "SELECT failures FROM tasks WHERE idx=? AND state='running' AND attempts=?");
+  SqliteStatement get(db_,
+                      "SELECT failures FROM tasks WHERE idx=? AND state='running' AND attempts=?");
   SqliteStatement done(db_,
                        "UPDATE tasks SET state='done', exit_code=?, reason=NULL, host=?, slot=?, "
                        "started_at=?, finished_at=?, result=?, ingested=ingested+1 WHERE idx=? "
@@ -234,6 +256,12 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
                         "UPDATE tasks SET state=?, failures=?, exit_code=?, reason=?, "
                         "finished_at=?, not_before=? WHERE idx=? AND state='running' AND "
                         "attempts=?");
+  // Self-interruptions since the task was last given a fresh start (`campaign retry`).
+  SqliteStatement stops(db_,
+                        "SELECT COUNT(*) FROM events e WHERE e.task_idx=?1 AND "
+                        "e.to_state='interrupted' AND e.exit_code=75 AND e.seq > COALESCE((SELECT "
+                        "MAX(seq) FROM events WHERE task_idx=?1 AND from_state='failed' AND "
+                        "to_state='pending'), 0)");
   double now = wallClockNow();
   int applied = 0;
   for (const auto& c : completions) {
@@ -245,11 +273,15 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
     double finished = c.finished_at > 0 ? c.finished_at : now;
     if (c.status == 0) {
       done.bind(1, 0).bind(2, c.host);
-      if (c.slot < 0) done.bindNull(3);
-      else done.bind(3, c.slot);
+      if (c.slot < 0)
+        done.bindNull(3);
+      else
+        done.bind(3, c.slot);
       done.bind(4, c.started_at).bind(5, finished);
-      if (c.result.is_null()) done.bindNull(6);
-      else done.bind(6, c.result.dump());
+      if (c.result.is_null())
+        done.bindNull(6);
+      else
+        done.bind(6, c.result.dump());
       done.bind(7, c.index).bind(8, c.attempt);
       if (done.run() == 1) {
         insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kDone, finished, c.host,
@@ -262,8 +294,26 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
     TaskState final_state;
     double not_before = 0;
     bool interrupted = c.status == 75 || !c.counts_as_failure;
+    std::string reason =
+        c.reason.empty() ? std::string("exit ") + std::to_string(c.status) : c.reason;
+    if (interrupted && c.status == 75 && c.counts_as_failure) {
+      // The task stopped itself: count its earlier self-interruptions (the event log's
+      // running -> interrupted with exit 75); at the cap it ends failed instead of looping.
+      stops.bind(1, c.index);
+      const int64_t earlier = stops.step() ? stops.columnInt(0) : 0;
+      stops.reset();
+      if (earlier + 1 >= retry.max_interruptions) {
+        interrupted = false;
+        reason = "interrupted " + std::to_string(earlier + 1) +
+                 " times (exit 75; retry.max_interruptions = " +
+                 std::to_string(retry.max_interruptions) +
+                 "): raise the cap or the time limit, or see the task log; last: " + reason;
+      }
+    }
     if (interrupted) {
       final_state = TaskState::kPending;
+    } else if (c.status == 75) {
+      final_state = TaskState::kFailed;
     } else {
       ++failures;
       if (c.status == 2 || failures >= retry.max_attempts) {
@@ -273,9 +323,14 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
         if (retry.backoff_s > 0) not_before = now + retry.backoff_s * std::pow(2.0, failures - 1);
       }
     }
-    again.bind(1, str(final_state)).bind(2, failures).bind(3, c.status)
-        .bind(4, c.reason.empty() ? std::string("exit ") + std::to_string(c.status) : c.reason)
-        .bind(5, finished).bind(6, not_before).bind(7, c.index).bind(8, c.attempt);
+    again.bind(1, str(final_state))
+        .bind(2, failures)
+        .bind(3, c.status)
+        .bind(4, reason)
+        .bind(5, finished)
+        .bind(6, not_before)
+        .bind(7, c.index)
+        .bind(8, c.attempt);
     if (again.run() != 1) continue;
     if (interrupted) {
       insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kInterrupted, finished,
@@ -284,7 +339,7 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
                   c.host, c.slot, -1, "requeued");
     } else if (final_state == TaskState::kFailed) {
       insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kFailed, finished, c.host,
-                  c.slot, c.status, c.reason);
+                  c.slot, c.status, reason);
     } else {
       insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kPending, finished, c.host,
                   c.slot, c.status, "retry after: " + c.reason);
@@ -309,7 +364,8 @@ int CampaignJournal::requeue(const std::vector<int>& indices, const std::string&
     if (up.step()) {
       int attempt = static_cast<int>(up.columnInt(0));
       up.reset();
-      insertEvent(idx, attempt, TaskState::kRunning, TaskState::kInterrupted, now, "", -1, -1, reason);
+      insertEvent(idx, attempt, TaskState::kRunning, TaskState::kInterrupted, now, "", -1, -1,
+                  reason);
       insertEvent(idx, attempt, TaskState::kInterrupted, TaskState::kPending, now, "", -1, -1,
                   "requeued");
       ++moved;
@@ -326,13 +382,17 @@ int CampaignJournal::retryFailed() {
   std::vector<std::pair<int, int>> rows;
   {
     SqliteStatement sel(db_, "SELECT idx, attempts FROM tasks WHERE state='failed' ORDER BY idx");
-    while (sel.step()) rows.emplace_back(static_cast<int>(sel.columnInt(0)), static_cast<int>(sel.columnInt(1)));
+    while (sel.step())
+      rows.emplace_back(static_cast<int>(sel.columnInt(0)), static_cast<int>(sel.columnInt(1)));
   }
-  SqliteStatement up(db_, "UPDATE tasks SET state='pending', failures=0, not_before=0 WHERE idx=? AND state='failed'");
+  SqliteStatement up(
+      db_,
+      "UPDATE tasks SET state='pending', failures=0, not_before=0 WHERE idx=? AND state='failed'");
   double now = wallClockNow();
   for (auto [idx, attempt] : rows) {
     up.bind(1, idx).run();
-    insertEvent(idx, attempt, TaskState::kFailed, TaskState::kPending, now, "", -1, -1, "retry requested");
+    insertEvent(idx, attempt, TaskState::kFailed, TaskState::kPending, now, "", -1, -1,
+                "retry requested");
   }
   txn.commit();
   return static_cast<int>(rows.size());

@@ -29,18 +29,18 @@ struct TaskRecord {
   int replica = 0;
   int member = 0;
   TaskState state = TaskState::kPending;
-  int attempts = 0;         // dispatches so far (the current attempt when running)
-  int failures = 0;         // failed attempts counted against RetryPolicy::max_attempts
-  std::string host;         // where the last attempt ran or runs
+  int attempts = 0;  // dispatches so far (the current attempt when running)
+  int failures = 0;  // failed attempts counted against RetryPolicy::max_attempts
+  std::string host;  // where the last attempt ran or runs
   int slot = -1;
   std::string external_id;  // e.g. a Slurm job id "1234_7"
   int exit_code = -1;       // last attempt's status (-1: none yet)
   std::string reason;       // last failure/interruption reason
   double started_at = 0;    // seconds since the epoch
   double finished_at = 0;
-  double not_before = 0;    // retry backoff: not dispatched before this time
-  int ingested = 0;         // how many results were ingested (1 for a done task)
-  nlohmann::json result;    // the ingested result (null if none)
+  double not_before = 0;  // retry backoff: not dispatched before this time
+  int ingested = 0;       // how many results were ingested (1 for a done task)
+  nlohmann::json result;  // the ingested result (null if none)
 };
 
 // A task being dispatched (pending -> running).
@@ -89,7 +89,8 @@ class CampaignJournal {
   // Returns how many moved (tasks no longer pending are skipped and get attempt 0).
   int markRunning(std::vector<Dispatch>& dispatches);
   // Applies completions in one transaction: status 0 -> done (result stored, ingested);
-  // 75 or !counts_as_failure -> interrupted -> pending; 2 (bad input) -> failed;
+  // 75 or !counts_as_failure -> interrupted -> pending, except that a task's
+  // retry.max_interruptions-th exit 75 -> failed (reason names the cap); 2 (bad input) -> failed;
   // otherwise failures+1 and pending (not_before = now + backoff) or failed when
   // failures reach max_attempts. Stale ones (task not running that attempt) are ignored.
   // Returns how many were applied; `applied` (optional) receives the state each applied

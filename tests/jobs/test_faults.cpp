@@ -32,8 +32,9 @@ class Faults : public ::testing::Test {
   std::vector<std::string> reasons(const std::string& id) {
     std::vector<std::string> out;
     SqliteDb db(dir_ + "/journal.sqlite", false);
-    SqliteStatement st(db, "SELECT COALESCE(e.reason,'') FROM events e JOIN tasks t ON "
-                           "t.idx=e.task_idx WHERE t.id=? ORDER BY e.seq");
+    SqliteStatement st(db,
+                       "SELECT COALESCE(e.reason,'') FROM events e JOIN tasks t ON "
+                       "t.idx=e.task_idx WHERE t.id=? ORDER BY e.seq");
     st.bind(1, id);
     while (st.step()) out.push_back(st.columnText(0));
     return out;
@@ -48,8 +49,12 @@ class Faults : public ::testing::Test {
 };
 
 TEST_F(Faults, SegfaultingTaskCostsOnlyThatAttempt) {
-  init(json{{"task", "crash"}, {"replicas", 4}, {"members", 2}, {"params", {{"signal", 11}}},
-            {"retry", {{"max_attempts", 2}}}, {"resources", {{"cpu_slots", 2}}}});
+  init(json{{"task", "crash"},
+            {"replicas", 4},
+            {"members", 2},
+            {"params", {{"signal", 11}}},
+            {"retry", {{"max_attempts", 2}}},
+            {"resources", {{"cpu_slots", 2}}}});
   ToolRun r = runTool({"run", dir_}, scratch_, "run");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
@@ -64,9 +69,12 @@ TEST_F(Faults, SegfaultingTaskCostsOnlyThatAttempt) {
 }
 
 TEST_F(Faults, AlwaysCrashingTaskFailsWhileTheRestFinish) {
-  init(json{{"task", "crash"}, {"replicas", 5}, {"params", {{"signal", 6}}},
+  init(json{{"task", "crash"},
+            {"replicas", 5},
+            {"params", {{"signal", 6}}},
             {"overrides", {{"r0003m0", {{"always", true}}}}},
-            {"retry", {{"max_attempts", 3}}}, {"resources", {{"cpu_slots", 2}}}});
+            {"retry", {{"max_attempts", 3}}},
+            {"resources", {{"cpu_slots", 2}}}});
   ToolRun r = runTool({"run", dir_}, scratch_, "run");
   EXPECT_EQ(r.exit_code, 1);
   Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
@@ -75,6 +83,24 @@ TEST_F(Faults, AlwaysCrashingTaskFailsWhileTheRestFinish) {
   EXPECT_EQ(t->failures, 3) << "failed after max_attempts crashes";
   EXPECT_NE(t->reason.find("signal 6"), std::string::npos) << t->reason;
   EXPECT_EQ(c.counts()[TaskState::kDone], 4);
+}
+
+TEST_F(Faults, ATaskThatAlwaysExits75EndsFailedNamingTheCapWhileTheRestFinish) {
+  // Without the cap the local executor would dispatch it forever.
+  init(json{{"task", "command"},
+            {"replicas", 3},
+            {"params", {{"argv", {"/bin/sh", "-c", "exit 0"}}}},
+            {"overrides", {{"r0001m0", {{"argv", {"/bin/sh", "-c", "exit 75"}}}}}},
+            {"retry", {{"max_attempts", 2}, {"max_interruptions", 4}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  ToolRun r = runTool({"run", dir_}, scratch_, "run");
+  EXPECT_EQ(r.exit_code, 1);
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  auto t = c.journal().task("r0001m0");
+  EXPECT_EQ(t->state, TaskState::kFailed);
+  EXPECT_EQ(t->attempts, 4);
+  EXPECT_NE(t->reason.find("retry.max_interruptions"), std::string::npos) << t->reason;
+  EXPECT_EQ(c.counts()[TaskState::kDone], 2);
 }
 
 std::vector<pid_t> childrenOf(pid_t pid) {
@@ -86,8 +112,11 @@ std::vector<pid_t> childrenOf(pid_t pid) {
 }
 
 TEST_F(Faults, KillMinus9OfAWorkerFailsOneAttemptAndTheTaskIsRetried) {
-  init(json{{"task", "sleep"}, {"replicas", 10}, {"params", {{"seconds", 0.4}}},
-            {"retry", {{"max_attempts", 2}}}, {"resources", {{"cpu_slots", 2}}}});
+  init(json{{"task", "sleep"},
+            {"replicas", 10},
+            {"params", {{"seconds", 0.4}}},
+            {"retry", {{"max_attempts", 2}}},
+            {"resources", {{"cpu_slots", 2}}}});
   pid_t orch = startTool({"run", dir_}, scratch_, "run");
   std::vector<pid_t> workers;
   for (int k = 0; k < 100 && workers.size() < 2; ++k) {
@@ -111,10 +140,13 @@ TEST_F(Faults, KillMinus9OfAWorkerFailsOneAttemptAndTheTaskIsRetried) {
 }
 
 TEST_F(Faults, KillMinus9OfACommandTaskFailsThatAttempt) {
-  init(json{{"task", "command"}, {"replicas", 3},
-            {"params", {{"argv", {"/bin/sh", "-c",
-                                  "if [ -e marker ]; then exit 0; fi; touch marker; kill -9 $$"}}}},
-            {"retry", {{"max_attempts", 2}}}, {"resources", {{"cpu_slots", 2}}}});
+  init(json{{"task", "command"},
+            {"replicas", 3},
+            {"params",
+             {{"argv",
+               {"/bin/sh", "-c", "if [ -e marker ]; then exit 0; fi; touch marker; kill -9 $$"}}}},
+            {"retry", {{"max_attempts", 2}}},
+            {"resources", {{"cpu_slots", 2}}}});
   ToolRun r = runTool({"run", dir_}, scratch_, "run");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
@@ -144,8 +176,11 @@ int countResultFiles(const std::string& tasks_dir, int& mismatched) {
 
 TEST_F(Faults, KillMinus9OfTheOrchestratorFiveTimesThenResumeDoesEveryTaskOnce) {
   const int kTasks = 500;
-  init(json{{"task", "sleep"}, {"replicas", 250}, {"members", 2},
-            {"params", {{"seconds", 0.004}}}, {"resources", {{"cpu_slots", 2}}}});
+  init(json{{"task", "sleep"},
+            {"replicas", 250},
+            {"members", 2},
+            {"params", {{"seconds", 0.004}}},
+            {"resources", {{"cpu_slots", 2}}}});
   std::random_device rd;
   unsigned seed = rd();
   std::mt19937 rng(seed);

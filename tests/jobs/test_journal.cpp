@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
-#include "jobs/campaign.hpp"
 #include "core/base/error.hpp"
+#include "jobs/campaign.hpp"
 #include "jobs/journal.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
@@ -111,13 +111,46 @@ TEST(Journal, BackoffDelaysRetries) {
   EXPECT_GE(j.task("r0000m0")->not_before, before + 29);
 }
 
+TEST(Journal, ATaskThatKeepsStoppingItselfEndsFailedAtTheInterruptionCap) {
+  std::string dir = makeScratchDir("interruptions");
+  CampaignJournal j = CampaignJournal::create(dir + "/j.sqlite", threeTasks());
+  RetryPolicy retry;
+  retry.max_interruptions = 3;
+  auto runOnce = [&](int status, bool counts = true) {
+    std::vector<Dispatch> ds(1);
+    ds[0].index = 0;
+    EXPECT_EQ(j.markRunning(ds), 1);
+    Completion c = completion(0, ds[0].attempt, status, "stopped");
+    c.counts_as_failure = counts;
+    EXPECT_EQ(j.recordCompletions({c}, retry), 1);
+  };
+  runOnce(75);
+  runOnce(75);
+  // Interruptions the orchestrator caused (a lost node, its own stop) do not count.
+  runOnce(1, false);
+  EXPECT_EQ(j.task("r0000m0")->state, TaskState::kPending);
+  runOnce(75);  // the third self-interruption: failed, with a reason that names the cap
+  auto t = j.task("r0000m0");
+  EXPECT_EQ(t->state, TaskState::kFailed);
+  EXPECT_NE(t->reason.find("interrupted 3 times"), std::string::npos) << t->reason;
+  EXPECT_NE(t->reason.find("retry.max_interruptions"), std::string::npos) << t->reason;
+  EXPECT_EQ(t->failures, 0);
+  // `campaign retry --failed` gives the task a fresh count.
+  EXPECT_EQ(j.retryFailed(), 1);
+  runOnce(75);
+  EXPECT_EQ(j.task("r0000m0")->state, TaskState::kPending);
+}
+
 class CampaignDir : public ::testing::Test {
  protected:
   void SetUp() override {
     registerTestTaskKinds();
     scratch_ = makeScratchDir("campaign");
-    json spec{{"name", "slurm-like"}, {"task", "sleep"}, {"replicas", 4},
-              {"params", {{"seconds", 0.0}}}, {"resources", {{"cpu_slots", 1}}}};
+    json spec{{"name", "slurm-like"},
+              {"task", "sleep"},
+              {"replicas", 4},
+              {"params", {{"seconds", 0.0}}},
+              {"resources", {{"cpu_slots", 1}}}};
     dir_ = scratch_ + "/c";
     Campaign::init(parseCampaignSpec(spec, "spec", scratch_), dir_);
   }
