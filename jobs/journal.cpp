@@ -14,7 +14,10 @@ constexpr const char* kSchemaVersion = "1";
 
 constexpr const char* kTaskColumns =
     "idx, id, replica, member, state, attempts, failures, host, slot, external_id, exit_code, "
-    "reason, started_at, finished_at, not_before, ingested, result";
+    "reason, started_at, finished_at, not_before, ingested, result, "
+    // The attempt at which `campaign retry --failed` last gave the task a fresh start.
+    "COALESCE((SELECT MAX(attempt) FROM events WHERE task_idx=tasks.idx AND "
+    "from_state='failed' AND to_state='pending'), 0)";
 
 TaskRecord readTask(SqliteStatement& st) {
   TaskRecord t;
@@ -40,6 +43,7 @@ TaskRecord readTask(SqliteStatement& st) {
     std::string r = st.columnText(16);
     if (!r.empty()) t.result = nlohmann::json::parse(r, nullptr, false);
   }
+  t.retried_at_attempt = static_cast<int>(st.columnInt(17));
   return t;
 }
 

@@ -41,6 +41,11 @@ struct TaskRecord {
   double not_before = 0;  // retry backoff: not dispatched before this time
   int ingested = 0;       // how many results were ingested (1 for a done task)
   nlohmann::json result;  // the ingested result (null if none)
+  // attempts at the last `campaign retry --failed` (0: never): attempts keep counting so that
+  // results stay matched to the attempt that produced them, and limits on dispatches
+  // (Slurm's --max-submissions) count attemptsSinceRetry().
+  int retried_at_attempt = 0;
+  int attemptsSinceRetry() const { return attempts - retried_at_attempt; }
 };
 
 // A task being dispatched (pending -> running).

@@ -42,7 +42,8 @@ struct RoundResult {
 };
 
 bool isDigits(const std::string& s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) { return c >= '0' && c <= '9'; });
+  return !s.empty() &&
+         std::all_of(s.begin(), s.end(), [](unsigned char c) { return c >= '0' && c <= '9'; });
 }
 
 // Which running tasks' jobs are still alive: steps 1 and 3 of the round need the squeue
@@ -98,7 +99,8 @@ int nextSubmissionNumber(const std::string& slurmDir) {
   return next;
 }
 
-SbatchResources elementResources(const jobs::Campaign& c, const SlurmCampaignOptions& o, int& lanes) {
+SbatchResources elementResources(const jobs::Campaign& c, const SlurmCampaignOptions& o,
+                                 int& lanes) {
   SbatchResources r = o.resources;
   if (o.resourcesFromSpec) {
     const auto& res = c.spec().resources;
@@ -124,7 +126,9 @@ void markSettled(const std::string& subDir, const std::string& how) {
   }
 }
 
-bool isHeld(const QueuedJob& j) { return j.state == "PENDING" && j.reason.rfind("JobHeld", 0) == 0; }
+bool isHeld(const QueuedJob& j) {
+  return j.state == "PENDING" && j.reason.rfind("JobHeld", 0) == 0;
+}
 
 // The task ids of each element of a submission (its manifest.tsv).
 std::vector<std::vector<std::string>> readManifest(const std::string& path) {
@@ -150,8 +154,9 @@ std::vector<std::vector<std::string>> readManifest(const std::string& path) {
 }
 
 // Step 4 for one planned array. Throws Error when sbatch fails; nothing is recorded then.
-void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResources& base, int lanes,
-                 const std::vector<std::string>& workArgv, const PlannedArray& array, RoundResult& round) {
+void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResources& base,
+                 int lanes, const std::vector<std::string>& workArgv, const PlannedArray& array,
+                 RoundResult& round) {
   const std::string slurmDir = c.dir() + "/slurm";
   std::error_code ec;
   fs::create_directories(slurmDir, ec);
@@ -199,17 +204,20 @@ void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResou
   try {
     client.release(submitted.jobId);
   } catch (const Error& e) {
-    throw Error(std::string(e.what()) + "; job " + submitted.jobId + " is recorded but held: run `foldfarm slurm " +
-                "submit " + c.dir() + "` again to release it");
+    throw Error(std::string(e.what()) + "; job " + submitted.jobId +
+                " is recorded but held: run `foldfarm slurm " + "submit " + c.dir() +
+                "` again to release it");
   }
   markSettled(subDir, "released");
-  logInfo("submitted array job {} ({} element(s), {} task(s), throttle {}) from {}", submitted.jobId,
-          array.shards.size(), [&] {
-            size_t n = 0;
-            for (const auto& s : array.shards) n += s.size();
-            return n;
-          }(),
-          array.throttle, scriptPath);
+  logInfo(
+      "submitted array job {} ({} element(s), {} task(s), throttle {}) from {}", submitted.jobId,
+      array.shards.size(),
+      [&] {
+        size_t n = 0;
+        for (const auto& s : array.shards) n += s.size();
+        return n;
+      }(),
+      array.throttle, scriptPath);
   ++round.submittedArrays;
   round.submittedElements += static_cast<int>(array.shards.size());
   for (const auto& s : array.shards) round.submittedTasks += static_cast<int>(s.size());
@@ -231,7 +239,7 @@ SettledSubmissions settleEarlierSubmissions(jobs::Campaign& c, const SlurmClient
   SettledSubmissions out;
   const std::string slurmDir = c.dir() + "/slurm";
   std::map<std::string, std::string> subByJob;  // job id -> sub-N directory
-  std::vector<std::string> withoutId;            // submitted (maybe) but no jobid saved
+  std::vector<std::string> withoutId;           // submitted (maybe) but no jobid saved
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(slurmDir, ec)) {
     const std::string sub = e.path().string();
@@ -249,7 +257,8 @@ SettledSubmissions settleEarlierSubmissions(jobs::Campaign& c, const SlurmClient
       logWarn("{}: {}", sub, ex.what());
       continue;
     }
-    while (!id.empty() && (id.back() == '\n' || id.back() == '\r' || id.back() == ' ')) id.pop_back();
+    while (!id.empty() && (id.back() == '\n' || id.back() == '\r' || id.back() == ' '))
+      id.pop_back();
     if (!isDigits(id)) {
       logWarn("{}/jobid holds '{}', not a job id; ignored", sub, id);
       continue;
@@ -261,11 +270,13 @@ SettledSubmissions settleEarlierSubmissions(jobs::Campaign& c, const SlurmClient
     // journal cannot name it (the id was never saved), so a pending one is cancelled.
     std::vector<SlurmClient::PendingScript> pending = client.pendingScripts();
     for (const auto& sub : withoutId) {
-      std::set<std::string> paths = {sub + "/array.sbatch", fs::absolute(sub + "/array.sbatch").lexically_normal().string()};
+      std::set<std::string> paths = {
+          sub + "/array.sbatch", fs::absolute(sub + "/array.sbatch").lexically_normal().string()};
       int found = 0;
       for (const auto& p : pending) {
         if (!paths.count(p.script)) continue;
-        logWarn("{}: held job {} was submitted but its id was never saved; cancelling it", sub, p.arrayJobId);
+        logWarn("{}: held job {} was submitted but its id was never saved; cancelling it", sub,
+                p.arrayJobId);
         client.cancel(p.arrayJobId);
         ++found;
         ++out.cancelled;
@@ -297,7 +308,8 @@ SettledSubmissions settleEarlierSubmissions(jobs::Campaign& c, const SlurmClient
     const bool held = std::any_of(it->second.begin(), it->second.end(), isHeld);
     if (!held) {
       if (namedBy[id].empty()) {
-        logWarn("{}: job {} runs although the journal records none of its tasks; cancelling it", sub, id);
+        logWarn("{}: job {} runs although the journal records none of its tasks; cancelling it",
+                sub, id);
         client.cancel(id);
         markSettled(sub, "cancelled");
         ++out.cancelled;
@@ -329,11 +341,13 @@ SettledSubmissions settleEarlierSubmissions(jobs::Campaign& c, const SlurmClient
       client.cancel(id);
       markSettled(sub, "cancelled");
       std::vector<std::string> recorded(runningUnder[id].begin(), runningUnder[id].end());
-      const int back = c.requeue(recorded, "its held job " + id + " was never fully recorded; cancelled");
-      logWarn("{}: held job {} was submitted but {} in the journal (the submitter stopped in between); "
-              "cancelled it{}",
-              sub, id, recorded.empty() ? "never recorded" : "only partly recorded",
-              back > 0 ? "; " + std::to_string(back) + " task(s) back to pending" : std::string());
+      const int back =
+          c.requeue(recorded, "its held job " + id + " was never fully recorded; cancelled");
+      logWarn(
+          "{}: held job {} was submitted but {} in the journal (the submitter stopped in between); "
+          "cancelled it{}",
+          sub, id, recorded.empty() ? "never recorded" : "only partly recorded",
+          back > 0 ? "; " + std::to_string(back) + " task(s) back to pending" : std::string());
       ++out.cancelled;
       out.tasksRequeued += back;
     }
@@ -363,7 +377,7 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
   std::vector<std::string> ready;
   bool waiting = false;
   for (const auto& t : c.tasks(TaskState::kPending)) {
-    if (t.attempts >= o.maxSubmissions) {
+    if (t.attemptsSinceRetry() >= o.maxSubmissions) {
       round.exhausted.push_back(t.id);
     } else if (t.not_before > now) {
       waiting = true;
@@ -384,8 +398,8 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
   po.queuedJobs = client.queuedJobCount();
   ArrayPlan plan = planArrays(ready, po);
   if (!plan.deferred.empty()) {
-    logInfo("{} task(s) wait for room under MaxJobCount={} ({} job(s) queued)", plan.deferred.size(),
-            po.limits.maxJobCount, po.queuedJobs);
+    logInfo("{} task(s) wait for room under MaxJobCount={} ({} job(s) queued)",
+            plan.deferred.size(), po.limits.maxJobCount, po.queuedJobs);
   }
   for (const auto& a : plan.arrays) submitArray(c, client, res, lanes, o.workArgv, a, round);
   return round;
@@ -398,8 +412,8 @@ int countOf(const jobs::StateCounts& c, TaskState s) {
 
 nlohmann::json countsJson(const jobs::StateCounts& counts) {
   nlohmann::json j = nlohmann::json::object();
-  for (TaskState s : {TaskState::kPending, TaskState::kRunning, TaskState::kDone, TaskState::kFailed,
-                      TaskState::kInterrupted, TaskState::kCancelled}) {
+  for (TaskState s : {TaskState::kPending, TaskState::kRunning, TaskState::kDone,
+                      TaskState::kFailed, TaskState::kInterrupted, TaskState::kCancelled}) {
     j[std::string(jobs::toString(s))] = countOf(counts, s);
   }
   return j;
@@ -415,11 +429,16 @@ std::string arrayJobIdOf(const std::string& externalId) {
 }
 
 nlohmann::json SlurmCampaignSummary::toJson() const {
-  return {{"counts", countsJson(counts)},     {"submissions", submissions},
-          {"elements_submitted", elementsSubmitted}, {"tasks_submitted", tasksSubmitted},
-          {"tasks_requeued", tasksRequeued},   {"results_ingested", resultsIngested},
-          {"job_ids", jobIds},                 {"interrupted", interrupted},
-          {"orphans_cancelled", orphansCancelled}, {"held_released", heldReleased}};
+  return {{"counts", countsJson(counts)},
+          {"submissions", submissions},
+          {"elements_submitted", elementsSubmitted},
+          {"tasks_submitted", tasksSubmitted},
+          {"tasks_requeued", tasksRequeued},
+          {"results_ingested", resultsIngested},
+          {"job_ids", jobIds},
+          {"interrupted", interrupted},
+          {"orphans_cancelled", orphansCancelled},
+          {"held_released", heldReleased}};
 }
 
 SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampaignOptions& o) {
@@ -464,11 +483,14 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
     sum.jobIds.insert(sum.jobIds.end(), r.jobIds.begin(), r.jobIds.end());
     jobs::StateCounts counts = c.counts();
     const int pending = countOf(counts, TaskState::kPending);
-    const int running = countOf(counts, TaskState::kRunning) + countOf(counts, TaskState::kInterrupted);
+    const int running =
+        countOf(counts, TaskState::kRunning) + countOf(counts, TaskState::kInterrupted);
     if (running == 0 && pending > 0 && static_cast<int>(r.exhausted.size()) == pending) {
       sum.counts = counts;
-      throw Error("task " + r.exhausted.front() + (r.exhausted.size() > 1 ? " (and " +
-                  std::to_string(r.exhausted.size() - 1) + " more)" : std::string()) +
+      throw Error("task " + r.exhausted.front() +
+                  (r.exhausted.size() > 1
+                       ? " (and " + std::to_string(r.exhausted.size() - 1) + " more)"
+                       : std::string()) +
                   ": its Slurm jobs ended " + std::to_string(o.maxSubmissions) +
                   " times without a result; see " + c.taskDir(r.exhausted.front()) +
                   "/task.log and the job output under " + dir + "/slurm/");
@@ -480,7 +502,8 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
     auto nowTp = std::chrono::steady_clock::now();
     if (r.changed() || nowTp - lastReport > std::chrono::seconds(60)) {
       logInfo("campaign {}: {} done, {} running, {} pending, {} failed", c.spec().name,
-              countOf(counts, TaskState::kDone), running, pending, countOf(counts, TaskState::kFailed));
+              countOf(counts, TaskState::kDone), running, pending,
+              countOf(counts, TaskState::kFailed));
       lastReport = nowTp;
     }
     interval = r.changed() ? o.pollInitialS : std::min(o.pollMaxS, interval * 1.5);
@@ -490,9 +513,11 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     if (stopRequested()) {
-      logWarn("stopped watching campaign {}; its Slurm jobs keep running: run `foldfarm slurm submit {}` "
-              "to keep watching",
-              c.spec().name, dir);
+      logWarn(
+          "stopped watching campaign {}; its Slurm jobs keep running: run `foldfarm slurm submit "
+          "{}` "
+          "to keep watching",
+          c.spec().name, dir);
       sum.counts = c.counts();
       sum.interrupted = true;
       return sum;

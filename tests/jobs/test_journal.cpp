@@ -135,10 +135,15 @@ TEST(Journal, ATaskThatKeepsStoppingItselfEndsFailedAtTheInterruptionCap) {
   EXPECT_NE(t->reason.find("interrupted 3 times"), std::string::npos) << t->reason;
   EXPECT_NE(t->reason.find("retry.max_interruptions"), std::string::npos) << t->reason;
   EXPECT_EQ(t->failures, 0);
-  // `campaign retry --failed` gives the task a fresh count.
+  // `campaign retry --failed` gives the task a fresh count of interruptions and of
+  // dispatches (attempts keep counting, so results stay matched to their attempt).
   EXPECT_EQ(j.retryFailed(), 1);
+  EXPECT_EQ(j.task("r0000m0")->attempts, 4);
+  EXPECT_EQ(j.task("r0000m0")->attemptsSinceRetry(), 0);
   runOnce(75);
   EXPECT_EQ(j.task("r0000m0")->state, TaskState::kPending);
+  EXPECT_EQ(j.task("r0000m0")->attempts, 5);
+  EXPECT_EQ(j.task("r0000m0")->attemptsSinceRetry(), 1);
 }
 
 class CampaignDir : public ::testing::Test {
