@@ -183,6 +183,21 @@ data::JetArrays step1TrainingSet(const data::UnfoldArrays& mc, const data::Unfol
   return train;
 }
 
+ClassifierFitOptions stepFitOptions(const ChainConfig& c, uint64_t seed, const std::string& label) {
+  ClassifierFitOptions fo;
+  fo.optimizer = c.optimizer;
+  fo.lr = c.lr;
+  fo.lr_factor = c.lr_factor;
+  fo.weight_decay = c.weight_decay;
+  fo.batch_size = c.batch_size;
+  fo.max_epochs = c.epochs;
+  fo.patience = c.patience;
+  fo.val_fraction = c.val_fraction;
+  fo.seed = seed;
+  fo.label = label;
+  return fo;
+}
+
 data::FeatureStats chainFeatureStats(const ChainConfig& c, const Checkpoint* init,
                                      const std::vector<const data::JetArrays*>& samples) {
   if (c.feature_stats == "jetclass") return data::FeatureStats::jetClass();
@@ -491,19 +506,9 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
         loadModelTensors(clf.model(), prev.tensors, "model.", model_dir);
       }
       if (use_mlp) clf.zeroOutputLayer();
-      ClassifierFitOptions fo;
-      fo.optimizer = cfg.optimizer;
-      fo.lr = cfg.lr;
-      fo.lr_factor = cfg.lr_factor;
-      fo.weight_decay = cfg.weight_decay;
-      fo.batch_size = cfg.batch_size;
-      fo.max_epochs = cfg.epochs;
-      fo.patience = cfg.patience;
-      fo.val_fraction = cfg.val_fraction;
-      fo.seed = fit_seed;
+      ClassifierFitOptions fo = stepFitOptions(cfg, fit_seed, tag);
       fo.state_dir = stateDir(out) + "/train_step" + std::to_string(k);
       fo.resume = true;
-      fo.label = tag;
       fo.validate_initial = use_mlp;
       FitResult fit = clf.fit(train, nullptr, fo, ctx, train_offset);
       step_record["fit"] = toJson(fit);

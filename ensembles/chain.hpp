@@ -30,6 +30,7 @@
 
 namespace foldfarm {
 struct Checkpoint;
+struct ClassifierFitOptions;
 class ParallelContext;
 }  // namespace foldfarm
 
@@ -116,6 +117,10 @@ struct ChainInputs {
 data::JetArrays step1TrainingSet(const data::UnfoldArrays& mc, const data::UnfoldArrays& data,
                                  const std::vector<double>& push,
                                  const std::vector<double>& w_data);
+
+// The PET fit options of a step with this config (optimiser, learning rates, batch, epochs,
+// patience, validation fraction), data order and split from `seed`.
+ClassifierFitOptions stepFitOptions(const ChainConfig& c, uint64_t seed, const std::string& label);
 
 // Feature statistics of a chain's classifiers (ChainConfig::feature_stats); "auto" measures
 // the jet statistics on `samples` (a chain: the MC's reco and gen jets).

@@ -24,21 +24,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-ClassifierFitOptions fitOptions(const ChainConfig& c, uint64_t seed, const std::string& label) {
-  ClassifierFitOptions fo;
-  fo.optimizer = c.optimizer;
-  fo.lr = c.lr;
-  fo.lr_factor = c.lr_factor;
-  fo.weight_decay = c.weight_decay;
-  fo.batch_size = c.batch_size;
-  fo.max_epochs = c.epochs;
-  fo.patience = c.patience;
-  fo.val_fraction = c.val_fraction;
-  fo.seed = seed;
-  fo.label = label;
-  return fo;
-}
-
 std::vector<double> valCurve(const FitResult& r) {
   std::vector<double> v;
   for (const auto& e : r.history) v.push_back(e.val_loss);
@@ -72,9 +57,9 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
   for (int warm = 1; warm >= 0; --warm) {
     PetClassifier clf(ck.meta.config, deriveSeed({member_seed, 0x1A17, 1}), stats);
     if (warm) logInfo("warm start: {}", warmStart(clf.model(), ck).summary());
-    FitResult fit = clf.fit(
-        train, nullptr,
-        fitOptions(cfg, deriveSeed({member_seed, 0xF17, 0}), warm ? "warm start" : "from scratch"));
+    FitResult fit = clf.fit(train, nullptr,
+                            stepFitOptions(cfg, deriveSeed({member_seed, 0xF17, 0}),
+                                           warm ? "warm start" : "from scratch"));
     curves[warm] = valCurve(fit);
     out[warm ? "warm" : "scratch"] = toJson(fit);
   }
@@ -183,8 +168,8 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
         logInfo("member {} fold {}: warm start: {}", m, k, warmStart(clf.model(), *ck).summary());
       FitResult fit =
           clf.fit(train, nullptr,
-                  fitOptions(o.config, deriveSeed({o.seed, 0xF17, mk}),
-                             "qg member " + std::to_string(m) + " fold " + std::to_string(k)));
+                  stepFitOptions(o.config, deriveSeed({o.seed, 0xF17, mk}),
+                                 "qg member " + std::to_string(m) + " fold " + std::to_string(k)));
       json fj = toJson(fit);
       fj["member"] = m;
       fj["fold"] = k;
