@@ -33,7 +33,9 @@ std::string initCampaign(const ScratchDir& scratch) {
   return dir;
 }
 
-bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+bool contains(const std::string& s, const std::string& what) {
+  return s.find(what) != std::string::npos;
+}
 
 }  // namespace
 
@@ -67,7 +69,9 @@ TEST(BandsFile, ReadsTheAggregationLayoutInSpecOrder) {
   EXPECT_EQ(b.observables[2].bins(), 79u);
   EXPECT_EQ(b.observables[0].correlation.size(), 49u * 49u);
   EXPECT_EQ(b.observables[0].truth.size(), 49u);
-  for (size_t i = 0; i < 49; ++i) EXPECT_NEAR(b.observables[0].correlation[i * 49 + i], b.observables[0].std[i] > 0 ? 1.0 : 0.0, 1e-9);
+  for (size_t i = 0; i < 49; ++i)
+    EXPECT_NEAR(b.observables[0].correlation[i * 49 + i], b.observables[0].std[i] > 0 ? 1.0 : 0.0,
+                1e-9);
 }
 
 TEST(BandsFile, GarbageIsInputErrorNamingTheFile) {
@@ -99,7 +103,8 @@ TEST(CampaignReport, AbsentInputsAreOmittedWithANoteNotFaked) {
   ReportResult r = writeCampaignReport(dir, {});
   EXPECT_EQ(r.path, dir + "/report.html");
   const std::string html = readFile(r.path);
-  for (const char* id : {"distributions", "delta", "correlations", "weights", "throughput", "warmstart"}) {
+  for (const char* id :
+       {"distributions", "delta", "correlations", "weights", "throughput", "warmstart"}) {
     EXPECT_TRUE(contains(html, std::string("<section id=\"") + id + "\" class=\"omitted\">")) << id;
   }
   EXPECT_TRUE(contains(html, "id=\"states-table\""));
@@ -122,7 +127,8 @@ TEST(CampaignReport, DeltaTableCarriesTheSummaryFigures) {
   for (const auto& name : fx.observables) {
     const auto& o = fx.summary["observables"][name];
     const std::string row = "<td>" + name + "</td><td>" + fmt(o["delta_prior"].get<double>(), 3) +
-                            "</td><td>" + fmt(o["delta_unfolded"].get<double>(), 3) + " ± 0.010</td>";
+                            "</td><td>" + fmt(o["delta_unfolded"].get<double>(), 3) +
+                            " ± 0.010</td>";
     EXPECT_TRUE(contains(html, row)) << row;
   }
   EXPECT_TRUE(contains(html, "<td>50%</td><td>75%</td>"));
@@ -132,11 +138,30 @@ TEST(CampaignReport, DeltaTableCarriesTheSummaryFigures) {
   const size_t better = html.find("<td>r0001m0</td>", html.find("id=\"weights-chains\""));
   ASSERT_NE(worst, std::string::npos);
   EXPECT_LT(worst, better);
-  EXPECT_TRUE(contains(html, "<td>2</td><td>2</td><td>2</td><td>54.0%</td><td>36.0% (r0002m1)</td><td>17</td>"));
+  EXPECT_TRUE(contains(
+      html, "<td>2</td><td>2</td><td>2</td><td>54.0%</td><td>36.0% (r0002m1)</td><td>17</td>"));
   if (gnuplotAvailable()) {
     EXPECT_FALSE(contains(html, "<section id=\"distributions\" class=\"omitted\">"));
     EXPECT_FALSE(contains(html, "<section id=\"correlations\" class=\"omitted\">"));
   }
+}
+
+TEST(CampaignReport, BaselineColumnsSitBesideTheCampaignsDelta) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);
+  writeAggregate(dir + "/aggregate", 8, true);
+  AggregateFixture base = writeAggregate(scratch.path() + "/base/aggregate", 8, true);
+  ReportOptions o;
+  o.baseline_dir = scratch.path() + "/base";  // a campaign-like directory: its aggregate/
+  const std::string html = renderCampaignReport(dir, o);
+  EXPECT_TRUE(contains(html, "<th>Δ baseline</th>")) << "baseline column header";
+  EXPECT_TRUE(contains(html, "<th>Δ floor</th>"));
+  const auto& first = base.summary["observables"][base.observables[0]];
+  EXPECT_TRUE(contains(html, fmt(first["delta_unfolded"].get<double>(), 3) + " ± 0.010"));
+  // A baseline without an aggregation is refused, and nothing is written.
+  o.baseline_dir = scratch.path() + "/nowhere";
+  EXPECT_THROW(writeCampaignReport(dir, o), InputError);
+  EXPECT_FALSE(fs::exists(dir + "/report.html"));
 }
 
 TEST(CampaignReport, WithoutTruthTheDeltaSectionIsOmitted) {
@@ -163,7 +188,8 @@ TEST(CampaignReport, CorruptSummaryIsRefusedAndThePreviousReportIsKept) {
     EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "one line";
   }
   EXPECT_EQ(readFile(dir + "/report.html"), before);
-  writeFileAtomic(dir + "/aggregate/summary.json", "{\"observables\": {\"mass\": {\"delta_prior\": \"x\"}}}");
+  writeFileAtomic(dir + "/aggregate/summary.json",
+                  "{\"observables\": {\"mass\": {\"delta_prior\": \"x\"}}}");
   EXPECT_THROW(writeCampaignReport(dir, {}), InputError);
   EXPECT_EQ(readFile(dir + "/report.html"), before);
   for (const auto& e : fs::directory_iterator(dir))
