@@ -147,6 +147,10 @@ void CampaignJournal::setMeta(const std::string& key, const std::string& value) 
 void CampaignJournal::insertEvent(int index, int attempt, TaskState from, TaskState to, double at,
                                   const std::string& host, int slot, int exit_code,
                                   const std::string& reason) {
+  // Every transition is recorded here, so this is the one place that checks it against the
+  // table; the "created" event (pending -> pending, attempt 0) is the only other entry.
+  const bool creation = from == TaskState::kPending && to == TaskState::kPending && attempt == 0;
+  if (!creation) requireTransition(from, to, std::to_string(index));
   insert_event_.bind(1, index).bind(2, attempt).bind(3, str(from)).bind(4, str(to)).bind(5, at);
   if (host.empty())
     insert_event_.bindNull(6);

@@ -8,6 +8,9 @@
 //                         running --interrupt-> interrupted --requeue--> pending
 //   failed  --retry-----> pending   (user: `campaign retry --failed`)
 //   pending/running/interrupted --cancel--> cancelled
+//   cancelled --> pending   (allowed by the table; no command does it yet)
+// CampaignJournal checks every transition it records against this table
+// (requireTransition) and refuses the others.
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,6 +23,9 @@ std::string_view toString(TaskState s);
 std::optional<TaskState> parseTaskState(std::string_view s);
 // Whether the state machine allows `from` -> `to`.
 bool transitionAllowed(TaskState from, TaskState to);
+// The one check the journal makes before it records a transition: throws Error naming the
+// task and both states when the table above does not allow `from` -> `to`.
+void requireTransition(TaskState from, TaskState to, const std::string& task);
 bool isTerminal(TaskState s);
 
 }  // namespace foldfarm::jobs

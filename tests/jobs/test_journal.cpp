@@ -146,6 +146,25 @@ TEST(Journal, ATaskThatKeepsStoppingItselfEndsFailedAtTheInterruptionCap) {
   EXPECT_EQ(j.task("r0000m0")->attemptsSinceRetry(), 1);
 }
 
+TEST(TaskStates, EveryTransitionOutsideTheTableIsRefused) {
+  const TaskState all[] = {TaskState::kPending, TaskState::kRunning,     TaskState::kDone,
+                           TaskState::kFailed,  TaskState::kInterrupted, TaskState::kCancelled};
+  int allowed = 0;
+  for (TaskState from : all)
+    for (TaskState to : all) {
+      if (transitionAllowed(from, to)) {
+        ++allowed;
+        EXPECT_NO_THROW(requireTransition(from, to, "r0000m0"));
+      } else {
+        EXPECT_THROW(requireTransition(from, to, "r0000m0"), Error)
+            << toString(from) << " -> " << toString(to);
+      }
+    }
+  EXPECT_EQ(allowed, 11);  // the table in task_state.cpp, counted by hand
+  EXPECT_FALSE(transitionAllowed(TaskState::kDone, TaskState::kPending));
+  EXPECT_FALSE(transitionAllowed(TaskState::kPending, TaskState::kDone));
+}
+
 class CampaignDir : public ::testing::Test {
  protected:
   void SetUp() override {
