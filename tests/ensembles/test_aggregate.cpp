@@ -45,6 +45,18 @@ class AggregateTest : public ::testing::Test {
                     {{"replica", replica}, {"member", member}, {"campaign_seed", seed}});
   }
 
+  // Truth: two events, masses in the first two bins -> fractions [0.5, 0.5].
+  std::string writeTruth() {
+    foldfarm::data::UnfoldArrays u;
+    u.reco = foldfarm::data::JetArrays::zeros(2, 1);
+    u.gen = foldfarm::data::JetArrays::zeros(2, 1);
+    u.gen_subs = {0.5f, 0.1f, 10.f, -5.f, 0.2f, 0.5f, 2.0f, 0.1f, 10.f, -5.f, 0.2f, 0.5f};
+    u.reco_subs = u.gen_subs;
+    const std::string truth = (root_ / "truth.h5").string();
+    foldfarm::data::writeUnfoldFile(truth, u);
+    return truth;
+  }
+
   fs::path root_;
 };
 
@@ -96,14 +108,7 @@ TEST_F(AggregateTest, TruthGivesDiscriminatorsAndCoverage) {
   writeChain("r0", 0, 0, 2, 2);
   writeChain("r1", 1, 0, 1, 3);
   writeChain("r2", 2, 0, 3, 1);
-  // Truth: two events, masses in the first two bins -> fractions [0.5, 0.5].
-  foldfarm::data::UnfoldArrays u;
-  u.reco = foldfarm::data::JetArrays::zeros(2, 1);
-  u.gen = foldfarm::data::JetArrays::zeros(2, 1);
-  u.gen_subs = {0.5f, 0.1f, 10.f, -5.f, 0.2f, 0.5f, 2.0f, 0.1f, 10.f, -5.f, 0.2f, 0.5f};
-  u.reco_subs = u.gen_subs;
-  const std::string truth = (root_ / "truth.h5").string();
-  foldfarm::data::writeUnfoldFile(truth, u);
+  const std::string truth = writeTruth();
   const std::string out = (root_ / "agg").string();
   AggregateOptions opt;
   opt.plots = gnuplotAvailable();
@@ -172,13 +177,7 @@ TEST_F(AggregateTest, UnreadableChainFilesGiveOneLineNamingTheFile) {
 TEST_F(AggregateTest, CompareShowsUnfoldingsOfTheSameDataSideBySide) {
   writeChain("a/r0", 0, 0, 2, 2);
   writeChain("b/r0", 0, 0, 1, 3);
-  foldfarm::data::UnfoldArrays u;
-  u.reco = foldfarm::data::JetArrays::zeros(2, 1);
-  u.gen = foldfarm::data::JetArrays::zeros(2, 1);
-  u.gen_subs = {0.5f, 0.1f, 10.f, -5.f, 0.2f, 0.5f, 2.0f, 0.1f, 10.f, -5.f, 0.2f, 0.5f};
-  u.reco_subs = u.gen_subs;
-  const std::string truth = (root_ / "truth.h5").string();
-  foldfarm::data::writeUnfoldFile(truth, u);
+  const std::string truth = writeTruth();
   AggregateOptions opt;
   opt.plots = false;
   aggregateRunsWithOptions({(root_ / "a").string()}, (root_ / "a/aggregate").string(), truth, opt);
