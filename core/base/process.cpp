@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <filesystem>
 
 #include "core/base/error.hpp"
+#include "core/base/fd.hpp"
 #include "core/base/log.hpp"
 
 extern char** environ;
@@ -23,25 +25,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr size_t kMaxStderr = 1 << 20;
-
-// One owner per file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() noexcept { reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  int get() const { return fd_; }
-  void reset() noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
 
 struct Pipe {
   Fd read, write;
@@ -60,7 +43,7 @@ class Child {
   explicit Child(pid_t pid) : pid_(pid) {}
   ~Child() noexcept {
     if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
+      ::kill(-pid_, SIGKILL);  // its process group: what it started goes with it
       int st = 0;
       while (::waitpid(pid_, &st, 0) == -1 && errno == EINTR) {
       }
@@ -78,13 +61,24 @@ class Child {
     pid_ = -1;
     return st;
   }
+  // Whether the child has exited, without reaping it (its pid, and so its process group,
+  // stay reserved until reap()).
+  bool exited() const {
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0)
+      return false;
+    return info.si_pid == pid_;
+  }
+  pid_t pid() const { return pid_; }
 
  private:
   pid_t pid_;
 };
 
 // The name part of a NAME=value entry (with the '=').
-std::string envKey(const std::string& kv) { return kv.substr(0, kv.find('=') + 1); }
+std::string envKey(const std::string& kv) {
+  return kv.substr(0, kv.find('=') + 1);
+}
 
 }  // namespace
 
@@ -105,9 +99,12 @@ std::string ProcessResult::commandLine() const {
 
 std::string ProcessResult::describeFailure() const {
   std::string why;
-  if (timedOut) why = "timed out";
-  else if (termSignal) why = "killed by signal " + std::to_string(termSignal);
-  else why = "exited with status " + std::to_string(exitCode);
+  if (timedOut)
+    why = "timed out";
+  else if (termSignal)
+    why = "killed by signal " + std::to_string(termSignal);
+  else
+    why = "exited with status " + std::to_string(exitCode);
   std::string first = err.substr(0, err.find('\n'));
   if (first.empty()) first = out.substr(0, out.find('\n'));
   if (!first.empty()) why += ": " + first;
@@ -139,7 +136,8 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
   if (argv.empty()) throw Error("runProcess: empty argv");
   const std::string exe = findProgram(argv[0]);
   if (exe.empty())
-    throw Error("cannot run '" + argv[0] + "': not found or not executable (is it installed and in "
+    throw Error("cannot run '" + argv[0] +
+                "': not found or not executable (is it installed and in "
                 "PATH? scripts/setup.sh lists the packages)");
   ProcessResult result;
   result.argv = argv;
@@ -169,9 +167,15 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
   args.push_back(nullptr);
   const char* cwd = options.cwd.empty() ? nullptr : options.cwd.c_str();
 
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   FF_CHECK_SYS(pid, "fork for '" + argv[0] + "'");
   if (pid == 0) {
+    // Its own process group, so that a timeout ends everything it started; SIGTERM when
+    // this thread's process dies, so that it does not outlive us.
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(127);
     const int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
     ::dup2(outPipe.write.get(), STDOUT_FILENO);
@@ -189,6 +193,7 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
     (void)n;
     ::_exit(127);
   }
+  ::setpgid(pid, pid);  // also here: no window in which a timeout misses the group
   Child child(pid);
   outPipe.write.reset();
   errPipe.write.reset();
@@ -213,17 +218,27 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
   std::string* sinks[2] = {&result.out, &result.err};
   int open = options.captureStderr ? 2 : 1;
   char buf[65536];
+  // After a timeout: once the child itself has ended, descendants that left its process
+  // group (and so escaped the signals) may still hold the pipes; stop reading after this.
+  auto abandonAt = std::chrono::steady_clock::time_point::max();
   while (open > 0) {
     const auto now = std::chrono::steady_clock::now();
     if (limited && !termSent && now >= deadline) {
-      ::kill(pid, SIGTERM);
+      ::kill(-pid, SIGTERM);
       termSent = true;
       result.timedOut = true;
       killAt = now + std::chrono::seconds(2);
     }
     if (termSent && now >= killAt) {
-      ::kill(pid, SIGKILL);
+      ::kill(-pid, SIGKILL);
       killAt = std::chrono::steady_clock::time_point::max();
+    }
+    if (termSent && abandonAt == std::chrono::steady_clock::time_point::max() && child.exited()) {
+      abandonAt = now + std::chrono::seconds(2);
+    }
+    if (now >= abandonAt) {
+      logWarn("'{}' timed out; giving up on output still held open by its descendants", argv[0]);
+      break;
     }
     const int r = ::poll(fds, 2, limited ? 200 : -1);
     if (r == -1) {
@@ -245,8 +260,10 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
   }
   const int st = child.reap();
   if (result.err.size() > kMaxStderr) result.err.erase(0, result.err.size() - kMaxStderr);
-  if (WIFEXITED(st)) result.exitCode = WEXITSTATUS(st);
-  else if (WIFSIGNALED(st)) result.termSignal = WTERMSIG(st);
+  if (WIFEXITED(st))
+    result.exitCode = WEXITSTATUS(st);
+  else if (WIFSIGNALED(st))
+    result.termSignal = WTERMSIG(st);
   return result;
 }
 
@@ -257,7 +274,9 @@ TempDir::TempDir(const std::string& prefix) {
   path_ = tmpl;
 }
 
-TempDir::TempDir(TempDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
+TempDir::TempDir(TempDir&& other) noexcept : path_(std::move(other.path_)) {
+  other.path_.clear();
+}
 
 TempDir::~TempDir() noexcept {
   if (path_.empty()) return;
