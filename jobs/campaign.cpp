@@ -32,8 +32,8 @@ void makeDir(const std::string& dir) {
 
 void removeTree(const std::string& dir) {
   // Only used on a half-built temporary campaign directory we created ourselves.
-  for (const char* name : {"/journal.sqlite-wal", "/journal.sqlite-shm", "/journal.sqlite",
-                           "/spec.json"}) {
+  for (const char* name :
+       {"/journal.sqlite-wal", "/journal.sqlite-shm", "/journal.sqlite", "/spec.json"}) {
     ::unlink((dir + name).c_str());
   }
   ::rmdir((dir + "/tasks").c_str());
@@ -46,7 +46,8 @@ void removeTree(const std::string& dir) {
 CampaignSpec loadFrozenSpec(const std::string& dir) {
   std::string path = dir + "/spec.json";
   if (!pathExists(path)) {
-    throw InputError(dir + ": not a campaign directory (no spec.json); create one with "
+    throw InputError(dir +
+                     ": not a campaign directory (no spec.json); create one with "
                      "`foldfarm campaign init SPEC --dir D`");
   }
   json j;
@@ -60,9 +61,15 @@ CampaignSpec loadFrozenSpec(const std::string& dir) {
 }
 
 json TaskResult::toJson() const {
-  return json{{"task", task_id},           {"attempt", attempt},   {"status", status},
-              {"reason", reason},          {"host", host},         {"slot", slot},
-              {"started_at", started_at},  {"finished_at", finished_at}, {"result", result}};
+  return json{{"task", task_id},
+              {"attempt", attempt},
+              {"status", status},
+              {"reason", reason},
+              {"host", host},
+              {"slot", slot},
+              {"started_at", started_at},
+              {"finished_at", finished_at},
+              {"result", result}};
 }
 
 TaskResult TaskResult::fromJson(const json& j) {
@@ -103,7 +110,10 @@ void writeTaskResult(const std::string& path, const TaskResult& r) {
 }
 
 Campaign::Campaign(std::string dir, CampaignSpec spec, CampaignJournal journal, int lock_fd)
-    : dir_(std::move(dir)), spec_(std::move(spec)), journal_(std::move(journal)), lock_fd_(lock_fd) {}
+    : dir_(std::move(dir)),
+      spec_(std::move(spec)),
+      journal_(std::move(journal)),
+      lock_fd_(lock_fd) {}
 
 Campaign::Campaign(Campaign&& other) noexcept
     : dir_(std::move(other.dir_)),
@@ -117,7 +127,9 @@ Campaign::~Campaign() noexcept {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
-std::string Campaign::taskDir(const std::string& task_id) const { return dir_ + "/tasks/" + task_id; }
+std::string Campaign::taskDir(const std::string& task_id) const {
+  return dir_ + "/tasks/" + task_id;
+}
 std::string Campaign::resultPath(const std::string& task_id) const {
   return taskDir(task_id) + "/" + kTaskResultFile;
 }
@@ -126,8 +138,10 @@ Campaign Campaign::init(const CampaignSpec& spec, const std::string& dir_in) {
   std::string dir = dir_in;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   if (pathExists(dir)) {
-    throw InputError(dir + ": already exists; choose a new --dir, or continue that campaign "
-                     "with `foldfarm campaign resume " + dir + "`");
+    throw InputError(dir +
+                     ": already exists; choose a new --dir, or continue that campaign "
+                     "with `foldfarm campaign resume " +
+                     dir + "`");
   }
   std::string tmp = dir + ".init." + std::to_string(::getpid());
   makeDir(tmp);
@@ -233,8 +247,8 @@ int Campaign::ingestResults() {
       continue;
     }
     if (!r || r->task_id != t.id) continue;
-    bool ours = r->attempt == t.attempts || (r->attempt == 0 && r->finished_at >= t.started_at);
-    if (!ours) continue;
+    if (r->attempt != t.attempts)
+      continue;  // another attempt's file (matched by number, never by clock)
     Completion c;
     c.index = t.index;
     c.attempt = t.attempts;
@@ -264,8 +278,8 @@ TaskResult runTaskStandalone(const std::string& campaign_dir, const std::string&
   CampaignSpec spec = loadFrozenSpec(campaign_dir);
   int idx = spec.indexOf(task_id);
   if (idx < 0) {
-    throw InputError(campaign_dir + ": no task '" + task_id + "' (ids run from " +
-                     taskIdFor(0, 0) + " to " + taskIdFor(spec.replicas - 1, spec.members - 1) + ")");
+    throw InputError(campaign_dir + ": no task '" + task_id + "' (ids run from " + taskIdFor(0, 0) +
+                     " to " + taskIdFor(spec.replicas - 1, spec.members - 1) + ")");
   }
   TaskDef def = spec.taskDef(idx);
   TaskExecution e;
@@ -275,6 +289,7 @@ TaskResult runTaskStandalone(const std::string& campaign_dir, const std::string&
   e.task_dir = campaign_dir + "/tasks/" + def.id;
   e.attempt = attempt;
   e.always_write_result = true;
+  e.lease.wait_s = spec.retry.lease_wait_s;
   return executeTask(e);
 }
 

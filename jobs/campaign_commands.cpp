@@ -19,8 +19,8 @@ void initCommand(const std::string& spec_path, const std::string& dir) {
   if (spec.executor == "local") checkResourcesOnThisNode(spec, spec_path);
   Campaign c = Campaign::init(spec, dir);
   std::printf("created campaign %s in %s: %d task(s) of kind %s (%d replica(s) x %d member(s))\n",
-              spec.name.c_str(), c.dir().c_str(), spec.numTasks(), spec.kind.c_str(),
-              spec.replicas, spec.members);
+              spec.name.c_str(), c.dir().c_str(), spec.numTasks(), spec.kind.c_str(), spec.replicas,
+              spec.members);
 }
 
 namespace {
@@ -88,8 +88,10 @@ int runCommand(const std::string& dir, const std::string& executor_in, const Run
 void statusCommand(const std::string& dir, bool as_json) {
   Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
   nlohmann::json s = statusJson(c);
-  if (as_json) std::printf("%s\n", s.dump(2).c_str());
-  else std::printf("%s", statusText(s).c_str());
+  if (as_json)
+    std::printf("%s\n", s.dump(2).c_str());
+  else
+    std::printf("%s", statusText(s).c_str());
 }
 
 int retryCommand(const std::string& dir, const std::string& executor, const RunOptions& options) {
@@ -111,38 +113,63 @@ void cancelCommand(const std::string& dir) {
   std::printf("campaign %s: %d unfinished task(s) cancelled\n", dir.c_str(), n);
 }
 
-int workCommand(const std::string& dir, const std::vector<std::string>& ids, int attempt) {
-  if (ids.empty()) throw InputError("campaign work: give at least one --task ID or --tasks-file");
+std::pair<std::string, int> splitTaskAttempt(const std::string& entry) {
+  const size_t at = entry.rfind('@');
+  if (at == std::string::npos) return {entry, 0};
+  const std::string num = entry.substr(at + 1);
+  if (num.empty() || num.size() > 9 || num.find_first_not_of("0123456789") != std::string::npos) {
+    throw InputError("task '" + entry + "': expected ID or ID@ATTEMPT (a number)");
+  }
+  return {entry.substr(0, at), std::stoi(num)};
+}
+
+int workCommand(const std::string& dir, const std::vector<std::string>& entries, int attempt) {
+  if (entries.empty())
+    throw InputError("campaign work: give at least one --task ID or --tasks-file");
+  if (attempt < 0) throw InputError("campaign work: --attempt must be >= 0");
   CampaignSpec spec = loadFrozenSpec(dir);
-  for (const auto& id : ids) {
+  std::vector<std::pair<std::string, int>> work;
+  for (const auto& entry : entries) {
+    auto [id, n] = splitTaskAttempt(entry);
     if (spec.indexOf(id) < 0) {
       throw InputError(dir + ": no task '" + id + "' in this campaign (ids run from " +
-                       taskIdFor(0, 0) + " to " +
-                       taskIdFor(spec.replicas - 1, spec.members - 1) + ")");
+                       taskIdFor(0, 0) + " to " + taskIdFor(spec.replicas - 1, spec.members - 1) +
+                       ")");
     }
+    work.emplace_back(id, n > 0 ? n : attempt);
   }
   // Slurm forwards USR1 (time limit) and TERM (scancel, preemption) to this process: the
   // running task checkpoints and returns 75; no further task is started.
   installStopHandlers();
   int first_bad = 0;
-  for (const auto& id : ids) {
+  auto note = [&](int status) {
+    if (status == 0) return;
+    if (first_bad == 0 || first_bad == kExitSuperseded) first_bad = status;
+  };
+  for (const auto& [id, n] : work) {
     if (stopRequested()) {
       std::printf("%s interrupted: not started (stop requested)\n", id.c_str());
       std::fflush(stdout);
-      first_bad = kExitInterrupted;
+      note(kExitInterrupted);
       continue;
     }
-    TaskResult r = runTaskStandalone(dir, id, attempt);
+    TaskResult r = runTaskStandalone(dir, id, n);
     if (r.status == kExitInterrupted) {
-      std::printf("%s interrupted: state saved, the next submission resumes it\n", id.c_str());
+      std::printf("%s interrupted: %s\n", id.c_str(), r.reason.c_str());
       std::fflush(stdout);
-      first_bad = kExitInterrupted;
+      note(kExitInterrupted);
+      continue;
+    }
+    if (r.status == kExitSuperseded) {
+      std::printf("%s superseded: %s\n", id.c_str(), r.reason.c_str());
+      std::fflush(stdout);
+      note(kExitSuperseded);
       continue;
     }
     std::printf("%s %s%s%s\n", id.c_str(), r.status == 0 ? "done" : "failed",
                 r.status == 0 ? "" : ": ", r.reason.c_str());
     std::fflush(stdout);
-    if (r.status != 0 && first_bad == 0) first_bad = r.status;
+    note(r.status);
   }
   return first_bad;
 }

@@ -25,9 +25,15 @@ int retryCommand(const std::string& dir, const std::string& executor, const RunO
 // `campaign cancel D`: every unfinished task -> cancelled (refused while an orchestrator
 // holds the campaign).
 void cancelCommand(const std::string& dir);
-// `campaign work D --task ID …`: runs the tasks in this process, writing task_result.json;
-// never opens the journal. Returns 0 when all succeeded, else the first failing status.
+// `campaign work D --task ID[@N] …`: runs the tasks in this process, writing
+// task_result.json; never opens the journal. N is the attempt the journal gave the task
+// (`attempt` for ids without one; 0: a run by hand). Each task runs under its lease
+// (task_lease.hpp): an attempt older than the task's newest is superseded and runs nothing.
+// Returns 0 when all succeeded, else the first failing status (kExitSuperseded ranks below
+// every other failure, above success).
 int workCommand(const std::string& dir, const std::vector<std::string>& task_ids, int attempt);
+// "ID@N" -> ("ID", N); "ID" -> ("ID", 0). Throws InputError for a malformed N.
+std::pair<std::string, int> splitTaskAttempt(const std::string& entry);
 // Reads task ids from a file (one per line; blank lines and '#' comments skipped).
 std::vector<std::string> readTaskIdsFile(const std::string& path);
 

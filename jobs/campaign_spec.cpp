@@ -142,7 +142,8 @@ json CampaignSpec::toJson() const {
   j["executor"] = executor;
   j["retry"] = {{"max_attempts", retry.max_attempts},
                 {"backoff_s", retry.backoff_s},
-                {"max_interruptions", retry.max_interruptions}};
+                {"max_interruptions", retry.max_interruptions},
+                {"lease_wait_s", retry.lease_wait_s}};
   j["time_limit_s"] = time_limit_s;
   return j;
 }
@@ -270,7 +271,9 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
   if (j.contains("retry")) {
     const json& r = j["retry"];
     if (!r.is_object()) throw InputError(origin + ": 'retry' must be an object");
-    rejectUnknownKeys(r, {"max_attempts", "backoff_s", "max_interruptions"}, origin, "retry.");
+    rejectUnknownKeys(r, {"max_attempts", "backoff_s", "max_interruptions", "lease_wait_s"},
+                      origin, "retry.");
+    s.retry.lease_wait_s = getNumber<double>(r, "lease_wait_s", 60.0, origin, "retry.");
     s.retry.max_interruptions = getNumber<int>(r, "max_interruptions", 20, origin, "retry.");
     s.retry.max_attempts = getNumber<int>(r, "max_attempts", 3, origin, "retry.");
     s.retry.backoff_s = getNumber<double>(r, "backoff_s", 0.0, origin, "retry.");
@@ -279,6 +282,8 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
   if (s.retry.backoff_s < 0) throw InputError(origin + ": 'retry.backoff_s' must be >= 0");
   if (s.retry.max_interruptions < 1)
     throw InputError(origin + ": 'retry.max_interruptions' must be >= 1");
+  if (!(s.retry.lease_wait_s >= 0 && s.retry.lease_wait_s <= 86400))
+    throw InputError(origin + ": 'retry.lease_wait_s' must be in [0, 86400] seconds");
   s.time_limit_s = getNumber<double>(j, "time_limit_s", 0.0, origin, "");
   if (s.time_limit_s < 0) throw InputError(origin + ": 'time_limit_s' must be >= 0 (0: none)");
 

@@ -48,6 +48,9 @@ struct RetryPolicy {
   // dispatched forever. Interruptions that the orchestrator causes (its own stop, a lost
   // node) do not count.
   int max_interruptions = 20;
+  // Seconds a new attempt waits for an earlier attempt's processes to leave the task
+  // directory (its lease, jobs/task_lease.hpp) before it fences them (SIGTERM, SIGKILL).
+  double lease_wait_s = 60;
 };
 
 // One task of the campaign, derived from the spec alone (so a compute node can rebuild it).

@@ -31,6 +31,7 @@ std::string runMessage(const Campaign& campaign, const TaskDef& def, int attempt
                    {"d", campaign.taskDir(def.id)},
                    {"p", def.params},
                    {"l", campaign.spec().time_limit_s},
+                   {"lw", campaign.spec().retry.lease_wait_s},
                    {"s", slot}};
   return m.dump();
 }
@@ -47,8 +48,10 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
   using Delayed = std::pair<double, int>;
   std::priority_queue<Delayed, std::vector<Delayed>, std::greater<Delayed>> delayed;
   for (const auto& t : journal.tasks(TaskState::kPending)) {
-    if (t.not_before > wallClockNow()) delayed.emplace(t.not_before, t.index);
-    else ready.push_back(t.index);
+    if (t.not_before > wallClockNow())
+      delayed.emplace(t.not_before, t.index);
+    else
+      ready.push_back(t.index);
   }
   StateCounts counts = journal.counts();
   int total = journal.numTasks() - counts[TaskState::kCancelled];
@@ -124,7 +127,8 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
       }
       for (int s = 0; s < transport.slots() && !any_usable; ++s) any_usable = transport.usable(s);
       if (!any_usable) {
-        throw Error(campaign.dir() + ": no usable worker slot is left (workers keep dying at "
+        throw Error(campaign.dir() +
+                    ": no usable worker slot is left (workers keep dying at "
                     "start); see the log above, fix the worker, then `foldfarm campaign resume`");
       }
       if (!dispatches.empty()) {
@@ -139,7 +143,8 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
           }
           attempt_of[d.index] = d.attempt;
           TaskDef def = spec.taskDef(d.index);
-          batches[d.slot].push_back({d.index, d.attempt, runMessage(campaign, def, d.attempt, d.slot)});
+          batches[d.slot].push_back(
+              {d.index, d.attempt, runMessage(campaign, def, d.attempt, d.slot)});
           ++inflight_total;
         }
         for (int s = 0; s < transport.slots(); ++s) {
@@ -251,8 +256,10 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
         logWarn("task {} failed after {} attempt(s): {}", rec ? rec->id : "?",
                 rec ? rec->attempts : 0, rec ? rec->reason : "");
       } else if (a.state == TaskState::kPending && !stopping) {
-        if (a.not_before > wallClockNow()) delayed.emplace(a.not_before, a.index);
-        else ready.push_back(a.index);
+        if (a.not_before > wallClockNow())
+          delayed.emplace(a.not_before, a.index);
+        else
+          ready.push_back(a.index);
       }
     }
     progress.update(done, "running " + std::to_string(inflight_total) +

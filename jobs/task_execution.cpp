@@ -55,18 +55,28 @@ void makeDir(const std::string& dir) {
 
 }  // namespace
 
-TaskResult executeTask(const TaskExecution& e) {
+TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
   TaskResult r;
   r.task_id = e.task_id;
   r.attempt = e.attempt;
   r.host = hostName();
   r.slot = e.slot;
   r.started_at = wallClockNow();
-  bool needs_dir = !hasTaskKind(e.kind) || taskKindTraits(e.kind).needs_directory ||
-                   e.always_write_result;
+  bool needs_dir =
+      !hasTaskKind(e.kind) || taskKindTraits(e.kind).needs_directory || e.always_write_result;
   TaskOutcome out;
   if (needs_dir) {
     makeDir(e.task_dir);
+    try {
+      lease = TaskLease::acquire(e.task_dir, e.task_id, e.attempt, e.lease);
+    } catch (const Error& refused) {
+      logWarn("{}", refused.what());
+      r.finished_at = wallClockNow();
+      r.status = refused.exitCode();
+      r.reason = refused.what();
+      return r;  // nothing written: the directory belongs to another attempt
+    }
+    CurrentTaskLeaseScope scope(&lease);
     StderrRedirect redirect(e.task_dir + "/task.log");
     setLogTask(e.task_id);
     logInfo("attempt {} of {} ({}) on slot {}", e.attempt, e.task_id, e.kind, e.slot);
@@ -80,13 +90,21 @@ TaskResult executeTask(const TaskExecution& e) {
   r.status = out.status;
   r.reason = out.reason;
   r.result = std::move(out.result);
-  if (e.write_result_file && resultFileWanted(e, r)) {
+  if (e.write_result_file && resultFileWanted(e, r, lease)) {
     writeTaskResult(e.task_dir + "/" + kTaskResultFile, r);
   }
   return r;
 }
 
-bool resultFileWanted(const TaskExecution& e, const TaskResult& r) {
+TaskResult executeTask(const TaskExecution& e) {
+  TaskLease lease;
+  return executeTask(e, lease);
+}
+
+bool resultFileWanted(const TaskExecution& e, const TaskResult& r, const TaskLease& lease) {
+  const bool needs_dir =
+      !hasTaskKind(e.kind) || taskKindTraits(e.kind).needs_directory || e.always_write_result;
+  if (needs_dir && !lease.held()) return false;
   return e.always_write_result || (!r.result.is_null() && r.status == 0);
 }
 

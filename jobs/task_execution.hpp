@@ -1,11 +1,17 @@
 #pragma once
 // Running one task in the current process, the same way in a persistent worker and in a
-// standalone `campaign work` run: create the task directory (for kinds that need one),
-// send the process's stderr (logs) to <task dir>/task.log for the task's duration, run
-// the kind's runner, and write task_result.json atomically when there is something to record.
+// standalone `campaign work` run: create the task directory (for kinds that need one), take
+// the attempt's lease (jobs/task_lease.hpp) before anything is written, send the process's
+// stderr (logs) to <task dir>/task.log for the task's duration, run the kind's runner, and
+// write task_result.json atomically when there is something to record.
+//
+// An attempt whose lease is refused runs nothing and writes nothing: status
+// kExitSuperseded (a newer attempt exists) or kExitInterrupted (an earlier attempt's
+// processes still run and could not be fenced; retried later).
 #include <string>
 
 #include "jobs/campaign.hpp"
+#include "jobs/task_lease.hpp"
 
 namespace foldfarm::jobs {
 
@@ -23,13 +29,18 @@ struct TaskExecution {
   // false: executeTask leaves task_result.json to the caller (a worker writes it on another
   // thread while the next task starts, and reports the attempt only once it is written).
   bool write_result_file = true;
+  LeaseOptions lease;
 };
 
-// Whether the attempt's task_result.json is to be written.
-bool resultFileWanted(const TaskExecution& e, const TaskResult& r);
+// Whether the attempt's task_result.json is to be written: never without the lease (for
+// kinds with a directory).
+bool resultFileWanted(const TaskExecution& e, const TaskResult& r, const TaskLease& lease);
 
 // Never throws for task failures (they are in the result); throws Error only when the
-// task directory or result file cannot be written.
+// task directory or result file cannot be written. The attempt's lease is moved into
+// `lease` (held when it was granted): the caller releases it once the result is durable.
+TaskResult executeTask(const TaskExecution& e, TaskLease& lease);
+// The same, releasing the lease on return (after writing the result file).
 TaskResult executeTask(const TaskExecution& e);
 
 }  // namespace foldfarm::jobs

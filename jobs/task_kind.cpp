@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,8 +14,10 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/fd.hpp"
 #include "core/base/hash.hpp"
 #include "core/base/stop_signal.hpp"
+#include "jobs/task_lease.hpp"
 
 namespace foldfarm::jobs {
 namespace {
@@ -37,7 +40,9 @@ std::string signalReason(int sig) {
 }
 
 // ---- noop -------------------------------------------------------------------------------
-TaskOutcome runNoop(const json&, const std::string&) { return {}; }
+TaskOutcome runNoop(const json&, const std::string&) {
+  return {};
+}
 
 // ---- sleep ------------------------------------------------------------------------------
 void validateSleep(const json& p) {
@@ -50,12 +55,14 @@ TaskOutcome runSleep(const json& p, const std::string&) {
   using clock = std::chrono::steady_clock;
   double seconds = p.at("seconds").get<double>();
   auto t0 = clock::now();
-  auto end = t0 + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(seconds));
+  auto end =
+      t0 + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(seconds));
   while (clock::now() < end) {
     if (stopRequested()) {
-      return {kTaskInterrupted, "stopped on request after " +
-                                    std::to_string(std::chrono::duration<double>(clock::now() - t0).count()) +
-                                    " s", nullptr};
+      return {kTaskInterrupted,
+              "stopped on request after " +
+                  std::to_string(std::chrono::duration<double>(clock::now() - t0).count()) + " s",
+              nullptr};
     }
     auto left = end - clock::now();
     std::this_thread::sleep_for(std::min<clock::duration>(left, std::chrono::milliseconds(20)));
@@ -66,8 +73,9 @@ TaskOutcome runSleep(const json& p, const std::string&) {
 // ---- command ----------------------------------------------------------------------------
 void validateCommand(const json& p) {
   if (!p.contains("argv") || !p["argv"].is_array() || p["argv"].empty()) {
-    throw InputError("the command task needs 'params.argv', a non-empty array of strings "
-                     "(run without a shell)");
+    throw InputError(
+        "the command task needs 'params.argv', a non-empty array of strings "
+        "(run without a shell)");
   }
   for (const auto& a : p["argv"]) {
     if (!a.is_string()) throw InputError("'params.argv' must hold only strings");
@@ -75,8 +83,7 @@ void validateCommand(const json& p) {
   std::string exe = p["argv"][0].get<std::string>();
   if (exe.find('/') != std::string::npos) {
     if (::access(exe.c_str(), X_OK) != 0) {
-      throw InputError("'params.argv[0]' = " + exe +
-                       " is not an executable file; fix the path");
+      throw InputError("'params.argv[0]' = " + exe + " is not an executable file; fix the path");
     }
   } else {
     const char* path = std::getenv("PATH");
@@ -91,8 +98,7 @@ void validateCommand(const json& p) {
       start = end + 1;
     }
     if (!found) {
-      throw InputError("'params.argv[0]' = " + exe +
-                       " is not found on PATH; give its full path");
+      throw InputError("'params.argv[0]' = " + exe + " is not found on PATH; give its full path");
     }
   }
 }
@@ -104,17 +110,23 @@ TaskOutcome runCommand(const json& p, const std::string& task_dir) {
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   std::string log_path = task_dir + "/task.log";
-  int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) throwSystemError("open", __FILE__, __LINE__, log_path);
+  Fd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (!log.valid()) throwSystemError("open", __FILE__, __LINE__, log_path);
+  const int log_fd = log.get();
   const char* dir = task_dir.c_str();
+  TaskLease* lease = currentTaskLease();
+  const int lease_fd = lease ? lease->fd() : -1;
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
-  if (pid < 0) {
-    ::close(log_fd);
-    throwSystemError("fork", __FILE__, __LINE__, "command task");
-  }
+  if (pid < 0) throwSystemError("fork", __FILE__, __LINE__, "command task");
   if (pid == 0) {
-    // Child: only async-signal-safe calls until exec.
+    // Child: only async-signal-safe calls until exec. Its own process group (the worker
+    // kills it as a whole), SIGKILL when the worker dies, and the attempt's lease: the
+    // task directory stays leased while any process of the command lives.
     ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(126);
+    if (lease_fd >= 0) ::fcntl(lease_fd, F_SETFD, 0);
     if (::chdir(dir) != 0) ::_exit(126);
     ::dup2(log_fd, 1);
     ::dup2(log_fd, 2);
@@ -129,15 +141,21 @@ TaskOutcome runCommand(const json& p, const std::string& task_dir) {
     ::execvp(argv[0], argv.data());
     ::_exit(127);
   }
-  ::close(log_fd);
+  log.reset();
+  ::setpgid(pid, pid);  // also here, so that no signal below can miss the group
+  if (lease) lease->setProcessGroup(pid);
   using clock = std::chrono::steady_clock;
   bool terminating = false;
   clock::time_point term_at;
-  int status = 0;
   for (;;) {
-    pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) break;
-    if (r < 0 && errno != EINTR) throwSystemError("waitpid", __FILE__, __LINE__, "command task");
+    // Wait for the leader without reaping it: while it is a zombie its pid (the group's id)
+    // cannot be reused, so the SIGKILL below reaches only what the command left behind.
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 &&
+        errno != EINTR) {
+      throwSystemError("waitid", __FILE__, __LINE__, "command task");
+    }
+    if (info.si_pid == pid) break;
     if (stopRequested() && !terminating) {
       ::kill(-pid, SIGTERM);
       terminating = true;
@@ -145,6 +163,11 @@ TaskOutcome runCommand(const json& p, const std::string& task_dir) {
     }
     if (terminating && clock::now() - term_at > std::chrono::seconds(5)) ::kill(-pid, SIGKILL);
     std::this_thread::sleep_for(std::chrono::milliseconds(terminating ? 20 : 5));
+  }
+  ::kill(-pid, SIGKILL);  // background processes of the command end with it
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) throwSystemError("waitpid", __FILE__, __LINE__, "command task");
   }
   if (terminating) return {kTaskInterrupted, "command stopped on request", nullptr};
   if (WIFSIGNALED(status)) {
@@ -154,7 +177,8 @@ TaskOutcome runCommand(const json& p, const std::string& task_dir) {
   }
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
   if (code == 127) return {code, "command " + args[0] + " could not be executed", nullptr};
-  TaskOutcome out{code, code == 0 ? "" : "command " + args[0] + " exited with " + std::to_string(code),
+  TaskOutcome out{code,
+                  code == 0 ? "" : "command " + args[0] + " exited with " + std::to_string(code),
                   json{{"exit_code", code}}};
   // A command's own 75 means "interrupted, rerun me"; 2 bad input: keep its meaning.
   return out;
@@ -186,8 +210,8 @@ TaskOutcome runLoad(const json& p, const std::string&) {
   if (cache) {
     struct stat st {};
     ::stat(path.c_str(), &st);
-    std::string key = "load:" + path + ":" + std::to_string(st.st_size) + ":" +
-                      std::to_string(st.st_mtime);
+    std::string key =
+        "load:" + path + ":" + std::to_string(st.st_size) + ":" + std::to_string(st.st_mtime);
     bytes = workerCache().getOrLoad<std::string>(key, load);
   } else {
     bytes = load();
@@ -207,20 +231,23 @@ void registerTaskKind(const std::string& name, TaskRunner runner, TaskKindTraits
 void registerTaskKind(const std::string& name,
                       std::function<int(const json&, const std::string&)> runner,
                       TaskKindTraits traits) {
-  registerTaskKind(
-      name,
-      TaskRunner([runner = std::move(runner)](const json& p, const std::string& dir) {
-        int code = runner(p, dir);
-        TaskOutcome o;
-        o.status = code;
-        if (code == kTaskInterrupted) o.reason = "interrupted (exit 75)";
-        else if (code != 0) o.reason = "task returned " + std::to_string(code);
-        return o;
-      }),
-      std::move(traits));
+  registerTaskKind(name,
+                   TaskRunner([runner = std::move(runner)](const json& p, const std::string& dir) {
+                     int code = runner(p, dir);
+                     TaskOutcome o;
+                     o.status = code;
+                     if (code == kTaskInterrupted)
+                       o.reason = "interrupted (exit 75)";
+                     else if (code != 0)
+                       o.reason = "task returned " + std::to_string(code);
+                     return o;
+                   }),
+                   std::move(traits));
 }
 
-bool hasTaskKind(const std::string& name) { return registry().count(name) > 0; }
+bool hasTaskKind(const std::string& name) {
+  return registry().count(name) > 0;
+}
 
 std::vector<std::string> taskKindNames() {
   std::vector<std::string> names;

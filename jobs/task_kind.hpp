@@ -15,7 +15,9 @@
 //            {"slept_s": x}
 //   command  params.argv (non-empty array of strings; argv[0] a path or a name on PATH):
 //            fork/exec'd (never a shell) in the task directory with stdout/stderr to
-//            task.log; status = its exit code, or 128+N and reason "signal N" when killed;
+//            task.log, in a process group of its own that holds the task lease and gets
+//            SIGKILL when the worker dies; what it leaves running is killed when it ends;
+//            status = its exit code, or 128+N and reason "signal N" when killed;
 //            the worker's time limit and stop flag terminate it (SIGTERM, then SIGKILL)
 //   load     params.path, params.cache (bool): reads a file (kept in workerCache() when
 //            cache is true) and checksums it; measures what persistent workers save

@@ -43,8 +43,8 @@ class Reply {
 
 json doneMessage(int index, int attempt, int status, const std::string& reason, double t0,
                  double t1, const json& result) {
-  json m{{"t", "done"}, {"i", index}, {"a", attempt}, {"s", status}, {"r", reason},
-         {"t0", t0},    {"t1", t1}};
+  json m{{"t", "done"}, {"i", index}, {"a", attempt}, {"s", status},
+         {"r", reason}, {"t0", t0},   {"t1", t1}};
   if (!result.is_null()) m["res"] = result;
   return m;
 }
@@ -63,10 +63,10 @@ class ResultWriter {
     cv_.notify_all();
     thread_.join();
   }
-  void push(std::string path, TaskResult r, json done) {
+  void push(std::string path, TaskResult r, json done, TaskLease lease) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      queue_.push_back({std::move(path), std::move(r), std::move(done)});
+      queue_.push_back({std::move(path), std::move(r), std::move(done), std::move(lease)});
     }
     cv_.notify_all();
   }
@@ -76,6 +76,7 @@ class ResultWriter {
     std::string path;
     TaskResult result;
     json done;
+    TaskLease lease;  // released once the result is durable
   };
   void loop() {
     std::unique_lock<std::mutex> lock(mutex_);
@@ -92,6 +93,7 @@ class ResultWriter {
         item.done["r"] = std::string("could not write the result: ") + e.what();
         item.done.erase("res");
       }
+      item.lease.release();
       reply_.send(item.done);
       lock.lock();
     }
@@ -127,7 +129,9 @@ class Watchdog {
     fired_ = false;
     started_wall_ = wallClockNow();
     limit_s_ = limit_s;
-    if (armed_) deadline_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(limit_s));
+    if (armed_)
+      deadline_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                     std::chrono::duration<double>(limit_s));
     cv_.notify_all();
   }
   // Disarms; true when the limit fired during the task.
@@ -196,7 +200,9 @@ int runWorker(int in_fd, int out_fd) {
     int attempt = m.at("a").get<int>();
     if (stopRequested() && stopSignal() != 0) {
       double now = wallClockNow();
-      if (!reply.send(doneMessage(index, attempt, 75, "not started: worker stopping", now, now, json()))) break;
+      if (!reply.send(
+              doneMessage(index, attempt, 75, "not started: worker stopping", now, now, json())))
+        break;
       continue;
     }
     TaskExecution e;
@@ -209,13 +215,15 @@ int runWorker(int in_fd, int out_fd) {
     e.slot = m.value("s", -1);
     e.write_result_file = false;
     double limit = m.value("l", 0.0);
+    e.lease.wait_s = m.value("lw", e.lease.wait_s);
     if (hasTaskKind(e.kind) && taskKindTraits(e.kind).needs_directory) {
       if (!reply.send(json{{"t", "start"}, {"i", index}, {"a", attempt}})) break;
     }
     TaskResult r;
+    TaskLease lease;
     watchdog.arm(index, attempt, limit);
     try {
-      r = executeTask(e);
+      r = executeTask(e, lease);
     } catch (const std::exception& ex) {
       r.status = 1;
       r.reason = std::string("worker could not run the task: ") + ex.what();
@@ -229,9 +237,10 @@ int runWorker(int in_fd, int out_fd) {
     }
     json done = doneMessage(index, attempt, r.status, r.reason, r.started_at, r.finished_at,
                             r.status == 0 ? r.result : json());
-    if (resultFileWanted(e, r)) {
-      writer.push(e.task_dir + "/" + kTaskResultFile, std::move(r), std::move(done));
-    } else if (!reply.send(done)) {
+    if (resultFileWanted(e, r, lease)) {
+      writer.push(e.task_dir + "/" + kTaskResultFile, std::move(r), std::move(done),
+                  std::move(lease));
+    } else if (lease.release(), !reply.send(done)) {
       break;  // the orchestrator is gone
     }
   }

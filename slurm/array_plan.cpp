@@ -29,7 +29,8 @@ ArrayPlan planArrays(const std::vector<std::string>& ids, const ArrayPlanOptions
   }
   for (const auto& id : ids) {
     if (id.empty() || id.find_first_of(std::string("\t\n\r\0", 4)) != std::string::npos) {
-      throw InputError("task id '" + id + "' contains a tab, line break or NUL; it cannot go into a manifest");
+      throw InputError("task id '" + id +
+                       "' contains a tab, line break or NUL; it cannot go into a manifest");
     }
   }
   ArrayPlan plan;
@@ -85,7 +86,8 @@ ArrayPlan planArrays(const std::vector<std::string>& ids, const ArrayPlanOptions
         ++given;
       }
     }
-    for (auto& a : plan.arrays) a.throttle = std::min<int>(a.throttle, static_cast<int>(a.shards.size()));
+    for (auto& a : plan.arrays)
+      a.throttle = std::min<int>(a.throttle, static_cast<int>(a.shards.size()));
   }
   return plan;
 }
@@ -96,6 +98,21 @@ std::string manifestText(const PlannedArray& array) {
     for (size_t i = 0; i < shard.size(); ++i) {
       if (i) out += '\t';
       out += shard[i];
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+std::string manifestText(const PlannedArray& array, const std::map<std::string, int>& attempts) {
+  std::string out;
+  for (const auto& shard : array.shards) {
+    for (size_t i = 0; i < shard.size(); ++i) {
+      if (i) out += '\t';
+      out += shard[i];
+      auto it = attempts.find(shard[i]);
+      if (it == attempts.end()) throw Error("manifest: no attempt for task " + shard[i]);
+      out += "@" + std::to_string(it->second);
     }
     out += '\n';
   }

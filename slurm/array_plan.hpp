@@ -10,6 +10,7 @@
 // are cut into arrays of at most MaxArraySize; the total throttle K is divided among
 // the arrays in proportion to their size (each gets at least 1), so at most ~K elements
 // run at once.
+#include <map>
 #include <string>
 #include <vector>
 
@@ -18,11 +19,11 @@
 namespace foldfarm::slurm {
 
 struct ArrayPlanOptions {
-  int lanes = 1;             // tasks an element runs at the same time
-  int tasksPerElement = 0;   // 0: automatic (above)
-  int throttle = 0;          // total concurrent elements; 0: no %K
+  int lanes = 1;            // tasks an element runs at the same time
+  int tasksPerElement = 0;  // 0: automatic (above)
+  int throttle = 0;         // total concurrent elements; 0: no %K
   SlurmLimits limits;
-  int queuedJobs = 0;        // jobs of all users already queued (-1: unknown, taken as 0)
+  int queuedJobs = 0;  // jobs of all users already queued (-1: unknown, taken as 0)
 };
 
 struct PlannedArray {
@@ -44,5 +45,8 @@ ArrayPlan planArrays(const std::vector<std::string>& taskIds, const ArrayPlanOpt
 
 // The manifest of one array: line e = the shard of element e, ids separated by tabs.
 std::string manifestText(const PlannedArray& array);
+// The same with each task's attempt: "ID@N" (what `campaign work --task` takes), so that an
+// element runs exactly the attempts the journal records and nothing older.
+std::string manifestText(const PlannedArray& array, const std::map<std::string, int>& attempts);
 
 }  // namespace foldfarm::slurm

@@ -20,13 +20,18 @@ void requireRange(const char* option, long long v, long long lo, long long hi) {
 void renderHeader(std::ostringstream& s, const SbatchResources& r, const std::string& kind) {
   s << "#!/bin/bash\n";
   s << "#SBATCH --job-name=" << sbatchQuote("--job-name", r.jobName) << "\n";
-  if (!r.partition.empty()) s << "#SBATCH --partition=" << validateSlurmName("partition", r.partition, true) << "\n";
-  if (!r.account.empty()) s << "#SBATCH --account=" << validateSlurmName("account", r.account, false) << "\n";
+  if (!r.partition.empty())
+    s << "#SBATCH --partition=" << validateSlurmName("partition", r.partition, true) << "\n";
+  if (!r.account.empty())
+    s << "#SBATCH --account=" << validateSlurmName("account", r.account, false) << "\n";
   if (!r.qos.empty()) s << "#SBATCH --qos=" << validateSlurmName("qos", r.qos, false) << "\n";
   if (!r.time.empty()) s << "#SBATCH --time=" << validateTimeLimit(r.time) << "\n";
-  if (!r.constraint.empty()) s << "#SBATCH --constraint=" << sbatchQuote("--constraint", validateConstraint(r.constraint)) << "\n";
+  if (!r.constraint.empty())
+    s << "#SBATCH --constraint=" << sbatchQuote("--constraint", validateConstraint(r.constraint))
+      << "\n";
   if (!r.mem.empty()) s << "#SBATCH --mem=" << validateMemory(r.mem) << "\n";
-  if (!r.output.empty()) s << "#SBATCH --output=" << validateOutputPattern("output", r.output) << "\n";
+  if (!r.output.empty())
+    s << "#SBATCH --output=" << validateOutputPattern("output", r.output) << "\n";
   if (!r.error.empty()) s << "#SBATCH --error=" << validateOutputPattern("error", r.error) << "\n";
   if (!r.workDir.empty()) s << "#SBATCH --chdir=" << sbatchQuote("--chdir", r.workDir) << "\n";
   if (r.signalGraceSeconds > 0) s << "#SBATCH --signal=B:USR1@" << r.signalGraceSeconds << "\n";
@@ -78,14 +83,16 @@ void renderSetup(std::ostringstream& s, const SbatchResources& r) {
   if (r.setupLines.empty()) return;
   s << "\n# Set-up (the user's own lines, copied verbatim)\n";
   for (const auto& line : r.setupLines) {
-    if (line.find('\0') != std::string::npos) throw InputError("--setup: a line contains a NUL byte");
+    if (line.find('\0') != std::string::npos)
+      throw InputError("--setup: a line contains a NUL byte");
     s << line << "\n";
   }
 }
 
 void renderFinish(std::ostringstream& s, const SbatchResources& r) {
   s << "\nff_wait_all\nff_rc=$?\n";
-  s << "echo \"foldfarm: job ${SLURM_JOB_ID:-?} on $(hostname -s) finished with status $ff_rc\" >&2\n";
+  s << "echo \"foldfarm: job ${SLURM_JOB_ID:-?} on $(hostname -s) finished with status $ff_rc\" "
+       ">&2\n";
   if (r.requeue) {
     s << "if [ \"$ff_rc\" -eq 75 ]; then\n"
          "  echo \"foldfarm: interrupted; requeueing job $SLURM_JOB_ID\" >&2\n"
@@ -133,9 +140,11 @@ std::string renderPretrainScript(const SbatchResources& r, const std::vector<std
   s << "set -u\n";
   renderSupervisor(s, r);
   renderSetup(s, r);
-  s << "\nexport OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask << "\n";
-  std::vector<std::string> cmd = {"srun", "--mpi=pmix", "--kill-on-bad-exit=1", r.foldfarm, "pretrain",
-                                   "--threads", std::to_string(r.cpusPerTask)};
+  s << "\nexport OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask
+    << "\n";
+  std::vector<std::string> cmd = {
+      "srun",     "--mpi=pmix", "--kill-on-bad-exit=1",       r.foldfarm,
+      "pretrain", "--threads",  std::to_string(r.cpusPerTask)};
   cmd.insert(cmd.end(), args.begin(), args.end());
   s << "ff_start " << shellJoin(cmd) << "\n";
   renderFinish(s, r);
@@ -159,12 +168,14 @@ std::string renderPilotScript(const SbatchResources& r, const std::string& campa
   s << ".\nset -u\n";
   renderSupervisor(s, r);
   renderSetup(s, r);
-  s << "\nexport OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask << "\n";
+  s << "\nexport OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask
+    << "\n";
   if (r.gpusPerNode > 0) {
     s << "export FOLDFARM_TASKS_PER_GPU=" << r.tasksPerGpu << "\n";
   }
-  std::vector<std::string> cmd = {"srun", "--mpi=pmix", "--kill-on-bad-exit=1", r.foldfarm, "campaign",
-                                   "run", campaignDir, "--executor", "mpi"};
+  std::vector<std::string> cmd = {"srun",      "--mpi=pmix", "--kill-on-bad-exit=1",
+                                  r.foldfarm,  "campaign",   "run",
+                                  campaignDir, "--executor", "mpi"};
   cmd.insert(cmd.end(), extraArgs.begin(), extraArgs.end());
   s << "ff_start " << shellJoin(cmd) << "\n";
   renderFinish(s, r);
@@ -178,11 +189,19 @@ std::string renderArrayScript(const SbatchResources& r, const ArrayJob& job) {
   requireRange("elements", job.elements, 1, 4000000);
   requireRange("throttle", job.throttle, 0, 4000000);
   requireRange("lanes", job.lanes, 1, 256);
+  if (r.requeue) {
+    throw InputError(
+        "--requeue: array elements never requeue themselves; the submitter "
+        "resubmits an interrupted task as its next attempt (drop --requeue)");
+  }
   std::ostringstream s;
   renderHeader(s, r, "array");
   s << "#SBATCH --array=0-" << job.elements - 1;
   if (job.throttle > 0) s << "%" << job.throttle;
-  s << "\n#SBATCH --ntasks=1\n";
+  // Neither the element nor Slurm (preemption in REQUEUE mode, node failure) may run it
+  // again: a task's next attempt is the submitter's to make, with a new attempt number.
+  s << "\n#SBATCH --no-requeue\n";
+  s << "#SBATCH --ntasks=1\n";
   if (r.gpusPerNode > 0) {
     s << "#SBATCH --cpus-per-task=" << r.cpusPerTask * job.lanes << "\n";
     s << "#SBATCH --gpus=1\n";
@@ -202,7 +221,8 @@ std::string renderArrayScript(const SbatchResources& r, const ArrayJob& job) {
   if (work.empty()) work = {r.foldfarm, "campaign", "work"};
   s << "ff_work=(" << shellJoin(work) << ")\n";
   s << "ff_lanes=" << job.lanes << "\n";
-  s << "export OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask << "\n";
+  s << "export OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask
+    << "\n";
   s << R"SH(ff_element=${SLURM_ARRAY_TASK_ID:?not running as a Slurm array element}
 ff_line=()
 mapfile -t -s "$ff_element" -n 1 ff_line < "$ff_manifest" || {

@@ -18,7 +18,10 @@
 // shell traps USR1 and TERM and forwards them to its workers, which run in the background
 // while the shell waits (so the trap fires at once). Workers save state and exit 75; the
 // script exits 75 when any worker was interrupted (and no worker failed otherwise). With
-// `requeue`, #SBATCH --requeue is set and an interrupted script requeues its own job.
+// `requeue`, #SBATCH --requeue is set and an interrupted script requeues its own job
+// (pretraining and pilot jobs only). Array jobs carry --no-requeue and refuse `requeue`:
+// their tasks' next attempts are submitted by the campaign's submitter, with new attempt
+// numbers, so that a requeued element and a resubmission can never both run a task.
 //
 // All render functions are pure (no I/O) and throw InputError naming the bad option.
 #include <string>

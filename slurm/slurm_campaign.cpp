@@ -14,7 +14,9 @@
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/stop_signal.hpp"
+#include "jobs/campaign_commands.hpp"
 #include "jobs/executor.hpp"
+#include "jobs/task_lease.hpp"
 #include "slurm/array_plan.hpp"
 
 namespace foldfarm::slurm {
@@ -144,7 +146,7 @@ std::vector<std::vector<std::string>> readManifest(const std::string& path) {
     while (a <= line.size()) {
       size_t tab = line.find('\t', a);
       if (tab == std::string::npos) tab = line.size();
-      if (tab > a) ids.push_back(line.substr(a, tab - a));
+      if (tab > a) ids.push_back(jobs::splitTaskAttempt(line.substr(a, tab - a)).first);
       a = tab + 1;
     }
     shards.push_back(std::move(ids));
@@ -178,9 +180,17 @@ void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResou
   job.lanes = lanes;
   job.workArgv = workArgv;
   const std::string scriptPath = subDir + "/array.sbatch";
+  // The attempt each task will have once recorded (the journal adds one on dispatch; this
+  // process is its only writer). Promised in the task directories before the job exists,
+  // so that an older attempt still queued somewhere can never start after this one.
+  std::map<std::string, int> attempts;
+  for (const auto& t : c.tasks(TaskState::kPending)) attempts[t.id] = t.attempts + 1;
   SubmittedJob submitted;
   try {
-    writeFileAtomic(job.manifestPath, manifestText(array));
+    for (const auto& shard : array.shards) {
+      for (const auto& id : shard) jobs::promiseAttempt(c.taskDir(id), attempts.at(id));
+    }
+    writeFileAtomic(job.manifestPath, manifestText(array, attempts));
     writeFileAtomic(scriptPath, renderArrayScript(r, job));
     submitted = client.submit(scriptPath, {"--hold"});
   } catch (...) {
@@ -190,7 +200,15 @@ void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResou
   try {
     writeFileAtomic(subDir + "/jobid", submitted.jobId + "\n");
     for (size_t e = 0; e < array.shards.size(); ++e) {
-      c.markSubmitted(array.shards[e], submitted.jobId + "_" + std::to_string(e));
+      const auto recorded =
+          c.markSubmitted(array.shards[e], submitted.jobId + "_" + std::to_string(e));
+      for (size_t i = 0; i < recorded.size(); ++i) {
+        if (recorded[i] != attempts.at(array.shards[e][i])) {
+          throw Error("task " + array.shards[e][i] + " was recorded as attempt " +
+                      std::to_string(recorded[i]) + ", not the " +
+                      std::to_string(attempts.at(array.shards[e][i])) + " its manifest names");
+        }
+      }
     }
   } catch (...) {
     // The journal could not record it: the held job must never run.

@@ -387,10 +387,11 @@ void registerCampaignCommands(CommandGroups& g) {
     auto tasks_file = std::make_shared<std::string>();
     auto attempt = std::make_shared<int>(0);
     c->add_option("dir", *dir, "Campaign directory")->required();
-    c->add_option("--task", *tasks, "Task id (repeatable), e.g. r0007m1");
+    c->add_option("--task", *tasks,
+                  "Task id (repeatable), e.g. r0007m1, or ID@N for attempt N of it");
     c->add_option("--tasks-file", *tasks_file, "File with one task id per line");
     c->add_option("--attempt", *attempt,
-                  "Attempt number the journal gave these tasks (0: unknown)");
+                  "Attempt number the journal gave the tasks without @N (0: a run by hand)");
     c->callback([dir, tasks, tasks_file, attempt] {
       registerAllTaskKinds();
       std::vector<std::string> ids = *tasks;
@@ -399,9 +400,15 @@ void registerCampaignCommands(CommandGroups& g) {
         ids.insert(ids.end(), more.begin(), more.end());
       }
       int rc = jobs::workCommand(*dir, ids, *attempt);
+      if (rc == kExitSuperseded) {
+        throw Error(*dir + ": a newer attempt of a task exists; this run did nothing for it",
+                    kExitSuperseded);
+      }
       if (rc != 0)
         throw Error(*dir + ": a task failed (status " + std::to_string(rc) + "); see its task.log",
-                    rc == 2 ? 2 : (rc == 75 ? 75 : 1));
+                    rc == kExitBadInput
+                        ? kExitBadInput
+                        : (rc == kExitInterrupted ? kExitInterrupted : kExitFailure));
     });
   }
   // aggregate

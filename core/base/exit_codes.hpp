@@ -14,6 +14,9 @@ inline constexpr int kExitPeerLost = 3;
 // Stopped on request (SIGUSR1/SIGTERM, Slurm time limit or preemption) after a checkpoint
 // was written; rerun the same command (or with --resume) to continue. (sysexits EX_TEMPFAIL)
 inline constexpr int kExitInterrupted = 75;
+// A campaign task's attempt that is older than the task's newest attempt (a requeued Slurm
+// element after a resubmission, an orphaned worker): it ran nothing and wrote nothing.
+inline constexpr int kExitSuperseded = 76;
 // Tests: the test could not run here (no GPU, no Slurm); CTest's SKIP_RETURN_CODE.
 inline constexpr int kExitSkipped = 77;
 

@@ -6,7 +6,9 @@
 
 #include <fstream>
 #include <random>
+#include <sstream>
 
+#include "core/base/exit_codes.hpp"
 #include "jobs/campaign.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
@@ -155,6 +157,106 @@ TEST_F(Faults, KillMinus9OfACommandTaskFailsThatAttempt) {
     EXPECT_EQ(t.attempts, 2);
     EXPECT_TRUE(anyContains(reasons(t.id), "signal 9")) << t.id;
   }
+}
+
+bool processAlive(pid_t pid) {
+  // A zombie (killed, not yet reaped by init) counts as gone.
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  size_t close = s.rfind(')');
+  return close != std::string::npos && close + 2 < s.size() && s[close + 2] != 'Z';
+}
+
+pid_t readPid(const std::string& path) {
+  for (int i = 0; i < 500; ++i) {
+    std::string s = readText(path);
+    if (!s.empty() && s.back() == '\n') return static_cast<pid_t>(std::stol(s));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+TEST_F(Faults, OrchestratorAndWorkerKilledWhileACommandRunsNothingSurvivesAndResumeRunsItOnce) {
+  // First attempt: records its start, leaves a background process (which inherits the task
+  // lease) and waits. Any later attempt: records "resumed" and ends at once.
+  init(json{{"task", "command"},
+            {"replicas", 1},
+            {"params",
+             {{"argv",
+               {"/bin/sh", "-c",
+                "if [ -e bg ]; then echo resumed >> runs; exit 0; fi; echo start >> runs; "
+                "sleep 300 & echo $! > bg; wait"}}}},
+            {"retry", {{"lease_wait_s", 1.0}}},
+            {"resources", {{"cpu_slots", 1}}}});
+  pid_t orch = startTool({"run", dir_}, scratch_, "run");
+  const std::string tdir = dir_ + "/tasks/r0000m0";
+  pid_t bg = readPid(tdir + "/bg");
+  ASSERT_GT(bg, 0) << readText(scratch_ + "/run.err");
+  std::vector<pid_t> workers = childrenOf(orch);
+  ASSERT_EQ(workers.size(), 1u);
+  ASSERT_EQ(::kill(workers[0], SIGKILL), 0);
+  ASSERT_EQ(::kill(orch, SIGKILL), 0);
+  waitExit(orch);
+  // The command's shell died with its worker (parent-death signal); its background child
+  // still holds the task's lease.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_TRUE(processAlive(bg)) << "precondition: the orphan outlived its worker";
+
+  ToolRun r = runTool({"resume", dir_}, scratch_, "resume");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (int i = 0; i < 100 && processAlive(bg); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(processAlive(bg)) << "a process of the killed attempt survived the resume";
+  EXPECT_EQ(readText(tdir + "/runs"), "start\nresumed\n") << "the resumed campaign ran it once";
+  // Before it holds the lease an attempt writes nothing in the task directory: its
+  // waiting and fencing are logged by its worker.
+  EXPECT_NE(r.err.find("fencing"), std::string::npos)
+      << "the new attempt fenced the old one's processes";
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  auto t = c.journal().task("r0000m0");
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->state, TaskState::kDone);
+}
+
+TEST_F(Faults, TwoRunnersOfOneTaskNeverOverlapAndAnOlderAttemptStartedLaterRunsNothing) {
+  // What a Slurm requeue racing a resubmission amounts to: `work` runs of the same task
+  // with attempts 1 and 2. The task appends its start and end to a file.
+  init(json{{"task", "command"},
+            {"replicas", 1},
+            {"params",
+             {{"argv", {"/bin/sh", "-c", "echo begin $$ >> runs; sleep 1; echo end $$ >> runs"}}}},
+            {"retry", {{"lease_wait_s", 30.0}}}});
+  const std::string tdir = dir_ + "/tasks/r0000m0";
+  pid_t first = startTool({"work", dir_, "--task", "r0000m0@1"}, scratch_, "w1");
+  for (int i = 0; i < 200 && readText(tdir + "/runs").empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  pid_t second = startTool({"work", dir_, "--task", "r0000m0@2"}, scratch_, "w2");
+  EXPECT_EQ(waitExit(first), 0) << readText(scratch_ + "/w1.err");
+  EXPECT_EQ(waitExit(second), 0) << readText(scratch_ + "/w2.err");
+  std::string runs = readText(tdir + "/runs");
+  EXPECT_EQ(countLines(runs), 4);
+  // begin/end pairs never interleave.
+  std::istringstream in(runs);
+  std::string a, b, c, d;
+  std::getline(in, a);
+  std::getline(in, b);
+  std::getline(in, c);
+  std::getline(in, d);
+  EXPECT_EQ(a.substr(0, 5), "begin");
+  EXPECT_EQ(b, "end" + a.substr(5));
+  EXPECT_EQ(c.substr(0, 5), "begin");
+  EXPECT_EQ(d, "end" + c.substr(5));
+  auto r = readTaskResult(tdir + "/task_result.json");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->attempt, 2);
+  const std::string resultBefore = readText(tdir + "/task_result.json");
+
+  // The requeued element of attempt 1 starts now: superseded, runs and writes nothing.
+  ToolRun late = runTool({"work", dir_, "--task", "r0000m0@1"}, scratch_, "late");
+  EXPECT_EQ(late.exit_code, foldfarm::kExitSuperseded) << late.err;
+  EXPECT_NE(late.out.find("superseded"), std::string::npos) << late.out;
+  EXPECT_EQ(countLines(readText(tdir + "/runs")), 4) << "the superseded attempt ran the command";
+  EXPECT_EQ(readText(tdir + "/task_result.json"), resultBefore);
 }
 
 int countResultFiles(const std::string& tasks_dir, int& mismatched) {

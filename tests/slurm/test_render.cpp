@@ -104,7 +104,6 @@ TEST(SbatchScript, ArrayScriptQuotesPathsAndThrottles) {
   r.jobName = "fold \"farm\" $(touch /tmp/x)";
   r.gpusPerNode = 4;
   r.tasksPerGpu = 4;
-  r.requeue = true;
   ArrayJob j;
   j.campaignDir = "/scratch/it's a $(dir);";
   j.manifestPath = "/scratch/m.tsv";
@@ -116,9 +115,18 @@ TEST(SbatchScript, ArrayScriptQuotesPathsAndThrottles) {
   EXPECT_NE(s.find("#SBATCH --gpus=1\n"), std::string::npos);
   EXPECT_NE(s.find("#SBATCH --job-name=\"fold \\\"farm\\\" $(touch /tmp/x)\"\n"), std::string::npos);
   EXPECT_NE(s.find("ff_campaign='/scratch/it'\\''s a $(dir);'\n"), std::string::npos);
-  EXPECT_NE(s.find("#SBATCH --requeue\n"), std::string::npos);
-  EXPECT_NE(s.find("scontrol requeue"), std::string::npos);
+  // Never run again by Slurm or by itself: the next attempt is the submitter's.
+  EXPECT_NE(s.find("#SBATCH --no-requeue\n"), std::string::npos);
+  EXPECT_EQ(s.find("#SBATCH --requeue\n"), std::string::npos);
+  EXPECT_EQ(s.find("scontrol requeue"), std::string::npos);
   expectBashSyntaxOk(s);
+  r.requeue = true;
+  try {
+    renderArrayScript(r, j);
+    ADD_FAILURE() << "an array that requeues itself was rendered";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--requeue"), std::string::npos) << e.what();
+  }
 }
 
 TEST(ArrayPlan, TenThousandTasksFitOneArray) {

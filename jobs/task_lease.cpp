@@ -1,0 +1,187 @@
+#include "jobs/task_lease.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/log.hpp"
+#include "core/base/stop_signal.hpp"
+#include "jobs/journal.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+thread_local TaskLease* t_current = nullptr;
+
+// The holder record in .lease; an empty object when it cannot be read (being rewritten).
+json readHolder(int fd) {
+  std::string s(4096, '\0');
+  ssize_t n = ::pread(fd, s.data(), s.size(), 0);
+  if (n <= 0) return json::object();
+  s.resize(static_cast<size_t>(n));
+  json j = json::parse(s, nullptr, false);
+  return j.is_object() ? j : json::object();
+}
+
+std::string describeHolder(const json& h) {
+  if (!h.contains("attempt")) return "another process";
+  return "attempt " + std::to_string(h.value("attempt", 0)) + " (host " + h.value("host", "?") +
+         ", pid " + std::to_string(h.value("pid", 0)) + ")";
+}
+
+int readAttemptFile(const std::string& path) {
+  std::ifstream in(path);
+  long long v = 0;
+  if (in >> v && v >= 0 && v < (1LL << 31)) return static_cast<int>(v);
+  return 0;
+}
+
+bool tryLock(int fd) {
+  for (;;) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK) return false;
+    throwSystemError("flock", __FILE__, __LINE__, "task lease");
+  }
+}
+
+// Waits up to `seconds` for the lock; false when it is still held.
+bool waitForLock(int fd, double seconds) {
+  const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                        std::chrono::duration<double>(seconds));
+  for (;;) {
+    if (tryLock(fd)) return true;
+    if (stopRequested()) throw InterruptedError("stopped while waiting for the task lease");
+    if (Clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+// Signals what the holder record names, if it lives on this host and is still the same
+// process (pid and start time) or process group. Returns whether anything was signalled.
+bool signalHolder(const json& h, int sig) {
+  if (h.value("host", "") != hostName()) return false;
+  bool any = false;
+  const pid_t pgid = h.value("pgid", 0);
+  if (pgid > 1 && pgid != ::getpgrp() && ::kill(-pgid, sig) == 0) any = true;
+  const pid_t pid = h.value("pid", 0);
+  const unsigned long long start = h.value("start", 0ULL);
+  if (pid > 1 && pid != ::getpid() && start != 0 && processStartTicks(pid) == start &&
+      ::kill(pid, sig) == 0) {
+    any = true;
+  }
+  return any;
+}
+
+}  // namespace
+
+unsigned long long processStartTicks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = s.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(s.substr(close + 2));
+  std::string f;
+  for (int i = 3; i <= 22 && (fields >> f); ++i) {
+    if (i == 22) return std::stoull(f);
+  }
+  return 0;
+}
+
+TaskLease TaskLease::acquire(const std::string& task_dir, const std::string& task_id, int attempt,
+                             const LeaseOptions& o) {
+  const std::string path = task_dir + "/" + kLeaseFile;
+  TaskLease lease;
+  lease.fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!lease.fd_.valid()) throwSystemError("open", __FILE__, __LINE__, path);
+  lease.dir_ = task_dir;
+  lease.attempt_ = attempt;
+  const int fd = lease.fd_.get();
+
+  // 1. Wait for an earlier holder.
+  if (!tryLock(fd)) {
+    const json h = readHolder(fd);
+    logWarn("task {} (attempt {}): {} still holds {}; waiting up to {} s for it to end", task_id,
+            attempt, describeHolder(h), path, o.wait_s);
+    if (!waitForLock(fd, o.wait_s)) {
+      // 2. Fence it.
+      const json now = readHolder(fd);
+      if (signalHolder(now, SIGTERM)) {
+        logWarn("task {}: fencing {}: SIGTERM", task_id, describeHolder(now));
+        if (!waitForLock(fd, o.fence_grace_s)) {
+          signalHolder(now, SIGKILL);
+          logWarn("task {}: fencing {}: SIGKILL", task_id, describeHolder(now));
+        }
+      }
+      if (!waitForLock(fd, o.fence_grace_s)) {
+        throw InterruptedError("task " + task_id + ": " + describeHolder(now) + " still runs in " +
+                               task_dir + " after " + std::to_string(static_cast<int>(o.wait_s)) +
+                               " s; this attempt was not started and will be retried");
+      }
+    }
+  }
+  // 3. The newest attempt wins.
+  const std::string attemptPath = task_dir + "/" + kAttemptFile;
+  const int newest = readAttemptFile(attemptPath);
+  if (attempt > 0 && newest > attempt) {
+    throw SupersededError("task " + task_id + ": attempt " + std::to_string(attempt) +
+                          " is superseded by attempt " + std::to_string(newest) +
+                          "; nothing was run or written");
+  }
+  if (attempt > newest) writeFileAtomic(attemptPath, std::to_string(attempt) + "\n");
+  lease.writeHolder(0);
+  return lease;
+}
+
+void TaskLease::writeHolder(pid_t pgid) {
+  json h{{"attempt", attempt_}, {"host", hostName()},
+         {"pid", ::getpid()},   {"start", processStartTicks(::getpid())},
+         {"pgid", pgid},        {"since", wallClockNow()}};
+  const std::string s = h.dump() + "\n";
+  const int fd = fd_.get();
+  if (::ftruncate(fd, 0) != 0)
+    throwSystemError("ftruncate", __FILE__, __LINE__, dir_ + "/" + kLeaseFile);
+  if (::pwrite(fd, s.data(), s.size(), 0) != static_cast<ssize_t>(s.size())) {
+    throwSystemError("pwrite", __FILE__, __LINE__, dir_ + "/" + kLeaseFile);
+  }
+}
+
+void TaskLease::setProcessGroup(pid_t pgid) {
+  if (fd_.valid()) writeHolder(pgid);
+}
+
+void promiseAttempt(const std::string& task_dir, int attempt) {
+  if (::mkdir(task_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    throwSystemError("mkdir", __FILE__, __LINE__, task_dir);
+  }
+  const std::string path = task_dir + "/" + kAttemptFile;
+  if (readAttemptFile(path) < attempt) writeFileAtomic(path, std::to_string(attempt) + "\n");
+}
+
+TaskLease* currentTaskLease() {
+  return t_current;
+}
+
+CurrentTaskLeaseScope::CurrentTaskLeaseScope(TaskLease* lease) : previous_(t_current) {
+  t_current = lease;
+}
+
+CurrentTaskLeaseScope::~CurrentTaskLeaseScope() {
+  t_current = previous_;
+}
+
+}  // namespace foldfarm::jobs

@@ -1,0 +1,145 @@
+// The task lease: no two processes run a task at once, an older attempt never runs after a
+// newer one, and the processes of an abandoned attempt are fenced on this host.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "core/base/error.hpp"
+#include "jobs/task_lease.hpp"
+#include "tests/jobs/test_util.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+using namespace foldfarm::jobs::testing;
+using Clock = std::chrono::steady_clock;
+
+// A child process that takes the lease for `attempt`, writes one byte to a pipe and then
+// sleeps (ignoring nothing: SIGTERM ends it). Returns its pid once it holds the lease.
+pid_t holdInChild(const std::string& dir, int attempt) {
+  int p[2];
+  if (::pipe(p) != 0) std::abort();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(p[0]);
+    try {
+      TaskLease l = TaskLease::acquire(dir, "t", attempt, LeaseOptions{0.0, 0.1});
+      char c = 1;
+      if (::write(p[1], &c, 1) != 1) ::_exit(3);
+      for (;;) ::pause();
+    } catch (...) {
+      ::_exit(2);
+    }
+  }
+  ::close(p[1]);
+  char c = 0;
+  if (::read(p[0], &c, 1) != 1) {
+    ::close(p[0]);
+    return -1;
+  }
+  ::close(p[0]);
+  return pid;
+}
+
+int waitStatus(pid_t pid) {
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  return st;
+}
+
+TEST(TaskLease, ANewerAttemptWaitsThenFencesTheHolderOnThisHost) {
+  std::string dir = makeScratchDir("lease");
+  pid_t holder = holdInChild(dir, 1);
+  ASSERT_GT(holder, 0);
+  auto t0 = Clock::now();
+  TaskLease l = TaskLease::acquire(dir, "t", 2, LeaseOptions{0.3, 1.0});
+  double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  EXPECT_TRUE(l.held());
+  EXPECT_GE(s, 0.3) << "it waited for the holder first";
+  int st = waitStatus(holder);
+  ASSERT_TRUE(WIFSIGNALED(st));
+  EXPECT_EQ(WTERMSIG(st), SIGTERM) << "the holder was fenced with SIGTERM";
+  EXPECT_EQ(readText(dir + "/.attempt"), "2\n");
+}
+
+TEST(TaskLease, AnAttemptOlderThanTheNewestIsSupersededAndAByHandRunIsNot) {
+  std::string dir = makeScratchDir("lease");
+  { TaskLease l = TaskLease::acquire(dir, "t", 3); }
+  EXPECT_THROW(TaskLease::acquire(dir, "t", 2), SupersededError);
+  try {
+    TaskLease::acquire(dir, "t", 2);
+  } catch (const SupersededError& e) {
+    EXPECT_EQ(e.exitCode(), kExitSuperseded);
+    EXPECT_NE(std::string(e.what()).find("superseded by attempt 3"), std::string::npos) << e.what();
+  }
+  { TaskLease l = TaskLease::acquire(dir, "t", 3); }  // the same attempt again (its own restart)
+  { TaskLease l = TaskLease::acquire(dir, "t", 0); }  // by hand: no number
+  EXPECT_EQ(readText(dir + "/.attempt"), "3\n");
+  promiseAttempt(dir, 5);  // a submitter promised attempt 5 to a queued job
+  EXPECT_THROW(TaskLease::acquire(dir, "t", 4), SupersededError);
+  promiseAttempt(dir, 4);  // never lowers
+  EXPECT_EQ(readText(dir + "/.attempt"), "5\n");
+  TaskLease l5 = TaskLease::acquire(dir, "t", 5);
+  EXPECT_TRUE(l5.held());
+}
+
+TEST(TaskLease, AHolderOnAnotherHostIsNeverSignalledAndTheAttemptIsRetriedLater) {
+  std::string dir = makeScratchDir("lease");
+  // Another host's holder: the lock is held here by a child, but the record names a host
+  // that is not this one, so fencing must not touch it.
+  int fd = ::open((dir + "/.lease").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::flock(fd, LOCK_EX);
+    std::string rec =
+        "{\"attempt\":1,\"host\":\"elsewhere\",\"pid\":" + std::to_string(::getpid()) +
+        ",\"start\":1,\"pgid\":0}\n";
+    if (::pwrite(fd, rec.data(), rec.size(), 0) < 0) ::_exit(3);
+    for (;;) ::pause();
+  }
+  ::close(fd);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  try {
+    TaskLease::acquire(dir, "t", 2, LeaseOptions{0.2, 0.2});
+    ADD_FAILURE() << "the lease was granted while another host held it";
+  } catch (const InterruptedError& e) {
+    EXPECT_NE(std::string(e.what()).find("host elsewhere"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("will be retried"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(::kill(child, 0), 0) << "a holder on another host was signalled";
+  ::kill(child, SIGKILL);
+  waitStatus(child);
+  TaskLease l = TaskLease::acquire(dir, "t", 2);  // its death released the lock
+  EXPECT_TRUE(l.held());
+}
+
+TEST(TaskLease, APidThatIsNoLongerTheHolderIsNotSignalled) {
+  std::string dir = makeScratchDir("lease");
+  // The record names this test process with a wrong start time (a reused pid): fencing
+  // must not signal it; the lock itself is held by a child that ignores nothing.
+  int fd = ::open((dir + "/.lease").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  pid_t me = ::getpid();
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::flock(fd, LOCK_EX);
+    std::string rec = "{\"attempt\":1,\"host\":\"" + hostName() +
+                      "\",\"pid\":" + std::to_string(me) + ",\"start\":12345,\"pgid\":0}\n";
+    if (::pwrite(fd, rec.data(), rec.size(), 0) < 0) ::_exit(3);
+    for (;;) ::pause();
+  }
+  ::close(fd);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_THROW(TaskLease::acquire(dir, "t", 2, LeaseOptions{0.1, 0.1}), InterruptedError);
+  ::kill(child, SIGKILL);
+  waitStatus(child);
+}
+
+}  // namespace
+}  // namespace foldfarm::jobs
