@@ -22,12 +22,17 @@ std::string typeName(hid_t type) {
   const H5T_class_t cls = H5Tget_class(type);
   const size_t size = H5Tget_size(type);
   switch (cls) {
-    case H5T_FLOAT: return "float" + std::to_string(8 * size);
+    case H5T_FLOAT:
+      return "float" + std::to_string(8 * size);
     case H5T_INTEGER:
-      return std::string(H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int") + std::to_string(8 * size);
-    case H5T_ENUM: return "enum" + std::to_string(8 * size);
-    case H5T_STRING: return "string";
-    default: return "other";
+      return std::string(H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int") +
+             std::to_string(8 * size);
+    case H5T_ENUM:
+      return "enum" + std::to_string(8 * size);
+    case H5T_STRING:
+      return "string";
+    default:
+      return "other";
   }
 }
 
@@ -77,14 +82,15 @@ struct JetFile::Impl {
       if (n == name) return h.get();
     if (!h5Exists(file.get(), name))
       fail(name, "missing; expected the " +
-                     std::string(layout == FileLayout::kJets ? "jets layout (data, jet, pid)"
-                                                             : "unfold layout (reco, gen, reco_jets, gen_jets)") +
+                     std::string(layout == FileLayout::kJets
+                                     ? "jets layout (data, jet, pid)"
+                                     : "unfold layout (reco, gen, reco_jets, gen_jets)") +
                      " of SPEC 3.1; regenerate the file with `foldfarm data synth` or convert it");
     try {
       H5Handle dapl = FF_H5_OWN(H5Pcreate(H5P_DATASET_ACCESS), H5Kind::kPropList, name);
       FF_H5_CHECK(H5Pset_chunk_cache(dapl.get(), 12421, kChunkCacheBytes, 1.0), name);
-      open.emplace_back(name, FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), dapl.get()),
-                                        H5Kind::kDataset, name));
+      open.emplace_back(
+          name, FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), dapl.get()), H5Kind::kDataset, name));
     } catch (const InputError&) {
       throw;
     } catch (const Error& e) {
@@ -107,7 +113,9 @@ struct JetFile::Impl {
     bool ok = d.size() == rank;
     for (size_t k = 0; ok && k < trailing.size(); ++k)
       if (trailing[k] > 0 && static_cast<int64_t>(d[k + 1]) != trailing[k]) ok = false;
-    if (!ok) fail(name, "has shape " + shapeText(d) + ", expected " + what + "; fix the producer of this file");
+    if (!ok)
+      fail(name,
+           "has shape " + shapeText(d) + ", expected " + what + "; fix the producer of this file");
     if (cls != H5T_FLOAT && cls != H5T_INTEGER && cls != H5T_ENUM)
       fail(name, "is not numeric; expected " + std::string(what));
     return d;
@@ -129,7 +137,8 @@ struct JetFile::Impl {
 
   // Reads rows [begin, end) of `name` into `out` as `memtype`. `row_elems` = product of the
   // trailing dims.
-  void readRows(const std::string& name, int64_t begin, int64_t end, hid_t memtype, void* out) const {
+  void readRows(const std::string& name, int64_t begin, int64_t end, hid_t memtype,
+                void* out) const {
     if (end <= begin) return;
     hid_t ds = dataset(name);
     try {
@@ -141,14 +150,17 @@ struct JetFile::Impl {
       FF_H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr,
                                       count.data(), nullptr),
                   name);
-      H5Handle mspace = FF_H5_OWN(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
-                                  H5Kind::kDataspace, name);
+      H5Handle mspace =
+          FF_H5_OWN(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
+                    H5Kind::kDataspace, name);
       H5Handle ftype = FF_H5_OWN(H5Dget_type(ds), H5Kind::kDatatype, name);
       if (H5Tget_class(ftype.get()) == H5T_ENUM) {
         // h5py stores bool as an enum over int8: HDF5 cannot convert enums to integers, so
         // read the enum's own bytes (its values are 0/1).
-        if (H5Tget_size(ftype.get()) != 1) fail(name, "is an enum wider than one byte; store it as an integer");
-        H5Handle native = FF_H5_OWN(H5Tget_native_type(ftype.get(), H5T_DIR_ASCEND), H5Kind::kDatatype, name);
+        if (H5Tget_size(ftype.get()) != 1)
+          fail(name, "is an enum wider than one byte; store it as an integer");
+        H5Handle native =
+            FF_H5_OWN(H5Tget_native_type(ftype.get(), H5T_DIR_ASCEND), H5Kind::kDatatype, name);
         FF_H5_CHECK(H5Dread(ds, native.get(), mspace.get(), fspace.get(), H5P_DEFAULT, out), name);
         return;
       }
@@ -156,13 +168,14 @@ struct JetFile::Impl {
     } catch (const InputError&) {
       throw;
     } catch (const Error&) {
-      fail(name, "cannot be read (truncated or corrupt file?): " + std::string(h5LastMessage().empty() ? "read failed" : h5LastMessage()) +
+      fail(name, "cannot be read (truncated or corrupt file?): " +
+                     std::string(h5LastMessage().empty() ? "read failed" : h5LastMessage()) +
                      "; regenerate or re-copy the file");
     }
   }
 
-  void readFloatsInto(const std::string& name, int64_t begin, int64_t end, int64_t row_elems, bool check,
-                      float* v) const {
+  void readFloatsInto(const std::string& name, int64_t begin, int64_t end, int64_t row_elems,
+                      bool check, float* v) const {
     readRows(name, begin, end, H5T_NATIVE_FLOAT, v);
     if (!check) return;
     const size_t total = static_cast<size_t>((end - begin) * row_elems);
@@ -172,13 +185,14 @@ struct JetFile::Impl {
     for (size_t k = 0; k < total; ++k)
       if (!std::isfinite(v[k])) {
         const int64_t row = begin + static_cast<int64_t>(k) / row_elems;
-        fail(name, "row " + std::to_string(row) + " holds a non-finite value (" + (std::isnan(v[k]) ? "NaN" : "Inf") +
+        fail(name, "row " + std::to_string(row) + " holds a non-finite value (" +
+                       (std::isnan(v[k]) ? "NaN" : "Inf") +
                        "); drop or fix that jet before using the file");
       }
   }
 
-  std::vector<float> readFloats(const std::string& name, int64_t begin, int64_t end, int64_t row_elems,
-                                bool check) const {
+  std::vector<float> readFloats(const std::string& name, int64_t begin, int64_t end,
+                                int64_t row_elems, bool check) const {
     std::vector<float> v(static_cast<size_t>((end - begin) * row_elems));
     readFloatsInto(name, begin, end, row_elems, check, v.data());
     return v;
@@ -186,8 +200,11 @@ struct JetFile::Impl {
 
   void validate() {
     names = h5ListDatasets(file.get());
-    auto has = [&](const char* n) { return std::find(names.begin(), names.end(), n) != names.end(); };
-    if (names.empty()) fail("", "contains no datasets (empty file); regenerate it with `foldfarm data synth`");
+    auto has = [&](const char* n) {
+      return std::find(names.begin(), names.end(), n) != names.end();
+    };
+    if (names.empty())
+      fail("", "contains no datasets (empty file); regenerate it with `foldfarm data synth`");
     if (has("data")) {
       layout = FileLayout::kJets;
       auto d = expect("data", {0, F}, "(N,P,13)");
@@ -225,11 +242,13 @@ struct JetFile::Impl {
     } else {
       std::string list;
       for (auto& n : names) list += (list.empty() ? "" : ", ") + n;
-      fail("", "has neither 'data' (jets layout) nor 'reco'/'gen' (unfold layout); datasets present: " +
-                   list + "; convert it with `foldfarm data convert` or regenerate it");
+      fail("",
+           "has neither 'data' (jets layout) nor 'reco'/'gen' (unfold layout); datasets present: " +
+               list + "; convert it with `foldfarm data convert` or regenerate it");
     }
     if (has("weights")) expectN("weights", expect("weights", {}, "(N,)"));
-    if (N == 0) fail(layout == FileLayout::kJets ? "data" : "gen", "has 0 jets (empty file); regenerate it");
+    if (N == 0)
+      fail(layout == FileLayout::kJets ? "data" : "gen", "has 0 jets (empty file); regenerate it");
   }
 };
 
@@ -250,13 +269,27 @@ JetFile::~JetFile() = default;
 JetFile::JetFile(JetFile&&) noexcept = default;
 JetFile& JetFile::operator=(JetFile&&) noexcept = default;
 
-const std::string& JetFile::path() const { return impl_->path; }
-FileLayout JetFile::layout() const { return impl_->layout; }
-int64_t JetFile::numJets() const { return impl_->N; }
-int64_t JetFile::numParticles() const { return impl_->P; }
-bool JetFile::hasLabels() const { return impl_->labels; }
-int64_t JetFile::numClasses() const { return impl_->label_cols; }
-bool JetFile::hasSubs() const { return impl_->subs; }
+const std::string& JetFile::path() const {
+  return impl_->path;
+}
+FileLayout JetFile::layout() const {
+  return impl_->layout;
+}
+int64_t JetFile::numJets() const {
+  return impl_->N;
+}
+int64_t JetFile::numParticles() const {
+  return impl_->P;
+}
+bool JetFile::hasLabels() const {
+  return impl_->labels;
+}
+int64_t JetFile::numClasses() const {
+  return impl_->label_cols;
+}
+bool JetFile::hasSubs() const {
+  return impl_->subs;
+}
 bool JetFile::has(const std::string& name) const {
   return std::find(impl_->names.begin(), impl_->names.end(), name) != impl_->names.end();
 }
@@ -290,11 +323,13 @@ JetArrays JetFile::readJets(int64_t begin, int64_t end, const std::string& level
   return a;
 }
 
-void JetFile::readJetsInto(int64_t begin, int64_t end, const std::string& level, JetArrays& a, int64_t at) const {
+void JetFile::readJetsInto(int64_t begin, int64_t end, const std::string& level, JetArrays& a,
+                           int64_t at) const {
   const Impl& I = *impl_;
   end = I.resolveEnd(begin, end);
   const int64_t n = end - begin;
-  if (a.P != I.P || at < 0 || at + n > a.n) throw Error(I.path + ": readJetsInto: destination too small or P differs");
+  if (a.P != I.P || at < 0 || at + n > a.n)
+    throw Error(I.path + ": readJetsInto: destination too small or P differs");
   std::string pname = "data", jname = "jet";
   if (I.layout == FileLayout::kUnfold) {
     if (level != "reco" && level != "gen")
@@ -317,7 +352,8 @@ void JetFile::readJetsInto(int64_t begin, int64_t end, const std::string& level,
     }
     for (int64_t i = 0; i < n; ++i)
       if (labels[i] < 0)
-        I.fail("pid", "row " + std::to_string(begin + i) + " holds a negative label; labels must be class indices >= 0");
+        I.fail("pid", "row " + std::to_string(begin + i) +
+                          " holds a negative label; labels must be class indices >= 0");
   }
   if (has("weights")) I.readFloatsInto("weights", begin, end, 1, true, a.weights.data() + at);
 }
@@ -338,7 +374,8 @@ UnfoldArrays JetFile::readUnfold(int64_t begin, int64_t end) const {
     u.reco_subs = I.readFloats("reco_subs", begin, end, kNumSubs, true);
     u.gen_subs = I.readFloats("gen_subs", begin, end, kNumSubs, true);
   }
-  for (auto [name, dst] : {std::pair{"pass_reco", &u.pass_reco}, std::pair{"pass_gen", &u.pass_gen}}) {
+  for (auto [name, dst] :
+       {std::pair{"pass_reco", &u.pass_reco}, std::pair{"pass_gen", &u.pass_gen}}) {
     if (!has(name)) continue;
     dst->resize(static_cast<size_t>(end - begin));
     I.readRows(name, begin, end, H5T_NATIVE_UINT8, dst->data());
@@ -361,18 +398,21 @@ std::vector<float> JetFile::readFloat(const std::string& name, int64_t begin, in
 namespace {
 
 template <typename T>
-std::vector<T> readWhole(const std::string& path, const std::string& name, std::vector<int64_t>* dims_out,
-                         hid_t memtype) {
+std::vector<T> readWhole(const std::string& path, const std::string& name,
+                         std::vector<int64_t>* dims_out, hid_t memtype) {
   H5Handle file = openChecked(path);
   if (!h5Exists(file.get(), name))
-    throw InputError(path + ": dataset '" + name + "': missing; this command needs it in the input file");
+    throw InputError(path + ": dataset '" + name +
+                     "': missing; this command needs it in the input file");
   std::vector<T> v;
   try {
-    H5Handle ds = FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Kind::kDataset, name);
+    H5Handle ds =
+        FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Kind::kDataset, name);
     H5T_class_t cls;
     auto d = h5Dims(ds.get(), &cls);
     if (cls != H5T_FLOAT && cls != H5T_INTEGER)
-      throw InputError(path + ": dataset '" + name + "': is not numeric; fix the producer of this file");
+      throw InputError(path + ": dataset '" + name +
+                       "': is not numeric; fix the producer of this file");
     if (d.empty() || d[0] == 0)
       throw InputError(path + ": dataset '" + name + "': has 0 rows (empty file); regenerate it");
     size_t total = 1;
@@ -386,28 +426,32 @@ std::vector<T> readWhole(const std::string& path, const std::string& name, std::
   } catch (const InputError&) {
     throw;
   } catch (const Error&) {
-    throw InputError(path + ": dataset '" + name + "': cannot be read (truncated or corrupt file?): " +
-                     h5LastMessage() + "; regenerate or re-copy the file");
+    throw InputError(path + ": dataset '" + name +
+                     "': cannot be read (truncated or corrupt file?): " + h5LastMessage() +
+                     "; regenerate or re-copy the file");
   }
   return v;
 }
 
 }  // namespace
 
-std::vector<float> readFloatDataset(const std::string& path, const std::string& name, std::vector<int64_t>* dims) {
+std::vector<float> readFloatDataset(const std::string& path, const std::string& name,
+                                    std::vector<int64_t>* dims) {
   std::vector<int64_t> d;
   auto v = readWhole<float>(path, name, &d, H5T_NATIVE_FLOAT);
   int64_t row = 1;
   for (size_t k = 1; k < d.size(); ++k) row *= d[k];
   for (size_t k = 0; k < v.size(); ++k)
     if (!std::isfinite(v[k]))
-      throw InputError(path + ": dataset '" + name + "': row " + std::to_string(static_cast<int64_t>(k) / row) +
+      throw InputError(path + ": dataset '" + name + "': row " +
+                       std::to_string(static_cast<int64_t>(k) / row) +
                        " holds a non-finite value; drop or fix that jet before using the file");
   if (dims) *dims = d;
   return v;
 }
 
-std::vector<int64_t> readInt64Dataset(const std::string& path, const std::string& name, std::vector<int64_t>* dims) {
+std::vector<int64_t> readInt64Dataset(const std::string& path, const std::string& name,
+                                      std::vector<int64_t>* dims) {
   return readWhole<int64_t>(path, name, dims, H5T_NATIVE_INT64);
 }
 
@@ -459,7 +503,8 @@ struct BatchStream::Impl {
   void loadWindow() {
     // Carry the unread rows (fewer than a batch) to the front of the new pool.
     std::vector<int64_t> rest(order.begin() + static_cast<std::ptrdiff_t>(pos), order.end());
-    const size_t stop = std::min(mine.size(), next_segment + static_cast<size_t>(opt.window_blocks));
+    const size_t stop =
+        std::min(mine.size(), next_segment + static_cast<size_t>(opt.window_blocks));
     int64_t wrows = 0;
     for (size_t k = next_segment; k < stop; ++k) wrows += mine[k].end - mine[k].begin;
     JetArrays next = JetArrays::zeros(static_cast<int64_t>(rest.size()) + wrows, P, labels);
@@ -484,7 +529,8 @@ struct BatchStream::Impl {
     order.resize(static_cast<size_t>(next.n));
     for (int64_t i = 0; i < next.n; ++i) order[i] = i;
     if (opt.shuffle && wrows > 1) {
-      std::vector<int64_t> perm(order.begin() + static_cast<std::ptrdiff_t>(rest.size()), order.end());
+      std::vector<int64_t> perm(order.begin() + static_cast<std::ptrdiff_t>(rest.size()),
+                                order.end());
       Rng rng(deriveSeed({opt.seed, kPurposeWindow, static_cast<uint64_t>(epoch),
                           static_cast<uint64_t>(opt.rank), static_cast<uint64_t>(window_index)}));
       rng.shuffle(perm);
@@ -513,20 +559,27 @@ BatchStream::BatchStream(std::vector<std::string> paths, StreamOptions opts)
       I.P = jf.numParticles();
       I.labels = jf.layout() == FileLayout::kJets && jf.hasLabels();
     } else if (jf.numParticles() != I.P || jf.layout() != I.files[0].layout()) {
-      throw InputError(paths[f] + ": has P=" + std::to_string(jf.numParticles()) + " / a different layout than " +
-                       paths[0] + " (P=" + std::to_string(I.P) + "); stream files of one kind together");
+      throw InputError(paths[f] + ": has P=" + std::to_string(jf.numParticles()) +
+                       " / a different layout than " + paths[0] + " (P=" + std::to_string(I.P) +
+                       "); stream files of one kind together");
     } else if ((jf.layout() == FileLayout::kJets && jf.hasLabels()) != I.labels) {
-      throw InputError(paths[f] + ": labels present in some files and not in others; stream files of one kind together");
+      throw InputError(
+          paths[f] +
+          ": labels present in some files and not in others; stream files of one kind together");
     }
     if (jf.layout() == FileLayout::kUnfold && opts.level != "reco" && opts.level != "gen")
       throw InputError(paths[f] + ": is an unfolding file: stream it with level reco or gen");
     I.offsets.push_back(I.total);
     for (int64_t b = 0; b < jf.numJets(); b += opts.block_rows)
-      I.blocks.push_back({static_cast<int>(f), b, std::min(jf.numJets(), b + opts.block_rows), I.total + b});
+      I.blocks.push_back(
+          {static_cast<int>(f), b, std::min(jf.numJets(), b + opts.block_rows), I.total + b});
     I.total += jf.numJets();
-    if (f == 0) I.has_weights = jf.has("weights");
+    if (f == 0)
+      I.has_weights = jf.has("weights");
     else if (jf.has("weights") != I.has_weights)
-      throw InputError(paths[f] + ": weights present in some files and not in others; stream files of one kind together");
+      throw InputError(
+          paths[f] +
+          ": weights present in some files and not in others; stream files of one kind together");
     I.files.push_back(std::move(jf));
   }
   I.per_rank = I.total / opts.world_size;
@@ -540,15 +593,25 @@ BatchStream::~BatchStream() = default;
 BatchStream::BatchStream(BatchStream&&) noexcept = default;
 BatchStream& BatchStream::operator=(BatchStream&&) noexcept = default;
 
-int64_t BatchStream::totalRows() const { return impl_->total; }
-int64_t BatchStream::rowsPerRank() const { return impl_->per_rank; }
-int64_t BatchStream::numParticles() const { return impl_->P; }
-bool BatchStream::hasLabels() const { return impl_->labels; }
+int64_t BatchStream::totalRows() const {
+  return impl_->total;
+}
+int64_t BatchStream::rowsPerRank() const {
+  return impl_->per_rank;
+}
+int64_t BatchStream::numParticles() const {
+  return impl_->P;
+}
+bool BatchStream::hasLabels() const {
+  return impl_->labels;
+}
 int64_t BatchStream::batchesPerEpoch() const {
   const int64_t b = impl_->opt.batch_size;
   return impl_->opt.drop_last ? impl_->per_rank / b : (impl_->per_rank + b - 1) / b;
 }
-const std::vector<int64_t>& BatchStream::lastRows() const { return impl_->last_rows; }
+const std::vector<int64_t>& BatchStream::lastRows() const {
+  return impl_->last_rows;
+}
 
 void BatchStream::startEpoch(int64_t epoch) {
   Impl& I = *impl_;

@@ -54,7 +54,8 @@ class JetFile {
   JetArrays readJets(int64_t begin = 0, int64_t end = -1, const std::string& level = "") const;
   // Same as readJets, but into rows [at, at + end - begin) of `dst`, which must already have
   // this file's P and n >= at + end - begin rows, and labels/weights sized iff the file has them.
-  void readJetsInto(int64_t begin, int64_t end, const std::string& level, JetArrays& dst, int64_t at) const;
+  void readJetsInto(int64_t begin, int64_t end, const std::string& level, JetArrays& dst,
+                    int64_t at) const;
   // Unfold layout only (InputError otherwise).
   UnfoldArrays readUnfold(int64_t begin = 0, int64_t end = -1) const;
   // Any 1-D or 2-D numeric dataset as float rows [begin, end) (e.g. part_px, subs).
@@ -75,8 +76,12 @@ std::vector<int64_t> readInt64Dataset(const std::string& path, const std::string
                                       std::vector<int64_t>* dims = nullptr);
 bool fileHasDataset(const std::string& path, const std::string& name);
 
-inline JetArrays readJetFile(const std::string& path) { return JetFile(path).readJets(); }
-inline UnfoldArrays readUnfoldFile(const std::string& path) { return JetFile(path).readUnfold(); }
+inline JetArrays readJetFile(const std::string& path) {
+  return JetFile(path).readJets();
+}
+inline UnfoldArrays readUnfoldFile(const std::string& path) {
+  return JetFile(path).readUnfold();
+}
 
 // Streams batches of jets from one or more files without loading them.
 //
@@ -113,8 +118,8 @@ class BatchStream {
   BatchStream(BatchStream&&) noexcept;
   BatchStream& operator=(BatchStream&&) noexcept;
 
-  int64_t totalRows() const;     // N over all files
-  int64_t rowsPerRank() const;   // floor(N / world_size)
+  int64_t totalRows() const;    // N over all files
+  int64_t rowsPerRank() const;  // floor(N / world_size)
   int64_t batchesPerEpoch() const;
   int64_t numParticles() const;  // P
   bool hasLabels() const;
