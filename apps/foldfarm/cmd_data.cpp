@@ -90,15 +90,7 @@ void runConvert(const std::string& in, const std::string& out) {
   }
   std::vector<int64_t> labels;
   if (fileHasDataset(in, "pid")) {
-    std::vector<int64_t> d;
-    labels = readInt64Dataset(in, "pid", &d);
-    if (d.size() == 2) {  // one-hot -> indices
-      std::vector<int64_t> idx(static_cast<size_t>(d[0]));
-      for (int64_t i = 0; i < d[0]; ++i)
-        idx[i] = std::max_element(labels.begin() + i * d[1], labels.begin() + (i + 1) * d[1]) -
-                 (labels.begin() + i * d[1]);
-      labels.swap(idx);
-    }
+    labels = readClassLabels(in, "pid");  // one-hot -> indices, each checked
     if (static_cast<int64_t>(labels.size()) != n)
       throw InputError(in + ": dataset 'pid': has " + std::to_string(labels.size()) +
                        " rows, part_px has " + std::to_string(n) + "; the file is inconsistent");

@@ -1,9 +1,15 @@
 #include "core/data/jet_reader.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "core/base/error.hpp"
 #include "core/data/h5_file.hpp"
@@ -44,6 +50,42 @@ std::string shapeText(const std::vector<hsize_t>& d) {
   return os.str();
 }
 
+// "6684.0 GiB"; sizes below a GiB in MiB or KiB, so that both sides of a comparison read.
+std::string sizeText(double bytes) {
+  static const char* const kUnits[] = {"GiB", "MiB", "KiB"};
+  double v = bytes / double(1ull << 30);
+  int u = 0;
+  for (; u < 2 && v < 1; ++u) v *= 1024;
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "%.1f %s", v, kUnits[u]);
+  return buf;
+}
+
+// Product of `dims` times `elem_bytes`, or -1 when it does not fit an int64 (a corrupt or
+// hostile header: HDF5 accepts chunked datasets of any declared shape in a 1 KiB file).
+int64_t byteSize(const std::vector<hsize_t>& dims, int64_t elem_bytes) {
+  int64_t n = elem_bytes;
+  for (hsize_t d : dims) {
+    if (d > static_cast<hsize_t>(INT64_MAX) ||
+        __builtin_mul_overflow(n, static_cast<int64_t>(d), &n))
+      return -1;
+  }
+  return n;
+}
+
+// Refuses an allocation of `bytes` beyond readBudgetBytes(), before it is attempted.
+void requireWithinBudget(const std::string& path, const std::string& what, double bytes) {
+  const uint64_t budget = readBudgetBytes();
+  if (bytes > static_cast<double>(budget))
+    throw InputError(path + ": " + what + " needs " + sizeText(bytes) +
+                     " of memory, more than the read budget of " +
+                     sizeText(static_cast<double>(budget)) + " (" +
+                     (std::getenv("FOLDFARM_READ_BUDGET_GIB")
+                          ? "FOLDFARM_READ_BUDGET_GIB"
+                          : "this machine's memory; FOLDFARM_READ_BUDGET_GIB sets it") +
+                     "); read fewer jets or use a machine with more memory");
+}
+
 // Opens read-only; InputError saying whether the file is missing or unreadable as HDF5.
 H5Handle openChecked(const std::string& path) {
   std::error_code ec;
@@ -68,7 +110,8 @@ struct JetFile::Impl {
   FileLayout layout = FileLayout::kJets;
   int64_t N = 0, P = 0;
   bool labels = false;
-  int64_t label_cols = 0;  // 0: (N,) indices; C: one-hot
+  int64_t label_cols = 0;     // 0: (N,) indices; C: one-hot
+  int64_t label_classes = 0;  // C: labels must lie in [0, C); 0: unknown (kMaxLabelClasses)
   bool subs = false;
   std::vector<std::string> names;
   mutable std::vector<std::pair<std::string, H5Handle>> open;  // cached dataset handles
@@ -118,7 +161,54 @@ struct JetFile::Impl {
            "has shape " + shapeText(d) + ", expected " + what + "; fix the producer of this file");
     if (cls != H5T_FLOAT && cls != H5T_INTEGER && cls != H5T_ENUM)
       fail(name, "is not numeric; expected " + std::string(what));
+    expectAddressable(name, d);
+    expectStored(name, d);
     return d;
+  }
+
+  // A dataset whose rows were declared but never written (HDF5 allocates chunked and
+  // contiguous storage lazily) reads as zeros; refusing it also keeps a 1 KiB file from
+  // declaring 2^40 rows that a caller then sizes its indices by. (H5Dget_space_status
+  // cannot tell: it compares stored bytes, which compression makes smaller.)
+  void expectStored(const std::string& name, const std::vector<hsize_t>& d) const {
+    for (hsize_t x : d)
+      if (x == 0) return;  // no storage to speak of; zero sizes are refused elsewhere
+    const hid_t ds = dataset(name);
+    H5Handle dcpl = FF_H5_OWN(H5Dget_create_plist(ds), H5Kind::kPropList, name);
+    const H5D_layout_t layout = H5Pget_layout(dcpl.get());
+    bool stored = true;
+    if (layout == H5D_CONTIGUOUS) {
+      stored = H5Dget_storage_size(ds) > 0;  // allocated whole at the first write
+    } else if (layout == H5D_CHUNKED) {
+      std::vector<hsize_t> chunk(d.size());
+      FF_H5_CHECK(H5Pget_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), name);
+      hsize_t expected = 1;  // fits: at most one chunk per element, and expectAddressable
+      for (size_t k = 0; k < d.size(); ++k) expected *= (d[k] + chunk[k] - 1) / chunk[k];
+      hsize_t have = 0;
+      H5Handle space = FF_H5_OWN(H5Dget_space(ds), H5Kind::kDataspace, name);
+      FF_H5_CHECK(H5Dget_num_chunks(ds, space.get(), &have), name);
+      stored = have >= expected;
+    }  // compact datasets live in the header; virtual ones are their sources' business
+    if (!stored)
+      fail(name, "has shape " + shapeText(d) +
+                     " but not all of it was ever written (an interrupted or broken writer); "
+                     "regenerate or re-copy the file");
+  }
+
+  // Every array is read as floats or int64: its byte size must fit an int64.
+  void expectAddressable(const std::string& name, const std::vector<hsize_t>& d) const {
+    if (byteSize(d, 8) < 0)
+      fail(name, "has shape " + shapeText(d) +
+                     ", more elements than 64-bit sizes can hold; the file's header is corrupt, "
+                     "regenerate or re-copy the file");
+  }
+
+  // Rows of a dataset of shape (N, ...) hold no value when a trailing dimension is 0.
+  void expectWidth(const std::string& name, const std::vector<hsize_t>& d, const char* what) const {
+    for (size_t k = 1; k < d.size(); ++k)
+      if (d[k] == 0)
+        fail(name, "has shape " + shapeText(d) + ": zero-width rows (" + what +
+                       "); fix the producer of this file");
   }
 
   void expectN(const std::string& name, const std::vector<hsize_t>& d) const {
@@ -208,6 +298,7 @@ struct JetFile::Impl {
     if (has("data")) {
       layout = FileLayout::kJets;
       auto d = expect("data", {0, F}, "(N,P,13)");
+      expectWidth("data", d, "no particle slots per jet");
       N = static_cast<int64_t>(d[0]);
       P = static_cast<int64_t>(d[1]);
       expectN("jet", expect("jet", {kNumJetFeatures}, "(N,4)"));
@@ -221,11 +312,18 @@ struct JetFile::Impl {
         } else {
           fail("pid", "has shape " + shapeText(pd) + ", expected (N,) labels or (N,C) one-hot");
         }
+        expectAddressable("pid", pd);
+        expectStored("pid", pd);
         expectN("pid", pd);
+        label_classes = label_cols > 0 ? label_cols : classNamesCount();
+        if (label_classes > kMaxLabelClasses)
+          fail("pid", "has " + std::to_string(label_classes) + " classes, more than foldfarm's " +
+                          std::to_string(kMaxLabelClasses) + "; fix the labels");
       }
     } else if (has("reco") || has("gen")) {
       layout = FileLayout::kUnfold;
       auto d = expect("gen", {0, F}, "(N,P,13)");
+      expectWidth("gen", d, "no particle slots per event");
       N = static_cast<int64_t>(d[0]);
       P = static_cast<int64_t>(d[1]);
       auto r = expect("reco", {P, F}, "(N,P,13) with the same P as gen");
@@ -249,6 +347,38 @@ struct JetFile::Impl {
     if (has("weights")) expectN("weights", expect("weights", {}, "(N,)"));
     if (N == 0)
       fail(layout == FileLayout::kJets ? "data" : "gen", "has 0 jets (empty file); regenerate it");
+  }
+
+  // Length of the root attribute `class_names` (a JSON list, as `data synth` writes it); 0
+  // when absent or not a list.
+  int64_t classNamesCount() const {
+    const std::string text = h5ReadAttrAsString(file.get(), "class_names");
+    if (text.empty()) return 0;
+    const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    return j.is_array() ? static_cast<int64_t>(j.size()) : 0;
+  }
+
+  // Class indices must lie in [0, C) (C from the one-hot width or `class_names`, else
+  // kMaxLabelClasses): an index beyond would size the model's output layer or index past it.
+  void checkLabels(const int64_t* labels, int64_t n, int64_t begin) const {
+    const int64_t C = label_classes > 0 ? label_classes : kMaxLabelClasses;
+    for (int64_t i = 0; i < n; ++i) {
+      if (labels[i] >= 0 && labels[i] < C) continue;
+      fail("pid", "row " + std::to_string(begin + i) + " holds label " + std::to_string(labels[i]) +
+                      ", outside [0, " + std::to_string(C) + ") (" +
+                      (label_classes > 0 ? "the file's classes" : "foldfarm's limit on classes") +
+                      "); labels must be class indices, fix them");
+    }
+  }
+
+  // Weights of the whole file that are all zero leave nothing to fit or histogram (every
+  // normalisation divides by their sum). NaN/Inf are refused when read.
+  void checkWeightsNotAllZero(const float* w, int64_t n, int64_t begin, int64_t end) const {
+    if (begin != 0 || end != N) return;  // a slice may legitimately hold only zeros
+    for (int64_t i = 0; i < n; ++i)
+      if (w[i] != 0.0f) return;
+    fail("weights",
+         "are all zero (" + std::to_string(N) + " rows); no event would count, fix the weights");
   }
 };
 
@@ -285,7 +415,7 @@ bool JetFile::hasLabels() const {
   return impl_->labels;
 }
 int64_t JetFile::numClasses() const {
-  return impl_->label_cols;
+  return impl_->label_classes;
 }
 bool JetFile::hasSubs() const {
   return impl_->subs;
@@ -317,9 +447,12 @@ std::map<std::string, std::string> JetFile::attributes() const {
 JetArrays JetFile::readJets(int64_t begin, int64_t end, const std::string& level) const {
   const Impl& I = *impl_;
   end = I.resolveEnd(begin, end);
+  requireWithinBudget(I.path, "reading " + std::to_string(end - begin) + " jets",
+                      static_cast<double>(end - begin) * (I.P * F + kNumJetFeatures + 3) * 4.0);
   JetArrays a = JetArrays::zeros(end - begin, I.P, I.layout == FileLayout::kJets && I.labels);
   if (has("weights")) a.weights.assign(static_cast<size_t>(end - begin), 0.0f);
   readJetsInto(begin, end, level, a, 0);
+  if (has("weights")) I.checkWeightsNotAllZero(a.weights.data(), a.n, begin, end);
   return a;
 }
 
@@ -347,13 +480,15 @@ void JetFile::readJetsInto(int64_t begin, int64_t end, const std::string& level,
       auto oh = I.readFloats("pid", begin, end, I.label_cols, true);
       for (int64_t i = 0; i < n; ++i) {
         const float* row = oh.data() + i * I.label_cols;
-        labels[i] = std::max_element(row, row + I.label_cols) - row;
+        const float* top = std::max_element(row, row + I.label_cols);
+        if (*top <= 0.0f)
+          I.fail("pid",
+                 "row " + std::to_string(begin + i) +
+                     " of the one-hot labels has no class set (no entry > 0); fix the labels");
+        labels[i] = top - row;
       }
     }
-    for (int64_t i = 0; i < n; ++i)
-      if (labels[i] < 0)
-        I.fail("pid", "row " + std::to_string(begin + i) +
-                          " holds a negative label; labels must be class indices >= 0");
+    I.checkLabels(labels, n, begin);
   }
   if (has("weights")) I.readFloatsInto("weights", begin, end, 1, true, a.weights.data() + at);
 }
@@ -363,6 +498,9 @@ UnfoldArrays JetFile::readUnfold(int64_t begin, int64_t end) const {
   if (I.layout != FileLayout::kUnfold)
     I.fail("", "is not an unfolding file (no 'reco'/'gen'); use an unfold layout file");
   end = I.resolveEnd(begin, end);
+  requireWithinBudget(
+      I.path, "reading " + std::to_string(end - begin) + " events",
+      static_cast<double>(end - begin) * (2.0 * (I.P * F + kNumJetFeatures + kNumSubs) + 2) * 4.0);
   UnfoldArrays u;
   u.reco.n = u.gen.n = end - begin;
   u.reco.P = u.gen.P = I.P;
@@ -380,7 +518,10 @@ UnfoldArrays JetFile::readUnfold(int64_t begin, int64_t end) const {
     dst->resize(static_cast<size_t>(end - begin));
     I.readRows(name, begin, end, H5T_NATIVE_UINT8, dst->data());
   }
-  if (has("weights")) u.weights = I.readFloats("weights", begin, end, 1, true);
+  if (has("weights")) {
+    u.weights = I.readFloats("weights", begin, end, 1, true);
+    I.checkWeightsNotAllZero(u.weights.data(), end - begin, begin, end);
+  }
   return u;
 }
 
@@ -390,9 +531,15 @@ std::vector<float> JetFile::readFloat(const std::string& name, int64_t begin, in
   auto d = I.dims(name);
   if (d.empty() || static_cast<int64_t>(d[0]) != I.N)
     I.fail(name, "has shape " + shapeText(d) + ", expected " + std::to_string(I.N) + " rows");
+  I.expectAddressable(name, d);
+  I.expectWidth(name, d, "no values per row");
   int64_t row = 1;
   for (size_t k = 1; k < d.size(); ++k) row *= static_cast<int64_t>(d[k]);
-  return I.readFloats(name, begin, end, row, true);
+  requireWithinBudget(I.path, "reading dataset '" + name + "'",
+                      static_cast<double>(end - begin) * row * 4.0);
+  std::vector<float> v = I.readFloats(name, begin, end, row, true);
+  if (name == "weights") I.checkWeightsNotAllZero(v.data(), end - begin, begin, end);
+  return v;
 }
 
 namespace {
@@ -415,6 +562,16 @@ std::vector<T> readWhole(const std::string& path, const std::string& name,
                        "': is not numeric; fix the producer of this file");
     if (d.empty() || d[0] == 0)
       throw InputError(path + ": dataset '" + name + "': has 0 rows (empty file); regenerate it");
+    for (size_t k = 1; k < d.size(); ++k)
+      if (d[k] == 0)
+        throw InputError(path + ": dataset '" + name + "': has shape " + shapeText(d) +
+                         ": zero-width rows (no values per row); fix the producer of this file");
+    const int64_t bytes = byteSize(d, sizeof(T));
+    if (bytes < 0)
+      throw InputError(path + ": dataset '" + name + "': has shape " + shapeText(d) +
+                       ", more elements than 64-bit sizes can hold; the file's header is corrupt, "
+                       "regenerate or re-copy the file");
+    requireWithinBudget(path, "reading dataset '" + name + "'", static_cast<double>(bytes));
     size_t total = 1;
     if (dims_out) dims_out->clear();
     for (hsize_t x : d) {
@@ -453,6 +610,51 @@ std::vector<float> readFloatDataset(const std::string& path, const std::string& 
 std::vector<int64_t> readInt64Dataset(const std::string& path, const std::string& name,
                                       std::vector<int64_t>* dims) {
   return readWhole<int64_t>(path, name, dims, H5T_NATIVE_INT64);
+}
+
+std::vector<int64_t> readClassLabels(const std::string& path, const std::string& name) {
+  std::vector<int64_t> d;
+  std::vector<int64_t> v = readInt64Dataset(path, name, &d);
+  const std::string where = path + ": dataset '" + name + "': ";
+  if (d.size() == 2) {  // one-hot -> indices
+    if (d[1] > kMaxLabelClasses)
+      throw InputError(where + "has " + std::to_string(d[1]) + " classes, more than foldfarm's " +
+                       std::to_string(kMaxLabelClasses) + "; fix the labels");
+    std::vector<int64_t> idx(static_cast<size_t>(d[0]));
+    for (int64_t i = 0; i < d[0]; ++i) {
+      const auto row = v.begin() + i * d[1];
+      const auto top = std::max_element(row, row + d[1]);
+      if (*top <= 0)
+        throw InputError(where + "row " + std::to_string(i) +
+                         " of the one-hot labels has no class set (no entry > 0); fix the labels");
+      idx[static_cast<size_t>(i)] = top - row;
+    }
+    return idx;
+  }
+  if (d.size() != 1)
+    throw InputError(
+        where + "has " + std::to_string(d.size()) +
+        " dimensions, expected (N,) labels or (N,C) one-hot; fix the producer of this file");
+  for (size_t i = 0; i < v.size(); ++i)
+    if (v[i] < 0 || v[i] >= kMaxLabelClasses)
+      throw InputError(where + "row " + std::to_string(i) + " holds label " + std::to_string(v[i]) +
+                       ", outside [0, " + std::to_string(kMaxLabelClasses) +
+                       ") (foldfarm's limit on classes); labels must be class indices, fix them");
+  return v;
+}
+
+uint64_t readBudgetBytes() {
+  if (const char* env = std::getenv("FOLDFARM_READ_BUDGET_GIB"); env != nullptr && *env != '\0') {
+    char* rest = nullptr;
+    const double g = std::strtod(env, &rest);
+    if (rest == env || *rest != '\0' || !(g > 0) || !std::isfinite(g) || g > 1e9)
+      throw InputError(std::string("FOLDFARM_READ_BUDGET_GIB='") + env +
+                       "' is not a positive number of GiB; fix or unset it");
+    return static_cast<uint64_t>(g * double(1ull << 30));
+  }
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return UINT64_MAX;
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
 }
 
 bool fileHasDataset(const std::string& path, const std::string& name) {
@@ -569,6 +771,15 @@ BatchStream::BatchStream(std::vector<std::string> paths, StreamOptions opts)
     }
     if (jf.layout() == FileLayout::kUnfold && opts.level != "reco" && opts.level != "gen")
       throw InputError(paths[f] + ": is an unfolding file: stream it with level reco or gen");
+    // The block index and one window of rows are what a stream holds; refuse them before
+    // the index is built (a file may declare any number of rows in a few bytes).
+    const int64_t rows = I.total + jf.numJets();
+    requireWithinBudget(
+        paths[f], "streaming " + std::to_string(rows) + " jets",
+        static_cast<double>(rows) / static_cast<double>(opts.block_rows) * sizeof(Segment) +
+            (static_cast<double>(opts.window_blocks) * static_cast<double>(opts.block_rows) +
+             static_cast<double>(opts.batch_size)) *
+                (I.P * F + kNumJetFeatures + 3) * 4.0);
     I.offsets.push_back(I.total);
     for (int64_t b = 0; b < jf.numJets(); b += opts.block_rows)
       I.blocks.push_back(
