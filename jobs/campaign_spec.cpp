@@ -4,10 +4,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <set>
+#include <sstream>
 #include <thread>
+#include <type_traits>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
@@ -39,13 +43,48 @@ T getNumber(const json& obj, const char* key, T fallback, const std::string& ori
             const std::string& where) {
   if (!obj.contains(key)) return fallback;
   const json& v = obj.at(key);
+  const std::string name = "'" + where + key + "'";
   if (!v.is_number()) {
-    throw InputError(origin + ": '" + where + key + "' must be a number, got " + v.dump());
+    throw InputError(origin + ": " + name + " must be a number, got " + v.dump());
   }
-  if (std::is_integral<T>::value && !v.is_number_integer() && !v.is_number_unsigned()) {
-    throw InputError(origin + ": '" + where + key + "' must be an integer, got " + v.dump());
+  if constexpr (std::is_integral<T>::value) {
+    if (!v.is_number_integer() && !v.is_number_unsigned()) {
+      throw InputError(origin + ": " + name + " must be an integer, got " + v.dump());
+    }
+    // nlohmann converts with a plain cast: 4294967297 would become 1.
+    const bool fits =
+        v.is_number_unsigned()
+            ? v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max())
+            : v.get<int64_t>() >= static_cast<int64_t>(std::numeric_limits<T>::min()) &&
+                  v.get<int64_t>() <= static_cast<int64_t>(std::numeric_limits<T>::max());
+    if (!fits) {
+      throw InputError(origin + ": " + name + " = " + v.dump() + " is beyond the " +
+                       std::to_string(8 * sizeof(T)) + "-bit integer range; use a value up to " +
+                       std::to_string(std::numeric_limits<T>::max()));
+    }
+  } else if (!std::isfinite(v.get<double>())) {
+    // Only a spec built in code can get here: the JSON parser refuses 1e400 itself.
+    throw InputError(origin + ": " + name + " must be a finite number, got " + v.dump());
   }
   return v.get<T>();
+}
+
+std::string numberText(double v) {
+  if (v == std::floor(v) && std::fabs(v) < 1e15) return std::to_string(static_cast<int64_t>(v));
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+// Upper bound of a count or duration: a typo (an extra zero, seconds for minutes) would
+// otherwise start a million workers or overflow a deadline.
+template <typename T>
+void requireAtMost(T value, T limit, const std::string& origin, const std::string& key,
+                   const std::string& why) {
+  if (value > limit) {
+    throw InputError(origin + ": '" + key + "' = " + numberText(value) + " exceeds " +
+                     numberText(limit) + " (" + why + "); lower it");
+  }
 }
 
 std::string getString(const json& obj, const char* key, const std::string& fallback,
@@ -70,6 +109,31 @@ std::string absolutePath(const std::string& p, const std::string& base) {
     if (::getcwd(cwd, sizeof(cwd))) b = std::string(cwd) + "/" + b;
   }
   return b + "/" + p;
+}
+
+// Keys that taskDef() sets for every task: a value under "params" or "overrides" would be
+// overwritten without a word. Each names where the value comes from instead.
+const std::map<std::string, std::string>& campaignSetKeys() {
+  static const std::map<std::string, std::string> keys = {
+      {"task_id", "the task's position (r<replica>m<member>)"},
+      {"replica", "the task's position (r<replica>m<member>)"},
+      {"member", "the task's position (r<replica>m<member>)"},
+      {"seed", "the top-level 'seed'"},
+      {"threads", "'resources.threads_per_task'"},
+      {"inputs", "the top-level 'inputs'"},
+      {"chain", "the top-level 'chain'"},
+  };
+  return keys;
+}
+
+void rejectCampaignSetKeys(const json& obj, const std::string& origin, const std::string& where) {
+  for (auto it = obj.begin(); it != obj.end(); ++it) {
+    auto set = campaignSetKeys().find(it.key());
+    if (set != campaignSetKeys().end()) {
+      throw InputError(origin + ": '" + where + it.key() + "' is set for every task from " +
+                       set->second + " and cannot be given here; remove it");
+    }
+  }
 }
 
 }  // namespace
@@ -157,6 +221,14 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
                     origin, "");
   CampaignSpec s;
   s.name = getString(j, "name", "campaign", origin);
+  for (char c : s.name) {
+    // The name goes into log lines, the report and Slurm job names: one printable line.
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      throw InputError(origin + ": 'name' holds a control character (line break, tab, ...); " +
+                       "use one printable line");
+    }
+  }
+  if (s.name.empty()) throw InputError(origin + ": 'name' is empty; give the campaign a name");
   if (!j.contains("task")) {
     throw InputError(origin + ": missing key 'task' (the task kind: " + [] {
       std::string k;
@@ -184,11 +256,11 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
     throw InputError(origin + ": 'members' or 'replicas' too large for task ids");
   }
   if (j.contains("seed")) {
-    if (!j["seed"].is_number_integer() && !j["seed"].is_number_unsigned()) {
-      throw InputError(origin + ": 'seed' must be a non-negative integer");
-    }
-    if (j["seed"].is_number_integer() && j["seed"].get<int64_t>() < 0) {
-      throw InputError(origin + ": 'seed' must be a non-negative integer");
+    // An integer beyond 64 bits reaches here as a float and is refused like 1.5.
+    if ((!j["seed"].is_number_integer() && !j["seed"].is_number_unsigned()) ||
+        (j["seed"].is_number_integer() && j["seed"].get<int64_t>() < 0)) {
+      throw InputError(origin + ": 'seed' = " + j["seed"].dump() +
+                       " must be an integer from 0 to 18446744073709551615");
     }
     s.seed = j["seed"].get<uint64_t>();
   }
@@ -223,6 +295,7 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
   }
   if (j.contains("params")) {
     if (!j["params"].is_object()) throw InputError(origin + ": 'params' must be an object");
+    rejectCampaignSetKeys(j["params"], origin, "params.");
     s.params = j["params"];
   }
   if (j.contains("overrides")) {
@@ -233,8 +306,23 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
       if (!it.value().is_object()) {
         throw InputError(origin + ": 'overrides." + it.key() + "' must be an object");
       }
+      rejectCampaignSetKeys(it.value(), origin, "overrides." + it.key() + ".");
       s.overrides[it.key()] = it.value();
     }
+  }
+  if (s.kind == "chain") {
+    // A chain reads its inputs, its position, the seed and the top-level "chain" object and
+    // nothing else (every chain of a campaign fits the same way, so replicas stay
+    // comparable): a parameter here would be dropped.
+    auto refuse = [&](const json& obj, const std::string& where) {
+      if (obj.empty()) return;
+      throw InputError(origin + ": '" + where + obj.begin().key() +
+                       "' is not read by the chain task (its configuration is the top-level "
+                       "'chain' object, the same for every task); remove it, or run the "
+                       "variant as a campaign of its own");
+    };
+    refuse(s.params, "params.");
+    for (const auto& [id, ov] : s.overrides) refuse(ov, "overrides." + id + ".");
   }
 
   if (j.contains("resources")) {
@@ -249,15 +337,21 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
   }
   const auto& res = s.resources;
   if (res.gpus < 0) throw InputError(origin + ": 'resources.gpus' must be >= 0");
-  if (res.tasks_per_gpu < 1 || res.tasks_per_gpu > 64) {
-    throw InputError(origin + ": 'resources.tasks_per_gpu' must be between 1 and 64 (got " +
+  requireAtMost(res.gpus, kMaxGpusPerNode, origin, "resources.gpus", "GPUs of one node");
+  if (res.tasks_per_gpu < 1 || res.tasks_per_gpu > kMaxTasksPerGpu) {
+    throw InputError(origin + ": 'resources.tasks_per_gpu' must be between 1 and " +
+                     std::to_string(kMaxTasksPerGpu) + " (got " +
                      std::to_string(res.tasks_per_gpu) + ")");
   }
   if (res.cpu_slots < 0) throw InputError(origin + ": 'resources.cpu_slots' must be >= 0");
+  requireAtMost(res.cpu_slots, kMaxCpuSlots, origin, "resources.cpu_slots",
+                "worker processes on one node");
   if (res.threads_per_task < 1) {
     throw InputError(origin + ": 'resources.threads_per_task' must be >= 1 (got " +
                      std::to_string(res.threads_per_task) + ")");
   }
+  requireAtMost(res.threads_per_task, kMaxThreadsPerTask, origin, "resources.threads_per_task",
+                "threads of one task");
   if (res.gpus > 0 && res.cpu_slots > 0) {
     throw InputError(origin +
                      ": set either 'resources.gpus' (GPU slots) or "
@@ -279,13 +373,21 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
     s.retry.backoff_s = getNumber<double>(r, "backoff_s", 0.0, origin, "retry.");
   }
   if (s.retry.max_attempts < 1) throw InputError(origin + ": 'retry.max_attempts' must be >= 1");
+  requireAtMost(s.retry.max_attempts, kMaxAttempts, origin, "retry.max_attempts",
+                "attempts of one task");
   if (s.retry.backoff_s < 0) throw InputError(origin + ": 'retry.backoff_s' must be >= 0");
+  requireAtMost(s.retry.backoff_s, kMaxBackoffSeconds, origin, "retry.backoff_s",
+                "one day before the first retry");
   if (s.retry.max_interruptions < 1)
     throw InputError(origin + ": 'retry.max_interruptions' must be >= 1");
+  requireAtMost(s.retry.max_interruptions, kMaxInterruptions, origin, "retry.max_interruptions",
+                "interruptions of one task");
   if (!(s.retry.lease_wait_s >= 0 && s.retry.lease_wait_s <= 86400))
     throw InputError(origin + ": 'retry.lease_wait_s' must be in [0, 86400] seconds");
   s.time_limit_s = getNumber<double>(j, "time_limit_s", 0.0, origin, "");
   if (s.time_limit_s < 0) throw InputError(origin + ": 'time_limit_s' must be >= 0 (0: none)");
+  requireAtMost(s.time_limit_s, kMaxTimeLimitSeconds, origin, "time_limit_s",
+                "365 days per task; 0 means no limit");
 
   for (const auto& [id, ov] : s.overrides) {
     if (s.indexOf(id) < 0) {
@@ -313,11 +415,38 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
 
 CampaignSpec loadCampaignSpec(const std::string& path) {
   std::string text = readFile(path);
+  // The parser refuses a number beyond double's range (1e400) with out_of_range, which
+  // names the token but not the key: follow the object keys to name it.
+  std::vector<std::string> keys;
+  auto follow = [&keys](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) {
+      keys.emplace_back(event == json::parse_event_t::array_start ? "[]" : "");
+    } else if (event == json::parse_event_t::object_end ||
+               event == json::parse_event_t::array_end) {
+      if (!keys.empty()) keys.pop_back();
+    } else if (event == json::parse_event_t::key && !keys.empty()) {
+      keys.back() = parsed.get<std::string>();
+    }
+    return true;
+  };
   json j;
   try {
-    j = json::parse(text);
+    j = json::parse(text, follow);
   } catch (const json::parse_error& e) {
     throw InputError(path + ": not valid JSON: " + e.what());
+  } catch (const json::out_of_range& e) {
+    std::string key;
+    for (const auto& k : keys) {
+      if (k != "[]")
+        key += (key.empty() ? "" : ".") + k;
+      else if (!key.empty())
+        key += "[]";
+    }
+    std::string what = e.what();
+    const auto token = what.find("parsing '");
+    throw InputError(path + ": " + (key.empty() ? "" : "'" + key + "' = ") +
+                     (token == std::string::npos ? "a number" : what.substr(token + 8)) +
+                     " is beyond the range of a double (about 1.8e308); fix the value");
   }
   auto slash = path.rfind('/');
   std::string base = slash == std::string::npos ? "." : path.substr(0, slash);

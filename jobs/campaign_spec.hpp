@@ -33,6 +33,19 @@
 
 namespace foldfarm::jobs {
 
+// Upper bounds of the spec's counts and durations (InputError naming the key beyond them).
+// They are far above any real node or policy and exist so that a typo (an extra zero,
+// 2^32 + 1 read as 1, seconds for minutes) is refused instead of starting a million
+// workers or overflowing a deadline.
+inline constexpr int kMaxGpusPerNode = 64;
+inline constexpr int kMaxTasksPerGpu = 64;
+inline constexpr int kMaxCpuSlots = 1024;  // worker processes on one node
+inline constexpr int kMaxThreadsPerTask = 1024;
+inline constexpr int kMaxAttempts = 1000;
+inline constexpr int kMaxInterruptions = 100000;
+inline constexpr double kMaxBackoffSeconds = 86400;  // one day
+inline constexpr double kMaxTimeLimitSeconds = 365 * 86400.0;
+
 struct CampaignResources {
   int gpus = 0;              // GPUs used on a node; 0 = CPU slots only
   int tasks_per_gpu = 1;     // tasks sharing one GPU

@@ -11,12 +11,31 @@ namespace {
 std::string show(std::string_view v) {
   std::string s;
   for (char c : v) {
-    if (c == '\n') s += "\\n";
-    else if (c == '\r') s += "\\r";
-    else if (c == '\0') s += "\\0";
-    else s += c;
+    if (c == '\n')
+      s += "\\n";
+    else if (c == '\r')
+      s += "\\r";
+    else if (c == '\0')
+      s += "\\0";
+    else
+      s += c;
   }
   return "'" + s + "'";
+}
+
+// Slurm's burst-buffer plugins take an #SBATCH line that merely contains "hetjob" or
+// "packjob" for the separator of a heterogeneous job, so such a value, quoted or not,
+// would split the job in two. Case is ignored to be safe across versions.
+void rejectJobSplitWords(std::string_view what, std::string_view value) {
+  std::string lower(value);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* word : {"hetjob", "packjob"}) {
+    if (lower.find(word) != std::string::npos) {
+      throw InputError(std::string(what) + ": " + show(value) + " contains '" + word +
+                       "', which Slurm reads in an #SBATCH line as the start of a second "
+                       "(heterogeneous) job; rename it");
+    }
+  }
 }
 
 }  // namespace
@@ -30,6 +49,7 @@ std::string validateSlurmName(std::string_view option, std::string_view value, b
                      " is not a valid Slurm name (letters, digits, '_', '-', '.'" +
                      (allowList ? ", comma-separated" : "") + ")");
   }
+  rejectJobSplitWords("--" + std::string(option), v);
   return v;
 }
 
@@ -66,7 +86,8 @@ long long timeLimitSeconds(std::string_view value) {
   long long s = 0;
   if (dash != std::string::npos) {
     // D-H, D-H:M, D-H:M:S
-    s = parts[0] * 3600 + (parts.size() > 1 ? parts[1] * 60 : 0) + (parts.size() > 2 ? parts[2] : 0);
+    s = parts[0] * 3600 + (parts.size() > 1 ? parts[1] * 60 : 0) +
+        (parts.size() > 2 ? parts[2] : 0);
   } else if (parts.size() == 1) {
     s = parts[0] * 60;  // minutes
   } else if (parts.size() == 2) {
@@ -81,9 +102,11 @@ std::string validateConstraint(std::string_view value) {
   static const std::regex re("[A-Za-z0-9_.&|,\\[\\]*()!:-]+");
   std::string v(value);
   if (!std::regex_match(v, re)) {
-    throw InputError("--constraint: " + show(value) +
-                     " is not a Slurm feature expression (letters, digits, _ - . & | , [ ] * ( ) ! :)");
+    throw InputError(
+        "--constraint: " + show(value) +
+        " is not a Slurm feature expression (letters, digits, _ - . & | , [ ] * ( ) ! :)");
   }
+  rejectJobSplitWords("--constraint", v);
   return v;
 }
 
@@ -97,6 +120,7 @@ std::string validateMemory(std::string_view value) {
 }
 
 std::string sbatchQuote(std::string_view what, std::string_view value) {
+  rejectJobSplitWords(what, value);
   std::string out = "\"";
   for (char c : value) {
     if (c == '\0' || c == '\n' || c == '\r') {
@@ -112,6 +136,13 @@ std::string sbatchQuote(std::string_view what, std::string_view value) {
 
 std::string validateOutputPattern(std::string_view option, std::string_view value) {
   if (value.empty()) throw InputError("--" + std::string(option) + ": empty path");
+  if (value.find('\\') != std::string_view::npos) {
+    // slurmstepd drops every backslash of such a pattern and then expands nothing, so
+    // %A_%a would be taken literally and all elements would write one file.
+    throw InputError("--" + std::string(option) + ": " + show(value) +
+                     " contains a backslash, which makes Slurm ignore every % symbol of the "
+                     "pattern; use a directory without backslashes");
+  }
   for (size_t i = 0; i < value.size(); ++i) {
     if (value[i] != '%') continue;
     size_t j = i + 1;
@@ -124,6 +155,16 @@ std::string validateOutputPattern(std::string_view option, std::string_view valu
     i = j;
   }
   return sbatchQuote("--" + std::string(option), value);
+}
+
+std::string outputPatternLiteral(std::string_view literal) {
+  std::string out;
+  out.reserve(literal.size());
+  for (char c : literal) {
+    if (c == '%') out += '%';
+    out += c;
+  }
+  return out;
 }
 
 }  // namespace foldfarm::slurm

@@ -9,7 +9,8 @@
 
 namespace foldfarm::slurm {
 
-// Partition list "a,b", account, qos: letters, digits, '_', '-', '.'; throws InputError
+// Partition list "a,b", account, qos: letters, digits, '_', '-', '.' (and neither
+// "hetjob" nor "packjob", see sbatchQuote); throws InputError
 // "--<option>: '<value>' is not a valid Slurm <what> name (...)".
 std::string validateSlurmName(std::string_view option, std::string_view value, bool allowList);
 // Slurm time limits: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, or UNLIMITED/INFINITE.
@@ -22,13 +23,22 @@ std::string validateConstraint(std::string_view value);
 std::string validateMemory(std::string_view value);
 
 // sbatch's own quoting inside an #SBATCH line: "..." with \ and " escaped. Rejects NUL,
-// newline and carriage return (an #SBATCH value is one line) with InputError naming
-// `what`. The result is read back by sbatch byte for byte.
+// newline and carriage return (an #SBATCH value is one line) and the words "hetjob" and
+// "packjob" (any case: an #SBATCH line containing one is read as the start of a second,
+// heterogeneous job, quoted or not) with InputError naming `what`. The result is read
+// back by sbatch byte for byte.
 std::string sbatchQuote(std::string_view what, std::string_view value);
 
 // Output/error file patterns: any path (quoted), but a '%' must start one of Slurm's
 // replacement symbols (%%, %A, %a, %j, %J, %N, %n, %s, %t, %u, %x, optionally with a
-// width like %4a). Throws InputError otherwise.
+// width like %4a), and a backslash is refused (Slurm would then drop the backslashes and
+// expand no symbol at all). Throws InputError otherwise.
 std::string validateOutputPattern(std::string_view option, std::string_view value);
+
+// A literal path (a campaign directory) for use inside an output/error pattern: each '%'
+// doubled, so that a directory named "run_%j" is not expanded to "run_1234":
+//   outputPatternLiteral(dir) + "/slurm-%A_%a.out"
+// --chdir is not a pattern (sbatch(1), Slurm 22.05): it takes the directory as it is.
+std::string outputPatternLiteral(std::string_view literal);
 
 }  // namespace foldfarm::slurm

@@ -28,7 +28,8 @@ void requireOutputDir(const std::string& out) {
   const std::filesystem::path p(out);
   const auto parent = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
   if (!std::filesystem::is_directory(parent))
-    throw InputError(out + ": output directory " + parent.string() + " does not exist; create it first");
+    throw InputError(out + ": output directory " + parent.string() +
+                     " does not exist; create it first");
 }
 
 struct SynthArgs {
@@ -55,7 +56,8 @@ void runSynth(const SynthArgs& a) {
   } else {
     throw InputError("data synth: unknown --kind '" + a.kind + "'; use pretrain or unfold");
   }
-  if (a.count <= 0) throw InputError("data synth: give a positive --jets (pretrain) or --events (unfold)");
+  if (a.count <= 0)
+    throw InputError("data synth: give a positive --jets (pretrain) or --events (unfold)");
   if (a.particles > 0) o.config.P = a.particles;
   if (a.pt_min > 0) o.config.pt_min = a.pt_min;
   if (a.pt_max > 0) o.config.pt_max = a.pt_max;
@@ -65,8 +67,8 @@ void runSynth(const SynthArgs& a) {
   o.threads = a.threads;
   o.deflate_level = a.deflate;
   writeSynthFile(o);
-  logInfo("wrote {} ({} {} {}, seed {})", a.out, a.count, a.kind == "pretrain" ? "jets" : "events", a.tune,
-          a.seed);
+  logInfo("wrote {} ({} {} {}, seed {})", a.out, a.count, a.kind == "pretrain" ? "jets" : "events",
+          a.tune, a.seed);
 }
 
 void runConvert(const std::string& in, const std::string& out) {
@@ -74,7 +76,8 @@ void runConvert(const std::string& in, const std::string& out) {
   std::vector<int64_t> dims;
   const auto px = readFloatDataset(in, "part_px", &dims);
   if (dims.size() != 2)
-    throw InputError(in + ": dataset 'part_px': expected shape (N,P); fix the producer of this file");
+    throw InputError(in +
+                     ": dataset 'part_px': expected shape (N,P); fix the producer of this file");
   const int64_t n = dims[0], P = dims[1];
   const char* others[] = {"part_py", "part_pz", "part_energy"};
   std::vector<std::vector<float>> comp;
@@ -82,21 +85,15 @@ void runConvert(const std::string& in, const std::string& out) {
     std::vector<int64_t> d;
     comp.push_back(readFloatDataset(in, name, &d));
     if (d != dims)
-      throw InputError(in + ": dataset '" + name + "': shape differs from part_px; the file is inconsistent");
+      throw InputError(in + ": dataset '" + name +
+                       "': shape differs from part_px; the file is inconsistent");
   }
   std::vector<int64_t> labels;
   if (fileHasDataset(in, "pid")) {
-    std::vector<int64_t> d;
-    labels = readInt64Dataset(in, "pid", &d);
-    if (d.size() == 2) {  // one-hot -> indices
-      std::vector<int64_t> idx(static_cast<size_t>(d[0]));
-      for (int64_t i = 0; i < d[0]; ++i)
-        idx[i] = std::max_element(labels.begin() + i * d[1], labels.begin() + (i + 1) * d[1]) - (labels.begin() + i * d[1]);
-      labels.swap(idx);
-    }
+    labels = readClassLabels(in, "pid");  // one-hot -> indices, each checked
     if (static_cast<int64_t>(labels.size()) != n)
-      throw InputError(in + ": dataset 'pid': has " + std::to_string(labels.size()) + " rows, part_px has " +
-                       std::to_string(n) + "; the file is inconsistent");
+      throw InputError(in + ": dataset 'pid': has " + std::to_string(labels.size()) +
+                       " rows, part_px has " + std::to_string(n) + "; the file is inconsistent");
   }
   JetArrays a = JetArrays::zeros(n, P, !labels.empty());
   a.labels = labels;
@@ -132,7 +129,8 @@ void runObservables(const std::string& in, const std::string& out, const std::st
   std::string lvl;
   if (f.layout() == FileLayout::kUnfold) {
     lvl = level.empty() ? "gen" : level;
-    if (lvl != "gen" && lvl != "reco") throw InputError("data observables: --level must be gen or reco");
+    if (lvl != "gen" && lvl != "reco")
+      throw InputError("data observables: --level must be gen or reco");
   } else if (!level.empty()) {
     throw InputError(in + ": is a jets-layout file; --level applies to unfolding files only");
   }
@@ -149,36 +147,46 @@ void runObservables(const std::string& in, const std::string& out, const std::st
   progress.finish();
   nlohmann::json names = nlohmann::json::array();
   for (int k = 0; k < kNumSubs; ++k) names.push_back(observableName(k));
-  writeArraysFile(out, {{"subs", std::move(subs), n, kNumSubs}},
-                  {{"source", in}, {"level", lvl.empty() ? "jets" : lvl}, {"columns", names.dump()}});
+  writeArraysFile(
+      out, {{"subs", std::move(subs), n, kNumSubs}},
+      {{"source", in}, {"level", lvl.empty() ? "jets" : lvl}, {"columns", names.dump()}});
   logInfo("wrote {} (subs {}x{})", out, n, kNumSubs);
 }
 
 }  // namespace
 
 void registerDataCommands(CommandGroups& g) {
-  CLI::App* data = g.root.add_subcommand("data", "Jet datasets: synthesise, inspect, convert, observables");
+  CLI::App* data =
+      g.root.add_subcommand("data", "Jet datasets: synthesise, inspect, convert, observables");
   data->require_subcommand(1);
 
   auto synth = std::make_shared<SynthArgs>();
-  CLI::App* s = data->add_subcommand("synth", "Generate a synthetic pretraining or unfolding file (SPEC 3.2)");
-  s->add_option("--kind", synth->kind, "pretrain (six balanced classes) or unfold (gen + reco per event)")
+  CLI::App* s = data->add_subcommand(
+      "synth", "Generate a synthetic pretraining or unfolding file (SPEC 3.2)");
+  s->add_option("--kind", synth->kind,
+                "pretrain (six balanced classes) or unfold (gen + reco per event)")
       ->capture_default_str();
-  s->add_option("--jets,--events", synth->count, "Number of jets (pretrain) or events (unfold)")->required();
-  s->add_option("--seed", synth->seed, "Generator seed (same seed -> identical file)")->capture_default_str();
-  s->add_option("--tune", synth->tune, "sim or data (differ in coupling and hadronisation)")->capture_default_str();
+  s->add_option("--jets,--events", synth->count, "Number of jets (pretrain) or events (unfold)")
+      ->required();
+  s->add_option("--seed", synth->seed, "Generator seed (same seed -> identical file)")
+      ->capture_default_str();
+  s->add_option("--tune", synth->tune, "sim or data (differ in coupling and hadronisation)")
+      ->capture_default_str();
   s->add_option("--out", synth->out, "Output HDF5 file (written atomically)")->required();
   s->add_option("--threads", synth->threads, "Generator threads (output identical for any count)")
       ->capture_default_str();
-  s->add_option("--particles", synth->particles, "Particle slots per jet (default 128 pretrain, 100 unfold)");
+  s->add_option("--particles", synth->particles,
+                "Particle slots per jet (default 128 pretrain, 100 unfold)");
   s->add_option("--pt-min", synth->pt_min, "Minimum generated jet pT in GeV");
   s->add_option("--pt-max", synth->pt_max, "Maximum generated jet pT in GeV");
-  s->add_option("--deflate", synth->deflate, "Deflate level 0-9 (0: uncompressed)")->capture_default_str();
+  s->add_option("--deflate", synth->deflate, "Deflate level 0-9 (0: uncompressed)")
+      ->capture_default_str();
   s->callback([synth] { runSynth(*synth); });
 
   auto insp_file = std::make_shared<std::string>();
   auto insp_json = std::make_shared<bool>(false);
-  CLI::App* i = data->add_subcommand("inspect", "Datasets, shapes, label balance, multiplicity and jet summaries");
+  CLI::App* i = data->add_subcommand(
+      "inspect", "Datasets, shapes, label balance, multiplicity and jet summaries");
   i->add_option("file", *insp_file, "HDF5 file")->required();
   i->add_flag("--json", *insp_json, "Print JSON on stdout instead of a table");
   i->callback([insp_file, insp_json] {
@@ -191,14 +199,17 @@ void registerDataCommands(CommandGroups& g) {
   });
 
   auto conv_in = std::make_shared<std::string>(), conv_out = std::make_shared<std::string>();
-  CLI::App* c = data->add_subcommand("convert", "Recompute `data` and `jet` from part_px/py/pz/energy (keeps pid)");
-  c->add_option("--in", *conv_in, "Input HDF5 with part_px, part_py, part_pz, part_energy (N,P)")->required();
+  CLI::App* c = data->add_subcommand(
+      "convert", "Recompute `data` and `jet` from part_px/py/pz/energy (keeps pid)");
+  c->add_option("--in", *conv_in, "Input HDF5 with part_px, part_py, part_pz, part_energy (N,P)")
+      ->required();
   c->add_option("--out", *conv_out, "Output HDF5 (jets layout; written atomically)")->required();
   c->callback([conv_in, conv_out] { runConvert(*conv_in, *conv_out); });
 
   auto obs_in = std::make_shared<std::string>(), obs_out = std::make_shared<std::string>(),
        obs_level = std::make_shared<std::string>();
-  CLI::App* o = data->add_subcommand("observables", "Write `subs` (N,6) = [mass, width, multiplicity, ln rho, z_g, tau21]");
+  CLI::App* o = data->add_subcommand(
+      "observables", "Write `subs` (N,6) = [mass, width, multiplicity, ln rho, z_g, tau21]");
   o->add_option("--in", *obs_in, "Input HDF5 (jets or unfold layout)")->required();
   o->add_option("--out", *obs_out, "Output HDF5 with dataset `subs`")->required();
   o->add_option("--level", *obs_level, "gen or reco (unfolding files; default gen)");
@@ -206,8 +217,10 @@ void registerDataCommands(CommandGroups& g) {
 
   auto bench = std::make_shared<DataBenchOptions>();
   auto bench_json = std::make_shared<bool>(false);
-  CLI::App* b = g.bench.add_subcommand("data", "Generator jets/s on one core and HDF5 streaming read jets/s");
-  b->add_option("--jets", bench->jets, "Jets to generate, write and stream back")->capture_default_str();
+  CLI::App* b =
+      g.bench.add_subcommand("data", "Generator jets/s on one core and HDF5 streaming read jets/s");
+  b->add_option("--jets", bench->jets, "Jets to generate, write and stream back")
+      ->capture_default_str();
   b->add_option("--particles", bench->P, "Particle slots per jet")->capture_default_str();
   b->add_option("--batch-size", bench->batch_size, "Streaming batch size")->capture_default_str();
   b->add_option("--epochs", bench->read_epochs, "Streaming epochs")->capture_default_str();

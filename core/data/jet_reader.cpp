@@ -1,9 +1,15 @@
 #include "core/data/jet_reader.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "core/base/error.hpp"
 #include "core/data/h5_file.hpp"
@@ -22,12 +28,17 @@ std::string typeName(hid_t type) {
   const H5T_class_t cls = H5Tget_class(type);
   const size_t size = H5Tget_size(type);
   switch (cls) {
-    case H5T_FLOAT: return "float" + std::to_string(8 * size);
+    case H5T_FLOAT:
+      return "float" + std::to_string(8 * size);
     case H5T_INTEGER:
-      return std::string(H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int") + std::to_string(8 * size);
-    case H5T_ENUM: return "enum" + std::to_string(8 * size);
-    case H5T_STRING: return "string";
-    default: return "other";
+      return std::string(H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int") +
+             std::to_string(8 * size);
+    case H5T_ENUM:
+      return "enum" + std::to_string(8 * size);
+    case H5T_STRING:
+      return "string";
+    default:
+      return "other";
   }
 }
 
@@ -37,6 +48,42 @@ std::string shapeText(const std::vector<hsize_t>& d) {
   for (size_t i = 0; i < d.size(); ++i) os << (i ? "," : "") << d[i];
   os << (d.size() == 1 ? ",)" : ")");
   return os.str();
+}
+
+// "6684.0 GiB"; sizes below a GiB in MiB or KiB, so that both sides of a comparison read.
+std::string sizeText(double bytes) {
+  static const char* const kUnits[] = {"GiB", "MiB", "KiB"};
+  double v = bytes / double(1ull << 30);
+  int u = 0;
+  for (; u < 2 && v < 1; ++u) v *= 1024;
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "%.1f %s", v, kUnits[u]);
+  return buf;
+}
+
+// Product of `dims` times `elem_bytes`, or -1 when it does not fit an int64 (a corrupt or
+// hostile header: HDF5 accepts chunked datasets of any declared shape in a 1 KiB file).
+int64_t byteSize(const std::vector<hsize_t>& dims, int64_t elem_bytes) {
+  int64_t n = elem_bytes;
+  for (hsize_t d : dims) {
+    if (d > static_cast<hsize_t>(INT64_MAX) ||
+        __builtin_mul_overflow(n, static_cast<int64_t>(d), &n))
+      return -1;
+  }
+  return n;
+}
+
+// Refuses an allocation of `bytes` beyond readBudgetBytes(), before it is attempted.
+void requireWithinBudget(const std::string& path, const std::string& what, double bytes) {
+  const uint64_t budget = readBudgetBytes();
+  if (bytes > static_cast<double>(budget))
+    throw InputError(path + ": " + what + " needs " + sizeText(bytes) +
+                     " of memory, more than the read budget of " +
+                     sizeText(static_cast<double>(budget)) + " (" +
+                     (std::getenv("FOLDFARM_READ_BUDGET_GIB")
+                          ? "FOLDFARM_READ_BUDGET_GIB"
+                          : "this machine's memory; FOLDFARM_READ_BUDGET_GIB sets it") +
+                     "); read fewer jets or use a machine with more memory");
 }
 
 // Opens read-only; InputError saying whether the file is missing or unreadable as HDF5.
@@ -63,7 +110,8 @@ struct JetFile::Impl {
   FileLayout layout = FileLayout::kJets;
   int64_t N = 0, P = 0;
   bool labels = false;
-  int64_t label_cols = 0;  // 0: (N,) indices; C: one-hot
+  int64_t label_cols = 0;     // 0: (N,) indices; C: one-hot
+  int64_t label_classes = 0;  // C: labels must lie in [0, C); 0: unknown (kMaxLabelClasses)
   bool subs = false;
   std::vector<std::string> names;
   mutable std::vector<std::pair<std::string, H5Handle>> open;  // cached dataset handles
@@ -77,14 +125,15 @@ struct JetFile::Impl {
       if (n == name) return h.get();
     if (!h5Exists(file.get(), name))
       fail(name, "missing; expected the " +
-                     std::string(layout == FileLayout::kJets ? "jets layout (data, jet, pid)"
-                                                             : "unfold layout (reco, gen, reco_jets, gen_jets)") +
+                     std::string(layout == FileLayout::kJets
+                                     ? "jets layout (data, jet, pid)"
+                                     : "unfold layout (reco, gen, reco_jets, gen_jets)") +
                      " of SPEC 3.1; regenerate the file with `foldfarm data synth` or convert it");
     try {
       H5Handle dapl = FF_H5_OWN(H5Pcreate(H5P_DATASET_ACCESS), H5Kind::kPropList, name);
       FF_H5_CHECK(H5Pset_chunk_cache(dapl.get(), 12421, kChunkCacheBytes, 1.0), name);
-      open.emplace_back(name, FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), dapl.get()),
-                                        H5Kind::kDataset, name));
+      open.emplace_back(
+          name, FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), dapl.get()), H5Kind::kDataset, name));
     } catch (const InputError&) {
       throw;
     } catch (const Error& e) {
@@ -107,10 +156,59 @@ struct JetFile::Impl {
     bool ok = d.size() == rank;
     for (size_t k = 0; ok && k < trailing.size(); ++k)
       if (trailing[k] > 0 && static_cast<int64_t>(d[k + 1]) != trailing[k]) ok = false;
-    if (!ok) fail(name, "has shape " + shapeText(d) + ", expected " + what + "; fix the producer of this file");
+    if (!ok)
+      fail(name,
+           "has shape " + shapeText(d) + ", expected " + what + "; fix the producer of this file");
     if (cls != H5T_FLOAT && cls != H5T_INTEGER && cls != H5T_ENUM)
       fail(name, "is not numeric; expected " + std::string(what));
+    expectAddressable(name, d);
+    expectStored(name, d);
     return d;
+  }
+
+  // A dataset whose rows were declared but never written (HDF5 allocates chunked and
+  // contiguous storage lazily) reads as zeros; refusing it also keeps a 1 KiB file from
+  // declaring 2^40 rows that a caller then sizes its indices by. (H5Dget_space_status
+  // cannot tell: it compares stored bytes, which compression makes smaller.)
+  void expectStored(const std::string& name, const std::vector<hsize_t>& d) const {
+    for (hsize_t x : d)
+      if (x == 0) return;  // no storage to speak of; zero sizes are refused elsewhere
+    const hid_t ds = dataset(name);
+    H5Handle dcpl = FF_H5_OWN(H5Dget_create_plist(ds), H5Kind::kPropList, name);
+    const H5D_layout_t layout = H5Pget_layout(dcpl.get());
+    bool stored = true;
+    if (layout == H5D_CONTIGUOUS) {
+      stored = H5Dget_storage_size(ds) > 0;  // allocated whole at the first write
+    } else if (layout == H5D_CHUNKED) {
+      std::vector<hsize_t> chunk(d.size());
+      FF_H5_CHECK(H5Pget_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), name);
+      hsize_t expected = 1;  // fits: at most one chunk per element, and expectAddressable
+      for (size_t k = 0; k < d.size(); ++k) expected *= (d[k] + chunk[k] - 1) / chunk[k];
+      hsize_t have = 0;
+      H5Handle space = FF_H5_OWN(H5Dget_space(ds), H5Kind::kDataspace, name);
+      FF_H5_CHECK(H5Dget_num_chunks(ds, space.get(), &have), name);
+      stored = have >= expected;
+    }  // compact datasets live in the header; virtual ones are their sources' business
+    if (!stored)
+      fail(name, "has shape " + shapeText(d) +
+                     " but not all of it was ever written (an interrupted or broken writer); "
+                     "regenerate or re-copy the file");
+  }
+
+  // Every array is read as floats or int64: its byte size must fit an int64.
+  void expectAddressable(const std::string& name, const std::vector<hsize_t>& d) const {
+    if (byteSize(d, 8) < 0)
+      fail(name, "has shape " + shapeText(d) +
+                     ", more elements than 64-bit sizes can hold; the file's header is corrupt, "
+                     "regenerate or re-copy the file");
+  }
+
+  // Rows of a dataset of shape (N, ...) hold no value when a trailing dimension is 0.
+  void expectWidth(const std::string& name, const std::vector<hsize_t>& d, const char* what) const {
+    for (size_t k = 1; k < d.size(); ++k)
+      if (d[k] == 0)
+        fail(name, "has shape " + shapeText(d) + ": zero-width rows (" + what +
+                       "); fix the producer of this file");
   }
 
   void expectN(const std::string& name, const std::vector<hsize_t>& d) const {
@@ -129,7 +227,8 @@ struct JetFile::Impl {
 
   // Reads rows [begin, end) of `name` into `out` as `memtype`. `row_elems` = product of the
   // trailing dims.
-  void readRows(const std::string& name, int64_t begin, int64_t end, hid_t memtype, void* out) const {
+  void readRows(const std::string& name, int64_t begin, int64_t end, hid_t memtype,
+                void* out) const {
     if (end <= begin) return;
     hid_t ds = dataset(name);
     try {
@@ -141,14 +240,17 @@ struct JetFile::Impl {
       FF_H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr,
                                       count.data(), nullptr),
                   name);
-      H5Handle mspace = FF_H5_OWN(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
-                                  H5Kind::kDataspace, name);
+      H5Handle mspace =
+          FF_H5_OWN(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
+                    H5Kind::kDataspace, name);
       H5Handle ftype = FF_H5_OWN(H5Dget_type(ds), H5Kind::kDatatype, name);
       if (H5Tget_class(ftype.get()) == H5T_ENUM) {
         // h5py stores bool as an enum over int8: HDF5 cannot convert enums to integers, so
         // read the enum's own bytes (its values are 0/1).
-        if (H5Tget_size(ftype.get()) != 1) fail(name, "is an enum wider than one byte; store it as an integer");
-        H5Handle native = FF_H5_OWN(H5Tget_native_type(ftype.get(), H5T_DIR_ASCEND), H5Kind::kDatatype, name);
+        if (H5Tget_size(ftype.get()) != 1)
+          fail(name, "is an enum wider than one byte; store it as an integer");
+        H5Handle native =
+            FF_H5_OWN(H5Tget_native_type(ftype.get(), H5T_DIR_ASCEND), H5Kind::kDatatype, name);
         FF_H5_CHECK(H5Dread(ds, native.get(), mspace.get(), fspace.get(), H5P_DEFAULT, out), name);
         return;
       }
@@ -156,13 +258,14 @@ struct JetFile::Impl {
     } catch (const InputError&) {
       throw;
     } catch (const Error&) {
-      fail(name, "cannot be read (truncated or corrupt file?): " + std::string(h5LastMessage().empty() ? "read failed" : h5LastMessage()) +
+      fail(name, "cannot be read (truncated or corrupt file?): " +
+                     std::string(h5LastMessage().empty() ? "read failed" : h5LastMessage()) +
                      "; regenerate or re-copy the file");
     }
   }
 
-  void readFloatsInto(const std::string& name, int64_t begin, int64_t end, int64_t row_elems, bool check,
-                      float* v) const {
+  void readFloatsInto(const std::string& name, int64_t begin, int64_t end, int64_t row_elems,
+                      bool check, float* v) const {
     readRows(name, begin, end, H5T_NATIVE_FLOAT, v);
     if (!check) return;
     const size_t total = static_cast<size_t>((end - begin) * row_elems);
@@ -172,13 +275,14 @@ struct JetFile::Impl {
     for (size_t k = 0; k < total; ++k)
       if (!std::isfinite(v[k])) {
         const int64_t row = begin + static_cast<int64_t>(k) / row_elems;
-        fail(name, "row " + std::to_string(row) + " holds a non-finite value (" + (std::isnan(v[k]) ? "NaN" : "Inf") +
+        fail(name, "row " + std::to_string(row) + " holds a non-finite value (" +
+                       (std::isnan(v[k]) ? "NaN" : "Inf") +
                        "); drop or fix that jet before using the file");
       }
   }
 
-  std::vector<float> readFloats(const std::string& name, int64_t begin, int64_t end, int64_t row_elems,
-                                bool check) const {
+  std::vector<float> readFloats(const std::string& name, int64_t begin, int64_t end,
+                                int64_t row_elems, bool check) const {
     std::vector<float> v(static_cast<size_t>((end - begin) * row_elems));
     readFloatsInto(name, begin, end, row_elems, check, v.data());
     return v;
@@ -186,11 +290,15 @@ struct JetFile::Impl {
 
   void validate() {
     names = h5ListDatasets(file.get());
-    auto has = [&](const char* n) { return std::find(names.begin(), names.end(), n) != names.end(); };
-    if (names.empty()) fail("", "contains no datasets (empty file); regenerate it with `foldfarm data synth`");
+    auto has = [&](const char* n) {
+      return std::find(names.begin(), names.end(), n) != names.end();
+    };
+    if (names.empty())
+      fail("", "contains no datasets (empty file); regenerate it with `foldfarm data synth`");
     if (has("data")) {
       layout = FileLayout::kJets;
       auto d = expect("data", {0, F}, "(N,P,13)");
+      expectWidth("data", d, "no particle slots per jet");
       N = static_cast<int64_t>(d[0]);
       P = static_cast<int64_t>(d[1]);
       expectN("jet", expect("jet", {kNumJetFeatures}, "(N,4)"));
@@ -204,11 +312,18 @@ struct JetFile::Impl {
         } else {
           fail("pid", "has shape " + shapeText(pd) + ", expected (N,) labels or (N,C) one-hot");
         }
+        expectAddressable("pid", pd);
+        expectStored("pid", pd);
         expectN("pid", pd);
+        label_classes = label_cols > 0 ? label_cols : classNamesCount();
+        if (label_classes > kMaxLabelClasses)
+          fail("pid", "has " + std::to_string(label_classes) + " classes, more than foldfarm's " +
+                          std::to_string(kMaxLabelClasses) + "; fix the labels");
       }
     } else if (has("reco") || has("gen")) {
       layout = FileLayout::kUnfold;
       auto d = expect("gen", {0, F}, "(N,P,13)");
+      expectWidth("gen", d, "no particle slots per event");
       N = static_cast<int64_t>(d[0]);
       P = static_cast<int64_t>(d[1]);
       auto r = expect("reco", {P, F}, "(N,P,13) with the same P as gen");
@@ -225,11 +340,45 @@ struct JetFile::Impl {
     } else {
       std::string list;
       for (auto& n : names) list += (list.empty() ? "" : ", ") + n;
-      fail("", "has neither 'data' (jets layout) nor 'reco'/'gen' (unfold layout); datasets present: " +
-                   list + "; convert it with `foldfarm data convert` or regenerate it");
+      fail("",
+           "has neither 'data' (jets layout) nor 'reco'/'gen' (unfold layout); datasets present: " +
+               list + "; convert it with `foldfarm data convert` or regenerate it");
     }
     if (has("weights")) expectN("weights", expect("weights", {}, "(N,)"));
-    if (N == 0) fail(layout == FileLayout::kJets ? "data" : "gen", "has 0 jets (empty file); regenerate it");
+    if (N == 0)
+      fail(layout == FileLayout::kJets ? "data" : "gen", "has 0 jets (empty file); regenerate it");
+  }
+
+  // Length of the root attribute `class_names` (a JSON list, as `data synth` writes it); 0
+  // when absent or not a list.
+  int64_t classNamesCount() const {
+    const std::string text = h5ReadAttrAsString(file.get(), "class_names");
+    if (text.empty()) return 0;
+    const nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    return j.is_array() ? static_cast<int64_t>(j.size()) : 0;
+  }
+
+  // Class indices must lie in [0, C) (C from the one-hot width or `class_names`, else
+  // kMaxLabelClasses): an index beyond would size the model's output layer or index past it.
+  void checkLabels(const int64_t* labels, int64_t n, int64_t begin) const {
+    const int64_t C = label_classes > 0 ? label_classes : kMaxLabelClasses;
+    for (int64_t i = 0; i < n; ++i) {
+      if (labels[i] >= 0 && labels[i] < C) continue;
+      fail("pid", "row " + std::to_string(begin + i) + " holds label " + std::to_string(labels[i]) +
+                      ", outside [0, " + std::to_string(C) + ") (" +
+                      (label_classes > 0 ? "the file's classes" : "foldfarm's limit on classes") +
+                      "); labels must be class indices, fix them");
+    }
+  }
+
+  // Weights of the whole file that are all zero leave nothing to fit or histogram (every
+  // normalisation divides by their sum). NaN/Inf are refused when read.
+  void checkWeightsNotAllZero(const float* w, int64_t n, int64_t begin, int64_t end) const {
+    if (begin != 0 || end != N) return;  // a slice may legitimately hold only zeros
+    for (int64_t i = 0; i < n; ++i)
+      if (w[i] != 0.0f) return;
+    fail("weights",
+         "are all zero (" + std::to_string(N) + " rows); no event would count, fix the weights");
   }
 };
 
@@ -250,13 +399,27 @@ JetFile::~JetFile() = default;
 JetFile::JetFile(JetFile&&) noexcept = default;
 JetFile& JetFile::operator=(JetFile&&) noexcept = default;
 
-const std::string& JetFile::path() const { return impl_->path; }
-FileLayout JetFile::layout() const { return impl_->layout; }
-int64_t JetFile::numJets() const { return impl_->N; }
-int64_t JetFile::numParticles() const { return impl_->P; }
-bool JetFile::hasLabels() const { return impl_->labels; }
-int64_t JetFile::numClasses() const { return impl_->label_cols; }
-bool JetFile::hasSubs() const { return impl_->subs; }
+const std::string& JetFile::path() const {
+  return impl_->path;
+}
+FileLayout JetFile::layout() const {
+  return impl_->layout;
+}
+int64_t JetFile::numJets() const {
+  return impl_->N;
+}
+int64_t JetFile::numParticles() const {
+  return impl_->P;
+}
+bool JetFile::hasLabels() const {
+  return impl_->labels;
+}
+int64_t JetFile::numClasses() const {
+  return impl_->label_classes;
+}
+bool JetFile::hasSubs() const {
+  return impl_->subs;
+}
 bool JetFile::has(const std::string& name) const {
   return std::find(impl_->names.begin(), impl_->names.end(), name) != impl_->names.end();
 }
@@ -284,17 +447,22 @@ std::map<std::string, std::string> JetFile::attributes() const {
 JetArrays JetFile::readJets(int64_t begin, int64_t end, const std::string& level) const {
   const Impl& I = *impl_;
   end = I.resolveEnd(begin, end);
+  requireWithinBudget(I.path, "reading " + std::to_string(end - begin) + " jets",
+                      static_cast<double>(end - begin) * (I.P * F + kNumJetFeatures + 3) * 4.0);
   JetArrays a = JetArrays::zeros(end - begin, I.P, I.layout == FileLayout::kJets && I.labels);
   if (has("weights")) a.weights.assign(static_cast<size_t>(end - begin), 0.0f);
   readJetsInto(begin, end, level, a, 0);
+  if (has("weights")) I.checkWeightsNotAllZero(a.weights.data(), a.n, begin, end);
   return a;
 }
 
-void JetFile::readJetsInto(int64_t begin, int64_t end, const std::string& level, JetArrays& a, int64_t at) const {
+void JetFile::readJetsInto(int64_t begin, int64_t end, const std::string& level, JetArrays& a,
+                           int64_t at) const {
   const Impl& I = *impl_;
   end = I.resolveEnd(begin, end);
   const int64_t n = end - begin;
-  if (a.P != I.P || at < 0 || at + n > a.n) throw Error(I.path + ": readJetsInto: destination too small or P differs");
+  if (a.P != I.P || at < 0 || at + n > a.n)
+    throw Error(I.path + ": readJetsInto: destination too small or P differs");
   std::string pname = "data", jname = "jet";
   if (I.layout == FileLayout::kUnfold) {
     if (level != "reco" && level != "gen")
@@ -312,12 +480,15 @@ void JetFile::readJetsInto(int64_t begin, int64_t end, const std::string& level,
       auto oh = I.readFloats("pid", begin, end, I.label_cols, true);
       for (int64_t i = 0; i < n; ++i) {
         const float* row = oh.data() + i * I.label_cols;
-        labels[i] = std::max_element(row, row + I.label_cols) - row;
+        const float* top = std::max_element(row, row + I.label_cols);
+        if (*top <= 0.0f)
+          I.fail("pid",
+                 "row " + std::to_string(begin + i) +
+                     " of the one-hot labels has no class set (no entry > 0); fix the labels");
+        labels[i] = top - row;
       }
     }
-    for (int64_t i = 0; i < n; ++i)
-      if (labels[i] < 0)
-        I.fail("pid", "row " + std::to_string(begin + i) + " holds a negative label; labels must be class indices >= 0");
+    I.checkLabels(labels, n, begin);
   }
   if (has("weights")) I.readFloatsInto("weights", begin, end, 1, true, a.weights.data() + at);
 }
@@ -327,6 +498,9 @@ UnfoldArrays JetFile::readUnfold(int64_t begin, int64_t end) const {
   if (I.layout != FileLayout::kUnfold)
     I.fail("", "is not an unfolding file (no 'reco'/'gen'); use an unfold layout file");
   end = I.resolveEnd(begin, end);
+  requireWithinBudget(
+      I.path, "reading " + std::to_string(end - begin) + " events",
+      static_cast<double>(end - begin) * (2.0 * (I.P * F + kNumJetFeatures + kNumSubs) + 2) * 4.0);
   UnfoldArrays u;
   u.reco.n = u.gen.n = end - begin;
   u.reco.P = u.gen.P = I.P;
@@ -338,12 +512,16 @@ UnfoldArrays JetFile::readUnfold(int64_t begin, int64_t end) const {
     u.reco_subs = I.readFloats("reco_subs", begin, end, kNumSubs, true);
     u.gen_subs = I.readFloats("gen_subs", begin, end, kNumSubs, true);
   }
-  for (auto [name, dst] : {std::pair{"pass_reco", &u.pass_reco}, std::pair{"pass_gen", &u.pass_gen}}) {
+  for (auto [name, dst] :
+       {std::pair{"pass_reco", &u.pass_reco}, std::pair{"pass_gen", &u.pass_gen}}) {
     if (!has(name)) continue;
     dst->resize(static_cast<size_t>(end - begin));
     I.readRows(name, begin, end, H5T_NATIVE_UINT8, dst->data());
   }
-  if (has("weights")) u.weights = I.readFloats("weights", begin, end, 1, true);
+  if (has("weights")) {
+    u.weights = I.readFloats("weights", begin, end, 1, true);
+    I.checkWeightsNotAllZero(u.weights.data(), end - begin, begin, end);
+  }
   return u;
 }
 
@@ -353,28 +531,47 @@ std::vector<float> JetFile::readFloat(const std::string& name, int64_t begin, in
   auto d = I.dims(name);
   if (d.empty() || static_cast<int64_t>(d[0]) != I.N)
     I.fail(name, "has shape " + shapeText(d) + ", expected " + std::to_string(I.N) + " rows");
+  I.expectAddressable(name, d);
+  I.expectWidth(name, d, "no values per row");
   int64_t row = 1;
   for (size_t k = 1; k < d.size(); ++k) row *= static_cast<int64_t>(d[k]);
-  return I.readFloats(name, begin, end, row, true);
+  requireWithinBudget(I.path, "reading dataset '" + name + "'",
+                      static_cast<double>(end - begin) * row * 4.0);
+  std::vector<float> v = I.readFloats(name, begin, end, row, true);
+  if (name == "weights") I.checkWeightsNotAllZero(v.data(), end - begin, begin, end);
+  return v;
 }
 
 namespace {
 
 template <typename T>
-std::vector<T> readWhole(const std::string& path, const std::string& name, std::vector<int64_t>* dims_out,
-                         hid_t memtype) {
+std::vector<T> readWhole(const std::string& path, const std::string& name,
+                         std::vector<int64_t>* dims_out, hid_t memtype) {
   H5Handle file = openChecked(path);
   if (!h5Exists(file.get(), name))
-    throw InputError(path + ": dataset '" + name + "': missing; this command needs it in the input file");
+    throw InputError(path + ": dataset '" + name +
+                     "': missing; this command needs it in the input file");
   std::vector<T> v;
   try {
-    H5Handle ds = FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Kind::kDataset, name);
+    H5Handle ds =
+        FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Kind::kDataset, name);
     H5T_class_t cls;
     auto d = h5Dims(ds.get(), &cls);
     if (cls != H5T_FLOAT && cls != H5T_INTEGER)
-      throw InputError(path + ": dataset '" + name + "': is not numeric; fix the producer of this file");
+      throw InputError(path + ": dataset '" + name +
+                       "': is not numeric; fix the producer of this file");
     if (d.empty() || d[0] == 0)
       throw InputError(path + ": dataset '" + name + "': has 0 rows (empty file); regenerate it");
+    for (size_t k = 1; k < d.size(); ++k)
+      if (d[k] == 0)
+        throw InputError(path + ": dataset '" + name + "': has shape " + shapeText(d) +
+                         ": zero-width rows (no values per row); fix the producer of this file");
+    const int64_t bytes = byteSize(d, sizeof(T));
+    if (bytes < 0)
+      throw InputError(path + ": dataset '" + name + "': has shape " + shapeText(d) +
+                       ", more elements than 64-bit sizes can hold; the file's header is corrupt, "
+                       "regenerate or re-copy the file");
+    requireWithinBudget(path, "reading dataset '" + name + "'", static_cast<double>(bytes));
     size_t total = 1;
     if (dims_out) dims_out->clear();
     for (hsize_t x : d) {
@@ -386,29 +583,78 @@ std::vector<T> readWhole(const std::string& path, const std::string& name, std::
   } catch (const InputError&) {
     throw;
   } catch (const Error&) {
-    throw InputError(path + ": dataset '" + name + "': cannot be read (truncated or corrupt file?): " +
-                     h5LastMessage() + "; regenerate or re-copy the file");
+    throw InputError(path + ": dataset '" + name +
+                     "': cannot be read (truncated or corrupt file?): " + h5LastMessage() +
+                     "; regenerate or re-copy the file");
   }
   return v;
 }
 
 }  // namespace
 
-std::vector<float> readFloatDataset(const std::string& path, const std::string& name, std::vector<int64_t>* dims) {
+std::vector<float> readFloatDataset(const std::string& path, const std::string& name,
+                                    std::vector<int64_t>* dims) {
   std::vector<int64_t> d;
   auto v = readWhole<float>(path, name, &d, H5T_NATIVE_FLOAT);
   int64_t row = 1;
   for (size_t k = 1; k < d.size(); ++k) row *= d[k];
   for (size_t k = 0; k < v.size(); ++k)
     if (!std::isfinite(v[k]))
-      throw InputError(path + ": dataset '" + name + "': row " + std::to_string(static_cast<int64_t>(k) / row) +
+      throw InputError(path + ": dataset '" + name + "': row " +
+                       std::to_string(static_cast<int64_t>(k) / row) +
                        " holds a non-finite value; drop or fix that jet before using the file");
   if (dims) *dims = d;
   return v;
 }
 
-std::vector<int64_t> readInt64Dataset(const std::string& path, const std::string& name, std::vector<int64_t>* dims) {
+std::vector<int64_t> readInt64Dataset(const std::string& path, const std::string& name,
+                                      std::vector<int64_t>* dims) {
   return readWhole<int64_t>(path, name, dims, H5T_NATIVE_INT64);
+}
+
+std::vector<int64_t> readClassLabels(const std::string& path, const std::string& name) {
+  std::vector<int64_t> d;
+  std::vector<int64_t> v = readInt64Dataset(path, name, &d);
+  const std::string where = path + ": dataset '" + name + "': ";
+  if (d.size() == 2) {  // one-hot -> indices
+    if (d[1] > kMaxLabelClasses)
+      throw InputError(where + "has " + std::to_string(d[1]) + " classes, more than foldfarm's " +
+                       std::to_string(kMaxLabelClasses) + "; fix the labels");
+    std::vector<int64_t> idx(static_cast<size_t>(d[0]));
+    for (int64_t i = 0; i < d[0]; ++i) {
+      const auto row = v.begin() + i * d[1];
+      const auto top = std::max_element(row, row + d[1]);
+      if (*top <= 0)
+        throw InputError(where + "row " + std::to_string(i) +
+                         " of the one-hot labels has no class set (no entry > 0); fix the labels");
+      idx[static_cast<size_t>(i)] = top - row;
+    }
+    return idx;
+  }
+  if (d.size() != 1)
+    throw InputError(
+        where + "has " + std::to_string(d.size()) +
+        " dimensions, expected (N,) labels or (N,C) one-hot; fix the producer of this file");
+  for (size_t i = 0; i < v.size(); ++i)
+    if (v[i] < 0 || v[i] >= kMaxLabelClasses)
+      throw InputError(where + "row " + std::to_string(i) + " holds label " + std::to_string(v[i]) +
+                       ", outside [0, " + std::to_string(kMaxLabelClasses) +
+                       ") (foldfarm's limit on classes); labels must be class indices, fix them");
+  return v;
+}
+
+uint64_t readBudgetBytes() {
+  if (const char* env = std::getenv("FOLDFARM_READ_BUDGET_GIB"); env != nullptr && *env != '\0') {
+    char* rest = nullptr;
+    const double g = std::strtod(env, &rest);
+    if (rest == env || *rest != '\0' || !(g > 0) || !std::isfinite(g) || g > 1e9)
+      throw InputError(std::string("FOLDFARM_READ_BUDGET_GIB='") + env +
+                       "' is not a positive number of GiB; fix or unset it");
+    return static_cast<uint64_t>(g * double(1ull << 30));
+  }
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return UINT64_MAX;
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
 }
 
 bool fileHasDataset(const std::string& path, const std::string& name) {
@@ -459,7 +705,8 @@ struct BatchStream::Impl {
   void loadWindow() {
     // Carry the unread rows (fewer than a batch) to the front of the new pool.
     std::vector<int64_t> rest(order.begin() + static_cast<std::ptrdiff_t>(pos), order.end());
-    const size_t stop = std::min(mine.size(), next_segment + static_cast<size_t>(opt.window_blocks));
+    const size_t stop =
+        std::min(mine.size(), next_segment + static_cast<size_t>(opt.window_blocks));
     int64_t wrows = 0;
     for (size_t k = next_segment; k < stop; ++k) wrows += mine[k].end - mine[k].begin;
     JetArrays next = JetArrays::zeros(static_cast<int64_t>(rest.size()) + wrows, P, labels);
@@ -484,7 +731,8 @@ struct BatchStream::Impl {
     order.resize(static_cast<size_t>(next.n));
     for (int64_t i = 0; i < next.n; ++i) order[i] = i;
     if (opt.shuffle && wrows > 1) {
-      std::vector<int64_t> perm(order.begin() + static_cast<std::ptrdiff_t>(rest.size()), order.end());
+      std::vector<int64_t> perm(order.begin() + static_cast<std::ptrdiff_t>(rest.size()),
+                                order.end());
       Rng rng(deriveSeed({opt.seed, kPurposeWindow, static_cast<uint64_t>(epoch),
                           static_cast<uint64_t>(opt.rank), static_cast<uint64_t>(window_index)}));
       rng.shuffle(perm);
@@ -513,20 +761,36 @@ BatchStream::BatchStream(std::vector<std::string> paths, StreamOptions opts)
       I.P = jf.numParticles();
       I.labels = jf.layout() == FileLayout::kJets && jf.hasLabels();
     } else if (jf.numParticles() != I.P || jf.layout() != I.files[0].layout()) {
-      throw InputError(paths[f] + ": has P=" + std::to_string(jf.numParticles()) + " / a different layout than " +
-                       paths[0] + " (P=" + std::to_string(I.P) + "); stream files of one kind together");
+      throw InputError(paths[f] + ": has P=" + std::to_string(jf.numParticles()) +
+                       " / a different layout than " + paths[0] + " (P=" + std::to_string(I.P) +
+                       "); stream files of one kind together");
     } else if ((jf.layout() == FileLayout::kJets && jf.hasLabels()) != I.labels) {
-      throw InputError(paths[f] + ": labels present in some files and not in others; stream files of one kind together");
+      throw InputError(
+          paths[f] +
+          ": labels present in some files and not in others; stream files of one kind together");
     }
     if (jf.layout() == FileLayout::kUnfold && opts.level != "reco" && opts.level != "gen")
       throw InputError(paths[f] + ": is an unfolding file: stream it with level reco or gen");
+    // The block index and one window of rows are what a stream holds; refuse them before
+    // the index is built (a file may declare any number of rows in a few bytes).
+    const int64_t rows = I.total + jf.numJets();
+    requireWithinBudget(
+        paths[f], "streaming " + std::to_string(rows) + " jets",
+        static_cast<double>(rows) / static_cast<double>(opts.block_rows) * sizeof(Segment) +
+            (static_cast<double>(opts.window_blocks) * static_cast<double>(opts.block_rows) +
+             static_cast<double>(opts.batch_size)) *
+                (I.P * F + kNumJetFeatures + 3) * 4.0);
     I.offsets.push_back(I.total);
     for (int64_t b = 0; b < jf.numJets(); b += opts.block_rows)
-      I.blocks.push_back({static_cast<int>(f), b, std::min(jf.numJets(), b + opts.block_rows), I.total + b});
+      I.blocks.push_back(
+          {static_cast<int>(f), b, std::min(jf.numJets(), b + opts.block_rows), I.total + b});
     I.total += jf.numJets();
-    if (f == 0) I.has_weights = jf.has("weights");
+    if (f == 0)
+      I.has_weights = jf.has("weights");
     else if (jf.has("weights") != I.has_weights)
-      throw InputError(paths[f] + ": weights present in some files and not in others; stream files of one kind together");
+      throw InputError(
+          paths[f] +
+          ": weights present in some files and not in others; stream files of one kind together");
     I.files.push_back(std::move(jf));
   }
   I.per_rank = I.total / opts.world_size;
@@ -540,15 +804,25 @@ BatchStream::~BatchStream() = default;
 BatchStream::BatchStream(BatchStream&&) noexcept = default;
 BatchStream& BatchStream::operator=(BatchStream&&) noexcept = default;
 
-int64_t BatchStream::totalRows() const { return impl_->total; }
-int64_t BatchStream::rowsPerRank() const { return impl_->per_rank; }
-int64_t BatchStream::numParticles() const { return impl_->P; }
-bool BatchStream::hasLabels() const { return impl_->labels; }
+int64_t BatchStream::totalRows() const {
+  return impl_->total;
+}
+int64_t BatchStream::rowsPerRank() const {
+  return impl_->per_rank;
+}
+int64_t BatchStream::numParticles() const {
+  return impl_->P;
+}
+bool BatchStream::hasLabels() const {
+  return impl_->labels;
+}
 int64_t BatchStream::batchesPerEpoch() const {
   const int64_t b = impl_->opt.batch_size;
   return impl_->opt.drop_last ? impl_->per_rank / b : (impl_->per_rank + b - 1) / b;
 }
-const std::vector<int64_t>& BatchStream::lastRows() const { return impl_->last_rows; }
+const std::vector<int64_t>& BatchStream::lastRows() const {
+  return impl_->last_rows;
+}
 
 void BatchStream::startEpoch(int64_t epoch) {
   Impl& I = *impl_;

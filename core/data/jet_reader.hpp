@@ -9,9 +9,12 @@
 //    `gen_subs` (N,6), `weights` (N,), `pass_reco`, `pass_gen` (N,) (any integer/float type,
 //    non-zero = pass).
 // Every problem with the input - unreadable/truncated/corrupt file, missing dataset, wrong
-// rank or shape, N inconsistent across datasets, N == 0, NaN/Inf in a feature - throws
-// InputError with ONE line naming the file, the dataset (and the row for non-finite values)
-// and what to do. Thread-safety: one reader/stream per thread (HDF5 is serial).
+// rank or shape, N inconsistent across datasets, N == 0, zero-width rows (P == 0), a shape
+// whose byte size overflows 64 bits, a read larger than readBudgetBytes(), NaN/Inf in a
+// feature or weight, weights that are all zero over the whole file, a class label outside
+// [0, C) or a one-hot row with no class set - throws InputError with ONE line naming the
+// file, the dataset (and the row for bad values) and what to do. Thread-safety: one
+// reader/stream per thread (HDF5 is serial).
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -23,6 +26,16 @@
 namespace foldfarm::data {
 
 enum class FileLayout { kJets, kUnfold };
+
+// Class labels are indices below the one-hot width, below the length of the file's
+// `class_names` attribute when it has one, and always below this.
+inline constexpr int64_t kMaxLabelClasses = 1024;
+
+// Memory that one read (or one stream's index and window) may allocate: the value of
+// FOLDFARM_READ_BUDGET_GIB when set (InputError if it is not a positive number), else this
+// machine's physical memory. A read beyond it is refused with both sizes in GiB instead of
+// failing in the allocator or being killed for memory.
+uint64_t readBudgetBytes();
 
 struct DatasetInfo {
   std::string name;
@@ -44,8 +57,9 @@ class JetFile {
   int64_t numJets() const;
   int64_t numParticles() const;  // P
   bool hasLabels() const;        // jets layout with `pid`
-  int64_t numClasses() const;    // C of a one-hot pid, else max label + 1 after readJets; 0 if none
-  bool hasSubs() const;          // unfold layout with both *_subs
+  // C of a one-hot pid, else the length of the `class_names` attribute; 0 if unknown or none.
+  int64_t numClasses() const;
+  bool hasSubs() const;  // unfold layout with both *_subs
   std::vector<DatasetInfo> datasets() const;
   std::map<std::string, std::string> attributes() const;  // root attributes as text
 
@@ -54,7 +68,8 @@ class JetFile {
   JetArrays readJets(int64_t begin = 0, int64_t end = -1, const std::string& level = "") const;
   // Same as readJets, but into rows [at, at + end - begin) of `dst`, which must already have
   // this file's P and n >= at + end - begin rows, and labels/weights sized iff the file has them.
-  void readJetsInto(int64_t begin, int64_t end, const std::string& level, JetArrays& dst, int64_t at) const;
+  void readJetsInto(int64_t begin, int64_t end, const std::string& level, JetArrays& dst,
+                    int64_t at) const;
   // Unfold layout only (InputError otherwise).
   UnfoldArrays readUnfold(int64_t begin = 0, int64_t end = -1) const;
   // Any 1-D or 2-D numeric dataset as float rows [begin, end) (e.g. part_px, subs).
@@ -74,9 +89,17 @@ std::vector<float> readFloatDataset(const std::string& path, const std::string& 
 std::vector<int64_t> readInt64Dataset(const std::string& path, const std::string& name,
                                       std::vector<int64_t>* dims = nullptr);
 bool fileHasDataset(const std::string& path, const std::string& name);
+// Class labels of dataset `name` as indices: (N,) integers, or (N,C) one-hot (the column
+// of the largest entry). InputError naming the row for an index outside
+// [0, kMaxLabelClasses) or a one-hot row with no entry > 0, and as readInt64Dataset.
+std::vector<int64_t> readClassLabels(const std::string& path, const std::string& name = "pid");
 
-inline JetArrays readJetFile(const std::string& path) { return JetFile(path).readJets(); }
-inline UnfoldArrays readUnfoldFile(const std::string& path) { return JetFile(path).readUnfold(); }
+inline JetArrays readJetFile(const std::string& path) {
+  return JetFile(path).readJets();
+}
+inline UnfoldArrays readUnfoldFile(const std::string& path) {
+  return JetFile(path).readUnfold();
+}
 
 // Streams batches of jets from one or more files without loading them.
 //
@@ -113,8 +136,8 @@ class BatchStream {
   BatchStream(BatchStream&&) noexcept;
   BatchStream& operator=(BatchStream&&) noexcept;
 
-  int64_t totalRows() const;     // N over all files
-  int64_t rowsPerRank() const;   // floor(N / world_size)
+  int64_t totalRows() const;    // N over all files
+  int64_t rowsPerRank() const;  // floor(N / world_size)
   int64_t batchesPerEpoch() const;
   int64_t numParticles() const;  // P
   bool hasLabels() const;

@@ -1,10 +1,13 @@
 // Writer/reader round trips, streaming (sharding, shuffling) and input validation.
 #include <gtest/gtest.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "core/base/error.hpp"
 #include "core/data/jet_reader.hpp"
@@ -20,8 +23,8 @@ namespace {
 class TempDir {
  public:
   TempDir() {
-    path_ = fs::temp_directory_path() / ("ff_data_io_" + std::to_string(::getpid()) + "_" +
-                                          std::to_string(counter_++));
+    path_ = fs::temp_directory_path() /
+            ("ff_data_io_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
     fs::create_directories(path_);
   }
   ~TempDir() { fs::remove_all(path_); }
@@ -133,7 +136,8 @@ TEST(BatchStream, RanksPartitionRowsWithEqualCounts) {
       while (s.next(b)) {
         ++batches;
         rows += b.n;
-        for (int64_t r : s.lastRows()) EXPECT_TRUE(seen.insert(r).second) << "row " << r << " seen twice";
+        for (int64_t r : s.lastRows())
+          EXPECT_TRUE(seen.insert(r).second) << "row " << r << " seen twice";
       }
       EXPECT_EQ(rows, 353 / world);
       EXPECT_EQ(batches, s.batchesPerEpoch());
@@ -189,8 +193,9 @@ TEST(JetIo, InvalidFilesThrowOneLineInputErrorNamingFileAndDataset) {
   struct Case {
     std::string kind, must_mention;
   };
-  for (const Case& c : {Case{"missing_key", "'jet'"}, Case{"wrong_shape", "'jet'"}, Case{"nan", "row 5"},
-                        Case{"empty", "0 jets"}, Case{"inconsistent_n", "'jet'"}, Case{"truncated", "bad.h5"}}) {
+  for (const Case& c :
+       {Case{"missing_key", "'jet'"}, Case{"wrong_shape", "'jet'"}, Case{"nan", "row 5"},
+        Case{"empty", "0 jets"}, Case{"inconsistent_n", "'jet'"}, Case{"truncated", "bad.h5"}}) {
     const std::string path = dir.file("bad.h5");
     fs::remove(path);
     badfiles::writeBad(path, c.kind);
@@ -206,4 +211,195 @@ TEST(JetIo, InvalidFilesThrowOneLineInputErrorNamingFileAndDataset) {
     }
   }
   EXPECT_THROW(JetFile(dir.file("does_not_exist.h5")), foldfarm::InputError);
+}
+
+namespace {
+
+// Opens `path` and reads it whole; returns the InputError's message ("" when none).
+std::string readError(const std::string& path) {
+  try {
+    JetFile f(path);
+    f.readJets();
+  } catch (const foldfarm::InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void expectOneLineNaming(const std::string& msg, const std::string& path,
+                         std::initializer_list<const char*> mentions) {
+  ASSERT_FALSE(msg.empty()) << path << ": no error";
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  for (const char* m : mentions) EXPECT_NE(msg.find(m), std::string::npos) << m << ": " << msg;
+}
+
+// Sets an environment variable for one scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) { ::setenv(name, value, 1); }
+  ~ScopedEnv() { ::unsetenv(name_); }
+
+ private:
+  const char* name_;
+};
+
+}  // namespace
+
+TEST(JetIo, ZeroWidthParticleArraysAreRefused) {
+  TempDir dir;
+  const std::string path = dir.file("bad.h5");
+  badfiles::writeBad(path, "zero_particles");
+  expectOneLineNaming(readError(path), path, {"'data'", "(8,0,13)", "zero-width"});
+  fs::remove(path);
+  badfiles::writeBad(path, "zero_features");
+  expectOneLineNaming(readError(path), path, {"'data'", "(8,10,0)"});
+}
+
+// HDF5 stores a chunked dataset of any declared shape in a few hundred bytes: the reader
+// must refuse the shape before anything sizes an allocation from it.
+TEST(JetIo, DimensionsWhoseByteSizeOverflowsAreRefusedAtOpen) {
+  TempDir dir;
+  const std::string path = dir.file("bad.h5");
+  badfiles::writeBad(path, "overflow");
+  ASSERT_LT(fs::file_size(path), 100000u);
+  try {
+    JetFile f(path);
+    ADD_FAILURE() << "opened";
+  } catch (const foldfarm::InputError& e) {
+    expectOneLineNaming(e.what(), path, {"'data'", "(1099511627776,1048576,13)", "64-bit"});
+  }
+  EXPECT_THROW(BatchStream({path}, StreamOptions{}), foldfarm::InputError);
+}
+
+// A 1 KiB file can declare 2^30 jets of 128 particles (6.5 TiB) without storing them: it is
+// refused at open, before any caller sizes an index or an allocation by its row count.
+TEST(JetIo, DeclaredButUnwrittenRowsAreRefusedAtOpen) {
+  TempDir dir;
+  const std::string path = dir.file("huge.h5");
+  badfiles::writeBad(path, "huge");
+  ASSERT_LT(fs::file_size(path), 100000u);
+  try {
+    JetFile f(path);
+    ADD_FAILURE() << "opened";
+  } catch (const foldfarm::InputError& e) {
+    expectOneLineNaming(e.what(), path, {"'data'", "(1073741824,128,13)", "ever written"});
+  }
+  EXPECT_THROW(BatchStream({path}, StreamOptions{}), foldfarm::InputError);
+}
+
+TEST(JetIo, ReadsBeyondTheMemoryBudgetAreRefusedWithTheirSize) {
+  TempDir dir;
+  const std::string good = dir.file("good.h5");
+  badfiles::writeGoodJets(good, 12, 16);            // 12 jets: 10.1 KiB in memory
+  EXPECT_GT(readBudgetBytes(), uint64_t{1} << 26);  // this machine's memory by default
+  {
+    ScopedEnv env("FOLDFARM_READ_BUDGET_GIB", "0.000001");  // about 1 KiB
+    expectOneLineNaming(readError(good), good, {"10.1 KiB", "1.0 KiB", "FOLDFARM_READ_BUDGET_GIB"});
+    EXPECT_THROW(readFloatDataset(good, "data"), foldfarm::InputError);
+    EXPECT_THROW(JetFile(good).readFloat("data"), foldfarm::InputError);
+  }
+  {
+    // A stream holds its window of rows (8 blocks of 512 by default): 3.6 MiB for this file.
+    ScopedEnv env("FOLDFARM_READ_BUDGET_GIB", "0.001");
+    EXPECT_EQ(readError(good), "");
+    try {
+      BatchStream s({good}, StreamOptions{});
+      ADD_FAILURE() << "a stream beyond the budget was built";
+    } catch (const foldfarm::InputError& e) {
+      expectOneLineNaming(e.what(), good, {"streaming 12 jets", "MiB"});
+    }
+  }
+  {
+    ScopedEnv env("FOLDFARM_READ_BUDGET_GIB", "lots");
+    EXPECT_THROW(readBudgetBytes(), foldfarm::InputError);
+  }
+  EXPECT_EQ(readError(good), "");
+}
+
+TEST(JetIo, ClassLabelsOutOfRangeAreRefused) {
+  TempDir dir;
+  const std::string path = dir.file("bad.h5");
+  badfiles::writeBad(path, "label_range");
+  expectOneLineNaming(readError(path), path, {"'pid'", "row 3", "5000", "[0, 1024)"});
+  EXPECT_THROW(readClassLabels(path), foldfarm::InputError);
+  fs::remove(path);
+  badfiles::writeBad(path, "negative_label");
+  expectOneLineNaming(readError(path), path, {"'pid'", "row 3", "-1"});
+  fs::remove(path);
+  badfiles::writeBad(path, "onehot_empty");
+  expectOneLineNaming(readError(path), path, {"'pid'", "row 6", "no class set"});
+  try {
+    readClassLabels(path);
+    ADD_FAILURE() << "accepted";
+  } catch (const foldfarm::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("row 6"), std::string::npos) << e.what();
+  }
+
+  // With `class_names`, labels must lie below its length.
+  JetArrays a = smallJets(6);
+  a.labels = {0, 1, 0, 2, 1, 0};
+  const std::string named = dir.file("named.h5");
+  writeJetFile(named, a, {{"class_names", nlohmann::json({"q", "g"}).dump()}});
+  EXPECT_EQ(JetFile(named).numClasses(), 2);
+  expectOneLineNaming(readError(named), named, {"row 3", "[0, 2)"});
+  a.labels[3] = 1;
+  fs::remove(named);
+  writeJetFile(named, a, {{"class_names", nlohmann::json({"q", "g"}).dump()}});
+  EXPECT_EQ(readError(named), "");
+  EXPECT_EQ(readClassLabels(named), a.labels);
+}
+
+TEST(JetIo, NanOrAllZeroWeightsAreRefused) {
+  TempDir dir;
+  const std::string path = dir.file("bad.h5");
+  badfiles::writeBad(path, "nan_weights");
+  expectOneLineNaming(readError(path), path, {"'weights'", "row 2", "NaN"});
+  fs::remove(path);
+  badfiles::writeBad(path, "zero_weights");
+  expectOneLineNaming(readError(path), path, {"'weights'", "all zero"});
+  EXPECT_NO_THROW(JetFile(path).readJets(0, 4));  // a slice of zeros is not an error
+  EXPECT_THROW(JetFile(path).readFloat("weights"), foldfarm::InputError);
+
+  // Unfolding files (what a chain reads whole) likewise.
+  SynthConfig cfg = SynthConfig::unfoldDefaults();
+  cfg.P = 16;
+  UnfoldArrays u = synthUnfold(cfg, 1, 0, 10);
+  u.weights.assign(10, 0.0f);
+  const std::string unfold = dir.file("unfold.h5");
+  writeUnfoldFile(unfold, u);
+  try {
+    JetFile(unfold).readUnfold();
+    ADD_FAILURE() << "accepted";
+  } catch (const foldfarm::InputError& e) {
+    expectOneLineNaming(e.what(), unfold, {"'weights'", "all zero"});
+  }
+  u.weights[7] = 0.5f;
+  fs::remove(unfold);
+  writeUnfoldFile(unfold, u);
+  EXPECT_NO_THROW(JetFile(unfold).readUnfold());
+}
+
+TEST(JetIo, ZeroWidthOrOverflowingRawDatasetsAreRefused) {
+  // The layout-free readers (`data convert` reads part_px ... with them).
+  TempDir dir;
+  const std::string path = dir.file("raw.h5");
+  {
+    foldfarm::data::H5Handle f = h5Create(path);
+    badfiles::writeRawFloat(f.get(), "part_px", {4, 0}, {});
+    badfiles::writeDeclaredFloat(f.get(), "part_py", {hsize_t(1) << 62, 4});
+    f.close(path);
+  }
+  try {
+    readFloatDataset(path, "part_px");
+    ADD_FAILURE() << "accepted";
+  } catch (const foldfarm::InputError& e) {
+    expectOneLineNaming(e.what(), path, {"'part_px'", "(4,0)", "zero-width"});
+  }
+  try {
+    readFloatDataset(path, "part_py");
+    ADD_FAILURE() << "accepted";
+  } catch (const foldfarm::InputError& e) {
+    expectOneLineNaming(e.what(), path, {"'part_py'", "64-bit"});
+  }
 }

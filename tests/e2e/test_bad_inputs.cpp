@@ -132,8 +132,9 @@ class BadInputs : public ::testing::Test {
               dir_)
                   .code == 0;
     // Malformed HDF5 files.
-    for (const char* k :
-         {"missing_key", "wrong_shape", "nan", "empty", "inconsistent_n", "truncated"})
+    for (const char* k : {"missing_key", "wrong_shape", "nan", "empty", "inconsistent_n",
+                          "truncated", "zero_particles", "zero_features", "overflow", "huge",
+                          "label_range", "onehot_empty", "nan_weights", "zero_weights"})
       data::badfiles::writeBad(d + "/bad_" + k + ".h5", k);
     std::ofstream(d + "/zero_bytes.h5").close();
     std::ofstream(d + "/text.h5") << "this is not an HDF5 file\n";
@@ -167,6 +168,14 @@ class BadInputs : public ::testing::Test {
     spec("spec_executor.json", "{\"task\": \"noop\", \"replicas\": 2, \"executor\": \"cloud\"}");
     spec("spec_kind.json", "{\"task\": \"teleport\", \"replicas\": 2}");
     spec("spec_retry.json", "{\"task\": \"noop\", \"retry\": {\"max_attempts\": -1}}");
+    // Numbers a spec cannot hold, unbounded counts, parameters that would be dropped.
+    spec("spec_int32.json", "{\"task\": \"noop\", \"replicas\": 4294967297}");
+    spec("spec_double.json", "{\"task\": \"noop\", \"time_limit_s\": 1e400}");
+    spec("spec_slots.json", "{\"task\": \"noop\", \"resources\": {\"cpu_slots\": 100000}}");
+    spec("spec_param_seed.json",
+         "{\"task\": \"sleep\", \"params\": {\"seconds\": 0, \"seed\": 3}}");
+    spec("spec_chain_override.json", "{\"task\": \"chain\", \"replicas\": 2, " + chain_inputs +
+                                         ", \"overrides\": {\"r0001m0\": {\"iterations\": 3}}}");
     spec("spec_good.json", "{\"task\": \"noop\", \"replicas\": 3}");
     ok_ = ok_ &&
           run({"campaign", "init", d + "/spec_good.json", "--dir", d + "/camp"}, dir_).code == 0;
@@ -246,6 +255,20 @@ TEST_F(BadInputs, Hdf5Files) {
     expectCleanFailure({"data", "inspect", f}, f);
     expectCleanFailure({"data", "observables", "--in", f, "--out", p("existing_out.h5")}, f);
   }
+  // Refused when the file is opened: zero-width particle arrays, a shape whose byte size
+  // overflows 64 bits, rows declared but never written.
+  for (const char* k : {"zero_particles", "zero_features", "overflow", "huge"}) {
+    std::string f = p(std::string("bad_") + k + ".h5");
+    expectCleanFailure({"data", "inspect", f}, f);
+  }
+  // Refused when the arrays are read: labels out of range, a one-hot row with no class,
+  // NaN or all-zero weights.
+  for (const char* k : {"label_range", "onehot_empty", "nan_weights", "zero_weights"}) {
+    std::string f = p(std::string("bad_") + k + ".h5");
+    expectCleanFailure({"pretrain", "--data", f, "--out", p(std::string("pre_bad_") + k),
+                        "--preset", "tiny", "--epochs", "1"},
+                       f);
+  }
   expectCleanFailure({"data", "inspect", p("zero_bytes.h5")}, p("zero_bytes.h5"));
   expectCleanFailure({"data", "inspect", p("text.h5")}, p("text.h5"));
   expectCleanFailure({"data", "inspect", p("no_such_file.h5")}, p("no_such_file.h5"));
@@ -286,6 +309,16 @@ TEST_F(BadInputs, CampaignSpecs) {
                      "bdt");
   expectCleanFailure({"campaign", "init", p("spec_chain_observable.json"), "--dir", p("camp_co")},
                      "tau32");
+  expectCleanFailure({"campaign", "init", p("spec_int32.json"), "--dir", p("camp_i32")},
+                     "'replicas'");
+  expectCleanFailure({"campaign", "init", p("spec_double.json"), "--dir", p("camp_dbl")},
+                     "'time_limit_s'");
+  expectCleanFailure({"campaign", "init", p("spec_slots.json"), "--dir", p("camp_slots")},
+                     "'resources.cpu_slots'");
+  expectCleanFailure({"campaign", "init", p("spec_param_seed.json"), "--dir", p("camp_ps")},
+                     "'params.seed'");
+  expectCleanFailure({"campaign", "init", p("spec_chain_override.json"), "--dir", p("camp_ov")},
+                     "'overrides.r0001m0.iterations'");
   // An existing campaign directory is never overwritten by init.
   expectCleanFailure({"campaign", "init", p("spec_good.json"), "--dir", p("camp")}, p("camp"));
   expectCleanFailure({"campaign", "status", p("not_a_campaign")}, p("not_a_campaign"));
@@ -318,6 +351,11 @@ TEST_F(BadInputs, CommandLine) {
       p("no_dir/x.h5"));
   expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "5"}, "--out");
   expectCleanFailure({"data", "inspect", "--bogus-flag", p("good.h5")}, "--bogus-flag");
+  // Names and paths that sbatch would misread: a word that splits the job, a backslash that
+  // turns off every % symbol of an output pattern.
+  expectCleanFailure({"slurm", "render", "pretrain", "--job-name", "zjets hetjob"}, "--job-name");
+  expectCleanFailure({"slurm", "render", "pretrain", "--output", p("a\\b") + "/%j.out"},
+                     "--output");
 }
 
 // Runs last (gtest runs tests in declaration order within a suite): reports the count.

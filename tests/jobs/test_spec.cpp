@@ -1,8 +1,11 @@
 // Campaign specs are validated before anything runs: one line, exit 2, nothing created.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "core/base/error.hpp"
 #include "jobs/campaign_spec.hpp"
+#include "jobs/task_kind.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
 
@@ -19,13 +22,20 @@ class SpecValidation : public ::testing::Test {
     dir_ = makeScratchDir("spec");
   }
   json validSpec() {
-    return json{{"name", "t"}, {"task", "sleep"}, {"replicas", 3}, {"members", 2},
-                {"seed", 7},   {"params", {{"seconds", 0.0}}},
+    return json{{"name", "t"},
+                {"task", "sleep"},
+                {"replicas", 3},
+                {"members", 2},
+                {"seed", 7},
+                {"params", {{"seconds", 0.0}}},
                 {"resources", {{"cpu_slots", 2}}}};
   }
   // Runs `init` on the spec: returns the run; asserts the campaign dir was not created.
-  ToolRun initRejected(const json& spec) {
-    std::string p = writeSpec(dir_, spec);
+  ToolRun initRejected(const json& spec) { return initRejectedText(spec.dump(2)); }
+  // The same for a spec given as text (numbers that a json object cannot hold).
+  ToolRun initRejectedText(const std::string& text) {
+    std::string p = dir_ + "/spec.json";
+    writeText(p, text);
     std::string target = dir_ + "/campaign";
     ToolRun r = runTool({"init", p, "--dir", target}, dir_);
     EXPECT_FALSE(exists(target)) << "a rejected spec must create nothing";
@@ -102,6 +112,124 @@ TEST_F(SpecValidation, BadKindAndParamsAreRejected) {
   r = initRejected(s);
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("r0009m0"), std::string::npos) << r.err;
+}
+
+// Asserts one line, exit 2, and that every string of `mentions` is in the message.
+void expectRefused(const ToolRun& r, std::initializer_list<const char*> mentions) {
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(countLines(r.err), 1) << r.err;
+  for (const char* m : mentions) EXPECT_NE(r.err.find(m), std::string::npos) << m << ": " << r.err;
+}
+
+TEST_F(SpecValidation, IntegersBeyond32BitsAreRefusedNotWrapped) {
+  // 2^32 + 1 would be cast to 1 replica; 2^32 + 2 to 2 CPU slots.
+  json s = validSpec();
+  s["replicas"] = 4294967297LL;
+  expectRefused(initRejected(s), {"'replicas'", "4294967297", "32-bit"});
+  s = validSpec();
+  s["resources"] = {{"cpu_slots", 4294967298LL}};
+  expectRefused(initRejected(s), {"'resources.cpu_slots'", "4294967298"});
+  s = validSpec();
+  s["retry"] = {{"max_attempts", -4294967295LL}};
+  expectRefused(initRejected(s), {"'retry.max_attempts'"});
+  // Beyond 64 bits the parser yields a float: still refused, naming the key.
+  std::string text = validSpec().dump();
+  text.replace(text.find("\"seed\":7"), 8, "\"seed\":18446744073709551617");
+  expectRefused(initRejectedText(text), {"'seed'"});
+}
+
+TEST_F(SpecValidation, NumbersBeyondDoubleAreRefusedNamingTheKey) {
+  std::string text = validSpec().dump();
+  text.insert(text.size() - 1, ",\"time_limit_s\":1e400");
+  expectRefused(initRejectedText(text), {"'time_limit_s'", "1e400", "double"});
+  text = validSpec().dump();
+  text.replace(text.find("\"cpu_slots\":2"), 13, "\"cpu_slots\":-2e999");
+  expectRefused(initRejectedText(text), {"'resources.cpu_slots'", "-2e999"});
+  // A spec built in code can hold infinity; it is refused as well.
+  json j = validSpec();
+  j["retry"] = {{"backoff_s", std::numeric_limits<double>::infinity()}};
+  EXPECT_THROW(parseCampaignSpec(j, "spec", dir_), InputError);
+}
+
+TEST_F(SpecValidation, CountsAndDurationsHaveUpperBounds) {
+  struct Case {
+    json patch;
+    const char* key;
+    const char* limit;
+  };
+  const Case cases[] = {
+      {{{"resources", {{"cpu_slots", 100000}}}}, "'resources.cpu_slots'", "1024"},
+      {{{"resources", {{"gpus", 65}}}}, "'resources.gpus'", "64"},
+      {{{"resources", {{"gpus", 1}, {"tasks_per_gpu", 65}}}}, "'resources.tasks_per_gpu'", "64"},
+      {{{"resources", {{"cpu_slots", 1}, {"threads_per_task", 4096}}}},
+       "'resources.threads_per_task'",
+       "1024"},
+      {{{"time_limit_s", 1e12}}, "'time_limit_s'", "31536000"},
+      {{{"retry", {{"max_attempts", 1000000}}}}, "'retry.max_attempts'", "1000"},
+      {{{"retry", {{"backoff_s", 1e6}}}}, "'retry.backoff_s'", "86400"},
+      {{{"retry", {{"max_interruptions", 2000000000}}}}, "'retry.max_interruptions'", "100000"},
+  };
+  for (const Case& c : cases) {
+    json s = validSpec();
+    s.merge_patch(c.patch);
+    expectRefused(initRejected(s), {c.key, c.limit});
+  }
+  // The bounds themselves are accepted.
+  json s = validSpec();
+  s["resources"] = {{"cpu_slots", kMaxCpuSlots}, {"threads_per_task", 1}};
+  s["time_limit_s"] = kMaxTimeLimitSeconds;
+  s["retry"] = {{"max_attempts", kMaxAttempts}, {"backoff_s", kMaxBackoffSeconds}};
+  EXPECT_NO_THROW(parseCampaignSpec(s, "spec", dir_));
+}
+
+TEST_F(SpecValidation, ParametersTheCampaignSetsAreRefusedInParamsAndOverrides) {
+  // taskDef() writes seed, threads, inputs, ... over whatever params/overrides hold.
+  json s = validSpec();
+  s["overrides"] = {{"r0001m0", {{"seed", 3}}}};
+  expectRefused(initRejected(s), {"'overrides.r0001m0.seed'", "top-level 'seed'"});
+  s = validSpec();
+  s["params"]["threads"] = 4;
+  expectRefused(initRejected(s), {"'params.threads'", "threads_per_task"});
+  s = validSpec();
+  s["overrides"] = {{"r0002m1", {{"task_id", "r0000m0"}}}};
+  expectRefused(initRejected(s), {"'overrides.r0002m1.task_id'"});
+}
+
+TEST_F(SpecValidation, ChainTasksRefuseParamsAndOverridesTheyWouldDrop) {
+  // The real chain kind needs LibTorch (apps/foldfarm); a stand-in that accepts anything
+  // shows that the spec itself refuses what the chain runner never reads.
+  registerTaskKind("chain",
+                   TaskRunner([](const json&, const std::string&) { return TaskOutcome{}; }),
+                   TaskKindTraits{true, nullptr});
+  writeText(dir_ + "/mc.h5", "x");
+  writeText(dir_ + "/data.h5", "x");
+  json s = {{"task", "chain"},
+            {"replicas", 2},
+            {"inputs", {{"mc", "mc.h5"}, {"data", "data.h5"}}},
+            {"chain", {{"iterations", 2}}}};
+  EXPECT_NO_THROW(parseCampaignSpec(s, "spec", dir_));
+  s["overrides"] = {{"r0001m0", {{"iterations", 5}}}};
+  try {
+    parseCampaignSpec(s, "spec", dir_);
+    ADD_FAILURE() << "an override the chain drops was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("'overrides.r0001m0.iterations'"), std::string::npos)
+        << e.what();
+  }
+  s.erase("overrides");
+  s["params"] = {{"epochs", 3}};
+  EXPECT_THROW(parseCampaignSpec(s, "spec", dir_), InputError);
+  s["params"] = json::object();
+  s["overrides"] = {{"r0001m0", {{"chain", {{"iterations", 5}}}}}};
+  EXPECT_THROW(parseCampaignSpec(s, "spec", dir_), InputError);
+}
+
+TEST_F(SpecValidation, NameIsOnePrintableLine) {
+  json s = validSpec();
+  s["name"] = "a\n#SBATCH --wrap=x";
+  expectRefused(initRejected(s), {"'name'"});
+  s["name"] = "";
+  expectRefused(initRejected(s), {"'name'"});
 }
 
 TEST_F(SpecValidation, ExistingDirectoryIsNeverOverwritten) {

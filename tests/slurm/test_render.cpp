@@ -4,13 +4,13 @@
 #include <set>
 
 #include "core/base/error.hpp"
-#include "slurm/array_plan.hpp"
 #include "core/base/process.hpp"
+#include "slurm/array_plan.hpp"
 #include "slurm/sbatch_script.hpp"
 #include "slurm/sbatch_values.hpp"
 #include "slurm/shell_quote.hpp"
-#include "slurm/slurm_client.hpp"
 #include "slurm/slurm_campaign.hpp"
+#include "slurm/slurm_client.hpp"
 
 using namespace foldfarm;
 using namespace foldfarm::slurm;
@@ -69,6 +69,71 @@ TEST(SbatchValues, SbatchQuoteEscapesAndRejectsLineBreaks) {
   EXPECT_NO_THROW(validateOutputPattern("output", "logs/%x-%A_%4a.%%.out"));
 }
 
+// Slurm (the burst-buffer plugins) splits a job at any #SBATCH line containing "hetjob" or
+// "packjob", quoted or not: such names and paths are refused, naming the option.
+TEST(SbatchValues, WordsThatSplitAJobAreRefused) {
+  for (const char* bad : {"my hetjob", "HetJob-study", "x_packjob"}) {
+    try {
+      sbatchQuote("--job-name", bad);
+      ADD_FAILURE() << bad << ": accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("--job-name"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(validateSlurmName("partition", "gpu,hetjob", true), InputError);
+  EXPECT_THROW(validateSlurmName("account", "packjob", false), InputError);
+  EXPECT_THROW(validateConstraint("hetjob|a100"), InputError);
+  EXPECT_THROW(validateOutputPattern("output", "/scratch/hetjob/%A_%a.out"), InputError);
+  EXPECT_NO_THROW(sbatchQuote("--job-name", "het job, pack job"));
+
+  SbatchResources r;
+  r.jobName = "foldfarm-zjets hetjob";
+  ArrayJob j;
+  j.campaignDir = "/c";
+  j.manifestPath = "/c/m.tsv";
+  j.elements = 2;
+  EXPECT_THROW(renderArrayScript(r, j), InputError);
+  r.jobName = "foldfarm";
+  r.workDir = "/scratch/packjob";
+  EXPECT_THROW(renderArrayScript(r, j), InputError);
+}
+
+// A backslash in an output pattern makes slurmstepd drop the backslashes and expand no
+// %-symbol at all, so every array element would write the same literal file.
+TEST(SbatchValues, BackslashInOutputPatternIsRefused) {
+  try {
+    validateOutputPattern("output", "/scratch/a\\b/slurm-%A_%a.out");
+    ADD_FAILURE() << "accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--output"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("backslash"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(validateOutputPattern("error", "\\%j.err"), InputError);
+}
+
+// A campaign directory is a literal inside a pattern: '%j' in it must stay '%j' on disk.
+TEST(SbatchValues, LiteralDirectoriesInPatternsHaveTheirPercentDoubled) {
+  EXPECT_EQ(outputPatternLiteral("/scratch/run_%j/100%"), "/scratch/run_%%j/100%%");
+  EXPECT_EQ(outputPatternLiteral("/plain dir"), "/plain dir");
+  // "%q" is no Slurm symbol: as a literal it passes validation instead of being refused.
+  const std::string dir = "/scratch/a%q/run_%j";
+  EXPECT_THROW(validateOutputPattern("output", dir + "/slurm-%A_%a.out"), InputError);
+  EXPECT_EQ(validateOutputPattern("output", outputPatternLiteral(dir) + "/slurm-%A_%a.out"),
+            "\"/scratch/a%%q/run_%%j/slurm-%A_%a.out\"");
+  SbatchResources r;
+  r.output = outputPatternLiteral(dir) + "/slurm-%A_%a.out";
+  r.workDir = dir;  // --chdir takes no pattern: the directory as it is
+  ArrayJob j;
+  j.campaignDir = dir;
+  j.manifestPath = dir + "/m.tsv";
+  j.elements = 2;
+  const std::string s = renderArrayScript(r, j);
+  EXPECT_NE(s.find("#SBATCH --output=\"/scratch/a%%q/run_%%j/slurm-%A_%a.out\"\n"),
+            std::string::npos)
+      << s;
+  EXPECT_NE(s.find("#SBATCH --chdir=\"/scratch/a%q/run_%j\"\n"), std::string::npos) << s;
+}
+
 TEST(SbatchScript, GraceMustBeShorterThanTimeLimit) {
   SbatchResources r;
   r.time = "2";
@@ -113,7 +178,8 @@ TEST(SbatchScript, ArrayScriptQuotesPathsAndThrottles) {
   std::string s = renderArrayScript(r, j);
   EXPECT_NE(s.find("#SBATCH --array=0-999%256\n"), std::string::npos);
   EXPECT_NE(s.find("#SBATCH --gpus=1\n"), std::string::npos);
-  EXPECT_NE(s.find("#SBATCH --job-name=\"fold \\\"farm\\\" $(touch /tmp/x)\"\n"), std::string::npos);
+  EXPECT_NE(s.find("#SBATCH --job-name=\"fold \\\"farm\\\" $(touch /tmp/x)\"\n"),
+            std::string::npos);
   EXPECT_NE(s.find("ff_campaign='/scratch/it'\\''s a $(dir);'\n"), std::string::npos);
   // Never run again by Slurm or by itself: the next attempt is the submitter's.
   EXPECT_NE(s.find("#SBATCH --no-requeue\n"), std::string::npos);
@@ -198,7 +264,8 @@ TEST(SlurmParse, SbatchParsable) {
 }
 
 TEST(SlurmParse, SqueueAndConfig) {
-  auto jobs = parseSqueue("7|0|8|RUNNING|None\n7|1|7|PENDING|Resources\n9|N/A|9|TIMEOUT|TimeLimit\n");
+  auto jobs =
+      parseSqueue("7|0|8|RUNNING|None\n7|1|7|PENDING|Resources\n9|N/A|9|TIMEOUT|TimeLimit\n");
   ASSERT_EQ(jobs.size(), 3u);
   EXPECT_EQ(jobs[0].externalId(), "7_0");
   EXPECT_FALSE(jobs[1].finished());
@@ -206,7 +273,8 @@ TEST(SlurmParse, SqueueAndConfig) {
   EXPECT_TRUE(jobs[2].finished());
   EXPECT_THROW(parseSqueue("7|0-5%2|7|PENDING|None\n"), Error);
   EXPECT_THROW(parseSqueue("garbage\n"), Error);
-  SlurmLimits l = parseSlurmConfig("MaxArraySize            = 40001\nMaxJobCount  = 50000\nMinJobAge = 60 sec\n");
+  SlurmLimits l = parseSlurmConfig(
+      "MaxArraySize            = 40001\nMaxJobCount  = 50000\nMinJobAge = 60 sec\n");
   EXPECT_EQ(l.maxArraySize, 40001);
   EXPECT_EQ(l.maxJobCount, 50000);
   EXPECT_EQ(l.minJobAge, 60);
