@@ -8,7 +8,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
-#include "dist/check.hpp"
+#include "core/mpi/check.hpp"
 
 namespace foldfarm::dist {
 namespace {

@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "dist/mpi_runtime.hpp"
+#include "core/mpi/mpi_runtime.hpp"
 
 namespace foldfarm::dist {
 

@@ -9,7 +9,7 @@
 #include "core/base/hash.hpp"
 #include "core/base/log.hpp"
 #include "dist/backend_registry.hpp"
-#include "dist/check.hpp"
+#include "core/mpi/check.hpp"
 #include "dist/communicator.hpp"
 #include "dist/control_plane.hpp"
 

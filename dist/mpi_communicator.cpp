@@ -6,7 +6,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
-#include "dist/check.hpp"
+#include "core/mpi/check.hpp"
 #include "dist/control_plane.hpp"
 
 namespace foldfarm::dist {

@@ -3,7 +3,7 @@
 // duplicate of MPI_COMM_WORLD (so gradient traffic never interleaves with the control
 // plane's). Works under any MPI launcher (mpirun, mpiexec, srun --mpi=pmix).
 #include "dist/communicator.hpp"
-#include "dist/mpi_runtime.hpp"
+#include "core/mpi/mpi_runtime.hpp"
 
 namespace foldfarm::dist {
 

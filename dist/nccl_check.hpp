@@ -4,7 +4,7 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
-#include "dist/check.hpp"
+#include "core/mpi/check.hpp"
 
 // ncclInProgress is success for a non-blocking communicator: completion is polled.
 #define FF_NCCL_CHECK(expr)                                               \

@@ -10,6 +10,8 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/mpi/check.hpp"
+#include "core/mpi/mpi_runtime.hpp"
 #include "jobs/status_report.hpp"
 
 namespace foldfarm::jobs {
@@ -26,7 +28,7 @@ void initCommand(const std::string& spec_path, const std::string& dir) {
 namespace {
 
 int exitCodeFor(const RunSummary& s) {
-  if (s.interrupted) return 75;
+  if (s.interrupted) return kExitInterrupted;
   auto get = [&](TaskState st) {
     auto it = s.counts.find(st);
     return it == s.counts.end() ? 0 : it->second;
@@ -57,23 +59,20 @@ int runCommand(const std::string& dir, const std::string& executor_in, const Run
     return exitCodeFor(s);
   }
   if (executor == "mpi") {
-    int init = 0;
-    MPI_Initialized(&init);
-    bool we_init = !init;
-    if (we_init) {
-      int provided = 0;
-      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
-    }
+    // MPI's lifetime is core/mpi's (finalised at exit, or the job aborted after a lost
+    // rank); an error on any rank ends the whole job.
+    dist::MpiRuntime::ensure();
     int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    FF_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
     RunSummary s;
     try {
       s = runMpi(dir, options);
+    } catch (const PeerLostError&) {
+      throw;  // exit 3 through MPI_Abort at exit (MpiRuntime::markAborted)
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "foldfarm: error: %s\n", e.what());
-      MPI_Abort(MPI_COMM_WORLD, 1);
+      std::fprintf(stderr, "foldfarm: error: [%s] %s\n", dist::processLabel().c_str(), e.what());
+      MPI_Abort(MPI_COMM_WORLD, kExitFailure);
     }
-    if (we_init) MPI_Finalize();
     if (rank != 0) return 0;
     printSummary(dir, s);
     return exitCodeFor(s);

@@ -12,18 +12,28 @@
 //      go back to pending without counting as failures and it gets no more tasks.
 //   4. rank 0 -> r, tag kTagStop: stop the running task (interrupted) and answer the
 //      queued ones unstarted. tag kTagExit: shut the worker down and return.
+//   5. A lost rank is fenced: it is sent kTagStop (in case it is only slow) and gets no more
+//      tasks; a task it ran is retried elsewhere, where the task lease keeps the two from
+//      overlapping. When the campaign has run out of work, rank 0 names every lost rank and
+//      ends the job with PeerLostError (exit 3) through MPI_Abort (core/mpi/mpi_runtime.hpp):
+//      MPI_Finalize would wait for a lost rank forever, and the abort also ends a rank that
+//      is alive but unreachable. `campaign resume` continues from the journal.
+// MPI is the one runtime of dist/ and jobs/ (core/mpi): MpiRuntime initialises and
+// finalises it, FF_MPI_CHECK names the call, file:line, rank and host of a failure.
 #include <mpi.h>
 #include <unistd.h>
 
+#include <signal.h>
 #include <chrono>
 #include <cstring>
 #include <set>
-#include <signal.h>
 #include <thread>
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/stop_signal.hpp"
+#include "core/mpi/check.hpp"
+#include "core/mpi/mpi_runtime.hpp"
 #include "jobs/dispatcher.hpp"
 #include "jobs/local_executor.hpp"
 
@@ -38,19 +48,9 @@ constexpr int kTagStop = 7102;
 constexpr int kTagExit = 7103;
 constexpr int kTagEvents = 7104;
 
-void mpiCheck(int rc, const char* call, const char* file, int line) {
-  if (rc == MPI_SUCCESS) return;
-  char msg[MPI_MAX_ERROR_STRING];
-  int len = 0;
-  MPI_Error_string(rc, msg, &len);
-  throw Error(std::string(call) + " failed at " + file + ":" + std::to_string(line) + " on " +
-              hostName() + ": " + std::string(msg, len));
-}
-#define FF_MPI_CHECK(expr) mpiCheck((expr), #expr, __FILE__, __LINE__)
-
 void sendBytes(const std::string& bytes, int dest, int tag) {
-  FF_MPI_CHECK(MPI_Send(bytes.data(), static_cast<int>(bytes.size()), MPI_CHAR, dest, tag,
-                        MPI_COMM_WORLD));
+  FF_MPI_CHECK(
+      MPI_Send(bytes.data(), static_cast<int>(bytes.size()), MPI_CHAR, dest, tag, MPI_COMM_WORLD));
 }
 
 // Receives the message announced by `st` (from MPI_Iprobe).
@@ -64,8 +64,8 @@ std::string recvBytes(const MPI_Status& st) {
 }
 
 json completionMessage(const Completion& c) {
-  json m{{"t", "done"}, {"i", c.index}, {"a", c.attempt}, {"s", c.status}, {"r", c.reason},
-         {"t0", c.started_at}, {"t1", c.finished_at}};
+  json m{{"t", "done"},   {"i", c.index},       {"a", c.attempt},     {"s", c.status},
+         {"r", c.reason}, {"t0", c.started_at}, {"t1", c.finished_at}};
   if (!c.result.is_null()) m["res"] = c.result;
   return m;
 }
@@ -77,7 +77,8 @@ class MpiTransport : public Transport {
         lost_after_s_(options.lost_after_s),
         usable_(hosts_.size(), true),
         gen_(hosts_.size(), 0),
-        last_seen_(hosts_.size(), Clock::now()) {}
+        last_seen_(hosts_.size(), Clock::now()),
+        lost_(hosts_.size(), false) {}
 
   int slots() const override { return static_cast<int>(hosts_.size()); }
   bool usable(int slot) const override { return usable_[slot]; }
@@ -114,7 +115,7 @@ class MpiTransport : public Transport {
           ev.reason = "rank " + std::to_string(s + 1) + " did not stop in time";
           ev.blame_running_task = false;
           events.push_back(ev);
-          usable_[s] = false;
+          fence(s, ev.reason);
         }
         force_lost_ = false;
         got = true;
@@ -123,7 +124,6 @@ class MpiTransport : public Transport {
       for (int s = 0; s < slots(); ++s) {
         if (usable_[s] &&
             std::chrono::duration<double>(now - last_seen_[s]).count() > lost_after_s_) {
-          usable_[s] = false;
           SlotEvent ev;
           ev.kind = SlotEvent::Kind::kLost;
           ev.slot = s;
@@ -131,6 +131,7 @@ class MpiTransport : public Transport {
                       std::to_string(lost_after_s_) + " s (lost)";
           ev.blame_running_task = false;
           events.push_back(ev);
+          fence(s, ev.reason);
           got = true;
         }
       }
@@ -149,10 +150,29 @@ class MpiTransport : public Transport {
   void shutdown() override {
     if (shut_) return;
     shut_ = true;
-    for (int s = 0; s < slots(); ++s) sendBytes("", s + 1, kTagExit);
+    for (int s = 0; s < slots(); ++s) {
+      if (!lost_[s]) sendBytes("", s + 1, kTagExit);
+    }
   }
+  // "rank 2 on node7 (silent for 30 s)", one per lost rank.
+  const std::vector<std::string>& lostRanks() const { return lost_reasons_; }
 
  private:
+  // Stops using a rank and tells it to stop its task, without waiting: a dead rank never
+  // receives it, a slow one stops; the job's abort at the end ends it in any case.
+  void fence(int slot, const std::string& reason) {
+    usable_[slot] = false;
+    if (lost_[slot]) return;
+    lost_[slot] = true;
+    lost_reasons_.push_back(reason);
+    logError("mpi pilot: {}; its tasks go back to pending", reason);
+    MPI_Request req = MPI_REQUEST_NULL;
+    if (MPI_Isend(nullptr, 0, MPI_CHAR, slot + 1, kTagStop, MPI_COMM_WORLD, &req) == MPI_SUCCESS &&
+        req != MPI_REQUEST_NULL) {
+      MPI_Request_free(&req);
+    }
+  }
+
   void handle(int slot, const std::string& bytes, std::vector<SlotEvent>& events) {
     last_seen_[slot] = Clock::now();
     FrameReader reader;
@@ -191,6 +211,8 @@ class MpiTransport : public Transport {
   std::vector<bool> usable_;
   std::vector<int> gen_;
   std::vector<Clock::time_point> last_seen_;
+  std::vector<bool> lost_;
+  std::vector<std::string> lost_reasons_;
   bool force_lost_ = false;
   bool shut_ = false;
 };
@@ -198,8 +220,8 @@ class MpiTransport : public Transport {
 // The slot index of this rank among the worker ranks of its node (for GPU binding).
 int nodeLocalWorkerIndex(int world_rank) {
   MPI_Comm node;
-  FF_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank,
-                                   MPI_INFO_NULL, &node));
+  FF_MPI_CHECK(
+      MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank, MPI_INFO_NULL, &node));
   int n = 0, me = 0;
   MPI_Comm_size(node, &n);
   MPI_Comm_rank(node, &me);
@@ -244,12 +266,15 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
       if (ev.kind == SlotEvent::Kind::kDone) {
         appendFrame(out, completionMessage(ev.completion).dump());
       } else if (ev.kind == SlotEvent::Kind::kStarted) {
-        appendFrame(out, json{{"t", "start"}, {"i", ev.completion.index},
-                              {"a", ev.completion.attempt}}.dump());
+        appendFrame(
+            out,
+            json{{"t", "start"}, {"i", ev.completion.index}, {"a", ev.completion.attempt}}.dump());
       } else {
         ++generation;
-        appendFrame(out, json{{"t", "died"}, {"reason", ev.reason},
-                              {"blame", ev.blame_running_task}, {"restarted", pool.usable(0)}}
+        appendFrame(out, json{{"t", "died"},
+                              {"reason", ev.reason},
+                              {"blame", ev.blame_running_task},
+                              {"restarted", pool.usable(0)}}
                              .dump());
       }
     }
@@ -264,16 +289,17 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
 }  // namespace
 
 RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
-  int initialised = 0;
-  MPI_Initialized(&initialised);
-  if (!initialised) throw Error("the mpi executor needs MPI initialised (run under mpirun/srun)");
+  dist::MpiRuntime::ensure();
   int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  FF_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+  FF_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
+  dist::setErrorRank(rank);
   if (size < 2) {
-    throw InputError("the mpi executor needs at least 2 ranks (rank 0 dispatches, the others "
-                     "run tasks); launch with mpirun -np N or srun, or use --executor local");
+    throw InputError(
+        "the mpi executor needs at least 2 ranks (rank 0 dispatches, the others "
+        "run tasks); launch with mpirun -np N or srun, or use --executor local");
   }
+  if (!(options.lost_after_s > 0)) throw InputError("--lost-after must be > 0 seconds");
   setLogRank(rank);
   char host[256] = {0};
   std::strncpy(host, hostName().c_str(), sizeof(host) - 1);
@@ -301,9 +327,21 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
     s = dispatch(campaign, transport, options);
   } catch (...) {
     transport.shutdown();
+    if (!transport.lostRanks().empty()) dist::MpiRuntime::markAborted();
     throw;
   }
   transport.shutdown();
+  if (!transport.lostRanks().empty()) {
+    // The journal is consistent (every task of a lost rank went back to pending or ran
+    // elsewhere), but MPI cannot be finalised with a rank missing.
+    dist::MpiRuntime::markAborted();
+    std::string names;
+    for (const auto& r : transport.lostRanks()) names += (names.empty() ? "" : "; ") + r;
+    throw PeerLostError("mpi pilot: lost " + names +
+                        ". The journal is consistent: run `foldfarm "
+                        "campaign resume " +
+                        campaign_dir + "` to finish what is left");
+  }
   return s;
 }
 

@@ -17,7 +17,8 @@ namespace {
 const char* kUsage =
     "usage: ff_jobs_tool worker\n"
     "       ff_jobs_tool init SPEC --dir D\n"
-    "       ff_jobs_tool run|resume D [--executor local|mpi] [--slots N] [--worker PATH]\n"
+    "       ff_jobs_tool run|resume D [--executor local|mpi] [--slots N] [--lost-after S]\n"
+    "                             [--heartbeat S]\n"
     "       ff_jobs_tool retry D --failed\n"
     "       ff_jobs_tool cancel D | status D [--json]\n"
     "       ff_jobs_tool work D --task ID [--task ID ...] [--attempt N]\n";
@@ -49,14 +50,26 @@ int main(int argc, char** argv) {
         if (k + 1 >= args.size()) throw InputError(args[k] + " needs a value");
         return args[++k];
       };
-      if (args[k] == "--dir") dir = value();
-      else if (args[k] == "--executor") executor = value();
-      else if (args[k] == "--slots") opt.slots = std::stoi(value());
-      else if (args[k] == "--task") tasks.push_back(value());
-      else if (args[k] == "--attempt") attempt = std::stoi(value());
-      else if (args[k] == "--json") json = true;
-      else if (args[k] == "--failed") failed = true;
-      else throw InputError("unknown option " + args[k]);
+      if (args[k] == "--dir")
+        dir = value();
+      else if (args[k] == "--executor")
+        executor = value();
+      else if (args[k] == "--slots")
+        opt.slots = std::stoi(value());
+      else if (args[k] == "--lost-after")
+        opt.lost_after_s = std::stod(value());
+      else if (args[k] == "--heartbeat")
+        opt.heartbeat_s = std::stod(value());
+      else if (args[k] == "--task")
+        tasks.push_back(value());
+      else if (args[k] == "--attempt")
+        attempt = std::stoi(value());
+      else if (args[k] == "--json")
+        json = true;
+      else if (args[k] == "--failed")
+        failed = true;
+      else
+        throw InputError("unknown option " + args[k]);
     }
     opt.worker_argv = {jobs::selfExecutable(), "worker"};
     if (cmd == "init") {

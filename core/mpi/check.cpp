@@ -1,4 +1,4 @@
-#include "dist/check.hpp"
+#include "core/mpi/check.hpp"
 
 #include <mpi.h>
 

@@ -1,4 +1,4 @@
-#include "dist/mpi_runtime.hpp"
+#include "core/mpi/mpi_runtime.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -8,7 +8,7 @@
 
 #include "core/base/exit_codes.hpp"
 #include "core/base/log.hpp"
-#include "dist/check.hpp"
+#include "core/mpi/check.hpp"
 
 namespace foldfarm::dist {
 namespace {
