@@ -18,6 +18,7 @@
 #include "jobs/executor.hpp"
 #include "jobs/task_lease.hpp"
 #include "slurm/array_plan.hpp"
+#include "slurm/sbatch_values.hpp"
 
 namespace foldfarm::slurm {
 namespace fs = std::filesystem;
@@ -171,7 +172,7 @@ void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResou
     throw Error(subDir + ": cannot create: " + errnoMessage(errno));
   }
   SbatchResources r = base;
-  if (r.output.empty()) r.output = subDir + "/slurm-%A_%a.out";
+  if (r.output.empty()) r.output = outputPatternLiteral(subDir) + "/slurm-%A_%a.out";
   ArrayJob job;
   job.campaignDir = c.dir();
   job.manifestPath = subDir + "/manifest.tsv";
@@ -193,6 +194,10 @@ void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResou
     writeFileAtomic(job.manifestPath, manifestText(array, attempts));
     writeFileAtomic(scriptPath, renderArrayScript(r, job));
     submitted = client.submit(scriptPath, {"--hold"});
+  } catch (const SlurmQueryError&) {
+    // No answer: slurmctld may have accepted the held job. Keep the script (without a job
+    // id) so that the next round's settling finds such a job by its path and cancels it.
+    throw;
   } catch (...) {
     fs::remove_all(subDir, ec);  // nothing was submitted: leave no trace
     throw;
@@ -221,6 +226,10 @@ void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResou
   }
   try {
     client.release(submitted.jobId);
+  } catch (const SlurmQueryError& e) {
+    // Recorded and held; the next round's settling releases it.
+    throw SlurmQueryError(std::string(e.what()) + "; job " + submitted.jobId +
+                          " is recorded but held until the next round releases it");
   } catch (const Error& e) {
     throw Error(std::string(e.what()) + "; job " + submitted.jobId +
                 " is recorded but held: run `foldfarm slurm " + "submit " + c.dir() +
@@ -489,7 +498,9 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
       r = reconcile(c, client, o, /*submit=*/true);
       queryFailures = 0;
     } catch (const SlurmQueryError& e) {
-      // slurmctld did not answer: nothing was changed this round; try again later.
+      // slurmctld did not answer: try again later, settling first what this round may have
+      // left between sbatch and release.
+      settled = false;
       if (!o.wait || ++queryFailures >= 10) throw;
       logWarn("{} (attempt {} of 10; retrying)", e.what(), queryFailures);
     }
@@ -590,6 +601,60 @@ nlohmann::json slurmCampaignStatus(const std::string& dir, const SlurmClient::Pr
   out["ingested"] = r.ingested;
   out["watched_elsewhere"] = elsewhere;
   out["slurm_reachable"] = slurmUp;
+  return out;
+}
+
+bool campaignUsedSlurm(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir + "/slurm", ec)) {
+    if (e.path().filename().string().rfind("sub-", 0) == 0) return true;
+  }
+  return false;
+}
+
+SlurmCancelSummary cancelCampaignOnSlurm(const std::string& dir,
+                                         const SlurmClient::Programs& programs) {
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kWriter);
+  // 1. The jobs that may run a task: named by running tasks, or submitted and not settled.
+  std::set<std::string> jobs;
+  for (const auto& t : c.tasks(TaskState::kRunning)) {
+    const std::string a = arrayJobIdOf(t.external_id);
+    if (!a.empty()) jobs.insert(a);
+  }
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir + "/slurm", ec)) {
+    const std::string sub = e.path().string();
+    if (fs::exists(sub + "/settled") || !fs::exists(sub + "/jobid")) continue;
+    try {
+      std::string id = readFile(sub + "/jobid");
+      while (!id.empty() && std::isspace(static_cast<unsigned char>(id.back()))) id.pop_back();
+      if (isDigits(id)) jobs.insert(id);
+    } catch (const std::exception& ex) {
+      logWarn("{}: {}", sub, ex.what());
+    }
+  }
+  // 2. The journal first: whatever the jobs still do is never ingested.
+  SlurmCancelSummary out;
+  out.tasksCancelled = c.cancel("cancelled by the user");
+  // 3. scancel each.
+  SlurmClient client(programs);
+  std::vector<std::string> failed;
+  for (const auto& id : jobs) {
+    try {
+      client.cancel(id);
+      out.jobsCancelled.push_back(id);
+    } catch (const Error& e) {
+      logError("{}", e.what());
+      failed.push_back(id);
+    }
+  }
+  if (!failed.empty()) {
+    std::string list;
+    for (const auto& id : failed) list += (list.empty() ? "" : " ") + id;
+    throw Error(dir + ": " + std::to_string(out.tasksCancelled) +
+                " task(s) cancelled in the journal, but scancel failed for job(s) " + list +
+                "; run `scancel " + list + "`");
+  }
   return out;
 }
 

@@ -51,9 +51,9 @@ struct SlurmCampaignOptions {
   // Worker command of the array elements before "D --task ID …"; empty:
   // {resources.foldfarm, "campaign", "work"}.
   std::vector<std::string> workArgv;
-  int tasksPerElement = 0;        // 0: automatic (array_plan.hpp)
-  int throttle = 0;               // total concurrent elements (%K); 0: none
-  bool wait = true;               // watch until done; false: submit one round and return
+  int tasksPerElement = 0;  // 0: automatic (array_plan.hpp)
+  int throttle = 0;         // total concurrent elements (%K); 0: none
+  bool wait = true;         // watch until done; false: submit one round and return
   double pollInitialS = 5.0;
   double pollMaxS = 60.0;
   // A task whose jobs ended this many times without a result is not submitted again; the
@@ -63,31 +63,48 @@ struct SlurmCampaignOptions {
 };
 
 struct SlurmCampaignSummary {
-  jobs::StateCounts counts;        // after the call
-  int submissions = 0;             // arrays submitted by this call
+  jobs::StateCounts counts;  // after the call
+  int submissions = 0;       // arrays submitted by this call
   int elementsSubmitted = 0;
   int tasksSubmitted = 0;
-  int tasksRequeued = 0;           // jobs ended without a result -> pending again
+  int tasksRequeued = 0;  // jobs ended without a result -> pending again
   int resultsIngested = 0;
-  std::vector<std::string> jobIds; // arrays submitted by this call
-  bool interrupted = false;        // stopped watching on a signal
+  std::vector<std::string> jobIds;  // arrays submitted by this call
+  bool interrupted = false;         // stopped watching on a signal
   // Left by an earlier submitter that stopped between sbatch and release (see below).
-  int orphansCancelled = 0;        // held jobs the journal never (fully) recorded: scancelled
-  int heldReleased = 0;            // held jobs the journal records: released (adopted)
+  int orphansCancelled = 0;  // held jobs the journal never (fully) recorded: scancelled
+  int heldReleased = 0;      // held jobs the journal records: released (adopted)
   nlohmann::json toJson() const;
 };
 
 // Runs (or continues) campaign D on Slurm. Throws InputError for bad options or a
 // campaign directory that is not one; Error when sbatch fails (nothing recorded) or tasks
 // exhausted maxSubmissions.
-SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampaignOptions& options);
+SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir,
+                                        const SlurmCampaignOptions& options);
 
 // One reconcile round without submitting (steps 1–3) when D's lock is free; a read-only
 // view when another process is watching D. Returns the status as JSON:
 // {"counts": {...}, "jobs": [{"id": "123_4", "state": "RUNNING", "tasks": n}, ...],
 //  "requeued": n, "ingested": n, "orphans_cancelled": n, "held_released": n,
 //  "watched_elsewhere": bool}. The writer path settles earlier submissions first (above).
-nlohmann::json slurmCampaignStatus(const std::string& dir, const SlurmClient::Programs& programs = {});
+nlohmann::json slurmCampaignStatus(const std::string& dir,
+                                   const SlurmClient::Programs& programs = {});
+
+// `campaign cancel D` for a campaign that has Slurm jobs: every unfinished task becomes
+// `cancelled` in the journal (one transaction), then every array job that runs or may run
+// its tasks — the jobs the journal's running tasks name and the unsettled submissions under
+// D/slurm/ — is scancelled (a transient failure is retried). Returns the job ids cancelled;
+// throws Error naming the jobs it could not cancel (the journal already says cancelled: a
+// result they still write is never ingested). Refused while another process watches D.
+struct SlurmCancelSummary {
+  int tasksCancelled = 0;
+  std::vector<std::string> jobsCancelled;
+};
+SlurmCancelSummary cancelCampaignOnSlurm(const std::string& dir,
+                                         const SlurmClient::Programs& programs = {});
+// Whether D has ever submitted to Slurm (D/slurm/ holds a submission).
+bool campaignUsedSlurm(const std::string& dir);
 
 // The array job id in an external id "123_4" (or "123"); empty when it is not a Slurm id.
 std::string arrayJobIdOf(const std::string& externalId);

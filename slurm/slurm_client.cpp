@@ -7,6 +7,7 @@
 #include <cctype>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
@@ -27,7 +28,8 @@ std::string firstLine(const std::string& s) {
 }
 
 bool allDigits(const std::string& s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
+  return !s.empty() &&
+         std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
 }
 
 }  // namespace
@@ -36,12 +38,14 @@ std::string QueuedJob::externalId() const {
   return arrayTask >= 0 ? arrayJobId + "_" + std::to_string(arrayTask) : arrayJobId;
 }
 
-bool QueuedJob::finished() const { return isTerminalJobState(state); }
+bool QueuedJob::finished() const {
+  return isTerminalJobState(state);
+}
 
 bool isTerminalJobState(const std::string& state) {
-  static const char* kTerminal[] = {"COMPLETED", "FAILED",    "TIMEOUT",  "NODE_FAIL",
+  static const char* kTerminal[] = {"COMPLETED", "FAILED",        "TIMEOUT",   "NODE_FAIL",
                                     "PREEMPTED", "OUT_OF_MEMORY", "CANCELLED", "BOOT_FAIL",
-                                    "DEADLINE",  "SPECIAL_EXIT", "REVOKED"};
+                                    "DEADLINE",  "SPECIAL_EXIT",  "REVOKED"};
   for (const char* t : kTerminal) {
     if (state == t) return true;
   }
@@ -118,17 +122,47 @@ SlurmLimits parseSlurmConfig(const std::string& out) {
     std::string key = trim(line.substr(0, eq));
     int v = value(line.substr(eq + 1));
     if (v < 0) continue;
-    if (key == "MaxArraySize" && v > 0) l.maxArraySize = v;
-    else if (key == "MaxJobCount" && v > 0) l.maxJobCount = v;
-    else if (key == "MinJobAge") l.minJobAge = v;
+    if (key == "MaxArraySize" && v > 0)
+      l.maxArraySize = v;
+    else if (key == "MaxJobCount" && v > 0)
+      l.maxJobCount = v;
+    else if (key == "MinJobAge")
+      l.minJobAge = v;
   }
   return l;
 }
 
-ProcessResult SlurmClient::run(const std::vector<std::string>& argv, std::chrono::seconds timeout) const {
+ProcessResult SlurmClient::run(const std::vector<std::string>& argv,
+                               std::chrono::seconds timeout) const {
   ProcessOptions o;
   o.timeout = timeout;
   return runProcess(argv, o);
+}
+
+bool isTransientSlurmFailure(const ProcessResult& r) {
+  if (r.ok()) return false;
+  if (r.timedOut) return true;
+  static const char* const kPatterns[] = {"Unable to contact slurm controller",
+                                          "Socket timed out",
+                                          "temporarily unable",
+                                          "Slurm backup controller in standby mode",
+                                          "Connection refused",
+                                          "Transport endpoint is not connected",
+                                          "Zero Bytes were transmitted or received"};
+  for (const char* p : kPatterns) {
+    if (r.err.find(p) != std::string::npos || r.out.find(p) != std::string::npos) return true;
+  }
+  return false;
+}
+
+ProcessResult SlurmClient::runRetrying(const std::vector<std::string>& argv) const {
+  ProcessResult r = run(argv);
+  for (size_t i = 0; i < retryDelays.size() && isTransientSlurmFailure(r); ++i) {
+    logWarn("{}; retrying in {:.1f} s", r.describeFailure(), retryDelays[i].count() / 1000.0);
+    std::this_thread::sleep_for(retryDelays[i]);
+    r = run(argv);
+  }
+  return r;
 }
 
 bool SlurmClient::available() const {
@@ -140,11 +174,17 @@ bool SlurmClient::available() const {
   return r.ok() && r.out.find("UP") != std::string::npos;
 }
 
-SubmittedJob SlurmClient::submit(const std::string& scriptPath, const std::vector<std::string>& args) const {
+SubmittedJob SlurmClient::submit(const std::string& scriptPath,
+                                 const std::vector<std::string>& args) const {
   std::vector<std::string> argv = {programs_.sbatch, "--parsable"};
   argv.insert(argv.end(), args.begin(), args.end());
   argv.push_back(scriptPath);
   ProcessResult r = run(argv, std::chrono::seconds(120));
+  if (isTransientSlurmFailure(r)) {
+    throw SlurmQueryError("sbatch got no answer for " + scriptPath + ": " + r.describeFailure() +
+                          " (slurmctld may have accepted it; it is looked for by its script "
+                          "and settled next round)");
+  }
   if (!r.ok()) {
     std::string msg = firstLine(r.err);
     if (msg.empty()) msg = r.describeFailure();
@@ -164,8 +204,8 @@ std::vector<QueuedJob> SlurmClient::queue(const std::vector<std::string>& jobIds
     if (!list.empty()) list += ',';
     list += id;
   }
-  ProcessResult r = run({programs_.squeue, "--noheader", "--array", "--states=all", "--jobs=" + list,
-                         "--format=%F|%K|%A|%T|%r"});
+  ProcessResult r = run({programs_.squeue, "--noheader", "--array", "--states=all",
+                         "--jobs=" + list, "--format=%F|%K|%A|%T|%r"});
   if (!r.ok()) {
     // squeue fails when every id given is unknown (all purged after MinJobAge).
     if (r.exitCode == 1 && r.err.find("Invalid job id") != std::string::npos) return {};
@@ -175,7 +215,8 @@ std::vector<QueuedJob> SlurmClient::queue(const std::vector<std::string>& jobIds
   // Keep only the requested arrays (a plain job id may also match an element's own id).
   jobs.erase(std::remove_if(jobs.begin(), jobs.end(),
                             [&](const QueuedJob& j) {
-                              return std::find(jobIds.begin(), jobIds.end(), j.arrayJobId) == jobIds.end();
+                              return std::find(jobIds.begin(), jobIds.end(), j.arrayJobId) ==
+                                     jobIds.end();
                             }),
              jobs.end());
   return jobs;
@@ -184,9 +225,10 @@ std::vector<QueuedJob> SlurmClient::queue(const std::vector<std::string>& jobIds
 std::vector<SlurmClient::PendingScript> SlurmClient::pendingScripts() const {
   const struct passwd* pw = ::getpwuid(::geteuid());
   const std::string user = pw && pw->pw_name ? pw->pw_name : std::to_string(::geteuid());
-  ProcessResult r = run({programs_.squeue, "--noheader", "--user=" + user, "--states=PENDING",
-                         "--format=%F|%r|%o"});
-  if (!r.ok()) throw SlurmQueryError("squeue failed: " + r.describeFailure() + " (is slurmctld reachable?)");
+  ProcessResult r = run(
+      {programs_.squeue, "--noheader", "--user=" + user, "--states=PENDING", "--format=%F|%r|%o"});
+  if (!r.ok())
+    throw SlurmQueryError("squeue failed: " + r.describeFailure() + " (is slurmctld reachable?)");
   std::vector<PendingScript> out;
   std::istringstream in(r.out);
   std::string line;
@@ -207,16 +249,23 @@ int SlurmClient::queuedJobCount() const {
 }
 
 void SlurmClient::release(const std::string& jobId) const {
-  ProcessResult r = run({programs_.scontrol, "release", jobId});
+  ProcessResult r = runRetrying({programs_.scontrol, "release", jobId});
+  if (isTransientSlurmFailure(r)) {
+    throw SlurmQueryError("scontrol release " + jobId + " failed: " + r.describeFailure());
+  }
   if (!r.ok()) throw Error("scontrol release " + jobId + " failed: " + r.describeFailure());
 }
 
 void SlurmClient::cancel(const std::string& jobId) const {
-  ProcessResult r = run({programs_.scancel, jobId});
-  if (!r.ok() && r.err.find("already completed") == std::string::npos &&
-      r.err.find("Invalid job id") == std::string::npos) {
-    throw Error("scancel " + jobId + " failed: " + r.describeFailure());
+  ProcessResult r = runRetrying({programs_.scancel, jobId});
+  if (r.ok() || r.err.find("already completed") != std::string::npos ||
+      r.err.find("Invalid job id") != std::string::npos) {
+    return;
   }
+  if (isTransientSlurmFailure(r)) {
+    throw SlurmQueryError("scancel " + jobId + " failed: " + r.describeFailure());
+  }
+  throw Error("scancel " + jobId + " failed: " + r.describeFailure());
 }
 
 SlurmLimits SlurmClient::limits() const {

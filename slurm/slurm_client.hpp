@@ -15,19 +15,25 @@
 
 namespace foldfarm::slurm {
 
-// squeue could not answer (slurmctld busy or restarting): worth retrying later, unlike an
-// sbatch rejection.
+// slurmctld could not answer (busy, restarting, unreachable, a timed-out call): worth
+// retrying later, unlike an sbatch rejection. Nothing the caller asked for is known to have
+// happened — an sbatch that timed out may still have been accepted.
 class SlurmQueryError : public Error {
  public:
   explicit SlurmQueryError(const std::string& what) : Error(what) {}
 };
 
+// Whether a failed Slurm command looks like slurmctld not answering (a timeout, "Unable to
+// contact slurm controller", "Socket timed out", "temporarily unable", ...), as opposed to
+// a refusal of what was asked.
+bool isTransientSlurmFailure(const ProcessResult& r);
+
 // Cluster limits that shape array submissions (SPEC §5: Slurm's defaults 1001/10000).
 struct SlurmLimits {
-  int maxArraySize = 1001;  // array indices 0 … maxArraySize-1
-  int maxJobCount = 10000;  // jobs (array elements count one each) slurmctld keeps
-  int minJobAge = 300;      // seconds a finished job stays visible in squeue
-  bool fromCluster = false; // read from `scontrol show config` (else defaults)
+  int maxArraySize = 1001;   // array indices 0 … maxArraySize-1
+  int maxJobCount = 10000;   // jobs (array elements count one each) slurmctld keeps
+  int minJobAge = 300;       // seconds a finished job stays visible in squeue
+  bool fromCluster = false;  // read from `scontrol show config` (else defaults)
 };
 
 // `sbatch --parsable` answer: "jobid" or "jobid;cluster".
@@ -45,7 +51,7 @@ struct QueuedJob {
   std::string reason;      // %r
   // "<arrayJobId>_<arrayTask>" or the job id: the external id recorded in the journal.
   std::string externalId() const;
-  bool finished() const;   // a terminal state (isTerminalJobState)
+  bool finished() const;  // a terminal state (isTerminalJobState)
 };
 
 // COMPLETED, FAILED, TIMEOUT, NODE_FAIL, PREEMPTED, OUT_OF_MEMORY, CANCELLED, BOOT_FAIL,
@@ -74,8 +80,11 @@ class SlurmClient {
   // Whether sbatch/squeue exist here and slurmctld answers `scontrol ping`.
   bool available() const;
   // `sbatch --parsable [args] script`. Throws Error "sbatch rejected <script>: <stderr>"
-  // when sbatch fails (its message is the user's to act on: unknown partition, ...).
-  SubmittedJob submit(const std::string& scriptPath, const std::vector<std::string>& args = {}) const;
+  // when sbatch fails (its message is the user's to act on: unknown partition, ...), and
+  // SlurmQueryError when it did not get an answer (never retried here: slurmctld may have
+  // accepted the job; the caller looks for it by its script path).
+  SubmittedJob submit(const std::string& scriptPath,
+                      const std::vector<std::string>& args = {}) const;
   // The elements/jobs of the given job ids still known to slurmctld (finished ones stay
   // visible for MinJobAge). Ids slurmctld has forgotten are simply absent. Throws
   // SlurmQueryError when squeue fails.
@@ -90,15 +99,24 @@ class SlurmClient {
   std::vector<PendingScript> pendingScripts() const;
   // Jobs of all users in the queue (for the MaxJobCount budget); -1 when unknown.
   int queuedJobCount() const;
+  // scontrol release. Both are idempotent, so a transient failure is retried
+  // (retryDelays: 1, 2, 4 s by default) before SlurmQueryError is thrown; a refusal throws
+  // Error at once.
   void release(const std::string& jobId) const;
   // scancel; a job that already ended is not an error.
   void cancel(const std::string& jobId) const;
+  // Delays between tries of idempotent calls (tests shorten them).
+  std::vector<std::chrono::milliseconds> retryDelays{std::chrono::milliseconds(1000),
+                                                     std::chrono::milliseconds(2000),
+                                                     std::chrono::milliseconds(4000)};
   // `scontrol show config` when slurmctld answers, defaults otherwise.
   SlurmLimits limits() const;
 
  private:
   ProcessResult run(const std::vector<std::string>& argv,
                     std::chrono::seconds timeout = std::chrono::seconds(60)) const;
+  // run() again after each of retryDelays while the failure is transient.
+  ProcessResult runRetrying(const std::vector<std::string>& argv) const;
   Programs programs_;
 };
 

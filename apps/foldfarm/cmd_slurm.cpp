@@ -6,6 +6,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "jobs/campaign.hpp"
+#include "jobs/campaign_commands.hpp"
 #include "jobs/executor.hpp"
 #include "jobs/task_kind.hpp"
 #include "slurm/array_plan.hpp"
@@ -32,12 +33,16 @@ struct ResourceArgs {
     c.add_option("-C,--constraint", res.constraint, "Node features, e.g. a100&ib");
     c.add_option("--mem", res.mem, "Memory per node, e.g. 64G");
     c.add_option("-N,--nodes", res.nodes, "Nodes")->capture_default_str();
-    c.add_option("--gpus-per-node", res.gpusPerNode, "GPUs per node (0: CPU nodes)")->capture_default_str();
-    c.add_option("--tasks-per-gpu", res.tasksPerGpu, "Campaign tasks sharing one GPU")->capture_default_str();
+    c.add_option("--gpus-per-node", res.gpusPerNode, "GPUs per node (0: CPU nodes)")
+        ->capture_default_str();
+    c.add_option("--tasks-per-gpu", res.tasksPerGpu, "Campaign tasks sharing one GPU")
+        ->capture_default_str();
     c.add_option("--tasks-per-node", res.tasksPerNode, "Ranks/task slots per node on CPU nodes")
         ->capture_default_str();
-    c.add_option("-c,--cpus-per-task", res.cpusPerTask, "CPUs (and threads) per task")->capture_default_str();
-    c.add_option("-o,--output", res.output, "Output file pattern (%A array job, %a element, %j job)");
+    c.add_option("-c,--cpus-per-task", res.cpusPerTask, "CPUs (and threads) per task")
+        ->capture_default_str();
+    c.add_option("-o,--output", res.output,
+                 "Output file pattern (%A array job, %a element, %j job)");
     c.add_option("-e,--error", res.error, "Error file pattern (default: with --output)");
     c.add_option("--chdir", res.workDir, "Working directory of the job");
     c.add_option("--setup", res.setupLines,
@@ -47,8 +52,10 @@ struct ResourceArgs {
     c.add_option("--signal-grace", res.signalGraceSeconds,
                  "Seconds before the time limit when USR1 asks workers to checkpoint (0: none)")
         ->capture_default_str();
-    c.add_flag("--requeue", res.requeue, "Let Slurm requeue the job; an interrupted job requeues itself");
-    c.add_option("--foldfarm", res.foldfarm, "Path of foldfarm on the compute nodes (default: this one)");
+    c.add_flag("--requeue", res.requeue,
+               "Let Slurm requeue the job; an interrupted job requeues itself");
+    c.add_option("--foldfarm", res.foldfarm,
+                 "Path of foldfarm on the compute nodes (default: this one)");
   }
 
   SbatchResources resolved() const {
@@ -79,7 +86,9 @@ struct RenderArgs {
 
 // Opening a campaign validates its spec, task kind included; the submitter never runs
 // tasks, but the kind's name must be known.
-void registerKinds() { registerCampaignTaskKinds(); }
+void registerKinds() {
+  registerCampaignTaskKinds();
+}
 
 void renderArray(const RenderArgs& a) {
   registerKinds();
@@ -110,17 +119,20 @@ void renderArray(const RenderArgs& a) {
   // Everything rendered: only now write the manifests (when asked) and print.
   if (!a.manifestDir.empty()) {
     for (size_t k = 0; k < plan.arrays.size(); ++k) {
-      writeFileAtomic(mdir + "/manifest-" + std::to_string(k) + ".tsv", slurm::manifestText(plan.arrays[k]));
+      writeFileAtomic(mdir + "/manifest-" + std::to_string(k) + ".tsv",
+                      slurm::manifestText(plan.arrays[k]));
     }
   }
   std::fprintf(stderr,
                "foldfarm: %zu pending task(s) -> %zu array(s), %d element(s) of <= %d task(s) "
                "(MaxArraySize %d, MaxJobCount %d%s)%s\n",
-               ids.size(), plan.arrays.size(), plan.elements(), plan.tasksPerElement, po.limits.maxArraySize,
-               po.limits.maxJobCount, po.limits.fromCluster ? ", from scontrol" : ", Slurm defaults",
+               ids.size(), plan.arrays.size(), plan.elements(), plan.tasksPerElement,
+               po.limits.maxArraySize, po.limits.maxJobCount,
+               po.limits.fromCluster ? ", from scontrol" : ", Slurm defaults",
                a.manifestDir.empty() ? "; manifests not written (use --manifest-dir)" : "");
   for (size_t k = 0; k < scripts.size(); ++k) {
-    if (scripts.size() > 1) std::printf("%s# ---- array %zu of %zu ----\n", k ? "\n" : "", k + 1, scripts.size());
+    if (scripts.size() > 1)
+      std::printf("%s# ---- array %zu of %zu ----\n", k ? "\n" : "", k + 1, scripts.size());
     std::fputs(scripts[k].c_str(), stdout);
   }
 }
@@ -150,11 +162,12 @@ void submitAndReport(SubmitArgs& a) {
   if (a.json) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("%s: %d array(s) submitted (%d task(s)), %d requeued; ", a.dir.c_str(), sum.submissions,
-                sum.tasksSubmitted, sum.tasksRequeued);
+    std::printf("%s: %d array(s) submitted (%d task(s)), %d requeued; ", a.dir.c_str(),
+                sum.submissions, sum.tasksSubmitted, sum.tasksRequeued);
     printCounts(j["counts"]);
   }
-  if (sum.interrupted) throw InterruptedError("stopped watching " + a.dir + "; its jobs keep running");
+  if (sum.interrupted)
+    throw InterruptedError("stopped watching " + a.dir + "; its jobs keep running");
   if (j["counts"].value("failed", 0) > 0) {
     throw Error(a.dir + ": " + std::to_string(j["counts"].value("failed", 0)) +
                 " task(s) failed; see `foldfarm campaign status " + a.dir + "`");
@@ -167,15 +180,29 @@ void runCampaignThroughSlurm(const std::string& dir) {
   submitAndReport(a);
 }
 
+void cancelCampaign(const std::string& dir) {
+  if (!slurm::campaignUsedSlurm(dir)) {
+    jobs::cancelCommand(dir);
+    return;
+  }
+  slurm::SlurmCancelSummary sum = slurm::cancelCampaignOnSlurm(dir);
+  std::string jobs;
+  for (const auto& id : sum.jobsCancelled) jobs += " " + id;
+  std::printf("campaign %s: %d unfinished task(s) cancelled; Slurm job(s) cancelled:%s\n",
+              dir.c_str(), sum.tasksCancelled, jobs.empty() ? " none" : jobs.c_str());
+}
+
 void registerSlurmCommands(CommandGroups& g) {
-  CLI::App* s = g.root.add_subcommand("slurm", "Slurm: render batch scripts, run campaigns as job arrays");
+  CLI::App* s =
+      g.root.add_subcommand("slurm", "Slurm: render batch scripts, run campaigns as job arrays");
   s->require_subcommand(1);
   CLI::App* render = s->add_subcommand("render", "Print a batch script to stdout");
   render->require_subcommand(1);
 
   auto pre = std::make_shared<RenderArgs>();
   CLI::App* rp = render->add_subcommand(
-      "pretrain", "Data-parallel pretraining: srun --mpi=pmix foldfarm pretrain ARGS…, one rank per GPU");
+      "pretrain",
+      "Data-parallel pretraining: srun --mpi=pmix foldfarm pretrain ARGS…, one rank per GPU");
   pre->res.addTo(*rp);
   rp->add_option("args", pre->extra, "Arguments of `foldfarm pretrain` (after --)");
   rp->callback([pre] {
@@ -194,12 +221,15 @@ void registerSlurmCommands(CommandGroups& g) {
 
   auto arr = std::make_shared<RenderArgs>();
   CLI::App* ra = render->add_subcommand(
-      "array", "Campaign as job arrays over its pending tasks (split under MaxArraySize/MaxJobCount)");
+      "array",
+      "Campaign as job arrays over its pending tasks (split under MaxArraySize/MaxJobCount)");
   arr->res.addTo(*ra);
   ra->add_option("dir", arr->dir, "Campaign directory")->required();
-  ra->add_option("--tasks-per-element", arr->tasksPerElement, "Tasks per array element (0: automatic)")
+  ra->add_option("--tasks-per-element", arr->tasksPerElement,
+                 "Tasks per array element (0: automatic)")
       ->capture_default_str();
-  ra->add_option("--throttle", arr->throttle, "Elements running at once, all arrays together (%K; 0: none)")
+  ra->add_option("--throttle", arr->throttle,
+                 "Elements running at once, all arrays together (%K; 0: none)")
       ->capture_default_str();
   ra->add_option("--manifest-dir", arr->manifestDir, "Write the manifests (task shards) here");
   ra->callback([arr] { renderArray(*arr); });
@@ -211,14 +241,16 @@ void registerSlurmCommands(CommandGroups& g) {
       "truth: tasks whose job ended without a result are resubmitted)");
   sub->res.addTo(*sc);
   sc->add_option("dir", sub->dir, "Campaign directory")->required();
-  sc->add_option("--tasks-per-element", sub->opts.tasksPerElement, "Tasks per array element (0: automatic)")
+  sc->add_option("--tasks-per-element", sub->opts.tasksPerElement,
+                 "Tasks per array element (0: automatic)")
       ->capture_default_str();
   sc->add_option("--throttle", sub->opts.throttle, "Elements running at once (%K; 0: none)")
       ->capture_default_str();
   sc->add_flag("--no-wait", sub->noWait, "Submit and return without watching");
   sc->add_option("--poll", sub->opts.pollInitialS, "First squeue interval in seconds (backs off)")
       ->capture_default_str();
-  sc->add_option("--poll-max", sub->opts.pollMaxS, "Longest squeue interval in seconds")->capture_default_str();
+  sc->add_option("--poll-max", sub->opts.pollMaxS, "Longest squeue interval in seconds")
+      ->capture_default_str();
   sc->add_option("--max-submissions", sub->opts.maxSubmissions,
                  "Give up on a task whose jobs ended this many times without a result")
       ->capture_default_str();
@@ -227,7 +259,8 @@ void registerSlurmCommands(CommandGroups& g) {
 
   auto st = std::make_shared<std::pair<std::string, bool>>();
   CLI::App* ss = s->add_subcommand(
-      "status", "Campaign D on Slurm: ingests finished results, requeues tasks whose job ended, shows jobs");
+      "status",
+      "Campaign D on Slurm: ingests finished results, requeues tasks whose job ended, shows jobs");
   ss->add_option("dir", st->first, "Campaign directory")->required();
   ss->add_flag("--json", st->second, "Print as JSON");
   ss->callback([st] {
@@ -246,7 +279,9 @@ void registerSlurmCommands(CommandGroups& g) {
                   job["state"].get<std::string>().c_str(), job["reason"].get<std::string>().c_str(),
                   job["tasks"].get<int>());
     }
-    if (j["requeued"].get<int>() > 0) std::printf("%d task(s) back to pending (their job ended without a result)\n", j["requeued"].get<int>());
+    if (j["requeued"].get<int>() > 0)
+      std::printf("%d task(s) back to pending (their job ended without a result)\n",
+                  j["requeued"].get<int>());
   });
 }
 

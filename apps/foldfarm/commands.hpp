@@ -15,13 +15,16 @@ struct CommandGroups {
   CLI::App& study;  // foldfarm study <what>
 };
 
-void registerDataCommands(CommandGroups& g);      // cmd_data.cpp: data …, bench data
-void registerModelCommands(CommandGroups& g);     // cmd_model.cpp: model info, pretrain, finetune, generate, bench pet
-void registerDistCommands(CommandGroups& g);      // cmd_dist.cpp: bench allreduce, bench ddp
-void registerEnsembleCommands(CommandGroups& g);  // cmd_ensembles.cpp: unfold, aggregate, study warmstart
-void registerCampaignCommands(CommandGroups& g);  // cmd_campaign.cpp: campaign …, worker, bench scheduler
-void registerSlurmCommands(CommandGroups& g);     // cmd_slurm.cpp: slurm render|submit|status
-void registerReportCommands(CommandGroups& g);    // cmd_report.cpp: report, study scaling
+void registerDataCommands(CommandGroups& g);  // cmd_data.cpp: data …, bench data
+void registerModelCommands(
+    CommandGroups& g);  // cmd_model.cpp: model info, pretrain, finetune, generate, bench pet
+void registerDistCommands(CommandGroups& g);  // cmd_dist.cpp: bench allreduce, bench ddp
+void registerEnsembleCommands(
+    CommandGroups& g);  // cmd_ensembles.cpp: unfold, aggregate, study warmstart
+void registerCampaignCommands(
+    CommandGroups& g);  // cmd_campaign.cpp: campaign …, worker, bench scheduler
+void registerSlurmCommands(CommandGroups& g);   // cmd_slurm.cpp: slurm render|submit|status
+void registerReportCommands(CommandGroups& g);  // cmd_report.cpp: report, study scaling
 
 // Registers every task kind this executable can run (noop, sleep, command, chain). Any
 // command that opens a campaign calls it first: opening validates the spec's task kind.
@@ -29,5 +32,8 @@ void registerCampaignTaskKinds();
 // `foldfarm campaign run D --executor slurm` is `foldfarm slurm submit D` with defaults
 // from the spec (cmd_slurm.cpp). Returns when every task has ended; throws like submit.
 void runCampaignThroughSlurm(const std::string& dir);
+// `foldfarm campaign cancel D`: the journal's unfinished tasks -> cancelled; for a campaign
+// that submitted to Slurm, its array jobs are scancelled too (cmd_slurm.cpp).
+void cancelCampaign(const std::string& dir);
 
 }  // namespace foldfarm::app

@@ -4,6 +4,7 @@
 // (runCampaignOnSlurm) is the only journal writer.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -28,8 +29,9 @@ const char* kHostile = "c a m p 'q' \"dq\" $(touch INJECTED) `touch INJECTED2`; 
 
 std::string createSleepCampaign(const std::string& dir, int tasks, double seconds) {
   jobs::registerBuiltinTaskKinds();
-  nlohmann::json spec = {{"name", "sleepers"}, {"task", "sleep"},         {"replicas", tasks},
-                         {"members", 1},       {"seed", 7},               {"params", {{"seconds", seconds}}},
+  nlohmann::json spec = {{"name", "sleepers"},  {"task", "sleep"},
+                         {"replicas", tasks},   {"members", 1},
+                         {"seed", 7},           {"params", {{"seconds", seconds}}},
                          {"executor", "slurm"}, {"resources", {{"cpu_slots", 1}}}};
   jobs::Campaign::init(jobs::parseCampaignSpec(spec, "test spec", dir), dir);
   return dir;
@@ -48,8 +50,8 @@ std::string journalDump(const std::string& dir) {
   jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
   std::string s;
   for (const auto& t : c.tasks()) {
-    s += t.id + " " + std::string(jobs::toString(t.state)) + " a=" + std::to_string(t.attempts) + " ext=" +
-         t.external_id + " n=" + std::to_string(c.journal().eventCount(t.index)) + "\n";
+    s += t.id + " " + std::string(jobs::toString(t.state)) + " a=" + std::to_string(t.attempts) +
+         " ext=" + t.external_id + " n=" + std::to_string(c.journal().eventCount(t.index)) + "\n";
   }
   return s + "events=" + std::to_string(c.journal().eventCount(-1)) + "\n";
 }
@@ -57,7 +59,8 @@ std::string journalDump(const std::string& dir) {
 // What a submitter leaves behind when it stops right after `sbatch --hold` and saving the
 // job id (D/slurm/sub-0001/{manifest.tsv,array.sbatch,jobid}), before the journal write.
 // With saveId false: stopped a moment earlier, before the id was saved.
-std::string leaveHeldSubmission(const std::string& dir, const std::vector<std::vector<std::string>>& shards,
+std::string leaveHeldSubmission(const std::string& dir,
+                                const std::vector<std::vector<std::string>>& shards,
                                 bool saveId = true) {
   const std::string sub = dir + "/slurm/sub-0001";
   std::filesystem::create_directories(sub);
@@ -123,7 +126,8 @@ TEST_F(SlurmCampaign, SleepCampaignInHostilePathCompletes) {
   int outputs = 0;
   for (const auto& e : std::filesystem::recursive_directory_iterator(base_)) {
     std::string name = e.path().filename().string();
-    for (const char* m : {"INJECTED", "INJECTED2", "INJECTED3", "INJECTED4"}) EXPECT_NE(name, m) << e.path();
+    for (const char* m : {"INJECTED", "INJECTED2", "INJECTED3", "INJECTED4"})
+      EXPECT_NE(name, m) << e.path();
     if (name.rfind("out $(touch INJECTED4) ", 0) == 0) ++outputs;
   }
   EXPECT_EQ(outputs, 6);  // one output file per element, at the quoted path
@@ -204,8 +208,8 @@ TEST_F(SlurmCampaign, SbatchFailureLeavesTheJournalUnchanged) {
   EXPECT_EQ(journalDump(dir), before);
   if (!std::string(FOLDFARM_BINARY).empty() && std::filesystem::exists(FOLDFARM_BINARY)) {
     // The command: one `foldfarm: error:` line and exit status 1.
-    ProcessResult r = runProcess({FOLDFARM_BINARY, "slurm", "submit", dir, "--partition", "no-such-partition",
-                                  "--poll", "1"});
+    ProcessResult r = runProcess({FOLDFARM_BINARY, "slurm", "submit", dir, "--partition",
+                                  "no-such-partition", "--poll", "1"});
     EXPECT_EQ(r.exitCode, 1) << r.err;
     int errorLines = 0;
     std::istringstream err(r.err);
@@ -230,7 +234,8 @@ TEST_F(SlurmCampaign, SbatchFailureLeavesTheJournalUnchanged) {
 // `slurm submit`, never runs, and the tasks run once in a new submission.
 void expectOrphanCancelled(const std::string& base, bool saveId) {
   const std::string dir = createSleepCampaign(base + "/c", 3, 0.1);
-  const std::string orphan = leaveHeldSubmission(dir, {{"r0000m0", "r0001m0"}, {"r0002m0"}}, saveId);
+  const std::string orphan =
+      leaveHeldSubmission(dir, {{"r0000m0", "r0001m0"}, {"r0002m0"}}, saveId);
   ASSERT_TRUE(allHeld(orphan));
 
   SlurmCampaignSummary sum = runCampaignOnSlurm(dir, fastOptions());
@@ -248,17 +253,22 @@ void expectOrphanCancelled(const std::string& base, bool saveId) {
   }
   // The orphan never ran: slurmctld reports it cancelled (or has forgotten it) and no
   // element wrote output.
-  for (const auto& j : SlurmClient().queue({orphan})) EXPECT_EQ(j.state, "CANCELLED") << j.externalId();
+  for (const auto& j : SlurmClient().queue({orphan}))
+    EXPECT_EQ(j.state, "CANCELLED") << j.externalId();
   for (const auto& e : std::filesystem::directory_iterator(dir + "/slurm/sub-0001")) {
     EXPECT_NE(e.path().filename().string().rfind("slurm-", 0), 0u) << "orphan ran: " << e.path();
   }
   EXPECT_EQ(slurp(dir + "/slurm/sub-0001/settled"), "cancelled\n");
 }
 
-TEST_F(SlurmCampaign, HeldJobTheJournalNeverRecordedIsCancelled) { expectOrphanCancelled(base_, true); }
+TEST_F(SlurmCampaign, HeldJobTheJournalNeverRecordedIsCancelled) {
+  expectOrphanCancelled(base_, true);
+}
 
 // The same, stopped before even the job id was saved: the job is found by its script path.
-TEST_F(SlurmCampaign, HeldJobWhoseIdWasNeverSavedIsCancelled) { expectOrphanCancelled(base_, false); }
+TEST_F(SlurmCampaign, HeldJobWhoseIdWasNeverSavedIsCancelled) {
+  expectOrphanCancelled(base_, false);
+}
 
 // A submitter stopped after the journal write but before `scontrol release` (here: release
 // fails): the job is recorded and held. The next `slurm submit` releases (adopts) it, and
@@ -266,9 +276,10 @@ TEST_F(SlurmCampaign, HeldJobWhoseIdWasNeverSavedIsCancelled) { expectOrphanCanc
 TEST_F(SlurmCampaign, HeldJobTheJournalRecordsIsReleased) {
   const std::string dir = createSleepCampaign(base_ + "/c", 3, 0.1);
   const std::string fake = base_ + "/scontrol-release-fails";
-  writeFileAtomic(fake,
-                  "#!/bin/sh\nif [ \"$1\" = release ]; then echo 'scontrol: error: simulated' >&2; exit 1; fi\n"
-                  "exec scontrol \"$@\"\n");
+  writeFileAtomic(
+      fake,
+      "#!/bin/sh\nif [ \"$1\" = release ]; then echo 'scontrol: error: simulated' >&2; exit 1; fi\n"
+      "exec scontrol \"$@\"\n");
   ASSERT_EQ(::chmod(fake.c_str(), 0755), 0);
   SlurmCampaignOptions o = fastOptions();
   o.programs.scontrol = fake;
@@ -301,4 +312,91 @@ TEST_F(SlurmCampaign, HeldJobTheJournalRecordsIsReleased) {
     EXPECT_EQ(arrayJobIdOf(t.external_id), held) << t.id;
   }
   EXPECT_EQ(slurp(dir + "/slurm/sub-0001/settled"), "released\n");
+}
+
+// sbatch that times out after slurmctld accepted the job (the reply was lost): the
+// submitter keeps the submission's script, the next round finds the held job by it and
+// cancels it, and the tasks are submitted again under a job the journal records — each
+// runs once, as attempt 1.
+TEST_F(SlurmCampaign, SbatchTimingOutAfterSlurmctldAcceptedIsSettledAndEachTaskRunsOnce) {
+  const std::string dir = createSleepCampaign(base_ + "/c", 3, 0.1);
+  const std::string fake = base_ + "/sbatch-lost-reply";
+  const std::string count = base_ + "/sbatch-calls";
+  writeFileAtomic(
+      fake, "#!/bin/sh\necho x >> '" + count +
+                "'\n"
+                "if [ \"$(wc -l < '" +
+                count +
+                "')\" -eq 1 ]; then\n"
+                "  sbatch \"$@\" > /dev/null || exit 1\n"
+                "  echo 'sbatch: error: Batch job submission failed: Socket timed out on send/recv "
+                "operation' >&2; exit 1\nfi\nexec sbatch \"$@\"\n");
+  ASSERT_EQ(::chmod(fake.c_str(), 0755), 0);
+  SlurmCampaignOptions o = fastOptions();
+  o.programs.sbatch = fake;
+  SlurmCampaignSummary sum = runCampaignOnSlurm(dir, o);
+  EXPECT_EQ(sum.counts[TaskState::kDone], 3);
+  EXPECT_EQ(sum.orphansCancelled, 1) << "the job sbatch lost the reply of was not cancelled";
+  EXPECT_EQ(slurp(dir + "/slurm/sub-0001/settled"), "cancelled\n");
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.state, TaskState::kDone) << t.id;
+    EXPECT_EQ(t.attempts, 1) << t.id;
+    EXPECT_EQ(t.ingested, 1) << t.id;
+  }
+}
+
+// scontrol release failing twice with slurmctld unreachable: retried, not fatal.
+TEST_F(SlurmCampaign, TransientReleaseFailuresAreRetried) {
+  const std::string dir = createSleepCampaign(base_ + "/c", 2, 0.1);
+  const std::string fake = base_ + "/scontrol-flaky";
+  const std::string count = base_ + "/release-calls";
+  writeFileAtomic(fake, "#!/bin/sh\nif [ \"$1\" = release ]; then echo x >> '" + count +
+                            "'\n"
+                            "  if [ \"$(wc -l < '" +
+                            count +
+                            "')\" -le 2 ]; then\n"
+                            "    echo 'scontrol: error: Unable to contact slurm controller "
+                            "(connect failure)' >&2; exit 1\n"
+                            "  fi\nfi\nexec scontrol \"$@\"\n");
+  ASSERT_EQ(::chmod(fake.c_str(), 0755), 0);
+  SlurmCampaignOptions o = fastOptions();
+  o.programs.scontrol = fake;
+  SlurmCampaignSummary sum = runCampaignOnSlurm(dir, o);
+  EXPECT_EQ(sum.counts[TaskState::kDone], 2);
+  EXPECT_EQ(sum.submissions, 1);
+  const std::string calls = slurp(count);
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), '\n'), 3);
+}
+
+// `campaign cancel` reaches Slurm: the journal says cancelled and the array is scancelled.
+// An element can never be requeued (--no-requeue), so neither Slurm nor the element can run
+// a task a second time behind the submitter's back.
+TEST_F(SlurmCampaign, CancelReachesSlurmAndElementsCannotBeRequeued) {
+  const std::string dir = createSleepCampaign(base_ + "/c", 2, 60.0);
+  SlurmCampaignOptions o = fastOptions();
+  o.wait = false;
+  o.tasksPerElement = 1;
+  SlurmCampaignSummary first = runCampaignOnSlurm(dir, o);
+  ASSERT_EQ(first.jobIds.size(), 1u);
+  const std::string job = first.jobIds[0];
+  SlurmClient client;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  bool running = false;
+  while (!running && std::chrono::steady_clock::now() < deadline) {
+    for (const auto& j : client.queue({job})) running = running || j.state == "RUNNING";
+    if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_TRUE(running);
+  ProcessResult requeue = runProcess({"scontrol", "requeue", job + "_0"});
+  EXPECT_FALSE(requeue.ok()) << "Slurm requeued an array element: " << requeue.out;
+
+  SlurmCancelSummary sum = cancelCampaignOnSlurm(dir);
+  EXPECT_EQ(sum.tasksCancelled, 2);
+  EXPECT_EQ(sum.jobsCancelled, std::vector<std::string>{job});
+  waitForJob(client, job, 30);
+  for (const auto& j : client.queue({job}))
+    EXPECT_TRUE(j.finished()) << j.externalId() << " " << j.state;
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) EXPECT_EQ(t.state, TaskState::kCancelled) << t.id;
 }
