@@ -1,5 +1,7 @@
 #include "ensembles/chain.hpp"
 
+#include <sys/stat.h>
+
 #include <cmath>
 #include <filesystem>
 #include <optional>
@@ -168,6 +170,50 @@ ChainState loadProgress(const std::string& out, const ChainSpec& spec) {
   if (st.done_steps > 0) st.weights = readChainWeights(stateDir(out));
   logInfo("resuming chain after {} finished steps", st.done_steps);
   return st;
+}
+
+// What a chain's saved state depends on besides its parameters: its input files (path,
+// size, modification time in ns) and the foundation checkpoint (hash of its meta.json).
+// A file rewritten in place with the same size and time is not noticed.
+json inputFingerprint(const ChainSpec& spec, const ChainInputs& in) {
+  auto file = [](const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return json{{"path", path}, {"missing", true}};
+    const long long mtime_ns =
+        static_cast<long long>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+    return json{
+        {"path", path}, {"size", static_cast<long long>(st.st_size)}, {"mtime_ns", mtime_ns}};
+  };
+  return {{"mc", file(spec.mc_path)}, {"data", file(spec.data_path)}, {"init", in.init_sha256}};
+}
+
+// The first run of a chain records its inputs under state/; a resume refuses inputs that
+// changed since (the saved weights and models were computed from the old ones).
+void checkInputFingerprint(const std::string& out, const ChainSpec& spec, const ChainInputs& in,
+                           bool root) {
+  const std::string path = stateDir(out) + "/inputs.json";
+  const json now = inputFingerprint(spec, in);
+  if (fs::exists(path)) {
+    const json then = readJson(path);
+    for (const char* k : {"mc", "data"}) {
+      if (then.value(k, json()) != now[k]) {
+        const json& a = then.value(k, json::object());
+        const json& b = now[k];
+        throw InputError("this chain started on " + b.value("path", std::string("?")) + " (" +
+                         std::to_string(a.value("size", -1LL)) +
+                         " bytes), which has changed since (now " +
+                         std::to_string(b.value("size", -1LL)) +
+                         " bytes, modified later); restore the file or remove " + stateDir(out) +
+                         " to start the chain over");
+      }
+    }
+    if (then.value("init", std::string()) != now["init"].get<std::string>()) {
+      throw InputError("this chain started from another foundation checkpoint than " + spec.init +
+                       " holds now; restore it or remove " + stateDir(out) + " to start over");
+    }
+    return;
+  }
+  if (root) writeJsonAtomic(path, now);
 }
 
 }  // namespace
@@ -408,6 +454,7 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
   ParallelContext* ctx = in.ctx;
   const bool root = ctx == nullptr || ctx->isRoot();
   if (root) fs::create_directories(stateDir(out));
+  checkInputFingerprint(out, spec, in, root);
   ChainState st = loadProgress(out, spec);
 
   const bool use_pet = cfg.classifier != "mlp";

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -324,6 +325,21 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
     refuse(s.params, "params.");
     for (const auto& [id, ov] : s.overrides) refuse(ov, "overrides." + id + ".");
   }
+  if (const auto& keys = taskKindTraits(s.kind).param_keys) {
+    // Keys the kind does not read would be dropped without a word (a misspelt "second").
+    auto check = [&](const json& obj, const std::string& where) {
+      for (auto it = obj.begin(); it != obj.end(); ++it) {
+        if (std::find(keys->begin(), keys->end(), it.key()) != keys->end()) continue;
+        std::string list;
+        for (const auto& k : *keys) list += (list.empty() ? "" : ", ") + k;
+        throw InputError(origin + ": '" + where + it.key() + "' is not read by the " + s.kind +
+                         " task (it reads " + (list.empty() ? std::string("nothing") : list) +
+                         "); remove it or fix its spelling");
+      }
+    };
+    check(s.params, "params.");
+    for (const auto& [id, ov] : s.overrides) check(ov, "overrides." + id + ".");
+  }
 
   if (j.contains("resources")) {
     const json& r = j["resources"];
@@ -365,8 +381,8 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
   if (j.contains("retry")) {
     const json& r = j["retry"];
     if (!r.is_object()) throw InputError(origin + ": 'retry' must be an object");
-    rejectUnknownKeys(r, {"max_attempts", "backoff_s", "max_interruptions", "lease_wait_s"},
-                      origin, "retry.");
+    rejectUnknownKeys(r, {"max_attempts", "backoff_s", "max_interruptions", "lease_wait_s"}, origin,
+                      "retry.");
     s.retry.lease_wait_s = getNumber<double>(r, "lease_wait_s", 60.0, origin, "retry.");
     s.retry.max_interruptions = getNumber<int>(r, "max_interruptions", 20, origin, "retry.");
     s.retry.max_attempts = getNumber<int>(r, "max_attempts", 3, origin, "retry.");

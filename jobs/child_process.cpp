@@ -76,39 +76,48 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv_in,
   ::close(from_child[1]);
   ChildProcess c;
   c.pid_ = pid;
-  c.in_fd_ = to_child[1];
-  c.out_fd_ = from_child[0];
+  c.in_.reset(to_child[1]);
+  c.out_.reset(from_child[0]);
   return c;
 }
 
-ChildProcess::~ChildProcess() noexcept {
-  if (in_fd_ >= 0) ::close(in_fd_);
-  if (out_fd_ >= 0) ::close(out_fd_);
+void ChildProcess::killAndReap() noexcept {
   if (pid_ > 0) {
     ::kill(pid_, SIGKILL);
     int st = 0;
-    if (::waitpid(pid_, &st, 0) < 0) logWarn("reaping worker {}: {}", pid_, errnoMessage(errno));
+    while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+    }
+  }
+  pid_ = -1;
+}
+
+ChildProcess::~ChildProcess() noexcept {
+  in_.reset();
+  out_.reset();
+  if (pid_ > 0) {
+    const pid_t pid = pid_;
+    killAndReap();
+    logDebug("killed and reaped worker {}", pid);
   }
 }
 
 ChildProcess::ChildProcess(ChildProcess&& o) noexcept
-    : pid_(std::exchange(o.pid_, -1)),
-      in_fd_(std::exchange(o.in_fd_, -1)),
-      out_fd_(std::exchange(o.out_fd_, -1)) {}
+    : pid_(std::exchange(o.pid_, -1)), in_(std::move(o.in_)), out_(std::move(o.out_)) {}
 
 ChildProcess& ChildProcess::operator=(ChildProcess&& o) noexcept {
   if (this != &o) {
-    this->~ChildProcess();
+    in_.reset();
+    out_.reset();
+    killAndReap();
     pid_ = std::exchange(o.pid_, -1);
-    in_fd_ = std::exchange(o.in_fd_, -1);
-    out_fd_ = std::exchange(o.out_fd_, -1);
+    in_ = std::move(o.in_);
+    out_ = std::move(o.out_);
   }
   return *this;
 }
 
 void ChildProcess::closeStdin() {
-  if (in_fd_ >= 0) ::close(in_fd_);
-  in_fd_ = -1;
+  in_.reset();
 }
 
 void ChildProcess::signal(int sig) {

@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/base/fd.hpp"
+
 namespace foldfarm::jobs {
 
 class ChildProcess {
@@ -25,8 +27,8 @@ class ChildProcess {
   ChildProcess& operator=(const ChildProcess&) = delete;
 
   pid_t pid() const { return pid_; }
-  int stdinFd() const { return in_fd_; }    // write end: frames to the child
-  int stdoutFd() const { return out_fd_; }  // read end: frames from the child
+  int stdinFd() const { return in_.get(); }    // write end: frames to the child
+  int stdoutFd() const { return out_.get(); }  // read end: frames from the child
   bool running() const { return pid_ > 0; }
   void closeStdin();
   void signal(int sig);
@@ -35,9 +37,10 @@ class ChildProcess {
   int wait();
 
  private:
+  void killAndReap() noexcept;
   pid_t pid_ = -1;
-  int in_fd_ = -1;
-  int out_fd_ = -1;
+  Fd in_;
+  Fd out_;
 };
 
 // "exit 3", "signal 11 (Segmentation fault)" from a wait status.

@@ -217,6 +217,33 @@ int CampaignJournal::eventCount(int index) {
   return static_cast<int>(st.columnInt(0));
 }
 
+void CampaignJournal::forEachEvent(const std::function<void(const Event&)>& fn) {
+  SqliteStatement st(db_,
+                     "SELECT seq, task_idx, attempt, from_state, to_state, at, host, slot, "
+                     "exit_code, reason FROM events ORDER BY seq");
+  auto state = [](const std::string& text, int64_t seq) {
+    auto v = parseTaskState(text);
+    if (!v)
+      throw Error("journal: event " + std::to_string(seq) + " has unknown state '" + text + "'");
+    return *v;
+  };
+  Event e;
+  while (st.step()) {
+    e.seq = st.columnInt(0);
+    e.task = static_cast<int>(st.columnInt(1));
+    e.attempt = static_cast<int>(st.columnInt(2));
+    e.from = st.columnIsNull(3) ? std::nullopt
+                                : std::optional<TaskState>(state(st.columnText(3), e.seq));
+    e.to = state(st.columnText(4), e.seq);
+    e.at = st.columnDouble(5);
+    e.host = st.columnIsNull(6) ? "" : st.columnText(6);
+    e.slot = st.columnIsNull(7) ? -1 : static_cast<int>(st.columnInt(7));
+    e.exit_code = st.columnIsNull(8) ? -1 : static_cast<int>(st.columnInt(8));
+    e.reason = st.columnIsNull(9) ? "" : st.columnText(9);
+    fn(e);
+  }
+}
+
 int CampaignJournal::markRunning(std::vector<Dispatch>& dispatches) {
   if (dispatches.empty()) return 0;
   SqliteTransaction txn(db_);
@@ -265,11 +292,13 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
                         "finished_at=?, not_before=? WHERE idx=? AND state='running' AND "
                         "attempts=?");
   // Self-interruptions since the task was last given a fresh start (`campaign retry`).
-  SqliteStatement stops(db_,
-                        "SELECT COUNT(*) FROM events e WHERE e.task_idx=?1 AND "
-                        "e.to_state='interrupted' AND e.exit_code=75 AND e.seq > COALESCE((SELECT "
-                        "MAX(seq) FROM events WHERE task_idx=?1 AND from_state='failed' AND "
-                        "to_state='pending'), 0)");
+  const std::string stops_sql =
+      "SELECT COUNT(*) FROM events e WHERE e.task_idx=?1 AND e.to_state='interrupted' AND "
+      "e.exit_code=" +
+      std::to_string(kExitInterrupted) +
+      " AND e.seq > COALESCE((SELECT MAX(seq) FROM events WHERE task_idx=?1 AND "
+      "from_state='failed' AND to_state='pending'), 0)";
+  SqliteStatement stops(db_, stops_sql.c_str());
   double now = wallClockNow();
   int applied = 0;
   for (const auto& c : completions) {
@@ -301,10 +330,10 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
     }
     TaskState final_state;
     double not_before = 0;
-    bool interrupted = c.status == 75 || !c.counts_as_failure;
+    bool interrupted = c.status == kExitInterrupted || !c.counts_as_failure;
     std::string reason =
         c.reason.empty() ? std::string("exit ") + std::to_string(c.status) : c.reason;
-    if (interrupted && c.status == 75 && c.counts_as_failure) {
+    if (interrupted && c.status == kExitInterrupted && c.counts_as_failure) {
       // The task stopped itself: count its earlier self-interruptions (the event log's
       // running -> interrupted with exit 75); at the cap it ends failed instead of looping.
       stops.bind(1, c.index);
@@ -320,11 +349,11 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
     }
     if (interrupted) {
       final_state = TaskState::kPending;
-    } else if (c.status == 75) {
+    } else if (c.status == kExitInterrupted) {
       final_state = TaskState::kFailed;
     } else {
       ++failures;
-      if (c.status == 2 || failures >= retry.max_attempts) {
+      if (c.status == kExitBadInput || failures >= retry.max_attempts) {
         final_state = TaskState::kFailed;
       } else {
         final_state = TaskState::kPending;

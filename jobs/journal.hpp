@@ -10,6 +10,8 @@
 // Tables: tasks (current state of each task), events (every transition, in order:
 // task, attempt, from, to, time, host, slot, exit code, reason), meta (key/value).
 // Thread-safety: one thread.
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -116,6 +118,21 @@ class CampaignJournal {
   int cancelUnfinished(const std::string& reason);
   // Number of rows in `events` (transitions recorded) for a task (-1: all tasks).
   int eventCount(int index = -1);
+  // One row of `events`: a recorded transition.
+  struct Event {
+    int64_t seq = 0;
+    int task = 0;  // task index
+    int attempt = 0;
+    std::optional<TaskState> from;  // none: the task's creation
+    TaskState to = TaskState::kPending;
+    double at = 0;
+    std::string host;
+    int slot = -1;
+    int exit_code = -1;  // -1: none recorded
+    std::string reason;
+  };
+  // Every event in order (seq), streamed to `fn` (the table can be large).
+  void forEachEvent(const std::function<void(const Event&)>& fn);
 
   std::string meta(const std::string& key);
   void setMeta(const std::string& key, const std::string& value);

@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include "core/base/error.hpp"
+#include "core/base/fd.hpp"
 #include "core/base/log.hpp"
 #include "jobs/task_kind.hpp"
 
@@ -17,34 +18,23 @@ namespace {
 class StderrRedirect {
  public:
   explicit StderrRedirect(const std::string& path) {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) throwSystemError("open", __FILE__, __LINE__, path);
+    Fd file(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+    if (!file.valid()) throwSystemError("open", __FILE__, __LINE__, path);
     ::fflush(stderr);
-    saved_ = ::dup(2);
-    if (saved_ < 0) {
-      ::close(fd);
-      throwSystemError("dup", __FILE__, __LINE__, "stderr");
-    }
-    if (::dup2(fd, 2) < 0) {
-      ::close(fd);
-      ::close(saved_);
-      throwSystemError("dup2", __FILE__, __LINE__, path);
-    }
-    ::close(fd);
+    saved_.reset(::fcntl(2, F_DUPFD_CLOEXEC, 3));
+    if (!saved_.valid()) throwSystemError("fcntl", __FILE__, __LINE__, "stderr");
+    if (::dup2(file.get(), 2) < 0) throwSystemError("dup2", __FILE__, __LINE__, path);
   }
   ~StderrRedirect() noexcept {
     ::fflush(stderr);
     spdlog::default_logger()->flush();
-    if (saved_ >= 0) {
-      ::dup2(saved_, 2);
-      ::close(saved_);
-    }
+    if (saved_.valid()) ::dup2(saved_.get(), 2);
   }
   StderrRedirect(const StderrRedirect&) = delete;
   StderrRedirect& operator=(const StderrRedirect&) = delete;
 
  private:
-  int saved_ = -1;
+  Fd saved_;
 };
 
 void makeDir(const std::string& dir) {

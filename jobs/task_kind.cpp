@@ -283,10 +283,14 @@ TaskOutcome runTaskKind(const std::string& name, const json& params, const std::
 }
 
 void registerBuiltinTaskKinds() {
-  registerTaskKind("noop", TaskRunner(runNoop), TaskKindTraits{false, nullptr});
-  registerTaskKind("sleep", TaskRunner(runSleep), TaskKindTraits{true, validateSleep});
-  registerTaskKind("command", TaskRunner(runCommand), TaskKindTraits{true, validateCommand});
-  registerTaskKind("load", TaskRunner(runLoad), TaskKindTraits{false, validateLoad});
+  using Keys = std::vector<std::string>;
+  registerTaskKind("noop", TaskRunner(runNoop), TaskKindTraits{false, nullptr, Keys{}});
+  registerTaskKind("sleep", TaskRunner(runSleep),
+                   TaskKindTraits{true, validateSleep, Keys{"seconds"}});
+  registerTaskKind("command", TaskRunner(runCommand),
+                   TaskKindTraits{true, validateCommand, Keys{"argv"}});
+  registerTaskKind("load", TaskRunner(runLoad),
+                   TaskKindTraits{false, validateLoad, Keys{"path", "cache"}});
 }
 
 void WorkerCache::clear() {

@@ -27,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,9 @@ using TaskValidator = std::function<void(const nlohmann::json& params)>;
 struct TaskKindTraits {
   bool needs_directory = true;  // the worker creates the task directory and task.log
   TaskValidator validate;       // optional
+  // The keys of "params"/"overrides" the runner reads; set: any other key in a spec is
+  // refused at `campaign init` (it would be dropped). Unset: not checked.
+  std::optional<std::vector<std::string>> param_keys;
 };
 
 void registerTaskKind(const std::string& name, TaskRunner runner, TaskKindTraits traits = {});
@@ -74,7 +78,8 @@ void registerBuiltinTaskKinds();
 class WorkerCache {
  public:
   template <typename T>
-  std::shared_ptr<T> getOrLoad(const std::string& key, const std::function<std::shared_ptr<T>()>& load) {
+  std::shared_ptr<T> getOrLoad(const std::string& key,
+                               const std::function<std::shared_ptr<T>()>& load) {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto& e : entries_) {
       if (e.first == key) return std::static_pointer_cast<T>(e.second);

@@ -201,7 +201,7 @@ int runWorker(int in_fd, int out_fd) {
     if (stopRequested() && stopSignal() != 0) {
       double now = wallClockNow();
       if (!reply.send(
-              doneMessage(index, attempt, 75, "not started: worker stopping", now, now, json())))
+              doneMessage(index, attempt, kExitInterrupted, "not started: worker stopping", now, now, json())))
         break;
       continue;
     }

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/base/process.hpp"
 #include "core/base/progress.hpp"
 #include "ensembles/aggregate.hpp"
 #include "ensembles/chain.hpp"
@@ -105,6 +107,8 @@ struct SchedulerBenchArgs {
   double sleep_s = 0.2;
   double load_mb = 0;
   int load_tasks = 20;
+  int command_tasks = 400;  // real tasks: directory, lease, log, durable result
+  int pilot_ranks = 2;      // worker ranks of the MPI pilot figure (0: skip it)
   std::string scratch = "/tmp";
   bool keep = false;
   bool json = false;
@@ -189,6 +193,42 @@ void benchScheduler(const SchedulerBenchArgs& a) {
     out["load_task_s_reload"] = fresh;
     out["persistent_saves_s_per_task"] = fresh - cached;
   }
+  if (a.command_tasks > 0) {
+    // What a real task costs the scheduler: `command` tasks running /bin/true, each of which
+    // creates its task directory, takes its lease, writes task.log and a durable
+    // task_result.json, and is journaled — the noop figure leaves all of that out.
+    const json commandSpec{{"name", "bench-command"},
+                           {"task", "command"},
+                           {"replicas", a.command_tasks},
+                           {"params", {{"argv", {"/bin/true"}}}},
+                           {"resources", {{"cpu_slots", a.slots}}}};
+    jobs::RunSummary cmd = runBenchCampaign(root + "/command", commandSpec, a.slots);
+    out["command_tasks"] = a.command_tasks;
+    out["command_local_elapsed_s"] = cmd.elapsed_s;
+    out["command_local_ms_per_task"] = 1e3 * cmd.elapsed_s * a.slots / a.command_tasks;
+    const std::string mpirun = findProgram("mpirun");
+    if (a.pilot_ranks > 0 && !mpirun.empty()) {
+      // The same tasks through the MPI pilot: rank 0 dispatches, pilot_ranks ranks run them.
+      json pilotSpec = commandSpec;
+      pilotSpec["name"] = "bench-command-pilot";
+      pilotSpec["executor"] = "mpi";
+      pilotSpec["resources"] = {{"cpu_slots", 1}};
+      const std::string dir = root + "/command-pilot";
+      jobs::Campaign::init(jobs::parseCampaignSpec(pilotSpec, "bench spec", dir), dir);
+      const auto t0 = std::chrono::steady_clock::now();
+      ProcessResult r =
+          runProcess({mpirun, "--allow-run-as-root", "--oversubscribe", "-np",
+                      std::to_string(a.pilot_ranks + 1), jobs::selfExecutable(), "--log-level",
+                      "warn", "campaign", "run", dir, "--executor", "mpi"});
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (!r.ok()) throw Error("bench scheduler: the MPI pilot failed: " + r.describeFailure());
+      out["pilot_ranks"] = a.pilot_ranks;
+      out["command_pilot_elapsed_s"] = elapsed;
+      out["command_pilot_ms_per_task"] = 1e3 * elapsed * a.pilot_ranks / a.command_tasks;
+      out["command_pilot_note"] = "includes mpirun start-up and MPI_Init of every rank";
+    }
+  }
   if (!a.keep)
     removeBenchDir(root);
   else
@@ -205,6 +245,18 @@ void benchScheduler(const SchedulerBenchArgs& a) {
           "sleep: %d x %.2f s on %d slots: makespan %.2f s, ideal %.2f s, efficiency %.1f%%\n",
           a.sleep_tasks, a.sleep_s, a.slots, out["sleep_makespan_s"].get<double>(),
           out["sleep_ideal_s"].get<double>(), 100 * out["makespan_efficiency"].get<double>());
+    }
+    if (out.contains("command_local_ms_per_task")) {
+      std::printf(
+          "command tasks (dir, lease, log, durable result): %d on %d local slots: %.2f "
+          "ms/task/slot\n",
+          a.command_tasks, a.slots, out["command_local_ms_per_task"].get<double>());
+    }
+    if (out.contains("command_pilot_ms_per_task")) {
+      std::printf(
+          "command tasks through the MPI pilot on %d worker ranks: %.2f ms/task/rank "
+          "(with mpirun start-up)\n",
+          a.pilot_ranks, out["command_pilot_ms_per_task"].get<double>());
     }
     if (out.contains("load_mb")) {
       std::printf(
@@ -312,11 +364,17 @@ void registerCampaignCommands(CommandGroups& g) {
     auto dir = std::make_shared<std::string>();
     auto executor = std::make_shared<std::string>();
     auto slots = std::make_shared<int>(0);
+    auto lost_after = std::make_shared<double>(jobs::RunOptions{}.lost_after_s);
     c->add_option("dir", *dir, "Campaign directory")->required();
     c->add_option("--executor", *executor, "local, mpi or slurm (default: the spec's)")
         ->check(CLI::IsMember({"local", "mpi", "slurm"}));
     c->add_option("--slots", *slots, "Override the number of local slots (0: from the spec)");
-    c->callback([dir, executor, slots] {
+    c->add_option("--lost-after", *lost_after,
+                  "mpi: seconds without a heartbeat after which a rank is lost (fenced; the "
+                  "pilot ends with exit 3 naming it once the rest is done)")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    c->callback([dir, executor, slots, lost_after] {
       registerAllTaskKinds();
       std::string ex = *executor;
       if (ex.empty()) ex = jobs::loadFrozenSpec(*dir).executor;
@@ -324,7 +382,9 @@ void registerCampaignCommands(CommandGroups& g) {
         runCampaignThroughSlurm(*dir);
         return;
       }
-      int rc = jobs::runCommand(*dir, *executor, runOptions(*slots));
+      jobs::RunOptions o = runOptions(*slots);
+      o.lost_after_s = *lost_after;
+      int rc = jobs::runCommand(*dir, *executor, o);
       if (rc == kExitInterrupted)
         throw InterruptedError(*dir + ": stopped; continue with `foldfarm campaign resume " + *dir +
                                "`");
@@ -368,12 +428,13 @@ void registerCampaignCommands(CommandGroups& g) {
   }
   // cancel
   {
-    auto* c = campaign->add_subcommand("cancel", "Cancel every unfinished task");
+    auto* c = campaign->add_subcommand(
+        "cancel", "Cancel every unfinished task (and scancel the campaign's Slurm jobs)");
     auto dir = std::make_shared<std::string>();
     c->add_option("dir", *dir, "Campaign directory")->required();
     c->callback([dir] {
       registerAllTaskKinds();
-      jobs::cancelCommand(*dir);
+      cancelCampaign(*dir);
     });
   }
   // work
@@ -490,6 +551,13 @@ void registerCampaignCommands(CommandGroups& g) {
                   "also measure a persistent worker keeping an input of this size (0: skip)")
         ->capture_default_str();
     b->add_option("--load-tasks", a->load_tasks, "tasks for the --load-mb figure")
+        ->capture_default_str();
+    b->add_option("--command-tasks", a->command_tasks,
+                  "real tasks (/bin/true as a command task: directory, lease, log, durable "
+                  "result) for the per-task overhead; 0 skips")
+        ->capture_default_str();
+    b->add_option("--pilot-ranks", a->pilot_ranks,
+                  "worker ranks of the MPI pilot run of the command tasks (0 skips; needs mpirun)")
         ->capture_default_str();
     b->add_option("--scratch", a->scratch, "where the scratch campaigns go")->capture_default_str();
     b->add_flag("--keep", a->keep, "keep the scratch campaigns");

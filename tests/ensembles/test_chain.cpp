@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -95,6 +96,36 @@ TEST_F(ChainTest, InterruptedAndResumedChainEndsWithIdenticalWeights) {
   ASSERT_EQ(runChainTask(params(2, 0), cut.string()), 0);
   EXPECT_EQ(push(ref), push(cut));
   EXPECT_EQ(readChainWeights(ref.string()).pull, readChainWeights(cut.string()).pull);
+}
+
+TEST_F(ChainTest, ResumeOnInputsThatChangedIsRefusedAndTheStateIsKept) {
+  const fs::path dir = root_ / "fingerprint", cut = dir / "cut";
+  fs::create_directories(dir);
+  fs::copy_file(root_ / "sim.h5", dir / "sim.h5");
+  nlohmann::json p = params(3, 0);
+  p["mc"] = (dir / "sim.h5").string();
+  std::thread stopper([&] {
+    for (int i = 0; i < 6000 && !fs::exists(cut / "state" / "progress.json"); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    requestStop();
+  });
+  int rc = runChainTask(p, cut.string());
+  stopper.join();
+  clearStopRequest();
+  ASSERT_EQ(rc, 75);
+  // The simulation is regenerated (another seed) between the interruption and the resume.
+  data::SynthConfig c = data::SynthConfig::unfoldDefaults(data::Tune::kSim);
+  c.P = 24;
+  data::writeUnfoldFile((dir / "sim.new.h5").string(), data::synthUnfold(c, 99, 0, 240));
+  fs::rename(dir / "sim.new.h5", dir / "sim.h5");
+  auto read = [](const fs::path& f) {
+    std::ifstream in(f, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const std::string before = read(cut / "state" / "progress.json");
+  EXPECT_EQ(runChainTask(p, cut.string()), 2) << "a chain resumed on changed inputs";
+  EXPECT_EQ(read(cut / "state" / "progress.json"), before);
+  EXPECT_FALSE(fs::exists(cut / kChainResultFile));
 }
 
 TEST_F(ChainTest, BadInputReturnsTwoAndWritesNothing) {

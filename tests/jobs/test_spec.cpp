@@ -195,6 +195,16 @@ TEST_F(SpecValidation, ParametersTheCampaignSetsAreRefusedInParamsAndOverrides) 
   expectRefused(initRejected(s), {"'overrides.r0002m1.task_id'"});
 }
 
+TEST_F(SpecValidation, KeysABuiltInKindDoesNotReadAreRefused) {
+  // A misspelt parameter would be dropped: the sleep task reads only "seconds".
+  json s = validSpec();
+  s["params"]["second"] = 2;
+  expectRefused(initRejected(s), {"'params.second'", "sleep task", "seconds"});
+  s = validSpec();
+  s["overrides"] = {{"r0001m0", {{"seconds", 1}, {"argv", {"/bin/true"}}}}};
+  expectRefused(initRejected(s), {"'overrides.r0001m0.argv'", "sleep task"});
+}
+
 TEST_F(SpecValidation, ChainTasksRefuseParamsAndOverridesTheyWouldDrop) {
   // The real chain kind needs LibTorch (apps/foldfarm); a stand-in that accepts anything
   // shows that the spec itself refuses what the chain runner never reads.
