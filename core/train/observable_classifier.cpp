@@ -152,7 +152,7 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
       const Tensor idx = torch::tensor(std::vector<int64_t>(order.begin() + static_cast<long>(b),
                                                             order.begin() + static_cast<long>(e)),
                                        torch::kInt64);
-      opt.zero_grad();
+      zeroGradients(opt);
       const Tensor loss = weightedClassifierLoss(seq->forward(X.index_select(0, idx)),
                                                  Y.index_select(0, idx), W.index_select(0, idx));
       loss.backward();

@@ -30,7 +30,9 @@ Key keyOf(const Tensor& p) {
   }
 }
 
-StateKey stateKey(const Tensor& p) { return keyOf<StateKey>(p); }
+StateKey stateKey(const Tensor& p) {
+  return keyOf<StateKey>(p);
+}
 
 }  // namespace
 
@@ -73,12 +75,14 @@ std::unique_ptr<torch::optim::Optimizer> makeOptimizer(Pet& model, const Optimiz
   const double body_lr = s.lr / s.lr_factor;
   const double body_wd = s.weight_decay * s.lr_factor;
   if (s.kind == "lion") {
-    groups.emplace_back(model->bodyParameters(),
-                        std::make_unique<LionOptions>(
-                            LionOptions(body_lr).beta1(s.beta1).beta2(s.beta2).weight_decay(body_wd)));
-    groups.emplace_back(model->headParameters(),
-                        std::make_unique<LionOptions>(
-                            LionOptions(s.lr).beta1(s.beta1).beta2(s.beta2).weight_decay(s.weight_decay)));
+    groups.emplace_back(
+        model->bodyParameters(),
+        std::make_unique<LionOptions>(
+            LionOptions(body_lr).beta1(s.beta1).beta2(s.beta2).weight_decay(body_wd)));
+    groups.emplace_back(
+        model->headParameters(),
+        std::make_unique<LionOptions>(
+            LionOptions(s.lr).beta1(s.beta1).beta2(s.beta2).weight_decay(s.weight_decay)));
     return std::make_unique<Lion>(std::move(groups), LionOptions(s.lr));
   }
   if (s.kind == "adamw") {
@@ -94,6 +98,15 @@ std::unique_ptr<torch::optim::Optimizer> makeOptimizer(Pet& model, const Optimiz
                                                  torch::optim::AdamWOptions(s.lr));
   }
   throw InputError("unknown optimiser '" + s.kind + "': use lion or adamw");
+}
+
+void zeroGradients(torch::optim::Optimizer& opt) {
+  torch::NoGradGuard no_grad;
+  for (auto& group : opt.param_groups()) {
+    for (auto& p : group.params()) {
+      if (p.grad().defined()) p.mutable_grad().zero_();
+    }
+  }
 }
 
 double WarmupCosine::at(int64_t step) const {
@@ -145,7 +158,8 @@ void exportOptimizerState(torch::optim::Optimizer& opt, const std::string& prefi
       } else if (auto* a = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get())) {
         tensors[base + "exp_avg"] = a->exp_avg().clone();
         tensors[base + "exp_avg_sq"] = a->exp_avg_sq().clone();
-        if (a->max_exp_avg_sq().defined()) tensors[base + "max_exp_avg_sq"] = a->max_exp_avg_sq().clone();
+        if (a->max_exp_avg_sq().defined())
+          tensors[base + "max_exp_avg_sq"] = a->max_exp_avg_sq().clone();
         meta[base + "step"] = a->step();
       }
     }

@@ -55,6 +55,12 @@ struct OptimizerSettings {
 // Throws InputError for an unknown kind.
 std::unique_ptr<torch::optim::Optimizer> makeOptimizer(Pet& model, const OptimizerSettings& s);
 
+// Zeroes every gradient of the optimiser's parameters in place, keeping the gradient
+// tensors: data-parallel training makes them views of its all-reduce buckets
+// (dist/bucketed_allreduce.hpp), which Optimizer::zero_grad() would drop on LibTorch 2.x
+// (set_to_none by default) and detach on 1.x. Use this instead of zero_grad().
+void zeroGradients(torch::optim::Optimizer& opt);
+
 // Linear warm-up from lr/warmup_steps to peak = lr * warmup_scale over warmup_steps, then
 // cosine decay to 0 at total_steps. warmup_scale: e.g. sqrt(ranks) (SPEC §4).
 struct WarmupCosine {

@@ -355,7 +355,7 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
       model_->generator().set_current_seed(
           deriveSeed({opts_.seed, kStepRandomPurpose, static_cast<uint64_t>(global_step),
                       static_cast<uint64_t>(ctx_.rank())}));
-      opt_->zero_grad();
+      zeroGradients(*opt_);
       Tensor loss;
       if (objective == Objective::kPretrain) {
         loss = pretrainLoss(model_, b, model_->generator()).total;

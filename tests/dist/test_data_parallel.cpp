@@ -9,6 +9,7 @@
 #include <functional>
 
 #include "core/base/error.hpp"
+#include "core/train/optim.hpp"
 #include "dist/bucketed_allreduce.hpp"
 #include "dist/control_plane.hpp"
 #include "dist/data_parallel.hpp"
@@ -66,7 +67,7 @@ void train(Net& net, ParallelContext& ctx, torch::optim::Optimizer& opt, int ran
     const int per_rank = kBatch * 2 / world;
     x = x.narrow(0, rank * per_rank, per_rank);
     y = y.narrow(0, rank * per_rank, per_rank);
-    opt.zero_grad();
+    zeroGradients(opt);
     const int mb = per_rank / micro;
     for (int m = 0; m < micro; ++m) {
       ctx.setGradientSync(m == micro - 1);
@@ -172,6 +173,36 @@ TEST(DataParallel, BucketsInReverseOrderFirstSmall) {
   std::size_t expect = 0;
   for (const auto& p : params) expect += static_cast<std::size_t>(p.numel() * 4);
   EXPECT_EQ(total, expect);
+}
+
+TEST(DataParallel, GradientsStayBucketViewsAcrossSteps) {
+  // zeroGradients keeps each .grad as the view of its all-reduce bucket that the first
+  // synchronised backward attached: no gradient is reallocated (and copied into the bucket)
+  // at later steps, on any LibTorch (2.x's zero_grad() would set them to none).
+  DataParallelContext ctx(detectLaunch(), smallBuckets());
+  Net net;
+  ctx.prepare(*net);
+  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-2));
+  auto step = [&](int s) {
+    zeroGradients(opt);
+    auto [x, y] = globalBatch(s, kBatch);
+    torch::mse_loss(net->forward(x), y).backward();
+    ctx.finishGradientSync();
+    opt.step();
+  };
+  step(0);
+  std::vector<const void*> first;
+  for (const auto& p : net->parameters()) first.push_back(p.grad().data_ptr());
+  zeroGradients(opt);
+  for (const auto& p : net->parameters()) {
+    ASSERT_TRUE(p.grad().defined());
+    EXPECT_EQ(p.grad().abs().max().item<float>(), 0.0f);
+  }
+  for (int s = 1; s < 4; ++s) step(s);
+  const auto params = net->parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_EQ(params[i].grad().data_ptr(), first[i]) << "parameter " << i << " got a new gradient";
+  }
 }
 
 TEST(DataParallel, TwoRanksEqualOneRankDoubleBatchAdamW) {
