@@ -273,16 +273,6 @@ data::FeatureStats chainFeatureStats(const ChainConfig& c, const Checkpoint* ini
   return s;
 }
 
-std::string resolveCheckpointDir(const std::string& dir) {
-  std::error_code ec;
-  if (fs::is_regular_file(fs::path(dir) / "meta.json", ec)) return dir;
-  if (fs::is_regular_file(fs::path(dir) / "model" / "meta.json", ec))
-    return (fs::path(dir) / "model").string();
-  throw InputError(dir +
-                   ": not a checkpoint directory (no meta.json, nor model/meta.json); pass "
-                   "the output of `foldfarm pretrain`, or --init none to train from scratch");
-}
-
 ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   if (!j.is_object()) throw InputError(source + ": chain config must be a JSON object");
   static const std::vector<std::string> known = {

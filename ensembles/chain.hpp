@@ -93,9 +93,6 @@ struct ChainSpec {
   int iterations = 4;
   ChainConfig config;
 };
-// A foundation checkpoint directory: `dir` itself when it holds meta.json, else `dir`/model
-// (the output directory of `foldfarm pretrain`). Throws InputError naming `dir` otherwise.
-std::string resolveCheckpointDir(const std::string& dir);
 
 // Params JSON of chain_task.hpp -> spec; throws InputError naming the key.
 ChainSpec chainSpecFromJson(const nlohmann::json& params);

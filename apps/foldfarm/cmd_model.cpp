@@ -398,7 +398,7 @@ void runFinetune(const FinetuneArgs& a) {
   if (a.init == "none") {
     clf = std::make_unique<PetClassifier>(configFrom(a.preset, a.config), init_seed);
   } else {
-    const Checkpoint ck = readCheckpoint(a.init);
+    const Checkpoint ck = readCheckpoint(resolveCheckpointDir(a.init));
     clf = std::make_unique<PetClassifier>(ck.meta.config, init_seed, ck.meta.stats);
     report = warmStart(clf->model(), ck);
     logInfo("warm start from {}: {}", a.init, report.summary());
@@ -449,7 +449,7 @@ struct GenerateArgs {
 
 void runGenerate(const GenerateArgs& a) {
   configureThreads(a.threads);
-  const Checkpoint ck = readCheckpoint(a.ckpt);
+  const Checkpoint ck = readCheckpoint(resolveCheckpointDir(a.ckpt));
   if (!ck.meta.config.generator)
     throw InputError(a.ckpt + ": checkpoint has no generator head; use a pretrained checkpoint");
   if (a.cls < 0 || a.cls >= ck.meta.config.num_classes)
@@ -721,7 +721,9 @@ void registerModelCommands(CommandGroups& g) {
 
   auto ft = std::make_shared<FinetuneArgs>();
   CLI::App* f = g.root.add_subcommand("finetune", "Train a one-logit PET classifier, from a checkpoint or from scratch");
-  f->add_option("--init", ft->init, "Checkpoint directory to warm-start from, or none")->capture_default_str();
+  f->add_option("--init", ft->init,
+                "Checkpoint to warm-start from (a checkpoint directory or the output directory "
+                "of `foldfarm pretrain`), or none")->capture_default_str();
   f->add_option("--preset", ft->preset, "Preset when --init none")->capture_default_str();
   f->add_option("--config", ft->config, "JSON with \"model\" size overrides (--init none)");
   f->add_option("--train", ft->train, "Jets HDF5 file with 0/1 pid labels")->required();
@@ -742,7 +744,9 @@ void registerModelCommands(CommandGroups& g) {
 
   auto gen = std::make_shared<GenerateArgs>();
   CLI::App* ge = g.root.add_subcommand("generate", "Sample jets of one class with the diffusion head (EMA weights)");
-  ge->add_option("--ckpt", gen->ckpt, "Pretrained checkpoint directory (<out>/model)")->required();
+  ge->add_option("--ckpt", gen->ckpt,
+                 "Pretrained checkpoint (a checkpoint directory or the output directory of "
+                 "`foldfarm pretrain`)")->required();
   ge->add_option("--class", gen->cls, "Class index")->required();
   ge->add_option("--jets", gen->jets, "Number of jets")->required();
   ge->add_option("--out", gen->out, "Output HDF5 (jets layout, written atomically)")->required();

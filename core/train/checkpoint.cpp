@@ -28,7 +28,9 @@ std::string shapeText(const Tensor& t) {
 
 }  // namespace
 
-bool checkpointExists(const std::string& dir) { return fs::exists(fs::path(dir) / "meta.json"); }
+bool checkpointExists(const std::string& dir) {
+  return fs::exists(fs::path(dir) / "meta.json");
+}
 
 void writeCheckpoint(const std::string& dir, const CheckpointMeta& meta,
                      const std::map<std::string, Tensor>& tensors) {
@@ -62,17 +64,27 @@ void writeCheckpoint(const std::string& dir, const CheckpointMeta& meta,
 
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (name.rfind("tensors-", 0) == 0 && name != payload_name &&
-        entry.path().extension() == ".pt")
+    if (name.rfind("tensors-", 0) == 0 && name != payload_name && entry.path().extension() == ".pt")
       fs::remove(entry.path(), ec);
   }
+}
+
+std::string resolveCheckpointDir(const std::string& dir) {
+  std::error_code ec;
+  if (fs::is_regular_file(fs::path(dir) / "meta.json", ec)) return dir;
+  if (fs::is_regular_file(fs::path(dir) / "model" / "meta.json", ec))
+    return (fs::path(dir) / "model").string();
+  throw InputError(dir +
+                   ": not a checkpoint directory (no meta.json, nor model/meta.json); pass "
+                   "the output of `foldfarm pretrain`, or --init none to train from scratch");
 }
 
 Checkpoint readCheckpoint(const std::string& dir) {
   const std::string meta_path = (fs::path(dir) / "meta.json").string();
   if (!fs::exists(meta_path))
-    throw InputError(dir + ": not a foldfarm checkpoint (no meta.json); pass a directory written "
-                           "by foldfarm pretrain/finetune");
+    throw InputError(dir +
+                     ": not a foldfarm checkpoint (no meta.json); pass a directory written "
+                     "by foldfarm pretrain/finetune");
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(readFile(meta_path));
@@ -88,8 +100,9 @@ Checkpoint readCheckpoint(const std::string& dir) {
   body.erase("meta_sha256");
   const std::string meta_sha = j.at("meta_sha256").get<std::string>();
   if (sha256Hex(body.dump()) != meta_sha)
-    throw InputError(meta_path + ": checksum mismatch in the checkpoint metadata (edited or "
-                                 "corrupt); restore the checkpoint from a copy or retrain");
+    throw InputError(meta_path +
+                     ": checksum mismatch in the checkpoint metadata (edited or "
+                     "corrupt); restore the checkpoint from a copy or retrain");
 
   const std::string payload_name = j.at("payload").at("file").get<std::string>();
   const std::string payload_path = (fs::path(dir) / payload_name).string();
@@ -97,8 +110,8 @@ Checkpoint readCheckpoint(const std::string& dir) {
   const std::string expected = j.at("payload").at("sha256").get<std::string>();
   const std::string actual = sha256Hex(bytes_str);
   if (actual != expected)
-    throw InputError(payload_path + ": checksum mismatch (expected sha256 " + expected.substr(0, 16) +
-                     "..., file has " + actual.substr(0, 16) +
+    throw InputError(payload_path + ": checksum mismatch (expected sha256 " +
+                     expected.substr(0, 16) + "..., file has " + actual.substr(0, 16) +
                      "...): the checkpoint is corrupt; restore it from a copy or retrain");
 
   Checkpoint ck;
@@ -118,7 +131,8 @@ Checkpoint readCheckpoint(const std::string& dir) {
   try {
     value = torch::pickle_load(bytes);
   } catch (const std::exception& e) {
-    throw InputError(payload_path + ": cannot decode tensors (" + std::string(e.what()).substr(0, 200) +
+    throw InputError(payload_path + ": cannot decode tensors (" +
+                     std::string(e.what()).substr(0, 200) +
                      "); restore the checkpoint from a copy or retrain");
   }
   if (!value.isGenericDict())
@@ -144,8 +158,8 @@ void loadModelTensors(Pet& model, const std::map<std::string, Tensor>& tensors,
       throw InputError(source + ": checkpoint lacks tensor '" + prefix + name +
                        "'; it was written for a different model: use a matching --preset/--config");
     if (!it->second.sizes().equals(dst.sizes()))
-      throw InputError(source + ": tensor '" + prefix + name + "' has shape " + shapeText(it->second) +
-                       " but the model expects " + shapeText(dst) +
+      throw InputError(source + ": tensor '" + prefix + name + "' has shape " +
+                       shapeText(it->second) + " but the model expects " + shapeText(dst) +
                        "; use a matching --preset/--config");
     dst.copy_(it->second);
   };
@@ -180,7 +194,8 @@ WarmStartReport warmStart(Pet& model, const Checkpoint& ckpt) {
   return r;
 }
 
-void requireSameConfig(const Checkpoint& ckpt, const PetConfig& expected, const std::string& what_to_do) {
+void requireSameConfig(const Checkpoint& ckpt, const PetConfig& expected,
+                       const std::string& what_to_do) {
   if (ckpt.meta.config == expected) return;
   std::string diff;
   const auto a = petConfigToJson(ckpt.meta.config), b = petConfigToJson(expected);

@@ -49,6 +49,10 @@ void writeCheckpoint(const std::string& dir, const CheckpointMeta& meta,
                      const std::map<std::string, torch::Tensor>& tensors);
 // Verifies both checksums. Throws InputError on any problem.
 Checkpoint readCheckpoint(const std::string& dir);
+// The checkpoint directory a user gave, in either form every command takes: a checkpoint
+// directory itself (holding meta.json) or the output directory of `foldfarm pretrain` /
+// `finetune` (holding model/meta.json). Throws InputError naming `dir` otherwise.
+std::string resolveCheckpointDir(const std::string& dir);
 
 // Model tensors under `prefix` ("model.", "ema.", ...).
 void addModelTensors(Pet& model, const std::string& prefix,
@@ -68,7 +72,8 @@ WarmStartReport warmStart(Pet& model, const Checkpoint& ckpt);
 
 // Throws InputError("<dir>: checkpoint was written for a different model (...): ...") when
 // `expected` differs from the checkpoint's config.
-void requireSameConfig(const Checkpoint& ckpt, const PetConfig& expected, const std::string& what_to_do);
+void requireSameConfig(const Checkpoint& ckpt, const PetConfig& expected,
+                       const std::string& what_to_do);
 
 // Builds the model stored in a checkpoint (its config, "model." or "ema." tensors).
 Pet loadPet(const Checkpoint& ckpt, bool prefer_ema = false);

@@ -50,7 +50,9 @@ ClassifierFitOptions quickFit() {
   return o;
 }
 
-std::vector<torch::Tensor> params(PetClassifier& c) { return c.model()->parameters(); }
+std::vector<torch::Tensor> params(PetClassifier& c) {
+  return c.model()->parameters();
+}
 
 }  // namespace
 
@@ -117,6 +119,21 @@ TEST(Checkpoint, FlippedByteIsRefused) {
   }
 }
 
+TEST(Checkpoint, EveryCommandTakesTheCheckpointOrTheRunDirectory) {
+  // `pretrain --out R` writes R/model/meta.json: R and R/model name the same checkpoint.
+  TempDir run;
+  const std::string model = run.path + "/model";
+  PetClassifier(petPreset("tiny"), 3).save(model);
+  EXPECT_EQ(resolveCheckpointDir(model), model);
+  EXPECT_EQ(resolveCheckpointDir(run.path), model);
+  try {
+    resolveCheckpointDir(run.path + "/nothing");
+    FAIL() << "a directory without a checkpoint was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("model/meta.json"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Checkpoint, EditedMetadataIsRefused) {
   TempDir dir;
   PetClassifier(petPreset("tiny"), 1).save(dir.path);
@@ -167,7 +184,8 @@ TEST(Resume, StopAndResumeEndsWithIdenticalParameters) {
   EXPECT_THROW(interrupted.fit(jets, nullptr, o), InterruptedError);
   ASSERT_TRUE(checkpointExists(state.path));
 
-  PetClassifier resumed(petPreset("tiny"), 77);  // different init: everything must come from the state
+  PetClassifier resumed(petPreset("tiny"),
+                        77);  // different init: everything must come from the state
   o.stop_at_step = -1;
   o.resume = true;
   const FitResult rest = resumed.fit(jets, nullptr, o);
