@@ -22,6 +22,7 @@
 #include "core/base/progress.hpp"
 #include "core/base/seed.hpp"
 #include "core/base/stop_signal.hpp"
+#include "core/data/jet_files.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
@@ -34,6 +35,7 @@
 #include "core/train/metrics.hpp"
 #include "core/train/optim.hpp"
 #include "core/train/parallel.hpp"
+#include "core/train/pretrain.hpp"
 #include "core/train/trainer.hpp"
 #include "dist/cli_options.hpp"
 #include "dist/make_context.hpp"
@@ -103,61 +105,6 @@ PetConfig configFrom(const std::string& preset, const std::string& config_path) 
   return cfg;
 }
 
-// A jets-layout file (data/jet/pid); an unfolding file is refused naming it.
-data::JetFile openJetsFile(const std::string& f) {
-  data::JetFile file(f);
-  if (file.layout() != data::FileLayout::kJets)
-    throw InputError(f + ": expected a jets file (data/jet/pid), found an unfolding file");
-  return file;
-}
-
-data::JetArrays readJetFiles(const std::vector<std::string>& files, int64_t max_jets) {
-  if (files.empty()) throw InputError("no input files given");
-  data::JetArrays all;
-  for (const auto& f : files) {
-    const data::JetFile file = openJetsFile(f);
-    int64_t end = file.numJets();
-    if (max_jets > 0) end = std::min(end, max_jets - all.n);
-    if (end <= 0) break;
-    data::JetArrays a = file.readJets(0, end);
-    if (all.n == 0) all = std::move(a);
-    else all.append(a);
-  }
-  return all;
-}
-
-// The rows `rows` (ascending, indices into the files read one after the other) of jets
-// files, read block by block so that only those rows are held in memory.
-data::JetArrays readJetRows(const std::vector<std::string>& files, const std::vector<int64_t>& rows) {
-  constexpr int64_t kBlock = 16384;
-  data::JetArrays out;
-  size_t next = 0;
-  int64_t offset = 0;
-  for (const auto& f : files) {
-    const data::JetFile file = openJetsFile(f);
-    const int64_t n = file.numJets();
-    while (next < rows.size() && rows[next] < offset + n) {
-      const int64_t begin = rows[next] - offset, end = std::min(n, begin + kBlock);
-      std::vector<int64_t> pick;
-      for (; next < rows.size() && rows[next] < offset + end; ++next) pick.push_back(rows[next] - offset - begin);
-      data::JetArrays part = file.readJets(begin, end).subset(pick);
-      if (out.n == 0) out = std::move(part);
-      else out.append(part);
-    }
-    offset += n;
-    if (next == rows.size()) break;
-  }
-  return out;
-}
-
-// Jets in the files, at most max_jets (0: all), without reading the arrays.
-int64_t countJets(const std::vector<std::string>& files, int64_t max_jets) {
-  if (files.empty()) throw InputError("no input files given");
-  int64_t n = 0;
-  for (const auto& f : files) n += openJetsFile(f).numJets();
-  return max_jets > 0 ? std::min(n, max_jets) : n;
-}
-
 std::string fixed(double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.4g", v);
@@ -204,41 +151,6 @@ struct PretrainArgs {
   dist::DistCli dist;  // --collective-timeout, --dist-backend, --bucket-cap-mb
 };
 
-// Per class: mean and standard deviation of the standardised jet features of the training
-// set (the generator's conditioning). Sharded: sums over every rank's shard (collective).
-json jetConditioning(const JetTensors& t, int64_t classes, ParallelContext* sharded) {
-  const int64_t J = t.jets.size(1);
-  std::vector<double> sums(static_cast<size_t>(classes * (1 + 2 * J)), 0.0);
-  const torch::Tensor jets = t.jets.to(torch::kFloat64).contiguous();
-  const double* x = jets.data_ptr<double>();
-  const torch::Tensor labels = t.labels.contiguous();
-  const int64_t* y = labels.data_ptr<int64_t>();
-  for (int64_t i = 0; i < t.size(); ++i) {
-    double* s = sums.data() + y[i] * (1 + 2 * J);
-    s[0] += 1;
-    for (int64_t k = 0; k < J; ++k) {
-      s[1 + k] += x[i * J + k];
-      s[1 + J + k] += x[i * J + k] * x[i * J + k];
-    }
-  }
-  if (sharded != nullptr) sharded->allreduceSum(sums);
-  json out = json::object();
-  for (int64_t c = 0; c < classes; ++c) {
-    const double* s = sums.data() + c * (1 + 2 * J);
-    const double n = s[0];
-    if (n < 2) continue;
-    std::vector<float> mean(static_cast<size_t>(J)), std(static_cast<size_t>(J));
-    for (int64_t k = 0; k < J; ++k) {
-      const double m = s[1 + k] / n;
-      mean[static_cast<size_t>(k)] = static_cast<float>(m);
-      std[static_cast<size_t>(k)] =
-          static_cast<float>(std::sqrt(std::max(0.0, (s[1 + J + k] - n * m * m) / (n - 1))));
-    }
-    out[std::to_string(c)] = {{"mean", mean}, {"std", std}};
-  }
-  return out;
-}
-
 void runPretrain(const PretrainArgs& a) {
   configureThreads(a.threads);
   installStopHandlers();
@@ -251,81 +163,21 @@ void runPretrain(const PretrainArgs& a) {
     const json j = readTrainConfig(a.config);
     if (j.contains("train")) train_cfg = j.at("train");
   }
-  if (!a.config.empty()) (void)configFrom(a.preset, a.config);  // refuse a bad config before reading data
-  // Test rows first, then validation rows out of the rest (the same split on every rank).
-  // --shard-data: rank r reads and keeps only every W-th row of each part, starting at r.
-  const std::vector<std::string> files = splitList(a.data);
-  const int64_t total = countJets(files, a.max_jets);
-  auto [rest, test_rows] = splitRows(total, a.test_fraction, a.seed);
-  auto [train_pos, val_pos] = splitRows(static_cast<int64_t>(rest.size()), a.val_fraction, a.seed + 1);
-  const int W = a.shard_data ? ctx->worldSize() : 1, R = a.shard_data ? ctx->rank() : 0;
-  // Entries R, R + W, R + 2W, ... of `part`, as rows of the file(s) through `rows` (or as is).
-  const auto mine = [W, R](const std::vector<int64_t>& part, const std::vector<int64_t>* rows) {
-    std::vector<int64_t> out;
-    for (size_t k = static_cast<size_t>(R); k < part.size(); k += static_cast<size_t>(W))
-      out.push_back(rows ? (*rows)[static_cast<size_t>(part[k])] : part[k]);
-    return out;
-  };
-  std::vector<int64_t> train_rows = mine(train_pos, &rest), val_rows = mine(val_pos, &rest);
-  std::vector<int64_t> my_test = mine(test_rows, nullptr);
-  // The same test on every rank (no rank may go on alone into a collective).
-  if (static_cast<int64_t>(train_pos.size()) < W)
-    throw InputError(a.data + ": " + std::to_string(total) + " jets leave " +
-                     std::to_string(train_pos.size()) + " training jets for " + std::to_string(W) +
-                     " ranks; use more jets or fewer ranks");
-
-  data::JetArrays raw;
-  if (a.shard_data) {
-    std::vector<int64_t> mine;
-    mine.reserve(train_rows.size() + val_rows.size() + my_test.size());
-    mine.insert(mine.end(), train_rows.begin(), train_rows.end());
-    mine.insert(mine.end(), val_rows.begin(), val_rows.end());
-    mine.insert(mine.end(), my_test.begin(), my_test.end());
-    std::sort(mine.begin(), mine.end());
-    raw = readJetRows(files, mine);
-    // Row indices of the file(s) -> positions in `raw`.
-    const auto at = [&mine](std::vector<int64_t>& rows) {
-      for (int64_t& r : rows)
-        r = std::lower_bound(mine.begin(), mine.end(), r) - mine.begin();
-    };
-    at(train_rows);
-    at(val_rows);
-    at(my_test);
-    logInfo("--shard-data: this rank holds {} training, {} validation and {} test jets of {}",
-            train_rows.size(), val_rows.size(), my_test.size(), total);
-  } else {
-    raw = readJetFiles(files, a.max_jets);
-  }
-  if (raw.labels.empty()) throw InputError(a.data + ": pretraining needs class labels (pid)");
-  int64_t classes = 0;
-  for (int64_t y : raw.labels) classes = std::max(classes, y + 1);
-  if (a.shard_data) {
-    const std::vector<double> all = allGather(*ctx, static_cast<double>(classes));
-    classes = static_cast<int64_t>(*std::max_element(all.begin(), all.end()));
-  }
-  PetConfig cfg = configFrom(a.preset, a.config);
-  cfg.num_classes = std::max<int64_t>(2, classes);
-  cfg.generator = true;
-
-  const data::FeatureStats stats = data::FeatureStats::jetClass();
-  // Peak memory: the raw arrays, then one standardised copy, then the three subsets.
-  const int64_t num_particles = raw.P;
-  JetTensors train, val, test;
-  {
-    JetTensors all = JetTensors::fromArrays(std::move(raw), stats);
-    raw = data::JetArrays();
-    test = all.subset(my_test);
-    val = all.subset(val_rows);
-    train = all.subset(train_rows);
-  }
-
-  TrainOptions t;
+  PretrainOptions o;
+  o.files = splitList(a.data);
+  o.out = a.out;
+  o.model = configFrom(a.preset, a.config);  // a bad config is refused before reading data
+  o.max_jets = a.max_jets;
+  o.val_fraction = a.val_fraction;
+  o.test_fraction = a.test_fraction;
+  o.shard_data = a.shard_data;
+  o.data_label = a.data;
+  TrainOptions& t = o.train;
   t.optimizer.kind = train_cfg.value("optimizer", a.optimizer);
   t.optimizer.lr = train_cfg.value("lr", a.lr);
   t.optimizer.lr_factor = train_cfg.value("lr_factor", a.lr_factor);
   t.optimizer.weight_decay = train_cfg.value("weight_decay", 1e-5);
   t.warmup_epochs = train_cfg.value("warmup_epochs", a.warmup_epochs);
-  t.warmup_scale = std::sqrt(static_cast<double>(ctx->worldSize()));
   t.clip_norm = train_cfg.value("clip_norm", 1.0);
   t.ema = true;
   t.ema_decay = train_cfg.value("ema_decay", 0.999);
@@ -333,45 +185,9 @@ void runPretrain(const PretrainArgs& a) {
   t.max_epochs = train_cfg.value("epochs", a.epochs);
   t.patience = train_cfg.value("patience", int64_t{0});
   t.seed = a.seed;
-  t.state_dir = (fs::path(a.out) / "state").string();
   t.resume = a.resume;
-  t.label = "pretrain";
-  t.sharded = a.shard_data;
-  if (!a.resume && checkpointExists(t.state_dir))
-    throw InputError(a.out + ": holds a training state; pass --resume to continue or choose a new --out");
-
-  std::vector<std::string> names;
-  const bool synth_labels = classes == data::kNumSynthClasses;
-  for (int64_t c = 0; c < cfg.num_classes; ++c)
-    names.push_back(synth_labels ? data::jetClassName(static_cast<int>(c)) : std::to_string(c));
-  CheckpointMeta meta;
-  meta.stats = stats;
-  meta.class_names = names;
-  Pet model(cfg);
-  model->resetParameters(deriveSeed({a.seed, 0x696e6974ULL}));
-  Trainer trainer(model, meta, t, *ctx);
-  const FitResult fit = trainer.fit(train, &val, Objective::kPretrain);
-
-  const EvalResult ev = trainer.evaluate(test, Objective::kPretrain);
-  const auto test_jets = static_cast<int64_t>(test_rows.size());
-  const json conditioning = jetConditioning(train, cfg.num_classes, a.shard_data ? ctx.get() : nullptr);
-  if (ctx->isRoot()) {
-    meta.config = cfg;
-    meta.training = {{"fit", toJson(fit)}, {"test", ev.metrics}, {"data", a.data}};
-    meta.extra = {{"jet_conditioning", conditioning},
-                  {"num_particles", num_particles}};
-    writeCheckpoint((fs::path(a.out) / "model").string(), meta, trainer.modelTensors());
-    json j = {{"out", (fs::path(a.out) / "model").string()},
-              {"train_jets", a.shard_data ? static_cast<int64_t>(train_pos.size()) : train.size()},
-              {"val_jets", a.shard_data ? static_cast<int64_t>(val_pos.size()) : val.size()},
-              {"test_jets", test_jets},
-              // null without test jets (--test-fraction 0 or a tiny file), not a fake 0.
-              {"test_accuracy", test_jets > 0 ? json(ev.metrics.value("accuracy", 0.0)) : json()},
-              {"test_loss", test_jets > 0 ? json(ev.loss) : json()},
-              {"fit", toJson(fit)}};
-    std::printf("%s\n", j.dump(2).c_str());
-  }
-  ctx->barrier();
+  const PretrainResult r = runPretraining(o, *ctx);
+  if (ctx->isRoot()) std::printf("%s\n", r.toJson().dump(2).c_str());
 }
 
 // ---- finetune -------------------------------------------------------------------------
@@ -388,7 +204,7 @@ struct FinetuneArgs {
 void runFinetune(const FinetuneArgs& a) {
   configureThreads(a.threads);
   installStopHandlers();
-  const data::JetArrays raw = readJetFiles({a.train}, 0);
+  const data::JetArrays raw = data::readJetsFiles({a.train}, 0);
   auto [rest, test_rows] = splitRows(raw.n, a.test_fraction, a.seed);
   const data::JetArrays pool = raw.subset(rest), test = raw.subset(test_rows);
 
@@ -633,7 +449,7 @@ void runBench(const BenchArgs& a) {
   configureThreads(a.threads);
   if (a.mode != "classifier" && a.mode != "pretrain")
     throw InputError("--mode must be classifier or pretrain");
-  const data::JetArrays raw = readJetFiles({a.data}, a.max_jets);
+  const data::JetArrays raw = data::readJetsFiles({a.data}, a.max_jets);
   int64_t classes = 1;
   for (int64_t y : raw.labels) classes = std::max(classes, y + 1);
   PetConfig cfg = petPreset(a.preset);

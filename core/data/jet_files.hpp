@@ -1,0 +1,23 @@
+#pragma once
+// Jets spread over several files in the OmniLearn jets layout (data/jet/pid), read as one
+// sequence: row r of the sequence is row r - (jets of the files before) of its file.
+// An unfolding-layout file among them is refused naming it.
+#include <string>
+#include <vector>
+
+#include "core/data/jet_arrays.hpp"
+#include "core/data/jet_reader.hpp"
+
+namespace foldfarm::data {
+
+// Opens a jets-layout file; InputError naming it for an unfolding file.
+JetFile openJetsFile(const std::string& path);
+// The first `max_jets` jets of the files (0: all), in order. InputError for no files.
+JetArrays readJetsFiles(const std::vector<std::string>& files, int64_t max_jets = 0);
+// The rows `rows` (ascending, indices into the sequence) read block by block, so that only
+// those rows are held in memory.
+JetArrays readJetsRows(const std::vector<std::string>& files, const std::vector<int64_t>& rows);
+// Jets in the files, at most max_jets (0: all), without reading the arrays.
+int64_t countJetsInFiles(const std::vector<std::string>& files, int64_t max_jets = 0);
+
+}  // namespace foldfarm::data

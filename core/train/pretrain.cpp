@@ -1,0 +1,178 @@
+#include "core/train/pretrain.hpp"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/base/seed.hpp"
+#include "core/data/jet_files.hpp"
+#include "core/data/synth.hpp"
+#include "core/model/pet.hpp"
+#include "core/train/checkpoint.hpp"
+#include "core/train/jet_batches.hpp"
+
+namespace foldfarm {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+json jetConditioning(const JetTensors& t, int64_t classes, ParallelContext* sharded) {
+  const int64_t J = t.jets.size(1);
+  std::vector<double> sums(static_cast<size_t>(classes * (1 + 2 * J)), 0.0);
+  const torch::Tensor jets = t.jets.to(torch::kFloat64).contiguous();
+  const double* x = jets.data_ptr<double>();
+  const torch::Tensor labels = t.labels.contiguous();
+  const int64_t* y = labels.data_ptr<int64_t>();
+  for (int64_t i = 0; i < t.size(); ++i) {
+    double* s = sums.data() + y[i] * (1 + 2 * J);
+    s[0] += 1;
+    for (int64_t k = 0; k < J; ++k) {
+      s[1 + k] += x[i * J + k];
+      s[1 + J + k] += x[i * J + k] * x[i * J + k];
+    }
+  }
+  if (sharded != nullptr) sharded->allreduceSum(sums);
+  json out = json::object();
+  for (int64_t c = 0; c < classes; ++c) {
+    const double* s = sums.data() + c * (1 + 2 * J);
+    const double n = s[0];
+    if (n < 2) continue;
+    std::vector<float> mean(static_cast<size_t>(J)), std(static_cast<size_t>(J));
+    for (int64_t k = 0; k < J; ++k) {
+      const double m = s[1 + k] / n;
+      mean[static_cast<size_t>(k)] = static_cast<float>(m);
+      std[static_cast<size_t>(k)] =
+          static_cast<float>(std::sqrt(std::max(0.0, (s[1 + J + k] - n * m * m) / (n - 1))));
+    }
+    out[std::to_string(c)] = {{"mean", mean}, {"std", std}};
+  }
+  return out;
+}
+
+json PretrainResult::toJson() const {
+  return {{"out", model_dir},
+          {"train_jets", train_jets},
+          {"val_jets", val_jets},
+          {"test_jets", test_jets},
+          // null without test jets (--test-fraction 0 or a tiny file), not a fake 0.
+          {"test_accuracy", test_jets > 0 ? json(test.metrics.value("accuracy", 0.0)) : json()},
+          {"test_loss", test_jets > 0 ? json(test.loss) : json()},
+          {"fit", foldfarm::toJson(fit)}};
+}
+
+PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
+  // 1. The split, the same on every rank.
+  const std::string what = o.data_label.empty() ? std::string("pretraining data") : o.data_label;
+  const int64_t total = data::countJetsInFiles(o.files, o.max_jets);
+  auto [rest, test_rows] = splitRows(total, o.test_fraction, o.train.seed);
+  auto [train_pos, val_pos] =
+      splitRows(static_cast<int64_t>(rest.size()), o.val_fraction, o.train.seed + 1);
+  const int W = o.shard_data ? ctx.worldSize() : 1, R = o.shard_data ? ctx.rank() : 0;
+  // Entries R, R + W, R + 2W, ... of `part`, as rows of the file(s) through `rows` (or as is).
+  const auto mine = [W, R](const std::vector<int64_t>& part, const std::vector<int64_t>* rows) {
+    std::vector<int64_t> out;
+    for (size_t k = static_cast<size_t>(R); k < part.size(); k += static_cast<size_t>(W))
+      out.push_back(rows ? (*rows)[static_cast<size_t>(part[k])] : part[k]);
+    return out;
+  };
+  std::vector<int64_t> train_rows = mine(train_pos, &rest), val_rows = mine(val_pos, &rest);
+  std::vector<int64_t> my_test = mine(test_rows, nullptr);
+  // The same test on every rank (no rank may go on alone into a collective).
+  if (static_cast<int64_t>(train_pos.size()) < W)
+    throw InputError(what + ": " + std::to_string(total) + " jets leave " +
+                     std::to_string(train_pos.size()) + " training jets for " + std::to_string(W) +
+                     " ranks; use more jets or fewer ranks");
+
+  // 2. Read all, or this rank's shard.
+  data::JetArrays raw;
+  if (o.shard_data) {
+    std::vector<int64_t> rows;
+    rows.reserve(train_rows.size() + val_rows.size() + my_test.size());
+    rows.insert(rows.end(), train_rows.begin(), train_rows.end());
+    rows.insert(rows.end(), val_rows.begin(), val_rows.end());
+    rows.insert(rows.end(), my_test.begin(), my_test.end());
+    std::sort(rows.begin(), rows.end());
+    raw = data::readJetsRows(o.files, rows);
+    // Row indices of the file(s) -> positions in `raw`.
+    const auto at = [&rows](std::vector<int64_t>& v) {
+      for (int64_t& r : v) r = std::lower_bound(rows.begin(), rows.end(), r) - rows.begin();
+    };
+    at(train_rows);
+    at(val_rows);
+    at(my_test);
+    logInfo("--shard-data: this rank holds {} training, {} validation and {} test jets of {}",
+            train_rows.size(), val_rows.size(), my_test.size(), total);
+  } else {
+    raw = data::readJetsFiles(o.files, o.max_jets);
+  }
+
+  // 3. Classes.
+  if (raw.labels.empty()) throw InputError(what + ": pretraining needs class labels (pid)");
+  int64_t classes = 0;
+  for (int64_t y : raw.labels) classes = std::max(classes, y + 1);
+  if (o.shard_data) {
+    const std::vector<double> all = allGather(ctx, static_cast<double>(classes));
+    classes = static_cast<int64_t>(*std::max_element(all.begin(), all.end()));
+  }
+  PetConfig cfg = o.model;
+  cfg.num_classes = std::max<int64_t>(2, classes);
+  cfg.generator = true;
+
+  const data::FeatureStats stats = data::FeatureStats::jetClass();
+  // Peak memory: the raw arrays, then one standardised copy, then the three subsets.
+  const int64_t num_particles = raw.P;
+  JetTensors train, val, test;
+  {
+    JetTensors all = JetTensors::fromArrays(std::move(raw), stats);
+    raw = data::JetArrays();
+    test = all.subset(my_test);
+    val = all.subset(val_rows);
+    train = all.subset(train_rows);
+  }
+
+  // 4. Train.
+  TrainOptions t = o.train;
+  t.warmup_scale = std::sqrt(static_cast<double>(ctx.worldSize()));
+  t.state_dir = (fs::path(o.out) / "state").string();
+  t.label = "pretrain";
+  t.sharded = o.shard_data;
+  if (!t.resume && checkpointExists(t.state_dir))
+    throw InputError(o.out +
+                     ": holds a training state; pass --resume to continue or choose a new --out");
+
+  std::vector<std::string> names;
+  const bool synth_labels = classes == data::kNumSynthClasses;
+  for (int64_t c = 0; c < cfg.num_classes; ++c)
+    names.push_back(synth_labels ? data::jetClassName(static_cast<int>(c)) : std::to_string(c));
+  CheckpointMeta meta;
+  meta.stats = stats;
+  meta.class_names = names;
+  Pet model(cfg);
+  model->resetParameters(deriveSeed({o.train.seed, 0x696e6974ULL}));
+  Trainer trainer(model, meta, t, ctx);
+  PretrainResult r;
+  r.fit = trainer.fit(train, &val, Objective::kPretrain);
+
+  // 5. Test, write, wait.
+  r.test = trainer.evaluate(test, Objective::kPretrain);
+  r.test_jets = static_cast<int64_t>(test_rows.size());
+  r.train_jets = o.shard_data ? static_cast<int64_t>(train_pos.size()) : train.size();
+  r.val_jets = o.shard_data ? static_cast<int64_t>(val_pos.size()) : val.size();
+  r.model_dir = (fs::path(o.out) / "model").string();
+  const json conditioning = jetConditioning(train, cfg.num_classes, o.shard_data ? &ctx : nullptr);
+  if (ctx.isRoot()) {
+    meta.config = cfg;
+    meta.training = {
+        {"fit", foldfarm::toJson(r.fit)}, {"test", r.test.metrics}, {"data", o.data_label}};
+    meta.extra = {{"jet_conditioning", conditioning}, {"num_particles", num_particles}};
+    writeCheckpoint(r.model_dir, meta, trainer.modelTensors());
+  }
+  ctx.barrier();
+  return r;
+}
+
+}  // namespace foldfarm
