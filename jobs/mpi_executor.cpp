@@ -20,6 +20,7 @@
 //      is alive but unreachable. `campaign resume` continues from the journal.
 // MPI is the one runtime of dist/ and jobs/ (core/mpi): MpiRuntime initialises and
 // finalises it, FF_MPI_CHECK names the call, file:line, rank and host of a failure.
+#include <fmt/format.h>
 #include <mpi.h>
 #include <unistd.h>
 
@@ -128,7 +129,7 @@ class MpiTransport : public Transport {
           ev.kind = SlotEvent::Kind::kLost;
           ev.slot = s;
           ev.reason = "rank " + std::to_string(s + 1) + " on " + hosts_[s] + " silent for " +
-                      std::to_string(lost_after_s_) + " s (lost)";
+                      fmt::format("{:g}", lost_after_s_) + " s (lost)";
           ev.blame_running_task = false;
           events.push_back(ev);
           fence(s, ev.reason);
