@@ -14,6 +14,7 @@
 #include "core/data/data_bench.hpp"
 #include "core/data/features.hpp"
 #include "core/data/inspect.hpp"
+#include "core/data/jet_files.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/data/observables.hpp"
@@ -187,15 +188,36 @@ void registerDataCommands(CommandGroups& g) {
   auto insp_json = std::make_shared<bool>(false);
   CLI::App* i = data->add_subcommand(
       "inspect", "Datasets, shapes, label balance, multiplicity and jet summaries");
-  i->add_option("file", *insp_file, "HDF5 file")->required();
+  i->add_option("files", *insp_file,
+                "HDF5 file, or a dataset of jets files: paths, glob patterns or @LIST, "
+                "comma-separated (each file is summarised; they must share the layout)")
+      ->required();
   i->add_flag("--json", *insp_json, "Print JSON on stdout instead of a table");
   i->callback([insp_file, insp_json] {
-    const auto summary = summarizeFile(*insp_file);
-    if (*insp_json) {
-      std::cout << summary.dump(2) << std::endl;
-    } else {
-      std::cout << formatSummary(summary);
+    const std::vector<std::string> files = expandDatasetFiles(*insp_file);
+    if (files.size() == 1) {
+      const auto summary = summarizeFile(files[0]);
+      if (*insp_json) {
+        std::cout << summary.dump(2) << std::endl;
+      } else {
+        std::cout << formatSummary(summary);
+      }
+      return;
     }
+    requireSameJetsLayout(files);  // names the first file that differs
+    nlohmann::json all = {{"files", nlohmann::json::array()}, {"jets", 0}};
+    for (const auto& f : files) {
+      nlohmann::json one = summarizeFile(f);
+      all["jets"] = all["jets"].get<int64_t>() + one.value("jets", int64_t{0});
+      all["files"].push_back(std::move(one));
+    }
+    if (*insp_json) {
+      std::cout << all.dump(2) << std::endl;
+      return;
+    }
+    for (const auto& one : all["files"]) std::cout << formatSummary(one) << "\n";
+    std::cout << files.size() << " files, " << all["jets"].get<int64_t>()
+              << " jets in all, one layout\n";
   });
 
   auto conv_in = std::make_shared<std::string>(), conv_out = std::make_shared<std::string>();

@@ -47,15 +47,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::vector<std::string> splitList(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 json readJsonFile(const std::string& path) {
   try {
     return json::parse(readFile(path));
@@ -164,7 +155,7 @@ void runPretrain(const PretrainArgs& a) {
     if (j.contains("train")) train_cfg = j.at("train");
   }
   PretrainOptions o;
-  o.files = splitList(a.data);
+  o.files = data::expandDatasetFiles(a.data);
   o.out = a.out;
   o.model = configFrom(a.preset, a.config);  // a bad config is refused before reading data
   o.max_jets = a.max_jets;
@@ -513,7 +504,10 @@ void registerModelCommands(CommandGroups& g) {
 
   auto pre = std::make_shared<PretrainArgs>();
   CLI::App* p = g.root.add_subcommand("pretrain", "Pretrain PET (classification + diffusion + noised classification)");
-  p->add_option("--data", pre->data, "Jets HDF5 file(s), comma-separated, with pid labels")->required();
+  p->add_option("--data", pre->data,
+                "Jets HDF5 files with pid labels: paths, glob patterns ('train_*.h5') or @LIST "
+                "(a text file of paths), comma-separated; all must share the layout")
+      ->required();
   p->add_option("--out", pre->out, "Output directory (state/ while training, model/ at the end)")->required();
   p->add_option("--config", pre->config, "JSON with \"model\" (size overrides) and \"train\" (lr, epochs, ...)");
   p->add_option("--preset", pre->preset, "omnilearn or tiny")->capture_default_str();

@@ -1,10 +1,100 @@
 #include "core/data/jet_files.hpp"
 
+#include <glob.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 
 #include "core/base/error.hpp"
 
 namespace foldfarm::data {
+
+namespace {
+
+bool isPattern(const std::string& s) {
+  return s.find_first_of("*?[") != std::string::npos;
+}
+
+std::string trim(const std::string& s) {
+  const size_t a = s.find_first_not_of(" \t\r");
+  if (a == std::string::npos) return "";
+  return s.substr(a, s.find_last_not_of(" \t\r") - a + 1);
+}
+
+void expandEntry(const std::string& entry, const std::string& base, int depth,
+                 std::vector<std::string>& out) {
+  if (entry.empty()) return;
+  if (entry[0] == '@') {
+    if (depth > 4)
+      throw InputError(entry + ": dataset lists nested too deep (a list naming itself?)");
+    std::string list = entry.substr(1);
+    if (!base.empty() && list[0] != '/') list = base + "/" + list;
+    std::ifstream in(list);
+    if (!in) throw InputError(list + ": cannot read the dataset list; check the path after '@'");
+    const std::string dir = std::filesystem::path(list).parent_path().string();
+    std::string line;
+    while (std::getline(in, line)) {
+      line = trim(line);
+      if (line.empty() || line[0] == '#') continue;
+      expandEntry(line, dir, depth + 1, out);
+    }
+    return;
+  }
+  std::string path = entry;
+  if (!base.empty() && path[0] != '/') path = base + "/" + path;
+  if (isPattern(path)) {
+    glob_t g{};
+    const int rc = ::glob(path.c_str(), 0, nullptr, &g);
+    std::vector<std::string> found;
+    if (rc == 0) {
+      for (size_t i = 0; i < g.gl_pathc; ++i) found.emplace_back(g.gl_pathv[i]);
+    }
+    ::globfree(&g);
+    if (found.empty()) throw InputError(path + ": the pattern matches no file");
+    std::sort(found.begin(), found.end());
+    out.insert(out.end(), found.begin(), found.end());
+    return;
+  }
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw InputError(path + ": no such file; check the path");
+  out.push_back(path);
+}
+
+}  // namespace
+
+std::vector<std::string> expandDatasetFiles(const std::string& spec) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= spec.size()) {
+    size_t comma = spec.find(',', start);
+    if (comma == std::string::npos) comma = spec.size();
+    expandEntry(trim(spec.substr(start, comma - start)), "", 0, out);
+    start = comma + 1;
+  }
+  if (out.empty()) throw InputError("'" + spec + "': no input files given");
+  return out;
+}
+
+void requireSameJetsLayout(const std::vector<std::string>& files) {
+  if (files.empty()) throw InputError("no input files given");
+  const JetFile first = openJetsFile(files[0]);
+  for (size_t i = 1; i < files.size(); ++i) {
+    const JetFile f = openJetsFile(files[i]);
+    if (f.numParticles() != first.numParticles()) {
+      throw InputError(files[i] + ": " + std::to_string(f.numParticles()) +
+                       " particle slots per jet, but " + files[0] + " has " +
+                       std::to_string(first.numParticles()) +
+                       "; files of one dataset must share the layout (pad or cut them alike)");
+    }
+    if (f.hasLabels() != first.hasLabels()) {
+      throw InputError(files[i] + ": " + (f.hasLabels() ? "has" : "has no") +
+                       " class labels (pid), unlike " + files[0] +
+                       "; files of one dataset must all have labels or none");
+    }
+  }
+}
 
 JetFile openJetsFile(const std::string& path) {
   JetFile file(path);

@@ -10,6 +10,18 @@
 
 namespace foldfarm::data {
 
+// The files of a dataset as a user gives it: comma-separated entries, each a path, a glob
+// pattern (`*`, `?`, `[…]`; its matches sorted by name) or `@LIST` (a text file with one
+// entry per line — paths or patterns, relative to the list's folder; blank lines and `#`
+// comments skipped). InputError naming the entry when a path does not exist, a pattern
+// matches nothing or a list cannot be read; also for an empty result.
+std::vector<std::string> expandDatasetFiles(const std::string& spec);
+
+// Every file must look like the first: the jets layout, the same particle slots and class
+// labels in all or none. InputError naming the first file that differs and how, before any
+// array is read.
+void requireSameJetsLayout(const std::vector<std::string>& files);
+
 // Opens a jets-layout file; InputError naming it for an unfolding file.
 JetFile openJetsFile(const std::string& path);
 // The first `max_jets` jets of the files (0: all), in order. InputError for no files.
