@@ -1,14 +1,14 @@
 // model info, pretrain, finetune, generate, bench pet.
-#include <algorithm>
-#include <torch/torch.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
+#include <torch/torch.h>
+#include <algorithm>
 
 #include <chrono>
-#include <map>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -57,17 +57,19 @@ json readJsonFile(const std::string& path) {
 
 // A training config file is {"model": {size overrides}, "train": {recipe}}, or a bare
 // object of size overrides. Every key and type is checked here, before any work starts.
-const std::vector<std::string> kTrainKeys = {"batch_size", "clip_norm",  "ema_decay", "epochs",
-                                             "lr",         "lr_factor",  "optimizer", "patience",
-                                             "warmup_epochs", "weight_decay"};
+const std::vector<std::string> kTrainKeys = {
+    "batch_size", "clip_norm", "ema_decay", "epochs",        "lr",
+    "lr_factor",  "optimizer", "patience",  "warmup_epochs", "weight_decay"};
 
 json readTrainConfig(const std::string& path) {
   const json j = readJsonFile(path);
-  if (!j.is_object()) throw InputError(path + ": a config must be a JSON object with \"model\" and/or \"train\"");
+  if (!j.is_object())
+    throw InputError(path + ": a config must be a JSON object with \"model\" and/or \"train\"");
   if (!j.contains("model") && !j.contains("train")) return json{{"model", j}};
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key() != "model" && it.key() != "train") {
-      throw InputError(path + ": unknown top-level key '" + it.key() + "' (use \"model\" and \"train\")");
+      throw InputError(path + ": unknown top-level key '" + it.key() +
+                       "' (use \"model\" and \"train\")");
     }
   }
   if (j.contains("train")) {
@@ -120,13 +122,17 @@ void runInfo(const InfoArgs& a) {
   json j = {{"preset", cfg.preset},
             {"config", petConfigToJson(cfg)},
             {"parameters",
-             {{"body", n.body}, {"classifier_head", n.classifier}, {"generator_head", n.generator}, {"total", n.total}}}};
+             {{"body", n.body},
+              {"classifier_head", n.classifier},
+              {"generator_head", n.generator},
+              {"total", n.total}}}};
   if (a.json_out) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("PET %s: body %lld, classifier head %lld, generator head %lld, total %lld parameters\n",
-                cfg.preset.c_str(), static_cast<long long>(n.body), static_cast<long long>(n.classifier),
-                static_cast<long long>(n.generator), static_cast<long long>(n.total));
+    std::printf(
+        "PET %s: body %lld, classifier head %lld, generator head %lld, total %lld parameters\n",
+        cfg.preset.c_str(), static_cast<long long>(n.body), static_cast<long long>(n.classifier),
+        static_cast<long long>(n.generator), static_cast<long long>(n.total));
   }
 }
 
@@ -232,16 +238,20 @@ void runFinetune(const FinetuneArgs& a) {
   json j = {{"init", a.init},
             {"train_jets", pool.n},
             {"test_jets", test.n},
-            {"test", {{"accuracy", m.accuracy}, {"auc", m.auc},
-                      {"rejection_at_eps_s_0.5", m.rejection50}, {"rejection_at_eps_s_0.3", m.rejection30}}},
+            {"test",
+             {{"accuracy", m.accuracy},
+              {"auc", m.auc},
+              {"rejection_at_eps_s_0.5", m.rejection50},
+              {"rejection_at_eps_s_0.3", m.rejection30}}},
             {"warm_start_skipped", report.skipped},
             {"fit", toJson(fit)}};
   if (a.json_out) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("test accuracy %.4f  AUC %.4f  1/eps_B(eps_S=0.5) %s  1/eps_B(eps_S=0.3) %s  (%lld jets)\n",
-                m.accuracy, m.auc, fixed(m.rejection50).c_str(), fixed(m.rejection30).c_str(),
-                static_cast<long long>(test.n));
+    std::printf(
+        "test accuracy %.4f  AUC %.4f  1/eps_B(eps_S=0.5) %s  1/eps_B(eps_S=0.3) %s  (%lld jets)\n",
+        m.accuracy, m.auc, fixed(m.rejection50).c_str(), fixed(m.rejection30).c_str(),
+        static_cast<long long>(test.n));
   }
 }
 
@@ -275,7 +285,8 @@ void runGenerate(const GenerateArgs& a) {
   const auto& st = ck.meta.stats;
   std::mt19937_64 rng(deriveSeed({a.seed, 0x67656eULL}));
   std::normal_distribution<double> norm;
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(deriveSeed({a.seed, 0x6e6f697365ULL}));
+  at::Generator gen =
+      at::make_generator<at::CPUGeneratorImpl>(deriveSeed({a.seed, 0x6e6f697365ULL}));
 
   data::JetArrays out = data::JetArrays::zeros(a.jets, P, true);
   Progress progress("generate", a.jets, "jet");
@@ -288,14 +299,16 @@ void runGenerate(const GenerateArgs& a) {
       for (int f = 0; f < 4; ++f) jets[i][f] = mean[f] + sd[f] * norm(rng);
       const double raw_mult = jets[i][3].item<double>() * st.jet_std[3] + st.jet_mean[3];
       mult[static_cast<size_t>(i)] = std::clamp<int64_t>(std::llround(raw_mult), 1, P);
-      jets[i][3] = (static_cast<double>(mult[static_cast<size_t>(i)]) - st.jet_mean[3]) / st.jet_std[3];
+      jets[i][3] =
+          (static_cast<double>(mult[static_cast<size_t>(i)]) - st.jet_mean[3]) / st.jet_std[3];
       mask[i].narrow(0, 0, mult[static_cast<size_t>(i)]).fill_(1.0);
     }
     const torch::Tensor labels = torch::full({n}, a.cls, torch::kLong);
     const torch::Tensor x = sampleParticles(model, mask, jets, labels, a.steps, gen);
     for (int64_t i = 0; i < n; ++i) {
       float* jet = out.jet(begin + i);
-      for (int f = 0; f < 4; ++f) jet[f] = jets[i][f].item<float>() * st.jet_std[f] + st.jet_mean[f];
+      for (int f = 0; f < 4; ++f)
+        jet[f] = jets[i][f].item<float>() * st.jet_std[f] + st.jet_mean[f];
       jet[3] = static_cast<float>(mult[static_cast<size_t>(i)]);
       out.labels[static_cast<size_t>(begin + i)] = a.cls;
       auto acc = x.accessor<float, 3>();
@@ -310,8 +323,11 @@ void runGenerate(const GenerateArgs& a) {
   }
   progress.finish();
   data::writeJetFile(a.out, out,
-                     json{{"generated_by", "foldfarm generate"}, {"checkpoint", a.ckpt},
-                          {"class", a.cls}, {"steps", a.steps}, {"seed", a.seed}});
+                     json{{"generated_by", "foldfarm generate"},
+                          {"checkpoint", a.ckpt},
+                          {"class", a.cls},
+                          {"steps", a.steps},
+                          {"seed", a.seed}});
   std::printf("%s\n", json{{"out", a.out}, {"jets", a.jets}, {"class", a.cls}}.dump().c_str());
 }
 
@@ -330,11 +346,17 @@ void printOperatorProfile(const torch::autograd::profiler::thread_event_lists& l
                           int64_t steps) {
   using torch::autograd::profiler::EventKind;
   using torch::autograd::profiler::LegacyEvent;
-  struct Row { double self_us = 0; int64_t calls = 0; };
+  struct Row {
+    double self_us = 0;
+    int64_t calls = 0;
+  };
   std::map<std::string, Row> rows;
   double total = 0;
   for (const auto& events : lists) {
-    struct Open { const LegacyEvent* ev; double child_us; };
+    struct Open {
+      const LegacyEvent* ev;
+      double child_us;
+    };
     std::vector<Open> stack;
     for (const auto& e : events) {
       if (e.kind() == EventKind::PushRange) {
@@ -346,8 +368,10 @@ void printOperatorProfile(const torch::autograd::profiler::thread_event_lists& l
         Row& r = rows[o.ev->name()];
         r.self_us += incl - o.child_us;
         r.calls += 1;
-        if (!stack.empty()) stack.back().child_us += incl;
-        else total += incl;
+        if (!stack.empty())
+          stack.back().child_us += incl;
+        else
+          total += incl;
       }
     }
   }
@@ -360,7 +384,8 @@ void printOperatorProfile(const torch::autograd::profiler::thread_event_lists& l
                  sorted[i].second.self_us / 1000.0 / static_cast<double>(steps),
                  100.0 * sorted[i].second.self_us / std::max(total, 1.0),
                  static_cast<long long>(sorted[i].second.calls / steps));
-  std::fprintf(stderr, "%-48s %10.2f\n", "all operators", total / 1000.0 / static_cast<double>(steps));
+  std::fprintf(stderr, "%-48s %10.2f\n", "all operators",
+               total / 1000.0 / static_cast<double>(steps));
 }
 
 struct BenchRun {
@@ -457,9 +482,15 @@ void runBench(const BenchArgs& a) {
 
   const double sgemm = sgemmGflops();
   const double flops_per_jet = 3.0 * petForwardFlops(cfg, mean_mult, pretrain);
-  json j = {{"preset", a.preset}, {"mode", a.mode}, {"batch", a.batch}, {"threads", a.threads},
-            {"steps", a.steps}, {"data", a.data}, {"padded_particles", raw.P},
-            {"mean_multiplicity", mean_mult}, {"flops_per_jet", flops_per_jet},
+  json j = {{"preset", a.preset},
+            {"mode", a.mode},
+            {"batch", a.batch},
+            {"threads", a.threads},
+            {"steps", a.steps},
+            {"data", a.data},
+            {"padded_particles", raw.P},
+            {"mean_multiplicity", mean_mult},
+            {"flops_per_jet", flops_per_jet},
             {"sgemm_gflops", sgemm}};
   auto record = [&](const BenchRun& r, const std::string& prefix) {
     j[prefix + "jets_per_s"] = r.jets_per_s;
@@ -475,7 +506,8 @@ void runBench(const BenchArgs& a) {
   if (a.compare) {
     const BenchRun other = benchOnce(a, cfg, set, !a.baseline);
     record(other, a.baseline ? "optimised_" : "baseline_");
-    j["speedup"] = a.baseline ? other.jets_per_s / main.jets_per_s : main.jets_per_s / other.jets_per_s;
+    j["speedup"] =
+        a.baseline ? other.jets_per_s / main.jets_per_s : main.jets_per_s / other.jets_per_s;
     j["speedup_cpu"] = a.baseline ? other.jets_per_cpu_s / main.jets_per_cpu_s
                                   : main.jets_per_cpu_s / other.jets_per_cpu_s;
   }
@@ -494,33 +526,44 @@ void registerModelCommands(CommandGroups& g) {
   auto info = std::make_shared<InfoArgs>();
   CLI::App* model = g.root.add_subcommand("model", "PET model: sizes and parameter counts");
   model->require_subcommand(1);
-  CLI::App* i = model->add_subcommand("info", "Parameter counts per component (body, heads, total)");
+  CLI::App* i =
+      model->add_subcommand("info", "Parameter counts per component (body, heads, total)");
   i->add_option("--preset", info->preset, "omnilearn or tiny")->capture_default_str();
   i->add_option("--config", info->config, "JSON file whose \"model\" object overrides sizes");
-  i->add_option("--classes", info->classes, "Classifier outputs (1 = one logit)")->capture_default_str();
+  i->add_option("--classes", info->classes, "Classifier outputs (1 = one logit)")
+      ->capture_default_str();
   i->add_flag("--generator", info->generator, "Include the diffusion generator head");
   i->add_flag("--json", info->json_out, "Print JSON");
   i->callback([info] { runInfo(*info); });
 
   auto pre = std::make_shared<PretrainArgs>();
-  CLI::App* p = g.root.add_subcommand("pretrain", "Pretrain PET (classification + diffusion + noised classification)");
+  CLI::App* p = g.root.add_subcommand(
+      "pretrain", "Pretrain PET (classification + diffusion + noised classification)");
   p->add_option("--data", pre->data,
                 "Jets HDF5 files with pid labels: paths, glob patterns ('train_*.h5') or @LIST "
                 "(a text file of paths), comma-separated; all must share the layout")
       ->required();
-  p->add_option("--out", pre->out, "Output directory (state/ while training, model/ at the end)")->required();
-  p->add_option("--config", pre->config, "JSON with \"model\" (size overrides) and \"train\" (lr, epochs, ...)");
+  p->add_option("--out", pre->out, "Output directory (state/ while training, model/ at the end)")
+      ->required();
+  p->add_option("--config", pre->config,
+                "JSON with \"model\" (size overrides) and \"train\" (lr, epochs, ...)");
   p->add_option("--preset", pre->preset, "omnilearn or tiny")->capture_default_str();
   p->add_option("--epochs", pre->epochs, "Epochs")->capture_default_str();
   p->add_option("--batch", pre->batch, "Batch size per rank")->capture_default_str();
-  p->add_option("--lr", pre->lr, "Head learning rate after warm-up (x sqrt(ranks))")->capture_default_str();
-  p->add_option("--lr-factor", pre->lr_factor, "Body learns at lr / lr_factor")->capture_default_str();
+  p->add_option("--lr", pre->lr, "Head learning rate after warm-up (x sqrt(ranks))")
+      ->capture_default_str();
+  p->add_option("--lr-factor", pre->lr_factor, "Body learns at lr / lr_factor")
+      ->capture_default_str();
   p->add_option("--optimizer", pre->optimizer, "lion or adamw")->capture_default_str();
-  p->add_option("--warmup-epochs", pre->warmup_epochs, "Linear warm-up epochs")->capture_default_str();
+  p->add_option("--warmup-epochs", pre->warmup_epochs, "Linear warm-up epochs")
+      ->capture_default_str();
   p->add_option("--val-fraction", pre->val_fraction, "Validation fraction")->capture_default_str();
-  p->add_option("--test-fraction", pre->test_fraction, "Held-out test fraction")->capture_default_str();
-  p->add_option("--max-jets", pre->max_jets, "Read at most this many jets (0: all)")->capture_default_str();
-  p->add_option("--seed", pre->seed, "Seed of initialisation, splits, data order and noise")->capture_default_str();
+  p->add_option("--test-fraction", pre->test_fraction, "Held-out test fraction")
+      ->capture_default_str();
+  p->add_option("--max-jets", pre->max_jets, "Read at most this many jets (0: all)")
+      ->capture_default_str();
+  p->add_option("--seed", pre->seed, "Seed of initialisation, splits, data order and noise")
+      ->capture_default_str();
   p->add_option("--threads", pre->threads, "Threads (0: all cores)")->capture_default_str();
   p->add_flag("--resume", pre->resume, "Continue from <out>/state");
   p->add_flag("--shard-data", pre->shard_data,
@@ -530,21 +573,27 @@ void registerModelCommands(CommandGroups& g) {
   p->callback([pre] { runPretrain(*pre); });
 
   auto ft = std::make_shared<FinetuneArgs>();
-  CLI::App* f = g.root.add_subcommand("finetune", "Train a one-logit PET classifier, from a checkpoint or from scratch");
+  CLI::App* f = g.root.add_subcommand(
+      "finetune", "Train a one-logit PET classifier, from a checkpoint or from scratch");
   f->add_option("--init", ft->init,
                 "Checkpoint to warm-start from (a checkpoint directory or the output directory "
-                "of `foldfarm pretrain`), or none")->capture_default_str();
+                "of `foldfarm pretrain`), or none")
+      ->capture_default_str();
   f->add_option("--preset", ft->preset, "Preset when --init none")->capture_default_str();
   f->add_option("--config", ft->config, "JSON with \"model\" size overrides (--init none)");
   f->add_option("--train", ft->train, "Jets HDF5 file with 0/1 pid labels")->required();
   f->add_option("--out", ft->out, "Output directory (model/, state/)")->required();
-  f->add_option("--val-fraction", ft->val_fraction, "Validation fraction of the training part")->capture_default_str();
-  f->add_option("--test-fraction", ft->test_fraction, "Held-out test fraction")->capture_default_str();
+  f->add_option("--val-fraction", ft->val_fraction, "Validation fraction of the training part")
+      ->capture_default_str();
+  f->add_option("--test-fraction", ft->test_fraction, "Held-out test fraction")
+      ->capture_default_str();
   f->add_option("--epochs", ft->epochs, "Maximum epochs")->capture_default_str();
-  f->add_option("--patience", ft->patience, "Early-stopping patience (0: off)")->capture_default_str();
+  f->add_option("--patience", ft->patience, "Early-stopping patience (0: off)")
+      ->capture_default_str();
   f->add_option("--batch", ft->batch, "Batch size")->capture_default_str();
   f->add_option("--lr", ft->lr, "Head learning rate")->capture_default_str();
-  f->add_option("--lr-factor", ft->lr_factor, "Body learns at lr / lr_factor")->capture_default_str();
+  f->add_option("--lr-factor", ft->lr_factor, "Body learns at lr / lr_factor")
+      ->capture_default_str();
   f->add_option("--optimizer", ft->optimizer, "lion or adamw")->capture_default_str();
   f->add_option("--seed", ft->seed, "Seed")->capture_default_str();
   f->add_option("--threads", ft->threads, "Threads (0: all cores)")->capture_default_str();
@@ -553,10 +602,12 @@ void registerModelCommands(CommandGroups& g) {
   f->callback([ft] { runFinetune(*ft); });
 
   auto gen = std::make_shared<GenerateArgs>();
-  CLI::App* ge = g.root.add_subcommand("generate", "Sample jets of one class with the diffusion head (EMA weights)");
+  CLI::App* ge = g.root.add_subcommand(
+      "generate", "Sample jets of one class with the diffusion head (EMA weights)");
   ge->add_option("--ckpt", gen->ckpt,
                  "Pretrained checkpoint (a checkpoint directory or the output directory of "
-                 "`foldfarm pretrain`)")->required();
+                 "`foldfarm pretrain`)")
+      ->required();
   ge->add_option("--class", gen->cls, "Class index")->required();
   ge->add_option("--jets", gen->jets, "Number of jets")->required();
   ge->add_option("--out", gen->out, "Output HDF5 (jets layout, written atomically)")->required();
@@ -566,7 +617,8 @@ void registerModelCommands(CommandGroups& g) {
   ge->callback([gen] { runGenerate(*gen); });
 
   auto bench = std::make_shared<BenchArgs>();
-  CLI::App* b = g.bench.add_subcommand("pet", "PET training-step throughput (forward + backward + optimiser)");
+  CLI::App* b = g.bench.add_subcommand(
+      "pet", "PET training-step throughput (forward + backward + optimiser)");
   b->add_option("--preset", bench->preset, "omnilearn or tiny")->capture_default_str();
   b->add_option("--mode", bench->mode, "classifier or pretrain")->capture_default_str();
   b->add_option("--batch", bench->batch, "Batch size")->capture_default_str();
@@ -575,7 +627,8 @@ void registerModelCommands(CommandGroups& g) {
   b->add_option("--steps", bench->steps, "Timed steps")->capture_default_str();
   b->add_option("--warmup", bench->warmup, "Untimed warm-up steps")->capture_default_str();
   b->add_flag("--baseline", bench->baseline, "Padded to P, naive (gather + concat) edge layers");
-  b->add_flag("--compare", bench->compare, "Also run the other path in the same process and report the speed-up");
+  b->add_flag("--compare", bench->compare,
+              "Also run the other path in the same process and report the speed-up");
   b->add_flag("--json", bench->json_out, "Print JSON");
   b->add_flag("--profile", bench->profile,
               "Print the per-operator self time of the timed steps to stderr (slows them down)");
