@@ -8,8 +8,8 @@
 #include "core/base/error.hpp"
 #include "core/base/hash.hpp"
 #include "core/base/log.hpp"
-#include "dist/backend_registry.hpp"
 #include "core/mpi/check.hpp"
+#include "dist/backend_registry.hpp"
 #include "dist/communicator.hpp"
 #include "dist/control_plane.hpp"
 

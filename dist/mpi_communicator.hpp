@@ -2,8 +2,8 @@
 // MPI data plane: CPU tensors, non-blocking MPI_Iallreduce / MPI_Ibcast on its own
 // duplicate of MPI_COMM_WORLD (so gradient traffic never interleaves with the control
 // plane's). Works under any MPI launcher (mpirun, mpiexec, srun --mpi=pmix).
-#include "dist/communicator.hpp"
 #include "core/mpi/mpi_runtime.hpp"
+#include "dist/communicator.hpp"
 
 namespace foldfarm::dist {
 

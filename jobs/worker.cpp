@@ -200,8 +200,8 @@ int runWorker(int in_fd, int out_fd) {
     int attempt = m.at("a").get<int>();
     if (stopRequested() && stopSignal() != 0) {
       double now = wallClockNow();
-      if (!reply.send(
-              doneMessage(index, attempt, kExitInterrupted, "not started: worker stopping", now, now, json())))
+      if (!reply.send(doneMessage(index, attempt, kExitInterrupted, "not started: worker stopping",
+                                  now, now, json())))
         break;
       continue;
     }

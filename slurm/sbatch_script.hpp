@@ -31,24 +31,24 @@ namespace foldfarm::slurm {
 
 struct SbatchResources {
   std::string jobName = "foldfarm";
-  std::string partition;   // empty: the cluster's default
+  std::string partition;  // empty: the cluster's default
   std::string account;
   std::string qos;
-  std::string time;        // empty: the partition's default
+  std::string time;  // empty: the partition's default
   std::string constraint;
-  std::string mem;         // per node, e.g. "64G"
+  std::string mem;  // per node, e.g. "64G"
   int nodes = 1;
-  int gpusPerNode = 0;     // 0: CPU nodes
-  int tasksPerGpu = 1;     // campaign tasks sharing one GPU
-  int tasksPerNode = 1;    // ranks/task slots per node on CPU nodes (gpusPerNode == 0)
+  int gpusPerNode = 0;   // 0: CPU nodes
+  int tasksPerGpu = 1;   // campaign tasks sharing one GPU
+  int tasksPerNode = 1;  // ranks/task slots per node on CPU nodes (gpusPerNode == 0)
   int cpusPerTask = 1;
-  std::string output;      // file pattern (%A, %a, %j, %x ...); empty: Slurm's default
-  std::string error;       // empty: with output
-  std::string workDir;     // --chdir; empty: the submission directory
+  std::string output;                   // file pattern (%A, %a, %j, %x ...); empty: Slurm's default
+  std::string error;                    // empty: with output
+  std::string workDir;                  // --chdir; empty: the submission directory
   std::vector<std::string> setupLines;  // the user's shell, verbatim
   int signalGraceSeconds = 120;         // --signal=B:USR1@grace; 0: none
   bool requeue = false;
-  std::string foldfarm = "foldfarm";    // the executable the script runs (quoted)
+  std::string foldfarm = "foldfarm";  // the executable the script runs (quoted)
 };
 
 // (a) Pretraining: pretrainArgs are the arguments after `foldfarm pretrain` (each quoted).
