@@ -240,9 +240,10 @@ int runWorker(int in_fd, int out_fd) {
     if (resultFileWanted(e, r, lease)) {
       writer.push(e.task_dir + "/" + kTaskResultFile, std::move(r), std::move(done),
                   std::move(lease));
-    } else if (lease.release(), !reply.send(done)) {
-      break;  // the orchestrator is gone
+      continue;
     }
+    lease.release();
+    if (!reply.send(done)) break;  // the orchestrator is gone
   }
   return 0;
 }

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -157,9 +158,11 @@ std::vector<std::vector<std::string>> readManifest(const std::string& path) {
 }
 
 // Step 4 for one planned array. Throws Error when sbatch fails; nothing is recorded then.
+// `attempts`: the attempt each pending task will have once recorded (the journal adds one on
+// dispatch; this process is its only writer).
 void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResources& base,
                  int lanes, const std::vector<std::string>& workArgv, const PlannedArray& array,
-                 RoundResult& round) {
+                 const std::map<std::string, int>& attempts, RoundResult& round) {
   const std::string slurmDir = c.dir() + "/slurm";
   std::error_code ec;
   fs::create_directories(slurmDir, ec);
@@ -181,11 +184,8 @@ void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResou
   job.lanes = lanes;
   job.workArgv = workArgv;
   const std::string scriptPath = subDir + "/array.sbatch";
-  // The attempt each task will have once recorded (the journal adds one on dispatch; this
-  // process is its only writer). Promised in the task directories before the job exists,
-  // so that an older attempt still queued somewhere can never start after this one.
-  std::map<std::string, int> attempts;
-  for (const auto& t : c.tasks(TaskState::kPending)) attempts[t.id] = t.attempts + 1;
+  // Attempts are promised in the task directories before the job exists, so that an older
+  // attempt still queued somewhere can never start after this one.
   SubmittedJob submitted;
   try {
     for (const auto& shard : array.shards) {
@@ -251,6 +251,24 @@ void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResou
   round.jobIds.push_back(submitted.jobId);
 }
 
+// The job id saved in submission directory `sub` (its `jobid` file); "" (logged) when the
+// file cannot be read or does not hold a job id.
+std::string savedJobId(const std::string& sub) {
+  std::string id;
+  try {
+    id = readFile(sub + "/jobid");
+  } catch (const std::exception& ex) {
+    logWarn("{}: {}", sub, ex.what());
+    return "";
+  }
+  while (!id.empty() && std::isspace(static_cast<unsigned char>(id.back()))) id.pop_back();
+  if (!isDigits(id)) {
+    logWarn("{}/jobid holds '{}', not a job id; ignored", sub, id);
+    return "";
+  }
+  return id;
+}
+
 // Submissions an earlier submitter left unfinished. Submitting is: sbatch --hold, save the
 // id in sub-N/jobid, record the tasks in the journal, scontrol release, write
 // sub-N/settled. A submitter that stopped (crash, kill -9, a failing scontrol) in between
@@ -277,20 +295,8 @@ SettledSubmissions settleEarlierSubmissions(jobs::Campaign& c, const SlurmClient
       if (fs::exists(sub + "/array.sbatch")) withoutId.push_back(sub);
       continue;
     }
-    std::string id;
-    try {
-      id = readFile(sub + "/jobid");
-    } catch (const std::exception& ex) {
-      logWarn("{}: {}", sub, ex.what());
-      continue;
-    }
-    while (!id.empty() && (id.back() == '\n' || id.back() == '\r' || id.back() == ' '))
-      id.pop_back();
-    if (!isDigits(id)) {
-      logWarn("{}/jobid holds '{}', not a job id; ignored", sub, id);
-      continue;
-    }
-    subByJob[id] = sub;
+    const std::string id = savedJobId(sub);
+    if (!id.empty()) subByJob[id] = sub;
   }
   if (!withoutId.empty()) {
     // Stopped between sbatch's answer and saving it: find the job by its script path. The
@@ -402,8 +408,10 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
   // 4. submit what is pending and ready.
   const double now = jobs::wallClockNow();
   std::vector<std::string> ready;
+  std::map<std::string, int> attempts;  // of the next dispatch
   bool waiting = false;
   for (const auto& t : c.tasks(TaskState::kPending)) {
+    attempts[t.id] = t.attempts + 1;
     if (t.attemptsSinceRetry() >= o.maxSubmissions) {
       round.exhausted.push_back(t.id);
     } else if (t.not_before > now) {
@@ -428,7 +436,8 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
     logInfo("{} task(s) wait for room under MaxJobCount={} ({} job(s) queued)",
             plan.deferred.size(), po.limits.maxJobCount, po.queuedJobs);
   }
-  for (const auto& a : plan.arrays) submitArray(c, client, res, lanes, o.workArgv, a, round);
+  for (const auto& a : plan.arrays)
+    submitArray(c, client, res, lanes, o.workArgv, a, attempts, round);
   return round;
 }
 
@@ -624,14 +633,11 @@ SlurmCancelSummary cancelCampaignOnSlurm(const std::string& dir,
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir + "/slurm", ec)) {
     const std::string sub = e.path().string();
+    const std::string name = e.path().filename().string();
+    if (name.rfind("sub-", 0) != 0 || !isDigits(name.substr(4))) continue;
     if (fs::exists(sub + "/settled") || !fs::exists(sub + "/jobid")) continue;
-    try {
-      std::string id = readFile(sub + "/jobid");
-      while (!id.empty() && std::isspace(static_cast<unsigned char>(id.back()))) id.pop_back();
-      if (isDigits(id)) jobs.insert(id);
-    } catch (const std::exception& ex) {
-      logWarn("{}: {}", sub, ex.what());
-    }
+    const std::string id = savedJobId(sub);
+    if (!id.empty()) jobs.insert(id);
   }
   // 2. The journal first: whatever the jobs still do is never ingested.
   SlurmCancelSummary out;

@@ -204,7 +204,7 @@ void registerDataCommands(CommandGroups& g) {
       }
       return;
     }
-    requireSameJetsLayout(files);  // names the first file that differs
+    countJetsInFiles(files);  // refuses the first file whose layout differs, by name
     nlohmann::json all = {{"files", nlohmann::json::array()}, {"jets", 0}};
     for (const auto& f : files) {
       nlohmann::json one = summarizeFile(f);

@@ -77,25 +77,6 @@ std::vector<std::string> expandDatasetFiles(const std::string& spec) {
   return out;
 }
 
-void requireSameJetsLayout(const std::vector<std::string>& files) {
-  if (files.empty()) throw InputError("no input files given");
-  const JetFile first = openJetsFile(files[0]);
-  for (size_t i = 1; i < files.size(); ++i) {
-    const JetFile f = openJetsFile(files[i]);
-    if (f.numParticles() != first.numParticles()) {
-      throw InputError(files[i] + ": " + std::to_string(f.numParticles()) +
-                       " particle slots per jet, but " + files[0] + " has " +
-                       std::to_string(first.numParticles()) +
-                       "; files of one dataset must share the layout (pad or cut them alike)");
-    }
-    if (f.hasLabels() != first.hasLabels()) {
-      throw InputError(files[i] + ": " + (f.hasLabels() ? "has" : "has no") +
-                       " class labels (pid), unlike " + files[0] +
-                       "; files of one dataset must all have labels or none");
-    }
-  }
-}
-
 JetFile openJetsFile(const std::string& path) {
   JetFile file(path);
   if (file.layout() != FileLayout::kJets)
@@ -147,8 +128,23 @@ JetArrays readJetsRows(const std::vector<std::string>& files, const std::vector<
 
 int64_t countJetsInFiles(const std::vector<std::string>& files, int64_t max_jets) {
   if (files.empty()) throw InputError("no input files given");
-  int64_t n = 0;
-  for (const auto& f : files) n += openJetsFile(f).numJets();
+  const JetFile first = openJetsFile(files[0]);
+  int64_t n = first.numJets();
+  for (size_t i = 1; i < files.size(); ++i) {
+    const JetFile f = openJetsFile(files[i]);
+    if (f.numParticles() != first.numParticles()) {
+      throw InputError(files[i] + ": " + std::to_string(f.numParticles()) +
+                       " particle slots per jet, but " + files[0] + " has " +
+                       std::to_string(first.numParticles()) +
+                       "; files of one dataset must share the layout (pad or cut them alike)");
+    }
+    if (f.hasLabels() != first.hasLabels()) {
+      throw InputError(files[i] + ": " + (f.hasLabels() ? "has" : "has no") +
+                       " class labels (pid), unlike " + files[0] +
+                       "; files of one dataset must all have labels or none");
+    }
+    n += f.numJets();
+  }
   return max_jets > 0 ? std::min(n, max_jets) : n;
 }
 

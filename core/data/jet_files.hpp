@@ -17,11 +17,6 @@ namespace foldfarm::data {
 // matches nothing or a list cannot be read; also for an empty result.
 std::vector<std::string> expandDatasetFiles(const std::string& spec);
 
-// Every file must look like the first: the jets layout, the same particle slots and class
-// labels in all or none. InputError naming the first file that differs and how, before any
-// array is read.
-void requireSameJetsLayout(const std::vector<std::string>& files);
-
 // Opens a jets-layout file; InputError naming it for an unfolding file.
 JetFile openJetsFile(const std::string& path);
 // The first `max_jets` jets of the files (0: all), in order. InputError for no files.
@@ -29,7 +24,9 @@ JetArrays readJetsFiles(const std::vector<std::string>& files, int64_t max_jets 
 // The rows `rows` (ascending, indices into the sequence) read block by block, so that only
 // those rows are held in memory.
 JetArrays readJetsRows(const std::vector<std::string>& files, const std::vector<int64_t>& rows);
-// Jets in the files, at most max_jets (0: all), without reading the arrays.
+// Jets in the files, at most max_jets (0: all), without reading the arrays. Every file must
+// look like the first — the jets layout, the same particle slots, class labels in all or
+// none: InputError naming the first file that differs and how, before any array is read.
 int64_t countJetsInFiles(const std::vector<std::string>& files, int64_t max_jets = 0);
 
 }  // namespace foldfarm::data

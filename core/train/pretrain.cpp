@@ -67,7 +67,7 @@ json PretrainResult::toJson() const {
 PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
   // 1. The split, the same on every rank.
   const std::string what = o.data_label.empty() ? std::string("pretraining data") : o.data_label;
-  data::requireSameJetsLayout(o.files);  // a mismatched file is refused before any reading
+  // Also refuses a file whose layout differs from the first, before any reading.
   const int64_t total = data::countJetsInFiles(o.files, o.max_jets);
   auto [rest, test_rows] = splitRows(total, o.test_fraction, o.train.seed);
   auto [train_pos, val_pos] =

@@ -59,7 +59,6 @@ TEST(JetFiles, PathsPatternsAndListsExpandInOrderAndReadAsOneSequence) {
   const std::vector<std::string> want = {d.file("part/a.h5"), d.file("part/b.h5"), d.file("c.h5")};
   EXPECT_EQ(expandDatasetFiles(d.file("part/*.h5") + "," + d.file("c.h5")), want);
   EXPECT_EQ(expandDatasetFiles("@" + d.file("list.txt")), want);
-  requireSameJetsLayout(want);
   EXPECT_EQ(countJetsInFiles(want), 60);
   const JetArrays all = readJetsFiles(want);
   ASSERT_EQ(all.n, 60);
@@ -84,11 +83,11 @@ TEST(JetFiles, MissingFilesEmptyPatternsAndMismatchedLayoutsAreRefusedByName) {
   EXPECT_NE(messageOf([&] { expandDatasetFiles("@" + d.file("none.txt")); }).find("none.txt"),
             std::string::npos);
   const std::string wide = messageOf([&] {
-    requireSameJetsLayout({d.file("a.h5"), d.file("wide.h5")});
+    countJetsInFiles({d.file("a.h5"), d.file("wide.h5")});
   });
   EXPECT_NE(wide.find("wide.h5: 24 particle slots"), std::string::npos) << wide;
   const std::string labels = messageOf([&] {
-    requireSameJetsLayout({d.file("a.h5"), d.file("nolabels.h5")});
+    countJetsInFiles({d.file("a.h5"), d.file("nolabels.h5")});
   });
   EXPECT_NE(labels.find("nolabels.h5: has no class labels"), std::string::npos) << labels;
 }

@@ -159,14 +159,6 @@ TEST_F(Faults, KillMinus9OfACommandTaskFailsThatAttempt) {
   }
 }
 
-bool processAlive(pid_t pid) {
-  // A zombie (killed, not yet reaped by init) counts as gone.
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  size_t close = s.rfind(')');
-  return close != std::string::npos && close + 2 < s.size() && s[close + 2] != 'Z';
-}
-
 pid_t readPid(const std::string& path) {
   for (int i = 0; i < 500; ++i) {
     std::string s = readText(path);

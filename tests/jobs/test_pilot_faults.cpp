@@ -130,12 +130,6 @@ void expectResumeCompletes(const PilotRun& p) {
     EXPECT_EQ(t.failures, 0) << t.id << ": a lost rank is not the task's fault";
 }
 
-bool processAlive(pid_t pid) {  // a zombie (killed, not yet reaped) counts as gone
-  const std::string stat = readAll("/proc/" + std::to_string(pid) + "/stat");
-  const size_t close = stat.rfind(')');
-  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
-}
-
 TEST(PilotFaults, AHungRankIsFencedAndNamedByThePilotAndAResumeCompletes) {
   const PilotRun p = runPilotAndHitRank2(SIGSTOP);
   EXPECT_TRUE(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 3) << "status " << p.status << "\n"

@@ -38,7 +38,9 @@ inline std::string readText(const std::string& path) {
   return ss.str();
 }
 
-inline bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+inline bool exists(const std::string& path) {
+  return ::access(path.c_str(), F_OK) == 0;
+}
 
 inline std::string writeSpec(const std::string& dir, const nlohmann::json& spec,
                              const std::string& name = "spec.json") {
@@ -94,6 +96,14 @@ inline ToolRun runTool(const std::vector<std::string>& args, const std::string& 
   r.out = readText(scratch + "/" + tag + ".out");
   r.err = readText(scratch + "/" + tag + ".err");
   return r;
+}
+
+// Whether process `pid` runs; a zombie (killed, not yet reaped) counts as gone.
+inline bool processAlive(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  size_t close = s.rfind(')');
+  return close != std::string::npos && close + 2 < s.size() && s[close + 2] != 'Z';
 }
 
 inline int countLines(const std::string& s) {
