@@ -71,7 +71,7 @@ int runCommand(const std::string& dir, const std::string& executor_in, const Run
       throw;  // exit 3 through MPI_Abort at exit (MpiRuntime::markAborted)
     } catch (const std::exception& e) {
       std::fprintf(stderr, "foldfarm: error: [%s] %s\n", dist::processLabel().c_str(), e.what());
-      MPI_Abort(MPI_COMM_WORLD, kExitFailure);
+      dist::MpiRuntime::abortJob(kExitFailure);
     }
     if (rank != 0) return 0;
     printSummary(dir, s);

@@ -11,7 +11,8 @@
 //      {"t":"hb"} every heartbeat period. A rank silent for lost_after_s is lost: its tasks
 //      go back to pending without counting as failures and it gets no more tasks.
 //   4. rank 0 -> r, tag kTagStop: stop the running task (interrupted) and answer the
-//      queued ones unstarted. tag kTagExit: shut the worker down and return.
+//      queued ones unstarted. tag kTagExit: shut the worker down and return; its payload
+//      "lost" says a rank is lost, and the worker then ends by MPI_Abort, not MPI_Finalize.
 //   5. A lost rank is fenced: it is sent kTagStop (in case it is only slow) and gets no more
 //      tasks; a task it ran is retried elsewhere, where the task lease keeps the two from
 //      overlapping. When the campaign has run out of work, rank 0 names every lost rank and
@@ -151,8 +152,12 @@ class MpiTransport : public Transport {
   void shutdown() override {
     if (shut_) return;
     shut_ = true;
+    // "lost": a rank is missing, so the job will end by MPI_Abort; a survivor must not enter
+    // MPI_Finalize (its fence would wait for the lost rank, and a launcher that aborts a job
+    // with a fence pending can hang in its own finalisation: Open MPI 4.1's mpirun does).
+    const std::string payload = lost_reasons_.empty() ? "" : "lost";
     for (int s = 0; s < slots(); ++s) {
-      if (!lost_[s]) sendBytes("", s + 1, kTagExit);
+      if (!lost_[s]) sendBytes(payload, s + 1, kTagExit);
     }
   }
   // "rank 2 on node7 (silent for 30 s)", one per lost rank.
@@ -256,6 +261,7 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
       } else if (st.MPI_TAG == kTagStop) {
         pool.requestStop();
       } else if (st.MPI_TAG == kTagExit) {
+        if (bytes == "lost") dist::MpiRuntime::markAborted();
         pool.shutdown();
         return;
       }

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
@@ -27,8 +28,7 @@ void finalizeAtExit() {
     // exit would leave mpirun's status 0). The grace period lets the other survivors,
     // whose deadlines pass at about the same time, print their own report first.
     std::this_thread::sleep_for(std::chrono::seconds(1));
-    MPI_Abort(MPI_COMM_WORLD, kExitPeerLost);
-    return;
+    MpiRuntime::abortJob(kExitPeerLost);
   }
   MPI_Finalize();
 }
@@ -64,6 +64,22 @@ void MpiRuntime::markAborted() noexcept {
 }
 bool MpiRuntime::aborted() noexcept {
   return g_aborted.load();
+}
+
+void MpiRuntime::abortJob(int code, double watchdog_s) noexcept {
+  try {
+    std::thread([code, watchdog_s] {
+      std::this_thread::sleep_for(std::chrono::duration<double>(watchdog_s));
+      std::fprintf(stderr, "foldfarm: MPI_Abort did not end the job within %g s; exiting %d\n",
+                   watchdog_s, code);
+      std::_Exit(code);
+    }).detach();
+  } catch (...) {
+    // No thread: MPI_Abort alone.
+  }
+  std::fflush(nullptr);
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);  // MPI_Abort returned (it should not)
 }
 
 MpiComm MpiComm::duplicate(MPI_Comm parent, const std::string& name) {

@@ -5,7 +5,8 @@
 // least MPI_THREAD_SERIALIZED required, every foldfarm MPI call is made under a lock) and
 // finalises it at process exit, unless a collective was abandoned (markAborted()): then
 // MPI_Finalize would wait for the lost peer forever, so the process ends the job with
-// MPI_Abort(kExitPeerLost) instead, after a one-second grace period for other survivors.
+// MPI_Abort(kExitPeerLost) instead (abortJob), after a one-second grace period for other
+// survivors.
 #include <mpi.h>
 
 #include <string>
@@ -20,6 +21,11 @@ class MpiRuntime {
   // A collective was given up on: skip MPI_Finalize at exit.
   static void markAborted() noexcept;
   static bool aborted() noexcept;
+  // Ends the whole job with exit status `code` through MPI_Abort. MPI_Abort itself can block
+  // (it first sends its help text to the launcher, then waits for the launcher's answer): a
+  // watchdog ends this process with `code` after `watchdog_s` seconds, and the launcher, which
+  // sees a rank leave without MPI_Finalize, ends the others. Never returns.
+  [[noreturn]] static void abortJob(int code, double watchdog_s = 15.0) noexcept;
 };
 
 // Move-only owner of one MPI communicator (a duplicate of MPI_COMM_WORLD by default), with

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <thread>
 
+#include "core/base/process.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/sqlite_db.hpp"
 #include "jobs/task_kind.hpp"
@@ -86,9 +87,9 @@ PilotRun runPilotAndHitRank2(int sig) {
             {"executor", "mpi"}, {"resources", {{"cpu_slots", 1}}}};
   ToolRun init = runTool({"init", writeSpec(p.scratch, spec), "--dir", p.dir}, p.scratch, "init");
   EXPECT_EQ(init.exit_code, 0) << init.err;
-  const std::string cmd = std::string(FF_MPIRUN) + " --allow-run-as-root --oversubscribe -np 3 " +
-                          FF_JOBS_TOOL + " run " + p.dir +
-                          " --executor mpi --lost-after 2 --heartbeat 0.2 > " + p.scratch +
+  const std::string cmd = "exec " + std::string(FF_MPIRUN) +
+                          " --allow-run-as-root --oversubscribe -np 3 " + FF_JOBS_TOOL + " run " +
+                          p.dir + " --executor mpi --lost-after 2 --heartbeat 0.2 > " + p.scratch +
                           "/pilot.out 2> " + p.scratch + "/pilot.err";
   pid_t launcher = ::fork();
   if (launcher == 0) {
@@ -105,6 +106,12 @@ PilotRun runPilotAndHitRank2(int sig) {
     if (::waitpid(launcher, &p.status, WNOHANG) == launcher) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     if (i == 1199) {
+      // Which process is stuck, and where: the launcher, a rank in MPI_Abort or Finalize.
+      ADD_FAILURE() << "processes at the hang:\n"
+                    << runProcess({"sh", "-c",
+                                   "ps -eo pid,ppid,stat,wchan:24,etime,args | grep -E "
+                                   "'mpirun|orted|ff_jobs_tool' | grep -v grep"})
+                           .out;
       if (p.rank2 > 0) ::kill(p.rank2, SIGKILL);
       ::kill(launcher, SIGKILL);
       ::waitpid(launcher, &p.status, 0);
