@@ -1,0 +1,254 @@
+// The streamed training set (core/data/jet_stream.hpp): every training jet exactly once per
+// epoch over the ranks, each streamed row carrying its file's values, equal step counts,
+// a resume inside the epoch (inside a bucketed window too) that continues bit for bit, a
+// resume on another number of ranks that neither loses nor repeats a jet, and files that
+// are refused by name before any batch.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "core/base/error.hpp"
+#include "core/data/jet_files.hpp"
+#include "core/data/jet_stream.hpp"
+#include "core/data/jet_writer.hpp"
+#include "core/data/synth.hpp"
+
+using namespace foldfarm;
+using namespace foldfarm::data;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Files {
+  Files() {
+    dir = fs::temp_directory_path() / ("ff_jet_stream_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    const int64_t sizes[] = {700, 333, 1201};
+    for (int k = 0; k < 3; ++k) {
+      SynthConfig cfg = SynthConfig::pretrainDefaults();
+      cfg.P = 24;
+      const JetArrays a = synthPretrain(cfg, 10 + static_cast<uint64_t>(k), 0, sizes[k]);
+      paths.push_back((dir / ("f" + std::to_string(k) + ".h5")).string());
+      writeJetFile(paths.back(), a, {});
+      rows.push_back(sizes[k]);
+      if (all.n == 0)
+        all = a;
+      else
+        all.append(a);
+    }
+  }
+  ~Files() { fs::remove_all(dir); }
+  fs::path dir;
+  std::vector<std::string> paths;
+  std::vector<int64_t> rows;
+  JetArrays all;  // every file's rows in order: row = global id
+};
+
+JetStreamOptions options() {
+  JetStreamOptions o;
+  o.batch_size = 32;
+  o.buffer_jets = 300;
+  o.seed = 7;
+  o.readers = 2;
+  o.read_ahead = 3;
+  return o;
+}
+
+struct Taken {
+  std::vector<int64_t> ids;
+  std::vector<JetArrays> batches;
+};
+
+// Steps [0, steps) of the stream's epoch from its current start (all when steps < 0).
+void take(JetStream& s, int64_t steps, Taken& t) {
+  std::vector<int64_t> ids;
+  for (int64_t k = 0; k != steps; ++k) {
+    JetArrays b;
+    try {
+      b = s.next(&ids);
+    } catch (const Error&) {
+      if (steps < 0) return;
+      throw;
+    }
+    t.ids.insert(t.ids.end(), ids.begin(), ids.end());
+    t.batches.push_back(std::move(b));
+  }
+}
+
+void expectRowsMatchFile(const Files& f, const Taken& t) {
+  size_t k = 0;
+  for (const auto& b : t.batches) {
+    for (int64_t i = 0; i < b.n; ++i, ++k) {
+      const int64_t id = t.ids[k];
+      ASSERT_TRUE(std::equal(b.jet(i), b.jet(i) + kNumJetFeatures, f.all.jet(id))) << "row " << id;
+      ASSERT_TRUE(std::equal(b.particle(i, 0), b.particle(i, 0) + b.P * kNumParticleFeatures,
+                             f.all.particle(id, 0)))
+          << "row " << id;
+      ASSERT_EQ(b.labels[static_cast<size_t>(i)], f.all.labels[static_cast<size_t>(id)]);
+    }
+  }
+}
+
+std::vector<int64_t> idsOf(const std::vector<StreamBlock>& blocks) {
+  std::vector<int64_t> out;
+  for (const auto& b : blocks)
+    for (int64_t r = 0; r < b.size(); ++r) out.push_back(b.global + r);
+  return out;
+}
+
+}  // namespace
+
+TEST(JetStream, EveryTrainingJetOncePerEpochOverTwoRanksWithItsOwnValues) {
+  Files f;
+  const auto blocks = cutStreamBlocks(f.rows, 100);
+  const StreamSplit split = splitStreamBlocks(blocks, 0.1, 0.1, 3, 0);
+  // Held-out and training rows are disjoint and cover the files.
+  std::vector<int64_t> every = idsOf(split.train);
+  every.insert(every.end(), split.val.begin(), split.val.end());
+  every.insert(every.end(), split.test.begin(), split.test.end());
+  std::sort(every.begin(), every.end());
+  ASSERT_EQ(every.size(), static_cast<size_t>(f.all.n));
+  for (int64_t i = 0; i < f.all.n; ++i) ASSERT_EQ(every[static_cast<size_t>(i)], i);
+
+  const std::vector<int64_t> want = idsOf(split.train);
+  std::vector<int64_t> first_epoch;
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    std::vector<int64_t> seen;
+    int64_t steps0 = -1;
+    for (int rank = 0; rank < 2; ++rank) {
+      JetStream s(f.paths, split.train, options());
+      const int64_t steps = s.startEpoch(epoch, {}, 2, rank);
+      EXPECT_EQ(steps, s.stepsPerEpoch(2));
+      if (rank == 0) steps0 = steps;
+      EXPECT_EQ(steps, steps0) << "every rank takes the same number of steps";
+      Taken t;
+      take(s, steps, t);
+      EXPECT_THROW(s.next(), Error) << "no step beyond the epoch";
+      for (const auto& b : t.batches) EXPECT_GT(b.n, 0);
+      expectRowsMatchFile(f, t);
+      seen.insert(seen.end(), t.ids.begin(), t.ids.end());
+      if (rank == 0 && epoch == 0) first_epoch = t.ids;
+      if (rank == 0 && epoch == 1) {
+        EXPECT_NE(t.ids, first_epoch) << "epochs are reshuffled";
+      }
+    }
+    std::sort(seen.begin(), seen.end());
+    EXPECT_EQ(seen, want) << "epoch " << epoch << ": each training jet exactly once";
+  }
+}
+
+TEST(JetStream, ResumeInsideTheEpochContinuesBitForBit) {
+  Files f;
+  const auto blocks = cutStreamBlocks(f.rows, 64);
+  const StreamSplit split = splitStreamBlocks(blocks, 0.1, 0.0, 3, 0);
+  for (bool bucket : {true, false}) {
+    JetStreamOptions o = options();
+    o.bucket = bucket;
+    for (int64_t stop : {5, 16, 21}) {  // inside a window, at its end, inside the next
+      JetStream whole(f.paths, split.train, o);
+      const int64_t steps = whole.startEpoch(1, {}, 2, 1);
+      ASSERT_GT(steps, 30);
+      Taken a;
+      take(whole, steps, a);
+
+      JetStream first(f.paths, split.train, o);
+      first.startEpoch(1, {}, 2, 1);
+      Taken b;
+      take(first, stop, b);
+      const nlohmann::json pos = first.position();
+      EXPECT_EQ(pos["segments"], nlohmann::json::parse("[[2," + std::to_string(stop) + "]]"));
+
+      JetStream resumed(f.paths, split.train, o);
+      EXPECT_EQ(resumed.startEpoch(1, {{2, stop}}, 2, 1), steps - stop);
+      take(resumed, steps - stop, b);
+      ASSERT_EQ(a.ids, b.ids) << "bucket " << bucket << " stop " << stop;
+      for (size_t k = 0; k < a.batches.size(); ++k) {
+        EXPECT_EQ(a.batches[k].particles, b.batches[k].particles);
+        EXPECT_EQ(a.batches[k].labels, b.batches[k].labels);
+      }
+    }
+  }
+}
+
+TEST(JetStream, ResumeOnAnotherNumberOfRanksNeitherLosesNorRepeatsAJet) {
+  Files f;
+  const auto blocks = cutStreamBlocks(f.rows, 50);
+  const StreamSplit split = splitStreamBlocks(blocks, 0.0, 0.0, 3, 0);
+  const std::vector<int64_t> want = idsOf(split.train);
+  // 2 ranks for 7 steps (inside a bucketed window), then 3 ranks for 4, then 1 to the end.
+  std::vector<int64_t> seen;
+  for (int r = 0; r < 2; ++r) {
+    JetStream s(f.paths, split.train, options());
+    s.startEpoch(0, {}, 2, r);
+    Taken t;
+    take(s, 7, t);
+    expectRowsMatchFile(f, t);
+    seen.insert(seen.end(), t.ids.begin(), t.ids.end());
+  }
+  for (int r = 0; r < 3; ++r) {
+    JetStream s(f.paths, split.train, options());
+    s.startEpoch(0, {{2, 7}}, 3, r);
+    Taken t;
+    take(s, 4, t);
+    expectRowsMatchFile(f, t);
+    seen.insert(seen.end(), t.ids.begin(), t.ids.end());
+  }
+  JetStream last(f.paths, split.train, options());
+  const int64_t left = last.startEpoch(0, {{2, 7}, {3, 4}}, 1, 0);
+  Taken t;
+  take(last, left, t);
+  expectRowsMatchFile(f, t);
+  EXPECT_EQ(last.position()["segments"],
+            nlohmann::json::parse("[[2,7],[3,4],[1," + std::to_string(left) + "]]"));
+  seen.insert(seen.end(), t.ids.begin(), t.ids.end());
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(seen, want);
+}
+
+TEST(JetStream, SplitHoldsOutFractionsAndCapsTheEvaluationRows) {
+  const auto blocks = cutStreamBlocks({1000, 1000}, 100);
+  const StreamSplit s = splitStreamBlocks(blocks, 0.2, 0.1, 1, 50);
+  EXPECT_EQ(s.test_rows, 200);  // whole blocks: at least the fraction
+  EXPECT_EQ(s.val_rows, 400);
+  EXPECT_EQ(s.test.size(), 50u);
+  EXPECT_EQ(s.val.size(), 50u);
+  EXPECT_EQ(idsOf(s.train).size(), 1400u);
+  EXPECT_THROW(splitStreamBlocks(blocks, 0.6, 0.5, 1, 0), InputError);
+}
+
+TEST(JetStream, AFileThatCannotBeReadOrDiffersIsRefusedByNameBeforeAnyBatch) {
+  Files f;
+  const auto blocks = cutStreamBlocks(f.rows, 100);
+  // Truncated: the first half of a good file.
+  const std::string cut = (f.dir / "cut.h5").string();
+  {
+    std::ifstream in(f.paths[1], std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  }
+  std::vector<std::string> files = f.paths;
+  files[1] = cut;
+  try {
+    JetStream s(files, blocks, options());
+    FAIL() << "a truncated file was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("cut.h5"), std::string::npos) << e.what();
+  }
+  // Other particle slots.
+  SynthConfig cfg = SynthConfig::pretrainDefaults();
+  cfg.P = 16;
+  const std::string other = (f.dir / "p16.h5").string();
+  writeJetFile(other, synthPretrain(cfg, 1, 0, 333), {});
+  files[1] = other;
+  try {
+    JetStream s(files, blocks, options());
+    FAIL() << "a file of other particle slots was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("p16.h5"), std::string::npos) << e.what();
+  }
+}
