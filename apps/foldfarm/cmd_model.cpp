@@ -142,7 +142,9 @@ struct PretrainArgs {
   std::string data, out, config, preset = "tiny", optimizer = "lion";
   int64_t epochs = 10, batch = 250, max_jets = 0;
   int threads = 0;
-  bool resume = false, shard_data = false;
+  bool resume = false, shard_data = false, stream = false;
+  int64_t block_rows = 1024, shuffle_buffer = 16384, eval_jets = 100000;
+  int readers = 2, read_ahead = 8;
   double lr = 3e-4, lr_factor = 1.0, val_fraction = 0.1, test_fraction = 0.1, warmup_epochs = 1;
   uint64_t seed = 1;
   dist::DistCli dist;  // --collective-timeout, --dist-backend, --bucket-cap-mb
@@ -168,6 +170,12 @@ void runPretrain(const PretrainArgs& a) {
   o.val_fraction = a.val_fraction;
   o.test_fraction = a.test_fraction;
   o.shard_data = a.shard_data;
+  o.stream = a.stream;
+  o.block_rows = a.block_rows;
+  o.eval_jets = a.eval_jets;
+  o.stream_options.buffer_jets = a.shuffle_buffer;
+  o.stream_options.readers = a.readers;
+  o.stream_options.read_ahead = a.read_ahead;
   o.data_label = a.data;
   TrainOptions& t = o.train;
   t.optimizer.kind = train_cfg.value("optimizer", a.optimizer);
@@ -569,6 +577,28 @@ void registerModelCommands(CommandGroups& g) {
   p->add_flag("--shard-data", pre->shard_data,
               "Each rank reads and holds only its 1/N of the jets and shuffles them per epoch "
               "(memory per rank / N; resume on the same number of ranks)");
+  p->add_flag("--stream", pre->stream,
+              "Stream the training jets from the files instead of holding them: memory per "
+              "rank is the shuffle buffer and the read-ahead; whole blocks are held out for "
+              "validation and test; resumes exactly, on any number of ranks");
+  p->add_option("--block-rows", pre->block_rows,
+                "--stream: rows per block (the unit of shuffling, "
+                "dealing and hold-out)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))
+      ->capture_default_str();
+  p->add_option("--shuffle-buffer", pre->shuffle_buffer, "--stream: jets in the shuffle buffer")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 26))
+      ->capture_default_str();
+  p->add_option("--readers", pre->readers, "--stream: reader threads per rank")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  p->add_option("--read-ahead", pre->read_ahead, "--stream: blocks read ahead per rank")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  p->add_option("--eval-jets", pre->eval_jets,
+                "--stream: at most this many held-out jets each for validation and test (0: all)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))
+      ->capture_default_str();
   pre->dist.addTo(*p);
   p->callback([pre] { runPretrain(*pre); });
 

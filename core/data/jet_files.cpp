@@ -127,9 +127,15 @@ JetArrays readJetsRows(const std::vector<std::string>& files, const std::vector<
 }
 
 int64_t countJetsInFiles(const std::vector<std::string>& files, int64_t max_jets) {
+  int64_t n = 0;
+  for (int64_t k : countJetsPerFile(files)) n += k;
+  return max_jets > 0 ? std::min(n, max_jets) : n;
+}
+
+std::vector<int64_t> countJetsPerFile(const std::vector<std::string>& files) {
   if (files.empty()) throw InputError("no input files given");
   const JetFile first = openJetsFile(files[0]);
-  int64_t n = first.numJets();
+  std::vector<int64_t> n{first.numJets()};
   for (size_t i = 1; i < files.size(); ++i) {
     const JetFile f = openJetsFile(files[i]);
     if (f.numParticles() != first.numParticles()) {
@@ -143,9 +149,9 @@ int64_t countJetsInFiles(const std::vector<std::string>& files, int64_t max_jets
                        " class labels (pid), unlike " + files[0] +
                        "; files of one dataset must all have labels or none");
     }
-    n += f.numJets();
+    n.push_back(f.numJets());
   }
-  return max_jets > 0 ? std::min(n, max_jets) : n;
+  return n;
 }
 
 }  // namespace foldfarm::data

@@ -28,5 +28,7 @@ JetArrays readJetsRows(const std::vector<std::string>& files, const std::vector<
 // look like the first — the jets layout, the same particle slots, class labels in all or
 // none: InputError naming the first file that differs and how, before any array is read.
 int64_t countJetsInFiles(const std::vector<std::string>& files, int64_t max_jets = 0);
+// The same checks; the jets of each file.
+std::vector<int64_t> countJetsPerFile(const std::vector<std::string>& files);
 
 }  // namespace foldfarm::data

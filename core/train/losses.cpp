@@ -56,8 +56,8 @@ PretrainLoss pretrainLoss(Pet& model, const JetBatch& b, at::Generator& gen) {
   // Classifier on the noised jets, weighted per event by alpha(t)^2.
   const ClassifierOutput noisy = model->classifyEncoded(enc_z, mask, b.jets);
   const Tensor a2 = diffusionAlpha(t).squeeze(1).pow(2);
-  const Tensor per_event = classificationLossPerEvent(noisy.logits, b.labels) +
-                           (noisy.jet_pred - b.jets).pow(2).mean(1);
+  const Tensor per_event =
+      classificationLossPerEvent(noisy.logits, b.labels) + (noisy.jet_pred - b.jets).pow(2).mean(1);
   const Tensor noised = (a2 * per_event * w).mean();
 
   out.total = ce + mse + diff + noised;

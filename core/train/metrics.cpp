@@ -8,12 +8,15 @@ namespace foldfarm {
 
 namespace {
 
-double w(const std::vector<double>& weights, size_t i) { return weights.empty() ? 1.0 : weights[i]; }
+double w(const std::vector<double>& weights, size_t i) {
+  return weights.empty() ? 1.0 : weights[i];
+}
 
 std::vector<size_t> descending(const std::vector<double>& scores) {
   std::vector<size_t> order(scores.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return scores[a] > scores[b]; });
   return order;
 }
 

@@ -6,10 +6,10 @@
 namespace foldfarm {
 
 struct BinaryMetrics {
-  double accuracy = 0;       // score > 0.5 predicts signal
-  double auc = 0;            // area under the ROC curve (ties count one half)
-  double rejection50 = 0;    // 1/eps_B at eps_S = 0.5 (infinity when eps_B = 0)
-  double rejection30 = 0;    // 1/eps_B at eps_S = 0.3
+  double accuracy = 0;     // score > 0.5 predicts signal
+  double auc = 0;          // area under the ROC curve (ties count one half)
+  double rejection50 = 0;  // 1/eps_B at eps_S = 0.5 (infinity when eps_B = 0)
+  double rejection30 = 0;  // 1/eps_B at eps_S = 0.3
 };
 
 // scores: probability of signal; labels 0/1; weights empty = all 1.

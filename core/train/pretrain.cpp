@@ -10,6 +10,7 @@
 #include "core/base/log.hpp"
 #include "core/base/seed.hpp"
 #include "core/data/jet_files.hpp"
+#include "core/data/jet_stream.hpp"
 #include "core/data/synth.hpp"
 #include "core/model/pet.hpp"
 #include "core/train/checkpoint.hpp"
@@ -64,7 +65,119 @@ json PretrainResult::toJson() const {
           {"fit", foldfarm::toJson(fit)}};
 }
 
+namespace {
+
+// The generator's conditioning, class names and checkpoint: step 5 of both paths.
+void writePretrained(const PretrainOptions& o, ParallelContext& ctx, Trainer& trainer,
+                     CheckpointMeta meta, const PetConfig& cfg, const json& conditioning,
+                     int64_t num_particles, PretrainResult& r) {
+  r.model_dir = (fs::path(o.out) / "model").string();
+  if (ctx.isRoot()) {
+    meta.config = cfg;
+    meta.training = {
+        {"fit", foldfarm::toJson(r.fit)}, {"test", r.test.metrics}, {"data", o.data_label}};
+    meta.extra = {{"jet_conditioning", conditioning}, {"num_particles", num_particles}};
+    writeCheckpoint(r.model_dir, meta, trainer.modelTensors());
+  }
+  ctx.barrier();
+}
+
+std::vector<std::string> classNames(int64_t num_classes, int64_t classes) {
+  std::vector<std::string> names;
+  const bool synth_labels = classes == data::kNumSynthClasses;
+  for (int64_t c = 0; c < num_classes; ++c)
+    names.push_back(synth_labels ? data::jetClassName(static_cast<int>(c)) : std::to_string(c));
+  return names;
+}
+
+TrainOptions trainOptionsFor(const PretrainOptions& o, ParallelContext& ctx) {
+  TrainOptions t = o.train;
+  t.warmup_scale = std::sqrt(static_cast<double>(ctx.worldSize()));
+  t.state_dir = (fs::path(o.out) / "state").string();
+  t.label = "pretrain";
+  t.sharded = o.shard_data;
+  if (!t.resume && checkpointExists(t.state_dir))
+    throw InputError(o.out +
+                     ": holds a training state; pass --resume to continue or choose a new --out");
+  return t;
+}
+
+PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
+  const std::string what = o.data_label.empty() ? std::string("pretraining data") : o.data_label;
+  if (o.shard_data) throw InputError("--stream and --shard-data exclude each other; choose one");
+  if (o.max_jets > 0) throw InputError("--max-jets is not used with --stream; list fewer files");
+  // 1. Blocks, held out ones, the stream (every file opened and checked before training).
+  const std::vector<int64_t> rows = data::countJetsPerFile(o.files);
+  const auto blocks = data::cutStreamBlocks(rows, o.block_rows);
+  const data::StreamSplit split =
+      data::splitStreamBlocks(blocks, o.val_fraction, o.test_fraction, o.train.seed, o.eval_jets);
+  data::JetStreamOptions so = o.stream_options;
+  so.batch_size = o.train.batch_size;
+  so.seed = o.train.seed;
+  so.bucket = o.train.bucket;
+  data::JetStream stream(o.files, split.train, so);
+  if (stream.trainRows() < ctx.worldSize())
+    throw InputError(what + ": " + std::to_string(stream.trainRows()) + " training jets for " +
+                     std::to_string(ctx.worldSize()) + " ranks; use more jets or fewer ranks");
+  if (!stream.hasLabels()) throw InputError(what + ": pretraining needs class labels (pid)");
+  // 2. Classes: from the files' label datasets (small beside the particles).
+  int64_t classes = 0;
+  for (const auto& f : o.files) {
+    const data::JetFile jf(f);
+    int64_t c = jf.numClasses();
+    if (c == 0)
+      for (int64_t y : data::readClassLabels(f)) c = std::max(c, y + 1);
+    classes = std::max(classes, c);
+  }
+  PetConfig cfg = o.model;
+  cfg.num_classes = std::max<int64_t>(2, classes);
+  cfg.generator = true;
+  const data::FeatureStats stats = data::FeatureStats::jetClass();
+  JetTensors val, test;
+  if (!split.val.empty())
+    val = JetTensors::fromArrays(data::readStreamRows(o.files, blocks, split.val), stats);
+  if (!split.test.empty())
+    test = JetTensors::fromArrays(data::readStreamRows(o.files, blocks, split.test), stats);
+  if (ctx.isRoot())
+    logInfo(
+        "--stream: {} training jets in {} blocks of {} over {} rank(s), {} steps per epoch; "
+        "{} validation and {} test jets held out ({} and {} evaluated); buffer {} jets, {} "
+        "reader(s), at most {:.0f} MiB of stream memory per rank",
+        stream.trainRows(), split.train.size(), o.block_rows, ctx.worldSize(),
+        stream.stepsPerEpoch(ctx.worldSize()), split.val_rows, split.test_rows, val.size(),
+        test.size(), so.buffer_jets, so.readers, stream.memoryBytes() / double(1 << 20));
+
+  // 3. Train.
+  TrainOptions t = trainOptionsFor(o, ctx);
+  CheckpointMeta meta;
+  meta.stats = stats;
+  meta.class_names = classNames(cfg.num_classes, classes);
+  Pet model(cfg);
+  model->resetParameters(deriveSeed({o.train.seed, 0x696e6974ULL}));
+  Trainer trainer(model, meta, t, ctx);
+  // The files as the stream sees them: names, rows, blocks and held-out fractions.
+  std::string fp = std::to_string(o.block_rows) + ":" + std::to_string(o.val_fraction) + ":" +
+                   std::to_string(o.test_fraction);
+  for (size_t k = 0; k < o.files.size(); ++k)
+    fp += "|" + fs::path(o.files[k]).filename().string() + ":" + std::to_string(rows[k]);
+  PretrainResult r;
+  r.fit = trainer.fitStream(stream, &val, Objective::kPretrain, fp);
+  if (ctx.isRoot()) logInfo("--stream: the trainer waited {:.1f} s for data", stream.waitSeconds());
+
+  // 4. Test, write, wait.
+  if (test.size() > 0) r.test = trainer.evaluate(test, Objective::kPretrain);
+  r.test_jets = test.size();
+  r.train_jets = stream.trainRows();
+  r.val_jets = val.size();
+  const json conditioning = jetConditioning(val.size() > 0 ? val : test, cfg.num_classes, nullptr);
+  writePretrained(o, ctx, trainer, meta, cfg, conditioning, stream.numParticles(), r);
+  return r;
+}
+
+}  // namespace
+
 PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
+  if (o.stream) return runStreamed(o, ctx);
   // 1. The split, the same on every rank.
   const std::string what = o.data_label.empty() ? std::string("pretraining data") : o.data_label;
   // Also refuses a file whose layout differs from the first, before any reading.
@@ -136,22 +249,10 @@ PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
   }
 
   // 4. Train.
-  TrainOptions t = o.train;
-  t.warmup_scale = std::sqrt(static_cast<double>(ctx.worldSize()));
-  t.state_dir = (fs::path(o.out) / "state").string();
-  t.label = "pretrain";
-  t.sharded = o.shard_data;
-  if (!t.resume && checkpointExists(t.state_dir))
-    throw InputError(o.out +
-                     ": holds a training state; pass --resume to continue or choose a new --out");
-
-  std::vector<std::string> names;
-  const bool synth_labels = classes == data::kNumSynthClasses;
-  for (int64_t c = 0; c < cfg.num_classes; ++c)
-    names.push_back(synth_labels ? data::jetClassName(static_cast<int>(c)) : std::to_string(c));
+  TrainOptions t = trainOptionsFor(o, ctx);
   CheckpointMeta meta;
   meta.stats = stats;
-  meta.class_names = names;
+  meta.class_names = classNames(cfg.num_classes, classes);
   Pet model(cfg);
   model->resetParameters(deriveSeed({o.train.seed, 0x696e6974ULL}));
   Trainer trainer(model, meta, t, ctx);
@@ -163,16 +264,8 @@ PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
   r.test_jets = static_cast<int64_t>(test_rows.size());
   r.train_jets = o.shard_data ? static_cast<int64_t>(train_pos.size()) : train.size();
   r.val_jets = o.shard_data ? static_cast<int64_t>(val_pos.size()) : val.size();
-  r.model_dir = (fs::path(o.out) / "model").string();
   const json conditioning = jetConditioning(train, cfg.num_classes, o.shard_data ? &ctx : nullptr);
-  if (ctx.isRoot()) {
-    meta.config = cfg;
-    meta.training = {
-        {"fit", foldfarm::toJson(r.fit)}, {"test", r.test.metrics}, {"data", o.data_label}};
-    meta.extra = {{"jet_conditioning", conditioning}, {"num_particles", num_particles}};
-    writeCheckpoint(r.model_dir, meta, trainer.modelTensors());
-  }
-  ctx.barrier();
+  writePretrained(o, ctx, trainer, meta, cfg, conditioning, num_particles, r);
   return r;
 }
 

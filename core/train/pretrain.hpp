@@ -8,6 +8,9 @@
 //   3. the number of classes comes from the labels (agreed over ranks when sharded);
 //   4. PET with the generator head is trained with the multi-objective loss (classification
 //      + diffusion + classification of noised jets), data-parallel over `ctx`;
+//   (with `stream`, steps 1–3 become: whole blocks are held out for validation and test,
+//   the rest is streamed, every rank its own part of each epoch; the generator's per-class
+//   conditioning is estimated on the validation jets)
 //   5. the test jets are evaluated; the root rank writes <out>/model (checkpoint with the
 //      per-class jet conditioning of the generator) and every rank waits for it.
 // Throws InputError for bad input (nothing written), InterruptedError when stopped (the
@@ -31,6 +34,13 @@ struct PretrainOptions {
   int64_t max_jets = 0;            // 0: all
   double val_fraction = 0.1, test_fraction = 0.1;
   bool shard_data = false;
+  // Stream the training jets (core/data/jet_stream.hpp) instead of holding them: memory is
+  // set by the shuffle buffer and the read-ahead. Validation and test are whole blocks held
+  // out (about the fractions), of which at most `eval_jets` each are read into memory.
+  bool stream = false;
+  data::JetStreamOptions stream_options;  // batch_size and seed come from `train`
+  int64_t block_rows = 1024;
+  int64_t eval_jets = 100000;
   std::string data_label;  // recorded as meta.training.data (the files as given)
 };
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <numeric>
 
 #include "core/base/error.hpp"
 #include "core/base/hash.hpp"
@@ -258,15 +259,76 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
                          : epochBatches(train, opts_.batch_size, opts_.seed, e, ctx_.rank(),
                                         ctx_.worldSize(), bucket);
   };
-  const auto steps_per_epoch = static_cast<int64_t>(batchesOf(0, false).size());
+  std::vector<std::vector<int64_t>> batches;
+  BatchSource src;
+  src.steps_per_epoch = static_cast<int64_t>(batchesOf(0, false).size());
+  src.fingerprint = opts_.sharded ? shardedFingerprint(ctx_, train, val) : fingerprint(train, val);
+  src.begin_epoch = [&](int64_t e, const nlohmann::json*, int64_t&) {
+    batches = batchesOf(e, opts_.bucket);
+    return static_cast<int64_t>(batches.size());
+  };
+  src.batch = [&](int64_t step) {
+    return makeBatch(train, batches[static_cast<size_t>(step)], opts_.bucket);
+  };
+  return fitLoop(src, val, validate, objective);
+}
+
+FitResult Trainer::fitStream(data::JetStream& stream, const JetTensors* val, Objective objective,
+                             const std::string& data_fingerprint) {
+  if (objective == Objective::kPretrain && !model_->config().generator)
+    throw InputError("pretraining needs the generator head (config generator=true)");
+  if (opts_.sharded) throw InputError(opts_.label + ": a stream is not combined with sharded data");
+  ctx_.prepare(*model_);
+  opt_ = makeOptimizer(model_, opts_.optimizer);
+  if (opts_.ema) ema_ = std::make_unique<Ema>(model_, opts_.ema_decay);
+  BatchSource src;
+  src.exact = true;
+  src.steps_per_epoch = stream.stepsPerEpoch(ctx_.worldSize());
+  src.fingerprint = "stream:" + data_fingerprint + "|" + (val ? fingerprint(*val, nullptr) : "-");
+  src.begin_epoch = [&](int64_t e, const nlohmann::json* position, int64_t& step) {
+    std::vector<data::StreamSegment> history;
+    if (position != nullptr && position->value("epoch", int64_t{-1}) == e) {
+      for (const auto& seg : position->at("segments"))
+        history.push_back({seg.at(0).get<int>(), seg.at(1).get<int64_t>()});
+    }
+    // Steps of the epoch taken in segments that this run does not continue.
+    int64_t before = 0;
+    for (size_t k = 0; k < history.size(); ++k)
+      if (k + 1 < history.size() || history[k].world != ctx_.worldSize())
+        before += history[k].steps;
+    const int64_t left = stream.startEpoch(e, history, ctx_.worldSize(), ctx_.rank());
+    int64_t continued = 0;
+    if (!history.empty() && history.back().world == ctx_.worldSize())
+      continued = history.back().steps;
+    step = before + continued;
+    if (before > 0 && ctx_.isRoot())
+      logInfo(
+          "{}: epoch {} ran {} step(s) on another number of ranks; {} rank(s) now draw the "
+          "jets not yet drawn: this run continues epoch {} with {} step(s)",
+          opts_.label, e, before, ctx_.worldSize(), e, left);
+    return before + continued + left;
+  };
+  src.batch = [&](int64_t) {
+    JetTensors t = JetTensors::fromArrays(stream.next(), meta_.stats);
+    std::vector<int64_t> rows(static_cast<size_t>(t.size()));
+    std::iota(rows.begin(), rows.end(), int64_t{0});
+    return makeBatch(t, rows, opts_.bucket);
+  };
+  src.position = [&] { return stream.position(); };
+  const bool validate = val != nullptr && val->size() > 0;
+  return fitLoop(src, val, validate, objective);
+}
+
+FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validate,
+                           Objective objective) {
+  const int64_t steps_per_epoch = src.steps_per_epoch;
   WarmupCosine schedule;
   schedule.lr = opts_.optimizer.lr;
   schedule.warmup_scale = opts_.warmup_scale;
   schedule.warmup_steps = static_cast<int64_t>(std::llround(opts_.warmup_epochs * steps_per_epoch));
   schedule.total_steps = std::max<int64_t>(1, opts_.max_epochs * steps_per_epoch);
 
-  const std::string fp =
-      opts_.sharded ? shardedFingerprint(ctx_, train, val) : fingerprint(train, val);
+  const std::string& fp = src.fingerprint;
   FitResult result;
   int64_t epoch = 0, step_in_epoch = 0, global_step = 0, bad_epochs = 0;
   double loss_sum = 0;
@@ -279,11 +341,21 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
     global_step = state.at("global_step").get<int64_t>();
     bad_epochs = state.at("bad_epochs").get<int64_t>();
     loss_sum = state.at("loss_sum").get<double>();
+    if (state.contains("loss_sums")) {  // written at a stop: one per rank
+      const auto sums = state.at("loss_sums").get<std::vector<double>>();
+      if (static_cast<int>(sums.size()) == ctx_.worldSize()) {
+        loss_sum = sums[static_cast<size_t>(ctx_.rank())];
+      } else if (!sums.empty()) {
+        loss_sum = 0;
+        for (double v : sums) loss_sum += v;
+        loss_sum /= static_cast<double>(sums.size());
+      }
+    }
     // Another number of ranks (or batch size) changes the steps per epoch: keep the epoch
     // and the fraction of it already done, and put the learning-rate schedule at the
     // matching step of the new count.
     const int64_t saved_spe = state.value("steps_per_epoch", steps_per_epoch);
-    if (saved_spe != steps_per_epoch && saved_spe > 0) {
+    if (!src.exact && saved_spe != steps_per_epoch && saved_spe > 0) {
       const int64_t old_step = step_in_epoch;
       step_in_epoch =
           std::min<int64_t>(steps_per_epoch, std::llround(static_cast<double>(old_step) *
@@ -315,6 +387,7 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
     j["max_epochs"] = opts_.max_epochs;
     j["sharded_ranks"] = opts_.sharded ? ctx_.worldSize() : 0;
     j["steps_per_epoch"] = steps_per_epoch;
+    if (src.position) j["stream"] = src.position();
     return j;
   };
 
@@ -332,14 +405,22 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
   progress.setSilent(!opts_.show_progress || !ctx_.isRoot());
   double lr = schedule.at(global_step);
   bool stop_training = result.early_stopped || epoch >= opts_.max_epochs;
+  // The stream position of the state resumed from, for its epoch only.
+  const nlohmann::json resume_position =
+      result.resumed && state.contains("stream") ? state.at("stream") : nlohmann::json();
   while (!stop_training) {
     const auto t0 = std::chrono::steady_clock::now();
-    const auto batches = batchesOf(epoch, opts_.bucket);
+    const int64_t epoch_steps = src.begin_epoch(
+        epoch, resume_position.is_null() ? nullptr : &resume_position, step_in_epoch);
     model_->train();
-    for (; step_in_epoch < static_cast<int64_t>(batches.size()); ++step_in_epoch) {
+    for (; step_in_epoch < epoch_steps; ++step_in_epoch) {
       if (ctx_.anyTrue(stopRequested() ||
                        (opts_.stop_at_step >= 0 && global_step >= opts_.stop_at_step))) {
-        saveState(stateJson());
+        // Every rank's partial loss sum, so that a resume on as many ranks ends the epoch
+        // with the same mean as an uninterrupted run.
+        nlohmann::json j = stateJson();
+        j["loss_sums"] = allGather(ctx_, loss_sum);
+        saveState(j);
         ctx_.barrier();
         throw InterruptedError(opts_.label + ": stopped at epoch " + std::to_string(epoch) +
                                " step " + std::to_string(step_in_epoch) +
@@ -347,8 +428,7 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
                                                         : "; state saved to " + opts_.state_dir +
                                                               ", rerun with resume to continue"));
       }
-      const JetBatch b =
-          makeBatch(train, batches[static_cast<size_t>(step_in_epoch)], opts_.bucket);
+      const JetBatch b = src.batch(step_in_epoch);
       // The step's random draws (feature dropout, diffusion time and noise) come from a
       // seed of (run seed, step, rank): independent across ranks, and the same after a
       // resume on any number of ranks without carrying every rank's generator state.
@@ -379,8 +459,7 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
 
     EpochRecord rec;
     rec.epoch = epoch;
-    std::vector<double> reduced{loss_sum /
-                                static_cast<double>(std::max<size_t>(1, batches.size()))};
+    std::vector<double> reduced{loss_sum / static_cast<double>(std::max<int64_t>(1, epoch_steps))};
     ctx_.allreduceMean(reduced);
     rec.train_loss = reduced[0];
     rec.lr = lr;

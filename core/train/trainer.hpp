@@ -23,6 +23,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
@@ -30,6 +31,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/data/jet_stream.hpp"
 #include "core/model/pet.hpp"
 #include "core/train/checkpoint.hpp"
 #include "core/train/jet_batches.hpp"
@@ -108,6 +110,12 @@ class Trainer {
   ~Trainer();
 
   FitResult fit(const JetTensors& train, const JetTensors* val, Objective objective);
+  // The same over a stream (pretrain --stream): each rank draws its own part of every
+  // epoch from `stream` (core/data/jet_stream.hpp); `val` is held whole by every rank. The
+  // state records the stream's position, so a resume continues the epoch exactly, on any
+  // number of ranks. `data_fingerprint` identifies the streamed files.
+  FitResult fitStream(data::JetStream& stream, const JetTensors* val, Objective objective,
+                      const std::string& data_fingerprint);
   EvalResult evaluate(const JetTensors& set, Objective objective);
 
   Pet& model() { return model_; }
@@ -116,6 +124,19 @@ class Trainer {
   std::map<std::string, torch::Tensor> modelTensors();
 
  private:
+  // Where fitLoop's batches come from: an in-memory set or a stream.
+  struct BatchSource {
+    std::string fingerprint;
+    int64_t steps_per_epoch = 0;  // of a fresh epoch (the schedule's unit)
+    bool exact = false;           // resume through `position`, not by the fraction of an epoch
+    // Starts an epoch; with `position` (the resumed state's, for its epoch) sets `step` to
+    // the steps already taken. Returns the epoch's steps (taken ones included).
+    std::function<int64_t(int64_t epoch, const nlohmann::json* position, int64_t& step)>
+        begin_epoch;
+    std::function<JetBatch(int64_t step)> batch;
+    std::function<nlohmann::json()> position;  // unset: none recorded
+  };
+  FitResult fitLoop(BatchSource& src, const JetTensors* val, bool validate, Objective objective);
   void saveState(const nlohmann::json& training);
   bool loadState(nlohmann::json& training, const std::string& fingerprint);
 

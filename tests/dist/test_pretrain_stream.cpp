@@ -1,0 +1,198 @@
+// `foldfarm pretrain --stream` under mpirun -np 2 (started by the test): a run stopped by
+// SIGUSR1 in the middle of an epoch and resumed on two ranks ends with a model bit-identical
+// to an uninterrupted run; a stopped run resumes on one rank and completes; a file among
+// many that cannot be read is refused by name before training, with nothing written.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/base/process.hpp"
+#include "tests/support/run_child.hpp"
+
+using foldfarm::ProcessResult;
+using foldfarm::testing::runSingleThreaded;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+// The tensors file of a checkpoint directory.
+std::string tensorsOf(const fs::path& dir) {
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().extension() == ".pt") return slurp(e.path());
+  return "";
+}
+
+struct Scratch {
+  Scratch() {
+    dir = fs::temp_directory_path() /
+          ("ff-pretrain-stream-" + std::to_string(static_cast<long>(::getpid())));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  ~Scratch() { fs::remove_all(dir); }
+  fs::path dir;
+};
+
+std::vector<std::string> mpirun(int np, const std::vector<std::string>& cmd) {
+  std::vector<std::string> argv = {FOLDFARM_MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np",
+                                   std::to_string(np)};
+  argv.insert(argv.end(), cmd.begin(), cmd.end());
+  return argv;
+}
+
+std::vector<std::string> pretrain(const std::string& data, const std::string& out) {
+  return {FOLDFARM_BINARY,
+          "pretrain",
+          "--data",
+          data,
+          "--out",
+          out,
+          "--stream",
+          "--preset",
+          "tiny",
+          "--epochs",
+          "3",
+          "--batch",
+          "16",
+          "--seed",
+          "4",
+          "--threads",
+          "1",
+          "--block-rows",
+          "64",
+          "--shuffle-buffer",
+          "300",
+          "--read-ahead",
+          "3",
+          "--collective-timeout",
+          "60"};
+}
+
+// Runs argv with stdout/stderr to files; once `trigger` appears in stderr, waits `delay` and
+// sends SIGUSR1 to the launcher. Returns the exit status and the stderr text.
+std::pair<int, std::string> runAndStop(const std::vector<std::string>& argv, const fs::path& log,
+                                       const std::string& trigger) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    std::FILE* out = std::freopen((log.string() + ".out").c_str(), "w", stdout);
+    std::FILE* err = std::freopen(log.string().c_str(), "w", stderr);
+    (void)out;
+    (void)err;
+    ::setenv("OMP_NUM_THREADS", "1", 1);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  bool sent = false;
+  for (int i = 0; i < 2400; ++i) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) return {status, slurp(log)};
+    if (!sent && slurp(log).find(trigger) != std::string::npos) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));
+      ::kill(pid, SIGUSR1);
+      sent = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &status, 0);
+  ADD_FAILURE() << "the run did not end";
+  return {status, slurp(log)};
+}
+
+}  // namespace
+
+TEST(PretrainStream, StoppedMidEpochAndResumedEqualsAnUninterruptedRunBitForBit) {
+  Scratch s;
+  for (int k = 0; k < 3; ++k) {
+    ProcessResult g = runSingleThreaded(
+        {FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets",
+         std::to_string(300 + 101 * k), "--seed", std::to_string(k), "--particles", "24", "--out",
+         (s.dir / ("part" + std::to_string(k) + ".h5")).string()},
+        120);
+    ASSERT_TRUE(g.ok()) << g.describeFailure();
+  }
+  const std::string data = (s.dir / "part*.h5").string();
+
+  const std::string whole = (s.dir / "whole").string();
+  ProcessResult a = runSingleThreaded(mpirun(2, pretrain(data, whole)), 300);
+  ASSERT_TRUE(a.ok()) << a.describeFailure() << "\n" << a.err;
+  EXPECT_NE(a.err.find("--stream: "), std::string::npos) << a.err;
+
+  const std::string stopped = (s.dir / "stopped").string();
+  auto [status, err] = runAndStop(mpirun(2, pretrain(data, stopped)), s.dir / "stopped.log",
+                                  "pretrain: epoch 0 train loss");
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 75) << "status " << status << "\n" << err;
+  const auto at = err.find("stopped at epoch");
+  ASSERT_NE(at, std::string::npos) << err;
+  std::cout << "[ stopped  ] " << err.substr(at, err.find(';', at) - at) << "\n";
+  EXPECT_FALSE(fs::exists(fs::path(stopped) / "model")) << "no model from a stopped run";
+  // Keep a copy of the stopped state for the resume on one rank.
+  const std::string one = (s.dir / "one").string();
+  fs::copy(stopped, one, fs::copy_options::recursive);
+
+  std::vector<std::string> again = pretrain(data, stopped);
+  again.push_back("--resume");
+  ProcessResult b = runSingleThreaded(mpirun(2, again), 300);
+  ASSERT_TRUE(b.ok()) << b.describeFailure() << "\n" << b.err;
+  EXPECT_NE(b.err.find("resuming from"), std::string::npos) << b.err;
+  const std::string ta = tensorsOf(fs::path(whole) / "model");
+  ASSERT_FALSE(ta.empty());
+  EXPECT_TRUE(ta == tensorsOf(fs::path(stopped) / "model"))
+      << "the resumed model differs from the uninterrupted one";
+  const auto fit = [](const std::string& dir) {
+    return nlohmann::json::parse(slurp(fs::path(dir) / "model" / "meta.json"))["training"]["fit"];
+  };
+  ASSERT_EQ(fit(whole)["history"].size(), 3u);
+  for (size_t e = 0; e < 3; ++e)
+    EXPECT_EQ(fit(whole)["history"][e]["train_loss"], fit(stopped)["history"][e]["train_loss"])
+        << "epoch " << e;
+
+  // The same stopped state on one rank: the epoch goes on with the rows not yet drawn.
+  std::vector<std::string> solo = pretrain(data, one);
+  solo.push_back("--resume");
+  ProcessResult c = runSingleThreaded(solo, 300);
+  ASSERT_TRUE(c.ok()) << c.describeFailure() << "\n" << c.err;
+  EXPECT_NE(c.err.find("continues epoch"), std::string::npos) << c.err;
+  EXPECT_EQ(fit(one)["history"].size(), 3u);
+}
+
+TEST(PretrainStream, AnUnreadableFileAmongManyIsRefusedByNameBeforeTraining) {
+  Scratch s;
+  for (int k = 0; k < 2; ++k) {
+    ProcessResult g =
+        runSingleThreaded({FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets", "200",
+                           "--seed", std::to_string(k), "--particles", "24", "--out",
+                           (s.dir / ("part" + std::to_string(k) + ".h5")).string()},
+                          120);
+    ASSERT_TRUE(g.ok()) << g.describeFailure();
+  }
+  const std::string good = slurp(s.dir / "part1.h5");
+  std::ofstream(s.dir / "part2.h5", std::ios::binary) << good.substr(0, good.size() / 3);
+  const std::string out = (s.dir / "run").string();
+  ProcessResult r = runSingleThreaded(pretrain((s.dir / "part*.h5").string(), out), 120);
+  EXPECT_EQ(r.exitCode, 2) << r.describeFailure() << "\n" << r.err;
+  EXPECT_NE(r.err.find("part2.h5"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(fs::path(out) / "state"));
+  EXPECT_FALSE(fs::exists(fs::path(out) / "model"));
+}
