@@ -39,7 +39,10 @@ struct FourVector {
   double phi() const;  // atan2(py, px) in (-pi, pi]
   double m() const;    // sqrt(max(0, e^2 - p^2))
   FourVector& operator+=(const FourVector& o) {
-    px += o.px; py += o.py; pz += o.pz; e += o.e;
+    px += o.px;
+    py += o.py;
+    pz += o.pz;
+    e += o.e;
     return *this;
   }
   static FourVector fromPtEtaPhiM(double pt, double eta, double phi, double m);
@@ -53,6 +56,10 @@ struct Particle {
 
 // Wraps an angle difference into (-pi, pi].
 double wrapPhi(double dphi);
+
+// Invariant mass of the first n particles, computed without the cancellation of
+// E^2 - p^2 (accurate for light, hard jets from float four-vectors).
+double invariantMass(const std::vector<Particle>& parts, int64_t n);
 
 // Fills one jet: `particle_out` has P*13 floats (all overwritten, padding zeroed) and
 // `jet_out` 4 floats. `parts` is reordered (sorted by decreasing pT). Returns the number of

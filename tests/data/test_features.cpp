@@ -41,7 +41,8 @@ TEST(Features, RecomputedFromFourVectorsMatchStoredQuarkGluonFeatures) {
     for (int64_t j = 0; j < n; ++j) {
       const float* s = stored.particle(i, j);
       const float* r = out.data() + j * kNumParticleFeatures;
-      for (int k = 0; k < 7; ++k) max_particle = std::max(max_particle, std::fabs(double(s[k]) - r[k]));
+      for (int k = 0; k < 7; ++k)
+        max_particle = std::max(max_particle, std::fabs(double(s[k]) - r[k]));
       ++compared;
     }
     // Jet eta/phi are those of the summed four-vector (not pT-weighted means).
@@ -54,7 +55,8 @@ TEST(Features, RecomputedFromFourVectorsMatchStoredQuarkGluonFeatures) {
     const double e_jet = std::sqrt(double(jet[0]) * jet[0] * std::cosh(jet[1]) * std::cosh(jet[1]) +
                                    double(jet[2]) * jet[2]);
     max_mass2 = std::max(max_mass2, std::fabs(double(stored.jet(i)[2]) * stored.jet(i)[2] -
-                                              double(jet[2]) * jet[2]) / (e_jet * e_jet));
+                                              double(jet[2]) * jet[2]) /
+                                        (e_jet * e_jet));
   }
   EXPECT_GT(compared, 50000);
   EXPECT_LE(max_particle, 1e-3);
@@ -114,14 +116,35 @@ TEST(Features, StandardisationKeepsPaddingZeroAndRoundTrips) {
   s.standardize(a);
   for (int64_t r = 0; r < a.n * a.P; ++r) {
     if (mask[r]) continue;
-    for (int k = 0; k < kNumParticleFeatures; ++k) ASSERT_EQ(a.particles[r * kNumParticleFeatures + k], 0.0f);
+    for (int k = 0; k < kNumParticleFeatures; ++k)
+      ASSERT_EQ(a.particles[r * kNumParticleFeatures + k], 0.0f);
   }
   EXPECT_NEAR(a.particle(0, 0)[3], (raw.particle(0, 0)[3] - 1.8999407f) / 1.2212526f, 1e-5);
   EXPECT_NEAR(a.jet(0)[0], (raw.jet(0)[0] - 618.224920f) / 106.71761f, 1e-5);
   s.unstandardize(a, mask);
-  for (size_t k = 0; k < a.particles.size(); ++k) ASSERT_NEAR(a.particles[k], raw.particles[k], 1e-4);
+  for (size_t k = 0; k < a.particles.size(); ++k)
+    ASSERT_NEAR(a.particles[k], raw.particles[k], 1e-4);
   const FeatureStats z = FeatureStats::fromJson(FeatureStats::zJets().toJson());
   EXPECT_FLOAT_EQ(z.jet_mean[0], 225.826286f);
   EXPECT_FLOAT_EQ(z.particle_std[3], 1.2212526f);
-  EXPECT_THROW(FeatureStats::fromJson(nlohmann::json{{"particle_mean", {1, 2}}}), foldfarm::InputError);
+  EXPECT_THROW(FeatureStats::fromJson(nlohmann::json{{"particle_mean", {1, 2}}}),
+               foldfarm::InputError);
+}
+
+TEST(Features, InvariantMassOfALightHardJetSurvivesTheCancellation) {
+  // Two massless particles of 5 and 8 TeV, 1e-9 rad apart: m^2 = 4 p1 p2 sin^2(theta/2),
+  // 16 orders of magnitude below E^2, where E^2 - p^2 in double gives noise.
+  const double p1 = 5000, p2 = 8000, theta = 1e-9;
+  std::vector<Particle> parts(2);
+  parts[0].p = {p1, 0, 0, p1};
+  parts[1].p = {p2 * std::cos(theta), p2 * std::sin(theta), 0, p2};
+  const double want = std::sqrt(4 * p1 * p2) * std::sin(theta / 2);
+  EXPECT_NEAR(invariantMass(parts, 2), want, 1e-6 * want);
+  // And an ordinary massive pair agrees with the textbook formula.
+  std::vector<Particle> pair(2);
+  pair[0].p = FourVector::fromPtEtaPhiM(50, 0.1, 0.2, 1.0);
+  pair[1].p = FourVector::fromPtEtaPhiM(30, -0.3, 1.1, 0.5);
+  FourVector J = pair[0].p;
+  J += pair[1].p;
+  EXPECT_NEAR(invariantMass(pair, 2), J.m(), 1e-9 * J.m());
 }
