@@ -7,10 +7,11 @@ find_package(SQLite3 REQUIRED)
 find_package(MPI REQUIRED COMPONENTS CXX)
 set(HDF5_PREFER_PARALLEL OFF)
 find_package(HDF5 REQUIRED COMPONENTS C)
+find_package(ZLIB REQUIRED)  # decoding deflated chunks outside HDF5's lock (jet_reader.cpp)
 
 add_library(foldfarm_hdf5 INTERFACE)
 target_include_directories(foldfarm_hdf5 SYSTEM INTERFACE ${HDF5_INCLUDE_DIRS})
-target_link_libraries(foldfarm_hdf5 INTERFACE ${HDF5_LIBRARIES})
+target_link_libraries(foldfarm_hdf5 INTERFACE ${HDF5_LIBRARIES} ZLIB::ZLIB)
 target_compile_definitions(foldfarm_hdf5 INTERFACE ${HDF5_DEFINITIONS})
 
 if(FOLDFARM_WITH_TORCH)

@@ -23,7 +23,7 @@ packages=(
   build-essential cmake ccache pkg-config git
   libtorch-dev libopenblas0-pthread
   libopenmpi-dev openmpi-bin
-  libhdf5-dev nlohmann-json3-dev libgtest-dev libsqlite3-dev libcli11-dev libspdlog-dev
+  libhdf5-dev zlib1g-dev nlohmann-json3-dev libgtest-dev libsqlite3-dev libcli11-dev libspdlog-dev
   slurmctld slurmd slurm-client munge
   gnuplot-nox chromium
 )

@@ -5,10 +5,12 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <tuple>
 
 #include "core/base/error.hpp"
 #include "core/data/jet_reader.hpp"
+#include "core/data/jet_stream.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
 
@@ -16,7 +18,9 @@ namespace foldfarm::data {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 // CPU seconds of the calling thread: on a shared, oversubscribed machine wall-clock rates
 // measure the neighbours; per-CPU-second rates measure this code.
@@ -24,6 +28,15 @@ double threadCpu() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// Peak resident memory of this process (VmHWM), MB.
+double peakRssMB() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return 0;
 }
 
 }  // namespace
@@ -54,7 +67,8 @@ nlohmann::json benchData(const DataBenchOptions& opt) {
 
   const std::filesystem::path dir = opt.tmp_dir.empty() ? std::filesystem::temp_directory_path()
                                                         : std::filesystem::path(opt.tmp_dir);
-  const std::string path = (dir / ("foldfarm_bench_data_" + std::to_string(::getpid()) + ".h5")).string();
+  const std::string path =
+      (dir / ("foldfarm_bench_data_" + std::to_string(::getpid()) + ".h5")).string();
   struct Cleanup {
     std::string p;
     ~Cleanup() { std::filesystem::remove(p); }
@@ -98,6 +112,60 @@ nlohmann::json benchData(const DataBenchOptions& opt) {
   r["stream_read_uncompressed_jets_per_cpu_s"] = rows_raw / dcpu_raw;
   r["file_uncompressed_MB"] = std::filesystem::file_size(raw) / 1e6;
   (void)u;
+  return r;
+}
+
+nlohmann::json benchStream(const StreamBenchOptions& opt) {
+  if (opt.files.empty()) throw InputError("bench data --stream: give the files with --data");
+  nlohmann::json r;
+  r["host"] = hostName();
+  r["files"] = opt.files.size();
+  std::vector<int64_t> rows;
+  double bytes = 0;
+  for (const auto& f : opt.files) {
+    const JetFile jf(f);
+    rows.push_back(jf.numJets());
+    bytes += static_cast<double>(std::filesystem::file_size(f));
+    if (rows.size() == 1) {
+      r["P"] = jf.numParticles();
+      r["data_storage"] = datasetStorageText(f, "data");
+    }
+  }
+  int64_t total = 0;
+  for (int64_t n : rows) total += n;
+  r["jets"] = total;
+  r["files_MB"] = bytes / 1e6;
+  r["batch_size"] = opt.batch_size;
+  r["buffer_jets"] = opt.buffer_jets;
+  r["block_rows"] = opt.block_rows;
+  const auto blocks = cutStreamBlocks(rows, opt.block_rows);
+  nlohmann::json runs = nlohmann::json::array();
+  for (int readers : opt.readers) {
+    JetStreamOptions so;
+    so.batch_size = opt.batch_size;
+    so.buffer_jets = opt.buffer_jets;
+    so.readers = readers;
+    so.read_ahead = opt.read_ahead;
+    so.seed = 1;
+    JetStream s(opt.files, blocks, so);
+    const auto t0 = Clock::now();
+    const int64_t steps = s.startEpoch(0, {}, 1, 0);
+    int64_t jets = 0;
+    for (int64_t k = 0; k < steps && (opt.max_jets <= 0 || jets < opt.max_jets); ++k)
+      jets += s.next().n;
+    const double dt = since(t0);
+    const double P = r["P"].get<double>();
+    runs.push_back({{"readers", readers},
+                    {"jets", jets},
+                    {"seconds", dt},
+                    {"jets_per_s", jets / dt},
+                    {"jets_per_s_per_reader", jets / dt / readers},
+                    {"MB_per_s", jets * P * kNumParticleFeatures * 4.0 / dt / 1e6},
+                    {"trainer_wait_s", s.waitSeconds()},
+                    {"stream_memory_MB", s.memoryBytes() / 1e6},
+                    {"peak_rss_MB", peakRssMB()}});
+  }
+  r["runs"] = runs;
   return r;
 }
 

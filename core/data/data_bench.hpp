@@ -11,6 +11,7 @@
 // The temporary file lives in `tmp_dir` and is removed afterwards.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -25,5 +26,22 @@ struct DataBenchOptions {
 };
 
 nlohmann::json benchData(const DataBenchOptions& opt);
+
+// `foldfarm bench data --stream --data FILES`: what JetStream (core/data/jet_stream.hpp)
+// delivers to a trainer from the given files, one epoch on one rank (or the first
+// `max_jets`), for each reader-thread count. Per count: jets_per_s (total), jets_per_s_per_reader,
+// MB_per_s (decoded particle features), trainer_wait_s (time next() waited for data), and
+// peak_rss_MB of the process so far. Also the files' size on disk and their filters.
+struct StreamBenchOptions {
+  std::vector<std::string> files;
+  std::vector<int> readers{1, 2, 4};
+  int64_t batch_size = 256;
+  int64_t buffer_jets = 16384;
+  int64_t block_rows = 1024;
+  int read_ahead = 8;
+  int64_t max_jets = 0;  // 0: one whole epoch
+};
+
+nlohmann::json benchStream(const StreamBenchOptions& opt);
 
 }  // namespace foldfarm::data

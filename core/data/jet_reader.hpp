@@ -89,6 +89,9 @@ std::vector<float> readFloatDataset(const std::string& path, const std::string& 
 std::vector<int64_t> readInt64Dataset(const std::string& path, const std::string& name,
                                       std::vector<int64_t>* dims = nullptr);
 bool fileHasDataset(const std::string& path, const std::string& name);
+// How a dataset is stored: "chunked (256,128,13) shuffle+deflate(1)", "contiguous", ...
+// InputError as readFloatDataset when the file or dataset cannot be opened.
+std::string datasetStorageText(const std::string& path, const std::string& name);
 // Class labels of dataset `name` as indices: (N,) integers, or (N,C) one-hot (the column
 // of the largest entry). InputError naming the row for an index outside
 // [0, kMaxLabelClasses) or a one-hot row with no entry > 0, and as readInt64Dataset.
