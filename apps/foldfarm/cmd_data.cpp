@@ -11,6 +11,7 @@
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
+#include "core/data/convert.hpp"
 #include "core/data/data_bench.hpp"
 #include "core/data/features.hpp"
 #include "core/data/inspect.hpp"
@@ -70,58 +71,6 @@ void runSynth(const SynthArgs& a) {
   writeSynthFile(o);
   logInfo("wrote {} ({} {} {}, seed {})", a.out, a.count, a.kind == "pretrain" ? "jets" : "events",
           a.tune, a.seed);
-}
-
-void runConvert(const std::string& in, const std::string& out) {
-  requireOutputDir(out);
-  std::vector<int64_t> dims;
-  const auto px = readFloatDataset(in, "part_px", &dims);
-  if (dims.size() != 2)
-    throw InputError(in +
-                     ": dataset 'part_px': expected shape (N,P); fix the producer of this file");
-  const int64_t n = dims[0], P = dims[1];
-  const char* others[] = {"part_py", "part_pz", "part_energy"};
-  std::vector<std::vector<float>> comp;
-  for (const char* name : others) {
-    std::vector<int64_t> d;
-    comp.push_back(readFloatDataset(in, name, &d));
-    if (d != dims)
-      throw InputError(in + ": dataset '" + name +
-                       "': shape differs from part_px; the file is inconsistent");
-  }
-  std::vector<int64_t> labels;
-  if (fileHasDataset(in, "pid")) {
-    labels = readClassLabels(in, "pid");  // one-hot -> indices, each checked
-    if (static_cast<int64_t>(labels.size()) != n)
-      throw InputError(in + ": dataset 'pid': has " + std::to_string(labels.size()) +
-                       " rows, part_px has " + std::to_string(n) + "; the file is inconsistent");
-  }
-  JetArrays a = JetArrays::zeros(n, P, !labels.empty());
-  a.labels = labels;
-  Progress progress("convert", n, "jets");
-  std::vector<Particle> parts;
-  for (int64_t i = 0; i < n; ++i) {
-    parts.clear();
-    for (int64_t j = 0; j < P; ++j) {
-      const size_t k = static_cast<size_t>(i * P + j);
-      if (comp[2][k] == 0 && px[k] == 0 && comp[0][k] == 0) continue;  // padding
-      Particle p;
-      p.p = {px[k], comp[0][k], comp[1][k], comp[2][k]};
-      parts.push_back(p);
-    }
-    fillJetFeatures(parts, P, a.particle(i, 0), a.jet(i));
-    if ((i & 1023) == 0) progress.update(i);
-  }
-  progress.finish();
-  JetFileWriter w(out, FileLayout::kJets, P, !labels.empty(),
-                  {{"source", in}, {"converted_from", "part_px, part_py, part_pz, part_energy"}});
-  w.append(a);
-  w.addFloatDataset("part_px", px, n, P);
-  w.addFloatDataset("part_py", std::move(comp[0]), n, P);
-  w.addFloatDataset("part_pz", std::move(comp[1]), n, P);
-  w.addFloatDataset("part_energy", std::move(comp[2]), n, P);
-  w.commit();
-  logInfo("wrote {} ({} jets, P={})", out, n, P);
 }
 
 void runObservables(const std::string& in, const std::string& out, const std::string& level) {
@@ -221,12 +170,30 @@ void registerDataCommands(CommandGroups& g) {
   });
 
   auto conv_in = std::make_shared<std::string>(), conv_out = std::make_shared<std::string>();
+  auto conv_opts = std::make_shared<WriteOptions>();
   CLI::App* c = data->add_subcommand(
-      "convert", "Recompute `data` and `jet` from part_px/py/pz/energy (keeps pid)");
-  c->add_option("--in", *conv_in, "Input HDF5 with part_px, part_py, part_pz, part_energy (N,P)")
+      "convert",
+      "Write a jets file in foldfarm's layout: from four-vectors (part_px/py/pz/energy: `data` "
+      "and `jet` recomputed, pid kept), or a jets-layout file repacked for streaming (chunks "
+      "of whole rows, shuffle + deflate, decoded in parallel by `pretrain --stream`)");
+  c->add_option("--in", *conv_in,
+                "Input HDF5: with part_px, part_py, part_pz, part_energy (N,P), else a jets "
+                "layout file (data/jet[/pid][/weights])")
       ->required();
   c->add_option("--out", *conv_out, "Output HDF5 (jets layout; written atomically)")->required();
-  c->callback([conv_in, conv_out] { runConvert(*conv_in, *conv_out); });
+  c->add_option("--deflate", conv_opts->deflate_level, "Deflate level 0-9 (0: none)")
+      ->check(CLI::Range(0, 9))
+      ->capture_default_str();
+  c->add_option("--chunk-rows", conv_opts->chunk_rows, "Jets per chunk")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
+  c->callback([conv_in, conv_out, conv_opts] {
+    requireOutputDir(*conv_out);
+    if (fileHasDataset(*conv_in, "part_px"))
+      convertFromFourVectors(*conv_in, *conv_out, *conv_opts);
+    else
+      repackJets(*conv_in, *conv_out, *conv_opts);
+  });
 
   auto obs_in = std::make_shared<std::string>(), obs_out = std::make_shared<std::string>(),
        obs_level = std::make_shared<std::string>();

@@ -143,7 +143,7 @@ struct PretrainArgs {
   int64_t epochs = 10, batch = 250, max_jets = 0;
   int threads = 0;
   bool resume = false, shard_data = false, stream = false;
-  int64_t block_rows = 1024, shuffle_buffer = 16384, eval_jets = 100000;
+  int64_t block_rows = 1024, shuffle_buffer = 16384, eval_jets = 10000;
   int readers = 2, read_ahead = 8;
   double lr = 3e-4, lr_factor = 1.0, val_fraction = 0.1, test_fraction = 0.1, warmup_epochs = 1;
   uint64_t seed = 1;

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <fstream>
 
 #include <cerrno>
 #include <cstdlib>
@@ -283,6 +284,14 @@ TempDir::~TempDir() noexcept {
   std::error_code ec;
   fs::remove_all(path_, ec);
   if (ec) logWarn("could not remove {}: {}", path_, ec.message());
+}
+
+double peakRssMB() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return 0;
 }
 
 }  // namespace foldfarm

@@ -45,10 +45,16 @@ struct ProcessOptions {
 // executable, bad cwd); a non-zero exit is returned, not thrown: callers check it.
 ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOptions& options = {});
 
+// Peak resident memory of this process (VmHWM of /proc/self/status) in MiB; 0 where the
+// system does not say.
+double peakRssMB();
+
 // Full path of `program` on PATH, or `program` itself when it contains '/' and is
 // executable; "" when absent.
 std::string findProgram(const std::string& program);
-inline bool programAvailable(const std::string& program) { return !findProgram(program).empty(); }
+inline bool programAvailable(const std::string& program) {
+  return !findProgram(program).empty();
+}
 
 // A private temporary directory (mkdtemp under the system temp directory), removed with
 // its content on destruction.

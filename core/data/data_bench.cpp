@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "core/base/error.hpp"
+#include "core/base/process.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/jet_stream.hpp"
 #include "core/data/jet_writer.hpp"
@@ -28,15 +29,6 @@ double threadCpu() {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-// Peak resident memory of this process (VmHWM), MB.
-double peakRssMB() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  return 0;
 }
 
 }  // namespace

@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/base/process.hpp"
 #include "core/base/seed.hpp"
 #include "core/data/jet_files.hpp"
 #include "core/data/jet_stream.hpp"
@@ -62,6 +64,7 @@ json PretrainResult::toJson() const {
           // null without test jets (--test-fraction 0 or a tiny file), not a fake 0.
           {"test_accuracy", test_jets > 0 ? json(test.metrics.value("accuracy", 0.0)) : json()},
           {"test_loss", test_jets > 0 ? json(test.loss) : json()},
+          {"peak_rss_MB", peak_rss_mb},
           {"fit", foldfarm::toJson(fit)}};
 }
 
@@ -72,6 +75,7 @@ void writePretrained(const PretrainOptions& o, ParallelContext& ctx, Trainer& tr
                      CheckpointMeta meta, const PetConfig& cfg, const json& conditioning,
                      int64_t num_particles, PretrainResult& r) {
   r.model_dir = (fs::path(o.out) / "model").string();
+  r.peak_rss_mb = peakRssMB();
   if (ctx.isRoot()) {
     meta.config = cfg;
     meta.training = {

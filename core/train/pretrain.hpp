@@ -40,7 +40,7 @@ struct PretrainOptions {
   bool stream = false;
   data::JetStreamOptions stream_options;  // batch_size and seed come from `train`
   int64_t block_rows = 1024;
-  int64_t eval_jets = 100000;
+  int64_t eval_jets = 10000;
   std::string data_label;  // recorded as meta.training.data (the files as given)
 };
 
@@ -49,7 +49,9 @@ struct PretrainResult {
   int64_t train_jets = 0, val_jets = 0, test_jets = 0;  // over all ranks
   FitResult fit;
   EvalResult test;
-  // {"out", "train_jets", "val_jets", "test_jets", "test_accuracy", "test_loss", "fit"};
+  double peak_rss_mb = 0;  // of this process (rank 0 in the printed result)
+  // {"out", "train_jets", "val_jets", "test_jets", "test_accuracy", "test_loss",
+  // "peak_rss_MB", "fit"};
   // the test figures are null without test jets.
   nlohmann::json toJson() const;
 };

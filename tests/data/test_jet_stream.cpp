@@ -12,7 +12,9 @@
 #include <set>
 
 #include "core/base/error.hpp"
+#include "core/data/convert.hpp"
 #include "core/data/jet_files.hpp"
+#include "core/data/jet_reader.hpp"
 #include "core/data/jet_stream.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
@@ -250,5 +252,35 @@ TEST(JetStream, AFileThatCannotBeReadOrDiffersIsRefusedByNameBeforeAnyBatch) {
     FAIL() << "a file of other particle slots was accepted";
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("p16.h5"), std::string::npos) << e.what();
+  }
+}
+
+TEST(JetStream, AFileRepackedForStreamingHoldsTheSameJetsInWholeRowChunks) {
+  Files f;
+  // A plain file: other chunking, deflate 4 without shuffle.
+  WriteOptions plain;
+  plain.chunk_rows = 100;
+  plain.deflate_level = 4;
+  plain.shuffle = false;
+  const std::string in = (f.dir / "plain.h5").string(), out = (f.dir / "packed.h5").string();
+  writeJetFile(in, f.all, {}, plain);
+  EXPECT_EQ(datasetStorageText(in, "data"), "chunked (100,24,13) deflate(4)");
+  repackJets(in, out);
+  EXPECT_EQ(datasetStorageText(out, "data"), "chunked (128,24,13) shuffle+deflate(1)");
+  const JetArrays a = JetFile(in).readJets(), b = JetFile(out).readJets();
+  EXPECT_EQ(a.particles, f.all.particles);
+  EXPECT_EQ(b.particles, f.all.particles);
+  EXPECT_EQ(b.jets, f.all.jets);
+  EXPECT_EQ(b.labels, f.all.labels);
+  // Both stream the same rows.
+  const auto blocks = cutStreamBlocks({f.all.n}, 256);
+  std::vector<int64_t> ids_a, ids_b;
+  JetStream sa({in}, blocks, options()), sb({out}, blocks, options());
+  const int64_t steps = sa.startEpoch(0, {}, 1, 0);
+  sb.startEpoch(0, {}, 1, 0);
+  for (int64_t k = 0; k < steps; ++k) {
+    const JetArrays x = sa.next(&ids_a), y = sb.next(&ids_b);
+    ASSERT_EQ(ids_a, ids_b);
+    ASSERT_EQ(x.particles, y.particles);
   }
 }
