@@ -44,6 +44,7 @@ struct SynthArgs {
   int64_t particles = 0;
   double pt_min = 0, pt_max = 0;
   int deflate = 1;
+  std::string detector;
 };
 
 void runSynth(const SynthArgs& a) {
@@ -63,14 +64,20 @@ void runSynth(const SynthArgs& a) {
   if (a.particles > 0) o.config.P = a.particles;
   if (a.pt_min > 0) o.config.pt_min = a.pt_min;
   if (a.pt_max > 0) o.config.pt_max = a.pt_max;
+  if (!a.detector.empty()) {
+    if (o.kind != SynthKind::kUnfold)
+      throw InputError("data synth: --detector varies the detector of --kind unfold samples");
+    o.config.detector = DetectorVariation::parse(a.detector);
+  }
   o.count = a.count;
   o.seed = a.seed;
   o.out = a.out;
   o.threads = a.threads;
   o.deflate_level = a.deflate;
   writeSynthFile(o);
-  logInfo("wrote {} ({} {} {}, seed {})", a.out, a.count, a.kind == "pretrain" ? "jets" : "events",
-          a.tune, a.seed);
+  logInfo("wrote {} ({} {} {}, seed {}{})", a.out, a.count,
+          a.kind == "pretrain" ? "jets" : "events", a.tune, a.seed,
+          a.detector.empty() ? std::string() : ", detector " + a.detector);
 }
 
 void runObservables(const std::string& in, const std::string& out, const std::string& level) {
@@ -131,6 +138,10 @@ void registerDataCommands(CommandGroups& g) {
   s->add_option("--pt-max", synth->pt_max, "Maximum generated jet pT in GeV");
   s->add_option("--deflate", synth->deflate, "Deflate level 0-9 (0: uncompressed)")
       ->capture_default_str();
+  s->add_option("--detector", synth->detector,
+                "unfold: a detector variation, multipliers on the response "
+                "(energy_scale=1.02,resolution=1.1,efficiency=0.98,angular=1.2); the generated "
+                "events stay those of the same --seed without it");
   s->callback([synth] { runSynth(*synth); });
 
   auto insp_file = std::make_shared<std::string>();

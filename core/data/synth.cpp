@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 
 #include "core/base/error.hpp"
 #include "core/base/seed.hpp"
@@ -21,14 +22,14 @@ constexpr double kBeta0 = 23.0 / 3.0;  // n_f = 5
 constexpr double kMatch = 0.6;
 
 struct TuneParams {
-  double alpha_mz;      // coupling at the Z mass (one-loop running below)
-  double alpha_freeze;  // running coupling frozen at this value in the infrared
-  double q0;            // shower cut-off on the emission kT (GeV)
-  double frag_a;        // hadron energy fraction z ~ (1 + a)(1 - z)^a
-  double e_stop;        // a parton remnant below this energy becomes the last hadron (GeV)
-  double kick;          // Gaussian sigma of hadron transverse momentum (GeV)
-  double p_photon_pair; // probability a hadron is a pi0 -> two photons
-  double p_neutral;     // probability a hadron is a neutral hadron
+  double alpha_mz;       // coupling at the Z mass (one-loop running below)
+  double alpha_freeze;   // running coupling frozen at this value in the infrared
+  double q0;             // shower cut-off on the emission kT (GeV)
+  double frag_a;         // hadron energy fraction z ~ (1 + a)(1 - z)^a
+  double e_stop;         // a parton remnant below this energy becomes the last hadron (GeV)
+  double kick;           // Gaussian sigma of hadron transverse momentum (GeV)
+  double p_photon_pair;  // probability a hadron is a pi0 -> two photons
+  double p_neutral;      // probability a hadron is a neutral hadron
 };
 
 TuneParams tuneParams(Tune t) {
@@ -41,8 +42,12 @@ struct V4 {
   double e, x, y, z;
 };
 
-V4 add(const V4& a, const V4& b) { return {a.e + b.e, a.x + b.x, a.y + b.y, a.z + b.z}; }
-double mass2(const V4& p) { return p.e * p.e - p.x * p.x - p.y * p.y - p.z * p.z; }
+V4 add(const V4& a, const V4& b) {
+  return {a.e + b.e, a.x + b.x, a.y + b.y, a.z + b.z};
+}
+double mass2(const V4& p) {
+  return p.e * p.e - p.x * p.x - p.y * p.y - p.z * p.z;
+}
 
 V4 boost(const V4& p, double bx, double by, double bz) {
   const double b2 = bx * bx + by * by + bz * bz;
@@ -95,7 +100,8 @@ class Generator {
 
   // Angular-ordered shower + fragmentation of one parton of energy `e` moving along +z,
   // appending hadrons (in the parton frame) to `out`.
-  void showerAndHadronise(double e, bool gluon, bool heavy, double theta_max, std::vector<GenP>& out) {
+  void showerAndHadronise(double e, bool gluon, bool heavy, double theta_max,
+                          std::vector<GenP>& out) {
     stack_.clear();
     stack_.push_back({e, 0, 0, theta_max, gluon, heavy});
     const double amax = alpha(tp_.q0);
@@ -123,7 +129,8 @@ class Generator {
         if (rng_.uniform() * amax > ratio * alpha(kt)) continue;
         const double phi = 2 * kPi * rng_.uniform();
         const double cx = std::cos(phi), cy = std::sin(phi);
-        Parton g{z * p.e, p.tx + theta * (1 - z) * cx, p.ty + theta * (1 - z) * cy, theta, true, false};
+        Parton g{z * p.e, p.tx + theta * (1 - z) * cx, p.ty + theta * (1 - z) * cy, theta, true,
+                 false};
         p.e *= 1 - z;
         p.tx -= theta * z * cx;
         p.ty -= theta * z * cy;
@@ -176,7 +183,8 @@ class Generator {
     out.push_back({{e, pmag * st * cphi, pmag * st * sphi, pmag * ct}, charge, type});
   }
 
-  void pushMassless(double e, double tx, double ty, float charge, ParticleType type, std::vector<GenP>& out) {
+  void pushMassless(double e, double tx, double ty, float charge, ParticleType type,
+                    std::vector<GenP>& out) {
     const double th = std::sqrt(tx * tx + ty * ty);
     const double st = std::sin(th), ct = std::cos(th);
     const double cphi = th > 0 ? tx / th : 1.0, sphi = th > 0 ? ty / th : 0.0;
@@ -229,8 +237,8 @@ class Generator {
   }
 
   // Two-body decay of `parent` (mass M) along rest-frame unit direction n into masses m1, m2.
-  static bool decay(const V4& parent, double M, const std::array<double, 3>& n, double m1, double m2,
-                    V4& d1, V4& d2) {
+  static bool decay(const V4& parent, double M, const std::array<double, 3>& n, double m1,
+                    double m2, V4& d1, V4& d2) {
     if (m1 + m2 >= M) return false;
     const double a = M * M - (m1 + m2) * (m1 + m2), b = M * M - (m1 - m2) * (m1 - m2);
     const double ps = std::sqrt(a * b) / (2 * M);
@@ -326,7 +334,8 @@ class Generator {
     for (int attempt = 0; attempt < 50; ++attempt) {
       n = isotropic();
       decay(P, M, n, 0, 0, k1, k2);
-      if (deltaR(k1, P) < kMatch * cfg_.jet_radius && deltaR(k2, P) < kMatch * cfg_.jet_radius) break;
+      if (deltaR(k1, P) < kMatch * cfg_.jet_radius && deltaR(k2, P) < kMatch * cfg_.jet_radius)
+        break;
     }
     const double rmax = cfg_.jet_radius / std::cosh(eta);
     const double open = std::min(angle(k1, k2), rmax);
@@ -391,24 +400,45 @@ struct DetectorResponse {
 
 DetectorResponse response(ParticleType t) {
   switch (t) {
-    case ParticleType::kChargedHadron: return {0.95, 0.5, false, 0.0005, 0.01, 0.002};
-    case ParticleType::kNeutralHadron: return {0.90, 2.0, true, 0.6, 0.05, 0.03};
-    case ParticleType::kPhoton: return {0.98, 1.0, true, 0.1, 0.01, 0.01};
-    case ParticleType::kElectron: return {0.90, 1.0, false, 0.0005, 0.02, 0.002};
-    case ParticleType::kMuon: return {0.95, 2.0, false, 0.0005, 0.02, 0.001};
-    case ParticleType::kUnknown: break;
+    case ParticleType::kChargedHadron:
+      return {0.95, 0.5, false, 0.0005, 0.01, 0.002};
+    case ParticleType::kNeutralHadron:
+      return {0.90, 2.0, true, 0.6, 0.05, 0.03};
+    case ParticleType::kPhoton:
+      return {0.98, 1.0, true, 0.1, 0.01, 0.01};
+    case ParticleType::kElectron:
+      return {0.90, 1.0, false, 0.0005, 0.02, 0.002};
+    case ParticleType::kMuon:
+      return {0.95, 2.0, false, 0.0005, 0.02, 0.001};
+    case ParticleType::kUnknown:
+      break;
   }
   return {0.9, 1.0, true, 0.5, 0.05, 0.02};
 }
 
-std::vector<Particle> detector(const std::vector<Particle>& gen, Rng& rng) {
+// The nominal detector decides which random numbers are drawn (a particle it loses draws
+// no smearing), so that the nominal sample stays what it always was; a variation uses the
+// same numbers, and a particle that only the variation keeps draws its smearing from a
+// stream of its own (event seed, particle).
+std::vector<Particle> detector(const std::vector<Particle>& gen, Rng& rng,
+                               const DetectorVariation& v, uint64_t event_seed) {
+  constexpr uint64_t kPurposeExtra = 0x6578747261ULL;  // "extra"
   std::vector<Particle> out;
   out.reserve(gen.size());
-  for (const Particle& g : gen) {
+  for (size_t k = 0; k < gen.size(); ++k) {
+    const Particle& g = gen[k];
     const DetectorResponse r = response(g.type);
     const double pt = g.p.pt(), e = g.p.e;
-    if (rng.uniform() >= r.eff) continue;
-    if ((r.calo ? e : pt) < r.threshold) continue;
+    const double u = rng.uniform();
+    const bool above = (r.calo ? e : pt) >= r.threshold;
+    const bool nominal_keeps = u < r.eff && above;
+    const bool keeps =
+        v.efficiency == 1.0 ? nominal_keeps : u < std::min(1.0, r.eff * v.efficiency) && above;
+    if (!nominal_keeps && !keeps) continue;
+    Rng extra(0);
+    if (!nominal_keeps)
+      extra = Rng(deriveSeed({event_seed, kPurposeExtra, static_cast<uint64_t>(k)}));
+    Rng& draw = nominal_keeps ? rng : extra;
     double sigma;
     if (r.calo) {
       const double s = r.stoch / std::sqrt(e);
@@ -416,12 +446,13 @@ std::vector<Particle> detector(const std::vector<Particle>& gen, Rng& rng) {
     } else {
       sigma = std::hypot(r.constant, r.stoch * pt);
     }
-    const double scale = std::max(0.05, 1.0 + sigma * rng.normal());
+    const double scale = std::max(0.05, 1.0 + sigma * v.resolution * draw.normal());
     const double m = g.p.m();
-    const double eta = g.p.eta() + r.angle * rng.normal();
-    const double phi = wrapPhi(g.p.phi() + r.angle * rng.normal());
+    const double eta = g.p.eta() + r.angle * v.angular * draw.normal();
+    const double phi = wrapPhi(g.p.phi() + r.angle * v.angular * draw.normal());
+    if (!keeps) continue;  // drawn for the nominal detector, lost by the variation
     Particle p = g;
-    p.p = FourVector::fromPtEtaPhiM(pt * scale, eta, phi, m);
+    p.p = FourVector::fromPtEtaPhiM(pt * scale * v.energy_scale, eta, phi, m);
     out.push_back(p);
   }
   return out;
@@ -448,9 +479,13 @@ Tune parseTune(const std::string& s) {
   throw InputError("unknown tune '" + s + "'; use sim or data");
 }
 
-const char* tuneName(Tune t) { return t == Tune::kSim ? "sim" : "data"; }
+const char* tuneName(Tune t) {
+  return t == Tune::kSim ? "sim" : "data";
+}
 
-SynthConfig SynthConfig::pretrainDefaults() { return SynthConfig{}; }
+SynthConfig SynthConfig::pretrainDefaults() {
+  return SynthConfig{};
+}
 
 SynthConfig SynthConfig::unfoldDefaults(Tune tune) {
   SynthConfig c;
@@ -467,21 +502,65 @@ SynthConfig SynthConfig::unfoldDefaults(Tune tune) {
 }
 
 nlohmann::json SynthConfig::toJson() const {
-  return {{"tune", tuneName(tune)},   {"pt_min", pt_min},     {"pt_max", pt_max},
-          {"pt_power", pt_power},     {"eta_max", eta_max},   {"jet_radius", jet_radius},
-          {"P", P},                   {"quark_fraction", quark_fraction},
-          {"pass_pt_min", pass_pt_min}};
+  return {{"tune", tuneName(tune)},
+          {"pt_min", pt_min},
+          {"pt_max", pt_max},
+          {"pt_power", pt_power},
+          {"eta_max", eta_max},
+          {"jet_radius", jet_radius},
+          {"P", P},
+          {"quark_fraction", quark_fraction},
+          {"pass_pt_min", pass_pt_min},
+          {"detector", detector.toJson()}};
 }
 
-std::vector<Particle> generateJetParticles(const SynthConfig& cfg, uint64_t seed, int64_t index, JetClass cls) {
+DetectorVariation DetectorVariation::parse(const std::string& text) {
+  DetectorVariation v;
+  size_t at = 0;
+  while (at <= text.size() && !text.empty()) {
+    size_t end = text.find(',', at);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = text.substr(at, end - at);
+    const size_t eq = item.find('=');
+    const std::string key = item.substr(0, eq);
+    double* slot = key == "energy_scale" ? &v.energy_scale
+                   : key == "resolution" ? &v.resolution
+                   : key == "efficiency" ? &v.efficiency
+                   : key == "angular"    ? &v.angular
+                                         : nullptr;
+    if (slot == nullptr || eq == std::string::npos)
+      throw InputError("detector variation '" + item +
+                       "': use KEY=VALUE with KEY one of energy_scale, resolution, efficiency, "
+                       "angular (e.g. energy_scale=1.02,resolution=1.1)");
+    char* rest = nullptr;
+    const std::string value = item.substr(eq + 1);
+    *slot = std::strtod(value.c_str(), &rest);
+    if (value.empty() || *rest != '\0' || !(*slot > 0) || !std::isfinite(*slot) || *slot > 100)
+      throw InputError("detector variation '" + item + "': " + key +
+                       " must be a positive number (a multiplier, 1 = nominal)");
+    at = end + 1;
+  }
+  return v;
+}
+
+nlohmann::json DetectorVariation::toJson() const {
+  return {{"energy_scale", energy_scale},
+          {"resolution", resolution},
+          {"efficiency", efficiency},
+          {"angular", angular}};
+}
+
+std::vector<Particle> generateJetParticles(const SynthConfig& cfg, uint64_t seed, int64_t index,
+                                           JetClass cls) {
   Rng rng(deriveSeed({seed, static_cast<uint64_t>(index)}));
   Generator g(cfg, rng);
   return g.jet(cls);
 }
 
-std::vector<Particle> simulateDetector(const std::vector<Particle>& gen, uint64_t rng_seed) {
+std::vector<Particle> simulateDetector(const std::vector<Particle>& gen, uint64_t rng_seed,
+                                       const DetectorVariation& variation) {
   Rng rng(rng_seed);
-  return detector(gen, rng);
+  return detector(gen, rng, variation, rng_seed);
 }
 
 JetArrays synthPretrain(const SynthConfig& cfg, uint64_t seed, int64_t begin, int64_t end) {
@@ -515,7 +594,8 @@ UnfoldArrays synthUnfold(const SynthConfig& cfg, uint64_t seed, int64_t begin, i
     const JetClass cls = rng.uniform() < cfg.quark_fraction ? JetClass::kQuark : JetClass::kGluon;
     Generator g(cfg, rng);
     std::vector<Particle> gen = g.jet(cls);
-    std::vector<Particle> reco = detector(gen, rng);
+    std::vector<Particle> reco =
+        detector(gen, rng, cfg.detector, deriveSeed({seed, static_cast<uint64_t>(index)}));
     const int64_t ng = fillJetFeatures(gen, cfg.P, u.gen.particle(i, 0), u.gen.jet(i));
     const int64_t nr = fillJetFeatures(reco, cfg.P, u.reco.particle(i, 0), u.reco.jet(i));
     fillSubs(u.gen, i, u.gen_subs.data() + i * kNumSubs);

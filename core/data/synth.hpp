@@ -43,17 +43,36 @@ enum class Tune { kSim, kData };
 Tune parseTune(const std::string& s);
 const char* tuneName(Tune t);
 
+// A detector variation of the unfolding sample (systematic studies): multipliers on the
+// detector response. Generated events do not depend on it (same seed, same gen), and the
+// random numbers of each particle's response are those of the nominal detector wherever it
+// drew them, so a varied file differs from the nominal one by the variation alone.
+struct DetectorVariation {
+  double energy_scale = 1.0;  // reconstructed pT x this
+  double resolution = 1.0;    // momentum/energy resolution x this
+  double efficiency = 1.0;    // reconstruction efficiency x this (capped at 1)
+  double angular = 1.0;       // angular smearing x this
+  bool nominal() const {
+    return energy_scale == 1.0 && resolution == 1.0 && efficiency == 1.0 && angular == 1.0;
+  }
+  // "energy_scale=1.02,resolution=1.1": InputError naming an unknown key or a value that is
+  // not a positive number.
+  static DetectorVariation parse(const std::string& text);
+  nlohmann::json toJson() const;
+};
+
 struct SynthConfig {
   Tune tune = Tune::kSim;
   double pt_min = 500, pt_max = 1000;
-  double pt_power = 4.0;   // dN/dpT ~ pT^-power (0: uniform)
+  double pt_power = 4.0;  // dN/dpT ~ pT^-power (0: uniform)
   double eta_max = 2.0;
   double jet_radius = 0.8;
-  int64_t P = 128;         // particle slots per jet
+  int64_t P = 128;              // particle slots per jet
   double quark_fraction = 0.7;  // unfold events: q vs g initiated
-  double pass_pt_min = 0;  // unfold selection (0: everything passes)
+  double pass_pt_min = 0;       // unfold selection (0: everything passes)
+  DetectorVariation detector;   // unfold events: the detector's response
 
-  static SynthConfig pretrainDefaults();                  // JetClass-like: 500-1000 GeV, R 0.8, P 128
+  static SynthConfig pretrainDefaults();  // JetClass-like: 500-1000 GeV, R 0.8, P 128
   static SynthConfig unfoldDefaults(Tune tune = Tune::kSim);  // Z+jets-like: ~200 GeV, R 0.4, P 100
   nlohmann::json toJson() const;
 };
@@ -62,7 +81,8 @@ struct SynthConfig {
 std::vector<Particle> generateJetParticles(const SynthConfig& cfg, uint64_t seed, int64_t index,
                                            JetClass cls);
 // Detector response to particle-level particles, using the generator `rng_seed`.
-std::vector<Particle> simulateDetector(const std::vector<Particle>& gen, uint64_t rng_seed);
+std::vector<Particle> simulateDetector(const std::vector<Particle>& gen, uint64_t rng_seed,
+                                       const DetectorVariation& variation = {});
 
 // Pretraining jets [begin, end): label of jet i is i % 6 (balanced over any 6 consecutive
 // jets); features per features.hpp; weights empty.

@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "core/base/error.hpp"
 #include "core/data/observables.hpp"
 #include "core/data/synth.hpp"
 
@@ -86,7 +87,9 @@ TEST(Synth, TunesDifferAndDetectorDegradesResolution) {
   };
   const double ms = mean(sim.gen_subs, kObsMultiplicity), md = mean(dat.gen_subs, kObsMultiplicity);
   EXPECT_GT(std::fabs(md - ms) / ms, 0.10) << "sim " << ms << " data " << md;
-  EXPECT_GT(std::fabs(mean(dat.gen_subs, kObsWidth) - mean(sim.gen_subs, kObsWidth)) / mean(sim.gen_subs, kObsWidth), 0.03);
+  EXPECT_GT(std::fabs(mean(dat.gen_subs, kObsWidth) - mean(sim.gen_subs, kObsWidth)) /
+                mean(sim.gen_subs, kObsWidth),
+            0.03);
   // Reco loses particles (efficiency, thresholds) and differs from gen event by event.
   EXPECT_LT(mean(sim.reco_subs, kObsMultiplicity), ms);
   int64_t differ = 0, pass = 0;
@@ -100,4 +103,58 @@ TEST(Synth, TunesDifferAndDetectorDegradesResolution) {
   // Stored subs are exactly the observables recomputed from the stored features.
   const auto recomputed = computeObservables(sim.gen.slice(0, 50));
   for (int64_t k = 0; k < 50 * kNumSubs; ++k) ASSERT_FLOAT_EQ(recomputed[k], sim.gen_subs[k]) << k;
+}
+
+// A detector variation keeps the generated events of its seed and changes the reco by the
+// variation: an energy scale moves every reconstructed jet pT by that factor (the smearing
+// random numbers are the nominal ones), a lower efficiency loses that share of particles.
+TEST(Synth, DetectorVariationsKeepTheGeneratedEventsAndShiftTheReco) {
+  SynthConfig nominal = SynthConfig::unfoldDefaults();
+  const UnfoldArrays a = synthUnfold(nominal, 5, 0, 400);
+  EXPECT_EQ(a.reco.particles, synthUnfold(nominal, 5, 0, 400).reco.particles);
+
+  SynthConfig scaled = nominal;
+  scaled.detector = DetectorVariation::parse("energy_scale=1.05");
+  const UnfoldArrays b = synthUnfold(scaled, 5, 0, 400);
+  EXPECT_EQ(b.gen.particles, a.gen.particles);
+  EXPECT_EQ(b.gen.jets, a.gen.jets);
+  EXPECT_EQ(b.gen_subs, a.gen_subs);
+  EXPECT_EQ(b.pass_gen, a.pass_gen);
+  EXPECT_NE(b.reco.jets, a.reco.jets);
+  for (int64_t i = 0; i < a.n(); ++i) {
+    if (a.reco.jet(i)[0] <= 0) continue;
+    // Same particles, same smearing, every pT x 1.05: the jet pT too (float rounding aside),
+    // and the shapes (multiplicity, mass / pT) unchanged.
+    EXPECT_NEAR(b.reco.jet(i)[0] / a.reco.jet(i)[0], 1.05, 1e-4) << i;
+    EXPECT_EQ(b.reco.jet(i)[3], a.reco.jet(i)[3]) << i;
+  }
+
+  SynthConfig lossy = nominal;
+  lossy.detector = DetectorVariation::parse("efficiency=0.8");
+  const UnfoldArrays c = synthUnfold(lossy, 5, 0, 400);
+  EXPECT_EQ(c.gen.particles, a.gen.particles);
+  double na = 0, nc = 0;
+  for (int64_t i = 0; i < a.n(); ++i) {
+    na += a.reco.jet(i)[3];
+    nc += c.reco.jet(i)[3];
+    EXPECT_LE(c.reco.jet(i)[3], a.reco.jet(i)[3]) << "a lower efficiency only loses particles";
+  }
+  EXPECT_NEAR(nc / na, 0.8, 0.03);
+
+  SynthConfig better = nominal;
+  better.detector = DetectorVariation::parse("efficiency=1.5,resolution=0.5,angular=2");
+  const UnfoldArrays d = synthUnfold(better, 5, 0, 400);
+  EXPECT_EQ(d.gen.particles, a.gen.particles);
+  double nd = 0;
+  for (int64_t i = 0; i < a.n(); ++i) {
+    nd += d.reco.jet(i)[3];
+    EXPECT_GE(d.reco.jet(i)[3], a.reco.jet(i)[3]) << "a higher efficiency only adds particles";
+  }
+  EXPECT_GT(nd, na);
+
+  EXPECT_TRUE(DetectorVariation::parse("").nominal());
+  EXPECT_THROW(DetectorVariation::parse("scale=1.1"), foldfarm::InputError);
+  EXPECT_THROW(DetectorVariation::parse("resolution=-1"), foldfarm::InputError);
+  EXPECT_THROW(DetectorVariation::parse("resolution=abc"), foldfarm::InputError);
+  EXPECT_EQ(nominal.toJson()["detector"]["energy_scale"], 1.0);
 }

@@ -272,8 +272,15 @@ TEST_F(BadInputs, Hdf5Files) {
   expectCleanFailure({"data", "inspect", p("zero_bytes.h5")}, p("zero_bytes.h5"));
   expectCleanFailure({"data", "inspect", p("text.h5")}, p("text.h5"));
   expectCleanFailure({"data", "inspect", p("no_such_file.h5")}, p("no_such_file.h5"));
-  expectCleanFailure({"data", "convert", "--in", p("good.h5"), "--out", p("existing_out.h5")},
-                     p("good.h5"));  // no four-vectors in a synthetic file
+  // Neither four-vectors nor jets: an unfolding file is not repacked.
+  expectCleanFailure({"data", "convert", "--in", p("mc.h5"), "--out", p("existing_out.h5")},
+                     p("mc.h5"));
+  // A broken jets file is refused before anything is written.
+  expectCleanFailure({"data", "convert", "--in", p("bad_nan.h5"), "--out", p("existing_out.h5")},
+                     p("bad_nan.h5"));
+  expectCleanFailure({"pretrain", "--data", p("good.h5") + "," + p("bad_truncated.h5"), "--out",
+                      p("pre_stream"), "--stream", "--preset", "tiny", "--epochs", "1"},
+                     p("bad_truncated.h5"));
   expectCleanFailure({"pretrain", "--data", p("bad_nan.h5"), "--out", p("ckpt"), "--preset", "tiny",
                       "--epochs", "1"},
                      p("bad_nan.h5"));
