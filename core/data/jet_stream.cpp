@@ -350,7 +350,6 @@ struct JetStream::Impl {
   size_t next_to_read = 0, consumed = 0;
   bool stopping = false;
   std::exception_ptr error;
-  size_t error_piece = 0;
   // The piece being fed from, and the row within it.
   JetArrays piece;
   size_t piece_index = 0;
@@ -398,10 +397,7 @@ struct JetStream::Impl {
         ready.emplace(i, std::move(a));
       } catch (...) {
         std::lock_guard<std::mutex> lock(mu);
-        if (!error) {
-          error = std::current_exception();
-          error_piece = i;
-        }
+        if (!error) error = std::current_exception();
       }
       cv.notify_all();
     }
@@ -422,7 +418,8 @@ struct JetStream::Impl {
       consumed = piece_index;
       cv.notify_all();
       cv.wait(lock, [&] {
-        return ready.count(piece_index) != 0 || (error && error_piece <= piece_index);
+        // A failed read ends the stream: the readers stop taking pieces after an error.
+        return ready.count(piece_index) != 0 || error;
       });
       if (ready.count(piece_index) == 0) std::rethrow_exception(error);
       piece = std::move(ready.at(piece_index));

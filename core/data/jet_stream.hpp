@@ -113,7 +113,7 @@ std::vector<int64_t> replayDraws(const SegmentPlan& plan, const JetStreamOptions
 class JetStream {
  public:
   // Opens every file (InputError naming a file that cannot be read or whose layout differs
-  // from the first's). `rows_per_file` as given to cutStreamBlocks.
+  // from the first's). `train`: the training blocks (cutStreamBlocks, splitStreamBlocks).
   JetStream(std::vector<std::string> files, std::vector<StreamBlock> train, JetStreamOptions o);
   ~JetStream();
   JetStream(const JetStream&) = delete;

@@ -50,7 +50,7 @@ inline void writeDeclaredFloat(hid_t file, const std::string& name,
                           H5Kind::kDataset, name);
 }
 
-// A small valid jets-layout file with four-vectors (so `data convert` accepts it).
+// A small valid jets-layout file.
 inline void writeGoodJets(const std::string& path, int64_t n = 12, int64_t P = 16) {
   SynthConfig cfg = SynthConfig::pretrainDefaults();
   cfg.P = P;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -283,4 +284,31 @@ TEST(JetStream, AFileRepackedForStreamingHoldsTheSameJetsInWholeRowChunks) {
     ASSERT_EQ(ids_a, ids_b);
     ASSERT_EQ(x.particles, y.particles);
   }
+}
+
+TEST(JetStream, ABadValueMidStreamEndsItWithTheFileNamedInsteadOfHanging) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("ff_jet_stream_nan_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string good = (dir / "good.h5").string(), bad = (dir / "nan.h5").string();
+  SynthConfig cfg = SynthConfig::pretrainDefaults();
+  cfg.P = 16;
+  writeJetFile(good, synthPretrain(cfg, 1, 0, 12), {});
+  JetArrays a = synthPretrain(cfg, 2, 0, 12);
+  a.particles[static_cast<size_t>(9 * 16 * kNumParticleFeatures + 1)] = std::nanf("");
+  writeJetFile(bad, a, {});
+  JetStreamOptions o = options();
+  o.batch_size = 4;
+  o.buffer_jets = 4;
+  o.read_ahead = 2;
+  JetStream s({good, bad}, cutStreamBlocks(countJetsPerFile({good, bad}), 2), o);
+  const int64_t steps = s.startEpoch(0, {}, 1, 0);
+  std::string message;
+  try {
+    for (int64_t k = 0; k < steps; ++k) s.next();
+  } catch (const InputError& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("nan.h5"), std::string::npos) << message;
+  fs::remove_all(dir);
 }
