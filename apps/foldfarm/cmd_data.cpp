@@ -229,27 +229,33 @@ void registerDataCommands(CommandGroups& g) {
   auto sb = std::make_shared<StreamBenchOptions>();
   auto stream_flag = std::make_shared<bool>(false);
   auto stream_data = std::make_shared<std::string>();
-  b->add_flag("--stream", *stream_flag,
-              "Measure what `pretrain --stream` reads from --data instead: jets/s delivered "
-              "per reader-thread count (one epoch, one rank)");
+  CLI::Option* stream_opt =
+      b->add_flag("--stream", *stream_flag,
+                  "Measure what `pretrain --stream` reads from --data instead: jets/s delivered "
+                  "per reader-thread count (one epoch, one rank)");
   b->add_option("--data", *stream_data,
-                "--stream: the files, as pretrain --data takes them (paths, globs, @LIST)");
+                "--stream: the files, as pretrain --data takes them (paths, globs, @LIST)")
+      ->needs(stream_opt);
   b->add_option("--readers", sb->readers, "--stream: reader-thread counts to measure")
       ->delimiter(',')
       ->check(CLI::Range(1, 256))
+      ->needs(stream_opt)
       ->capture_default_str();
   b->add_option("--shuffle-buffer", sb->buffer_jets, "--stream: jets in the shuffle buffer")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 26))
+      ->needs(stream_opt)
       ->capture_default_str();
   b->add_option("--block-rows", sb->block_rows, "--stream: rows per block")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))
+      ->needs(stream_opt)
       ->capture_default_str();
   b->add_option("--max-jets", sb->max_jets, "--stream: stop after this many jets (0: an epoch)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))
+      ->needs(stream_opt)
       ->capture_default_str();
   b->callback([bench, bench_json, sb, stream_flag, stream_data] {
-    if (!*stream_flag && !stream_data->empty())
-      throw InputError("bench data: --data is for --stream; add --stream");
+    if (*stream_flag && stream_data->empty())
+      throw InputError("bench data --stream: give the files with --data");
     if (*stream_flag) sb->batch_size = bench->batch_size;
     if (*stream_flag) sb->files = expandDatasetFiles(*stream_data);
     const auto r = *stream_flag ? benchStream(*sb) : benchData(*bench);

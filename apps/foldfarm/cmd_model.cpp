@@ -577,27 +577,33 @@ void registerModelCommands(CommandGroups& g) {
   p->add_flag("--shard-data", pre->shard_data,
               "Each rank reads and holds only its 1/N of the jets and shuffles them per epoch "
               "(memory per rank / N; resume on the same number of ranks)");
-  p->add_flag("--stream", pre->stream,
-              "Stream the training jets from the files instead of holding them: memory per "
-              "rank is the shuffle buffer and the read-ahead; whole blocks are held out for "
-              "validation and test; resumes exactly, on any number of ranks");
+  CLI::Option* stream_flag =
+      p->add_flag("--stream", pre->stream,
+                  "Stream the training jets from the files instead of holding them: memory per "
+                  "rank is the shuffle buffer and the read-ahead; whole blocks are held out for "
+                  "validation and test; resumes exactly, on any number of ranks");
   p->add_option("--block-rows", pre->block_rows,
                 "--stream: rows per block (the unit of shuffling, "
                 "dealing and hold-out)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))
+      ->needs(stream_flag)
       ->capture_default_str();
   p->add_option("--shuffle-buffer", pre->shuffle_buffer, "--stream: jets in the shuffle buffer")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 26))
+      ->needs(stream_flag)
       ->capture_default_str();
   p->add_option("--readers", pre->readers, "--stream: reader threads per rank")
       ->check(CLI::Range(1, 256))
+      ->needs(stream_flag)
       ->capture_default_str();
   p->add_option("--read-ahead", pre->read_ahead, "--stream: blocks read ahead per rank")
       ->check(CLI::Range(1, 4096))
+      ->needs(stream_flag)
       ->capture_default_str();
   p->add_option("--eval-jets", pre->eval_jets,
                 "--stream: at most this many held-out jets each for validation and test (0: all)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))
+      ->needs(stream_flag)
       ->capture_default_str();
   pre->dist.addTo(*p);
   p->callback([pre] { runPretrain(*pre); });
