@@ -40,16 +40,6 @@ std::vector<double> density(const std::vector<double>& sumw, const std::vector<d
   return d;
 }
 
-const char* axisLabel(const std::string& obs) {
-  if (obs == "mass") return "jet mass [GeV]";
-  if (obs == "width") return "jet width";
-  if (obs == "multiplicity") return "constituent multiplicity";
-  if (obs == "lnrho") return "ln {/Symbol r}";
-  if (obs == "zg") return "z_g";
-  if (obs == "tau21") return "{/Symbol t}_{21}";
-  return obs.c_str();
-}
-
 // Per replica: sum over members of the unfolded Σw (and Σw²) per observable, and the member
 // count.
 struct ReplicaSum {
@@ -505,7 +495,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       const auto& r = results[o];
       BandFigure fig;
       fig.title = r.name;
-      fig.xlabel = axisLabel(r.name);
+      fig.xlabel = data::observableLabel(r.name, /*enhanced=*/true);
       fig.edges = r.edges;
       fig.nominal = r.band.mean;
       fig.p16 = r.band.p16;

@@ -32,9 +32,11 @@ constexpr uint64_t kPurposeFit = 0xF17;
 constexpr uint64_t kPurposeMlpInit = 0x3171A17;
 
 const std::vector<std::string>& knownObservableColumns() {
-  static const std::vector<std::string> names = {
-      "mass",  "width",  "multiplicity", "lnrho",    "zg",
-      "tau21", "jet_pt", "jet_eta",      "jet_mass", "jet_multiplicity"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (const auto& o : data::observableTable()) n.push_back(o.name);
+    return n;
+  }();
   return names;
 }
 

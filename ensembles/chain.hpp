@@ -26,6 +26,7 @@
 
 #include "core/data/features.hpp"
 #include "core/data/jet_arrays.hpp"
+#include "core/data/observables.hpp"
 #include "ensembles/weights.hpp"
 
 namespace foldfarm {
@@ -62,7 +63,7 @@ struct MlpSettings {
 //   features of `*_jets` (jet_pt, jet_eta, jet_mass, jet_multiplicity).
 struct ChainConfig {
   std::string classifier = "pet+mlp";
-  std::vector<std::string> observables = {"mass", "width", "multiplicity", "lnrho", "zg", "tau21"};
+  std::vector<std::string> observables = data::substructureObservableNames();
   MlpSettings mlp;
   std::string preset = "tiny";  // PET preset when init is "none" (else the checkpoint's)
   nlohmann::json model = nlohmann::json::object();  // PET config overrides (init "none")

@@ -7,6 +7,7 @@
 
 #include "core/base/error.hpp"
 #include "core/data/h5_file.hpp"
+#include "core/data/observables.hpp"
 
 namespace foldfarm::report {
 namespace {
@@ -14,13 +15,10 @@ namespace {
 using data::H5Handle;
 using data::H5Kind;
 
-constexpr std::array<const char*, 6> kSpecOrder = {"mass", "width", "multiplicity",
-                                                   "lnrho", "zg", "tau21"};
-
+// Observables in the table's order, then others by name.
 int orderOf(const std::string& name) {
-  for (size_t i = 0; i < kSpecOrder.size(); ++i)
-    if (name == kSpecOrder[i]) return static_cast<int>(i);
-  return static_cast<int>(kSpecOrder.size());
+  const int i = data::observableIndex(name);
+  return i >= 0 ? i : static_cast<int>(data::observableTable().size());
 }
 
 herr_t collectGroup(hid_t loc, const char* name, const H5L_info_t*, void* op) {
@@ -43,7 +41,9 @@ std::vector<double> readVector(hid_t file, const std::string& path, const std::s
   hsize_t n = 1;
   for (hsize_t d : dims) n *= d;
   std::vector<double> v(n);
-  if (n > 0) FF_H5_CHECK(H5Dread(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), what);
+  if (n > 0)
+    FF_H5_CHECK(H5Dread(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()),
+                what);
   return v;
 }
 
@@ -90,7 +90,8 @@ BandsFile readBandsFile(const std::string& path) {
       o.p97_5 = readVector(file.get(), path, g + "/p97_5");
       o.prior = readVector(file.get(), path, g + "/prior");
       o.correlation = readVector(file.get(), path, g + "/correlation");
-      if (data::h5Exists(file.get(), g + "/truth")) o.truth = readVector(file.get(), path, g + "/truth");
+      if (data::h5Exists(file.get(), g + "/truth"))
+        o.truth = readVector(file.get(), path, g + "/truth");
       const size_t nb = o.nominal.size();
       auto expect = [&](const std::vector<double>& v, size_t n, const char* name) {
         if (v.size() != n)

@@ -14,6 +14,7 @@
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
+#include "core/data/observables.hpp"
 #include "report/bands_file.hpp"
 #include "report/campaign_stats.hpp"
 #include "report/gnuplot.hpp"
@@ -29,16 +30,6 @@ using nlohmann::json;
 bool isFile(const std::string& p) {
   std::error_code ec;
   return fs::is_regular_file(p, ec);
-}
-
-const char* axisLabel(const std::string& obs) {
-  if (obs == "mass") return "jet mass [GeV]";
-  if (obs == "width") return "jet width";
-  if (obs == "multiplicity") return "constituent multiplicity";
-  if (obs == "lnrho") return "ln rho";
-  if (obs == "zg") return "z_g";
-  if (obs == "tau21") return "tau_21";
-  return obs.c_str();
 }
 
 // OmniLearn's published Δ x10^3 on real Z+jets data (SPEC §5), shown for orientation.
@@ -224,7 +215,7 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
         if (!agg_png.count(o.name)) {
           BandPlot bp;
           bp.title = o.name;
-          bp.xlabel = axisLabel(o.name);
+          bp.xlabel = data::observableLabel(o.name);
           bp.edges = o.edges;
           bp.nominal = o.nominal;
           bp.p16 = o.p16;
@@ -238,7 +229,7 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
         }
         Heatmap hm;
         hm.title = o.name + ": bin-to-bin correlation over replicas";
-        hm.axis_label = axisLabel(o.name);
+        hm.axis_label = data::observableLabel(o.name);
         hm.edges = o.edges;
         hm.values = o.correlation;
         batch.add("corr_" + o.name, hm);

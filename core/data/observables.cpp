@@ -30,7 +30,9 @@ Pseudo makePseudo(double px, double py, double pz, double e) {
   return p;
 }
 
-Pseudo makePseudo(const FourVector& v) { return makePseudo(v.px, v.py, v.pz, v.e); }
+Pseudo makePseudo(const FourVector& v) {
+  return makePseudo(v.px, v.py, v.pz, v.e);
+}
 
 double deltaR2(const Pseudo& a, const Pseudo& b) {
   double dphi = std::fabs(a.phi - b.phi);
@@ -52,7 +54,8 @@ enum class Algo { kCambridgeAachen, kKtWta };
 // `on_merge(a, b, merged)` is called with the slot contents before the merge;
 // `on_count(n, slots)` after every merge with the remaining count.
 template <typename OnMerge, typename OnCount>
-void recombine(std::vector<Pseudo> slots, Algo algo, int stop_at, OnMerge on_merge, OnCount on_count) {
+void recombine(std::vector<Pseudo> slots, Algo algo, int stop_at, OnMerge on_merge,
+               OnCount on_count) {
   int n = static_cast<int>(slots.size());
   std::vector<int> nn(n, -1);
   std::vector<double> nnd(n, std::numeric_limits<double>::infinity());
@@ -136,9 +139,45 @@ struct Node {
 
 }  // namespace
 
+const std::vector<ObservableInfo>& observableTable() {
+  static const std::vector<ObservableInfo> table = {
+      {"mass", "jet mass [GeV]", "jet mass [GeV]"},
+      {"width", "jet width", "jet width"},
+      {"multiplicity", "constituent multiplicity", "constituent multiplicity"},
+      {"lnrho", "ln rho", "ln {/Symbol r}"},
+      {"zg", "z_g", "z_g"},
+      {"tau21", "tau_21", "{/Symbol t}_{21}"},
+      {"jet_pt", "jet pT [GeV]", "jet p_T [GeV]"},
+      {"jet_eta", "jet eta", "jet {/Symbol h}"},
+      {"jet_mass", "jet mass from the jet features [GeV]", "jet mass from the jet features [GeV]"},
+      {"jet_multiplicity", "jet multiplicity (jet features)", "jet multiplicity (jet features)"},
+  };
+  return table;
+}
+
+std::vector<std::string> substructureObservableNames() {
+  std::vector<std::string> n;
+  for (int k = 0; k < kNumSubs; ++k) n.push_back(observableTable()[static_cast<size_t>(k)].name);
+  return n;
+}
+
+int observableIndex(const std::string& name) {
+  const auto& t = observableTable();
+  for (size_t i = 0; i < t.size(); ++i)
+    if (name == t[i].name) return static_cast<int>(i);
+  return -1;
+}
+
+std::string observableLabel(const std::string& name, bool enhanced) {
+  const int i = observableIndex(name);
+  if (i < 0) return name;
+  const ObservableInfo& o = observableTable()[static_cast<size_t>(i)];
+  return enhanced ? o.enhanced : o.label;
+}
+
 const char* observableName(int index) {
-  static const char* names[kNumSubs] = {"mass", "width", "multiplicity", "lnrho", "zg", "tau21"};
-  return index >= 0 && index < kNumSubs ? names[index] : "unknown";
+  return index >= 0 && index < kNumSubs ? observableTable()[static_cast<size_t>(index)].name
+                                        : "unknown";
 }
 
 SoftDropResult softDrop(const std::vector<FourVector>& parts, double zcut) {
@@ -237,7 +276,8 @@ ObservableValues computeObservables(const std::vector<FourVector>& parts) {
   out[kObsWidth] = jpt > 0 ? w / jpt : 0.0;
   out[kObsMultiplicity] = static_cast<double>(parts.size());
   const SoftDropResult sd = softDrop(parts);
-  out[kObsLnRho] = (sd.groomed_mass > 0 && jpt > 0) ? 2.0 * std::log(sd.groomed_mass / jpt) : kLnRhoFloor;
+  out[kObsLnRho] =
+      (sd.groomed_mass > 0 && jpt > 0) ? 2.0 * std::log(sd.groomed_mass / jpt) : kLnRhoFloor;
   out[kObsLnRho] = std::max(out[kObsLnRho], kLnRhoFloor);
   out[kObsZg] = sd.zg;
   std::vector<Pseudo> ps;

@@ -18,6 +18,7 @@
 // Thread-safety: pure functions; safe from many threads.
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/data/features.hpp"
@@ -30,6 +31,23 @@ constexpr double kLnRhoFloor = -20.0;
 
 enum Observable : int { kObsMass = 0, kObsWidth, kObsMultiplicity, kObsLnRho, kObsZg, kObsTau21 };
 const char* observableName(int index);  // "mass", "width", "multiplicity", "lnrho", "zg", "tau21"
+
+// The one table of observables that files, chains, bands and figures name: the six
+// substructure observables in the order of `subs` columns (index = Observable), then the
+// jet-feature columns a chain may also unfold. `label` is plain text (noenhanced figures,
+// tables); `enhanced` is the same label in gnuplot's enhanced-text syntax.
+struct ObservableInfo {
+  const char* name;
+  const char* label;
+  const char* enhanced;
+};
+const std::vector<ObservableInfo>& observableTable();
+// The names of the six substructure observables, in order (a chain's default).
+std::vector<std::string> substructureObservableNames();
+// Position in observableTable(), or -1 for a name it does not hold.
+int observableIndex(const std::string& name);
+// The axis label of `name` (plain or enhanced); the name itself when it is not in the table.
+std::string observableLabel(const std::string& name, bool enhanced = false);
 
 using ObservableValues = std::array<double, kNumSubs>;
 

@@ -93,3 +93,20 @@ TEST(Observables, FromFeaturesMatchesFromFourVectors) {
   for (int k = 0; k < kNumSubs; ++k)
     EXPECT_NEAR(viaF[k], direct[k], 1e-3 * std::max(1.0, std::fabs(direct[k]))) << observableName(k);
 }
+
+TEST(Observables, OneTableNamesOrdersAndLabelsThem) {
+  const auto& t = observableTable();
+  ASSERT_GE(t.size(), static_cast<size_t>(kNumSubs));
+  for (int k = 0; k < kNumSubs; ++k) {
+    EXPECT_STREQ(t[static_cast<size_t>(k)].name, observableName(k));
+    EXPECT_EQ(observableIndex(observableName(k)), k);
+  }
+  EXPECT_EQ(substructureObservableNames(),
+            (std::vector<std::string>{"mass", "width", "multiplicity", "lnrho", "zg", "tau21"}));
+  EXPECT_EQ(observableLabel("mass"), "jet mass [GeV]");
+  EXPECT_EQ(observableLabel("tau21"), "tau_21");
+  EXPECT_EQ(observableLabel("tau21", true), "{/Symbol t}_{21}");
+  EXPECT_EQ(observableIndex("jet_pt"), kNumSubs);
+  EXPECT_EQ(observableIndex("nonsense"), -1);
+  EXPECT_EQ(observableLabel("nonsense"), "nonsense");
+}
