@@ -15,9 +15,9 @@
 #include "core/data/histogram.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/observables.hpp"
+#include "core/plot/gnuplot.hpp"
 #include "ensembles/band_stats.hpp"
 #include "ensembles/chain_output.hpp"
-#include "ensembles/plot.hpp"
 
 namespace foldfarm::ensembles {
 namespace {
@@ -491,11 +491,13 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   }
   writeJsonAtomic(out_dir + "/summary.json", summary);
   if (options.plots) {
+    // One gnuplot process for every observable's figure.
+    plot::GnuplotBatch batch;
     for (size_t o = 0; o < results.size(); ++o) {
       const auto& r = results[o];
-      BandFigure fig;
+      plot::BandPlot fig;
       fig.title = r.name;
-      fig.xlabel = data::observableLabel(r.name, /*enhanced=*/true);
+      fig.xlabel = data::observableLabel(r.name);
       fig.edges = r.edges;
       fig.nominal = r.band.mean;
       fig.p16 = r.band.p16;
@@ -504,9 +506,11 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       fig.p97_5 = r.band.p97_5;
       if (truth) fig.truth = truth->density[o];
       fig.prior = r.prior;
-      fig.replicas = static_cast<int>(r.band.replicas);
-      renderBandFigure(fig, out_dir + "/" + r.name + ".png");
+      fig.replicas = r.band.replicas;
+      batch.add(r.name, fig);
     }
+    for (const auto& [name, png] : batch.render())
+      writeFileAtomic(out_dir + "/" + name + ".png", png);
   }
   return summary;
 }

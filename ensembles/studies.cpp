@@ -5,6 +5,7 @@
 #include <numeric>
 #include <random>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/seed.hpp"
@@ -12,10 +13,10 @@
 #include "core/data/jet_reader.hpp"
 #include "core/data/observables.hpp"
 #include "core/model/pet_config.hpp"
+#include "core/plot/gnuplot.hpp"
 #include "core/train/checkpoint.hpp"
 #include "core/train/classifier_trainer.hpp"
 #include "ensembles/chain_output.hpp"
-#include "ensembles/plot.hpp"
 #include "ensembles/seeds.hpp"
 
 namespace foldfarm::ensembles {
@@ -86,18 +87,23 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
   fs::create_directories(out_dir);
   writeJsonAtomic(out_dir + "/warmstart.json", out);
   if (o.plot) {
-    std::vector<Curve> cs(2);
-    cs[0].label = "warm start (foundation)";
-    cs[1].label = "from scratch";
+    plot::LineFigure fig;
+    fig.title = "OmniFold iteration 0, step 1: validation loss";
+    fig.xlabel = "epoch";
+    fig.ylabel = "weighted BCE (val)";
+    fig.series.resize(2);
+    fig.series[0].label = "warm start (foundation)";
+    fig.series[1].label = "from scratch";
     for (int c = 0; c < 2; ++c) {
       const auto& y = c == 0 ? warmc : scratch;
       for (size_t e = 0; e < y.size(); ++e) {
-        cs[c].x.push_back(static_cast<double>(e + 1));
-        cs[c].y.push_back(y[e]);
+        fig.series[static_cast<size_t>(c)].x.push_back(static_cast<double>(e + 1));
+        fig.series[static_cast<size_t>(c)].y.push_back(y[e]);
       }
     }
-    renderCurves("OmniFold iteration 0, step 1: validation loss", "epoch", "weighted BCE (val)", cs,
-                 out_dir + "/warmstart.png");
+    plot::GnuplotBatch batch;
+    batch.add("warmstart", fig);
+    writeFileAtomic(out_dir + "/warmstart.png", batch.render().at("warmstart"));
   }
   return out;
 }

@@ -15,13 +15,15 @@
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
 #include "core/data/observables.hpp"
+#include "core/plot/gnuplot.hpp"
 #include "report/bands_file.hpp"
 #include "report/campaign_stats.hpp"
-#include "report/gnuplot.hpp"
 #include "report/html.hpp"
 #include "report/weight_diagnostics.hpp"
 
 namespace foldfarm::report {
+
+using namespace foldfarm::plot;
 namespace {
 
 namespace fs = std::filesystem;

@@ -2,21 +2,23 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <algorithm>
 #include <filesystem>
 #include <map>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
-#include "core/base/progress.hpp"
-#include "report/alpha_beta.hpp"
-#include "report/gnuplot.hpp"
 #include "core/base/process.hpp"
+#include "core/base/progress.hpp"
+#include "core/plot/gnuplot.hpp"
+#include "report/alpha_beta.hpp"
 
 namespace foldfarm::report {
+
+using namespace foldfarm::plot;
 namespace {
 
 namespace fs = std::filesystem;
@@ -117,8 +119,9 @@ json analyseScaling(const json& ddp, const json& scheduler, const ScalingOptions
     m.bytes = num(last, "gradient_bytes");
     m.buckets = std::max(1, static_cast<int>(num(last, "buckets")));
     const double batch = num(*one, "batch_per_rank");
-    json model = {{"formula", "T(n) = T_compute + (1 - overlap) * [buckets * 2(n-1) * alpha + "
-                              "2(n-1)/n * bytes * beta]"},
+    json model = {{"formula",
+                   "T(n) = T_compute + (1 - overlap) * [buckets * 2(n-1) * alpha + "
+                   "2(n-1)/n * bytes * beta]"},
                   {"compute_ms", m.compute_s * 1e3},
                   {"compute_source", o.compute_ms > 0 ? "--compute-ms" : "measured 1-rank step"},
                   {"overlap", m.overlap},
@@ -132,10 +135,12 @@ json analyseScaling(const json& ddp, const json& scheduler, const ScalingOptions
     std::vector<Link> links;
     if (!comm.empty()) {
       AlphaBetaFit fit = fitAlphaBeta(comm, o.alpha_us * 1e-6);
-      model["local_fit"] = {{"alpha_us", fit.link.alpha_s * 1e6},
-                            {"bandwidth_GBps", fit.link.beta_s_per_byte > 0 ? json(1e-9 / fit.link.beta_s_per_byte) : json(nullptr)},
-                            {"alpha_fitted", fit.alpha_fitted},
-                            {"rms_residual_ms", fit.rms_residual_s * 1e3}};
+      model["local_fit"] = {
+          {"alpha_us", fit.link.alpha_s * 1e6},
+          {"bandwidth_GBps",
+           fit.link.beta_s_per_byte > 0 ? json(1e-9 / fit.link.beta_s_per_byte) : json(nullptr)},
+          {"alpha_fitted", fit.alpha_fitted},
+          {"rms_residual_ms", fit.rms_residual_s * 1e3}};
       links.push_back({"this node (fitted)", fit.link});
     }
     const AlphaBeta net{o.alpha_us * 1e-6, 1.0 / (o.bandwidth_gbps * 1e9)};
@@ -181,26 +186,29 @@ json analyseScaling(const json& ddp, const json& scheduler, const ScalingOptions
 std::string scalingMarkdown(const json& s) {
   std::string md = "# Scaling study\n\n";
   if (s.contains("ddp_derived")) {
-    md += "## Data-parallel training (weak scaling)\n\n| ranks | jets/s | speed-up | efficiency | "
-          "step ms | all-reduce ms | not overlapped ms |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+    md +=
+        "## Data-parallel training (weak scaling)\n\n| ranks | jets/s | speed-up | efficiency | "
+        "step ms | all-reduce ms | not overlapped ms |\n|---:|---:|---:|---:|---:|---:|---:|\n";
     for (const auto& r : s["ddp_derived"])
       md += "| " + std::to_string(r["ranks"].get<int>()) + " | " + f(r["jets_per_s"], 1) + " | " +
-            f(r["speedup"], 2) + " | " + f(r["efficiency"], 3) + " | " + f(r["step_ms"], 2) + " | " +
-            f(r["comm_ms"], 3) + " | " + f(r["comm_wait_ms"], 3) + " |\n";
+            f(r["speedup"], 2) + " | " + f(r["efficiency"], 3) + " | " + f(r["step_ms"], 2) +
+            " | " + f(r["comm_ms"], 3) + " | " + f(r["comm_wait_ms"], 3) + " |\n";
     const json& m = s["model"];
-    md += "\n## α–β model\n\n`" + m["formula"].get<std::string>() + "`\n\nT_compute = " +
-          f(m["compute_ms"], 2) + " ms (" + m["compute_source"].get<std::string>() +
-          "), overlap = " + f(m["overlap"], 2) + ", " + f(m["gradient_bytes"].get<double>() / 1e6, 3) +
-          " MB of gradients in " + std::to_string(m["buckets"].get<int>()) + " bucket(s).\n\n";
+    md += "\n## α–β model\n\n`" + m["formula"].get<std::string>() +
+          "`\n\nT_compute = " + f(m["compute_ms"], 2) + " ms (" +
+          m["compute_source"].get<std::string>() + "), overlap = " + f(m["overlap"], 2) + ", " +
+          f(m["gradient_bytes"].get<double>() / 1e6, 3) + " MB of gradients in " +
+          std::to_string(m["buckets"].get<int>()) + " bucket(s).\n\n";
     if (m.contains("local_fit")) {
       const json& lf = m["local_fit"];
-      md += "This node (fitted): α = " + f(lf["alpha_us"], 2) + " µs" +
-            (lf["alpha_fitted"].get<bool>() ? "" : " (held, one rank count)") + ", bandwidth = " +
-            (lf["bandwidth_GBps"].is_number() ? f(lf["bandwidth_GBps"], 2) + " GB/s" : "unbounded") +
-            ", rms residual " + f(lf["rms_residual_ms"], 3) + " ms.  \n";
+      md +=
+          "This node (fitted): α = " + f(lf["alpha_us"], 2) + " µs" +
+          (lf["alpha_fitted"].get<bool>() ? "" : " (held, one rank count)") + ", bandwidth = " +
+          (lf["bandwidth_GBps"].is_number() ? f(lf["bandwidth_GBps"], 2) + " GB/s" : "unbounded") +
+          ", rms residual " + f(lf["rms_residual_ms"], 3) + " ms.  \n";
     }
-    md += "Interconnect: α = " + f(m["interconnect"]["alpha_us"], 2) + " µs, bandwidth = " +
-          f(m["interconnect"]["bandwidth_GBps"], 2) + " GB/s.\n\n| ranks |";
+    md += "Interconnect: α = " + f(m["interconnect"]["alpha_us"], 2) +
+          " µs, bandwidth = " + f(m["interconnect"]["bandwidth_GBps"], 2) + " GB/s.\n\n| ranks |";
     std::vector<std::string> links;
     for (auto it = m["extrapolation"][0].begin(); it != m["extrapolation"][0].end(); ++it)
       if (it.key() != "ranks") links.push_back(it.key());
@@ -217,9 +225,11 @@ std::string scalingMarkdown(const json& s) {
     }
   }
   if (s.contains("scheduler_derived")) {
-    md += "\n## Campaign scheduler\n\nnoop tasks measure the orchestrator's overhead; sleep tasks "
-          "the makespan efficiency (ideal makespan / measured).\n\n| slots | noop tasks/s | ms per "
-          "task | speed-up | efficiency | sleep makespan efficiency |\n|---:|---:|---:|---:|---:|---:|\n";
+    md +=
+        "\n## Campaign scheduler\n\nnoop tasks measure the orchestrator's overhead; sleep tasks "
+        "the makespan efficiency (ideal makespan / measured).\n\n| slots | noop tasks/s | ms per "
+        "task | speed-up | efficiency | sleep makespan efficiency "
+        "|\n|---:|---:|---:|---:|---:|---:|\n";
     for (const auto& r : s["scheduler_derived"])
       md += "| " + std::to_string(r["slots"].get<int>()) + " | " + f(r["tasks_per_s"], 1) + " | " +
             f(r["ms_per_task"], 3) + " | " + (r.contains("speedup") ? f(r["speedup"], 2) : "-") +
@@ -232,7 +242,8 @@ std::string scalingMarkdown(const json& s) {
 json runScalingStudy(const ScalingOptions& o) {
   if (o.max_ranks < 1) throw InputError("--max-ranks must be >= 1");
   if (o.max_slots < 1) throw InputError("--max-slots must be >= 1");
-  if (!o.ddp && !o.scheduler) throw InputError("nothing to run: both --no-ddp and --no-scheduler given");
+  if (!o.ddp && !o.scheduler)
+    throw InputError("nothing to run: both --no-ddp and --no-scheduler given");
   if (o.alpha_us < 0 || !(o.bandwidth_gbps > 0))
     throw InputError("--alpha-us must be >= 0 and --bandwidth-gbps > 0");
   const std::string exe = o.exe.empty() ? selfExe() : o.exe;
@@ -250,11 +261,16 @@ json runScalingStudy(const ScalingOptions& o) {
   json ddp = json::array(), sched = json::array();
   if (o.ddp) {
     for (int n = 1; n <= o.max_ranks; ++n) {
-      std::vector<std::string> argv = {o.mpirun, "--allow-run-as-root", "--oversubscribe", "-np",
-                                       std::to_string(n), exe, "bench", "ddp", "--preset", o.preset,
-                                       "--batch", std::to_string(o.batch), "--steps",
-                                       std::to_string(o.steps), "--particles",
-                                       std::to_string(o.particles), "--threads", "1", "--json"};
+      std::vector<std::string> argv = {o.mpirun,          "--allow-run-as-root",
+                                       "--oversubscribe", "-np",
+                                       std::to_string(n), exe,
+                                       "bench",           "ddp",
+                                       "--preset",        o.preset,
+                                       "--batch",         std::to_string(o.batch),
+                                       "--steps",         std::to_string(o.steps),
+                                       "--particles",     std::to_string(o.particles),
+                                       "--threads",       "1",
+                                       "--json"};
       logInfo("scaling: data parallel on {} rank(s): {}", n, joinArgv(argv));
       json j = benchJson(argv, runProcess(argv, po));
       if (!j.contains("batch_per_rank")) j["batch_per_rank"] = o.batch;
@@ -266,10 +282,18 @@ json runScalingStudy(const ScalingOptions& o) {
   }
   if (o.scheduler) {
     for (int k = 1; k <= o.max_slots; ++k) {
-      std::vector<std::string> argv = {exe, "bench", "scheduler", "--tasks", std::to_string(o.tasks),
-                                       "--slots", std::to_string(k), "--sleep-tasks",
-                                       std::to_string(o.sleep_tasks), "--sleep-seconds",
-                                       std::to_string(o.sleep_s), "--json"};
+      std::vector<std::string> argv = {exe,
+                                       "bench",
+                                       "scheduler",
+                                       "--tasks",
+                                       std::to_string(o.tasks),
+                                       "--slots",
+                                       std::to_string(k),
+                                       "--sleep-tasks",
+                                       std::to_string(o.sleep_tasks),
+                                       "--sleep-seconds",
+                                       std::to_string(o.sleep_s),
+                                       "--json"};
       logInfo("scaling: scheduler with {} slot(s): {}", k, joinArgv(argv));
       json j = benchJson(argv, runProcess(argv, po));
       j["slots"] = k;
@@ -281,10 +305,16 @@ json runScalingStudy(const ScalingOptions& o) {
   progress.finish();
 
   json study = analyseScaling(ddp, sched, o);
-  study["options"] = {{"max_ranks", o.max_ranks}, {"max_slots", o.max_slots}, {"preset", o.preset},
-                      {"batch", o.batch},         {"steps", o.steps},         {"particles", o.particles},
-                      {"tasks", o.tasks},         {"sleep_tasks", o.sleep_tasks},
-                      {"sleep_s", o.sleep_s},     {"host", hostName()},
+  study["options"] = {{"max_ranks", o.max_ranks},
+                      {"max_slots", o.max_slots},
+                      {"preset", o.preset},
+                      {"batch", o.batch},
+                      {"steps", o.steps},
+                      {"particles", o.particles},
+                      {"tasks", o.tasks},
+                      {"sleep_tasks", o.sleep_tasks},
+                      {"sleep_s", o.sleep_s},
+                      {"host", hostName()},
                       {"cores", static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN))}};
 
   // Figures (rendered before anything is written).
@@ -292,21 +322,27 @@ json runScalingStudy(const ScalingOptions& o) {
   if (gnuplotAvailable()) {
     GnuplotBatch batch;
     if (study.contains("ddp_derived")) {
-      Series thr{"measured", {}, {}}, ideal{"ideal (n x 1 rank)", {}, {}, "lines"}, eff{"measured", {}, {}};
+      Series thr{"measured", {}, {}}, ideal{"ideal (n x 1 rank)", {}, {}, "lines"},
+          eff{"measured", {}, {}};
       for (const auto& r : study["ddp_derived"]) {
         thr.x.push_back(r["ranks"]);
         thr.y.push_back(r["jets_per_s"]);
         ideal.x.push_back(r["ranks"]);
-        ideal.y.push_back(r["ranks"].get<double>() * study["ddp_derived"][0]["jets_per_s"].get<double>() /
+        ideal.y.push_back(r["ranks"].get<double>() *
+                          study["ddp_derived"][0]["jets_per_s"].get<double>() /
                           study["ddp_derived"][0]["ranks"].get<double>());
         eff.x.push_back(r["ranks"]);
         eff.y.push_back(r["efficiency"]);
       }
-      batch.add("ddp_throughput", LineFigure{"Data-parallel PET training (" + o.preset + ", batch " +
-                                                 std::to_string(o.batch) + " per rank)",
-                                             "MPI ranks", "jets/s", {thr, ideal}});
-      batch.add("ddp_efficiency", LineFigure{"Weak-scaling efficiency", "MPI ranks",
-                                             "jets/s / (n x 1-rank jets/s)", {eff}});
+      batch.add("ddp_throughput",
+                LineFigure{"Data-parallel PET training (" + o.preset + ", batch " +
+                               std::to_string(o.batch) + " per rank)",
+                           "MPI ranks",
+                           "jets/s",
+                           {thr, ideal}});
+      batch.add("ddp_efficiency",
+                LineFigure{
+                    "Weak-scaling efficiency", "MPI ranks", "jets/s / (n x 1-rank jets/s)", {eff}});
       std::vector<Series> model;
       const json& ext = study["model"]["extrapolation"];
       for (auto it = ext[0].begin(); it != ext[0].end(); ++it) {
@@ -340,11 +376,14 @@ json runScalingStudy(const ScalingOptions& o) {
           mk.y.push_back(r["makespan_efficiency"]);
         }
       }
-      batch.add("scheduler_throughput",
-                LineFigure{"Campaign scheduler throughput (" + std::to_string(o.tasks) + " noop tasks)",
-                           "worker slots", "tasks/s", {thr}});
-      batch.add("scheduler_efficiency",
-                LineFigure{"Campaign scheduler efficiency", "worker slots", "efficiency", {eff, mk}});
+      batch.add("scheduler_throughput", LineFigure{"Campaign scheduler throughput (" +
+                                                       std::to_string(o.tasks) + " noop tasks)",
+                                                   "worker slots",
+                                                   "tasks/s",
+                                                   {thr}});
+      batch.add(
+          "scheduler_efficiency",
+          LineFigure{"Campaign scheduler efficiency", "worker slots", "efficiency", {eff, mk}});
     }
     pngs = batch.render();
   } else {

@@ -141,16 +141,16 @@ struct Node {
 
 const std::vector<ObservableInfo>& observableTable() {
   static const std::vector<ObservableInfo> table = {
-      {"mass", "jet mass [GeV]", "jet mass [GeV]"},
-      {"width", "jet width", "jet width"},
-      {"multiplicity", "constituent multiplicity", "constituent multiplicity"},
-      {"lnrho", "ln rho", "ln {/Symbol r}"},
-      {"zg", "z_g", "z_g"},
-      {"tau21", "tau_21", "{/Symbol t}_{21}"},
-      {"jet_pt", "jet pT [GeV]", "jet p_T [GeV]"},
-      {"jet_eta", "jet eta", "jet {/Symbol h}"},
-      {"jet_mass", "jet mass from the jet features [GeV]", "jet mass from the jet features [GeV]"},
-      {"jet_multiplicity", "jet multiplicity (jet features)", "jet multiplicity (jet features)"},
+      {"mass", "jet mass [GeV]"},
+      {"width", "jet width"},
+      {"multiplicity", "constituent multiplicity"},
+      {"lnrho", "ln rho"},
+      {"zg", "z_g"},
+      {"tau21", "tau_21"},
+      {"jet_pt", "jet pT [GeV]"},
+      {"jet_eta", "jet eta"},
+      {"jet_mass", "jet mass from the jet features [GeV]"},
+      {"jet_multiplicity", "jet multiplicity (jet features)"},
   };
   return table;
 }
@@ -168,11 +168,9 @@ int observableIndex(const std::string& name) {
   return -1;
 }
 
-std::string observableLabel(const std::string& name, bool enhanced) {
+std::string observableLabel(const std::string& name) {
   const int i = observableIndex(name);
-  if (i < 0) return name;
-  const ObservableInfo& o = observableTable()[static_cast<size_t>(i)];
-  return enhanced ? o.enhanced : o.label;
+  return i < 0 ? name : observableTable()[static_cast<size_t>(i)].label;
 }
 
 const char* observableName(int index) {

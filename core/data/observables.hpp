@@ -34,20 +34,19 @@ const char* observableName(int index);  // "mass", "width", "multiplicity", "lnr
 
 // The one table of observables that files, chains, bands and figures name: the six
 // substructure observables in the order of `subs` columns (index = Observable), then the
-// jet-feature columns a chain may also unfold. `label` is plain text (noenhanced figures,
-// tables); `enhanced` is the same label in gnuplot's enhanced-text syntax.
+// jet-feature columns a chain may also unfold. `label` is the axis label, plain text (the
+// figures render text literally).
 struct ObservableInfo {
   const char* name;
   const char* label;
-  const char* enhanced;
 };
 const std::vector<ObservableInfo>& observableTable();
 // The names of the six substructure observables, in order (a chain's default).
 std::vector<std::string> substructureObservableNames();
 // Position in observableTable(), or -1 for a name it does not hold.
 int observableIndex(const std::string& name);
-// The axis label of `name` (plain or enhanced); the name itself when it is not in the table.
-std::string observableLabel(const std::string& name, bool enhanced = false);
+// The axis label of `name`; the name itself when it is not in the table.
+std::string observableLabel(const std::string& name);
 
 using ObservableValues = std::array<double, kNumSubs>;
 

@@ -105,7 +105,6 @@ TEST(Observables, OneTableNamesOrdersAndLabelsThem) {
             (std::vector<std::string>{"mass", "width", "multiplicity", "lnrho", "zg", "tau21"}));
   EXPECT_EQ(observableLabel("mass"), "jet mass [GeV]");
   EXPECT_EQ(observableLabel("tau21"), "tau_21");
-  EXPECT_EQ(observableLabel("tau21", true), "{/Symbol t}_{21}");
   EXPECT_EQ(observableIndex("jet_pt"), kNumSubs);
   EXPECT_EQ(observableIndex("nonsense"), -1);
   EXPECT_EQ(observableLabel("nonsense"), "nonsense");

@@ -9,9 +9,9 @@
 #include "core/base/error.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/jet_writer.hpp"
+#include "core/plot/gnuplot.hpp"
 #include "ensembles/aggregate.hpp"
 #include "ensembles/chain_output.hpp"
-#include "ensembles/plot.hpp"
 
 namespace fs = std::filesystem;
 using namespace foldfarm::ensembles;
@@ -111,7 +111,7 @@ TEST_F(AggregateTest, TruthGivesDiscriminatorsAndCoverage) {
   const std::string truth = writeTruth();
   const std::string out = (root_ / "agg").string();
   AggregateOptions opt;
-  opt.plots = gnuplotAvailable();
+  opt.plots = foldfarm::plot::gnuplotAvailable();
   nlohmann::json s = aggregateRunsWithOptions({root_.string()}, out, truth, opt);
   const auto& mass = s["observables"]["mass"];
   EXPECT_NEAR(mass["delta_unfolded"].get<double>(), 0.0, 1e-9);

@@ -7,14 +7,16 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/plot/gnuplot.hpp"
 #include "jobs/campaign_commands.hpp"
 #include "jobs/task_kind.hpp"
 #include "report/bands_file.hpp"
 #include "report/base64.hpp"
 #include "report/campaign_report.hpp"
-#include "report/gnuplot.hpp"
 #include "report/html.hpp"
 #include "tests/report/campaign_fixture.hpp"
+
+using namespace foldfarm::plot;
 
 namespace fs = std::filesystem;
 using namespace foldfarm;

@@ -10,9 +10,11 @@
 #include <regex>
 
 #include "core/base/atomic_file.hpp"
-#include "report/gnuplot.hpp"
 #include "core/base/process.hpp"
+#include "core/plot/gnuplot.hpp"
 #include "tests/report/campaign_fixture.hpp"
+
+using namespace foldfarm::plot;
 
 namespace fs = std::filesystem;
 using namespace foldfarm;
@@ -39,10 +41,16 @@ ProcessResult tool(const std::vector<std::string>& args) {
 
 ProcessResult chrome(const std::string& exe, const std::string& profile,
                      const std::vector<std::string>& extra, const std::string& url) {
-  std::vector<std::string> argv = {exe, "--headless", "--no-sandbox", "--disable-gpu",
-                                   "--disable-quic", "--no-first-run",
-                                   "--disable-background-networking", "--disable-component-update",
-                                   "--disable-sync", "--user-data-dir=" + profile,
+  std::vector<std::string> argv = {exe,
+                                   "--headless",
+                                   "--no-sandbox",
+                                   "--disable-gpu",
+                                   "--disable-quic",
+                                   "--no-first-run",
+                                   "--disable-background-networking",
+                                   "--disable-component-update",
+                                   "--disable-sync",
+                                   "--user-data-dir=" + profile,
                                    "--virtual-time-budget=5000"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   argv.push_back(url);
@@ -51,7 +59,9 @@ ProcessResult chrome(const std::string& exe, const std::string& profile,
   return runProcess(argv, po);
 }
 
-bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+bool contains(const std::string& s, const std::string& what) {
+  return s.find(what) != std::string::npos;
+}
 
 }  // namespace
 
@@ -107,8 +117,8 @@ TEST(ReportChromium, RealCampaignRendersWithEverySectionAndImage) {
   r = chrome(exe, scratch.path() + "/profile1", {"--dump-dom"}, "file://" + probe_path);
   ASSERT_EQ(r.status(), 0) << r.err;
   const std::string dom = r.out;
-  for (const char* id : {"overview", "distributions", "delta", "correlations", "weights", "campaign",
-                         "throughput", "warmstart"})
+  for (const char* id : {"overview", "distributions", "delta", "correlations", "weights",
+                         "campaign", "throughput", "warmstart"})
     EXPECT_TRUE(contains(dom, std::string("<section id=\"") + id + "\">")) << id;
   EXPECT_FALSE(contains(dom, "class=\"omitted\""));
   for (const char* table : {"delta-table", "weights-table", "states-table", "accounting-table",
@@ -120,7 +130,8 @@ TEST(ReportChromium, RealCampaignRendersWithEverySectionAndImage) {
   EXPECT_TRUE(contains(dom, "<td>r0002m1</td><td>failed</td><td>2</td><td>2</td><td>1</td>"));
   EXPECT_TRUE(contains(dom, "<td>attempts (dispatches)</td><td>9</td>"));
   std::smatch m;
-  ASSERT_TRUE(std::regex_search(dom, m, std::regex("data-decoded=\"(\\d+)\" data-total=\"(\\d+)\"")))
+  ASSERT_TRUE(
+      std::regex_search(dom, m, std::regex("data-decoded=\"(\\d+)\" data-total=\"(\\d+)\"")))
       << "probe did not run";
   const int decoded = std::stoi(m[1]), total = std::stoi(m[2]);
   // 3 distributions + 3 correlation maps + throughput + warm-start curves.

@@ -1,6 +1,7 @@
-#include "report/gnuplot.hpp"
+#include "core/plot/gnuplot.hpp"
 
 #include <cctype>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -8,7 +9,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 
-namespace foldfarm::report {
+namespace foldfarm::plot {
 namespace {
 
 namespace fs = std::filesystem;
@@ -37,14 +38,25 @@ const char* kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
 std::string gnuplotQuote(const std::string& text) {
   std::string out = "'";
   for (char c : text) {
-    if (c == '\'') out += "''";
-    else if (c == '\n' || c == '\r') out += ' ';
-    else out += c;
+    if (c == '\'')
+      out += "''";
+    else if (c == '\n' || c == '\r')
+      out += ' ';
+    else
+      out += c;
   }
   return out + "'";
 }
 
-bool gnuplotAvailable() { return programAvailable("gnuplot"); }
+bool gnuplotAvailable() {
+  static const bool available = [] {
+    if (!programAvailable("gnuplot")) return false;
+    ProcessOptions o;
+    o.timeout = std::chrono::seconds(30);
+    return runProcess({"gnuplot", "-e", "set terminal pngcairo"}, o).ok();
+  }();
+  return available;
+}
 
 GnuplotBatch::GnuplotBatch() : dir_("foldfarm-plot") {}
 
@@ -79,7 +91,8 @@ void GnuplotBatch::add(const std::string& name, const LineFigure& fig) {
   for (size_t k = 0; k < fig.series.size(); ++k) {
     const Series& sr = fig.series[k];
     std::string text;
-    for (size_t i = 0; i < sr.x.size() && i < sr.y.size(); ++i) text += num(sr.x[i]) + " " + num(sr.y[i]) + "\n";
+    for (size_t i = 0; i < sr.x.size() && i < sr.y.size(); ++i)
+      text += num(sr.x[i]) + " " + num(sr.y[i]) + "\n";
     if (text.empty()) continue;
     const std::string file = writeData(text);
     std::string style = sr.style;
@@ -122,13 +135,17 @@ void GnuplotBatch::add(const std::string& name, const BandPlot& fig) {
   s += "set output " + gnuplotQuote(png) + "\nset multiplot\n";
   s += "set lmargin at screen 0.12\nset rmargin at screen 0.97\n";
   s += "set tmargin at screen 0.93\nset bmargin at screen 0.37\n";
-  s += "set title " + gnuplotQuote(fig.title + " (" + std::to_string(fig.replicas) + " bootstrap replicas)") + "\n";
+  s += "set title " +
+       gnuplotQuote(fig.title + " (" + std::to_string(fig.replicas) + " bootstrap replicas)") +
+       "\n";
   s += "set ylabel 'unit-area density'\nset format x ''\nset xrange " + xr + "\nset yrange [0:*]\n";
   s += "set key top right\nset grid\nset style fill transparent solid 0.5 noborder\n";
-  s += "plot " + main_file + " using 1:5:6 with filledcurves lc rgb '#c6dbef' title '95% band', \\\n";
+  s += "plot " + main_file +
+       " using 1:5:6 with filledcurves lc rgb '#c6dbef' title '95% band', \\\n";
   s += "  " + main_file + " using 1:3:4 with filledcurves lc rgb '#6baed6' title '68% band', \\\n";
   s += "  " + main_file + " using 1:2 with lines lw 2 lc rgb '#08519c' title 'unfolded', \\\n";
-  if (has_truth) s += "  " + main_file + " using 1:7 with lines lw 1.5 dt 2 lc rgb 'black' title 'truth', \\\n";
+  if (has_truth)
+    s += "  " + main_file + " using 1:7 with lines lw 1.5 dt 2 lc rgb 'black' title 'truth', \\\n";
   s += "  " + main_file + " using 1:8 with lines lw 1.5 lc rgb '#d62728' title 'prior (MC gen)'\n";
   s += "unset title\nset tmargin at screen 0.37\nset bmargin at screen 0.10\n";
   s += "set format x '%g'\nset xlabel " + gnuplotQuote(fig.xlabel) + "\n";
@@ -147,8 +164,8 @@ void GnuplotBatch::add(const std::string& name, const Heatmap& fig) {
   const std::string png = newFigure(name);
   const size_t nb = fig.edges.size() > 1 ? fig.edges.size() - 1 : 0;
   if (nb == 0 || fig.values.size() != nb * nb)
-    throw Error("heat map '" + name + "': " + std::to_string(fig.values.size()) +
-                " values for " + std::to_string(nb) + " bins");
+    throw Error("heat map '" + name + "': " + std::to_string(fig.values.size()) + " values for " +
+                std::to_string(nb) + " bins");
   const bool phys = uniform(fig.edges);
   auto coord = [&](size_t b) {
     return phys ? 0.5 * (fig.edges[b] + fig.edges[b + 1]) : static_cast<double>(b);
@@ -188,7 +205,8 @@ std::map<std::string, std::string> GnuplotBatch::render() {
   if (tail.size() > 400) tail = "..." + tail.substr(tail.size() - 400);
   for (char& c : tail)
     if (c == '\n') c = ' ';
-  if (r.status() != 0) throw Error("gnuplot failed (" + r.describe() + ") rendering figures: " + tail);
+  if (r.status() != 0)
+    throw Error("gnuplot failed (" + r.describe() + ") rendering figures: " + tail);
   for (const auto& n : names_) {
     const std::string png = dir_.path() + "/" + n + ".png";
     std::error_code ec;
@@ -199,4 +217,4 @@ std::map<std::string, std::string> GnuplotBatch::render() {
   return out;
 }
 
-}  // namespace foldfarm::report
+}  // namespace foldfarm::plot

@@ -1,5 +1,6 @@
 #pragma once
-// PNG figures rendered by gnuplot's pngcairo terminal. A GnuplotBatch collects figures
+// PNG figures rendered by gnuplot's pngcairo terminal: the one renderer of foldfarm's
+// figures (aggregation, studies, campaign report, scaling study). A GnuplotBatch collects figures
 // (data files and one script in a private temporary directory) and renders all of them
 // with ONE gnuplot process started from an argv (no shell); the directory is removed
 // afterwards. Text from data (titles, labels) is rendered literally (noenhanced).
@@ -12,7 +13,7 @@
 
 #include "core/base/process.hpp"
 
-namespace foldfarm::report {
+namespace foldfarm::plot {
 
 // y(x) curves. `style`: "linespoints", "lines", "points" or "steps".
 struct Series {
@@ -67,8 +68,9 @@ class GnuplotBatch {
   int data_files_ = 0;
 };
 
+// True when gnuplot starts and has the pngcairo terminal (checked once per process).
 bool gnuplotAvailable();
 // gnuplot single-quoted string literal of `text` (quotes doubled, newlines dropped).
 std::string gnuplotQuote(const std::string& text);
 
-}  // namespace foldfarm::report
+}  // namespace foldfarm::plot
