@@ -8,7 +8,9 @@
 using namespace foldfarm::data;
 
 namespace {
-FourVector massless(double pt, double eta, double phi) { return FourVector::fromPtEtaPhiM(pt, eta, phi, 0); }
+FourVector massless(double pt, double eta, double phi) {
+  return FourVector::fromPtEtaPhiM(pt, eta, phi, 0);
+}
 }  // namespace
 
 TEST(Observables, TwoMasslessParticlesInvariantMassAndMultiplicity) {
@@ -69,7 +71,8 @@ TEST(Observables, TwoProngJetHasSmallTau21AndOneProngLarge) {
   EXPECT_LT(t21, 0.1);
   // A one-prong core with diffuse soft radiation: tau2 stays comparable to tau1.
   std::vector<FourVector> one{massless(300, 0.0, 0.0)};
-  for (int k = 0; k < 8; ++k) one.push_back(massless(5, 0.3 * std::cos(k * 0.785), 0.3 * std::sin(k * 0.785)));
+  for (int k = 0; k < 8; ++k)
+    one.push_back(massless(5, 0.3 * std::cos(k * 0.785), 0.3 * std::sin(k * 0.785)));
   EXPECT_GT(computeObservables(one)[kObsTau21], 0.5);
   EXPECT_NEAR(nSubjettiness(two, 4), 0.0, 1e-9);  // one axis per particle
 }
@@ -80,7 +83,8 @@ TEST(Observables, FromFeaturesMatchesFromFourVectors) {
   const double pts[] = {120, 80, 40, 15, 7, 3};
   for (int i = 0; i < 6; ++i) {
     Particle p;
-    p.p = FourVector::fromPtEtaPhiM(pts[i], eta0 + 0.05 * i - 0.1, wrapPhi(phi0 + 0.07 * (i % 3) - 0.06), 0.14);
+    p.p = FourVector::fromPtEtaPhiM(pts[i], eta0 + 0.05 * i - 0.1,
+                                    wrapPhi(phi0 + 0.07 * (i % 3) - 0.06), 0.14);
     parts.push_back(p);
   }
   std::vector<FourVector> v;
@@ -91,7 +95,8 @@ TEST(Observables, FromFeaturesMatchesFromFourVectors) {
   fillJetFeatures(parts, 10, feat.data(), jet);
   const ObservableValues viaF = observablesFromFeatures(feat.data(), 10, jet);
   for (int k = 0; k < kNumSubs; ++k)
-    EXPECT_NEAR(viaF[k], direct[k], 1e-3 * std::max(1.0, std::fabs(direct[k]))) << observableName(k);
+    EXPECT_NEAR(viaF[k], direct[k], 1e-3 * std::max(1.0, std::fabs(direct[k])))
+        << observableName(k);
 }
 
 TEST(Observables, OneTableNamesOrdersAndLabelsThem) {
