@@ -94,6 +94,17 @@ std::vector<std::string> classNames(int64_t num_classes, int64_t classes) {
   return names;
 }
 
+// The checkpoint description and the freshly initialised model (seeded from train.seed).
+std::pair<CheckpointMeta, Pet> initialModel(const PretrainOptions& o, const PetConfig& cfg,
+                                            const data::FeatureStats& stats, int64_t classes) {
+  CheckpointMeta meta;
+  meta.stats = stats;
+  meta.class_names = classNames(cfg.num_classes, classes);
+  Pet model(cfg);
+  model->resetParameters(deriveSeed({o.train.seed, 0x696e6974ULL}));
+  return {std::move(meta), std::move(model)};
+}
+
 TrainOptions trainOptionsFor(const PretrainOptions& o, ParallelContext& ctx) {
   TrainOptions t = o.train;
   t.warmup_scale = std::sqrt(static_cast<double>(ctx.worldSize()));
@@ -153,11 +164,7 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
 
   // 3. Train.
   TrainOptions t = trainOptionsFor(o, ctx);
-  CheckpointMeta meta;
-  meta.stats = stats;
-  meta.class_names = classNames(cfg.num_classes, classes);
-  Pet model(cfg);
-  model->resetParameters(deriveSeed({o.train.seed, 0x696e6974ULL}));
+  auto [meta, model] = initialModel(o, cfg, stats, classes);
   Trainer trainer(model, meta, t, ctx);
   // The files as the stream sees them: names, rows, blocks and held-out fractions.
   std::string fp = std::to_string(o.block_rows) + ":" + std::to_string(o.val_fraction) + ":" +
@@ -254,11 +261,7 @@ PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
 
   // 4. Train.
   TrainOptions t = trainOptionsFor(o, ctx);
-  CheckpointMeta meta;
-  meta.stats = stats;
-  meta.class_names = classNames(cfg.num_classes, classes);
-  Pet model(cfg);
-  model->resetParameters(deriveSeed({o.train.seed, 0x696e6974ULL}));
+  auto [meta, model] = initialModel(o, cfg, stats, classes);
   Trainer trainer(model, meta, t, ctx);
   PretrainResult r;
   r.fit = trainer.fit(train, &val, Objective::kPretrain);

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/process.hpp"
 #include "tests/support/run_child.hpp"
 
@@ -26,11 +27,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The text of a file, "" while it does not exist yet.
 std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
+  return fs::exists(p) ? foldfarm::readFile(p.string()) : std::string();
 }
 
 // The tensors file of a checkpoint directory.
