@@ -151,14 +151,7 @@ Campaign Campaign::init(const CampaignSpec& spec, const std::string& dir_in) {
     writeFileAtomic(tmp + "/spec.json", spec.toJson().dump(2) + "\n");
     std::vector<TaskDef> defs;
     defs.reserve(spec.numTasks());
-    for (int i = 0; i < spec.numTasks(); ++i) {
-      TaskDef d;
-      d.index = i;
-      d.replica = i / spec.members;
-      d.member = i % spec.members;
-      d.id = taskIdFor(d.replica, d.member);
-      defs.push_back(std::move(d));
-    }
+    for (int i = 0; i < spec.numTasks(); ++i) defs.push_back(spec.taskPosition(i));
     {
       CampaignJournal j = CampaignJournal::create(tmp + "/journal.sqlite", defs);
       j.setMeta("name", spec.name);
@@ -278,8 +271,8 @@ TaskResult runTaskStandalone(const std::string& campaign_dir, const std::string&
   CampaignSpec spec = loadFrozenSpec(campaign_dir);
   int idx = spec.indexOf(task_id);
   if (idx < 0) {
-    throw InputError(campaign_dir + ": no task '" + task_id + "' (ids run from " + taskIdFor(0, 0) +
-                     " to " + taskIdFor(spec.replicas - 1, spec.members - 1) + ")");
+    throw InputError(campaign_dir + ": no task '" + task_id + "' (ids run from " +
+                     spec.idRangeText() + ")");
   }
   TaskDef def = spec.taskDef(idx);
   TaskExecution e;

@@ -20,9 +20,13 @@ void initCommand(const std::string& spec_path, const std::string& dir) {
   CampaignSpec spec = loadCampaignSpec(spec_path);
   if (spec.executor == "local") checkResourcesOnThisNode(spec, spec_path);
   Campaign c = Campaign::init(spec, dir);
-  std::printf("created campaign %s in %s: %d task(s) of kind %s (%d replica(s) x %d member(s))\n",
+  std::string variations;
+  if (!spec.variations.empty())
+    variations = ", and " + std::to_string(spec.numTasks() - spec.numNominalTasks()) + " in " +
+                 std::to_string(spec.variations.size()) + " variation(s)";
+  std::printf("created campaign %s in %s: %d task(s) of kind %s (%d replica(s) x %d member(s)%s)\n",
               spec.name.c_str(), c.dir().c_str(), spec.numTasks(), spec.kind.c_str(), spec.replicas,
-              spec.members);
+              spec.members, variations.c_str());
 }
 
 namespace {
@@ -41,6 +45,7 @@ void printSummary(const std::string& dir, const RunSummary& s) {
   for (const auto& [st, n] : s.counts) {
     if (n > 0) counts += " " + std::string(toString(st)) + " " + std::to_string(n);
   }
+  if (s.held > 0) counts += " (held " + std::to_string(s.held) + ")";
   std::printf("campaign %s:%s; %lld task(s) done in this run in %.2f s on %d slot(s)%s\n",
               dir.c_str(), counts.c_str(), static_cast<long long>(s.tasks_done), s.elapsed_s,
               s.slots, s.interrupted ? " (stopped: resume with `foldfarm campaign resume`)" : "");
@@ -132,8 +137,7 @@ int workCommand(const std::string& dir, const std::vector<std::string>& entries,
     auto [id, n] = splitTaskAttempt(entry);
     if (spec.indexOf(id) < 0) {
       throw InputError(dir + ": no task '" + id + "' in this campaign (ids run from " +
-                       taskIdFor(0, 0) + " to " + taskIdFor(spec.replicas - 1, spec.members - 1) +
-                       ")");
+                       spec.idRangeText() + ")");
     }
     work.emplace_back(id, n > 0 ? n : attempt);
   }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -123,6 +124,9 @@ const std::map<std::string, std::string>& campaignSetKeys() {
       {"threads", "'resources.threads_per_task'"},
       {"inputs", "the top-level 'inputs'"},
       {"chain", "the top-level 'chain'"},
+      {"variation", "the top-level 'variations'"},
+      {"warm_from_task", "the variation's 'warm_start'"},
+      {"keep_models", "the variations that warm-start from the task"},
   };
   return keys;
 }
@@ -137,12 +141,169 @@ void rejectCampaignSetKeys(const json& obj, const std::string& origin, const std
   }
 }
 
+// A variation name goes into task ids, directory names and HDF5 group names.
+bool validVariationName(const std::string& n) {
+  if (n.empty() || n.size() > 40) return false;
+  for (char c : n)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
+  return true;
+}
+
+void parseVariations(const json& vs, CampaignSpec& s, const std::string& origin,
+                     const std::string& base_dir) {
+  if (!vs.is_object())
+    throw InputError(origin + ": 'variations' must be an object {name: variation}");
+  int next = s.numNominalTasks();
+  std::map<std::string, std::vector<const Variation*>> by_source;
+  for (auto it = vs.begin(); it != vs.end(); ++it) {
+    const std::string where = "variations." + it.key() + ".";
+    const json& o = it.value();
+    if (!validVariationName(it.key())) {
+      throw InputError(origin + ": variation name '" + it.key() +
+                       "' must be 1-40 letters, digits, '_' or '-' (it names task ids and "
+                       "directories)");
+    }
+    if (!o.is_object()) throw InputError(origin + ": '" + where + "' must be an object");
+    rejectUnknownKeys(o,
+                      {"type", "source", "direction", "symmetrise", "replicas", "members", "inputs",
+                       "params", "warm_start"},
+                      origin, where);
+    Variation v;
+    v.name = it.key();
+    v.type = getString(o, "type", "", origin);
+    v.source = getString(o, "source", v.name, origin);
+    v.direction = getString(o, "direction", "", origin);
+    v.symmetrise = getString(o, "symmetrise", "half_difference", origin);
+    v.replicas = getNumber<int>(o, "replicas", 1, origin, where);
+    v.members = getNumber<int>(o, "members", s.members, origin, where);
+    if (o.contains("warm_start")) {
+      if (!o["warm_start"].is_boolean())
+        throw InputError(origin + ": '" + where + "warm_start' must be true or false");
+      v.warm_start = o["warm_start"].get<bool>();
+    }
+    const bool typed = std::find(std::begin(kVariationTypes), std::end(kVariationTypes), v.type) !=
+                       std::end(kVariationTypes);
+    if (!typed && (s.kind == "chain" || !v.type.empty())) {
+      throw InputError(origin + ": '" + where + "type' = '" + v.type +
+                       "' (use detector, modelling, mc_bootstrap or non_closure)");
+    }
+    if (v.direction != "up" && v.direction != "down" && !v.direction.empty())
+      throw InputError(origin + ": '" + where + "direction' must be \"up\", \"down\" or \"\"");
+    if (v.symmetrise != "half_difference" && v.symmetrise != "max")
+      throw InputError(origin + ": '" + where + "symmetrise' must be half_difference or max");
+    if (!validVariationName(v.source))
+      throw InputError(origin + ": '" + where + "source' must be 1-40 letters, digits, '_' or '-'");
+    if (v.replicas < 1 || v.members < 1 || v.members > 99999 || v.replicas > 9999999)
+      throw InputError(origin + ": '" + where + "replicas' and 'members' must be >= 1");
+    if (static_cast<int64_t>(next) + static_cast<int64_t>(v.replicas) * v.members > 10000000)
+      throw InputError(origin + ": the campaign exceeds 10 million tasks; split it");
+    if (o.contains("inputs")) {
+      const json& in = o["inputs"];
+      if (!in.is_object()) throw InputError(origin + ": '" + where + "inputs' must be an object");
+      rejectUnknownKeys(in, {"mc", "data", "truth", "foundation"}, origin, where + "inputs.");
+      for (auto i = in.begin(); i != in.end(); ++i) {
+        if (!i.value().is_string())
+          throw InputError(origin + ": '" + where + "inputs." + i.key() +
+                           "' must be a path string");
+        std::string path = absolutePath(i.value().get<std::string>(), base_dir);
+        if (!pathExists(path)) {
+          throw InputError(origin + ": input file '" + where + "inputs." + i.key() + "' = " + path +
+                           " does not exist; fix the path or create it");
+        }
+        v.inputs[i.key()] = path;
+      }
+    }
+    if (o.contains("params")) {
+      if (!o["params"].is_object())
+        throw InputError(origin + ": '" + where + "params' must be an object");
+      rejectCampaignSetKeys(o["params"], origin, where + "params.");
+      v.params = o["params"];
+    }
+    if (s.kind == "chain") {
+      // What each type replaces: a variation that replaces nothing would repeat the nominal.
+      const char* need = v.type == "detector" || v.type == "modelling" ? "mc"
+                         : v.type == "non_closure"                     ? "data"
+                                                                       : nullptr;
+      if (need != nullptr && !v.inputs.count(need)) {
+        throw InputError(origin + ": the " + v.type + " variation '" + v.name + "' needs '" +
+                         where + "inputs." + need + "' (" +
+                         (v.type == "non_closure" ? "the simulation to unfold as pseudo-data"
+                                                  : "its simulation") +
+                         ")");
+      }
+      if (v.type == "mc_bootstrap" && !v.inputs.empty())
+        throw InputError(origin + ": the mc_bootstrap variation '" + v.name +
+                         "' runs on the nominal files; remove '" + where + "inputs'");
+      if (!v.params.empty())
+        throw InputError(origin + ": '" + where + "params." + v.params.begin().key() +
+                         "' is not read by the chain task; remove it");
+      if ((v.type == "mc_bootstrap" || v.type == "non_closure") && !v.direction.empty())
+        throw InputError(origin + ": the " + v.type + " variation '" + v.name +
+                         "' has no direction; remove '" + where + "direction'");
+    }
+    v.first_index = next;
+    next += v.numTasks();
+    s.variations.push_back(std::move(v));
+  }
+  // Up/down pairs: one of each per source, agreeing on how to symmetrise.
+  for (const auto& v : s.variations) by_source[v.source].push_back(&v);
+  for (const auto& [source, list] : by_source) {
+    int up = 0, down = 0, one_sided = 0;
+    for (const Variation* v : list) {
+      up += v->direction == "up";
+      down += v->direction == "down";
+      one_sided += v->direction.empty();
+      if (v->symmetrise != list.front()->symmetrise) {
+        throw InputError(origin + ": variations '" + list.front()->name + "' and '" + v->name +
+                         "' of source '" + source +
+                         "' disagree on 'symmetrise'; give both the same");
+      }
+    }
+    if (up + down > 0 && (up != 1 || down != 1 || one_sided > 0)) {
+      throw InputError(origin + ": source '" + source +
+                       "' needs exactly one 'up' and one 'down' variation (has " +
+                       std::to_string(up) + " up, " + std::to_string(down) + " down, " +
+                       std::to_string(one_sided) +
+                       " one-sided); fix their 'direction' or 'source'");
+    }
+    if (one_sided > 1) {
+      throw InputError(origin + ": source '" + source + "' has " + std::to_string(one_sided) +
+                       " one-sided variations; give each its own 'source'");
+    }
+  }
+}
+
 }  // namespace
 
 std::string taskIdFor(int replica, int member) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "r%04dm%d", replica, member);
   return buf;
+}
+
+std::string taskIdFor(const std::string& variation, int replica, int member) {
+  return variation.empty() ? taskIdFor(replica, member)
+                           : variation + "." + taskIdFor(replica, member);
+}
+
+json Variation::describe() const {
+  return {{"name", name},
+          {"type", type},
+          {"source", source},
+          {"direction", direction},
+          {"symmetrise", symmetrise}};
+}
+
+int CampaignSpec::numTasks() const {
+  int n = numNominalTasks();
+  for (const auto& v : variations) n += v.numTasks();
+  return n;
+}
+
+const Variation* CampaignSpec::variationOf(int index) const {
+  for (const auto& v : variations)
+    if (index >= v.first_index && index < v.first_index + v.numTasks()) return &v;
+  return nullptr;
 }
 
 int CampaignSpec::slotsPerNode() const {
@@ -153,14 +314,34 @@ int CampaignSpec::slotsPerNode() const {
   return std::max(1, static_cast<int>(hw == 0 ? 1 : hw) / per);
 }
 
-TaskDef CampaignSpec::taskDef(int index) const {
+TaskDef CampaignSpec::taskPosition(int index) const {
   TaskDef t;
   t.index = index;
-  t.replica = index / members;
-  t.member = index % members;
-  t.id = taskIdFor(t.replica, t.member);
+  const Variation* v = variationOf(index);
+  const int local = v ? index - v->first_index : index;
+  const int m_count = v ? v->members : members;
+  t.replica = local / m_count;
+  t.member = local % m_count;
+  t.variation = v ? v->name : "";
+  t.id = taskIdFor(t.variation, t.replica, t.member);
   t.kind = kind;
+  if (v && v->warm_start && t.replica < replicas && t.member < members)
+    t.needs.push_back(t.replica * members + t.member);
+  return t;
+}
+
+std::string CampaignSpec::idRangeText() const {
+  std::string s = taskIdFor(0, 0) + " to " + taskIdFor(replicas - 1, members - 1);
+  for (const auto& v : variations)
+    s += ", " + taskIdFor(v.name, 0, 0) + " to " + taskIdFor(v.name, v.replicas - 1, v.members - 1);
+  return s;
+}
+
+TaskDef CampaignSpec::taskDef(int index) const {
+  TaskDef t = taskPosition(index);
+  const Variation* v = variationOf(index);
   json p = params.is_object() ? params : json::object();
+  if (v) p.merge_patch(v->params);
   auto ov = overrides.find(t.id);
   if (ov != overrides.end()) p.merge_patch(ov->second);
   p["task_id"] = t.id;
@@ -169,20 +350,47 @@ TaskDef CampaignSpec::taskDef(int index) const {
   p["seed"] = seed;
   p["threads"] = resources.threads_per_task;
   json in = json::object();
-  for (const auto& [k, v] : inputs) in[k] = v;
+  for (const auto& [k, path] : inputs) in[k] = path;
+  if (v)
+    for (const auto& [k, path] : v->inputs) in[k] = path;
   p["inputs"] = in;
   if (kind == "chain") p["chain"] = chain;
+  if (v) {
+    p["variation"] = v->describe();
+    if (!t.needs.empty()) p["warm_from_task"] = taskIdFor(t.replica, t.member);
+  } else {
+    for (const auto& w : variations) {
+      if (w.warm_start && t.replica < w.replicas && t.member < w.members) {
+        p["keep_models"] = true;
+        break;
+      }
+    }
+  }
   t.params = std::move(p);
   return t;
 }
 
 int CampaignSpec::indexOf(const std::string& task_id) const {
+  std::string name, pos = task_id;
+  const auto dot = task_id.rfind('.');
+  if (dot != std::string::npos) {
+    name = task_id.substr(0, dot);
+    pos = task_id.substr(dot + 1);
+  }
   int r = 0, m = 0;
   char tail = 0;
-  if (std::sscanf(task_id.c_str(), "r%dm%d%c", &r, &m, &tail) != 2) return -1;
-  if (r < 0 || r >= replicas || m < 0 || m >= members) return -1;
-  if (taskIdFor(r, m) != task_id) return -1;
-  return r * members + m;
+  if (std::sscanf(pos.c_str(), "r%dm%d%c", &r, &m, &tail) != 2) return -1;
+  if (taskIdFor(name, r, m) != task_id) return -1;
+  if (name.empty()) {
+    if (r < 0 || r >= replicas || m < 0 || m >= members) return -1;
+    return r * members + m;
+  }
+  for (const auto& v : variations) {
+    if (v.name != name) continue;
+    if (r < 0 || r >= v.replicas || m < 0 || m >= v.members) return -1;
+    return v.first_index + r * v.members + m;
+  }
+  return -1;
 }
 
 json CampaignSpec::toJson() const {
@@ -210,6 +418,22 @@ json CampaignSpec::toJson() const {
                 {"max_interruptions", retry.max_interruptions},
                 {"lease_wait_s", retry.lease_wait_s}};
   j["time_limit_s"] = time_limit_s;
+  if (!variations.empty()) {
+    json vs = json::object();
+    for (const auto& v : variations) {
+      json vj = v.describe();
+      vj.erase("name");
+      vj["replicas"] = v.replicas;
+      vj["members"] = v.members;
+      json vin = json::object();
+      for (const auto& [k, path] : v.inputs) vin[k] = path;
+      vj["inputs"] = vin;
+      vj["params"] = v.params;
+      vj["warm_start"] = v.warm_start;
+      vs[v.name] = vj;
+    }
+    j["variations"] = vs;
+  }
   return j;
 }
 
@@ -218,7 +442,7 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
   if (!j.is_object()) throw InputError(origin + ": a campaign spec must be a JSON object");
   rejectUnknownKeys(j,
                     {"name", "task", "replicas", "members", "seed", "inputs", "chain", "params",
-                     "overrides", "resources", "executor", "retry", "time_limit_s"},
+                     "overrides", "resources", "executor", "retry", "time_limit_s", "variations"},
                     origin, "");
   CampaignSpec s;
   s.name = getString(j, "name", "campaign", origin);
@@ -311,6 +535,7 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
       s.overrides[it.key()] = it.value();
     }
   }
+  if (j.contains("variations")) parseVariations(j["variations"], s, origin, base_dir);
   if (s.kind == "chain") {
     // A chain reads its inputs, its position, the seed and the top-level "chain" object and
     // nothing else (every chain of a campaign fits the same way, so replicas stay
@@ -338,6 +563,7 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
       }
     };
     check(s.params, "params.");
+    for (const auto& v : s.variations) check(v.params, "variations." + v.name + ".params.");
     for (const auto& [id, ov] : s.overrides) check(ov, "overrides." + id + ".");
   }
 
@@ -408,12 +634,11 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
   for (const auto& [id, ov] : s.overrides) {
     if (s.indexOf(id) < 0) {
       throw InputError(origin + ": 'overrides." + id +
-                       "' names no task of this campaign (ids "
-                       "run from " +
-                       taskIdFor(0, 0) + " to " + taskIdFor(s.replicas - 1, s.members - 1) + ")");
+                       "' names no task of this campaign (ids run from " + s.idRangeText() + ")");
     }
   }
-  // Validate every distinct parameter set the kind will see (the common one and overrides).
+  // Validate every distinct parameter set the kind will see (the common one, each
+  // variation's and the overrides).
   const auto& traits = taskKindTraits(s.kind);
   if (traits.validate) {
     auto check = [&](int index) {
@@ -424,6 +649,7 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
       }
     };
     check(0);
+    for (const auto& v : s.variations) check(v.first_index);
     for (const auto& [id, ov] : s.overrides) check(s.indexOf(id));
   }
   return s;

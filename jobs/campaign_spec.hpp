@@ -20,8 +20,36 @@
 //     "resources": {"gpus": 0, "tasks_per_gpu": 1, "cpu_slots": 2, "threads_per_task": 1},
 //     "executor": "local",                // local | mpi | slurm
 //     "retry": {"max_attempts": 3, "backoff_s": 0.0},
-//     "time_limit_s": 0                   // per task; 0 = none
+//     "time_limit_s": 0,                  // per task; 0 = none
+//     "variations": {                     // systematic variations (below); optional
+//       "det_up":   {"type": "detector", "source": "det", "direction": "up",
+//                    "inputs": {"mc": "mc_det_up.h5"}},
+//       "det_down": {"type": "detector", "source": "det", "direction": "down",
+//                    "inputs": {"mc": "mc_det_down.h5"}},
+//       "alt":      {"type": "modelling", "inputs": {"mc": "mc_alt.h5"}},
+//       "mcstat":   {"type": "mc_bootstrap", "replicas": 8},
+//       "closure":  {"type": "non_closure", "inputs": {"data": "mc_alt.h5"}}
+//     }
 //   }
+// A variation is a second set of tasks that replaces some inputs (or params) of the nominal
+// ones; the aggregation turns their differences into uncertainty sources (ensembles/aggregate).
+// Keys of a variation:
+//   type        detector     same generated events, reconstructed differently (inputs.mc)
+//               modelling    another generator's simulation as the prior (inputs.mc)
+//               mc_bootstrap Poisson(1) weights on the simulation per replica, data nominal
+//               non_closure  unfold another simulation's reco (inputs.data) with the nominal
+//                            simulation and compare with its own truth
+//               (chain campaigns need a type; other kinds may omit it)
+//   source      the uncertainty source it belongs to (default: its name)
+//   direction   "up" | "down" for a pair of one source, "" (default) for a one-sided one
+//   symmetrise  "half_difference" (default: (up - down) / 2) | "max" (larger of |up|, |down|)
+//   replicas, members   its own counts (default 1 replica, the nominal's members)
+//   inputs      paths replacing the nominal's; params: merged over the nominal's "params"
+//   warm_start  true (default): task (r, m) starts from the nominal task (r, m) when there
+//               is one (a chain: each step from the nominal chain's model of the same step),
+//               so it runs only after that task is done: the campaign is a task graph.
+// Task ids: nominal r0007m1; a variation's <name>.r0000m0. Indices: the nominal tasks first
+// (replica-major), then each variation's in the order of their names.
 // Relative input paths are resolved against the spec file's directory; the frozen copy in
 // the campaign directory holds absolute paths.
 #include <cstdint>
@@ -66,12 +94,34 @@ struct RetryPolicy {
   double lease_wait_s = 60;
 };
 
+// A systematic variation of the nominal tasks (see the spec format above).
+struct Variation {
+  std::string name;
+  std::string type;  // detector | modelling | mc_bootstrap | non_closure | "" (non-chain kinds)
+  std::string source;
+  std::string direction;                       // up | down | ""
+  std::string symmetrise = "half_difference";  // half_difference | max
+  int replicas = 1;
+  int members = 1;
+  std::map<std::string, std::string> inputs;  // absolute paths replacing the nominal's
+  nlohmann::json params = nlohmann::json::object();
+  bool warm_start = true;
+  int first_index = 0;  // index of its task r0000m0
+  int numTasks() const { return replicas * members; }
+  nlohmann::json describe() const;  // {name, type, source, direction, symmetrise}
+};
+
+inline constexpr const char* kVariationTypes[] = {"detector", "modelling", "mc_bootstrap",
+                                                  "non_closure"};
+
 // One task of the campaign, derived from the spec alone (so a compute node can rebuild it).
 struct TaskDef {
   int index = 0;
-  std::string id;  // "r0007m1"
+  std::string id;  // "r0007m1", or "<variation>.r0000m0"
   int replica = 0;
   int member = 0;
+  std::string variation;   // "" for a nominal task
+  std::vector<int> needs;  // tasks that must be done before this one runs
   std::string kind;
   nlohmann::json params;  // what the task kind's runner receives (see taskDef())
 };
@@ -90,21 +140,34 @@ struct CampaignSpec {
   std::string executor = "local";
   RetryPolicy retry;
   double time_limit_s = 0;
+  std::vector<Variation> variations;  // in the order of their names
 
-  int numTasks() const { return replicas * members; }
+  int numNominalTasks() const { return replicas * members; }
+  int numTasks() const;
+  // The variation owning task `index` (nullptr for a nominal task).
+  const Variation* variationOf(int index) const;
   // Concurrent task slots on one node: gpus · tasks_per_gpu, or cpu_slots (>= 1).
   int slotsPerNode() const;
   // Task `index` (0 <= index < numTasks()). Its params are the spec's "params" with the
   // task's "overrides" merged over them, plus:
   //   task_id, replica, member, seed (campaign seed), threads (threads_per_task),
   //   inputs {name: absolute path}, and for the chain kind "chain" (the chain config).
+  // A variation's task also gets the variation's params and inputs merged over those,
+  //   "variation" (Variation::describe()) and, when it warm-starts, "warm_from_task" (the
+  //   nominal task id it starts from, also its one entry of `needs`). A nominal task that a
+  //   variation warm-starts from gets "keep_models": true (it keeps its per-step models).
   TaskDef taskDef(int index) const;
+  // The same without params (index, id, replica, member, variation, needs, kind): cheap.
+  TaskDef taskPosition(int index) const;
+  // "r0000m0 to r0007m1, det_up.r0000m0 to det_up.r0000m1": the ids, for messages.
+  std::string idRangeText() const;
   // Index of a task id, or -1 when the campaign has no such task.
   int indexOf(const std::string& task_id) const;
   nlohmann::json toJson() const;
 };
 
 std::string taskIdFor(int replica, int member);
+std::string taskIdFor(const std::string& variation, int replica, int member);
 
 // Parses and validates. `origin` names the spec in messages; relative input paths resolve
 // against `base_dir`. Throws InputError (one line: key or file, and what to do).

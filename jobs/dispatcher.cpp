@@ -43,16 +43,28 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
   summary.slots = transport.slots();
   auto t_start = Clock::now();
 
-  // Ready queue (index order) and retry-backoff queue (earliest first).
+  // Ready queue (index order) and retry-backoff queue (earliest first). A pending task
+  // whose needs (the task graph) are not all done waits outside both, and joins the ready
+  // queue when its last need is done.
   std::deque<int> ready;
   using Delayed = std::pair<double, int>;
   std::priority_queue<Delayed, std::vector<Delayed>, std::greater<Delayed>> delayed;
-  for (const auto& t : journal.tasks(TaskState::kPending)) {
-    if (t.not_before > wallClockNow())
-      delayed.emplace(t.not_before, t.index);
-    else
-      ready.push_back(t.index);
+  const TaskGraph graph = journal.graph();
+  std::vector<TaskState> states(static_cast<size_t>(journal.numTasks()), TaskState::kPending);
+  std::vector<double> not_before(states.size(), 0.0);
+  for (const auto& t : journal.tasks()) {
+    states[t.index] = t.state;
+    not_before[t.index] = t.not_before;
   }
+  auto enqueue = [&](int index) {
+    if (not_before[index] > wallClockNow())
+      delayed.emplace(not_before[index], index);
+    else
+      ready.push_back(index);
+  };
+  for (size_t i = 0; i < states.size(); ++i)
+    if (states[i] == TaskState::kPending && graph.ready(static_cast<int>(i), states))
+      enqueue(static_cast<int>(i));
   StateCounts counts = journal.counts();
   int total = journal.numTasks() - counts[TaskState::kCancelled];
   int64_t done = counts[TaskState::kDone];
@@ -247,19 +259,21 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
     journal.recordCompletions(completions, spec.retry, &applied);
     summary.completions += static_cast<int64_t>(completions.size());
     for (const auto& a : applied) {
+      states[a.index] = a.state;
+      not_before[a.index] = a.not_before;
       if (a.state == TaskState::kDone) {
         ++done;
         ++summary.tasks_done;
+        if (!stopping)
+          for (int d : graph.dependents(a.index))
+            if (states[d] == TaskState::kPending && graph.ready(d, states)) enqueue(d);
       } else if (a.state == TaskState::kFailed) {
         ++failed;
         auto rec = journal.task(spec.taskDef(a.index).id);
         logWarn("task {} failed after {} attempt(s): {}", rec ? rec->id : "?",
                 rec ? rec->attempts : 0, rec ? rec->reason : "");
       } else if (a.state == TaskState::kPending && !stopping) {
-        if (a.not_before > wallClockNow())
-          delayed.emplace(a.not_before, a.index);
-        else
-          ready.push_back(a.index);
+        enqueue(a.index);
       }
     }
     progress.update(done, "running " + std::to_string(inflight_total) +
@@ -276,6 +290,23 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
   }
   summary.elapsed_s = secondsSince(t_start);
   summary.counts = journal.counts();
+  if (!stopping && !graph.empty()) {
+    // Pending tasks left behind here are held: something they need failed.
+    for (const auto& t : journal.tasks(TaskState::kPending)) states[t.index] = t.state;
+    for (const auto& t : journal.tasks(TaskState::kPending)) {
+      auto b = graph.blocked(t.index, states);
+      if (!b || !b->held) continue;
+      ++summary.held;
+      if (summary.held <= 5)
+        logWarn("task {} is held: it needs {}, which {}", t.id, spec.taskPosition(b->culprit).id,
+                b->culprit_state == TaskState::kFailed ? "failed" : "was cancelled");
+    }
+    if (summary.held > 0)
+      logWarn(
+          "{} task(s) held by failed dependencies; fix those and run `foldfarm campaign "
+          "retry --failed {}`",
+          summary.held, campaign.dir());
+  }
   progress.finish(summary.interrupted ? "interrupted" : "");
   return summary;
 }

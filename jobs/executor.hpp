@@ -14,7 +14,8 @@
 //          relays tasks to it; ranks send heartbeats and a silent rank's tasks go back to
 //          pending.
 //
-// The loop: (1) take ready pending tasks for free slots, mark them running in one
+// The loop: (1) take ready pending tasks (every task they need is done: task_graph.hpp)
+// for free slots, mark them running in one
 // transaction, send them; (2) wait for completions; (3) ingest the batch in one
 // transaction; (4) replace dead workers. A slot is given several short tasks at once when
 // tasks are short (adaptive prefetch), one at a time when they are long.
@@ -32,21 +33,22 @@ struct RunOptions {
   // argv that starts a worker process speaking the worker protocol on stdin/stdout, e.g.
   // {"/path/to/foldfarm", "worker"}. Empty: this executable's path + "worker".
   std::vector<std::string> worker_argv;
-  int slots = 0;                // override the spec's slots (0: from the spec)
-  bool show_progress = true;    // bar on a terminal, log lines otherwise
-  double heartbeat_s = 1.0;     // mpi: worker ranks' heartbeat period
-  double lost_after_s = 30.0;   // mpi: a rank silent this long is lost
+  int slots = 0;               // override the spec's slots (0: from the spec)
+  bool show_progress = true;   // bar on a terminal, log lines otherwise
+  double heartbeat_s = 1.0;    // mpi: worker ranks' heartbeat period
+  double lost_after_s = 30.0;  // mpi: a rank silent this long is lost
   int max_worker_restarts = 100;
 };
 
 struct RunSummary {
-  StateCounts counts;      // after the run
-  int64_t completions = 0; // attempts that ended during this run
-  int64_t tasks_done = 0;  // tasks that became done during this run
+  StateCounts counts;       // after the run
+  int64_t completions = 0;  // attempts that ended during this run
+  int64_t tasks_done = 0;   // tasks that became done during this run
   double elapsed_s = 0;
-  double busy_s = 0;       // sum of task run times reported by workers
+  double busy_s = 0;  // sum of task run times reported by workers
   int slots = 0;
   bool interrupted = false;  // stopped by a signal
+  int held = 0;              // pending tasks left because a task they need failed (task_graph.hpp)
 };
 
 // Local executor. Requires a writer Campaign. Runs until no task is pending/running or a

@@ -89,7 +89,9 @@ CampaignJournal CampaignJournal::create(const std::string& path,
       "CREATE TABLE events(seq INTEGER PRIMARY KEY AUTOINCREMENT, task_idx INTEGER NOT NULL "
       "REFERENCES tasks(idx), attempt INTEGER NOT NULL, from_state TEXT, to_state TEXT NOT "
       "NULL, at REAL NOT NULL, host TEXT, slot INTEGER, exit_code INTEGER, reason TEXT);"
-      "CREATE INDEX events_task ON events(task_idx);");
+      "CREATE INDEX events_task ON events(task_idx);"
+      "CREATE TABLE needs(task_idx INTEGER NOT NULL REFERENCES tasks(idx), needs_idx INTEGER "
+      "NOT NULL REFERENCES tasks(idx), PRIMARY KEY(task_idx, needs_idx));");
   j.prepareStatements();
   SqliteTransaction txn(j.db_);
   SqliteStatement ins(j.db_,
@@ -103,6 +105,15 @@ CampaignJournal CampaignJournal::create(const std::string& path,
         .bind(5, str(TaskState::kPending))
         .run();
     j.insertEvent(t.index, 0, TaskState::kPending, TaskState::kPending, now, "", -1, -1, "created");
+  }
+  SqliteStatement need(j.db_, "INSERT INTO needs(task_idx, needs_idx) VALUES(?,?)");
+  for (const auto& t : tasks) {
+    for (int n : t.needs) {
+      if (n < 0 || n >= t.index)
+        throw Error("journal: task " + t.id + " needs task " + std::to_string(n) +
+                    ", which does not come before it");
+      need.bind(1, t.index).bind(2, n).run();
+    }
   }
   SqliteStatement meta(j.db_, "INSERT INTO meta(key, value) VALUES(?,?)");
   meta.bind(1, std::string("schema")).bind(2, std::string(kSchemaVersion)).run();
@@ -207,6 +218,20 @@ int CampaignJournal::numTasks() {
   SqliteStatement st(db_, "SELECT COUNT(*) FROM tasks");
   st.step();
   return static_cast<int>(st.columnInt(0));
+}
+
+TaskGraph CampaignJournal::graph() {
+  {
+    SqliteStatement has(db_,
+                        "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND "
+                        "name='needs'");
+    if (!has.step() || has.columnInt(0) == 0) return TaskGraph();
+  }
+  std::vector<std::pair<int, int>> edges;
+  SqliteStatement st(db_, "SELECT task_idx, needs_idx FROM needs ORDER BY task_idx, needs_idx");
+  while (st.step())
+    edges.emplace_back(static_cast<int>(st.columnInt(0)), static_cast<int>(st.columnInt(1)));
+  return TaskGraph(numTasks(), edges);
 }
 
 int CampaignJournal::eventCount(int index) {

@@ -8,7 +8,9 @@
 // attempt number, so each result is ingested exactly once.
 //
 // Tables: tasks (current state of each task), events (every transition, in order:
-// task, attempt, from, to, time, host, slot, exit code, reason), meta (key/value).
+// task, attempt, from, to, time, host, slot, exit code, reason), needs (the task graph:
+// task_idx needs needs_idx done first; absent in journals of campaigns made before it),
+// meta (key/value).
 // Thread-safety: one thread.
 #include <cstdint>
 #include <functional>
@@ -21,6 +23,7 @@
 
 #include "jobs/campaign_spec.hpp"
 #include "jobs/sqlite_db.hpp"
+#include "jobs/task_graph.hpp"
 #include "jobs/task_state.hpp"
 
 namespace foldfarm::jobs {
@@ -91,6 +94,8 @@ class CampaignJournal {
   std::optional<TaskRecord> task(const std::string& id);
   StateCounts counts();
   int numTasks();
+  // The task graph recorded at creation (empty for campaigns without dependencies).
+  TaskGraph graph();
 
   // pending -> running for each dispatch, one transaction; fills Dispatch::attempt.
   // Returns how many moved (tasks no longer pending are skipped and get attempt 0).

@@ -27,21 +27,71 @@ json statusJson(Campaign& campaign) {
   int done = counts[TaskState::kDone];
   json failures = json::array();
   json running = json::array();
-  for (const auto& t : campaign.tasks()) {
+  const std::vector<TaskRecord> all = campaign.tasks();
+  for (const auto& t : all) {
     if (t.state == TaskState::kDone) {
-      if (first_start == 0 || (t.started_at > 0 && t.started_at < first_start)) first_start = t.started_at;
+      if (first_start == 0 || (t.started_at > 0 && t.started_at < first_start))
+        first_start = t.started_at;
       last_finish = std::max(last_finish, t.finished_at);
     } else if (t.state == TaskState::kFailed) {
-      failures.push_back({{"task", t.id}, {"attempts", t.attempts}, {"exit_code", t.exit_code},
+      failures.push_back({{"task", t.id},
+                          {"attempts", t.attempts},
+                          {"exit_code", t.exit_code},
                           {"reason", t.reason}});
     } else if (t.state == TaskState::kRunning) {
-      running.push_back({{"task", t.id}, {"host", t.host}, {"slot", t.slot},
-                         {"external_id", t.external_id}, {"since", t.started_at}});
+      running.push_back({{"task", t.id},
+                         {"host", t.host},
+                         {"slot", t.slot},
+                         {"external_id", t.external_id},
+                         {"since", t.started_at}});
     }
   }
+  // The task graph: pending tasks split into ready, waiting and held, and per group
+  // (nominal and each variation) the counts by state.
+  const CampaignSpec& spec = campaign.spec();
+  const TaskGraph graph = campaign.journal().graph();
+  std::vector<TaskState> states(static_cast<size_t>(campaign.journal().numTasks()));
+  for (const auto& t : all) states[t.index] = t.state;
+  int ready = 0, waiting = 0;
+  json held = json::array();
+  json groups = json::array();
+  auto group = [&](const std::string& name, const std::string& type, int first, int n,
+                   const std::string& after) {
+    json g{{"name", name}, {"type", type}, {"tasks", n}, {"after", after}};
+    json gc = json::object();
+    for (int i = first; i < first + n && i < static_cast<int>(states.size()); ++i)
+      gc[std::string(toString(states[i]))] = gc.value(std::string(toString(states[i])), 0) + 1;
+    g["counts"] = gc;
+    groups.push_back(g);
+  };
+  group("nominal", "", 0, spec.numNominalTasks(), "");
+  for (const auto& v : spec.variations)
+    group(v.name, v.type, v.first_index, v.numTasks(),
+          v.warm_start ? "nominal (same replica and member)" : "");
+  for (const auto& t : all) {
+    if (t.state != TaskState::kPending) continue;
+    auto b = graph.blocked(t.index, states);
+    if (!b) {
+      ++ready;
+    } else if (!b->held) {
+      ++waiting;
+    } else {
+      held.push_back(
+          {{"task", t.id},
+           {"needs", spec.taskPosition(b->culprit).id},
+           {"reason", "needs " + spec.taskPosition(b->culprit).id + ", which " +
+                          (b->culprit_state == TaskState::kFailed ? "failed" : "was cancelled")}});
+    }
+  }
+  j["graph"] = {{"dependencies", graph.edges()},
+                {"ready", ready},
+                {"waiting", waiting},
+                {"held", held.size()}};
+  j["groups"] = groups;
+  j["held"] = held;
   double rate = (done > 0 && last_finish > first_start) ? done / (last_finish - first_start) : 0.0;
-  int remaining = counts[TaskState::kPending] + counts[TaskState::kRunning] +
-                  counts[TaskState::kInterrupted];
+  int remaining =
+      counts[TaskState::kPending] + counts[TaskState::kRunning] + counts[TaskState::kInterrupted];
   j["rate_tasks_per_s"] = rate;
   j["eta_s"] = rate > 0 ? remaining / rate : (remaining == 0 ? 0.0 : -1.0);
   j["failures"] = failures;
@@ -50,10 +100,12 @@ json statusJson(Campaign& campaign) {
 }
 
 std::string statusText(const json& s) {
-  std::string out = "campaign " + s["name"].get<std::string>() + " (" + s["dir"].get<std::string>() + ")\n";
+  std::string out =
+      "campaign " + s["name"].get<std::string>() + " (" + s["dir"].get<std::string>() + ")\n";
   out += "  tasks " + std::to_string(s["total"].get<int>()) + ":";
   for (auto it = s["counts"].begin(); it != s["counts"].end(); ++it) {
-    if (it.value().get<int>() > 0) out += " " + it.key() + " " + std::to_string(it.value().get<int>());
+    if (it.value().get<int>() > 0)
+      out += " " + it.key() + " " + std::to_string(it.value().get<int>());
   }
   out += "\n";
   char buf[160];
@@ -62,12 +114,43 @@ std::string statusText(const json& s) {
   std::snprintf(buf, sizeof(buf), "  rate %.3g tasks/s, ETA %s\n", rate,
                 eta < 0 ? "unknown" : formatDuration(eta).c_str());
   out += buf;
+  if (s.contains("groups") && s["groups"].size() > 1) {
+    // The graph: one line per group (nominal, each variation) and what it runs after.
+    const json& g = s["graph"];
+    out += "  task graph: " + std::to_string(g["dependencies"].get<size_t>()) +
+           " dependencies; pending: ready " + std::to_string(g["ready"].get<int>()) + ", waiting " +
+           std::to_string(g["waiting"].get<int>()) + ", held " +
+           std::to_string(g["held"].get<size_t>()) + "\n";
+    for (const auto& grp : s["groups"]) {
+      std::string line = "    " + grp["name"].get<std::string>();
+      if (!grp["type"].get<std::string>().empty())
+        line += " (" + grp["type"].get<std::string>() + ")";
+      line += ": " + std::to_string(grp["tasks"].get<int>()) + " task(s):";
+      for (auto it = grp["counts"].begin(); it != grp["counts"].end(); ++it)
+        line += " " + it.key() + " " + std::to_string(it.value().get<int>());
+      if (!grp["after"].get<std::string>().empty())
+        line += "; each after " + grp["after"].get<std::string>();
+      out += line + "\n";
+    }
+  }
+  if (s.contains("held") && !s["held"].empty()) {
+    out += "  held tasks (they run once what they need is retried and done):\n";
+    size_t shown = 0;
+    for (const auto& h : s["held"]) {
+      if (++shown > 20) {
+        out += "    … and " + std::to_string(s["held"].size() - 20) + " more\n";
+        break;
+      }
+      out += "    " + h["task"].get<std::string>() + ": " + h["reason"].get<std::string>() + "\n";
+    }
+  }
   if (!s["failures"].empty()) {
     out += "  failed tasks (rerun with `foldfarm campaign retry DIR --failed`):\n";
     for (const auto& f : s["failures"]) {
       out += "    " + f["task"].get<std::string>() + " after " +
              std::to_string(f["attempts"].get<int>()) + " attempt(s), exit " +
-             std::to_string(f["exit_code"].get<int>()) + ": " + f["reason"].get<std::string>() + "\n";
+             std::to_string(f["exit_code"].get<int>()) + ": " + f["reason"].get<std::string>() +
+             "\n";
     }
   }
   return out;

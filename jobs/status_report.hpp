@@ -11,7 +11,10 @@ namespace foldfarm::jobs {
 
 // {"name", "dir", "total", "counts": {state: n}, "rate_tasks_per_s", "eta_s" (-1 unknown),
 //  "failures": [{"task", "attempts", "exit_code", "reason"}], "running": [{"task",
-//  "host", "slot", "external_id", "since"}]}
+//  "host", "slot", "external_id", "since"}], "graph": {"dependencies", "ready", "waiting",
+//  "held"} (pending tasks by readiness, jobs/task_graph.hpp), "groups": [{"name" (nominal
+//  or a variation), "type", "tasks", "counts": {state: n}, "after"}], "held": [{"task",
+//  "needs", "reason"}]}
 nlohmann::json statusJson(Campaign& campaign);
 std::string statusText(const nlohmann::json& status);
 

@@ -42,6 +42,7 @@ struct RoundResult {
   int submittedTasks = 0;
   std::vector<std::string> jobIds;
   std::vector<std::string> exhausted;  // tasks not resubmitted (maxSubmissions)
+  std::vector<std::string> held;       // pending behind a failed dependency (task graph)
   bool changed() const { return ingested || requeued || submittedArrays; }
 };
 
@@ -405,22 +406,28 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
   }
   if (!submit) return round;
 
-  // 4. submit what is pending and ready.
+  // 4. submit what is pending and ready: past its backoff, and every task it needs (the
+  //    task graph) done. The others wait for a later round; those behind a failed task
+  //    are held.
   const double now = jobs::wallClockNow();
   std::vector<std::string> ready;
   std::map<std::string, int> attempts;  // of the next dispatch
-  bool waiting = false;
-  for (const auto& t : c.tasks(TaskState::kPending)) {
+  const std::vector<jobs::TaskRecord> all = c.tasks();
+  const jobs::TaskGraph graph = c.journal().graph();
+  std::vector<TaskState> states(all.size());
+  for (const auto& t : all) states[t.index] = t.state;
+  for (const auto& t : all) {
+    if (t.state != TaskState::kPending) continue;
     attempts[t.id] = t.attempts + 1;
-    if (t.attemptsSinceRetry() >= o.maxSubmissions) {
+    const auto blocked = graph.blocked(t.index, states);
+    if (blocked) {
+      if (blocked->held) round.held.push_back(t.id);
+    } else if (t.attemptsSinceRetry() >= o.maxSubmissions) {
       round.exhausted.push_back(t.id);
-    } else if (t.not_before > now) {
-      waiting = true;
-    } else {
+    } else if (t.not_before <= now) {
       ready.push_back(t.id);
     }
   }
-  (void)waiting;
   if (ready.empty()) return round;
   int lanes = 1;
   SbatchResources res = elementResources(c, o, lanes);
@@ -465,15 +472,11 @@ std::string arrayJobIdOf(const std::string& externalId) {
 }
 
 nlohmann::json SlurmCampaignSummary::toJson() const {
-  return {{"counts", countsJson(counts)},
-          {"submissions", submissions},
-          {"elements_submitted", elementsSubmitted},
-          {"tasks_submitted", tasksSubmitted},
-          {"tasks_requeued", tasksRequeued},
-          {"results_ingested", resultsIngested},
-          {"job_ids", jobIds},
-          {"interrupted", interrupted},
-          {"orphans_cancelled", orphansCancelled},
+  return {{"counts", countsJson(counts)},        {"held", tasksHeld},
+          {"submissions", submissions},          {"elements_submitted", elementsSubmitted},
+          {"tasks_submitted", tasksSubmitted},   {"tasks_requeued", tasksRequeued},
+          {"results_ingested", resultsIngested}, {"job_ids", jobIds},
+          {"interrupted", interrupted},          {"orphans_cancelled", orphansCancelled},
           {"held_released", heldReleased}};
 }
 
@@ -523,7 +526,18 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
     const int pending = countOf(counts, TaskState::kPending);
     const int running =
         countOf(counts, TaskState::kRunning) + countOf(counts, TaskState::kInterrupted);
-    if (running == 0 && pending > 0 && static_cast<int>(r.exhausted.size()) == pending) {
+    const int stuck = static_cast<int>(r.exhausted.size() + r.held.size());
+    if (running == 0 && pending > 0 && stuck == pending && r.exhausted.empty()) {
+      // Only tasks behind failed dependencies are left: the campaign ends here.
+      sum.counts = counts;
+      sum.tasksHeld = static_cast<int>(r.held.size());
+      logWarn(
+          "{} task(s) held by failed dependencies (first: {}); fix those and run `foldfarm "
+          "campaign retry --failed {}`, then submit again",
+          r.held.size(), r.held.front(), dir);
+      return sum;
+    }
+    if (running == 0 && pending > 0 && stuck == pending) {
       sum.counts = counts;
       throw Error("task " + r.exhausted.front() +
                   (r.exhausted.size() > 1

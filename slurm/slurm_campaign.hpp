@@ -69,6 +69,7 @@ struct SlurmCampaignSummary {
   int tasksSubmitted = 0;
   int tasksRequeued = 0;  // jobs ended without a result -> pending again
   int resultsIngested = 0;
+  int tasksHeld = 0;                // pending behind failed dependencies when the watch ended
   std::vector<std::string> jobIds;  // arrays submitted by this call
   bool interrupted = false;         // stopped watching on a signal
   // Left by an earlier submitter that stopped between sbatch and release (see below).

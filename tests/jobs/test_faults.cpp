@@ -251,23 +251,6 @@ TEST_F(Faults, TwoRunnersOfOneTaskNeverOverlapAndAnOlderAttemptStartedLaterRunsN
   EXPECT_EQ(readText(tdir + "/task_result.json"), resultBefore);
 }
 
-int countResultFiles(const std::string& tasks_dir, int& mismatched) {
-  int n = 0;
-  mismatched = 0;
-  DIR* d = ::opendir(tasks_dir.c_str());
-  if (!d) return 0;
-  while (dirent* e = ::readdir(d)) {
-    std::string name = e->d_name;
-    if (name[0] == '.') continue;
-    auto r = readTaskResult(tasks_dir + "/" + name + "/task_result.json");
-    if (!r) continue;
-    ++n;
-    if (r->task_id != name || r->status != 0) ++mismatched;
-  }
-  ::closedir(d);
-  return n;
-}
-
 TEST_F(Faults, KillMinus9OfTheOrchestratorFiveTimesThenResumeDoesEveryTaskOnce) {
   const int kTasks = 500;
   init(json{{"task", "sleep"},

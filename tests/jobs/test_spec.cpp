@@ -210,7 +210,7 @@ TEST_F(SpecValidation, ChainTasksRefuseParamsAndOverridesTheyWouldDrop) {
   // shows that the spec itself refuses what the chain runner never reads.
   registerTaskKind("chain",
                    TaskRunner([](const json&, const std::string&) { return TaskOutcome{}; }),
-                   TaskKindTraits{true, nullptr});
+                   TaskKindTraits{true, nullptr, std::nullopt});
   writeText(dir_ + "/mc.h5", "x");
   writeText(dir_ + "/data.h5", "x");
   json s = {{"task", "chain"},
@@ -274,6 +274,124 @@ TEST_F(SpecValidation, TaskDefsCarrySeedsInputsAndOverrides) {
   // The frozen form parses back to the same tasks.
   CampaignSpec back = parseCampaignSpec(s.toJson(), "frozen", "/");
   EXPECT_EQ(back.taskDef(3).params, t.params);
+}
+
+// Variations: their tasks follow the nominal ones, carry their inputs and params, and need
+// the nominal task of the same replica and member when they warm-start from it.
+TEST_F(SpecValidation, VariationsAddTasksThatNeedTheirNominalTask) {
+  writeText(dir_ + "/mc.h5", "x");
+  writeText(dir_ + "/mc_up.h5", "x");
+  json j = validSpec();  // 3 replicas x 2 members of sleep
+  j["inputs"] = {{"mc", "mc.h5"}};
+  j["variations"] = {
+      {"up", {{"inputs", {{"mc", "mc_up.h5"}}}, {"params", {{"seconds", 0.25}}}, {"members", 1}}},
+      {"wide", {{"replicas", 4}, {"members", 3}}},
+      {"cold", {{"warm_start", false}}}};
+  j["overrides"] = {{"wide.r0003m2", {{"seconds", 0.5}}}};
+  CampaignSpec s = parseCampaignSpec(j, "spec.json", dir_);
+  // Nominal 6, then the variations in the order of their names: cold 2, up 1, wide 12.
+  ASSERT_EQ(s.numTasks(), 6 + 2 + 1 + 12);
+  EXPECT_EQ(s.taskDef(6).id, "cold.r0000m0");
+  EXPECT_TRUE(s.taskDef(6).needs.empty()) << "warm_start false: no dependency";
+  TaskDef up = s.taskDef(8);
+  EXPECT_EQ(up.id, "up.r0000m0");
+  EXPECT_EQ(up.variation, "up");
+  EXPECT_EQ(up.needs, std::vector<int>{0});
+  EXPECT_EQ(up.params["warm_from_task"], "r0000m0");
+  EXPECT_EQ(up.params["seconds"].get<double>(), 0.25);
+  EXPECT_EQ(up.params["inputs"]["mc"].get<std::string>(), dir_ + "/mc_up.h5");
+  EXPECT_EQ(up.params["variation"]["name"], "up");
+  EXPECT_EQ(up.params["variation"]["source"], "up");
+  // wide.r0002m1 needs r0002m1 (index 5); replica 3 and member 2 have no nominal twin.
+  EXPECT_EQ(s.taskDef(s.indexOf("wide.r0002m1")).needs, std::vector<int>{5});
+  EXPECT_TRUE(s.taskDef(s.indexOf("wide.r0003m0")).needs.empty());
+  EXPECT_TRUE(s.taskDef(s.indexOf("wide.r0000m2")).needs.empty());
+  EXPECT_EQ(s.taskDef(s.indexOf("wide.r0003m2")).params["seconds"].get<double>(), 0.5);
+  // Nominal tasks some variation starts from keep their models; the others need not.
+  EXPECT_TRUE(s.taskDef(0).params.value("keep_models", false));
+  for (int i = 0; i < s.numTasks(); ++i) {
+    EXPECT_EQ(s.indexOf(s.taskDef(i).id), i) << s.taskDef(i).id;
+    EXPECT_EQ(s.taskPosition(i).needs, s.taskDef(i).needs);
+    for (int n : s.taskDef(i).needs) EXPECT_LT(n, i);
+  }
+  EXPECT_EQ(s.indexOf("up.r0000m1"), -1);
+  EXPECT_EQ(s.indexOf("down.r0000m0"), -1);
+  EXPECT_EQ(s.indexOf("up.r0000m0x"), -1);
+  CampaignSpec back = parseCampaignSpec(s.toJson(), "frozen", "/");
+  ASSERT_EQ(back.numTasks(), s.numTasks());
+  for (int i = 0; i < s.numTasks(); ++i) EXPECT_EQ(back.taskDef(i).params, s.taskDef(i).params);
+}
+
+TEST_F(SpecValidation, BadVariationsAreRefusedNamingTheKey) {
+  writeText(dir_ + "/mc.h5", "x");
+  auto with = [&](const json& variations) {
+    json j = validSpec();
+    j["variations"] = variations;
+    return j;
+  };
+  expectRefused(initRejected(with({{"a b", json::object()}})), {"variation name 'a b'"});
+  expectRefused(initRejected(with({{"x", {{"replica", 2}}}})), {"'variations.x.replica'"});
+  expectRefused(initRejected(with({{"x", {{"type", "jes"}}}})), {"'variations.x.type'"});
+  expectRefused(initRejected(with({{"x", {{"direction", "sideways"}}}})),
+                {"'variations.x.direction'"});
+  expectRefused(initRejected(with({{"x", {{"inputs", {{"mc", "missing.h5"}}}}}})),
+                {"'variations.x.inputs.mc'", "does not exist"});
+  expectRefused(initRejected(with({{"x", {{"params", {{"second", 1}}}}}})),
+                {"'variations.x.params.second'"});
+  expectRefused(initRejected(with({{"x", {{"params", {{"replica", 1}}}}}})),
+                {"'variations.x.params.replica'"});
+  expectRefused(initRejected(with({{"up", {{"source", "s"}, {"direction", "up"}}}})),
+                {"source 's'", "one 'up' and one 'down'"});
+  expectRefused(initRejected(with({{"a", {{"source", "s"}, {"direction", "up"}}},
+                                   {"b", {{"source", "s"}, {"direction", "up"}}}})),
+                {"source 's'", "2 up"});
+  expectRefused(initRejected(with({{"a", {{"source", "s"}}}, {"b", {{"source", "s"}}}})),
+                {"source 's'", "one-sided"});
+  expectRefused(
+      initRejected(with({{"a", {{"source", "s"}, {"direction", "up"}}},
+                         {"b", {{"source", "s"}, {"direction", "down"}, {"symmetrise", "max"}}}})),
+      {"disagree on 'symmetrise'"});
+  expectRefused(initRejected(with({{"x", {{"replicas", 0}}}})), {"'variations.x.replicas'"});
+}
+
+TEST_F(SpecValidation, ChainVariationsNeedATypeAndTheInputsItReplaces) {
+  registerTaskKind("chain",
+                   TaskRunner([](const json&, const std::string&) { return TaskOutcome{}; }),
+                   TaskKindTraits{true, nullptr, std::nullopt});
+  writeText(dir_ + "/mc.h5", "x");
+  writeText(dir_ + "/data.h5", "x");
+  writeText(dir_ + "/alt.h5", "x");
+  json s = {{"task", "chain"},
+            {"replicas", 2},
+            {"inputs", {{"mc", "mc.h5"}, {"data", "data.h5"}}},
+            {"chain", {{"iterations", 2}}}};
+  auto refused = [&](const json& variations, const std::string& needle) {
+    json j = s;
+    j["variations"] = variations;
+    try {
+      parseCampaignSpec(j, "spec", dir_);
+      ADD_FAILURE() << "accepted: " << variations.dump();
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  refused({{"x", json::object()}}, "'variations.x.type'");
+  refused({{"x", {{"type", "modelling"}}}}, "'variations.x.inputs.mc'");
+  refused({{"x", {{"type", "detector"}, {"inputs", {{"data", "alt.h5"}}}}}},
+          "'variations.x.inputs.mc'");
+  refused({{"x", {{"type", "non_closure"}}}}, "'variations.x.inputs.data'");
+  refused({{"x", {{"type", "mc_bootstrap"}, {"inputs", {{"mc", "alt.h5"}}}}}}, "nominal files");
+  refused({{"x", {{"type", "mc_bootstrap"}, {"direction", "up"}}}}, "has no direction");
+  refused({{"x", {{"type", "modelling"}, {"inputs", {{"mc", "alt.h5"}}}, {"params", {{"a", 1}}}}}},
+          "'variations.x.params.a'");
+  json ok = s;
+  ok["variations"] = {{"alt", {{"type", "modelling"}, {"inputs", {{"mc", "alt.h5"}}}}},
+                      {"stat", {{"type", "mc_bootstrap"}, {"replicas", 5}}},
+                      {"closure", {{"type", "non_closure"}, {"inputs", {{"data", "alt.h5"}}}}}};
+  CampaignSpec c = parseCampaignSpec(ok, "spec", dir_);
+  EXPECT_EQ(c.numTasks(), 2 + 1 + 1 + 5);
+  EXPECT_EQ(c.taskDef(c.indexOf("closure.r0000m0")).params["inputs"]["data"], dir_ + "/alt.h5");
+  EXPECT_EQ(c.taskDef(c.indexOf("stat.r0004m0")).params["variation"]["type"], "mc_bootstrap");
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #pragma once
 // Shared pieces of the jobs tests: scratch directories, spec files, and running ff_jobs_tool as
 // a real child process (exit code and stderr captured).
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -15,6 +16,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "jobs/campaign.hpp"
 
 namespace foldfarm::jobs::testing {
 
@@ -104,6 +107,25 @@ inline bool processAlive(pid_t pid) {
   std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   size_t close = s.rfind(')');
   return close != std::string::npos && close + 2 < s.size() && s[close + 2] != 'Z';
+}
+
+// task_result.json files under a campaign's tasks/ directory; `mismatched` counts those
+// naming another task or a failed status.
+inline int countResultFiles(const std::string& tasks_dir, int& mismatched) {
+  int n = 0;
+  mismatched = 0;
+  DIR* d = ::opendir(tasks_dir.c_str());
+  if (!d) return 0;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name[0] == '.') continue;
+    auto r = readTaskResult(tasks_dir + "/" + name + "/task_result.json");
+    if (!r) continue;
+    ++n;
+    if (r->task_id != name || r->status != 0) ++mismatched;
+  }
+  ::closedir(d);
+  return n;
 }
 
 inline int countLines(const std::string& s) {
