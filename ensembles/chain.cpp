@@ -221,12 +221,9 @@ void checkInputFingerprint(const std::string& out, const ChainSpec& spec, const 
 }  // namespace
 
 data::JetArrays step1TrainingSet(const data::UnfoldArrays& mc, const data::UnfoldArrays& dat,
-                                 const std::vector<double>& push,
+                                 const std::vector<double>& w_mc,
                                  const std::vector<double>& w_data) {
-  const int64_t n_mc = mc.n();
-  std::vector<double> w0(static_cast<size_t>(n_mc));
-  for (int64_t i = 0; i < n_mc; ++i) w0[i] = push[i] * mc.weight(i);
-  data::JetArrays train = labelled(mc.reco, passingRows(passFlags(mc.pass_reco, n_mc)), 0, w0);
+  data::JetArrays train = labelled(mc.reco, passingRows(passFlags(mc.pass_reco, mc.n())), 0, w_mc);
   train.append(labelled(dat.reco, passingRows(passFlags(dat.pass_reco, dat.n())), 1, w_data));
   return train;
 }
@@ -394,18 +391,38 @@ ChainSpec chainSpecFromJson(const json& p) {
   if (s.replica < 0 || s.member < 0) throw InputError(src + ": replica and member must be >= 0");
   if (s.iterations < 1) throw InputError(src + ": iterations must be >= 1");
   if (p.contains("config")) s.config = chainConfigFromJson(p.at("config"), src + " config");
+  take(p, "bootstrap", s.bootstrap, src);
+  if (s.bootstrap != "data" && s.bootstrap != "mc")
+    throw InputError(src + ": bootstrap must be \"data\" or \"mc\", got \"" + s.bootstrap + "\"");
+  if (p.contains("variation") && !p.at("variation").is_null()) {
+    if (!p.at("variation").is_object() || !p.at("variation").contains("name"))
+      throw InputError(src + ": variation must be an object with a name");
+    s.variation = p.at("variation");
+  }
+  take(p, "warm_from", s.warm_from, src);
+  take(p, "keep_models", s.keep_models, src);
   return s;
 }
 
 json chainSpecToJson(const ChainSpec& s) {
-  return {{"mc", s.mc_path},
-          {"data", s.data_path},
-          {"init", s.init},
-          {"replica", s.replica},
-          {"member", s.member},
-          {"campaign_seed", s.campaign_seed},
-          {"iterations", s.iterations},
-          {"config", chainConfigToJson(s.config)}};
+  json j = {{"mc", s.mc_path},
+            {"data", s.data_path},
+            {"init", s.init},
+            {"replica", s.replica},
+            {"member", s.member},
+            {"campaign_seed", s.campaign_seed},
+            {"iterations", s.iterations},
+            {"config", chainConfigToJson(s.config)}};
+  // Only what differs from a plain nominal chain, so nominal chains keep their records.
+  if (s.bootstrap != "data") j["bootstrap"] = s.bootstrap;
+  if (!s.variation.is_null()) j["variation"] = s.variation;
+  if (!s.warm_from.empty()) j["warm_from"] = s.warm_from;
+  return j;
+}
+
+std::string stepModelsDir(const std::string& chain_dir, int iteration, int step) {
+  return chain_dir + "/models/iteration" + std::to_string(iteration) + "_step" +
+         std::to_string(step);
 }
 
 void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& out) {
@@ -433,10 +450,17 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
   if (mc_reco_rows.empty() || mc_gen_rows.empty() || data_rows.empty())
     throw InputError(spec.mc_path + " / " + spec.data_path + ": no event passes the selection");
 
+  // Event weights: the files' own, times the replica's Poisson resample of the data (or, for
+  // an MC-statistics replica, of the simulation).
   std::vector<double> w_mc(static_cast<size_t>(n_mc)), w_data(static_cast<size_t>(n_data));
-  for (int64_t i = 0; i < n_mc; ++i) w_mc[i] = mc.weight(i);
+  const bool mc_boot = spec.bootstrap == "mc";
+  const std::vector<double> boot_mc =
+      mc_boot ? mcBootstrapWeights(static_cast<size_t>(n_mc), spec.campaign_seed, spec.replica)
+              : std::vector<double>(static_cast<size_t>(n_mc), 1.0);
   const std::vector<double> boot =
-      bootstrapWeights(static_cast<size_t>(n_data), spec.campaign_seed, spec.replica);
+      mc_boot ? std::vector<double>(static_cast<size_t>(n_data), 1.0)
+              : bootstrapWeights(static_cast<size_t>(n_data), spec.campaign_seed, spec.replica);
+  for (int64_t i = 0; i < n_mc; ++i) w_mc[i] = mc.weight(i) * boot_mc[i];
   for (int64_t i = 0; i < n_data; ++i) w_data[i] = dat.weight(i) * boot[i];
 
   const uint64_t member_seed = memberSeed(spec.campaign_seed, spec.replica, spec.member);
@@ -445,6 +469,17 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
                               : applyPetOverrides(petPreset(cfg.preset), cfg.model, "chain config");
   ParallelContext* ctx = in.ctx;
   const bool root = ctx == nullptr || ctx->isRoot();
+  if (!spec.warm_from.empty()) {
+    // Checked before anything is written; later steps' models are checked as they are read.
+    for (const char* m : {"pet", "mlp"}) {
+      const bool needed =
+          std::string(m) == "pet" ? cfg.classifier != "mlp" : cfg.classifier != "pet";
+      if (needed && !checkpointExists(stepModelsDir(spec.warm_from, 0, 1) + "/" + m))
+        throw InputError(spec.warm_from + ": holds no kept " + m +
+                         " models to warm-start from (the chain was not run with keep_models, or "
+                         "has not finished); rerun it, or start this chain without warm_from");
+    }
+  }
   if (root) fs::create_directories(stateDir(out));
   checkInputFingerprint(out, spec, in, root);
   ChainState st = loadProgress(out, spec);
@@ -473,7 +508,9 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
     data::JetArrays train;
     std::vector<float> train_obs;
     if (step == 1) {
-      train = step1TrainingSet(mc, dat, push, w_data);
+      std::vector<double> w0(static_cast<size_t>(n_mc));
+      for (int64_t i = 0; i < n_mc; ++i) w0[i] = push[i] * w_mc[i];
+      train = step1TrainingSet(mc, dat, w0, w_data);
       if (use_mlp) {
         appendRows(obs_mc_reco, n_obs, mc_reco_rows, train_obs);
         appendRows(obs_data_reco, n_obs, data_rows, train_obs);
@@ -498,6 +535,18 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
     //    the same logit offsets.
     std::vector<float> train_offset, eval_offset;
     std::optional<ObservableClassifier> mlp;
+    // A varied chain starts each step from the chain it varies (the same iteration and step).
+    const std::string warm_dir =
+        spec.warm_from.empty() ? std::string() : stepModelsDir(spec.warm_from, iter, step);
+    auto warmModel = [&](const char* which) {
+      const std::string dir = warm_dir + "/" + which;
+      if (!checkpointExists(dir))
+        throw InputError(spec.warm_from + ": holds no " + which + " model of " + tag +
+                         " to warm-start from (it was not run with keep_models, or did not finish);"
+                         " rerun that chain, or start this one without warm_from");
+      return dir;
+    };
+    if (!warm_dir.empty()) step_record["warm_from"] = warm_dir;
     if (use_mlp) {
       const std::string fitted_dir = stateDir(out) + "/mlp_fit_step" + std::to_string(k);
       const bool fitted = checkpointExists(fitted_dir);
@@ -505,10 +554,13 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
       if (fitted) {
         mlp.emplace(ObservableClassifier::load(fitted_dir, cfg.observables));
       } else {
-        mlp.emplace(iter == 0 ? ObservableClassifier(cfg.observables, cfg.mlp.hidden,
-                                                     deriveSeed({member_seed, kPurposeMlpInit,
-                                                                 static_cast<uint64_t>(step)}))
-                              : ObservableClassifier::load(mlp_dir, cfg.observables));
+        if (!warm_dir.empty())
+          mlp.emplace(ObservableClassifier::load(warmModel("mlp"), cfg.observables));
+        else if (iter == 0)
+          mlp.emplace(cfg.observables, cfg.mlp.hidden,
+                      deriveSeed({member_seed, kPurposeMlpInit, static_cast<uint64_t>(step)}));
+        else
+          mlp.emplace(ObservableClassifier::load(mlp_dir, cfg.observables));
         MlpFitOptions mo;
         mo.epochs = cfg.mlp.epochs;
         mo.patience = cfg.mlp.patience;
@@ -534,7 +586,11 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
     if (use_pet) {
       PetClassifier& clf = pet.emplace(
           pet_cfg, deriveSeed({member_seed, kPurposeInit, static_cast<uint64_t>(step)}), stats);
-      if (iter == 0) {
+      if (!warm_dir.empty()) {
+        const std::string dir = warmModel("pet");
+        Checkpoint from = readCheckpoint(dir);
+        loadModelTensors(clf.model(), from.tensors, "model.", dir);
+      } else if (iter == 0) {
         if (in.init) {
           WarmStartReport rep = warmStart(clf.model(), *in.init);
           logInfo("{}: warm start from {}: {}", tag, spec.init, rep.summary());
@@ -544,7 +600,9 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
         Checkpoint prev = readCheckpoint(model_dir);
         loadModelTensors(clf.model(), prev.tensors, "model.", model_dir);
       }
-      if (use_mlp) clf.zeroOutputLayer();
+      // Boosted from scratch, PET's correction starts at 0; warm, it keeps the varied-from
+      // chain's correction (its starting point still competes for the best epoch).
+      if (use_mlp && warm_dir.empty()) clf.zeroOutputLayer();
       ClassifierFitOptions fo = stepFitOptions(cfg, fit_seed, tag);
       fo.state_dir = stateDir(out) + "/train_step" + std::to_string(k);
       fo.resume = true;
@@ -582,6 +640,11 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
     if (root) {
       if (pet) pet->save(model_dir);
       if (mlp) mlp->save(mlp_dir);
+      if (spec.keep_models) {
+        // Kept after the chain completes: the chains that vary this one start from them.
+        if (pet) pet->save(stepModelsDir(out, iter, step) + "/pet");
+        if (mlp) mlp->save(stepModelsDir(out, iter, step) + "/mlp");
+      }
       saveProgress(out, spec, st);
       std::error_code ec;
       fs::remove_all(stateDir(out) + "/train_step" + std::to_string(k), ec);
@@ -609,10 +672,13 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
     ctx->barrier();  // returns once rank 0 wrote the outputs
     return;
   }
-  writeChainWeights(out, st.weights, meta);
-  std::vector<float> subs = mc.gen_subs.empty() ? data::computeObservables(mc.gen) : mc.gen_subs;
   std::vector<double> final_w(static_cast<size_t>(n_mc));
   for (int64_t i = 0; i < n_mc; ++i) final_w[i] = st.weights.push.back()[i] * w_mc[i];
+  st.weights.final = final_w;
+  if (!spec.variation.is_null()) meta["variation"] = spec.variation.dump();
+  if (mc_boot) meta["bootstrap"] = "mc";
+  writeChainWeights(out, st.weights, meta);
+  std::vector<float> subs = mc.gen_subs.empty() ? data::computeObservables(mc.gen) : mc.gen_subs;
   ChainHistograms h;
   h.unfolded = histogramObservables(subs, final_w, mc_pass_gen);
   h.prior = histogramObservables(subs, w_mc, mc_pass_gen);

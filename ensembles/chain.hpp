@@ -11,8 +11,10 @@
 // effective sample size of each is recorded.
 // Both step models start from the foundation checkpoint (every parameter of matching name
 // and shape; the rest is initialised from the member seed) or from scratch (init "none");
-// iteration i > 0 starts from iteration i-1's models. Member m's initialisation, validation
-// split and data order come from memberSeed(campaign seed, r, m) only.
+// iteration i > 0 starts from iteration i-1's models. A chain with warm_from starts every
+// step from that chain's model of the same iteration and step instead (kept under
+// <warm_from>/models/iteration<i>_step<s>/{pet,mlp} by a chain run with keep_models). Member m's
+// initialisation, validation split and data order come from memberSeed(campaign seed, r, m) only.
 //
 // Interruption: when stopRequested() the running step saves its state under
 // <out>/state and the chain throws InterruptedError; running the same chain again resumes
@@ -93,6 +95,19 @@ struct ChainSpec {
   uint64_t campaign_seed = 1;
   int iterations = 4;
   ChainConfig config;
+  // What is resampled per replica: "data" (Poisson weights on the data, replica 0 none) or
+  // "mc" (Poisson weights on the simulation, every replica; data weights 1): an
+  // MC-statistics variation.
+  std::string bootstrap = "data";
+  // The systematic variation this chain belongs to (jobs/campaign_spec.hpp Variation::
+  // describe(): name, type, source, direction, symmetrise); null for a nominal chain.
+  // Recorded in result.json for the aggregation.
+  nlohmann::json variation;
+  // A completed chain directory whose per-step models this chain starts each step from
+  // (a varied chain warm-started from the nominal chain of its replica and member); "".
+  std::string warm_from;
+  // Keep every step's models under <out>/models/ (chains that others warm-start from).
+  bool keep_models = false;
 };
 
 // Params JSON of chain_task.hpp -> spec; throws InputError naming the key.
@@ -110,10 +125,11 @@ struct ChainInputs {
   ParallelContext* ctx = nullptr;
 };
 
-// Step-1 training set: MC reco events passing reco (label 0, weight push * w_mc) followed by
-// data reco events passing reco (label 1, weight w_data). Raw features.
+// Step-1 training set: MC reco events passing reco (label 0, weight w_mc: the push times
+// the simulation's event weights) followed by data reco events passing reco (label 1, weight
+// w_data). Both weight vectors are indexed by event. Raw features.
 data::JetArrays step1TrainingSet(const data::UnfoldArrays& mc, const data::UnfoldArrays& data,
-                                 const std::vector<double>& push,
+                                 const std::vector<double>& w_mc,
                                  const std::vector<double>& w_data);
 
 // The PET fit options of a step with this config (optimiser, learning rates, batch, epochs,
@@ -124,6 +140,9 @@ ClassifierFitOptions stepFitOptions(const ChainConfig& c, uint64_t seed, const s
 // the jet statistics on `samples` (a chain: the MC's reco and gen jets).
 data::FeatureStats chainFeatureStats(const ChainConfig& c, const Checkpoint* init,
                                      const std::vector<const data::JetArrays*>& samples);
+
+// Where a chain with keep_models keeps the models of iteration `iteration`, step `step`.
+std::string stepModelsDir(const std::string& chain_dir, int iteration, int step);
 
 // Runs (or resumes) the chain and writes its output into out_dir (chain_output.hpp).
 // Throws InputError for bad input, InterruptedError when stopped (state saved), Error.

@@ -87,7 +87,9 @@ std::vector<ObservableHistogram> readHistGroup(hid_t f, const std::string& path,
   return out;
 }
 
-std::string join(const std::string& dir, const char* file) { return dir + "/" + file; }
+std::string join(const std::string& dir, const char* file) {
+  return dir + "/" + file;
+}
 
 }  // namespace
 
@@ -115,8 +117,8 @@ std::vector<ObservableHistogram> histogramObservables(const std::vector<float>& 
 void writeFloat64Dataset(int64_t file, const std::string& path, const std::string& name,
                          const std::vector<double>& values, const std::vector<uint64_t>& dims) {
   const std::string ctx = path + ": writing " + name;
-  const uint64_t count = std::accumulate(dims.begin(), dims.end(), uint64_t{1},
-                                         std::multiplies<uint64_t>());
+  const uint64_t count =
+      std::accumulate(dims.begin(), dims.end(), uint64_t{1}, std::multiplies<uint64_t>());
   if (count != values.size()) throw Error(ctx + ": shape does not match data size");
   std::vector<hsize_t> hd(dims.begin(), dims.end());
   H5Handle space = FF_H5_OWN(H5Screate_simple(static_cast<int>(hd.size()), hd.data(), nullptr),
@@ -127,8 +129,8 @@ void writeFloat64Dataset(int64_t file, const std::string& path, const std::strin
                                        H5P_DEFAULT, H5P_DEFAULT),
                             H5Kind::kDataset, ctx);
   if (!values.empty())
-    FF_H5_CHECK(H5Dwrite(dset.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()),
-                ctx);
+    FF_H5_CHECK(
+        H5Dwrite(dset.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), ctx);
 }
 
 std::vector<double> readFloat64Dataset(int64_t file, const std::string& path,
@@ -143,7 +145,8 @@ std::vector<double> readFloat64Dataset(int64_t file, const std::string& path,
   for (hsize_t x : d) count *= x;
   std::vector<double> v(count);
   if (count > 0)
-    FF_H5_CHECK(H5Dread(dset.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), ctx);
+    FF_H5_CHECK(H5Dread(dset.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()),
+                ctx);
   if (dims) dims->assign(d.begin(), d.end());
   return v;
 }
@@ -170,21 +173,22 @@ ChainHistograms readChainHistograms(const std::string& dir) {
   return h;
 }
 
-void writeChainWeights(const std::string& dir, const ChainWeights& w,
-                       const nlohmann::json& meta) {
+void writeChainWeights(const std::string& dir, const ChainWeights& w, const nlohmann::json& meta) {
   auto flatten = [](const std::vector<std::vector<double>>& rows) {
     std::vector<double> flat;
     for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
     return flat;
   };
   // Events per row: push has one row fewer than pull while an iteration is half done.
-  const uint64_t n = !w.pull.empty() ? w.pull.front().size()
-                                     : (w.push.empty() ? 0 : w.push.front().size());
+  const uint64_t n =
+      !w.pull.empty() ? w.pull.front().size() : (w.push.empty() ? 0 : w.push.front().size());
   AtomicFile out(join(dir, kChainWeightsFile));
   {
     H5Handle f = createH5(out.tempPath());
     writeFloat64Dataset(f.get(), out.tempPath(), "push", flatten(w.push), {w.push.size(), n});
     writeFloat64Dataset(f.get(), out.tempPath(), "pull", flatten(w.pull), {w.pull.size(), n});
+    if (!w.final.empty())
+      writeFloat64Dataset(f.get(), out.tempPath(), "final", w.final, {w.final.size()});
     writeMetaAttrs(f.get(), meta);
     f.close(out.tempPath() + ": closing");
   }
@@ -207,6 +211,8 @@ ChainWeights readChainWeights(const std::string& dir) {
   ChainWeights w;
   w.push = unflatten("push");
   w.pull = unflatten("pull");
+  if (H5Lexists(f.get(), "final", H5P_DEFAULT) > 0)
+    w.final = readFloat64Dataset(f.get(), path, "final");
   return w;
 }
 

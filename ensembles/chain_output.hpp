@@ -4,6 +4,9 @@
 //   weights.h5       push   (iterations x N_mc) float64: per-event push weight on the MC gen
 //                           sample after each iteration (1 for events failing gen selection)
 //                    pull   (iterations x N_mc) float64: step-1 weights of each iteration
+//                    final  (N_mc) float64: per-event weight of the unfolded result on the MC
+//                           gen sample (the simulation's event weight x its MC-bootstrap
+//                           weight x the last push); absent in chains written before it
 //                    root attributes: campaign_seed, replica, member, bootstrap_seed,
 //                    member_seed, init, init_sha256, mc, data, config (JSON text)
 //   histograms.h5    /unfolded/<obs>/{edges, sumw, sumw2}: MC gen histogrammed with the last
@@ -50,9 +53,9 @@ ChainHistograms readChainHistograms(const std::string& dir);
 // Per-event weights of a chain (weights.h5), rows = iterations.
 struct ChainWeights {
   std::vector<std::vector<double>> push, pull;
+  std::vector<double> final;  // empty: not written (the chain's state files)
 };
-void writeChainWeights(const std::string& dir, const ChainWeights& w,
-                       const nlohmann::json& meta);
+void writeChainWeights(const std::string& dir, const ChainWeights& w, const nlohmann::json& meta);
 ChainWeights readChainWeights(const std::string& dir);
 
 // float64 datasets of the ensembles' HDF5 files (weights.h5, histograms.h5, bands.h5), on the

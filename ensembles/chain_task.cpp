@@ -76,6 +76,40 @@ std::pair<std::shared_ptr<const Checkpoint>, std::string> loadInit(const std::st
 
 }  // namespace
 
+nlohmann::json chainParamsOfCampaignTask(const nlohmann::json& p, const std::string& task_dir) {
+  using nlohmann::json;
+  const json& in = p.at("inputs");
+  json chain = p.value("chain", json::object());
+  json out;
+  out["mc"] = in.at("mc");
+  out["data"] = in.at("data");
+  out["init"] = in.contains("foundation") ? in["foundation"] : json("none");
+  out["replica"] = p.at("replica");
+  out["member"] = p.at("member");
+  out["campaign_seed"] = p.at("seed");
+  out["threads"] = p.value("threads", 0);
+  if (chain.contains("iterations")) out["iterations"] = chain["iterations"];
+  if (chain.contains("config")) {
+    out["config"] = chain["config"];
+  } else {
+    json cfg = chain;
+    cfg.erase("iterations");
+    if (!cfg.empty()) out["config"] = cfg;
+  }
+  if (p.contains("variation")) {
+    out["variation"] = p["variation"];
+    if (p["variation"].value("type", std::string()) == "mc_bootstrap") out["bootstrap"] = "mc";
+  }
+  // The task it warm-starts from is its sibling in the campaign's tasks/ directory.
+  if (p.contains("warm_from_task"))
+    out["warm_from"] =
+        fs::absolute(fs::path(task_dir).parent_path() / p["warm_from_task"].get<std::string>())
+            .lexically_normal()
+            .string();
+  if (p.value("keep_models", false)) out["keep_models"] = true;
+  return out;
+}
+
 void clearChainTaskCache() {
   std::lock_guard<std::mutex> lock(cache().mu);
   cache().datasets.clear();
@@ -84,33 +118,36 @@ void clearChainTaskCache() {
 
 void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_dir,
                          ParallelContext* ctx) {
-    ChainSpec spec = chainSpecFromJson(params);
-    const int threads = params.value("threads", 0);
-    if (threads > 0) configureThreads(threads);
-    setLogTask("r" + std::to_string(spec.replica) + "m" + std::to_string(spec.member));
-    const std::string result_path = task_dir + "/" + kChainResultFile;
-    if (fs::exists(result_path)) {
-      nlohmann::json done = readJson(result_path);
-      nlohmann::json same = chainSpecToJson(spec);
-      bool match = true;
-      for (auto it = same.begin(); it != same.end(); ++it)
-        match = match && done.value(it.key(), nlohmann::json()) == it.value();
-      if (!match)
-        throw InputError(task_dir + ": already holds a chain with different parameters; use "
-                         "another output directory");
-      logInfo("{}: chain already complete", task_dir);
-      return;
-    }
-    ChainInputs in;
-    in.ctx = ctx;
-    in.mc = loadDataset(spec.mc_path);
-    in.data = loadDataset(spec.data_path);
-    if (spec.init != "none") std::tie(in.init, in.init_sha256) = loadInit(spec.init);
-    std::error_code ec;
-    if (ctx == nullptr || ctx->isRoot()) fs::create_directories(task_dir, ec);
-    if (ec) throw Error(task_dir + ": cannot create: " + ec.message());
-    runChain(spec, in, task_dir);
-    logInfo("{}: chain done", task_dir);
+  ChainSpec spec = chainSpecFromJson(params);
+  const int threads = params.value("threads", 0);
+  if (threads > 0) configureThreads(threads);
+  setLogTask((spec.variation.is_null() ? std::string()
+                                       : spec.variation.value("name", std::string()) + ".") +
+             "r" + std::to_string(spec.replica) + "m" + std::to_string(spec.member));
+  const std::string result_path = task_dir + "/" + kChainResultFile;
+  if (fs::exists(result_path)) {
+    nlohmann::json done = readJson(result_path);
+    nlohmann::json same = chainSpecToJson(spec);
+    bool match = true;
+    for (auto it = same.begin(); it != same.end(); ++it)
+      match = match && done.value(it.key(), nlohmann::json()) == it.value();
+    if (!match)
+      throw InputError(task_dir +
+                       ": already holds a chain with different parameters; use "
+                       "another output directory");
+    logInfo("{}: chain already complete", task_dir);
+    return;
+  }
+  ChainInputs in;
+  in.ctx = ctx;
+  in.mc = loadDataset(spec.mc_path);
+  in.data = loadDataset(spec.data_path);
+  if (spec.init != "none") std::tie(in.init, in.init_sha256) = loadInit(spec.init);
+  std::error_code ec;
+  if (ctx == nullptr || ctx->isRoot()) fs::create_directories(task_dir, ec);
+  if (ec) throw Error(task_dir + ": cannot create: " + ec.message());
+  runChain(spec, in, task_dir);
+  logInfo("{}: chain done", task_dir);
 }
 
 int runChainTask(const nlohmann::json& params, const std::string& task_dir) {

@@ -11,6 +11,10 @@
 //   "campaign_seed" unsigned integer                                           default 1
 //   "iterations"    OmniFold iterations n >= 1                                 default 4
 //   "config"        chain configuration object (ensembles/chain.hpp ChainConfig keys)
+//   "bootstrap"     "data" (default) | "mc": which sample replicas resample
+//   "variation"     object naming the systematic variation (recorded in result.json)
+//   "warm_from"     a completed chain directory to start each step from      default ""
+//   "keep_models"   keep every step's models under task_dir/models           default false
 //   "threads"       intra-op threads (<= 0: leave the process setting alone)   default 0
 //
 // Writes the chain output (ensembles/chain_output.hpp) into task_dir atomically: result.json
@@ -46,6 +50,13 @@ int runChainTask(const nlohmann::json& params, const std::string& task_dir);
 // calls this with the same params; rank 0 writes the output).
 void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_dir,
                          ParallelContext* ctx = nullptr);
+
+// The chain params above from a campaign task's params (jobs/campaign_spec.hpp taskDef():
+// inputs, chain, replica, member, seed, threads; for a variation's task also variation and
+// warm_from_task, resolved against the campaign's tasks/ directory that holds task_dir;
+// keep_models for a nominal task that variations start from).
+nlohmann::json chainParamsOfCampaignTask(const nlohmann::json& campaign_params,
+                                         const std::string& task_dir);
 
 // Drops the in-process caches (datasets, checkpoints).
 void clearChainTaskCache();

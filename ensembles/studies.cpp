@@ -42,9 +42,10 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
     dat = dat.slice(0, o.config.max_data_events);
   const Checkpoint ck = readCheckpoint(resolveCheckpointDir(o.init));
   const data::FeatureStats stats = chainFeatureStats(o.config, &ck, {&mc.reco, &mc.gen});
-  std::vector<double> push(static_cast<size_t>(mc.n()), 1.0), w_data(static_cast<size_t>(dat.n()));
+  std::vector<double> w_mc(static_cast<size_t>(mc.n())), w_data(static_cast<size_t>(dat.n()));
+  for (int64_t i = 0; i < mc.n(); ++i) w_mc[i] = mc.weight(i);
   for (int64_t i = 0; i < dat.n(); ++i) w_data[i] = dat.weight(i);
-  const data::JetArrays train = step1TrainingSet(mc, dat, push, w_data);
+  const data::JetArrays train = step1TrainingSet(mc, dat, w_mc, w_data);
   const uint64_t member_seed = memberSeed(o.seed, 0, 0);
 
   ChainConfig cfg = o.config;

@@ -31,10 +31,11 @@ class SplitMixStream {
 
 }  // namespace
 
-std::vector<double> bootstrapWeights(size_t n, uint64_t campaign_seed, int replica) {
+namespace {
+
+std::vector<double> poissonOnes(size_t n, uint64_t seed) {
   std::vector<double> w(n, 1.0);
-  if (replica == 0) return w;
-  SplitMixStream rng(bootstrapSeed(campaign_seed, replica));
+  SplitMixStream rng(seed);
   const double p0 = std::exp(-1.0);
   for (size_t i = 0; i < n; ++i) {
     // Inversion of the Poisson(1) CDF: P(k) = e^-1 / k!.
@@ -51,10 +52,24 @@ std::vector<double> bootstrapWeights(size_t n, uint64_t campaign_seed, int repli
   return w;
 }
 
+}  // namespace
+
+std::vector<double> bootstrapWeights(size_t n, uint64_t campaign_seed, int replica) {
+  if (replica == 0) return std::vector<double>(n, 1.0);
+  return poissonOnes(n, bootstrapSeed(campaign_seed, replica));
+}
+
+std::vector<double> mcBootstrapWeights(size_t n, uint64_t campaign_seed, int replica) {
+  return poissonOnes(n, mcBootstrapSeed(campaign_seed, replica));
+}
+
 void to_json(nlohmann::json& j, const WeightReport& r) {
-  j = nlohmann::json{{"events", r.events},         {"non_finite", r.non_finite},
-                     {"clipped", r.clipped},       {"mean_before", r.mean_before},
-                     {"max_after", r.max_after},   {"ess", r.ess},
+  j = nlohmann::json{{"events", r.events},
+                     {"non_finite", r.non_finite},
+                     {"clipped", r.clipped},
+                     {"mean_before", r.mean_before},
+                     {"max_after", r.max_after},
+                     {"ess", r.ess},
                      {"ess_fraction", r.ess_fraction}};
 }
 
@@ -105,8 +120,8 @@ WeightReport sanitizeAndNormalise(std::vector<double>& w, const std::vector<uint
   rep.ess = s2 > 0 ? s1 * s1 / s2 : 0.0;
   rep.ess_fraction = rep.ess / static_cast<double>(rep.events);
   if (rep.non_finite > 0 || rep.clipped > 0) {
-    logWarn("{}: {} non-finite and {} extreme weights of {} replaced or clipped to [{}, {}]",
-            what, rep.non_finite, rep.clipped, rep.events, limits.min_weight, limits.max_weight);
+    logWarn("{}: {} non-finite and {} extreme weights of {} replaced or clipped to [{}, {}]", what,
+            rep.non_finite, rep.clipped, rep.events, limits.min_weight, limits.max_weight);
   }
   return rep;
 }

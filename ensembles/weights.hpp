@@ -16,6 +16,8 @@ namespace foldfarm::ensembles {
 // bootstrapSeed(campaign_seed, r) only (a portable generator: identical on every platform).
 // Replica 0 is the nominal fit: all weights are 1.
 std::vector<double> bootstrapWeights(size_t n, uint64_t campaign_seed, int replica);
+// Poisson(1) weights of the simulation for MC-statistics replica r (every replica resamples).
+std::vector<double> mcBootstrapWeights(size_t n, uint64_t campaign_seed, int replica);
 
 // Limits applied to reweighting factors before normalisation.
 struct WeightLimits {

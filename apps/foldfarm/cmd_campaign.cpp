@@ -33,30 +33,6 @@ namespace {
 
 using nlohmann::json;
 
-// The campaign's chain parameters (jobs/campaign_spec.hpp: inputs, chain, replica,
-// member, seed, threads) in the form ensembles::runChainTask reads.
-json chainTaskParams(const json& p) {
-  const json& in = p.at("inputs");
-  json chain = p.value("chain", json::object());
-  json out;
-  out["mc"] = in.at("mc");
-  out["data"] = in.at("data");
-  out["init"] = in.contains("foundation") ? in["foundation"] : json("none");
-  out["replica"] = p.at("replica");
-  out["member"] = p.at("member");
-  out["campaign_seed"] = p.at("seed");
-  out["threads"] = p.value("threads", 0);
-  if (chain.contains("iterations")) out["iterations"] = chain["iterations"];
-  if (chain.contains("config")) {
-    out["config"] = chain["config"];
-  } else {
-    json cfg = chain;
-    cfg.erase("iterations");
-    if (!cfg.empty()) out["config"] = cfg;
-  }
-  return out;
-}
-
 void registerAllTaskKinds() {
   static bool done = false;
   if (done) return;
@@ -66,11 +42,15 @@ void registerAllTaskKinds() {
       "chain",
       std::function<int(const json&, const std::string&)>(
           [](const json& p, const std::string& dir) {
-            return ensembles::runChainTask(chainTaskParams(p), dir);
+            return ensembles::runChainTask(ensembles::chainParamsOfCampaignTask(p, dir), dir);
           }),
       // The chain config is checked at `campaign init`, not first by every task at run time.
-      jobs::TaskKindTraits{
-          true, [](const json& p) { ensembles::chainSpecFromJson(chainTaskParams(p)); }});
+      jobs::TaskKindTraits{true,
+                           [](const json& p) {
+                             ensembles::chainSpecFromJson(
+                                 ensembles::chainParamsOfCampaignTask(p, "tasks/t"));
+                           },
+                           std::nullopt});
 }
 
 }  // namespace

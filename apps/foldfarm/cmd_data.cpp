@@ -127,7 +127,9 @@ void registerDataCommands(CommandGroups& g) {
       ->required();
   s->add_option("--seed", synth->seed, "Generator seed (same seed -> identical file)")
       ->capture_default_str();
-  s->add_option("--tune", synth->tune, "sim or data (differ in coupling and hadronisation)")
+  s->add_option(
+       "--tune", synth->tune,
+       "sim, data or alt (differ in coupling and hadronisation; alt plays another generator)")
       ->capture_default_str();
   s->add_option("--out", synth->out, "Output HDF5 file (written atomically)")->required();
   s->add_option("--threads", synth->threads, "Generator threads (output identical for any count)")

@@ -34,6 +34,8 @@ struct TuneParams {
 
 TuneParams tuneParams(Tune t) {
   if (t == Tune::kSim) return {0.118, 0.45, 1.8, 0.7, 2.5, 0.30, 0.24, 0.10};
+  // "Another generator": between sim and data in the shower, with a hadronisation of its own.
+  if (t == Tune::kAlt) return {0.121, 0.47, 1.65, 0.85, 2.3, 0.36, 0.22, 0.12};
   return {0.125, 0.50, 1.5, 0.9, 2.2, 0.40, 0.26, 0.11};
 }
 
@@ -476,11 +478,12 @@ const char* jetClassName(int cls) {
 Tune parseTune(const std::string& s) {
   if (s == "sim") return Tune::kSim;
   if (s == "data") return Tune::kData;
-  throw InputError("unknown tune '" + s + "'; use sim or data");
+  if (s == "alt") return Tune::kAlt;
+  throw InputError("unknown tune '" + s + "'; use sim, data or alt");
 }
 
 const char* tuneName(Tune t) {
-  return t == Tune::kSim ? "sim" : "data";
+  return t == Tune::kSim ? "sim" : t == Tune::kData ? "data" : "alt";
 }
 
 SynthConfig SynthConfig::pretrainDefaults() {

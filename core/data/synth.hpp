@@ -15,7 +15,9 @@
 // showered first and the decays redone with the showered masses, so a resonance jet's
 // particle-level mass is the resonance mass (before P truncation and detector).
 // Tunes: `sim` and `data` differ in alpha_s, Q0 and fragmentation (mean multiplicity of
-// `data` is > 10% higher; width, mass and substructure differ).
+// `data` is > 10% higher; width, mass and substructure differ); `alt` plays another
+// generator (a modelling variation's prior): its shower lies between the two, its
+// hadronisation differs from both.
 // Detector (reco level): per-type efficiency and pT threshold, pT/energy resolution,
 // angular smearing. pass_gen / pass_reco: jet pT >= pass_pt_min at that level and >= 2
 // particles.
@@ -38,8 +40,8 @@ enum class JetClass : int { kQuark = 0, kGluon, kW, kZ, kHiggs, kTop };
 constexpr int kNumSynthClasses = 6;
 const char* jetClassName(int cls);  // "q", "g", "W", "Z", "H", "t"
 
-enum class Tune { kSim, kData };
-// "sim" | "data"; throws InputError otherwise.
+enum class Tune { kSim, kData, kAlt };
+// "sim" | "data" | "alt"; throws InputError otherwise.
 Tune parseTune(const std::string& s);
 const char* tuneName(Tune t);
 

@@ -87,6 +87,12 @@ TEST(Synth, TunesDifferAndDetectorDegradesResolution) {
   };
   const double ms = mean(sim.gen_subs, kObsMultiplicity), md = mean(dat.gen_subs, kObsMultiplicity);
   EXPECT_GT(std::fabs(md - ms) / ms, 0.10) << "sim " << ms << " data " << md;
+  // `alt` (another generator, a modelling variation's prior) differs from both.
+  const UnfoldArrays alt = synthUnfold(SynthConfig::unfoldDefaults(Tune::kAlt), 1, 0, n);
+  const double ma = mean(alt.gen_subs, kObsMultiplicity);
+  EXPECT_GT(std::fabs(ma - ms) / ms, 0.03) << "sim " << ms << " alt " << ma;
+  EXPECT_GT(std::fabs(ma - md) / md, 0.03) << "data " << md << " alt " << ma;
+  EXPECT_EQ(parseTune(tuneName(Tune::kAlt)), Tune::kAlt);
   EXPECT_GT(std::fabs(mean(dat.gen_subs, kObsWidth) - mean(sim.gen_subs, kObsWidth)) /
                 mean(sim.gen_subs, kObsWidth),
             0.03);

@@ -13,8 +13,10 @@
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
 #include "core/model/threads.hpp"
+#include "ensembles/chain.hpp"
 #include "ensembles/chain_output.hpp"
 #include "ensembles/chain_task.hpp"
+#include "ensembles/weights.hpp"
 
 namespace fs = std::filesystem;
 using namespace foldfarm;
@@ -140,4 +142,84 @@ TEST_F(ChainTest, BadInputReturnsTwoAndWritesNothing) {
   p.erase("replica");
   EXPECT_EQ(runChainTask(p, (root_ / "bad").string()), 2);
   EXPECT_FALSE(fs::exists(root_ / "bad"));
+}
+
+// The final per-event weights of weights.h5 are the simulation's weight times the last push;
+// a nominal chain's records carry none of the variation keys.
+TEST_F(ChainTest, FinalWeightsAreThePushTimesTheSimulationWeights) {
+  const fs::path dir = root_ / "final";
+  ASSERT_EQ(runChainTask(params(0, 0), dir.string()), 0);
+  const ChainWeights w = readChainWeights(dir.string());
+  ASSERT_EQ(w.final.size(), 240u);
+  EXPECT_EQ(w.final, w.push.back()) << "the synthetic simulation's event weights are 1";
+  const nlohmann::json result = readJson((dir / kChainResultFile).string());
+  for (const char* key : {"bootstrap", "variation", "warm_from"})
+    EXPECT_FALSE(result.contains(key)) << key;
+  EXPECT_FALSE(fs::exists(dir / "models")) << "models are kept only when asked";
+}
+
+// An MC-statistics replica resamples the simulation (every replica, 0 included) and leaves
+// the data unweighted: replica 0 differs from the nominal chain, and its final weights carry
+// the Poisson weights (0 where an event was not drawn).
+TEST_F(ChainTest, McBootstrapResamplesTheSimulationNotTheData) {
+  nlohmann::json p = params(0, 0);
+  p["config"]["classifier"] = "mlp";
+  ASSERT_EQ(runChainTask(p, (root_ / "mc_nominal").string()), 0);
+  p["bootstrap"] = "mc";
+  p["variation"] = {{"name", "mcstat"}, {"type", "mc_bootstrap"}};
+  ASSERT_EQ(runChainTask(p, (root_ / "mc_boot").string()), 0);
+  const ChainWeights nom = readChainWeights((root_ / "mc_nominal").string());
+  const ChainWeights boot = readChainWeights((root_ / "mc_boot").string());
+  EXPECT_NE(nom.final, boot.final);
+  const std::vector<double> poisson = mcBootstrapWeights(240, 7, 0);
+  int zeros = 0;
+  for (size_t i = 0; i < poisson.size(); ++i) {
+    if (poisson[i] == 0) {
+      ++zeros;
+      EXPECT_EQ(boot.final[i], 0.0) << i;
+    }
+    EXPECT_DOUBLE_EQ(boot.final[i], poisson[i] * boot.push.back()[i]) << i;
+  }
+  EXPECT_GT(zeros, 40) << "about e^-1 of the events are not drawn";
+  const nlohmann::json result = readJson((root_ / "mc_boot" / kChainResultFile).string());
+  EXPECT_EQ(result["bootstrap"], "mc");
+  EXPECT_EQ(result["variation"]["name"], "mcstat");
+  p["bootstrap"] = "both";
+  EXPECT_EQ(runChainTask(p, (root_ / "mc_bad").string()), 2);
+}
+
+// A varied chain starts every step from the models its nominal chain kept: on the nominal's
+// own inputs its first MLP fit starts where the nominal's ended (a validated start no epoch
+// needs to beat); without kept models it is refused naming the directory.
+TEST_F(ChainTest, AVariedChainStartsEachStepFromTheNominalChainsModels) {
+  nlohmann::json p = params(0, 1);
+  p["config"]["classifier"] = "pet+mlp";
+  p["keep_models"] = true;
+  const fs::path nominal = root_ / "warm_nominal";
+  ASSERT_EQ(runChainTask(p, nominal.string()), 0);
+  for (int it = 0; it < 2; ++it)
+    for (int step = 1; step <= 2; ++step)
+      for (const char* m : {"pet", "mlp"})
+        EXPECT_TRUE(
+            fs::exists(fs::path(stepModelsDir(nominal.string(), it, step)) / m / "meta.json"))
+            << it << " " << step << " " << m;
+  nlohmann::json v = params(0, 1);
+  v["config"]["classifier"] = "pet+mlp";
+  v["variation"] = {{"name", "same"}, {"type", "detector"}};
+  v["warm_from"] = nominal.string();
+  const fs::path varied = root_ / "warm_varied";
+  ASSERT_EQ(runChainTask(v, varied.string()), 0);
+  const nlohmann::json history = readJson((varied / kChainHistoryFile).string());
+  ASSERT_EQ(history["steps"].size(), 4u);
+  for (const auto& step : history["steps"]) {
+    EXPECT_NE(step.value("warm_from", std::string()).find(nominal.string() + "/models/"),
+              std::string::npos)
+        << step.dump();
+  }
+  const nlohmann::json result = readJson((varied / kChainResultFile).string());
+  EXPECT_EQ(result["warm_from"], nominal.string());
+
+  v["warm_from"] = (root_ / "final").string();  // a chain that kept no models
+  EXPECT_EQ(runChainTask(v, (root_ / "warm_missing").string()), 2);
+  EXPECT_TRUE(fs::is_empty(root_ / "warm_missing")) << "refused before anything is written";
 }
