@@ -18,6 +18,8 @@
 #include "core/plot/gnuplot.hpp"
 #include "ensembles/band_stats.hpp"
 #include "ensembles/chain_output.hpp"
+#include "ensembles/event_weights.hpp"
+#include "ensembles/systematics.hpp"
 
 namespace foldfarm::ensembles {
 namespace {
@@ -151,6 +153,190 @@ double coverage(const std::vector<double>& truth, const std::vector<double>& nom
     if (truth[b] >= lo[b] && truth[b] <= hi[b]) ++inside;
   }
   return considered ? static_cast<double>(inside) / considered : 0.0;
+}
+
+// The chains of the nominal (variation nullopt) or of one variation.
+struct ChainGroup {
+  std::optional<Variation> variation;
+  std::string first_chain;  // the description and binning every other chain must match
+  std::map<int, ReplicaSum> replicas;
+  std::set<std::pair<int, int>> seen;
+  std::vector<ObservableHistogram> prior;  // the first chain's
+  size_t chains = 0;
+  std::map<int, std::vector<std::string>> member_dirs;
+  std::set<std::string> mc, data;  // result.json paths ("" when absent)
+};
+
+struct Systematics {
+  SystematicsPlan plan;
+  std::vector<Variation> variations;  // by name
+};
+
+std::string sharedReplicasText(const std::map<int, ReplicaSum>& replicas) {
+  std::string s;
+  for (const auto& [r, rep] : replicas) s += (s.empty() ? "" : ", ") + std::to_string(r);
+  return s;
+}
+
+// The refusals that need every chain read: binning against the nominal's, the pairing of
+// sources, replicas shared with the nominal, the pseudo-data of the non-closure.
+Systematics checkVariations(const std::map<std::string, ChainGroup>& groups) {
+  Systematics sys;
+  const ChainGroup& nominal = groups.at("");
+  for (const auto& [name, g] : groups) {
+    if (name.empty()) continue;
+    sys.variations.push_back(*g.variation);
+    for (size_t o = 0; o < g.prior.size(); ++o)
+      if (g.prior[o].edges != nominal.prior[o].edges)
+        throw InputError(g.first_chain + ": variation '" + name + "' bins " + g.prior[o].name +
+                         " differently from the nominal (" + nominal.first_chain +
+                         "); rerun it with the nominal's binning");
+    const VariationType type = g.variation->type;
+    if (type == VariationType::kDetector || type == VariationType::kModelling) {
+      bool shared = false;
+      for (const auto& [r, rep] : g.replicas) shared = shared || nominal.replicas.count(r) > 0;
+      if (!shared)
+        throw InputError("aggregate: variation '" + name + "' (" + g.first_chain +
+                         ") has replicas " + sharedReplicasText(g.replicas) +
+                         ", none of which the nominal has; run a replica r that the nominal "
+                         "has (the shift compares replica r with nominal replica r)");
+    }
+    if (type == VariationType::kNonClosure && (g.data.size() != 1 || g.data.count("")))
+      throw InputError("aggregate: the chains of non-closure variation '" + name + "' (" +
+                       g.first_chain +
+                       ") do not name one pseudo-data file (result.json \"data\"); rerun them "
+                       "on one file");
+    if (type == VariationType::kMcBootstrap && g.replicas.size() < 2)
+      logWarn("aggregate: mc_bootstrap variation '{}' has {} replica; its covariance is zero", name,
+              g.replicas.size());
+  }
+  sys.plan = planSystematics(sys.variations);
+  return sys;
+}
+
+// Replica -> unit-area density of observable o (the mean over the replica's members).
+std::map<int, std::vector<double>> replicaDensities(const std::map<int, ReplicaSum>& replicas,
+                                                    size_t o, const std::vector<double>& edges) {
+  std::map<int, std::vector<double>> out;
+  for (const auto& [r, rep] : replicas) {
+    std::vector<double> mean = rep.sumw[o];
+    for (double& v : mean) v /= rep.members;
+    out[r] = density(mean, edges);
+  }
+  return out;
+}
+
+struct SourceResult {
+  std::string name;
+  std::vector<double> shift, covariance;
+  std::vector<double> up, down;  // the raw shifts of a pair; empty otherwise
+};
+
+// One observable's systematic uncertainties, all unit-area densities per bin.
+struct SystematicsResult {
+  std::vector<SourceResult> sources;  // detector and modelling by name, then non_closure
+  std::map<std::string, std::vector<double>> variation_mean;  // variation -> its mean result
+  std::vector<double> covariance_mc_stat;                     // empty: not run
+  std::vector<double> closure_shift, closure_truth, closure_unfolded;  // empty: not run
+  std::vector<double> covariance_total, std_total;
+};
+
+SystematicsResult computeSystematics(size_t o, const std::vector<double>& edges,
+                                     const std::map<int, std::vector<double>>& nominal_rows,
+                                     const BandStats& band,
+                                     const std::map<std::string, ChainGroup>& groups,
+                                     const Systematics& sys,
+                                     const std::optional<TruthHistograms>& closure_truth) {
+  SystematicsResult out;
+  std::map<std::string, std::map<int, std::vector<double>>> rows;
+  for (const auto& v : sys.variations) {
+    rows[v.name] = replicaDensities(groups.at(v.name).replicas, o, edges);
+    out.variation_mean[v.name] = meanOverReplicas(rows[v.name]);
+  }
+  for (const auto& sp : sys.plan.sources) {
+    SourceResult s;
+    s.name = sp.name;
+    if (!sp.one_sided.empty()) {
+      s.shift = meanShift(rows.at(sp.one_sided), nominal_rows);
+    } else {
+      s.up = meanShift(rows.at(sp.up), nominal_rows);
+      s.down = meanShift(rows.at(sp.down), nominal_rows);
+      s.shift = symmetrisedShift(s.up, s.down, sp.symmetrise);
+    }
+    s.covariance = outerProduct(s.shift);
+    out.sources.push_back(std::move(s));
+  }
+  if (!sys.plan.mc_bootstrap.empty()) {
+    BandAccumulator acc(band.bins);
+    for (const auto& [r, row] : rows.at(sys.plan.mc_bootstrap)) acc.add(row);
+    out.covariance_mc_stat = acc.compute().covariance;
+  }
+  if (!sys.plan.non_closure.empty()) {
+    out.closure_unfolded = out.variation_mean.at(sys.plan.non_closure);
+    out.closure_truth = closure_truth->density[o];
+    out.closure_shift.resize(band.bins);
+    for (size_t b = 0; b < band.bins; ++b)
+      out.closure_shift[b] = out.closure_unfolded[b] - out.closure_truth[b];
+    out.sources.push_back(
+        {"non_closure", out.closure_shift, outerProduct(out.closure_shift), {}, {}});
+  }
+  out.covariance_total = band.covariance;
+  auto add = [&](const std::vector<double>& c) {
+    for (size_t i = 0; i < c.size(); ++i) out.covariance_total[i] += c[i];
+  };
+  add(out.covariance_mc_stat);
+  for (const auto& s : out.sources) add(s.covariance);
+  out.std_total.resize(band.bins);
+  for (size_t b = 0; b < band.bins; ++b)
+    out.std_total[b] = std::sqrt(std::max(0.0, out.covariance_total[b * band.bins + b]));
+  return out;
+}
+
+std::vector<double> sqrtDiagonal(const std::vector<double>& cov, size_t bins) {
+  std::vector<double> s(bins);
+  for (size_t b = 0; b < bins; ++b) s[b] = std::sqrt(std::max(0.0, cov[b * bins + b]));
+  return s;
+}
+
+// Relative size of each uncertainty (summary.json "uncertainty"), stat first.
+std::vector<std::pair<std::string, std::vector<double>>> uncertaintySigmas(
+    const BandStats& band, const SystematicsResult& sys) {
+  std::vector<std::pair<std::string, std::vector<double>>> out = {{"stat", band.std}};
+  if (!sys.covariance_mc_stat.empty())
+    out.emplace_back("mc_stat", sqrtDiagonal(sys.covariance_mc_stat, band.bins));
+  for (const auto& s : sys.sources) {
+    std::vector<double> a(s.shift.size());
+    for (size_t b = 0; b < a.size(); ++b) a[b] = std::abs(s.shift[b]);
+    out.emplace_back(s.name, a);
+  }
+  out.emplace_back("total", sys.std_total);
+  return out;
+}
+
+// Relative uncertainty per bin of each source, the statistical and the total, drawn over the
+// bins that hold at least 0.1% of the unfolded distribution (the far tails' ratios would set
+// the scale).
+plot::LineFigure breakdownFigure(
+    const std::string& name, const std::vector<double>& edges, const std::vector<double>& nominal,
+    const std::vector<std::pair<std::string, std::vector<double>>>& sigmas) {
+  plot::LineFigure fig;
+  fig.title = name + ": relative uncertainty per bin";
+  fig.xlabel = data::observableLabel(name);
+  fig.ylabel = "uncertainty / unfolded";
+  for (const auto& [label, sigma] : sigmas) {
+    plot::Series s;
+    s.label = label;
+    s.style = "lines";
+    for (size_t b = 0; b < nominal.size(); ++b) {
+      if (!(nominal[b] * (edges[b + 1] - edges[b]) >= 1e-3)) continue;
+      for (double x : {edges[b], edges[b + 1]}) {
+        s.x.push_back(x);
+        s.y.push_back(sigma[b] / nominal[b]);
+      }
+    }
+    fig.series.push_back(std::move(s));
+  }
+  return fig;
 }
 
 }  // namespace
@@ -302,13 +488,11 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
         "aggregate: no completed chain (result.json + histograms.h5) under the given "
         "directories; run `foldfarm unfold` first");
 
-  // 1. Stream the chains: only per-replica sums are kept.
-  std::map<int, ReplicaSum> replicas;
-  std::set<std::pair<int, int>> seen;
-  std::vector<ObservableHistogram> prior;
+  // 1. Stream the chains: only per-replica sums are kept, per group (the nominal, named "",
+  //    and each variation).
+  std::map<std::string, ChainGroup> groups;
   std::optional<uint64_t> campaign_seed;
   std::set<std::string> classifiers;
-  size_t used_chains = 0;
   for (const auto& dir : chains) {
     nlohmann::json res = readJson(dir + "/" + kChainResultFile);
     int r = 0, m = 0;
@@ -332,16 +516,31 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
                                 ? res["config"].value("classifier", std::string("pet"))
                                 : std::string("pet");
     classifiers.insert(clf);
-    if (!seen.insert({r, m}).second) {
+    const std::optional<Variation> variation = parseVariation(res, dir + "/" + kChainResultFile);
+    ChainGroup& g = groups[variation ? variation->name : std::string()];
+    if (g.first_chain.empty()) {
+      g.variation = variation;
+      g.first_chain = dir;
+    } else if (!(g.variation == variation)) {
+      throw InputError(dir + "/" + kChainResultFile + ": variation '" + variation->name +
+                       "' is described differently (type, source, direction or symmetrise) in " +
+                       g.first_chain + "/" + kChainResultFile +
+                       "; give every chain of a variation the same description");
+    }
+    if (!g.seen.insert({r, m}).second) {
       logWarn("aggregate: {} repeats replica {} member {}; ignored", dir, r, m);
       continue;
     }
     ChainHistograms h = readChainHistograms(dir);
-    if (prior.empty()) prior = h.prior;
+    if (g.prior.empty()) g.prior = h.prior;
     for (size_t o = 0; o < h.unfolded.size(); ++o)
-      if (h.unfolded[o].edges != prior[o].edges)
-        throw InputError(dir + ": binning of " + h.unfolded[o].name + " differs from " + chains[0]);
-    ReplicaSum& acc = replicas[r];
+      if (h.unfolded[o].edges != g.prior[o].edges)
+        throw InputError(dir + ": binning of " + h.unfolded[o].name + " differs from " +
+                         g.first_chain +
+                         (variation ? " (both of variation '" + variation->name +
+                                          "'); rerun the variation's chains with one binning"
+                                    : std::string()));
+    ReplicaSum& acc = g.replicas[r];
     if (acc.sumw.empty()) {
       for (const auto& u : h.unfolded) {
         acc.sumw.push_back(u.sumw);
@@ -355,11 +554,42 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
         }
     }
     ++acc.members;
-    ++used_chains;
+    ++g.chains;
+    g.member_dirs[r].push_back(dir);
+    g.mc.insert(res.contains("mc") && res["mc"].is_string() ? res["mc"].get<std::string>() : "");
+    g.data.insert(res.contains("data") && res["data"].is_string() ? res["data"].get<std::string>()
+                                                                  : "");
   }
+  if (!groups.count(""))
+    throw InputError(
+        "aggregate: only variation chains under the given directories; the nominal chains "
+        "(result.json without \"variation\") are needed to aggregate variations");
+  const ChainGroup& nominal_group = groups.at("");
+  const std::map<int, ReplicaSum>& replicas = nominal_group.replicas;
+  const std::vector<ObservableHistogram>& prior = nominal_group.prior;
+  const size_t used_chains = nominal_group.chains;
+  const Systematics sys = checkVariations(groups);
   std::optional<TruthHistograms> truth;
   if (truth_path) truth = readTruth(*truth_path, prior);
-  logInfo("aggregate: {} chains, {} replicas", used_chains, replicas.size());
+  std::optional<TruthHistograms> closure_truth;
+  if (!sys.plan.non_closure.empty())
+    closure_truth = readTruth(*groups.at(sys.plan.non_closure).data.begin(), prior);
+  if (groups.size() > 1)
+    logInfo("aggregate: {} nominal chains, {} replicas; {} variation(s)", used_chains,
+            replicas.size(), groups.size() - 1);
+  else
+    logInfo("aggregate: {} chains, {} replicas", used_chains, replicas.size());
+  // Checked before anything is written: a chain whose `final` does not fit its simulation.
+  std::vector<WeightGroup> weight_groups;
+  for (const auto& [name, g] : groups) {
+    WeightGroup wg{name, g.variation ? variationTypeName(g.variation->type) : "nominal", g.mc,
+                   g.member_dirs};
+    if (name.empty())
+      weight_groups.insert(weight_groups.begin(), std::move(wg));
+    else
+      weight_groups.push_back(std::move(wg));
+  }
+  const std::optional<EventWeightsPlan> weights_plan = planEventWeights(weight_groups);
 
   // 2. Bands per observable (everything computed before anything is written).
   nlohmann::json summary = {
@@ -369,11 +599,23 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       {"classifier", classifiers.size() == 1 ? *classifiers.begin() : std::string("mixed")},
       {"truth", truth_path ? nlohmann::json(*truth_path) : nlohmann::json()},
       {"observables", nlohmann::json::object()}};
+  summary["variations"] = nlohmann::json::array();
+  for (const auto& v : sys.variations) {
+    const ChainGroup& g = groups.at(v.name);
+    summary["variations"].push_back({{"name", v.name},
+                                     {"type", variationTypeName(v.type)},
+                                     {"source", v.source},
+                                     {"direction", v.direction},
+                                     {"chains", g.chains},
+                                     {"replicas", g.replicas.size()}});
+  }
   struct ObsResult {
     std::string name;
     std::vector<double> edges, prior;
     BandStats band;
     std::vector<std::vector<double>> rows;
+    SystematicsResult sys;
+    std::vector<std::pair<std::string, std::vector<double>>> sigmas;
   };
   std::vector<ObsResult> results;
   for (size_t o = 0; o < prior.size(); ++o) {
@@ -382,13 +624,13 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     res.edges = prior[o].edges;
     res.prior = density(prior[o].sumw, res.edges);
     BandAccumulator acc(prior[o].bins());
-    for (const auto& [r, rep] : replicas) {
-      std::vector<double> mean = rep.sumw[o];
-      for (double& v : mean) v /= rep.members;
-      acc.add(density(mean, res.edges));
-    }
+    const std::map<int, std::vector<double>> nominal_rows =
+        replicaDensities(replicas, o, res.edges);
+    for (const auto& [r, row] : nominal_rows) acc.add(row);
     res.band = acc.compute();
     res.rows = acc.rows();
+    res.sys = computeSystematics(o, res.edges, nominal_rows, res.band, groups, sys, closure_truth);
+    res.sigmas = uncertaintySigmas(res.band, res.sys);
     nlohmann::json js = {{"bins", prior[o].bins()}};
     if (truth) {
       data::Binning binning{res.edges};
@@ -434,11 +676,27 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       const double err =
           std::hypot(truth->mean_error[o], meanError(prior[o].sumw, prior[o].sumw2, res.edges));
       js["shift_significance"] = err > 0 ? nlohmann::json(std::abs(shift) / err) : nlohmann::json();
+      // The total band nominal ± k sigma_total, sigma from the total covariance's diagonal.
+      for (const auto& [key, k] : {std::pair<const char*, double>{"coverage_68_total", 1.0},
+                                   std::pair<const char*, double>{"coverage_95_total", 1.96}}) {
+        std::vector<double> lo(res.band.bins), hi(res.band.bins);
+        for (size_t b = 0; b < res.band.bins; ++b) {
+          lo[b] = res.band.mean[b] - k * res.sys.std_total[b];
+          hi[b] = res.band.mean[b] + k * res.sys.std_total[b];
+        }
+        js[key] = coverage(t, res.band.mean, lo, hi);
+      }
     } else {
       for (const char* k :
            {"delta_prior", "delta_unfolded", "delta_unfolded_err", "coverage_68", "coverage_95",
-            "delta_floor", "mean_prior", "mean_truth", "mean_unfolded", "shift_recovered"})
+            "delta_floor", "mean_prior", "mean_truth", "mean_unfolded", "shift_recovered",
+            "coverage_68_total", "coverage_95_total"})
         js[k] = nullptr;
+    }
+    js["uncertainty"] = nlohmann::json::object();
+    for (const auto& [source, sigma] : res.sigmas) {
+      const double rel = relativeRms(sigma, res.band.mean);
+      js["uncertainty"][source] = std::isnan(rel) ? nlohmann::json() : nlohmann::json(rel);
     }
     summary["observables"][res.name] = js;
     results.push_back(std::move(res));
@@ -479,6 +737,25 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       put(r.name + "/replicas", flat, {nr, nb});
       put(r.name + "/prior", r.prior);
       if (truth) put(r.name + "/truth", truth->density[o]);
+      const SystematicsResult& sr = r.sys;
+      put(r.name + "/covariance_total", sr.covariance_total, {nb, nb});
+      put(r.name + "/std_total", sr.std_total);
+      if (!sr.covariance_mc_stat.empty())
+        put(r.name + "/covariance_mc_stat", sr.covariance_mc_stat, {nb, nb});
+      for (const auto& src : sr.sources) {
+        const std::string g = r.name + "/sources/" + src.name;
+        put(g + "/shift", src.shift);
+        put(g + "/covariance", src.covariance, {nb, nb});
+        if (!src.up.empty()) put(g + "/up", src.up);
+        if (!src.down.empty()) put(g + "/down", src.down);
+      }
+      for (const auto& [name, mean] : sr.variation_mean)
+        put(r.name + "/variations/" + name + "/nominal", mean);
+      if (!sr.closure_shift.empty()) {
+        put(r.name + "/non_closure/shift", sr.closure_shift);
+        put(r.name + "/non_closure/truth", sr.closure_truth);
+        put(r.name + "/non_closure/unfolded", sr.closure_unfolded);
+      }
     }
     data::h5WriteInt64Attr(f.get(), "replicas", static_cast<int64_t>(replicas.size()));
     data::h5WriteInt64Attr(f.get(), "chains", static_cast<int64_t>(used_chains));
@@ -490,7 +767,10 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     out.commit();
   }
   writeJsonAtomic(out_dir + "/summary.json", summary);
-  if (options.plots) {
+  if (weights_plan) writeEventWeights(*weights_plan, out_dir + "/event_weights.h5");
+  if (options.plots && !plot::gnuplotAvailable()) {
+    logWarn("aggregate: gnuplot (with pngcairo) is not installed; no figures in {}", out_dir);
+  } else if (options.plots) {
     // One gnuplot process for every observable's figure.
     plot::GnuplotBatch batch;
     for (size_t o = 0; o < results.size(); ++o) {
@@ -508,6 +788,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       fig.prior = r.prior;
       fig.replicas = r.band.replicas;
       batch.add(r.name, fig);
+      batch.add(r.name + "_breakdown", breakdownFigure(r.name, r.edges, r.band.mean, r.sigmas));
     }
     for (const auto& [name, png] : batch.render())
       writeFileAtomic(out_dir + "/" + name + ".png", png);

@@ -3,7 +3,10 @@
 //
 // Input: chain output directories (ensembles/chain_output.hpp: result.json + histograms.h5),
 // given directly or found anywhere below the given directories. Chains are read one at a
-// time; memory holds one histogram set per replica, nothing per event or per chain.
+// time; memory holds one histogram set per replica and group, nothing per event or per chain
+// (event_weights.h5 holds one column at a time). Chains are grouped by the variation their
+// result.json names (ensembles/systematics.hpp); the nominal group (no variation) is
+// aggregated as follows, whether or not variations were run:
 //
 //  1. replica result = mean over its ensemble members of the unfolded histograms;
 //  2. every histogram is normalised to unit area (density: divide by Σw and bin width);
@@ -19,21 +22,59 @@
 //     the fraction of the prior-to-truth shift of each observable's mean (bin centres, in
 //     range) that the nominal recovered: 1 = all of it, 0 = none, < 0 = the wrong way.
 //
+// Systematics (SPEC §7), per observable and bin on the same unit-area densities (a
+// variation's replica result is the mean over its members, as in 1.):
+//  5. detector and modelling variations: shift = mean over the replicas r it shares with the
+//     nominal of (variation_r - nominal_r); per source, symmetrised (half_difference or max,
+//     ensembles/systematics.hpp) or the one-sided shift s; the source's covariance s s^T;
+//  6. mc_bootstrap: MC-statistics covariance = covariance over its replicas (n-1);
+//  7. non_closure: n = its unfolded result (mean over its replicas) - the truth of its
+//     pseudo-data file (result.json "data", histogrammed like the truth file); a source
+//     named non_closure with covariance n n^T;
+//  8. total covariance = statistical (`covariance`) + MC-statistics + every source's.
+//
 // Outputs in out_dir (each written atomically; out_dir created if missing):
 //   bands.h5      /<observable>/{edges, nominal, std, p16, p84, p2_5, p97_5, covariance,
 //                 correlation, replicas (R x bins), prior, truth}; root attributes
-//                 replicas, chains, observables
-//   summary.json  {"replicas", "chains", "classifier" (the chains' step model, or "mixed"),
+//                 replicas, chains (the nominal's), observables; and, per observable:
+//                   covariance_total, std_total (sqrt of its diagonal): = covariance and std
+//                     without variations;
+//                   covariance_mc_stat                       (with an mc_bootstrap variation)
+//                   sources/<source>/{shift, covariance}     (each detector/modelling source,
+//                     and sources/non_closure)
+//                   sources/<source>/{up, down}              (the raw shifts of a pair)
+//                   variations/<name>/nominal                (each variation's mean result)
+//                   non_closure/{shift, truth, unfolded}     (with a non_closure variation)
+//                 (`covariance` stays the statistical one, from the data bootstrap)
+//   summary.json  {"replicas", "chains" (the nominal's), "classifier" (the chains' step
+//                 model, or "mixed"), "variations": [{name, type, source, direction, chains,
+//                 replicas}] ([] without variations),
 //                 "observables": {name: {delta_prior, delta_unfolded,
 //                 delta_unfolded_err, delta_floor, coverage_68, coverage_95, mean_prior,
-//                 mean_unfolded, mean_truth, shift_recovered, shift_significance}}} (null
+//                 mean_unfolded, mean_truth, shift_recovered, shift_significance,
+//                 coverage_68_total, coverage_95_total, uncertainty}}} (null
 //                 without truth; shift_recovered null when prior and truth have the same
 //                 mean; shift_significance = |mean_truth - mean_prior| over its standard
-//                 error: below ~2 the recovered fraction is noise)
+//                 error: below ~2 the recovered fraction is noise). coverage_68/95 are those
+//                 of the statistical band; coverage_68_total / coverage_95_total: fraction of
+//                 the same bins whose truth lies within nominal ± 1 / ± 1.96 sigma_total
+//                 (sigma_total = std_total); uncertainty = {"stat", "mc_stat" (when run), each
+//                 source, "non_closure" (when run), "total": root mean square over the bins
+//                 with a positive nominal of sigma / nominal} (present without truth too)
+//   event_weights.h5  per-event publication weights, when the chains' weights.h5 carry
+//                 `final` (ensembles/event_weights.hpp)
 //   <observable>.png  unfolded with band, truth, prior; ratio panel (gnuplot)
+//   <observable>_breakdown.png  relative uncertainty per bin of each source, the statistical,
+//                 the MC-statistical, the non-closure and the total (gnuplot)
+//   Figures are skipped with a warning when gnuplot is not installed.
 //
 // Throws InputError (exit 2) when no chain is found, chains disagree on binning or on the
-// campaign seed, or the truth file is unreadable; nothing is written then.
+// campaign seed, or the truth file is unreadable; for variations (one line naming the chain
+// or variation and what to do): no nominal chain, an unknown type, an up without a down of
+// the same source (or two ups), a pair disagreeing on symmetrise, a detector or modelling
+// variation sharing no replica with the nominal, chains of a variation disagreeing on
+// binning or description, a chain's `final` length differing from its simulation's rows.
+// Nothing is written then.
 #include <optional>
 #include <string>
 #include <vector>

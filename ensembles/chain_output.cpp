@@ -2,6 +2,7 @@
 
 #include <hdf5.h>
 
+#include <filesystem>
 #include <fstream>
 #include <numeric>
 
@@ -211,8 +212,30 @@ ChainWeights readChainWeights(const std::string& dir) {
   ChainWeights w;
   w.push = unflatten("push");
   w.pull = unflatten("pull");
-  if (H5Lexists(f.get(), "final", H5P_DEFAULT) > 0)
+  if (data::h5Exists(f.get(), "final"))
     w.final = readFloat64Dataset(f.get(), path, "final");
+  return w;
+}
+
+std::optional<uint64_t> chainFinalWeightsRows(const std::string& dir) {
+  const std::string path = join(dir, kChainWeightsFile);
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return std::nullopt;
+  H5Handle f = openH5(path);
+  if (!data::h5Exists(f.get(), "final")) return std::nullopt;
+  H5Handle dset =
+      FF_H5_OWN(H5Dopen2(f.get(), "final", H5P_DEFAULT), H5Kind::kDataset, path + ": final");
+  const std::vector<hsize_t> d = data::h5Dims(dset.get());
+  if (d.size() != 1) throw InputError(path + ": 'final' is not 1-D (N_mc); rerun the chain");
+  return static_cast<uint64_t>(d[0]);
+}
+
+std::vector<double> readChainFinalWeights(const std::string& dir) {
+  const std::string path = join(dir, kChainWeightsFile);
+  H5Handle f = openH5(path);
+  std::vector<uint64_t> dims;
+  std::vector<double> w = readFloat64Dataset(f.get(), path, "final", &dims);
+  if (dims.size() != 1) throw InputError(path + ": 'final' is not 1-D (N_mc); rerun the chain");
   return w;
 }
 

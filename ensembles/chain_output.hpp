@@ -15,6 +15,7 @@
 //   result.json      written last: the chain is complete when it exists
 // Every file is written atomically (AtomicFile): a reader sees all of a file or nothing.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,11 @@ struct ChainWeights {
 };
 void writeChainWeights(const std::string& dir, const ChainWeights& w, const nlohmann::json& meta);
 ChainWeights readChainWeights(const std::string& dir);
+// weights.h5's `final`: its length, nullopt when the chain has no weights.h5 or no `final`
+// (chains written before it existed); readChainFinalWeights reads it. Both throw
+// InputError naming the file when it is unreadable or `final` is not 1-D.
+std::optional<uint64_t> chainFinalWeightsRows(const std::string& dir);
+std::vector<double> readChainFinalWeights(const std::string& dir);
 
 // float64 datasets of the ensembles' HDF5 files (weights.h5, histograms.h5, bands.h5), on the
 // checked handles of core/data/h5_file.hpp. `file` is an open HDF5 file id (hid_t); `path`

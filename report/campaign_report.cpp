@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -64,10 +65,20 @@ json readSummary(const std::string& path) {
     if (!it->is_object())
       throw InputError(path + ": observables." + it.key() + " is not an object");
     for (const char* k : {"delta_prior", "delta_unfolded", "delta_unfolded_err", "coverage_68",
-                          "coverage_95", "delta_floor", "shift_recovered", "shift_significance"}) {
+                          "coverage_95", "delta_floor", "shift_recovered", "shift_significance",
+                          "coverage_68_total", "coverage_95_total"}) {
       auto f = it->find(k);
       if (f != it->end() && !f->is_null() && !f->is_number())
         throw InputError(path + ": observables." + it.key() + "." + k + " is not a number");
+    }
+    auto u = it->find("uncertainty");
+    if (u != it->end() && !u->is_null()) {
+      if (!u->is_object())
+        throw InputError(path + ": observables." + it.key() + ".uncertainty is not an object");
+      for (auto e = u->begin(); e != u->end(); ++e)
+        if (!e->is_null() && !e->is_number())
+          throw InputError(path + ": observables." + it.key() + ".uncertainty." + e.key() +
+                           " is not a number");
     }
   }
   return j;
@@ -128,6 +139,24 @@ std::vector<Series> warmstartCurves(const json& j) {
     if (!s.y.empty()) out.push_back(std::move(s));
   }
   return out;
+}
+
+// The rows of the uncertainty table: stat and mc_stat first, the sources by name, then
+// non_closure and the total.
+std::vector<std::string> uncertaintyOrder(const json& observables) {
+  std::set<std::string> names;
+  for (const auto& o : observables)
+    if (o.is_object() && o.contains("uncertainty") && o["uncertainty"].is_object())
+      for (auto e = o["uncertainty"].begin(); e != o["uncertainty"].end(); ++e)
+        names.insert(e.key());
+  std::vector<std::string> order;
+  for (const char* first : {"stat", "mc_stat"})
+    if (names.erase(first)) order.push_back(first);
+  const bool closure = names.erase("non_closure") > 0, total = names.erase("total") > 0;
+  order.insert(order.end(), names.begin(), names.end());
+  if (closure) order.push_back("non_closure");
+  if (total) order.push_back("total");
+  return order;
 }
 
 const char* kCss = R"css(
@@ -195,6 +224,16 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
       std::string bytes = readFile(p);
       if (!isPng(bytes)) throw InputError(p + ": not a PNG image; rerun the aggregation");
       agg_png[o.name] = std::move(bytes);
+    }
+  }
+  std::map<std::string, std::string> breakdown_png;  // observable -> <obs>_breakdown.png
+  if (summary) {
+    for (auto it = (*summary)["observables"].begin(); it != (*summary)["observables"].end(); ++it) {
+      const std::string p = agg + "/" + it.key() + "_breakdown.png";
+      if (!isFile(p)) continue;
+      std::string bytes = readFile(p);
+      if (!isPng(bytes)) throw InputError(p + ": not a PNG image; rerun the aggregation");
+      breakdown_png[it.key()] = std::move(bytes);
     }
   }
   std::vector<std::string> warm_png = pngFilesIn(warm);
@@ -356,6 +395,84 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
     body += s;
   }
 
+  // Uncertainty breakdown.
+  std::vector<std::string> obs_order;  // bands.h5's order, then the summary's other names
+  if (bands)
+    for (const auto& o : bands->observables) obs_order.push_back(o.name);
+  if (summary)
+    for (auto it = (*summary)["observables"].begin(); it != (*summary)["observables"].end(); ++it)
+      if (std::find(obs_order.begin(), obs_order.end(), it.key()) == obs_order.end())
+        obs_order.push_back(it.key());
+  const std::vector<std::string> sources =
+      summary ? uncertaintyOrder((*summary)["observables"]) : std::vector<std::string>();
+  if (!summary) {
+    omit("uncertainties", "Uncertainty breakdown",
+         "no " + agg + "/summary.json (run `foldfarm campaign aggregate " + dir + "`)");
+  } else if (sources.empty()) {
+    omit("uncertainties", "Uncertainty breakdown",
+         agg +
+             "/summary.json has no uncertainty breakdown (aggregated by an older foldfarm); "
+             "rerun `foldfarm campaign aggregate " +
+             dir + "`");
+  } else {
+    present("uncertainties", "Uncertainties");
+    std::vector<std::string> header = {"uncertainty"};
+    std::vector<std::string> shown_obs;
+    for (const auto& name : obs_order)
+      if ((*summary)["observables"][name].contains("uncertainty")) {
+        header.push_back(name);
+        shown_obs.push_back(name);
+      }
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& src : sources) {
+      std::vector<std::string> row = {src};
+      for (const auto& name : shown_obs) {
+        const double v = jsonNumber((*summary)["observables"][name]["uncertainty"], src.c_str());
+        row.push_back(std::isnan(v) ? "-" : fmt(100 * v, 1) + "%");
+      }
+      rows.push_back(std::move(row));
+    }
+    std::string s =
+        "<section id=\"uncertainties\"><h2>Uncertainty breakdown</h2>\n<p>Relative size of "
+        "each uncertainty: the root mean square over the bins of σ / unfolded, σ from the "
+        "statistical covariance (stat: data bootstrap), the MC-statistics covariance (mc_stat: "
+        "simulation bootstrap), each systematic source's symmetrised shift, the non-closure "
+        "(unfolded pseudo-data minus its truth) and the total covariance (their sum).</p>\n" +
+        htmlTable(header, rows, "uncertainty-table");
+    const json& variations = summary->value("variations", json::array());
+    if (variations.is_array() && !variations.empty()) {
+      std::vector<std::vector<std::string>> vr;
+      for (const auto& v : variations) {
+        if (!v.is_object()) continue;
+        auto text = [&](const char* k) {
+          auto f = v.find(k);
+          return f == v.end()     ? std::string("-")
+                 : f->is_string() ? f->get<std::string>()
+                                  : f->dump();
+        };
+        const std::string direction = text("direction");
+        vr.push_back({text("name"), text("type"), text("source"),
+                      direction.empty() ? "one-sided" : direction, text("chains"),
+                      text("replicas")});
+      }
+      s += "<h3>Variations</h3>\n" +
+           htmlTable({"variation", "type", "source", "direction", "chains", "replicas"}, vr,
+                     "variations-table");
+    }
+    std::string figs;
+    for (const auto& name : obs_order)
+      if (breakdown_png.count(name))
+        figs += figure(breakdown_png[name], name + ": relative uncertainty per bin",
+                       agg + "/" + name + "_breakdown.png");
+    if (!figs.empty())
+      s += "<div class=\"grid\">\n" + figs + "</div>\n";
+    else
+      s += "<p class=\"note\">No breakdown figures in " + htmlEscape(agg) +
+           " (the aggregation draws &lt;observable&gt;_breakdown.png when gnuplot is "
+           "installed).</p>\n";
+    body += s + "</section>\n";
+  }
+
   // Δ table.
   if (!summary) {
     omit("delta", "Triangular discriminator and coverage",
@@ -363,18 +480,14 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
              " --truth TRUTH.h5`)");
   } else {
     std::vector<std::vector<std::string>> rows;
-    bool any_truth = false;
-    std::vector<std::string> order;
-    if (bands)
-      for (const auto& o : bands->observables) order.push_back(o.name);
-    for (auto it = (*summary)["observables"].begin(); it != (*summary)["observables"].end(); ++it)
-      if (std::find(order.begin(), order.end(), it.key()) == order.end()) order.push_back(it.key());
-    for (const auto& name : order) {
+    bool any_truth = false, any_total = false;
+    for (const auto& name : obs_order) {
       if (!(*summary)["observables"].contains(name)) continue;
       const json& o = (*summary)["observables"][name];
       const double dp = jsonNumber(o, "delta_prior"), du = jsonNumber(o, "delta_unfolded");
       const double de = jsonNumber(o, "delta_unfolded_err");
       const double c68 = jsonNumber(o, "coverage_68"), c95 = jsonNumber(o, "coverage_95");
+      const double c68_total = jsonNumber(o, "coverage_68_total");
       const double floor = jsonNumber(o, "delta_floor"), shift = jsonNumber(o, "shift_recovered");
       const double signif = jsonNumber(o, "shift_significance");
       // A shift of the mean within ~2 standard errors is noise: its fraction means nothing.
@@ -406,17 +519,24 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
       rows.back().insert(
           rows.back().end(),
           {std::isnan(dp) || std::isnan(du) ? "-" : fmt(du / std::max(dp, 1e-300), 2),
-           std::isnan(c68) ? "-" : fmt(100 * c68, 0) + "%",
-           std::isnan(c95) ? "-" : fmt(100 * c95, 0) + "%", paperDelta(name)});
+           std::isnan(c68) ? "-" : fmt(100 * c68, 0) + "%"});
+      if (!std::isnan(c68_total)) any_total = true;
+      rows.back().push_back(std::isnan(c68_total) ? "-" : fmt(100 * c68_total, 0) + "%");
+      rows.back().push_back(std::isnan(c95) ? "-" : fmt(100 * c95, 0) + "%");
+      rows.back().push_back(paperDelta(name));
     }
+    // Aggregations without the total band (older ones) keep the table they had.
+    if (!any_total)
+      for (auto& row : rows) row.erase(row.end() - 3);
     std::vector<std::string> header = {"observable", "Δ prior", "Δ unfolded", "Δ floor",
                                        "shift recovered"};
     if (baseline) {
       header.push_back("Δ baseline");
       header.push_back("shift baseline");
     }
-    for (const char* h : {"unfolded / prior", "coverage 68%", "coverage 95%", "OmniLearn paper"})
-      header.push_back(h);
+    for (const char* h : {"unfolded / prior", "coverage 68%"}) header.push_back(h);
+    if (any_total) header.push_back("coverage 68% (total)");
+    for (const char* h : {"coverage 95%", "OmniLearn paper"}) header.push_back(h);
     if (!any_truth) {
       omit("delta", "Triangular discriminator and coverage",
            agg +
@@ -433,7 +553,8 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
           "recovered = how much of the prior-to-truth shift of the observable's mean the "
           "unfolding recovered (100% = all, 0% = none; in brackets when the prior-to-truth shift "
           "is under 2 standard errors, i.e. noise); coverage = fraction of bins whose "
-          "truth lies inside the 68% / 95% band. The last column is OmniLearn's published value "
+          "truth lies inside the 68% / 95% band of the replicas (total: within ± 1σ of the "
+          "total covariance, systematics included). The last column is OmniLearn's published value "
           "on real Z+jets data, for orientation only.</p>\n" +
           (baseline
                ? "<p>Baseline (same data, another unfolding): " + htmlEscape(baseline_name) + " (" +

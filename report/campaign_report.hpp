@@ -5,10 +5,14 @@
 //   overview       the spec (kind, R x M, executor, resources) and headline numbers
 //   distributions  unfolded densities with 68%/95% bands, truth and prior, ratio panels:
 //                  the aggregation's <obs>.png, or rendered here from bands.h5 (gnuplot)
+//   uncertainties  relative size of each uncertainty per observable (summary.json
+//                  "uncertainty": stat, mc_stat, each systematic source, non_closure, total),
+//                  the variations run, and the aggregation's <obs>_breakdown.png figures
 //   delta          Δ x10^3 against the truth of the prior and of the unfolded result (± the
 //                  spread over replicas), the statistical floor of Δ, the fraction of the
 //                  prior-to-truth shift of the mean recovered, the 68%/95% band coverage
-//                  (summary.json), and a baseline's Δ and shift when one is given
+//                  and the total band's 68% coverage (summary.json), and a baseline's Δ
+//                  and shift when one is given
 //   correlations   bin-to-bin correlation heat maps (bands.h5 <obs>/correlation)
 //   weights        ESS and clipped / non-finite weights per OmniFold step (chain histories)
 //   campaign       tasks per state, attempts, failures and their reasons, run time,
@@ -16,8 +20,9 @@
 //   throughput     completed tasks against time (journal events)
 //   warmstart      validation-loss curves of a warm-start study, when one was run
 // Inputs: D (a campaign directory, jobs/campaign.hpp), D/aggregate/ (bands.h5,
-// summary.json, <obs>.png: ensembles/aggregate.hpp), D/tasks/<id>/history.json, and
-// D/warmstart/ (PNG and JSON files of `foldfarm study warmstart --out D/warmstart`).
+// summary.json, <obs>.png, <obs>_breakdown.png: ensembles/aggregate.hpp),
+// D/tasks/<id>/history.json, and D/warmstart/ (PNG and JSON files of `foldfarm study warmstart
+// --out D/warmstart`).
 //
 // Everything is read and rendered before the page is written (atomically): bad input
 // (D not a campaign directory, an unreadable summary.json or bands.h5) throws InputError

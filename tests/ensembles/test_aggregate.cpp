@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/error.hpp"
+#include "core/base/process.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/plot/gnuplot.hpp"
@@ -30,8 +31,11 @@ class AggregateTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(root_); }
 
   // A completed chain whose unfolded mass histogram has `b0`, `b1` in its first two bins.
+  // `extra` joins its result.json (variation, mc, data); a non-empty `final` goes into its
+  // weights.h5 as the per-event weights of the unfolded result.
   void writeChain(const std::string& rel, int replica, int member, double b0, double b1,
-                  uint64_t seed = 42) {
+                  uint64_t seed = 42, const nlohmann::json& extra = nlohmann::json::object(),
+                  const std::vector<double>& final_weights = {}, bool other_binning = false) {
     fs::path dir = root_ / rel;
     fs::create_directories(dir);
     ChainHistograms h;
@@ -40,9 +44,41 @@ class AggregateTest : public ::testing::Test {
     h.unfolded[0].sumw[0] = b0;
     h.unfolded[0].sumw[1] = b1;
     h.prior[0].sumw[0] = 1.0;
+    if (other_binning)
+      for (auto* hs : {&h.unfolded, &h.prior})
+        for (double& e : (*hs)[0].edges) e *= 2;
     writeChainHistograms(dir.string(), h, {{"replica", replica}, {"member", member}});
-    writeJsonAtomic((dir / kChainResultFile).string(),
-                    {{"replica", replica}, {"member", member}, {"campaign_seed", seed}});
+    if (!final_weights.empty()) {
+      const std::string path = (dir / kChainWeightsFile).string();
+      foldfarm::data::H5Handle f = foldfarm::data::h5Create(path);
+      const uint64_t n = final_weights.size();
+      writeFloat64Dataset(f.get(), path, "push", std::vector<double>(n, 1.0), {1, n});
+      writeFloat64Dataset(f.get(), path, "pull", std::vector<double>(n, 1.0), {1, n});
+      writeFloat64Dataset(f.get(), path, "final", final_weights, {n});
+      f.close(path);
+    }
+    nlohmann::json result = {{"replica", replica}, {"member", member}, {"campaign_seed", seed}};
+    result.update(extra);
+    writeJsonAtomic((dir / kChainResultFile).string(), result);
+  }
+
+  // An unfold-layout file whose gen-level masses fall in the first two mass bins (0.5 and
+  // 2.0 GeV) with these event weights and pass_gen flags (empty: none written).
+  std::string writeSample(const std::string& name, const std::vector<int>& bins,
+                          const std::vector<float>& weights, const std::vector<uint8_t>& pass_gen) {
+    const int64_t n = static_cast<int64_t>(bins.size());
+    foldfarm::data::UnfoldArrays u;
+    u.reco = foldfarm::data::JetArrays::zeros(n, 1);
+    u.gen = foldfarm::data::JetArrays::zeros(n, 1);
+    for (int b : bins)
+      u.gen_subs.insert(u.gen_subs.end(), {b == 0 ? 0.5f : 2.0f, 0.1f, 10.f, -5.f, 0.2f, 0.5f});
+    u.reco_subs = u.gen_subs;
+    u.weights = weights;
+    u.pass_gen = pass_gen;
+    if (!pass_gen.empty()) u.pass_reco.assign(bins.size(), 1);
+    const std::string path = (root_ / name).string();
+    foldfarm::data::writeUnfoldFile(path, u);
+    return path;
   }
 
   // Truth: two events, masses in the first two bins -> fractions [0.5, 0.5].
@@ -57,7 +93,90 @@ class AggregateTest : public ::testing::Test {
     return truth;
   }
 
+  // The nominal: replica 0 with members [1,3] and [3,1] (mass fractions [.5,.5]),
+  // replica 1 [1,3] ([.25,.75]), replica 2 [3,1] ([.75,.25]).
+  void writeNominal(const std::string& at) {
+    writeChain(at + "/r0m0", 0, 0, 1, 3);
+    writeChain(at + "/r0m1", 0, 1, 3, 1);
+    writeChain(at + "/r1m0", 1, 0, 1, 3);
+    writeChain(at + "/r2m0", 2, 0, 3, 1);
+  }
+
+  // Beside writeNominal's chains: a detector pair det (half_difference), a detector pair jes
+  // (max), a modelling variation herwig (source generator), an mc_bootstrap variation with 3
+  // replicas and a non-closure variation whose pseudo-data is returned.
+  std::string writeVariations(const std::string& at) {
+    const std::string pseudo = writeSample("pseudo.h5", {0, 0, 1, 1}, {1, 2, 1, 5}, {1, 1, 1, 0});
+    writeChain(at + "/det_up_r0", 0, 0, 3, 2, 42, variation("det_up", "detector", "det", "up"));
+    writeChain(at + "/det_up_r1", 1, 0, 2, 3, 42, variation("det_up", "detector", "det", "up"));
+    writeChain(at + "/det_down_r0", 0, 0, 2, 3, 42,
+               variation("det_down", "detector", "det", "down"));
+    // Replica 5 has no nominal partner: it counts in the variation's mean, not in its shift.
+    writeChain(at + "/det_down_r5", 5, 0, 1, 1, 42,
+               variation("det_down", "detector", "det", "down"));
+    writeChain(at + "/jes_up_r0", 0, 0, 11, 9, 42,
+               variation("jes_up", "detector", "jes", "up", "max"));
+    writeChain(at + "/jes_down_r0", 0, 0, 2, 3, 42,
+               variation("jes_down", "detector", "jes", "down", "max"));
+    writeChain(at + "/herwig_r0", 0, 0, 3, 1, 42, variation("herwig", "modelling", "generator"));
+    writeChain(at + "/herwig_r2", 2, 0, 3, 1, 42, variation("herwig", "modelling", "generator"));
+    writeChain(at + "/mcstat_r0", 0, 0, 1, 1, 42, variation("mcstat", "mc_bootstrap"));
+    writeChain(at + "/mcstat_r1", 1, 0, 3, 2, 42, variation("mcstat", "mc_bootstrap"));
+    writeChain(at + "/mcstat_r2", 2, 0, 2, 3, 42, variation("mcstat", "mc_bootstrap"));
+    nlohmann::json closure = variation("closure", "non_closure");
+    closure["data"] = pseudo;
+    writeChain(at + "/closure_r0m0", 0, 0, 3, 1, 42, closure);
+    writeChain(at + "/closure_r0m1", 0, 1, 1, 1, 42, closure);
+    return pseudo;
+  }
+
+  static nlohmann::json variation(const std::string& name, const std::string& type,
+                                  const std::string& source = "", const std::string& direction = "",
+                                  const std::string& symmetrise = "half_difference") {
+    return {{"variation",
+             {{"name", name},
+              {"type", type},
+              {"source", source},
+              {"direction", direction},
+              {"symmetrise", symmetrise}}}};
+  }
+
+  // The one-line message of the InputError that aggregating `camp` throws ("" if none).
+  std::string refusal(const std::string& camp, const std::string& out) {
+    try {
+      aggregateRunsWithOptions({(root_ / camp).string()}, out, std::nullopt, {false});
+    } catch (const foldfarm::InputError& e) {
+      return e.what();
+    }
+    return "";
+  }
+
   fs::path root_;
+};
+
+// Reads float64 datasets of one HDF5 file.
+class H5Reader {
+ public:
+  explicit H5Reader(std::string path)
+      : path_(std::move(path)), f_(foldfarm::data::h5OpenRead(path_)) {}
+  std::vector<double> operator()(const std::string& name, std::vector<uint64_t>* dims = nullptr) {
+    return readFloat64Dataset(f_.get(), path_, name, dims);
+  }
+  bool has(const std::string& name) { return foldfarm::data::h5Exists(f_.get(), name); }
+  // An attribute of the root ("/"), of a group or (dataset = true) of a dataset, as text.
+  std::string attr(const std::string& object, const std::string& name, bool dataset = false) {
+    using foldfarm::data::H5Kind;
+    if (object == "/") return foldfarm::data::h5ReadAttrAsString(f_.get(), name);
+    foldfarm::data::H5Handle o =
+        dataset
+            ? FF_H5_OWN(H5Dopen2(f_.get(), object.c_str(), H5P_DEFAULT), H5Kind::kDataset, object)
+            : FF_H5_OWN(H5Gopen2(f_.get(), object.c_str(), H5P_DEFAULT), H5Kind::kGroup, object);
+    return foldfarm::data::h5ReadAttrAsString(o.get(), name);
+  }
+
+ private:
+  std::string path_;
+  foldfarm::data::H5Handle f_;
 };
 
 }  // namespace
@@ -196,4 +315,269 @@ TEST_F(AggregateTest, CompareShowsUnfoldingsOfTheSameDataSideBySide) {
                            opt);
   EXPECT_THROW(compareAggregations({(root_ / "agg_nt").string()}, {}), foldfarm::InputError);
   EXPECT_THROW(compareAggregations({(root_ / "a").string()}, {"x", "y"}), foldfarm::InputError);
+}
+
+TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
+  writeNominal("camp");
+  writeVariations("camp");
+  // The measurement's truth: mass fractions [.7, .3].
+  const std::string truth = writeSample("truth.h5", {0, 1}, {7, 3}, {});
+  const std::string out = (root_ / "agg").string();
+  AggregateOptions opt;
+  opt.plots = foldfarm::plot::gnuplotAvailable();
+  const nlohmann::json s = aggregateRunsWithOptions({(root_ / "camp").string()}, out, truth, opt);
+
+  // Everything below in fractions of the unit area (density x bin width w). Every shift has
+  // x in bin 0 and -x in bin 1 (two bins of unit area), so bin 0 tells all.
+  const double w = 75.0 / 49.0;
+  // Statistical: nominal replicas .5, .25, .75.
+  const double stat_var = (0.0 + 0.25 * 0.25 + 0.25 * 0.25) / 2;
+  // det (half_difference): up shifts r0 .6 - .5, r1 .4 - .25; down r0 .4 - .5 (its replica 5
+  // has no nominal partner).
+  const double det_up = (0.1 + 0.15) / 2, det_down = -0.1, det = (det_up - det_down) / 2;
+  // jes (max): up .55 - .5, down .4 - .5: sign(up) x max(|up|, |down|).
+  const double jes_up = 0.05, jes_down = -0.1, jes = 0.1;
+  // herwig (modelling, one-sided, source generator): r0 .75 - .5, r2 .75 - .75.
+  const double generator = (0.25 + 0.0) / 2;
+  // mcstat: replicas .5, .6, .4.
+  const double mc_var = (0.0 + 0.01 + 0.01) / 2;
+  // closure: members [3,1] and [1,1] -> [2,1] -> 2/3; the pseudo-data's truth has weights
+  // 1 + 2 in bin 0 and 1 in bin 1 (its weight-5 event fails pass_gen) -> .75.
+  const double closure = 2.0 / 3.0 - 0.75;
+  const double total_var =
+      stat_var + mc_var + det * det + jes * jes + generator * generator + closure * closure;
+
+  H5Reader read(out + "/bands.h5");
+  auto frac = [&](const std::string& name) {
+    std::vector<double> v = read("mass/" + name);
+    for (double& x : v) x *= w;
+    return v;
+  };
+  auto cov = [&](const std::string& name) {
+    std::vector<double> v = read("mass/" + name);
+    for (double& x : v) x *= w * w;
+    return v;
+  };
+  auto expectShift = [](const std::vector<double>& v, double x0, const std::string& what) {
+    ASSERT_EQ(v.size(), 49u) << what;
+    EXPECT_NEAR(v[0], x0, 1e-12) << what;
+    EXPECT_NEAR(v[1], -x0, 1e-12) << what;
+    EXPECT_NEAR(v[2], 0.0, 1e-12) << what;
+  };
+  auto expectCov = [](const std::vector<double>& c, double c00, const std::string& what) {
+    ASSERT_EQ(c.size(), 49u * 49u) << what;
+    EXPECT_NEAR(c[0], c00, 1e-12) << what;
+    EXPECT_NEAR(c[1], -c00, 1e-12) << what;
+    EXPECT_NEAR(c[49], -c00, 1e-12) << what;
+    EXPECT_NEAR(c[50], c00, 1e-12) << what;
+    EXPECT_NEAR(c[2], 0.0, 1e-12) << what;
+  };
+  expectShift(frac("sources/det/up"), det_up, "det up");
+  expectShift(frac("sources/det/down"), det_down, "det down");
+  expectShift(frac("sources/det/shift"), det, "det shift");
+  expectCov(cov("sources/det/covariance"), det * det, "det covariance");
+  expectShift(frac("sources/jes/up"), jes_up, "jes up");
+  expectShift(frac("sources/jes/down"), jes_down, "jes down");
+  expectShift(frac("sources/jes/shift"), jes, "jes shift");
+  expectCov(cov("sources/jes/covariance"), jes * jes, "jes covariance");
+  expectShift(frac("sources/generator/shift"), generator, "generator shift");
+  expectCov(cov("sources/generator/covariance"), generator * generator, "generator covariance");
+  EXPECT_FALSE(read.has("mass/sources/generator/up"));  // one-sided: no raw up/down
+  expectCov(cov("covariance_mc_stat"), mc_var, "MC statistics");
+  expectShift(frac("non_closure/shift"), closure, "non-closure");
+  expectCov(cov("sources/non_closure/covariance"), closure * closure, "non-closure covariance");
+  const std::vector<double> closure_truth = frac("non_closure/truth");
+  const std::vector<double> closure_unfolded = frac("non_closure/unfolded");
+  EXPECT_NEAR(closure_truth[0], 0.75, 1e-12);
+  EXPECT_NEAR(closure_unfolded[0], 2.0 / 3.0, 1e-12);
+  expectCov(cov("covariance"), stat_var, "statistical");  // stays the data bootstrap's
+  expectCov(cov("covariance_total"), total_var, "total");
+  EXPECT_NEAR(frac("std_total")[0], std::sqrt(total_var), 1e-12);
+  // A variation's mean result counts all its replicas: det_down r0 .4 and r5 .5.
+  EXPECT_NEAR(frac("variations/det_down/nominal")[0], 0.45, 1e-12);
+  EXPECT_NEAR(frac("variations/mcstat/nominal")[0], 0.5, 1e-12);
+  EXPECT_NEAR(frac("variations/herwig/nominal")[0], 0.75, 1e-12);
+
+  const auto& mass = s["observables"]["mass"];
+  // The statistical 68% band [p16, p84] = [.33, .67] misses the truth .7 (and .3 in bin 1);
+  // nominal ± sigma_total covers it when |.7 - .5| <= sigma_total.
+  const double sigma = std::sqrt(total_var);
+  EXPECT_DOUBLE_EQ(mass["coverage_68"].get<double>(), 0.0);
+  ASSERT_LE(0.2, sigma);
+  EXPECT_DOUBLE_EQ(mass["coverage_68_total"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(mass["coverage_95_total"].get<double>(), 0.2 <= 1.96 * sigma ? 1.0 : 0.0);
+  // Relative sizes: sigma / nominal in both counted bins (nominal .5 each).
+  const auto& u = mass["uncertainty"];
+  EXPECT_NEAR(u["stat"].get<double>(), std::sqrt(stat_var) / 0.5, 1e-12);
+  EXPECT_NEAR(u["mc_stat"].get<double>(), std::sqrt(mc_var) / 0.5, 1e-12);
+  EXPECT_NEAR(u["det"].get<double>(), det / 0.5, 1e-12);
+  EXPECT_NEAR(u["jes"].get<double>(), jes / 0.5, 1e-12);
+  EXPECT_NEAR(u["generator"].get<double>(), generator / 0.5, 1e-12);
+  EXPECT_NEAR(u["non_closure"].get<double>(), std::abs(closure) / 0.5, 1e-12);
+  EXPECT_NEAR(u["total"].get<double>(), sigma / 0.5, 1e-12);
+  EXPECT_EQ(u.size(), 7u);
+
+  // The nominal's counts; the variations listed with theirs.
+  EXPECT_EQ(s["replicas"], 3);
+  EXPECT_EQ(s["chains"], 4);
+  ASSERT_EQ(s["variations"].size(), 7u);
+  const nlohmann::json det_down_entry = {{"name", "det_down"}, {"type", "detector"},
+                                         {"source", "det"},    {"direction", "down"},
+                                         {"chains", 2},        {"replicas", 2}};
+  EXPECT_EQ(s["variations"][1], det_down_entry) << s["variations"].dump();
+  EXPECT_EQ(s["variations"][0]["type"], "non_closure");
+  EXPECT_EQ(s["variations"][0]["chains"], 2);
+  EXPECT_EQ(s["variations"][0]["replicas"], 1);
+  // Without `final` in the chains there are no publication weights.
+  EXPECT_FALSE(fs::exists(out + "/event_weights.h5"));
+  if (opt.plots) {
+    std::ifstream png(out + "/mass_breakdown.png", std::ios::binary);
+    char magic[4] = {};
+    png.read(magic, 4);
+    EXPECT_EQ(std::string(magic + 1, 3), "PNG");
+    EXPECT_TRUE(fs::exists(out + "/tau21_breakdown.png"));
+  }
+}
+
+TEST_F(AggregateTest, VariationsLeaveTheNominalResultsAsTheyWere) {
+  writeNominal("plain");
+  writeNominal("varied");
+  writeVariations("varied");
+  const std::string truth = writeSample("truth.h5", {0, 1}, {7, 3}, {});
+  const std::string out_a = (root_ / "agg_plain").string(), out_b = (root_ / "agg_varied").string();
+  const nlohmann::json a =
+      aggregateRunsWithOptions({(root_ / "plain").string()}, out_a, truth, {false});
+  const nlohmann::json b =
+      aggregateRunsWithOptions({(root_ / "varied").string()}, out_b, truth, {false});
+  H5Reader ra(out_a + "/bands.h5"), rb(out_b + "/bands.h5");
+  for (const char* obs : {"mass", "width", "multiplicity", "lnrho", "zg", "tau21"}) {
+    const std::string o = obs;
+    for (const char* ds : {"edges", "nominal", "std", "p16", "p84", "p2_5", "p97_5", "covariance",
+                           "correlation", "replicas", "prior", "truth"})
+      EXPECT_EQ(ra(o + "/" + ds), rb(o + "/" + ds)) << o << "/" << ds;
+    // Without variations the total is the statistical band.
+    EXPECT_EQ(ra(o + "/covariance_total"), ra(o + "/covariance")) << o;
+    EXPECT_EQ(ra(o + "/std_total"), ra(o + "/std")) << o;
+    for (const char* absent : {"sources", "variations", "non_closure", "covariance_mc_stat"})
+      EXPECT_FALSE(ra.has(o + "/" + absent)) << o << "/" << absent;
+    for (const char* key : {"bins", "delta_prior", "delta_unfolded", "delta_unfolded_err",
+                            "delta_floor", "coverage_68", "coverage_95", "mean_prior",
+                            "mean_unfolded", "mean_truth", "shift_recovered", "shift_significance"})
+      EXPECT_EQ(a["observables"][o][key], b["observables"][o][key]) << o << "." << key;
+  }
+  EXPECT_EQ(ra.attr("/", "replicas"), rb.attr("/", "replicas"));
+  EXPECT_EQ(ra.attr("/", "chains"), rb.attr("/", "chains"));
+  for (const char* key : {"replicas", "chains", "campaign_seed", "classifier", "truth"})
+    EXPECT_EQ(a[key], b[key]) << key;
+  EXPECT_EQ(a["variations"], nlohmann::json::array());
+  const auto& u = a["observables"]["mass"]["uncertainty"];
+  EXPECT_EQ(u.size(), 2u) << u.dump();
+  EXPECT_EQ(u["stat"], u["total"]);
+  EXPECT_TRUE(a["observables"]["mass"]["coverage_68_total"].is_number());
+}
+
+TEST_F(AggregateTest, VariationRefusalsAreOneLineAndWriteNothing) {
+  struct Case {
+    std::string camp, expect;
+  };
+  std::vector<Case> cases;
+  auto add = [&](const std::string& camp, const std::string& expect) {
+    writeNominal(camp);
+    cases.push_back({camp, expect});
+  };
+  add("up_only", "is the up of source 'det' without a down");
+  writeChain("up_only/v", 0, 0, 1, 1, 42, variation("det_up", "detector", "det", "up"));
+  add("two_ups", "are both the up of source 'det'");
+  writeChain("two_ups/a", 0, 0, 1, 1, 42, variation("det_up", "detector", "det", "up"));
+  writeChain("two_ups/b", 0, 0, 1, 1, 42, variation("det_up2", "detector", "det", "up"));
+  writeChain("two_ups/c", 0, 0, 1, 1, 42, variation("det_down", "detector", "det", "down"));
+  add("symmetrise", "disagree on symmetrise");
+  writeChain("symmetrise/a", 0, 0, 1, 1, 42, variation("det_up", "detector", "det", "up", "max"));
+  writeChain("symmetrise/b", 0, 0, 1, 1, 42, variation("det_down", "detector", "det", "down"));
+  add("type", "unknown type 'theory'");
+  writeChain("type/a", 0, 0, 1, 1, 42, variation("scale", "theory"));
+  add("unshared", "none of which the nominal has");
+  writeChain("unshared/a", 7, 0, 1, 1, 42, variation("det", "detector"));
+  add("binning", "(both of variation 'det')");
+  writeChain("binning/a", 0, 0, 1, 1, 42, variation("det", "detector"));
+  writeChain("binning/b", 1, 0, 1, 1, 42, variation("det", "detector"), {}, true);
+  add("nominal_binning", "bins mass differently from the nominal");
+  writeChain("nominal_binning/a", 0, 0, 1, 1, 42, variation("det", "detector"), {}, true);
+  add("described", "is described differently");
+  writeChain("described/a", 0, 0, 1, 1, 42, variation("det", "detector"));
+  writeChain("described/b", 1, 0, 1, 1, 42, variation("det", "modelling"));
+  for (const auto& c : cases) {
+    const std::string out = (root_ / ("out_" + c.camp)).string();
+    const std::string msg = refusal(c.camp, out);
+    EXPECT_NE(msg.find(c.expect), std::string::npos) << c.camp << ": " << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << c.camp << ": " << msg;
+    EXPECT_FALSE(fs::exists(out)) << c.camp;
+  }
+  // Variations without the nominal.
+  writeChain("only_variation/a", 0, 0, 1, 1, 42, variation("det", "detector"));
+  EXPECT_NE(refusal("only_variation", (root_ / "out_only").string()).find("nominal"),
+            std::string::npos);
+}
+
+TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
+  const std::string sim = writeSample("sim.h5", {0, 1, 0, 1}, {}, {});
+  const std::string sim_det = writeSample("sim_det.h5", {0, 1, 1, 1}, {}, {});
+  const std::string herwig = writeSample("herwig.h5", {0, 0, 1}, {}, {});
+  const nlohmann::json mc = {{"mc", sim}};
+  writeChain("c/r0m0", 0, 0, 1, 3, 42, mc, {1, 2, 3, 4});
+  writeChain("c/r0m1", 0, 1, 3, 1, 42, mc, {3, 2, 1, 0});
+  writeChain("c/r1m0", 1, 0, 1, 3, 42, mc, {1, 1, 1, 1});
+  writeChain("c/r2m0", 2, 0, 3, 1, 42, mc, {0, 0, 0, 4});
+  writeChain("c/r2m1", 2, 1, 3, 1, 42, mc, {2, 2, 2, 0});
+  nlohmann::json det = variation("det", "detector");
+  det["mc"] = sim_det;
+  writeChain("c/det_r0", 0, 0, 2, 2, 42, det, {5, 5, 5, 5});
+  writeChain("c/det_r1", 1, 0, 2, 2, 42, det, {9, 9, 9, 9});
+  nlohmann::json mcstat = variation("mcstat", "mc_bootstrap");
+  mcstat["mc"] = sim;
+  writeChain("c/mcstat_r0", 0, 0, 2, 2, 42, mcstat, {1, 0, 2, 0});
+  writeChain("c/mcstat_r1", 1, 0, 2, 2, 42, mcstat, {0, 1, 0, 2});
+  nlohmann::json hw = variation("herwig", "modelling");
+  hw["mc"] = herwig;
+  writeChain("c/herwig_r0m0", 0, 0, 2, 2, 42, hw, {1, 2, 3});
+  writeChain("c/herwig_r0m1", 0, 1, 2, 2, 42, hw, {3, 4, 5});
+  const std::string out = (root_ / "agg").string();
+  aggregateRunsWithOptions({(root_ / "c").string()}, out, std::nullopt, {false});
+
+  auto sha256sum = [](const std::string& path) {
+    return foldfarm::runProcess({"sha256sum", path}).out.substr(0, 64);
+  };
+  H5Reader read(out + "/event_weights.h5");
+  EXPECT_EQ(read("weights/nominal"), (std::vector<double>{2, 2, 2, 2}));
+  EXPECT_EQ(read("weights/replica_0001"), (std::vector<double>{1, 1, 1, 1}));
+  EXPECT_EQ(read("weights/replica_0002"), (std::vector<double>{1, 1, 1, 2}));
+  EXPECT_FALSE(read.has("weights/replica_0000"));
+  EXPECT_EQ(read("weights/det"), (std::vector<double>{5, 5, 5, 5}));  // its replica 0
+  EXPECT_EQ(read.attr("weights/det", "replica", true), "0");
+  EXPECT_EQ(read.attr("weights/det", "simulation", true), sim_det);
+  EXPECT_EQ(read.attr("weights/det", "type", true), "detector");
+  EXPECT_EQ(read("weights/mcstat_replica_0000"), (std::vector<double>{1, 0, 2, 0}));
+  EXPECT_EQ(read("weights/mcstat_replica_0001"), (std::vector<double>{0, 1, 0, 2}));
+  EXPECT_EQ(read.attr("weights/nominal", "members", true), "2");
+  EXPECT_EQ(read("other_simulations/herwig/weights"), (std::vector<double>{2, 3, 4}));
+  EXPECT_EQ(read.attr("other_simulations/herwig", "rows"), "3");
+  EXPECT_EQ(read.attr("other_simulations/herwig", "simulation"), herwig);
+  EXPECT_EQ(read.attr("other_simulations/herwig", "simulation_sha256"), sha256sum(herwig));
+  EXPECT_EQ(read.attr("/", "simulation"), sim);
+  EXPECT_EQ(read.attr("/", "simulation_sha256"), sha256sum(sim));
+  EXPECT_EQ(read.attr("/", "rows"), "4");
+  EXPECT_EQ(nlohmann::json::parse(read.attr("/", "columns")),
+            nlohmann::json({"nominal", "replica_0001", "replica_0002", "det", "mcstat_replica_0000",
+                            "mcstat_replica_0001"}));
+  const std::string selection = read.attr("/", "selection");
+  EXPECT_NE(selection.find("pass_gen"), std::string::npos) << selection;
+  EXPECT_NE(selection.find("push weight of 1"), std::string::npos) << selection;
+
+  // A chain whose `final` does not fit the simulation is refused by name; nothing written.
+  writeChain("c/r3m0", 3, 0, 1, 3, 42, mc, {1, 1, 1});
+  const std::string out2 = (root_ / "agg2").string();
+  const std::string msg = refusal("c", out2);
+  EXPECT_NE(msg.find((root_ / "c/r3m0").string() + "/weights.h5"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("has 3 rows"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(out2));
 }

@@ -148,6 +148,9 @@ AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool w
     writeDataset(file.get(), g + "/correlation", corr, {nb, nb});
     writeDataset(file.get(), g + "/replicas", flat, {static_cast<hsize_t>(replicas), nb});
     writeDataset(file.get(), g + "/prior", prior, {nb});
+    // Without variations the total covariance is the statistical one.
+    writeDataset(file.get(), g + "/covariance_total", cov, {nb, nb});
+    writeDataset(file.get(), g + "/std_total", sd, {nb});
     json js = {{"bins", nb}};
     if (with_truth) {
       writeDataset(file.get(), g + "/truth", truth, {nb});
@@ -156,11 +159,22 @@ AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool w
       js["delta_unfolded_err"] = 0.01;
       js["coverage_68"] = 0.5;
       js["coverage_95"] = 0.75;
+      js["coverage_68_total"] = 0.6;
+      js["coverage_95_total"] = 0.9;
     } else {
       for (const char* k : {"delta_prior", "delta_unfolded", "delta_unfolded_err", "coverage_68",
-                            "coverage_95"})
+                            "coverage_95", "coverage_68_total", "coverage_95_total"})
         js[k] = nullptr;
     }
+    double sum = 0;
+    int counted = 0;
+    for (size_t b = 0; b < nb; ++b)
+      if (mean[b] > 0) {
+        sum += sd[b] * sd[b] / (mean[b] * mean[b]);
+        ++counted;
+      }
+    const double stat = std::sqrt(sum / std::max(counted, 1));
+    js["uncertainty"] = {{"stat", stat}, {"total", stat}};
     fx.summary["observables"][g] = js;
     fx.observables.push_back(g);
   }
@@ -168,8 +182,63 @@ AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool w
   data::h5WriteInt64Attr(file.get(), "chains", replicas * 2);
   file.close(path);
   out.commit();
+  fx.summary["variations"] = json::array();
   writeJson(agg_dir + "/summary.json", fx.summary);
   return fx;
+}
+
+void addVariations(const std::string& agg_dir, AggregateFixture& fx) {
+  fx.summary["variations"] = json::array({{{"name", "closure"},
+                                           {"type", "non_closure"},
+                                           {"source", "closure"},
+                                           {"direction", ""},
+                                           {"chains", 2},
+                                           {"replicas", 1}},
+                                          {{"name", "det_down"},
+                                           {"type", "detector"},
+                                           {"source", "det"},
+                                           {"direction", "down"},
+                                           {"chains", 2},
+                                           {"replicas", 2}},
+                                          {{"name", "det_up"},
+                                           {"type", "detector"},
+                                           {"source", "det"},
+                                           {"direction", "up"},
+                                           {"chains", 2},
+                                           {"replicas", 2}},
+                                          {{"name", "herwig"},
+                                           {"type", "modelling"},
+                                           {"source", "generator"},
+                                           {"direction", ""},
+                                           {"chains", 1},
+                                           {"replicas", 1}},
+                                          {{"name", "mcstat"},
+                                           {"type", "mc_bootstrap"},
+                                           {"source", "mcstat"},
+                                           {"direction", ""},
+                                           {"chains", 3},
+                                           {"replicas", 3}}});
+  // A 1x1 PNG: the report embeds the aggregation's figure as it is.
+  const std::string png(
+      "\x89\x50\x4e\x47\x0d\x0a\x1a\x0a\x00\x00\x00\x0d\x49\x48\x44\x52\x00\x00\x00\x01"
+      "\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89\x00\x00\x00\x0d\x49\x44"
+      "\x41\x54\x78\xda\x63\x64\x60\xf8\x5f\x0f\x00\x02\x87\x01\x80\xeb\x47\xba\x92"
+      "\x00\x00\x00\x00\x49\x45\x4e\x44\xae\x42\x60\x82",
+      70);
+  for (const auto& name : fx.observables) {
+    json& u = fx.summary["observables"][name]["uncertainty"];
+    const double stat = u["stat"].get<double>();
+    u["mc_stat"] = 0.012;
+    u["det"] = 0.034;
+    u["generator"] = 0.051;
+    u["non_closure"] = 0.02;
+    u["total"] =
+        std::sqrt(stat * stat + 0.012 * 0.012 + 0.034 * 0.034 + 0.051 * 0.051 + 0.02 * 0.02);
+    if (fx.summary["observables"][name]["coverage_68_total"].is_number())
+      fx.summary["observables"][name]["coverage_68_total"] = 0.7;
+    writeFileAtomic(agg_dir + "/" + name + "_breakdown.png", png);
+  }
+  writeJson(agg_dir + "/summary.json", fx.summary);
 }
 
 void writeChainHistory(const std::string& task_dir, int iterations, double ess_fraction,

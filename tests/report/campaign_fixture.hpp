@@ -38,6 +38,12 @@ struct AggregateFixture {
 AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool with_truth,
                                 unsigned seed = 7);
 
+// Adds what a campaign with systematic variations adds to an aggregation written by
+// writeAggregate: summary.json's "variations" (det_up/det_down, herwig, mcstat, closure),
+// each observable's "uncertainty" per source (stat, mc_stat, det, generator, non_closure,
+// total) and coverage_68_total = 0.7 (with truth), and <obs>_breakdown.png (a 1x1 PNG each).
+void addVariations(const std::string& agg_dir, AggregateFixture& fx);
+
 // D/tasks/<id>/history.json with `iterations` x 2 steps; `clipped` factors in the last step.
 void writeChainHistory(const std::string& task_dir, int iterations, double ess_fraction,
                        int clipped);

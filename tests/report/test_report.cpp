@@ -133,7 +133,9 @@ TEST(CampaignReport, DeltaTableCarriesTheSummaryFigures) {
                             " ± 0.010</td>";
     EXPECT_TRUE(contains(html, row)) << row;
   }
-  EXPECT_TRUE(contains(html, "<td>50%</td><td>75%</td>"));
+  // coverage 68%, coverage 68% (total), coverage 95%.
+  EXPECT_TRUE(contains(html, "<td>50%</td><td>60%</td><td>75%</td>"));
+  EXPECT_TRUE(contains(html, "<th>coverage 68%</th><th>coverage 68% (total)</th>"));
   // The weight table: the worst chain first, its clipped factors counted.
   ASSERT_TRUE(contains(html, "id=\"weights-chains\""));
   const size_t worst = html.find("<td>r0002m1</td>", html.find("id=\"weights-chains\""));
@@ -196,4 +198,58 @@ TEST(CampaignReport, CorruptSummaryIsRefusedAndThePreviousReportIsKept) {
   EXPECT_EQ(readFile(dir + "/report.html"), before);
   for (const auto& e : fs::directory_iterator(dir))
     EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+}
+
+TEST(CampaignReport, UncertaintyBreakdownShowsEverySourceAndTheFigures) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);
+  AggregateFixture fx = writeAggregate(dir + "/aggregate", 8, true);
+  addVariations(dir + "/aggregate", fx);
+  ReportResult r;
+  const std::string html = renderCampaignReport(dir, {}, &r);
+  ASSERT_TRUE(contains(html, "<section id=\"uncertainties\">"));
+  const size_t table = html.find("id=\"uncertainty-table\"");
+  ASSERT_NE(table, std::string::npos);
+  EXPECT_TRUE(
+      contains(html, "<th>uncertainty</th><th>mass</th><th>width</th><th>multiplicity</th>"));
+  // Rows in order: stat, mc_stat, the sources by name, non_closure, total.
+  size_t last = table;
+  for (const char* row : {"stat", "mc_stat", "det", "generator", "non_closure", "total"}) {
+    const size_t at = html.find(std::string("<tr><td>") + row + "</td>", table);
+    ASSERT_NE(at, std::string::npos) << row;
+    EXPECT_GT(at, last) << row;
+    last = at;
+  }
+  EXPECT_TRUE(contains(html, "<tr><td>det</td><td>3.4%</td><td>3.4%</td><td>3.4%</td></tr>"));
+  const double stat = fx.summary["observables"]["mass"]["uncertainty"]["stat"].get<double>();
+  EXPECT_TRUE(contains(html, "<tr><td>stat</td><td>" + fmt(100 * stat, 1) + "%</td>"));
+  // The variations and one breakdown figure per observable, embedded.
+  EXPECT_TRUE(contains(html, "id=\"variations-table\""));
+  EXPECT_TRUE(
+      contains(html, "<td>herwig</td><td>modelling</td><td>generator</td><td>one-sided</td>"));
+  for (const auto& name : fx.observables)
+    EXPECT_TRUE(contains(html, name + ": relative uncertainty per bin")) << name;
+  EXPECT_GE(r.images, 3);
+  EXPECT_TRUE(contains(html, "<td>50%</td><td>70%</td><td>75%</td>"));
+}
+
+TEST(CampaignReport, WithoutVariationsTheBreakdownShowsStatAndTotal) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);
+  AggregateFixture fx = writeAggregate(dir + "/aggregate", 6, false);
+  const std::string html = renderCampaignReport(dir, {});
+  ASSERT_TRUE(contains(html, "<section id=\"uncertainties\">"));
+  EXPECT_TRUE(contains(html, "<tr><td>stat</td>"));
+  EXPECT_TRUE(contains(html, "<tr><td>total</td>"));
+  EXPECT_FALSE(contains(html, "<tr><td>mc_stat</td>"));
+  EXPECT_FALSE(contains(html, "id=\"variations-table\""));
+  // An aggregation from before the breakdown existed: omitted with a note, not faked.
+  for (auto& [name, o] : fx.summary["observables"].items()) o.erase("uncertainty");
+  writeJson(dir + "/aggregate/summary.json", fx.summary);
+  const std::string old = renderCampaignReport(dir, {});
+  EXPECT_TRUE(contains(old, "<section id=\"uncertainties\" class=\"omitted\">"));
+  // A breakdown that is not numbers is refused.
+  fx.summary["observables"]["mass"]["uncertainty"] = {{"stat", "big"}};
+  writeJson(dir + "/aggregate/summary.json", fx.summary);
+  EXPECT_THROW(renderCampaignReport(dir, {}), InputError);
 }

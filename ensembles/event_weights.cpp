@@ -1,0 +1,203 @@
+#include "ensembles/event_weights.hpp"
+
+#include <hdf5.h>
+
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/data/h5_file.hpp"
+#include "core/data/jet_reader.hpp"
+#include "core/train/sha256.hpp"
+#include "ensembles/chain_output.hpp"
+
+namespace foldfarm::ensembles {
+namespace {
+
+constexpr const char* kSelection =
+    "Rows follow the events of the simulation file (attribute simulation), in its order. The "
+    "unfolded distribution of a generator-level observable is the histogram of the file's "
+    "gen-level values (e.g. gen_subs) weighted by a column over the events with pass_gen != 0 "
+    "(all events when the file has no pass_gen). A column already includes the file's event "
+    "weights (weights) and, for mc_bootstrap columns, the Poisson bootstrap weights of the "
+    "simulation. Events failing the gen selection carry their push weight of 1 (times those "
+    "factors): they are not part of the unfolded result.";
+
+std::string replicaName(int r) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "replica_%04d", r);
+  return buf;
+}
+
+// The one simulation of a group, or InputError.
+std::string oneSimulation(const WeightGroup& g) {
+  const std::string who =
+      g.variation.empty() ? "the nominal chains" : "variation '" + g.variation + "'";
+  if (g.simulations.count("") || g.simulations.empty())
+    throw InputError("aggregate: " + who +
+                     " name no simulation (result.json \"mc\"); event_weights.h5 needs it, rerun "
+                     "them with this foldfarm");
+  if (g.simulations.size() > 1)
+    throw InputError("aggregate: " + who + " unfold different simulations (" +
+                     *g.simulations.begin() + ", " + *g.simulations.rbegin() +
+                     "); aggregate the chains of one simulation at a time");
+  return *g.simulations.begin();
+}
+
+// True when every chain of the group has `final`; each length must equal `rows`.
+bool checkFinal(const WeightGroup& g, const std::string& simulation, int64_t rows) {
+  for (const auto& [r, dirs] : g.replicas)
+    for (const auto& dir : dirs) {
+      const std::optional<uint64_t> n = chainFinalWeightsRows(dir);
+      if (!n) {
+        logWarn("aggregate: {} has no per-event 'final' in {} (written before it existed); {}", dir,
+                kChainWeightsFile,
+                g.variation.empty() ? "event_weights.h5 is not written"
+                                    : "event_weights.h5 leaves out variation " + g.variation);
+        return false;
+      }
+      if (static_cast<int64_t>(*n) != rows)
+        throw InputError(dir + "/" + kChainWeightsFile + ": 'final' has " + std::to_string(*n) +
+                         " rows but the simulation " + simulation + " has " + std::to_string(rows) +
+                         "; rerun this chain on that simulation or aggregate without it");
+    }
+  return true;
+}
+
+int64_t simulationRows(const std::string& path) {
+  return data::JetFile(path).numJets();
+}
+
+// Replica 0 (no bootstrap) when the group has it, else its lowest replica.
+EventWeightColumn centralColumn(const WeightGroup& g, const std::string& dataset,
+                                const std::string& simulation, int64_t rows) {
+  const auto it = g.replicas.count(0) ? g.replicas.find(0) : g.replicas.begin();
+  return {dataset, g.variation, g.type, simulation, it->first, rows, it->second};
+}
+
+void writeColumnAttrs(hid_t file, const std::string& path, const EventWeightColumn& c) {
+  const std::string ctx = path + ": attributes of " + c.dataset;
+  data::H5Handle d =
+      FF_H5_OWN(H5Dopen2(file, c.dataset.c_str(), H5P_DEFAULT), data::H5Kind::kDataset, ctx);
+  data::h5WriteStringAttr(d.get(), "variation", c.variation);
+  data::h5WriteStringAttr(d.get(), "type", c.type);
+  data::h5WriteInt64Attr(d.get(), "replica", c.replica);
+  data::h5WriteInt64Attr(d.get(), "members", static_cast<int64_t>(c.chains.size()));
+  data::h5WriteStringAttr(d.get(), "simulation", c.simulation);
+}
+
+}  // namespace
+
+std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>& groups) {
+  if (groups.empty() || !groups.front().variation.empty())
+    throw Error("planEventWeights: the nominal group comes first");
+  const WeightGroup& nominal = groups.front();
+  bool any_final = false;
+  for (const auto& [r, dirs] : nominal.replicas)
+    for (const auto& dir : dirs) any_final = any_final || chainFinalWeightsRows(dir).has_value();
+  if (!any_final) {
+    logInfo("aggregate: the chains carry no per-event 'final' weights; no event_weights.h5");
+    return std::nullopt;
+  }
+  EventWeightsPlan plan;
+  plan.simulation = oneSimulation(nominal);
+  plan.rows = simulationRows(plan.simulation);
+  if (!checkFinal(nominal, plan.simulation, plan.rows)) return std::nullopt;
+  plan.simulation_sha256 = sha256File(plan.simulation);
+
+  if (nominal.replicas.count(0))
+    plan.columns.push_back(
+        {"weights/nominal", "", "nominal", plan.simulation, 0, plan.rows, nominal.replicas.at(0)});
+  else
+    logWarn(
+        "aggregate: the nominal has no replica 0 (no bootstrap); event_weights.h5 has no "
+        "weights/nominal column");
+  for (const auto& [r, dirs] : nominal.replicas)
+    if (r != 0)
+      plan.columns.push_back(
+          {"weights/" + replicaName(r), "", "nominal", plan.simulation, r, plan.rows, dirs});
+
+  std::vector<EventWeightColumn> others;
+  std::set<std::string> names;
+  for (const auto& c : plan.columns) names.insert(c.dataset);
+  auto add = [&](std::vector<EventWeightColumn>& to, EventWeightColumn c) {
+    if (!names.insert(c.dataset).second)
+      throw InputError("aggregate: two results of event_weights.h5 would both be " + c.dataset +
+                       "; rename variation '" + c.variation + "'");
+    to.push_back(std::move(c));
+  };
+  for (size_t i = 1; i < groups.size(); ++i) {
+    const WeightGroup& g = groups[i];
+    if (g.type == "modelling") {
+      const std::string sim = oneSimulation(g);
+      const int64_t rows = simulationRows(sim);
+      if (!checkFinal(g, sim, rows)) continue;
+      plan.others.push_back({g.variation, sim, sha256File(sim), rows});
+      add(others, centralColumn(g, "other_simulations/" + g.variation + "/weights", sim, rows));
+      continue;
+    }
+    // detector, mc_bootstrap, non_closure: the nominal's generated events.
+    const std::string sim = oneSimulation(g);
+    if (!checkFinal(g, sim, plan.rows)) continue;
+    if (g.type == "mc_bootstrap") {
+      for (const auto& [r, dirs] : g.replicas)
+        add(plan.columns, {"weights/" + g.variation + "_" + replicaName(r), g.variation, g.type,
+                           sim, r, plan.rows, dirs});
+    } else {
+      add(plan.columns, centralColumn(g, "weights/" + g.variation, sim, plan.rows));
+    }
+  }
+  plan.columns.insert(plan.columns.end(), others.begin(), others.end());
+  return plan;
+}
+
+void writeEventWeights(const EventWeightsPlan& plan, const std::string& path) {
+  AtomicFile out(path);
+  const std::string tmp = out.tempPath();
+  {
+    data::H5Handle f;
+    try {
+      f = data::h5Create(tmp);
+    } catch (const Error&) {
+      throw Error(tmp + ": cannot create HDF5 file (check the directory is writable)");
+    }
+    nlohmann::json columns = nlohmann::json::array(), other_names = nlohmann::json::array();
+    for (const auto& c : plan.columns) {
+      std::vector<double> sum(static_cast<size_t>(c.rows), 0.0);
+      for (const auto& dir : c.chains) {
+        const std::vector<double> w = readChainFinalWeights(dir);
+        if (w.size() != sum.size())
+          throw Error(dir + "/" + kChainWeightsFile + ": 'final' changed length while aggregating");
+        for (size_t i = 0; i < w.size(); ++i) sum[i] += w[i];
+      }
+      for (double& x : sum) x /= static_cast<double>(c.chains.size());
+      writeFloat64Dataset(f.get(), tmp, c.dataset, sum, {sum.size()});
+      writeColumnAttrs(f.get(), tmp, c);
+      if (c.dataset.rfind("weights/", 0) == 0) columns.push_back(c.dataset.substr(8));
+    }
+    for (const auto& o : plan.others) {
+      const std::string g = "other_simulations/" + o.variation;
+      data::H5Handle group = FF_H5_OWN(H5Gopen2(f.get(), g.c_str(), H5P_DEFAULT),
+                                       data::H5Kind::kGroup, tmp + ": opening " + g);
+      data::h5WriteStringAttr(group.get(), "simulation", o.simulation);
+      data::h5WriteStringAttr(group.get(), "simulation_sha256", o.sha256);
+      data::h5WriteInt64Attr(group.get(), "rows", o.rows);
+      data::h5WriteStringAttr(group.get(), "selection", kSelection);
+      other_names.push_back(o.variation);
+    }
+    data::h5WriteStringAttr(f.get(), "simulation", plan.simulation);
+    data::h5WriteStringAttr(f.get(), "simulation_sha256", plan.simulation_sha256);
+    data::h5WriteInt64Attr(f.get(), "rows", plan.rows);
+    data::h5WriteStringAttr(f.get(), "selection", kSelection);
+    data::h5WriteStringAttr(f.get(), "columns", columns.dump());
+    data::h5WriteStringAttr(f.get(), "other_simulations", other_names.dump());
+    f.close(tmp + ": closing");
+  }
+  out.commit();
+  logInfo("aggregate: wrote {} ({} columns of {} events)", path, plan.columns.size(), plan.rows);
+}
+
+}  // namespace foldfarm::ensembles

@@ -1,0 +1,79 @@
+#pragma once
+// Publication weights: aggregate/event_weights.h5, one float64 column of per-event weights
+// per result for the simulated generated events, so that anyone can histogram any
+// generator-level observable of the simulation with the unfolded result (h5py example in
+// README.md). Each column is the mean over a replica's ensemble members of the chains'
+// weights.h5 `final` (ensembles/chain_output.hpp).
+//
+//   weights/nominal                 nominal replica 0 (no bootstrap)
+//   weights/replica_NNNN            nominal bootstrap replica NNNN (>= 1, 4 digits)
+//   weights/<variation>             detector and non_closure variations (same generated
+//                                   events): the variation's replica 0, or its lowest
+//                                   replica when it has no replica 0 (attribute `replica`)
+//   weights/<variation>_replica_NNNN  each replica of an mc_bootstrap variation (so that the
+//                                   MC-statistics covariance of any observable can be
+//                                   recomputed)
+//   other_simulations/<variation>/weights  modelling variations (another generator's
+//                                   events), replica 0 or the lowest; the group carries its
+//                                   own simulation, simulation_sha256, rows, selection
+//   every column's attributes: variation ("" for the nominal's), type ("nominal", or the
+//   variation's), replica, members, simulation (the chains' `mc`)
+//   root attributes: simulation (path), simulation_sha256, rows, selection (which events the
+//   weights apply to), columns (JSON array of the names under weights/), other_simulations
+//   (JSON array of the variation names under other_simulations/)
+// Rows are aligned with the simulation file's events, in its order.
+//
+// Columns of a variation whose chains lack `final` are left out with a warning; without
+// `final` in the nominal chains the file is not written at all.
+//
+// Thread-safety: HDF5 is not thread-safe; one call at a time.
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace foldfarm::ensembles {
+
+// The chains of the nominal or of one variation, as the aggregation found them.
+struct WeightGroup {
+  std::string variation;              // "" for the nominal
+  std::string type;                   // "nominal" or variationTypeName()
+  std::set<std::string> simulations;  // the chains' result.json `mc` ("" when absent)
+  std::map<int, std::vector<std::string>> replicas;  // replica -> its member chain directories
+};
+
+struct EventWeightColumn {
+  std::string dataset;  // "weights/nominal", "other_simulations/herwig/weights", ...
+  std::string variation, type, simulation;
+  int replica = 0;
+  int64_t rows = 0;                 // its simulation's events
+  std::vector<std::string> chains;  // averaged
+};
+
+struct OtherSimulation {
+  std::string variation, simulation, sha256;
+  int64_t rows = 0;
+};
+
+struct EventWeightsPlan {
+  std::string simulation, simulation_sha256;
+  int64_t rows = 0;
+  std::vector<EventWeightColumn> columns;  // weights/... first, then other_simulations/...
+  std::vector<OtherSimulation> others;
+};
+
+// Which columns to write, checked before anything is written: reads the simulation files'
+// row counts and SHA-256 and the length of every used chain's `final`. nullopt (logged) when
+// the nominal chains carry no `final`. Throws InputError (one line naming the chain or file)
+// when a chain's `final` length differs from its simulation's rows, the nominal chains
+// unfold different simulations or name none, or a simulation file is unreadable.
+// `groups` holds the nominal first.
+std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>& groups);
+
+// Writes the plan's columns to `path` atomically, one column in memory at a time.
+// Throws Error on a failed read or write (nothing is left at `path` then).
+void writeEventWeights(const EventWeightsPlan& plan, const std::string& path);
+
+}  // namespace foldfarm::ensembles
