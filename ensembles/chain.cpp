@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cmath>
+#include <deque>
 #include <filesystem>
 #include <optional>
 
@@ -30,6 +31,7 @@ using nlohmann::json;
 constexpr uint64_t kPurposeInit = 0x1A17;
 constexpr uint64_t kPurposeFit = 0xF17;
 constexpr uint64_t kPurposeMlpInit = 0x3171A17;
+constexpr uint64_t kPurposeStepEnsemble = 0x57E9E5;
 
 const std::vector<std::string>& knownObservableColumns() {
   static const std::vector<std::string> names = [] {
@@ -275,11 +277,11 @@ data::FeatureStats chainFeatureStats(const ChainConfig& c, const Checkpoint* ini
 ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   if (!j.is_object()) throw InputError(source + ": chain config must be a JSON object");
   static const std::vector<std::string> known = {
-      "classifier",     "observables",   "mlp",        "preset",
-      "model",          "feature_stats", "epochs",     "patience",
-      "val_fraction",   "batch_size",    "lr",         "lr_factor",
-      "optimizer",      "weight_decay",  "max_weight", "max_mc_events",
-      "max_data_events"};
+      "classifier",      "observables",   "mlp",        "preset",
+      "model",           "feature_stats", "epochs",     "patience",
+      "val_fraction",    "batch_size",    "lr",         "lr_factor",
+      "optimizer",       "weight_decay",  "max_weight", "max_mc_events",
+      "max_data_events", "step_ensemble"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (std::find(known.begin(), known.end(), it.key()) == known.end())
       throw InputError(source + ": unknown chain config key '" + it.key() + "'");
@@ -316,6 +318,10 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   take(j, "max_weight", c.limits.max_weight, source);
   take(j, "max_mc_events", c.max_mc_events, source);
   take(j, "max_data_events", c.max_data_events, source);
+  take(j, "step_ensemble", c.step_ensemble, source);
+  if (c.step_ensemble < 1 || c.step_ensemble > 64)
+    throw InputError(source + ": step_ensemble must be from 1 to 64 (got " +
+                     std::to_string(c.step_ensemble) + ")");
   if (c.epochs < 1 || c.batch_size < 1 || c.patience < 0)
     throw InputError(source + ": epochs and batch_size must be >= 1, patience >= 0");
   if (!(c.val_fraction > 0 && c.val_fraction < 1))
@@ -350,29 +356,32 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
 }
 
 json chainConfigToJson(const ChainConfig& c) {
-  return {{"classifier", c.classifier},
-          {"observables", c.observables},
-          {"mlp",
-           {{"hidden", c.mlp.hidden},
-            {"epochs", c.mlp.epochs},
-            {"patience", c.mlp.patience},
-            {"batch_size", c.mlp.batch_size},
-            {"lr", c.mlp.lr},
-            {"weight_decay", c.mlp.weight_decay}}},
-          {"preset", c.preset},
-          {"model", c.model},
-          {"feature_stats", c.feature_stats},
-          {"epochs", c.epochs},
-          {"patience", c.patience},
-          {"val_fraction", c.val_fraction},
-          {"batch_size", c.batch_size},
-          {"lr", c.lr},
-          {"lr_factor", c.lr_factor},
-          {"optimizer", c.optimizer},
-          {"weight_decay", c.weight_decay},
-          {"max_weight", c.limits.max_weight},
-          {"max_mc_events", c.max_mc_events},
-          {"max_data_events", c.max_data_events}};
+  json j = {{"classifier", c.classifier},
+            {"observables", c.observables},
+            {"mlp",
+             {{"hidden", c.mlp.hidden},
+              {"epochs", c.mlp.epochs},
+              {"patience", c.mlp.patience},
+              {"batch_size", c.mlp.batch_size},
+              {"lr", c.mlp.lr},
+              {"weight_decay", c.mlp.weight_decay}}},
+            {"preset", c.preset},
+            {"model", c.model},
+            {"feature_stats", c.feature_stats},
+            {"epochs", c.epochs},
+            {"patience", c.patience},
+            {"val_fraction", c.val_fraction},
+            {"batch_size", c.batch_size},
+            {"lr", c.lr},
+            {"lr_factor", c.lr_factor},
+            {"optimizer", c.optimizer},
+            {"weight_decay", c.weight_decay},
+            {"max_weight", c.limits.max_weight},
+            {"max_mc_events", c.max_mc_events},
+            {"max_data_events", c.max_data_events}};
+  if (c.step_ensemble != 1)
+    j["step_ensemble"] = c.step_ensemble;  // plain chains keep their records
+  return j;
 }
 
 ChainSpec chainSpecFromJson(const json& p) {
@@ -526,95 +535,122 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
         appendRows(obs_mc_gen, n_obs, mc_gen_rows, train_obs);
       }
     }
-    const uint64_t fit_seed = deriveSeed({member_seed, kPurposeFit, static_cast<uint64_t>(k)});
     const data::JetArrays& eval_set = step == 1 ? mc.reco : mc.gen;
-
-    // 2. The observable MLP (mlp, pet+mlp): iteration 0 from its seed, later ones from
-    //    iteration i-1's; fitted with the PET fit's seed, so both validate on the same rows.
-    //    Its fit is kept under state/ until the step commits, so that a resumed PET fit sees
-    //    the same logit offsets.
-    std::vector<float> train_offset, eval_offset;
-    std::optional<ObservableClassifier> mlp;
     // A varied chain starts each step from the chain it varies (the same iteration and step).
     const std::string warm_dir =
         spec.warm_from.empty() ? std::string() : stepModelsDir(spec.warm_from, iter, step);
-    auto warmModel = [&](const char* which) {
-      const std::string dir = warm_dir + "/" + which;
-      if (!checkpointExists(dir))
-        throw InputError(spec.warm_from + ": holds no " + which + " model of " + tag +
-                         " to warm-start from (it was not run with keep_models, or did not finish);"
-                         " rerun that chain, or start this one without warm_from");
-      return dir;
-    };
     if (!warm_dir.empty()) step_record["warm_from"] = warm_dir;
-    if (use_mlp) {
-      const std::string fitted_dir = stateDir(out) + "/mlp_fit_step" + std::to_string(k);
-      const bool fitted = checkpointExists(fitted_dir);
-      if (ctx != nullptr) ctx->barrier();  // every rank looked before rank 0 may write it
-      if (fitted) {
-        mlp.emplace(ObservableClassifier::load(fitted_dir, cfg.observables));
-      } else {
-        if (!warm_dir.empty())
-          mlp.emplace(ObservableClassifier::load(warmModel("mlp"), cfg.observables));
-        else if (iter == 0)
-          mlp.emplace(cfg.observables, cfg.mlp.hidden,
-                      deriveSeed({member_seed, kPurposeMlpInit, static_cast<uint64_t>(step)}));
-        else
-          mlp.emplace(ObservableClassifier::load(mlp_dir, cfg.observables));
-        MlpFitOptions mo;
-        mo.epochs = cfg.mlp.epochs;
-        mo.patience = cfg.mlp.patience;
-        mo.batch_size = cfg.mlp.batch_size;
-        mo.lr = cfg.mlp.lr;
-        mo.weight_decay = cfg.mlp.weight_decay;
-        mo.val_fraction = cfg.val_fraction;
-        mo.seed = fit_seed;
-        mo.label = tag + " mlp";
-        std::vector<float> tw(train.weights.begin(), train.weights.end());
-        step_record["mlp_fit"] = toJson(mlp->fit(train_obs, train.labels, tw, mo));
-        if (root) mlp->save(fitted_dir);
-      }
-      train_offset = mlp->logits(train_obs);
-      eval_offset = mlp->logits(step == 1 ? obs_mc_reco : obs_mc_gen);
-    }
+    // Step ensembling: E members fitted on the same training set, their classifiers averaged
+    // before the weights are pushed. Member 0 is the chain's own (E = 1: exactly the plain
+    // chain); member e > 0 has seeds of its own and state and models under names ending _e<e>.
+    const int n_ens = cfg.step_ensemble;
+    std::deque<std::optional<ObservableClassifier>> mlps;
+    std::deque<std::optional<PetClassifier>> pets;
+    std::vector<std::vector<float>> probs;
+    json ensemble_records = json::array();
+    for (int e = 0; e < n_ens; ++e) {
+      const std::string sfx = e == 0 ? std::string() : "_e" + std::to_string(e);
+      const uint64_t seed_e =
+          e == 0 ? member_seed
+                 : deriveSeed({member_seed, kPurposeStepEnsemble, static_cast<uint64_t>(e)});
+      json& rec = n_ens == 1 ? step_record : ensemble_records.emplace_back(json::object());
+      const uint64_t fit_seed = deriveSeed({seed_e, kPurposeFit, static_cast<uint64_t>(k)});
+      const std::string etag = n_ens == 1 ? tag : tag + " ensemble member " + std::to_string(e);
+      auto warmModel = [&](const std::string& which) {
+        const std::string dir = warm_dir + "/" + which + sfx;
+        if (!checkpointExists(dir))
+          throw InputError(spec.warm_from + ": holds no " + which + sfx + " model of " + tag +
+                           " to warm-start from (it was not run with keep_models, or did not "
+                           "finish); rerun that chain, or start this one without warm_from");
+        return dir;
+      };
 
-    // 3. PET (pet, pet+mlp): iteration 0 from the foundation (or scratch), later ones from
-    //    i-1's model. Boosted on the MLP, its output layer starts at 0 in every step, so the
-    //    fit starts exactly at the MLP and keeps an epoch only if it beats it on validation.
-    std::vector<float> prob;
-    std::optional<PetClassifier> pet;
-    if (use_pet) {
-      PetClassifier& clf = pet.emplace(
-          pet_cfg, deriveSeed({member_seed, kPurposeInit, static_cast<uint64_t>(step)}), stats);
-      if (!warm_dir.empty()) {
-        const std::string dir = warmModel("pet");
-        Checkpoint from = readCheckpoint(dir);
-        loadModelTensors(clf.model(), from.tensors, "model.", dir);
-      } else if (iter == 0) {
-        if (in.init) {
-          WarmStartReport rep = warmStart(clf.model(), *in.init);
-          logInfo("{}: warm start from {}: {}", tag, spec.init, rep.summary());
-          step_record["warm_start_skipped"] = rep.skipped;
+      // 2. The observable MLP (mlp, pet+mlp): iteration 0 from its seed, later ones from
+      //    iteration i-1's; fitted with the PET fit's seed, so both validate on the same rows.
+      //    Its fit is kept under state/ until the step commits, so that a resumed PET fit sees
+      //    the same logit offsets.
+      std::vector<float> train_offset, eval_offset;
+      std::optional<ObservableClassifier>& mlp = mlps.emplace_back();
+      if (use_mlp) {
+        const std::string fitted_dir = stateDir(out) + "/mlp_fit_step" + std::to_string(k) + sfx;
+        const bool fitted = checkpointExists(fitted_dir);
+        if (ctx != nullptr) ctx->barrier();  // every rank looked before rank 0 may write it
+        if (fitted) {
+          mlp.emplace(ObservableClassifier::load(fitted_dir, cfg.observables));
+        } else {
+          if (!warm_dir.empty())
+            mlp.emplace(ObservableClassifier::load(warmModel("mlp"), cfg.observables));
+          else if (iter == 0)
+            mlp.emplace(cfg.observables, cfg.mlp.hidden,
+                        deriveSeed({seed_e, kPurposeMlpInit, static_cast<uint64_t>(step)}));
+          else
+            mlp.emplace(ObservableClassifier::load(mlp_dir + sfx, cfg.observables));
+          MlpFitOptions mo;
+          mo.epochs = cfg.mlp.epochs;
+          mo.patience = cfg.mlp.patience;
+          mo.batch_size = cfg.mlp.batch_size;
+          mo.lr = cfg.mlp.lr;
+          mo.weight_decay = cfg.mlp.weight_decay;
+          mo.val_fraction = cfg.val_fraction;
+          mo.seed = fit_seed;
+          mo.label = etag + " mlp";
+          std::vector<float> tw(train.weights.begin(), train.weights.end());
+          rec["mlp_fit"] = toJson(mlp->fit(train_obs, train.labels, tw, mo));
+          if (root) mlp->save(fitted_dir);
         }
-      } else {
-        Checkpoint prev = readCheckpoint(model_dir);
-        loadModelTensors(clf.model(), prev.tensors, "model.", model_dir);
+        train_offset = mlp->logits(train_obs);
+        eval_offset = mlp->logits(step == 1 ? obs_mc_reco : obs_mc_gen);
       }
-      // Boosted from scratch, PET's correction starts at 0; warm, it keeps the varied-from
-      // chain's correction (its starting point still competes for the best epoch).
-      if (use_mlp && warm_dir.empty()) clf.zeroOutputLayer();
-      ClassifierFitOptions fo = stepFitOptions(cfg, fit_seed, tag);
-      fo.state_dir = stateDir(out) + "/train_step" + std::to_string(k);
-      fo.resume = true;
-      fo.validate_initial = use_mlp;
-      FitResult fit = clf.fit(train, nullptr, fo, ctx, train_offset);
-      step_record["fit"] = toJson(fit);
-      logInfo("{}: best epoch {} val loss {:.5f}", tag, fit.best_epoch, fit.best_val_loss);
-      prob = clf.predict(eval_set, 1024, eval_offset);
-    } else {
-      prob.resize(eval_offset.size());
-      for (size_t i = 0; i < prob.size(); ++i)
-        prob[i] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(eval_offset[i]))));
+
+      // 3. PET (pet, pet+mlp): iteration 0 from the foundation (or scratch), later ones from
+      //    i-1's model. Boosted on the MLP, its output layer starts at 0 in every step, so the
+      //    fit starts exactly at the MLP and keeps an epoch only if it beats it on validation.
+      std::vector<float>& prob = probs.emplace_back();
+      std::optional<PetClassifier>& pet = pets.emplace_back();
+      if (use_pet) {
+        PetClassifier& clf = pet.emplace(
+            pet_cfg, deriveSeed({seed_e, kPurposeInit, static_cast<uint64_t>(step)}), stats);
+        if (!warm_dir.empty()) {
+          const std::string dir = warmModel("pet");
+          Checkpoint from = readCheckpoint(dir);
+          loadModelTensors(clf.model(), from.tensors, "model.", dir);
+        } else if (iter == 0) {
+          if (in.init) {
+            WarmStartReport rep = warmStart(clf.model(), *in.init);
+            logInfo("{}: warm start from {}: {}", etag, spec.init, rep.summary());
+            rec["warm_start_skipped"] = rep.skipped;
+          }
+        } else {
+          Checkpoint prev = readCheckpoint(model_dir + sfx);
+          loadModelTensors(clf.model(), prev.tensors, "model.", model_dir + sfx);
+        }
+        // Boosted from scratch, PET's correction starts at 0; warm, it keeps the varied-from
+        // chain's correction (its starting point still competes for the best epoch).
+        if (use_mlp && warm_dir.empty()) clf.zeroOutputLayer();
+        ClassifierFitOptions fo = stepFitOptions(cfg, fit_seed, etag);
+        fo.state_dir = stateDir(out) + "/train_step" + std::to_string(k) + sfx;
+        fo.resume = true;
+        fo.validate_initial = use_mlp;
+        FitResult fit = clf.fit(train, nullptr, fo, ctx, train_offset);
+        rec["fit"] = toJson(fit);
+        logInfo("{}: best epoch {} val loss {:.5f}", etag, fit.best_epoch, fit.best_val_loss);
+        prob = clf.predict(eval_set, 1024, eval_offset);
+      } else {
+        prob.resize(eval_offset.size());
+        for (size_t i = 0; i < prob.size(); ++i)
+          prob[i] =
+              static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(eval_offset[i]))));
+      }
+    }
+    std::vector<float> prob = std::move(probs[0]);
+    if (n_ens > 1) {
+      // The ensemble's classifier: the mean of the members' probabilities.
+      for (size_t i = 0; i < prob.size(); ++i) {
+        double sum = 0;
+        for (int e = 0; e < n_ens; ++e) sum += e == 0 ? prob[i] : probs[e][i];
+        prob[i] = static_cast<float>(sum / n_ens);
+      }
+      step_record["ensemble"] = ensemble_records;
     }
 
     // 4. Reweight.
@@ -638,17 +674,23 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
     //    the step's fit states go.
     st.done_steps = k + 1;
     if (root) {
-      if (pet) pet->save(model_dir);
-      if (mlp) mlp->save(mlp_dir);
-      if (spec.keep_models) {
-        // Kept after the chain completes: the chains that vary this one start from them.
-        if (pet) pet->save(stepModelsDir(out, iter, step) + "/pet");
-        if (mlp) mlp->save(stepModelsDir(out, iter, step) + "/mlp");
+      for (int e = 0; e < n_ens; ++e) {
+        const std::string sfx = e == 0 ? std::string() : "_e" + std::to_string(e);
+        if (pets[e]) pets[e]->save(model_dir + sfx);
+        if (mlps[e]) mlps[e]->save(mlp_dir + sfx);
+        if (spec.keep_models) {
+          // Kept after the chain completes: the chains that vary this one start from them.
+          if (pets[e]) pets[e]->save(stepModelsDir(out, iter, step) + "/pet" + sfx);
+          if (mlps[e]) mlps[e]->save(stepModelsDir(out, iter, step) + "/mlp" + sfx);
+        }
       }
       saveProgress(out, spec, st);
       std::error_code ec;
-      fs::remove_all(stateDir(out) + "/train_step" + std::to_string(k), ec);
-      fs::remove_all(stateDir(out) + "/mlp_fit_step" + std::to_string(k), ec);
+      for (int e = 0; e < n_ens; ++e) {
+        const std::string sfx = e == 0 ? std::string() : "_e" + std::to_string(e);
+        fs::remove_all(stateDir(out) + "/train_step" + std::to_string(k) + sfx, ec);
+        fs::remove_all(stateDir(out) + "/mlp_fit_step" + std::to_string(k) + sfx, ec);
+      }
     }
     const bool stop = ctx != nullptr ? ctx->anyTrue(stopRequested()) : stopRequested();
     if (ctx != nullptr) ctx->barrier();  // the next iteration reads model_dir

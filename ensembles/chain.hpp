@@ -84,6 +84,12 @@ struct ChainConfig {
   WeightLimits limits;
   int64_t max_mc_events = 0;    // 0: all
   int64_t max_data_events = 0;  // 0: all
+  // Step ensembling: at every step, this many classifiers (member 0 the chain's own, the
+  // others with seeds of their own) are fitted on the same training set and their
+  // probabilities averaged before the weights are pushed; 1: a plain chain. An alternative
+  // to independent ensemble members (the campaign's "members"), whose weights are averaged
+  // only at the end.
+  int step_ensemble = 1;
 };
 ChainConfig chainConfigFromJson(const nlohmann::json& j, const std::string& source);
 nlohmann::json chainConfigToJson(const ChainConfig& c);

@@ -223,3 +223,55 @@ TEST_F(ChainTest, AVariedChainStartsEachStepFromTheNominalChainsModels) {
   EXPECT_EQ(runChainTask(v, (root_ / "warm_missing").string()), 2);
   EXPECT_TRUE(fs::is_empty(root_ / "warm_missing")) << "refused before anything is written";
 }
+
+// Step ensembling: member 0 of the ensemble is the chain's own classifier (the same fit as a
+// plain chain's first step), the others have seeds of their own, and the pushed weights come
+// from their averaged probabilities; step_ensemble 1 is exactly the plain chain.
+TEST_F(ChainTest, StepEnsemblingAveragesClassifiersWhoseFirstIsThePlainChains) {
+  nlohmann::json p = params(4, 0);
+  p["config"]["classifier"] = "mlp";
+  ASSERT_EQ(runChainTask(p, (root_ / "ens_plain").string()), 0);
+  p["config"]["step_ensemble"] = 1;
+  ASSERT_EQ(runChainTask(p, (root_ / "ens_one").string()), 0);
+  EXPECT_EQ(push(root_ / "ens_plain"), push(root_ / "ens_one"));
+  p["config"]["step_ensemble"] = 3;
+  ASSERT_EQ(runChainTask(p, (root_ / "ens_three").string()), 0);
+  EXPECT_NE(push(root_ / "ens_plain"), push(root_ / "ens_three"));
+  const nlohmann::json plain = readJson((root_ / "ens_plain" / kChainHistoryFile).string());
+  const nlohmann::json three = readJson((root_ / "ens_three" / kChainHistoryFile).string());
+  ASSERT_EQ(three["steps"].size(), 4u);
+  for (const auto& step : three["steps"]) ASSERT_EQ(step["ensemble"].size(), 3u) << step.dump();
+  // The validation losses of a fit, epoch by epoch (its timings aside).
+  auto losses = [](const nlohmann::json& fit) {
+    std::vector<double> v;
+    for (const auto& e : fit["history"]) v.push_back(e["val_loss"].get<double>());
+    return v;
+  };
+  const auto& members = three["steps"][0]["ensemble"];
+  EXPECT_EQ(losses(members[0]["mlp_fit"]), losses(plain["steps"][0]["mlp_fit"]));
+  EXPECT_NE(losses(members[1]["mlp_fit"]), losses(members[0]["mlp_fit"]));
+  EXPECT_NE(losses(members[2]["mlp_fit"]), losses(members[1]["mlp_fit"]));
+  p["config"]["step_ensemble"] = 0;
+  EXPECT_EQ(runChainTask(p, (root_ / "ens_zero").string()), 2);
+}
+
+// An interrupted step-ensembled chain resumes to the same weights (each member's fit state
+// and models under names of their own).
+TEST_F(ChainTest, InterruptedStepEnsembleResumesToIdenticalWeights) {
+  nlohmann::json p = params(5, 0);
+  p["config"]["step_ensemble"] = 2;
+  const fs::path ref = root_ / "ens_ref", cut = root_ / "ens_cut";
+  ASSERT_EQ(runChainTask(p, ref.string()), 0);
+  std::thread stopper([&] {
+    for (int i = 0; i < 6000 && !fs::exists(cut / "state" / "progress.json"); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    requestStop();
+  });
+  int rc = runChainTask(p, cut.string());
+  stopper.join();
+  clearStopRequest();
+  ASSERT_EQ(rc, 75);
+  EXPECT_TRUE(fs::exists(cut / "state" / "model_step1_e1" / "meta.json"));
+  ASSERT_EQ(runChainTask(p, cut.string()), 0);
+  EXPECT_EQ(push(ref), push(cut));
+}

@@ -45,9 +45,9 @@ class SlurmSystematics : public ::testing::Test {
   }
   void synth(const std::string& name, const std::string& tune, const std::string& seed,
              const std::string& detector = "") {
-    std::vector<std::string> args = {"data",   "synth",  "--kind", "unfold", "--events",
-                                     "800",    "--tune", tune,     "--seed", seed,
-                                     "--particles", "24", "--out", base_ + "/" + name};
+    std::vector<std::string> args = {
+        "data", "synth",  "--kind", "unfold",      "--events", "800",   "--tune",
+        tune,   "--seed", seed,     "--particles", "24",       "--out", base_ + "/" + name};
     if (!detector.empty()) {
       args.push_back("--detector");
       args.push_back(detector);
