@@ -25,7 +25,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libhdf5-dev zlib1g-dev nlohmann-json3-dev libgtest-dev libsqlite3-dev libcli11-dev libspdlog-dev
   slurmctld slurmd slurm-client munge
-  gnuplot-nox chromium
+  gnuplot-nox chromium jq
 )
 
 missing=()
