@@ -163,6 +163,18 @@ class BadInputs : public ::testing::Test {
     spec("spec_chain_observable.json",
          "{\"task\": \"chain\", \"replicas\": 2, " + chain_inputs +
              ", \"chain\": {\"config\": {\"classifier\": \"mlp\", \"observables\": [\"tau32\"]}}}");
+    // Systematic variations: a chain variation without a type, a non-closure test without
+    // its pseudo-data, an up without its down.
+    spec("spec_var_type.json", "{\"task\": \"chain\", \"replicas\": 2, " + chain_inputs +
+                                   ", \"variations\": {\"jes\": {}}}");
+    spec("spec_var_closure.json",
+         "{\"task\": \"chain\", \"replicas\": 2, " + chain_inputs +
+             ", \"variations\": {\"closure\": {\"type\": \"non_closure\"}}}");
+    spec("spec_var_pair.json",
+         "{\"task\": \"chain\", \"replicas\": 2, " + chain_inputs +
+             ", \"variations\": {\"jes_up\": {\"type\": \"detector\", \"source\": "
+             "\"jes\", \"direction\": \"up\", \"inputs\": {\"mc\": \"" +
+             d + "/mc.h5\"}}}}");
     spec("spec_zero_replicas.json", "{\"task\": \"noop\", \"replicas\": 0}");
     spec("spec_gpus.json", "{\"task\": \"noop\", \"replicas\": 2, \"resources\": {\"gpus\": 64}}");
     spec("spec_executor.json", "{\"task\": \"noop\", \"replicas\": 2, \"executor\": \"cloud\"}");
@@ -326,6 +338,12 @@ TEST_F(BadInputs, CampaignSpecs) {
                      "'params.seed'");
   expectCleanFailure({"campaign", "init", p("spec_chain_override.json"), "--dir", p("camp_ov")},
                      "'overrides.r0001m0.iterations'");
+  expectCleanFailure({"campaign", "init", p("spec_var_type.json"), "--dir", p("camp_vt")},
+                     "'variations.jes.type'");
+  expectCleanFailure({"campaign", "init", p("spec_var_closure.json"), "--dir", p("camp_vc")},
+                     "'variations.closure.inputs.data'");
+  expectCleanFailure({"campaign", "init", p("spec_var_pair.json"), "--dir", p("camp_vp")},
+                     "one 'up' and one 'down'");
   // An existing campaign directory is never overwritten by init.
   expectCleanFailure({"campaign", "init", p("spec_good.json"), "--dir", p("camp")}, p("camp"));
   expectCleanFailure({"campaign", "status", p("not_a_campaign")}, p("not_a_campaign"));

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <map>
+#include <set>
+
 #include "jobs/campaign.hpp"
 #include "jobs/executor.hpp"
 #include "tests/jobs/test_kinds.hpp"
@@ -79,6 +82,50 @@ TEST(MpiExecutor, CompletesACampaignAndSurvivesACrashingTask) {
       }
     }
     EXPECT_EQ(slots, (std::set<int>{0, 1})) << "both worker ranks were given tasks";
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// The pilot honours the task graph: a variation's task starts only after the nominal task
+// it needs is done.
+TEST(MpiExecutor, DispatchesOnlyTasksWhoseNeedsAreDone) {
+  registerTestTaskKinds();
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::string dir;
+  if (rank == 0) {
+    std::string scratch = makeScratchDir("mpi_graph");
+    dir = scratch + "/c";
+    json spec{{"name", "mpi-graph"},
+              {"task", "sleep"},
+              {"replicas", 6},
+              {"params", {{"seconds", 0.05}}},
+              {"variations", {{"v", {{"replicas", 6}, {"params", {{"seconds", 0.0}}}}}}},
+              {"executor", "mpi"},
+              {"resources", {{"cpu_slots", 1}}}};
+    Campaign::init(parseCampaignSpec(spec, "spec", scratch), dir);
+  }
+  dir = broadcastString(dir);
+  RunOptions opt;
+  opt.worker_argv = {FF_JOBS_TOOL, "worker"};
+  opt.show_progress = false;
+  opt.heartbeat_s = 0.2;
+  RunSummary s = runMpi(dir, opt);
+  if (rank == 0) {
+    Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
+    EXPECT_EQ(c.counts()[TaskState::kDone], 12);
+    std::map<int, double> done_at, started_at;
+    c.journal().forEachEvent([&](const CampaignJournal::Event& e) {
+      if (e.to == TaskState::kDone) done_at[e.task] = e.at;
+      if (e.from == TaskState::kPending && e.to == TaskState::kRunning && !started_at.count(e.task))
+        started_at[e.task] = e.at;
+    });
+    const TaskGraph g = c.journal().graph();
+    EXPECT_EQ(g.edges(), 6u);
+    for (int i = 6; i < 12; ++i) {
+      ASSERT_EQ(g.needs(i), std::vector<int>{i - 6});
+      EXPECT_GE(started_at[i], done_at[i - 6]) << c.spec().taskPosition(i).id;
+    }
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
