@@ -241,6 +241,21 @@ void parseVariations(const json& vs, CampaignSpec& s, const std::string& origin,
         throw InputError(origin + ": the " + v.type + " variation '" + v.name +
                          "' has no direction; remove '" + where + "direction'");
     }
+    // Names the aggregation gives its own columns and sources (ensembles/systematics.hpp).
+    if (v.name == "nominal" || v.name.rfind("replica_", 0) == 0)
+      throw InputError(origin + ": variation name '" + v.name +
+                       "' is reserved for the nominal's columns of event_weights.h5; rename it");
+    if ((v.type == "detector" || v.type == "modelling") &&
+        (v.source == "stat" || v.source == "mc_stat" || v.source == "non_closure" ||
+         v.source == "total"))
+      throw InputError(origin + ": '" + where + "source' = '" + v.source +
+                       "' is reserved (stat, mc_stat, non_closure, total); rename the source");
+    if (v.type == "mc_bootstrap" || v.type == "non_closure") {
+      for (const auto& w : s.variations)
+        if (w.type == v.type)
+          throw InputError(origin + ": variations '" + w.name + "' and '" + v.name + "' are both " +
+                           v.type + "; a campaign has at most one");
+    }
     v.first_index = next;
     next += v.numTasks();
     s.variations.push_back(std::move(v));

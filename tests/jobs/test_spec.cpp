@@ -384,6 +384,12 @@ TEST_F(SpecValidation, ChainVariationsNeedATypeAndTheInputsItReplaces) {
   refused({{"x", {{"type", "mc_bootstrap"}, {"direction", "up"}}}}, "has no direction");
   refused({{"x", {{"type", "modelling"}, {"inputs", {{"mc", "alt.h5"}}}, {"params", {{"a", 1}}}}}},
           "'variations.x.params.a'");
+  // Names and sources the aggregation reserves, and a second MC-statistics variation.
+  refused({{"nominal", {{"type", "modelling"}, {"inputs", {{"mc", "alt.h5"}}}}}}, "reserved");
+  refused({{"replica_0001", {{"type", "modelling"}, {"inputs", {{"mc", "alt.h5"}}}}}}, "reserved");
+  refused({{"x", {{"type", "modelling"}, {"source", "total"}, {"inputs", {{"mc", "alt.h5"}}}}}},
+          "'variations.x.source'");
+  refused({{"a", {{"type", "mc_bootstrap"}}}, {"b", {{"type", "mc_bootstrap"}}}}, "at most one");
   json ok = s;
   ok["variations"] = {{"alt", {{"type", "modelling"}, {"inputs", {{"mc", "alt.h5"}}}}},
                       {"stat", {{"type", "mc_bootstrap"}, {"replicas", 5}}},
