@@ -59,17 +59,30 @@ mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*" >&2; }
+synth_unfold() {  # NAME TUNE SEED [DETECTOR]: an unfolding sample in $out
+  "$ff" data synth --kind unfold --tune "$2" --events "$events" --seed "$3" --particles "$particles" \
+    ${4:+--detector "$4"} --out "$out/$1"
+}
+synth_pretrain() {
+  "$ff" data synth --kind pretrain --jets "$jets" --seed 1 --particles "$particles" --out "$out/pretrain.h5"
+}
+pretrain_foundation() {  # the tiny PET foundation on 2 MPI ranks, into $out/foundation
+  mpirun --allow-run-as-root --oversubscribe -np 2 \
+    -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1 \
+    "$ff" pretrain --data "$out/pretrain.h5" --out "$out/foundation" --preset tiny \
+    --epochs "$epochs" --batch 128 --lr 1e-3 --threads 1
+}
+# The PET chains' settings (PET boosted on the observable MLP, warm-started from the foundation).
+pet_chain="\"chain\": {\"iterations\": $iterations,
+            \"config\": {\"classifier\": \"pet+mlp\", \"preset\": \"tiny\", \"epochs\": $epochs,
+                       \"patience\": 2, \"batch_size\": 256, \"lr\": 1e-3}}"
 
 if [ "$systematics" -eq 1 ]; then
   # The systematics campaign (scripts/demo.sh --systematics): its own short pipeline.
   mc_stat="${FF_DEMO_MC_STAT_REPLICAS:-8}"
   step "1/6 synthetic data: $jets pretraining jets; $events unfolding events per sample: the" \
     "simulation, its detector variations (same generated events), another generator, the data"
-  "$ff" data synth --kind pretrain --jets "$jets" --seed 1 --particles "$particles" --out "$out/pretrain.h5"
-  synth_unfold() {  # NAME TUNE SEED [DETECTOR]
-    "$ff" data synth --kind unfold --tune "$2" --events "$events" --seed "$3" --particles "$particles" \
-      ${4:+--detector "$4"} --out "$out/$1"
-  }
+  synth_pretrain
   synth_unfold mc.h5 sim 2
   synth_unfold mc_det_up.h5 sim 2 energy_scale=1.03
   synth_unfold mc_det_down.h5 sim 2 energy_scale=0.97
@@ -78,10 +91,7 @@ if [ "$systematics" -eq 1 ]; then
   synth_unfold data.h5 data 3 energy_scale=1.01
 
   step "2/6 pretraining the tiny PET foundation on 2 MPI ranks"
-  mpirun --allow-run-as-root --oversubscribe -np 2 \
-    -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1 \
-    "$ff" pretrain --data "$out/pretrain.h5" --out "$out/foundation" --preset tiny \
-    --epochs "$epochs" --batch 128 --lr 1e-3 --threads 1
+  pretrain_foundation
 
   step "3/6 systematics campaign: $replicas x $members nominal chains and 5 variations"
   cat > "$out/systematics.json" <<JSON
@@ -93,9 +103,7 @@ if [ "$systematics" -eq 1 ]; then
   "seed": 2026,
   "inputs": {"mc": "$out/mc.h5", "data": "$out/data.h5", "truth": "$out/data.h5",
              "foundation": "$out/foundation"},
-  "chain": {"iterations": $iterations,
-            "config": {"classifier": "pet+mlp", "preset": "tiny", "epochs": $epochs,
-                       "patience": 2, "batch_size": 256, "lr": 1e-3}},
+  $pet_chain,
   "variations": {
     "det_up":   {"type": "detector", "source": "detector", "direction": "up",
                  "inputs": {"mc": "$out/mc_det_up.h5"}},
@@ -140,16 +148,13 @@ JSON
 fi
 
 step "1/8 synthetic data: $jets pretraining jets (six classes), $events unfolding events per tune"
-"$ff" data synth --kind pretrain --jets "$jets" --seed 1 --particles "$particles" --out "$out/pretrain.h5"
-"$ff" data synth --kind unfold --tune sim --events "$events" --seed 2 --particles "$particles" --out "$out/mc.h5"
-"$ff" data synth --kind unfold --tune data --events "$events" --seed 3 --particles "$particles" --out "$out/data.h5"
+synth_pretrain
+synth_unfold mc.h5 sim 2
+synth_unfold data.h5 data 3
 "$ff" data inspect "$out/pretrain.h5"
 
 step "2/8 pretraining the tiny PET foundation on 2 MPI ranks"
-mpirun --allow-run-as-root --oversubscribe -np 2 \
-  -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1 \
-  "$ff" pretrain --data "$out/pretrain.h5" --out "$out/foundation" --preset tiny \
-  --epochs "$epochs" --batch 128 --lr 1e-3 --threads 1
+pretrain_foundation
 
 step "3/8 campaign: $replicas replicas x $members members, $iterations OmniFold iterations"
 cat > "$out/campaign.json" <<JSON
@@ -161,9 +166,7 @@ cat > "$out/campaign.json" <<JSON
   "seed": 2026,
   "inputs": {"mc": "$out/mc.h5", "data": "$out/data.h5", "truth": "$out/data.h5",
              "foundation": "$out/foundation"},
-  "chain": {"iterations": $iterations,
-            "config": {"classifier": "pet+mlp", "preset": "tiny", "epochs": $epochs,
-                       "patience": 2, "batch_size": 256, "lr": 1e-3}},
+  $pet_chain,
   "resources": {"cpu_slots": 2, "threads_per_task": 1},
   "retry": {"max_attempts": 3}
 }

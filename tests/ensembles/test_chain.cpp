@@ -49,6 +49,19 @@ class ChainTest : public ::testing::Test {
             {"iterations", 2},
             {"config", {{"epochs", 2}, {"batch_size", 64}, {"lr", 1e-3}, {"preset", "tiny"}}}};
   }
+  // Runs the chain and requests a stop once its first step is committed (the stop lands
+  // inside a later step); returns the chain's status (75 when it stopped).
+  static int runChainStoppedAfterFirstStep(const nlohmann::json& p, const fs::path& out) {
+    std::thread stopper([&] {
+      for (int i = 0; i < 6000 && !fs::exists(out / "state" / "progress.json"); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      requestStop();
+    });
+    const int rc = runChainTask(p, out.string());
+    stopper.join();
+    clearStopRequest();
+    return rc;
+  }
   static std::vector<std::vector<double>> push(const fs::path& dir) {
     return readChainWeights(dir.string()).push;
   }
@@ -83,15 +96,7 @@ TEST_F(ChainTest, SameReplicaAndMemberGiveSameWeightsOthersDiffer) {
 TEST_F(ChainTest, InterruptedAndResumedChainEndsWithIdenticalWeights) {
   const fs::path ref = root_ / "ref", cut = root_ / "cut";
   ASSERT_EQ(runChainTask(params(2, 0), ref.string()), 0);
-  // Stop once the first step has been committed: the stop lands inside a later step.
-  std::thread stopper([&] {
-    for (int i = 0; i < 6000 && !fs::exists(cut / "state" / "progress.json"); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    requestStop();
-  });
-  int rc = runChainTask(params(2, 0), cut.string());
-  stopper.join();
-  clearStopRequest();
+  int rc = runChainStoppedAfterFirstStep(params(2, 0), cut);
   ASSERT_EQ(rc, 75);
   EXPECT_FALSE(fs::exists(cut / kChainResultFile));
   EXPECT_TRUE(fs::exists(cut / "state" / "progress.json"));
@@ -106,14 +111,7 @@ TEST_F(ChainTest, ResumeOnInputsThatChangedIsRefusedAndTheStateIsKept) {
   fs::copy_file(root_ / "sim.h5", dir / "sim.h5");
   nlohmann::json p = params(3, 0);
   p["mc"] = (dir / "sim.h5").string();
-  std::thread stopper([&] {
-    for (int i = 0; i < 6000 && !fs::exists(cut / "state" / "progress.json"); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    requestStop();
-  });
-  int rc = runChainTask(p, cut.string());
-  stopper.join();
-  clearStopRequest();
+  int rc = runChainStoppedAfterFirstStep(p, cut);
   ASSERT_EQ(rc, 75);
   // The simulation is regenerated (another seed) between the interruption and the resume.
   data::SynthConfig c = data::SynthConfig::unfoldDefaults(data::Tune::kSim);
@@ -262,14 +260,7 @@ TEST_F(ChainTest, InterruptedStepEnsembleResumesToIdenticalWeights) {
   p["config"]["step_ensemble"] = 2;
   const fs::path ref = root_ / "ens_ref", cut = root_ / "ens_cut";
   ASSERT_EQ(runChainTask(p, ref.string()), 0);
-  std::thread stopper([&] {
-    for (int i = 0; i < 6000 && !fs::exists(cut / "state" / "progress.json"); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    requestStop();
-  });
-  int rc = runChainTask(p, cut.string());
-  stopper.join();
-  clearStopRequest();
+  int rc = runChainStoppedAfterFirstStep(p, cut);
   ASSERT_EQ(rc, 75);
   EXPECT_TRUE(fs::exists(cut / "state" / "model_step1_e1" / "meta.json"));
   ASSERT_EQ(runChainTask(p, cut.string()), 0);

@@ -36,24 +36,15 @@ std::string broadcastString(std::string s) {
   return s;
 }
 
-TEST(MpiExecutor, CompletesACampaignAndSurvivesACrashingTask) {
-  registerTestTaskKinds();
-  int rank = 0, size = 0;
+// Rank 0 creates the campaign of `spec` in a scratch directory; every rank then runs the
+// pilot on it. Returns the campaign directory and the summary (meaningful on rank 0).
+std::pair<std::string, RunSummary> runPilotCampaign(const json& spec, const std::string& name) {
+  int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  ASSERT_EQ(size, 3) << "run under mpirun -np 3";
   std::string dir;
   if (rank == 0) {
-    std::string scratch = makeScratchDir("mpi");
+    std::string scratch = makeScratchDir(name);
     dir = scratch + "/c";
-    json spec{{"name", "mpi"},
-              {"task", "crash"},
-              {"replicas", 10},
-              {"params", {{"crash", false}}},
-              {"overrides", {{"r0003m0", {{"crash", true}}}, {"r0007m0", {{"crash", true}}}}},
-              {"executor", "mpi"},
-              {"retry", {{"max_attempts", 2}}},
-              {"resources", {{"cpu_slots", 1}}}};
     Campaign::init(parseCampaignSpec(spec, "spec", scratch), dir);
   }
   dir = broadcastString(dir);
@@ -61,7 +52,24 @@ TEST(MpiExecutor, CompletesACampaignAndSurvivesACrashingTask) {
   opt.worker_argv = {FF_JOBS_TOOL, "worker"};
   opt.show_progress = false;
   opt.heartbeat_s = 0.2;
-  RunSummary s = runMpi(dir, opt);
+  return {dir, runMpi(dir, opt)};
+}
+
+TEST(MpiExecutor, CompletesACampaignAndSurvivesACrashingTask) {
+  registerTestTaskKinds();
+  int rank = 0, size = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  ASSERT_EQ(size, 3) << "run under mpirun -np 3";
+  const json spec{{"name", "mpi"},
+                  {"task", "crash"},
+                  {"replicas", 10},
+                  {"params", {{"crash", false}}},
+                  {"overrides", {{"r0003m0", {{"crash", true}}}, {"r0007m0", {{"crash", true}}}}},
+                  {"executor", "mpi"},
+                  {"retry", {{"max_attempts", 2}}},
+                  {"resources", {{"cpu_slots", 1}}}};
+  const auto [dir, s] = runPilotCampaign(spec, "mpi");
   if (rank == 0) {
     EXPECT_FALSE(s.interrupted);
     Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
@@ -92,25 +100,14 @@ TEST(MpiExecutor, DispatchesOnlyTasksWhoseNeedsAreDone) {
   registerTestTaskKinds();
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  std::string dir;
-  if (rank == 0) {
-    std::string scratch = makeScratchDir("mpi_graph");
-    dir = scratch + "/c";
-    json spec{{"name", "mpi-graph"},
-              {"task", "sleep"},
-              {"replicas", 6},
-              {"params", {{"seconds", 0.05}}},
-              {"variations", {{"v", {{"replicas", 6}, {"params", {{"seconds", 0.0}}}}}}},
-              {"executor", "mpi"},
-              {"resources", {{"cpu_slots", 1}}}};
-    Campaign::init(parseCampaignSpec(spec, "spec", scratch), dir);
-  }
-  dir = broadcastString(dir);
-  RunOptions opt;
-  opt.worker_argv = {FF_JOBS_TOOL, "worker"};
-  opt.show_progress = false;
-  opt.heartbeat_s = 0.2;
-  RunSummary s = runMpi(dir, opt);
+  const json spec{{"name", "mpi-graph"},
+                  {"task", "sleep"},
+                  {"replicas", 6},
+                  {"params", {{"seconds", 0.05}}},
+                  {"variations", {{"v", {{"replicas", 6}, {"params", {{"seconds", 0.0}}}}}}},
+                  {"executor", "mpi"},
+                  {"resources", {{"cpu_slots", 1}}}};
+  const std::string dir = runPilotCampaign(spec, "mpi_graph").first;
   if (rank == 0) {
     Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
     EXPECT_EQ(c.counts()[TaskState::kDone], 12);
