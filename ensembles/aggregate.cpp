@@ -787,6 +787,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       if (truth) fig.truth = truth->density[o];
       fig.prior = r.prior;
       fig.replicas = r.band.replicas;
+      if (groups.size() > 1) fig.total_sigma = r.sys.std_total;  // with variations only
       batch.add(r.name, fig);
       batch.add(r.name + "_breakdown", breakdownFigure(r.name, r.edges, r.band.mean, r.sigmas));
     }

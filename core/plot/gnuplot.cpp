@@ -114,6 +114,7 @@ void GnuplotBatch::add(const std::string& name, const BandPlot& fig) {
   const std::string png = newFigure(name);
   const size_t nb = fig.nominal.size();
   const bool has_truth = fig.truth.size() == nb && nb > 0;
+  const bool has_total = fig.total_sigma.size() == nb && nb > 0;
   // Stepped curves: every bin contributes its left and right edge with the bin's value.
   std::string main_text, ratio_text;
   for (size_t b = 0; b < nb; ++b) {
@@ -122,10 +123,18 @@ void GnuplotBatch::add(const std::string& name, const BandPlot& fig) {
     for (double x : {fig.edges[b], fig.edges[b + 1]}) {
       main_text += num(x) + " " + num(fig.nominal[b]) + " " + num(fig.p16[b]) + " " +
                    num(fig.p84[b]) + " " + num(fig.p2_5[b]) + " " + num(fig.p97_5[b]) + " " +
-                   num(has_truth ? fig.truth[b] : std::nan("")) + " " + num(fig.prior[b]) + "\n";
+                   num(has_truth ? fig.truth[b] : std::nan("")) + " " + num(fig.prior[b]);
       ratio_text += num(x) + " " + num(r(fig.nominal[b])) + " " + num(r(fig.p16[b])) + " " +
                     num(r(fig.p84[b])) + " " + num(r(fig.p2_5[b])) + " " + num(r(fig.p97_5[b])) +
-                    " " + num(r(fig.prior[b])) + "\n";
+                    " " + num(r(fig.prior[b]));
+      if (has_total) {  // columns 9 and 10 (main), 8 and 9 (ratio): nominal ± total
+        const double lo = fig.nominal[b] - fig.total_sigma[b];
+        const double hi = fig.nominal[b] + fig.total_sigma[b];
+        main_text += " " + num(lo) + " " + num(hi);
+        ratio_text += " " + num(r(lo)) + " " + num(r(hi));
+      }
+      main_text += "\n";
+      ratio_text += "\n";
     }
   }
   const std::string main_file = gnuplotQuote(writeData(main_text));
@@ -143,6 +152,11 @@ void GnuplotBatch::add(const std::string& name, const BandPlot& fig) {
   s += "plot " + main_file +
        " using 1:5:6 with filledcurves lc rgb '#c6dbef' title '95% band', \\\n";
   s += "  " + main_file + " using 1:3:4 with filledcurves lc rgb '#6baed6' title '68% band', \\\n";
+  if (has_total) {
+    s += "  " + main_file +
+         " using 1:9 with lines lw 1.5 lc rgb '#ff7f0e' title '68% total (stat + syst)', \\\n";
+    s += "  " + main_file + " using 1:10 with lines lw 1.5 lc rgb '#ff7f0e' notitle, \\\n";
+  }
   s += "  " + main_file + " using 1:2 with lines lw 2 lc rgb '#08519c' title 'unfolded', \\\n";
   if (has_truth)
     s += "  " + main_file + " using 1:7 with lines lw 1.5 dt 2 lc rgb 'black' title 'truth', \\\n";
@@ -153,6 +167,10 @@ void GnuplotBatch::add(const std::string& name, const BandPlot& fig) {
   s += "set yrange [0.4:1.6]\nset ytics 0.2\nunset key\n";
   s += "plot " + ratio_file + " using 1:5:6 with filledcurves lc rgb '#c6dbef', \\\n";
   s += "  " + ratio_file + " using 1:3:4 with filledcurves lc rgb '#6baed6', \\\n";
+  if (has_total) {
+    s += "  " + ratio_file + " using 1:8 with lines lw 1.5 lc rgb '#ff7f0e', \\\n";
+    s += "  " + ratio_file + " using 1:9 with lines lw 1.5 lc rgb '#ff7f0e', \\\n";
+  }
   s += "  " + ratio_file + " using 1:2 with lines lw 2 lc rgb '#08519c', \\\n";
   s += "  " + ratio_file + " using 1:7 with lines lw 1.5 lc rgb '#d62728', \\\n";
   s += "  1 with lines lw 1 dt 2 lc rgb 'black'\n";

@@ -35,6 +35,9 @@ struct BandPlot {
   std::vector<double> edges;  // bins + 1
   std::vector<double> nominal, p16, p84, p2_5, p97_5, prior;
   std::vector<double> truth;  // empty: none
+  // The total uncertainty (statistical and systematic) as nominal ± this, drawn as an
+  // outlined band over the statistical ones; empty: none.
+  std::vector<double> total_sigma;
   int64_t replicas = 0;
 };
 
