@@ -268,6 +268,11 @@ void parseVariations(const json& vs, CampaignSpec& s, const std::string& origin,
       up += v->direction == "up";
       down += v->direction == "down";
       one_sided += v->direction.empty();
+      if (v->type != list.front()->type) {
+        throw InputError(origin + ": variations '" + list.front()->name + "' and '" + v->name +
+                         "' of source '" + source + "' have different types (" +
+                         list.front()->type + ", " + v->type + "); give them one type");
+      }
       if (v->symmetrise != list.front()->symmetrise) {
         throw InputError(origin + ": variations '" + list.front()->name + "' and '" + v->name +
                          "' of source '" + source +

@@ -390,6 +390,17 @@ TEST_F(SpecValidation, ChainVariationsNeedATypeAndTheInputsItReplaces) {
   refused({{"x", {{"type", "modelling"}, {"source", "total"}, {"inputs", {{"mc", "alt.h5"}}}}}},
           "'variations.x.source'");
   refused({{"a", {{"type", "mc_bootstrap"}}}, {"b", {{"type", "mc_bootstrap"}}}}, "at most one");
+  refused({{"a",
+            {{"type", "detector"},
+             {"source", "s"},
+             {"direction", "up"},
+             {"inputs", {{"mc", "alt.h5"}}}}},
+           {"b",
+            {{"type", "modelling"},
+             {"source", "s"},
+             {"direction", "down"},
+             {"inputs", {{"mc", "alt.h5"}}}}}},
+          "different types");
   json ok = s;
   ok["variations"] = {{"alt", {{"type", "modelling"}, {"inputs", {{"mc", "alt.h5"}}}}},
                       {"stat", {{"type", "mc_bootstrap"}, {"replicas", 5}}},
