@@ -292,14 +292,13 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
   summary.counts = journal.counts();
   if (!stopping && !graph.empty()) {
     // Pending tasks left behind here are held: something they need failed.
-    for (const auto& t : journal.tasks(TaskState::kPending)) states[t.index] = t.state;
     for (const auto& t : journal.tasks(TaskState::kPending)) {
       auto b = graph.blocked(t.index, states);
       if (!b || !b->held) continue;
       ++summary.held;
       if (summary.held <= 5)
-        logWarn("task {} is held: it needs {}, which {}", t.id, spec.taskPosition(b->culprit).id,
-                b->culprit_state == TaskState::kFailed ? "failed" : "was cancelled");
+        logWarn("task {} is held: it {}", t.id,
+                TaskGraph::reason(*b, spec.taskPosition(b->culprit).id));
     }
     if (summary.held > 0)
       logWarn(

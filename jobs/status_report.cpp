@@ -76,11 +76,8 @@ json statusJson(Campaign& campaign) {
     } else if (!b->held) {
       ++waiting;
     } else {
-      held.push_back(
-          {{"task", t.id},
-           {"needs", spec.taskPosition(b->culprit).id},
-           {"reason", "needs " + spec.taskPosition(b->culprit).id + ", which " +
-                          (b->culprit_state == TaskState::kFailed ? "failed" : "was cancelled")}});
+      const std::string need = spec.taskPosition(b->culprit).id;
+      held.push_back({{"task", t.id}, {"needs", need}, {"reason", TaskGraph::reason(*b, need)}});
     }
   }
   j["graph"] = {{"dependencies", graph.edges()},

@@ -52,4 +52,11 @@ std::optional<TaskGraph::Block> TaskGraph::blocked(int task,
   return waiting;
 }
 
+std::string TaskGraph::reason(const Block& block, const std::string& culprit_id) {
+  if (block.held)
+    return "needs " + culprit_id + ", which " +
+           (block.culprit_state == TaskState::kFailed ? "failed" : "was cancelled");
+  return "waits for " + culprit_id + " (" + std::string(toString(block.culprit_state)) + ")";
+}
+
 }  // namespace foldfarm::jobs

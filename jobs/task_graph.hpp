@@ -40,6 +40,9 @@ class TaskGraph {
   };
   // Why pending task `task` is not ready (nullopt: it is). Held wins over waiting.
   std::optional<Block> blocked(int task, const std::vector<TaskState>& states) const;
+  // "needs r0001m0, which failed" (held) or "waits for r0001m0 (running)" (waiting);
+  // `culprit_id` is the id of block.culprit.
+  static std::string reason(const Block& block, const std::string& culprit_id);
 
  private:
   std::vector<std::vector<int>> needs_, dependents_;
