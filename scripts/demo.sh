@@ -72,6 +72,19 @@ pretrain_foundation() {  # the tiny PET foundation on 2 MPI ranks, into $out/fou
     "$ff" pretrain --data "$out/pretrain.h5" --out "$out/foundation" --preset tiny \
     --epochs "$epochs" --batch 128 --lr 1e-3 --threads 1
 }
+run_campaign() {  # NAME STEP: init $out/NAME.json into $out/NAME, run it (local or Slurm), status
+  rm -rf "$out/$1"
+  "$ff" campaign init "$out/$1.json" --dir "$out/$1"
+  if [ "$use_slurm" -eq 1 ]; then
+    step "$2 running $1 through the local Slurm cluster"
+    scripts/slurm-local.sh start
+    "$ff" slurm submit "$out/$1"
+  else
+    step "$2 running $1 on the local executor (2 slots)"
+    "$ff" campaign run "$out/$1"
+  fi
+  "$ff" campaign status "$out/$1"
+}
 # The PET chains' settings (PET boosted on the observable MLP, warm-started from the foundation).
 pet_chain="\"chain\": {\"iterations\": $iterations,
             \"config\": {\"classifier\": \"pet+mlp\", \"preset\": \"tiny\", \"epochs\": $epochs,
@@ -117,17 +130,7 @@ if [ "$systematics" -eq 1 ]; then
   "retry": {"max_attempts": 3}
 }
 JSON
-  rm -rf "$out/systematics"
-  "$ff" campaign init "$out/systematics.json" --dir "$out/systematics"
-  if [ "$use_slurm" -eq 1 ]; then
-    step "4/6 running the task graph through the local Slurm cluster"
-    scripts/slurm-local.sh start
-    "$ff" slurm submit "$out/systematics"
-  else
-    step "4/6 running the task graph on the local executor (2 slots)"
-    "$ff" campaign run "$out/systematics"
-  fi
-  "$ff" campaign status "$out/systematics"
+  run_campaign systematics "4/6"
 
   step "5/6 aggregating: statistical and total bands, the breakdown, the publication weights"
   "$ff" campaign aggregate "$out/systematics"
@@ -171,18 +174,7 @@ cat > "$out/campaign.json" <<JSON
   "retry": {"max_attempts": 3}
 }
 JSON
-rm -rf "$out/campaign"
-"$ff" campaign init "$out/campaign.json" --dir "$out/campaign"
-
-if [ "$use_slurm" -eq 1 ]; then
-  step "4/8 running the campaign through the local Slurm cluster"
-  scripts/slurm-local.sh start
-  "$ff" slurm submit "$out/campaign"
-else
-  step "4/8 running the campaign on the local executor (2 slots)"
-  "$ff" campaign run "$out/campaign"
-fi
-"$ff" campaign status "$out/campaign"
+run_campaign campaign "4/8"
 
 step "5/8 baseline: the same campaign with the observable-level MultiFold (MLP on the six observables)"
 cat > "$out/baseline.json" <<JSON
