@@ -212,8 +212,7 @@ ChainWeights readChainWeights(const std::string& dir) {
   ChainWeights w;
   w.push = unflatten("push");
   w.pull = unflatten("pull");
-  if (data::h5Exists(f.get(), "final"))
-    w.final = readFloat64Dataset(f.get(), path, "final");
+  if (data::h5Exists(f.get(), "final")) w.final = readFloat64Dataset(f.get(), path, "final");
   return w;
 }
 

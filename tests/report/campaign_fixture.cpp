@@ -23,10 +23,11 @@ void writeDataset(hid_t file, const std::string& name, const std::vector<double>
                   std::vector<hsize_t> dims) {
   data::H5Handle lcpl = FF_H5_OWN(H5Pcreate(H5P_LINK_CREATE), data::H5Kind::kPropList, name);
   FF_H5_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1), name);
-  data::H5Handle space = FF_H5_OWN(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
-                                   data::H5Kind::kDataspace, name);
-  data::H5Handle ds = FF_H5_OWN(H5Dcreate2(file, name.c_str(), H5T_IEEE_F64LE, space.get(), lcpl.get(),
-                                           H5P_DEFAULT, H5P_DEFAULT),
+  data::H5Handle space =
+      FF_H5_OWN(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+                data::H5Kind::kDataspace, name);
+  data::H5Handle ds = FF_H5_OWN(H5Dcreate2(file, name.c_str(), H5T_IEEE_F64LE, space.get(),
+                                           lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
                                 data::H5Kind::kDataset, name);
   FF_H5_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name);
 }
@@ -75,14 +76,19 @@ json commandSpec(int replicas, int members, const std::vector<std::string>& fail
   return spec;
 }
 
-void writeJson(const std::string& path, const json& j) { writeFileAtomic(path, j.dump(2)); }
+void writeJson(const std::string& path, const json& j) {
+  writeFileAtomic(path, j.dump(2));
+}
 
 AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool with_truth,
                                 unsigned seed) {
   fs::create_directories(agg_dir);
   AggregateFixture fx;
-  fx.summary = {{"replicas", replicas}, {"chains", replicas * 2}, {"campaign_seed", 42},
-                {"truth", with_truth ? json("truth.h5") : json()}, {"observables", json::object()}};
+  fx.summary = {{"replicas", replicas},
+                {"chains", replicas * 2},
+                {"campaign_seed", 42},
+                {"truth", with_truth ? json("truth.h5") : json()},
+                {"observables", json::object()}};
   std::mt19937_64 rng(seed);
   struct Obs {
     const char* name;
@@ -115,7 +121,8 @@ AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool w
       for (double& v : c) v = std::poisson_distribution<long>(std::max(v, 1e-9))(rng);
       rows.push_back(density(c, bin.edges));
     }
-    std::vector<double> mean(nb), sd(nb), p16(nb), p84(nb), p2(nb), p97(nb), cov(nb * nb), corr(nb * nb);
+    std::vector<double> mean(nb), sd(nb), p16(nb), p84(nb), p2(nb), p97(nb), cov(nb * nb),
+        corr(nb * nb);
     for (size_t b = 0; b < nb; ++b) {
       std::vector<double> col;
       for (const auto& row : rows) col.push_back(row[b]);
@@ -130,7 +137,8 @@ AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool w
     for (size_t i = 0; i < nb; ++i)
       for (size_t j = 0; j < nb; ++j) {
         double c = 0;
-        for (const auto& row : rows) c += (row[i] - mean[i]) * (row[j] - mean[j]) / std::max(1, replicas - 1);
+        for (const auto& row : rows)
+          c += (row[i] - mean[i]) * (row[j] - mean[j]) / std::max(1, replicas - 1);
         cov[i * nb + j] = c;
         corr[i * nb + j] = sd[i] > 0 && sd[j] > 0 ? c / (sd[i] * sd[j]) : 0.0;
       }
@@ -254,8 +262,12 @@ void writeChainHistory(const std::string& task_dir, int iterations, double ess_f
                        {"ess", frac * 1000},
                        {"ess_fraction", frac},
                        {"reweighting",
-                        {{"events", 1000}, {"non_finite", 0}, {"clipped", last ? clipped : 0},
-                         {"mean_before", 1.0}, {"max_after", 3.5 + it}, {"ess", frac * 1000},
+                        {{"events", 1000},
+                         {"non_finite", 0},
+                         {"clipped", last ? clipped : 0},
+                         {"mean_before", 1.0},
+                         {"max_after", 3.5 + it},
+                         {"ess", frac * 1000},
                          {"ess_fraction", frac}}}});
     }
   writeJson(task_dir + "/history.json", {{"spec", json::object()}, {"steps", steps}});

@@ -30,7 +30,7 @@ void writeJson(const std::string& path, const nlohmann::json& j);
 
 struct AggregateFixture {
   std::vector<std::string> observables;  // names written
-  nlohmann::json summary;                 // summary.json as written
+  nlohmann::json summary;                // summary.json as written
 };
 // Writes agg_dir/bands.h5 and agg_dir/summary.json for observables mass, width and
 // multiplicity (SPEC binnings) from `replicas` sampled replicas; with_truth adds truth
