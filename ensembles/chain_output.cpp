@@ -92,6 +92,14 @@ std::string join(const std::string& dir, const char* file) {
   return dir + "/" + file;
 }
 
+// weights.h5's `final` (N_mc), checked to be 1-D.
+std::vector<double> readFinal(hid_t f, const std::string& path) {
+  std::vector<uint64_t> dims;
+  std::vector<double> w = readFloat64Dataset(f, path, "final", &dims);
+  if (dims.size() != 1) throw InputError(path + ": 'final' is not 1-D (N_mc); rerun the chain");
+  return w;
+}
+
 }  // namespace
 
 std::vector<ObservableHistogram> histogramObservables(const std::vector<float>& subs,
@@ -212,7 +220,7 @@ ChainWeights readChainWeights(const std::string& dir) {
   ChainWeights w;
   w.push = unflatten("push");
   w.pull = unflatten("pull");
-  if (data::h5Exists(f.get(), "final")) w.final = readFloat64Dataset(f.get(), path, "final");
+  if (data::h5Exists(f.get(), "final")) w.final = readFinal(f.get(), path);
   return w;
 }
 
@@ -232,10 +240,7 @@ std::optional<uint64_t> chainFinalWeightsRows(const std::string& dir) {
 std::vector<double> readChainFinalWeights(const std::string& dir) {
   const std::string path = join(dir, kChainWeightsFile);
   H5Handle f = openH5(path);
-  std::vector<uint64_t> dims;
-  std::vector<double> w = readFloat64Dataset(f.get(), path, "final", &dims);
-  if (dims.size() != 1) throw InputError(path + ": 'final' is not 1-D (N_mc); rerun the chain");
-  return w;
+  return readFinal(f.get(), path);
 }
 
 void writeJsonAtomic(const std::string& path, const nlohmann::json& j) {

@@ -141,6 +141,28 @@ void rejectCampaignSetKeys(const json& obj, const std::string& origin, const std
   }
 }
 
+// The "inputs" object at `where` ("" or "variations.x."): known names, each an existing
+// file or directory, made absolute against base_dir.
+std::map<std::string, std::string> parseInputs(const json& in, const std::string& origin,
+                                               const std::string& where,
+                                               const std::string& base_dir) {
+  if (!in.is_object())
+    throw InputError(origin + ": '" + where + "inputs' must be an object of paths");
+  rejectUnknownKeys(in, {"mc", "data", "truth", "foundation"}, origin, where + "inputs.");
+  std::map<std::string, std::string> out;
+  for (auto it = in.begin(); it != in.end(); ++it) {
+    if (!it.value().is_string())
+      throw InputError(origin + ": '" + where + "inputs." + it.key() + "' must be a path string");
+    std::string p = absolutePath(it.value().get<std::string>(), base_dir);
+    if (!pathExists(p)) {
+      throw InputError(origin + ": input file '" + where + "inputs." + it.key() + "' = " + p +
+                       " does not exist; fix the path or create it");
+    }
+    out[it.key()] = p;
+  }
+  return out;
+}
+
 // A variation name goes into task ids, directory names and HDF5 group names.
 bool validVariationName(const std::string& n) {
   if (n.empty() || n.size() > 40) return false;
@@ -197,22 +219,7 @@ void parseVariations(const json& vs, CampaignSpec& s, const std::string& origin,
       throw InputError(origin + ": '" + where + "replicas' and 'members' must be >= 1");
     if (static_cast<int64_t>(next) + static_cast<int64_t>(v.replicas) * v.members > 10000000)
       throw InputError(origin + ": the campaign exceeds 10 million tasks; split it");
-    if (o.contains("inputs")) {
-      const json& in = o["inputs"];
-      if (!in.is_object()) throw InputError(origin + ": '" + where + "inputs' must be an object");
-      rejectUnknownKeys(in, {"mc", "data", "truth", "foundation"}, origin, where + "inputs.");
-      for (auto i = in.begin(); i != in.end(); ++i) {
-        if (!i.value().is_string())
-          throw InputError(origin + ": '" + where + "inputs." + i.key() +
-                           "' must be a path string");
-        std::string path = absolutePath(i.value().get<std::string>(), base_dir);
-        if (!pathExists(path)) {
-          throw InputError(origin + ": input file '" + where + "inputs." + i.key() + "' = " + path +
-                           " does not exist; fix the path or create it");
-        }
-        v.inputs[i.key()] = path;
-      }
-    }
+    if (o.contains("inputs")) v.inputs = parseInputs(o["inputs"], origin, where, base_dir);
     if (o.contains("params")) {
       if (!o["params"].is_object())
         throw InputError(origin + ": '" + where + "params' must be an object");
@@ -510,22 +517,7 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
     s.seed = j["seed"].get<uint64_t>();
   }
 
-  if (j.contains("inputs")) {
-    const json& in = j["inputs"];
-    if (!in.is_object()) throw InputError(origin + ": 'inputs' must be an object of paths");
-    rejectUnknownKeys(in, {"mc", "data", "truth", "foundation"}, origin, "inputs.");
-    for (auto it = in.begin(); it != in.end(); ++it) {
-      if (!it.value().is_string()) {
-        throw InputError(origin + ": 'inputs." + it.key() + "' must be a path string");
-      }
-      std::string p = absolutePath(it.value().get<std::string>(), base_dir);
-      if (!pathExists(p)) {
-        throw InputError(origin + ": input file 'inputs." + it.key() + "' = " + p +
-                         " does not exist; fix the path or create it");
-      }
-      s.inputs[it.key()] = p;
-    }
-  }
+  if (j.contains("inputs")) s.inputs = parseInputs(j["inputs"], origin, "", base_dir);
   if (s.kind == "chain") {
     for (const char* need : {"mc", "data"}) {
       if (!s.inputs.count(need)) {
