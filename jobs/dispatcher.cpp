@@ -50,12 +50,9 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
   using Delayed = std::pair<double, int>;
   std::priority_queue<Delayed, std::vector<Delayed>, std::greater<Delayed>> delayed;
   const TaskGraph graph = journal.graph();
-  std::vector<TaskState> states(static_cast<size_t>(journal.numTasks()), TaskState::kPending);
+  std::vector<TaskState> states = journal.states();
   std::vector<double> not_before(states.size(), 0.0);
-  for (const auto& t : journal.tasks()) {
-    states[t.index] = t.state;
-    not_before[t.index] = t.not_before;
-  }
+  for (const auto& t : journal.tasks(TaskState::kPending)) not_before[t.index] = t.not_before;
   auto enqueue = [&](int index) {
     if (not_before[index] > wallClockNow())
       delayed.emplace(not_before[index], index);

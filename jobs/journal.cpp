@@ -234,6 +234,17 @@ TaskGraph CampaignJournal::graph() {
   return TaskGraph(numTasks(), edges);
 }
 
+std::vector<TaskState> CampaignJournal::states() {
+  std::vector<TaskState> out(static_cast<size_t>(numTasks()), TaskState::kPending);
+  SqliteStatement st(db_, "SELECT idx, state FROM tasks");
+  while (st.step()) {
+    const auto s = parseTaskState(st.columnText(1));
+    if (!s) throw Error("journal: task " + std::to_string(st.columnInt(0)) + " has unknown state");
+    out[static_cast<size_t>(st.columnInt(0))] = *s;
+  }
+  return out;
+}
+
 int CampaignJournal::eventCount(int index) {
   SqliteStatement st(db_, index < 0 ? "SELECT COUNT(*) FROM events"
                                     : "SELECT COUNT(*) FROM events WHERE task_idx=?");

@@ -96,6 +96,8 @@ class CampaignJournal {
   int numTasks();
   // The task graph recorded at creation (empty for campaigns without dependencies).
   TaskGraph graph();
+  // Every task's state, by index (one light query: no results are read).
+  std::vector<TaskState> states();
 
   // pending -> running for each dispatch, one transaction; fills Dispatch::attempt.
   // Returns how many moved (tasks no longer pending are skipped and get attempt 0).

@@ -50,8 +50,7 @@ json statusJson(Campaign& campaign) {
   // (nominal and each variation) the counts by state.
   const CampaignSpec& spec = campaign.spec();
   const TaskGraph graph = campaign.journal().graph();
-  std::vector<TaskState> states(static_cast<size_t>(campaign.journal().numTasks()));
-  for (const auto& t : all) states[t.index] = t.state;
+  const std::vector<TaskState> states = campaign.journal().states();
   int ready = 0, waiting = 0;
   json held = json::array();
   json groups = json::array();

@@ -412,12 +412,9 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
   const double now = jobs::wallClockNow();
   std::vector<std::string> ready;
   std::map<std::string, int> attempts;  // of the next dispatch
-  const std::vector<jobs::TaskRecord> all = c.tasks();
   const jobs::TaskGraph graph = c.journal().graph();
-  std::vector<TaskState> states(all.size());
-  for (const auto& t : all) states[t.index] = t.state;
-  for (const auto& t : all) {
-    if (t.state != TaskState::kPending) continue;
+  const std::vector<TaskState> states = c.journal().states();
+  for (const auto& t : c.tasks(TaskState::kPending)) {
     attempts[t.id] = t.attempts + 1;
     const auto blocked = graph.blocked(t.index, states);
     if (blocked) {
