@@ -150,14 +150,13 @@ class TrimmedAttention : public torch::autograd::Function<TrimmedAttention> {
           const float* arow = ab + i * NK;
           float dot = 0.0f;
           for (int64_t j = 0; j < nk; ++j) dot += row[j] * arow[j];
-          for (int64_t j = 0; j < nk; ++j)
-            row[j] = mb[j] == 0.0f ? 0.0f : arow[j] * (row[j] - dot);
+          for (int64_t j = 0; j < nk; ++j) row[j] = mb[j] == 0.0f ? 0.0f : arow[j] * (row[j] - dot);
         }
         // dQ = scale dS K; dK = scale dS^T Q.
         gemm(false, false, nq, D, nk, s, ds.data(), nk, kp + bh * NK * D, D, 0.0f,
              gqp + bh * NQ * D, D);
-        gemm(true, false, nk, D, nq, s, ds.data(), nk, qp + bh * NQ * D, D, 0.0f,
-             gkp + bh * NK * D, D);
+        gemm(true, false, nk, D, nq, s, ds.data(), nk, qp + bh * NQ * D, D, 0.0f, gkp + bh * NK * D,
+             D);
       }
     });
     return {gq, gk, gv, Tensor(), Tensor(), Tensor()};
@@ -166,7 +165,9 @@ class TrimmedAttention : public torch::autograd::Function<TrimmedAttention> {
 
 }  // namespace
 
-bool trimmedAttentionAvailable() { return sgemm() != nullptr; }
+bool trimmedAttentionAvailable() {
+  return sgemm() != nullptr;
+}
 
 Tensor maskExtent(const Tensor& mask) {
   const int64_t n = mask.size(1);
