@@ -48,4 +48,43 @@ if(FOLDFARM_WITH_TORCH)
       message(STATUS "foldfarm: NCCL not found; the NCCL communicator is not built")
     endif()
   endif()
+
+  # A LibTorch built with CUDA exports c10_cuda (Caffe2Targets) and sets TORCH_CUDA_LIBRARIES
+  # (TorchConfig); Debian's CPU-only LibTorch does neither. foldfarm_core then gets
+  # FOLDFARM_TORCH_CUDA (core/CMakeLists.txt).
+  set(FOLDFARM_TORCH_CUDA OFF)
+  if(TARGET c10_cuda OR TORCH_CUDA_LIBRARIES)
+    set(FOLDFARM_TORCH_CUDA ON)
+  endif()
+
+  # CUDA kernels (core/model/*.cu, the static library foldfarm_cuda_kernels): built when a
+  # CUDA compiler is found, unless FOLDFARM_WITH_CUDA=OFF; with ON a missing nvcc is an error.
+  # They need no GPU to compile, and run only through a LibTorch with CUDA. nvcc uses the
+  # `c++` on PATH as host compiler unless -DCMAKE_CUDA_HOST_COMPILER=... says otherwise.
+  set(FOLDFARM_HAVE_CUDA_KERNELS OFF)
+  set(FOLDFARM_CUDA_ARCHITECTURES "80;90" CACHE STRING
+      "CUDA architectures of foldfarm's kernels (CUDA_ARCHITECTURES syntax, e.g. 80;90)")
+  if(NOT FOLDFARM_WITH_CUDA STREQUAL "OFF")
+    # The toolkit's usual prefix, for a machine whose PATH lacks it; check_language still
+    # tries it before it is used.
+    if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
+      set(ENV{CUDACXX} /usr/local/cuda/bin/nvcc)
+    endif()
+    include(CheckLanguage)
+    check_language(CUDA)
+    if(CMAKE_CUDA_COMPILER)
+      if(CCACHE_PROGRAM)
+        set(CMAKE_CUDA_COMPILER_LAUNCHER ${CCACHE_PROGRAM})
+      endif()
+      enable_language(CUDA)
+      set(FOLDFARM_HAVE_CUDA_KERNELS ON)
+      message(STATUS "foldfarm: CUDA kernels enabled (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, "
+                     "architectures ${FOLDFARM_CUDA_ARCHITECTURES})")
+    elseif(FOLDFARM_WITH_CUDA STREQUAL "ON")
+      message(FATAL_ERROR "FOLDFARM_WITH_CUDA=ON but no CUDA compiler was found: put nvcc on "
+                          "PATH or pass -DCMAKE_CUDA_COMPILER=/path/to/nvcc (or use AUTO or OFF)")
+    else()
+      message(STATUS "foldfarm: no CUDA compiler found; the CUDA kernels are not built")
+    endif()
+  endif()
 endif()
