@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <cmath>
@@ -183,6 +184,31 @@ Tensor maskedAttentionPadded(const Tensor& q, const Tensor& k, const Tensor& v,
   return torch::matmul(torch::softmax(s, -1), v);
 }
 
+Tensor maskedAttentionSdpa(const Tensor& q, const Tensor& k, const Tensor& v,
+                           const Tensor& key_mask, double scale) {
+#if TORCH_VERSION_MAJOR >= 2
+  const int64_t b = k.size(0), nk = k.size(2);
+  const Tensor real = key_mask.to(q.device()).reshape({b, 1, 1, nk}) != 0;
+  // -1e9 would overflow float16 to -inf; half its lowest finite value does not.
+  const double masked = q.scalar_type() == torch::kHalf ? -32752.0 : kMaskedScore;
+  const Tensor bias =
+      torch::zeros({b, 1, 1, nk}, q.options()).masked_fill(real.logical_not(), masked);
+  // A jet without real keys: zero queries give equal scores, hence uniform weights, whatever
+  // the bias's rounding, and no gradient to its queries and keys (the masked_fill of the
+  // other paths cuts it there).
+  const Tensor q_used = q * real.any(-1, /*keepdim=*/true).to(q.scalar_type());
+#if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 1
+  return at::scaled_dot_product_attention(q_used, k, v, bias, /*dropout_p=*/0.0,
+                                          /*is_causal=*/false, /*scale=*/scale);
+#else
+  return at::scaled_dot_product_attention(q_used * scale, k, v, bias, /*dropout_p=*/0.0,
+                                          /*is_causal=*/false);
+#endif
+#else
+  return maskedAttentionPadded(q, k, v, key_mask, scale);
+#endif
+}
+
 Tensor maskedAttentionTrimmed(const Tensor& q, const Tensor& k, const Tensor& v,
                               const Tensor& key_mask, const Tensor& query_extent, double scale) {
   if (!trimmedAttentionAvailable())
@@ -194,6 +220,7 @@ Tensor maskedAttentionTrimmed(const Tensor& q, const Tensor& k, const Tensor& v,
 
 Tensor maskedAttention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                        const Tensor& query_extent, double scale) {
+  if (q.is_cuda()) return maskedAttentionSdpa(q, k, v, key_mask, scale);
   if (trimmedAttentionAvailable() && q.scalar_type() == torch::kFloat32 && q.device().is_cpu())
     return TrimmedAttention::apply(q, k, v, key_mask, query_extent, scale);
   return maskedAttentionPadded(q, k, v, key_mask, scale);

@@ -9,8 +9,14 @@
 //    product per (jet, head) spread over the intra-op threads. LibTorch 1.x runs a CPU
 //    bmm as a serial loop of per-matrix products with several tensor views per matrix;
 //    for PET's many small matrices that loop, not the arithmetic, dominated attention.
-// maskedAttention picks the trimmed path for float32 CPU tensors when a CBLAS sgemm is
-// loaded in the process (LibTorch's BLAS), else the padded one.
+//  - maskedAttentionSdpa: LibTorch's fused scaled_dot_product_attention (flash or
+//    memory-efficient kernels on a GPU) with a finite additive key mask; LibTorch >= 2.0.
+// maskedAttention picks the SDPA path for CUDA tensors, the trimmed path for float32 CPU
+// tensors when a CBLAS sgemm is loaded in the process (LibTorch's BLAS), else the padded one.
+//
+// Padding keys get a large negative finite score (never -inf), so that a jet without any
+// real key stays finite: it attends uniformly over all its keys, and its queries and keys
+// get no gradient, in every path.
 #include <torch/types.h>
 
 namespace foldfarm {
@@ -24,6 +30,16 @@ torch::Tensor maskedAttention(const torch::Tensor& q, const torch::Tensor& k,
 torch::Tensor maskedAttentionPadded(const torch::Tensor& q, const torch::Tensor& k,
                                     const torch::Tensor& v, const torch::Tensor& key_mask,
                                     double scale);
+// The padded path's result from at::scaled_dot_product_attention (any device, any floating
+// dtype): key_mask (B, Nk) becomes an additive (B, 1, 1, Nk) mask in q's dtype, 0 for real
+// keys and -1e9 for padding (-32752, half the lowest finite value, for float16), and the
+// queries of a jet without real keys are zeroed first (uniform weights, no gradient to q and
+// k, as in the other paths). All query rows are computed; padding queries are the caller's
+// to mask. LibTorch 2.0 has no `scale` argument: q is prescaled. On LibTorch 1.x, which has
+// no SDPA, this is maskedAttentionPadded.
+torch::Tensor maskedAttentionSdpa(const torch::Tensor& q, const torch::Tensor& k,
+                                  const torch::Tensor& v, const torch::Tensor& key_mask,
+                                  double scale);
 torch::Tensor maskedAttentionTrimmed(const torch::Tensor& q, const torch::Tensor& k,
                                      const torch::Tensor& v, const torch::Tensor& key_mask,
                                      const torch::Tensor& query_extent, double scale);
