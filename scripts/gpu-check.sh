@@ -220,7 +220,8 @@ do_deps() {
   if [ "$mode" = image ]; then
     say "deps: the image's packages (no .gpu-deps/*.deb, or FF_DEPS=image)"
     if [ -d /usr/include/fmt ]; then
-      fmt_first=$(mktemp -d /tmp/fffmt.XXXXXX) && ln -s /usr/include/fmt "$fmt_first/fmt"
+      fmt_first=$prefix/fmtfirst
+      mkdir -p "$fmt_first" && ln -sfn /usr/include/fmt "$fmt_first/fmt"
     fi
     deps_json="{\"mode\":\"image\"}"
     step_note="image"
