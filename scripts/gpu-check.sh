@@ -5,7 +5,7 @@
 #   facts     nvidia-smi, nvcc, PyTorch, g++, cmake, glibc
 #   deps      unpack .gpu-deps/*.deb (scripts/gpu-deps.sh) into a prefix, point CMake at it
 #   configure CMake, Ninja, Release, CUDA LibTorch from PyTorch, NCCL from nvidia-nccl-cu13
-#   build     foldfarm and the GPU tests first (OUTDIR/build.log)
+#   build     foldfarm and the tests labelled gpu first (OUTDIR/build.log)
 #   ctest     ctest -L gpu, then test_e2e_device (OUTDIR/ctest.log)
 #   bench     bench pet: omnilearn pretrain, bf16 + fixed shapes beside the padded fp32
 #             baseline at batch 256, 1024, 4096; fp32 at 1024 (OUTDIR/bench_pet.json)
@@ -405,9 +405,10 @@ do_configure() {
   return $rc
 }
 
-key_targets() {  # the targets the GPU steps need, those this build defines
-  local tg
-  for tg in foldfarm test_model_gpu_kernels test_dist_nccl test_e2e_device; do
+key_targets() {  # foldfarm, every test labelled gpu (ff_add_test: test = target) and test_e2e_device
+  local tg gpu_tests
+  gpu_tests=$(ctest --test-dir "$build" -N -L gpu 2>/dev/null | sed -n 's/^ *Test *#[0-9]*: *\([A-Za-z0-9_]*\).*/\1/p')
+  for tg in foldfarm $gpu_tests test_e2e_device; do
     if [ -f "$build/build.ninja" ]; then
       grep -q "^build $tg:" "$build/build.ninja" && echo "$tg"
     else echo "$tg"; fi
