@@ -14,15 +14,18 @@ Tensor logSnr(const Tensor& t) {
   return -2.0 * torch::log(torch::tan(a * t + b));
 }
 
-Tensor diffusionAlpha(const Tensor& t) { return torch::sqrt(torch::sigmoid(logSnr(t))); }
-Tensor diffusionSigma(const Tensor& t) { return torch::sqrt(torch::sigmoid(-logSnr(t))); }
+Tensor diffusionAlpha(const Tensor& t) {
+  return torch::sqrt(torch::sigmoid(logSnr(t)));
+}
+Tensor diffusionSigma(const Tensor& t) {
+  return torch::sqrt(torch::sigmoid(-logSnr(t)));
+}
 
 Tensor noiseParticles(const Tensor& x, const Tensor& mask, const Tensor& eps, const Tensor& t) {
   const Tensor a = diffusionAlpha(t).unsqueeze(-1), s = diffusionSigma(t).unsqueeze(-1);
   const Tensor z3 = (a * x.narrow(2, 0, kDiffusedFeatures) + s * eps) * mask.unsqueeze(-1);
-  return torch::cat({z3, torch::zeros({x.size(0), x.size(1), x.size(2) - kDiffusedFeatures},
-                                      x.options())},
-                    2);
+  return torch::cat(
+      {z3, torch::zeros({x.size(0), x.size(1), x.size(2) - kDiffusedFeatures}, x.options())}, 2);
 }
 
 namespace {
@@ -53,13 +56,15 @@ Tensor sampleParticles(Pet& model, const Tensor& mask, const Tensor& jets, const
   const int64_t b = mask.size(0), p = mask.size(1), f = model->config().num_features;
   const Tensor label_in = model->labelInput(labels);
   const Tensor m3 = mask.unsqueeze(-1);
-  Tensor z3 = torch::randn({b, p, kDiffusedFeatures}, gen, torch::kFloat32) * m3;
-  const Tensor rest = torch::zeros({b, p, f - kDiffusedFeatures});
+  // The noise is drawn on the CPU (the same jets on any device) and moved to the model's.
+  const auto on = torch::TensorOptions().device(mask.device());
+  Tensor z3 = torch::randn({b, p, kDiffusedFeatures}, gen, torch::kFloat32).to(mask.device()) * m3;
+  const Tensor rest = torch::zeros({b, p, f - kDiffusedFeatures}, on);
   auto full = [&](const Tensor& x3) { return torch::cat({x3, rest}, 2); };
   for (int64_t i = steps; i > 0; --i) {
-    const Tensor t = torch::full({b, 1}, static_cast<double>(i) / steps);
-    const Tensor s = torch::full({b, 1}, static_cast<double>(i - 1) / steps);
-    const Tensor u = torch::full({b, 1}, (static_cast<double>(i) - 0.5) / steps);
+    const Tensor t = torch::full({b, 1}, static_cast<double>(i) / steps, on);
+    const Tensor s = torch::full({b, 1}, static_cast<double>(i - 1) / steps, on);
+    const Tensor u = torch::full({b, 1}, (static_cast<double>(i) - 0.5) / steps, on);
     // Midpoint (second-order) step: predict at t, move to the midpoint u, predict there,
     // and take the full step t -> s with the midpoint's x0.
     const Tensor x0_t = predictX0(model, full(z3), mask, jets, label_in, t);

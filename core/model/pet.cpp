@@ -62,7 +62,7 @@ MaskedGroupNormImpl::MaskedGroupNormImpl(int64_t dim, double eps) : eps_(eps) {
 }
 
 Tensor MaskedGroupNormImpl::forward(const Tensor& x, const Tensor& mask) {
-  if (fused_ && x.dim() == 3 && x.scalar_type() == torch::kFloat32 && x.device().is_cpu())
+  if (fused_ && maskedGroupNormFusedSupports(x))
     return maskedGroupNormFused(x, mask, weight_, bias_, eps_);
   const double d = static_cast<double>(x.size(2));
   const Tensor n = (mask.sum({1, 2}, /*keepdim=*/true) * d).clamp_min(1.0);
@@ -105,8 +105,9 @@ Tensor MaskedAttentionImpl::forward(const Tensor& query, const Tensor& kv, const
   if (trimmed_) {
     // Self-attention: queries are the particles (padding beyond the key extent); class
     // attention: the one class token.
-    const Tensor query_extent = query_is_kv ? maskExtent(key_mask)
-                                            : torch::full({b}, nq, key_mask.options().dtype(torch::kInt64));
+    const Tensor query_extent = query_is_kv
+                                    ? maskExtent(key_mask)
+                                    : torch::full({b}, nq, key_mask.options().dtype(torch::kInt64));
     o = maskedAttention(q, k, v, key_mask, query_extent, scale);
   } else {
     o = maskedAttentionPadded(q, k, v, key_mask, scale);
@@ -137,7 +138,8 @@ Tensor TransformerBlockImpl::forward(const Tensor& x, const Tensor& mask) {
 
 // ---- EdgeBlock -----------------------------------------------------------------------
 
-EdgeBlockImpl::EdgeBlockImpl(int64_t in_features, int64_t dim, int64_t k) : in_(in_features), k_(k) {
+EdgeBlockImpl::EdgeBlockImpl(int64_t in_features, int64_t dim, int64_t k)
+    : in_(in_features), k_(k) {
   fc1_ = register_module("fc1", dense(2 * in_features, 2 * dim));
   fc2_ = register_module("fc2", dense(2 * dim, dim));
 }
@@ -175,8 +177,8 @@ Tensor EdgeBlockImpl::forward(const Tensor& points, const Tensor& feats, const T
 
 FourierTimeImpl::FourierTimeImpl(int64_t freqs, int64_t dim) {
   const double step = std::log(10000.0) / static_cast<double>(freqs - 1);
-  freq_ = register_buffer("freq", torch::exp(-step * torch::arange(freqs, torch::kFloat64))
-                                      .to(torch::kFloat32));
+  freq_ = register_buffer(
+      "freq", torch::exp(-step * torch::arange(freqs, torch::kFloat64)).to(torch::kFloat32));
   fc1_ = register_module("fc1", dense(2 * freqs, 2 * dim, false));
   fc2_ = register_module("fc2", dense(2 * dim, dim, false));
 }
@@ -203,7 +205,8 @@ PetBodyImpl::PetBodyImpl(const PetConfig& cfg) : cfg_(cfg) {
   for (int i = 0; i < cfg.blocks; ++i) blocks_->push_back(TransformerBlock(cfg));
 }
 
-Tensor PetBodyImpl::forward(const Tensor& x, const Tensor& mask, const Tensor& t, bool naive_edges) {
+Tensor PetBodyImpl::forward(const Tensor& x, const Tensor& mask, const Tensor& t,
+                            bool naive_edges) {
   const Tensor m3 = mask.unsqueeze(-1);
   Tensor enc = torch::gelu(in2_(torch::gelu(in1_(x)))) * m3;
   if (t.defined()) {
@@ -337,16 +340,22 @@ void PetImpl::resetParameters(uint64_t seed) {
 void PetImpl::setBaseline(bool baseline) {
   naive_edges_ = baseline;
   for (auto& m : modules(/*include_self=*/false))
-    if (auto* a = dynamic_cast<MaskedAttentionImpl*>(m.get())) a->setTrimmed(!baseline);
-    else if (auto* n = dynamic_cast<MaskedGroupNormImpl*>(m.get())) n->setFused(!baseline);
+    if (auto* a = dynamic_cast<MaskedAttentionImpl*>(m.get()))
+      a->setTrimmed(!baseline);
+    else if (auto* n = dynamic_cast<MaskedGroupNormImpl*>(m.get()))
+      n->setFused(!baseline);
 }
 
 Tensor PetImpl::encode(const Tensor& x, const Tensor& mask, const Tensor& t) {
   Tensor input = x;
   const int64_t from = cfg_.feature_dropout_from;
   if (is_training() && cfg_.feature_dropout > 0 && from < x.size(2)) {
-    const Tensor u = torch::rand({x.size(0), 1, 1}, gen_, torch::kFloat32).to(x.device());
-    const Tensor keep = (u >= cfg_.feature_dropout).to(x.dtype());
+    const int64_t rows = draw_rows_ < 0 ? x.size(0) : std::min(draw_rows_, x.size(0));
+    Tensor u = torch::rand({rows, 1, 1}, gen_, torch::kFloat32);
+    if (rows < x.size(0)) u = torch::cat({u, torch::ones({x.size(0) - rows, 1, 1})});
+    const Tensor keep =
+        (u.to(x.device(), /*non_blocking=*/x.device().is_cuda()) >= cfg_.feature_dropout)
+            .to(x.dtype());
     input = torch::cat({x.narrow(2, 0, from), x.narrow(2, from, x.size(2) - from) * keep}, 2);
   }
   return body_(input, mask, t, naive_edges_);
@@ -356,7 +365,8 @@ ClassifierOutput PetImpl::classify(const Tensor& x, const Tensor& mask, const Te
   return classifier_(encode(x, mask), mask, jets);
 }
 
-ClassifierOutput PetImpl::classifyEncoded(const Tensor& enc, const Tensor& mask, const Tensor& jets) {
+ClassifierOutput PetImpl::classifyEncoded(const Tensor& enc, const Tensor& mask,
+                                          const Tensor& jets) {
   return classifier_(enc, mask, jets);
 }
 
@@ -376,9 +386,12 @@ PetParameterCounts PetImpl::parameterCounts() const {
   for (const auto& item : named_parameters(true)) {
     const int64_t n = item.value().numel();
     const std::string& name = item.key();
-    if (name.rfind("body.", 0) == 0) c.body += n;
-    else if (name.rfind("classifier.", 0) == 0) c.classifier += n;
-    else c.generator += n;
+    if (name.rfind("body.", 0) == 0)
+      c.body += n;
+    else if (name.rfind("classifier.", 0) == 0)
+      c.classifier += n;
+    else
+      c.generator += n;
     c.total += n;
   }
   return c;

@@ -38,8 +38,9 @@ class MaskedGroupNormImpl : public torch::nn::Module {
   MaskedGroupNormImpl(int64_t dim, double eps);
   // x (B, N, D), mask (B, N, 1) float. Output is 0 on masked rows.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask);
-  // true (default): one fused CPU kernel (core/model/masked_norm.hpp) for float32 CPU
-  // input; false: composed tensor ops (the reference, and the benchmark baseline).
+  // true (default): one fused kernel (core/model/masked_norm.hpp) where it supports the
+  // input (float32 on the CPU; float32 or bfloat16 on a GPU when the CUDA kernels are built);
+  // false: composed tensor ops (the reference, and the benchmark baseline).
   void setFused(bool fused) { fused_ = fused; }
 
  private:
@@ -213,6 +214,11 @@ class PetImpl : public torch::nn::Module {
 
   // Random source of feature dropout (seeded by resetParameters; state saved in checkpoints).
   at::Generator& generator() { return gen_; }
+  // Feature dropout draws for the first `rows` rows of a batch only (-1: every row): the
+  // padding rows of a fixed-shape batch draw nothing, so that a padded batch consumes the
+  // generator exactly as the unpadded one (DrawRowsGuard sets it for one step).
+  void setDrawRows(int64_t rows) { draw_rows_ = rows; }
+  int64_t drawRows() const { return draw_rows_; }
 
   PetParameterCounts parameterCounts() const;
   // Parameter groups: names starting with "body." vs the heads.
@@ -225,9 +231,25 @@ class PetImpl : public torch::nn::Module {
   ClassifierHead classifier_{nullptr};
   GeneratorHead generator_{nullptr};
   bool naive_edges_ = false;
+  int64_t draw_rows_ = -1;
   at::Generator gen_;
 };
 TORCH_MODULE(Pet);
+
+// Sets PetImpl::setDrawRows for a scope and restores the previous value.
+class DrawRowsGuard {
+ public:
+  DrawRowsGuard(Pet& model, int64_t rows) : model_(model), previous_(model->drawRows()) {
+    model_->setDrawRows(rows);
+  }
+  ~DrawRowsGuard() { model_->setDrawRows(previous_); }
+  DrawRowsGuard(const DrawRowsGuard&) = delete;
+  DrawRowsGuard& operator=(const DrawRowsGuard&) = delete;
+
+ private:
+  Pet& model_;
+  int64_t previous_;
+};
 
 // Analytic estimate of the useful multiply-add FLOPs (2 per MAC) of one forward pass of
 // one jet with n real particles through the body + classifier head (+ generator path when

@@ -109,6 +109,10 @@ FitResult PetClassifier::fit(const data::JetArrays& train, const data::JetArrays
   t.label = o.label;
   t.stop_at_step = o.stop_at_step;
   t.validate_initial = o.validate_initial;
+  t.device = o.device;
+  t.flat = o.flat;
+  t.fixed_shapes = o.fixed_shapes;
+  t.precision = o.precision;
   CheckpointMeta meta;
   meta.stats = stats_;
   meta.class_names = {"0", "1"};

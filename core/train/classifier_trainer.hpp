@@ -57,6 +57,11 @@ struct ClassifierFitOptions {
   std::string label = "classifier";
   int64_t stop_at_step = -1;      // preemption drill: act as if stopped after this many steps
   bool validate_initial = false;  // the starting weights compete for the best epoch (trainer.hpp)
+  // Device, flat buffers, fixed batch shapes and precision: TrainOptions (trainer.hpp).
+  torch::Device device{torch::kCPU};
+  bool flat = true;
+  bool fixed_shapes = false;
+  std::string precision = "fp32";
 };
 
 class PetClassifier {

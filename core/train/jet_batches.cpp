@@ -93,6 +93,48 @@ JetBatch makeBatch(const JetTensors& set, const std::vector<int64_t>& rows, bool
   return b;
 }
 
+JetBatch batchToDevice(const JetBatch& b, torch::Device device) {
+  if (b.particles.device() == device) return b;
+  const bool async = device.is_cuda();
+  auto move = [&](const Tensor& t) {
+    if (!t.defined()) return t;
+    return ((async && !t.is_pinned()) ? t.pin_memory() : t).to(device, /*non_blocking=*/async);
+  };
+  JetBatch out = b;
+  out.particles = move(b.particles);
+  out.mask = move(b.mask);
+  out.jets = move(b.jets);
+  out.labels = move(b.labels);
+  out.weights = move(b.weights);
+  out.offset = move(b.offset);
+  return out;
+}
+
+int64_t fixedBatchWidth(int64_t cols) {
+  const int64_t step = cols <= 64 ? 16 : cols <= 128 ? 32 : 64;
+  return std::max<int64_t>(step, (cols + step - 1) / step * step);
+}
+
+JetBatch padBatch(const JetBatch& b, int64_t rows, int64_t cols) {
+  const int64_t n = b.size(), p = b.particles.size(1);
+  if (rows < n || cols < p)
+    throw Error("padBatch: cannot pad a batch of " + std::to_string(n) + " x " + std::to_string(p) +
+                " to " + std::to_string(rows) + " x " + std::to_string(cols));
+  JetBatch out = b;
+  out.real_rows = b.realRows();
+  out.real_cols = b.realCols();
+  if (rows == n && cols == p) return out;
+  namespace F = torch::nn::functional;
+  // constant_pad_nd pads the last dimensions first: {last_lo, last_hi, prev_lo, prev_hi, ...}.
+  out.particles = F::pad(b.particles, F::PadFuncOptions({0, 0, 0, cols - p, 0, rows - n}));
+  out.mask = F::pad(b.mask, F::PadFuncOptions({0, cols - p, 0, rows - n}));
+  out.jets = F::pad(b.jets, F::PadFuncOptions({0, 0, 0, rows - n}));
+  out.labels = F::pad(b.labels, F::PadFuncOptions({0, rows - n}));
+  out.weights = F::pad(b.weights, F::PadFuncOptions({0, rows - n}));
+  if (b.offset.defined()) out.offset = F::pad(b.offset, F::PadFuncOptions({0, rows - n}));
+  return out;
+}
+
 namespace {
 
 // Batches of `mine` (rows of `set`, in order): with bucketing, windows of kBucketWindow

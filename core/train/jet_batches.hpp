@@ -45,11 +45,27 @@ struct JetBatch {
   torch::Tensor particles, mask, jets, labels, weights;
   torch::Tensor offset;       // (B) or undefined, as JetTensors::offset
   std::vector<int64_t> rows;  // rows of the source set, in batch order
+  // Rows and particle columns holding data; the rest is padding of a fixed-shape batch
+  // (padBatch). -1: the whole shape.
+  int64_t real_rows = -1, real_cols = -1;
   int64_t size() const { return particles.size(0); }
+  int64_t realRows() const { return real_rows < 0 ? size() : real_rows; }
+  int64_t realCols() const { return real_cols < 0 ? particles.size(1) : real_cols; }
+  bool padded() const { return realRows() != size() || realCols() != particles.size(1); }
 };
 
 // trim: drop padding columns beyond the largest extent of the batch (else keep all P).
 JetBatch makeBatch(const JetTensors& set, const std::vector<int64_t>& rows, bool trim);
+
+// The batch on `device` (asynchronous from pinned memory to a GPU).
+JetBatch batchToDevice(const JetBatch& b, torch::Device device);
+
+// Fixed shapes: the width a batch of `cols` particle columns is padded to: multiples of 16
+// up to 64, of 32 up to 128, then of 64 (a handful of shapes per data set).
+int64_t fixedBatchWidth(int64_t cols);
+// `b` padded to `rows` rows (zero weight, label 0, no particles) and `cols` columns (mask 0).
+// real_rows/real_cols keep what was there.
+JetBatch padBatch(const JetBatch& b, int64_t rows, int64_t cols);
 
 constexpr int64_t kBucketWindow = 16;
 

@@ -18,8 +18,29 @@ Tensor classificationLossPerEvent(const Tensor& logits, const Tensor& labels) {
                           F::CrossEntropyFuncOptions().reduction(torch::kNone));
 }
 
-Tensor weightedClassifierLoss(const Tensor& logits, const Tensor& labels, const Tensor& weights) {
-  return (classificationLossPerEvent(logits, labels) * weights).mean();
+namespace {
+
+// Mean over the batch, or over its real rows when it is padded (padding rows weigh 0).
+Tensor batchMean(const Tensor& per_event, int64_t real_rows) {
+  if (real_rows < 0 || real_rows == per_event.size(0)) return per_event.mean();
+  return per_event.sum() / static_cast<double>(std::max<int64_t>(1, real_rows));
+}
+
+// A draw for the real rows/columns, zero-padded to `shape`.
+Tensor padDraw(const Tensor& draw, at::IntArrayRef shape) {
+  if (draw.sizes().equals(shape)) return draw;
+  Tensor out = torch::zeros(shape, draw.options());
+  Tensor region = out;
+  for (int64_t d = 0; d < draw.dim(); ++d) region = region.narrow(d, 0, draw.size(d));
+  region.copy_(draw);
+  return out;
+}
+
+}  // namespace
+
+Tensor weightedClassifierLoss(const Tensor& logits, const Tensor& labels, const Tensor& weights,
+                              int64_t real_rows) {
+  return batchMean(classificationLossPerEvent(logits, labels) * weights, real_rows);
 }
 
 Tensor classProbabilities(const Tensor& logits) {
@@ -30,19 +51,26 @@ Tensor classProbabilities(const Tensor& logits) {
 PretrainLoss pretrainLoss(Pet& model, const JetBatch& b, at::Generator& gen) {
   PretrainLoss out;
   const int64_t n = b.size();
+  const int64_t rows = b.padded() ? b.realRows() : -1;
   const Tensor& x = b.particles;
   const Tensor& mask = b.mask;
   const Tensor& w = b.weights;
+  // Draws of the model itself (feature dropout) for the real rows only.
+  const DrawRowsGuard draw_rows(model, b.realRows());
 
   // Clean jets: classification + jet regression.
   const ClassifierOutput clean = model->classify(x, mask, b.jets);
-  const Tensor ce = (classificationLossPerEvent(clean.logits, b.labels) * w).mean();
-  const Tensor mse = ((clean.jet_pred - b.jets).pow(2).mean(1) * w).mean();
+  const Tensor ce = batchMean(classificationLossPerEvent(clean.logits, b.labels) * w, rows);
+  const Tensor mse = batchMean((clean.jet_pred - b.jets).pow(2).mean(1) * w, rows);
 
   // Diffusion on the first 3 features.
-  const Tensor t = torch::rand({n, 1}, gen, torch::kFloat32).to(x.device());
+  const bool async = x.device().is_cuda();
+  const Tensor t =
+      padDraw(torch::rand({b.realRows(), 1}, gen, torch::kFloat32), {n, 1}).to(x.device(), async);
   const Tensor eps =
-      torch::randn({n, x.size(1), kDiffusedFeatures}, gen, torch::kFloat32).to(x.device()) *
+      padDraw(torch::randn({b.realRows(), b.realCols(), kDiffusedFeatures}, gen, torch::kFloat32),
+              {n, x.size(1), kDiffusedFeatures})
+          .to(x.device(), async) *
       mask.unsqueeze(-1);
   const Tensor z = noiseParticles(x, mask, eps, t);
   const Tensor alpha = diffusionAlpha(t).unsqueeze(-1), sigma = diffusionSigma(t).unsqueeze(-1);
@@ -58,16 +86,16 @@ PretrainLoss pretrainLoss(Pet& model, const JetBatch& b, at::Generator& gen) {
   const Tensor a2 = diffusionAlpha(t).squeeze(1).pow(2);
   const Tensor per_event =
       classificationLossPerEvent(noisy.logits, b.labels) + (noisy.jet_pred - b.jets).pow(2).mean(1);
-  const Tensor noised = (a2 * per_event * w).mean();
+  const Tensor noised = batchMean(a2 * per_event * w, rows);
 
   out.total = ce + mse + diff + noised;
-  out.ce = ce.item<double>();
-  out.mse = mse.item<double>();
-  out.diffusion = diff.item<double>();
-  out.noised = noised.item<double>();
+  out.ce = ce.detach();
+  out.mse = mse.detach();
+  out.diffusion = diff.detach();
+  out.noised = noised.detach();
   const Tensor pred = clean.logits.size(1) == 1 ? (clean.logits.squeeze(1) > 0).to(torch::kLong)
                                                 : clean.logits.argmax(1);
-  out.correct = pred.eq(b.labels).sum().item<int64_t>();
+  out.correct = pred.eq(b.labels).narrow(0, 0, b.realRows()).sum();
   return out;
 }
 

@@ -12,23 +12,29 @@ namespace foldfarm {
 torch::Tensor classificationLossPerEvent(const torch::Tensor& logits, const torch::Tensor& labels);
 
 // Weighted classifier loss: mean over the batch of w_i * loss_i (Keras' sample_weight
-// convention, so OmniFold weights normalised to mean 1 keep the loss scale).
+// convention, so OmniFold weights normalised to mean 1 keep the loss scale). With
+// real_rows >= 0 the sum is divided by real_rows instead (a fixed-shape batch whose padding
+// rows have weight 0: the same loss as the unpadded batch).
 torch::Tensor weightedClassifierLoss(const torch::Tensor& logits, const torch::Tensor& labels,
-                                     const torch::Tensor& weights);
+                                     const torch::Tensor& weights, int64_t real_rows = -1);
 
 // Probability of class 1 (one logit) or softmax (C classes).
 torch::Tensor classProbabilities(const torch::Tensor& logits);
 
+// The terms stay on the model's device (read them with .item() when needed: on a GPU each
+// read waits for the step).
 struct PretrainLoss {
   torch::Tensor total;  // CE + MSE + diffusion + noised-jet term (scalar, with graph)
-  double ce = 0, mse = 0, diffusion = 0, noised = 0;
-  int64_t correct = 0;  // correctly classified events of the batch (clean jets)
+  torch::Tensor ce, mse, diffusion, noised;  // detached scalars
+  torch::Tensor correct;  // int64 scalar: correctly classified events (clean jets)
 };
 
 // The pretraining objective: CE(labels, logits) + MSE(jet regression) + v-loss on the first
 // 3 features over real particles / (3 sum(mask)) + mean_b alpha_b^2 [CE_b + MSE_b] of the
 // classifier applied to the noised jets (per event). Weights of the batch scale the
-// classification terms (mean of w_i * l_i). t and noise are drawn from `gen`.
+// classification terms (mean of w_i * l_i). t and noise are drawn from `gen`, on the CPU,
+// for the batch's real rows and columns only (a padded batch draws what the unpadded one
+// does), and copied to the batch's device.
 PretrainLoss pretrainLoss(Pet& model, const JetBatch& batch, at::Generator& gen);
 
 }  // namespace foldfarm

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "core/base/error.hpp"
+#include "core/train/flat_params.hpp"
 
 namespace foldfarm {
 
@@ -102,6 +103,10 @@ std::unique_ptr<torch::optim::Optimizer> makeOptimizer(Pet& model, const Optimiz
 
 void zeroGradients(torch::optim::Optimizer& opt) {
   torch::NoGradGuard no_grad;
+  if (FlatParameters* flat = flatParametersOf(opt)) {
+    // One operation; gradients outside the buffer (replaced tensors) are zeroed below.
+    flat->grads().zero_();
+  }
   for (auto& group : opt.param_groups()) {
     for (auto& p : group.params()) {
       if (p.grad().defined()) p.mutable_grad().zero_();
@@ -124,13 +129,35 @@ void setLearningRate(torch::optim::Optimizer& opt, double lr, double lr_factor) 
     groups[i].options().set_lr(i == 0 && groups.size() > 1 ? lr / lr_factor : lr);
 }
 
-Ema::Ema(Pet& model, double decay) : decay_(decay) {
+Ema::Ema(Pet& model, double decay, FlatParameters* flat) : decay_(decay), flat_(flat) {
   torch::NoGradGuard no_grad;
+  if (flat_ != nullptr) {
+    // One shadow buffer of the flat layout; shadow_[i] views it in registration order.
+    flat_shadow_ = flat_->values().clone();
+    const auto params = model->parameters();
+    for (const auto& p : params) {
+      const int64_t k = flat_->positionOf(p);
+      if (k < 0) throw Error("EMA: a parameter is not in the flat buffer");
+      shadow_.push_back(flat_shadow_.narrow(0, flat_->offsets()[static_cast<size_t>(k)], p.numel())
+                            .view(p.sizes()));
+    }
+    return;
+  }
   for (const auto& p : model->parameters()) shadow_.push_back(p.detach().clone());
+}
+
+void Ema::load(const std::vector<Tensor>& values) {
+  torch::NoGradGuard no_grad;
+  if (values.size() != shadow_.size()) throw Error("EMA: state of another model");
+  for (size_t i = 0; i < values.size(); ++i) shadow_[i].copy_(values[i]);
 }
 
 void Ema::update(Pet& model) {
   torch::NoGradGuard no_grad;
+  if (flat_ != nullptr) {
+    flat_shadow_.mul_(decay_).add_(flat_->values(), 1.0 - decay_);
+    return;
+  }
   const auto params = model->parameters();
   for (size_t i = 0; i < params.size(); ++i)
     shadow_[i].mul_(decay_).add_(params[i].detach(), 1.0 - decay_);
@@ -144,9 +171,31 @@ void Ema::copyTo(Pet& model) const {
 
 void exportOptimizerState(torch::optim::Optimizer& opt, const std::string& prefix,
                           std::map<std::string, Tensor>& tensors, nlohmann::json& meta) {
-  auto& state = opt.state();
   meta = nlohmann::json::object();
   auto& groups = opt.param_groups();
+  if (auto* f = dynamic_cast<FlatOptimizer*>(&opt)) {
+    // The per-parameter names and values: the state moves between the two forms.
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const auto& params = groups[g].params();
+      for (size_t i = 0; i < params.size(); ++i) {
+        const auto k = static_cast<size_t>(f->flat().positionOf(params[i]));
+        if (!f->started()[k]) continue;
+        const std::string base = prefix + std::to_string(g) + "." + std::to_string(i) + ".";
+        auto view = [&](const Tensor& buf) {
+          return buf.narrow(0, f->flat().offsets()[k], params[i].numel())
+              .view(params[i].sizes())
+              .clone();
+        };
+        tensors[base + "exp_avg"] = view(f->expAvg());
+        if (f->kind() == FlatOptimizer::Kind::kAdamW) {
+          tensors[base + "exp_avg_sq"] = view(f->expAvgSq());
+          meta[base + "step"] = f->steps()[k];
+        }
+      }
+    }
+    return;
+  }
+  auto& state = opt.state();
   for (size_t g = 0; g < groups.size(); ++g) {
     const auto& params = groups[g].params();
     for (size_t i = 0; i < params.size(); ++i) {
@@ -169,10 +218,43 @@ void exportOptimizerState(torch::optim::Optimizer& opt, const std::string& prefi
 void importOptimizerState(torch::optim::Optimizer& opt, const std::string& prefix,
                           const std::map<std::string, Tensor>& tensors, const nlohmann::json& meta,
                           const std::string& source) {
+  auto& groups = opt.param_groups();
+  if (auto* f = dynamic_cast<FlatOptimizer*>(&opt)) {
+    torch::NoGradGuard no_grad;
+    f->expAvg().zero_();
+    if (f->expAvgSq().defined()) f->expAvgSq().zero_();
+    std::fill(f->started().begin(), f->started().end(), 0);
+    std::fill(f->steps().begin(), f->steps().end(), 0);
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const auto& params = groups[g].params();
+      for (size_t i = 0; i < params.size(); ++i) {
+        const std::string base = prefix + std::to_string(g) + "." + std::to_string(i) + ".";
+        auto m = tensors.find(base + "exp_avg");
+        if (m == tensors.end()) continue;
+        if (!m->second.sizes().equals(params[i].sizes()))
+          throw InputError(source + ": optimiser state does not match the model (" + base +
+                           "); start a new run directory");
+        const auto k = static_cast<size_t>(f->flat().positionOf(params[i]));
+        auto view = [&](Tensor& buf) {
+          return buf.narrow(0, f->flat().offsets()[k], params[i].numel()).view(params[i].sizes());
+        };
+        view(f->expAvg()).copy_(m->second);
+        if (f->kind() == FlatOptimizer::Kind::kAdamW) {
+          auto sq = tensors.find(base + "exp_avg_sq");
+          if (sq == tensors.end())
+            throw InputError(source + ": optimiser state lacks " + base +
+                             "exp_avg_sq (written by Lion?); resume with the same optimiser");
+          view(f->expAvgSq()).copy_(sq->second);
+          f->steps()[k] = meta.value(base + "step", int64_t{0});
+        }
+        f->started()[k] = 1;
+      }
+    }
+    return;
+  }
   const bool lion = dynamic_cast<Lion*>(&opt) != nullptr;
   auto& state = opt.state();
   state.clear();
-  auto& groups = opt.param_groups();
   for (size_t g = 0; g < groups.size(); ++g) {
     const auto& params = groups[g].params();
     for (size_t i = 0; i < params.size(); ++i) {

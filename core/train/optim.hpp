@@ -73,19 +73,26 @@ struct WarmupCosine {
 // Sets group 0 (body) to lr / lr_factor and group 1 (heads) to lr.
 void setLearningRate(torch::optim::Optimizer& opt, double lr, double lr_factor);
 
-// Exponential moving average of the parameters (sampling uses EMA weights).
+class FlatParameters;
+
+// Exponential moving average of the parameters (sampling uses EMA weights). With `flat`
+// (the model's parameters in one buffer, core/train/flat_params.hpp) the shadow is one
+// buffer of the same layout and an update is one operation; the values are the same.
 class Ema {
  public:
-  Ema(Pet& model, double decay);
+  Ema(Pet& model, double decay, FlatParameters* flat = nullptr);
   void update(Pet& model);
+  // Sets the averages (in registration order), keeping the shadow's storage.
+  void load(const std::vector<torch::Tensor>& values);
   // Copies the averaged values into the model.
   void copyTo(Pet& model) const;
   const std::vector<torch::Tensor>& shadow() const { return shadow_; }
-  std::vector<torch::Tensor>& shadow() { return shadow_; }
   double decay() const { return decay_; }
 
  private:
   double decay_;
+  FlatParameters* flat_ = nullptr;
+  torch::Tensor flat_shadow_;
   std::vector<torch::Tensor> shadow_;
 };
 

@@ -14,6 +14,8 @@ class Module;
 
 namespace foldfarm {
 
+class FlatParameters;
+
 class ParallelContext {
  public:
   virtual ~ParallelContext() = default;
@@ -24,7 +26,9 @@ class ParallelContext {
   // (collective) Once per model, after it is built and before its optimiser is created:
   // broadcast parameters and buffers from rank 0 and install gradient hooks. Preparing a
   // new model (the next step of an OmniFold chain) releases the previous one's buckets.
-  virtual void prepare(torch::nn::Module& model) = 0;
+  // With `flat` (the model's parameters moved into one buffer, core/train/flat_params.hpp)
+  // the gradient all-reduce works on slices of its gradient buffer: no bucket copies.
+  virtual void prepare(torch::nn::Module& model, const FlatParameters* flat = nullptr) = 0;
   // Gradient accumulation: while false, backward passes do not communicate.
   virtual void setGradientSync(bool enabled) = 0;
   // (collective) After loss.backward(): returns once every gradient holds the mean over
@@ -52,7 +56,7 @@ class SingleProcessContext final : public ParallelContext {
  public:
   int rank() const override { return 0; }
   int worldSize() const override { return 1; }
-  void prepare(torch::nn::Module&) override {}
+  void prepare(torch::nn::Module&, const FlatParameters* = nullptr) override {}
   void setGradientSync(bool) override {}
   void finishGradientSync() override {}
   void allreduceMean(std::vector<double>&) override {}

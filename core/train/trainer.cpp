@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <future>
 #include <limits>
 #include <numeric>
 
@@ -13,6 +14,8 @@
 #include "core/base/progress.hpp"
 #include "core/base/seed.hpp"
 #include "core/base/stop_signal.hpp"
+#include "core/train/device.hpp"
+#include "core/train/flat_params.hpp"
 #include "core/train/losses.hpp"
 #include "core/train/metrics.hpp"
 
@@ -149,6 +152,18 @@ FitResult fitResultFromJson(const nlohmann::json& j) {
 Trainer::Trainer(Pet model, CheckpointMeta meta, TrainOptions opts, ParallelContext& ctx)
     : model_(std::move(model)), meta_(std::move(meta)), opts_(std::move(opts)), ctx_(ctx) {
   meta_.config = model_->config();
+  if (opts_.precision != "fp32" && opts_.precision != "bf16")
+    throw InputError(opts_.label + ": unknown precision '" + opts_.precision +
+                     "' (use fp32 or bf16)");
+  if (opts_.precision == "bf16" && !opts_.device.is_cuda())
+    throw InputError(opts_.label + ": bf16 precision needs a CUDA device (--device cuda)");
+  model_->to(opts_.device);
+}
+
+void Trainer::makeOptimizer(std::shared_ptr<FlatParameters> flat) {
+  opt_ = flat ? makeFlatOptimizer(model_, opts_.optimizer, std::move(flat))
+              : foldfarm::makeOptimizer(model_, opts_.optimizer);
+  if (opts_.ema) ema_ = std::make_unique<Ema>(model_, opts_.ema_decay, flatParametersOf(*opt_));
 }
 
 Trainer::~Trainer() = default;
@@ -216,7 +231,7 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
   if (ema_) {
     const auto live = modelState(model_);
     loadModelTensors(model_, ck.tensors, "ema.", ck.dir);
-    ema_->shadow() = modelState(model_);
+    ema_->load(modelState(model_));
     restoreState(model_, live);
   }
   if (ck.tensors.count("best.body.in1.weight")) {
@@ -232,9 +247,10 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
 FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective objective) {
   if (objective == Objective::kPretrain && !model_->config().generator)
     throw InputError("pretraining needs the generator head (config generator=true)");
-  ctx_.prepare(*model_);
-  opt_ = makeOptimizer(model_, opts_.optimizer);
-  if (opts_.ema) ema_ = std::make_unique<Ema>(model_, opts_.ema_decay);
+  // Flat buffers first: the data-parallel buckets become slices of their gradient buffer.
+  auto flat = opts_.flat ? std::make_shared<FlatParameters>(model_->parameters()) : nullptr;
+  ctx_.prepare(*model_, flat.get());
+  makeOptimizer(flat);
 
   // Sharded: every rank takes as many rows per epoch as the smallest shard holds, and
   // validates when any rank holds validation rows (evaluate() is then collective).
@@ -278,9 +294,10 @@ FitResult Trainer::fitStream(data::JetStream& stream, const JetTensors* val, Obj
   if (objective == Objective::kPretrain && !model_->config().generator)
     throw InputError("pretraining needs the generator head (config generator=true)");
   if (opts_.sharded) throw InputError(opts_.label + ": a stream is not combined with sharded data");
-  ctx_.prepare(*model_);
-  opt_ = makeOptimizer(model_, opts_.optimizer);
-  if (opts_.ema) ema_ = std::make_unique<Ema>(model_, opts_.ema_decay);
+  // Flat buffers first: the data-parallel buckets become slices of their gradient buffer.
+  auto flat = opts_.flat ? std::make_shared<FlatParameters>(model_->parameters()) : nullptr;
+  ctx_.prepare(*model_, flat.get());
+  makeOptimizer(flat);
   BatchSource src;
   src.exact = true;
   src.steps_per_epoch = stream.stepsPerEpoch(ctx_.worldSize());
@@ -413,9 +430,31 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
     const int64_t epoch_steps = src.begin_epoch(
         epoch, resume_position.is_null() ? nullptr : &resume_position, step_in_epoch);
     model_->train();
+    // The epoch's loss sum stays on the device (double: the same sum as adding each step's
+    // loss on the host) and is read every log_every steps.
+    Tensor loss_acc =
+        torch::full({}, loss_sum, torch::TensorOptions(torch::kFloat64).device(opts_.device));
+    std::string loss_text;
+    // A batch as the step takes it, on the host: gathered, padded to a fixed shape, pinned.
+    auto hostBatch = [&](int64_t step) {
+      JetBatch hb = src.batch(step);
+      if (opts_.fixed_shapes)
+        hb = padBatch(hb, std::max(opts_.batch_size, hb.size()),
+                      fixedBatchWidth(hb.particles.size(1)));
+      if (opts_.device.is_cuda()) {
+        for (Tensor* t : {&hb.particles, &hb.mask, &hb.jets, &hb.labels, &hb.weights, &hb.offset})
+          if (t->defined()) *t = t->pin_memory();
+      }
+      return hb;
+    };
+    const bool prefetch = opts_.device.is_cuda() && !src.exact;
+    std::future<JetBatch> next;
+    int64_t next_step = -1;
     for (; step_in_epoch < epoch_steps; ++step_in_epoch) {
       if (ctx_.anyTrue(stopRequested() ||
                        (opts_.stop_at_step >= 0 && global_step >= opts_.stop_at_step))) {
+        if (next.valid()) next.wait();
+        loss_sum = loss_acc.item<double>();
         // Every rank's partial loss sum, so that a resume on as many ranks ends the epoch
         // with the same mean as an uninterrupted run.
         nlohmann::json j = stateJson();
@@ -428,7 +467,20 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
                                                         : "; state saved to " + opts_.state_dir +
                                                               ", rerun with resume to continue"));
       }
-      const JetBatch b = src.batch(step_in_epoch);
+      JetBatch b;
+      if (next.valid() && next_step == step_in_epoch) {
+        b = next.get();
+      } else {
+        if (next.valid()) next.wait();
+        b = hostBatch(step_in_epoch);
+      }
+      // On a GPU the next batch is gathered (and pinned) by a helper thread while this step
+      // runs; a stream's batches are drawn in order here (its position is saved with a stop).
+      if (prefetch && step_in_epoch + 1 < epoch_steps) {
+        next_step = step_in_epoch + 1;
+        next = std::async(std::launch::async, hostBatch, next_step);
+      }
+      b = batchToDevice(b, opts_.device);
       // The step's random draws (feature dropout, diffusion time and noise) come from a
       // seed of (run seed, step, rank): independent across ranks, and the same after a
       // resume on any number of ranks without carrying every rank's generator state.
@@ -437,10 +489,15 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
                       static_cast<uint64_t>(ctx_.rank())}));
       zeroGradients(*opt_);
       Tensor loss;
-      if (objective == Objective::kPretrain) {
-        loss = pretrainLoss(model_, b, model_->generator()).total;
-      } else {
-        loss = weightedClassifierLoss(classifierLogits(model_, b), b.labels, b.weights);
+      {
+        const Bf16Autocast autocast(opts_.precision == "bf16");
+        const DrawRowsGuard draw_rows(model_, b.realRows());
+        if (objective == Objective::kPretrain) {
+          loss = pretrainLoss(model_, b, model_->generator()).total;
+        } else {
+          loss = weightedClassifierLoss(classifierLogits(model_, b), b.labels, b.weights,
+                                        b.padded() ? b.realRows() : -1);
+        }
       }
       loss.backward();
       ctx_.finishGradientSync();
@@ -450,12 +507,16 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
       setLearningRate(*opt_, lr, opts_.optimizer.lr_factor);
       opt_->step();
       if (ema_) ema_->update(model_);
-      loss_sum += loss.item<double>();
+      loss_acc.add_(loss.detach());
       ++global_step;
-      progress.update(global_step,
-                      "epoch " + std::to_string(epoch) + " loss " +
-                          std::to_string(loss_sum / static_cast<double>(step_in_epoch + 1)));
+      if (!opts_.device.is_cuda() ||
+          (step_in_epoch + 1) % std::max<int64_t>(1, opts_.log_every) == 0)
+        loss_text =
+            "epoch " + std::to_string(epoch) + " loss " +
+            std::to_string(loss_acc.item<double>() / static_cast<double>(step_in_epoch + 1));
+      progress.update(global_step, loss_text);
     }
+    loss_sum = loss_acc.item<double>();
 
     EpochRecord rec;
     rec.epoch = epoch;
@@ -508,30 +569,42 @@ EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
   EvalResult r;
   const auto batches = evalBatches(set, std::max<int64_t>(opts_.batch_size, 256), opts_.bucket);
   const int64_t c = model_->config().num_classes;
-  Tensor probs = c == 1 ? torch::zeros({set.size()}) : torch::zeros({set.size(), c});
-  double loss_sum = 0, ce_sum = 0;
+  // Probabilities and loss sums stay on the device until the end (double sums: the same
+  // as adding each batch's figures on the host).
+  const auto on = torch::TensorOptions().device(opts_.device);
+  Tensor probs = c == 1 ? torch::zeros({set.size()}, on) : torch::zeros({set.size(), c}, on);
+  Tensor loss_acc = torch::zeros({}, on.dtype(torch::kFloat64));
+  Tensor ce_acc = torch::zeros({}, on.dtype(torch::kFloat64));
+  auto rowsOf = [&](const std::vector<int64_t>& rows) {
+    return torch::tensor(rows, torch::kInt64).to(opts_.device);
+  };
   if (objective == Objective::kPretrain) {
     // Fixed noise so validation losses of different epochs compare.
     at::Generator gen =
         at::make_generator<at::CPUGeneratorImpl>(deriveSeed({opts_.seed, 0x76616cULL}));
     for (const auto& rows : batches) {
-      const JetBatch b = makeBatch(set, rows, opts_.bucket);
+      const JetBatch b = batchToDevice(makeBatch(set, rows, opts_.bucket), opts_.device);
+      const Bf16Autocast autocast(opts_.precision == "bf16");
       const PretrainLoss l = pretrainLoss(model_, b, gen);
-      loss_sum += l.total.item<double>() * static_cast<double>(b.size());
-      ce_sum += l.ce * static_cast<double>(b.size());
+      loss_acc.add_(l.total.detach().to(torch::kFloat64) * static_cast<double>(b.size()));
+      ce_acc.add_(l.ce.to(torch::kFloat64) * static_cast<double>(b.size()));
       const Tensor p = classProbabilities(model_->classify(b.particles, b.mask, b.jets).logits);
-      probs.index_copy_(0, torch::tensor(rows, torch::kInt64), p);
+      probs.index_copy_(0, rowsOf(rows), p.to(probs.dtype()));
     }
-    r.metrics["ce"] = ce_sum / static_cast<double>(set.size());
   } else {
     for (const auto& rows : batches) {
-      const JetBatch b = makeBatch(set, rows, opts_.bucket);
+      const JetBatch b = batchToDevice(makeBatch(set, rows, opts_.bucket), opts_.device);
+      const Bf16Autocast autocast(opts_.precision == "bf16");
       const Tensor logits = classifierLogits(model_, b);
-      loss_sum += weightedClassifierLoss(logits, b.labels, b.weights).item<double>() *
-                  static_cast<double>(b.size());
-      probs.index_copy_(0, torch::tensor(rows, torch::kInt64), classProbabilities(logits));
+      loss_acc.add_(
+          weightedClassifierLoss(logits, b.labels, b.weights).detach().to(torch::kFloat64) *
+          static_cast<double>(b.size()));
+      probs.index_copy_(0, rowsOf(rows), classProbabilities(logits).to(probs.dtype()));
     }
   }
+  const double loss_sum = loss_acc.item<double>(), ce_sum = ce_acc.item<double>();
+  if (objective == Objective::kPretrain) r.metrics["ce"] = ce_sum / static_cast<double>(set.size());
+  probs = probs.cpu();
   r.probabilities = probs;
   if (opts_.sharded) {
     // (collective) Each rank scored its own rows: sum losses, counts and hits over ranks.
@@ -585,14 +658,17 @@ Tensor predictProbabilities(Pet& model, const JetTensors& set, int64_t batch_siz
   const bool was_training = model->is_training();
   model->eval();
   const int64_t c = model->config().num_classes;
-  Tensor probs = c == 1 ? torch::zeros({set.size()}) : torch::zeros({set.size(), c});
+  // On the model's device until every batch is scored.
+  const torch::Device device = model->parameters().front().device();
+  const auto on = torch::TensorOptions().device(device);
+  Tensor probs = c == 1 ? torch::zeros({set.size()}, on) : torch::zeros({set.size(), c}, on);
   for (const auto& rows : evalBatches(set, batch_size, bucket)) {
-    const JetBatch b = makeBatch(set, rows, bucket);
-    probs.index_copy_(0, torch::tensor(rows, torch::kInt64),
-                      classProbabilities(classifierLogits(model, b)));
+    const JetBatch b = batchToDevice(makeBatch(set, rows, bucket), device);
+    probs.index_copy_(0, torch::tensor(rows, torch::kInt64).to(device),
+                      classProbabilities(classifierLogits(model, b)).to(probs.dtype()));
   }
   if (was_training) model->train();
-  return probs;
+  return probs.cpu();
 }
 
 }  // namespace foldfarm

@@ -34,6 +34,7 @@
 #include "core/data/jet_stream.hpp"
 #include "core/model/pet.hpp"
 #include "core/train/checkpoint.hpp"
+#include "core/train/flat_params.hpp"
 #include "core/train/jet_batches.hpp"
 #include "core/train/optim.hpp"
 #include "core/train/parallel.hpp"
@@ -74,6 +75,21 @@ struct TrainOptions {
   bool sharded = false;
   // Preemption drills: behave as if a stop was requested once this many steps ran (-1: off).
   int64_t stop_at_step = -1;
+  // Where the model, optimiser state, EMA and batches live (core/train/device.hpp). States
+  // and checkpoints are written from host copies and load on either device.
+  torch::Device device{torch::kCPU};
+  // Parameters and gradients in one buffer each; Lion/AdamW/EMA as a few operations over
+  // them (core/train/flat_params.hpp). Bit-identical to the per-parameter form.
+  bool flat = true;
+  // Fixed batch shapes: every training batch is padded to batch_size rows (weight 0, no
+  // particles) and its width to the next bucket edge (fixedBatchWidth), so that a GPU sees
+  // a few shapes only. The loss and gradients equal those of the unpadded batch.
+  bool fixed_shapes = false;
+  // "fp32", or "bf16": the forward pass and the loss under bfloat16 autocast on CUDA, with
+  // float32 master weights, gradients and optimiser state (LibTorch 2.x).
+  std::string precision = "fp32";
+  // Steps between reads of the running loss (a device-to-host copy on a GPU).
+  int64_t log_every = 50;
 };
 
 struct EpochRecord {
@@ -137,6 +153,8 @@ class Trainer {
     std::function<nlohmann::json()> position;  // unset: none recorded
   };
   FitResult fitLoop(BatchSource& src, const JetTensors* val, bool validate, Objective objective);
+  // opt_ (over `flat` when given, else per parameter) and ema_.
+  void makeOptimizer(std::shared_ptr<FlatParameters> flat);
   void saveState(const nlohmann::json& training);
   bool loadState(nlohmann::json& training, const std::string& fingerprint);
 

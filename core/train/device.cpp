@@ -1,0 +1,209 @@
+#include "core/train/device.hpp"
+
+#include <ATen/Context.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+#if TORCH_VERSION_MAJOR >= 2
+#include <ATen/autocast_mode.h>
+#endif
+#ifdef FOLDFARM_TORCH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+#ifdef FOLDFARM_HAVE_CUDA_KERNELS
+#include <cuda_runtime_api.h>
+#endif
+
+#include <cstdlib>
+#include <sstream>
+#include <vector>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+
+namespace foldfarm {
+
+DeviceRequest parseDeviceRequest(const std::string& text, const std::string& where) {
+  if (text == "cpu") return DeviceRequest::kCpu;
+  if (text == "cuda" || text == "gpu") return DeviceRequest::kCuda;
+  if (text == "auto") return DeviceRequest::kAuto;
+  throw InputError(where + ": unknown device '" + text + "' (use cpu, cuda or auto)");
+}
+
+const char* deviceRequestName(DeviceRequest r) {
+  switch (r) {
+    case DeviceRequest::kCpu:
+      return "cpu";
+    case DeviceRequest::kCuda:
+      return "cuda";
+    case DeviceRequest::kAuto:
+      return "auto";
+  }
+  return "auto";
+}
+
+namespace {
+
+std::vector<std::string> splitList(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+int envInt(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return -1;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  return (end != nullptr && *end == '\0' && n >= 0) ? static_cast<int>(n) : -1;
+}
+
+}  // namespace
+
+DeviceChoice resolveDevice(DeviceRequest request, const DeviceFacts& f) {
+  DeviceChoice c;
+  c.request = request;
+  if (request == DeviceRequest::kCpu) {
+    c.reason = "asked for the CPU";
+    return c;
+  }
+  std::string why;
+  if (!f.torch_cuda) {
+    why = "this foldfarm's LibTorch was built without CUDA";
+  } else if (f.visible_gpus <= 0) {
+    why = f.cvd_set ? "no GPU is visible (CUDA_VISIBLE_DEVICES='" + f.cuda_visible_devices + "')"
+                    : "no GPU is visible";
+  }
+  if (!why.empty()) {
+    if (request == DeviceRequest::kCuda)
+      throw InputError("--device cuda: " + why +
+                       "; run on a GPU node, build against a CUDA LibTorch, or use --device cpu");
+    c.reason = "auto: " + why;
+    return c;
+  }
+  const int index = std::max(0, f.local_rank) % f.visible_gpus;
+  c.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+  if (f.cvd_set) {
+    const auto list = splitList(f.cuda_visible_devices);
+    if (static_cast<size_t>(index) < list.size()) c.physical = list[static_cast<size_t>(index)];
+  } else {
+    c.physical = std::to_string(index);
+  }
+  c.reason = std::string(deviceRequestName(request)) + ": local rank " +
+             std::to_string(f.local_rank) + " of " + std::to_string(f.visible_gpus) +
+             " visible GPU" + (f.visible_gpus == 1 ? "" : "s") +
+             (f.cvd_set ? " (CUDA_VISIBLE_DEVICES=" + f.cuda_visible_devices + ")" : "");
+  return c;
+}
+
+std::string DeviceChoice::describe() const {
+  std::string s = device.str();
+  if (!physical.empty()) s += " (GPU " + physical + ")";
+  return s + "; " + reason;
+}
+
+nlohmann::json DeviceChoice::toJson() const {
+  return {{"requested", deviceRequestName(request)},
+          {"device", device.str()},
+          {"gpu", physical.empty() ? nlohmann::json() : nlohmann::json(physical)},
+          {"reason", reason}};
+}
+
+bool torchHasCuda() {
+  return at::hasCUDA();
+}
+
+int localRankFromEnvironment() {
+  for (const char* name :
+       {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK", "LOCAL_RANK"}) {
+    const int v = envInt(name);
+    if (v >= 0) return v;
+  }
+  // SLURM_LOCALID is the task's index on its node only inside a job step (srun).
+  if (std::getenv("SLURM_STEP_ID") != nullptr) {
+    const int v = envInt("SLURM_LOCALID");
+    if (v >= 0) return v;
+  }
+  return 0;
+}
+
+DeviceFacts probeDeviceFacts(int local_rank) {
+  DeviceFacts f;
+  f.torch_cuda = torchHasCuda();
+  f.visible_gpus = f.torch_cuda ? static_cast<int>(torch::cuda::device_count()) : 0;
+  f.local_rank = local_rank >= 0 ? local_rank : localRankFromEnvironment();
+  if (const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES")) {
+    f.cvd_set = true;
+    f.cuda_visible_devices = cvd;
+  }
+  return f;
+}
+
+DeviceChoice selectDevice(const std::string& request, int local_rank, bool allow_tf32) {
+  const DeviceChoice c =
+      resolveDevice(parseDeviceRequest(request, "--device"), probeDeviceFacts(local_rank));
+  if (c.isCuda()) {
+    // TF32 for what stays float32 (matrix products, convolutions); tests that compare with
+    // the CPU turn it off.
+    at::globalContext().setAllowTF32CuBLAS(allow_tf32);
+    at::globalContext().setAllowTF32CuDNN(allow_tf32);
+    if (const char* f = std::getenv("FOLDFARM_GPU_MEMORY_FRACTION")) {
+      const double fraction = std::atof(f);
+      if (!(fraction > 0 && fraction <= 1))
+        throw InputError("FOLDFARM_GPU_MEMORY_FRACTION='" + std::string(f) +
+                         "': must be in (0, 1]");
+#ifdef FOLDFARM_TORCH_CUDA
+      c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, c.device.index());
+      logInfo("device: allocator capped at {:.0f}% of the GPU's memory (shared GPU)",
+              100.0 * fraction);
+#endif
+    }
+  }
+  logInfo("device: {}", c.describe());
+  return c;
+}
+
+int64_t deviceMemoryInUse(const torch::Device& device) {
+#ifdef FOLDFARM_HAVE_CUDA_KERNELS
+  if (!device.is_cuda()) return 0;
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaSetDevice(device.index()) != cudaSuccess ||
+      cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess)
+    return 0;
+  return static_cast<int64_t>(total_bytes - free_bytes);
+#else
+  (void)device;
+  return 0;
+#endif
+}
+
+#if TORCH_VERSION_MAJOR >= 2
+Bf16Autocast::Bf16Autocast(bool on) : on_(on) {
+  if (!on_) return;
+  was_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+  was_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  at::autocast::increment_nesting();
+}
+
+Bf16Autocast::~Bf16Autocast() {
+  if (!on_) return;
+  // Leaving the outermost scope drops the casted weights cached for it.
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  at::autocast::set_autocast_enabled(at::kCUDA, was_enabled_);
+  at::autocast::set_autocast_dtype(at::kCUDA, was_dtype_);
+}
+#else
+Bf16Autocast::Bf16Autocast(bool on) : on_(on) {
+  if (on_)
+    throw InputError("bf16 precision needs LibTorch 2.x (this is " TORCH_VERSION
+                     "); use --precision fp32");
+}
+
+Bf16Autocast::~Bf16Autocast() = default;
+#endif
+
+}  // namespace foldfarm
