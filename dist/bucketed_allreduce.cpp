@@ -20,16 +20,21 @@ double nowSeconds() {
 
 }  // namespace
 
-std::shared_ptr<BucketedAllreduce> BucketedAllreduce::create(Communicator& comm,
-                                                             ControlPlane& control,
-                                                             std::vector<at::Tensor> params,
-                                                             BucketOptions options) {
-  return std::make_shared<BucketedAllreduce>(comm, control, std::move(params), options);
+std::shared_ptr<BucketedAllreduce> BucketedAllreduce::create(
+    Communicator& comm, ControlPlane& control, std::vector<at::Tensor> params,
+    BucketOptions options, const at::Tensor& flat_grad, std::vector<std::int64_t> flat_offsets) {
+  return std::make_shared<BucketedAllreduce>(comm, control, std::move(params), options, flat_grad,
+                                             std::move(flat_offsets));
 }
 
 BucketedAllreduce::BucketedAllreduce(Communicator& comm, ControlPlane& control,
-                                     std::vector<at::Tensor> params, BucketOptions options)
+                                     std::vector<at::Tensor> params, BucketOptions options,
+                                     const at::Tensor& flat_grad,
+                                     std::vector<std::int64_t> flat_offsets)
     : comm_(comm), control_(control), params_(std::move(params)) {
+  if (flat_grad.defined() && flat_offsets.size() != params_.size())
+    throw Error("flat gradient layout: " + std::to_string(flat_offsets.size()) + " offsets for " +
+                std::to_string(params_.size()) + " parameters");
   if (options.first_bucket_bytes == 0 || options.bucket_cap_bytes == 0) {
     throw InputError("gradient bucket sizes must be > 0 bytes");
   }
@@ -64,10 +69,26 @@ BucketedAllreduce::BucketedAllreduce(Communicator& comm, ControlPlane& control,
     bytes += pbytes;
   }
   torch::NoGradGuard no_grad;
+  sliced_ = flat_grad.defined();
   for (Bucket& b : buckets_) {
     const at::Tensor& last = params_[b.params.back()];
     const std::int64_t numel = b.offsets.back() + last.numel();
-    b.flat = at::zeros({numel}, last.options().requires_grad(false));
+    if (sliced_) {
+      // The bucket's parameters follow each other in the flat layout (reverse registration
+      // order, as the buckets are filled): the bucket is the slice that holds them.
+      const std::int64_t start = flat_offsets[b.params.front()];
+      for (std::size_t s = 0; s < b.params.size(); ++s)
+        if (flat_offsets[b.params[s]] != start + b.offsets[s] ||
+            params_[b.params[s]].scalar_type() != flat_grad.scalar_type())
+          throw Error("flat gradient layout does not follow the bucket order (parameter " +
+                      std::to_string(b.params[s]) + ")");
+      if (flat_grad.device() != last.device() || start + numel > flat_grad.numel())
+        throw Error("flat gradient buffer does not hold the parameters' gradients");
+      b.flat = at::empty({0}, flat_grad.options().requires_grad(false));
+      b.flat.set_(flat_grad.storage(), flat_grad.storage_offset() + start, {numel}, {1});
+    } else {
+      b.flat = at::zeros({numel}, last.options().requires_grad(false));
+    }
     b.pending = b.params.size();
     // Plain tensors over the bucket's storage rather than narrow() views: autograd views
     // cannot be detach_()ed, which Optimizer::zero_grad() does to every .grad.
@@ -100,7 +121,8 @@ void BucketedAllreduce::installHooks() {
   for (std::size_t k = 0; k < params_.size(); ++k) {
     // A post-hook of the leaf's AccumulateGrad node runs once .grad holds the gradient,
     // which is what lets .grad be the bucket buffer (a tensor hook runs before it).
-    std::shared_ptr<torch::autograd::Node> acc = torch::autograd::impl::grad_accumulator(params_[k]);
+    std::shared_ptr<torch::autograd::Node> acc =
+        torch::autograd::impl::grad_accumulator(params_[k]);
     if (!acc) throw Error("parameter " + std::to_string(k) + " does not require a gradient");
     acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
         [weak, k](const variable_list& outputs, const variable_list&) {
@@ -143,6 +165,11 @@ void BucketedAllreduce::attachGradLocked(std::size_t k) {
   const at::Tensor& view = b.views[slot_of_[k]];
   at::Tensor& g = params_[k].mutable_grad();
   if (g.defined() && g.unsafeGetTensorImpl() == view.unsafeGetTensorImpl()) return;
+  if (g.defined() && g.data_ptr() == view.data_ptr() && g.sizes().equals(view.sizes()) &&
+      g.strides().equals(view.strides())) {
+    g = view;  // already the same memory (a flat buffer's view of it)
+    return;
+  }
   if (g.defined()) {
     if (g.is_sparse()) throw Error("sparse gradients are not supported by data-parallel training");
     view.copy_(g);

@@ -30,6 +30,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -57,11 +58,20 @@ class BucketedAllreduce : public std::enable_shared_from_this<BucketedAllreduce>
  public:
   // `params`: the trainable parameters, in registration order. Tensors must live on
   // comm.device(). Construct through create() (hooks hold weak references).
+  // `flat_grad` (optional): one gradient buffer laid out in reverse registration order
+  // (core/train/flat_params.hpp), `flat_offsets[k]` parameter k's offset in it. The buckets
+  // are then slices of it instead of buffers of their own, so the gradients the optimiser
+  // reads are where the all-reduce leaves them. Throws Error if the layout does not match.
   static std::shared_ptr<BucketedAllreduce> create(Communicator& comm, ControlPlane& control,
                                                    std::vector<at::Tensor> params,
-                                                   BucketOptions options);
+                                                   BucketOptions options,
+                                                   const at::Tensor& flat_grad = {},
+                                                   std::vector<std::int64_t> flat_offsets = {});
   BucketedAllreduce(Communicator& comm, ControlPlane& control, std::vector<at::Tensor> params,
-                    BucketOptions options);
+                    BucketOptions options, const at::Tensor& flat_grad = {},
+                    std::vector<std::int64_t> flat_offsets = {});
+  // True when the buckets are slices of a flat gradient buffer given at construction.
+  bool slicesFlatGradient() const { return sliced_; }
   ~BucketedAllreduce();
 
   // Registers a hook that runs after autograd accumulated each parameter's gradient
@@ -110,6 +120,7 @@ class BucketedAllreduce : public std::enable_shared_from_this<BucketedAllreduce>
   double pass_start_ = 0.0;
   bool enabled_ = true;
   bool hooks_installed_ = false;
+  bool sliced_ = false;
   SyncTiming timing_;
   mutable std::mutex mutex_;
 };

@@ -2,12 +2,14 @@
 // Command-line options of data-parallel commands (header-only: CLI11 stays in the app).
 //   --collective-timeout S, --dist-backend NAME, --bucket-cap-mb MB
 // override FOLDFARM_COLLECTIVE_TIMEOUT, FOLDFARM_DIST_BACKEND, FOLDFARM_BUCKET_CAP_MB.
+#include <c10/core/Device.h>
 #include <CLI/CLI.hpp>
 
 #include <cstddef>
 #include <string>
 
 #include "core/base/error.hpp"
+#include "dist/launch.hpp"
 #include "dist/make_context.hpp"
 
 namespace foldfarm::dist {
@@ -38,12 +40,31 @@ class DistCli {
     }
     return o;
   }
-  // For commands whose trainer keeps the model and batches in host memory (pretrain,
-  // unfold): `auto` means MPI, and NCCL, which needs GPU tensors, is refused.
+  // For a trainer on `device`: GPU tensors are reduced by NCCL (`auto` picks it; MPI is
+  // refused, it reduces host tensors), host tensors by MPI (`auto` picks it; NCCL refused).
+  DistOptions resolveForTraining(const std::string& command, const c10::Device& device) const {
+    if (!device.is_cuda()) return resolveForCpuTraining(command);
+    DistOptions o = resolve();
+    if (!detectLaunch().distributed()) return o;  // one process: no data plane
+    if (o.backend == "mpi")
+      throw InputError(command +
+                       ": --dist-backend mpi reduces host tensors and this run trains on " +
+                       device.str() + "; use --dist-backend nccl (or auto), or --device cpu");
+#ifndef FOLDFARM_HAVE_NCCL
+    throw InputError(command + ": training on " + device.str() +
+                     " over several ranks needs the NCCL backend, which this build lacks "
+                     "(configure with NCCL: -DNCCL_HOME=PREFIX); or use --device cpu");
+#endif
+    if (o.backend == "auto") o.backend = "nccl";
+    return o;
+  }
+  // For commands whose trainer keeps the model and batches in host memory: `auto` means MPI,
+  // and NCCL, which needs GPU tensors, is refused.
   DistOptions resolveForCpuTraining(const std::string& command) const {
     DistOptions o = resolve();
     if (o.backend == "nccl")
-      throw InputError(command + ": --dist-backend nccl: this command trains in host memory (CPU "
+      throw InputError(command +
+                       ": --dist-backend nccl: this command trains in host memory (CPU "
                        "tensors); use --dist-backend mpi or auto (bench ddp trains on the GPU)");
     if (o.backend == "auto") o.backend = "mpi";
     return o;

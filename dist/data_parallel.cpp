@@ -9,6 +9,7 @@
 #include "core/base/hash.hpp"
 #include "core/base/log.hpp"
 #include "core/mpi/check.hpp"
+#include "core/train/flat_params.hpp"
 #include "dist/backend_registry.hpp"
 #include "dist/communicator.hpp"
 #include "dist/control_plane.hpp"
@@ -91,7 +92,7 @@ const char* DataParallelContext::backendName() const {
   return comm_->backendName();
 }
 
-void DataParallelContext::prepare(torch::nn::Module& model) {
+void DataParallelContext::prepare(torch::nn::Module& model, const FlatParameters* flat) {
   if (buckets_) {
     // A new model (the next step of a chain): the previous model's hooks hold weak
     // references to the old buckets and turn into no-ops once these are released. Nothing
@@ -127,7 +128,22 @@ void DataParallelContext::prepare(torch::nn::Module& model) {
   for (const auto& p : model.parameters(/*recurse=*/true)) {
     if (p.requires_grad()) trainable.push_back(p);
   }
-  buckets_ = BucketedAllreduce::create(*comm_, *control_, std::move(trainable), options_.buckets);
+  // Flat parameters: the buckets are slices of their gradient buffer.
+  at::Tensor flat_grad;
+  std::vector<std::int64_t> flat_offsets;
+  if (flat != nullptr) {
+    for (const at::Tensor& p : trainable) {
+      const std::int64_t k = flat->positionOf(p);
+      if (k < 0) {
+        flat_offsets.clear();
+        break;
+      }
+      flat_offsets.push_back(flat->offsets()[static_cast<std::size_t>(k)]);
+    }
+    if (flat_offsets.size() == trainable.size()) flat_grad = flat->grads();
+  }
+  buckets_ = BucketedAllreduce::create(*comm_, *control_, std::move(trainable), options_.buckets,
+                                       flat_grad, std::move(flat_offsets));
   buckets_->installHooks();
   buckets_->setEnabled(sync_enabled_);
   const std::vector<std::size_t> sizes = buckets_->bucketBytes();

@@ -41,7 +41,7 @@ class DataParallelContext final : public ParallelContext {
 
   int rank() const override;
   int worldSize() const override;
-  void prepare(torch::nn::Module& model) override;
+  void prepare(torch::nn::Module& model, const FlatParameters* flat = nullptr) override;
   void setGradientSync(bool enabled) override;
   void finishGradientSync() override;
   void allreduceMean(std::vector<double>& values) override;
@@ -55,6 +55,8 @@ class DataParallelContext final : public ParallelContext {
   // (collective) Hashes every parameter and buffer bit-for-bit and compares with rank 0;
   // throws Error naming the ranks whose model differs. Returns this rank's hash.
   std::uint64_t verifyParametersIdentical(torch::nn::Module& model);
+  // True when the prepared model's gradient buckets are slices of its flat gradient buffer.
+  bool bucketsSliceFlatGradient() const { return buckets_ && buckets_->slicesFlatGradient(); }
   // Timing of the last synchronised pass (communication, and waiting not overlapped).
   SyncTiming lastSync() const;
   Communicator& communicator() { return *comm_; }

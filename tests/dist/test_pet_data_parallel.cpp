@@ -16,6 +16,7 @@
 #include "core/model/pet.hpp"
 #include "core/model/pet_config.hpp"
 #include "core/train/jet_batches.hpp"
+#include "core/train/flat_params.hpp"
 #include "core/train/optim.hpp"
 #include "core/train/trainer.hpp"
 #include "dist/data_parallel.hpp"
@@ -59,7 +60,7 @@ void train(Pet& net, ParallelContext& ctx, torch::optim::Optimizer& opt, int ran
     const Jets g = globalBatch(step);
     const int per = 2 * kBatch / world;
     auto shard = [&](const torch::Tensor& t) { return t.narrow(0, rank * per, per); };
-    opt.zero_grad();
+    zeroGradients(opt);
     const ClassifierOutput out = net->classify(shard(g.x), shard(g.mask), shard(g.jets));
     const torch::Tensor loss = torch::cross_entropy_loss(out.logits, shard(g.labels)) +
                                torch::mse_loss(out.jet_pred, shard(g.jets));
@@ -225,6 +226,53 @@ TEST(PetDataParallel, UnevenShardsTakeTheSameStepsOnEveryRank) {
   ASSERT_EQ(r.history.size(), 2u);
   EXPECT_TRUE(std::isfinite(r.history[1].val_loss)) << "validation runs on every rank";
   EXPECT_NO_THROW(ctx.verifyParametersIdentical(*net));
+}
+
+// Flat buffers over two ranks: the all-reduce buckets are slices of the flat gradient (the
+// gradients the optimiser reads are where the reduction left them, no copies), and the
+// steps are bit-identical to the per-parameter form's over the same ranks.
+void checkFlat(const std::string& kind) {
+  DistOptions o;
+  o.backend = "mpi";
+  o.collective_timeout_s = 60;
+  o.buckets.first_bucket_bytes = 16 << 10;  // several buckets
+  o.buckets.bucket_cap_bytes = 64 << 10;
+  DataParallelContext ctx(detectLaunch(), o);
+  ASSERT_EQ(ctx.worldSize(), 2) << "run under mpirun -np 2";
+  OptimizerSettings s;
+  s.kind = kind;
+  s.lr = 3e-6;
+
+  Pet plain(tinyConfig());
+  plain->resetParameters(21 + static_cast<uint64_t>(ctx.rank()));
+  plain->train();
+  ctx.prepare(*plain);
+  auto plain_opt = makeOptimizer(plain, s);
+  train(plain, ctx, *plain_opt, ctx.rank(), ctx.worldSize());
+
+  Pet net(tinyConfig());
+  net->resetParameters(21 + static_cast<uint64_t>(ctx.rank()));
+  net->train();
+  auto flat = std::make_shared<FlatParameters>(net->parameters());
+  ctx.prepare(*net, flat.get());
+  EXPECT_TRUE(ctx.bucketsSliceFlatGradient()) << kind;
+  auto opt = makeFlatOptimizer(net, s, flat);
+  train(net, ctx, *opt, ctx.rank(), ctx.worldSize());
+  EXPECT_NO_THROW(ctx.verifyParametersIdentical(*net));
+  for (size_t k = 0; k < flat->params().size(); ++k)
+    EXPECT_EQ(flat->params()[k].grad().data_ptr(), flat->gradView(k).data_ptr())
+        << kind << ": gradient " << k << " is not its slice of the flat buffer";
+  const auto a = plain->parameters(), b = net->parameters();
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_TRUE(torch::equal(a[i], b[i])) << kind << ": parameter " << i << " differs";
+  ctx.barrier();
+}
+
+TEST(PetDataParallel, FlatBuffersAreTheBucketsAndStepBitIdenticallyLion) {
+  checkFlat("lion");
+}
+TEST(PetDataParallel, FlatBuffersAreTheBucketsAndStepBitIdenticallyAdamW) {
+  checkFlat("adamw");
 }
 
 TEST(PetDataParallel, TwoRanksEqualOneRankDoubleBatchLion) {
