@@ -16,6 +16,7 @@
 #include "core/model/pet_config.hpp"
 #include "core/train/checkpoint.hpp"
 #include "core/train/classifier_trainer.hpp"
+#include "core/train/device.hpp"
 #include "core/train/observable_classifier.hpp"
 #include "core/train/parallel.hpp"
 #include "ensembles/chain_output.hpp"
@@ -230,8 +231,12 @@ data::JetArrays step1TrainingSet(const data::UnfoldArrays& mc, const data::Unfol
   return train;
 }
 
-ClassifierFitOptions stepFitOptions(const ChainConfig& c, uint64_t seed, const std::string& label) {
+ClassifierFitOptions stepFitOptions(const ChainConfig& c, uint64_t seed, const std::string& label,
+                                    torch::Device device) {
   ClassifierFitOptions fo;
+  fo.device = device;
+  fo.precision = c.precision;
+  fo.fixed_shapes = c.fixed_shapes;
   fo.optimizer = c.optimizer;
   fo.lr = c.lr;
   fo.lr_factor = c.lr_factor;
@@ -281,7 +286,8 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
       "model",           "feature_stats", "epochs",     "patience",
       "val_fraction",    "batch_size",    "lr",         "lr_factor",
       "optimizer",       "weight_decay",  "max_weight", "max_mc_events",
-      "max_data_events", "step_ensemble"};
+      "max_data_events", "step_ensemble", "device",     "precision",
+      "fixed_shapes"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (std::find(known.begin(), known.end(), it.key()) == known.end())
       throw InputError(source + ": unknown chain config key '" + it.key() + "'");
@@ -319,6 +325,12 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   take(j, "max_mc_events", c.max_mc_events, source);
   take(j, "max_data_events", c.max_data_events, source);
   take(j, "step_ensemble", c.step_ensemble, source);
+  take(j, "device", c.device, source);
+  take(j, "precision", c.precision, source);
+  take(j, "fixed_shapes", c.fixed_shapes, source);
+  parseDeviceRequest(c.device, source + " device");
+  if (c.precision != "fp32" && c.precision != "bf16")
+    throw InputError(source + ": precision must be fp32 or bf16 (got '" + c.precision + "')");
   if (c.step_ensemble < 1 || c.step_ensemble > 64)
     throw InputError(source + ": step_ensemble must be from 1 to 64 (got " +
                      std::to_string(c.step_ensemble) + ")");
@@ -381,6 +393,9 @@ json chainConfigToJson(const ChainConfig& c) {
             {"max_data_events", c.max_data_events}};
   if (c.step_ensemble != 1)
     j["step_ensemble"] = c.step_ensemble;  // plain chains keep their records
+  if (c.precision != "fp32") j["precision"] = c.precision;
+  if (c.fixed_shapes) j["fixed_shapes"] = true;
+  // device: where, not what (result.json records the device used).
   return j;
 }
 
@@ -450,6 +465,8 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
                      " particle slots, the MC file has " + std::to_string(mc.reco.P) +
                      "; write both with the same P");
   const int64_t n_mc = mc.n(), n_data = dat.n();
+  // PET's device: this process's GPU (a campaign slot's, a rank's) or the CPU.
+  const DeviceChoice device = selectDevice(cfg.device);
   const std::vector<uint8_t> mc_pass_reco = passFlags(mc.pass_reco, n_mc);
   const std::vector<uint8_t> mc_pass_gen = passFlags(mc.pass_gen, n_mc);
   const std::vector<uint8_t> data_pass_reco = passFlags(dat.pass_reco, n_data);
@@ -627,7 +644,7 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
         // Boosted from scratch, PET's correction starts at 0; warm, it keeps the varied-from
         // chain's correction (its starting point still competes for the best epoch).
         if (use_mlp && warm_dir.empty()) clf.zeroOutputLayer();
-        ClassifierFitOptions fo = stepFitOptions(cfg, fit_seed, etag);
+        ClassifierFitOptions fo = stepFitOptions(cfg, fit_seed, etag, device.device);
         fo.state_dir = stateDir(out) + "/train_step" + std::to_string(k) + sfx;
         fo.resume = true;
         fo.validate_initial = use_mlp;
@@ -733,6 +750,7 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
   result["mc_events"] = n_mc;
   result["data_events"] = n_data;
   result["final_ess"] = effectiveSampleSize(st.weights.push.back());
+  result["device"] = device.toJson();
   writeJsonAtomic(out + "/" + kChainResultFile, result);
   std::error_code ec;
   fs::remove_all(stateDir(out), ec);

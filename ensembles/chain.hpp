@@ -90,6 +90,14 @@ struct ChainConfig {
   // to independent ensemble members (the campaign's "members"), whose weights are averaged
   // only at the end.
   int step_ensemble = 1;
+  // Where PET's steps train (core/train/device.hpp): auto (this process's GPU when there is
+  // one: a campaign slot's), cpu or cuda. Not part of the chain's identity: a chain resumes
+  // on another device. The MLP of "mlp"/"pet+mlp" trains on the CPU.
+  std::string device = "auto";
+  // PET's step training: "fp32" or "bf16" (CUDA), and fixed batch shapes (trainer.hpp).
+  // Part of the identity when not the default (they change the numbers).
+  std::string precision = "fp32";
+  bool fixed_shapes = false;
 };
 ChainConfig chainConfigFromJson(const nlohmann::json& j, const std::string& source);
 nlohmann::json chainConfigToJson(const ChainConfig& c);
@@ -140,7 +148,8 @@ data::JetArrays step1TrainingSet(const data::UnfoldArrays& mc, const data::Unfol
 
 // The PET fit options of a step with this config (optimiser, learning rates, batch, epochs,
 // patience, validation fraction), data order and split from `seed`.
-ClassifierFitOptions stepFitOptions(const ChainConfig& c, uint64_t seed, const std::string& label);
+ClassifierFitOptions stepFitOptions(const ChainConfig& c, uint64_t seed, const std::string& label,
+                                    torch::Device device = torch::Device(torch::kCPU));
 
 // Feature statistics of a chain's classifiers (ChainConfig::feature_stats); "auto" measures
 // the jet statistics on `samples` (a chain: the MC's reco and gen jets).

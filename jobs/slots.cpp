@@ -40,6 +40,11 @@ std::vector<SlotBinding> slotBindings(const CampaignResources& r, int count, int
         dev = visible[g];
       }
       b.env.emplace_back("CUDA_VISIBLE_DEVICES", dev);
+      // Tasks sharing a GPU each cap their allocator at an equal share of its memory
+      // (core/train/device.hpp applies it), so that one task cannot starve the others.
+      if (r.tasks_per_gpu > 1)
+        b.env.emplace_back("FOLDFARM_GPU_MEMORY_FRACTION",
+                           std::to_string(0.95 / static_cast<double>(r.tasks_per_gpu)));
     } else {
       b.env.emplace_back("CUDA_VISIBLE_DEVICES", "");
     }

@@ -4,7 +4,8 @@
 // CUDA_VISIBLE_DEVICES (a Slurm allocation), that list is indexed, so slots never escape
 // the allocation. Every slot's environment is set explicitly (never inherited by chance):
 // CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER=PCI_BUS_ID, OMP/OpenBLAS/MKL thread counts,
-// FOLDFARM_SLOT and FOLDFARM_THREADS.
+// FOLDFARM_SLOT and FOLDFARM_THREADS; with tasks_per_gpu > 1 also
+// FOLDFARM_GPU_MEMORY_FRACTION (0.95 / tasks_per_gpu: each task's share of its GPU's memory).
 #include <string>
 #include <utility>
 #include <vector>

@@ -89,8 +89,33 @@ void renderSetup(std::ostringstream& s, const SbatchResources& r) {
   }
 }
 
+// CUDA MPS for tasks sharing a GPU: their kernels then run side by side instead of the
+// contexts taking turns. Started on the batch host when nvidia-cuda-mps-control exists and
+// the GPU's compute mode lets it start; otherwise the tasks still share the GPU by
+// time-slicing, and the log says so. Stopped when the job's workers have ended.
+void renderMps(std::ostringstream& s) {
+  s << R"SH(
+# CUDA MPS: several tasks per GPU run their kernels concurrently.
+ff_mps=0
+if command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
+  export CUDA_MPS_PIPE_DIRECTORY="${TMPDIR:-/tmp}/foldfarm-mps-${SLURM_JOB_ID:-$$}/pipe"
+  export CUDA_MPS_LOG_DIRECTORY="${TMPDIR:-/tmp}/foldfarm-mps-${SLURM_JOB_ID:-$$}/log"
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d; then
+    ff_mps=1
+    echo "foldfarm: CUDA MPS started on $(hostname -s)" >&2
+  else
+    echo "foldfarm: CUDA MPS did not start on $(hostname -s) (GPU compute mode?); tasks sharing a GPU time-slice" >&2
+  fi
+else
+  echo "foldfarm: no nvidia-cuda-mps-control on $(hostname -s); tasks sharing a GPU time-slice" >&2
+fi
+)SH";
+}
+
 void renderFinish(std::ostringstream& s, const SbatchResources& r) {
   s << "\nff_wait_all\nff_rc=$?\n";
+  s << "if [ \"${ff_mps:-0}\" = 1 ]; then echo quit | nvidia-cuda-mps-control || true; fi\n";
   s << "echo \"foldfarm: job ${SLURM_JOB_ID:-?} on $(hostname -s) finished with status $ff_rc\" "
        ">&2\n";
   if (r.requeue) {
@@ -172,6 +197,9 @@ std::string renderPilotScript(const SbatchResources& r, const std::string& campa
     << "\n";
   if (r.gpusPerNode > 0) {
     s << "export FOLDFARM_TASKS_PER_GPU=" << r.tasksPerGpu << "\n";
+    // One node: its MPS daemon serves every rank. Several nodes need one per node, which the
+    // site's MPS support (e.g. --gres=mps) provides.
+    if (r.tasksPerGpu > 1 && r.nodes == 1) renderMps(s);
   }
   std::vector<std::string> cmd = {"srun",      "--mpi=pmix", "--kill-on-bad-exit=1",
                                   r.foldfarm,  "campaign",   "run",
@@ -221,6 +249,7 @@ std::string renderArrayScript(const SbatchResources& r, const ArrayJob& job) {
   if (work.empty()) work = {r.foldfarm, "campaign", "work"};
   s << "ff_work=(" << shellJoin(work) << ")\n";
   s << "ff_lanes=" << job.lanes << "\n";
+  if (r.gpusPerNode > 0 && job.lanes > 1) renderMps(s);
   s << "export OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask
     << "\n";
   s << R"SH(ff_element=${SLURM_ARRAY_TASK_ID:?not running as a Slurm array element}

@@ -12,6 +12,7 @@
 #include "core/base/error.hpp"
 #include "core/base/stop_signal.hpp"
 #include "core/model/threads.hpp"
+#include "core/train/device.hpp"
 #include "core/train/parallel.hpp"
 #include "dist/cli_options.hpp"
 #include "ensembles/aggregate.hpp"
@@ -37,6 +38,8 @@ void registerUnfold(CommandGroups& g) {
     int replica = 0, member = 0, iterations = 4, threads = 0;
     uint64_t seed = 1;
     dist::DistCli dist;  // --collective-timeout, --dist-backend, --bucket-cap-mb
+    std::string device = "auto", precision = "fp32";
+    bool fixed_shapes = false;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = g.root.add_subcommand(
@@ -63,7 +66,19 @@ void registerUnfold(CommandGroups& g) {
   cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")
       ->capture_default_str();
   o->dist.addTo(*cmd);
-  cmd->callback([o] {
+  addDeviceOptions(*cmd, o->device, &o->precision, &o->fixed_shapes);
+  CLI::Option* device_opt = cmd->get_option("--device");
+  CLI::Option* precision_opt = cmd->get_option("--precision");
+  CLI::Option* fixed_opt = cmd->get_option("--fixed-shapes");
+  cmd->callback([o, device_opt, precision_opt, fixed_opt] {
+    nlohmann::json config = readConfigFile(o->config);
+    // The command line's device, precision and shapes override the config file's.
+    if (device_opt->count() > 0 || !config.contains("device")) config["device"] = o->device;
+    if (precision_opt->count() > 0) config["precision"] = o->precision;
+    if (fixed_opt->count() > 0) config["fixed_shapes"] = o->fixed_shapes;
+    const DeviceChoice dev =
+        resolveDevice(parseDeviceRequest(config.value("device", std::string("auto")), "--device"),
+                      probeDeviceFacts());
     nlohmann::json params = {{"mc", o->mc},
                              {"data", o->data},
                              {"init", o->init},
@@ -71,12 +86,12 @@ void registerUnfold(CommandGroups& g) {
                              {"member", o->member},
                              {"campaign_seed", o->seed},
                              {"iterations", o->iterations},
-                             {"config", readConfigFile(o->config)}};
+                             {"config", config}};
     configureThreads(o->threads);
     installStopHandlers();
     // Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
     std::unique_ptr<ParallelContext> ctx =
-        dist::makeParallelContext(o->dist.resolveForCpuTraining("unfold"));
+        dist::makeParallelContext(o->dist.resolveForTraining("unfold", dev.device));
     try {
       ensembles::runChainTaskOrThrow(params, o->out, ctx.get());
     } catch (const InterruptedError&) {

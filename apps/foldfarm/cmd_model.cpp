@@ -31,6 +31,8 @@
 #include "core/model/threads.hpp"
 #include "core/train/checkpoint.hpp"
 #include "core/train/classifier_trainer.hpp"
+#include "core/train/device.hpp"
+#include "core/train/flat_params.hpp"
 #include "core/train/losses.hpp"
 #include "core/train/metrics.hpp"
 #include "core/train/optim.hpp"
@@ -148,14 +150,19 @@ struct PretrainArgs {
   double lr = 3e-4, lr_factor = 1.0, val_fraction = 0.1, test_fraction = 0.1, warmup_epochs = 1;
   uint64_t seed = 1;
   dist::DistCli dist;  // --collective-timeout, --dist-backend, --bucket-cap-mb
+  std::string device = "auto", precision = "fp32";
+  bool fixed_shapes = false;
 };
 
 void runPretrain(const PretrainArgs& a) {
   configureThreads(a.threads);
   installStopHandlers();
+  // This rank's device (its GPU by local rank), then the data plane that matches it: NCCL
+  // for GPU tensors, MPI for host tensors.
+  const DeviceChoice dev = selectDevice(a.device);
   // Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
   std::unique_ptr<ParallelContext> ctx =
-      dist::makeParallelContext(a.dist.resolveForCpuTraining("pretrain"));
+      dist::makeParallelContext(a.dist.resolveForTraining("pretrain", dev.device));
 
   json train_cfg = json::object();
   if (!a.config.empty()) {
@@ -191,6 +198,9 @@ void runPretrain(const PretrainArgs& a) {
   t.patience = train_cfg.value("patience", int64_t{0});
   t.seed = a.seed;
   t.resume = a.resume;
+  t.device = dev.device;
+  t.precision = a.precision;
+  t.fixed_shapes = a.fixed_shapes;
   const PretrainResult r = runPretraining(o, *ctx);
   if (ctx->isRoot()) std::printf("%s\n", r.toJson().dump(2).c_str());
 }
@@ -204,11 +214,14 @@ struct FinetuneArgs {
   int threads = 0;
   uint64_t seed = 1;
   bool json_out = false, resume = false;
+  std::string device = "auto", precision = "fp32";
+  bool fixed_shapes = false;
 };
 
 void runFinetune(const FinetuneArgs& a) {
   configureThreads(a.threads);
   installStopHandlers();
+  const DeviceChoice dev = selectDevice(a.device);
   const data::JetArrays raw = data::readJetsFiles({a.train}, 0);
   auto [rest, test_rows] = splitRows(raw.n, a.test_fraction, a.seed);
   const data::JetArrays pool = raw.subset(rest), test = raw.subset(test_rows);
@@ -237,6 +250,9 @@ void runFinetune(const FinetuneArgs& a) {
   o.resume = a.resume;
   o.show_progress = true;
   o.label = "finetune";
+  o.device = dev.device;
+  o.precision = a.precision;
+  o.fixed_shapes = a.fixed_shapes;
   const FitResult fit = clf->fit(pool, nullptr, o);
   const std::vector<float> p = clf->predict(test);
   std::vector<double> s(p.begin(), p.end());
@@ -252,6 +268,7 @@ void runFinetune(const FinetuneArgs& a) {
               {"rejection_at_eps_s_0.5", m.rejection50},
               {"rejection_at_eps_s_0.3", m.rejection30}}},
             {"warm_start_skipped", report.skipped},
+            {"device", dev.toJson()},
             {"fit", toJson(fit)}};
   if (a.json_out) {
     std::printf("%s\n", j.dump(2).c_str());
@@ -270,6 +287,7 @@ struct GenerateArgs {
   int64_t cls = 0, jets = 100, steps = 64, batch = 256;
   int threads = 0;
   uint64_t seed = 1;
+  std::string device = "auto";
 };
 
 void runGenerate(const GenerateArgs& a) {
@@ -286,7 +304,9 @@ void runGenerate(const GenerateArgs& a) {
     throw InputError(a.ckpt + ": no jet conditioning statistics for class " + key +
                      "; use a checkpoint written by foldfarm pretrain");
   const int64_t P = ck.meta.extra.value("num_particles", int64_t{128});
+  const DeviceChoice dev = selectDevice(a.device);
   Pet model = loadPet(ck, /*prefer_ema=*/true);
+  model->to(dev.device);
   model->eval();
   const auto mean = cond.at(key).at("mean").get<std::vector<float>>();
   const auto sd = cond.at(key).at("std").get<std::vector<float>>();
@@ -312,7 +332,9 @@ void runGenerate(const GenerateArgs& a) {
       mask[i].narrow(0, 0, mult[static_cast<size_t>(i)]).fill_(1.0);
     }
     const torch::Tensor labels = torch::full({n}, a.cls, torch::kLong);
-    const torch::Tensor x = sampleParticles(model, mask, jets, labels, a.steps, gen);
+    const torch::Tensor x = sampleParticles(model, mask.to(dev.device), jets.to(dev.device),
+                                            labels.to(dev.device), a.steps, gen)
+                                .cpu();
     for (int64_t i = 0; i < n; ++i) {
       float* jet = out.jet(begin + i);
       for (int f = 0; f < 4; ++f)
@@ -344,8 +366,12 @@ void runGenerate(const GenerateArgs& a) {
 struct BenchArgs {
   std::string preset = "omnilearn", mode = "classifier", data;
   int64_t batch = 64, steps = 6, warmup = 2, max_jets = 2000;
+  std::vector<int64_t> batches;  // --batches: several batch sizes in one run
   int threads = 2;
   bool baseline = false, compare = false, json_out = false, profile = false;
+  bool fixed_shapes = false;
+  std::string device = "cpu", precision = "fp32";
+  double peak_tflops = 0;  // the device's dense bf16 peak (0: 989 on a GPU, sgemm on the CPU)
 };
 
 // Per-operator self time of the profiled steps (the legacy CPU profiler's push/pop ranges),
@@ -398,7 +424,8 @@ void printOperatorProfile(const torch::autograd::profiler::thread_event_lists& l
 
 struct BenchRun {
   double jets_per_s = 0, step_ms = 0, mean_width = 0;
-  double jets_per_cpu_s = 0;  // per CPU-second of this process (less sensitive to other load)
+  double jets_per_cpu_s = 0;     // per CPU-second of this process (less sensitive to other load)
+  double device_memory_mb = -1;  // GPU memory this process holds after the steps (-1: CPU)
 };
 
 double processCpuSeconds() {
@@ -407,20 +434,29 @@ double processCpuSeconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& set, bool baseline) {
+// The optimised path: bucketed batches (fixed shapes with --fixed-shapes), flat parameters,
+// the chosen precision. The baseline: padded to P, naive edges, composed normalisation,
+// per-parameter optimiser, float32.
+BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& set, bool baseline,
+                   int64_t batch_size, torch::Device device) {
   const bool pretrain = a.mode == "pretrain";
   Pet model(cfg);
   model->resetParameters(1);
   model->setBaseline(baseline);
+  model->to(device);
   model->train();
   OptimizerSettings os;
   os.lr = 1e-5;
-  auto opt = makeOptimizer(model, os);
+  auto opt = baseline ? makeOptimizer(model, os) : makeFlatOptimizer(model, os);
+  const bool bf16 = !baseline && a.precision == "bf16";
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
-  const auto batches = epochBatches(set, a.batch, 7, 0, 0, 1, !baseline);
+  const auto batches = epochBatches(set, batch_size, 7, 0, 0, 1, !baseline);
   if (static_cast<int64_t>(batches.size()) < a.warmup + a.steps)
     throw InputError(a.data + ": too few jets for " + std::to_string(a.warmup + a.steps) +
-                     " batches of " + std::to_string(a.batch));
+                     " batches of " + std::to_string(batch_size) + "; raise --max-jets");
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+  };
   BenchRun r;
   double seconds = 0, cpu_seconds = 0, jets = 0, width = 0;
   const bool profile = a.profile && baseline == a.baseline;
@@ -428,26 +464,36 @@ BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& s
     if (profile && s == a.warmup)
       torch::autograd::profiler::enableProfilerLegacy(
           torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU));
+    sync();
     const auto t0 = std::chrono::steady_clock::now();
     const double c0 = processCpuSeconds();
-    const JetBatch b = makeBatch(set, batches[static_cast<size_t>(s)], !baseline);
-    opt->zero_grad();
+    JetBatch b = makeBatch(set, batches[static_cast<size_t>(s)], !baseline);
+    if (!baseline && a.fixed_shapes)
+      b = padBatch(b, batch_size, fixedBatchWidth(b.particles.size(1)));
+    b = batchToDevice(b, device);
+    zeroGradients(*opt);
     torch::Tensor loss;
-    if (pretrain) {
-      loss = pretrainLoss(model, b, gen).total;
-    } else {
-      const auto out = model->classify(b.particles, b.mask, b.jets);
-      loss = weightedClassifierLoss(out.logits, b.labels, b.weights);
+    {
+      const Bf16Autocast autocast(bf16);
+      const DrawRowsGuard draw_rows(model, b.realRows());
+      if (pretrain) {
+        loss = pretrainLoss(model, b, gen).total;
+      } else {
+        const auto out = model->classify(b.particles, b.mask, b.jets);
+        loss =
+            weightedClassifierLoss(out.logits, b.labels, b.weights, b.padded() ? b.realRows() : -1);
+      }
     }
     loss.backward();
     torch::nn::utils::clip_grad_norm_(model->parameters(), 1.0);
     opt->step();
+    sync();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double dc = processCpuSeconds() - c0;
     if (s >= a.warmup) {
       seconds += dt;
       cpu_seconds += dc;
-      jets += static_cast<double>(b.size());
+      jets += static_cast<double>(b.realRows());
       width += static_cast<double>(b.particles.size(1));
     }
   }
@@ -456,6 +502,8 @@ BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& s
   r.jets_per_cpu_s = jets / cpu_seconds;
   r.step_ms = 1000.0 * seconds / static_cast<double>(a.steps);
   r.mean_width = width / static_cast<double>(a.steps);
+  if (device.is_cuda())
+    r.device_memory_mb = static_cast<double>(deviceMemoryInUse(device)) / 1048576.0;
   return r;
 }
 
@@ -473,6 +521,11 @@ void runBench(const BenchArgs& a) {
   configureThreads(a.threads);
   if (a.mode != "classifier" && a.mode != "pretrain")
     throw InputError("--mode must be classifier or pretrain");
+  const DeviceChoice dev = selectDevice(a.device, -1, /*allow_tf32=*/true);
+  if (a.precision == "bf16" && !dev.isCuda())
+    throw InputError("--precision bf16 needs a GPU (--device cuda)");
+  if (a.precision != "fp32" && a.precision != "bf16")
+    throw InputError("--precision must be fp32 or bf16");
   const data::JetArrays raw = data::readJetsFiles({a.data}, a.max_jets);
   int64_t classes = 1;
   for (int64_t y : raw.labels) classes = std::max(classes, y + 1);
@@ -488,44 +541,66 @@ void runBench(const BenchArgs& a) {
   for (int64_t i = 0; i < raw.n; ++i) mean_mult += static_cast<double>(raw.multiplicity(i));
   mean_mult /= static_cast<double>(raw.n);
 
-  const double sgemm = sgemmGflops();
+  const double sgemm = dev.isCuda() ? 0.0 : sgemmGflops();
+  // The reference peak: the GPU's dense bf16 (H100/H200 SXM: 989 TFLOP/s), else this CPU's
+  // measured sgemm.
+  const double peak_gflops = a.peak_tflops > 0 ? a.peak_tflops * 1e3 : dev.isCuda() ? 989e3 : sgemm;
   const double flops_per_jet = 3.0 * petForwardFlops(cfg, mean_mult, pretrain);
   json j = {{"preset", a.preset},
             {"mode", a.mode},
-            {"batch", a.batch},
+            {"device", dev.toJson()},
+            {"precision", a.precision},
+            {"fixed_shapes", a.fixed_shapes},
             {"threads", a.threads},
             {"steps", a.steps},
             {"data", a.data},
             {"padded_particles", raw.P},
             {"mean_multiplicity", mean_mult},
             {"flops_per_jet", flops_per_jet},
-            {"sgemm_gflops", sgemm}};
-  auto record = [&](const BenchRun& r, const std::string& prefix) {
-    j[prefix + "jets_per_s"] = r.jets_per_s;
-    j[prefix + "jets_per_cpu_s"] = r.jets_per_cpu_s;
-    j[prefix + "step_ms"] = r.step_ms;
-    j[prefix + "mean_batch_width"] = r.mean_width;
-    j[prefix + "useful_gflops"] = r.jets_per_s * flops_per_jet / 1e9;
-    j[prefix + "fraction_of_sgemm"] = r.jets_per_s * flops_per_jet / 1e9 / sgemm;
+            {"peak_gflops", peak_gflops}};
+  if (!dev.isCuda()) j["sgemm_gflops"] = sgemm;
+  auto record = [&](json& out, const BenchRun& r, const std::string& prefix) {
+    out[prefix + "jets_per_s"] = r.jets_per_s;
+    out[prefix + "jets_per_cpu_s"] = r.jets_per_cpu_s;
+    out[prefix + "step_ms"] = r.step_ms;
+    out[prefix + "mean_batch_width"] = r.mean_width;
+    out[prefix + "useful_gflops"] = r.jets_per_s * flops_per_jet / 1e9;
+    out[prefix + "achieved_tflops"] = r.jets_per_s * flops_per_jet / 1e12;
+    out[prefix + "fraction_of_peak"] = r.jets_per_s * flops_per_jet / 1e9 / peak_gflops;
+    if (!dev.isCuda())
+      out[prefix + "fraction_of_sgemm"] = r.jets_per_s * flops_per_jet / 1e9 / sgemm;
+    if (r.device_memory_mb >= 0) out[prefix + "device_memory_mb"] = r.device_memory_mb;
   };
-  const BenchRun main = benchOnce(a, cfg, set, a.baseline);
-  j["baseline"] = a.baseline;
-  record(main, "");
-  if (a.compare) {
-    const BenchRun other = benchOnce(a, cfg, set, !a.baseline);
-    record(other, a.baseline ? "optimised_" : "baseline_");
-    j["speedup"] =
-        a.baseline ? other.jets_per_s / main.jets_per_s : main.jets_per_s / other.jets_per_s;
-    j["speedup_cpu"] = a.baseline ? other.jets_per_cpu_s / main.jets_per_cpu_s
-                                  : main.jets_per_cpu_s / other.jets_per_cpu_s;
+  const std::vector<int64_t> sizes = a.batches.empty() ? std::vector<int64_t>{a.batch} : a.batches;
+  json runs = json::array();
+  for (int64_t batch : sizes) {
+    json r = {{"batch", batch}};
+    const BenchRun main = benchOnce(a, cfg, set, a.baseline, batch, dev.device);
+    r["baseline"] = a.baseline;
+    record(r, main, "");
+    if (a.compare) {
+      const BenchRun other = benchOnce(a, cfg, set, !a.baseline, batch, dev.device);
+      record(r, other, a.baseline ? "optimised_" : "baseline_");
+      r["speedup"] =
+          a.baseline ? other.jets_per_s / main.jets_per_s : main.jets_per_s / other.jets_per_s;
+      r["speedup_cpu"] = a.baseline ? other.jets_per_cpu_s / main.jets_per_cpu_s
+                                    : main.jets_per_cpu_s / other.jets_per_cpu_s;
+    }
+    if (!a.json_out)
+      std::printf(
+          "%s %s batch %lld on %s: %.1f jets/s (%.1f ms/step), %.3g FLOP/jet, %.2f%% of %.0f "
+          "GFLOP/s%s\n",
+          a.preset.c_str(), a.mode.c_str(), static_cast<long long>(batch), dev.device.str().c_str(),
+          main.jets_per_s, main.step_ms, flops_per_jet, 100.0 * r["fraction_of_peak"].get<double>(),
+          peak_gflops,
+          a.compare ? (", x" + fixed(r["speedup"].get<double>()) + " the other path").c_str() : "");
+    runs.push_back(r);
   }
-  if (a.json_out) {
-    std::printf("%s\n", j.dump(2).c_str());
-  } else {
-    std::printf("%s %s: %.1f jets/s (%.0f ms/step), %.3g FLOP/jet, %.1f%% of sgemm %.0f GFLOP/s\n",
-                a.preset.c_str(), a.mode.c_str(), main.jets_per_s, main.step_ms, flops_per_jet,
-                100.0 * j["fraction_of_sgemm"].get<double>(), sgemm);
-  }
+  // One batch size: its figures at the top level too (the form scripts read).
+  if (runs.size() == 1)
+    for (auto it = runs[0].begin(); it != runs[0].end(); ++it) j[it.key()] = it.value();
+  j["runs"] = runs;
+  if (a.json_out) std::printf("%s\n", j.dump(2).c_str());
 }
 
 }  // namespace
@@ -606,6 +681,7 @@ void registerModelCommands(CommandGroups& g) {
       ->needs(stream_flag)
       ->capture_default_str();
   pre->dist.addTo(*p);
+  addDeviceOptions(*p, pre->device, &pre->precision, &pre->fixed_shapes);
   p->callback([pre] { runPretrain(*pre); });
 
   auto ft = std::make_shared<FinetuneArgs>();
@@ -635,6 +711,7 @@ void registerModelCommands(CommandGroups& g) {
   f->add_option("--threads", ft->threads, "Threads (0: all cores)")->capture_default_str();
   f->add_flag("--resume", ft->resume, "Continue from <out>/state");
   f->add_flag("--json", ft->json_out, "Print JSON");
+  addDeviceOptions(*f, ft->device, &ft->precision, &ft->fixed_shapes);
   f->callback([ft] { runFinetune(*ft); });
 
   auto gen = std::make_shared<GenerateArgs>();
@@ -650,7 +727,33 @@ void registerModelCommands(CommandGroups& g) {
   ge->add_option("--steps", gen->steps, "Second-order sampler steps")->capture_default_str();
   ge->add_option("--seed", gen->seed, "Seed")->capture_default_str();
   ge->add_option("--threads", gen->threads, "Threads (0: all cores)")->capture_default_str();
+  addDeviceOptions(*ge, gen->device, nullptr, nullptr);
   ge->callback([gen] { runGenerate(*gen); });
+
+  // device: what --device resolves to in this process (a campaign slot's GPU, a rank's).
+  auto dev = std::make_shared<std::pair<std::string, bool>>("auto", false);
+  CLI::App* d = g.root.add_subcommand(
+      "device",
+      "Which device --device resolves to here (LibTorch's CUDA, visible GPUs, local rank, "
+      "CUDA_VISIBLE_DEVICES) and why");
+  d->add_option("--device", dev->first, "cpu, cuda or auto")->capture_default_str();
+  d->add_flag("--json", dev->second, "Print JSON");
+  d->callback([dev] {
+    const DeviceFacts f = probeDeviceFacts();
+    const DeviceChoice c = resolveDevice(parseDeviceRequest(dev->first, "--device"), f);
+    const char* slot = std::getenv("FOLDFARM_SLOT");
+    json j = {{"torch_cuda", f.torch_cuda},
+              {"visible_gpus", f.visible_gpus},
+              {"local_rank", f.local_rank},
+              {"cuda_visible_devices", f.cvd_set ? json(f.cuda_visible_devices) : json()},
+              {"slot", slot != nullptr ? json(slot) : json()},
+              {"choice", c.toJson()}};
+    if (dev->second) {
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      std::printf("%s\n", c.describe().c_str());
+    }
+  });
 
   auto bench = std::make_shared<BenchArgs>();
   CLI::App* b = g.bench.add_subcommand(
@@ -658,6 +761,19 @@ void registerModelCommands(CommandGroups& g) {
   b->add_option("--preset", bench->preset, "omnilearn or tiny")->capture_default_str();
   b->add_option("--mode", bench->mode, "classifier or pretrain")->capture_default_str();
   b->add_option("--batch", bench->batch, "Batch size")->capture_default_str();
+  b->add_option("--batches", bench->batches,
+                "Several batch sizes, one after the other in this process (e.g. 256,1024,4096)")
+      ->delimiter(',');
+  b->add_option("--device", bench->device, "cpu, cuda or auto")->capture_default_str();
+  b->add_option("--precision", bench->precision,
+                "fp32, or bf16 (autocast on the GPU; the baseline stays fp32)")
+      ->capture_default_str();
+  b->add_flag("--fixed-shapes", bench->fixed_shapes,
+              "Pad each batch to the batch size and its width to the next bucket edge");
+  b->add_option("--peak-tflops", bench->peak_tflops,
+                "Peak of the fraction reported (default: 989 on a GPU, the measured sgemm on "
+                "the CPU)");
+  b->add_option("--max-jets", bench->max_jets, "Jets read from --data")->capture_default_str();
   b->add_option("--threads", bench->threads, "Threads")->capture_default_str();
   b->add_option("--data", bench->data, "Jets HDF5 file")->required();
   b->add_option("--steps", bench->steps, "Timed steps")->capture_default_str();

@@ -26,6 +26,26 @@ void registerCampaignCommands(
 void registerSlurmCommands(CommandGroups& g);   // cmd_slurm.cpp: slurm render|submit|status
 void registerReportCommands(CommandGroups& g);  // cmd_report.cpp: report, study scaling
 
+// --device (cpu|cuda|auto), and where given --precision (fp32|bf16) and --fixed-shapes, as
+// every training command takes them (core/train/device.hpp, trainer.hpp).
+inline void addDeviceOptions(CLI::App& app, std::string& device, std::string* precision,
+                             bool* fixed_shapes) {
+  app.add_option("--device", device,
+                 "cpu, cuda or auto: this process's GPU (by local rank, or the one a campaign "
+                 "slot's CUDA_VISIBLE_DEVICES leaves) when LibTorch has CUDA, else the CPU")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+      ->capture_default_str();
+  if (precision != nullptr)
+    app.add_option("--precision", *precision,
+                   "fp32, or bf16: autocast to bfloat16 on the GPU with fp32 master weights")
+        ->check(CLI::IsMember({"fp32", "bf16"}))
+        ->capture_default_str();
+  if (fixed_shapes != nullptr)
+    app.add_flag("--fixed-shapes", *fixed_shapes,
+                 "Pad each batch to the batch size and its width to the next bucket edge (a few "
+                 "shapes per data set; same loss and gradients)");
+}
+
 // Registers every task kind this executable can run (noop, sleep, command, chain). Any
 // command that opens a campaign calls it first: opening validates the spec's task kind.
 void registerCampaignTaskKinds();

@@ -5,6 +5,7 @@
 
 #include "core/base/error.hpp"
 #include "jobs/campaign_spec.hpp"
+#include "jobs/slots.hpp"
 #include "jobs/task_kind.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
@@ -412,4 +413,37 @@ TEST_F(SpecValidation, ChainVariationsNeedATypeAndTheInputsItReplaces) {
 }
 
 }  // namespace
+}  // namespace foldfarm::jobs
+
+namespace foldfarm::jobs {
+// Slots sharing a GPU: each gets its GPU and an equal share of its memory; a GPU of its own
+// or a CPU slot gets no cap.
+TEST(Slots, TasksSharingAGpuEachGetTheirGpuAndAShareOfItsMemory) {
+  auto env = [](const SlotBinding& b, const std::string& key) {
+    for (const auto& [k, v] : b.env)
+      if (k == key) return v;
+    return std::string("<unset>");
+  };
+  CampaignResources shared;
+  shared.gpus = 2;
+  shared.tasks_per_gpu = 4;
+  const auto slots = slotBindings(shared, 8);
+  ASSERT_EQ(slots.size(), 8u);
+  for (const auto& b : slots) {
+    EXPECT_EQ(b.gpu, b.slot / 4);
+    EXPECT_NE(env(b, "CUDA_VISIBLE_DEVICES"), "<unset>");
+    EXPECT_NEAR(std::stod(env(b, "FOLDFARM_GPU_MEMORY_FRACTION")), 0.95 / 4, 1e-6);
+  }
+  CampaignResources own;
+  own.gpus = 2;
+  for (const auto& b : slotBindings(own, 2))
+    EXPECT_EQ(env(b, "FOLDFARM_GPU_MEMORY_FRACTION"), "<unset>");
+  CampaignResources cpu;
+  cpu.cpu_slots = 2;
+  for (const auto& b : slotBindings(cpu, 2)) {
+    EXPECT_EQ(env(b, "CUDA_VISIBLE_DEVICES"), "");
+    EXPECT_EQ(env(b, "FOLDFARM_GPU_MEMORY_FRACTION"), "<unset>");
+  }
+}
+
 }  // namespace foldfarm::jobs

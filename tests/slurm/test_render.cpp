@@ -185,7 +185,14 @@ TEST(SbatchScript, ArrayScriptQuotesPathsAndThrottles) {
   EXPECT_NE(s.find("#SBATCH --no-requeue\n"), std::string::npos);
   EXPECT_EQ(s.find("#SBATCH --requeue\n"), std::string::npos);
   EXPECT_EQ(s.find("scontrol requeue"), std::string::npos);
+  // Four lanes share the element's GPU: CUDA MPS is started before them, stopped after.
+  EXPECT_LT(s.find("nvidia-cuda-mps-control -d"), s.find("ff_start \"${ff_work[@]}\""));
+  EXPECT_NE(s.find("echo quit | nvidia-cuda-mps-control"), std::string::npos);
   expectBashSyntaxOk(s);
+  // One lane per element: no MPS.
+  j.lanes = 1;
+  EXPECT_EQ(renderArrayScript(r, j).find("nvidia-cuda-mps-control -d"), std::string::npos);
+  j.lanes = 4;
   r.requeue = true;
   try {
     renderArrayScript(r, j);
