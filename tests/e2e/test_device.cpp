@@ -1,0 +1,245 @@
+// --device through the real `foldfarm` commands: what `foldfarm device` reports, the device
+// a campaign worker resolves from its slot (GPU slots hand each task its own
+// CUDA_VISIBLE_DEVICES), a GPU campaign refused at init by a build whose LibTorch lacks CUDA,
+// `--device cuda` refused with one line and nothing written, and `bench pet` over several
+// batch sizes with the padded baseline beside it.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+extern char** environ;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct RunResult {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs foldfarm with `env` added to this process's environment.
+RunResult run(const std::vector<std::string>& args, const fs::path& dir,
+              const std::vector<std::string>& env = {}) {
+  std::vector<std::string> argv = {FOLDFARM_BINARY, "--log-level", "warn"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  std::vector<std::string> envs;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string kv = *e;
+    bool replaced = false;
+    for (const auto& x : env)
+      if (kv.substr(0, kv.find('=') + 1) == x.substr(0, x.find('=') + 1)) replaced = true;
+    if (!replaced) envs.push_back(kv);
+  }
+  envs.insert(envs.end(), env.begin(), env.end());
+  std::vector<char*> cenv;
+  for (auto& e : envs) cenv.push_back(const_cast<char*>(e.c_str()));
+  cenv.push_back(nullptr);
+  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = 0;
+  RunResult r;
+  if (posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), cenv.data()) != 0) {
+    posix_spawn_file_actions_destroy(&fa);
+    r.err = "spawn failed";
+    return r;
+  }
+  posix_spawn_file_actions_destroy(&fa);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+class Device : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "no foldfarm binary";
+    dir_ = fs::temp_directory_path() /
+           ("ff_device_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    const RunResult d = run({"device", "--json"}, dir_);
+    ASSERT_EQ(d.code, 0) << d.err;
+    facts_ = json::parse(d.out);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  bool hasCuda() const { return facts_.at("torch_cuda").get<bool>(); }
+  fs::path dir_;
+  json facts_;
+};
+
+}  // namespace
+
+TEST_F(Device, ReportsWhatAutoResolvesToAndWhy) {
+  const json c = facts_.at("choice");
+  EXPECT_EQ(c.at("requested"), "auto");
+  if (!hasCuda() || facts_.at("visible_gpus").get<int>() == 0) {
+    EXPECT_EQ(c.at("device"), "cpu");
+    EXPECT_FALSE(c.at("reason").get<std::string>().empty());
+  } else {
+    EXPECT_EQ(c.at("device").get<std::string>().rfind("cuda:", 0), 0u);
+  }
+  const RunResult cpu = run({"device", "--device", "cpu", "--json"}, dir_);
+  ASSERT_EQ(cpu.code, 0) << cpu.err;
+  EXPECT_EQ(json::parse(cpu.out).at("choice").at("device"), "cpu");
+}
+
+TEST_F(Device, EachWorkerOfAGpuCampaignResolvesItsDeviceFromItsSlot) {
+  // Two GPU slots on a node whose allocation lists GPUs 4 and 7: each task's process sees
+  // only its slot's GPU and resolves --device auto against it.
+  const std::string self = FOLDFARM_BINARY;
+  json spec = {{"name", "slots"},
+               {"task", "command"},
+               {"replicas", 4},
+               {"params", {{"argv", {self, "device", "--json"}}}},
+               {"resources", {{"gpus", 2}, {"tasks_per_gpu", 1}}}};
+  std::ofstream(dir_ / "spec.json") << spec.dump();
+  const std::vector<std::string> env = {"CUDA_VISIBLE_DEVICES=4,7"};
+  RunResult r =
+      run({"campaign", "init", (dir_ / "spec.json").string(), "--dir", (dir_ / "camp").string()},
+          dir_, env);
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = run({"campaign", "run", (dir_ / "camp").string()}, dir_, env);
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::set<std::string> seen;
+  for (int t = 0; t < 4; ++t) {
+    const fs::path log = dir_ / "camp" / "tasks" / ("r000" + std::to_string(t) + "m0") / "task.log";
+    ASSERT_TRUE(fs::exists(log)) << log;
+    const std::string text = slurp(log);
+    const auto brace = text.find('{');
+    ASSERT_NE(brace, std::string::npos) << text;
+    const json j = json::parse(text.substr(brace, text.find('\n', brace) - brace));
+    const std::string cvd = j.at("cuda_visible_devices").get<std::string>();
+    EXPECT_TRUE(cvd == "4" || cvd == "7") << cvd;
+    seen.insert(cvd);
+    EXPECT_FALSE(j.at("slot").is_null());
+    if (!hasCuda()) {
+      EXPECT_EQ(j.at("choice").at("device"), "cpu");
+      EXPECT_NE(j.at("choice").at("reason").get<std::string>().find("without CUDA"),
+                std::string::npos);
+    } else if (j.at("visible_gpus").get<int>() == 1) {
+      EXPECT_EQ(j.at("choice").at("device"), "cuda:0");
+      EXPECT_EQ(j.at("choice").at("gpu"), cvd);
+    }
+  }
+  EXPECT_EQ(seen.size(), 2u) << "both GPU slots ran tasks";
+}
+
+TEST_F(Device, AGpuChainCampaignIsRefusedAtInitWhenLibTorchLacksCuda) {
+  if (hasCuda()) GTEST_SKIP() << "this build's LibTorch has CUDA";
+  for (const char* tune : {"sim", "data"})
+    ASSERT_EQ(
+        run({"data", "synth", "--kind", "unfold", "--events", "50", "--tune", tune, "--seed", "3",
+             "--out", (dir_ / (std::string(tune) == "sim" ? "mc.h5" : "data.h5")).string()},
+            dir_)
+            .code,
+        0);
+  json spec = {
+      {"name", "gpu"},
+      {"task", "chain"},
+      {"replicas", 2},
+      {"inputs", {{"mc", (dir_ / "mc.h5").string()}, {"data", (dir_ / "data.h5").string()}}},
+      {"chain", {{"config", {{"classifier", "pet"}}}}},
+      {"resources", {{"gpus", 1}}}};
+  std::ofstream(dir_ / "spec.json") << spec.dump();
+  const RunResult r =
+      run({"campaign", "init", (dir_ / "spec.json").string(), "--dir", (dir_ / "camp").string()},
+          dir_, {"CUDA_VISIBLE_DEVICES=0"});
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("spec.json"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("without CUDA"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "camp"));
+  // The same campaign on CPU slots is accepted (its inputs are checked later).
+  spec["resources"] = {{"gpus", 0}, {"cpu_slots", 1}};
+  std::ofstream(dir_ / "cpu.json") << spec.dump();
+  const RunResult c =
+      run({"campaign", "init", (dir_ / "cpu.json").string(), "--dir", (dir_ / "camp_cpu").string()},
+          dir_);
+  EXPECT_EQ(c.code, 0) << c.err;
+  EXPECT_TRUE(fs::exists(dir_ / "camp_cpu"));
+}
+
+TEST_F(Device, CudaIsRefusedWithOneLineAndNothingWrittenWithoutAGpu) {
+  if (hasCuda() && facts_.at("visible_gpus").get<int>() > 0) GTEST_SKIP() << "a GPU is here";
+  ASSERT_EQ(run({"data", "synth", "--kind", "pretrain", "--jets", "64", "--particles", "16",
+                 "--seed", "2", "--out", (dir_ / "jets.h5").string()},
+                dir_)
+                .code,
+            0);
+  const RunResult r = run({"pretrain", "--data", (dir_ / "jets.h5").string(), "--out",
+                           (dir_ / "out").string(), "--epochs", "1", "--device", "cuda"},
+                          dir_);
+  EXPECT_EQ(r.code, 2) << r.err;
+  int lines = 0;
+  std::istringstream in(r.err);
+  for (std::string l; std::getline(in, l);) lines += l.rfind("foldfarm: error:", 0) == 0;
+  EXPECT_EQ(lines, 1) << r.err;
+  EXPECT_NE(r.err.find("--device cpu"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "out"));
+  // bf16 needs a GPU too.
+  const RunResult b = run({"pretrain", "--data", (dir_ / "jets.h5").string(), "--out",
+                           (dir_ / "out").string(), "--epochs", "1", "--precision", "bf16"},
+                          dir_);
+  EXPECT_EQ(b.code, 2) << b.err;
+  EXPECT_FALSE(fs::exists(dir_ / "out"));
+}
+
+TEST_F(Device, BenchPetReportsEveryBatchSizeWithThePaddedBaselineBeside) {
+  ASSERT_EQ(run({"data", "synth", "--kind", "pretrain", "--jets", "300", "--particles", "32",
+                 "--seed", "3", "--out", (dir_ / "jets.h5").string()},
+                dir_)
+                .code,
+            0);
+  const RunResult r = run({"bench",     "pet",      "--preset",  "tiny",
+                           "--mode",    "pretrain", "--data",    (dir_ / "jets.h5").string(),
+                           "--device",  "cpu",      "--batches", "16,32",
+                           "--steps",   "2",        "--warmup",  "1",
+                           "--threads", "1",        "--compare", "--fixed-shapes",
+                           "--json"},
+                          dir_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j.at("device").at("device"), "cpu");
+  ASSERT_EQ(j.at("runs").size(), 2u);
+  for (const auto& run : j.at("runs")) {
+    EXPECT_GT(run.at("jets_per_s").get<double>(), 0);
+    EXPECT_GT(run.at("baseline_jets_per_s").get<double>(), 0);
+    EXPECT_GT(run.at("speedup").get<double>(), 0);
+    EXPECT_GT(run.at("achieved_tflops").get<double>(), 0);
+    EXPECT_GT(run.at("fraction_of_peak").get<double>(), 0);
+  }
+  EXPECT_EQ(j.at("runs")[0].at("batch"), 16);
+  EXPECT_EQ(j.at("runs")[1].at("batch"), 32);
+}

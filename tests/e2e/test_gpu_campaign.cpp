@@ -1,0 +1,162 @@
+// A GPU campaign really uses its GPU (label gpu; exit 77, skipped, without one): two chain
+// tasks sharing one GPU (tasks_per_gpu 2) each run in their own worker process that holds
+// GPU memory while it trains (nvidia-smi's compute processes, sampled during the run), and
+// each chain's result.json records cuda:0 as the device its PET steps trained on.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+extern char** environ;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct RunResult {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs foldfarm with `env` added to this process's environment.
+RunResult run(const std::vector<std::string>& args, const fs::path& dir,
+              const std::vector<std::string>& env = {}) {
+  std::vector<std::string> argv = {FOLDFARM_BINARY, "--log-level", "warn"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  std::vector<std::string> envs;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string kv = *e;
+    bool replaced = false;
+    for (const auto& x : env)
+      if (kv.substr(0, kv.find('=') + 1) == x.substr(0, x.find('=') + 1)) replaced = true;
+    if (!replaced) envs.push_back(kv);
+  }
+  envs.insert(envs.end(), env.begin(), env.end());
+  std::vector<char*> cenv;
+  for (auto& e : envs) cenv.push_back(const_cast<char*>(e.c_str()));
+  cenv.push_back(nullptr);
+  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = 0;
+  RunResult r;
+  if (posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), cenv.data()) != 0) {
+    posix_spawn_file_actions_destroy(&fa);
+    r.err = "spawn failed";
+    return r;
+  }
+  posix_spawn_file_actions_destroy(&fa);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (std::string(FOLDFARM_BINARY).empty() || std::system("nvidia-smi -L > /dev/null 2>&1") != 0) {
+    std::fprintf(stderr, "test_e2e_gpu_campaign: no GPU (nvidia-smi) here: skipped\n");
+    return 77;
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
+
+TEST(GpuCampaign, TwoTasksSharingOneGpuEachHoldGpuMemoryAndTrainOnIt) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("ff_gpu_campaign_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const RunResult facts = run({"device", "--json"}, dir);
+  ASSERT_EQ(facts.code, 0) << facts.err;
+  if (!json::parse(facts.out).at("torch_cuda").get<bool>())
+    GTEST_SKIP() << "this foldfarm's LibTorch has no CUDA";
+  for (const char* tune : {"sim", "data"})
+    ASSERT_EQ(run({"data", "synth", "--kind", "unfold", "--events", "3000", "--tune", tune,
+                   "--seed", std::string(tune) == "sim" ? "11" : "12", "--out",
+                   (dir / (std::string(tune) + ".h5")).string()},
+                  dir)
+                  .code,
+              0);
+  const json spec = {
+      {"name", "gpu-share"},
+      {"task", "chain"},
+      {"replicas", 2},
+      {"seed", 7},
+      {"inputs", {{"mc", (dir / "sim.h5").string()}, {"data", (dir / "data.h5").string()}}},
+      {"chain",
+       {{"iterations", 1},
+        {"config",
+         {{"classifier", "pet"},
+          {"preset", "tiny"},
+          {"epochs", 3},
+          {"batch_size", 256},
+          {"patience", 0},
+          {"device", "cuda"}}}}},
+      {"resources", {{"gpus", 1}, {"tasks_per_gpu", 2}, {"threads_per_task", 1}}}};
+  std::ofstream(dir / "spec.json") << spec.dump();
+  ASSERT_EQ(
+      run({"campaign", "init", (dir / "spec.json").string(), "--dir", (dir / "camp").string()}, dir)
+          .code,
+      0);
+  // Sample the GPU's compute processes while the campaign runs.
+  std::atomic<bool> done{false};
+  std::set<std::string> pids;
+  std::thread sampler([&] {
+    while (!done) {
+      FILE* p = popen(
+          "nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits", "r");
+      if (p != nullptr) {
+        char line[256];
+        while (std::fgets(line, sizeof line, p) != nullptr) {
+          std::string l = line;
+          const auto comma = l.find(',');
+          if (comma != std::string::npos && std::atof(l.substr(comma + 1).c_str()) > 0)
+            pids.insert(l.substr(0, comma));
+        }
+        pclose(p);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+  });
+  const RunResult r = run({"campaign", "run", (dir / "camp").string()}, dir);
+  done = true;
+  sampler.join();
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_GE(pids.size(), 2u) << "processes seen holding GPU memory: " << pids.size();
+  for (const char* task : {"r0000m0", "r0001m0"}) {
+    const json res = json::parse(slurp(dir / "camp" / "tasks" / task / "result.json"));
+    EXPECT_EQ(res.at("device").at("device"), "cuda:0") << task;
+  }
+  fs::remove_all(dir);
+}
