@@ -40,24 +40,12 @@ int64_t FlatParameters::positionOf(const Tensor& p) const {
   return -1;
 }
 
-namespace {
-
-// A plain tensor over `buf`'s storage (not an autograd view: .grad tensors must allow
-// detach_(), which Optimizer::zero_grad() calls on LibTorch 1.x).
-Tensor alias(const Tensor& buf, int64_t offset, at::IntArrayRef sizes) {
-  Tensor v = at::empty({0}, buf.options().requires_grad(false));
-  v.set_(buf.storage(), buf.storage_offset() + offset, sizes, c10::contiguous_strides(sizes));
+Tensor FlatParameters::viewIn(const Tensor& buffer, size_t k) const {
+  const at::IntArrayRef sizes = params_[k].sizes();
+  Tensor v = at::empty({0}, buffer.options().requires_grad(false));
+  v.set_(buffer.storage(), buffer.storage_offset() + offsets_[k], sizes,
+         c10::contiguous_strides(sizes));
   return v;
-}
-
-}  // namespace
-
-Tensor FlatParameters::valueView(size_t k) const {
-  return alias(values_, offsets_[k], params_[k].sizes());
-}
-
-Tensor FlatParameters::gradView(size_t k) const {
-  return alias(grads_, offsets_[k], params_[k].sizes());
 }
 
 std::vector<char> FlatParameters::attachGradients() {
@@ -152,11 +140,7 @@ Tensor FlatOptimizer::step(LossClosure closure) {
         Tensor p = slice(flat_->values(), a, b);
         const Tensor grad = slice(flat_->grads(), a, b);
         Tensor m = slice(exp_avg_, a, b);
-        // Lion::step, element for element.
-        if (o.weight_decay() != 0) p.mul_(1.0 - o.lr() * o.weight_decay());
-        const Tensor c = m * o.beta1() + grad * (1.0 - o.beta1());
-        p.add_(c.sign(), -o.lr());
-        m.mul_(o.beta2()).add_(grad, 1.0 - o.beta2());
+        lionUpdate(p, grad, m, o);  // what Lion::step does to each parameter
         for (size_t k = a; k < b; ++k) started_[k] = 1;
       }
     } else {

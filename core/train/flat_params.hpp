@@ -52,9 +52,12 @@ class FlatParameters {
   // Points every defined .grad at its view of the gradient buffer (copying a replaced one
   // in). Returns, per layout position, whether the parameter has a gradient.
   std::vector<char> attachGradients();
-  // The views of position k in the value and gradient buffers.
-  torch::Tensor valueView(size_t k) const;
-  torch::Tensor gradView(size_t k) const;
+  // The views of position k in the value and gradient buffers, and in any buffer of the
+  // same layout (optimiser state, EMA). Plain tensors over the buffer's storage, not
+  // autograd views (a .grad must allow detach_(), which Optimizer::zero_grad() calls).
+  torch::Tensor valueView(size_t k) const { return viewIn(values_, k); }
+  torch::Tensor gradView(size_t k) const { return viewIn(grads_, k); }
+  torch::Tensor viewIn(const torch::Tensor& buffer, size_t k) const;
 
  private:
   std::vector<torch::Tensor> params_;

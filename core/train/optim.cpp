@@ -37,6 +37,13 @@ StateKey stateKey(const Tensor& p) {
 
 }  // namespace
 
+void lionUpdate(Tensor& p, const Tensor& g, Tensor& m, const LionOptions& o) {
+  if (o.weight_decay() != 0) p.mul_(1.0 - o.lr() * o.weight_decay());
+  const Tensor c = m * o.beta1() + g * (1.0 - o.beta1());
+  p.add_(c.sign(), -o.lr());
+  m.mul_(o.beta2()).add_(g, 1.0 - o.beta2());
+}
+
 Lion::Lion(std::vector<torch::optim::OptimizerParamGroup> groups, LionOptions defaults)
     : Optimizer(std::move(groups), std::make_unique<LionOptions>(defaults)) {}
 
@@ -62,10 +69,7 @@ Tensor Lion::step(LossClosure closure) {
         slot = std::move(s);
       }
       Tensor& m = static_cast<LionParamState&>(*slot).exp_avg();
-      if (o.weight_decay() != 0) p.mul_(1.0 - o.lr() * o.weight_decay());
-      const Tensor c = m * o.beta1() + g * (1.0 - o.beta1());
-      p.add_(c.sign(), -o.lr());
-      m.mul_(o.beta2()).add_(g, 1.0 - o.beta2());
+      lionUpdate(p, g, m, o);
     }
   }
   return loss;
@@ -138,8 +142,7 @@ Ema::Ema(Pet& model, double decay, FlatParameters* flat) : decay_(decay), flat_(
     for (const auto& p : params) {
       const int64_t k = flat_->positionOf(p);
       if (k < 0) throw Error("EMA: a parameter is not in the flat buffer");
-      shadow_.push_back(flat_shadow_.narrow(0, flat_->offsets()[static_cast<size_t>(k)], p.numel())
-                            .view(p.sizes()));
+      shadow_.push_back(flat_->viewIn(flat_shadow_, static_cast<size_t>(k)));
     }
     return;
   }
@@ -181,14 +184,9 @@ void exportOptimizerState(torch::optim::Optimizer& opt, const std::string& prefi
         const auto k = static_cast<size_t>(f->flat().positionOf(params[i]));
         if (!f->started()[k]) continue;
         const std::string base = prefix + std::to_string(g) + "." + std::to_string(i) + ".";
-        auto view = [&](const Tensor& buf) {
-          return buf.narrow(0, f->flat().offsets()[k], params[i].numel())
-              .view(params[i].sizes())
-              .clone();
-        };
-        tensors[base + "exp_avg"] = view(f->expAvg());
+        tensors[base + "exp_avg"] = f->flat().viewIn(f->expAvg(), k).clone();
         if (f->kind() == FlatOptimizer::Kind::kAdamW) {
-          tensors[base + "exp_avg_sq"] = view(f->expAvgSq());
+          tensors[base + "exp_avg_sq"] = f->flat().viewIn(f->expAvgSq(), k).clone();
           meta[base + "step"] = f->steps()[k];
         }
       }
@@ -235,16 +233,13 @@ void importOptimizerState(torch::optim::Optimizer& opt, const std::string& prefi
           throw InputError(source + ": optimiser state does not match the model (" + base +
                            "); start a new run directory");
         const auto k = static_cast<size_t>(f->flat().positionOf(params[i]));
-        auto view = [&](Tensor& buf) {
-          return buf.narrow(0, f->flat().offsets()[k], params[i].numel()).view(params[i].sizes());
-        };
-        view(f->expAvg()).copy_(m->second);
+        f->flat().viewIn(f->expAvg(), k).copy_(m->second);
         if (f->kind() == FlatOptimizer::Kind::kAdamW) {
           auto sq = tensors.find(base + "exp_avg_sq");
           if (sq == tensors.end())
             throw InputError(source + ": optimiser state lacks " + base +
                              "exp_avg_sq (written by Lion?); resume with the same optimiser");
-          view(f->expAvgSq()).copy_(sq->second);
+          f->flat().viewIn(f->expAvgSq(), k).copy_(sq->second);
           f->steps()[k] = meta.value(base + "step", int64_t{0});
         }
         f->started()[k] = 1;

@@ -37,6 +37,10 @@ struct LionParamState : public torch::optim::OptimizerCloneableParamState<LionPa
   TORCH_ARG(torch::Tensor, exp_avg);
 };
 
+// One Lion update of parameter p (gradient g, momentum m) in place: the one definition that
+// Lion (per parameter) and FlatOptimizer (over slices of flat buffers) both run.
+void lionUpdate(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& m, const LionOptions& o);
+
 class Lion : public torch::optim::Optimizer {
  public:
   explicit Lion(std::vector<torch::optim::OptimizerParamGroup> groups, LionOptions defaults = {});

@@ -3,12 +3,10 @@
 // CUDA_VISIBLE_DEVICES), a GPU campaign refused at init by a build whose LibTorch lacks CUDA,
 // `--device cuda` refused with one line and nothing written, and `bench pet` over several
 // batch sizes with the padded baseline beside it.
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -18,16 +16,12 @@
 
 #include <nlohmann/json.hpp>
 
-extern char** environ;
+#include "tests/support/run_child.hpp"
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-struct RunResult {
-  int code = -1;
-  std::string out, err;
-};
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -36,46 +30,9 @@ std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-// Runs foldfarm with `env` added to this process's environment.
-RunResult run(const std::vector<std::string>& args, const fs::path& dir,
-              const std::vector<std::string>& env = {}) {
-  std::vector<std::string> argv = {FOLDFARM_BINARY, "--log-level", "warn"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  std::vector<char*> cargv;
-  for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  std::vector<std::string> envs;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string kv = *e;
-    bool replaced = false;
-    for (const auto& x : env)
-      if (kv.substr(0, kv.find('=') + 1) == x.substr(0, x.find('=') + 1)) replaced = true;
-    if (!replaced) envs.push_back(kv);
-  }
-  envs.insert(envs.end(), env.begin(), env.end());
-  std::vector<char*> cenv;
-  for (auto& e : envs) cenv.push_back(const_cast<char*>(e.c_str()));
-  cenv.push_back(nullptr);
-  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid = 0;
-  RunResult r;
-  if (posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), cenv.data()) != 0) {
-    posix_spawn_file_actions_destroy(&fa);
-    r.err = "spawn failed";
-    return r;
-  }
-  posix_spawn_file_actions_destroy(&fa);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
+foldfarm::ProcessResult run(const std::vector<std::string>& args, const fs::path& dir,
+                            const std::vector<std::string>& env = {}) {
+  return foldfarm::testing::runFoldfarm(args, dir.string(), env);
 }
 
 class Device : public ::testing::Test {
@@ -87,8 +44,8 @@ class Device : public ::testing::Test {
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    const RunResult d = run({"device", "--json"}, dir_);
-    ASSERT_EQ(d.code, 0) << d.err;
+    const foldfarm::ProcessResult d = run({"device", "--json"}, dir_);
+    ASSERT_EQ(d.exitCode, 0) << d.err;
     facts_ = json::parse(d.out);
   }
   void TearDown() override {
@@ -111,8 +68,8 @@ TEST_F(Device, ReportsWhatAutoResolvesToAndWhy) {
   } else {
     EXPECT_EQ(c.at("device").get<std::string>().rfind("cuda:", 0), 0u);
   }
-  const RunResult cpu = run({"device", "--device", "cpu", "--json"}, dir_);
-  ASSERT_EQ(cpu.code, 0) << cpu.err;
+  const foldfarm::ProcessResult cpu = run({"device", "--device", "cpu", "--json"}, dir_);
+  ASSERT_EQ(cpu.exitCode, 0) << cpu.err;
   EXPECT_EQ(json::parse(cpu.out).at("choice").at("device"), "cpu");
 }
 
@@ -127,12 +84,12 @@ TEST_F(Device, EachWorkerOfAGpuCampaignResolvesItsDeviceFromItsSlot) {
                {"resources", {{"gpus", 2}, {"tasks_per_gpu", 1}}}};
   std::ofstream(dir_ / "spec.json") << spec.dump();
   const std::vector<std::string> env = {"CUDA_VISIBLE_DEVICES=4,7"};
-  RunResult r =
+  foldfarm::ProcessResult r =
       run({"campaign", "init", (dir_ / "spec.json").string(), "--dir", (dir_ / "camp").string()},
           dir_, env);
-  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(r.exitCode, 0) << r.err;
   r = run({"campaign", "run", (dir_ / "camp").string()}, dir_, env);
-  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(r.exitCode, 0) << r.err;
   std::set<std::string> seen;
   for (int t = 0; t < 4; ++t) {
     const fs::path log = dir_ / "camp" / "tasks" / ("r000" + std::to_string(t) + "m0") / "task.log";
@@ -164,7 +121,7 @@ TEST_F(Device, AGpuChainCampaignIsRefusedAtInitWhenLibTorchLacksCuda) {
         run({"data", "synth", "--kind", "unfold", "--events", "50", "--tune", tune, "--seed", "3",
              "--out", (dir_ / (std::string(tune) == "sim" ? "mc.h5" : "data.h5")).string()},
             dir_)
-            .code,
+            .exitCode,
         0);
   json spec = {
       {"name", "gpu"},
@@ -174,20 +131,20 @@ TEST_F(Device, AGpuChainCampaignIsRefusedAtInitWhenLibTorchLacksCuda) {
       {"chain", {{"config", {{"classifier", "pet"}}}}},
       {"resources", {{"gpus", 1}}}};
   std::ofstream(dir_ / "spec.json") << spec.dump();
-  const RunResult r =
+  const foldfarm::ProcessResult r =
       run({"campaign", "init", (dir_ / "spec.json").string(), "--dir", (dir_ / "camp").string()},
           dir_, {"CUDA_VISIBLE_DEVICES=0"});
-  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_EQ(r.exitCode, 2) << r.err;
   EXPECT_NE(r.err.find("spec.json"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("without CUDA"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir_ / "camp"));
   // The same campaign on CPU slots is accepted (its inputs are checked later).
   spec["resources"] = {{"gpus", 0}, {"cpu_slots", 1}};
   std::ofstream(dir_ / "cpu.json") << spec.dump();
-  const RunResult c =
+  const foldfarm::ProcessResult c =
       run({"campaign", "init", (dir_ / "cpu.json").string(), "--dir", (dir_ / "camp_cpu").string()},
           dir_);
-  EXPECT_EQ(c.code, 0) << c.err;
+  EXPECT_EQ(c.exitCode, 0) << c.err;
   EXPECT_TRUE(fs::exists(dir_ / "camp_cpu"));
 }
 
@@ -196,12 +153,13 @@ TEST_F(Device, CudaIsRefusedWithOneLineAndNothingWrittenWithoutAGpu) {
   ASSERT_EQ(run({"data", "synth", "--kind", "pretrain", "--jets", "64", "--particles", "16",
                  "--seed", "2", "--out", (dir_ / "jets.h5").string()},
                 dir_)
-                .code,
+                .exitCode,
             0);
-  const RunResult r = run({"pretrain", "--data", (dir_ / "jets.h5").string(), "--out",
-                           (dir_ / "out").string(), "--epochs", "1", "--device", "cuda"},
-                          dir_);
-  EXPECT_EQ(r.code, 2) << r.err;
+  const foldfarm::ProcessResult r =
+      run({"pretrain", "--data", (dir_ / "jets.h5").string(), "--out", (dir_ / "out").string(),
+           "--epochs", "1", "--device", "cuda"},
+          dir_);
+  EXPECT_EQ(r.exitCode, 2) << r.err;
   int lines = 0;
   std::istringstream in(r.err);
   for (std::string l; std::getline(in, l);) lines += l.rfind("foldfarm: error:", 0) == 0;
@@ -209,10 +167,11 @@ TEST_F(Device, CudaIsRefusedWithOneLineAndNothingWrittenWithoutAGpu) {
   EXPECT_NE(r.err.find("--device cpu"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir_ / "out"));
   // bf16 needs a GPU too.
-  const RunResult b = run({"pretrain", "--data", (dir_ / "jets.h5").string(), "--out",
-                           (dir_ / "out").string(), "--epochs", "1", "--precision", "bf16"},
-                          dir_);
-  EXPECT_EQ(b.code, 2) << b.err;
+  const foldfarm::ProcessResult b =
+      run({"pretrain", "--data", (dir_ / "jets.h5").string(), "--out", (dir_ / "out").string(),
+           "--epochs", "1", "--precision", "bf16"},
+          dir_);
+  EXPECT_EQ(b.exitCode, 2) << b.err;
   EXPECT_FALSE(fs::exists(dir_ / "out"));
 }
 
@@ -220,16 +179,17 @@ TEST_F(Device, BenchPetReportsEveryBatchSizeWithThePaddedBaselineBeside) {
   ASSERT_EQ(run({"data", "synth", "--kind", "pretrain", "--jets", "300", "--particles", "32",
                  "--seed", "3", "--out", (dir_ / "jets.h5").string()},
                 dir_)
-                .code,
+                .exitCode,
             0);
-  const RunResult r = run({"bench",     "pet",      "--preset",  "tiny",
-                           "--mode",    "pretrain", "--data",    (dir_ / "jets.h5").string(),
-                           "--device",  "cpu",      "--batches", "16,32",
-                           "--steps",   "2",        "--warmup",  "1",
-                           "--threads", "1",        "--compare", "--fixed-shapes",
-                           "--json"},
-                          dir_);
-  ASSERT_EQ(r.code, 0) << r.err;
+  const foldfarm::ProcessResult r =
+      run({"bench",     "pet",      "--preset",  "tiny",
+           "--mode",    "pretrain", "--data",    (dir_ / "jets.h5").string(),
+           "--device",  "cpu",      "--batches", "16,32",
+           "--steps",   "2",        "--warmup",  "1",
+           "--threads", "1",        "--compare", "--fixed-shapes",
+           "--json"},
+          dir_);
+  ASSERT_EQ(r.exitCode, 0) << r.err;
   const json j = json::parse(r.out);
   EXPECT_EQ(j.at("device").at("device"), "cpu");
   ASSERT_EQ(j.at("runs").size(), 2u);

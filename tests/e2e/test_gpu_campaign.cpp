@@ -2,10 +2,7 @@
 // tasks sharing one GPU (tasks_per_gpu 2) each run in their own worker process that holds
 // GPU memory while it trains (nvidia-smi's compute processes, sampled during the run), and
 // each chain's result.json records cuda:0 as the device its PET steps trained on.
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -21,16 +18,12 @@
 
 #include <nlohmann/json.hpp>
 
-extern char** environ;
+#include "tests/support/run_child.hpp"
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-struct RunResult {
-  int code = -1;
-  std::string out, err;
-};
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -39,46 +32,9 @@ std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-// Runs foldfarm with `env` added to this process's environment.
-RunResult run(const std::vector<std::string>& args, const fs::path& dir,
-              const std::vector<std::string>& env = {}) {
-  std::vector<std::string> argv = {FOLDFARM_BINARY, "--log-level", "warn"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  std::vector<char*> cargv;
-  for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  std::vector<std::string> envs;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string kv = *e;
-    bool replaced = false;
-    for (const auto& x : env)
-      if (kv.substr(0, kv.find('=') + 1) == x.substr(0, x.find('=') + 1)) replaced = true;
-    if (!replaced) envs.push_back(kv);
-  }
-  envs.insert(envs.end(), env.begin(), env.end());
-  std::vector<char*> cenv;
-  for (auto& e : envs) cenv.push_back(const_cast<char*>(e.c_str()));
-  cenv.push_back(nullptr);
-  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid = 0;
-  RunResult r;
-  if (posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), cenv.data()) != 0) {
-    posix_spawn_file_actions_destroy(&fa);
-    r.err = "spawn failed";
-    return r;
-  }
-  posix_spawn_file_actions_destroy(&fa);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
+foldfarm::ProcessResult run(const std::vector<std::string>& args, const fs::path& dir,
+                            const std::vector<std::string>& env = {}) {
+  return foldfarm::testing::runFoldfarm(args, dir.string(), env);
 }
 
 }  // namespace
@@ -97,8 +53,8 @@ TEST(GpuCampaign, TwoTasksSharingOneGpuEachHoldGpuMemoryAndTrainOnIt) {
       fs::temp_directory_path() / ("ff_gpu_campaign_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
-  const RunResult facts = run({"device", "--json"}, dir);
-  ASSERT_EQ(facts.code, 0) << facts.err;
+  const foldfarm::ProcessResult facts = run({"device", "--json"}, dir);
+  ASSERT_EQ(facts.exitCode, 0) << facts.err;
   if (!json::parse(facts.out).at("torch_cuda").get<bool>())
     GTEST_SKIP() << "this foldfarm's LibTorch has no CUDA";
   for (const char* tune : {"sim", "data"})
@@ -106,7 +62,7 @@ TEST(GpuCampaign, TwoTasksSharingOneGpuEachHoldGpuMemoryAndTrainOnIt) {
                    "--seed", std::string(tune) == "sim" ? "11" : "12", "--out",
                    (dir / (std::string(tune) + ".h5")).string()},
                   dir)
-                  .code,
+                  .exitCode,
               0);
   const json spec = {
       {"name", "gpu-share"},
@@ -127,7 +83,7 @@ TEST(GpuCampaign, TwoTasksSharingOneGpuEachHoldGpuMemoryAndTrainOnIt) {
   std::ofstream(dir / "spec.json") << spec.dump();
   ASSERT_EQ(
       run({"campaign", "init", (dir / "spec.json").string(), "--dir", (dir / "camp").string()}, dir)
-          .code,
+          .exitCode,
       0);
   // Sample the GPU's compute processes while the campaign runs.
   std::atomic<bool> done{false};
@@ -149,10 +105,10 @@ TEST(GpuCampaign, TwoTasksSharingOneGpuEachHoldGpuMemoryAndTrainOnIt) {
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
     }
   });
-  const RunResult r = run({"campaign", "run", (dir / "camp").string()}, dir);
+  const foldfarm::ProcessResult r = run({"campaign", "run", (dir / "camp").string()}, dir);
   done = true;
   sampler.join();
-  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(r.exitCode, 0) << r.err;
   EXPECT_GE(pids.size(), 2u) << "processes seen holding GPU memory: " << pids.size();
   for (const char* task : {"r0000m0", "r0001m0"}) {
     const json res = json::parse(slurp(dir / "camp" / "tasks" / task / "result.json"));

@@ -166,9 +166,11 @@ TEST(FlatOptimizer, ParametersWithoutGradientsAreLeftAloneAsPerParameter) {
     EXPECT_TRUE(sameBits(p.per_param->parameters(), p.flat->parameters(), &which))
         << kind << " " << which;
     size_t i = 0;
-    for (const auto& item : p.flat->named_parameters())
-      if (item.key().rfind("generator.", 0) == 0)
+    for (const auto& item : p.flat->named_parameters()) {
+      if (item.key().rfind("generator.", 0) == 0) {
         EXPECT_TRUE(torch::equal(item.value(), gen_before[i++])) << kind << " " << item.key();
+      }
+    }
   }
 }
 
