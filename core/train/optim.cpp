@@ -35,6 +35,28 @@ StateKey stateKey(const Tensor& p) {
   return keyOf<StateKey>(p);
 }
 
+// Calls fn(parameter, name prefix "<prefix><group>.<index>.", saved exp_avg) for every
+// parameter of `opt` that has a saved state; a saved state of another shape is an InputError
+// naming `source`.
+template <typename Fn>
+void forEachSavedState(torch::optim::Optimizer& opt, const std::string& prefix,
+                       const std::map<std::string, Tensor>& tensors, const std::string& source,
+                       Fn&& fn) {
+  auto& groups = opt.param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const auto& params = groups[g].params();
+    for (size_t i = 0; i < params.size(); ++i) {
+      const std::string base = prefix + std::to_string(g) + "." + std::to_string(i) + ".";
+      auto m = tensors.find(base + "exp_avg");
+      if (m == tensors.end()) continue;
+      if (!m->second.sizes().equals(params[i].sizes()))
+        throw InputError(source + ": optimiser state does not match the model (" + base +
+                         "); start a new run directory");
+      fn(params[i], base, m->second);
+    }
+  }
+}
+
 }  // namespace
 
 void lionUpdate(Tensor& p, const Tensor& g, Tensor& m, const LionOptions& o) {
@@ -216,64 +238,53 @@ void exportOptimizerState(torch::optim::Optimizer& opt, const std::string& prefi
 void importOptimizerState(torch::optim::Optimizer& opt, const std::string& prefix,
                           const std::map<std::string, Tensor>& tensors, const nlohmann::json& meta,
                           const std::string& source) {
-  auto& groups = opt.param_groups();
   if (auto* f = dynamic_cast<FlatOptimizer*>(&opt)) {
     torch::NoGradGuard no_grad;
     f->expAvg().zero_();
     if (f->expAvgSq().defined()) f->expAvgSq().zero_();
     std::fill(f->started().begin(), f->started().end(), 0);
     std::fill(f->steps().begin(), f->steps().end(), 0);
-    for (size_t g = 0; g < groups.size(); ++g) {
-      const auto& params = groups[g].params();
-      for (size_t i = 0; i < params.size(); ++i) {
-        const std::string base = prefix + std::to_string(g) + "." + std::to_string(i) + ".";
-        auto m = tensors.find(base + "exp_avg");
-        if (m == tensors.end()) continue;
-        if (!m->second.sizes().equals(params[i].sizes()))
-          throw InputError(source + ": optimiser state does not match the model (" + base +
-                           "); start a new run directory");
-        const auto k = static_cast<size_t>(f->flat().positionOf(params[i]));
-        f->flat().viewIn(f->expAvg(), k).copy_(m->second);
-        if (f->kind() == FlatOptimizer::Kind::kAdamW) {
-          auto sq = tensors.find(base + "exp_avg_sq");
-          if (sq == tensors.end())
-            throw InputError(source + ": optimiser state lacks " + base +
-                             "exp_avg_sq (written by Lion?); resume with the same optimiser");
-          f->flat().viewIn(f->expAvgSq(), k).copy_(sq->second);
-          f->steps()[k] = meta.value(base + "step", int64_t{0});
-        }
-        f->started()[k] = 1;
-      }
-    }
+    forEachSavedState(opt, prefix, tensors, source,
+                      [&](const Tensor& p, const std::string& base, const Tensor& exp_avg) {
+                        const auto k = static_cast<size_t>(f->flat().positionOf(p));
+                        f->flat().viewIn(f->expAvg(), k).copy_(exp_avg);
+                        if (f->kind() == FlatOptimizer::Kind::kAdamW) {
+                          auto sq = tensors.find(base + "exp_avg_sq");
+                          if (sq == tensors.end())
+                            throw InputError(source + ": optimiser state lacks " + base +
+                                             "exp_avg_sq (written by Lion?); resume with the "
+                                             "same optimiser");
+                          f->flat().viewIn(f->expAvgSq(), k).copy_(sq->second);
+                          f->steps()[k] = meta.value(base + "step", int64_t{0});
+                        }
+                        f->started()[k] = 1;
+                      });
     return;
   }
   const bool lion = dynamic_cast<Lion*>(&opt) != nullptr;
   auto& state = opt.state();
   state.clear();
-  for (size_t g = 0; g < groups.size(); ++g) {
-    const auto& params = groups[g].params();
-    for (size_t i = 0; i < params.size(); ++i) {
-      const std::string base = prefix + std::to_string(g) + "." + std::to_string(i) + ".";
-      auto m = tensors.find(base + "exp_avg");
-      if (m == tensors.end()) continue;
-      if (!m->second.sizes().equals(params[i].sizes()))
-        throw InputError(source + ": optimiser state does not match the model (" + base +
-                         "); start a new run directory");
-      if (lion) {
-        auto s = std::make_unique<LionParamState>();
-        s->exp_avg(m->second.clone().to(params[i].device()));
-        state[stateKey(params[i])] = std::move(s);
-      } else {
+  forEachSavedState(
+      opt, prefix, tensors, source,
+      [&](const Tensor& p, const std::string& base, const Tensor& exp_avg) {
+        if (lion) {
+          auto s = std::make_unique<LionParamState>();
+          s->exp_avg(exp_avg.clone().to(p.device()));
+          state[stateKey(p)] = std::move(s);
+          return;
+        }
+        auto sq = tensors.find(base + "exp_avg_sq");
+        if (sq == tensors.end())
+          throw InputError(source + ": optimiser state lacks " + base +
+                           "exp_avg_sq (written by Lion?); resume with the same optimiser");
         auto s = std::make_unique<torch::optim::AdamWParamState>();
-        s->exp_avg(m->second.clone().to(params[i].device()));
-        s->exp_avg_sq(tensors.at(base + "exp_avg_sq").clone().to(params[i].device()));
+        s->exp_avg(exp_avg.clone().to(p.device()));
+        s->exp_avg_sq(sq->second.clone().to(p.device()));
         auto mx = tensors.find(base + "max_exp_avg_sq");
-        if (mx != tensors.end()) s->max_exp_avg_sq(mx->second.clone().to(params[i].device()));
+        if (mx != tensors.end()) s->max_exp_avg_sq(mx->second.clone().to(p.device()));
         s->step(meta.value(base + "step", int64_t{0}));
-        state[stateKey(params[i])] = std::move(s);
-      }
-    }
-  }
+        state[stateKey(p)] = std::move(s);
+      });
 }
 
 }  // namespace foldfarm

@@ -201,6 +201,25 @@ TEST(FlatOptimizer, StatesMoveBetweenTheFlatAndThePerParameterForm) {
   }
 }
 
+TEST(FlatOptimizer, AStateOfAnotherOptimizerIsRefusedNamingItsSource) {
+  // A Lion state resumed with AdamW (either form): one InputError naming the state.
+  const JetTensors set = jets(24, 7);
+  Pair lion = makePair("lion");
+  trainSteps(lion.per_param, *lion.opt_per_param, nullptr, set, true, 1);
+  std::map<std::string, Tensor> t;
+  nlohmann::json m;
+  exportOptimizerState(*lion.opt_per_param, "opt.", t, m);
+  Pair adamw = makePair("adamw");
+  for (torch::optim::Optimizer* opt : {adamw.opt_per_param.get(), adamw.opt_flat.get()}) {
+    try {
+      importOptimizerState(*opt, "opt.", t, m, "/runs/x/state");
+      ADD_FAILURE() << "a Lion state was imported into AdamW";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("/runs/x/state"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(FlatOptimizer, TrainerOnFlatBuffersEndsBitIdenticalToPerParameterTraining) {
   // The --device cpu result of every command is what it was before flat buffers: same
   // parameters, same loss history.
