@@ -517,6 +517,96 @@ double sgemmGflops() {
   return 2.0 * 1024.0 * 1024.0 * 1024.0 * reps / dt / 1e9;
 }
 
+// ---- bench optim ----------------------------------------------------------------------
+
+struct OptimBenchArgs {
+  std::string preset = "omnilearn", kind = "lion", device = "cpu";
+  int64_t steps = 50, warmup = 5;
+  int threads = 2;
+  bool json_out = false;
+};
+
+// Optimiser + EMA + zeroing per step on the same gradients: per-parameter tensors against
+// flat buffers, one after the other in this process; also checks that both end bit-identical.
+void runOptimBench(const OptimBenchArgs& a) {
+  configureThreads(a.threads);
+  const DeviceChoice dev = selectDevice(a.device);
+  PetConfig cfg = petPreset(a.preset);
+  cfg.num_classes = 10;
+  cfg.generator = true;
+  OptimizerSettings os;
+  os.kind = a.kind;
+  os.lr = 1e-5;
+  os.lr_factor = 5;
+  struct Run {
+    double step_ms = 0;
+    std::vector<torch::Tensor> params;
+  };
+  auto once = [&](bool flat) {
+    Pet model(cfg);
+    model->resetParameters(1);
+    model->to(dev.device);
+    auto opt = flat ? makeFlatOptimizer(model, os) : makeOptimizer(model, os);
+    Ema ema(model, 0.999, flatParametersOf(*opt));
+    // Fixed pseudo-gradients, the same for both runs.
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(5);
+    std::vector<torch::Tensor> grads;
+    for (const auto& p : model->parameters())
+      grads.push_back(torch::randn(p.sizes(), gen).to(dev.device) * 1e-3);
+    Run r;
+    double seconds = 0;
+    for (int64_t s = 0; s < a.warmup + a.steps; ++s) {
+      if (dev.isCuda()) torch::cuda::synchronize(dev.device.index());
+      const auto t0 = std::chrono::steady_clock::now();
+      zeroGradients(*opt);
+      {
+        torch::NoGradGuard ng;
+        auto params = model->parameters();
+        for (size_t i = 0; i < params.size(); ++i) {
+          if (!params[i].grad().defined()) params[i].mutable_grad() = torch::zeros_like(params[i]);
+          params[i].mutable_grad().add_(grads[i]);
+        }
+      }
+      opt->step();
+      ema.update(model);
+      if (dev.isCuda()) torch::cuda::synchronize(dev.device.index());
+      if (s >= a.warmup)
+        seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    r.step_ms = 1000.0 * seconds / static_cast<double>(a.steps);
+    for (const auto& p : model->parameters()) r.params.push_back(p.detach().cpu());
+    return r;
+  };
+  const Run per = once(false), flat = once(true);
+  bool same = per.params.size() == flat.params.size();
+  for (size_t i = 0; same && i < per.params.size(); ++i)
+    same = torch::equal(per.params[i], flat.params[i]);
+  int64_t n = 0;
+  for (const auto& p : per.params) n += p.numel();
+  const json j = {{"preset", a.preset},
+                  {"kind", a.kind},
+                  {"device", dev.toJson()},
+                  {"threads", a.threads},
+                  {"parameters", n},
+                  {"tensors", per.params.size()},
+                  {"steps", a.steps},
+                  {"per_parameter_step_ms", per.step_ms},
+                  {"flat_step_ms", flat.step_ms},
+                  {"speedup", per.step_ms / flat.step_ms},
+                  {"bit_identical", same}};
+  if (a.json_out) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf(
+        "%s %s on %s, %lld parameters in %zu tensors: per-parameter %.3f ms, flat %.3f "
+        "ms per step (x%.2f), %s\n",
+        a.preset.c_str(), a.kind.c_str(), dev.device.str().c_str(), static_cast<long long>(n),
+        per.params.size(), per.step_ms, flat.step_ms, per.step_ms / flat.step_ms,
+        same ? "bit-identical" : "DIFFERENT");
+  }
+  if (!same) throw Error("bench optim: the flat and per-parameter optimisers ended differently");
+}
+
 void runBench(const BenchArgs& a) {
   configureThreads(a.threads);
   if (a.mode != "classifier" && a.mode != "pretrain")
@@ -785,6 +875,22 @@ void registerModelCommands(CommandGroups& g) {
   b->add_flag("--profile", bench->profile,
               "Print the per-operator self time of the timed steps to stderr (slows them down)");
   b->callback([bench] { runBench(*bench); });
+
+  auto ob = std::make_shared<OptimBenchArgs>();
+  CLI::App* o = g.bench.add_subcommand(
+      "optim",
+      "Optimiser + EMA step: per-parameter tensors against flat buffers (same gradients; "
+      "checks that both end bit-identical)");
+  o->add_option("--preset", ob->preset, "omnilearn or tiny")->capture_default_str();
+  o->add_option("--kind", ob->kind, "lion or adamw")
+      ->check(CLI::IsMember({"lion", "adamw"}))
+      ->capture_default_str();
+  o->add_option("--device", ob->device, "cpu, cuda or auto")->capture_default_str();
+  o->add_option("--steps", ob->steps, "Timed steps")->capture_default_str();
+  o->add_option("--warmup", ob->warmup, "Untimed steps first")->capture_default_str();
+  o->add_option("--threads", ob->threads, "Threads")->capture_default_str();
+  o->add_flag("--json", ob->json_out, "Print JSON");
+  o->callback([ob] { runOptimBench(*ob); });
 }
 
 }  // namespace foldfarm::app

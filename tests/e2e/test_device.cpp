@@ -203,3 +203,18 @@ TEST_F(Device, BenchPetReportsEveryBatchSizeWithThePaddedBaselineBeside) {
   EXPECT_EQ(j.at("runs")[0].at("batch"), 16);
   EXPECT_EQ(j.at("runs")[1].at("batch"), 32);
 }
+
+TEST_F(Device, BenchOptimTimesBothFormsAndFindsThemBitIdentical) {
+  for (const char* kind : {"lion", "adamw"}) {
+    const foldfarm::ProcessResult r =
+        run({"bench", "optim", "--preset", "tiny", "--kind", kind, "--steps", "3", "--warmup", "1",
+             "--threads", "1", "--device", "cpu", "--json"},
+            dir_);
+    ASSERT_EQ(r.exitCode, 0) << r.err;
+    const json j = json::parse(r.out);
+    EXPECT_TRUE(j.at("bit_identical").get<bool>()) << kind;
+    EXPECT_GT(j.at("per_parameter_step_ms").get<double>(), 0) << kind;
+    EXPECT_GT(j.at("flat_step_ms").get<double>(), 0) << kind;
+    EXPECT_GT(j.at("parameters").get<int64_t>(), 0) << kind;
+  }
+}
