@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/stop_signal.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
@@ -91,6 +92,19 @@ TEST_F(ChainTest, SameReplicaAndMemberGiveSameWeightsOthersDiffer) {
   EXPECT_FALSE(fs::exists(root_ / "a" / "state"));
   // Rerunning a finished chain is a no-op that succeeds.
   EXPECT_EQ(runChainTask(params(1, 0), (root_ / "a").string()), 0);
+  // result.json records where PET trained (this process's device: auto, here the CPU
+  // without a GPU); the device is not part of the chain's identity, so the same chain asked
+  // for on the CPU explicitly is the same, complete chain.
+  const auto result = nlohmann::json::parse(readFile((root_ / "a" / kChainResultFile).string()));
+  EXPECT_EQ(result.at("device").at("requested"), "auto");
+  EXPECT_FALSE(result.at("device").at("device").get<std::string>().empty());
+  EXPECT_FALSE(result.at("device").at("reason").get<std::string>().empty());
+  nlohmann::json on_cpu = params(1, 0);
+  on_cpu["config"]["device"] = "cpu";
+  EXPECT_EQ(runChainTask(on_cpu, (root_ / "a").string()), 0);
+  on_cpu["config"]["device"] = "tpu";
+  EXPECT_EQ(runChainTask(on_cpu, (root_ / "bad_device").string()), 2) << "an unknown device";
+  EXPECT_FALSE(fs::exists(root_ / "bad_device" / kChainResultFile));
 }
 
 TEST_F(ChainTest, InterruptedAndResumedChainEndsWithIdenticalWeights) {
