@@ -15,8 +15,8 @@
 
 #include "core/model/pet.hpp"
 #include "core/model/pet_config.hpp"
-#include "core/train/jet_batches.hpp"
 #include "core/train/flat_params.hpp"
+#include "core/train/jet_batches.hpp"
 #include "core/train/optim.hpp"
 #include "core/train/trainer.hpp"
 #include "dist/data_parallel.hpp"

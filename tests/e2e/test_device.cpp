@@ -16,19 +16,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/atomic_file.hpp"
 #include "tests/support/run_child.hpp"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 foldfarm::ProcessResult run(const std::vector<std::string>& args, const fs::path& dir,
                             const std::vector<std::string>& env = {}) {
@@ -94,7 +88,7 @@ TEST_F(Device, EachWorkerOfAGpuCampaignResolvesItsDeviceFromItsSlot) {
   for (int t = 0; t < 4; ++t) {
     const fs::path log = dir_ / "camp" / "tasks" / ("r000" + std::to_string(t) + "m0") / "task.log";
     ASSERT_TRUE(fs::exists(log)) << log;
-    const std::string text = slurp(log);
+    const std::string text = foldfarm::readFile(log.string());
     const auto brace = text.find('{');
     ASSERT_NE(brace, std::string::npos) << text;
     const json j = json::parse(text.substr(brace, text.find('\n', brace) - brace));

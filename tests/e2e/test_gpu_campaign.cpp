@@ -11,26 +11,19 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/atomic_file.hpp"
 #include "tests/support/run_child.hpp"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 foldfarm::ProcessResult run(const std::vector<std::string>& args, const fs::path& dir,
                             const std::vector<std::string>& env = {}) {
@@ -111,7 +104,8 @@ TEST(GpuCampaign, TwoTasksSharingOneGpuEachHoldGpuMemoryAndTrainOnIt) {
   ASSERT_EQ(r.exitCode, 0) << r.err;
   EXPECT_GE(pids.size(), 2u) << "processes seen holding GPU memory: " << pids.size();
   for (const char* task : {"r0000m0", "r0001m0"}) {
-    const json res = json::parse(slurp(dir / "camp" / "tasks" / task / "result.json"));
+    const json res =
+        json::parse(foldfarm::readFile((dir / "camp" / "tasks" / task / "result.json").string()));
     EXPECT_EQ(res.at("device").at("device"), "cuda:0") << task;
   }
   fs::remove_all(dir);
