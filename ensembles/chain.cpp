@@ -237,6 +237,7 @@ ClassifierFitOptions stepFitOptions(const ChainConfig& c, uint64_t seed, const s
   fo.device = device;
   fo.precision = c.precision;
   fo.fixed_shapes = c.fixed_shapes;
+  fo.cuda_graphs = c.cuda_graphs;
   fo.optimizer = c.optimizer;
   fo.lr = c.lr;
   fo.lr_factor = c.lr_factor;
@@ -287,7 +288,7 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
       "val_fraction",    "batch_size",    "lr",         "lr_factor",
       "optimizer",       "weight_decay",  "max_weight", "max_mc_events",
       "max_data_events", "step_ensemble", "device",     "precision",
-      "fixed_shapes"};
+      "fixed_shapes",    "cuda_graphs"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (std::find(known.begin(), known.end(), it.key()) == known.end())
       throw InputError(source + ": unknown chain config key '" + it.key() + "'");
@@ -328,6 +329,8 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   take(j, "device", c.device, source);
   take(j, "precision", c.precision, source);
   take(j, "fixed_shapes", c.fixed_shapes, source);
+  take(j, "cuda_graphs", c.cuda_graphs, source);
+  if (c.cuda_graphs) c.fixed_shapes = true;  // graphs replay fixed shapes
   parseDeviceRequest(c.device, source + " device");
   if (c.precision != "fp32" && c.precision != "bf16")
     throw InputError(source + ": precision must be fp32 or bf16 (got '" + c.precision + "')");
@@ -395,6 +398,7 @@ json chainConfigToJson(const ChainConfig& c) {
     j["step_ensemble"] = c.step_ensemble;  // plain chains keep their records
   if (c.precision != "fp32") j["precision"] = c.precision;
   if (c.fixed_shapes) j["fixed_shapes"] = true;
+  if (c.cuda_graphs) j["cuda_graphs"] = true;
   // device: where, not what (result.json records the device used).
   return j;
 }
@@ -465,8 +469,7 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
                      " particle slots, the MC file has " + std::to_string(mc.reco.P) +
                      "; write both with the same P");
   const int64_t n_mc = mc.n(), n_data = dat.n();
-  // PET's device: this process's GPU (a campaign slot's, a rank's) or the CPU.
-  const DeviceChoice device = selectDevice(cfg.device);
+  const DeviceChoice& device = in.device;
   const std::vector<uint8_t> mc_pass_reco = passFlags(mc.pass_reco, n_mc);
   const std::vector<uint8_t> mc_pass_gen = passFlags(mc.pass_gen, n_mc);
   const std::vector<uint8_t> data_pass_reco = passFlags(dat.pass_reco, n_data);

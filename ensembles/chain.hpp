@@ -29,6 +29,7 @@
 #include "core/data/features.hpp"
 #include "core/data/jet_arrays.hpp"
 #include "core/data/observables.hpp"
+#include "core/train/device.hpp"
 #include "ensembles/weights.hpp"
 
 namespace foldfarm {
@@ -98,6 +99,9 @@ struct ChainConfig {
   // Part of the identity when not the default (they change the numbers).
   std::string precision = "fp32";
   bool fixed_shapes = false;
+  // CUDA graphs for PET's steps (core/train/gradient_step.hpp; implies fixed_shapes). Part
+  // of the identity when on: a graph's steps draw over the whole padded shape.
+  bool cuda_graphs = false;
 };
 ChainConfig chainConfigFromJson(const nlohmann::json& j, const std::string& source);
 nlohmann::json chainConfigToJson(const ChainConfig& c);
@@ -137,6 +141,10 @@ struct ChainInputs {
   // rank predicts with the same model and so holds the same weights; rank 0 alone writes
   // files, and the others wait at a barrier before reading what it wrote.
   ParallelContext* ctx = nullptr;
+  // PET's device: this process's GPU (a campaign slot's, a rank's) or the CPU
+  // (runChainTaskOrThrow resolves it, with the config's CUDA graphs, before anything is
+  // written).
+  DeviceChoice device;
 };
 
 // Step-1 training set: MC reco events passing reco (label 0, weight w_mc: the push times

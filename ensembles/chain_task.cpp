@@ -15,6 +15,8 @@
 #include "core/data/jet_reader.hpp"
 #include "core/model/threads.hpp"
 #include "core/train/checkpoint.hpp"
+#include "core/train/device.hpp"
+#include "core/train/gradient_step.hpp"
 #include "core/train/parallel.hpp"
 #include "core/train/sha256.hpp"
 #include "ensembles/chain.hpp"
@@ -143,6 +145,11 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
   in.mc = loadDataset(spec.mc_path);
   in.data = loadDataset(spec.data_path);
   if (spec.init != "none") std::tie(in.init, in.init_sha256) = loadInit(spec.init);
+  // PET's device, and whether the config's CUDA graphs can run there: refused before the
+  // output directory exists.
+  in.device = selectDevice(spec.config.device);
+  if (spec.config.cuda_graphs)
+    requireCudaGraphs(in.device.device, ctx != nullptr ? ctx->worldSize() : 1, "chain config");
   std::error_code ec;
   if (ctx == nullptr || ctx->isRoot()) fs::create_directories(task_dir, ec);
   if (ec) throw Error(task_dir + ": cannot create: " + ec.message());

@@ -8,7 +8,8 @@
 #   build     foldfarm and the tests labelled gpu first (OUTDIR/build.log)
 #   ctest     ctest -L gpu, then test_e2e_device (OUTDIR/ctest.log)
 #   bench     bench pet: omnilearn pretrain, bf16 + fixed shapes beside the padded fp32
-#             baseline at batch 256, 1024, 4096; fp32 at 1024 (OUTDIR/bench_pet.json)
+#             baseline at batch 256, 1024, 4096; the same with CUDA graphs; fp32 at 1024
+#             (OUTDIR/bench_pet.json)
 #   campaign  tiny PET chains on one GPU with 1, 2, 4 tasks per GPU: chains/hour, GPU
 #             memory per task process, fresh process vs persistent worker (campaign.json)
 #   build_all every other target, with the time left (OUTDIR/build.log)
@@ -25,7 +26,8 @@
 # FF_CUDA_ARCH (90), FF_DEVICE (cuda; cpu: a smoke test of the bench and campaign steps),
 # FF_BENCH_JETS (104000), FF_BENCH_BATCHES ("256 1024 4096"), FF_BENCH_FP32_BATCH (1024),
 # FF_BENCH_PRESET (omnilearn), FF_BENCH_PRECISION (bf16), FF_BENCH_PARTICLES (150),
-# FF_BENCH_STEPS (20), FF_BENCH_WARMUP (5), FF_CHAIN_EVENTS (10000), FF_CHAIN_PRECISION (fp32).
+# FF_BENCH_STEPS (20), FF_BENCH_WARMUP (5), FF_BENCH_GRAPHS_BATCHES (as FF_BENCH_BATCHES; ""
+# for none), FF_CHAIN_EVENTS (10000), FF_CHAIN_PRECISION (fp32).
 set -u -o pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,7 +36,7 @@ dry=${FF_GPU_CHECK_DRY:-0}
 for a in "$@"; do
   case "$a" in
     --dry-run) dry=1 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     -*) echo "gpu-check.sh: unknown option '$a' (see --help)" >&2; exit 2 ;;
     *) out="$a" ;;
   esac
@@ -53,6 +55,8 @@ device=${FF_DEVICE:-cuda}
 bench_jets=${FF_BENCH_JETS:-104000}  # 25 batches of 4096 (5 warm-up + 20 timed steps)
 bench_batches=${FF_BENCH_BATCHES:-256 1024 4096}
 bench_fp32_batch=${FF_BENCH_FP32_BATCH:-1024}
+bench_graphs_batches=${FF_BENCH_GRAPHS_BATCHES-$bench_batches}
+[ "$device" = cpu ] && bench_graphs_batches=""  # graphs need a GPU
 bench_preset=${FF_BENCH_PRESET:-omnilearn}
 bench_precision=${FF_BENCH_PRECISION:-bf16}
 bench_particles=${FF_BENCH_PARTICLES:-150}
@@ -473,7 +477,7 @@ do_bench() {
       mv "$f.tmp" "$f" || { r=$?; say "bench: data synth failed (rc $r)"; return $r; }
   fi
   say "bench: $(du -h "$f" | cut -f1) of pretraining jets"
-  rm -f "$data"/bench_cmp_*.json "$data"/bench_fp32_*.json
+  rm -f "$data"/bench_cmp_*.json "$data"/bench_fp32_*.json "$data"/bench_graphs_*.json
   # One process per batch size: a failure (memory, time) loses one figure, not all.
   # Each run reads only the jets its batches take (warm-up + timed steps, one batch spare).
   need() { local n=$(( ($1) * (bench_steps + bench_warmup + 1) )); [ "$n" -gt "$bench_jets" ] && n=$bench_jets; echo "$n"; }
@@ -488,6 +492,18 @@ do_bench() {
     [ $r -ne 0 ] && rc=$r
     valid_json "$part" || say "bench: batch $b failed (rc $r)"
   done
+  # The same step replayed from CUDA graphs (each shape warmed up and captured untimed).
+  for b in $bench_graphs_batches; do
+    part=$data/bench_graphs_$b.json
+    say "bench: $bench_preset pretrain $bench_precision CUDA graphs, batch $b"
+    t "$ff" --log-level warn bench pet --preset "$bench_preset" --mode pretrain --data "$f" \
+      --max-jets "$(need "$b")" --device "$device" --precision "$bench_precision" --cuda-graphs \
+      --batches "$b" --steps "$bench_steps" --warmup "$bench_warmup" --threads 8 \
+      --json >"$part"
+    r=$?
+    [ $r -ne 0 ] && rc=$r
+    valid_json "$part" || say "bench: graphs batch $b failed (rc $r)"
+  done
   b=$bench_fp32_batch
   part=$data/bench_fp32_$b.json
   say "bench: $bench_preset pretrain fp32, batch $b"
@@ -497,7 +513,7 @@ do_bench() {
   r=$?
   [ $r -ne 0 ] && rc=$r
   valid_json "$part" || say "bench: fp32 batch $b failed (rc $r)"
-  # {"compare": {"256": bench pet's JSON, …}, "fp32": {"1024": …}, "summary": {…}}
+  # {"compare": {"256": bench pet's JSON, …}, "graphs": {…}, "fp32": {"1024": …}, "summary": {…}}
   "$py" - "$data" "$out/bench_pet.json" <<'EOF'
 import json, sys, os, glob, re
 d, dst = sys.argv[1], sys.argv[2]
@@ -510,9 +526,10 @@ def runs(prefix):
     for p in glob.glob(os.path.join(d, prefix + "*.json")):
         found[re.sub(r"\D", "", os.path.basename(p)[len(prefix):])] = load(p)
     return dict(sorted(found.items(), key=lambda kv: int(kv[0] or 0)))
-res = {"compare": runs("bench_cmp_"), "fp32": runs("bench_fp32_")}
+res = {"compare": runs("bench_cmp_"), "graphs": runs("bench_graphs_"), "fp32": runs("bench_fp32_")}
 keys = ("jets_per_s", "step_ms", "achieved_tflops", "fraction_of_peak", "device_memory_mb",
-        "baseline_jets_per_s", "baseline_step_ms", "baseline_device_memory_mb", "speedup")
+        "baseline_jets_per_s", "baseline_step_ms", "baseline_device_memory_mb", "speedup",
+        "cuda_graphs_captured")
 summary = {}
 for kind, group in res.items():
     for b, j in group.items():
@@ -658,7 +675,7 @@ plan deps 90 do_deps
 plan configure 150 do_configure
 plan build 330 do_build
 plan ctest 120 do_ctest
-plan bench 150 do_bench
+plan bench 180 do_bench
 plan campaign 170 do_campaign
 plan build_all 600 do_build_all
 write_summary

@@ -39,7 +39,7 @@ void registerUnfold(CommandGroups& g) {
     uint64_t seed = 1;
     dist::DistCli dist;  // --collective-timeout, --dist-backend, --bucket-cap-mb
     std::string device = "auto", precision = "fp32";
-    bool fixed_shapes = false;
+    bool fixed_shapes = false, cuda_graphs = false;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = g.root.add_subcommand(
@@ -66,16 +66,18 @@ void registerUnfold(CommandGroups& g) {
   cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")
       ->capture_default_str();
   o->dist.addTo(*cmd);
-  addDeviceOptions(*cmd, o->device, &o->precision, &o->fixed_shapes);
+  addDeviceOptions(*cmd, o->device, &o->precision, &o->fixed_shapes, &o->cuda_graphs);
   CLI::Option* device_opt = cmd->get_option("--device");
   CLI::Option* precision_opt = cmd->get_option("--precision");
   CLI::Option* fixed_opt = cmd->get_option("--fixed-shapes");
-  cmd->callback([o, device_opt, precision_opt, fixed_opt] {
+  CLI::Option* graphs_opt = cmd->get_option("--cuda-graphs");
+  cmd->callback([o, device_opt, precision_opt, fixed_opt, graphs_opt] {
     nlohmann::json config = readConfigFile(o->config);
     // The command line's device, precision and shapes override the config file's.
     if (device_opt->count() > 0 || !config.contains("device")) config["device"] = o->device;
     if (precision_opt->count() > 0) config["precision"] = o->precision;
     if (fixed_opt->count() > 0) config["fixed_shapes"] = o->fixed_shapes;
+    if (graphs_opt->count() > 0) config["cuda_graphs"] = o->cuda_graphs;
     const DeviceChoice dev =
         resolveDevice(parseDeviceRequest(config.value("device", std::string("auto")), "--device"),
                       probeDeviceFacts());

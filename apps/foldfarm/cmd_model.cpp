@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -33,6 +34,7 @@
 #include "core/train/classifier_trainer.hpp"
 #include "core/train/device.hpp"
 #include "core/train/flat_params.hpp"
+#include "core/train/gradient_step.hpp"
 #include "core/train/losses.hpp"
 #include "core/train/metrics.hpp"
 #include "core/train/optim.hpp"
@@ -151,7 +153,7 @@ struct PretrainArgs {
   uint64_t seed = 1;
   dist::DistCli dist;  // --collective-timeout, --dist-backend, --bucket-cap-mb
   std::string device = "auto", precision = "fp32";
-  bool fixed_shapes = false;
+  bool fixed_shapes = false, cuda_graphs = false;
 };
 
 void runPretrain(const PretrainArgs& a) {
@@ -163,6 +165,7 @@ void runPretrain(const PretrainArgs& a) {
   // Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
   std::unique_ptr<ParallelContext> ctx =
       dist::makeParallelContext(a.dist.resolveForTraining("pretrain", dev.device));
+  if (a.cuda_graphs) requireCudaGraphs(dev.device, ctx->worldSize(), "pretrain --cuda-graphs");
 
   json train_cfg = json::object();
   if (!a.config.empty()) {
@@ -201,6 +204,7 @@ void runPretrain(const PretrainArgs& a) {
   t.device = dev.device;
   t.precision = a.precision;
   t.fixed_shapes = a.fixed_shapes;
+  t.cuda_graphs = a.cuda_graphs;
   const PretrainResult r = runPretraining(o, *ctx);
   if (ctx->isRoot()) std::printf("%s\n", r.toJson().dump(2).c_str());
 }
@@ -215,13 +219,14 @@ struct FinetuneArgs {
   uint64_t seed = 1;
   bool json_out = false, resume = false;
   std::string device = "auto", precision = "fp32";
-  bool fixed_shapes = false;
+  bool fixed_shapes = false, cuda_graphs = false;
 };
 
 void runFinetune(const FinetuneArgs& a) {
   configureThreads(a.threads);
   installStopHandlers();
   const DeviceChoice dev = selectDevice(a.device);
+  if (a.cuda_graphs) requireCudaGraphs(dev.device, 1, "finetune --cuda-graphs");
   const data::JetArrays raw = data::readJetsFiles({a.train}, 0);
   auto [rest, test_rows] = splitRows(raw.n, a.test_fraction, a.seed);
   const data::JetArrays pool = raw.subset(rest), test = raw.subset(test_rows);
@@ -253,6 +258,7 @@ void runFinetune(const FinetuneArgs& a) {
   o.device = dev.device;
   o.precision = a.precision;
   o.fixed_shapes = a.fixed_shapes;
+  o.cuda_graphs = a.cuda_graphs;
   const FitResult fit = clf->fit(pool, nullptr, o);
   const std::vector<float> p = clf->predict(test);
   std::vector<double> s(p.begin(), p.end());
@@ -369,7 +375,7 @@ struct BenchArgs {
   std::vector<int64_t> batches;  // --batches: several batch sizes in one run
   int threads = 2;
   bool baseline = false, compare = false, json_out = false, profile = false;
-  bool fixed_shapes = false;
+  bool fixed_shapes = false, cuda_graphs = false;
   std::string device = "cpu", precision = "fp32";
   double peak_tflops = 0;  // the device's dense bf16 peak (0: 989 on a GPU, sgemm on the CPU)
 };
@@ -426,6 +432,7 @@ struct BenchRun {
   double jets_per_s = 0, step_ms = 0, mean_width = 0;
   double jets_per_cpu_s = 0;     // per CPU-second of this process (less sensitive to other load)
   double device_memory_mb = -1;  // GPU memory this process holds after the steps (-1: CPU)
+  int64_t graphs = 0;            // CUDA graphs captured (one per batch shape)
 };
 
 double processCpuSeconds() {
@@ -435,8 +442,13 @@ double processCpuSeconds() {
 }
 
 // The optimised path: bucketed batches (fixed shapes with --fixed-shapes), flat parameters,
-// the chosen precision. The baseline: padded to P, naive edges, composed normalisation,
-// per-parameter optimiser, float32.
+// the chosen precision, draws on the device, clipping without a host read, CUDA graphs with
+// --cuda-graphs: the Trainer's step (core/train/gradient_step.hpp). The baseline: padded to
+// P, naive edges, composed normalisation, per-parameter optimiser, float32, draws on the
+// host, LibTorch's clipping (which reads the norm back). The steps' batches are gathered
+// (and pinned on a GPU) before the clock starts, as the Trainer's helper thread gathers
+// them while steps run; the copy to the device is timed. With graphs, each batch shape of
+// the timed steps is warmed up and captured first.
 BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& set, bool baseline,
                    int64_t batch_size, torch::Device device) {
   const bool pretrain = a.mode == "pretrain";
@@ -448,60 +460,73 @@ BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& s
   OptimizerSettings os;
   os.lr = 1e-5;
   auto opt = baseline ? makeOptimizer(model, os) : makeFlatOptimizer(model, os);
-  const bool bf16 = !baseline && a.precision == "bf16";
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  const bool graphs = !baseline && a.cuda_graphs;
+  const bool fixed = !baseline && (a.fixed_shapes || graphs);
+  GradientStepOptions so;
+  so.objective = pretrain ? Objective::kPretrain : Objective::kClassifier;
+  so.precision = baseline ? "fp32" : a.precision;
+  so.cuda_graphs = graphs;
+  so.host_draws = baseline;
+  so.fixed_shapes = fixed;
+  GradientStep step(model, *opt, so);
   const auto batches = epochBatches(set, batch_size, 7, 0, 0, 1, !baseline);
   if (static_cast<int64_t>(batches.size()) < a.warmup + a.steps)
     throw InputError(a.data + ": too few jets for " + std::to_string(a.warmup + a.steps) +
                      " batches of " + std::to_string(batch_size) + "; raise --max-jets");
+  std::vector<JetBatch> host;
+  for (int64_t s = 0; s < a.warmup + a.steps; ++s) {
+    JetBatch b = makeBatch(set, batches[static_cast<size_t>(s)], !baseline);
+    if (fixed) b = padBatch(b, batch_size, fixedBatchWidth(b.particles.size(1)));
+    if (device.is_cuda())
+      for (torch::Tensor* t : {&b.particles, &b.mask, &b.jets, &b.labels, &b.weights})
+        *t = t->pin_memory();
+    host.push_back(std::move(b));
+  }
+  const auto params = model->parameters();
+  auto runStep = [&](const JetBatch& hb, int64_t s) {
+    step.run(batchToDevice(hb, device), deriveSeed({3, static_cast<uint64_t>(s)}));
+    if (baseline)
+      torch::nn::utils::clip_grad_norm_(params, 1.0);
+    else
+      clipGradientNorm(params, 1.0, flatParametersOf(*opt));
+    opt->step();
+  };
   auto sync = [&] {
     if (device.is_cuda()) torch::cuda::synchronize(device.index());
   };
-  BenchRun r;
-  double seconds = 0, cpu_seconds = 0, jets = 0, width = 0;
-  const bool profile = a.profile && baseline == a.baseline;
-  for (int64_t s = 0; s < a.warmup + a.steps; ++s) {
-    if (profile && s == a.warmup)
-      torch::autograd::profiler::enableProfilerLegacy(
-          torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU));
-    sync();
-    const auto t0 = std::chrono::steady_clock::now();
-    const double c0 = processCpuSeconds();
-    JetBatch b = makeBatch(set, batches[static_cast<size_t>(s)], !baseline);
-    if (!baseline && a.fixed_shapes)
-      b = padBatch(b, batch_size, fixedBatchWidth(b.particles.size(1)));
-    b = batchToDevice(b, device);
-    zeroGradients(*opt);
-    torch::Tensor loss;
-    {
-      const Bf16Autocast autocast(bf16);
-      const DrawRowsGuard draw_rows(model, b.realRows());
-      if (pretrain) {
-        loss = pretrainLoss(model, b, gen).total;
-      } else {
-        const auto out = model->classify(b.particles, b.mask, b.jets);
-        loss =
-            weightedClassifierLoss(out.logits, b.labels, b.weights, b.padded() ? b.realRows() : -1);
-      }
-    }
-    loss.backward();
-    torch::nn::utils::clip_grad_norm_(model->parameters(), 1.0);
-    opt->step();
-    sync();
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double dc = processCpuSeconds() - c0;
-    if (s >= a.warmup) {
-      seconds += dt;
-      cpu_seconds += dc;
-      jets += static_cast<double>(b.realRows());
-      width += static_cast<double>(b.particles.size(1));
-    }
+  if (graphs) {
+    // Warm-up and capture of every shape the timed steps take (two steps each).
+    std::set<int64_t> widths;
+    for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s)
+      if (widths.insert(host[static_cast<size_t>(s)].particles.size(1)).second)
+        for (int k = 0; k < 2; ++k) runStep(host[static_cast<size_t>(s)], -1 - k);
   }
+  BenchRun r;
+  double jets = 0, width = 0;
+  const bool profile = a.profile && baseline == a.baseline;
+  for (int64_t s = 0; s < a.warmup; ++s) runStep(host[static_cast<size_t>(s)], s);
+  sync();
+  if (profile)
+    torch::autograd::profiler::enableProfilerLegacy(
+        torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU));
+  const auto t0 = std::chrono::steady_clock::now();
+  const double c0 = processCpuSeconds();
+  for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s) {
+    const JetBatch& hb = host[static_cast<size_t>(s)];
+    runStep(hb, s);
+    jets += static_cast<double>(hb.realRows());
+    width += static_cast<double>(hb.particles.size(1));
+  }
+  sync();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double cpu_seconds = processCpuSeconds() - c0;
   if (profile) printOperatorProfile(torch::autograd::profiler::disableProfilerLegacy(), a.steps);
   r.jets_per_s = jets / seconds;
   r.jets_per_cpu_s = jets / cpu_seconds;
   r.step_ms = 1000.0 * seconds / static_cast<double>(a.steps);
   r.mean_width = width / static_cast<double>(a.steps);
+  r.graphs = step.graphsCaptured();
   if (device.is_cuda())
     r.device_memory_mb = static_cast<double>(deviceMemoryInUse(device)) / 1048576.0;
   return r;
@@ -616,6 +641,7 @@ void runBench(const BenchArgs& a) {
     throw InputError("--precision bf16 needs a GPU (--device cuda)");
   if (a.precision != "fp32" && a.precision != "bf16")
     throw InputError("--precision must be fp32 or bf16");
+  if (a.cuda_graphs) requireCudaGraphs(dev.device, 1, "bench pet --cuda-graphs");
   const data::JetArrays raw = data::readJetsFiles({a.data}, a.max_jets);
   int64_t classes = 1;
   for (int64_t y : raw.labels) classes = std::max(classes, y + 1);
@@ -640,7 +666,8 @@ void runBench(const BenchArgs& a) {
             {"mode", a.mode},
             {"device", dev.toJson()},
             {"precision", a.precision},
-            {"fixed_shapes", a.fixed_shapes},
+            {"fixed_shapes", a.fixed_shapes || a.cuda_graphs},
+            {"cuda_graphs", a.cuda_graphs},
             {"threads", a.threads},
             {"steps", a.steps},
             {"data", a.data},
@@ -660,6 +687,7 @@ void runBench(const BenchArgs& a) {
     if (!dev.isCuda())
       out[prefix + "fraction_of_sgemm"] = r.jets_per_s * flops_per_jet / 1e9 / sgemm;
     if (r.device_memory_mb >= 0) out[prefix + "device_memory_mb"] = r.device_memory_mb;
+    if (r.graphs > 0) out[prefix + "cuda_graphs_captured"] = r.graphs;
   };
   const std::vector<int64_t> sizes = a.batches.empty() ? std::vector<int64_t>{a.batch} : a.batches;
   json runs = json::array();
@@ -771,7 +799,7 @@ void registerModelCommands(CommandGroups& g) {
       ->needs(stream_flag)
       ->capture_default_str();
   pre->dist.addTo(*p);
-  addDeviceOptions(*p, pre->device, &pre->precision, &pre->fixed_shapes);
+  addDeviceOptions(*p, pre->device, &pre->precision, &pre->fixed_shapes, &pre->cuda_graphs);
   p->callback([pre] { runPretrain(*pre); });
 
   auto ft = std::make_shared<FinetuneArgs>();
@@ -801,7 +829,7 @@ void registerModelCommands(CommandGroups& g) {
   f->add_option("--threads", ft->threads, "Threads (0: all cores)")->capture_default_str();
   f->add_flag("--resume", ft->resume, "Continue from <out>/state");
   f->add_flag("--json", ft->json_out, "Print JSON");
-  addDeviceOptions(*f, ft->device, &ft->precision, &ft->fixed_shapes);
+  addDeviceOptions(*f, ft->device, &ft->precision, &ft->fixed_shapes, &ft->cuda_graphs);
   f->callback([ft] { runFinetune(*ft); });
 
   auto gen = std::make_shared<GenerateArgs>();
@@ -860,6 +888,9 @@ void registerModelCommands(CommandGroups& g) {
       ->capture_default_str();
   b->add_flag("--fixed-shapes", bench->fixed_shapes,
               "Pad each batch to the batch size and its width to the next bucket edge");
+  b->add_flag("--cuda-graphs", bench->cuda_graphs,
+              "Replay each batch shape's forward and backward from a CUDA graph (GPU; implies "
+              "--fixed-shapes; the baseline stays eager)");
   b->add_option("--peak-tflops", bench->peak_tflops,
                 "Peak of the fraction reported (default: 989 on a GPU, the measured sgemm on "
                 "the CPU)");

@@ -29,7 +29,7 @@ void registerReportCommands(CommandGroups& g);  // cmd_report.cpp: report, study
 // --device (cpu|cuda|auto), and where given --precision (fp32|bf16) and --fixed-shapes, as
 // every training command takes them (core/train/device.hpp, trainer.hpp).
 inline void addDeviceOptions(CLI::App& app, std::string& device, std::string* precision,
-                             bool* fixed_shapes) {
+                             bool* fixed_shapes, bool* cuda_graphs = nullptr) {
   app.add_option("--device", device,
                  "cpu, cuda or auto: this process's GPU (by local rank, or the one a campaign "
                  "slot's CUDA_VISIBLE_DEVICES leaves) when LibTorch has CUDA, else the CPU")
@@ -44,6 +44,10 @@ inline void addDeviceOptions(CLI::App& app, std::string& device, std::string* pr
     app.add_flag("--fixed-shapes", *fixed_shapes,
                  "Pad each batch to the batch size and its width to the next bucket edge (a few "
                  "shapes per data set; same loss and gradients)");
+  if (cuda_graphs != nullptr)
+    app.add_flag("--cuda-graphs", *cuda_graphs,
+                 "Capture each batch shape's forward and backward in a CUDA graph and replay it "
+                 "(a GPU, one rank; implies --fixed-shapes)");
 }
 
 // Registers every task kind this executable can run (noop, sleep, command, chain). Any

@@ -351,8 +351,10 @@ Tensor PetImpl::encode(const Tensor& x, const Tensor& mask, const Tensor& t) {
   const int64_t from = cfg_.feature_dropout_from;
   if (is_training() && cfg_.feature_dropout > 0 && from < x.size(2)) {
     const int64_t rows = draw_rows_ < 0 ? x.size(0) : std::min(draw_rows_, x.size(0));
-    Tensor u = torch::rand({rows, 1, 1}, gen_, torch::kFloat32);
-    if (rows < x.size(0)) u = torch::cat({u, torch::ones({x.size(0) - rows, 1, 1})});
+    at::Generator& gen = drawGenerator();
+    const auto on = torch::TensorOptions(torch::kFloat32).device(gen.device());
+    Tensor u = torch::rand({rows, 1, 1}, gen, on);
+    if (rows < x.size(0)) u = torch::cat({u, torch::ones({x.size(0) - rows, 1, 1}, on)});
     const Tensor keep =
         (u.to(x.device(), /*non_blocking=*/x.device().is_cuda()) >= cfg_.feature_dropout)
             .to(x.dtype());

@@ -214,6 +214,11 @@ class PetImpl : public torch::nn::Module {
 
   // Random source of feature dropout (seeded by resetParameters; state saved in checkpoints).
   at::Generator& generator() { return gen_; }
+  // Where the model's training draws come from: generator() (draws on the CPU, copied to the
+  // model's device), or a generator of the model's GPU set here (draws made on the device;
+  // core/train/gradient_step.hpp sets it for a fit). An undefined one restores generator().
+  void setDrawGenerator(at::Generator g) { draw_gen_ = std::move(g); }
+  at::Generator& drawGenerator() { return draw_gen_.defined() ? draw_gen_ : gen_; }
   // Feature dropout draws for the first `rows` rows of a batch only (-1: every row): the
   // padding rows of a fixed-shape batch draw nothing, so that a padded batch consumes the
   // generator exactly as the unpadded one (DrawRowsGuard sets it for one step).
@@ -233,6 +238,7 @@ class PetImpl : public torch::nn::Module {
   bool naive_edges_ = false;
   int64_t draw_rows_ = -1;
   at::Generator gen_;
+  at::Generator draw_gen_;
 };
 TORCH_MODULE(Pet);
 

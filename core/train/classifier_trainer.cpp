@@ -113,6 +113,7 @@ FitResult PetClassifier::fit(const data::JetArrays& train, const data::JetArrays
   t.flat = o.flat;
   t.fixed_shapes = o.fixed_shapes;
   t.precision = o.precision;
+  t.cuda_graphs = o.cuda_graphs;
   CheckpointMeta meta;
   meta.stats = stats_;
   meta.class_names = {"0", "1"};

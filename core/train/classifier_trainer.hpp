@@ -62,6 +62,7 @@ struct ClassifierFitOptions {
   bool flat = true;
   bool fixed_shapes = false;
   std::string precision = "fp32";
+  bool cuda_graphs = false;
 };
 
 class PetClassifier {

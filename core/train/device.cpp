@@ -180,10 +180,12 @@ int64_t deviceMemoryInUse(const torch::Device& device) {
 }
 
 #if TORCH_VERSION_MAJOR >= 2
-Bf16Autocast::Bf16Autocast(bool on) : on_(on) {
+Bf16Autocast::Bf16Autocast(bool on, bool cache) : on_(on) {
   if (!on_) return;
   was_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
   was_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+  was_cache_ = at::autocast::is_autocast_cache_enabled();
+  at::autocast::set_autocast_cache_enabled(cache);
   at::autocast::set_autocast_enabled(at::kCUDA, true);
   at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
   at::autocast::increment_nesting();
@@ -195,9 +197,10 @@ Bf16Autocast::~Bf16Autocast() {
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
   at::autocast::set_autocast_enabled(at::kCUDA, was_enabled_);
   at::autocast::set_autocast_dtype(at::kCUDA, was_dtype_);
+  at::autocast::set_autocast_cache_enabled(was_cache_);
 }
 #else
-Bf16Autocast::Bf16Autocast(bool on) : on_(on) {
+Bf16Autocast::Bf16Autocast(bool on, bool /*cache*/) : on_(on) {
   if (on_)
     throw InputError("bf16 precision needs LibTorch 2.x (this is " TORCH_VERSION
                      "); use --precision fp32");

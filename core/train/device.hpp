@@ -67,10 +67,11 @@ int64_t deviceMemoryInUse(const torch::Device& device);
 // bfloat16 autocast of CUDA operations for a scope (the forward pass and the loss), with
 // float32 master weights: what torch.autocast("cuda", torch.bfloat16) does. A no-op when
 // `on` is false. Throws InputError when on and this LibTorch (1.x) lacks the per-device
-// autocast interface.
+// autocast interface. `cache` false: no cache of casted weights (a CUDA graph capture,
+// whose casts must be part of the graph).
 class Bf16Autocast {
  public:
-  explicit Bf16Autocast(bool on);
+  explicit Bf16Autocast(bool on, bool cache = true);
   ~Bf16Autocast();
   Bf16Autocast(const Bf16Autocast&) = delete;
   Bf16Autocast& operator=(const Bf16Autocast&) = delete;
@@ -78,6 +79,7 @@ class Bf16Autocast {
  private:
   bool on_ = false;
   bool was_enabled_ = false;
+  bool was_cache_ = true;
   c10::ScalarType was_dtype_ = c10::ScalarType::Half;
 };
 

@@ -107,6 +107,16 @@ JetBatch batchToDevice(const JetBatch& b, torch::Device device) {
   out.labels = move(b.labels);
   out.weights = move(b.weights);
   out.offset = move(b.offset);
+  out.row_mask = move(b.row_mask);
+  return out;
+}
+
+JetBatch staticForm(const JetBatch& b) {
+  JetBatch out = b;
+  const auto on = torch::TensorOptions(torch::kFloat32).device(b.particles.device());
+  out.row_mask = torch::arange(b.size(), on).lt(static_cast<double>(b.realRows())).to(on);
+  out.real_rows = -1;
+  out.real_cols = -1;
   return out;
 }
 
@@ -132,6 +142,7 @@ JetBatch padBatch(const JetBatch& b, int64_t rows, int64_t cols) {
   out.labels = F::pad(b.labels, F::PadFuncOptions({0, rows - n}));
   out.weights = F::pad(b.weights, F::PadFuncOptions({0, rows - n}));
   if (b.offset.defined()) out.offset = F::pad(b.offset, F::PadFuncOptions({0, rows - n}));
+  if (b.row_mask.defined()) out.row_mask = F::pad(b.row_mask, F::PadFuncOptions({0, rows - n}));
   return out;
 }
 

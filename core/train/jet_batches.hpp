@@ -48,6 +48,10 @@ struct JetBatch {
   // Rows and particle columns holding data; the rest is padding of a fixed-shape batch
   // (padBatch). -1: the whole shape.
   int64_t real_rows = -1, real_cols = -1;
+  // The static form a captured CUDA graph takes (staticForm): (B) float32, 1 for the rows
+  // that count, 0 for padding rows. When defined, losses divide by its sum (a device value,
+  // not a host count) and random draws cover the whole shape (real_rows/real_cols are -1).
+  torch::Tensor row_mask;
   int64_t size() const { return particles.size(0); }
   int64_t realRows() const { return real_rows < 0 ? size() : real_rows; }
   int64_t realCols() const { return real_cols < 0 ? particles.size(1) : real_cols; }
@@ -66,6 +70,11 @@ int64_t fixedBatchWidth(int64_t cols);
 // `b` padded to `rows` rows (zero weight, label 0, no particles) and `cols` columns (mask 0).
 // real_rows/real_cols keep what was there.
 JetBatch padBatch(const JetBatch& b, int64_t rows, int64_t cols);
+
+// `b` (padded or not) in the static form: row_mask marks its real rows, and the whole shape
+// counts for random draws. Two batches of one shape then differ only in tensor values, so a
+// step captured on one replays on the other.
+JetBatch staticForm(const JetBatch& b);
 
 constexpr int64_t kBucketWindow = 16;
 

@@ -7,6 +7,11 @@
 
 namespace foldfarm {
 
+enum class Objective {
+  kClassifier,  // weighted BCE (1 logit) / CE (C classes)
+  kPretrain,    // SPEC §4 pretraining loss (needs the generator head)
+};
+
 // Per-event classification loss: BCE-with-logits for one logit (labels 0/1), softmax
 // cross-entropy for C > 1 classes. logits (B,C), labels (B) int64 -> (B).
 torch::Tensor classificationLossPerEvent(const torch::Tensor& logits, const torch::Tensor& labels);
@@ -17,6 +22,14 @@ torch::Tensor classificationLossPerEvent(const torch::Tensor& logits, const torc
 // rows have weight 0: the same loss as the unpadded batch).
 torch::Tensor weightedClassifierLoss(const torch::Tensor& logits, const torch::Tensor& labels,
                                      const torch::Tensor& weights, int64_t real_rows = -1);
+
+// weightedClassifierLoss of a batch: over its real rows, counted on the device in the
+// static form (JetBatch::row_mask).
+torch::Tensor classifierLoss(const torch::Tensor& logits, const JetBatch& batch);
+
+// Logits of a one- or C-logit classifier on a batch, plus the batch's logit offset when it
+// has one (JetTensors::offset).
+torch::Tensor classifierLogits(Pet& model, const JetBatch& batch);
 
 // Probability of class 1 (one logit) or softmax (C classes).
 torch::Tensor classProbabilities(const torch::Tensor& logits);
@@ -32,9 +45,10 @@ struct PretrainLoss {
 // The pretraining objective: CE(labels, logits) + MSE(jet regression) + v-loss on the first
 // 3 features over real particles / (3 sum(mask)) + mean_b alpha_b^2 [CE_b + MSE_b] of the
 // classifier applied to the noised jets (per event). Weights of the batch scale the
-// classification terms (mean of w_i * l_i). t and noise are drawn from `gen`, on the CPU,
-// for the batch's real rows and columns only (a padded batch draws what the unpadded one
-// does), and copied to the batch's device.
+// classification terms (mean of w_i * l_i). t and noise are drawn from `gen` on its device
+// (copied to the batch's device when they differ), for the batch's real rows and columns
+// only: a padded batch draws what the unpadded one does. A batch in the static form
+// (staticForm) draws for its whole shape and counts its rows with row_mask.
 PretrainLoss pretrainLoss(Pet& model, const JetBatch& batch, at::Generator& gen);
 
 }  // namespace foldfarm

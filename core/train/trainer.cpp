@@ -16,6 +16,7 @@
 #include "core/base/stop_signal.hpp"
 #include "core/train/device.hpp"
 #include "core/train/flat_params.hpp"
+#include "core/train/gradient_step.hpp"
 #include "core/train/losses.hpp"
 #include "core/train/metrics.hpp"
 
@@ -157,6 +158,12 @@ Trainer::Trainer(Pet model, CheckpointMeta meta, TrainOptions opts, ParallelCont
                      "' (use fp32 or bf16)");
   if (opts_.precision == "bf16" && !opts_.device.is_cuda())
     throw InputError(opts_.label + ": bf16 precision needs a CUDA device (--device cuda)");
+  if (opts_.cuda_graphs) {
+    opts_.fixed_shapes = true;
+    requireCudaGraphs(opts_.device, ctx_.worldSize(), opts_.label);
+    if (opts_.host_draws)
+      throw InputError(opts_.label + ": CUDA graphs need the random draws made on the device");
+  }
   model_->to(opts_.device);
 }
 
@@ -425,6 +432,15 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
   // The stream position of the state resumed from, for its epoch only.
   const nlohmann::json resume_position =
       result.resumed && state.contains("stream") ? state.at("stream") : nlohmann::json();
+  // Outside the epochs: CUDA graphs captured once serve every epoch.
+  GradientStepOptions so;
+  so.objective = objective;
+  so.precision = opts_.precision;
+  so.cuda_graphs = opts_.cuda_graphs;
+  so.host_draws = opts_.host_draws;
+  so.world_size = ctx_.worldSize();
+  so.fixed_shapes = opts_.fixed_shapes;
+  GradientStep step(model_, *opt_, so);
   while (!stop_training) {
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t epoch_steps = src.begin_epoch(
@@ -484,30 +500,17 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
       // The step's random draws (feature dropout, diffusion time and noise) come from a
       // seed of (run seed, step, rank): independent across ranks, and the same after a
       // resume on any number of ranks without carrying every rank's generator state.
-      model_->generator().set_current_seed(
-          deriveSeed({opts_.seed, kStepRandomPurpose, static_cast<uint64_t>(global_step),
-                      static_cast<uint64_t>(ctx_.rank())}));
-      zeroGradients(*opt_);
-      Tensor loss;
-      {
-        const Bf16Autocast autocast(opts_.precision == "bf16");
-        const DrawRowsGuard draw_rows(model_, b.realRows());
-        if (objective == Objective::kPretrain) {
-          loss = pretrainLoss(model_, b, model_->generator()).total;
-        } else {
-          loss = weightedClassifierLoss(classifierLogits(model_, b), b.labels, b.weights,
-                                        b.padded() ? b.realRows() : -1);
-        }
-      }
-      loss.backward();
+      const Tensor loss = step.run(
+          b, deriveSeed({opts_.seed, kStepRandomPurpose, static_cast<uint64_t>(global_step),
+                         static_cast<uint64_t>(ctx_.rank())}));
       ctx_.finishGradientSync();
       if (opts_.clip_norm > 0)
-        torch::nn::utils::clip_grad_norm_(model_->parameters(), opts_.clip_norm);
+        clipGradientNorm(model_->parameters(), opts_.clip_norm, flatParametersOf(*opt_));
       lr = schedule.at(global_step);
       setLearningRate(*opt_, lr, opts_.optimizer.lr_factor);
       opt_->step();
       if (ema_) ema_->update(model_);
-      loss_acc.add_(loss.detach());
+      loss_acc.add_(loss);
       ++global_step;
       if (!opts_.device.is_cuda() ||
           (step_in_epoch + 1) % std::max<int64_t>(1, opts_.log_every) == 0)
@@ -640,17 +643,6 @@ EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
   }
   if (was_training) model_->train();
   return r;
-}
-
-Tensor classifierLogits(Pet& model, const JetBatch& b) {
-  Tensor logits = model->classify(b.particles, b.mask, b.jets).logits;
-  if (b.offset.defined()) {
-    if (logits.size(1) != 1)
-      throw InputError("logit offsets need a one-logit classifier (the model has " +
-                       std::to_string(logits.size(1)) + " outputs)");
-    logits = logits + b.offset.unsqueeze(1);
-  }
-  return logits;
 }
 
 Tensor predictProbabilities(Pet& model, const JetTensors& set, int64_t batch_size, bool bucket) {

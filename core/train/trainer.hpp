@@ -36,15 +36,11 @@
 #include "core/train/checkpoint.hpp"
 #include "core/train/flat_params.hpp"
 #include "core/train/jet_batches.hpp"
+#include "core/train/losses.hpp"
 #include "core/train/optim.hpp"
 #include "core/train/parallel.hpp"
 
 namespace foldfarm {
-
-enum class Objective {
-  kClassifier,  // weighted BCE (1 logit) / CE (C classes)
-  kPretrain,    // SPEC §4 pretraining loss (needs the generator head)
-};
 
 struct TrainOptions {
   OptimizerSettings optimizer;
@@ -90,6 +86,12 @@ struct TrainOptions {
   std::string precision = "fp32";
   // Steps between reads of the running loss (a device-to-host copy on a GPU).
   int64_t log_every = 50;
+  // Capture each batch shape's forward + backward in a CUDA graph and replay it
+  // (core/train/gradient_step.hpp): a GPU, one rank; implies fixed_shapes.
+  bool cuda_graphs = false;
+  // Random draws of training steps on the CPU generator even on a GPU (the CPU run's noise;
+  // tests). Default: on the device.
+  bool host_draws = false;
 };
 
 struct EpochRecord {
@@ -166,10 +168,6 @@ class Trainer {
   std::unique_ptr<Ema> ema_;
   std::vector<torch::Tensor> best_;
 };
-
-// Logits of a one- or C-logit classifier on a batch, plus the batch's logit offset when it
-// has one (JetTensors::offset).
-torch::Tensor classifierLogits(Pet& model, const JetBatch& batch);
 
 // Predictions of `model` (eval mode) for every row of `set`: P(class 1) (N) for one logit
 // (with set.offset added to the logit when defined), softmax (N, C) otherwise.

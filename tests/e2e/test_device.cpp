@@ -167,6 +167,21 @@ TEST_F(Device, CudaIsRefusedWithOneLineAndNothingWrittenWithoutAGpu) {
           dir_);
   EXPECT_EQ(b.exitCode, 2) << b.err;
   EXPECT_FALSE(fs::exists(dir_ / "out"));
+  // So do CUDA graphs, refused before anything is read or written.
+  const foldfarm::ProcessResult g =
+      run({"pretrain", "--data", (dir_ / "jets.h5").string(), "--out", (dir_ / "out").string(),
+           "--epochs", "1", "--device", "cpu", "--cuda-graphs"},
+          dir_);
+  EXPECT_EQ(g.exitCode, 2) << g.err;
+  EXPECT_NE(g.err.find("CUDA graphs cannot be used"), std::string::npos) << g.err;
+  EXPECT_FALSE(fs::exists(dir_ / "out"));
+  const foldfarm::ProcessResult bg =
+      run({"bench", "pet", "--preset", "tiny", "--data", (dir_ / "jets.h5").string(), "--device",
+           "cpu", "--cuda-graphs"},
+          dir_);
+  EXPECT_EQ(bg.exitCode, 2) << bg.err;
+  EXPECT_NE(bg.err.find("bench pet --cuda-graphs: CUDA graphs cannot be used"), std::string::npos)
+      << bg.err;
 }
 
 TEST_F(Device, BenchPetReportsEveryBatchSizeWithThePaddedBaselineBeside) {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
 #include "core/base/stop_signal.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
@@ -154,6 +155,29 @@ TEST_F(ChainTest, BadInputReturnsTwoAndWritesNothing) {
   p.erase("replica");
   EXPECT_EQ(runChainTask(p, (root_ / "bad").string()), 2);
   EXPECT_FALSE(fs::exists(root_ / "bad"));
+}
+
+// CUDA graphs in a chain config: they imply fixed shapes and are part of the identity (a
+// graph's steps draw over the whole padded shape); off, the record is as before.
+TEST_F(ChainTest, CudaGraphsImplyFixedShapesAndEnterTheIdentity) {
+  const ChainConfig plain = chainConfigFromJson({{"preset", "tiny"}}, "test");
+  EXPECT_FALSE(plain.cuda_graphs);
+  EXPECT_FALSE(chainConfigToJson(plain).contains("cuda_graphs"));
+  const ChainConfig graphs =
+      chainConfigFromJson({{"preset", "tiny"}, {"cuda_graphs", true}}, "test");
+  EXPECT_TRUE(graphs.cuda_graphs);
+  EXPECT_TRUE(graphs.fixed_shapes);
+  const nlohmann::json j = chainConfigToJson(graphs);
+  EXPECT_EQ(j.at("cuda_graphs"), true);
+  EXPECT_EQ(j.at("fixed_shapes"), true);
+  EXPECT_TRUE(chainConfigFromJson(j, "round trip").cuda_graphs);
+  EXPECT_THROW(chainConfigFromJson({{"cuda_graphs", "yes"}}, "test"), InputError);
+  // Asked for on the CPU, the chain stops with exit 2 and writes nothing.
+  auto p = params(0, 0);
+  p["config"]["device"] = "cpu";
+  p["config"]["cuda_graphs"] = true;
+  EXPECT_EQ(runChainTask(p, (root_ / "graphs").string()), 2);
+  EXPECT_FALSE(fs::exists(root_ / "graphs"));
 }
 
 // The final per-event weights of weights.h5 are the simulation's weight times the last push;

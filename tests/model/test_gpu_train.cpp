@@ -1,8 +1,11 @@
 // Training on a GPU equals training on the CPU (label gpu; exit 77, skipped, without one):
 // three trainer steps of each objective end within 1e-4 of the same steps on the CPU (fp32,
-// TF32 off), a fixed-shape padded batch gives the unpadded loss and gradients on the GPU,
-// checkpoints written from a GPU model load on the CPU with the same outputs, and bf16
-// autocast trains (finite, decreasing loss) with fp32 master weights.
+// TF32 off, the draws on the host), a fixed-shape padded batch gives the unpadded loss and
+// gradients on the GPU, checkpoints written from a GPU model load on the CPU with the same
+// outputs, and bf16 autocast trains (finite, decreasing loss) with fp32 master weights.
+// Draws on the device: a run is repeatable from its seed. CUDA graphs: replaying a captured
+// step equals the eager step in the same (static) form, step after step, in fp32 and bf16,
+// and a Trainer with graphs trains.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -19,8 +22,11 @@
 #include "core/data/features.hpp"
 #include "core/train/checkpoint.hpp"
 #include "core/train/device.hpp"
+#include "core/train/flat_params.hpp"
+#include "core/train/gradient_step.hpp"
 #include "core/train/jet_batches.hpp"
 #include "core/train/losses.hpp"
+#include "core/train/optim.hpp"
 #include "core/train/trainer.hpp"
 #include "tests/model/test_jets.hpp"
 
@@ -54,6 +60,7 @@ Trained trainThreeSteps(Objective objective, torch::Device device) {
   o.seed = 5;
   o.ema = true;
   o.device = device;
+  o.host_draws = true;  // the CPU run's noise
   o.show_progress = false;
   o.optimizer.lr = 1e-4;
   CheckpointMeta meta;
@@ -200,4 +207,141 @@ TEST(GpuTrainer, Bf16AutocastTrainsWithFloat32MasterWeights) {
   EXPECT_LT(std::min(r.history[1].train_loss, r.history[2].train_loss),
             r.history.front().train_loss);
   for (const auto& p : t.model()->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat32);
+}
+
+TEST(GpuTrainer, DrawsOnTheDeviceRepeatFromTheSeed) {
+  const torch::Device gpu(torch::kCUDA, 0);
+  auto run = [&](uint64_t seed) {
+    PetConfig cfg = petPreset("tiny");
+    cfg.num_classes = 3;
+    cfg.generator = true;
+    cfg.feature_dropout = 0.2;
+    Pet model(cfg);
+    model->resetParameters(3);
+    TrainOptions o;
+    o.batch_size = 16;
+    o.max_epochs = 2;
+    o.seed = seed;
+    o.device = gpu;
+    o.show_progress = false;
+    CheckpointMeta meta;
+    SingleProcessContext single;
+    Trainer t(model, meta, o, single);
+    const FitResult r = t.fit(jets(64, 5, true), nullptr, Objective::kPretrain);
+    EXPECT_TRUE(std::isfinite(r.history.back().train_loss));
+    std::vector<Tensor> p;
+    for (const auto& x : t.model()->parameters()) p.push_back(x.detach().cpu());
+    // The model's draws are its CPU generator's again once the fit is over.
+    EXPECT_TRUE(t.model()->drawGenerator().device().is_cpu());
+    return p;
+  };
+  const auto a = run(11), b = run(11), c = run(12);
+  EXPECT_LT(relativeL2(a, b), 1e-6);  // same seed: the same draws (atomics aside)
+  EXPECT_GT(relativeL2(a, c), 1e-6);  // another seed: other draws
+}
+
+namespace {
+
+// `steps` gradient steps (+ clipping and Lion) over batches of two widths, alternating, so
+// that a graph run warms up, captures and replays each shape. Returns the losses and the
+// parameters after every step.
+struct StepTrace {
+  std::vector<double> losses;
+  std::vector<std::vector<Tensor>> params;
+  int64_t captured = 0, replays = 0;
+};
+
+StepTrace traceSteps(bool graphs, const std::string& precision, int steps) {
+  const torch::Device gpu(torch::kCUDA, 0);
+  PetConfig cfg = petPreset("tiny");
+  cfg.num_classes = 3;
+  cfg.generator = true;
+  cfg.feature_dropout = 0.2;
+  Pet model(cfg);
+  model->resetParameters(6);
+  model->to(gpu);
+  model->train();
+  OptimizerSettings os;
+  os.lr = 1e-4;
+  auto opt = makeFlatOptimizer(model, os);
+  GradientStepOptions so;
+  so.objective = Objective::kPretrain;
+  so.precision = precision;
+  so.cuda_graphs = graphs;
+  so.fixed_shapes = true;
+  GradientStep step(model, *opt, so);
+  const JetTensors set = jets(160, 9, true);
+  StepTrace out;
+  for (int s = 0; s < steps; ++s) {
+    std::vector<int64_t> rows;
+    const int64_t real = 9 + (s % 3);  // real rows vary under one padded shape
+    for (int64_t i = 0; i < real; ++i) rows.push_back(16 * s + i);
+    JetBatch b = makeBatch(set, rows, true);
+    // Two widths: 32 and 48 columns.
+    b = padBatch(b, 16, (s % 2 == 0) ? 32 : 48);
+    b = batchToDevice(b, gpu);
+    // The eager run takes the batch in the static form itself; the graph run converts it.
+    const Tensor loss = step.run(graphs ? b : staticForm(b), 1000 + static_cast<uint64_t>(s));
+    out.losses.push_back(loss.item<double>());
+    clipGradientNorm(model->parameters(), 1.0, flatParametersOf(*opt));
+    opt->step();
+    std::vector<Tensor> p;
+    for (const auto& x : model->parameters()) p.push_back(x.detach().cpu());
+    out.params.push_back(p);
+  }
+  out.captured = step.graphsCaptured();
+  out.replays = step.replays();
+  return out;
+}
+
+}  // namespace
+
+TEST(GpuGraphs, ReplayEqualsTheEagerStep) {
+  std::vector<std::string> precisions{"fp32"};
+#if TORCH_VERSION_MAJOR >= 2
+  precisions.push_back("bf16");
+#endif
+  for (const std::string& precision : precisions) {
+    const int steps = 8;  // per width: warm-up, capture + replay, then 2 replays
+    const StepTrace eager = traceSteps(false, precision, steps);
+    const StepTrace graph = traceSteps(true, precision, steps);
+    EXPECT_EQ(graph.captured, 2) << precision;
+    EXPECT_EQ(graph.replays, steps - 2) << precision;
+    const double tol = precision == "bf16" ? 1e-3 : 1e-5;
+    for (int s = 0; s < steps; ++s) {
+      EXPECT_TRUE(std::isfinite(graph.losses[static_cast<size_t>(s)]));
+      EXPECT_NEAR(graph.losses[static_cast<size_t>(s)], eager.losses[static_cast<size_t>(s)],
+                  tol * std::abs(eager.losses[static_cast<size_t>(s)]))
+          << precision << " step " << s;
+      EXPECT_LT(
+          relativeL2(graph.params[static_cast<size_t>(s)], eager.params[static_cast<size_t>(s)]),
+          tol)
+          << precision << " step " << s;
+    }
+  }
+}
+
+TEST(GpuGraphs, ATrainerWithGraphsTrains) {
+  const torch::Device gpu(torch::kCUDA, 0);
+  PetConfig cfg = petPreset("tiny");
+  cfg.num_classes = 3;
+  cfg.generator = true;
+  Pet model(cfg);
+  model->resetParameters(2);
+  TrainOptions o;
+  o.batch_size = 16;
+  o.max_epochs = 3;
+  o.seed = 1;
+  o.device = gpu;
+  o.cuda_graphs = true;  // implies fixed shapes
+  o.show_progress = false;
+  o.optimizer.lr = 3e-4;
+  CheckpointMeta meta;
+  SingleProcessContext single;
+  Trainer t(model, meta, o, single);
+  const FitResult r = t.fit(jets(96, 4, true), nullptr, Objective::kPretrain);
+  ASSERT_EQ(r.history.size(), 3u);
+  for (const auto& e : r.history) EXPECT_TRUE(std::isfinite(e.train_loss));
+  EXPECT_LT(std::min(r.history[1].train_loss, r.history[2].train_loss),
+            r.history.front().train_loss);
 }

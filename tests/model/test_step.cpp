@@ -1,0 +1,277 @@
+// The gradient step shared by the Trainer and `bench pet` (core/train/gradient_step.hpp), on
+// the CPU: it is exactly the step written out by hand (seeded draws, zeroed gradients,
+// forward, loss, backward); draws "on the device" are the CPU generator's on the CPU;
+// clipping without a host read is bit-identical to LibTorch's clip_grad_norm_; the static
+// form a CUDA graph takes ignores what its padding holds and, without draws, gives the
+// unpadded loss and gradients; CUDA graphs asked for where they cannot run are refused
+// with a line that says why.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <string>
+#include <vector>
+
+#include "core/base/error.hpp"
+#include "core/data/features.hpp"
+#include "core/train/flat_params.hpp"
+#include "core/train/gradient_step.hpp"
+#include "core/train/jet_batches.hpp"
+#include "core/train/losses.hpp"
+#include "core/train/optim.hpp"
+#include "core/train/trainer.hpp"
+#include "tests/model/test_jets.hpp"
+
+using namespace foldfarm;
+using torch::Tensor;
+
+namespace {
+
+PetConfig config(bool pretrain, double dropout) {
+  PetConfig cfg = petPreset("tiny");
+  cfg.num_classes = pretrain ? 2 : 1;
+  cfg.generator = pretrain;
+  cfg.feature_dropout = dropout;
+  return cfg;
+}
+
+JetTensors jets(int64_t n, uint64_t seed) {
+  return JetTensors::fromArrays(modeltest::randomJets(n, 32, 25, seed),
+                                data::FeatureStats::jetClass());
+}
+
+std::vector<int64_t> rowsUpTo(int64_t n, int64_t from = 0) {
+  std::vector<int64_t> r;
+  for (int64_t i = from; i < n; ++i) r.push_back(i);
+  return r;
+}
+
+std::vector<Tensor> parameters(Pet& model) {
+  std::vector<Tensor> out;
+  for (const auto& p : model->parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+std::vector<Tensor> gradients(Pet& model) {
+  std::vector<Tensor> out;
+  for (const auto& p : model->parameters())
+    out.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+  return out;
+}
+
+bool sameBits(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (!torch::equal(a[i], b[i])) return false;
+  return true;
+}
+
+double worstRelative(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double scale = std::max(1e-3, a[i].abs().max().item<double>());
+    worst = std::max(worst, (a[i] - b[i]).abs().max().item<double>() / scale);
+  }
+  return worst;
+}
+
+}  // namespace
+
+TEST(GradientStep, IsTheStepWrittenOutByHandAndDrawsOnTheCpuGeneratorOnTheCpu) {
+  const JetTensors set = jets(48, 2);
+  for (const bool pretrain : {false, true}) {
+    std::vector<std::vector<Tensor>> ends;
+    std::vector<std::vector<double>> losses;
+    // 0: by hand; 1: GradientStep with device draws (the default); 2: with host draws.
+    for (int form = 0; form < 3; ++form) {
+      Pet model(config(pretrain, 0.2));
+      model->resetParameters(4);
+      model->train();
+      OptimizerSettings os;
+      os.lr = 1e-3;
+      auto opt = makeFlatOptimizer(model, os);
+      GradientStepOptions so;
+      so.objective = pretrain ? Objective::kPretrain : Objective::kClassifier;
+      so.host_draws = form == 2;
+      GradientStep step(model, *opt, so);
+      std::vector<double> l;
+      for (int64_t s = 0; s < 3; ++s) {
+        const JetBatch b = makeBatch(set, rowsUpTo(16 * (s + 1), 16 * s), true);
+        const uint64_t seed = 100 + static_cast<uint64_t>(s);
+        Tensor loss;
+        if (form == 0) {
+          model->generator().set_current_seed(seed);
+          zeroGradients(*opt);
+          {
+            const DrawRowsGuard rows(model, b.realRows());
+            loss = pretrain
+                       ? pretrainLoss(model, b, model->generator()).total
+                       : weightedClassifierLoss(classifierLogits(model, b), b.labels, b.weights);
+          }
+          loss.backward();
+        } else {
+          loss = step.run(b, seed);
+          EXPECT_FALSE(loss.requires_grad());
+        }
+        l.push_back(loss.item<double>());
+        clipGradientNorm(model->parameters(), 1.0, flatParametersOf(*opt));
+        opt->step();
+      }
+      ends.push_back(parameters(model));
+      losses.push_back(l);
+    }
+    EXPECT_TRUE(sameBits(ends[0], ends[1])) << "pretrain " << pretrain;
+    EXPECT_TRUE(sameBits(ends[0], ends[2])) << "pretrain " << pretrain;
+    EXPECT_EQ(losses[0], losses[1]);
+    EXPECT_EQ(losses[0], losses[2]);
+  }
+}
+
+TEST(GradientStep, ClippingWithoutAHostReadIsBitIdenticalToLibTorch) {
+  const JetTensors set = jets(24, 3);
+  const JetBatch b = makeBatch(set, rowsUpTo(24), true);
+  for (const double max_norm : {1e-3, 1.0, 1e6}) {  // clipped hard, somewhat, not at all
+    std::vector<std::vector<Tensor>> grads;
+    for (int form = 0; form < 3; ++form) {
+      Pet model(config(true, 0.0));
+      model->resetParameters(5);
+      model->train();
+      OptimizerSettings os;
+      // Form 2: flat buffers (on the CPU the per-parameter operations all the same).
+      auto opt = form == 2 ? makeFlatOptimizer(model, os) : makeOptimizer(model, os);
+      zeroGradients(*opt);
+      model->generator().set_current_seed(7);
+      pretrainLoss(model, b, model->generator()).total.backward();
+      if (form == 0)
+        torch::nn::utils::clip_grad_norm_(model->parameters(), max_norm);
+      else
+        clipGradientNorm(model->parameters(), max_norm, flatParametersOf(*opt));
+      grads.push_back(gradients(model));
+    }
+    EXPECT_TRUE(sameBits(grads[0], grads[1])) << "max norm " << max_norm;
+    EXPECT_TRUE(sameBits(grads[0], grads[2])) << "max norm " << max_norm;
+  }
+}
+
+TEST(StaticForm, MarksTheRealRowsAndDrawsOverTheWholeShape) {
+  const JetTensors set = jets(20, 6);
+  const JetBatch plain = makeBatch(set, rowsUpTo(13), true);
+  const JetBatch padded = padBatch(plain, 32, fixedBatchWidth(plain.particles.size(1)));
+  const JetBatch s = staticForm(padded);
+  ASSERT_TRUE(s.row_mask.defined());
+  EXPECT_EQ(s.row_mask.size(0), 32);
+  EXPECT_EQ(s.row_mask.sum().item<double>(), 13.0);
+  EXPECT_EQ(s.row_mask.narrow(0, 0, 13).min().item<double>(), 1.0);
+  EXPECT_EQ(s.realRows(), 32);
+  EXPECT_EQ(s.realCols(), padded.particles.size(1));
+  // Moved to a device (here: the CPU) it keeps its mask.
+  EXPECT_TRUE(batchToDevice(s, torch::kCPU).row_mask.defined());
+}
+
+TEST(StaticForm, WithoutDrawsGivesTheUnpaddedLossAndGradients) {
+  const JetTensors set = jets(20, 6);
+  const JetBatch plain = makeBatch(set, rowsUpTo(13), true);
+  const JetBatch graph_form =
+      staticForm(padBatch(plain, 32, fixedBatchWidth(plain.particles.size(1)) + 16));
+  auto lossAndGrads = [&](const JetBatch& b) {
+    Pet model(config(false, 0.0));
+    model->resetParameters(9);
+    model->train();
+    const Tensor loss = classifierLoss(classifierLogits(model, b), b);
+    loss.backward();
+    std::vector<Tensor> g{loss.detach().reshape({1})};
+    for (const Tensor& t : gradients(model)) g.push_back(t);
+    return g;
+  };
+  const auto a = lossAndGrads(plain), c = lossAndGrads(graph_form);
+  EXPECT_NEAR(a[0].item<double>(), c[0].item<double>(), 1e-5 * std::abs(a[0].item<double>()));
+  EXPECT_LT(worstRelative(a, c), 1e-4);
+}
+
+TEST(StaticForm, WhatThePaddingHoldsChangesNothing) {
+  // A captured step replays on whatever the padding of its input tensors holds: rows past
+  // row_mask and particles past the mask must not reach the loss or the gradients.
+  const JetTensors set = jets(20, 6);
+  const JetBatch plain = makeBatch(set, rowsUpTo(13), true);
+  const JetBatch clean = staticForm(padBatch(plain, 32, fixedBatchWidth(plain.particles.size(1))));
+  JetBatch junk = clean;
+  junk.particles = clean.particles.clone();
+  junk.jets = clean.jets.clone();
+  junk.labels = clean.labels.clone();
+  {
+    torch::NoGradGuard no_grad;
+    at::Generator g = at::make_generator<at::CPUGeneratorImpl>(99);
+    const Tensor pad_particles = (1 - clean.mask).unsqueeze(-1);
+    junk.particles += torch::randn(clean.particles.sizes(), g) * pad_particles;
+    junk.jets.narrow(0, 13, 19).copy_(torch::randn({19, clean.jets.size(1)}, g));
+    junk.labels.narrow(0, 13, 19).fill_(1);
+  }
+  ASSERT_FALSE(torch::equal(junk.particles, clean.particles));
+  for (const bool pretrain : {false, true}) {
+    auto lossAndGrads = [&](const JetBatch& b) {
+      Pet model(config(pretrain, 0.2));
+      model->resetParameters(9);
+      model->train();
+      OptimizerSettings os;
+      auto opt = makeFlatOptimizer(model, os);
+      GradientStepOptions so;
+      so.objective = pretrain ? Objective::kPretrain : Objective::kClassifier;
+      GradientStep step(model, *opt, so);
+      std::vector<Tensor> g{step.run(b, 31).reshape({1})};
+      for (const Tensor& t : gradients(model)) g.push_back(t);
+      return g;
+    };
+    const auto a = lossAndGrads(clean), c = lossAndGrads(junk);
+    ASSERT_TRUE(std::isfinite(a[0].item<double>()));
+    EXPECT_NEAR(a[0].item<double>(), c[0].item<double>(), 1e-6 * std::abs(a[0].item<double>()))
+        << "pretrain " << pretrain;
+    EXPECT_LT(worstRelative(a, c), 1e-5) << "pretrain " << pretrain;
+  }
+}
+
+TEST(GradientStep, CudaGraphsWhereTheyCannotRunAreRefusedSayingWhy) {
+  GradientStepOptions o;
+  o.fixed_shapes = true;
+  const std::string here = GradientStep::graphsUnavailableReason(torch::kCPU, o);
+  EXPECT_FALSE(here.empty());
+  if (torch::cuda::is_available()) {
+    const torch::Device gpu(torch::kCUDA, 0);
+    EXPECT_EQ(GradientStep::graphsUnavailableReason(gpu, o), "");
+    GradientStepOptions ranks = o;
+    ranks.world_size = 2;
+    EXPECT_NE(GradientStep::graphsUnavailableReason(gpu, ranks).find("one rank"),
+              std::string::npos);
+    GradientStepOptions shapes = o;
+    shapes.fixed_shapes = false;
+    EXPECT_NE(GradientStep::graphsUnavailableReason(gpu, shapes).find("--fixed-shapes"),
+              std::string::npos);
+  }
+  Pet model(config(false, 0.0));
+  OptimizerSettings os;
+  auto opt = makeFlatOptimizer(model, os);
+  GradientStepOptions graphs = o;
+  graphs.cuda_graphs = true;
+  try {
+    GradientStep step(model, *opt, graphs);
+    FAIL() << "graphs on the CPU were accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("CUDA graphs cannot be used"), std::string::npos)
+        << e.what();
+  }
+  // The Trainer refuses them when it is made, before any training, naming its label.
+  TrainOptions t;
+  t.cuda_graphs = true;
+  t.label = "step-test";
+  SingleProcessContext single;
+  CheckpointMeta meta;
+  meta.config = model->config();
+  try {
+    Trainer trainer(model, meta, t, single);
+    FAIL() << "a Trainer with graphs on the CPU was made";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("step-test: CUDA graphs cannot be used"),
+              std::string::npos)
+        << e.what();
+  }
+}
