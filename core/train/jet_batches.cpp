@@ -74,8 +74,22 @@ JetTensors JetTensors::subset(const std::vector<int64_t>& rows) const {
   return s;
 }
 
+JetTensors JetTensors::to(torch::Device device) const {
+  JetTensors out = *this;
+  for (Tensor* t : {&out.particles, &out.mask, &out.jets, &out.labels, &out.weights, &out.offset})
+    if (t->defined()) *t = t->to(device);
+  return out;
+}
+
+int64_t JetTensors::bytes() const {
+  int64_t n = 0;
+  for (const Tensor* t : {&particles, &mask, &jets, &labels, &weights, &offset})
+    if (t->defined()) n += t->numel() * static_cast<int64_t>(t->element_size());
+  return n;
+}
+
 JetBatch makeBatch(const JetTensors& set, const std::vector<int64_t>& rows, bool trim) {
-  const Tensor idx = torch::tensor(rows, torch::kInt64);
+  const Tensor idx = torch::tensor(rows, torch::kInt64).to(set.particles.device());
   int64_t cols = set.particles.size(1);
   if (trim) {
     int64_t m = 1;

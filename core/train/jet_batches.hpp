@@ -39,6 +39,10 @@ struct JetTensors {
   // Sets `offset` (one value per row; InputError when the count differs from size()).
   void setOffset(const std::vector<float>& logit_offset);
   JetTensors subset(const std::vector<int64_t>& rows) const;
+  // The tensors on `device` (extents stay on the host); batches of a set on a GPU are
+  // gathered there (makeBatch).
+  JetTensors to(torch::Device device) const;
+  int64_t bytes() const;  // of its tensors
 };
 
 struct JetBatch {
@@ -58,7 +62,8 @@ struct JetBatch {
   bool padded() const { return realRows() != size() || realCols() != particles.size(1); }
 };
 
-// trim: drop padding columns beyond the largest extent of the batch (else keep all P).
+// trim: drop padding columns beyond the largest extent of the batch (else keep all P). The
+// batch is on the set's device.
 JetBatch makeBatch(const JetTensors& set, const std::vector<int64_t>& rows, bool trim);
 
 // The batch on `device` (asynchronous from pinned memory to a GPU).

@@ -290,10 +290,29 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
     batches = batchesOf(e, opts_.bucket);
     return static_cast<int64_t>(batches.size());
   };
+  // On a GPU the sets move there once when they fit (resident_data_mb).
+  const JetTensors* tr = &train;
+  const JetTensors* va = val;
+  JetTensors train_on, val_on;
+  const int64_t set_bytes = train.bytes() + (val != nullptr ? val->bytes() : 0);
+  if (opts_.device.is_cuda() && !train.particles.is_cuda() &&
+      set_bytes <= opts_.resident_data_mb * (int64_t{1} << 20)) {
+    train_on = train.to(opts_.device);
+    tr = &train_on;
+    if (val != nullptr) {
+      val_on = val->to(opts_.device);
+      va = &val_on;
+    }
+    src.on_device = true;
+    if (ctx_.isRoot())
+      logInfo("{}: {:.1f} MiB of jets on {} for the fit", opts_.label,
+              static_cast<double>(set_bytes) / 1048576.0, opts_.device.str());
+  }
+  src.on_device = src.on_device || train.particles.is_cuda();
   src.batch = [&](int64_t step) {
-    return makeBatch(train, batches[static_cast<size_t>(step)], opts_.bucket);
+    return makeBatch(*tr, batches[static_cast<size_t>(step)], opts_.bucket);
   };
-  return fitLoop(src, val, validate, objective);
+  return fitLoop(src, va, validate, objective);
 }
 
 FitResult Trainer::fitStream(data::JetStream& stream, const JetTensors* val, Objective objective,
@@ -457,13 +476,13 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
       if (opts_.fixed_shapes)
         hb = padBatch(hb, std::max(opts_.batch_size, hb.size()),
                       fixedBatchWidth(hb.particles.size(1)));
-      if (opts_.device.is_cuda()) {
+      if (opts_.device.is_cuda() && !src.on_device) {
         for (Tensor* t : {&hb.particles, &hb.mask, &hb.jets, &hb.labels, &hb.weights, &hb.offset})
           if (t->defined()) *t = t->pin_memory();
       }
       return hb;
     };
-    const bool prefetch = opts_.device.is_cuda() && !src.exact;
+    const bool prefetch = opts_.device.is_cuda() && !src.exact && !src.on_device;
     std::future<JetBatch> next;
     int64_t next_step = -1;
     for (; step_in_epoch < epoch_steps; ++step_in_epoch) {
@@ -614,7 +633,8 @@ EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
     if (c == 1)
       throw InputError(opts_.label +
                        ": sharded evaluation needs a multi-class or pretraining objective");
-    const double hits = set.size() > 0 ? probs.argmax(1).eq(set.labels).sum().item<double>() : 0.0;
+    const double hits =
+        set.size() > 0 ? probs.argmax(1).eq(set.labels.cpu()).sum().item<double>() : 0.0;
     std::vector<double> sums{loss_sum, ce_sum, static_cast<double>(set.size()), hits};
     ctx_.allreduceSum(sums);
     const double n = std::max(1.0, sums[2]);
@@ -626,11 +646,11 @@ EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
     return r;
   }
   r.loss = loss_sum / static_cast<double>(std::max<int64_t>(1, set.size()));
-  const Tensor labels = set.labels;
+  const Tensor labels = set.labels.cpu();
   if (c == 1) {
     std::vector<double> s(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel());
     const Tensor yc = labels.to(torch::kInt32).contiguous();
-    const Tensor wc = set.weights.to(torch::kFloat64).contiguous();
+    const Tensor wc = set.weights.to(torch::kFloat64).cpu().contiguous();
     std::vector<int> y(yc.data_ptr<int>(), yc.data_ptr<int>() + yc.numel());
     std::vector<double> w(wc.data_ptr<double>(), wc.data_ptr<double>() + wc.numel());
     const BinaryMetrics m = binaryMetrics(s, y, w);

@@ -92,6 +92,10 @@ struct TrainOptions {
   // Random draws of training steps on the CPU generator even on a GPU (the CPU run's noise;
   // tests). Default: on the device.
   bool host_draws = false;
+  // On a GPU, fit() moves the training and validation sets to the device once when together
+  // they take at most this many MiB: batches are then gathered there, with no host gather,
+  // pinning or copy per step. 0: never (batches gathered on the host by a helper thread).
+  int64_t resident_data_mb = 4096;
 };
 
 struct EpochRecord {
@@ -147,6 +151,7 @@ class Trainer {
     std::string fingerprint;
     int64_t steps_per_epoch = 0;  // of a fresh epoch (the schedule's unit)
     bool exact = false;           // resume through `position`, not by the fraction of an epoch
+    bool on_device = false;       // batches come on the training device (no pinning, no helper)
     // Starts an epoch; with `position` (the resumed state's, for its epoch) sets `step` to
     // the steps already taken. Returns the epoch's steps (taken ones included).
     std::function<int64_t(int64_t epoch, const nlohmann::json* position, int64_t& step)>

@@ -345,3 +345,38 @@ TEST(GpuGraphs, ATrainerWithGraphsTrains) {
   EXPECT_LT(std::min(r.history[1].train_loss, r.history[2].train_loss),
             r.history.front().train_loss);
 }
+
+TEST(GpuTrainer, JetsHeldOnTheGpuTrainAsJetsGatheredOnTheHost) {
+  const torch::Device gpu(torch::kCUDA, 0);
+  const JetTensors train = jets(64, 7, false), val = jets(32, 8, false);
+  auto run = [&](int64_t resident_mb) {
+    PetConfig cfg = petPreset("tiny");
+    cfg.num_classes = 1;
+    cfg.generator = false;
+    Pet model(cfg);
+    model->resetParameters(5);
+    TrainOptions o;
+    o.batch_size = 16;
+    o.max_epochs = 2;
+    o.seed = 3;
+    o.device = gpu;
+    o.resident_data_mb = resident_mb;
+    o.show_progress = false;
+    CheckpointMeta meta;
+    SingleProcessContext single;
+    Trainer t(model, meta, o, single);
+    const FitResult r = t.fit(train, &val, Objective::kClassifier);
+    std::vector<Tensor> p;
+    for (const auto& x : t.model()->parameters()) p.push_back(x.detach().cpu());
+    return std::make_pair(p, r);
+  };
+  const auto [on_gpu, r_gpu] = run(4096);
+  const auto [on_host, r_host] = run(0);
+  EXPECT_LT(relativeL2(on_gpu, on_host), 1e-6);
+  ASSERT_EQ(r_gpu.history.size(), r_host.history.size());
+  for (size_t e = 0; e < r_gpu.history.size(); ++e) {
+    EXPECT_NEAR(r_gpu.history[e].val_loss, r_host.history[e].val_loss, 1e-6);
+    EXPECT_NEAR(r_gpu.history[e].metrics.at("auc").get<double>(),
+                r_host.history[e].metrics.at("auc").get<double>(), 1e-6);
+  }
+}

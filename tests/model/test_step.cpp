@@ -169,6 +169,19 @@ TEST(StaticForm, MarksTheRealRowsAndDrawsOverTheWholeShape) {
   EXPECT_TRUE(batchToDevice(s, torch::kCPU).row_mask.defined());
 }
 
+TEST(JetTensors, MoveToADeviceWholeAndCountTheirBytes) {
+  const JetTensors set = jets(20, 6);
+  // particles (20, 32, F) + mask (20, 32) + jets (20, J) float32, labels int64, weights float32.
+  const int64_t expected =
+      4 * set.particles.numel() + 4 * set.mask.numel() + 4 * set.jets.numel() + 8 * 20 + 4 * 20;
+  EXPECT_EQ(set.bytes(), expected);
+  const JetTensors moved = set.to(torch::kCPU);
+  EXPECT_EQ(moved.extent, set.extent);
+  EXPECT_TRUE(torch::equal(moved.particles, set.particles));
+  const JetBatch b = makeBatch(moved, rowsUpTo(5), true);
+  EXPECT_EQ(b.size(), 5);
+}
+
 TEST(StaticForm, WithoutDrawsGivesTheUnpaddedLossAndGradients) {
   const JetTensors set = jets(20, 6);
   const JetBatch plain = makeBatch(set, rowsUpTo(13), true);
