@@ -108,6 +108,18 @@ data::JetArrays labelled(const data::JetArrays& src, const std::vector<int64_t>&
   return a;
 }
 
+// The labels (0 for the rows of the first part, 1 for the second) and float weights of a
+// two-part training set, as labelled() gives them.
+void labelsAndWeights(const std::vector<int64_t>& rows0, const std::vector<double>& w0,
+                      const std::vector<int64_t>& rows1, const std::vector<double>& w1,
+                      std::vector<int64_t>& labels, std::vector<float>& weights) {
+  labels.assign(rows0.size(), 0);
+  labels.resize(rows0.size() + rows1.size(), 1);
+  weights.clear();
+  for (int64_t r : rows0) weights.push_back(static_cast<float>(w0[static_cast<size_t>(r)]));
+  for (int64_t r : rows1) weights.push_back(static_cast<float>(w1[static_cast<size_t>(r)]));
+}
+
 // Divides by the global mean; returns the ESS.
 double normaliseGlobal(std::vector<double>& w, const std::string& what) {
   double s = 0;
@@ -453,6 +465,14 @@ std::string stepModelsDir(const std::string& chain_dir, int iteration, int step)
          std::to_string(step);
 }
 
+std::shared_ptr<const JetTensors> placeStandardised(const data::JetArrays& jets,
+                                                    const data::FeatureStats& stats,
+                                                    const torch::Device& device) {
+  JetTensors t = JetTensors::fromArrays(jets, stats);
+  if (device.is_cuda() && t.bytes() <= kResidentLevelMiB * (int64_t{1} << 20)) t = t.to(device);
+  return std::make_shared<const JetTensors>(std::move(t));
+}
+
 void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& out) {
   const ChainConfig& cfg = spec.config;
   const data::UnfoldArrays& mc_all = *in.mc;
@@ -523,6 +543,18 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
     obs_data_reco = observableColumns(dat.reco, dat.reco_subs, cfg.observables);
   }
   const size_t n_obs = cfg.observables.size();
+  // PET's inputs standardised once per chain (per worker, when it keeps them), on its GPU
+  // when they fit: each step's training set is cut from them.
+  std::shared_ptr<const JetTensors> pet_mc_reco, pet_mc_gen, pet_data_reco;
+  if (use_pet) {
+    auto standardised = [&](const std::string& level, const data::JetArrays& jets) {
+      return in.standardised ? in.standardised(level, jets, stats)
+                             : placeStandardised(jets, stats, device.device);
+    };
+    pet_mc_reco = standardised("mc.reco", mc.reco);
+    pet_mc_gen = standardised("mc.gen", mc.gen);
+    pet_data_reco = standardised("data.reco", dat.reco);
+  }
 
   for (int k = st.done_steps; k < 2 * spec.iterations; ++k) {
     const int iter = k / 2, step = k % 2 + 1;
@@ -534,12 +566,19 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
     const std::vector<double> push = st.weights.push.empty()
                                          ? std::vector<double>(static_cast<size_t>(n_mc), 1.0)
                                          : st.weights.push.back();
-    data::JetArrays train;
+    // PET's set is cut from the standardised jets (the same tensors as standardising
+    // step1TrainingSet's arrays); the MLP's from the observable columns.
+    JetTensors train;
+    std::vector<int64_t> train_labels;
+    std::vector<float> train_weights;
     std::vector<float> train_obs;
     if (step == 1) {
       std::vector<double> w0(static_cast<size_t>(n_mc));
       for (int64_t i = 0; i < n_mc; ++i) w0[i] = push[i] * w_mc[i];
-      train = step1TrainingSet(mc, dat, w0, w_data);
+      if (use_pet)
+        train = labelledSet({{pet_mc_reco.get(), &mc_reco_rows, 0, &w0},
+                             {pet_data_reco.get(), &data_rows, 1, &w_data}});
+      labelsAndWeights(mc_reco_rows, w0, data_rows, w_data, train_labels, train_weights);
       if (use_mlp) {
         appendRows(obs_mc_reco, n_obs, mc_reco_rows, train_obs);
         appendRows(obs_data_reco, n_obs, data_rows, train_obs);
@@ -548,14 +587,16 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
       const std::vector<double>& pull = st.weights.pull.back();
       std::vector<double> w1(static_cast<size_t>(n_mc));
       for (int64_t i = 0; i < n_mc; ++i) w1[i] = pull[i] * w_mc[i];
-      train = labelled(mc.gen, mc_gen_rows, 0, w_mc);
-      train.append(labelled(mc.gen, mc_gen_rows, 1, w1));
+      if (use_pet)
+        train = labelledSet(
+            {{pet_mc_gen.get(), &mc_gen_rows, 0, &w_mc}, {pet_mc_gen.get(), &mc_gen_rows, 1, &w1}});
+      labelsAndWeights(mc_gen_rows, w_mc, mc_gen_rows, w1, train_labels, train_weights);
       if (use_mlp) {
         appendRows(obs_mc_gen, n_obs, mc_gen_rows, train_obs);
         appendRows(obs_mc_gen, n_obs, mc_gen_rows, train_obs);
       }
     }
-    const data::JetArrays& eval_set = step == 1 ? mc.reco : mc.gen;
+    const std::shared_ptr<const JetTensors>& eval_set = step == 1 ? pet_mc_reco : pet_mc_gen;
     // A varied chain starts each step from the chain it varies (the same iteration and step).
     const std::string warm_dir =
         spec.warm_from.empty() ? std::string() : stepModelsDir(spec.warm_from, iter, step);
@@ -614,8 +655,7 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
           mo.val_fraction = cfg.val_fraction;
           mo.seed = fit_seed;
           mo.label = etag + " mlp";
-          std::vector<float> tw(train.weights.begin(), train.weights.end());
-          rec["mlp_fit"] = toJson(mlp->fit(train_obs, train.labels, tw, mo));
+          rec["mlp_fit"] = toJson(mlp->fit(train_obs, train_labels, train_weights, mo));
           if (root) mlp->save(fitted_dir);
         }
         train_offset = mlp->logits(train_obs);
@@ -651,10 +691,10 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
         fo.state_dir = stateDir(out) + "/train_step" + std::to_string(k) + sfx;
         fo.resume = true;
         fo.validate_initial = use_mlp;
-        FitResult fit = clf.fit(train, nullptr, fo, ctx, train_offset);
+        FitResult fit = clf.fitStandardised(train, nullptr, fo, ctx, train_offset);
         rec["fit"] = toJson(fit);
         logInfo("{}: best epoch {} val loss {:.5f}", etag, fit.best_epoch, fit.best_val_loss);
-        prob = clf.predict(eval_set, 1024, eval_offset);
+        prob = clf.predictStandardised(*eval_set, 1024, eval_offset);
       } else {
         prob.resize(eval_offset.size());
         for (size_t i = 0; i < prob.size(); ++i)

@@ -20,6 +20,7 @@
 // <out>/state and the chain throws InterruptedError; running the same chain again resumes
 // and produces the same weights as an uninterrupted run (same hardware and threads).
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +31,7 @@
 #include "core/data/jet_arrays.hpp"
 #include "core/data/observables.hpp"
 #include "core/train/device.hpp"
+#include "core/train/jet_batches.hpp"
 #include "ensembles/weights.hpp"
 
 namespace foldfarm {
@@ -145,7 +147,21 @@ struct ChainInputs {
   // (runChainTaskOrThrow resolves it, with the config's CUDA graphs, before anything is
   // written).
   DeviceChoice device;
+  // PET's inputs, standardised: the jets of one level ("mc.reco", "mc.gen", "data.reco") of
+  // `jets` (that level's arrays, after the config's event caps) with `stats`, placed by
+  // placeStandardised. Unset: made for this chain alone. A persistent worker
+  // (chain_task.cpp) keeps them, on its GPU, from task to task.
+  std::function<std::shared_ptr<const JetTensors>(
+      const std::string& level, const data::JetArrays& jets, const data::FeatureStats& stats)>
+      standardised;
 };
+
+// `jets` standardised with `stats`, on `device` when it is a GPU and they take at most
+// kResidentLevelMiB there (batches are then gathered on the GPU), else on the host.
+constexpr int64_t kResidentLevelMiB = 1024;
+std::shared_ptr<const JetTensors> placeStandardised(const data::JetArrays& jets,
+                                                    const data::FeatureStats& stats,
+                                                    const torch::Device& device);
 
 // Step-1 training set: MC reco events passing reco (label 0, weight w_mc: the push times
 // the simulation's event weights) followed by data reco events passing reco (label 1, weight

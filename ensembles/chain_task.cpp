@@ -40,7 +40,12 @@ struct Cache {
   std::mutex mu;
   std::map<std::string, std::shared_ptr<const data::UnfoldArrays>> datasets;
   std::map<std::string, std::pair<std::shared_ptr<const Checkpoint>, std::string>> checkpoints;
+  // PET's standardised inputs by (file content, level, rows, statistics, device): kept from
+  // task to task, on the GPU when they fit (placeStandardised). A few only: a new key beyond
+  // kMaxStandardised drops them all.
+  std::map<std::string, std::shared_ptr<const JetTensors>> standardised;
 };
+constexpr size_t kMaxStandardised = 6;
 Cache& cache() {
   static Cache c;
   return c;
@@ -116,6 +121,12 @@ void clearChainTaskCache() {
   std::lock_guard<std::mutex> lock(cache().mu);
   cache().datasets.clear();
   cache().checkpoints.clear();
+  cache().standardised.clear();
+}
+
+size_t chainTaskCachedSets() {
+  std::lock_guard<std::mutex> lock(cache().mu);
+  return cache().standardised.size();
 }
 
 void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_dir,
@@ -148,6 +159,22 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
   // PET's device, and whether the config's CUDA graphs can run there: refused before the
   // output directory exists.
   in.device = selectDevice(spec.config.device);
+  const std::string mc_key = fileKey(spec.mc_path), data_key = fileKey(spec.data_path);
+  const torch::Device device = in.device.device;
+  in.standardised = [mc_key, data_key, device](const std::string& level,
+                                               const data::JetArrays& jets,
+                                               const data::FeatureStats& stats) {
+    const std::string key = (level.rfind("data.", 0) == 0 ? data_key : mc_key) + "|" + level + "|" +
+                            std::to_string(jets.n) + "|" + stats.toJson().dump() + "|" +
+                            device.str();
+    std::lock_guard<std::mutex> lock(cache().mu);
+    auto it = cache().standardised.find(key);
+    if (it != cache().standardised.end()) return it->second;
+    if (cache().standardised.size() >= kMaxStandardised) cache().standardised.clear();
+    auto t = placeStandardised(jets, stats, device);
+    cache().standardised[key] = t;
+    return t;
+  };
   if (spec.config.cuda_graphs)
     requireCudaGraphs(in.device.device, ctx != nullptr ? ctx->worldSize() : 1, "chain config");
   std::error_code ec;

@@ -58,7 +58,9 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
 nlohmann::json chainParamsOfCampaignTask(const nlohmann::json& campaign_params,
                                          const std::string& task_dir);
 
-// Drops the in-process caches (datasets, checkpoints).
+// Drops the in-process caches (datasets, checkpoints, standardised PET inputs).
 void clearChainTaskCache();
+// How many standardised PET input sets the process keeps (tests).
+size_t chainTaskCachedSets();
 
 }  // namespace foldfarm::ensembles

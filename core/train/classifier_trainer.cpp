@@ -69,14 +69,24 @@ FitResult PetClassifier::fit(const data::JetArrays& train, const data::JetArrays
                              const std::vector<float>& val_offset) {
   requireBinary(train, o.label + " training set");
   if (val) requireBinary(*val, o.label + " validation set");
+  JetTensors all = JetTensors::fromArrays(train, stats_);
+  JetTensors va;
+  if (val) va = JetTensors::fromArrays(*val, stats_);
+  return fitStandardised(std::move(all), val ? &va : nullptr, o, ctx, train_offset, val_offset);
+}
+
+FitResult PetClassifier::fitStandardised(JetTensors all, const JetTensors* val,
+                                         const ClassifierFitOptions& o, ParallelContext* ctx,
+                                         const std::vector<float>& train_offset,
+                                         const std::vector<float>& val_offset) {
+  if (all.size() == 0) throw InputError(o.label + " training set: no jets");
   if (o.batch_size < 1 || o.max_epochs < 1 || o.lr <= 0 || o.lr_factor <= 0)
     throw InputError(o.label + ": batch size, max epochs, lr and lr_factor must be positive");
-  JetTensors all = JetTensors::fromArrays(train, stats_);
   if (!train_offset.empty()) all.setOffset(train_offset);
   JetTensors tr, va;
   if (val) {
     tr = std::move(all);
-    va = JetTensors::fromArrays(*val, stats_);
+    va = *val;
     if (!val_offset.empty()) va.setOffset(val_offset);
     if (tr.offset.defined() != va.offset.defined())
       throw InputError(o.label +
@@ -124,7 +134,11 @@ FitResult PetClassifier::fit(const data::JetArrays& train, const data::JetArrays
 
 std::vector<float> PetClassifier::predict(const data::JetArrays& set, int64_t batch_size,
                                           const std::vector<float>& offset) {
-  JetTensors t = JetTensors::fromArrays(set, stats_);
+  return predictStandardised(JetTensors::fromArrays(set, stats_), batch_size, offset);
+}
+
+std::vector<float> PetClassifier::predictStandardised(JetTensors t, int64_t batch_size,
+                                                      const std::vector<float>& offset) {
   if (!offset.empty()) t.setOffset(offset);
   const torch::Tensor p = predictProbabilities(model_, t, batch_size).contiguous();
   return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());

@@ -92,6 +92,14 @@ class PetClassifier {
   // row) the probability is sigmoid(offset + logit).
   std::vector<float> predict(const data::JetArrays& set, int64_t batch_size = 1024,
                              const std::vector<float>& offset = {});
+  // The same on jets already standardised with this classifier's statistics (on any device;
+  // a set on the training GPU is batched there): labels 0/1 as labelledSet makes them.
+  FitResult fitStandardised(JetTensors train, const JetTensors* val,
+                            const ClassifierFitOptions& options, ParallelContext* ctx = nullptr,
+                            const std::vector<float>& train_offset = {},
+                            const std::vector<float>& val_offset = {});
+  std::vector<float> predictStandardised(JetTensors set, int64_t batch_size = 1024,
+                                         const std::vector<float>& offset = {});
   // Zeroes the output layer: the classifier's logit is 0 for every jet until it trains (with
   // offsets: it starts exactly at the offset model).
   void zeroOutputLayer();

@@ -57,12 +57,12 @@ void JetTensors::setOffset(const std::vector<float>& logit_offset) {
   if (static_cast<int64_t>(logit_offset.size()) != size())
     throw InputError("logit offsets: " + std::to_string(logit_offset.size()) + " values for " +
                      std::to_string(size()) + " jets");
-  offset =
-      torch::from_blob(const_cast<float*>(logit_offset.data()), {size()}, torch::kFloat32).clone();
+  offset = torch::from_blob(const_cast<float*>(logit_offset.data()), {size()}, torch::kFloat32)
+               .to(particles.device(), /*non_blocking=*/false, /*copy=*/true);
 }
 
 JetTensors JetTensors::subset(const std::vector<int64_t>& rows) const {
-  const Tensor idx = torch::tensor(rows, torch::kInt64);
+  const Tensor idx = torch::tensor(rows, torch::kInt64).to(particles.device());
   JetTensors s;
   s.particles = particles.index_select(0, idx);
   s.mask = mask.index_select(0, idx);
@@ -86,6 +86,34 @@ int64_t JetTensors::bytes() const {
   for (const Tensor* t : {&particles, &mask, &jets, &labels, &weights, &offset})
     if (t->defined()) n += t->numel() * static_cast<int64_t>(t->element_size());
   return n;
+}
+
+JetTensors labelledSet(const std::vector<LabelledPart>& parts) {
+  if (parts.empty()) throw Error("labelledSet: no parts");
+  const torch::Device device = parts.front().from->particles.device();
+  std::vector<Tensor> x, m, j, y, w;
+  JetTensors out;
+  for (const LabelledPart& p : parts) {
+    const std::vector<int64_t>& rows = *p.rows;
+    const Tensor idx = torch::tensor(rows, torch::kInt64).to(device);
+    x.push_back(p.from->particles.index_select(0, idx));
+    m.push_back(p.from->mask.index_select(0, idx));
+    j.push_back(p.from->jets.index_select(0, idx));
+    y.push_back(torch::full({static_cast<int64_t>(rows.size())}, p.label,
+                            torch::TensorOptions(torch::kInt64).device(device)));
+    std::vector<float> wf(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i)
+      wf[i] = static_cast<float>((*p.w)[static_cast<size_t>(rows[i])]);
+    w.push_back(torch::from_blob(wf.data(), {static_cast<int64_t>(wf.size())}, torch::kFloat32)
+                    .to(device, /*non_blocking=*/false, /*copy=*/true));
+    for (int64_t r : rows) out.extent.push_back(p.from->extent.at(static_cast<size_t>(r)));
+  }
+  out.particles = torch::cat(x);
+  out.mask = torch::cat(m);
+  out.jets = torch::cat(j);
+  out.labels = torch::cat(y);
+  out.weights = torch::cat(w);
+  return out;
 }
 
 JetBatch makeBatch(const JetTensors& set, const std::vector<int64_t>& rows, bool trim) {

@@ -45,6 +45,19 @@ struct JetTensors {
   int64_t bytes() const;  // of its tensors
 };
 
+// One part of a labelled set cut from standardised jets: `rows` of `from`, each with the
+// label `label` and the weight float(w[row]).
+struct LabelledPart {
+  const JetTensors* from = nullptr;
+  const std::vector<int64_t>* rows = nullptr;
+  int64_t label = 0;
+  const std::vector<double>* w = nullptr;
+};
+// The parts one after the other, on the device of the first part: the same tensors as
+// JetTensors::fromArrays of the concatenated raw rows (standardisation is per element), without
+// touching the raw arrays again.
+JetTensors labelledSet(const std::vector<LabelledPart>& parts);
+
 struct JetBatch {
   torch::Tensor particles, mask, jets, labels, weights;
   torch::Tensor offset;       // (B) or undefined, as JetTensors::offset

@@ -47,12 +47,14 @@ void restoreState(Pet& model, const std::vector<Tensor>& values) {
 
 // Identifies the training data so a resume on other data is refused.
 std::string fingerprint(const JetTensors& train, const JetTensors* val) {
+  // Summed on the host whatever the set's device: the same fingerprint on a GPU and a CPU,
+  // so that a state resumes on the other.
   auto one = [](const JetTensors& s) {
     std::string fp = std::to_string(s.size()) + ":" +
-                     std::to_string(s.labels.sum().item<int64_t>()) + ":" +
-                     std::to_string(s.weights.sum().item<double>()) + ":" +
-                     std::to_string(s.mask.sum().item<double>());
-    if (s.offset.defined()) fp += ":offset" + std::to_string(s.offset.sum().item<double>());
+                     std::to_string(s.labels.cpu().sum().item<int64_t>()) + ":" +
+                     std::to_string(s.weights.cpu().sum().item<double>()) + ":" +
+                     std::to_string(s.mask.cpu().sum().item<double>());
+    if (s.offset.defined()) fp += ":offset" + std::to_string(s.offset.cpu().sum().item<double>());
     return fp;
   };
   return one(train) + "|" + (val ? one(*val) : std::string("-"));

@@ -12,9 +12,11 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/stop_signal.hpp"
+#include "core/data/jet_reader.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
 #include "core/model/threads.hpp"
+#include "core/train/jet_batches.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_output.hpp"
 #include "ensembles/chain_task.hpp"
@@ -155,6 +157,50 @@ TEST_F(ChainTest, BadInputReturnsTwoAndWritesNothing) {
   p.erase("replica");
   EXPECT_EQ(runChainTask(p, (root_ / "bad").string()), 2);
   EXPECT_FALSE(fs::exists(root_ / "bad"));
+}
+
+// PET's training sets are cut from jets standardised once (labelledSet): the very tensors
+// that standardising step1TrainingSet's arrays gives, so chains train on the same numbers.
+TEST_F(ChainTest, StepSetsCutFromStandardisedJetsEqualStandardisedStepArrays) {
+  data::JetFile fm((root_ / "sim.h5").string()), fd((root_ / "data.h5").string());
+  const data::UnfoldArrays mc = fm.readUnfold(), dat = fd.readUnfold();
+  const data::FeatureStats stats = data::FeatureStats::zJets();
+  std::vector<int64_t> mc_rows, data_rows;
+  for (int64_t i = 0; i < mc.n(); ++i)
+    if (mc.passReco(i)) mc_rows.push_back(i);
+  for (int64_t i = 0; i < dat.n(); ++i)
+    if (dat.passReco(i)) data_rows.push_back(i);
+  ASSERT_LT(mc_rows.size(), static_cast<size_t>(mc.n()));  // the selection drops some
+  std::vector<double> w_mc(static_cast<size_t>(mc.n())), w_data(static_cast<size_t>(dat.n()));
+  for (size_t i = 0; i < w_mc.size(); ++i) w_mc[i] = 0.5 + 0.01 * static_cast<double>(i % 77);
+  for (size_t i = 0; i < w_data.size(); ++i) w_data[i] = 1.0 + 0.003 * static_cast<double>(i);
+  const JetTensors expected =
+      JetTensors::fromArrays(step1TrainingSet(mc, dat, w_mc, w_data), stats);
+  const auto mc_reco = placeStandardised(mc.reco, stats, torch::kCPU);
+  const auto data_reco = placeStandardised(dat.reco, stats, torch::kCPU);
+  const JetTensors cut =
+      labelledSet({{mc_reco.get(), &mc_rows, 0, &w_mc}, {data_reco.get(), &data_rows, 1, &w_data}});
+  EXPECT_TRUE(torch::equal(cut.particles, expected.particles));
+  EXPECT_TRUE(torch::equal(cut.mask, expected.mask));
+  EXPECT_TRUE(torch::equal(cut.jets, expected.jets));
+  EXPECT_TRUE(torch::equal(cut.labels, expected.labels));
+  EXPECT_TRUE(torch::equal(cut.weights, expected.weights));
+  EXPECT_EQ(cut.extent, expected.extent);
+}
+
+// A persistent worker standardises PET's inputs once: a second chain on the same files
+// reuses them (and ends as a chain in a fresh process does: SameReplicaAndMember... ).
+TEST_F(ChainTest, AWorkerStandardisesTheInputsOnceForAllItsChains) {
+  clearChainTaskCache();
+  EXPECT_EQ(chainTaskCachedSets(), 0u);
+  ASSERT_EQ(runChainTask(params(3, 0), (root_ / "cache_a").string()), 0);
+  EXPECT_EQ(chainTaskCachedSets(), 3u);  // mc.reco, mc.gen, data.reco
+  ASSERT_EQ(runChainTask(params(4, 0), (root_ / "cache_b").string()), 0);
+  EXPECT_EQ(chainTaskCachedSets(), 3u);
+  // The same chain again in a "fresh process" (caches dropped) gives the same weights.
+  clearChainTaskCache();
+  ASSERT_EQ(runChainTask(params(4, 0), (root_ / "cache_c").string()), 0);
+  EXPECT_EQ(push(root_ / "cache_b"), push(root_ / "cache_c"));
 }
 
 // CUDA graphs in a chain config: they imply fixed shapes and are part of the identity (a
