@@ -31,6 +31,8 @@
 #include "tests/model/test_jets.hpp"
 
 using namespace foldfarm;
+using modeltest::relativeL2;
+using modeltest::worstRelative;
 using torch::Tensor;
 
 namespace {
@@ -40,6 +42,46 @@ JetTensors jets(int64_t n, uint64_t seed, bool multiclass) {
   if (multiclass)
     for (size_t i = 0; i < a.labels.size(); ++i) a.labels[i] = static_cast<int64_t>(i % 3);
   return JetTensors::fromArrays(a, data::FeatureStats::jetClass());
+}
+
+// The tiny preset with the generator head and 3 classes (the pretraining objective).
+PetConfig pretrainTiny(double feature_dropout) {
+  PetConfig cfg = petPreset("tiny");
+  cfg.num_classes = 3;
+  cfg.generator = true;
+  cfg.feature_dropout = feature_dropout;
+  return cfg;
+}
+
+// Options of the GPU tests' short fits (no progress bar).
+TrainOptions gpuOptions(int64_t batch_size, int64_t epochs, uint64_t seed) {
+  TrainOptions o;
+  o.batch_size = batch_size;
+  o.max_epochs = epochs;
+  o.seed = seed;
+  o.device = torch::Device(torch::kCUDA, 0);
+  o.show_progress = false;
+  return o;
+}
+
+// Three epochs of the pretraining objective with `o` (lr 3e-4): finite losses, a later epoch
+// below the first, float32 parameters (master weights under bf16).
+void expectPretrainingLearns(TrainOptions o) {
+  PetConfig cfg = petPreset("tiny");
+  cfg.num_classes = 3;
+  cfg.generator = true;
+  Pet model(cfg);
+  model->resetParameters(2);
+  o.optimizer.lr = 3e-4;
+  CheckpointMeta meta;
+  SingleProcessContext single;
+  Trainer t(model, meta, o, single);
+  const FitResult r = t.fit(jets(96, 4, true), nullptr, Objective::kPretrain);
+  ASSERT_EQ(r.history.size(), 3u);
+  for (const auto& e : r.history) EXPECT_TRUE(std::isfinite(e.train_loss));
+  EXPECT_LT(std::min(r.history[1].train_loss, r.history[2].train_loss),
+            r.history.front().train_loss);
+  for (const auto& p : t.model()->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat32);
 }
 
 struct Trained {
@@ -71,25 +113,6 @@ Trained trainThreeSteps(Objective objective, torch::Device device) {
   for (const auto& p : t.model()->parameters()) out.params.push_back(p.detach().cpu());
   out.train_loss = r.history.at(0).train_loss;
   return out;
-}
-
-// ||a - b|| / ||b|| over all parameters together.
-double relativeL2(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
-  double d2 = 0, b2 = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    d2 += (a[i] - b[i]).pow(2).sum().item<double>();
-    b2 += b[i].pow(2).sum().item<double>();
-  }
-  return std::sqrt(d2 / std::max(b2, 1e-30));
-}
-
-double worstRelative(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double scale = std::max(1e-3, a[i].abs().max().item<double>());
-    worst = std::max(worst, (a[i] - b[i]).abs().max().item<double>() / scale);
-  }
-  return worst;
 }
 
 }  // namespace
@@ -182,48 +205,17 @@ TEST(GpuTrainer, CheckpointOfAGpuModelLoadsOnTheCpuWithTheSameOutputs) {
 }
 
 TEST(GpuTrainer, Bf16AutocastTrainsWithFloat32MasterWeights) {
-  const torch::Device gpu(torch::kCUDA, 0);
-  PetConfig cfg = petPreset("tiny");
-  cfg.num_classes = 3;
-  cfg.generator = true;
-  Pet model(cfg);
-  model->resetParameters(2);
-  const JetTensors train = jets(96, 4, true);
-  TrainOptions o;
-  o.batch_size = 16;
-  o.max_epochs = 3;
-  o.seed = 1;
-  o.device = gpu;
+  TrainOptions o = gpuOptions(16, 3, 1);
   o.precision = "bf16";
   o.fixed_shapes = true;
-  o.show_progress = false;
-  o.optimizer.lr = 3e-4;
-  CheckpointMeta meta;
-  SingleProcessContext single;
-  Trainer t(model, meta, o, single);
-  const FitResult r = t.fit(train, nullptr, Objective::kPretrain);
-  ASSERT_EQ(r.history.size(), 3u);
-  for (const auto& e : r.history) EXPECT_TRUE(std::isfinite(e.train_loss));
-  EXPECT_LT(std::min(r.history[1].train_loss, r.history[2].train_loss),
-            r.history.front().train_loss);
-  for (const auto& p : t.model()->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat32);
+  expectPretrainingLearns(o);
 }
 
 TEST(GpuTrainer, DrawsOnTheDeviceRepeatFromTheSeed) {
-  const torch::Device gpu(torch::kCUDA, 0);
   auto run = [&](uint64_t seed) {
-    PetConfig cfg = petPreset("tiny");
-    cfg.num_classes = 3;
-    cfg.generator = true;
-    cfg.feature_dropout = 0.2;
-    Pet model(cfg);
+    Pet model(pretrainTiny(0.2));
     model->resetParameters(3);
-    TrainOptions o;
-    o.batch_size = 16;
-    o.max_epochs = 2;
-    o.seed = seed;
-    o.device = gpu;
-    o.show_progress = false;
+    TrainOptions o = gpuOptions(16, 2, seed);
     CheckpointMeta meta;
     SingleProcessContext single;
     Trainer t(model, meta, o, single);
@@ -253,11 +245,7 @@ struct StepTrace {
 
 StepTrace traceSteps(bool graphs, const std::string& precision, int steps) {
   const torch::Device gpu(torch::kCUDA, 0);
-  PetConfig cfg = petPreset("tiny");
-  cfg.num_classes = 3;
-  cfg.generator = true;
-  cfg.feature_dropout = 0.2;
-  Pet model(cfg);
+  Pet model(pretrainTiny(0.2));
   model->resetParameters(6);
   model->to(gpu);
   model->train();
@@ -322,32 +310,12 @@ TEST(GpuGraphs, ReplayEqualsTheEagerStep) {
 }
 
 TEST(GpuGraphs, ATrainerWithGraphsTrains) {
-  const torch::Device gpu(torch::kCUDA, 0);
-  PetConfig cfg = petPreset("tiny");
-  cfg.num_classes = 3;
-  cfg.generator = true;
-  Pet model(cfg);
-  model->resetParameters(2);
-  TrainOptions o;
-  o.batch_size = 16;
-  o.max_epochs = 3;
-  o.seed = 1;
-  o.device = gpu;
+  TrainOptions o = gpuOptions(16, 3, 1);
   o.cuda_graphs = true;  // implies fixed shapes
-  o.show_progress = false;
-  o.optimizer.lr = 3e-4;
-  CheckpointMeta meta;
-  SingleProcessContext single;
-  Trainer t(model, meta, o, single);
-  const FitResult r = t.fit(jets(96, 4, true), nullptr, Objective::kPretrain);
-  ASSERT_EQ(r.history.size(), 3u);
-  for (const auto& e : r.history) EXPECT_TRUE(std::isfinite(e.train_loss));
-  EXPECT_LT(std::min(r.history[1].train_loss, r.history[2].train_loss),
-            r.history.front().train_loss);
+  expectPretrainingLearns(o);
 }
 
 TEST(GpuTrainer, JetsHeldOnTheGpuTrainAsJetsGatheredOnTheHost) {
-  const torch::Device gpu(torch::kCUDA, 0);
   const JetTensors train = jets(64, 7, false), val = jets(32, 8, false);
   auto run = [&](int64_t resident_mb) {
     PetConfig cfg = petPreset("tiny");
@@ -355,13 +323,8 @@ TEST(GpuTrainer, JetsHeldOnTheGpuTrainAsJetsGatheredOnTheHost) {
     cfg.generator = false;
     Pet model(cfg);
     model->resetParameters(5);
-    TrainOptions o;
-    o.batch_size = 16;
-    o.max_epochs = 2;
-    o.seed = 3;
-    o.device = gpu;
+    TrainOptions o = gpuOptions(16, 2, 3);
     o.resident_data_mb = resident_mb;
-    o.show_progress = false;
     CheckpointMeta meta;
     SingleProcessContext single;
     Trainer t(model, meta, o, single);

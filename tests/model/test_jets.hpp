@@ -1,7 +1,11 @@
 #pragma once
 // Small random jets (raw OmniLearn features) for model tests.
+#include <torch/types.h>
+
+#include <algorithm>
 #include <cmath>
 #include <random>
+#include <vector>
 
 #include "core/data/jet_arrays.hpp"
 
@@ -47,8 +51,30 @@ inline data::JetArrays repad(const data::JetArrays& a, int64_t P2) {
   b.jets = a.jets;
   for (int64_t i = 0; i < a.n; ++i)
     for (int64_t j = 0; j < a.P; ++j)
-      for (int f = 0; f < data::kNumParticleFeatures; ++f) b.particle(i, j)[f] = a.particle(i, j)[f];
+      for (int f = 0; f < data::kNumParticleFeatures; ++f)
+        b.particle(i, j)[f] = a.particle(i, j)[f];
   return b;
+}
+
+// Largest |a - b| relative to max(1e-3, max |a|), over pairs of tensors (gradients).
+inline double worstRelative(const std::vector<torch::Tensor>& a,
+                            const std::vector<torch::Tensor>& b) {
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double scale = std::max(1e-3, a[i].abs().max().item<double>());
+    worst = std::max(worst, (a[i] - b[i]).abs().max().item<double>() / scale);
+  }
+  return worst;
+}
+
+// ||a - b|| / ||b|| over all the tensors together (parameters of two runs).
+inline double relativeL2(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  double d2 = 0, b2 = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    d2 += (a[i] - b[i]).pow(2).sum().item<double>();
+    b2 += b[i].pow(2).sum().item<double>();
+  }
+  return std::sqrt(d2 / std::max(b2, 1e-30));
 }
 
 }  // namespace foldfarm::modeltest

@@ -24,6 +24,7 @@
 #include "tests/model/test_jets.hpp"
 
 using namespace foldfarm;
+using modeltest::worstRelative;
 using torch::Tensor;
 
 namespace {
@@ -65,15 +66,6 @@ bool sameBits(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
   for (size_t i = 0; i < a.size(); ++i)
     if (!torch::equal(a[i], b[i])) return false;
   return true;
-}
-
-double worstRelative(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double scale = std::max(1e-3, a[i].abs().max().item<double>());
-    worst = std::max(worst, (a[i] - b[i]).abs().max().item<double>() / scale);
-  }
-  return worst;
 }
 
 }  // namespace
