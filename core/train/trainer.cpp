@@ -1,11 +1,13 @@
 #include "core/train/trainer.hpp"
 
+#include <ATen/Context.h>
 #include <torch/torch.h>
 
 #include <chrono>
 #include <cmath>
 #include <future>
 #include <limits>
+#include <mutex>
 #include <numeric>
 
 #include "core/base/error.hpp"
@@ -603,9 +605,15 @@ EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
     return torch::tensor(rows, torch::kInt64).to(opts_.device);
   };
   if (objective == Objective::kPretrain) {
-    // Fixed noise so validation losses of different epochs compare.
-    at::Generator gen =
-        at::make_generator<at::CPUGeneratorImpl>(deriveSeed({opts_.seed, 0x76616cULL}));
+    // Fixed noise so validation losses of different epochs compare; on a GPU drawn there
+    // (its generator is reseeded by every training step anyway), unless draws stay on the host.
+    const uint64_t val_seed = deriveSeed({opts_.seed, 0x76616cULL});
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(val_seed);
+    if (opts_.device.is_cuda() && !opts_.host_draws) {
+      gen = at::globalContext().defaultGenerator(opts_.device);
+      const std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_current_seed(val_seed);
+    }
     for (const auto& rows : batches) {
       const JetBatch b = batchToDevice(makeBatch(set, rows, opts_.bucket), opts_.device);
       const Bf16Autocast autocast(opts_.precision == "bf16");
