@@ -228,8 +228,11 @@ TEST(GpuTrainer, DrawsOnTheDeviceRepeatFromTheSeed) {
     return p;
   };
   const auto a = run(11), b = run(11), c = run(12);
-  EXPECT_LT(relativeL2(a, b), 1e-6);  // same seed: the same draws (atomics aside)
-  EXPECT_GT(relativeL2(a, c), 1e-6);  // another seed: other draws
+  // Another seed draws other noise; the same seed the same (what differs is the GPU's
+  // atomics, far less).
+  const double same = relativeL2(a, b), other = relativeL2(a, c);
+  EXPECT_GT(other, 1e-5);
+  EXPECT_LT(same, 0.1 * other) << "same seed " << same << ", other seed " << other;
 }
 
 namespace {
@@ -295,7 +298,8 @@ TEST(GpuGraphs, ReplayEqualsTheEagerStep) {
     const StepTrace graph = traceSteps(true, precision, steps);
     EXPECT_EQ(graph.captured, 2) << precision;
     EXPECT_EQ(graph.replays, steps - 2) << precision;
-    const double tol = precision == "bf16" ? 1e-3 : 1e-5;
+    // The same kernels either way; what may differ is the GPU's atomics.
+    const double tol = precision == "bf16" ? 1e-3 : 1e-4;
     for (int s = 0; s < steps; ++s) {
       EXPECT_TRUE(std::isfinite(graph.losses[static_cast<size_t>(s)]));
       EXPECT_NEAR(graph.losses[static_cast<size_t>(s)], eager.losses[static_cast<size_t>(s)],
@@ -335,11 +339,13 @@ TEST(GpuTrainer, JetsHeldOnTheGpuTrainAsJetsGatheredOnTheHost) {
   };
   const auto [on_gpu, r_gpu] = run(4096);
   const auto [on_host, r_host] = run(0);
-  EXPECT_LT(relativeL2(on_gpu, on_host), 1e-6);
+  // The same batches and draws: equal up to the GPU's atomics.
+  EXPECT_LT(relativeL2(on_gpu, on_host), 1e-4);
   ASSERT_EQ(r_gpu.history.size(), r_host.history.size());
   for (size_t e = 0; e < r_gpu.history.size(); ++e) {
-    EXPECT_NEAR(r_gpu.history[e].val_loss, r_host.history[e].val_loss, 1e-6);
+    EXPECT_NEAR(r_gpu.history[e].val_loss, r_host.history[e].val_loss,
+                1e-4 * std::abs(r_host.history[e].val_loss));
     EXPECT_NEAR(r_gpu.history[e].metrics.at("auc").get<double>(),
-                r_host.history[e].metrics.at("auc").get<double>(), 1e-6);
+                r_host.history[e].metrics.at("auc").get<double>(), 1e-3);
   }
 }
