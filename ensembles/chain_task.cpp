@@ -117,6 +117,30 @@ nlohmann::json chainParamsOfCampaignTask(const nlohmann::json& p, const std::str
   return out;
 }
 
+void refuseUntrainableChainCampaign(const std::string& kind, int gpus, const nlohmann::json& chain,
+                                    const std::string& origin) {
+  if (kind != "chain") return;
+  nlohmann::json config = chain.is_object() ? chain.value("config", chain) : nlohmann::json();
+  if (!config.is_object()) config = nlohmann::json::object();
+  const std::string device = config.value("device", std::string("auto"));
+  const bool cuda = torchHasCuda();
+  if (gpus > 0 && !cuda && device != "cpu")
+    throw InputError(origin + ": resources.gpus is " + std::to_string(gpus) +
+                     " but this foldfarm's LibTorch was built without CUDA, so its chains would "
+                     "train on the CPU; build against a CUDA LibTorch (README: GPU build) or set "
+                     "resources.gpus to 0");
+  const nlohmann::json graphs = config.value("cuda_graphs", nlohmann::json(false));
+  if (graphs.is_boolean() && graphs.get<bool>()) {
+    const std::string why = !cuda             ? "this foldfarm's LibTorch was built without CUDA"
+                            : gpus <= 0       ? "its tasks get no GPU (resources.gpus is 0)"
+                            : device == "cpu" ? "its chains train on the CPU (device cpu)"
+                                              : "";
+    if (!why.empty())
+      throw InputError(origin + ": the chain config asks for cuda_graphs but " + why +
+                       "; drop cuda_graphs or give the tasks GPUs");
+  }
+}
+
 void clearChainTaskCache() {
   std::lock_guard<std::mutex> lock(cache().mu);
   cache().datasets.clear();

@@ -58,6 +58,14 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
 nlohmann::json chainParamsOfCampaignTask(const nlohmann::json& campaign_params,
                                          const std::string& task_dir);
 
+// (campaign init, run) Refuses, before anything is created or run, a campaign of `kind`
+// "chain" whose tasks could not train as configured: GPUs allocated (`gpus` > 0) to chains
+// that this LibTorch would train on the CPU (the GPUs would idle all campaign long), or CUDA
+// graphs asked for (config "cuda_graphs") for chains that get no GPU. `chain` is the spec's
+// chain object (its "config", or the config keys inline); `origin` names the spec.
+void refuseUntrainableChainCampaign(const std::string& kind, int gpus, const nlohmann::json& chain,
+                                    const std::string& origin);
+
 // Drops the in-process caches (datasets, checkpoints, standardised PET inputs).
 void clearChainTaskCache();
 // How many standardised PET input sets the process keeps (tests).

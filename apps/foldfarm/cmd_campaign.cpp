@@ -19,7 +19,6 @@
 #include "core/base/log.hpp"
 #include "core/base/process.hpp"
 #include "core/base/progress.hpp"
-#include "core/train/device.hpp"
 #include "ensembles/aggregate.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_task.hpp"
@@ -54,18 +53,8 @@ void registerAllTaskKinds() {
                            std::nullopt});
 }
 
-// A campaign that allocates GPUs to chains that would train on the CPU is refused before
-// anything is created or run: the GPUs would sit idle for the whole campaign.
-void refuseGpuCampaignWithoutCuda(const jobs::CampaignSpec& spec, const std::string& origin) {
-  if (spec.kind != "chain" || spec.resources.gpus <= 0 || torchHasCuda()) return;
-  const json config = spec.chain.value("config", json::object());
-  const std::string device =
-      config.is_object() ? config.value("device", std::string("auto")) : std::string("auto");
-  if (device == "cpu") return;
-  throw InputError(origin + ": resources.gpus is " + std::to_string(spec.resources.gpus) +
-                   " but this foldfarm's LibTorch was built without CUDA, so its chains would "
-                   "train on the CPU; build against a CUDA LibTorch (README: GPU build) or set "
-                   "resources.gpus to 0");
+void refuseUntrainable(const jobs::CampaignSpec& spec, const std::string& origin) {
+  ensembles::refuseUntrainableChainCampaign(spec.kind, spec.resources.gpus, spec.chain, origin);
 }
 
 }  // namespace
@@ -347,7 +336,7 @@ void registerCampaignCommands(CommandGroups& g) {
     c->add_option("--dir", *dir, "Campaign directory to create (must not exist)")->required();
     c->callback([spec, dir] {
       registerAllTaskKinds();
-      refuseGpuCampaignWithoutCuda(jobs::loadCampaignSpec(*spec), *spec);
+      refuseUntrainable(jobs::loadCampaignSpec(*spec), *spec);
       jobs::initCommand(*spec, *dir);
     });
   }
@@ -373,7 +362,7 @@ void registerCampaignCommands(CommandGroups& g) {
     c->callback([dir, executor, slots, lost_after] {
       registerAllTaskKinds();
       const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(*dir);
-      refuseGpuCampaignWithoutCuda(frozen, *dir);
+      refuseUntrainable(frozen, *dir);
       std::string ex = *executor;
       if (ex.empty()) ex = frozen.executor;
       if (ex == "slurm") {

@@ -140,6 +140,17 @@ TEST_F(Device, AGpuChainCampaignIsRefusedAtInitWhenLibTorchLacksCuda) {
           dir_);
   EXPECT_EQ(c.exitCode, 0) << c.err;
   EXPECT_TRUE(fs::exists(dir_ / "camp_cpu"));
+  // CUDA graphs for chains on CPU slots (the config inline in "chain") are refused the same
+  // way: every task would stop with exit 2.
+  spec["chain"] = {{"classifier", "pet"}, {"cuda_graphs", true}};
+  std::ofstream(dir_ / "graphs.json") << spec.dump();
+  const foldfarm::ProcessResult g = run(
+      {"campaign", "init", (dir_ / "graphs.json").string(), "--dir", (dir_ / "camp_g").string()},
+      dir_);
+  EXPECT_EQ(g.exitCode, 2) << g.err;
+  EXPECT_NE(g.err.find("graphs.json"), std::string::npos) << g.err;
+  EXPECT_NE(g.err.find("cuda_graphs"), std::string::npos) << g.err;
+  EXPECT_FALSE(fs::exists(dir_ / "camp_g"));
 }
 
 TEST_F(Device, CudaIsRefusedWithOneLineAndNothingWrittenWithoutAGpu) {
