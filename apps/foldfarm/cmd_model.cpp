@@ -477,9 +477,7 @@ BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& s
   for (int64_t s = 0; s < a.warmup + a.steps; ++s) {
     JetBatch b = makeBatch(set, batches[static_cast<size_t>(s)], !baseline);
     if (fixed) b = padBatch(b, batch_size, fixedBatchWidth(b.particles.size(1)));
-    if (device.is_cuda())
-      for (torch::Tensor* t : {&b.particles, &b.mask, &b.jets, &b.labels, &b.weights})
-        *t = t->pin_memory();
+    if (device.is_cuda()) b = pinned(std::move(b));
     host.push_back(std::move(b));
   }
   const auto params = model->parameters();

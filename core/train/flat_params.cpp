@@ -119,11 +119,7 @@ FlatOptimizer::FlatOptimizer(std::shared_ptr<FlatParameters> flat,
 
 Tensor FlatOptimizer::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
-  Tensor loss;
-  if (closure) {
-    at::AutoGradMode enable_grad(true);
-    loss = closure();
-  }
+  const Tensor loss = evaluateClosure(closure);
   const std::vector<char> has = flat_->attachGradients();
   const auto& off = flat_->offsets();
   const auto& params = flat_->params();

@@ -88,6 +88,12 @@ int64_t JetTensors::bytes() const {
   return n;
 }
 
+JetBatch pinned(JetBatch b) {
+  for (Tensor* t : {&b.particles, &b.mask, &b.jets, &b.labels, &b.weights, &b.offset, &b.row_mask})
+    if (t->defined() && !t->is_pinned()) *t = t->pin_memory();
+  return b;
+}
+
 JetTensors labelledSet(const std::vector<LabelledPart>& parts) {
   if (parts.empty()) throw Error("labelledSet: no parts");
   const torch::Device device = parts.front().from->particles.device();

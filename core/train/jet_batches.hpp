@@ -81,6 +81,8 @@ JetBatch makeBatch(const JetTensors& set, const std::vector<int64_t>& rows, bool
 
 // The batch on `device` (asynchronous from pinned memory to a GPU).
 JetBatch batchToDevice(const JetBatch& b, torch::Device device);
+// A host batch in page-locked memory, so that batchToDevice copies it without blocking.
+JetBatch pinned(JetBatch b);
 
 // Fixed shapes: the width a batch of `cols` particle columns is padded to: multiples of 16
 // up to 64, of 32 up to 128, then of 64 (a handful of shapes per data set).

@@ -66,6 +66,12 @@ void lionUpdate(Tensor& p, const Tensor& g, Tensor& m, const LionOptions& o) {
   m.mul_(o.beta2()).add_(g, 1.0 - o.beta2());
 }
 
+Tensor evaluateClosure(const torch::optim::Optimizer::LossClosure& closure) {
+  if (!closure) return {};
+  at::AutoGradMode enable_grad(true);
+  return closure();
+}
+
 Lion::Lion(std::vector<torch::optim::OptimizerParamGroup> groups, LionOptions defaults)
     : Optimizer(std::move(groups), std::make_unique<LionOptions>(defaults)) {}
 
@@ -74,11 +80,7 @@ Lion::Lion(std::vector<Tensor> params, LionOptions defaults)
 
 Tensor Lion::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
-  Tensor loss;
-  if (closure) {
-    at::AutoGradMode enable_grad(true);
-    loss = closure();
-  }
+  const Tensor loss = evaluateClosure(closure);
   for (auto& group : param_groups_) {
     const auto& o = static_cast<const LionOptions&>(group.options());
     for (auto& p : group.params()) {

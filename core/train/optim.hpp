@@ -59,6 +59,10 @@ struct OptimizerSettings {
 // Throws InputError for an unknown kind.
 std::unique_ptr<torch::optim::Optimizer> makeOptimizer(Pet& model, const OptimizerSettings& s);
 
+// An optimiser step's closure evaluated with gradients on (undefined without one), as
+// LibTorch's optimisers do before their update.
+torch::Tensor evaluateClosure(const torch::optim::Optimizer::LossClosure& closure);
+
 // Zeroes every gradient of the optimiser's parameters in place, keeping the gradient
 // tensors: data-parallel training makes them views of its all-reduce buckets
 // (dist/bucketed_allreduce.hpp), which Optimizer::zero_grad() would drop on LibTorch 2.x

@@ -480,10 +480,7 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
       if (opts_.fixed_shapes)
         hb = padBatch(hb, std::max(opts_.batch_size, hb.size()),
                       fixedBatchWidth(hb.particles.size(1)));
-      if (opts_.device.is_cuda() && !src.on_device) {
-        for (Tensor* t : {&hb.particles, &hb.mask, &hb.jets, &hb.labels, &hb.weights, &hb.offset})
-          if (t->defined()) *t = t->pin_memory();
-      }
+      if (opts_.device.is_cuda() && !src.on_device) hb = pinned(std::move(hb));
       return hb;
     };
     const bool prefetch = opts_.device.is_cuda() && !src.exact && !src.on_device;

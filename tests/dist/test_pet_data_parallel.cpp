@@ -191,14 +191,15 @@ TEST(PetDataParallel, ShardedEvaluationEqualsWholeSetEvaluation) {
   o.sharded = true;
   Pet net(tinyConfig());
   net->resetParameters(5);
-  Trainer sharded(net, CheckpointMeta{}, o, ctx);
+  const CheckpointMeta meta;
+  Trainer sharded(net, meta, o, ctx);
   const EvalResult part = sharded.evaluate(shardOf(all, ctx.rank(), 2), Objective::kClassifier);
 
   o.sharded = false;
   SingleProcessContext alone;
   Pet ref(tinyConfig());
   ref->resetParameters(5);
-  Trainer whole(ref, CheckpointMeta{}, o, alone);
+  Trainer whole(ref, meta, o, alone);
   const EvalResult full = whole.evaluate(all, Objective::kClassifier);
   EXPECT_NEAR(part.loss, full.loss, 1e-6 * std::abs(full.loss)) << "rank " << ctx.rank();
   EXPECT_DOUBLE_EQ(part.metrics.at("accuracy").get<double>(),
@@ -220,7 +221,8 @@ TEST(PetDataParallel, UnevenShardsTakeTheSameStepsOnEveryRank) {
   o.seed = 3;
   Pet net(tinyConfig());
   net->resetParameters(6);
-  Trainer trainer(net, CheckpointMeta{}, o, ctx);
+  const CheckpointMeta meta;
+  Trainer trainer(net, meta, o, ctx);
   const FitResult r = trainer.fit(train, &val, Objective::kClassifier);
   EXPECT_EQ(r.steps, 2 * 3) << "22 rows per rank per epoch in batches of 8";
   ASSERT_EQ(r.history.size(), 2u);

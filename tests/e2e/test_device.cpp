@@ -20,14 +20,10 @@
 #include "tests/support/run_child.hpp"
 
 namespace fs = std::filesystem;
+using foldfarm::testing::runFoldfarm;
 using nlohmann::json;
 
 namespace {
-
-foldfarm::ProcessResult run(const std::vector<std::string>& args, const fs::path& dir,
-                            const std::vector<std::string>& env = {}) {
-  return foldfarm::testing::runFoldfarm(args, dir.string(), env);
-}
 
 class Device : public ::testing::Test {
  protected:
@@ -38,7 +34,7 @@ class Device : public ::testing::Test {
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    const foldfarm::ProcessResult d = run({"device", "--json"}, dir_);
+    const foldfarm::ProcessResult d = runFoldfarm({"device", "--json"}, dir_);
     ASSERT_EQ(d.exitCode, 0) << d.err;
     facts_ = json::parse(d.out);
   }
@@ -62,7 +58,7 @@ TEST_F(Device, ReportsWhatAutoResolvesToAndWhy) {
   } else {
     EXPECT_EQ(c.at("device").get<std::string>().rfind("cuda:", 0), 0u);
   }
-  const foldfarm::ProcessResult cpu = run({"device", "--device", "cpu", "--json"}, dir_);
+  const foldfarm::ProcessResult cpu = runFoldfarm({"device", "--device", "cpu", "--json"}, dir_);
   ASSERT_EQ(cpu.exitCode, 0) << cpu.err;
   EXPECT_EQ(json::parse(cpu.out).at("choice").at("device"), "cpu");
 }
@@ -78,11 +74,11 @@ TEST_F(Device, EachWorkerOfAGpuCampaignResolvesItsDeviceFromItsSlot) {
                {"resources", {{"gpus", 2}, {"tasks_per_gpu", 1}}}};
   std::ofstream(dir_ / "spec.json") << spec.dump();
   const std::vector<std::string> env = {"CUDA_VISIBLE_DEVICES=4,7"};
-  foldfarm::ProcessResult r =
-      run({"campaign", "init", (dir_ / "spec.json").string(), "--dir", (dir_ / "camp").string()},
-          dir_, env);
+  foldfarm::ProcessResult r = runFoldfarm(
+      {"campaign", "init", (dir_ / "spec.json").string(), "--dir", (dir_ / "camp").string()}, dir_,
+      env);
   ASSERT_EQ(r.exitCode, 0) << r.err;
-  r = run({"campaign", "run", (dir_ / "camp").string()}, dir_, env);
+  r = runFoldfarm({"campaign", "run", (dir_ / "camp").string()}, dir_, env);
   ASSERT_EQ(r.exitCode, 0) << r.err;
   std::set<std::string> seen;
   for (int t = 0; t < 4; ++t) {
@@ -111,12 +107,12 @@ TEST_F(Device, EachWorkerOfAGpuCampaignResolvesItsDeviceFromItsSlot) {
 TEST_F(Device, AGpuChainCampaignIsRefusedAtInitWhenLibTorchLacksCuda) {
   if (hasCuda()) GTEST_SKIP() << "this build's LibTorch has CUDA";
   for (const char* tune : {"sim", "data"})
-    ASSERT_EQ(
-        run({"data", "synth", "--kind", "unfold", "--events", "50", "--tune", tune, "--seed", "3",
-             "--out", (dir_ / (std::string(tune) == "sim" ? "mc.h5" : "data.h5")).string()},
-            dir_)
-            .exitCode,
-        0);
+    ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "unfold", "--events", "50", "--tune", tune,
+                           "--seed", "3", "--out",
+                           (dir_ / (std::string(tune) == "sim" ? "mc.h5" : "data.h5")).string()},
+                          dir_)
+                  .exitCode,
+              0);
   json spec = {
       {"name", "gpu"},
       {"task", "chain"},
@@ -125,9 +121,9 @@ TEST_F(Device, AGpuChainCampaignIsRefusedAtInitWhenLibTorchLacksCuda) {
       {"chain", {{"config", {{"classifier", "pet"}}}}},
       {"resources", {{"gpus", 1}}}};
   std::ofstream(dir_ / "spec.json") << spec.dump();
-  const foldfarm::ProcessResult r =
-      run({"campaign", "init", (dir_ / "spec.json").string(), "--dir", (dir_ / "camp").string()},
-          dir_, {"CUDA_VISIBLE_DEVICES=0"});
+  const foldfarm::ProcessResult r = runFoldfarm(
+      {"campaign", "init", (dir_ / "spec.json").string(), "--dir", (dir_ / "camp").string()}, dir_,
+      {"CUDA_VISIBLE_DEVICES=0"});
   EXPECT_EQ(r.exitCode, 2) << r.err;
   EXPECT_NE(r.err.find("spec.json"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("without CUDA"), std::string::npos) << r.err;
@@ -135,16 +131,16 @@ TEST_F(Device, AGpuChainCampaignIsRefusedAtInitWhenLibTorchLacksCuda) {
   // The same campaign on CPU slots is accepted (its inputs are checked later).
   spec["resources"] = {{"gpus", 0}, {"cpu_slots", 1}};
   std::ofstream(dir_ / "cpu.json") << spec.dump();
-  const foldfarm::ProcessResult c =
-      run({"campaign", "init", (dir_ / "cpu.json").string(), "--dir", (dir_ / "camp_cpu").string()},
-          dir_);
+  const foldfarm::ProcessResult c = runFoldfarm(
+      {"campaign", "init", (dir_ / "cpu.json").string(), "--dir", (dir_ / "camp_cpu").string()},
+      dir_);
   EXPECT_EQ(c.exitCode, 0) << c.err;
   EXPECT_TRUE(fs::exists(dir_ / "camp_cpu"));
   // CUDA graphs for chains on CPU slots (the config inline in "chain") are refused the same
   // way: every task would stop with exit 2.
   spec["chain"] = {{"classifier", "pet"}, {"cuda_graphs", true}};
   std::ofstream(dir_ / "graphs.json") << spec.dump();
-  const foldfarm::ProcessResult g = run(
+  const foldfarm::ProcessResult g = runFoldfarm(
       {"campaign", "init", (dir_ / "graphs.json").string(), "--dir", (dir_ / "camp_g").string()},
       dir_);
   EXPECT_EQ(g.exitCode, 2) << g.err;
@@ -155,15 +151,15 @@ TEST_F(Device, AGpuChainCampaignIsRefusedAtInitWhenLibTorchLacksCuda) {
 
 TEST_F(Device, CudaIsRefusedWithOneLineAndNothingWrittenWithoutAGpu) {
   if (hasCuda() && facts_.at("visible_gpus").get<int>() > 0) GTEST_SKIP() << "a GPU is here";
-  ASSERT_EQ(run({"data", "synth", "--kind", "pretrain", "--jets", "64", "--particles", "16",
-                 "--seed", "2", "--out", (dir_ / "jets.h5").string()},
-                dir_)
+  ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "pretrain", "--jets", "64", "--particles", "16",
+                         "--seed", "2", "--out", (dir_ / "jets.h5").string()},
+                        dir_)
                 .exitCode,
             0);
   const foldfarm::ProcessResult r =
-      run({"pretrain", "--data", (dir_ / "jets.h5").string(), "--out", (dir_ / "out").string(),
-           "--epochs", "1", "--device", "cuda"},
-          dir_);
+      runFoldfarm({"pretrain", "--data", (dir_ / "jets.h5").string(), "--out",
+                   (dir_ / "out").string(), "--epochs", "1", "--device", "cuda"},
+                  dir_);
   EXPECT_EQ(r.exitCode, 2) << r.err;
   int lines = 0;
   std::istringstream in(r.err);
@@ -173,42 +169,42 @@ TEST_F(Device, CudaIsRefusedWithOneLineAndNothingWrittenWithoutAGpu) {
   EXPECT_FALSE(fs::exists(dir_ / "out"));
   // bf16 needs a GPU too.
   const foldfarm::ProcessResult b =
-      run({"pretrain", "--data", (dir_ / "jets.h5").string(), "--out", (dir_ / "out").string(),
-           "--epochs", "1", "--precision", "bf16"},
-          dir_);
+      runFoldfarm({"pretrain", "--data", (dir_ / "jets.h5").string(), "--out",
+                   (dir_ / "out").string(), "--epochs", "1", "--precision", "bf16"},
+                  dir_);
   EXPECT_EQ(b.exitCode, 2) << b.err;
   EXPECT_FALSE(fs::exists(dir_ / "out"));
   // So do CUDA graphs, refused before anything is read or written.
   const foldfarm::ProcessResult g =
-      run({"pretrain", "--data", (dir_ / "jets.h5").string(), "--out", (dir_ / "out").string(),
-           "--epochs", "1", "--device", "cpu", "--cuda-graphs"},
-          dir_);
+      runFoldfarm({"pretrain", "--data", (dir_ / "jets.h5").string(), "--out",
+                   (dir_ / "out").string(), "--epochs", "1", "--device", "cpu", "--cuda-graphs"},
+                  dir_);
   EXPECT_EQ(g.exitCode, 2) << g.err;
   EXPECT_NE(g.err.find("CUDA graphs cannot be used"), std::string::npos) << g.err;
   EXPECT_FALSE(fs::exists(dir_ / "out"));
   const foldfarm::ProcessResult bg =
-      run({"bench", "pet", "--preset", "tiny", "--data", (dir_ / "jets.h5").string(), "--device",
-           "cpu", "--cuda-graphs"},
-          dir_);
+      runFoldfarm({"bench", "pet", "--preset", "tiny", "--data", (dir_ / "jets.h5").string(),
+                   "--device", "cpu", "--cuda-graphs"},
+                  dir_);
   EXPECT_EQ(bg.exitCode, 2) << bg.err;
   EXPECT_NE(bg.err.find("bench pet --cuda-graphs: CUDA graphs cannot be used"), std::string::npos)
       << bg.err;
 }
 
 TEST_F(Device, BenchPetReportsEveryBatchSizeWithThePaddedBaselineBeside) {
-  ASSERT_EQ(run({"data", "synth", "--kind", "pretrain", "--jets", "300", "--particles", "32",
-                 "--seed", "3", "--out", (dir_ / "jets.h5").string()},
-                dir_)
+  ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "pretrain", "--jets", "300", "--particles",
+                         "32", "--seed", "3", "--out", (dir_ / "jets.h5").string()},
+                        dir_)
                 .exitCode,
             0);
   const foldfarm::ProcessResult r =
-      run({"bench",     "pet",      "--preset",  "tiny",
-           "--mode",    "pretrain", "--data",    (dir_ / "jets.h5").string(),
-           "--device",  "cpu",      "--batches", "16,32",
-           "--steps",   "2",        "--warmup",  "1",
-           "--threads", "1",        "--compare", "--fixed-shapes",
-           "--json"},
-          dir_);
+      runFoldfarm({"bench",     "pet",      "--preset",  "tiny",
+                   "--mode",    "pretrain", "--data",    (dir_ / "jets.h5").string(),
+                   "--device",  "cpu",      "--batches", "16,32",
+                   "--steps",   "2",        "--warmup",  "1",
+                   "--threads", "1",        "--compare", "--fixed-shapes",
+                   "--json"},
+                  dir_);
   ASSERT_EQ(r.exitCode, 0) << r.err;
   const json j = json::parse(r.out);
   EXPECT_EQ(j.at("device").at("device"), "cpu");
@@ -227,9 +223,9 @@ TEST_F(Device, BenchPetReportsEveryBatchSizeWithThePaddedBaselineBeside) {
 TEST_F(Device, BenchOptimTimesBothFormsAndFindsThemBitIdentical) {
   for (const char* kind : {"lion", "adamw"}) {
     const foldfarm::ProcessResult r =
-        run({"bench", "optim", "--preset", "tiny", "--kind", kind, "--steps", "3", "--warmup", "1",
-             "--threads", "1", "--device", "cpu", "--json"},
-            dir_);
+        runFoldfarm({"bench", "optim", "--preset", "tiny", "--kind", kind, "--steps", "3",
+                     "--warmup", "1", "--threads", "1", "--device", "cpu", "--json"},
+                    dir_);
     ASSERT_EQ(r.exitCode, 0) << r.err;
     const json j = json::parse(r.out);
     EXPECT_TRUE(j.at("bit_identical").get<bool>()) << kind;

@@ -21,16 +21,8 @@
 #include "tests/support/run_child.hpp"
 
 namespace fs = std::filesystem;
+using foldfarm::testing::runFoldfarm;
 using nlohmann::json;
-
-namespace {
-
-foldfarm::ProcessResult run(const std::vector<std::string>& args, const fs::path& dir,
-                            const std::vector<std::string>& env = {}) {
-  return foldfarm::testing::runFoldfarm(args, dir.string(), env);
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   if (std::string(FOLDFARM_BINARY).empty() || std::system("nvidia-smi -L > /dev/null 2>&1") != 0) {
@@ -46,15 +38,15 @@ TEST(GpuCampaign, TwoTasksSharingOneGpuEachHoldGpuMemoryAndTrainOnIt) {
       fs::temp_directory_path() / ("ff_gpu_campaign_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
-  const foldfarm::ProcessResult facts = run({"device", "--json"}, dir);
+  const foldfarm::ProcessResult facts = runFoldfarm({"device", "--json"}, dir);
   ASSERT_EQ(facts.exitCode, 0) << facts.err;
   if (!json::parse(facts.out).at("torch_cuda").get<bool>())
     GTEST_SKIP() << "this foldfarm's LibTorch has no CUDA";
   for (const char* tune : {"sim", "data"})
-    ASSERT_EQ(run({"data", "synth", "--kind", "unfold", "--events", "3000", "--tune", tune,
-                   "--seed", std::string(tune) == "sim" ? "11" : "12", "--out",
-                   (dir / (std::string(tune) + ".h5")).string()},
-                  dir)
+    ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "unfold", "--events", "3000", "--tune", tune,
+                           "--seed", std::string(tune) == "sim" ? "11" : "12", "--out",
+                           (dir / (std::string(tune) + ".h5")).string()},
+                          dir)
                   .exitCode,
               0);
   const json spec = {
@@ -75,7 +67,8 @@ TEST(GpuCampaign, TwoTasksSharingOneGpuEachHoldGpuMemoryAndTrainOnIt) {
       {"resources", {{"gpus", 1}, {"tasks_per_gpu", 2}, {"threads_per_task", 1}}}};
   std::ofstream(dir / "spec.json") << spec.dump();
   ASSERT_EQ(
-      run({"campaign", "init", (dir / "spec.json").string(), "--dir", (dir / "camp").string()}, dir)
+      runFoldfarm(
+          {"campaign", "init", (dir / "spec.json").string(), "--dir", (dir / "camp").string()}, dir)
           .exitCode,
       0);
   // Sample the GPU's compute processes while the campaign runs.
@@ -98,7 +91,7 @@ TEST(GpuCampaign, TwoTasksSharingOneGpuEachHoldGpuMemoryAndTrainOnIt) {
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
     }
   });
-  const foldfarm::ProcessResult r = run({"campaign", "run", (dir / "camp").string()}, dir);
+  const foldfarm::ProcessResult r = runFoldfarm({"campaign", "run", (dir / "camp").string()}, dir);
   done = true;
   sampler.join();
   ASSERT_EQ(r.exitCode, 0) << r.err;

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 
 #include "core/data/features.hpp"
 #include "core/train/checkpoint.hpp"
@@ -44,12 +45,13 @@ JetTensors jets(int64_t n, uint64_t seed, bool multiclass) {
   return JetTensors::fromArrays(a, data::FeatureStats::jetClass());
 }
 
-// The tiny preset with the generator head and 3 classes (the pretraining objective).
-PetConfig pretrainTiny(double feature_dropout) {
+// The tiny preset with the generator head and 3 classes (the pretraining objective); with
+// `feature_dropout`, that dropout instead of the preset's.
+PetConfig pretrainTiny(std::optional<double> feature_dropout = std::nullopt) {
   PetConfig cfg = petPreset("tiny");
   cfg.num_classes = 3;
   cfg.generator = true;
-  cfg.feature_dropout = feature_dropout;
+  if (feature_dropout) cfg.feature_dropout = *feature_dropout;
   return cfg;
 }
 
@@ -67,10 +69,7 @@ TrainOptions gpuOptions(int64_t batch_size, int64_t epochs, uint64_t seed) {
 // Three epochs of the pretraining objective with `o` (lr 3e-4): finite losses, a later epoch
 // below the first, float32 parameters (master weights under bf16).
 void expectPretrainingLearns(TrainOptions o) {
-  PetConfig cfg = petPreset("tiny");
-  cfg.num_classes = 3;
-  cfg.generator = true;
-  Pet model(cfg);
+  Pet model(pretrainTiny());
   model->resetParameters(2);
   o.optimizer.lr = 3e-4;
   CheckpointMeta meta;
@@ -152,10 +151,7 @@ TEST(GpuTrainer, PaddedBatchGivesTheUnpaddedLossAndGradientsOnTheGpu) {
   const JetBatch padded = batchToDevice(
       padBatch(makeBatch(set, rows, true), 32, fixedBatchWidth(plain.particles.size(1))), gpu);
   auto lossAndGrads = [&](const JetBatch& b) {
-    PetConfig cfg = petPreset("tiny");
-    cfg.num_classes = 3;
-    cfg.generator = true;
-    Pet model(cfg);
+    Pet model(pretrainTiny());
     model->resetParameters(9);
     model->to(gpu);
     model->train();
