@@ -25,6 +25,30 @@ if(FOLDFARM_WITH_TORCH)
     "-Wl,--push-state,--no-as-needed" stdc++ "-Wl,--pop-state" ${TORCH_LIBRARIES})
   separate_arguments(_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
   target_compile_options(foldfarm_torch INTERFACE ${_torch_flags})
+  if(Torch_VERSION VERSION_GREATER_EQUAL 2.13 AND CMAKE_CXX_STANDARD LESS 20)
+    set(CMAKE_CXX_STANDARD 20)
+    message(STATUS "foldfarm: LibTorch ${Torch_VERSION} needs C++20; building as C++20")
+  endif()
+
+  # `bench pet --profile` reads LibTorch's legacy profiler, an internal interface that may
+  # change or go: compiled in only when this LibTorch still has it as used here.
+  if(NOT DEFINED FOLDFARM_HAVE_LEGACY_PROFILER)
+    set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY)  # compile only: nothing is linked
+    try_compile(FOLDFARM_HAVE_LEGACY_PROFILER ${CMAKE_BINARY_DIR}/probes/legacy_profiler
+      ${CMAKE_CURRENT_LIST_DIR}/probes/legacy_profiler.cpp
+      CMAKE_FLAGS "-DINCLUDE_DIRECTORIES=${TORCH_INCLUDE_DIRS}"
+      COMPILE_DEFINITIONS ${_torch_flags}
+      CXX_STANDARD ${CMAKE_CXX_STANDARD} CXX_STANDARD_REQUIRED ON
+      OUTPUT_VARIABLE _probe_out)
+    unset(CMAKE_TRY_COMPILE_TARGET_TYPE)
+    set(FOLDFARM_HAVE_LEGACY_PROFILER ${FOLDFARM_HAVE_LEGACY_PROFILER} CACHE BOOL
+        "LibTorch's legacy profiler is usable (bench pet --profile)")
+    message(STATUS "foldfarm: LibTorch's legacy profiler (bench pet --profile): "
+                   "${FOLDFARM_HAVE_LEGACY_PROFILER}")
+  endif()
+  if(FOLDFARM_HAVE_LEGACY_PROFILER)
+    target_compile_definitions(foldfarm_torch INTERFACE FOLDFARM_HAVE_LEGACY_PROFILER=1)
+  endif()
 
   # CUDA/NCCL communicator: compiled when the LibTorch found has CUDA, or when asked.
   set(FOLDFARM_HAVE_NCCL OFF)

@@ -25,7 +25,7 @@ void registerTestTaskKinds() {
         }
         return TaskOutcome{0, "", nlohmann::json{{"survived", true}}};
       }),
-      TaskKindTraits{true, nullptr});
+      TaskKindTraits{true, nullptr, std::nullopt});
 }
 
 }  // namespace foldfarm::jobs::testing
