@@ -8,7 +8,8 @@
 #   build     foldfarm and the tests labelled gpu first (OUTDIR/build.log)
 #   ctest     ctest -L gpu, then test_e2e_device (OUTDIR/ctest.log)
 #   bench     bench pet: omnilearn pretrain, bf16 + fixed shapes beside the padded fp32
-#             baseline at batch 256, 1024, 4096; the same with CUDA graphs; fp32 at 1024
+#             baseline at batch 256, 1024, 4096; the same with CUDA graphs; tiny chain-sized
+#             models, 1, 2 and 4 trained side by side in one process; fp32 at 1024
 #             (OUTDIR/bench_pet.json)
 #   campaign  tiny PET chains on one GPU with 1, 2, 4 tasks per GPU: chains/hour, GPU
 #             memory per task process, fresh process vs persistent worker (campaign.json)
@@ -27,7 +28,8 @@
 # FF_BENCH_JETS (104000), FF_BENCH_BATCHES ("256 1024 4096"), FF_BENCH_FP32_BATCH (1024),
 # FF_BENCH_PRESET (omnilearn), FF_BENCH_PRECISION (bf16), FF_BENCH_PARTICLES (150),
 # FF_BENCH_STEPS (20), FF_BENCH_WARMUP (5), FF_BENCH_GRAPHS_BATCHES (as FF_BENCH_BATCHES; ""
-# for none), FF_CHAIN_EVENTS (10000), FF_CHAIN_PRECISION (fp32).
+# for none), FF_BENCH_MEMBERS ("1,2,4"; "" for none), FF_MEMBERS_BATCH (512),
+# FF_CHAIN_EVENTS (10000), FF_CHAIN_PRECISION (fp32).
 set -u -o pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -62,6 +64,8 @@ bench_precision=${FF_BENCH_PRECISION:-bf16}
 bench_particles=${FF_BENCH_PARTICLES:-150}
 bench_steps=${FF_BENCH_STEPS:-20}
 bench_warmup=${FF_BENCH_WARMUP:-5}
+bench_members=${FF_BENCH_MEMBERS-1,2,4}  # "" for none
+members_batch=${FF_MEMBERS_BATCH:-512}
 chain_events=${FF_CHAIN_EVENTS:-10000}
 chain_precision=${FF_CHAIN_PRECISION:-fp32}
 only_steps=${FF_STEPS:-}  # e.g. facts,deps,bench: run only these (the others: skipped)
@@ -477,7 +481,8 @@ do_bench() {
       mv "$f.tmp" "$f" || { r=$?; say "bench: data synth failed (rc $r)"; return $r; }
   fi
   say "bench: $(du -h "$f" | cut -f1) of pretraining jets"
-  rm -f "$data"/bench_cmp_*.json "$data"/bench_fp32_*.json "$data"/bench_graphs_*.json
+  rm -f "$data"/bench_cmp_*.json "$data"/bench_fp32_*.json "$data"/bench_graphs_*.json \
+    "$data"/bench_members.json
   # One process per batch size: a failure (memory, time) loses one figure, not all.
   # Each run reads only the jets its batches take (warm-up + timed steps, one batch spare).
   need() { local n=$(( ($1) * (bench_steps + bench_warmup + 1) )); [ "$n" -gt "$bench_jets" ] && n=$bench_jets; echo "$n"; }
@@ -504,6 +509,19 @@ do_bench() {
     [ $r -ne 0 ] && rc=$r
     valid_json "$part" || say "bench: graphs batch $b failed (rc $r)"
   done
+  # Chain-sized models side by side in one process (tiny preset, classifier, the chains'
+  # batch): the total jets/s of 1, 2 and 4 members, beside the tasks-per-GPU figures.
+  if [ -n "$bench_members" ]; then
+    part=$data/bench_members.json
+    say "bench: tiny classifier batch $members_batch, members $bench_members side by side in one process"
+    t "$ff" --log-level warn bench pet --preset tiny --mode classifier --data "$f" \
+      --max-jets "$(need "$members_batch")" --device "$device" --precision "$chain_precision" \
+      --batch "$members_batch" --members "$bench_members" --steps "$bench_steps" \
+      --warmup "$bench_warmup" --threads 8 --json >"$part"
+    r=$?
+    [ $r -ne 0 ] && rc=$r
+    valid_json "$part" || say "bench: members failed (rc $r)"
+  fi
   b=$bench_fp32_batch
   part=$data/bench_fp32_$b.json
   say "bench: $bench_preset pretrain fp32, batch $b"
@@ -526,12 +544,17 @@ def runs(prefix):
     for p in glob.glob(os.path.join(d, prefix + "*.json")):
         found[re.sub(r"\D", "", os.path.basename(p)[len(prefix):])] = load(p)
     return dict(sorted(found.items(), key=lambda kv: int(kv[0] or 0)))
-res = {"compare": runs("bench_cmp_"), "graphs": runs("bench_graphs_"), "fp32": runs("bench_fp32_")}
+res = {"compare": runs("bench_cmp_"), "graphs": runs("bench_graphs_"), "fp32": runs("bench_fp32_"),
+       "members": load(os.path.join(d, "bench_members.json"))}
 keys = ("jets_per_s", "step_ms", "achieved_tflops", "fraction_of_peak", "device_memory_mb",
         "baseline_jets_per_s", "baseline_step_ms", "baseline_device_memory_mb", "speedup",
         "cuda_graphs_captured")
 summary = {}
+for run in ((res["members"] or {}).get("runs") or []):
+    summary[f"members_{run['members']}"] = {k: run.get(k) for k in
+        ("jets_per_s", "step_ms", "members_speedup", "device_memory_mb") if k in run}
 for kind, group in res.items():
+    if kind == "members": continue
     for b, j in group.items():
         r = (j.get("runs") or [{}])[0] if j else None
         summary[f"{kind}_{b}"] = {k: r.get(k) for k in keys if k in r} if r else None

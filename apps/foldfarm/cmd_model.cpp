@@ -1,6 +1,9 @@
 // model info, pretrain, finetune, generate, bench pet.
+#ifdef FOLDFARM_HAVE_LEGACY_PROFILER
 #include <torch/csrc/autograd/profiler_legacy.h>
+#endif
 #include <torch/torch.h>
+#include <torch/version.h>
 #include <algorithm>
 
 #include <chrono>
@@ -13,6 +16,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -373,6 +377,7 @@ struct BenchArgs {
   std::string preset = "omnilearn", mode = "classifier", data;
   int64_t batch = 64, steps = 6, warmup = 2, max_jets = 2000;
   std::vector<int64_t> batches;  // --batches: several batch sizes in one run
+  std::vector<int> members{1};   // --members: models trained side by side, per run
   int threads = 2;
   bool baseline = false, compare = false, json_out = false, profile = false;
   bool fixed_shapes = false, cuda_graphs = false;
@@ -380,6 +385,7 @@ struct BenchArgs {
   double peak_tflops = 0;  // the device's dense bf16 peak (0: 989 on a GPU, sgemm on the CPU)
 };
 
+#ifdef FOLDFARM_HAVE_LEGACY_PROFILER
 // Per-operator self time of the profiled steps (the legacy CPU profiler's push/pop ranges),
 // printed to stderr, largest first.
 void printOperatorProfile(const torch::autograd::profiler::thread_event_lists& lists,
@@ -428,11 +434,26 @@ void printOperatorProfile(const torch::autograd::profiler::thread_event_lists& l
                total / 1000.0 / static_cast<double>(steps));
 }
 
+void startOperatorProfile() {
+  torch::autograd::profiler::enableProfilerLegacy(
+      torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU));
+}
+
+void printOperatorProfile(int64_t steps) {
+  printOperatorProfile(torch::autograd::profiler::disableProfilerLegacy(), steps);
+}
+#else
+void startOperatorProfile() {}
+void printOperatorProfile(int64_t) {}
+#endif
+
 struct BenchRun {
   double jets_per_s = 0, step_ms = 0, mean_width = 0;
   double jets_per_cpu_s = 0;     // per CPU-second of this process (less sensitive to other load)
   double device_memory_mb = -1;  // GPU memory this process holds after the steps (-1: CPU)
   int64_t graphs = 0;            // CUDA graphs captured (one per batch shape)
+  int members = 1;               // models trained side by side (the figures are their total)
+  std::vector<double> member_checksums;  // each member's parameter sum after the steps
 };
 
 double processCpuSeconds() {
@@ -449,26 +470,16 @@ double processCpuSeconds() {
 // (and pinned on a GPU) before the clock starts, as the Trainer's helper thread gathers
 // them while steps run; the copy to the device is timed. With graphs, each batch shape of
 // the timed steps is warmed up and captured first.
+//
+// `members` > 1: that many models (seeds 1, 2, ...) train side by side in this process, each
+// from its own host thread, with its own draw generator and, on a GPU, its own stream: the
+// figures are their total. Member m's steps are those of a lone run of the model of seed
+// m + 1 (each member's parameter checksum is reported).
 BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& set, bool baseline,
-                   int64_t batch_size, torch::Device device) {
+                   int64_t batch_size, torch::Device device, int members) {
   const bool pretrain = a.mode == "pretrain";
-  Pet model(cfg);
-  model->resetParameters(1);
-  model->setBaseline(baseline);
-  model->to(device);
-  model->train();
-  OptimizerSettings os;
-  os.lr = 1e-5;
-  auto opt = baseline ? makeOptimizer(model, os) : makeFlatOptimizer(model, os);
   const bool graphs = !baseline && a.cuda_graphs;
   const bool fixed = !baseline && (a.fixed_shapes || graphs);
-  GradientStepOptions so;
-  so.objective = pretrain ? Objective::kPretrain : Objective::kClassifier;
-  so.precision = baseline ? "fp32" : a.precision;
-  so.cuda_graphs = graphs;
-  so.host_draws = baseline;
-  so.fixed_shapes = fixed;
-  GradientStep step(model, *opt, so);
   const auto batches = epochBatches(set, batch_size, 7, 0, 0, 1, !baseline);
   if (static_cast<int64_t>(batches.size()) < a.warmup + a.steps)
     throw InputError(a.data + ": too few jets for " + std::to_string(a.warmup + a.steps) +
@@ -480,51 +491,105 @@ BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& s
     if (device.is_cuda()) b = pinned(std::move(b));
     host.push_back(std::move(b));
   }
-  const auto params = model->parameters();
-  auto runStep = [&](const JetBatch& hb, int64_t s) {
-    step.run(batchToDevice(hb, device), deriveSeed({3, static_cast<uint64_t>(s)}));
+
+  struct Member {
+    Pet model{nullptr};
+    std::unique_ptr<torch::optim::Optimizer> opt;
+    std::unique_ptr<GradientStep> step;
+    std::vector<torch::Tensor> params;
+  };
+  std::vector<Member> team(static_cast<size_t>(members));
+  for (int m = 0; m < members; ++m) {
+    Member& t = team[static_cast<size_t>(m)];
+    t.model = Pet(cfg);
+    t.model->resetParameters(static_cast<uint64_t>(m) + 1);
+    t.model->setBaseline(baseline);
+    t.model->to(device);
+    t.model->train();
+    OptimizerSettings os;
+    os.lr = 1e-5;
+    t.opt = baseline ? makeOptimizer(t.model, os) : makeFlatOptimizer(t.model, os);
+    GradientStepOptions so;
+    so.objective = pretrain ? Objective::kPretrain : Objective::kClassifier;
+    so.precision = baseline ? "fp32" : a.precision;
+    so.cuda_graphs = graphs;
+    so.host_draws = baseline;
+    so.fixed_shapes = fixed;
+    if (members > 1 && !baseline) so.draw_generator = newGenerator(device, 0);
+    t.step = std::make_unique<GradientStep>(t.model, *t.opt, so);
+    t.params = t.model->parameters();
+  }
+  auto runStep = [&](Member& t, const JetBatch& hb, int64_t s) {
+    t.step->run(batchToDevice(hb, device), deriveSeed({3, static_cast<uint64_t>(s)}));
     if (baseline)
-      torch::nn::utils::clip_grad_norm_(params, 1.0);
+      torch::nn::utils::clip_grad_norm_(t.params, 1.0);
     else
-      clipGradientNorm(params, 1.0, flatParametersOf(*opt));
-    opt->step();
+      clipGradientNorm(t.params, 1.0, flatParametersOf(*t.opt));
+    t.opt->step();
   };
   auto sync = [&] {
     if (device.is_cuda()) torch::cuda::synchronize(device.index());
+  };
+  // Steps [from, to) of every member: in this thread for one member, else one thread each
+  // (on its own stream); the first error is rethrown here.
+  auto runSteps = [&](int64_t from, int64_t to) {
+    if (members == 1) {
+      for (int64_t s = from; s < to; ++s) runStep(team[0], host[static_cast<size_t>(s)], s);
+      return;
+    }
+    std::vector<std::exception_ptr> errors(static_cast<size_t>(members));
+    std::vector<std::thread> threads;
+    for (int m = 0; m < members; ++m)
+      threads.emplace_back([&, m] {
+        try {
+          const StreamScope stream(device);
+          for (int64_t s = from; s < to; ++s)
+            runStep(team[static_cast<size_t>(m)], host[static_cast<size_t>(s)], s);
+          sync();
+        } catch (...) {
+          errors[static_cast<size_t>(m)] = std::current_exception();
+        }
+      });
+    for (auto& th : threads) th.join();
+    for (auto& e : errors)
+      if (e) std::rethrow_exception(e);
   };
   if (graphs) {
     // Warm-up and capture of every shape the timed steps take (two steps each).
     std::set<int64_t> widths;
     for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s)
       if (widths.insert(host[static_cast<size_t>(s)].particles.size(1)).second)
-        for (int k = 0; k < 2; ++k) runStep(host[static_cast<size_t>(s)], -1 - k);
+        for (int k = 0; k < 2; ++k) runStep(team[0], host[static_cast<size_t>(s)], -1 - k);
   }
   BenchRun r;
   double jets = 0, width = 0;
   const bool profile = a.profile && baseline == a.baseline;
-  for (int64_t s = 0; s < a.warmup; ++s) runStep(host[static_cast<size_t>(s)], s);
+  runSteps(0, a.warmup);
   sync();
-  if (profile)
-    torch::autograd::profiler::enableProfilerLegacy(
-        torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU));
+  if (profile) startOperatorProfile();
   const auto t0 = std::chrono::steady_clock::now();
   const double c0 = processCpuSeconds();
-  for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s) {
-    const JetBatch& hb = host[static_cast<size_t>(s)];
-    runStep(hb, s);
-    jets += static_cast<double>(hb.realRows());
-    width += static_cast<double>(hb.particles.size(1));
-  }
+  runSteps(a.warmup, a.warmup + a.steps);
   sync();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double cpu_seconds = processCpuSeconds() - c0;
-  if (profile) printOperatorProfile(torch::autograd::profiler::disableProfilerLegacy(), a.steps);
+  if (profile) printOperatorProfile(a.steps);
+  for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s) {
+    jets += static_cast<double>(host[static_cast<size_t>(s)].realRows()) * members;
+    width += static_cast<double>(host[static_cast<size_t>(s)].particles.size(1));
+  }
   r.jets_per_s = jets / seconds;
   r.jets_per_cpu_s = jets / cpu_seconds;
   r.step_ms = 1000.0 * seconds / static_cast<double>(a.steps);
   r.mean_width = width / static_cast<double>(a.steps);
-  r.graphs = step.graphsCaptured();
+  r.graphs = team[0].step->graphsCaptured();
+  r.members = members;
+  for (const Member& t : team) {
+    double sum = 0;
+    for (const auto& p : t.params) sum += p.detach().to(torch::kFloat64).sum().item<double>();
+    r.member_checksums.push_back(sum);
+  }
   if (device.is_cuda())
     r.device_memory_mb = static_cast<double>(deviceMemoryInUse(device)) / 1048576.0;
   return r;
@@ -640,6 +705,17 @@ void runBench(const BenchArgs& a) {
   if (a.precision != "fp32" && a.precision != "bf16")
     throw InputError("--precision must be fp32 or bf16");
   if (a.cuda_graphs) requireCudaGraphs(dev.device, 1, "bench pet --cuda-graphs");
+  if (a.members.empty()) throw InputError("bench pet: --members needs at least one count");
+  const int most_members = *std::max_element(a.members.begin(), a.members.end());
+  if (most_members > 1 && a.cuda_graphs)
+    throw InputError("bench pet: --cuda-graphs captures one model's steps; use --members 1");
+  if (most_members > 1 && a.profile)
+    throw InputError("bench pet: --profile reads one thread's operators; use --members 1");
+#ifndef FOLDFARM_HAVE_LEGACY_PROFILER
+  if (a.profile)
+    throw InputError("bench pet --profile: this LibTorch (" TORCH_VERSION
+                     ") lacks the legacy profiler that --profile reads; run without it");
+#endif
   const data::JetArrays raw = data::readJetsFiles({a.data}, a.max_jets);
   int64_t classes = 1;
   for (int64_t y : raw.labels) classes = std::max(classes, y + 1);
@@ -690,27 +766,38 @@ void runBench(const BenchArgs& a) {
   const std::vector<int64_t> sizes = a.batches.empty() ? std::vector<int64_t>{a.batch} : a.batches;
   json runs = json::array();
   for (int64_t batch : sizes) {
-    json r = {{"batch", batch}};
-    const BenchRun main = benchOnce(a, cfg, set, a.baseline, batch, dev.device);
-    r["baseline"] = a.baseline;
-    record(r, main, "");
-    if (a.compare) {
-      const BenchRun other = benchOnce(a, cfg, set, !a.baseline, batch, dev.device);
-      record(r, other, a.baseline ? "optimised_" : "baseline_");
-      r["speedup"] =
-          a.baseline ? other.jets_per_s / main.jets_per_s : main.jets_per_s / other.jets_per_s;
-      r["speedup_cpu"] = a.baseline ? other.jets_per_cpu_s / main.jets_per_cpu_s
-                                    : main.jets_per_cpu_s / other.jets_per_cpu_s;
+    double first_members_jets_per_s = 0;
+    for (int members : a.members) {
+      json r = {{"batch", batch}, {"members", members}};
+      const BenchRun main = benchOnce(a, cfg, set, a.baseline, batch, dev.device, members);
+      r["baseline"] = a.baseline;
+      record(r, main, "");
+      r["member_checksums"] = main.member_checksums;
+      if (a.members.size() > 1) {
+        if (first_members_jets_per_s == 0) first_members_jets_per_s = main.jets_per_s;
+        // Total jets/s against the first --members count's, same batch, same run.
+        r["members_speedup"] = main.jets_per_s / first_members_jets_per_s;
+      }
+      if (a.compare) {
+        const BenchRun other = benchOnce(a, cfg, set, !a.baseline, batch, dev.device, members);
+        record(r, other, a.baseline ? "optimised_" : "baseline_");
+        r["speedup"] =
+            a.baseline ? other.jets_per_s / main.jets_per_s : main.jets_per_s / other.jets_per_s;
+        r["speedup_cpu"] = a.baseline ? other.jets_per_cpu_s / main.jets_per_cpu_s
+                                      : main.jets_per_cpu_s / other.jets_per_cpu_s;
+      }
+      if (!a.json_out)
+        std::printf(
+            "%s %s batch %lld%s on %s: %.1f jets/s (%.1f ms/step), %.3g FLOP/jet, %.2f%% of "
+            "%.0f GFLOP/s%s\n",
+            a.preset.c_str(), a.mode.c_str(), static_cast<long long>(batch),
+            members > 1 ? (" x " + std::to_string(members) + " members").c_str() : "",
+            dev.device.str().c_str(), main.jets_per_s, main.step_ms, flops_per_jet,
+            100.0 * r["fraction_of_peak"].get<double>(), peak_gflops,
+            a.compare ? (", x" + fixed(r["speedup"].get<double>()) + " the other path").c_str()
+                      : "");
+      runs.push_back(r);
     }
-    if (!a.json_out)
-      std::printf(
-          "%s %s batch %lld on %s: %.1f jets/s (%.1f ms/step), %.3g FLOP/jet, %.2f%% of %.0f "
-          "GFLOP/s%s\n",
-          a.preset.c_str(), a.mode.c_str(), static_cast<long long>(batch), dev.device.str().c_str(),
-          main.jets_per_s, main.step_ms, flops_per_jet, 100.0 * r["fraction_of_peak"].get<double>(),
-          peak_gflops,
-          a.compare ? (", x" + fixed(r["speedup"].get<double>()) + " the other path").c_str() : "");
-    runs.push_back(r);
   }
   // One batch size: its figures at the top level too (the form scripts read).
   if (runs.size() == 1)
@@ -880,6 +967,13 @@ void registerModelCommands(CommandGroups& g) {
   b->add_option("--batches", bench->batches,
                 "Several batch sizes, one after the other in this process (e.g. 256,1024,4096)")
       ->delimiter(',');
+  b->add_option("--members", bench->members,
+                "Models trained side by side in this process, each from its own thread (and "
+                "stream on a GPU); several counts run one after the other (e.g. 1,2,4), with "
+                "the total jets/s against the first")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   b->add_option("--device", bench->device, "cpu, cuda or auto")->capture_default_str();
   b->add_option("--precision", bench->precision,
                 "fp32, or bf16 (autocast on the GPU; the baseline stays fp32)")

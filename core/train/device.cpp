@@ -7,13 +7,18 @@
 #include <ATen/autocast_mode.h>
 #endif
 #ifdef FOLDFARM_TORCH_CUDA
+#include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #endif
+#include <ATen/CPUGeneratorImpl.h>
 #ifdef FOLDFARM_HAVE_CUDA_KERNELS
 #include <cuda_runtime_api.h>
 #endif
 
 #include <cstdlib>
+#include <mutex>
 #include <sstream>
 #include <vector>
 
@@ -179,15 +184,84 @@ int64_t deviceMemoryInUse(const torch::Device& device) {
 #endif
 }
 
+#ifdef FOLDFARM_TORCH_CUDA
+struct StreamScope::Impl {
+  explicit Impl(const torch::Device& device)
+      : guard(c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index())) {}
+  c10::cuda::CUDAStreamGuard guard;
+};
+#else
+struct StreamScope::Impl {};
+#endif
+
+StreamScope::StreamScope(const torch::Device& device) {
+#ifdef FOLDFARM_TORCH_CUDA
+  if (device.is_cuda()) impl_ = std::make_unique<Impl>(device);
+#else
+  (void)device;
+#endif
+}
+
+StreamScope::~StreamScope() = default;
+
+at::Generator newGenerator(const torch::Device& device, uint64_t seed) {
+  at::Generator gen;
+#ifdef FOLDFARM_TORCH_CUDA
+  if (device.is_cuda()) gen = at::cuda::detail::createCUDAGenerator(device.index());
+#endif
+  if (!gen.defined()) {
+    if (device.is_cuda())
+      throw InputError("a CUDA generator needs a foldfarm built against a CUDA LibTorch");
+    gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  }
+  const std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_current_seed(seed);
+  return gen;
+}
+
 #if TORCH_VERSION_MAJOR >= 2
+namespace {
+
+// LibTorch 2.4 made autocast's switches per device type (and deprecated the CUDA-only
+// ones that 2.0 to 2.3 have).
+#if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 4
+bool cudaAutocastEnabled() {
+  return at::autocast::is_autocast_enabled(at::kCUDA);
+}
+void setCudaAutocastEnabled(bool on) {
+  at::autocast::set_autocast_enabled(at::kCUDA, on);
+}
+at::ScalarType cudaAutocastDtype() {
+  return at::autocast::get_autocast_dtype(at::kCUDA);
+}
+void setCudaAutocastDtype(at::ScalarType t) {
+  at::autocast::set_autocast_dtype(at::kCUDA, t);
+}
+#else
+bool cudaAutocastEnabled() {
+  return at::autocast::is_enabled();
+}
+void setCudaAutocastEnabled(bool on) {
+  at::autocast::set_enabled(on);
+}
+at::ScalarType cudaAutocastDtype() {
+  return at::autocast::get_autocast_gpu_dtype();
+}
+void setCudaAutocastDtype(at::ScalarType t) {
+  at::autocast::set_autocast_gpu_dtype(t);
+}
+#endif
+
+}  // namespace
+
 Bf16Autocast::Bf16Autocast(bool on, bool cache) : on_(on) {
   if (!on_) return;
-  was_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
-  was_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+  was_enabled_ = cudaAutocastEnabled();
+  was_dtype_ = cudaAutocastDtype();
   was_cache_ = at::autocast::is_autocast_cache_enabled();
   at::autocast::set_autocast_cache_enabled(cache);
-  at::autocast::set_autocast_enabled(at::kCUDA, true);
-  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  setCudaAutocastEnabled(true);
+  setCudaAutocastDtype(at::kBFloat16);
   at::autocast::increment_nesting();
 }
 
@@ -195,8 +269,8 @@ Bf16Autocast::~Bf16Autocast() {
   if (!on_) return;
   // Leaving the outermost scope drops the casted weights cached for it.
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  at::autocast::set_autocast_enabled(at::kCUDA, was_enabled_);
-  at::autocast::set_autocast_dtype(at::kCUDA, was_dtype_);
+  setCudaAutocastEnabled(was_enabled_);
+  setCudaAutocastDtype(was_dtype_);
   at::autocast::set_autocast_cache_enabled(was_cache_);
 }
 #else

@@ -12,8 +12,11 @@
 //
 // resolveDevice is a pure function of DeviceFacts (tests give it any facts); selectDevice
 // probes this process and logs the choice with its reason.
+#include <ATen/core/Generator.h>
 #include <torch/types.h>
 
+#include <cstdint>
+#include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -63,6 +66,26 @@ DeviceChoice selectDevice(const std::string& request, int local_rank = -1, bool 
 // Bytes of GPU memory in use on `device` (cudaMemGetInfo: total - free, this process's
 // allocator pool included); 0 on the CPU or in a build without the CUDA runtime.
 int64_t deviceMemoryInUse(const torch::Device& device);
+
+// The current stream of this thread, for a scope, becomes a stream of `device`'s pool, so
+// that work issued from several host threads (models trained side by side in one process)
+// can overlap on one GPU. Nothing on the CPU.
+class StreamScope {
+ public:
+  explicit StreamScope(const torch::Device& device);
+  ~StreamScope();
+  StreamScope(const StreamScope&) = delete;
+  StreamScope& operator=(const StreamScope&) = delete;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A random generator of its own for `device`, seeded with `seed`: a new CUDA generator on a
+// GPU (not the process's default one, which models trained side by side would share), a
+// CPU generator otherwise.
+at::Generator newGenerator(const torch::Device& device, uint64_t seed);
 
 // bfloat16 autocast of CUDA operations for a scope (the forward pass and the loss), with
 // float32 master weights: what torch.autocast("cuda", torch.bfloat16) does. A no-op when

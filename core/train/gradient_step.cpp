@@ -74,6 +74,8 @@ std::string GradientStep::graphsUnavailableReason(const torch::Device& device,
            "backward)";
   if (!o.fixed_shapes) return "they need fixed batch shapes (--fixed-shapes)";
   if (o.host_draws) return "they need the random draws made on the device";
+  if (o.draw_generator.defined())
+    return "they capture the GPU's default generator only, not a generator of the model's own";
   return "";
 #endif
 }
@@ -88,7 +90,9 @@ GradientStep::GradientStep(Pet model, torch::optim::Optimizer& opt, GradientStep
     if (!why.empty()) throw InputError("CUDA graphs cannot be used: " + why);
     graphs_ = std::make_unique<Graphs>();
   }
-  if (device_.is_cuda() && !o_.host_draws)
+  if (o_.draw_generator.defined())
+    model_->setDrawGenerator(o_.draw_generator);
+  else if (device_.is_cuda() && !o_.host_draws)
     model_->setDrawGenerator(at::globalContext().defaultGenerator(device_));
 }
 
@@ -230,7 +234,7 @@ void clipGradientNorm(const std::vector<Tensor>& params, double max_norm, FlatPa
   norms.reserve(grads.size());
   for (const Tensor& g : grads) norms.push_back(g.data().norm(2.0));
   const Tensor total = norms.size() == 1 ? norms[0] : torch::stack(norms).norm(2.0);
-  const Tensor coef = torch::clamp(max_norm / (total + 1e-6), c10::nullopt, 1.0);
+  const Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
   for (Tensor& g : grads) g.data().mul_(coef);
 }
 

@@ -45,6 +45,10 @@ struct GradientStepOptions {
   // backward, so graphs need 1.
   int world_size = 1;
   bool fixed_shapes = false;  // the caller pads batches to fixed shapes (graphs need it)
+  // The draws' generator when defined (newGenerator: models trained side by side in one
+  // process each draw from their own); else the GPU's default one, or with `host_draws` or
+  // on the CPU the model's own. CUDA graphs capture only the default one.
+  at::Generator draw_generator;
 };
 
 class GradientStep {

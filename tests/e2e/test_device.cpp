@@ -220,6 +220,48 @@ TEST_F(Device, BenchPetReportsEveryBatchSizeWithThePaddedBaselineBeside) {
   EXPECT_EQ(j.at("runs")[1].at("batch"), 32);
 }
 
+// Several models trained side by side in one process (--members): each from its own thread,
+// with its own draw generator. Member 0 of a pair must end exactly where the same model ends
+// alone (a shared generator or crossed batches would show), the other member elsewhere.
+TEST_F(Device, BenchPetMembersTrainSideBySideAsEachWouldAlone) {
+  ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "pretrain", "--jets", "200", "--particles",
+                         "32", "--seed", "4", "--out", (dir_ / "jets.h5").string()},
+                        dir_)
+                .exitCode,
+            0);
+  const foldfarm::ProcessResult r =
+      runFoldfarm({"bench",     "pet",      "--preset",  "tiny",
+                   "--mode",    "pretrain", "--data",    (dir_ / "jets.h5").string(),
+                   "--device",  "cpu",      "--batch",   "16",
+                   "--steps",   "3",        "--warmup",  "1",
+                   "--threads", "1",        "--members", "1,2",
+                   "--compare", "--json"},
+                  dir_);
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  const json j = json::parse(r.out);
+  ASSERT_EQ(j.at("runs").size(), 2u);
+  const json& one = j.at("runs")[0];
+  const json& two = j.at("runs")[1];
+  EXPECT_EQ(one.at("members"), 1);
+  EXPECT_EQ(two.at("members"), 2);
+  ASSERT_EQ(one.at("member_checksums").size(), 1u);
+  ASSERT_EQ(two.at("member_checksums").size(), 2u);
+  EXPECT_EQ(two.at("member_checksums")[0].get<double>(),
+            one.at("member_checksums")[0].get<double>());
+  EXPECT_NE(two.at("member_checksums")[1].get<double>(),
+            two.at("member_checksums")[0].get<double>());
+  EXPECT_DOUBLE_EQ(one.at("members_speedup").get<double>(), 1.0);
+  EXPECT_GT(two.at("members_speedup").get<double>(), 0);
+  EXPECT_GT(two.at("baseline_jets_per_s").get<double>(), 0);
+
+  const foldfarm::ProcessResult p =
+      runFoldfarm({"bench", "pet", "--preset", "tiny", "--data", (dir_ / "jets.h5").string(),
+                   "--device", "cpu", "--members", "2", "--profile"},
+                  dir_);
+  EXPECT_EQ(p.exitCode, 2) << p.err;
+  EXPECT_NE(p.err.find("--profile reads one thread's operators"), std::string::npos) << p.err;
+}
+
 TEST_F(Device, BenchOptimTimesBothFormsAndFindsThemBitIdentical) {
   for (const char* kind : {"lion", "adamw"}) {
     const foldfarm::ProcessResult r =
