@@ -43,6 +43,27 @@ class Device : public ::testing::Test {
     fs::remove_all(dir_, ec);
   }
   bool hasCuda() const { return facts_.at("torch_cuda").get<bool>(); }
+  // Synthetic pretraining jets (32 particles) in <dir>/jets.h5.
+  std::string synthJets(int jets, int seed) {
+    const std::string path = (dir_ / "jets.h5").string();
+    const foldfarm::ProcessResult r =
+        runFoldfarm({"data", "synth", "--kind", "pretrain", "--jets", std::to_string(jets),
+                     "--particles", "32", "--seed", std::to_string(seed), "--out", path},
+                    dir_);
+    EXPECT_EQ(r.exitCode, 0) << r.err;
+    return path;
+  }
+  // `bench pet` of the tiny preset's pretraining step on the CPU, one thread, one warm-up
+  // step, JSON: its output parsed (exit 0 expected).
+  json benchPet(const std::string& data, std::vector<std::string> more) {
+    std::vector<std::string> args{"bench",    "pet",    "--preset",  "tiny",     "--mode",
+                                  "pretrain", "--data", data,        "--device", "cpu",
+                                  "--warmup", "1",      "--threads", "1",        "--json"};
+    args.insert(args.end(), more.begin(), more.end());
+    const foldfarm::ProcessResult r = runFoldfarm(args, dir_);
+    EXPECT_EQ(r.exitCode, 0) << r.err;
+    return r.exitCode == 0 ? json::parse(r.out) : json::object();
+  }
   fs::path dir_;
   json facts_;
 };
@@ -192,21 +213,9 @@ TEST_F(Device, CudaIsRefusedWithOneLineAndNothingWrittenWithoutAGpu) {
 }
 
 TEST_F(Device, BenchPetReportsEveryBatchSizeWithThePaddedBaselineBeside) {
-  ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "pretrain", "--jets", "300", "--particles",
-                         "32", "--seed", "3", "--out", (dir_ / "jets.h5").string()},
-                        dir_)
-                .exitCode,
-            0);
-  const foldfarm::ProcessResult r =
-      runFoldfarm({"bench",     "pet",      "--preset",  "tiny",
-                   "--mode",    "pretrain", "--data",    (dir_ / "jets.h5").string(),
-                   "--device",  "cpu",      "--batches", "16,32",
-                   "--steps",   "2",        "--warmup",  "1",
-                   "--threads", "1",        "--compare", "--fixed-shapes",
-                   "--json"},
-                  dir_);
-  ASSERT_EQ(r.exitCode, 0) << r.err;
-  const json j = json::parse(r.out);
+  const json j = benchPet(synthJets(300, 3),
+                          {"--batches", "16,32", "--steps", "2", "--compare", "--fixed-shapes"});
+  ASSERT_FALSE(j.empty());
   EXPECT_EQ(j.at("device").at("device"), "cpu");
   ASSERT_EQ(j.at("runs").size(), 2u);
   for (const auto& run : j.at("runs")) {
@@ -224,21 +233,9 @@ TEST_F(Device, BenchPetReportsEveryBatchSizeWithThePaddedBaselineBeside) {
 // with its own draw generator. Member 0 of a pair must end exactly where the same model ends
 // alone (a shared generator or crossed batches would show), the other member elsewhere.
 TEST_F(Device, BenchPetMembersTrainSideBySideAsEachWouldAlone) {
-  ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "pretrain", "--jets", "200", "--particles",
-                         "32", "--seed", "4", "--out", (dir_ / "jets.h5").string()},
-                        dir_)
-                .exitCode,
-            0);
-  const foldfarm::ProcessResult r =
-      runFoldfarm({"bench",     "pet",      "--preset",  "tiny",
-                   "--mode",    "pretrain", "--data",    (dir_ / "jets.h5").string(),
-                   "--device",  "cpu",      "--batch",   "16",
-                   "--steps",   "3",        "--warmup",  "1",
-                   "--threads", "1",        "--members", "1,2",
-                   "--compare", "--json"},
-                  dir_);
-  ASSERT_EQ(r.exitCode, 0) << r.err;
-  const json j = json::parse(r.out);
+  const std::string data = synthJets(200, 4);
+  const json j = benchPet(data, {"--batch", "16", "--steps", "3", "--members", "1,2", "--compare"});
+  ASSERT_FALSE(j.empty());
   ASSERT_EQ(j.at("runs").size(), 2u);
   const json& one = j.at("runs")[0];
   const json& two = j.at("runs")[1];
@@ -254,10 +251,9 @@ TEST_F(Device, BenchPetMembersTrainSideBySideAsEachWouldAlone) {
   EXPECT_GT(two.at("members_speedup").get<double>(), 0);
   EXPECT_GT(two.at("baseline_jets_per_s").get<double>(), 0);
 
-  const foldfarm::ProcessResult p =
-      runFoldfarm({"bench", "pet", "--preset", "tiny", "--data", (dir_ / "jets.h5").string(),
-                   "--device", "cpu", "--members", "2", "--profile"},
-                  dir_);
+  const foldfarm::ProcessResult p = runFoldfarm({"bench", "pet", "--preset", "tiny", "--data", data,
+                                                 "--device", "cpu", "--members", "2", "--profile"},
+                                                dir_);
   EXPECT_EQ(p.exitCode, 2) << p.err;
   EXPECT_NE(p.err.find("--profile reads one thread's operators"), std::string::npos) << p.err;
 }
