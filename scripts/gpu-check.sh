@@ -715,6 +715,7 @@ b = s["results"].get("bench") or {}
 for k, v in b.items():
     if v and v.get("jets_per_s"):
         extra = f', baseline {v["baseline_jets_per_s"]:.0f} jets/s, x{v["speedup"]:.2f}' if v.get("speedup") else ""
+        if v.get("members_speedup"): extra += f', x{v["members_speedup"]:.2f} over one member'
         print(f'  bench {k:>12s}: {v["jets_per_s"]:.0f} jets/s, {v["step_ms"]:.1f} ms/step{extra}')
 c = s["results"].get("campaign") or {}
 if c:
