@@ -10,22 +10,20 @@ namespace foldfarm::jobs::testing {
 
 void registerTestTaskKinds() {
   registerBuiltinTaskKinds();
-  registerTaskKind(
-      "crash",
-      TaskRunner([](const nlohmann::json& p, const std::string& dir) {
-        int sig = p.value("signal", 11);
-        std::string marker = dir + "/crashed-once";
-        bool always = p.value("always", false);
-        bool crash = p.value("crash", true);
-        if (crash && (always || ::access(marker.c_str(), F_OK) != 0)) {
-          int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT, 0644);
-          if (fd >= 0) ::fsync(fd), ::close(fd);
-          ::signal(sig, SIG_DFL);
-          ::raise(sig);
-        }
-        return TaskOutcome{0, "", nlohmann::json{{"survived", true}}};
-      }),
-      TaskKindTraits{true, nullptr, std::nullopt});
+  registerTaskKind("crash", TaskRunner([](const nlohmann::json& p, const std::string& dir) {
+                     int sig = p.value("signal", 11);
+                     std::string marker = dir + "/crashed-once";
+                     bool always = p.value("always", false);
+                     bool crash = p.value("crash", true);
+                     if (crash && (always || ::access(marker.c_str(), F_OK) != 0)) {
+                       int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT, 0644);
+                       if (fd >= 0) ::fsync(fd), ::close(fd);
+                       ::signal(sig, SIG_DFL);
+                       ::raise(sig);
+                     }
+                     return TaskOutcome{0, "", nlohmann::json{{"survived", true}}};
+                   }),
+                   TaskKindTraits{true, nullptr, std::nullopt});
 }
 
 }  // namespace foldfarm::jobs::testing
