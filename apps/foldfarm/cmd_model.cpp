@@ -531,7 +531,7 @@ BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& s
     if (device.is_cuda()) torch::cuda::synchronize(device.index());
   };
   // Steps [from, to) of every member: in this thread for one member, else one thread each
-  // (on its own stream); the first error is rethrown here.
+  // (on its own stream); the first error is rethrown here. The caller synchronises.
   auto runSteps = [&](int64_t from, int64_t to) {
     if (members == 1) {
       for (int64_t s = from; s < to; ++s) runStep(team[0], host[static_cast<size_t>(s)], s);
@@ -545,7 +545,6 @@ BenchRun benchOnce(const BenchArgs& a, const PetConfig& cfg, const JetTensors& s
           const StreamScope stream(device);
           for (int64_t s = from; s < to; ++s)
             runStep(team[static_cast<size_t>(m)], host[static_cast<size_t>(s)], s);
-          sync();
         } catch (...) {
           errors[static_cast<size_t>(m)] = std::current_exception();
         }
