@@ -635,17 +635,18 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
       if (use_mlp) {
         const std::string fitted_dir = stateDir(out) + "/mlp_fit_step" + std::to_string(k) + sfx;
         const bool fitted = checkpointExists(fitted_dir);
-        if (ctx != nullptr) ctx->barrier();  // every rank looked before rank 0 may write it
+        if (ctx != nullptr) ctx->barrier();      // every rank looked before rank 0 may write it
+        const torch::Device on = device.device;  // the task's device, as PET's
         if (fitted) {
-          mlp.emplace(ObservableClassifier::load(fitted_dir, cfg.observables));
+          mlp.emplace(ObservableClassifier::load(fitted_dir, cfg.observables, on));
         } else {
           if (!warm_dir.empty())
-            mlp.emplace(ObservableClassifier::load(warmModel("mlp"), cfg.observables));
+            mlp.emplace(ObservableClassifier::load(warmModel("mlp"), cfg.observables, on));
           else if (iter == 0)
             mlp.emplace(cfg.observables, cfg.mlp.hidden,
-                        deriveSeed({seed_e, kPurposeMlpInit, static_cast<uint64_t>(step)}));
+                        deriveSeed({seed_e, kPurposeMlpInit, static_cast<uint64_t>(step)}), on);
           else
-            mlp.emplace(ObservableClassifier::load(mlp_dir + sfx, cfg.observables));
+            mlp.emplace(ObservableClassifier::load(mlp_dir + sfx, cfg.observables, on));
           MlpFitOptions mo;
           mo.epochs = cfg.mlp.epochs;
           mo.patience = cfg.mlp.patience;

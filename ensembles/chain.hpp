@@ -93,9 +93,9 @@ struct ChainConfig {
   // to independent ensemble members (the campaign's "members"), whose weights are averaged
   // only at the end.
   int step_ensemble = 1;
-  // Where PET's steps train (core/train/device.hpp): auto (this process's GPU when there is
-  // one: a campaign slot's), cpu or cuda. Not part of the chain's identity: a chain resumes
-  // on another device. The MLP of "mlp"/"pet+mlp" trains on the CPU.
+  // Where the steps' classifiers train, PET and the observable MLP (core/train/device.hpp):
+  // auto (this process's GPU when there is one: a campaign slot's), cpu or cuda. Not part of
+  // the chain's identity: a chain resumes on another device.
   std::string device = "auto";
   // PET's step training: "fp32" or "bf16" (CUDA), and fixed batch shapes (trainer.hpp).
   // Part of the identity when not the default (they change the numbers).

@@ -10,7 +10,8 @@
 #   bench     bench pet: omnilearn pretrain, bf16 + fixed shapes beside the padded fp32
 #             baseline at batch 256, 1024, 4096; the same with CUDA graphs; tiny chain-sized
 #             models, 1, 2 and 4 trained side by side in one process; fp32 at 1024
-#             (OUTDIR/bench_pet.json)
+#             (OUTDIR/bench_pet.json); the observable MLP's fit on the GPU beside the
+#             same fit on the CPU, at the chains' batch and a large one (bench_pet.json mlp)
 #   campaign  tiny PET chains on one GPU with 1, 2, 4 tasks per GPU: chains/hour, GPU
 #             memory per task process, fresh process vs persistent worker (campaign.json)
 #   build_all every other target, with the time left (OUTDIR/build.log)
@@ -29,7 +30,8 @@
 # FF_BENCH_PRESET (omnilearn), FF_BENCH_PRECISION (bf16), FF_BENCH_PARTICLES (150),
 # FF_BENCH_STEPS (20), FF_BENCH_WARMUP (5), FF_BENCH_GRAPHS_BATCHES (as FF_BENCH_BATCHES; ""
 # for none), FF_BENCH_MEMBERS ("1,2,4"; "" for none), FF_MEMBERS_BATCH (512),
-# FF_CHAIN_EVENTS (10000), FF_CHAIN_PRECISION (fp32).
+# FF_CHAIN_EVENTS (10000), FF_CHAIN_PRECISION (fp32), FF_MLP_BATCHES ("256 4096"; "" for
+# none), FF_MLP_THREADS (4: a task's CPU share with 4 tasks per GPU on 16 cores).
 set -u -o pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -66,6 +68,8 @@ bench_steps=${FF_BENCH_STEPS:-20}
 bench_warmup=${FF_BENCH_WARMUP:-5}
 bench_members=${FF_BENCH_MEMBERS-1,2,4}  # "" for none
 members_batch=${FF_MEMBERS_BATCH:-512}
+mlp_batches=${FF_MLP_BATCHES-256 4096}  # "" for none
+mlp_threads=${FF_MLP_THREADS:-4}
 chain_events=${FF_CHAIN_EVENTS:-10000}
 chain_precision=${FF_CHAIN_PRECISION:-fp32}
 only_steps=${FF_STEPS:-}  # e.g. facts,deps,bench: run only these (the others: skipped)
@@ -482,7 +486,7 @@ do_bench() {
   fi
   say "bench: $(du -h "$f" | cut -f1) of pretraining jets"
   rm -f "$data"/bench_cmp_*.json "$data"/bench_fp32_*.json "$data"/bench_graphs_*.json \
-    "$data"/bench_members.json
+    "$data"/bench_members.json "$data"/bench_mlp_*.json
   # One process per batch size: a failure (memory, time) loses one figure, not all.
   # Each run reads only the jets its batches take (warm-up + timed steps, one batch spare).
   need() { local n=$(( ($1) * (bench_steps + bench_warmup + 1) )); [ "$n" -gt "$bench_jets" ] && n=$bench_jets; echo "$n"; }
@@ -522,6 +526,17 @@ do_bench() {
     [ $r -ne 0 ] && rc=$r
     valid_json "$part" || say "bench: members failed (rc $r)"
   fi
+  # The observable MLP (mlp and pet+mlp chains) on the GPU, beside the same fit on the CPU with
+  # a task's share of the cores: a chain step's rows (MC + data events), 5 epochs.
+  for b in $mlp_batches; do
+    part=$data/bench_mlp_$b.json
+    say "bench: observable MLP, $((2 * chain_events)) rows, batch $b, $device beside the CPU ($mlp_threads threads)"
+    t "$ff" --log-level warn bench mlp --device "$device" --rows "$((2 * chain_events))" \
+      --batch "$b" --threads "$mlp_threads" --compare --json >"$part"
+    r=$?
+    [ $r -ne 0 ] && rc=$r
+    valid_json "$part" || say "bench: mlp batch $b failed (rc $r)"
+  done
   b=$bench_fp32_batch
   part=$data/bench_fp32_$b.json
   say "bench: $bench_preset pretrain fp32, batch $b"
@@ -545,7 +560,7 @@ def runs(prefix):
         found[re.sub(r"\D", "", os.path.basename(p)[len(prefix):])] = load(p)
     return dict(sorted(found.items(), key=lambda kv: int(kv[0] or 0)))
 res = {"compare": runs("bench_cmp_"), "graphs": runs("bench_graphs_"), "fp32": runs("bench_fp32_"),
-       "members": load(os.path.join(d, "bench_members.json"))}
+       "members": load(os.path.join(d, "bench_members.json")), "mlp": runs("bench_mlp_")}
 keys = ("jets_per_s", "step_ms", "achieved_tflops", "fraction_of_peak", "device_memory_mb",
         "baseline_jets_per_s", "baseline_step_ms", "baseline_device_memory_mb", "speedup",
         "cuda_graphs_captured")
@@ -553,8 +568,16 @@ summary = {}
 for run in ((res["members"] or {}).get("runs") or []):
     summary[f"members_{run['members']}"] = {k: run.get(k) for k in
         ("jets_per_s", "step_ms", "members_speedup", "device_memory_mb") if k in run}
+for b, j in res["mlp"].items():
+    if j and j.get("fit"):
+        summary[f"mlp_{b}"] = {"epoch_s": j["fit"].get("epoch_s"), "step_ms": j["fit"].get("step_ms"),
+                               "cpu_epoch_s": (j.get("cpu") or {}).get("epoch_s"),
+                               "speedup_vs_cpu": j.get("speedup_vs_cpu"),
+                               "max_logit_difference": j.get("max_logit_difference")}
+    else:
+        summary[f"mlp_{b}"] = None
 for kind, group in res.items():
-    if kind == "members": continue
+    if kind in ("members", "mlp"): continue
     for b, j in group.items():
         r = (j.get("runs") or [{}])[0] if j else None
         summary[f"{kind}_{b}"] = {k: r.get(k) for k in keys if k in r} if r else None
@@ -717,6 +740,9 @@ for k, v in b.items():
         extra = f', baseline {v["baseline_jets_per_s"]:.0f} jets/s, x{v["speedup"]:.2f}' if v.get("speedup") else ""
         if v.get("members_speedup"): extra += f', x{v["members_speedup"]:.2f} over one member'
         print(f'  bench {k:>12s}: {v["jets_per_s"]:.0f} jets/s, {v["step_ms"]:.1f} ms/step{extra}')
+    elif v and v.get("epoch_s") is not None:
+        cpu = f', CPU {v["cpu_epoch_s"]:.3f} s, x{v["speedup_vs_cpu"]:.2f}' if v.get("speedup_vs_cpu") else ""
+        print(f'  bench {k:>12s}: {v["epoch_s"]:.3f} s per epoch, {v["step_ms"]:.2f} ms/step{cpu}')
 c = s["results"].get("campaign") or {}
 if c:
     print(f'  campaign: chains/hour by tasks per GPU {c.get("chains_per_hour")}; one chain: fresh process '

@@ -1,4 +1,4 @@
-// model info, pretrain, finetune, generate, bench pet.
+// model info, pretrain, finetune, generate, bench pet, bench optim, bench mlp.
 #ifdef FOLDFARM_HAVE_LEGACY_PROFILER
 #include <torch/csrc/autograd/profiler_legacy.h>
 #endif
@@ -41,6 +41,7 @@
 #include "core/train/gradient_step.hpp"
 #include "core/train/losses.hpp"
 #include "core/train/metrics.hpp"
+#include "core/train/observable_classifier.hpp"
 #include "core/train/optim.hpp"
 #include "core/train/parallel.hpp"
 #include "core/train/pretrain.hpp"
@@ -694,6 +695,103 @@ void runOptimBench(const OptimBenchArgs& a) {
   if (!same) throw Error("bench optim: the flat and per-parameter optimisers ended differently");
 }
 
+struct MlpBenchArgs {
+  std::string device = "auto";
+  int64_t rows = 20000, columns = 6, batch = 256, epochs = 5;
+  std::vector<int64_t> hidden = {64, 64};
+  int threads = 0;
+  bool compare = false, json_out = false;
+};
+
+// The observable MLP's fit (the classifier of "mlp" chains and the base of "pet+mlp" ones) on
+// a device, and with --compare the same fit on the CPU in the same process: whether the MLP
+// pays on the task's GPU. Rows: `columns` standard normals, half labelled 1 and weighted by
+// exp(x0), so that the fit has a density ratio to learn.
+void runMlpBench(const MlpBenchArgs& a) {
+  if (a.rows < 20 || a.columns < 1 || a.batch < 1 || a.epochs < 1)
+    throw InputError("bench mlp: needs --rows >= 20, --columns, --batch and --epochs >= 1");
+  for (int64_t h : a.hidden)
+    if (h < 1) throw InputError("bench mlp: --hidden widths must be >= 1");
+  configureThreads(a.threads);
+  const DeviceChoice dev = selectDevice(a.device);
+  std::vector<std::string> names;
+  for (int64_t c = 0; c < a.columns; ++c) names.push_back("x" + std::to_string(c));
+  std::vector<float> x(static_cast<size_t>(a.rows * a.columns)), w(static_cast<size_t>(a.rows));
+  std::vector<int64_t> y(static_cast<size_t>(a.rows));
+  std::mt19937_64 g(1);
+  std::normal_distribution<float> norm(0.f, 1.f);
+  for (int64_t i = 0; i < a.rows; ++i) {
+    for (int64_t c = 0; c < a.columns; ++c) x[static_cast<size_t>(i * a.columns + c)] = norm(g);
+    y[static_cast<size_t>(i)] = 2 * i < a.rows ? 0 : 1;
+    w[static_cast<size_t>(i)] =
+        y[static_cast<size_t>(i)] ? std::exp(x[static_cast<size_t>(i * a.columns)] - 0.5f) : 1.f;
+  }
+  MlpFitOptions o;
+  o.epochs = a.epochs;
+  o.patience = 0;
+  o.batch_size = a.batch;
+  o.seed = 2;
+  struct Run {
+    double seconds = 0;
+    int64_t steps = 0;
+    double val_loss = 0;
+    std::vector<float> logits;
+  };
+  auto once = [&](const torch::Device& on) {
+    {  // untimed: one epoch on a model of its own (CUDA context, kernels, allocator pool)
+      ObservableClassifier warm(names, a.hidden, 3, on);
+      MlpFitOptions wo = o;
+      wo.epochs = 1;
+      wo.label = "bench mlp warm-up";
+      warm.fit(x, y, w, wo);
+    }
+    ObservableClassifier mlp(names, a.hidden, 3, on);
+    if (on.is_cuda()) torch::cuda::synchronize(on.index());
+    const auto t0 = std::chrono::steady_clock::now();
+    o.label = "bench mlp on " + on.str();
+    const FitResult fit = mlp.fit(x, y, w, o);
+    Run r;
+    r.logits = mlp.logits(x);  // reads the result back: the fit has finished on the device
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.steps = fit.steps;
+    r.val_loss = fit.best_val_loss;
+    return r;
+  };
+  auto figures = [&](const Run& r) {
+    return json{{"seconds", r.seconds},
+                {"epoch_s", r.seconds / static_cast<double>(a.epochs)},
+                {"step_ms", 1e3 * r.seconds / static_cast<double>(std::max<int64_t>(1, r.steps))},
+                {"steps", r.steps},
+                {"rows_per_s", static_cast<double>(a.rows * a.epochs) / r.seconds},
+                {"best_val_loss", r.val_loss}};
+  };
+  const Run run = once(dev.device);
+  json j = {{"device", dev.toJson()}, {"rows", a.rows},     {"columns", a.columns},
+            {"hidden", a.hidden},     {"batch", a.batch},   {"epochs", a.epochs},
+            {"threads", a.threads},   {"fit", figures(run)}};
+  std::string line =
+      "bench mlp on " + dev.device.str() + ": " + std::to_string(a.rows) + " rows, batch " +
+      std::to_string(a.batch) + ", " +
+      fmt::format("{:.3f} s per epoch ({:.1f} ms per step)", j["fit"]["epoch_s"].get<double>(),
+                  j["fit"]["step_ms"].get<double>());
+  if (a.compare) {
+    const Run cpu = dev.isCuda() ? once(torch::kCPU) : run;
+    double worst = 0;
+    for (size_t i = 0; i < run.logits.size(); ++i)
+      worst = std::max(worst, std::abs(static_cast<double>(run.logits[i]) - cpu.logits[i]));
+    j["cpu"] = figures(cpu);
+    j["speedup_vs_cpu"] = cpu.seconds / run.seconds;
+    j["max_logit_difference"] = worst;
+    line +=
+        fmt::format("; CPU {:.3f} s per epoch: x{:.2f} (largest logit difference {:.2g})",
+                    cpu.seconds / static_cast<double>(a.epochs), cpu.seconds / run.seconds, worst);
+  }
+  if (a.json_out)
+    std::printf("%s\n", j.dump(2).c_str());
+  else
+    std::printf("%s\n", line.c_str());
+}
+
 void runBench(const BenchArgs& a) {
   configureThreads(a.threads);
   if (a.mode != "classifier" && a.mode != "pretrain")
@@ -997,6 +1095,25 @@ void registerModelCommands(CommandGroups& g) {
   b->add_flag("--profile", bench->profile,
               "Print the per-operator self time of the timed steps to stderr (slows them down)");
   b->callback([bench] { runBench(*bench); });
+
+  auto mb = std::make_shared<MlpBenchArgs>();
+  CLI::App* m = g.bench.add_subcommand(
+      "mlp",
+      "Fit of the observable MLP (mlp and pet+mlp chains) on a device; --compare: the same fit "
+      "on the CPU in the same run (does the MLP pay on the task's GPU?)");
+  m->add_option("--device", mb->device, "cpu, cuda or auto")->capture_default_str();
+  m->add_option("--rows", mb->rows, "Training rows (a chain step: MC + data events)")
+      ->capture_default_str();
+  m->add_option("--columns", mb->columns, "Input observables")->capture_default_str();
+  m->add_option("--hidden", mb->hidden, "Hidden layer widths")
+      ->delimiter(',')
+      ->capture_default_str();
+  m->add_option("--batch", mb->batch, "Batch size")->capture_default_str();
+  m->add_option("--epochs", mb->epochs, "Timed epochs (after one untimed)")->capture_default_str();
+  m->add_option("--threads", mb->threads, "Intra-op threads (0: all cores)")->capture_default_str();
+  m->add_flag("--compare", mb->compare, "Also fit on the CPU and report the speed-up");
+  m->add_flag("--json", mb->json_out, "Print JSON");
+  m->callback([mb] { runMlpBench(*mb); });
 
   auto ob = std::make_shared<OptimBenchArgs>();
   CLI::App* o = g.bench.add_subcommand(

@@ -32,8 +32,12 @@ struct ObservableClassifier::Net {
 };
 
 ObservableClassifier::ObservableClassifier(std::vector<std::string> columns,
-                                           std::vector<int64_t> hidden, uint64_t init_seed)
-    : columns_(std::move(columns)), hidden_(std::move(hidden)), net_(std::make_unique<Net>()) {
+                                           std::vector<int64_t> hidden, uint64_t init_seed,
+                                           torch::Device device)
+    : columns_(std::move(columns)),
+      hidden_(std::move(hidden)),
+      device_(device),
+      net_(std::make_unique<Net>()) {
   if (columns_.empty()) throw InputError("observable MLP: needs at least one input column");
   if (hidden_.empty()) throw InputError("observable MLP: needs at least one hidden layer");
   for (int64_t h : hidden_)
@@ -45,7 +49,8 @@ ObservableClassifier::ObservableClassifier(std::vector<std::string> columns,
     in = h;
   }
   net_->seq->push_back(torch::nn::Linear(in, 1));
-  // Glorot-uniform kernels and zero biases from the seed alone (not the global generator).
+  // Glorot-uniform kernels and zero biases from the seed alone (not the global generator),
+  // drawn on the host: the same network on every device.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(init_seed);
   torch::NoGradGuard no_grad;
   for (auto& item : net_->seq->named_parameters()) {
@@ -57,6 +62,7 @@ ObservableClassifier::ObservableClassifier(std::vector<std::string> columns,
       p.zero_();
     }
   }
+  if (!device_.is_cpu()) net_->seq->to(device_);
 }
 
 ObservableClassifier::~ObservableClassifier() = default;
@@ -105,14 +111,13 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
       std_[static_cast<size_t>(c)] = var > 1e-12 ? static_cast<float>(std::sqrt(var)) : 1.0f;
     }
   }
-  const Tensor mean = torch::tensor(mean_), sd = torch::tensor(std_);
-  const Tensor X =
-      (torch::from_blob(const_cast<float*>(x.data()), {n, k}, torch::kFloat32) - mean) / sd;
-  const Tensor Y = torch::tensor(labels, torch::kInt64);
-  const Tensor W =
-      weights.empty()
-          ? torch::ones({n}, torch::kFloat32)
-          : torch::from_blob(const_cast<float*>(weights.data()), {n}, torch::kFloat32).clone();
+  // Inputs, labels and weights copied to the device once; standardised there.
+  const Tensor X = standardised(x, n);
+  const Tensor Y = torch::tensor(labels, torch::kInt64).to(device_);
+  const Tensor W = weights.empty()
+                       ? torch::ones({n}, torch::TensorOptions(torch::kFloat32).device(device_))
+                       : torch::from_blob(const_cast<float*>(weights.data()), {n}, torch::kFloat32)
+                             .to(device_, /*non_blocking=*/false, /*copy=*/true);
   auto [train_rows, val_rows] =
       o.val_fraction > 0 ? splitRows(n, o.val_fraction, o.seed)
                          : std::make_pair(std::vector<int64_t>(), std::vector<int64_t>());
@@ -123,7 +128,7 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
   if (train_rows.empty() || (o.val_fraction > 0 && val_rows.empty()))
     throw InputError(o.label + ": too few rows for a validation fraction of " +
                      std::to_string(o.val_fraction));
-  const Tensor vi = torch::tensor(val_rows, torch::kInt64);
+  const Tensor vi = torch::tensor(val_rows, torch::kInt64).to(device_);
   const Tensor Xv = val_rows.empty() ? Tensor() : X.index_select(0, vi);
   const Tensor Yv = val_rows.empty() ? Tensor() : Y.index_select(0, vi);
   const Tensor Wv = val_rows.empty() ? Tensor() : W.index_select(0, vi);
@@ -139,31 +144,34 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
   FitResult result;
   std::vector<Tensor> best;
   int64_t bad = 0;
+  const auto rows = static_cast<int64_t>(train_rows.size());
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
+    // The epoch's row order, drawn on the host (the same on every device), copied once;
+    // each batch is a slice of it.
     std::vector<int64_t> order = train_rows;
     std::mt19937_64 g(deriveSeed({o.seed, kPurposeOrder, static_cast<uint64_t>(epoch)}));
     std::shuffle(order.begin(), order.end(), g);
+    const Tensor perm = torch::tensor(order, torch::kInt64).to(device_);
     seq->train();
-    double loss_sum = 0;
+    // The summed batch losses stay on the device (in double: the sum of the per-step values
+    // a host loop would add) and are read once, at the end of the epoch.
+    Tensor loss_sum = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device_));
     int64_t steps = 0;
-    for (size_t b = 0; b < order.size(); b += static_cast<size_t>(o.batch_size)) {
-      const size_t e = std::min(order.size(), b + static_cast<size_t>(o.batch_size));
-      const Tensor idx = torch::tensor(std::vector<int64_t>(order.begin() + static_cast<long>(b),
-                                                            order.begin() + static_cast<long>(e)),
-                                       torch::kInt64);
+    for (int64_t b = 0; b < rows; b += o.batch_size) {
+      const Tensor idx = perm.narrow(0, b, std::min(o.batch_size, rows - b));
       zeroGradients(opt);
       const Tensor loss = weightedClassifierLoss(seq->forward(X.index_select(0, idx)),
                                                  Y.index_select(0, idx), W.index_select(0, idx));
       loss.backward();
       opt.step();
-      loss_sum += loss.item<double>();
+      loss_sum.add_(loss.detach().to(torch::kFloat64));
       ++steps;
       ++result.steps;
     }
     EpochRecord rec;
     rec.epoch = epoch;
-    rec.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(1, steps));
+    rec.train_loss = loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, steps));
     rec.lr = o.lr;
     rec.val_loss = std::numeric_limits<double>::quiet_NaN();
     if (Xv.defined()) {
@@ -206,11 +214,16 @@ std::vector<float> ObservableClassifier::logits(const std::vector<float>& x) con
   const auto n = static_cast<int64_t>(x.size()) / k;
   torch::NoGradGuard no_grad;
   net_->seq->eval();
-  const Tensor X = (torch::from_blob(const_cast<float*>(x.data()), {n, k}, torch::kFloat32) -
-                    torch::tensor(mean_)) /
-                   torch::tensor(std_);
-  const Tensor out = net_->seq->forward(X).reshape({n}).contiguous();
+  const Tensor out =
+      net_->seq->forward(standardised(x, n)).reshape({n}).to(torch::kCPU).contiguous();
   return std::vector<float>(out.data_ptr<float>(), out.data_ptr<float>() + n);
+}
+
+Tensor ObservableClassifier::standardised(const std::vector<float>& x, int64_t n) const {
+  const auto k = static_cast<int64_t>(columns_.size());
+  const Tensor host = torch::from_blob(const_cast<float*>(x.data()), {n, k}, torch::kFloat32);
+  const Tensor X = device_.is_cpu() ? host : host.to(device_);
+  return (X - torch::tensor(mean_).to(device_)) / torch::tensor(std_).to(device_);
 }
 
 void ObservableClassifier::save(const std::string& dir) const {
@@ -225,7 +238,8 @@ void ObservableClassifier::save(const std::string& dir) const {
 }
 
 ObservableClassifier ObservableClassifier::load(const std::string& dir,
-                                                const std::vector<std::string>& expect_columns) {
+                                                const std::vector<std::string>& expect_columns,
+                                                torch::Device device) {
   const Checkpoint ck = readCheckpoint(dir);
   const nlohmann::json& e = ck.meta.extra;
   if (!e.is_object() || e.value("kind", "") != kKind)
@@ -249,7 +263,7 @@ ObservableClassifier ObservableClassifier::load(const std::string& dir,
   if (mean.size() != columns.size() || sd.size() != columns.size())
     throw InputError(dir + "/meta.json: statistics do not match the " +
                      std::to_string(columns.size()) + " columns");
-  ObservableClassifier c(columns, hidden, 0);
+  ObservableClassifier c(columns, hidden, 0, device);
   c.mean_ = mean;
   c.std_ = sd;
   torch::NoGradGuard no_grad;
@@ -257,7 +271,7 @@ ObservableClassifier ObservableClassifier::load(const std::string& dir,
     const auto it = ck.tensors.find("mlp." + item.key());
     if (it == ck.tensors.end() || !it->second.sizes().equals(item.value().sizes()))
       throw InputError(dir + ": tensor mlp." + item.key() + " is missing or has another shape");
-    item.value().copy_(it->second);
+    item.value().copy_(it->second);  // host to device when the network is on a GPU
   }
   return c;
 }

@@ -17,12 +17,21 @@
 // seed and fraction validates on -- with the best epoch's weights restored.
 // Deterministic in (init seed, options, data) for a fixed number of intra-op threads.
 //
+// Device: the network, the standardised inputs, labels and weights live on `device` (a chain
+// task's GPU, chain.hpp); an epoch's row order is drawn on the host and copied once, batches
+// are cut on the device, and the losses are read once per epoch, not per step. The initial
+// weights are drawn on the host, so every device starts from the same network; on the CPU
+// the results are those of a host-only fit, bit for bit. Checkpoints hold host copies and
+// load on either device.
+//
 // Thread-safety: one instance per thread. Errors: InputError for bad data, options and
 // unreadable checkpoints (one line naming the path and what to do).
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <torch/types.h>
 
 #include "core/train/trainer.hpp"
 
@@ -44,19 +53,20 @@ class ObservableClassifier {
   // columns: names of the input columns (recorded in checkpoints, checked on load);
   // hidden: widths of the hidden layers (at least one).
   ObservableClassifier(std::vector<std::string> columns, std::vector<int64_t> hidden,
-                       uint64_t init_seed);
+                       uint64_t init_seed, torch::Device device = torch::kCPU);
   ~ObservableClassifier();
   ObservableClassifier(ObservableClassifier&&) noexcept;
   ObservableClassifier& operator=(ObservableClassifier&&) noexcept;
 
   // Loads a checkpoint written by save(); InputError when it is not an observable MLP or
-  // its columns differ from `expect_columns` (when non-empty).
+  // its columns differ from `expect_columns` (when non-empty). The network goes to `device`.
   static ObservableClassifier load(const std::string& dir,
-                                   const std::vector<std::string>& expect_columns = {});
+                                   const std::vector<std::string>& expect_columns = {},
+                                   torch::Device device = torch::kCPU);
 
   FitResult fit(const std::vector<float>& x, const std::vector<int64_t>& labels,
                 const std::vector<float>& weights, const MlpFitOptions& options);
-  // Logit per row (eval mode).
+  // Logit per row (eval mode), computed on the classifier's device, returned to the host.
   std::vector<float> logits(const std::vector<float>& x) const;
 
   void save(const std::string& dir) const;
@@ -64,11 +74,15 @@ class ObservableClassifier {
   const std::vector<std::string>& columns() const { return columns_; }
   const std::vector<int64_t>& hidden() const { return hidden_; }
   int64_t parameterCount() const;
+  torch::Device device() const { return device_; }
 
  private:
   struct Net;
+  // The n rows of x (n x k, host) on the device, standardised with the fitted statistics.
+  torch::Tensor standardised(const std::vector<float>& x, int64_t n) const;
   std::vector<std::string> columns_;
   std::vector<int64_t> hidden_;
+  torch::Device device_;
   std::vector<float> mean_, std_;  // empty until the first fit (or load)
   std::unique_ptr<Net> net_;
 };

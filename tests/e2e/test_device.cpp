@@ -2,11 +2,12 @@
 // a campaign worker resolves from its slot (GPU slots hand each task its own
 // CUDA_VISIBLE_DEVICES), a GPU campaign refused at init by a build whose LibTorch lacks CUDA,
 // `--device cuda` refused with one line and nothing written, and `bench pet` over several
-// batch sizes with the padded baseline beside it.
+// batch sizes with the padded baseline beside it; `bench mlp` with the CPU fit beside.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -271,4 +272,32 @@ TEST_F(Device, BenchOptimTimesBothFormsAndFindsThemBitIdentical) {
     EXPECT_GT(j.at("flat_step_ms").get<double>(), 0) << kind;
     EXPECT_GT(j.at("parameters").get<int64_t>(), 0) << kind;
   }
+}
+
+TEST_F(Device, BenchMlpFitsOnTheDeviceWithTheCpuFitBeside) {
+  // On the CPU the compared fit is the same fit; on a GPU (when there is one) the device's fit
+  // must end where the CPU's does.
+  const bool gpu = hasCuda() && facts_.at("visible_gpus").get<int>() > 0;
+  const foldfarm::ProcessResult r = runFoldfarm(
+      {"bench", "mlp", "--device", gpu ? "cuda" : "cpu", "--rows", "400", "--epochs", "2",
+       "--batch", "100", "--hidden", "16,8", "--threads", "1", "--compare", "--json"},
+      dir_);
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j.at("hidden"), json::array({16, 8}));
+  EXPECT_EQ(j.at("device").at("device").get<std::string>().substr(0, 4), gpu ? "cuda" : "cpu");
+  // 360 training rows (a tenth validates) in batches of 100: 4 steps per epoch.
+  EXPECT_EQ(j.at("fit").at("steps").get<int64_t>(), 8);
+  EXPECT_EQ(j.at("cpu").at("steps").get<int64_t>(), 8);
+  EXPECT_GT(j.at("fit").at("rows_per_s").get<double>(), 0);
+  EXPECT_TRUE(std::isfinite(j.at("fit").at("best_val_loss").get<double>()));
+  if (gpu) {
+    EXPECT_LT(j.at("max_logit_difference").get<double>(), 1e-3);
+  } else {
+    EXPECT_EQ(j.at("max_logit_difference").get<double>(), 0.0);
+    EXPECT_EQ(j.at("speedup_vs_cpu").get<double>(), 1.0);
+  }
+  const foldfarm::ProcessResult bad = runFoldfarm({"bench", "mlp", "--rows", "5"}, dir_);
+  EXPECT_EQ(bad.exitCode, 2) << bad.err;
+  EXPECT_NE(bad.err.find("--rows >= 20"), std::string::npos) << bad.err;
 }
