@@ -8,13 +8,21 @@
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <numeric>
 
 #include "apps/foldfarm/commands.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/base/seed.hpp"
+#include "core/data/features.hpp"
+#include "core/data/synth.hpp"
 #include "core/model/pet.hpp"
 #include "core/model/pet_config.hpp"
 #include "core/model/threads.hpp"
+#include "core/train/flat_params.hpp"
+#include "core/train/gradient_step.hpp"
+#include "core/train/jet_batches.hpp"
+#include "core/train/optim.hpp"
 #include "dist/bucketed_allreduce.hpp"
 #include "dist/cli_options.hpp"
 #include "dist/communicator.hpp"
@@ -219,6 +227,7 @@ void benchAllreduce(const AllreduceArgs& a) {
 
 struct DdpArgs {
   std::string preset = "tiny";
+  std::string precision = "fp32";
   int batch = 32;
   int steps = 10;
   int warmup = 2;
@@ -228,52 +237,60 @@ struct DdpArgs {
   dist::DistCli dist;
 };
 
-// Weak scaling: every rank trains on `batch` jets per step; global jets/s, step time,
-// communication time and the part of it not hidden behind backward.
+// Weak scaling: every rank takes the pretraining step of `foldfarm pretrain` on `batch`
+// synthetic JetClass-like jets per step (GradientStep: classification + diffusion + noised
+// classification; then the gradient all-reduce, clipping, flat Lion and EMA, as the Trainer
+// takes them); global jets/s, step time, communication time and the part of it not hidden
+// behind backward.
 void benchDdp(const DdpArgs& a) {
   configureThreads(a.threads);
   dist::DataParallelContext ctx(dist::detectLaunch(), a.dist.resolve());
+  const torch::Device dev = ctx.device();
+  if (a.precision == "bf16" && !dev.is_cuda())
+    throw InputError("bench ddp: --precision bf16 needs GPU ranks (--dist-backend nccl)");
   PetConfig cfg = petPreset(a.preset);
   cfg.num_classes = 10;
   cfg.generator = true;
-  cfg.feature_dropout = 0.0;
   Pet net(cfg);
   net->resetParameters(1234);
-  net->to(ctx.device());
+  net->to(dev);
   net->train();
-  ctx.prepare(*net);
-  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(3e-5));
+  // Flat buffers first: the gradient buckets become slices of the flat gradient.
+  auto flat = std::make_shared<FlatParameters>(net->parameters());
+  ctx.prepare(*net, flat.get());
+  OptimizerSettings os;
+  auto opt = makeFlatOptimizer(net, os, flat);
+  Ema ema(net, 0.999, flat.get());
+  GradientStepOptions so;
+  so.objective = Objective::kPretrain;
+  so.precision = a.precision;
+  so.world_size = ctx.worldSize();
+  GradientStep step(net, *opt, so);
 
-  const auto dev = ctx.device();
-  torch::Generator g = at::detail::createCPUGenerator(77 + ctx.rank());
-  const int B = a.batch, P = a.particles;
-  // Multiplicities 20-60 of P slots, as in the SPEC's CPU measurement (40 real of 100).
-  at::Tensor count = at::randint(20, std::min(60, P) + 1, {B, 1}, g, torch::kLong);
-  at::Tensor mask = (torch::arange(P).unsqueeze(0) < count).to(torch::kFloat32).to(dev);
-  at::Tensor x = (at::randn({B, P, 13}, g) * mask.unsqueeze(-1).cpu()).to(dev);
-  at::Tensor jets = at::randn({B, 4}, g).to(dev);
-  at::Tensor labels = at::randint(0, 10, {B}, g, torch::kLong).to(dev);
-  at::Tensor t = at::rand({B, 1}, g).to(dev);
-  at::Tensor target = at::randn({B, P, 13}, g).to(dev);
+  // Each rank's own jets (the generator's seed by rank), standardised as pretraining does.
+  data::SynthConfig sc = data::SynthConfig::pretrainDefaults();
+  sc.P = a.particles;
+  const JetTensors set = JetTensors::fromArrays(
+      data::synthPretrain(sc, 77 + static_cast<uint64_t>(ctx.rank()), 0, a.batch),
+      data::FeatureStats::jetClass());
+  std::vector<int64_t> rows(static_cast<size_t>(a.batch));
+  std::iota(rows.begin(), rows.end(), 0);
+  const JetBatch batch = batchToDevice(makeBatch(set, rows, /*trim=*/true), dev);
 
   double step_s = 0, comm_s = 0, wait_s = 0;
   std::size_t bytes = 0;
   int buckets = 0;
+  const std::vector<at::Tensor> params = net->parameters();
   for (int s = 0; s < a.warmup + a.steps; ++s) {
     if (s == a.warmup) ctx.barrier();
     const auto t0 = Clock::now();
-    opt.zero_grad();
-    ClassifierOutput out = net->classify(x, mask, jets);
-    at::Tensor loss =
-        torch::cross_entropy_loss(out.logits, labels) + torch::mse_loss(out.jet_pred, jets);
-    at::Tensor enc = net->encode(x, mask, t);
-    at::Tensor v = net->velocity(enc, mask, jets, net->labelInput(labels), t);
-    loss = loss + ((v - target).pow(2) * mask.unsqueeze(-1)).mean();
-    loss.backward();
+    step.run(batch, deriveSeed({77, static_cast<uint64_t>(s), static_cast<uint64_t>(ctx.rank())}));
     ctx.finishGradientSync();
-    opt.step();
+    clipGradientNorm(params, 1.0, flat.get());
+    opt->step();
+    ema.update(net);
     // CUDA work is asynchronous: the step ends when the GPU is done with it.
-    if (dev.is_cuda()) torch::cuda::synchronize();
+    if (dev.is_cuda()) torch::cuda::synchronize(dev.index());
     if (s >= a.warmup) {
       step_s += since(t0);
       const dist::SyncTiming st = ctx.lastSync();
@@ -285,19 +302,25 @@ void benchDdp(const DdpArgs& a) {
   }
   std::vector<double> m{step_s / a.steps, comm_s / a.steps, wait_s / a.steps};
   ctx.control().allreduceMax(m);  // the slowest rank sets the pace
-  const double jets_per_s = static_cast<double>(B) * ctx.worldSize() / m[0];
+  const double jets_per_s = static_cast<double>(a.batch) * ctx.worldSize() / m[0];
   if (!ctx.isRoot()) return;
   nlohmann::json out = {{"benchmark", "ddp"},
                         {"preset", a.preset},
+                        {"objective", "pretrain"},
+                        {"optimizer", os.kind + " (flat) + EMA"},
+                        {"precision", a.precision},
+                        {"device", dev.str()},
                         {"ranks", ctx.worldSize()},
                         {"backend", ctx.backendName()},
                         {"threads_per_rank", a.threads},
-                        {"batch_per_rank", B},
-                        {"particles", P},
+                        {"batch_per_rank", a.batch},
+                        {"particles", a.particles},
+                        {"particles_per_jet", batch.mask.sum().item<double>() / a.batch},
                         {"steps", a.steps},
                         {"parameters", net->parameterCounts().total},
                         {"gradient_bytes", bytes},
                         {"buckets", buckets},
+                        {"buckets_slice_flat_gradient", ctx.bucketsSliceFlatGradient()},
                         {"jets_per_s", jets_per_s},
                         {"step_ms", m[0] * 1e3},
                         {"comm_ms", m[1] * 1e3},
@@ -334,8 +357,8 @@ void registerDistCommands(CommandGroups& g) {
   auto dd = std::make_shared<DdpArgs>();
   CLI::App* ddp = g.bench.add_subcommand(
       "ddp",
-      "Data-parallel PET training steps (weak scaling: --batch jets per rank); run under "
-      "mpirun -np N and compare jets_per_s with -np 1");
+      "Data-parallel PET pretraining steps, as foldfarm pretrain takes them (weak scaling: "
+      "--batch jets per rank); run under mpirun -np N and compare jets_per_s with -np 1");
   ddp->add_option("--preset", dd->preset, "PET preset: tiny or omnilearn")->capture_default_str();
   ddp->add_option("--batch", dd->batch, "Jets per rank per step")
       ->capture_default_str()
@@ -344,7 +367,11 @@ void registerDistCommands(CommandGroups& g) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   ddp->add_option("--warmup", dd->warmup, "Untimed steps first")->capture_default_str();
-  ddp->add_option("--particles", dd->particles, "Particle slots per jet (20-60 real)")
+  ddp->add_option("--precision", dd->precision, "fp32, or bf16 (autocast; GPU ranks)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
+  ddp->add_option("--particles", dd->particles,
+                  "Particle slots per jet (synthetic JetClass-like jets, truncated)")
       ->capture_default_str()
       ->check(CLI::Range(8, 512));
   ddp->add_option("--threads", dd->threads, "Intra-op and BLAS threads per rank")

@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/atomic_file.hpp"
-#include "report/html.hpp"
 #include "core/base/process.hpp"
+#include "report/html.hpp"
 #include "tests/report/campaign_fixture.hpp"
 
 namespace fs = std::filesystem;
@@ -69,10 +69,11 @@ TEST(ReportCli, HelpAndBadInput) {
 TEST(ScalingStudy, TwoRanksTwoSlotsWritesTablesAndFigures) {
   report::testing::ScratchDir scratch;
   const std::string out = scratch.path() + "/scaling";
-  ProcessResult r = runFoldfarm({"study", "scaling", "--max-ranks", "2", "--max-slots", "2", "--tasks",
-                              "200", "--sleep-tasks", "4", "--sleep-seconds", "0.05", "--steps",
-                              "3", "--batch", "8", "--particles", "32", "--out", out},
-                             240);
+  ProcessResult r = runFoldfarm(
+      {"study",         "scaling", "--max-ranks",     "2",    "--max-slots", "2", "--tasks", "200",
+       "--sleep-tasks", "4",       "--sleep-seconds", "0.05", "--steps",     "3", "--batch", "8",
+       "--particles",   "32",      "--out",           out},
+      240);
   ASSERT_EQ(r.status(), 0) << r.err;
   const json s = json::parse(readFile(out + "/scaling.json"));
   ASSERT_EQ(s["ddp_derived"].size(), 2u);
@@ -83,6 +84,9 @@ TEST(ScalingStudy, TwoRanksTwoSlotsWritesTablesAndFigures) {
   }
   EXPECT_DOUBLE_EQ(s["ddp_derived"][0]["efficiency"].get<double>(), 1.0);
   EXPECT_GT(s["ddp"][1]["comm_ms"].get<double>(), 0) << "2 ranks all-reduce gradients";
+  // The step timed is pretraining's, its gradient buckets slices of the flat gradient.
+  EXPECT_EQ(s["ddp"][1]["objective"], "pretrain");
+  EXPECT_EQ(s["ddp"][1]["buckets_slice_flat_gradient"], true);
   ASSERT_EQ(s["scheduler_derived"].size(), 2u);
   EXPECT_GT(s["scheduler_derived"][1]["tasks_per_s"].get<double>(), 0);
   ASSERT_TRUE(s["model"].contains("extrapolation"));
