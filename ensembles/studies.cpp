@@ -16,6 +16,7 @@
 #include "core/plot/gnuplot.hpp"
 #include "core/train/checkpoint.hpp"
 #include "core/train/classifier_trainer.hpp"
+#include "core/train/device.hpp"
 #include "ensembles/chain_output.hpp"
 #include "ensembles/seeds.hpp"
 
@@ -34,6 +35,7 @@ std::vector<double> valCurve(const FitResult& r) {
 }  // namespace
 
 json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_dir) {
+  const DeviceChoice dev = selectDevice(o.config.device);  // the config's, as a chain's
   data::UnfoldArrays mc = data::readUnfoldFile(o.mc_path);
   data::UnfoldArrays dat = data::readUnfoldFile(o.data_path);
   if (o.config.max_mc_events > 0 && o.config.max_mc_events < mc.n())
@@ -61,7 +63,7 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
     if (warm) logInfo("warm start: {}", warmStart(clf.model(), ck).summary());
     FitResult fit = clf.fit(train, nullptr,
                             stepFitOptions(cfg, deriveSeed({member_seed, 0xF17, 0}),
-                                           warm ? "warm start" : "from scratch"));
+                                           warm ? "warm start" : "from scratch", dev.device));
     curves[warm] = valCurve(fit);
     out[warm ? "warm" : "scratch"] = toJson(fit);
   }
@@ -84,6 +86,7 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
       reach.is_null() ? json(nullptr) : json(static_cast<double>(best + 1) / reach.get<double>());
   out["val_loss_warm"] = warmc;
   out["val_loss_scratch"] = scratch;
+  out["device"] = dev.toJson();
 
   fs::create_directories(out_dir);
   writeJsonAtomic(out_dir + "/warmstart.json", out);
@@ -110,6 +113,7 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
 }
 
 json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_dir) {
+  const DeviceChoice dev = selectDevice(o.config.device);  // the config's, as a chain's
   if (o.folds < 2)
     throw InputError("reweight-qg: --folds must be at least 2 (got " + std::to_string(o.folds) +
                      ")");
@@ -176,7 +180,8 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
       FitResult fit =
           clf.fit(train, nullptr,
                   stepFitOptions(o.config, deriveSeed({o.seed, 0xF17, mk}),
-                                 "qg member " + std::to_string(m) + " fold " + std::to_string(k)));
+                                 "qg member " + std::to_string(m) + " fold " + std::to_string(k),
+                                 dev.device));
       json fj = toJson(fit);
       fj["member"] = m;
       fj["fold"] = k;
@@ -302,6 +307,7 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
               {"folds", o.folds},
               {"members", o.members},
               {"config", chainConfigToJson(o.config)},
+              {"device", dev.toJson()},
               {"heldout_jets", all.n},
               {"heldout_quarks", static_cast<int64_t>(nq)},
               {"heldout_gluons", all.n - static_cast<int64_t>(nq)},

@@ -38,8 +38,7 @@ void registerUnfold(CommandGroups& g) {
     int replica = 0, member = 0, iterations = 4, threads = 0;
     uint64_t seed = 1;
     dist::DistCli dist;  // --collective-timeout, --dist-backend, --bucket-cap-mb
-    std::string device = "auto", precision = "fp32";
-    bool fixed_shapes = false, cuda_graphs = false;
+    ChainDeviceCli device;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = g.root.add_subcommand(
@@ -66,18 +65,11 @@ void registerUnfold(CommandGroups& g) {
   cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")
       ->capture_default_str();
   o->dist.addTo(*cmd);
-  addDeviceOptions(*cmd, o->device, &o->precision, &o->fixed_shapes, &o->cuda_graphs);
-  CLI::Option* device_opt = cmd->get_option("--device");
-  CLI::Option* precision_opt = cmd->get_option("--precision");
-  CLI::Option* fixed_opt = cmd->get_option("--fixed-shapes");
-  CLI::Option* graphs_opt = cmd->get_option("--cuda-graphs");
-  cmd->callback([o, device_opt, precision_opt, fixed_opt, graphs_opt] {
+  o->device.addTo(*cmd);
+  cmd->callback([o] {
     nlohmann::json config = readConfigFile(o->config);
     // The command line's device, precision and shapes override the config file's.
-    if (device_opt->count() > 0 || !config.contains("device")) config["device"] = o->device;
-    if (precision_opt->count() > 0) config["precision"] = o->precision;
-    if (fixed_opt->count() > 0) config["fixed_shapes"] = o->fixed_shapes;
-    if (graphs_opt->count() > 0) config["cuda_graphs"] = o->cuda_graphs;
+    o->device.applyTo(config);
     const DeviceChoice dev =
         resolveDevice(parseDeviceRequest(config.value("device", std::string("auto")), "--device"),
                       probeDeviceFacts());
@@ -169,6 +161,7 @@ void registerWarmstart(CommandGroups& g) {
     uint64_t seed = 1;
     int threads = 0;
     bool no_plot = false;
+    ChainDeviceCli device;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = g.study.add_subcommand(
@@ -187,16 +180,18 @@ void registerWarmstart(CommandGroups& g) {
   cmd->add_option("--threads", o->threads, "intra-op threads (0: all cores)")
       ->capture_default_str();
   cmd->add_flag("--no-plot", o->no_plot, "skip the PNG");
+  o->device.addTo(*cmd);
   cmd->callback([o] {
     configureThreads(o->threads);
+    nlohmann::json config = readConfigFile(o->config);
+    o->device.applyTo(config);
     ensembles::WarmstartStudyOptions so;
     so.mc_path = o->mc;
     so.data_path = o->data;
     so.init = o->init;
     so.seed = o->seed;
     so.plot = !o->no_plot;
-    so.config = ensembles::chainConfigFromJson(readConfigFile(o->config),
-                                               o->config.empty() ? "config" : o->config);
+    so.config = ensembles::chainConfigFromJson(config, o->config.empty() ? "config" : o->config);
     nlohmann::json r = ensembles::runWarmstartStudy(so, o->out);
     r.erase("warm");
     r.erase("scratch");
@@ -211,6 +206,7 @@ void registerReweightQg(CommandGroups& g) {
     uint64_t seed = 1;
     int folds = 5, members = 3, bins = 0;
     int threads = 0;
+    ChainDeviceCli device;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = g.study.add_subcommand(
@@ -237,8 +233,11 @@ void registerReweightQg(CommandGroups& g) {
                   "also report the discriminators on this many equal-width bins between the "
                   "1st and 99th percentile of the jets (0: campaign binnings only)")
       ->capture_default_str();
+  o->device.addTo(*cmd);
   cmd->callback([o] {
     configureThreads(o->threads);
+    nlohmann::json config = readConfigFile(o->config);
+    o->device.applyTo(config);
     if (o->bins < 0)
       throw InputError("reweight-qg: --bins must be >= 0 (got " + std::to_string(o->bins) + ")");
     ensembles::QuarkGluonStudyOptions so;
@@ -248,8 +247,7 @@ void registerReweightQg(CommandGroups& g) {
     so.jets_path = o->jets;
     so.init = o->init;
     so.seed = o->seed;
-    so.config = ensembles::chainConfigFromJson(readConfigFile(o->config),
-                                               o->config.empty() ? "config" : o->config);
+    so.config = ensembles::chainConfigFromJson(config, o->config.empty() ? "config" : o->config);
     nlohmann::json r = ensembles::runQuarkGluonStudy(so, o->out);
     r.erase("fit");
     std::cout << r.dump(2) << std::endl;

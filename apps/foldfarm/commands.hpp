@@ -20,7 +20,7 @@ void registerModelCommands(
     CommandGroups& g);  // cmd_model.cpp: model info, pretrain, finetune, generate, bench pet
 void registerDistCommands(CommandGroups& g);  // cmd_dist.cpp: bench allreduce, bench ddp
 void registerEnsembleCommands(
-    CommandGroups& g);  // cmd_ensembles.cpp: unfold, aggregate, study warmstart
+    CommandGroups& g);  // cmd_ensembles.cpp: unfold, aggregate, study compare|warmstart|reweight-qg
 void registerCampaignCommands(
     CommandGroups& g);  // cmd_campaign.cpp: campaign …, worker, bench scheduler
 void registerSlurmCommands(CommandGroups& g);   // cmd_slurm.cpp: slurm render|submit|status
@@ -49,6 +49,33 @@ inline void addDeviceOptions(CLI::App& app, std::string& device, std::string* pr
                  "Capture each batch shape's forward and backward in a CUDA graph and replay it "
                  "(a GPU, one rank; implies --fixed-shapes)");
 }
+
+// The device options of a command that trains from a chain config (unfold, the studies):
+// addTo() adds --device, --precision, --fixed-shapes and --cuda-graphs; applyTo() writes the
+// ones given on the command line over the config's keys (and --device's default where the
+// config has no "device"), before the config is parsed.
+struct ChainDeviceCli {
+  std::string device = "auto", precision = "fp32";
+  bool fixed_shapes = false, cuda_graphs = false;
+  const CLI::Option *device_opt = nullptr, *precision_opt = nullptr, *fixed_opt = nullptr,
+                    *graphs_opt = nullptr;
+
+  void addTo(CLI::App& app) {
+    addDeviceOptions(app, device, &precision, &fixed_shapes, &cuda_graphs);
+    device_opt = app.get_option("--device");
+    precision_opt = app.get_option("--precision");
+    fixed_opt = app.get_option("--fixed-shapes");
+    graphs_opt = app.get_option("--cuda-graphs");
+  }
+  template <class Json>
+  void applyTo(Json& config) const {
+    if (!config.is_object()) return;  // the config's parser names the file and the problem
+    if (device_opt->count() > 0 || !config.contains("device")) config["device"] = device;
+    if (precision_opt->count() > 0) config["precision"] = precision;
+    if (fixed_opt->count() > 0) config["fixed_shapes"] = fixed_shapes;
+    if (graphs_opt->count() > 0) config["cuda_graphs"] = cuda_graphs;
+  }
+};
 
 // Registers every task kind this executable can run (noop, sleep, command, chain). Any
 // command that opens a campaign calls it first: opening validates the spec's task kind.

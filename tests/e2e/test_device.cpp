@@ -211,6 +211,20 @@ TEST_F(Device, CudaIsRefusedWithOneLineAndNothingWrittenWithoutAGpu) {
   EXPECT_EQ(bg.exitCode, 2) << bg.err;
   EXPECT_NE(bg.err.find("bench pet --cuda-graphs: CUDA graphs cannot be used"), std::string::npos)
       << bg.err;
+  // The studies train where their config or --device says, and refuse a missing GPU the same
+  // way: one line, before any input is read, nothing written.
+  for (const std::vector<std::string>& study :
+       {std::vector<std::string>{"study", "warmstart", "--mc", "no_mc.h5", "--data", "no_data.h5",
+                                 "--init", "no_model", "--out", (dir_ / "out").string(), "--device",
+                                 "cuda"},
+        std::vector<std::string>{"study", "reweight-qg", "--jets", "no_jets.h5", "--out",
+                                 (dir_ / "out").string(), "--device", "cuda"}}) {
+    const foldfarm::ProcessResult s = runFoldfarm(study, dir_);
+    EXPECT_EQ(s.exitCode, 2) << study[1] << ": " << s.err;
+    EXPECT_NE(s.err.find("--device cpu"), std::string::npos) << study[1] << ": " << s.err;
+    EXPECT_EQ(s.err.find("no_"), std::string::npos) << study[1] << " read its inputs: " << s.err;
+    EXPECT_FALSE(fs::exists(dir_ / "out")) << study[1];
+  }
 }
 
 TEST_F(Device, BenchPetReportsEveryBatchSizeWithThePaddedBaselineBeside) {

@@ -10,6 +10,7 @@
 
 #include "core/base/error.hpp"
 #include "core/model/threads.hpp"
+#include "core/train/device.hpp"
 #include "ensembles/studies.hpp"
 
 namespace fs = std::filesystem;
@@ -21,8 +22,8 @@ namespace {
 const std::string kQg = std::string(FOLDFARM_SHARED_DATA_DIR) + "/quark_gluon_2000.h5";
 
 fs::path tempDir(const char* name) {
-  fs::path p = fs::temp_directory_path() / (std::string("ff_studies_") + name + "_" +
-                                            std::to_string(::getpid()));
+  fs::path p = fs::temp_directory_path() /
+               (std::string("ff_studies_") + name + "_" + std::to_string(::getpid()));
   fs::remove_all(p);
   return p;
 }
@@ -49,6 +50,8 @@ TEST(QuarkGluonStudy, ReweightedGluonsMoveTowardsQuarksOnHeldOutJets) {
   EXPECT_EQ(r["heldout_jets"], 2000);
   EXPECT_EQ(r["heldout_quarks"], 990);
   EXPECT_EQ(r["fit"].size(), 2u);
+  // Trained where the config's device (auto) resolved, and said so.
+  EXPECT_EQ(r["device"]["requested"], "auto");
   // Weights apply to the gluons only and are not degenerate.
   EXPECT_EQ(r["weights"]["events"], 1010);
   EXPECT_GT(r["weights"]["ess_fraction"].get<double>(), 0.1);
@@ -62,7 +65,9 @@ TEST(QuarkGluonStudy, ReweightedGluonsMoveTowardsQuarksOnHeldOutJets) {
     // The same weights on 20 bins matched to the sample: the reduction holds there too.
     const auto& m = r["observables_matched_binning"][ob];
     EXPECT_EQ(m["bins"], 20) << ob;
-    EXPECT_GT(m["delta_unweighted"].get<double>(), 2.0 * m["delta_quark_half_vs_half"].get<double>()) << ob;
+    EXPECT_GT(m["delta_unweighted"].get<double>(),
+              2.0 * m["delta_quark_half_vs_half"].get<double>())
+        << ob;
     EXPECT_GT(m["delta_unweighted"].get<double>() / m["delta_reweighted"].get<double>(), 1.6) << ob;
   }
   fs::remove_all(out);
@@ -80,6 +85,12 @@ TEST(QuarkGluonStudy, BadInputWritesNothing) {
   o.jets_path = (out.parent_path() / "no_such_jets.h5").string();
   EXPECT_THROW(runQuarkGluonStudy(o, out.string()), InputError);
   EXPECT_FALSE(fs::exists(out));
+  if (!torchHasCuda()) {  // a GPU asked for where there is none: refused before any work
+    o = quickOptions();
+    o.config.device = "cuda";
+    EXPECT_THROW(runQuarkGluonStudy(o, out.string()), InputError);
+    EXPECT_FALSE(fs::exists(out));
+  }
 }
 
 }  // namespace
