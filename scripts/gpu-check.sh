@@ -9,9 +9,9 @@
 #   ctest     ctest -L gpu, then test_e2e_device (OUTDIR/ctest.log)
 #   bench     bench pet: omnilearn pretrain, bf16 + fixed shapes beside the padded fp32
 #             baseline at batch 256, 1024, 4096; the same with CUDA graphs; tiny chain-sized
-#             models, 1, 2 and 4 trained side by side in one process; fp32 at 1024
-#             (OUTDIR/bench_pet.json); the observable MLP's fit on the GPU beside the
-#             same fit on the CPU, at the chains' batch and a large one (bench_pet.json mlp)
+#             models, 1, 2 and 4 trained side by side in one process; fp32 at 1024; last,
+#             the observable MLP's fit on the GPU beside the same fit on the CPU, at the
+#             chains' batch and a large one (OUTDIR/bench_pet.json)
 #   campaign  tiny PET chains on one GPU with 1, 2, 4 tasks per GPU: chains/hour, GPU
 #             memory per task process, fresh process vs persistent worker (campaign.json)
 #   build_all every other target, with the time left (OUTDIR/build.log)
@@ -526,17 +526,6 @@ do_bench() {
     [ $r -ne 0 ] && rc=$r
     valid_json "$part" || say "bench: members failed (rc $r)"
   fi
-  # The observable MLP (mlp and pet+mlp chains) on the GPU, beside the same fit on the CPU with
-  # a task's share of the cores: a chain step's rows (MC + data events), 5 epochs.
-  for b in $mlp_batches; do
-    part=$data/bench_mlp_$b.json
-    say "bench: observable MLP, $((2 * chain_events)) rows, batch $b, $device beside the CPU ($mlp_threads threads)"
-    t "$ff" --log-level warn bench mlp --device "$device" --rows "$((2 * chain_events))" \
-      --batch "$b" --threads "$mlp_threads" --compare --json >"$part"
-    r=$?
-    [ $r -ne 0 ] && rc=$r
-    valid_json "$part" || say "bench: mlp batch $b failed (rc $r)"
-  done
   b=$bench_fp32_batch
   part=$data/bench_fp32_$b.json
   say "bench: $bench_preset pretrain fp32, batch $b"
@@ -546,6 +535,18 @@ do_bench() {
   r=$?
   [ $r -ne 0 ] && rc=$r
   valid_json "$part" || say "bench: fp32 batch $b failed (rc $r)"
+  # Last, the least needed figure: the observable MLP (mlp and pet+mlp chains) on the GPU,
+  # beside the same fit on the CPU with a task's share of the cores: a chain step's rows
+  # (MC + data events), 5 epochs.
+  for b in $mlp_batches; do
+    part=$data/bench_mlp_$b.json
+    say "bench: observable MLP, $((2 * chain_events)) rows, batch $b, $device beside the CPU ($mlp_threads threads)"
+    t "$ff" --log-level warn bench mlp --device "$device" --rows "$((2 * chain_events))" \
+      --batch "$b" --threads "$mlp_threads" --compare --json >"$part"
+    r=$?
+    [ $r -ne 0 ] && rc=$r
+    valid_json "$part" || say "bench: mlp batch $b failed (rc $r)"
+  done
   # {"compare": {"256": bench pet's JSON, …}, "graphs": {…}, "fp32": {"1024": …}, "summary": {…}}
   "$py" - "$data" "$out/bench_pet.json" <<'EOF'
 import json, sys, os, glob, re

@@ -21,7 +21,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
-#include <random>
 
 #include "core/data/features.hpp"
 #include "core/train/checkpoint.hpp"
@@ -350,29 +349,8 @@ TEST(GpuTrainer, JetsHeldOnTheGpuTrainAsJetsGatheredOnTheHost) {
   }
 }
 
-namespace {
-
-// Two observables; label 1 is label 0's distribution reweighted by exp(x0).
-struct ObservableSample {
-  std::vector<float> x;
-  std::vector<int64_t> y;
-  std::vector<float> w;
-};
-
-ObservableSample observableSample(int64_t n, uint64_t seed) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<float> norm(0.f, 1.f);
-  ObservableSample s;
-  for (int64_t i = 0; i < 2 * n; ++i) {
-    const float x0 = norm(g), x1 = norm(g);
-    s.x.insert(s.x.end(), {x0, x1});
-    s.y.push_back(i < n ? 0 : 1);
-    s.w.push_back(i < n ? 1.f : std::exp(x0 - 0.5f));
-  }
-  return s;
-}
-
-}  // namespace
+using modeltest::ObservableSample;
+using modeltest::observableSample;
 
 TEST(GpuObservableMlp, FitOnTheGpuEndsWhereTheCpuFitEnds) {
   const ObservableSample s = observableSample(800, 4);

@@ -77,4 +77,28 @@ inline double relativeL2(const std::vector<torch::Tensor>& a, const std::vector<
   return std::sqrt(d2 / std::max(b2, 1e-30));
 }
 
+// Rows of two observables for the observable MLP: label 0 has x ~ N(0, 1); label 1 the same
+// density reweighted by w = exp(x0) / exp(0.5), so that the density ratio is exp(x0) up to a
+// constant: a logit linear in x0 that does not depend on x1. Rows 0..n-1 are label 0.
+struct ObservableSample {
+  std::vector<float> x;  // 2n rows x 2 columns, row-major
+  std::vector<int64_t> y;
+  std::vector<float> w;
+};
+
+inline ObservableSample observableSample(int64_t n, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<float> norm(0.f, 1.f);
+  ObservableSample s;
+  for (int64_t i = 0; i < 2 * n; ++i) {
+    const float x0 = norm(g), x1 = norm(g);
+    s.x.push_back(x0);
+    s.x.push_back(x1);
+    const int64_t label = i < n ? 0 : 1;
+    s.y.push_back(label);
+    s.w.push_back(label ? std::exp(x0) / std::exp(0.5f) : 1.f);
+  }
+  return s;
+}
+
 }  // namespace foldfarm::modeltest

@@ -19,28 +19,7 @@ using namespace foldfarm;
 
 namespace {
 
-// Label 0: x ~ N(0, 1); label 1: x ~ N(0, 1) reweighted by w = exp(x0) (the density ratio
-// is then exp(x0) up to a constant, a logit linear in x0 that does not depend on x1).
-struct Sample {
-  std::vector<float> x;
-  std::vector<int64_t> y;
-  std::vector<float> w;
-};
-
-Sample weightedSample(int64_t n, uint64_t seed) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<float> norm(0.f, 1.f);
-  Sample s;
-  for (int64_t i = 0; i < 2 * n; ++i) {
-    const float x0 = norm(g), x1 = norm(g);
-    s.x.push_back(x0);
-    s.x.push_back(x1);
-    const int64_t label = i < n ? 0 : 1;
-    s.y.push_back(label);
-    s.w.push_back(label ? std::exp(x0) / std::exp(0.5f) : 1.f);
-  }
-  return s;
-}
+using modeltest::observableSample;
 
 MlpFitOptions quickOptions() {
   MlpFitOptions o;
@@ -56,7 +35,7 @@ MlpFitOptions quickOptions() {
 
 TEST(ObservableClassifier, LearnsTheWeightedDensityRatio) {
   configureThreads(1);
-  const Sample s = weightedSample(3000, 1);
+  const modeltest::ObservableSample s = observableSample(3000, 1);
   ObservableClassifier mlp({"a", "b"}, {32, 32}, 3);
   const FitResult fit = mlp.fit(s.x, s.y, s.w, quickOptions());
   EXPECT_GE(fit.best_epoch, 0);
@@ -68,7 +47,7 @@ TEST(ObservableClassifier, LearnsTheWeightedDensityRatio) {
 
 TEST(ObservableClassifier, DeterministicAndSaveLoadRoundTrip) {
   configureThreads(1);
-  const Sample s = weightedSample(500, 2);
+  const modeltest::ObservableSample s = observableSample(500, 2);
   ObservableClassifier a({"a", "b"}, {16}, 9), b({"a", "b"}, {16}, 9);
   a.fit(s.x, s.y, s.w, quickOptions());
   b.fit(s.x, s.y, s.w, quickOptions());
@@ -82,7 +61,7 @@ TEST(ObservableClassifier, DeterministicAndSaveLoadRoundTrip) {
 }
 
 TEST(ObservableClassifier, RefusesNonFiniteInputsNamingTheColumn) {
-  Sample s = weightedSample(50, 3);
+  modeltest::ObservableSample s = observableSample(50, 3);
   s.x[7] = std::nanf("");
   ObservableClassifier mlp({"mass", "tau21"}, {8}, 1);
   try {
