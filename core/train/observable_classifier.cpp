@@ -13,6 +13,7 @@
 #include "core/base/log.hpp"
 #include "core/base/seed.hpp"
 #include "core/train/checkpoint.hpp"
+#include "core/train/flat_params.hpp"
 #include "core/train/jet_batches.hpp"
 #include "core/train/losses.hpp"
 
@@ -134,15 +135,17 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
   const Tensor Wv = val_rows.empty() ? Tensor() : W.index_select(0, vi);
 
   auto& seq = net_->seq;
-  torch::optim::AdamW opt(seq->parameters(),
-                          torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
-  auto snapshot = [&] {
-    std::vector<Tensor> s;
-    for (const auto& p : seq->parameters()) s.push_back(p.detach().clone());
-    return s;
-  };
+  // LibTorch's AdamW, element for element, over one flat buffer of the parameters and one of
+  // their gradients (flat_params.hpp): a handful of operations per step instead of a loop
+  // over the parameter tensors, the same results.
+  const auto flat = std::make_shared<FlatParameters>(seq->parameters());
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(seq->parameters(),
+                      std::make_unique<torch::optim::AdamWOptions>(
+                          torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay)));
+  FlatOptimizer opt(flat, std::move(groups), FlatOptimizer::Kind::kAdamW);
   FitResult result;
-  std::vector<Tensor> best;
+  Tensor best;  // the best epoch's parameters (a copy of the flat buffer)
   int64_t bad = 0;
   const auto rows = static_cast<int64_t>(train_rows.size());
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
@@ -181,7 +184,7 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
       if (result.best_epoch < 0 || rec.val_loss < result.best_val_loss) {
         result.best_epoch = epoch;
         result.best_val_loss = rec.val_loss;
-        best = snapshot();
+        best = flat->values().clone();
         bad = 0;
       } else {
         ++bad;
@@ -194,10 +197,9 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
       break;
     }
   }
-  if (!best.empty()) {
+  if (best.defined()) {
     torch::NoGradGuard no_grad;
-    auto params = seq->parameters();
-    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(best[i]);
+    flat->values().copy_(best);
   }
   seq->eval();
   logInfo("{}: {} epochs, best epoch {} val loss {:.5f}", o.label, result.history.size(),

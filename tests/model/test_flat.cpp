@@ -141,6 +141,34 @@ TEST(FlatOptimizer, LionIsBitIdenticalToPerParameterLion) {
     EXPECT_EQ(flat.params()[k].grad().data_ptr(), flat.gradView(k).data_ptr()) << k;
 }
 
+TEST(FlatOptimizer, ZeroGradientsZeroesTheBufferAndReplacedGradientsKeepingTheViews) {
+  // One zero_ of the gradient buffer covers every gradient that is a view of it; a gradient
+  // tensor that replaced its view lives elsewhere and is zeroed on its own.
+  Pair p = makePair("adamw");
+  trainSteps(p.flat, *p.opt_flat, nullptr, jets(8, 4), true, 1);  // gradients become views
+  FlatParameters& flat = *flatParametersOf(*p.opt_flat);
+  const std::vector<Tensor> params = p.flat->parameters();
+  Tensor replaced = params.front();
+  {
+    torch::NoGradGuard ng;
+    flat.grads().fill_(1.0);
+    replaced.mutable_grad() = torch::ones_like(replaced);
+  }
+  const void* replaced_at = replaced.grad().data_ptr();
+  ASSERT_FALSE(replaced.grad().is_alias_of(flat.grads()));
+  zeroGradients(*p.opt_flat);
+  EXPECT_EQ(flat.grads().abs().sum().item<double>(), 0.0);
+  for (size_t k = 0; k < flat.params().size(); ++k) {
+    const Tensor& q = flat.params()[k];
+    ASSERT_TRUE(q.grad().defined()) << k;
+    EXPECT_EQ(q.grad().abs().sum().item<double>(), 0.0) << k;
+    if (!q.is_same(replaced)) {
+      EXPECT_EQ(q.grad().data_ptr(), flat.gradView(k).data_ptr()) << k;  // still a view
+    }
+  }
+  EXPECT_EQ(replaced.grad().data_ptr(), replaced_at);  // zeroed in place, not dropped
+}
+
 TEST(FlatOptimizer, AdamWIsBitIdenticalToLibTorchAdamW) {
   const JetTensors set = jets(24, 3);
   Pair p = makePair("adamw");
