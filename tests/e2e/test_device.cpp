@@ -306,7 +306,10 @@ TEST_F(Device, BenchMlpFitsOnTheDeviceWithTheCpuFitBeside) {
   EXPECT_GT(j.at("fit").at("rows_per_s").get<double>(), 0);
   EXPECT_TRUE(std::isfinite(j.at("fit").at("best_val_loss").get<double>()));
   if (gpu) {
-    EXPECT_LT(j.at("max_logit_difference").get<double>(), 1e-3);
+    // A sanity bound only: the process multiplies in TF32 on the GPU (as chains do), and the
+    // first AdamW steps move each weight by about +-lr whatever the gradient's size. The fit
+    // on the GPU equals the CPU's to 1e-4 in fp32 with TF32 off (test_model_gpu_train).
+    EXPECT_LT(j.at("max_logit_difference").get<double>(), 5e-2);
   } else {
     EXPECT_EQ(j.at("max_logit_difference").get<double>(), 0.0);
     EXPECT_EQ(j.at("speedup_vs_cpu").get<double>(), 1.0);

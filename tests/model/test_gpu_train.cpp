@@ -379,11 +379,18 @@ TEST(GpuObservableMlp, FitOnTheGpuEndsWhereTheCpuFitEnds) {
   EXPECT_EQ(rg.best_epoch, rc.best_epoch);
   const std::vector<float> lc = cpu.logits(s.x), lg = gpu.logits(s.x);
   ASSERT_EQ(lg.size(), lc.size());
-  double worst = 0;
-  for (size_t i = 0; i < lc.size(); ++i)
-    worst = std::max(worst, std::abs(static_cast<double>(lg[i]) - lc[i]) /
-                                std::max(1.0, std::abs(static_cast<double>(lc[i]))));
-  EXPECT_LT(worst, 1e-4);
+  // All logits together within 1e-4 (relative L2); each within 1e-3, as AdamW's first step
+  // moves a weight by +-lr whatever its gradient's size, so a gradient element within
+  // rounding of 0 may move it either way.
+  double worst = 0, diff2 = 0, norm2 = 0;
+  for (size_t i = 0; i < lc.size(); ++i) {
+    const double d = static_cast<double>(lg[i]) - lc[i];
+    worst = std::max(worst, std::abs(d) / std::max(1.0, std::abs(static_cast<double>(lc[i]))));
+    diff2 += d * d;
+    norm2 += static_cast<double>(lc[i]) * lc[i];
+  }
+  EXPECT_LT(std::sqrt(diff2 / std::max(norm2, 1e-30)), 1e-4);
+  EXPECT_LT(worst, 1e-3);
 }
 
 TEST(GpuObservableMlp, CheckpointOfAGpuMlpLoadsOnEitherDevice) {
@@ -403,7 +410,10 @@ TEST(GpuObservableMlp, CheckpointOfAGpuMlpLoadsOnEitherDevice) {
   EXPECT_TRUE(on_cpu.device().is_cpu());
   EXPECT_TRUE(on_gpu.device().is_cuda());
   const std::vector<float> l = gpu.logits(s.x), lc = on_cpu.logits(s.x), lg = on_gpu.logits(s.x);
-  EXPECT_EQ(lg, l);  // the same network on the same device
-  for (size_t i = 0; i < l.size(); ++i)
-    EXPECT_NEAR(lc[i], l[i], 1e-5 * std::max(1.f, std::abs(l[i])));
+  // The same weights; the fitted network's live in a flat buffer (other alignment, so cuBLAS
+  // may take another kernel), the loaded ones in tensors of their own: equal up to rounding.
+  for (size_t i = 0; i < l.size(); ++i) {
+    EXPECT_NEAR(lg[i], l[i], 1e-5 * std::max(1.f, std::abs(l[i]))) << i;
+    EXPECT_NEAR(lc[i], l[i], 1e-5 * std::max(1.f, std::abs(l[i]))) << i;
+  }
 }
