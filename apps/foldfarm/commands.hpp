@@ -15,10 +15,10 @@ struct CommandGroups {
   CLI::App& study;  // foldfarm study <what>
 };
 
-void registerDataCommands(CommandGroups& g);  // cmd_data.cpp: data …, bench data
-void registerModelCommands(
-    CommandGroups& g);  // cmd_model.cpp: model info, pretrain, finetune, generate, bench pet
-void registerDistCommands(CommandGroups& g);  // cmd_dist.cpp: bench allreduce, bench ddp
+void registerDataCommands(CommandGroups& g);   // cmd_data.cpp: data …, bench data
+void registerModelCommands(CommandGroups& g);  // cmd_model.cpp: model info, pretrain, finetune,
+                                               // generate, bench pet|optim|mlp
+void registerDistCommands(CommandGroups& g);   // cmd_dist.cpp: bench allreduce, bench ddp
 void registerEnsembleCommands(
     CommandGroups& g);  // cmd_ensembles.cpp: unfold, aggregate, study compare|warmstart|reweight-qg
 void registerCampaignCommands(
