@@ -37,6 +37,7 @@
 #include "core/train/classifier_trainer.hpp"
 #include "core/train/device.hpp"
 #include "core/train/flat_params.hpp"
+#include "core/train/generate.hpp"
 #include "core/train/gradient_step.hpp"
 #include "core/train/losses.hpp"
 #include "core/train/metrics.hpp"
@@ -291,83 +292,22 @@ void runFinetune(const FinetuneArgs& a) {
 
 // ---- generate -------------------------------------------------------------------------
 
-struct GenerateArgs {
-  std::string ckpt, out;
-  int64_t cls = 0, jets = 100, steps = 64, batch = 256;
+struct GenerateArgs : GenerateOptions {  // core/train/generate.hpp
+  std::string out;
   int threads = 0;
-  uint64_t seed = 1;
-  std::string device = "auto";
 };
 
 void runGenerate(const GenerateArgs& a) {
   configureThreads(a.threads);
-  const Checkpoint ck = readCheckpoint(resolveCheckpointDir(a.ckpt));
-  if (!ck.meta.config.generator)
-    throw InputError(a.ckpt + ": checkpoint has no generator head; use a pretrained checkpoint");
-  if (a.cls < 0 || a.cls >= ck.meta.config.num_classes)
-    throw InputError("--class " + std::to_string(a.cls) + " is out of range for " + a.ckpt + " (" +
-                     std::to_string(ck.meta.config.num_classes) + " classes)");
-  const json cond = ck.meta.extra.value("jet_conditioning", json::object());
-  const std::string key = std::to_string(a.cls);
-  if (!cond.contains(key))
-    throw InputError(a.ckpt + ": no jet conditioning statistics for class " + key +
-                     "; use a checkpoint written by foldfarm pretrain");
-  const int64_t P = ck.meta.extra.value("num_particles", int64_t{128});
-  const DeviceChoice dev = selectDevice(a.device);
-  Pet model = loadPet(ck, /*prefer_ema=*/true);
-  model->to(dev.device);
-  model->eval();
-  const auto mean = cond.at(key).at("mean").get<std::vector<float>>();
-  const auto sd = cond.at(key).at("std").get<std::vector<float>>();
-  const auto& st = ck.meta.stats;
-  std::mt19937_64 rng(deriveSeed({a.seed, 0x67656eULL}));
-  std::normal_distribution<double> norm;
-  at::Generator gen =
-      at::make_generator<at::CPUGeneratorImpl>(deriveSeed({a.seed, 0x6e6f697365ULL}));
-
-  data::JetArrays out = data::JetArrays::zeros(a.jets, P, true);
-  Progress progress("generate", a.jets, "jet");
-  for (int64_t begin = 0; begin < a.jets; begin += a.batch) {
-    const int64_t n = std::min(a.batch, a.jets - begin);
-    torch::Tensor jets = torch::zeros({n, 4});
-    torch::Tensor mask = torch::zeros({n, P});
-    std::vector<int64_t> mult(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) {
-      for (int f = 0; f < 4; ++f) jets[i][f] = mean[f] + sd[f] * norm(rng);
-      const double raw_mult = jets[i][3].item<double>() * st.jet_std[3] + st.jet_mean[3];
-      mult[static_cast<size_t>(i)] = std::clamp<int64_t>(std::llround(raw_mult), 1, P);
-      jets[i][3] =
-          (static_cast<double>(mult[static_cast<size_t>(i)]) - st.jet_mean[3]) / st.jet_std[3];
-      mask[i].narrow(0, 0, mult[static_cast<size_t>(i)]).fill_(1.0);
-    }
-    const torch::Tensor labels = torch::full({n}, a.cls, torch::kLong);
-    const torch::Tensor x = sampleParticles(model, mask.to(dev.device), jets.to(dev.device),
-                                            labels.to(dev.device), a.steps, gen)
-                                .cpu();
-    for (int64_t i = 0; i < n; ++i) {
-      float* jet = out.jet(begin + i);
-      for (int f = 0; f < 4; ++f)
-        jet[f] = jets[i][f].item<float>() * st.jet_std[f] + st.jet_mean[f];
-      jet[3] = static_cast<float>(mult[static_cast<size_t>(i)]);
-      out.labels[static_cast<size_t>(begin + i)] = a.cls;
-      auto acc = x.accessor<float, 3>();
-      for (int64_t j = 0; j < mult[static_cast<size_t>(i)]; ++j) {
-        float* p = out.particle(begin + i, j);
-        for (int f = 0; f < 3; ++f) p[f] = acc[i][j][f] * st.particle_std[f] + st.particle_mean[f];
-        // Feature 2 = log(1 - pT/pT_jet) is negative for a real particle; keep it non-zero.
-        p[2] = std::min(p[2], -1e-6f);
-      }
-    }
-    progress.update(begin + n);
-  }
-  progress.finish();
+  const data::JetArrays out = generateJets(a);
   data::writeJetFile(a.out, out,
                      json{{"generated_by", "foldfarm generate"},
-                          {"checkpoint", a.ckpt},
-                          {"class", a.cls},
+                          {"checkpoint", a.checkpoint},
+                          {"class", a.class_index},
                           {"steps", a.steps},
                           {"seed", a.seed}});
-  std::printf("%s\n", json{{"out", a.out}, {"jets", a.jets}, {"class", a.cls}}.dump().c_str());
+  std::printf("%s\n",
+              json{{"out", a.out}, {"jets", a.jets}, {"class", a.class_index}}.dump().c_str());
 }
 
 // ---- bench pet, optim, mlp (core/train/benchmarks.hpp) ----------------------------------
@@ -539,11 +479,11 @@ void registerModelCommands(CommandGroups& g) {
   auto gen = std::make_shared<GenerateArgs>();
   CLI::App* ge = g.root.add_subcommand(
       "generate", "Sample jets of one class with the diffusion head (EMA weights)");
-  ge->add_option("--ckpt", gen->ckpt,
+  ge->add_option("--ckpt", gen->checkpoint,
                  "Pretrained checkpoint (a checkpoint directory or the output directory of "
                  "`foldfarm pretrain`)")
       ->required();
-  ge->add_option("--class", gen->cls, "Class index")->required();
+  ge->add_option("--class", gen->class_index, "Class index")->required();
   ge->add_option("--jets", gen->jets, "Number of jets")->required();
   ge->add_option("--out", gen->out, "Output HDF5 (jets layout, written atomically)")->required();
   ge->add_option("--steps", gen->steps, "Second-order sampler steps")->capture_default_str();
