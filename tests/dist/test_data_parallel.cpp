@@ -10,6 +10,7 @@
 
 #include "core/base/error.hpp"
 #include "core/train/optim.hpp"
+#include "dist/benchmarks.hpp"
 #include "dist/bucketed_allreduce.hpp"
 #include "dist/control_plane.hpp"
 #include "dist/data_parallel.hpp"
@@ -243,4 +244,32 @@ TEST(DataParallel, MetricsAndStopAgreement) {
   EXPECT_DOUBLE_EQ(c[0], 2.0);
   EXPECT_TRUE(ctx.anyTrue(ctx.rank() == 1));
   EXPECT_FALSE(ctx.anyTrue(false));
+}
+
+TEST(DataParallel, AllreduceBenchSumsExactlyOnBothPaths) {
+  // bench allreduce's work (dist/benchmarks.hpp): every size, raw and bucketed, checked
+  // against the exact sum; the root rank gets the figures, the other rank nothing.
+  AllreduceBenchOptions o;
+  o.check = true;
+  o.max_mib = 1.0 / 16;  // 1, 4, 16, 64 KiB, and PET omnilearn's gradient size
+  o.repeats = 1;
+  std::vector<std::string> lines;
+  const nlohmann::json j = benchAllreduce(o, [&](const std::string& l) { lines.push_back(l); });
+  const int rank = detectLaunch().rank;
+  if (rank != 0) {
+    EXPECT_TRUE(j.is_null());
+    EXPECT_TRUE(lines.empty());
+    return;
+  }
+  EXPECT_EQ(j.at("ranks"), 2);
+  const auto& rows = j.at("results");
+  ASSERT_EQ(rows.size(), 10u);  // 5 sizes x (raw, bucketed)
+  ASSERT_EQ(lines.size(), 5u);
+  bool pet = false;
+  for (const auto& r : rows) {
+    EXPECT_EQ(r.at("check"), "ok") << r.dump();
+    EXPECT_GT(r.at("busbw_GBps").get<double>(), 0) << r.dump();
+    pet = pet || r.value("pet_omnilearn", false);
+  }
+  EXPECT_TRUE(pet);
 }
