@@ -338,8 +338,6 @@ json benchOptim(const OptimBenchOptions& a) {
 json benchMlp(const MlpBenchOptions& a) {
   if (a.rows < 20 || a.columns < 1 || a.batch < 1 || a.epochs < 1)
     throw InputError("bench mlp: needs --rows >= 20, --columns, --batch and --epochs >= 1");
-  for (int64_t h : a.hidden)
-    if (h < 1) throw InputError("bench mlp: --hidden widths must be >= 1");
   configureThreads(a.threads);
   const DeviceChoice dev = selectDevice(a.device);
   std::vector<std::string> names;

@@ -63,7 +63,7 @@ ObservableClassifier::ObservableClassifier(std::vector<std::string> columns,
       p.zero_();
     }
   }
-  if (!device_.is_cpu()) net_->seq->to(device_);
+  net_->seq->to(device_);  // nothing to move on the CPU
 }
 
 ObservableClassifier::~ObservableClassifier() = default;
@@ -224,8 +224,8 @@ std::vector<float> ObservableClassifier::logits(const std::vector<float>& x) con
 Tensor ObservableClassifier::standardised(const std::vector<float>& x, int64_t n) const {
   const auto k = static_cast<int64_t>(columns_.size());
   const Tensor host = torch::from_blob(const_cast<float*>(x.data()), {n, k}, torch::kFloat32);
-  const Tensor X = device_.is_cpu() ? host : host.to(device_);
-  return (X - torch::tensor(mean_).to(device_)) / torch::tensor(std_).to(device_);
+  // to() returns the tensor itself when it is already there (the CPU): no copy.
+  return (host.to(device_) - torch::tensor(mean_).to(device_)) / torch::tensor(std_).to(device_);
 }
 
 void ObservableClassifier::save(const std::string& dir) const {
