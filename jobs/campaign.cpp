@@ -109,23 +109,11 @@ void writeTaskResult(const std::string& path, const TaskResult& r) {
   writeFileAtomic(path, r.toJson().dump() + "\n");
 }
 
-Campaign::Campaign(std::string dir, CampaignSpec spec, CampaignJournal journal, int lock_fd)
+Campaign::Campaign(std::string dir, CampaignSpec spec, CampaignJournal journal, Fd lock)
     : dir_(std::move(dir)),
       spec_(std::move(spec)),
       journal_(std::move(journal)),
-      lock_fd_(lock_fd) {}
-
-Campaign::Campaign(Campaign&& other) noexcept
-    : dir_(std::move(other.dir_)),
-      spec_(std::move(other.spec_)),
-      journal_(std::move(other.journal_)),
-      lock_fd_(other.lock_fd_) {
-  other.lock_fd_ = -1;
-}
-
-Campaign::~Campaign() noexcept {
-  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
-}
+      lock_(std::move(lock)) {}
 
 std::string Campaign::taskDir(const std::string& task_id) const {
   return dir_ + "/tasks/" + task_id;
@@ -172,14 +160,13 @@ Campaign Campaign::open(const std::string& dir_in, Access access) {
   std::string dir = dir_in;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   CampaignSpec spec = loadFrozenSpec(dir);
-  int lock_fd = -1;
+  Fd lock;
   if (access == Access::kWriter) {
     std::string lock_path = dir + "/orchestrator.lock";
-    lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lock_fd < 0) throw Error(lock_path + ": cannot open: " + errnoMessage(errno));
-    if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-      int err = errno;
-      ::close(lock_fd);
+    lock.reset(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (!lock.valid()) throw Error(lock_path + ": cannot open: " + errnoMessage(errno));
+    if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
       if (err == EWOULDBLOCK) {
         throw Error(dir + ": another foldfarm process is orchestrating this campaign (" +
                     lock_path + " is locked); wait for it or stop it first");
@@ -187,18 +174,13 @@ Campaign Campaign::open(const std::string& dir_in, Access access) {
       throw Error(lock_path + ": cannot lock: " + errnoMessage(err));
     }
     std::string me = hostName() + " pid " + std::to_string(::getpid()) + "\n";
-    if (::ftruncate(lock_fd, 0) == 0) {
-      ssize_t w = ::write(lock_fd, me.data(), me.size());
+    if (::ftruncate(lock.get(), 0) == 0) {
+      ssize_t w = ::write(lock.get(), me.data(), me.size());
       (void)w;  // informational only
     }
   }
-  try {
-    CampaignJournal j = CampaignJournal::open(dir + "/journal.sqlite");
-    return Campaign(dir, std::move(spec), std::move(j), lock_fd);
-  } catch (...) {
-    if (lock_fd >= 0) ::close(lock_fd);
-    throw;
-  }
+  CampaignJournal j = CampaignJournal::open(dir + "/journal.sqlite");
+  return Campaign(dir, std::move(spec), std::move(j), std::move(lock));
 }
 
 std::vector<int> Campaign::markSubmitted(const std::vector<std::string>& task_ids,

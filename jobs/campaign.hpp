@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "core/base/fd.hpp"
 #include "jobs/campaign_spec.hpp"
 #include "jobs/journal.hpp"
 #include "jobs/task_state.hpp"
@@ -64,9 +65,9 @@ class Campaign {
   // Opens D. Throws InputError when D is not a campaign directory.
   static Campaign open(const std::string& dir, Access access = Access::kWriter);
 
-  Campaign(Campaign&& other) noexcept;
+  Campaign(Campaign&& other) noexcept = default;
   Campaign& operator=(Campaign&&) = delete;
-  ~Campaign() noexcept;
+  ~Campaign() noexcept = default;  // closing the lock file releases its flock
 
   const CampaignSpec& spec() const { return spec_; }
   const std::string& dir() const { return dir_; }
@@ -96,12 +97,12 @@ class Campaign {
   int cancel(const std::string& reason) { return journal_.cancelUnfinished(reason); }
 
  private:
-  Campaign(std::string dir, CampaignSpec spec, CampaignJournal journal, int lock_fd);
+  Campaign(std::string dir, CampaignSpec spec, CampaignJournal journal, Fd lock);
 
   std::string dir_;
   CampaignSpec spec_;
   CampaignJournal journal_;
-  int lock_fd_ = -1;
+  Fd lock_;  // orchestrator.lock, flocked while this writer lives; none when read-only
 };
 
 // Runs one task in this process and writes its task_result.json atomically; never touches the

@@ -29,13 +29,16 @@ std::string describeWaitStatus(int status) {
 ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv_in,
                                  const std::vector<std::pair<std::string, std::string>>& env) {
   if (argv_in.empty()) throw Error("ChildProcess::spawn: empty argv");
-  int to_child[2], from_child[2];
-  FF_CHECK_SYS(::pipe2(to_child, O_CLOEXEC), "pipe to worker");
-  if (::pipe2(from_child, O_CLOEXEC) == -1) {
-    ::close(to_child[0]);
-    ::close(to_child[1]);
-    throwSystemError("pipe2", __FILE__, __LINE__, "pipe from worker");
-  }
+  // [0] read end, [1] write end; closed on every way out unless handed to the ChildProcess.
+  Fd to_child[2], from_child[2];
+  auto makePipe = [](Fd(&ends)[2], const char* what) {
+    int fds[2];
+    FF_CHECK_SYS(::pipe2(fds, O_CLOEXEC), what);
+    ends[0].reset(fds[0]);
+    ends[1].reset(fds[1]);
+  };
+  makePipe(to_child, "pipe to worker");
+  makePipe(from_child, "pipe from worker");
   // Everything the child needs is built before fork: only async-signal-safe calls after.
   std::vector<std::string> args = argv_in;
   std::vector<char*> argv;
@@ -57,27 +60,22 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv_in,
   pid_t parent = ::getpid();
 
   pid_t pid = ::fork();
-  if (pid < 0) {
-    for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) ::close(fd);
-    throwSystemError("fork", __FILE__, __LINE__, "worker process");
-  }
+  if (pid < 0) throwSystemError("fork", __FILE__, __LINE__, "worker process");
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (::getppid() != parent) ::_exit(1);
-    ::dup2(to_child[0], 0);
-    ::dup2(from_child[1], 1);
+    ::dup2(to_child[0].get(), 0);
+    ::dup2(from_child[1].get(), 1);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::execve(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }
-  ::close(to_child[0]);
-  ::close(from_child[1]);
-  ChildProcess c;
+  ChildProcess c;  // the child's ends close here, when the Fds go out of scope
   c.pid_ = pid;
-  c.in_.reset(to_child[1]);
-  c.out_.reset(from_child[0]);
+  c.in_ = std::move(to_child[1]);
+  c.out_ = std::move(from_child[0]);
   return c;
 }
 

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "core/base/error.hpp"
+#include "core/base/fd.hpp"
 #include "core/base/log.hpp"
 #include "core/base/stop_signal.hpp"
 #include "jobs/executor.hpp"
@@ -255,10 +256,8 @@ int workerMain() {
   int out_fd = ::fcntl(1, F_DUPFD_CLOEXEC, 3);
   if (in_fd < 0 || out_fd < 0) throwSystemError("fcntl", __FILE__, __LINE__, "worker protocol fds");
   ::dup2(2, 1);
-  int devnull = ::open("/dev/null", O_RDONLY);
-  if (devnull >= 0) {
-    ::dup2(devnull, 0);
-    ::close(devnull);
+  if (Fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC)); devnull.valid()) {
+    ::dup2(devnull.get(), 0);
   }
   return runWorker(in_fd, out_fd);
 }

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <filesystem>
+#include <optional>
+
 #include "core/base/error.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/journal.hpp"
@@ -234,10 +237,32 @@ TEST_F(CampaignDir, StaleResultOfAnEarlierAttemptIsNotIngested) {
   EXPECT_EQ(c.ingestResults(), 1);
 }
 
+int openDescriptors() {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
 TEST_F(CampaignDir, OneWriterAtATime) {
-  Campaign writer = Campaign::open(dir_);
-  EXPECT_THROW(Campaign::open(dir_), Error);
+  std::optional<Campaign> writer;
+  writer.emplace(Campaign::open(dir_));
+  const int fds = openDescriptors();
+  try {
+    Campaign::open(dir_);
+    ADD_FAILURE() << "a second writer opened the campaign";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("another foldfarm process is orchestrating"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(openDescriptors(), fds) << "a refused writer leaves no descriptor open";
   EXPECT_NO_THROW(Campaign::open(dir_, Campaign::Access::kReadOnly));
+  // The lock moves with the campaign and is released when its last owner goes.
+  Campaign moved = std::move(*writer);
+  writer.reset();
+  EXPECT_THROW(Campaign::open(dir_), Error);
+  { Campaign gone = std::move(moved); }
+  EXPECT_NO_THROW(Campaign::open(dir_));
 }
 
 }  // namespace
