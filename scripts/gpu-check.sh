@@ -27,7 +27,7 @@
 # FF_DATA_DIR (/tmp/ffdata), FF_PYTHON, FF_TORCH_PREFIX, FF_WITH_CUDA (ON; dry run AUTO),
 # FF_CUDA_ARCH (90), FF_DEVICE (cuda; cpu: a smoke test of the bench and campaign steps),
 # FF_BENCH_JETS (104000), FF_BENCH_BATCHES ("256 1024 4096"), FF_BENCH_FP32_BATCH (1024),
-# FF_BENCH_PRESET (omnilearn), FF_BENCH_PRECISION (bf16), FF_BENCH_PARTICLES (150),
+# FF_BENCH_PRESET (omnilearn), FF_BENCH_PRECISION (bf16; fp32 with FF_DEVICE=cpu), FF_BENCH_PARTICLES (150),
 # FF_BENCH_STEPS (20), FF_BENCH_WARMUP (5), FF_BENCH_GRAPHS_BATCHES (as FF_BENCH_BATCHES; ""
 # for none), FF_BENCH_MEMBERS ("1,2,4"; "" for none), FF_MEMBERS_BATCH (512),
 # FF_CHAIN_EVENTS (10000), FF_CHAIN_PRECISION (fp32), FF_MLP_BATCHES ("256 4096"; "" for
@@ -62,7 +62,7 @@ bench_fp32_batch=${FF_BENCH_FP32_BATCH:-1024}
 bench_graphs_batches=${FF_BENCH_GRAPHS_BATCHES-$bench_batches}
 [ "$device" = cpu ] && bench_graphs_batches=""  # graphs need a GPU
 bench_preset=${FF_BENCH_PRESET:-omnilearn}
-bench_precision=${FF_BENCH_PRECISION:-bf16}
+bench_precision=${FF_BENCH_PRECISION:-$([ "$device" = cpu ] && echo fp32 || echo bf16)}  # bf16 needs a GPU
 bench_particles=${FF_BENCH_PARTICLES:-150}
 bench_steps=${FF_BENCH_STEPS:-20}
 bench_warmup=${FF_BENCH_WARMUP:-5}

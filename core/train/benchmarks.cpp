@@ -107,6 +107,7 @@ struct BenchRun {
   double device_memory_mb = -1;  // GPU memory this process holds after the steps (-1: CPU)
   int64_t graphs = 0;            // CUDA graphs captured (one per batch shape)
   int members = 1;               // models trained side by side (the figures are their total)
+  int threads_per_member = 0;    // intra-op threads each member's operators ran with
   std::vector<double> member_checksums;  // each member's parameter sum after the steps
 };
 
@@ -214,7 +215,19 @@ BenchRun benchOnce(const PetBenchOptions& a, const PetConfig& cfg, const JetTens
       if (widths.insert(host[static_cast<size_t>(s)].particles.size(1)).second)
         for (int k = 0; k < 2; ++k) runStep(team[0], host[static_cast<size_t>(s)], -1 - k);
   }
+  // On the CPU the members share this process's threads: each member's thread gets its share
+  // (a thread sizes its intra-op team from the count set when it first runs an operator).
+  // Otherwise every member starts a team of all of them and the teams spin against each other.
+  struct ThreadShare {
+    int all;
+    bool on;
+    ~ThreadShare() {
+      if (on) configureThreads(all);
+    }
+  } const share{at::get_num_threads(), members > 1 && !device.is_cuda()};
+  if (share.on) configureThreads(std::max(1, share.all / members));
   BenchRun r;
+  r.threads_per_member = at::get_num_threads();
   double jets = 0, width = 0;
   const bool profile = a.profile && baseline == a.baseline;
   runSteps(0, a.warmup);
@@ -485,6 +498,7 @@ json benchPet(const PetBenchOptions& a, const std::function<void(const std::stri
       r["baseline"] = a.baseline;
       record(r, main, "");
       r["member_checksums"] = main.member_checksums;
+      r["threads_per_member"] = main.threads_per_member;
       if (a.members.size() > 1) {
         if (first_members_jets_per_s == 0) first_members_jets_per_s = main.jets_per_s;
         // Total jets/s against the first --members count's, same batch, same run.

@@ -246,8 +246,9 @@ TEST_F(Device, BenchPetReportsEveryBatchSizeWithThePaddedBaselineBeside) {
 }
 
 // Several models trained side by side in one process (--members): each from its own thread,
-// with its own draw generator. Member 0 of a pair must end exactly where the same model ends
-// alone (a shared generator or crossed batches would show), the other member elsewhere.
+// with its own draw generator and, on the CPU, its share of the threads. Member 0 of a pair must
+// end exactly where the same model ends alone (a shared generator or crossed batches would show),
+// the other member elsewhere.
 TEST_F(Device, BenchPetMembersTrainSideBySideAsEachWouldAlone) {
   const std::string data = synthJets(200, 4);
   const json j = benchPet(data, {"--batch", "16", "--steps", "3", "--members", "1,2", "--compare"});
@@ -266,6 +267,20 @@ TEST_F(Device, BenchPetMembersTrainSideBySideAsEachWouldAlone) {
   EXPECT_DOUBLE_EQ(one.at("members_speedup").get<double>(), 1.0);
   EXPECT_GT(two.at("members_speedup").get<double>(), 0);
   EXPECT_GT(two.at("baseline_jets_per_s").get<double>(), 0);
+
+  // On the CPU the members share --threads (else each starts a team of all of them): two
+  // members of 2 threads run with 1 each, and a later lone run has its 2 back.
+  const foldfarm::ProcessResult shared = runFoldfarm(
+      {"bench",    "pet",      "--preset",  "tiny",    "--mode",    "classifier", "--data",
+       data,       "--device", "cpu",       "--batch", "16",        "--steps",    "1",
+       "--warmup", "1",        "--threads", "2",       "--members", "2,1",        "--json"},
+      dir_);
+  ASSERT_EQ(shared.exitCode, 0) << shared.err;
+  const json runs = json::parse(shared.out).at("runs");
+  EXPECT_EQ(runs[0].at("members"), 2);
+  EXPECT_EQ(runs[0].at("threads_per_member"), 1);
+  EXPECT_EQ(runs[1].at("members"), 1);
+  EXPECT_EQ(runs[1].at("threads_per_member"), 2);
 
   const foldfarm::ProcessResult p = runFoldfarm({"bench", "pet", "--preset", "tiny", "--data", data,
                                                  "--device", "cpu", "--members", "2", "--profile"},
