@@ -94,7 +94,9 @@ TaskResult executeTask(const TaskExecution& e) {
 bool resultFileWanted(const TaskExecution& e, const TaskResult& r, const TaskLease& lease) {
   const bool needs_dir =
       !hasTaskKind(e.kind) || taskKindTraits(e.kind).needs_directory || e.always_write_result;
-  if (needs_dir && !lease.held()) return false;
+  // A kind without a directory has nowhere to write: its result travels in the attempt's
+  // completion message only.
+  if (!needs_dir || !lease.held()) return false;
   return e.always_write_result || (!r.result.is_null() && r.status == 0);
 }
 

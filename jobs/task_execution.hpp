@@ -32,8 +32,8 @@ struct TaskExecution {
   LeaseOptions lease;
 };
 
-// Whether the attempt's task_result.json is to be written: never without the lease (for
-// kinds with a directory).
+// Whether the attempt's task_result.json is to be written: never without the lease, and never
+// for a kind without a directory (noop, load: the result is in the completion message).
 bool resultFileWanted(const TaskExecution& e, const TaskResult& r, const TaskLease& lease);
 
 // Never throws for task failures (they are in the result); throws Error only when the

@@ -3,6 +3,8 @@
 // SIGTERM stops cleanly and `resume` continues.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "jobs/campaign.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
@@ -28,7 +30,8 @@ class LocalExecutor : public ::testing::Test {
 };
 
 TEST_F(LocalExecutor, NoopCampaignCompletesWithEveryTransitionJournaled) {
-  init(json{{"task", "noop"}, {"replicas", 150}, {"members", 2}, {"resources", {{"cpu_slots", 2}}}});
+  init(
+      json{{"task", "noop"}, {"replicas", 150}, {"members", 2}, {"resources", {{"cpu_slots", 2}}}});
   ToolRun r = runTool({"run", dir_}, scratch_, "run");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
@@ -51,12 +54,13 @@ TEST_F(LocalExecutor, NoopCampaignCompletesWithEveryTransitionJournaled) {
 }
 
 TEST_F(LocalExecutor, FailingTaskEndsFailedAndRetryRerunsOnlyIt) {
-  init(json{{"task", "command"},
-            {"replicas", 6},
-            {"params", {{"argv", {"true"}}}},
-            {"overrides", {{"r0002m0", {{"argv", {"/bin/sh", "-c", "echo broken input >&2; exit 3"}}}}}},
-            {"retry", {{"max_attempts", 2}}},
-            {"resources", {{"cpu_slots", 2}}}});
+  init(json{
+      {"task", "command"},
+      {"replicas", 6},
+      {"params", {{"argv", {"true"}}}},
+      {"overrides", {{"r0002m0", {{"argv", {"/bin/sh", "-c", "echo broken input >&2; exit 3"}}}}}},
+      {"retry", {{"max_attempts", 2}}},
+      {"resources", {{"cpu_slots", 2}}}});
   ToolRun r = runTool({"run", dir_}, scratch_, "run");
   EXPECT_EQ(r.exit_code, 1) << "a failed task makes the run fail: " << r.err;
   std::map<std::string, int> events_before;
@@ -93,7 +97,9 @@ TEST_F(LocalExecutor, FailingTaskEndsFailedAndRetryRerunsOnlyIt) {
 }
 
 TEST_F(LocalExecutor, SigtermStopsCleanlyAndResumeFinishes) {
-  init(json{{"task", "sleep"}, {"replicas", 24}, {"params", {{"seconds", 0.25}}},
+  init(json{{"task", "sleep"},
+            {"replicas", 24},
+            {"params", {{"seconds", 0.25}}},
             {"resources", {{"cpu_slots", 2}}}});
   pid_t pid = startTool({"run", dir_}, scratch_, "run");
   std::this_thread::sleep_for(std::chrono::milliseconds(900));
@@ -123,13 +129,44 @@ TEST_F(LocalExecutor, SigtermStopsCleanlyAndResumeFinishes) {
 TEST_F(LocalExecutor, SlotsGetExplicitDeviceAndThreadEnvironment) {
   init(json{{"task", "command"},
             {"replicas", 4},
-            {"params", {{"argv", {"/bin/sh", "-c",
-                                  "echo \"cvd=[$CUDA_VISIBLE_DEVICES] order=$CUDA_DEVICE_ORDER "
-                                  "omp=$OMP_NUM_THREADS blas=$OPENBLAS_NUM_THREADS slot=$FOLDFARM_SLOT\""}}}},
+            {"params",
+             {{"argv",
+               {"/bin/sh", "-c",
+                "echo \"cvd=[$CUDA_VISIBLE_DEVICES] order=$CUDA_DEVICE_ORDER "
+                "omp=$OMP_NUM_THREADS blas=$OPENBLAS_NUM_THREADS slot=$FOLDFARM_SLOT\""}}}},
             {"resources", {{"cpu_slots", 2}, {"threads_per_task", 1}}}});
   ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
   std::string log = readText(dir_ + "/tasks/r0000m0/task.log");
   EXPECT_NE(log.find("cvd=[] order=PCI_BUS_ID omp=1 blas=1 slot="), std::string::npos) << log;
+}
+
+// A persistent worker keeps what a task loaded for its next tasks (the `load` kind's cache,
+// which `bench scheduler` times), and a kind without a task directory reports its result in
+// the completion message: every task ends done with the file's size and checksum, on its
+// first attempt, and no task directory is made.
+TEST_F(LocalExecutor, APersistentWorkerKeepsItsInputAndDirectorylessKindsReportResults) {
+  const std::string input = scratch_ + "/input.bin";
+  writeText(input, std::string(100000, 'x'));
+  init(json{{"task", "load"},
+            {"replicas", 4},
+            {"params", {{"path", input}, {"cache", true}}},
+            {"resources", {{"cpu_slots", 1}}}});
+  ToolRun r = runTool({"run", dir_}, scratch_, "run");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.counts()[TaskState::kDone], 4);
+  int loads = 0;
+  std::set<uint64_t> checksums;
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.attempts, 1) << t.id << ": " << t.reason;
+    ASSERT_TRUE(t.result.is_object()) << t.id << ": " << t.reason;
+    EXPECT_EQ(t.result.at("bytes"), 100000) << t.id;
+    loads += t.result.at("loaded").get<bool>() ? 1 : 0;
+    checksums.insert(t.result.at("checksum").get<uint64_t>());
+    EXPECT_FALSE(exists(dir_ + "/tasks/" + t.id)) << t.id;
+  }
+  EXPECT_EQ(loads, 1) << "one worker reads the input once and keeps it";
+  EXPECT_EQ(checksums.size(), 1u);
 }
 
 }  // namespace
