@@ -1,27 +1,20 @@
 // foldfarm campaign init|run|resume|status|retry|cancel|work|aggregate|plan, the internal
 // `foldfarm worker`, and `foldfarm bench scheduler`. Thin: options are parsed here and the
 // work is done by jobs/ (campaigns) and ensembles/ (the chain task kind, aggregation).
-#include <stdlib.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <cstdlib>
 #include <optional>
 
 #include <nlohmann/json.hpp>
 
 #include "apps/foldfarm/commands.hpp"
-#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
-#include "core/base/process.hpp"
 #include "core/base/progress.hpp"
 #include "ensembles/aggregate.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_task.hpp"
+#include "jobs/benchmarks.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
 #include "jobs/executor.hpp"
@@ -73,182 +66,46 @@ jobs::RunOptions runOptions(int slots) {
   return o;
 }
 
-std::string makeTempDir(const std::string& parent, const std::string& name) {
-  std::string tmpl = parent + "/" + name + "_XXXXXX";
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back(0);
-  if (!::mkdtemp(buf.data())) {
-    throw Error(parent + ": cannot create a scratch directory: " + errnoMessage(errno));
-  }
-  return buf.data();
-}
-
 // ---- bench scheduler -----------------------------------------------------------------
-struct SchedulerBenchArgs {
-  int tasks = 10000;
-  int slots = 2;
-  int sleep_tasks = 200;
-  double sleep_s = 0.2;
-  double load_mb = 0;
-  int load_tasks = 20;
-  int command_tasks = 400;  // real tasks: directory, lease, log, durable result
-  int pilot_ranks = 2;      // worker ranks of the MPI pilot figure (0: skip it)
-  std::string scratch = "/tmp";
-  bool keep = false;
+struct SchedulerBenchArgs : jobs::SchedulerBenchOptions {
   bool json = false;
 };
 
-jobs::RunSummary runBenchCampaign(const std::string& dir, const json& spec, int slots) {
-  jobs::CampaignSpec s = jobs::parseCampaignSpec(spec, "bench spec", dir);
-  jobs::Campaign c = jobs::Campaign::init(s, dir);
-  jobs::RunOptions o = runOptions(slots);
-  o.show_progress = false;
-  return jobs::runLocal(c, o);
-}
-
-void removeBenchDir(const std::string& dir) {
-  // Bench campaigns are scratch: remove with the same argv discipline as tasks (no shell).
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execlp("rm", "rm", "-rf", "--", dir.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  int st = 0;
-  if (pid > 0) ::waitpid(pid, &st, 0);
-}
-
 void benchScheduler(const SchedulerBenchArgs& a) {
-  if (a.tasks < 1 || a.slots < 1)
-    throw InputError("bench scheduler: --tasks and --slots must be >= 1");
-  registerAllTaskKinds();
-  std::string root = makeTempDir(a.scratch, "ff_bench_scheduler");
-  json out{{"tasks", a.tasks}, {"slots", a.slots}, {"journal", "sqlite WAL synchronous=FULL"}};
-
-  jobs::RunSummary noop = runBenchCampaign(root + "/noop",
-                                           json{{"name", "bench-noop"},
-                                                {"task", "noop"},
-                                                {"replicas", a.tasks},
-                                                {"resources", {{"cpu_slots", a.slots}}}},
-                                           a.slots);
-  out["noop_elapsed_s"] = noop.elapsed_s;
-  out["tasks_per_s"] = a.tasks / noop.elapsed_s;
-  out["overhead_ms_per_task"] = 1e3 * noop.elapsed_s * a.slots / a.tasks;
-
-  if (a.sleep_tasks > 0) {
-    jobs::RunSummary sl = runBenchCampaign(root + "/sleep",
-                                           json{{"name", "bench-sleep"},
-                                                {"task", "sleep"},
-                                                {"replicas", a.sleep_tasks},
-                                                {"params", {{"seconds", a.sleep_s}}},
-                                                {"resources", {{"cpu_slots", a.slots}}}},
-                                           a.slots);
-    double ideal = std::ceil(static_cast<double>(a.sleep_tasks) / a.slots) * a.sleep_s;
-    out["sleep_tasks"] = a.sleep_tasks;
-    out["sleep_s"] = a.sleep_s;
-    out["sleep_makespan_s"] = sl.elapsed_s;
-    out["sleep_ideal_s"] = ideal;
-    out["makespan_efficiency"] = ideal / sl.elapsed_s;
-  }
-  if (a.load_mb > 0) {
-    // What a persistent worker saves: the same tasks reading a big input, once with the
-    // worker keeping it in memory (cache), once reading it for every task.
-    std::string big = root + "/input.bin";
-    {
-      std::string block(1 << 20, '\0');
-      for (size_t k = 0; k < block.size(); ++k) block[k] = static_cast<char>(k * 2654435761u >> 24);
-      AtomicFile f(big);
-      for (int m = 0; m < static_cast<int>(a.load_mb); ++m) f.write(block);
-      f.commit();
-    }
-    auto per_task = [&](bool cache, const std::string& name) {
-      jobs::RunSummary s = runBenchCampaign(root + "/" + name,
-                                            json{{"name", name},
-                                                 {"task", "load"},
-                                                 {"replicas", a.load_tasks},
-                                                 {"params", {{"path", big}, {"cache", cache}}},
-                                                 {"resources", {{"cpu_slots", 1}}}},
-                                            1);
-      return s.busy_s / a.load_tasks;
-    };
-    double cached = per_task(true, "load-persistent");
-    double fresh = per_task(false, "load-per-task");
-    out["load_mb"] = a.load_mb;
-    out["load_task_s_persistent"] = cached;
-    out["load_task_s_reload"] = fresh;
-    out["persistent_saves_s_per_task"] = fresh - cached;
-  }
-  if (a.command_tasks > 0) {
-    // What a real task costs the scheduler: `command` tasks running /bin/true, each of which
-    // creates its task directory, takes its lease, writes task.log and a durable
-    // task_result.json, and is journaled — the noop figure leaves all of that out.
-    const json commandSpec{{"name", "bench-command"},
-                           {"task", "command"},
-                           {"replicas", a.command_tasks},
-                           {"params", {{"argv", {"/bin/true"}}}},
-                           {"resources", {{"cpu_slots", a.slots}}}};
-    jobs::RunSummary cmd = runBenchCampaign(root + "/command", commandSpec, a.slots);
-    out["command_tasks"] = a.command_tasks;
-    out["command_local_elapsed_s"] = cmd.elapsed_s;
-    out["command_local_ms_per_task"] = 1e3 * cmd.elapsed_s * a.slots / a.command_tasks;
-    const std::string mpirun = findProgram("mpirun");
-    if (a.pilot_ranks > 0 && !mpirun.empty()) {
-      // The same tasks through the MPI pilot: rank 0 dispatches, pilot_ranks ranks run them.
-      json pilotSpec = commandSpec;
-      pilotSpec["name"] = "bench-command-pilot";
-      pilotSpec["executor"] = "mpi";
-      pilotSpec["resources"] = {{"cpu_slots", 1}};
-      const std::string dir = root + "/command-pilot";
-      jobs::Campaign::init(jobs::parseCampaignSpec(pilotSpec, "bench spec", dir), dir);
-      const auto t0 = std::chrono::steady_clock::now();
-      ProcessResult r =
-          runProcess({mpirun, "--allow-run-as-root", "--oversubscribe", "-np",
-                      std::to_string(a.pilot_ranks + 1), jobs::selfExecutable(), "--log-level",
-                      "warn", "campaign", "run", dir, "--executor", "mpi"});
-      const double elapsed =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (!r.ok()) throw Error("bench scheduler: the MPI pilot failed: " + r.describeFailure());
-      out["pilot_ranks"] = a.pilot_ranks;
-      out["command_pilot_elapsed_s"] = elapsed;
-      out["command_pilot_ms_per_task"] = 1e3 * elapsed * a.pilot_ranks / a.command_tasks;
-      out["command_pilot_note"] = "includes mpirun start-up and MPI_Init of every rank";
-    }
-  }
-  if (!a.keep)
-    removeBenchDir(root);
-  else
-    out["dir"] = root;
+  const json out = jobs::benchScheduler(a);
   if (a.json) {
     std::printf("%s\n", out.dump(2).c_str());
-  } else {
-    std::printf(
-        "scheduler: %d noop tasks on %d slots in %.3f s: %.0f tasks/s (%.3f ms/task/slot)\n",
-        a.tasks, a.slots, noop.elapsed_s, out["tasks_per_s"].get<double>(),
-        out["overhead_ms_per_task"].get<double>());
-    if (out.contains("makespan_efficiency")) {
-      std::printf(
-          "sleep: %d x %.2f s on %d slots: makespan %.2f s, ideal %.2f s, efficiency %.1f%%\n",
-          a.sleep_tasks, a.sleep_s, a.slots, out["sleep_makespan_s"].get<double>(),
-          out["sleep_ideal_s"].get<double>(), 100 * out["makespan_efficiency"].get<double>());
-    }
-    if (out.contains("command_local_ms_per_task")) {
-      std::printf(
-          "command tasks (dir, lease, log, durable result): %d on %d local slots: %.2f "
-          "ms/task/slot\n",
-          a.command_tasks, a.slots, out["command_local_ms_per_task"].get<double>());
-    }
-    if (out.contains("command_pilot_ms_per_task")) {
-      std::printf(
-          "command tasks through the MPI pilot on %d worker ranks: %.2f ms/task/rank "
-          "(with mpirun start-up)\n",
-          a.pilot_ranks, out["command_pilot_ms_per_task"].get<double>());
-    }
-    if (out.contains("load_mb")) {
-      std::printf(
-          "persistent worker: %.0f MB input, %.4f s/task kept in memory vs %.4f s/task reloaded\n",
-          a.load_mb, out["load_task_s_persistent"].get<double>(),
-          out["load_task_s_reload"].get<double>());
-    }
+    return;
   }
+  std::printf("scheduler: %d noop tasks on %d slots in %.3f s: %.0f tasks/s (%.3f ms/task/slot)\n",
+              a.tasks, a.slots, out["noop_elapsed_s"].get<double>(),
+              out["tasks_per_s"].get<double>(), out["overhead_ms_per_task"].get<double>());
+  if (out.contains("makespan_efficiency")) {
+    std::printf(
+        "sleep: %d x %.2f s on %d slots: makespan %.2f s, ideal %.2f s, efficiency %.1f%%\n",
+        a.sleep_tasks, a.sleep_s, a.slots, out["sleep_makespan_s"].get<double>(),
+        out["sleep_ideal_s"].get<double>(), 100 * out["makespan_efficiency"].get<double>());
+  }
+  if (out.contains("command_local_ms_per_task")) {
+    std::printf(
+        "command tasks (dir, lease, log, durable result): %d on %d local slots: %.2f "
+        "ms/task/slot\n",
+        a.command_tasks, a.slots, out["command_local_ms_per_task"].get<double>());
+  }
+  if (out.contains("command_pilot_ms_per_task")) {
+    std::printf(
+        "command tasks through the MPI pilot on %d worker ranks: %.2f ms/task/rank "
+        "(with mpirun start-up)\n",
+        a.pilot_ranks, out["command_pilot_ms_per_task"].get<double>());
+  }
+  if (out.contains("load_mb")) {
+    std::printf(
+        "persistent worker: %.0f MB input, %.4f s/task kept in memory vs %.4f s/task reloaded\n",
+        a.load_mb, out["load_task_s_persistent"].get<double>(),
+        out["load_task_s_reload"].get<double>());
+  }
+  if (out.contains("dir"))
+    std::printf("scratch campaigns kept in %s\n", out["dir"].get<std::string>().c_str());
 }
 
 // ---- plan ---------------------------------------------------------------------------

@@ -268,8 +268,9 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
   return result;
 }
 
-TempDir::TempDir(const std::string& prefix) {
-  std::string tmpl = (fs::temp_directory_path() / (prefix + "-XXXXXX")).string();
+TempDir::TempDir(const std::string& prefix, const std::string& parent) {
+  const fs::path where = parent.empty() ? fs::temp_directory_path() : fs::path(parent);
+  std::string tmpl = (where / (prefix + "-XXXXXX")).string();
   if (::mkdtemp(tmpl.data()) == nullptr)
     throwSystemError("mkdtemp", __FILE__, __LINE__, "creating a temporary directory " + tmpl);
   path_ = tmpl;

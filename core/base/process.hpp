@@ -8,6 +8,7 @@
 // and its child and reaps the child before returning (also when it throws).
 #include <chrono>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace foldfarm {
@@ -56,17 +57,19 @@ inline bool programAvailable(const std::string& program) {
   return !findProgram(program).empty();
 }
 
-// A private temporary directory (mkdtemp under the system temp directory), removed with
-// its content on destruction.
+// A private temporary directory (mkdtemp under `parent`, by default the system temp
+// directory), removed with its content on destruction unless released.
 class TempDir {
  public:
-  explicit TempDir(const std::string& prefix = "foldfarm");
+  explicit TempDir(const std::string& prefix = "foldfarm", const std::string& parent = "");
   ~TempDir() noexcept;
   TempDir(TempDir&& other) noexcept;
   TempDir& operator=(TempDir&&) = delete;
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   const std::string& path() const { return path_; }
+  // Keeps the directory: returns its path, and the destructor leaves it.
+  std::string release() { return std::exchange(path_, {}); }
 
  private:
   std::string path_;
