@@ -252,14 +252,15 @@ int runWorker(int in_fd, int out_fd) {
 int workerMain() {
   // The protocol moves to private descriptors; fd 1 becomes a copy of stderr so that a
   // task writing to stdout cannot corrupt the frames.
-  int in_fd = ::fcntl(0, F_DUPFD_CLOEXEC, 3);
-  int out_fd = ::fcntl(1, F_DUPFD_CLOEXEC, 3);
-  if (in_fd < 0 || out_fd < 0) throwSystemError("fcntl", __FILE__, __LINE__, "worker protocol fds");
+  const Fd in(::fcntl(0, F_DUPFD_CLOEXEC, 3));
+  const Fd out(::fcntl(1, F_DUPFD_CLOEXEC, 3));
+  if (!in.valid() || !out.valid())
+    throwSystemError("fcntl", __FILE__, __LINE__, "worker protocol fds");
   ::dup2(2, 1);
   if (Fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC)); devnull.valid()) {
     ::dup2(devnull.get(), 0);
   }
-  return runWorker(in_fd, out_fd);
+  return runWorker(in.get(), out.get());
 }
 
 std::string selfExecutable() {
