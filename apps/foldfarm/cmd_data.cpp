@@ -135,10 +135,14 @@ void registerDataCommands(CommandGroups& g) {
   s->add_option("--threads", synth->threads, "Generator threads (output identical for any count)")
       ->capture_default_str();
   s->add_option("--particles", synth->particles,
-                "Particle slots per jet (default 128 pretrain, 100 unfold)");
-  s->add_option("--pt-min", synth->pt_min, "Minimum generated jet pT in GeV");
-  s->add_option("--pt-max", synth->pt_max, "Maximum generated jet pT in GeV");
+                "Particle slots per jet (default 128 pretrain, 100 unfold)")
+      ->check(CLI::PositiveNumber);
+  s->add_option("--pt-min", synth->pt_min, "Minimum generated jet pT in GeV")
+      ->check(CLI::PositiveNumber);
+  s->add_option("--pt-max", synth->pt_max, "Maximum generated jet pT in GeV")
+      ->check(CLI::PositiveNumber);
   s->add_option("--deflate", synth->deflate, "Deflate level 0-9 (0: uncompressed)")
+      ->check(CLI::Range(0, 9))
       ->capture_default_str();
   s->add_option("--detector", synth->detector,
                 "unfold: a detector variation, multipliers on the response "

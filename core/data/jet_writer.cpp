@@ -35,27 +35,35 @@ struct JetFileWriter::Impl {
 
   Impl(std::string path, FileLayout l, int64_t p, bool labels, nlohmann::json a, WriteOptions o)
       : atomic(std::move(path)), layout(l), P(p), with_labels(labels), attrs(std::move(a)), opt(o) {
+    if (opt.deflate_level < 0 || opt.deflate_level > 9)
+      throw InputError(atomic.path() + ": deflate level " + std::to_string(opt.deflate_level) +
+                       " is out of range; use 0 (none) to 9");
     file = h5Create(atomic.tempPath());
   }
 
-  std::string ctx(const std::string& name) const { return atomic.path() + ": dataset '" + name + "'"; }
+  std::string ctx(const std::string& name) const {
+    return atomic.path() + ": dataset '" + name + "'";
+  }
 
   // Creates an extendible, chunked, compressed dataset with trailing dims `tail`.
   void create(const std::string& name, std::vector<hsize_t> tail, hid_t type) {
-    std::vector<hsize_t> dims{0}, maxd{H5S_UNLIMITED}, chunk{static_cast<hsize_t>(std::max<int64_t>(1, opt.chunk_rows))};
+    std::vector<hsize_t> dims{0}, maxd{H5S_UNLIMITED},
+        chunk{static_cast<hsize_t>(std::max<int64_t>(1, opt.chunk_rows))};
     for (hsize_t t : tail) {
       dims.push_back(t);
       maxd.push_back(t);
       chunk.push_back(t);
     }
-    H5Handle space = FF_H5_OWN(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), maxd.data()),
-                               H5Kind::kDataspace, ctx(name));
+    H5Handle space =
+        FF_H5_OWN(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), maxd.data()),
+                  H5Kind::kDataspace, ctx(name));
     H5Handle dcpl = FF_H5_OWN(H5Pcreate(H5P_DATASET_CREATE), H5Kind::kPropList, ctx(name));
     FF_H5_CHECK(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), ctx(name));
     if (opt.shuffle) FF_H5_CHECK(H5Pset_shuffle(dcpl.get()), ctx(name));
-    if (opt.deflate_level > 0) FF_H5_CHECK(H5Pset_deflate(dcpl.get(), static_cast<unsigned>(opt.deflate_level)), ctx(name));
-    sets.emplace_back(name, FF_H5_OWN(H5Dcreate2(file.get(), name.c_str(), type, space.get(), H5P_DEFAULT,
-                                                 dcpl.get(), H5P_DEFAULT),
+    if (opt.deflate_level > 0)
+      FF_H5_CHECK(H5Pset_deflate(dcpl.get(), static_cast<unsigned>(opt.deflate_level)), ctx(name));
+    sets.emplace_back(name, FF_H5_OWN(H5Dcreate2(file.get(), name.c_str(), type, space.get(),
+                                                 H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
                                       H5Kind::kDataset, ctx(name)));
   }
 
@@ -77,10 +85,12 @@ struct JetFileWriter::Impl {
     std::vector<hsize_t> start(d.size(), 0), count = d;
     start[0] = old;
     count[0] = static_cast<hsize_t>(n);
-    FF_H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
+    FF_H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr,
+                                    count.data(), nullptr),
                 ctx(name));
-    H5Handle mspace = FF_H5_OWN(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
-                                H5Kind::kDataspace, ctx(name));
+    H5Handle mspace =
+        FF_H5_OWN(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
+                  H5Kind::kDataspace, ctx(name));
     FF_H5_CHECK(H5Dwrite(ds, memtype, mspace.get(), fspace.get(), H5P_DEFAULT, data), ctx(name));
   }
 
@@ -109,9 +119,11 @@ static void checkSize(const char* what, size_t got, int64_t want) {
 
 JetFileWriter::JetFileWriter(std::string path, FileLayout layout, int64_t P, bool with_labels,
                              nlohmann::json attrs, WriteOptions opts)
-    : impl_(std::make_unique<Impl>(std::move(path), layout, P, with_labels, std::move(attrs), opts)) {
+    : impl_(
+          std::make_unique<Impl>(std::move(path), layout, P, with_labels, std::move(attrs), opts)) {
   if (impl_->attrs.is_null()) impl_->attrs = nlohmann::json::object();
-  if (!impl_->attrs.is_object()) throw std::invalid_argument("writer: attributes must be a JSON object");
+  if (!impl_->attrs.is_object())
+    throw std::invalid_argument("writer: attributes must be a JSON object");
   impl_->attrs["layout"] = layout == FileLayout::kJets ? "jets" : "unfold";
 }
 
@@ -120,8 +132,11 @@ JetFileWriter::JetFileWriter(JetFileWriter&&) noexcept = default;
 
 void JetFileWriter::append(const JetArrays& a) {
   Impl& I = *impl_;
-  if (I.layout != FileLayout::kJets) throw std::invalid_argument("writer: jets appended to an unfold file");
-  if (a.P != I.P) throw std::invalid_argument("writer: P=" + std::to_string(a.P) + ", file has P=" + std::to_string(I.P));
+  if (I.layout != FileLayout::kJets)
+    throw std::invalid_argument("writer: jets appended to an unfold file");
+  if (a.P != I.P)
+    throw std::invalid_argument("writer: P=" + std::to_string(a.P) +
+                                ", file has P=" + std::to_string(I.P));
   a.checkShapes();
   if (I.with_labels) checkSize("labels", a.labels.size(), a.n);
   if (I.first) {
@@ -143,13 +158,17 @@ void JetFileWriter::append(const JetArrays& a) {
 
 void JetFileWriter::append(const UnfoldArrays& u) {
   Impl& I = *impl_;
-  if (I.layout != FileLayout::kUnfold) throw std::invalid_argument("writer: unfolding events appended to a jets file");
-  if (u.gen.P != I.P || u.reco.P != I.P) throw std::invalid_argument("writer: unfolding events with a different P");
+  if (I.layout != FileLayout::kUnfold)
+    throw std::invalid_argument("writer: unfolding events appended to a jets file");
+  if (u.gen.P != I.P || u.reco.P != I.P)
+    throw std::invalid_argument("writer: unfolding events with a different P");
   u.checkShapes();
   const int64_t n = u.n();
   if (I.first) {
-    for (const char* name : {"reco", "gen"}) I.create(name, {static_cast<hsize_t>(I.P), F}, H5T_IEEE_F32LE);
-    for (const char* name : {"reco_jets", "gen_jets"}) I.create(name, {kNumJetFeatures}, H5T_IEEE_F32LE);
+    for (const char* name : {"reco", "gen"})
+      I.create(name, {static_cast<hsize_t>(I.P), F}, H5T_IEEE_F32LE);
+    for (const char* name : {"reco_jets", "gen_jets"})
+      I.create(name, {kNumJetFeatures}, H5T_IEEE_F32LE);
     if (I.opt.with_subs && !u.reco_subs.empty() && !u.gen_subs.empty())
       for (const char* name : {"reco_subs", "gen_subs"}) I.create(name, {kNumSubs}, H5T_IEEE_F32LE);
     if (I.opt.with_pass && !u.pass_reco.empty()) I.create("pass_reco", {}, H5T_STD_U8LE);
@@ -182,8 +201,8 @@ void JetFileWriter::append(const UnfoldArrays& u) {
   I.rows += n;
 }
 
-void JetFileWriter::addFloatDataset(const std::string& name, std::vector<float> values, int64_t rows,
-                                    int64_t cols) {
+void JetFileWriter::addFloatDataset(const std::string& name, std::vector<float> values,
+                                    int64_t rows, int64_t cols) {
   checkSize(name.c_str(), values.size(), rows * std::max<int64_t>(cols, 1));
   impl_->extras.push_back({name, std::move(values), rows, cols});
 }
@@ -192,12 +211,15 @@ void JetFileWriter::setAttribute(const std::string& name, const nlohmann::json& 
   impl_->attrs[name] = value;
 }
 
-int64_t JetFileWriter::rowsWritten() const { return impl_->rows; }
+int64_t JetFileWriter::rowsWritten() const {
+  return impl_->rows;
+}
 
 void JetFileWriter::commit() {
   Impl& I = *impl_;
   if (I.first && I.extras.empty())
-    throw std::invalid_argument(I.atomic.path() + ": no rows appended; an empty file is not written");
+    throw std::invalid_argument(I.atomic.path() +
+                                ": no rows appended; an empty file is not written");
   for (auto& x : I.extras) {
     std::vector<hsize_t> tail;
     if (x.cols > 0) tail.push_back(static_cast<hsize_t>(x.cols));
@@ -210,8 +232,8 @@ void JetFileWriter::commit() {
   I.atomic.commit();
 }
 
-void writeArraysFile(const std::string& path, const std::vector<NamedArray>& arrays, const nlohmann::json& attrs,
-                     WriteOptions opts) {
+void writeArraysFile(const std::string& path, const std::vector<NamedArray>& arrays,
+                     const nlohmann::json& attrs, WriteOptions opts) {
   if (arrays.empty()) throw std::invalid_argument(path + ": no arrays to write");
   JetFileWriter w(path, FileLayout::kJets, 0, false, attrs, opts);
   w.setAttribute("layout", "arrays");
@@ -219,7 +241,8 @@ void writeArraysFile(const std::string& path, const std::vector<NamedArray>& arr
   w.commit();
 }
 
-void writeJetFile(const std::string& path, const JetArrays& a, const nlohmann::json& attrs, WriteOptions opts) {
+void writeJetFile(const std::string& path, const JetArrays& a, const nlohmann::json& attrs,
+                  WriteOptions opts) {
   JetFileWriter w(path, FileLayout::kJets, a.P, !a.labels.empty(), attrs, opts);
   w.append(a);
   w.commit();

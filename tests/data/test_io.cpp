@@ -113,6 +113,23 @@ TEST(JetIo, WriterWithoutCommitLeavesExistingFileUntouched) {
   EXPECT_EQ(JetFile(path).numJets(), 10);
 }
 
+TEST(JetIo, WriterRefusesADeflateLevelOutOfRangeBeforeWritingAnything) {
+  TempDir dir;
+  const std::string path = dir.file("x.h5");
+  for (int level : {-1, 10}) {
+    WriteOptions o;
+    o.deflate_level = level;
+    try {
+      JetFileWriter w(path, FileLayout::kJets, 24, true, nlohmann::json::object(), o);
+      ADD_FAILURE() << "deflate level " << level << " accepted";
+    } catch (const foldfarm::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("0 (none) to 9"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_TRUE(fs::is_empty(fs::path(path).parent_path())) << "no file, temporary or final, is left";
+}
+
 TEST(BatchStream, RanksPartitionRowsWithEqualCounts) {
   TempDir dir;
   writeJetFile(dir.file("a.h5"), smallJets(203, 1));

@@ -375,6 +375,12 @@ TEST_F(BadInputs, CommandLine) {
       {"data", "synth", "--kind", "pretrain", "--jets", "5", "--out", p("no_dir/x.h5")},
       p("no_dir/x.h5"));
   expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "5"}, "--out");
+  // Values out of range are refused, not replaced by the defaults or handed to HDF5.
+  for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--particles", "0"}, {"--pt-min", "-5"}, {"--pt-max", "0"}, {"--deflate", "12"}})
+    expectCleanFailure(
+        {"data", "synth", "--kind", "pretrain", "--jets", "5", option, value, "--out", p("x.h5")},
+        option);
   expectCleanFailure({"data", "inspect", "--bogus-flag", p("good.h5")}, "--bogus-flag");
   // Names and paths that sbatch would misread: a word that splits the job, a backslash that
   // turns off every % symbol of an output pattern.
