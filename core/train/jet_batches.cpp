@@ -7,6 +7,8 @@
 #include <numeric>
 #include <random>
 
+#include <fmt/format.h>
+
 #include "core/base/error.hpp"
 #include "core/base/seed.hpp"
 
@@ -274,6 +276,8 @@ std::vector<std::vector<int64_t>> evalBatches(const JetTensors& set, int64_t bat
 
 std::pair<std::vector<int64_t>, std::vector<int64_t>> splitRows(int64_t n, double fraction,
                                                                 uint64_t seed) {
+  if (!(fraction >= 0 && fraction <= 1))
+    throw InputError(fmt::format("a held-out fraction must be in [0, 1], not {}", fraction));
   std::vector<int64_t> perm(static_cast<size_t>(n));
   std::iota(perm.begin(), perm.end(), 0);
   std::mt19937_64 g(deriveSeed({seed, 0x73706c74ULL}));

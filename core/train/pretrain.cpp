@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <fmt/format.h>
+
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/process.hpp"
@@ -117,6 +119,17 @@ TrainOptions trainOptionsFor(const PretrainOptions& o, ParallelContext& ctx) {
   return t;
 }
 
+// Refuses options that no run can use, before anything is read.
+void checkPretrainOptions(const PretrainOptions& o) {
+  for (const auto& [name, f] : {std::pair<const char*, double>{"--val-fraction", o.val_fraction},
+                                {"--test-fraction", o.test_fraction}})
+    if (!(f >= 0 && f < 1))
+      throw InputError(fmt::format("pretrain: {} must be in [0, 1), not {}", name, f));
+  TrainOptions t = o.train;
+  t.label = "pretrain";
+  validateTrainOptions(t);
+}
+
 PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
   const std::string what = o.data_label.empty() ? std::string("pretraining data") : o.data_label;
   if (o.shard_data) throw InputError("--stream and --shard-data exclude each other; choose one");
@@ -188,6 +201,7 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
 }  // namespace
 
 PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
+  checkPretrainOptions(o);
   if (o.stream) return runStreamed(o, ctx);
   // 1. The split, the same on every rank.
   const std::string what = o.data_label.empty() ? std::string("pretraining data") : o.data_label;

@@ -154,9 +154,33 @@ FitResult fitResultFromJson(const nlohmann::json& j) {
 
 }  // namespace
 
+void validateTrainOptions(const TrainOptions& o) {
+  // Written so that NaN fails every test too.
+  const OptimizerSettings& s = o.optimizer;
+  const auto refuse = [&](const std::string& what) {
+    throw InputError(o.label + ": " + what + " (a config's \"train\" or the matching option)");
+  };
+  if (!(s.lr > 0 && std::isfinite(s.lr))) refuse("lr must be a positive number");
+  if (!(s.lr_factor > 0 && std::isfinite(s.lr_factor)))
+    refuse("lr_factor must be a positive number");
+  if (!(s.weight_decay >= 0 && std::isfinite(s.weight_decay))) refuse("weight_decay must be >= 0");
+  if (!(s.beta1 >= 0 && s.beta1 < 1 && s.beta2 >= 0 && s.beta2 < 1))
+    refuse("the optimiser's betas must be in [0, 1)");
+  if (!(o.warmup_epochs >= 0 && std::isfinite(o.warmup_epochs)))
+    refuse("warmup_epochs must be >= 0");
+  if (!(o.warmup_scale > 0 && std::isfinite(o.warmup_scale)))
+    refuse("the warm-up scale must be positive");
+  if (!(o.clip_norm >= 0 && std::isfinite(o.clip_norm))) refuse("clip_norm must be >= 0 (0: off)");
+  if (!(o.ema_decay >= 0 && o.ema_decay < 1)) refuse("ema_decay must be in [0, 1)");
+  if (o.batch_size < 1) refuse("the batch size must be >= 1");
+  if (o.max_epochs < 0) refuse("epochs must be >= 0");
+  if (o.patience < 0) refuse("patience must be >= 0 (0: off)");
+}
+
 Trainer::Trainer(Pet model, CheckpointMeta meta, TrainOptions opts, ParallelContext& ctx)
     : model_(std::move(model)), meta_(std::move(meta)), opts_(std::move(opts)), ctx_(ctx) {
   meta_.config = model_->config();
+  validateTrainOptions(opts_);
   if (opts_.precision != "fp32" && opts_.precision != "bf16")
     throw InputError(opts_.label + ": unknown precision '" + opts_.precision +
                      "' (use fp32 or bf16)");

@@ -98,6 +98,12 @@ struct TrainOptions {
   int64_t resident_data_mb = 4096;
 };
 
+// Throws InputError (naming opts.label) for a value no training can use: lr, lr_factor or
+// the warm-up scale not positive, a negative weight decay, warm-up, clip norm, patience or
+// epoch count, betas or EMA decay outside [0, 1), a batch size below 1, NaN anywhere.
+// The Trainer calls it first.
+void validateTrainOptions(const TrainOptions& opts);
+
 struct EpochRecord {
   int64_t epoch = 0;
   double train_loss = 0;
