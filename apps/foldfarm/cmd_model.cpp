@@ -36,6 +36,7 @@
 #include "core/train/checkpoint.hpp"
 #include "core/train/classifier_trainer.hpp"
 #include "core/train/device.hpp"
+#include "core/train/finetune.hpp"
 #include "core/train/flat_params.hpp"
 #include "core/train/generate.hpp"
 #include "core/train/gradient_step.hpp"
@@ -231,62 +232,37 @@ void runFinetune(const FinetuneArgs& a) {
   installStopHandlers();
   const DeviceChoice dev = selectDevice(a.device);
   if (a.cuda_graphs) requireCudaGraphs(dev.device, 1, "finetune --cuda-graphs");
-  const data::JetArrays raw = data::readJetsFiles({a.train}, 0);
-  auto [rest, test_rows] = splitRows(raw.n, a.test_fraction, a.seed);
-  const data::JetArrays pool = raw.subset(rest), test = raw.subset(test_rows);
-
-  const uint64_t init_seed = deriveSeed({a.seed, 0x696e6974ULL});
-  std::unique_ptr<PetClassifier> clf;
-  WarmStartReport report;
-  if (a.init == "none") {
-    clf = std::make_unique<PetClassifier>(configFrom(a.preset, a.config), init_seed);
-  } else {
-    const Checkpoint ck = readCheckpoint(resolveCheckpointDir(a.init));
-    clf = std::make_unique<PetClassifier>(ck.meta.config, init_seed, ck.meta.stats);
-    report = warmStart(clf->model(), ck);
-    logInfo("warm start from {}: {}", a.init, report.summary());
-  }
-  ClassifierFitOptions o;
-  o.optimizer = a.optimizer;
-  o.lr = a.lr;
-  o.lr_factor = a.lr_factor;
-  o.batch_size = a.batch;
-  o.max_epochs = a.epochs;
-  o.patience = a.patience;
-  o.val_fraction = a.val_fraction;
-  o.seed = a.seed;
-  o.state_dir = (fs::path(a.out) / "state").string();
-  o.resume = a.resume;
-  o.show_progress = true;
-  o.label = "finetune";
-  o.device = dev.device;
-  o.precision = a.precision;
-  o.fixed_shapes = a.fixed_shapes;
-  o.cuda_graphs = a.cuda_graphs;
-  const FitResult fit = clf->fit(pool, nullptr, o);
-  const std::vector<float> p = clf->predict(test);
-  std::vector<double> s(p.begin(), p.end());
-  std::vector<int> y(test.labels.begin(), test.labels.end());
-  const BinaryMetrics m = binaryMetrics(s, y);
-  clf->save((fs::path(a.out) / "model").string());
-  json j = {{"init", a.init},
-            {"train_jets", pool.n},
-            {"test_jets", test.n},
-            {"test",
-             {{"accuracy", m.accuracy},
-              {"auc", m.auc},
-              {"rejection_at_eps_s_0.5", m.rejection50},
-              {"rejection_at_eps_s_0.3", m.rejection30}}},
-            {"warm_start_skipped", report.skipped},
-            {"device", dev.toJson()},
-            {"fit", toJson(fit)}};
+  FinetuneOptions o;
+  o.train = a.train;
+  o.out = a.out;
+  o.init = a.init;
+  if (a.init == "none") o.model = configFrom(a.preset, a.config);
+  o.test_fraction = a.test_fraction;
+  ClassifierFitOptions& f = o.fit;
+  f.optimizer = a.optimizer;
+  f.lr = a.lr;
+  f.lr_factor = a.lr_factor;
+  f.batch_size = a.batch;
+  f.max_epochs = a.epochs;
+  f.patience = a.patience;
+  f.val_fraction = a.val_fraction;
+  f.seed = a.seed;
+  f.resume = a.resume;
+  f.show_progress = true;
+  f.device = dev.device;
+  f.precision = a.precision;
+  f.fixed_shapes = a.fixed_shapes;
+  f.cuda_graphs = a.cuda_graphs;
+  const FinetuneResult r = runFinetuning(o);
   if (a.json_out) {
+    json j = r.toJson();
+    j["device"] = dev.toJson();
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf(
         "test accuracy %.4f  AUC %.4f  1/eps_B(eps_S=0.5) %s  1/eps_B(eps_S=0.3) %s  (%lld jets)\n",
-        m.accuracy, m.auc, fixed(m.rejection50).c_str(), fixed(m.rejection30).c_str(),
-        static_cast<long long>(test.n));
+        r.test.accuracy, r.test.auc, fixed(r.test.rejection50).c_str(),
+        fixed(r.test.rejection30).c_str(), static_cast<long long>(r.test_jets));
   }
 }
 

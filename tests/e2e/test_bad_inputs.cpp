@@ -382,6 +382,31 @@ TEST_F(BadInputs, CommandLine) {
         {"data", "synth", "--kind", "pretrain", "--jets", "5", option, value, "--out", p("x.h5")},
         option);
   expectCleanFailure({"data", "inspect", "--bogus-flag", p("good.h5")}, "--bogus-flag");
+  // Training options no run can use: refused with the option's name before anything is
+  // read (before: a held-out fraction above 1 ended in "internal error: cannot create
+  // std::vector larger than max_size()", and lr_factor 0 trained the body at lr / 0).
+  for (const auto& [option, value] :
+       std::vector<std::pair<std::string, std::string>>{{"--val-fraction", "1.5"},
+                                                        {"--test-fraction", "-0.1"},
+                                                        {"--lr-factor", "0"},
+                                                        {"--lr", "nan"},
+                                                        {"--warmup-epochs", "-2"}}) {
+    const std::string name = option == "--lr-factor"       ? "lr_factor"
+                             : option == "--lr"            ? "lr must"
+                             : option == "--warmup-epochs" ? "warmup_epochs"
+                                                           : option;
+    expectCleanFailure({"pretrain", "--data", p("good.h5"), "--preset", "tiny", "--out",
+                        p("pt_bad"), option, value},
+                       name);
+  }
+  expectCleanFailure(
+      {"finetune", "--train", p("good.h5"), "--out", p("ft_bad"), "--test-fraction", "1.5"},
+      "--test-fraction");
+  // An --out that holds an earlier fine-tuning is not overwritten (before: it was retrained
+  // and its model replaced).
+  fs::create_directories(dir_ / "ft_earlier" / "model");
+  expectCleanFailure({"finetune", "--train", p("good.h5"), "--out", p("ft_earlier")},
+                     p("ft_earlier"));
   // Names and paths that sbatch would misread: a word that splits the job, a backslash that
   // turns off every % symbol of an output pattern.
   expectCleanFailure({"slurm", "render", "pretrain", "--job-name", "zjets hetjob"}, "--job-name");

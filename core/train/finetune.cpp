@@ -1,0 +1,81 @@
+#include "core/train/finetune.hpp"
+
+#include <filesystem>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+#include "core/base/seed.hpp"
+#include "core/data/jet_files.hpp"
+#include "core/train/checkpoint.hpp"
+#include "core/train/jet_batches.hpp"
+
+namespace foldfarm {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+json FinetuneResult::toJson() const {
+  return {{"init", init},
+          {"train_jets", train_jets},
+          {"test_jets", test_jets},
+          {"test",
+           {{"accuracy", test.accuracy},
+            {"auc", test.auc},
+            {"rejection_at_eps_s_0.5", test.rejection50},
+            {"rejection_at_eps_s_0.3", test.rejection30}}},
+          {"warm_start_skipped", warm_start_skipped},
+          {"fit", foldfarm::toJson(fit)}};
+}
+
+FinetuneResult runFinetuning(const FinetuneOptions& opt) {
+  // 1. Options, and what --out already holds, before anything is read.
+  ClassifierFitOptions o = opt.fit;
+  o.state_dir = (fs::path(opt.out) / "state").string();
+  o.label = "finetune";
+  const std::string model_dir = (fs::path(opt.out) / "model").string();
+  for (const auto& [name, f] : {std::pair<const char*, double>{"--val-fraction", o.val_fraction},
+                                {"--test-fraction", opt.test_fraction}})
+    if (!(f >= 0 && f < 1))
+      throw InputError(fmt::format("finetune: {} must be in [0, 1), not {}", name, f));
+  if (!o.resume && (checkpointExists(o.state_dir) || fs::exists(model_dir)))
+    throw InputError(opt.out +
+                     ": holds an earlier fine-tuning (state or model); pass --resume to continue "
+                     "it or choose a new --out");
+
+  // 2. Test rows and the rest.
+  const data::JetArrays raw = data::readJetsFiles({opt.train}, 0);
+  auto [rest, test_rows] = splitRows(raw.n, opt.test_fraction, o.seed);
+  const data::JetArrays pool = raw.subset(rest), test = raw.subset(test_rows);
+
+  // 3. The classifier, warm-started or fresh.
+  FinetuneResult r;
+  r.init = opt.init;
+  const uint64_t init_seed = deriveSeed({o.seed, 0x696e6974ULL});
+  std::unique_ptr<PetClassifier> clf;
+  if (opt.init == "none") {
+    clf = std::make_unique<PetClassifier>(opt.model, init_seed);
+  } else {
+    const Checkpoint ck = readCheckpoint(resolveCheckpointDir(opt.init));
+    clf = std::make_unique<PetClassifier>(ck.meta.config, init_seed, ck.meta.stats);
+    const WarmStartReport report = warmStart(clf->model(), ck);
+    logInfo("warm start from {}: {}", opt.init, report.summary());
+    r.warm_start_skipped = report.skipped;
+  }
+
+  // 4. Training, then the model.
+  r.fit = clf->fit(pool, nullptr, o);
+  clf->save(model_dir);
+
+  // 5. The held-out test.
+  const std::vector<float> p = clf->predict(test);
+  const std::vector<double> scores(p.begin(), p.end());
+  const std::vector<int> labels(test.labels.begin(), test.labels.end());
+  r.test = binaryMetrics(scores, labels);
+  r.train_jets = pool.n;
+  r.test_jets = test.n;
+  return r;
+}
+
+}  // namespace foldfarm

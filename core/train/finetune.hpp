@@ -1,0 +1,51 @@
+#pragma once
+// The fine-tuning pipeline of `foldfarm finetune` (the command line only parses options):
+//   1. the options are checked, and an --out that holds an earlier run is refused unless
+//      resuming, before anything is read;
+//   2. the jets of `train` (0/1 labels) are split into held-out test rows and the rest
+//      (from `fit.seed`);
+//   3. a one-logit PET classifier starts from `init` (a checkpoint directory or the output
+//      directory of `foldfarm pretrain`: every parameter whose name and shape match) or,
+//      with "none", from `model` freshly initialised;
+//   4. it trains on the rest (a `fit.val_fraction` split validates it, with early stopping),
+//      its state in <out>/state each epoch, and is written to <out>/model;
+//   5. it is evaluated on the test rows: accuracy, AUC, background rejection.
+// Throws InputError for bad input (nothing written), InterruptedError when stopped (rerun
+// with `fit.resume` to continue), Error otherwise.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/model/pet_config.hpp"
+#include "core/train/classifier_trainer.hpp"
+#include "core/train/device.hpp"
+#include "core/train/metrics.hpp"
+#include "core/train/trainer.hpp"
+
+namespace foldfarm {
+
+struct FinetuneOptions {
+  std::string train;          // jets HDF5 file with 0/1 labels
+  std::string out;            // <out>/model, <out>/state
+  std::string init = "none";  // checkpoint or pretraining output directory, or "none"
+  PetConfig model;            // with init "none" (num_classes and generator are set here)
+  double test_fraction = 0.2;
+  ClassifierFitOptions fit;  // state_dir and label are set here
+};
+
+struct FinetuneResult {
+  std::string init;
+  int64_t train_jets = 0, test_jets = 0;
+  BinaryMetrics test;
+  std::vector<std::string> warm_start_skipped;  // parameters the checkpoint could not give
+  FitResult fit;
+  // {"init", "train_jets", "test_jets", "test": {accuracy, auc, rejection_at_eps_s_0.5,
+  // rejection_at_eps_s_0.3}, "warm_start_skipped", "fit"}
+  nlohmann::json toJson() const;
+};
+
+FinetuneResult runFinetuning(const FinetuneOptions& options);
+
+}  // namespace foldfarm
