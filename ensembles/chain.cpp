@@ -353,6 +353,13 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
     throw InputError(source + ": epochs and batch_size must be >= 1, patience >= 0");
   if (!(c.val_fraction > 0 && c.val_fraction < 1))
     throw InputError(source + ": val_fraction must be in (0, 1)");
+  // Written so that NaN fails too (before: a negative lr trained, and lr_factor 0 stopped
+  // the first step classifier at run time, leaving its state behind).
+  if (!(c.lr > 0 && std::isfinite(c.lr)) || !(c.lr_factor > 0 && std::isfinite(c.lr_factor)) ||
+      !(c.weight_decay >= 0 && std::isfinite(c.weight_decay)))
+    throw InputError(source + ": lr and lr_factor must be > 0, weight_decay >= 0");
+  if (c.optimizer != "lion" && c.optimizer != "adamw")
+    throw InputError(source + ": optimizer must be lion or adamw (got '" + c.optimizer + "')");
   if (!(c.limits.max_weight > 1)) throw InputError(source + ": max_weight must be > 1");
   if (c.feature_stats != "auto" && c.feature_stats != "checkpoint" &&
       c.feature_stats != "jetclass" && c.feature_stats != "zjets")
@@ -372,8 +379,9 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
     if (std::count(c.observables.begin(), c.observables.end(), o) > 1)
       throw InputError(source + ": observable '" + o + "' is listed twice");
   }
-  if (c.mlp.hidden.empty() || c.mlp.epochs < 1 || c.mlp.batch_size < 1 || !(c.mlp.lr > 0) ||
-      c.mlp.patience < 0 || c.mlp.weight_decay < 0)
+  if (c.mlp.hidden.empty() || c.mlp.epochs < 1 || c.mlp.batch_size < 1 ||
+      !(c.mlp.lr > 0 && std::isfinite(c.mlp.lr)) || c.mlp.patience < 0 ||
+      !(c.mlp.weight_decay >= 0 && std::isfinite(c.mlp.weight_decay)))
     throw InputError(source +
                      ": mlp needs at least one hidden layer, epochs and batch_size >= 1, "
                      "lr > 0, patience and weight_decay >= 0");

@@ -226,6 +226,28 @@ TEST_F(ChainTest, CudaGraphsImplyFixedShapesAndEnterTheIdentity) {
   EXPECT_FALSE(fs::exists(root_ / "graphs"));
 }
 
+// A chain config that no step could train with is refused when it is read (at `campaign
+// init`, or before `unfold` writes anything), naming the key.
+TEST_F(ChainTest, ConfigsNoStepCouldTrainWithAreRefusedWhenRead) {
+  for (const auto& [bad, key] : std::vector<std::pair<nlohmann::json, std::string>>{
+           {{{"lr", -1.0}}, "lr"},
+           {{{"lr_factor", 0.0}}, "lr_factor"},
+           {{{"weight_decay", -1e-5}}, "weight_decay"},
+           {{{"optimizer", "sgd"}}, "optimizer"},
+           {{{"val_fraction", 1.2}}, "val_fraction"},
+           {{{"mlp", {{"lr", 0.0}}}}, "lr > 0"}}) {
+    try {
+      chainConfigFromJson(bad, "cfg");
+      ADD_FAILURE() << bad.dump() << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).rfind("cfg: ", 0), 0u) << e.what();
+    }
+  }
+  EXPECT_NO_THROW(
+      chainConfigFromJson({{"lr", 1e-4}, {"lr_factor", 5}, {"optimizer", "adamw"}}, "cfg"));
+}
+
 // The final per-event weights of weights.h5 are the simulation's weight times the last push;
 // a nominal chain's records carry none of the variation keys.
 TEST_F(ChainTest, FinalWeightsAreThePushTimesTheSimulationWeights) {
