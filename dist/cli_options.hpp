@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <string>
 
+#include "core/base/cli_checks.hpp"
 #include "core/base/error.hpp"
 #include "dist/launch.hpp"
 #include "dist/make_context.hpp"
@@ -21,14 +22,14 @@ class DistCli {
                               "Seconds a collective may take before every rank that can still "
                               "act stops with exit code 3 naming the late ranks (env "
                               "FOLDFARM_COLLECTIVE_TIMEOUT; default 600)")
-                   ->check(CLI::PositiveNumber);
+                   ->check(cli::kPositive);
     backend_ =
         app.add_option("--dist-backend", backend_name_,
                        "Data-parallel backend: auto, nccl or mpi (env FOLDFARM_DIST_BACKEND)");
     cap_ = app.add_option("--bucket-cap-mb", cap_mb_,
                           "Gradient bucket cap in MiB (first bucket 1 MiB; env "
                           "FOLDFARM_BUCKET_CAP_MB; default 25)")
-               ->check(CLI::PositiveNumber);
+               ->check(cli::kPositive);
   }
   // Environment, then the options given on the command line.
   DistOptions resolve() const {

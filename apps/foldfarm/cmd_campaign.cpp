@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/foldfarm/commands.hpp"
+#include "core/base/cli_checks.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
@@ -210,12 +211,13 @@ void registerCampaignCommands(CommandGroups& g) {
     c->add_option("dir", *dir, "Campaign directory")->required();
     c->add_option("--executor", *executor, "local, mpi or slurm (default: the spec's)")
         ->check(CLI::IsMember({"local", "mpi", "slurm"}));
-    c->add_option("--slots", *slots, "Override the number of local slots (0: from the spec)");
+    c->add_option("--slots", *slots, "Override the number of local slots (0: from the spec)")
+        ->check(cli::kNonNegative);
     c->add_option("--lost-after", *lost_after,
                   "mpi: seconds without a heartbeat after which a rank is lost (fenced; the "
                   "pilot ends with exit 3 naming it once the rest is done)")
         ->capture_default_str()
-        ->check(CLI::PositiveNumber);
+        ->check(cli::kPositive);
     c->callback([dir, executor, slots, lost_after] {
       registerAllTaskKinds();
       const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(*dir);
@@ -351,15 +353,21 @@ void registerCampaignCommands(CommandGroups& g) {
         "plan", "Simulate the campaign on G GPUs: makespan, GPU-hours, node-hours");
     auto a = std::make_shared<PlanArgs>();
     c->add_option("spec", a->spec, "Campaign spec (JSON)")->required();
-    c->add_option("--gpus", a->gpus, "GPUs to plan for")->required()->check(CLI::PositiveNumber);
-    c->add_option("--task-minutes", a->task_minutes, "Mean task time in minutes");
+    c->add_option("--gpus", a->gpus, "GPUs to plan for")->required()->check(cli::kPositive);
+    c->add_option("--task-minutes", a->task_minutes, "Mean task time in minutes")
+        ->check(cli::kPositive);
     c->add_option("--from", a->from,
                   "Measure task time, spread and failure rate from this campaign");
-    c->add_option("--spread", a->spread, "Task time std/mean (default 0.1, or measured)");
+    c->add_option("--spread", a->spread, "Task time std/mean (default 0.1, or measured)")
+        ->check(cli::kNonNegative);
     c->add_option("--failure-rate", a->failure_rate,
-                  "Failed attempts per attempt (default 0, or measured)");
-    c->add_option("--gpus-per-node", a->gpus_per_node, "GPUs per node")->capture_default_str();
-    c->add_option("--tasks-per-gpu", a->tasks_per_gpu, "Tasks sharing a GPU (default: the spec's)");
+                  "Failed attempts per attempt, below 1 (default 0, or measured)")
+        ->check(CLI::Range(0.0, 1.0));
+    c->add_option("--gpus-per-node", a->gpus_per_node, "GPUs per node")
+        ->check(cli::kPositive)
+        ->capture_default_str();
+    c->add_option("--tasks-per-gpu", a->tasks_per_gpu, "Tasks sharing a GPU (default: the spec's)")
+        ->check(cli::kPositive);
     c->add_option("--seed", a->seed, "Simulation seed")->capture_default_str();
     c->add_flag("--json", a->json, "Print JSON");
     c->callback([a] { planCommand(*a); });

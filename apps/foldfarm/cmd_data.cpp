@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/foldfarm/commands.hpp"
+#include "core/base/cli_checks.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
@@ -136,11 +137,11 @@ void registerDataCommands(CommandGroups& g) {
       ->capture_default_str();
   s->add_option("--particles", synth->particles,
                 "Particle slots per jet (default 128 pretrain, 100 unfold)")
-      ->check(CLI::PositiveNumber);
+      ->check(cli::kPositive);
   s->add_option("--pt-min", synth->pt_min, "Minimum generated jet pT in GeV")
-      ->check(CLI::PositiveNumber);
+      ->check(cli::kPositive);
   s->add_option("--pt-max", synth->pt_max, "Maximum generated jet pT in GeV")
-      ->check(CLI::PositiveNumber);
+      ->check(cli::kPositive);
   s->add_option("--deflate", synth->deflate, "Deflate level 0-9 (0: uncompressed)")
       ->check(CLI::Range(0, 9))
       ->capture_default_str();

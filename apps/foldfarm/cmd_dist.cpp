@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/foldfarm/commands.hpp"
+#include "core/base/cli_checks.hpp"
 #include "dist/benchmarks.hpp"
 #include "dist/cli_options.hpp"
 
@@ -60,7 +61,7 @@ void registerDistCommands(CommandGroups& g) {
   cmd->add_option("--repeats", ar->repeats,
                   "Alternating raw/bucketed measurements per size (medians are reported)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(cli::kPositive);
   cmd->add_option("--threads", ar->threads, "Intra-op threads per rank")->capture_default_str();
   ar->cli.addTo(*cmd);
   cmd->callback([ar] { runAllreduce(*ar); });
@@ -73,10 +74,10 @@ void registerDistCommands(CommandGroups& g) {
   ddp->add_option("--preset", dd->preset, "PET preset: tiny or omnilearn")->capture_default_str();
   ddp->add_option("--batch", dd->batch, "Jets per rank per step")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(cli::kPositive);
   ddp->add_option("--steps", dd->steps, "Timed steps")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(cli::kPositive);
   ddp->add_option("--warmup", dd->warmup, "Untimed steps first")->capture_default_str();
   ddp->add_option("--precision", dd->precision, "fp32, or bf16 (autocast; GPU ranks)")
       ->check(CLI::IsMember({"fp32", "bf16"}))

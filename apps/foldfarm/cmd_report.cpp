@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/foldfarm/commands.hpp"
+#include "core/base/cli_checks.hpp"
 #include "report/campaign_report.hpp"
 #include "report/scaling_study.hpp"
 
@@ -60,14 +61,14 @@ void registerScalingStudy(CommandGroups& g) {
       ->capture_default_str();
   cmd->add_option("--batch", o->batch, "jets per rank per step")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(cli::kPositive);
   cmd->add_option("--steps", o->steps, "timed steps per run")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(cli::kPositive);
   cmd->add_option("--particles", o->particles, "particle slots per jet")->capture_default_str();
   cmd->add_option("--tasks", o->tasks, "noop tasks per scheduler run")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(cli::kPositive);
   cmd->add_option("--sleep-tasks", o->sleep_tasks,
                   "sleep tasks per scheduler run (makespan efficiency)")
       ->capture_default_str();

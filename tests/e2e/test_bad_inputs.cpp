@@ -160,6 +160,11 @@ class BadInputs : public ::testing::Test {
         "\"inputs\": {\"mc\": \"" + d + "/mc.h5\", \"data\": \"" + d + "/data.h5\"}";
     spec("spec_chain_classifier.json", "{\"task\": \"chain\", \"replicas\": 2, " + chain_inputs +
                                            ", \"chain\": {\"config\": {\"classifier\": \"bdt\"}}}");
+    spec("spec_chain_lr_factor.json", "{\"task\": \"chain\", \"replicas\": 2, " + chain_inputs +
+                                          ", \"chain\": {\"config\": {\"lr_factor\": 0}}}");
+    spec("spec_plan.json",
+         "{\"task\": \"sleep\", \"replicas\": 4, \"params\": "
+         "{\"seconds\": 1}, \"resources\": {\"gpus\": 1}}");
     spec("spec_chain_observable.json",
          "{\"task\": \"chain\", \"replicas\": 2, " + chain_inputs +
              ", \"chain\": {\"config\": {\"classifier\": \"mlp\", \"observables\": [\"tau32\"]}}}");
@@ -328,6 +333,15 @@ TEST_F(BadInputs, CampaignSpecs) {
                      "bdt");
   expectCleanFailure({"campaign", "init", p("spec_chain_observable.json"), "--dir", p("camp_co")},
                      "tau32");
+  expectCleanFailure({"campaign", "init", p("spec_chain_lr_factor.json"), "--dir", p("camp_lrf")},
+                     "lr_factor");
+  // `campaign plan`: values out of range are refused, not replaced by the defaults.
+  for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--spread", "-0.5"}, {"--tasks-per-gpu", "0"}, {"--gpus-per-node", "0"}}) {
+    expectCleanFailure({"campaign", "plan", p("spec_plan.json"), "--gpus", "2", "--task-minutes",
+                        "5", option, value},
+                       option + ": must be");
+  }
   expectCleanFailure({"campaign", "init", p("spec_int32.json"), "--dir", p("camp_i32")},
                      "'replicas'");
   expectCleanFailure({"campaign", "init", p("spec_double.json"), "--dir", p("camp_dbl")},

@@ -1,0 +1,31 @@
+#pragma once
+// Range checks for numeric command-line options (header-only: CLI11 stays in the app). CLI11's
+// own PositiveNumber and NonNegativeNumber print the largest double as the upper bound; these
+// say what is wanted:  foldfarm: error: --spread: must be a number >= 0, not -0.5
+#include <CLI/CLI.hpp>
+
+#include <cmath>
+#include <string>
+
+namespace foldfarm::cli {
+
+namespace detail {
+inline CLI::Validator numberCheck(bool strict, const std::string& wanted, const std::string& name) {
+  return CLI::Validator(
+      [strict, wanted](std::string& in) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(in, v) || std::isnan(v) || (strict ? !(v > 0) : !(v >= 0)))
+          return "must be " + wanted + ", not " + in;
+        return {};
+      },
+      name);
+}
+}  // namespace detail
+
+// > 0 (NaN refused).
+inline const CLI::Validator kPositive = detail::numberCheck(true, "a positive number", "POSITIVE");
+// >= 0 (NaN refused).
+inline const CLI::Validator kNonNegative =
+    detail::numberCheck(false, "a number >= 0", "NONNEGATIVE");
+
+}  // namespace foldfarm::cli
