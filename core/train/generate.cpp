@@ -22,6 +22,10 @@ namespace foldfarm {
 using nlohmann::json;
 
 data::JetArrays generateJets(const GenerateOptions& a) {
+  if (a.jets < 1) throw InputError("generate: --jets must be >= 1, not " + std::to_string(a.jets));
+  if (a.steps < 1)
+    throw InputError("generate: --steps must be >= 1, not " + std::to_string(a.steps));
+  if (a.batch < 1) throw InputError("generate: the batch must be >= 1");
   const Checkpoint ck = readCheckpoint(resolveCheckpointDir(a.checkpoint));
   if (!ck.meta.config.generator)
     throw InputError(a.checkpoint +

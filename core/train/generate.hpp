@@ -8,8 +8,9 @@
 //      the model (its EMA weights) on `device`;
 //   3. features are de-standardised with the checkpoint's statistics.
 // Deterministic for a seed on a given device (the sampler's start noise is drawn on the
-// host). Throws InputError naming the checkpoint when it has no generator head, no
-// conditioning for the class, or the class is out of range.
+// host). Throws InputError, before reading anything, for fewer than 1 jet, step or batch
+// row, and naming the checkpoint when it has no generator head, no conditioning for the
+// class, or the class is out of range.
 #include <cstdint>
 #include <string>
 
