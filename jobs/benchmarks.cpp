@@ -19,7 +19,6 @@ using nlohmann::json;
 RunSummary runBenchCampaign(const std::string& dir, const json& spec, int slots) {
   Campaign c = Campaign::init(parseCampaignSpec(spec, "bench spec", dir), dir);
   RunOptions o;
-  o.worker_argv = {selfExecutable(), "worker"};
   o.slots = slots;
   o.show_progress = false;
   return runLocal(c, o);

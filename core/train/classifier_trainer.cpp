@@ -80,28 +80,6 @@ FitResult PetClassifier::fitStandardised(JetTensors all, const JetTensors* val,
                                          const std::vector<float>& train_offset,
                                          const std::vector<float>& val_offset) {
   if (all.size() == 0) throw InputError(o.label + " training set: no jets");
-  if (o.batch_size < 1 || o.max_epochs < 1 || o.lr <= 0 || o.lr_factor <= 0)
-    throw InputError(o.label + ": batch size, max epochs, lr and lr_factor must be positive");
-  if (!train_offset.empty()) all.setOffset(train_offset);
-  JetTensors tr, va;
-  if (val) {
-    tr = std::move(all);
-    va = *val;
-    if (!val_offset.empty()) va.setOffset(val_offset);
-    if (tr.offset.defined() != va.offset.defined())
-      throw InputError(o.label +
-                       ": logit offsets are needed for both the training and the "
-                       "validation set, or for neither");
-  } else if (o.val_fraction > 0) {
-    auto [in, out] = splitRows(all.size(), o.val_fraction, o.seed);
-    if (in.empty() || out.empty())
-      throw InputError(o.label + ": too few jets for a validation fraction of " +
-                       std::to_string(o.val_fraction));
-    tr = all.subset(in);
-    va = all.subset(out);
-  } else {
-    tr = std::move(all);
-  }
   TrainOptions t;
   t.optimizer.kind = o.optimizer;
   t.optimizer.lr = o.lr;
@@ -124,6 +102,28 @@ FitResult PetClassifier::fitStandardised(JetTensors all, const JetTensors* val,
   t.fixed_shapes = o.fixed_shapes;
   t.precision = o.precision;
   t.cuda_graphs = o.cuda_graphs;
+  validateTrainOptions(t);  // the Trainer's own check, before the split
+  if (t.max_epochs < 1) throw InputError(o.label + ": max epochs must be >= 1");
+  if (!train_offset.empty()) all.setOffset(train_offset);
+  JetTensors tr, va;
+  if (val) {
+    tr = std::move(all);
+    va = *val;
+    if (!val_offset.empty()) va.setOffset(val_offset);
+    if (tr.offset.defined() != va.offset.defined())
+      throw InputError(o.label +
+                       ": logit offsets are needed for both the training and the "
+                       "validation set, or for neither");
+  } else if (o.val_fraction > 0) {
+    auto [in, out] = splitRows(all.size(), o.val_fraction, o.seed);
+    if (in.empty() || out.empty())
+      throw InputError(o.label + ": too few jets for a validation fraction of " +
+                       std::to_string(o.val_fraction));
+    tr = all.subset(in);
+    va = all.subset(out);
+  } else {
+    tr = std::move(all);
+  }
   CheckpointMeta meta;
   meta.stats = stats_;
   meta.class_names = {"0", "1"};

@@ -3,8 +3,6 @@
 #include <filesystem>
 #include <memory>
 
-#include <fmt/format.h>
-
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/seed.hpp"
@@ -35,10 +33,7 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
   o.state_dir = (fs::path(opt.out) / "state").string();
   o.label = "finetune";
   const std::string model_dir = (fs::path(opt.out) / "model").string();
-  for (const auto& [name, f] : {std::pair<const char*, double>{"--val-fraction", o.val_fraction},
-                                {"--test-fraction", opt.test_fraction}})
-    if (!(f >= 0 && f < 1))
-      throw InputError(fmt::format("finetune: {} must be in [0, 1), not {}", name, f));
+  checkHeldOutFractions("finetune", o.val_fraction, opt.test_fraction);
   if (!o.resume && (checkpointExists(o.state_dir) || fs::exists(model_dir)))
     throw InputError(opt.out +
                      ": holds an earlier fine-tuning (state or model); pass --resume to continue "

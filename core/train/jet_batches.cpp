@@ -274,6 +274,13 @@ std::vector<std::vector<int64_t>> evalBatches(const JetTensors& set, int64_t bat
   return batches;
 }
 
+void checkHeldOutFractions(const std::string& command, double val_fraction, double test_fraction) {
+  for (const auto& [name, f] : {std::pair<const char*, double>{"--val-fraction", val_fraction},
+                                {"--test-fraction", test_fraction}})
+    if (!(f >= 0 && f < 1))
+      throw InputError(fmt::format("{}: {} must be in [0, 1), not {}", command, name, f));
+}
+
 std::pair<std::vector<int64_t>, std::vector<int64_t>> splitRows(int64_t n, double fraction,
                                                                 uint64_t seed) {
   if (!(fraction >= 0 && fraction <= 1))

@@ -13,6 +13,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/data/features.hpp"
@@ -111,6 +112,10 @@ std::vector<std::vector<int64_t>> shardEpochBatches(const JetTensors& set, int64
 // All rows once, sorted by extent (evaluation; predictions go back through JetBatch::rows).
 std::vector<std::vector<int64_t>> evalBatches(const JetTensors& set, int64_t batch_size,
                                               bool bucket);
+
+// Throws InputError "<command>: --val-fraction must be in [0, 1), not F" (and the same for
+// --test-fraction; NaN too): the check of a command's held-out fractions, before it reads.
+void checkHeldOutFractions(const std::string& command, double val_fraction, double test_fraction);
 
 // Deterministic split of n rows: (train rows, held-out rows) with round(fraction * n) held out.
 std::pair<std::vector<int64_t>, std::vector<int64_t>> splitRows(int64_t n, double fraction,

@@ -7,8 +7,6 @@
 #include <filesystem>
 #include <fstream>
 
-#include <fmt/format.h>
-
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/process.hpp"
@@ -121,10 +119,7 @@ TrainOptions trainOptionsFor(const PretrainOptions& o, ParallelContext& ctx) {
 
 // Refuses options that no run can use, before anything is read.
 void checkPretrainOptions(const PretrainOptions& o) {
-  for (const auto& [name, f] : {std::pair<const char*, double>{"--val-fraction", o.val_fraction},
-                                {"--test-fraction", o.test_fraction}})
-    if (!(f >= 0 && f < 1))
-      throw InputError(fmt::format("pretrain: {} must be in [0, 1), not {}", name, f));
+  checkHeldOutFractions("pretrain", o.val_fraction, o.test_fraction);
   TrainOptions t = o.train;
   t.label = "pretrain";
   validateTrainOptions(t);
