@@ -1,13 +1,13 @@
 // foldfarm data synth|inspect|convert|observables, foldfarm bench data.
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <memory>
 
 #include <nlohmann/json.hpp>
 
 #include "apps/foldfarm/commands.hpp"
+#include "core/base/atomic_file.hpp"
 #include "core/base/cli_checks.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
@@ -26,14 +26,6 @@ namespace foldfarm::app {
 namespace {
 
 using namespace foldfarm::data;
-
-void requireOutputDir(const std::string& out) {
-  const std::filesystem::path p(out);
-  const auto parent = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
-  if (!std::filesystem::is_directory(parent))
-    throw InputError(out + ": output directory " + parent.string() +
-                     " does not exist; create it first");
-}
 
 struct SynthArgs {
   std::string kind = "pretrain";
@@ -82,7 +74,8 @@ void runSynth(const SynthArgs& a) {
 }
 
 void runObservables(const std::string& in, const std::string& out, const std::string& level) {
-  requireOutputDir(out);
+  requireOutputDirectory(out);
+  refuseOutputOverInput(out, in, "data observables");
   JetFile f(in);
   std::string lvl;
   if (f.layout() == FileLayout::kUnfold) {
@@ -206,7 +199,6 @@ void registerDataCommands(CommandGroups& g) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
       ->capture_default_str();
   c->callback([conv_in, conv_out, conv_opts] {
-    requireOutputDir(*conv_out);
     if (fileHasDataset(*conv_in, "part_px"))
       convertFromFourVectors(*conv_in, *conv_out, *conv_opts);
     else

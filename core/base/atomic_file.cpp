@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -23,10 +24,9 @@ std::string dirOf(const std::string& path) {
 }
 
 void fsyncDir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return;  // best effort: some file systems refuse directory fds
-  ::fsync(fd);
-  ::close(fd);
+  const Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return;  // best effort: some file systems refuse directory fds
+  ::fsync(fd.get());
 }
 
 std::atomic<unsigned> g_counter{0};
@@ -35,8 +35,8 @@ std::atomic<unsigned> g_counter{0};
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   temp_ = path_ + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(g_counter++);
-  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) {
+  fd_.reset(::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd_.valid()) {
     throw Error(path_ + ": cannot create output file: " + errnoMessage(errno) +
                 " (check that the directory exists and is writable)");
   }
@@ -45,14 +45,13 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
 AtomicFile::AtomicFile(AtomicFile&& other) noexcept
     : path_(std::move(other.path_)),
       temp_(std::move(other.temp_)),
-      fd_(other.fd_),
+      fd_(std::move(other.fd_)),
       committed_(other.committed_) {
-  other.fd_ = -1;
   other.committed_ = true;
 }
 
 AtomicFile::~AtomicFile() noexcept {
-  if (fd_ >= 0) ::close(fd_);
+  fd_.reset();
   if (!committed_ && !temp_.empty()) {
     if (::unlink(temp_.c_str()) != 0 && errno != ENOENT) {
       logWarn("could not remove temporary file {}: {}", temp_, errnoMessage(errno));
@@ -64,7 +63,7 @@ void AtomicFile::write(std::string_view bytes) {
   const char* p = bytes.data();
   size_t left = bytes.size();
   while (left > 0) {
-    ssize_t n = ::write(fd_, p, left);
+    ssize_t n = ::write(fd_.get(), p, left);
     if (n < 0) {
       if (errno == EINTR) continue;
       throw Error(path_ + ": write failed: " + errnoMessage(errno));
@@ -75,13 +74,10 @@ void AtomicFile::write(std::string_view bytes) {
 }
 
 void AtomicFile::commit() {
-  if (fd_ >= 0) {
-    if (::fsync(fd_) != 0) throw Error(path_ + ": fsync failed: " + errnoMessage(errno));
-    if (::close(fd_) != 0) {
-      fd_ = -1;
-      throw Error(path_ + ": close failed: " + errnoMessage(errno));
-    }
-    fd_ = -1;
+  if (fd_.valid()) {
+    if (::fsync(fd_.get()) != 0) throw Error(path_ + ": fsync failed: " + errnoMessage(errno));
+    // close() reports write-back errors that fsync may not: checked, not left to ~Fd.
+    if (::close(fd_.release()) != 0) throw Error(path_ + ": close failed: " + errnoMessage(errno));
   }
   // A library may have rewritten the temp file by name: make sure its bytes are durable.
   fsyncPath(temp_);
@@ -96,12 +92,9 @@ void writeFileAtomic(const std::string& path, std::string_view content) {
 }
 
 void fsyncPath(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(path + ": cannot open for fsync: " + errnoMessage(errno));
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) throw Error(path + ": fsync failed: " + errnoMessage(err));
+  const Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) throw Error(path + ": cannot open for fsync: " + errnoMessage(errno));
+  if (::fsync(fd.get()) != 0) throw Error(path + ": fsync failed: " + errnoMessage(errno));
 }
 
 void renameDurable(const std::string& from, const std::string& to) {
@@ -109,6 +102,21 @@ void renameDurable(const std::string& from, const std::string& to) {
     throw Error(to + ": cannot rename " + from + " into place: " + errnoMessage(errno));
   }
   fsyncDir(dirOf(to));
+}
+
+void requireOutputDirectory(const std::string& path) {
+  const std::filesystem::path p(path);
+  const auto parent = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
+  if (!std::filesystem::is_directory(parent))
+    throw InputError(path + ": output directory " + parent.string() +
+                     " does not exist; create it first");
+}
+
+void refuseOutputOverInput(const std::string& out, const std::string& in, const std::string& what) {
+  std::error_code ec;
+  if (!std::filesystem::equivalent(out, in, ec) || ec) return;  // distinct, or out not there yet
+  throw InputError(out + ": is the input file " + in + "; " + what +
+                   " would replace it: write to another path");
 }
 
 std::string readFile(const std::string& path) {

@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/base/fd.hpp"
+
 namespace foldfarm {
 
 class AtomicFile {
@@ -32,7 +34,7 @@ class AtomicFile {
  private:
   std::string path_;
   std::string temp_;
-  int fd_ = -1;
+  Fd fd_;  // the temporary file, until commit()
   bool committed_ = false;
 };
 
@@ -42,6 +44,12 @@ void writeFileAtomic(const std::string& path, std::string_view content);
 // `from` to `to` and fsync the directory of `to`.
 void fsyncPath(const std::string& path);
 void renameDurable(const std::string& from, const std::string& to);
+// Checks, before anything is read or written, that an output file can be placed at `path`:
+// InputError("<path>: output directory <dir> does not exist; create it first") otherwise.
+void requireOutputDirectory(const std::string& path);
+// InputError when the output `out` is the input `in` (the same file, by any path or link):
+// the atomic rename would replace the input with the output. `what` names the command.
+void refuseOutputOverInput(const std::string& out, const std::string& in, const std::string& what);
 // Reads a whole file; throws InputError("<path>: cannot read: <reason>") on failure.
 std::string readFile(const std::string& path);
 

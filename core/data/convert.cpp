@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
@@ -13,6 +14,8 @@ namespace foldfarm::data {
 
 void convertFromFourVectors(const std::string& in, const std::string& out,
                             const WriteOptions& options) {
+  requireOutputDirectory(out);
+  refuseOutputOverInput(out, in, "data convert");
   std::vector<int64_t> dims;
   const auto px = readFloatDataset(in, "part_px", &dims);
   if (dims.size() != 2)
@@ -65,6 +68,8 @@ void convertFromFourVectors(const std::string& in, const std::string& out,
 }
 
 void repackJets(const std::string& in, const std::string& out, const WriteOptions& options) {
+  requireOutputDirectory(out);
+  refuseOutputOverInput(out, in, "data convert");
   const JetFile f(in);
   if (f.layout() != FileLayout::kJets)
     throw InputError(in + ": is an unfolding file; data convert repacks jets-layout files");

@@ -1,9 +1,9 @@
 #include "core/data/synth_file.hpp"
 
 #include <algorithm>
-#include <filesystem>
 #include <thread>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/progress.hpp"
 #include "core/data/features.hpp"
@@ -16,10 +16,7 @@ void writeSynthFile(const SynthFileOptions& opt) {
   if (opt.config.P < 1) throw InputError("synth: particles per jet must be >= 1");
   if (!(opt.config.pt_max >= opt.config.pt_min) || !(opt.config.pt_min > 0))
     throw InputError("synth: need 0 < pt-min <= pt-max");
-  const std::filesystem::path out(opt.out);
-  const auto parent = out.has_parent_path() ? out.parent_path() : std::filesystem::path(".");
-  if (!std::filesystem::is_directory(parent))
-    throw InputError(opt.out + ": output directory " + parent.string() + " does not exist; create it first");
+  requireOutputDirectory(opt.out);
   const int threads = std::max(1, opt.threads);
   const bool pretrain = opt.kind == SynthKind::kPretrain;
 
@@ -28,7 +25,8 @@ void writeSynthFile(const SynthFileOptions& opt) {
       {"tune", tuneName(opt.config.tune)},
       {"seed", opt.seed},
       {"generator", opt.config.toJson().dump()},
-      {"feature_stats", (pretrain ? FeatureStats::jetClass() : FeatureStats::zJets()).toJson().dump()},
+      {"feature_stats",
+       (pretrain ? FeatureStats::jetClass() : FeatureStats::zJets()).toJson().dump()},
       {"producer", std::string("foldfarm ") + FOLDFARM_VERSION},
   };
   if (pretrain) {
@@ -38,9 +36,10 @@ void writeSynthFile(const SynthFileOptions& opt) {
   }
   WriteOptions wopt;
   wopt.deflate_level = opt.deflate_level;
-  JetFileWriter writer(opt.out, pretrain ? FileLayout::kJets : FileLayout::kUnfold, opt.config.P, pretrain,
-                       attrs, wopt);
-  Progress progress(pretrain ? "synth pretrain" : "synth unfold", opt.count, pretrain ? "jets" : "events");
+  JetFileWriter writer(opt.out, pretrain ? FileLayout::kJets : FileLayout::kUnfold, opt.config.P,
+                       pretrain, attrs, wopt);
+  Progress progress(pretrain ? "synth pretrain" : "synth unfold", opt.count,
+                    pretrain ? "jets" : "events");
   progress.setSilent(!opt.progress);
   const int64_t block = std::max<int64_t>(1, opt.block_rows);
   for (int64_t begin = 0; begin < opt.count; begin += block * threads) {

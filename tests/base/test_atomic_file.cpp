@@ -17,9 +17,17 @@ fs::path tempDir() {
   fs::create_directories(d);
   return d;
 }
+size_t openDescriptors() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
 size_t countFiles(const fs::path& d) {
   size_t n = 0;
-  for (auto& e : fs::directory_iterator(d)) { (void)e; ++n; }
+  for (auto& e : fs::directory_iterator(d)) {
+    (void)e;
+    ++n;
+  }
   return n;
 }
 }  // namespace
@@ -45,6 +53,32 @@ TEST(AtomicFile, AbandonedWriteLeavesOldFileAndNoTemp) {
   } catch (const std::runtime_error&) {
   }
   EXPECT_EQ(readFile(p), "kept");
+  EXPECT_EQ(countFiles(d), 1u);
+  fs::remove_all(d);
+}
+
+// Each writer owns its temporary file's descriptor: a commit, an abandoned write and a
+// moved writer each leave no descriptor open, and the moved-to writer commits the bytes.
+TEST(AtomicFile, LeavesNoDescriptorOpen) {
+  auto d = tempDir();
+  auto p = (d / "c.json").string();
+  const size_t before = openDescriptors();
+  for (int i = 0; i < 20; ++i) writeFileAtomic(p, "v" + std::to_string(i));
+  EXPECT_EQ(openDescriptors(), before) << "commit closes the temporary file";
+  for (int i = 0; i < 20; ++i) {
+    AtomicFile f(p);
+    f.write("abandoned");
+  }
+  EXPECT_EQ(openDescriptors(), before) << "an abandoned writer closes its temporary file";
+  {
+    AtomicFile a(p);
+    a.write("moved ");
+    AtomicFile b(std::move(a));
+    b.write("then committed");
+    b.commit();
+  }
+  EXPECT_EQ(openDescriptors(), before) << "a moved writer holds one descriptor, closed once";
+  EXPECT_EQ(readFile(p), "moved then committed");
   EXPECT_EQ(countFiles(d), 1u);
   fs::remove_all(d);
 }
