@@ -27,7 +27,6 @@
 #include "core/base/stop_signal.hpp"
 #include "core/data/jet_files.hpp"
 #include "core/data/jet_reader.hpp"
-#include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
 #include "core/model/diffusion.hpp"
 #include "core/model/pet.hpp"
@@ -219,6 +218,7 @@ void runPretrain(const PretrainArgs& a) {
 struct FinetuneArgs {
   std::string init = "none", preset = "tiny", config, train, out, optimizer = "lion";
   double val_fraction = 0.1, test_fraction = 0.2, lr = 3e-4, lr_factor = 5.0;
+  double warmup_epochs = 0;
   int64_t epochs = 10, batch = 64, patience = 3;
   int threads = 0;
   uint64_t seed = 1;
@@ -242,6 +242,7 @@ void runFinetune(const FinetuneArgs& a) {
   f.optimizer = a.optimizer;
   f.lr = a.lr;
   f.lr_factor = a.lr_factor;
+  f.warmup_epochs = a.warmup_epochs;
   f.batch_size = a.batch;
   f.max_epochs = a.epochs;
   f.patience = a.patience;
@@ -275,13 +276,7 @@ struct GenerateArgs : GenerateOptions {  // core/train/generate.hpp
 
 void runGenerate(const GenerateArgs& a) {
   configureThreads(a.threads);
-  const data::JetArrays out = generateJets(a);
-  data::writeJetFile(a.out, out,
-                     json{{"generated_by", "foldfarm generate"},
-                          {"checkpoint", a.checkpoint},
-                          {"class", a.class_index},
-                          {"steps", a.steps},
-                          {"seed", a.seed}});
+  generateJetFile(a, a.out);
   std::printf("%s\n",
               json{{"out", a.out}, {"jets", a.jets}, {"class", a.class_index}}.dump().c_str());
 }
@@ -445,6 +440,8 @@ void registerModelCommands(CommandGroups& g) {
   f->add_option("--lr-factor", ft->lr_factor, "Body learns at lr / lr_factor")
       ->capture_default_str();
   f->add_option("--optimizer", ft->optimizer, "lion or adamw")->capture_default_str();
+  f->add_option("--warmup-epochs", ft->warmup_epochs, "Linear warm-up epochs (fractional allowed)")
+      ->capture_default_str();
   f->add_option("--seed", ft->seed, "Seed")->capture_default_str();
   f->add_option("--threads", ft->threads, "Threads (0: all cores)")->capture_default_str();
   f->add_flag("--resume", ft->resume, "Continue from <out>/state");

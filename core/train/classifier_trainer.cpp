@@ -75,11 +75,7 @@ FitResult PetClassifier::fit(const data::JetArrays& train, const data::JetArrays
   return fitStandardised(std::move(all), val ? &va : nullptr, o, ctx, train_offset, val_offset);
 }
 
-FitResult PetClassifier::fitStandardised(JetTensors all, const JetTensors* val,
-                                         const ClassifierFitOptions& o, ParallelContext* ctx,
-                                         const std::vector<float>& train_offset,
-                                         const std::vector<float>& val_offset) {
-  if (all.size() == 0) throw InputError(o.label + " training set: no jets");
+TrainOptions fitTrainOptions(const ClassifierFitOptions& o) {
   TrainOptions t;
   t.optimizer.kind = o.optimizer;
   t.optimizer.lr = o.lr;
@@ -102,8 +98,21 @@ FitResult PetClassifier::fitStandardised(JetTensors all, const JetTensors* val,
   t.fixed_shapes = o.fixed_shapes;
   t.precision = o.precision;
   t.cuda_graphs = o.cuda_graphs;
-  validateTrainOptions(t);  // the Trainer's own check, before the split
-  if (t.max_epochs < 1) throw InputError(o.label + ": max epochs must be >= 1");
+  return t;
+}
+
+void checkFitOptions(const ClassifierFitOptions& o) {
+  validateTrainOptions(fitTrainOptions(o));  // the Trainer's own check
+  if (o.max_epochs < 1) throw InputError(o.label + ": max epochs must be >= 1");
+}
+
+FitResult PetClassifier::fitStandardised(JetTensors all, const JetTensors* val,
+                                         const ClassifierFitOptions& o, ParallelContext* ctx,
+                                         const std::vector<float>& train_offset,
+                                         const std::vector<float>& val_offset) {
+  if (all.size() == 0) throw InputError(o.label + " training set: no jets");
+  checkFitOptions(o);  // before the split
+  const TrainOptions t = fitTrainOptions(o);
   if (!train_offset.empty()) all.setOffset(train_offset);
   JetTensors tr, va;
   if (val) {

@@ -65,6 +65,12 @@ struct ClassifierFitOptions {
   bool cuda_graphs = false;
 };
 
+// The Trainer's options of a fit. checkFitOptions refuses (InputError naming o.label) what
+// no fit can use, with the Trainer's own check (validateTrainOptions) and at least 1 epoch:
+// callers check before they read their data; fit() checks again.
+TrainOptions fitTrainOptions(const ClassifierFitOptions& o);
+void checkFitOptions(const ClassifierFitOptions& o);
+
 class PetClassifier {
  public:
   // Forces cfg.num_classes = 1 and cfg.generator = false; initialises from init_seed.

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <string>
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
@@ -34,13 +35,22 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
   o.label = "finetune";
   const std::string model_dir = (fs::path(opt.out) / "model").string();
   checkHeldOutFractions("finetune", o.val_fraction, opt.test_fraction);
+  checkFitOptions(o);
   if (!o.resume && (checkpointExists(o.state_dir) || fs::exists(model_dir)))
     throw InputError(opt.out +
                      ": holds an earlier fine-tuning (state or model); pass --resume to continue "
                      "it or choose a new --out");
+  const std::string init_dir = opt.init == "none" ? "" : resolveCheckpointDir(opt.init);
 
   // 2. Test rows and the rest.
   const data::JetArrays raw = data::readJetsFiles({opt.train}, 0);
+  if (raw.labels.empty())
+    throw InputError(opt.train + ": has no labels (pid); finetune needs one 0/1 label per jet");
+  for (const int64_t y : raw.labels)
+    if (y != 0 && y != 1)
+      throw InputError(opt.train + ": holds a jet of class " + std::to_string(y) +
+                       "; finetune trains a one-logit classifier on 0/1 labels (pretrain takes "
+                       "several classes)");
   auto [rest, test_rows] = splitRows(raw.n, opt.test_fraction, o.seed);
   const data::JetArrays pool = raw.subset(rest), test = raw.subset(test_rows);
 
@@ -52,7 +62,7 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
   if (opt.init == "none") {
     clf = std::make_unique<PetClassifier>(opt.model, init_seed);
   } else {
-    const Checkpoint ck = readCheckpoint(resolveCheckpointDir(opt.init));
+    const Checkpoint ck = readCheckpoint(init_dir);
     clf = std::make_unique<PetClassifier>(ck.meta.config, init_seed, ck.meta.stats);
     const WarmStartReport report = warmStart(clf->model(), ck);
     logInfo("warm start from {}: {}", opt.init, report.summary());

@@ -1,9 +1,9 @@
 #pragma once
 // The fine-tuning pipeline of `foldfarm finetune` (the command line only parses options):
-//   1. the options are checked, and an --out that holds an earlier run is refused unless
-//      resuming, before anything is read;
-//   2. the jets of `train` (0/1 labels) are split into held-out test rows and the rest
-//      (from `fit.seed`);
+//   1. the options are checked, `init` is found (a checkpoint directory), and an --out that
+//      holds an earlier run is refused unless resuming, before anything is read;
+//   2. the jets of `train` (refused, naming the file, unless every label is 0 or 1) are split
+//      into held-out test rows and the rest (from `fit.seed`);
 //   3. a one-logit PET classifier starts from `init` (a checkpoint directory or the output
 //      directory of `foldfarm pretrain`: every parameter whose name and shape match) or,
 //      with "none", from `model` freshly initialised;

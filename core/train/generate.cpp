@@ -9,9 +9,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/progress.hpp"
 #include "core/base/seed.hpp"
+#include "core/data/jet_writer.hpp"
 #include "core/model/diffusion.hpp"
 #include "core/model/pet.hpp"
 #include "core/train/checkpoint.hpp"
@@ -89,6 +91,17 @@ data::JetArrays generateJets(const GenerateOptions& a) {
   }
   progress.finish();
   return out;
+}
+
+void generateJetFile(const GenerateOptions& o, const std::string& out) {
+  requireOutputDirectory(out);
+  const data::JetArrays jets = generateJets(o);
+  data::writeJetFile(out, jets,
+                     json{{"generated_by", "foldfarm generate"},
+                          {"checkpoint", o.checkpoint},
+                          {"class", o.class_index},
+                          {"steps", o.steps},
+                          {"seed", o.seed}});
 }
 
 }  // namespace foldfarm

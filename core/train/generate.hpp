@@ -28,4 +28,9 @@ struct GenerateOptions {
 
 data::JetArrays generateJets(const GenerateOptions& o);
 
+// `foldfarm generate`: checks that `out` can be written (its directory exists, before the
+// checkpoint is read), generates, and writes the jets atomically to `out` (jets layout, the
+// options as attributes).
+void generateJetFile(const GenerateOptions& o, const std::string& out);
+
 }  // namespace foldfarm

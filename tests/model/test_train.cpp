@@ -13,8 +13,10 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/stop_signal.hpp"
+#include "core/data/jet_writer.hpp"
 #include "core/train/checkpoint.hpp"
 #include "core/train/classifier_trainer.hpp"
+#include "core/train/finetune.hpp"
 #include "core/train/optim.hpp"
 #include "tests/model/test_jets.hpp"
 
@@ -238,4 +240,92 @@ TEST(Fit, LearnsSeparableJetsAndEarlyStopsWithBestWeights) {
   double best = 1e9;
   for (const auto& e : r.history) best = std::min(best, e.val_loss);
   EXPECT_EQ(best, r.best_val_loss);
+}
+
+namespace {
+
+// A jets file of `n` random 0/1-labelled jets (32 slots), as `finetune --train` reads it.
+std::string writeLabelledJets(const std::string& dir, int64_t n) {
+  const std::string path = dir + "/train.h5";
+  data::JetFileWriter w(path, data::FileLayout::kJets, 32, true);
+  w.append(modeltest::randomJets(n, 32, 25, 21));
+  w.commit();
+  return path;
+}
+
+FinetuneOptions quickFinetune(const std::string& train, const std::string& out) {
+  FinetuneOptions o;
+  o.train = train;
+  o.out = out;
+  o.model = petPreset("tiny");
+  o.test_fraction = 0.25;
+  o.fit = quickFit();
+  o.fit.max_epochs = 4;
+  return o;
+}
+
+}  // namespace
+
+// The `finetune` pipeline: held-out test rows, the model written, the warm-up honoured
+// (the learning rate rises over the warm-up epochs and falls after them; without warm-up
+// it falls from the first epoch), and an --out holding a model is not trained over.
+TEST(Finetune, TrainsTestsAndWritesTheModelOnceWithItsWarmup) {
+  TempDir dir;
+  const std::string train = writeLabelledJets(dir.path, 128);
+
+  FinetuneOptions o = quickFinetune(train, dir.path + "/warm");
+  o.fit.warmup_epochs = 2;
+  const FinetuneResult warm = runFinetuning(o);
+  EXPECT_EQ(warm.test_jets, 32);
+  EXPECT_EQ(warm.train_jets, 96);
+  EXPECT_EQ(warm.init, "none");
+  ASSERT_TRUE(fs::exists(dir.path + "/warm/model/meta.json"));
+  EXPECT_GE(warm.test.auc, 0.0);
+  EXPECT_LE(warm.test.auc, 1.0);
+  ASSERT_EQ(warm.fit.history.size(), 4u);
+  const auto& wh = warm.fit.history;
+  EXPECT_LT(wh[0].lr, wh[1].lr) << "the warm-up raises the learning rate";
+  EXPECT_NEAR(wh[1].lr, o.fit.lr, 1e-12) << "the peak at the end of the warm-up";
+  EXPECT_GT(wh[1].lr, wh[2].lr) << "then it decays";
+
+  FinetuneOptions cold = quickFinetune(train, dir.path + "/cold");
+  const FinetuneResult plain = runFinetuning(cold);
+  ASSERT_EQ(plain.fit.history.size(), 4u);
+  EXPECT_GT(plain.fit.history[0].lr, plain.fit.history[1].lr) << "no warm-up: decay from the start";
+
+  // Again into the same --out: refused before anything is read or written.
+  const std::string weights = dir.path + "/warm/model/meta.json";
+  const std::string before = readFile(weights);
+  try {
+    runFinetuning(o);
+    FAIL() << "an --out holding a model was trained over";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(dir.path + "/warm"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(readFile(weights), before);
+}
+
+// An interrupted fine-tuning, resumed, ends with the model and the test figures of the run
+// that was not interrupted.
+TEST(Finetune, ResumedAfterAnInterruptionEndsAsTheStraightRun) {
+  TempDir dir;
+  const std::string train = writeLabelledJets(dir.path, 96);
+  const FinetuneResult straight = runFinetuning(quickFinetune(train, dir.path + "/straight"));
+
+  FinetuneOptions o = quickFinetune(train, dir.path + "/stopped");
+  o.fit.stop_at_step = 5;
+  EXPECT_THROW(runFinetuning(o), InterruptedError);
+  EXPECT_FALSE(fs::exists(dir.path + "/stopped/model")) << "no model before the end";
+  o.fit.stop_at_step = -1;
+  o.fit.resume = true;
+  const FinetuneResult resumed = runFinetuning(o);
+  EXPECT_TRUE(resumed.fit.resumed);
+  EXPECT_EQ(resumed.test.auc, straight.test.auc);
+  EXPECT_EQ(resumed.test.accuracy, straight.test.accuracy);
+  PetClassifier a = PetClassifier::load(dir.path + "/straight/model");
+  PetClassifier b = PetClassifier::load(dir.path + "/stopped/model");
+  auto pa = a.model()->parameters(), pb = b.model()->parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << i;
 }
