@@ -16,12 +16,22 @@ namespace {
 
 using nlohmann::json;
 
+// Runs one scratch campaign; its figures mean something only when every task is done.
 RunSummary runBenchCampaign(const std::string& dir, const json& spec, int slots) {
   Campaign c = Campaign::init(parseCampaignSpec(spec, "bench spec", dir), dir);
   RunOptions o;
   o.slots = slots;
   o.show_progress = false;
-  return runLocal(c, o);
+  const RunSummary s = runLocal(c, o);
+  if (s.interrupted) throw InterruptedError("bench scheduler: stopped");
+  const int tasks = c.spec().numTasks();
+  if (s.tasks_done != tasks)
+    throw Error("bench scheduler: " + std::to_string(tasks - s.tasks_done) + " of " +
+                std::to_string(tasks) + " " + spec.at("task").get<std::string>() +
+                " tasks did not finish, so their timings mean nothing; rerun with --keep and see "
+                "`foldfarm campaign status " +
+                dir + "`");
+  return s;
 }
 
 }  // namespace
@@ -29,6 +39,16 @@ RunSummary runBenchCampaign(const std::string& dir, const json& spec, int slots)
 json benchScheduler(const SchedulerBenchOptions& a) {
   if (a.tasks < 1 || a.slots < 1)
     throw InputError("bench scheduler: --tasks and --slots must be >= 1");
+  if (a.sleep_tasks < 0 || a.command_tasks < 0 || a.pilot_ranks < 0)
+    throw InputError(
+        "bench scheduler: --sleep-tasks, --command-tasks and --pilot-ranks must be "
+        ">= 0 (0 skips the figure)");
+  if (a.sleep_tasks > 0 && !(a.sleep_s > 0 && std::isfinite(a.sleep_s)))
+    throw InputError("bench scheduler: --sleep-seconds must be a positive number");
+  if (!(a.load_mb >= 0 && std::isfinite(a.load_mb)))
+    throw InputError("bench scheduler: --load-mb must be >= 0 (0 skips the figure)");
+  if (a.load_mb > 0 && a.load_tasks < 1)
+    throw InputError("bench scheduler: --load-tasks must be >= 1 with --load-mb");
   registerBuiltinTaskKinds();
   TempDir scratch("ff_bench_scheduler", a.scratch);  // kept, also after a failure, with `keep`
   const std::string root = a.keep ? scratch.release() : scratch.path();

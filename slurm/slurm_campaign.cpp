@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -478,7 +479,7 @@ nlohmann::json SlurmCampaignSummary::toJson() const {
 }
 
 SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampaignOptions& o) {
-  if (o.pollInitialS <= 0 || o.pollMaxS < o.pollInitialS) {
+  if (!(o.pollInitialS > 0 && o.pollMaxS >= o.pollInitialS && std::isfinite(o.pollMaxS))) {
     throw InputError("--poll: need 0 < initial interval <= maximum interval");
   }
   if (o.maxSubmissions < 1) throw InputError("--max-submissions must be >= 1");

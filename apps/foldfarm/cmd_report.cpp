@@ -65,29 +65,37 @@ void registerScalingStudy(CommandGroups& g) {
   cmd->add_option("--steps", o->steps, "timed steps per run")
       ->capture_default_str()
       ->check(cli::kPositive);
-  cmd->add_option("--particles", o->particles, "particle slots per jet")->capture_default_str();
+  cmd->add_option("--particles", o->particles, "particle slots per jet")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 512));
   cmd->add_option("--tasks", o->tasks, "noop tasks per scheduler run")
       ->capture_default_str()
       ->check(cli::kPositive);
   cmd->add_option("--sleep-tasks", o->sleep_tasks,
                   "sleep tasks per scheduler run (makespan efficiency)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(cli::kNonNegative);
   cmd->add_option("--sleep-seconds", o->sleep_s, "duration of each sleep task")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(cli::kPositive);
   cmd->add_option("--out", o->out_dir, "output directory")->capture_default_str();
   cmd->add_option("--exe", o->exe, "foldfarm executable to benchmark (default: this one)");
   cmd->add_option("--mpirun", o->mpirun, "MPI launcher")->capture_default_str();
   cmd->add_option("--compute-ms", o->compute_ms,
-                  "step compute time for the model (default: the measured 1-rank step)");
+                  "step compute time for the model (default: the measured 1-rank step)")
+      ->check(cli::kPositive);
   cmd->add_option("--alpha-us", o->alpha_us, "interconnect latency per message [us]")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(cli::kNonNegative);
   cmd->add_option("--bandwidth-gbps", o->bandwidth_gbps, "interconnect bandwidth [GB/s]")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(cli::kPositive);
   cmd->add_option("--extrapolate-to", o->extrapolate_to, "largest rank count of the model table")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--timeout", o->timeout_s, "seconds allowed per benchmark run")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(cli::kPositive);
   cmd->add_flag("--no-ddp", *no_ddp, "skip the data-parallel benchmark");
   cmd->add_flag("--no-scheduler", *no_sched, "skip the scheduler benchmark");
   cmd->callback([o, no_ddp, no_sched] {

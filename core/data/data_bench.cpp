@@ -35,6 +35,8 @@ double threadCpu() {
 
 nlohmann::json benchData(const DataBenchOptions& opt) {
   if (opt.jets < 256) throw InputError("bench data: --jets must be >= 256");
+  if (opt.P < 1 || opt.batch_size < 1 || opt.read_epochs < 1)
+    throw InputError("bench data: needs --particles, --batch-size and --epochs >= 1");
   SynthConfig cfg = SynthConfig::pretrainDefaults();
   cfg.P = opt.P;
   nlohmann::json r;

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/base/error.hpp"
+
 extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 
 namespace foldfarm {
@@ -30,6 +32,8 @@ void configureAllocator() {
 }
 
 void configureThreads(int threads) {
+  if (threads < 0)
+    throw InputError("--threads must be >= 0 (0: all cores), not " + std::to_string(threads));
   static const bool allocator_configured = (configureAllocator(), true);
   (void)allocator_configured;
   if (threads <= 0) threads = availableCores();

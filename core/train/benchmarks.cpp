@@ -276,6 +276,8 @@ double sgemmGflops() {
 // Optimiser + EMA + zeroing per step on the same gradients: per-parameter tensors against
 // flat buffers, one after the other in this process; also checks that both end bit-identical.
 json benchOptim(const OptimBenchOptions& a) {
+  if (a.steps < 1 || a.warmup < 0)
+    throw InputError("bench optim: needs --steps >= 1 and --warmup >= 0");
   configureThreads(a.threads);
   const DeviceChoice dev = selectDevice(a.device);
   PetConfig cfg = petPreset(a.preset);
@@ -421,6 +423,11 @@ json benchMlp(const MlpBenchOptions& a) {
 }
 
 json benchPet(const PetBenchOptions& a, const std::function<void(const std::string&)>& line) {
+  if (a.steps < 1 || a.warmup < 0)
+    throw InputError("bench pet: needs --steps >= 1 and --warmup >= 0");
+  if (a.max_jets < 0) throw InputError("bench pet: --max-jets must be >= 0 (0: every jet)");
+  if (!(a.peak_tflops >= 0 && std::isfinite(a.peak_tflops)))
+    throw InputError("bench pet: --peak-tflops must be >= 0 (0: the default peak)");
   configureThreads(a.threads);
   if (a.mode != "classifier" && a.mode != "pretrain")
     throw InputError("--mode must be classifier or pretrain");

@@ -120,6 +120,9 @@ TrainOptions trainOptionsFor(const PretrainOptions& o, ParallelContext& ctx) {
 // Refuses options that no run can use, before anything is read.
 void checkPretrainOptions(const PretrainOptions& o) {
   checkHeldOutFractions("pretrain", o.val_fraction, o.test_fraction);
+  if (o.max_jets < 0) throw InputError("pretrain: --max-jets must be >= 0 (0: every jet)");
+  if (o.train.max_epochs < 1)
+    throw InputError("pretrain: --epochs must be >= 1 (an untrained model is no foundation)");
   TrainOptions t = o.train;
   t.label = "pretrain";
   validateTrainOptions(t);

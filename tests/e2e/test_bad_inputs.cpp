@@ -295,6 +295,11 @@ TEST_F(BadInputs, Hdf5Files) {
   // A broken jets file is refused before anything is written.
   expectCleanFailure({"data", "convert", "--in", p("bad_nan.h5"), "--out", p("existing_out.h5")},
                      p("bad_nan.h5"));
+  // An output that is the input, by whatever path: the rename would replace the input (before:
+  // `data observables` replaced a jets file with its observables).
+  for (const char* cmd : {"observables", "convert"})
+    expectCleanFailure({"data", cmd, "--in", p("good.h5"), "--out", p("work/../good.h5")},
+                       "is the input file " + p("good.h5"));
   expectCleanFailure({"pretrain", "--data", p("good.h5") + "," + p("bad_truncated.h5"), "--out",
                       p("pre_stream"), "--stream", "--preset", "tiny", "--epochs", "1"},
                      p("bad_truncated.h5"));
@@ -364,9 +369,11 @@ TEST_F(BadInputs, CampaignSpecs) {
 }
 
 TEST_F(BadInputs, Checkpoints) {
+  // The jets are fit to fine-tune on (0/1 labels): only the checkpoint is at fault.
+  const std::string qg = std::string(FOLDFARM_SHARED_DATA_DIR) + "/quark_gluon_2000.h5";
   for (const char* c : {"ckpt_flipped", "ckpt_truncated", "ckpt_nometa", "no_such_ckpt"}) {
-    expectCleanFailure({"finetune", "--init", p(c), "--preset", "tiny", "--train", p("good.h5"),
-                        "--out", p(std::string("ft_") + c)},
+    expectCleanFailure({"finetune", "--init", p(c), "--preset", "tiny", "--train", qg, "--out",
+                        p(std::string("ft_") + c)},
                        p(c));
   }
   expectCleanFailure({"generate", "--ckpt", p("ckpt_flipped"), "--class", "0", "--jets", "4",
@@ -425,6 +432,46 @@ TEST_F(BadInputs, CommandLine) {
   expectCleanFailure(
       {"finetune", "--train", p("good.h5"), "--out", p("ft_bad"), "--test-fraction", "1.5"},
       "--test-fraction");
+  expectCleanFailure(
+      {"finetune", "--train", p("good.h5"), "--out", p("ft_bad"), "--warmup-epochs", "-1"},
+      "warmup_epochs");
+  // Benchmark settings whose figures would time failing tasks or divide by zero.
+  for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--sleep-seconds", "-1"}, {"--load-tasks", "0"}, {"--pilot-ranks", "-2"}})
+    expectCleanFailure({"bench", "scheduler", "--tasks", "10", "--load-mb", "1", option, value},
+                       option);
+  // Step counts and sizes no benchmark can time (before: bench pet --warmup -1 crashed with
+  // a segmentation fault; --steps 0 printed zero figures, and bench optim "bit_identical"
+  // after no step; bench data --particles -5 ended in an internal error).
+  for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--warmup", "-1"}, {"--steps", "0"}, {"--max-jets", "-5"}, {"--peak-tflops", "-1"}})
+    expectCleanFailure({"bench", "pet", "--data", p("good.h5"), "--preset", "tiny", option, value},
+                       option);
+  expectCleanFailure({"bench", "optim", "--preset", "tiny", "--steps", "0"}, "--steps");
+  for (const auto& [option, value] :
+       std::vector<std::pair<std::string, std::string>>{{"--particles", "-5"}, {"--epochs", "0"}})
+    expectCleanFailure({"bench", "data", "--jets", "1000", option, value}, option);
+  expectCleanFailure({"study", "scaling", "--particles", "0"}, "--particles");
+  // A negative thread count (before: taken as "all cores" without a word).
+  expectCleanFailure(
+      {"unfold", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init", "none", "--out",
+       p("unfold_threads"), "--replica", "0", "--member", "0", "--threads", "-3"},
+      "--threads");
+  // pretrain with no epoch would write an untrained model as a foundation.
+  expectCleanFailure({"pretrain", "--data", p("good.h5"), "--preset", "tiny", "--out", p("pt_e0"),
+                      "--epochs", "0"},
+                     "--epochs");
+  expectCleanFailure({"pretrain", "--data", p("good.h5"), "--preset", "tiny", "--out", p("pt_mj"),
+                      "--max-jets", "-4"},
+                     "--max-jets");
+  // Six classes are no 0/1 labels: the file is named (before: "finetune training set").
+  expectCleanFailure({"finetune", "--train", p("good.h5"), "--out", p("ft_six")}, p("good.h5"));
+  // generate checks where it writes before it samples (before: exit 1 after the sampling).
+  expectCleanFailure(
+      {"generate", "--ckpt", p("ckpt"), "--class", "1", "--jets", "4", "--out", p("no_dir/g.h5")},
+      p("no_dir/g.h5"));
+  // A poll interval that is not a number (before: accepted, and the watch slept NaN seconds).
+  expectCleanFailure({"slurm", "submit", p("no_campaign"), "--poll", "nan"}, "--poll");
   // An --out that holds an earlier fine-tuning is not overwritten (before: it was retrained
   // and its model replaced).
   fs::create_directories(dir_ / "ft_earlier" / "model");
