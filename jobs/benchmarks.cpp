@@ -1,7 +1,11 @@
 #include "jobs/benchmarks.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
+#include <utility>
+#include <vector>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
@@ -32,6 +36,29 @@ RunSummary runBenchCampaign(const std::string& dir, const json& spec, int slots)
                 "`foldfarm campaign status " +
                 dir + "`");
   return s;
+}
+
+// Where a sleep campaign's makespan went, from the task times its workers reported (the
+// journal): each slot's worker starts (a process that loads its libraries) before its first
+// task, then between two tasks on a slot the orchestrator journals one and dispatches the
+// next, and after the last task the workers are stopped. {"worker_startup_s": the latest
+// first start after `run_start`, "gap_ms": the mean time between a task's end and the next
+// task's start on the same slot, "tail_s": from the last task's end to `run_end`}.
+json makespanParts(Campaign& c, double run_start, double run_end) {
+  std::map<int, std::vector<std::pair<double, double>>> by_slot;  // slot -> [start, end]
+  for (const TaskRecord& t : c.tasks(TaskState::kDone))
+    by_slot[t.slot].emplace_back(t.started_at, t.finished_at);
+  double startup = 0, gaps = 0, last_end = run_start;
+  int64_t count = 0;
+  for (auto& [slot, runs] : by_slot) {
+    std::sort(runs.begin(), runs.end());
+    startup = std::max(startup, runs.front().first - run_start);
+    for (const auto& r : runs) last_end = std::max(last_end, r.second);
+    for (size_t k = 1; k < runs.size(); ++k, ++count) gaps += runs[k].first - runs[k - 1].second;
+  }
+  return {{"worker_startup_s", startup},
+          {"gap_ms", count > 0 ? 1e3 * gaps / count : 0.0},
+          {"tail_s", run_end - last_end}};
 }
 
 }  // namespace
@@ -66,6 +93,7 @@ json benchScheduler(const SchedulerBenchOptions& a) {
   out["overhead_ms_per_task"] = 1e3 * noop.elapsed_s * a.slots / a.tasks;
 
   if (a.sleep_tasks > 0) {
+    const double run_start = wallClockNow();
     const RunSummary sl = runBenchCampaign(root + "/sleep",
                                            json{{"name", "bench-sleep"},
                                                 {"task", "sleep"},
@@ -79,6 +107,12 @@ json benchScheduler(const SchedulerBenchOptions& a) {
     out["sleep_makespan_s"] = sl.elapsed_s;
     out["sleep_ideal_s"] = ideal;
     out["makespan_efficiency"] = ideal / sl.elapsed_s;
+    const double run_end = wallClockNow();
+    Campaign done = Campaign::open(root + "/sleep", Campaign::Access::kReadOnly);
+    const json parts = makespanParts(done, run_start, run_end);
+    out["sleep_worker_startup_s"] = parts["worker_startup_s"];
+    out["sleep_gap_ms_per_task"] = parts["gap_ms"];
+    out["sleep_tail_s"] = parts["tail_s"];
   }
   if (a.load_mb > 0) {
     // What a persistent worker saves: the same tasks reading a big input, once with the

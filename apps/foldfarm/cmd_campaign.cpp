@@ -83,9 +83,13 @@ void benchScheduler(const SchedulerBenchArgs& a) {
               out["tasks_per_s"].get<double>(), out["overhead_ms_per_task"].get<double>());
   if (out.contains("makespan_efficiency")) {
     std::printf(
-        "sleep: %d x %.2f s on %d slots: makespan %.2f s, ideal %.2f s, efficiency %.1f%%\n",
+        "sleep: %d x %.2f s on %d slots: makespan %.2f s, ideal %.2f s, efficiency %.1f%% "
+        "(workers started within %.2f s, %.1f ms between two tasks of a slot, %.2f s from "
+        "the last task's end to the workers' exit)\n",
         a.sleep_tasks, a.sleep_s, a.slots, out["sleep_makespan_s"].get<double>(),
-        out["sleep_ideal_s"].get<double>(), 100 * out["makespan_efficiency"].get<double>());
+        out["sleep_ideal_s"].get<double>(), 100 * out["makespan_efficiency"].get<double>(),
+        out["sleep_worker_startup_s"].get<double>(), out["sleep_gap_ms_per_task"].get<double>(),
+        out["sleep_tail_s"].get<double>());
   }
   if (out.contains("command_local_ms_per_task")) {
     std::printf(
