@@ -738,11 +738,20 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
 }
 
 ReportResult writeCampaignReport(const std::string& campaign_dir, const ReportOptions& options) {
-  ReportResult res;
-  const std::string page = renderCampaignReport(campaign_dir, options, &res);
   std::string dir = campaign_dir;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  res.path = options.out.empty() ? dir + "/report.html" : options.out;
+  const std::string out = options.out.empty() ? dir + "/report.html" : options.out;
+  // The page replaces only a page: an --out naming the journal, the spec or a result file
+  // would lose it. (Without --out, rendering refuses a directory that is no campaign.)
+  if (!options.out.empty()) requireOutputDirectory(out);
+  const std::string ext = fs::path(out).extension().string();
+  if (fs::exists(out) && ext != ".html" && ext != ".htm")
+    throw InputError(out +
+                     ": exists and is not an HTML page; the report replaces only an earlier "
+                     "report (.html): choose another --out");
+  ReportResult res;
+  const std::string page = renderCampaignReport(campaign_dir, options, &res);
+  res.path = out;
   writeFileAtomic(res.path, page);
   logInfo("report: wrote {} ({} KiB, {} figures)", res.path, page.size() / 1024, res.images);
   return res;

@@ -99,6 +99,34 @@ TEST(CampaignReport, NotACampaignDirectoryIsRefusedAndNothingIsWritten) {
   EXPECT_FALSE(fs::exists(scratch.path() + "/plain/report.html"));
 }
 
+// The page replaces only an earlier page: an --out naming the campaign's spec or journal is
+// refused before anything is rendered, and the file is kept.
+TEST(CampaignReport, AnOutThatIsNotAPageIsRefusedAndKept) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);
+  for (const char* name : {"spec.json", "journal.sqlite"}) {
+    const std::string target = dir + "/" + name;
+    ASSERT_TRUE(fs::exists(target)) << target;
+    const std::string before = readFile(target);
+    ReportOptions o;
+    o.out = target;
+    try {
+      writeCampaignReport(dir, o);
+      FAIL() << "the report replaced " << target;
+    } catch (const InputError& e) {
+      EXPECT_TRUE(contains(e.what(), target)) << e.what();
+    }
+    EXPECT_EQ(readFile(target), before);
+  }
+  ReportOptions o;
+  o.out = scratch.path() + "/no_dir/page.html";
+  EXPECT_THROW(writeCampaignReport(dir, o), InputError);
+  o.out = scratch.path() + "/page.html";
+  writeCampaignReport(dir, o);
+  writeCampaignReport(dir, o);  // an earlier page is replaced
+  EXPECT_TRUE(contains(readFile(o.out), "id=\"states-table\""));
+}
+
 TEST(CampaignReport, AbsentInputsAreOmittedWithANoteNotFaked) {
   ScratchDir scratch;
   const std::string dir = initCampaign(scratch);
