@@ -5,13 +5,13 @@
 #include <sys/stat.h>
 
 #include <filesystem>
-#include <map>
 #include <mutex>
 
 #include <nlohmann/json.hpp>
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/base/lru_cache.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/model/threads.hpp"
 #include "core/train/checkpoint.hpp"
@@ -36,16 +36,22 @@ std::string fileKey(const std::string& path) {
          std::to_string(sb.st_mtim.tv_nsec);
 }
 
+// What a persistent worker keeps from chain to chain, each bounded (least recently used
+// first out), so that a worker meeting many files (one MC sample per detector variation)
+// over thousands of tasks holds the latest few: the data sample, used by every chain, stays
+// while the MC samples rotate.
+//   datasets: unfolding files by (path, size, mtime): a chain reads two (MC, data);
+//   checkpoints: the foundation (and its hash);
+//   standardised: PET's inputs by (file content, level, rows, statistics, device), on the
+//     GPU when they fit (placeStandardised): a chain uses three (MC reco and gen, data reco).
+constexpr size_t kMaxDatasets = 4, kMaxCheckpoints = 2, kMaxStandardised = 6;
 struct Cache {
   std::mutex mu;
-  std::map<std::string, std::shared_ptr<const data::UnfoldArrays>> datasets;
-  std::map<std::string, std::pair<std::shared_ptr<const Checkpoint>, std::string>> checkpoints;
-  // PET's standardised inputs by (file content, level, rows, statistics, device): kept from
-  // task to task, on the GPU when they fit (placeStandardised). A few only: a new key beyond
-  // kMaxStandardised drops them all.
-  std::map<std::string, std::shared_ptr<const JetTensors>> standardised;
+  LruCache<std::string, std::shared_ptr<const data::UnfoldArrays>> datasets{kMaxDatasets};
+  LruCache<std::string, std::pair<std::shared_ptr<const Checkpoint>, std::string>> checkpoints{
+      kMaxCheckpoints};
+  LruCache<std::string, std::shared_ptr<const JetTensors>> standardised{kMaxStandardised};
 };
-constexpr size_t kMaxStandardised = 6;
 Cache& cache() {
   static Cache c;
   return c;
@@ -54,17 +60,15 @@ Cache& cache() {
 std::shared_ptr<const data::UnfoldArrays> loadDataset(const std::string& path) {
   const std::string key = fileKey(path);
   std::lock_guard<std::mutex> lock(cache().mu);
-  auto it = cache().datasets.find(key);
-  if (it != cache().datasets.end()) return it->second;
+  if (const auto* hit = cache().datasets.find(key)) return *hit;
   // One version per path: a changed file replaces its stale entry.
-  for (auto i = cache().datasets.begin(); i != cache().datasets.end();)
-    i = i->first.rfind(path + "|", 0) == 0 ? cache().datasets.erase(i) : std::next(i);
+  cache().datasets.eraseIf([&](const std::string& k) { return k.rfind(path + "|", 0) == 0; });
   data::JetFile file(path);
   if (file.layout() != data::FileLayout::kUnfold)
     throw InputError(path + ": not an unfolding file (needs reco, gen, reco_jets, gen_jets)");
   auto arrays = std::make_shared<const data::UnfoldArrays>(file.readUnfold());
   logInfo("loaded {} ({} events)", path, arrays->n());
-  cache().datasets[key] = arrays;
+  cache().datasets.put(key, arrays);
   return arrays;
 }
 
@@ -73,11 +77,10 @@ std::pair<std::shared_ptr<const Checkpoint>, std::string> loadInit(const std::st
   const std::string meta = dir + "/meta.json";
   const std::string key = fileKey(meta);
   std::lock_guard<std::mutex> lock(cache().mu);
-  auto it = cache().checkpoints.find(key);
-  if (it != cache().checkpoints.end()) return it->second;
+  if (const auto* hit = cache().checkpoints.find(key)) return *hit;
   auto ck = std::make_shared<const Checkpoint>(readCheckpoint(dir));
   auto entry = std::make_pair(ck, sha256File(meta));
-  cache().checkpoints[key] = entry;
+  cache().checkpoints.put(key, entry);
   return entry;
 }
 
@@ -153,6 +156,11 @@ size_t chainTaskCachedSets() {
   return cache().standardised.size();
 }
 
+size_t chainTaskCachedDatasets() {
+  std::lock_guard<std::mutex> lock(cache().mu);
+  return cache().datasets.size();
+}
+
 void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_dir,
                          ParallelContext* ctx) {
   ChainSpec spec = chainSpecFromJson(params);
@@ -192,11 +200,9 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
                             std::to_string(jets.n) + "|" + stats.toJson().dump() + "|" +
                             device.str();
     std::lock_guard<std::mutex> lock(cache().mu);
-    auto it = cache().standardised.find(key);
-    if (it != cache().standardised.end()) return it->second;
-    if (cache().standardised.size() >= kMaxStandardised) cache().standardised.clear();
+    if (const auto* hit = cache().standardised.find(key)) return *hit;
     auto t = placeStandardised(jets, stats, device);
-    cache().standardised[key] = t;
+    cache().standardised.put(key, t);
     return t;
   };
   if (spec.config.cuda_graphs)

@@ -68,7 +68,9 @@ void refuseUntrainableChainCampaign(const std::string& kind, int gpus, const nlo
 
 // Drops the in-process caches (datasets, checkpoints, standardised PET inputs).
 void clearChainTaskCache();
-// How many standardised PET input sets the process keeps (tests).
+// How many standardised PET input sets (at most 6) and unfolding files (at most 4) the process
+// keeps, the least recently used dropped first (tests).
 size_t chainTaskCachedSets();
+size_t chainTaskCachedDatasets();
 
 }  // namespace foldfarm::ensembles

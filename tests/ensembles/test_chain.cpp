@@ -203,6 +203,28 @@ TEST_F(ChainTest, AWorkerStandardisesTheInputsOnceForAllItsChains) {
   EXPECT_EQ(push(root_ / "cache_b"), push(root_ / "cache_c"));
 }
 
+// A worker that meets a new MC file with every chain (one per detector variation) keeps the
+// latest few, not all of them, and keeps the data sample that every chain uses: after four
+// chains on four MC files, 4 files (of 5) and 6 standardised sets (of 9), the data's among
+// them. (Before: every file stayed, and the standardised sets were all dropped when a 7th
+// came, the data's with them: 5 files and 4 sets.)
+TEST_F(ChainTest, AWorkerKeepsTheLatestInputsAndTheDataEveryChainUses) {
+  clearChainTaskCache();
+  for (int k = 0; k < 4; ++k) {
+    const fs::path mc = root_ / ("sim_variation_" + std::to_string(k) + ".h5");
+    fs::copy_file(root_ / "sim.h5", mc, fs::copy_options::overwrite_existing);
+    nlohmann::json p = params(0, 0);
+    p["mc"] = mc.string();
+    p["iterations"] = 1;
+    ASSERT_EQ(runChainTask(p, (root_ / ("rotating_" + std::to_string(k))).string()), 0) << k;
+    EXPECT_LE(chainTaskCachedDatasets(), 4u) << k;
+    EXPECT_LE(chainTaskCachedSets(), 6u) << k;
+  }
+  EXPECT_EQ(chainTaskCachedDatasets(), 4u);
+  EXPECT_EQ(chainTaskCachedSets(), 6u);
+  clearChainTaskCache();
+}
+
 // CUDA graphs in a chain config: they imply fixed shapes and are part of the identity (a
 // graph's steps draw over the whole padded shape); off, the record is as before.
 TEST_F(ChainTest, CudaGraphsImplyFixedShapesAndEnterTheIdentity) {
