@@ -70,9 +70,12 @@ void registerUnfold(CommandGroups& g) {
     nlohmann::json config = readConfigFile(o->config);
     // The command line's device, precision and shapes override the config file's.
     o->device.applyTo(config);
+    // Checked here, naming its file, before the device is read from it (the chain checks
+    // it again).
+    const ensembles::ChainConfig checked =
+        ensembles::chainConfigFromJson(config, o->config.empty() ? "config" : o->config);
     const DeviceChoice dev =
-        resolveDevice(parseDeviceRequest(config.value("device", std::string("auto")), "--device"),
-                      probeDeviceFacts());
+        resolveDevice(parseDeviceRequest(checked.device, "--device"), probeDeviceFacts());
     nlohmann::json params = {{"mc", o->mc},
                              {"data", o->data},
                              {"init", o->init},

@@ -457,6 +457,16 @@ TEST_F(BadInputs, CommandLine) {
       {"unfold", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init", "none", "--out",
        p("unfold_threads"), "--replica", "0", "--member", "0", "--threads", "-3"},
       "--threads");
+  // A chain config whose device is not a string, or that is not an object (before: an
+  // internal error from the JSON library).
+  for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
+           {"cfg_device_number.json", "{\"device\": 5}"}, {"cfg_array.json", "[1, 2]"}}) {
+    std::ofstream(p(name)) << text;
+    expectCleanFailure(
+        {"unfold", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init", "none", "--out",
+         p("unfold_cfg"), "--replica", "0", "--member", "0", "--config", p(name)},
+        p(name));
+  }
   // pretrain with no epoch would write an untrained model as a foundation.
   expectCleanFailure({"pretrain", "--data", p("good.h5"), "--preset", "tiny", "--out", p("pt_e0"),
                       "--epochs", "0"},
