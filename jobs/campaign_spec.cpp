@@ -1,6 +1,5 @@
 #include "jobs/campaign_spec.hpp"
 
-#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <limits>
 #include <set>
 #include <sstream>
@@ -716,15 +716,13 @@ int gpusOnThisNode() {
     return n;
   }
   int n = 0;
-  if (DIR* d = ::opendir("/dev")) {
-    while (dirent* e = ::readdir(d)) {
-      std::string name = e->d_name;
-      if (name.size() > 6 && name.compare(0, 6, "nvidia") == 0 &&
-          name.find_first_not_of("0123456789", 6) == std::string::npos) {
-        ++n;
-      }
-    }
-    ::closedir(d);
+  std::error_code ec;  // no /dev listing: no GPU seen
+  for (std::filesystem::directory_iterator it("/dev", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() > 6 && name.compare(0, 6, "nvidia") == 0 &&
+        name.find_first_not_of("0123456789", 6) == std::string::npos)
+      ++n;
   }
   return n;
 }

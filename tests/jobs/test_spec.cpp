@@ -1,7 +1,11 @@
 // Campaign specs are validated before anything runs: one line, exit 2, nothing created.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <limits>
+#include <regex>
+#include <string>
 
 #include "core/base/error.hpp"
 #include "jobs/campaign_spec.hpp"
@@ -95,6 +99,27 @@ TEST_F(SpecValidation, ImpossibleResourcesAreRejected) {
   r = initRejected(s);
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("tasks_per_gpu"), std::string::npos) << r.err;
+}
+
+// The GPUs a node offers a campaign: CUDA_VISIBLE_DEVICES when set (a Slurm allocation's),
+// else the /dev/nvidiaN devices.
+TEST(GpusOnThisNode, CountsTheVisibleDevicesOrTheDeviceFiles) {
+  const char* saved = std::getenv("CUDA_VISIBLE_DEVICES");
+  const std::string keep = saved != nullptr ? saved : "";
+  ::setenv("CUDA_VISIBLE_DEVICES", "0,1,3", 1);
+  EXPECT_EQ(gpusOnThisNode(), 3);
+  for (const char* none : {"", "-1", "NoDevFiles"}) {
+    ::setenv("CUDA_VISIBLE_DEVICES", none, 1);
+    EXPECT_EQ(gpusOnThisNode(), 0) << none;
+  }
+  ::unsetenv("CUDA_VISIBLE_DEVICES");
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/dev")) {
+    const std::string name = e.path().filename().string();
+    files += std::regex_match(name, std::regex("nvidia[0-9]+")) ? 1 : 0;
+  }
+  EXPECT_EQ(gpusOnThisNode(), files);
+  if (saved != nullptr) ::setenv("CUDA_VISIBLE_DEVICES", keep.c_str(), 1);
 }
 
 TEST_F(SpecValidation, BadKindAndParamsAreRejected) {
