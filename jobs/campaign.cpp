@@ -57,7 +57,7 @@ CampaignSpec loadFrozenSpec(const std::string& dir) {
     throw InputError(path + ": corrupt frozen spec: " + e.what());
   }
   auto slash = path.rfind('/');
-  return parseCampaignSpec(j, path, path.substr(0, slash));
+  return parseCampaignSpec(j, path, path.substr(0, slash), /*require_inputs=*/false);
 }
 
 json TaskResult::toJson() const {

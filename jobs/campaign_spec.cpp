@@ -141,8 +141,8 @@ void rejectCampaignSetKeys(const json& obj, const std::string& origin, const std
   }
 }
 
-// The "inputs" object at `where` ("" or "variations.x."): known names, each an existing
-// file or directory, made absolute against base_dir.
+// The "inputs" object at `where` ("" or "variations.x."): known names, each a path made
+// absolute against base_dir (whether it exists: requireCampaignInputs).
 std::map<std::string, std::string> parseInputs(const json& in, const std::string& origin,
                                                const std::string& where,
                                                const std::string& base_dir) {
@@ -153,12 +153,7 @@ std::map<std::string, std::string> parseInputs(const json& in, const std::string
   for (auto it = in.begin(); it != in.end(); ++it) {
     if (!it.value().is_string())
       throw InputError(origin + ": '" + where + "inputs." + it.key() + "' must be a path string");
-    std::string p = absolutePath(it.value().get<std::string>(), base_dir);
-    if (!pathExists(p)) {
-      throw InputError(origin + ": input file '" + where + "inputs." + it.key() + "' = " + p +
-                       " does not exist; fix the path or create it");
-    }
-    out[it.key()] = p;
+    out[it.key()] = absolutePath(it.value().get<std::string>(), base_dir);
   }
   return out;
 }
@@ -464,8 +459,20 @@ json CampaignSpec::toJson() const {
   return j;
 }
 
+void requireCampaignInputs(const CampaignSpec& s, const std::string& origin) {
+  const auto check = [&](const std::map<std::string, std::string>& inputs,
+                         const std::string& where) {
+    for (const auto& [key, path] : inputs)
+      if (!pathExists(path))
+        throw InputError(origin + ": input file '" + where + "inputs." + key + "' = " + path +
+                         " does not exist; fix the path or create it");
+  };
+  check(s.inputs, "");
+  for (const Variation& v : s.variations) check(v.inputs, "variations." + v.name + ".");
+}
+
 CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
-                               const std::string& base_dir) {
+                               const std::string& base_dir, bool require_inputs) {
   if (!j.is_object()) throw InputError(origin + ": a campaign spec must be a JSON object");
   rejectUnknownKeys(j,
                     {"name", "task", "replicas", "members", "seed", "inputs", "chain", "params",
@@ -649,6 +656,7 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
                        "' names no task of this campaign (ids run from " + s.idRangeText() + ")");
     }
   }
+  if (require_inputs) requireCampaignInputs(s, origin);
   // Validate every distinct parameter set the kind will see (the common one, each
   // variation's and the overrides).
   const auto& traits = taskKindTraits(s.kind);

@@ -170,9 +170,15 @@ std::string taskIdFor(int replica, int member);
 std::string taskIdFor(const std::string& variation, int replica, int member);
 
 // Parses and validates. `origin` names the spec in messages; relative input paths resolve
-// against `base_dir`. Throws InputError (one line: key or file, and what to do).
+// against `base_dir`. Throws InputError (one line: key or file, and what to do). With
+// `require_inputs` every input file must exist (a new spec); a campaign's frozen spec is read
+// without (loadFrozenSpec: status, report and cancel work after inputs moved), and the
+// commands that start tasks call requireCampaignInputs.
 CampaignSpec parseCampaignSpec(const nlohmann::json& j, const std::string& origin,
-                               const std::string& base_dir);
+                               const std::string& base_dir, bool require_inputs = true);
+// InputError naming the first input file (the nominal's, then each variation's) that does
+// not exist.
+void requireCampaignInputs(const CampaignSpec& spec, const std::string& origin);
 // Reads the file and parses it. Throws InputError.
 CampaignSpec loadCampaignSpec(const std::string& path);
 // Checks that this node can host the spec's local slots (GPUs present, cores for the

@@ -162,6 +162,7 @@ void LocalWorkerPool::shutdown() {
 RunSummary runLocal(Campaign& campaign, const RunOptions& options) {
   const CampaignSpec& spec = campaign.spec();
   checkResourcesOnThisNode(spec, campaign.dir() + "/spec.json");
+  requireCampaignInputs(spec, campaign.dir() + "/spec.json");
   int nslots = options.slots > 0 ? options.slots : spec.slotsPerNode();
   std::vector<std::string> argv = options.worker_argv;
   if (argv.empty()) argv = {selfExecutable(), "worker"};

@@ -316,9 +316,13 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
   ::signal(SIGPIPE, SIG_IGN);
   installStopHandlers();
 
+  // Every rank checks the inputs (on the shared file system all see the same) and so
+  // refuses together.
+  const CampaignSpec frozen = loadFrozenSpec(campaign_dir);
+  requireCampaignInputs(frozen, campaign_dir + "/spec.json");
   if (rank != 0) {
     // Workers read the frozen spec only; the journal belongs to rank 0.
-    workerRank(loadFrozenSpec(campaign_dir), options, local_index);
+    workerRank(frozen, options, local_index);
     return RunSummary{};
   }
   Campaign campaign = Campaign::open(campaign_dir, Campaign::Access::kWriter);

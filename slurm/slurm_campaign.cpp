@@ -484,6 +484,7 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
   }
   if (o.maxSubmissions < 1) throw InputError("--max-submissions must be >= 1");
   jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kWriter);
+  jobs::requireCampaignInputs(c.spec(), c.dir() + "/spec.json");
   SlurmClient client(o.programs);
   if (!client.available()) {
     throw Error("Slurm is not reachable from " + hostName() +

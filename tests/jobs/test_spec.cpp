@@ -101,6 +101,34 @@ TEST_F(SpecValidation, ImpossibleResourcesAreRejected) {
   EXPECT_NE(r.err.find("tasks_per_gpu"), std::string::npos) << r.err;
 }
 
+// A campaign whose input file moved away: reading it (status, cancel, report) still works;
+// the commands that start tasks refuse with one line naming the file and change nothing;
+// once the file is back, the campaign runs. (Before: every command on the campaign,
+// status included, refused.)
+TEST_F(SpecValidation, AMissingInputStopsRunsButNotStatus) {
+  const std::string input = dir_ + "/input.txt";
+  writeText(input, "x");
+  json s = validSpec();
+  s["inputs"] = {{"data", input}};
+  const std::string spec = dir_ + "/spec.json", camp = dir_ + "/campaign";
+  writeText(spec, s.dump(2));
+  ASSERT_EQ(runTool({"init", spec, "--dir", camp}, dir_).exit_code, 0);
+  ASSERT_EQ(std::remove(input.c_str()), 0);
+
+  const ToolRun status = runTool({"status", camp, "--json"}, dir_, "status");
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("pending"), std::string::npos) << status.out;
+  const ToolRun run = runTool({"run", camp, "--slots", "2"}, dir_, "run");
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_EQ(countLines(run.err), 1) << run.err;
+  EXPECT_NE(run.err.find(input), std::string::npos) << run.err;
+  const ToolRun after = runTool({"status", camp, "--json"}, dir_, "after");
+  EXPECT_EQ(after.out, status.out) << "a refused run changed the journal";
+
+  writeText(input, "x");
+  EXPECT_EQ(runTool({"run", camp, "--slots", "2"}, dir_, "rerun").exit_code, 0);
+}
+
 // The GPUs a node offers a campaign: CUDA_VISIBLE_DEVICES when set (a Slurm allocation's),
 // else the /dev/nvidiaN devices.
 TEST(GpusOnThisNode, CountsTheVisibleDevicesOrTheDeviceFiles) {
