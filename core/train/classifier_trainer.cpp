@@ -17,16 +17,17 @@ PetConfig classifierOnly(PetConfig cfg) {
   return cfg;
 }
 
+}  // namespace
+
 void requireBinary(const data::JetArrays& a, const std::string& what) {
   if (a.n == 0) throw InputError(what + ": no jets");
   if (a.labels.size() != static_cast<size_t>(a.n))
     throw InputError(what + ": labels are required (one 0/1 label per jet)");
   for (int64_t y : a.labels)
     if (y != 0 && y != 1)
-      throw InputError(what + ": labels must be 0 or 1 for a one-logit classifier");
+      throw InputError(what + ": labels must be 0 or 1 for a one-logit classifier (a jet has " +
+                       std::to_string(y) + ")");
 }
-
-}  // namespace
 
 PetClassifier::PetClassifier(PetConfig cfg, uint64_t init_seed, data::FeatureStats stats)
     : model_(classifierOnly(std::move(cfg))), stats_(stats) {

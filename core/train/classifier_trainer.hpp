@@ -70,6 +70,8 @@ struct ClassifierFitOptions {
 // callers check before they read their data; fit() checks again.
 TrainOptions fitTrainOptions(const ClassifierFitOptions& o);
 void checkFitOptions(const ClassifierFitOptions& o);
+// InputError("<what>: ...") unless `a` has jets, each with a label 0 or 1 (what fit() takes).
+void requireBinary(const data::JetArrays& a, const std::string& what);
 
 class PetClassifier {
  public:

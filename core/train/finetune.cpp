@@ -44,13 +44,7 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
 
   // 2. Test rows and the rest.
   const data::JetArrays raw = data::readJetsFiles({opt.train}, 0);
-  if (raw.labels.empty())
-    throw InputError(opt.train + ": has no labels (pid); finetune needs one 0/1 label per jet");
-  for (const int64_t y : raw.labels)
-    if (y != 0 && y != 1)
-      throw InputError(opt.train + ": holds a jet of class " + std::to_string(y) +
-                       "; finetune trains a one-logit classifier on 0/1 labels (pretrain takes "
-                       "several classes)");
+  requireBinary(raw, opt.train);  // the fit's own check, naming the file
   auto [rest, test_rows] = splitRows(raw.n, opt.test_fraction, o.seed);
   const data::JetArrays pool = raw.subset(rest), test = raw.subset(test_rows);
 
