@@ -132,16 +132,22 @@ void refuseUntrainableChainCampaign(const std::string& kind, int gpus, const nlo
                      " but this foldfarm's LibTorch was built without CUDA, so its chains would "
                      "train on the CPU; build against a CUDA LibTorch (README: GPU build) or set "
                      "resources.gpus to 0");
+  // What needs a GPU: CUDA graphs, and bf16 for a classifier with PET (the MLP trains in
+  // fp32 whatever the precision).
+  const std::string no_gpu = !cuda             ? "this foldfarm's LibTorch was built without CUDA"
+                             : gpus <= 0       ? "its tasks get no GPU (resources.gpus is 0)"
+                             : device == "cpu" ? "its chains train on the CPU (device cpu)"
+                                               : "";
+  if (no_gpu.empty()) return;
   const nlohmann::json graphs = config.value("cuda_graphs", nlohmann::json(false));
-  if (graphs.is_boolean() && graphs.get<bool>()) {
-    const std::string why = !cuda             ? "this foldfarm's LibTorch was built without CUDA"
-                            : gpus <= 0       ? "its tasks get no GPU (resources.gpus is 0)"
-                            : device == "cpu" ? "its chains train on the CPU (device cpu)"
-                                              : "";
-    if (!why.empty())
-      throw InputError(origin + ": the chain config asks for cuda_graphs but " + why +
-                       "; drop cuda_graphs or give the tasks GPUs");
-  }
+  if (graphs.is_boolean() && graphs.get<bool>())
+    throw InputError(origin + ": the chain config asks for cuda_graphs but " + no_gpu +
+                     "; drop cuda_graphs or give the tasks GPUs");
+  const nlohmann::json precision = config.value("precision", nlohmann::json("fp32"));
+  const nlohmann::json classifier = config.value("classifier", nlohmann::json("pet+mlp"));
+  if (precision == "bf16" && classifier != "mlp")
+    throw InputError(origin + ": the chain config asks for precision bf16 but " + no_gpu +
+                     "; use precision fp32 or give the tasks GPUs");
 }
 
 void clearChainTaskCache() {
@@ -188,8 +194,8 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
   in.mc = loadDataset(spec.mc_path);
   in.data = loadDataset(spec.data_path);
   if (spec.init != "none") std::tie(in.init, in.init_sha256) = loadInit(spec.init);
-  // PET's device, and whether the config's CUDA graphs can run there: refused before the
-  // output directory exists.
+  // PET's device, and whether the config's precision and CUDA graphs can run there: refused
+  // before the output directory exists.
   in.device = selectDevice(spec.config.device);
   const std::string mc_key = fileKey(spec.mc_path), data_key = fileKey(spec.data_path);
   const torch::Device device = in.device.device;
@@ -205,6 +211,8 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
     cache().standardised.put(key, t);
     return t;
   };
+  if (spec.config.classifier != "mlp")
+    requirePrecision(spec.config.precision, in.device.device, "chain config");
   if (spec.config.cuda_graphs)
     requireCudaGraphs(in.device.device, ctx != nullptr ? ctx->worldSize() : 1, "chain config");
   std::error_code ec;

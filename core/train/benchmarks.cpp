@@ -432,10 +432,7 @@ json benchPet(const PetBenchOptions& a, const std::function<void(const std::stri
   if (a.mode != "classifier" && a.mode != "pretrain")
     throw InputError("--mode must be classifier or pretrain");
   const DeviceChoice dev = selectDevice(a.device, -1, /*allow_tf32=*/true);
-  if (a.precision == "bf16" && !dev.isCuda())
-    throw InputError("--precision bf16 needs a GPU (--device cuda)");
-  if (a.precision != "fp32" && a.precision != "bf16")
-    throw InputError("--precision must be fp32 or bf16");
+  requirePrecision(a.precision, dev.device, "bench pet --precision");
   if (a.cuda_graphs) requireCudaGraphs(dev.device, 1, "bench pet --cuda-graphs");
   if (a.members.empty()) throw InputError("bench pet: --members needs at least one count");
   const int most_members = *std::max_element(a.members.begin(), a.members.end());

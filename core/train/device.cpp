@@ -219,6 +219,19 @@ at::Generator newGenerator(const torch::Device& device, uint64_t seed) {
   return gen;
 }
 
+void requirePrecision(const std::string& precision, const torch::Device& device,
+                      const std::string& who) {
+  if (precision != "fp32" && precision != "bf16")
+    throw InputError(who + ": unknown precision '" + precision + "' (use fp32 or bf16)");
+  if (precision != "bf16") return;
+  if (!device.is_cuda())
+    throw InputError(who + ": bf16 precision needs a CUDA device (--device cuda)");
+#if TORCH_VERSION_MAJOR < 2
+  throw InputError(who + ": bf16 precision needs LibTorch 2.x (this is " TORCH_VERSION
+                         "); use --precision fp32");
+#endif
+}
+
 #if TORCH_VERSION_MAJOR >= 2
 namespace {
 

@@ -87,6 +87,12 @@ class StreamScope {
 // CPU generator otherwise.
 at::Generator newGenerator(const torch::Device& device, uint64_t seed);
 
+// Refuses a training precision that cannot run on `device` before anything is trained or
+// written: InputError "<who>: ..." for a precision other than fp32 and bf16, and for bf16
+// off a CUDA device or on a LibTorch without per-device autocast (1.x).
+void requirePrecision(const std::string& precision, const torch::Device& device,
+                      const std::string& who);
+
 // bfloat16 autocast of CUDA operations for a scope (the forward pass and the loss), with
 // float32 master weights: what torch.autocast("cuda", torch.bfloat16) does. A no-op when
 // `on` is false. Throws InputError when on and this LibTorch (1.x) lacks the per-device

@@ -181,11 +181,7 @@ Trainer::Trainer(Pet model, CheckpointMeta meta, TrainOptions opts, ParallelCont
     : model_(std::move(model)), meta_(std::move(meta)), opts_(std::move(opts)), ctx_(ctx) {
   meta_.config = model_->config();
   validateTrainOptions(opts_);
-  if (opts_.precision != "fp32" && opts_.precision != "bf16")
-    throw InputError(opts_.label + ": unknown precision '" + opts_.precision +
-                     "' (use fp32 or bf16)");
-  if (opts_.precision == "bf16" && !opts_.device.is_cuda())
-    throw InputError(opts_.label + ": bf16 precision needs a CUDA device (--device cuda)");
+  requirePrecision(opts_.precision, opts_.device, opts_.label);
   if (opts_.cuda_graphs) {
     opts_.fixed_shapes = true;
     requireCudaGraphs(opts_.device, ctx_.worldSize(), opts_.label);

@@ -170,6 +170,23 @@ TEST_F(Device, AGpuChainCampaignIsRefusedAtInitWhenLibTorchLacksCuda) {
   EXPECT_NE(g.err.find("graphs.json"), std::string::npos) << g.err;
   EXPECT_NE(g.err.find("cuda_graphs"), std::string::npos) << g.err;
   EXPECT_FALSE(fs::exists(dir_ / "camp_g"));
+  // So are bf16 PET steps; an MLP chain trains in fp32 whatever its precision.
+  spec["chain"] = {{"classifier", "pet+mlp"}, {"precision", "bf16"}};
+  std::ofstream(dir_ / "bf16.json") << spec.dump();
+  const foldfarm::ProcessResult b = runFoldfarm(
+      {"campaign", "init", (dir_ / "bf16.json").string(), "--dir", (dir_ / "camp_b").string()},
+      dir_);
+  EXPECT_EQ(b.exitCode, 2) << b.err;
+  EXPECT_NE(b.err.find("bf16.json"), std::string::npos) << b.err;
+  EXPECT_NE(b.err.find("precision bf16"), std::string::npos) << b.err;
+  EXPECT_FALSE(fs::exists(dir_ / "camp_b"));
+  spec["chain"] = {{"classifier", "mlp"}, {"precision", "bf16"}};
+  std::ofstream(dir_ / "bf16_mlp.json") << spec.dump();
+  EXPECT_EQ(runFoldfarm({"campaign", "init", (dir_ / "bf16_mlp.json").string(), "--dir",
+                         (dir_ / "camp_bm").string()},
+                        dir_)
+                .exitCode,
+            0);
 }
 
 TEST_F(Device, CudaIsRefusedWithOneLineAndNothingWrittenWithoutAGpu) {

@@ -248,6 +248,19 @@ TEST_F(ChainTest, CudaGraphsImplyFixedShapesAndEnterTheIdentity) {
   EXPECT_FALSE(fs::exists(root_ / "graphs"));
 }
 
+// bf16 PET steps on the CPU: the chain stops with exit 2 before it writes anything (it once
+// fitted the first MLP and wrote its state first). An MLP chain trains in fp32 and runs.
+TEST_F(ChainTest, Bf16OnTheCpuIsRefusedBeforeAnythingIsWritten) {
+  auto p = params(0, 0);
+  p["config"]["device"] = "cpu";
+  p["config"]["precision"] = "bf16";
+  EXPECT_EQ(runChainTask(p, (root_ / "bf16").string()), 2);
+  EXPECT_FALSE(fs::exists(root_ / "bf16"));
+  p["config"]["classifier"] = "mlp";
+  EXPECT_EQ(runChainTask(p, (root_ / "bf16_mlp").string()), 0);
+  EXPECT_TRUE(fs::exists(root_ / "bf16_mlp" / kChainResultFile));
+}
+
 // A chain config that no step could train with is refused when it is read (at `campaign
 // init`, or before `unfold` writes anything), naming the key.
 TEST_F(ChainTest, ConfigsNoStepCouldTrainWithAreRefusedWhenRead) {
