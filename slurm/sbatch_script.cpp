@@ -195,12 +195,9 @@ std::string renderPilotScript(const SbatchResources& r, const std::string& campa
   renderSetup(s, r);
   s << "\nexport OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask
     << "\n";
-  if (r.gpusPerNode > 0) {
-    s << "export FOLDFARM_TASKS_PER_GPU=" << r.tasksPerGpu << "\n";
-    // One node: its MPS daemon serves every rank. Several nodes need one per node, which the
-    // site's MPS support (e.g. --gres=mps) provides.
-    if (r.tasksPerGpu > 1 && r.nodes == 1) renderMps(s);
-  }
+  // One node: its MPS daemon serves every rank. Several nodes need one per node, which the
+  // site's MPS support (e.g. --gres=mps) provides.
+  if (r.gpusPerNode > 0 && r.tasksPerGpu > 1 && r.nodes == 1) renderMps(s);
   std::vector<std::string> cmd = {"srun",      "--mpi=pmix", "--kill-on-bad-exit=1",
                                   r.foldfarm,  "campaign",   "run",
                                   campaignDir, "--executor", "mpi"};

@@ -105,21 +105,6 @@ int nextSubmissionNumber(const std::string& slurmDir) {
   return next;
 }
 
-SbatchResources elementResources(const jobs::Campaign& c, const SlurmCampaignOptions& o,
-                                 int& lanes) {
-  SbatchResources r = o.resources;
-  if (o.resourcesFromSpec) {
-    const auto& res = c.spec().resources;
-    r.gpusPerNode = res.gpus > 0 ? std::max(r.gpusPerNode, 1) : r.gpusPerNode;
-    if (res.gpus > 0 && r.tasksPerGpu == 1) r.tasksPerGpu = res.tasks_per_gpu;
-    if (r.cpusPerTask == 1) r.cpusPerTask = std::max(1, res.threads_per_task);
-  }
-  lanes = r.gpusPerNode > 0 ? r.tasksPerGpu : r.tasksPerNode;
-  if (r.foldfarm.empty() || r.foldfarm == "foldfarm") r.foldfarm = jobs::selfExecutable();
-  if (r.jobName == "foldfarm") r.jobName = "foldfarm-" + c.spec().name;
-  return r;
-}
-
 // sub-N/settled: the submission's job needs no further look; it says how it ended up:
 // "released" (by the submitter, or adopted after it stopped between journal and release),
 // "cancelled" (never recorded in the journal) or "ended". Best effort: without the marker
@@ -427,9 +412,11 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
     }
   }
   if (ready.empty()) return round;
-  int lanes = 1;
-  SbatchResources res = elementResources(c, o, lanes);
+  SbatchResources res =
+      o.resourcesFromSpec ? arrayElementResources(c.spec(), o.resources) : o.resources;
+  if (res.foldfarm.empty() || res.foldfarm == "foldfarm") res.foldfarm = jobs::selfExecutable();
   validateResources(res);
+  const int lanes = arrayElementLanes(res);
   ArrayPlanOptions po;
   po.lanes = lanes;
   po.tasksPerElement = o.tasksPerElement;
@@ -478,12 +465,57 @@ nlohmann::json SlurmCampaignSummary::toJson() const {
           {"held_released", heldReleased}};
 }
 
+SbatchResources arrayElementResources(const jobs::CampaignSpec& spec, SbatchResources r) {
+  const auto& res = spec.resources;
+  r.gpusPerNode = res.gpus > 0 ? std::max(r.gpusPerNode, 1) : r.gpusPerNode;
+  if (res.gpus > 0 && r.tasksPerGpu == 1) r.tasksPerGpu = res.tasks_per_gpu;
+  if (r.cpusPerTask == 1) r.cpusPerTask = std::max(1, res.threads_per_task);
+  if (r.jobName == "foldfarm") r.jobName = "foldfarm-" + spec.name;
+  return r;
+}
+
+int arrayElementLanes(const SbatchResources& r) {
+  return r.gpusPerNode > 0 ? r.tasksPerGpu : r.tasksPerNode;
+}
+
+SbatchResources pilotResources(const jobs::CampaignSpec& spec, SbatchResources r,
+                               const std::string& origin) {
+  const auto& res = spec.resources;
+  if (res.gpus > 0) {
+    if (r.gpusPerNode == 0) r.gpusPerNode = res.gpus;
+    if (r.tasksPerGpu == 1) r.tasksPerGpu = res.tasks_per_gpu;
+    // A worker rank binds GPU (its index on the node) / resources.tasks_per_gpu, which must
+    // be one of resources.gpus (jobs/slots.hpp): other shapes leave ranks without a GPU.
+    if (r.gpusPerNode > res.gpus)
+      throw InputError(origin + ": --gpus-per-node " + std::to_string(r.gpusPerNode) +
+                       " but the campaign's resources.gpus is " + std::to_string(res.gpus) +
+                       "; its ranks bind at most that many GPUs of a node (drop the option)");
+    if (r.tasksPerGpu != res.tasks_per_gpu)
+      throw InputError(origin + ": --tasks-per-gpu " + std::to_string(r.tasksPerGpu) +
+                       " but the campaign's resources.tasks_per_gpu is " +
+                       std::to_string(res.tasks_per_gpu) +
+                       "; its ranks share GPUs as the spec says (drop the option)");
+  } else {
+    if (r.gpusPerNode > 0)
+      throw InputError(origin + ": --gpus-per-node " + std::to_string(r.gpusPerNode) +
+                       " but the campaign's tasks run on CPUs (resources.gpus is 0), so the "
+                       "GPUs would idle; drop the option");
+    if (r.tasksPerNode == 1) r.tasksPerNode = spec.slotsPerNode();
+  }
+  if (r.cpusPerTask == 1) r.cpusPerTask = std::max(1, res.threads_per_task);
+  if (r.jobName == "foldfarm") r.jobName = "foldfarm-" + spec.name;
+  return r;
+}
+
 SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampaignOptions& o) {
   if (!(o.pollInitialS > 0 && o.pollMaxS >= o.pollInitialS && std::isfinite(o.pollMaxS))) {
     throw InputError("--poll: need 0 < initial interval <= maximum interval");
   }
   if (o.maxSubmissions < 1) throw InputError("--max-submissions must be >= 1");
-  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kWriter);
+  // Absolute: the scripts, manifests and output patterns name it, and a job may run in
+  // another directory (--chdir).
+  jobs::Campaign c = jobs::Campaign::open(fs::absolute(dir).lexically_normal().string(),
+                                          jobs::Campaign::Access::kWriter);
   jobs::requireCampaignInputs(c.spec(), c.dir() + "/spec.json");
   SlurmClient client(o.programs);
   if (!client.available()) {

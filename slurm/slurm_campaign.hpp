@@ -78,6 +78,23 @@ struct SlurmCampaignSummary {
   nlohmann::json toJson() const;
 };
 
+// The resources of one array element of campaign `spec`: `given` with what it leaves at its
+// defaults filled from the spec's "resources": one GPU per element (gpusPerNode >= 1) when
+// the spec asks for GPUs, tasksPerGpu from tasks_per_gpu, cpusPerTask from
+// threads_per_task, and the job name "foldfarm-<name>".
+SbatchResources arrayElementResources(const jobs::CampaignSpec& spec, SbatchResources given);
+// Tasks an element runs side by side: tasksPerGpu on GPU nodes, tasksPerNode on CPU nodes.
+int arrayElementLanes(const SbatchResources& r);
+
+// The resources of an MPI pilot of campaign `spec`: `given` with its defaults filled from
+// the spec (GPUs per node from resources.gpus, tasksPerGpu from tasks_per_gpu, or on CPU
+// nodes tasksPerNode from cpu_slots; cpusPerTask from threads_per_task; the job name).
+// Throws InputError naming `origin` for a shape whose ranks would lack a GPU or leave GPUs
+// idle: more GPUs per node than resources.gpus, another tasks per GPU, or GPUs for a CPU
+// campaign.
+SbatchResources pilotResources(const jobs::CampaignSpec& spec, SbatchResources given,
+                               const std::string& origin);
+
 // Runs (or continues) campaign D on Slurm. Throws InputError for bad options or a
 // campaign directory that is not one; Error when sbatch fails (nothing recorded) or tasks
 // exhausted maxSubmissions.

@@ -1,5 +1,6 @@
 // foldfarm slurm render pretrain|pilot|array, slurm submit D, slurm status D.
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 
 #include "apps/foldfarm/commands.hpp"
@@ -17,15 +18,22 @@
 namespace foldfarm::app {
 namespace {
 
+namespace fs = std::filesystem;
+
 using slurm::SbatchResources;
 
 struct ResourceArgs {
   SbatchResources res;
   std::vector<std::string> setupFiles;
-  bool foldfarmGiven = false;
 
-  void addTo(CLI::App& c) {
-    c.add_option("--job-name", res.jobName, "Job name (any text; quoted)")->capture_default_str();
+  // `campaign`: the script runs a campaign, whose spec fills what these options leave at
+  // their defaults (slurm_campaign.hpp).
+  void addTo(CLI::App& c, bool campaign) {
+    const std::string spec = campaign ? " (default: the campaign's)" : "";
+    c.add_option("--job-name", res.jobName,
+                 "Job name (any text; quoted)" +
+                     std::string(campaign ? "; default: foldfarm-<campaign name>" : ""))
+        ->capture_default_str();
     c.add_option("-p,--partition", res.partition, "Partition(s), comma-separated");
     c.add_option("-A,--account", res.account, "Account to charge");
     c.add_option("-q,--qos", res.qos, "Quality of service");
@@ -33,13 +41,14 @@ struct ResourceArgs {
     c.add_option("-C,--constraint", res.constraint, "Node features, e.g. a100&ib");
     c.add_option("--mem", res.mem, "Memory per node, e.g. 64G");
     c.add_option("-N,--nodes", res.nodes, "Nodes")->capture_default_str();
-    c.add_option("--gpus-per-node", res.gpusPerNode, "GPUs per node (0: CPU nodes)")
+    c.add_option("--gpus-per-node", res.gpusPerNode, "GPUs per node (0: CPU nodes)" + spec)
         ->capture_default_str();
-    c.add_option("--tasks-per-gpu", res.tasksPerGpu, "Campaign tasks sharing one GPU")
+    c.add_option("--tasks-per-gpu", res.tasksPerGpu, "Campaign tasks sharing one GPU" + spec)
         ->capture_default_str();
-    c.add_option("--tasks-per-node", res.tasksPerNode, "Ranks/task slots per node on CPU nodes")
+    c.add_option("--tasks-per-node", res.tasksPerNode,
+                 "Ranks/task slots per node on CPU nodes" + spec)
         ->capture_default_str();
-    c.add_option("-c,--cpus-per-task", res.cpusPerTask, "CPUs (and threads) per task")
+    c.add_option("-c,--cpus-per-task", res.cpusPerTask, "CPUs (and threads) per task" + spec)
         ->capture_default_str();
     c.add_option("-o,--output", res.output,
                  "Output file pattern (%A array job, %a element, %j job)");
@@ -90,22 +99,32 @@ void registerKinds() {
   registerCampaignTaskKinds();
 }
 
-void renderArray(const RenderArgs& a) {
+// The campaign of a rendered script, by its absolute path: the script names it, and the
+// job may run in another directory (--chdir).
+jobs::Campaign openForRender(const std::string& dir) {
   registerKinds();
-  SbatchResources r = a.res.resolved();
-  jobs::Campaign c = jobs::Campaign::open(a.dir, jobs::Campaign::Access::kReadOnly);
+  return jobs::Campaign::open(fs::absolute(dir).lexically_normal().string(),
+                              jobs::Campaign::Access::kReadOnly);
+}
+
+void renderArray(const RenderArgs& a) {
+  jobs::Campaign c = openForRender(a.dir);
+  // The elements `slurm submit` would submit: the spec fills what the options leave.
+  SbatchResources r = slurm::arrayElementResources(c.spec(), a.res.resolved());
   std::vector<std::string> ids;
   for (const auto& t : c.tasks(jobs::TaskState::kPending)) ids.push_back(t.id);
   if (ids.empty()) throw InputError(a.dir + ": no pending tasks to render an array for");
   slurm::SlurmClient client;
   slurm::ArrayPlanOptions po;
-  po.lanes = r.gpusPerNode > 0 ? r.tasksPerGpu : r.tasksPerNode;
+  po.lanes = slurm::arrayElementLanes(r);
   po.tasksPerElement = a.tasksPerElement;
   po.throttle = a.throttle;
   po.limits = client.limits();
   po.queuedJobs = 0;
   slurm::ArrayPlan plan = slurm::planArrays(ids, po);
-  const std::string mdir = a.manifestDir.empty() ? c.dir() + "/slurm" : a.manifestDir;
+  const std::string mdir = a.manifestDir.empty()
+                               ? c.dir() + "/slurm"
+                               : fs::absolute(a.manifestDir).lexically_normal().string();
   std::vector<std::string> scripts;
   for (size_t k = 0; k < plan.arrays.size(); ++k) {
     slurm::ArrayJob job;
@@ -203,7 +222,7 @@ void registerSlurmCommands(CommandGroups& g) {
   CLI::App* rp = render->add_subcommand(
       "pretrain",
       "Data-parallel pretraining: srun --mpi=pmix foldfarm pretrain ARGS…, one rank per GPU");
-  pre->res.addTo(*rp);
+  pre->res.addTo(*rp, false);
   rp->add_option("args", pre->extra, "Arguments of `foldfarm pretrain` (after --)");
   rp->callback([pre] {
     std::fputs(slurm::renderPretrainScript(pre->res.resolved(), pre->extra).c_str(), stdout);
@@ -212,18 +231,20 @@ void registerSlurmCommands(CommandGroups& g) {
   auto pil = std::make_shared<RenderArgs>();
   CLI::App* rpl = render->add_subcommand(
       "pilot", "Campaign pilot: one allocation running `foldfarm campaign run D --executor mpi`");
-  pil->res.addTo(*rpl);
+  pil->res.addTo(*rpl, true);
   rpl->add_option("dir", pil->dir, "Campaign directory")->required();
   rpl->add_option("args", pil->extra, "More arguments of `campaign run` (after --)");
   rpl->callback([pil] {
-    std::fputs(slurm::renderPilotScript(pil->res.resolved(), pil->dir, pil->extra).c_str(), stdout);
+    jobs::Campaign c = openForRender(pil->dir);
+    const SbatchResources r = slurm::pilotResources(c.spec(), pil->res.resolved(), pil->dir);
+    std::fputs(slurm::renderPilotScript(r, c.dir(), pil->extra).c_str(), stdout);
   });
 
   auto arr = std::make_shared<RenderArgs>();
   CLI::App* ra = render->add_subcommand(
       "array",
       "Campaign as job arrays over its pending tasks (split under MaxArraySize/MaxJobCount)");
-  arr->res.addTo(*ra);
+  arr->res.addTo(*ra, true);
   ra->add_option("dir", arr->dir, "Campaign directory")->required();
   ra->add_option("--tasks-per-element", arr->tasksPerElement,
                  "Tasks per array element (0: automatic)")
@@ -239,7 +260,7 @@ void registerSlurmCommands(CommandGroups& g) {
       "submit",
       "Run campaign D as Slurm job arrays and watch it until done (the results on disk are the "
       "truth: tasks whose job ended without a result are resubmitted)");
-  sub->res.addTo(*sc);
+  sub->res.addTo(*sc, true);
   sc->add_option("dir", sub->dir, "Campaign directory")->required();
   sc->add_option("--tasks-per-element", sub->opts.tasksPerElement,
                  "Tasks per array element (0: automatic)")

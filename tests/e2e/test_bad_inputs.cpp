@@ -492,6 +492,11 @@ TEST_F(BadInputs, CommandLine) {
   expectCleanFailure({"slurm", "render", "pretrain", "--job-name", "zjets hetjob"}, "--job-name");
   expectCleanFailure({"slurm", "render", "pretrain", "--output", p("a\\b") + "/%j.out"},
                      "--output");
+  // A pilot for no campaign (it once rendered one, to fail in the queue), and GPUs for a
+  // campaign whose tasks run on CPUs.
+  expectCleanFailure({"slurm", "render", "pilot", p("no_campaign")}, "no_campaign");
+  expectCleanFailure({"slurm", "render", "pilot", p("camp"), "--gpus-per-node", "4"},
+                     "--gpus-per-node 4");
 }
 
 // Runs last (gtest runs tests in declaration order within a suite): reports the count.

@@ -133,6 +133,31 @@ TEST_F(SlurmCampaign, SleepCampaignInHostilePathCompletes) {
   EXPECT_EQ(outputs, 6);  // one output file per element, at the quoted path
 }
 
+// A campaign named by a relative path runs with the jobs in another working directory
+// (--chdir): the scripts, manifests and output patterns name it by its absolute path (they
+// once named it as given, and every element failed to find it).
+TEST_F(SlurmCampaign, ARelativeCampaignRunsWhereverItsJobsStart) {
+  createSleepCampaign(base_ + "/rel", 2, 0.2);
+  std::filesystem::create_directories(base_ + "/elsewhere");
+  const std::filesystem::path cwd = std::filesystem::current_path();
+  std::filesystem::current_path(base_);
+  SlurmCampaignOptions o = fastOptions();
+  o.resources.workDir = base_ + "/elsewhere";
+  SlurmCampaignSummary sum;
+  try {
+    sum = runCampaignOnSlurm("rel", o);
+  } catch (...) {
+    std::filesystem::current_path(cwd);
+    throw;
+  }
+  std::filesystem::current_path(cwd);
+  EXPECT_EQ(sum.counts[TaskState::kDone], 2);
+  EXPECT_EQ(sum.tasksRequeued, 0);
+  const std::string script = readFile(base_ + "/rel/slurm/sub-0001/array.sbatch");
+  EXPECT_NE(script.find("ff_campaign='" + base_ + "/rel'"), std::string::npos) << script;
+  EXPECT_TRUE(std::filesystem::is_empty(base_ + "/elsewhere"));
+}
+
 // scancel in the middle: the tasks without a result go back to pending and are the only
 // ones resubmitted; every task ends done with exactly one result ingested.
 TEST_F(SlurmCampaign, ScancelMidwayResubmitsOnlyTheMissingTasks) {

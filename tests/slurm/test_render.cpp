@@ -5,6 +5,8 @@
 
 #include "core/base/error.hpp"
 #include "core/base/process.hpp"
+#include "jobs/campaign_spec.hpp"
+#include "jobs/task_kind.hpp"
 #include "slurm/array_plan.hpp"
 #include "slurm/sbatch_script.hpp"
 #include "slurm/sbatch_values.hpp"
@@ -200,6 +202,77 @@ TEST(SbatchScript, ArrayScriptQuotesPathsAndThrottles) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("--requeue"), std::string::npos) << e.what();
   }
+}
+
+namespace {
+
+jobs::CampaignSpec sleepSpec(const nlohmann::json& resources) {
+  jobs::registerBuiltinTaskKinds();
+  return jobs::parseCampaignSpec({{"name", "z"},
+                                  {"task", "sleep"},
+                                  {"replicas", 4},
+                                  {"params", {{"seconds", 0}}},
+                                  {"resources", resources}},
+                                 "spec.json", "/");
+}
+
+}  // namespace
+
+// A pilot's shape comes from its campaign's spec: ranks bind GPU (index on the node) /
+// resources.tasks_per_gpu, so a shape the spec cannot bind is refused, naming the campaign.
+TEST(SbatchScript, APilotTakesItsShapeFromTheCampaignAndRefusesAnother) {
+  const jobs::CampaignSpec gpu =
+      sleepSpec({{"gpus", 4}, {"tasks_per_gpu", 2}, {"threads_per_task", 3}});
+  const SbatchResources r = pilotResources(gpu, SbatchResources{}, "D");
+  EXPECT_EQ(r.gpusPerNode, 4);
+  EXPECT_EQ(r.tasksPerGpu, 2);
+  EXPECT_EQ(r.cpusPerTask, 3);
+  EXPECT_EQ(r.jobName, "foldfarm-z");
+  const std::string s = renderPilotScript(r, "/c");
+  EXPECT_NE(s.find("#SBATCH --ntasks-per-node=8\n"), std::string::npos) << s;
+  EXPECT_NE(s.find("#SBATCH --gpus-per-node=4\n"), std::string::npos) << s;
+  // Fewer GPUs per node than the spec's, and what the user set, are kept.
+  SbatchResources given;
+  given.gpusPerNode = 2;
+  given.cpusPerTask = 8;
+  given.jobName = "mine";
+  const SbatchResources g = pilotResources(gpu, given, "D");
+  EXPECT_EQ(g.gpusPerNode, 2);
+  EXPECT_EQ(g.cpusPerTask, 8);
+  EXPECT_EQ(g.jobName, "mine");
+  auto refused = [](const jobs::CampaignSpec& spec, const SbatchResources& res,
+                    const std::string& what) {
+    try {
+      pilotResources(spec, res, "D");
+      ADD_FAILURE() << what << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("D: " + what, 0), 0u) << e.what();
+    }
+  };
+  SbatchResources more;
+  more.gpusPerNode = 8;
+  refused(gpu, more, "--gpus-per-node 8");
+  SbatchResources other;
+  other.tasksPerGpu = 4;
+  refused(gpu, other, "--tasks-per-gpu 4");
+  // A CPU campaign: one rank per slot, and no GPUs to idle.
+  const jobs::CampaignSpec cpu = sleepSpec({{"cpu_slots", 6}});
+  const SbatchResources c = pilotResources(cpu, SbatchResources{}, "D");
+  EXPECT_EQ(c.gpusPerNode, 0);
+  EXPECT_EQ(c.tasksPerNode, 6);
+  refused(cpu, more, "--gpus-per-node 8");
+}
+
+// An array element as `slurm submit` renders it: one GPU, the spec's tasks per GPU as lanes.
+TEST(SbatchScript, AnArrayElementTakesItsLanesFromTheCampaign) {
+  const SbatchResources r = arrayElementResources(
+      sleepSpec({{"gpus", 4}, {"tasks_per_gpu", 2}, {"threads_per_task", 3}}), SbatchResources{});
+  EXPECT_EQ(r.gpusPerNode, 1);
+  EXPECT_EQ(arrayElementLanes(r), 2);
+  EXPECT_EQ(r.cpusPerTask, 3);
+  SbatchResources cpu_given;
+  cpu_given.tasksPerNode = 5;
+  EXPECT_EQ(arrayElementLanes(arrayElementResources(sleepSpec({{"cpu_slots", 2}}), cpu_given)), 5);
 }
 
 TEST(ArrayPlan, TenThousandTasksFitOneArray) {
