@@ -165,7 +165,42 @@ struct ChainGroup {
   size_t chains = 0;
   std::map<int, std::vector<std::string>> member_dirs;
   std::set<std::string> mc, data;  // result.json paths ("" when absent)
+  nlohmann::json unfolding;        // the first chain's (unfoldingOf)
 };
+
+// What every chain of a group (the nominal, or one variation) unfolds alike: its record but
+// for its place (replica, member), its warm start and where it ran (chain.hpp). The
+// foundation is compared by its hash when the record has one.
+nlohmann::json unfoldingOf(const nlohmann::json& res) {
+  nlohmann::json u = nlohmann::json::object();
+  for (const char* k : {"mc", "data", "iterations", "config", "bootstrap"})
+    if (res.contains(k)) u[k] = res[k];
+  const auto sha = res.find("init_sha256");
+  if (sha != res.end() && sha->is_string() && !sha->get<std::string>().empty())
+    u["init_sha256"] = *sha;
+  else if (res.contains("init"))
+    u["init"] = res["init"];
+  return u;
+}
+
+// The first key (dotted, e.g. "config.lr") where `a` and `b` differ, with both values.
+std::string firstDifference(const nlohmann::json& a, const nlohmann::json& b,
+                            const std::string& prefix = "") {
+  if (a.is_object() && b.is_object()) {
+    std::set<std::string> keys;
+    for (auto it = a.begin(); it != a.end(); ++it) keys.insert(it.key());
+    for (auto it = b.begin(); it != b.end(); ++it) keys.insert(it.key());
+    for (const auto& k : keys) {
+      const nlohmann::json none;
+      const nlohmann::json& x = a.contains(k) ? a[k] : none;
+      const nlohmann::json& y = b.contains(k) ? b[k] : none;
+      if (x != y) return firstDifference(x, y, prefix + (prefix.empty() ? "" : ".") + k);
+    }
+    return prefix;
+  }
+  return prefix + " " + (a.is_null() ? std::string("(none)") : a.dump()) + " against " +
+         (b.is_null() ? std::string("(none)") : b.dump());
+}
 
 struct Systematics {
   SystematicsPlan plan;
@@ -526,6 +561,16 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
                        "' is described differently (type, source, direction or symmetrise) in " +
                        g.first_chain + "/" + kChainResultFile +
                        "; give every chain of a variation the same description");
+    }
+    const nlohmann::json unfolding = unfoldingOf(res);
+    if (g.unfolding.is_null()) {
+      g.unfolding = unfolding;
+    } else if (unfolding != g.unfolding) {
+      // Replicas and members of one unfolding only: another input, iteration count,
+      // configuration or foundation would enter the band as if it were a fluctuation.
+      throw InputError(dir + ": unfolds otherwise than " + g.first_chain + " (" +
+                       firstDifference(unfolding, g.unfolding) +
+                       "); aggregate the chains of one unfolding at a time");
     }
     if (!g.seen.insert({r, m}).second) {
       logWarn("aggregate: {} repeats replica {} member {}; ignored", dir, r, m);

@@ -5,8 +5,11 @@
 // given directly or found anywhere below the given directories. Chains are read one at a
 // time; memory holds one histogram set per replica and group, nothing per event or per chain
 // (event_weights.h5 holds one column at a time). Chains are grouped by the variation their
-// result.json names (ensembles/systematics.hpp); the nominal group (no variation) is
-// aggregated as follows, whether or not variations were run:
+// result.json names (ensembles/systematics.hpp). The chains of a group are replicas and
+// members of one unfolding: the same inputs, iteration count, chain configuration,
+// foundation (by hash) and campaign seed; only the replica, the member, the warm start and
+// the device may differ (InputError naming the first key that differs). The nominal group
+// (no variation) is aggregated as follows, whether or not variations were run:
 //
 //  1. replica result = mean over its ensemble members of the unfolded histograms;
 //  2. every histogram is normalised to unit area (density: divide by Σw and bin width);

@@ -273,6 +273,55 @@ TEST_F(AggregateTest, BadInputWritesNothing) {
   EXPECT_FALSE(fs::exists(out));
 }
 
+// The replicas and members of one band are chains of one unfolding: a chain of other data,
+// another iteration count, configuration or foundation is refused (it was averaged into the
+// band as if it were a fluctuation), naming the key; nothing is written. Where a chain ran
+// and what it warm-started from may differ.
+TEST_F(AggregateTest, ChainsOfAnotherUnfoldingAreRefusedNamingWhatDiffers) {
+  const std::string out = (root_ / "agg").string();
+  const nlohmann::json base = {
+      {"mc", "/d/mc.h5"},      {"data", "/d/data.h5"},
+      {"iterations", 4},       {"init", "/m/foundation"},
+      {"init_sha256", "ab12"}, {"config", {{"classifier", "pet+mlp"}, {"lr", 3e-5}}}};
+  writeChain("ok/r0", 0, 0, 1, 3, 42, base);
+  nlohmann::json moved = base;
+  moved["init"] = "/elsewhere/foundation";  // the same foundation, by its hash
+  moved["warm_from"] = "/c/tasks/r0001m0";
+  moved["device"] = {{"device", "cuda:0"}};
+  writeChain("ok/r1", 1, 0, 3, 1, 42, moved);
+  EXPECT_NO_THROW(aggregateRunsWithOptions({(root_ / "ok").string()}, out, std::nullopt, {false}));
+  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"data", "/d/mc.h5"}, {"iterations", 2}, {"init_sha256", "cd34"}}) {
+    nlohmann::json other = base;
+    other[key] = value;
+    const std::string set = "bad_" + key;
+    writeChain(set + "/r0", 0, 0, 1, 3, 42, base);
+    writeChain(set + "/r1", 1, 0, 3, 1, 42, other);
+    try {
+      aggregateRunsWithOptions({(root_ / set).string()}, (root_ / (set + "_agg")).string(),
+                               std::nullopt, {false});
+      ADD_FAILURE() << key << ": chains of two unfoldings aggregated";
+    } catch (const foldfarm::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(root_ / (set + "_agg")));
+  }
+  // A configuration key, named with its path; a repeat of (replica, member) too.
+  nlohmann::json mlp = base;
+  mlp["config"]["classifier"] = "mlp";
+  writeChain("bad_cfg/r0", 0, 0, 1, 3, 42, base);
+  writeChain("bad_cfg/r0_again", 0, 0, 3, 1, 42, mlp);
+  try {
+    aggregateRunsWithOptions({(root_ / "bad_cfg").string()}, (root_ / "cfg_agg").string(),
+                             std::nullopt, {false});
+    ADD_FAILURE() << "an MLP chain entered a PET band";
+  } catch (const foldfarm::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("config.classifier \"mlp\" against \"pet+mlp\""),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST_F(AggregateTest, UnreadableChainFilesGiveOneLineNamingTheFile) {
   const fs::path dir = root_ / "broken";
   fs::create_directories(dir);
