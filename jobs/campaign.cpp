@@ -211,6 +211,14 @@ int Campaign::requeue(const std::vector<std::string>& task_ids, const std::strin
   return journal_.requeue(idx, reason);
 }
 
+int Campaign::retry(const std::vector<TaskState>& from) {
+  int moved = 0;
+  for (TaskState s : from)
+    moved += journal_.retry(
+        s, s == TaskState::kCancelled ? "retry of a cancelled task requested" : "retry requested");
+  return moved;
+}
+
 int Campaign::ingestResults() {
   std::vector<Completion> found;
   for (const auto& t : journal_.tasks(TaskState::kRunning)) {

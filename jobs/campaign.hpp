@@ -93,7 +93,9 @@ class Campaign {
   // After an orchestrator crash: ingests results already on disk, then requeues every
   // task still `running` (reason "orchestrator restarted"). Returns tasks requeued.
   int recoverAfterCrash();
-  int retryFailed() { return journal_.retryFailed(); }
+  // Tasks in each of `from` (failed, cancelled) back to pending, with a fresh count of
+  // failures (journal.hpp); returns how many.
+  int retry(const std::vector<TaskState>& from);
   int cancel(const std::string& reason) { return journal_.cancelUnfinished(reason); }
 
  private:

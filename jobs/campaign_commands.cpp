@@ -46,9 +46,17 @@ void printSummary(const std::string& dir, const RunSummary& s) {
     if (n > 0) counts += " " + std::string(toString(st)) + " " + std::to_string(n);
   }
   if (s.held > 0) counts += " (held " + std::to_string(s.held) + ")";
+  if (s.retried > 0) counts += "; " + std::to_string(s.retried) + " retried";
   std::printf("campaign %s:%s; %lld task(s) done in this run in %.2f s on %d slot(s)%s\n",
               dir.c_str(), counts.c_str(), static_cast<long long>(s.tasks_done), s.elapsed_s,
               s.slots, s.interrupted ? " (stopped: resume with `foldfarm campaign resume`)" : "");
+  // A run leaves cancelled tasks alone: say how to run them again.
+  const auto cancelled = s.counts.find(TaskState::kCancelled);
+  if (!s.interrupted && cancelled != s.counts.end() && cancelled->second > 0)
+    std::printf(
+        "campaign %s: %d cancelled task(s) not run; `foldfarm campaign retry %s "
+        "--cancelled` runs them\n",
+        dir.c_str(), cancelled->second, dir.c_str());
   std::fflush(stdout);
 }
 
@@ -98,17 +106,21 @@ void statusCommand(const std::string& dir, bool as_json) {
     std::printf("%s", statusText(s).c_str());
 }
 
-int retryCommand(const std::string& dir, const std::string& executor, const RunOptions& options) {
-  {
-    Campaign c = Campaign::open(dir, Campaign::Access::kWriter);
-    int n = c.retryFailed();
-    logInfo("{} failed task(s) back to pending", n);
-    if (n == 0) {
-      std::printf("campaign %s: no failed task to retry\n", dir.c_str());
-      return 0;
-    }
-  }
-  return runCommand(dir, executor, options);
+std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool cancelled) {
+  if (!failed && !cancelled)
+    throw InputError("campaign retry " + dir + ": say which tasks: --failed, --cancelled or both");
+  std::vector<TaskState> states;
+  if (failed) states.push_back(TaskState::kFailed);
+  if (cancelled) states.push_back(TaskState::kCancelled);
+  return states;
+}
+
+int retryCommand(const std::string& dir, const std::string& executor, const RunOptions& options,
+                 bool failed, bool cancelled) {
+  // The run moves them once it holds the journal (rank 0 of a pilot), then dispatches.
+  RunOptions o = options;
+  o.retry = retryStates(dir, failed, cancelled);
+  return runCommand(dir, executor, o);
 }
 
 void cancelCommand(const std::string& dir) {

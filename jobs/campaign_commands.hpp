@@ -20,8 +20,14 @@ void initCommand(const std::string& spec_path, const std::string& dir);
 int runCommand(const std::string& dir, const std::string& executor, const RunOptions& options);
 // `campaign status D [--json]`.
 void statusCommand(const std::string& dir, bool json);
-// `campaign retry D --failed`: failed -> pending, then runs like resume.
-int retryCommand(const std::string& dir, const std::string& executor, const RunOptions& options);
+// `campaign retry D [--failed] [--cancelled]`: runs like resume, having moved those tasks
+// back to pending once the run holds the journal (RunOptions::retry; at least one of the two
+// asked for, else InputError).
+int retryCommand(const std::string& dir, const std::string& executor, const RunOptions& options,
+                 bool failed, bool cancelled);
+// The states `campaign retry D` moves back to pending: failed, cancelled or both; InputError
+// naming D when neither is asked for.
+std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool cancelled);
 // `campaign cancel D`: every unfinished task -> cancelled (refused while an orchestrator
 // holds the campaign).
 void cancelCommand(const std::string& dir);

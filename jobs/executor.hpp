@@ -38,6 +38,9 @@ struct RunOptions {
   double heartbeat_s = 1.0;    // mpi: worker ranks' heartbeat period
   double lost_after_s = 30.0;  // mpi: a rank silent this long is lost
   int max_worker_restarts = 100;
+  // `campaign retry`: tasks in these states (failed, cancelled) go back to pending once the
+  // run holds the journal (rank 0 of a pilot), before it dispatches.
+  std::vector<TaskState> retry;
 };
 
 struct RunSummary {
@@ -49,6 +52,7 @@ struct RunSummary {
   int slots = 0;
   bool interrupted = false;  // stopped by a signal
   int held = 0;              // pending tasks left because a task they need failed (task_graph.hpp)
+  int retried = 0;           // tasks RunOptions::retry moved back to pending
 };
 
 // Local executor. Requires a writer Campaign. Runs until no task is pending/running or a

@@ -15,9 +15,10 @@ constexpr const char* kSchemaVersion = "1";
 constexpr const char* kTaskColumns =
     "idx, id, replica, member, state, attempts, failures, host, slot, external_id, exit_code, "
     "reason, started_at, finished_at, not_before, ingested, result, "
-    // The attempt at which `campaign retry --failed` last gave the task a fresh start.
+    // The attempt at which `campaign retry` (--failed or --cancelled) last gave the task a
+    // fresh start.
     "COALESCE((SELECT MAX(attempt) FROM events WHERE task_idx=tasks.idx AND "
-    "from_state='failed' AND to_state='pending'), 0)";
+    "from_state IN ('failed','cancelled') AND to_state='pending'), 0)";
 
 TaskRecord readTask(SqliteStatement& st) {
   TaskRecord t;
@@ -333,7 +334,7 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
       "e.exit_code=" +
       std::to_string(kExitInterrupted) +
       " AND e.seq > COALESCE((SELECT MAX(seq) FROM events WHERE task_idx=?1 AND "
-      "from_state='failed' AND to_state='pending'), 0)";
+      "from_state IN ('failed','cancelled') AND to_state='pending'), 0)";
   SqliteStatement stops(db_, stops_sql.c_str());
   double now = wallClockNow();
   int applied = 0;
@@ -450,22 +451,23 @@ int CampaignJournal::requeue(const std::vector<int>& indices, const std::string&
   return moved;
 }
 
-int CampaignJournal::retryFailed() {
+int CampaignJournal::retry(TaskState from, const std::string& reason) {
+  if (from != TaskState::kFailed && from != TaskState::kCancelled)
+    throw Error("journal: retry moves failed or cancelled tasks, not " + str(from));
   SqliteTransaction txn(db_);
   std::vector<std::pair<int, int>> rows;
   {
-    SqliteStatement sel(db_, "SELECT idx, attempts FROM tasks WHERE state='failed' ORDER BY idx");
+    SqliteStatement sel(db_, "SELECT idx, attempts FROM tasks WHERE state=? ORDER BY idx");
+    sel.bind(1, str(from));
     while (sel.step())
       rows.emplace_back(static_cast<int>(sel.columnInt(0)), static_cast<int>(sel.columnInt(1)));
   }
   SqliteStatement up(
-      db_,
-      "UPDATE tasks SET state='pending', failures=0, not_before=0 WHERE idx=? AND state='failed'");
+      db_, "UPDATE tasks SET state='pending', failures=0, not_before=0 WHERE idx=? AND state=?");
   double now = wallClockNow();
   for (auto [idx, attempt] : rows) {
-    up.bind(1, idx).run();
-    insertEvent(idx, attempt, TaskState::kFailed, TaskState::kPending, now, "", -1, -1,
-                "retry requested");
+    up.bind(1, idx).bind(2, str(from)).run();
+    insertEvent(idx, attempt, from, TaskState::kPending, now, "", -1, -1, reason);
   }
   txn.commit();
   return static_cast<int>(rows.size());

@@ -119,8 +119,9 @@ class CampaignJournal {
   // running -> interrupted -> pending for the given task indices (orchestrator stop,
   // resume after a crash). Returns how many moved.
   int requeue(const std::vector<int>& indices, const std::string& reason);
-  // failed -> pending with failures reset. Returns how many.
-  int retryFailed();
+  // `from` (failed or cancelled) -> pending, with failures and backoff reset; each move an
+  // event with `reason`. Returns how many.
+  int retry(TaskState from, const std::string& reason);
   // pending/running/interrupted -> cancelled. Returns how many.
   int cancelUnfinished(const std::string& reason);
   // Number of rows in `events` (transitions recorded) for a task (-1: all tasks).

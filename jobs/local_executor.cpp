@@ -170,10 +170,14 @@ RunSummary runLocal(Campaign& campaign, const RunOptions& options) {
   installStopHandlers();
   int requeued = campaign.recoverAfterCrash();
   if (requeued > 0) logInfo("{} task(s) left running by an earlier run were requeued", requeued);
+  const int retried = campaign.retry(options.retry);
+  if (!options.retry.empty()) logInfo("{} task(s) back to pending for the retry", retried);
   LocalWorkerPool pool(argv, slotBindings(spec.resources, nslots), options.max_worker_restarts);
   logInfo("campaign {}: {} slot(s) on {}, {} task(s)", spec.name, nslots, hostName(),
           spec.numTasks());
-  return dispatch(campaign, pool, options);
+  RunSummary summary = dispatch(campaign, pool, options);
+  summary.retried = retried;
+  return summary;
 }
 
 }  // namespace foldfarm::jobs

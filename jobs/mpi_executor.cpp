@@ -328,6 +328,8 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
   Campaign campaign = Campaign::open(campaign_dir, Campaign::Access::kWriter);
   int requeued = campaign.recoverAfterCrash();
   if (requeued > 0) logInfo("{} task(s) left running by an earlier run were requeued", requeued);
+  const int retried = campaign.retry(options.retry);
+  if (!options.retry.empty()) logInfo("{} task(s) back to pending for the retry", retried);
   std::vector<std::string> hosts;
   for (int r = 1; r < size; ++r) hosts.emplace_back(&all[256 * r]);
   MpiTransport transport(hosts, options);
@@ -336,6 +338,7 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
   RunSummary s;
   try {
     s = dispatch(campaign, transport, options);
+    s.retried = retried;
   } catch (...) {
     transport.shutdown();
     if (!transport.lostRanks().empty()) dist::MpiRuntime::markAborted();

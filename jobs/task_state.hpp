@@ -8,7 +8,7 @@
 //                         running --interrupt-> interrupted --requeue--> pending
 //   failed  --retry-----> pending   (user: `campaign retry --failed`)
 //   pending/running/interrupted --cancel--> cancelled
-//   cancelled --> pending   (allowed by the table; no command does it yet)
+//   cancelled --retry--> pending   (user: `campaign retry --cancelled`)
 // CampaignJournal checks every transition it records against this table
 // (requireTransition) and refuses the others.
 #include <optional>

@@ -523,6 +523,8 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
                 " (sbatch/squeue missing or `scontrol ping` fails); run this on a login node");
   }
   SlurmCampaignSummary sum;
+  sum.tasksRetried = c.retry(o.retry);
+  if (!o.retry.empty()) logInfo("{} task(s) back to pending for the retry", sum.tasksRetried);
   installStopHandlers();
   double interval = o.pollInitialS;
   auto lastReport = std::chrono::steady_clock::now();
@@ -564,7 +566,7 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
       sum.tasksHeld = static_cast<int>(r.held.size());
       logWarn(
           "{} task(s) held by failed dependencies (first: {}); fix those and run `foldfarm "
-          "campaign retry --failed {}`, then submit again",
+          "campaign retry {} --failed` (it submits them again)",
           r.held.size(), r.held.front(), dir);
       return sum;
     }

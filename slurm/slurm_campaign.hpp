@@ -60,6 +60,9 @@ struct SlurmCampaignOptions {
   // call then ends with Error naming it (its task.log and the job output say why).
   int maxSubmissions = 5;
   SlurmClient::Programs programs;
+  // `campaign retry`: tasks in these states (failed, cancelled) go back to pending once the
+  // submitter holds the journal and Slurm answers, before the first round.
+  std::vector<jobs::TaskState> retry;
 };
 
 struct SlurmCampaignSummary {
@@ -75,6 +78,7 @@ struct SlurmCampaignSummary {
   // Left by an earlier submitter that stopped between sbatch and release (see below).
   int orphansCancelled = 0;  // held jobs the journal never (fully) recorded: scancelled
   int heldReleased = 0;      // held jobs the journal records: released (adopted)
+  int tasksRetried = 0;      // moved back to pending by SlurmCampaignOptions::retry
   nlohmann::json toJson() const;
 };
 

@@ -258,17 +258,28 @@ void registerCampaignCommands(CommandGroups& g) {
   }
   // retry
   {
-    auto* c = campaign->add_subcommand("retry", "Rerun only the failed tasks");
+    auto* c = campaign->add_subcommand(
+        "retry", "Rerun only the failed (--failed) or cancelled (--cancelled) tasks");
     auto dir = std::make_shared<std::string>();
     auto failed = std::make_shared<bool>(false);
+    auto cancelled = std::make_shared<bool>(false);
     auto executor = std::make_shared<std::string>();
     c->add_option("dir", *dir, "Campaign directory")->required();
-    c->add_flag("--failed", *failed, "Move failed tasks back to pending and run them")->required();
-    c->add_option("--executor", *executor, "local or mpi (default: the spec's)")
-        ->check(CLI::IsMember({"local", "mpi"}));
-    c->callback([dir, executor] {
+    // At least one of the two (retryCommand refuses neither, naming both).
+    c->add_flag("--failed", *failed, "Move failed tasks back to pending and run them");
+    c->add_flag("--cancelled", *cancelled,
+                "Move cancelled tasks back to pending and run them (undoes `cancel`)");
+    c->add_option("--executor", *executor, "local, mpi or slurm (default: the spec's)")
+        ->check(CLI::IsMember({"local", "mpi", "slurm"}));
+    c->callback([dir, executor, failed, cancelled] {
       registerAllTaskKinds();
-      int rc = jobs::retryCommand(*dir, *executor, runOptions(0));
+      const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(*dir);
+      refuseUntrainable(frozen, *dir);
+      if ((executor->empty() ? frozen.executor : *executor) == "slurm") {
+        runCampaignThroughSlurm(*dir, jobs::retryStates(*dir, *failed, *cancelled));
+        return;
+      }
+      int rc = jobs::retryCommand(*dir, *executor, runOptions(0), *failed, *cancelled);
       if (rc == kExitInterrupted)
         throw InterruptedError(*dir + ": stopped; continue with `foldfarm campaign resume " + *dir +
                                "`");

@@ -193,9 +193,10 @@ void submitAndReport(SubmitArgs& a) {
   }
 }
 
-void runCampaignThroughSlurm(const std::string& dir) {
+void runCampaignThroughSlurm(const std::string& dir, const std::vector<jobs::TaskState>& retry) {
   SubmitArgs a;
   a.dir = dir;
+  a.opts.retry = retry;
   submitAndReport(a);
 }
 

@@ -6,6 +6,9 @@
 #include <CLI/CLI.hpp>
 
 #include <string>
+#include <vector>
+
+#include "jobs/task_state.hpp"
 
 namespace foldfarm::app {
 
@@ -82,7 +85,9 @@ struct ChainDeviceCli {
 void registerCampaignTaskKinds();
 // `foldfarm campaign run D --executor slurm` is `foldfarm slurm submit D` with defaults
 // from the spec (cmd_slurm.cpp). Returns when every task has ended; throws like submit.
-void runCampaignThroughSlurm(const std::string& dir);
+// `retry`: `campaign retry`'s states, moved back to pending first (SlurmCampaignOptions).
+void runCampaignThroughSlurm(const std::string& dir,
+                             const std::vector<jobs::TaskState>& retry = {});
 // `foldfarm campaign cancel D`: the journal's unfinished tasks -> cancelled; for a campaign
 // that submitted to Slurm, its array jobs are scancelled too (cmd_slurm.cpp).
 void cancelCampaign(const std::string& dir);

@@ -1,5 +1,5 @@
 // ff_jobs_tool: a torch-free front end to the jobs library for its tests. It speaks the
-// same commands as `foldfarm campaign …` (init, run, resume, retry --failed, cancel,
+// same commands as `foldfarm campaign …` (init, run, resume, retry --failed/--cancelled, cancel,
 // status, work) and `foldfarm worker`, and knows the built-in task kinds plus the test
 // kinds of test_kinds.hpp, so fault tests run real processes without LibTorch.
 #include <cstdio>
@@ -19,7 +19,7 @@ const char* kUsage =
     "       ff_jobs_tool init SPEC --dir D\n"
     "       ff_jobs_tool run|resume D [--executor local|mpi] [--slots N] [--lost-after S]\n"
     "                             [--heartbeat S]\n"
-    "       ff_jobs_tool retry D --failed\n"
+    "       ff_jobs_tool retry D [--failed] [--cancelled]\n"
     "       ff_jobs_tool cancel D | status D [--json]\n"
     "       ff_jobs_tool work D --task ID [--task ID ...] [--attempt N]\n";
 
@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
     std::string dir, executor;
     std::vector<std::string> tasks;
     int attempt = 0;
-    bool json = false, failed = false;
+    bool json = false, failed = false, cancelled = false;
     jobs::RunOptions opt;
     opt.show_progress = false;
     for (size_t k = 2; k < args.size(); ++k) {
@@ -68,6 +68,8 @@ int main(int argc, char** argv) {
         json = true;
       else if (args[k] == "--failed")
         failed = true;
+      else if (args[k] == "--cancelled")
+        cancelled = true;
       else
         throw InputError("unknown option " + args[k]);
     }
@@ -79,8 +81,7 @@ int main(int argc, char** argv) {
     }
     if (cmd == "run" || cmd == "resume") return jobs::runCommand(target, executor, opt);
     if (cmd == "retry") {
-      if (!failed) throw InputError("retry needs --failed");
-      return jobs::retryCommand(target, executor, opt);
+      return jobs::retryCommand(target, executor, opt, failed, cancelled);
     }
     if (cmd == "cancel") {
       jobs::cancelCommand(target);

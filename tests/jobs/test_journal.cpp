@@ -86,7 +86,7 @@ TEST(Journal, CompletionsAreIngestedExactlyOnce) {
   EXPECT_EQ(t2->state, TaskState::kPending);
   EXPECT_EQ(t2->failures, 0);
 
-  EXPECT_EQ(j.retryFailed(), 1);
+  EXPECT_EQ(j.retry(TaskState::kFailed, "retry requested"), 1);
   EXPECT_EQ(j.task("r0001m0")->state, TaskState::kPending);
   EXPECT_EQ(j.task("r0001m0")->failures, 0);
   auto counts = j.counts();
@@ -140,7 +140,7 @@ TEST(Journal, ATaskThatKeepsStoppingItselfEndsFailedAtTheInterruptionCap) {
   EXPECT_EQ(t->failures, 0);
   // `campaign retry --failed` gives the task a fresh count of interruptions and of
   // dispatches (attempts keep counting, so results stay matched to their attempt).
-  EXPECT_EQ(j.retryFailed(), 1);
+  EXPECT_EQ(j.retry(TaskState::kFailed, "retry requested"), 1);
   EXPECT_EQ(j.task("r0000m0")->attempts, 4);
   EXPECT_EQ(j.task("r0000m0")->attemptsSinceRetry(), 0);
   runOnce(75);

@@ -96,6 +96,41 @@ TEST_F(LocalExecutor, FailingTaskEndsFailedAndRetryRerunsOnlyIt) {
   }
 }
 
+// `cancel` is undone by `retry --cancelled`: a run leaves cancelled tasks alone and says so;
+// the retry moves them back as a fresh start and runs them; once done, a retry moves and
+// runs nothing. `retry` without saying which tasks is refused and changes nothing.
+TEST_F(LocalExecutor, RetryCancelledRunsWhatCancelStoppedAndNothingElse) {
+  init(json{{"task", "noop"}, {"replicas", 3}, {"resources", {{"cpu_slots", 1}}}});
+  ASSERT_EQ(runTool({"cancel", dir_}, scratch_, "cancel").exit_code, 0);
+  ToolRun run = runTool({"run", dir_}, scratch_, "run");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("3 cancelled task(s) not run; `foldfarm campaign retry " + dir_ +
+                         " --cancelled` runs them"),
+            std::string::npos)
+      << run.out;
+  ToolRun neither = runTool({"retry", dir_}, scratch_, "retry-neither");
+  EXPECT_EQ(neither.exit_code, 2) << neither.err;
+  EXPECT_NE(neither.err.find("--failed, --cancelled or both"), std::string::npos) << neither.err;
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+    EXPECT_EQ(c.counts()[TaskState::kCancelled], 3);
+  }
+  ToolRun again = runTool({"retry", dir_, "--cancelled"}, scratch_, "retry");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("3 retried"), std::string::npos) << again.out;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.counts()[TaskState::kDone], 3);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.attempts, 1) << t.id;
+    EXPECT_EQ(t.attemptsSinceRetry(), 1) << t.id << ": the retry is a fresh start";
+  }
+  // Done tasks stay done: a second retry moves nothing and runs nothing.
+  ToolRun none = runTool({"retry", dir_, "--cancelled", "--failed"}, scratch_, "retry-none");
+  ASSERT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_EQ(Campaign::open(dir_, Campaign::Access::kReadOnly).journal().eventCount(),
+            c.journal().eventCount());
+}
+
 TEST_F(LocalExecutor, SigtermStopsCleanlyAndResumeFinishes) {
   init(json{{"task", "sleep"},
             {"replicas", 24},

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "jobs/campaign.hpp"
+#include "jobs/campaign_commands.hpp"
 #include "jobs/executor.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
@@ -90,6 +91,43 @@ TEST(MpiExecutor, CompletesACampaignAndSurvivesACrashingTask) {
       }
     }
     EXPECT_EQ(slots, (std::set<int>{0, 1})) << "both worker ranks were given tasks";
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// `campaign retry D --cancelled --executor mpi` on every rank: rank 0 moves the cancelled
+// tasks back to pending once it holds the journal, and the pilot runs them. (Every rank
+// once opened the journal itself to move them: one rank lost the race for its lock and the
+// job aborted, with the tasks moved and none run.)
+TEST(MpiExecutor, RetryOnEveryRankMovesTheTasksOnceAndRunsThem) {
+  registerTestTaskKinds();
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::string dir;
+  if (rank == 0) {
+    dir = makeScratchDir("mpi_retry") + "/c";
+    const json spec{{"name", "mpi-retry"}, {"task", "sleep"},
+                    {"replicas", 4},       {"params", {{"seconds", 0.0}}},
+                    {"executor", "mpi"},   {"resources", {{"cpu_slots", 1}}}};
+    Campaign::init(parseCampaignSpec(spec, "spec", dir + "/.."), dir);
+    Campaign c = Campaign::open(dir, Campaign::Access::kWriter);
+    EXPECT_EQ(c.cancel("test"), 4);
+  }
+  dir = broadcastString(dir);
+  RunOptions opt;
+  opt.worker_argv = {FF_JOBS_TOOL, "worker"};
+  opt.show_progress = false;
+  opt.heartbeat_s = 0.2;
+  EXPECT_EQ(retryCommand(dir, "mpi", opt, /*failed=*/false, /*cancelled=*/true), 0);
+  if (rank == 0) {
+    Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
+    EXPECT_EQ(c.counts()[TaskState::kDone], 4);
+    int moved = 0;
+    c.journal().forEachEvent([&](const CampaignJournal::Event& e) {
+      moved += e.from == TaskState::kCancelled && e.to == TaskState::kPending;
+    });
+    EXPECT_EQ(moved, 4) << "each cancelled task moved back once";
+    for (const auto& t : c.tasks()) EXPECT_EQ(t.attemptsSinceRetry(), 1) << t.id;
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

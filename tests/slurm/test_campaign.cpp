@@ -158,6 +158,22 @@ TEST_F(SlurmCampaign, ARelativeCampaignRunsWhereverItsJobsStart) {
   EXPECT_TRUE(std::filesystem::is_empty(base_ + "/elsewhere"));
 }
 
+// `campaign retry D --cancelled` of a Slurm campaign: the submitter moves the cancelled tasks
+// back to pending once it holds the journal, and submits them.
+TEST_F(SlurmCampaign, RetryOfCancelledTasksSubmitsThem) {
+  const std::string dir = createSleepCampaign(base_ + "/cancelled", 2, 0.1);
+  {
+    jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kWriter);
+    ASSERT_EQ(c.cancel("test"), 2);
+  }
+  SlurmCampaignOptions o = fastOptions();
+  o.retry = {TaskState::kCancelled};
+  SlurmCampaignSummary sum = runCampaignOnSlurm(dir, o);
+  EXPECT_EQ(sum.tasksRetried, 2);
+  EXPECT_EQ(sum.counts[TaskState::kDone], 2);
+  EXPECT_EQ(sum.tasksSubmitted, 2);
+}
+
 // scancel in the middle: the tasks without a result go back to pending and are the only
 // ones resubmitted; every task ends done with exactly one result ingested.
 TEST_F(SlurmCampaign, ScancelMidwayResubmitsOnlyTheMissingTasks) {
