@@ -1,5 +1,7 @@
 #include "core/model/pet_config.hpp"
 
+#include <cstdio>
+
 #include <nlohmann/json.hpp>
 
 #include "core/base/error.hpp"
@@ -68,23 +70,40 @@ PetConfig applyPetOverrides(PetConfig c, const nlohmann::json& j, const std::str
   if (!j.is_object()) throw InputError(source + ": PET config must be a JSON object");
   for (const auto& [key, value] : j.items()) {
     (void)value;
-    if (key == "preset") take(j, "preset", c.preset, source);
-    else if (key == "num_features") take(j, "num_features", c.num_features, source);
-    else if (key == "num_jet") take(j, "num_jet", c.num_jet, source);
-    else if (key == "dim") take(j, "dim", c.dim, source);
-    else if (key == "heads") take(j, "heads", c.heads, source);
-    else if (key == "blocks") take(j, "blocks", c.blocks, source);
-    else if (key == "class_layers") take(j, "class_layers", c.class_layers, source);
-    else if (key == "gen_layers") take(j, "gen_layers", c.gen_layers, source);
-    else if (key == "k") take(j, "k", c.k, source);
-    else if (key == "local_blocks") take(j, "local_blocks", c.local_blocks, source);
-    else if (key == "layer_scale_init") take(j, "layer_scale_init", c.layer_scale_init, source);
-    else if (key == "feature_dropout") take(j, "feature_dropout", c.feature_dropout, source);
-    else if (key == "feature_dropout_from") take(j, "feature_dropout_from", c.feature_dropout_from, source);
-    else if (key == "fourier_freqs") take(j, "fourier_freqs", c.fourier_freqs, source);
-    else if (key == "norm_eps") take(j, "norm_eps", c.norm_eps, source);
-    else if (key == "num_classes") take(j, "num_classes", c.num_classes, source);
-    else if (key == "generator") take(j, "generator", c.generator, source);
+    if (key == "preset")
+      take(j, "preset", c.preset, source);
+    else if (key == "num_features")
+      take(j, "num_features", c.num_features, source);
+    else if (key == "num_jet")
+      take(j, "num_jet", c.num_jet, source);
+    else if (key == "dim")
+      take(j, "dim", c.dim, source);
+    else if (key == "heads")
+      take(j, "heads", c.heads, source);
+    else if (key == "blocks")
+      take(j, "blocks", c.blocks, source);
+    else if (key == "class_layers")
+      take(j, "class_layers", c.class_layers, source);
+    else if (key == "gen_layers")
+      take(j, "gen_layers", c.gen_layers, source);
+    else if (key == "k")
+      take(j, "k", c.k, source);
+    else if (key == "local_blocks")
+      take(j, "local_blocks", c.local_blocks, source);
+    else if (key == "layer_scale_init")
+      take(j, "layer_scale_init", c.layer_scale_init, source);
+    else if (key == "feature_dropout")
+      take(j, "feature_dropout", c.feature_dropout, source);
+    else if (key == "feature_dropout_from")
+      take(j, "feature_dropout_from", c.feature_dropout_from, source);
+    else if (key == "fourier_freqs")
+      take(j, "fourier_freqs", c.fourier_freqs, source);
+    else if (key == "norm_eps")
+      take(j, "norm_eps", c.norm_eps, source);
+    else if (key == "num_classes")
+      take(j, "num_classes", c.num_classes, source);
+    else if (key == "generator")
+      take(j, "generator", c.generator, source);
     else
       throw InputError(source + ": unknown PET config key '" + key +
                        "' (valid: dim, heads, blocks, class_layers, gen_layers, k, local_blocks, "
@@ -99,7 +118,8 @@ void validatePetConfig(const PetConfig& c, const std::string& source) {
   auto bad = [&](const std::string& why) {
     throw InputError(source + ": invalid PET config: " + why);
   };
-  if (c.dim <= 0 || c.heads <= 0 || c.dim % c.heads != 0) bad("dim must be a positive multiple of heads");
+  if (c.dim <= 0 || c.heads <= 0 || c.dim % c.heads != 0)
+    bad("dim must be a positive multiple of heads");
   if (c.blocks < 0 || c.class_layers < 1 || c.gen_layers < 0 || c.local_blocks < 0)
     bad("blocks/gen_layers/local_blocks must be >= 0 and class_layers >= 1");
   if (c.k < 1) bad("k must be >= 1");
@@ -109,14 +129,31 @@ void validatePetConfig(const PetConfig& c, const std::string& source) {
   if (c.fourier_freqs < 2) bad("fourier_freqs must be >= 2");
   if (c.feature_dropout < 0 || c.feature_dropout >= 1) bad("feature_dropout must be in [0, 1)");
   if (c.norm_eps <= 0) bad("norm_eps must be > 0");
+  // An upper estimate of the parameter count (a block is ~8 dim^2; pet.cpp): sizes that no
+  // machine could hold are refused here, before the model is built and the process killed.
+  const double d = c.dim;
+  const double layers =
+      static_cast<double>(c.blocks) + c.class_layers + c.gen_layers + c.local_blocks + 1.0;
+  const double estimate =
+      layers * 10.0 * d * d + 2.0 * c.num_classes * d +
+      4.0 * (static_cast<double>(c.num_features) + c.num_jet + c.fourier_freqs) * d;
+  if (estimate > kMaxPetParameters) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3g", estimate);
+    bad(std::string("about ") + text + " parameters (dim " + std::to_string(c.dim) + ", " +
+        std::to_string(c.blocks) + " blocks, " + std::to_string(c.num_classes) +
+        " classes), more than the 2^31 foldfarm trains; check the sizes");
+  }
 }
 
 PetConfig petConfigFromJson(const nlohmann::json& j, const std::string& source) {
   PetConfig base;
   if (j.contains("preset") && j.at("preset").is_string()) {
     const auto name = j.at("preset").get<std::string>();
-    if (name == "omnilearn" || name == "tiny") base = petPreset(name);
-    else base.preset = name;
+    if (name == "omnilearn" || name == "tiny")
+      base = petPreset(name);
+    else
+      base.preset = name;
   }
   return applyPetOverrides(base, j, source);
 }

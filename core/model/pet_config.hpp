@@ -12,22 +12,23 @@ namespace foldfarm {
 
 struct PetConfig {
   std::string preset = "omnilearn";
-  int num_features = 13;        // particle features (SPEC §3.1)
-  int num_jet = 4;              // jet features [pT, eta, mass, multiplicity]
-  int dim = 128;                // width D
+  int num_features = 13;  // particle features (SPEC §3.1)
+  int num_jet = 4;        // jet features [pT, eta, mass, multiplicity]
+  int dim = 128;          // width D
   int heads = 4;
-  int blocks = 8;               // body transformer blocks
-  int class_layers = 2;         // class-attention layers of the classifier head
-  int gen_layers = 2;           // transformer blocks of the generator head
-  int k = 10;                   // kNN neighbours of the local blocks
+  int blocks = 8;        // body transformer blocks
+  int class_layers = 2;  // class-attention layers of the classifier head
+  int gen_layers = 2;    // transformer blocks of the generator head
+  int k = 10;            // kNN neighbours of the local blocks
   int local_blocks = 2;
   double layer_scale_init = 1e-5;
-  double feature_dropout = 0.1;  // probability, per jet, of zeroing features >= feature_dropout_from
+  double feature_dropout =
+      0.1;  // probability, per jet, of zeroing features >= feature_dropout_from
   int feature_dropout_from = 7;
-  int fourier_freqs = 32;        // time embedding: [sin, cos] of this many frequencies
-  double norm_eps = 1e-3;        // masked GroupNorm epsilon
-  int num_classes = 1;           // classifier outputs: 1 = one logit (BCE), C > 1 = softmax (CE)
-  bool generator = false;        // build the diffusion generator head
+  int fourier_freqs = 32;  // time embedding: [sin, cos] of this many frequencies
+  double norm_eps = 1e-3;  // masked GroupNorm epsilon
+  int num_classes = 1;     // classifier outputs: 1 = one logit (BCE), C > 1 = softmax (CE)
+  bool generator = false;  // build the diffusion generator head
 
   bool operator==(const PetConfig& o) const;
   bool operator!=(const PetConfig& o) const { return !(*this == o); }
@@ -39,7 +40,11 @@ PetConfig petPreset(const std::string& name);
 // config file) for unknown keys, wrong types or invalid sizes.
 PetConfig applyPetOverrides(PetConfig base, const nlohmann::json& overrides,
                             const std::string& source);
-// Throws InputError(source + ": ...") if sizes are inconsistent (dim % heads != 0 ...).
+// The most parameters a PET config may have (an upper estimate from its sizes): 2^31, about
+// 8.6 GB of fp32 weights before gradients and optimiser state.
+inline constexpr double kMaxPetParameters = 2147483648.0;
+// Throws InputError(source + ": ...") if sizes are inconsistent (dim % heads != 0 ...) or
+// larger than kMaxPetParameters allows.
 void validatePetConfig(const PetConfig& cfg, const std::string& source);
 
 nlohmann::json petConfigToJson(const PetConfig& cfg);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "core/base/error.hpp"
 #include "core/model/attention.hpp"
 #include "core/model/diffusion.hpp"
 #include "core/model/masked_norm.hpp"
@@ -54,6 +55,27 @@ TEST(PetParameters, OmnilearnTenClassesWithGeneratorIsTwoMillion) {
   EXPECT_NEAR(static_cast<double>(n.total), 2.0e6, 0.01 * 2.0e6);
 }
 
+// Sizes no machine could hold are refused when the config is read, naming them (a typo of
+// 100000000 classes once built the model until the process was killed); large real models
+// pass.
+TEST(PetParameters, SizesNoMachineHoldsAreRefusedBeforeTheModelIsBuilt) {
+  for (const nlohmann::json& huge :
+       {nlohmann::json{{"num_classes", 100000000}}, nlohmann::json{{"dim", 65536}, {"heads", 8}},
+        nlohmann::json{{"dim", 4096}, {"heads", 8}, {"blocks", 20000}}}) {
+    try {
+      applyPetOverrides(petPreset("tiny"), huge, "cfg.json");
+      ADD_FAILURE() << huge.dump() << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("cfg.json: invalid PET config: about ", 0), 0u)
+          << e.what();
+      EXPECT_NE(std::string(e.what()).find("parameters"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NO_THROW(applyPetOverrides(
+      petPreset("omnilearn"), {{"dim", 1024}, {"heads", 16}, {"blocks", 24}, {"num_classes", 10}},
+      "cfg.json"));
+}
+
 TEST(PetInvariance, PaddingDoesNotChangeOutputs) {
   torch::manual_seed(1);
   Pet m(tinyFull());
@@ -84,8 +106,10 @@ TEST(PetInvariance, PaddingDoesNotChangeOutputs) {
   const torch::Tensor eps = torch::randn({12, 128, 3});
   const torch::Tensor za = noiseParticles(a.particles, a.mask, eps.narrow(1, 0, 64), t);
   const torch::Tensor zb = noiseParticles(b.particles, b.mask, eps, t);
-  const torch::Tensor va = m->velocity(m->encode(za, a.mask, t), a.mask, a.jets, m->labelInput(labels), t);
-  const torch::Tensor vb = m->velocity(m->encode(zb, b.mask, t), b.mask, b.jets, m->labelInput(labels), t);
+  const torch::Tensor va =
+      m->velocity(m->encode(za, a.mask, t), a.mask, a.jets, m->labelInput(labels), t);
+  const torch::Tensor vb =
+      m->velocity(m->encode(zb, b.mask, t), b.mask, b.jets, m->labelInput(labels), t);
   EXPECT_LT(maxDiff(va, vb.narrow(1, 0, 64)), 1e-5);
   EXPECT_EQ(vb.narrow(1, 64, 64).abs().max().item<double>(), 0.0);
 }
@@ -101,7 +125,9 @@ TEST(PetInvariance, ParticleOrderDoesNotChangeOutputs) {
   const torch::Tensor xp = a.particles.index_select(1, perm);
   const torch::Tensor mp = a.mask.index_select(1, perm);
   torch::NoGradGuard ng;
-  EXPECT_LT(maxDiff(m->classify(a.particles, a.mask, a.jets).logits, m->classify(xp, mp, a.jets).logits), 1e-5);
+  EXPECT_LT(
+      maxDiff(m->classify(a.particles, a.mask, a.jets).logits, m->classify(xp, mp, a.jets).logits),
+      1e-5);
   const torch::Tensor t = torch::full({6, 1}, 0.3);
   const torch::Tensor lab = m->labelInput(torch::zeros({6}, torch::kLong));
   const torch::Tensor v = m->velocity(m->encode(a.particles, a.mask, t), a.mask, a.jets, lab, t);
@@ -146,14 +172,13 @@ TEST(PetAttention, TrimmedEqualsPaddedWithGradients) {
   mask[0].narrow(0, 0, 9).fill_(1);  // full
   mask[1].narrow(0, 0, 4).fill_(1);  // short
   mask[2].narrow(0, 0, 7).fill_(1);
-  mask[2][3] = 0;                    // a hole inside the extent
+  mask[2][3] = 0;  // a hole inside the extent
   // mask[3]: no real particle at all
   for (const bool self : {true, false}) {
     const int64_t nq = self ? n : 1;
     const torch::Tensor q0 = torch::randn({b, h, nq, d}), k0 = torch::randn({b, h, n, d}),
                         v0 = torch::randn({b, h, n, d});
-    const torch::Tensor qe =
-        self ? maskExtent(mask) : torch::ones({b}, torch::kInt64);
+    const torch::Tensor qe = self ? maskExtent(mask) : torch::ones({b}, torch::kInt64);
     const torch::Tensor rows = self ? mask.view({b, 1, n, 1}) : torch::ones({b, 1, 1, 1});
     const torch::Tensor go = torch::randn({b, h, nq, d}) * rows;
     std::vector<torch::Tensor> grads[2];
@@ -244,7 +269,9 @@ TEST(PetDiffusion, SamplerIsSeededMaskedAndFinite) {
   EXPECT_GT(maxDiff(s1, s3), 1e-3);
   EXPECT_TRUE(torch::isfinite(s1).all().item<bool>());
   EXPECT_EQ((s1 * (1 - a.mask.unsqueeze(-1))).abs().max().item<double>(), 0.0);
-  EXPECT_EQ(s1.narrow(2, kDiffusedFeatures, s1.size(2) - kDiffusedFeatures).abs().max().item<double>(), 0.0);
+  EXPECT_EQ(
+      s1.narrow(2, kDiffusedFeatures, s1.size(2) - kDiffusedFeatures).abs().max().item<double>(),
+      0.0);
   EXPECT_GT(s1.narrow(2, 0, kDiffusedFeatures).abs().max().item<double>(), 1e-3);
 }
 
@@ -254,7 +281,8 @@ TEST(PetDiffusion, ScheduleEndsAndNoiseOnlyFirstThreeFeatures) {
   EXPECT_NEAR(l[0].item<double>(), 20.0, 1e-3);
   EXPECT_NEAR(l[1].item<double>(), -20.0, 1e-2);
   const JetTensors a = tensorsOf(modeltest::randomJets(2, 16, 10, 1));
-  const torch::Tensor z = noiseParticles(a.particles, a.mask, torch::randn({2, 16, 3}), torch::full({2, 1}, 0.5));
+  const torch::Tensor z =
+      noiseParticles(a.particles, a.mask, torch::randn({2, 16, 3}), torch::full({2, 1}, 0.5));
   EXPECT_EQ(z.narrow(2, 3, 10).abs().max().item<double>(), 0.0);
   EXPECT_EQ((z.narrow(2, 0, 3) * (1 - a.mask.unsqueeze(-1))).abs().max().item<double>(), 0.0);
 }
