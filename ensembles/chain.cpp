@@ -385,8 +385,7 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
     throw InputError(source +
                      ": mlp needs at least one hidden layer, epochs and batch_size >= 1, "
                      "lr > 0, patience and weight_decay >= 0");
-  for (int64_t h : c.mlp.hidden)
-    if (h < 1) throw InputError(source + ": mlp.hidden widths must be >= 1");
+  validateMlpShape(c.mlp.hidden, static_cast<int64_t>(c.observables.size()), source + ": mlp");
   return c;
 }
 

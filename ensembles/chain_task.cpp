@@ -19,6 +19,7 @@
 #include "core/train/gradient_step.hpp"
 #include "core/train/parallel.hpp"
 #include "core/train/sha256.hpp"
+#include "core/train/torch_error.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_output.hpp"
 
@@ -233,7 +234,7 @@ int runChainTask(const nlohmann::json& params, const std::string& task_dir) {
     logError("{}: {}", task_dir, e.what());
     return kExitBadInput;
   } catch (const std::exception& e) {
-    logError("{}: chain failed: {}", task_dir, e.what());
+    logError("{}: chain failed: {}", task_dir, exceptionMessage(e));
     return kExitFailure;
   }
 }

@@ -9,6 +9,7 @@
 #include "apps/foldfarm/commands.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/train/torch_error.hpp"
 
 namespace {
 
@@ -69,7 +70,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "foldfarm: error: %s\n", e.what());
     return e.exitCode();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "foldfarm: internal error: %s\n", e.what());
+    if (isOutOfMemory(e)) {
+      std::fprintf(stderr,
+                   "foldfarm: error: out of memory: %s; use a smaller batch or model, or a node "
+                   "with more memory\n",
+                   exceptionMessage(e).c_str());
+      return kExitFailure;
+    }
+    std::fprintf(stderr, "foldfarm: internal error: %s\n", exceptionMessage(e).c_str());
     return kExitFailure;
   }
   return kExitOk;

@@ -137,7 +137,7 @@ void validatePetConfig(const PetConfig& c, const std::string& source) {
   const double estimate =
       layers * 10.0 * d * d + 2.0 * c.num_classes * d +
       4.0 * (static_cast<double>(c.num_features) + c.num_jet + c.fourier_freqs) * d;
-  if (estimate > kMaxPetParameters) {
+  if (estimate > kMaxModelParameters) {
     char text[32];
     std::snprintf(text, sizeof text, "%.3g", estimate);
     bad(std::string("about ") + text + " parameters (dim " + std::to_string(c.dim) + ", " +

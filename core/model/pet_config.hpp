@@ -40,11 +40,11 @@ PetConfig petPreset(const std::string& name);
 // config file) for unknown keys, wrong types or invalid sizes.
 PetConfig applyPetOverrides(PetConfig base, const nlohmann::json& overrides,
                             const std::string& source);
-// The most parameters a PET config may have (an upper estimate from its sizes): 2^31, about
-// 8.6 GB of fp32 weights before gradients and optimiser state.
-inline constexpr double kMaxPetParameters = 2147483648.0;
+// The most parameters a model may have (PET: an upper estimate from its sizes; the
+// observable MLP): 2^31, about 8.6 GB of fp32 weights before gradients and optimiser state.
+inline constexpr double kMaxModelParameters = 2147483648.0;
 // Throws InputError(source + ": ...") if sizes are inconsistent (dim % heads != 0 ...) or
-// larger than kMaxPetParameters allows.
+// larger than kMaxModelParameters allows.
 void validatePetConfig(const PetConfig& cfg, const std::string& source);
 
 nlohmann::json petConfigToJson(const PetConfig& cfg);

@@ -6,12 +6,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 #include <random>
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/seed.hpp"
+#include "core/model/pet_config.hpp"
 #include "core/train/checkpoint.hpp"
 #include "core/train/flat_params.hpp"
 #include "core/train/jet_batches.hpp"
@@ -32,6 +34,24 @@ struct ObservableClassifier::Net {
   torch::nn::Sequential seq;
 };
 
+void validateMlpShape(const std::vector<int64_t>& hidden, int64_t inputs, const std::string& who) {
+  if (hidden.empty()) throw InputError(who + ": needs at least one hidden layer");
+  double parameters = 0;
+  double in = static_cast<double>(inputs);
+  for (int64_t h : hidden) {
+    if (h < 1) throw InputError(who + ": hidden layer widths must be >= 1");
+    parameters += (in + 1) * static_cast<double>(h);
+    in = static_cast<double>(h);
+  }
+  parameters += in + 1;
+  if (parameters > kMaxModelParameters) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3g", parameters);
+    throw InputError(who + ": hidden layers of " + text +
+                     " parameters, more than the 2^31 foldfarm trains; check the widths");
+  }
+}
+
 ObservableClassifier::ObservableClassifier(std::vector<std::string> columns,
                                            std::vector<int64_t> hidden, uint64_t init_seed,
                                            torch::Device device)
@@ -40,9 +60,7 @@ ObservableClassifier::ObservableClassifier(std::vector<std::string> columns,
       device_(device),
       net_(std::make_unique<Net>()) {
   if (columns_.empty()) throw InputError("observable MLP: needs at least one input column");
-  if (hidden_.empty()) throw InputError("observable MLP: needs at least one hidden layer");
-  for (int64_t h : hidden_)
-    if (h < 1) throw InputError("observable MLP: hidden layer widths must be >= 1");
+  validateMlpShape(hidden_, static_cast<int64_t>(columns_.size()), "observable MLP");
   int64_t in = static_cast<int64_t>(columns_.size());
   for (int64_t h : hidden_) {
     net_->seq->push_back(torch::nn::Linear(in, h));

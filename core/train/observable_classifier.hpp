@@ -48,6 +48,10 @@ struct MlpFitOptions {
   std::string label = "mlp";
 };
 
+// Throws InputError "<who>: ..." unless `hidden` has a layer, every width is >= 1 and the
+// MLP on `inputs` columns has at most kMaxModelParameters (core/model/pet_config.hpp).
+void validateMlpShape(const std::vector<int64_t>& hidden, int64_t inputs, const std::string& who);
+
 class ObservableClassifier {
  public:
   // columns: names of the input columns (recorded in checkpoints, checked on load);

@@ -270,7 +270,8 @@ TEST_F(ChainTest, ConfigsNoStepCouldTrainWithAreRefusedWhenRead) {
            {{{"weight_decay", -1e-5}}, "weight_decay"},
            {{{"optimizer", "sgd"}}, "optimizer"},
            {{{"val_fraction", 1.2}}, "val_fraction"},
-           {{{"mlp", {{"lr", 0.0}}}}, "lr > 0"}}) {
+           {{{"mlp", {{"lr", 0.0}}}}, "lr > 0"},
+           {{{"mlp", {{"hidden", {1000000000}}}}}, "mlp: hidden layers of 8e+09 parameters"}}) {
     try {
       chainConfigFromJson(bad, "cfg");
       ADD_FAILURE() << bad.dump() << " accepted";

@@ -18,6 +18,7 @@
 #include "core/train/classifier_trainer.hpp"
 #include "core/train/finetune.hpp"
 #include "core/train/optim.hpp"
+#include "core/train/torch_error.hpp"
 #include "tests/model/test_jets.hpp"
 
 using namespace foldfarm;
@@ -328,4 +329,27 @@ TEST(Finetune, ResumedAfterAnInterruptionEndsAsTheStraightRun) {
   auto pa = a.model()->parameters(), pb = b.model()->parameters();
   ASSERT_EQ(pa.size(), pb.size());
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << i;
+}
+
+// LibTorch's errors reach the user as one line: their message without the C++ backtrace
+// that c10::Error::what() appends, and an allocation failure is told apart.
+TEST(TorchError, LibTorchErrorsAreOneLineAndAllocationFailuresAreKnown) {
+  try {
+    TORCH_CHECK(false, "shapes [2, 3] and [4] do not match");
+    FAIL() << "TORCH_CHECK did not throw";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find('\n'), std::string::npos) << "what() has a backtrace";
+    EXPECT_EQ(foldfarm::exceptionMessage(e), "shapes [2, 3] and [4] do not match");
+    EXPECT_FALSE(foldfarm::isOutOfMemory(e));
+  }
+  try {
+    torch::Tensor t = torch::empty({int64_t{1} << 50}, torch::kFloat32);  // 4 PiB
+    FAIL() << "allocated " << t.numel() << " floats";
+  } catch (const std::exception& e) {
+    EXPECT_TRUE(foldfarm::isOutOfMemory(e)) << e.what();
+    EXPECT_EQ(foldfarm::exceptionMessage(e).find('\n'), std::string::npos);
+  }
+  const std::runtime_error plain("plain");
+  EXPECT_EQ(foldfarm::exceptionMessage(plain), "plain");
+  EXPECT_FALSE(foldfarm::isOutOfMemory(plain));
 }
