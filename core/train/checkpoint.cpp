@@ -10,6 +10,7 @@
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/train/sha256.hpp"
+#include "core/train/torch_error.hpp"
 
 namespace foldfarm {
 
@@ -132,7 +133,7 @@ Checkpoint readCheckpoint(const std::string& dir) {
     value = torch::pickle_load(bytes);
   } catch (const std::exception& e) {
     throw InputError(payload_path + ": cannot decode tensors (" +
-                     std::string(e.what()).substr(0, 200) +
+                     exceptionMessage(e).substr(0, 200) +
                      "); restore the checkpoint from a copy or retrain");
   }
   if (!value.isGenericDict())
