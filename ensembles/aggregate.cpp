@@ -511,6 +511,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
                                         const std::string& out_dir,
                                         const std::optional<std::string>& truth_path,
                                         const AggregateOptions& options) {
+  requireOutputDirectoryPath(out_dir, "--out");
   std::vector<std::string> chains;
   for (const auto& d : run_dirs) {
     auto found = findChainDirs(d);

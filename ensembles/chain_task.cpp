@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/lru_cache.hpp"
@@ -190,6 +191,7 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
     logInfo("{}: chain already complete", task_dir);
     return;
   }
+  requireOutputDirectoryPath(task_dir, "--out");
   ChainInputs in;
   in.ctx = ctx;
   in.mc = loadDataset(spec.mc_path);

@@ -35,14 +35,20 @@ std::vector<double> valCurve(const FitResult& r) {
 }  // namespace
 
 json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_dir) {
+  if (o.init == "none")
+    throw InputError(
+        "study warmstart: --init none leaves nothing to warm-start from; pass a foundation "
+        "checkpoint (the --out of `foldfarm pretrain`), which the study compares with training "
+        "from scratch");
+  requireOutputDirectoryPath(out_dir, "--out");
   const DeviceChoice dev = selectDevice(o.config.device);  // the config's, as a chain's
+  const Checkpoint ck = readCheckpoint(resolveCheckpointDir(o.init));
   data::UnfoldArrays mc = data::readUnfoldFile(o.mc_path);
   data::UnfoldArrays dat = data::readUnfoldFile(o.data_path);
   if (o.config.max_mc_events > 0 && o.config.max_mc_events < mc.n())
     mc = mc.slice(0, o.config.max_mc_events);
   if (o.config.max_data_events > 0 && o.config.max_data_events < dat.n())
     dat = dat.slice(0, o.config.max_data_events);
-  const Checkpoint ck = readCheckpoint(resolveCheckpointDir(o.init));
   const data::FeatureStats stats = chainFeatureStats(o.config, &ck, {&mc.reco, &mc.gen});
   std::vector<double> w_mc(static_cast<size_t>(mc.n())), w_data(static_cast<size_t>(dat.n()));
   for (int64_t i = 0; i < mc.n(); ++i) w_mc[i] = mc.weight(i);
@@ -113,6 +119,7 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
 }
 
 json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_dir) {
+  requireOutputDirectoryPath(out_dir, "--out");
   const DeviceChoice dev = selectDevice(o.config.device);  // the config's, as a chain's
   if (o.folds < 2)
     throw InputError("reweight-qg: --folds must be at least 2 (got " + std::to_string(o.folds) +

@@ -675,7 +675,7 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
   return s;
 }
 
-CampaignSpec loadCampaignSpec(const std::string& path) {
+CampaignSpec loadCampaignSpec(const std::string& path, bool require_inputs) {
   std::string text = readFile(path);
   // The parser refuses a number beyond double's range (1e400) with out_of_range, which
   // names the token but not the key: follow the object keys to name it.
@@ -712,7 +712,7 @@ CampaignSpec loadCampaignSpec(const std::string& path) {
   }
   auto slash = path.rfind('/');
   std::string base = slash == std::string::npos ? "." : path.substr(0, slash);
-  return parseCampaignSpec(j, path, base);
+  return parseCampaignSpec(j, path, base, require_inputs);
 }
 
 int gpusOnThisNode() {

@@ -180,7 +180,8 @@ CampaignSpec parseCampaignSpec(const nlohmann::json& j, const std::string& origi
 // not exist.
 void requireCampaignInputs(const CampaignSpec& spec, const std::string& origin);
 // Reads the file and parses it. Throws InputError.
-CampaignSpec loadCampaignSpec(const std::string& path);
+// `require_inputs` as parseCampaignSpec's (false: `campaign plan`, which starts no task).
+CampaignSpec loadCampaignSpec(const std::string& path, bool require_inputs = true);
 // Checks that this node can host the spec's local slots (GPUs present, cores for the
 // threads). Throws InputError. Called for the local executor before anything runs.
 void checkResourcesOnThisNode(const CampaignSpec& spec, const std::string& origin);

@@ -129,7 +129,8 @@ struct PlanArgs {
 
 void planCommand(const PlanArgs& a) {
   registerAllTaskKinds();
-  jobs::CampaignSpec spec = jobs::loadCampaignSpec(a.spec);
+  // A plan starts no task: its inputs need not be there yet (staged later, or elsewhere).
+  jobs::CampaignSpec spec = jobs::loadCampaignSpec(a.spec, /*require_inputs=*/false);
   jobs::PlanInput in;
   in.tasks = spec.numTasks();
   in.gpus = a.gpus;

@@ -112,6 +112,23 @@ void requireOutputDirectory(const std::string& path) {
                      " does not exist; create it first");
 }
 
+void requireOutputDirectoryPath(const std::string& dir, const std::string& option) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path target = fs::absolute(dir, ec).lexically_normal();
+  if (ec) return;  // the writer reports it
+  for (fs::path p = target;; p = p.parent_path()) {
+    const fs::file_status st = fs::status(p, ec);
+    if (fs::is_directory(st)) return;
+    if (fs::exists(st))
+      throw InputError(dir + ": " +
+                       (p == target ? std::string("exists and is not a directory")
+                                    : "cannot be made: " + p.string() + " is not a directory") +
+                       "; choose another " + option);
+    if (p == p.parent_path()) return;
+  }
+}
+
 void refuseOutputOverInput(const std::string& out, const std::string& in, const std::string& what) {
   std::error_code ec;
   if (!std::filesystem::equivalent(out, in, ec) || ec) return;  // distinct, or out not there yet

@@ -47,6 +47,11 @@ void renameDurable(const std::string& from, const std::string& to);
 // Checks, before anything is read or written, that an output file can be placed at `path`:
 // InputError("<path>: output directory <dir> does not exist; create it first") otherwise.
 void requireOutputDirectory(const std::string& path);
+// Checks, before anything is read or computed, that an output directory can be at `dir`:
+// InputError("<dir>: exists and is not a directory; ...") when a file is there, or when the
+// nearest existing ancestor of a directory still to be made is a file. `option` names the
+// command-line option (e.g. "--out") in the advice.
+void requireOutputDirectoryPath(const std::string& dir, const std::string& option);
 // InputError when the output `out` is the input `in` (the same file, by any path or link):
 // the atomic rename would replace the input with the output. `what` names the command.
 void refuseOutputOverInput(const std::string& out, const std::string& in, const std::string& what);

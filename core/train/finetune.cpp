@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/seed.hpp"
@@ -36,6 +37,7 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
   const std::string model_dir = (fs::path(opt.out) / "model").string();
   checkHeldOutFractions("finetune", o.val_fraction, opt.test_fraction);
   checkFitOptions(o);
+  requireOutputDirectoryPath(opt.out, "--out");
   if (!o.resume && (checkpointExists(o.state_dir) || fs::exists(model_dir)))
     throw InputError(opt.out +
                      ": holds an earlier fine-tuning (state or model); pass --resume to continue "

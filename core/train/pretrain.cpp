@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/process.hpp"
@@ -119,6 +120,7 @@ TrainOptions trainOptionsFor(const PretrainOptions& o, ParallelContext& ctx) {
 
 // Refuses options that no run can use, before anything is read.
 void checkPretrainOptions(const PretrainOptions& o) {
+  requireOutputDirectoryPath(o.out, "--out");
   checkHeldOutFractions("pretrain", o.val_fraction, o.test_fraction);
   if (o.max_jets < 0) throw InputError("pretrain: --max-jets must be >= 0 (0: every jet)");
   if (o.train.max_epochs < 1)

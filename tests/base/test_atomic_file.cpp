@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
@@ -90,6 +92,32 @@ TEST(AtomicFile, MissingDirectoryIsAClearError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent_dir_ff/x.json"), std::string::npos);
   }
+}
+
+// An output directory where a file is (or under one) is refused before anything is
+// computed, naming the path and the option; a directory that exists, or that can be made
+// under one, is accepted.
+TEST(OutputDirectory, AFileWhereTheDirectoryGoesIsRefused) {
+  const fs::path d = tempDir() / "outdir";
+  fs::create_directories(d / "existing");
+  std::FILE* f = std::fopen((d / "file.h5").c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fclose(f);
+  EXPECT_NO_THROW(requireOutputDirectoryPath((d / "existing").string(), "--out"));
+  EXPECT_NO_THROW(requireOutputDirectoryPath((d / "new" / "deeper").string(), "--out"));
+  EXPECT_NO_THROW(requireOutputDirectoryPath("relative_new_dir", "--out"));
+  for (const auto& [path, why] : std::vector<std::pair<fs::path, std::string>>{
+           {d / "file.h5", "exists and is not a directory; choose another --out"},
+           {d / "file.h5" / "sub", "cannot be made: " + (d / "file.h5").string() +
+                                       " is not a directory; choose another --out"}}) {
+    try {
+      requireOutputDirectoryPath(path.string(), "--out");
+      ADD_FAILURE() << path << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()), path.string() + ": " + why);
+    }
+  }
+  fs::remove_all(d);
 }
 
 TEST(ReadFile, MissingFileIsInputError) {

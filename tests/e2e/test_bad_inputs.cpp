@@ -334,6 +334,11 @@ TEST_F(BadInputs, CampaignSpecs) {
   }
   expectCleanFailure({"campaign", "init", p("spec_missing_file.json"), "--dir", p("camp_mf")},
                      "/nonexistent/mc.h5");
+  // A plan starts no task: it is made before the inputs are staged.
+  const RunResult plan = run({"campaign", "plan", p("spec_missing_file.json"), "--gpus", "2",
+                              "--task-minutes", "5", "--json"},
+                             dir_ / "work");
+  EXPECT_EQ(plan.code, 0) << plan.err;
   expectCleanFailure({"campaign", "init", p("spec_chain_classifier.json"), "--dir", p("camp_cc")},
                      "bdt");
   expectCleanFailure({"campaign", "init", p("spec_chain_observable.json"), "--dir", p("camp_co")},
@@ -495,6 +500,22 @@ TEST_F(BadInputs, CommandLine) {
   // A pilot for no campaign (it once rendered one, to fail in the queue), and GPUs for a
   // campaign whose tasks run on CPUs.
   expectCleanFailure({"slurm", "render", "pilot", p("no_campaign")}, "no_campaign");
+  // An output directory where a file is: refused before anything is read or trained (exit 1
+  // after the work, or an internal error after training both models of the study).
+  for (const std::vector<std::string>& cmd :
+       {std::vector<std::string>{"pretrain", "--data", p("good.h5"), "--preset", "tiny", "--epochs",
+                                 "1", "--out", p("data.h5")},
+        std::vector<std::string>{"finetune", "--train", p("good.h5"), "--out", p("data.h5")},
+        std::vector<std::string>{"unfold", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init",
+                                 "none", "--replica", "0", "--member", "0", "--out",
+                                 p("data.h5") + "/chain"},
+        std::vector<std::string>{"aggregate", "--runs", p("camp"), "--out", p("data.h5")},
+        std::vector<std::string>{"study", "warmstart", "--mc", p("mc.h5"), "--data", p("data.h5"),
+                                 "--init", p("ckpt"), "--out", p("data.h5")}})
+    expectCleanFailure(cmd, p("data.h5"));
+  expectCleanFailure({"study", "warmstart", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init",
+                      "none", "--out", p("ws")},
+                     "--init none leaves nothing to warm-start from");
   expectCleanFailure({"slurm", "render", "pilot", p("camp"), "--gpus-per-node", "4"},
                      "--gpus-per-node 4");
 }
