@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -159,34 +160,26 @@ TEST_F(Device, AGpuChainCampaignIsRefusedAtInitWhenLibTorchLacksCuda) {
       dir_);
   EXPECT_EQ(c.exitCode, 0) << c.err;
   EXPECT_TRUE(fs::exists(dir_ / "camp_cpu"));
-  // CUDA graphs for chains on CPU slots (the config inline in "chain") are refused the same
-  // way: every task would stop with exit 2.
-  spec["chain"] = {{"classifier", "pet"}, {"cuda_graphs", true}};
-  std::ofstream(dir_ / "graphs.json") << spec.dump();
-  const foldfarm::ProcessResult g = runFoldfarm(
-      {"campaign", "init", (dir_ / "graphs.json").string(), "--dir", (dir_ / "camp_g").string()},
-      dir_);
-  EXPECT_EQ(g.exitCode, 2) << g.err;
-  EXPECT_NE(g.err.find("graphs.json"), std::string::npos) << g.err;
-  EXPECT_NE(g.err.find("cuda_graphs"), std::string::npos) << g.err;
-  EXPECT_FALSE(fs::exists(dir_ / "camp_g"));
-  // So are bf16 PET steps; an MLP chain trains in fp32 whatever its precision.
-  spec["chain"] = {{"classifier", "pet+mlp"}, {"precision", "bf16"}};
-  std::ofstream(dir_ / "bf16.json") << spec.dump();
-  const foldfarm::ProcessResult b = runFoldfarm(
-      {"campaign", "init", (dir_ / "bf16.json").string(), "--dir", (dir_ / "camp_b").string()},
-      dir_);
-  EXPECT_EQ(b.exitCode, 2) << b.err;
-  EXPECT_NE(b.err.find("bf16.json"), std::string::npos) << b.err;
-  EXPECT_NE(b.err.find("precision bf16"), std::string::npos) << b.err;
-  EXPECT_FALSE(fs::exists(dir_ / "camp_b"));
-  spec["chain"] = {{"classifier", "mlp"}, {"precision", "bf16"}};
-  std::ofstream(dir_ / "bf16_mlp.json") << spec.dump();
-  EXPECT_EQ(runFoldfarm({"campaign", "init", (dir_ / "bf16_mlp.json").string(), "--dir",
-                         (dir_ / "camp_bm").string()},
-                        dir_)
-                .exitCode,
-            0);
+  // A chain config that needs a GPU, for chains on CPU slots (the config inline in "chain"),
+  // is refused the same way (every task would stop with exit 2), naming the spec and the key;
+  // an MLP chain trains in fp32 whatever its precision.
+  auto init = [&](const json& chain, const std::string& name) {
+    spec["chain"] = chain;
+    std::ofstream(dir_ / (name + ".json")) << spec.dump();
+    return runFoldfarm({"campaign", "init", (dir_ / (name + ".json")).string(), "--dir",
+                        (dir_ / ("camp_" + name)).string()},
+                       dir_);
+  };
+  for (const auto& [chain, name, key] : std::vector<std::tuple<json, std::string, std::string>>{
+           {{{"classifier", "pet"}, {"cuda_graphs", true}}, "graphs", "cuda_graphs"},
+           {{{"classifier", "pet+mlp"}, {"precision", "bf16"}}, "bf16", "precision bf16"}}) {
+    const foldfarm::ProcessResult g = init(chain, name);
+    EXPECT_EQ(g.exitCode, 2) << g.err;
+    EXPECT_NE(g.err.find(name + ".json"), std::string::npos) << g.err;
+    EXPECT_NE(g.err.find(key), std::string::npos) << g.err;
+    EXPECT_FALSE(fs::exists(dir_ / ("camp_" + name)));
+  }
+  EXPECT_EQ(init({{"classifier", "mlp"}, {"precision", "bf16"}}, "bf16_mlp").exitCode, 0);
 }
 
 TEST_F(Device, CudaIsRefusedWithOneLineAndNothingWrittenWithoutAGpu) {
