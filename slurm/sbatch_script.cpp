@@ -1,5 +1,6 @@
 #include "slurm/sbatch_script.hpp"
 
+#include <algorithm>
 #include <sstream>
 
 #include "core/base/error.hpp"
@@ -167,9 +168,14 @@ std::string renderPretrainScript(const SbatchResources& r, const std::vector<std
   renderSetup(s, r);
   s << "\nexport OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask
     << "\n";
-  std::vector<std::string> cmd = {
-      "srun",     "--mpi=pmix", "--kill-on-bad-exit=1",       r.foldfarm,
-      "pretrain", "--threads",  std::to_string(r.cpusPerTask)};
+  std::vector<std::string> cmd = {"srun", "--mpi=pmix", "--kill-on-bad-exit=1", r.foldfarm,
+                                  "pretrain"};
+  // Threads per rank follow --cpus-per-task unless the arguments set them (pretrain takes
+  // --threads once).
+  const bool threads_given = std::any_of(args.begin(), args.end(), [](const std::string& a) {
+    return a == "--threads" || a.rfind("--threads=", 0) == 0;
+  });
+  if (!threads_given) cmd.insert(cmd.end(), {"--threads", std::to_string(r.cpusPerTask)});
   cmd.insert(cmd.end(), args.begin(), args.end());
   s << "ff_start " << shellJoin(cmd) << "\n";
   renderFinish(s, r);

@@ -51,7 +51,8 @@ struct SbatchResources {
   std::string foldfarm = "foldfarm";  // the executable the script runs (quoted)
 };
 
-// (a) Pretraining: pretrainArgs are the arguments after `foldfarm pretrain` (each quoted).
+// (a) Pretraining: pretrainArgs are the arguments after `foldfarm pretrain` (each quoted),
+// after `--threads <cpusPerTask>` unless they set --threads themselves.
 std::string renderPretrainScript(const SbatchResources& res,
                                  const std::vector<std::string>& pretrainArgs);
 

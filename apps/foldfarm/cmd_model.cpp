@@ -336,7 +336,90 @@ void runMlpBench(const MlpBenchArgs& a) {
   std::printf("%s\n", line.c_str());
 }
 
+// `pretrain`'s options on `parent`, bound to `pre` (no callback): the command itself, and
+// `slurm render pretrain`'s check of the arguments it puts in a batch script.
+CLI::App* addPretrainCommand(CLI::App& parent, PretrainArgs& pre) {
+  CLI::App* p = parent.add_subcommand(
+      "pretrain", "Pretrain PET (classification + diffusion + noised classification)");
+  p->add_option("--data", pre.data,
+                "Jets HDF5 files with pid labels: paths, glob patterns ('train_*.h5') or @LIST "
+                "(a text file of paths), comma-separated; all must share the layout")
+      ->required();
+  p->add_option("--out", pre.out, "Output directory (state/ while training, model/ at the end)")
+      ->required();
+  p->add_option("--config", pre.config,
+                "JSON with \"model\" (size overrides) and \"train\" (lr, epochs, ...)");
+  p->add_option("--preset", pre.preset, "omnilearn or tiny")->capture_default_str();
+  p->add_option("--epochs", pre.epochs, "Epochs")->capture_default_str();
+  p->add_option("--batch", pre.batch, "Batch size per rank")->capture_default_str();
+  p->add_option("--lr", pre.lr, "Head learning rate after warm-up (x sqrt(ranks))")
+      ->capture_default_str();
+  p->add_option("--lr-factor", pre.lr_factor, "Body learns at lr / lr_factor")
+      ->capture_default_str();
+  p->add_option("--optimizer", pre.optimizer, "lion or adamw")->capture_default_str();
+  p->add_option("--warmup-epochs", pre.warmup_epochs, "Linear warm-up epochs")
+      ->capture_default_str();
+  p->add_option("--val-fraction", pre.val_fraction, "Validation fraction")->capture_default_str();
+  p->add_option("--test-fraction", pre.test_fraction, "Held-out test fraction")
+      ->capture_default_str();
+  p->add_option("--max-jets", pre.max_jets, "Read at most this many jets (0: all)")
+      ->capture_default_str();
+  p->add_option("--seed", pre.seed, "Seed of initialisation, splits, data order and noise")
+      ->capture_default_str();
+  p->add_option("--threads", pre.threads, "Threads (0: all cores)")->capture_default_str();
+  p->add_flag("--resume", pre.resume, "Continue from <out>/state");
+  p->add_flag("--shard-data", pre.shard_data,
+              "Each rank reads and holds only its 1/N of the jets and shuffles them per epoch "
+              "(memory per rank / N; resume on the same number of ranks)");
+  CLI::Option* stream_flag =
+      p->add_flag("--stream", pre.stream,
+                  "Stream the training jets from the files instead of holding them: memory per "
+                  "rank is the shuffle buffer and the read-ahead; whole blocks are held out for "
+                  "validation and test; resumes exactly, on any number of ranks");
+  p->add_option("--block-rows", pre.block_rows,
+                "--stream: rows per block (the unit of shuffling, "
+                "dealing and hold-out)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))
+      ->needs(stream_flag)
+      ->capture_default_str();
+  p->add_option("--shuffle-buffer", pre.shuffle_buffer, "--stream: jets in the shuffle buffer")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 26))
+      ->needs(stream_flag)
+      ->capture_default_str();
+  p->add_option("--readers", pre.readers, "--stream: reader threads per rank")
+      ->check(CLI::Range(1, 256))
+      ->needs(stream_flag)
+      ->capture_default_str();
+  p->add_option("--read-ahead", pre.read_ahead, "--stream: blocks read ahead per rank")
+      ->check(CLI::Range(1, 4096))
+      ->needs(stream_flag)
+      ->capture_default_str();
+  p->add_option("--eval-jets", pre.eval_jets,
+                "--stream: at most this many held-out jets each for validation and test (0: all)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))
+      ->needs(stream_flag)
+      ->capture_default_str();
+  pre.dist.addTo(*p);
+  addDeviceOptions(*p, pre.device, &pre.precision, &pre.fixed_shapes, &pre.cuda_graphs);
+  return p;
+}
+
 }  // namespace
+
+void checkPretrainArguments(const std::vector<std::string>& args, const std::string& who) {
+  CLI::App app{"check"};
+  PretrainArgs unused;
+  addPretrainCommand(app, unused);
+  std::vector<std::string> argv = {"pretrain"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::reverse(argv.begin(), argv.end());  // CLI11 parses a vector from its back
+  try {
+    app.parse(argv);
+  } catch (const CLI::ParseError& e) {
+    throw InputError(who + ": the arguments after -- are not those of `foldfarm pretrain`: " +
+                     e.what() + " (see `foldfarm pretrain --help`)");
+  }
+}
 
 void registerModelCommands(CommandGroups& g) {
   auto info = std::make_shared<InfoArgs>();
@@ -353,68 +436,7 @@ void registerModelCommands(CommandGroups& g) {
   i->callback([info] { runInfo(*info); });
 
   auto pre = std::make_shared<PretrainArgs>();
-  CLI::App* p = g.root.add_subcommand(
-      "pretrain", "Pretrain PET (classification + diffusion + noised classification)");
-  p->add_option("--data", pre->data,
-                "Jets HDF5 files with pid labels: paths, glob patterns ('train_*.h5') or @LIST "
-                "(a text file of paths), comma-separated; all must share the layout")
-      ->required();
-  p->add_option("--out", pre->out, "Output directory (state/ while training, model/ at the end)")
-      ->required();
-  p->add_option("--config", pre->config,
-                "JSON with \"model\" (size overrides) and \"train\" (lr, epochs, ...)");
-  p->add_option("--preset", pre->preset, "omnilearn or tiny")->capture_default_str();
-  p->add_option("--epochs", pre->epochs, "Epochs")->capture_default_str();
-  p->add_option("--batch", pre->batch, "Batch size per rank")->capture_default_str();
-  p->add_option("--lr", pre->lr, "Head learning rate after warm-up (x sqrt(ranks))")
-      ->capture_default_str();
-  p->add_option("--lr-factor", pre->lr_factor, "Body learns at lr / lr_factor")
-      ->capture_default_str();
-  p->add_option("--optimizer", pre->optimizer, "lion or adamw")->capture_default_str();
-  p->add_option("--warmup-epochs", pre->warmup_epochs, "Linear warm-up epochs")
-      ->capture_default_str();
-  p->add_option("--val-fraction", pre->val_fraction, "Validation fraction")->capture_default_str();
-  p->add_option("--test-fraction", pre->test_fraction, "Held-out test fraction")
-      ->capture_default_str();
-  p->add_option("--max-jets", pre->max_jets, "Read at most this many jets (0: all)")
-      ->capture_default_str();
-  p->add_option("--seed", pre->seed, "Seed of initialisation, splits, data order and noise")
-      ->capture_default_str();
-  p->add_option("--threads", pre->threads, "Threads (0: all cores)")->capture_default_str();
-  p->add_flag("--resume", pre->resume, "Continue from <out>/state");
-  p->add_flag("--shard-data", pre->shard_data,
-              "Each rank reads and holds only its 1/N of the jets and shuffles them per epoch "
-              "(memory per rank / N; resume on the same number of ranks)");
-  CLI::Option* stream_flag =
-      p->add_flag("--stream", pre->stream,
-                  "Stream the training jets from the files instead of holding them: memory per "
-                  "rank is the shuffle buffer and the read-ahead; whole blocks are held out for "
-                  "validation and test; resumes exactly, on any number of ranks");
-  p->add_option("--block-rows", pre->block_rows,
-                "--stream: rows per block (the unit of shuffling, "
-                "dealing and hold-out)")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))
-      ->needs(stream_flag)
-      ->capture_default_str();
-  p->add_option("--shuffle-buffer", pre->shuffle_buffer, "--stream: jets in the shuffle buffer")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 26))
-      ->needs(stream_flag)
-      ->capture_default_str();
-  p->add_option("--readers", pre->readers, "--stream: reader threads per rank")
-      ->check(CLI::Range(1, 256))
-      ->needs(stream_flag)
-      ->capture_default_str();
-  p->add_option("--read-ahead", pre->read_ahead, "--stream: blocks read ahead per rank")
-      ->check(CLI::Range(1, 4096))
-      ->needs(stream_flag)
-      ->capture_default_str();
-  p->add_option("--eval-jets", pre->eval_jets,
-                "--stream: at most this many held-out jets each for validation and test (0: all)")
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))
-      ->needs(stream_flag)
-      ->capture_default_str();
-  pre->dist.addTo(*p);
-  addDeviceOptions(*p, pre->device, &pre->precision, &pre->fixed_shapes, &pre->cuda_graphs);
+  CLI::App* p = addPretrainCommand(g.root, *pre);
   p->callback([pre] { runPretrain(*pre); });
 
   auto ft = std::make_shared<FinetuneArgs>();

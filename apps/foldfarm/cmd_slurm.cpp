@@ -226,7 +226,10 @@ void registerSlurmCommands(CommandGroups& g) {
   pre->res.addTo(*rp, false);
   rp->add_option("args", pre->extra, "Arguments of `foldfarm pretrain` (after --)");
   rp->callback([pre] {
-    std::fputs(slurm::renderPretrainScript(pre->res.resolved(), pre->extra).c_str(), stdout);
+    const std::string script = slurm::renderPretrainScript(pre->res.resolved(), pre->extra);
+    // A job that cannot start should fail here, not after its wait in the queue.
+    checkPretrainArguments(pre->extra, "slurm render pretrain");
+    std::fputs(script.c_str(), stdout);
   });
 
   auto pil = std::make_shared<RenderArgs>();

@@ -83,6 +83,9 @@ struct ChainDeviceCli {
 // Registers every task kind this executable can run (noop, sleep, command, chain). Any
 // command that opens a campaign calls it first: opening validates the spec's task kind.
 void registerCampaignTaskKinds();
+// Parses `args` as `foldfarm pretrain`'s arguments without running anything: InputError
+// naming `who` when they would not start (a missing --data or --out, an unknown option).
+void checkPretrainArguments(const std::vector<std::string>& args, const std::string& who);
 // `foldfarm campaign run D --executor slurm` is `foldfarm slurm submit D` with defaults
 // from the spec (cmd_slurm.cpp). Returns when every task has ended; throws like submit.
 // `retry`: `campaign retry`'s states, moved back to pending first (SlurmCampaignOptions).

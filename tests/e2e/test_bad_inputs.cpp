@@ -495,6 +495,11 @@ TEST_F(BadInputs, CommandLine) {
   // Names and paths that sbatch would misread: a word that splits the job, a backslash that
   // turns off every % symbol of an output pattern.
   expectCleanFailure({"slurm", "render", "pretrain", "--job-name", "zjets hetjob"}, "--job-name");
+  // A pretraining job that could not start (it once waited in the queue to fail).
+  expectCleanFailure({"slurm", "render", "pretrain", "--", "--out", p("pre_job")}, "--data");
+  expectCleanFailure(
+      {"slurm", "render", "pretrain", "--", "--data", p("good.h5"), "--out", "o", "--epoch", "3"},
+      "--epoch");
   expectCleanFailure({"slurm", "render", "pretrain", "--output", p("a\\b") + "/%j.out"},
                      "--output");
   // A pilot for no campaign (it once rendered one, to fail in the queue), and GPUs for a

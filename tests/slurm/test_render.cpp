@@ -163,7 +163,15 @@ TEST(SbatchScript, PretrainOneRankPerGpu) {
   EXPECT_NE(s.find("\nmodule load cuda/12\n"), std::string::npos);
   // The trap is installed before the workers start.
   EXPECT_LT(s.find("trap 'ff_forward USR1' USR1"), s.find("ff_start 'srun'"));
+  EXPECT_NE(s.find("'pretrain' '--threads' '8' '--config'"), std::string::npos) << s;
   expectBashSyntaxOk(s);
+  // Threads the arguments set are theirs alone (pretrain refuses --threads twice).
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--threads", "3"}, std::vector<std::string>{"--threads=3"}}) {
+    const std::string t = renderPretrainScript(r, args);
+    EXPECT_EQ(t.find("'--threads' '8'"), std::string::npos) << t;
+    EXPECT_NE(t.find("'pretrain' '--threads"), std::string::npos) << t;
+  }
 }
 
 TEST(SbatchScript, ArrayScriptQuotesPathsAndThrottles) {
