@@ -1,6 +1,7 @@
 // foldfarm campaign init|run|resume|status|retry|cancel|work|aggregate|plan, the internal
 // `foldfarm worker`, and `foldfarm bench scheduler`. Thin: options are parsed here and the
 // work is done by jobs/ (campaigns) and ensembles/ (the chain task kind, aggregation).
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
@@ -182,6 +183,50 @@ void planCommand(const PlanArgs& a) {
 
 }  // namespace
 
+namespace {
+
+struct RunArgs {
+  std::string dir, executor;
+  int slots = 0;
+  double lost_after = jobs::RunOptions{}.lost_after_s;
+};
+
+// `campaign run` / `resume`'s options on `parent`, bound to `a` (no callback): the commands
+// themselves, and `slurm render pilot`'s check of the arguments it puts in a batch script.
+CLI::App* addRunCommand(CLI::App& parent, const std::string& name, RunArgs& a) {
+  CLI::App* c = parent.add_subcommand(
+      name, name == "run" ? "Run the campaign's pending tasks (local worker pool or MPI pilot)"
+                          : "Continue a stopped or crashed campaign from its journal");
+  c->add_option("dir", a.dir, "Campaign directory")->required();
+  c->add_option("--executor", a.executor, "local, mpi or slurm (default: the spec's)")
+      ->check(CLI::IsMember({"local", "mpi", "slurm"}));
+  c->add_option("--slots", a.slots, "Override the number of local slots (0: from the spec)")
+      ->check(cli::kNonNegative);
+  c->add_option("--lost-after", a.lost_after,
+                "mpi: seconds without a heartbeat after which a rank is lost (fenced; the "
+                "pilot ends with exit 3 naming it once the rest is done)")
+      ->capture_default_str()
+      ->check(cli::kPositive);
+  return c;
+}
+
+}  // namespace
+
+void checkCampaignRunArguments(const std::vector<std::string>& args, const std::string& who) {
+  CLI::App app{"check"};
+  RunArgs unused;
+  addRunCommand(app, "run", unused);
+  std::vector<std::string> argv = {"run"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::reverse(argv.begin(), argv.end());  // CLI11 parses a vector from its back
+  try {
+    app.parse(argv);
+  } catch (const CLI::ParseError& e) {
+    throw InputError(who + ": the arguments are not those of `foldfarm campaign run`: " + e.what() +
+                     " (see `foldfarm campaign run --help`)");
+  }
+}
+
 void registerCampaignCommands(CommandGroups& g) {
   CLI::App* campaign = g.root.add_subcommand(
       "campaign",
@@ -205,43 +250,26 @@ void registerCampaignCommands(CommandGroups& g) {
   }
   // run / resume
   for (const char* name : {"run", "resume"}) {
-    bool is_run = std::string(name) == "run";
-    auto* c = campaign->add_subcommand(
-        name, is_run ? "Run the campaign's pending tasks (local worker pool or MPI pilot)"
-                     : "Continue a stopped or crashed campaign from its journal");
-    auto dir = std::make_shared<std::string>();
-    auto executor = std::make_shared<std::string>();
-    auto slots = std::make_shared<int>(0);
-    auto lost_after = std::make_shared<double>(jobs::RunOptions{}.lost_after_s);
-    c->add_option("dir", *dir, "Campaign directory")->required();
-    c->add_option("--executor", *executor, "local, mpi or slurm (default: the spec's)")
-        ->check(CLI::IsMember({"local", "mpi", "slurm"}));
-    c->add_option("--slots", *slots, "Override the number of local slots (0: from the spec)")
-        ->check(cli::kNonNegative);
-    c->add_option("--lost-after", *lost_after,
-                  "mpi: seconds without a heartbeat after which a rank is lost (fenced; the "
-                  "pilot ends with exit 3 naming it once the rest is done)")
-        ->capture_default_str()
-        ->check(cli::kPositive);
-    c->callback([dir, executor, slots, lost_after] {
+    auto a = std::make_shared<RunArgs>();
+    addRunCommand(*campaign, name, *a)->callback([a] {
       registerAllTaskKinds();
-      const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(*dir);
-      refuseUntrainable(frozen, *dir);
-      std::string ex = *executor;
+      const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(a->dir);
+      refuseUntrainable(frozen, a->dir);
+      std::string ex = a->executor;
       if (ex.empty()) ex = frozen.executor;
       if (ex == "slurm") {
-        runCampaignThroughSlurm(*dir);
+        runCampaignThroughSlurm(a->dir);
         return;
       }
-      jobs::RunOptions o = runOptions(*slots);
-      o.lost_after_s = *lost_after;
-      int rc = jobs::runCommand(*dir, *executor, o);
+      jobs::RunOptions o = runOptions(a->slots);
+      o.lost_after_s = a->lost_after;
+      int rc = jobs::runCommand(a->dir, a->executor, o);
       if (rc == kExitInterrupted)
-        throw InterruptedError(*dir + ": stopped; continue with `foldfarm campaign resume " + *dir +
-                               "`");
+        throw InterruptedError(a->dir + ": stopped; continue with `foldfarm campaign resume " +
+                               a->dir + "`");
       if (rc != 0)
-        throw Error(*dir + ": some tasks failed; see `foldfarm campaign status " + *dir +
-                    "` and `foldfarm campaign retry " + *dir + " --failed`");
+        throw Error(a->dir + ": some tasks failed; see `foldfarm campaign status " + a->dir +
+                    "` and `foldfarm campaign retry " + a->dir + " --failed`");
     });
   }
   // status

@@ -241,7 +241,12 @@ void registerSlurmCommands(CommandGroups& g) {
   rpl->callback([pil] {
     jobs::Campaign c = openForRender(pil->dir);
     const SbatchResources r = slurm::pilotResources(c.spec(), pil->res.resolved(), pil->dir);
-    std::fputs(slurm::renderPilotScript(r, c.dir(), pil->extra).c_str(), stdout);
+    const std::string script = slurm::renderPilotScript(r, c.dir(), pil->extra);
+    // The pilot's own command line, as it will run: refused here rather than in the queue.
+    std::vector<std::string> run = {c.dir(), "--executor", "mpi"};
+    run.insert(run.end(), pil->extra.begin(), pil->extra.end());
+    checkCampaignRunArguments(run, "slurm render pilot");
+    std::fputs(script.c_str(), stdout);
   });
 
   auto arr = std::make_shared<RenderArgs>();

@@ -86,6 +86,8 @@ void registerCampaignTaskKinds();
 // Parses `args` as `foldfarm pretrain`'s arguments without running anything: InputError
 // naming `who` when they would not start (a missing --data or --out, an unknown option).
 void checkPretrainArguments(const std::vector<std::string>& args, const std::string& who);
+// The same for `foldfarm campaign run`'s arguments (`args` from the campaign directory on).
+void checkCampaignRunArguments(const std::vector<std::string>& args, const std::string& who);
 // `foldfarm campaign run D --executor slurm` is `foldfarm slurm submit D` with defaults
 // from the spec (cmd_slurm.cpp). Returns when every task has ended; throws like submit.
 // `retry`: `campaign retry`'s states, moved back to pending first (SlurmCampaignOptions).

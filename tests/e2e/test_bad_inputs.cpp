@@ -505,6 +505,8 @@ TEST_F(BadInputs, CommandLine) {
   // A pilot for no campaign (it once rendered one, to fail in the queue), and GPUs for a
   // campaign whose tasks run on CPUs.
   expectCleanFailure({"slurm", "render", "pilot", p("no_campaign")}, "no_campaign");
+  expectCleanFailure({"slurm", "render", "pilot", p("camp"), "--", "--executor", "local"},
+                     "--executor");
   // An output directory where a file is: refused before anything is read or trained (exit 1
   // after the work, or an internal error after training both models of the study).
   for (const std::vector<std::string>& cmd :
