@@ -1,7 +1,6 @@
 // foldfarm campaign init|run|resume|status|retry|cancel|work|aggregate|plan, the internal
 // `foldfarm worker`, and `foldfarm bench scheduler`. Thin: options are parsed here and the
 // work is done by jobs/ (campaigns) and ensembles/ (the chain task kind, aggregation).
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
@@ -216,15 +215,7 @@ void checkCampaignRunArguments(const std::vector<std::string>& args, const std::
   CLI::App app{"check"};
   RunArgs unused;
   addRunCommand(app, "run", unused);
-  std::vector<std::string> argv = {"run"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  std::reverse(argv.begin(), argv.end());  // CLI11 parses a vector from its back
-  try {
-    app.parse(argv);
-  } catch (const CLI::ParseError& e) {
-    throw InputError(who + ": the arguments are not those of `foldfarm campaign run`: " + e.what() +
-                     " (see `foldfarm campaign run --help`)");
-  }
+  checkArgumentsParse(app, "run", args, who, "campaign run");
 }
 
 void registerCampaignCommands(CommandGroups& g) {

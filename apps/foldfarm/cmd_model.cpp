@@ -406,19 +406,23 @@ CLI::App* addPretrainCommand(CLI::App& parent, PretrainArgs& pre) {
 
 }  // namespace
 
+void checkArgumentsParse(CLI::App& app, const std::string& name, std::vector<std::string> args,
+                         const std::string& who, const std::string& full) {
+  args.insert(args.begin(), name);
+  std::reverse(args.begin(), args.end());  // CLI11 parses a vector from its back
+  try {
+    app.parse(args);
+  } catch (const CLI::ParseError& e) {
+    throw InputError(who + ": the arguments are not those of `foldfarm " + full + "`: " + e.what() +
+                     " (see `foldfarm " + full + " --help`)");
+  }
+}
+
 void checkPretrainArguments(const std::vector<std::string>& args, const std::string& who) {
   CLI::App app{"check"};
   PretrainArgs unused;
   addPretrainCommand(app, unused);
-  std::vector<std::string> argv = {"pretrain"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  std::reverse(argv.begin(), argv.end());  // CLI11 parses a vector from its back
-  try {
-    app.parse(argv);
-  } catch (const CLI::ParseError& e) {
-    throw InputError(who + ": the arguments after -- are not those of `foldfarm pretrain`: " +
-                     e.what() + " (see `foldfarm pretrain --help`)");
-  }
+  checkArgumentsParse(app, "pretrain", args, who, "pretrain");
 }
 
 void registerModelCommands(CommandGroups& g) {

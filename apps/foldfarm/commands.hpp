@@ -83,6 +83,11 @@ struct ChainDeviceCli {
 // Registers every task kind this executable can run (noop, sleep, command, chain). Any
 // command that opens a campaign calls it first: opening validates the spec's task kind.
 void registerCampaignTaskKinds();
+// Parses `args` as the arguments of `app`'s subcommand `name`, which has its options but
+// no callback: nothing runs. InputError "<who>: the arguments are not those of `foldfarm
+// <full>`: ..." when they would not parse.
+void checkArgumentsParse(CLI::App& app, const std::string& name, std::vector<std::string> args,
+                         const std::string& who, const std::string& full);
 // Parses `args` as `foldfarm pretrain`'s arguments without running anything: InputError
 // naming `who` when they would not start (a missing --data or --out, an unknown option).
 void checkPretrainArguments(const std::vector<std::string>& args, const std::string& who);
