@@ -12,19 +12,25 @@
 namespace foldfarm::jobs {
 
 nlohmann::json PlanResult::toJson() const {
-  return {{"makespan_s", makespan_s},       {"makespan_h", makespan_s / 3600.0},
-          {"gpu_hours", gpu_hours},         {"busy_gpu_hours", busy_gpu_hours},
-          {"node_hours", node_hours},       {"nodes", nodes},
-          {"slots", slots},                 {"attempts", attempts},
-          {"failed_tasks", failed_tasks},   {"utilisation", utilisation}};
+  return {{"makespan_s", makespan_s},
+          {"makespan_h", makespan_s / 3600.0},
+          {"gpu_hours", gpu_hours},
+          {"busy_gpu_hours", busy_gpu_hours},
+          {"node_hours", node_hours},
+          {"nodes", nodes},
+          {"slots", slots},
+          {"attempts", attempts},
+          {"failed_tasks", failed_tasks},
+          {"utilisation", utilisation}};
 }
 
 PlanResult simulatePlan(const PlanInput& in) {
   if (in.tasks < 0 || in.gpus < 1 || in.tasks_per_gpu < 1 || in.gpus_per_node < 1 ||
       !(in.task_s > 0) || in.task_cv < 0 || in.failure_rate < 0 || in.failure_rate >= 1 ||
       in.max_attempts < 1) {
-    throw InputError("plan: need tasks >= 0, gpus >= 1, tasks per GPU >= 1, task time > 0, "
-                     "spread >= 0 and 0 <= failure rate < 1");
+    throw InputError(
+        "plan: need tasks >= 0, gpus >= 1, tasks per GPU >= 1, task time > 0, "
+        "spread >= 0 and 0 <= failure rate < 1");
   }
   PlanResult r;
   r.slots = in.gpus * in.tasks_per_gpu;
@@ -59,8 +65,10 @@ PlanResult simulatePlan(const PlanInput& in) {
     free.emplace(end, slot);
     r.makespan_s = std::max(r.makespan_s, end);
     if (fails) {
-      if (attempts + 1 < in.max_attempts) ready.emplace(end, attempts + 1);
-      else ++r.failed_tasks;
+      if (attempts + 1 < in.max_attempts)
+        ready.emplace(end, attempts + 1);
+      else
+        ++r.failed_tasks;
     }
   }
   r.gpu_hours = in.gpus * r.makespan_s / 3600.0;
@@ -70,7 +78,7 @@ PlanResult simulatePlan(const PlanInput& in) {
   return r;
 }
 
-MeasuredTaskTimes measureTaskTimes(Campaign& campaign) {
+MeasuredTaskTimes measureTaskTimes(Campaign& campaign, bool require_done) {
   MeasuredTaskTimes m;
   double sum = 0, sum2 = 0;
   int64_t attempts = 0, failures = 0;
@@ -83,14 +91,16 @@ MeasuredTaskTimes measureTaskTimes(Campaign& campaign) {
     sum += d;
     sum2 += d * d;
   }
+  m.failure_rate = attempts > 0 ? static_cast<double>(failures) / attempts : 0;
   if (m.done == 0) {
-    throw InputError(campaign.dir() + ": no task is done yet, so there is no measured task "
+    if (!require_done) return m;
+    throw InputError(campaign.dir() +
+                     ": no task is done yet, so there is no measured task "
                      "time; run some tasks first or give --task-minutes");
   }
   m.mean_s = sum / m.done;
   double var = std::max(0.0, sum2 / m.done - m.mean_s * m.mean_s);
   m.cv = m.mean_s > 0 ? std::sqrt(var) / m.mean_s : 0;
-  m.failure_rate = attempts > 0 ? static_cast<double>(failures) / attempts : 0;
   return m;
 }
 

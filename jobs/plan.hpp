@@ -34,8 +34,8 @@ struct PlanResult {
   int nodes = 0;
   int slots = 0;
   int64_t attempts = 0;
-  int failed_tasks = 0;       // tasks that exhausted max_attempts
-  double utilisation = 0;     // busy slot time / (slots × makespan)
+  int failed_tasks = 0;    // tasks that exhausted max_attempts
+  double utilisation = 0;  // busy slot time / (slots × makespan)
 
   nlohmann::json toJson() const;
 };
@@ -50,6 +50,8 @@ struct MeasuredTaskTimes {
   double cv = 0;
   double failure_rate = 0;
 };
-MeasuredTaskTimes measureTaskTimes(Campaign& campaign);
+// Throws InputError when no task is done and `require_done` (the mean task time is wanted);
+// otherwise a campaign without done tasks gives done 0 and its failure rate.
+MeasuredTaskTimes measureTaskTimes(Campaign& campaign, bool require_done = true);
 
 }  // namespace foldfarm::jobs

@@ -138,22 +138,29 @@ void planCommand(const PlanArgs& a) {
   in.gpus_per_node = a.gpus_per_node;
   in.max_attempts = spec.retry.max_attempts;
   in.seed = a.seed;
-  std::string source;
+  if (a.from.empty() && !(a.task_minutes > 0))
+    throw InputError("plan: give --task-minutes T or --from D (a campaign with done tasks)");
+  // What is given wins over what --from measures (as --spread and --failure-rate do).
+  std::string source = "given";
+  in.task_cv = 0.1;
+  in.failure_rate = 0.0;
   if (!a.from.empty()) {
     jobs::Campaign c = jobs::Campaign::open(a.from, jobs::Campaign::Access::kReadOnly);
-    jobs::MeasuredTaskTimes m = jobs::measureTaskTimes(c);
-    in.task_s = m.mean_s;
-    in.task_cv = m.cv;
+    const jobs::MeasuredTaskTimes m =
+        jobs::measureTaskTimes(c, /*require_done=*/!(a.task_minutes > 0));
     in.failure_rate = m.failure_rate;
-    source = "measured on " + std::to_string(m.done) + " done task(s) of " + a.from;
-  } else if (a.task_minutes > 0) {
-    in.task_s = a.task_minutes * 60;
-    in.task_cv = 0.1;
-    in.failure_rate = 0.0;
-    source = "given";
-  } else {
-    throw InputError("plan: give --task-minutes T or --from D (a campaign with done tasks)");
+    if (m.done > 0) {
+      in.task_s = m.mean_s;
+      in.task_cv = m.cv;
+    }
+    const std::string measured = m.done > 0 ? (a.task_minutes > 0 ? "spread and failure rate"
+                                                                  : "task time, spread and "
+                                                                    "failure rate")
+                                            : "failure rate";
+    source = std::string(a.task_minutes > 0 ? "given; " : "") + measured + " measured on " +
+             std::to_string(m.done) + " done task(s) of " + a.from;
   }
+  if (a.task_minutes > 0) in.task_s = a.task_minutes * 60;
   if (a.spread >= 0) in.task_cv = a.spread;
   if (a.failure_rate >= 0) in.failure_rate = a.failure_rate;
   jobs::PlanResult r = jobs::simulatePlan(in);

@@ -29,7 +29,7 @@ struct RunResult {
   bool signaled = false;
   int signal = 0;
   int code = -1;
-  std::string err;
+  std::string out, err;
 };
 
 std::string slurp(const fs::path& p) {
@@ -67,6 +67,7 @@ RunResult run(const std::vector<std::string>& args, const fs::path& dir) {
   } else {
     r.code = WEXITSTATUS(status);
   }
+  r.out = slurp(out);
   r.err = slurp(err);
   return r;
 }
@@ -339,6 +340,17 @@ TEST_F(BadInputs, CampaignSpecs) {
                               "--task-minutes", "5", "--json"},
                              dir_ / "work");
   EXPECT_EQ(plan.code, 0) << plan.err;
+  // A task time given beside --from is the plan's (it was ignored for the measured one, and a
+  // campaign with no task done was refused although the time was given).
+  const RunResult given = run({"campaign", "plan", p("spec_good.json"), "--gpus", "2",
+                               "--task-minutes", "5", "--from", p("camp"), "--json"},
+                              dir_ / "work");
+  ASSERT_EQ(given.code, 0) << given.err;
+  EXPECT_NE(given.out.find("\"task_s\": 300.0"), std::string::npos) << given.out;
+  EXPECT_NE(given.out.find("given; failure rate measured on 0 done task(s)"), std::string::npos)
+      << given.out;
+  expectCleanFailure({"campaign", "plan", p("spec_good.json"), "--gpus", "2", "--from", p("camp")},
+                     "no task is done yet");
   expectCleanFailure({"campaign", "init", p("spec_chain_classifier.json"), "--dir", p("camp_cc")},
                      "bdt");
   expectCleanFailure({"campaign", "init", p("spec_chain_observable.json"), "--dir", p("camp_co")},
