@@ -216,6 +216,26 @@ CLI::App* addRunCommand(CLI::App& parent, const std::string& name, RunArgs& a) {
   return c;
 }
 
+// `campaign run`, `resume` and `retry` (options.retry): through Slurm, or here (the local
+// pool or, under mpirun/srun, the MPI pilot). Throws like the commands: interrupted, or
+// failed tasks, naming `failed` (what the failures are called).
+void runCampaign(const std::string& dir, const std::string& executor,
+                 const jobs::RunOptions& options, const std::string& failed) {
+  registerAllTaskKinds();
+  const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(dir);
+  refuseUntrainable(frozen, dir);
+  if ((executor.empty() ? frozen.executor : executor) == "slurm") {
+    runCampaignThroughSlurm(dir, options.retry);
+    return;
+  }
+  const int rc = jobs::runCommand(dir, executor, options);
+  if (rc == kExitInterrupted)
+    throw InterruptedError(dir + ": stopped; continue with `foldfarm campaign resume " + dir + "`");
+  if (rc != 0)
+    throw Error(dir + ": " + failed + "; see `foldfarm campaign status " + dir +
+                "` and `foldfarm campaign retry " + dir + " --failed`");
+}
+
 }  // namespace
 
 void checkCampaignRunArguments(const std::vector<std::string>& args, const std::string& who) {
@@ -250,24 +270,9 @@ void registerCampaignCommands(CommandGroups& g) {
   for (const char* name : {"run", "resume"}) {
     auto a = std::make_shared<RunArgs>();
     addRunCommand(*campaign, name, *a)->callback([a] {
-      registerAllTaskKinds();
-      const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(a->dir);
-      refuseUntrainable(frozen, a->dir);
-      std::string ex = a->executor;
-      if (ex.empty()) ex = frozen.executor;
-      if (ex == "slurm") {
-        runCampaignThroughSlurm(a->dir);
-        return;
-      }
       jobs::RunOptions o = runOptions(a->slots);
       o.lost_after_s = a->lost_after;
-      int rc = jobs::runCommand(a->dir, a->executor, o);
-      if (rc == kExitInterrupted)
-        throw InterruptedError(a->dir + ": stopped; continue with `foldfarm campaign resume " +
-                               a->dir + "`");
-      if (rc != 0)
-        throw Error(a->dir + ": some tasks failed; see `foldfarm campaign status " + a->dir +
-                    "` and `foldfarm campaign retry " + a->dir + " --failed`");
+      runCampaign(a->dir, a->executor, o, "some tasks failed");
     });
   }
   // status
@@ -292,26 +297,16 @@ void registerCampaignCommands(CommandGroups& g) {
     auto cancelled = std::make_shared<bool>(false);
     auto executor = std::make_shared<std::string>();
     c->add_option("dir", *dir, "Campaign directory")->required();
-    // At least one of the two (retryCommand refuses neither, naming both).
+    // At least one of the two (retryStates refuses neither, naming both).
     c->add_flag("--failed", *failed, "Move failed tasks back to pending and run them");
     c->add_flag("--cancelled", *cancelled,
                 "Move cancelled tasks back to pending and run them (undoes `cancel`)");
     c->add_option("--executor", *executor, "local, mpi or slurm (default: the spec's)")
         ->check(CLI::IsMember({"local", "mpi", "slurm"}));
     c->callback([dir, executor, failed, cancelled] {
-      registerAllTaskKinds();
-      const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(*dir);
-      refuseUntrainable(frozen, *dir);
-      if ((executor->empty() ? frozen.executor : *executor) == "slurm") {
-        runCampaignThroughSlurm(*dir, jobs::retryStates(*dir, *failed, *cancelled));
-        return;
-      }
-      int rc = jobs::retryCommand(*dir, *executor, runOptions(0), *failed, *cancelled);
-      if (rc == kExitInterrupted)
-        throw InterruptedError(*dir + ": stopped; continue with `foldfarm campaign resume " + *dir +
-                               "`");
-      if (rc != 0)
-        throw Error(*dir + ": tasks failed again; see `foldfarm campaign status " + *dir + "`");
+      jobs::RunOptions o = runOptions(0);
+      o.retry = jobs::retryStates(*dir, *failed, *cancelled);
+      runCampaign(*dir, *executor, o, "tasks failed again");
     });
   }
   // cancel

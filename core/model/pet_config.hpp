@@ -22,8 +22,8 @@ struct PetConfig {
   int k = 10;            // kNN neighbours of the local blocks
   int local_blocks = 2;
   double layer_scale_init = 1e-5;
-  double feature_dropout =
-      0.1;  // probability, per jet, of zeroing features >= feature_dropout_from
+  // Probability, per jet, of zeroing the features >= feature_dropout_from.
+  double feature_dropout = 0.1;
   int feature_dropout_from = 7;
   int fourier_freqs = 32;  // time embedding: [sin, cos] of this many frequencies
   double norm_eps = 1e-3;  // masked GroupNorm epsilon
