@@ -98,6 +98,7 @@ TrainOptions fitTrainOptions(const ClassifierFitOptions& o) {
   t.flat = o.flat;
   t.fixed_shapes = o.fixed_shapes;
   t.precision = o.precision;
+  t.data_options = o.data_options;
   t.cuda_graphs = o.cuda_graphs;
   return t;
 }

@@ -34,6 +34,10 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
   ClassifierFitOptions o = opt.fit;
   o.state_dir = (fs::path(opt.out) / "state").string();
   o.label = "finetune";
+  o.data_options = {{"--train", opt.train},
+                    {"--seed", o.seed},
+                    {"--val-fraction", o.val_fraction},
+                    {"--test-fraction", opt.test_fraction}};
   const std::string model_dir = (fs::path(opt.out) / "model").string();
   checkHeldOutFractions("finetune", o.val_fraction, opt.test_fraction);
   checkFitOptions(o);

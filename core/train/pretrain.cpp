@@ -112,6 +112,14 @@ TrainOptions trainOptionsFor(const PretrainOptions& o, ParallelContext& ctx) {
   t.state_dir = (fs::path(o.out) / "state").string();
   t.label = "pretrain";
   t.sharded = o.shard_data;
+  t.data_options = {{"--data", o.files},
+                    {"--seed", o.train.seed},
+                    {"--val-fraction", o.val_fraction},
+                    {"--test-fraction", o.test_fraction}};
+  if (o.stream)
+    t.data_options["--block-rows"] = o.block_rows;
+  else
+    t.data_options["--max-jets"] = o.max_jets;
   if (!t.resume && checkpointExists(t.state_dir))
     throw InputError(o.out +
                      ": holds a training state; pass --resume to continue or choose a new --out");

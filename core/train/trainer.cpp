@@ -253,10 +253,19 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
     logInfo(
         "{}: the state was written with sharded data on {} ranks; the rows are dealt anew over {}",
         opts_.label, was, now);
-  if (training.value("data_fingerprint", "") != fp)
+  if (training.value("data_fingerprint", "") != fp) {
+    // Name the option that chose other rows when the state knows it.
+    const nlohmann::json was = training.value("data_options", nlohmann::json::object());
+    for (const auto& [option, now] : opts_.data_options.items()) {
+      if (was.contains(option) && was[option] != now)
+        throw InputError(opts_.state_dir + ": training state was written with " + option + " " +
+                         was[option].dump() + ", not " + now.dump() + "; resume with " + option +
+                         " " + was[option].dump() + " or use a new output directory");
+    }
     throw InputError(opts_.state_dir +
                      ": training state was written for different training data; "
                      "resume with the same data or use a new output directory");
+  }
   loadModelTensors(model_, ck.tensors, "model.", ck.dir);
   importOptimizerState(*opt_, "opt.", ck.tensors, training.at("optimizer_state"), ck.dir);
   if (ema_) {
@@ -449,6 +458,7 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
     j["loss_sum"] = loss_sum;
     j["result"] = toJson(result);
     j["data_fingerprint"] = fp;
+    j["data_options"] = opts_.data_options;
     j["seed"] = opts_.seed;
     j["batch_size"] = opts_.batch_size;
     j["max_epochs"] = opts_.max_epochs;
@@ -521,7 +531,7 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
                                " step " + std::to_string(step_in_epoch) +
                                (opts_.state_dir.empty() ? std::string(" (no state directory)")
                                                         : "; state saved to " + opts_.state_dir +
-                                                              ", rerun with resume to continue"));
+                                                              ", rerun with --resume to continue"));
       }
       JetBatch b;
       if (next.valid() && next_step == step_in_epoch) {

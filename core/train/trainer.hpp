@@ -96,6 +96,10 @@ struct TrainOptions {
   // they take at most this many MiB: batches are then gathered there, with no host gather,
   // pinning or copy per step. 0: never (batches gathered on the host by a helper thread).
   int64_t resident_data_mb = 4096;
+  // The options that chose the training rows, as the user types them (e.g. {"--seed": 1,
+  // "--val-fraction": 0.1}). Kept in the state: a resume on other data names the first
+  // option that differs instead of only saying that the data differ.
+  nlohmann::json data_options = nlohmann::json::object();
 };
 
 // Throws InputError (naming opts.label) for a value no training can use: lr, lr_factor or

@@ -331,6 +331,36 @@ TEST(Finetune, ResumedAfterAnInterruptionEndsAsTheStraightRun) {
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << i;
 }
 
+// A resume whose options choose other training rows is refused naming the option and the
+// value the state was written with, and the state is left as it was.
+TEST(Finetune, ResumeWithOtherDataOptionsNamesTheOption) {
+  TempDir dir;
+  const std::string train = writeLabelledJets(dir.path, 96);
+  FinetuneOptions o = quickFinetune(train, dir.path + "/stopped");
+  o.fit.seed = 7;
+  o.fit.stop_at_step = 3;
+  EXPECT_THROW(runFinetuning(o), InterruptedError);
+  const std::string state = readFile(dir.path + "/stopped/state/meta.json");
+  o.fit.stop_at_step = -1;
+  o.fit.resume = true;
+  const auto refused = [&](FinetuneOptions changed, const std::string& expected) {
+    try {
+      runFinetuning(changed);
+      ADD_FAILURE() << "resumed with other data (" << expected << ")";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(readFile(dir.path + "/stopped/state/meta.json"), state);
+  };
+  FinetuneOptions seed = o;
+  seed.fit.seed = 8;
+  refused(seed, "written with --seed 7, not 8; resume with --seed 7");
+  FinetuneOptions held_out = o;
+  held_out.test_fraction = 0.5;
+  refused(held_out, "--test-fraction 0.25");
+  EXPECT_TRUE(runFinetuning(o).fit.resumed);
+}
+
 // LibTorch's errors reach the user as one line: their message without the C++ backtrace
 // that c10::Error::what() appends, and an allocation failure is told apart.
 TEST(TorchError, LibTorchErrorsAreOneLineAndAllocationFailuresAreKnown) {
