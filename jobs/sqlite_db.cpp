@@ -2,18 +2,34 @@
 
 #include <sqlite3.h>
 
+#include <cstring>
 #include <utility>
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 
 namespace foldfarm::jobs {
+namespace {
+
+// SQLite's message, and for a failed system call beneath it the system's reason: "disk I/O
+// error" alone does not say that the disk is full or the directory read-only.
+std::string sqliteMessage(sqlite3* db, int rc, const char* message) {
+  std::string msg = message ? message : (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  const int primary = rc & 0xff;
+  const int sys = db ? sqlite3_system_errno(db) : 0;
+  if (sys != 0 && (primary == SQLITE_IOERR || primary == SQLITE_FULL ||
+                   primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY))
+    msg += std::string(" (") + std::strerror(sys) + ")";
+  return msg;
+}
+
+}  // namespace
 
 SqliteDb::SqliteDb(const std::string& path, bool create) : path_(path) {
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
   int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) {
-    std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+    const std::string msg = sqliteMessage(db_, rc, nullptr);
     if (db_) sqlite3_close(db_);
     db_ = nullptr;
     throw Error(path + ": cannot open the campaign journal: " + msg +
@@ -42,11 +58,11 @@ SqliteDb& SqliteDb::operator=(SqliteDb&& other) noexcept {
   return *this;
 }
 
-void checkSqlite(sqlite3* db, const std::string& path, int rc, const char* call,
-                 const char* file, int line) {
+void checkSqlite(sqlite3* db, const std::string& path, int rc, const char* call, const char* file,
+                 int line) {
   int primary = rc & 0xff;
   if (primary == SQLITE_OK || primary == SQLITE_ROW || primary == SQLITE_DONE) return;
-  std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  const std::string msg = sqliteMessage(db, rc, nullptr);
   throw Error(std::string(call) + " failed at " + file + ":" + std::to_string(line) + " on " +
               path + " (" + hostName() + "): " + msg);
 }
@@ -63,18 +79,21 @@ void SqliteDb::exec(const std::string& sql) {
   char* err = nullptr;
   int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
   if (rc != SQLITE_OK) {
-    std::string msg = err ? err : sqlite3_errstr(rc);
+    const std::string msg = sqliteMessage(db_, rc, err);
     sqlite3_free(err);
-    throw Error("sqlite3_exec(\"" + sql.substr(0, 60) + "\") failed on " + path_ + ": " + msg);
+    throw Error("sqlite3_exec(\"" + sql.substr(0, 60) + "\") failed on " + path_ + " (" +
+                hostName() + "): " + msg);
   }
 }
 
-int SqliteDb::changes() const { return sqlite3_changes(db_); }
+int SqliteDb::changes() const {
+  return sqlite3_changes(db_);
+}
 
 SqliteStatement::SqliteStatement(SqliteDb& db, const char* sql)
     : db_(db.handle()), path_(db.path()), sql_(sql) {
-  FF_SQLITE_CHECK(db, sqlite3_prepare_v3(db.handle(), sql, -1, SQLITE_PREPARE_PERSISTENT,
-                                         &stmt_, nullptr));
+  FF_SQLITE_CHECK(
+      db, sqlite3_prepare_v3(db.handle(), sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr));
 }
 
 SqliteStatement::~SqliteStatement() noexcept {
@@ -138,8 +157,12 @@ void SqliteStatement::reset() {
   sqlite3_clear_bindings(stmt_);
 }
 
-int64_t SqliteStatement::columnInt(int i) const { return sqlite3_column_int64(stmt_, i); }
-double SqliteStatement::columnDouble(int i) const { return sqlite3_column_double(stmt_, i); }
+int64_t SqliteStatement::columnInt(int i) const {
+  return sqlite3_column_int64(stmt_, i);
+}
+double SqliteStatement::columnDouble(int i) const {
+  return sqlite3_column_double(stmt_, i);
+}
 std::string SqliteStatement::columnText(int i) const {
   const unsigned char* t = sqlite3_column_text(stmt_, i);
   return t ? std::string(reinterpret_cast<const char*>(t)) : std::string();
@@ -148,10 +171,13 @@ bool SqliteStatement::columnIsNull(int i) const {
   return sqlite3_column_type(stmt_, i) == SQLITE_NULL;
 }
 
-SqliteTransaction::SqliteTransaction(SqliteDb& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
+SqliteTransaction::SqliteTransaction(SqliteDb& db) : db_(db) {
+  db_.exec("BEGIN IMMEDIATE");
+}
 
 SqliteTransaction::~SqliteTransaction() noexcept {
-  if (done_) return;
+  // A COMMIT that failed (disk full, I/O error) may have rolled back already: nothing to undo.
+  if (done_ || sqlite3_get_autocommit(db_.handle()) != 0) return;
   char* err = nullptr;
   if (sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, &err) != SQLITE_OK) {
     logWarn("rolling back a journal transaction on {}: {}", db_.path(), err ? err : "?");

@@ -9,22 +9,43 @@
 namespace foldfarm::data {
 namespace {
 
-herr_t walkInnermost(unsigned n, const H5E_error2_t* err, void* client) {
-  auto* out = static_cast<std::string*>(client);
-  if (n == 0 && err && err->desc) *out = err->desc;  // innermost = the cause
-  if (out->empty() && err && err->desc) *out = err->desc;
+// What failed (the API call's description, the outermost entry) and, when a system call
+// failed beneath it, the system's reason: the file driver's innermost entry carries
+// "errno = 28, error message = 'No space left on device'".
+struct StackMessage {
+  std::string what, system;
+};
+
+herr_t walkStack(unsigned /*n*/, const H5E_error2_t* err, void* client) {
+  auto* out = static_cast<StackMessage*>(client);
+  if (!err || !err->desc) return 0;
+  const std::string desc = err->desc;
+  if (out->what.empty()) out->what = desc;
+  static const std::string kMark = "error message = '";
+  const auto at = desc.find(kMark);
+  if (out->system.empty() && at != std::string::npos) {
+    const auto from = at + kMark.size();
+    out->system = desc.substr(from, desc.find('\'', from) - from);
+  }
   return 0;
 }
 
 const char* kindName(H5Kind k) {
   switch (k) {
-    case H5Kind::kFile: return "file";
-    case H5Kind::kGroup: return "group";
-    case H5Kind::kDataset: return "dataset";
-    case H5Kind::kDataspace: return "dataspace";
-    case H5Kind::kDatatype: return "datatype";
-    case H5Kind::kPropList: return "property list";
-    case H5Kind::kAttribute: return "attribute";
+    case H5Kind::kFile:
+      return "file";
+    case H5Kind::kGroup:
+      return "group";
+    case H5Kind::kDataset:
+      return "dataset";
+    case H5Kind::kDataspace:
+      return "dataspace";
+    case H5Kind::kDatatype:
+      return "datatype";
+    case H5Kind::kPropList:
+      return "property list";
+    case H5Kind::kAttribute:
+      return "attribute";
   }
   return "object";
 }
@@ -40,9 +61,9 @@ void h5Init() {
 }
 
 std::string h5LastMessage() {
-  std::string msg;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walkInnermost, &msg);
-  return msg;
+  StackMessage msg;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walkStack, &msg);
+  return msg.system.empty() ? msg.what : msg.what + ": " + msg.system;
 }
 
 int64_t h5Check(int64_t status, const char* call, const char* file, int line,
@@ -51,8 +72,8 @@ int64_t h5Check(int64_t status, const char* call, const char* file, int line,
   std::ostringstream os;
   std::string why = h5LastMessage();
   H5Eclear2(H5E_DEFAULT);
-  os << call << " failed at " << file << ":" << line << ": "
-     << (why.empty() ? "HDF5 error" : why) << " (" << context << ")";
+  os << call << " failed at " << file << ":" << line << ": " << (why.empty() ? "HDF5 error" : why)
+     << " (" << context << ")";
   throw Error(os.str());
 }
 
@@ -62,7 +83,9 @@ H5Handle::H5Handle(hid_t id, H5Kind kind, const char* call, const char* file, in
   if (id < 0) h5Check(-1, call, file, line, context);
 }
 
-H5Handle::~H5Handle() noexcept { closeNoThrow(); }
+H5Handle::~H5Handle() noexcept {
+  closeNoThrow();
+}
 
 H5Handle& H5Handle::operator=(H5Handle&& o) noexcept {
   if (this != &o) {
@@ -76,13 +99,20 @@ H5Handle& H5Handle::operator=(H5Handle&& o) noexcept {
 
 static herr_t closeId(hid_t id, H5Kind kind) {
   switch (kind) {
-    case H5Kind::kFile: return H5Fclose(id);
-    case H5Kind::kGroup: return H5Gclose(id);
-    case H5Kind::kDataset: return H5Dclose(id);
-    case H5Kind::kDataspace: return H5Sclose(id);
-    case H5Kind::kDatatype: return H5Tclose(id);
-    case H5Kind::kPropList: return H5Pclose(id);
-    case H5Kind::kAttribute: return H5Aclose(id);
+    case H5Kind::kFile:
+      return H5Fclose(id);
+    case H5Kind::kGroup:
+      return H5Gclose(id);
+    case H5Kind::kDataset:
+      return H5Dclose(id);
+    case H5Kind::kDataspace:
+      return H5Sclose(id);
+    case H5Kind::kDatatype:
+      return H5Tclose(id);
+    case H5Kind::kPropList:
+      return H5Pclose(id);
+    case H5Kind::kAttribute:
+      return H5Aclose(id);
   }
   return -1;
 }
@@ -116,8 +146,8 @@ H5Handle h5OpenRead(const std::string& path) {
 
 H5Handle h5Create(const std::string& path) {
   h5Init();
-  return FF_H5_OWN(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
-                   H5Kind::kFile, path);
+  return FF_H5_OWN(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Kind::kFile,
+                   path);
 }
 
 bool h5Exists(hid_t loc, const std::string& name) {
@@ -146,7 +176,8 @@ static herr_t collectName(hid_t group, const char* name, const H5L_info_t*, void
     H5Eclear2(H5E_DEFAULT);
     return 0;
   }
-  if (H5Iget_type(obj) == H5I_DATASET) static_cast<std::vector<std::string>*>(client)->push_back(name);
+  if (H5Iget_type(obj) == H5I_DATASET)
+    static_cast<std::vector<std::string>*>(client)->push_back(name);
   H5Oclose(obj);
   return 0;
 }
@@ -161,8 +192,9 @@ std::vector<std::string> h5ListDatasets(hid_t file) {
 static void writeAttr(hid_t obj, const std::string& name, hid_t type, const void* value) {
   if (H5Aexists(obj, name.c_str()) > 0) FF_H5_CHECK(H5Adelete(obj, name.c_str()), name);
   H5Handle space = FF_H5_OWN(H5Screate(H5S_SCALAR), H5Kind::kDataspace, name);
-  H5Handle attr = FF_H5_OWN(H5Acreate2(obj, name.c_str(), type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                            H5Kind::kAttribute, "attribute " + name);
+  H5Handle attr =
+      FF_H5_OWN(H5Acreate2(obj, name.c_str(), type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                H5Kind::kAttribute, "attribute " + name);
   FF_H5_CHECK(H5Awrite(attr.get(), type, value), "attribute " + name);
 }
 
@@ -236,7 +268,8 @@ static herr_t collectAttr(hid_t, const char* name, const H5A_info_t*, void* clie
 std::vector<std::string> h5AttrNames(hid_t obj) {
   std::vector<std::string> names;
   hsize_t idx = 0;
-  FF_H5_CHECK(H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, collectAttr, &names), "attributes");
+  FF_H5_CHECK(H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, collectAttr, &names),
+              "attributes");
   return names;
 }
 

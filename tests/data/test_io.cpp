@@ -14,6 +14,7 @@
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
 #include "tests/data/bad_files.hpp"
+#include "tests/support/file_size_limit.hpp"
 
 using namespace foldfarm::data;
 namespace fs = std::filesystem;
@@ -111,6 +112,29 @@ TEST(JetIo, WriterWithoutCommitLeavesExistingFileUntouched) {
   }  // destroyed without commit
   EXPECT_EQ(fs::file_size(path), before);
   EXPECT_EQ(JetFile(path).numJets(), 10);
+}
+
+// A write the file system refuses (full, over quota, over the size limit) ends in one error
+// that names the file and gives the system's reason, and leaves neither the file nor its
+// temporary behind.
+TEST(JetIo, AWriteTheSystemRefusesNamesTheReasonAndLeavesNothing) {
+  TempDir dir;
+  const std::string path = dir.file("big.h5");
+  const JetArrays jets = smallJets(2000);
+  try {
+    foldfarm::testing::FileSizeLimit limit(64 * 1024);
+    WriteOptions o;
+    o.deflate_level = 0;
+    JetFileWriter w(path, FileLayout::kJets, 24, true, nlohmann::json::object(), o);
+    w.append(jets);
+    w.commit();
+    FAIL() << "wrote past the file-size limit";
+  } catch (const foldfarm::Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("File too large"), std::string::npos) << what;
+    EXPECT_NE(what.find(path), std::string::npos) << what;
+  }
+  EXPECT_TRUE(fs::is_empty(fs::path(path).parent_path())) << "nothing is left behind";
 }
 
 TEST(JetIo, WriterRefusesADeflateLevelOutOfRangeBeforeWritingAnything) {

@@ -11,6 +11,7 @@
 #include "jobs/journal.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
+#include "tests/support/file_size_limit.hpp"
 
 namespace foldfarm::jobs {
 namespace {
@@ -235,6 +236,32 @@ TEST_F(CampaignDir, StaleResultOfAnEarlierAttemptIsNotIngested) {
   EXPECT_EQ(c.ingestResults(), 0) << "attempt 1's file must not complete attempt 2";
   runTaskStandalone(dir_, "r0003m0", 2);
   EXPECT_EQ(c.ingestResults(), 1);
+}
+
+// A journal write the file system refuses (full, over quota, over the size limit) ends in
+// one error that names the journal and gives the system's reason ("disk I/O error" alone
+// reads like failing hardware), and `campaign init` leaves no directory behind.
+TEST(Journal, AWriteTheSystemRefusesNamesTheReasonAndInitLeavesNothing) {
+  registerTestTaskKinds();
+  const std::string scratch = makeScratchDir("full");
+  json spec{{"name", "big"},
+            {"task", "sleep"},
+            {"replicas", 20000},
+            {"params", {{"seconds", 0.0}}},
+            {"resources", {{"cpu_slots", 1}}}};
+  const std::string dir = scratch + "/c";
+  try {
+    foldfarm::testing::FileSizeLimit limit(256 * 1024);
+    Campaign::init(parseCampaignSpec(spec, "spec", scratch), dir);
+    FAIL() << "a journal grew past the file-size limit";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("journal.sqlite"), std::string::npos) << what;
+    EXPECT_NE(what.find("(File too large)"), std::string::npos) << what;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir));
+  for (const auto& e : std::filesystem::directory_iterator(scratch))
+    ADD_FAILURE() << "left behind: " << e.path();
 }
 
 int openDescriptors() {
