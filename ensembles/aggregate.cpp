@@ -749,9 +749,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   }
 
   // 3. Write: bands.h5, summary.json, figures.
-  std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  if (ec) throw Error(out_dir + ": cannot create output directory: " + ec.message());
+  MadeDirectories made(out_dir);  // removed again if nothing could be written
   {
     AtomicFile out(out_dir + "/bands.h5");
     const std::string path = out.tempPath();
@@ -840,6 +838,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     for (const auto& [name, png] : batch.render())
       writeFileAtomic(out_dir + "/" + name + ".png", png);
   }
+  made.keep();
   return summary;
 }
 

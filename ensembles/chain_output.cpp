@@ -140,6 +140,7 @@ void writeFloat64Dataset(int64_t file, const std::string& path, const std::strin
   if (!values.empty())
     FF_H5_CHECK(
         H5Dwrite(dset.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), ctx);
+  dset.close(ctx);  // checked: the close writes what the sieve buffer holds
 }
 
 std::vector<double> readFloat64Dataset(int64_t file, const std::string& path,

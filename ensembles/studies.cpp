@@ -94,7 +94,7 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
   out["val_loss_scratch"] = scratch;
   out["device"] = dev.toJson();
 
-  fs::create_directories(out_dir);
+  MadeDirectories made(out_dir);
   writeJsonAtomic(out_dir + "/warmstart.json", out);
   if (o.plot) {
     plot::LineFigure fig;
@@ -115,6 +115,7 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
     batch.add("warmstart", fig);
     writeFileAtomic(out_dir + "/warmstart.png", batch.render().at("warmstart"));
   }
+  made.keep();
   return out;
 }
 
@@ -323,8 +324,9 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
               {"fit", fits},
               {"observables", obs}};
   if (o.bins > 0) out["observables_matched_binning"] = obs_matched;
-  fs::create_directories(out_dir);
+  MadeDirectories made(out_dir);
   writeJsonAtomic(out_dir + "/reweight_qg.json", out);
+  made.keep();
   return out;
 }
 

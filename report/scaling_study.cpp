@@ -390,12 +390,11 @@ json runScalingStudy(const ScalingOptions& o) {
     logWarn("scaling: gnuplot not found; writing the tables without figures");
   }
 
-  std::error_code ec;
-  fs::create_directories(o.out_dir, ec);
-  if (ec) throw Error(o.out_dir + ": cannot create: " + ec.message());
+  MadeDirectories made(o.out_dir);
   writeFileAtomic(o.out_dir + "/scaling.json", study.dump(2) + "\n");
   writeFileAtomic(o.out_dir + "/scaling.md", scalingMarkdown(study));
   for (const auto& [name, bytes] : pngs) writeFileAtomic(o.out_dir + "/" + name + ".png", bytes);
+  made.keep();
   logInfo("scaling: wrote {}/scaling.json, scaling.md and {} figure(s)", o.out_dir, pngs.size());
   return study;
 }

@@ -136,6 +136,36 @@ void refuseOutputOverInput(const std::string& out, const std::string& in, const 
                    " would replace it: write to another path");
 }
 
+MadeDirectories::MadeDirectories(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::vector<fs::path> missing;
+  for (fs::path p = fs::absolute(dir, ec).lexically_normal(); !p.empty() && !fs::exists(p, ec);
+       p = p.parent_path()) {
+    missing.push_back(p);
+    if (p == p.parent_path()) break;
+  }
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    if (!fs::create_directory(*it, ec) && ec) {
+      const std::string why = ec.message();
+      removeEmpty();
+      throw Error(dir + ": cannot create the output directory: " + why);
+    }
+    made_.insert(made_.begin(), it->string());
+  }
+}
+
+MadeDirectories::~MadeDirectories() noexcept {
+  removeEmpty();
+}
+
+void MadeDirectories::removeEmpty() noexcept {
+  for (const std::string& d : made_) {
+    if (::rmdir(d.c_str()) != 0) break;  // not empty (or gone): keep it and its parents
+  }
+  made_.clear();
+}
+
 std::string readFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError(path + ": cannot read: " + errnoMessage(errno));

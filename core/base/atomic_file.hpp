@@ -7,6 +7,7 @@
 // Thread-safety: one AtomicFile per thread; distinct objects are independent.
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/base/fd.hpp"
 
@@ -55,6 +56,23 @@ void requireOutputDirectoryPath(const std::string& dir, const std::string& optio
 // InputError when the output `out` is the input `in` (the same file, by any path or link):
 // the atomic rename would replace the input with the output. `what` names the command.
 void refuseOutputOverInput(const std::string& out, const std::string& in, const std::string& what);
+// Makes the directory `dir` and its missing parents for a command's outputs (Error naming
+// `dir` and the reason when it cannot). Unless keep() is called, the destructor removes the
+// directories it made again while they are empty: a command that fails leaves no empty
+// output directory behind. It never removes a file, nor a directory that was there before.
+class MadeDirectories {
+ public:
+  explicit MadeDirectories(const std::string& dir);
+  ~MadeDirectories() noexcept;
+  MadeDirectories(const MadeDirectories&) = delete;
+  MadeDirectories& operator=(const MadeDirectories&) = delete;
+  void keep() { made_.clear(); }
+
+ private:
+  void removeEmpty() noexcept;
+  std::vector<std::string> made_;  // innermost first
+};
+
 // Reads a whole file; throws InputError("<path>: cannot read: <reason>") on failure.
 std::string readFile(const std::string& path);
 

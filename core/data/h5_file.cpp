@@ -55,6 +55,10 @@ const char* kindName(H5Kind k) {
 void h5Init() {
   static std::once_flag once;
   std::call_once(once, [] {
+    // No clean-up at exit: HDF5 1.10's termination crashes on a file whose close failed
+    // (a full disk), turning one clear error into a segmentation fault. Every file is
+    // closed by its owner (H5Handle) before the process ends.
+    H5dont_atexit();
     H5open();
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   });
@@ -196,6 +200,7 @@ static void writeAttr(hid_t obj, const std::string& name, hid_t type, const void
       FF_H5_OWN(H5Acreate2(obj, name.c_str(), type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
                 H5Kind::kAttribute, "attribute " + name);
   FF_H5_CHECK(H5Awrite(attr.get(), type, value), "attribute " + name);
+  attr.close("attribute " + name);
 }
 
 void h5WriteStringAttr(hid_t obj, const std::string& name, const std::string& value) {

@@ -227,6 +227,8 @@ void JetFileWriter::commit() {
     I.appendRows(x.name, x.values.data(), x.rows, H5T_NATIVE_FLOAT);
   }
   for (auto& [k, v] : I.attrs.items()) I.writeAttr(I.file.get(), k, v);
+  // Closed one by one and checked: a dataset's close writes what its sieve buffer holds.
+  for (auto& [name, set] : I.sets) set.close(I.atomic.path() + ": dataset '" + name + "'");
   I.sets.clear();
   I.file.close(I.atomic.path());
   I.atomic.commit();

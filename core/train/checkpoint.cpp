@@ -35,9 +35,7 @@ bool checkpointExists(const std::string& dir) {
 
 void writeCheckpoint(const std::string& dir, const CheckpointMeta& meta,
                      const std::map<std::string, Tensor>& tensors) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw Error(dir + ": cannot create checkpoint directory: " + ec.message());
+  MadeDirectories made(dir);  // removed again if the first write fails
 
   c10::Dict<std::string, Tensor> dict;
   for (const auto& [name, t] : tensors) dict.insert(name, t.detach().cpu().contiguous());
@@ -45,6 +43,8 @@ void writeCheckpoint(const std::string& dir, const CheckpointMeta& meta,
   const std::string payload_sha = sha256Hex(std::string_view(bytes.data(), bytes.size()));
   const std::string payload_name = "tensors-" + payload_sha.substr(0, 16) + ".pt";
   const fs::path payload_path = fs::path(dir) / payload_name;
+  std::error_code ec;
+  const bool payload_new = !fs::exists(payload_path, ec);
   {
     AtomicFile f(payload_path.string());
     f.write(std::string_view(bytes.data(), bytes.size()));
@@ -61,7 +61,13 @@ void writeCheckpoint(const std::string& dir, const CheckpointMeta& meta,
   j["extra"] = meta.extra;
   j["payload"] = {{"file", payload_name}, {"sha256", payload_sha}, {"tensors", tensors.size()}};
   j["meta_sha256"] = sha256Hex(j.dump());
-  writeFileAtomic((fs::path(dir) / "meta.json").string(), j.dump(2) + "\n");
+  try {
+    writeFileAtomic((fs::path(dir) / "meta.json").string(), j.dump(2) + "\n");
+  } catch (...) {
+    if (payload_new) fs::remove(payload_path, ec);  // no payload without its description
+    throw;
+  }
+  made.keep();
 
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();

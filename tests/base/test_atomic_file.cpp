@@ -120,6 +120,40 @@ TEST(OutputDirectory, AFileWhereTheDirectoryGoesIsRefused) {
   fs::remove_all(d);
 }
 
+// The output directories a command made are removed again when it fails before writing into
+// them; what was there before, and a directory holding a file, stay.
+TEST(OutputDirectory, MadeDirectoriesAreRemovedAgainUnlessKept) {
+  const fs::path d = tempDir() / "made";
+  fs::create_directories(d / "before");
+  { MadeDirectories made((d / "before" / "a" / "b").string()); }
+  EXPECT_TRUE(fs::is_directory(d / "before")) << "a directory that was there stays";
+  EXPECT_FALSE(fs::exists(d / "before" / "a")) << "the empty ones made are gone";
+  {
+    MadeDirectories made((d / "kept" / "b").string());
+    EXPECT_TRUE(fs::is_directory(d / "kept" / "b"));
+    made.keep();
+  }
+  EXPECT_TRUE(fs::is_directory(d / "kept" / "b"));
+  {
+    MadeDirectories made((d / "partial" / "b").string());
+    std::FILE* f = std::fopen((d / "partial" / "b" / "written.json").c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fclose(f);
+  }
+  EXPECT_TRUE(fs::exists(d / "partial" / "b" / "written.json")) << "a file is never removed";
+  std::FILE* f = std::fopen((d / "file").c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fclose(f);
+  try {
+    MadeDirectories made((d / "file" / "sub").string());
+    ADD_FAILURE() << "made a directory under a file";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot create the output directory"), std::string::npos)
+        << e.what();
+  }
+  fs::remove_all(d);
+}
+
 TEST(ReadFile, MissingFileIsInputError) {
   EXPECT_THROW(readFile("/nonexistent_ff_file"), InputError);
   try {

@@ -18,6 +18,7 @@
 
 #include "core/data/h5_file.hpp"
 #include "tests/data/bad_files.hpp"
+#include "tests/support/file_size_limit.hpp"
 
 extern char** environ;
 namespace fs = std::filesystem;
@@ -540,6 +541,28 @@ TEST_F(BadInputs, CommandLine) {
 }
 
 // Runs last (gtest runs tests in declaration order within a suite): reports the count.
+// A disk that fills while a command writes (here a file-size limit, which the command
+// inherits: its writes fail with EFBIG as they would with ENOSPC) ends in one error line
+// that gives the system's reason, no crash (HDF5 1.10 crashed at exit on a file whose close
+// failed), and no file or empty output directory left behind.
+TEST_F(BadInputs, ZFullDisk) {
+  std::ofstream(p("mlp_chain.json"))
+      << R"({"classifier": "mlp", "epochs": 1, "mlp": {"epochs": 2, "hidden": [8]}})";
+  ASSERT_EQ(run({"unfold", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init", "none", "--out",
+                 p("chain"), "--replica", "0", "--member", "0", "--iterations", "1", "--config",
+                 p("mlp_chain.json"), "--threads", "1"},
+                dir_)
+                .code,
+            0);
+  foldfarm::testing::FileSizeLimit limit(16 * 1024);
+  expectCleanFailure(
+      {"data", "synth", "--kind", "pretrain", "--jets", "2000", "--out", p("work/big.h5")},
+      "File too large", 1);
+  expectCleanFailure({"aggregate", "--runs", p("chain"), "--out", p("work/bands/nominal")},
+                     "File too large", 1);
+  EXPECT_FALSE(fs::exists(p("work/bands"))) << "an empty output directory was left behind";
+}
+
 TEST_F(BadInputs, ZCount) {
   std::printf("malformed inputs exercised: %d\n", cases_);
   EXPECT_GE(cases_, 30);
