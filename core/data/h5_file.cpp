@@ -1,5 +1,6 @@
 #include "core/data/h5_file.hpp"
 
+#include <exception>
 #include <mutex>
 #include <sstream>
 
@@ -132,7 +133,11 @@ void H5Handle::closeNoThrow() noexcept {
   if (id_ < 0) return;
   if (closeId(id_, kind_) < 0) {
     try {
-      logWarn("closing an HDF5 {} failed: {}", kindName(kind_), h5LastMessage());
+      // While an exception unwinds, its error already tells why the file is abandoned.
+      if (std::uncaught_exceptions() > 0)
+        logDebug("closing an HDF5 {} failed: {}", kindName(kind_), h5LastMessage());
+      else
+        logWarn("closing an HDF5 {} failed: {}", kindName(kind_), h5LastMessage());
     } catch (...) {
     }
     H5Eclear2(H5E_DEFAULT);
@@ -140,17 +145,33 @@ void H5Handle::closeNoThrow() noexcept {
   id_ = -1;
 }
 
+// No HDF5 file lock (flock): outputs are written under a temporary name and renamed into
+// place, so no reader meets a file being written. A lock would only fail the open when
+// another program holds the file (h5py in append mode) or the file system has no flock (many
+// parallel ones), as HDF5_USE_FILE_LOCKING=FALSE is set on such machines.
+static void withoutFileLocking(hid_t fapl, const std::string& path) {
+#if H5_VERSION_GE(1, 10, 7)
+  FF_H5_CHECK(H5Pset_file_locking(fapl, false, true), path);
+#else
+  (void)fapl;
+  (void)path;
+#endif
+}
+
 H5Handle h5OpenRead(const std::string& path) {
   h5Init();
   H5Handle fapl = FF_H5_OWN(H5Pcreate(H5P_FILE_ACCESS), H5Kind::kPropList, path);
   // Close everything still open when the file is closed (no dangling objects keep it open).
   FF_H5_CHECK(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), path);
+  withoutFileLocking(fapl.get(), path);
   return FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Kind::kFile, path);
 }
 
 H5Handle h5Create(const std::string& path) {
   h5Init();
-  return FF_H5_OWN(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Kind::kFile,
+  H5Handle fapl = FF_H5_OWN(H5Pcreate(H5P_FILE_ACCESS), H5Kind::kPropList, path);
+  withoutFileLocking(fapl.get(), path);
+  return FF_H5_OWN(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Kind::kFile,
                    path);
 }
 

@@ -1,6 +1,8 @@
 // Writer/reader round trips, streaming (sharding, shuffling) and input validation.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/error.hpp"
+#include "core/data/jet_files.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
@@ -135,6 +138,24 @@ TEST(JetIo, AWriteTheSystemRefusesNamesTheReasonAndLeavesNothing) {
     EXPECT_NE(what.find(path), std::string::npos) << what;
   }
   EXPECT_TRUE(fs::is_empty(fs::path(path).parent_path())) << "nothing is left behind";
+}
+
+// A file that another program holds locked (h5py opened in append mode takes an exclusive
+// flock) is still read, and files are still written beside it: foldfarm replaces files by
+// atomic renames, so its readers need no HDF5 file lock, and a lock held elsewhere (or a
+// file system without flock, as many parallel ones) must not read as a corrupt file.
+TEST(JetIo, AFileLockedByAnotherProgramIsStillRead) {
+  TempDir dir;
+  const std::string path = dir.file("locked.h5");
+  writeJetFile(path, smallJets(10));
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  EXPECT_EQ(JetFile(path).numJets(), 10);
+  EXPECT_EQ(readJetsFiles({path}, 0).n, 10);
+  writeJetFile(dir.file("beside.h5"), smallJets(5));
+  EXPECT_EQ(JetFile(dir.file("beside.h5")).numJets(), 5);
+  ::close(fd);
 }
 
 TEST(JetIo, WriterRefusesADeflateLevelOutOfRangeBeforeWritingAnything) {
