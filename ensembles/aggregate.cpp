@@ -166,6 +166,7 @@ struct ChainGroup {
   std::map<int, std::vector<std::string>> member_dirs;
   std::set<std::string> mc, data;  // result.json paths ("" when absent)
   nlohmann::json unfolding;        // the first chain's (unfoldingOf)
+  nlohmann::json inputs;           // the first recorded size and time of its mc and data files
 };
 
 // What every chain of a group (the nominal, or one variation) unfolds alike: its record but
@@ -572,6 +573,18 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       throw InputError(dir + ": unfolds otherwise than " + g.first_chain + " (" +
                        firstDifference(unfolding, g.unfolding) +
                        "); aggregate the chains of one unfolding at a time");
+    }
+    // The same paths, but did they hold the same files? (Chains written before the record
+    // have none and are taken on their paths.)
+    const nlohmann::json read = res.value("inputs", nlohmann::json());
+    if (g.inputs.is_null()) {
+      g.inputs = read;
+    } else if (!read.is_null() && read != g.inputs) {
+      const std::string key = firstDifference(read, g.inputs);
+      const std::string file = key.substr(0, key.find('.'));
+      throw InputError(dir + ": read another version of its " + file + " file " +
+                       res.value(file, std::string("?")) + " than " + g.first_chain + " (" + key +
+                       "): the file changed between the chains; rerun them on one version of it");
     }
     if (!g.seen.insert({r, m}).second) {
       logWarn("aggregate: {} repeats replica {} member {}; ignored", dir, r, m);

@@ -205,8 +205,9 @@ json inputFingerprint(const ChainSpec& spec, const ChainInputs& in) {
 }
 
 // The first run of a chain records its inputs under state/; a resume refuses inputs that
-// changed since (the saved weights and models were computed from the old ones).
-void checkInputFingerprint(const std::string& out, const ChainSpec& spec, const ChainInputs& in,
+// changed since (the saved weights and models were computed from the old ones). Returns the
+// inputs' fingerprint.
+json checkInputFingerprint(const std::string& out, const ChainSpec& spec, const ChainInputs& in,
                            bool root) {
   const std::string path = stateDir(out) + "/inputs.json";
   const json now = inputFingerprint(spec, in);
@@ -228,9 +229,10 @@ void checkInputFingerprint(const std::string& out, const ChainSpec& spec, const 
       throw InputError("this chain started from another foundation checkpoint than " + spec.init +
                        " holds now; restore it or remove " + stateDir(out) + " to start over");
     }
-    return;
+    return now;
   }
   if (root) writeJsonAtomic(path, now);
+  return now;
 }
 
 }  // namespace
@@ -537,7 +539,7 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
     }
   }
   if (root) fs::create_directories(stateDir(out));
-  checkInputFingerprint(out, spec, in, root);
+  const json read_inputs = checkInputFingerprint(out, spec, in, root);
   ChainState st = loadProgress(out, spec);
 
   const bool use_pet = cfg.classifier != "mlp";
@@ -798,6 +800,13 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
   json result = chainSpecToJson(spec);
   result["status"] = "done";
   result["init_sha256"] = in.init_sha256;
+  // Which version of each file the chain read (size, modification time): chains of one band
+  // must have read the same (aggregate compares them; the paths alone do not tell).
+  for (const char* k : {"mc", "data"}) {
+    json file = read_inputs.at(k);
+    file.erase("path");
+    result["inputs"][k] = file;
+  }
   result["mc_events"] = n_mc;
   result["data_events"] = n_data;
   result["final_ess"] = effectiveSampleSize(st.weights.push.back());

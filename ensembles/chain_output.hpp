@@ -12,7 +12,9 @@
 //   histograms.h5    /unfolded/<obs>/{edges, sumw, sumw2}: MC gen histogrammed with the last
 //                    push weights; /prior/<obs>/{...}: MC gen unweighted (pass_gen events)
 //   history.json     loss per epoch per step per iteration, weight reports (ESS, clipping)
-//   result.json      written last: the chain is complete when it exists
+//   result.json      written last: the chain is complete when it exists. The chain's spec,
+//                    status, init_sha256, inputs {mc, data: {size, mtime_ns}} (the version
+//                    of each file it read), mc_events, data_events, final_ess, device
 // Every file is written atomically (AtomicFile): a reader sees all of a file or nothing.
 #include <cstdint>
 #include <optional>

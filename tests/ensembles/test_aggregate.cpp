@@ -322,6 +322,40 @@ TEST_F(AggregateTest, ChainsOfAnotherUnfoldingAreRefusedNamingWhatDiffers) {
   }
 }
 
+// Chains of one path that read different versions of the file (it was regenerated between
+// them) are refused, naming the file; a chain without the record (written before it) is
+// taken on its path.
+TEST_F(AggregateTest, ChainsThatReadAnotherVersionOfTheirInputsAreRefused) {
+  const nlohmann::json base = {
+      {"mc", "/d/mc.h5"},
+      {"data", "/d/data.h5"},
+      {"iterations", 4},
+      {"inputs",
+       {{"mc", {{"size", 1000}, {"mtime_ns", 5}}}, {"data", {{"size", 800}, {"mtime_ns", 6}}}}}};
+  nlohmann::json older = base;
+  older.erase("inputs");
+  writeChain("versions_ok/r0", 0, 0, 1, 3, 42, base);
+  writeChain("versions_ok/r1", 1, 0, 3, 1, 42, older);
+  writeChain("versions_ok/r2", 2, 0, 2, 2, 42, base);
+  EXPECT_NO_THROW(aggregateRunsWithOptions({(root_ / "versions_ok").string()},
+                                           (root_ / "versions_ok_agg").string(), std::nullopt,
+                                           {false}));
+  nlohmann::json regenerated = base;
+  regenerated["inputs"]["mc"]["mtime_ns"] = 9;
+  writeChain("versions/r0", 0, 0, 1, 3, 42, base);
+  writeChain("versions/r1", 1, 0, 3, 1, 42, regenerated);
+  try {
+    aggregateRunsWithOptions({(root_ / "versions").string()}, (root_ / "versions_agg").string(),
+                             std::nullopt, {false});
+    ADD_FAILURE() << "chains of two versions of mc.h5 aggregated";
+  } catch (const foldfarm::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("another version of its mc file /d/mc.h5"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(root_ / "versions_agg"));
+}
+
 TEST_F(AggregateTest, UnreadableChainFilesGiveOneLineNamingTheFile) {
   const fs::path dir = root_ / "broken";
   fs::create_directories(dir);

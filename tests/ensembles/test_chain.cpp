@@ -102,6 +102,14 @@ TEST_F(ChainTest, SameReplicaAndMemberGiveSameWeightsOthersDiffer) {
   EXPECT_EQ(result.at("device").at("requested"), "auto");
   EXPECT_FALSE(result.at("device").at("device").get<std::string>().empty());
   EXPECT_FALSE(result.at("device").at("reason").get<std::string>().empty());
+  // ... and which version of each input it read (aggregate compares them).
+  for (const char* k : {"mc", "data"}) {
+    const std::string path = result.at(k).get<std::string>();
+    EXPECT_EQ(result.at("inputs").at(k).at("size").get<int64_t>(),
+              static_cast<int64_t>(fs::file_size(path)))
+        << k;
+    EXPECT_GT(result.at("inputs").at(k).at("mtime_ns").get<int64_t>(), 0) << k;
+  }
   nlohmann::json on_cpu = params(1, 0);
   on_cpu["config"]["device"] = "cpu";
   EXPECT_EQ(runChainTask(on_cpu, (root_ / "a").string()), 0);
