@@ -7,6 +7,7 @@
 #include <string>
 
 #include "apps/foldfarm/commands.hpp"
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/train/torch_error.hpp"
@@ -31,6 +32,7 @@ void ensurePassiveOpenMpWait(char** argv) {
 int main(int argc, char** argv) {
   using namespace foldfarm;
   ensurePassiveOpenMpWait(argv);
+  installTemporaryFileCleanup();  // Ctrl-C or scancel leaves no half-written file behind
   CLI::App app{"foldfarm: data-parallel PET pretraining and OmniFold uncertainty campaigns",
                "foldfarm"};
   app.set_version_flag("--version", std::string("foldfarm ") + FOLDFARM_VERSION);

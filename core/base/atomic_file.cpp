@@ -1,14 +1,18 @@
 #include "core/base/atomic_file.hpp"
 
 #include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
@@ -31,11 +35,63 @@ void fsyncDir(const std::string& dir) {
 
 std::atomic<unsigned> g_counter{0};
 
+// The temporary files being written, for removeLiveTemporaryFiles(): fixed slots that a
+// signal handler can walk without locks or allocation. State 0: free; 1: being changed;
+// 2: `path` names a live temporary file. A temporary beyond the last slot is not recorded
+// (it is still removed when its AtomicFile is destroyed).
+struct LiveSlot {
+  std::atomic<int> state{0};
+  char path[PATH_MAX];
+};
+constexpr int kLiveSlots = 64;
+LiveSlot g_live[kLiveSlots];
+static_assert(std::atomic<int>::is_always_lock_free, "signal-safe slots needed");
+
+int recordLive(const std::string& path) noexcept {
+  if (path.size() >= PATH_MAX) return -1;
+  for (int i = 0; i < kLiveSlots; ++i) {
+    int expected = 0;
+    if (g_live[i].state.compare_exchange_strong(expected, 1)) {
+      std::memcpy(g_live[i].path, path.c_str(), path.size() + 1);
+      g_live[i].state.store(2);
+      return i;
+    }
+  }
+  return -1;
+}
+
+void forgetLive(int slot) noexcept {
+  if (slot >= 0) g_live[slot].state.store(0);
+}
+
+extern "C" void onFatalSignal(int signo) {
+  removeLiveTemporaryFiles();
+  ::signal(signo, SIG_DFL);
+  ::raise(signo);
+}
+
 }  // namespace
+
+void removeLiveTemporaryFiles() noexcept {
+  for (auto& slot : g_live)
+    if (slot.state.load() == 2) ::unlink(slot.path);
+}
+
+void installTemporaryFileCleanup() {
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction old {};
+    if (::sigaction(s, nullptr, &old) != 0 || old.sa_handler == SIG_IGN) continue;  // nohup, &
+    struct sigaction sa {};
+    sa.sa_handler = onFatalSignal;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(s, &sa, nullptr);
+  }
+}
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   temp_ = path_ + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(g_counter++);
   fd_.reset(::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (fd_.valid()) slot_ = recordLive(temp_);
   if (!fd_.valid()) {
     throw Error(path_ + ": cannot create output file: " + errnoMessage(errno) +
                 " (check that the directory exists and is writable)");
@@ -46,11 +102,13 @@ AtomicFile::AtomicFile(AtomicFile&& other) noexcept
     : path_(std::move(other.path_)),
       temp_(std::move(other.temp_)),
       fd_(std::move(other.fd_)),
-      committed_(other.committed_) {
+      committed_(other.committed_),
+      slot_(std::exchange(other.slot_, -1)) {
   other.committed_ = true;
 }
 
 AtomicFile::~AtomicFile() noexcept {
+  forgetLive(slot_);
   fd_.reset();
   if (!committed_ && !temp_.empty()) {
     if (::unlink(temp_.c_str()) != 0 && errno != ENOENT) {
@@ -83,6 +141,7 @@ void AtomicFile::commit() {
   fsyncPath(temp_);
   renameDurable(temp_, path_);
   committed_ = true;
+  forgetLive(std::exchange(slot_, -1));
 }
 
 void writeFileAtomic(const std::string& path, std::string_view content) {

@@ -37,7 +37,18 @@ class AtomicFile {
   std::string temp_;
   Fd fd_;  // the temporary file, until commit()
   bool committed_ = false;
+  int slot_ = -1;  // its entry for removeLiveTemporaryFiles(), -1: none
 };
+
+// Removes the temporary file of every AtomicFile neither committed nor destroyed yet.
+// Async-signal-safe (unlink only): for a signal handler, before the process ends by its
+// signal, so that Ctrl-C or scancel leaves no "<path>.tmp.<pid>.<n>" behind.
+void removeLiveTemporaryFiles() noexcept;
+// For SIGINT, SIGTERM and SIGHUP not ignored at start: a handler that removes the live
+// temporary files, then ends the process by the same signal (its default action). Commands
+// that stop cooperatively (installStopHandlers) replace it for SIGINT and SIGTERM and
+// unwind instead, which removes them too.
+void installTemporaryFileCleanup();
 
 // Convenience: atomically replace `path` with `content`.
 void writeFileAtomic(const std::string& path, std::string_view content);

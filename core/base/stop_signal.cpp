@@ -4,6 +4,8 @@
 
 #include <atomic>
 
+#include "core/base/atomic_file.hpp"
+
 namespace foldfarm {
 namespace {
 
@@ -13,6 +15,7 @@ static_assert(std::atomic<bool>::is_always_lock_free, "signal-safe flag needed")
 
 extern "C" void onStopSignal(int signo) {
   if (signo == SIGINT && g_stop.load()) {
+    removeLiveTemporaryFiles();  // the second Ctrl-C ends the process without unwinding
     std::signal(SIGINT, SIG_DFL);
     std::raise(SIGINT);
     return;
@@ -33,8 +36,12 @@ void installStopHandlers() {
   sigaction(SIGINT, &sa, nullptr);
 }
 
-bool stopRequested() noexcept { return g_stop.load(); }
-int stopSignal() noexcept { return g_signal; }
+bool stopRequested() noexcept {
+  return g_stop.load();
+}
+int stopSignal() noexcept {
+  return g_signal;
+}
 void requestStop(int signo) noexcept {
   g_signal = signo;
   g_stop.store(true);

@@ -61,6 +61,31 @@ TEST(AtomicFile, AbandonedWriteLeavesOldFileAndNoTemp) {
 
 // Each writer owns its temporary file's descriptor: a commit, an abandoned write and a
 // moved writer each leave no descriptor open, and the moved-to writer commits the bytes.
+// What a signal handler removes: the temporary files still being written, not a committed
+// file, not one whose writer is gone.
+TEST(AtomicFile, LiveTemporaryFilesAreRemovedForASignal) {
+  const fs::path d = tempDir() / "live";
+  fs::create_directories(d);
+  std::string done_temp;
+  {
+    AtomicFile done((d / "done.json").string());
+    done.write("{}");
+    done_temp = done.tempPath();
+    done.commit();
+  }
+  AtomicFile live((d / "live.json").string());
+  live.write("{");
+  AtomicFile moved_from((d / "moved.json").string());
+  AtomicFile moved(std::move(moved_from));
+  ASSERT_TRUE(fs::exists(live.tempPath()));
+  removeLiveTemporaryFiles();
+  EXPECT_FALSE(fs::exists(live.tempPath()));
+  EXPECT_FALSE(fs::exists(moved.tempPath()));
+  EXPECT_TRUE(fs::exists(d / "done.json"));
+  EXPECT_FALSE(fs::exists(done_temp));
+  fs::remove_all(d);
+}
+
 TEST(AtomicFile, LeavesNoDescriptorOpen) {
   auto d = tempDir();
   auto p = (d / "c.json").string();

@@ -1,12 +1,16 @@
 // The `foldfarm data` commands on good and bad files, through the real executable.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -149,4 +153,39 @@ TEST_F(DataCli, SynthInspectConvertObservables) {
     ASSERT_NEAR(a.jets[static_cast<size_t>(4 * i + 2)], m, 2e-6 * m + 1e-6) << "jet " << i;
   }
   EXPECT_NEAR(a.jets[4 * 790 + 2], 5.29589, 1e-4);
+}
+
+// Ctrl-C or scancel (SIGINT, SIGTERM) while a command writes leaves no half-written
+// "<out>.tmp.<pid>.<n>" behind, and the process still ends by the signal (the caller, a
+// shell or Slurm, sees it so).
+TEST_F(DataCli, ASignalWhileWritingLeavesNoTemporaryFile) {
+  for (int signo : {SIGTERM, SIGINT}) {
+    const fs::path out = dir_ / ("sig" + std::to_string(signo));
+    fs::create_directories(out);
+    const std::string target = (out / "big.h5").string();
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::signal(SIGINT, SIG_DFL);
+      ::signal(SIGTERM, SIG_DFL);
+      const int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      ::execl(FOLDFARM_BINARY, FOLDFARM_BINARY, "data", "synth", "--jets", "4000000", "--threads",
+              "1", "--out", target.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    bool writing = false;
+    for (int i = 0; i < 3000 && !writing; ++i) {
+      for (const auto& e : fs::directory_iterator(out))
+        writing = writing || e.path().filename().string().find(".tmp.") != std::string::npos;
+      if (!writing) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_TRUE(writing) << "no temporary file appeared";
+    ::kill(pid, signo);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == signo) << "status " << status;
+    for (const auto& e : fs::directory_iterator(out)) ADD_FAILURE() << "left behind: " << e.path();
+  }
 }
