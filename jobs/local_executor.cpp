@@ -172,6 +172,13 @@ RunSummary runLocal(Campaign& campaign, const RunOptions& options) {
   if (requeued > 0) logInfo("{} task(s) left running by an earlier run were requeued", requeued);
   const int retried = campaign.retry(options.retry);
   if (!options.retry.empty()) logInfo("{} task(s) back to pending for the retry", retried);
+  if (const StateCounts counts = campaign.counts(); counts.at(TaskState::kPending) == 0) {
+    // Nothing to run (every task done, failed or cancelled): no worker is started.
+    RunSummary summary;
+    summary.counts = counts;
+    summary.slots = nslots;
+    return summary;
+  }
   LocalWorkerPool pool(argv, slotBindings(spec.resources, nslots), options.max_worker_restarts);
   logInfo("campaign {}: {} slot(s) on {}, {} task(s)", spec.name, nslots, hostName(),
           spec.numTasks());

@@ -3,9 +3,11 @@
 // SIGTERM stops cleanly and `resume` continues.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <set>
 
 #include "jobs/campaign.hpp"
+#include "jobs/executor.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
 
@@ -51,6 +53,17 @@ TEST_F(LocalExecutor, NoopCampaignCompletesWithEveryTransitionJournaled) {
   json s = json::parse(st.out);
   EXPECT_EQ(s["counts"]["done"], 300);
   EXPECT_EQ(s["eta_s"].get<double>(), 0.0);
+  // A run with nothing left to run starts no worker (this one would leave a mark).
+  Campaign writer = Campaign::open(dir_);
+  RunOptions again;
+  const std::string mark = scratch_ + "/a-worker-started";
+  again.worker_argv = {"/bin/sh", "-c", "touch '" + mark + "'; cat >/dev/null"};
+  again.show_progress = false;
+  const RunSummary nothing = runLocal(writer, again);
+  EXPECT_EQ(nothing.counts.at(TaskState::kDone), 300);
+  EXPECT_EQ(nothing.completions, 0);
+  EXPECT_EQ(writer.journal().eventCount(), 900);
+  EXPECT_FALSE(std::filesystem::exists(mark));
 }
 
 TEST_F(LocalExecutor, FailingTaskEndsFailedAndRetryRerunsOnlyIt) {
