@@ -10,11 +10,16 @@
 namespace foldfarm::data {
 namespace {
 
-// What failed (the API call's description, the outermost entry) and, when a system call
-// failed beneath it, the system's reason: the file driver's innermost entry carries
-// "errno = 28, error message = 'No space left on device'".
+// What failed (the API call's description, the outermost entry) and why: when a system
+// call failed beneath it, the system's reason (the file driver's entry carries "errno = 28,
+// error message = 'No space left on device'"), else the innermost entry, where HDF5 found
+// the fault ("truncated file: eof = 1000000, ..., stored_eof = 18869699").
 struct StackMessage {
-  std::string what, system;
+  std::string what, system, inner;
+  std::string text() const {
+    if (!system.empty()) return what + ": " + system;
+    return inner.empty() || inner == what ? what : what + ": " + inner;
+  }
 };
 
 herr_t walkStack(unsigned /*n*/, const H5E_error2_t* err, void* client) {
@@ -22,6 +27,7 @@ herr_t walkStack(unsigned /*n*/, const H5E_error2_t* err, void* client) {
   if (!err || !err->desc) return 0;
   const std::string desc = err->desc;
   if (out->what.empty()) out->what = desc;
+  out->inner = desc;
   static const std::string kMark = "error message = '";
   const auto at = desc.find(kMark);
   if (out->system.empty() && at != std::string::npos) {
@@ -68,7 +74,7 @@ void h5Init() {
 std::string h5LastMessage() {
   StackMessage msg;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walkStack, &msg);
-  return msg.system.empty() ? msg.what : msg.what + ": " + msg.system;
+  return msg.text();
 }
 
 int64_t h5Check(int64_t status, const char* call, const char* file, int line,

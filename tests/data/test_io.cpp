@@ -257,7 +257,8 @@ TEST(JetIo, InvalidFilesThrowOneLineInputErrorNamingFileAndDataset) {
   };
   for (const Case& c :
        {Case{"missing_key", "'jet'"}, Case{"wrong_shape", "'jet'"}, Case{"nan", "row 5"},
-        Case{"empty", "0 jets"}, Case{"inconsistent_n", "'jet'"}, Case{"truncated", "bad.h5"}}) {
+        Case{"empty", "0 jets"}, Case{"inconsistent_n", "'jet'"},
+        Case{"truncated", "truncated file: eof"}}) {
     const std::string path = dir.file("bad.h5");
     fs::remove(path);
     badfiles::writeBad(path, c.kind);
