@@ -1,10 +1,13 @@
 #include "core/data/jet_files.hpp"
 
 #include <glob.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <utility>
 
 #include "core/base/error.hpp"
 
@@ -74,6 +77,20 @@ std::vector<std::string> expandDatasetFiles(const std::string& spec) {
     start = comma + 1;
   }
   if (out.empty()) throw InputError("'" + spec + "': no input files given");
+  // One file twice (listed again, matched by two patterns, a link to it) would put its jets
+  // into training and into the held-out sets at once.
+  std::map<std::pair<dev_t, ino_t>, std::string> seen;
+  for (const std::string& path : out) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) continue;  // the reader names it
+    const auto [it, fresh] = seen.emplace(std::make_pair(st.st_dev, st.st_ino), path);
+    if (!fresh)
+      throw InputError("'" + spec + "': names " + path +
+                       (path == it->second ? std::string(" twice")
+                                           : " and " + it->second + ", which are one file") +
+                       "; give each file once (its jets would be trained on and held out at "
+                       "once)");
+  }
   return out;
 }
 

@@ -14,7 +14,8 @@ namespace foldfarm::data {
 // pattern (`*`, `?`, `[…]`; its matches sorted by name) or `@LIST` (a text file with one
 // entry per line — paths or patterns, relative to the list's folder; blank lines and `#`
 // comments skipped). InputError naming the entry when a path does not exist, a pattern
-// matches nothing or a list cannot be read; also for an empty result.
+// matches nothing or a list cannot be read; also for an empty result, and for a file named
+// twice (by any path or link: its jets would enter training and the held-out sets).
 std::vector<std::string> expandDatasetFiles(const std::string& spec);
 
 // Opens a jets-layout file; InputError naming it for an unfolding file.

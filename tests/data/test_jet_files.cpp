@@ -82,6 +82,21 @@ TEST(JetFiles, MissingFilesEmptyPatternsAndMismatchedLayoutsAreRefusedByName) {
             std::string::npos);
   EXPECT_NE(messageOf([&] { expandDatasetFiles("@" + d.file("none.txt")); }).find("none.txt"),
             std::string::npos);
+  // One file named twice, matched again by a pattern, or through a link: refused by name.
+  std::filesystem::create_symlink(d.file("a.h5"), d.file("link.h5"));
+  {
+    std::ofstream list(d.file("twice.txt"));
+    list << "a.h5\nwide.h5\na.h5\n";
+  }
+  for (const auto& [spec, expected] : std::vector<std::pair<std::string, std::string>>{
+           {d.file("a.h5") + "," + d.file("a.h5"), "names " + d.file("a.h5") + " twice"},
+           {"@" + d.file("twice.txt"), "names " + d.file("a.h5") + " twice"},
+           {d.file("w*.h5") + "," + d.file("wide.h5"), "names " + d.file("wide.h5") + " twice"},
+           {d.file("a.h5") + "," + d.file("link.h5"),
+            "names " + d.file("link.h5") + " and " + d.file("a.h5") + ", which are one file"}}) {
+    const std::string why = messageOf([&] { expandDatasetFiles(spec); });
+    EXPECT_NE(why.find(expected), std::string::npos) << spec << ": " << why;
+  }
   const std::string wide = messageOf([&] {
     countJetsInFiles({d.file("a.h5"), d.file("wide.h5")});
   });
