@@ -5,6 +5,8 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <optional>
 #include <sstream>
 
 #include "core/base/atomic_file.hpp"
@@ -17,9 +19,26 @@
 namespace foldfarm::jobs {
 
 void initCommand(const std::string& spec_path, const std::string& dir) {
+  // Ctrl-C or scancel while the directory is made (seconds for 10^5 tasks) ends with nothing
+  // made, not with a half-made "<dir>.init.<pid>": the signal is taken as a request, and the
+  // directory is removed again once made.
+  installStopHandlers();
   CampaignSpec spec = loadCampaignSpec(spec_path);
   if (spec.executor == "local") checkResourcesOnThisNode(spec, spec_path);
-  Campaign c = Campaign::init(spec, dir);
+  const auto stopped = [&] {
+    return InterruptedError("campaign init " + dir + ": stopped by signal " +
+                            std::to_string(stopSignal()) + "; nothing was created");
+  };
+  if (stopRequested()) throw stopped();
+  std::optional<Campaign> made(Campaign::init(spec, dir));
+  if (stopRequested()) {
+    const std::string path = made->dir();
+    made.reset();  // its lock and journal closed first
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+    throw stopped();
+  }
+  const Campaign& c = *made;
   std::string variations;
   if (!spec.variations.empty())
     variations = ", and " + std::to_string(spec.numTasks() - spec.numNominalTasks()) + " in " +

@@ -1,12 +1,15 @@
 // The journal: named transitions only, group commits, results ingested exactly once, and
 // standalone (Slurm array) runs that never touch it.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <optional>
 
 #include "core/base/error.hpp"
+#include "core/base/exit_codes.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/journal.hpp"
 #include "tests/jobs/test_kinds.hpp"
@@ -262,6 +265,29 @@ TEST(Journal, AWriteTheSystemRefusesNamesTheReasonAndInitLeavesNothing) {
   EXPECT_FALSE(std::filesystem::exists(dir));
   for (const auto& e : std::filesystem::directory_iterator(scratch))
     ADD_FAILURE() << "left behind: " << e.path();
+}
+
+// Ctrl-C while `campaign init` makes a large campaign ends with the interrupted exit code and
+// nothing made: neither the campaign nor its "<dir>.init.<pid>" staging directory.
+TEST(Journal, ASignalDuringInitLeavesNothing) {
+  const std::string scratch = makeScratchDir("init_signal");
+  const std::string spec = writeSpec(scratch, json{{"task", "noop"}, {"replicas", 400000}});
+  const std::string dir = scratch + "/c";
+  const pid_t pid = startTool({"init", spec, "--dir", dir}, scratch, "init");
+  bool staging = false;
+  for (int i = 0; i < 6000 && !staging; ++i) {
+    for (const auto& e : std::filesystem::directory_iterator(scratch))
+      staging = staging || e.path().filename().string().rfind("c.init.", 0) == 0;
+    if (!staging) ::usleep(5000);
+  }
+  ASSERT_TRUE(staging) << "no staging directory appeared";
+  ::kill(pid, SIGINT);
+  EXPECT_EQ(waitExit(pid), kExitInterrupted) << readText(scratch + "/init.err");
+  EXPECT_NE(readText(scratch + "/init.err").find("nothing was created"), std::string::npos);
+  for (const auto& e : std::filesystem::directory_iterator(scratch)) {
+    const std::string name = e.path().filename().string();
+    EXPECT_TRUE(name == "spec.json" || name.rfind("init.", 0) == 0) << "left behind: " << name;
+  }
 }
 
 int openDescriptors() {
