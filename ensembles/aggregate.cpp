@@ -11,6 +11,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/base/progress.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/histogram.hpp"
 #include "core/data/jet_reader.hpp"
@@ -530,7 +531,10 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   std::map<std::string, ChainGroup> groups;
   std::optional<uint64_t> campaign_seed;
   std::set<std::string> classifiers;
+  Progress progress("aggregate", static_cast<int64_t>(chains.size()), "chains");
+  int64_t read_chains = 0;
   for (const auto& dir : chains) {
+    progress.update(read_chains++);
     nlohmann::json res = readJson(dir + "/" + kChainResultFile);
     int r = 0, m = 0;
     uint64_t seed = 0;
@@ -619,6 +623,8 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     g.data.insert(res.contains("data") && res["data"].is_string() ? res["data"].get<std::string>()
                                                                   : "");
   }
+  progress.update(read_chains);
+  progress.finish();
   if (!groups.count(""))
     throw InputError(
         "aggregate: only variation chains under the given directories; the nominal chains "

@@ -9,6 +9,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/base/progress.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/train/sha256.hpp"
@@ -166,7 +167,12 @@ void writeEventWeights(const EventWeightsPlan& plan, const std::string& path) {
       throw Error(tmp + ": cannot create HDF5 file (check the directory is writable)");
     }
     nlohmann::json columns = nlohmann::json::array(), other_names = nlohmann::json::array();
+    logInfo("aggregate: writing {}: {} columns of {} events, {:.1f} MiB", path, plan.columns.size(),
+            plan.rows, 8.0 * static_cast<double>(plan.rows) * plan.columns.size() / (1 << 20));
+    Progress progress("event_weights.h5", static_cast<int64_t>(plan.columns.size()), "columns");
+    int64_t written = 0;
     for (const auto& c : plan.columns) {
+      progress.update(written++);
       std::vector<double> sum(static_cast<size_t>(c.rows), 0.0);
       for (const auto& dir : c.chains) {
         const std::vector<double> w = readChainFinalWeights(dir);
@@ -179,6 +185,8 @@ void writeEventWeights(const EventWeightsPlan& plan, const std::string& path) {
       writeColumnAttrs(f.get(), tmp, c);
       if (c.dataset.rfind("weights/", 0) == 0) columns.push_back(c.dataset.substr(8));
     }
+    progress.update(written);
+    progress.finish();
     for (const auto& o : plan.others) {
       const std::string g = "other_simulations/" + o.variation;
       data::H5Handle group = FF_H5_OWN(H5Gopen2(f.get(), g.c_str(), H5P_DEFAULT),
