@@ -1,10 +1,15 @@
 #include "core/train/sha256.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/fd.hpp"
 
 namespace foldfarm {
 
@@ -107,15 +112,19 @@ std::string sha256Hex(std::string_view bytes) {
 }
 
 std::string sha256File(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw InputError(path + ": cannot read: " + errnoMessage(errno));
+  const Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) throw InputError(path + ": cannot read: " + errnoMessage(errno));
   Sha256 s;
-  char buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.update(buf, n);
-  const bool failed = std::ferror(f) != 0;
-  std::fclose(f);
-  if (failed) throw InputError(path + ": cannot read: I/O error");
+  std::vector<char> buf(1 << 20);
+  while (true) {
+    const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw InputError(path + ": cannot read: " + errnoMessage(errno));
+    }
+    s.update(buf.data(), static_cast<size_t>(n));
+  }
   return s.hexDigest();
 }
 

@@ -20,13 +20,15 @@ using namespace foldfarm::jobs::testing;
 using Clock = std::chrono::steady_clock;
 
 // A child process that takes the lease for `attempt`, writes one byte to a pipe and then
-// sleeps (ignoring nothing: SIGTERM ends it). Returns its pid once it holds the lease.
+// sleeps (SIGTERM ends it, whatever handler an earlier test of this process installed).
+// Returns its pid once it holds the lease.
 pid_t holdInChild(const std::string& dir, int attempt) {
   int p[2];
   if (::pipe(p) != 0) std::abort();
   pid_t pid = ::fork();
   if (pid == 0) {
     ::close(p[0]);
+    ::signal(SIGTERM, SIG_DFL);
     try {
       TaskLease l = TaskLease::acquire(dir, "t", attempt, LeaseOptions{0.0, 0.1});
       char c = 1;

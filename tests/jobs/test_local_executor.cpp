@@ -2,6 +2,7 @@
 // `failed` with their reason while the rest finish, `retry --failed` reruns only those,
 // SIGTERM stops cleanly and `resume` continues.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <filesystem>
 #include <set>
@@ -64,6 +65,8 @@ TEST_F(LocalExecutor, NoopCampaignCompletesWithEveryTransitionJournaled) {
   EXPECT_EQ(nothing.completions, 0);
   EXPECT_EQ(writer.journal().eventCount(), 900);
   EXPECT_FALSE(std::filesystem::exists(mark));
+  // runLocal installed its stop handlers in this process: back to the defaults.
+  for (int s : {SIGTERM, SIGINT, SIGUSR1}) ::signal(s, SIG_DFL);
 }
 
 TEST_F(LocalExecutor, FailingTaskEndsFailedAndRetryRerunsOnlyIt) {
