@@ -1,7 +1,8 @@
 // The MPI pilot (executor "mpi"): one allocation, launched by mpirun/srun.
 //
 // Protocol, rank 0 <-> worker rank r (payloads are worker-protocol frames, MPI_CHAR):
-//   1. Every rank contributes its host name (MPI_Gather) so rank 0 can journal host/slot.
+//   1. Every rank contributes its host name (MPI_Allgather): rank 0 journals host/slot, and
+//      every rank refuses a pilot over several nodes whose file system locks per node.
 //   2. rank 0 -> r, tag kTagTasks: "<generation>\n" then "run" frames (the dispatcher's
 //      batch for slot r-1). r writes them to its local worker process (LocalWorkerPool,
 //      one slot) when the generation (worker restarts reported so far) is current, and
@@ -37,6 +38,7 @@
 #include "core/mpi/check.hpp"
 #include "core/mpi/mpi_runtime.hpp"
 #include "jobs/dispatcher.hpp"
+#include "jobs/file_locks.hpp"
 #include "jobs/local_executor.hpp"
 
 namespace foldfarm::jobs {
@@ -310,8 +312,10 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
   setLogRank(rank);
   char host[256] = {0};
   std::strncpy(host, hostName().c_str(), sizeof(host) - 1);
-  std::vector<char> all(rank == 0 ? 256 * size : 0);
-  FF_MPI_CHECK(MPI_Gather(host, 256, MPI_CHAR, all.data(), 256, MPI_CHAR, 0, MPI_COMM_WORLD));
+  std::vector<char> all(static_cast<size_t>(256) * static_cast<size_t>(size));
+  FF_MPI_CHECK(MPI_Allgather(host, 256, MPI_CHAR, all.data(), 256, MPI_CHAR, MPI_COMM_WORLD));
+  std::set<std::string> nodes;
+  for (int r = 0; r < size; ++r) nodes.emplace(&all[256 * static_cast<size_t>(r)]);
   int local_index = nodeLocalWorkerIndex(rank);
   ::signal(SIGPIPE, SIG_IGN);
   installStopHandlers();
@@ -320,6 +324,9 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
   // refuses together.
   const CampaignSpec frozen = loadFrozenSpec(campaign_dir);
   requireCampaignInputs(frozen, campaign_dir + "/spec.json");
+  if (nodes.size() > 1)
+    requireClusterWideLocks(campaign_dir, "the pilot's ranks run its tasks on " +
+                                              std::to_string(nodes.size()) + " nodes");
   if (rank != 0) {
     // Workers read the frozen spec only; the journal belongs to rank 0.
     workerRank(frozen, options, local_index);

@@ -18,6 +18,7 @@
 #include "core/base/stop_signal.hpp"
 #include "jobs/campaign_commands.hpp"
 #include "jobs/executor.hpp"
+#include "jobs/file_locks.hpp"
 #include "jobs/task_lease.hpp"
 #include "slurm/array_plan.hpp"
 #include "slurm/sbatch_values.hpp"
@@ -517,6 +518,7 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
   jobs::Campaign c = jobs::Campaign::open(fs::absolute(dir).lexically_normal().string(),
                                           jobs::Campaign::Access::kWriter);
   jobs::requireCampaignInputs(c.spec(), c.dir() + "/spec.json");
+  jobs::requireClusterWideLocks(c.dir(), "the Slurm array elements run its tasks on any node");
   SlurmClient client(o.programs);
   if (!client.available()) {
     throw Error("Slurm is not reachable from " + hostName() +

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "core/base/error.hpp"
+#include "jobs/file_locks.hpp"
 #include "jobs/task_lease.hpp"
 #include "tests/jobs/test_util.hpp"
 
@@ -141,6 +142,37 @@ TEST(TaskLease, APidThatIsNoLongerTheHolderIsNotSignalled) {
   EXPECT_THROW(TaskLease::acquire(dir, "t", 2, LeaseOptions{0.1, 0.1}), InterruptedError);
   ::kill(child, SIGKILL);
   waitStatus(child);
+}
+
+// Which mounts give flock locks that other nodes see: Lustre only with `flock`, NFS unless
+// local_lock keeps them on the client; the mount holding a path is its longest mount point
+// on a component boundary (escaped spaces decoded).
+TEST(FileLocks, NodeLocalLockingIsReadFromTheMountHoldingThePath) {
+  const std::string table =
+      "22 1 0:21 / / rw,relatime - ext4 /dev/sda1 rw\n"
+      "30 22 0:40 / /lus rw - lustre 10.0.0.1@o2ib:/fs rw,flock,lazystatfs\n"
+      "31 22 0:41 / /lus2 rw - lustre 10.0.0.1@o2ib:/fs2 rw,localflock\n"
+      "32 22 0:42 / /lus3 rw - lustre 10.0.0.1@o2ib:/fs3 rw,lazystatfs\n"
+      "33 22 0:43 / /home rw shared:5 - nfs4 srv:/home rw,vers=4.2,local_lock=none\n"
+      "34 22 0:44 / /proj rw - nfs srv:/proj rw,vers=3,local_lock=flock\n"
+      "35 22 0:45 / /old rw,nolock - nfs srv:/old rw,vers=3\n"
+      "36 22 0:46 / /my\\040scratch rw - lustre mgs:/s rw,localflock\n"
+      "37 30 0:47 / /lus/local rw - ext4 /dev/sdb rw\n";
+  EXPECT_EQ(nodeLocalLocking("/lus/u/camp", table), "");
+  EXPECT_EQ(nodeLocalLocking("/home/u/camp", table), "");
+  EXPECT_EQ(nodeLocalLocking("/tmp/camp", table), "");
+  EXPECT_EQ(nodeLocalLocking("/lus/local/camp", table), "") << "mounted over the Lustre one";
+  EXPECT_NE(
+      nodeLocalLocking("/lus2/u/camp", table).find("lustre at /lus2 is mounted with localflock"),
+      std::string::npos);
+  EXPECT_NE(nodeLocalLocking("/lus3/camp", table).find("without flock"), std::string::npos);
+  EXPECT_NE(nodeLocalLocking("/proj/camp", table).find("local_lock=flock or all"),
+            std::string::npos);
+  EXPECT_NE(nodeLocalLocking("/old/camp", table).find("nolock"), std::string::npos);
+  EXPECT_NE(nodeLocalLocking("/my scratch/camp", table).find("at /my scratch"), std::string::npos);
+  EXPECT_EQ(nodeLocalLocking("/lus22/camp", table), "") << "/lus2 does not hold /lus22";
+  // This machine's own table: the scratch directory of the tests locks across processes.
+  EXPECT_NO_THROW(requireClusterWideLocks(makeScratchDir("locks"), "a test"));
 }
 
 }  // namespace
