@@ -81,8 +81,10 @@ std::string nodeLocalLocking(const std::string& path, const std::string& mountin
   if (fstype == "lustre") {
     if (hasOption(options, "localflock"))
       return where + " is mounted with localflock: its locks hold on one node only";
-    if (!hasOption(options, "flock"))
-      return where + " is mounted without flock: flock(2) fails on it";
+    // Said only when shown: a table without either option is taken as the client's
+    // default, and a flock that fails is reported by the lease itself.
+    if (hasOption(options, "noflock"))
+      return where + " is mounted with noflock: flock(2) fails on it";
     return "";
   }
   if (fstype == "nfs" || fstype == "nfs4") {

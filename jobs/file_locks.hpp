@@ -5,8 +5,7 @@
 //
 // Read from the mount table (/proc/self/mountinfo): the mount holding the directory, and
 // its options. Node-local (or no) flock:
-//   Lustre mounted with `localflock` (each node locks alone), or without `flock` (flock
-//   fails with ENOSYS);
+//   Lustre mounted with `localflock` (each node locks alone) or `noflock` (flock fails);
 //   NFS with `local_lock=flock` or `local_lock=all` (or `nolock`, which implies it).
 // Other file systems (local ones, GPFS, NFS with the default local_lock=none, Lustre with
 // `flock`) lock across nodes or are on one node.

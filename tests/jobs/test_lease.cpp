@@ -152,7 +152,8 @@ TEST(FileLocks, NodeLocalLockingIsReadFromTheMountHoldingThePath) {
       "22 1 0:21 / / rw,relatime - ext4 /dev/sda1 rw\n"
       "30 22 0:40 / /lus rw - lustre 10.0.0.1@o2ib:/fs rw,flock,lazystatfs\n"
       "31 22 0:41 / /lus2 rw - lustre 10.0.0.1@o2ib:/fs2 rw,localflock\n"
-      "32 22 0:42 / /lus3 rw - lustre 10.0.0.1@o2ib:/fs3 rw,lazystatfs\n"
+      "32 22 0:42 / /lus3 rw - lustre 10.0.0.1@o2ib:/fs3 rw,noflock\n"
+      "38 22 0:48 / /lus4 rw - lustre 10.0.0.1@o2ib:/fs4 rw,lazystatfs\n"
       "33 22 0:43 / /home rw shared:5 - nfs4 srv:/home rw,vers=4.2,local_lock=none\n"
       "34 22 0:44 / /proj rw - nfs srv:/proj rw,vers=3,local_lock=flock\n"
       "35 22 0:45 / /old rw,nolock - nfs srv:/old rw,vers=3\n"
@@ -165,7 +166,8 @@ TEST(FileLocks, NodeLocalLockingIsReadFromTheMountHoldingThePath) {
   EXPECT_NE(
       nodeLocalLocking("/lus2/u/camp", table).find("lustre at /lus2 is mounted with localflock"),
       std::string::npos);
-  EXPECT_NE(nodeLocalLocking("/lus3/camp", table).find("without flock"), std::string::npos);
+  EXPECT_NE(nodeLocalLocking("/lus3/camp", table).find("with noflock"), std::string::npos);
+  EXPECT_EQ(nodeLocalLocking("/lus4/camp", table), "") << "neither shown: the client's default";
   EXPECT_NE(nodeLocalLocking("/proj/camp", table).find("local_lock=flock or all"),
             std::string::npos);
   EXPECT_NE(nodeLocalLocking("/old/camp", table).find("nolock"), std::string::npos);
