@@ -768,7 +768,11 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   }
 
   // 3. Write: bands.h5, summary.json, figures.
-  MadeDirectories made(out_dir);  // removed again if nothing could be written
+  // Every output goes to a temporary first and all are renamed into place together at the
+  // end: a run that fails changes nothing (not bands.h5 of this run beside an earlier
+  // summary.json), and a directory it made is removed again.
+  MadeDirectories made(out_dir);
+  std::vector<AtomicFile> staged;
   {
     AtomicFile out(out_dir + "/bands.h5");
     const std::string path = out.tempPath();
@@ -827,10 +831,12 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
                             "unit-area densities per bin; replicas = mean over members of each "
                             "bootstrap replica");
     f.close(path + ": closing");
-    out.commit();
+    staged.push_back(std::move(out));
   }
-  writeJsonAtomic(out_dir + "/summary.json", summary);
-  if (weights_plan) writeEventWeights(*weights_plan, out_dir + "/event_weights.h5");
+  staged.emplace_back(out_dir + "/summary.json");
+  staged.back().write(summary.dump(2) + "\n");
+  if (weights_plan)
+    staged.push_back(writeEventWeights(*weights_plan, out_dir + "/event_weights.h5"));
   if (options.plots && !plot::gnuplotAvailable()) {
     logWarn("aggregate: gnuplot (with pngcairo) is not installed; no figures in {}", out_dir);
   } else if (options.plots) {
@@ -854,10 +860,16 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       batch.add(r.name, fig);
       batch.add(r.name + "_breakdown", breakdownFigure(r.name, r.edges, r.band.mean, r.sigmas));
     }
-    for (const auto& [name, png] : batch.render())
-      writeFileAtomic(out_dir + "/" + name + ".png", png);
+    for (const auto& [name, png] : batch.render()) {
+      staged.emplace_back(out_dir + "/" + name + ".png");
+      staged.back().write(png);
+    }
   }
+  for (AtomicFile& f : staged) f.commit();
   made.keep();
+  if (weights_plan)
+    logInfo("aggregate: wrote {}/event_weights.h5 ({} columns of {} events)", out_dir,
+            weights_plan->columns.size(), weights_plan->rows);
   return summary;
 }
 

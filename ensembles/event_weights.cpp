@@ -156,7 +156,7 @@ std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>&
   return plan;
 }
 
-void writeEventWeights(const EventWeightsPlan& plan, const std::string& path) {
+AtomicFile writeEventWeights(const EventWeightsPlan& plan, const std::string& path) {
   AtomicFile out(path);
   const std::string tmp = out.tempPath();
   {
@@ -205,8 +205,7 @@ void writeEventWeights(const EventWeightsPlan& plan, const std::string& path) {
     data::h5WriteStringAttr(f.get(), "other_simulations", other_names.dump());
     f.close(tmp + ": closing");
   }
-  out.commit();
-  logInfo("aggregate: wrote {} ({} columns of {} events)", path, plan.columns.size(), plan.rows);
+  return out;
 }
 
 }  // namespace foldfarm::ensembles

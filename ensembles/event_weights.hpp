@@ -34,6 +34,8 @@
 #include <string>
 #include <vector>
 
+#include "core/base/atomic_file.hpp"
+
 namespace foldfarm::ensembles {
 
 // The chains of the nominal or of one variation, as the aggregation found them.
@@ -72,8 +74,9 @@ struct EventWeightsPlan {
 // `groups` holds the nominal first.
 std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>& groups);
 
-// Writes the plan's columns to `path` atomically, one column in memory at a time.
-// Throws Error on a failed read or write (nothing is left at `path` then).
-void writeEventWeights(const EventWeightsPlan& plan, const std::string& path);
+// Writes the plan's columns for `path`, one column in memory at a time, into a temporary
+// file that the caller commits (with the other outputs of its run). Throws Error on a
+// failed read or write (the temporary is removed then).
+AtomicFile writeEventWeights(const EventWeightsPlan& plan, const std::string& path);
 
 }  // namespace foldfarm::ensembles

@@ -3,9 +3,11 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/process.hpp"
 #include "core/data/h5_file.hpp"
@@ -13,6 +15,7 @@
 #include "core/plot/gnuplot.hpp"
 #include "ensembles/aggregate.hpp"
 #include "ensembles/chain_output.hpp"
+#include "tests/support/file_size_limit.hpp"
 
 namespace fs = std::filesystem;
 using namespace foldfarm::ensembles;
@@ -346,6 +349,38 @@ TEST_F(AggregateTest, ChainsThatReadAnotherVersionOfTheirInputsAreRefused) {
   writeChain("versions/r1", 1, 0, 3, 1, 42, regenerated);
   const std::string why = refusalOf("versions");
   EXPECT_NE(why.find("another version of its mc file /d/mc.h5"), std::string::npos) << why;
+}
+
+// An aggregation that fails late (here event_weights.h5 over a file-size limit, as on a full
+// disk) changes nothing in its output directory: not a new bands.h5 beside the earlier
+// summary.json. Every output is renamed into place together at the end.
+TEST_F(AggregateTest, AFailedAggregationLeavesTheEarlierOutputsAsTheyWere) {
+  const std::vector<int> bins(200000, 0);
+  const std::string sim = writeSample("big_sim.h5", bins, {}, {});
+  const nlohmann::json mc = {{"mc", sim}};
+  const std::vector<double> ones(bins.size(), 1.0);
+  writeChain("late/r0", 0, 0, 1, 3, 42, mc, ones);
+  writeChain("late/r1", 1, 0, 3, 1, 42, mc, ones);
+  const std::string out = (root_ / "late_agg").string();
+  aggregateRunsWithOptions({(root_ / "late").string()}, out, std::nullopt, {false});
+  std::map<std::string, std::string> before;
+  for (const auto& e : fs::directory_iterator(out))
+    before[e.path().filename().string()] = foldfarm::readFile(e.path().string());
+  ASSERT_EQ(before.size(), 3u);  // bands.h5, summary.json, event_weights.h5
+  ASSERT_LT(before["bands.h5"].size(), 1000000u) << "bands.h5 must fit under the limit";
+  writeChain("late/r2", 2, 0, 2, 2, 42, mc, ones);  // another band
+  try {
+    foldfarm::testing::FileSizeLimit limit(1000000);  // below one column of 1.6 MB
+    aggregateRunsWithOptions({(root_ / "late").string()}, out, std::nullopt, {false});
+    ADD_FAILURE() << "event_weights.h5 was written past the limit";
+  } catch (const foldfarm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("event_weights.h5"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("File too large"), std::string::npos) << e.what();
+  }
+  std::map<std::string, std::string> after;
+  for (const auto& e : fs::directory_iterator(out))
+    after[e.path().filename().string()] = foldfarm::readFile(e.path().string());
+  EXPECT_TRUE(after == before) << "the failed run changed or left files in " << out;
 }
 
 TEST_F(AggregateTest, UnreadableChainFilesGiveOneLineNamingTheFile) {
