@@ -94,7 +94,8 @@ TEST(JetFiles, MissingFilesEmptyPatternsAndMismatchedLayoutsAreRefusedByName) {
            {d.file("w*.h5") + "," + d.file("wide.h5"), "names " + d.file("wide.h5") + " twice"},
            {d.file("a.h5") + "," + d.file("link.h5"),
             "names " + d.file("link.h5") + " and " + d.file("a.h5") + ", which are one file"}}) {
-    const std::string why = messageOf([&] { expandDatasetFiles(spec); });
+    const std::string list = spec;  // a structured binding is not captured before C++20
+    const std::string why = messageOf([&] { expandDatasetFiles(list); });
     EXPECT_NE(why.find(expected), std::string::npos) << spec << ": " << why;
   }
   const std::string wide = messageOf([&] {
