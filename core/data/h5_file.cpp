@@ -1,6 +1,7 @@
 #include "core/data/h5_file.hpp"
 
 #include <exception>
+#include <iterator>
 #include <mutex>
 #include <sstream>
 
@@ -37,24 +38,19 @@ herr_t walkStack(unsigned /*n*/, const H5E_error2_t* err, void* client) {
   return 0;
 }
 
+// What each H5Kind is called and how it is closed (in the order of the enum).
+struct KindInfo {
+  const char* name;
+  herr_t (*close)(hid_t);
+};
+constexpr KindInfo kKinds[] = {{"file", H5Fclose},     {"group", H5Gclose},
+                               {"dataset", H5Dclose},  {"dataspace", H5Sclose},
+                               {"datatype", H5Tclose}, {"property list", H5Pclose},
+                               {"attribute", H5Aclose}};
+static_assert(std::size(kKinds) == static_cast<size_t>(H5Kind::kAttribute) + 1);
+
 const char* kindName(H5Kind k) {
-  switch (k) {
-    case H5Kind::kFile:
-      return "file";
-    case H5Kind::kGroup:
-      return "group";
-    case H5Kind::kDataset:
-      return "dataset";
-    case H5Kind::kDataspace:
-      return "dataspace";
-    case H5Kind::kDatatype:
-      return "datatype";
-    case H5Kind::kPropList:
-      return "property list";
-    case H5Kind::kAttribute:
-      return "attribute";
-  }
-  return "object";
+  return kKinds[static_cast<size_t>(k)].name;
 }
 
 }  // namespace
@@ -109,23 +105,7 @@ H5Handle& H5Handle::operator=(H5Handle&& o) noexcept {
 }
 
 static herr_t closeId(hid_t id, H5Kind kind) {
-  switch (kind) {
-    case H5Kind::kFile:
-      return H5Fclose(id);
-    case H5Kind::kGroup:
-      return H5Gclose(id);
-    case H5Kind::kDataset:
-      return H5Dclose(id);
-    case H5Kind::kDataspace:
-      return H5Sclose(id);
-    case H5Kind::kDatatype:
-      return H5Tclose(id);
-    case H5Kind::kPropList:
-      return H5Pclose(id);
-    case H5Kind::kAttribute:
-      return H5Aclose(id);
-  }
-  return -1;
+  return kKinds[static_cast<size_t>(kind)].close(id);
 }
 
 void H5Handle::close(const std::string& context) {
