@@ -199,8 +199,9 @@ MadeDirectories::MadeDirectories(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
   std::vector<fs::path> missing;
-  for (fs::path p = fs::absolute(dir, ec).lexically_normal(); !p.empty() && !fs::exists(p, ec);
-       p = p.parent_path()) {
+  fs::path target = fs::absolute(dir, ec).lexically_normal();
+  if (!target.has_filename()) target = target.parent_path();  // "out/" is "out"
+  for (fs::path p = target; !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
     missing.push_back(p);
     if (p == p.parent_path()) break;
   }

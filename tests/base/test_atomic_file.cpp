@@ -153,6 +153,8 @@ TEST(OutputDirectory, MadeDirectoriesAreRemovedAgainUnlessKept) {
   { MadeDirectories made((d / "before" / "a" / "b").string()); }
   EXPECT_TRUE(fs::is_directory(d / "before")) << "a directory that was there stays";
   EXPECT_FALSE(fs::exists(d / "before" / "a")) << "the empty ones made are gone";
+  { MadeDirectories made((d / "before" / "a" / "b").string() + "/"); }
+  EXPECT_FALSE(fs::exists(d / "before" / "a")) << "with a trailing slash too";
   {
     MadeDirectories made((d / "kept" / "b").string());
     EXPECT_TRUE(fs::is_directory(d / "kept" / "b"));
