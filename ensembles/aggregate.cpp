@@ -834,7 +834,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     staged.push_back(std::move(out));
   }
   staged.emplace_back(out_dir + "/summary.json");
-  staged.back().write(summary.dump(2) + "\n");
+  staged.back().write(jsonText(summary));
   if (weights_plan)
     staged.push_back(writeEventWeights(*weights_plan, out_dir + "/event_weights.h5"));
   if (options.plots && !plot::gnuplotAvailable()) {

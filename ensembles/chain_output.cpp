@@ -244,8 +244,12 @@ std::vector<double> readChainFinalWeights(const std::string& dir) {
   return readFinal(f.get(), path);
 }
 
+std::string jsonText(const nlohmann::json& j) {
+  return j.dump(2) + "\n";
+}
+
 void writeJsonAtomic(const std::string& path, const nlohmann::json& j) {
-  writeFileAtomic(path, j.dump(2) + "\n");
+  writeFileAtomic(path, jsonText(j));
 }
 
 nlohmann::json readJson(const std::string& path) {

@@ -78,6 +78,8 @@ std::vector<double> readFloat64Dataset(int64_t file, const std::string& path,
                                        std::vector<uint64_t>* dims = nullptr);
 
 // JSON files of the chain directory, atomically; readJson throws InputError on bad JSON.
+// jsonText is the text they hold (indented by 2, a final newline).
+std::string jsonText(const nlohmann::json& j);
 void writeJsonAtomic(const std::string& path, const nlohmann::json& j);
 nlohmann::json readJson(const std::string& path);
 
