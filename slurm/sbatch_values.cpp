@@ -54,9 +54,11 @@ std::string validateSlurmName(std::string_view option, std::string_view value, b
 }
 
 std::string validateTimeLimit(std::string_view value) {
+  // At most 8 digits before the first separator (190 years of minutes): a longer number is a
+  // typo, and would overflow the seconds that --signal-grace is checked against.
   static const std::regex re(
-      "(UNLIMITED|INFINITE|[0-9]+-[0-9]{1,2}(:[0-9]{1,2}(:[0-9]{1,2})?)?|"
-      "[0-9]+(:[0-9]{1,2}(:[0-9]{1,2})?)?)");
+      "(UNLIMITED|INFINITE|[0-9]{1,8}-[0-9]{1,2}(:[0-9]{1,2}(:[0-9]{1,2})?)?|"
+      "[0-9]{1,8}(:[0-9]{1,2}(:[0-9]{1,2})?)?)");
   std::string v(value);
   if (!std::regex_match(v, re) || v == "0") {
     throw InputError("--time: " + show(value) +

@@ -91,11 +91,13 @@ std::vector<QueuedJob> parseSqueue(const std::string& out) {
     j.arrayJobId = f[0];
     if (f[1] == "N/A") {
       j.arrayTask = -1;
-    } else if (allDigits(f[1])) {
+    } else if (allDigits(f[1]) && f[1].size() <= 9) {
       j.arrayTask = std::stoi(f[1]);
     } else {
       // An unexpanded range ("0-5%2") should not appear with -r; treat as a format error.
-      throw Error("squeue printed an array range '" + f[1] + "' despite -r in line '" + line + "'");
+      throw Error("squeue printed an array task '" + f[1] +
+                  "' that is not an index below 10^9 in line '" + line +
+                  "' (an unexpanded range despite -r?)");
     }
     j.jobId = f[2];
     j.state = f[3];
@@ -114,6 +116,7 @@ SlurmLimits parseSlurmConfig(const std::string& out) {
     size_t n = 0;
     while (n < t.size() && std::isdigit(static_cast<unsigned char>(t[n]))) ++n;
     if (n == 0) return -1;
+    if (n > 9) return 1 << 30;  // beyond any limit Slurm has; std::stoll would throw past 18
     return static_cast<int>(std::min<long long>(std::stoll(t.substr(0, n)), 1LL << 30));
   };
   while (std::getline(in, line)) {

@@ -57,7 +57,10 @@ TEST(SbatchValues, TimeLimits) {
   EXPECT_EQ(timeLimitSeconds("1-12"), 86400 + 12 * 3600);
   EXPECT_EQ(timeLimitSeconds("1-00:10:05"), 86400 + 605);
   EXPECT_EQ(timeLimitSeconds("UNLIMITED"), -1);
-  for (const char* bad : {"", "0", "1h", "1:2:3:4", "-5", "10 ", "1-", "$(date)"}) {
+  EXPECT_EQ(timeLimitSeconds("99999999"), 99999999LL * 60);
+  // Beyond 8 digits: refused with the forms, not "internal error: stoll" or an overflow.
+  for (const char* bad : {"", "0", "1h", "1:2:3:4", "-5", "10 ", "1-", "$(date)",
+                          "99999999999999999999", "123456789-00", "123456789:00"}) {
     EXPECT_THROW(validateTimeLimit(bad), InputError) << bad;
   }
 }
@@ -361,6 +364,10 @@ TEST(SlurmParse, SqueueAndConfig) {
   EXPECT_TRUE(jobs[2].finished());
   EXPECT_THROW(parseSqueue("7|0-5%2|7|PENDING|None\n"), Error);
   EXPECT_THROW(parseSqueue("garbage\n"), Error);
+  // An index beyond int is a format error with the line, not std::stoi's "stoi".
+  EXPECT_THROW(parseSqueue("7|99999999999|7|PENDING|None\n"), Error);
+  // A value beyond long long clamps like any other large one instead of throwing "stoll".
+  EXPECT_EQ(parseSlurmConfig("MaxArraySize = 99999999999999999999999\n").maxArraySize, 1 << 30);
   SlurmLimits l = parseSlurmConfig(
       "MaxArraySize            = 40001\nMaxJobCount  = 50000\nMinJobAge = 60 sec\n");
   EXPECT_EQ(l.maxArraySize, 40001);
