@@ -74,8 +74,8 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     if (isOutOfMemory(e)) {
       std::fprintf(stderr,
-                   "foldfarm: error: out of memory: %s; use a smaller batch or model, or a node "
-                   "with more memory\n",
+                   "foldfarm: error: out of memory: %s; lower the sizes given (jets, events, "
+                   "batch, model) or use a node with more memory\n",
                    exceptionMessage(e).c_str());
       return kExitFailure;
     }

@@ -10,7 +10,8 @@ namespace foldfarm {
 // what().
 std::string exceptionMessage(const std::exception& e);
 
-// Whether `e` is an allocation failure of LibTorch (host memory or a GPU's).
+// Whether `e` is an allocation failure: LibTorch's (host memory or a GPU's), std::bad_alloc,
+// or a container asked for more elements than memory can address.
 bool isOutOfMemory(const std::exception& e);
 
 }  // namespace foldfarm

@@ -399,6 +399,14 @@ TEST(TorchError, LibTorchErrorsAreOneLineAndAllocationFailuresAreKnown) {
     EXPECT_TRUE(foldfarm::isOutOfMemory(e)) << e.what();
     EXPECT_EQ(foldfarm::exceptionMessage(e).find('\n'), std::string::npos);
   }
+  EXPECT_TRUE(foldfarm::isOutOfMemory(std::bad_alloc()));
+  try {
+    std::vector<double> v(static_cast<size_t>(-1));
+    FAIL() << "allocated " << v.size() << " doubles";
+  } catch (const std::exception& e) {
+    EXPECT_TRUE(foldfarm::isOutOfMemory(e)) << e.what();
+  }
+  EXPECT_FALSE(foldfarm::isOutOfMemory(std::length_error("basic_string::_M_replace_aux")));
   const std::runtime_error plain("plain");
   EXPECT_EQ(foldfarm::exceptionMessage(plain), "plain");
   EXPECT_FALSE(foldfarm::isOutOfMemory(plain));
