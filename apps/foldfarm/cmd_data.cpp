@@ -126,14 +126,15 @@ void registerDataCommands(CommandGroups& g) {
        "sim, data or alt (differ in coupling and hadronisation; alt plays another generator)")
       ->capture_default_str();
   s->add_option("--out", synth->out, "Output HDF5 file (written atomically)")->required();
-  s->add_option("--threads", synth->threads, "Generator threads (output identical for any count)")
+  s->add_option("--threads", synth->threads,
+                "Generator threads, at most 4096 (output identical for any count)")
       ->capture_default_str();
   s->add_option("--particles", synth->particles,
                 "Particle slots per jet (default 128 pretrain, 100 unfold)")
       ->check(cli::kPositive);
-  s->add_option("--pt-min", synth->pt_min, "Minimum generated jet pT in GeV")
+  s->add_option("--pt-min", synth->pt_min, "Minimum generated jet pT in GeV (1 to 100000)")
       ->check(cli::kPositive);
-  s->add_option("--pt-max", synth->pt_max, "Maximum generated jet pT in GeV")
+  s->add_option("--pt-max", synth->pt_max, "Maximum generated jet pT in GeV (1 to 100000)")
       ->check(cli::kPositive);
   s->add_option("--deflate", synth->deflate, "Deflate level 0-9 (0: uncompressed)")
       ->check(CLI::Range(0, 9))

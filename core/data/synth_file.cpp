@@ -1,11 +1,13 @@
 #include "core/data/synth_file.hpp"
 
 #include <algorithm>
-#include <thread>
+
+#include <fmt/format.h>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/progress.hpp"
+#include "core/base/run_threads.hpp"
 #include "core/data/features.hpp"
 #include "core/data/jet_writer.hpp"
 
@@ -14,8 +16,17 @@ namespace foldfarm::data {
 void writeSynthFile(const SynthFileOptions& opt) {
   if (opt.count <= 0) throw InputError("synth: the number of jets/events must be positive");
   if (opt.config.P < 1) throw InputError("synth: particles per jet must be >= 1");
-  if (!(opt.config.pt_max >= opt.config.pt_min) || !(opt.config.pt_min > 0))
-    throw InputError("synth: need 0 < pt-min <= pt-max");
+  // Below the shower's cut-off (about 1 GeV) a jet is not a jet, and a pT of 1e-100 drove the
+  // generator into an allocation without bound; above 100 TeV no collider makes one.
+  if (!(opt.config.pt_max >= opt.config.pt_min) || !(opt.config.pt_min >= kMinSynthPt) ||
+      !(opt.config.pt_max <= kMaxSynthPt))
+    throw InputError(
+        fmt::format("synth: need {:g} <= --pt-min <= --pt-max <= {:g} GeV (got --pt-min "
+                    "{:g}, --pt-max {:g})",
+                    kMinSynthPt, kMaxSynthPt, opt.config.pt_min, opt.config.pt_max));
+  if (opt.threads > kMaxSynthThreads)
+    throw InputError("synth: --threads " + std::to_string(opt.threads) + " exceeds " +
+                     std::to_string(kMaxSynthThreads) + "; give at most the cores of the node");
   requireOutputDirectory(opt.out);
   const int threads = std::max(1, opt.threads);
   const bool pretrain = opt.kind == SynthKind::kPretrain;
@@ -45,24 +56,25 @@ void writeSynthFile(const SynthFileOptions& opt) {
   for (int64_t begin = 0; begin < opt.count; begin += block * threads) {
     const int64_t end = std::min(opt.count, begin + block * threads);
     const int64_t per = (end - begin + threads - 1) / threads;
+    // Rows [b, e) of this block for generator thread t.
+    auto rows = [&](int t) {
+      const int64_t b = std::min(end, begin + t * per);
+      return std::make_pair(b, std::min(end, b + per));
+    };
     if (pretrain) {
       std::vector<JetArrays> parts(static_cast<size_t>(threads));
-      std::vector<std::thread> pool;
-      for (int t = 0; t < threads; ++t) {
-        const int64_t b = std::min(end, begin + t * per), e = std::min(end, b + per);
-        pool.emplace_back([&, t, b, e] { parts[t] = synthPretrain(opt.config, opt.seed, b, e); });
-      }
-      for (auto& th : pool) th.join();
+      runThreads(threads, [&](int t) {
+        const auto [b, e] = rows(t);
+        parts[static_cast<size_t>(t)] = synthPretrain(opt.config, opt.seed, b, e);
+      });
       for (auto& p : parts)
         if (p.n > 0) writer.append(p);
     } else {
       std::vector<UnfoldArrays> parts(static_cast<size_t>(threads));
-      std::vector<std::thread> pool;
-      for (int t = 0; t < threads; ++t) {
-        const int64_t b = std::min(end, begin + t * per), e = std::min(end, b + per);
-        pool.emplace_back([&, t, b, e] { parts[t] = synthUnfold(opt.config, opt.seed, b, e); });
-      }
-      for (auto& th : pool) th.join();
+      runThreads(threads, [&](int t) {
+        const auto [b, e] = rows(t);
+        parts[static_cast<size_t>(t)] = synthUnfold(opt.config, opt.seed, b, e);
+      });
       for (auto& p : parts)
         if (p.n() > 0) writer.append(p);
     }

@@ -14,6 +14,11 @@ namespace foldfarm::data {
 
 enum class SynthKind { kPretrain, kUnfold };
 
+// The generated jet pT range in GeV, and the generator threads, that writeSynthFile accepts.
+inline constexpr double kMinSynthPt = 1.0;
+inline constexpr double kMaxSynthPt = 1e5;
+inline constexpr int kMaxSynthThreads = 4096;
+
 struct SynthFileOptions {
   SynthKind kind = SynthKind::kPretrain;
   SynthConfig config = SynthConfig::pretrainDefaults();
@@ -26,7 +31,8 @@ struct SynthFileOptions {
   bool progress = true;
 };
 
-// Throws InputError for bad options (count <= 0, P < 1, output directory missing).
+// Throws InputError for bad options (count <= 0, P < 1, pT range or threads outside the
+// limits above, output directory missing).
 void writeSynthFile(const SynthFileOptions& opt);
 
 }  // namespace foldfarm::data

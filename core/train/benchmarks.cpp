@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 
 #include "core/base/error.hpp"
+#include "core/base/run_threads.hpp"
 #include "core/base/seed.hpp"
 #include "core/data/features.hpp"
 #include "core/data/jet_files.hpp"
@@ -192,21 +193,11 @@ BenchRun benchOnce(const PetBenchOptions& a, const PetConfig& cfg, const JetTens
       for (int64_t s = from; s < to; ++s) runStep(team[0], host[static_cast<size_t>(s)], s);
       return;
     }
-    std::vector<std::exception_ptr> errors(static_cast<size_t>(members));
-    std::vector<std::thread> threads;
-    for (int m = 0; m < members; ++m)
-      threads.emplace_back([&, m] {
-        try {
-          const StreamScope stream(device);
-          for (int64_t s = from; s < to; ++s)
-            runStep(team[static_cast<size_t>(m)], host[static_cast<size_t>(s)], s);
-        } catch (...) {
-          errors[static_cast<size_t>(m)] = std::current_exception();
-        }
-      });
-    for (auto& th : threads) th.join();
-    for (auto& e : errors)
-      if (e) std::rethrow_exception(e);
+    runThreads(members, [&](int m) {
+      const StreamScope stream(device);
+      for (int64_t s = from; s < to; ++s)
+        runStep(team[static_cast<size_t>(m)], host[static_cast<size_t>(s)], s);
+    });
   };
   if (graphs) {
     // Warm-up and capture of every shape the timed steps take (two steps each).

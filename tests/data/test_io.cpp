@@ -17,7 +17,7 @@
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
 #include "tests/data/bad_files.hpp"
-#include "tests/support/file_size_limit.hpp"
+#include "tests/support/resource_limits.hpp"
 
 using namespace foldfarm::data;
 namespace fs = std::filesystem;

@@ -18,7 +18,7 @@
 
 #include "core/data/h5_file.hpp"
 #include "tests/data/bad_files.hpp"
-#include "tests/support/file_size_limit.hpp"
+#include "tests/support/resource_limits.hpp"
 
 extern char** environ;
 namespace fs = std::filesystem;
@@ -416,7 +416,14 @@ TEST_F(BadInputs, CommandLine) {
   expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "5"}, "--out");
   // Values out of range are refused, not replaced by the defaults or handed to HDF5.
   for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
-           {"--particles", "0"}, {"--pt-min", "-5"}, {"--pt-max", "0"}, {"--deflate", "12"}})
+           {"--particles", "0"},
+           {"--pt-min", "-5"},
+           {"--pt-max", "0"},
+           {"--deflate", "12"},
+           // Below the shower's cut-off: a pT of 1e-100 aborted the generator threads.
+           {"--pt-min", "1e-100"},
+           {"--pt-max", "1e30"},
+           {"--threads", "2147483647"}})
     expectCleanFailure(
         {"data", "synth", "--kind", "pretrain", "--jets", "5", option, value, "--out", p("x.h5")},
         option);
@@ -561,6 +568,18 @@ TEST_F(BadInputs, ZFullDisk) {
   expectCleanFailure({"aggregate", "--runs", p("chain"), "--out", p("work/bands/nominal")},
                      "File too large", 1);
   EXPECT_FALSE(fs::exists(p("work/bands"))) << "an empty output directory was left behind";
+}
+
+// Sizes beyond the node's memory: one line that says so, not "internal error: std::bad_alloc"
+// or, from the generator threads, "terminate called" and exit 134; no temporary file left.
+TEST_F(BadInputs, ZOutOfMemory) {
+  foldfarm::testing::AddressSpaceLimit limit(rlim_t{6} << 30);
+  expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "5", "--particles",
+                      "2147483647", "--out", p("work/huge.h5")},
+                     "out of memory", 1);
+  expectCleanFailure({"data", "synth", "--kind", "unfold", "--events", "5", "--particles",
+                      "2147483647", "--threads", "2", "--out", p("work/huge.h5")},
+                     "out of memory", 1);
 }
 
 TEST_F(BadInputs, ZCount) {

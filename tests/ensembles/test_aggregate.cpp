@@ -15,7 +15,7 @@
 #include "core/plot/gnuplot.hpp"
 #include "ensembles/aggregate.hpp"
 #include "ensembles/chain_output.hpp"
-#include "tests/support/file_size_limit.hpp"
+#include "tests/support/resource_limits.hpp"
 
 namespace fs = std::filesystem;
 using namespace foldfarm::ensembles;

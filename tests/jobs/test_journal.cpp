@@ -14,7 +14,7 @@
 #include "jobs/journal.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
-#include "tests/support/file_size_limit.hpp"
+#include "tests/support/resource_limits.hpp"
 
 namespace foldfarm::jobs {
 namespace {
