@@ -205,6 +205,8 @@ std::vector<std::vector<int64_t>> batchRows(const JetTensors& set, std::vector<i
                                             int rank, bool bucket) {
   const auto per_rank = static_cast<int64_t>(mine.size());
   std::vector<std::vector<int64_t>> batches;
+  // A batch beyond the rows is all of them (and batch_size * kBucketWindow would overflow).
+  batch_size = std::min(batch_size, std::max<int64_t>(1, per_rank));
   const int64_t window = bucket ? batch_size * kBucketWindow : batch_size;
   for (int64_t w = 0; w < per_rank; w += window) {
     const auto first = mine.begin() + w;

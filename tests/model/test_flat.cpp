@@ -4,10 +4,12 @@
 // ending bit-identical to one on per-parameter tensors; fixed batch shapes whose padding rows
 // and columns leave the loss and every gradient unchanged; and the device resolution.
 #include <gtest/gtest.h>
+
 #include <torch/torch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -282,6 +284,24 @@ TEST(FixedShapes, WidthsComeFromAFewBucketEdges) {
   EXPECT_EQ(fixedBatchWidth(65), 96);
   EXPECT_EQ(fixedBatchWidth(128), 128);
   EXPECT_EQ(fixedBatchWidth(129), 192);
+}
+
+// A batch larger than the rows is one batch of all of them, bucketed or not; before, the
+// bucketing window (batch * 8) overflowed and `pretrain --batch 99999999999999999999` (CLI11
+// reads it as INT64_MAX) crashed with SIGSEGV.
+TEST(Batches, ABatchBeyondTheRowsIsOneBatchOfAllOfThem) {
+  const JetTensors set = jets(40, 3);
+  for (bool bucket : {false, true}) {
+    for (int64_t b : {int64_t{40}, int64_t{41}, std::numeric_limits<int64_t>::max()}) {
+      const auto batches = epochBatches(set, b, 1, 0, 0, 1, bucket);
+      ASSERT_EQ(batches.size(), 1u) << b;
+      EXPECT_EQ(batches[0].size(), 40u) << b;
+      const auto shard = shardEpochBatches(set, b, 1, 0, 0, 30, bucket);
+      ASSERT_EQ(shard.size(), 1u) << b;
+      EXPECT_EQ(shard[0].size(), 30u) << b;
+    }
+    EXPECT_EQ(epochBatches(set, 16, 1, 0, 0, 1, bucket).size(), 3u);
+  }
 }
 
 TEST(FixedShapes, PaddingRowsAndColumnsGiveTheSameLossAndGradients) {
