@@ -18,6 +18,7 @@
 #include "core/train/classifier_trainer.hpp"
 #include "core/train/device.hpp"
 #include "core/train/observable_classifier.hpp"
+#include "core/train/optim.hpp"
 #include "core/train/parallel.hpp"
 #include "ensembles/chain_output.hpp"
 #include "ensembles/seeds.hpp"
@@ -357,9 +358,10 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
     throw InputError(source + ": val_fraction must be in (0, 1)");
   // Written so that NaN fails too (before: a negative lr trained, and lr_factor 0 stopped
   // the first step classifier at run time, leaving its state behind).
-  if (!(c.lr > 0 && std::isfinite(c.lr)) || !(c.lr_factor > 0 && std::isfinite(c.lr_factor)) ||
-      !(c.weight_decay >= 0 && std::isfinite(c.weight_decay)))
-    throw InputError(source + ": lr and lr_factor must be > 0, weight_decay >= 0");
+  if (const std::string bad = learningRateProblem(c.lr, c.lr_factor); !bad.empty())
+    throw InputError(source + ": " + bad);
+  if (!(c.weight_decay >= 0 && std::isfinite(c.weight_decay)))
+    throw InputError(source + ": weight_decay must be >= 0");
   if (c.optimizer != "lion" && c.optimizer != "adamw")
     throw InputError(source + ": optimizer must be lion or adamw (got '" + c.optimizer + "')");
   if (!(c.limits.max_weight > 1)) throw InputError(source + ": max_weight must be > 1");
@@ -381,12 +383,13 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
     if (std::count(c.observables.begin(), c.observables.end(), o) > 1)
       throw InputError(source + ": observable '" + o + "' is listed twice");
   }
-  if (c.mlp.hidden.empty() || c.mlp.epochs < 1 || c.mlp.batch_size < 1 ||
-      !(c.mlp.lr > 0 && std::isfinite(c.mlp.lr)) || c.mlp.patience < 0 ||
+  if (c.mlp.hidden.empty() || c.mlp.epochs < 1 || c.mlp.batch_size < 1 || c.mlp.patience < 0 ||
       !(c.mlp.weight_decay >= 0 && std::isfinite(c.mlp.weight_decay)))
     throw InputError(source +
                      ": mlp needs at least one hidden layer, epochs and batch_size >= 1, "
-                     "lr > 0, patience and weight_decay >= 0");
+                     "patience and weight_decay >= 0");
+  if (const std::string bad = learningRateProblem(c.mlp.lr, 1.0); !bad.empty())
+    throw InputError(source + ": mlp: " + bad);
   validateMlpShape(c.mlp.hidden, static_cast<int64_t>(c.observables.size()), source + ": mlp");
   return c;
 }

@@ -18,6 +18,7 @@
 #include "core/train/flat_params.hpp"
 #include "core/train/jet_batches.hpp"
 #include "core/train/losses.hpp"
+#include "core/train/optim.hpp"
 
 namespace foldfarm {
 
@@ -107,8 +108,10 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
                      std::to_string(n) + " rows");
   for (int64_t y : labels)
     if (y != 0 && y != 1) throw InputError(o.label + ": labels must be 0 or 1");
-  if (o.epochs < 1 || o.batch_size < 1 || o.lr <= 0 || o.patience < 0)
-    throw InputError(o.label + ": epochs, batch_size and lr must be positive, patience >= 0");
+  if (o.epochs < 1 || o.batch_size < 1 || o.patience < 0)
+    throw InputError(o.label + ": epochs and batch_size must be positive, patience >= 0");
+  if (const std::string bad = learningRateProblem(o.lr, 1.0); !bad.empty())
+    throw InputError(o.label + ": " + bad);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t c = 0; c < k; ++c)
       if (!std::isfinite(x[static_cast<size_t>(i * k + c)]))

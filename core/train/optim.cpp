@@ -7,6 +7,8 @@
 #include <type_traits>
 #include <utility>
 
+#include <fmt/format.h>
+
 #include "core/base/error.hpp"
 #include "core/train/flat_params.hpp"
 
@@ -152,6 +154,15 @@ double WarmupCosine::at(int64_t step) const {
   const double span = static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps));
   const double progress = std::min(1.0, static_cast<double>(step - warmup_steps) / span);
   return peak * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+std::string learningRateProblem(double lr, double lr_factor) {
+  if (!(lr > 0 && lr <= kMaxLearningRate))
+    return fmt::format("lr must be in (0, {:g}], not {:g}", kMaxLearningRate, lr);
+  if (!(lr_factor >= kMinLrFactor && lr_factor <= kMaxLrFactor))
+    return fmt::format("lr_factor must be in [{:g}, {:g}], not {:g}", kMinLrFactor, kMaxLrFactor,
+                       lr_factor);
+  return "";
 }
 
 void setLearningRate(torch::optim::Optimizer& opt, double lr, double lr_factor) {

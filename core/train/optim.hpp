@@ -56,6 +56,16 @@ struct OptimizerSettings {
   double beta1 = 0.95, beta2 = 0.99;  // Lion defaults; AdamW uses 0.9/0.999 unless set
 };
 
+// The learning rates a run may use: lr in (0, 1] (3e4 typed for 3e-4 diverges at the first
+// step, and 1e308 does not fit the float of LibTorch's fp32 optimiser) and lr_factor in
+// [1e-3, 1e3] (the body trains at lr / lr_factor: 1e-320 made that infinite).
+inline constexpr double kMaxLearningRate = 1.0;
+inline constexpr double kMinLrFactor = 1e-3;
+inline constexpr double kMaxLrFactor = 1e3;
+// "" when both are usable, else what is wrong with which ("lr must be in (0, 1], not 1e+308");
+// NaN is refused too.
+std::string learningRateProblem(double lr, double lr_factor);
+
 // Throws InputError for an unknown kind.
 std::unique_ptr<torch::optim::Optimizer> makeOptimizer(Pet& model, const OptimizerSettings& s);
 

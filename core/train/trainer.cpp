@@ -160,9 +160,7 @@ void validateTrainOptions(const TrainOptions& o) {
   const auto refuse = [&](const std::string& what) {
     throw InputError(o.label + ": " + what + " (a config's \"train\" or the matching option)");
   };
-  if (!(s.lr > 0 && std::isfinite(s.lr))) refuse("lr must be a positive number");
-  if (!(s.lr_factor > 0 && std::isfinite(s.lr_factor)))
-    refuse("lr_factor must be a positive number");
+  if (const std::string bad = learningRateProblem(s.lr, s.lr_factor); !bad.empty()) refuse(bad);
   if (!(s.weight_decay >= 0 && std::isfinite(s.weight_decay))) refuse("weight_decay must be >= 0");
   if (!(s.beta1 >= 0 && s.beta1 < 1 && s.beta2 >= 0 && s.beta2 < 1))
     refuse("the optimiser's betas must be in [0, 1)");

@@ -436,6 +436,8 @@ TEST_F(BadInputs, CommandLine) {
                                                         {"--test-fraction", "-0.1"},
                                                         {"--lr-factor", "0"},
                                                         {"--lr", "nan"},
+                                                        {"--lr", "1e308"},
+                                                        {"--lr-factor", "1e-320"},
                                                         {"--warmup-epochs", "-2"}}) {
     const std::string name = option == "--lr-factor"       ? "lr_factor"
                              : option == "--lr"            ? "lr must"

@@ -274,11 +274,15 @@ TEST_F(ChainTest, Bf16OnTheCpuIsRefusedBeforeAnythingIsWritten) {
 TEST_F(ChainTest, ConfigsNoStepCouldTrainWithAreRefusedWhenRead) {
   for (const auto& [bad, key] : std::vector<std::pair<nlohmann::json, std::string>>{
            {{{"lr", -1.0}}, "lr"},
+           // Beyond a float (was "internal error: value cannot be converted to type float").
+           {{{"lr", 1e308}}, "lr must be in (0, 1], not 1e+308"},
            {{{"lr_factor", 0.0}}, "lr_factor"},
+           {{{"lr_factor", 1e-320}}, "lr_factor must be in [0.001, 1000]"},
            {{{"weight_decay", -1e-5}}, "weight_decay"},
            {{{"optimizer", "sgd"}}, "optimizer"},
            {{{"val_fraction", 1.2}}, "val_fraction"},
-           {{{"mlp", {{"lr", 0.0}}}}, "lr > 0"},
+           {{{"mlp", {{"lr", 0.0}}}}, "mlp: lr must be in (0, 1], not 0"},
+           {{{"mlp", {{"lr", 50.0}}}}, "mlp: lr must be in (0, 1], not 50"},
            {{{"mlp", {{"hidden", {1000000000}}}}}, "mlp: hidden layers of 8e+09 parameters"}}) {
     try {
       chainConfigFromJson(bad, "cfg");
