@@ -441,7 +441,10 @@ ChainSpec chainSpecFromJson(const json& p) {
   take(p, "campaign_seed", s.campaign_seed, src);
   take(p, "iterations", s.iterations, src);
   if (s.replica < 0 || s.member < 0) throw InputError(src + ": replica and member must be >= 0");
-  if (s.iterations < 1) throw InputError(src + ": iterations must be >= 1");
+  if (s.iterations < 1 || s.iterations > kMaxChainIterations)
+    throw InputError(src + ": iterations must be in [1, " + std::to_string(kMaxChainIterations) +
+                     "], not " + std::to_string(s.iterations) +
+                     " (OmniFold converges within tens; each iteration trains two classifiers)");
   if (p.contains("config")) s.config = chainConfigFromJson(p.at("config"), src + " config");
   take(p, "bootstrap", s.bootstrap, src);
   if (s.bootstrap != "data" && s.bootstrap != "mc")

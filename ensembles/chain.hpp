@@ -108,6 +108,9 @@ struct ChainConfig {
 ChainConfig chainConfigFromJson(const nlohmann::json& j, const std::string& source);
 nlohmann::json chainConfigToJson(const ChainConfig& c);
 
+// The most OmniFold iterations a chain runs (2 steps each; a chain's step count is an int).
+inline constexpr int kMaxChainIterations = 1000;
+
 struct ChainSpec {
   std::string mc_path, data_path;
   std::string init = "none";  // checkpoint directory or "none"

@@ -311,6 +311,12 @@ TEST_F(BadInputs, Hdf5Files) {
   expectCleanFailure({"unfold", "--mc", p("good.h5"), "--data", p("data.h5"), "--init", "none",
                       "--out", p("unfold_out"), "--replica", "0", "--member", "0"},
                      p("good.h5"));
+  // 2 * iterations overflowed an int and the chain crashed with SIGSEGV.
+  for (const char* n : {"0", "2147483647"})
+    expectCleanFailure(
+        {"unfold", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init", "none", "--out",
+         p("unfold_out"), "--replica", "0", "--member", "0", "--iterations", n},
+        "iterations must be in [1, 1000]");
 }
 
 TEST_F(BadInputs, ModelConfigs) {
