@@ -28,8 +28,9 @@ class DistCli {
                        "Data-parallel backend: auto, nccl or mpi (env FOLDFARM_DIST_BACKEND)");
     cap_ = app.add_option("--bucket-cap-mb", cap_mb_,
                           "Gradient bucket cap in MiB (first bucket 1 MiB; env "
-                          "FOLDFARM_BUCKET_CAP_MB; default 25)")
-               ->check(cli::kPositive);
+                          "FOLDFARM_BUCKET_CAP_MB; default 25; at most 1e6)")
+               ->check(cli::kPositive)
+               ->check(CLI::Range(0.0, kMaxBucketCapMb));
   }
   // Environment, then the options given on the command line.
   DistOptions resolve() const {

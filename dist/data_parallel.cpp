@@ -2,8 +2,12 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
+
+#include <fmt/format.h>
 
 #include "core/base/error.hpp"
 #include "core/base/hash.hpp"
@@ -17,14 +21,15 @@
 namespace foldfarm::dist {
 namespace {
 
-double envDouble(const char* name, double fallback) {
+double envDouble(const char* name, double fallback, double max) {
   const char* v = std::getenv(name);
   if (v == nullptr || *v == '\0') return fallback;
   char* end = nullptr;
   const double x = std::strtod(v, &end);
-  if (end == v || *end != '\0' || !(x > 0)) {
+  if (end == v || *end != '\0' || !(x > 0) || x > max) {
     throw InputError(std::string("environment variable ") + name + "='" + v +
-                     "' must be a positive number");
+                     "' must be a positive number" +
+                     (std::isinf(max) ? std::string() : fmt::format(" up to {:g}", max)));
   }
   return x;
 }
@@ -33,11 +38,12 @@ double envDouble(const char* name, double fallback) {
 
 DistOptions distOptionsFromEnv() {
   DistOptions o;
-  o.collective_timeout_s = envDouble("FOLDFARM_COLLECTIVE_TIMEOUT", o.collective_timeout_s);
+  o.collective_timeout_s = envDouble("FOLDFARM_COLLECTIVE_TIMEOUT", o.collective_timeout_s,
+                                     std::numeric_limits<double>::infinity());
   if (const char* b = std::getenv("FOLDFARM_DIST_BACKEND"); b != nullptr && *b != '\0') {
     o.backend = b;
   }
-  const double cap_mb = envDouble("FOLDFARM_BUCKET_CAP_MB", 25.0);
+  const double cap_mb = envDouble("FOLDFARM_BUCKET_CAP_MB", 25.0, kMaxBucketCapMb);
   o.buckets.bucket_cap_bytes = static_cast<std::size_t>(cap_mb * 1024.0 * 1024.0);
   return o;
 }

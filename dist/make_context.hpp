@@ -16,6 +16,10 @@
 
 namespace foldfarm::dist {
 
+// The largest gradient bucket cap in MiB (--bucket-cap-mb, FOLDFARM_BUCKET_CAP_MB): 1 TiB,
+// beyond any model; its bytes must fit a size_t.
+inline constexpr double kMaxBucketCapMb = 1e6;
+
 struct DistOptions {
   std::string backend = "auto";
   double collective_timeout_s = 600.0;

@@ -1,10 +1,13 @@
 // Launch detection decides whether a command initialises MPI and which GPU it takes.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <string>
 
 #include "core/base/error.hpp"
 #include "dist/launch.hpp"
+#include "dist/make_context.hpp"
 
 using foldfarm::dist::detectLaunch;
 using foldfarm::dist::Launcher;
@@ -100,4 +103,24 @@ TEST(Launch, InconsistentIsBadInput) {
   setenv("OMPI_COMM_WORLD_RANK", "x", 1);
   EXPECT_THROW(detectLaunch(), foldfarm::InputError);
   clearLaunchEnv();
+}
+
+// The data-parallel settings from the environment: a value beyond its range names the
+// variable (before: FOLDFARM_BUCKET_CAP_MB=1e308 overflowed the cast of its bytes to size_t).
+TEST(DistOptions, EnvironmentValuesOutOfRangeNameTheVariable) {
+  setenv("FOLDFARM_BUCKET_CAP_MB", "50", 1);
+  EXPECT_EQ(foldfarm::dist::distOptionsFromEnv().buckets.bucket_cap_bytes, size_t{50} << 20);
+  for (const char* bad : {"1e308", "inf", "0", "-3", "nan", "25MB"}) {
+    setenv("FOLDFARM_BUCKET_CAP_MB", bad, 1);
+    try {
+      foldfarm::dist::distOptionsFromEnv();
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const foldfarm::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("FOLDFARM_BUCKET_CAP_MB"), std::string::npos) << bad;
+    }
+  }
+  unsetenv("FOLDFARM_BUCKET_CAP_MB");
+  setenv("FOLDFARM_COLLECTIVE_TIMEOUT", "inf", 1);  // never time out: allowed
+  EXPECT_TRUE(std::isinf(foldfarm::dist::distOptionsFromEnv().collective_timeout_s));
+  unsetenv("FOLDFARM_COLLECTIVE_TIMEOUT");
 }
