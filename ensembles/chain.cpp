@@ -9,6 +9,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/hash.hpp"
+#include "core/base/json_value.hpp"
 #include "core/base/log.hpp"
 #include "core/base/seed.hpp"
 #include "core/base/stop_signal.hpp"
@@ -79,13 +80,9 @@ void appendRows(const std::vector<float>& m, size_t k, const std::vector<int64_t
 }
 
 template <typename T>
-void take(const json& j, const char* key, T& out, const std::string& source) {
-  if (!j.contains(key)) return;
-  try {
-    out = j.at(key).get<T>();
-  } catch (const json::exception&) {
-    throw InputError(source + ": '" + key + "' has the wrong type");
-  }
+void take(const json& j, const char* key, T& out, const std::string& source,
+          const std::string& where = "") {
+  if (j.contains(key)) out = jsonValue<T>(j.at(key), source + ": '" + where + key + "'");
 }
 
 std::vector<uint8_t> passFlags(const std::vector<uint8_t>& flags, int64_t n) {
@@ -319,12 +316,12 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
         throw InputError(source + ": unknown key 'mlp." + k +
                          "' (hidden, epochs, patience, "
                          "batch_size, lr, weight_decay)");
-    take(m, "hidden", c.mlp.hidden, source + " mlp");
-    take(m, "epochs", c.mlp.epochs, source + " mlp");
-    take(m, "patience", c.mlp.patience, source + " mlp");
-    take(m, "batch_size", c.mlp.batch_size, source + " mlp");
-    take(m, "lr", c.mlp.lr, source + " mlp");
-    take(m, "weight_decay", c.mlp.weight_decay, source + " mlp");
+    take(m, "hidden", c.mlp.hidden, source, "mlp.");
+    take(m, "epochs", c.mlp.epochs, source, "mlp.");
+    take(m, "patience", c.mlp.patience, source, "mlp.");
+    take(m, "batch_size", c.mlp.batch_size, source, "mlp.");
+    take(m, "lr", c.mlp.lr, source, "mlp.");
+    take(m, "weight_decay", c.mlp.weight_decay, source, "mlp.");
   }
   take(j, "preset", c.preset, source);
   take(j, "model", c.model, source);

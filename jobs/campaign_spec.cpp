@@ -17,6 +17,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/json_value.hpp"
 #include "jobs/task_kind.hpp"
 
 namespace foldfarm::jobs {
@@ -44,31 +45,7 @@ template <typename T>
 T getNumber(const json& obj, const char* key, T fallback, const std::string& origin,
             const std::string& where) {
   if (!obj.contains(key)) return fallback;
-  const json& v = obj.at(key);
-  const std::string name = "'" + where + key + "'";
-  if (!v.is_number()) {
-    throw InputError(origin + ": " + name + " must be a number, got " + v.dump());
-  }
-  if constexpr (std::is_integral<T>::value) {
-    if (!v.is_number_integer() && !v.is_number_unsigned()) {
-      throw InputError(origin + ": " + name + " must be an integer, got " + v.dump());
-    }
-    // nlohmann converts with a plain cast: 4294967297 would become 1.
-    const bool fits =
-        v.is_number_unsigned()
-            ? v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max())
-            : v.get<int64_t>() >= static_cast<int64_t>(std::numeric_limits<T>::min()) &&
-                  v.get<int64_t>() <= static_cast<int64_t>(std::numeric_limits<T>::max());
-    if (!fits) {
-      throw InputError(origin + ": " + name + " = " + v.dump() + " is beyond the " +
-                       std::to_string(8 * sizeof(T)) + "-bit integer range; use a value up to " +
-                       std::to_string(std::numeric_limits<T>::max()));
-    }
-  } else if (!std::isfinite(v.get<double>())) {
-    // Only a spec built in code can get here: the JSON parser refuses 1e400 itself.
-    throw InputError(origin + ": " + name + " must be a finite number, got " + v.dump());
-  }
-  return v.get<T>();
+  return jsonValue<T>(obj.at(key), origin + ": '" + where + key + "'");
 }
 
 std::string numberText(double v) {

@@ -21,6 +21,7 @@
 #include "apps/foldfarm/commands.hpp"
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/json_value.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
 #include "core/base/seed.hpp"
@@ -87,9 +88,15 @@ json readTrainConfig(const std::string& path) {
       if (std::find(kTrainKeys.begin(), kTrainKeys.end(), it.key()) == kTrainKeys.end()) {
         throw InputError(path + ": unknown train key '" + it.key() + "'");
       }
-      bool ok = it.key() == "optimizer" ? it->is_string() : it->is_number();
-      if (!ok || (it->is_number() && it->get<double>() < 0)) {
-        throw InputError(path + ": train." + it.key() + " has a wrong type or a negative value");
+      // The types the options take (a fractional or out-of-range count would be truncated or
+      // wrapped by get<int>()); the ranges are the trainer's (validateTrainOptions).
+      const std::string what = path + ": 'train." + it.key() + "'";
+      if (it.key() == "optimizer") {
+        jsonValue<std::string>(*it, what);
+      } else if (it.key() == "batch_size" || it.key() == "epochs" || it.key() == "patience") {
+        if (jsonValue<int>(*it, what) < 0) throw InputError(what + " must be >= 0");
+      } else if (jsonValue<double>(*it, what) < 0) {
+        throw InputError(what + " must be >= 0");
       }
     }
   }

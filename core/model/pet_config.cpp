@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/error.hpp"
+#include "core/base/json_value.hpp"
 
 namespace foldfarm {
 
@@ -56,12 +57,7 @@ namespace {
 
 template <typename T>
 void take(const nlohmann::json& j, const char* key, T& out, const std::string& source) {
-  try {
-    out = j.at(key).get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(source + ": PET config key '" + key + "' has the wrong type (" + e.what() +
-                     "); fix the value");
-  }
+  out = jsonValue<T>(j.at(key), source + ": PET config key '" + key + "'");
 }
 
 }  // namespace

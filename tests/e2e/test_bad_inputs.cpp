@@ -146,6 +146,9 @@ class BadInputs : public ::testing::Test {
     std::ofstream(d + "/wrong_type.json") << "{\"model\": {\"dim\": \"wide\"}}";
     std::ofstream(d + "/negative.json") << "{\"model\": {\"dim\": -4}}";
     std::ofstream(d + "/train_type.json") << "{\"train\": {\"lr\": \"fast\"}}";
+    // nlohmann's get<int>() made these dim 64 and 2 epochs without a word.
+    std::ofstream(d + "/wrapped_int.json") << "{\"model\": {\"dim\": 4294967360}}";
+    std::ofstream(d + "/fraction_int.json") << "{\"train\": {\"epochs\": 2.5}}";
     std::ofstream(d + "/top_key.json") << "{\"model\": {}, \"optimiser\": \"lion\"}";
     std::ofstream(d + "/not_object.json") << "[1, 2, 3]";
     auto spec = [&](const std::string& name, const std::string& body) {
@@ -320,9 +323,9 @@ TEST_F(BadInputs, Hdf5Files) {
 }
 
 TEST_F(BadInputs, ModelConfigs) {
-  for (const char* c :
-       {"syntax.json", "unknown_key.json", "wrong_type.json", "negative.json", "not_object.json",
-        "train_type.json", "top_key.json", "no_such_config.json"}) {
+  for (const char* c : {"syntax.json", "unknown_key.json", "wrong_type.json", "negative.json",
+                        "not_object.json", "train_type.json", "top_key.json", "no_such_config.json",
+                        "wrapped_int.json", "fraction_int.json"}) {
     expectCleanFailure({"pretrain", "--data", p("good.h5"), "--out", p(std::string("pre_") + c),
                         "--config", p(c), "--epochs", "1"},
                        p(c));

@@ -277,6 +277,10 @@ TEST_F(ChainTest, ConfigsNoStepCouldTrainWithAreRefusedWhenRead) {
            // Beyond a float (was "internal error: value cannot be converted to type float").
            {{{"lr", 1e308}}, "lr must be in (0, 1], not 1e+308"},
            {{{"lr_factor", 0.0}}, "lr_factor"},
+           // Truncated to 2 and wrapped to 1 by nlohmann's get<int>() before.
+           {{{"epochs", 2.5}}, "'epochs' must be an integer, got 2.5"},
+           {{{"epochs", 4294967297LL}}, "'epochs' = 4294967297 is beyond the 32-bit"},
+           {{{"mlp", {{"hidden", {64, 1.5}}}}}, "cfg: 'mlp.hidden'[1] must be an integer"},
            {{{"lr_factor", 1e-320}}, "lr_factor must be in [0.001, 1000]"},
            {{{"weight_decay", -1e-5}}, "weight_decay"},
            {{{"optimizer", "sgd"}}, "optimizer"},
