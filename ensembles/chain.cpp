@@ -388,6 +388,17 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   if (const std::string bad = learningRateProblem(c.mlp.lr, 1.0); !bad.empty())
     throw InputError(source + ": mlp: " + bad);
   validateMlpShape(c.mlp.hidden, static_cast<int64_t>(c.observables.size()), source + ": mlp");
+  // The preset and the model overrides, which a chain without --init builds its PET from: a
+  // bad one was found only when every task of a campaign ran.
+  PetConfig preset;
+  try {
+    preset = petPreset(c.preset);
+  } catch (const InputError& e) {
+    throw InputError(source + ": 'preset': " + e.what());
+  }
+  if (!c.model.is_object())
+    throw InputError(source + ": 'model' must be an object of PET config overrides");
+  applyPetOverrides(preset, c.model, source + ": 'model'");
   return c;
 }
 

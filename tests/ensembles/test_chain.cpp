@@ -281,6 +281,10 @@ TEST_F(ChainTest, ConfigsNoStepCouldTrainWithAreRefusedWhenRead) {
            {{{"epochs", 2.5}}, "'epochs' must be an integer, got 2.5"},
            {{{"epochs", 4294967297LL}}, "'epochs' = 4294967297 is beyond the 32-bit"},
            {{{"mlp", {{"hidden", {64, 1.5}}}}}, "cfg: 'mlp.hidden'[1] must be an integer"},
+           // Found only when a campaign's tasks ran, before.
+           {{{"model", {{"dim", "wide"}}}}, "'model': PET config key 'dim' must be an integer"},
+           {{{"model", 5}}, "'model' must be an object"},
+           {{{"preset", "gigantic"}}, "'preset': unknown PET preset 'gigantic'"},
            {{{"lr_factor", 1e-320}}, "lr_factor must be in [0.001, 1000]"},
            {{{"weight_decay", -1e-5}}, "weight_decay"},
            {{{"optimizer", "sgd"}}, "optimizer"},
@@ -298,6 +302,59 @@ TEST_F(ChainTest, ConfigsNoStepCouldTrainWithAreRefusedWhenRead) {
   }
   EXPECT_NO_THROW(
       chainConfigFromJson({{"lr", 1e-4}, {"lr_factor", 5}, {"optimizer", "adamw"}}, "cfg"));
+}
+
+// Every key of a chain config, with a value of any JSON type or an extreme number: accepted,
+// or refused as bad input that starts with the config's name and names the key; never
+// another exception (a nlohmann type error, std::length_error) or a silently changed value.
+TEST(ChainConfig, EveryKeyWithAnyValueIsAcceptedOrRefusedNamingIt) {
+  const std::vector<nlohmann::json> values = {nullptr,
+                                              true,
+                                              -1,
+                                              0,
+                                              1,
+                                              2147483648LL,
+                                              -2147483649LL,
+                                              18446744073709551615ULL,
+                                              0.5,
+                                              -1e308,
+                                              1e308,
+                                              "",
+                                              "x",
+                                              "pet",
+                                              nlohmann::json::array(),
+                                              nlohmann::json::array({1, "a"}),
+                                              nlohmann::json::object(),
+                                              nlohmann::json{{"dim", "wide"}},
+                                              nlohmann::json{{"hidden", 5}}};
+  const std::vector<std::string> keys = {
+      "classifier",      "observables",   "mlp",        "preset",
+      "model",           "feature_stats", "epochs",     "patience",
+      "val_fraction",    "batch_size",    "lr",         "lr_factor",
+      "optimizer",       "weight_decay",  "max_weight", "max_mc_events",
+      "max_data_events", "step_ensemble", "device",     "precision",
+      "fixed_shapes",    "cuda_graphs"};
+  int accepted = 0;
+  for (const std::string& key : keys) {
+    for (const nlohmann::json& v : values) {
+      const nlohmann::json cfg = {{key, v}};
+      try {
+        const ChainConfig c = chainConfigFromJson(cfg, "cfg.json");
+        ++accepted;
+        // What was accepted reads back as given (no truncation or wrap-around).
+        const nlohmann::json back = chainConfigToJson(c);
+        if (back.contains(key) && v.is_number() && back.at(key).is_number())
+          EXPECT_EQ(back.at(key).get<double>(), v.get<double>()) << cfg.dump();
+      } catch (const InputError& e) {
+        const std::string m = e.what();
+        EXPECT_EQ(m.rfind("cfg.json", 0), 0u) << cfg.dump() << ": " << m;
+        EXPECT_NE(m.find(key), std::string::npos) << cfg.dump() << ": " << m;
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << cfg.dump() << ": not an InputError: " << e.what();
+      }
+    }
+  }
+  EXPECT_GT(accepted, 10);
 }
 
 // The final per-event weights of weights.h5 are the simulation's weight times the last push;
