@@ -128,6 +128,11 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
   if (o.members < 1)
     throw InputError("reweight-qg: --members must be at least 1 (got " + std::to_string(o.members) +
                      ")");
+  if (o.bins < 0 || o.bins > 100000)  // bins + 1 edges overflowed an int at 2147483647
+    throw InputError(
+        "reweight-qg: --bins must be from 0 (the observables' own binning) to 100000 "
+        "(got " +
+        std::to_string(o.bins) + ")");
   data::JetFile file(o.jets_path);
   if (file.layout() != data::FileLayout::kJets || !file.hasLabels())
     throw InputError(o.jets_path + ": needs the jets layout with 'pid' (1 = quark, 0 = gluon)");

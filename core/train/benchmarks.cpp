@@ -40,6 +40,10 @@ using nlohmann::json;
 
 namespace {
 
+// Timed and warm-up steps of a benchmark: a million steps is hours; warmup + steps of two
+// INT64_MAX overflowed (SIGSEGV).
+constexpr int64_t kMaxBenchSteps = 1000000;
+
 #ifdef FOLDFARM_HAVE_LEGACY_PROFILER
 // Per-operator self time of the profiled steps (the legacy CPU profiler's push/pop ranges),
 // printed to stderr, largest first.
@@ -267,8 +271,9 @@ double sgemmGflops() {
 // Optimiser + EMA + zeroing per step on the same gradients: per-parameter tensors against
 // flat buffers, one after the other in this process; also checks that both end bit-identical.
 json benchOptim(const OptimBenchOptions& a) {
-  if (a.steps < 1 || a.warmup < 0)
-    throw InputError("bench optim: needs --steps >= 1 and --warmup >= 0");
+  if (a.steps < 1 || a.warmup < 0 || a.steps > kMaxBenchSteps || a.warmup > kMaxBenchSteps)
+    throw InputError("bench optim: needs --steps from 1 and --warmup from 0, each at most " +
+                     std::to_string(kMaxBenchSteps));
   configureThreads(a.threads);
   const DeviceChoice dev = selectDevice(a.device);
   PetConfig cfg = petPreset(a.preset);
@@ -414,8 +419,9 @@ json benchMlp(const MlpBenchOptions& a) {
 }
 
 json benchPet(const PetBenchOptions& a, const std::function<void(const std::string&)>& line) {
-  if (a.steps < 1 || a.warmup < 0)
-    throw InputError("bench pet: needs --steps >= 1 and --warmup >= 0");
+  if (a.steps < 1 || a.warmup < 0 || a.steps > kMaxBenchSteps || a.warmup > kMaxBenchSteps)
+    throw InputError("bench pet: needs --steps from 1 and --warmup from 0, each at most " +
+                     std::to_string(kMaxBenchSteps));
   if (a.max_jets < 0) throw InputError("bench pet: --max-jets must be >= 0 (0: every jet)");
   if (!(a.peak_tflops >= 0 && std::isfinite(a.peak_tflops)))
     throw InputError("bench pet: --peak-tflops must be >= 0 (0: the default peak)");

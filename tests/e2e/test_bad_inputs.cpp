@@ -480,7 +480,13 @@ TEST_F(BadInputs, CommandLine) {
   // a segmentation fault; --steps 0 printed zero figures, and bench optim "bit_identical"
   // after no step; bench data --particles -5 ended in an internal error).
   for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
-           {"--warmup", "-1"}, {"--steps", "0"}, {"--max-jets", "-5"}, {"--peak-tflops", "-1"}})
+           {"--warmup", "-1"},
+           {"--steps", "0"},
+           {"--max-jets", "-5"},
+           {"--peak-tflops", "-1"},
+           // warmup + steps overflowed and the benchmark crashed with SIGSEGV.
+           {"--steps", "99999999999999999999"},
+           {"--warmup", "99999999999999999999"}})
     expectCleanFailure({"bench", "pet", "--data", p("good.h5"), "--preset", "tiny", option, value},
                        option);
   expectCleanFailure({"bench", "optim", "--preset", "tiny", "--steps", "0"}, "--steps");
@@ -488,6 +494,10 @@ TEST_F(BadInputs, CommandLine) {
        std::vector<std::pair<std::string, std::string>>{{"--particles", "-5"}, {"--epochs", "0"}})
     expectCleanFailure({"bench", "data", "--jets", "1000", option, value}, option);
   expectCleanFailure({"study", "scaling", "--particles", "0"}, "--particles");
+  // bins + 1 edges overflowed: "internal error: Binning::linspace needs hi > lo".
+  expectCleanFailure({"study", "reweight-qg", "--jets", p("good.h5"), "--out", p("qg_bad"),
+                      "--bins", "2147483647"},
+                     "--bins");
   // A negative thread count (before: taken as "all cores" without a word).
   expectCleanFailure(
       {"unfold", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init", "none", "--out",
