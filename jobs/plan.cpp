@@ -25,12 +25,16 @@ nlohmann::json PlanResult::toJson() const {
 }
 
 PlanResult simulatePlan(const PlanInput& in) {
-  if (in.tasks < 0 || in.gpus < 1 || in.tasks_per_gpu < 1 || in.gpus_per_node < 1 ||
-      !(in.task_s > 0) || in.task_cv < 0 || in.failure_rate < 0 || in.failure_rate >= 1 ||
+  // Written so that NaN fails too; the upper bounds keep the figures finite (a task time
+  // of 1e308 minutes printed "makespan ?" and "utilisation -nan%") and gpus * tasks per GPU
+  // within an int.
+  if (in.tasks < 0 || in.gpus < 1 || in.gpus > 1000000 || in.tasks_per_gpu < 1 ||
+      in.tasks_per_gpu > 256 || in.gpus_per_node < 1 || !(in.task_s > 0 && in.task_s <= 1e9) ||
+      !(in.task_cv >= 0 && in.task_cv <= 10) || !(in.failure_rate >= 0 && in.failure_rate < 1) ||
       in.max_attempts < 1) {
     throw InputError(
-        "plan: need tasks >= 0, gpus >= 1, tasks per GPU >= 1, task time > 0, "
-        "spread >= 0 and 0 <= failure rate < 1");
+        "plan: need tasks >= 0, 1 to 10^6 GPUs, 1 to 256 tasks per GPU, a task time above 0 "
+        "and up to 10^9 s, a spread from 0 to 10 and a failure rate from 0 to below 1");
   }
   PlanResult r;
   r.slots = in.gpus * in.tasks_per_gpu;

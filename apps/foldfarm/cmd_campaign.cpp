@@ -391,15 +391,16 @@ void registerCampaignCommands(CommandGroups& g) {
     auto a = std::make_shared<PlanArgs>();
     c->add_option("spec", a->spec, "Campaign spec (JSON)")->required();
     c->add_option("--gpus", a->gpus, "GPUs to plan for")->required()->check(cli::kPositive);
-    c->add_option("--task-minutes", a->task_minutes, "Mean task time in minutes")
-        ->check(cli::kPositive);
+    c->add_option("--task-minutes", a->task_minutes, "Mean task time in minutes (up to 10^7)")
+        ->check(cli::kPositive)
+        ->check(cli::between(0, 1e7));
     c->add_option("--from", a->from,
                   "Measure task time, spread and failure rate from this campaign");
-    c->add_option("--spread", a->spread, "Task time std/mean (default 0.1, or measured)")
-        ->check(cli::kNonNegative);
+    c->add_option("--spread", a->spread, "Task time std/mean, 0 to 10 (default 0.1, or measured)")
+        ->check(cli::between(0, 10));
     c->add_option("--failure-rate", a->failure_rate,
                   "Failed attempts per attempt, below 1 (default 0, or measured)")
-        ->check(CLI::Range(0.0, 1.0));
+        ->check(cli::fromToBelow(0, 1));
     c->add_option("--gpus-per-node", a->gpus_per_node, "GPUs per node")
         ->check(cli::kPositive)
         ->capture_default_str();

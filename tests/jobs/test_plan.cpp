@@ -1,6 +1,10 @@
 // The planner's simulation: exact where the answer is known, monotone where it is not.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
+#include <vector>
+
 #include "core/base/error.hpp"
 #include "jobs/plan.hpp"
 
@@ -50,6 +54,26 @@ TEST(Plan, RejectsImpossibleInput) {
   in.tasks = 10;
   in.gpus = 0;
   EXPECT_THROW(simulatePlan(in), InputError);
+  // NaN, and values whose figures would be infinite or overflow (before: a failure rate of
+  // NaN planned as 0%, and a task time of 1e308 minutes printed "utilisation -nan%").
+  const PlanInput ok = [] {
+    PlanInput p;
+    p.tasks = 10;
+    p.gpus = 4;
+    p.task_s = 60;
+    return p;
+  }();
+  EXPECT_NO_THROW(simulatePlan(ok));
+  for (auto bad : std::vector<void (*)(PlanInput&)>{
+           [](PlanInput& p) { p.failure_rate = std::nan(""); },
+           [](PlanInput& p) { p.task_cv = std::nan(""); }, [](PlanInput& p) { p.task_cv = 1e300; },
+           [](PlanInput& p) { p.task_s = std::numeric_limits<double>::infinity(); },
+           [](PlanInput& p) { p.task_s = 1e308; }, [](PlanInput& p) { p.gpus = 2147483647; },
+           [](PlanInput& p) { p.tasks_per_gpu = 100000; }}) {
+    PlanInput in2 = ok;
+    bad(in2);
+    EXPECT_THROW(simulatePlan(in2), InputError);
+  }
 }
 
 }  // namespace
