@@ -70,8 +70,10 @@ json benchScheduler(const SchedulerBenchOptions& a) {
     throw InputError(
         "bench scheduler: --sleep-tasks, --command-tasks and --pilot-ranks must be "
         ">= 0 (0 skips the figure)");
-  if (a.sleep_tasks > 0 && !(a.sleep_s > 0 && std::isfinite(a.sleep_s)))
-    throw InputError("bench scheduler: --sleep-seconds must be a positive number");
+  if (a.sleep_tasks > 0 && !(a.sleep_s > 0 && a.sleep_s <= 1e7))
+    throw InputError(
+        "bench scheduler: --sleep-seconds must be above 0 and at most 10^7 (the sleep "
+        "task's limit)");
   if (!(a.load_mb >= 0 && std::isfinite(a.load_mb)))
     throw InputError("bench scheduler: --load-mb must be >= 0 (0 skips the figure)");
   if (a.load_mb > 0 && a.load_tasks < 1)

@@ -473,7 +473,10 @@ TEST_F(BadInputs, CommandLine) {
       "warmup_epochs");
   // Benchmark settings whose figures would time failing tasks or divide by zero.
   for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
-           {"--sleep-seconds", "-1"}, {"--load-tasks", "0"}, {"--pilot-ranks", "-2"}})
+           {"--sleep-seconds", "-1"},
+           {"--sleep-seconds", "1e308"},  // overflowed the clock: tasks slept 0 s, "inf%"
+           {"--load-tasks", "0"},
+           {"--pilot-ranks", "-2"}})
     expectCleanFailure({"bench", "scheduler", "--tasks", "10", "--load-mb", "1", option, value},
                        option);
   // Step counts and sizes no benchmark can time (before: bench pet --warmup -1 crashed with

@@ -257,6 +257,10 @@ TEST_F(SpecValidation, KeysABuiltInKindDoesNotReadAreRefused) {
   s = validSpec();
   s["overrides"] = {{"r0001m0", {{"seconds", 1}, {"argv", {"/bin/true"}}}}};
   expectRefused(initRejected(s), {"'overrides.r0001m0.argv'", "sleep task"});
+  // Beyond what the clock holds: the task slept 0 s and counted as done.
+  s = validSpec();
+  s["params"]["seconds"] = 1e308;
+  expectRefused(initRejected(s), {"sleep task", "0 to 10^7"});
 }
 
 TEST_F(SpecValidation, ChainTasksRefuseParamsAndOverridesTheyWouldDrop) {
