@@ -292,17 +292,22 @@ data::FeatureStats chainFeatureStats(const ChainConfig& c, const Checkpoint* ini
   return s;
 }
 
-ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
-  if (!j.is_object()) throw InputError(source + ": chain config must be a JSON object");
-  static const std::vector<std::string> known = {
+const std::vector<std::string>& chainConfigKeys() {
+  static const std::vector<std::string> keys = {
       "classifier",      "observables",   "mlp",        "preset",
       "model",           "feature_stats", "epochs",     "patience",
       "val_fraction",    "batch_size",    "lr",         "lr_factor",
       "optimizer",       "weight_decay",  "max_weight", "max_mc_events",
       "max_data_events", "step_ensemble", "device",     "precision",
       "fixed_shapes",    "cuda_graphs"};
+  return keys;
+}
+
+ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
+  if (!j.is_object()) throw InputError(source + ": chain config must be a JSON object");
   for (auto it = j.begin(); it != j.end(); ++it)
-    if (std::find(known.begin(), known.end(), it.key()) == known.end())
+    if (std::find(chainConfigKeys().begin(), chainConfigKeys().end(), it.key()) ==
+        chainConfigKeys().end())
       throw InputError(source + ": unknown chain config key '" + it.key() + "'");
   ChainConfig c;
   take(j, "classifier", c.classifier, source);

@@ -106,6 +106,8 @@ struct ChainConfig {
   bool cuda_graphs = false;
 };
 ChainConfig chainConfigFromJson(const nlohmann::json& j, const std::string& source);
+// The keys a chain config may have (anything else is refused by chainConfigFromJson).
+const std::vector<std::string>& chainConfigKeys();
 nlohmann::json chainConfigToJson(const ChainConfig& c);
 
 // The most OmniFold iterations a chain runs (2 steps each; a chain's step count is an int).

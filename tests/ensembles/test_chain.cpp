@@ -327,15 +327,8 @@ TEST(ChainConfig, EveryKeyWithAnyValueIsAcceptedOrRefusedNamingIt) {
                                               nlohmann::json::object(),
                                               nlohmann::json{{"dim", "wide"}},
                                               nlohmann::json{{"hidden", 5}}};
-  const std::vector<std::string> keys = {
-      "classifier",      "observables",   "mlp",        "preset",
-      "model",           "feature_stats", "epochs",     "patience",
-      "val_fraction",    "batch_size",    "lr",         "lr_factor",
-      "optimizer",       "weight_decay",  "max_weight", "max_mc_events",
-      "max_data_events", "step_ensemble", "device",     "precision",
-      "fixed_shapes",    "cuda_graphs"};
   int accepted = 0;
-  for (const std::string& key : keys) {
+  for (const std::string& key : chainConfigKeys()) {
     for (const nlohmann::json& v : values) {
       const nlohmann::json cfg = {{key, v}};
       try {
