@@ -30,7 +30,7 @@ class DistCli {
                           "Gradient bucket cap in MiB (first bucket 1 MiB; env "
                           "FOLDFARM_BUCKET_CAP_MB; default 25; at most 1e6)")
                ->check(cli::kPositive)
-               ->check(CLI::Range(0.0, kMaxBucketCapMb));
+               ->check(cli::between(0, kMaxBucketCapMb));
   }
   // Environment, then the options given on the command line.
   DistOptions resolve() const {

@@ -70,7 +70,7 @@ json benchScheduler(const SchedulerBenchOptions& a) {
     throw InputError(
         "bench scheduler: --sleep-tasks, --command-tasks and --pilot-ranks must be "
         ">= 0 (0 skips the figure)");
-  if (a.sleep_tasks > 0 && !(a.sleep_s > 0 && a.sleep_s <= 1e7))
+  if (a.sleep_tasks > 0 && !(a.sleep_s > 0 && a.sleep_s <= kMaxSleepSeconds))
     throw InputError(
         "bench scheduler: --sleep-seconds must be above 0 and at most 10^7 (the sleep "
         "task's limit)");

@@ -9,11 +9,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <limits>
 #include <set>
 #include <sstream>
 #include <thread>
-#include <type_traits>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"

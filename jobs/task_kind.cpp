@@ -46,9 +46,8 @@ TaskOutcome runNoop(const json&, const std::string&) {
 
 // ---- sleep ------------------------------------------------------------------------------
 void validateSleep(const json& p) {
-  // Up to 10^7 s (116 days): 1e308 overflowed the clock's duration and the task slept 0 s.
   if (!p.contains("seconds") || !p["seconds"].is_number() ||
-      !(p["seconds"].get<double>() >= 0 && p["seconds"].get<double>() <= 1e7)) {
+      !(p["seconds"].get<double>() >= 0 && p["seconds"].get<double>() <= kMaxSleepSeconds)) {
     throw InputError("the sleep task needs 'params.seconds', a number from 0 to 10^7");
   }
 }

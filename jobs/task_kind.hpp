@@ -38,6 +38,9 @@ namespace foldfarm::jobs {
 inline constexpr int kTaskDone = 0;
 inline constexpr int kTaskInterrupted = 75;
 inline constexpr int kTaskBadInput = 2;
+// The longest a built-in sleep task may sleep: 10^7 s (116 days); 1e308 overflowed the clock's
+// duration and the task slept 0 s.
+inline constexpr double kMaxSleepSeconds = 1e7;
 
 struct TaskOutcome {
   int status = kTaskDone;

@@ -58,7 +58,8 @@ T jsonValue(const nlohmann::json& v, const std::string& what) {
   } else if constexpr (std::is_floating_point_v<T>) {
     if (!v.is_number()) throw InputError(what + " must be a number, got " + shown(v));
     const double d = v.get<double>();
-    if (!std::isfinite(static_cast<T>(d)))
+    // Checked on the double: a conversion to float of a value beyond its range is undefined.
+    if (!std::isfinite(d) || std::fabs(d) > static_cast<double>(std::numeric_limits<T>::max()))
       throw InputError(what + " = " + shown(v) + " is not a finite number");
     return static_cast<T>(d);
   } else if constexpr (std::is_same_v<T, std::string>) {
