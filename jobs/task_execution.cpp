@@ -6,6 +6,7 @@
 
 #include <cerrno>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/fd.hpp"
 #include "core/base/log.hpp"
@@ -70,6 +71,10 @@ TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
     StderrRedirect redirect(e.task_dir + "/task.log");
     setLogTask(e.task_id);
     logInfo("attempt {} of {} ({}) on slot {}", e.attempt, e.task_id, e.kind, e.slot);
+    // With the lease held no process of an earlier attempt lives: a temporary file here is
+    // what one killed by SIGKILL (or the OOM killer) was writing.
+    if (const int stale = removeTemporaryFilesUnder(e.task_dir); stale > 0)
+      logInfo("removed {} temporary file(s) an earlier attempt left unfinished", stale);
     out = runTaskKind(e.kind, e.params, e.task_dir);
     if (out.status != 0) logWarn("ended with status {}: {}", out.status, out.reason);
     setLogTask("");

@@ -144,6 +144,42 @@ void AtomicFile::commit() {
   forgetLive(std::exchange(slot_, -1));
 }
 
+bool isTemporaryFileName(std::string_view name) {
+  // "<name>.tmp.<digits>.<digits>", read from the end.
+  auto digitsBefore = [&](size_t end) {
+    size_t b = end;
+    while (b > 0 && name[b - 1] >= '0' && name[b - 1] <= '9') --b;
+    return b;
+  };
+  const size_t n_begin = digitsBefore(name.size());
+  if (n_begin == name.size() || n_begin == 0 || name[n_begin - 1] != '.') return false;
+  const size_t pid_begin = digitsBefore(n_begin - 1);
+  if (pid_begin == n_begin - 1) return false;
+  constexpr std::string_view kTmp = ".tmp.";
+  return pid_begin > kTmp.size() && name.substr(pid_begin - kTmp.size(), kTmp.size()) == kTmp;
+}
+
+int removeTemporaryFilesUnder(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  int removed = 0;
+  fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec);
+  if (ec) throw Error(dir + ": cannot list: " + ec.message());
+  for (const fs::recursive_directory_iterator end; it != end; it.increment(ec)) {
+    if (ec) throw Error(dir + ": cannot list: " + ec.message());
+    if (!fs::is_regular_file(it->symlink_status(ec)) ||
+        !isTemporaryFileName(it->path().filename().string()))
+      continue;
+    if (::unlink(it->path().c_str()) != 0) {
+      const int err = errno;
+      if (err == ENOENT) continue;
+      throw Error(it->path().string() + ": cannot remove a temporary file: " + errnoMessage(err));
+    }
+    ++removed;
+  }
+  return removed;
+}
+
 void writeFileAtomic(const std::string& path, std::string_view content) {
   AtomicFile f(path);
   f.write(content);

@@ -50,6 +50,16 @@ void removeLiveTemporaryFiles() noexcept;
 // unwind instead, which removes them too.
 void installTemporaryFileCleanup();
 
+// Whether `name` (a file name without directory) has the form of an AtomicFile temporary,
+// "<name>.tmp.<pid>.<n>".
+bool isTemporaryFileName(std::string_view name);
+// Removes the AtomicFile temporaries under `dir` (recursively; links are not followed) and
+// returns how many it removed. Only for a directory no live process writes to: one that the
+// caller holds exclusively (a task directory under its lease), where such a file can only be
+// what a writer killed by SIGKILL or the OOM killer left behind. Throws Error naming the file
+// it cannot remove.
+int removeTemporaryFilesUnder(const std::string& dir);
+
 // Convenience: atomically replace `path` with `content`.
 void writeFileAtomic(const std::string& path, std::string_view content);
 // fsync the file at `path` (after a library wrote and closed it), then atomically rename

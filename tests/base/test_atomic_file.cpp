@@ -189,3 +189,41 @@ TEST(ReadFile, MissingFileIsInputError) {
     EXPECT_EQ(e.exitCode(), kExitBadInput);
   }
 }
+
+TEST(AtomicFile, TemporaryFileNamesAreRecognised) {
+  // The form AtomicFile gives its temporaries, whatever the destination's name.
+  AtomicFile f((tempDir() / "weights.h5").string());
+  EXPECT_TRUE(isTemporaryFileName(fs::path(f.tempPath()).filename().string()));
+  for (const char* yes : {"a.h5.tmp.12.0", "x.tmp.1.2", "spec.json.tmp.4194304.17"})
+    EXPECT_TRUE(isTemporaryFileName(yes)) << yes;
+  for (const char* no : {"a.h5", "a.tmp", "a.tmp.1", "a.tmp.1.", "a.tmp..1", ".tmp.1.2",
+                         "a.tmp.x.2", "a.tmp.1.2x", "notes.tmp.txt", "a.tmp.1.2.h5", "tmp.1.2"})
+    EXPECT_FALSE(isTemporaryFileName(no)) << no;
+}
+
+// What a writer killed by SIGKILL leaves: its temporaries are removed from the directory and
+// its subdirectories; committed files, other names and whatever a link points to are kept.
+TEST(AtomicFile, TemporariesLeftUnderADirectoryAreRemoved) {
+  const fs::path d = tempDir() / "stale";
+  const fs::path outside = tempDir() / "outside";
+  fs::create_directories(d / "iter_1");
+  fs::create_directories(outside);
+  auto touch = [](const fs::path& p) { writeFileAtomic(p.string(), "x"); };
+  touch(d / "result.h5");
+  touch(d / "result.h5.tmp.99.0");
+  touch(d / "iter_1" / "ckpt.pt.tmp.4242.3");
+  touch(d / "iter_1" / "ckpt.pt");
+  touch(d / "notes.tmp.txt");
+  touch(outside / "theirs.tmp.1.1");
+  fs::create_directory_symlink(outside, d / "link");
+  EXPECT_EQ(removeTemporaryFilesUnder(d.string()), 2);
+  EXPECT_FALSE(fs::exists(d / "result.h5.tmp.99.0"));
+  EXPECT_FALSE(fs::exists(d / "iter_1" / "ckpt.pt.tmp.4242.3"));
+  for (const fs::path& kept :
+       {d / "result.h5", d / "iter_1" / "ckpt.pt", d / "notes.tmp.txt", outside / "theirs.tmp.1.1"})
+    EXPECT_TRUE(fs::exists(kept)) << kept;
+  EXPECT_EQ(removeTemporaryFilesUnder(d.string()), 0);
+  EXPECT_THROW(removeTemporaryFilesUnder((d / "absent").string()), Error);
+  fs::remove_all(d);
+  fs::remove_all(outside);
+}

@@ -336,8 +336,9 @@ TEST(ChainConfig, EveryKeyWithAnyValueIsAcceptedOrRefusedNamingIt) {
         ++accepted;
         // What was accepted reads back as given (no truncation or wrap-around).
         const nlohmann::json back = chainConfigToJson(c);
-        if (back.contains(key) && v.is_number() && back.at(key).is_number())
+        if (back.contains(key) && v.is_number() && back.at(key).is_number()) {
           EXPECT_EQ(back.at(key).get<double>(), v.get<double>()) << cfg.dump();
+        }
       } catch (const InputError& e) {
         const std::string m = e.what();
         EXPECT_EQ(m.rfind("cfg.json", 0), 0u) << cfg.dump() << ": " << m;

@@ -159,6 +159,32 @@ TEST_F(Faults, KillMinus9OfACommandTaskFailsThatAttempt) {
   }
 }
 
+// A writer killed by SIGKILL leaves its temporary files; the next attempt, once it holds the
+// lease, starts without them (and says so in the task's log).
+TEST_F(Faults, TemporaryFilesOfAKilledAttemptAreGoneWhenTheNextAttemptStarts) {
+  init(json{{"task", "command"},
+            {"replicas", 2},
+            {"params",
+             {{"argv",
+               {"/bin/sh", "-c",
+                "if [ -e marker ]; then ls | grep -q tmp && exit 3; ls sub | grep -q tmp && exit 4;"
+                " exit 0; fi; touch marker; mkdir -p sub; echo x > out.h5.tmp.$$.0;"
+                " echo x > sub/ckpt.pt.tmp.$$.1; kill -9 $$"}}}},
+            {"retry", {{"max_attempts", 2}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  ToolRun r = runTool({"run", dir_}, scratch_, "run");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.state, TaskState::kDone) << t.id;
+    EXPECT_EQ(t.attempts, 2) << t.id;
+    EXPECT_NE(readText(c.taskDir(t.id) + "/task.log")
+                  .find("removed 2 temporary file(s) an earlier attempt left unfinished"),
+              std::string::npos)
+        << t.id;
+  }
+}
+
 pid_t readPid(const std::string& path) {
   for (int i = 0; i < 500; ++i) {
     std::string s = readText(path);
