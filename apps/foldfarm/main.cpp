@@ -8,6 +8,7 @@
 
 #include "apps/foldfarm/commands.hpp"
 #include "core/base/atomic_file.hpp"
+#include "core/base/cli_checks.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/train/torch_error.hpp"
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   app::registerCampaignCommands(groups);
   app::registerSlurmCommands(groups);
   app::registerReportCommands(groups);
+  cli::checkIntegerOptions(app);
 
   try {
     initLogging(log_level);

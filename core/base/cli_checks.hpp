@@ -4,8 +4,12 @@
 // say what is wanted:  foldfarm: error: --spread: must be a number >= 0, not -0.5
 #include <CLI/CLI.hpp>
 
+#include <charconv>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <string>
+#include <string_view>
 
 namespace foldfarm::cli {
 
@@ -32,7 +36,56 @@ inline CLI::Validator rangeCheck(double lo, double hi, bool hi_open) {
       },
       "[" + CLI::detail::to_string(lo) + ", " + CLI::detail::to_string(hi) + (hi_open ? ")" : "]"));
 }
+// Whole numbers as the user wrote them: CLI11 2.1 converts with strtoll/strtoull in base 0,
+// so a number beyond 64 bits became the largest one without a word, "-1" for an unsigned
+// option became 2^64 - 1, and "010" was octal 8. Refuses the first two and rewrites
+// leading zeros away (decimal). Anything else that is not plain digits is left to CLI11's
+// own conversion (which refuses "abc" and reads "0x10" as hexadecimal).
+inline std::string wholeNumberProblem(std::string& in, bool is_unsigned) {
+  std::string_view s = in;
+  bool negative = false;
+  if (!s.empty() && (s.front() == '+' || s.front() == '-')) {
+    negative = s.front() == '-';
+    s.remove_prefix(1);
+  }
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string_view::npos) return {};
+  const size_t first = s.find_first_not_of('0');
+  const std::string_view digits = first == std::string_view::npos ? "0" : s.substr(first);
+  std::uint64_t v = 0;
+  const bool fits =
+      std::from_chars(digits.data(), digits.data() + digits.size(), v).ec == std::errc{};
+  constexpr auto kMaxSigned = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  if (is_unsigned) {
+    if (negative && v != 0) return "must be a whole number >= 0, not " + in;
+    if (!fits) return "must be a whole number below 2^64, not " + in;
+  } else if (!fits || v > kMaxSigned + (negative ? 1 : 0)) {
+    return "must be a whole number within the 64-bit range, not " + in;
+  }
+  in = (negative && v != 0 ? "-" : "") + std::string(digits);
+  return {};
+}
+
 }  // namespace detail
+
+// Adds the whole-number check (detail::wholeNumberProblem) to every option of `app` and of
+// its subcommands, at any depth, that takes integers (CLI11 type INT or UINT). Call once,
+// after every option is declared.
+inline void checkIntegerOptions(CLI::App& app) {
+  for (CLI::Option* opt : app.get_options()) {
+    if (opt->get_type_size_max() == 0) continue;  // a flag
+    const std::string type = opt->get_type_name();
+    const std::string base = type.substr(0, type.find(':'));
+    if (base != "INT" && base != "UINT") continue;
+    const bool is_unsigned = base == "UINT";
+    // First of the option's checks, and allowed to rewrite the value (transform); an empty
+    // description keeps the option's type as --help shows it.
+    opt->transform(CLI::Validator(
+        [is_unsigned](std::string& in) { return detail::wholeNumberProblem(in, is_unsigned); },
+        ""));
+  }
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+    checkIntegerOptions(*sub);
+}
 
 // > 0 (NaN refused).
 inline const CLI::Validator kPositive = detail::numberCheck(true, "a positive number", "POSITIVE");

@@ -436,6 +436,15 @@ TEST_F(BadInputs, CommandLine) {
     expectCleanFailure(
         {"data", "synth", "--kind", "pretrain", "--jets", "5", option, value, "--out", p("x.h5")},
         option);
+  // Whole numbers CLI11 alone read as something else: "-1" for an unsigned seed was 2^64 - 1,
+  // a number beyond 64 bits the largest one.
+  for (const auto& [option, value] :
+       std::vector<std::pair<std::string, std::string>>{{"--seed", "-1"},
+                                                        {"--seed", "18446744073709551616"},
+                                                        {"--jets", "99999999999999999999"}})
+    expectCleanFailure(
+        {"data", "synth", "--kind", "pretrain", "--jets", "5", option, value, "--out", p("x.h5")},
+        option + ": must be a whole number");
   expectCleanFailure({"data", "inspect", "--bogus-flag", p("good.h5")}, "--bogus-flag");
   // Training options no run can use: refused with the option's name before anything is
   // read (before: a held-out fraction above 1 ended in "internal error: cannot create
