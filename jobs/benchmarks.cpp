@@ -70,6 +70,11 @@ json benchScheduler(const SchedulerBenchOptions& a) {
     throw InputError(
         "bench scheduler: --sleep-tasks, --command-tasks and --pilot-ranks must be "
         ">= 0 (0 skips the figure)");
+  // The pilot runs on this node, a rank per worker process like a slot (before: 2^31 - 1
+  // ranks overflowed the rank count handed to mpirun).
+  if (a.pilot_ranks > kMaxCpuSlots)
+    throw InputError("bench scheduler: --pilot-ranks must be at most " +
+                     std::to_string(kMaxCpuSlots) + " (worker processes on one node)");
   if (a.sleep_tasks > 0 && !(a.sleep_s > 0 && a.sleep_s <= kMaxSleepSeconds))
     throw InputError(
         "bench scheduler: --sleep-seconds must be above 0 and at most 10^7 (the sleep "

@@ -68,6 +68,9 @@ namespace foldfarm::jobs {
 inline constexpr int kMaxGpusPerNode = 64;
 inline constexpr int kMaxTasksPerGpu = 64;
 inline constexpr int kMaxCpuSlots = 1024;  // worker processes on one node
+// Task slots of one node, CPU or GPU (gpus · tasks_per_gpu at most): the bound of --slots.
+inline constexpr int kMaxSlotsPerNode = kMaxGpusPerNode * kMaxTasksPerGpu;
+static_assert(kMaxSlotsPerNode >= kMaxCpuSlots);
 inline constexpr int kMaxThreadsPerTask = 1024;
 inline constexpr int kMaxAttempts = 1000;
 inline constexpr int kMaxInterruptions = 100000;

@@ -163,6 +163,9 @@ RunSummary runLocal(Campaign& campaign, const RunOptions& options) {
   const CampaignSpec& spec = campaign.spec();
   checkResourcesOnThisNode(spec, campaign.dir() + "/spec.json");
   requireCampaignInputs(spec, campaign.dir() + "/spec.json");
+  if (options.slots < 0 || options.slots > kMaxSlotsPerNode)
+    throw InputError("--slots must be 0 (the spec's) to " + std::to_string(kMaxSlotsPerNode) +
+                     " (task slots of one node), not " + std::to_string(options.slots));
   int nslots = options.slots > 0 ? options.slots : spec.slotsPerNode();
   std::vector<std::string> argv = options.worker_argv;
   if (argv.empty()) argv = {selfExecutable(), "worker"};

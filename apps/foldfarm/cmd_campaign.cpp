@@ -207,7 +207,7 @@ CLI::App* addRunCommand(CLI::App& parent, const std::string& name, RunArgs& a) {
   c->add_option("--executor", a.executor, "local, mpi or slurm (default: the spec's)")
       ->check(CLI::IsMember({"local", "mpi", "slurm"}));
   c->add_option("--slots", a.slots, "Override the number of local slots (0: from the spec)")
-      ->check(cli::kNonNegative);
+      ->check(cli::between(0, jobs::kMaxSlotsPerNode));
   c->add_option("--lost-after", a.lost_after,
                 "mpi: seconds without a heartbeat after which a rank is lost (fenced; the "
                 "pilot ends with exit 3 naming it once the rest is done)")

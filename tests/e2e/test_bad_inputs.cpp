@@ -446,6 +446,9 @@ TEST_F(BadInputs, CommandLine) {
         {"data", "synth", "--kind", "pretrain", "--jets", "5", option, value, "--out", p("x.h5")},
         option + ": must be a whole number");
   expectCleanFailure({"data", "inspect", "--bogus-flag", p("good.h5")}, "--bogus-flag");
+  // More local slots than a node has (before: slot state for 2^31 - 1 workers was allocated
+  // until the kernel's OOM killer ended the run).
+  expectCleanFailure({"campaign", "run", p("no_campaign"), "--slots", "2147483647"}, "--slots");
   // Training options no run can use: refused with the option's name before anything is
   // read (before: a held-out fraction above 1 ended in "internal error: cannot create
   // std::vector larger than max_size()", and lr_factor 0 trained the body at lr / 0).

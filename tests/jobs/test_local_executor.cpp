@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <set>
 
+#include "core/base/error.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/executor.hpp"
 #include "tests/jobs/test_kinds.hpp"
@@ -67,6 +68,27 @@ TEST_F(LocalExecutor, NoopCampaignCompletesWithEveryTransitionJournaled) {
   EXPECT_FALSE(std::filesystem::exists(mark));
   // runLocal installed its stop handlers in this process: back to the defaults.
   for (int s : {SIGTERM, SIGINT, SIGUSR1}) ::signal(s, SIG_DFL);
+}
+
+// More slots than a node can have are refused before a worker starts (before: --slots
+// 2147483647 allocated slot state until the kernel's OOM killer ended the run).
+TEST_F(LocalExecutor, SlotCountsNoNodeHasAreRefusedBeforeAnythingStarts) {
+  init(json{{"task", "noop"}, {"replicas", 2}, {"resources", {{"cpu_slots", 1}}}});
+  Campaign writer = Campaign::open(dir_);
+  const int events = writer.journal().eventCount();
+  for (int slots : {-1, kMaxSlotsPerNode + 1, 2147483647}) {
+    RunOptions o;
+    o.slots = slots;
+    o.show_progress = false;
+    o.worker_argv = {"/bin/false"};
+    try {
+      runLocal(writer, o);
+      ADD_FAILURE() << slots << " slots accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("--slots"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(writer.journal().eventCount(), events) << "nothing journaled";
 }
 
 TEST_F(LocalExecutor, FailingTaskEndsFailedAndRetryRerunsOnlyIt) {
