@@ -18,6 +18,7 @@
 #include "core/model/pet.hpp"
 #include "core/model/pet_config.hpp"
 #include "core/model/threads.hpp"
+#include "core/train/benchmarks.hpp"
 #include "core/train/flat_params.hpp"
 #include "core/train/gradient_step.hpp"
 #include "core/train/jet_batches.hpp"
@@ -80,6 +81,17 @@ double median(std::vector<double> v) {
 
 nlohmann::json benchAllreduce(const AllreduceBenchOptions& a,
                               const std::function<void(const std::string&)>& line) {
+  // Sizes from one float to 1 GiB (a smaller start never grew: min-kib 0 filled the memory
+  // with sizes); a largest size of 0 measures PET's gradient size alone.
+  if (!(a.min_kib >= kMinAllreduceKib && a.min_kib <= kMaxAllreduceKib))
+    throw InputError(fmt::format("bench allreduce: --min-kib must be from {} (4 bytes) to {}",
+                                 kMinAllreduceKib, kMaxAllreduceKib));
+  if (!(a.max_mib >= 0 && a.max_mib <= kMaxAllreduceMib))
+    throw InputError(
+        fmt::format("bench allreduce: --max-mib must be from 0 to {}", kMaxAllreduceMib));
+  if (a.repeats < 1 || a.repeats > kMaxBenchSteps)
+    throw InputError("bench allreduce: --repeats must be from 1 to " +
+                     std::to_string(kMaxBenchSteps));
   configureThreads(a.threads);
   DataParallelContext ctx(detectLaunch(), a.dist);
   const int world = ctx.worldSize();
@@ -218,6 +230,7 @@ nlohmann::json benchAllreduce(const AllreduceBenchOptions& a,
 // takes them); global jets/s, step time, communication time and the part of it not hidden
 // behind backward.
 nlohmann::json benchDdp(const DdpBenchOptions& a) {
+  checkBenchSteps("bench ddp", a.steps, a.warmup);
   configureThreads(a.threads);
   DataParallelContext ctx(detectLaunch(), a.dist);
   const torch::Device dev = ctx.device();

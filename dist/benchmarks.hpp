@@ -18,6 +18,10 @@
 
 namespace foldfarm::dist {
 
+// The message sizes bench allreduce accepts.
+inline constexpr double kMinAllreduceKib = 1.0 / 256;      // one float
+inline constexpr double kMaxAllreduceKib = 1024.0 * 1024;  // 1 GiB
+inline constexpr double kMaxAllreduceMib = 65536;          // 64 GiB
 struct AllreduceBenchOptions {
   bool check = false;
   double min_kib = 1, max_mib = 64;

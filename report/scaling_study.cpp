@@ -244,8 +244,16 @@ json runScalingStudy(const ScalingOptions& o) {
   if (o.max_slots < 1) throw InputError("--max-slots must be >= 1");
   if (!o.ddp && !o.scheduler)
     throw InputError("nothing to run: both --no-ddp and --no-scheduler given");
-  if (o.alpha_us < 0 || !(o.bandwidth_gbps > 0))
-    throw InputError("--alpha-us must be >= 0 and --bandwidth-gbps > 0");
+  if (!(o.compute_ms >= 0 && o.compute_ms <= kMaxScalingMs))
+    throw InputError(fmt::format("--compute-ms must be from 0 (measured) to {:g}", kMaxScalingMs));
+  if (!(o.alpha_us >= 0 && o.alpha_us <= kMaxScalingMs))
+    throw InputError(fmt::format("--alpha-us must be from 0 to {:g}", kMaxScalingMs));
+  if (!(o.bandwidth_gbps >= kMinScalingGbps && o.bandwidth_gbps <= kMaxScalingGbps))
+    throw InputError(fmt::format("--bandwidth-gbps must be from {:g} to {:g}", kMinScalingGbps,
+                                 kMaxScalingGbps));
+  if (!(o.timeout_s >= kMinScalingTimeoutS && o.timeout_s <= kMaxScalingTimeoutS))
+    throw InputError(fmt::format("--timeout must be from {:g} to {:g} seconds", kMinScalingTimeoutS,
+                                 kMaxScalingTimeoutS));
   const std::string exe = o.exe.empty() ? selfExe() : o.exe;
   if (::access(exe.c_str(), X_OK) != 0) throw InputError(exe + ": not an executable (--exe)");
   if (o.ddp && !programAvailable(o.mpirun))

@@ -42,16 +42,24 @@ struct ScalingOptions {
   int sleep_tasks = 20;
   double sleep_s = 0.1;
   std::string out_dir = "scaling";
-  std::string exe;                  // "" = this executable (/proc/self/exe)
+  std::string exe;  // "" = this executable (/proc/self/exe)
   std::string mpirun = "mpirun";
   bool ddp = true;
   bool scheduler = true;
-  double compute_ms = 0;            // 0 = the measured 1-rank step time
-  double alpha_us = 5.0;            // interconnect latency per message
-  double bandwidth_gbps = 12.5;     // interconnect bandwidth, GB/s (100 Gb/s InfiniBand)
+  double compute_ms = 0;         // 0 = the measured 1-rank step time
+  double alpha_us = 5.0;         // interconnect latency per message
+  double bandwidth_gbps = 12.5;  // interconnect bandwidth, GB/s (100 Gb/s InfiniBand)
   int extrapolate_to = 1024;
-  double timeout_s = 600;           // per benchmark run
+  double timeout_s = 600;  // per benchmark run
 };
+
+// The interconnect and timing values the model accepts (beyond them its figures are inf or
+// NaN, and a timeout beyond int64 milliseconds was undefined).
+inline constexpr double kMaxScalingMs = 1e6;     // --compute-ms, --alpha-us (µs)
+inline constexpr double kMinScalingGbps = 1e-3;  // --bandwidth-gbps
+inline constexpr double kMaxScalingGbps = 1e6;
+inline constexpr double kMinScalingTimeoutS = 1;  // --timeout
+inline constexpr double kMaxScalingTimeoutS = 1e6;
 
 // Throws InputError for impossible options, Error when a benchmark fails (its command and
 // the tail of its stderr in the message). Returns scaling.json's content.

@@ -7,6 +7,7 @@
 
 #include "apps/foldfarm/commands.hpp"
 #include "core/base/cli_checks.hpp"
+#include "core/train/benchmarks.hpp"
 #include "dist/benchmarks.hpp"
 #include "dist/cli_options.hpp"
 
@@ -56,12 +57,17 @@ void registerDistCommands(CommandGroups& g) {
       "64 MiB and at PET omnilearn's gradient size, raw vs bucketed; run under mpirun -np N");
   cmd->add_flag("--json", ar->json, "Print the figures as JSON on stdout");
   cmd->add_flag("-c,--check", ar->check, "Check every result against the exact sum");
-  cmd->add_option("--min-kib", ar->min_kib, "Smallest size in KiB")->capture_default_str();
-  cmd->add_option("--max-mib", ar->max_mib, "Largest size in MiB")->capture_default_str();
+  cmd->add_option("--min-kib", ar->min_kib, "Smallest size in KiB")
+      ->capture_default_str()
+      ->check(cli::between(dist::kMinAllreduceKib, dist::kMaxAllreduceKib));
+  cmd->add_option("--max-mib", ar->max_mib,
+                  "Largest size in MiB (0: PET omnilearn's gradient size alone)")
+      ->capture_default_str()
+      ->check(cli::between(0, dist::kMaxAllreduceMib));
   cmd->add_option("--repeats", ar->repeats,
                   "Alternating raw/bucketed measurements per size (medians are reported)")
       ->capture_default_str()
-      ->check(cli::kPositive);
+      ->check(cli::between(1, kMaxBenchSteps));
   cmd->add_option("--threads", ar->threads, "Intra-op threads per rank")->capture_default_str();
   ar->cli.addTo(*cmd);
   cmd->callback([ar] { runAllreduce(*ar); });
@@ -77,8 +83,10 @@ void registerDistCommands(CommandGroups& g) {
       ->check(cli::kPositive);
   ddp->add_option("--steps", dd->steps, "Timed steps")
       ->capture_default_str()
-      ->check(cli::kPositive);
-  ddp->add_option("--warmup", dd->warmup, "Untimed steps first")->capture_default_str();
+      ->check(cli::between(1, kMaxBenchSteps));
+  ddp->add_option("--warmup", dd->warmup, "Untimed steps first")
+      ->capture_default_str()
+      ->check(cli::between(0, kMaxBenchSteps));
   ddp->add_option("--precision", dd->precision, "fp32, or bf16 (autocast; GPU ranks)")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();

@@ -7,6 +7,7 @@
 
 #include "apps/foldfarm/commands.hpp"
 #include "core/base/cli_checks.hpp"
+#include "core/train/benchmarks.hpp"
 #include "report/campaign_report.hpp"
 #include "report/scaling_study.hpp"
 
@@ -64,7 +65,7 @@ void registerScalingStudy(CommandGroups& g) {
       ->check(cli::kPositive);
   cmd->add_option("--steps", o->steps, "timed steps per run")
       ->capture_default_str()
-      ->check(cli::kPositive);
+      ->check(cli::between(1, kMaxBenchSteps));
   cmd->add_option("--particles", o->particles, "particle slots per jet")
       ->capture_default_str()
       ->check(CLI::Range(8, 512));
@@ -83,19 +84,19 @@ void registerScalingStudy(CommandGroups& g) {
   cmd->add_option("--mpirun", o->mpirun, "MPI launcher")->capture_default_str();
   cmd->add_option("--compute-ms", o->compute_ms,
                   "step compute time for the model (default: the measured 1-rank step)")
-      ->check(cli::kPositive);
+      ->check(cli::between(0, report::kMaxScalingMs));
   cmd->add_option("--alpha-us", o->alpha_us, "interconnect latency per message [us]")
       ->capture_default_str()
-      ->check(cli::kNonNegative);
+      ->check(cli::between(0, report::kMaxScalingMs));
   cmd->add_option("--bandwidth-gbps", o->bandwidth_gbps, "interconnect bandwidth [GB/s]")
       ->capture_default_str()
-      ->check(cli::kPositive);
+      ->check(cli::between(report::kMinScalingGbps, report::kMaxScalingGbps));
   cmd->add_option("--extrapolate-to", o->extrapolate_to, "largest rank count of the model table")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--timeout", o->timeout_s, "seconds allowed per benchmark run")
       ->capture_default_str()
-      ->check(cli::kPositive);
+      ->check(cli::between(report::kMinScalingTimeoutS, report::kMaxScalingTimeoutS));
   cmd->add_flag("--no-ddp", *no_ddp, "skip the data-parallel benchmark");
   cmd->add_flag("--no-scheduler", *no_sched, "skip the scheduler benchmark");
   cmd->callback([o, no_ddp, no_sched] {

@@ -13,6 +13,11 @@
 
 namespace foldfarm {
 
+// The most threads any --threads option asks for (a node's cores, with room to spare). Beyond
+// it, thread pools ask for their per-thread state at once (2^31 - 1 threads: libgomp aborted
+// allocating 481 GB).
+inline constexpr int kMaxThreads = 4096;
+
 template <class Fn>
 void runThreads(int n, Fn&& fn) {
   std::vector<std::exception_ptr> errors(static_cast<size_t>(n > 0 ? n : 0));

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/base/run_threads.hpp"
 #include "core/data/synth.hpp"
 
 namespace foldfarm::data {
@@ -17,7 +18,7 @@ enum class SynthKind { kPretrain, kUnfold };
 // The generated jet pT range in GeV, and the generator threads, that writeSynthFile accepts.
 inline constexpr double kMinSynthPt = 1.0;
 inline constexpr double kMaxSynthPt = 1e5;
-inline constexpr int kMaxSynthThreads = 4096;
+inline constexpr int kMaxSynthThreads = kMaxThreads;
 
 struct SynthFileOptions {
   SynthKind kind = SynthKind::kPretrain;

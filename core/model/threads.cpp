@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/base/error.hpp"
+#include "core/base/run_threads.hpp"
 
 extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 
@@ -32,8 +33,9 @@ void configureAllocator() {
 }
 
 void configureThreads(int threads) {
-  if (threads < 0)
-    throw InputError("--threads must be >= 0 (0: all cores), not " + std::to_string(threads));
+  if (threads < 0 || threads > kMaxThreads)
+    throw InputError("--threads must be 0 (all cores) to " + std::to_string(kMaxThreads) +
+                     ", not " + std::to_string(threads));
   static const bool allocator_configured = (configureAllocator(), true);
   (void)allocator_configured;
   if (threads <= 0) threads = availableCores();

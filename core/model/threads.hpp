@@ -5,8 +5,9 @@
 // pass 1.
 namespace foldfarm {
 
-// threads == 0: use all cores of this process's CPU affinity mask; a negative count is
-// refused (InputError naming --threads). The first call also calls configureAllocator().
+// threads == 0: use all cores of this process's CPU affinity mask; a negative count or one
+// above kMaxThreads is refused (InputError naming --threads). The first call also calls
+// configureAllocator().
 void configureThreads(int threads);
 // Large tensor blocks stay in the process heap between steps (no mmap/munmap per step).
 void configureAllocator();

@@ -40,10 +40,6 @@ using nlohmann::json;
 
 namespace {
 
-// Timed and warm-up steps of a benchmark: a million steps is hours; warmup + steps of two
-// INT64_MAX overflowed (SIGSEGV).
-constexpr int64_t kMaxBenchSteps = 1000000;
-
 #ifdef FOLDFARM_HAVE_LEGACY_PROFILER
 // Per-operator self time of the profiled steps (the legacy CPU profiler's push/pop ranges),
 // printed to stderr, largest first.
@@ -268,12 +264,16 @@ double sgemmGflops() {
 
 }  // namespace
 
+void checkBenchSteps(const std::string& what, int64_t steps, int64_t warmup) {
+  if (steps < 1 || warmup < 0 || steps > kMaxBenchSteps || warmup > kMaxBenchSteps)
+    throw InputError(what + ": needs --steps from 1 and --warmup from 0, each at most " +
+                     std::to_string(kMaxBenchSteps));
+}
+
 // Optimiser + EMA + zeroing per step on the same gradients: per-parameter tensors against
 // flat buffers, one after the other in this process; also checks that both end bit-identical.
 json benchOptim(const OptimBenchOptions& a) {
-  if (a.steps < 1 || a.warmup < 0 || a.steps > kMaxBenchSteps || a.warmup > kMaxBenchSteps)
-    throw InputError("bench optim: needs --steps from 1 and --warmup from 0, each at most " +
-                     std::to_string(kMaxBenchSteps));
+  checkBenchSteps("bench optim", a.steps, a.warmup);
   configureThreads(a.threads);
   const DeviceChoice dev = selectDevice(a.device);
   PetConfig cfg = petPreset(a.preset);
@@ -419,9 +419,7 @@ json benchMlp(const MlpBenchOptions& a) {
 }
 
 json benchPet(const PetBenchOptions& a, const std::function<void(const std::string&)>& line) {
-  if (a.steps < 1 || a.warmup < 0 || a.steps > kMaxBenchSteps || a.warmup > kMaxBenchSteps)
-    throw InputError("bench pet: needs --steps from 1 and --warmup from 0, each at most " +
-                     std::to_string(kMaxBenchSteps));
+  checkBenchSteps("bench pet", a.steps, a.warmup);
   if (a.max_jets < 0) throw InputError("bench pet: --max-jets must be >= 0 (0: every jet)");
   if (!(a.peak_tflops >= 0 && std::isfinite(a.peak_tflops)))
     throw InputError("bench pet: --peak-tflops must be >= 0 (0: the default peak)");

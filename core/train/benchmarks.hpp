@@ -16,6 +16,12 @@
 
 namespace foldfarm {
 
+// Timed and warm-up steps (or repeats) of a benchmark: a million steps is hours; warmup +
+// steps of two INT64_MAX overflowed (SIGSEGV), of two INT_MAX ran no step (inf jets/s).
+inline constexpr int64_t kMaxBenchSteps = 1000000;
+// InputError("<what>: needs --steps from 1 and --warmup from 0, each at most 1000000").
+void checkBenchSteps(const std::string& what, int64_t steps, int64_t warmup);
+
 // PET's training step: the optimised path (bucketed batches, flat parameters, the precision,
 // draws on the device, CUDA graphs where asked) and, with `compare`, the padded fp32 eager
 // baseline beside it (core/train/gradient_step.hpp).

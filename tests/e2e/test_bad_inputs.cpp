@@ -459,7 +459,9 @@ TEST_F(BadInputs, CommandLine) {
                                                         {"--lr", "nan"},
                                                         {"--lr", "1e308"},
                                                         {"--lr-factor", "1e-320"},
-                                                        {"--warmup-epochs", "-2"}}) {
+                                                        {"--warmup-epochs", "-2"},
+                                                        // libgomp aborted allocating 481 GB.
+                                                        {"--threads", "2147483647"}}) {
     const std::string name = option == "--lr-factor"       ? "lr_factor"
                              : option == "--lr"            ? "lr must"
                              : option == "--warmup-epochs" ? "warmup_epochs"
@@ -505,6 +507,14 @@ TEST_F(BadInputs, CommandLine) {
     expectCleanFailure({"bench", "pet", "--data", p("good.h5"), "--preset", "tiny", option, value},
                        option);
   expectCleanFailure({"bench", "optim", "--preset", "tiny", "--steps", "0"}, "--steps");
+  // bench ddp: warmup + steps overflowed and no step ran ("jets_per_s": null); allreduce: a
+  // first size of 0 never grew and filled the memory with sizes.
+  for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--steps", "2147483647"}, {"--warmup", "-1"}})
+    expectCleanFailure({"bench", "ddp", option, value}, option);
+  for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--min-kib", "0"}, {"--max-mib", "inf"}, {"--repeats", "2147483647"}})
+    expectCleanFailure({"bench", "allreduce", option, value}, option);
   for (const auto& [option, value] :
        std::vector<std::pair<std::string, std::string>>{{"--particles", "-5"}, {"--epochs", "0"}})
     expectCleanFailure({"bench", "data", "--jets", "1000", option, value}, option);

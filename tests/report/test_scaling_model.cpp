@@ -59,13 +59,14 @@ TEST(AlphaBeta, FitRecoversAKnownLink) {
 
 TEST(ScalingAnalysis, DerivesEfficienciesAndExtrapolates) {
   auto row = [](int n, double jps, double step, double comm, double wait) {
-    return json{{"ranks", n},         {"jets_per_s", jps},     {"step_ms", step},
-                {"comm_ms", comm},    {"comm_wait_ms", wait},  {"gradient_bytes", 400000},
-                {"buckets", 1},       {"batch_per_rank", 32}};
+    return json{{"ranks", n},      {"jets_per_s", jps},    {"step_ms", step},
+                {"comm_ms", comm}, {"comm_wait_ms", wait}, {"gradient_bytes", 400000},
+                {"buckets", 1},    {"batch_per_rank", 32}};
   };
-  json ddp = json::array({row(1, 1000, 32, 0, 0), row(2, 1800, 35.5, 1.0, 0.5),
-                          row(4, 3200, 40, 2.0, 1.0)});
-  json sched = json::array({{{"slots", 1}, {"tasks_per_s", 500}}, {{"slots", 2}, {"tasks_per_s", 900}}});
+  json ddp = json::array(
+      {row(1, 1000, 32, 0, 0), row(2, 1800, 35.5, 1.0, 0.5), row(4, 3200, 40, 2.0, 1.0)});
+  json sched =
+      json::array({{{"slots", 1}, {"tasks_per_s", 500}}, {{"slots", 2}, {"tasks_per_s", 900}}});
   ScalingOptions o;
   o.extrapolate_to = 64;
   json s = analyseScaling(ddp, sched, o);
@@ -84,5 +85,37 @@ TEST(ScalingAnalysis, DerivesEfficienciesAndExtrapolates) {
   EXPECT_NE(md.find("| 2 | 1800.0 | 1.80 | 0.900 |"), std::string::npos) << md;
   EXPECT_NE(md.find("| 2 | 900.0 | 1.111 | 1.80 | 0.900 |"), std::string::npos) << md;
   // No 1-rank measurement: nothing to compare with.
-  EXPECT_THROW(analyseScaling(json::array({row(2, 1800, 35.5, 1.0, 0.5)}), json::array(), o), Error);
+  EXPECT_THROW(analyseScaling(json::array({row(2, 1800, 35.5, 1.0, 0.5)}), json::array(), o),
+               Error);
+}
+
+// Interconnect and timing values beyond what the model can use are refused by name before
+// any benchmark runs (before: --bandwidth-gbps 1e-320 and --compute-ms inf wrote inf and NaN
+// figures, and --timeout inf converted infinity to milliseconds).
+TEST(ScalingStudy, ValuesTheModelCannotUseAreRefusedByName) {
+  struct Case {
+    const char* option;
+    void (*set)(ScalingOptions&);
+  };
+  const Case cases[] = {
+      {"--compute-ms", [](ScalingOptions& o) { o.compute_ms = INFINITY; }},
+      {"--compute-ms", [](ScalingOptions& o) { o.compute_ms = NAN; }},
+      {"--alpha-us", [](ScalingOptions& o) { o.alpha_us = 1e308; }},
+      {"--alpha-us", [](ScalingOptions& o) { o.alpha_us = -1; }},
+      {"--bandwidth-gbps", [](ScalingOptions& o) { o.bandwidth_gbps = 1e-320; }},
+      {"--bandwidth-gbps", [](ScalingOptions& o) { o.bandwidth_gbps = INFINITY; }},
+      {"--timeout", [](ScalingOptions& o) { o.timeout_s = INFINITY; }},
+      {"--timeout", [](ScalingOptions& o) { o.timeout_s = 1e-320; }},
+  };
+  for (const Case& c : cases) {
+    ScalingOptions o;
+    o.exe = "/nonexistent/foldfarm";  // reached only if the value were accepted
+    c.set(o);
+    try {
+      runScalingStudy(o);
+      ADD_FAILURE() << c.option << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.option), std::string::npos) << e.what();
+    }
+  }
 }
