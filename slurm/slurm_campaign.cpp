@@ -145,6 +145,28 @@ std::vector<std::vector<std::string>> readManifest(const std::string& path) {
   return shards;
 }
 
+// The resources of this round's array elements, checked (InputError naming the option).
+SbatchResources submissionResources(const jobs::Campaign& c, const SlurmCampaignOptions& o) {
+  SbatchResources res =
+      o.resourcesFromSpec ? arrayElementResources(c.spec(), o.resources) : o.resources;
+  if (res.foldfarm.empty() || res.foldfarm == "foldfarm") res.foldfarm = jobs::selfExecutable();
+  validateResources(res);
+  return res;
+}
+
+// Every option checked before Slurm is asked anything or a task directory is touched: the
+// script of a one-element array is rendered and thrown away (before: a bad --time was found
+// only when the first array was written, after its attempts were promised).
+void checkSubmissionOptions(const jobs::Campaign& c, const SlurmCampaignOptions& o) {
+  const SbatchResources res = submissionResources(c, o);
+  ArrayJob probe;
+  probe.campaignDir = c.dir();
+  probe.manifestPath = c.dir() + "/slurm/sub-0000/manifest.tsv";
+  probe.elements = 1;
+  probe.lanes = arrayElementLanes(res);
+  (void)renderArrayScript(res, probe);
+}
+
 // Step 4 for one planned array. Throws Error when sbatch fails; nothing is recorded then.
 // `attempts`: the attempt each pending task will have once recorded (the journal adds one on
 // dispatch; this process is its only writer).
@@ -413,10 +435,7 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
     }
   }
   if (ready.empty()) return round;
-  SbatchResources res =
-      o.resourcesFromSpec ? arrayElementResources(c.spec(), o.resources) : o.resources;
-  if (res.foldfarm.empty() || res.foldfarm == "foldfarm") res.foldfarm = jobs::selfExecutable();
-  validateResources(res);
+  const SbatchResources res = submissionResources(c, o);
   const int lanes = arrayElementLanes(res);
   ArrayPlanOptions po;
   po.lanes = lanes;
@@ -519,6 +538,7 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
                                           jobs::Campaign::Access::kWriter);
   jobs::requireCampaignInputs(c.spec(), c.dir() + "/spec.json");
   jobs::requireClusterWideLocks(c.dir(), "the Slurm array elements run its tasks on any node");
+  checkSubmissionOptions(c, o);
   SlurmClient client(o.programs);
   if (!client.available()) {
     throw Error("Slurm is not reachable from " + hostName() +

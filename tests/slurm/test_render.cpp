@@ -1,10 +1,13 @@
 // Rendering, validation, array planning and output parsing — no cluster needed.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <filesystem>
 #include <set>
 
 #include "core/base/error.hpp"
 #include "core/base/process.hpp"
+#include "jobs/campaign.hpp"
 #include "jobs/campaign_spec.hpp"
 #include "jobs/task_kind.hpp"
 #include "slurm/array_plan.hpp"
@@ -386,4 +389,47 @@ TEST(ChildProcess, ArgvIsNotParsedByAShell) {
   ProcessResult f = runProcess({"sh", "-c", "echo oops >&2; exit 3"});
   EXPECT_EQ(f.exitCode, 3);
   EXPECT_NE(f.describeFailure().find("oops"), std::string::npos);
+}
+
+// `slurm submit` names a bad option before it asks Slurm anything or touches a task
+// directory (here Slurm is unreachable: the options must be the first thing refused).
+TEST(SlurmSubmit, BadOptionsAreNamedBeforeSlurmIsAsked) {
+  jobs::registerBuiltinTaskKinds();
+  const std::string dir = std::filesystem::temp_directory_path().string() + "/ff-submit-opts-" +
+                          std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  nlohmann::json spec = {{"name", "s"},         {"task", "sleep"},
+                         {"replicas", 2},       {"params", {{"seconds", 0.1}}},
+                         {"executor", "slurm"}, {"resources", {{"cpu_slots", 1}}}};
+  jobs::Campaign::init(jobs::parseCampaignSpec(spec, "test spec", dir), dir);
+  struct Case {
+    const char* option;
+    void (*set)(SbatchResources&);
+  };
+  const Case cases[] = {
+      {"--nodes", [](SbatchResources& r) { r.nodes = -1; }},
+      {"--cpus-per-task", [](SbatchResources& r) { r.cpusPerTask = 0; }},
+      {"--time", [](SbatchResources& r) { r.time = "soon"; }},
+      {"--mem", [](SbatchResources& r) { r.mem = "lots"; }},
+      {"--partition", [](SbatchResources& r) { r.partition = "a;b"; }},
+      {"--output", [](SbatchResources& r) { r.output = "out\\%j"; }},
+  };
+  for (const Case& c : cases) {
+    SlurmCampaignOptions o;
+    o.programs.sbatch = o.programs.squeue = o.programs.scontrol = o.programs.scancel =
+        "/nonexistent/slurm-program";
+    c.set(o.resources);
+    try {
+      runCampaignOnSlurm(dir, o);
+      ADD_FAILURE() << c.option << ": accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.option), std::string::npos) << e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << c.option << ": " << e.what();
+    }
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir + "/slurm")) << "nothing submitted, nothing written";
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir + "/tasks"))
+    EXPECT_NE(e.path().filename(), ".attempt") << "no attempt promised: " << e.path();
+  std::filesystem::remove_all(dir);
 }
