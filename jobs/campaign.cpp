@@ -5,14 +5,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "jobs/task_execution.hpp"
 #include "jobs/task_kind.hpp"
+#include "jobs/task_lease.hpp"
 
 namespace foldfarm::jobs {
 namespace {
@@ -39,6 +42,33 @@ void removeTree(const std::string& dir) {
   ::rmdir((dir + "/tasks").c_str());
   ::rmdir((dir + "/aggregate").c_str());
   ::rmdir(dir.c_str());
+}
+
+std::string trimSlashes(std::string dir) {
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  return dir;
+}
+
+// D/orchestrator.lock, flocked: one process writes the journal. Error naming D when another
+// holds it.
+Fd lockOrchestrator(const std::string& dir) {
+  const std::string lock_path = dir + "/orchestrator.lock";
+  Fd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!lock.valid()) throw Error(lock_path + ": cannot open: " + errnoMessage(errno));
+  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    if (err == EWOULDBLOCK) {
+      throw Error(dir + ": another foldfarm process is orchestrating this campaign (" + lock_path +
+                  " is locked); wait for it or stop it first");
+    }
+    throw Error(lock_path + ": cannot lock: " + errnoMessage(err));
+  }
+  const std::string me = hostName() + " pid " + std::to_string(::getpid()) + "\n";
+  if (::ftruncate(lock.get(), 0) == 0) {
+    ssize_t w = ::write(lock.get(), me.data(), me.size());
+    (void)w;  // informational only
+  }
+  return lock;
 }
 
 }  // namespace
@@ -141,7 +171,7 @@ Campaign Campaign::init(const CampaignSpec& spec, const std::string& dir_in) {
     defs.reserve(spec.numTasks());
     for (int i = 0; i < spec.numTasks(); ++i) defs.push_back(spec.taskPosition(i));
     {
-      CampaignJournal j = CampaignJournal::create(tmp + "/journal.sqlite", defs);
+      CampaignJournal j = CampaignJournal::create(tmp + "/" + kJournalFile, defs);
       j.setMeta("name", spec.name);
       j.setMeta("created_at", std::to_string(wallClockNow()));
       // Leave WAL mode's side files checkpointed into the main file before the rename.
@@ -157,30 +187,135 @@ Campaign Campaign::init(const CampaignSpec& spec, const std::string& dir_in) {
 }
 
 Campaign Campaign::open(const std::string& dir_in, Access access) {
-  std::string dir = dir_in;
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  const std::string dir = trimSlashes(dir_in);
   CampaignSpec spec = loadFrozenSpec(dir);
   Fd lock;
-  if (access == Access::kWriter) {
-    std::string lock_path = dir + "/orchestrator.lock";
-    lock.reset(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    if (!lock.valid()) throw Error(lock_path + ": cannot open: " + errnoMessage(errno));
-    if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
-      const int err = errno;
-      if (err == EWOULDBLOCK) {
-        throw Error(dir + ": another foldfarm process is orchestrating this campaign (" +
-                    lock_path + " is locked); wait for it or stop it first");
-      }
-      throw Error(lock_path + ": cannot lock: " + errnoMessage(err));
-    }
-    std::string me = hostName() + " pid " + std::to_string(::getpid()) + "\n";
-    if (::ftruncate(lock.get(), 0) == 0) {
-      ssize_t w = ::write(lock.get(), me.data(), me.size());
-      (void)w;  // informational only
+  if (access == Access::kWriter) lock = lockOrchestrator(dir);
+  const std::string path = dir + "/" + kJournalFile;
+  if (!pathExists(path)) {
+    throw Error(path + ": the campaign journal is missing; the task results are on disk: " +
+                "rebuild it with `foldfarm campaign repair " + dir + "`");
+  }
+  try {
+    CampaignJournal j = CampaignJournal::open(path);
+    return Campaign(dir, std::move(spec), std::move(j), std::move(lock));
+  } catch (const SqliteCorruptError& e) {
+    throw Error(path + ": the campaign journal is damaged (" + e.what() +
+                "); the task results are on disk: rebuild it with `foldfarm campaign repair " +
+                dir + "`");
+  }
+}
+
+RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
+  const std::string dir = trimSlashes(dir_in);
+  const CampaignSpec spec = loadFrozenSpec(dir);
+  const Fd lock = lockOrchestrator(dir);
+  const std::string path = dir + "/" + kJournalFile;
+  RepairSummary sum;
+  if (!pathExists(path)) {
+    sum.problem = "missing";
+  } else {
+    try {
+      CampaignJournal j = CampaignJournal::open(path);
+      sum.problem = j.integrityProblem();
+      if (sum.problem.empty() && j.numTasks() != spec.numTasks())
+        sum.problem = std::to_string(j.numTasks()) + " tasks where the spec has " +
+                      std::to_string(spec.numTasks());
+    } catch (const Error& e) {
+      sum.problem = e.what();
     }
   }
-  CampaignJournal j = CampaignJournal::open(dir + "/journal.sqlite");
-  return Campaign(dir, std::move(spec), std::move(j), std::move(lock));
+  if (sum.problem.empty() && !force) return sum;
+
+  // 1. The new journal, beside the old one: every task pending, then the results on disk.
+  const std::string rebuilt = path + ".rebuild." + std::to_string(::getpid());
+  for (const char* side : {"", "-wal", "-shm"}) ::unlink((rebuilt + side).c_str());
+  try {
+    std::vector<TaskDef> defs;
+    defs.reserve(static_cast<size_t>(spec.numTasks()));
+    for (int i = 0; i < spec.numTasks(); ++i) defs.push_back(spec.taskPosition(i));
+    CampaignJournal j = CampaignJournal::create(rebuilt, defs);
+    j.setMeta("name", spec.name);
+    j.setMeta("created_at", std::to_string(wallClockNow()));
+    j.setMeta("rebuilt_from", sum.problem.empty() ? "campaign repair --force" : sum.problem);
+    std::vector<Dispatch> dispatches;
+    std::vector<Completion> completions;
+    for (const TaskDef& t : defs) {
+      const std::string task_dir = dir + "/tasks/" + t.id;
+      std::optional<TaskResult> r;
+      try {
+        r = readTaskResult(task_dir + "/" + kTaskResultFile);
+      } catch (const InputError& e) {
+        logWarn("{}; task {} runs again", e.what(), t.id);
+        ++sum.unreadable;
+      }
+      if (r && r->task_id == t.id && r->status == 0) {
+        const int attempt = std::max(r->attempt, 1);
+        j.setPendingAttempts(t.index, attempt - 1, "");
+        Dispatch d;
+        d.index = t.index;
+        d.host = r->host;
+        d.slot = r->slot;
+        d.external_id = "journal rebuilt";
+        dispatches.push_back(d);
+        Completion c;
+        c.index = t.index;
+        c.attempt = attempt;
+        c.host = r->host;
+        c.slot = r->slot;
+        c.started_at = r->started_at;
+        c.finished_at = r->finished_at;
+        c.result = r->result;
+        completions.push_back(std::move(c));
+        ++sum.done;
+      } else {
+        const int newest = std::max(newestAttempt(task_dir), r ? r->attempt : 0);
+        if (newest > 0)
+          j.setPendingAttempts(
+              t.index, newest,
+              "journal rebuilt; attempt " + std::to_string(newest) + " left no successful result");
+        ++sum.pending;
+      }
+    }
+    j.markRunning(dispatches);
+    j.recordCompletions(completions, spec.retry);
+    const std::string problem = j.integrityProblem();
+    if (!problem.empty())
+      throw Error(rebuilt + ": the rebuilt journal fails its check: " + problem);
+  } catch (...) {
+    for (const char* side : {"", "-wal", "-shm"}) ::unlink((rebuilt + side).c_str());
+    throw;
+  }
+  // Closed: its write-ahead log is checkpointed into the file and removed.
+  fsyncPath(rebuilt);
+
+  // 2. The damaged files aside (side files first: left beside the new journal, SQLite would
+  // apply the old log to it), then the new journal into place in one rename.
+  if (pathExists(path) || pathExists(path + "-wal")) {
+    char stamp[32];
+    const std::time_t now = std::time(nullptr);
+    std::tm utc{};
+    ::gmtime_r(&now, &utc);
+    std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &utc);
+    sum.damaged_copy = dir + "/journal.damaged-" + stamp + "-" + std::to_string(::getpid());
+    makeDir(sum.damaged_copy);
+    for (const char* side : {"-wal", "-shm"}) {
+      const std::string from = path + side;
+      if (pathExists(from)) renameDurable(from, sum.damaged_copy + "/" + kJournalFile + side);
+    }
+    if (pathExists(path) &&
+        ::link(path.c_str(), (sum.damaged_copy + "/" + kJournalFile).c_str()) != 0)
+      throw Error(path + ": cannot keep a copy of the damaged journal in " + sum.damaged_copy +
+                  ": " + errnoMessage(errno));
+  }
+  renameDurable(rebuilt, path);
+  sum.rebuilt = true;
+  return sum;
+}
+
+json RepairSummary::toJson() const {
+  return {{"problem", problem}, {"rebuilt", rebuilt}, {"damaged_copy", damaged_copy},
+          {"done", done},       {"pending", pending}, {"unreadable", unreadable}};
 }
 
 std::vector<int> Campaign::markSubmitted(const std::vector<std::string>& task_ids,

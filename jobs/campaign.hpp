@@ -36,6 +36,8 @@ namespace foldfarm::jobs {
 // The attempt record in each task folder (a task's own outputs, e.g. a chain's
 // result.json, live beside it under their own names).
 inline constexpr const char* kTaskResultFile = "task_result.json";
+// The journal in a campaign directory.
+inline constexpr const char* kJournalFile = "journal.sqlite";
 
 struct TaskResult {
   std::string task_id;
@@ -52,6 +54,17 @@ struct TaskResult {
   static TaskResult fromJson(const nlohmann::json& j);  // throws InputError
 };
 
+// What `campaign repair D` found and did (Campaign::repair).
+struct RepairSummary {
+  std::string problem;       // what was wrong with the journal ("": sound)
+  bool rebuilt = false;      // a new journal replaced it
+  std::string damaged_copy;  // the directory the damaged journal's files went to ("": none)
+  int done = 0;              // tasks restored as done from their task_result.json
+  int pending = 0;           // every other task (to run again)
+  int unreadable = 0;        // result files that could not be read (their tasks pending)
+  nlohmann::json toJson() const;
+};
+
 class Campaign {
  public:
   enum class Access {
@@ -62,8 +75,21 @@ class Campaign {
   // Creates D from a validated spec. D must not exist (InputError otherwise). The
   // directory appears complete or not at all (built beside D, then renamed).
   static Campaign init(const CampaignSpec& spec, const std::string& dir);
-  // Opens D. Throws InputError when D is not a campaign directory.
+  // Opens D. Throws InputError when D is not a campaign directory, Error naming
+  // `campaign repair` when its journal is missing or damaged.
   static Campaign open(const std::string& dir, Access access = Access::kWriter);
+  // `campaign repair D`: checks D/journal.sqlite (SQLite's integrity check, every task and
+  // event read back). When it is damaged or missing, or `force`, builds a new journal from
+  // D/spec.json and the task directories, which hold the truth: a task whose
+  // task_result.json records success is done, with that result and attempt number; every
+  // other task is pending, its attempt count raised to the newest its directory records
+  // (.attempt), so that its next attempt supersedes any that ran. The damaged files are
+  // moved to D/journal.damaged-<time>/ and the new journal replaces journal.sqlite
+  // atomically. Takes the orchestrator lock (refused while a run holds the campaign); stop
+  // the campaign's Slurm jobs first. Not recovered: the history of attempts (events) and
+  // failure counts; tasks of kinds without a directory (noop, load) have no result file and
+  // run again.
+  static RepairSummary repair(const std::string& dir, bool force);
 
   Campaign(Campaign&& other) noexcept = default;
   Campaign& operator=(Campaign&&) = delete;

@@ -148,6 +148,23 @@ void cancelCommand(const std::string& dir) {
   std::printf("campaign %s: %d unfinished task(s) cancelled\n", dir.c_str(), n);
 }
 
+void repairCommand(const std::string& dir, bool force, bool json) {
+  const RepairSummary s = Campaign::repair(dir, force);
+  if (json) {
+    std::printf("%s\n", s.toJson().dump(2).c_str());
+  } else if (!s.rebuilt) {
+    std::printf("campaign %s: the journal is sound; nothing to repair (--force rebuilds it)\n",
+                dir.c_str());
+  } else {
+    std::printf(
+        "campaign %s: journal rebuilt (%s): %d task(s) done from their results, %d to run "
+        "(%d unreadable result file(s))%s%s\n",
+        dir.c_str(), s.problem.empty() ? "--force" : s.problem.c_str(), s.done, s.pending,
+        s.unreadable, s.damaged_copy.empty() ? "" : "; the damaged journal is kept in ",
+        s.damaged_copy.c_str());
+  }
+}
+
 std::pair<std::string, int> splitTaskAttempt(const std::string& entry) {
   const size_t at = entry.rfind('@');
   if (at == std::string::npos) return {entry, 0};

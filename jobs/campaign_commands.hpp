@@ -31,6 +31,9 @@ std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool can
 // `campaign cancel D`: every unfinished task -> cancelled (refused while an orchestrator
 // holds the campaign).
 void cancelCommand(const std::string& dir);
+// `campaign repair D [--force] [--json]`: Campaign::repair, then one line (or JSON) saying
+// what was wrong and what the new journal holds.
+void repairCommand(const std::string& dir, bool force, bool json);
 // `campaign work D --task ID[@N] …`: runs the tasks in this process, writing
 // task_result.json; never opens the journal. N is the attempt the journal gave the task
 // (`attempt` for ids without one; 0: a run by hand). Each task runs under its lease

@@ -151,6 +151,26 @@ std::string CampaignJournal::meta(const std::string& key) {
   return v;
 }
 
+std::string CampaignJournal::integrityProblem() {
+  try {
+    SqliteStatement check(db_, "PRAGMA integrity_check");
+    std::string first;
+    if (check.step()) first = check.columnText(0);
+    if (first != "ok") return "integrity check: " + first;
+    (void)tasks();
+    forEachEvent([](const Event&) {});
+    (void)graph();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return {};
+}
+
+bool CampaignJournal::setPendingAttempts(int index, int attempts, const std::string& reason) {
+  SqliteStatement up(db_, "UPDATE tasks SET attempts=?, reason=? WHERE idx=? AND state='pending'");
+  return up.bind(1, attempts).bind(2, reason).bind(3, index).run() == 1;
+}
+
 void CampaignJournal::setMeta(const std::string& key, const std::string& value) {
   SqliteStatement st(db_, "INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)");
   st.bind(1, key).bind(2, value).run();

@@ -145,6 +145,15 @@ class CampaignJournal {
   std::string meta(const std::string& key);
   void setMeta(const std::string& key, const std::string& value);
 
+  // SQLite's integrity check of the whole file, then a read of every task and event: "" when
+  // sound, else the first problem found.
+  std::string integrityProblem();
+  // A rebuilt journal only (Campaign::repair): gives a pending task the attempt count the
+  // damaged journal had reached (as its task directory records it), so that its next
+  // dispatch is newer than any attempt that ran; `reason` goes to the task's row. Returns
+  // false when the task is not pending.
+  bool setPendingAttempts(int index, int attempts, const std::string& reason);
+
  private:
   explicit CampaignJournal(SqliteDb db);
   void prepare();

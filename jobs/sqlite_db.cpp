@@ -62,9 +62,11 @@ void checkSqlite(sqlite3* db, const std::string& path, int rc, const char* call,
                  int line) {
   int primary = rc & 0xff;
   if (primary == SQLITE_OK || primary == SQLITE_ROW || primary == SQLITE_DONE) return;
-  const std::string msg = sqliteMessage(db, rc, nullptr);
-  throw Error(std::string(call) + " failed at " + file + ":" + std::to_string(line) + " on " +
-              path + " (" + hostName() + "): " + msg);
+  const std::string msg = std::string(call) + " failed at " + file + ":" + std::to_string(line) +
+                          " on " + path + " (" + hostName() +
+                          "): " + sqliteMessage(db, rc, nullptr);
+  if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) throw SqliteCorruptError(msg);
+  throw Error(msg);
 }
 
 void SqliteDb::check(int rc, const char* call, const char* file, int line) const {
@@ -79,10 +81,12 @@ void SqliteDb::exec(const std::string& sql) {
   char* err = nullptr;
   int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
   if (rc != SQLITE_OK) {
-    const std::string msg = sqliteMessage(db_, rc, err);
+    const std::string msg = "sqlite3_exec(\"" + sql.substr(0, 60) + "\") failed on " + path_ +
+                            " (" + hostName() + "): " + sqliteMessage(db_, rc, err);
     sqlite3_free(err);
-    throw Error("sqlite3_exec(\"" + sql.substr(0, 60) + "\") failed on " + path_ + " (" +
-                hostName() + "): " + msg);
+    const int primary = rc & 0xff;
+    if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) throw SqliteCorruptError(msg);
+    throw Error(msg);
   }
 }
 

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "core/base/error.hpp"
+
 struct sqlite3;
 struct sqlite3_stmt;
 
@@ -14,13 +16,21 @@ namespace foldfarm::jobs {
 
 class SqliteDb;
 
+// What checkSqlite throws when SQLite finds the database file damaged (SQLITE_CORRUPT,
+// SQLITE_NOTADB): a caller can say how to rebuild it rather than report an I/O failure.
+class SqliteCorruptError : public Error {
+ public:
+  using Error::Error;
+};
+
 // Throws Error("<call> failed at file:line on <path> (host): <sqlite message>") when rc is
-// not SQLITE_OK / SQLITE_ROW / SQLITE_DONE.
-void checkSqlite(sqlite3* db, const std::string& path, int rc, const char* call,
-                 const char* file, int line);
+// not SQLITE_OK / SQLITE_ROW / SQLITE_DONE (SqliteCorruptError for a damaged file).
+void checkSqlite(sqlite3* db, const std::string& path, int rc, const char* call, const char* file,
+                 int line);
 
 // A prepared statement (it refers to the connection handle, which stays put when the
-// owning SqliteDb object is moved). Bind with 1-based indices, step() until it returns false, reset().
+// owning SqliteDb object is moved). Bind with 1-based indices, step() until it returns false,
+// reset().
 class SqliteStatement {
  public:
   SqliteStatement() = default;

@@ -172,6 +172,10 @@ void promiseAttempt(const std::string& task_dir, int attempt) {
   if (readAttemptFile(path) < attempt) writeFileAtomic(path, std::to_string(attempt) + "\n");
 }
 
+int newestAttempt(const std::string& task_dir) {
+  return readAttemptFile(task_dir + "/" + kAttemptFile);
+}
+
 TaskLease* currentTaskLease() {
   return t_current;
 }

@@ -80,6 +80,8 @@ class TaskLease {
 // does not control (a Slurm array element): raises <task dir>/.attempt to `attempt` if it
 // is lower (creating the directory), so that older attempts starting later are superseded.
 void promiseAttempt(const std::string& task_dir, int attempt);
+// The newest attempt <task dir>/.attempt records (0: none, or no such directory).
+int newestAttempt(const std::string& task_dir);
 
 // The start time of a process (clock ticks since boot, /proc/PID/stat field 22); 0 when it
 // does not exist.

@@ -320,6 +320,23 @@ void registerCampaignCommands(CommandGroups& g) {
       cancelCampaign(*dir);
     });
   }
+  // repair
+  {
+    auto* c = campaign->add_subcommand(
+        "repair",
+        "Rebuild a missing or damaged journal from the spec and the task results on disk "
+        "(successful tasks stay done; the rest run again); the damaged files are kept");
+    auto dir = std::make_shared<std::string>();
+    auto force = std::make_shared<bool>(false);
+    auto as_json = std::make_shared<bool>(false);
+    c->add_option("dir", *dir, "Campaign directory")->required();
+    c->add_flag("--force", *force, "Rebuild even when the journal passes its checks");
+    c->add_flag("--json", *as_json, "Print JSON");
+    c->callback([dir, force, as_json] {
+      registerAllTaskKinds();
+      jobs::repairCommand(*dir, *force, *as_json);
+    });
+  }
   // work
   {
     auto* c = campaign->add_subcommand(

@@ -4,7 +4,9 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -183,6 +185,93 @@ TEST_F(Faults, TemporaryFilesOfAKilledAttemptAreGoneWhenTheNextAttemptStarts) {
               std::string::npos)
         << t.id;
   }
+}
+
+// A journal whose file is damaged (here its header overwritten) is refused with the advice to
+// repair it; `repair` rebuilds it from the results on disk: every task done as before, with
+// the same attempt and result, the damaged file kept; a second repair finds nothing to do.
+TEST_F(Faults, ADamagedJournalIsRebuiltFromTheResultsOnDisk) {
+  init(json{{"task", "sleep"},
+            {"replicas", 4},
+            {"params", {{"seconds", 0.01}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
+  std::map<std::string, std::pair<int, json>> before;
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+    for (const auto& t : c.tasks()) before[t.id] = {t.attempts, t.result};
+  }
+  const std::string journal = dir_ + "/" + kJournalFile;
+  {
+    std::fstream f(journal, std::ios::in | std::ios::out | std::ios::binary);
+    f.write("this is no longer a SQLite file", 31);
+  }
+  try {
+    Campaign::open(dir_, Campaign::Access::kReadOnly);
+    ADD_FAILURE() << "a damaged journal was opened";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("foldfarm campaign repair " + dir_), std::string::npos)
+        << e.what();
+  }
+  const RepairSummary s = Campaign::repair(dir_, false);
+  EXPECT_TRUE(s.rebuilt);
+  EXPECT_FALSE(s.problem.empty());
+  EXPECT_EQ(s.done, 4);
+  EXPECT_EQ(s.pending, 0);
+  ASSERT_FALSE(s.damaged_copy.empty());
+  EXPECT_EQ(readText(s.damaged_copy + "/" + kJournalFile).rfind("this is no longer", 0), 0u)
+      << "the damaged file is kept as it was";
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+    for (const auto& t : c.tasks()) {
+      EXPECT_EQ(t.state, TaskState::kDone) << t.id;
+      EXPECT_EQ(t.attempts, before[t.id].first) << t.id;
+      EXPECT_EQ(t.result, before[t.id].second) << t.id;
+    }
+  }
+  const RepairSummary again = Campaign::repair(dir_, false);
+  EXPECT_FALSE(again.rebuilt) << again.problem;
+  EXPECT_TRUE(again.problem.empty()) << again.problem;
+}
+
+// A missing journal is rebuilt too; a task whose result is gone runs again, as a newer
+// attempt than its directory records (an older one would be superseded and never run), and
+// the tasks that were done are not run again.
+TEST_F(Faults, ARebuiltJournalRunsOnlyWhatLeftNoResultAsANewerAttempt) {
+  init(json{{"task", "sleep"},
+            {"replicas", 3},
+            {"params", {{"seconds", 0.01}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
+  std::string lost_dir, first_log;
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+    lost_dir = c.taskDir("r0001m0");
+    first_log = readText(c.taskDir("r0000m0") + "/task.log");
+  }
+  std::filesystem::remove(lost_dir + "/" + kTaskResultFile);
+  std::ofstream(lost_dir + "/.attempt") << "3\n";  // attempt 3 was promised, then lost
+  std::filesystem::remove(dir_ + "/" + kJournalFile);
+  EXPECT_THROW(Campaign::open(dir_, Campaign::Access::kReadOnly), Error);
+  const RepairSummary s = Campaign::repair(dir_, false);
+  EXPECT_EQ(s.problem, "missing");
+  EXPECT_EQ(s.done, 2);
+  EXPECT_EQ(s.pending, 1);
+  EXPECT_TRUE(s.damaged_copy.empty()) << "nothing to keep";
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+    const auto t = c.journal().task("r0001m0");
+    ASSERT_TRUE(t);
+    EXPECT_EQ(t->state, TaskState::kPending);
+    EXPECT_EQ(t->attempts, 3);
+  }
+  ToolRun r = runTool({"run", dir_}, scratch_, "run2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.counts()[TaskState::kDone], 3);
+  EXPECT_EQ(c.journal().task("r0001m0")->attempts, 4);
+  EXPECT_EQ(c.journal().task("r0000m0")->attempts, 1);
+  EXPECT_EQ(readText(c.taskDir("r0000m0") + "/task.log"), first_log) << "a done task ran again";
 }
 
 pid_t readPid(const std::string& path) {
