@@ -1,5 +1,6 @@
 #include "core/model/pet_config.hpp"
 
+#include <cmath>
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
@@ -124,7 +125,14 @@ void validatePetConfig(const PetConfig& c, const std::string& source) {
   if (c.num_classes < 1) bad("num_classes must be >= 1");
   if (c.fourier_freqs < 2) bad("fourier_freqs must be >= 2");
   if (c.feature_dropout < 0 || c.feature_dropout >= 1) bad("feature_dropout must be in [0, 1)");
-  if (c.norm_eps <= 0) bad("norm_eps must be > 0");
+  // Beyond these the float parameters overflow when the model is built (layer_scale_init
+  // 1e308: "value cannot be converted to type float without overflow").
+  if (!(c.norm_eps > 0 && c.norm_eps <= 1)) bad("norm_eps must be in (0, 1] (OmniLearn: 1e-3)");
+  if (!(std::fabs(c.layer_scale_init) <= 1e3))
+    bad("layer_scale_init must be in [-1000, 1000] (OmniLearn: 1e-5)");
+  if (c.feature_dropout_from < 0 || c.feature_dropout_from > c.num_features)
+    bad("feature_dropout_from must be a feature index from 0 to num_features (" +
+        std::to_string(c.num_features) + ")");
   // An upper estimate of the parameter count (a block is ~8 dim^2; pet.cpp): sizes that no
   // machine could hold are refused here, before the model is built and the process killed.
   const double d = c.dim;

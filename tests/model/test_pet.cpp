@@ -76,6 +76,31 @@ TEST(PetParameters, SizesNoMachineHoldsAreRefusedBeforeTheModelIsBuilt) {
       "cfg.json"));
 }
 
+// Values that overflow the float parameters or name no feature are refused by key when read
+// (before: layer_scale_init 1e308 was an internal error when the model was built, norm_eps
+// 1e308 and feature_dropout_from -1 were accepted).
+TEST(PetParameters, ValuesTheModelCannotBuildAreRefusedByKey) {
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, nlohmann::json>>{{"layer_scale_init", 1e308},
+                                                           {"layer_scale_init", -2e3},
+                                                           {"norm_eps", 1e308},
+                                                           {"norm_eps", 0},
+                                                           {"feature_dropout_from", -1},
+                                                           {"feature_dropout_from", 2147483647}}) {
+    const nlohmann::json cfg = {{key, value}};
+    try {
+      applyPetOverrides(petPreset("tiny"), cfg, "cfg.json");
+      ADD_FAILURE() << cfg.dump() << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("cfg.json: invalid PET config: " + key, 0), 0u)
+          << e.what();
+    }
+  }
+  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"layer_scale_init", 1.0}, {"norm_eps", 1e-6}, {"feature_dropout_from", 13}})
+    EXPECT_NO_THROW(applyPetOverrides(petPreset("tiny"), {{key, value}}, "cfg.json")) << key;
+}
+
 TEST(PetInvariance, PaddingDoesNotChangeOutputs) {
   torch::manual_seed(1);
   Pet m(tinyFull());
