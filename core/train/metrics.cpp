@@ -1,6 +1,7 @@
 #include "core/train/metrics.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <numeric>
 
@@ -12,6 +13,11 @@ double w(const std::vector<double>& weights, size_t i) {
   return weights.empty() ? 1.0 : weights[i];
 }
 
+bool anyNan(const std::vector<double>& scores) {
+  return std::any_of(scores.begin(), scores.end(), [](double v) { return std::isnan(v); });
+}
+
+// NaN scores are refused by the callers first: a NaN breaks the ordering the sort needs.
 std::vector<size_t> descending(const std::vector<double>& scores) {
   std::vector<size_t> order(scores.size());
   std::iota(order.begin(), order.end(), 0);
@@ -27,6 +33,7 @@ double backgroundRejection(const std::vector<double>& scores, const std::vector<
   double total_s = 0, total_b = 0;
   for (size_t i = 0; i < scores.size(); ++i) (labels[i] == 1 ? total_s : total_b) += w(weights, i);
   if (total_s <= 0 || total_b <= 0) return 0;
+  if (anyNan(scores)) return std::numeric_limits<double>::quiet_NaN();
   double s = 0, b = 0;
   for (size_t i : descending(scores)) {
     (labels[i] == 1 ? s : b) += w(weights, i);
@@ -47,16 +54,22 @@ BinaryMetrics binaryMetrics(const std::vector<double>& scores, const std::vector
     (labels[i] == 1 ? total_s : total_b) += wi;
   }
   m.accuracy = total > 0 ? correct / total : 0;
+  if (anyNan(scores)) {
+    // A model that diverged scores NaN: no figure is defined (before: the tie loop below
+    // never advanced past a NaN and the evaluation hung).
+    m.accuracy = m.auc = m.rejection50 = m.rejection30 = std::numeric_limits<double>::quiet_NaN();
+    return m;
+  }
   // AUC by sweeping thresholds from high to low; tied scores form one step (trapezoid).
   const auto order = descending(scores);
   double tp = 0, fp = 0, area = 0;
   for (size_t k = 0; k < order.size();) {
     double dtp = 0, dfp = 0;
     size_t e = k;
-    while (e < order.size() && scores[order[e]] == scores[order[k]]) {
+    do {  // the group of scores tied with order[k], at least that one
       (labels[order[e]] == 1 ? dtp : dfp) += w(weights, order[e]);
       ++e;
-    }
+    } while (e < order.size() && scores[order[e]] == scores[order[k]]);
     area += dfp * (tp + dtp / 2);
     tp += dtp;
     fp += dfp;

@@ -12,7 +12,8 @@ struct BinaryMetrics {
   double rejection30 = 0;  // 1/eps_B at eps_S = 0.3
 };
 
-// scores: probability of signal; labels 0/1; weights empty = all 1.
+// scores: probability of signal; labels 0/1; weights empty = all 1. A NaN score (a model that
+// diverged) makes every figure NaN.
 BinaryMetrics binaryMetrics(const std::vector<double>& scores, const std::vector<int>& labels,
                             const std::vector<double>& weights = {});
 // 1/eps_B at signal efficiency eps_s.

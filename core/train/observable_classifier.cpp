@@ -212,6 +212,7 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
       }
     }
     rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    requireFiniteEpoch(o.label, rec, Xv.defined());
     result.history.push_back(rec);
     if (o.patience > 0 && bad >= o.patience) {
       result.early_stopped = true;

@@ -590,6 +590,9 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
       }
     }
     rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // Before the epoch's state is saved: a resume starts from the last finite one. Every rank
+    // sees the same reduced losses, so all of them stop here.
+    requireFiniteEpoch(opts_.label, rec, validate);
     result.history.push_back(rec);
     if (ctx_.isRoot())
       logInfo("{}: epoch {} train loss {:.5f} val loss {:.5f} lr {:.3g} ({:.1f} s)", opts_.label,
@@ -611,6 +614,16 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
   if (opts_.restore_best && !best_.empty()) restoreState(model_, best_);
   model_->eval();
   return result;
+}
+
+void requireFiniteEpoch(const std::string& label, const EpochRecord& rec, bool validated) {
+  if (std::isfinite(rec.train_loss) && (!validated || std::isfinite(rec.val_loss))) return;
+  auto show = [](double v) { return std::isnan(v) ? std::string("NaN") : fmt::format("{:g}", v); };
+  throw Error(fmt::format(
+      "{}: training diverged at epoch {} (train loss {}{}): lower the learning rate (lr) or "
+      "weight_decay, or clip the gradients (clip_norm); nothing of this epoch was saved",
+      label, rec.epoch, show(rec.train_loss),
+      validated ? ", val loss " + show(rec.val_loss) : std::string()));
 }
 
 EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {

@@ -117,6 +117,12 @@ struct EpochRecord {
   nlohmann::json metrics;  // validation metrics (accuracy, auc, ...)
 };
 
+// After each epoch: a loss that is not finite means the run diverged (too high a learning
+// rate or weight decay, no gradient clipping): Error naming `label`, the epoch and what to
+// change, instead of a model of NaN weights written as a result. `validated`: val_loss is
+// the epoch's validation loss (else it is NaN by design and not checked).
+void requireFiniteEpoch(const std::string& label, const EpochRecord& rec, bool validated);
+
 struct FitResult {
   std::vector<EpochRecord> history;
   int64_t best_epoch = -1;  // -1: no epoch beat the starting weights (or no validation)

@@ -331,6 +331,12 @@ TEST_F(BadInputs, ModelConfigs) {
                        p(c));
   }
   expectCleanFailure({"model", "info", "--preset", "gigantic", "--json"}, "gigantic");
+  // A run that diverges (every weight decayed to infinity) stops with exit 1 and writes no
+  // model (before: it wrote a checkpoint of NaN weights and exited 0).
+  std::ofstream(p("diverges.json")) << R"({"train": {"weight_decay": 1e308}})";
+  expectCleanFailure({"pretrain", "--data", p("good.h5"), "--out", p("pre_diverges"), "--config",
+                      p("diverges.json"), "--epochs", "1", "--preset", "tiny"},
+                     "training diverged at epoch 0", 1);
   // The trainer works in host memory: NCCL (GPU tensors) is refused before any data is read.
   expectCleanFailure({"pretrain", "--data", p("good.h5"), "--out", p("pre_nccl"), "--epochs", "1",
                       "--dist-backend", "nccl"},

@@ -72,6 +72,22 @@ TEST(ObservableClassifier, RefusesNonFiniteInputsNamingTheColumn) {
   }
 }
 
+TEST(ObservableClassifier, ADivergedFitStopsNamingTheEpoch) {
+  configureThreads(1);
+  const modeltest::ObservableSample s = observableSample(200, 4);
+  ObservableClassifier mlp({"a", "b"}, {8}, 1);
+  MlpFitOptions o = quickOptions();
+  o.label = "step 1 MLP";
+  o.weight_decay = 1e308;
+  try {
+    mlp.fit(s.x, s.y, s.w, o);
+    FAIL() << "a diverged fit returned";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("step 1 MLP: training diverged at epoch 0", 0), 0u)
+        << e.what();
+  }
+}
+
 TEST(BoostedPet, ZeroedOutputLayerPredictsExactlyTheOffsets) {
   configureThreads(1);
   data::JetArrays jets = modeltest::randomJets(40, 16, 10, 4);

@@ -17,6 +17,7 @@
 #include "core/train/checkpoint.hpp"
 #include "core/train/classifier_trainer.hpp"
 #include "core/train/finetune.hpp"
+#include "core/train/metrics.hpp"
 #include "core/train/optim.hpp"
 #include "core/train/sha256.hpp"
 #include "core/train/torch_error.hpp"
@@ -261,6 +262,45 @@ TEST(Fit, LearnsSeparableJetsAndEarlyStopsWithBestWeights) {
   double best = 1e9;
   for (const auto& e : r.history) best = std::min(best, e.val_loss);
   EXPECT_EQ(best, r.best_val_loss);
+}
+
+TEST(Metrics, AucAndRejectionOfKnownScoresAndNaNScoresGiveNaN) {
+  // Signals above every background but one tie: AUC = (3 + 0.5) / 4.
+  const std::vector<double> scores{0.9, 0.8, 0.4, 0.4, 0.1};
+  const std::vector<int> labels{1, 1, 1, 0, 0};
+  const BinaryMetrics m = binaryMetrics(scores, labels);
+  EXPECT_DOUBLE_EQ(m.auc, (2.0 * 2 + 1.0 * 1 + 0.5) / 6.0);
+  EXPECT_DOUBLE_EQ(m.accuracy, 0.8);
+  EXPECT_TRUE(std::isinf(m.rejection30)) << "no background above the top signal";
+  // A diverged model's NaN scores: every figure NaN, at once (before: the evaluation hung).
+  const BinaryMetrics n = binaryMetrics({0.9, std::nan(""), 0.2}, {1, 0, 0});
+  EXPECT_TRUE(std::isnan(n.auc) && std::isnan(n.accuracy) && std::isnan(n.rejection50));
+  EXPECT_TRUE(std::isnan(backgroundRejection({std::nan(""), 0.5}, {1, 0}, {}, 0.5)));
+}
+
+// A run whose loss is no longer finite stops with an error naming the epoch and what to
+// change, instead of returning (and a command writing) a model of NaN weights.
+TEST(Fit, ADivergedRunStopsNamingTheEpoch) {
+  const auto train = modeltest::randomJets(64, 32, 25, 10);
+  PetClassifier clf(petPreset("tiny"), 2);
+  ClassifierFitOptions o = quickFit();
+  o.max_epochs = 3;
+  o.weight_decay = 1e308;  // the decoupled decay sends every weight to infinity
+  try {
+    clf.fit(train, nullptr, o);
+    ADD_FAILURE() << "a diverged run returned";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("training diverged at epoch 0"), std::string::npos)
+        << e.what();
+  }
+  EpochRecord fine;
+  fine.train_loss = 0.5;
+  fine.val_loss = std::nan("");
+  EXPECT_NO_THROW(requireFiniteEpoch("x", fine, /*validated=*/false));
+  EXPECT_THROW(requireFiniteEpoch("x", fine, /*validated=*/true), Error);
+  fine.val_loss = 0.4;
+  fine.train_loss = INFINITY;
+  EXPECT_THROW(requireFiniteEpoch("x", fine, /*validated=*/true), Error);
 }
 
 namespace {
