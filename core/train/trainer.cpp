@@ -164,11 +164,14 @@ void validateTrainOptions(const TrainOptions& o) {
   if (!(s.weight_decay >= 0 && std::isfinite(s.weight_decay))) refuse("weight_decay must be >= 0");
   if (!(s.beta1 >= 0 && s.beta1 < 1 && s.beta2 >= 0 && s.beta2 < 1))
     refuse("the optimiser's betas must be in [0, 1)");
-  if (!(o.warmup_epochs >= 0 && std::isfinite(o.warmup_epochs)))
-    refuse("warmup_epochs must be >= 0");
+  // A million epochs is beyond any run; above it the schedule's step counts overflow.
+  if (!(o.warmup_epochs >= 0 && o.warmup_epochs <= 1e6))
+    refuse("warmup_epochs must be from 0 to 1000000");
   if (!(o.warmup_scale > 0 && std::isfinite(o.warmup_scale)))
     refuse("the warm-up scale must be positive");
-  if (!(o.clip_norm >= 0 && std::isfinite(o.clip_norm))) refuse("clip_norm must be >= 0 (0: off)");
+  // The norm is a float on the device: 1e308 overflowed it ("internal error").
+  if (!(o.clip_norm >= 0 && o.clip_norm <= 1e6))
+    refuse("clip_norm must be from 0 (off) to 1000000");
   if (!(o.ema_decay >= 0 && o.ema_decay < 1)) refuse("ema_decay must be in [0, 1)");
   if (o.batch_size < 1) refuse("the batch size must be >= 1");
   if (o.max_epochs < 0) refuse("epochs must be >= 0");

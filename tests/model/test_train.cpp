@@ -21,6 +21,7 @@
 #include "core/train/optim.hpp"
 #include "core/train/sha256.hpp"
 #include "core/train/torch_error.hpp"
+#include "core/train/trainer.hpp"
 #include "tests/model/test_jets.hpp"
 
 using namespace foldfarm;
@@ -262,6 +263,41 @@ TEST(Fit, LearnsSeparableJetsAndEarlyStopsWithBestWeights) {
   double best = 1e9;
   for (const auto& e : r.history) best = std::min(best, e.val_loss);
   EXPECT_EQ(best, r.best_val_loss);
+}
+
+// Every recipe value no run can use is refused by name, before anything is trained (before:
+// clip_norm 1e308 overflowed the float norm, an "internal error").
+TEST(TrainOptions, ValuesNoRunCanUseAreRefusedByName) {
+  struct Case {
+    const char* name;
+    void (*set)(TrainOptions&);
+  };
+  const Case cases[] = {
+      {"clip_norm", [](TrainOptions& o) { o.clip_norm = 1e308; }},
+      {"clip_norm", [](TrainOptions& o) { o.clip_norm = -1; }},
+      {"warmup_epochs", [](TrainOptions& o) { o.warmup_epochs = 1e308; }},
+      {"warmup_epochs", [](TrainOptions& o) { o.warmup_epochs = std::nan(""); }},
+      {"weight_decay", [](TrainOptions& o) { o.optimizer.weight_decay = INFINITY; }},
+      {"ema_decay", [](TrainOptions& o) { o.ema_decay = 1; }},
+      {"lr", [](TrainOptions& o) { o.optimizer.lr = 2; }},
+      {"batch size", [](TrainOptions& o) { o.batch_size = 0; }},
+  };
+  for (const Case& c : cases) {
+    TrainOptions o;
+    o.label = "finetune";
+    c.set(o);
+    try {
+      validateTrainOptions(o);
+      ADD_FAILURE() << c.name << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("finetune: ", 0), 0u) << e.what();
+      EXPECT_NE(std::string(e.what()).find(c.name), std::string::npos) << e.what();
+    }
+  }
+  TrainOptions fine;
+  fine.clip_norm = 1e6;
+  fine.warmup_epochs = 3;
+  EXPECT_NO_THROW(validateTrainOptions(fine));
 }
 
 TEST(Metrics, AucAndRejectionOfKnownScoresAndNaNScoresGiveNaN) {
