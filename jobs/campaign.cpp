@@ -71,6 +71,21 @@ Fd lockOrchestrator(const std::string& dir) {
   return lock;
 }
 
+// A task_result.json as the journal ingests it, for task `index` running `attempt`.
+Completion completionOf(const TaskResult& r, int index, int attempt) {
+  Completion c;
+  c.index = index;
+  c.attempt = attempt;
+  c.status = r.status;
+  c.reason = r.reason;
+  c.host = r.host;
+  c.slot = r.slot;
+  c.started_at = r.started_at;
+  c.finished_at = r.finished_at;
+  c.result = r.result;
+  return c;
+}
+
 }  // namespace
 
 CampaignSpec loadFrozenSpec(const std::string& dir) {
@@ -258,15 +273,7 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
         d.slot = r->slot;
         d.external_id = "journal rebuilt";
         dispatches.push_back(d);
-        Completion c;
-        c.index = t.index;
-        c.attempt = attempt;
-        c.host = r->host;
-        c.slot = r->slot;
-        c.started_at = r->started_at;
-        c.finished_at = r->finished_at;
-        c.result = r->result;
-        completions.push_back(std::move(c));
+        completions.push_back(completionOf(*r, t.index, attempt));
         ++sum.done;
       } else {
         const int newest = std::max(newestAttempt(task_dir), r ? r->attempt : 0);
@@ -367,17 +374,7 @@ int Campaign::ingestResults() {
     if (!r || r->task_id != t.id) continue;
     if (r->attempt != t.attempts)
       continue;  // another attempt's file (matched by number, never by clock)
-    Completion c;
-    c.index = t.index;
-    c.attempt = t.attempts;
-    c.status = r->status;
-    c.reason = r->reason;
-    c.host = r->host;
-    c.slot = r->slot;
-    c.started_at = r->started_at;
-    c.finished_at = r->finished_at;
-    c.result = r->result;
-    found.push_back(std::move(c));
+    found.push_back(completionOf(*r, t.index, t.attempts));
   }
   return journal_.recordCompletions(found, spec_.retry);
 }

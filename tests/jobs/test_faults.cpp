@@ -43,6 +43,12 @@ class Faults : public ::testing::Test {
     while (st.step()) out.push_back(st.columnText(0));
     return out;
   }
+  // Runs the campaign to its end (exit 0 expected) and opens it for reading.
+  Campaign runToEnd(const std::string& tag = "run") {
+    ToolRun r = runTool({"run", dir_}, scratch_, tag);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return Campaign::open(dir_, Campaign::Access::kReadOnly);
+  }
   static bool anyContains(const std::vector<std::string>& v, const std::string& s) {
     for (const auto& x : v) {
       if (x.find(s) != std::string::npos) return true;
@@ -174,9 +180,7 @@ TEST_F(Faults, TemporaryFilesOfAKilledAttemptAreGoneWhenTheNextAttemptStarts) {
                 " echo x > sub/ckpt.pt.tmp.$$.1; kill -9 $$"}}}},
             {"retry", {{"max_attempts", 2}}},
             {"resources", {{"cpu_slots", 2}}}});
-  ToolRun r = runTool({"run", dir_}, scratch_, "run");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  Campaign c = runToEnd();
   for (const auto& t : c.tasks()) {
     EXPECT_EQ(t.state, TaskState::kDone) << t.id;
     EXPECT_EQ(t.attempts, 2) << t.id;
@@ -195,12 +199,8 @@ TEST_F(Faults, ADamagedJournalIsRebuiltFromTheResultsOnDisk) {
             {"replicas", 4},
             {"params", {{"seconds", 0.01}}},
             {"resources", {{"cpu_slots", 2}}}});
-  ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
   std::map<std::string, std::pair<int, json>> before;
-  {
-    Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
-    for (const auto& t : c.tasks()) before[t.id] = {t.attempts, t.result};
-  }
+  for (const auto& t : runToEnd().tasks()) before[t.id] = {t.attempts, t.result};
   const std::string journal = dir_ + "/" + kJournalFile;
   {
     std::fstream f(journal, std::ios::in | std::ios::out | std::ios::binary);
@@ -242,10 +242,9 @@ TEST_F(Faults, ARebuiltJournalRunsOnlyWhatLeftNoResultAsANewerAttempt) {
             {"replicas", 3},
             {"params", {{"seconds", 0.01}}},
             {"resources", {{"cpu_slots", 2}}}});
-  ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
   std::string lost_dir, first_log;
   {
-    Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+    Campaign c = runToEnd();
     lost_dir = c.taskDir("r0001m0");
     first_log = readText(c.taskDir("r0000m0") + "/task.log");
   }
@@ -265,9 +264,7 @@ TEST_F(Faults, ARebuiltJournalRunsOnlyWhatLeftNoResultAsANewerAttempt) {
     EXPECT_EQ(t->state, TaskState::kPending);
     EXPECT_EQ(t->attempts, 3);
   }
-  ToolRun r = runTool({"run", dir_}, scratch_, "run2");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  Campaign c = runToEnd("run2");
   EXPECT_EQ(c.counts()[TaskState::kDone], 3);
   EXPECT_EQ(c.journal().task("r0001m0")->attempts, 4);
   EXPECT_EQ(c.journal().task("r0000m0")->attempts, 1);
