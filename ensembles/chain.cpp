@@ -239,7 +239,12 @@ data::JetArrays step1TrainingSet(const data::UnfoldArrays& mc, const data::Unfol
                                  const std::vector<double>& w_mc,
                                  const std::vector<double>& w_data) {
   data::JetArrays train = labelled(mc.reco, passingRows(passFlags(mc.pass_reco, mc.n())), 0, w_mc);
-  train.append(labelled(dat.reco, passingRows(passFlags(dat.pass_reco, dat.n())), 1, w_data));
+  data::JetArrays real =
+      labelled(dat.reco, passingRows(passFlags(dat.pass_reco, dat.n())), 1, w_data);
+  // Files written with different particle slots: the narrower set padded to the wider.
+  if (train.P < real.P) train = train.widened(real.P);
+  if (real.P < train.P) real = real.widened(train.P);
+  train.append(real);
   return train;
 }
 
@@ -512,10 +517,6 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
   const data::UnfoldArrays dat = cfg.max_data_events > 0 && cfg.max_data_events < data_all.n()
                                      ? data_all.slice(0, cfg.max_data_events)
                                      : data_all;
-  if (mc.reco.P != dat.reco.P)
-    throw InputError(spec.data_path + ": " + std::to_string(dat.reco.P) +
-                     " particle slots, the MC file has " + std::to_string(mc.reco.P) +
-                     "; write both with the same P");
   const int64_t n_mc = mc.n(), n_data = dat.n();
   const DeviceChoice& device = in.device;
   const std::vector<uint8_t> mc_pass_reco = passFlags(mc.pass_reco, n_mc);
@@ -563,6 +564,15 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
 
   const bool use_pet = cfg.classifier != "mlp";
   const bool use_mlp = cfg.classifier != "pet";
+  // Step 1 trains PET on simulated and real reco jets together: files written with different
+  // particle slots are brought to the larger count by padding the other (PET is padding
+  // invariant: the same model and weights as with equal slots).
+  const int64_t reco_slots = std::max(mc.reco.P, dat.reco.P);
+  std::optional<data::JetArrays> mc_reco_widened, data_reco_widened;
+  if (use_pet && mc.reco.P < reco_slots) mc_reco_widened = mc.reco.widened(reco_slots);
+  if (use_pet && dat.reco.P < reco_slots) data_reco_widened = dat.reco.widened(reco_slots);
+  const data::JetArrays& mc_reco_jets = mc_reco_widened ? *mc_reco_widened : mc.reco;
+  const data::JetArrays& data_reco_jets = data_reco_widened ? *data_reco_widened : dat.reco;
   // Observable columns of each level, computed once (the MLP's inputs).
   std::vector<float> obs_mc_reco, obs_mc_gen, obs_data_reco;
   if (use_mlp) {
@@ -579,9 +589,9 @@ void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& o
       return in.standardised ? in.standardised(level, jets, stats)
                              : placeStandardised(jets, stats, device.device);
     };
-    pet_mc_reco = standardised("mc.reco", mc.reco);
+    pet_mc_reco = standardised("mc.reco", mc_reco_jets);
     pet_mc_gen = standardised("mc.gen", mc.gen);
-    pet_data_reco = standardised("data.reco", dat.reco);
+    pet_data_reco = standardised("data.reco", data_reco_jets);
   }
 
   for (int k = st.done_steps; k < 2 * spec.iterations; ++k) {

@@ -206,8 +206,8 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
                                                const data::JetArrays& jets,
                                                const data::FeatureStats& stats) {
     const std::string key = (level.rfind("data.", 0) == 0 ? data_key : mc_key) + "|" + level + "|" +
-                            std::to_string(jets.n) + "|" + stats.toJson().dump() + "|" +
-                            device.str();
+                            std::to_string(jets.n) + "x" + std::to_string(jets.P) + "|" +
+                            stats.toJson().dump() + "|" + device.str();
     std::lock_guard<std::mutex> lock(cache().mu);
     if (const auto* hit = cache().standardised.find(key)) return *hit;
     auto t = placeStandardised(jets, stats, device);

@@ -1,5 +1,6 @@
 #include "core/data/jet_arrays.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -31,6 +32,21 @@ JetArrays JetArrays::zeros(int64_t n, int64_t P, bool with_labels) {
   a.jets.assign(static_cast<size_t>(n * kNumJetFeatures), 0.0f);
   if (with_labels) a.labels.assign(static_cast<size_t>(n), 0);
   return a;
+}
+
+JetArrays JetArrays::widened(int64_t P2) const {
+  if (P2 < P)
+    throw Error("JetArrays::widened: " + std::to_string(P2) + " slots are fewer than the " +
+                std::to_string(P) + " the jets have");
+  JetArrays b = zeros(n, P2);
+  b.labels = labels;
+  b.weights = weights;
+  b.jets = jets;
+  const size_t row = static_cast<size_t>(P) * F;
+  for (int64_t i = 0; i < n; ++i)
+    std::copy_n(particles.data() + static_cast<size_t>(i) * row, row,
+                b.particles.data() + static_cast<size_t>(i) * P2 * F);
+  return b;
 }
 
 int64_t JetArrays::multiplicity(int64_t i) const {
@@ -81,7 +97,8 @@ void JetArrays::append(const JetArrays& o) {
     *this = o;
     return;
   }
-  if (o.P != P) throw Error("cannot append jets with P=" + std::to_string(o.P) + " to P=" + std::to_string(P));
+  if (o.P != P)
+    throw Error("cannot append jets with P=" + std::to_string(o.P) + " to P=" + std::to_string(P));
   if (labels.empty() != o.labels.empty() || weights.empty() != o.weights.empty())
     throw Error("cannot append jets with a different set of labels/weights");
   particles.insert(particles.end(), o.particles.begin(), o.particles.end());
@@ -96,10 +113,13 @@ void JetArrays::checkShapes() const {
     throw Error(std::string("JetArrays: ") + what + " has " + std::to_string(got) +
                 " values, expected " + std::to_string(want));
   };
-  if (particles.size() != static_cast<size_t>(n * P * F)) bad("particles", particles.size(), n * P * F);
-  if (jets.size() != static_cast<size_t>(n * kNumJetFeatures)) bad("jets", jets.size(), n * kNumJetFeatures);
+  if (particles.size() != static_cast<size_t>(n * P * F))
+    bad("particles", particles.size(), n * P * F);
+  if (jets.size() != static_cast<size_t>(n * kNumJetFeatures))
+    bad("jets", jets.size(), n * kNumJetFeatures);
   if (!labels.empty() && labels.size() != static_cast<size_t>(n)) bad("labels", labels.size(), n);
-  if (!weights.empty() && weights.size() != static_cast<size_t>(n)) bad("weights", weights.size(), n);
+  if (!weights.empty() && weights.size() != static_cast<size_t>(n))
+    bad("weights", weights.size(), n);
 }
 
 UnfoldArrays UnfoldArrays::slice(int64_t begin, int64_t end) const {
@@ -150,7 +170,9 @@ void UnfoldArrays::checkShapes() const {
   reco.checkShapes();
   gen.checkShapes();
   const int64_t N = n();
-  if (reco.n != N) throw Error("UnfoldArrays: reco has " + std::to_string(reco.n) + " events, gen " + std::to_string(N));
+  if (reco.n != N)
+    throw Error("UnfoldArrays: reco has " + std::to_string(reco.n) + " events, gen " +
+                std::to_string(N));
   auto chk = [&](const char* what, size_t got, int64_t want) {
     if (got != 0 && got != static_cast<size_t>(want))
       throw Error(std::string("UnfoldArrays: ") + what + " has " + std::to_string(got) +

@@ -32,7 +32,9 @@ struct JetArrays {
   // n jets of P zero (padding) particles; labels sized n when with_labels.
   static JetArrays zeros(int64_t n, int64_t P, bool with_labels = false);
 
-  float* particle(int64_t i, int64_t j) { return particles.data() + (i * P + j) * kNumParticleFeatures; }
+  float* particle(int64_t i, int64_t j) {
+    return particles.data() + (i * P + j) * kNumParticleFeatures;
+  }
   const float* particle(int64_t i, int64_t j) const {
     return particles.data() + (i * P + j) * kNumParticleFeatures;
   }
@@ -50,6 +52,9 @@ struct JetArrays {
   // Throws std::out_of_range on bad indices.
   JetArrays slice(int64_t begin, int64_t end) const;
   JetArrays subset(const std::vector<int64_t>& rows) const;
+  // The same jets with P2 >= P slots, the extra ones padding (InputError-free: Error when
+  // P2 < P). PET's outputs do not depend on padding, so a model sees the same jets.
+  JetArrays widened(int64_t P2) const;
   // Appends the rows of `other` (same P; both with or both without labels/weights).
   // Throws Error on mismatched layouts.
   void append(const JetArrays& other);
@@ -67,8 +72,12 @@ struct UnfoldArrays {
   std::vector<float> weights;
 
   int64_t n() const { return gen.n; }
-  bool passReco(int64_t i) const { return pass_reco.empty() || pass_reco[static_cast<size_t>(i)] != 0; }
-  bool passGen(int64_t i) const { return pass_gen.empty() || pass_gen[static_cast<size_t>(i)] != 0; }
+  bool passReco(int64_t i) const {
+    return pass_reco.empty() || pass_reco[static_cast<size_t>(i)] != 0;
+  }
+  bool passGen(int64_t i) const {
+    return pass_gen.empty() || pass_gen[static_cast<size_t>(i)] != 0;
+  }
   float weight(int64_t i) const { return weights.empty() ? 1.0f : weights[static_cast<size_t>(i)]; }
 
   UnfoldArrays slice(int64_t begin, int64_t end) const;

@@ -118,6 +118,36 @@ TEST_F(ChainTest, SameReplicaAndMemberGiveSameWeightsOthersDiffer) {
   EXPECT_FALSE(fs::exists(root_ / "bad_device" / kChainResultFile));
 }
 
+// Data written with more particle slots than the simulation unfolds exactly as with the same
+// slots (the simulation's reco jets are padded; PET is padding invariant), with PET and with
+// the observable MLP (before: refused, "write both with the same P").
+TEST_F(ChainTest, DataWithMoreParticleSlotsUnfoldsAsWithTheSame) {
+  data::SynthConfig c = data::SynthConfig::unfoldDefaults(data::Tune::kData);
+  c.P = 24;
+  data::UnfoldArrays wide = data::synthUnfold(c, 12, 0, 240);
+  wide.reco = wide.reco.widened(40);
+  wide.gen = wide.gen.widened(40);
+  data::writeUnfoldFile((root_ / "data_p40.h5").string(), wide);
+  for (const char* classifier : {"pet", "mlp"}) {
+    nlohmann::json same = params(3, 0), more = params(3, 0);
+    same["config"]["classifier"] = more["config"]["classifier"] = classifier;
+    same["iterations"] = more["iterations"] = 1;
+    more["data"] = (root_ / "data_p40.h5").string();
+    const fs::path a = root_ / (std::string("slots24_") + classifier);
+    const fs::path b = root_ / (std::string("slots40_") + classifier);
+    ASSERT_EQ(runChainTask(same, a.string()), 0) << classifier;
+    ASSERT_EQ(runChainTask(more, b.string()), 0) << classifier;
+    const auto pa = push(a), pb = push(b);
+    ASSERT_EQ(pa.size(), pb.size());
+    for (size_t k = 0; k < pa.size(); ++k) {
+      ASSERT_EQ(pa[k].size(), pb[k].size());
+      for (size_t i = 0; i < pa[k].size(); ++i)
+        ASSERT_NEAR(pa[k][i], pb[k][i], 1e-5 * std::max(1.0, std::abs(pa[k][i])))
+            << classifier << " iteration " << k << " event " << i;
+    }
+  }
+}
+
 TEST_F(ChainTest, InterruptedAndResumedChainEndsWithIdenticalWeights) {
   const fs::path ref = root_ / "ref", cut = root_ / "cut";
   ASSERT_EQ(runChainTask(params(2, 0), ref.string()), 0);

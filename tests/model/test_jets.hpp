@@ -45,15 +45,7 @@ inline data::JetArrays randomJets(int64_t n, int64_t P, int64_t max_real, uint64
 
 // Same jets with P2 >= P slots (more padding).
 inline data::JetArrays repad(const data::JetArrays& a, int64_t P2) {
-  data::JetArrays b = data::JetArrays::zeros(a.n, P2, !a.labels.empty());
-  b.labels = a.labels;
-  b.weights = a.weights;
-  b.jets = a.jets;
-  for (int64_t i = 0; i < a.n; ++i)
-    for (int64_t j = 0; j < a.P; ++j)
-      for (int f = 0; f < data::kNumParticleFeatures; ++f)
-        b.particle(i, j)[f] = a.particle(i, j)[f];
-  return b;
+  return a.widened(P2);
 }
 
 // Largest |a - b| relative to max(1e-3, max |a|), over pairs of tensors (gradients).
