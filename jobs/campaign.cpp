@@ -160,8 +160,12 @@ Campaign::Campaign(std::string dir, CampaignSpec spec, CampaignJournal journal, 
       journal_(std::move(journal)),
       lock_(std::move(lock)) {}
 
+std::string taskDirOf(const std::string& campaign_dir, const std::string& task_id) {
+  return campaign_dir + "/tasks/" + task_id;
+}
+
 std::string Campaign::taskDir(const std::string& task_id) const {
-  return dir_ + "/tasks/" + task_id;
+  return taskDirOf(dir_, task_id);
 }
 std::string Campaign::resultPath(const std::string& task_id) const {
   return taskDir(task_id) + "/" + kTaskResultFile;
@@ -256,7 +260,7 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
     std::vector<Dispatch> dispatches;
     std::vector<Completion> completions;
     for (const TaskDef& t : defs) {
-      const std::string task_dir = dir + "/tasks/" + t.id;
+      const std::string task_dir = taskDirOf(dir, t.id);
       std::optional<TaskResult> r;
       try {
         r = readTaskResult(task_dir + "/" + kTaskResultFile);
@@ -401,7 +405,7 @@ TaskResult runTaskStandalone(const std::string& campaign_dir, const std::string&
   e.kind = def.kind;
   e.params = def.params;
   e.task_id = def.id;
-  e.task_dir = campaign_dir + "/tasks/" + def.id;
+  e.task_dir = taskDirOf(campaign_dir, def.id);
   e.attempt = attempt;
   e.always_write_result = true;
   e.lease.wait_s = spec.retry.lease_wait_s;

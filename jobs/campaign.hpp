@@ -139,6 +139,9 @@ class Campaign {
 TaskResult runTaskStandalone(const std::string& campaign_dir, const std::string& task_id,
                              int attempt = 0);
 
+// D/tasks/<id>: a task's directory (Campaign::taskDir, for code without a Campaign open).
+std::string taskDirOf(const std::string& campaign_dir, const std::string& task_id);
+
 // Reads D/spec.json (the frozen spec) without opening the journal. Throws InputError.
 CampaignSpec loadFrozenSpec(const std::string& campaign_dir);
 

@@ -23,6 +23,13 @@ std::string sqliteMessage(sqlite3* db, int rc, const char* message) {
   return msg;
 }
 
+// SqliteCorruptError for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB), else Error.
+[[noreturn]] void throwSqliteError(int rc, const std::string& msg) {
+  const int primary = rc & 0xff;
+  if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) throw SqliteCorruptError(msg);
+  throw Error(msg);
+}
+
 }  // namespace
 
 SqliteDb::SqliteDb(const std::string& path, bool create) : path_(path) {
@@ -65,8 +72,7 @@ void checkSqlite(sqlite3* db, const std::string& path, int rc, const char* call,
   const std::string msg = std::string(call) + " failed at " + file + ":" + std::to_string(line) +
                           " on " + path + " (" + hostName() +
                           "): " + sqliteMessage(db, rc, nullptr);
-  if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) throw SqliteCorruptError(msg);
-  throw Error(msg);
+  throwSqliteError(rc, msg);
 }
 
 void SqliteDb::check(int rc, const char* call, const char* file, int line) const {
@@ -84,9 +90,7 @@ void SqliteDb::exec(const std::string& sql) {
     const std::string msg = "sqlite3_exec(\"" + sql.substr(0, 60) + "\") failed on " + path_ +
                             " (" + hostName() + "): " + sqliteMessage(db_, rc, err);
     sqlite3_free(err);
-    const int primary = rc & 0xff;
-    if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) throw SqliteCorruptError(msg);
-    throw Error(msg);
+    throwSqliteError(rc, msg);
   }
 }
 

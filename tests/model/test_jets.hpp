@@ -43,11 +43,6 @@ inline data::JetArrays randomJets(int64_t n, int64_t P, int64_t max_real, uint64
   return a;
 }
 
-// Same jets with P2 >= P slots (more padding).
-inline data::JetArrays repad(const data::JetArrays& a, int64_t P2) {
-  return a.widened(P2);
-}
-
 // Largest |a - b| relative to max(1e-3, max |a|), over pairs of tensors (gradients).
 inline double worstRelative(const std::vector<torch::Tensor>& a,
                             const std::vector<torch::Tensor>& b) {

@@ -111,7 +111,7 @@ TEST(PetInvariance, PaddingDoesNotChangeOutputs) {
   m->eval();
   const auto raw = modeltest::randomJets(12, 64, 40, 3);
   const JetTensors a = tensorsOf(raw);
-  const JetTensors b = tensorsOf(modeltest::repad(raw, 128));
+  const JetTensors b = tensorsOf(raw.widened(128));
   torch::NoGradGuard ng;
   const auto oa = m->classify(a.particles, a.mask, a.jets);
   const auto ob = m->classify(b.particles, b.mask, b.jets);
