@@ -367,8 +367,9 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   // the first step classifier at run time, leaving its state behind).
   if (const std::string bad = learningRateProblem(c.lr, c.lr_factor); !bad.empty())
     throw InputError(source + ": " + bad);
-  if (!(c.weight_decay >= 0 && std::isfinite(c.weight_decay)))
-    throw InputError(source + ": weight_decay must be >= 0");
+  // The step classifiers train without a warm-up scale: the schedule peaks at lr.
+  if (const std::string bad = weightDecayProblem(c.weight_decay, c.lr); !bad.empty())
+    throw InputError(source + ": " + bad);
   if (c.optimizer != "lion" && c.optimizer != "adamw")
     throw InputError(source + ": optimizer must be lion or adamw (got '" + c.optimizer + "')");
   if (!(c.limits.max_weight > 1)) throw InputError(source + ": max_weight must be > 1");
@@ -390,12 +391,13 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
     if (std::count(c.observables.begin(), c.observables.end(), o) > 1)
       throw InputError(source + ": observable '" + o + "' is listed twice");
   }
-  if (c.mlp.hidden.empty() || c.mlp.epochs < 1 || c.mlp.batch_size < 1 || c.mlp.patience < 0 ||
-      !(c.mlp.weight_decay >= 0 && std::isfinite(c.mlp.weight_decay)))
+  if (c.mlp.hidden.empty() || c.mlp.epochs < 1 || c.mlp.batch_size < 1 || c.mlp.patience < 0)
     throw InputError(source +
                      ": mlp needs at least one hidden layer, epochs and batch_size >= 1, "
-                     "patience and weight_decay >= 0");
+                     "patience >= 0");
   if (const std::string bad = learningRateProblem(c.mlp.lr, 1.0); !bad.empty())
+    throw InputError(source + ": mlp: " + bad);
+  if (const std::string bad = weightDecayProblem(c.mlp.weight_decay, c.mlp.lr); !bad.empty())
     throw InputError(source + ": mlp: " + bad);
   validateMlpShape(c.mlp.hidden, static_cast<int64_t>(c.observables.size()), source + ": mlp");
   // The preset and the model overrides, which a chain without --init builds its PET from: a

@@ -112,6 +112,8 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
     throw InputError(o.label + ": epochs and batch_size must be positive, patience >= 0");
   if (const std::string bad = learningRateProblem(o.lr, 1.0); !bad.empty())
     throw InputError(o.label + ": " + bad);
+  if (const std::string bad = weightDecayProblem(o.weight_decay, o.lr); !bad.empty())
+    throw InputError(o.label + ": " + bad);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t c = 0; c < k; ++c)
       if (!std::isfinite(x[static_cast<size_t>(i * k + c)]))

@@ -165,6 +165,17 @@ std::string learningRateProblem(double lr, double lr_factor) {
   return "";
 }
 
+std::string weightDecayProblem(double weight_decay, double peak_lr) {
+  if (!(weight_decay >= 0 && std::isfinite(weight_decay)))
+    return fmt::format("weight_decay must be >= 0, not {:g}", weight_decay);
+  if (!(peak_lr * weight_decay < 1))
+    return fmt::format(
+        "weight_decay {:g} at the peak learning rate {:g} would multiply the weights by {:g} "
+        "every step (1 - lr * weight_decay must be above 0): lower weight_decay",
+        weight_decay, peak_lr, 1 - peak_lr * weight_decay);
+  return "";
+}
+
 void setLearningRate(torch::optim::Optimizer& opt, double lr, double lr_factor) {
   auto& groups = opt.param_groups();
   for (size_t i = 0; i < groups.size(); ++i)

@@ -65,6 +65,10 @@ inline constexpr double kMaxLrFactor = 1e3;
 // "" when both are usable, else what is wrong with which ("lr must be in (0, 1], not 1e+308");
 // NaN is refused too.
 std::string learningRateProblem(double lr, double lr_factor);
+// "" when decoupled weight decay at the schedule's peak learning rate shrinks the weights
+// (each step multiplies them by 1 - peak_lr * weight_decay, which must stay in (0, 1]), else
+// what is wrong. NaN and negative values are refused too.
+std::string weightDecayProblem(double weight_decay, double peak_lr);
 
 // Throws InputError for an unknown kind.
 std::unique_ptr<torch::optim::Optimizer> makeOptimizer(Pet& model, const OptimizerSettings& s);

@@ -161,14 +161,18 @@ void validateTrainOptions(const TrainOptions& o) {
     throw InputError(o.label + ": " + what + " (a config's \"train\" or the matching option)");
   };
   if (const std::string bad = learningRateProblem(s.lr, s.lr_factor); !bad.empty()) refuse(bad);
-  if (!(s.weight_decay >= 0 && std::isfinite(s.weight_decay))) refuse("weight_decay must be >= 0");
+  if (!(o.warmup_scale > 0 && std::isfinite(o.warmup_scale)))
+    refuse("the warm-up scale must be positive");
+  // Both parameter groups decay by lr * weight_decay per step (the body's lr and decay are
+  // scaled by lr_factor in opposite directions); the schedule peaks at lr * warmup_scale.
+  if (const std::string bad = weightDecayProblem(s.weight_decay, s.lr * o.warmup_scale);
+      !bad.empty())
+    refuse(bad);
   if (!(s.beta1 >= 0 && s.beta1 < 1 && s.beta2 >= 0 && s.beta2 < 1))
     refuse("the optimiser's betas must be in [0, 1)");
   // A million epochs is beyond any run; above it the schedule's step counts overflow.
   if (!(o.warmup_epochs >= 0 && o.warmup_epochs <= 1e6))
     refuse("warmup_epochs must be from 0 to 1000000");
-  if (!(o.warmup_scale > 0 && std::isfinite(o.warmup_scale)))
-    refuse("the warm-up scale must be positive");
   // The norm is a float on the device: 1e308 overflowed it ("internal error").
   if (!(o.clip_norm >= 0 && o.clip_norm <= 1e6))
     refuse("clip_norm must be from 0 (off) to 1000000");
@@ -623,8 +627,9 @@ void requireFiniteEpoch(const std::string& label, const EpochRecord& rec, bool v
   if (std::isfinite(rec.train_loss) && (!validated || std::isfinite(rec.val_loss))) return;
   auto show = [](double v) { return std::isnan(v) ? std::string("NaN") : fmt::format("{:g}", v); };
   throw Error(fmt::format(
-      "{}: training diverged at epoch {} (train loss {}{}): lower the learning rate (lr) or "
-      "weight_decay, or clip the gradients (clip_norm); nothing of this epoch was saved",
+      "{}: training diverged at epoch {} (train loss {}{}): lower the learning rate (lr), clip "
+      "the gradients (clip_norm), or look for extreme values among the inputs and weights; "
+      "nothing of this epoch was saved",
       label, rec.epoch, show(rec.train_loss),
       validated ? ", val loss " + show(rec.val_loss) : std::string()));
 }

@@ -62,9 +62,18 @@ inline void writeGoodJets(const std::string& path, int64_t n = 12, int64_t P = 1
 //       "overflow" (declared (2^40, 2^20, 13): its byte size overflows 64 bits),
 //       "huge" (declared (2^30, 128, 13), 6.5 TiB, never written), "label_range" (pid 5000),
 //       "negative_label", "onehot_empty" (a one-hot pid row of zeros), "nan_weights",
-//       "zero_weights" (every weight 0)
+//       "zero_weights" (every weight 0), "huge_weights" (valid pretraining jets whose finite
+//       weights, 3e38 each, overflow any weighted sum: training on them diverges)
 inline void writeBad(const std::string& path, const std::string& kind) {
   const int64_t n = 8, P = 10;
+  if (kind == "huge_weights") {
+    SynthConfig cfg = SynthConfig::pretrainDefaults();
+    cfg.P = 32;
+    JetArrays jets = synthPretrain(cfg, 1, 0, 64);
+    jets.weights.assign(static_cast<size_t>(jets.n), 3e38f);
+    writeJetFile(path, jets);
+    return;
+  }
   if (kind == "truncated") {
     writeGoodJets(path + ".full", 64, 32);
     std::ifstream in(path + ".full", std::ios::binary);

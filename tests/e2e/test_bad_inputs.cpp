@@ -134,9 +134,10 @@ class BadInputs : public ::testing::Test {
               dir_)
                   .code == 0;
     // Malformed HDF5 files.
-    for (const char* k : {"missing_key", "wrong_shape", "nan", "empty", "inconsistent_n",
-                          "truncated", "zero_particles", "zero_features", "overflow", "huge",
-                          "label_range", "onehot_empty", "nan_weights", "zero_weights"})
+    for (const char* k :
+         {"missing_key", "wrong_shape", "nan", "empty", "inconsistent_n", "truncated",
+          "zero_particles", "zero_features", "overflow", "huge", "label_range", "onehot_empty",
+          "nan_weights", "zero_weights", "huge_weights"})
       data::badfiles::writeBad(d + "/bad_" + k + ".h5", k);
     std::ofstream(d + "/zero_bytes.h5").close();
     std::ofstream(d + "/text.h5") << "this is not an HDF5 file\n";
@@ -331,12 +332,16 @@ TEST_F(BadInputs, ModelConfigs) {
                        p(c));
   }
   expectCleanFailure({"model", "info", "--preset", "gigantic", "--json"}, "gigantic");
-  // A run that diverges (every weight decayed to infinity) stops with exit 1 and writes no
-  // model (before: it wrote a checkpoint of NaN weights and exited 0).
-  std::ofstream(p("diverges.json")) << R"({"train": {"weight_decay": 1e308}})";
-  expectCleanFailure({"pretrain", "--data", p("good.h5"), "--out", p("pre_diverges"), "--config",
-                      p("diverges.json"), "--epochs", "1", "--preset", "tiny"},
+  // A run that diverges (jet weights whose weighted loss overflows) stops with exit 1 and writes
+  // no model (before: it wrote a checkpoint of NaN weights and exited 0).
+  expectCleanFailure({"pretrain", "--data", p("bad_huge_weights.h5"), "--out", p("pre_diverges"),
+                      "--epochs", "1", "--preset", "tiny"},
                      "training diverged at epoch 0", 1);
+  // A weight decay that would zero or flip the weights every step is refused by name, up front.
+  std::ofstream(p("decays.json")) << R"({"train": {"weight_decay": 1e308}})";
+  expectCleanFailure({"pretrain", "--data", p("good.h5"), "--out", p("pre_decays"), "--config",
+                      p("decays.json"), "--epochs", "1", "--preset", "tiny"},
+                     "weight_decay 1e+308 at the peak learning rate");
   // The trainer works in host memory: NCCL (GPU tensors) is refused before any data is read.
   expectCleanFailure({"pretrain", "--data", p("good.h5"), "--out", p("pre_nccl"), "--epochs", "1",
                       "--dist-backend", "nccl"},

@@ -317,6 +317,11 @@ TEST_F(ChainTest, ConfigsNoStepCouldTrainWithAreRefusedWhenRead) {
            {{{"preset", "gigantic"}}, "'preset': unknown PET preset 'gigantic'"},
            {{{"lr_factor", 1e-320}}, "lr_factor must be in [0.001, 1000]"},
            {{{"weight_decay", -1e-5}}, "weight_decay"},
+           // Would zero or flip every weight each step (accepted before; the run then
+           // diverged).
+           {{{"lr", 0.01}, {"weight_decay", 100.0}},
+            "weight_decay 100 at the peak learning rate 0.01"},
+           {{{"mlp", {{"weight_decay", 1e308}}}}, "mlp: weight_decay 1e+308"},
            {{{"optimizer", "sgd"}}, "optimizer"},
            {{{"val_fraction", 1.2}}, "val_fraction"},
            {{{"mlp", {{"lr", 0.0}}}}, "mlp: lr must be in (0, 1], not 0"},

@@ -78,14 +78,34 @@ TEST(ObservableClassifier, ADivergedFitStopsNamingTheEpoch) {
   ObservableClassifier mlp({"a", "b"}, {8}, 1);
   MlpFitOptions o = quickOptions();
   o.label = "step 1 MLP";
-  o.weight_decay = 1e308;
+  // Finite weights whose weighted loss overflows.
+  const std::vector<float> huge(s.w.size(), 3e38f);
   try {
-    mlp.fit(s.x, s.y, s.w, o);
+    mlp.fit(s.x, s.y, huge, o);
     FAIL() << "a diverged fit returned";
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()).rfind("step 1 MLP: training diverged at epoch 0", 0), 0u)
         << e.what();
   }
+}
+
+TEST(ObservableClassifier, AWeightDecayThatWouldZeroTheWeightsIsRefused) {
+  const modeltest::ObservableSample s = observableSample(40, 4);
+  ObservableClassifier mlp({"a", "b"}, {8}, 1);
+  MlpFitOptions o = quickOptions();
+  o.label = "step 1 MLP";
+  for (const double wd : {2.0 / o.lr, 1e308, -1.0, std::nan("")}) {
+    o.weight_decay = wd;
+    try {
+      mlp.fit(s.x, s.y, s.w, o);
+      ADD_FAILURE() << "weight_decay " << wd << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("step 1 MLP: weight_decay", 0), 0u) << e.what();
+    }
+  }
+  o.weight_decay = 0.5 / o.lr;  // halves the weights each step: legal, if odd
+  o.epochs = 2;
+  EXPECT_NO_THROW(mlp.fit(s.x, s.y, s.w, o));
 }
 
 TEST(BoostedPet, ZeroedOutputLayerPredictsExactlyTheOffsets) {

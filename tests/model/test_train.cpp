@@ -278,6 +278,15 @@ TEST(TrainOptions, ValuesNoRunCanUseAreRefusedByName) {
       {"warmup_epochs", [](TrainOptions& o) { o.warmup_epochs = 1e308; }},
       {"warmup_epochs", [](TrainOptions& o) { o.warmup_epochs = std::nan(""); }},
       {"weight_decay", [](TrainOptions& o) { o.optimizer.weight_decay = INFINITY; }},
+      // lr * weight_decay >= 1 zeroes or flips the weights every step, at the peak lr
+      // (lr * warmup_scale): 3e-4 * 4 * 1000 = 1.2.
+      {"weight_decay", [](TrainOptions& o) { o.optimizer.weight_decay = 1e308; }},
+      {"weight_decay",
+       [](TrainOptions& o) {
+         o.optimizer.lr = 3e-4;
+         o.warmup_scale = 4;
+         o.optimizer.weight_decay = 1000;
+       }},
       {"ema_decay", [](TrainOptions& o) { o.ema_decay = 1; }},
       {"lr", [](TrainOptions& o) { o.optimizer.lr = 2; }},
       {"batch size", [](TrainOptions& o) { o.batch_size = 0; }},
@@ -297,6 +306,8 @@ TEST(TrainOptions, ValuesNoRunCanUseAreRefusedByName) {
   TrainOptions fine;
   fine.clip_norm = 1e6;
   fine.warmup_epochs = 3;
+  fine.optimizer.lr = 3e-4;
+  fine.optimizer.weight_decay = 1000;  // 3e-4 * 1000 = 0.3 at warmup_scale 1
   EXPECT_NO_THROW(validateTrainOptions(fine));
 }
 
@@ -321,9 +332,10 @@ TEST(Fit, ADivergedRunStopsNamingTheEpoch) {
   PetClassifier clf(petPreset("tiny"), 2);
   ClassifierFitOptions o = quickFit();
   o.max_epochs = 3;
-  o.weight_decay = 1e308;  // the decoupled decay sends every weight to infinity
+  auto heavy = train;  // finite jet weights whose weighted loss overflows
+  heavy.weights.assign(static_cast<size_t>(heavy.n), 3e38f);
   try {
-    clf.fit(train, nullptr, o);
+    clf.fit(heavy, nullptr, o);
     ADD_FAILURE() << "a diverged run returned";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("training diverged at epoch 0"), std::string::npos)
