@@ -504,9 +504,11 @@ std::vector<std::string> findChainDirs(const std::string& root) {
   return out;
 }
 
-void aggregateRuns(const std::vector<std::string>& run_dirs, const std::string& out_dir,
-                   const std::optional<std::string>& truth_path) {
-  aggregateRunsWithOptions(run_dirs, out_dir, truth_path, AggregateOptions{});
+EventWeightsChoice parseEventWeightsChoice(const std::string& word) {
+  if (word == "all") return EventWeightsChoice::kAll;
+  if (word == "central") return EventWeightsChoice::kCentral;
+  if (word == "none") return EventWeightsChoice::kNone;
+  throw InputError("event weights: expected all, central or none, not '" + word + "'");
 }
 
 nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs,
@@ -654,7 +656,18 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     else
       weight_groups.push_back(std::move(wg));
   }
-  const std::optional<EventWeightsPlan> weights_plan = planEventWeights(weight_groups);
+  std::optional<EventWeightsPlan> weights_plan;
+  if (options.event_weights != EventWeightsChoice::kNone)
+    weights_plan = planEventWeights(weight_groups);
+  if (weights_plan && options.event_weights == EventWeightsChoice::kCentral) {
+    keepCentralColumns(*weights_plan);
+    if (weights_plan->columns.empty()) {
+      logWarn(
+          "aggregate: no central result to write (the nominal has no replica 0); no "
+          "event_weights.h5");
+      weights_plan.reset();
+    }
+  }
 
   // 2. Bands per observable (everything computed before anything is written).
   nlohmann::json summary = {
@@ -833,8 +846,6 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     f.close(path + ": closing");
     staged.push_back(std::move(out));
   }
-  staged.emplace_back(out_dir + "/summary.json");
-  staged.back().write(jsonText(summary));
   if (weights_plan)
     staged.push_back(writeEventWeights(*weights_plan, out_dir + "/event_weights.h5"));
   if (options.plots && !plot::gnuplotAvailable()) {
@@ -865,8 +876,37 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       staged.back().write(png);
     }
   }
+  // summary.json last: it lists what this aggregation wrote.
+  summary["outputs"] = nlohmann::json::array();
+  for (const AtomicFile& f : staged)
+    summary["outputs"].push_back(fs::path(f.path()).filename().string());
+  summary["outputs"].push_back("summary.json");
+  staged.emplace_back(out_dir + "/summary.json");
+  staged.back().write(jsonText(summary));
   for (AtomicFile& f : staged) f.commit();
   made.keep();
+  // 4. What an earlier aggregation into this directory wrote and this one did not (its
+  //    event_weights.h5 with other columns, figures of older bands) is removed: the directory
+  //    holds one aggregation.
+  std::set<std::string> written;
+  for (const AtomicFile& f : staged) written.insert(f.path());
+  std::vector<std::string> ours{out_dir + "/event_weights.h5"};
+  for (const auto& r : results) {
+    ours.push_back(out_dir + "/" + r.name + ".png");
+    ours.push_back(out_dir + "/" + r.name + "_breakdown.png");
+  }
+  for (const auto& path : ours) {
+    if (written.count(path)) continue;
+    std::error_code ec;
+    if (fs::remove(path, ec))
+      logInfo(
+          "aggregate: removed {}, an output of an earlier aggregation that this one does "
+          "not write",
+          path);
+    else if (ec)
+      logWarn("aggregate: cannot remove {} of an earlier aggregation ({}); delete it by hand", path,
+              ec.message());
+  }
   if (weights_plan)
     logInfo("aggregate: wrote {}/event_weights.h5 ({} columns of {} events)", out_dir,
             weights_plan->columns.size(), weights_plan->rows);

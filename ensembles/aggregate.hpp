@@ -65,11 +65,15 @@
 //                 source, "non_closure" (when run), "total": root mean square over the bins
 //                 with a positive nominal of sigma / nominal} (present without truth too)
 //   event_weights.h5  per-event publication weights, when the chains' weights.h5 carry
-//                 `final` (ensembles/event_weights.hpp)
+//                 `final` (ensembles/event_weights.hpp); AggregateOptions::event_weights
+//                 chooses all columns, the central ones only, or none
 //   <observable>.png  unfolded with band, truth, prior; ratio panel (gnuplot)
 //   <observable>_breakdown.png  relative uncertainty per bin of each source, the statistical,
 //                 the MC-statistical, the non-closure and the total (gnuplot)
 //   Figures are skipped with a warning when gnuplot is not installed.
+// An output of an earlier aggregation into the same directory that this one does not write
+// (event_weights.h5, a figure) is removed once the new outputs are in place, so the directory
+// never mixes two aggregations; summary.json's "outputs" lists what this one wrote.
 //
 // Throws InputError (exit 2) when no chain is found, chains disagree on binning or on the
 // campaign seed, or the truth file is unreadable; for variations (one line naming the chain
@@ -86,13 +90,21 @@
 
 namespace foldfarm::ensembles {
 
+// Which columns event_weights.h5 holds: every result (kAll); the central ones only
+// (kCentral: weights/nominal, each detector and non-closure variation, each modelling
+// variation's other_simulations/<name>/weights; no bootstrap replica, so a few columns
+// instead of hundreds, enough for the shifts but not the statistical band of a new
+// observable); or no file (kNone).
+enum class EventWeightsChoice { kAll, kCentral, kNone };
+// "all", "central", "none" (the command-line words); InputError for anything else.
+EventWeightsChoice parseEventWeightsChoice(const std::string& word);
+
 struct AggregateOptions {
   bool plots = true;  // render PNGs (needs gnuplot on PATH)
+  EventWeightsChoice event_weights = EventWeightsChoice::kAll;
 };
 
-void aggregateRuns(const std::vector<std::string>& run_dirs, const std::string& out_dir,
-                   const std::optional<std::string>& truth_path);
-// Same, returning summary.json's content.
+// Aggregates the chains under run_dirs into out_dir; returns summary.json's content.
 nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs,
                                         const std::string& out_dir,
                                         const std::optional<std::string>& truth_path,

@@ -2,6 +2,7 @@
 
 #include <hdf5.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
@@ -154,6 +155,15 @@ std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>&
   }
   plan.columns.insert(plan.columns.end(), others.begin(), others.end());
   return plan;
+}
+
+void keepCentralColumns(EventWeightsPlan& plan) {
+  plan.columns.erase(std::remove_if(plan.columns.begin(), plan.columns.end(),
+                                    [](const EventWeightColumn& c) {
+                                      return (c.type == "nominal" && c.replica != 0) ||
+                                             c.type == "mc_bootstrap";
+                                    }),
+                     plan.columns.end());
 }
 
 AtomicFile writeEventWeights(const EventWeightsPlan& plan, const std::string& path) {

@@ -74,6 +74,10 @@ struct EventWeightsPlan {
 // `groups` holds the nominal first.
 std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>& groups);
 
+// Drops the bootstrap-replica columns (the nominal's replicas >= 1 and every column of an
+// mc_bootstrap variation), keeping the central ones.
+void keepCentralColumns(EventWeightsPlan& plan);
+
 // Writes the plan's columns for `path`, one column in memory at a time, into a temporary
 // file that the caller commits (with the other outputs of its run). Throws Error on a
 // failed read or write (the temporary is removed then).

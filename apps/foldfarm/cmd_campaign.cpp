@@ -378,9 +378,12 @@ void registerCampaignCommands(CommandGroups& g) {
         "aggregate", "Aggregate the done chains into uncertainty bands (D/aggregate)");
     auto dir = std::make_shared<std::string>();
     auto truth = std::make_shared<std::string>();
+    auto no_plots = std::make_shared<bool>(false);
+    auto event_weights = std::make_shared<std::string>("all");
     c->add_option("dir", *dir, "Campaign directory")->required();
     c->add_option("--truth", *truth, "Truth file (default: the spec's inputs.truth when given)");
-    c->callback([dir, truth] {
+    addAggregateOutputOptions(*c, *no_plots, *event_weights);
+    c->callback([dir, truth, no_plots, event_weights] {
       registerAllTaskKinds();
       jobs::Campaign camp = jobs::Campaign::open(*dir, jobs::Campaign::Access::kReadOnly);
       if (camp.spec().kind != "chain") {
@@ -396,7 +399,10 @@ void registerCampaignCommands(CommandGroups& g) {
       else if (camp.spec().inputs.count("truth"))
         truth_path = camp.spec().inputs.at("truth");
       std::string out = camp.dir() + "/aggregate";
-      ensembles::aggregateRuns(runs, out, truth_path);
+      ensembles::AggregateOptions options;
+      options.plots = !*no_plots;
+      options.event_weights = ensembles::parseEventWeightsChoice(*event_weights);
+      ensembles::aggregateRunsWithOptions(runs, out, truth_path, options);
       std::printf("aggregated %zu chain(s) of %d task(s) into %s\n", runs.size(),
                   camp.spec().numTasks(), out.c_str());
     });

@@ -102,7 +102,7 @@ void registerUnfold(CommandGroups& g) {
 void registerAggregate(CommandGroups& g) {
   struct Opts {
     std::vector<std::string> runs;
-    std::string out, truth;
+    std::string out, truth, event_weights = "all";
     bool no_plots = false;
   };
   auto o = std::make_shared<Opts>();
@@ -119,10 +119,11 @@ void registerAggregate(CommandGroups& g) {
   cmd->add_option("--truth", o->truth,
                   "unfolding file whose gen level is the truth (gen_subs; weights and pass_gen "
                   "honoured): adds triangular discriminators and coverage");
-  cmd->add_flag("--no-plots", o->no_plots, "skip the PNG figures");
+  addAggregateOutputOptions(*cmd, o->no_plots, o->event_weights);
   cmd->callback([o] {
     ensembles::AggregateOptions ao;
     ao.plots = !o->no_plots;
+    ao.event_weights = ensembles::parseEventWeightsChoice(o->event_weights);
     std::optional<std::string> truth;
     if (!o->truth.empty()) truth = o->truth;
     std::cout << ensembles::aggregateRunsWithOptions(o->runs, o->out, truth, ao).dump(2)

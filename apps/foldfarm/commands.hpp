@@ -29,6 +29,17 @@ void registerCampaignCommands(
 void registerSlurmCommands(CommandGroups& g);   // cmd_slurm.cpp: slurm render|submit|status
 void registerReportCommands(CommandGroups& g);  // cmd_report.cpp: report, study scaling
 
+// The options of `aggregate` and `campaign aggregate` that choose outputs
+// (ensembles/aggregate.hpp).
+inline void addAggregateOutputOptions(CLI::App& app, bool& no_plots, std::string& event_weights) {
+  app.add_flag("--no-plots", no_plots, "Skip the PNG figures (an earlier run's are removed)");
+  app.add_option("--event-weights", event_weights,
+                 "Columns of event_weights.h5: all; central (the nominal and each variation, no "
+                 "bootstrap replicas: a few columns instead of hundreds); none (no file)")
+      ->check(CLI::IsMember({"all", "central", "none"}))
+      ->capture_default_str();
+}
+
 // --device (cpu|cuda|auto), and where given --precision (fp32|bf16) and --fixed-shapes, as
 // every training command takes them (core/train/device.hpp, trainer.hpp).
 inline void addDeviceOptions(CLI::App& app, std::string& device, std::string* precision,

@@ -270,6 +270,15 @@ TEST_F(AggregateTest, TruthGivesDiscriminatorsAndCoverage) {
     png.read(magic, 4);
     EXPECT_EQ(std::string(magic + 1, 3), "PNG");
     EXPECT_TRUE(fs::exists(out + "/tau21.png"));
+    EXPECT_TRUE(fs::exists(out + "/mass_breakdown.png"));
+    // Aggregated again without figures: the earlier ones, of the earlier bands, are removed
+    // rather than left beside the new summary.
+    opt.plots = false;
+    s = aggregateRunsWithOptions({root_.string()}, out, truth, opt);
+    EXPECT_FALSE(fs::exists(out + "/mass.png"));
+    EXPECT_FALSE(fs::exists(out + "/mass_breakdown.png"));
+    EXPECT_FALSE(fs::exists(out + "/tau21.png"));
+    EXPECT_TRUE(fs::exists(out + "/bands.h5"));
   }
 }
 
@@ -682,6 +691,34 @@ TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
   const std::string selection = read.attr("/", "selection");
   EXPECT_NE(selection.find("pass_gen"), std::string::npos) << selection;
   EXPECT_NE(selection.find("push weight of 1"), std::string::npos) << selection;
+
+  // The central columns only: the nominal and each variation's, no bootstrap replica.
+  AggregateOptions central;
+  central.plots = false;
+  central.event_weights = EventWeightsChoice::kCentral;
+  const std::string out_c = (root_ / "agg_central").string();
+  nlohmann::json summary =
+      aggregateRunsWithOptions({(root_ / "c").string()}, out_c, std::nullopt, central);
+  {
+    H5Reader c(out_c + "/event_weights.h5");
+    EXPECT_EQ(nlohmann::json::parse(c.attr("/", "columns")), nlohmann::json({"nominal", "det"}));
+    EXPECT_EQ(c("weights/nominal"), (std::vector<double>{2, 2, 2, 2}));
+    EXPECT_FALSE(c.has("weights/replica_0001"));
+    EXPECT_FALSE(c.has("weights/mcstat_replica_0000"));
+    EXPECT_EQ(c("other_simulations/herwig/weights"), (std::vector<double>{2, 3, 4}));
+  }
+  EXPECT_EQ(summary["outputs"], nlohmann::json({"bands.h5", "event_weights.h5", "summary.json"}));
+  // None: the earlier event_weights.h5 in that directory goes too (it would describe another
+  // aggregation); bands.h5 and summary.json are rewritten.
+  AggregateOptions none = central;
+  none.event_weights = EventWeightsChoice::kNone;
+  summary = aggregateRunsWithOptions({(root_ / "c").string()}, out_c, std::nullopt, none);
+  EXPECT_FALSE(fs::exists(out_c + "/event_weights.h5"));
+  EXPECT_TRUE(fs::exists(out_c + "/bands.h5"));
+  EXPECT_EQ(summary["outputs"], nlohmann::json({"bands.h5", "summary.json"}));
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(out_c + "/summary.json"))["outputs"],
+            summary["outputs"]);
+  EXPECT_THROW(parseEventWeightsChoice("some"), foldfarm::InputError);
 
   // A chain whose `final` does not fit the simulation is refused by name; nothing written.
   writeChain("c/r3m0", 3, 0, 1, 3, 42, mc, {1, 1, 1});

@@ -201,6 +201,17 @@ TEST_F(ChainCampaign, SystematicsGraphSurvivesKillMinus9AndAggregatesLikeAnUnint
   for (const char* source : {"det", "alt", "mc_stat", "non_closure", "stat", "total"})
     EXPECT_TRUE(b["observables"]["tau21"]["uncertainty"].contains(source)) << source;
   EXPECT_TRUE(exists(killed + "/aggregate/event_weights.h5"));
+  // The command's output choices: no figures, no publication weights; the earlier run's are
+  // removed and the bands are those of the full run.
+  ASSERT_EQ(runFoldfarm({"campaign", "aggregate", killed, "--no-plots", "--event-weights", "none"},
+                        scratch_, "sys-agg3"),
+            0)
+      << readText(scratch_ + "/sys-agg3.err");
+  EXPECT_FALSE(exists(killed + "/aggregate/event_weights.h5"));
+  EXPECT_FALSE(exists(killed + "/aggregate/tau21.png"));
+  json c = json::parse(readText(killed + "/aggregate/summary.json"));
+  EXPECT_EQ(c["observables"], b["observables"]);
+  EXPECT_EQ(c["outputs"], json({"bands.h5", "summary.json"}));
 }
 
 }  // namespace
