@@ -45,6 +45,7 @@
 #include "core/train/optim.hpp"
 #include "core/train/parallel.hpp"
 #include "core/train/pretrain.hpp"
+#include "core/train/train_config.hpp"
 #include "core/train/trainer.hpp"
 #include "dist/cli_options.hpp"
 #include "dist/make_context.hpp"
@@ -56,61 +57,14 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-json readJsonFile(const std::string& path) {
-  try {
-    return json::parse(readFile(path));
-  } catch (const json::exception& e) {
-    throw InputError(path + ": not valid JSON (" + e.what() + "); fix the file");
-  }
-}
-
-// A training config file is {"model": {size overrides}, "train": {recipe}}, or a bare
-// object of size overrides. Every key and type is checked here, before any work starts.
-const std::vector<std::string> kTrainKeys = {
-    "batch_size", "clip_norm", "ema_decay", "epochs",        "lr",
-    "lr_factor",  "optimizer", "patience",  "warmup_epochs", "weight_decay"};
-
-json readTrainConfig(const std::string& path) {
-  const json j = readJsonFile(path);
-  if (!j.is_object())
-    throw InputError(path + ": a config must be a JSON object with \"model\" and/or \"train\"");
-  if (!j.contains("model") && !j.contains("train")) return json{{"model", j}};
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    if (it.key() != "model" && it.key() != "train") {
-      throw InputError(path + ": unknown top-level key '" + it.key() +
-                       "' (use \"model\" and \"train\")");
-    }
-  }
-  if (j.contains("train")) {
-    const json& t = j.at("train");
-    if (!t.is_object()) throw InputError(path + ": \"train\" must be an object");
-    for (auto it = t.begin(); it != t.end(); ++it) {
-      if (std::find(kTrainKeys.begin(), kTrainKeys.end(), it.key()) == kTrainKeys.end()) {
-        throw InputError(path + ": unknown train key '" + it.key() + "'");
-      }
-      // The types the options take (a fractional or out-of-range count would be truncated or
-      // wrapped by get<int>()); the ranges are the trainer's (validateTrainOptions).
-      const std::string what = path + ": 'train." + it.key() + "'";
-      if (it.key() == "optimizer") {
-        jsonValue<std::string>(*it, what);
-      } else if (it.key() == "batch_size" || it.key() == "epochs" || it.key() == "patience") {
-        if (jsonValue<int>(*it, what) < 0) throw InputError(what + " must be >= 0");
-      } else if (jsonValue<double>(*it, what) < 0) {
-        throw InputError(what + " must be >= 0");
-      }
-    }
-  }
-  return j;
-}
-
-// Preset, then the config file's model overrides.
-PetConfig configFrom(const std::string& preset, const std::string& config_path) {
-  PetConfig cfg = petPreset(preset);
-  if (!config_path.empty()) {
-    const json j = readTrainConfig(config_path);
-    if (j.contains("model")) cfg = applyPetOverrides(cfg, j.at("model"), config_path);
-  }
-  return cfg;
+// A config file's recipe less the keys whose options were given on `app`'s command line
+// (option, recipe key): a given option wins over the file (core/train/train_config.hpp).
+json fileRecipeUnlessGiven(const TrainConfigFile& file, const CLI::App& app,
+                           std::initializer_list<std::pair<const char*, const char*>> options) {
+  json recipe = file.train;
+  for (const auto& [option, key] : options)
+    if (app.count(option) > 0) recipe.erase(key);
+  return recipe;
 }
 
 std::string fixed(double v) {
@@ -128,7 +82,7 @@ struct InfoArgs {
 };
 
 void runInfo(const InfoArgs& a) {
-  PetConfig cfg = configFrom(a.preset, a.config);
+  PetConfig cfg = petConfigFrom(a.preset, readTrainConfigFile(a.config));
   cfg.num_classes = a.classes;
   cfg.generator = a.generator;
   validatePetConfig(cfg, "--classes");
@@ -167,7 +121,7 @@ struct PretrainArgs {
   bool fixed_shapes = false, cuda_graphs = false;
 };
 
-void runPretrain(const PretrainArgs& a) {
+void runPretrain(const PretrainArgs& a, const CLI::App& app) {
   configureThreads(a.threads);
   installStopHandlers();
   // This rank's device (its GPU by local rank), then the data plane that matches it: NCCL
@@ -178,15 +132,12 @@ void runPretrain(const PretrainArgs& a) {
       dist::makeParallelContext(a.dist.resolveForTraining("pretrain", dev.device));
   if (a.cuda_graphs) requireCudaGraphs(dev.device, ctx->worldSize(), "pretrain --cuda-graphs");
 
-  json train_cfg = json::object();
-  if (!a.config.empty()) {
-    const json j = readTrainConfig(a.config);
-    if (j.contains("train")) train_cfg = j.at("train");
-  }
+  // A bad config is refused before any data is read.
+  const TrainConfigFile file = readTrainConfigFile(a.config);
   PretrainOptions o;
   o.files = data::expandDatasetFiles(a.data);
   o.out = a.out;
-  o.model = configFrom(a.preset, a.config);  // a bad config is refused before reading data
+  o.model = petConfigFrom(a.preset, file);
   o.max_jets = a.max_jets;
   o.val_fraction = a.val_fraction;
   o.test_fraction = a.test_fraction;
@@ -198,18 +149,23 @@ void runPretrain(const PretrainArgs& a) {
   o.stream_options.readers = a.readers;
   o.stream_options.read_ahead = a.read_ahead;
   o.data_label = a.data;
+  // The recipe: the command's defaults, the file's "train", the options given.
   TrainOptions& t = o.train;
-  t.optimizer.kind = train_cfg.value("optimizer", a.optimizer);
-  t.optimizer.lr = train_cfg.value("lr", a.lr);
-  t.optimizer.lr_factor = train_cfg.value("lr_factor", a.lr_factor);
-  t.optimizer.weight_decay = train_cfg.value("weight_decay", 1e-5);
-  t.warmup_epochs = train_cfg.value("warmup_epochs", a.warmup_epochs);
-  t.clip_norm = train_cfg.value("clip_norm", 1.0);
+  t.optimizer.kind = a.optimizer;
+  t.optimizer.lr = a.lr;
+  t.optimizer.lr_factor = a.lr_factor;
+  t.warmup_epochs = a.warmup_epochs;
+  t.batch_size = a.batch;
+  t.max_epochs = a.epochs;
   t.ema = true;
-  t.ema_decay = train_cfg.value("ema_decay", 0.999);
-  t.batch_size = train_cfg.value("batch_size", a.batch);
-  t.max_epochs = train_cfg.value("epochs", a.epochs);
-  t.patience = train_cfg.value("patience", int64_t{0});
+  applyTrainRecipe(fileRecipeUnlessGiven(file, app,
+                                         {{"--epochs", "epochs"},
+                                          {"--batch", "batch_size"},
+                                          {"--lr", "lr"},
+                                          {"--lr-factor", "lr_factor"},
+                                          {"--optimizer", "optimizer"},
+                                          {"--warmup-epochs", "warmup_epochs"}}),
+                   file.path, t);
   t.seed = a.seed;
   t.resume = a.resume;
   t.device = dev.device;
@@ -234,16 +190,22 @@ struct FinetuneArgs {
   bool fixed_shapes = false, cuda_graphs = false;
 };
 
-void runFinetune(const FinetuneArgs& a) {
+void runFinetune(const FinetuneArgs& a, const CLI::App& app) {
   configureThreads(a.threads);
   installStopHandlers();
   const DeviceChoice dev = selectDevice(a.device);
   if (a.cuda_graphs) requireCudaGraphs(dev.device, 1, "finetune --cuda-graphs");
+  const TrainConfigFile file = readTrainConfigFile(a.config);
+  const bool preset_given = app.count("--preset") > 0;
+  if (a.init != "none" && (preset_given || !file.model.empty()))
+    throw InputError((preset_given ? std::string("--preset") : a.config + "'s \"model\"") +
+                     ": the model is the checkpoint's (--init " + a.init +
+                     "); sizes apply with --init none only");
   FinetuneOptions o;
   o.train = a.train;
   o.out = a.out;
   o.init = a.init;
-  if (a.init == "none") o.model = configFrom(a.preset, a.config);
+  if (a.init == "none") o.model = petConfigFrom(a.preset, file);
   o.test_fraction = a.test_fraction;
   ClassifierFitOptions& f = o.fit;
   f.optimizer = a.optimizer;
@@ -261,6 +223,15 @@ void runFinetune(const FinetuneArgs& a) {
   f.precision = a.precision;
   f.fixed_shapes = a.fixed_shapes;
   f.cuda_graphs = a.cuda_graphs;
+  applyTrainRecipe(fileRecipeUnlessGiven(file, app,
+                                         {{"--epochs", "epochs"},
+                                          {"--patience", "patience"},
+                                          {"--batch", "batch_size"},
+                                          {"--lr", "lr"},
+                                          {"--lr-factor", "lr_factor"},
+                                          {"--optimizer", "optimizer"},
+                                          {"--warmup-epochs", "warmup_epochs"}}),
+                   file.path, f);
   const FinetuneResult r = runFinetuning(o);
   if (a.json_out) {
     json j = r.toJson();
@@ -355,7 +326,8 @@ CLI::App* addPretrainCommand(CLI::App& parent, PretrainArgs& pre) {
   p->add_option("--out", pre.out, "Output directory (state/ while training, model/ at the end)")
       ->required();
   p->add_option("--config", pre.config,
-                "JSON with \"model\" (size overrides) and \"train\" (lr, epochs, ...)");
+                "JSON with \"model\" (size overrides) and \"train\" (lr, epochs, ...; the "
+                "options given here win)");
   p->add_option("--preset", pre.preset, "omnilearn or tiny")->capture_default_str();
   p->add_option("--epochs", pre.epochs, "Epochs")->capture_default_str();
   p->add_option("--batch", pre.batch, "Batch size per rank")->capture_default_str();
@@ -448,7 +420,7 @@ void registerModelCommands(CommandGroups& g) {
 
   auto pre = std::make_shared<PretrainArgs>();
   CLI::App* p = addPretrainCommand(g.root, *pre);
-  p->callback([pre] { runPretrain(*pre); });
+  p->callback([pre, p] { runPretrain(*pre, *p); });
 
   auto ft = std::make_shared<FinetuneArgs>();
   CLI::App* f = g.root.add_subcommand(
@@ -458,7 +430,9 @@ void registerModelCommands(CommandGroups& g) {
                 "of `foldfarm pretrain`), or none")
       ->capture_default_str();
   f->add_option("--preset", ft->preset, "Preset when --init none")->capture_default_str();
-  f->add_option("--config", ft->config, "JSON with \"model\" size overrides (--init none)");
+  f->add_option("--config", ft->config,
+                "JSON with \"model\" (size overrides, --init none) and \"train\" (lr, epochs, "
+                "...; the options given here win)");
   f->add_option("--train", ft->train, "Jets HDF5 file with 0/1 pid labels")->required();
   f->add_option("--out", ft->out, "Output directory (model/, state/)")->required();
   f->add_option("--val-fraction", ft->val_fraction, "Validation fraction of the training part")
@@ -480,7 +454,7 @@ void registerModelCommands(CommandGroups& g) {
   f->add_flag("--resume", ft->resume, "Continue from <out>/state");
   f->add_flag("--json", ft->json_out, "Print JSON");
   addDeviceOptions(*f, ft->device, &ft->precision, &ft->fixed_shapes, &ft->cuda_graphs);
-  f->callback([ft] { runFinetune(*ft); });
+  f->callback([ft, f] { runFinetune(*ft, *f); });
 
   auto gen = std::make_shared<GenerateArgs>();
   CLI::App* ge = g.root.add_subcommand(

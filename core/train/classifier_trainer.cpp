@@ -34,21 +34,6 @@ PetClassifier::PetClassifier(PetConfig cfg, uint64_t init_seed, data::FeatureSta
   model_->resetParameters(init_seed);
 }
 
-PetClassifier PetClassifier::fromPreset(const std::string& preset, uint64_t init_seed,
-                                        const std::string& config_path) {
-  PetConfig cfg = petPreset(preset);
-  if (!config_path.empty()) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(readFile(config_path));
-    } catch (const nlohmann::json::exception& e) {
-      throw InputError(config_path + ": not valid JSON (" + e.what() + ")");
-    }
-    cfg = applyPetOverrides(cfg, j.contains("model") ? j.at("model") : j, config_path);
-  }
-  return PetClassifier(cfg, init_seed);
-}
-
 PetClassifier PetClassifier::load(const std::string& dir) {
   const Checkpoint ck = readCheckpoint(dir);
   if (ck.meta.config.num_classes != 1 || ck.meta.config.generator)

@@ -79,9 +79,6 @@ class PetClassifier {
   // Forces cfg.num_classes = 1 and cfg.generator = false; initialises from init_seed.
   PetClassifier(PetConfig cfg, uint64_t init_seed,
                 data::FeatureStats stats = data::FeatureStats::jetClass());
-  // Preset name plus an optional JSON config file of overrides (InputError if invalid).
-  static PetClassifier fromPreset(const std::string& preset, uint64_t init_seed,
-                                  const std::string& config_path = "");
   // Loads a checkpoint written by save() (checksums and shapes verified).
   static PetClassifier load(const std::string& dir);
 

@@ -410,13 +410,51 @@ TEST_F(BadInputs, Checkpoints) {
   // The jets are fit to fine-tune on (0/1 labels): only the checkpoint is at fault.
   const std::string qg = std::string(FOLDFARM_SHARED_DATA_DIR) + "/quark_gluon_2000.h5";
   for (const char* c : {"ckpt_flipped", "ckpt_truncated", "ckpt_nometa", "no_such_ckpt"}) {
-    expectCleanFailure({"finetune", "--init", p(c), "--preset", "tiny", "--train", qg, "--out",
-                        p(std::string("ft_") + c)},
-                       p(c));
+    expectCleanFailure(
+        {"finetune", "--init", p(c), "--train", qg, "--out", p(std::string("ft_") + c)}, p(c));
   }
+  // Sizes with a checkpoint (the checkpoint fixes the model): refused, not ignored as before.
+  std::ofstream(p("sizes.json")) << R"({"model": {"dim": 16}})";
+  expectCleanFailure({"finetune", "--init", p("ckpt"), "--config", p("sizes.json"), "--train", qg,
+                      "--out", p("ft_sizes")},
+                     p("sizes.json") + "'s \"model\": the model is the checkpoint's");
+  expectCleanFailure({"finetune", "--init", p("ckpt"), "--preset", "omnilearn", "--train", qg,
+                      "--out", p("ft_preset")},
+                     "--preset: the model is the checkpoint's");
   expectCleanFailure({"generate", "--ckpt", p("ckpt_flipped"), "--class", "0", "--jets", "4",
                       "--out", p("existing_out.h5")},
                      p("ckpt_flipped"));
+}
+
+// A config's "train" recipe is used by finetune (before: read, checked and ignored), and an
+// option given on the command line wins over it, for pretrain too (before: the file won).
+TEST_F(BadInputs, ConfigRecipesReachFinetuneAndGivenOptionsWin) {
+  const std::string qg = std::string(FOLDFARM_SHARED_DATA_DIR) + "/quark_gluon_2000.h5";
+  std::ofstream(p("recipe.json")) << R"({"train": {"epochs": 2, "patience": 0}})";
+  auto epochsRun = [&](std::vector<std::string> args) {
+    const RunResult r = run(args, dir_);
+    EXPECT_EQ(r.code, 0) << r.err;
+    if (r.code != 0) return -1;
+    const size_t at = r.out.find('{');
+    return static_cast<int>(nlohmann::json::parse(r.out.substr(at))["fit"]["history"].size());
+  };
+  const std::vector<std::string> finetune = {
+      "finetune",       "--init",  p("ckpt"), "--train",   qg,  "--config",
+      p("recipe.json"), "--batch", "256",     "--threads", "1", "--json"};
+  auto with = [](std::vector<std::string> a, std::vector<std::string> more) {
+    a.insert(a.end(), more.begin(), more.end());
+    return a;
+  };
+  EXPECT_EQ(epochsRun(with(finetune, {"--out", p("ft_recipe")})), 2);
+  EXPECT_EQ(epochsRun(with(finetune, {"--out", p("ft_given"), "--epochs", "1"})), 1);
+  EXPECT_EQ(epochsRun({"pretrain", "--data", p("good.h5"), "--out", p("pre_given"), "--preset",
+                       "tiny", "--config", p("recipe.json"), "--epochs", "1", "--threads", "1"}),
+            1);
+  // A one-logit fit keeps no EMA: the key is refused rather than ignored.
+  std::ofstream(p("ema.json")) << R"({"train": {"ema_decay": 0.9}})";
+  expectCleanFailure({"finetune", "--init", p("ckpt"), "--train", qg, "--config", p("ema.json"),
+                      "--out", p("ft_ema")},
+                     "'train.ema_decay': a one-logit fit keeps no EMA");
 }
 
 TEST_F(BadInputs, CommandLine) {

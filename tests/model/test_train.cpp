@@ -21,6 +21,7 @@
 #include "core/train/optim.hpp"
 #include "core/train/sha256.hpp"
 #include "core/train/torch_error.hpp"
+#include "core/train/train_config.hpp"
 #include "core/train/trainer.hpp"
 #include "tests/model/test_jets.hpp"
 
@@ -309,6 +310,56 @@ TEST(TrainOptions, ValuesNoRunCanUseAreRefusedByName) {
   fine.optimizer.lr = 3e-4;
   fine.optimizer.weight_decay = 1000;  // 3e-4 * 1000 = 0.3 at warmup_scale 1
   EXPECT_NO_THROW(validateTrainOptions(fine));
+}
+
+// A config file's recipe replaces the options key by key (the CLI leaves out the keys whose
+// options were given: tested through the binary in test_e2e_bad_inputs); keys and types are
+// checked by name.
+TEST(TrainConfig, FileRecipeThenGivenOptionsAndTheirChecks) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("ff_train_config_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / "cfg.json").string();
+  std::ofstream(path) << R"({"model": {"dim": 48}, "train": {"lr": 1e-3, "epochs": 7,
+                             "weight_decay": 0.01, "optimizer": "adamw"}})";
+  const TrainConfigFile file = readTrainConfigFile(path);
+  EXPECT_EQ(petConfigFrom("tiny", file).dim, 48);
+  TrainOptions t;
+  t.batch_size = 100;
+  applyTrainRecipe(file.train, file.path, t);
+  EXPECT_DOUBLE_EQ(t.optimizer.lr, 1e-3);
+  EXPECT_EQ(t.optimizer.kind, "adamw");
+  EXPECT_DOUBLE_EQ(t.optimizer.weight_decay, 0.01);
+  EXPECT_EQ(t.max_epochs, 7);
+  EXPECT_EQ(t.batch_size, 100) << "a key the file does not name keeps the command's default";
+  ClassifierFitOptions f;
+  applyTrainRecipe(file.train, file.path, f);
+  EXPECT_EQ(f.max_epochs, 7);
+  EXPECT_EQ(f.optimizer, "adamw");
+  EXPECT_THROW(applyTrainRecipe({{"ema_decay", 0.9}}, "x", f), InputError);
+  // A bare object is all size overrides; no file, no change.
+  std::ofstream(path) << R"({"dim": 40})";
+  EXPECT_EQ(petConfigFrom("tiny", readTrainConfigFile(path)).dim, 40);
+  EXPECT_EQ(petConfigFrom("tiny", readTrainConfigFile("")).dim, petPreset("tiny").dim);
+  for (const auto& [body, wanted] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"train": {"lr": "fast"}})", "'train.lr'"},
+           {R"({"train": {"epochs": 2.5}})", "'train.epochs' must be an integer"},
+           {R"({"train": {"epoch": 2}})", "unknown train key 'epoch'"},
+           {R"({"train": [1]})", "\"train\" must be an object"},
+           {R"({"model": {}, "optimiser": "lion"})", "unknown top-level key 'optimiser'"},
+           {R"({"model": 3})", "\"model\" must be an object"},
+           {"[1, 2]", "a config must be a JSON object"},
+           {"{,}", "not valid JSON"}}) {
+    std::ofstream(path) << body;
+    try {
+      readTrainConfigFile(path);
+      ADD_FAILURE() << body << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind(path + ": ", 0), 0u) << e.what();
+      EXPECT_NE(std::string(e.what()).find(wanted), std::string::npos) << e.what();
+    }
+  }
+  fs::remove_all(dir);
 }
 
 TEST(Metrics, AucAndRejectionOfKnownScoresAndNaNScoresGiveNaN) {

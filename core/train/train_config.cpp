@@ -1,0 +1,122 @@
+#include "core/train/train_config.hpp"
+
+#include <algorithm>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/json_value.hpp"
+#include "core/train/classifier_trainer.hpp"
+#include "core/train/trainer.hpp"
+
+namespace foldfarm {
+namespace {
+
+using nlohmann::json;
+
+// Keys and types of a recipe; the ranges are the trainer's. A count is a JSON integer (2.5 and
+// 4294967297 would be truncated or wrapped by get<int>()).
+void checkRecipe(const json& recipe, const std::string& source) {
+  if (!recipe.is_object()) throw InputError(source + ": \"train\" must be an object");
+  const auto& keys = trainRecipeKeys();
+  for (auto it = recipe.begin(); it != recipe.end(); ++it) {
+    if (!std::binary_search(keys.begin(), keys.end(), it.key()))
+      throw InputError(source + ": unknown train key '" + it.key() + "'");
+    const std::string what = source + ": 'train." + it.key() + "'";
+    if (it.key() == "optimizer") {
+      jsonValue<std::string>(*it, what);
+    } else if (it.key() == "batch_size" || it.key() == "epochs" || it.key() == "patience") {
+      if (jsonValue<int>(*it, what) < 0) throw InputError(what + " must be >= 0");
+    } else if (jsonValue<double>(*it, what) < 0) {
+      throw InputError(what + " must be >= 0");
+    }
+  }
+}
+
+// The fields both option structs share, set from `recipe` (checked).
+template <class Apply>
+void forEachKey(const json& recipe, const std::string& source, Apply&& apply) {
+  checkRecipe(recipe, source);
+  for (auto it = recipe.begin(); it != recipe.end(); ++it) apply(it.key(), *it);
+}
+
+}  // namespace
+
+const std::vector<std::string>& trainRecipeKeys() {
+  static const std::vector<std::string> keys = {
+      "batch_size", "clip_norm", "ema_decay", "epochs",        "lr",
+      "lr_factor",  "optimizer", "patience",  "warmup_epochs", "weight_decay"};
+  return keys;
+}
+
+TrainConfigFile readTrainConfigFile(const std::string& path) {
+  TrainConfigFile f;
+  f.path = path;
+  if (path.empty()) return f;
+  json j;
+  try {
+    j = json::parse(readFile(path));
+  } catch (const json::exception& e) {
+    throw InputError(path + ": not valid JSON (" + e.what() + "); fix the file");
+  }
+  if (!j.is_object())
+    throw InputError(path + ": a config must be a JSON object with \"model\" and/or \"train\"");
+  if (!j.contains("model") && !j.contains("train")) {
+    f.model = std::move(j);  // a bare object of size overrides
+    return f;
+  }
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() != "model" && it.key() != "train")
+      throw InputError(path + ": unknown top-level key '" + it.key() +
+                       "' (use \"model\" and \"train\")");
+  }
+  if (j.contains("train")) {
+    checkRecipe(j.at("train"), path);
+    f.train = j.at("train");
+  }
+  if (j.contains("model")) {
+    if (!j.at("model").is_object()) throw InputError(path + ": \"model\" must be an object");
+    f.model = j.at("model");
+  }
+  return f;
+}
+
+PetConfig petConfigFrom(const std::string& preset, const TrainConfigFile& file) {
+  PetConfig cfg = petPreset(preset);
+  if (!file.model.empty()) cfg = applyPetOverrides(cfg, file.model, file.path);
+  return cfg;
+}
+
+void applyTrainRecipe(const json& recipe, const std::string& source, TrainOptions& t) {
+  forEachKey(recipe, source, [&](const std::string& k, const json& v) {
+    if (k == "batch_size") t.batch_size = v.get<int64_t>();
+    if (k == "clip_norm") t.clip_norm = v.get<double>();
+    if (k == "ema_decay") t.ema_decay = v.get<double>();
+    if (k == "epochs") t.max_epochs = v.get<int64_t>();
+    if (k == "lr") t.optimizer.lr = v.get<double>();
+    if (k == "lr_factor") t.optimizer.lr_factor = v.get<double>();
+    if (k == "optimizer") t.optimizer.kind = v.get<std::string>();
+    if (k == "patience") t.patience = v.get<int64_t>();
+    if (k == "warmup_epochs") t.warmup_epochs = v.get<double>();
+    if (k == "weight_decay") t.optimizer.weight_decay = v.get<double>();
+  });
+}
+
+void applyTrainRecipe(const json& recipe, const std::string& source, ClassifierFitOptions& f) {
+  forEachKey(recipe, source, [&](const std::string& k, const json& v) {
+    if (k == "batch_size") f.batch_size = v.get<int64_t>();
+    if (k == "clip_norm") f.clip_norm = v.get<double>();
+    if (k == "ema_decay")
+      throw InputError(source +
+                       ": 'train.ema_decay': a one-logit fit keeps no EMA of its weights; "
+                       "remove the key");
+    if (k == "epochs") f.max_epochs = v.get<int64_t>();
+    if (k == "lr") f.lr = v.get<double>();
+    if (k == "lr_factor") f.lr_factor = v.get<double>();
+    if (k == "optimizer") f.optimizer = v.get<std::string>();
+    if (k == "patience") f.patience = v.get<int64_t>();
+    if (k == "warmup_epochs") f.warmup_epochs = v.get<double>();
+    if (k == "weight_decay") f.weight_decay = v.get<double>();
+  });
+}
+
+}  // namespace foldfarm
