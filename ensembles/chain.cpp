@@ -466,6 +466,12 @@ ChainSpec chainSpecFromJson(const json& p) {
                      "], not " + std::to_string(s.iterations) +
                      " (OmniFold converges within tens; each iteration trains two classifiers)");
   if (p.contains("config")) s.config = chainConfigFromJson(p.at("config"), src + " config");
+  // With a foundation the model is the checkpoint's: size overrides would be ignored.
+  if (s.init != "none" && !s.config.model.empty())
+    throw InputError(src +
+                     " config: 'model' size overrides apply with init none only (the "
+                     "foundation " +
+                     s.init + " fixes the model); remove 'model'");
   take(p, "bootstrap", s.bootstrap, src);
   if (s.bootstrap != "data" && s.bootstrap != "mc")
     throw InputError(src + ": bootstrap must be \"data\" or \"mc\", got \"" + s.bootstrap + "\"");

@@ -339,6 +339,28 @@ TEST_F(ChainTest, ConfigsNoStepCouldTrainWithAreRefusedWhenRead) {
       chainConfigFromJson({{"lr", 1e-4}, {"lr_factor", 5}, {"optimizer", "adamw"}}, "cfg"));
 }
 
+// Size overrides with a foundation would be ignored (the checkpoint fixes the model): refused
+// when the chain's parameters are read (at `campaign init`, or before `unfold` reads data).
+TEST(ChainSpec, ModelOverridesWithAFoundationAreRefused) {
+  nlohmann::json p = {{"mc", "mc.h5"},        {"data", "data.h5"},
+                      {"init", "foundation"}, {"replica", 0},
+                      {"member", 0},          {"campaign_seed", 1},
+                      {"iterations", 1},      {"config", {{"model", {{"dim", 16}}}}}};
+  try {
+    chainSpecFromJson(p);
+    ADD_FAILURE() << "accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("the foundation foundation fixes the model"),
+              std::string::npos)
+        << e.what();
+  }
+  p["init"] = "none";
+  EXPECT_EQ(chainSpecFromJson(p).config.model, (nlohmann::json{{"dim", 16}}));
+  p["init"] = "foundation";
+  p["config"] = {{"preset", "tiny"}};
+  EXPECT_NO_THROW(chainSpecFromJson(p));
+}
+
 // Every key of a chain config, with a value of any JSON type or an extreme number: accepted,
 // or refused as bad input that starts with the config's name and names the key; never
 // another exception (a nlohmann type error, std::length_error) or a silently changed value.
