@@ -249,7 +249,7 @@ void registerCampaignCommands(CommandGroups& g) {
   CLI::App* campaign = g.root.add_subcommand(
       "campaign",
       "OmniFold campaigns: init, run (local or MPI pilot), status, resume, retry, "
-      "cancel, aggregate, plan");
+      "cancel, repair, work, aggregate, plan");
   campaign->require_subcommand(1);
 
   // init
