@@ -106,9 +106,14 @@ std::pair<CheckpointMeta, Pet> initialModel(const PretrainOptions& o, const PetC
   return {std::move(meta), std::move(model)};
 }
 
-TrainOptions trainOptionsFor(const PretrainOptions& o, ParallelContext& ctx) {
+// The warm-up target's scale of the learning rate on this many ranks (SPEC §4: sqrt(ranks)).
+double warmupScale(const ParallelContext& ctx) {
+  return std::sqrt(static_cast<double>(ctx.worldSize()));
+}
+
+TrainOptions trainOptionsFor(const PretrainOptions& o, const ParallelContext& ctx) {
   TrainOptions t = o.train;
-  t.warmup_scale = std::sqrt(static_cast<double>(ctx.worldSize()));
+  t.warmup_scale = warmupScale(ctx);
   t.state_dir = (fs::path(o.out) / "state").string();
   t.label = "pretrain";
   t.sharded = o.shard_data;
@@ -126,8 +131,9 @@ TrainOptions trainOptionsFor(const PretrainOptions& o, ParallelContext& ctx) {
   return t;
 }
 
-// Refuses options that no run can use, before anything is read.
-void checkPretrainOptions(const PretrainOptions& o) {
+// Refuses options that no run can use, before anything is read (the learning rate at the
+// schedule's peak as this many ranks would train).
+void checkPretrainOptions(const PretrainOptions& o, const ParallelContext& ctx) {
   requireOutputDirectoryPath(o.out, "--out");
   checkHeldOutFractions("pretrain", o.val_fraction, o.test_fraction);
   if (o.max_jets < 0) throw InputError("pretrain: --max-jets must be >= 0 (0: every jet)");
@@ -135,6 +141,7 @@ void checkPretrainOptions(const PretrainOptions& o) {
     throw InputError("pretrain: --epochs must be >= 1 (an untrained model is no foundation)");
   TrainOptions t = o.train;
   t.label = "pretrain";
+  t.warmup_scale = warmupScale(ctx);
   validateTrainOptions(t);
 }
 
@@ -209,7 +216,7 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
 }  // namespace
 
 PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
-  checkPretrainOptions(o);
+  checkPretrainOptions(o, ctx);
   if (o.stream) return runStreamed(o, ctx);
   // 1. The split, the same on every rank.
   const std::string what = o.data_label.empty() ? std::string("pretraining data") : o.data_label;
