@@ -160,6 +160,8 @@ void validateTrainOptions(const TrainOptions& o) {
   const auto refuse = [&](const std::string& what) {
     throw InputError(o.label + ": " + what + " (a config's \"train\" or the matching option)");
   };
+  if (s.kind != "lion" && s.kind != "adamw")
+    refuse("optimizer must be lion or adamw, not '" + s.kind + "'");
   if (const std::string bad = learningRateProblem(s.lr, s.lr_factor); !bad.empty()) refuse(bad);
   if (!(o.warmup_scale > 0 && std::isfinite(o.warmup_scale)))
     refuse("the warm-up scale must be positive");

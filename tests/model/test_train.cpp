@@ -289,6 +289,8 @@ TEST(TrainOptions, ValuesNoRunCanUseAreRefusedByName) {
          o.optimizer.weight_decay = 1000;
        }},
       {"ema_decay", [](TrainOptions& o) { o.ema_decay = 1; }},
+      {"optimizer must be lion or adamw, not 'sgd'",
+       [](TrainOptions& o) { o.optimizer.kind = "sgd"; }},
       {"lr", [](TrainOptions& o) { o.optimizer.lr = 2; }},
       {"batch size", [](TrainOptions& o) { o.batch_size = 0; }},
   };
