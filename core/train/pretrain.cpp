@@ -138,7 +138,9 @@ void checkPretrainOptions(const PretrainOptions& o, const ParallelContext& ctx) 
   checkHeldOutFractions("pretrain", o.val_fraction, o.test_fraction);
   if (o.max_jets < 0) throw InputError("pretrain: --max-jets must be >= 0 (0: every jet)");
   if (o.train.max_epochs < 1)
-    throw InputError("pretrain: --epochs must be >= 1 (an untrained model is no foundation)");
+    throw InputError(
+        "pretrain: epochs (--epochs or a config's \"train\") must be >= 1 (an untrained "
+        "model is no foundation)");
   TrainOptions t = o.train;
   t.label = "pretrain";
   t.warmup_scale = warmupScale(ctx);
