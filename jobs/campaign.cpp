@@ -71,6 +71,23 @@ Fd lockOrchestrator(const std::string& dir) {
   return lock;
 }
 
+// Every task of `spec`, in index order.
+std::vector<TaskDef> taskDefsOf(const CampaignSpec& spec) {
+  std::vector<TaskDef> defs;
+  defs.reserve(static_cast<size_t>(spec.numTasks()));
+  for (int i = 0; i < spec.numTasks(); ++i) defs.push_back(spec.taskPosition(i));
+  return defs;
+}
+
+// A new journal at `path` with the tasks `defs` of `spec`, all pending.
+CampaignJournal createJournal(const CampaignSpec& spec, const std::vector<TaskDef>& defs,
+                              const std::string& path) {
+  CampaignJournal j = CampaignJournal::create(path, defs);
+  j.setMeta("name", spec.name);
+  j.setMeta("created_at", std::to_string(wallClockNow()));
+  return j;
+}
+
 // A task_result.json as the journal ingests it, for task `index` running `attempt`.
 Completion completionOf(const TaskResult& r, int index, int attempt) {
   Completion c;
@@ -172,8 +189,7 @@ std::string Campaign::resultPath(const std::string& task_id) const {
 }
 
 Campaign Campaign::init(const CampaignSpec& spec, const std::string& dir_in) {
-  std::string dir = dir_in;
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  const std::string dir = trimSlashes(dir_in);
   if (pathExists(dir)) {
     throw InputError(dir +
                      ": already exists; choose a new --dir, or continue that campaign "
@@ -186,15 +202,9 @@ Campaign Campaign::init(const CampaignSpec& spec, const std::string& dir_in) {
     makeDir(tmp + "/tasks");
     makeDir(tmp + "/aggregate");
     writeFileAtomic(tmp + "/spec.json", spec.toJson().dump(2) + "\n");
-    std::vector<TaskDef> defs;
-    defs.reserve(spec.numTasks());
-    for (int i = 0; i < spec.numTasks(); ++i) defs.push_back(spec.taskPosition(i));
-    {
-      CampaignJournal j = CampaignJournal::create(tmp + "/" + kJournalFile, defs);
-      j.setMeta("name", spec.name);
-      j.setMeta("created_at", std::to_string(wallClockNow()));
-      // Leave WAL mode's side files checkpointed into the main file before the rename.
-    }
+    // Closed at once: WAL mode's side files are checkpointed into the main file before the
+    // rename.
+    createJournal(spec, taskDefsOf(spec), tmp + "/" + kJournalFile);
     if (::rename(tmp.c_str(), dir.c_str()) != 0) {
       throw Error(dir + ": cannot create the campaign directory: " + errnoMessage(errno));
     }
@@ -250,12 +260,8 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
   const std::string rebuilt = path + ".rebuild." + std::to_string(::getpid());
   for (const char* side : {"", "-wal", "-shm"}) ::unlink((rebuilt + side).c_str());
   try {
-    std::vector<TaskDef> defs;
-    defs.reserve(static_cast<size_t>(spec.numTasks()));
-    for (int i = 0; i < spec.numTasks(); ++i) defs.push_back(spec.taskPosition(i));
-    CampaignJournal j = CampaignJournal::create(rebuilt, defs);
-    j.setMeta("name", spec.name);
-    j.setMeta("created_at", std::to_string(wallClockNow()));
+    const std::vector<TaskDef> defs = taskDefsOf(spec);
+    CampaignJournal j = createJournal(spec, defs, rebuilt);
     j.setMeta("rebuilt_from", sum.problem.empty() ? "campaign repair --force" : sum.problem);
     std::vector<Dispatch> dispatches;
     std::vector<Completion> completions;
