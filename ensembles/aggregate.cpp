@@ -11,6 +11,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/base/output_lock.hpp"
 #include "core/base/progress.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/histogram.hpp"
@@ -784,7 +785,8 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   // Every output goes to a temporary first and all are renamed into place together at the
   // end: a run that fails changes nothing (not bands.h5 of this run beside an earlier
   // summary.json), and a directory it made is removed again.
-  MadeDirectories made(out_dir);
+  OutputDirectoryLock lock(out_dir, "");  // one aggregation at a time writes out_dir
+  lock.removeLeftTemporaries({});
   std::vector<AtomicFile> staged;
   {
     AtomicFile out(out_dir + "/bands.h5");
@@ -884,7 +886,6 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   staged.emplace_back(out_dir + "/summary.json");
   staged.back().write(jsonText(summary));
   for (AtomicFile& f : staged) f.commit();
-  made.keep();
   // 4. What an earlier aggregation into this directory wrote and this one did not (its
   //    event_weights.h5 with other columns, figures of older bands) is removed: the directory
   //    holds one aggregation.

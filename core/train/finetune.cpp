@@ -7,6 +7,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/base/output_lock.hpp"
 #include "core/base/seed.hpp"
 #include "core/data/jet_files.hpp"
 #include "core/train/checkpoint.hpp"
@@ -41,7 +42,9 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
   const std::string model_dir = (fs::path(opt.out) / "model").string();
   checkHeldOutFractions("finetune", o.val_fraction, opt.test_fraction);
   checkFitOptions(o);
-  requireOutputDirectoryPath(opt.out, "--out");
+  // One run writes --out; what a run killed while writing left there is removed.
+  OutputDirectoryLock lock(opt.out, "--out");
+  lock.removeLeftTemporaries({"state", "model"});
   if (!o.resume && (checkpointExists(o.state_dir) || fs::exists(model_dir)))
     throw InputError(opt.out +
                      ": holds an earlier fine-tuning (state or model); pass --resume to continue "

@@ -5,8 +5,13 @@
 //
 // Collective contract: every method marked (collective) must be called by all ranks, in the
 // same order, the same number of times.
+#include <exception>
 #include <memory>
+#include <string>
 #include <vector>
+
+#include "core/base/error.hpp"
+#include "core/base/output_lock.hpp"
 
 namespace torch::nn {
 class Module;
@@ -50,6 +55,36 @@ inline std::vector<double> allGather(ParallelContext& ctx, double local) {
   v[static_cast<size_t>(ctx.rank())] = local;
   ctx.allreduceSum(v);
   return v;
+}
+
+// (collective) The output directory `dir` made and locked by rank 0, the rank that writes
+// it (core/base/output_lock.hpp), with the temporaries an earlier run killed while writing
+// left in it and in `subdirs` removed. When rank 0 cannot take it every rank throws: rank 0
+// its own line, the others a line that points to it (none goes on alone into a collective).
+inline std::unique_ptr<OutputDirectoryLock> lockOutputOnRoot(
+    ParallelContext& ctx, const std::string& dir, const std::string& option,
+    const std::vector<std::string>& subdirs) {
+  std::unique_ptr<OutputDirectoryLock> lock;
+  std::exception_ptr failed;
+  int failed_code = 0;
+  if (ctx.rank() == 0) {
+    try {
+      lock = std::make_unique<OutputDirectoryLock>(dir, option);
+      lock->removeLeftTemporaries(subdirs);
+    } catch (const Error& e) {
+      lock.reset();
+      failed = std::current_exception();
+      failed_code = e.exitCode();
+    }
+  }
+  std::vector<double> code{static_cast<double>(failed_code)};
+  if (ctx.worldSize() > 1) ctx.allreduceSum(code);
+  if (code[0] != 0) {
+    if (failed) std::rethrow_exception(failed);
+    throw Error(dir + ": rank 0 could not take this output directory (its line says why)",
+                static_cast<int>(code[0]));
+  }
+  return lock;
 }
 
 class SingleProcessContext final : public ParallelContext {

@@ -219,6 +219,8 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
 
 PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
   checkPretrainOptions(o, ctx);
+  // One run writes --out (rank 0); what a run killed while writing left there is removed.
+  const auto lock = lockOutputOnRoot(ctx, o.out, "--out", {"state", "model"});
   if (o.stream) return runStreamed(o, ctx);
   // 1. The split, the same on every rank.
   const std::string what = o.data_label.empty() ? std::string("pretraining data") : o.data_label;

@@ -1,0 +1,52 @@
+#pragma once
+// One run per output directory. A command that writes a directory of results over a long run
+// (pretrain, finetune, unfold, aggregate, the studies) holds its --out with an
+// OutputDirectoryLock: the directory is made (with its missing parents) and flock()ed
+// itself, so nothing is added to it. A second run into the same directory is refused with one
+// line instead of both writing the same state files. Under the lock, the temporaries that a
+// run killed by SIGKILL (or the OOM killer) left in the directory can only be that run's, and
+// removeLeftTemporaries() sweeps them.
+//
+// Where flock cannot lock a directory (NFS clients turn flock into POSIX locks, which need a
+// file open for writing) the run goes on unlocked, after a warning that names the directory:
+// concurrent runs into it are then not refused. Runs into a directory nested inside a locked
+// one are not excluded by it.
+#include <string>
+#include <vector>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/fd.hpp"
+
+namespace foldfarm {
+
+class OutputDirectoryLock {
+ public:
+  // Makes `dir` and locks it. InputError("<dir>: another foldfarm run is writing into this
+  // directory (...); wait for it or stop it, or choose another <option>") when a run holds
+  // it; InputError when `dir` is a file (requireOutputDirectoryPath); Error naming `dir` when
+  // it cannot be made. `option` names the command-line option ("" when none chose `dir`).
+  OutputDirectoryLock(const std::string& dir, const std::string& option);
+  ~OutputDirectoryLock() noexcept = default;  // closing the directory releases the lock
+  OutputDirectoryLock(const OutputDirectoryLock&) = delete;
+  OutputDirectoryLock& operator=(const OutputDirectoryLock&) = delete;
+
+  // Whether the directory is locked (false: the file system refused flock; see above).
+  bool locked() const { return locked_; }
+  const std::string& dir() const { return dir_; }
+  // Removes the AtomicFile temporaries in the directory itself and, recursively, in its
+  // subdirectories named in `subdirs` (those the command writes), when locked; logs and
+  // returns how many.
+  int removeLeftTemporaries(const std::vector<std::string>& subdirs);
+
+ private:
+  std::string dir_;
+  MadeDirectories made_;  // removed again at the end while empty (a run that wrote nothing)
+  Fd fd_;                 // the directory, flocked
+  bool locked_ = false;
+};
+
+// The process that holds a flock on the file or directory `fd` refers to, from /proc/locks:
+// its pid, or 0 when none of this host's processes is listed (another node, no /proc).
+long flockHolder(int fd);
+
+}  // namespace foldfarm

@@ -1,0 +1,123 @@
+// The --out of the standalone commands through the real binary: a second run into a
+// directory that a run holds is refused with one line naming the holder (alone and under
+// `mpirun -np 2`, where no rank hangs), and the temporaries that a run killed while writing
+// left there are removed by the next run into it.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/base/output_lock.hpp"
+#include "tests/support/run_child.hpp"
+
+namespace fs = std::filesystem;
+using namespace foldfarm;
+using foldfarm::testing::runFoldfarm;
+using foldfarm::testing::runSingleThreaded;
+
+namespace {
+
+class OutputDirs : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = (fs::temp_directory_path() / ("ff_output_dirs_" + std::to_string(::getpid()))).string();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    for (const std::vector<std::string>& a :
+         {std::vector<std::string>{"data", "synth", "--kind", "pretrain", "--jets", "150", "--seed",
+                                   "3", "--particles", "32", "--out", dir_ + "/jets.h5"},
+          std::vector<std::string>{"data", "synth", "--kind", "unfold", "--tune", "sim", "--events",
+                                   "120", "--seed", "4", "--out", dir_ + "/mc.h5"},
+          std::vector<std::string>{"data", "synth", "--kind", "unfold", "--tune", "data",
+                                   "--events", "120", "--seed", "5", "--out", dir_ + "/data.h5"}}) {
+      const ProcessResult r = runFoldfarm(a, dir_, {}, 120);
+      ASSERT_TRUE(r.ok()) << r.describe() << "\n" << r.err;
+    }
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+
+  static std::vector<std::string> pretrain(const std::string& out, const char* epochs = "1") {
+    return {"pretrain", "--data", dir_ + "/jets.h5", "--out", out, "--preset", "tiny",
+            "--epochs", epochs,   "--threads",       "1"};
+  }
+
+  static std::string dir_;
+};
+std::string OutputDirs::dir_;
+
+int errorLines(const std::string& err) {
+  std::istringstream in(err);
+  int n = 0;
+  for (std::string l; std::getline(in, l);) n += l.rfind("foldfarm: error:", 0) == 0;
+  return n;
+}
+
+std::vector<std::string> temporariesUnder(const fs::path& dir) {
+  std::vector<std::string> found;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (isTemporaryFileName(e.path().filename().string())) found.push_back(e.path().string());
+  return found;
+}
+
+}  // namespace
+
+TEST_F(OutputDirs, ASecondRunIntoAHeldDirectoryIsRefusedAndWritesNothing) {
+  const std::string out = dir_ + "/held";
+  OutputDirectoryLock held(out, "--out");  // this process plays the first run
+  ASSERT_TRUE(held.locked());
+  const std::string holder = out + ": another foldfarm run is writing into this directory (pid " +
+                             std::to_string(::getpid());
+  const std::string qg = std::string(FOLDFARM_SHARED_DATA_DIR) + "/quark_gluon_2000.h5";
+  const std::vector<std::vector<std::string>> runs = {
+      pretrain(out),
+      {"finetune", "--init", "none", "--train", qg, "--out", out, "--epochs", "1"},
+      {"unfold", "--mc", dir_ + "/mc.h5", "--data", dir_ + "/data.h5", "--init", "none", "--out",
+       out, "--replica", "0", "--member", "0"}};
+  for (const auto& args : runs) {
+    const ProcessResult r = runFoldfarm(args, dir_, {}, 120);
+    EXPECT_EQ(r.status(), 2) << args[0] << ": " << r.err;
+    EXPECT_NE(r.err.find(holder), std::string::npos) << args[0] << ": " << r.err;
+    EXPECT_EQ(errorLines(r.err), 1) << args[0] << ": " << r.err;
+    EXPECT_TRUE(fs::is_empty(out)) << args[0];
+  }
+
+  // Under mpirun -np 2 rank 0 takes the directory; both ranks end at once, rank 1 pointing
+  // to rank 0's line.
+  std::vector<std::string> argv = {FOLDFARM_MPIRUN,
+                                   "--allow-run-as-root",
+                                   "--oversubscribe",
+                                   "-np",
+                                   "2",
+                                   FOLDFARM_BINARY,
+                                   "--log-level",
+                                   "warn"};
+  for (const std::string& a : pretrain(out)) argv.push_back(a);
+  const ProcessResult r = runSingleThreaded(argv, 120);
+  EXPECT_FALSE(r.timedOut) << r.err;
+  EXPECT_NE(r.status(), 0) << r.err;
+  EXPECT_NE(r.err.find(holder), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(out + ": rank 0 could not take this output directory"), std::string::npos)
+      << r.err;
+  EXPECT_TRUE(fs::is_empty(out));
+}
+
+TEST_F(OutputDirs, TemporariesOfARunKilledWhileWritingAreRemovedByTheNextRun) {
+  const std::string out = dir_ + "/killed";
+  ProcessResult r = runFoldfarm(pretrain(out), dir_, {}, 180);
+  ASSERT_TRUE(r.ok()) << r.err;
+  ASSERT_TRUE(fs::exists(out + "/state/meta.json"));
+  // What SIGKILL during a checkpoint write leaves (the pid of a writer long gone).
+  for (const char* left : {"/state/meta.json.tmp.999999.0", "/state/tensors-0123.pt.tmp.999999.1",
+                           "/model/meta.json.tmp.999999.2"})
+    std::ofstream(out + left) << "partial";
+  std::vector<std::string> resume = pretrain(out, "2");
+  resume.push_back("--resume");
+  r = runFoldfarm(resume, dir_, {}, 180);
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_TRUE(temporariesUnder(out).empty());
+  EXPECT_TRUE(fs::exists(out + "/model/meta.json"));
+}
