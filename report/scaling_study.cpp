@@ -7,10 +7,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/base/output_lock.hpp"
 #include "core/base/process.hpp"
 #include "core/base/progress.hpp"
 #include "core/plot/gnuplot.hpp"
@@ -22,6 +26,10 @@ using namespace foldfarm::plot;
 namespace {
 
 namespace fs = std::filesystem;
+
+// Every figure a study can draw (without gnuplot, or with --no-ddp, fewer).
+constexpr const char* kScalingFigures[] = {"ddp_throughput", "ddp_efficiency", "ddp_model",
+                                           "scheduler_throughput", "scheduler_efficiency"};
 using nlohmann::json;
 
 std::string selfExe() {
@@ -240,6 +248,7 @@ std::string scalingMarkdown(const json& s) {
 }
 
 json runScalingStudy(const ScalingOptions& o) {
+  requireOutputDirectoryPath(o.out_dir, "--out");  // before minutes of measurements
   if (o.max_ranks < 1) throw InputError("--max-ranks must be >= 1");
   if (o.max_slots < 1) throw InputError("--max-slots must be >= 1");
   if (!o.ddp && !o.scheduler)
@@ -398,11 +407,30 @@ json runScalingStudy(const ScalingOptions& o) {
     logWarn("scaling: gnuplot not found; writing the tables without figures");
   }
 
-  MadeDirectories made(o.out_dir);
-  writeFileAtomic(o.out_dir + "/scaling.json", study.dump(2) + "\n");
-  writeFileAtomic(o.out_dir + "/scaling.md", scalingMarkdown(study));
-  for (const auto& [name, bytes] : pngs) writeFileAtomic(o.out_dir + "/" + name + ".png", bytes);
-  made.keep();
+  // Every output is staged and all are renamed into place together: a study that fails
+  // changes nothing. Figures of an earlier study into this directory that this one did not
+  // draw (--no-ddp, no gnuplot) are removed after: the directory holds one study.
+  OutputDirectoryLock lock(o.out_dir, "--out");
+  std::vector<AtomicFile> staged;
+  staged.emplace_back(o.out_dir + "/scaling.json");
+  staged.back().write(study.dump(2) + "\n");
+  staged.emplace_back(o.out_dir + "/scaling.md");
+  staged.back().write(scalingMarkdown(study));
+  std::set<std::string> drawn;
+  for (const auto& [name, bytes] : pngs) {
+    staged.emplace_back(o.out_dir + "/" + name + ".png");
+    staged.back().write(bytes);
+    drawn.insert(name);
+  }
+  for (AtomicFile& f : staged) f.commit();
+  for (const char* name : kScalingFigures) {
+    if (drawn.count(name)) continue;
+    std::error_code ec;
+    const std::string path = o.out_dir + "/" + name + ".png";
+    if (fs::remove(path, ec))
+      logInfo("scaling: removed {}, a figure of an earlier study that this one does not draw",
+              path);
+  }
   logInfo("scaling: wrote {}/scaling.json, scaling.md and {} figure(s)", o.out_dir, pngs.size());
   return study;
 }

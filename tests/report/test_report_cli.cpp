@@ -97,4 +97,36 @@ TEST(ScalingStudy, TwoRanksTwoSlotsWritesTablesAndFigures) {
                           "scheduler_efficiency"})
     EXPECT_TRUE(isPng(readFile(out + "/" + png + ".png"))) << png;
   EXPECT_NE(r.out.find("# Scaling study"), std::string::npos);
+
+  // A second study into the same directory without the data-parallel part: its figures
+  // replace the first one's, and the ddp figures it does not draw are removed (before, they
+  // stayed beside a scaling.json without ddp rows).
+  r = runFoldfarm({"study", "scaling", "--no-ddp", "--max-slots", "1", "--tasks", "50",
+                   "--sleep-tasks", "2", "--sleep-seconds", "0.01", "--out", out},
+                  120);
+  ASSERT_EQ(r.status(), 0) << r.err;
+  const json again = json::parse(readFile(out + "/scaling.json"));
+  EXPECT_TRUE(again["ddp"].empty());
+  EXPECT_FALSE(again.contains("ddp_derived"));
+  for (const char* png : {"ddp_throughput", "ddp_efficiency", "ddp_model"})
+    EXPECT_FALSE(fs::exists(out + "/" + png + ".png")) << png;
+  for (const char* png : {"scheduler_throughput", "scheduler_efficiency"})
+    EXPECT_TRUE(isPng(readFile(out + "/" + png + ".png"))) << png;
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(out)) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+    ++files;
+  }
+  EXPECT_EQ(files, 4u);  // scaling.json, scaling.md, two figures
+}
+
+// An --out where no directory can be is refused before minutes of measurements.
+TEST(ScalingStudy, AnOutputThatIsAFileIsRefusedFirst) {
+  report::testing::ScratchDir scratch;
+  const std::string file = scratch.path() + "/taken";
+  writeFileAtomic(file, "x");
+  ProcessResult r = runFoldfarm({"study", "scaling", "--out", file}, 60);
+  EXPECT_EQ(r.status(), 2) << r.err;
+  EXPECT_NE(r.err.find(file + ": exists and is not a directory"), std::string::npos) << r.err;
+  EXPECT_EQ(readFile(file), "x");
 }
