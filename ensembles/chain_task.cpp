@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <map>
 #include <mutex>
 
 #include <nlohmann/json.hpp>
@@ -122,6 +123,51 @@ nlohmann::json chainParamsOfCampaignTask(const nlohmann::json& p, const std::str
   return out;
 }
 
+void refusePresetBesideFoundation(const nlohmann::json& params,
+                                  const std::string& foundation_preset) {
+  const std::string init = params.value("init", std::string("none"));
+  const nlohmann::json config = params.value("config", nlohmann::json::object());
+  if (init == "none" || !config.is_object() || !config.contains("preset") ||
+      !config["preset"].is_string())
+    return;
+  const std::string preset = config["preset"].get<std::string>();
+  if (preset == foundation_preset) return;
+  throw InputError("chain config: 'preset' \"" + preset + "\" is not the foundation's (" + init +
+                   " was pretrained as \"" + foundation_preset +
+                   "\"), and the foundation fixes the model; remove 'preset' or name \"" +
+                   foundation_preset + "\"");
+}
+
+void checkChainTaskParams(const nlohmann::json& params) {
+  const ChainSpec spec = chainSpecFromJson(params);
+  if (spec.init == "none") return;
+  // The foundation's preset, read once per meta.json (every task of a campaign names it).
+  static std::mutex mu;
+  static std::map<std::string, std::string> presets;
+  std::string dir;
+  try {
+    dir = resolveCheckpointDir(spec.init);
+  } catch (const InputError&) {
+    return;  // not written yet: its chains check it when they start
+  }
+  const std::string meta = dir + "/meta.json";
+  std::string preset;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = presets.find(meta);
+    if (it == presets.end()) {
+      const nlohmann::json j = nlohmann::json::parse(readFile(meta), nullptr, false);
+      const nlohmann::json cfg =
+          j.is_object() ? j.value("config", nlohmann::json::object()) : nlohmann::json();
+      it = presets
+               .emplace(meta, cfg.is_object() ? cfg.value("preset", std::string()) : std::string())
+               .first;
+    }
+    preset = it->second;
+  }
+  if (!preset.empty()) refusePresetBesideFoundation(params, preset);  // else: checked at run
+}
+
 void refuseUntrainableChainCampaign(const std::string& kind, int gpus, const nlohmann::json& chain,
                                     const std::string& origin) {
   if (kind != "chain") return;
@@ -196,7 +242,10 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
   in.ctx = ctx;
   in.mc = loadDataset(spec.mc_path);
   in.data = loadDataset(spec.data_path);
-  if (spec.init != "none") std::tie(in.init, in.init_sha256) = loadInit(spec.init);
+  if (spec.init != "none") {
+    std::tie(in.init, in.init_sha256) = loadInit(spec.init);
+    refusePresetBesideFoundation(params, in.init->meta.config.preset);
+  }
   // PET's device, and whether the config's precision and CUDA graphs can run there: refused
   // before the output directory exists.
   in.device = selectDevice(spec.config.device);

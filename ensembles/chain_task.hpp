@@ -67,6 +67,16 @@ nlohmann::json chainParamsOfCampaignTask(const nlohmann::json& campaign_params,
 void refuseUntrainableChainCampaign(const std::string& kind, int gpus, const nlohmann::json& chain,
                                     const std::string& origin);
 
+// A chain config that names a PET "preset" beside a foundation (init not "none") must name
+// the foundation's: the foundation fixes the model, so another preset would be ignored.
+// InputError naming both otherwise. `foundation_preset` is the checkpoint's config.preset.
+void refusePresetBesideFoundation(const nlohmann::json& params,
+                                  const std::string& foundation_preset);
+// (campaign init) chainSpecFromJson's checks of a campaign task's chain params, and the
+// preset above against the foundation's meta.json when that exists already (a foundation
+// still to be pretrained is checked when its chains start).
+void checkChainTaskParams(const nlohmann::json& params);
+
 // Drops the in-process caches (datasets, checkpoints, standardised PET inputs).
 void clearChainTaskCache();
 // How many standardised PET input sets (at most 6) and unfolding files (at most 4) the process

@@ -41,7 +41,7 @@ void registerAllTaskKinds() {
       // The chain config is checked at `campaign init`, not first by every task at run time.
       jobs::TaskKindTraits{true,
                            [](const json& p) {
-                             ensembles::chainSpecFromJson(
+                             ensembles::checkChainTaskParams(
                                  ensembles::chainParamsOfCampaignTask(p, "tasks/t"));
                            },
                            std::nullopt});

@@ -424,6 +424,14 @@ TEST_F(BadInputs, Checkpoints) {
   expectCleanFailure({"generate", "--ckpt", p("ckpt_flipped"), "--class", "0", "--jets", "4",
                       "--out", p("existing_out.h5")},
                      p("ckpt_flipped"));
+  // A chain config's preset beside a foundation of another preset (before: ignored, the
+  // foundation's model trained).
+  std::ofstream(p("omni_chain.json")) << R"({"preset": "omnilearn"})";
+  expectCleanFailure(
+      {"unfold", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init", p("ckpt"), "--config",
+       p("omni_chain.json"), "--out", p("unfold_preset"), "--replica", "0", "--member", "0"},
+      "'preset' \"omnilearn\" is not the foundation's (" + p("ckpt") +
+          " was pretrained as \"tiny\")");
 }
 
 // A config's "train" recipe is used by finetune (before: read, checked and ignored), and an

@@ -16,6 +16,7 @@
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
 #include "core/model/threads.hpp"
+#include "core/train/checkpoint.hpp"
 #include "core/train/jet_batches.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_output.hpp"
@@ -359,6 +360,46 @@ TEST(ChainSpec, ModelOverridesWithAFoundationAreRefused) {
   p["init"] = "foundation";
   p["config"] = {{"preset", "tiny"}};
   EXPECT_NO_THROW(chainSpecFromJson(p));
+}
+
+// A chain config's "preset" beside a foundation must name the foundation's preset (the
+// foundation fixes the model; before, another preset was ignored without a word). Checked
+// at campaign init from the foundation's meta.json, and when the chain starts.
+TEST(ChainSpec, APresetBesideAFoundationMustBeTheFoundations) {
+  const fs::path dir = fs::temp_directory_path() / ("ff_preset_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  CheckpointMeta meta;
+  meta.config = petPreset("tiny");
+  writeCheckpoint((dir / "found" / "model").string(), meta, {});
+  nlohmann::json p = {{"mc", "mc.h5"},
+                      {"data", "data.h5"},
+                      {"init", (dir / "found").string()},
+                      {"replica", 0},
+                      {"member", 0},
+                      {"campaign_seed", 1},
+                      {"iterations", 1},
+                      {"config", {{"preset", "omnilearn"}}}};
+  try {
+    checkChainTaskParams(p);
+    ADD_FAILURE() << "accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("'preset' \"omnilearn\" is not the foundation's (" +
+                                         (dir / "found").string() + " was pretrained as \"tiny\")"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(refusePresetBesideFoundation(p, "tiny"), InputError);
+  p["config"] = {{"preset", "tiny"}};
+  EXPECT_NO_THROW(checkChainTaskParams(p));
+  p["config"] = {{"epochs", 2}};  // no preset: the foundation's model
+  EXPECT_NO_THROW(checkChainTaskParams(p));
+  p["config"] = {{"preset", "omnilearn"}};
+  p["init"] = (dir / "not_yet").string();  // pretrained later: checked when the chain starts
+  EXPECT_NO_THROW(checkChainTaskParams(p));
+  p["init"] = "none";  // the preset builds the model
+  EXPECT_NO_THROW(checkChainTaskParams(p));
+  EXPECT_NO_THROW(refusePresetBesideFoundation(p, "tiny"));
+  fs::remove_all(dir);
 }
 
 // Every key of a chain config, with a value of any JSON type or an extreme number: accepted,
