@@ -170,7 +170,8 @@ std::pair<std::string, int> splitTaskAttempt(const std::string& entry) {
   if (at == std::string::npos) return {entry, 0};
   const std::string num = entry.substr(at + 1);
   if (num.empty() || num.size() > 9 || num.find_first_not_of("0123456789") != std::string::npos) {
-    throw InputError("task '" + entry + "': expected ID or ID@ATTEMPT (a number)");
+    throw InputError("task '" + entry + "': expected ID or ID@ATTEMPT (a number up to " +
+                     std::to_string(kMaxAttemptNumber) + ")");
   }
   return {entry.substr(0, at), std::stoi(num)};
 }
@@ -178,7 +179,9 @@ std::pair<std::string, int> splitTaskAttempt(const std::string& entry) {
 int workCommand(const std::string& dir, const std::vector<std::string>& entries, int attempt) {
   if (entries.empty())
     throw InputError("campaign work: give at least one --task ID or --tasks-file");
-  if (attempt < 0) throw InputError("campaign work: --attempt must be >= 0");
+  if (attempt < 0 || attempt > kMaxAttemptNumber)
+    throw InputError("campaign work: --attempt must be from 0 (a run by hand) to " +
+                     std::to_string(kMaxAttemptNumber) + ", not " + std::to_string(attempt));
   CampaignSpec spec = loadFrozenSpec(dir);
   std::vector<std::pair<std::string, int>> work;
   for (const auto& entry : entries) {

@@ -74,6 +74,9 @@ static_assert(kMaxSlotsPerNode >= kMaxCpuSlots);
 inline constexpr int kMaxThreadsPerTask = 1024;
 inline constexpr int kMaxAttempts = 1000;
 inline constexpr int kMaxInterruptions = 100000;
+// The largest attempt number `campaign work` takes (--attempt, ID@N): nine digits, far above
+// what retries and interruptions reach, and far below where int arithmetic on it overflows.
+inline constexpr int kMaxAttemptNumber = 999999999;
 inline constexpr double kMaxBackoffSeconds = 86400;  // one day
 inline constexpr double kMaxTimeLimitSeconds = 365 * 86400.0;
 

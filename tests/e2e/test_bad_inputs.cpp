@@ -404,6 +404,13 @@ TEST_F(BadInputs, CampaignSpecs) {
   // An existing campaign directory is never overwritten by init.
   expectCleanFailure({"campaign", "init", p("spec_good.json"), "--dir", p("camp")}, p("camp"));
   expectCleanFailure({"campaign", "status", p("not_a_campaign")}, p("not_a_campaign"));
+  // Attempt numbers beyond nine digits (before: --attempt 2147483647 ran and wrote a result
+  // with it, while @2147483647 was refused).
+  expectCleanFailure(
+      {"campaign", "work", p("camp"), "--task", "r0000m0", "--attempt", "2147483647"},
+      "--attempt must be from 0 (a run by hand) to 999999999");
+  expectCleanFailure({"campaign", "work", p("camp"), "--task", "r0000m0@2147483647"},
+                     "ID@ATTEMPT (a number up to 999999999)");
 }
 
 TEST_F(BadInputs, Checkpoints) {
