@@ -516,7 +516,10 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
                                         const std::string& out_dir,
                                         const std::optional<std::string>& truth_path,
                                         const AggregateOptions& options) {
-  requireOutputDirectoryPath(out_dir, "--out");
+  // One aggregation at a time writes out_dir (held from the start: a second one is refused
+  // before it reads the chains, not after).
+  OutputDirectoryLock lock(out_dir, "");  // `aggregate --out`, or a campaign's aggregate/
+  lock.removeLeftTemporaries({});
   std::vector<std::string> chains;
   for (const auto& d : run_dirs) {
     auto found = findChainDirs(d);
@@ -785,8 +788,6 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   // Every output goes to a temporary first and all are renamed into place together at the
   // end: a run that fails changes nothing (not bands.h5 of this run beside an earlier
   // summary.json), and a directory it made is removed again.
-  OutputDirectoryLock lock(out_dir, "");  // one aggregation at a time writes out_dir
-  lock.removeLeftTemporaries({});
   std::vector<AtomicFile> staged;
   {
     AtomicFile out(out_dir + "/bands.h5");

@@ -9,6 +9,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/output_lock.hpp"
 #include "core/base/process.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/jet_writer.hpp"
@@ -390,6 +391,27 @@ TEST_F(AggregateTest, AFailedAggregationLeavesTheEarlierOutputsAsTheyWere) {
   for (const auto& e : fs::directory_iterator(out))
     after[e.path().filename().string()] = foldfarm::readFile(e.path().string());
   EXPECT_TRUE(after == before) << "the failed run changed or left files in " << out;
+
+  // An aggregation into a directory that another one holds is refused before it reads a
+  // chain, and changes nothing there; a temporary that a killed one left goes with the next.
+  {
+    foldfarm::OutputDirectoryLock other(out, "");
+    try {
+      aggregateRunsWithOptions({(root_ / "late").string()}, out, std::nullopt, {false});
+      ADD_FAILURE() << "a second aggregation into a held directory ran";
+    } catch (const foldfarm::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(out + ": another foldfarm run is writing"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  std::map<std::string, std::string> held;
+  for (const auto& e : fs::directory_iterator(out))
+    held[e.path().filename().string()] = foldfarm::readFile(e.path().string());
+  EXPECT_TRUE(held == before);
+  std::ofstream(out + "/bands.h5.tmp.999999.0") << "partial";
+  aggregateRunsWithOptions({(root_ / "late").string()}, out, std::nullopt, {false});
+  EXPECT_FALSE(fs::exists(out + "/bands.h5.tmp.999999.0"));
 }
 
 TEST_F(AggregateTest, UnreadableChainFilesGiveOneLineNamingTheFile) {
