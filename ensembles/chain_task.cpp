@@ -217,7 +217,9 @@ size_t chainTaskCachedDatasets() {
 
 void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_dir,
                          ParallelContext* ctx) {
-  ChainSpec spec = chainSpecFromJson(params);
+  ChainSpec spec;  // the same params on every rank: rank 0 reports what is wrong
+  checkAlikeOnEveryRank(ctx != nullptr ? ctx->rank() : 0,
+                        [&] { spec = chainSpecFromJson(params); });
   const int threads = params.value("threads", 0);
   if (threads > 0) configureThreads(threads);
   setLogTask((spec.variation.is_null() ? std::string()
@@ -244,7 +246,9 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
   in.data = loadDataset(spec.data_path);
   if (spec.init != "none") {
     std::tie(in.init, in.init_sha256) = loadInit(spec.init);
-    refusePresetBesideFoundation(params, in.init->meta.config.preset);
+    checkAlikeOnEveryRank(ctx != nullptr ? ctx->rank() : 0, [&] {
+      refusePresetBesideFoundation(params, in.init->meta.config.preset);
+    });
   }
   // PET's device, and whether the config's precision and CUDA graphs can run there: refused
   // before the output directory exists.

@@ -15,6 +15,7 @@
 #include "core/train/device.hpp"
 #include "core/train/parallel.hpp"
 #include "dist/cli_options.hpp"
+#include "dist/launch.hpp"
 #include "ensembles/aggregate.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_task.hpp"
@@ -67,15 +68,19 @@ void registerUnfold(CommandGroups& g) {
   o->dist.addTo(*cmd);
   o->device.addTo(*cmd);
   cmd->callback([o] {
-    nlohmann::json config = readConfigFile(o->config);
-    // The command line's device, precision and shapes override the config file's.
-    o->device.applyTo(config);
-    // Checked here, naming its file, before the device is read from it (the chain checks
-    // it again).
-    const ensembles::ChainConfig checked =
-        ensembles::chainConfigFromJson(config, o->config.empty() ? "config" : o->config);
-    const DeviceChoice dev =
-        resolveDevice(parseDeviceRequest(checked.device, "--device"), probeDeviceFacts());
+    nlohmann::json config;
+    DeviceChoice dev;
+    // Under mpirun every rank finds a bad config alike: rank 0 says so.
+    checkAlikeOnEveryRank(dist::detectLaunch().rank, [&] {
+      config = readConfigFile(o->config);
+      // The command line's device, precision and shapes override the config file's.
+      o->device.applyTo(config);
+      // Checked here, naming its file, before the device is read from it (the chain checks
+      // it again).
+      const ensembles::ChainConfig checked =
+          ensembles::chainConfigFromJson(config, o->config.empty() ? "config" : o->config);
+      dev = resolveDevice(parseDeviceRequest(checked.device, "--device"), probeDeviceFacts());
+    });
     nlohmann::json params = {{"mc", o->mc},
                              {"data", o->data},
                              {"init", o->init},

@@ -12,6 +12,7 @@
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/train/torch_error.hpp"
+#include "dist/launch.hpp"
 
 namespace {
 
@@ -26,6 +27,16 @@ void ensurePassiveOpenMpWait(char** argv) {
   if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
   execv("/proc/self/exe", argv);
   // exec failed (no /proc): carry on with the policy the runtime already has.
+}
+
+// This process's rank under mpirun/mpiexec/srun: 0 alone, and 0 when the launcher's
+// variables do not agree (then every rank speaks).
+int launchRank() {
+  try {
+    return foldfarm::dist::detectLaunch().rank;
+  } catch (const std::exception&) {
+    return 0;
+  }
 }
 
 }  // namespace
@@ -68,8 +79,11 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "foldfarm: error: %s (see --help)\n", e.what());
+    // Every rank of mpirun/srun parses the same command line: rank 0 says what is wrong.
+    if (launchRank() == 0) std::fprintf(stderr, "foldfarm: error: %s (see --help)\n", e.what());
     return kExitBadInput;
+  } catch (const ReportedByRankZero& e) {
+    return e.exitCode();  // rank 0 printed it
   } catch (const Error& e) {
     std::fprintf(stderr, "foldfarm: error: %s\n", e.what());
     return e.exitCode();

@@ -37,6 +37,27 @@ class PeerLostError : public Error {
   explicit PeerLostError(const std::string& what) : Error(what, kExitPeerLost) {}
 };
 
+// Ends a rank of a data-parallel run without a line of its own: rank 0 reports the same
+// error (one that every rank finds alike, such as a bad option or config), so that N ranks
+// print it once. main() ends the process with exitCode() and prints nothing.
+class ReportedByRankZero : public Error {
+ public:
+  explicit ReportedByRankZero(int exit_code) : Error("reported by rank 0", exit_code) {}
+};
+
+// Runs `check`, which every rank of a run finds alike (options, a config file: not a file
+// only some ranks read): its Error propagates on rank 0 and becomes ReportedByRankZero, with
+// the same exit code, on the other ranks (`rank` is this process's rank, 0 when alone).
+template <class F>
+void checkAlikeOnEveryRank(int rank, F&& check) {
+  try {
+    check();
+  } catch (const Error& e) {
+    if (rank == 0) throw;
+    throw ReportedByRankZero(e.exitCode());
+  }
+}
+
 // "host:rank" prefix for messages from distributed code; rank -1 means not distributed.
 std::string hostName();
 std::string errnoMessage(int err);
@@ -48,13 +69,13 @@ std::string errnoMessage(int err);
 }  // namespace foldfarm
 
 // Check a POSIX call that returns -1 on failure and sets errno.
-#define FF_CHECK_SYS(expr, context)                                        \
-  do {                                                                     \
+#define FF_CHECK_SYS(expr, context)                                                       \
+  do {                                                                                    \
     if ((expr) == -1) ::foldfarm::throwSystemError(#expr, __FILE__, __LINE__, (context)); \
   } while (0)
 
 // Throw InputError when a user-input condition fails.
-#define FF_REQUIRE_INPUT(cond, msg)                       \
-  do {                                                    \
-    if (!(cond)) throw ::foldfarm::InputError(msg);       \
+#define FF_REQUIRE_INPUT(cond, msg)                 \
+  do {                                              \
+    if (!(cond)) throw ::foldfarm::InputError(msg); \
   } while (0)

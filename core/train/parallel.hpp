@@ -59,8 +59,8 @@ inline std::vector<double> allGather(ParallelContext& ctx, double local) {
 
 // (collective) The output directory `dir` made and locked by rank 0, the rank that writes
 // it (core/base/output_lock.hpp), with the temporaries an earlier run killed while writing
-// left in it and in `subdirs` removed. When rank 0 cannot take it every rank throws: rank 0
-// its own line, the others a line that points to it (none goes on alone into a collective).
+// left in it and in `subdirs` removed. When rank 0 cannot take it every rank throws (none
+// goes on alone into a collective): rank 0 its error, the others ReportedByRankZero.
 inline std::unique_ptr<OutputDirectoryLock> lockOutputOnRoot(
     ParallelContext& ctx, const std::string& dir, const std::string& option,
     const std::vector<std::string>& subdirs) {
@@ -81,8 +81,7 @@ inline std::unique_ptr<OutputDirectoryLock> lockOutputOnRoot(
   if (ctx.worldSize() > 1) ctx.allreduceSum(code);
   if (code[0] != 0) {
     if (failed) std::rethrow_exception(failed);
-    throw Error(dir + ": rank 0 could not take this output directory (its line says why)",
-                static_cast<int>(code[0]));
+    throw ReportedByRankZero(static_cast<int>(code[0]));
   }
   return lock;
 }
