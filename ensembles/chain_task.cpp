@@ -218,8 +218,10 @@ size_t chainTaskCachedDatasets() {
 void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_dir,
                          ParallelContext* ctx) {
   ChainSpec spec;  // the same params on every rank: rank 0 reports what is wrong
-  checkAlikeOnEveryRank(ctx != nullptr ? ctx->rank() : 0,
-                        [&] { spec = chainSpecFromJson(params); });
+  if (ctx != nullptr)
+    checkOnEveryRank(*ctx, [&] { spec = chainSpecFromJson(params); });
+  else
+    spec = chainSpecFromJson(params);
   const int threads = params.value("threads", 0);
   if (threads > 0) configureThreads(threads);
   setLogTask((spec.variation.is_null() ? std::string()
@@ -246,9 +248,11 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
   in.data = loadDataset(spec.data_path);
   if (spec.init != "none") {
     std::tie(in.init, in.init_sha256) = loadInit(spec.init);
-    checkAlikeOnEveryRank(ctx != nullptr ? ctx->rank() : 0, [&] {
-      refusePresetBesideFoundation(params, in.init->meta.config.preset);
-    });
+    const auto preset = [&] { refusePresetBesideFoundation(params, in.init->meta.config.preset); };
+    if (ctx != nullptr)
+      checkOnEveryRank(*ctx, preset);
+    else
+      preset();
   }
   // PET's device, and whether the config's precision and CUDA graphs can run there: refused
   // before the output directory exists.

@@ -68,19 +68,17 @@ void registerUnfold(CommandGroups& g) {
   o->dist.addTo(*cmd);
   o->device.addTo(*cmd);
   cmd->callback([o] {
-    nlohmann::json config;
-    DeviceChoice dev;
-    // Under mpirun every rank finds a bad config alike: rank 0 says so.
+    nlohmann::json config = readConfigFile(o->config);
+    // The command line's device, precision and shapes override the config file's.
+    o->device.applyTo(config);
+    // Checked here, naming its file, before the device is read from it (the chain checks
+    // it again). Under mpirun every rank finds a bad config alike: rank 0 says so.
+    ensembles::ChainConfig checked;
     checkAlikeOnEveryRank(dist::detectLaunch().rank, [&] {
-      config = readConfigFile(o->config);
-      // The command line's device, precision and shapes override the config file's.
-      o->device.applyTo(config);
-      // Checked here, naming its file, before the device is read from it (the chain checks
-      // it again).
-      const ensembles::ChainConfig checked =
-          ensembles::chainConfigFromJson(config, o->config.empty() ? "config" : o->config);
-      dev = resolveDevice(parseDeviceRequest(checked.device, "--device"), probeDeviceFacts());
+      checked = ensembles::chainConfigFromJson(config, o->config.empty() ? "config" : o->config);
     });
+    const DeviceChoice dev =
+        resolveDevice(parseDeviceRequest(checked.device, "--device"), probeDeviceFacts());
     nlohmann::json params = {{"mc", o->mc},
                              {"data", o->data},
                              {"init", o->init},

@@ -132,9 +132,9 @@ void runPretrain(const PretrainArgs& a, const CLI::App& app) {
       dist::makeParallelContext(a.dist.resolveForTraining("pretrain", dev.device));
   if (a.cuda_graphs) requireCudaGraphs(dev.device, ctx->worldSize(), "pretrain --cuda-graphs");
 
-  // A bad config is refused before any data is read: by rank 0, as every rank finds it.
+  // A bad config is refused before any data is read (by rank 0 when every rank finds it).
   PretrainOptions o;
-  checkAlikeOnEveryRank(ctx->rank(), [&] {
+  checkOnEveryRank(*ctx, [&] {
     const TrainConfigFile file = readTrainConfigFile(a.config);
     o.files = data::expandDatasetFiles(a.data);
     o.out = a.out;

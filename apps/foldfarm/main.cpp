@@ -82,8 +82,8 @@ int main(int argc, char** argv) {
     // Every rank of mpirun/srun parses the same command line: rank 0 says what is wrong.
     if (launchRank() == 0) std::fprintf(stderr, "foldfarm: error: %s (see --help)\n", e.what());
     return kExitBadInput;
-  } catch (const ReportedByRankZero& e) {
-    return e.exitCode();  // rank 0 printed it
+  } catch (const ReportedByAnotherRank& e) {
+    return e.exitCode();  // another rank printed it
   } catch (const Error& e) {
     std::fprintf(stderr, "foldfarm: error: %s\n", e.what());
     return e.exitCode();

@@ -37,24 +37,26 @@ class PeerLostError : public Error {
   explicit PeerLostError(const std::string& what) : Error(what, kExitPeerLost) {}
 };
 
-// Ends a rank of a data-parallel run without a line of its own: rank 0 reports the same
-// error (one that every rank finds alike, such as a bad option or config), so that N ranks
-// print it once. main() ends the process with exitCode() and prints nothing.
-class ReportedByRankZero : public Error {
+// Ends a rank of a data-parallel run without a line of its own: another rank prints the
+// error (rank 0, for one that every rank finds alike such as a bad option or config), so
+// that N ranks print it once. main() ends the process with exitCode() and prints nothing.
+class ReportedByAnotherRank : public Error {
  public:
-  explicit ReportedByRankZero(int exit_code) : Error("reported by rank 0", exit_code) {}
+  explicit ReportedByAnotherRank(int exit_code) : Error("reported by another rank", exit_code) {}
 };
 
-// Runs `check`, which every rank of a run finds alike (options, a config file: not a file
-// only some ranks read): its Error propagates on rank 0 and becomes ReportedByRankZero, with
-// the same exit code, on the other ranks (`rank` is this process's rank, 0 when alone).
+// For a check that runs before the ranks can talk (before MPI is initialised) and that every
+// rank finds alike by construction (the content of a config that every rank has read): its
+// Error propagates on rank 0 and becomes ReportedByAnotherRank, with the same exit code, on
+// the others. Not for reading files (a node may lack one): core/train/parallel.hpp's
+// checkOnEveryRank agrees over the ranks.
 template <class F>
 void checkAlikeOnEveryRank(int rank, F&& check) {
   try {
     check();
   } catch (const Error& e) {
     if (rank == 0) throw;
-    throw ReportedByRankZero(e.exitCode());
+    throw ReportedByAnotherRank(e.exitCode());
   }
 }
 

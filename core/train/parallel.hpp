@@ -57,32 +57,51 @@ inline std::vector<double> allGather(ParallelContext& ctx, double local) {
   return v;
 }
 
+// (collective) Runs `check` on every rank, and every rank ends with an error when it fails
+// on any (none goes on alone into a collective). An error of rank 0 is the one that every
+// rank finds alike (an option, a config): rank 0 throws it and the others
+// ReportedByAnotherRank, so N ranks print one line. When only other ranks fail (a file one
+// node cannot read), each throws its own and the rest, rank 0 among them, end quietly.
+// `check` itself must not call collectives.
+template <class F>
+void checkOnEveryRank(ParallelContext& ctx, F&& check) {
+  std::exception_ptr failed;
+  int code = 0;
+  try {
+    check();
+  } catch (const Error& e) {
+    failed = std::current_exception();
+    code = e.exitCode();
+  } catch (const std::exception&) {
+    failed = std::current_exception();
+    code = kExitFailure;
+  }
+  // [rank 0's exit code, failed ranks, the sum of their exit codes]
+  std::vector<double> v{ctx.rank() == 0 ? static_cast<double>(code) : 0.0, code != 0 ? 1.0 : 0.0,
+                        static_cast<double>(code)};
+  if (ctx.worldSize() > 1) ctx.allreduceSum(v);
+  if (v[1] == 0) return;
+  if (v[0] != 0) {
+    if (ctx.rank() == 0) std::rethrow_exception(failed);
+    throw ReportedByAnotherRank(static_cast<int>(v[0]));
+  }
+  if (failed) std::rethrow_exception(failed);
+  throw ReportedByAnotherRank(static_cast<int>(v[2] / v[1]));
+}
+
 // (collective) The output directory `dir` made and locked by rank 0, the rank that writes
 // it (core/base/output_lock.hpp), with the temporaries an earlier run killed while writing
-// left in it and in `subdirs` removed. When rank 0 cannot take it every rank throws (none
-// goes on alone into a collective): rank 0 its error, the others ReportedByRankZero.
+// left in it and in `subdirs` removed; when rank 0 cannot take it, every rank ends
+// (checkOnEveryRank: rank 0 prints why).
 inline std::unique_ptr<OutputDirectoryLock> lockOutputOnRoot(
     ParallelContext& ctx, const std::string& dir, const std::string& option,
     const std::vector<std::string>& subdirs) {
   std::unique_ptr<OutputDirectoryLock> lock;
-  std::exception_ptr failed;
-  int failed_code = 0;
-  if (ctx.rank() == 0) {
-    try {
-      lock = std::make_unique<OutputDirectoryLock>(dir, option);
-      lock->removeLeftTemporaries(subdirs);
-    } catch (const Error& e) {
-      lock.reset();
-      failed = std::current_exception();
-      failed_code = e.exitCode();
-    }
-  }
-  std::vector<double> code{static_cast<double>(failed_code)};
-  if (ctx.worldSize() > 1) ctx.allreduceSum(code);
-  if (code[0] != 0) {
-    if (failed) std::rethrow_exception(failed);
-    throw ReportedByRankZero(static_cast<int>(code[0]));
-  }
+  checkOnEveryRank(ctx, [&] {
+    if (ctx.rank() != 0) return;
+    lock = std::make_unique<OutputDirectoryLock>(dir, option);
+    lock->removeLeftTemporaries(subdirs);
+  });
   return lock;
 }
 

@@ -218,7 +218,7 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
 }  // namespace
 
 PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
-  checkAlikeOnEveryRank(ctx.rank(), [&] { checkPretrainOptions(o, ctx); });
+  checkOnEveryRank(ctx, [&] { checkPretrainOptions(o, ctx); });
   // One run writes --out (rank 0); what a run killed while writing left there is removed.
   const auto lock = lockOutputOnRoot(ctx, o.out, "--out", {"state", "model"});
   if (o.stream) return runStreamed(o, ctx);

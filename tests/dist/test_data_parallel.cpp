@@ -7,6 +7,10 @@
 
 #include <cmath>
 #include <functional>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <utility>
 
 #include "core/base/error.hpp"
 #include "core/train/optim.hpp"
@@ -244,6 +248,43 @@ TEST(DataParallel, MetricsAndStopAgreement) {
   EXPECT_DOUBLE_EQ(c[0], 2.0);
   EXPECT_TRUE(ctx.anyTrue(ctx.rank() == 1));
   EXPECT_FALSE(ctx.anyTrue(false));
+}
+
+// An error found on rank 0 (one every rank finds alike: an option, a config) is thrown by
+// rank 0 alone and ends the others quietly; one found only on another rank (a file that node
+// cannot read) is thrown there and ends rank 0 quietly. Every rank ends either way.
+TEST(DataParallel, ChecksOnEveryRankEndEveryRankAndOneReportsEach) {
+  DataParallelContext ctx(detectLaunch(), smallBuckets());
+  ASSERT_EQ(ctx.worldSize(), 2);
+  EXPECT_NO_THROW(checkOnEveryRank(ctx, [] {}));
+  auto outcome = [&](const std::function<void()>& check) -> std::pair<std::string, int> {
+    try {
+      checkOnEveryRank(ctx, check);
+    } catch (const ReportedByAnotherRank& e) {
+      return {"quiet", e.exitCode()};
+    } catch (const Error& e) {
+      return {e.what(), e.exitCode()};
+    } catch (const std::exception& e) {
+      return {e.what(), kExitFailure};
+    }
+    return {"none", 0};
+  };
+  // Alike on every rank: rank 0 reports it.
+  auto [what, code] = outcome([&] { throw InputError("rank " + std::to_string(ctx.rank())); });
+  EXPECT_EQ(what, ctx.rank() == 0 ? "rank 0" : "quiet");
+  EXPECT_EQ(code, kExitBadInput);
+  // Only rank 1 fails: rank 1 reports it, rank 0 ends too, with its exit code.
+  std::tie(what, code) = outcome([&] {
+    if (ctx.rank() == 1) throw Error("rank 1 cannot read its file", kExitFailure);
+  });
+  EXPECT_EQ(what, ctx.rank() == 1 ? "rank 1 cannot read its file" : "quiet");
+  EXPECT_EQ(code, kExitFailure);
+  // Not an Error (a library's exception): still every rank ends.
+  std::tie(what, code) = outcome([&] {
+    if (ctx.rank() == 0) throw std::runtime_error("boom");
+  });
+  EXPECT_EQ(code, kExitFailure);
+  EXPECT_EQ(what, ctx.rank() == 0 ? "boom" : "quiet");
 }
 
 TEST(DataParallel, AllreduceBenchSumsExactlyOnBothPaths) {
