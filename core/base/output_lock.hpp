@@ -1,6 +1,6 @@
 #pragma once
 // One run per output directory. A command that writes a directory of results over a long run
-// (pretrain, finetune, unfold, aggregate, the studies) holds its --out with an
+// (pretrain, finetune, unfold, aggregate, study scaling) holds its --out with an
 // OutputDirectoryLock: the directory is made (with its missing parents) and flock()ed
 // itself, so nothing is added to it. A second run into the same directory is refused with one
 // line instead of both writing the same state files. Under the lock, the temporaries that a

@@ -57,6 +57,20 @@ int errorLines(const std::string& err) {
   return n;
 }
 
+// `mpirun -np 2 foldfarm --log-level warn ARGS`.
+ProcessResult underMpirun(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {FOLDFARM_MPIRUN,
+                                   "--allow-run-as-root",
+                                   "--oversubscribe",
+                                   "-np",
+                                   "2",
+                                   FOLDFARM_BINARY,
+                                   "--log-level",
+                                   "warn"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return runSingleThreaded(argv, 120);
+}
+
 std::vector<std::string> temporariesUnder(const fs::path& dir) {
   std::vector<std::string> found;
   for (const auto& e : fs::recursive_directory_iterator(dir))
@@ -86,18 +100,9 @@ TEST_F(OutputDirs, ASecondRunIntoAHeldDirectoryIsRefusedAndWritesNothing) {
     EXPECT_TRUE(fs::is_empty(out)) << args[0];
   }
 
-  // Under mpirun -np 2 rank 0 takes the directory; both ranks end at once, rank 1 pointing
-  // to rank 0's line.
-  std::vector<std::string> argv = {FOLDFARM_MPIRUN,
-                                   "--allow-run-as-root",
-                                   "--oversubscribe",
-                                   "-np",
-                                   "2",
-                                   FOLDFARM_BINARY,
-                                   "--log-level",
-                                   "warn"};
-  for (const std::string& a : pretrain(out)) argv.push_back(a);
-  const ProcessResult r = runSingleThreaded(argv, 120);
+  // Under mpirun -np 2 rank 0 takes the directory; both ranks end at once, and only rank 0
+  // prints the line.
+  const ProcessResult r = underMpirun(pretrain(out));
   EXPECT_FALSE(r.timedOut) << r.err;
   EXPECT_NE(r.status(), 0) << r.err;
   EXPECT_NE(r.err.find(holder), std::string::npos) << r.err;
@@ -121,16 +126,7 @@ TEST_F(OutputDirs, UnderMpirunAnErrorEveryRankFindsIsPrintedOnce) {
   std::ofstream(dir_ + "/decay.json") << R"({"train": {"weight_decay": 3}})";
   const char* expected[] = {"epochs", "--epoch", "weight_decay", "'epochs'", "iterations"};
   for (size_t i = 0; i < std::size(cases); ++i) {
-    std::vector<std::string> argv = {FOLDFARM_MPIRUN,
-                                     "--allow-run-as-root",
-                                     "--oversubscribe",
-                                     "-np",
-                                     "2",
-                                     FOLDFARM_BINARY,
-                                     "--log-level",
-                                     "warn"};
-    argv.insert(argv.end(), cases[i].begin(), cases[i].end());
-    const ProcessResult r = runSingleThreaded(argv, 120);
+    const ProcessResult r = underMpirun(cases[i]);
     EXPECT_FALSE(r.timedOut) << cases[i][0] << ": " << r.err;
     EXPECT_NE(r.status(), 0) << r.err;
     EXPECT_EQ(errorLines(r.err), 1) << r.err;
