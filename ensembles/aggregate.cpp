@@ -890,25 +890,14 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   // 4. What an earlier aggregation into this directory wrote and this one did not (its
   //    event_weights.h5 with other columns, figures of older bands) is removed: the directory
   //    holds one aggregation.
-  std::set<std::string> written;
-  for (const AtomicFile& f : staged) written.insert(f.path());
+  std::vector<std::string> written;
+  for (const AtomicFile& f : staged) written.push_back(f.path());
   std::vector<std::string> ours{out_dir + "/event_weights.h5"};
   for (const auto& r : results) {
     ours.push_back(out_dir + "/" + r.name + ".png");
     ours.push_back(out_dir + "/" + r.name + "_breakdown.png");
   }
-  for (const auto& path : ours) {
-    if (written.count(path)) continue;
-    std::error_code ec;
-    if (fs::remove(path, ec))
-      logInfo(
-          "aggregate: removed {}, an output of an earlier aggregation that this one does "
-          "not write",
-          path);
-    else if (ec)
-      logWarn("aggregate: cannot remove {} of an earlier aggregation ({}); delete it by hand", path,
-              ec.message());
-  }
+  removeOutputsNotWritten(ours, written, "aggregate");
   if (weights_plan)
     logInfo("aggregate: wrote {}/event_weights.h5 ({} columns of {} events)", out_dir,
             weights_plan->columns.size(), weights_plan->rows);

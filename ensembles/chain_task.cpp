@@ -217,11 +217,10 @@ size_t chainTaskCachedDatasets() {
 
 void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_dir,
                          ParallelContext* ctx) {
+  SingleProcessContext alone;
+  ParallelContext& ranks = ctx != nullptr ? *ctx : alone;
   ChainSpec spec;  // the same params on every rank: rank 0 reports what is wrong
-  if (ctx != nullptr)
-    checkOnEveryRank(*ctx, [&] { spec = chainSpecFromJson(params); });
-  else
-    spec = chainSpecFromJson(params);
+  checkOnEveryRank(ranks, [&] { spec = chainSpecFromJson(params); });
   const int threads = params.value("threads", 0);
   if (threads > 0) configureThreads(threads);
   setLogTask((spec.variation.is_null() ? std::string()
@@ -248,11 +247,8 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
   in.data = loadDataset(spec.data_path);
   if (spec.init != "none") {
     std::tie(in.init, in.init_sha256) = loadInit(spec.init);
-    const auto preset = [&] { refusePresetBesideFoundation(params, in.init->meta.config.preset); };
-    if (ctx != nullptr)
-      checkOnEveryRank(*ctx, preset);
-    else
-      preset();
+    checkOnEveryRank(ranks,
+                     [&] { refusePresetBesideFoundation(params, in.init->meta.config.preset); });
   }
   // PET's device, and whether the config's precision and CUDA graphs can run there: refused
   // before the output directory exists.

@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -416,21 +415,15 @@ json runScalingStudy(const ScalingOptions& o) {
   staged.back().write(study.dump(2) + "\n");
   staged.emplace_back(o.out_dir + "/scaling.md");
   staged.back().write(scalingMarkdown(study));
-  std::set<std::string> drawn;
   for (const auto& [name, bytes] : pngs) {
     staged.emplace_back(o.out_dir + "/" + name + ".png");
     staged.back().write(bytes);
-    drawn.insert(name);
   }
   for (AtomicFile& f : staged) f.commit();
-  for (const char* name : kScalingFigures) {
-    if (drawn.count(name)) continue;
-    std::error_code ec;
-    const std::string path = o.out_dir + "/" + name + ".png";
-    if (fs::remove(path, ec))
-      logInfo("scaling: removed {}, a figure of an earlier study that this one does not draw",
-              path);
-  }
+  std::vector<std::string> written, figures;
+  for (const AtomicFile& f : staged) written.push_back(f.path());
+  for (const char* name : kScalingFigures) figures.push_back(o.out_dir + "/" + name + ".png");
+  removeOutputsNotWritten(figures, written, "scaling");
   logInfo("scaling: wrote {}/scaling.json, scaling.md and {} figure(s)", o.out_dir, pngs.size());
   return study;
 }

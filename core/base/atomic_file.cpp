@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -159,7 +160,7 @@ bool isTemporaryFileName(std::string_view name) {
   return pid_begin > kTmp.size() && name.substr(pid_begin - kTmp.size(), kTmp.size()) == kTmp;
 }
 
-int removeTemporaryFilesUnder(const std::string& dir) {
+int removeTemporaryFilesUnder(const std::string& dir, bool recursive) {
   namespace fs = std::filesystem;
   std::error_code ec;
   int removed = 0;
@@ -167,6 +168,7 @@ int removeTemporaryFilesUnder(const std::string& dir) {
   if (ec) throw Error(dir + ": cannot list: " + ec.message());
   for (const fs::recursive_directory_iterator end; it != end; it.increment(ec)) {
     if (ec) throw Error(dir + ": cannot list: " + ec.message());
+    if (!recursive) it.disable_recursion_pending();
     if (!fs::is_regular_file(it->symlink_status(ec)) ||
         !isTemporaryFileName(it->path().filename().string()))
       continue;
@@ -178,6 +180,20 @@ int removeTemporaryFilesUnder(const std::string& dir) {
     ++removed;
   }
   return removed;
+}
+
+void removeOutputsNotWritten(const std::vector<std::string>& candidates,
+                             const std::vector<std::string>& written, const std::string& who) {
+  for (const std::string& path : candidates) {
+    if (std::find(written.begin(), written.end(), path) != written.end()) continue;
+    std::error_code ec;
+    if (std::filesystem::remove(path, ec))
+      logInfo("{}: removed {}, an output of an earlier run that this one does not write", who,
+              path);
+    else if (ec)
+      logWarn("{}: cannot remove {} of an earlier run ({}); delete it by hand", who, path,
+              ec.message());
+  }
 }
 
 void writeFileAtomic(const std::string& path, std::string_view content) {

@@ -58,7 +58,14 @@ bool isTemporaryFileName(std::string_view name);
 // caller holds exclusively (a task directory under its lease), where such a file can only be
 // what a writer killed by SIGKILL or the OOM killer left behind. Throws Error naming the file
 // it cannot remove.
-int removeTemporaryFilesUnder(const std::string& dir);
+// With `recursive` false, only the files directly in `dir`.
+int removeTemporaryFilesUnder(const std::string& dir, bool recursive = true);
+// After a command committed the outputs `written` into a directory: removes each of
+// `candidates` (the outputs it can write) that it did not write this time, so that the
+// directory holds one run's outputs and not figures or files of an earlier run beside them.
+// Logs each removal, and a warning naming a file it cannot remove. `who` names the command.
+void removeOutputsNotWritten(const std::vector<std::string>& candidates,
+                             const std::vector<std::string>& written, const std::string& who);
 
 // Convenience: atomically replace `path` with `content`.
 void writeFileAtomic(const std::string& path, std::string_view content);

@@ -65,17 +65,7 @@ int OutputDirectoryLock::removeLeftTemporaries(const std::vector<std::string>& s
   if (!locked_) return 0;
   namespace fs = std::filesystem;
   std::error_code ec;
-  int removed = 0;
-  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
-    if (!fs::is_regular_file(entry.symlink_status(ec)) ||
-        !isTemporaryFileName(entry.path().filename().string()))
-      continue;
-    if (::unlink(entry.path().c_str()) != 0 && errno != ENOENT)
-      throw Error(entry.path().string() +
-                  ": cannot remove a temporary file: " + errnoMessage(errno));
-    ++removed;
-  }
-  if (ec) throw Error(dir_ + ": cannot list: " + ec.message());
+  int removed = removeTemporaryFilesUnder(dir_, /*recursive=*/false);
   for (const std::string& sub : subdirs) {
     const std::string path = (fs::path(dir_) / sub).string();
     if (fs::is_directory(fs::symlink_status(path, ec))) removed += removeTemporaryFilesUnder(path);
