@@ -24,13 +24,22 @@
 namespace foldfarm::app {
 namespace {
 
-nlohmann::json readConfigFile(const std::string& path) {
-  if (path.empty()) return nlohmann::json::object();
+// A config file's text ("" for no file: an empty object) and its parse, apart: a file one
+// node cannot read differs from node to node, while its content is alike on every rank.
+std::string readConfigText(const std::string& path) {
+  return path.empty() ? std::string("{}") : readFile(path);
+}
+
+nlohmann::json parseConfigText(const std::string& text, const std::string& path) {
   try {
-    return nlohmann::json::parse(readFile(path));
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw InputError(path + ": not valid JSON (" + e.what() + ")");
   }
+}
+
+nlohmann::json readConfigFile(const std::string& path) {
+  return parseConfigText(readConfigText(path), path);
 }
 
 void registerUnfold(CommandGroups& g) {
@@ -68,13 +77,19 @@ void registerUnfold(CommandGroups& g) {
   o->dist.addTo(*cmd);
   o->device.addTo(*cmd);
   cmd->callback([o] {
-    nlohmann::json config = readConfigFile(o->config);
-    // The command line's device, precision and shapes override the config file's.
-    o->device.applyTo(config);
-    // Checked here, naming its file, before the device is read from it (the chain checks
-    // it again). Under mpirun every rank finds a bad config alike: rank 0 says so.
+    // Read and checked here, naming its file, before the device is read from it (the chain
+    // checks it again), and before MPI exists. A file that cannot be read is so for every
+    // rank of a node (one file system): the node's first rank says so. A bad content every
+    // rank finds alike: rank 0 says so.
+    const dist::LaunchInfo launch = dist::detectLaunch();
+    std::string text;
+    checkAlikeOnEveryRank(launch.local_rank, [&] { text = readConfigText(o->config); });
+    nlohmann::json config;
     ensembles::ChainConfig checked;
-    checkAlikeOnEveryRank(dist::detectLaunch().rank, [&] {
+    checkAlikeOnEveryRank(launch.rank, [&] {
+      config = parseConfigText(text, o->config);
+      // The command line's device, precision and shapes override the config file's.
+      o->device.applyTo(config);
       checked = ensembles::chainConfigFromJson(config, o->config.empty() ? "config" : o->config);
     });
     const DeviceChoice dev =

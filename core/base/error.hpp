@@ -45,11 +45,13 @@ class ReportedByAnotherRank : public Error {
   explicit ReportedByAnotherRank(int exit_code) : Error("reported by another rank", exit_code) {}
 };
 
-// For a check that runs before the ranks can talk (before MPI is initialised) and that every
-// rank finds alike by construction (the content of a config that every rank has read): its
-// Error propagates on rank 0 and becomes ReportedByAnotherRank, with the same exit code, on
-// the others. Not for reading files (a node may lack one): core/train/parallel.hpp's
-// checkOnEveryRank agrees over the ranks.
+// For a check that runs before the ranks can talk (before MPI is initialised) and that a
+// group of ranks finds alike by construction: its Error propagates on the group's first rank
+// (`rank` 0) and becomes ReportedByAnotherRank, with the same exit code, on the others. With
+// the global rank, for what every rank finds alike (the content of a config every rank has
+// read). With the node-local rank, for what every rank of a node finds alike (reading a file:
+// one node may lack it, which that node's first rank then says). Once MPI is up,
+// core/train/parallel.hpp's checkOnEveryRank agrees over the ranks instead.
 template <class F>
 void checkAlikeOnEveryRank(int rank, F&& check) {
   try {

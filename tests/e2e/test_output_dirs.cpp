@@ -122,9 +122,15 @@ TEST_F(OutputDirs, UnderMpirunAnErrorEveryRankFindsIsPrintedOnce) {
        dir_ + "/bad_chain", "--replica", "0", "--member", "0", "--config",
        dir_ + "/bad_chain.json"},
       {"unfold", "--mc", dir_ + "/mc.h5", "--data", dir_ + "/data.h5", "--init", "none", "--out",
-       dir_ + "/bad_iterations", "--replica", "0", "--member", "0", "--iterations", "0"}};
+       dir_ + "/bad_iterations", "--replica", "0", "--member", "0", "--iterations", "0"},
+      {"unfold", "--mc", dir_ + "/mc.h5", "--data", dir_ + "/data.h5", "--init", "none", "--out",
+       dir_ + "/no_config", "--replica", "0", "--member", "0", "--config", dir_ + "/missing.json"},
+      {"unfold", "--mc", dir_ + "/mc.h5", "--data", dir_ + "/data.h5", "--init", "none", "--out",
+       dir_ + "/syntax", "--replica", "0", "--member", "0", "--config", dir_ + "/syntax.json"}};
+  std::ofstream(dir_ + "/syntax.json") << R"({"epochs": 2,})";
   std::ofstream(dir_ + "/decay.json") << R"({"train": {"weight_decay": 3}})";
-  const char* expected[] = {"epochs", "--epoch", "weight_decay", "'epochs'", "iterations"};
+  const char* expected[] = {"epochs",     "--epoch",      "weight_decay",  "'epochs'",
+                            "iterations", "missing.json", "not valid JSON"};
   for (size_t i = 0; i < std::size(cases); ++i) {
     const ProcessResult r = underMpirun(cases[i]);
     EXPECT_FALSE(r.timedOut) << cases[i][0] << ": " << r.err;
