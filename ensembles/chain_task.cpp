@@ -141,27 +141,30 @@ void refusePresetBesideFoundation(const nlohmann::json& params,
 void checkChainTaskParams(const nlohmann::json& params) {
   const ChainSpec spec = chainSpecFromJson(params);
   if (spec.init == "none") return;
-  // The foundation's preset, read once per meta.json (every task of a campaign names it).
+  // The foundation's preset, read once per meta.json version (every task of a campaign
+  // names it; a foundation rewritten meanwhile is read again).
   static std::mutex mu;
   static std::map<std::string, std::string> presets;
-  std::string dir;
+  std::string meta, key;
   try {
-    dir = resolveCheckpointDir(spec.init);
+    meta = resolveCheckpointDir(spec.init) + "/meta.json";
+    key = fileKey(meta);
   } catch (const InputError&) {
     return;  // not written yet: its chains check it when they start
   }
-  const std::string meta = dir + "/meta.json";
   std::string preset;
   {
     std::lock_guard<std::mutex> lock(mu);
-    auto it = presets.find(meta);
+    auto it = presets.find(key);
     if (it == presets.end()) {
+      for (auto e = presets.begin(); e != presets.end();)  // one version per path
+        e = e->first.rfind(meta + "|", 0) == 0 ? presets.erase(e) : std::next(e);
       const nlohmann::json j = nlohmann::json::parse(readFile(meta), nullptr, false);
       const nlohmann::json cfg =
           j.is_object() ? j.value("config", nlohmann::json::object()) : nlohmann::json();
-      it = presets
-               .emplace(meta, cfg.is_object() ? cfg.value("preset", std::string()) : std::string())
-               .first;
+      it =
+          presets.emplace(key, cfg.is_object() ? cfg.value("preset", std::string()) : std::string())
+              .first;
     }
     preset = it->second;
   }

@@ -393,6 +393,13 @@ TEST(ChainSpec, APresetBesideAFoundationMustBeTheFoundations) {
   EXPECT_NO_THROW(checkChainTaskParams(p));
   p["config"] = {{"epochs", 2}};  // no preset: the foundation's model
   EXPECT_NO_THROW(checkChainTaskParams(p));
+  // The foundation pretrained again, as omnilearn: read again, not the first preset cached.
+  meta.config = petPreset("omnilearn");
+  writeCheckpoint((dir / "found" / "model").string(), meta, {});
+  p["config"] = {{"preset", "omnilearn"}};
+  EXPECT_NO_THROW(checkChainTaskParams(p));
+  p["config"] = {{"preset", "tiny"}};
+  EXPECT_THROW(checkChainTaskParams(p), InputError);
   p["config"] = {{"preset", "omnilearn"}};
   p["init"] = (dir / "not_yet").string();  // pretrained later: checked when the chain starts
   EXPECT_NO_THROW(checkChainTaskParams(p));
