@@ -662,9 +662,9 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   }
   std::optional<EventWeightsPlan> weights_plan;
   if (options.event_weights != EventWeightsChoice::kNone)
-    weights_plan = planEventWeights(weight_groups);
+    weights_plan =
+        planEventWeights(weight_groups, options.event_weights == EventWeightsChoice::kCentral);
   if (weights_plan && options.event_weights == EventWeightsChoice::kCentral) {
-    keepCentralColumns(*weights_plan);
     if (weights_plan->columns.empty()) {
       logWarn(
           "aggregate: no central result to write (the nominal has no replica 0); no "

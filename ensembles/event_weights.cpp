@@ -80,6 +80,22 @@ EventWeightColumn centralColumn(const WeightGroup& g, const std::string& dataset
   return {dataset, g.variation, g.type, simulation, it->first, rows, it->second};
 }
 
+// The groups with their central replica's chains only: the nominal's replica 0 (its lowest
+// replica when it has none, which gives no column but names its simulation), each other
+// variation's centralColumn() replica; no mc_bootstrap variation.
+std::vector<WeightGroup> centralGroups(const std::vector<WeightGroup>& groups) {
+  std::vector<WeightGroup> central;
+  for (const WeightGroup& g : groups) {
+    if (g.type == "mc_bootstrap") continue;
+    WeightGroup c = g;
+    c.replicas.clear();
+    if (!g.replicas.empty())
+      c.replicas.insert(g.replicas.count(0) ? *g.replicas.find(0) : *g.replicas.begin());
+    central.push_back(std::move(c));
+  }
+  return central;
+}
+
 void writeColumnAttrs(hid_t file, const std::string& path, const EventWeightColumn& c) {
   const std::string ctx = path + ": attributes of " + c.dataset;
   data::H5Handle d =
@@ -94,9 +110,11 @@ void writeColumnAttrs(hid_t file, const std::string& path, const EventWeightColu
 
 }  // namespace
 
-std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>& groups) {
-  if (groups.empty() || !groups.front().variation.empty())
+std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>& all_groups,
+                                                 bool central_only) {
+  if (all_groups.empty() || !all_groups.front().variation.empty())
     throw Error("planEventWeights: the nominal group comes first");
+  const std::vector<WeightGroup> groups = central_only ? centralGroups(all_groups) : all_groups;
   const WeightGroup& nominal = groups.front();
   bool any_final = false;
   for (const auto& [r, dirs] : nominal.replicas)
@@ -119,7 +137,7 @@ std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>&
         "aggregate: the nominal has no replica 0 (no bootstrap); event_weights.h5 has no "
         "weights/nominal column");
   for (const auto& [r, dirs] : nominal.replicas)
-    if (r != 0)
+    if (r != 0 && !central_only)
       plan.columns.push_back(
           {"weights/" + replicaName(r), "", "nominal", plan.simulation, r, plan.rows, dirs});
 
@@ -155,15 +173,6 @@ std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>&
   }
   plan.columns.insert(plan.columns.end(), others.begin(), others.end());
   return plan;
-}
-
-void keepCentralColumns(EventWeightsPlan& plan) {
-  plan.columns.erase(std::remove_if(plan.columns.begin(), plan.columns.end(),
-                                    [](const EventWeightColumn& c) {
-                                      return (c.type == "nominal" && c.replica != 0) ||
-                                             c.type == "mc_bootstrap";
-                                    }),
-                     plan.columns.end());
 }
 
 AtomicFile writeEventWeights(const EventWeightsPlan& plan, const std::string& path) {

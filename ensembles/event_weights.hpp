@@ -71,12 +71,11 @@ struct EventWeightsPlan {
 // the nominal chains carry no `final`. Throws InputError (one line naming the chain or file)
 // when a chain's `final` length differs from its simulation's rows, the nominal chains
 // unfold different simulations or name none, or a simulation file is unreadable.
-// `groups` holds the nominal first.
-std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>& groups);
-
-// Drops the bootstrap-replica columns (the nominal's replicas >= 1 and every column of an
-// mc_bootstrap variation), keeping the central ones.
-void keepCentralColumns(EventWeightsPlan& plan);
+// `groups` holds the nominal first. With `central_only`, the plan has the central columns
+// only (the nominal's replica 0 and each variation's central replica; no bootstrap replica,
+// no mc_bootstrap variation), and only their chains are read.
+std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>& groups,
+                                                 bool central_only = false);
 
 // Writes the plan's columns for `path`, one column in memory at a time, into a temporary
 // file that the caller commits (with the other outputs of its run). Throws Error on a

@@ -749,4 +749,21 @@ TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
   EXPECT_NE(msg.find((root_ / "c/r3m0").string() + "/weights.h5"), std::string::npos) << msg;
   EXPECT_NE(msg.find("has 3 rows"), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(out2));
+  // The central columns read the central chains only: that bootstrap replica is not one.
+  aggregateRunsWithOptions({(root_ / "c").string()}, out2, std::nullopt, central);
+  EXPECT_EQ(nlohmann::json::parse(H5Reader(out2 + "/event_weights.h5").attr("/", "columns")),
+            nlohmann::json({"nominal", "det"}));
+
+  // Bootstrap replicas only (no replica 0): no central column, so no event_weights.h5; a
+  // variation's central column is still written.
+  writeChain("boot/r1m0", 1, 0, 1, 3, 42, mc, {1, 1, 1, 1});
+  writeChain("boot/r2m0", 2, 0, 1, 3, 42, mc, {2, 2, 2, 2});
+  const std::string out3 = (root_ / "agg3").string();
+  summary = aggregateRunsWithOptions({(root_ / "boot").string()}, out3, std::nullopt, central);
+  EXPECT_EQ(summary["outputs"], nlohmann::json({"bands.h5", "summary.json"}));
+  EXPECT_FALSE(fs::exists(out3 + "/event_weights.h5"));
+  writeChain("boot/det_r1", 1, 0, 2, 2, 42, det, {5, 5, 5, 5});
+  aggregateRunsWithOptions({(root_ / "boot").string()}, out3, std::nullopt, central);
+  EXPECT_EQ(nlohmann::json::parse(H5Reader(out3 + "/event_weights.h5").attr("/", "columns")),
+            nlohmann::json({"det"}));
 }
