@@ -221,6 +221,8 @@ void requireOutputDirectory(const std::string& path) {
   if (!std::filesystem::is_directory(parent))
     throw InputError(path + ": output directory " + parent.string() +
                      " does not exist; create it first");
+  if (std::filesystem::is_directory(p))
+    throw InputError(path + ": is a directory; name a file for the output");
 }
 
 void requireOutputDirectoryPath(const std::string& dir, const std::string& option) {

@@ -74,7 +74,9 @@ void writeFileAtomic(const std::string& path, std::string_view content);
 void fsyncPath(const std::string& path);
 void renameDurable(const std::string& from, const std::string& to);
 // Checks, before anything is read or written, that an output file can be placed at `path`:
-// InputError("<path>: output directory <dir> does not exist; create it first") otherwise.
+// InputError("<path>: output directory <dir> does not exist; create it first") otherwise,
+// and InputError("<path>: is a directory; ...") when a directory is at `path` (the rename
+// into place would fail only after the work).
 void requireOutputDirectory(const std::string& path);
 // Checks, before anything is read or computed, that an output directory can be at `dir`:
 // InputError("<dir>: exists and is not a directory; ...") when a file is there, or when the

@@ -119,6 +119,26 @@ TEST(AtomicFile, MissingDirectoryIsAClearError) {
   }
 }
 
+// An output file where a directory is, or in a directory that does not exist, is refused
+// before anything is computed (before: the rename failed after the work).
+TEST(OutputDirectory, AnOutputFileWhereADirectoryIsIsRefused) {
+  const fs::path d = tempDir() / "outfile";
+  fs::create_directories(d / "dir.h5");
+  EXPECT_NO_THROW(requireOutputDirectory((d / "new.h5").string()));
+  for (const auto& [path, why] : std::vector<std::pair<fs::path, std::string>>{
+           {d / "dir.h5", "is a directory; name a file for the output"},
+           {d / "none" / "x.h5",
+            "output directory " + (d / "none").string() + " does not exist; create it first"}}) {
+    try {
+      requireOutputDirectory(path.string());
+      ADD_FAILURE() << path << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()), path.string() + ": " + why);
+    }
+  }
+  fs::remove_all(d);
+}
+
 // An output directory where a file is (or under one) is refused before anything is
 // computed, naming the path and the option; a directory that exists, or that can be made
 // under one, is accepted.
