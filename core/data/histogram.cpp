@@ -8,7 +8,8 @@
 namespace foldfarm::data {
 
 Binning Binning::linspace(double lo, double hi, int n_edges) {
-  if (n_edges < 2 || !(hi > lo)) throw std::invalid_argument("Binning::linspace needs hi > lo and >= 2 edges");
+  if (n_edges < 2 || !(hi > lo))
+    throw std::invalid_argument("Binning::linspace needs hi > lo and >= 2 edges");
   Binning b;
   b.edges.resize(static_cast<size_t>(n_edges));
   const double step = (hi - lo) / (n_edges - 1);
@@ -27,13 +28,20 @@ int Binning::find(double x) const {
 
 Binning observableBinning(int observable) {
   switch (observable) {
-    case 0: return Binning::linspace(0, 75, 50);
-    case 1: return Binning::linspace(0, 0.6, 50);
-    case 2: return Binning::linspace(0, 80, 80);
-    case 3: return Binning::linspace(-14, -2, 50);
-    case 4: return Binning::linspace(0, 0.5, 50);
-    case 5: return Binning::linspace(0, 1.2, 50);
-    default: throw std::out_of_range("observable index " + std::to_string(observable) + " outside 0..5");
+    case 0:
+      return Binning::linspace(0, 75, 50);
+    case 1:
+      return Binning::linspace(0, 0.6, 50);
+    case 2:
+      return Binning::linspace(0, 80, 80);
+    case 3:
+      return Binning::linspace(-14, -2, 50);
+    case 4:
+      return Binning::linspace(0, 0.5, 50);
+    case 5:
+      return Binning::linspace(0, 1.2, 50);
+    default:
+      throw std::out_of_range("observable index " + std::to_string(observable) + " outside 0..5");
   }
 }
 
@@ -57,8 +65,8 @@ void Histogram1D::fill(double x, double w) {
 
 void Histogram1D::fill(const std::vector<double>& values, const std::vector<double>& weights) {
   if (!weights.empty() && weights.size() != values.size())
-    throw std::invalid_argument("Histogram1D::fill: " + std::to_string(values.size()) + " values but " +
-                                std::to_string(weights.size()) + " weights");
+    throw std::invalid_argument("Histogram1D::fill: " + std::to_string(values.size()) +
+                                " values but " + std::to_string(weights.size()) + " weights");
   for (size_t i = 0; i < values.size(); ++i) fill(values[i], weights.empty() ? 1.0 : weights[i]);
 }
 
@@ -80,17 +88,21 @@ std::vector<double> Histogram1D::densityErrors() const {
   std::vector<double> d(sumw_.size(), 0.0);
   const double s = inRangeSum();
   if (s == 0) return d;
-  for (size_t b = 0; b < d.size(); ++b) d[b] = std::sqrt(sumw2_[b]) / (s * binning_.width(static_cast<int>(b)));
+  for (size_t b = 0; b < d.size(); ++b)
+    d[b] = std::sqrt(sumw2_[b]) / (s * binning_.width(static_cast<int>(b)));
   return d;
 }
 
-double triangularDiscriminator(const std::vector<double>& p, const std::vector<double>& q, const Binning& b) {
+double triangularDiscriminator(const std::vector<double>& p, const std::vector<double>& q,
+                               const Binning& b) {
   if (p.size() != q.size() || static_cast<int>(p.size()) != b.numBins())
     throw std::invalid_argument("triangularDiscriminator: densities and binning differ in size");
   double d = 0;
   for (size_t i = 0; i < p.size(); ++i) {
     const double s = p[i] + q[i];
-    if (s == 0) continue;
+    // Empty bins, and bins whose density is negative (negative event weights) where a
+    // negative denominator would subtract, are left out, as the statistical floor does.
+    if (!(s > 0)) continue;
     d += b.width(static_cast<int>(i)) * (p[i] - q[i]) * (p[i] - q[i]) / s;
   }
   return 0.5 * d * 1e3;

@@ -10,9 +10,9 @@ TEST(Histogram, SumsOfWeightsAndSquaresWithUnderOverflow) {
   h.fill(0.5, 2.0);
   h.fill(0.7, 3.0);
   h.fill(3.9, 1.5);
-  h.fill(4.0, 1.0);   // last edge belongs to the last bin
-  h.fill(-1, 7.0);    // underflow
-  h.fill(9, 5.0);     // overflow
+  h.fill(4.0, 1.0);  // last edge belongs to the last bin
+  h.fill(-1, 7.0);   // underflow
+  h.fill(9, 5.0);    // overflow
   EXPECT_DOUBLE_EQ(h.sumW()[0], 5.0);
   EXPECT_DOUBLE_EQ(h.sumW2()[0], 13.0);
   EXPECT_DOUBLE_EQ(h.sumW()[3], 2.5);
@@ -44,6 +44,10 @@ TEST(Histogram, TriangularDiscriminatorHandComputed) {
   s.fill(1.5);
   EXPECT_NEAR(triangularDiscriminator(r, s), 1000.0, 1e-9);
   EXPECT_THROW(triangularDiscriminator(p, r), std::invalid_argument);
+  // Negative event weights: a bin with p + q < 0 is left out (it would subtract 1/2 x
+  // (-0.5 - 0.25)^2 / -0.25 = 1.125 and make the sum negative); the others count as usual.
+  const std::vector<double> neg_p = {1.5, -0.5}, neg_q = {0.75, 0.25};
+  EXPECT_NEAR(triangularDiscriminator(neg_p, neg_q, b), 0.5 * 0.75 * 0.75 / 2.25 * 1e3, 1e-9);
 }
 
 TEST(Histogram, SpecBinnings) {
