@@ -640,6 +640,18 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   const std::vector<ObservableHistogram>& prior = nominal_group.prior;
   const size_t used_chains = nominal_group.chains;
   const Systematics sys = checkVariations(groups);
+  // The statistical band's spread: over the bootstrap replicas (r >= 1) when there are two or
+  // more of them, else over every replica (replica 0 included).
+  const size_t bootstrap_replicas =
+      replicas.size() - static_cast<size_t>(replicas.count(0) ? 1 : 0);
+  const bool band_from_bootstrap = bootstrap_replicas >= 2;
+  const size_t band_replicas = band_from_bootstrap ? bootstrap_replicas : replicas.size();
+  if (!band_from_bootstrap && replicas.size() > 1)
+    logWarn(
+        "aggregate: {} replicas, of which {} bootstrap replica: the statistical band is the spread "
+        "of all of them, replica 0 (the data as measured) included, and too narrow; run 2 or more "
+        "bootstrap replicas",
+        replicas.size(), bootstrap_replicas);
   std::optional<TruthHistograms> truth;
   if (truth_path) truth = readTruth(*truth_path, prior);
   std::optional<TruthHistograms> closure_truth;
@@ -676,6 +688,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   // 2. Bands per observable (everything computed before anything is written).
   nlohmann::json summary = {
       {"replicas", replicas.size()},
+      {"band_replicas", band_replicas},
       {"chains", used_chains},
       {"campaign_seed", *campaign_seed},
       {"classifier", classifiers.size() == 1 ? *classifiers.begin() : std::string("mixed")},
@@ -695,7 +708,8 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     std::string name;
     std::vector<double> edges, prior;
     BandStats band;
-    std::vector<std::vector<double>> rows;
+    std::vector<std::vector<double>> rows;         // every replica's density
+    std::vector<std::vector<double>> spread_rows;  // those the band's spread is over
     SystematicsResult sys;
     std::vector<std::pair<std::string, std::vector<double>>> sigmas;
   };
@@ -705,12 +719,20 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     res.name = prior[o].name;
     res.edges = prior[o].edges;
     res.prior = density(prior[o].sumw, res.edges);
-    BandAccumulator acc(prior[o].bins());
     const std::map<int, std::vector<double>> nominal_rows =
         replicaDensities(replicas, o, res.edges);
-    for (const auto& [r, row] : nominal_rows) acc.add(row);
-    res.band = acc.compute();
-    res.rows = acc.rows();
+    // The spread is that of the bootstrap replicas: replica 0 is the fit to the data as
+    // measured (weights 1), not a draw, and would narrow the band by (R-1)/R in variance.
+    // The central value is the mean over every replica.
+    BandAccumulator all(prior[o].bins()), spread(prior[o].bins());
+    for (const auto& [r, row] : nominal_rows) {
+      all.add(row);
+      if (band_from_bootstrap ? r != 0 : true) spread.add(row);
+    }
+    res.band = spread.compute();
+    res.band.mean = all.compute().mean;
+    res.rows = all.rows();
+    res.spread_rows = spread.rows();
     res.sys = computeSystematics(o, res.edges, nominal_rows, res.band, groups, sys, closure_truth);
     res.sigmas = uncertaintySigmas(res.band, res.sys);
     nlohmann::json js = {{"bins", prior[o].bins()}};
@@ -720,7 +742,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       js["delta_prior"] = data::triangularDiscriminator(res.prior, t, binning);
       js["delta_unfolded"] = data::triangularDiscriminator(res.band.mean, t, binning);
       std::vector<double> per_replica;
-      for (const auto& row : res.rows)
+      for (const auto& row : res.spread_rows)
         per_replica.push_back(data::triangularDiscriminator(row, t, binning));
       double mean = 0, var = 0;
       for (double d : per_replica) mean += d;
@@ -772,7 +794,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       for (const char* k :
            {"delta_prior", "delta_unfolded", "delta_unfolded_err", "coverage_68", "coverage_95",
             "delta_floor", "mean_prior", "mean_truth", "mean_unfolded", "shift_recovered",
-            "coverage_68_total", "coverage_95_total"})
+            "shift_significance", "coverage_68_total", "coverage_95_total"})
         js[k] = nullptr;
     }
     js["uncertainty"] = nlohmann::json::object();
@@ -805,7 +827,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     };
     for (size_t o = 0; o < results.size(); ++o) {
       const auto& r = results[o];
-      const uint64_t nb = r.band.bins, nr = r.band.replicas;
+      const uint64_t nb = r.band.bins, nr = r.rows.size();
       put(r.name + "/edges", r.edges);
       put(r.name + "/nominal", r.band.mean);
       put(r.name + "/std", r.band.std);
@@ -841,11 +863,14 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       }
     }
     data::h5WriteInt64Attr(f.get(), "replicas", static_cast<int64_t>(replicas.size()));
+    data::h5WriteInt64Attr(f.get(), "band_replicas", static_cast<int64_t>(band_replicas));
     data::h5WriteInt64Attr(f.get(), "chains", static_cast<int64_t>(used_chains));
     data::h5WriteStringAttr(f.get(), "campaign_seed", std::to_string(*campaign_seed));
     data::h5WriteStringAttr(f.get(), "content",
                             "unit-area densities per bin; replicas = mean over members of each "
-                            "bootstrap replica");
+                            "replica (0: the data as measured, >= 1: bootstrap); nominal = mean "
+                            "over the replicas; std, percentiles, covariance, correlation over "
+                            "the band_replicas bootstrap replicas");
     f.close(path + ": closing");
     staged.push_back(std::move(out));
   }

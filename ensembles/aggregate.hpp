@@ -14,10 +14,12 @@
 //  1. replica result = mean over its ensemble members of the unfolded histograms;
 //  2. every histogram is normalised to unit area (density: divide by Σw and bin width);
 //  3. nominal = mean over replicas; band = std and the 16/84 and 2.5/97.5 percentiles per
-//     bin (ensembles/band_stats.hpp); bin-to-bin covariance and correlation;
+//     bin (ensembles/band_stats.hpp); bin-to-bin covariance and correlation: these over the
+//     bootstrap replicas r >= 1 when there are two or more (replica 0, the data as measured,
+//     is no draw and would narrow the band), else over every replica (logged);
 //  4. with a truth file (unfold layout with `gen_subs`; `weights` and `pass_gen` honoured):
 //     triangular discriminator x10^3 of the nominal vs truth, its uncertainty (std over
-//     replicas of each replica's discriminator), that of the prior (MC gen, unweighted)
+//     the band's replicas of each one's discriminator), that of the prior (MC gen, unweighted)
 //     vs truth, and the per-bin coverage of the truth by the 68% and 95% bands (fraction
 //     of bins where truth or nominal is non-zero whose truth lies inside the band);
 //     the statistical floor of Δ (its expectation for a perfect unfolding of samples of
@@ -38,8 +40,9 @@
 //
 // Outputs in out_dir (each written atomically; out_dir created if missing):
 //   bands.h5      /<observable>/{edges, nominal, std, p16, p84, p2_5, p97_5, covariance,
-//                 correlation, replicas (R x bins), prior, truth}; root attributes
-//                 replicas, chains (the nominal's), observables; and, per observable:
+//                 correlation, replicas (R x bins, every replica), prior, truth}; root
+//                 attributes replicas, band_replicas (those the spread is over), chains (the
+//                 nominal's), observables; and, per observable:
 //                   covariance_total, std_total (sqrt of its diagonal): = covariance and std
 //                     without variations;
 //                   covariance_mc_stat                       (with an mc_bootstrap variation)
@@ -49,7 +52,8 @@
 //                   variations/<name>/nominal                (each variation's mean result)
 //                   non_closure/{shift, truth, unfolded}     (with a non_closure variation)
 //                 (`covariance` stays the statistical one, from the data bootstrap)
-//   summary.json  {"replicas", "chains" (the nominal's), "classifier" (the chains' step
+//   summary.json  {"replicas", "band_replicas", "chains" (the nominal's), "classifier" (the chains'
+//   step
 //                 model, or "mixed"), "variations": [{name, type, source, direction, chains,
 //                 replicas}] ([] without variations),
 //                 "observables": {name: {delta_prior, delta_unfolded,

@@ -11,7 +11,8 @@ namespace foldfarm::report {
 double AlphaBeta::allreduceSeconds(int ranks, double bytes, int buckets) const {
   if (ranks <= 1) return 0.0;
   const double n = ranks;
-  return std::max(1, buckets) * 2.0 * (n - 1) * alpha_s + 2.0 * (n - 1) / n * bytes * beta_s_per_byte;
+  return std::max(1, buckets) * 2.0 * (n - 1) * alpha_s +
+         2.0 * (n - 1) / n * bytes * beta_s_per_byte;
 }
 
 double StepModel::stepSeconds(int ranks) const {
@@ -79,8 +80,10 @@ AlphaBetaFit fitAlphaBeta(const std::vector<CommSample>& samples, double alpha_f
         r_b += std::pow(c.seconds - b0 * x2(c), 2);
         r_a += std::pow(c.seconds - a0 * x1(c), 2);
       }
-      if (r_b <= r_a) a = 0, b = b0;
-      else a = a0, b = 0;
+      if (r_b <= r_a)
+        a = 0, b = b0;
+      else
+        a = a0, b = 0;
     }
     fit.link = {a, b};
     fit.alpha_fitted = true;
@@ -88,7 +91,8 @@ AlphaBetaFit fitAlphaBeta(const std::vector<CommSample>& samples, double alpha_f
     fit.link = {alpha_fallback_s, betaOnly(alpha_fallback_s)};
   }
   double ss = 0;
-  for (const auto& c : s) ss += std::pow(c.seconds - fit.link.allreduceSeconds(c.ranks, c.bytes, c.buckets), 2);
+  for (const auto& c : s)
+    ss += std::pow(c.seconds - fit.link.allreduceSeconds(c.ranks, c.bytes, c.buckets), 2);
   fit.rms_residual_s = std::sqrt(ss / s.size());
   return fit;
 }

@@ -69,6 +69,8 @@ BandsFile readBandsFile(const std::string& path) {
     H5Handle file = data::h5OpenRead(path);
     BandsFile out;
     out.replicas = readIntAttr(file.get(), "replicas");
+    out.band_replicas = readIntAttr(file.get(), "band_replicas");
+    if (out.band_replicas == 0) out.band_replicas = out.replicas;  // written before it existed
     out.chains = readIntAttr(file.get(), "chains");
     std::vector<std::string> groups;
     hsize_t idx = 0;

@@ -2,7 +2,7 @@
 // Reading the aggregation's bands.h5 (ensembles/aggregate.hpp writes it):
 //   /<observable>/{edges, nominal, std, p16, p84, p2_5, p97_5, covariance, correlation,
 //                  replicas (R x bins), prior, truth (only with a truth file)}
-//   root attributes replicas, chains.
+//   root attributes replicas, band_replicas (those the spread is over), chains.
 // Values are unit-area densities per bin. Only what the report shows is read (replicas and
 // covariance are not).
 //
@@ -24,6 +24,7 @@ struct ObservableBands {
 
 struct BandsFile {
   int64_t replicas = 0;
+  int64_t band_replicas = 0;  // the bootstrap replicas the band's spread is over
   int64_t chains = 0;
   std::vector<ObservableBands> observables;  // SPEC §3.3 order first, then by name
 };

@@ -351,7 +351,9 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
         {"wall time", wall > 0 ? formatDuration(wall) : "-"},
     };
     if (summary) {
-      rows.push_back({"bootstrap replicas aggregated", summary->value("replicas", json()).dump()});
+      rows.push_back({"replicas aggregated", summary->value("replicas", json()).dump()});
+      if (summary->contains("band_replicas"))
+        rows.push_back({"replicas in the statistical band", (*summary)["band_replicas"].dump()});
       rows.push_back({"chains aggregated", summary->value("chains", json()).dump()});
     }
     body += "<section id=\"overview\"><h2>Overview</h2>\n" +
@@ -367,9 +369,10 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
     std::string s =
         "<section id=\"distributions\"><h2>Unfolded distributions</h2>\n<p>Unit-area "
         "densities: the mean over " +
-        std::to_string(bands->replicas) + " bootstrap replicas (" + std::to_string(bands->chains) +
-        " chains) with the 16-84% and 2.5-97.5% bands, the truth and the prior (MC "
-        "gen); the lower panels show ratios.</p>\n<div class=\"grid\">\n";
+        std::to_string(bands->replicas) + " replicas (" + std::to_string(bands->chains) +
+        " chains) with the 16-84% and 2.5-97.5% bands of " + std::to_string(bands->band_replicas) +
+        " bootstrap replicas, the truth and the prior (MC gen); the lower panels show "
+        "ratios.</p>\n<div class=\"grid\">\n";
     int shown = 0;
     std::vector<std::string> missing;
     for (const auto& o : bands->observables) {

@@ -26,19 +26,19 @@ struct CampaignStats {
   int tasks = 0;
   int replicas = 0, members = 0;
   int gpus = 0, tasks_per_gpu = 1, threads_per_task = 1, slots = 0;
-  std::map<std::string, int> counts;   // state name -> tasks (every state listed)
-  int64_t attempts = 0;                // dispatches (pending -> running), all tasks
-  int64_t failed_attempts = 0;         // attempts that ended in a failure (retried or not)
-  int64_t interrupted_attempts = 0;    // attempts that ended interrupted (requeued)
-  int tasks_retried = 0;               // tasks that needed more than one attempt
-  std::vector<FailedTask> failures;    // tasks with failed attempts or in state failed
+  std::map<std::string, int> counts;           // state name -> tasks (every state listed)
+  int64_t attempts = 0;                        // dispatches (pending -> running), all tasks
+  int64_t failed_attempts = 0;                 // attempts that ended in a failure (retried or not)
+  int64_t interrupted_attempts = 0;            // attempts that ended interrupted (requeued)
+  int tasks_retried = 0;                       // tasks that needed more than one attempt
+  std::vector<FailedTask> failures;            // tasks with failed attempts or in state failed
   std::map<std::string, int> failure_reasons;  // reason of each failed attempt -> count
-  double run_s = 0;                    // Σ over attempts of running time
-  double gpu_hours = 0;                // run_s x GPUs per task / 3600 (0 on CPU slots)
-  double cpu_hours = 0;                // run_s x threads_per_task / 3600
-  double first_start = 0, last_end = 0;  // epoch seconds (0: nothing ran)
-  std::vector<double> done_at;         // epoch seconds of each completion (done), sorted
-  std::map<std::string, int> hosts;    // host -> attempts run there
+  double run_s = 0;                            // Σ over attempts of running time
+  double gpu_hours = 0;                        // run_s x GPUs per task / 3600 (0 on CPU slots)
+  double cpu_hours = 0;                        // run_s x threads_per_task / 3600
+  double first_start = 0, last_end = 0;        // epoch seconds (0: nothing ran)
+  std::vector<double> done_at;                 // epoch seconds of each completion (done), sorted
+  std::map<std::string, int> hosts;            // host -> attempts run there
 };
 
 // Opens D read-only (jobs::Campaign::open). Throws InputError when D is not a campaign

@@ -17,9 +17,9 @@ struct StepWeightStats {
   double mean_ess_fraction = 0;
   double min_ess_fraction = 0;
   std::string min_ess_task;
-  long long clipped = 0;      // Σ over chains
-  long long non_finite = 0;   // Σ over chains
-  double max_weight = 0;      // largest normalised weight of any chain
+  long long clipped = 0;     // Σ over chains
+  long long non_finite = 0;  // Σ over chains
+  double max_weight = 0;     // largest normalised weight of any chain
 };
 
 // One chain's summary: its last step and its totals.
@@ -32,8 +32,8 @@ struct ChainWeightStats {
 };
 
 struct WeightDiagnostics {
-  std::vector<StepWeightStats> steps;   // ordered by iteration, then step
-  std::vector<ChainWeightStats> chains; // ordered by min_ess_fraction (worst first)
+  std::vector<StepWeightStats> steps;    // ordered by iteration, then step
+  std::vector<ChainWeightStats> chains;  // ordered by min_ess_fraction (worst first)
 };
 
 // Scans D/tasks/*/history.json. Returns an empty result when no chain history exists.

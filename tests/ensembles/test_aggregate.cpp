@@ -226,18 +226,35 @@ TEST_F(AggregateTest, MembersAveragedReplicasGiveMeanStdPercentilesCovariance) {
   auto corr = read("mass/correlation");
   ASSERT_EQ(nominal.size(), 49u);
   ASSERT_EQ(cov_dims, (std::vector<uint64_t>{49, 49}));
+  // The nominal is the mean over all three replicas; the spread is that of the bootstrap
+  // replicas 1 and 2 only (.25 and .75): replica 0, the data as measured, is no draw.
   EXPECT_NEAR(nominal[0] * w, 0.5, 1e-12);
   EXPECT_NEAR(nominal[1] * w, 0.5, 1e-12);
-  EXPECT_NEAR(std_[0] * w, 0.25, 1e-12);
-  // numpy.percentile([.25, .5, .75], 16) = 0.33, 84 -> 0.67
+  EXPECT_NEAR(std_[0] * w, std::sqrt(0.125), 1e-12);  // with replica 0: 0.25
+  // numpy.percentile([.25, .75], 16) = 0.33, 84 -> 0.67
   EXPECT_NEAR(p16[0] * w, 0.33, 1e-12);
   EXPECT_NEAR(p84[0] * w, 0.67, 1e-12);
-  EXPECT_NEAR(cov[1] * w * w, -0.0625, 1e-12);
+  EXPECT_NEAR(cov[1] * w * w, -0.125, 1e-12);
   EXPECT_NEAR(corr[1], -1.0, 1e-12);
   read("mass/replicas", &rep_dims);
-  EXPECT_EQ(rep_dims, (std::vector<uint64_t>{3, 49}));
+  EXPECT_EQ(rep_dims, (std::vector<uint64_t>{3, 49}));  // every replica's density
   EXPECT_EQ(foldfarm::data::h5ReadAttrAsString(f.get(), "replicas"), "3");
+  EXPECT_EQ(foldfarm::data::h5ReadAttrAsString(f.get(), "band_replicas"), "2");
+  EXPECT_EQ(summary["band_replicas"], 2);
   EXPECT_THROW(read("mass/absent"), foldfarm::InputError);
+
+  // One bootstrap replica beside replica 0: too few for a spread of their own, so the band is
+  // that of both (.5 and .25), and says so.
+  writeChain("two/r0/m0", 0, 0, 1, 1);
+  writeChain("two/r1/m0", 1, 0, 1, 3);
+  const std::string out2 = (root_ / "agg2").string();
+  summary = aggregateRunsWithOptions({(root_ / "two").string()}, out2, std::nullopt,
+                                     AggregateOptions{false});
+  EXPECT_EQ(summary["band_replicas"], 2);
+  const std::string bands2 = out2 + "/bands.h5";
+  foldfarm::data::H5Handle f2 = foldfarm::data::h5OpenRead(bands2);
+  EXPECT_NEAR(readFloat64Dataset(f2.get(), bands2, "mass/std")[0] * w, std::sqrt(2 * 0.125 * 0.125),
+              1e-12);
 }
 
 TEST_F(AggregateTest, TruthGivesDiscriminatorsAndCoverage) {
@@ -253,7 +270,9 @@ TEST_F(AggregateTest, TruthGivesDiscriminatorsAndCoverage) {
   EXPECT_NEAR(mass["delta_unfolded"].get<double>(), 0.0, 1e-9);
   // Prior [1, 0] vs truth [.5, .5]: 1/2 (0.25/1.5 + 0.25/0.5) x 1e3.
   EXPECT_NEAR(mass["delta_prior"].get<double>(), 1e3 / 3.0, 1e-6);
-  EXPECT_GT(mass["delta_unfolded_err"].get<double>(), 0.0);
+  // The bootstrap replicas 1 and 2 lie symmetrically about the truth: equal Δ, no spread.
+  // (Replica 0's Δ of 0, the data as measured, is not a draw and does not enter.)
+  EXPECT_NEAR(mass["delta_unfolded_err"].get<double>(), 0.0, 1e-9);
   EXPECT_DOUBLE_EQ(mass["coverage_68"].get<double>(), 1.0);
   EXPECT_DOUBLE_EQ(mass["coverage_95"].get<double>(), 1.0);
   // The nominal [.5, .5] moved the mean all the way from the prior's bin 0 to the truth's.
@@ -471,8 +490,8 @@ TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
   // Everything below in fractions of the unit area (density x bin width w). Every shift has
   // x in bin 0 and -x in bin 1 (two bins of unit area), so bin 0 tells all.
   const double w = 75.0 / 49.0;
-  // Statistical: nominal replicas .5, .25, .75.
-  const double stat_var = (0.0 + 0.25 * 0.25 + 0.25 * 0.25) / 2;
+  // Statistical: the bootstrap replicas .25, .75 (replica 0's .5 is the central fit).
+  const double stat_var = (0.25 * 0.25 + 0.25 * 0.25) / 1;
   // det (half_difference): up shifts r0 .6 - .5, r1 .4 - .25; down r0 .4 - .5 (its replica 5
   // has no nominal partner).
   const double det_up = (0.1 + 0.15) / 2, det_down = -0.1, det = (det_up - det_down) / 2;
