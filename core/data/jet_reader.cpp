@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <sstream>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -227,6 +228,23 @@ struct JetFile::Impl {
     return end;
   }
 
+  // Writes `bytes` (one-byte enum values) into `out` as `memtype` (a native integer or
+  // floating-point type).
+  void widenBytes(const std::vector<int8_t>& bytes, hid_t memtype, void* out,
+                  const std::string& name) const {
+    const size_t size = H5Tget_size(memtype);
+    const H5T_class_t cls = H5Tget_class(memtype);
+    auto put = [&](auto* typed) {
+      for (size_t i = 0; i < bytes.size(); ++i)
+        typed[i] = static_cast<std::remove_pointer_t<decltype(typed)>>(bytes[i]);
+    };
+    if (cls == H5T_FLOAT && size == sizeof(float)) return put(static_cast<float*>(out));
+    if (cls == H5T_FLOAT && size == sizeof(double)) return put(static_cast<double*>(out));
+    if (cls == H5T_INTEGER && size == sizeof(int64_t)) return put(static_cast<int64_t*>(out));
+    if (cls == H5T_INTEGER && size == sizeof(int32_t)) return put(static_cast<int32_t*>(out));
+    fail(name, "is a one-byte enum that foldfarm cannot widen here; store it as an integer");
+  }
+
   // Reads rows [begin, end) of `name` into `out` as `memtype`. `row_elems` = product of the
   // trailing dims.
   void readRows(const std::string& name, int64_t begin, int64_t end, hid_t memtype,
@@ -253,7 +271,19 @@ struct JetFile::Impl {
           fail(name, "is an enum wider than one byte; store it as an integer");
         H5Handle native =
             FF_H5_OWN(H5Tget_native_type(ftype.get(), H5T_DIR_ASCEND), H5Kind::kDatatype, name);
-        FF_H5_CHECK(H5Dread(ds, native.get(), mspace.get(), fspace.get(), H5P_DEFAULT, out), name);
+        if (H5Tget_size(memtype) == 1) {
+          FF_H5_CHECK(H5Dread(ds, native.get(), mspace.get(), fspace.get(), H5P_DEFAULT, out),
+                      name);
+          return;
+        }
+        // Read into wider memory (labels as int64, weights as float): the bytes, then each
+        // widened to the memory type.
+        size_t n = 1;
+        for (hsize_t c : count) n *= static_cast<size_t>(c);
+        std::vector<int8_t> bytes(n);
+        FF_H5_CHECK(
+            H5Dread(ds, native.get(), mspace.get(), fspace.get(), H5P_DEFAULT, bytes.data()), name);
+        widenBytes(bytes, memtype, out, name);
         return;
       }
       FF_H5_CHECK(H5Dread(ds, memtype, mspace.get(), fspace.get(), H5P_DEFAULT, out), name);
@@ -667,7 +697,10 @@ std::vector<T> readWhole(const std::string& path, const std::string& name,
         FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Kind::kDataset, name);
     H5T_class_t cls;
     auto d = h5Dims(ds.get(), &cls);
-    if (cls != H5T_FLOAT && cls != H5T_INTEGER)
+    H5Handle ftype = FF_H5_OWN(H5Dget_type(ds.get()), H5Kind::kDatatype, name);
+    // h5py's bool: an enum over int8 with values 0/1, read as its bytes and widened.
+    const bool byte_enum = cls == H5T_ENUM && H5Tget_size(ftype.get()) == 1;
+    if (cls != H5T_FLOAT && cls != H5T_INTEGER && !byte_enum)
       throw InputError(path + ": dataset '" + name +
                        "': is not numeric; fix the producer of this file");
     if (d.empty() || d[0] == 0)
@@ -689,7 +722,16 @@ std::vector<T> readWhole(const std::string& path, const std::string& name,
       if (dims_out) dims_out->push_back(static_cast<int64_t>(x));
     }
     v.resize(total);
-    FF_H5_CHECK(H5Dread(ds.get(), memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name);
+    if (byte_enum) {
+      H5Handle native =
+          FF_H5_OWN(H5Tget_native_type(ftype.get(), H5T_DIR_ASCEND), H5Kind::kDatatype, name);
+      std::vector<int8_t> bytes(total);
+      FF_H5_CHECK(H5Dread(ds.get(), native.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes.data()),
+                  name);
+      for (size_t k = 0; k < total; ++k) v[k] = static_cast<T>(bytes[k]);
+    } else {
+      FF_H5_CHECK(H5Dread(ds.get(), memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name);
+    }
   } catch (const InputError&) {
     throw;
   } catch (const Error&) {

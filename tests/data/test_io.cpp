@@ -104,6 +104,47 @@ TEST(JetIo, UnfoldLayoutRoundTripAndAppendInPieces) {
   EXPECT_THROW(f.readJets(), foldfarm::InputError);  // level required
 }
 
+// h5py writes numpy bools as a one-byte enum (FALSE = 0, TRUE = 1): `pid` and `weights`
+// stored so read as the labels and weights 0/1 they are, whole or by rows (before, the rows
+// of `pid` were packed eight to a label and the weights were garbage).
+TEST(JetIo, BoolLabelsAndWeightsAsH5pyWritesThemReadAsZeroAndOne) {
+  TempDir dir;
+  const std::string path = dir.file("bools.h5");
+  JetArrays a = smallJets(40);
+  a.labels.assign(40, 0);
+  for (int64_t i = 0; i < 40; i += 3) a.labels[static_cast<size_t>(i)] = 1;
+  a.weights.assign(40, 1.0f);
+  a.weights[5] = 0.0f;
+  writeJetFile(path, a, {{"class_names", nlohmann::json({"q", "g"}).dump()}});
+  {
+    H5Handle f = FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Kind::kFile, path);
+    H5Handle type = FF_H5_OWN(H5Tenum_create(H5T_NATIVE_INT8), H5Kind::kDatatype, "enum");
+    const int8_t no = 0, yes = 1;
+    FF_H5_CHECK(H5Tenum_insert(type.get(), "FALSE", &no), "enum");
+    FF_H5_CHECK(H5Tenum_insert(type.get(), "TRUE", &yes), "enum");
+    for (const char* name : {"pid", "weights"}) {
+      std::vector<int8_t> v(40);
+      for (size_t i = 0; i < v.size(); ++i)
+        v[i] = static_cast<int8_t>(name[0] == 'p' ? a.labels[i] : a.weights[i]);
+      FF_H5_CHECK(H5Ldelete(f.get(), name, H5P_DEFAULT), name);
+      const hsize_t n = 40;
+      H5Handle space = FF_H5_OWN(H5Screate_simple(1, &n, nullptr), H5Kind::kDataspace, name);
+      H5Handle ds = FF_H5_OWN(
+          H5Dcreate2(f.get(), name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+          H5Kind::kDataset, name);
+      FF_H5_CHECK(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name);
+    }
+  }
+  JetFile f(path);
+  const JetArrays b = f.readJets();
+  EXPECT_EQ(b.labels, a.labels);
+  EXPECT_EQ(b.weights, a.weights);
+  const JetArrays mid = f.readJets(7, 30);
+  EXPECT_EQ(mid.labels, a.slice(7, 30).labels);
+  EXPECT_EQ(mid.weights, a.slice(7, 30).weights);
+  EXPECT_EQ(readClassLabels(path), a.labels);
+}
+
 TEST(JetIo, WriterWithoutCommitLeavesExistingFileUntouched) {
   TempDir dir;
   const std::string path = dir.file("keep.h5");
