@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/base/error.hpp"
+#include "core/base/lru_cache.hpp"
 #include "core/base/seed.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/rng.hpp"
@@ -23,6 +24,9 @@ constexpr uint64_t kPurposeHoldout = 0x686f6c646f7574ULL;   // "holdout"
 constexpr uint64_t kPurposeEpochOrder = 0x65706f6368ULL;    // "epoch"
 constexpr uint64_t kPurposeDraws = 0x6472617773ULL;         // "draws"
 constexpr uint64_t kPurposeBatchOrder = 0x626f72646572ULL;  // "border"
+// Files a reader keeps open (least recently read closed first): the feed's pieces come from
+// few files at a time, and reopening one costs far less than decoding a block.
+constexpr size_t kOpenFilesPerReader = 8;
 
 int64_t windowSteps(const JetStreamOptions& o) {
   return o.bucket ? kStreamWindow : 1;
@@ -373,7 +377,10 @@ struct JetStream::Impl {
   }
 
   void readerLoop() {
-    std::vector<std::unique_ptr<JetFile>> files(paths.size());
+    // The files this reader read last, open: each open file holds HDF5's chunk caches of its
+    // datasets, so a reader that kept every file of a large set open would hold memory in
+    // proportion to the data set, not to the buffer.
+    LruCache<int, std::unique_ptr<JetFile>> files(kOpenFilesPerReader);
     for (;;) {
       size_t i = 0;
       {
@@ -388,11 +395,12 @@ struct JetStream::Impl {
       }
       try {
         const StreamBlock& b = plan.feed[i];
-        auto& f = files[static_cast<size_t>(b.file)];
-        if (!f) f = std::make_unique<JetFile>(paths[static_cast<size_t>(b.file)]);
+        std::unique_ptr<JetFile>* f = files.find(b.file);
+        if (f == nullptr)
+          f = &files.put(b.file, std::make_unique<JetFile>(paths[static_cast<size_t>(b.file)]));
         JetArrays a = JetArrays::zeros(b.size(), P, labels);
         if (weights) a.weights.assign(static_cast<size_t>(b.size()), 0.0f);
-        f->readJetsInto(b.begin, b.end, o.level, a, 0);
+        (*f)->readJetsInto(b.begin, b.end, o.level, a, 0);
         std::lock_guard<std::mutex> lock(mu);
         ready.emplace(i, std::move(a));
       } catch (...) {
@@ -605,7 +613,11 @@ nlohmann::json JetStream::position() const {
   nlohmann::json segs = nlohmann::json::array();
   for (const auto& s : I.history) segs.push_back({s.world, s.steps});
   segs.push_back({I.world, I.step});
-  return {{"epoch", I.epoch}, {"segments", segs}};
+  // The options that decide which rows the steps drew: a resume needs the same.
+  return {{"epoch", I.epoch},
+          {"segments", segs},
+          {"batch_size", I.o.batch_size},
+          {"buffer_jets", I.o.buffer_jets}};
 }
 
 int64_t JetStream::stepsPerEpoch(int world) const {

@@ -27,18 +27,20 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Files {
-  Files() {
+  // Three files of 700, 333 and 1201 jets; or `count` files of a tenth of those sizes.
+  explicit Files(int count = 3) {
     dir = fs::temp_directory_path() / ("ff_jet_stream_" + std::to_string(::getpid()));
     fs::remove_all(dir);
     fs::create_directories(dir);
     const int64_t sizes[] = {700, 333, 1201};
-    for (int k = 0; k < 3; ++k) {
+    for (int k = 0; k < count; ++k) {
+      const int64_t n = count == 3 ? sizes[k] : sizes[k % 3] / 10;
       SynthConfig cfg = SynthConfig::pretrainDefaults();
       cfg.P = 24;
-      const JetArrays a = synthPretrain(cfg, 10 + static_cast<uint64_t>(k), 0, sizes[k]);
+      const JetArrays a = synthPretrain(cfg, 10 + static_cast<uint64_t>(k), 0, n);
       paths.push_back((dir / ("f" + std::to_string(k) + ".h5")).string());
       writeJetFile(paths.back(), a, {});
-      rows.push_back(sizes[k]);
+      rows.push_back(n);
       if (all.n == 0)
         all = a;
       else
@@ -143,6 +145,23 @@ TEST(JetStream, EveryTrainingJetOncePerEpochOverTwoRanksWithItsOwnValues) {
     std::sort(seen.begin(), seen.end());
     EXPECT_EQ(seen, want) << "epoch " << epoch << ": each training jet exactly once";
   }
+}
+
+// More files than a reader keeps open (8): the pieces of 24 files, in the feed's random
+// order, are read through files closed and opened again, each jet with its own values.
+TEST(JetStream, ManyMoreFilesThanAReaderKeepsOpenAreEachReadWhole) {
+  Files f(24);
+  const auto blocks = cutStreamBlocks(f.rows, 16);
+  const StreamSplit split = splitStreamBlocks(blocks, 0.0, 0.0, 3, 0);
+  JetStreamOptions o = options();
+  o.readers = 1;
+  JetStream s(f.paths, split.train, o);
+  const int64_t steps = s.startEpoch(0, {}, 1, 0);
+  Taken t;
+  take(s, steps, t);
+  expectRowsMatchFile(f, t);
+  std::sort(t.ids.begin(), t.ids.end());
+  EXPECT_EQ(t.ids, idsOf(split.train));
 }
 
 TEST(JetStream, ResumeInsideTheEpochContinuesBitForBit) {
