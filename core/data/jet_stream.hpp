@@ -127,8 +127,9 @@ class JetStream {
   // The next batch (raw features, labels and weights as the files hold them); its global
   // row ids in `ids`. Error after the last step of the epoch.
   JetArrays next(std::vector<int64_t>* ids = nullptr);
-  // The epoch's segments including the current one with the steps taken in it: what a state
-  // records to resume ({"epoch": e, "segments": [[W, steps], ...]}).
+  // The epoch's segments including the current one with the steps taken in it, and the
+  // batch size and buffer that drew their rows: what a state records to resume ({"epoch": e,
+  // "segments": [[W, steps], ...], "batch_size": B, "buffer_jets": K}).
   nlohmann::json position() const;
   // Steps of a fresh epoch on `world` ranks (the learning-rate schedule's unit).
   int64_t stepsPerEpoch(int world) const;

@@ -369,6 +369,19 @@ FitResult Trainer::fitStream(data::JetStream& stream, const JetTensors* val, Obj
   src.steps_per_epoch = stream.stepsPerEpoch(ctx_.worldSize());
   src.fingerprint = "stream:" + data_fingerprint + "|" + (val ? fingerprint(*val, nullptr) : "-");
   src.begin_epoch = [&](int64_t e, const nlohmann::json* position, int64_t& step) {
+    if (position != nullptr) {
+      // Another batch size or buffer draws other rows: the steps taken would not tell which
+      // jets the epoch has left (some would be trained twice, others never).
+      const nlohmann::json now = stream.position();
+      for (const auto& [key, option] :
+           {std::pair<const char*, const char*>{"batch_size", "--batch"},
+            {"buffer_jets", "--shuffle-buffer"}})
+        if (position->contains(key) && (*position)[key] != now[key])
+          throw InputError(opts_.state_dir + ": the training state's stream was drawn with " +
+                           option + " " + (*position)[key].dump() + ", not " + now[key].dump() +
+                           "; resume with " + option + " " + (*position)[key].dump() +
+                           " or use a new output directory");
+    }
     std::vector<data::StreamSegment> history;
     if (position != nullptr && position->value("epoch", int64_t{-1}) == e) {
       for (const auto& seg : position->at("segments"))
@@ -415,6 +428,9 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
   FitResult result;
   int64_t epoch = 0, step_in_epoch = 0, global_step = 0, bad_epochs = 0;
   double loss_sum = 0;
+  // A stream resumed with another number of steps per epoch: its schedule step is put where
+  // the epoch's remaining steps end it, once begin_epoch has counted them.
+  bool place_schedule = false;
   nlohmann::json state;
   if (loadState(state, fp)) {
     result = fitResultFromJson(state.at("result"));
@@ -438,6 +454,7 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
     // and the fraction of it already done, and put the learning-rate schedule at the
     // matching step of the new count.
     const int64_t saved_spe = state.value("steps_per_epoch", steps_per_epoch);
+    place_schedule = src.exact && saved_spe != steps_per_epoch;
     if (!src.exact && saved_spe != steps_per_epoch && saved_spe > 0) {
       const int64_t old_step = step_in_epoch;
       step_in_epoch =
@@ -505,6 +522,21 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t epoch_steps = src.begin_epoch(
         epoch, resume_position.is_null() ? nullptr : &resume_position, step_in_epoch);
+    if (place_schedule) {
+      // The saved schedule step counts steps of another size (ranks x batch): the epoch's
+      // remaining steps end it at the end of this epoch on the schedule of this run's count.
+      place_schedule = false;
+      const int64_t was = global_step;
+      global_step =
+          epoch * steps_per_epoch +
+          std::max<int64_t>(0, steps_per_epoch - std::max<int64_t>(0, epoch_steps - step_in_epoch));
+      if (ctx_.isRoot())
+        logInfo(
+            "{}: the state counted {} steps per epoch, this run {}: the schedule continues at "
+            "step {} instead of {}",
+            opts_.label, state.value("steps_per_epoch", steps_per_epoch), steps_per_epoch,
+            global_step, was);
+    }
     model_->train();
     // The epoch's loss sum stays on the device (double: the same sum as adding each step's
     // loss on the host) and is read every log_every steps.

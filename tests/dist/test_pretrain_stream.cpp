@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "core/base/atomic_file.hpp"
@@ -165,6 +166,26 @@ TEST(PretrainStream, StoppedMidEpochAndResumedEqualsAnUninterruptedRunBitForBit)
   // Keep a copy of the stopped state for the resume on one rank.
   const std::string one = (s.dir / "one").string();
   fs::copy(stopped, one, fs::copy_options::recursive);
+  // Another --batch or --shuffle-buffer would draw other rows than the steps taken: refused
+  // by name, the state left as it was.
+  const std::string other = (s.dir / "other").string();
+  fs::copy(stopped, other, fs::copy_options::recursive);
+  const std::string state_before = slurp(fs::path(other) / "state" / "meta.json");
+  for (const auto& [option, value, saved] :
+       {std::tuple<std::string, std::string, std::string>{"--batch", "8", "16"},
+        {"--shuffle-buffer", "200", "300"}}) {
+    std::vector<std::string> changed = pretrain(data, other);
+    changed.push_back("--resume");
+    for (size_t i = 0; i + 1 < changed.size(); ++i)
+      if (changed[i] == option) changed[i + 1] = value;
+    ProcessResult r = runSingleThreaded(changed, 120);
+    EXPECT_EQ(r.status(), 2) << r.err;
+    EXPECT_NE(r.err.find("drawn with " + option + " " + saved + ", not " + value),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(slurp(fs::path(other) / "state" / "meta.json"), state_before);
+    EXPECT_FALSE(fs::exists(fs::path(other) / "model"));
+  }
 
   std::vector<std::string> again = pretrain(data, stopped);
   again.push_back("--resume");
@@ -196,6 +217,17 @@ TEST(PretrainStream, StoppedMidEpochAndResumedEqualsAnUninterruptedRunBitForBit)
     std::cout << "[ note     ] the stop landed at step 0 of epoch " << stop_epoch
               << ": nothing to continue\n";
   EXPECT_EQ(fit(one)["history"].size(), 3u);
+  // The learning-rate schedule ends where it should: after 3 epochs of this run's steps.
+  // (Before, the 2-rank state's schedule step went on in 1-rank steps: the schedule ended
+  // early, or on more ranks, late or past its end at lr 0.)
+  const auto stepsPerEpoch = [](const std::string& dir) {
+    return nlohmann::json::parse(
+               slurp(fs::path(dir) / "state" / "meta.json"))["training"]["steps_per_epoch"]
+        .get<int64_t>();
+  };
+  EXPECT_EQ(fit(whole)["steps"].get<int64_t>(), 3 * stepsPerEpoch(whole));
+  EXPECT_NE(stepsPerEpoch(one), stepsPerEpoch(whole));
+  EXPECT_EQ(fit(one)["steps"].get<int64_t>(), 3 * stepsPerEpoch(one)) << c.err;
 }
 
 TEST(PretrainStream, AnUnreadableFileAmongManyIsRefusedByNameBeforeTraining) {
