@@ -18,7 +18,13 @@ constexpr const char* kTaskColumns =
     // The attempt at which `campaign retry` (--failed or --cancelled) last gave the task a
     // fresh start.
     "COALESCE((SELECT MAX(attempt) FROM events WHERE task_idx=tasks.idx AND "
-    "from_state IN ('failed','cancelled') AND to_state='pending'), 0)";
+    "from_state IN ('failed','cancelled') AND to_state='pending'), 0), "
+    // Attempts since then that ended without a result of their own (running -> interrupted
+    // other than the task's own exit 75: its job or worker ended first).
+    "(SELECT COUNT(*) FROM events e WHERE e.task_idx=tasks.idx AND e.from_state='running' AND "
+    "e.to_state='interrupted' AND COALESCE(e.exit_code, -1) != 75 AND e.seq > "
+    "COALESCE((SELECT MAX(seq) FROM events WHERE task_idx=tasks.idx AND from_state IN "
+    "('failed','cancelled') AND to_state='pending'), 0))";
 
 TaskRecord readTask(SqliteStatement& st) {
   TaskRecord t;
@@ -45,6 +51,7 @@ TaskRecord readTask(SqliteStatement& st) {
     if (!r.empty()) t.result = nlohmann::json::parse(r, nullptr, false);
   }
   t.retried_at_attempt = static_cast<int>(st.columnInt(17));
+  t.lost_since_retry = static_cast<int>(st.columnInt(18));
   return t;
 }
 

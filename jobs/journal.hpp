@@ -47,10 +47,13 @@ struct TaskRecord {
   int ingested = 0;       // how many results were ingested (1 for a done task)
   nlohmann::json result;  // the ingested result (null if none)
   // attempts at the last `campaign retry --failed` (0: never): attempts keep counting so that
-  // results stay matched to the attempt that produced them, and limits on dispatches
-  // (Slurm's --max-submissions) count attemptsSinceRetry().
+  // results stay matched to the attempt that produced them.
   int retried_at_attempt = 0;
   int attemptsSinceRetry() const { return attempts - retried_at_attempt; }
+  // Attempts since the last `campaign retry` that ended without a result (requeued because
+  // their job or worker ended first): what Slurm's --max-submissions caps. A task's own
+  // stops (exit 75) and failures have caps of their own (max_interruptions, max_attempts).
+  int lost_since_retry = 0;
 };
 
 // A task being dispatched (pending -> running).

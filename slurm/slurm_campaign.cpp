@@ -428,7 +428,7 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
     const auto blocked = graph.blocked(t.index, states);
     if (blocked) {
       if (blocked->held) round.held.push_back(t.id);
-    } else if (t.attemptsSinceRetry() >= o.maxSubmissions) {
+    } else if (t.lost_since_retry >= o.maxSubmissions) {
       round.exhausted.push_back(t.id);
     } else if (t.not_before <= now) {
       ready.push_back(t.id);

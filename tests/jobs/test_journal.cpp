@@ -153,6 +153,44 @@ TEST(Journal, ATaskThatKeepsStoppingItselfEndsFailedAtTheInterruptionCap) {
   EXPECT_EQ(j.task("r0000m0")->attemptsSinceRetry(), 1);
 }
 
+// What Slurm's --max-submissions caps: attempts that ended without a result of their own
+// (requeued: the job or worker ended first), not the task's own stops (exit 75) or failures,
+// counted since the last `campaign retry`.
+TEST(Journal, AttemptsLostWithoutAResultAreCountedApartFromStopsAndFailures) {
+  std::string dir = makeScratchDir("lost");
+  CampaignJournal j = CampaignJournal::create(dir + "/j.sqlite", threeTasks());
+  RetryPolicy retry;
+  retry.max_attempts = 2;
+  auto dispatch = [&] {
+    std::vector<Dispatch> ds(1);
+    ds[0].index = 0;
+    EXPECT_EQ(j.markRunning(ds), 1);
+    return ds[0].attempt;
+  };
+  auto complete = [&](int status, bool counts = true) {
+    Completion c = completion(0, dispatch(), status, "x");
+    c.counts_as_failure = counts;
+    EXPECT_EQ(j.recordCompletions({c}, retry), 1);
+  };
+  for (int k = 0; k < 4; ++k) complete(75);  // a chain cut by time limits: no loss
+  EXPECT_EQ(j.task("r0000m0")->lost_since_retry, 0);
+  dispatch();
+  EXPECT_EQ(j.requeue({0}, "its Slurm job ended OUT_OF_MEMORY without a result"), 1);
+  complete(1);         // a failure: max_attempts counts it
+  complete(9, false);  // a worker lost under it
+  auto t = j.task("r0000m0");
+  EXPECT_EQ(t->lost_since_retry, 2);
+  EXPECT_EQ(t->attemptsSinceRetry(), 7);
+  EXPECT_EQ(t->state, TaskState::kPending);
+  complete(1);  // the second failure: failed
+  ASSERT_EQ(j.task("r0000m0")->state, TaskState::kFailed);
+  EXPECT_EQ(j.retry(TaskState::kFailed, "retry requested"), 1);
+  EXPECT_EQ(j.task("r0000m0")->lost_since_retry, 0);
+  dispatch();
+  EXPECT_EQ(j.requeue({0}, "lost"), 1);
+  EXPECT_EQ(j.task("r0000m0")->lost_since_retry, 1);
+}
+
 TEST(TaskStates, EveryTransitionOutsideTheTableIsRefused) {
   const TaskState all[] = {TaskState::kPending, TaskState::kRunning,     TaskState::kDone,
                            TaskState::kFailed,  TaskState::kInterrupted, TaskState::kCancelled};

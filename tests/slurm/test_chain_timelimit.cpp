@@ -176,7 +176,7 @@ TEST_F(SlurmChainTimeLimit, ChainCutByTheTimeLimitResumesToTheSameWeights) {
   std::thread ref([&] { reference = runFoldfarm({"campaign", "run", plain, "--executor", "local"}, 560); });
 
   ProcessResult sub = runFoldfarm({"slurm", "submit", cut, "--time", "1", "--signal-grace", "25", "--poll", "1",
-                                "--poll-max", "2", "--max-submissions", "20", "--json"},
+                                "--poll-max", "2", "--max-submissions", "1", "--json"},
                                560);
   ref.join();
   ASSERT_TRUE(reference.ok()) << reference.describeFailure() << "\n" << reference.err;
