@@ -72,6 +72,7 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
 
   std::vector<std::deque<int>> inflight(transport.slots());
   std::vector<int> started(transport.slots(), -1);  // task a slot announced as running
+  std::vector<char> exiting(transport.slots(), 0);  // the slot's worker said it ends
   std::unordered_map<int, int> attempt_of;          // attempt of each task in flight
   int64_t inflight_total = 0;
   // Adaptive prefetch: keep ~20 ms of work queued at each slot.
@@ -187,6 +188,7 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
       }
       if (ev.kind == SlotEvent::Kind::kDone) {
         if (started[ev.slot] == ev.completion.index) started[ev.slot] = -1;
+        if (ev.worker_exits) exiting[ev.slot] = 1;
         auto it = std::find(q.begin(), q.end(), ev.completion.index);
         auto at = attempt_of.find(ev.completion.index);
         if (it == q.end() || at == attempt_of.end() || at->second != ev.completion.attempt) {
@@ -209,10 +211,11 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
         logWarn("slot {} on {}: {}; {} task(s) in flight there", ev.slot, transport.host(ev.slot),
                 ev.reason, q.size());
         int culprit = -1;
-        if (ev.blame_running_task && !q.empty()) {
+        if (ev.blame_running_task && !q.empty() && !exiting[ev.slot]) {
           culprit = started[ev.slot] >= 0 ? started[ev.slot] : q.front();
         }
         started[ev.slot] = -1;
+        exiting[ev.slot] = 0;
         for (int idx : q) {
           attempt_of.erase(idx);
           auto rec = journal.task(spec.taskDef(idx).id);

@@ -28,6 +28,9 @@ struct SlotEvent {
   // requeued without blame.
   std::string reason;
   bool blame_running_task = true;
+  // kDone: the worker ends after this report (its watchdog gave up on a task that did not
+  // stop): the kLost that follows blames no task.
+  bool worker_exits = false;
 };
 
 class Transport {

@@ -88,6 +88,7 @@ void LocalWorkerPool::readAvailable(int slot, std::vector<SlotEvent>& events) {
     SlotEvent ev;
     ev.kind = SlotEvent::Kind::kDone;
     ev.slot = slot;
+    ev.worker_exits = m.value(kWorkerExitsKey, false);
     ev.completion = completionFromDoneMessage(m);
     events.push_back(std::move(ev));
   }

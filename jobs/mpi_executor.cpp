@@ -40,6 +40,7 @@
 #include "jobs/dispatcher.hpp"
 #include "jobs/file_locks.hpp"
 #include "jobs/local_executor.hpp"
+#include "jobs/worker_protocol.hpp"
 
 namespace foldfarm::jobs {
 namespace {
@@ -192,6 +193,7 @@ class MpiTransport : public Transport {
       if (t == "done") {
         SlotEvent ev;
         ev.slot = slot;
+        ev.worker_exits = m.value(kWorkerExitsKey, false);
         ev.completion = completionFromDoneMessage(m);
         events.push_back(std::move(ev));
       } else if (t == "start") {
@@ -273,7 +275,9 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
     std::string out;
     for (const auto& ev : events) {
       if (ev.kind == SlotEvent::Kind::kDone) {
-        appendFrame(out, completionMessage(ev.completion).dump());
+        json done = completionMessage(ev.completion);
+        if (ev.worker_exits) done[kWorkerExitsKey] = true;
+        appendFrame(out, done.dump());
       } else if (ev.kind == SlotEvent::Kind::kStarted) {
         appendFrame(
             out,

@@ -161,10 +161,14 @@ class Watchdog {
       }
       if (cv_.wait_until(lock, deadline_) == std::cv_status::timeout && armed_ && fired_ &&
           Clock::now() >= deadline_) {
-        reply_.send(doneMessage(index_, attempt_, 1,
+        json done = doneMessage(index_, attempt_, 1,
                                 "time limit of " + std::to_string(limit_s_) +
                                     " s exceeded and the task did not stop; worker restarted",
-                                started_wall_, wallClockNow(), json()));
+                                started_wall_, wallClockNow(), json());
+        // The worker ends after this report and starts no other task: its end is no task's
+        // fault (the report has failed this one), nor that of a task queued behind it.
+        done[kWorkerExitsKey] = true;
+        reply_.send(done);
         ::_exit(1);
       }
     }

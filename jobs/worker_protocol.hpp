@@ -43,6 +43,9 @@ class FrameReader {
 bool writeAll(int fd, std::string_view bytes);
 // Blocking read of the next frame from fd. false at end of input.
 bool readFrameBlocking(int fd, FrameReader& reader, std::string& payload);
+// In a {"t":"done", …} message: true when the worker ends after it (its watchdog gave up on
+// a task that did not stop) and starts no task queued behind it.
+inline constexpr const char* kWorkerExitsKey = "x";
 // The completion a worker's {"t":"done", …} message reports (host and slot are the
 // receiver's to fill). Throws nlohmann::json::exception when a required field is missing.
 Completion completionFromDoneMessage(nlohmann::json& message);

@@ -95,6 +95,30 @@ TEST_F(Faults, AlwaysCrashingTaskFailsWhileTheRestFinish) {
   EXPECT_EQ(c.counts()[TaskState::kDone], 4);
 }
 
+// A task that does not stop at its time limit: the worker's watchdog fails it and ends the
+// worker. The task queued behind it on that slot never started: it is requeued without
+// blame (before, it was charged with the worker's end and, at max_attempts 1, failed
+// without having run).
+TEST_F(Faults, AWorkerEndedByItsWatchdogBlamesNoTaskQueuedBehind) {
+  init(json{{"task", "stubborn"},
+            {"replicas", 2},
+            {"params", {{"seconds", 0.01}}},
+            {"overrides", {{"r0000m0", {{"seconds", 30}}}}},
+            {"time_limit_s", 1},
+            {"retry", {{"max_attempts", 1}}},
+            {"resources", {{"cpu_slots", 1}}}});
+  ToolRun r = runTool({"run", dir_}, scratch_, "run");
+  EXPECT_EQ(r.exit_code, 1) << r.err;  // the stubborn task failed
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  auto stuck = c.journal().task("r0000m0");
+  EXPECT_EQ(stuck->state, TaskState::kFailed);
+  EXPECT_NE(stuck->reason.find("did not stop"), std::string::npos) << stuck->reason;
+  auto behind = c.journal().task("r0001m0");
+  EXPECT_EQ(behind->state, TaskState::kDone) << behind->reason;
+  EXPECT_EQ(behind->failures, 0);
+  EXPECT_FALSE(anyContains(reasons("r0001m0"), "worker died"));
+}
+
 TEST_F(Faults, ATaskThatAlwaysExits75EndsFailedNamingTheCapWhileTheRestFinish) {
   // Without the cap the local executor would dispatch it forever.
   init(json{{"task", "command"},

@@ -4,6 +4,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <thread>
+
 #include "jobs/task_kind.hpp"
 
 namespace foldfarm::jobs::testing {
@@ -24,6 +27,14 @@ void registerTestTaskKinds() {
                      return TaskOutcome{0, "", nlohmann::json{{"survived", true}}};
                    }),
                    TaskKindTraits{true, nullptr, std::nullopt});
+  // Sleeps `seconds` without looking at stop requests: a task stuck where it cannot stop
+  // (the worker's watchdog ends such a worker).
+  registerTaskKind(
+      "stubborn", TaskRunner([](const nlohmann::json& p, const std::string&) {
+        std::this_thread::sleep_for(std::chrono::duration<double>(p.value("seconds", 0.0)));
+        return TaskOutcome{0, "", nlohmann::json{{"slept", true}}};
+      }),
+      TaskKindTraits{true, nullptr, std::nullopt});
 }
 
 }  // namespace foldfarm::jobs::testing
