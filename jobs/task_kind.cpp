@@ -104,6 +104,68 @@ void validateCommand(const json& p) {
   }
 }
 
+// The command's supervisor, in the child the worker forked (only async-signal-safe calls; it
+// never returns). It leads the command's process group, holds the attempt's lease, and runs
+// the command in the group as its own child. When the worker dies (however: SIGKILL, the OOM
+// killer) the supervisor is told by kSupervisorDeathSignal and ends the whole group, the
+// processes the command started included: a process that closed the lease descriptor
+// (Python's subprocess does by default) cannot outlive the attempt and run beside the next
+// one. The signals the worker sends the group (SIGTERM to stop, SIGKILL) reach the command;
+// the supervisor ignores SIGTERM, waits for the command and ends as it ended (its exit code,
+// or the same signal).
+constexpr int kSupervisorDeathSignal = SIGUSR2;
+
+void endGroupOnWorkerDeath(int) {
+  ::kill(0, SIGKILL);
+}
+
+[[noreturn]] void superviseCommand(char* const* argv, const char* dir, int log_fd, int lease_fd,
+                                   pid_t worker) {
+  ::setpgid(0, 0);
+  struct sigaction sa {};
+  sa.sa_handler = endGroupOnWorkerDeath;
+  ::sigaction(kSupervisorDeathSignal, &sa, nullptr);
+  ::prctl(PR_SET_PDEATHSIG, kSupervisorDeathSignal);
+  if (::getppid() != worker) ::_exit(126);
+  if (lease_fd >= 0) ::fcntl(lease_fd, F_SETFD, 0);
+  if (::chdir(dir) != 0) ::_exit(126);
+  ::dup2(log_fd, 1);
+  ::dup2(log_fd, 2);
+  int devnull = ::open("/dev/null", O_RDONLY);
+  if (devnull >= 0) ::dup2(devnull, 0);
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP, SIGPIPE}) ::sigaction(sig, &ignore, nullptr);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  const pid_t supervisor = ::getpid();
+  const pid_t command = ::fork();
+  if (command < 0) ::_exit(126);
+  if (command == 0) {
+    // The command ends with its supervisor, should that be killed too.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != supervisor) ::_exit(126);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP, SIGPIPE, kSupervisorDeathSignal})
+      ::sigaction(sig, &dfl, nullptr);
+    ::execvp(argv[0], argv);
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(command, &status, 0) < 0) {
+    if (errno != EINTR) ::_exit(126);
+  }
+  if (WIFEXITED(status)) ::_exit(WEXITSTATUS(status));
+  const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : SIGKILL;
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(sig, &dfl, nullptr);
+  ::raise(sig);
+  ::_exit(128 + sig);
+}
+
 TaskOutcome runCommand(const json& p, const std::string& task_dir) {
   std::vector<std::string> args;
   for (const auto& a : p.at("argv")) args.push_back(a.get<std::string>());
@@ -120,28 +182,7 @@ TaskOutcome runCommand(const json& p, const std::string& task_dir) {
   const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) throwSystemError("fork", __FILE__, __LINE__, "command task");
-  if (pid == 0) {
-    // Child: only async-signal-safe calls until exec. Its own process group (the worker
-    // kills it as a whole), SIGKILL when the worker dies, and the attempt's lease: the
-    // task directory stays leased while any process of the command lives.
-    ::setpgid(0, 0);
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(126);
-    if (lease_fd >= 0) ::fcntl(lease_fd, F_SETFD, 0);
-    if (::chdir(dir) != 0) ::_exit(126);
-    ::dup2(log_fd, 1);
-    ::dup2(log_fd, 2);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, 0);
-    struct sigaction sa {};
-    sa.sa_handler = SIG_DFL;
-    for (int s : {SIGTERM, SIGINT, SIGUSR1, SIGPIPE}) ::sigaction(s, &sa, nullptr);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::execvp(argv[0], argv.data());
-    ::_exit(127);
-  }
+  if (pid == 0) superviseCommand(argv.data(), dir, log_fd, lease_fd, parent);
   log.reset();
   ::setpgid(pid, pid);  // also here, so that no signal below can miss the group
   if (lease) lease->setProcessGroup(pid);

@@ -191,6 +191,43 @@ TEST_F(Faults, KillMinus9OfACommandTaskFailsThatAttempt) {
   }
 }
 
+// kill -9 of the worker while a command task runs: the command's whole process group ends
+// with it, a process it started that closed the lease descriptor included (Python's
+// subprocess does by default). Before, only the command itself died (PR_SET_PDEATHSIG); such
+// a process lived on without the lease, so the next attempt started beside it.
+TEST_F(Faults, KillMinus9OfAWorkerEndsEveryProcessItsCommandStarted) {
+  init(json{{"task", "command"},
+            {"replicas", 1},
+            {"params",
+             {{"argv",
+               {"/bin/bash", "-c",
+                "if [ -e started ]; then exit 0; fi;"
+                " for fd in $(ls /proc/$$/fd); do [ $fd -gt 2 ] && eval \"exec $fd>&-\"; done;"
+                " sleep 300 & echo $! > orphan.pid; touch started; wait"}}}},
+            {"retry", {{"max_attempts", 2}}},
+            {"resources", {{"cpu_slots", 1}}}});
+  const std::string task_dir = Campaign::open(dir_, Campaign::Access::kReadOnly).taskDir("r0000m0");
+  pid_t orch = startTool({"run", dir_}, scratch_, "run");
+  for (int k = 0; k < 500 && !exists(task_dir + "/started"); ++k)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(exists(task_dir + "/started")) << readText(scratch_ + "/run.err");
+  const pid_t orphan = static_cast<pid_t>(std::stol(readText(task_dir + "/orphan.pid")));
+  const std::vector<pid_t> workers = childrenOf(orch);
+  ASSERT_EQ(workers.size(), 1u);
+  ASSERT_EQ(::kill(workers[0], SIGKILL), 0);
+  bool gone = false;
+  for (int k = 0; k < 250 && !gone; ++k) {
+    gone = !exists("/proc/" + std::to_string(orphan)) ||
+           readText("/proc/" + std::to_string(orphan) + "/stat").find(") Z ") != std::string::npos;
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(gone) << "the command's background process " << orphan << " outlived the worker";
+  if (!gone) ::kill(orphan, SIGKILL);
+  EXPECT_EQ(waitExit(orch), 0) << readText(scratch_ + "/run.err");
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.journal().task("r0000m0")->state, TaskState::kDone);
+}
+
 // A writer killed by SIGKILL leaves its temporary files; the next attempt, once it holds the
 // lease, starts without them (and says so in the task's log).
 TEST_F(Faults, TemporaryFilesOfAKilledAttemptAreGoneWhenTheNextAttemptStarts) {
@@ -322,11 +359,15 @@ TEST_F(Faults, OrchestratorAndWorkerKilledWhileACommandRunsNothingSurvivesAndRes
   ASSERT_GT(bg, 0) << readText(scratch_ + "/run.err");
   std::vector<pid_t> workers = childrenOf(orch);
   ASSERT_EQ(workers.size(), 1u);
+  // The command's supervisor killed with its worker (as one OOM kill of both would): nothing
+  // is left to end the command's process group. The command's shell dies with its supervisor
+  // (parent-death signal); its background child still holds the task's lease.
+  const std::vector<pid_t> supervisors = childrenOf(workers[0]);
+  ASSERT_EQ(supervisors.size(), 1u);
+  ASSERT_EQ(::kill(supervisors[0], SIGKILL), 0);
   ASSERT_EQ(::kill(workers[0], SIGKILL), 0);
   ASSERT_EQ(::kill(orch, SIGKILL), 0);
   waitExit(orch);
-  // The command's shell died with its worker (parent-death signal); its background child
-  // still holds the task's lease.
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   EXPECT_TRUE(processAlive(bg)) << "precondition: the orphan outlived its worker";
 
