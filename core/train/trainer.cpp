@@ -368,19 +368,24 @@ FitResult Trainer::fitStream(data::JetStream& stream, const JetTensors* val, Obj
   src.exact = true;
   src.steps_per_epoch = stream.stepsPerEpoch(ctx_.worldSize());
   src.fingerprint = "stream:" + data_fingerprint + "|" + (val ? fingerprint(*val, nullptr) : "-");
+  bool position_checked = false;
   src.begin_epoch = [&](int64_t e, const nlohmann::json* position, int64_t& step) {
-    if (position != nullptr) {
+    if (position != nullptr && !position_checked) {
       // Another batch size or buffer draws other rows: the steps taken would not tell which
-      // jets the epoch has left (some would be trained twice, others never).
-      const nlohmann::json now = stream.position();
-      for (const auto& [key, option] :
-           {std::pair<const char*, const char*>{"batch_size", "--batch"},
-            {"buffer_jets", "--shuffle-buffer"}})
-        if (position->contains(key) && (*position)[key] != now[key])
-          throw InputError(opts_.state_dir + ": the training state's stream was drawn with " +
-                           option + " " + (*position)[key].dump() + ", not " + now[key].dump() +
-                           "; resume with " + option + " " + (*position)[key].dump() +
-                           " or use a new output directory");
+      // jets the epoch has left (some would be trained twice, others never). Every rank
+      // finds it alike: rank 0 says so.
+      position_checked = true;
+      checkOnEveryRank(ctx_, [&] {
+        const nlohmann::json now = stream.position();
+        for (const auto& [key, option] :
+             {std::pair<const char*, const char*>{"batch_size", "--batch"},
+              {"buffer_jets", "--shuffle-buffer"}})
+          if (position->contains(key) && (*position)[key] != now[key])
+            throw InputError(opts_.state_dir + ": the training state's stream was drawn with " +
+                             option + " " + (*position)[key].dump() + ", not " + now[key].dump() +
+                             "; resume with " + option + " " + (*position)[key].dump() +
+                             " or use a new output directory");
+      });
     }
     std::vector<data::StreamSegment> history;
     if (position != nullptr && position->value("epoch", int64_t{-1}) == e) {
@@ -432,7 +437,11 @@ FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validat
   // the epoch's remaining steps end it, once begin_epoch has counted them.
   bool place_schedule = false;
   nlohmann::json state;
-  if (loadState(state, fp)) {
+  // A state that cannot resume (other data, options or model) every rank finds alike: one
+  // line, from rank 0.
+  bool loaded = false;
+  checkOnEveryRank(ctx_, [&] { loaded = loadState(state, fp); });
+  if (loaded) {
     result = fitResultFromJson(state.at("result"));
     result.resumed = true;
     epoch = state.at("epoch").get<int64_t>();

@@ -186,6 +186,22 @@ TEST(PretrainStream, StoppedMidEpochAndResumedEqualsAnUninterruptedRunBitForBit)
     EXPECT_EQ(slurp(fs::path(other) / "state" / "meta.json"), state_before);
     EXPECT_FALSE(fs::exists(fs::path(other) / "model"));
   }
+  // Under mpirun every rank finds it: one line, from rank 0, and no rank waits for another.
+  {
+    std::vector<std::string> changed = pretrain(data, other);
+    changed.push_back("--resume");
+    for (size_t i = 0; i + 1 < changed.size(); ++i)
+      if (changed[i] == "--batch") changed[i + 1] = "8";
+    ProcessResult r = runSingleThreaded(mpirun(2, changed), 120);
+    EXPECT_FALSE(r.timedOut) << r.err;
+    EXPECT_NE(r.status(), 0) << r.err;
+    size_t lines = 0;
+    for (size_t at = r.err.find("foldfarm: error:"); at != std::string::npos;
+         at = r.err.find("foldfarm: error:", at + 1))
+      ++lines;
+    EXPECT_EQ(lines, 1u) << r.err;
+    EXPECT_NE(r.err.find("drawn with --batch 16, not 8"), std::string::npos) << r.err;
+  }
 
   std::vector<std::string> again = pretrain(data, stopped);
   again.push_back("--resume");
