@@ -49,6 +49,10 @@ struct TaskResult {
   double started_at = 0;
   double finished_at = 0;
   nlohmann::json result;
+  // false: the attempt never started because another attempt's processes, which this host
+  // cannot end, hold the task's lease; it counts toward no cap (not in the result file: such
+  // an attempt writes none).
+  bool counts_as_failure = true;
 
   nlohmann::json toJson() const;
   static TaskResult fromJson(const nlohmann::json& j);  // throws InputError

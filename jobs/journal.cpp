@@ -413,6 +413,10 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
     }
     if (interrupted) {
       final_state = TaskState::kPending;
+      // An attempt that found the lease held by another attempt's processes: retried after
+      // the backoff (its wait for the lease was spent already), however often.
+      if (c.status == kExitInterrupted && !c.counts_as_failure && retry.backoff_s > 0)
+        not_before = now + retry.backoff_s;
     } else if (c.status == kExitInterrupted) {
       final_state = TaskState::kFailed;
     } else {
@@ -434,8 +438,11 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
         .bind(8, c.attempt);
     if (again.run() != 1) continue;
     if (interrupted) {
+      // An uncounted 75 (the lease held elsewhere) is recorded without its exit code, so that
+      // the count of the task's own stops (max_interruptions) leaves it out.
       insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kInterrupted, finished,
-                  c.host, c.slot, c.status, c.reason);
+                  c.host, c.slot,
+                  c.status == kExitInterrupted && !c.counts_as_failure ? -1 : c.status, c.reason);
       insertEvent(c.index, c.attempt, TaskState::kInterrupted, TaskState::kPending, finished,
                   c.host, c.slot, -1, "requeued");
     } else if (final_state == TaskState::kFailed) {

@@ -106,6 +106,8 @@ class CampaignJournal {
   // Returns how many moved (tasks no longer pending are skipped and get attempt 0).
   int markRunning(std::vector<Dispatch>& dispatches);
   // Applies completions in one transaction: status 0 -> done (result stored, ingested);
+  // 75 that does not count as a failure (the attempt found its lease held by another
+  // attempt's processes) -> pending after retry.backoff_s, toward no cap;
   // 75 or !counts_as_failure -> interrupted -> pending, except that a task's
   // retry.max_interruptions-th exit 75 -> failed (reason names the cap); 2 (bad input) -> failed;
   // otherwise failures+1 and pending (not_before = now + backoff) or failed when

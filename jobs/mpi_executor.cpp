@@ -72,6 +72,7 @@ json completionMessage(const Completion& c) {
   json m{{"t", "done"},   {"i", c.index},       {"a", c.attempt},     {"s", c.status},
          {"r", c.reason}, {"t0", c.started_at}, {"t1", c.finished_at}};
   if (!c.result.is_null()) m["res"] = c.result;
+  if (!c.counts_as_failure) m[kNotAFailureKey] = true;
   return m;
 }
 

@@ -8,6 +8,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/exit_codes.hpp"
 #include "core/base/fd.hpp"
 #include "core/base/log.hpp"
 #include "jobs/task_kind.hpp"
@@ -65,6 +66,9 @@ TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
       r.finished_at = wallClockNow();
       r.status = refused.exitCode();
       r.reason = refused.what();
+      // Still held after the wait and the fencing: by processes of another attempt this
+      // host cannot end (another host's). Not this attempt's doing: retried, uncounted.
+      r.counts_as_failure = r.status != kExitInterrupted;
       return r;  // nothing written: the directory belongs to another attempt
     }
     CurrentTaskLeaseScope scope(&lease);

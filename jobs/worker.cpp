@@ -242,6 +242,7 @@ int runWorker(int in_fd, int out_fd) {
     }
     json done = doneMessage(index, attempt, r.status, r.reason, r.started_at, r.finished_at,
                             r.status == 0 ? r.result : json());
+    if (!r.counts_as_failure) done[kNotAFailureKey] = true;
     if (resultFileWanted(e, r, lease)) {
       writer.push(e.task_dir + "/" + kTaskResultFile, std::move(r), std::move(done),
                   std::move(lease));

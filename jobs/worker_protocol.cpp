@@ -21,8 +21,10 @@ bool FrameReader::next(std::string& payload) {
   size_t avail = buf_.size() - pos_;
   if (avail < 4) return false;
   const auto* p = reinterpret_cast<const unsigned char*>(buf_.data() + pos_);
-  uint32_t n = uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24);
-  if (n > (1u << 30)) throw Error("worker protocol: frame of " + std::to_string(n) + " bytes (corrupt stream)");
+  uint32_t n =
+      uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24);
+  if (n > (1u << 30))
+    throw Error("worker protocol: frame of " + std::to_string(n) + " bytes (corrupt stream)");
   if (avail < 4 + size_t(n)) return false;
   payload.assign(buf_.data() + pos_ + 4, n);
   pos_ += 4 + n;
@@ -73,6 +75,7 @@ Completion completionFromDoneMessage(nlohmann::json& m) {
   c.started_at = m.value("t0", 0.0);
   c.finished_at = m.value("t1", 0.0);
   if (m.contains("res")) c.result = std::move(m["res"]);
+  c.counts_as_failure = !m.value(kNotAFailureKey, false);
   return c;
 }
 

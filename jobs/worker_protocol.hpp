@@ -46,6 +46,9 @@ bool readFrameBlocking(int fd, FrameReader& reader, std::string& payload);
 // In a {"t":"done", …} message: true when the worker ends after it (its watchdog gave up on
 // a task that did not stop) and starts no task queued behind it.
 inline constexpr const char* kWorkerExitsKey = "x";
+// In a {"t":"done", …} message: true when the attempt never started and counts toward no cap
+// (Completion::counts_as_failure false: its lease was held by another attempt).
+inline constexpr const char* kNotAFailureKey = "nf";
 // The completion a worker's {"t":"done", …} message reports (host and slot are the
 // receiver's to fill). Throws nlohmann::json::exception when a required field is missing.
 Completion completionFromDoneMessage(nlohmann::json& message);

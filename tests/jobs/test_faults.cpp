@@ -2,7 +2,10 @@
 // kill -9 of the orchestrator at random moments. Each costs at most the attempt it hit;
 // every task ends done exactly once.
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -117,6 +120,40 @@ TEST_F(Faults, AWorkerEndedByItsWatchdogBlamesNoTaskQueuedBehind) {
   EXPECT_EQ(behind->state, TaskState::kDone) << behind->reason;
   EXPECT_EQ(behind->failures, 0);
   EXPECT_FALSE(anyContains(reasons("r0001m0"), "worker died"));
+}
+
+// The task's lease held by processes of another host (a lost pilot rank's worker still
+// running, a resume on another login node): each attempt waits, is not started, and is
+// retried, toward no cap; once the lease is free the task runs. Before, each refusal counted
+// as one of the task's own stops, and at max_interruptions the task ended failed.
+TEST_F(Faults, ALeaseHeldFromAnotherHostDelaysTheTaskWithoutFailingIt) {
+  init(json{{"task", "command"},
+            {"replicas", 1},
+            {"params", {{"argv", {"/bin/sh", "-c", "exit 0"}}}},
+            {"retry", {{"lease_wait_s", 0.3}, {"max_interruptions", 2}, {"backoff_s", 0}}},
+            {"resources", {{"cpu_slots", 1}}}});
+  const std::string task_dir = Campaign::open(dir_, Campaign::Access::kReadOnly).taskDir("r0000m0");
+  std::filesystem::create_directories(task_dir);
+  const int fd = ::open((task_dir + "/.lease").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  const pid_t holder = ::fork();
+  if (holder == 0) {
+    ::flock(fd, LOCK_EX);
+    const std::string rec = "{\"attempt\":1,\"host\":\"elsewhere\",\"pid\":1,\"pgid\":0}\n";
+    if (::pwrite(fd, rec.data(), rec.size(), 0) < 0) ::_exit(3);
+    // Each attempt waits lease_wait_s and the fence grace (5 s): two are refused, then the
+    // other host's attempt ends, and the lock with it.
+    ::sleep(12);
+    ::_exit(0);
+  }
+  ::close(fd);
+  Campaign c = runToEnd();
+  EXPECT_EQ(waitExit(holder), 0);
+  auto t = c.journal().task("r0000m0");
+  EXPECT_EQ(t->state, TaskState::kDone) << t->reason;
+  EXPECT_EQ(t->failures, 0);
+  EXPECT_GE(t->attempts, 3) << "refused while the lease was held";
+  EXPECT_TRUE(anyContains(reasons("r0000m0"), "host elsewhere"));
 }
 
 TEST_F(Faults, ATaskThatAlwaysExits75EndsFailedNamingTheCapWhileTheRestFinish) {
