@@ -103,7 +103,7 @@ TEST_F(Faults, AlwaysCrashingTaskFailsWhileTheRestFinish) {
 // blame (before, it was charged with the worker's end and, at max_attempts 1, failed
 // without having run).
 TEST_F(Faults, AWorkerEndedByItsWatchdogBlamesNoTaskQueuedBehind) {
-  init(json{{"task", "stubborn"},
+  init(json{{"task", "ignores_stop"},
             {"replicas", 2},
             {"params", {{"seconds", 0.01}}},
             {"overrides", {{"r0000m0", {{"seconds", 30}}}}},
@@ -111,7 +111,7 @@ TEST_F(Faults, AWorkerEndedByItsWatchdogBlamesNoTaskQueuedBehind) {
             {"retry", {{"max_attempts", 1}}},
             {"resources", {{"cpu_slots", 1}}}});
   ToolRun r = runTool({"run", dir_}, scratch_, "run");
-  EXPECT_EQ(r.exit_code, 1) << r.err;  // the stubborn task failed
+  EXPECT_EQ(r.exit_code, 1) << r.err;  // the task that ignored its stop failed
   Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
   auto stuck = c.journal().task("r0000m0");
   EXPECT_EQ(stuck->state, TaskState::kFailed);

@@ -30,7 +30,7 @@ void registerTestTaskKinds() {
   // Sleeps `seconds` without looking at stop requests: a task stuck where it cannot stop
   // (the worker's watchdog ends such a worker).
   registerTaskKind(
-      "stubborn", TaskRunner([](const nlohmann::json& p, const std::string&) {
+      "ignores_stop", TaskRunner([](const nlohmann::json& p, const std::string&) {
         std::this_thread::sleep_for(std::chrono::duration<double>(p.value("seconds", 0.0)));
         return TaskOutcome{0, "", nlohmann::json{{"slept", true}}};
       }),

@@ -46,13 +46,15 @@ struct PushWeights {
 // The `push` dataset (iterations × MC events) of a chain's weights.h5.
 PushWeights readPush(const std::string& path) {
   data::H5Handle f = data::h5OpenRead(path);
-  data::H5Handle d = FF_H5_OWN(H5Dopen2(f.get(), "push", H5P_DEFAULT), data::H5Kind::kDataset, path);
+  data::H5Handle d =
+      FF_H5_OWN(H5Dopen2(f.get(), "push", H5P_DEFAULT), data::H5Kind::kDataset, path);
   PushWeights w;
   w.dims = data::h5Dims(d.get());
   size_t n = 1;
   for (hsize_t x : w.dims) n *= static_cast<size_t>(x);
   w.values.resize(n);
-  FF_H5_CHECK(H5Dread(d.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, w.values.data()), path);
+  FF_H5_CHECK(H5Dread(d.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, w.values.data()),
+              path);
   return w;
 }
 
@@ -136,10 +138,10 @@ class SlurmChainTimeLimit : public ::testing::Test {
 
 TEST_F(SlurmChainTimeLimit, ChainCutByTheTimeLimitResumesToTheSameWeights) {
   for (const char* tune : {"sim", "data"}) {
-    ProcessResult r = runFoldfarm({"data", "synth", "--kind", "unfold", "--events", "1000", "--tune", tune,
-                                "--seed", tune[0] == 's' ? "11" : "12", "--out",
-                                base_ + "/" + tune + ".h5"},
-                               120);
+    ProcessResult r =
+        runFoldfarm({"data", "synth", "--kind", "unfold", "--events", "1000", "--tune", tune,
+                     "--seed", tune[0] == 's' ? "11" : "12", "--out", base_ + "/" + tune + ".h5"},
+                    120);
     ASSERT_TRUE(r.ok()) << r.err;
   }
   // Seconds per epoch here and now, from a probe chain (1 iteration, 2 epochs per step) on
@@ -148,23 +150,22 @@ TEST_F(SlurmChainTimeLimit, ChainCutByTheTimeLimitResumesToTheSameWeights) {
   ASSERT_GT(epochSeconds, 0.0);
   const int kIterations = 2;
   const double kTrainingTargetS = 75;  // > 2 x the 35 s by which the first warning arrives
-  const int epochs = static_cast<int>(std::clamp(
-      std::ceil(kTrainingTargetS / (2.0 * kIterations * epochSeconds)), 2.0, 200.0));
+  const int epochs = static_cast<int>(
+      std::clamp(std::ceil(kTrainingTargetS / (2.0 * kIterations * epochSeconds)), 2.0, 200.0));
   const double plannedS = 2.0 * kIterations * epochs * epochSeconds;
-  std::fprintf(stderr, "probe: %.2f s per epoch; chain of %d iterations x %d epochs per step, about %.0f s of training\n",
+  std::fprintf(stderr,
+               "probe: %.2f s per epoch; chain of %d iterations x %d epochs per step, about %.0f s "
+               "of training\n",
                epochSeconds, kIterations, epochs, plannedS);
-  nlohmann::json spec = {
-      {"name", "cut-chain"},
-      {"task", "chain"},
-      {"replicas", 1},
-      {"members", 1},
-      {"seed", 4242},
-      {"inputs", {{"mc", base_ + "/sim.h5"}, {"data", base_ + "/data.h5"}}},
-      {"chain", {{"iterations", kIterations}, {"config", chainConfig(epochs)}}},
-      {"resources", {{"cpu_slots", 1}, {"threads_per_task", 1}}}};
-  {
-    std::ofstream(base_ + "/spec.json") << spec.dump(2);
-  }
+  nlohmann::json spec = {{"name", "cut-chain"},
+                         {"task", "chain"},
+                         {"replicas", 1},
+                         {"members", 1},
+                         {"seed", 4242},
+                         {"inputs", {{"mc", base_ + "/sim.h5"}, {"data", base_ + "/data.h5"}}},
+                         {"chain", {{"iterations", kIterations}, {"config", chainConfig(epochs)}}},
+                         {"resources", {{"cpu_slots", 1}, {"threads_per_task", 1}}}};
+  { std::ofstream(base_ + "/spec.json") << spec.dump(2); }
   const std::string cut = base_ + "/cut", plain = base_ + "/plain";
   for (const std::string& d : {cut, plain}) {
     ProcessResult r = runFoldfarm({"campaign", "init", base_ + "/spec.json", "--dir", d}, 60);
@@ -173,11 +174,14 @@ TEST_F(SlurmChainTimeLimit, ChainCutByTheTimeLimitResumesToTheSameWeights) {
 
   // The uninterrupted reference, beside the Slurm run (the node has 2 CPUs).
   ProcessResult reference;
-  std::thread ref([&] { reference = runFoldfarm({"campaign", "run", plain, "--executor", "local"}, 560); });
+  std::thread ref([&] {
+    reference = runFoldfarm({"campaign", "run", plain, "--executor", "local"}, 560);
+  });
 
-  ProcessResult sub = runFoldfarm({"slurm", "submit", cut, "--time", "1", "--signal-grace", "25", "--poll", "1",
-                                "--poll-max", "2", "--max-submissions", "1", "--json"},
-                               560);
+  ProcessResult sub =
+      runFoldfarm({"slurm", "submit", cut, "--time", "1", "--signal-grace", "25", "--poll", "1",
+                   "--poll-max", "2", "--max-submissions", "1", "--json"},
+                  560);
   ref.join();
   ASSERT_TRUE(reference.ok()) << reference.describeFailure() << "\n" << reference.err;
   ASSERT_TRUE(sub.ok()) << sub.describeFailure() << "\n" << sub.err;
@@ -186,12 +190,14 @@ TEST_F(SlurmChainTimeLimit, ChainCutByTheTimeLimitResumesToTheSameWeights) {
   EXPECT_EQ(summary["counts"].value("done", 0), 1) << sub.out;
   // Cut at least once: the chain needed more than one job.
   ASSERT_GE(summary.value("submissions", 0), 2)
-      << "the chain finished inside its first 1-minute job, so the time limit never cut it: the probe "
+      << "the chain finished inside its first 1-minute job, so the time limit never cut it: the "
+         "probe "
          "measured "
       << epochSeconds << " s per epoch and planned " << plannedS
       << " s of training, but the chain ran more than twice as fast as the probe predicted; "
          "raise kTrainingTargetS\n"
-      << sub.out << "\n" << sub.err;
+      << sub.out << "\n"
+      << sub.err;
 
   // The scripts asked for the warning, and a job ended interrupted (75) by it.
   bool askedForSignal = false, interruptedJob = false;
@@ -199,11 +205,12 @@ TEST_F(SlurmChainTimeLimit, ChainCutByTheTimeLimitResumesToTheSameWeights) {
     const std::string name = e.path().filename().string();
     if (name == "array.sbatch") {
       const std::string script = slurp(e.path().string());
-      askedForSignal = askedForSignal || (script.find("#SBATCH --signal=B:USR1@25\n") != std::string::npos &&
-                                          script.find("#SBATCH --time=1\n") != std::string::npos);
+      askedForSignal =
+          askedForSignal || (script.find("#SBATCH --signal=B:USR1@25\n") != std::string::npos &&
+                             script.find("#SBATCH --time=1\n") != std::string::npos);
     } else if (name.rfind("slurm-", 0) == 0) {
-      interruptedJob = interruptedJob ||
-                       slurp(e.path().string()).find("finished with status 75") != std::string::npos;
+      interruptedJob = interruptedJob || slurp(e.path().string()).find("finished with status 75") !=
+                                             std::string::npos;
     }
   }
   EXPECT_TRUE(askedForSignal);
@@ -223,7 +230,8 @@ TEST_F(SlurmChainTimeLimit, ChainCutByTheTimeLimitResumesToTheSameWeights) {
   ASSERT_EQ(a.dims.size(), 2u);
   EXPECT_EQ(a.dims[0], 2u);  // one push row per iteration
   double maxDiff = 0;
-  for (size_t i = 0; i < a.values.size(); ++i) maxDiff = std::max(maxDiff, std::fabs(a.values[i] - b.values[i]));
+  for (size_t i = 0; i < a.values.size(); ++i)
+    maxDiff = std::max(maxDiff, std::fabs(a.values[i] - b.values[i]));
   EXPECT_EQ(maxDiff, 0.0);
   EXPECT_EQ(std::memcmp(a.values.data(), b.values.data(), a.values.size() * sizeof(double)), 0)
       << "push weights differ bitwise";
