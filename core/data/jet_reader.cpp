@@ -27,6 +27,17 @@ constexpr int64_t F = kNumParticleFeatures;
 // hundreds of files open.
 constexpr size_t kChunkCacheBytes = 8u << 20;
 
+// h5py stores bool as a one-byte enum over int8 (values 0/1); HDF5 cannot convert an enum to
+// a number, so its own bytes are read (`n` elements of the selection) and widened by the caller.
+std::vector<int8_t> readEnumBytes(hid_t ds, hid_t file_type, hid_t mem_space, hid_t file_space,
+                                  size_t n, const std::string& name) {
+  H5Handle native =
+      FF_H5_OWN(H5Tget_native_type(file_type, H5T_DIR_ASCEND), H5Kind::kDatatype, name);
+  std::vector<int8_t> bytes(n);
+  FF_H5_CHECK(H5Dread(ds, native.get(), mem_space, file_space, H5P_DEFAULT, bytes.data()), name);
+  return bytes;
+}
+
 std::string typeName(hid_t type) {
   const H5T_class_t cls = H5Tget_class(type);
   const size_t size = H5Tget_size(type);
@@ -238,6 +249,7 @@ struct JetFile::Impl {
       for (size_t i = 0; i < bytes.size(); ++i)
         typed[i] = static_cast<std::remove_pointer_t<decltype(typed)>>(bytes[i]);
     };
+    if (cls == H5T_INTEGER && size == 1) return put(static_cast<int8_t*>(out));  // pass_* flags
     if (cls == H5T_FLOAT && size == sizeof(float)) return put(static_cast<float*>(out));
     if (cls == H5T_FLOAT && size == sizeof(double)) return put(static_cast<double*>(out));
     if (cls == H5T_INTEGER && size == sizeof(int64_t)) return put(static_cast<int64_t*>(out));
@@ -269,21 +281,11 @@ struct JetFile::Impl {
         // read the enum's own bytes (its values are 0/1).
         if (H5Tget_size(ftype.get()) != 1)
           fail(name, "is an enum wider than one byte; store it as an integer");
-        H5Handle native =
-            FF_H5_OWN(H5Tget_native_type(ftype.get(), H5T_DIR_ASCEND), H5Kind::kDatatype, name);
-        if (H5Tget_size(memtype) == 1) {
-          FF_H5_CHECK(H5Dread(ds, native.get(), mspace.get(), fspace.get(), H5P_DEFAULT, out),
-                      name);
-          return;
-        }
-        // Read into wider memory (labels as int64, weights as float): the bytes, then each
-        // widened to the memory type.
+        // The bytes, each widened to the memory type (labels as int64, weights as float).
         size_t n = 1;
         for (hsize_t c : count) n *= static_cast<size_t>(c);
-        std::vector<int8_t> bytes(n);
-        FF_H5_CHECK(
-            H5Dread(ds, native.get(), mspace.get(), fspace.get(), H5P_DEFAULT, bytes.data()), name);
-        widenBytes(bytes, memtype, out, name);
+        widenBytes(readEnumBytes(ds, ftype.get(), mspace.get(), fspace.get(), n, name), memtype,
+                   out, name);
         return;
       }
       FF_H5_CHECK(H5Dread(ds, memtype, mspace.get(), fspace.get(), H5P_DEFAULT, out), name);
@@ -723,11 +725,8 @@ std::vector<T> readWhole(const std::string& path, const std::string& name,
     }
     v.resize(total);
     if (byte_enum) {
-      H5Handle native =
-          FF_H5_OWN(H5Tget_native_type(ftype.get(), H5T_DIR_ASCEND), H5Kind::kDatatype, name);
-      std::vector<int8_t> bytes(total);
-      FF_H5_CHECK(H5Dread(ds.get(), native.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes.data()),
-                  name);
+      const std::vector<int8_t> bytes =
+          readEnumBytes(ds.get(), ftype.get(), H5S_ALL, H5S_ALL, total, name);
       for (size_t k = 0; k < total; ++k) v[k] = static_cast<T>(bytes[k]);
     } else {
       FF_H5_CHECK(H5Dread(ds.get(), memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name);
