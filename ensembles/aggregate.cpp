@@ -724,14 +724,13 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     // The spread is that of the bootstrap replicas: replica 0 is the fit to the data as
     // measured (weights 1), not a draw, and would narrow the band by (R-1)/R in variance.
     // The central value is the mean over every replica.
-    BandAccumulator all(prior[o].bins()), spread(prior[o].bins());
+    BandAccumulator spread(prior[o].bins());
     for (const auto& [r, row] : nominal_rows) {
-      all.add(row);
+      res.rows.push_back(row);
       if (band_from_bootstrap ? r != 0 : true) spread.add(row);
     }
     res.band = spread.compute();
-    res.band.mean = all.compute().mean;
-    res.rows = all.rows();
+    res.band.mean = meanOverReplicas(nominal_rows);
     res.spread_rows = spread.rows();
     res.sys = computeSystematics(o, res.edges, nominal_rows, res.band, groups, sys, closure_truth);
     res.sigmas = uncertaintySigmas(res.band, res.sys);
