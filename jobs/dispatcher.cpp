@@ -228,9 +228,11 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
           c.finished_at = wallClockNow();
           c.started_at = rec ? rec->started_at : 0;
           c.counts_as_failure = idx == culprit;
-          if (!c.counts_as_failure && rec) {
+          if (rec) {
             // A task the worker finished whose report died with it: its result file (written
-            // before the report) completes the attempt instead of a rerun.
+            // before the report) completes the attempt instead of a rerun. This holds for the
+            // task the worker was running too: a worker killed after the result was durable
+            // (OOM killer, kill -9) did not fail it.
             std::optional<TaskResult> r;
             try {
               r = readTaskResult(campaign.resultPath(rec->id));
@@ -238,6 +240,7 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
             }
             if (r && r->attempt == c.attempt && r->status == 0) {
               c.status = 0;
+              c.counts_as_failure = false;
               c.reason.clear();
               c.started_at = r->started_at;
               c.finished_at = r->finished_at;

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "core/base/error.hpp"
+#include "core/base/fault_point.hpp"
 #include "core/base/fd.hpp"
 #include "core/base/log.hpp"
 #include "core/base/stop_signal.hpp"
@@ -95,6 +96,7 @@ class ResultWriter {
         item.done.erase("res");
       }
       item.lease.release();
+      faultPoint("worker.result_durable", item.result.task_id);
       reply_.send(item.done);
       lock.lock();
     }

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "core/base/exit_codes.hpp"
+#include "core/base/fault_point.hpp"
 #include "jobs/campaign.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
@@ -208,6 +209,31 @@ TEST_F(Faults, KillMinus9OfAWorkerFailsOneAttemptAndTheTaskIsRetried) {
     }
   }
   EXPECT_EQ(hit, 1) << "exactly the task the worker was running pays one attempt";
+}
+
+// The worker killed (OOM killer, kill -9) after the task's result was durable and before
+// its report: the attempt finished, so the task is done with that result and is charged
+// nothing. Before, the task the worker was running was blamed for the death and, at
+// max_attempts 1, ended failed although its result was on disk.
+TEST_F(Faults, AWorkerKilledAfterTheResultIsDurableCostsTheTaskNothing) {
+  init(json{{"task", "sleep"},
+            {"replicas", 3},
+            {"params", {{"seconds", 0.05}}},
+            {"retry", {{"max_attempts", 1}}},
+            {"resources", {{"cpu_slots", 1}}}});
+  ::setenv(kFaultEnv, "worker.result_durable:r0001m0", 1);
+  ToolRun r = runTool({"run", dir_}, scratch_, "run");
+  ::unsetenv(kFaultEnv);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("signal 9"), std::string::npos) << "the fault fired: " << r.err;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.state, TaskState::kDone) << t.id << ": " << t.reason;
+    EXPECT_EQ(t.failures, 0) << t.id;
+    EXPECT_EQ(t.attempts, 1) << t.id;
+  }
+  auto hit = c.journal().task("r0001m0");
+  EXPECT_TRUE(hit->result.contains("slept_s")) << hit->result.dump();
 }
 
 TEST_F(Faults, KillMinus9OfACommandTaskFailsThatAttempt) {

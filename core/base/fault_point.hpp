@@ -1,0 +1,26 @@
+#pragma once
+// Fault injection for tests of crash recovery. A fault point names a moment that a crash can
+// hit only by chance (a worker killed between making a result durable and reporting it);
+// the tests make it happen on purpose:
+//
+//   FOLDFARM_FAULT=<point>[:<context>]
+//
+// makes faultPoint(point, context) end the calling process with SIGKILL, the way the OOM
+// killer or `kill -9` would (no handler, no unwinding, no output flushed). Without
+// `:<context>` every call of that point fires; with it, only the call whose context (a task
+// id, say) is equal. Unset, faultPoint is one getenv.
+//
+// Points: "worker.result_durable" (jobs/worker.cpp, context: the task id): a task's
+// task_result.json is durable and its lease released, its report not yet sent.
+#include <string_view>
+
+namespace foldfarm {
+
+inline constexpr const char* kFaultEnv = "FOLDFARM_FAULT";
+
+void faultPoint(std::string_view point, std::string_view context = {});
+
+// Whether FOLDFARM_FAULT (`spec`) names this point and context.
+bool faultPointMatches(std::string_view spec, std::string_view point, std::string_view context);
+
+}  // namespace foldfarm
