@@ -427,6 +427,9 @@ TEST_F(Faults, OrchestratorAndWorkerKilledWhileACommandRunsNothingSurvivesAndRes
   // (parent-death signal); its background child still holds the task's lease.
   const std::vector<pid_t> supervisors = childrenOf(workers[0]);
   ASSERT_EQ(supervisors.size(), 1u);
+  // The worker is stopped first: otherwise, on a loaded machine, it can see its supervisor
+  // end before its own SIGKILL arrives and end the command's group itself, as it should.
+  ASSERT_EQ(::kill(workers[0], SIGSTOP), 0);
   ASSERT_EQ(::kill(supervisors[0], SIGKILL), 0);
   ASSERT_EQ(::kill(workers[0], SIGKILL), 0);
   ASSERT_EQ(::kill(orch, SIGKILL), 0);
