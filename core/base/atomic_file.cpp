@@ -1,5 +1,6 @@
 #include "core/base/atomic_file.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -35,6 +36,61 @@ void fsyncDir(const std::string& dir) {
 }
 
 std::atomic<unsigned> g_counter{0};
+
+// This host's name as it appears in temporary file names: characters other than letters,
+// digits, '.', '-' and '_' become '_'.
+const std::string& hostTag() {
+  static const std::string tag = [] {
+    std::string h = hostName();
+    for (char& c : h) {
+      const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '-' || c == '_';
+      if (!ok) c = '_';
+    }
+    return h.empty() ? std::string("host") : h;
+  }();
+  return tag;
+}
+
+bool allDigits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Removes the temporaries of `path` that processes of this host left behind when they ended
+// without finishing them (SIGKILL, the OOM killer, a node's reboot): "<path>.tmp.<this
+// host>.<pid>.<n>" whose pid runs no more. A temporary of another host, or of a process
+// that still runs (or whose pid was reused), is kept. Best effort: never throws.
+void removeStaleTemporariesOf(const std::string& path) noexcept {
+  try {
+    const std::string dir = dirOf(path);
+    const auto slash = path.rfind('/');
+    const std::string prefix =
+        (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp." + hostTag() + ".";
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) return;
+    std::vector<std::string> stale;
+    while (const dirent* e = ::readdir(d)) {
+      const std::string_view name(e->d_name);
+      if (name.size() <= prefix.size() || name.substr(0, prefix.size()) != prefix) continue;
+      const std::string_view rest = name.substr(prefix.size());
+      const size_t dot = rest.find('.');
+      if (dot == std::string_view::npos || !allDigits(rest.substr(0, dot)) ||
+          !allDigits(rest.substr(dot + 1)) || dot > 9)
+        continue;
+      const pid_t pid = static_cast<pid_t>(std::stol(std::string(rest.substr(0, dot))));
+      if (pid <= 0 || pid == ::getpid()) continue;
+      if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // runs (or is not ours to ask)
+      stale.emplace_back(name);
+    }
+    ::closedir(d);
+    for (const auto& name : stale) {
+      const std::string full = dir + "/" + name;
+      if (::unlink(full.c_str()) == 0)
+        logInfo("removed {}, left by a process of this host that ended before finishing it", full);
+    }
+  } catch (...) {
+  }
+}
 
 // The temporary files being written, for removeLiveTemporaryFiles(): fixed slots that a
 // signal handler can walk without locks or allocation. State 0: free; 1: being changed;
@@ -90,13 +146,15 @@ void installTemporaryFileCleanup() {
 }
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
-  temp_ = path_ + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(g_counter++);
+  temp_ = path_ + ".tmp." + hostTag() + "." + std::to_string(::getpid()) + "." +
+          std::to_string(g_counter++);
   fd_.reset(::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (fd_.valid()) slot_ = recordLive(temp_);
   if (!fd_.valid()) {
     throw Error(path_ + ": cannot create output file: " + errnoMessage(errno) +
                 " (check that the directory exists and is writable)");
   }
+  removeStaleTemporariesOf(path_);
 }
 
 AtomicFile::AtomicFile(AtomicFile&& other) noexcept
@@ -146,7 +204,8 @@ void AtomicFile::commit() {
 }
 
 bool isTemporaryFileName(std::string_view name) {
-  // "<name>.tmp.<digits>.<digits>", read from the end.
+  // "<name>.tmp.<host>.<digits>.<digits>" (or, from older versions, without "<host>."),
+  // read from the end.
   auto digitsBefore = [&](size_t end) {
     size_t b = end;
     while (b > 0 && name[b - 1] >= '0' && name[b - 1] <= '9') --b;
@@ -155,9 +214,18 @@ bool isTemporaryFileName(std::string_view name) {
   const size_t n_begin = digitsBefore(name.size());
   if (n_begin == name.size() || n_begin == 0 || name[n_begin - 1] != '.') return false;
   const size_t pid_begin = digitsBefore(n_begin - 1);
-  if (pid_begin == n_begin - 1) return false;
+  if (pid_begin == n_begin - 1 || pid_begin == 0 || name[pid_begin - 1] != '.') return false;
   constexpr std::string_view kTmp = ".tmp.";
-  return pid_begin > kTmp.size() && name.substr(pid_begin - kTmp.size(), kTmp.size()) == kTmp;
+  const std::string_view head = name.substr(0, pid_begin);  // "<name>.tmp.[<host>.]"
+  if (head.size() > kTmp.size() && head.substr(head.size() - kTmp.size()) == kTmp) return true;
+  // "<name>.tmp.<host>.": the host between the last ".tmp." and the pid.
+  const size_t tmp = head.rfind(kTmp, head.size() - 2);
+  if (tmp == std::string_view::npos || tmp == 0) return false;
+  const std::string_view host = head.substr(tmp + kTmp.size(), head.size() - 1 - tmp - kTmp.size());
+  return !host.empty() && std::all_of(host.begin(), host.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-' || c == '_';
+  });
 }
 
 int removeTemporaryFilesUnder(const std::string& dir, bool recursive) {

@@ -1,8 +1,11 @@
 #pragma once
-// Atomic file output: write to "<path>.tmp.<pid>.<n>" in the same directory, fsync, rename
-// over the destination, fsync the directory. Readers see either the old file or the whole
-// new one, never a partial file. If the writer is destroyed without commit() (an exception,
-// a failed check), the temporary file is removed and the destination is untouched.
+// Atomic file output: write to "<path>.tmp.<host>.<pid>.<n>" in the same directory, fsync,
+// rename over the destination, fsync the directory. Readers see either the old file or the
+// whole new one, never a partial file. If the writer is destroyed without commit() (an
+// exception, a failed check), the temporary file is removed and the destination is untouched.
+// A writer that could not remove it (SIGKILL, the OOM killer) leaves it behind; the next
+// AtomicFile of the same path removes such temporaries of this host whose process runs no
+// more (a temporary of another host is left alone: its pid means nothing here).
 //
 // Thread-safety: one AtomicFile per thread; distinct objects are independent.
 #include <string>
@@ -42,7 +45,7 @@ class AtomicFile {
 
 // Removes the temporary file of every AtomicFile neither committed nor destroyed yet.
 // Async-signal-safe (unlink only): for a signal handler, before the process ends by its
-// signal, so that Ctrl-C or scancel leaves no "<path>.tmp.<pid>.<n>" behind.
+// signal, so that Ctrl-C or scancel leaves no "<path>.tmp.<host>.<pid>.<n>" behind.
 void removeLiveTemporaryFiles() noexcept;
 // For SIGINT, SIGTERM and SIGHUP not ignored at start: a handler that removes the live
 // temporary files, then ends the process by the same signal (its default action). Commands
@@ -51,7 +54,7 @@ void removeLiveTemporaryFiles() noexcept;
 void installTemporaryFileCleanup();
 
 // Whether `name` (a file name without directory) has the form of an AtomicFile temporary,
-// "<name>.tmp.<pid>.<n>".
+// "<name>.tmp.<host>.<pid>.<n>" (or "<name>.tmp.<pid>.<n>", as earlier versions named them).
 bool isTemporaryFileName(std::string_view name);
 // Removes the AtomicFile temporaries under `dir` (recursively; links are not followed) and
 // returns how many it removed. Only for a directory no live process writes to: one that the

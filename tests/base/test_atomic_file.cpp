@@ -1,8 +1,10 @@
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -214,11 +216,39 @@ TEST(AtomicFile, TemporaryFileNamesAreRecognised) {
   // The form AtomicFile gives its temporaries, whatever the destination's name.
   AtomicFile f((tempDir() / "weights.h5").string());
   EXPECT_TRUE(isTemporaryFileName(fs::path(f.tempPath()).filename().string()));
-  for (const char* yes : {"a.h5.tmp.12.0", "x.tmp.1.2", "spec.json.tmp.4194304.17"})
+  EXPECT_NE(f.tempPath().find(".tmp." + hostName() + "."), std::string::npos) << f.tempPath();
+  for (const char* yes : {"a.h5.tmp.12.0", "x.tmp.1.2", "spec.json.tmp.4194304.17",
+                          "a.h5.tmp.node7.12.0", "a.h5.tmp.n01.ib.cluster-2_x.4194304.17"})
     EXPECT_TRUE(isTemporaryFileName(yes)) << yes;
   for (const char* no : {"a.h5", "a.tmp", "a.tmp.1", "a.tmp.1.", "a.tmp..1", ".tmp.1.2",
-                         "a.tmp.x.2", "a.tmp.1.2x", "notes.tmp.txt", "a.tmp.1.2.h5", "tmp.1.2"})
+                         "a.tmp.x.2", "a.tmp.1.2x", "notes.tmp.txt", "a.tmp.1.2.h5", "tmp.1.2",
+                         ".tmp.node.1.2", "a.tmp.no/de.1.2", "a.tmp.node..1.2x", "a.tmp.node.1"})
     EXPECT_FALSE(isTemporaryFileName(no)) << no;
+}
+
+// A writer killed by SIGKILL cannot remove its temporary. The next AtomicFile of the same
+// path removes those of this host whose process has ended; it keeps those of a running
+// process, of another host, and of other paths.
+TEST(AtomicFile, TheNextWriterOfAPathRemovesTheTemporariesOfEndedProcessesOfThisHost) {
+  const fs::path d = tempDir() / "next_writer";
+  fs::create_directories(d);
+  const pid_t ended = ::fork();
+  if (ended == 0) ::_exit(0);
+  ASSERT_GT(ended, 0);
+  ::waitpid(ended, nullptr, 0);
+  const std::string host = hostName();
+  const std::string target = (d / "F.h5").string();
+  auto touch = [](const std::string& p) { std::ofstream(p) << "partial"; };
+  const std::string dead = target + ".tmp." + host + "." + std::to_string(ended) + ".0";
+  const std::string running = target + ".tmp." + host + "." + std::to_string(::getppid()) + ".3";
+  const std::string elsewhere = target + ".tmp.another-host." + std::to_string(ended) + ".0";
+  const std::string other =
+      (d / "G.h5").string() + ".tmp." + host + "." + std::to_string(ended) + ".0";
+  for (const auto& p : {dead, running, elsewhere, other}) touch(p);
+  writeFileAtomic(target, "whole");
+  EXPECT_FALSE(fs::exists(dead));
+  for (const auto& p : {running, elsewhere, other}) EXPECT_TRUE(fs::exists(p)) << p;
+  EXPECT_EQ(readFile(target), "whole");
 }
 
 // What a writer killed by SIGKILL leaves: its temporaries are removed from the directory and

@@ -189,3 +189,39 @@ TEST_F(DataCli, ASignalWhileWritingLeavesNoTemporaryFile) {
     for (const auto& e : fs::directory_iterator(out)) ADD_FAILURE() << "left behind: " << e.path();
   }
 }
+
+// SIGKILL (the OOM killer, a node's watchdog) while a command writes cannot be caught: the
+// half-written temporary stays. The next run that writes the same output removes it, so a
+// killed run costs no disk beyond the next run.
+TEST_F(DataCli, AHalfWrittenOutputOfAKilledRunIsRemovedByTheNextRun) {
+  const fs::path out = dir_ / "killed";
+  fs::create_directories(out);
+  const std::string target = (out / "big.h5").string();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    ::execl(FOLDFARM_BINARY, FOLDFARM_BINARY, "data", "synth", "--jets", "4000000", "--threads",
+            "1", "--out", target.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::vector<fs::path> temps;
+  for (int i = 0; i < 3000 && temps.empty(); ++i) {
+    for (const auto& e : fs::directory_iterator(out))
+      if (e.path().filename().string().find(".tmp.") != std::string::npos)
+        temps.push_back(e.path());
+    if (temps.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_FALSE(temps.empty()) << "no temporary file appeared";
+  ::kill(pid, SIGKILL);
+  ASSERT_EQ(::waitpid(pid, nullptr, 0), pid);
+  ASSERT_TRUE(fs::exists(temps[0])) << "precondition: SIGKILL leaves the temporary";
+  const Result again = run("data synth --jets 200 --out " + target);
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_NE(again.err.find("removed " + temps[0].string()), std::string::npos) << again.err;
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(out)) left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"big.h5"});
+}
