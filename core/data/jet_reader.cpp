@@ -89,15 +89,7 @@ int64_t byteSize(const std::vector<hsize_t>& dims, int64_t elem_bytes) {
 
 // Refuses an allocation of `bytes` beyond readBudgetBytes(), before it is attempted.
 void requireWithinBudget(const std::string& path, const std::string& what, double bytes) {
-  const uint64_t budget = readBudgetBytes();
-  if (bytes > static_cast<double>(budget))
-    throw InputError(path + ": " + what + " needs " + sizeText(bytes) +
-                     " of memory, more than the read budget of " +
-                     sizeText(static_cast<double>(budget)) + " (" +
-                     (std::getenv("FOLDFARM_READ_BUDGET_GIB")
-                          ? "FOLDFARM_READ_BUDGET_GIB"
-                          : "this machine's memory; FOLDFARM_READ_BUDGET_GIB sets it") +
-                     "); read fewer jets or use a machine with more memory");
+  requireWithinReadBudget(path, what, bytes, "read fewer jets or use a machine with more memory");
 }
 
 // Opens read-only; InputError saying whether the file is missing or unreadable as HDF5.
@@ -806,6 +798,19 @@ uint64_t readBudgetBytes() {
   const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
   if (pages <= 0 || page <= 0) return UINT64_MAX;
   return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+}
+
+void requireWithinReadBudget(const std::string& who, const std::string& what, double bytes,
+                             const std::string& advice) {
+  const uint64_t budget = readBudgetBytes();
+  if (bytes > static_cast<double>(budget))
+    throw InputError(who + ": " + what + " needs " + sizeText(bytes) +
+                     " of memory, more than the read budget of " +
+                     sizeText(static_cast<double>(budget)) + " (" +
+                     (std::getenv("FOLDFARM_READ_BUDGET_GIB")
+                          ? "FOLDFARM_READ_BUDGET_GIB"
+                          : "this machine's memory; FOLDFARM_READ_BUDGET_GIB sets it") +
+                     "); " + advice);
 }
 
 std::string datasetStorageText(const std::string& path, const std::string& name) {

@@ -36,6 +36,10 @@ inline constexpr int64_t kMaxLabelClasses = 1024;
 // machine's physical memory. A read beyond it is refused with both sizes in GiB instead of
 // failing in the allocator or being killed for memory.
 uint64_t readBudgetBytes();
+// InputError "<who>: <what> needs <bytes> of memory, more than the read budget of <budget>
+// (...); <advice>" when `bytes` exceed readBudgetBytes().
+void requireWithinReadBudget(const std::string& who, const std::string& what, double bytes,
+                             const std::string& advice);
 
 struct DatasetInfo {
   std::string name;

@@ -483,6 +483,22 @@ struct JetStream::Impl {
   }
 };
 
+namespace {
+
+// Bytes of the buffer of `buffer_rows` jets of P particles, the bucketing window and the
+// read-ahead pieces at most.
+double streamMemoryBytes(int64_t P, int64_t buffer_rows, const std::vector<StreamBlock>& train,
+                         const JetStreamOptions& o) {
+  const double row = static_cast<double>(P * F + kNumJetFeatures + 3) * 4.0;
+  int64_t largest_piece = 0;
+  for (const auto& b : train) largest_piece = std::max(largest_piece, b.size());
+  const double window_rows = static_cast<double>(windowSteps(o) * o.batch_size);
+  return row * (static_cast<double>(buffer_rows) + window_rows * 2 +
+                static_cast<double>(largest_piece) * (o.read_ahead + o.readers + 1));
+}
+
+}  // namespace
+
 JetStream::JetStream(std::vector<std::string> files, std::vector<StreamBlock> train,
                      JetStreamOptions o)
     : impl_(std::make_unique<Impl>()) {
@@ -512,10 +528,23 @@ JetStream::JetStream(std::vector<std::string> files, std::vector<StreamBlock> tr
       throw Error("jet stream: a block names file " + std::to_string(b.file));
     I.train_rows += b.size();
   }
+  const int64_t buffer_rows = std::max<int64_t>(1, std::min(o.buffer_jets, I.train_rows));
+  // Refused before it is allocated, with the option that sets it, rather than std::bad_alloc
+  // or the OOM killer later.
+  int64_t largest_piece = 0;
+  for (const auto& b : train) largest_piece = std::max(largest_piece, b.size());
+  requireWithinReadBudget(
+      "jet stream",
+      "a shuffle buffer of " + std::to_string(buffer_rows) + " jets (--shuffle-buffer), " +
+          std::to_string(o.read_ahead + o.readers + 1) + " read-ahead pieces of up to " +
+          std::to_string(largest_piece) + " jets (--block-rows) and a window of 2 x " +
+          std::to_string(windowSteps(o)) + " batches of " + std::to_string(o.batch_size) +
+          " jets (--batch)",
+      streamMemoryBytes(I.P, buffer_rows, train, o),
+      "lower --shuffle-buffer, --block-rows or --batch; each rank of a node holds its own");
   I.paths = std::move(files);
   I.train = std::move(train);
-  I.buffer =
-      JetArrays::zeros(std::max<int64_t>(1, std::min(o.buffer_jets, I.train_rows)), I.P, I.labels);
+  I.buffer = JetArrays::zeros(buffer_rows, I.P, I.labels);
   if (I.weights) I.buffer.weights.assign(static_cast<size_t>(I.buffer.n), 0.0f);
 }
 
@@ -636,12 +665,7 @@ bool JetStream::hasLabels() const {
 }
 double JetStream::memoryBytes() const {
   const Impl& I = *impl_;
-  const double row = static_cast<double>(I.P * F + kNumJetFeatures + 3) * 4.0;
-  int64_t largest_piece = 0;
-  for (const auto& b : I.train) largest_piece = std::max(largest_piece, b.size());
-  const double window_rows = static_cast<double>(windowSteps(I.o) * I.o.batch_size);
-  return row * (static_cast<double>(I.buffer.n) + window_rows * 2 +
-                static_cast<double>(largest_piece) * (I.o.read_ahead + I.o.readers + 1));
+  return streamMemoryBytes(I.P, I.buffer.n, I.train, I.o);
 }
 double JetStream::waitSeconds() const {
   return impl_->wait_s;

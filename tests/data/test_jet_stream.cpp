@@ -331,3 +331,30 @@ TEST(JetStream, ABadValueMidStreamEndsItWithTheFileNamedInsteadOfHanging) {
   EXPECT_NE(message.find("nan.h5"), std::string::npos) << message;
   fs::remove_all(dir);
 }
+
+// A shuffle buffer beyond the read budget (this machine's memory, or
+// FOLDFARM_READ_BUDGET_GIB) is refused before it is allocated, naming the option that sets
+// it, instead of ending in std::bad_alloc or the OOM killer.
+TEST(JetStream, AShuffleBufferBeyondTheReadBudgetIsRefusedNamingTheOption) {
+  Files f;
+  const auto blocks = cutStreamBlocks(f.rows, 100);
+  JetStreamOptions small = options();
+  small.buffer_jets = 100;
+  const double fits = JetStream(f.paths, blocks, small).memoryBytes();
+  const std::string gib = std::to_string(fits * 1.05 / double(1ull << 30));
+  ::setenv("FOLDFARM_READ_BUDGET_GIB", gib.c_str(), 1);
+  EXPECT_NO_THROW(JetStream(f.paths, blocks, small));
+  JetStreamOptions big = options();
+  big.buffer_jets = 2000;
+  try {
+    JetStream s(f.paths, blocks, big);
+    ADD_FAILURE() << "a buffer beyond the budget was accepted";
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    for (const char* part : {"jet stream: ", "2000 jets (--shuffle-buffer)", "(--block-rows)",
+                             "(--batch)", "FOLDFARM_READ_BUDGET_GIB", "lower --shuffle-buffer"})
+      EXPECT_NE(what.find(part), std::string::npos) << part << " in: " << what;
+    EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+  }
+  ::unsetenv("FOLDFARM_READ_BUDGET_GIB");
+}
