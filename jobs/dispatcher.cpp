@@ -241,7 +241,7 @@ RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& 
             if (r && r->attempt == c.attempt && r->status == 0) {
               c.status = 0;
               c.counts_as_failure = false;
-              c.reason.clear();
+              c.reason = r->reason;
               c.started_at = r->started_at;
               c.finished_at = r->finished_at;
               c.result = r->result;

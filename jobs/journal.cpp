@@ -385,8 +385,9 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
         done.bind(6, c.result.dump());
       done.bind(7, c.index).bind(8, c.attempt);
       if (done.run() == 1) {
+        // A done attempt's reason is empty, or says that an earlier attempt did the work.
         insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kDone, finished, c.host,
-                    c.slot, 0, "");
+                    c.slot, 0, c.reason);
         if (out) out->push_back({c.index, TaskState::kDone, 0});
         ++applied;
       }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <optional>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
@@ -45,6 +46,26 @@ void makeDir(const std::string& dir) {
   }
 }
 
+// The result of the attempt that held the lease last, when that attempt was older than this
+// one and finished the task: an attempt of another host that outlived its dispatcher's view
+// of it (a pilot rank declared lost, a resume on another login node) and completed while this
+// one waited for the lease. Nothing has run in the directory since (the holder record says
+// so), so its outputs and result are whole.
+std::optional<TaskResult> finishedByTheLastHolder(const TaskExecution& e, const TaskLease& lease) {
+  const int last = lease.previousHolder();
+  if (e.attempt <= 0 || last <= 0 || last >= e.attempt) return std::nullopt;
+  std::optional<TaskResult> prior;
+  try {
+    prior = readTaskResult(e.task_dir + "/" + kTaskResultFile);
+  } catch (const InputError& bad) {
+    logWarn("ignoring {}", bad.what());
+    return std::nullopt;
+  }
+  if (!prior || prior->task_id != e.task_id || prior->attempt != last || prior->status != 0)
+    return std::nullopt;
+  return prior;
+}
+
 }  // namespace
 
 TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
@@ -57,6 +78,7 @@ TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
   bool needs_dir =
       !hasTaskKind(e.kind) || taskKindTraits(e.kind).needs_directory || e.always_write_result;
   TaskOutcome out;
+  std::optional<TaskResult> prior;  // when an older attempt finished the task
   if (needs_dir) {
     makeDir(e.task_dir);
     try {
@@ -75,17 +97,30 @@ TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
     StderrRedirect redirect(e.task_dir + "/task.log");
     setLogTask(e.task_id);
     logInfo("attempt {} of {} ({}) on slot {}", e.attempt, e.task_id, e.kind, e.slot);
-    // With the lease held no process of an earlier attempt lives: a temporary file here is
-    // what one killed by SIGKILL (or the OOM killer) was writing.
-    if (const int stale = removeTemporaryFilesUnder(e.task_dir); stale > 0)
-      logInfo("removed {} temporary file(s) an earlier attempt left unfinished", stale);
-    out = runTaskKind(e.kind, e.params, e.task_dir);
-    if (out.status != 0) logWarn("ended with status {}: {}", out.status, out.reason);
+    if ((prior = finishedByTheLastHolder(e, lease))) {
+      out = {0,
+             "finished by attempt " + std::to_string(prior->attempt) + " on " + prior->host +
+                 " while this attempt waited; its result is taken, nothing was run again",
+             std::move(prior->result)};
+      logInfo("{}", out.reason);
+    } else {
+      // With the lease held no process of an earlier attempt lives: a temporary file here is
+      // what one killed by SIGKILL (or the OOM killer) was writing.
+      if (const int stale = removeTemporaryFilesUnder(e.task_dir); stale > 0)
+        logInfo("removed {} temporary file(s) an earlier attempt left unfinished", stale);
+      out = runTaskKind(e.kind, e.params, e.task_dir);
+      if (out.status != 0) logWarn("ended with status {}: {}", out.status, out.reason);
+    }
     setLogTask("");
   } else {
     out = runTaskKind(e.kind, e.params, e.task_dir);
   }
   r.finished_at = wallClockNow();
+  if (prior) {  // the times and host of the attempt that did the work
+    r.host = prior->host;
+    r.started_at = prior->started_at;
+    r.finished_at = prior->finished_at;
+  }
   r.status = out.status;
   r.reason = out.reason;
   r.result = std::move(out.result);

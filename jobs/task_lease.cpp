@@ -143,6 +143,9 @@ TaskLease TaskLease::acquire(const std::string& task_dir, const std::string& tas
                           "; nothing was run or written");
   }
   if (attempt > newest) writeFileAtomic(attemptPath, std::to_string(attempt) + "\n");
+  const json previous = readHolder(fd);
+  if (previous.contains("attempt") && previous["attempt"].is_number_integer())
+    lease.previous_holder_ = previous["attempt"].get<int>();
   lease.writeHolder(0);
   return lease;
 }
@@ -158,6 +161,10 @@ void TaskLease::writeHolder(pid_t pgid) {
   if (::pwrite(fd, s.data(), s.size(), 0) != static_cast<ssize_t>(s.size())) {
     throwSystemError("pwrite", __FILE__, __LINE__, dir_ + "/" + kLeaseFile);
   }
+  // Durable before the attempt writes anything: a later attempt trusts it to say that no
+  // attempt ran here since the one a result file names (executeTask).
+  if (::fdatasync(fd) != 0)
+    throwSystemError("fdatasync", __FILE__, __LINE__, dir_ + "/" + kLeaseFile);
 }
 
 void TaskLease::setProcessGroup(pid_t pgid) {

@@ -20,7 +20,8 @@
 //      later, bounded by retry.max_interruptions);
 //   3. with the lock: read .attempt; a larger number than ours: SupersededError; else write
 //      ours (unless ours is 0: a run by hand, which takes the lock but no number) and the
-//      holder record (attempt, host, pid, pid start time, process group).
+//      holder record (attempt, host, pid, pid start time, process group), made durable, after
+//      noting the previous holder's attempt (previousHolder()).
 // Releasing is closing the descriptor (the destructor), or the death of every holder.
 //
 // Works on local file systems and on NFS (Linux maps flock to NFS byte-range locks);
@@ -65,6 +66,10 @@ class TaskLease {
   // after fork.
   int fd() const { return fd_.get(); }
   int attempt() const { return attempt_; }
+  // The attempt that held the lease last before this one, from its holder record (-1: none
+  // recorded). When a result file names that attempt, nothing has run in the directory since
+  // that attempt wrote it.
+  int previousHolder() const { return previous_holder_; }
   // Records the process group of the attempt's child processes (fencing targets it).
   void setProcessGroup(pid_t pgid);
   void release() { fd_.reset(); }
@@ -74,6 +79,7 @@ class TaskLease {
   Fd fd_;
   std::string dir_;
   int attempt_ = 0;
+  int previous_holder_ = -1;
 };
 
 // Promises `attempt` of a task before it is handed to a runner that the journal's writer

@@ -157,6 +157,62 @@ TEST_F(Faults, ALeaseHeldFromAnotherHostDelaysTheTaskWithoutFailingIt) {
   EXPECT_TRUE(anyContains(reasons("r0000m0"), "host elsewhere"));
 }
 
+// The other host's older attempt finishes the task while this campaign's attempt waits for
+// the lease: its result is taken, and the task is not run a second time. Before, the waiting
+// attempt ran the command again once the lease was free.
+TEST_F(Faults, AnOlderAttemptThatFinishesWhileANewerOneWaitsIsTakenNotRunAgain) {
+  init(json{{"task", "command"},
+            {"replicas", 2},
+            {"params", {{"argv", {"/bin/sh", "-c", "echo ran >> runs"}}}},
+            {"retry", {{"lease_wait_s", 0.3}, {"backoff_s", 0}}},
+            {"resources", {{"cpu_slots", 1}}}});
+  const std::string task_dir = Campaign::open(dir_, Campaign::Access::kReadOnly).taskDir("r0000m0");
+  std::filesystem::create_directories(task_dir);
+  const int fd = ::open((task_dir + "/.lease").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  // The campaign's attempt 1 waits 0.3 s and the fence grace (5 s) and is refused; its
+  // attempt 2 is waiting when the other host's attempt 1 ends, 7 s in.
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t holder = ::fork();
+  if (holder == 0) {
+    ::flock(fd, LOCK_EX);
+    const std::string rec = "{\"attempt\":1,\"host\":\"elsewhere\",\"pid\":1,\"pgid\":0}\n";
+    if (::pwrite(fd, rec.data(), rec.size(), 0) < 0) ::_exit(3);
+    if (::write(ready[1], "x", 1) != 1) ::_exit(3);
+    ::sleep(7);
+    TaskResult r;
+    r.task_id = "r0000m0";
+    r.attempt = 1;
+    r.status = 0;
+    r.host = "elsewhere";
+    r.started_at = 1000;
+    r.finished_at = 1002;
+    r.result = json{{"exit_code", 0}, {"done_by", "elsewhere"}};
+    writeTaskResult(task_dir + "/task_result.json", r);
+    ::_exit(0);
+  }
+  ::close(fd);
+  char byte = 0;
+  ASSERT_EQ(::read(ready[0], &byte, 1), 1);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  Campaign c = runToEnd();
+  EXPECT_EQ(waitExit(holder), 0);
+  auto t = c.journal().task("r0000m0");
+  EXPECT_EQ(t->state, TaskState::kDone) << t->reason;
+  EXPECT_EQ(t->failures, 0);
+  EXPECT_EQ(t->result.value("done_by", ""), "elsewhere") << t->result.dump();
+  EXPECT_FALSE(exists(task_dir + "/runs")) << "the task ran again";
+  EXPECT_TRUE(anyContains(reasons("r0000m0"), "finished by attempt 1 on elsewhere"));
+  auto r = readTaskResult(task_dir + "/task_result.json");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->attempt, t->attempts) << "the result file names the attempt that took it";
+  EXPECT_EQ(r->finished_at, 1002);
+  // The other task, whose directory no other attempt held, ran as usual.
+  EXPECT_EQ(readText(c.taskDir("r0001m0") + "/runs"), "ran\n");
+}
+
 TEST_F(Faults, ATaskThatAlwaysExits75EndsFailedNamingTheCapWhileTheRestFinish) {
   // Without the cap the local executor would dispatch it forever.
   init(json{{"task", "command"},
@@ -455,18 +511,22 @@ TEST_F(Faults, OrchestratorAndWorkerKilledWhileACommandRunsNothingSurvivesAndRes
 
 TEST_F(Faults, TwoRunnersOfOneTaskNeverOverlapAndAnOlderAttemptStartedLaterRunsNothing) {
   // What a Slurm requeue racing a resubmission amounts to: `work` runs of the same task
-  // with attempts 1 and 2. The task appends its start and end to a file.
+  // with attempts 1 and 2. The task appends its start and end to a file; its first run
+  // fails, so that the second has to run it again (a finished one's result it would take).
   init(json{{"task", "command"},
             {"replicas", 1},
             {"params",
-             {{"argv", {"/bin/sh", "-c", "echo begin $$ >> runs; sleep 1; echo end $$ >> runs"}}}},
+             {{"argv",
+               {"/bin/sh", "-c",
+                "echo begin $$ >> runs; sleep 1; echo end $$ >> runs;"
+                " if [ ! -e failed ]; then touch failed; exit 1; fi"}}}},
             {"retry", {{"lease_wait_s", 30.0}}}});
   const std::string tdir = dir_ + "/tasks/r0000m0";
   pid_t first = startTool({"work", dir_, "--task", "r0000m0@1"}, scratch_, "w1");
   for (int i = 0; i < 200 && readText(tdir + "/runs").empty(); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   pid_t second = startTool({"work", dir_, "--task", "r0000m0@2"}, scratch_, "w2");
-  EXPECT_EQ(waitExit(first), 0) << readText(scratch_ + "/w1.err");
+  EXPECT_EQ(waitExit(first), 1) << readText(scratch_ + "/w1.err");
   EXPECT_EQ(waitExit(second), 0) << readText(scratch_ + "/w2.err");
   std::string runs = readText(tdir + "/runs");
   EXPECT_EQ(countLines(runs), 4);
@@ -492,6 +552,16 @@ TEST_F(Faults, TwoRunnersOfOneTaskNeverOverlapAndAnOlderAttemptStartedLaterRunsN
   EXPECT_NE(late.out.find("superseded"), std::string::npos) << late.out;
   EXPECT_EQ(countLines(readText(tdir + "/runs")), 4) << "the superseded attempt ran the command";
   EXPECT_EQ(readText(tdir + "/task_result.json"), resultBefore);
+
+  // A newer element (attempt 3) after attempt 2 finished the task: it takes that result.
+  ToolRun next = runTool({"work", dir_, "--task", "r0000m0@3"}, scratch_, "w3");
+  EXPECT_EQ(next.exit_code, 0) << next.err;
+  EXPECT_EQ(countLines(readText(tdir + "/runs")), 4) << "a finished task ran again";
+  r = readTaskResult(tdir + "/task_result.json");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->attempt, 3);
+  EXPECT_EQ(r->status, 0);
+  EXPECT_NE(r->reason.find("finished by attempt 2"), std::string::npos) << r->reason;
 }
 
 TEST_F(Faults, KillMinus9OfTheOrchestratorFiveTimesThenResumeDoesEveryTaskOnce) {

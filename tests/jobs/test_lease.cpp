@@ -89,6 +89,25 @@ TEST(TaskLease, AnAttemptOlderThanTheNewestIsSupersededAndAByHandRunIsNot) {
   EXPECT_EQ(readText(dir + "/.attempt"), "5\n");
   TaskLease l5 = TaskLease::acquire(dir, "t", 5);
   EXPECT_TRUE(l5.held());
+  // The holder before it was the hand run (0): a promise is no holder.
+  EXPECT_EQ(l5.previousHolder(), 0);
+}
+
+// Each attempt notes which attempt held the lease before it (what lets a later attempt take
+// the result of an earlier one that finished, see executeTask); a superseded one takes nothing.
+TEST(TaskLease, EachAttemptNotesThePreviousHolder) {
+  std::string dir = makeScratchDir("lease");
+  {
+    TaskLease l = TaskLease::acquire(dir, "t", 1);
+    EXPECT_EQ(l.previousHolder(), -1) << "nobody held it before";
+  }
+  {
+    TaskLease l = TaskLease::acquire(dir, "t", 2);
+    EXPECT_EQ(l.previousHolder(), 1);
+  }
+  EXPECT_THROW(TaskLease::acquire(dir, "t", 1), SupersededError);
+  TaskLease l = TaskLease::acquire(dir, "t", 3);
+  EXPECT_EQ(l.previousHolder(), 2) << "the superseded attempt never held it";
 }
 
 TEST(TaskLease, AHolderOnAnotherHostIsNeverSignalledAndTheAttemptIsRetriedLater) {
