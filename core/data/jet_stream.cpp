@@ -273,6 +273,24 @@ SegmentPlan planSegment(const std::vector<StreamBlock>& train, const JetStreamOp
   if (world < 1 || rank < 0 || rank >= world)
     throw InputError("jet stream: rank " + std::to_string(rank) + " outside world size " +
                      std::to_string(world));
+  if (!done.empty()) {
+    // The ids of every row drawn in the earlier segments are held (sorted, with the
+    // segment's own and its replay): about 24 bytes per row, refused by name beyond the
+    // budget (a resume of a 10^9-jet epoch on another number of ranks).
+    double rows = 0, train_rows = 0;
+    for (const auto& d : done)
+      rows += static_cast<double>(d.world) * static_cast<double>(std::max<int64_t>(d.steps, 0)) *
+              static_cast<double>(o.batch_size);
+    for (const auto& b : train) train_rows += static_cast<double>(b.size());
+    rows = std::min(rows, train_rows);
+    requireWithinReadBudget("jet stream",
+                            "continuing epoch " + std::to_string(epoch) + " from the " +
+                                std::to_string(static_cast<int64_t>(rows)) +
+                                " jets drawn before the stop",
+                            24.0 * rows,
+                            "resume on the number of ranks the run stopped with, or with "
+                            "FOLDFARM_READ_BUDGET_GIB raised where memory allows");
+  }
   const std::vector<StreamBlock> order = epochOrder(train, o.seed, epoch);
   std::vector<int64_t> drawn;
   for (size_t i = 0; i < done.size(); ++i) {

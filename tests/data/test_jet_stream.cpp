@@ -230,6 +230,20 @@ TEST(JetStream, ResumeOnAnotherNumberOfRanksNeitherLosesNorRepeatsAJet) {
   seen.insert(seen.end(), t.ids.begin(), t.ids.end());
   std::sort(seen.begin(), seen.end());
   EXPECT_EQ(seen, want);
+
+  // The drawn ids such a resume holds count against the read budget: refused by name.
+  ::setenv("FOLDFARM_READ_BUDGET_GIB", "0.000001",
+           1);  // 1 KiB; 2 x 7 x 32 = 448 rows need 10.5 KiB
+  try {
+    planSegment(split.train, options(), 0, {{2, 7}}, 1, 0);
+    ADD_FAILURE() << "a resume beyond the budget was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("from the 448 jets drawn before the stop"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_NO_THROW(planSegment(split.train, options(), 0, {}, 1, 0)) << "a fresh epoch holds none";
+  ::unsetenv("FOLDFARM_READ_BUDGET_GIB");
 }
 
 TEST(JetStream, SplitHoldsOutFractionsAndCapsTheEvaluationRows) {
