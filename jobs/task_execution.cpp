@@ -125,6 +125,7 @@ TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
   r.reason = out.reason;
   r.result = std::move(out.result);
   if (e.write_result_file && resultFileWanted(e, r, lease)) {
+    lease.requireStillHeld(e.task_id);
     writeTaskResult(e.task_dir + "/" + kTaskResultFile, r);
   }
   return r;

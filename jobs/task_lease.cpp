@@ -167,6 +167,16 @@ void TaskLease::writeHolder(pid_t pgid) {
     throwSystemError("fdatasync", __FILE__, __LINE__, dir_ + "/" + kLeaseFile);
 }
 
+void TaskLease::requireStillHeld(const std::string& task_id) const {
+  if (!fd_.valid()) return;
+  const json h = readHolder(fd_.get());
+  if (h.value("attempt", -1) == attempt_ && h.value("pid", 0) == ::getpid() &&
+      h.value("host", "") == hostName())
+    return;
+  throw Error("task " + task_id + ": attempt " + std::to_string(attempt_) + " lost its lease to " +
+              describeHolder(h) + " (the file system dropped the lock); its result is discarded");
+}
+
 void TaskLease::setProcessGroup(pid_t pgid) {
   if (fd_.valid()) writeHolder(pgid);
 }

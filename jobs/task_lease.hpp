@@ -72,6 +72,12 @@ class TaskLease {
   int previousHolder() const { return previous_holder_; }
   // Records the process group of the attempt's child processes (fencing targets it).
   void setProcessGroup(pid_t pgid);
+  // Before the attempt's result is committed: Error ("task T: attempt N lost its lease to
+  // <holder>; its result is discarded") when the holder record names another process. On a
+  // local file system a held flock cannot be taken away, so this never fires; a network file
+  // system can drop the lock of a client it evicted and grant it to another attempt, whose
+  // record then replaces ours. Best effort there: a client's cached read may lag.
+  void requireStillHeld(const std::string& task_id) const;
   void release() { fd_.reset(); }
 
  private:

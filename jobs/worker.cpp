@@ -89,6 +89,7 @@ class ResultWriter {
       queue_.pop_front();
       lock.unlock();
       try {
+        item.lease.requireStillHeld(item.result.task_id);
         writeTaskResult(item.path, item.result);
       } catch (const std::exception& e) {
         item.done["s"] = 1;

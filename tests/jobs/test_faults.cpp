@@ -213,6 +213,26 @@ TEST_F(Faults, AnOlderAttemptThatFinishesWhileANewerOneWaitsIsTakenNotRunAgain) 
   EXPECT_EQ(readText(c.taskDir("r0001m0") + "/runs"), "ran\n");
 }
 
+// An attempt whose lease was taken from it (a network file system that evicted its client
+// granted the lock to another attempt, whose holder record replaced its own) does not commit
+// its result over the other attempt's directory: the attempt fails and the task is retried.
+TEST_F(Faults, AnAttemptThatLostItsLeaseCommitsNoResult) {
+  init(json{{"task", "loses_lease"},
+            {"replicas", 1},
+            {"retry", {{"max_attempts", 2}, {"backoff_s", 0}}},
+            {"resources", {{"cpu_slots", 1}}}});
+  Campaign c = runToEnd();
+  auto t = c.journal().task("r0000m0");
+  EXPECT_EQ(t->state, TaskState::kDone) << t->reason;
+  EXPECT_EQ(t->attempts, 2);
+  EXPECT_EQ(t->failures, 1);
+  EXPECT_TRUE(anyContains(reasons("r0000m0"),
+                          "attempt 1 lost its lease to attempt 99 (host elsewhere, pid 1)"));
+  auto r = readTaskResult(c.taskDir("r0000m0") + "/task_result.json");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->attempt, 2) << "only the attempt that held the lease wrote its result";
+}
+
 TEST_F(Faults, ATaskThatAlwaysExits75EndsFailedNamingTheCapWhileTheRestFinish) {
   // Without the cap the local executor would dispatch it forever.
   init(json{{"task", "command"},

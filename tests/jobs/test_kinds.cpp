@@ -35,6 +35,24 @@ void registerTestTaskKinds() {
         return TaskOutcome{0, "", nlohmann::json{{"slept", true}}};
       }),
       TaskKindTraits{true, nullptr, std::nullopt});
+  // Once: replaces the lease's holder record with another host's attempt while the task
+  // holds the lock, as a network file system that dropped the lock and granted it elsewhere
+  // would leave it; then finishes.
+  registerTaskKind(
+      "loses_lease", TaskRunner([](const nlohmann::json&, const std::string& dir) {
+        const std::string marker = dir + "/lost-once";
+        if (::access(marker.c_str(), F_OK) != 0) {
+          int m = ::open(marker.c_str(), O_WRONLY | O_CREAT, 0644);
+          if (m >= 0) ::close(m);
+          const std::string rec = "{\"attempt\":99,\"host\":\"elsewhere\",\"pid\":1}\n";
+          int fd = ::open((dir + "/.lease").c_str(), O_WRONLY | O_TRUNC);
+          if (fd < 0 || ::write(fd, rec.data(), rec.size()) != static_cast<ssize_t>(rec.size()))
+            return TaskOutcome{1, "could not rewrite the holder record", nullptr};
+          ::close(fd);
+        }
+        return TaskOutcome{0, "", nlohmann::json{{"finished", true}}};
+      }),
+      TaskKindTraits{true, nullptr, std::nullopt});
 }
 
 }  // namespace foldfarm::jobs::testing
