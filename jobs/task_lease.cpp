@@ -77,7 +77,16 @@ bool signalHolder(const json& h, int sig) {
   if (h.value("host", "") != hostName()) return false;
   bool any = false;
   const pid_t pgid = h.value("pgid", 0);
-  if (pgid > 1 && pgid != ::getpgrp() && ::kill(-pgid, sig) == 0) any = true;
+  // The group's id is its leader's pid. While the leader lives, its start time tells whether
+  // the id is still that group's; an id whose leader is gone names the group's remaining
+  // processes (Linux does not reuse a pid that is a live group's id).
+  const unsigned long long leader_now = pgid > 1 ? processStartTicks(pgid) : 0;
+  const unsigned long long leader_then = h.value("pgid_start", 0ULL);
+  const bool same_group = leader_now == 0 || leader_then == 0 || leader_now == leader_then;
+  if (!same_group)
+    logWarn("process group {} of {} is another process's now; not signalled", pgid,
+            describeHolder(h));
+  if (pgid > 1 && pgid != ::getpgrp() && same_group && ::kill(-pgid, sig) == 0) any = true;
   const pid_t pid = h.value("pid", 0);
   const unsigned long long start = h.value("start", 0ULL);
   if (pid > 1 && pid != ::getpid() && start != 0 && processStartTicks(pid) == start &&
@@ -151,9 +160,10 @@ TaskLease TaskLease::acquire(const std::string& task_dir, const std::string& tas
 }
 
 void TaskLease::writeHolder(pid_t pgid) {
-  json h{{"attempt", attempt_}, {"host", hostName()},
-         {"pid", ::getpid()},   {"start", processStartTicks(::getpid())},
-         {"pgid", pgid},        {"since", wallClockNow()}};
+  json h{{"attempt", attempt_},    {"host", hostName()},
+         {"pid", ::getpid()},      {"start", processStartTicks(::getpid())},
+         {"pgid", pgid},           {"pgid_start", pgid > 0 ? processStartTicks(pgid) : 0ULL},
+         {"since", wallClockNow()}};
   const std::string s = h.dump() + "\n";
   const int fd = fd_.get();
   if (::ftruncate(fd, 0) != 0)

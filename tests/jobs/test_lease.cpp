@@ -1,5 +1,6 @@
 // The task lease: no two processes run a task at once, an older attempt never runs after a
 // newer one, and the processes of an abandoned attempt are fenced on this host.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -68,6 +69,51 @@ TEST(TaskLease, ANewerAttemptWaitsThenFencesTheHolderOnThisHost) {
   ASSERT_TRUE(WIFSIGNALED(st));
   EXPECT_EQ(WTERMSIG(st), SIGTERM) << "the holder was fenced with SIGTERM";
   EXPECT_EQ(readText(dir + "/.attempt"), "2\n");
+}
+
+// Fencing signals the holder's process group only while that group id is still the
+// holder's: a recorded group whose leader's pid now belongs to another process (another start
+// time) is left alone, and the holder's own pid is still fenced.
+TEST(TaskLease, FencingSparesAProcessGroupWhoseIdWasReused) {
+  std::string dir = makeScratchDir("lease");
+  const pid_t innocent = ::fork();
+  if (innocent == 0) {
+    ::setpgid(0, 0);
+    ::signal(SIGTERM, SIG_DFL);
+    for (;;) ::pause();
+  }
+  ASSERT_GT(innocent, 0);
+  ::setpgid(innocent, innocent);
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  const pid_t holder = ::fork();
+  if (holder == 0) {
+    ::close(p[0]);
+    ::signal(SIGTERM, SIG_DFL);
+    const int fd = ::open((dir + "/.lease").c_str(), O_RDWR | O_CREAT, 0644);
+    if (fd < 0 || ::flock(fd, LOCK_EX) != 0) ::_exit(2);
+    // The group it recorded: the innocent process's pid, with another leader's start time.
+    const std::string rec =
+        "{\"attempt\":1,\"host\":\"" + hostName() + "\",\"pid\":" + std::to_string(::getpid()) +
+        ",\"start\":" + std::to_string(processStartTicks(::getpid())) +
+        ",\"pgid\":" + std::to_string(innocent) +
+        ",\"pgid_start\":" + std::to_string(processStartTicks(innocent) + 1) + "}\n";
+    if (::pwrite(fd, rec.data(), rec.size(), 0) < 0) ::_exit(3);
+    char c = 1;
+    if (::write(p[1], &c, 1) != 1) ::_exit(3);
+    for (;;) ::pause();
+  }
+  ::close(p[1]);
+  char c = 0;
+  ASSERT_EQ(::read(p[0], &c, 1), 1);
+  ::close(p[0]);
+  TaskLease l = TaskLease::acquire(dir, "t", 2, LeaseOptions{0.2, 1.0});
+  EXPECT_TRUE(l.held());
+  const int st = waitStatus(holder);
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM) << "the holder itself was fenced";
+  EXPECT_TRUE(processAlive(innocent)) << "a reused group id was signalled";
+  ::kill(innocent, SIGKILL);
+  waitStatus(innocent);
 }
 
 TEST(TaskLease, AnAttemptOlderThanTheNewestIsSupersededAndAByHandRunIsNot) {
