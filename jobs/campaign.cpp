@@ -353,14 +353,15 @@ std::vector<int> Campaign::markSubmitted(const std::vector<std::string>& task_id
   return attempts;
 }
 
-int Campaign::requeue(const std::vector<std::string>& task_ids, const std::string& reason) {
+int Campaign::requeue(const std::vector<std::string>& task_ids, const std::string& reason,
+                      int event_exit_code, double not_before) {
   std::vector<int> idx;
   for (const auto& id : task_ids) {
     int i = spec_.indexOf(id);
     if (i < 0) throw InputError(dir_ + ": no task '" + id + "' in this campaign");
     idx.push_back(i);
   }
-  return journal_.requeue(idx, reason);
+  return journal_.requeue(idx, reason, event_exit_code, not_before);
 }
 
 int Campaign::retry(const std::vector<TaskState>& from) {

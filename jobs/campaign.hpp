@@ -114,8 +114,10 @@ class Campaign {
   // attempt number each task now runs (0 for ids that were not pending).
   std::vector<int> markSubmitted(const std::vector<std::string>& task_ids,
                                  const std::string& external_id, const std::string& host = "");
-  // running -> interrupted -> pending (a job ended without a result, preemption).
-  int requeue(const std::vector<std::string>& task_ids, const std::string& reason);
+  // running -> interrupted -> pending (a job ended without a result, preemption); see
+  // CampaignJournal::requeue.
+  int requeue(const std::vector<std::string>& task_ids, const std::string& reason,
+              int event_exit_code = -1, double not_before = 0);
   // Reads task_result.json of every running task and ingests those of the running attempt
   // (or, for attempt 0, written after it started), one transaction. Exactly once: a
   // result is ingested only while its task is running. Returns how many were ingested.

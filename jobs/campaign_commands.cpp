@@ -15,6 +15,7 @@
 #include "core/mpi/check.hpp"
 #include "core/mpi/mpi_runtime.hpp"
 #include "jobs/status_report.hpp"
+#include "jobs/task_lease.hpp"
 
 namespace foldfarm::jobs {
 
@@ -208,6 +209,11 @@ int workCommand(const std::string& dir, const std::vector<std::string>& entries,
       continue;
     }
     TaskResult r = runTaskStandalone(dir, id, n);
+    if (r.status == kExitInterrupted && !r.counts_as_failure && n > 0) {
+      // Not started: the lease is held elsewhere. The journal's writer (Slurm) sees only that
+      // this element wrote no result; the record tells it not to count that as a lost attempt.
+      recordLeaseRefusal(taskDirOf(dir, id), LeaseRefusal{n, r.reason});
+    }
     if (r.status == kExitInterrupted) {
       std::printf("%s interrupted: %s\n", id.c_str(), r.reason.c_str());
       std::fflush(stdout);

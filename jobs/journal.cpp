@@ -12,6 +12,7 @@ namespace {
 
 constexpr const char* kSchemaVersion = "1";
 
+static_assert(kEventLeaseRefused == -2, "kTaskColumns names it as -2");
 constexpr const char* kTaskColumns =
     "idx, id, replica, member, state, attempts, failures, host, slot, external_id, exit_code, "
     "reason, started_at, finished_at, not_before, ingested, result, "
@@ -22,7 +23,7 @@ constexpr const char* kTaskColumns =
     // Attempts since then that ended without a result of their own (running -> interrupted
     // other than the task's own exit 75: its job or worker ended first).
     "(SELECT COUNT(*) FROM events e WHERE e.task_idx=tasks.idx AND e.from_state='running' AND "
-    "e.to_state='interrupted' AND COALESCE(e.exit_code, -1) != 75 AND e.seq > "
+    "e.to_state='interrupted' AND COALESCE(e.exit_code, -1) NOT IN (75, -2) AND e.seq > "
     "COALESCE((SELECT MAX(seq) FROM events WHERE task_idx=tasks.idx AND from_state IN "
     "('failed','cancelled') AND to_state='pending'), 0))";
 
@@ -199,7 +200,7 @@ void CampaignJournal::insertEvent(int index, int attempt, TaskState from, TaskSt
     insert_event_.bindNull(7);
   else
     insert_event_.bind(7, slot);
-  if (exit_code < 0)
+  if (exit_code == -1)  // none; kEventLeaseRefused is kept
     insert_event_.bindNull(8);
   else
     insert_event_.bind(8, exit_code);
@@ -439,11 +440,13 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
         .bind(8, c.attempt);
     if (again.run() != 1) continue;
     if (interrupted) {
-      // An uncounted 75 (the lease held elsewhere) is recorded without its exit code, so that
-      // the count of the task's own stops (max_interruptions) leaves it out.
-      insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kInterrupted, finished,
-                  c.host, c.slot,
-                  c.status == kExitInterrupted && !c.counts_as_failure ? -1 : c.status, c.reason);
+      // An uncounted 75 (the lease held elsewhere) is recorded as such, so that neither the
+      // count of the task's own stops (max_interruptions) nor that of lost attempts takes it.
+      insertEvent(
+          c.index, c.attempt, TaskState::kRunning, TaskState::kInterrupted, finished, c.host,
+          c.slot,
+          c.status == kExitInterrupted && !c.counts_as_failure ? kEventLeaseRefused : c.status,
+          c.reason);
       insertEvent(c.index, c.attempt, TaskState::kInterrupted, TaskState::kPending, finished,
                   c.host, c.slot, -1, "requeued");
     } else if (final_state == TaskState::kFailed) {
@@ -460,21 +463,23 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
   return applied;
 }
 
-int CampaignJournal::requeue(const std::vector<int>& indices, const std::string& reason) {
+int CampaignJournal::requeue(const std::vector<int>& indices, const std::string& reason,
+                             int event_exit_code, double not_before) {
   if (indices.empty()) return 0;
   SqliteTransaction txn(db_);
   SqliteStatement up(db_,
-                     "UPDATE tasks SET state='pending', reason=?, finished_at=? WHERE idx=? AND "
+                     "UPDATE tasks SET state='pending', reason=?, finished_at=?, "
+                     "not_before=MAX(not_before, ?) WHERE idx=? AND "
                      "state IN ('running','interrupted') RETURNING attempts");
   double now = wallClockNow();
   int moved = 0;
   for (int idx : indices) {
-    up.bind(1, reason).bind(2, now).bind(3, idx);
+    up.bind(1, reason).bind(2, now).bind(3, not_before).bind(4, idx);
     if (up.step()) {
       int attempt = static_cast<int>(up.columnInt(0));
       up.reset();
-      insertEvent(idx, attempt, TaskState::kRunning, TaskState::kInterrupted, now, "", -1, -1,
-                  reason);
+      insertEvent(idx, attempt, TaskState::kRunning, TaskState::kInterrupted, now, "", -1,
+                  event_exit_code, reason);
       insertEvent(idx, attempt, TaskState::kInterrupted, TaskState::kPending, now, "", -1, -1,
                   "requeued");
       ++moved;

@@ -52,9 +52,15 @@ struct TaskRecord {
   int attemptsSinceRetry() const { return attempts - retried_at_attempt; }
   // Attempts since the last `campaign retry` that ended without a result (requeued because
   // their job or worker ended first): what Slurm's --max-submissions caps. A task's own
-  // stops (exit 75) and failures have caps of their own (max_interruptions, max_attempts).
+  // stops (exit 75) and failures have caps of their own (max_interruptions, max_attempts);
+  // attempts not started because another attempt held the lease count toward no cap.
   int lost_since_retry = 0;
 };
+
+// The exit code events record for an attempt that was not started because processes of
+// another attempt, which its host could not end, held the task's lease: counted neither as
+// one of the task's own stops (75) nor as an attempt lost without a result.
+inline constexpr int kEventLeaseRefused = -2;
 
 // A task being dispatched (pending -> running).
 struct Dispatch {
@@ -122,8 +128,11 @@ class CampaignJournal {
   int recordCompletions(const std::vector<Completion>& completions, const RetryPolicy& retry,
                         std::vector<Applied>* applied = nullptr);
   // running -> interrupted -> pending for the given task indices (orchestrator stop,
-  // resume after a crash). Returns how many moved.
-  int requeue(const std::vector<int>& indices, const std::string& reason);
+  // resume after a crash). The running -> interrupted event records `event_exit_code`
+  // (-1: none; kEventLeaseRefused); `not_before` > 0 delays the next dispatch. Returns how
+  // many moved.
+  int requeue(const std::vector<int>& indices, const std::string& reason, int event_exit_code = -1,
+              double not_before = 0);
   // `from` (failed or cancelled) -> pending, with failures and backoff reset; each move an
   // event with `reason`. Returns how many.
   int retry(TaskState from, const std::string& reason);

@@ -199,6 +199,25 @@ void promiseAttempt(const std::string& task_dir, int attempt) {
   if (readAttemptFile(path) < attempt) writeFileAtomic(path, std::to_string(attempt) + "\n");
 }
 
+void recordLeaseRefusal(const std::string& task_dir, const LeaseRefusal& refusal) {
+  try {
+    writeFileAtomic(task_dir + "/" + kLeaseRefusedFile,
+                    json{{"attempt", refusal.attempt}, {"reason", refusal.reason}}.dump() + "\n");
+  } catch (const std::exception& e) {
+    logWarn("could not record the refusal of attempt {}: {}", refusal.attempt, e.what());
+  }
+}
+
+std::optional<LeaseRefusal> readLeaseRefusal(const std::string& task_dir) {
+  std::ifstream in(task_dir + "/" + kLeaseRefusedFile);
+  if (!in) return std::nullopt;
+  const std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const json j = json::parse(s, nullptr, false);
+  if (!j.is_object() || !j.contains("attempt") || !j["attempt"].is_number_integer())
+    return std::nullopt;
+  return LeaseRefusal{j["attempt"].get<int>(), j.value("reason", "")};
+}
+
 int newestAttempt(const std::string& task_dir) {
   return readAttemptFile(task_dir + "/" + kAttemptFile);
 }

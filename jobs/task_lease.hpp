@@ -28,6 +28,7 @@
 // Lustre needs its `flock` mount option; GPFS supports flock.
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 
 #include "core/base/error.hpp"
@@ -37,6 +38,10 @@ namespace foldfarm::jobs {
 
 inline constexpr const char* kLeaseFile = ".lease";
 inline constexpr const char* kAttemptFile = ".attempt";
+// Written by a runner whose attempt was not started because the lease was held elsewhere
+// (recordLeaseRefusal), for a journal writer that learns of the attempt only from its
+// result file, which such an attempt does not write (a Slurm array element).
+inline constexpr const char* kLeaseRefusedFile = ".lease-refused";
 
 struct LeaseOptions {
   double wait_s = 60.0;        // wait for an earlier holder before fencing it
@@ -94,6 +99,17 @@ class TaskLease {
 void promiseAttempt(const std::string& task_dir, int attempt);
 // The newest attempt <task dir>/.attempt records (0: none, or no such directory).
 int newestAttempt(const std::string& task_dir);
+
+// <task dir>/.lease-refused: `attempt` was not started because the lease was held by
+// processes it could not end (`reason`). Outside every attempt's outputs, so written without
+// the lease; the newest refusal replaces an older one. Best effort (a warning on failure).
+struct LeaseRefusal {
+  int attempt = 0;
+  std::string reason;
+};
+void recordLeaseRefusal(const std::string& task_dir, const LeaseRefusal& refusal);
+// The refusal recorded in `task_dir`, if any (and readable).
+std::optional<LeaseRefusal> readLeaseRefusal(const std::string& task_dir);
 
 // The start time of a process (clock ticks since boot, /proc/PID/stat field 22); 0 when it
 // does not exist.

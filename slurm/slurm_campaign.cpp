@@ -407,7 +407,17 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
   std::map<std::string, std::vector<std::string>> endedByReason;
   for (const auto& t : c.tasks(TaskState::kRunning)) {
     std::string why;
-    if (jobEnded(view, t, why)) endedByReason[why].push_back(t.id);
+    if (!jobEnded(view, t, why)) continue;
+    const auto r = jobs::readLeaseRefusal(c.taskDir(t.id));
+    if (r && r->attempt == t.attempts) {
+      // Not a lost attempt: another attempt's processes (another host's) held the task. It
+      // is submitted again after the backoff, counted toward no cap, as locally.
+      round.requeued += c.requeue({t.id}, "not started: " + r->reason, jobs::kEventLeaseRefused,
+                                  jobs::wallClockNow() + c.spec().retry.backoff_s);
+      logInfo("task {} back to pending: {}", t.id, r->reason);
+      continue;
+    }
+    endedByReason[why].push_back(t.id);
   }
   for (const auto& [why, ids] : endedByReason) {
     round.requeued += c.requeue(ids, why);

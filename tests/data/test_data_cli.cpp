@@ -155,33 +155,49 @@ TEST_F(DataCli, SynthInspectConvertObservables) {
   EXPECT_NEAR(a.jets[4 * 790 + 2], 5.29589, 1e-4);
 }
 
+namespace {
+
+// Starts `foldfarm data synth` of 4 M jets into `target` (output discarded), with the
+// default action for SIGINT and SIGTERM.
+pid_t startLongSynth(const std::string& target) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::signal(SIGINT, SIG_DFL);
+    ::signal(SIGTERM, SIG_DFL);
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    ::execl(FOLDFARM_BINARY, FOLDFARM_BINARY, "data", "synth", "--jets", "4000000", "--threads",
+            "1", "--out", target.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// The temporary files in `dir`, once there is one (none after 30 s).
+std::vector<fs::path> waitForTemporaries(const fs::path& dir) {
+  std::vector<fs::path> temps;
+  for (int i = 0; i < 3000 && temps.empty(); ++i) {
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().filename().string().find(".tmp.") != std::string::npos)
+        temps.push_back(e.path());
+    if (temps.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return temps;
+}
+
+}  // namespace
+
 // Ctrl-C or scancel (SIGINT, SIGTERM) while a command writes leaves no half-written
-// "<out>.tmp.<pid>.<n>" behind, and the process still ends by the signal (the caller, a
-// shell or Slurm, sees it so).
+// "<out>.tmp.<host>.<pid>.<n>" behind, and the process still ends by the signal (the caller,
+// a shell or Slurm, sees it so).
 TEST_F(DataCli, ASignalWhileWritingLeavesNoTemporaryFile) {
   for (int signo : {SIGTERM, SIGINT}) {
     const fs::path out = dir_ / ("sig" + std::to_string(signo));
     fs::create_directories(out);
-    const std::string target = (out / "big.h5").string();
-    const pid_t pid = ::fork();
+    const pid_t pid = startLongSynth((out / "big.h5").string());
     ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      ::signal(SIGINT, SIG_DFL);
-      ::signal(SIGTERM, SIG_DFL);
-      const int null = ::open("/dev/null", O_WRONLY);
-      ::dup2(null, 1);
-      ::dup2(null, 2);
-      ::execl(FOLDFARM_BINARY, FOLDFARM_BINARY, "data", "synth", "--jets", "4000000", "--threads",
-              "1", "--out", target.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    bool writing = false;
-    for (int i = 0; i < 3000 && !writing; ++i) {
-      for (const auto& e : fs::directory_iterator(out))
-        writing = writing || e.path().filename().string().find(".tmp.") != std::string::npos;
-      if (!writing) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    EXPECT_TRUE(writing) << "no temporary file appeared";
+    EXPECT_FALSE(waitForTemporaries(out).empty()) << "no temporary file appeared";
     ::kill(pid, signo);
     int status = 0;
     ASSERT_EQ(::waitpid(pid, &status, 0), pid);
@@ -197,23 +213,9 @@ TEST_F(DataCli, AHalfWrittenOutputOfAKilledRunIsRemovedByTheNextRun) {
   const fs::path out = dir_ / "killed";
   fs::create_directories(out);
   const std::string target = (out / "big.h5").string();
-  const pid_t pid = ::fork();
+  const pid_t pid = startLongSynth(target);
   ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    const int null = ::open("/dev/null", O_WRONLY);
-    ::dup2(null, 1);
-    ::dup2(null, 2);
-    ::execl(FOLDFARM_BINARY, FOLDFARM_BINARY, "data", "synth", "--jets", "4000000", "--threads",
-            "1", "--out", target.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  std::vector<fs::path> temps;
-  for (int i = 0; i < 3000 && temps.empty(); ++i) {
-    for (const auto& e : fs::directory_iterator(out))
-      if (e.path().filename().string().find(".tmp.") != std::string::npos)
-        temps.push_back(e.path());
-    if (temps.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  const std::vector<fs::path> temps = waitForTemporaries(out);
   ASSERT_FALSE(temps.empty()) << "no temporary file appeared";
   ::kill(pid, SIGKILL);
   ASSERT_EQ(::waitpid(pid, nullptr, 0), pid);

@@ -189,6 +189,16 @@ TEST(Journal, AttemptsLostWithoutAResultAreCountedApartFromStopsAndFailures) {
   dispatch();
   EXPECT_EQ(j.requeue({0}, "lost"), 1);
   EXPECT_EQ(j.task("r0000m0")->lost_since_retry, 1);
+  // Attempts not started because the lease was held elsewhere count toward no cap: neither
+  // as lost (a Slurm element's requeue, or a worker's report) nor as the task's own stops.
+  dispatch();
+  const double later = wallClockNow() + 3600;
+  EXPECT_EQ(j.requeue({0}, "not started: lease held", kEventLeaseRefused, later), 1);
+  EXPECT_GE(j.task("r0000m0")->not_before, later) << "resubmitted after the backoff";
+  for (int k = 0; k < 25; ++k) complete(75, false);
+  t = j.task("r0000m0");
+  EXPECT_EQ(t->lost_since_retry, 1);
+  EXPECT_EQ(t->state, TaskState::kPending) << "refusals met max_interruptions (20)";
 }
 
 TEST(TaskStates, EveryTransitionOutsideTheTableIsRefused) {

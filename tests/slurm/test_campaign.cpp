@@ -2,7 +2,11 @@
 // jobs library's `work D --task ID …` (ff_jobs_tool, the torch-free front end of
 // `foldfarm campaign work`) and write results only; the submitting process
 // (runCampaignOnSlurm) is the only journal writer.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <set>
@@ -227,6 +231,58 @@ TEST_F(SlurmCampaign, ScancelMidwayResubmitsOnlyTheMissingTasks) {
     EXPECT_EQ(t.attempts, finishedFirst ? 1 : 2) << t.id;
     EXPECT_EQ(arrayJobIdOf(t.external_id), finishedFirst ? job : second.jobIds.at(0)) << t.id;
   }
+}
+
+// The task's lease held by processes of another host (an attempt that outlived its job):
+// each array element waits, is not started and records why; the submitter requeues the task
+// without counting it toward --max-submissions and submits it again. Before, the element
+// counted as a job that ended without a result, and at --max-submissions 1 the task was
+// stranded after the first refusal.
+TEST_F(SlurmCampaign, ALeaseHeldElsewhereDelaysTheTaskWithoutStrandingIt) {
+  const std::string dir = base_ + "/held";
+  jobs::registerBuiltinTaskKinds();
+  nlohmann::json spec = {{"name", "held"},
+                         {"task", "sleep"},
+                         {"replicas", 1},
+                         {"params", {{"seconds", 0.1}}},
+                         {"retry", {{"lease_wait_s", 0.3}, {"backoff_s", 0}}},
+                         {"executor", "slurm"},
+                         {"resources", {{"cpu_slots", 1}}}};
+  jobs::Campaign::init(jobs::parseCampaignSpec(spec, "test spec", dir), dir);
+  const std::string task_dir =
+      jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly).taskDir("r0000m0");
+  std::filesystem::create_directories(task_dir);
+  const int fd = ::open((task_dir + "/.lease").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t holder = ::fork();
+  if (holder == 0) {
+    ::flock(fd, LOCK_EX);
+    const std::string rec = "{\"attempt\":9,\"host\":\"elsewhere\",\"pid\":1,\"pgid\":0}\n";
+    if (::pwrite(fd, rec.data(), rec.size(), 0) < 0) ::_exit(3);
+    if (::write(ready[1], "x", 1) != 1) ::_exit(3);
+    // An element waits 0.3 s and the fence grace (5 s): at least one is refused.
+    ::sleep(8);
+    ::_exit(0);
+  }
+  ::close(fd);
+  char byte = 0;
+  ASSERT_EQ(::read(ready[0], &byte, 1), 1);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  SlurmCampaignOptions o = fastOptions();
+  o.maxSubmissions = 1;
+  SlurmCampaignSummary sum = runCampaignOnSlurm(dir, o);
+  int status = 0;
+  ASSERT_EQ(::waitpid(holder, &status, 0), holder);
+  EXPECT_EQ(sum.counts[TaskState::kDone], 1);
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  auto t = c.journal().task("r0000m0");
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->state, TaskState::kDone) << t->reason;
+  EXPECT_GE(t->attempts, 2) << "an element was refused while the lease was held";
+  EXPECT_EQ(t->failures, 0);
 }
 
 // sbatch refusing the job (unknown partition): one clear error from the command, a
