@@ -155,11 +155,11 @@ TaskLease TaskLease::acquire(const std::string& task_dir, const std::string& tas
   const json previous = readHolder(fd);
   if (previous.contains("attempt") && previous["attempt"].is_number_integer())
     lease.previous_holder_ = previous["attempt"].get<int>();
-  lease.writeHolder(0);
+  lease.writeHolder(0, true);
   return lease;
 }
 
-void TaskLease::writeHolder(pid_t pgid) {
+void TaskLease::writeHolder(pid_t pgid, bool durable) {
   json h{{"attempt", attempt_},    {"host", hostName()},
          {"pid", ::getpid()},      {"start", processStartTicks(::getpid())},
          {"pgid", pgid},           {"pgid_start", pgid > 0 ? processStartTicks(pgid) : 0ULL},
@@ -172,8 +172,9 @@ void TaskLease::writeHolder(pid_t pgid) {
     throwSystemError("pwrite", __FILE__, __LINE__, dir_ + "/" + kLeaseFile);
   }
   // Durable before the attempt writes anything: a later attempt trusts it to say that no
-  // attempt ran here since the one a result file names (executeTask).
-  if (::fdatasync(fd) != 0)
+  // attempt ran here since the one a result file names (executeTask). The process group
+  // added later changes nothing of that.
+  if (durable && ::fdatasync(fd) != 0)
     throwSystemError("fdatasync", __FILE__, __LINE__, dir_ + "/" + kLeaseFile);
 }
 
@@ -188,7 +189,7 @@ void TaskLease::requireStillHeld(const std::string& task_id) const {
 }
 
 void TaskLease::setProcessGroup(pid_t pgid) {
-  if (fd_.valid()) writeHolder(pgid);
+  if (fd_.valid()) writeHolder(pgid, false);
 }
 
 void promiseAttempt(const std::string& task_dir, int attempt) {

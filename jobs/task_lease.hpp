@@ -86,7 +86,7 @@ class TaskLease {
   void release() { fd_.reset(); }
 
  private:
-  void writeHolder(pid_t pgid);
+  void writeHolder(pid_t pgid, bool durable);
   Fd fd_;
   std::string dir_;
   int attempt_ = 0;
