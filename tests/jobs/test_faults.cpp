@@ -134,20 +134,10 @@ TEST_F(Faults, ALeaseHeldFromAnotherHostDelaysTheTaskWithoutFailingIt) {
             {"retry", {{"lease_wait_s", 0.3}, {"max_interruptions", 2}, {"backoff_s", 0}}},
             {"resources", {{"cpu_slots", 1}}}});
   const std::string task_dir = Campaign::open(dir_, Campaign::Access::kReadOnly).taskDir("r0000m0");
-  std::filesystem::create_directories(task_dir);
-  const int fd = ::open((task_dir + "/.lease").c_str(), O_RDWR | O_CREAT, 0644);
-  ASSERT_GE(fd, 0);
-  const pid_t holder = ::fork();
-  if (holder == 0) {
-    ::flock(fd, LOCK_EX);
-    const std::string rec = "{\"attempt\":1,\"host\":\"elsewhere\",\"pid\":1,\"pgid\":0}\n";
-    if (::pwrite(fd, rec.data(), rec.size(), 0) < 0) ::_exit(3);
-    // Each attempt waits lease_wait_s and the fence grace (5 s): two are refused, then the
-    // other host's attempt ends, and the lock with it.
-    ::sleep(12);
-    ::_exit(0);
-  }
-  ::close(fd);
+  // Each attempt waits lease_wait_s and the fence grace (5 s): two are refused, then the
+  // other host's attempt ends, and the lock with it.
+  const pid_t holder = holdLeaseAsAnotherHost(task_dir, 1, 12);
+  ASSERT_GT(holder, 0);
   Campaign c = runToEnd();
   EXPECT_EQ(waitExit(holder), 0);
   auto t = c.journal().task("r0000m0");
@@ -167,20 +157,9 @@ TEST_F(Faults, AnOlderAttemptThatFinishesWhileANewerOneWaitsIsTakenNotRunAgain) 
             {"retry", {{"lease_wait_s", 0.3}, {"backoff_s", 0}}},
             {"resources", {{"cpu_slots", 1}}}});
   const std::string task_dir = Campaign::open(dir_, Campaign::Access::kReadOnly).taskDir("r0000m0");
-  std::filesystem::create_directories(task_dir);
-  const int fd = ::open((task_dir + "/.lease").c_str(), O_RDWR | O_CREAT, 0644);
-  ASSERT_GE(fd, 0);
   // The campaign's attempt 1 waits 0.3 s and the fence grace (5 s) and is refused; its
-  // attempt 2 is waiting when the other host's attempt 1 ends, 7 s in.
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  const pid_t holder = ::fork();
-  if (holder == 0) {
-    ::flock(fd, LOCK_EX);
-    const std::string rec = "{\"attempt\":1,\"host\":\"elsewhere\",\"pid\":1,\"pgid\":0}\n";
-    if (::pwrite(fd, rec.data(), rec.size(), 0) < 0) ::_exit(3);
-    if (::write(ready[1], "x", 1) != 1) ::_exit(3);
-    ::sleep(7);
+  // attempt 2 is waiting when the other host's attempt 1 ends, 7 s in, with its result.
+  const pid_t holder = holdLeaseAsAnotherHost(task_dir, 1, 7, [&] {
     TaskResult r;
     r.task_id = "r0000m0";
     r.attempt = 1;
@@ -190,13 +169,8 @@ TEST_F(Faults, AnOlderAttemptThatFinishesWhileANewerOneWaitsIsTakenNotRunAgain) 
     r.finished_at = 1002;
     r.result = json{{"exit_code", 0}, {"done_by", "elsewhere"}};
     writeTaskResult(task_dir + "/task_result.json", r);
-    ::_exit(0);
-  }
-  ::close(fd);
-  char byte = 0;
-  ASSERT_EQ(::read(ready[0], &byte, 1), 1);
-  ::close(ready[0]);
-  ::close(ready[1]);
+  });
+  ASSERT_GT(holder, 0);
   Campaign c = runToEnd();
   EXPECT_EQ(waitExit(holder), 0);
   auto t = c.journal().task("r0000m0");

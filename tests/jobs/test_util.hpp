@@ -4,12 +4,15 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -126,6 +129,36 @@ inline int countResultFiles(const std::string& tasks_dir, int& mismatched) {
   }
   ::closedir(d);
   return n;
+}
+
+// A process standing for an attempt of another host: it takes the lease of `task_dir`
+// (created if need be) with a holder record naming `attempt` on host "elsewhere" (which no
+// fencing here may signal), holds it `seconds`, runs `before_release` (say, writes that
+// attempt's result) and ends, which releases it. Returns its pid once it holds the lease
+// (-1 if it could not take it).
+inline pid_t holdLeaseAsAnotherHost(const std::string& task_dir, int attempt, unsigned seconds,
+                                    const std::function<void()>& before_release = {}) {
+  std::filesystem::create_directories(task_dir);
+  int ready[2];
+  if (::pipe(ready) != 0) return -1;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(ready[0]);
+    const int fd = ::open((task_dir + "/.lease").c_str(), O_RDWR | O_CREAT, 0644);
+    if (fd < 0 || ::flock(fd, LOCK_EX) != 0) ::_exit(3);
+    const std::string rec = "{\"attempt\":" + std::to_string(attempt) +
+                            ",\"host\":\"elsewhere\",\"pid\":1,\"pgid\":0}\n";
+    if (::pwrite(fd, rec.data(), rec.size(), 0) < 0) ::_exit(3);
+    if (::write(ready[1], "x", 1) != 1) ::_exit(3);
+    ::sleep(seconds);
+    if (before_release) before_release();
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  char byte = 0;
+  const bool held = pid > 0 && ::read(ready[0], &byte, 1) == 1;
+  ::close(ready[0]);
+  return held ? pid : -1;
 }
 
 inline int countLines(const std::string& s) {

@@ -2,11 +2,8 @@
 // jobs library's `work D --task ID …` (ff_jobs_tool, the torch-free front end of
 // `foldfarm campaign work`) and write results only; the submitting process
 // (runCampaignOnSlurm) is the only journal writer.
-#include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <set>
@@ -20,6 +17,7 @@
 #include "slurm/array_plan.hpp"
 #include "slurm/sbatch_script.hpp"
 #include "slurm/slurm_campaign.hpp"
+#include "tests/jobs/test_util.hpp"
 #include "tests/slurm/slurm_fixture.hpp"
 
 using namespace foldfarm;
@@ -251,26 +249,9 @@ TEST_F(SlurmCampaign, ALeaseHeldElsewhereDelaysTheTaskWithoutStrandingIt) {
   jobs::Campaign::init(jobs::parseCampaignSpec(spec, "test spec", dir), dir);
   const std::string task_dir =
       jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly).taskDir("r0000m0");
-  std::filesystem::create_directories(task_dir);
-  const int fd = ::open((task_dir + "/.lease").c_str(), O_RDWR | O_CREAT, 0644);
-  ASSERT_GE(fd, 0);
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  const pid_t holder = ::fork();
-  if (holder == 0) {
-    ::flock(fd, LOCK_EX);
-    const std::string rec = "{\"attempt\":9,\"host\":\"elsewhere\",\"pid\":1,\"pgid\":0}\n";
-    if (::pwrite(fd, rec.data(), rec.size(), 0) < 0) ::_exit(3);
-    if (::write(ready[1], "x", 1) != 1) ::_exit(3);
-    // An element waits 0.3 s and the fence grace (5 s): at least one is refused.
-    ::sleep(8);
-    ::_exit(0);
-  }
-  ::close(fd);
-  char byte = 0;
-  ASSERT_EQ(::read(ready[0], &byte, 1), 1);
-  ::close(ready[0]);
-  ::close(ready[1]);
+  // An element waits 0.3 s and the fence grace (5 s): at least one is refused.
+  const pid_t holder = jobs::testing::holdLeaseAsAnotherHost(task_dir, 9, 8);
+  ASSERT_GT(holder, 0);
   SlurmCampaignOptions o = fastOptions();
   o.maxSubmissions = 1;
   SlurmCampaignSummary sum = runCampaignOnSlurm(dir, o);
