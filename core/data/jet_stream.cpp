@@ -503,13 +503,19 @@ struct JetStream::Impl {
 
 namespace {
 
+// Rows of the largest feed piece (a piece is at most a block).
+int64_t largestPiece(const std::vector<StreamBlock>& train) {
+  int64_t largest = 0;
+  for (const auto& b : train) largest = std::max(largest, b.size());
+  return largest;
+}
+
 // Bytes of the buffer of `buffer_rows` jets of P particles, the bucketing window and the
 // read-ahead pieces at most.
 double streamMemoryBytes(int64_t P, int64_t buffer_rows, const std::vector<StreamBlock>& train,
                          const JetStreamOptions& o) {
   const double row = static_cast<double>(P * F + kNumJetFeatures + 3) * 4.0;
-  int64_t largest_piece = 0;
-  for (const auto& b : train) largest_piece = std::max(largest_piece, b.size());
+  const int64_t largest_piece = largestPiece(train);
   const double window_rows = static_cast<double>(windowSteps(o) * o.batch_size);
   return row * (static_cast<double>(buffer_rows) + window_rows * 2 +
                 static_cast<double>(largest_piece) * (o.read_ahead + o.readers + 1));
@@ -549,13 +555,11 @@ JetStream::JetStream(std::vector<std::string> files, std::vector<StreamBlock> tr
   const int64_t buffer_rows = std::max<int64_t>(1, std::min(o.buffer_jets, I.train_rows));
   // Refused before it is allocated, with the option that sets it, rather than std::bad_alloc
   // or the OOM killer later.
-  int64_t largest_piece = 0;
-  for (const auto& b : train) largest_piece = std::max(largest_piece, b.size());
   requireWithinReadBudget(
       "jet stream",
       "a shuffle buffer of " + std::to_string(buffer_rows) + " jets (--shuffle-buffer), " +
           std::to_string(o.read_ahead + o.readers + 1) + " read-ahead pieces of up to " +
-          std::to_string(largest_piece) + " jets (--block-rows) and a window of 2 x " +
+          std::to_string(largestPiece(train)) + " jets (--block-rows) and a window of 2 x " +
           std::to_string(windowSteps(o)) + " batches of " + std::to_string(o.batch_size) +
           " jets (--batch)",
       streamMemoryBytes(I.P, buffer_rows, train, o),
