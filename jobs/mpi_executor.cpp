@@ -68,14 +68,6 @@ std::string recvBytes(const MPI_Status& st) {
   return buf;
 }
 
-json completionMessage(const Completion& c) {
-  json m{{"t", "done"},   {"i", c.index},       {"a", c.attempt},     {"s", c.status},
-         {"r", c.reason}, {"t0", c.started_at}, {"t1", c.finished_at}};
-  if (!c.result.is_null()) m["res"] = c.result;
-  if (!c.counts_as_failure) m[kNotAFailureKey] = true;
-  return m;
-}
-
 class MpiTransport : public Transport {
  public:
   MpiTransport(std::vector<std::string> hosts, const RunOptions& options)
@@ -276,7 +268,7 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
     std::string out;
     for (const auto& ev : events) {
       if (ev.kind == SlotEvent::Kind::kDone) {
-        json done = completionMessage(ev.completion);
+        json done = doneMessageOf(ev.completion);
         if (ev.worker_exits) done[kWorkerExitsKey] = true;
         appendFrame(out, done.dump());
       } else if (ev.kind == SlotEvent::Kind::kStarted) {

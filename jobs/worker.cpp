@@ -44,11 +44,17 @@ class Reply {
 };
 
 json doneMessage(int index, int attempt, int status, const std::string& reason, double t0,
-                 double t1, const json& result) {
-  json m{{"t", "done"}, {"i", index}, {"a", attempt}, {"s", status},
-         {"r", reason}, {"t0", t0},   {"t1", t1}};
-  if (!result.is_null()) m["res"] = result;
-  return m;
+                 double t1, const json& result, bool counts_as_failure = true) {
+  Completion c;
+  c.index = index;
+  c.attempt = attempt;
+  c.status = status;
+  c.reason = reason;
+  c.started_at = t0;
+  c.finished_at = t1;
+  c.result = result;
+  c.counts_as_failure = counts_as_failure;
+  return doneMessageOf(c);
 }
 
 // Writes task_result.json files and then reports their attempts, on its own thread, so that a
@@ -244,8 +250,7 @@ int runWorker(int in_fd, int out_fd) {
       if (stopSignal() == 0) clearStopRequest();
     }
     json done = doneMessage(index, attempt, r.status, r.reason, r.started_at, r.finished_at,
-                            r.status == 0 ? r.result : json());
-    if (!r.counts_as_failure) done[kNotAFailureKey] = true;
+                            r.status == 0 ? r.result : json(), r.counts_as_failure);
     if (resultFileWanted(e, r, lease)) {
       writer.push(e.task_dir + "/" + kTaskResultFile, std::move(r), std::move(done),
                   std::move(lease));

@@ -66,6 +66,14 @@ bool readFrameBlocking(int fd, FrameReader& reader, std::string& payload) {
   return true;
 }
 
+nlohmann::json doneMessageOf(const Completion& c) {
+  nlohmann::json m{{"t", "done"},   {"i", c.index},       {"a", c.attempt},     {"s", c.status},
+                   {"r", c.reason}, {"t0", c.started_at}, {"t1", c.finished_at}};
+  if (!c.result.is_null()) m["res"] = c.result;
+  if (!c.counts_as_failure) m[kNotAFailureKey] = true;
+  return m;
+}
+
 Completion completionFromDoneMessage(nlohmann::json& m) {
   Completion c;
   c.index = m.at("i").get<int>();

@@ -49,6 +49,9 @@ inline constexpr const char* kWorkerExitsKey = "x";
 // In a {"t":"done", …} message: true when the attempt never started and counts toward no cap
 // (Completion::counts_as_failure false: its lease was held by another attempt).
 inline constexpr const char* kNotAFailureKey = "nf";
+// The {"t":"done", …} message that reports `c` (its host and slot are the receiver's): what
+// completionFromDoneMessage reads back.
+nlohmann::json doneMessageOf(const Completion& c);
 // The completion a worker's {"t":"done", …} message reports (host and slot are the
 // receiver's to fill). Throws nlohmann::json::exception when a required field is missing.
 Completion completionFromDoneMessage(nlohmann::json& message);
