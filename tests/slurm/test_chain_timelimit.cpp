@@ -79,19 +79,25 @@ nlohmann::json chainConfig(int epochs) {
   return {{"preset", "tiny"}, {"epochs", epochs}, {"patience", epochs}, {"batch_size", 100}};
 }
 
+// A one-task chain campaign `name` over dir/sim.h5 and dir/data.h5.
+nlohmann::json chainSpec(const std::string& name, const std::string& dir, int iterations,
+                         int epochs) {
+  return {{"name", name},
+          {"task", "chain"},
+          {"replicas", 1},
+          {"members", 1},
+          {"seed", 4242},
+          {"inputs", {{"mc", dir + "/sim.h5"}, {"data", dir + "/data.h5"}}},
+          {"chain", {{"iterations", iterations}, {"config", chainConfig(epochs)}}},
+          {"resources", {{"cpu_slots", 1}, {"threads_per_task", 1}}}};
+}
+
 // Runs a one-iteration, two-epoch chain on the local executor in dir/probe and returns the
 // mean seconds of one training epoch (from the chain's history.json). Epoch time leaves out
 // start-up, prediction and saving, so it underestimates the chain's wall time: the planned
 // chain can only be longer than planned.
 double probeEpochSeconds(const std::string& dir) {
-  nlohmann::json spec = {{"name", "probe"},
-                         {"task", "chain"},
-                         {"replicas", 1},
-                         {"members", 1},
-                         {"seed", 4242},
-                         {"inputs", {{"mc", dir + "/sim.h5"}, {"data", dir + "/data.h5"}}},
-                         {"chain", {{"iterations", 1}, {"config", chainConfig(2)}}},
-                         {"resources", {{"cpu_slots", 1}, {"threads_per_task", 1}}}};
+  const nlohmann::json spec = chainSpec("probe", dir, 1, 2);
   std::ofstream(dir + "/probe.json") << spec.dump(2);
   const std::string camp = dir + "/probe";
   ProcessResult r = runFoldfarm({"campaign", "init", dir + "/probe.json", "--dir", camp}, 60);
@@ -157,14 +163,7 @@ TEST_F(SlurmChainTimeLimit, ChainCutByTheTimeLimitResumesToTheSameWeights) {
                "probe: %.2f s per epoch; chain of %d iterations x %d epochs per step, about %.0f s "
                "of training\n",
                epochSeconds, kIterations, epochs, plannedS);
-  nlohmann::json spec = {{"name", "cut-chain"},
-                         {"task", "chain"},
-                         {"replicas", 1},
-                         {"members", 1},
-                         {"seed", 4242},
-                         {"inputs", {{"mc", base_ + "/sim.h5"}, {"data", base_ + "/data.h5"}}},
-                         {"chain", {{"iterations", kIterations}, {"config", chainConfig(epochs)}}},
-                         {"resources", {{"cpu_slots", 1}, {"threads_per_task", 1}}}};
+  const nlohmann::json spec = chainSpec("cut-chain", base_, kIterations, epochs);
   { std::ofstream(base_ + "/spec.json") << spec.dump(2); }
   const std::string cut = base_ + "/cut", plain = base_ + "/plain";
   for (const std::string& d : {cut, plain}) {
