@@ -44,11 +44,12 @@ std::vector<double> density(const std::vector<double>& sumw, const std::vector<d
   return d;
 }
 
-// Per replica: sum over members of the unfolded Σw (and Σw²) per observable, and the member
-// count.
+// Per replica: sum over members of the unfolded Σw (and Σw²) per observable, the member
+// count, and each member's unit-area density per observable (for the training noise).
 struct ReplicaSum {
   int members = 0;
   std::vector<std::vector<double>> sumw, sumw2;
+  std::vector<std::vector<std::vector<double>>> member_density;  // [member][observable]
 };
 
 struct TruthHistograms {
@@ -167,6 +168,7 @@ struct ChainGroup {
   size_t chains = 0;
   std::map<int, std::vector<std::string>> member_dirs;
   std::set<std::string> mc, data;  // result.json paths ("" when absent)
+  bool warm_started = false;       // a chain started from another chain's models (warm_from)
   nlohmann::json unfolding;        // the first chain's (unfoldingOf)
   nlohmann::json inputs;           // the first recorded size and time of its mc and data files
 };
@@ -252,6 +254,57 @@ Systematics checkVariations(const std::map<std::string, ChainGroup>& groups) {
   return sys;
 }
 
+// The training noise of one member's result: the pooled covariance of the members' unit-area
+// densities of observable o about their replica's mean, over the replicas with two or more
+// members (Σ (M_r - 1) degrees of freedom). Members of a replica unfold the same weighted
+// events and differ only in their seeds (initialisation of new layers, data order), so their
+// spread is the training's alone. nullopt when no replica has two members.
+std::optional<std::vector<double>> memberCovariance(const std::map<int, ReplicaSum>& replicas,
+                                                    size_t o, size_t bins) {
+  std::vector<double> cov(bins * bins, 0.0);
+  size_t dof = 0;
+  for (const auto& [r, rep] : replicas) {
+    if (rep.member_density.size() < 2) continue;
+    std::vector<double> mean(bins, 0.0);
+    for (const auto& m : rep.member_density)
+      for (size_t b = 0; b < bins; ++b) mean[b] += m[o][b];
+    for (double& v : mean) v /= static_cast<double>(rep.member_density.size());
+    for (const auto& m : rep.member_density)
+      for (size_t i = 0; i < bins; ++i)
+        for (size_t j = 0; j < bins; ++j)
+          cov[i * bins + j] += (m[o][i] - mean[i]) * (m[o][j] - mean[j]);
+    dof += rep.member_density.size() - 1;
+  }
+  if (dof == 0) return std::nullopt;
+  for (double& v : cov) v /= static_cast<double>(dof);
+  return cov;
+}
+
+// Whether memberCovariance() has something to estimate from.
+bool hasMemberPairs(const std::map<int, ReplicaSum>& replicas) {
+  for (const auto& [r, rep] : replicas)
+    if (rep.member_density.size() >= 2) return true;
+  return false;
+}
+
+// The training noise in a covariance over replica results: a replica result is the mean of
+// its M_r members, so each replica carries per_member / M_r; over the replicas `counted`
+// accepts, on average per_member x mean(1 / M_r).
+template <typename Counted>
+std::vector<double> trainingNoiseOfReplicas(std::vector<double> per_member,
+                                            const std::map<int, ReplicaSum>& replicas,
+                                            Counted counted) {
+  double inverse = 0;
+  size_t n = 0;
+  for (const auto& [r, rep] : replicas)
+    if (counted(r)) {
+      inverse += 1.0 / rep.members;
+      ++n;
+    }
+  for (double& v : per_member) v *= n ? inverse / static_cast<double>(n) : 0.0;
+  return per_member;
+}
+
 // Replica -> unit-area density of observable o (the mean over the replica's members).
 std::map<int, std::vector<double>> replicaDensities(const std::map<int, ReplicaSum>& replicas,
                                                     size_t o, const std::vector<double>& edges) {
@@ -275,6 +328,9 @@ struct SystematicsResult {
   std::vector<SourceResult> sources;  // detector and modelling by name, then non_closure
   std::map<std::string, std::vector<double>> variation_mean;  // variation -> its mean result
   std::vector<double> covariance_mc_stat;                     // empty: not run
+  // The MC-statistics covariance as its replicas spread, the chains' training noise
+  // included; empty unless that noise was removed from covariance_mc_stat.
+  std::vector<double> covariance_mc_stat_raw;
   std::vector<double> closure_shift, closure_truth, closure_unfolded;  // empty: not run
   std::vector<double> covariance_total, std_total;
 };
@@ -284,7 +340,8 @@ SystematicsResult computeSystematics(size_t o, const std::vector<double>& edges,
                                      const BandStats& band,
                                      const std::map<std::string, ChainGroup>& groups,
                                      const Systematics& sys,
-                                     const std::optional<TruthHistograms>& closure_truth) {
+                                     const std::optional<TruthHistograms>& closure_truth,
+                                     const std::optional<std::vector<double>>& nominal_member_cov) {
   SystematicsResult out;
   std::map<std::string, std::map<int, std::vector<double>>> rows;
   for (const auto& v : sys.variations) {
@@ -308,6 +365,21 @@ SystematicsResult computeSystematics(size_t o, const std::vector<double>& edges,
     BandAccumulator acc(band.bins);
     for (const auto& [r, row] : rows.at(sys.plan.mc_bootstrap)) acc.add(row);
     out.covariance_mc_stat = acc.compute().covariance;
+    // Its replicas differ in their training seeds as well as in the simulation's weights, as
+    // the data-bootstrap replicas do: the training noise is in both covariances, and the
+    // total would count it twice. It is removed here (estimated from the variation's own
+    // members, else from the nominal's: the same chains but for the weights), and what is
+    // left is kept a covariance (its positive part).
+    const std::map<int, ReplicaSum>& mc = groups.at(sys.plan.mc_bootstrap).replicas;
+    std::optional<std::vector<double>> per_member = memberCovariance(mc, o, band.bins);
+    if (!per_member) per_member = nominal_member_cov;
+    if (per_member && acc.replicas() >= 2) {
+      out.covariance_mc_stat_raw = out.covariance_mc_stat;
+      const std::vector<double> noise =
+          trainingNoiseOfReplicas(*per_member, mc, [](int) { return true; });
+      for (size_t i = 0; i < noise.size(); ++i) out.covariance_mc_stat[i] -= noise[i];
+      out.covariance_mc_stat = positivePart(out.covariance_mc_stat, band.bins);
+    }
   }
   if (!sys.plan.non_closure.empty()) {
     out.closure_unfolded = out.variation_mean.at(sys.plan.non_closure);
@@ -610,6 +682,9 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
                                           "'); rerun the variation's chains with one binning"
                                     : std::string()));
     ReplicaSum& acc = g.replicas[r];
+    std::vector<std::vector<double>> member_density;
+    for (const auto& u : h.unfolded) member_density.push_back(density(u.sumw, u.edges));
+    acc.member_density.push_back(std::move(member_density));
     if (acc.sumw.empty()) {
       for (const auto& u : h.unfolded) {
         acc.sumw.push_back(u.sumw);
@@ -626,6 +701,9 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     ++g.chains;
     g.member_dirs[r].push_back(dir);
     g.mc.insert(res.contains("mc") && res["mc"].is_string() ? res["mc"].get<std::string>() : "");
+    const auto warm = res.find("warm_from");
+    g.warm_started = g.warm_started ||
+                     (warm != res.end() && warm->is_string() && !warm->get<std::string>().empty());
     g.data.insert(res.contains("data") && res["data"].is_string() ? res["data"].get<std::string>()
                                                                   : "");
   }
@@ -657,6 +735,38 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   std::optional<TruthHistograms> closure_truth;
   if (!sys.plan.non_closure.empty())
     closure_truth = readTruth(*groups.at(sys.plan.non_closure).data.begin(), prior);
+  // The chains' training noise: estimated from the members of a replica (two or more).
+  const bool nominal_members = hasMemberPairs(replicas);
+  nlohmann::json mc_stat_training = nullptr;  // summary.json: how the MC statistics were treated
+  if (!sys.plan.mc_bootstrap.empty()) {
+    const ChainGroup& mc = groups.at(sys.plan.mc_bootstrap);
+    if (mc.warm_started)
+      logWarn(
+          "aggregate: the chains of MC-statistics variation '{}' ({}) were warm-started from the "
+          "nominal chains of their replicas, each trained on that replica's data-bootstrap draw: "
+          "its covariance carries those draws' fluctuations as well; rerun it with \"warm_start\": "
+          "false (the default for mc_bootstrap)",
+          sys.plan.mc_bootstrap, mc.first_chain);
+    const bool own = hasMemberPairs(mc.replicas);
+    const bool removed = mc.replicas.size() >= 2 && (own || nominal_members);
+    mc_stat_training = {
+        {"removed", removed},
+        {"estimated_from",
+         removed ? nlohmann::json(own ? "mc_bootstrap" : "nominal") : nlohmann::json()}};
+    if (removed)
+      logInfo(
+          "aggregate: the chains' training noise (from the {} chains' members) is removed from "
+          "the MC-statistics covariance of '{}'; the statistical covariance keeps it, so the "
+          "total counts it once",
+          own ? "mc_bootstrap" : "nominal", sys.plan.mc_bootstrap);
+    else if (mc.replicas.size() >= 2)
+      logWarn(
+          "aggregate: the MC-statistics covariance of '{}' and the statistical covariance both "
+          "contain the chains' training noise, and the total counts it twice: no replica has two "
+          "members to estimate it from; run members >= 2 in the nominal (or in '{}') to have it "
+          "removed",
+          sys.plan.mc_bootstrap, sys.plan.mc_bootstrap);
+  }
   if (groups.size() > 1)
     logInfo("aggregate: {} nominal chains, {} replicas; {} variation(s)", used_chains,
             replicas.size(), groups.size() - 1);
@@ -695,6 +805,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       {"truth", truth_path ? nlohmann::json(*truth_path) : nlohmann::json()},
       {"observables", nlohmann::json::object()}};
   summary["variations"] = nlohmann::json::array();
+  if (!mc_stat_training.is_null()) summary["mc_stat_training_noise"] = mc_stat_training;
   for (const auto& v : sys.variations) {
     const ChainGroup& g = groups.at(v.name);
     summary["variations"].push_back({{"name", v.name},
@@ -712,6 +823,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     std::vector<std::vector<double>> spread_rows;  // those the band's spread is over
     SystematicsResult sys;
     std::vector<std::pair<std::string, std::vector<double>>> sigmas;
+    std::vector<double> covariance_training;  // the training noise in `covariance`; empty: none
   };
   std::vector<ObsResult> results;
   for (size_t o = 0; o < prior.size(); ++o) {
@@ -732,7 +844,13 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     res.band = spread.compute();
     res.band.mean = meanOverReplicas(nominal_rows);
     res.spread_rows = spread.rows();
-    res.sys = computeSystematics(o, res.edges, nominal_rows, res.band, groups, sys, closure_truth);
+    const std::optional<std::vector<double>> per_member =
+        memberCovariance(replicas, o, res.band.bins);
+    if (per_member)
+      res.covariance_training = trainingNoiseOfReplicas(
+          *per_member, replicas, [&](int r) { return band_from_bootstrap ? r != 0 : true; });
+    res.sys = computeSystematics(o, res.edges, nominal_rows, res.band, groups, sys, closure_truth,
+                                 per_member);
     res.sigmas = uncertaintySigmas(res.band, res.sys);
     nlohmann::json js = {{"bins", prior[o].bins()}};
     if (truth) {
@@ -801,6 +919,13 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       const double rel = relativeRms(sigma, res.band.mean);
       js["uncertainty"][source] = std::isnan(rel) ? nlohmann::json() : nlohmann::json(rel);
     }
+    // The part of "stat" that is the chains' training noise (same measure); null without
+    // members to estimate it from.
+    const double training =
+        res.covariance_training.empty()
+            ? std::nan("")
+            : relativeRms(sqrtDiagonal(res.covariance_training, res.band.bins), res.band.mean);
+    js["training_noise"] = std::isnan(training) ? nlohmann::json() : nlohmann::json(training);
     summary["observables"][res.name] = js;
     results.push_back(std::move(res));
   }
@@ -846,6 +971,10 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       put(r.name + "/std_total", sr.std_total);
       if (!sr.covariance_mc_stat.empty())
         put(r.name + "/covariance_mc_stat", sr.covariance_mc_stat, {nb, nb});
+      if (!sr.covariance_mc_stat_raw.empty())
+        put(r.name + "/covariance_mc_stat_raw", sr.covariance_mc_stat_raw, {nb, nb});
+      if (!r.covariance_training.empty())
+        put(r.name + "/covariance_training", r.covariance_training, {nb, nb});
       for (const auto& src : sr.sources) {
         const std::string g = r.name + "/sources/" + src.name;
         put(g + "/shift", src.shift);

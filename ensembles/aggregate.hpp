@@ -3,8 +3,9 @@
 //
 // Input: chain output directories (ensembles/chain_output.hpp: result.json + histograms.h5),
 // given directly or found anywhere below the given directories. Chains are read one at a
-// time; memory holds one histogram set per replica and group, nothing per event or per chain
-// (event_weights.h5 holds one column at a time). Chains are grouped by the variation their
+// time; memory holds one histogram set per replica and group and one density set per chain
+// (a few kB, for the training noise), nothing per event (event_weights.h5 holds one column
+// at a time). Chains are grouped by the variation their
 // result.json names (ensembles/systematics.hpp). The chains of a group are replicas and
 // members of one unfolding: the same inputs, iteration count, chain configuration,
 // foundation (by hash) and campaign seed; only the replica, the member, the warm start and
@@ -32,11 +33,19 @@
 //  5. detector and modelling variations: shift = mean over the replicas r it shares with the
 //     nominal of (variation_r - nominal_r); per source, symmetrised (half_difference or max,
 //     ensembles/systematics.hpp) or the one-sided shift s; the source's covariance s s^T;
-//  6. mc_bootstrap: MC-statistics covariance = covariance over its replicas (n-1);
+//  6. mc_bootstrap: MC-statistics covariance = covariance over its replicas (n-1), less the
+//     chains' training noise, which the statistical covariance holds already: one member's
+//     (the pooled covariance of members about their replica's mean, from the variation's
+//     replicas with two or more members, else from the nominal's) times the mean of 1/M_r
+//     over its replicas; what is left is kept positive semi-definite (band_stats.hpp
+//     positivePart). Without two members in any replica nothing is removed (warning);
 //  7. non_closure: n = its unfolded result (mean over its replicas) - the truth of its
 //     pseudo-data file (result.json "data", histogrammed like the truth file); a source
 //     named non_closure with covariance n n^T;
-//  8. total covariance = statistical (`covariance`) + MC-statistics + every source's.
+//  8. total covariance = statistical (`covariance`) + MC-statistics + every source's: the
+//     data and simulation fluctuations and the training noise, each once.
+//  The nominal's training noise (the part of `covariance` that is the training's): one
+//  member's, as in 6., times the mean of 1/M_r over the band's replicas.
 //
 // Outputs in out_dir (each written atomically; out_dir created if missing):
 //   bands.h5      /<observable>/{edges, nominal, std, p16, p84, p2_5, p97_5, covariance,
@@ -46,6 +55,10 @@
 //                   covariance_total, std_total (sqrt of its diagonal): = covariance and std
 //                     without variations;
 //                   covariance_mc_stat                       (with an mc_bootstrap variation)
+//                   covariance_mc_stat_raw                   (its replicas' spread, training
+//                     noise included: when that noise was removed from covariance_mc_stat)
+//                   covariance_training                      (the training noise within
+//                     `covariance`: when a nominal replica has two or more members)
 //                   sources/<source>/{shift, covariance}     (each detector/modelling source,
 //                     and sources/non_closure)
 //                   sources/<source>/{up, down}              (the raw shifts of a pair)
@@ -55,11 +68,13 @@
 //   summary.json  {"replicas", "band_replicas", "chains" (the nominal's), "classifier" (the chains'
 //   step
 //                 model, or "mixed"), "variations": [{name, type, source, direction, chains,
-//                 replicas}] ([] without variations),
+//                 replicas}] ([] without variations), "mc_stat_training_noise": {"removed",
+//                 "estimated_from": "mc_bootstrap" | "nominal" | null} (with an mc_bootstrap
+//                 variation),
 //                 "observables": {name: {delta_prior, delta_unfolded,
 //                 delta_unfolded_err, delta_floor, coverage_68, coverage_95, mean_prior,
 //                 mean_unfolded, mean_truth, shift_recovered, shift_significance,
-//                 coverage_68_total, coverage_95_total, uncertainty}}} (null
+//                 coverage_68_total, coverage_95_total, uncertainty, training_noise}}} (null
 //                 without truth; shift_recovered null when prior and truth have the same
 //                 mean; shift_significance = |mean_truth - mean_prior| over its standard
 //                 error: below ~2 the recovered fraction is noise). coverage_68/95 are those
@@ -67,7 +82,9 @@
 //                 the same bins whose truth lies within nominal ± 1 / ± 1.96 sigma_total
 //                 (sigma_total = std_total); uncertainty = {"stat", "mc_stat" (when run), each
 //                 source, "non_closure" (when run), "total": root mean square over the bins
-//                 with a positive nominal of sigma / nominal} (present without truth too)
+//                 with a positive nominal of sigma / nominal} (present without truth too);
+//                 training_noise: the same measure of covariance_training (a part of
+//                 "stat"; null without two members in a replica)
 //   event_weights.h5  per-event publication weights, when the chains' weights.h5 carry
 //                 `final` (ensembles/event_weights.hpp); AggregateOptions::event_weights
 //                 chooses all columns, the central ones only, or none

@@ -38,4 +38,11 @@ class BandAccumulator {
 // q in [0, 100]; linear interpolation between closest ranks. `values` is copied and sorted.
 double percentile(std::vector<double> values, double q);
 
+// The positive semi-definite part of a symmetric n x n matrix (row-major): its eigenvalues
+// below zero set to zero (the nearest such matrix in the Frobenius norm). The difference of
+// two covariance estimates can have negative eigenvalues by chance; this keeps what is left
+// a covariance. Cyclic Jacobi rotations, to a relative precision near that of a double; the
+// input is symmetrised first. Throws Error if cov.size() != n * n.
+std::vector<double> positivePart(const std::vector<double>& cov, size_t n);
+
 }  // namespace foldfarm::ensembles

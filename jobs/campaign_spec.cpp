@@ -168,6 +168,10 @@ void parseVariations(const json& vs, CampaignSpec& s, const std::string& origin,
     v.symmetrise = getString(o, "symmetrise", "half_difference", origin);
     v.replicas = getNumber<int>(o, "replicas", 1, origin, where);
     v.members = getNumber<int>(o, "members", s.members, origin, where);
+    // MC-statistics replicas start afresh by default: started from the nominal chain of their
+    // replica r, trained on the data's bootstrap draw r, they would carry that draw's
+    // fluctuation (and the chain's training noise) into the MC-statistics covariance.
+    v.warm_start = v.type != "mc_bootstrap";
     if (o.contains("warm_start")) {
       if (!o["warm_start"].is_boolean())
         throw InputError(origin + ": '" + where + "warm_start' must be true or false");

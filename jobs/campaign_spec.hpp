@@ -45,9 +45,11 @@
 //   symmetrise  "half_difference" (default: (up - down) / 2) | "max" (larger of |up|, |down|)
 //   replicas, members   its own counts (default 1 replica, the nominal's members)
 //   inputs      paths replacing the nominal's; params: merged over the nominal's "params"
-//   warm_start  true (default): task (r, m) starts from the nominal task (r, m) when there
-//               is one (a chain: each step from the nominal chain's model of the same step),
-//               so it runs only after that task is done: the campaign is a task graph.
+//   warm_start  true (default; false for mc_bootstrap): task (r, m) starts from the nominal
+//               task (r, m) when there is one (a chain: each step from the nominal chain's
+//               model of the same step), so it runs only after that task is done: the
+//               campaign is a task graph. An mc_bootstrap replica r started so would inherit
+//               the nominal replica r's data-bootstrap fluctuation.
 // Task ids: nominal r0007m1; a variation's <name>.r0000m0. Indices: the nominal tasks first
 // (replica-major), then each variation's in the order of their names.
 // Relative input paths are resolved against the spec file's directory; the frozen copy in

@@ -434,13 +434,26 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
         row.push_back(std::isnan(v) ? "-" : fmt(100 * v, 1) + "%");
       }
       rows.push_back(std::move(row));
+      if (src != "stat") continue;
+      // The part of stat that is the chains' training noise (from their ensemble members).
+      std::vector<std::string> training = {"stat: training noise"};
+      bool any = false;
+      for (const auto& name : shown_obs) {
+        const double v = jsonNumber((*summary)["observables"][name], "training_noise");
+        any = any || !std::isnan(v);
+        training.push_back(std::isnan(v) ? "-" : fmt(100 * v, 1) + "%");
+      }
+      if (any) rows.push_back(std::move(training));
     }
     std::string s =
         "<section id=\"uncertainties\"><h2>Uncertainty breakdown</h2>\n<p>Relative size of "
         "each uncertainty: the root mean square over the bins of σ / unfolded, σ from the "
-        "statistical covariance (stat: data bootstrap), the MC-statistics covariance (mc_stat: "
-        "simulation bootstrap), each systematic source's symmetrised shift, the non-closure "
-        "(unfolded pseudo-data minus its truth) and the total covariance (their sum).</p>\n" +
+        "statistical covariance (stat: data bootstrap; of which training noise: the spread of "
+        "the ensemble members of a replica, shown when replicas have two or more), the "
+        "MC-statistics covariance (mc_stat: simulation bootstrap, the training noise taken off "
+        "so that the total counts it once), each systematic source's symmetrised shift, the "
+        "non-closure (unfolded pseudo-data minus its truth) and the total covariance (their "
+        "sum).</p>\n" +
         htmlTable(header, rows, "uncertainty-table");
     const json& variations = summary->value("variations", json::array());
     if (variations.is_array() && !variations.empty()) {

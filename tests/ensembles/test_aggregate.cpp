@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 
 #include <nlohmann/json.hpp>
 
@@ -121,7 +122,8 @@ class AggregateTest : public ::testing::Test {
 
   // Beside writeNominal's chains: a detector pair det (half_difference), a detector pair jes
   // (max), a modelling variation herwig (source generator), an mc_bootstrap variation with 3
-  // replicas and a non-closure variation whose pseudo-data is returned.
+  // replicas (replica 1 with two members) and a non-closure variation whose pseudo-data is
+  // returned.
   std::string writeVariations(const std::string& at) {
     const std::string pseudo = writeSample("pseudo.h5", {0, 0, 1, 1}, {1, 2, 1, 5}, {1, 1, 1, 0});
     writeChain(at + "/det_up_r0", 0, 0, 3, 2, 42, variation("det_up", "detector", "det", "up"));
@@ -138,7 +140,8 @@ class AggregateTest : public ::testing::Test {
     writeChain(at + "/herwig_r0", 0, 0, 3, 1, 42, variation("herwig", "modelling", "generator"));
     writeChain(at + "/herwig_r2", 2, 0, 3, 1, 42, variation("herwig", "modelling", "generator"));
     writeChain(at + "/mcstat_r0", 0, 0, 1, 1, 42, variation("mcstat", "mc_bootstrap"));
-    writeChain(at + "/mcstat_r1", 1, 0, 3, 2, 42, variation("mcstat", "mc_bootstrap"));
+    writeChain(at + "/mcstat_r1m0", 1, 0, 13, 7, 42, variation("mcstat", "mc_bootstrap"));
+    writeChain(at + "/mcstat_r1m1", 1, 1, 11, 9, 42, variation("mcstat", "mc_bootstrap"));
     writeChain(at + "/mcstat_r2", 2, 0, 2, 3, 42, variation("mcstat", "mc_bootstrap"));
     nlohmann::json closure = variation("closure", "non_closure");
     closure["data"] = pseudo;
@@ -499,8 +502,16 @@ TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
   const double jes_up = 0.05, jes_down = -0.1, jes = 0.1;
   // herwig (modelling, one-sided, source generator): r0 .75 - .5, r2 .75 - .75.
   const double generator = (0.25 + 0.0) / 2;
-  // mcstat: replicas .5, .6, .4.
-  const double mc_var = (0.0 + 0.01 + 0.01) / 2;
+  // mcstat: replicas .5, .6 (members .65 and .55), .4. Their spread holds the chains'
+  // training noise as the statistical one does; one member's, from replica 1's pair,
+  // ((.65 - .6)² + (.55 - .6)²) / 1, divided by the replicas' members on average
+  // (1 + 1/2 + 1) / 3, is taken off.
+  const double mc_var_raw = (0.0 + 0.01 + 0.01) / 2;
+  const double mc_training = 0.005 * (1 + 0.5 + 1) / 3;
+  const double mc_var = mc_var_raw - mc_training;
+  // The nominal's training noise (in the statistical covariance): one member's from replica
+  // 0's pair ((.25 - .5)² + (.75 - .5)²) / 1, the band's replicas 1 and 2 one member each.
+  const double stat_training = 0.125;
   // closure: members [3,1] and [1,1] -> [2,1] -> 2/3; the pseudo-data's truth has weights
   // 1 + 2 in bin 0 and 1 in bin 1 (its weight-5 event fails pass_gen) -> .75.
   const double closure = 2.0 / 3.0 - 0.75;
@@ -544,6 +555,8 @@ TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
   expectCov(cov("sources/generator/covariance"), generator * generator, "generator covariance");
   EXPECT_FALSE(read.has("mass/sources/generator/up"));  // one-sided: no raw up/down
   expectCov(cov("covariance_mc_stat"), mc_var, "MC statistics");
+  expectCov(cov("covariance_mc_stat_raw"), mc_var_raw, "MC statistics with the training noise");
+  expectCov(cov("covariance_training"), stat_training, "training noise in the statistical");
   expectShift(frac("non_closure/shift"), closure, "non-closure");
   expectCov(cov("sources/non_closure/covariance"), closure * closure, "non-closure covariance");
   const std::vector<double> closure_truth = frac("non_closure/truth");
@@ -570,6 +583,9 @@ TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
   const auto& u = mass["uncertainty"];
   EXPECT_NEAR(u["stat"].get<double>(), std::sqrt(stat_var) / 0.5, 1e-12);
   EXPECT_NEAR(u["mc_stat"].get<double>(), std::sqrt(mc_var) / 0.5, 1e-12);
+  EXPECT_NEAR(mass["training_noise"].get<double>(), std::sqrt(stat_training) / 0.5, 1e-12);
+  const nlohmann::json treated = {{"removed", true}, {"estimated_from", "mc_bootstrap"}};
+  EXPECT_EQ(s["mc_stat_training_noise"], treated);
   EXPECT_NEAR(u["det"].get<double>(), det / 0.5, 1e-12);
   EXPECT_NEAR(u["jes"].get<double>(), jes / 0.5, 1e-12);
   EXPECT_NEAR(u["generator"].get<double>(), generator / 0.5, 1e-12);
@@ -597,6 +613,66 @@ TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
     EXPECT_EQ(std::string(magic + 1, 3), "PNG");
     EXPECT_TRUE(fs::exists(out + "/tau21_breakdown.png"));
   }
+}
+
+// Chains drawn from known parts: each replica's data (or simulation) fluctuation, and each
+// chain's own training noise. The statistical and the MC-statistics spreads both contain the
+// training noise; the total must count it once (it counted it twice before).
+TEST_F(AggregateTest, TheTotalCountsTheTrainingNoiseOnce) {
+  const int replicas = 300, members = 4;
+  const double sigma_data = 0.02, sigma_mc = 0.02, sigma_train = 0.04;
+  std::mt19937_64 rng(2026);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  // A chain's mass fraction in the first of the two bins: f (and 1 - f in the second).
+  auto chain = [&](const std::string& rel, int r, int m, double f, const nlohmann::json& extra) {
+    writeChain(rel, r, m, 100 * f, 100 * (1 - f), 42, extra);
+  };
+  for (int r = 0; r <= replicas; ++r) {  // replica 0 and `replicas` bootstrap replicas
+    const double data = r == 0 ? 0.0 : sigma_data * normal(rng);
+    for (int m = 0; m < members; ++m)
+      chain("camp/r" + std::to_string(r) + "m" + std::to_string(m), r, m,
+            0.5 + data + sigma_train * normal(rng), nlohmann::json::object());
+  }
+  // The MC-statistics variation with one member per replica, as the README's example.
+  for (int r = 0; r < replicas; ++r)
+    chain("camp/mc" + std::to_string(r), r, 0,
+          0.5 + sigma_mc * normal(rng) + sigma_train * normal(rng),
+          variation("mcstat", "mc_bootstrap"));
+  const std::string out = (root_ / "agg").string();
+  const nlohmann::json s =
+      aggregateRunsWithOptions({(root_ / "camp").string()}, out, std::nullopt, {false});
+
+  const double w = 75.0 / 49.0;  // density -> fraction of the unit area in a mass bin
+  H5Reader read(out + "/bands.h5");
+  auto variance = [&](const std::string& name) { return read("mass/" + name)[0] * w * w; };
+  const double train = sigma_train * sigma_train;
+  // Each estimate is within about 10% (300 replicas); the margins are 3 to 4 of its errors.
+  EXPECT_NEAR(variance("covariance"), sigma_data * sigma_data + train / members, 2.5e-4);
+  EXPECT_NEAR(variance("covariance_training"), train / members, 1e-4);
+  EXPECT_NEAR(variance("covariance_mc_stat_raw"), sigma_mc * sigma_mc + train, 6e-4);
+  EXPECT_NEAR(variance("covariance_mc_stat"), sigma_mc * sigma_mc, 6e-4);
+  const double once = sigma_data * sigma_data + sigma_mc * sigma_mc + train / members;
+  EXPECT_NEAR(variance("covariance_total"), once, 7e-4);  // twice: once + 16e-4
+  const nlohmann::json treated = {{"removed", true}, {"estimated_from", "nominal"}};
+  EXPECT_EQ(s["mc_stat_training_noise"], treated);
+
+  // Without two members anywhere nothing can be estimated: the MC-statistics covariance is
+  // its replicas' spread, and summary.json says the noise was not removed.
+  for (int r = 0; r < 3; ++r) {
+    chain("single/r" + std::to_string(r), r, 0, 0.5 + 0.1 * r, nlohmann::json::object());
+    chain("single/mc" + std::to_string(r), r, 0, 0.5 - 0.1 * r,
+          variation("mcstat", "mc_bootstrap"));
+  }
+  const std::string out1 = (root_ / "agg1").string();
+  const nlohmann::json s1 =
+      aggregateRunsWithOptions({(root_ / "single").string()}, out1, std::nullopt, {false});
+  H5Reader read1(out1 + "/bands.h5");
+  EXPECT_NEAR(read1("mass/covariance_mc_stat")[0] * w * w, 0.01, 1e-12);
+  EXPECT_FALSE(read1.has("mass/covariance_mc_stat_raw"));
+  EXPECT_FALSE(read1.has("mass/covariance_training"));
+  EXPECT_TRUE(s1["observables"]["mass"]["training_noise"].is_null());
+  const nlohmann::json kept = {{"removed", false}, {"estimated_from", nullptr}};
+  EXPECT_EQ(s1["mc_stat_training_noise"], kept);
 }
 
 TEST_F(AggregateTest, VariationsLeaveTheNominalResultsAsTheyWere) {

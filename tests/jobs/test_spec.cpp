@@ -467,6 +467,16 @@ TEST_F(SpecValidation, ChainVariationsNeedATypeAndTheInputsItReplaces) {
   EXPECT_EQ(c.numTasks(), 2 + 1 + 1 + 5);
   EXPECT_EQ(c.taskDef(c.indexOf("closure.r0000m0")).params["inputs"]["data"], dir_ + "/alt.h5");
   EXPECT_EQ(c.taskDef(c.indexOf("stat.r0004m0")).params["variation"]["type"], "mc_bootstrap");
+  // Varied chains start from the nominal chain of their replica and member, except the
+  // MC-statistics replicas (which would inherit the data-bootstrap draw of that replica),
+  // unless asked to.
+  EXPECT_EQ(c.taskDef(c.indexOf("alt.r0000m0")).needs, std::vector<int>{0});
+  EXPECT_TRUE(c.taskDef(c.indexOf("stat.r0000m0")).needs.empty());
+  EXPECT_FALSE(c.taskDef(c.indexOf("stat.r0000m0")).params.contains("warm_from_task"));
+  ok["variations"]["stat"]["warm_start"] = true;
+  const CampaignSpec warm = parseCampaignSpec(ok, "spec", dir_);
+  EXPECT_EQ(warm.taskDef(warm.indexOf("stat.r0000m0")).needs, std::vector<int>{0});
+  EXPECT_EQ(warm.taskDef(warm.indexOf("stat.r0000m0")).params["warm_from_task"], "r0000m0");
 }
 
 }  // namespace

@@ -237,6 +237,7 @@ void addVariations(const std::string& agg_dir, AggregateFixture& fx) {
     json& u = fx.summary["observables"][name]["uncertainty"];
     const double stat = u["stat"].get<double>();
     u["mc_stat"] = 0.012;
+    fx.summary["observables"][name]["training_noise"] = name == "mass" ? json(0.007) : json();
     u["det"] = 0.034;
     u["generator"] = 0.051;
     u["non_closure"] = 0.02;

@@ -242,13 +242,16 @@ TEST(CampaignReport, UncertaintyBreakdownShowsEverySourceAndTheFigures) {
       contains(html, "<th>uncertainty</th><th>mass</th><th>width</th><th>multiplicity</th>"));
   // Rows in order: stat, mc_stat, the sources by name, non_closure, total.
   size_t last = table;
-  for (const char* row : {"stat", "mc_stat", "det", "generator", "non_closure", "total"}) {
+  for (const char* row :
+       {"stat", "stat: training noise", "mc_stat", "det", "generator", "non_closure", "total"}) {
     const size_t at = html.find(std::string("<tr><td>") + row + "</td>", table);
     ASSERT_NE(at, std::string::npos) << row;
     EXPECT_GT(at, last) << row;
     last = at;
   }
   EXPECT_TRUE(contains(html, "<tr><td>det</td><td>3.4%</td><td>3.4%</td><td>3.4%</td></tr>"));
+  // Where the aggregation could estimate it (mass only here), the training noise within stat.
+  EXPECT_TRUE(contains(html, "<tr><td>stat: training noise</td><td>0.7%</td><td>-</td>"));
   const double stat = fx.summary["observables"]["mass"]["uncertainty"]["stat"].get<double>();
   EXPECT_TRUE(contains(html, "<tr><td>stat</td><td>" + fmt(100 * stat, 1) + "%</td>"));
   // The variations and one breakdown figure per observable, embedded.
@@ -270,6 +273,7 @@ TEST(CampaignReport, WithoutVariationsTheBreakdownShowsStatAndTotal) {
   EXPECT_TRUE(contains(html, "<tr><td>stat</td>"));
   EXPECT_TRUE(contains(html, "<tr><td>total</td>"));
   EXPECT_FALSE(contains(html, "<tr><td>mc_stat</td>"));
+  EXPECT_FALSE(contains(html, "training noise</td>"));  // no member pairs: no row
   EXPECT_FALSE(contains(html, "id=\"variations-table\""));
   // An aggregation from before the breakdown existed: omitted with a note, not faked.
   for (auto& [name, o] : fx.summary["observables"].items()) o.erase("uncertainty");
