@@ -369,7 +369,7 @@ SystematicsResult computeSystematics(size_t o, const std::vector<double>& edges,
     // the data-bootstrap replicas do: the training noise is in both covariances, and the
     // total would count it twice. It is removed here (estimated from the variation's own
     // members, else from the nominal's: the same chains but for the weights), and what is
-    // left is kept a covariance (its positive part).
+    // left is kept a covariance between zero and the replicas' spread (covarianceLess).
     const std::map<int, ReplicaSum>& mc = groups.at(sys.plan.mc_bootstrap).replicas;
     std::optional<std::vector<double>> per_member = memberCovariance(mc, o, band.bins);
     if (!per_member) per_member = nominal_member_cov;
@@ -377,8 +377,7 @@ SystematicsResult computeSystematics(size_t o, const std::vector<double>& edges,
       out.covariance_mc_stat_raw = out.covariance_mc_stat;
       const std::vector<double> noise =
           trainingNoiseOfReplicas(*per_member, mc, [](int) { return true; });
-      for (size_t i = 0; i < noise.size(); ++i) out.covariance_mc_stat[i] -= noise[i];
-      out.covariance_mc_stat = positivePart(out.covariance_mc_stat, band.bins);
+      out.covariance_mc_stat = covarianceLess(out.covariance_mc_stat_raw, noise, band.bins);
     }
   }
   if (!sys.plan.non_closure.empty()) {

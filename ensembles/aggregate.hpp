@@ -37,8 +37,9 @@
 //     chains' training noise, which the statistical covariance holds already: one member's
 //     (the pooled covariance of members about their replica's mean, from the variation's
 //     replicas with two or more members, else from the nominal's) times the mean of 1/M_r
-//     over its replicas; what is left is kept positive semi-definite (band_stats.hpp
-//     positivePart). Without two members in any replica nothing is removed (warning);
+//     over its replicas; what is left is kept a covariance between zero and the spread
+//     (band_stats.hpp covarianceLess). Without two members in any replica nothing is
+//     removed (warning);
 //  7. non_closure: n = its unfolded result (mean over its replicas) - the truth of its
 //     pseudo-data file (result.json "data", histogrammed like the truth file); a source
 //     named non_closure with covariance n n^T;

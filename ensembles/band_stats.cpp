@@ -72,20 +72,21 @@ BandStats BandAccumulator::compute() const {
   return s;
 }
 
-std::vector<double> positivePart(const std::vector<double>& cov, size_t n) {
-  if (cov.size() != n * n)
-    throw Error("positivePart: a matrix of " + std::to_string(cov.size()) + " values is not " +
+SymmetricEigen symmetricEigen(const std::vector<double>& m, size_t n) {
+  if (m.size() != n * n)
+    throw Error("symmetricEigen: a matrix of " + std::to_string(m.size()) + " values is not " +
                 std::to_string(n) + " x " + std::to_string(n));
-  std::vector<double> a(n * n), v(n * n, 0.0);
+  std::vector<double> a(n * n);
   for (size_t i = 0; i < n; ++i)
-    for (size_t j = 0; j < n; ++j) a[i * n + j] = 0.5 * (cov[i * n + j] + cov[j * n + i]);
-  const std::vector<double> symmetric = a;
+    for (size_t j = 0; j < n; ++j) a[i * n + j] = 0.5 * (m[i * n + j] + m[j * n + i]);
+  SymmetricEigen out;
+  out.vectors.assign(n * n, 0.0);
+  std::vector<double>& v = out.vectors;
   for (size_t i = 0; i < n; ++i) v[i * n + i] = 1.0;
   double scale = 0;
   for (double x : a) scale += x * x;
-  if (scale == 0) return symmetric;
   // Cyclic Jacobi: rotate away each off-diagonal element in turn; A -> J^T A J, V -> V J.
-  for (int sweep = 0; sweep < 100; ++sweep) {
+  for (int sweep = 0; sweep < 100 && scale > 0; ++sweep) {
     double off = 0;
     for (size_t p = 0; p < n; ++p)
       for (size_t q = p + 1; q < n; ++q) off += a[p * n + q] * a[p * n + q];
@@ -97,38 +98,72 @@ std::vector<double> positivePart(const std::vector<double>& cov, size_t n) {
         const double theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
         const double t = (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::hypot(theta, 1.0));
         const double c = 1 / std::sqrt(t * t + 1), s = t * c;
-        for (size_t k = 0; k < n; ++k) {
-          const double akp = a[k * n + p], akq = a[k * n + q];
-          a[k * n + p] = c * akp - s * akq;
-          a[k * n + q] = s * akp + c * akq;
-        }
-        for (size_t k = 0; k < n; ++k) {
-          const double apk = a[p * n + k], aqk = a[q * n + k];
-          a[p * n + k] = c * apk - s * aqk;
-          a[q * n + k] = s * apk + c * aqk;
-        }
-        for (size_t k = 0; k < n; ++k) {
-          const double vkp = v[k * n + p], vkq = v[k * n + q];
-          v[k * n + p] = c * vkp - s * vkq;
-          v[k * n + q] = s * vkp + c * vkq;
-        }
+        auto rotate = [&](std::vector<double>& x, size_t i_p, size_t i_q) {
+          const double xp = x[i_p], xq = x[i_q];
+          x[i_p] = c * xp - s * xq;
+          x[i_q] = s * xp + c * xq;
+        };
+        for (size_t k = 0; k < n; ++k) rotate(a, k * n + p, k * n + q);  // columns
+        for (size_t k = 0; k < n; ++k) rotate(a, p * n + k, q * n + k);  // rows
+        for (size_t k = 0; k < n; ++k) rotate(v, k * n + p, k * n + q);
       }
   }
+  out.values.resize(n);
+  for (size_t i = 0; i < n; ++i) out.values[i] = a[i * n + i];
+  return out;
+}
+
+std::vector<double> covarianceLess(const std::vector<double>& a, const std::vector<double>& t,
+                                   size_t n) {
+  if (t.size() != n * n)
+    throw Error("covarianceLess: a matrix of " + std::to_string(t.size()) + " values is not " +
+                std::to_string(n) + " x " + std::to_string(n));
+  const SymmetricEigen ea = symmetricEigen(a, n);
   double largest = 0;
-  for (size_t i = 0; i < n; ++i) largest = std::max(largest, std::abs(a[i * n + i]));
-  bool negative = false;
-  for (size_t i = 0; i < n; ++i) negative = negative || a[i * n + i] < -1e-14 * largest;
-  if (!negative) return symmetric;  // already positive semi-definite: unchanged
-  std::vector<double> out(n * n, 0.0);
-  for (size_t e = 0; e < n; ++e) {
-    const double lambda = a[e * n + e];
-    if (lambda <= 0) continue;
-    for (size_t i = 0; i < n; ++i)
-      for (size_t j = 0; j < n; ++j) out[i * n + j] += lambda * v[i * n + e] * v[j * n + e];
-  }
+  for (double l : ea.values) largest = std::max(largest, l);
+  // A's range: U (n x k) with the eigenvalues above rounding; W = U Λ^{1/2} (A = W W^T).
+  std::vector<size_t> kept;
+  for (size_t e = 0; e < n; ++e)
+    if (ea.values[e] > 1e-12 * largest) kept.push_back(e);
+  const size_t k = kept.size();
+  std::vector<double> w(n * k);
   for (size_t i = 0; i < n; ++i)
-    for (size_t j = i + 1; j < n; ++j)
-      out[i * n + j] = out[j * n + i] = 0.5 * (out[i * n + j] + out[j * n + i]);
+    for (size_t c = 0; c < k; ++c)
+      w[i * k + c] = ea.vectors[i * n + kept[c]] * std::sqrt(ea.values[kept[c]]);
+  // S = Λ^{-1/2} U^T T U Λ^{-1/2}: T in the coordinates where A is the identity.
+  std::vector<double> tu(n * k, 0.0);  // T U
+  for (size_t i = 0; i < n; ++i)
+    for (size_t c = 0; c < k; ++c) {
+      double x = 0;
+      for (size_t j = 0; j < n; ++j) x += t[i * n + j] * ea.vectors[j * n + kept[c]];
+      tu[i * k + c] = x;
+    }
+  std::vector<double> s(k * k, 0.0);
+  for (size_t r = 0; r < k; ++r)
+    for (size_t c = 0; c < k; ++c) {
+      double x = 0;
+      for (size_t i = 0; i < n; ++i) x += ea.vectors[i * n + kept[r]] * tu[i * k + c];
+      s[r * k + c] = x / std::sqrt(ea.values[kept[r]] * ea.values[kept[c]]);
+    }
+  // A^{1/2} (I - S)_+ A^{1/2} = W V diag(max(1 - s_e, 0)) V^T W^T.
+  const SymmetricEigen es = symmetricEigen(s, k);
+  std::vector<double> wv(n * k, 0.0);  // W V, column e scaled by sqrt(max(1 - s_e, 0))
+  for (size_t e = 0; e < k; ++e) {
+    const double keep = std::sqrt(std::max(0.0, 1.0 - es.values[e]));
+    if (keep == 0) continue;
+    for (size_t i = 0; i < n; ++i) {
+      double x = 0;
+      for (size_t c = 0; c < k; ++c) x += w[i * k + c] * es.vectors[c * k + e];
+      wv[i * k + e] = x * keep;
+    }
+  }
+  std::vector<double> out(n * n, 0.0);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = i; j < n; ++j) {
+      double x = 0;
+      for (size_t e = 0; e < k; ++e) x += wv[i * k + e] * wv[j * k + e];
+      out[i * n + j] = out[j * n + i] = x;
+    }
   return out;
 }
 

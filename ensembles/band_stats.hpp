@@ -38,11 +38,23 @@ class BandAccumulator {
 // q in [0, 100]; linear interpolation between closest ranks. `values` is copied and sorted.
 double percentile(std::vector<double> values, double q);
 
-// The positive semi-definite part of a symmetric n x n matrix (row-major): its eigenvalues
-// below zero set to zero (the nearest such matrix in the Frobenius norm). The difference of
-// two covariance estimates can have negative eigenvalues by chance; this keeps what is left
-// a covariance. Cyclic Jacobi rotations, to a relative precision near that of a double; the
-// input is symmetrised first. Throws Error if cov.size() != n * n.
-std::vector<double> positivePart(const std::vector<double>& cov, size_t n);
+// Eigenvalues and eigenvectors of a symmetric n x n matrix (row-major; symmetrised first):
+// vectors holds eigenvector e in column e (vectors[i * n + e]). Cyclic Jacobi rotations, to a
+// relative precision near that of a double. Throws Error if m.size() != n * n.
+struct SymmetricEigen {
+  std::vector<double> values;   // unordered
+  std::vector<double> vectors;  // n x n, row-major
+};
+SymmetricEigen symmetricEigen(const std::vector<double>& m, size_t n);
+
+// What is left of a covariance estimate `a` once a part `t` (a covariance too) is taken off,
+// kept a covariance no larger than `a`: A^{1/2} (I - S)_+ A^{1/2}, S = T in the coordinates
+// where A is the identity (on A's range; a part of T outside it has nothing to take from),
+// (.)_+ setting negative eigenvalues to zero. It is A - T when T lies within A's range and
+// below A; in every case 0 <= result <= A (Loewner order). A plain A - T can have negative
+// eigenvalues when A is estimated from fewer replicas than bins, and its positive part can
+// exceed A. Throws Error if a or t is not n x n.
+std::vector<double> covarianceLess(const std::vector<double>& a, const std::vector<double>& t,
+                                   size_t n);
 
 }  // namespace foldfarm::ensembles

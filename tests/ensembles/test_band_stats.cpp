@@ -57,59 +57,97 @@ TEST(BandStats, SingleReplicaHasZeroSpreadAndBadInputThrows) {
   }
 }
 
-TEST(BandStats, PositivePartClipsNegativeEigenvaluesOnly) {
-  // [[1, 2], [2, 1]]: eigenvalues 3 (along (1, 1)) and -1 (along (1, -1)).
-  const std::vector<double> p = positivePart({1, 2, 2, 1}, 2);
-  for (double x : p) EXPECT_NEAR(x, 1.5, 1e-14);
-  EXPECT_THROW(positivePart({1, 2, 3}, 2), foldfarm::Error);
-  EXPECT_EQ(positivePart({}, 0).size(), 0u);
+namespace {
 
-  // A covariance of replicas is positive semi-definite already: returned as it is.
-  uint64_t state = 12345;
-  auto uniform = [&] {
+// A deterministic uniform draw in [-0.5, 0.5).
+struct Draw {
+  uint64_t state;
+  double operator()() {
     state = state * 6364136223846793005ULL + 1442695040888963407ULL;
     return static_cast<double>(state >> 11) / 9007199254740992.0 - 0.5;
-  };
-  const size_t n = 12;
+  }
+};
+
+// The covariance of `replicas` random rows of n bins, each value times `scale`.
+std::vector<double> randomCovariance(Draw& draw, size_t n, int replicas, double scale) {
   BandAccumulator acc(n);
-  for (int r = 0; r < 5; ++r) {  // 5 replicas of 12 bins: rank 4, singular
+  for (int r = 0; r < replicas; ++r) {
     std::vector<double> row(n);
-    for (double& x : row) x = uniform();
+    for (double& x : row) x = scale * draw();
     acc.add(row);
   }
-  const std::vector<double> cov = acc.compute().covariance;
-  EXPECT_EQ(positivePart(cov, n), cov);
+  return acc.compute().covariance;
+}
 
-  // A difference of two such estimates: indefinite. Its positive part P is positive
-  // semi-definite (its own positive part), orthogonal to what was removed (P (A - P) = 0),
-  // and keeps the positive eigenvalues (trace P = trace A + the removed ones' magnitude).
-  BandAccumulator other(n);
-  for (int r = 0; r < 7; ++r) {
-    std::vector<double> row(n);
-    for (double& x : row) x = 1.5 * uniform();
-    other.add(row);
-  }
-  std::vector<double> a = cov;
-  const std::vector<double> b = other.compute().covariance;
-  for (size_t i = 0; i < a.size(); ++i) a[i] -= b[i];
-  const std::vector<double> pp = positivePart(a, n);
-  double largest = 0;
-  for (double x : a) largest = std::max(largest, std::abs(x));
-  const std::vector<double> again = positivePart(pp, n);
-  for (size_t i = 0; i < pp.size(); ++i) EXPECT_NEAR(again[i], pp[i], 1e-12 * largest) << i;
+double smallestEigenvalue(const std::vector<double>& m, size_t n) {
+  const SymmetricEigen e = symmetricEigen(m, n);
+  return *std::min_element(e.values.begin(), e.values.end());
+}
+
+}  // namespace
+
+TEST(BandStats, SymmetricEigenReconstructsTheMatrix) {
+  const SymmetricEigen two = symmetricEigen({2, 1, 1, 2}, 2);
+  EXPECT_NEAR(std::min(two.values[0], two.values[1]), 1.0, 1e-14);
+  EXPECT_NEAR(std::max(two.values[0], two.values[1]), 3.0, 1e-14);
+  EXPECT_THROW(symmetricEigen({1, 2, 3}, 2), foldfarm::Error);
+  Draw draw{7};
+  const size_t n = 15;
+  std::vector<double> m(n * n);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j <= i; ++j) m[i * n + j] = m[j * n + i] = draw();
+  const SymmetricEigen e = symmetricEigen(m, n);
   for (size_t i = 0; i < n; ++i)
     for (size_t j = 0; j < n; ++j) {
-      EXPECT_DOUBLE_EQ(pp[i * n + j], pp[j * n + i]);
-      double prod = 0;
-      for (size_t k = 0; k < n; ++k) prod += pp[i * n + k] * (a[k * n + j] - pp[k * n + j]);
-      EXPECT_NEAR(prod, 0.0, 1e-12 * largest * largest) << i << "," << j;
+      double back = 0, dot = 0;  // V diag V^T, and V^T V
+      for (size_t k = 0; k < n; ++k) {
+        back += e.vectors[i * n + k] * e.values[k] * e.vectors[j * n + k];
+        dot += e.vectors[k * n + i] * e.vectors[k * n + j];
+      }
+      EXPECT_NEAR(back, m[i * n + j], 1e-13) << i << "," << j;
+      EXPECT_NEAR(dot, i == j ? 1.0 : 0.0, 1e-13) << i << "," << j;
     }
-  double trace_a = 0, trace_p = 0;
+}
+
+TEST(BandStats, CovarianceLessStaysBetweenZeroAndTheCovariance) {
+  // T below A and within its range: A - T exactly.
+  const std::vector<double> diag = covarianceLess({4, 0, 0, 1}, {1, 0, 0, 0.5}, 2);
+  const std::vector<double> expected = {3, 0, 0, 0.5};
+  for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(diag[i], expected[i], 1e-14) << i;
+  // T above A: nothing left.
+  for (double x : covarianceLess({1, 0, 0, 1}, {2, 0, 0, 3}, 2)) EXPECT_NEAR(x, 0.0, 1e-15);
+  EXPECT_THROW(covarianceLess({1, 0, 0, 1}, {1}, 2), foldfarm::Error);
+  EXPECT_TRUE(covarianceLess({}, {}, 0).empty());
+
+  Draw draw{12345};
+  const size_t n = 12;
+  const std::vector<double> a = randomCovariance(draw, n, 5, 1.0);  // rank 4 of 12
+  double largest = 0;
+  for (double x : a) largest = std::max(largest, std::abs(x));
+  // A part of A itself: the rest of it.
+  std::vector<double> part = a;
+  for (double& x : part) x *= 0.3;
+  const std::vector<double> rest = covarianceLess(a, part, n);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(rest[i], 0.7 * a[i], 1e-12 * largest) << i;
+
+  // A full-rank T of the size of A's spread: A - T is indefinite (and its positive part
+  // could exceed A); what is left is a covariance, below A, and less than A.
+  const std::vector<double> t = randomCovariance(draw, n, 40, 0.6);
+  std::vector<double> minus = a;
+  for (size_t i = 0; i < a.size(); ++i) minus[i] -= t[i];
+  ASSERT_LT(smallestEigenvalue(minus, n), -0.01 * largest);
+  const std::vector<double> left = covarianceLess(a, t, n);
+  std::vector<double> taken = a;
+  for (size_t i = 0; i < a.size(); ++i) taken[i] -= left[i];
+  EXPECT_GE(smallestEigenvalue(left, n), -1e-12 * largest);
+  EXPECT_GE(smallestEigenvalue(taken, n), -1e-12 * largest);
+  double trace_a = 0, trace_left = 0;
   for (size_t i = 0; i < n; ++i) {
+    EXPECT_LE(left[i * n + i], a[i * n + i] + 1e-12 * largest) << i;
+    EXPECT_DOUBLE_EQ(left[i * n + 1], left[1 * n + i]);
     trace_a += a[i * n + i];
-    trace_p += pp[i * n + i];
-    EXPECT_GE(pp[i * n + i], 0.0);
+    trace_left += left[i * n + i];
   }
-  EXPECT_GT(trace_p, trace_a);  // something negative was removed
-  EXPECT_NE(pp, a);
+  EXPECT_LT(trace_left, 0.99 * trace_a);
+  EXPECT_GT(trace_left, 0.0);
 }
