@@ -1024,7 +1024,12 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       fig.replicas = r.band.replicas;
       if (groups.size() > 1) fig.total_sigma = r.sys.std_total;  // with variations only
       batch.add(r.name, fig);
-      batch.add(r.name + "_breakdown", breakdownFigure(r.name, r.edges, r.band.mean, r.sigmas));
+      // The training noise, a part of stat, beside it when it could be estimated.
+      std::vector<std::pair<std::string, std::vector<double>>> drawn = r.sigmas;
+      if (!r.covariance_training.empty())
+        drawn.insert(drawn.begin() + 1,
+                     {"stat: training noise", sqrtDiagonal(r.covariance_training, r.band.bins)});
+      batch.add(r.name + "_breakdown", breakdownFigure(r.name, r.edges, r.band.mean, drawn));
     }
     for (const auto& [name, png] : batch.render()) {
       staged.emplace_back(out_dir + "/" + name + ".png");
