@@ -451,9 +451,9 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
         "statistical covariance (stat: data bootstrap; of which training noise: the spread of "
         "the ensemble members of a replica, shown when replicas have two or more), the "
         "MC-statistics covariance (mc_stat: simulation bootstrap, the training noise taken off "
-        "so that the total counts it once), each systematic source's symmetrised shift, the "
-        "non-closure (unfolded pseudo-data minus its truth) and the total covariance (their "
-        "sum).</p>\n" +
+        "where members allow, so that the total counts it once), each systematic source's "
+        "symmetrised shift, the non-closure (unfolded pseudo-data minus its truth) and the "
+        "total covariance (their sum).</p>\n" +
         htmlTable(header, rows, "uncertainty-table");
     const json& variations = summary->value("variations", json::array());
     if (variations.is_array() && !variations.empty()) {
