@@ -49,7 +49,7 @@ std::vector<double> density(const std::vector<double>& sumw, const std::vector<d
 struct ReplicaSum {
   int members = 0;
   std::vector<std::vector<double>> sumw, sumw2;
-  std::vector<std::vector<std::vector<double>>> member_density;  // [member][observable]
+  std::map<int, std::vector<std::vector<double>>> member_density;  // member -> [observable]
 };
 
 struct TruthHistograms {
@@ -266,10 +266,10 @@ std::optional<std::vector<double>> memberCovariance(const std::map<int, ReplicaS
   for (const auto& [r, rep] : replicas) {
     if (rep.member_density.size() < 2) continue;
     std::vector<double> mean(bins, 0.0);
-    for (const auto& m : rep.member_density)
+    for (const auto& [id, m] : rep.member_density)
       for (size_t b = 0; b < bins; ++b) mean[b] += m[o][b];
     for (double& v : mean) v /= static_cast<double>(rep.member_density.size());
-    for (const auto& m : rep.member_density)
+    for (const auto& [id, m] : rep.member_density)
       for (size_t i = 0; i < bins; ++i)
         for (size_t j = 0; j < bins; ++j)
           cov[i * bins + j] += (m[o][i] - mean[i]) * (m[o][j] - mean[j]);
@@ -320,8 +320,44 @@ std::map<int, std::vector<double>> replicaDensities(const std::map<int, ReplicaS
 struct SourceResult {
   std::string name;
   std::vector<double> shift, covariance;
-  std::vector<double> up, down;  // the raw shifts of a pair; empty otherwise
+  std::vector<double> up, down;     // the raw shifts of a pair; empty otherwise
+  std::vector<double> shift_error;  // the shift's own noise per bin; empty: not estimable
 };
+
+// The standard error per bin of the mean of `samples` (their spread, n - 1, over sqrt(n));
+// empty with fewer than two.
+std::vector<double> standardError(const std::vector<std::vector<double>>& samples, size_t bins) {
+  if (samples.size() < 2) return {};
+  const double n = static_cast<double>(samples.size());
+  std::vector<double> mean(bins, 0.0), se(bins, 0.0);
+  for (const auto& x : samples)
+    for (size_t b = 0; b < bins; ++b) mean[b] += x[b] / n;
+  for (const auto& x : samples)
+    for (size_t b = 0; b < bins; ++b) se[b] += (x[b] - mean[b]) * (x[b] - mean[b]);
+  for (double& v : se) v = std::sqrt(v / (n - 1) / n);
+  return se;
+}
+
+// The noise of a variation's shift of observable o (varied - nominal, replica by replica):
+// the standard error of the per-chain differences varied chain (r, m) - nominal chain (r, m),
+// over the chains the two share (the same data draw, so what differs besides the variation is
+// the training); empty with fewer than two such pairs.
+std::vector<double> shiftError(const std::map<int, ReplicaSum>& varied,
+                               const std::map<int, ReplicaSum>& nominal, size_t o, size_t bins) {
+  std::vector<std::vector<double>> differences;
+  for (const auto& [r, rep] : varied) {
+    const auto n = nominal.find(r);
+    if (n == nominal.end()) continue;
+    for (const auto& [m, density] : rep.member_density) {
+      const auto nm = n->second.member_density.find(m);
+      if (nm == n->second.member_density.end()) continue;
+      std::vector<double> d(bins);
+      for (size_t b = 0; b < bins; ++b) d[b] = density[o][b] - nm->second[o][b];
+      differences.push_back(std::move(d));
+    }
+  }
+  return standardError(differences, bins);
+}
 
 // One observable's systematic uncertainties, all unit-area densities per bin.
 struct SystematicsResult {
@@ -351,12 +387,26 @@ SystematicsResult computeSystematics(size_t o, const std::vector<double>& edges,
   for (const auto& sp : sys.plan.sources) {
     SourceResult s;
     s.name = sp.name;
+    const std::map<int, ReplicaSum>& nominal = groups.at("").replicas;
     if (!sp.one_sided.empty()) {
       s.shift = meanShift(rows.at(sp.one_sided), nominal_rows);
+      s.shift_error = shiftError(groups.at(sp.one_sided).replicas, nominal, o, band.bins);
     } else {
       s.up = meanShift(rows.at(sp.up), nominal_rows);
       s.down = meanShift(rows.at(sp.down), nominal_rows);
       s.shift = symmetrisedShift(s.up, s.down, sp.symmetrise);
+      // The pair's noise, its sides taken as independent (they share the nominal chains, whose
+      // noise a half difference cancels: an upper estimate); "max" takes the chosen side's.
+      const std::vector<double> up = shiftError(groups.at(sp.up).replicas, nominal, o, band.bins);
+      const std::vector<double> down =
+          shiftError(groups.at(sp.down).replicas, nominal, o, band.bins);
+      if (!up.empty() && !down.empty()) {
+        s.shift_error.resize(band.bins);
+        for (size_t b = 0; b < band.bins; ++b)
+          s.shift_error[b] = sp.symmetrise == "max"
+                                 ? (std::abs(s.up[b]) >= std::abs(s.down[b]) ? up[b] : down[b])
+                                 : 0.5 * std::hypot(up[b], down[b]);
+      }
     }
     s.covariance = outerProduct(s.shift);
     out.sources.push_back(std::move(s));
@@ -386,8 +436,16 @@ SystematicsResult computeSystematics(size_t o, const std::vector<double>& edges,
     out.closure_shift.resize(band.bins);
     for (size_t b = 0; b < band.bins; ++b)
       out.closure_shift[b] = out.closure_unfolded[b] - out.closure_truth[b];
-    out.sources.push_back(
-        {"non_closure", out.closure_shift, outerProduct(out.closure_shift), {}, {}});
+    // Its noise: that of the mean over its chains (the truth is fixed).
+    std::vector<std::vector<double>> chains;
+    for (const auto& [r, rep] : groups.at(sys.plan.non_closure).replicas)
+      for (const auto& [m, density] : rep.member_density) chains.push_back(density[o]);
+    out.sources.push_back({"non_closure",
+                           out.closure_shift,
+                           outerProduct(out.closure_shift),
+                           {},
+                           {},
+                           standardError(chains, band.bins)});
   }
   out.covariance_total = band.covariance;
   auto add = [&](const std::vector<double>& c) {
@@ -683,7 +741,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     ReplicaSum& acc = g.replicas[r];
     std::vector<std::vector<double>> member_density;
     for (const auto& u : h.unfolded) member_density.push_back(density(u.sumw, u.edges));
-    acc.member_density.push_back(std::move(member_density));
+    acc.member_density[m] = std::move(member_density);
     if (acc.sumw.empty()) {
       for (const auto& u : h.unfolded) {
         acc.sumw.push_back(u.sumw);
@@ -925,6 +983,14 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
             ? std::nan("")
             : relativeRms(sqrtDiagonal(res.covariance_training, res.band.bins), res.band.mean);
     js["training_noise"] = std::isnan(training) ? nlohmann::json() : nlohmann::json(training);
+    // Each source's shift_error in the measure of "uncertainty": a source whose shift is not
+    // well above its noise is mostly noise (null: fewer than two paired chains).
+    js["shift_error"] = nlohmann::json::object();
+    for (const auto& src : res.sys.sources) {
+      const double rel =
+          src.shift_error.empty() ? std::nan("") : relativeRms(src.shift_error, res.band.mean);
+      js["shift_error"][src.name] = std::isnan(rel) ? nlohmann::json() : nlohmann::json(rel);
+    }
     summary["observables"][res.name] = js;
     results.push_back(std::move(res));
   }
@@ -980,6 +1046,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
         put(g + "/covariance", src.covariance, {nb, nb});
         if (!src.up.empty()) put(g + "/up", src.up);
         if (!src.down.empty()) put(g + "/down", src.down);
+        if (!src.shift_error.empty()) put(g + "/shift_error", src.shift_error);
       }
       for (const auto& [name, mean] : sr.variation_mean)
         put(r.name + "/variations/" + name + "/nominal", mean);

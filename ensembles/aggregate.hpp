@@ -63,19 +63,23 @@
 //                   sources/<source>/{shift, covariance}     (each detector/modelling source,
 //                     and sources/non_closure)
 //                   sources/<source>/{up, down}              (the raw shifts of a pair)
+//                   sources/<source>/shift_error             (the shift's own noise: the
+//                     standard error of the differences varied chain (r, m) - nominal chain
+//                     (r, m) over the pairs; a pair's sides combined as independent, "max"
+//                     taking the chosen side's; non_closure: of its chains' mean; with two
+//                     or more pairs)
 //                   variations/<name>/nominal                (each variation's mean result)
 //                   non_closure/{shift, truth, unfolded}     (with a non_closure variation)
 //                 (`covariance` stays the statistical one, from the data bootstrap)
-//   summary.json  {"replicas", "band_replicas", "chains" (the nominal's), "classifier" (the chains'
-//   step
-//                 model, or "mixed"), "variations": [{name, type, source, direction, chains,
-//                 replicas}] ([] without variations), "mc_stat_training_noise": {"removed",
-//                 "estimated_from": "mc_bootstrap" | "nominal" | null} (with an mc_bootstrap
-//                 variation),
-//                 "observables": {name: {delta_prior, delta_unfolded,
+//   summary.json  {"replicas", "band_replicas", "chains" (the nominal's), "classifier"
+//                 (the chains' step model, or "mixed"), "variations": [{name, type, source,
+//                 direction, chains, replicas}] ([] without variations), "mc_stat_training_noise":
+//                 {"removed", "estimated_from": "mc_bootstrap" | "nominal" | null} (with an
+//                 mc_bootstrap variation), "observables": {name: {delta_prior, delta_unfolded,
 //                 delta_unfolded_err, delta_floor, coverage_68, coverage_95, mean_prior,
 //                 mean_unfolded, mean_truth, shift_recovered, shift_significance,
-//                 coverage_68_total, coverage_95_total, uncertainty, training_noise}}} (null
+//                 coverage_68_total, coverage_95_total, uncertainty, training_noise,
+//                 shift_error}}} (null
 //                 without truth; shift_recovered null when prior and truth have the same
 //                 mean; shift_significance = |mean_truth - mean_prior| over its standard
 //                 error: below ~2 the recovered fraction is noise). coverage_68/95 are those
@@ -85,7 +89,8 @@
 //                 source, "non_closure" (when run), "total": root mean square over the bins
 //                 with a positive nominal of sigma / nominal} (present without truth too);
 //                 training_noise: the same measure of covariance_training (a part of
-//                 "stat"; null without two members in a replica)
+//                 "stat"; null without two members in a replica); shift_error: {source: the
+//                 same measure of its shift_error} (null where it has none)
 //   event_weights.h5  per-event publication weights, when the chains' weights.h5 carry
 //                 `final` (ensembles/event_weights.hpp); AggregateOptions::event_weights
 //                 chooses all columns, the central ones only, or none

@@ -430,8 +430,14 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
     for (const auto& src : sources) {
       std::vector<std::string> row = {src};
       for (const auto& name : shown_obs) {
-        const double v = jsonNumber((*summary)["observables"][name]["uncertainty"], src.c_str());
-        row.push_back(std::isnan(v) ? "-" : fmt(100 * v, 1) + "%");
+        const json& o = (*summary)["observables"][name];
+        const double v = jsonNumber(o["uncertainty"], src.c_str());
+        // A source's shift beside its own noise, where the aggregation could estimate it.
+        const double e =
+            o.contains("shift_error") ? jsonNumber(o["shift_error"], src.c_str()) : std::nan("");
+        row.push_back(std::isnan(v)   ? "-"
+                      : std::isnan(e) ? fmt(100 * v, 1) + "%"
+                                      : fmt(100 * v, 1) + "% ± " + fmt(100 * e, 1) + "%");
       }
       rows.push_back(std::move(row));
       if (src != "stat") continue;
@@ -453,7 +459,9 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
         "MC-statistics covariance (mc_stat: simulation bootstrap, the training noise taken off "
         "where members allow, so that the total counts it once), each systematic source's "
         "symmetrised shift, the non-closure (unfolded pseudo-data minus its truth) and the "
-        "total covariance (their sum).</p>\n" +
+        "total covariance (their sum). A source's ± is the noise of its shift (from the "
+        "differences between its chains and the nominal chains of the same replica and "
+        "member, where there are two or more): a shift not well above it is mostly noise.</p>\n" +
         htmlTable(header, rows, "uncertainty-table");
     const json& variations = summary->value("variations", json::array());
     if (variations.is_array() && !variations.empty()) {

@@ -554,6 +554,21 @@ TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
   expectShift(frac("sources/generator/shift"), generator, "generator shift");
   expectCov(cov("sources/generator/covariance"), generator * generator, "generator covariance");
   EXPECT_FALSE(read.has("mass/sources/generator/up"));  // one-sided: no raw up/down
+  // The shifts' noise, from chains paired with the nominal's: herwig r0 .75 - .25 and r2
+  // .75 - .75 (standard error .25); the closure's members .75 and .5 (.125); det_down and
+  // both jes variations have one pair each: no estimate.
+  for (const auto& [source, se] :
+       {std::pair<std::string, double>{"generator", 0.25}, {"non_closure", 0.125}}) {
+    const std::vector<double> e = frac("sources/" + source + "/shift_error");
+    ASSERT_EQ(e.size(), 49u) << source;
+    EXPECT_NEAR(e[0], se, 1e-12) << source;
+    EXPECT_NEAR(e[1], se, 1e-12) << source;
+    EXPECT_NEAR(e[2], 0.0, 1e-12) << source;
+    EXPECT_NEAR(s["observables"]["mass"]["shift_error"][source].get<double>(), se / 0.5, 1e-12)
+        << source;
+  }
+  for (const char* none : {"det", "jes"})
+    EXPECT_FALSE(read.has(std::string("mass/sources/") + none + "/shift_error")) << none;
   expectCov(cov("covariance_mc_stat"), mc_var, "MC statistics");
   expectCov(cov("covariance_mc_stat_raw"), mc_var_raw, "MC statistics with the training noise");
   expectCov(cov("covariance_training"), stat_training, "training noise in the statistical");
@@ -673,6 +688,58 @@ TEST_F(AggregateTest, TheTotalCountsTheTrainingNoiseOnce) {
   EXPECT_TRUE(s1["observables"]["mass"]["training_noise"].is_null());
   const nlohmann::json kept = {{"removed", false}, {"estimated_from", nullptr}};
   EXPECT_EQ(s1["mc_stat_training_noise"], kept);
+}
+
+// A source's shift has noise of its own (the varied and the nominal chains train apart): its
+// standard error from the per-chain differences varied (r, m) - nominal (r, m).
+TEST_F(AggregateTest, ShiftErrorsComeFromPairedChains) {
+  auto chain = [&](const std::string& rel, int r, int m, double f, const nlohmann::json& extra) {
+    writeChain(rel, r, m, 100 * f, 100 * (1 - f), 42, extra);
+  };
+  for (int r = 0; r < 2; ++r)
+    for (int m = 0; m < 2; ++m)
+      chain("camp/r" + std::to_string(r) + "m" + std::to_string(m), r, m, 0.5,
+            nlohmann::json::object());
+  // det (half_difference): up differences .1 .2 .1 0, down -.05 -.05 -.15 -.15.
+  // jes (max): up as det's, down -.15 -.15 -.25 -.25 (the larger: its error is taken).
+  const double up[2][2] = {{0.6, 0.7}, {0.6, 0.5}}, down[2][2] = {{0.45, 0.45}, {0.35, 0.35}},
+               jes_down[2][2] = {{0.35, 0.35}, {0.25, 0.25}};
+  for (int r = 0; r < 2; ++r)
+    for (int m = 0; m < 2; ++m) {
+      const std::string at = "r" + std::to_string(r) + "m" + std::to_string(m);
+      chain("camp/det_up_" + at, r, m, up[r][m], variation("det_up", "detector", "det", "up"));
+      chain("camp/det_down_" + at, r, m, down[r][m],
+            variation("det_down", "detector", "det", "down"));
+      chain("camp/jes_up_" + at, r, m, up[r][m],
+            variation("jes_up", "detector", "jes", "up", "max"));
+      chain("camp/jes_down_" + at, r, m, jes_down[r][m],
+            variation("jes_down", "detector", "jes", "down", "max"));
+    }
+  // gen (one-sided): differences .3 and .1; alt: one pair, nothing to estimate from.
+  chain("camp/gen_r0m0", 0, 0, 0.8, variation("gen", "modelling"));
+  chain("camp/gen_r1m1", 1, 1, 0.6, variation("gen", "modelling"));
+  chain("camp/alt_r0m0", 0, 0, 0.7, variation("alt", "modelling"));
+  const std::string out = (root_ / "agg").string();
+  const nlohmann::json s =
+      aggregateRunsWithOptions({(root_ / "camp").string()}, out, std::nullopt, {false});
+
+  const double w = 75.0 / 49.0;  // density -> fraction of the unit area in a mass bin
+  const double se_up = std::sqrt(0.02 / 3 / 4), se_down = std::sqrt(0.01 / 3 / 4);
+  const double det = 0.5 * std::hypot(se_up, se_down), jes = se_down, gen = 0.1;
+  H5Reader read(out + "/bands.h5");
+  for (const auto& [source, se] :
+       {std::pair<std::string, double>{"det", det}, {"jes", jes}, {"gen", gen}}) {
+    std::vector<double> e = read("mass/sources/" + source + "/shift_error");
+    ASSERT_EQ(e.size(), 49u) << source;
+    EXPECT_NEAR(e[0] * w, se, 1e-12) << source;
+    EXPECT_NEAR(e[1] * w, se, 1e-12) << source;
+    EXPECT_NEAR(e[2], 0.0, 1e-12) << source;
+    // summary.json: the measure of "uncertainty" (nominal .5 in both bins).
+    EXPECT_NEAR(s["observables"]["mass"]["shift_error"][source].get<double>(), se / 0.5, 1e-12)
+        << source;
+  }
+  EXPECT_FALSE(read.has("mass/sources/alt/shift_error"));
+  EXPECT_TRUE(s["observables"]["mass"]["shift_error"]["alt"].is_null());
 }
 
 TEST_F(AggregateTest, VariationsLeaveTheNominalResultsAsTheyWere) {

@@ -238,6 +238,7 @@ void addVariations(const std::string& agg_dir, AggregateFixture& fx) {
     const double stat = u["stat"].get<double>();
     u["mc_stat"] = 0.012;
     fx.summary["observables"][name]["training_noise"] = name == "mass" ? json(0.007) : json();
+    fx.summary["observables"][name]["shift_error"] = {{"generator", 0.013}, {"det", nullptr}};
     u["det"] = 0.034;
     u["generator"] = 0.051;
     u["non_closure"] = 0.02;

@@ -32,10 +32,14 @@ int main(int argc, char** argv) {
     run.worker_argv = {jobs::selfExecutable(), "worker"};
     for (size_t k = 2; k < args.size(); ++k) {
       if (k + 1 >= args.size()) throw InputError(args[k] + " needs a value");
-      if (args[k] == "--dir") dir = args[++k];
-      else if (args[k] == "--out") out = args[++k];
-      else if (args[k] == "--slots") run.slots = std::stoi(args[++k]);
-      else throw InputError("unknown option " + args[k]);
+      if (args[k] == "--dir")
+        dir = args[++k];
+      else if (args[k] == "--out")
+        out = args[++k];
+      else if (args[k] == "--slots")
+        run.slots = std::stoi(args[++k]);
+      else
+        throw InputError("unknown option " + args[k]);
     }
     if (args[0] == "init") {
       jobs::initCommand(args[1], dir);

@@ -250,6 +250,8 @@ TEST(CampaignReport, UncertaintyBreakdownShowsEverySourceAndTheFigures) {
     last = at;
   }
   EXPECT_TRUE(contains(html, "<tr><td>det</td><td>3.4%</td><td>3.4%</td><td>3.4%</td></tr>"));
+  // A source's shift beside its noise where the aggregation estimated it (generator, not det).
+  EXPECT_TRUE(contains(html, "<tr><td>generator</td><td>5.1% ± 1.3%</td>"));
   // Where the aggregation could estimate it (mass only here), the training noise within stat.
   EXPECT_TRUE(contains(html, "<tr><td>stat: training noise</td><td>0.7%</td><td>-</td>"));
   const double stat = fx.summary["observables"]["mass"]["uncertainty"]["stat"].get<double>();
