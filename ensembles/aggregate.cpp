@@ -265,15 +265,12 @@ std::optional<std::vector<double>> memberCovariance(const std::map<int, ReplicaS
   size_t dof = 0;
   for (const auto& [r, rep] : replicas) {
     if (rep.member_density.size() < 2) continue;
-    std::vector<double> mean(bins, 0.0);
-    for (const auto& [id, m] : rep.member_density)
-      for (size_t b = 0; b < bins; ++b) mean[b] += m[o][b];
-    for (double& v : mean) v /= static_cast<double>(rep.member_density.size());
-    for (const auto& [id, m] : rep.member_density)
-      for (size_t i = 0; i < bins; ++i)
-        for (size_t j = 0; j < bins; ++j)
-          cov[i * bins + j] += (m[o][i] - mean[i]) * (m[o][j] - mean[j]);
-    dof += rep.member_density.size() - 1;
+    BandAccumulator members(bins);
+    for (const auto& [m, density] : rep.member_density) members.add(density[o]);
+    const size_t replica_dof = rep.member_density.size() - 1;
+    const std::vector<double> c = members.compute().covariance;
+    for (size_t i = 0; i < c.size(); ++i) cov[i] += c[i] * static_cast<double>(replica_dof);
+    dof += replica_dof;
   }
   if (dof == 0) return std::nullopt;
   for (double& v : cov) v /= static_cast<double>(dof);
@@ -305,6 +302,11 @@ std::vector<double> trainingNoiseOfReplicas(std::vector<double> per_member,
   return per_member;
 }
 
+// Where the training noise taken off the MC-statistics covariance is estimated from (decided
+// once per aggregation): nowhere (no variation, one replica, or no replica with two members),
+// the variation's own members, or the nominal's.
+enum class McTrainingNoise { kNotRemoved, kFromMcBootstrap, kFromNominal };
+
 // Replica -> unit-area density of observable o (the mean over the replica's members).
 std::map<int, std::vector<double>> replicaDensities(const std::map<int, ReplicaSum>& replicas,
                                                     size_t o, const std::vector<double>& edges) {
@@ -328,13 +330,10 @@ struct SourceResult {
 // empty with fewer than two.
 std::vector<double> standardError(const std::vector<std::vector<double>>& samples, size_t bins) {
   if (samples.size() < 2) return {};
-  const double n = static_cast<double>(samples.size());
-  std::vector<double> mean(bins, 0.0), se(bins, 0.0);
-  for (const auto& x : samples)
-    for (size_t b = 0; b < bins; ++b) mean[b] += x[b] / n;
-  for (const auto& x : samples)
-    for (size_t b = 0; b < bins; ++b) se[b] += (x[b] - mean[b]) * (x[b] - mean[b]);
-  for (double& v : se) v = std::sqrt(v / (n - 1) / n);
+  BandAccumulator acc(bins);
+  for (const auto& x : samples) acc.add(x);
+  std::vector<double> se = acc.compute().std;
+  for (double& v : se) v /= std::sqrt(static_cast<double>(samples.size()));
   return se;
 }
 
@@ -377,6 +376,7 @@ SystematicsResult computeSystematics(size_t o, const std::vector<double>& edges,
                                      const std::map<std::string, ChainGroup>& groups,
                                      const Systematics& sys,
                                      const std::optional<TruthHistograms>& closure_truth,
+                                     McTrainingNoise mc_training,
                                      const std::optional<std::vector<double>>& nominal_member_cov) {
   SystematicsResult out;
   std::map<std::string, std::map<int, std::vector<double>>> rows;
@@ -421,9 +421,11 @@ SystematicsResult computeSystematics(size_t o, const std::vector<double>& edges,
     // members, else from the nominal's: the same chains but for the weights), and what is
     // left is kept a covariance between zero and the replicas' spread (covarianceLess).
     const std::map<int, ReplicaSum>& mc = groups.at(sys.plan.mc_bootstrap).replicas;
-    std::optional<std::vector<double>> per_member = memberCovariance(mc, o, band.bins);
-    if (!per_member) per_member = nominal_member_cov;
-    if (per_member && acc.replicas() >= 2) {
+    const std::optional<std::vector<double>> per_member =
+        mc_training == McTrainingNoise::kFromMcBootstrap ? memberCovariance(mc, o, band.bins)
+        : mc_training == McTrainingNoise::kFromNominal   ? nominal_member_cov
+                                                         : std::nullopt;
+    if (per_member) {
       out.covariance_mc_stat_raw = out.covariance_mc_stat;
       const std::vector<double> noise =
           trainingNoiseOfReplicas(*per_member, mc, [](int) { return true; });
@@ -793,7 +795,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   if (!sys.plan.non_closure.empty())
     closure_truth = readTruth(*groups.at(sys.plan.non_closure).data.begin(), prior);
   // The chains' training noise: estimated from the members of a replica (two or more).
-  const bool nominal_members = hasMemberPairs(replicas);
+  McTrainingNoise mc_training = McTrainingNoise::kNotRemoved;
   nlohmann::json mc_stat_training = nullptr;  // summary.json: how the MC statistics were treated
   if (!sys.plan.mc_bootstrap.empty()) {
     const ChainGroup& mc = groups.at(sys.plan.mc_bootstrap);
@@ -805,7 +807,9 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
           "false (the default for mc_bootstrap)",
           sys.plan.mc_bootstrap, mc.first_chain);
     const bool own = hasMemberPairs(mc.replicas);
-    const bool removed = mc.replicas.size() >= 2 && (own || nominal_members);
+    const bool removed = mc.replicas.size() >= 2 && (own || hasMemberPairs(replicas));
+    if (removed)
+      mc_training = own ? McTrainingNoise::kFromMcBootstrap : McTrainingNoise::kFromNominal;
     mc_stat_training = {
         {"removed", removed},
         {"estimated_from",
@@ -907,7 +911,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       res.covariance_training = trainingNoiseOfReplicas(
           *per_member, replicas, [&](int r) { return band_from_bootstrap ? r != 0 : true; });
     res.sys = computeSystematics(o, res.edges, nominal_rows, res.band, groups, sys, closure_truth,
-                                 per_member);
+                                 mc_training, per_member);
     res.sigmas = uncertaintySigmas(res.band, res.sys);
     nlohmann::json js = {{"bins", prior[o].bins()}};
     if (truth) {
