@@ -319,43 +319,108 @@ std::map<int, std::vector<double>> replicaDensities(const std::map<int, ReplicaS
   return out;
 }
 
+std::vector<double> sqrtDiagonal(const std::vector<double>& cov, size_t bins) {
+  std::vector<double> s(bins);
+  for (size_t b = 0; b < bins; ++b) s[b] = std::sqrt(std::max(0.0, cov[b * bins + b]));
+  return s;
+}
+
 struct SourceResult {
   std::string name;
   std::vector<double> shift, covariance;
-  std::vector<double> up, down;     // the raw shifts of a pair; empty otherwise
-  std::vector<double> shift_error;  // the shift's own noise per bin; empty: not estimable
+  std::vector<double> up, down;        // the raw shifts of a pair; empty otherwise
+  std::vector<double> noise;           // the covariance of the shift's estimate; empty: unknown
+  std::vector<double> shift_error;     // the square root of noise's diagonal; empty: unknown
+  std::vector<double> covariance_raw;  // s s^T, when the noise was taken off `covariance`
 };
 
-// The standard error per bin of the mean of `samples` (their spread, n - 1, over sqrt(n));
-// empty with fewer than two.
-std::vector<double> standardError(const std::vector<std::vector<double>>& samples, size_t bins) {
+// The covariance of the mean of `samples` (their covariance, n - 1, over n); empty with fewer
+// than two.
+std::vector<double> covarianceOfMean(const std::vector<std::vector<double>>& samples, size_t bins) {
   if (samples.size() < 2) return {};
   BandAccumulator acc(bins);
   for (const auto& x : samples) acc.add(x);
-  std::vector<double> se = acc.compute().std;
-  for (double& v : se) v /= std::sqrt(static_cast<double>(samples.size()));
-  return se;
+  std::vector<double> cov = acc.compute().covariance;
+  for (double& v : cov) v /= static_cast<double>(samples.size());
+  return cov;
 }
 
-// The noise of a variation's shift of observable o (varied - nominal, replica by replica):
-// the standard error of the per-chain differences varied chain (r, m) - nominal chain (r, m),
-// over the chains the two share (the same data draw, so what differs besides the variation is
-// the training); empty with fewer than two such pairs.
-std::vector<double> shiftError(const std::map<int, ReplicaSum>& varied,
-                               const std::map<int, ReplicaSum>& nominal, size_t o, size_t bins) {
-  std::vector<std::vector<double>> differences;
-  for (const auto& [r, rep] : varied) {
-    const auto n = nominal.find(r);
-    if (n == nominal.end()) continue;
-    for (const auto& [m, density] : rep.member_density) {
-      const auto nm = n->second.member_density.find(m);
-      if (nm == n->second.member_density.end()) continue;
-      std::vector<double> d(bins);
-      for (size_t b = 0; b < bins; ++b) d[b] = density[o][b] - nm->second[o][b];
-      differences.push_back(std::move(d));
-    }
+// The density set of chain (replica r, member m) of a group; null when it did not run.
+const std::vector<std::vector<double>>* chainDensity(const std::map<int, ReplicaSum>& group, int r,
+                                                     int m) {
+  const auto rep = group.find(r);
+  if (rep == group.end()) return nullptr;
+  const auto d = rep->second.member_density.find(m);
+  return d == rep->second.member_density.end() ? nullptr : &d->second;
+}
+
+// Calls f(a's density set, b's, r, m) for each chain (replica r, member m) both groups ran.
+template <class F>
+void forSharedChains(const std::map<int, ReplicaSum>& a, const std::map<int, ReplicaSum>& b,
+                     F&& f) {
+  for (const auto& [r, ra] : a)
+    for (const auto& [m, da] : ra.member_density)
+      if (const auto* db = chainDensity(b, r, m)) f(da, *db, r, m);
+}
+
+// The per-chain differences a (r, m) - b (r, m) of observable o, scaled per bin: chains of
+// the same replica and member saw the same data draw, so what differs besides the variation
+// is the training.
+std::vector<std::vector<double>> chainDifferences(const std::map<int, ReplicaSum>& a,
+                                                  const std::map<int, ReplicaSum>& b, size_t o,
+                                                  const std::vector<double>& scale) {
+  std::vector<std::vector<double>> out;
+  forSharedChains(a, b, [&](const auto& da, const auto& db, int, int) {
+    std::vector<double> d(scale.size());
+    for (size_t bin = 0; bin < d.size(); ++bin) d[bin] = scale[bin] * (da[o][bin] - db[o][bin]);
+    out.push_back(std::move(d));
+  });
+  return out;
+}
+
+// The noise of a source's shift (the covariance of its estimate), from chains that differ in
+// their training only; empty with fewer than two of them:
+//  - one-sided: the differences varied (r, m) - nominal (r, m);
+//  - half_difference: the half differences up (r, m) - down (r, m) (the nominal cancels, as in
+//    the shift); where up and down share fewer than two chains, the two sides' differences
+//    from the nominal taken as independent (an upper estimate: their shared nominal counted
+//    twice);
+//  - max: per bin the chosen side's difference from the nominal, signed as the shift.
+std::vector<double> shiftNoise(const SourcePlan& sp,
+                               const std::map<std::string, ChainGroup>& groups,
+                               const std::vector<double>& up_shift,
+                               const std::vector<double>& down_shift, size_t o, size_t bins) {
+  const std::map<int, ReplicaSum>& nominal = groups.at("").replicas;
+  const std::vector<double> ones(bins, 1.0);
+  if (!sp.one_sided.empty())
+    return covarianceOfMean(chainDifferences(groups.at(sp.one_sided).replicas, nominal, o, ones),
+                            bins);
+  const std::map<int, ReplicaSum>& up = groups.at(sp.up).replicas;
+  const std::map<int, ReplicaSum>& down = groups.at(sp.down).replicas;
+  if (sp.symmetrise == "max") {
+    const auto sign = [](double v) { return v < 0 ? -1.0 : 1.0; };
+    std::vector<std::vector<double>> samples;
+    forSharedChains(up, nominal, [&](const auto& du, const auto& dn, int r, int m) {
+      const auto* dd = chainDensity(down, r, m);
+      if (!dd) return;
+      std::vector<double> x(bins);
+      for (size_t b = 0; b < bins; ++b)
+        x[b] = std::abs(up_shift[b]) >= std::abs(down_shift[b])
+                   ? du[o][b] - dn[o][b]
+                   : sign(up_shift[b]) * sign(down_shift[b]) * ((*dd)[o][b] - dn[o][b]);
+      samples.push_back(std::move(x));
+    });
+    return covarianceOfMean(samples, bins);
   }
-  return standardError(differences, bins);
+  const std::vector<double> halves(bins, 0.5);
+  std::vector<double> paired = covarianceOfMean(chainDifferences(up, down, o, halves), bins);
+  if (!paired.empty()) return paired;
+  const std::vector<double> nu = covarianceOfMean(chainDifferences(up, nominal, o, ones), bins);
+  const std::vector<double> nd = covarianceOfMean(chainDifferences(down, nominal, o, ones), bins);
+  if (nu.empty() || nd.empty()) return {};
+  std::vector<double> n(nu.size());
+  for (size_t i = 0; i < n.size(); ++i) n[i] = 0.25 * (nu[i] + nd[i]);
+  return n;
 }
 
 // One observable's systematic uncertainties, all unit-area densities per bin.
@@ -370,14 +435,12 @@ struct SystematicsResult {
   std::vector<double> covariance_total, std_total;
 };
 
-SystematicsResult computeSystematics(size_t o, const std::vector<double>& edges,
-                                     const std::map<int, std::vector<double>>& nominal_rows,
-                                     const BandStats& band,
-                                     const std::map<std::string, ChainGroup>& groups,
-                                     const Systematics& sys,
-                                     const std::optional<TruthHistograms>& closure_truth,
-                                     McTrainingNoise mc_training,
-                                     const std::optional<std::vector<double>>& nominal_member_cov) {
+SystematicsResult computeSystematics(
+    size_t o, const std::vector<double>& edges,
+    const std::map<int, std::vector<double>>& nominal_rows, const BandStats& band,
+    const std::map<std::string, ChainGroup>& groups, const Systematics& sys,
+    const std::optional<TruthHistograms>& closure_truth, McTrainingNoise mc_training,
+    const std::optional<std::vector<double>>& nominal_member_cov, ShiftNoise shift_noise) {
   SystematicsResult out;
   std::map<std::string, std::map<int, std::vector<double>>> rows;
   for (const auto& v : sys.variations) {
@@ -387,27 +450,14 @@ SystematicsResult computeSystematics(size_t o, const std::vector<double>& edges,
   for (const auto& sp : sys.plan.sources) {
     SourceResult s;
     s.name = sp.name;
-    const std::map<int, ReplicaSum>& nominal = groups.at("").replicas;
     if (!sp.one_sided.empty()) {
       s.shift = meanShift(rows.at(sp.one_sided), nominal_rows);
-      s.shift_error = shiftError(groups.at(sp.one_sided).replicas, nominal, o, band.bins);
     } else {
       s.up = meanShift(rows.at(sp.up), nominal_rows);
       s.down = meanShift(rows.at(sp.down), nominal_rows);
       s.shift = symmetrisedShift(s.up, s.down, sp.symmetrise);
-      // The pair's noise, its sides taken as independent (they share the nominal chains, whose
-      // noise a half difference cancels: an upper estimate); "max" takes the chosen side's.
-      const std::vector<double> up = shiftError(groups.at(sp.up).replicas, nominal, o, band.bins);
-      const std::vector<double> down =
-          shiftError(groups.at(sp.down).replicas, nominal, o, band.bins);
-      if (!up.empty() && !down.empty()) {
-        s.shift_error.resize(band.bins);
-        for (size_t b = 0; b < band.bins; ++b)
-          s.shift_error[b] = sp.symmetrise == "max"
-                                 ? (std::abs(s.up[b]) >= std::abs(s.down[b]) ? up[b] : down[b])
-                                 : 0.5 * std::hypot(up[b], down[b]);
-      }
     }
+    s.noise = shiftNoise(sp, groups, s.up, s.down, o, band.bins);
     s.covariance = outerProduct(s.shift);
     out.sources.push_back(std::move(s));
   }
@@ -442,12 +492,30 @@ SystematicsResult computeSystematics(size_t o, const std::vector<double>& edges,
     std::vector<std::vector<double>> chains;
     for (const auto& [r, rep] : groups.at(sys.plan.non_closure).replicas)
       for (const auto& [m, density] : rep.member_density) chains.push_back(density[o]);
-    out.sources.push_back({"non_closure",
-                           out.closure_shift,
-                           outerProduct(out.closure_shift),
-                           {},
-                           {},
-                           standardError(chains, band.bins)});
+    SourceResult s;
+    s.name = "non_closure";
+    s.shift = out.closure_shift;
+    s.covariance = outerProduct(s.shift);
+    s.noise = covarianceOfMean(chains, band.bins);
+    out.sources.push_back(std::move(s));
+  }
+  // Each shift's noise: its standard error per bin, and, where asked, taken off in quadrature
+  // bin by bin (E[s_b²] = t_b² + se_b² for a true shift t): s~_b = sign(s_b) sqrt((s_b² -
+  // se_b²)_+), the source's covariance s~ s~^T (still one fully correlated shift). Bin by bin,
+  // not along s alone: noise spread over the bins inflates |s|² by the trace of the noise, of
+  // which s's own direction holds about one bin's share.
+  for (SourceResult& s : out.sources) {
+    if (s.noise.empty()) continue;
+    s.shift_error = sqrtDiagonal(s.noise, band.bins);
+    if (shift_noise == ShiftNoise::kSubtract) {
+      std::vector<double> left(band.bins);
+      for (size_t b = 0; b < band.bins; ++b)
+        left[b] = std::copysign(
+            std::sqrt(std::max(0.0, s.shift[b] * s.shift[b] - s.noise[b * band.bins + b])),
+            s.shift[b]);
+      s.covariance_raw = s.covariance;
+      s.covariance = outerProduct(left);
+    }
   }
   out.covariance_total = band.covariance;
   auto add = [&](const std::vector<double>& c) {
@@ -461,23 +529,14 @@ SystematicsResult computeSystematics(size_t o, const std::vector<double>& edges,
   return out;
 }
 
-std::vector<double> sqrtDiagonal(const std::vector<double>& cov, size_t bins) {
-  std::vector<double> s(bins);
-  for (size_t b = 0; b < bins; ++b) s[b] = std::sqrt(std::max(0.0, cov[b * bins + b]));
-  return s;
-}
-
 // Relative size of each uncertainty (summary.json "uncertainty"), stat first.
 std::vector<std::pair<std::string, std::vector<double>>> uncertaintySigmas(
     const BandStats& band, const SystematicsResult& sys) {
   std::vector<std::pair<std::string, std::vector<double>>> out = {{"stat", band.std}};
   if (!sys.covariance_mc_stat.empty())
     out.emplace_back("mc_stat", sqrtDiagonal(sys.covariance_mc_stat, band.bins));
-  for (const auto& s : sys.sources) {
-    std::vector<double> a(s.shift.size());
-    for (size_t b = 0; b < a.size(); ++b) a[b] = std::abs(s.shift[b]);
-    out.emplace_back(s.name, a);
-  }
+  // |shift| per bin, or what is left of it once its noise is taken off.
+  for (const auto& s : sys.sources) out.emplace_back(s.name, sqrtDiagonal(s.covariance, band.bins));
   out.emplace_back("total", sys.std_total);
   return out;
 }
@@ -641,6 +700,12 @@ EventWeightsChoice parseEventWeightsChoice(const std::string& word) {
   if (word == "central") return EventWeightsChoice::kCentral;
   if (word == "none") return EventWeightsChoice::kNone;
   throw InputError("event weights: expected all, central or none, not '" + word + "'");
+}
+
+ShiftNoise parseShiftNoise(const std::string& word) {
+  if (word == "keep") return ShiftNoise::kKeep;
+  if (word == "subtract") return ShiftNoise::kSubtract;
+  throw InputError("shift noise: expected keep or subtract, not '" + word + "'");
 }
 
 nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs,
@@ -867,6 +932,8 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       {"observables", nlohmann::json::object()}};
   summary["variations"] = nlohmann::json::array();
   if (!mc_stat_training.is_null()) summary["mc_stat_training_noise"] = mc_stat_training;
+  if (!sys.plan.sources.empty() || !sys.plan.non_closure.empty())
+    summary["shift_noise"] = options.shift_noise == ShiftNoise::kSubtract ? "subtracted" : "kept";
   for (const auto& v : sys.variations) {
     const ChainGroup& g = groups.at(v.name);
     summary["variations"].push_back({{"name", v.name},
@@ -911,7 +978,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       res.covariance_training = trainingNoiseOfReplicas(
           *per_member, replicas, [&](int r) { return band_from_bootstrap ? r != 0 : true; });
     res.sys = computeSystematics(o, res.edges, nominal_rows, res.band, groups, sys, closure_truth,
-                                 mc_training, per_member);
+                                 mc_training, per_member, options.shift_noise);
     res.sigmas = uncertaintySigmas(res.band, res.sys);
     nlohmann::json js = {{"bins", prior[o].bins()}};
     if (truth) {
@@ -998,6 +1065,20 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     summary["observables"][res.name] = js;
     results.push_back(std::move(res));
   }
+  // Whether a source has chains to estimate its noise from is the same for every observable.
+  if (options.shift_noise == ShiftNoise::kSubtract && !results.empty()) {
+    std::string without;
+    for (const auto& src : results.front().sys.sources)
+      if (src.noise.empty()) without += (without.empty() ? "" : ", ") + src.name;
+    if (!without.empty())
+      logWarn(
+          "aggregate: --shift-noise subtract: {} ha(s) fewer than two chains that differ from "
+          "the nominal's (or the other side's) in training only, so no noise estimate, and "
+          "keep(s) s s^T; run such variations with members >= 2 or more replicas",
+          without);
+    else if (!results.front().sys.sources.empty())
+      logInfo("aggregate: each source's shift noise is taken off in quadrature per bin");
+  }
 
   // 3. Write: bands.h5, summary.json, figures.
   // Every output goes to a temporary first and all are renamed into place together at the
@@ -1051,6 +1132,8 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
         if (!src.up.empty()) put(g + "/up", src.up);
         if (!src.down.empty()) put(g + "/down", src.down);
         if (!src.shift_error.empty()) put(g + "/shift_error", src.shift_error);
+        if (!src.noise.empty()) put(g + "/noise_covariance", src.noise, {nb, nb});
+        if (!src.covariance_raw.empty()) put(g + "/covariance_raw", src.covariance_raw, {nb, nb});
       }
       for (const auto& [name, mean] : sr.variation_mean)
         put(r.name + "/variations/" + name + "/nominal", mean);

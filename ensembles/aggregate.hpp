@@ -43,7 +43,16 @@
 //  7. non_closure: n = its unfolded result (mean over its replicas) - the truth of its
 //     pseudo-data file (result.json "data", histogrammed like the truth file); a source
 //     named non_closure with covariance n n^T;
-//  8. total covariance = statistical (`covariance`) + MC-statistics + every source's: the
+//  8. each source's noise (the covariance of its shift's estimate, from chains that differ in
+//     their training only; with two or more): one-sided, the differences varied (r, m) -
+//     nominal (r, m); half_difference, the half differences up (r, m) - down (r, m) (else the
+//     two sides' differences from the nominal, as independent: an upper estimate); max, the
+//     chosen side's difference, signed as the shift; non_closure, its chains'. Its diagonal's
+//     square root is the shift_error. E[s_b²] = t_b² + shift_error_b² for a true shift t:
+//     with ShiftNoise::kSubtract the noise is taken off in quadrature bin by bin, s~_b =
+//     sign(s_b) sqrt((s_b² - shift_error_b²)_+), and the source's covariance is s~ s~^T; with
+//     kKeep (the default) s s^T as it is;
+//  9. total covariance = statistical (`covariance`) + MC-statistics + every source's: the
 //     data and simulation fluctuations and the training noise, each once.
 //  The nominal's training noise (the part of `covariance` that is the training's): one
 //  member's, as in 6., times the mean of 1/M_r over the band's replicas.
@@ -63,11 +72,11 @@
 //                   sources/<source>/{shift, covariance}     (each detector/modelling source,
 //                     and sources/non_closure)
 //                   sources/<source>/{up, down}              (the raw shifts of a pair)
-//                   sources/<source>/shift_error             (the shift's own noise: the
-//                     standard error of the differences varied chain (r, m) - nominal chain
-//                     (r, m) over the pairs; a pair's sides combined as independent, "max"
-//                     taking the chosen side's; non_closure: of its chains' mean; with two
-//                     or more pairs)
+//                   sources/<source>/{noise_covariance, shift_error}  (the shift's own
+//                     noise, 8., and the square root of its diagonal: with two or more chains
+//                     to estimate it from)
+//                   sources/<source>/covariance_raw          (s s^T: when the noise was taken
+//                     off `covariance`)
 //                   variations/<name>/nominal                (each variation's mean result)
 //                   non_closure/{shift, truth, unfolded}     (with a non_closure variation)
 //                 (`covariance` stays the statistical one, from the data bootstrap)
@@ -75,7 +84,8 @@
 //                 (the chains' step model, or "mixed"), "variations": [{name, type, source,
 //                 direction, chains, replicas}] ([] without variations), "mc_stat_training_noise":
 //                 {"removed", "estimated_from": "mc_bootstrap" | "nominal" | null} (with an
-//                 mc_bootstrap variation), "observables": {name: {delta_prior, delta_unfolded,
+//                 mc_bootstrap variation), "shift_noise": "kept" | "subtracted" (with a
+//                 source), "observables": {name: {delta_prior, delta_unfolded,
 //                 delta_unfolded_err, delta_floor, coverage_68, coverage_95, mean_prior,
 //                 mean_unfolded, mean_truth, shift_recovered, shift_significance,
 //                 coverage_68_total, coverage_95_total, uncertainty, training_noise,
@@ -126,9 +136,18 @@ enum class EventWeightsChoice { kAll, kCentral, kNone };
 // "all", "central", "none" (the command-line words); InputError for anything else.
 EventWeightsChoice parseEventWeightsChoice(const std::string& word);
 
+// What a systematic source's covariance does with the shift's own noise (8.): s s^T as it is
+// (kKeep), or the shift less its noise in quadrature per bin (kSubtract: a source within its
+// noise then adds little instead of its noise). Sources without a noise estimate stay s s^T
+// either way.
+enum class ShiftNoise { kKeep, kSubtract };
+// "keep", "subtract" (the command-line words); InputError for anything else.
+ShiftNoise parseShiftNoise(const std::string& word);
+
 struct AggregateOptions {
   bool plots = true;  // render PNGs (needs gnuplot on PATH)
   EventWeightsChoice event_weights = EventWeightsChoice::kAll;
+  ShiftNoise shift_noise = ShiftNoise::kKeep;
 };
 
 // Aggregates the chains under run_dirs into out_dir; returns summary.json's content.

@@ -461,8 +461,15 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
         "symmetrised shift, the non-closure (unfolded pseudo-data minus its truth) and the "
         "total covariance (their sum). A source's ± is the noise of its shift (from the "
         "differences between its chains and the nominal chains of the same replica and "
-        "member, where there are two or more): a shift not well above it is mostly noise.</p>\n" +
-        htmlTable(header, rows, "uncertainty-table");
+        "member, where there are two or more): a shift not well above it is mostly noise. " +
+        (summary->value("shift_noise", std::string()) == "subtracted"
+             ? std::string(
+                   "Here each source's noise was taken off its covariance (aggregated with "
+                   "--shift-noise subtract): its row is what is left of its shift beyond its "
+                   "noise.")
+             : std::string("Each source counts its whole shift, noise included (aggregate with "
+                           "--shift-noise subtract to take the noise off).")) +
+        "</p>\n" + htmlTable(header, rows, "uncertainty-table");
     const json& variations = summary->value("variations", json::array());
     if (variations.is_array() && !variations.empty()) {
       std::vector<std::vector<std::string>> vr;

@@ -378,12 +378,11 @@ void registerCampaignCommands(CommandGroups& g) {
         "aggregate", "Aggregate the done chains into uncertainty bands (D/aggregate)");
     auto dir = std::make_shared<std::string>();
     auto truth = std::make_shared<std::string>();
-    auto no_plots = std::make_shared<bool>(false);
-    auto event_weights = std::make_shared<std::string>("all");
+    auto args = std::make_shared<AggregateArgs>();
     c->add_option("dir", *dir, "Campaign directory")->required();
     c->add_option("--truth", *truth, "Truth file (default: the spec's inputs.truth when given)");
-    addAggregateOutputOptions(*c, *no_plots, *event_weights);
-    c->callback([dir, truth, no_plots, event_weights] {
+    addAggregateOptions(*c, *args);
+    c->callback([dir, truth, args] {
       registerAllTaskKinds();
       jobs::Campaign camp = jobs::Campaign::open(*dir, jobs::Campaign::Access::kReadOnly);
       if (camp.spec().kind != "chain") {
@@ -399,10 +398,7 @@ void registerCampaignCommands(CommandGroups& g) {
       else if (camp.spec().inputs.count("truth"))
         truth_path = camp.spec().inputs.at("truth");
       std::string out = camp.dir() + "/aggregate";
-      ensembles::AggregateOptions options;
-      options.plots = !*no_plots;
-      options.event_weights = ensembles::parseEventWeightsChoice(*event_weights);
-      ensembles::aggregateRunsWithOptions(runs, out, truth_path, options);
+      ensembles::aggregateRunsWithOptions(runs, out, truth_path, args->options());
       std::printf("aggregated %zu chain(s) of %d task(s) into %s\n", runs.size(),
                   camp.spec().numTasks(), out.c_str());
     });

@@ -122,8 +122,8 @@ void registerUnfold(CommandGroups& g) {
 void registerAggregate(CommandGroups& g) {
   struct Opts {
     std::vector<std::string> runs;
-    std::string out, truth, event_weights = "all";
-    bool no_plots = false;
+    std::string out, truth;
+    AggregateArgs aggregate;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = g.root.add_subcommand(
@@ -139,14 +139,12 @@ void registerAggregate(CommandGroups& g) {
   cmd->add_option("--truth", o->truth,
                   "unfolding file whose gen level is the truth (gen_subs; weights and pass_gen "
                   "honoured): adds triangular discriminators and coverage");
-  addAggregateOutputOptions(*cmd, o->no_plots, o->event_weights);
+  addAggregateOptions(*cmd, o->aggregate);
   cmd->callback([o] {
-    ensembles::AggregateOptions ao;
-    ao.plots = !o->no_plots;
-    ao.event_weights = ensembles::parseEventWeightsChoice(o->event_weights);
     std::optional<std::string> truth;
     if (!o->truth.empty()) truth = o->truth;
-    std::cout << ensembles::aggregateRunsWithOptions(o->runs, o->out, truth, ao).dump(2)
+    std::cout << ensembles::aggregateRunsWithOptions(o->runs, o->out, truth, o->aggregate.options())
+                     .dump(2)
               << std::endl;
   });
 }

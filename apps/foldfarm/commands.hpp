@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "ensembles/aggregate.hpp"
 #include "jobs/task_state.hpp"
 
 namespace foldfarm::app {
@@ -29,14 +30,32 @@ void registerCampaignCommands(
 void registerSlurmCommands(CommandGroups& g);   // cmd_slurm.cpp: slurm render|submit|status
 void registerReportCommands(CommandGroups& g);  // cmd_report.cpp: report, study scaling
 
-// The options of `aggregate` and `campaign aggregate` that choose outputs
-// (ensembles/aggregate.hpp).
-inline void addAggregateOutputOptions(CLI::App& app, bool& no_plots, std::string& event_weights) {
-  app.add_flag("--no-plots", no_plots, "Skip the PNG figures (an earlier run's are removed)");
-  app.add_option("--event-weights", event_weights,
+// The options of `aggregate` and `campaign aggregate` (ensembles/aggregate.hpp), as given.
+struct AggregateArgs {
+  bool no_plots = false;
+  std::string event_weights = "all";
+  std::string shift_noise = "keep";
+
+  ensembles::AggregateOptions options() const {
+    ensembles::AggregateOptions o;
+    o.plots = !no_plots;
+    o.event_weights = ensembles::parseEventWeightsChoice(event_weights);
+    o.shift_noise = ensembles::parseShiftNoise(shift_noise);
+    return o;
+  }
+};
+inline void addAggregateOptions(CLI::App& app, AggregateArgs& a) {
+  app.add_flag("--no-plots", a.no_plots, "Skip the PNG figures (an earlier run's are removed)");
+  app.add_option("--event-weights", a.event_weights,
                  "Columns of event_weights.h5: all; central (the nominal and each variation, no "
                  "bootstrap replicas: a few columns instead of hundreds); none (no file)")
       ->check(CLI::IsMember({"all", "central", "none"}))
+      ->capture_default_str();
+  app.add_option("--shift-noise", a.shift_noise,
+                 "Each systematic source's covariance: keep (s s^T of its shift s) or subtract "
+                 "(the shift less its own noise in quadrature per bin, the noise estimated from "
+                 "its chains: a shift within its noise then adds little to the total)")
+      ->check(CLI::IsMember({"keep", "subtract"}))
       ->capture_default_str();
 }
 

@@ -691,8 +691,10 @@ TEST_F(AggregateTest, TheTotalCountsTheTrainingNoiseOnce) {
 }
 
 // A source's shift has noise of its own (the varied and the nominal chains train apart): its
-// standard error from the per-chain differences varied (r, m) - nominal (r, m).
-TEST_F(AggregateTest, ShiftErrorsComeFromPairedChains) {
+// covariance from the per-chain differences varied (r, m) - nominal (r, m) (a half difference:
+// up (r, m) - down (r, m)), its standard error reported, and with --shift-noise subtract taken
+// off the source's s s^T.
+TEST_F(AggregateTest, ShiftNoiseComesFromPairedChainsAndCanBeSubtracted) {
   auto chain = [&](const std::string& rel, int r, int m, double f, const nlohmann::json& extra) {
     writeChain(rel, r, m, 100 * f, 100 * (1 - f), 42, extra);
   };
@@ -715,31 +717,93 @@ TEST_F(AggregateTest, ShiftErrorsComeFromPairedChains) {
       chain("camp/jes_down_" + at, r, m, jes_down[r][m],
             variation("jes_down", "detector", "jes", "down", "max"));
     }
-  // gen (one-sided): differences .3 and .1; alt: one pair, nothing to estimate from.
+  // gen (one-sided): differences .3 and .1; tiny: .05 and -.03 (a shift of .01, its noise
+  // .04); alt: one pair, nothing to estimate from.
   chain("camp/gen_r0m0", 0, 0, 0.8, variation("gen", "modelling"));
   chain("camp/gen_r1m1", 1, 1, 0.6, variation("gen", "modelling"));
+  chain("camp/tiny_r0m0", 0, 0, 0.55, variation("tiny", "modelling"));
+  chain("camp/tiny_r1m1", 1, 1, 0.47, variation("tiny", "modelling"));
   chain("camp/alt_r0m0", 0, 0, 0.7, variation("alt", "modelling"));
+  // apart (half_difference): up in replica 0 only (differences .1 .2), down in replica 1 only
+  // (-.05 -.15): no chain to pair, so the sides' noises are added as independent.
+  chain("camp/apart_up_r0m0", 0, 0, 0.6, variation("apart_up", "detector", "apart", "up"));
+  chain("camp/apart_up_r0m1", 0, 1, 0.7, variation("apart_up", "detector", "apart", "up"));
+  chain("camp/apart_down_r1m0", 1, 0, 0.45, variation("apart_down", "detector", "apart", "down"));
+  chain("camp/apart_down_r1m1", 1, 1, 0.35, variation("apart_down", "detector", "apart", "down"));
   const std::string out = (root_ / "agg").string();
   const nlohmann::json s =
       aggregateRunsWithOptions({(root_ / "camp").string()}, out, std::nullopt, {false});
 
   const double w = 75.0 / 49.0;  // density -> fraction of the unit area in a mass bin
-  const double se_up = std::sqrt(0.02 / 3 / 4), se_down = std::sqrt(0.01 / 3 / 4);
-  const double det = 0.5 * std::hypot(se_up, se_down), jes = se_down, gen = 0.1;
+  // Shifts (fractions, bin 0): det .1 (up .1, down -.1), jes .2 (the down side's), gen .2,
+  // tiny .01, apart (.15 + .1) / 2, alt .2. Their standard errors: det's half differences
+  // .075 .125 .125 .075 (the nominal cancels); jes's chosen side -.15 -.15 -.25 -.25, signed
+  // as the shift; apart's (.005 / 2 + .005 / 2) / 4.
+  const int n_sources = 5;
+  const double shift[] = {0.1, 0.2, 0.2, 0.01, 0.125};
+  const double se[] = {std::sqrt(0.0025 / 3 / 4), std::sqrt(0.01 / 3 / 4), 0.1, 0.04,
+                       std::sqrt(0.005 / 4)};
+  const std::string names[] = {"det", "jes", "gen", "tiny", "apart"};
+  double kept_total = 0.04;  // alt's; the nominal chains agree: no statistical spread
   H5Reader read(out + "/bands.h5");
-  for (const auto& [source, se] :
-       {std::pair<std::string, double>{"det", det}, {"jes", jes}, {"gen", gen}}) {
+  for (int i = 0; i < n_sources; ++i) {
+    const std::string& source = names[i];
     std::vector<double> e = read("mass/sources/" + source + "/shift_error");
     ASSERT_EQ(e.size(), 49u) << source;
-    EXPECT_NEAR(e[0] * w, se, 1e-12) << source;
-    EXPECT_NEAR(e[1] * w, se, 1e-12) << source;
+    EXPECT_NEAR(e[0] * w, se[i], 1e-12) << source;
+    EXPECT_NEAR(e[1] * w, se[i], 1e-12) << source;
     EXPECT_NEAR(e[2], 0.0, 1e-12) << source;
+    const std::vector<double> n = read("mass/sources/" + source + "/noise_covariance");
+    ASSERT_EQ(n.size(), 49u * 49u) << source;
+    EXPECT_NEAR(n[0] * w * w, se[i] * se[i], 1e-12) << source;
+    EXPECT_NEAR(n[1] * w * w, -se[i] * se[i], 1e-12) << source;  // bin 1 moves against bin 0
     // summary.json: the measure of "uncertainty" (nominal .5 in both bins).
-    EXPECT_NEAR(s["observables"]["mass"]["shift_error"][source].get<double>(), se / 0.5, 1e-12)
+    EXPECT_NEAR(s["observables"]["mass"]["shift_error"][source].get<double>(), se[i] / 0.5, 1e-12)
         << source;
+    // Kept (the default): the source's covariance is s s^T, noise and all.
+    EXPECT_NEAR(read("mass/sources/" + source + "/covariance")[0] * w * w, shift[i] * shift[i],
+                1e-12)
+        << source;
+    EXPECT_FALSE(read.has("mass/sources/" + source + "/covariance_raw")) << source;
+    kept_total += shift[i] * shift[i];
   }
   EXPECT_FALSE(read.has("mass/sources/alt/shift_error"));
+  EXPECT_FALSE(read.has("mass/sources/alt/noise_covariance"));
   EXPECT_TRUE(s["observables"]["mass"]["shift_error"]["alt"].is_null());
+  EXPECT_EQ(s["shift_noise"], "kept");
+
+  // Subtracted in quadrature per bin: s~ = sign(s) sqrt((s² - se²)_+), covariance s~ s~^T:
+  // s² - se² in bins 0 and 1 (anticorrelated), zero where the noise is larger (tiny); alt has
+  // no noise estimate and stays.
+  AggregateOptions subtract;
+  subtract.plots = false;
+  subtract.shift_noise = ShiftNoise::kSubtract;
+  const std::string out2 = (root_ / "agg_subtracted").string();
+  const nlohmann::json s2 =
+      aggregateRunsWithOptions({(root_ / "camp").string()}, out2, std::nullopt, subtract);
+  EXPECT_EQ(s2["shift_noise"], "subtracted");
+  H5Reader read2(out2 + "/bands.h5");
+  double total = 0.04;  // alt's, as it was
+  for (int i = 0; i < n_sources; ++i) {
+    const std::string& source = names[i];
+    const double left = std::max(0.0, shift[i] * shift[i] - se[i] * se[i]);
+    const std::vector<double> c = read2("mass/sources/" + source + "/covariance");
+    EXPECT_NEAR(c[0] * w * w, left, 1e-12) << source;
+    EXPECT_NEAR(c[1] * w * w, -left, 1e-12) << source;
+    EXPECT_NEAR(c[50] * w * w, left, 1e-12) << source;
+    EXPECT_NEAR(read2("mass/sources/" + source + "/covariance_raw")[0] * w * w, shift[i] * shift[i],
+                1e-12)
+        << source;
+    EXPECT_NEAR(s2["observables"]["mass"]["uncertainty"][source].get<double>(),
+                std::sqrt(left) / 0.5, 1e-6)
+        << source;
+    total += left;
+  }
+  EXPECT_LT(shift[3] * shift[3], se[3] * se[3]);  // tiny is all noise: nothing left
+  EXPECT_NEAR(read2("mass/sources/alt/covariance")[0] * w * w, 0.04, 1e-12);
+  EXPECT_FALSE(read2.has("mass/sources/alt/covariance_raw"));
+  EXPECT_NEAR(read2("mass/covariance_total")[0] * w * w, total, 1e-12);
+  EXPECT_NEAR(read("mass/covariance_total")[0] * w * w, kept_total, 1e-12);
 }
 
 TEST_F(AggregateTest, VariationsLeaveTheNominalResultsAsTheyWere) {

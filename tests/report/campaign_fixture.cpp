@@ -233,6 +233,7 @@ void addVariations(const std::string& agg_dir, AggregateFixture& fx) {
       "\x41\x54\x78\xda\x63\x64\x60\xf8\x5f\x0f\x00\x02\x87\x01\x80\xeb\x47\xba\x92"
       "\x00\x00\x00\x00\x49\x45\x4e\x44\xae\x42\x60\x82",
       70);
+  fx.summary["shift_noise"] = "kept";
   for (const auto& name : fx.observables) {
     json& u = fx.summary["observables"][name]["uncertainty"];
     const double stat = u["stat"].get<double>();

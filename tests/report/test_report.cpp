@@ -264,6 +264,13 @@ TEST(CampaignReport, UncertaintyBreakdownShowsEverySourceAndTheFigures) {
     EXPECT_TRUE(contains(html, name + ": relative uncertainty per bin")) << name;
   EXPECT_GE(r.images, 3);
   EXPECT_TRUE(contains(html, "<td>50%</td><td>70%</td><td>75%</td>"));
+  // The text says whether each source's row holds its shift's noise.
+  EXPECT_TRUE(contains(html, "Each source counts its whole shift, noise included"));
+  fx.summary["shift_noise"] = "subtracted";
+  writeJson(dir + "/aggregate/summary.json", fx.summary);
+  const std::string subtracted = renderCampaignReport(dir, {});
+  EXPECT_TRUE(contains(subtracted, "its row is what is left of its shift beyond its noise"));
+  EXPECT_FALSE(contains(subtracted, "Each source counts its whole shift"));
 }
 
 TEST(CampaignReport, WithoutVariationsTheBreakdownShowsStatAndTotal) {
