@@ -1,4 +1,6 @@
 // foldfarm unfold | aggregate | study warmstart | study reweight-qg
+#include <algorithm>
+#include <cstdio>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -17,6 +19,7 @@
 #include "dist/cli_options.hpp"
 #include "dist/launch.hpp"
 #include "ensembles/aggregate.hpp"
+#include "ensembles/aggregate_bench.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_task.hpp"
 #include "ensembles/studies.hpp"
@@ -276,11 +279,57 @@ void registerReweightQg(CommandGroups& g) {
   });
 }
 
+void registerBenchAggregate(CommandGroups& g) {
+  struct Opts {
+    ensembles::AggregateBenchOptions bench;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = g.bench.add_subcommand(
+      "aggregate",
+      "Aggregation of a campaign's worth of synthetic chains (histograms.h5 + result.json): "
+      "chains/s and peak memory, the nominal alone and with systematic variations");
+  cmd->add_option("--replicas", o->bench.replicas, "nominal replicas")
+      ->check(CLI::Range(2, 1000000))
+      ->capture_default_str();
+  cmd->add_option("--members", o->bench.members, "ensemble members per replica")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  cmd->add_option("--variation-replicas", o->bench.variation_replicas,
+                  "replicas of each variation: a detector pair, a modelling variation, an "
+                  "MC-statistics variation (0: the nominal alone)")
+      ->check(CLI::Range(0, 1000000))
+      ->capture_default_str();
+  cmd->add_option("--scratch", o->bench.scratch, "where the synthetic chains go")
+      ->capture_default_str();
+  cmd->add_flag("--keep", o->bench.keep, "keep the synthetic chains and their aggregations");
+  cmd->add_flag("--json", o->json, "Print JSON on stdout");
+  cmd->callback([o] {
+    const nlohmann::json r = ensembles::benchAggregate(o->bench);
+    if (o->json) {
+      std::cout << r.dump(2) << std::endl;
+      return;
+    }
+    auto line = [&](const char* what, const nlohmann::json& t) {
+      std::printf("%s: %lld chains in %.2f s: %.0f chains/s (%.2f ms/chain)\n", what,
+                  static_cast<long long>(t["chains"].get<int64_t>()), t["seconds"].get<double>(),
+                  t["chains_per_s"].get<double>(),
+                  1e3 / std::max(1e-9, t["chains_per_s"].get<double>()));
+    };
+    line("write (synthetic chains)", r["write"]);
+    line("aggregate nominal", r["nominal"]);
+    if (r.contains("with_variations")) line("aggregate with variations", r["with_variations"]);
+    std::printf("peak resident memory %.0f MB\n", r["peak_rss_MB"].get<double>());
+    if (r.contains("dir")) std::printf("kept in %s\n", r["dir"].get<std::string>().c_str());
+  });
+}
+
 }  // namespace
 
 void registerEnsembleCommands(CommandGroups& g) {
   registerUnfold(g);
   registerAggregate(g);
+  registerBenchAggregate(g);
   registerCompare(g);
   registerWarmstart(g);
   registerReweightQg(g);

@@ -19,12 +19,12 @@ struct CommandGroups {
   CLI::App& study;  // foldfarm study <what>
 };
 
-void registerDataCommands(CommandGroups& g);   // cmd_data.cpp: data …, bench data
-void registerModelCommands(CommandGroups& g);  // cmd_model.cpp: model info, pretrain, finetune,
-                                               // generate, bench pet|optim|mlp
-void registerDistCommands(CommandGroups& g);   // cmd_dist.cpp: bench allreduce, bench ddp
-void registerEnsembleCommands(
-    CommandGroups& g);  // cmd_ensembles.cpp: unfold, aggregate, study compare|warmstart|reweight-qg
+void registerDataCommands(CommandGroups& g);      // cmd_data.cpp: data …, bench data
+void registerModelCommands(CommandGroups& g);     // cmd_model.cpp: model info, pretrain, finetune,
+                                                  // generate, bench pet|optim|mlp
+void registerDistCommands(CommandGroups& g);      // cmd_dist.cpp: bench allreduce, bench ddp
+void registerEnsembleCommands(CommandGroups& g);  // cmd_ensembles.cpp: unfold, aggregate, bench
+                                                  // aggregate, study compare|warmstart|reweight-qg
 void registerCampaignCommands(
     CommandGroups& g);  // cmd_campaign.cpp: campaign …, worker, bench scheduler
 void registerSlurmCommands(CommandGroups& g);   // cmd_slurm.cpp: slurm render|submit|status

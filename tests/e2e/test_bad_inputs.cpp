@@ -582,6 +582,12 @@ TEST_F(BadInputs, CommandLine) {
   for (const auto& [option, value] :
        std::vector<std::pair<std::string, std::string>>{{"--particles", "-5"}, {"--epochs", "0"}})
     expectCleanFailure({"bench", "data", "--jets", "1000", option, value}, option);
+  for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--replicas", "1"},
+           {"--members", "0"},
+           {"--variation-replicas", "-1"},
+           {"--variation-replicas", "3"}})  // more variation replicas than nominal ones
+    expectCleanFailure({"bench", "aggregate", "--replicas", "2", option, value}, option);
   expectCleanFailure({"study", "scaling", "--particles", "0"}, "--particles");
   // bins + 1 edges overflowed: "internal error: Binning::linspace needs hi > lo".
   expectCleanFailure({"study", "reweight-qg", "--jets", p("good.h5"), "--out", p("qg_bad"),

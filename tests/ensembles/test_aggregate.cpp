@@ -16,6 +16,7 @@
 #include "core/data/jet_writer.hpp"
 #include "core/plot/gnuplot.hpp"
 #include "ensembles/aggregate.hpp"
+#include "ensembles/aggregate_bench.hpp"
 #include "ensembles/chain_output.hpp"
 #include "tests/support/resource_limits.hpp"
 
@@ -804,6 +805,41 @@ TEST_F(AggregateTest, ShiftNoiseComesFromPairedChainsAndCanBeSubtracted) {
   EXPECT_FALSE(read2.has("mass/sources/alt/covariance_raw"));
   EXPECT_NEAR(read2("mass/covariance_total")[0] * w * w, total, 1e-12);
   EXPECT_NEAR(read("mass/covariance_total")[0] * w * w, kept_total, 1e-12);
+}
+
+// bench aggregate: every chain it writes is aggregated (it checks the counts itself), the
+// figures are there, and the scratch directory goes unless kept.
+TEST_F(AggregateTest, TheBenchmarkAggregatesEveryChainItWrote) {
+  AggregateBenchOptions o;
+  o.replicas = 4;
+  o.members = 2;
+  o.variation_replicas = 2;
+  o.scratch = root_.string();
+  const nlohmann::json r = benchAggregate(o);
+  EXPECT_EQ(r["nominal"]["chains"], 8);
+  EXPECT_EQ(r["with_variations"]["chains"], 8 + 3 * 4 + 2);  // det pair, alt, mc_stat
+  EXPECT_EQ(r["write"]["chains"], 22);
+  for (const char* k : {"nominal", "with_variations"}) {
+    EXPECT_GT(r[k]["seconds"].get<double>(), 0.0) << k;
+    EXPECT_NEAR(r[k]["ms_per_chain"].get<double>(),
+                1e3 * r[k]["seconds"].get<double>() / r[k]["chains"].get<double>(), 1e-9)
+        << k;
+  }
+  EXPECT_GT(r["peak_rss_MB"].get<double>(), 0.0);
+  EXPECT_FALSE(r.contains("dir"));
+  EXPECT_TRUE(fs::is_empty(root_)) << "the scratch directory was left behind";
+
+  o.keep = true;
+  o.variation_replicas = 0;  // the nominal alone
+  const nlohmann::json kept = benchAggregate(o);
+  EXPECT_FALSE(kept.contains("with_variations"));
+  const std::string dir = kept["dir"].get<std::string>();
+  const nlohmann::json summary = readJson(dir + "/agg_nominal/summary.json");
+  EXPECT_EQ(summary["chains"], 8);
+  EXPECT_EQ(summary["replicas"], 4);
+
+  o.replicas = 1;
+  EXPECT_THROW(benchAggregate(o), foldfarm::InputError);
 }
 
 TEST_F(AggregateTest, VariationsLeaveTheNominalResultsAsTheyWere) {
