@@ -1072,9 +1072,9 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       if (src.noise.empty()) without += (without.empty() ? "" : ", ") + src.name;
     if (!without.empty())
       logWarn(
-          "aggregate: --shift-noise subtract: {} ha(s) fewer than two chains that differ from "
-          "the nominal's (or the other side's) in training only, so no noise estimate, and "
-          "keep(s) s s^T; run such variations with members >= 2 or more replicas",
+          "aggregate: --shift-noise subtract: no noise estimate for {} (fewer than two chains "
+          "that differ from the nominal's, or from the other side's, in training only): their "
+          "s s^T is kept; run such variations with members >= 2 or more replicas",
           without);
     else if (!results.front().sys.sources.empty())
       logInfo("aggregate: each source's shift noise is taken off in quadrature per bin");
