@@ -12,6 +12,7 @@
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
+#include "dist/launch.hpp"
 #include "ensembles/aggregate.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_task.hpp"
@@ -195,7 +196,59 @@ struct RunArgs {
   std::string dir, executor;
   int slots = 0;
   double lost_after = jobs::RunOptions{}.lost_after_s;
+  bool aggregate = false;
 };
+
+// `campaign aggregate D`: the done chains of a chain campaign into D/aggregate, the truth
+// `truth` or else the spec's inputs.truth. With `all_done` (after `run --aggregate`) only
+// when every task is done: otherwise one line says so and nothing is aggregated.
+void aggregateCampaign(const std::string& dir, const std::string& truth, const AggregateArgs& args,
+                       bool all_done) {
+  jobs::Campaign camp = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  if (camp.spec().kind != "chain")
+    throw InputError(dir + ": aggregate needs a campaign of chain tasks (this one runs '" +
+                     camp.spec().kind + "')");
+  std::vector<std::string> runs;
+  for (const auto& t : camp.tasks(jobs::TaskState::kDone)) runs.push_back(camp.taskDir(t.id));
+  if (runs.empty()) throw InputError(dir + ": no chain is done yet; run the campaign first");
+  if (all_done && static_cast<int>(runs.size()) < camp.spec().numTasks()) {
+    std::printf(
+        "not aggregated: %zu of %d task(s) of %s are done; `foldfarm campaign aggregate "
+        "%s` aggregates those\n",
+        runs.size(), camp.spec().numTasks(), dir.c_str(), dir.c_str());
+    return;
+  }
+  std::optional<std::string> truth_path;
+  if (!truth.empty())
+    truth_path = truth;
+  else if (camp.spec().inputs.count("truth"))
+    truth_path = camp.spec().inputs.at("truth");
+  const std::string out = camp.dir() + "/aggregate";
+  ensembles::aggregateRunsWithOptions(runs, out, truth_path, args.options());
+  std::printf("aggregated %zu chain(s) of %d task(s) into %s\n", runs.size(),
+              camp.spec().numTasks(), out.c_str());
+}
+
+// --aggregate of `campaign run`, `resume` and `retry`: refused before anything runs on a
+// campaign that is not made of chains.
+CLI::Option* addAggregateFlag(CLI::App& c, bool& aggregate) {
+  return c.add_flag("--aggregate", aggregate,
+                    "When every task is done, aggregate the chains into D/aggregate as `campaign "
+                    "aggregate D` does (on rank 0 under mpirun/srun)");
+}
+void checkAggregatable(const std::string& dir, bool aggregate) {
+  if (!aggregate) return;
+  registerAllTaskKinds();
+  const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(dir);
+  if (frozen.kind != "chain")
+    throw InputError(dir + ": --aggregate needs a campaign of chain tasks (this one runs '" +
+                     frozen.kind + "')");
+}
+// After a run that ended without failures: aggregate here, on one process only.
+void aggregateAfterRun(const std::string& dir, bool aggregate) {
+  if (aggregate && dist::detectLaunch().rank == 0)
+    aggregateCampaign(dir, "", AggregateArgs{}, /*all_done=*/true);
+}
 
 // `campaign run` / `resume`'s options on `parent`, bound to `a` (no callback): the commands
 // themselves, and `slurm render pilot`'s check of the arguments it puts in a batch script.
@@ -213,6 +266,7 @@ CLI::App* addRunCommand(CLI::App& parent, const std::string& name, RunArgs& a) {
                 "pilot ends with exit 3 naming it once the rest is done)")
       ->capture_default_str()
       ->check(cli::kPositive);
+  addAggregateFlag(*c, a.aggregate);
   return c;
 }
 
@@ -272,7 +326,9 @@ void registerCampaignCommands(CommandGroups& g) {
     addRunCommand(*campaign, name, *a)->callback([a] {
       jobs::RunOptions o = runOptions(a->slots);
       o.lost_after_s = a->lost_after;
+      checkAggregatable(a->dir, a->aggregate);
       runCampaign(a->dir, a->executor, o, "some tasks failed");
+      aggregateAfterRun(a->dir, a->aggregate);
     });
   }
   // status
@@ -296,17 +352,21 @@ void registerCampaignCommands(CommandGroups& g) {
     auto failed = std::make_shared<bool>(false);
     auto cancelled = std::make_shared<bool>(false);
     auto executor = std::make_shared<std::string>();
+    auto aggregate = std::make_shared<bool>(false);
     c->add_option("dir", *dir, "Campaign directory")->required();
+    addAggregateFlag(*c, *aggregate);
     // At least one of the two (retryStates refuses neither, naming both).
     c->add_flag("--failed", *failed, "Move failed tasks back to pending and run them");
     c->add_flag("--cancelled", *cancelled,
                 "Move cancelled tasks back to pending and run them (undoes `cancel`)");
     c->add_option("--executor", *executor, "local, mpi or slurm (default: the spec's)")
         ->check(CLI::IsMember({"local", "mpi", "slurm"}));
-    c->callback([dir, executor, failed, cancelled] {
+    c->callback([dir, executor, failed, cancelled, aggregate] {
       jobs::RunOptions o = runOptions(0);
       o.retry = jobs::retryStates(*dir, *failed, *cancelled);
+      checkAggregatable(*dir, *aggregate);
       runCampaign(*dir, *executor, o, "tasks failed again");
+      aggregateAfterRun(*dir, *aggregate);
     });
   }
   // cancel
@@ -384,23 +444,7 @@ void registerCampaignCommands(CommandGroups& g) {
     addAggregateOptions(*c, *args);
     c->callback([dir, truth, args] {
       registerAllTaskKinds();
-      jobs::Campaign camp = jobs::Campaign::open(*dir, jobs::Campaign::Access::kReadOnly);
-      if (camp.spec().kind != "chain") {
-        throw InputError(*dir + ": aggregate needs a campaign of chain tasks (this one runs '" +
-                         camp.spec().kind + "')");
-      }
-      std::vector<std::string> runs;
-      for (const auto& t : camp.tasks(jobs::TaskState::kDone)) runs.push_back(camp.taskDir(t.id));
-      if (runs.empty()) throw InputError(*dir + ": no chain is done yet; run the campaign first");
-      std::optional<std::string> truth_path;
-      if (!truth->empty())
-        truth_path = *truth;
-      else if (camp.spec().inputs.count("truth"))
-        truth_path = camp.spec().inputs.at("truth");
-      std::string out = camp.dir() + "/aggregate";
-      ensembles::aggregateRunsWithOptions(runs, out, truth_path, args->options());
-      std::printf("aggregated %zu chain(s) of %d task(s) into %s\n", runs.size(),
-                  camp.spec().numTasks(), out.c_str());
+      aggregateCampaign(*dir, *truth, *args, /*all_done=*/false);
     });
   }
   // plan

@@ -404,6 +404,9 @@ TEST_F(BadInputs, CampaignSpecs) {
   // An existing campaign directory is never overwritten by init.
   expectCleanFailure({"campaign", "init", p("spec_good.json"), "--dir", p("camp")}, p("camp"));
   expectCleanFailure({"campaign", "status", p("not_a_campaign")}, p("not_a_campaign"));
+  // --aggregate on a campaign that is not made of chains: refused before any task runs.
+  expectCleanFailure({"campaign", "run", p("camp"), "--aggregate"},
+                     "--aggregate needs a campaign of chain tasks");
   // Attempt numbers beyond nine digits (before: --attempt 2147483647 ran and wrote a result
   // with it, while @2147483647 was refused).
   expectCleanFailure(
