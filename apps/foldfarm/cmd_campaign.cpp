@@ -324,9 +324,9 @@ void registerCampaignCommands(CommandGroups& g) {
   for (const char* name : {"run", "resume"}) {
     auto a = std::make_shared<RunArgs>();
     addRunCommand(*campaign, name, *a)->callback([a] {
+      checkAggregatable(a->dir, a->aggregate);
       jobs::RunOptions o = runOptions(a->slots);
       o.lost_after_s = a->lost_after;
-      checkAggregatable(a->dir, a->aggregate);
       runCampaign(a->dir, a->executor, o, "some tasks failed");
       aggregateAfterRun(a->dir, a->aggregate);
     });
@@ -362,9 +362,9 @@ void registerCampaignCommands(CommandGroups& g) {
     c->add_option("--executor", *executor, "local, mpi or slurm (default: the spec's)")
         ->check(CLI::IsMember({"local", "mpi", "slurm"}));
     c->callback([dir, executor, failed, cancelled, aggregate] {
+      checkAggregatable(*dir, *aggregate);
       jobs::RunOptions o = runOptions(0);
       o.retry = jobs::retryStates(*dir, *failed, *cancelled);
-      checkAggregatable(*dir, *aggregate);
       runCampaign(*dir, *executor, o, "tasks failed again");
       aggregateAfterRun(*dir, *aggregate);
     });
