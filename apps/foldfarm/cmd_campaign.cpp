@@ -199,10 +199,9 @@ struct RunArgs {
   bool aggregate = false;
 };
 
-// `campaign aggregate D`: the done chains of a chain campaign into D/aggregate, the truth
-// `truth` or else the spec's inputs.truth. With `all_done` (after `run --aggregate`) only
-// when every task is done: otherwise one line says so and nothing is aggregated.
-void aggregateCampaign(const std::string& dir, const std::string& truth, const AggregateArgs& args,
+}  // namespace
+
+json aggregateCampaign(const std::string& dir, const std::string& truth, const AggregateArgs& args,
                        bool all_done) {
   jobs::Campaign camp = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
   if (camp.spec().kind != "chain")
@@ -211,43 +210,47 @@ void aggregateCampaign(const std::string& dir, const std::string& truth, const A
   std::vector<std::string> runs;
   for (const auto& t : camp.tasks(jobs::TaskState::kDone)) runs.push_back(camp.taskDir(t.id));
   if (runs.empty()) throw InputError(dir + ": no chain is done yet; run the campaign first");
-  if (all_done && static_cast<int>(runs.size()) < camp.spec().numTasks()) {
-    std::printf(
-        "not aggregated: %zu of %d task(s) of %s are done; `foldfarm campaign aggregate "
-        "%s` aggregates those\n",
-        runs.size(), camp.spec().numTasks(), dir.c_str(), dir.c_str());
-    return;
-  }
+  const std::string out = camp.dir() + "/aggregate";
+  json r = {{"aggregated", false},
+            {"chains", runs.size()},
+            {"tasks", camp.spec().numTasks()},
+            {"out", out}};
+  if (all_done && static_cast<int>(runs.size()) < camp.spec().numTasks()) return r;
   std::optional<std::string> truth_path;
   if (!truth.empty())
     truth_path = truth;
   else if (camp.spec().inputs.count("truth"))
     truth_path = camp.spec().inputs.at("truth");
-  const std::string out = camp.dir() + "/aggregate";
   ensembles::aggregateRunsWithOptions(runs, out, truth_path, args.options());
-  std::printf("aggregated %zu chain(s) of %d task(s) into %s\n", runs.size(),
-              camp.spec().numTasks(), out.c_str());
+  r["aggregated"] = true;
+  return r;
 }
 
-// --aggregate of `campaign run`, `resume` and `retry`: refused before anything runs on a
-// campaign that is not made of chains.
-CLI::Option* addAggregateFlag(CLI::App& c, bool& aggregate) {
-  return c.add_flag("--aggregate", aggregate,
-                    "When every task is done, aggregate the chains into D/aggregate as `campaign "
-                    "aggregate D` does (on rank 0 under mpirun/srun)");
+void printAggregation(const std::string& dir, const json& r) {
+  if (r.at("aggregated").get<bool>())
+    std::printf("aggregated %d chain(s) of %d task(s) into %s\n", r.at("chains").get<int>(),
+                r.at("tasks").get<int>(), r.at("out").get<std::string>().c_str());
+  else
+    std::printf(
+        "not aggregated: %d of %d task(s) of %s are done; `foldfarm campaign aggregate %s` "
+        "aggregates those\n",
+        r.at("chains").get<int>(), r.at("tasks").get<int>(), dir.c_str(), dir.c_str());
 }
-void checkAggregatable(const std::string& dir, bool aggregate) {
-  if (!aggregate) return;
+
+void checkAggregatable(const std::string& dir) {
   registerAllTaskKinds();
   const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(dir);
   if (frozen.kind != "chain")
     throw InputError(dir + ": --aggregate needs a campaign of chain tasks (this one runs '" +
                      frozen.kind + "')");
 }
+
+namespace {
+
 // After a run that ended without failures: aggregate here, on one process only.
 void aggregateAfterRun(const std::string& dir, bool aggregate) {
   if (aggregate && dist::detectLaunch().rank == 0)
-    aggregateCampaign(dir, "", AggregateArgs{}, /*all_done=*/true);
+    printAggregation(dir, aggregateCampaign(dir, "", AggregateArgs{}, /*all_done=*/true));
 }
 
 // `campaign run` / `resume`'s options on `parent`, bound to `a` (no callback): the commands
@@ -324,7 +327,7 @@ void registerCampaignCommands(CommandGroups& g) {
   for (const char* name : {"run", "resume"}) {
     auto a = std::make_shared<RunArgs>();
     addRunCommand(*campaign, name, *a)->callback([a] {
-      checkAggregatable(a->dir, a->aggregate);
+      if (a->aggregate) checkAggregatable(a->dir);
       jobs::RunOptions o = runOptions(a->slots);
       o.lost_after_s = a->lost_after;
       runCampaign(a->dir, a->executor, o, "some tasks failed");
@@ -362,7 +365,7 @@ void registerCampaignCommands(CommandGroups& g) {
     c->add_option("--executor", *executor, "local, mpi or slurm (default: the spec's)")
         ->check(CLI::IsMember({"local", "mpi", "slurm"}));
     c->callback([dir, executor, failed, cancelled, aggregate] {
-      checkAggregatable(*dir, *aggregate);
+      if (*aggregate) checkAggregatable(*dir);
       jobs::RunOptions o = runOptions(0);
       o.retry = jobs::retryStates(*dir, *failed, *cancelled);
       runCampaign(*dir, *executor, o, "tasks failed again");
@@ -444,7 +447,7 @@ void registerCampaignCommands(CommandGroups& g) {
     addAggregateOptions(*c, *args);
     c->callback([dir, truth, args] {
       registerAllTaskKinds();
-      aggregateCampaign(*dir, *truth, *args, /*all_done=*/false);
+      printAggregation(*dir, aggregateCampaign(*dir, *truth, *args, /*all_done=*/false));
     });
   }
   // plan

@@ -162,6 +162,7 @@ struct SubmitArgs {
   slurm::SlurmCampaignOptions opts;
   bool noWait = false;
   bool json = false;
+  bool aggregate = false;  // when every task is done (needs the watch: not with --no-wait)
 };
 
 void printCounts(const nlohmann::json& counts) {
@@ -174,16 +175,26 @@ void printCounts(const nlohmann::json& counts) {
 
 void submitAndReport(SubmitArgs& a) {
   registerKinds();
+  if (a.aggregate && a.noWait)
+    throw InputError("slurm submit " + a.dir +
+                     ": --aggregate needs the watch (it aggregates once every task is done); "
+                     "drop --no-wait, or run `foldfarm campaign aggregate " +
+                     a.dir + "` later");
+  if (a.aggregate) checkAggregatable(a.dir);
   a.opts.resources = a.res.resolved();
   a.opts.wait = !a.noWait;
   slurm::SlurmCampaignSummary sum = slurm::runCampaignOnSlurm(a.dir, a.opts);
   nlohmann::json j = sum.toJson();
+  const bool ended_well = !sum.interrupted && j["counts"].value("failed", 0) == 0;
+  if (a.aggregate && ended_well)
+    j["aggregate"] = aggregateCampaign(a.dir, "", AggregateArgs{}, /*all_done=*/true);
   if (a.json) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("%s: %d array(s) submitted (%d task(s)), %d requeued; ", a.dir.c_str(),
                 sum.submissions, sum.tasksSubmitted, sum.tasksRequeued);
     printCounts(j["counts"]);
+    if (j.contains("aggregate")) printAggregation(a.dir, j["aggregate"]);
   }
   if (sum.interrupted)
     throw InterruptedError("stopped watching " + a.dir + "; its jobs keep running");
@@ -285,6 +296,7 @@ void registerSlurmCommands(CommandGroups& g) {
                  "Give up on a task whose jobs ended this many times without a result")
       ->capture_default_str();
   sc->add_flag("--json", sub->json, "Print the summary as JSON");
+  addAggregateFlag(*sc, sub->aggregate);
   sc->callback([sub] { submitAndReport(*sub); });
 
   auto st = std::make_shared<std::pair<std::string, bool>>();

@@ -59,6 +59,13 @@ inline void addAggregateOptions(CLI::App& app, AggregateArgs& a) {
       ->capture_default_str();
 }
 
+// --aggregate of `campaign run`, `resume`, `retry` and `slurm submit`.
+inline CLI::Option* addAggregateFlag(CLI::App& app, bool& aggregate) {
+  return app.add_flag("--aggregate", aggregate,
+                      "When every task is done, aggregate the chains into D/aggregate as "
+                      "`campaign aggregate D` does (on rank 0 under mpirun/srun)");
+}
+
 // --device (cpu|cuda|auto), and where given --precision (fp32|bf16) and --fixed-shapes, as
 // every training command takes them (core/train/device.hpp, trainer.hpp).
 inline void addDeviceOptions(CLI::App& app, std::string& device, std::string* precision,
@@ -128,6 +135,15 @@ void checkCampaignRunArguments(const std::vector<std::string>& args, const std::
 // `retry`: `campaign retry`'s states, moved back to pending first (SlurmCampaignOptions).
 void runCampaignThroughSlurm(const std::string& dir,
                              const std::vector<jobs::TaskState>& retry = {});
+// `foldfarm campaign aggregate D` (cmd_campaign.cpp): the done chains of chain campaign D
+// into D/aggregate, the truth `truth` or else the spec's inputs.truth. With `all_done` (after
+// a run's --aggregate) only when every task is done. Returns {"aggregated", "chains" (done),
+// "tasks", "out"}; printAggregation says it in one line. InputError when D is not made of
+// chains or none is done; checkAggregatable refuses the first before anything runs.
+nlohmann::json aggregateCampaign(const std::string& dir, const std::string& truth,
+                                 const AggregateArgs& args, bool all_done);
+void printAggregation(const std::string& dir, const nlohmann::json& result);
+void checkAggregatable(const std::string& dir);
 // `foldfarm campaign cancel D`: the journal's unfinished tasks -> cancelled; for a campaign
 // that submitted to Slurm, its array jobs are scancelled too (cmd_slurm.cpp).
 void cancelCampaign(const std::string& dir);

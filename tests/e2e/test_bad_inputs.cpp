@@ -407,6 +407,10 @@ TEST_F(BadInputs, CampaignSpecs) {
   // --aggregate on a campaign that is not made of chains: refused before any task runs.
   expectCleanFailure({"campaign", "run", p("camp"), "--aggregate"},
                      "--aggregate needs a campaign of chain tasks");
+  expectCleanFailure({"slurm", "submit", p("camp"), "--aggregate"},
+                     "--aggregate needs a campaign of chain tasks");
+  expectCleanFailure({"slurm", "submit", p("camp"), "--no-wait", "--aggregate"},
+                     "--aggregate needs the watch");
   // Attempt numbers beyond nine digits (before: --attempt 2147483647 ran and wrote a result
   // with it, while @2147483647 was refused).
   expectCleanFailure(

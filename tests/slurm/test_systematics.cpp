@@ -94,10 +94,15 @@ TEST_F(SlurmSystematics, TheGraphRunsThroughSlurmAndAggregatesIntoATotalCovarian
   const std::string dir = base_ + "/c";
   ProcessResult r = runFoldfarm({"campaign", "init", base_ + "/spec.json", "--dir", dir}, 60);
   ASSERT_TRUE(r.ok()) << r.err;
-  r = runFoldfarm({"slurm", "submit", dir, "--poll", "1", "--poll-max", "2", "--json"}, 560);
+  // --aggregate: the bands once every task is done, in the same command.
+  r = runFoldfarm(
+      {"slurm", "submit", dir, "--poll", "1", "--poll-max", "2", "--json", "--aggregate"}, 560);
   ASSERT_TRUE(r.ok()) << r.describeFailure() << "\n" << r.err;
   const nlohmann::json summary = nlohmann::json::parse(r.out);
   EXPECT_EQ(summary["counts"].value("done", 0), 2 + 1 + 1 + 1 + 2 + 1) << r.out;
+  const nlohmann::json aggregated = {
+      {"aggregated", true}, {"chains", 8}, {"tasks", 8}, {"out", dir + "/aggregate"}};
+  EXPECT_EQ(summary["aggregate"], aggregated) << r.out;
   EXPECT_GE(summary.value("submissions", 0), 2) << "the nominal chains, then what needs them";
 
   // Every varied chain's job started after its nominal chain was done (journal events).
@@ -121,8 +126,6 @@ TEST_F(SlurmSystematics, TheGraphRunsThroughSlurmAndAggregatesIntoATotalCovarian
   EXPECT_NE(r.out.find("task graph: 4 dependencies"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("det_up (detector): 1 task(s): done 1"), std::string::npos) << r.out;
 
-  r = runFoldfarm({"campaign", "aggregate", dir}, 120);
-  ASSERT_TRUE(r.ok()) << r.err;
   const nlohmann::json s = nlohmann::json::parse(slurp(dir + "/aggregate/summary.json"));
   const nlohmann::json& tau = s.at("observables").at("tau21");
   EXPECT_TRUE(tau.contains("coverage_68")) << tau.dump();
