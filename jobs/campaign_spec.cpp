@@ -73,6 +73,32 @@ std::string getString(const json& obj, const char* key, const std::string& fallb
   return obj.at(key).get<std::string>();
 }
 
+// "aggregate": how the chains are aggregated by default (ensembles/aggregate.hpp's words).
+json parseAggregateChoices(const json& a, const std::string& kind, const std::string& origin) {
+  if (!a.is_object())
+    throw InputError(origin +
+                     ": 'aggregate' must be an object, e.g. {\"shift_noise\": "
+                     "\"subtract\"}");
+  if (kind != "chain")
+    throw InputError(origin + ": 'aggregate' applies to campaigns of chain tasks (this one runs '" +
+                     kind + "'); remove it");
+  rejectUnknownKeys(a, {"shift_noise", "event_weights", "plots"}, origin, "aggregate.");
+  const auto word = [&](const char* key, const std::set<std::string>& allowed) {
+    if (!a.contains(key)) return;
+    const std::string v = getString(a, key, "", origin);
+    if (!allowed.count(v)) {
+      std::string list;
+      for (const auto& w : allowed) list += (list.empty() ? "" : ", ") + w;
+      throw InputError(origin + ": 'aggregate." + key + "' = '" + v + "' (use " + list + ")");
+    }
+  };
+  word("shift_noise", {"keep", "subtract"});
+  word("event_weights", {"all", "central", "none"});
+  if (a.contains("plots") && !a["plots"].is_boolean())
+    throw InputError(origin + ": 'aggregate.plots' must be true or false");
+  return a;
+}
+
 bool pathExists(const std::string& p) {
   struct stat st {};
   return ::stat(p.c_str(), &st) == 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode));
@@ -419,6 +445,7 @@ json CampaignSpec::toJson() const {
                 {"max_interruptions", retry.max_interruptions},
                 {"lease_wait_s", retry.lease_wait_s}};
   j["time_limit_s"] = time_limit_s;
+  if (!aggregate.empty()) j["aggregate"] = aggregate;
   if (!variations.empty()) {
     json vs = json::object();
     for (const auto& v : variations) {
@@ -453,10 +480,11 @@ void requireCampaignInputs(const CampaignSpec& s, const std::string& origin) {
 CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
                                const std::string& base_dir, bool require_inputs) {
   if (!j.is_object()) throw InputError(origin + ": a campaign spec must be a JSON object");
-  rejectUnknownKeys(j,
-                    {"name", "task", "replicas", "members", "seed", "inputs", "chain", "params",
-                     "overrides", "resources", "executor", "retry", "time_limit_s", "variations"},
-                    origin, "");
+  rejectUnknownKeys(
+      j,
+      {"name", "task", "replicas", "members", "seed", "inputs", "chain", "params", "overrides",
+       "resources", "executor", "retry", "time_limit_s", "variations", "aggregate"},
+      origin, "");
   CampaignSpec s;
   s.name = getString(j, "name", "campaign", origin);
   for (char c : s.name) {
@@ -534,6 +562,7 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
     }
   }
   if (j.contains("variations")) parseVariations(j["variations"], s, origin, base_dir);
+  if (j.contains("aggregate")) s.aggregate = parseAggregateChoices(j["aggregate"], s.kind, origin);
   if (s.kind == "chain") {
     // A chain reads its inputs, its position, the seed and the top-level "chain" object and
     // nothing else (every chain of a campaign fits the same way, so replicas stay

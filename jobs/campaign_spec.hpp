@@ -21,6 +21,10 @@
 //     "executor": "local",                // local | mpi | slurm
 //     "retry": {"max_attempts": 3, "backoff_s": 0.0},
 //     "time_limit_s": 0,                  // per task; 0 = none
+//     "aggregate": {"shift_noise": "keep", "event_weights": "all", "plots": true},
+//                                         // chain campaigns: how `campaign aggregate` (and
+//                                         // --aggregate) aggregates them unless its options
+//                                         // say otherwise (ensembles/aggregate.hpp); optional
 //     "variations": {                     // systematic variations (below); optional
 //       "det_up":   {"type": "detector", "source": "det", "direction": "up",
 //                    "inputs": {"mc": "mc_det_up.h5"}},
@@ -149,6 +153,9 @@ struct CampaignSpec {
   RetryPolicy retry;
   double time_limit_s = 0;
   std::vector<Variation> variations;  // in the order of their names
+  // "aggregate" as given (validated: shift_noise keep|subtract, event_weights
+  // all|central|none, plots a boolean); empty when the spec has none.
+  nlohmann::json aggregate = nlohmann::json::object();
 
   int numNominalTasks() const { return replicas * members; }
   int numTasks() const;

@@ -221,7 +221,7 @@ json aggregateCampaign(const std::string& dir, const std::string& truth, const A
     truth_path = truth;
   else if (camp.spec().inputs.count("truth"))
     truth_path = camp.spec().inputs.at("truth");
-  ensembles::aggregateRunsWithOptions(runs, out, truth_path, args.options());
+  ensembles::aggregateRunsWithOptions(runs, out, truth_path, args.options(camp.spec().aggregate));
   r["aggregated"] = true;
   return r;
 }

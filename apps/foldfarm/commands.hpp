@@ -4,6 +4,7 @@
 // thrown (foldfarm::Error and subclasses); main() prints them as one line and exits with
 // Error::exitCode().
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <string>
 #include <vector>
@@ -30,33 +31,42 @@ void registerCampaignCommands(
 void registerSlurmCommands(CommandGroups& g);   // cmd_slurm.cpp: slurm render|submit|status
 void registerReportCommands(CommandGroups& g);  // cmd_report.cpp: report, study scaling
 
-// The options of `aggregate` and `campaign aggregate` (ensembles/aggregate.hpp), as given.
+// The options of `aggregate` and `campaign aggregate` (ensembles/aggregate.hpp), as given:
+// "" where not given.
 struct AggregateArgs {
   bool no_plots = false;
-  std::string event_weights = "all";
-  std::string shift_noise = "keep";
+  std::string event_weights;
+  std::string shift_noise;
 
-  ensembles::AggregateOptions options() const {
+  // The options given, else `defaults` (a campaign spec's "aggregate": shift_noise,
+  // event_weights, plots), else the library's.
+  ensembles::AggregateOptions options(
+      const nlohmann::json& defaults = nlohmann::json::object()) const {
+    const auto word = [&](const std::string& given, const char* key, const char* builtin) {
+      if (!given.empty()) return given;
+      return defaults.contains(key) ? defaults.at(key).get<std::string>() : std::string(builtin);
+    };
     ensembles::AggregateOptions o;
-    o.plots = !no_plots;
-    o.event_weights = ensembles::parseEventWeightsChoice(event_weights);
-    o.shift_noise = ensembles::parseShiftNoise(shift_noise);
+    o.plots = !no_plots && (!defaults.contains("plots") || defaults.at("plots").get<bool>());
+    o.event_weights =
+        ensembles::parseEventWeightsChoice(word(event_weights, "event_weights", "all"));
+    o.shift_noise = ensembles::parseShiftNoise(word(shift_noise, "shift_noise", "keep"));
     return o;
   }
 };
 inline void addAggregateOptions(CLI::App& app, AggregateArgs& a) {
   app.add_flag("--no-plots", a.no_plots, "Skip the PNG figures (an earlier run's are removed)");
   app.add_option("--event-weights", a.event_weights,
-                 "Columns of event_weights.h5: all; central (the nominal and each variation, no "
-                 "bootstrap replicas: a few columns instead of hundreds); none (no file)")
-      ->check(CLI::IsMember({"all", "central", "none"}))
-      ->capture_default_str();
+                 "Columns of event_weights.h5: all (the default); central (the nominal and each "
+                 "variation, no bootstrap replicas: a few columns instead of hundreds); none (no "
+                 "file). A campaign's default: its spec's aggregate.event_weights")
+      ->check(CLI::IsMember({"all", "central", "none"}));
   app.add_option("--shift-noise", a.shift_noise,
-                 "Each systematic source's covariance: keep (s s^T of its shift s) or subtract "
-                 "(the shift less its own noise in quadrature per bin, the noise estimated from "
-                 "its chains: a shift within its noise then adds little to the total)")
-      ->check(CLI::IsMember({"keep", "subtract"}))
-      ->capture_default_str();
+                 "Each systematic source's covariance: keep (the default: s s^T of its shift s) "
+                 "or subtract (the shift less its own noise in quadrature per bin, the noise "
+                 "estimated from its chains: a shift within its noise then adds little to the "
+                 "total). A campaign's default: its spec's aggregate.shift_noise")
+      ->check(CLI::IsMember({"keep", "subtract"}));
 }
 
 // --aggregate of `campaign run`, `resume`, `retry` and `slurm submit`.

@@ -292,6 +292,48 @@ TEST_F(SpecValidation, ChainTasksRefuseParamsAndOverridesTheyWouldDrop) {
   EXPECT_THROW(parseCampaignSpec(s, "spec", dir_), InputError);
 }
 
+// "aggregate": a chain campaign's default aggregation choices, validated like the rest and
+// kept in the frozen spec.
+TEST_F(SpecValidation, AggregateChoicesAreCheckedAndKept) {
+  registerTaskKind("chain",
+                   TaskRunner([](const json&, const std::string&) { return TaskOutcome{}; }),
+                   TaskKindTraits{true, nullptr, std::nullopt});
+  writeText(dir_ + "/mc.h5", "x");
+  writeText(dir_ + "/data.h5", "x");
+  json s = {{"task", "chain"},
+            {"replicas", 2},
+            {"inputs", {{"mc", "mc.h5"}, {"data", "data.h5"}}},
+            {"chain", {{"iterations", 2}}}};
+  EXPECT_FALSE(parseCampaignSpec(s, "spec", dir_).toJson().contains("aggregate"));
+  const json choices = {
+      {"shift_noise", "subtract"}, {"event_weights", "central"}, {"plots", false}};
+  s["aggregate"] = choices;
+  const CampaignSpec parsed = parseCampaignSpec(s, "spec", dir_);
+  EXPECT_EQ(parsed.aggregate, choices);
+  EXPECT_EQ(parseCampaignSpec(parsed.toJson(), "frozen", dir_).aggregate, choices);
+  auto refused = [&](const json& aggregate, const std::string& needle) {
+    json j = s;
+    j["aggregate"] = aggregate;
+    try {
+      parseCampaignSpec(j, "spec", dir_);
+      ADD_FAILURE() << "accepted: " << aggregate.dump();
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  refused("subtract", "'aggregate' must be an object");
+  refused({{"shift_noise", "drop"}}, "'aggregate.shift_noise' = 'drop' (use keep, subtract)");
+  refused({{"event_weights", "some"}}, "'aggregate.event_weights' = 'some'");
+  refused({{"plots", "no"}}, "'aggregate.plots' must be true or false");
+  refused({{"shift-noise", "keep"}}, "aggregate.shift-noise");
+  json sleep = validSpec();
+  sleep["aggregate"] = {{"plots", false}};
+  ToolRun r = initRejected(sleep);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("'aggregate' applies to campaigns of chain tasks"), std::string::npos)
+      << r.err;
+}
+
 TEST_F(SpecValidation, NameIsOnePrintableLine) {
   json s = validSpec();
   s["name"] = "a\n#SBATCH --wrap=x";

@@ -76,6 +76,8 @@ TEST_F(SlurmSystematics, TheGraphRunsThroughSlurmAndAggregatesIntoATotalCovarian
        {{"mc", base_ + "/mc.h5"}, {"data", base_ + "/data.h5"}, {"truth", base_ + "/data.h5"}}},
       {"chain", {{"iterations", 1}, {"config", {{"classifier", "mlp"}}}}},
       {"resources", {{"cpu_slots", 1}, {"threads_per_task", 1}}},
+      // How this campaign is aggregated unless `campaign aggregate` says otherwise.
+      {"aggregate", {{"shift_noise", "subtract"}}},
       {"variations",
        {{"det_up",
          {{"type", "detector"},
@@ -137,4 +139,10 @@ TEST_F(SlurmSystematics, TheGraphRunsThroughSlurmAndAggregatesIntoATotalCovarian
                            "tau21/sources/alt/shift", "tau21/covariance_mc_stat"})
     EXPECT_GT(H5Lexists(f.get(), name, H5P_DEFAULT), 0) << name;
   EXPECT_TRUE(fs::exists(dir + "/aggregate/event_weights.h5"));
+  // The spec's choice (with one chain per variation no source has a noise estimate to take
+  // off, so the bands are those of "keep"), and the option that overrides it.
+  EXPECT_EQ(s["shift_noise"], "subtracted");
+  r = runFoldfarm({"campaign", "aggregate", dir, "--shift-noise", "keep", "--no-plots"}, 120);
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(slurp(dir + "/aggregate/summary.json"))["shift_noise"], "kept");
 }
