@@ -46,6 +46,31 @@ class SpecValidation : public ::testing::Test {
     EXPECT_FALSE(exists(target)) << "a rejected spec must create nothing";
     return r;
   }
+  // A chain campaign's spec over stand-in input files (mc.h5, data.h5). The real chain kind
+  // needs LibTorch (apps/foldfarm); a stand-in that accepts anything shows what the spec
+  // itself refuses.
+  json chainSpec() {
+    registerTaskKind("chain",
+                     TaskRunner([](const json&, const std::string&) { return TaskOutcome{}; }),
+                     TaskKindTraits{true, nullptr, std::nullopt});
+    writeText(dir_ + "/mc.h5", "x");
+    writeText(dir_ + "/data.h5", "x");
+    return {{"task", "chain"},
+            {"replicas", 2},
+            {"inputs", {{"mc", "mc.h5"}, {"data", "data.h5"}}},
+            {"chain", {{"iterations", 2}}}};
+  }
+  // `spec` with `key` set to `value` is refused with a message holding `needle`.
+  void expectParseRefused(json spec, const std::string& key, const json& value,
+                          const std::string& needle) {
+    spec[key] = value;
+    try {
+      parseCampaignSpec(spec, "spec", dir_);
+      ADD_FAILURE() << "accepted " << key << ": " << value.dump();
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  }
   std::string dir_;
 };
 
@@ -264,17 +289,7 @@ TEST_F(SpecValidation, KeysABuiltInKindDoesNotReadAreRefused) {
 }
 
 TEST_F(SpecValidation, ChainTasksRefuseParamsAndOverridesTheyWouldDrop) {
-  // The real chain kind needs LibTorch (apps/foldfarm); a stand-in that accepts anything
-  // shows that the spec itself refuses what the chain runner never reads.
-  registerTaskKind("chain",
-                   TaskRunner([](const json&, const std::string&) { return TaskOutcome{}; }),
-                   TaskKindTraits{true, nullptr, std::nullopt});
-  writeText(dir_ + "/mc.h5", "x");
-  writeText(dir_ + "/data.h5", "x");
-  json s = {{"task", "chain"},
-            {"replicas", 2},
-            {"inputs", {{"mc", "mc.h5"}, {"data", "data.h5"}}},
-            {"chain", {{"iterations", 2}}}};
+  json s = chainSpec();
   EXPECT_NO_THROW(parseCampaignSpec(s, "spec", dir_));
   s["overrides"] = {{"r0001m0", {{"iterations", 5}}}};
   try {
@@ -295,15 +310,7 @@ TEST_F(SpecValidation, ChainTasksRefuseParamsAndOverridesTheyWouldDrop) {
 // "aggregate": a chain campaign's default aggregation choices, validated like the rest and
 // kept in the frozen spec.
 TEST_F(SpecValidation, AggregateChoicesAreCheckedAndKept) {
-  registerTaskKind("chain",
-                   TaskRunner([](const json&, const std::string&) { return TaskOutcome{}; }),
-                   TaskKindTraits{true, nullptr, std::nullopt});
-  writeText(dir_ + "/mc.h5", "x");
-  writeText(dir_ + "/data.h5", "x");
-  json s = {{"task", "chain"},
-            {"replicas", 2},
-            {"inputs", {{"mc", "mc.h5"}, {"data", "data.h5"}}},
-            {"chain", {{"iterations", 2}}}};
+  json s = chainSpec();
   EXPECT_FALSE(parseCampaignSpec(s, "spec", dir_).toJson().contains("aggregate"));
   const json choices = {
       {"shift_noise", "subtract"}, {"event_weights", "central"}, {"plots", false}};
@@ -312,14 +319,7 @@ TEST_F(SpecValidation, AggregateChoicesAreCheckedAndKept) {
   EXPECT_EQ(parsed.aggregate, choices);
   EXPECT_EQ(parseCampaignSpec(parsed.toJson(), "frozen", dir_).aggregate, choices);
   auto refused = [&](const json& aggregate, const std::string& needle) {
-    json j = s;
-    j["aggregate"] = aggregate;
-    try {
-      parseCampaignSpec(j, "spec", dir_);
-      ADD_FAILURE() << "accepted: " << aggregate.dump();
-    } catch (const InputError& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
+    expectParseRefused(s, "aggregate", aggregate, needle);
   };
   refused("subtract", "'aggregate' must be an object");
   refused({{"shift_noise", "drop"}}, "'aggregate.shift_noise' = 'drop' (use keep, subtract)");
@@ -455,25 +455,10 @@ TEST_F(SpecValidation, BadVariationsAreRefusedNamingTheKey) {
 }
 
 TEST_F(SpecValidation, ChainVariationsNeedATypeAndTheInputsItReplaces) {
-  registerTaskKind("chain",
-                   TaskRunner([](const json&, const std::string&) { return TaskOutcome{}; }),
-                   TaskKindTraits{true, nullptr, std::nullopt});
-  writeText(dir_ + "/mc.h5", "x");
-  writeText(dir_ + "/data.h5", "x");
+  json s = chainSpec();
   writeText(dir_ + "/alt.h5", "x");
-  json s = {{"task", "chain"},
-            {"replicas", 2},
-            {"inputs", {{"mc", "mc.h5"}, {"data", "data.h5"}}},
-            {"chain", {{"iterations", 2}}}};
   auto refused = [&](const json& variations, const std::string& needle) {
-    json j = s;
-    j["variations"] = variations;
-    try {
-      parseCampaignSpec(j, "spec", dir_);
-      ADD_FAILURE() << "accepted: " << variations.dump();
-    } catch (const InputError& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
+    expectParseRefused(s, "variations", variations, needle);
   };
   refused({{"x", json::object()}}, "'variations.x.type'");
   refused({{"x", {{"type", "modelling"}}}}, "'variations.x.inputs.mc'");
