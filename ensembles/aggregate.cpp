@@ -328,9 +328,9 @@ std::vector<double> sqrtDiagonal(const std::vector<double>& cov, size_t bins) {
 struct SourceResult {
   std::string name;
   std::vector<double> shift, covariance;
-  std::vector<double> up, down;        // the raw shifts of a pair; empty otherwise
-  std::vector<double> noise;           // the covariance of the shift's estimate; empty: unknown
-  std::vector<double> shift_error;     // the square root of noise's diagonal; empty: unknown
+  std::vector<double> up, down;  // the raw shifts of a pair; empty otherwise
+  std::vector<double> noise;     // the covariance of the shift's estimate (the square root of its
+                                 // diagonal: shift_error); empty: unknown
   std::vector<double> covariance_raw;  // s s^T, when the noise was taken off `covariance`
 };
 
@@ -363,16 +363,16 @@ void forSharedChains(const std::map<int, ReplicaSum>& a, const std::map<int, Rep
       if (const auto* db = chainDensity(b, r, m)) f(da, *db, r, m);
 }
 
-// The per-chain differences a (r, m) - b (r, m) of observable o, scaled per bin: chains of
-// the same replica and member saw the same data draw, so what differs besides the variation
-// is the training.
+// The per-chain differences scale * (a (r, m) - b (r, m)) of observable o: chains of the same
+// replica and member saw the same data draw, so what differs besides the variation is the
+// training.
 std::vector<std::vector<double>> chainDifferences(const std::map<int, ReplicaSum>& a,
                                                   const std::map<int, ReplicaSum>& b, size_t o,
-                                                  const std::vector<double>& scale) {
+                                                  double scale) {
   std::vector<std::vector<double>> out;
   forSharedChains(a, b, [&](const auto& da, const auto& db, int, int) {
-    std::vector<double> d(scale.size());
-    for (size_t bin = 0; bin < d.size(); ++bin) d[bin] = scale[bin] * (da[o][bin] - db[o][bin]);
+    std::vector<double> d(da[o].size());
+    for (size_t bin = 0; bin < d.size(); ++bin) d[bin] = scale * (da[o][bin] - db[o][bin]);
     out.push_back(std::move(d));
   });
   return out;
@@ -391,9 +391,8 @@ std::vector<double> shiftNoise(const SourcePlan& sp,
                                const std::vector<double>& up_shift,
                                const std::vector<double>& down_shift, size_t o, size_t bins) {
   const std::map<int, ReplicaSum>& nominal = groups.at("").replicas;
-  const std::vector<double> ones(bins, 1.0);
   if (!sp.one_sided.empty())
-    return covarianceOfMean(chainDifferences(groups.at(sp.one_sided).replicas, nominal, o, ones),
+    return covarianceOfMean(chainDifferences(groups.at(sp.one_sided).replicas, nominal, o, 1.0),
                             bins);
   const std::map<int, ReplicaSum>& up = groups.at(sp.up).replicas;
   const std::map<int, ReplicaSum>& down = groups.at(sp.down).replicas;
@@ -412,11 +411,10 @@ std::vector<double> shiftNoise(const SourcePlan& sp,
     });
     return covarianceOfMean(samples, bins);
   }
-  const std::vector<double> halves(bins, 0.5);
-  std::vector<double> paired = covarianceOfMean(chainDifferences(up, down, o, halves), bins);
+  std::vector<double> paired = covarianceOfMean(chainDifferences(up, down, o, 0.5), bins);
   if (!paired.empty()) return paired;
-  const std::vector<double> nu = covarianceOfMean(chainDifferences(up, nominal, o, ones), bins);
-  const std::vector<double> nd = covarianceOfMean(chainDifferences(down, nominal, o, ones), bins);
+  const std::vector<double> nu = covarianceOfMean(chainDifferences(up, nominal, o, 1.0), bins);
+  const std::vector<double> nd = covarianceOfMean(chainDifferences(down, nominal, o, 1.0), bins);
   if (nu.empty() || nd.empty()) return {};
   std::vector<double> n(nu.size());
   for (size_t i = 0; i < n.size(); ++i) n[i] = 0.25 * (nu[i] + nd[i]);
@@ -499,23 +497,20 @@ SystematicsResult computeSystematics(
     s.noise = covarianceOfMean(chains, band.bins);
     out.sources.push_back(std::move(s));
   }
-  // Each shift's noise: its standard error per bin, and, where asked, taken off in quadrature
-  // bin by bin (E[s_b²] = t_b² + se_b² for a true shift t): s~_b = sign(s_b) sqrt((s_b² -
-  // se_b²)_+), the source's covariance s~ s~^T (still one fully correlated shift). Bin by bin,
-  // not along s alone: noise spread over the bins inflates |s|² by the trace of the noise, of
-  // which s's own direction holds about one bin's share.
+  // Each shift's noise, where asked, taken off in quadrature bin by bin (E[s_b²] = t_b² + se_b² for
+  // a true shift t): s~_b = sign(s_b) sqrt((s_b² - se_b²)_+), the source's covariance s~ s~^T
+  // (still one fully correlated shift). Bin by bin, not along s alone: noise spread over the bins
+  // inflates |s|² by the trace of the noise, of which s's own direction holds about one bin's
+  // share.
   for (SourceResult& s : out.sources) {
-    if (s.noise.empty()) continue;
-    s.shift_error = sqrtDiagonal(s.noise, band.bins);
-    if (shift_noise == ShiftNoise::kSubtract) {
-      std::vector<double> left(band.bins);
-      for (size_t b = 0; b < band.bins; ++b)
-        left[b] = std::copysign(
-            std::sqrt(std::max(0.0, s.shift[b] * s.shift[b] - s.noise[b * band.bins + b])),
-            s.shift[b]);
-      s.covariance_raw = s.covariance;
-      s.covariance = outerProduct(left);
-    }
+    if (s.noise.empty() || shift_noise != ShiftNoise::kSubtract) continue;
+    std::vector<double> left(band.bins);
+    for (size_t b = 0; b < band.bins; ++b)
+      left[b] = std::copysign(
+          std::sqrt(std::max(0.0, s.shift[b] * s.shift[b] - s.noise[b * band.bins + b])),
+          s.shift[b]);
+    s.covariance_raw = s.covariance;
+    s.covariance = outerProduct(left);
   }
   out.covariance_total = band.covariance;
   auto add = [&](const std::vector<double>& c) {
@@ -1058,8 +1053,9 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     // well above its noise is mostly noise (null: fewer than two paired chains).
     js["shift_error"] = nlohmann::json::object();
     for (const auto& src : res.sys.sources) {
-      const double rel =
-          src.shift_error.empty() ? std::nan("") : relativeRms(src.shift_error, res.band.mean);
+      const double rel = src.noise.empty()
+                             ? std::nan("")
+                             : relativeRms(sqrtDiagonal(src.noise, res.band.bins), res.band.mean);
       js["shift_error"][src.name] = std::isnan(rel) ? nlohmann::json() : nlohmann::json(rel);
     }
     summary["observables"][res.name] = js;
@@ -1131,8 +1127,10 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
         put(g + "/covariance", src.covariance, {nb, nb});
         if (!src.up.empty()) put(g + "/up", src.up);
         if (!src.down.empty()) put(g + "/down", src.down);
-        if (!src.shift_error.empty()) put(g + "/shift_error", src.shift_error);
-        if (!src.noise.empty()) put(g + "/noise_covariance", src.noise, {nb, nb});
+        if (!src.noise.empty()) {
+          put(g + "/shift_error", sqrtDiagonal(src.noise, nb));
+          put(g + "/noise_covariance", src.noise, {nb, nb});
+        }
         if (!src.covariance_raw.empty()) put(g + "/covariance_raw", src.covariance_raw, {nb, nb});
       }
       for (const auto& [name, mean] : sr.variation_mean)
