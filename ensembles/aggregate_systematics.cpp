@@ -1,0 +1,261 @@
+#include "ensembles/aggregate_systematics.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+
+namespace foldfarm::ensembles {
+namespace {
+
+std::string sharedReplicasText(const std::map<int, ReplicaSum>& replicas) {
+  std::string s;
+  for (const auto& [r, rep] : replicas) s += (s.empty() ? "" : ", ") + std::to_string(r);
+  return s;
+}
+
+// The covariance of the mean of `samples` (their covariance, n - 1, over n); empty with fewer
+// than two.
+std::vector<double> covarianceOfMean(const std::vector<std::vector<double>>& samples, size_t bins) {
+  if (samples.size() < 2) return {};
+  BandAccumulator acc(bins);
+  for (const auto& x : samples) acc.add(x);
+  std::vector<double> cov = acc.compute().covariance;
+  for (double& v : cov) v /= static_cast<double>(samples.size());
+  return cov;
+}
+
+// The noise of a source's shift (the covariance of its estimate), from chains that differ in
+// their training only; empty with fewer than two of them:
+//  - one-sided: the differences varied (r, m) - nominal (r, m);
+//  - half_difference: the half differences up (r, m) - down (r, m) (the nominal cancels, as in
+//    the shift); where up and down share fewer than two chains, the two sides' differences
+//    from the nominal taken as independent (an upper estimate: their shared nominal counted
+//    twice);
+//  - max: per bin the chosen side's difference from the nominal, signed as the shift.
+std::vector<double> shiftNoise(const SourcePlan& sp,
+                               const std::map<std::string, ChainGroup>& groups,
+                               const std::vector<double>& up_shift,
+                               const std::vector<double>& down_shift, size_t o, size_t bins) {
+  const std::map<int, ReplicaSum>& nominal = groups.at("").replicas;
+  if (!sp.one_sided.empty())
+    return covarianceOfMean(chainDifferences(groups.at(sp.one_sided).replicas, nominal, o, 1.0),
+                            bins);
+  const std::map<int, ReplicaSum>& up = groups.at(sp.up).replicas;
+  const std::map<int, ReplicaSum>& down = groups.at(sp.down).replicas;
+  if (sp.symmetrise == "max") {
+    const auto sign = [](double v) { return v < 0 ? -1.0 : 1.0; };
+    std::vector<std::vector<double>> samples;
+    forSharedChains(up, nominal, [&](const auto& du, const auto& dn, int r, int m) {
+      const auto* dd = chainDensity(down, r, m);
+      if (!dd) return;
+      std::vector<double> x(bins);
+      for (size_t b = 0; b < bins; ++b)
+        x[b] = std::abs(up_shift[b]) >= std::abs(down_shift[b])
+                   ? du[o][b] - dn[o][b]
+                   : sign(up_shift[b]) * sign(down_shift[b]) * ((*dd)[o][b] - dn[o][b]);
+      samples.push_back(std::move(x));
+    });
+    return covarianceOfMean(samples, bins);
+  }
+  std::vector<double> paired = covarianceOfMean(chainDifferences(up, down, o, 0.5), bins);
+  if (!paired.empty()) return paired;
+  const std::vector<double> nu = covarianceOfMean(chainDifferences(up, nominal, o, 1.0), bins);
+  const std::vector<double> nd = covarianceOfMean(chainDifferences(down, nominal, o, 1.0), bins);
+  if (nu.empty() || nd.empty()) return {};
+  std::vector<double> n(nu.size());
+  for (size_t i = 0; i < n.size(); ++i) n[i] = 0.25 * (nu[i] + nd[i]);
+  return n;
+}
+
+// The MC-statistics covariance of observable o: the spread of the variation's replicas, less
+// the chains' training noise where it can be estimated (`raw` then keeps the spread).
+std::vector<double> mcStatCovariance(const std::map<int, std::vector<double>>& rows,
+                                     const std::map<int, ReplicaSum>& mc, size_t o, size_t bins,
+                                     McTrainingNoise mc_training,
+                                     const std::optional<std::vector<double>>& nominal_member_cov,
+                                     std::vector<double>& raw) {
+  BandAccumulator acc(bins);
+  for (const auto& [r, row] : rows) acc.add(row);
+  std::vector<double> cov = acc.compute().covariance;
+  // Its replicas differ in their training seeds as well as in the simulation's weights, as
+  // the data-bootstrap replicas do: the training noise is in both covariances, and the
+  // total would count it twice. It is removed here (estimated from the variation's own
+  // members, else from the nominal's: the same chains but for the weights), and what is
+  // left is kept a covariance between zero and the replicas' spread (covarianceLess).
+  const std::optional<std::vector<double>> per_member =
+      mc_training == McTrainingNoise::kFromMcBootstrap ? memberCovariance(mc, o, bins)
+      : mc_training == McTrainingNoise::kFromNominal   ? nominal_member_cov
+                                                       : std::nullopt;
+  if (!per_member) return cov;
+  raw = cov;
+  const std::vector<double> noise =
+      trainingNoiseOfReplicas(*per_member, mc, [](int) { return true; });
+  return covarianceLess(raw, noise, bins);
+}
+
+}  // namespace
+
+Systematics checkVariations(const std::map<std::string, ChainGroup>& groups) {
+  Systematics sys;
+  const ChainGroup& nominal = groups.at("");
+  for (const auto& [name, g] : groups) {
+    if (name.empty()) continue;
+    sys.variations.push_back(*g.variation);
+    for (size_t o = 0; o < g.prior.size(); ++o)
+      if (g.prior[o].edges != nominal.prior[o].edges)
+        throw InputError(g.first_chain + ": variation '" + name + "' bins " + g.prior[o].name +
+                         " differently from the nominal (" + nominal.first_chain +
+                         "); rerun it with the nominal's binning");
+    const VariationType type = g.variation->type;
+    if (type == VariationType::kDetector || type == VariationType::kModelling) {
+      bool shared = false;
+      for (const auto& [r, rep] : g.replicas) shared = shared || nominal.replicas.count(r) > 0;
+      if (!shared)
+        throw InputError("aggregate: variation '" + name + "' (" + g.first_chain +
+                         ") has replicas " + sharedReplicasText(g.replicas) +
+                         ", none of which the nominal has; run a replica r that the nominal "
+                         "has (the shift compares replica r with nominal replica r)");
+    }
+    if (type == VariationType::kNonClosure && (g.data.size() != 1 || g.data.count("")))
+      throw InputError("aggregate: the chains of non-closure variation '" + name + "' (" +
+                       g.first_chain +
+                       ") do not name one pseudo-data file (result.json \"data\"); rerun them "
+                       "on one file");
+    if (type == VariationType::kMcBootstrap && g.replicas.size() < 2)
+      logWarn("aggregate: mc_bootstrap variation '{}' has {} replica; its covariance is zero", name,
+              g.replicas.size());
+  }
+  sys.plan = planSystematics(sys.variations);
+  return sys;
+}
+
+McTrainingChoice mcTrainingNoise(const std::map<std::string, ChainGroup>& groups,
+                                 const Systematics& sys) {
+  McTrainingChoice choice;
+  if (sys.plan.mc_bootstrap.empty()) return choice;
+  const std::string& name = sys.plan.mc_bootstrap;
+  const ChainGroup& mc = groups.at(name);
+  if (mc.warm_started)
+    logWarn(
+        "aggregate: the chains of MC-statistics variation '{}' ({}) were warm-started from the "
+        "nominal chains of their replicas, each trained on that replica's data-bootstrap draw: "
+        "its covariance carries those draws' fluctuations as well; rerun it with \"warm_start\": "
+        "false (the default for mc_bootstrap)",
+        name, mc.first_chain);
+  const bool own = hasMemberPairs(mc.replicas);
+  const bool removed = mc.replicas.size() >= 2 && (own || hasMemberPairs(groups.at("").replicas));
+  if (removed)
+    choice.from = own ? McTrainingNoise::kFromMcBootstrap : McTrainingNoise::kFromNominal;
+  choice.summary = {{"removed", removed},
+                    {"estimated_from", removed ? nlohmann::json(own ? "mc_bootstrap" : "nominal")
+                                               : nlohmann::json()}};
+  if (removed)
+    logInfo(
+        "aggregate: the chains' training noise (from the {} chains' members) is removed from "
+        "the MC-statistics covariance of '{}'; the statistical covariance keeps it, so the "
+        "total counts it once",
+        own ? "mc_bootstrap" : "nominal", name);
+  else if (mc.replicas.size() >= 2)
+    logWarn(
+        "aggregate: the MC-statistics covariance of '{}' and the statistical covariance both "
+        "contain the chains' training noise, and the total counts it twice: no replica has two "
+        "members to estimate it from; run members >= 2 in the nominal (or in '{}') to have it "
+        "removed",
+        name, name);
+  return choice;
+}
+
+std::vector<double> sqrtDiagonal(const std::vector<double>& cov, size_t bins) {
+  std::vector<double> s(bins);
+  for (size_t b = 0; b < bins; ++b) s[b] = std::sqrt(std::max(0.0, cov[b * bins + b]));
+  return s;
+}
+
+SystematicsResult computeSystematics(
+    size_t o, const std::vector<double>& edges,
+    const std::map<int, std::vector<double>>& nominal_rows, const BandStats& band,
+    const std::map<std::string, ChainGroup>& groups, const Systematics& sys,
+    const std::vector<double>* closure_truth, McTrainingNoise mc_training,
+    const std::optional<std::vector<double>>& nominal_member_cov, ShiftNoise shift_noise) {
+  SystematicsResult out;
+  std::map<std::string, std::map<int, std::vector<double>>> rows;
+  for (const auto& v : sys.variations) {
+    rows[v.name] = replicaDensities(groups.at(v.name).replicas, o, edges);
+    out.variation_mean[v.name] = meanOverReplicas(rows[v.name]);
+  }
+  for (const auto& sp : sys.plan.sources) {
+    SourceResult s;
+    s.name = sp.name;
+    if (!sp.one_sided.empty()) {
+      s.shift = meanShift(rows.at(sp.one_sided), nominal_rows);
+    } else {
+      s.up = meanShift(rows.at(sp.up), nominal_rows);
+      s.down = meanShift(rows.at(sp.down), nominal_rows);
+      s.shift = symmetrisedShift(s.up, s.down, sp.symmetrise);
+    }
+    s.noise = shiftNoise(sp, groups, s.up, s.down, o, band.bins);
+    s.covariance = outerProduct(s.shift);
+    out.sources.push_back(std::move(s));
+  }
+  if (!sys.plan.mc_bootstrap.empty())
+    out.covariance_mc_stat =
+        mcStatCovariance(rows.at(sys.plan.mc_bootstrap), groups.at(sys.plan.mc_bootstrap).replicas,
+                         o, band.bins, mc_training, nominal_member_cov, out.covariance_mc_stat_raw);
+  if (!sys.plan.non_closure.empty()) {
+    out.closure_unfolded = out.variation_mean.at(sys.plan.non_closure);
+    out.closure_truth = *closure_truth;
+    out.closure_shift.resize(band.bins);
+    for (size_t b = 0; b < band.bins; ++b)
+      out.closure_shift[b] = out.closure_unfolded[b] - out.closure_truth[b];
+    // Its noise: that of the mean over its chains (the truth is fixed).
+    std::vector<std::vector<double>> chains;
+    for (const auto& [r, rep] : groups.at(sys.plan.non_closure).replicas)
+      for (const auto& [m, density] : rep.member_density) chains.push_back(density[o]);
+    SourceResult s;
+    s.name = "non_closure";
+    s.shift = out.closure_shift;
+    s.covariance = outerProduct(s.shift);
+    s.noise = covarianceOfMean(chains, band.bins);
+    out.sources.push_back(std::move(s));
+  }
+  // Each shift's noise, where asked, taken off in quadrature bin by bin (E[s_b²] = t_b² + se_b² for
+  // a true shift t): s~_b = sign(s_b) sqrt((s_b² - se_b²)_+), the source's covariance s~ s~^T
+  // (still one fully correlated shift). Bin by bin, not along s alone: noise spread over the bins
+  // inflates |s|² by the trace of the noise, of which s's own direction holds about one bin's
+  // share.
+  for (SourceResult& s : out.sources) {
+    if (s.noise.empty() || shift_noise != ShiftNoise::kSubtract) continue;
+    std::vector<double> left(band.bins);
+    for (size_t b = 0; b < band.bins; ++b)
+      left[b] = std::copysign(
+          std::sqrt(std::max(0.0, s.shift[b] * s.shift[b] - s.noise[b * band.bins + b])),
+          s.shift[b]);
+    s.covariance_raw = s.covariance;
+    s.covariance = outerProduct(left);
+  }
+  out.covariance_total = band.covariance;
+  auto add = [&](const std::vector<double>& c) {
+    for (size_t i = 0; i < c.size(); ++i) out.covariance_total[i] += c[i];
+  };
+  add(out.covariance_mc_stat);
+  for (const auto& s : out.sources) add(s.covariance);
+  out.std_total.resize(band.bins);
+  for (size_t b = 0; b < band.bins; ++b)
+    out.std_total[b] = std::sqrt(std::max(0.0, out.covariance_total[b * band.bins + b]));
+  return out;
+}
+
+std::vector<std::pair<std::string, std::vector<double>>> uncertaintySigmas(
+    const BandStats& band, const SystematicsResult& sys) {
+  std::vector<std::pair<std::string, std::vector<double>>> out = {{"stat", band.std}};
+  if (!sys.covariance_mc_stat.empty())
+    out.emplace_back("mc_stat", sqrtDiagonal(sys.covariance_mc_stat, band.bins));
+  // |shift| per bin, or what is left of it once its noise is taken off.
+  for (const auto& s : sys.sources) out.emplace_back(s.name, sqrtDiagonal(s.covariance, band.bins));
+  out.emplace_back("total", sys.std_total);
+  return out;
+}
+
+}  // namespace foldfarm::ensembles

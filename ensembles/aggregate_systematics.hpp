@@ -1,0 +1,89 @@
+#pragma once
+// The systematic uncertainties of one aggregation (ensembles/aggregate.hpp, steps 5 to 9), per
+// observable, from the chain groups (ensembles/chain_groups.hpp): each source's shift, its
+// noise and covariance, the MC-statistics covariance less the chains' training noise, the
+// non-closure, and the total covariance. All on unit-area densities per bin.
+//
+// Thread-safety: pure functions but for the log lines of checkVariations() and
+// mcTrainingNoise().
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ensembles/aggregate.hpp"
+#include "ensembles/band_stats.hpp"
+#include "ensembles/chain_groups.hpp"
+#include "ensembles/systematics.hpp"
+
+namespace foldfarm::ensembles {
+
+struct Systematics {
+  SystematicsPlan plan;
+  std::vector<Variation> variations;  // by name
+};
+
+// The refusals that need every chain read: binning against the nominal's, the pairing of
+// sources, replicas shared with the nominal, the pseudo-data of the non-closure (InputError
+// naming the variation and what to do). Warns about an mc_bootstrap variation of one replica.
+Systematics checkVariations(const std::map<std::string, ChainGroup>& groups);
+
+// Where the training noise taken off the MC-statistics covariance is estimated from (decided
+// once per aggregation): nowhere (no variation, one replica, or no replica with two members),
+// the variation's own members, or the nominal's.
+enum class McTrainingNoise { kNotRemoved, kFromMcBootstrap, kFromNominal };
+
+struct McTrainingChoice {
+  McTrainingNoise from = McTrainingNoise::kNotRemoved;
+  // summary.json "mc_stat_training_noise": {"removed", "estimated_from"}; null without an
+  // mc_bootstrap variation.
+  nlohmann::json summary;
+};
+
+// The choice for this aggregation, logged (a warning when the noise stays counted twice, or
+// when the variation's chains were warm-started from the nominal's).
+McTrainingChoice mcTrainingNoise(const std::map<std::string, ChainGroup>& groups,
+                                 const Systematics& sys);
+
+// sqrt of the diagonal of a bins x bins covariance (negative entries as zero).
+std::vector<double> sqrtDiagonal(const std::vector<double>& cov, size_t bins);
+
+struct SourceResult {
+  std::string name;
+  std::vector<double> shift, covariance;
+  std::vector<double> up, down;  // the raw shifts of a pair; empty otherwise
+  std::vector<double> noise;     // the covariance of the shift's estimate (the square root of its
+                                 // diagonal: shift_error); empty: unknown
+  std::vector<double> covariance_raw;  // s s^T, when the noise was taken off `covariance`
+};
+
+// One observable's systematic uncertainties, all unit-area densities per bin.
+struct SystematicsResult {
+  std::vector<SourceResult> sources;  // detector and modelling by name, then non_closure
+  std::map<std::string, std::vector<double>> variation_mean;  // variation -> its mean result
+  std::vector<double> covariance_mc_stat;                     // empty: not run
+  // The MC-statistics covariance as its replicas spread, the chains' training noise
+  // included; empty unless that noise was removed from covariance_mc_stat.
+  std::vector<double> covariance_mc_stat_raw;
+  std::vector<double> closure_shift, closure_truth, closure_unfolded;  // empty: not run
+  std::vector<double> covariance_total, std_total;
+};
+
+// Observable o's systematics: `nominal_rows` its nominal replica densities, `band` the
+// statistical band over them, `closure_truth` the non-closure's pseudo-data truth density
+// (with a non_closure variation), `nominal_member_cov` the nominal's memberCovariance().
+SystematicsResult computeSystematics(
+    size_t o, const std::vector<double>& edges,
+    const std::map<int, std::vector<double>>& nominal_rows, const BandStats& band,
+    const std::map<std::string, ChainGroup>& groups, const Systematics& sys,
+    const std::vector<double>* closure_truth, McTrainingNoise mc_training,
+    const std::optional<std::vector<double>>& nominal_member_cov, ShiftNoise shift_noise);
+
+// Each uncertainty's sigma per bin (summary.json "uncertainty"), stat first, total last.
+std::vector<std::pair<std::string, std::vector<double>>> uncertaintySigmas(
+    const BandStats& band, const SystematicsResult& sys);
+
+}  // namespace foldfarm::ensembles

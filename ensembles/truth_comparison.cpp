@@ -1,0 +1,188 @@
+#include "ensembles/truth_comparison.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "core/base/error.hpp"
+#include "core/data/histogram.hpp"
+#include "core/data/jet_reader.hpp"
+
+namespace foldfarm::ensembles {
+namespace {
+
+// Variance of each bin of the unit-area density of a weighted histogram (Σw, Σw² per bin):
+// d_b = S_b / (W width_b) with W = Σ_b S_b; to first order
+// Var d_b = [S2_b (1 - 2 f_b) + f_b² S2] / (W width_b)², f_b = S_b / W, S2 = Σ_b S2_b.
+std::vector<double> densityVariance(const std::vector<double>& sumw,
+                                    const std::vector<double>& sumw2,
+                                    const std::vector<double>& edges) {
+  double w = 0, w2 = 0;
+  for (size_t b = 0; b < sumw.size(); ++b) {
+    w += sumw[b];
+    w2 += sumw2[b];
+  }
+  std::vector<double> v(sumw.size(), 0.0);
+  if (w <= 0) return v;
+  for (size_t b = 0; b < sumw.size(); ++b) {
+    const double f = sumw[b] / w, width = edges[b + 1] - edges[b];
+    v[b] = std::max(0.0, sumw2[b] * (1 - 2 * f) + f * f * w2) / (w * w * width * width);
+  }
+  return v;
+}
+
+// The statistical floor of the triangular discriminator (x10^3): its expectation between two
+// independent histograms with the same underlying density and these per-bin variances,
+// 1/2 Σ_b width_b (Var p_b + Var q_b) / (p_b + q_b), at the observed p + q. A perfect
+// unfolding of samples of these sizes would still show about this Δ.
+double deltaFloor(const std::vector<double>& p, const std::vector<double>& var_p,
+                  const std::vector<double>& q, const std::vector<double>& var_q,
+                  const std::vector<double>& edges) {
+  double s = 0;
+  for (size_t b = 0; b < p.size(); ++b)
+    if (p[b] + q[b] > 0) s += (edges[b + 1] - edges[b]) * (var_p[b] + var_q[b]) / (p[b] + q[b]);
+  return 0.5 * s * 1e3;
+}
+
+// Standard error of the (bin-centre) mean of a weighted histogram: the spread of the
+// observable over sqrt of the effective number of entries (Σw)²/Σw².
+double meanError(const std::vector<double>& sumw, const std::vector<double>& sumw2,
+                 const std::vector<double>& edges) {
+  double w = 0, w2 = 0, m = 0;
+  for (size_t b = 0; b < sumw.size(); ++b) {
+    w += sumw[b];
+    w2 += sumw2[b];
+    m += sumw[b] * 0.5 * (edges[b] + edges[b + 1]);
+  }
+  if (w <= 0 || w2 <= 0) return 0.0;
+  m /= w;
+  double var = 0;
+  for (size_t b = 0; b < sumw.size(); ++b) {
+    const double c = 0.5 * (edges[b] + edges[b + 1]) - m;
+    var += sumw[b] * c * c;
+  }
+  return std::sqrt(var / w / (w * w / w2));
+}
+
+// Mean of the observable under a unit-area density (bin centres).
+double densityMean(const std::vector<double>& d, const std::vector<double>& edges) {
+  double m = 0;
+  for (size_t b = 0; b < d.size(); ++b)
+    m += d[b] * (edges[b + 1] - edges[b]) * 0.5 * (edges[b] + edges[b + 1]);
+  return m;
+}
+
+double coverage(const std::vector<double>& truth, const std::vector<double>& nominal,
+                const std::vector<double>& lo, const std::vector<double>& hi) {
+  int considered = 0, inside = 0;
+  for (size_t b = 0; b < truth.size(); ++b) {
+    if (truth[b] <= 0 && nominal[b] <= 0) continue;
+    ++considered;
+    if (truth[b] >= lo[b] && truth[b] <= hi[b]) ++inside;
+  }
+  return considered ? static_cast<double>(inside) / considered : 0.0;
+}
+
+constexpr const char* kTruthKeys[] = {
+    "delta_prior",      "delta_unfolded",  "delta_unfolded_err", "coverage_68",
+    "coverage_95",      "delta_floor",     "mean_prior",         "mean_truth",
+    "mean_unfolded",    "shift_recovered", "shift_significance", "coverage_68_total",
+    "coverage_95_total"};
+
+}  // namespace
+
+TruthHistograms readTruth(const std::string& path, const std::vector<ObservableHistogram>& like) {
+  data::JetFile file(path);
+  if (file.layout() != data::FileLayout::kUnfold || !file.has("gen_subs"))
+    throw InputError(path + ": truth file needs the unfold layout with 'gen_subs' (N,6)");
+  std::vector<float> subs = file.readFloat("gen_subs");
+  std::vector<double> w;
+  if (file.has("weights")) {
+    auto wf = file.readFloat("weights");
+    w.assign(wf.begin(), wf.end());
+  }
+  std::vector<uint8_t> pass;
+  if (file.has("pass_gen")) {
+    auto pf = file.readFloat("pass_gen");
+    pass.resize(pf.size());
+    for (size_t i = 0; i < pf.size(); ++i) pass[i] = pf[i] != 0.0f;
+  }
+  auto hists = histogramObservables(subs, w, pass);
+  TruthHistograms t;
+  for (size_t o = 0; o < hists.size(); ++o) {
+    if (hists[o].edges != like[o].edges)
+      throw InputError(path + ": truth binning of " + hists[o].name + " differs from the chains'");
+    t.density.push_back(density(hists[o].sumw, hists[o].edges));
+    t.variance.push_back(densityVariance(hists[o].sumw, hists[o].sumw2, hists[o].edges));
+    t.mean_error.push_back(meanError(hists[o].sumw, hists[o].sumw2, hists[o].edges));
+  }
+  return t;
+}
+
+nlohmann::json truthComparison(const TruthHistograms& truth, size_t o,
+                               const UnfoldedObservable& u) {
+  nlohmann::json js = nlohmann::json::object();
+  const std::vector<double>& edges = u.prior.edges;
+  const std::vector<double>& nominal = u.band.mean;
+  const std::vector<double>& t = truth.density[o];
+  data::Binning binning{edges};
+  js["delta_prior"] = data::triangularDiscriminator(u.prior_density, t, binning);
+  js["delta_unfolded"] = data::triangularDiscriminator(nominal, t, binning);
+  std::vector<double> per_replica;
+  for (const auto& row : u.spread_rows)
+    per_replica.push_back(data::triangularDiscriminator(row, t, binning));
+  double mean = 0, var = 0;
+  for (double d : per_replica) mean += d;
+  mean /= per_replica.size();
+  for (double d : per_replica) var += (d - mean) * (d - mean);
+  js["delta_unfolded_err"] =
+      per_replica.size() > 1 ? std::sqrt(var / (per_replica.size() - 1)) : 0.0;
+  js["coverage_68"] = coverage(t, nominal, u.band.p16, u.band.p84);
+  js["coverage_95"] = coverage(t, nominal, u.band.p2_5, u.band.p97_5);
+  // The floor, from the nominal (lowest) replica's weights: Σw² of its members, averaged.
+  // Members reweight the same events, so one member's Σw² (the mean over members), not
+  // the Σw² of M independent samples, measures the nominal's statistical precision.
+  const ReplicaSum& replica = u.nominal_replica;
+  std::vector<double> w1 = replica.sumw[o], w2 = replica.sumw2[o];
+  for (size_t b = 0; b < w1.size(); ++b) {
+    w1[b] /= replica.members;
+    w2[b] /= replica.members;
+  }
+  const std::vector<double> var_unfolded = densityVariance(w1, w2, edges);
+  js["delta_floor"] = deltaFloor(nominal, var_unfolded, t, truth.variance[o], edges);
+  // Fraction of the prior-to-truth shift of the mean that the unfolding recovered.
+  const double m_prior = densityMean(u.prior_density, edges);
+  const double m_truth = densityMean(t, edges);
+  const double m_unfolded = densityMean(nominal, edges);
+  js["mean_prior"] = m_prior;
+  js["mean_truth"] = m_truth;
+  js["mean_unfolded"] = m_unfolded;
+  const double shift = m_truth - m_prior;
+  const double scale = std::max(std::abs(m_truth), std::abs(m_prior));
+  js["shift_recovered"] = std::abs(shift) > 1e-9 * std::max(scale, 1e-300)
+                              ? nlohmann::json((m_unfolded - m_prior) / shift)
+                              : nlohmann::json();
+  // How many standard errors the prior-to-truth shift is: below ~2 the recovered
+  // fraction is noise (the prior is already compatible with the truth).
+  const double err = std::hypot(truth.mean_error[o], meanError(u.prior.sumw, u.prior.sumw2, edges));
+  js["shift_significance"] = err > 0 ? nlohmann::json(std::abs(shift) / err) : nlohmann::json();
+  // The total band nominal ± k sigma_total, sigma from the total covariance's diagonal.
+  for (const auto& [key, k] : {std::pair<const char*, double>{"coverage_68_total", 1.0},
+                               std::pair<const char*, double>{"coverage_95_total", 1.96}}) {
+    std::vector<double> lo(u.band.bins), hi(u.band.bins);
+    for (size_t b = 0; b < u.band.bins; ++b) {
+      lo[b] = nominal[b] - k * u.std_total[b];
+      hi[b] = nominal[b] + k * u.std_total[b];
+    }
+    js[key] = coverage(t, nominal, lo, hi);
+  }
+  return js;
+}
+
+nlohmann::json noTruthComparison() {
+  nlohmann::json js = nlohmann::json::object();
+  for (const char* k : kTruthKeys) js[k] = nullptr;
+  return js;
+}
+
+}  // namespace foldfarm::ensembles

@@ -1,0 +1,48 @@
+#pragma once
+// An aggregation's comparison with the truth (ensembles/aggregate.hpp, step 4): the truth
+// file histogrammed like the chains, and per observable the triangular discriminators of the
+// prior and the unfolded against it, its statistical floor, the coverage of the bands, and how
+// much of the prior-to-truth shift of the mean was recovered.
+//
+// Thread-safety: pure functions (readTruth reads a file).
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ensembles/band_stats.hpp"
+#include "ensembles/chain_groups.hpp"
+#include "ensembles/chain_output.hpp"
+
+namespace foldfarm::ensembles {
+
+struct TruthHistograms {
+  std::vector<std::vector<double>> density;   // per observable: unit-area density
+  std::vector<std::vector<double>> variance;  // per observable: of each bin of the density
+  std::vector<double> mean_error;             // per observable: standard error of its mean
+};
+
+// The truth file (unfold layout with `gen_subs`; `weights` and `pass_gen` honoured),
+// histogrammed as `like` is binned. InputError naming the file for another layout, no
+// `gen_subs`, or another binning.
+TruthHistograms readTruth(const std::string& path, const std::vector<ObservableHistogram>& like);
+
+// What observable o's comparison with the truth reads.
+struct UnfoldedObservable {
+  const ObservableHistogram& prior;                     // the chains' prior (Σw, Σw²)
+  const std::vector<double>& prior_density;             // its unit-area density
+  const BandStats& band;                                // band.mean: the unfolded nominal
+  const std::vector<std::vector<double>>& spread_rows;  // the replicas the band is over
+  const ReplicaSum& nominal_replica;                    // the lowest replica (the floor's Σw²)
+  const std::vector<double>& std_total;                 // sigma of the total covariance
+};
+
+// summary.json's truth keys of observable o: delta_prior, delta_unfolded, delta_unfolded_err,
+// delta_floor, coverage_68, coverage_95, mean_prior, mean_truth, mean_unfolded,
+// shift_recovered, shift_significance, coverage_68_total, coverage_95_total.
+nlohmann::json truthComparison(const TruthHistograms& truth, size_t o,
+                               const UnfoldedObservable& unfolded);
+// The same keys, each null (an aggregation without truth).
+nlohmann::json noTruthComparison();
+
+}  // namespace foldfarm::ensembles
