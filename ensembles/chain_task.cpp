@@ -20,7 +20,7 @@
 #include "core/train/device.hpp"
 #include "core/train/gradient_step.hpp"
 #include "core/train/parallel.hpp"
-#include "core/train/sha256.hpp"
+#include "core/base/sha256.hpp"
 #include "core/train/torch_error.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_output.hpp"

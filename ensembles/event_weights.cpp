@@ -13,7 +13,7 @@
 #include "core/base/progress.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/jet_reader.hpp"
-#include "core/train/sha256.hpp"
+#include "core/base/sha256.hpp"
 #include "ensembles/chain_output.hpp"
 
 namespace foldfarm::ensembles {

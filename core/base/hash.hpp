@@ -2,7 +2,7 @@
 // FNV-1a, 64 bit: a fast, non-cryptographic hash of bytes, for checks that two copies of
 // data are the same (ranks' weights and parameters, a training set's fingerprint, a file
 // read by a probe task). Pass the previous result as `h` to hash several pieces as one.
-// For integrity against tampering use core/train/sha256.hpp instead.
+// For integrity against tampering use core/base/sha256.hpp instead.
 #include <cstddef>
 #include <cstdint>
 

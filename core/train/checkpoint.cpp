@@ -9,7 +9,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
-#include "core/train/sha256.hpp"
+#include "core/base/sha256.hpp"
 #include "core/train/torch_error.hpp"
 
 namespace foldfarm {

@@ -10,7 +10,6 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/stop_signal.hpp"
 #include "core/data/jet_writer.hpp"
@@ -19,7 +18,6 @@
 #include "core/train/finetune.hpp"
 #include "core/train/metrics.hpp"
 #include "core/train/optim.hpp"
-#include "core/train/sha256.hpp"
 #include "core/train/torch_error.hpp"
 #include "core/train/train_config.hpp"
 #include "core/train/trainer.hpp"
@@ -87,25 +85,6 @@ TEST(Schedule, WarmupThenCosine) {
   EXPECT_NEAR(s.at(9), 2e-3, 1e-12);
   EXPECT_NEAR(s.at(60), 1e-3, 1e-9);
   EXPECT_NEAR(s.at(110), 0.0, 1e-12);
-}
-
-// Files are hashed whole (several read buffers), as their bytes are; an unreadable file is
-// named.
-TEST(Sha256, FilesHashAsTheirBytesAndAMissingFileIsNamed) {
-  TempDir dir;
-  EXPECT_EQ(sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  std::string bytes(3 * (1 << 20) + 17, '\0');
-  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>((i * 131) % 251);
-  const std::string path = dir.path + "/blob.bin";
-  writeFileAtomic(path, bytes);
-  EXPECT_EQ(sha256File(path), sha256Hex(bytes));
-  try {
-    sha256File(dir.path + "/missing.bin");
-    ADD_FAILURE() << "hashed a missing file";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("missing.bin: cannot read"), std::string::npos)
-        << e.what();
-  }
 }
 
 TEST(Checkpoint, RoundTripGivesIdenticalOutputs) {

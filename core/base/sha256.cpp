@@ -1,4 +1,4 @@
-#include "core/train/sha256.hpp"
+#include "core/base/sha256.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
