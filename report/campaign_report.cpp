@@ -178,12 +178,36 @@ figcaption{font-size:.85em;color:#444;text-align:center}
 .ok{color:#116611}.bad{color:#aa1111}
 )css";
 
-}  // namespace
+// Everything the page shows, read before anything is rendered (errors here leave nothing
+// written).
+struct ReportInputs {
+  std::string dir, agg, warm;  // the campaign, its aggregation and its warm-start study
+  CampaignStats stats;
+  std::optional<json> summary;   // agg/summary.json
+  std::optional<json> baseline;  // the baseline's summary.json
+  std::string baseline_name;
+  std::optional<BandsFile> bands;  // agg/bands.h5
+  WeightDiagnostics weights;
+  std::map<std::string, std::string> agg_png;        // observable -> PNG of the aggregation
+  std::map<std::string, std::string> breakdown_png;  // observable -> <obs>_breakdown.png
+  std::vector<std::string> warm_png;
+  std::vector<std::pair<std::string, json>> warm_json;
+  std::vector<std::string> observables;  // bands.h5's order, then the summary's other names
+};
 
-std::string renderCampaignReport(const std::string& campaign_dir_in, const ReportOptions& opt,
-                                 ReportResult* result) {
-  std::string dir = campaign_dir_in;
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+// The PNG at `path` when there is a file (InputError when it is not a PNG).
+std::optional<std::string> readPngIfPresent(const std::string& path) {
+  if (!isFile(path)) return std::nullopt;
+  std::string bytes = readFile(path);
+  if (!isPng(bytes)) throw InputError(path + ": not a PNG image; rerun the aggregation");
+  return bytes;
+}
+
+ReportInputs readReportInputs(const std::string& campaign_dir, const ReportOptions& opt) {
+  ReportInputs in;
+  in.dir = campaign_dir;
+  while (in.dir.size() > 1 && in.dir.back() == '/') in.dir.pop_back();
+  const std::string& dir = in.dir;
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
     throw InputError(dir +
@@ -193,16 +217,11 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
     throw InputError(dir +
                      ": not a campaign directory (no spec.json and journal.sqlite); pass "
                      "the directory given to `foldfarm campaign init --dir`");
-  const std::string agg = opt.aggregate_dir.empty() ? dir + "/aggregate" : opt.aggregate_dir;
-  const std::string warm = opt.warmstart_dir.empty() ? dir + "/warmstart" : opt.warmstart_dir;
-
-  // 1. Read every input (errors here leave nothing written).
+  in.agg = opt.aggregate_dir.empty() ? dir + "/aggregate" : opt.aggregate_dir;
+  in.warm = opt.warmstart_dir.empty() ? dir + "/warmstart" : opt.warmstart_dir;
   logInfo("report: reading {}", dir);
-  const CampaignStats stats = readCampaignStats(dir);
-  std::optional<json> summary;
-  if (isFile(agg + "/summary.json")) summary = readSummary(agg + "/summary.json");
-  std::optional<json> baseline;
-  std::string baseline_name;
+  in.stats = readCampaignStats(dir);
+  if (isFile(in.agg + "/summary.json")) in.summary = readSummary(in.agg + "/summary.json");
   if (!opt.baseline_dir.empty()) {
     std::string b = opt.baseline_dir;
     if (!isFile(b + "/summary.json") && isFile(b + "/aggregate/summary.json")) b += "/aggregate";
@@ -210,562 +229,602 @@ std::string renderCampaignReport(const std::string& campaign_dir_in, const Repor
       throw InputError(opt.baseline_dir +
                        ": no summary.json (nor aggregate/summary.json); "
                        "aggregate the baseline campaign first (`foldfarm campaign aggregate`)");
-    baseline = readSummary(b + "/summary.json");
-    baseline_name = opt.baseline_dir;
+    in.baseline = readSummary(b + "/summary.json");
+    in.baseline_name = opt.baseline_dir;
   }
-  std::optional<BandsFile> bands;
-  if (isFile(agg + "/bands.h5")) bands = readBandsFile(agg + "/bands.h5");
-  const WeightDiagnostics weights = readWeightDiagnostics(dir);
-  std::map<std::string, std::string> agg_png;  // observable -> PNG written by the aggregation
-  if (bands) {
-    for (const auto& o : bands->observables) {
-      const std::string p = agg + "/" + o.name + ".png";
-      if (!isFile(p)) continue;
-      std::string bytes = readFile(p);
-      if (!isPng(bytes)) throw InputError(p + ": not a PNG image; rerun the aggregation");
-      agg_png[o.name] = std::move(bytes);
-    }
-  }
-  std::map<std::string, std::string> breakdown_png;  // observable -> <obs>_breakdown.png
-  if (summary) {
-    for (auto it = (*summary)["observables"].begin(); it != (*summary)["observables"].end(); ++it) {
-      const std::string p = agg + "/" + it.key() + "_breakdown.png";
-      if (!isFile(p)) continue;
-      std::string bytes = readFile(p);
-      if (!isPng(bytes)) throw InputError(p + ": not a PNG image; rerun the aggregation");
-      breakdown_png[it.key()] = std::move(bytes);
-    }
-  }
-  std::vector<std::string> warm_png = pngFilesIn(warm);
-  std::vector<std::pair<std::string, json>> warm_json;
-  for (const auto& f : jsonFilesIn(warm)) {
+  if (isFile(in.agg + "/bands.h5")) in.bands = readBandsFile(in.agg + "/bands.h5");
+  in.weights = readWeightDiagnostics(dir);
+  if (in.bands)
+    for (const auto& o : in.bands->observables)
+      if (auto png = readPngIfPresent(in.agg + "/" + o.name + ".png"))
+        in.agg_png[o.name] = std::move(*png);
+  if (in.summary)
+    for (auto it = (*in.summary)["observables"].begin(); it != (*in.summary)["observables"].end();
+         ++it)
+      if (auto png = readPngIfPresent(in.agg + "/" + it.key() + "_breakdown.png"))
+        in.breakdown_png[it.key()] = std::move(*png);
+  in.warm_png = pngFilesIn(in.warm);
+  for (const auto& f : jsonFilesIn(in.warm)) {
     try {
-      warm_json.emplace_back(f, json::parse(readFile(f)));
+      in.warm_json.emplace_back(f, json::parse(readFile(f)));
     } catch (const json::exception& e) {
       throw InputError(f + ": not valid JSON (" + std::string(e.what()) + "); rerun the study");
     }
   }
+  if (in.bands)
+    for (const auto& o : in.bands->observables) in.observables.push_back(o.name);
+  if (in.summary)
+    for (auto it = (*in.summary)["observables"].begin(); it != (*in.summary)["observables"].end();
+         ++it)
+      if (std::find(in.observables.begin(), in.observables.end(), it.key()) == in.observables.end())
+        in.observables.push_back(it.key());
+  return in;
+}
 
+// The figures this page renders itself, in one gnuplot run (none without gnuplot): band_<obs>
+// where the aggregation drew none, corr_<obs>, throughput, warmstart (without the study's PNGs).
+std::map<std::string, std::string> renderFigures(const ReportInputs& in) {
+  GnuplotBatch batch;
+  if (in.bands) {
+    for (const auto& o : in.bands->observables) {
+      if (!in.agg_png.count(o.name)) {
+        BandPlot bp;
+        bp.title = o.name;
+        bp.xlabel = data::observableLabel(o.name);
+        bp.edges = o.edges;
+        bp.nominal = o.nominal;
+        bp.p16 = o.p16;
+        bp.p84 = o.p84;
+        bp.p2_5 = o.p2_5;
+        bp.p97_5 = o.p97_5;
+        bp.prior = o.prior;
+        bp.truth = o.truth;
+        bp.replicas = in.bands->replicas;
+        batch.add("band_" + o.name, bp);
+      }
+      Heatmap hm;
+      hm.title = o.name + ": bin-to-bin correlation over replicas";
+      hm.axis_label = data::observableLabel(o.name);
+      hm.edges = o.edges;
+      hm.values = o.correlation;
+      batch.add("corr_" + o.name, hm);
+    }
+  }
+  const CampaignStats& stats = in.stats;
+  if (!stats.done_at.empty()) {
+    const double span = std::max(stats.last_end, stats.done_at.back()) - stats.first_start;
+    const double unit = span < 180 ? 1.0 : span < 3 * 3600 ? 60.0 : 3600.0;
+    const char* uname = unit == 1.0 ? "s" : unit == 60.0 ? "min" : "h";
+    Series done{"completed tasks", {0.0}, {0.0}, "steps"};
+    for (size_t i = 0; i < stats.done_at.size(); ++i) {
+      done.x.push_back((stats.done_at[i] - stats.first_start) / unit);
+      done.y.push_back(static_cast<double>(i + 1));
+    }
+    LineFigure lf;
+    lf.title = "Completed tasks against time (" + std::to_string(stats.done_at.size()) + " of " +
+               std::to_string(stats.tasks) + ")";
+    lf.xlabel = std::string("time since the first dispatch [") + uname + "]";
+    lf.ylabel = "tasks completed";
+    lf.series.push_back(done);
+    batch.add("throughput", lf);
+  }
+  if (in.warm_png.empty()) {
+    std::vector<Series> curves;
+    for (const auto& [f, j] : in.warm_json)
+      for (auto& s : warmstartCurves(j)) curves.push_back(std::move(s));
+    if (!curves.empty()) {
+      LineFigure lf;
+      lf.title = "Warm start: validation loss per epoch";
+      lf.xlabel = "epoch";
+      lf.ylabel = "validation loss";
+      lf.series = curves;
+      batch.add("warmstart", lf);
+    }
+  }
+  if (batch.empty()) return {};
+  logInfo("report: rendering figures with gnuplot");
+  return batch.render();
+}
+
+const char* const kNoGnuplot = "gnuplot is not installed (apt-get install gnuplot-nox)";
+
+// The page as its sections are added: a section with content is linked from the navigation,
+// an omitted one leaves a note in its place.
+class Page {
+ public:
+  void present(const std::string& id, const std::string& title) {
+    result_.sections.push_back(id);
+    nav_ += "<a href=\"#" + id + "\">" + htmlEscape(title) + "</a>";
+  }
+  void omit(const std::string& id, const std::string& title, const std::string& why) {
+    result_.omitted.push_back(id + ": " + why);
+    body_ += htmlOmittedSection(id, title, why);
+  }
+  // An embedded PNG (counted).
+  std::string figure(const std::string& png, const std::string& caption, const std::string& what) {
+    ++result_.images;
+    return htmlPngFigure(png, caption, what);
+  }
+  void add(const std::string& html) { body_ += html; }
+  // The whole document; `bytes` of the result set to its size.
+  std::string finish(const CampaignStats& stats, const std::string& dir) {
+    std::string page =
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        "<title>foldfarm report: " +
+        htmlEscape(stats.name) + "</title>\n<style>" + kCss +
+        "</style></head>\n<body>\n<header><h1>Campaign " + htmlEscape(stats.name) +
+        "</h1>\n<p class=\"meta\">" + htmlEscape(dir) + " &middot; generated " +
+        htmlEscape(timeText(jobs::wallClockNow())) +
+        " by foldfarm " FOLDFARM_VERSION "</p>\n<nav>" + nav_ + "</nav></header>\n" + body_ +
+        "</body></html>\n";
+    result_.bytes = page.size();
+    return page;
+  }
+  const ReportResult& result() const { return result_; }
+
+ private:
+  ReportResult result_;
+  std::string nav_, body_;
+};
+
+void overviewSection(Page& page, const ReportInputs& in) {
+  const CampaignStats& stats = in.stats;
+  page.present("overview", "Overview");
+  const double wall = stats.last_end > stats.first_start ? stats.last_end - stats.first_start : 0;
+  const int done = stats.counts.at("done");
+  std::vector<std::vector<std::string>> rows = {
+      {"task kind", stats.kind},
+      {"tasks (replicas x members)", std::to_string(stats.tasks) + " (" +
+                                         std::to_string(stats.replicas) + " x " +
+                                         std::to_string(stats.members) + ")"},
+      {"executor", stats.executor},
+      {"resources", stats.gpus > 0 ? std::to_string(stats.gpus) + " GPU(s) x " +
+                                         std::to_string(stats.tasks_per_gpu) + " task(s) each"
+                                   : std::to_string(stats.slots) + " CPU slot(s)"},
+      {"threads per task", std::to_string(stats.threads_per_task)},
+      {"tasks done", std::to_string(done) + " of " + std::to_string(stats.tasks)},
+      {"first dispatch", timeText(stats.first_start)},
+      {"last completion", timeText(stats.last_end)},
+      {"wall time", wall > 0 ? formatDuration(wall) : "-"},
+  };
+  if (in.summary) {
+    const json& summary = *in.summary;
+    rows.push_back({"replicas aggregated", summary.value("replicas", json()).dump()});
+    if (summary.contains("band_replicas"))
+      rows.push_back({"replicas in the statistical band", summary["band_replicas"].dump()});
+    rows.push_back({"chains aggregated", summary.value("chains", json()).dump()});
+  }
+  page.add("<section id=\"overview\"><h2>Overview</h2>\n" +
+           htmlTable({"", "value"}, rows, "overview-table") + "</section>\n");
+}
+
+void distributionsSection(Page& page, const ReportInputs& in,
+                          const std::map<std::string, std::string>& figures) {
+  if (!in.bands) {
+    page.omit("distributions", "Unfolded distributions",
+              "no " + in.agg + "/bands.h5 (run `foldfarm campaign aggregate " + in.dir +
+                  " --truth TRUTH.h5`)");
+    return;
+  }
+  const BandsFile& bands = *in.bands;
+  std::string s =
+      "<section id=\"distributions\"><h2>Unfolded distributions</h2>\n<p>Unit-area "
+      "densities: the mean over " +
+      std::to_string(bands.replicas) + " replicas (" + std::to_string(bands.chains) +
+      " chains) with the 16-84% and 2.5-97.5% bands of " + std::to_string(bands.band_replicas) +
+      " bootstrap replicas, the truth and the prior (MC gen); the lower panels show "
+      "ratios.</p>\n<div class=\"grid\">\n";
+  int shown = 0;
+  std::vector<std::string> missing;
+  for (const auto& o : bands.observables) {
+    if (in.agg_png.count(o.name)) {
+      s += page.figure(in.agg_png.at(o.name), o.name + " (aggregation figure)",
+                       in.agg + "/" + o.name + ".png");
+      ++shown;
+    } else if (figures.count("band_" + o.name)) {
+      s += page.figure(figures.at("band_" + o.name), o.name, "figure " + o.name);
+      ++shown;
+    } else {
+      missing.push_back(o.name);
+    }
+  }
+  s += "</div>\n";
+  if (!missing.empty()) {
+    std::string names;
+    for (const auto& m : missing) names += (names.empty() ? "" : ", ") + m;
+    s += "<p class=\"note\">Not drawn (" + htmlEscape(names) + "): " + htmlEscape(kNoGnuplot) +
+         "</p>\n";
+  }
+  s += "</section>\n";
+  if (shown > 0) page.present("distributions", "Distributions");
+  page.add(s);
+}
+
+void uncertaintySection(Page& page, const ReportInputs& in) {
+  const std::vector<std::string> sources =
+      in.summary ? uncertaintyOrder((*in.summary)["observables"]) : std::vector<std::string>();
+  if (!in.summary) {
+    page.omit("uncertainties", "Uncertainty breakdown",
+              "no " + in.agg + "/summary.json (run `foldfarm campaign aggregate " + in.dir + "`)");
+    return;
+  }
+  if (sources.empty()) {
+    page.omit("uncertainties", "Uncertainty breakdown",
+              in.agg +
+                  "/summary.json has no uncertainty breakdown (aggregated by an older foldfarm); "
+                  "rerun `foldfarm campaign aggregate " +
+                  in.dir + "`");
+    return;
+  }
+  const json& summary = *in.summary;
+  const json& observables = summary["observables"];
+  page.present("uncertainties", "Uncertainties");
+  std::vector<std::string> header = {"uncertainty"};
+  std::vector<std::string> shown_obs;
+  for (const auto& name : in.observables)
+    if (observables.contains(name) && observables[name].contains("uncertainty")) {
+      header.push_back(name);
+      shown_obs.push_back(name);
+    }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& src : sources) {
+    std::vector<std::string> row = {src};
+    for (const auto& name : shown_obs) {
+      const json& o = observables[name];
+      const double v = jsonNumber(o["uncertainty"], src.c_str());
+      // A source's shift beside its own noise, where the aggregation could estimate it.
+      const double e =
+          o.contains("shift_error") ? jsonNumber(o["shift_error"], src.c_str()) : std::nan("");
+      row.push_back(std::isnan(v)   ? "-"
+                    : std::isnan(e) ? fmt(100 * v, 1) + "%"
+                                    : fmt(100 * v, 1) + "% ± " + fmt(100 * e, 1) + "%");
+    }
+    rows.push_back(std::move(row));
+    if (src != "stat") continue;
+    // The part of stat that is the chains' training noise (from their ensemble members).
+    std::vector<std::string> training = {"stat: training noise"};
+    bool any = false;
+    for (const auto& name : shown_obs) {
+      const double v = jsonNumber(observables[name], "training_noise");
+      any = any || !std::isnan(v);
+      training.push_back(std::isnan(v) ? "-" : fmt(100 * v, 1) + "%");
+    }
+    if (any) rows.push_back(std::move(training));
+  }
+  std::string s =
+      "<section id=\"uncertainties\"><h2>Uncertainty breakdown</h2>\n<p>Relative size of "
+      "each uncertainty: the root mean square over the bins of σ / unfolded, σ from the "
+      "statistical covariance (stat: data bootstrap; of which training noise: the spread of "
+      "the ensemble members of a replica, shown when replicas have two or more), the "
+      "MC-statistics covariance (mc_stat: simulation bootstrap, the training noise taken off "
+      "where members allow, so that the total counts it once), each systematic source's "
+      "symmetrised shift, the non-closure (unfolded pseudo-data minus its truth) and the "
+      "total covariance (their sum). A source's ± is the noise of its shift (from the "
+      "differences between its chains and the nominal chains of the same replica and "
+      "member, where there are two or more): a shift not well above it is mostly noise. " +
+      (summary.value("shift_noise", std::string()) == "subtracted"
+           ? std::string("Here each source's noise was taken off its covariance (aggregated with "
+                         "--shift-noise subtract): its row is what is left of its shift beyond its "
+                         "noise.")
+           : std::string("Each source counts its whole shift, noise included (aggregate with "
+                         "--shift-noise subtract to take the noise off).")) +
+      "</p>\n" + htmlTable(header, rows, "uncertainty-table");
+  const json& variations = summary.value("variations", json::array());
+  if (variations.is_array() && !variations.empty()) {
+    std::vector<std::vector<std::string>> vr;
+    for (const auto& v : variations) {
+      if (!v.is_object()) continue;
+      auto text = [&](const char* k) {
+        auto f = v.find(k);
+        return f == v.end() ? std::string("-") : f->is_string() ? f->get<std::string>() : f->dump();
+      };
+      const std::string direction = text("direction");
+      vr.push_back({text("name"), text("type"), text("source"),
+                    direction.empty() ? "one-sided" : direction, text("chains"), text("replicas")});
+    }
+    s += "<h3>Variations</h3>\n" +
+         htmlTable({"variation", "type", "source", "direction", "chains", "replicas"}, vr,
+                   "variations-table");
+  }
+  std::string figs;
+  for (const auto& name : in.observables)
+    if (in.breakdown_png.count(name))
+      figs += page.figure(in.breakdown_png.at(name), name + ": relative uncertainty per bin",
+                          in.agg + "/" + name + "_breakdown.png");
+  if (!figs.empty())
+    s += "<div class=\"grid\">\n" + figs + "</div>\n";
+  else
+    s += "<p class=\"note\">No breakdown figures in " + htmlEscape(in.agg) +
+         " (the aggregation draws &lt;observable&gt;_breakdown.png when gnuplot is "
+         "installed).</p>\n";
+  page.add(s + "</section>\n");
+}
+
+// A recovered fraction of the shift of the mean; in brackets when the shift is within ~2
+// standard errors (noise: its fraction means nothing).
+std::string shiftCell(double f, double z) {
+  if (std::isnan(f)) return std::string("-");
+  std::string c = fmt(100 * f, 0) + "%";
+  if (!std::isnan(z) && z < 2) c = "(" + c + ", shift " + fmt(z, 1) + "σ)";
+  return c;
+}
+
+void deltaSection(Page& page, const ReportInputs& in) {
+  if (!in.summary) {
+    page.omit("delta", "Triangular discriminator and coverage",
+              "no " + in.agg + "/summary.json (run `foldfarm campaign aggregate " + in.dir +
+                  " --truth TRUTH.h5`)");
+    return;
+  }
+  const json& observables = (*in.summary)["observables"];
+  std::vector<std::vector<std::string>> rows;
+  bool any_truth = false, any_total = false;
+  for (const auto& name : in.observables) {
+    if (!observables.contains(name)) continue;
+    const json& o = observables[name];
+    const double dp = jsonNumber(o, "delta_prior"), du = jsonNumber(o, "delta_unfolded");
+    const double de = jsonNumber(o, "delta_unfolded_err");
+    const double c68 = jsonNumber(o, "coverage_68"), c95 = jsonNumber(o, "coverage_95");
+    const double c68_total = jsonNumber(o, "coverage_68_total");
+    const double floor = jsonNumber(o, "delta_floor"), shift = jsonNumber(o, "shift_recovered");
+    const double signif = jsonNumber(o, "shift_significance");
+    if (!std::isnan(du)) any_truth = true;
+    // Told apart: a prior already at the floor has nothing to unfold; an unfolded Δ at the
+    // floor is as good as these sample sizes allow.
+    std::string prior_cell = fmt(dp, 3);
+    if (!std::isnan(dp) && !std::isnan(floor) && dp <= floor) prior_cell += " (at floor)";
+    std::string unfolded_cell = std::isnan(du) ? "-" : fmt(du, 3) + " ± " + fmt(de, 3);
+    if (!std::isnan(du) && !std::isnan(floor) && du <= floor) unfolded_cell += " (at floor)";
+    std::vector<std::string> row = {name, prior_cell, unfolded_cell,
+                                    std::isnan(floor) ? "-" : fmt(floor, 3),
+                                    shiftCell(shift, signif)};
+    if (in.baseline) {
+      const json bo = (*in.baseline)["observables"].value(name, json::object());
+      const double bd = jsonNumber(bo, "delta_unfolded"), be = jsonNumber(bo, "delta_unfolded_err");
+      const double bs = jsonNumber(bo, "shift_recovered");
+      row.push_back(std::isnan(bd) ? "-" : fmt(bd, 3) + " ± " + fmt(be, 3));
+      row.push_back(shiftCell(bs, jsonNumber(bo, "shift_significance")));
+    }
+    row.push_back(std::isnan(dp) || std::isnan(du) ? "-" : fmt(du / std::max(dp, 1e-300), 2));
+    row.push_back(std::isnan(c68) ? "-" : fmt(100 * c68, 0) + "%");
+    if (!std::isnan(c68_total)) any_total = true;
+    row.push_back(std::isnan(c68_total) ? "-" : fmt(100 * c68_total, 0) + "%");
+    row.push_back(std::isnan(c95) ? "-" : fmt(100 * c95, 0) + "%");
+    row.push_back(paperDelta(name));
+    rows.push_back(std::move(row));
+  }
+  // Aggregations without the total band (older ones) keep the table they had.
+  if (!any_total)
+    for (auto& row : rows) row.erase(row.end() - 3);
+  std::vector<std::string> header = {"observable", "Δ prior", "Δ unfolded", "Δ floor",
+                                     "shift recovered"};
+  if (in.baseline) {
+    header.push_back("Δ baseline");
+    header.push_back("shift baseline");
+  }
+  for (const char* h : {"unfolded / prior", "coverage 68%"}) header.push_back(h);
+  if (any_total) header.push_back("coverage 68% (total)");
+  for (const char* h : {"coverage 95%", "OmniLearn paper"}) header.push_back(h);
+  if (!any_truth) {
+    page.omit("delta", "Triangular discriminator and coverage",
+              in.agg +
+                  "/summary.json has no truth comparison (aggregate with --truth TRUTH.h5 or a "
+                  "spec input 'truth')");
+    return;
+  }
+  page.present("delta", "Δ table");
+  page.add(
+      "<section id=\"delta\"><h2>Triangular discriminator and coverage</h2>\n<p>Δ x10<sup>3"
+      "</sup> against the truth (smaller is closer): the prior (MC gen) before unfolding and "
+      "the unfolded result ± its spread over the replicas; the statistical floor = the Δ that "
+      "a perfect unfolding of samples of these sizes would still show (from the weights' "
+      "Σw² per bin), so a Δ at the floor cannot be improved on these events; shift "
+      "recovered = how much of the prior-to-truth shift of the observable's mean the "
+      "unfolding recovered (100% = all, 0% = none; in brackets when the prior-to-truth shift "
+      "is under 2 standard errors, i.e. noise); coverage = fraction of bins whose "
+      "truth lies inside the 68% / 95% band of the replicas (total: within ± 1σ of the "
+      "total covariance, systematics included). The last column is OmniLearn's published value "
+      "on real Z+jets data, for orientation only.</p>\n" +
+      (in.baseline
+           ? "<p>Baseline (same data, another unfolding): " + htmlEscape(in.baseline_name) + " (" +
+                 htmlEscape(in.baseline->value("classifier", std::string("see its spec"))) +
+                 ").</p>\n"
+           : std::string()) +
+      htmlTable(header, rows, "delta-table") + "</section>\n");
+}
+
+void correlationsSection(Page& page, const ReportInputs& in, bool gnuplot,
+                         const std::map<std::string, std::string>& figures) {
+  if (!in.bands) {
+    page.omit("correlations", "Bin-to-bin correlations", "no " + in.agg + "/bands.h5");
+    return;
+  }
+  if (!gnuplot) {
+    page.omit("correlations", "Bin-to-bin correlations", kNoGnuplot);
+    return;
+  }
+  page.present("correlations", "Correlations");
+  std::string s =
+      "<section id=\"correlations\"><h2>Bin-to-bin correlations</h2>\n<p>Correlation of the "
+      "unfolded densities over the bootstrap replicas (blue -1, white 0, red +1).</p>\n"
+      "<div class=\"grid heat\">\n";
+  for (const auto& o : in.bands->observables)
+    s += page.figure(figures.at("corr_" + o.name), o.name, "correlation " + o.name);
+  page.add(s + "</div></section>\n");
+}
+
+void weightsSection(Page& page, const ReportInputs& in) {
+  const WeightDiagnostics& weights = in.weights;
+  if (weights.steps.empty()) {
+    page.omit("weights", "Weight diagnostics",
+              "no chain history (" + in.dir + "/tasks/<id>/history.json) in this campaign");
+    return;
+  }
+  page.present("weights", "Weights");
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& s : weights.steps)
+    rows.push_back({std::to_string(s.iteration), std::to_string(s.step), std::to_string(s.chains),
+                    fmt(100 * s.mean_ess_fraction, 1) + "%",
+                    fmt(100 * s.min_ess_fraction, 1) + "% (" + s.min_ess_task + ")",
+                    std::to_string(s.clipped), std::to_string(s.non_finite), fmt(s.max_weight, 2)});
+  std::vector<std::vector<std::string>> worst;
+  for (size_t i = 0; i < weights.chains.size() && i < 10; ++i) {
+    const auto& c = weights.chains[i];
+    worst.push_back({c.task, fmt(100 * c.final_ess_fraction, 1) + "%",
+                     fmt(100 * c.min_ess_fraction, 1) + "%", std::to_string(c.clipped),
+                     std::to_string(c.non_finite), fmt(c.max_weight, 2)});
+  }
+  page.add(
+      "<section id=\"weights\"><h2>Weight diagnostics</h2>\n<p>Effective sample size "
+      "(Σw)²/Σw² as a fraction of the events, and reweighting factors that were clipped or "
+      "not finite, per OmniFold iteration and step over " +
+      std::to_string(weights.chains.size()) + " chains.</p>\n" +
+      htmlTable({"iteration", "step", "chains", "mean ESS", "lowest ESS", "clipped", "non-finite",
+                 "max weight"},
+                rows, "weights-table") +
+      "<h3>Chains with the lowest ESS</h3>\n" +
+      htmlTable({"task", "final ESS", "lowest ESS", "clipped", "non-finite", "max weight"}, worst,
+                "weights-chains") +
+      "</section>\n");
+}
+
+// The failed tasks (the first 50) and the reasons of every failed attempt.
+std::string failuresHtml(const CampaignStats& stats, const std::string& dir) {
+  if (stats.failures.empty()) return "<p id=\"no-failures\" class=\"ok\">No task failed.</p>\n";
+  std::vector<std::vector<std::string>> fr;
+  for (size_t i = 0; i < stats.failures.size() && i < 50; ++i) {
+    const auto& f = stats.failures[i];
+    fr.push_back({f.task, f.state, std::to_string(f.attempts), std::to_string(f.failures),
+                  f.exit_code < 0 ? "-" : std::to_string(f.exit_code), f.reason});
+  }
+  std::string s =
+      htmlTable({"task", "state", "attempts", "failed attempts", "last exit", "last reason"}, fr,
+                "failures-table");
+  if (stats.failures.size() > 50)
+    s += "<p>… and " + std::to_string(stats.failures.size() - 50) +
+         " more (`foldfarm campaign "
+         "status " +
+         htmlEscape(dir) + "`).</p>\n";
+  std::vector<std::pair<int, std::string>> reasons;
+  for (const auto& [r, n] : stats.failure_reasons) reasons.emplace_back(n, r);
+  std::sort(reasons.rbegin(), reasons.rend());
+  std::vector<std::vector<std::string>> rr;
+  for (const auto& [n, r] : reasons) rr.push_back({r, std::to_string(n)});
+  if (!rr.empty())
+    s += "<h3>Failure reasons (all attempts)</h3>\n" +
+         htmlTable({"reason", "attempts"}, rr, "reasons-table");
+  return s;
+}
+
+void campaignSection(Page& page, const ReportInputs& in) {
+  const CampaignStats& stats = in.stats;
+  page.present("campaign", "Campaign");
+  std::vector<std::vector<std::string>> states;
+  for (const auto& [k, v] : stats.counts) states.push_back({k, std::to_string(v)});
+  const double wall = stats.last_end > stats.first_start ? stats.last_end - stats.first_start : 0;
+  const double done = static_cast<double>(stats.done_at.size());
+  std::vector<std::vector<std::string>> acct = {
+      {"attempts (dispatches)", std::to_string(stats.attempts)},
+      {"failed attempts", std::to_string(stats.failed_attempts)},
+      {"interrupted attempts (requeued)", std::to_string(stats.interrupted_attempts)},
+      {"tasks needing more than one attempt", std::to_string(stats.tasks_retried)},
+      {"task run time, all attempts", formatDuration(stats.run_s)},
+      {"GPU-hours", stats.gpus > 0 ? fmt(stats.gpu_hours, 4) + " (" +
+                                         formatDuration(stats.gpu_hours * 3600) + ")"
+                                   : "0 (CPU slots)"},
+      {"CPU-hours (x threads per task)",
+       fmt(stats.cpu_hours, 4) + " (" + formatDuration(stats.cpu_hours * 3600) + ")"},
+      {"throughput",
+       wall > 0 ? fmt(done / wall * 3600.0, 1) + " tasks/h (" + fmt(done / wall, 2) + " tasks/s)"
+                : "-"},
+      {"mean slots busy", wall > 0 ? fmt(stats.run_s / wall, 2) : "-"},
+  };
+  std::string hosts;
+  for (const auto& [h, n] : stats.hosts)
+    hosts += (hosts.empty() ? "" : ", ") + h + " (" + std::to_string(n) + ")";
+  if (!hosts.empty()) acct.push_back({"hosts (attempts)", hosts});
+  page.add("<section id=\"campaign\"><h2>Campaign statistics</h2>\n<h3>Tasks per state</h3>\n" +
+           htmlTable({"state", "tasks"}, states, "states-table") +
+           "<h3>Attempts and "
+           "accounting</h3>\n" +
+           htmlTable({"", "value"}, acct, "accounting-table") + "<h3>Failures</h3>\n" +
+           failuresHtml(stats, in.dir) + "</section>\n");
+}
+
+void throughputSection(Page& page, const ReportInputs& in, bool gnuplot,
+                       const std::map<std::string, std::string>& figures) {
+  if (in.stats.done_at.empty()) {
+    page.omit("throughput", "Throughput", "no task has completed yet");
+    return;
+  }
+  if (!gnuplot) {
+    page.omit("throughput", "Throughput", kNoGnuplot);
+    return;
+  }
+  page.present("throughput", "Throughput");
+  page.add("<section id=\"throughput\"><h2>Throughput</h2>\n" +
+           page.figure(figures.at("throughput"), "tasks completed against time (journal)",
+                       "throughput") +
+           "</section>\n");
+}
+
+void warmstartSection(Page& page, const ReportInputs& in,
+                      const std::map<std::string, std::string>& figures) {
+  std::string s;
+  for (const auto& p : in.warm_png)
+    s += page.figure(readFile(p), fs::path(p).filename().string(), p);
+  if (s.empty() && figures.count("warmstart"))
+    s += page.figure(figures.at("warmstart"), "validation loss per epoch", "warm-start curves");
+  std::vector<std::vector<std::string>> scalars;
+  for (const auto& [f, j] : in.warm_json) {
+    if (!j.is_object()) continue;
+    for (auto it = j.begin(); it != j.end(); ++it)
+      if (it->is_number() || it->is_string() || it->is_boolean() || it->is_null())
+        scalars.push_back({it.key(), it->is_string()         ? it->get<std::string>()
+                                     : it->is_null()         ? "- (not reached)"
+                                     : it->is_number_float() ? shortNumber(it->get<double>())
+                                                             : it->dump()});
+  }
+  if (s.empty() && scalars.empty()) {
+    page.omit("warmstart", "Warm start",
+              "no warm-start study in " + in.warm + " (run `foldfarm study warmstart --out " +
+                  in.warm + "`)");
+    return;
+  }
+  page.present("warmstart", "Warm start");
+  std::string html =
+      "<section id=\"warmstart\"><h2>Warm start against training from scratch</h2>\n"
+      "<div class=\"grid\">" +
+      s + "</div>\n";
+  if (!scalars.empty()) html += htmlTable({"figure", "value"}, scalars, "warmstart-table");
+  page.add(html + "</section>\n");
+}
+
+}  // namespace
+
+std::string renderCampaignReport(const std::string& campaign_dir, const ReportOptions& opt,
+                                 ReportResult* result) {
+  // 1. Read every input (errors here leave nothing written).
+  const ReportInputs in = readReportInputs(campaign_dir, opt);
   // 2. Figures this page renders itself, in one gnuplot run.
   const bool gnuplot = gnuplotAvailable();
-  std::map<std::string, std::string> figures;
-  if (gnuplot) {
-    GnuplotBatch batch;
-    if (bands) {
-      for (const auto& o : bands->observables) {
-        if (!agg_png.count(o.name)) {
-          BandPlot bp;
-          bp.title = o.name;
-          bp.xlabel = data::observableLabel(o.name);
-          bp.edges = o.edges;
-          bp.nominal = o.nominal;
-          bp.p16 = o.p16;
-          bp.p84 = o.p84;
-          bp.p2_5 = o.p2_5;
-          bp.p97_5 = o.p97_5;
-          bp.prior = o.prior;
-          bp.truth = o.truth;
-          bp.replicas = bands->replicas;
-          batch.add("band_" + o.name, bp);
-        }
-        Heatmap hm;
-        hm.title = o.name + ": bin-to-bin correlation over replicas";
-        hm.axis_label = data::observableLabel(o.name);
-        hm.edges = o.edges;
-        hm.values = o.correlation;
-        batch.add("corr_" + o.name, hm);
-      }
-    }
-    if (!stats.done_at.empty()) {
-      const double span = std::max(stats.last_end, stats.done_at.back()) - stats.first_start;
-      const double unit = span < 180 ? 1.0 : span < 3 * 3600 ? 60.0 : 3600.0;
-      const char* uname = unit == 1.0 ? "s" : unit == 60.0 ? "min" : "h";
-      Series done{"completed tasks", {0.0}, {0.0}, "steps"};
-      for (size_t i = 0; i < stats.done_at.size(); ++i) {
-        done.x.push_back((stats.done_at[i] - stats.first_start) / unit);
-        done.y.push_back(static_cast<double>(i + 1));
-      }
-      LineFigure lf;
-      lf.title = "Completed tasks against time (" + std::to_string(stats.done_at.size()) + " of " +
-                 std::to_string(stats.tasks) + ")";
-      lf.xlabel = std::string("time since the first dispatch [") + uname + "]";
-      lf.ylabel = "tasks completed";
-      lf.series.push_back(done);
-      batch.add("throughput", lf);
-    }
-    if (warm_png.empty()) {
-      std::vector<Series> curves;
-      for (const auto& [f, j] : warm_json)
-        for (auto& s : warmstartCurves(j)) curves.push_back(std::move(s));
-      if (!curves.empty()) {
-        LineFigure lf;
-        lf.title = "Warm start: validation loss per epoch";
-        lf.xlabel = "epoch";
-        lf.ylabel = "validation loss";
-        lf.series = curves;
-        batch.add("warmstart", lf);
-      }
-    }
-    if (!batch.empty()) {
-      logInfo("report: rendering figures with gnuplot");
-      figures = batch.render();
-    }
-  }
-
-  // 3. The page.
-  ReportResult res;
-  std::vector<std::string> nav;
-  std::string body;
-  auto present = [&](const std::string& id, const std::string& title) {
-    res.sections.push_back(id);
-    nav.push_back("<a href=\"#" + id + "\">" + htmlEscape(title) + "</a>");
-  };
-  auto omit = [&](const std::string& id, const std::string& title, const std::string& why) {
-    res.omitted.push_back(id + ": " + why);
-    body += htmlOmittedSection(id, title, why);
-  };
-  auto figure = [&](const std::string& png, const std::string& caption, const std::string& what) {
-    ++res.images;
-    return htmlPngFigure(png, caption, what);
-  };
-  const std::string no_gnuplot = "gnuplot is not installed (apt-get install gnuplot-nox)";
-
-  // Overview.
-  {
-    present("overview", "Overview");
-    const double wall = stats.last_end > stats.first_start ? stats.last_end - stats.first_start : 0;
-    const int done = stats.counts.at("done");
-    std::vector<std::vector<std::string>> rows = {
-        {"task kind", stats.kind},
-        {"tasks (replicas x members)", std::to_string(stats.tasks) + " (" +
-                                           std::to_string(stats.replicas) + " x " +
-                                           std::to_string(stats.members) + ")"},
-        {"executor", stats.executor},
-        {"resources", stats.gpus > 0 ? std::to_string(stats.gpus) + " GPU(s) x " +
-                                           std::to_string(stats.tasks_per_gpu) + " task(s) each"
-                                     : std::to_string(stats.slots) + " CPU slot(s)"},
-        {"threads per task", std::to_string(stats.threads_per_task)},
-        {"tasks done", std::to_string(done) + " of " + std::to_string(stats.tasks)},
-        {"first dispatch", timeText(stats.first_start)},
-        {"last completion", timeText(stats.last_end)},
-        {"wall time", wall > 0 ? formatDuration(wall) : "-"},
-    };
-    if (summary) {
-      rows.push_back({"replicas aggregated", summary->value("replicas", json()).dump()});
-      if (summary->contains("band_replicas"))
-        rows.push_back({"replicas in the statistical band", (*summary)["band_replicas"].dump()});
-      rows.push_back({"chains aggregated", summary->value("chains", json()).dump()});
-    }
-    body += "<section id=\"overview\"><h2>Overview</h2>\n" +
-            htmlTable({"", "value"}, rows, "overview-table") + "</section>\n";
-  }
-
-  // Distributions.
-  if (!bands) {
-    omit(
-        "distributions", "Unfolded distributions",
-        "no " + agg + "/bands.h5 (run `foldfarm campaign aggregate " + dir + " --truth TRUTH.h5`)");
-  } else {
-    std::string s =
-        "<section id=\"distributions\"><h2>Unfolded distributions</h2>\n<p>Unit-area "
-        "densities: the mean over " +
-        std::to_string(bands->replicas) + " replicas (" + std::to_string(bands->chains) +
-        " chains) with the 16-84% and 2.5-97.5% bands of " + std::to_string(bands->band_replicas) +
-        " bootstrap replicas, the truth and the prior (MC gen); the lower panels show "
-        "ratios.</p>\n<div class=\"grid\">\n";
-    int shown = 0;
-    std::vector<std::string> missing;
-    for (const auto& o : bands->observables) {
-      if (agg_png.count(o.name)) {
-        s += figure(agg_png[o.name], o.name + " (aggregation figure)", agg + "/" + o.name + ".png");
-        ++shown;
-      } else if (figures.count("band_" + o.name)) {
-        s += figure(figures["band_" + o.name], o.name, "figure " + o.name);
-        ++shown;
-      } else {
-        missing.push_back(o.name);
-      }
-    }
-    s += "</div>\n";
-    if (!missing.empty()) {
-      std::string names;
-      for (const auto& m : missing) names += (names.empty() ? "" : ", ") + m;
-      s += "<p class=\"note\">Not drawn (" + htmlEscape(names) + "): " + htmlEscape(no_gnuplot) +
-           "</p>\n";
-    }
-    s += "</section>\n";
-    if (shown > 0) present("distributions", "Distributions");
-    body += s;
-  }
-
-  // Uncertainty breakdown.
-  std::vector<std::string> obs_order;  // bands.h5's order, then the summary's other names
-  if (bands)
-    for (const auto& o : bands->observables) obs_order.push_back(o.name);
-  if (summary)
-    for (auto it = (*summary)["observables"].begin(); it != (*summary)["observables"].end(); ++it)
-      if (std::find(obs_order.begin(), obs_order.end(), it.key()) == obs_order.end())
-        obs_order.push_back(it.key());
-  const std::vector<std::string> sources =
-      summary ? uncertaintyOrder((*summary)["observables"]) : std::vector<std::string>();
-  if (!summary) {
-    omit("uncertainties", "Uncertainty breakdown",
-         "no " + agg + "/summary.json (run `foldfarm campaign aggregate " + dir + "`)");
-  } else if (sources.empty()) {
-    omit("uncertainties", "Uncertainty breakdown",
-         agg +
-             "/summary.json has no uncertainty breakdown (aggregated by an older foldfarm); "
-             "rerun `foldfarm campaign aggregate " +
-             dir + "`");
-  } else {
-    present("uncertainties", "Uncertainties");
-    std::vector<std::string> header = {"uncertainty"};
-    std::vector<std::string> shown_obs;
-    for (const auto& name : obs_order)
-      if ((*summary)["observables"][name].contains("uncertainty")) {
-        header.push_back(name);
-        shown_obs.push_back(name);
-      }
-    std::vector<std::vector<std::string>> rows;
-    for (const auto& src : sources) {
-      std::vector<std::string> row = {src};
-      for (const auto& name : shown_obs) {
-        const json& o = (*summary)["observables"][name];
-        const double v = jsonNumber(o["uncertainty"], src.c_str());
-        // A source's shift beside its own noise, where the aggregation could estimate it.
-        const double e =
-            o.contains("shift_error") ? jsonNumber(o["shift_error"], src.c_str()) : std::nan("");
-        row.push_back(std::isnan(v)   ? "-"
-                      : std::isnan(e) ? fmt(100 * v, 1) + "%"
-                                      : fmt(100 * v, 1) + "% ± " + fmt(100 * e, 1) + "%");
-      }
-      rows.push_back(std::move(row));
-      if (src != "stat") continue;
-      // The part of stat that is the chains' training noise (from their ensemble members).
-      std::vector<std::string> training = {"stat: training noise"};
-      bool any = false;
-      for (const auto& name : shown_obs) {
-        const double v = jsonNumber((*summary)["observables"][name], "training_noise");
-        any = any || !std::isnan(v);
-        training.push_back(std::isnan(v) ? "-" : fmt(100 * v, 1) + "%");
-      }
-      if (any) rows.push_back(std::move(training));
-    }
-    std::string s =
-        "<section id=\"uncertainties\"><h2>Uncertainty breakdown</h2>\n<p>Relative size of "
-        "each uncertainty: the root mean square over the bins of σ / unfolded, σ from the "
-        "statistical covariance (stat: data bootstrap; of which training noise: the spread of "
-        "the ensemble members of a replica, shown when replicas have two or more), the "
-        "MC-statistics covariance (mc_stat: simulation bootstrap, the training noise taken off "
-        "where members allow, so that the total counts it once), each systematic source's "
-        "symmetrised shift, the non-closure (unfolded pseudo-data minus its truth) and the "
-        "total covariance (their sum). A source's ± is the noise of its shift (from the "
-        "differences between its chains and the nominal chains of the same replica and "
-        "member, where there are two or more): a shift not well above it is mostly noise. " +
-        (summary->value("shift_noise", std::string()) == "subtracted"
-             ? std::string(
-                   "Here each source's noise was taken off its covariance (aggregated with "
-                   "--shift-noise subtract): its row is what is left of its shift beyond its "
-                   "noise.")
-             : std::string("Each source counts its whole shift, noise included (aggregate with "
-                           "--shift-noise subtract to take the noise off).")) +
-        "</p>\n" + htmlTable(header, rows, "uncertainty-table");
-    const json& variations = summary->value("variations", json::array());
-    if (variations.is_array() && !variations.empty()) {
-      std::vector<std::vector<std::string>> vr;
-      for (const auto& v : variations) {
-        if (!v.is_object()) continue;
-        auto text = [&](const char* k) {
-          auto f = v.find(k);
-          return f == v.end()     ? std::string("-")
-                 : f->is_string() ? f->get<std::string>()
-                                  : f->dump();
-        };
-        const std::string direction = text("direction");
-        vr.push_back({text("name"), text("type"), text("source"),
-                      direction.empty() ? "one-sided" : direction, text("chains"),
-                      text("replicas")});
-      }
-      s += "<h3>Variations</h3>\n" +
-           htmlTable({"variation", "type", "source", "direction", "chains", "replicas"}, vr,
-                     "variations-table");
-    }
-    std::string figs;
-    for (const auto& name : obs_order)
-      if (breakdown_png.count(name))
-        figs += figure(breakdown_png[name], name + ": relative uncertainty per bin",
-                       agg + "/" + name + "_breakdown.png");
-    if (!figs.empty())
-      s += "<div class=\"grid\">\n" + figs + "</div>\n";
-    else
-      s += "<p class=\"note\">No breakdown figures in " + htmlEscape(agg) +
-           " (the aggregation draws &lt;observable&gt;_breakdown.png when gnuplot is "
-           "installed).</p>\n";
-    body += s + "</section>\n";
-  }
-
-  // Δ table.
-  if (!summary) {
-    omit("delta", "Triangular discriminator and coverage",
-         "no " + agg + "/summary.json (run `foldfarm campaign aggregate " + dir +
-             " --truth TRUTH.h5`)");
-  } else {
-    std::vector<std::vector<std::string>> rows;
-    bool any_truth = false, any_total = false;
-    for (const auto& name : obs_order) {
-      if (!(*summary)["observables"].contains(name)) continue;
-      const json& o = (*summary)["observables"][name];
-      const double dp = jsonNumber(o, "delta_prior"), du = jsonNumber(o, "delta_unfolded");
-      const double de = jsonNumber(o, "delta_unfolded_err");
-      const double c68 = jsonNumber(o, "coverage_68"), c95 = jsonNumber(o, "coverage_95");
-      const double c68_total = jsonNumber(o, "coverage_68_total");
-      const double floor = jsonNumber(o, "delta_floor"), shift = jsonNumber(o, "shift_recovered");
-      const double signif = jsonNumber(o, "shift_significance");
-      // A shift of the mean within ~2 standard errors is noise: its fraction means nothing.
-      auto shiftCell = [](double f, double z) {
-        if (std::isnan(f)) return std::string("-");
-        std::string c = fmt(100 * f, 0) + "%";
-        if (!std::isnan(z) && z < 2) c = "(" + c + ", shift " + fmt(z, 1) + "σ)";
-        return c;
-      };
-      if (!std::isnan(du)) any_truth = true;
-      // Told apart: a prior already at the floor has nothing to unfold; an unfolded Δ at the
-      // floor is as good as these sample sizes allow.
-      std::string prior_cell = fmt(dp, 3);
-      if (!std::isnan(dp) && !std::isnan(floor) && dp <= floor) prior_cell += " (at floor)";
-      std::string unfolded_cell = std::isnan(du) ? "-" : fmt(du, 3) + " ± " + fmt(de, 3);
-      if (!std::isnan(du) && !std::isnan(floor) && du <= floor) unfolded_cell += " (at floor)";
-      std::vector<std::string> row = {name, prior_cell, unfolded_cell,
-                                      std::isnan(floor) ? "-" : fmt(floor, 3),
-                                      shiftCell(shift, signif)};
-      if (baseline) {
-        const json bo = (*baseline)["observables"].value(name, json::object());
-        const double bd = jsonNumber(bo, "delta_unfolded"),
-                     be = jsonNumber(bo, "delta_unfolded_err");
-        const double bs = jsonNumber(bo, "shift_recovered");
-        row.push_back(std::isnan(bd) ? "-" : fmt(bd, 3) + " ± " + fmt(be, 3));
-        row.push_back(shiftCell(bs, jsonNumber(bo, "shift_significance")));
-      }
-      rows.push_back(row);
-      rows.back().insert(
-          rows.back().end(),
-          {std::isnan(dp) || std::isnan(du) ? "-" : fmt(du / std::max(dp, 1e-300), 2),
-           std::isnan(c68) ? "-" : fmt(100 * c68, 0) + "%"});
-      if (!std::isnan(c68_total)) any_total = true;
-      rows.back().push_back(std::isnan(c68_total) ? "-" : fmt(100 * c68_total, 0) + "%");
-      rows.back().push_back(std::isnan(c95) ? "-" : fmt(100 * c95, 0) + "%");
-      rows.back().push_back(paperDelta(name));
-    }
-    // Aggregations without the total band (older ones) keep the table they had.
-    if (!any_total)
-      for (auto& row : rows) row.erase(row.end() - 3);
-    std::vector<std::string> header = {"observable", "Δ prior", "Δ unfolded", "Δ floor",
-                                       "shift recovered"};
-    if (baseline) {
-      header.push_back("Δ baseline");
-      header.push_back("shift baseline");
-    }
-    for (const char* h : {"unfolded / prior", "coverage 68%"}) header.push_back(h);
-    if (any_total) header.push_back("coverage 68% (total)");
-    for (const char* h : {"coverage 95%", "OmniLearn paper"}) header.push_back(h);
-    if (!any_truth) {
-      omit("delta", "Triangular discriminator and coverage",
-           agg +
-               "/summary.json has no truth comparison (aggregate with --truth TRUTH.h5 or a spec "
-               "input 'truth')");
-    } else {
-      present("delta", "Δ table");
-      body +=
-          "<section id=\"delta\"><h2>Triangular discriminator and coverage</h2>\n<p>Δ x10<sup>3"
-          "</sup> against the truth (smaller is closer): the prior (MC gen) before unfolding and "
-          "the unfolded result ± its spread over the replicas; the statistical floor = the Δ that "
-          "a perfect unfolding of samples of these sizes would still show (from the weights' "
-          "Σw² per bin), so a Δ at the floor cannot be improved on these events; shift "
-          "recovered = how much of the prior-to-truth shift of the observable's mean the "
-          "unfolding recovered (100% = all, 0% = none; in brackets when the prior-to-truth shift "
-          "is under 2 standard errors, i.e. noise); coverage = fraction of bins whose "
-          "truth lies inside the 68% / 95% band of the replicas (total: within ± 1σ of the "
-          "total covariance, systematics included). The last column is OmniLearn's published value "
-          "on real Z+jets data, for orientation only.</p>\n" +
-          (baseline
-               ? "<p>Baseline (same data, another unfolding): " + htmlEscape(baseline_name) + " (" +
-                     htmlEscape((*baseline).value("classifier", std::string("see its spec"))) +
-                     ").</p>\n"
-               : std::string()) +
-          htmlTable(header, rows, "delta-table") + "</section>\n";
-    }
-  }
-
-  // Correlations.
-  if (!bands) {
-    omit("correlations", "Bin-to-bin correlations", "no " + agg + "/bands.h5");
-  } else if (!gnuplot) {
-    omit("correlations", "Bin-to-bin correlations", no_gnuplot);
-  } else {
-    present("correlations", "Correlations");
-    body +=
-        "<section id=\"correlations\"><h2>Bin-to-bin correlations</h2>\n<p>Correlation of the "
-        "unfolded densities over the bootstrap replicas (blue -1, white 0, red +1).</p>\n"
-        "<div class=\"grid heat\">\n";
-    for (const auto& o : bands->observables)
-      body += figure(figures.at("corr_" + o.name), o.name, "correlation " + o.name);
-    body += "</div></section>\n";
-  }
-
-  // Weights.
-  if (weights.steps.empty()) {
-    omit("weights", "Weight diagnostics",
-         "no chain history (" + dir + "/tasks/<id>/history.json) in this campaign");
-  } else {
-    present("weights", "Weights");
-    std::vector<std::vector<std::string>> rows;
-    for (const auto& s : weights.steps)
-      rows.push_back({std::to_string(s.iteration), std::to_string(s.step), std::to_string(s.chains),
-                      fmt(100 * s.mean_ess_fraction, 1) + "%",
-                      fmt(100 * s.min_ess_fraction, 1) + "% (" + s.min_ess_task + ")",
-                      std::to_string(s.clipped), std::to_string(s.non_finite),
-                      fmt(s.max_weight, 2)});
-    std::vector<std::vector<std::string>> worst;
-    for (size_t i = 0; i < weights.chains.size() && i < 10; ++i) {
-      const auto& c = weights.chains[i];
-      worst.push_back({c.task, fmt(100 * c.final_ess_fraction, 1) + "%",
-                       fmt(100 * c.min_ess_fraction, 1) + "%", std::to_string(c.clipped),
-                       std::to_string(c.non_finite), fmt(c.max_weight, 2)});
-    }
-    body +=
-        "<section id=\"weights\"><h2>Weight diagnostics</h2>\n<p>Effective sample size "
-        "(Σw)²/Σw² as a fraction of the events, and reweighting factors that were clipped or "
-        "not finite, per OmniFold iteration and step over " +
-        std::to_string(weights.chains.size()) + " chains.</p>\n" +
-        htmlTable({"iteration", "step", "chains", "mean ESS", "lowest ESS", "clipped", "non-finite",
-                   "max weight"},
-                  rows, "weights-table") +
-        "<h3>Chains with the lowest ESS</h3>\n" +
-        htmlTable({"task", "final ESS", "lowest ESS", "clipped", "non-finite", "max weight"}, worst,
-                  "weights-chains") +
-        "</section>\n";
-  }
-
-  // Campaign statistics.
-  {
-    present("campaign", "Campaign");
-    std::vector<std::vector<std::string>> states;
-    for (const auto& [k, v] : stats.counts) states.push_back({k, std::to_string(v)});
-    const double wall = stats.last_end > stats.first_start ? stats.last_end - stats.first_start : 0;
-    const double done = static_cast<double>(stats.done_at.size());
-    std::vector<std::vector<std::string>> acct = {
-        {"attempts (dispatches)", std::to_string(stats.attempts)},
-        {"failed attempts", std::to_string(stats.failed_attempts)},
-        {"interrupted attempts (requeued)", std::to_string(stats.interrupted_attempts)},
-        {"tasks needing more than one attempt", std::to_string(stats.tasks_retried)},
-        {"task run time, all attempts", formatDuration(stats.run_s)},
-        {"GPU-hours", stats.gpus > 0 ? fmt(stats.gpu_hours, 4) + " (" +
-                                           formatDuration(stats.gpu_hours * 3600) + ")"
-                                     : "0 (CPU slots)"},
-        {"CPU-hours (x threads per task)",
-         fmt(stats.cpu_hours, 4) + " (" + formatDuration(stats.cpu_hours * 3600) + ")"},
-        {"throughput",
-         wall > 0 ? fmt(done / wall * 3600.0, 1) + " tasks/h (" + fmt(done / wall, 2) + " tasks/s)"
-                  : "-"},
-        {"mean slots busy", wall > 0 ? fmt(stats.run_s / wall, 2) : "-"},
-    };
-    std::string hosts;
-    for (const auto& [h, n] : stats.hosts)
-      hosts += (hosts.empty() ? "" : ", ") + h + " (" + std::to_string(n) + ")";
-    if (!hosts.empty()) acct.push_back({"hosts (attempts)", hosts});
-    std::string s =
-        "<section id=\"campaign\"><h2>Campaign statistics</h2>\n<h3>Tasks per state</h3>\n" +
-        htmlTable({"state", "tasks"}, states, "states-table") +
-        "<h3>Attempts and "
-        "accounting</h3>\n" +
-        htmlTable({"", "value"}, acct, "accounting-table");
-    s += "<h3>Failures</h3>\n";
-    if (stats.failures.empty()) {
-      s += "<p id=\"no-failures\" class=\"ok\">No task failed.</p>\n";
-    } else {
-      std::vector<std::vector<std::string>> fr;
-      for (size_t i = 0; i < stats.failures.size() && i < 50; ++i) {
-        const auto& f = stats.failures[i];
-        fr.push_back({f.task, f.state, std::to_string(f.attempts), std::to_string(f.failures),
-                      f.exit_code < 0 ? "-" : std::to_string(f.exit_code), f.reason});
-      }
-      s += htmlTable({"task", "state", "attempts", "failed attempts", "last exit", "last reason"},
-                     fr, "failures-table");
-      if (stats.failures.size() > 50)
-        s += "<p>… and " + std::to_string(stats.failures.size() - 50) +
-             " more (`foldfarm campaign "
-             "status " +
-             htmlEscape(dir) + "`).</p>\n";
-      std::vector<std::pair<int, std::string>> reasons;
-      for (const auto& [r, n] : stats.failure_reasons) reasons.emplace_back(n, r);
-      std::sort(reasons.rbegin(), reasons.rend());
-      std::vector<std::vector<std::string>> rr;
-      for (const auto& [n, r] : reasons) rr.push_back({r, std::to_string(n)});
-      if (!rr.empty())
-        s += "<h3>Failure reasons (all attempts)</h3>\n" +
-             htmlTable({"reason", "attempts"}, rr, "reasons-table");
-    }
-    body += s + "</section>\n";
-  }
-
-  // Throughput.
-  if (stats.done_at.empty()) {
-    omit("throughput", "Throughput", "no task has completed yet");
-  } else if (!gnuplot) {
-    omit("throughput", "Throughput", no_gnuplot);
-  } else {
-    present("throughput", "Throughput");
-    body +=
-        "<section id=\"throughput\"><h2>Throughput</h2>\n" +
-        figure(figures.at("throughput"), "tasks completed against time (journal)", "throughput") +
-        "</section>\n";
-  }
-
-  // Warm start.
-  {
-    std::string s;
-    for (const auto& p : warm_png) s += figure(readFile(p), fs::path(p).filename().string(), p);
-    if (s.empty() && figures.count("warmstart"))
-      s += figure(figures["warmstart"], "validation loss per epoch", "warm-start curves");
-    std::vector<std::vector<std::string>> scalars;
-    for (const auto& [f, j] : warm_json) {
-      if (!j.is_object()) continue;
-      for (auto it = j.begin(); it != j.end(); ++it)
-        if (it->is_number() || it->is_string() || it->is_boolean() || it->is_null())
-          scalars.push_back({it.key(), it->is_string()         ? it->get<std::string>()
-                                       : it->is_null()         ? "- (not reached)"
-                                       : it->is_number_float() ? shortNumber(it->get<double>())
-                                                               : it->dump()});
-    }
-    if (s.empty() && scalars.empty()) {
-      omit("warmstart", "Warm start",
-           "no warm-start study in " + warm + " (run `foldfarm study warmstart --out " + warm +
-               "`)");
-    } else {
-      present("warmstart", "Warm start");
-      body +=
-          "<section id=\"warmstart\"><h2>Warm start against training from scratch</h2>\n"
-          "<div class=\"grid\">" +
-          s + "</div>\n";
-      if (!scalars.empty()) body += htmlTable({"figure", "value"}, scalars, "warmstart-table");
-      body += "</section>\n";
-    }
-  }
-
-  std::string nav_html;
-  for (const auto& n : nav) nav_html += n;
-  std::string page =
-      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-      "<title>foldfarm report: " +
-      htmlEscape(stats.name) + "</title>\n<style>" + kCss +
-      "</style></head>\n<body>\n<header><h1>Campaign " + htmlEscape(stats.name) +
-      "</h1>\n<p class=\"meta\">" + htmlEscape(dir) + " &middot; generated " +
-      htmlEscape(timeText(jobs::wallClockNow())) + " by foldfarm " FOLDFARM_VERSION "</p>\n<nav>" +
-      nav_html + "</nav></header>\n" + body + "</body></html>\n";
-  res.bytes = page.size();
-  if (result) *result = res;
-  return page;
+  const std::map<std::string, std::string> figures =
+      gnuplot ? renderFigures(in) : std::map<std::string, std::string>();
+  // 3. The page, section by section.
+  Page page;
+  overviewSection(page, in);
+  distributionsSection(page, in, figures);
+  uncertaintySection(page, in);
+  deltaSection(page, in);
+  correlationsSection(page, in, gnuplot, figures);
+  weightsSection(page, in);
+  campaignSection(page, in);
+  throughputSection(page, in, gnuplot, figures);
+  warmstartSection(page, in, figures);
+  std::string html = page.finish(in.stats, in.dir);
+  if (result) *result = page.result();
+  return html;
 }
 
 ReportResult writeCampaignReport(const std::string& campaign_dir, const ReportOptions& options) {
