@@ -20,6 +20,358 @@ double secondsSince(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// The tasks a run can still end with: all but the cancelled ones.
+int tasksToRun(CampaignJournal& journal) {
+  return journal.numTasks() - journal.counts()[TaskState::kCancelled];
+}
+
+// One run of dispatch(): the queues, what each slot has in flight, and the loop's steps.
+// Until a stop is requested, each round
+//  1. moves delayed tasks whose back-off has passed to the ready queue;
+//  2. places ready tasks on the slots with room (journal first: it never misses a running
+//     task), round-robin, each slot's queue as deep as ~20 ms of work;
+//  3. waits for the slots' events (at most 0.5 s, or until the next delayed task);
+//  4. turns them into completions: a task done, or the tasks of a slot whose worker was lost
+//     (the one it was running blamed, the others requeued; a durable result completes its
+//     attempt instead);
+//  5. records the completions in the journal, and queues what they made ready (a retry, the
+//     dependents of a task done).
+// A stop (signal) sends no new task, asks the workers to stop, ends them after 60 s, and puts
+// what is still marked running back to pending.
+class Dispatcher {
+ public:
+  Dispatcher(Campaign& campaign, Transport& transport, const RunOptions& options)
+      : t_start_(Clock::now()),
+        campaign_(campaign),
+        transport_(transport),
+        spec_(campaign.spec()),
+        journal_(campaign.journal()),
+        graph_(journal_.graph()),
+        states_(journal_.states()),
+        not_before_(states_.size(), 0.0),
+        progress_("campaign " + spec_.name, tasksToRun(journal_), "tasks"),
+        inflight_(transport.slots()),
+        started_(transport.slots(), -1),
+        exiting_(transport.slots(), 0),
+        batches_(transport.slots()) {
+    summary_.slots = transport.slots();
+    for (const auto& t : journal_.tasks(TaskState::kPending)) not_before_[t.index] = t.not_before;
+    for (size_t i = 0; i < states_.size(); ++i)
+      if (states_[i] == TaskState::kPending && graph_.ready(static_cast<int>(i), states_))
+        enqueue(static_cast<int>(i));
+    StateCounts counts = journal_.counts();
+    done_ = counts[TaskState::kDone];
+    failed_ = counts[TaskState::kFailed];
+    progress_.setSilent(!options.show_progress);
+    progress_.update(done_);
+  }
+
+  RunSummary run() {
+    for (;;) {
+      checkStop();
+      if (!stopping_) {
+        releaseDelayed();
+        placeReady();
+      }
+      if (inflight_total_ == 0 && (stopping_ || (ready_.empty() && delayed_.empty()))) break;
+      events_.clear();
+      transport_.wait(waitSeconds(), events_);
+      if (events_.empty()) {
+        showProgress();
+        continue;
+      }
+      completions_.clear();
+      for (SlotEvent& ev : events_) {
+        if (ev.kind == SlotEvent::Kind::kStarted)
+          started_[ev.slot] = ev.completion.index;
+        else if (ev.kind == SlotEvent::Kind::kDone)
+          onDone(ev);
+        else
+          onSlotLost(ev);
+      }
+      applyCompletions();
+      showProgress();
+    }
+    finish();
+    return summary_;
+  }
+
+ private:
+  using Delayed = std::pair<double, int>;  // not before (epoch s), task index
+
+  void enqueue(int index) {
+    if (not_before_[index] > wallClockNow())
+      delayed_.emplace(not_before_[index], index);
+    else
+      ready_.push_back(index);
+  }
+
+  // A stop signal: no new tasks, the workers asked to stop their tasks; those that do not
+  // within 60 s are ended.
+  void checkStop() {
+    if (!stopping_ && stopRequested()) {
+      stopping_ = true;
+      stop_at_ = Clock::now();
+      summary_.interrupted = true;
+      logWarn("stop requested (signal {}): no new tasks; stopping {} running", stopSignal(),
+              inflight_total_);
+      transport_.requestStop();
+    }
+    if (stopping_ && inflight_total_ > 0 && secondsSince(stop_at_) > 60.0) {
+      logWarn("workers did not stop within 60 s: ending them");
+      transport_.forceStop();
+    }
+  }
+
+  // 1.
+  void releaseDelayed() {
+    const double now = wallClockNow();
+    while (!delayed_.empty() && delayed_.top().first <= now) {
+      ready_.push_back(delayed_.top().second);
+      delayed_.pop();
+    }
+  }
+
+  // How many tasks each slot may have queued: ~20 ms of work (adaptive prefetch).
+  size_t depth() const {
+    if (mean_task_s_ < 0) return 1;
+    double d = 1.0 + 0.02 / std::max(mean_task_s_, 1e-6);
+    return static_cast<size_t>(std::clamp(d, 1.0, 256.0));
+  }
+
+  // 2. Error when no slot is usable (workers keep dying at start).
+  void placeReady() {
+    dispatches_.clear();
+    size_t want = depth();
+    // While plenty of work is left, keep one more task queued at each slot so the
+    // worker never waits for the journal's commit; near the end, one at a time keeps
+    // the slots balanced.
+    if (want < 2 && ready_.size() >= 2 * static_cast<size_t>(transport_.slots())) want = 2;
+    bool any_usable = false;
+    // Round-robin, one task per slot per round, so short tasks spread over the slots.
+    for (bool placed = true; placed && !ready_.empty();) {
+      placed = false;
+      for (int s = 0; s < transport_.slots() && !ready_.empty(); ++s) {
+        if (!transport_.usable(s)) continue;
+        any_usable = true;
+        if (inflight_[s].size() >= want) continue;
+        Dispatch d;
+        d.index = ready_.front();
+        d.slot = s;
+        d.host = transport_.host(s);
+        ready_.pop_front();
+        dispatches_.push_back(d);
+        inflight_[s].push_back(d.index);
+        placed = true;
+      }
+    }
+    for (int s = 0; s < transport_.slots() && !any_usable; ++s) any_usable = transport_.usable(s);
+    if (!any_usable) {
+      throw Error(campaign_.dir() +
+                  ": no usable worker slot is left (workers keep dying at "
+                  "start); see the log above, fix the worker, then `foldfarm campaign resume`");
+    }
+    if (dispatches_.empty()) return;
+    // Written before the tasks are sent: the journal never misses a running task.
+    journal_.markRunning(dispatches_);
+    for (auto& b : batches_) b.clear();
+    for (const auto& d : dispatches_) {
+      if (d.attempt == 0) {  // no longer pending (cannot happen with one writer)
+        auto& q = inflight_[d.slot];
+        q.erase(std::find(q.begin(), q.end(), d.index));
+        continue;
+      }
+      attempt_of_[d.index] = d.attempt;
+      TaskDef def = spec_.taskDef(d.index);
+      batches_[d.slot].push_back(
+          {d.index, d.attempt, runMessage(campaign_, def, d.attempt, d.slot)});
+      ++inflight_total_;
+    }
+    for (int s = 0; s < transport_.slots(); ++s)
+      if (!batches_[s].empty()) transport_.send(s, batches_[s]);
+  }
+
+  // 3. Until the next delayed task is due, at most 0.5 s.
+  double waitSeconds() const {
+    if (delayed_.empty()) return 0.5;
+    return std::clamp(delayed_.top().first - wallClockNow(), 0.0, 0.5);
+  }
+
+  // 4. A task's report; a stale one (another attempt, or a task no longer in flight there)
+  //    is ignored.
+  void onDone(SlotEvent& ev) {
+    auto& q = inflight_[ev.slot];
+    if (started_[ev.slot] == ev.completion.index) started_[ev.slot] = -1;
+    if (ev.worker_exits) exiting_[ev.slot] = 1;
+    auto it = std::find(q.begin(), q.end(), ev.completion.index);
+    auto at = attempt_of_.find(ev.completion.index);
+    if (it == q.end() || at == attempt_of_.end() || at->second != ev.completion.attempt) {
+      logDebug("slot {}: ignoring a stale report of task {} attempt {}", ev.slot,
+               ev.completion.index, ev.completion.attempt);
+      return;
+    }
+    attempt_of_.erase(at);
+    q.erase(it);
+    --inflight_total_;
+    ev.completion.slot = ev.slot;
+    if (ev.completion.host.empty()) ev.completion.host = transport_.host(ev.slot);
+    double dur = ev.completion.finished_at - ev.completion.started_at;
+    if (dur >= 0) {
+      summary_.busy_s += dur;
+      mean_task_s_ = mean_task_s_ < 0 ? dur : 0.8 * mean_task_s_ + 0.2 * dur;
+    }
+    completions_.push_back(std::move(ev.completion));
+  }
+
+  // 4. A slot's worker is gone: each task in flight there completes its attempt from its
+  //    durable result, or is requeued, the one it was running counted as failed.
+  void onSlotLost(const SlotEvent& ev) {
+    auto& q = inflight_[ev.slot];
+    logWarn("slot {} on {}: {}; {} task(s) in flight there", ev.slot, transport_.host(ev.slot),
+            ev.reason, q.size());
+    int culprit = -1;
+    if (ev.blame_running_task && !q.empty() && !exiting_[ev.slot])
+      culprit = started_[ev.slot] >= 0 ? started_[ev.slot] : q.front();
+    started_[ev.slot] = -1;
+    exiting_[ev.slot] = 0;
+    for (int idx : q) {
+      attempt_of_.erase(idx);
+      completions_.push_back(lostTask(idx, ev, idx == culprit));
+      --inflight_total_;
+    }
+    q.clear();
+  }
+
+  Completion lostTask(int idx, const SlotEvent& ev, bool culprit) const {
+    auto rec = journal_.task(spec_.taskDef(idx).id);
+    Completion c;
+    c.index = idx;
+    c.attempt = rec ? rec->attempts : 0;
+    c.status = 1;
+    c.slot = ev.slot;
+    c.host = transport_.host(ev.slot);
+    c.finished_at = wallClockNow();
+    c.started_at = rec ? rec->started_at : 0;
+    c.counts_as_failure = culprit;
+    if (rec) {
+      // A task the worker finished whose report died with it: its result file (written
+      // before the report) completes the attempt instead of a rerun. This holds for the
+      // task the worker was running too: a worker killed after the result was durable
+      // (OOM killer, kill -9) did not fail it.
+      std::optional<TaskResult> r;
+      try {
+        r = readTaskResult(campaign_.resultPath(rec->id));
+      } catch (const InputError&) {
+      }
+      if (r && r->attempt == c.attempt && r->status == 0) {
+        c.status = 0;
+        c.counts_as_failure = false;
+        c.reason = r->reason;
+        c.started_at = r->started_at;
+        c.finished_at = r->finished_at;
+        c.result = r->result;
+        return c;
+      }
+    }
+    c.reason = c.counts_as_failure ? "worker died while running the task: " + ev.reason
+                                   : "requeued: " + ev.reason;
+    return c;
+  }
+
+  // 5.
+  void applyCompletions() {
+    applied_.clear();
+    journal_.recordCompletions(completions_, spec_.retry, &applied_);
+    summary_.completions += static_cast<int64_t>(completions_.size());
+    for (const auto& a : applied_) {
+      states_[a.index] = a.state;
+      not_before_[a.index] = a.not_before;
+      if (a.state == TaskState::kDone) {
+        ++done_;
+        ++summary_.tasks_done;
+        if (!stopping_)
+          for (int d : graph_.dependents(a.index))
+            if (states_[d] == TaskState::kPending && graph_.ready(d, states_)) enqueue(d);
+      } else if (a.state == TaskState::kFailed) {
+        ++failed_;
+        auto rec = journal_.task(spec_.taskDef(a.index).id);
+        logWarn("task {} failed after {} attempt(s): {}", rec ? rec->id : "?",
+                rec ? rec->attempts : 0, rec ? rec->reason : "");
+      } else if (a.state == TaskState::kPending && !stopping_) {
+        enqueue(a.index);
+      }
+    }
+  }
+
+  void showProgress() {
+    progress_.update(done_, "running " + std::to_string(inflight_total_) +
+                                (failed_ ? ", failed " + std::to_string(failed_) : ""));
+  }
+
+  // After the loop: a stop puts what is still marked running (a worker that never answered)
+  // back to pending; a normal end shuts the workers down and names the tasks held by failed
+  // dependencies.
+  void finish() {
+    if (stopping_) {
+      std::vector<int> left;
+      for (const auto& t : journal_.tasks(TaskState::kRunning)) left.push_back(t.index);
+      journal_.requeue(left, "orchestrator stopped (signal " + std::to_string(stopSignal()) + ")");
+    } else {
+      transport_.shutdown();
+    }
+    summary_.elapsed_s = secondsSince(t_start_);
+    summary_.counts = journal_.counts();
+    if (!stopping_ && !graph_.empty()) {
+      // Pending tasks left behind here are held: something they need failed.
+      for (const auto& t : journal_.tasks(TaskState::kPending)) {
+        auto b = graph_.blocked(t.index, states_);
+        if (!b || !b->held) continue;
+        ++summary_.held;
+        if (summary_.held <= 5)
+          logWarn("task {} is held: it {}", t.id,
+                  TaskGraph::reason(*b, spec_.taskPosition(b->culprit).id));
+      }
+      if (summary_.held > 0)
+        logWarn(
+            "{} task(s) held by failed dependencies; fix those and run `foldfarm campaign "
+            "retry --failed {}`",
+            summary_.held, campaign_.dir());
+    }
+    progress_.finish(summary_.interrupted ? "interrupted" : "");
+  }
+
+  const Clock::time_point t_start_;
+  Campaign& campaign_;
+  Transport& transport_;
+  const CampaignSpec& spec_;
+  CampaignJournal& journal_;
+  RunSummary summary_;
+  // Ready queue (index order) and retry-backoff queue (earliest first). A pending task
+  // whose needs (the task graph) are not all done waits outside both, and joins the ready
+  // queue when its last need is done.
+  std::deque<int> ready_;
+  std::priority_queue<Delayed, std::vector<Delayed>, std::greater<Delayed>> delayed_;
+  const TaskGraph graph_;
+  std::vector<TaskState> states_;
+  std::vector<double> not_before_;
+  int64_t done_ = 0, failed_ = 0;
+  Progress progress_;
+  std::vector<std::deque<int>> inflight_;    // per slot, the tasks sent there, in order
+  std::vector<int> started_;                 // per slot, the task it announced as running
+  std::vector<char> exiting_;                // per slot, whether its worker said it ends
+  std::unordered_map<int, int> attempt_of_;  // attempt of each task in flight
+  int64_t inflight_total_ = 0;
+  double mean_task_s_ = -1;  // moving mean of the tasks' run time
+  bool stopping_ = false;
+  Clock::time_point stop_at_;
+  // Reused from round to round.
+  std::vector<SlotEvent> events_;
+  std::vector<Completion> completions_;
+  std::vector<CampaignJournal::Applied> applied_;
+  std::vector<Dispatch> dispatches_;
+  std::vector<std::vector<Assignment>> batches_;
+};
+
 }  // namespace
 
 std::string runMessage(const Campaign& campaign, const TaskDef& def, int attempt, int slot) {
@@ -37,280 +389,7 @@ std::string runMessage(const Campaign& campaign, const TaskDef& def, int attempt
 }
 
 RunSummary dispatch(Campaign& campaign, Transport& transport, const RunOptions& options) {
-  const CampaignSpec& spec = campaign.spec();
-  CampaignJournal& journal = campaign.journal();
-  RunSummary summary;
-  summary.slots = transport.slots();
-  auto t_start = Clock::now();
-
-  // Ready queue (index order) and retry-backoff queue (earliest first). A pending task
-  // whose needs (the task graph) are not all done waits outside both, and joins the ready
-  // queue when its last need is done.
-  std::deque<int> ready;
-  using Delayed = std::pair<double, int>;
-  std::priority_queue<Delayed, std::vector<Delayed>, std::greater<Delayed>> delayed;
-  const TaskGraph graph = journal.graph();
-  std::vector<TaskState> states = journal.states();
-  std::vector<double> not_before(states.size(), 0.0);
-  for (const auto& t : journal.tasks(TaskState::kPending)) not_before[t.index] = t.not_before;
-  auto enqueue = [&](int index) {
-    if (not_before[index] > wallClockNow())
-      delayed.emplace(not_before[index], index);
-    else
-      ready.push_back(index);
-  };
-  for (size_t i = 0; i < states.size(); ++i)
-    if (states[i] == TaskState::kPending && graph.ready(static_cast<int>(i), states))
-      enqueue(static_cast<int>(i));
-  StateCounts counts = journal.counts();
-  int total = journal.numTasks() - counts[TaskState::kCancelled];
-  int64_t done = counts[TaskState::kDone];
-  int64_t failed = counts[TaskState::kFailed];
-  Progress progress("campaign " + spec.name, total, "tasks");
-  progress.setSilent(!options.show_progress);
-  progress.update(done);
-
-  std::vector<std::deque<int>> inflight(transport.slots());
-  std::vector<int> started(transport.slots(), -1);  // task a slot announced as running
-  std::vector<char> exiting(transport.slots(), 0);  // the slot's worker said it ends
-  std::unordered_map<int, int> attempt_of;          // attempt of each task in flight
-  int64_t inflight_total = 0;
-  // Adaptive prefetch: keep ~20 ms of work queued at each slot.
-  double mean_task_s = -1;
-  auto depth = [&]() -> size_t {
-    if (mean_task_s < 0) return 1;
-    double d = 1.0 + 0.02 / std::max(mean_task_s, 1e-6);
-    return static_cast<size_t>(std::clamp(d, 1.0, 256.0));
-  };
-
-  bool stopping = false;
-  Clock::time_point stop_at;
-  std::vector<SlotEvent> events;
-  std::vector<Completion> completions;
-  std::vector<CampaignJournal::Applied> applied;
-  std::vector<Dispatch> dispatches;
-  std::vector<std::vector<Assignment>> batches(transport.slots());
-
-  for (;;) {
-    if (!stopping && stopRequested()) {
-      stopping = true;
-      stop_at = Clock::now();
-      summary.interrupted = true;
-      logWarn("stop requested (signal {}): no new tasks; stopping {} running", stopSignal(),
-              inflight_total);
-      transport.requestStop();
-    }
-    if (stopping && inflight_total > 0 && secondsSince(stop_at) > 60.0) {
-      logWarn("workers did not stop within 60 s: ending them");
-      transport.forceStop();
-    }
-
-    if (!stopping) {
-      double now = wallClockNow();
-      while (!delayed.empty() && delayed.top().first <= now) {
-        ready.push_back(delayed.top().second);
-        delayed.pop();
-      }
-      dispatches.clear();
-      size_t want = depth();
-      // While plenty of work is left, keep one more task queued at each slot so the
-      // worker never waits for the journal's commit; near the end, one at a time keeps
-      // the slots balanced.
-      if (want < 2 && ready.size() >= 2 * static_cast<size_t>(transport.slots())) want = 2;
-      bool any_usable = false;
-      // Round-robin, one task per slot per round, so short tasks spread over the slots.
-      for (bool placed = true; placed && !ready.empty();) {
-        placed = false;
-        for (int s = 0; s < transport.slots() && !ready.empty(); ++s) {
-          if (!transport.usable(s)) continue;
-          any_usable = true;
-          if (inflight[s].size() >= want) continue;
-          Dispatch d;
-          d.index = ready.front();
-          d.slot = s;
-          d.host = transport.host(s);
-          ready.pop_front();
-          dispatches.push_back(d);
-          inflight[s].push_back(d.index);
-          placed = true;
-        }
-      }
-      for (int s = 0; s < transport.slots() && !any_usable; ++s) any_usable = transport.usable(s);
-      if (!any_usable) {
-        throw Error(campaign.dir() +
-                    ": no usable worker slot is left (workers keep dying at "
-                    "start); see the log above, fix the worker, then `foldfarm campaign resume`");
-      }
-      if (!dispatches.empty()) {
-        // Written before the tasks are sent: the journal never misses a running task.
-        journal.markRunning(dispatches);
-        for (auto& b : batches) b.clear();
-        for (const auto& d : dispatches) {
-          if (d.attempt == 0) {  // no longer pending (cannot happen with one writer)
-            auto& q = inflight[d.slot];
-            q.erase(std::find(q.begin(), q.end(), d.index));
-            continue;
-          }
-          attempt_of[d.index] = d.attempt;
-          TaskDef def = spec.taskDef(d.index);
-          batches[d.slot].push_back(
-              {d.index, d.attempt, runMessage(campaign, def, d.attempt, d.slot)});
-          ++inflight_total;
-        }
-        for (int s = 0; s < transport.slots(); ++s) {
-          if (!batches[s].empty()) transport.send(s, batches[s]);
-        }
-      }
-    }
-
-    if (inflight_total == 0) {
-      if (stopping || (ready.empty() && delayed.empty())) break;
-    }
-
-    double timeout = 0.5;
-    if (!delayed.empty()) {
-      timeout = std::clamp(delayed.top().first - wallClockNow(), 0.0, 0.5);
-    }
-    events.clear();
-    transport.wait(timeout, events);
-    if (events.empty()) {
-      progress.update(done, "running " + std::to_string(inflight_total) +
-                                (failed ? ", failed " + std::to_string(failed) : ""));
-      continue;
-    }
-
-    completions.clear();
-    for (auto& ev : events) {
-      auto& q = inflight[ev.slot];
-      if (ev.kind == SlotEvent::Kind::kStarted) {
-        started[ev.slot] = ev.completion.index;
-        continue;
-      }
-      if (ev.kind == SlotEvent::Kind::kDone) {
-        if (started[ev.slot] == ev.completion.index) started[ev.slot] = -1;
-        if (ev.worker_exits) exiting[ev.slot] = 1;
-        auto it = std::find(q.begin(), q.end(), ev.completion.index);
-        auto at = attempt_of.find(ev.completion.index);
-        if (it == q.end() || at == attempt_of.end() || at->second != ev.completion.attempt) {
-          logDebug("slot {}: ignoring a stale report of task {} attempt {}", ev.slot,
-                   ev.completion.index, ev.completion.attempt);
-          continue;
-        }
-        attempt_of.erase(at);
-        q.erase(it);
-        --inflight_total;
-        ev.completion.slot = ev.slot;
-        if (ev.completion.host.empty()) ev.completion.host = transport.host(ev.slot);
-        double dur = ev.completion.finished_at - ev.completion.started_at;
-        if (dur >= 0) {
-          summary.busy_s += dur;
-          mean_task_s = mean_task_s < 0 ? dur : 0.8 * mean_task_s + 0.2 * dur;
-        }
-        completions.push_back(std::move(ev.completion));
-      } else {
-        logWarn("slot {} on {}: {}; {} task(s) in flight there", ev.slot, transport.host(ev.slot),
-                ev.reason, q.size());
-        int culprit = -1;
-        if (ev.blame_running_task && !q.empty() && !exiting[ev.slot]) {
-          culprit = started[ev.slot] >= 0 ? started[ev.slot] : q.front();
-        }
-        started[ev.slot] = -1;
-        exiting[ev.slot] = 0;
-        for (int idx : q) {
-          attempt_of.erase(idx);
-          auto rec = journal.task(spec.taskDef(idx).id);
-          Completion c;
-          c.index = idx;
-          c.attempt = rec ? rec->attempts : 0;
-          c.status = 1;
-          c.slot = ev.slot;
-          c.host = transport.host(ev.slot);
-          c.finished_at = wallClockNow();
-          c.started_at = rec ? rec->started_at : 0;
-          c.counts_as_failure = idx == culprit;
-          if (rec) {
-            // A task the worker finished whose report died with it: its result file (written
-            // before the report) completes the attempt instead of a rerun. This holds for the
-            // task the worker was running too: a worker killed after the result was durable
-            // (OOM killer, kill -9) did not fail it.
-            std::optional<TaskResult> r;
-            try {
-              r = readTaskResult(campaign.resultPath(rec->id));
-            } catch (const InputError&) {
-            }
-            if (r && r->attempt == c.attempt && r->status == 0) {
-              c.status = 0;
-              c.counts_as_failure = false;
-              c.reason = r->reason;
-              c.started_at = r->started_at;
-              c.finished_at = r->finished_at;
-              c.result = r->result;
-              completions.push_back(std::move(c));
-              --inflight_total;
-              continue;
-            }
-          }
-          c.reason = c.counts_as_failure ? "worker died while running the task: " + ev.reason
-                                         : "requeued: " + ev.reason;
-          completions.push_back(std::move(c));
-          --inflight_total;
-        }
-        q.clear();
-      }
-    }
-    applied.clear();
-    journal.recordCompletions(completions, spec.retry, &applied);
-    summary.completions += static_cast<int64_t>(completions.size());
-    for (const auto& a : applied) {
-      states[a.index] = a.state;
-      not_before[a.index] = a.not_before;
-      if (a.state == TaskState::kDone) {
-        ++done;
-        ++summary.tasks_done;
-        if (!stopping)
-          for (int d : graph.dependents(a.index))
-            if (states[d] == TaskState::kPending && graph.ready(d, states)) enqueue(d);
-      } else if (a.state == TaskState::kFailed) {
-        ++failed;
-        auto rec = journal.task(spec.taskDef(a.index).id);
-        logWarn("task {} failed after {} attempt(s): {}", rec ? rec->id : "?",
-                rec ? rec->attempts : 0, rec ? rec->reason : "");
-      } else if (a.state == TaskState::kPending && !stopping) {
-        enqueue(a.index);
-      }
-    }
-    progress.update(done, "running " + std::to_string(inflight_total) +
-                              (failed ? ", failed " + std::to_string(failed) : ""));
-  }
-
-  if (stopping) {
-    // Anything still marked running (a worker that never answered) goes back to pending.
-    std::vector<int> left;
-    for (const auto& t : journal.tasks(TaskState::kRunning)) left.push_back(t.index);
-    journal.requeue(left, "orchestrator stopped (signal " + std::to_string(stopSignal()) + ")");
-  } else {
-    transport.shutdown();
-  }
-  summary.elapsed_s = secondsSince(t_start);
-  summary.counts = journal.counts();
-  if (!stopping && !graph.empty()) {
-    // Pending tasks left behind here are held: something they need failed.
-    for (const auto& t : journal.tasks(TaskState::kPending)) {
-      auto b = graph.blocked(t.index, states);
-      if (!b || !b->held) continue;
-      ++summary.held;
-      if (summary.held <= 5)
-        logWarn("task {} is held: it {}", t.id,
-                TaskGraph::reason(*b, spec.taskPosition(b->culprit).id));
-    }
-    if (summary.held > 0)
-      logWarn(
-          "{} task(s) held by failed dependencies; fix those and run `foldfarm campaign "
-          "retry --failed {}`",
-          summary.held, campaign.dir());
-  }
-  progress.finish(summary.interrupted ? "interrupted" : "");
-  return summary;
+  return Dispatcher(campaign, transport, options).run();
 }
 
 }  // namespace foldfarm::jobs
