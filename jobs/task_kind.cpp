@@ -104,27 +104,27 @@ void validateCommand(const json& p) {
   }
 }
 
-// The command's supervisor, in the child the worker forked (only async-signal-safe calls; it
-// never returns). It leads the command's process group, holds the attempt's lease, and runs
-// the command in the group as its own child. When the worker dies (however: SIGKILL, the OOM
-// killer) the supervisor is told by kSupervisorDeathSignal and ends the whole group, the
-// processes the command started included: a process that closed the lease descriptor
-// (Python's subprocess does by default) cannot outlive the attempt and run beside the next
-// one. The signals the worker sends the group (SIGTERM to stop, SIGKILL) reach the command;
-// the supervisor ignores SIGTERM, waits for the command and ends as it ended (its exit code,
-// or the same signal).
+// The command's supervisor, in the child the worker forked (only async-signal-safe calls, and
+// sigwaitinfo, which glibc makes the bare system call; it never returns). It leads the command's
+// process group, holds the attempt's lease, and runs the command in the group as its own child.
+// When the worker dies (however: SIGKILL, the OOM killer) the supervisor is told by
+// kSupervisorDeathSignal and ends the whole group, the processes the command started included: a
+// process that closed the lease descriptor (Python's subprocess does by default) cannot outlive the
+// attempt and run beside the next one. The signals the worker sends the group (SIGTERM to stop,
+// SIGKILL) reach the command; the supervisor ignores SIGTERM, waits for the command and ends as it
+// ended (its exit code, or the same signal). It takes the worker's death and the command's end
+// synchronously (blocked, then sigwaitinfo), not in a handler: nothing can defer or interrupt them.
 constexpr int kSupervisorDeathSignal = SIGUSR2;
-
-void endGroupOnWorkerDeath(int) {
-  ::kill(0, SIGKILL);
-}
 
 [[noreturn]] void superviseCommand(char* const* argv, const char* dir, int log_fd, int lease_fd,
                                    pid_t worker) {
   ::setpgid(0, 0);
-  struct sigaction sa {};
-  sa.sa_handler = endGroupOnWorkerDeath;
-  ::sigaction(kSupervisorDeathSignal, &sa, nullptr);
+  // Blocked before the death signal is asked for: one sent from here on stays pending.
+  sigset_t awaited;
+  sigemptyset(&awaited);
+  sigaddset(&awaited, kSupervisorDeathSignal);
+  sigaddset(&awaited, SIGCHLD);
+  ::sigprocmask(SIG_SETMASK, &awaited, nullptr);
   ::prctl(PR_SET_PDEATHSIG, kSupervisorDeathSignal);
   if (::getppid() != worker) ::_exit(126);
   if (lease_fd >= 0) ::fcntl(lease_fd, F_SETFD, 0);
@@ -136,9 +136,6 @@ void endGroupOnWorkerDeath(int) {
   struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
   for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP, SIGPIPE}) ::sigaction(sig, &ignore, nullptr);
-  sigset_t none;
-  sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
   const pid_t supervisor = ::getpid();
   const pid_t command = ::fork();
   if (command < 0) ::_exit(126);
@@ -150,18 +147,33 @@ void endGroupOnWorkerDeath(int) {
     dfl.sa_handler = SIG_DFL;
     for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP, SIGPIPE, kSupervisorDeathSignal})
       ::sigaction(sig, &dfl, nullptr);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::execvp(argv[0], argv);
     ::_exit(127);
   }
   int status = 0;
-  while (::waitpid(command, &status, 0) < 0) {
-    if (errno != EINTR) ::_exit(126);
+  for (;;) {
+    siginfo_t info{};
+    const int sig = ::sigwaitinfo(&awaited, &info);
+    if (sig == kSupervisorDeathSignal) ::kill(0, SIGKILL);  // the worker died: the whole group
+    if (sig == SIGCHLD || (sig < 0 && errno == EINTR)) {
+      const pid_t ended = ::waitpid(command, &status, WNOHANG);
+      if (ended == command) break;
+      if (ended < 0 && errno != EINTR) ::_exit(126);
+    } else if (sig < 0) {
+      ::_exit(126);
+    }
   }
   if (WIFEXITED(status)) ::_exit(WEXITSTATUS(status));
   const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : SIGKILL;
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   ::sigaction(sig, &dfl, nullptr);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
   ::raise(sig);
   ::_exit(128 + sig);
 }
