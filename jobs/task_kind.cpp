@@ -136,6 +136,9 @@ constexpr int kSupervisorDeathSignal = SIGUSR2;
   struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
   for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP, SIGPIPE}) ::sigaction(sig, &ignore, nullptr);
+  struct sigaction child_default {};  // not ignored: the command's end must be waitable
+  child_default.sa_handler = SIG_DFL;
+  ::sigaction(SIGCHLD, &child_default, nullptr);
   const pid_t supervisor = ::getpid();
   const pid_t command = ::fork();
   if (command < 0) ::_exit(126);
