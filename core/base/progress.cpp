@@ -22,6 +22,18 @@ std::string formatDuration(double s) {
   return buf;
 }
 
+std::string formatRate(double per_second, const std::string& unit) {
+  if (!std::isfinite(per_second) || per_second < 0) return "? " + unit + "/s";
+  char buf[128];
+  if (per_second == 0 || per_second >= 0.1)
+    std::snprintf(buf, sizeof(buf), "%.1f %s/s", per_second, unit.c_str());
+  else if (per_second * 60 >= 0.1)
+    std::snprintf(buf, sizeof(buf), "%.1f %s/min", per_second * 60, unit.c_str());
+  else
+    std::snprintf(buf, sizeof(buf), "%.2f %s/h", per_second * 3600, unit.c_str());
+  return buf;
+}
+
 Progress::Progress(std::string label, int64_t total, std::string unit, double log_interval_s)
     : label_(std::move(label)),
       total_(total),
@@ -65,9 +77,9 @@ void Progress::render(bool final_line, const std::string& extra) {
   if (silent_) return;
   double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   char stats[256];
-  std::snprintf(stats, sizeof(stats), "%lld/%lld %s  %.1f %s/s  elapsed %s  ETA %s",
+  std::snprintf(stats, sizeof(stats), "%lld/%lld %s  %s  elapsed %s  ETA %s",
                 static_cast<long long>(done_), static_cast<long long>(total_), unit_.c_str(),
-                rate(), unit_.c_str(), formatDuration(el).c_str(),
+                formatRate(rate(), unit_).c_str(), formatDuration(el).c_str(),
                 final_line ? "0s" : formatDuration(etaSeconds()).c_str());
   std::string tail = extra.empty() ? "" : "  " + extra;
   if (tty_) {
@@ -76,8 +88,8 @@ void Progress::render(bool final_line, const std::string& extra) {
     int filled = int(frac * width);
     std::string bar(filled, '#');
     bar += std::string(width - filled, '.');
-    std::fprintf(stderr, "\r\033[K%s [%s] %3.0f%% %s%s%s", label_.c_str(), bar.c_str(),
-                 frac * 100, stats, tail.c_str(), final_line ? "\n" : "");
+    std::fprintf(stderr, "\r\033[K%s [%s] %3.0f%% %s%s%s", label_.c_str(), bar.c_str(), frac * 100,
+                 stats, tail.c_str(), final_line ? "\n" : "");
     std::fflush(stderr);
   } else {
     logInfo("{}: {}{}", label_, stats, tail);

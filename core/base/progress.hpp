@@ -12,8 +12,7 @@ namespace foldfarm {
 
 class Progress {
  public:
-  Progress(std::string label, int64_t total, std::string unit = "it",
-           double log_interval_s = 10.0);
+  Progress(std::string label, int64_t total, std::string unit = "it", double log_interval_s = 10.0);
   ~Progress();
   Progress(const Progress&) = delete;
   Progress& operator=(const Progress&) = delete;
@@ -44,5 +43,9 @@ class Progress {
 
 // "1h02m", "3m05s", "12.3s".
 std::string formatDuration(double seconds);
+// A rate a person reads at a glance: per second from 0.1 a second up ("12.3 tasks/s"), else
+// per minute ("3.0 tasks/min" for one task every 20 s, not "0.0 tasks/s"), else per hour
+// ("1.50 tasks/h"); "0.0 <unit>/s" before anything is done.
+std::string formatRate(double per_second, const std::string& unit);
 
 }  // namespace foldfarm

@@ -1,0 +1,28 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "core/base/progress.hpp"
+
+using namespace foldfarm;
+
+TEST(Progress, DurationsReadAsSecondsMinutesOrHours) {
+  EXPECT_EQ(formatDuration(12.34), "12.3s");
+  EXPECT_EQ(formatDuration(61), "1m01s");
+  EXPECT_EQ(formatDuration(3720), "1h02m");
+  EXPECT_EQ(formatDuration(-1), "?");
+  EXPECT_EQ(formatDuration(std::nan("")), "?");
+}
+
+// A slow campaign's rate is not shown as zero: one task every 20 s reads per minute, one every
+// 40 minutes per hour.
+TEST(Progress, SlowRatesReadPerMinuteOrPerHourInsteadOfZero) {
+  EXPECT_EQ(formatRate(0, "tasks"), "0.0 tasks/s");
+  EXPECT_EQ(formatRate(1234.56, "jets"), "1234.6 jets/s");
+  EXPECT_EQ(formatRate(0.1, "tasks"), "0.1 tasks/s");
+  EXPECT_EQ(formatRate(0.05, "tasks"), "3.0 tasks/min");
+  EXPECT_EQ(formatRate(1.0 / 2400, "tasks"), "1.50 tasks/h");
+  EXPECT_EQ(formatRate(std::numeric_limits<double>::infinity(), "chains"), "? chains/s");
+  EXPECT_EQ(formatRate(-1, "chains"), "? chains/s");
+}
