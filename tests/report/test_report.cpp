@@ -294,3 +294,24 @@ TEST(CampaignReport, WithoutVariationsTheBreakdownShowsStatAndTotal) {
   writeJson(dir + "/aggregate/summary.json", fx.summary);
   EXPECT_THROW(renderCampaignReport(dir, {}), InputError);
 }
+
+// An observable that bands.h5 holds and summary.json does not (files of two aggregations):
+// drawn from bands.h5, but no row of dashes in the Δ table or the breakdown.
+TEST(CampaignReport, AnObservableMissingFromTheSummaryGetsNoTableRow) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);
+  AggregateFixture fx = writeAggregate(dir + "/aggregate", 8, true);
+  ASSERT_GE(fx.observables.size(), 2u);
+  const std::string gone = fx.observables.back();
+  fx.summary["observables"].erase(gone);
+  writeJson(dir + "/aggregate/summary.json", fx.summary);
+  const std::string html = renderCampaignReport(dir, {});
+  for (const char* table : {"id=\"delta-table\"", "id=\"uncertainty-table\""}) {
+    const size_t from = html.find(table);
+    ASSERT_NE(from, std::string::npos) << table;
+    const std::string rows = html.substr(from, html.find("</table>", from) - from);
+    EXPECT_FALSE(contains(rows, "<td>" + gone + "</td>")) << table;
+    EXPECT_FALSE(contains(rows, "<th>" + gone + "</th>")) << table;
+    EXPECT_TRUE(contains(rows, fx.observables.front())) << table;
+  }
+}
