@@ -25,9 +25,9 @@ std::string formatDuration(double s) {
 std::string formatRate(double per_second, const std::string& unit) {
   if (!std::isfinite(per_second) || per_second < 0) return "? " + unit + "/s";
   char buf[128];
-  if (per_second == 0 || per_second >= 0.1)
+  if (per_second == 0 || per_second >= 1)
     std::snprintf(buf, sizeof(buf), "%.1f %s/s", per_second, unit.c_str());
-  else if (per_second * 60 >= 0.1)
+  else if (per_second * 60 >= 1)
     std::snprintf(buf, sizeof(buf), "%.1f %s/min", per_second * 60, unit.c_str());
   else
     std::snprintf(buf, sizeof(buf), "%.2f %s/h", per_second * 3600, unit.c_str());

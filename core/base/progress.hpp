@@ -43,9 +43,10 @@ class Progress {
 
 // "1h02m", "3m05s", "12.3s".
 std::string formatDuration(double seconds);
-// A rate a person reads at a glance: per second from 0.1 a second up ("12.3 tasks/s"), else
-// per minute ("3.0 tasks/min" for one task every 20 s, not "0.0 tasks/s"), else per hour
-// ("1.50 tasks/h"); "0.0 <unit>/s" before anything is done.
+// A rate a person reads at a glance, with two significant figures or more: per second from
+// one a second up ("12.3 tasks/s"), else per minute from one a minute ("3.0 tasks/min" for
+// one task every 20 s, not "0.0 tasks/s"), else per hour ("1.50 tasks/h"); "0.0 <unit>/s"
+// before anything is done.
 std::string formatRate(double per_second, const std::string& unit);
 
 }  // namespace foldfarm

@@ -20,8 +20,10 @@ TEST(Progress, DurationsReadAsSecondsMinutesOrHours) {
 TEST(Progress, SlowRatesReadPerMinuteOrPerHourInsteadOfZero) {
   EXPECT_EQ(formatRate(0, "tasks"), "0.0 tasks/s");
   EXPECT_EQ(formatRate(1234.56, "jets"), "1234.6 jets/s");
-  EXPECT_EQ(formatRate(0.1, "tasks"), "0.1 tasks/s");
+  EXPECT_EQ(formatRate(1.0, "tasks"), "1.0 tasks/s");
+  EXPECT_EQ(formatRate(0.122, "tasks"), "7.3 tasks/min");
   EXPECT_EQ(formatRate(0.05, "tasks"), "3.0 tasks/min");
+  EXPECT_EQ(formatRate(1.0 / 60, "tasks"), "1.0 tasks/min");
   EXPECT_EQ(formatRate(1.0 / 2400, "tasks"), "1.50 tasks/h");
   EXPECT_EQ(formatRate(std::numeric_limits<double>::infinity(), "chains"), "? chains/s");
   EXPECT_EQ(formatRate(-1, "chains"), "? chains/s");
