@@ -11,9 +11,9 @@
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
+#include "core/base/sha256.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/jet_reader.hpp"
-#include "core/base/sha256.hpp"
 #include "ensembles/chain_output.hpp"
 
 namespace foldfarm::ensembles {
