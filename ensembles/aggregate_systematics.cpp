@@ -241,9 +241,7 @@ SystematicsResult computeSystematics(
   };
   add(out.covariance_mc_stat);
   for (const auto& s : out.sources) add(s.covariance);
-  out.std_total.resize(band.bins);
-  for (size_t b = 0; b < band.bins; ++b)
-    out.std_total[b] = std::sqrt(std::max(0.0, out.covariance_total[b * band.bins + b]));
+  out.std_total = sqrtDiagonal(out.covariance_total, band.bins);
   return out;
 }
 

@@ -20,11 +20,6 @@ double secondsSince(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// The tasks a run can still end with: all but the cancelled ones.
-int tasksToRun(CampaignJournal& journal) {
-  return journal.numTasks() - journal.counts()[TaskState::kCancelled];
-}
-
 // One run of dispatch(): the queues, what each slot has in flight, and the loop's steps.
 // Until a stop is requested, each round
 //  1. moves delayed tasks whose back-off has passed to the ready queue;
@@ -49,7 +44,12 @@ class Dispatcher {
         graph_(journal_.graph()),
         states_(journal_.states()),
         not_before_(states_.size(), 0.0),
-        progress_("campaign " + spec_.name, tasksToRun(journal_), "tasks"),
+        start_counts_(journal_.counts()),
+        done_(start_counts_[TaskState::kDone]),
+        failed_(start_counts_[TaskState::kFailed]),
+        // The tasks this run can still end with: all but the cancelled ones.
+        progress_("campaign " + spec_.name,
+                  journal_.numTasks() - start_counts_[TaskState::kCancelled], "tasks"),
         inflight_(transport.slots()),
         started_(transport.slots(), -1),
         exiting_(transport.slots(), 0),
@@ -59,9 +59,6 @@ class Dispatcher {
     for (size_t i = 0; i < states_.size(); ++i)
       if (states_[i] == TaskState::kPending && graph_.ready(static_cast<int>(i), states_))
         enqueue(static_cast<int>(i));
-    StateCounts counts = journal_.counts();
-    done_ = counts[TaskState::kDone];
-    failed_ = counts[TaskState::kFailed];
     progress_.setSilent(!options.show_progress);
     progress_.update(done_);
   }
@@ -354,6 +351,7 @@ class Dispatcher {
   const TaskGraph graph_;
   std::vector<TaskState> states_;
   std::vector<double> not_before_;
+  StateCounts start_counts_;
   int64_t done_ = 0, failed_ = 0;
   Progress progress_;
   std::vector<std::deque<int>> inflight_;    // per slot, the tasks sent there, in order
