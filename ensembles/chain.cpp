@@ -514,345 +514,496 @@ std::shared_ptr<const JetTensors> placeStandardised(const data::JetArrays& jets,
   return std::make_shared<const JetTensors>(std::move(t));
 }
 
-void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& out) {
-  const ChainConfig& cfg = spec.config;
-  const data::UnfoldArrays& mc_all = *in.mc;
-  const data::UnfoldArrays& data_all = *in.data;
-  // Optional caps (demos, tests): the first rows.
-  const data::UnfoldArrays mc = cfg.max_mc_events > 0 && cfg.max_mc_events < mc_all.n()
-                                    ? mc_all.slice(0, cfg.max_mc_events)
-                                    : mc_all;
-  const data::UnfoldArrays dat = cfg.max_data_events > 0 && cfg.max_data_events < data_all.n()
-                                     ? data_all.slice(0, cfg.max_data_events)
-                                     : data_all;
-  const int64_t n_mc = mc.n(), n_data = dat.n();
-  const DeviceChoice& device = in.device;
-  const std::vector<uint8_t> mc_pass_reco = passFlags(mc.pass_reco, n_mc);
-  const std::vector<uint8_t> mc_pass_gen = passFlags(mc.pass_gen, n_mc);
-  const std::vector<uint8_t> data_pass_reco = passFlags(dat.pass_reco, n_data);
-  const std::vector<int64_t> mc_reco_rows = passingRows(mc_pass_reco);
-  const std::vector<int64_t> mc_gen_rows = passingRows(mc_pass_gen);
-  const std::vector<int64_t> data_rows = passingRows(data_pass_reco);
-  if (mc_reco_rows.empty() || mc_gen_rows.empty() || data_rows.empty())
-    throw InputError(spec.mc_path + " / " + spec.data_path + ": no event passes the selection");
+namespace {
 
-  // Event weights: the files' own, times the replica's Poisson resample of the data (or, for
-  // an MC-statistics replica, of the simulation).
-  std::vector<double> w_mc(static_cast<size_t>(n_mc)), w_data(static_cast<size_t>(n_data));
-  const bool mc_boot = spec.bootstrap == "mc";
+// The first `cap` rows of `all`, kept in `storage`; `all` itself (not a copy) when the cap is
+// 0 or not below its size.
+const data::UnfoldArrays& capped(const data::UnfoldArrays& all, int64_t cap,
+                                 std::optional<data::UnfoldArrays>& storage) {
+  if (cap <= 0 || cap >= all.n()) return all;
+  return storage.emplace(all.slice(0, cap));
+}
+
+std::vector<float> sigmoid(const std::vector<float>& logits) {
+  std::vector<float> p(logits.size());
+  for (size_t i = 0; i < p.size(); ++i)
+    p[i] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(logits[i]))));
+  return p;
+}
+
+// One run of a chain (runChain). Before the first step: the events (the config's caps, the
+// rows passing each selection), their fixed weights (the files' own times the replica's
+// bootstrap), the seeds and feature statistics, the state to resume from, and the
+// classifiers' inputs (computed once). Then, for each step not yet committed:
+//   1. its training set (trainingSet);
+//   2. the observable MLP of each step-ensemble member (fitMlp; mlp, pet+mlp);
+//   3. PET of each member, boosted on the MLP's logit in pet+mlp (fitPet);
+//   4. the reweighting with the members' mean probability (reweight);
+//   5. the commit: models, then progress (commit); a stop request ends the run here;
+// and at the end 6., the outputs (writeOutputs).
+class ChainRun {
+ public:
+  ChainRun(const ChainSpec& spec, const ChainInputs& in, const std::string& out);
+  void run();
+
+ private:
+  // Step k of the chain: iteration k / 2, step k % 2 + 1.
+  struct Step {
+    int k = 0, iter = 0, step = 1;
+    std::string tag;                 // "iteration <i> step <s>"
+    std::string model_dir, mlp_dir;  // state/{model,mlp}_step<s>: the last committed models
+    std::string warm_dir;            // warm_from's models of this iteration and step, or ""
+  };
+  // Member e of a step's ensemble (0: the chain's own, with the member seed).
+  struct Member {
+    int e = 0;
+    std::string sfx;  // "" for member 0, else "_e<e>": its state and model directories
+    uint64_t seed = 0, fit_seed = 0;
+    std::string tag;  // the step's tag, naming the member when there are several
+  };
+  // A step's training set, events in the order of step1TrainingSet (step 1) or MC gen twice
+  // (step 2): PET's standardised jets (pet, pet+mlp), labels and weights, the MLP's
+  // observable rows (mlp, pet+mlp).
+  struct TrainingSet {
+    JetTensors pet;
+    std::vector<int64_t> labels;
+    std::vector<float> weights;
+    std::vector<float> obs;
+  };
+  // A member's classifiers, fitted, and their probability on the step's evaluation set (MC
+  // reco in step 1, MC gen in step 2).
+  struct Fitted {
+    std::optional<ObservableClassifier> mlp;
+    std::optional<PetClassifier> pet;
+    std::vector<float> prob;
+  };
+
+  void fixEventWeights();
+  void checkWarmFrom() const;
+  void prepareClassifierInputs();
+  Step stepOf(int k) const;
+  Member memberOf(const Step& s, int e) const;
+  void runStep(const Step& s);
+  TrainingSet trainingSet(const Step& s, const std::vector<double>& push) const;
+  std::string warmModel(const Step& s, const std::string& which, const std::string& sfx) const;
+  void fitMember(const Step& s, const TrainingSet& train, int e, json& rec, Fitted& f) const;
+  void fitMlp(const Step& s, const Member& m, const TrainingSet& train, json& rec,
+              std::optional<ObservableClassifier>& mlp) const;
+  std::vector<float> fitPet(const Step& s, const Member& m, const TrainingSet& train,
+                            const std::vector<float>& train_offset,
+                            const std::vector<float>& eval_offset, json& rec,
+                            std::optional<PetClassifier>& pet) const;
+  void reweight(const Step& s, const std::vector<float>& prob, const std::vector<double>& push,
+                json& record);
+  void commit(const Step& s, const std::deque<Fitted>& fitted);
+  void writeOutputs();
+
+  const ChainSpec& spec_;
+  const ChainConfig& cfg_;
+  const ChainInputs& in_;
+  const std::string& out_;
+  ParallelContext* const ctx_;
+  const bool root_;  // writes the files (rank 0, or this process alone)
+  const bool use_pet_, use_mlp_;
+  // The events: the inputs' first max_*_events rows (the inputs themselves without caps).
+  std::optional<data::UnfoldArrays> mc_capped_, data_capped_;
+  const data::UnfoldArrays& mc_;
+  const data::UnfoldArrays& dat_;
+  const int64_t n_mc_, n_data_;
+  const std::vector<uint8_t> mc_pass_reco_, mc_pass_gen_, data_pass_reco_;
+  const std::vector<int64_t> mc_reco_rows_, mc_gen_rows_, data_rows_;
+  // Fixed event weights: the files' own times the replica's Poisson resample of the data (or,
+  // for an MC-statistics replica, of the simulation).
+  const bool mc_boot_;
+  std::vector<double> w_mc_, w_data_;
+  uint64_t member_seed_ = 0;
+  data::FeatureStats stats_;
+  PetConfig pet_cfg_;
+  json read_inputs_;  // the input files' fingerprint (checkInputFingerprint)
+  ChainState st_;
+  // The MLP's input columns per level (mlp, pet+mlp) and PET's standardised jets (pet,
+  // pet+mlp; on the GPU when they fit): each step's training set is cut from them.
+  std::vector<float> obs_mc_reco_, obs_mc_gen_, obs_data_reco_;
+  std::shared_ptr<const JetTensors> pet_mc_reco_, pet_mc_gen_, pet_data_reco_;
+};
+
+ChainRun::ChainRun(const ChainSpec& spec, const ChainInputs& in, const std::string& out)
+    : spec_(spec),
+      cfg_(spec.config),
+      in_(in),
+      out_(out),
+      ctx_(in.ctx),
+      root_(ctx_ == nullptr || ctx_->isRoot()),
+      use_pet_(cfg_.classifier != "mlp"),
+      use_mlp_(cfg_.classifier != "pet"),
+      mc_(capped(*in.mc, cfg_.max_mc_events, mc_capped_)),
+      dat_(capped(*in.data, cfg_.max_data_events, data_capped_)),
+      n_mc_(mc_.n()),
+      n_data_(dat_.n()),
+      mc_pass_reco_(passFlags(mc_.pass_reco, n_mc_)),
+      mc_pass_gen_(passFlags(mc_.pass_gen, n_mc_)),
+      data_pass_reco_(passFlags(dat_.pass_reco, n_data_)),
+      mc_reco_rows_(passingRows(mc_pass_reco_)),
+      mc_gen_rows_(passingRows(mc_pass_gen_)),
+      data_rows_(passingRows(data_pass_reco_)),
+      mc_boot_(spec.bootstrap == "mc") {}
+
+void ChainRun::run() {
+  if (mc_reco_rows_.empty() || mc_gen_rows_.empty() || data_rows_.empty())
+    throw InputError(spec_.mc_path + " / " + spec_.data_path + ": no event passes the selection");
+  fixEventWeights();
+  member_seed_ = memberSeed(spec_.campaign_seed, spec_.replica, spec_.member);
+  stats_ = chainFeatureStats(cfg_, in_.init.get(), {&mc_.reco, &mc_.gen});
+  pet_cfg_ = in_.init ? in_.init->meta.config
+                      : applyPetOverrides(petPreset(cfg_.preset), cfg_.model, "chain config");
+  checkWarmFrom();
+  if (root_) fs::create_directories(stateDir(out_));
+  read_inputs_ = checkInputFingerprint(out_, spec_, in_, root_);
+  st_ = loadProgress(out_, spec_);
+  prepareClassifierInputs();
+  for (int k = st_.done_steps; k < 2 * spec_.iterations; ++k) runStep(stepOf(k));
+  writeOutputs();
+}
+
+void ChainRun::fixEventWeights() {
+  const auto n_mc = static_cast<size_t>(n_mc_), n_data = static_cast<size_t>(n_data_);
   const std::vector<double> boot_mc =
-      mc_boot ? mcBootstrapWeights(static_cast<size_t>(n_mc), spec.campaign_seed, spec.replica)
-              : std::vector<double>(static_cast<size_t>(n_mc), 1.0);
-  const std::vector<double> boot =
-      mc_boot ? std::vector<double>(static_cast<size_t>(n_data), 1.0)
-              : bootstrapWeights(static_cast<size_t>(n_data), spec.campaign_seed, spec.replica);
-  for (int64_t i = 0; i < n_mc; ++i) w_mc[i] = mc.weight(i) * boot_mc[i];
-  for (int64_t i = 0; i < n_data; ++i) w_data[i] = dat.weight(i) * boot[i];
+      mc_boot_ ? mcBootstrapWeights(n_mc, spec_.campaign_seed, spec_.replica)
+               : std::vector<double>(n_mc, 1.0);
+  const std::vector<double> boot_data =
+      mc_boot_ ? std::vector<double>(n_data, 1.0)
+               : bootstrapWeights(n_data, spec_.campaign_seed, spec_.replica);
+  w_mc_.resize(n_mc);
+  w_data_.resize(n_data);
+  for (size_t i = 0; i < n_mc; ++i) w_mc_[i] = mc_.weight(static_cast<int64_t>(i)) * boot_mc[i];
+  for (size_t i = 0; i < n_data; ++i)
+    w_data_[i] = dat_.weight(static_cast<int64_t>(i)) * boot_data[i];
+}
 
-  const uint64_t member_seed = memberSeed(spec.campaign_seed, spec.replica, spec.member);
-  const data::FeatureStats stats = chainFeatureStats(cfg, in.init.get(), {&mc.reco, &mc.gen});
-  PetConfig pet_cfg = in.init ? in.init->meta.config
-                              : applyPetOverrides(petPreset(cfg.preset), cfg.model, "chain config");
-  ParallelContext* ctx = in.ctx;
-  const bool root = ctx == nullptr || ctx->isRoot();
-  if (!spec.warm_from.empty()) {
-    // Checked before anything is written; later steps' models are checked as they are read.
-    for (const char* m : {"pet", "mlp"}) {
-      const bool needed =
-          std::string(m) == "pet" ? cfg.classifier != "mlp" : cfg.classifier != "pet";
-      if (needed && !checkpointExists(stepModelsDir(spec.warm_from, 0, 1) + "/" + m))
-        throw InputError(spec.warm_from + ": holds no kept " + m +
-                         " models to warm-start from (the chain was not run with keep_models, or "
-                         "has not finished); rerun it, or start this chain without warm_from");
-    }
+// Before anything is written; later steps' models are checked as they are read.
+void ChainRun::checkWarmFrom() const {
+  if (spec_.warm_from.empty()) return;
+  for (const char* m : {"pet", "mlp"}) {
+    const bool needed = std::string(m) == "pet" ? use_pet_ : use_mlp_;
+    if (needed && !checkpointExists(stepModelsDir(spec_.warm_from, 0, 1) + "/" + m))
+      throw InputError(spec_.warm_from + ": holds no kept " + m +
+                       " models to warm-start from (the chain was not run with keep_models, or "
+                       "has not finished); rerun it, or start this chain without warm_from");
   }
-  if (root) fs::create_directories(stateDir(out));
-  const json read_inputs = checkInputFingerprint(out, spec, in, root);
-  ChainState st = loadProgress(out, spec);
+}
 
-  const bool use_pet = cfg.classifier != "mlp";
-  const bool use_mlp = cfg.classifier != "pet";
+void ChainRun::prepareClassifierInputs() {
+  if (use_mlp_) {
+    obs_mc_reco_ = observableColumns(mc_.reco, mc_.reco_subs, cfg_.observables);
+    obs_mc_gen_ = observableColumns(mc_.gen, mc_.gen_subs, cfg_.observables);
+    obs_data_reco_ = observableColumns(dat_.reco, dat_.reco_subs, cfg_.observables);
+  }
+  if (!use_pet_) return;
   // Step 1 trains PET on simulated and real reco jets together: files written with different
   // particle slots are brought to the larger count by padding the other (PET is padding
   // invariant: the same model and weights as with equal slots).
-  const int64_t reco_slots = std::max(mc.reco.P, dat.reco.P);
-  std::optional<data::JetArrays> mc_reco_widened, data_reco_widened;
-  if (use_pet && mc.reco.P < reco_slots) mc_reco_widened = mc.reco.widened(reco_slots);
-  if (use_pet && dat.reco.P < reco_slots) data_reco_widened = dat.reco.widened(reco_slots);
-  const data::JetArrays& mc_reco_jets = mc_reco_widened ? *mc_reco_widened : mc.reco;
-  const data::JetArrays& data_reco_jets = data_reco_widened ? *data_reco_widened : dat.reco;
-  // Observable columns of each level, computed once (the MLP's inputs).
-  std::vector<float> obs_mc_reco, obs_mc_gen, obs_data_reco;
-  if (use_mlp) {
-    obs_mc_reco = observableColumns(mc.reco, mc.reco_subs, cfg.observables);
-    obs_mc_gen = observableColumns(mc.gen, mc.gen_subs, cfg.observables);
-    obs_data_reco = observableColumns(dat.reco, dat.reco_subs, cfg.observables);
+  const int64_t reco_slots = std::max(mc_.reco.P, dat_.reco.P);
+  std::optional<data::JetArrays> mc_widened, data_widened;
+  if (mc_.reco.P < reco_slots) mc_widened = mc_.reco.widened(reco_slots);
+  if (dat_.reco.P < reco_slots) data_widened = dat_.reco.widened(reco_slots);
+  // Standardised once per chain (per worker, when it keeps them).
+  auto standardised = [&](const std::string& level, const data::JetArrays& jets) {
+    return in_.standardised ? in_.standardised(level, jets, stats_)
+                            : placeStandardised(jets, stats_, in_.device.device);
+  };
+  pet_mc_reco_ = standardised("mc.reco", mc_widened ? *mc_widened : mc_.reco);
+  pet_mc_gen_ = standardised("mc.gen", mc_.gen);
+  pet_data_reco_ = standardised("data.reco", data_widened ? *data_widened : dat_.reco);
+}
+
+ChainRun::Step ChainRun::stepOf(int k) const {
+  Step s;
+  s.k = k;
+  s.iter = k / 2;
+  s.step = k % 2 + 1;
+  s.tag = "iteration " + std::to_string(s.iter) + " step " + std::to_string(s.step);
+  s.model_dir = stateDir(out_) + "/model_step" + std::to_string(s.step);
+  s.mlp_dir = stateDir(out_) + "/mlp_step" + std::to_string(s.step);
+  // A varied chain starts each step from the chain it varies (the same iteration and step).
+  if (!spec_.warm_from.empty()) s.warm_dir = stepModelsDir(spec_.warm_from, s.iter, s.step);
+  return s;
+}
+
+// Step ensembling: member 0 is the chain's own (one member: exactly the plain chain); member
+// e > 0 has seeds of its own and state and models under names ending _e<e>.
+ChainRun::Member ChainRun::memberOf(const Step& s, int e) const {
+  Member m;
+  m.e = e;
+  m.sfx = e == 0 ? std::string() : "_e" + std::to_string(e);
+  m.seed = e == 0 ? member_seed_
+                  : deriveSeed({member_seed_, kPurposeStepEnsemble, static_cast<uint64_t>(e)});
+  m.fit_seed = deriveSeed({m.seed, kPurposeFit, static_cast<uint64_t>(s.k)});
+  m.tag = cfg_.step_ensemble == 1 ? s.tag : s.tag + " ensemble member " + std::to_string(e);
+  return m;
+}
+
+void ChainRun::runStep(const Step& s) {
+  json record = {{"iteration", s.iter}, {"step", s.step}, {"classifier", cfg_.classifier}};
+  if (!s.warm_dir.empty()) record["warm_from"] = s.warm_dir;
+  const std::vector<double> push = st_.weights.push.empty()
+                                       ? std::vector<double>(static_cast<size_t>(n_mc_), 1.0)
+                                       : st_.weights.push.back();
+  const TrainingSet train = trainingSet(s, push);
+  // The members fit on the same training set; their probabilities are averaged before the
+  // weights are pushed.
+  const int n_ens = cfg_.step_ensemble;
+  std::deque<Fitted> fitted;  // in place: a classifier is not moved once made
+  json ensemble_records = json::array();
+  for (int e = 0; e < n_ens; ++e) {
+    json& rec = n_ens == 1 ? record : ensemble_records.emplace_back(json::object());
+    fitMember(s, train, e, rec, fitted.emplace_back());
   }
-  const size_t n_obs = cfg.observables.size();
-  // PET's inputs standardised once per chain (per worker, when it keeps them), on its GPU
-  // when they fit: each step's training set is cut from them.
-  std::shared_ptr<const JetTensors> pet_mc_reco, pet_mc_gen, pet_data_reco;
-  if (use_pet) {
-    auto standardised = [&](const std::string& level, const data::JetArrays& jets) {
-      return in.standardised ? in.standardised(level, jets, stats)
-                             : placeStandardised(jets, stats, device.device);
-    };
-    pet_mc_reco = standardised("mc.reco", mc_reco_jets);
-    pet_mc_gen = standardised("mc.gen", mc.gen);
-    pet_data_reco = standardised("data.reco", data_reco_jets);
+  std::vector<float> prob = std::move(fitted[0].prob);
+  if (n_ens > 1) {
+    for (size_t i = 0; i < prob.size(); ++i) {
+      double sum = prob[i];
+      for (int e = 1; e < n_ens; ++e) sum += fitted[static_cast<size_t>(e)].prob[i];
+      prob[i] = static_cast<float>(sum / n_ens);
+    }
+    record["ensemble"] = ensemble_records;
   }
+  reweight(s, prob, push, record);
+  commit(s, fitted);
+  const bool stop = ctx_ != nullptr ? ctx_->anyTrue(stopRequested()) : stopRequested();
+  if (ctx_ != nullptr) ctx_->barrier();  // the next iteration reads model_dir
+  if (stop && s.k + 1 < 2 * spec_.iterations)
+    throw InterruptedError(out_ + ": stopped after " + s.tag + "; state saved, rerun to resume");
+}
 
-  for (int k = st.done_steps; k < 2 * spec.iterations; ++k) {
-    const int iter = k / 2, step = k % 2 + 1;
-    const std::string tag = "iteration " + std::to_string(iter) + " step " + std::to_string(step);
-    const std::string model_dir = stateDir(out) + "/model_step" + std::to_string(step);
-    const std::string mlp_dir = stateDir(out) + "/mlp_step" + std::to_string(step);
-    json step_record = {{"iteration", iter}, {"step", step}, {"classifier", cfg.classifier}};
-    // 1. The training set of this step (events in the order of step1TrainingSet / step 2).
-    const std::vector<double> push = st.weights.push.empty()
-                                         ? std::vector<double>(static_cast<size_t>(n_mc), 1.0)
-                                         : st.weights.push.back();
-    // PET's set is cut from the standardised jets (the same tensors as standardising
-    // step1TrainingSet's arrays); the MLP's from the observable columns.
-    JetTensors train;
-    std::vector<int64_t> train_labels;
-    std::vector<float> train_weights;
-    std::vector<float> train_obs;
-    if (step == 1) {
-      std::vector<double> w0(static_cast<size_t>(n_mc));
-      for (int64_t i = 0; i < n_mc; ++i) w0[i] = push[i] * w_mc[i];
-      if (use_pet)
-        train = labelledSet({{pet_mc_reco.get(), &mc_reco_rows, 0, &w0},
-                             {pet_data_reco.get(), &data_rows, 1, &w_data}});
-      labelsAndWeights(mc_reco_rows, w0, data_rows, w_data, train_labels, train_weights);
-      if (use_mlp) {
-        appendRows(obs_mc_reco, n_obs, mc_reco_rows, train_obs);
-        appendRows(obs_data_reco, n_obs, data_rows, train_obs);
-      }
-    } else {
-      const std::vector<double>& pull = st.weights.pull.back();
-      std::vector<double> w1(static_cast<size_t>(n_mc));
-      for (int64_t i = 0; i < n_mc; ++i) w1[i] = pull[i] * w_mc[i];
-      if (use_pet)
-        train = labelledSet(
-            {{pet_mc_gen.get(), &mc_gen_rows, 0, &w_mc}, {pet_mc_gen.get(), &mc_gen_rows, 1, &w1}});
-      labelsAndWeights(mc_gen_rows, w_mc, mc_gen_rows, w1, train_labels, train_weights);
-      if (use_mlp) {
-        appendRows(obs_mc_gen, n_obs, mc_gen_rows, train_obs);
-        appendRows(obs_mc_gen, n_obs, mc_gen_rows, train_obs);
-      }
+ChainRun::TrainingSet ChainRun::trainingSet(const Step& s, const std::vector<double>& push) const {
+  const size_t n_obs = cfg_.observables.size();
+  TrainingSet t;
+  if (s.step == 1) {
+    // MC reco (label 0, the push times the MC weights) against data reco (label 1).
+    std::vector<double> w0(static_cast<size_t>(n_mc_));
+    for (size_t i = 0; i < w0.size(); ++i) w0[i] = push[i] * w_mc_[i];
+    if (use_pet_)
+      t.pet = labelledSet({{pet_mc_reco_.get(), &mc_reco_rows_, 0, &w0},
+                           {pet_data_reco_.get(), &data_rows_, 1, &w_data_}});
+    labelsAndWeights(mc_reco_rows_, w0, data_rows_, w_data_, t.labels, t.weights);
+    if (use_mlp_) {
+      appendRows(obs_mc_reco_, n_obs, mc_reco_rows_, t.obs);
+      appendRows(obs_data_reco_, n_obs, data_rows_, t.obs);
     }
-    const std::shared_ptr<const JetTensors>& eval_set = step == 1 ? pet_mc_reco : pet_mc_gen;
-    // A varied chain starts each step from the chain it varies (the same iteration and step).
-    const std::string warm_dir =
-        spec.warm_from.empty() ? std::string() : stepModelsDir(spec.warm_from, iter, step);
-    if (!warm_dir.empty()) step_record["warm_from"] = warm_dir;
-    // Step ensembling: E members fitted on the same training set, their classifiers averaged
-    // before the weights are pushed. Member 0 is the chain's own (E = 1: exactly the plain
-    // chain); member e > 0 has seeds of its own and state and models under names ending _e<e>.
-    const int n_ens = cfg.step_ensemble;
-    std::deque<std::optional<ObservableClassifier>> mlps;
-    std::deque<std::optional<PetClassifier>> pets;
-    std::vector<std::vector<float>> probs;
-    json ensemble_records = json::array();
-    for (int e = 0; e < n_ens; ++e) {
-      const std::string sfx = e == 0 ? std::string() : "_e" + std::to_string(e);
-      const uint64_t seed_e =
-          e == 0 ? member_seed
-                 : deriveSeed({member_seed, kPurposeStepEnsemble, static_cast<uint64_t>(e)});
-      json& rec = n_ens == 1 ? step_record : ensemble_records.emplace_back(json::object());
-      const uint64_t fit_seed = deriveSeed({seed_e, kPurposeFit, static_cast<uint64_t>(k)});
-      const std::string etag = n_ens == 1 ? tag : tag + " ensemble member " + std::to_string(e);
-      auto warmModel = [&](const std::string& which) {
-        const std::string dir = warm_dir + "/" + which + sfx;
-        if (!checkpointExists(dir))
-          throw InputError(spec.warm_from + ": holds no " + which + sfx + " model of " + tag +
-                           " to warm-start from (it was not run with keep_models, or did not "
-                           "finish); rerun that chain, or start this one without warm_from");
-        return dir;
-      };
-
-      // 2. The observable MLP (mlp, pet+mlp): iteration 0 from its seed, later ones from
-      //    iteration i-1's; fitted with the PET fit's seed, so both validate on the same rows.
-      //    Its fit is kept under state/ until the step commits, so that a resumed PET fit sees
-      //    the same logit offsets.
-      std::vector<float> train_offset, eval_offset;
-      std::optional<ObservableClassifier>& mlp = mlps.emplace_back();
-      if (use_mlp) {
-        const std::string fitted_dir = stateDir(out) + "/mlp_fit_step" + std::to_string(k) + sfx;
-        const bool fitted = checkpointExists(fitted_dir);
-        if (ctx != nullptr) ctx->barrier();      // every rank looked before rank 0 may write it
-        const torch::Device on = device.device;  // the task's device, as PET's
-        if (fitted) {
-          mlp.emplace(ObservableClassifier::load(fitted_dir, cfg.observables, on));
-        } else {
-          if (!warm_dir.empty())
-            mlp.emplace(ObservableClassifier::load(warmModel("mlp"), cfg.observables, on));
-          else if (iter == 0)
-            mlp.emplace(cfg.observables, cfg.mlp.hidden,
-                        deriveSeed({seed_e, kPurposeMlpInit, static_cast<uint64_t>(step)}), on);
-          else
-            mlp.emplace(ObservableClassifier::load(mlp_dir + sfx, cfg.observables, on));
-          MlpFitOptions mo;
-          mo.epochs = cfg.mlp.epochs;
-          mo.patience = cfg.mlp.patience;
-          mo.batch_size = cfg.mlp.batch_size;
-          mo.lr = cfg.mlp.lr;
-          mo.weight_decay = cfg.mlp.weight_decay;
-          mo.val_fraction = cfg.val_fraction;
-          mo.seed = fit_seed;
-          mo.label = etag + " mlp";
-          rec["mlp_fit"] = toJson(mlp->fit(train_obs, train_labels, train_weights, mo));
-          if (root) mlp->save(fitted_dir);
-        }
-        train_offset = mlp->logits(train_obs);
-        eval_offset = mlp->logits(step == 1 ? obs_mc_reco : obs_mc_gen);
-      }
-
-      // 3. PET (pet, pet+mlp): iteration 0 from the foundation (or scratch), later ones from
-      //    i-1's model. Boosted on the MLP, its output layer starts at 0 in every step, so the
-      //    fit starts exactly at the MLP and keeps an epoch only if it beats it on validation.
-      std::vector<float>& prob = probs.emplace_back();
-      std::optional<PetClassifier>& pet = pets.emplace_back();
-      if (use_pet) {
-        PetClassifier& clf = pet.emplace(
-            pet_cfg, deriveSeed({seed_e, kPurposeInit, static_cast<uint64_t>(step)}), stats);
-        if (!warm_dir.empty()) {
-          const std::string dir = warmModel("pet");
-          Checkpoint from = readCheckpoint(dir);
-          loadModelTensors(clf.model(), from.tensors, "model.", dir);
-        } else if (iter == 0) {
-          if (in.init) {
-            WarmStartReport rep = warmStart(clf.model(), *in.init);
-            logInfo("{}: warm start from {}: {}", etag, spec.init, rep.summary());
-            rec["warm_start_skipped"] = rep.skipped;
-          }
-        } else {
-          Checkpoint prev = readCheckpoint(model_dir + sfx);
-          loadModelTensors(clf.model(), prev.tensors, "model.", model_dir + sfx);
-        }
-        // Boosted from scratch, PET's correction starts at 0; warm, it keeps the varied-from
-        // chain's correction (its starting point still competes for the best epoch).
-        if (use_mlp && warm_dir.empty()) clf.zeroOutputLayer();
-        ClassifierFitOptions fo = stepFitOptions(cfg, fit_seed, etag, device.device);
-        fo.state_dir = stateDir(out) + "/train_step" + std::to_string(k) + sfx;
-        fo.resume = true;
-        fo.validate_initial = use_mlp;
-        FitResult fit = clf.fitStandardised(train, nullptr, fo, ctx, train_offset);
-        rec["fit"] = toJson(fit);
-        logInfo("{}: best epoch {} val loss {:.5f}", etag, fit.best_epoch, fit.best_val_loss);
-        prob = clf.predictStandardised(*eval_set, 1024, eval_offset);
-      } else {
-        prob.resize(eval_offset.size());
-        for (size_t i = 0; i < prob.size(); ++i)
-          prob[i] =
-              static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(eval_offset[i]))));
-      }
+  } else {
+    // MC gen (label 0, the MC weights) against MC gen pulled (label 1).
+    const std::vector<double>& pull = st_.weights.pull.back();
+    std::vector<double> w1(static_cast<size_t>(n_mc_));
+    for (size_t i = 0; i < w1.size(); ++i) w1[i] = pull[i] * w_mc_[i];
+    if (use_pet_)
+      t.pet = labelledSet({{pet_mc_gen_.get(), &mc_gen_rows_, 0, &w_mc_},
+                           {pet_mc_gen_.get(), &mc_gen_rows_, 1, &w1}});
+    labelsAndWeights(mc_gen_rows_, w_mc_, mc_gen_rows_, w1, t.labels, t.weights);
+    if (use_mlp_) {
+      appendRows(obs_mc_gen_, n_obs, mc_gen_rows_, t.obs);
+      appendRows(obs_mc_gen_, n_obs, mc_gen_rows_, t.obs);
     }
-    std::vector<float> prob = std::move(probs[0]);
-    if (n_ens > 1) {
-      // The ensemble's classifier: the mean of the members' probabilities.
-      for (size_t i = 0; i < prob.size(); ++i) {
-        double sum = 0;
-        for (int e = 0; e < n_ens; ++e) sum += e == 0 ? prob[i] : probs[e][i];
-        prob[i] = static_cast<float>(sum / n_ens);
-      }
-      step_record["ensemble"] = ensemble_records;
-    }
-
-    // 4. Reweight.
-    std::vector<double> ratio = likelihoodRatio(prob);
-    WeightReport rep =
-        sanitizeAndNormalise(ratio, step == 1 ? mc_pass_reco : mc_pass_gen, cfg.limits, tag);
-    std::vector<double> w = ratio;
-    if (step == 1)
-      for (int64_t i = 0; i < n_mc; ++i) w[i] = push[i] * ratio[i];
-    const double ess = normaliseGlobal(w, tag);
-    if (ctx != nullptr && ctx->worldSize() > 1) requireRanksAgree(*ctx, w, tag);
-    step_record["reweighting"] = rep;
-    step_record["ess"] = ess;
-    step_record["ess_fraction"] = ess / static_cast<double>(n_mc);
-    logInfo("{}: ESS {:.0f} of {} ({} non-finite, {} clipped)", tag, ess, n_mc, rep.non_finite,
-            rep.clipped);
-    (step == 1 ? st.weights.pull : st.weights.push).push_back(std::move(w));
-    st.history.push_back(step_record);
-
-    // 5. Commit the step: the models for the next iteration, then the progress record;
-    //    the step's fit states go.
-    st.done_steps = k + 1;
-    if (root) {
-      for (int e = 0; e < n_ens; ++e) {
-        const std::string sfx = e == 0 ? std::string() : "_e" + std::to_string(e);
-        if (pets[e]) pets[e]->save(model_dir + sfx);
-        if (mlps[e]) mlps[e]->save(mlp_dir + sfx);
-        if (spec.keep_models) {
-          // Kept after the chain completes: the chains that vary this one start from them.
-          if (pets[e]) pets[e]->save(stepModelsDir(out, iter, step) + "/pet" + sfx);
-          if (mlps[e]) mlps[e]->save(stepModelsDir(out, iter, step) + "/mlp" + sfx);
-        }
-      }
-      saveProgress(out, spec, st);
-      std::error_code ec;
-      for (int e = 0; e < n_ens; ++e) {
-        const std::string sfx = e == 0 ? std::string() : "_e" + std::to_string(e);
-        fs::remove_all(stateDir(out) + "/train_step" + std::to_string(k) + sfx, ec);
-        fs::remove_all(stateDir(out) + "/mlp_fit_step" + std::to_string(k) + sfx, ec);
-      }
-    }
-    const bool stop = ctx != nullptr ? ctx->anyTrue(stopRequested()) : stopRequested();
-    if (ctx != nullptr) ctx->barrier();  // the next iteration reads model_dir
-    if (stop && k + 1 < 2 * spec.iterations)
-      throw InterruptedError(out + ": stopped after " + tag + "; state saved, rerun to resume");
   }
+  return t;
+}
 
-  // 6. Outputs: weights, histograms, history; result.json last.
-  json meta = {{"campaign_seed", std::to_string(spec.campaign_seed)},
-               {"replica", spec.replica},
-               {"member", spec.member},
-               {"bootstrap_seed", std::to_string(bootstrapSeed(spec.campaign_seed, spec.replica))},
-               {"member_seed", std::to_string(member_seed)},
-               {"init", spec.init},
-               {"init_sha256", in.init_sha256},
-               {"mc", spec.mc_path},
-               {"data", spec.data_path},
-               {"config", chainConfigToJson(cfg).dump()},
-               {"iterations", spec.iterations}};
-  if (!root) {
-    ctx->barrier();  // returns once rank 0 wrote the outputs
+std::string ChainRun::warmModel(const Step& s, const std::string& which,
+                                const std::string& sfx) const {
+  const std::string dir = s.warm_dir + "/" + which + sfx;
+  if (!checkpointExists(dir))
+    throw InputError(spec_.warm_from + ": holds no " + which + sfx + " model of " + s.tag +
+                     " to warm-start from (it was not run with keep_models, or did not "
+                     "finish); rerun that chain, or start this one without warm_from");
+  return dir;
+}
+
+void ChainRun::fitMember(const Step& s, const TrainingSet& train, int e, json& rec,
+                         Fitted& f) const {
+  const Member m = memberOf(s, e);
+  std::vector<float> train_offset, eval_offset;  // the MLP's logits
+  if (use_mlp_) {
+    fitMlp(s, m, train, rec, f.mlp);
+    train_offset = f.mlp->logits(train.obs);
+    eval_offset = f.mlp->logits(s.step == 1 ? obs_mc_reco_ : obs_mc_gen_);
+  }
+  f.prob =
+      use_pet_ ? fitPet(s, m, train, train_offset, eval_offset, rec, f.pet) : sigmoid(eval_offset);
+}
+
+// Iteration 0 from its seed, later ones from iteration i-1's; fitted with the PET fit's seed,
+// so both validate on the same rows. The fit is kept under state/ until the step commits, so
+// that a resumed PET fit sees the same logit offsets.
+void ChainRun::fitMlp(const Step& s, const Member& m, const TrainingSet& train, json& rec,
+                      std::optional<ObservableClassifier>& mlp) const {
+  const std::string fitted_dir = stateDir(out_) + "/mlp_fit_step" + std::to_string(s.k) + m.sfx;
+  const bool fitted = checkpointExists(fitted_dir);
+  if (ctx_ != nullptr) ctx_->barrier();        // every rank looked before rank 0 may write it
+  const torch::Device on = in_.device.device;  // the task's device, as PET's
+  if (fitted) {
+    mlp.emplace(ObservableClassifier::load(fitted_dir, cfg_.observables, on));
     return;
   }
-  std::vector<double> final_w(static_cast<size_t>(n_mc));
-  for (int64_t i = 0; i < n_mc; ++i) final_w[i] = st.weights.push.back()[i] * w_mc[i];
-  st.weights.final = final_w;
-  if (!spec.variation.is_null()) meta["variation"] = spec.variation.dump();
-  if (mc_boot) meta["bootstrap"] = "mc";
-  writeChainWeights(out, st.weights, meta);
-  std::vector<float> subs = mc.gen_subs.empty() ? data::computeObservables(mc.gen) : mc.gen_subs;
+  if (!s.warm_dir.empty())
+    mlp.emplace(ObservableClassifier::load(warmModel(s, "mlp", m.sfx), cfg_.observables, on));
+  else if (s.iter == 0)
+    mlp.emplace(cfg_.observables, cfg_.mlp.hidden,
+                deriveSeed({m.seed, kPurposeMlpInit, static_cast<uint64_t>(s.step)}), on);
+  else
+    mlp.emplace(ObservableClassifier::load(s.mlp_dir + m.sfx, cfg_.observables, on));
+  MlpFitOptions mo;
+  mo.epochs = cfg_.mlp.epochs;
+  mo.patience = cfg_.mlp.patience;
+  mo.batch_size = cfg_.mlp.batch_size;
+  mo.lr = cfg_.mlp.lr;
+  mo.weight_decay = cfg_.mlp.weight_decay;
+  mo.val_fraction = cfg_.val_fraction;
+  mo.seed = m.fit_seed;
+  mo.label = m.tag + " mlp";
+  rec["mlp_fit"] = toJson(mlp->fit(train.obs, train.labels, train.weights, mo));
+  if (root_) mlp->save(fitted_dir);
+}
+
+// Iteration 0 from the foundation (or scratch), later ones from iteration i-1's model (a
+// varied chain: from warm_from's). Boosted on the MLP from scratch, the output layer starts at
+// 0 in every step, so the fit starts exactly at the MLP and keeps an epoch only if it beats it
+// on validation; warm, it keeps the varied-from chain's correction (its starting point still
+// competing for the best epoch). Returns the probabilities on the evaluation set.
+std::vector<float> ChainRun::fitPet(const Step& s, const Member& m, const TrainingSet& train,
+                                    const std::vector<float>& train_offset,
+                                    const std::vector<float>& eval_offset, json& rec,
+                                    std::optional<PetClassifier>& pet) const {
+  PetClassifier& clf = pet.emplace(
+      pet_cfg_, deriveSeed({m.seed, kPurposeInit, static_cast<uint64_t>(s.step)}), stats_);
+  if (!s.warm_dir.empty()) {
+    const std::string dir = warmModel(s, "pet", m.sfx);
+    Checkpoint from = readCheckpoint(dir);
+    loadModelTensors(clf.model(), from.tensors, "model.", dir);
+  } else if (s.iter == 0) {
+    if (in_.init) {
+      WarmStartReport rep = warmStart(clf.model(), *in_.init);
+      logInfo("{}: warm start from {}: {}", m.tag, spec_.init, rep.summary());
+      rec["warm_start_skipped"] = rep.skipped;
+    }
+  } else {
+    Checkpoint prev = readCheckpoint(s.model_dir + m.sfx);
+    loadModelTensors(clf.model(), prev.tensors, "model.", s.model_dir + m.sfx);
+  }
+  if (use_mlp_ && s.warm_dir.empty()) clf.zeroOutputLayer();
+  ClassifierFitOptions fo = stepFitOptions(cfg_, m.fit_seed, m.tag, in_.device.device);
+  fo.state_dir = stateDir(out_) + "/train_step" + std::to_string(s.k) + m.sfx;
+  fo.resume = true;
+  fo.validate_initial = use_mlp_;
+  const FitResult fit = clf.fitStandardised(train.pet, nullptr, fo, ctx_, train_offset);
+  rec["fit"] = toJson(fit);
+  logInfo("{}: best epoch {} val loss {:.5f}", m.tag, fit.best_epoch, fit.best_val_loss);
+  const std::shared_ptr<const JetTensors>& eval_set = s.step == 1 ? pet_mc_reco_ : pet_mc_gen_;
+  return clf.predictStandardised(*eval_set, 1024, eval_offset);
+}
+
+// The likelihood ratio sanitised and normalised on the step's passing events; step 1 pulls
+// (push times ratio), step 2 pushes; every rank must hold the same weights.
+void ChainRun::reweight(const Step& s, const std::vector<float>& prob,
+                        const std::vector<double>& push, json& record) {
+  std::vector<double> ratio = likelihoodRatio(prob);
+  const WeightReport rep =
+      sanitizeAndNormalise(ratio, s.step == 1 ? mc_pass_reco_ : mc_pass_gen_, cfg_.limits, s.tag);
+  std::vector<double> w = std::move(ratio);
+  if (s.step == 1)
+    for (size_t i = 0; i < w.size(); ++i) w[i] *= push[i];
+  const double ess = normaliseGlobal(w, s.tag);
+  if (ctx_ != nullptr && ctx_->worldSize() > 1) requireRanksAgree(*ctx_, w, s.tag);
+  record["reweighting"] = rep;
+  record["ess"] = ess;
+  record["ess_fraction"] = ess / static_cast<double>(n_mc_);
+  logInfo("{}: ESS {:.0f} of {} ({} non-finite, {} clipped)", s.tag, ess, n_mc_, rep.non_finite,
+          rep.clipped);
+  (s.step == 1 ? st_.weights.pull : st_.weights.push).push_back(std::move(w));
+  st_.history.push_back(std::move(record));
+}
+
+// The models for the next iteration (and, with keep_models, for the chains that vary this
+// one, kept after it completes), then the progress record; the step's fit states go.
+void ChainRun::commit(const Step& s, const std::deque<Fitted>& fitted) {
+  st_.done_steps = s.k + 1;
+  if (!root_) return;
+  for (int e = 0; e < cfg_.step_ensemble; ++e) {
+    const Fitted& f = fitted[static_cast<size_t>(e)];
+    const std::string sfx = e == 0 ? std::string() : "_e" + std::to_string(e);
+    if (f.pet) f.pet->save(s.model_dir + sfx);
+    if (f.mlp) f.mlp->save(s.mlp_dir + sfx);
+    if (spec_.keep_models) {
+      if (f.pet) f.pet->save(stepModelsDir(out_, s.iter, s.step) + "/pet" + sfx);
+      if (f.mlp) f.mlp->save(stepModelsDir(out_, s.iter, s.step) + "/mlp" + sfx);
+    }
+  }
+  saveProgress(out_, spec_, st_);
+  std::error_code ec;
+  for (int e = 0; e < cfg_.step_ensemble; ++e) {
+    const std::string sfx = e == 0 ? std::string() : "_e" + std::to_string(e);
+    fs::remove_all(stateDir(out_) + "/train_step" + std::to_string(s.k) + sfx, ec);
+    fs::remove_all(stateDir(out_) + "/mlp_fit_step" + std::to_string(s.k) + sfx, ec);
+  }
+}
+
+// Weights, histograms, history; result.json last (what marks the chain done); then state/
+// goes. Rank 0 writes; the others return once it has.
+void ChainRun::writeOutputs() {
+  if (!root_) {
+    ctx_->barrier();
+    return;
+  }
+  json meta = {
+      {"campaign_seed", std::to_string(spec_.campaign_seed)},
+      {"replica", spec_.replica},
+      {"member", spec_.member},
+      {"bootstrap_seed", std::to_string(bootstrapSeed(spec_.campaign_seed, spec_.replica))},
+      {"member_seed", std::to_string(member_seed_)},
+      {"init", spec_.init},
+      {"init_sha256", in_.init_sha256},
+      {"mc", spec_.mc_path},
+      {"data", spec_.data_path},
+      {"config", chainConfigToJson(cfg_).dump()},
+      {"iterations", spec_.iterations}};
+  if (!spec_.variation.is_null()) meta["variation"] = spec_.variation.dump();
+  if (mc_boot_) meta["bootstrap"] = "mc";
+  ChainWeights& weights = st_.weights;
+  const std::vector<double>& push = weights.push.back();
+  weights.final.resize(static_cast<size_t>(n_mc_));
+  for (size_t i = 0; i < weights.final.size(); ++i) weights.final[i] = push[i] * w_mc_[i];
+  writeChainWeights(out_, weights, meta);
+  const std::vector<float> subs =
+      mc_.gen_subs.empty() ? data::computeObservables(mc_.gen) : mc_.gen_subs;
   ChainHistograms h;
-  h.unfolded = histogramObservables(subs, final_w, mc_pass_gen);
-  h.prior = histogramObservables(subs, w_mc, mc_pass_gen);
-  writeChainHistograms(out, h, meta);
-  writeJsonAtomic(out + "/" + kChainHistoryFile,
-                  {{"spec", chainSpecToJson(spec)}, {"steps", st.history}});
-  json result = chainSpecToJson(spec);
+  h.unfolded = histogramObservables(subs, weights.final, mc_pass_gen_);
+  h.prior = histogramObservables(subs, w_mc_, mc_pass_gen_);
+  writeChainHistograms(out_, h, meta);
+  writeJsonAtomic(out_ + "/" + kChainHistoryFile,
+                  {{"spec", chainSpecToJson(spec_)}, {"steps", st_.history}});
+  json result = chainSpecToJson(spec_);
   result["status"] = "done";
-  result["init_sha256"] = in.init_sha256;
+  result["init_sha256"] = in_.init_sha256;
   // Which version of each file the chain read (size, modification time): chains of one band
   // must have read the same (aggregate compares them; the paths alone do not tell).
   for (const char* k : {"mc", "data"}) {
-    json file = read_inputs.at(k);
+    json file = read_inputs_.at(k);
     file.erase("path");
     result["inputs"][k] = file;
   }
-  result["mc_events"] = n_mc;
-  result["data_events"] = n_data;
-  result["final_ess"] = effectiveSampleSize(st.weights.push.back());
-  result["device"] = device.toJson();
-  writeJsonAtomic(out + "/" + kChainResultFile, result);
+  result["mc_events"] = n_mc_;
+  result["data_events"] = n_data_;
+  result["final_ess"] = effectiveSampleSize(push);
+  result["device"] = in_.device.toJson();
+  writeJsonAtomic(out_ + "/" + kChainResultFile, result);
   std::error_code ec;
-  fs::remove_all(stateDir(out), ec);
-  if (ec) logWarn("could not remove {}: {}", stateDir(out), ec.message());
-  if (ctx != nullptr) ctx->barrier();
+  fs::remove_all(stateDir(out_), ec);
+  if (ec) logWarn("could not remove {}: {}", stateDir(out_), ec.message());
+  if (ctx_ != nullptr) ctx_->barrier();
+}
+
+}  // namespace
+
+void runChain(const ChainSpec& spec, const ChainInputs& in, const std::string& out) {
+  ChainRun(spec, in, out).run();
 }
 
 }  // namespace foldfarm::ensembles
