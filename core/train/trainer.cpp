@@ -291,6 +291,69 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
   return true;
 }
 
+// A fit's run over a BatchSource. The position (epoch, step in the epoch, schedule step, the
+// epoch's loss sum, epochs without improvement) and the result so far come from the state an
+// earlier run saved (resume); then, after the starting weights' validation
+// (validate_initial), each epoch is
+//   beginEpoch  the source's epoch (a resumed stream's steps already taken), the schedule
+//               placed for a stream resumed with another number of steps per epoch;
+//   trainEpoch  its steps: a stop request saves the state and throws (stopAndSave); a batch
+//               (gathered by a helper thread on a GPU), the gradient step, the gradients'
+//               synchronisation, clipping, the learning rate, the optimiser, EMA;
+//   endEpoch    the mean train loss over the ranks, validation, the best epoch, early
+//               stopping, the state saved;
+// until the last epoch or an early stop. The best epoch's weights are restored at the end.
+class Trainer::FitLoop {
+ public:
+  FitLoop(Trainer& t, BatchSource& src, const JetTensors* val, bool validate, Objective objective)
+      : t_(t),
+        opts_(t.opts_),
+        ctx_(t.ctx_),
+        src_(src),
+        val_(val),
+        validate_(validate),
+        objective_(objective),
+        steps_per_epoch_(src.steps_per_epoch) {
+    schedule_.lr = opts_.optimizer.lr;
+    schedule_.warmup_scale = opts_.warmup_scale;
+    schedule_.warmup_steps =
+        static_cast<int64_t>(std::llround(opts_.warmup_epochs * steps_per_epoch_));
+    schedule_.total_steps = std::max<int64_t>(1, opts_.max_epochs * steps_per_epoch_);
+  }
+  FitResult run();
+
+ private:
+  void resume();
+  nlohmann::json stateJson() const;
+  void validateInitial();
+  int64_t beginEpoch();
+  void trainEpoch(GradientStep& step, int64_t epoch_steps, Progress& progress);
+  [[noreturn]] void stopAndSave(const Tensor& loss_acc, std::future<JetBatch>& next);
+  void endEpoch(int64_t epoch_steps, std::chrono::steady_clock::time_point t0);
+  // The loss an epoch must beat: the best epoch's, else the starting weights' (if validated).
+  bool hasBest() const { return result_.best_epoch >= 0 || !std::isnan(result_.initial_val_loss); }
+
+  Trainer& t_;
+  const TrainOptions& opts_;
+  ParallelContext& ctx_;
+  BatchSource& src_;
+  const JetTensors* const val_;
+  const bool validate_;
+  const Objective objective_;
+  const int64_t steps_per_epoch_;  // of a fresh epoch: the schedule's unit
+  WarmupCosine schedule_;
+  FitResult result_;
+  int64_t epoch_ = 0, step_in_epoch_ = 0, global_step_ = 0, bad_epochs_ = 0;
+  double loss_sum_ = 0;
+  double lr_ = 0;
+  // A stream resumed with another number of steps per epoch: its schedule step is put where
+  // the epoch's remaining steps end it, once begin_epoch has counted them.
+  bool place_schedule_ = false;
+  nlohmann::json state_;  // the state resumed from (null: none)
+  // The stream position of the state resumed from, for its epoch only.
+  nlohmann::json resume_position_;
+};
+
 FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective objective) {
   if (objective == Objective::kPretrain && !model_->config().generator)
     throw InputError("pretraining needs the generator head (config generator=true)");
@@ -352,7 +415,7 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
   src.batch = [&](int64_t step) {
     return makeBatch(*tr, batches[static_cast<size_t>(step)], opts_.bucket);
   };
-  return fitLoop(src, va, validate, objective);
+  return FitLoop(*this, src, va, validate, objective).run();
 }
 
 FitResult Trainer::fitStream(data::JetStream& stream, const JetTensors* val, Objective objective,
@@ -417,253 +480,251 @@ FitResult Trainer::fitStream(data::JetStream& stream, const JetTensors* val, Obj
   };
   src.position = [&] { return stream.position(); };
   const bool validate = val != nullptr && val->size() > 0;
-  return fitLoop(src, val, validate, objective);
+  return FitLoop(*this, src, val, validate, objective).run();
 }
 
-FitResult Trainer::fitLoop(BatchSource& src, const JetTensors* val, bool validate,
-                           Objective objective) {
-  const int64_t steps_per_epoch = src.steps_per_epoch;
-  WarmupCosine schedule;
-  schedule.lr = opts_.optimizer.lr;
-  schedule.warmup_scale = opts_.warmup_scale;
-  schedule.warmup_steps = static_cast<int64_t>(std::llround(opts_.warmup_epochs * steps_per_epoch));
-  schedule.total_steps = std::max<int64_t>(1, opts_.max_epochs * steps_per_epoch);
-
-  const std::string& fp = src.fingerprint;
-  FitResult result;
-  int64_t epoch = 0, step_in_epoch = 0, global_step = 0, bad_epochs = 0;
-  double loss_sum = 0;
-  // A stream resumed with another number of steps per epoch: its schedule step is put where
-  // the epoch's remaining steps end it, once begin_epoch has counted them.
-  bool place_schedule = false;
-  nlohmann::json state;
-  // A state that cannot resume (other data, options or model) every rank finds alike: one
-  // line, from rank 0.
-  bool loaded = false;
-  checkOnEveryRank(ctx_, [&] { loaded = loadState(state, fp); });
-  if (loaded) {
-    result = fitResultFromJson(state.at("result"));
-    result.resumed = true;
-    epoch = state.at("epoch").get<int64_t>();
-    step_in_epoch = state.at("step_in_epoch").get<int64_t>();
-    global_step = state.at("global_step").get<int64_t>();
-    bad_epochs = state.at("bad_epochs").get<int64_t>();
-    loss_sum = state.at("loss_sum").get<double>();
-    if (state.contains("loss_sums")) {  // written at a stop: one per rank
-      const auto sums = state.at("loss_sums").get<std::vector<double>>();
-      if (static_cast<int>(sums.size()) == ctx_.worldSize()) {
-        loss_sum = sums[static_cast<size_t>(ctx_.rank())];
-      } else if (!sums.empty()) {
-        loss_sum = 0;
-        for (double v : sums) loss_sum += v;
-        loss_sum /= static_cast<double>(sums.size());
-      }
-    }
-    // Another number of ranks (or batch size) changes the steps per epoch: keep the epoch
-    // and the fraction of it already done, and put the learning-rate schedule at the
-    // matching step of the new count.
-    const int64_t saved_spe = state.value("steps_per_epoch", steps_per_epoch);
-    place_schedule = src.exact && saved_spe != steps_per_epoch;
-    if (!src.exact && saved_spe != steps_per_epoch && saved_spe > 0) {
-      const int64_t old_step = step_in_epoch;
-      step_in_epoch =
-          std::min<int64_t>(steps_per_epoch, std::llround(static_cast<double>(old_step) *
-                                                          static_cast<double>(steps_per_epoch) /
-                                                          static_cast<double>(saved_spe)));
-      if (old_step > 0)
-        loss_sum *= static_cast<double>(step_in_epoch) / static_cast<double>(old_step);
-      global_step = epoch * steps_per_epoch + step_in_epoch;
-      if (ctx_.isRoot())
-        logWarn(
-            "{}: the state has {} steps per epoch, this run {} (another number of ranks or "
-            "batch size): epoch {} continues at step {} instead of {}, the schedule at step {}",
-            opts_.label, saved_spe, steps_per_epoch, epoch, step_in_epoch, old_step, global_step);
-    }
-    logInfo("{}: resuming from {} at epoch {} step {}", opts_.label, opts_.state_dir, epoch,
-            step_in_epoch);
-  }
-  auto stateJson = [&]() {
-    nlohmann::json j;
-    j["epoch"] = epoch;
-    j["step_in_epoch"] = step_in_epoch;
-    j["global_step"] = global_step;
-    j["bad_epochs"] = bad_epochs;
-    j["loss_sum"] = loss_sum;
-    j["result"] = toJson(result);
-    j["data_fingerprint"] = fp;
-    j["data_options"] = opts_.data_options;
-    j["seed"] = opts_.seed;
-    j["batch_size"] = opts_.batch_size;
-    j["max_epochs"] = opts_.max_epochs;
-    j["sharded_ranks"] = opts_.sharded ? ctx_.worldSize() : 0;
-    j["steps_per_epoch"] = steps_per_epoch;
-    if (src.position) j["stream"] = src.position();
-    return j;
-  };
-
-  if (opts_.validate_initial && validate && !result.resumed) {
-    const EvalResult ev = evaluate(val != nullptr ? *val : JetTensors{}, objective);
-    result.initial_val_loss = ev.loss;
-    result.best_val_loss = ev.loss;
-    if (opts_.restore_best) best_ = modelState(model_);
-    if (ctx_.isRoot()) logInfo("{}: starting weights: val loss {:.5f}", opts_.label, ev.loss);
-  }
-  // The loss an epoch must beat: the best epoch's, else the starting weights' (if validated).
-  auto hasBest = [&] { return result.best_epoch >= 0 || !std::isnan(result.initial_val_loss); };
-
-  Progress progress(opts_.label, opts_.max_epochs * steps_per_epoch, "step");
+FitResult Trainer::FitLoop::run() {
+  resume();
+  if (opts_.validate_initial && validate_ && !result_.resumed) validateInitial();
+  Progress progress(opts_.label, opts_.max_epochs * steps_per_epoch_, "step");
   progress.setSilent(!opts_.show_progress || !ctx_.isRoot());
-  double lr = schedule.at(global_step);
-  bool stop_training = result.early_stopped || epoch >= opts_.max_epochs;
-  // The stream position of the state resumed from, for its epoch only.
-  const nlohmann::json resume_position =
-      result.resumed && state.contains("stream") ? state.at("stream") : nlohmann::json();
+  lr_ = schedule_.at(global_step_);
+  if (result_.resumed && state_.contains("stream")) resume_position_ = state_.at("stream");
   // Outside the epochs: CUDA graphs captured once serve every epoch.
   GradientStepOptions so;
-  so.objective = objective;
+  so.objective = objective_;
   so.precision = opts_.precision;
   so.cuda_graphs = opts_.cuda_graphs;
   so.host_draws = opts_.host_draws;
   so.world_size = ctx_.worldSize();
   so.fixed_shapes = opts_.fixed_shapes;
-  GradientStep step(model_, *opt_, so);
+  GradientStep step(t_.model_, *t_.opt_, so);
+  bool stop_training = result_.early_stopped || epoch_ >= opts_.max_epochs;
   while (!stop_training) {
     const auto t0 = std::chrono::steady_clock::now();
-    const int64_t epoch_steps = src.begin_epoch(
-        epoch, resume_position.is_null() ? nullptr : &resume_position, step_in_epoch);
-    if (place_schedule) {
-      // The saved schedule step counts steps of another size (ranks x batch): the epoch's
-      // remaining steps end it at the end of this epoch on the schedule of this run's count.
-      place_schedule = false;
-      const int64_t was = global_step;
-      global_step =
-          epoch * steps_per_epoch +
-          std::max<int64_t>(0, steps_per_epoch - std::max<int64_t>(0, epoch_steps - step_in_epoch));
-      if (ctx_.isRoot())
-        logInfo(
-            "{}: the state counted {} steps per epoch, this run {}: the schedule continues at "
-            "step {} instead of {}",
-            opts_.label, state.value("steps_per_epoch", steps_per_epoch), steps_per_epoch,
-            global_step, was);
-    }
-    model_->train();
-    // The epoch's loss sum stays on the device (double: the same sum as adding each step's
-    // loss on the host) and is read every log_every steps.
-    Tensor loss_acc =
-        torch::full({}, loss_sum, torch::TensorOptions(torch::kFloat64).device(opts_.device));
-    std::string loss_text;
-    // A batch as the step takes it, on the host: gathered, padded to a fixed shape, pinned.
-    auto hostBatch = [&](int64_t step) {
-      JetBatch hb = src.batch(step);
-      if (opts_.fixed_shapes)
-        hb = padBatch(hb, std::max(opts_.batch_size, hb.size()),
-                      fixedBatchWidth(hb.particles.size(1)));
-      if (opts_.device.is_cuda() && !src.on_device) hb = pinned(std::move(hb));
-      return hb;
-    };
-    const bool prefetch = opts_.device.is_cuda() && !src.exact && !src.on_device;
-    std::future<JetBatch> next;
-    int64_t next_step = -1;
-    for (; step_in_epoch < epoch_steps; ++step_in_epoch) {
-      if (ctx_.anyTrue(stopRequested() ||
-                       (opts_.stop_at_step >= 0 && global_step >= opts_.stop_at_step))) {
-        if (next.valid()) next.wait();
-        loss_sum = loss_acc.item<double>();
-        // Every rank's partial loss sum, so that a resume on as many ranks ends the epoch
-        // with the same mean as an uninterrupted run.
-        nlohmann::json j = stateJson();
-        j["loss_sums"] = allGather(ctx_, loss_sum);
-        saveState(j);
-        ctx_.barrier();
-        throw InterruptedError(opts_.label + ": stopped at epoch " + std::to_string(epoch) +
-                               " step " + std::to_string(step_in_epoch) +
-                               (opts_.state_dir.empty() ? std::string(" (no state directory)")
-                                                        : "; state saved to " + opts_.state_dir +
-                                                              ", rerun with --resume to continue"));
-      }
-      JetBatch b;
-      if (next.valid() && next_step == step_in_epoch) {
-        b = next.get();
-      } else {
-        if (next.valid()) next.wait();
-        b = hostBatch(step_in_epoch);
-      }
-      // On a GPU the next batch is gathered (and pinned) by a helper thread while this step
-      // runs; a stream's batches are drawn in order here (its position is saved with a stop).
-      if (prefetch && step_in_epoch + 1 < epoch_steps) {
-        next_step = step_in_epoch + 1;
-        next = std::async(std::launch::async, hostBatch, next_step);
-      }
-      b = batchToDevice(b, opts_.device);
-      // The step's random draws (feature dropout, diffusion time and noise) come from a
-      // seed of (run seed, step, rank): independent across ranks, and the same after a
-      // resume on any number of ranks without carrying every rank's generator state.
-      const Tensor loss = step.run(
-          b, deriveSeed({opts_.seed, kStepRandomPurpose, static_cast<uint64_t>(global_step),
-                         static_cast<uint64_t>(ctx_.rank())}));
-      ctx_.finishGradientSync();
-      if (opts_.clip_norm > 0)
-        clipGradientNorm(model_->parameters(), opts_.clip_norm, flatParametersOf(*opt_));
-      lr = schedule.at(global_step);
-      setLearningRate(*opt_, lr, opts_.optimizer.lr_factor);
-      opt_->step();
-      if (ema_) ema_->update(model_);
-      loss_acc.add_(loss);
-      ++global_step;
-      if (!opts_.device.is_cuda() ||
-          (step_in_epoch + 1) % std::max<int64_t>(1, opts_.log_every) == 0)
-        loss_text =
-            "epoch " + std::to_string(epoch) + " loss " +
-            std::to_string(loss_acc.item<double>() / static_cast<double>(step_in_epoch + 1));
-      progress.update(global_step, loss_text);
-    }
-    loss_sum = loss_acc.item<double>();
-
-    EpochRecord rec;
-    rec.epoch = epoch;
-    std::vector<double> reduced{loss_sum / static_cast<double>(std::max<int64_t>(1, epoch_steps))};
-    ctx_.allreduceMean(reduced);
-    rec.train_loss = reduced[0];
-    rec.lr = lr;
-    rec.val_loss = nan();
-    if (validate) {
-      const EvalResult ev = evaluate(val != nullptr ? *val : JetTensors{}, objective);
-      rec.val_loss = ev.loss;
-      rec.metrics = ev.metrics;
-      if (!hasBest() || ev.loss < result.best_val_loss) {
-        result.best_epoch = epoch;
-        result.best_val_loss = ev.loss;
-        bad_epochs = 0;
-        if (opts_.restore_best) best_ = modelState(model_);
-      } else {
-        ++bad_epochs;
-      }
-    }
-    rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    // Before the epoch's state is saved: a resume starts from the last finite one. Every rank
-    // sees the same reduced losses, so all of them stop here.
-    requireFiniteEpoch(opts_.label, rec, validate);
-    result.history.push_back(rec);
-    if (ctx_.isRoot())
-      logInfo("{}: epoch {} train loss {:.5f} val loss {:.5f} lr {:.3g} ({:.1f} s)", opts_.label,
-              epoch, rec.train_loss, rec.val_loss, rec.lr, rec.seconds);
-    ++epoch;
-    step_in_epoch = 0;
-    loss_sum = 0;
-    if (opts_.patience > 0 && bad_epochs >= opts_.patience) {
-      result.early_stopped = true;
-      logInfo("{}: early stop after epoch {} (best epoch {})", opts_.label, epoch - 1,
-              result.best_epoch);
-    }
-    stop_training = result.early_stopped || epoch >= opts_.max_epochs;
-    result.steps = global_step;
-    saveState(stateJson());
+    const int64_t epoch_steps = beginEpoch();
+    trainEpoch(step, epoch_steps, progress);
+    endEpoch(epoch_steps, t0);
+    stop_training = result_.early_stopped || epoch_ >= opts_.max_epochs;
+    result_.steps = global_step_;
+    t_.saveState(stateJson());
   }
   progress.finish();
-  result.steps = global_step;
-  if (opts_.restore_best && !best_.empty()) restoreState(model_, best_);
-  model_->eval();
-  return result;
+  result_.steps = global_step_;
+  if (opts_.restore_best && !t_.best_.empty()) restoreState(t_.model_, t_.best_);
+  t_.model_->eval();
+  return result_;
+}
+
+// A state that cannot resume (other data, options or model) every rank finds alike: one line,
+// from rank 0.
+void Trainer::FitLoop::resume() {
+  bool loaded = false;
+  checkOnEveryRank(ctx_, [&] { loaded = t_.loadState(state_, src_.fingerprint); });
+  if (!loaded) return;
+  result_ = fitResultFromJson(state_.at("result"));
+  result_.resumed = true;
+  epoch_ = state_.at("epoch").get<int64_t>();
+  step_in_epoch_ = state_.at("step_in_epoch").get<int64_t>();
+  global_step_ = state_.at("global_step").get<int64_t>();
+  bad_epochs_ = state_.at("bad_epochs").get<int64_t>();
+  loss_sum_ = state_.at("loss_sum").get<double>();
+  if (state_.contains("loss_sums")) {  // written at a stop: one per rank
+    const auto sums = state_.at("loss_sums").get<std::vector<double>>();
+    if (static_cast<int>(sums.size()) == ctx_.worldSize()) {
+      loss_sum_ = sums[static_cast<size_t>(ctx_.rank())];
+    } else if (!sums.empty()) {
+      loss_sum_ = 0;
+      for (double v : sums) loss_sum_ += v;
+      loss_sum_ /= static_cast<double>(sums.size());
+    }
+  }
+  // Another number of ranks (or batch size) changes the steps per epoch: keep the epoch and
+  // the fraction of it already done, and put the learning-rate schedule at the matching step
+  // of the new count.
+  const int64_t saved_spe = state_.value("steps_per_epoch", steps_per_epoch_);
+  place_schedule_ = src_.exact && saved_spe != steps_per_epoch_;
+  if (!src_.exact && saved_spe != steps_per_epoch_ && saved_spe > 0) {
+    const int64_t old_step = step_in_epoch_;
+    step_in_epoch_ =
+        std::min<int64_t>(steps_per_epoch_, std::llround(static_cast<double>(old_step) *
+                                                         static_cast<double>(steps_per_epoch_) /
+                                                         static_cast<double>(saved_spe)));
+    if (old_step > 0)
+      loss_sum_ *= static_cast<double>(step_in_epoch_) / static_cast<double>(old_step);
+    global_step_ = epoch_ * steps_per_epoch_ + step_in_epoch_;
+    if (ctx_.isRoot())
+      logWarn(
+          "{}: the state has {} steps per epoch, this run {} (another number of ranks or "
+          "batch size): epoch {} continues at step {} instead of {}, the schedule at step {}",
+          opts_.label, saved_spe, steps_per_epoch_, epoch_, step_in_epoch_, old_step, global_step_);
+  }
+  logInfo("{}: resuming from {} at epoch {} step {}", opts_.label, opts_.state_dir, epoch_,
+          step_in_epoch_);
+}
+
+nlohmann::json Trainer::FitLoop::stateJson() const {
+  nlohmann::json j;
+  j["epoch"] = epoch_;
+  j["step_in_epoch"] = step_in_epoch_;
+  j["global_step"] = global_step_;
+  j["bad_epochs"] = bad_epochs_;
+  j["loss_sum"] = loss_sum_;
+  j["result"] = toJson(result_);
+  j["data_fingerprint"] = src_.fingerprint;
+  j["data_options"] = opts_.data_options;
+  j["seed"] = opts_.seed;
+  j["batch_size"] = opts_.batch_size;
+  j["max_epochs"] = opts_.max_epochs;
+  j["sharded_ranks"] = opts_.sharded ? ctx_.worldSize() : 0;
+  j["steps_per_epoch"] = steps_per_epoch_;
+  if (src_.position) j["stream"] = src_.position();
+  return j;
+}
+
+void Trainer::FitLoop::validateInitial() {
+  const EvalResult ev = t_.evaluate(val_ != nullptr ? *val_ : JetTensors{}, objective_);
+  result_.initial_val_loss = ev.loss;
+  result_.best_val_loss = ev.loss;
+  if (opts_.restore_best) t_.best_ = modelState(t_.model_);
+  if (ctx_.isRoot()) logInfo("{}: starting weights: val loss {:.5f}", opts_.label, ev.loss);
+}
+
+int64_t Trainer::FitLoop::beginEpoch() {
+  const int64_t epoch_steps = src_.begin_epoch(
+      epoch_, resume_position_.is_null() ? nullptr : &resume_position_, step_in_epoch_);
+  if (place_schedule_) {
+    // The saved schedule step counts steps of another size (ranks x batch): the epoch's
+    // remaining steps end it at the end of this epoch on the schedule of this run's count.
+    place_schedule_ = false;
+    const int64_t was = global_step_;
+    global_step_ =
+        epoch_ * steps_per_epoch_ +
+        std::max<int64_t>(0, steps_per_epoch_ - std::max<int64_t>(0, epoch_steps - step_in_epoch_));
+    if (ctx_.isRoot())
+      logInfo(
+          "{}: the state counted {} steps per epoch, this run {}: the schedule continues at "
+          "step {} instead of {}",
+          opts_.label, state_.value("steps_per_epoch", steps_per_epoch_), steps_per_epoch_,
+          global_step_, was);
+  }
+  return epoch_steps;
+}
+
+void Trainer::FitLoop::trainEpoch(GradientStep& step, int64_t epoch_steps, Progress& progress) {
+  t_.model_->train();
+  // The epoch's loss sum stays on the device (double: the same sum as adding each step's loss
+  // on the host) and is read every log_every steps.
+  Tensor loss_acc =
+      torch::full({}, loss_sum_, torch::TensorOptions(torch::kFloat64).device(opts_.device));
+  std::string loss_text;
+  // A batch as the step takes it, on the host: gathered, padded to a fixed shape, pinned.
+  auto hostBatch = [this](int64_t step_index) {
+    JetBatch hb = src_.batch(step_index);
+    if (opts_.fixed_shapes)
+      hb = padBatch(hb, std::max(opts_.batch_size, hb.size()),
+                    fixedBatchWidth(hb.particles.size(1)));
+    if (opts_.device.is_cuda() && !src_.on_device) hb = pinned(std::move(hb));
+    return hb;
+  };
+  const bool prefetch = opts_.device.is_cuda() && !src_.exact && !src_.on_device;
+  std::future<JetBatch> next;
+  int64_t next_step = -1;
+  for (; step_in_epoch_ < epoch_steps; ++step_in_epoch_) {
+    if (ctx_.anyTrue(stopRequested() ||
+                     (opts_.stop_at_step >= 0 && global_step_ >= opts_.stop_at_step)))
+      stopAndSave(loss_acc, next);
+    JetBatch b;
+    if (next.valid() && next_step == step_in_epoch_) {
+      b = next.get();
+    } else {
+      if (next.valid()) next.wait();
+      b = hostBatch(step_in_epoch_);
+    }
+    // On a GPU the next batch is gathered (and pinned) by a helper thread while this step
+    // runs; a stream's batches are drawn in order here (its position is saved with a stop).
+    if (prefetch && step_in_epoch_ + 1 < epoch_steps) {
+      next_step = step_in_epoch_ + 1;
+      next = std::async(std::launch::async, hostBatch, next_step);
+    }
+    b = batchToDevice(b, opts_.device);
+    // The step's random draws (feature dropout, diffusion time and noise) come from a seed of
+    // (run seed, step, rank): independent across ranks, and the same after a resume on any
+    // number of ranks without carrying every rank's generator state.
+    const Tensor loss =
+        step.run(b, deriveSeed({opts_.seed, kStepRandomPurpose, static_cast<uint64_t>(global_step_),
+                                static_cast<uint64_t>(ctx_.rank())}));
+    ctx_.finishGradientSync();
+    if (opts_.clip_norm > 0)
+      clipGradientNorm(t_.model_->parameters(), opts_.clip_norm, flatParametersOf(*t_.opt_));
+    lr_ = schedule_.at(global_step_);
+    setLearningRate(*t_.opt_, lr_, opts_.optimizer.lr_factor);
+    t_.opt_->step();
+    if (t_.ema_) t_.ema_->update(t_.model_);
+    loss_acc.add_(loss);
+    ++global_step_;
+    if (!opts_.device.is_cuda() ||
+        (step_in_epoch_ + 1) % std::max<int64_t>(1, opts_.log_every) == 0)
+      loss_text = "epoch " + std::to_string(epoch_) + " loss " +
+                  std::to_string(loss_acc.item<double>() / static_cast<double>(step_in_epoch_ + 1));
+    progress.update(global_step_, loss_text);
+  }
+  loss_sum_ = loss_acc.item<double>();
+}
+
+// Every rank's partial loss sum is saved, so that a resume on as many ranks ends the epoch
+// with the same mean as an uninterrupted run.
+void Trainer::FitLoop::stopAndSave(const Tensor& loss_acc, std::future<JetBatch>& next) {
+  if (next.valid()) next.wait();
+  loss_sum_ = loss_acc.item<double>();
+  nlohmann::json j = stateJson();
+  j["loss_sums"] = allGather(ctx_, loss_sum_);
+  t_.saveState(j);
+  ctx_.barrier();
+  throw InterruptedError(opts_.label + ": stopped at epoch " + std::to_string(epoch_) + " step " +
+                         std::to_string(step_in_epoch_) +
+                         (opts_.state_dir.empty() ? std::string(" (no state directory)")
+                                                  : "; state saved to " + opts_.state_dir +
+                                                        ", rerun with --resume to continue"));
+}
+
+void Trainer::FitLoop::endEpoch(int64_t epoch_steps, std::chrono::steady_clock::time_point t0) {
+  EpochRecord rec;
+  rec.epoch = epoch_;
+  std::vector<double> reduced{loss_sum_ / static_cast<double>(std::max<int64_t>(1, epoch_steps))};
+  ctx_.allreduceMean(reduced);
+  rec.train_loss = reduced[0];
+  rec.lr = lr_;
+  rec.val_loss = nan();
+  if (validate_) {
+    const EvalResult ev = t_.evaluate(val_ != nullptr ? *val_ : JetTensors{}, objective_);
+    rec.val_loss = ev.loss;
+    rec.metrics = ev.metrics;
+    if (!hasBest() || ev.loss < result_.best_val_loss) {
+      result_.best_epoch = epoch_;
+      result_.best_val_loss = ev.loss;
+      bad_epochs_ = 0;
+      if (opts_.restore_best) t_.best_ = modelState(t_.model_);
+    } else {
+      ++bad_epochs_;
+    }
+  }
+  rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Before the epoch's state is saved: a resume starts from the last finite one. Every rank
+  // sees the same reduced losses, so all of them stop here.
+  requireFiniteEpoch(opts_.label, rec, validate_);
+  result_.history.push_back(rec);
+  if (ctx_.isRoot())
+    logInfo("{}: epoch {} train loss {:.5f} val loss {:.5f} lr {:.3g} ({:.1f} s)", opts_.label,
+            epoch_, rec.train_loss, rec.val_loss, rec.lr, rec.seconds);
+  ++epoch_;
+  step_in_epoch_ = 0;
+  loss_sum_ = 0;
+  if (opts_.patience > 0 && bad_epochs_ >= opts_.patience) {
+    result_.early_stopped = true;
+    logInfo("{}: early stop after epoch {} (best epoch {})", opts_.label, epoch_ - 1,
+            result_.best_epoch);
+  }
 }
 
 void requireFiniteEpoch(const std::string& label, const EpochRecord& rec, bool validated) {

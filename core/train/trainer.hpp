@@ -162,7 +162,7 @@ class Trainer {
   std::map<std::string, torch::Tensor> modelTensors();
 
  private:
-  // Where fitLoop's batches come from: an in-memory set or a stream.
+  // Where a fit's batches come from: an in-memory set or a stream.
   struct BatchSource {
     std::string fingerprint;
     int64_t steps_per_epoch = 0;  // of a fresh epoch (the schedule's unit)
@@ -175,7 +175,9 @@ class Trainer {
     std::function<JetBatch(int64_t step)> batch;
     std::function<nlohmann::json()> position;  // unset: none recorded
   };
-  FitResult fitLoop(BatchSource& src, const JetTensors* val, bool validate, Objective objective);
+  // The run of fit and fitStream over a BatchSource: resume, epochs of steps, validation,
+  // early stopping, the state saved (trainer.cpp).
+  class FitLoop;
   // opt_ (over `flat` when given, else per parameter) and ema_.
   void makeOptimizer(std::shared_ptr<FlatParameters> flat);
   void saveState(const nlohmann::json& training);
