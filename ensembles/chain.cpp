@@ -649,6 +649,16 @@ ChainRun::ChainRun(const ChainSpec& spec, const ChainInputs& in, const std::stri
       mc_boot_(spec.bootstrap == "mc") {}
 
 void ChainRun::run() {
+  // The simulation pairs each event's two levels; the data is unfolded from its reco level
+  // (experimental data holds nothing else).
+  if (!mc_.hasReco() || !mc_.hasGen())
+    throw InputError(spec_.mc_path + ": holds its " + (mc_.hasGen() ? "gen" : "reco") +
+                     " level only; the simulation (mc) needs both levels of each event (reco, "
+                     "gen and their _jets) to unfold");
+  if (!dat_.hasReco())
+    throw InputError(spec_.data_path +
+                     ": holds its gen level only; the data is unfolded from its detector level "
+                     "('reco', 'reco_jets'), give a file that holds it");
   if (mc_reco_rows_.empty() || mc_gen_rows_.empty() || data_rows_.empty())
     throw InputError(spec_.mc_path + " / " + spec_.data_path + ": no event passes the selection");
   fixEventWeights();

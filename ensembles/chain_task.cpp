@@ -68,7 +68,9 @@ std::shared_ptr<const data::UnfoldArrays> loadDataset(const std::string& path) {
   cache().datasets.eraseIf([&](const std::string& k) { return k.rfind(path + "|", 0) == 0; });
   data::JetFile file(path);
   if (file.layout() != data::FileLayout::kUnfold)
-    throw InputError(path + ": not an unfolding file (needs reco, gen, reco_jets, gen_jets)");
+    throw InputError(path +
+                     ": not an unfolding file (the simulation needs reco, reco_jets, gen and "
+                     "gen_jets; the data reco and reco_jets)");
   auto arrays = std::make_shared<const data::UnfoldArrays>(file.readUnfold());
   logInfo("loaded {} ({} events)", path, arrays->n());
   cache().datasets.put(key, arrays);

@@ -93,6 +93,10 @@ constexpr const char* kTruthKeys[] = {
 
 TruthHistograms readTruth(const std::string& path, const std::vector<ObservableHistogram>& like) {
   data::JetFile file(path);
+  if (file.layout() == data::FileLayout::kUnfold && !file.hasLevel("gen"))
+    throw InputError(path +
+                     ": holds its reco level only, as experimental data does; the truth is a "
+                     "particle-level sample: give a file with 'gen_subs' (N,6)");
   if (file.layout() != data::FileLayout::kUnfold || !file.has("gen_subs"))
     throw InputError(path + ": truth file needs the unfold layout with 'gen_subs' (N,6)");
   std::vector<float> subs = file.readFloat("gen_subs");

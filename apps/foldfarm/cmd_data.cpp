@@ -38,6 +38,7 @@ struct SynthArgs {
   double pt_min = 0, pt_max = 0;
   int deflate = 1;
   std::string detector;
+  std::string levels = "both";
 };
 
 void runSynth(const SynthArgs& a) {
@@ -62,15 +63,17 @@ void runSynth(const SynthArgs& a) {
       throw InputError("data synth: --detector varies the detector of --kind unfold samples");
     o.config.detector = DetectorVariation::parse(a.detector);
   }
+  o.levels = a.levels;
   o.count = a.count;
   o.seed = a.seed;
   o.out = a.out;
   o.threads = a.threads;
   o.deflate_level = a.deflate;
   writeSynthFile(o);
-  logInfo("wrote {} ({} {} {}, seed {}{})", a.out, a.count,
+  logInfo("wrote {} ({} {} {}, seed {}{}{})", a.out, a.count,
           a.kind == "pretrain" ? "jets" : "events", a.tune, a.seed,
-          a.detector.empty() ? std::string() : ", detector " + a.detector);
+          a.detector.empty() ? std::string() : ", detector " + a.detector,
+          a.levels == "both" ? std::string() : ", " + a.levels + " level only");
 }
 
 void runObservables(const std::string& in, const std::string& out, const std::string& level) {
@@ -79,7 +82,7 @@ void runObservables(const std::string& in, const std::string& out, const std::st
   JetFile f(in);
   std::string lvl;
   if (f.layout() == FileLayout::kUnfold) {
-    lvl = level.empty() ? "gen" : level;
+    lvl = level.empty() ? (f.hasLevel("gen") ? "gen" : "reco") : level;
     if (lvl != "gen" && lvl != "reco")
       throw InputError("data observables: --level must be gen or reco");
   } else if (!level.empty()) {
@@ -143,6 +146,12 @@ void registerDataCommands(CommandGroups& g) {
                 "unfold: a detector variation, multipliers on the response "
                 "(energy_scale=1.02,resolution=1.1,efficiency=0.98,angular=1.2); the generated "
                 "events stay those of the same --seed without it");
+  s->add_option("--levels", synth->levels,
+                "unfold: both, reco (detector level only, as experimental data is: a data "
+                "sample) or gen (particle level only: a truth sample); the events are those of "
+                "both for the same --seed")
+      ->check(CLI::IsMember({"both", "reco", "gen"}))
+      ->capture_default_str();
   s->callback([synth] { runSynth(*synth); });
 
   auto insp_file = std::make_shared<std::string>();
@@ -212,7 +221,8 @@ void registerDataCommands(CommandGroups& g) {
       "observables", "Write `subs` (N,6) = [mass, width, multiplicity, ln rho, z_g, tau21]");
   o->add_option("--in", *obs_in, "Input HDF5 (jets or unfold layout)")->required();
   o->add_option("--out", *obs_out, "Output HDF5 with dataset `subs`")->required();
-  o->add_option("--level", *obs_level, "gen or reco (unfolding files; default gen)");
+  o->add_option("--level", *obs_level,
+                "gen or reco (unfolding files; default gen, reco for a file of reco only)");
   o->callback([obs_in, obs_out, obs_level] { runObservables(*obs_in, *obs_out, *obs_level); });
 
   auto bench = std::make_shared<DataBenchOptions>();

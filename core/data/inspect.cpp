@@ -17,7 +17,8 @@ constexpr int64_t kBlockRows = 4096;
 
 struct Moments {
   double n = 0, sum = 0, sum2 = 0;
-  double lo = std::numeric_limits<double>::infinity(), hi = -std::numeric_limits<double>::infinity();
+  double lo = std::numeric_limits<double>::infinity(),
+         hi = -std::numeric_limits<double>::infinity();
   void add(double x) {
     n += 1;
     sum += x;
@@ -28,7 +29,10 @@ struct Moments {
   nlohmann::json json() const {
     if (n == 0) return nullptr;
     const double mean = sum / n;
-    return {{"mean", mean}, {"std", std::sqrt(std::max(0.0, sum2 / n - mean * mean))}, {"min", lo}, {"max", hi}};
+    return {{"mean", mean},
+            {"std", std::sqrt(std::max(0.0, sum2 / n - mean * mean))},
+            {"min", lo},
+            {"max", hi}};
   }
 };
 
@@ -75,7 +79,9 @@ nlohmann::json summarizeFile(const std::string& path) {
     l.erase("labels");
     s["levels"]["jets"] = l;
   } else {
-    for (const char* level : {"gen", "reco"}) s["levels"][level] = levelSummary(f, level);
+    // Experimental data holds its reco level only, a truth sample its gen level only.
+    for (const char* level : {"gen", "reco"})
+      if (f.hasLevel(level)) s["levels"][level] = levelSummary(f, level);
     Moments subs[2][kNumSubs];
     int64_t pass_reco = 0, pass_gen = 0;
     double wsum = 0;
@@ -85,18 +91,20 @@ nlohmann::json summarizeFile(const std::string& path) {
         pass_reco += u.passReco(i);
         pass_gen += u.passGen(i);
         wsum += u.weight(i);
-        for (int k = 0; k < kNumSubs && !u.gen_subs.empty(); ++k) {
-          subs[0][k].add(u.gen_subs[i * kNumSubs + k]);
-          subs[1][k].add(u.reco_subs[i * kNumSubs + k]);
+        for (int k = 0; k < kNumSubs; ++k) {
+          if (!u.gen_subs.empty()) subs[0][k].add(u.gen_subs[i * kNumSubs + k]);
+          if (!u.reco_subs.empty()) subs[1][k].add(u.reco_subs[i * kNumSubs + k]);
         }
       }
     }
-    s["pass_fraction"] = {{"reco", double(pass_reco) / f.numJets()}, {"gen", double(pass_gen) / f.numJets()}};
+    s["pass_fraction"] = nlohmann::json::object();
+    if (f.hasLevel("reco")) s["pass_fraction"]["reco"] = double(pass_reco) / f.numJets();
+    if (f.hasLevel("gen")) s["pass_fraction"]["gen"] = double(pass_gen) / f.numJets();
     s["weight_sum"] = wsum;
     if (f.hasSubs())
       for (int k = 0; k < kNumSubs; ++k) {
-        s["levels"]["gen"]["subs"][observableName(k)] = subs[0][k].json();
-        s["levels"]["reco"]["subs"][observableName(k)] = subs[1][k].json();
+        if (f.hasLevel("gen")) s["levels"]["gen"]["subs"][observableName(k)] = subs[0][k].json();
+        if (f.hasLevel("reco")) s["levels"]["reco"]["subs"][observableName(k)] = subs[1][k].json();
       }
   }
   return s;
@@ -106,13 +114,16 @@ std::string formatSummary(const nlohmann::json& s) {
   std::ostringstream os;
   char buf[256];
   os << s["file"].get<std::string>() << ": " << s["layout"].get<std::string>() << " layout, "
-     << s["jets"].get<int64_t>() << " jets, " << s["particles_per_jet"].get<int64_t>() << " particle slots\n";
+     << s["jets"].get<int64_t>() << " jets, " << s["particles_per_jet"].get<int64_t>()
+     << " particle slots\n";
   os << "datasets:\n";
   for (auto& [name, d] : s["datasets"].items()) {
     std::string shape = "(";
-    for (size_t k = 0; k < d["shape"].size(); ++k) shape += (k ? "," : "") + std::to_string(d["shape"][k].get<int64_t>());
+    for (size_t k = 0; k < d["shape"].size(); ++k)
+      shape += (k ? "," : "") + std::to_string(d["shape"][k].get<int64_t>());
     shape += d["shape"].size() == 1 ? ",)" : ")";
-    std::snprintf(buf, sizeof buf, "  %-14s %-16s %s\n", name.c_str(), shape.c_str(), d["type"].get<std::string>().c_str());
+    std::snprintf(buf, sizeof buf, "  %-14s %-16s %s\n", name.c_str(), shape.c_str(),
+                  d["type"].get<std::string>().c_str());
     os << buf;
   }
   if (!s["attributes"].empty()) {
@@ -129,17 +140,27 @@ std::string formatSummary(const nlohmann::json& s) {
     for (size_t k = 0; k < c.size(); ++k) os << " " << k << ":" << c[k].get<int64_t>();
     os << "\n";
   }
-  if (s.contains("pass_fraction"))
-    os << "pass fraction: reco " << s["pass_fraction"]["reco"].get<double>() << ", gen "
-       << s["pass_fraction"]["gen"].get<double>() << "\n";
+  if (s.contains("pass_fraction") && !s["pass_fraction"].empty()) {
+    os << "pass fraction:";
+    const char* sep = " ";
+    for (const char* level : {"reco", "gen"})
+      if (s["pass_fraction"].contains(level)) {
+        os << sep << level << " " << s["pass_fraction"][level].get<double>();
+        sep = ", ";
+      }
+    if (s["pass_fraction"].size() == 1)
+      os << " (the file holds its " << s["pass_fraction"].begin().key() << " level only)";
+    os << "\n";
+  }
   for (auto& [level, l] : s["levels"].items()) {
-    std::snprintf(buf, sizeof buf, "%-18s %10s %10s %10s %10s\n", ("[" + level + "]").c_str(), "mean", "std", "min",
-                  "max");
+    std::snprintf(buf, sizeof buf, "%-18s %10s %10s %10s %10s\n", ("[" + level + "]").c_str(),
+                  "mean", "std", "min", "max");
     os << buf;
     auto row = [&](const std::string& name, const nlohmann::json& m) {
       if (m.is_null()) return;
-      std::snprintf(buf, sizeof buf, "  %-16s %10.4g %10.4g %10.4g %10.4g\n", name.c_str(), m["mean"].get<double>(),
-                    m["std"].get<double>(), m["min"].get<double>(), m["max"].get<double>());
+      std::snprintf(buf, sizeof buf, "  %-16s %10.4g %10.4g %10.4g %10.4g\n", name.c_str(),
+                    m["mean"].get<double>(), m["std"].get<double>(), m["min"].get<double>(),
+                    m["max"].get<double>());
       os << buf;
     };
     row("particles", l["particle_multiplicity"]);

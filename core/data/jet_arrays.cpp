@@ -124,8 +124,8 @@ void JetArrays::checkShapes() const {
 
 UnfoldArrays UnfoldArrays::slice(int64_t begin, int64_t end) const {
   UnfoldArrays out;
-  out.reco = reco.slice(begin, end);
-  out.gen = gen.slice(begin, end);
+  if (hasReco()) out.reco = reco.slice(begin, end);
+  if (hasGen()) out.gen = gen.slice(begin, end);
   if (!reco_subs.empty()) appendRows(out.reco_subs, reco_subs, begin, end, kNumSubs);
   if (!gen_subs.empty()) appendRows(out.gen_subs, gen_subs, begin, end, kNumSubs);
   if (!pass_reco.empty()) appendRows(out.pass_reco, pass_reco, begin, end, 1);
@@ -136,8 +136,8 @@ UnfoldArrays UnfoldArrays::slice(int64_t begin, int64_t end) const {
 
 UnfoldArrays UnfoldArrays::subset(const std::vector<int64_t>& rows) const {
   UnfoldArrays out;
-  out.reco = reco.subset(rows);
-  out.gen = gen.subset(rows);
+  if (hasReco()) out.reco = reco.subset(rows);
+  if (hasGen()) out.gen = gen.subset(rows);
   for (int64_t r : rows) {
     if (!reco_subs.empty()) appendRows(out.reco_subs, reco_subs, r, r + 1, kNumSubs);
     if (!gen_subs.empty()) appendRows(out.gen_subs, gen_subs, r, r + 1, kNumSubs);
@@ -153,12 +153,14 @@ void UnfoldArrays::append(const UnfoldArrays& o) {
     *this = o;
     return;
   }
+  if (hasReco() != o.hasReco() || hasGen() != o.hasGen())
+    throw Error("cannot append unfolding events with another set of levels (reco, gen)");
   if (reco_subs.empty() != o.reco_subs.empty() || gen_subs.empty() != o.gen_subs.empty() ||
       pass_reco.empty() != o.pass_reco.empty() || pass_gen.empty() != o.pass_gen.empty() ||
       weights.empty() != o.weights.empty())
     throw Error("cannot append unfolding events with a different set of datasets");
-  reco.append(o.reco);
-  gen.append(o.gen);
+  if (hasReco()) reco.append(o.reco);
+  if (hasGen()) gen.append(o.gen);
   reco_subs.insert(reco_subs.end(), o.reco_subs.begin(), o.reco_subs.end());
   gen_subs.insert(gen_subs.end(), o.gen_subs.begin(), o.gen_subs.end());
   pass_reco.insert(pass_reco.end(), o.pass_reco.begin(), o.pass_reco.end());
@@ -170,9 +172,18 @@ void UnfoldArrays::checkShapes() const {
   reco.checkShapes();
   gen.checkShapes();
   const int64_t N = n();
-  if (reco.n != N)
+  if (!hasReco() && !hasGen()) throw Error("UnfoldArrays: neither a reco nor a gen level");
+  if (hasReco() && hasGen() && reco.n != N)
     throw Error("UnfoldArrays: reco has " + std::to_string(reco.n) + " events, gen " +
                 std::to_string(N));
+  auto absent = [](const char* what, bool has_level, size_t got) {
+    if (!has_level && got != 0)
+      throw Error(std::string("UnfoldArrays: ") + what + " of a level the sample does not hold");
+  };
+  absent("reco_subs", hasReco(), reco_subs.size());
+  absent("pass_reco", hasReco(), pass_reco.size());
+  absent("gen_subs", hasGen(), gen_subs.size());
+  absent("pass_gen", hasGen(), pass_gen.size());
   auto chk = [&](const char* what, size_t got, int64_t want) {
     if (got != 0 && got != static_cast<size_t>(want))
       throw Error(std::string("UnfoldArrays: ") + what + " has " + std::to_string(got) +

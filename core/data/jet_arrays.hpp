@@ -65,13 +65,17 @@ struct JetArrays {
 // An unfolding sample: one event = a detector-level (reco) and particle-level (gen) jet.
 // reco.n == gen.n == n(); subs are n*6 or empty; pass flags n or empty (= all pass);
 // weights n or empty (= all 1). reco/gen carry no labels and no weights of their own.
+// A sample may hold one level only: experimental data its reco level, a truth sample its gen
+// level. The absent level is an empty JetArrays (P 0) with no subs and no pass flags.
 struct UnfoldArrays {
   JetArrays reco, gen;
   std::vector<float> reco_subs, gen_subs;
   std::vector<uint8_t> pass_reco, pass_gen;
   std::vector<float> weights;
 
-  int64_t n() const { return gen.n; }
+  bool hasReco() const { return reco.P > 0; }
+  bool hasGen() const { return gen.P > 0; }
+  int64_t n() const { return hasGen() ? gen.n : reco.n; }
   bool passReco(int64_t i) const {
     return pass_reco.empty() || pass_reco[static_cast<size_t>(i)] != 0;
   }

@@ -118,12 +118,24 @@ struct JetFile::Impl {
   bool labels = false;
   int64_t label_cols = 0;     // 0: (N,) indices; C: one-hot
   int64_t label_classes = 0;  // C: labels must lie in [0, C); 0: unknown (kMaxLabelClasses)
-  bool subs = false;
+  bool subs = false;          // unfold layout: the subs of every level it holds
+  // Unfold layout: the levels the file holds (experimental data: reco only; a truth sample:
+  // gen only).
+  bool has_reco = false, has_gen = false;
   std::vector<std::string> names;
   mutable std::vector<std::pair<std::string, H5Handle>> open;  // cached dataset handles
 
   [[noreturn]] void fail(const std::string& dataset, const std::string& what) const {
     throw InputError(path + ": " + (dataset.empty() ? "" : "dataset '" + dataset + "': ") + what);
+  }
+
+  // Why the level (reco or gen) of an unfolding file that holds the other one only cannot be
+  // read.
+  std::string missingLevel(const std::string& level) const {
+    const std::string other = level == "reco" ? "gen" : "reco";
+    return "is missing: the file holds its " + other + " level only (" +
+           (other == "reco" ? "as experimental data does" : "as a truth sample does") +
+           "); use a file with the " + level + " level";
   }
 
   hid_t dataset(const std::string& name) const {
@@ -456,19 +468,25 @@ struct JetFile::Impl {
       }
     } else if (has("reco") || has("gen")) {
       layout = FileLayout::kUnfold;
-      auto d = expect("gen", {0, F}, "(N,P,13)");
-      expectWidth("gen", d, "no particle slots per event");
+      has_reco = has("reco");
+      has_gen = has("gen");
+      const char* first = has_gen ? "gen" : "reco";
+      auto d = expect(first, {0, F}, "(N,P,13)");
+      expectWidth(first, d, "no particle slots per event");
       N = static_cast<int64_t>(d[0]);
       P = static_cast<int64_t>(d[1]);
-      auto r = expect("reco", {P, F}, "(N,P,13) with the same P as gen");
-      expectN("reco", r);
-      expectN("gen_jets", expect("gen_jets", {kNumJetFeatures}, "(N,4)"));
-      expectN("reco_jets", expect("reco_jets", {kNumJetFeatures}, "(N,4)"));
-      subs = has("reco_subs") && has("gen_subs");
-      if (subs) {
-        expectN("reco_subs", expect("reco_subs", {kNumSubs}, "(N,6)"));
-        expectN("gen_subs", expect("gen_subs", {kNumSubs}, "(N,6)"));
+      if (has_reco && has_gen)
+        expectN("reco", expect("reco", {P, F}, "(N,P,13) with the same P as gen"));
+      subs = true;
+      for (const char* level : {"reco", "gen"}) {
+        if (!(std::string(level) == "reco" ? has_reco : has_gen)) continue;
+        const std::string jets = std::string(level) + "_jets", sub = std::string(level) + "_subs";
+        expectN(jets, expect(jets, {kNumJetFeatures}, "(N,4)"));
+        subs = subs && has(sub.c_str());
       }
+      if (subs)
+        for (const char* sub : {"reco_subs", "gen_subs"})
+          if (has(sub)) expectN(sub, expect(sub, {kNumSubs}, "(N,6)"));
       for (const char* opt : {"pass_reco", "pass_gen"})
         if (has(opt)) expectN(opt, expect(opt, {}, "(N,)"));
     } else {
@@ -480,7 +498,10 @@ struct JetFile::Impl {
     }
     if (has("weights")) expectN("weights", expect("weights", {}, "(N,)"));
     if (N == 0)
-      fail(layout == FileLayout::kJets ? "data" : "gen", "has 0 jets (empty file); regenerate it");
+      fail(layout == FileLayout::kJets ? "data"
+           : has_gen                   ? "gen"
+                                       : "reco",
+           "has 0 jets (empty file); regenerate it");
   }
 
   // Length of the root attribute `class_names` (a JSON list, as `data synth` writes it); 0
@@ -554,6 +575,11 @@ int64_t JetFile::numClasses() const {
 bool JetFile::hasSubs() const {
   return impl_->subs;
 }
+bool JetFile::hasLevel(const std::string& level) const {
+  const Impl& I = *impl_;
+  return I.layout == FileLayout::kUnfold &&
+         (level == "reco" ? I.has_reco : level == "gen" && I.has_gen);
+}
 bool JetFile::has(const std::string& name) const {
   return std::find(impl_->names.begin(), impl_->names.end(), name) != impl_->names.end();
 }
@@ -601,6 +627,7 @@ void JetFile::readJetsInto(int64_t begin, int64_t end, const std::string& level,
   if (I.layout == FileLayout::kUnfold) {
     if (level != "reco" && level != "gen")
       I.fail("", "is an unfolding file: choose the level (reco or gen) to read");
+    if (!hasLevel(level)) I.fail(level, I.missingLevel(level));
     pname = level;
     jname = level + "_jets";
   }
@@ -632,23 +659,26 @@ UnfoldArrays JetFile::readUnfold(int64_t begin, int64_t end) const {
   if (I.layout != FileLayout::kUnfold)
     I.fail("", "is not an unfolding file (no 'reco'/'gen'); use an unfold layout file");
   end = I.resolveEnd(begin, end);
-  requireWithinBudget(
-      I.path, "reading " + std::to_string(end - begin) + " events",
-      static_cast<double>(end - begin) * (2.0 * (I.P * F + kNumJetFeatures + kNumSubs) + 2) * 4.0);
+  const int levels = (I.has_reco ? 1 : 0) + (I.has_gen ? 1 : 0);
+  requireWithinBudget(I.path, "reading " + std::to_string(end - begin) + " events",
+                      static_cast<double>(end - begin) *
+                          (levels * (I.P * F + kNumJetFeatures + kNumSubs) + 2) * 4.0);
   UnfoldArrays u;
-  u.reco.n = u.gen.n = end - begin;
-  u.reco.P = u.gen.P = I.P;
-  u.reco.particles = I.readFloats("reco", begin, end, I.P * F, true);
-  u.gen.particles = I.readFloats("gen", begin, end, I.P * F, true);
-  u.reco.jets = I.readFloats("reco_jets", begin, end, kNumJetFeatures, true);
-  u.gen.jets = I.readFloats("gen_jets", begin, end, kNumJetFeatures, true);
-  if (I.subs) {
-    u.reco_subs = I.readFloats("reco_subs", begin, end, kNumSubs, true);
-    u.gen_subs = I.readFloats("gen_subs", begin, end, kNumSubs, true);
+  for (const char* name : {"reco", "gen"}) {
+    if (!hasLevel(name)) continue;
+    const std::string level = name;
+    JetArrays& a = level == "reco" ? u.reco : u.gen;
+    a.n = end - begin;
+    a.P = I.P;
+    a.particles = I.readFloats(level, begin, end, I.P * F, true);
+    a.jets = I.readFloats(level + "_jets", begin, end, kNumJetFeatures, true);
+    if (I.subs)
+      (level == "reco" ? u.reco_subs : u.gen_subs) =
+          I.readFloats(level + "_subs", begin, end, kNumSubs, true);
   }
   for (auto [name, dst] :
        {std::pair{"pass_reco", &u.pass_reco}, std::pair{"pass_gen", &u.pass_gen}}) {
-    if (!has(name)) continue;
+    if (!has(name) || !hasLevel(std::string(name).substr(5))) continue;  // a level it holds
     dst->resize(static_cast<size_t>(end - begin));
     I.readRows(name, begin, end, H5T_NATIVE_UINT8, dst->data());
   }
@@ -960,6 +990,10 @@ BatchStream::BatchStream(std::vector<std::string> paths, StreamOptions opts)
     }
     if (jf.layout() == FileLayout::kUnfold && opts.level != "reco" && opts.level != "gen")
       throw InputError(paths[f] + ": is an unfolding file: stream it with level reco or gen");
+    if (jf.layout() == FileLayout::kUnfold && !jf.hasLevel(opts.level))
+      throw InputError(paths[f] + ": has no " + opts.level + " level (it holds the " +
+                       (opts.level == "reco" ? "gen" : "reco") +
+                       " level only); stream another level or file");
     // The block index and one window of rows are what a stream holds; refuse them before
     // the index is built (a file may declare any number of rows in a few bytes).
     const int64_t rows = I.total + jf.numJets();

@@ -63,7 +63,11 @@ class JetFile {
   bool hasLabels() const;        // jets layout with `pid`
   // C of a one-hot pid, else the length of the `class_names` attribute; 0 if unknown or none.
   int64_t numClasses() const;
-  bool hasSubs() const;  // unfold layout with both *_subs
+  bool hasSubs() const;  // unfold layout with the *_subs of every level it holds
+  // Unfold layout: whether the file holds `level` ("reco" or "gen"). Experimental data holds
+  // its reco level only, a truth sample its gen level only; readJets of a level the file does
+  // not hold is an InputError naming it, readUnfold leaves it empty (UnfoldArrays::hasReco).
+  bool hasLevel(const std::string& level) const;
   std::vector<DatasetInfo> datasets() const;
   std::map<std::string, std::string> attributes() const;  // root attributes as text
 

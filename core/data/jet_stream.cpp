@@ -546,6 +546,10 @@ JetStream::JetStream(std::vector<std::string> files, std::vector<StreamBlock> tr
     }
     if (jf.layout() == FileLayout::kUnfold && o.level != "reco" && o.level != "gen")
       throw InputError(files[f] + ": is an unfolding file: stream it with level reco or gen");
+    if (jf.layout() == FileLayout::kUnfold && !jf.hasLevel(o.level))
+      throw InputError(files[f] + ": has no " + o.level + " level (it holds the " +
+                       (o.level == "reco" ? "gen" : "reco") +
+                       " level only); stream another level or file");
   }
   for (const auto& b : train) {
     if (b.file < 0 || static_cast<size_t>(b.file) >= files.size())

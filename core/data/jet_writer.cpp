@@ -160,31 +160,39 @@ void JetFileWriter::append(const UnfoldArrays& u) {
   Impl& I = *impl_;
   if (I.layout != FileLayout::kUnfold)
     throw std::invalid_argument("writer: unfolding events appended to a jets file");
-  if (u.gen.P != I.P || u.reco.P != I.P)
-    throw std::invalid_argument("writer: unfolding events with a different P");
+  // The levels the events hold (data: reco only; truth: gen only), the same in every append.
+  std::vector<std::pair<std::string, const JetArrays*>> levels;
+  if (u.hasReco()) levels.emplace_back("reco", &u.reco);
+  if (u.hasGen()) levels.emplace_back("gen", &u.gen);
+  for (const auto& [name, level] : levels)
+    if (level->P != I.P) throw std::invalid_argument("writer: unfolding events with a different P");
   u.checkShapes();
   const int64_t n = u.n();
+  const bool subs = std::all_of(levels.begin(), levels.end(), [&](const auto& l) {
+    return !(l.first == "reco" ? u.reco_subs : u.gen_subs).empty();
+  });
   if (I.first) {
-    for (const char* name : {"reco", "gen"})
+    for (const auto& [name, level] : levels) {
       I.create(name, {static_cast<hsize_t>(I.P), F}, H5T_IEEE_F32LE);
-    for (const char* name : {"reco_jets", "gen_jets"})
-      I.create(name, {kNumJetFeatures}, H5T_IEEE_F32LE);
-    if (I.opt.with_subs && !u.reco_subs.empty() && !u.gen_subs.empty())
-      for (const char* name : {"reco_subs", "gen_subs"}) I.create(name, {kNumSubs}, H5T_IEEE_F32LE);
+      I.create(name + "_jets", {kNumJetFeatures}, H5T_IEEE_F32LE);
+      if (I.opt.with_subs && subs) I.create(name + "_subs", {kNumSubs}, H5T_IEEE_F32LE);
+    }
     if (I.opt.with_pass && !u.pass_reco.empty()) I.create("pass_reco", {}, H5T_STD_U8LE);
     if (I.opt.with_pass && !u.pass_gen.empty()) I.create("pass_gen", {}, H5T_STD_U8LE);
     if (I.opt.with_weights && !u.weights.empty()) I.create("weights", {}, H5T_IEEE_F32LE);
     I.first = false;
   }
-  I.appendRows("reco", u.reco.particles.data(), n, H5T_NATIVE_FLOAT);
-  I.appendRows("gen", u.gen.particles.data(), n, H5T_NATIVE_FLOAT);
-  I.appendRows("reco_jets", u.reco.jets.data(), n, H5T_NATIVE_FLOAT);
-  I.appendRows("gen_jets", u.gen.jets.data(), n, H5T_NATIVE_FLOAT);
-  if (I.find("reco_subs") >= 0) {
-    checkSize("reco_subs", u.reco_subs.size(), n * kNumSubs);
-    checkSize("gen_subs", u.gen_subs.size(), n * kNumSubs);
-    I.appendRows("reco_subs", u.reco_subs.data(), n, H5T_NATIVE_FLOAT);
-    I.appendRows("gen_subs", u.gen_subs.data(), n, H5T_NATIVE_FLOAT);
+  for (const char* name : {"reco", "gen"})
+    if ((I.find(name) >= 0) != (std::string(name) == "reco" ? u.hasReco() : u.hasGen()))
+      throw std::invalid_argument("writer: unfolding events with another set of levels");
+  for (const auto& [name, level] : levels) {
+    I.appendRows(name, level->particles.data(), n, H5T_NATIVE_FLOAT);
+    I.appendRows(name + "_jets", level->jets.data(), n, H5T_NATIVE_FLOAT);
+    if (I.find(name + "_subs") >= 0) {
+      const std::vector<float>& values = name == "reco" ? u.reco_subs : u.gen_subs;
+      checkSize((name + "_subs").c_str(), values.size(), n * kNumSubs);
+      I.appendRows(name + "_subs", values.data(), n, H5T_NATIVE_FLOAT);
+    }
   }
   if (I.find("pass_reco") >= 0) {
     checkSize("pass_reco", u.pass_reco.size(), n);
@@ -252,7 +260,7 @@ void writeJetFile(const std::string& path, const JetArrays& a, const nlohmann::j
 
 void writeUnfoldFile(const std::string& path, const UnfoldArrays& u, const nlohmann::json& attrs,
                      WriteOptions opts) {
-  JetFileWriter w(path, FileLayout::kUnfold, u.gen.P, false, attrs, opts);
+  JetFileWriter w(path, FileLayout::kUnfold, u.hasGen() ? u.gen.P : u.reco.P, false, attrs, opts);
   w.append(u);
   w.commit();
 }

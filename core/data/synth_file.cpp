@@ -27,9 +27,13 @@ void writeSynthFile(const SynthFileOptions& opt) {
   if (opt.threads > kMaxSynthThreads)
     throw InputError("synth: --threads " + std::to_string(opt.threads) + " exceeds " +
                      std::to_string(kMaxSynthThreads) + "; give at most the cores of the node");
+  const bool pretrain = opt.kind == SynthKind::kPretrain;
+  if (opt.levels != "both" && opt.levels != "reco" && opt.levels != "gen")
+    throw InputError("synth: levels must be both, reco or gen (got '" + opt.levels + "')");
+  if (pretrain && opt.levels != "both")
+    throw InputError("synth: levels apply to unfolding samples (--kind unfold)");
   requireOutputDirectory(opt.out);
   const int threads = std::max(1, opt.threads);
-  const bool pretrain = opt.kind == SynthKind::kPretrain;
 
   nlohmann::json attrs = {
       {"kind", pretrain ? "pretrain" : "unfold"},
@@ -40,6 +44,7 @@ void writeSynthFile(const SynthFileOptions& opt) {
        (pretrain ? FeatureStats::jetClass() : FeatureStats::zJets()).toJson().dump()},
       {"producer", std::string("foldfarm ") + FOLDFARM_VERSION},
   };
+  if (!pretrain) attrs["levels"] = opt.levels;
   if (pretrain) {
     nlohmann::json names = nlohmann::json::array();
     for (int c = 0; c < kNumSynthClasses; ++c) names.push_back(jetClassName(c));
@@ -73,7 +78,16 @@ void writeSynthFile(const SynthFileOptions& opt) {
       std::vector<UnfoldArrays> parts(static_cast<size_t>(threads));
       runThreads(threads, [&](int t) {
         const auto [b, e] = rows(t);
-        parts[static_cast<size_t>(t)] = synthUnfold(opt.config, opt.seed, b, e);
+        UnfoldArrays& u = parts[static_cast<size_t>(t)] = synthUnfold(opt.config, opt.seed, b, e);
+        if (opt.levels == "reco") {
+          u.gen = JetArrays{};
+          u.gen_subs.clear();
+          u.pass_gen.clear();
+        } else if (opt.levels == "gen") {
+          u.reco = JetArrays{};
+          u.reco_subs.clear();
+          u.pass_reco.clear();
+        }
       });
       for (auto& p : parts)
         if (p.n() > 0) writer.append(p);

@@ -30,10 +30,14 @@ struct SynthFileOptions {
   int64_t block_rows = 4096;
   int deflate_level = 1;
   bool progress = true;
+  // Unfold: the levels written, "both", or "reco" (as experimental data is: detector level
+  // only) or "gen" (a truth sample). The events are those of "both" for the same seed.
+  std::string levels = "both";
 };
 
 // Throws InputError for bad options (count <= 0, P < 1, pT range or threads outside the
-// limits above, output directory missing).
+// limits above, levels not one of the three or given for pretraining jets, output directory
+// missing).
 void writeSynthFile(const SynthFileOptions& opt);
 
 }  // namespace foldfarm::data

@@ -155,6 +155,51 @@ TEST_F(DataCli, SynthInspectConvertObservables) {
   EXPECT_NEAR(a.jets[4 * 790 + 2], 5.29589, 1e-4);
 }
 
+// `data synth --levels reco` writes a data sample as an experiment has it (detector level
+// only): the events of `--levels both` with the same seed; `data inspect` summarises the
+// level it holds and says so; `data observables` takes that level by default.
+TEST_F(DataCli, ASampleOfTheRecoLevelOnlyIsWrittenInspectedAndMeasured) {
+  const std::string both = file("both.h5"), reco = file("reco.h5");
+  Result r = run("data synth --kind unfold --tune data --events 50 --seed 6 --out " + both);
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = run("data synth --kind unfold --tune data --events 50 --seed 6 --levels reco --out " + reco);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const JetFile fb(both), fr(reco);
+  EXPECT_TRUE(fr.hasLevel("reco"));
+  EXPECT_FALSE(fr.hasLevel("gen"));
+  EXPECT_FALSE(fr.has("gen_jets"));
+  EXPECT_FALSE(fr.has("pass_gen"));
+  EXPECT_EQ(fr.attributes().at("levels"), "reco");
+  EXPECT_EQ(fr.readJets(0, -1, "reco").particles, fb.readJets(0, -1, "reco").particles);
+  EXPECT_EQ(fr.readFloat("reco_subs"), fb.readFloat("reco_subs"));
+  EXPECT_LT(fs::file_size(reco), fs::file_size(both));
+
+  r = run("data inspect " + reco + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(j["levels"].contains("reco"));
+  EXPECT_FALSE(j["levels"].contains("gen"));
+  EXPECT_TRUE(j["pass_fraction"].contains("reco"));
+  EXPECT_FALSE(j["pass_fraction"].contains("gen"));
+  r = run("data inspect " + reco);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("(the file holds its reco level only)"), std::string::npos) << r.out;
+
+  const std::string obs = file("obs_reco.h5");
+  r = run("data observables --in " + reco + " --out " + obs);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(readFloatDataset(obs, "subs"), fr.readFloat("reco_subs"));
+  r = run("data observables --in " + reco + " --out " + file("obs_gen.h5") + " --level gen");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("reco level only"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(file("obs_gen.h5")));
+
+  r = run("data synth --kind pretrain --jets 10 --levels reco --out " + file("p.h5"));
+  EXPECT_EQ(r.code, 2) << "levels apply to unfolding samples";
+  EXPECT_FALSE(fs::exists(file("p.h5")));
+}
+
 namespace {
 
 // Starts `foldfarm data synth` of 4 M jets into `target` (output discarded), with the

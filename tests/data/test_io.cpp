@@ -104,6 +104,62 @@ TEST(JetIo, UnfoldLayoutRoundTripAndAppendInPieces) {
   EXPECT_THROW(f.readJets(), foldfarm::InputError);  // level required
 }
 
+// Experimental data holds its detector level only, a truth sample its particle level only:
+// either is an unfolding file of one level. It is read with that level (the other empty),
+// the missing level is refused by name when asked for, and it is written as it was read.
+TEST(JetIo, AnUnfoldingFileOfOneLevelReadsThatLevelAndRefusesTheOther) {
+  TempDir dir;
+  SynthConfig cfg = SynthConfig::unfoldDefaults();
+  cfg.P = 20;
+  const UnfoldArrays both = synthUnfold(cfg, 5, 0, 60);
+  for (const std::string kept : {"reco", "gen"}) {
+    const std::string dropped = kept == "reco" ? "gen" : "reco";
+    UnfoldArrays one = both;
+    (dropped == "gen" ? one.gen : one.reco) = JetArrays{};
+    (dropped == "gen" ? one.gen_subs : one.reco_subs).clear();
+    (dropped == "gen" ? one.pass_gen : one.pass_reco).clear();
+    EXPECT_EQ(one.n(), 60);
+    EXPECT_EQ(one.slice(10, 30).n(), 20) << kept;
+    EXPECT_EQ(one.subset({3, 1}).n(), 2) << kept;
+    const std::string path = dir.file(kept + "_only.h5");
+    writeUnfoldFile(path, one);
+    JetFile f(path);
+    EXPECT_EQ(f.layout(), FileLayout::kUnfold);
+    EXPECT_EQ(f.numJets(), 60);
+    EXPECT_EQ(f.numParticles(), 20);
+    EXPECT_TRUE(f.hasLevel(kept));
+    EXPECT_FALSE(f.hasLevel(dropped));
+    EXPECT_FALSE(f.has(dropped)) << "nothing of the dropped level is written";
+    EXPECT_FALSE(f.has(dropped + "_jets"));
+    EXPECT_TRUE(f.hasSubs()) << "the subs of every level the file holds";
+    const UnfoldArrays v = f.readUnfold();
+    EXPECT_EQ(v.n(), 60);
+    const JetArrays& got = kept == "reco" ? v.reco : v.gen;
+    const JetArrays& want = kept == "reco" ? both.reco : both.gen;
+    EXPECT_EQ(got.particles, want.particles) << kept;
+    EXPECT_EQ(got.jets, want.jets) << kept;
+    EXPECT_EQ(kept == "reco" ? v.reco_subs : v.gen_subs,
+              kept == "reco" ? both.reco_subs : both.gen_subs);
+    EXPECT_EQ(kept == "reco" ? v.pass_reco : v.pass_gen,
+              kept == "reco" ? both.pass_reco : both.pass_gen);
+    EXPECT_EQ(v.weights, both.weights);
+    EXPECT_EQ(kept == "reco" ? v.hasGen() : v.hasReco(), false);
+    EXPECT_TRUE((kept == "reco" ? v.gen_subs : v.reco_subs).empty());
+    EXPECT_EQ(f.readJets(0, -1, kept).particles, want.particles);
+    try {
+      f.readJets(0, -1, dropped);
+      ADD_FAILURE() << "reading the " << dropped << " level of a " << kept << " file";
+    } catch (const foldfarm::InputError& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(path), std::string::npos) << msg;
+      EXPECT_NE(msg.find("'" + dropped + "'"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(kept + " level only"), std::string::npos) << msg;
+    }
+    // Appending events of another set of levels is refused.
+    EXPECT_THROW(UnfoldArrays(one).append(both), foldfarm::Error) << kept;
+  }
+}
+
 // h5py writes numpy bools as a one-byte enum (FALSE = 0, TRUE = 1): `pid` and `weights`
 // stored so read as the labels and weights 0/1 they are, whole or by rows (before, the rows
 // of `pid` were packed eight to a label and the weights were garbage).

@@ -149,6 +149,38 @@ TEST_F(ChainTest, DataWithMoreParticleSlotsUnfoldsAsWithTheSame) {
   }
 }
 
+// Experimental data holds its detector level only: a data file without `gen` unfolds
+// exactly as the same events with their particle level (which a chain never reads), with PET
+// and with the observable MLP. A simulation of one level is refused before anything is
+// written, naming the file.
+TEST_F(ChainTest, DataOfTheRecoLevelOnlyUnfoldsAsTheSameEventsWithBothLevels) {
+  data::UnfoldArrays reco_only = data::readUnfoldFile((root_ / "data.h5").string());
+  reco_only.gen = data::JetArrays{};
+  reco_only.gen_subs.clear();
+  reco_only.pass_gen.clear();
+  data::writeUnfoldFile((root_ / "data_reco_only.h5").string(), reco_only);
+  ASSERT_FALSE(data::JetFile((root_ / "data_reco_only.h5").string()).hasLevel("gen"));
+  for (const char* classifier : {"pet", "mlp"}) {
+    nlohmann::json both = params(2, 0), reco = params(2, 0);
+    both["config"]["classifier"] = reco["config"]["classifier"] = classifier;
+    both["iterations"] = reco["iterations"] = 1;
+    reco["data"] = (root_ / "data_reco_only.h5").string();
+    const fs::path a = root_ / (std::string("levels_both_") + classifier);
+    const fs::path b = root_ / (std::string("levels_reco_") + classifier);
+    ASSERT_EQ(runChainTask(both, a.string()), 0) << classifier;
+    ASSERT_EQ(runChainTask(reco, b.string()), 0) << classifier;
+    EXPECT_EQ(push(a), push(b)) << classifier;
+    EXPECT_EQ(readChainWeights(a.string()).final, readChainWeights(b.string()).final);
+  }
+  // The simulation needs both levels: as the MC, the reco-only file is refused by name.
+  nlohmann::json bad = params(2, 0);
+  bad["mc"] = (root_ / "data_reco_only.h5").string();
+  const fs::path out = root_ / "mc_reco_only";
+  ASSERT_EQ(runChainTask(bad, out.string()), 2);
+  EXPECT_FALSE(fs::exists(out / kChainResultFile));
+  EXPECT_FALSE(fs::exists(out / "state")) << "refused before anything is written";
+}
+
 TEST_F(ChainTest, InterruptedAndResumedChainEndsWithIdenticalWeights) {
   const fs::path ref = root_ / "ref", cut = root_ / "cut";
   ASSERT_EQ(runChainTask(params(2, 0), ref.string()), 0);
