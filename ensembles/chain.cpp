@@ -501,6 +501,17 @@ json chainSpecToJson(const ChainSpec& s) {
   return j;
 }
 
+void requireChainLevels(const std::string& path, bool mc, bool has_reco, bool has_gen) {
+  if (mc && !(has_reco && has_gen))
+    throw InputError(path + ": holds its " + (has_gen ? "gen" : "reco") +
+                     " level only; the simulation (mc) needs both levels of each event (reco, "
+                     "gen and their _jets) to unfold");
+  if (!mc && !has_reco)
+    throw InputError(path +
+                     ": holds its gen level only; the data is unfolded from its detector level "
+                     "('reco', 'reco_jets'), give a file that holds it");
+}
+
 std::string stepModelsDir(const std::string& chain_dir, int iteration, int step) {
   return chain_dir + "/models/iteration" + std::to_string(iteration) + "_step" +
          std::to_string(step);
@@ -649,16 +660,8 @@ ChainRun::ChainRun(const ChainSpec& spec, const ChainInputs& in, const std::stri
       mc_boot_(spec.bootstrap == "mc") {}
 
 void ChainRun::run() {
-  // The simulation pairs each event's two levels; the data is unfolded from its reco level
-  // (experimental data holds nothing else).
-  if (!mc_.hasReco() || !mc_.hasGen())
-    throw InputError(spec_.mc_path + ": holds its " + (mc_.hasGen() ? "gen" : "reco") +
-                     " level only; the simulation (mc) needs both levels of each event (reco, "
-                     "gen and their _jets) to unfold");
-  if (!dat_.hasReco())
-    throw InputError(spec_.data_path +
-                     ": holds its gen level only; the data is unfolded from its detector level "
-                     "('reco', 'reco_jets'), give a file that holds it");
+  requireChainLevels(spec_.mc_path, true, mc_.hasReco(), mc_.hasGen());
+  requireChainLevels(spec_.data_path, false, dat_.hasReco(), dat_.hasGen());
   if (mc_reco_rows_.empty() || mc_gen_rows_.empty() || data_rows_.empty())
     throw InputError(spec_.mc_path + " / " + spec_.data_path + ": no event passes the selection");
   fixEventWeights();

@@ -188,6 +188,11 @@ data::FeatureStats chainFeatureStats(const ChainConfig& c, const Checkpoint* ini
 // Where a chain with keep_models keeps the models of iteration `iteration`, step `step`.
 std::string stepModelsDir(const std::string& chain_dir, int iteration, int step);
 
+// The levels a chain needs of its files: the simulation (`mc`) both, to pair each event's
+// detector and particle level; the data its reco level (experimental data holds nothing
+// else). InputError naming `path` and what it holds otherwise.
+void requireChainLevels(const std::string& path, bool mc, bool has_reco, bool has_gen);
+
 // Runs (or resumes) the chain and writes its output into out_dir (chain_output.hpp).
 // Throws InputError for bad input, InterruptedError when stopped (state saved), Error.
 void runChain(const ChainSpec& spec, const ChainInputs& inputs, const std::string& out_dir);

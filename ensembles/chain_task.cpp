@@ -283,19 +283,37 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
   logInfo("{}: chain done", task_dir);
 }
 
-int runChainTask(const nlohmann::json& params, const std::string& task_dir) {
+int runChainTask(const nlohmann::json& params, const std::string& task_dir, std::string* reason) {
+  const auto failed = [&](int code, const std::string& why) {
+    if (reason != nullptr) *reason = why;
+    return code;
+  };
   try {
     runChainTaskOrThrow(params, task_dir);
     return kExitOk;
   } catch (const InterruptedError& e) {
     logWarn("{}", e.what());
-    return kExitInterrupted;
+    return failed(kExitInterrupted, e.what());
   } catch (const InputError& e) {
     logError("{}: {}", task_dir, e.what());
-    return kExitBadInput;
+    return failed(kExitBadInput, e.what());
   } catch (const std::exception& e) {
-    logError("{}: chain failed: {}", task_dir, exceptionMessage(e));
-    return kExitFailure;
+    const std::string why = "chain failed: " + exceptionMessage(e);
+    logError("{}: {}", task_dir, why);
+    return failed(kExitFailure, why);
+  }
+}
+
+void checkChainTaskInputs(const nlohmann::json& params) {
+  const ChainSpec spec = chainSpecFromJson(params);
+  for (const bool mc : {true, false}) {
+    const std::string& path = mc ? spec.mc_path : spec.data_path;
+    const data::JetFile file(path);
+    if (file.layout() != data::FileLayout::kUnfold)
+      throw InputError(path + ": is a jets-layout file; the " + (mc ? "simulation" : "data") +
+                       " of a chain is an unfolding file (reco, reco_jets" +
+                       (mc ? ", gen, gen_jets" : "") + ")");
+    requireChainLevels(path, mc, file.hasLevel("reco"), file.hasLevel("gen"));
   }
 }
 

@@ -26,7 +26,8 @@
 //   2   bad input (unreadable files, bad params, state of different params): one line is
 //       logged naming the file or key; nothing is written;
 //   1   any other failure (logged).
-// Never throws.
+// Never throws. With `reason`, the error's one line is also left there (a campaign's journal
+// records it as the task's reason).
 //
 // Loaded datasets and the foundation checkpoint are cached in-process, keyed by path, size
 // and modification time, so a persistent worker running many chains reads them once.
@@ -43,13 +44,20 @@ class ParallelContext;
 
 namespace foldfarm::ensembles {
 
-int runChainTask(const nlohmann::json& params, const std::string& task_dir);
+int runChainTask(const nlohmann::json& params, const std::string& task_dir,
+                 std::string* reason = nullptr);
 // The same, for a command that reports errors itself: throws InputError (bad input),
 // InterruptedError (state saved) or Error instead of returning a status.
 // With `ctx`, the chain's step classifiers train data-parallel over its ranks (every rank
 // calls this with the same params; rank 0 writes the output).
 void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_dir,
                          ParallelContext* ctx = nullptr);
+
+// The chain's input files as its run will read them, before any task starts (`campaign
+// init` and `run`): the simulation an unfolding file of both levels, the data one with its
+// reco level (the file's datasets and shapes validated, nothing read). InputError naming the
+// file and what it lacks.
+void checkChainTaskInputs(const nlohmann::json& params);
 
 // The chain params above from a campaign task's params (jobs/campaign_spec.hpp taskDef():
 // inputs, chain, replica, member, seed, threads; for a variation's task also variation and

@@ -475,6 +475,20 @@ void requireCampaignInputs(const CampaignSpec& s, const std::string& origin) {
   };
   check(s.inputs, "");
   for (const Variation& v : s.variations) check(v.inputs, "variations." + v.name + ".");
+  // What the kind needs of its files, once per set of inputs (the common one, each
+  // variation's): a campaign whose every task would fail on them does not start.
+  const auto& traits = taskKindTraits(s.kind);
+  if (!traits.check_inputs) return;
+  const auto checkTask = [&](int index, const std::string& where) {
+    try {
+      traits.check_inputs(s.taskDef(index).params);
+    } catch (const InputError& e) {
+      throw InputError(origin + ": " + where + e.what());
+    }
+  };
+  checkTask(0, "inputs: ");
+  for (const Variation& v : s.variations)
+    if (!v.inputs.empty()) checkTask(v.first_index, "variations." + v.name + ".inputs: ");
 }
 
 CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
@@ -664,7 +678,6 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
                        "' names no task of this campaign (ids run from " + s.idRangeText() + ")");
     }
   }
-  if (require_inputs) requireCampaignInputs(s, origin);
   // Validate every distinct parameter set the kind will see (the common one, each
   // variation's and the overrides).
   const auto& traits = taskKindTraits(s.kind);
@@ -680,6 +693,7 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
     for (const auto& v : s.variations) check(v.first_index);
     for (const auto& [id, ov] : s.overrides) check(s.indexOf(id));
   }
+  if (require_inputs) requireCampaignInputs(s, origin);
   return s;
 }
 

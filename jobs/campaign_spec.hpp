@@ -192,7 +192,8 @@ std::string taskIdFor(const std::string& variation, int replica, int member);
 CampaignSpec parseCampaignSpec(const nlohmann::json& j, const std::string& origin,
                                const std::string& base_dir, bool require_inputs = true);
 // InputError naming the first input file (the nominal's, then each variation's) that does
-// not exist.
+// not exist, then the first set of inputs the task kind cannot use (its check_inputs: a chain
+// opens its files and checks their levels).
 void requireCampaignInputs(const CampaignSpec& spec, const std::string& origin);
 // Reads the file and parses it. Throws InputError.
 // `require_inputs` as parseCampaignSpec's (false: `campaign plan`, which starts no task).

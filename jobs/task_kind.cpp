@@ -341,13 +341,13 @@ TaskOutcome runTaskKind(const std::string& name, const json& params, const std::
 
 void registerBuiltinTaskKinds() {
   using Keys = std::vector<std::string>;
-  registerTaskKind("noop", TaskRunner(runNoop), TaskKindTraits{false, nullptr, Keys{}});
+  registerTaskKind("noop", TaskRunner(runNoop), TaskKindTraits{false, nullptr, Keys{}, nullptr});
   registerTaskKind("sleep", TaskRunner(runSleep),
-                   TaskKindTraits{true, validateSleep, Keys{"seconds"}});
+                   TaskKindTraits{true, validateSleep, Keys{"seconds"}, nullptr});
   registerTaskKind("command", TaskRunner(runCommand),
-                   TaskKindTraits{true, validateCommand, Keys{"argv"}});
+                   TaskKindTraits{true, validateCommand, Keys{"argv"}, nullptr});
   registerTaskKind("load", TaskRunner(runLoad),
-                   TaskKindTraits{false, validateLoad, Keys{"path", "cache"}});
+                   TaskKindTraits{false, validateLoad, Keys{"path", "cache"}, nullptr});
 }
 
 void WorkerCache::clear() {

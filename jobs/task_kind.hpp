@@ -59,6 +59,10 @@ struct TaskKindTraits {
   // The keys of "params"/"overrides" the runner reads; set: any other key in a spec is
   // refused at `campaign init` (it would be dropped). Unset: not checked.
   std::optional<std::vector<std::string>> param_keys;
+  // Optional: checks the input files a task will read (they exist: requireCampaignInputs),
+  // e.g. their layout, at `campaign init` and before a run starts; throws InputError naming
+  // the file.
+  TaskValidator check_inputs;
 };
 
 void registerTaskKind(const std::string& name, TaskRunner runner, TaskKindTraits traits = {});

@@ -34,18 +34,24 @@ void registerAllTaskKinds() {
   done = true;
   jobs::registerBuiltinTaskKinds();
   jobs::registerTaskKind(
-      "chain",
-      std::function<int(const json&, const std::string&)>(
-          [](const json& p, const std::string& dir) {
-            return ensembles::runChainTask(ensembles::chainParamsOfCampaignTask(p, dir), dir);
-          }),
-      // The chain config is checked at `campaign init`, not first by every task at run time.
-      jobs::TaskKindTraits{true,
-                           [](const json& p) {
-                             ensembles::checkChainTaskParams(
-                                 ensembles::chainParamsOfCampaignTask(p, "tasks/t"));
-                           },
-                           std::nullopt});
+      "chain", jobs::TaskRunner([](const json& p, const std::string& dir) {
+        // The chain's one-line error is the task's reason (`campaign status` shows it).
+        jobs::TaskOutcome o;
+        o.status =
+            ensembles::runChainTask(ensembles::chainParamsOfCampaignTask(p, dir), dir, &o.reason);
+        return o;
+      }),
+      // The chain config is checked at `campaign init`, not first by every task at run time;
+      // its input files at `init` and before a run starts.
+      jobs::TaskKindTraits{
+          true,
+          [](const json& p) {
+            ensembles::checkChainTaskParams(ensembles::chainParamsOfCampaignTask(p, "tasks/t"));
+          },
+          std::nullopt,
+          [](const json& p) {
+            ensembles::checkChainTaskInputs(ensembles::chainParamsOfCampaignTask(p, "tasks/t"));
+          }});
 }
 
 void refuseUntrainable(const jobs::CampaignSpec& spec, const std::string& origin) {

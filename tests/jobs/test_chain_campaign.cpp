@@ -85,6 +85,67 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   EXPECT_EQ(summary["chains"], 16);
 }
 
+// Inputs no chain can use are refused at `campaign init`, naming the spec, the key and the
+// file: a simulation of one level (the nominal's, a variation's). Data of its reco level
+// only, as an experiment records it, is accepted. A chain that fails at run time leaves its
+// own one-line error as the task's reason in `campaign status`, not only its exit code.
+TEST_F(ChainCampaign, InputsNoChainCanUseAreRefusedAtInitAndAFailedChainsReasonIsItsError) {
+  for (const char* levels : {"reco", "gen"})
+    ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "unfold", "--events", "400", "--tune", "data",
+                           "--seed", "12", "--levels", levels, "--out",
+                           scratch_ + "/data_" + levels + ".h5"},
+                          scratch_, std::string("synth-") + levels),
+              0);
+  auto refused = [&](const json& s, const std::string& name) {
+    const std::string dir = scratch_ + "/" + name;
+    EXPECT_EQ(
+        runFoldfarm({"campaign", "init", writeSpec(scratch_, s, name + ".json"), "--dir", dir},
+                    scratch_, name),
+        kExitBadInput)
+        << name;
+    EXPECT_FALSE(exists(dir)) << name;
+    return readText(scratch_ + "/" + name + ".err");
+  };
+  json bad = spec(2, 1);
+  bad["inputs"]["mc"] = scratch_ + "/data_reco.h5";
+  std::string err = refused(bad, "mc_reco");
+  EXPECT_NE(
+      err.find("mc_reco.json: inputs: " + scratch_ + "/data_reco.h5: holds its reco level only"),
+      std::string::npos)
+      << err;
+  bad = spec(2, 1);
+  bad["variations"] = {
+      {"alt", {{"type", "modelling"}, {"inputs", {{"mc", scratch_ + "/data_gen.h5"}}}}}};
+  err = refused(bad, "variation_gen");
+  EXPECT_NE(
+      err.find("variations.alt.inputs: " + scratch_ + "/data_gen.h5: holds its gen level only"),
+      std::string::npos)
+      << err;
+
+  json data_reco = spec(2, 1);
+  data_reco["inputs"]["data"] = scratch_ + "/data_reco.h5";
+  data_reco["inputs"]["truth"] = scratch_ + "/data_gen.h5";
+  data_reco["chain"]["config"]["classifier"] = "mlp";
+  const std::string ok = init(data_reco, "data_reco");
+  ASSERT_EQ(runFoldfarm({"campaign", "run", ok, "--aggregate"}, scratch_, "data-reco-run"), 0)
+      << readText(scratch_ + "/data-reco-run.err");
+  EXPECT_TRUE(exists(ok + "/aggregate/bands.h5"));
+
+  // A foundation directory that holds no checkpoint: every chain fails when it starts.
+  json no_ckpt = spec(1, 1);
+  ASSERT_EQ(::mkdir((scratch_ + "/empty_foundation").c_str(), 0755), 0);
+  no_ckpt["inputs"]["foundation"] = scratch_ + "/empty_foundation";
+  const std::string dir = init(no_ckpt, "no_ckpt");
+  EXPECT_NE(runFoldfarm({"campaign", "run", dir}, scratch_, "no-ckpt-run"), 0);
+  ASSERT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, "no-ckpt-status"), 0);
+  const json status = json::parse(readText(scratch_ + "/no-ckpt-status.out"));
+  ASSERT_EQ(status.at("failures").size(), 1u) << status.dump();
+  const std::string reason = status["failures"][0].at("reason").get<std::string>();
+  EXPECT_NE(reason.find(scratch_ + "/empty_foundation"), std::string::npos) << reason;
+  EXPECT_EQ(reason.find("task returned"), std::string::npos) << reason;
+  EXPECT_EQ(reason.find('\n'), std::string::npos) << reason;
+}
+
 TEST_F(ChainCampaign, KilledAndResumedCampaignAggregatesLikeAnUninterruptedOne) {
   std::string plain = init(spec(3, 1), "plain");
   ASSERT_EQ(runFoldfarm({"campaign", "run", plain}, scratch_, "plain-run"), 0)
