@@ -596,6 +596,16 @@ class ChainRun {
   Member memberOf(const Step& s, int e) const;
   void runStep(const Step& s);
   TrainingSet trainingSet(const Step& s, const std::vector<double>& push) const;
+  // One part of a training set: events `rows` of PET's jets and the MLP's columns, with the
+  // weights `w` (indexed by event).
+  struct Part {
+    const JetTensors* pet;
+    const std::vector<int64_t>* rows;
+    const std::vector<double>* w;
+    const std::vector<float>* obs;
+  };
+  // p0's events with label 0, then p1's with label 1.
+  TrainingSet twoParts(const Part& p0, const Part& p1) const;
   std::string warmModel(const Step& s, const std::string& which, const std::string& sfx) const;
   void fitMember(const Step& s, const TrainingSet& train, int e, json& rec, Fitted& f) const;
   void fitMlp(const Step& s, const Member& m, const TrainingSet& train, json& rec,
@@ -789,33 +799,29 @@ void ChainRun::runStep(const Step& s) {
 }
 
 ChainRun::TrainingSet ChainRun::trainingSet(const Step& s, const std::vector<double>& push) const {
-  const size_t n_obs = cfg_.observables.size();
-  TrainingSet t;
   if (s.step == 1) {
     // MC reco (label 0, the push times the MC weights) against data reco (label 1).
     std::vector<double> w0(static_cast<size_t>(n_mc_));
     for (size_t i = 0; i < w0.size(); ++i) w0[i] = push[i] * w_mc_[i];
-    if (use_pet_)
-      t.pet = labelledSet({{pet_mc_reco_.get(), &mc_reco_rows_, 0, &w0},
-                           {pet_data_reco_.get(), &data_rows_, 1, &w_data_}});
-    labelsAndWeights(mc_reco_rows_, w0, data_rows_, w_data_, t.labels, t.weights);
-    if (use_mlp_) {
-      appendRows(obs_mc_reco_, n_obs, mc_reco_rows_, t.obs);
-      appendRows(obs_data_reco_, n_obs, data_rows_, t.obs);
-    }
-  } else {
-    // MC gen (label 0, the MC weights) against MC gen pulled (label 1).
-    const std::vector<double>& pull = st_.weights.pull.back();
-    std::vector<double> w1(static_cast<size_t>(n_mc_));
-    for (size_t i = 0; i < w1.size(); ++i) w1[i] = pull[i] * w_mc_[i];
-    if (use_pet_)
-      t.pet = labelledSet({{pet_mc_gen_.get(), &mc_gen_rows_, 0, &w_mc_},
-                           {pet_mc_gen_.get(), &mc_gen_rows_, 1, &w1}});
-    labelsAndWeights(mc_gen_rows_, w_mc_, mc_gen_rows_, w1, t.labels, t.weights);
-    if (use_mlp_) {
-      appendRows(obs_mc_gen_, n_obs, mc_gen_rows_, t.obs);
-      appendRows(obs_mc_gen_, n_obs, mc_gen_rows_, t.obs);
-    }
+    return twoParts({pet_mc_reco_.get(), &mc_reco_rows_, &w0, &obs_mc_reco_},
+                    {pet_data_reco_.get(), &data_rows_, &w_data_, &obs_data_reco_});
+  }
+  // MC gen (label 0, the MC weights) against MC gen pulled (label 1).
+  const std::vector<double>& pull = st_.weights.pull.back();
+  std::vector<double> w1(static_cast<size_t>(n_mc_));
+  for (size_t i = 0; i < w1.size(); ++i) w1[i] = pull[i] * w_mc_[i];
+  return twoParts({pet_mc_gen_.get(), &mc_gen_rows_, &w_mc_, &obs_mc_gen_},
+                  {pet_mc_gen_.get(), &mc_gen_rows_, &w1, &obs_mc_gen_});
+}
+
+ChainRun::TrainingSet ChainRun::twoParts(const Part& p0, const Part& p1) const {
+  const size_t n_obs = cfg_.observables.size();
+  TrainingSet t;
+  if (use_pet_) t.pet = labelledSet({{p0.pet, p0.rows, 0, p0.w}, {p1.pet, p1.rows, 1, p1.w}});
+  labelsAndWeights(*p0.rows, *p0.w, *p1.rows, *p1.w, t.labels, t.weights);
+  if (use_mlp_) {
+    appendRows(*p0.obs, n_obs, *p0.rows, t.obs);
+    appendRows(*p1.obs, n_obs, *p1.rows, t.obs);
   }
   return t;
 }
