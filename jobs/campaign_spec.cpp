@@ -466,6 +466,11 @@ json CampaignSpec::toJson() const {
 }
 
 void requireCampaignInputs(const CampaignSpec& s, const std::string& origin) {
+  requireCampaignInputFiles(s, origin);
+  checkCampaignInputsForKind(s, origin);
+}
+
+void requireCampaignInputFiles(const CampaignSpec& s, const std::string& origin) {
   const auto check = [&](const std::map<std::string, std::string>& inputs,
                          const std::string& where) {
     for (const auto& [key, path] : inputs)
@@ -475,6 +480,9 @@ void requireCampaignInputs(const CampaignSpec& s, const std::string& origin) {
   };
   check(s.inputs, "");
   for (const Variation& v : s.variations) check(v.inputs, "variations." + v.name + ".");
+}
+
+void checkCampaignInputsForKind(const CampaignSpec& s, const std::string& origin) {
   // What the kind needs of its files, once per set of inputs (the common one, each
   // variation's): a campaign whose every task would fail on them does not start.
   const auto& traits = taskKindTraits(s.kind);

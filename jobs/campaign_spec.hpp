@@ -192,9 +192,14 @@ std::string taskIdFor(const std::string& variation, int replica, int member);
 CampaignSpec parseCampaignSpec(const nlohmann::json& j, const std::string& origin,
                                const std::string& base_dir, bool require_inputs = true);
 // InputError naming the first input file (the nominal's, then each variation's) that does
-// not exist, then the first set of inputs the task kind cannot use (its check_inputs: a chain
-// opens its files and checks their levels).
+// not exist, then the first set of inputs the task kind cannot use: requireCampaignInputFiles
+// and checkCampaignInputsForKind.
 void requireCampaignInputs(const CampaignSpec& spec, const std::string& origin);
+// The first part: every input file exists (a stat each).
+void requireCampaignInputFiles(const CampaignSpec& spec, const std::string& origin);
+// The second: the kind's check_inputs over each set of inputs (the common one, each
+// variation's); a chain opens its files and checks their levels. A pilot runs it on one rank.
+void checkCampaignInputsForKind(const CampaignSpec& spec, const std::string& origin);
 // Reads the file and parses it. Throws InputError.
 // `require_inputs` as parseCampaignSpec's (false: `campaign plan`, which starts no task).
 CampaignSpec loadCampaignSpec(const std::string& path, bool require_inputs = true);

@@ -317,10 +317,26 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
   ::signal(SIGPIPE, SIG_IGN);
   installStopHandlers();
 
-  // Every rank checks the inputs (on the shared file system all see the same) and so
-  // refuses together.
+  // Every rank checks that the inputs exist (on the shared file system all see the same) and
+  // so refuses together; what the kind needs of them rank 0 alone checks (it opens the files:
+  // once, not once per rank) and tells the others.
   const CampaignSpec frozen = loadFrozenSpec(campaign_dir);
-  requireCampaignInputs(frozen, campaign_dir + "/spec.json");
+  requireCampaignInputFiles(frozen, campaign_dir + "/spec.json");
+  std::string problem;
+  if (rank == 0) {
+    try {
+      checkCampaignInputsForKind(frozen, campaign_dir + "/spec.json");
+    } catch (const InputError& e) {
+      problem = e.what();
+    }
+  }
+  int length = static_cast<int>(problem.size());
+  FF_MPI_CHECK(MPI_Bcast(&length, 1, MPI_INT, 0, MPI_COMM_WORLD));
+  if (length > 0) {
+    problem.resize(static_cast<size_t>(length));
+    FF_MPI_CHECK(MPI_Bcast(problem.data(), length, MPI_CHAR, 0, MPI_COMM_WORLD));
+    throw InputError(problem);  // on every rank, as a missing file is
+  }
   if (nodes.size() > 1)
     requireClusterWideLocks(campaign_dir, "the pilot's ranks run its tasks on " +
                                               std::to_string(nodes.size()) + " nodes");

@@ -325,7 +325,8 @@ void registerCampaignCommands(CommandGroups& g) {
     c->add_option("--dir", *dir, "Campaign directory to create (must not exist)")->required();
     c->callback([spec, dir] {
       registerAllTaskKinds();
-      refuseUntrainable(jobs::loadCampaignSpec(*spec), *spec);
+      // The inputs are checked (files opened) once, by initCommand.
+      refuseUntrainable(jobs::loadCampaignSpec(*spec, /*require_inputs=*/false), *spec);
       jobs::initCommand(*spec, *dir);
     });
   }
