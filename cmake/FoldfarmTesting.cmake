@@ -10,7 +10,7 @@ function(ff_add_test)
   target_compile_definitions(${T_NAME} PRIVATE
     FOLDFARM_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
     FOLDFARM_SHARED_DATA_DIR="${PROJECT_SOURCE_DIR}/../shared/data"
-    FOLDFARM_BINARY="$<$<TARGET_EXISTS:foldfarm>:$<TARGET_FILE:foldfarm>>")
+    FOLDFARM_BINARY="$<$<TARGET_EXISTS:foldfarm-torch>:$<TARGET_FILE:foldfarm>>")
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 300)
   endif()

@@ -73,7 +73,8 @@ mlp_threads=${FF_MLP_THREADS:-4}
 chain_events=${FF_CHAIN_EVENTS:-10000}
 chain_precision=${FF_CHAIN_PRECISION:-fp32}
 only_steps=${FF_STEPS:-}  # e.g. facts,deps,bench: run only these (the others: skipped)
-ff=$build/apps/foldfarm/foldfarm
+ff=$build/apps/foldfarm/foldfarm        # hands every command run here to foldfarm-torch
+ff_torch=$build/apps/foldfarm/foldfarm-torch
 multiarch=x86_64-linux-gnu
 
 log=$out/check.log
@@ -438,9 +439,9 @@ do_build() {
     else t cmake --build "$build" -j "$jobs" --target $targets -- -k; fi; } >>"$out/build.log" 2>&1
   local rc=$?
   if [ $rc -ne 0 ]; then say "build failed (rc $rc); errors:"; grep -E "error|Error|FAILED" "$out/build.log" | head -40; tail -20 "$out/build.log"; fi
-  if [ -x "$ff" ]; then
-    say "build: libraries foldfarm loads from the prefix, or missing:"
-    ldd "$ff" | grep -E "$prefix|not found|torch|nccl|cudart" | sed 's/^/  /'
+  if [ -x "$ff_torch" ]; then
+    say "build: libraries foldfarm-torch loads from the prefix, or missing:"
+    ldd "$ff_torch" | grep -E "$prefix|not found|torch|nccl|cudart" | sed 's/^/  /'
   fi
   return $rc
 }
@@ -476,7 +477,7 @@ do_ctest() {
 
 # ---------------------------------------------------------------- e. bench pet
 do_bench() {
-  [ -x "$ff" ] || { step_note="no foldfarm binary"; return 3; }
+  [ -x "$ff_torch" ] || { step_note="no foldfarm-torch binary"; return 3; }
   mkdir -p "$data"
   local f=$data/pretrain.h5 b rc=0 part r
   if [ ! -s "$f" ]; then
@@ -599,7 +600,7 @@ sample_gpu_apps() {  # sample_gpu_apps FILE: one line per second while the calle
   done >>"$1"
 }
 do_campaign() {
-  [ -x "$ff" ] || { step_note="no foldfarm binary"; return 3; }
+  [ -x "$ff_torch" ] || { step_note="no foldfarm-torch binary"; return 3; }
   local c=$data/campaign rc=0
   rm -rf "$c"; mkdir -p "$c"
   t "$ff" --log-level warn data synth --kind unfold --tune sim --events "$chain_events" --seed 11 \

@@ -309,11 +309,7 @@ void checkCampaignRunArguments(const std::vector<std::string>& args, const std::
 }
 
 void registerCampaignCommands(CommandGroups& g) {
-  CLI::App* campaign = g.root.add_subcommand(
-      "campaign",
-      "OmniFold campaigns: init, run (local or MPI pilot), status, resume, retry, "
-      "cancel, repair, work, aggregate, plan");
-  campaign->require_subcommand(1);
+  CLI::App* campaign = addCampaignGroup(g.root);
 
   // init
   {
@@ -341,19 +337,7 @@ void registerCampaignCommands(CommandGroups& g) {
       aggregateAfterRun(a->dir, a->aggregate);
     });
   }
-  // status
-  {
-    auto* c =
-        campaign->add_subcommand("status", "Counts per state, rate, ETA and failures with reasons");
-    auto dir = std::make_shared<std::string>();
-    auto as_json = std::make_shared<bool>(false);
-    c->add_option("dir", *dir, "Campaign directory")->required();
-    c->add_flag("--json", *as_json, "Print JSON");
-    c->callback([dir, as_json] {
-      registerAllTaskKinds();
-      jobs::statusCommand(*dir, *as_json);
-    });
-  }
+  registerCampaignStatusCommand(*campaign, registerAllTaskKinds);
   // retry
   {
     auto* c = campaign->add_subcommand(

@@ -165,12 +165,6 @@ struct SubmitArgs {
   bool aggregate = false;  // when every task is done (needs the watch: not with --no-wait)
 };
 
-void printCounts(const nlohmann::json& counts) {
-  std::printf("%d done, %d running, %d pending, %d failed, %d cancelled\n", counts.value("done", 0),
-              counts.value("running", 0), counts.value("pending", 0), counts.value("failed", 0),
-              counts.value("cancelled", 0));
-}
-
 }  // namespace
 
 void submitAndReport(SubmitArgs& a) {
@@ -224,9 +218,7 @@ void cancelCampaign(const std::string& dir) {
 }
 
 void registerSlurmCommands(CommandGroups& g) {
-  CLI::App* s =
-      g.root.add_subcommand("slurm", "Slurm: render batch scripts, run campaigns as job arrays");
-  s->require_subcommand(1);
+  CLI::App* s = addSlurmGroup(g.root);
   CLI::App* render = s->add_subcommand("render", "Print a batch script to stdout");
   render->require_subcommand(1);
 
@@ -299,32 +291,7 @@ void registerSlurmCommands(CommandGroups& g) {
   addAggregateFlag(*sc, sub->aggregate);
   sc->callback([sub] { submitAndReport(*sub); });
 
-  auto st = std::make_shared<std::pair<std::string, bool>>();
-  CLI::App* ss = s->add_subcommand(
-      "status",
-      "Campaign D on Slurm: ingests finished results, requeues tasks whose job ended, shows jobs");
-  ss->add_option("dir", st->first, "Campaign directory")->required();
-  ss->add_flag("--json", st->second, "Print as JSON");
-  ss->callback([st] {
-    registerKinds();
-    nlohmann::json j = slurm::slurmCampaignStatus(st->first);
-    if (st->second) {
-      std::printf("%s\n", j.dump(2).c_str());
-      return;
-    }
-    std::printf("campaign %s (%s)%s\n", j["campaign"].get<std::string>().c_str(), st->first.c_str(),
-                j["watched_elsewhere"].get<bool>() ? " — being watched by another foldfarm" : "");
-    printCounts(j["counts"]);
-    if (!j["slurm_reachable"].get<bool>()) std::printf("Slurm is not reachable from here\n");
-    for (const auto& job : j["jobs"]) {
-      std::printf("  job %-12s %-10s %-16s %d task(s)\n", job["id"].get<std::string>().c_str(),
-                  job["state"].get<std::string>().c_str(), job["reason"].get<std::string>().c_str(),
-                  job["tasks"].get<int>());
-    }
-    if (j["requeued"].get<int>() > 0)
-      std::printf("%d task(s) back to pending (their job ended without a result)\n",
-                  j["requeued"].get<int>());
-  });
+  registerSlurmStatusCommand(*s, registerKinds);
 }
 
 }  // namespace foldfarm::app

@@ -31,6 +31,19 @@ void registerCampaignCommands(
 void registerSlurmCommands(CommandGroups& g);   // cmd_slurm.cpp: slurm render|submit|status
 void registerReportCommands(CommandGroups& g);  // cmd_report.cpp: report, study scaling
 
+// cmd_status.cpp (no LibTorch: `foldfarm` runs these itself, `foldfarm-torch` has them too):
+// the campaign, slurm and data groups, and the commands a login node polls. The status
+// commands call `register_task_kinds` before they open a campaign (opening one validates its
+// spec's task kind).
+CLI::App* addCampaignGroup(CLI::App& root);
+CLI::App* addSlurmGroup(CLI::App& root);
+CLI::App* addDataGroup(CLI::App& root);
+void registerCampaignStatusCommand(CLI::App& campaign, void (*register_task_kinds)());
+void registerSlurmStatusCommand(CLI::App& slurm, void (*register_task_kinds)());
+void registerDataInspectCommand(CLI::App& data);
+// "N done, N running, N pending, N failed, N cancelled" of a status's "counts".
+void printCounts(const nlohmann::json& counts);
+
 // The options of `aggregate` and `campaign aggregate` (ensembles/aggregate.hpp), as given:
 // "" where not given.
 struct AggregateArgs {

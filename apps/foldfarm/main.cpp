@@ -1,16 +1,14 @@
-// foldfarm: pretrain PET data-parallel, fan out OmniFold campaigns, aggregate the bands.
+// foldfarm-torch: every foldfarm command (pretrain PET data-parallel, fan out OmniFold
+// campaigns, aggregate the bands). Users run `foldfarm` (front.cpp), which runs the commands
+// a login node polls itself and hands the rest to this executable.
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <string>
 
 #include "apps/foldfarm/commands.hpp"
+#include "apps/foldfarm/top_level.hpp"
 #include "core/base/atomic_file.hpp"
-#include "core/base/cli_checks.hpp"
-#include "core/base/error.hpp"
-#include "core/base/log.hpp"
 #include "core/train/torch_error.hpp"
 #include "dist/launch.hpp"
 
@@ -21,7 +19,8 @@ namespace {
 // parallel region and take the cores the OpenBLAS threads need: a 2-thread PET step ran
 // 2x slower than with OMP_WAIT_POLICY=PASSIVE on a quiet machine and 6x slower on a busy
 // one (bench pet). The OpenMP runtime reads the variable when it is loaded, before main,
-// so set it and start this program again, once; a value the user set is kept.
+// so set it and start this program again, once; a value the user set is kept. (`foldfarm`
+// sets it before it hands a command over: only a direct start of this executable restarts.)
 void ensurePassiveOpenMpWait(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
   if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
@@ -45,21 +44,8 @@ int main(int argc, char** argv) {
   using namespace foldfarm;
   ensurePassiveOpenMpWait(argv);
   installTemporaryFileCleanup();  // Ctrl-C or scancel leaves no half-written file behind
-  CLI::App app{"foldfarm: data-parallel PET pretraining and OmniFold uncertainty campaigns",
-               "foldfarm"};
-  app.set_version_flag("--version", std::string("foldfarm ") + FOLDFARM_VERSION);
-  app.require_subcommand(1);
-  app.fallthrough();
-  std::string log_level = "info";
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
-      ->capture_default_str();
-  app.parse_complete_callback([&] { initLogging(log_level); });
-
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks that print figures (--json)");
-  bench->require_subcommand(1);
-  CLI::App* study = app.add_subcommand("study", "Studies: warm start, scaling");
-  study->require_subcommand(1);
-  app::CommandGroups groups{app, *bench, *study};
+  app::TopLevel top;
+  app::CommandGroups groups = top.groups();
   app::registerDataCommands(groups);
   app::registerModelCommands(groups);
   app::registerDistCommands(groups);
@@ -67,36 +53,5 @@ int main(int argc, char** argv) {
   app::registerCampaignCommands(groups);
   app::registerSlurmCommands(groups);
   app::registerReportCommands(groups);
-  cli::checkIntegerOptions(app);
-
-  try {
-    initLogging(log_level);
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    // Every rank of mpirun/srun parses the same command line: rank 0 says what is wrong.
-    if (launchRank() == 0) std::fprintf(stderr, "foldfarm: error: %s (see --help)\n", e.what());
-    return kExitBadInput;
-  } catch (const ReportedByAnotherRank& e) {
-    return e.exitCode();  // another rank printed it
-  } catch (const Error& e) {
-    std::fprintf(stderr, "foldfarm: error: %s\n", e.what());
-    return e.exitCode();
-  } catch (const std::exception& e) {
-    if (isOutOfMemory(e)) {
-      std::fprintf(stderr,
-                   "foldfarm: error: out of memory: %s; lower the sizes given (jets, events, "
-                   "batch, model) or use a node with more memory\n",
-                   exceptionMessage(e).c_str());
-      return kExitFailure;
-    }
-    std::fprintf(stderr, "foldfarm: internal error: %s\n", exceptionMessage(e).c_str());
-    return kExitFailure;
-  }
-  return kExitOk;
+  return top.run(argc, argv, app::ErrorText{exceptionMessage, isOutOfMemory, launchRank});
 }

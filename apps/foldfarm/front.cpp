@@ -1,0 +1,135 @@
+// foldfarm: the command users run.
+//
+// The commands a login node polls (`campaign status`, `slurm status`, `data inspect`,
+// `--version`) run in this process, which does not load LibTorch: loading it and registering
+// its operators takes most of a second on a local disk, more from a parallel file system and
+// more again for a CUDA build, where these commands need a few milliseconds of work.
+//
+// Every other command is handed to foldfarm-torch, built and installed beside this
+// executable, by exec: the same process (mpirun, srun and Slurm's signals keep reaching it),
+// the same arguments, with OMP_WAIT_POLICY=PASSIVE set unless the user set it, which
+// foldfarm-torch would otherwise restart itself to set (main.cpp says why).
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "apps/foldfarm/commands.hpp"
+#include "apps/foldfarm/top_level.hpp"
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "jobs/executor.hpp"
+#include "jobs/task_kind.hpp"
+
+namespace {
+
+using namespace foldfarm;
+
+// The task kinds a status reads. A chain campaign's frozen spec names the chain kind, which
+// is known here by its name only: foldfarm-torch runs its tasks and checks their params
+// (at `campaign init`, and when it opens the campaign to run it).
+void registerKindsByName() {
+  static bool done = false;
+  if (done) return;
+  done = true;
+  jobs::registerBuiltinTaskKinds();
+  jobs::registerTaskKind("chain", jobs::TaskRunner([](const nlohmann::json&, const std::string&) {
+                           return jobs::TaskOutcome{
+                               jobs::kTaskBadInput,
+                               "chain tasks run in foldfarm-torch, not in the foldfarm front end",
+                               nullptr};
+                         }),
+                         jobs::TaskKindTraits{true, nullptr, std::nullopt, nullptr});
+}
+
+// The subcommand of `app` called `name`, or nullptr.
+CLI::App* subcommandNamed(CLI::App& app, const char* name) {
+  const auto found = app.get_subcommands([&](CLI::App* c) { return c->check_name(name); });
+  return found.empty() ? nullptr : found.front();
+}
+
+// Whether argv asks for a command registered on `root` here (`group command`, after the
+// top-level --log-level), or only for the version.
+bool runsHere(CLI::App& root, int argc, char** argv) {
+  int k = 1;
+  while (k < argc && std::string_view(argv[k]).rfind("--log-level", 0) == 0)
+    k += std::string_view(argv[k]) == "--log-level" ? 2 : 1;
+  if (k == argc - 1 && std::string_view(argv[k]) == "--version") return true;
+  if (k + 1 >= argc) return false;
+  CLI::App* group = subcommandNamed(root, argv[k]);
+  return group != nullptr && subcommandNamed(*group, argv[k + 1]) != nullptr;
+}
+
+#ifdef FOLDFARM_TORCH_EXECUTABLE
+// exec's foldfarm-torch with argv; returns only when that failed, with the error to print.
+std::string handOver(char** argv) {
+  std::string self;
+  try {
+    self = jobs::selfExecutable();
+  } catch (const std::exception& e) {
+    return std::string("cannot find this executable to start ") + FOLDFARM_TORCH_EXECUTABLE +
+           " beside it: " + e.what();
+  }
+  const std::string full = self.substr(0, self.rfind('/') + 1) + FOLDFARM_TORCH_EXECUTABLE;
+  ::setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0);
+  ::execv(full.c_str(), argv);
+  const int err = errno;
+  return "cannot start " + full + ": " + std::strerror(err) +
+         "; the commands that train live in that executable, built and installed beside " + self +
+         ": rebuild foldfarm (or install both)";
+}
+#else
+// "campaign status, slurm status, data inspect": what runs here.
+std::string commandsHere(CLI::App& root) {
+  std::string list;
+  for (CLI::App* group : root.get_subcommands([](CLI::App*) { return true; }))
+    for (CLI::App* c : group->get_subcommands([](CLI::App*) { return true; }))
+      list += (list.empty() ? "" : ", ") + group->get_name() + " " + c->get_name();
+  return list;
+}
+#endif
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  app::TopLevel top;
+  CLI::App& root = top.root();
+  app::registerCampaignStatusCommand(*app::addCampaignGroup(root), registerKindsByName);
+  app::registerSlurmStatusCommand(*app::addSlurmGroup(root), registerKindsByName);
+  app::registerDataInspectCommand(*app::addDataGroup(root));
+  if (!runsHere(root, argc, argv)) {
+#ifdef FOLDFARM_TORCH_EXECUTABLE
+    const std::string why = handOver(argv);
+    std::fprintf(stderr, "foldfarm: error: %s\n", why.c_str());
+    return kExitFailure;
+#else
+    // Built without LibTorch (-DFOLDFARM_WITH_TORCH=OFF): the help lists what there is.
+    const bool help = argc == 1 || std::string_view(argv[argc - 1]) == "--help" ||
+                      std::string_view(argv[argc - 1]) == "-h";
+    if (!help) {
+      std::fprintf(stderr,
+                   "foldfarm: error: this foldfarm was built without LibTorch "
+                   "(-DFOLDFARM_WITH_TORCH=OFF) and runs only %s; build it with LibTorch for "
+                   "the other commands\n",
+                   commandsHere(root).c_str());
+      return kExitBadInput;
+    }
+#endif
+  }
+  installTemporaryFileCleanup();
+  return top.run(argc, argv,
+                 app::ErrorText{[](const std::exception& e) { return std::string(e.what()); },
+                                [](const std::exception& e) {
+                                  return dynamic_cast<const std::bad_alloc*>(&e) != nullptr;
+                                },
+                                // (these commands are not run under mpirun: every rank may speak)
+                                [] { return 0; }});
+}

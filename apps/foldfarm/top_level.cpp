@@ -1,0 +1,61 @@
+#include "apps/foldfarm/top_level.hpp"
+
+#include <cstdio>
+
+#include "core/base/cli_checks.hpp"
+#include "core/base/error.hpp"
+#include "core/base/log.hpp"
+
+namespace foldfarm::app {
+
+TopLevel::TopLevel()
+    : app_("foldfarm: data-parallel PET pretraining and OmniFold uncertainty campaigns",
+           "foldfarm") {
+  app_.set_version_flag("--version", std::string("foldfarm ") + FOLDFARM_VERSION);
+  app_.require_subcommand(1);
+  app_.fallthrough();
+  app_.add_option("--log-level", log_level_, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  app_.parse_complete_callback([this] { initLogging(log_level_); });
+  bench_ = app_.add_subcommand("bench", "Benchmarks that print figures (--json)");
+  bench_->require_subcommand(1);
+  study_ = app_.add_subcommand("study", "Studies: warm start, scaling");
+  study_->require_subcommand(1);
+}
+
+int TopLevel::run(int argc, char** argv, const ErrorText& text) {
+  cli::checkIntegerOptions(app_);
+  try {
+    initLogging(log_level_);
+    app_.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app_.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app_.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app_.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // Every rank of mpirun/srun parses the same command line: rank 0 says what is wrong.
+    if (text.launch_rank() == 0)
+      std::fprintf(stderr, "foldfarm: error: %s (see --help)\n", e.what());
+    return kExitBadInput;
+  } catch (const ReportedByAnotherRank& e) {
+    return e.exitCode();  // another rank printed it
+  } catch (const Error& e) {
+    std::fprintf(stderr, "foldfarm: error: %s\n", e.what());
+    return e.exitCode();
+  } catch (const std::exception& e) {
+    if (text.out_of_memory(e)) {
+      std::fprintf(stderr,
+                   "foldfarm: error: out of memory: %s; lower the sizes given (jets, events, "
+                   "batch, model) or use a node with more memory\n",
+                   text.message(e).c_str());
+      return kExitFailure;
+    }
+    std::fprintf(stderr, "foldfarm: internal error: %s\n", text.message(e).c_str());
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+}  // namespace foldfarm::app

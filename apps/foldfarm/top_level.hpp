@@ -1,0 +1,48 @@
+#pragma once
+// The top level that both foldfarm executables share (no LibTorch): the root command with
+// --log-level and --version, the `bench` and `study` groups, and how a command ends the
+// process: its error as one line on stderr and Error::exitCode() as the exit status.
+//
+//   foldfarm        (front.cpp) runs the commands a login node polls, loading no LibTorch,
+//                   and hands every other command to
+//   foldfarm-torch  (main.cpp), which has them all.
+#include <CLI/CLI.hpp>
+
+#include <exception>
+#include <functional>
+#include <string>
+
+#include "apps/foldfarm/commands.hpp"
+
+namespace foldfarm::app {
+
+// What an executable knows of its errors: LibTorch's need more than what() (their first
+// line only) and have allocation failures of their own; a rank under mpirun needs its
+// launcher's rank so that only rank 0 reports a bad command line.
+struct ErrorText {
+  std::function<std::string(const std::exception&)> message;
+  std::function<bool(const std::exception&)> out_of_memory;
+  std::function<int()> launch_rank;
+};
+
+class TopLevel {
+ public:
+  TopLevel();
+  TopLevel(const TopLevel&) = delete;
+  TopLevel& operator=(const TopLevel&) = delete;
+
+  CommandGroups groups() { return CommandGroups{app_, *bench_, *study_}; }
+  CLI::App& root() { return app_; }
+
+  // Parses argv and runs the command it names; returns the process's exit status. Call once,
+  // after every command is registered.
+  int run(int argc, char** argv, const ErrorText& text);
+
+ private:
+  CLI::App app_;
+  CLI::App* bench_ = nullptr;
+  CLI::App* study_ = nullptr;
+  std::string log_level_ = "info";
+};
+
+}  // namespace foldfarm::app

@@ -1,0 +1,214 @@
+// `foldfarm` (the front end) and `foldfarm-torch` (every command) through the real binaries:
+// the commands a login node polls run in a process that loads no LibTorch and answer as
+// foldfarm-torch does, also with no foldfarm-torch beside them; every other command is handed
+// to foldfarm-torch in the same process (pid, arguments, signals), with OMP_WAIT_POLICY set to
+// PASSIVE unless the user set it; a front end without foldfarm-torch says so in one line and
+// writes nothing.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/process.hpp"
+#include "tests/support/run_child.hpp"
+
+namespace fs = std::filesystem;
+using foldfarm::ProcessOptions;
+using foldfarm::ProcessResult;
+using foldfarm::runProcess;
+using nlohmann::json;
+
+namespace {
+
+std::string readText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The NUL-separated entries of /proc/PID/FILE.
+std::vector<std::string> procEntries(pid_t pid, const char* file) {
+  const std::string text = readText("/proc/" + std::to_string(pid) + "/" + file);
+  std::vector<std::string> entries;
+  std::string one;
+  for (char c : text) {
+    if (c != '\0') {
+      one += c;
+      continue;
+    }
+    entries.push_back(one);
+    one.clear();
+  }
+  return entries;
+}
+
+bool contains(const std::vector<std::string>& v, const std::string& x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+class FrontEnd : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = (fs::temp_directory_path() / ("ff_front_end_" + std::to_string(::getpid()))).string();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ + "/alone");
+    // The front end alone, with no foldfarm-torch beside it.
+    fs::copy_file(FOLDFARM_BINARY, dir_ + "/alone/foldfarm");
+    torch_ = fs::path(FOLDFARM_BINARY).parent_path().string() + "/foldfarm-torch";
+    for (const char* tune : {"sim", "data"}) {
+      const ProcessResult r = foldfarm::testing::runFoldfarm(
+          {"data", "synth", "--kind", "unfold", "--tune", tune, "--events", "200", "--seed", "7",
+           "--out", dir_ + "/" + tune + ".h5"},
+          dir_, {}, 120);
+      ASSERT_TRUE(r.ok()) << r.describeFailure();
+    }
+    std::ofstream(dir_ + "/chains.json") << json{
+        {"name", "front-end"},
+        {"task", "chain"},
+        {"replicas", 2},
+        {"inputs", {{"mc", dir_ + "/sim.h5"}, {"data", dir_ + "/data.h5"}}},
+        {"chain", {{"iterations", 1}, {"config", {{"classifier", "mlp"}}}}},
+        {"resources", {{"cpu_slots", 1}}}}.dump();
+    const ProcessResult init = foldfarm::testing::runFoldfarm(
+        {"campaign", "init", dir_ + "/chains.json", "--dir", dir_ + "/chains"}, dir_);
+    ASSERT_TRUE(init.ok()) << init.describeFailure();
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+
+  static ProcessResult run(const std::string& exe, std::vector<std::string> args) {
+    args.insert(args.begin(), exe);
+    ProcessOptions o;
+    o.timeout = std::chrono::seconds(120);
+    return runProcess(args, o);
+  }
+
+  static std::string dir_, torch_;
+};
+std::string FrontEnd::dir_, FrontEnd::torch_;
+
+TEST_F(FrontEnd, TheCommandsALoginNodePollsLoadNoLibTorchAndAnswerAsFoldfarmTorchDoes) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
+  // What the dynamic loader would load (ld.so lists it and runs nothing).
+  const auto libraries = [](const std::string& exe) {
+    ProcessOptions o;
+    o.extraEnv = {"LD_TRACE_LOADED_OBJECTS=1"};
+    return runProcess({exe}, o).out;
+  };
+  EXPECT_EQ(libraries(FOLDFARM_BINARY).find("libtorch"), std::string::npos);
+  EXPECT_EQ(libraries(FOLDFARM_BINARY).find("libc10"), std::string::npos);
+  EXPECT_NE(libraries(torch_).find("libtorch"), std::string::npos) << "the check sees LibTorch";
+
+  const std::string alone = dir_ + "/alone/foldfarm";
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"campaign", "status", dir_ + "/chains", "--json"},
+        std::vector<std::string>{"--log-level", "warn", "campaign", "status", dir_ + "/chains"},
+        std::vector<std::string>{"data", "inspect", dir_ + "/sim.h5", "--json"},
+        std::vector<std::string>{"--log-level=warn", "data", "inspect", dir_ + "/data.h5"},
+        std::vector<std::string>{"--version"},
+        std::vector<std::string>{"campaign", "status", "--help"}}) {
+    const ProcessResult here = run(alone, args), there = run(torch_, args);
+    ASSERT_TRUE(here.ok()) << here.describeFailure();
+    ASSERT_TRUE(there.ok()) << there.describeFailure();
+    if (args[0] == "campaign" && args.back() == "--json") {
+      json a = json::parse(here.out), b = json::parse(there.out);
+      EXPECT_EQ(a.at("counts"), b.at("counts"));
+      EXPECT_EQ(a.at("counts").at("pending"), 2) << "the chain campaign's two tasks";
+      a.erase("rate_tasks_per_s"), b.erase("rate_tasks_per_s");  // read at another time
+      a.erase("eta_s"), b.erase("eta_s");
+      EXPECT_EQ(a, b);
+    } else {
+      EXPECT_EQ(here.out, there.out) << args[0];
+    }
+  }
+  // Errors read the same too: one line, the same exit status.
+  const std::vector<std::string> missing = {"campaign", "status", dir_ + "/nowhere"};
+  const ProcessResult here = run(alone, missing), there = run(torch_, missing);
+  EXPECT_EQ(here.exitCode, 2);
+  EXPECT_EQ(here.exitCode, there.exitCode);
+  EXPECT_EQ(here.err, there.err);
+}
+
+TEST_F(FrontEnd, WithoutFoldfarmTorchBesideItACommandThatTrainsIsRefusedInOneLine) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
+  const std::string alone = dir_ + "/alone/foldfarm";
+  const ProcessResult synth =
+      run(alone, {"data", "synth", "--kind", "unfold", "--out", dir_ + "/alone/x.h5"});
+  EXPECT_EQ(synth.exitCode, 1);
+  EXPECT_EQ(synth.err, "foldfarm: error: cannot start " + dir_ +
+                           "/alone/foldfarm-torch: No such file or directory; the commands that "
+                           "train live in that executable, built and installed beside " +
+                           alone + ": rebuild foldfarm (or install both)\n");
+  EXPECT_FALSE(fs::exists(dir_ + "/alone/x.h5"));
+  const ProcessResult campaign = run(alone, {"campaign", "run", dir_ + "/chains"});
+  EXPECT_EQ(campaign.exitCode, 1);
+  const ProcessResult status = run(alone, {"campaign", "status", dir_ + "/chains", "--json"});
+  ASSERT_TRUE(status.ok()) << status.describeFailure();
+  EXPECT_EQ(json::parse(status.out).at("counts").at("pending"), 2) << "nothing ran";
+}
+
+TEST_F(FrontEnd, ACommandHandedOverKeepsItsProcessItsArgumentsAndItsSignals) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
+  std::ofstream(dir_ + "/sleep.json") << json{
+      {"name", "sleep"},
+      {"task", "sleep"},
+      {"replicas", 1},
+      {"params", {{"seconds", 120}}},
+      {"resources", {{"cpu_slots", 1}}}}.dump();
+  const std::string camp = dir_ + "/sleep";
+  ASSERT_TRUE(run(FOLDFARM_BINARY, {"campaign", "init", dir_ + "/sleep.json", "--dir", camp}).ok());
+  // `foldfarm campaign run|resume D` started as a launcher would, stopped as Slurm stops it.
+  for (const char* policy : {"", "ACTIVE"}) {
+    const std::string command = *policy == '\0' ? "run" : "resume";
+    const std::string err = dir_ + "/" + command + ".err";
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      const int fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      if (*policy == '\0')
+        ::unsetenv("OMP_WAIT_POLICY");
+      else
+        ::setenv("OMP_WAIT_POLICY", policy, 1);
+      ::execl(FOLDFARM_BINARY, FOLDFARM_BINARY, "--log-level", "warn", "campaign", command.c_str(),
+              camp.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ASSERT_GT(pid, 0);
+    // The same process becomes foldfarm-torch and runs the task.
+    std::error_code ec;
+    bool running = false;
+    for (int k = 0; k < 600 && !running; ++k) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const ProcessResult s = run(FOLDFARM_BINARY, {"campaign", "status", camp, "--json"});
+      running = s.ok() && json::parse(s.out).at("counts").at("running") == 1;
+    }
+    EXPECT_TRUE(running) << readText(err);
+    EXPECT_EQ(fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec).string(), torch_);
+    const std::vector<std::string> argv = procEntries(pid, "cmdline");
+    EXPECT_EQ(argv, (std::vector<std::string>{FOLDFARM_BINARY, "--log-level", "warn", "campaign",
+                                              command, camp}));
+    EXPECT_TRUE(contains(procEntries(pid, "environ"),
+                         std::string("OMP_WAIT_POLICY=") + (*policy ? policy : "PASSIVE")));
+    ASSERT_EQ(::kill(pid, SIGTERM), 0);
+    int st = 0;
+    ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+    ASSERT_TRUE(WIFEXITED(st)) << readText(err);
+    EXPECT_EQ(WEXITSTATUS(st), 75) << "interrupted, to resume: " << readText(err);
+    EXPECT_NE(readText(err).find("campaign resume"), std::string::npos) << readText(err);
+  }
+}
+
+}  // namespace
