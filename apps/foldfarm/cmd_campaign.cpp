@@ -207,42 +207,6 @@ struct RunArgs {
 
 }  // namespace
 
-json aggregateCampaign(const std::string& dir, const std::string& truth, const AggregateArgs& args,
-                       bool all_done) {
-  jobs::Campaign camp = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
-  if (camp.spec().kind != "chain")
-    throw InputError(dir + ": aggregate needs a campaign of chain tasks (this one runs '" +
-                     camp.spec().kind + "')");
-  std::vector<std::string> runs;
-  for (const auto& t : camp.tasks(jobs::TaskState::kDone)) runs.push_back(camp.taskDir(t.id));
-  if (runs.empty()) throw InputError(dir + ": no chain is done yet; run the campaign first");
-  const std::string out = camp.dir() + "/aggregate";
-  json r = {{"aggregated", false},
-            {"chains", runs.size()},
-            {"tasks", camp.spec().numTasks()},
-            {"out", out}};
-  if (all_done && static_cast<int>(runs.size()) < camp.spec().numTasks()) return r;
-  std::optional<std::string> truth_path;
-  if (!truth.empty())
-    truth_path = truth;
-  else if (camp.spec().inputs.count("truth"))
-    truth_path = camp.spec().inputs.at("truth");
-  ensembles::aggregateRunsWithOptions(runs, out, truth_path, args.options(camp.spec().aggregate));
-  r["aggregated"] = true;
-  return r;
-}
-
-void printAggregation(const std::string& dir, const json& r) {
-  if (r.at("aggregated").get<bool>())
-    std::printf("aggregated %d chain(s) of %d task(s) into %s\n", r.at("chains").get<int>(),
-                r.at("tasks").get<int>(), r.at("out").get<std::string>().c_str());
-  else
-    std::printf(
-        "not aggregated: %d of %d task(s) of %s are done; `foldfarm campaign aggregate %s` "
-        "aggregates those\n",
-        r.at("chains").get<int>(), r.at("tasks").get<int>(), dir.c_str(), dir.c_str());
-}
-
 void checkAggregatable(const std::string& dir) {
   registerAllTaskKinds();
   const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(dir);
@@ -337,7 +301,7 @@ void registerCampaignCommands(CommandGroups& g) {
       aggregateAfterRun(a->dir, a->aggregate);
     });
   }
-  registerCampaignStatusCommand(*campaign, registerAllTaskKinds);
+  registerCampaignStatusCommand(*campaign);
   // retry
   {
     auto* c = campaign->add_subcommand(
@@ -363,34 +327,8 @@ void registerCampaignCommands(CommandGroups& g) {
       aggregateAfterRun(*dir, *aggregate);
     });
   }
-  // cancel
-  {
-    auto* c = campaign->add_subcommand(
-        "cancel", "Cancel every unfinished task (and scancel the campaign's Slurm jobs)");
-    auto dir = std::make_shared<std::string>();
-    c->add_option("dir", *dir, "Campaign directory")->required();
-    c->callback([dir] {
-      registerAllTaskKinds();
-      cancelCampaign(*dir);
-    });
-  }
-  // repair
-  {
-    auto* c = campaign->add_subcommand(
-        "repair",
-        "Rebuild a missing or damaged journal from the spec and the task results on disk "
-        "(successful tasks stay done; the rest run again); the damaged files are kept");
-    auto dir = std::make_shared<std::string>();
-    auto force = std::make_shared<bool>(false);
-    auto as_json = std::make_shared<bool>(false);
-    c->add_option("dir", *dir, "Campaign directory")->required();
-    c->add_flag("--force", *force, "Rebuild even when the journal passes its checks");
-    c->add_flag("--json", *as_json, "Print JSON");
-    c->callback([dir, force, as_json] {
-      registerAllTaskKinds();
-      jobs::repairCommand(*dir, *force, *as_json);
-    });
-  }
+  registerCampaignCancelCommand(*campaign);
+  registerCampaignRepairCommand(*campaign);
   // work
   {
     auto* c = campaign->add_subcommand(
@@ -426,21 +364,7 @@ void registerCampaignCommands(CommandGroups& g) {
                         : (rc == kExitInterrupted ? kExitInterrupted : kExitFailure));
     });
   }
-  // aggregate
-  {
-    auto* c = campaign->add_subcommand(
-        "aggregate", "Aggregate the done chains into uncertainty bands (D/aggregate)");
-    auto dir = std::make_shared<std::string>();
-    auto truth = std::make_shared<std::string>();
-    auto args = std::make_shared<AggregateArgs>();
-    c->add_option("dir", *dir, "Campaign directory")->required();
-    c->add_option("--truth", *truth, "Truth file (default: the spec's inputs.truth when given)");
-    addAggregateOptions(*c, *args);
-    c->callback([dir, truth, args] {
-      registerAllTaskKinds();
-      printAggregation(*dir, aggregateCampaign(*dir, *truth, *args, /*all_done=*/false));
-    });
-  }
+  registerCampaignAggregateCommand(*campaign);
   // plan
   {
     auto* c = campaign->add_subcommand(

@@ -15,6 +15,7 @@
 #include "core/data/convert.hpp"
 #include "core/data/data_bench.hpp"
 #include "core/data/features.hpp"
+#include "core/data/inspect.hpp"
 #include "core/data/jet_files.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/jet_writer.hpp"
@@ -109,7 +110,9 @@ void runObservables(const std::string& in, const std::string& out, const std::st
 }  // namespace
 
 void registerDataCommands(CommandGroups& g) {
-  CLI::App* data = addDataGroup(g.root);
+  CLI::App* data =
+      g.root.add_subcommand("data", "Jet datasets: synthesise, inspect, convert, observables");
+  data->require_subcommand(1);
 
   auto synth = std::make_shared<SynthArgs>();
   CLI::App* s = data->add_subcommand(
@@ -151,7 +154,41 @@ void registerDataCommands(CommandGroups& g) {
       ->capture_default_str();
   s->callback([synth] { runSynth(*synth); });
 
-  registerDataInspectCommand(*data);
+  auto insp_file = std::make_shared<std::string>();
+  auto insp_json = std::make_shared<bool>(false);
+  CLI::App* i = data->add_subcommand(
+      "inspect", "Datasets, shapes, label balance, multiplicity and jet summaries");
+  i->add_option("files", *insp_file,
+                "HDF5 file, or a dataset of jets files: paths, glob patterns or @LIST, "
+                "comma-separated (each file is summarised; they must share the layout)")
+      ->required();
+  i->add_flag("--json", *insp_json, "Print JSON on stdout instead of a table");
+  i->callback([insp_file, insp_json] {
+    const std::vector<std::string> files = expandDatasetFiles(*insp_file);
+    if (files.size() == 1) {
+      const auto summary = summarizeFile(files[0]);
+      if (*insp_json) {
+        std::cout << summary.dump(2) << std::endl;
+      } else {
+        std::cout << formatSummary(summary);
+      }
+      return;
+    }
+    countJetsInFiles(files);  // refuses the first file whose layout differs, by name
+    nlohmann::json all = {{"files", nlohmann::json::array()}, {"jets", 0}};
+    for (const auto& f : files) {
+      nlohmann::json one = summarizeFile(f);
+      all["jets"] = all["jets"].get<int64_t>() + one.value("jets", int64_t{0});
+      all["files"].push_back(std::move(one));
+    }
+    if (*insp_json) {
+      std::cout << all.dump(2) << std::endl;
+      return;
+    }
+    for (const auto& one : all["files"]) std::cout << formatSummary(one) << "\n";
+    std::cout << files.size() << " files, " << all["jets"].get<int64_t>()
+              << " jets in all, one layout\n";
+  });
 
   auto conv_in = std::make_shared<std::string>(), conv_out = std::make_shared<std::string>();
   auto conv_opts = std::make_shared<WriteOptions>();

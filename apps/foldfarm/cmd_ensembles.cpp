@@ -122,64 +122,6 @@ void registerUnfold(CommandGroups& g) {
   });
 }
 
-void registerAggregate(CommandGroups& g) {
-  struct Opts {
-    std::vector<std::string> runs;
-    std::string out, truth;
-    AggregateArgs aggregate;
-  };
-  auto o = std::make_shared<Opts>();
-  CLI::App* cmd = g.root.add_subcommand(
-      "aggregate",
-      "Aggregate OmniFold chains into bands: replica = mean over members, nominal = mean over "
-      "replicas, std / 16-84 / 2.5-97.5 percentiles, covariance; writes bands.h5, summary.json "
-      "and one PNG per observable");
-  cmd->add_option("--runs", o->runs,
-                  "chain output directories or directories containing them (searched recursively)")
-      ->required()
-      ->expected(1, -1);
-  cmd->add_option("--out", o->out, "output directory")->required();
-  cmd->add_option("--truth", o->truth,
-                  "unfolding file whose gen level is the truth (gen_subs; weights and pass_gen "
-                  "honoured): adds triangular discriminators and coverage");
-  addAggregateOptions(*cmd, o->aggregate);
-  cmd->callback([o] {
-    std::optional<std::string> truth;
-    if (!o->truth.empty()) truth = o->truth;
-    std::cout << ensembles::aggregateRunsWithOptions(o->runs, o->out, truth, o->aggregate.options())
-                     .dump(2)
-              << std::endl;
-  });
-}
-
-void registerCompare(CommandGroups& g) {
-  struct Opts {
-    std::vector<std::string> dirs;
-    std::vector<std::string> names;
-    bool json = false;
-  };
-  auto o = std::make_shared<Opts>();
-  CLI::App* cmd = g.study.add_subcommand(
-      "compare",
-      "Compare unfoldings of the same data side by side (e.g. PET chains and the observable-level "
-      "MLP baseline): per observable, Δ x10^3 of the prior, the statistical floor, and each "
-      "one's Δ ± spread over replicas and recovered shift of the mean (the smallest Δ in bold)");
-  cmd->add_option("dirs", o->dirs,
-                  "aggregation directories, or campaign directories (their aggregate/)")
-      ->required()
-      ->expected(1, -1);
-  cmd->add_option("--names", o->names, "labels of the inputs, in order (default: their classifier)")
-      ->delimiter(',');
-  cmd->add_flag("--json", o->json, "print JSON instead of a Markdown table");
-  cmd->callback([o] {
-    const nlohmann::json c = ensembles::compareAggregations(o->dirs, o->names);
-    if (o->json)
-      std::cout << c.dump(2) << std::endl;
-    else
-      std::cout << ensembles::comparisonMarkdown(c);
-  });
-}
-
 void registerWarmstart(CommandGroups& g) {
   struct Opts {
     std::string mc, data, init, out, config;
@@ -279,58 +221,11 @@ void registerReweightQg(CommandGroups& g) {
   });
 }
 
-void registerBenchAggregate(CommandGroups& g) {
-  struct Opts {
-    ensembles::AggregateBenchOptions bench;
-    bool json = false;
-  };
-  auto o = std::make_shared<Opts>();
-  CLI::App* cmd = g.bench.add_subcommand(
-      "aggregate",
-      "Aggregation of a campaign's worth of synthetic chains (histograms.h5 + result.json): "
-      "chains/s and peak memory, the nominal alone and with systematic variations");
-  cmd->add_option("--replicas", o->bench.replicas, "nominal replicas")
-      ->check(CLI::Range(2, 1000000))
-      ->capture_default_str();
-  cmd->add_option("--members", o->bench.members, "ensemble members per replica")
-      ->check(CLI::Range(1, 1000))
-      ->capture_default_str();
-  cmd->add_option("--variation-replicas", o->bench.variation_replicas,
-                  "replicas of each variation: a detector pair, a modelling variation, an "
-                  "MC-statistics variation (0: the nominal alone)")
-      ->check(CLI::Range(0, 1000000))
-      ->capture_default_str();
-  cmd->add_option("--scratch", o->bench.scratch, "where the synthetic chains go")
-      ->capture_default_str();
-  cmd->add_flag("--keep", o->bench.keep, "keep the synthetic chains and their aggregations");
-  cmd->add_flag("--json", o->json, "Print JSON on stdout");
-  cmd->callback([o] {
-    const nlohmann::json r = ensembles::benchAggregate(o->bench);
-    if (o->json) {
-      std::cout << r.dump(2) << std::endl;
-      return;
-    }
-    auto line = [&](const char* what, const nlohmann::json& t) {
-      std::printf("%s: %lld chains in %.2f s: %.0f chains/s (%.2f ms/chain)\n", what,
-                  static_cast<long long>(t["chains"].get<int64_t>()), t["seconds"].get<double>(),
-                  t["chains_per_s"].get<double>(),
-                  1e3 / std::max(1e-9, t["chains_per_s"].get<double>()));
-    };
-    line("write (synthetic chains)", r["write"]);
-    line("aggregate nominal", r["nominal"]);
-    if (r.contains("with_variations")) line("aggregate with variations", r["with_variations"]);
-    std::printf("peak resident memory %.0f MB\n", r["peak_rss_MB"].get<double>());
-    if (r.contains("dir")) std::printf("kept in %s\n", r["dir"].get<std::string>().c_str());
-  });
-}
-
 }  // namespace
 
 void registerEnsembleCommands(CommandGroups& g) {
   registerUnfold(g);
-  registerAggregate(g);
-  registerBenchAggregate(g);
-  registerCompare(g);
+  registerAggregationCommands(g);
   registerWarmstart(g);
   registerReweightQg(g);
 }

@@ -14,36 +14,6 @@
 namespace foldfarm::app {
 namespace {
 
-void registerReport(CommandGroups& g) {
-  auto o = std::make_shared<report::ReportOptions>();
-  auto dir = std::make_shared<std::string>();
-  CLI::App* cmd = g.root.add_subcommand(
-      "report",
-      "Write one self-contained HTML page about a campaign: unfolded distributions with bands, "
-      "the Δ table, correlations, weight diagnostics, journal statistics and throughput, "
-      "warm-start curves (sections without input are omitted with a note)");
-  cmd->add_option("dir", *dir, "campaign directory (from `foldfarm campaign init --dir`)")
-      ->required();
-  cmd->add_option("--out", o->out, "output HTML file (default D/report.html; written atomically)");
-  cmd->add_option("--aggregate", o->aggregate_dir,
-                  "aggregation directory with bands.h5, summary.json, PNGs (default D/aggregate)");
-  cmd->add_option("--warmstart", o->warmstart_dir,
-                  "warm-start study output directory (default D/warmstart)");
-  cmd->add_option(
-      "--baseline", o->baseline_dir,
-      "aggregation (or campaign) directory of a baseline unfolding of the same data, "
-      "e.g. a campaign with \"classifier\": \"mlp\": its Δ and recovered shift are shown "
-      "beside this campaign's");
-  cmd->callback([o, dir] {
-    registerCampaignTaskKinds();  // opening a campaign validates its task kind
-    report::ReportResult r = report::writeCampaignReport(*dir, *o);
-    std::string omitted;
-    for (const auto& s : r.omitted) omitted += "\n  omitted " + s;
-    std::printf("%s: %zu sections, %d figures, %zu KiB%s\n", r.path.c_str(), r.sections.size(),
-                r.images, r.bytes / 1024, omitted.c_str());
-  });
-}
-
 void registerScalingStudy(CommandGroups& g) {
   auto o = std::make_shared<report::ScalingOptions>();
   auto no_ddp = std::make_shared<bool>(false), no_sched = std::make_shared<bool>(false);
@@ -110,7 +80,7 @@ void registerScalingStudy(CommandGroups& g) {
 }  // namespace
 
 void registerReportCommands(CommandGroups& g) {
-  registerReport(g);
+  registerReportCommand(g);
   registerScalingStudy(g);
 }
 

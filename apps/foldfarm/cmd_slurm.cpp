@@ -205,18 +205,6 @@ void runCampaignThroughSlurm(const std::string& dir, const std::vector<jobs::Tas
   submitAndReport(a);
 }
 
-void cancelCampaign(const std::string& dir) {
-  if (!slurm::campaignUsedSlurm(dir)) {
-    jobs::cancelCommand(dir);
-    return;
-  }
-  slurm::SlurmCancelSummary sum = slurm::cancelCampaignOnSlurm(dir);
-  std::string jobs;
-  for (const auto& id : sum.jobsCancelled) jobs += " " + id;
-  std::printf("campaign %s: %d unfinished task(s) cancelled; Slurm job(s) cancelled:%s\n",
-              dir.c_str(), sum.tasksCancelled, jobs.empty() ? " none" : jobs.c_str());
-}
-
 void registerSlurmCommands(CommandGroups& g) {
   CLI::App* s = addSlurmGroup(g.root);
   CLI::App* render = s->add_subcommand("render", "Print a batch script to stdout");
@@ -291,7 +279,7 @@ void registerSlurmCommands(CommandGroups& g) {
   addAggregateFlag(*sc, sub->aggregate);
   sc->callback([sub] { submitAndReport(*sub); });
 
-  registerSlurmStatusCommand(*s, registerKinds);
+  registerSlurmStatusCommand(*s);
 }
 
 }  // namespace foldfarm::app

@@ -31,16 +31,18 @@ void registerCampaignCommands(
 void registerSlurmCommands(CommandGroups& g);   // cmd_slurm.cpp: slurm render|submit|status
 void registerReportCommands(CommandGroups& g);  // cmd_report.cpp: report, study scaling
 
-// cmd_status.cpp (no LibTorch: `foldfarm` runs these itself, `foldfarm-torch` has them too):
-// the campaign, slurm and data groups, and the commands a login node polls. The status
-// commands call `register_task_kinds` before they open a campaign (opening one validates its
-// spec's task kind).
-CLI::App* addCampaignGroup(CLI::App& root);
-CLI::App* addSlurmGroup(CLI::App& root);
-CLI::App* addDataGroup(CLI::App& root);
-void registerCampaignStatusCommand(CLI::App& campaign, void (*register_task_kinds)());
-void registerSlurmStatusCommand(CLI::App& slurm, void (*register_task_kinds)());
-void registerDataInspectCommand(CLI::App& data);
+// cmd_login.cpp (no LibTorch): the commands a login node runs, which `foldfarm` runs itself
+// (front.cpp) and `foldfarm-torch` has too, at their places among the others.
+void registerLoginCommands(CommandGroups& g);  // the front end's: all of the below
+CLI::App* addCampaignGroup(CLI::App& root);    // foldfarm campaign
+CLI::App* addSlurmGroup(CLI::App& root);       // foldfarm slurm
+void registerCampaignStatusCommand(CLI::App& campaign);
+void registerCampaignCancelCommand(CLI::App& campaign);
+void registerCampaignRepairCommand(CLI::App& campaign);
+void registerCampaignAggregateCommand(CLI::App& campaign);
+void registerSlurmStatusCommand(CLI::App& slurm);
+void registerAggregationCommands(CommandGroups& g);  // aggregate, bench aggregate, study compare
+void registerReportCommand(CommandGroups& g);        // report
 // "N done, N running, N pending, N failed, N cancelled" of a status's "counts".
 void printCounts(const nlohmann::json& counts);
 
@@ -140,8 +142,10 @@ struct ChainDeviceCli {
   }
 };
 
-// Registers every task kind this executable can run (noop, sleep, command, chain). Any
-// command that opens a campaign calls it first: opening validates the spec's task kind.
+// Registers the task kinds this executable knows (noop, sleep, command, chain). Any command
+// that opens a campaign calls it first: opening validates the spec's task kind. Defined by
+// each executable: foldfarm-torch's runs chains (cmd_campaign.cpp); the front end knows the
+// chain kind by name only (front.cpp), which is what reading a campaign needs.
 void registerCampaignTaskKinds();
 // Parses `args` as the arguments of `app`'s subcommand `name`, which has its options but
 // no callback: nothing runs. InputError "<who>: the arguments are not those of `foldfarm
@@ -158,7 +162,7 @@ void checkCampaignRunArguments(const std::vector<std::string>& args, const std::
 // `retry`: `campaign retry`'s states, moved back to pending first (SlurmCampaignOptions).
 void runCampaignThroughSlurm(const std::string& dir,
                              const std::vector<jobs::TaskState>& retry = {});
-// `foldfarm campaign aggregate D` (cmd_campaign.cpp): the done chains of chain campaign D
+// `foldfarm campaign aggregate D` (cmd_login.cpp): the done chains of chain campaign D
 // into D/aggregate, the truth `truth` or else the spec's inputs.truth. With `all_done` (after
 // a run's --aggregate) only when every task is done. Returns {"aggregated", "chains" (done),
 // "tasks", "out"}; printAggregation says it in one line. InputError when D is not made of
@@ -168,7 +172,7 @@ nlohmann::json aggregateCampaign(const std::string& dir, const std::string& trut
 void printAggregation(const std::string& dir, const nlohmann::json& result);
 void checkAggregatable(const std::string& dir);
 // `foldfarm campaign cancel D`: the journal's unfinished tasks -> cancelled; for a campaign
-// that submitted to Slurm, its array jobs are scancelled too (cmd_slurm.cpp).
+// that submitted to Slurm, its array jobs are scancelled too (cmd_login.cpp).
 void cancelCampaign(const std::string& dir);
 
 }  // namespace foldfarm::app

@@ -1,9 +1,10 @@
 // foldfarm: the command users run.
 //
-// The commands a login node polls (`campaign status`, `slurm status`, `data inspect`,
-// `--version`) run in this process, which does not load LibTorch: loading it and registering
-// its operators takes most of a second on a local disk, more from a parallel file system and
-// more again for a CUDA build, where these commands need a few milliseconds of work.
+// The commands a login node runs (cmd_login.cpp: campaign status, cancel, repair and
+// aggregate, slurm status, aggregate, study compare, report; the data commands; --version)
+// run in this process, which does not load LibTorch: loading it and registering its
+// operators takes most of a second on a local disk, more from a parallel file system and
+// more again for a CUDA build, where `campaign status` needs a few milliseconds of work.
 //
 // Every other command is handed to foldfarm-torch, built and installed beside this
 // executable, by exec: the same process (mpirun, srun and Slurm's signals keep reaching it),
@@ -33,39 +34,29 @@ namespace {
 
 using namespace foldfarm;
 
-// The task kinds a status reads. A chain campaign's frozen spec names the chain kind, which
-// is known here by its name only: foldfarm-torch runs its tasks and checks their params
-// (at `campaign init`, and when it opens the campaign to run it).
-void registerKindsByName() {
-  static bool done = false;
-  if (done) return;
-  done = true;
-  jobs::registerBuiltinTaskKinds();
-  jobs::registerTaskKind("chain", jobs::TaskRunner([](const nlohmann::json&, const std::string&) {
-                           return jobs::TaskOutcome{
-                               jobs::kTaskBadInput,
-                               "chain tasks run in foldfarm-torch, not in the foldfarm front end",
-                               nullptr};
-                         }),
-                         jobs::TaskKindTraits{true, nullptr, std::nullopt, nullptr});
-}
-
 // The subcommand of `app` called `name`, or nullptr.
 CLI::App* subcommandNamed(CLI::App& app, const char* name) {
   const auto found = app.get_subcommands([&](CLI::App* c) { return c->check_name(name); });
   return found.empty() ? nullptr : found.front();
 }
 
-// Whether argv asks for a command registered on `root` here (`group command`, after the
-// top-level --log-level), or only for the version.
+// Whether `app` is a group (`campaign`, `bench`): it needs a command of its own.
+bool isGroup(const CLI::App& app) {
+  return app.get_require_subcommand_min() > 0;
+}
+
+// Whether argv asks for a command registered on `root` here (`report D`, `campaign status D`,
+// after the top-level --log-level), or only for the version.
 bool runsHere(CLI::App& root, int argc, char** argv) {
   int k = 1;
   while (k < argc && std::string_view(argv[k]).rfind("--log-level", 0) == 0)
     k += std::string_view(argv[k]) == "--log-level" ? 2 : 1;
   if (k == argc - 1 && std::string_view(argv[k]) == "--version") return true;
-  if (k + 1 >= argc) return false;
-  CLI::App* group = subcommandNamed(root, argv[k]);
-  return group != nullptr && subcommandNamed(*group, argv[k + 1]) != nullptr;
+  if (k >= argc) return false;
+  CLI::App* command = subcommandNamed(root, argv[k]);
+  if (command == nullptr) return false;
+  if (!isGroup(*command)) return true;
+  return k + 1 < argc && subcommandNamed(*command, argv[k + 1]) != nullptr;
 }
 
 #ifdef FOLDFARM_TORCH_EXECUTABLE
@@ -83,28 +74,53 @@ std::string handOver(char** argv) {
   ::execv(full.c_str(), argv);
   const int err = errno;
   return "cannot start " + full + ": " + std::strerror(err) +
-         "; the commands that train live in that executable, built and installed beside " + self +
-         ": rebuild foldfarm (or install both)";
+         "; every command but a login node's runs in that executable, built and installed beside " +
+         self + ": rebuild foldfarm (or install both)";
 }
 #else
-// "campaign status, slurm status, data inspect": what runs here.
+// "data synth, …, campaign status, …, report": what runs here.
 std::string commandsHere(CLI::App& root) {
+  const auto all = [](CLI::App*) { return true; };
   std::string list;
-  for (CLI::App* group : root.get_subcommands([](CLI::App*) { return true; }))
-    for (CLI::App* c : group->get_subcommands([](CLI::App*) { return true; }))
-      list += (list.empty() ? "" : ", ") + group->get_name() + " " + c->get_name();
+  const auto add = [&](const std::string& name) { list += (list.empty() ? "" : ", ") + name; };
+  for (CLI::App* command : root.get_subcommands(all)) {
+    if (!isGroup(*command)) add(command->get_name());
+    for (CLI::App* c : command->get_subcommands(all))
+      add(command->get_name() + " " + c->get_name());
+  }
   return list;
 }
 #endif
 
 }  // namespace
 
+namespace foldfarm::app {
+
+// The task kinds reading a campaign needs. A chain campaign's frozen spec names the chain
+// kind, which is known here by its name only: foldfarm-torch runs its tasks and checks their
+// params (at `campaign init`, and when it opens the campaign to run it).
+void registerCampaignTaskKinds() {
+  static bool done = false;
+  if (done) return;
+  done = true;
+  jobs::registerBuiltinTaskKinds();
+  jobs::registerTaskKind("chain", jobs::TaskRunner([](const nlohmann::json&, const std::string&) {
+                           return jobs::TaskOutcome{
+                               jobs::kTaskBadInput,
+                               "chain tasks run in foldfarm-torch, not in the foldfarm front end",
+                               nullptr};
+                         }),
+                         jobs::TaskKindTraits{true, nullptr, std::nullopt, nullptr});
+}
+
+}  // namespace foldfarm::app
+
 int main(int argc, char** argv) {
   app::TopLevel top;
   CLI::App& root = top.root();
-  app::registerCampaignStatusCommand(*app::addCampaignGroup(root), registerKindsByName);
-  app::registerSlurmStatusCommand(*app::addSlurmGroup(root), registerKindsByName);
-  app::registerDataInspectCommand(*app::addDataGroup(root));
+  app::CommandGroups groups = top.groups();
+  app::registerDataCommands(groups);
+  app::registerLoginCommands(groups);
   if (!runsHere(root, argc, argv)) {
 #ifdef FOLDFARM_TORCH_EXECUTABLE
     const std::string why = handOver(argv);

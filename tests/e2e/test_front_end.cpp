@@ -1,11 +1,11 @@
 // `foldfarm` (the front end) and `foldfarm-torch` (every command) through the real binaries:
-// the commands a login node polls run in a process that loads no LibTorch and answer as
-// foldfarm-torch does, also with no foldfarm-torch beside them; every other command is handed
-// to foldfarm-torch in the same process (pid, arguments, signals), with OMP_WAIT_POLICY set to
-// PASSIVE unless the user set it; a front end without foldfarm-torch says so in one line and
-// writes nothing.
-#include <gtest/gtest.h>
+// the commands a login node runs (status, aggregate, report, data, …) run in a process that
+// loads no LibTorch and answer as foldfarm-torch does, also with no foldfarm-torch beside them;
+// every other command is handed to foldfarm-torch in the same process (pid, arguments,
+// signals), with OMP_WAIT_POLICY set to PASSIVE unless the user set it; a front end without
+// foldfarm-torch says so in one line and writes nothing.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -99,7 +99,7 @@ class FrontEnd : public ::testing::Test {
 };
 std::string FrontEnd::dir_, FrontEnd::torch_;
 
-TEST_F(FrontEnd, TheCommandsALoginNodePollsLoadNoLibTorchAndAnswerAsFoldfarmTorchDoes) {
+TEST_F(FrontEnd, TheCommandsALoginNodeRunsLoadNoLibTorchAndAnswerAsFoldfarmTorchDoes) {
   if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
   // What the dynamic loader would load (ld.so lists it and runs nothing).
   const auto libraries = [](const std::string& exe) {
@@ -118,7 +118,8 @@ TEST_F(FrontEnd, TheCommandsALoginNodePollsLoadNoLibTorchAndAnswerAsFoldfarmTorc
         std::vector<std::string>{"data", "inspect", dir_ + "/sim.h5", "--json"},
         std::vector<std::string>{"--log-level=warn", "data", "inspect", dir_ + "/data.h5"},
         std::vector<std::string>{"--version"},
-        std::vector<std::string>{"campaign", "status", "--help"}}) {
+        std::vector<std::string>{"campaign", "status", "--help"},
+        std::vector<std::string>{"report", "--help"}}) {
     const ProcessResult here = run(alone, args), there = run(torch_, args);
     ASSERT_TRUE(here.ok()) << here.describeFailure();
     ASSERT_TRUE(there.ok()) << there.describeFailure();
@@ -134,24 +135,45 @@ TEST_F(FrontEnd, TheCommandsALoginNodePollsLoadNoLibTorchAndAnswerAsFoldfarmTorc
     }
   }
   // Errors read the same too: one line, the same exit status.
-  const std::vector<std::string> missing = {"campaign", "status", dir_ + "/nowhere"};
-  const ProcessResult here = run(alone, missing), there = run(torch_, missing);
-  EXPECT_EQ(here.exitCode, 2);
-  EXPECT_EQ(here.exitCode, there.exitCode);
-  EXPECT_EQ(here.err, there.err);
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"campaign", "status", dir_ + "/nowhere"},
+        std::vector<std::string>{"campaign", "aggregate", dir_ + "/chains"},
+        std::vector<std::string>{"aggregate", "--runs", dir_ + "/chains", "--out", dir_ + "/agg"},
+        std::vector<std::string>{"data", "inspect", dir_ + "/chains.json"}}) {
+    const ProcessResult here = run(alone, args), there = run(torch_, args);
+    EXPECT_EQ(here.exitCode, 2) << args[1] << ": " << here.err;
+    EXPECT_EQ(here.exitCode, there.exitCode);
+    EXPECT_EQ(here.err, there.err);
+  }
+  EXPECT_FALSE(fs::exists(dir_ + "/agg"));
+  EXPECT_TRUE(fs::is_empty(dir_ + "/chains/aggregate"));  // as `campaign init` made it
+  // The data commands write the same samples.
+  for (const std::string& exe : {alone, torch_}) {
+    const ProcessResult r =
+        run(exe, {"--log-level", "warn", "data", "synth", "--kind", "unfold", "--events", "50",
+                  "--seed", "3", "--out", dir_ + "/" + fs::path(exe).filename().string() + ".h5"});
+    ASSERT_TRUE(r.ok()) << r.describeFailure();
+  }
+  const ProcessResult a = run(torch_, {"data", "inspect", dir_ + "/foldfarm.h5", "--json"});
+  const ProcessResult b = run(torch_, {"data", "inspect", dir_ + "/foldfarm-torch.h5", "--json"});
+  ASSERT_TRUE(a.ok() && b.ok()) << a.describeFailure() << b.describeFailure();
+  json ja = json::parse(a.out), jb = json::parse(b.out);
+  ja.erase("file"), jb.erase("file");
+  EXPECT_EQ(ja, jb);
 }
 
 TEST_F(FrontEnd, WithoutFoldfarmTorchBesideItACommandThatTrainsIsRefusedInOneLine) {
   if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
   const std::string alone = dir_ + "/alone/foldfarm";
-  const ProcessResult synth =
-      run(alone, {"data", "synth", "--kind", "unfold", "--out", dir_ + "/alone/x.h5"});
-  EXPECT_EQ(synth.exitCode, 1);
-  EXPECT_EQ(synth.err, "foldfarm: error: cannot start " + dir_ +
-                           "/alone/foldfarm-torch: No such file or directory; the commands that "
-                           "train live in that executable, built and installed beside " +
-                           alone + ": rebuild foldfarm (or install both)\n");
-  EXPECT_FALSE(fs::exists(dir_ + "/alone/x.h5"));
+  const ProcessResult unfold =
+      run(alone, {"unfold", "--mc", dir_ + "/sim.h5", "--data", dir_ + "/data.h5", "--init", "none",
+                  "--out", dir_ + "/alone/x"});
+  EXPECT_EQ(unfold.exitCode, 1);
+  EXPECT_EQ(unfold.err, "foldfarm: error: cannot start " + dir_ +
+                            "/alone/foldfarm-torch: No such file or directory; every command but "
+                            "a login node's runs in that executable, built and installed beside " +
+                            alone + ": rebuild foldfarm (or install both)\n");
+  EXPECT_FALSE(fs::exists(dir_ + "/alone/x"));
   const ProcessResult campaign = run(alone, {"campaign", "run", dir_ + "/chains"});
   EXPECT_EQ(campaign.exitCode, 1);
   const ProcessResult status = run(alone, {"campaign", "status", dir_ + "/chains", "--json"});
