@@ -3,7 +3,8 @@
 // loads no LibTorch and answer as foldfarm-torch does, also with no foldfarm-torch beside them;
 // every other command is handed to foldfarm-torch in the same process (pid, arguments,
 // signals), with OMP_WAIT_POLICY set to PASSIVE unless the user set it; a front end without
-// foldfarm-torch says so in one line and writes nothing.
+// foldfarm-torch says so in one line and writes nothing; `cmake --install` puts the two
+// together and the installed foldfarm runs both kinds of command.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -231,6 +232,30 @@ TEST_F(FrontEnd, ACommandHandedOverKeepsItsProcessItsArgumentsAndItsSignals) {
     EXPECT_EQ(WEXITSTATUS(st), 75) << "interrupted, to resume: " << readText(err);
     EXPECT_NE(readText(err).find("campaign resume"), std::string::npos) << readText(err);
   }
+}
+
+TEST_F(FrontEnd, AnInstalledFoldfarmRunsBothKindsOfCommands) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
+  const std::string prefix = dir_ + "/prefix";
+  ProcessOptions o;
+  o.timeout = std::chrono::seconds(120);
+  const ProcessResult install =
+      runProcess({FF_CMAKE_COMMAND, "--install", FF_BUILD_DIR, "--prefix", prefix}, o);
+  ASSERT_TRUE(install.ok()) << install.describeFailure();
+  const std::string installed = prefix + "/bin/foldfarm";
+  ASSERT_TRUE(fs::exists(prefix + "/bin/foldfarm-torch"));
+  // Here: the campaign's status; handed over: a model's sizes (LibTorch, found from P/bin).
+  const ProcessResult status = run(installed, {"campaign", "status", dir_ + "/chains", "--json"});
+  ASSERT_TRUE(status.ok()) << status.describeFailure();
+  EXPECT_EQ(json::parse(status.out).at("total"), 2);
+  const ProcessResult model = run(installed, {"model", "info", "--preset", "tiny", "--json"});
+  ASSERT_TRUE(model.ok()) << model.describeFailure();
+  EXPECT_EQ(model.out, run(torch_, {"model", "info", "--preset", "tiny", "--json"}).out);
+  // It is the installed foldfarm-torch that ran: without it the installed front end says so.
+  fs::remove(prefix + "/bin/foldfarm-torch");
+  const ProcessResult alone = run(installed, {"model", "info", "--preset", "tiny"});
+  EXPECT_EQ(alone.exitCode, 1);
+  EXPECT_NE(alone.err.find(prefix + "/bin/foldfarm-torch"), std::string::npos) << alone.err;
 }
 
 }  // namespace
