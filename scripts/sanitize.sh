@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the parts of foldfarm that do not need LibTorch (base, data, jobs, report, slurm, and
-# the aggregation of ensembles/) with a sanitizer and runs their unit tests, failing on any
-# sanitizer report:
+# Builds the parts of foldfarm that do not need LibTorch (base, data, jobs, report, slurm, the
+# aggregation of ensembles/, and the foldfarm front end) with a sanitizer and runs their tests,
+# failing on any sanitizer report:
 #   scripts/sanitize.sh [address|thread] [BUILD_DIR]
 # address (default): AddressSanitizer + UndefinedBehaviorSanitizer, LeakSanitizer on.
 # thread: ThreadSanitizer (the campaign executors' threads, the journal, the leases).
@@ -24,9 +24,10 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFOLDFARM_WITH_TORCH=O
   -DFOLDFARM_WITH_CUDA=OFF "${launcher[@]}" \
   -DCMAKE_CXX_FLAGS="$flags -fno-omit-frame-pointer" -DCMAKE_C_FLAGS="$flags" \
   -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" >"$build.configure.log"
-tests=(test_base test_data test_jobs test_report slurm_render_test test_ensembles_stats)
+tests=(test_base test_data test_jobs test_report slurm_render_test test_ensembles_stats
+  test_e2e_front_end)
 cmake --build "$build" -j "${FOLDFARM_BUILD_JOBS:-$(nproc)}" --target "${tests[@]}" ff_jobs_tool \
-  ff_jobs_test_kinds ff_report_fixture ff_report_tool
+  ff_jobs_test_kinds ff_report_fixture ff_report_tool foldfarm
 export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1:allocator_may_return_null=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}

@@ -4,7 +4,8 @@
 // every other command is handed to foldfarm-torch in the same process (pid, arguments,
 // signals), with OMP_WAIT_POLICY set to PASSIVE unless the user set it; a front end without
 // foldfarm-torch says so in one line and writes nothing; `cmake --install` puts the two
-// together and the installed foldfarm runs both kinds of command.
+// together and the installed foldfarm runs both kinds of command. A build without LibTorch
+// makes the front end alone, which runs the login commands and refuses the others.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -66,6 +67,7 @@ class FrontEnd : public ::testing::Test {
     dir_ = (fs::temp_directory_path() / ("ff_front_end_" + std::to_string(::getpid()))).string();
     fs::remove_all(dir_);
     fs::create_directories(dir_ + "/alone");
+    if (std::string(FOLDFARM_BINARY).empty()) return;  // built without LibTorch: the last test
     // The front end alone, with no foldfarm-torch beside it.
     fs::copy_file(FOLDFARM_BINARY, dir_ + "/alone/foldfarm");
     torch_ = fs::path(FOLDFARM_BINARY).parent_path().string() + "/foldfarm-torch";
@@ -256,6 +258,52 @@ TEST_F(FrontEnd, AnInstalledFoldfarmRunsBothKindsOfCommands) {
   const ProcessResult alone = run(installed, {"model", "info", "--preset", "tiny"});
   EXPECT_EQ(alone.exitCode, 1);
   EXPECT_NE(alone.err.find(prefix + "/bin/foldfarm-torch"), std::string::npos) << alone.err;
+}
+
+TEST_F(FrontEnd, BuiltWithoutLibTorchItRunsTheLoginCommandsAndRefusesTheOthersInOneLine) {
+  if (!std::string(FOLDFARM_BINARY).empty())
+    GTEST_SKIP() << "built with LibTorch (the tests above); scripts/sanitize.sh runs this one";
+  const std::string ff = FF_FRONT_END;
+  // A campaign made by another executable of the same journal (ff_jobs_tool), read here.
+  std::ofstream(dir_ + "/sleep.json") << json{
+      {"name", "sleep"},
+      {"task", "sleep"},
+      {"replicas", 3},
+      {"params", {{"seconds", 0}}},
+      {"resources", {{"cpu_slots", 1}}}}.dump();
+  ASSERT_TRUE(
+      runProcess({FF_JOBS_TOOL, "init", dir_ + "/sleep.json", "--dir", dir_ + "/sleep"}).ok());
+  const ProcessResult status = run(ff, {"campaign", "status", dir_ + "/sleep", "--json"});
+  ASSERT_TRUE(status.ok()) << status.describeFailure();
+  EXPECT_EQ(json::parse(status.out).at("counts").at("pending"), 3);
+  const ProcessResult synth = run(ff, {"--log-level", "warn", "data", "synth", "--kind", "unfold",
+                                       "--events", "40", "--seed", "2", "--out", dir_ + "/u.h5"});
+  ASSERT_TRUE(synth.ok()) << synth.describeFailure();
+  const ProcessResult inspect = run(ff, {"data", "inspect", dir_ + "/u.h5", "--json"});
+  ASSERT_TRUE(inspect.ok()) << inspect.describeFailure();
+  EXPECT_EQ(json::parse(inspect.out).at("jets"), 40);
+  // The others: one line naming what this build runs; nothing written.
+  const ProcessResult unfold = run(ff, {"unfold", "--mc", dir_ + "/u.h5", "--data", dir_ + "/u.h5",
+                                        "--init", "none", "--out", dir_ + "/x"});
+  EXPECT_EQ(unfold.exitCode, 2);
+  EXPECT_EQ(unfold.err.rfind("foldfarm: error: this foldfarm was built without LibTorch "
+                             "(-DFOLDFARM_WITH_TORCH=OFF) and runs only ",
+                             0),
+            0u)
+      << unfold.err;
+  EXPECT_NE(unfold.err.find("campaign status"), std::string::npos) << unfold.err;
+  EXPECT_EQ(std::count(unfold.err.begin(), unfold.err.end(), '\n'), 1) << unfold.err;
+  EXPECT_FALSE(fs::exists(dir_ + "/x"));
+  EXPECT_EQ(run(ff, {"campaign", "run", dir_ + "/sleep"}).exitCode, 2);
+  EXPECT_EQ(json::parse(run(ff, {"campaign", "status", dir_ + "/sleep", "--json"}).out)
+                .at("counts")
+                .at("pending"),
+            3)
+      << "nothing ran";
+  // Its help lists what it has.
+  const ProcessResult help = run(ff, {"--help"});
+  ASSERT_TRUE(help.ok()) << help.describeFailure();
+  EXPECT_NE(help.out.find("report"), std::string::npos) << help.out;
 }
 
 }  // namespace
