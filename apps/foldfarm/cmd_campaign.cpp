@@ -1,5 +1,6 @@
-// foldfarm campaign init|run|resume|status|retry|cancel|work|aggregate|plan, the internal
-// `foldfarm worker`, and `foldfarm bench scheduler`. Thin: options are parsed here and the
+// foldfarm campaign init|run|resume|retry|work|plan (and, from cmd_login.cpp, status, cancel,
+// repair and aggregate at their places), the internal `foldfarm worker`, and `foldfarm bench
+// scheduler`. Thin: options are parsed here and the
 // work is done by jobs/ (campaigns) and ensembles/ (the chain task kind, aggregation).
 #include <cstdio>
 #include <cstdlib>

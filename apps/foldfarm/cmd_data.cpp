@@ -1,4 +1,5 @@
-// foldfarm data synth|inspect|convert|observables, foldfarm bench data.
+// foldfarm data synth|inspect|convert|observables, foldfarm bench data. No LibTorch: both
+// executables run them (foldfarm_cli).
 #include <algorithm>
 #include <cstdio>
 #include <iostream>

@@ -1,4 +1,5 @@
-// foldfarm unfold | aggregate | study warmstart | study reweight-qg
+// foldfarm unfold | study warmstart | study reweight-qg (and, from cmd_login.cpp, aggregate,
+// bench aggregate and study compare at their places)
 #include <algorithm>
 #include <cstdio>
 #include <iostream>

@@ -1,4 +1,4 @@
-// foldfarm report D | study scaling
+// foldfarm study scaling (and, from cmd_login.cpp, foldfarm report D at its place)
 #include <cstdio>
 #include <memory>
 #include <string>

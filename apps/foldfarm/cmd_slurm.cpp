@@ -1,4 +1,5 @@
-// foldfarm slurm render pretrain|pilot|array, slurm submit D, slurm status D.
+// foldfarm slurm render pretrain|pilot|array, slurm submit D (and, from cmd_login.cpp,
+// slurm status D).
 #include <cstdio>
 #include <filesystem>
 #include <memory>

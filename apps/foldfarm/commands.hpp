@@ -24,12 +24,13 @@ void registerDataCommands(CommandGroups& g);      // cmd_data.cpp: data …, ben
 void registerModelCommands(CommandGroups& g);     // cmd_model.cpp: model info, pretrain, finetune,
                                                   // generate, bench pet|optim|mlp
 void registerDistCommands(CommandGroups& g);      // cmd_dist.cpp: bench allreduce, bench ddp
-void registerEnsembleCommands(CommandGroups& g);  // cmd_ensembles.cpp: unfold, aggregate, bench
-                                                  // aggregate, study compare|warmstart|reweight-qg
+void registerEnsembleCommands(CommandGroups& g);  // cmd_ensembles.cpp: unfold, study
+                                                  // warmstart|reweight-qg; aggregation commands
 void registerCampaignCommands(
     CommandGroups& g);  // cmd_campaign.cpp: campaign …, worker, bench scheduler
 void registerSlurmCommands(CommandGroups& g);   // cmd_slurm.cpp: slurm render|submit|status
 void registerReportCommands(CommandGroups& g);  // cmd_report.cpp: report, study scaling
+// (Each of these registers the commands of cmd_login.cpp that belong to it, in place.)
 
 // cmd_login.cpp (no LibTorch): the commands a login node runs, which `foldfarm` runs itself
 // (front.cpp) and `foldfarm-torch` has too, at their places among the others.

@@ -98,6 +98,19 @@ class FrontEnd : public ::testing::Test {
     return runProcess(args, o);
   }
 
+  // The spec of a campaign of `replicas` sleep tasks of `seconds` each, written in dir_.
+  static std::string sleepSpec(int replicas, double seconds) {
+    const std::string path = dir_ + "/sleep.json";
+    std::ofstream(path) << json{
+        {"name", "sleep"},
+        {"task", "sleep"},
+        {"replicas", replicas},
+        {"params", {{"seconds", seconds}}},
+        {"resources",
+         {{"cpu_slots", 1}}}}.dump();
+    return path;
+  }
+
   static std::string dir_, torch_;
 };
 std::string FrontEnd::dir_, FrontEnd::torch_;
@@ -186,14 +199,8 @@ TEST_F(FrontEnd, WithoutFoldfarmTorchBesideItACommandThatTrainsIsRefusedInOneLin
 
 TEST_F(FrontEnd, ACommandHandedOverKeepsItsProcessItsArgumentsAndItsSignals) {
   if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
-  std::ofstream(dir_ + "/sleep.json") << json{
-      {"name", "sleep"},
-      {"task", "sleep"},
-      {"replicas", 1},
-      {"params", {{"seconds", 120}}},
-      {"resources", {{"cpu_slots", 1}}}}.dump();
   const std::string camp = dir_ + "/sleep";
-  ASSERT_TRUE(run(FOLDFARM_BINARY, {"campaign", "init", dir_ + "/sleep.json", "--dir", camp}).ok());
+  ASSERT_TRUE(run(FOLDFARM_BINARY, {"campaign", "init", sleepSpec(1, 120), "--dir", camp}).ok());
   // `foldfarm campaign run|resume D` started as a launcher would, stopped as Slurm stops it.
   for (const char* policy : {"", "ACTIVE"}) {
     const std::string command = *policy == '\0' ? "run" : "resume";
@@ -265,14 +272,7 @@ TEST_F(FrontEnd, BuiltWithoutLibTorchItRunsTheLoginCommandsAndRefusesTheOthersIn
     GTEST_SKIP() << "built with LibTorch (the tests above); scripts/sanitize.sh runs this one";
   const std::string ff = FF_FRONT_END;
   // A campaign made by another executable of the same journal (ff_jobs_tool), read here.
-  std::ofstream(dir_ + "/sleep.json") << json{
-      {"name", "sleep"},
-      {"task", "sleep"},
-      {"replicas", 3},
-      {"params", {{"seconds", 0}}},
-      {"resources", {{"cpu_slots", 1}}}}.dump();
-  ASSERT_TRUE(
-      runProcess({FF_JOBS_TOOL, "init", dir_ + "/sleep.json", "--dir", dir_ + "/sleep"}).ok());
+  ASSERT_TRUE(runProcess({FF_JOBS_TOOL, "init", sleepSpec(3, 0), "--dir", dir_ + "/sleep"}).ok());
   const ProcessResult status = run(ff, {"campaign", "status", dir_ + "/sleep", "--json"});
   ASSERT_TRUE(status.ok()) << status.describeFailure();
   EXPECT_EQ(json::parse(status.out).at("counts").at("pending"), 3);
