@@ -145,7 +145,5 @@ int main(int argc, char** argv) {
                  app::ErrorText{[](const std::exception& e) { return std::string(e.what()); },
                                 [](const std::exception& e) {
                                   return dynamic_cast<const std::bad_alloc*>(&e) != nullptr;
-                                },
-                                // (these commands are not run under mpirun: every rank may speak)
-                                [] { return 0; }});
+                                }});
 }

@@ -10,7 +10,6 @@
 #include "apps/foldfarm/top_level.hpp"
 #include "core/base/atomic_file.hpp"
 #include "core/train/torch_error.hpp"
-#include "dist/launch.hpp"
 
 namespace {
 
@@ -28,16 +27,6 @@ void ensurePassiveOpenMpWait(char** argv) {
   // exec failed (no /proc): carry on with the policy the runtime already has.
 }
 
-// This process's rank under mpirun/mpiexec/srun: 0 alone, and 0 when the launcher's
-// variables do not agree (then every rank speaks).
-int launchRank() {
-  try {
-    return foldfarm::dist::detectLaunch().rank;
-  } catch (const std::exception&) {
-    return 0;
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -53,5 +42,5 @@ int main(int argc, char** argv) {
   app::registerCampaignCommands(groups);
   app::registerSlurmCommands(groups);
   app::registerReportCommands(groups);
-  return top.run(argc, argv, app::ErrorText{exceptionMessage, isOutOfMemory, launchRank});
+  return top.run(argc, argv, app::ErrorText{exceptionMessage, isOutOfMemory});
 }

@@ -5,8 +5,22 @@
 #include "core/base/cli_checks.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "dist/launch.hpp"
 
 namespace foldfarm::app {
+namespace {
+
+// This process's rank under mpirun/mpiexec/srun: 0 alone, and 0 when the launcher's
+// variables do not agree (then every rank speaks).
+int launchRank() {
+  try {
+    return dist::detectLaunch().rank;
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+}  // namespace
 
 TopLevel::TopLevel()
     : app_("foldfarm: data-parallel PET pretraining and OmniFold uncertainty campaigns",
@@ -36,8 +50,7 @@ int TopLevel::run(int argc, char** argv, const ErrorText& text) {
     return app_.exit(e);
   } catch (const CLI::ParseError& e) {
     // Every rank of mpirun/srun parses the same command line: rank 0 says what is wrong.
-    if (text.launch_rank() == 0)
-      std::fprintf(stderr, "foldfarm: error: %s (see --help)\n", e.what());
+    if (launchRank() == 0) std::fprintf(stderr, "foldfarm: error: %s (see --help)\n", e.what());
     return kExitBadInput;
   } catch (const ReportedByAnotherRank& e) {
     return e.exitCode();  // another rank printed it

@@ -17,12 +17,10 @@
 namespace foldfarm::app {
 
 // What an executable knows of its errors: LibTorch's need more than what() (their first
-// line only) and have allocation failures of their own; a rank under mpirun needs its
-// launcher's rank so that only rank 0 reports a bad command line.
+// line only) and have allocation failures of their own.
 struct ErrorText {
   std::function<std::string(const std::exception&)> message;
   std::function<bool(const std::exception&)> out_of_memory;
-  std::function<int()> launch_rank;
 };
 
 class TopLevel {
@@ -35,7 +33,8 @@ class TopLevel {
   CLI::App& root() { return app_; }
 
   // Parses argv and runs the command it names; returns the process's exit status. Call once,
-  // after every command is registered.
+  // after every command is registered. Under mpirun/srun every rank parses the same command
+  // line: rank 0 alone reports a bad one.
   int run(int argc, char** argv, const ErrorText& text);
 
  private:

@@ -57,6 +57,14 @@ std::vector<std::string> procEntries(pid_t pid, const char* file) {
   return entries;
 }
 
+// The lines of `err` that are foldfarm's errors.
+int errorLines(const std::string& err) {
+  std::istringstream in(err);
+  int n = 0;
+  for (std::string l; std::getline(in, l);) n += l.rfind("foldfarm: error:", 0) == 0;
+  return n;
+}
+
 bool contains(const std::vector<std::string>& v, const std::string& x) {
   return std::find(v.begin(), v.end(), x) != v.end();
 }
@@ -162,6 +170,12 @@ TEST_F(FrontEnd, TheCommandsALoginNodeRunsLoadNoLibTorchAndAnswerAsFoldfarmTorch
     EXPECT_EQ(here.err, there.err);
   }
   EXPECT_FALSE(fs::exists(dir_ + "/agg"));
+  // Under mpirun every rank parses the same command line; rank 0 alone says what is wrong.
+  const ProcessResult ranks =
+      run(FOLDFARM_MPIRUN, {"--allow-run-as-root", "--oversubscribe", "-np", "2", alone, "campaign",
+                            "status", "--bogus", dir_ + "/chains"});
+  EXPECT_NE(ranks.exitCode, 0);
+  EXPECT_EQ(errorLines(ranks.err), 1) << ranks.err;
   EXPECT_TRUE(fs::is_empty(dir_ + "/chains/aggregate"));  // as `campaign init` made it
   // The data commands write the same samples.
   for (const std::string& exe : {alone, torch_}) {
