@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -194,10 +193,7 @@ TEST_F(Device, CudaIsRefusedWithOneLineAndNothingWrittenWithoutAGpu) {
                    (dir_ / "out").string(), "--epochs", "1", "--device", "cuda"},
                   dir_);
   EXPECT_EQ(r.exitCode, 2) << r.err;
-  int lines = 0;
-  std::istringstream in(r.err);
-  for (std::string l; std::getline(in, l);) lines += l.rfind("foldfarm: error:", 0) == 0;
-  EXPECT_EQ(lines, 1) << r.err;
+  EXPECT_EQ(foldfarm::testing::errorLines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find("--device cpu"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir_ / "out"));
   // bf16 needs a GPU too.

@@ -16,13 +16,13 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/process.hpp"
 #include "tests/support/run_child.hpp"
 
@@ -30,20 +30,14 @@ namespace fs = std::filesystem;
 using foldfarm::ProcessOptions;
 using foldfarm::ProcessResult;
 using foldfarm::runProcess;
+using foldfarm::testing::errorLines;
 using nlohmann::json;
 
 namespace {
 
-std::string readText(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // The NUL-separated entries of /proc/PID/FILE.
 std::vector<std::string> procEntries(pid_t pid, const char* file) {
-  const std::string text = readText("/proc/" + std::to_string(pid) + "/" + file);
+  const std::string text = foldfarm::readFile("/proc/" + std::to_string(pid) + "/" + file);
   std::vector<std::string> entries;
   std::string one;
   for (char c : text) {
@@ -55,14 +49,6 @@ std::vector<std::string> procEntries(pid_t pid, const char* file) {
     one.clear();
   }
   return entries;
-}
-
-// The lines of `err` that are foldfarm's errors.
-int errorLines(const std::string& err) {
-  std::istringstream in(err);
-  int n = 0;
-  for (std::string l; std::getline(in, l);) n += l.rfind("foldfarm: error:", 0) == 0;
-  return n;
 }
 
 bool contains(const std::vector<std::string>& v, const std::string& x) {
@@ -241,7 +227,7 @@ TEST_F(FrontEnd, ACommandHandedOverKeepsItsProcessItsArgumentsAndItsSignals) {
       const ProcessResult s = run(FOLDFARM_BINARY, {"campaign", "status", camp, "--json"});
       running = s.ok() && json::parse(s.out).at("counts").at("running") == 1;
     }
-    EXPECT_TRUE(running) << readText(err);
+    EXPECT_TRUE(running) << foldfarm::readFile(err);
     EXPECT_EQ(fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec).string(), torch_);
     const std::vector<std::string> argv = procEntries(pid, "cmdline");
     EXPECT_EQ(argv, (std::vector<std::string>{FOLDFARM_BINARY, "--log-level", "warn", "campaign",
@@ -251,9 +237,10 @@ TEST_F(FrontEnd, ACommandHandedOverKeepsItsProcessItsArgumentsAndItsSignals) {
     ASSERT_EQ(::kill(pid, SIGTERM), 0);
     int st = 0;
     ASSERT_EQ(::waitpid(pid, &st, 0), pid);
-    ASSERT_TRUE(WIFEXITED(st)) << readText(err);
-    EXPECT_EQ(WEXITSTATUS(st), 75) << "interrupted, to resume: " << readText(err);
-    EXPECT_NE(readText(err).find("campaign resume"), std::string::npos) << readText(err);
+    ASSERT_TRUE(WIFEXITED(st)) << foldfarm::readFile(err);
+    EXPECT_EQ(WEXITSTATUS(st), 75) << "interrupted, to resume: " << foldfarm::readFile(err);
+    EXPECT_NE(foldfarm::readFile(err).find("campaign resume"), std::string::npos)
+        << foldfarm::readFile(err);
   }
 }
 

@@ -8,7 +8,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -17,6 +16,7 @@
 
 namespace fs = std::filesystem;
 using namespace foldfarm;
+using foldfarm::testing::errorLines;
 using foldfarm::testing::runFoldfarm;
 using foldfarm::testing::runSingleThreaded;
 
@@ -49,13 +49,6 @@ class OutputDirs : public ::testing::Test {
   static std::string dir_;
 };
 std::string OutputDirs::dir_;
-
-int errorLines(const std::string& err) {
-  std::istringstream in(err);
-  int n = 0;
-  for (std::string l; std::getline(in, l);) n += l.rfind("foldfarm: error:", 0) == 0;
-  return n;
-}
 
 // `mpirun -np 2 foldfarm --log-level warn ARGS`.
 ProcessResult underMpirun(const std::vector<std::string>& args) {

@@ -3,6 +3,7 @@
 // process (OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=1) and a time limit; run the foldfarm under
 // test (FOLDFARM_BINARY, defined for every test target).
 #include <chrono>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,15 @@ inline ProcessResult runFoldfarm(const std::vector<std::string>& args, const std
   o.cwd = cwd;
   o.timeout = std::chrono::seconds(timeout_s);
   return runProcess(argv, o);
+}
+
+// The lines of `err` that are foldfarm's errors ("foldfarm: error: ..."): one per failure
+// that a command reports, and one only when mpirun's ranks agree that rank 0 says it.
+inline int errorLines(const std::string& err) {
+  std::istringstream in(err);
+  int n = 0;
+  for (std::string l; std::getline(in, l);) n += l.rfind("foldfarm: error:", 0) == 0;
+  return n;
 }
 
 }  // namespace foldfarm::testing
