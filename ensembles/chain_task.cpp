@@ -89,6 +89,40 @@ std::pair<std::shared_ptr<const Checkpoint>, std::string> loadInit(const std::st
   return entry;
 }
 
+// The PET preset of the checkpoint in `dir` (resolved), read once per version of its meta.json
+// (every task of a campaign names the foundation; one rewritten meanwhile is read again).
+// verify: the whole checkpoint is read once per version and both its checksums checked
+// (InputError naming the file otherwise); else the metadata alone is parsed, and "" returned
+// when it cannot be.
+std::string foundationPreset(const std::string& dir, bool verify) {
+  struct Entry {
+    std::string preset;
+    bool verified = false;
+  };
+  static std::mutex mu;
+  static std::map<std::string, Entry> entries;
+  const std::string meta = dir + "/meta.json";
+  const std::string key = fileKey(meta);
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = entries.find(key);
+  if (it == entries.end()) {
+    for (auto e = entries.begin(); e != entries.end();)  // one version per path
+      e = e->first.rfind(meta + "|", 0) == 0 ? entries.erase(e) : std::next(e);
+    const nlohmann::json j = nlohmann::json::parse(readFile(meta), nullptr, false);
+    const nlohmann::json cfg =
+        j.is_object() ? j.value("config", nlohmann::json::object()) : nlohmann::json();
+    it = entries
+             .emplace(key,
+                      Entry{cfg.is_object() ? cfg.value("preset", std::string()) : std::string()})
+             .first;
+  }
+  if (verify && !it->second.verified) {
+    it->second.preset = readCheckpoint(dir).meta.config.preset;
+    it->second.verified = true;
+  }
+  return it->second.preset;
+}
+
 }  // namespace
 
 nlohmann::json chainParamsOfCampaignTask(const nlohmann::json& p, const std::string& task_dir) {
@@ -143,34 +177,29 @@ void refusePresetBesideFoundation(const nlohmann::json& params,
 void checkChainTaskParams(const nlohmann::json& params) {
   const ChainSpec spec = chainSpecFromJson(params);
   if (spec.init == "none") return;
-  // The foundation's preset, read once per meta.json version (every task of a campaign
-  // names it; a foundation rewritten meanwhile is read again).
-  static std::mutex mu;
-  static std::map<std::string, std::string> presets;
-  std::string meta, key;
+  std::string dir;
   try {
-    meta = resolveCheckpointDir(spec.init) + "/meta.json";
-    key = fileKey(meta);
+    dir = resolveCheckpointDir(spec.init);
   } catch (const InputError&) {
-    return;  // not written yet: its chains check it when they start
+    return;  // not written yet (`campaign plan`): checkChainFoundation refuses it at init and run
   }
-  std::string preset;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = presets.find(key);
-    if (it == presets.end()) {
-      for (auto e = presets.begin(); e != presets.end();)  // one version per path
-        e = e->first.rfind(meta + "|", 0) == 0 ? presets.erase(e) : std::next(e);
-      const nlohmann::json j = nlohmann::json::parse(readFile(meta), nullptr, false);
-      const nlohmann::json cfg =
-          j.is_object() ? j.value("config", nlohmann::json::object()) : nlohmann::json();
-      it =
-          presets.emplace(key, cfg.is_object() ? cfg.value("preset", std::string()) : std::string())
-              .first;
-    }
-    preset = it->second;
-  }
+  const std::string preset = foundationPreset(dir, /*verify=*/false);
   if (!preset.empty()) refusePresetBesideFoundation(params, preset);  // else: checked at run
+}
+
+void checkChainFoundation(const nlohmann::json& params) {
+  const ChainSpec spec = chainSpecFromJson(params);
+  if (spec.init == "none") return;
+  std::string dir;
+  try {
+    dir = resolveCheckpointDir(spec.init);
+  } catch (const InputError&) {
+    throw InputError("foundation " + spec.init +
+                     ": holds no checkpoint (no meta.json, nor model/meta.json); give the output "
+                     "directory of `foldfarm pretrain` once it has written its model, or drop "
+                     "inputs.foundation to train the chains from scratch");
+  }
+  refusePresetBesideFoundation(params, foundationPreset(dir, /*verify=*/true));
 }
 
 void refuseUntrainableChainCampaign(const std::string& kind, int gpus, const nlohmann::json& chain,
@@ -192,6 +221,10 @@ void refuseUntrainableChainCampaign(const std::string& kind, int gpus, const nlo
                              : device == "cpu" ? "its chains train on the CPU (device cpu)"
                                                : "";
   if (no_gpu.empty()) return;
+  if (device == "cuda")
+    throw InputError(origin + ": the chain config asks for device cuda but " + no_gpu +
+                     "; use device auto (a task's GPU when it has one) or cpu, or give the tasks "
+                     "GPUs");
   const nlohmann::json graphs = config.value("cuda_graphs", nlohmann::json(false));
   if (graphs.is_boolean() && graphs.get<bool>())
     throw InputError(origin + ": the chain config asks for cuda_graphs but " + no_gpu +
@@ -315,6 +348,7 @@ void checkChainTaskInputs(const nlohmann::json& params) {
                        (mc ? ", gen, gen_jets" : "") + ")");
     requireChainLevels(path, mc, file.hasLevel("reco"), file.hasLevel("gen"));
   }
+  checkChainFoundation(params);
 }
 
 }  // namespace foldfarm::ensembles

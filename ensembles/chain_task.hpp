@@ -55,9 +55,16 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
 
 // The chain's input files as its run will read them, before any task starts (`campaign
 // init` and `run`): the simulation an unfolding file of both levels, the data one with its
-// reco level (the file's datasets and shapes validated, nothing read). InputError naming the
-// file and what it lacks.
+// reco level (the file's datasets and shapes validated, nothing read), and the foundation
+// (checkChainFoundation). InputError naming the file and what it lacks.
 void checkChainTaskInputs(const nlohmann::json& params);
+// The foundation of chain params with an init: a checkpoint (either form resolveCheckpointDir
+// takes) whose metadata and tensors pass their checksums, read whole once per version of its
+// meta.json in this process, whose preset the chain config does not contradict
+// (refusePresetBesideFoundation). InputError naming the directory or file otherwise: a
+// directory whose pretraining has not written its model yet is refused, not found by every
+// task when it starts.
+void checkChainFoundation(const nlohmann::json& params);
 
 // The chain params above from a campaign task's params (jobs/campaign_spec.hpp taskDef():
 // inputs, chain, replica, member, seed, threads; for a variation's task also variation and
@@ -68,10 +75,10 @@ nlohmann::json chainParamsOfCampaignTask(const nlohmann::json& campaign_params,
 
 // (campaign init, run) Refuses, before anything is created or run, a campaign of `kind`
 // "chain" whose tasks could not train as configured: GPUs allocated (`gpus` > 0) to chains
-// that this LibTorch would train on the CPU (the GPUs would idle all campaign long), or CUDA
-// graphs (config "cuda_graphs") or bf16 PET steps (config "precision") asked for chains that
-// get no GPU. `chain` is the spec's
-// chain object (its "config", or the config keys inline); `origin` names the spec.
+// that this LibTorch would train on the CPU (the GPUs would idle all campaign long), or a
+// GPU (config "device" cuda), CUDA graphs (config "cuda_graphs") or bf16 PET steps (config
+// "precision") asked for chains that get no GPU (every task would fail when it starts). `chain` is
+// the spec's chain object (its "config", or the config keys inline); `origin` names the spec.
 void refuseUntrainableChainCampaign(const std::string& kind, int gpus, const nlohmann::json& chain,
                                     const std::string& origin);
 
@@ -80,9 +87,10 @@ void refuseUntrainableChainCampaign(const std::string& kind, int gpus, const nlo
 // InputError naming both otherwise. `foundation_preset` is the checkpoint's config.preset.
 void refusePresetBesideFoundation(const nlohmann::json& params,
                                   const std::string& foundation_preset);
-// (campaign init) chainSpecFromJson's checks of a campaign task's chain params, and the
-// preset above against the foundation's meta.json when that exists already (a foundation
-// still to be pretrained is checked when its chains start).
+// (campaign init, plan) chainSpecFromJson's checks of a campaign task's chain params, and the
+// preset above against the foundation's meta.json when that exists already (`campaign plan`
+// reads no input: a foundation not pretrained yet passes here; `init` and the commands that
+// start tasks refuse it through checkChainTaskInputs).
 void checkChainTaskParams(const nlohmann::json& params);
 
 // Drops the in-process caches (datasets, checkpoints, standardised PET inputs).

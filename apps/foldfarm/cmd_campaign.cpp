@@ -216,6 +216,11 @@ void checkAggregatable(const std::string& dir) {
                      frozen.kind + "')");
 }
 
+void refuseUntrainableCampaign(const std::string& dir) {
+  registerAllTaskKinds();
+  refuseUntrainable(jobs::loadFrozenSpec(dir), dir);
+}
+
 namespace {
 
 // After a run that ended without failures: aggregate here, on one process only.

@@ -6,6 +6,7 @@
 
 #include "apps/foldfarm/commands.hpp"
 #include "core/base/atomic_file.hpp"
+#include "core/base/cli_checks.hpp"
 #include "core/base/error.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
@@ -176,6 +177,7 @@ void submitAndReport(SubmitArgs& a) {
                      "drop --no-wait, or run `foldfarm campaign aggregate " +
                      a.dir + "` later");
   if (a.aggregate) checkAggregatable(a.dir);
+  refuseUntrainableCampaign(a.dir);
   a.opts.resources = a.res.resolved();
   a.opts.wait = !a.noWait;
   slurm::SlurmCampaignSummary sum = slurm::runCampaignOnSlurm(a.dir, a.opts);
@@ -270,9 +272,11 @@ void registerSlurmCommands(CommandGroups& g) {
       ->capture_default_str();
   sc->add_flag("--no-wait", sub->noWait, "Submit and return without watching");
   sc->add_option("--poll", sub->opts.pollInitialS, "First squeue interval in seconds (backs off)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(cli::kPositive);
   sc->add_option("--poll-max", sub->opts.pollMaxS, "Longest squeue interval in seconds")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(cli::kPositive);
   sc->add_option("--max-submissions", sub->opts.maxSubmissions,
                  "Give up on a task whose jobs ended this many times without a result")
       ->capture_default_str();

@@ -172,6 +172,10 @@ nlohmann::json aggregateCampaign(const std::string& dir, const std::string& trut
                                  const AggregateArgs& args, bool all_done);
 void printAggregation(const std::string& dir, const nlohmann::json& result);
 void checkAggregatable(const std::string& dir);
+// Refuses campaign D when its chains could not train as configured with this foldfarm
+// (ensembles::refuseUntrainableChainCampaign), before any task starts: `campaign run`,
+// `resume`, `retry` and `slurm submit` (cmd_campaign.cpp).
+void refuseUntrainableCampaign(const std::string& dir);
 // `foldfarm campaign cancel D`: the journal's unfinished tasks -> cancelled; for a campaign
 // that submitted to Slurm, its array jobs are scancelled too (cmd_login.cpp).
 void cancelCampaign(const std::string& dir);

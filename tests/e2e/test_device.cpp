@@ -159,9 +159,30 @@ TEST_F(Device, AGpuChainCampaignIsRefusedAtInitWhenLibTorchLacksCuda) {
       dir_);
   EXPECT_EQ(c.exitCode, 0) << c.err;
   EXPECT_TRUE(fs::exists(dir_ / "camp_cpu"));
+  // A GPU campaign made by another foldfarm (one with CUDA: here its frozen spec edited) is
+  // refused by every command that would start its tasks, before any starts, Slurm's
+  // included (before: `slurm submit` submitted it, to train on the CPU).
+  {
+    const fs::path frozen = dir_ / "camp_cpu" / "spec.json";
+    json j = json::parse(foldfarm::readFile(frozen.string()));
+    j["resources"]["gpus"] = 1;
+    j["resources"].erase("cpu_slots");
+    std::ofstream(frozen) << j.dump();
+    for (const std::vector<std::string>& start :
+         {std::vector<std::string>{"campaign", "run", (dir_ / "camp_cpu").string()},
+          std::vector<std::string>{"slurm", "submit", (dir_ / "camp_cpu").string(), "--no-wait"}}) {
+      const foldfarm::ProcessResult s = runFoldfarm(start, dir_);
+      EXPECT_EQ(s.exitCode, 2) << start[1] << ": " << s.err;
+      EXPECT_EQ(foldfarm::testing::errorLines(s.err), 1) << s.err;
+      EXPECT_NE(s.err.find("without CUDA"), std::string::npos) << s.err;
+    }
+    EXPECT_FALSE(fs::exists(dir_ / "camp_cpu" / "tasks" / "r0000m0" / "task.log"));
+    EXPECT_FALSE(fs::exists(dir_ / "camp_cpu" / "slurm"));
+  }
   // A chain config that needs a GPU, for chains on CPU slots (the config inline in "chain"),
-  // is refused the same way (every task would stop with exit 2), naming the spec and the key;
-  // an MLP chain trains in fp32 whatever its precision.
+  // is refused the same way (every task would stop with exit 2), naming the spec and the key:
+  // CUDA graphs, bf16 PET, a device cuda (before: accepted, each task failed when it
+  // started); an MLP chain trains in fp32 whatever its precision.
   auto init = [&](const json& chain, const std::string& name) {
     spec["chain"] = chain;
     std::ofstream(dir_ / (name + ".json")) << spec.dump();
@@ -171,7 +192,8 @@ TEST_F(Device, AGpuChainCampaignIsRefusedAtInitWhenLibTorchLacksCuda) {
   };
   for (const auto& [chain, name, key] : std::vector<std::tuple<json, std::string, std::string>>{
            {{{"classifier", "pet"}, {"cuda_graphs", true}}, "graphs", "cuda_graphs"},
-           {{{"classifier", "pet+mlp"}, {"precision", "bf16"}}, "bf16", "precision bf16"}}) {
+           {{{"classifier", "pet+mlp"}, {"precision", "bf16"}}, "bf16", "precision bf16"},
+           {{{"classifier", "mlp"}, {"device", "cuda"}}, "device_cuda", "device cuda"}}) {
     const foldfarm::ProcessResult g = init(chain, name);
     EXPECT_EQ(g.exitCode, 2) << g.err;
     EXPECT_NE(g.err.find(name + ".json"), std::string::npos) << g.err;

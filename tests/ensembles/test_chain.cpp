@@ -438,6 +438,45 @@ TEST(ChainSpec, APresetBesideAFoundationMustBeTheFoundations) {
   p["init"] = "none";  // the preset builds the model
   EXPECT_NO_THROW(checkChainTaskParams(p));
   EXPECT_NO_THROW(refusePresetBesideFoundation(p, "tiny"));
+  EXPECT_NO_THROW(checkChainFoundation(p));
+
+  // checkChainFoundation (campaign init, and before tasks start): the same preset check, and
+  // a foundation that is not pretrained yet, or whose tensors are corrupt, refused naming it.
+  p["init"] = (dir / "found").string();
+  EXPECT_NO_THROW(checkChainFoundation(p));  // omnilearn, as rewritten above
+  p["config"] = {{"preset", "tiny"}};
+  EXPECT_THROW(checkChainFoundation(p), InputError);
+  p["config"] = nlohmann::json::object();
+  const auto refused = [&](const std::string& init, const std::string& what) {
+    p["init"] = init;
+    try {
+      checkChainFoundation(p);
+      ADD_FAILURE() << init << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  refused((dir / "not_yet").string(),
+          "foundation " + (dir / "not_yet").string() +
+              ": holds no checkpoint (no meta.json, nor model/meta.json)");
+  fs::create_directories(dir / "empty");
+  refused((dir / "empty").string(), "foundation " + (dir / "empty").string() + ": holds no");
+  writeCheckpoint((dir / "corrupt").string(), meta, {{"model.w", torch::ones({64})}});
+  fs::path payload;
+  for (const auto& e : fs::directory_iterator(dir / "corrupt"))
+    if (e.path().filename().string().rfind("tensors-", 0) == 0) payload = e.path();
+  ASSERT_FALSE(payload.empty());
+  {
+    std::fstream f(payload, std::ios::in | std::ios::out | std::ios::binary);
+    const auto at = static_cast<std::streamoff>(fs::file_size(payload) / 2);
+    char byte = 0;
+    f.seekg(at);
+    f.get(byte);
+    f.seekp(at);
+    f.put(static_cast<char>(byte ^ 0x5a));
+  }
+  refused((dir / "corrupt").string(), payload.string() + ": checksum mismatch");
+  EXPECT_NO_THROW(checkChainTaskParams(p));  // (the metadata alone: `campaign plan`)
   fs::remove_all(dir);
 }
 

@@ -5,17 +5,24 @@
 // one.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 #include <tuple>
 
 #include "core/base/exit_codes.hpp"
+#include "core/data/jet_writer.hpp"
+#include "core/data/synth.hpp"
 #include "jobs/campaign.hpp"
 #include "tests/jobs/test_util.hpp"
+#include "tests/support/run_child.hpp"
 
 namespace foldfarm::jobs {
 namespace {
 
+namespace fs = std::filesystem;
 using nlohmann::json;
 using namespace foldfarm::jobs::testing;
 
@@ -131,19 +138,98 @@ TEST_F(ChainCampaign, InputsNoChainCanUseAreRefusedAtInitAndAFailedChainsReasonI
       << readText(scratch_ + "/data-reco-run.err");
   EXPECT_TRUE(exists(ok + "/aggregate/bands.h5"));
 
-  // A foundation directory that holds no checkpoint: every chain fails when it starts.
+  // A foundation directory that holds no checkpoint (its pretraining has not written it):
+  // refused at init, naming it (before: accepted, and every chain failed when it started).
   json no_ckpt = spec(1, 1);
   ASSERT_EQ(::mkdir((scratch_ + "/empty_foundation").c_str(), 0755), 0);
   no_ckpt["inputs"]["foundation"] = scratch_ + "/empty_foundation";
-  const std::string dir = init(no_ckpt, "no_ckpt");
-  EXPECT_NE(runFoldfarm({"campaign", "run", dir}, scratch_, "no-ckpt-run"), 0);
-  ASSERT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, "no-ckpt-status"), 0);
-  const json status = json::parse(readText(scratch_ + "/no-ckpt-status.out"));
+  err = refused(no_ckpt, "no_ckpt");
+  EXPECT_NE(err.find("no_ckpt.json: inputs: foundation " + scratch_ +
+                     "/empty_foundation: holds no checkpoint"),
+            std::string::npos)
+      << err;
+
+  // A chain that fails at run time (a NaN in the simulation, found when a chain reads it)
+  // leaves its own one-line error as the task's reason, not "task returned".
+  data::UnfoldArrays nan_mc =
+      data::synthUnfold(data::SynthConfig::unfoldDefaults(data::Tune::kSim), 11, 0, 400);
+  nan_mc.reco.particles[3] = std::nanf("");
+  data::writeUnfoldFile(scratch_ + "/mc_nan.h5", nan_mc);
+  json nan_spec = spec(1, 1);
+  nan_spec["inputs"]["mc"] = scratch_ + "/mc_nan.h5";
+  nan_spec["chain"]["config"]["classifier"] = "mlp";
+  const std::string dir = init(nan_spec, "nan_mc");
+  EXPECT_NE(runFoldfarm({"campaign", "run", dir}, scratch_, "nan-run"), 0);
+  ASSERT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, "nan-status"), 0);
+  const json status = json::parse(readText(scratch_ + "/nan-status.out"));
   ASSERT_EQ(status.at("failures").size(), 1u) << status.dump();
   const std::string reason = status["failures"][0].at("reason").get<std::string>();
-  EXPECT_NE(reason.find(scratch_ + "/empty_foundation"), std::string::npos) << reason;
+  EXPECT_NE(reason.find(scratch_ + "/mc_nan.h5"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("non-finite"), std::string::npos) << reason;
   EXPECT_EQ(reason.find("task returned"), std::string::npos) << reason;
   EXPECT_EQ(reason.find('\n'), std::string::npos) << reason;
+}
+
+// The foundation is read whole (both checksums) and its preset compared at `campaign init`
+// and again before any task starts: a foundation corrupted, or emptied, after init stops
+// `campaign run` with one line naming it and exit 2, no task run (before: every chain
+// failed when it started); restored, the campaign runs.
+TEST_F(ChainCampaign, AFoundationBrokenAfterInitStopsTheRunBeforeAnyTaskStarts) {
+  ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "pretrain", "--jets", "120", "--particles",
+                         "32", "--seed", "3", "--out", scratch_ + "/pre.h5"},
+                        scratch_, "pre-synth"),
+            0);
+  const std::string found = scratch_ + "/found";
+  ASSERT_EQ(runFoldfarm({"pretrain", "--data", scratch_ + "/pre.h5", "--out", found, "--preset",
+                         "tiny", "--epochs", "1", "--threads", "1"},
+                        scratch_, "pretrain"),
+            0)
+      << readText(scratch_ + "/pretrain.err");
+  json s = spec(2, 1);
+  s["inputs"]["foundation"] = found;
+  s["chain"]["config"]["preset"] = "omnilearn";  // not the foundation's: refused at init
+  EXPECT_EQ(runFoldfarm({"campaign", "init", writeSpec(scratch_, s, "omni.json"), "--dir",
+                         scratch_ + "/omni"},
+                        scratch_, "omni-init"),
+            kExitBadInput);
+  EXPECT_NE(readText(scratch_ + "/omni-init.err").find("is not the foundation's"),
+            std::string::npos)
+      << readText(scratch_ + "/omni-init.err");
+  EXPECT_FALSE(exists(scratch_ + "/omni"));
+  s["chain"]["config"]["preset"] = "tiny";
+  const std::string dir = init(s, "camp");
+
+  // The tensors' file corrupted (one byte flipped): named, nothing runs.
+  std::string payload;
+  for (const auto& e : fs::directory_iterator(found + "/model"))
+    if (e.path().filename().string().rfind("tensors-", 0) == 0) payload = e.path().string();
+  ASSERT_FALSE(payload.empty());
+  const std::string good = readText(payload);
+  std::string bad = good;
+  bad[bad.size() / 2] = static_cast<char>(bad[bad.size() / 2] ^ 0x5a);
+  std::ofstream(payload, std::ios::binary | std::ios::trunc) << bad;
+  const auto refusedRun = [&](const std::string& tag) -> std::string {
+    EXPECT_EQ(runFoldfarm({"campaign", "run", dir}, scratch_, tag), kExitBadInput) << tag;
+    EXPECT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, tag + "-status"), 0);
+    const json st = json::parse(readText(scratch_ + "/" + tag + "-status.out"));
+    EXPECT_EQ(st["counts"].value("pending", 0), 2) << tag << st.dump();
+    EXPECT_FALSE(exists(dir + "/tasks/r0000m0/chain.json")) << tag;
+    return readText(scratch_ + "/" + tag + ".err");
+  };
+  std::string err = refusedRun("corrupt");
+  EXPECT_NE(err.find(payload + ": checksum mismatch"), std::string::npos) << err;
+  EXPECT_EQ(foldfarm::testing::errorLines(err), 1) << err;
+
+  // The checkpoint moved away (a pretraining writing it anew): the directory named.
+  std::ofstream(payload, std::ios::binary | std::ios::trunc) << good;
+  fs::rename(found + "/model", scratch_ + "/model.moved");
+  err = refusedRun("emptied");
+  EXPECT_NE(err.find("foundation " + found + ": holds no checkpoint"), std::string::npos) << err;
+
+  // Restored: the same campaign runs.
+  fs::rename(scratch_ + "/model.moved", found + "/model");
+  ASSERT_EQ(runFoldfarm({"campaign", "run", dir}, scratch_, "restored"), 0)
+      << readText(scratch_ + "/restored.err");
 }
 
 TEST_F(ChainCampaign, KilledAndResumedCampaignAggregatesLikeAnUninterruptedOne) {
