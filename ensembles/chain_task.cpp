@@ -214,6 +214,11 @@ void refuseUntrainableChainCampaign(const std::string& kind, int gpus, const nlo
                      " but this foldfarm's LibTorch was built without CUDA, so its chains would "
                      "train on the CPU; build against a CUDA LibTorch (README: GPU build) or set "
                      "resources.gpus to 0");
+  if (gpus > 0 && device == "cpu")
+    throw InputError(origin + ": resources.gpus is " + std::to_string(gpus) +
+                     " but the chain config trains on the CPU (device cpu), so the GPUs would "
+                     "idle all campaign long; set device auto, or give the tasks CPU slots "
+                     "(resources.gpus 0, cpu_slots)");
   // What needs a GPU: CUDA graphs, and bf16 for a classifier with PET (the MLP trains in
   // fp32 whatever the precision).
   const std::string no_gpu = !cuda             ? "this foldfarm's LibTorch was built without CUDA"

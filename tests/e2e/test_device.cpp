@@ -151,6 +151,19 @@ TEST_F(Device, AGpuChainCampaignIsRefusedAtInitWhenLibTorchLacksCuda) {
   EXPECT_NE(r.err.find("spec.json"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("without CUDA"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir_ / "camp"));
+  // GPUs for chains that a config's device cpu keeps on the CPU: refused on any build.
+  spec["chain"]["config"]["device"] = "cpu";
+  std::ofstream(dir_ / "gpu_cpu.json") << spec.dump();
+  const foldfarm::ProcessResult gc =
+      runFoldfarm({"campaign", "init", (dir_ / "gpu_cpu.json").string(), "--dir",
+                   (dir_ / "camp_gpu_cpu").string()},
+                  dir_, {"CUDA_VISIBLE_DEVICES=0"});
+  EXPECT_EQ(gc.exitCode, 2) << gc.err;
+  EXPECT_NE(gc.err.find("gpu_cpu.json: resources.gpus is 1 but the chain config trains on the CPU"),
+            std::string::npos)
+      << gc.err;
+  EXPECT_FALSE(fs::exists(dir_ / "camp_gpu_cpu"));
+  spec["chain"]["config"].erase("device");
   // The same campaign on CPU slots is accepted (its inputs are checked later).
   spec["resources"] = {{"gpus", 0}, {"cpu_slots", 1}};
   std::ofstream(dir_ / "cpu.json") << spec.dump();
