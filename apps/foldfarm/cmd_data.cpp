@@ -251,7 +251,7 @@ void registerDataCommands(CommandGroups& g) {
       ->delimiter(',')
       ->check(CLI::Range(1, 256))
       ->needs(stream_opt)
-      ->capture_default_str();
+      ->default_str(commaList(sb->readers));
   b->add_option("--shuffle-buffer", sb->buffer_jets, "--stream: jets in the shuffle buffer")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 26))
       ->needs(stream_opt)

@@ -552,7 +552,7 @@ void registerModelCommands(CommandGroups& g) {
   m->add_option("--columns", mb->columns, "Input observables")->capture_default_str();
   m->add_option("--hidden", mb->hidden, "Hidden layer widths")
       ->delimiter(',')
-      ->capture_default_str();
+      ->default_str(commaList(mb->hidden));
   m->add_option("--batch", mb->batch, "Batch size")->capture_default_str();
   m->add_option("--epochs", mb->epochs, "Timed epochs (after one untimed)")->capture_default_str();
   m->add_option("--threads", mb->threads, "Intra-op threads (0: all cores)")->capture_default_str();

@@ -85,6 +85,17 @@ inline void addAggregateOptions(CLI::App& app, AggregateArgs& a) {
       ->check(CLI::IsMember({"keep", "subtract"}));
 }
 
+// A list option's default as a user types it ("1,2,4": the options take ',' as delimiter),
+// for default_str(). Not capture_default_str(): CLI11 renders a vector through operator<<
+// where one is declared, which LibTorch's headers do, so the front end (no LibTorch) and
+// foldfarm-torch printed the same default differently.
+template <class T>
+std::string commaList(const std::vector<T>& values) {
+  std::string s;
+  for (const T& v : values) s += (s.empty() ? "" : ",") + std::to_string(v);
+  return s;
+}
+
 // --aggregate of `campaign run`, `resume`, `retry` and `slurm submit`.
 inline CLI::Option* addAggregateFlag(CLI::App& app, bool& aggregate) {
   return app.add_flag("--aggregate", aggregate,

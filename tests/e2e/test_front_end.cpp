@@ -129,6 +129,15 @@ TEST_F(FrontEnd, TheCommandsALoginNodeRunsLoadNoLibTorchAndAnswerAsFoldfarmTorch
         std::vector<std::string>{"--log-level=warn", "data", "inspect", dir_ + "/data.h5"},
         std::vector<std::string>{"--version"},
         std::vector<std::string>{"campaign", "status", "--help"},
+        std::vector<std::string>{"campaign", "cancel", "--help"},
+        std::vector<std::string>{"campaign", "repair", "--help"},
+        std::vector<std::string>{"campaign", "aggregate", "--help"},
+        std::vector<std::string>{"slurm", "status", "--help"},
+        std::vector<std::string>{"aggregate", "--help"},
+        std::vector<std::string>{"study", "compare", "--help"},
+        std::vector<std::string>{"bench", "aggregate", "--help"},
+        std::vector<std::string>{"bench", "data", "--help"},  // a list default (was "[1,2,4]")
+        std::vector<std::string>{"data", "synth", "--help"},
         std::vector<std::string>{"report", "--help"}}) {
     const ProcessResult here = run(alone, args), there = run(torch_, args);
     ASSERT_TRUE(here.ok()) << here.describeFailure();
