@@ -18,6 +18,7 @@
 #include "jobs/campaign.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
+#include "tests/jobs/tool_campaign_test.hpp"
 
 namespace foldfarm::jobs {
 namespace {
@@ -25,17 +26,9 @@ namespace {
 using nlohmann::json;
 using namespace foldfarm::jobs::testing;
 
-class Faults : public ::testing::Test {
+class Faults : public ToolCampaignTest {
  protected:
-  void SetUp() override {
-    registerTestTaskKinds();
-    scratch_ = makeScratchDir("faults");
-    dir_ = scratch_ + "/c";
-  }
-  void init(const json& spec) {
-    ToolRun r = runTool({"init", writeSpec(scratch_, spec), "--dir", dir_}, scratch_, "init");
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
+  Faults() : ToolCampaignTest("faults") {}
   // Reasons of every journaled transition of a task.
   std::vector<std::string> reasons(const std::string& id) {
     std::vector<std::string> out;
@@ -59,7 +52,6 @@ class Faults : public ::testing::Test {
     }
     return false;
   }
-  std::string scratch_, dir_;
 };
 
 TEST_F(Faults, SegfaultingTaskCostsOnlyThatAttempt) {

@@ -12,6 +12,7 @@
 #include "jobs/task_graph.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
+#include "tests/jobs/tool_campaign_test.hpp"
 
 namespace foldfarm::jobs {
 namespace {
@@ -19,17 +20,9 @@ namespace {
 using nlohmann::json;
 using namespace foldfarm::jobs::testing;
 
-class Graph : public ::testing::Test {
+class Graph : public ToolCampaignTest {
  protected:
-  void SetUp() override {
-    registerTestTaskKinds();
-    scratch_ = makeScratchDir("graph");
-    dir_ = scratch_ + "/c";
-  }
-  void init(const json& spec) {
-    ToolRun r = runTool({"init", writeSpec(scratch_, spec), "--dir", dir_}, scratch_, "init");
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
+  Graph() : ToolCampaignTest("graph") {}
   // Per task id: when each attempt started (pending -> running) and when it became done.
   struct Times {
     std::vector<double> started;
@@ -71,7 +64,6 @@ class Graph : public ::testing::Test {
     }
     EXPECT_EQ(static_cast<size_t>(edges), g.edges());
   }
-  std::string scratch_, dir_;
 };
 
 TEST_F(Graph, VariationTasksRunOnlyAfterTheNominalTaskTheyNeed) {

@@ -12,6 +12,7 @@
 #include "jobs/executor.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
+#include "tests/jobs/tool_campaign_test.hpp"
 
 namespace foldfarm::jobs {
 namespace {
@@ -19,18 +20,9 @@ namespace {
 using nlohmann::json;
 using namespace foldfarm::jobs::testing;
 
-class LocalExecutor : public ::testing::Test {
+class LocalExecutor : public ToolCampaignTest {
  protected:
-  void SetUp() override {
-    registerTestTaskKinds();
-    scratch_ = makeScratchDir("local");
-    dir_ = scratch_ + "/c";
-  }
-  void init(const json& spec) {
-    ToolRun r = runTool({"init", writeSpec(scratch_, spec), "--dir", dir_}, scratch_, "init");
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-  }
-  std::string scratch_, dir_;
+  LocalExecutor() : ToolCampaignTest("local") {}
 };
 
 TEST_F(LocalExecutor, NoopCampaignCompletesWithEveryTransitionJournaled) {
