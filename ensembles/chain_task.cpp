@@ -221,10 +221,9 @@ void refuseUntrainableChainCampaign(const std::string& kind, int gpus, const nlo
                      "(resources.gpus 0, cpu_slots)");
   // What needs a GPU: CUDA graphs, and bf16 for a classifier with PET (the MLP trains in
   // fp32 whatever the precision).
-  const std::string no_gpu = !cuda             ? "this foldfarm's LibTorch was built without CUDA"
-                             : gpus <= 0       ? "its tasks get no GPU (resources.gpus is 0)"
-                             : device == "cpu" ? "its chains train on the CPU (device cpu)"
-                                               : "";
+  const std::string no_gpu = !cuda       ? "this foldfarm's LibTorch was built without CUDA"
+                             : gpus <= 0 ? "its tasks get no GPU (resources.gpus is 0)"
+                                         : "";
   if (no_gpu.empty()) return;
   if (device == "cuda")
     throw InputError(origin + ": the chain config asks for device cuda but " + no_gpu +

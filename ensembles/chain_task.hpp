@@ -76,10 +76,10 @@ nlohmann::json chainParamsOfCampaignTask(const nlohmann::json& campaign_params,
 // (campaign init, run) Refuses, before anything is created or run, a campaign of `kind`
 // "chain" whose tasks could not train as configured: GPUs allocated (`gpus` > 0) to chains
 // that this LibTorch, or their config's device cpu, would train on the CPU (the GPUs would
-// idle all campaign long), or a
-// GPU (config "device" cuda), CUDA graphs (config "cuda_graphs") or bf16 PET steps (config
-// "precision") asked for chains that get no GPU (every task would fail when it starts). `chain` is
-// the spec's chain object (its "config", or the config keys inline); `origin` names the spec.
+// idle all campaign long), or a GPU (config "device" cuda), CUDA graphs (config
+// "cuda_graphs") or bf16 PET steps (config "precision") asked for chains that get no GPU
+// (every task would fail when it starts). `chain` is the spec's chain object (its "config",
+// or the config keys inline); `origin` names the spec.
 void refuseUntrainableChainCampaign(const std::string& kind, int gpus, const nlohmann::json& chain,
                                     const std::string& origin);
 

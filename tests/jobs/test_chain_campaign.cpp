@@ -213,7 +213,7 @@ TEST_F(ChainCampaign, AFoundationBrokenAfterInitStopsTheRunBeforeAnyTaskStarts) 
     EXPECT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, tag + "-status"), 0);
     const json st = json::parse(readText(scratch_ + "/" + tag + "-status.out"));
     EXPECT_EQ(st["counts"].value("pending", 0), 2) << tag << st.dump();
-    EXPECT_FALSE(exists(dir + "/tasks/r0000m0/chain.json")) << tag;
+    EXPECT_FALSE(exists(dir + "/tasks/r0000m0/task.log")) << tag;  // no task started
     return readText(scratch_ + "/" + tag + ".err");
   };
   std::string err = refusedRun("corrupt");
