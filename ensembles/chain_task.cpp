@@ -89,6 +89,20 @@ std::pair<std::shared_ptr<const Checkpoint>, std::string> loadInit(const std::st
   return entry;
 }
 
+// The checkpoint directory a chain starts from (either form resolveCheckpointDir takes), ""
+// for a chain without one; InputError naming it when it holds no checkpoint (yet).
+std::string foundationDir(const ChainSpec& spec) {
+  if (spec.init == "none") return "";
+  try {
+    return resolveCheckpointDir(spec.init);
+  } catch (const InputError&) {
+    throw InputError("foundation " + spec.init +
+                     ": holds no checkpoint (no meta.json, nor model/meta.json); give the output "
+                     "directory of `foldfarm pretrain` once it has written its model, or drop "
+                     "inputs.foundation to train the chains from scratch");
+  }
+}
+
 // The PET preset of the checkpoint in `dir` (resolved), read once per version of its meta.json
 // (every task of a campaign names the foundation; one rewritten meanwhile is read again).
 // verify: the whole checkpoint is read once per version and both its checksums checked
@@ -176,30 +190,20 @@ void refusePresetBesideFoundation(const nlohmann::json& params,
 
 void checkChainTaskParams(const nlohmann::json& params) {
   const ChainSpec spec = chainSpecFromJson(params);
-  if (spec.init == "none") return;
   std::string dir;
   try {
-    dir = resolveCheckpointDir(spec.init);
+    dir = foundationDir(spec);
   } catch (const InputError&) {
     return;  // not written yet (`campaign plan`): checkChainFoundation refuses it at init and run
   }
+  if (dir.empty()) return;
   const std::string preset = foundationPreset(dir, /*verify=*/false);
   if (!preset.empty()) refusePresetBesideFoundation(params, preset);  // else: checked at run
 }
 
 void checkChainFoundation(const nlohmann::json& params) {
-  const ChainSpec spec = chainSpecFromJson(params);
-  if (spec.init == "none") return;
-  std::string dir;
-  try {
-    dir = resolveCheckpointDir(spec.init);
-  } catch (const InputError&) {
-    throw InputError("foundation " + spec.init +
-                     ": holds no checkpoint (no meta.json, nor model/meta.json); give the output "
-                     "directory of `foldfarm pretrain` once it has written its model, or drop "
-                     "inputs.foundation to train the chains from scratch");
-  }
-  refusePresetBesideFoundation(params, foundationPreset(dir, /*verify=*/true));
+  const std::string dir = foundationDir(chainSpecFromJson(params));
+  if (!dir.empty()) refusePresetBesideFoundation(params, foundationPreset(dir, /*verify=*/true));
 }
 
 void refuseUntrainableChainCampaign(const std::string& kind, int gpus, const nlohmann::json& chain,
