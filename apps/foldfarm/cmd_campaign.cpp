@@ -256,11 +256,11 @@ void runCampaign(const std::string& dir, const std::string& executor,
                  const jobs::RunOptions& options, const std::string& failed) {
   registerAllTaskKinds();
   const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(dir);
-  refuseUntrainable(frozen, dir);
   if ((executor.empty() ? frozen.executor : executor) == "slurm") {
-    runCampaignThroughSlurm(dir, options.retry);
+    runCampaignThroughSlurm(dir, options.retry);  // refuses an untrainable campaign itself
     return;
   }
+  refuseUntrainable(frozen, dir);
   const int rc = jobs::runCommand(dir, executor, options);
   if (rc == kExitInterrupted)
     throw InterruptedError(dir + ": stopped; continue with `foldfarm campaign resume " + dir + "`");
