@@ -24,6 +24,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "dist/launch.hpp"
 
 namespace foldfarm {
 
@@ -55,14 +56,6 @@ std::vector<std::string> splitList(const std::string& s) {
   while (std::getline(in, item, ','))
     if (!item.empty()) out.push_back(item);
   return out;
-}
-
-int envInt(const char* name) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return -1;
-  char* end = nullptr;
-  const long n = std::strtol(v, &end, 10);
-  return (end != nullptr && *end == '\0' && n >= 0) ? static_cast<int>(n) : -1;
 }
 
 }  // namespace
@@ -120,25 +113,13 @@ bool torchHasCuda() {
   return at::hasCUDA();
 }
 
-int localRankFromEnvironment() {
-  for (const char* name :
-       {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK", "LOCAL_RANK"}) {
-    const int v = envInt(name);
-    if (v >= 0) return v;
-  }
-  // SLURM_LOCALID is the task's index on its node only inside a job step (srun).
-  if (std::getenv("SLURM_STEP_ID") != nullptr) {
-    const int v = envInt("SLURM_LOCALID");
-    if (v >= 0) return v;
-  }
-  return 0;
-}
-
 DeviceFacts probeDeviceFacts(int local_rank) {
   DeviceFacts f;
   f.torch_cuda = torchHasCuda();
   f.visible_gpus = f.torch_cuda ? static_cast<int>(torch::cuda::device_count()) : 0;
-  f.local_rank = local_rank >= 0 ? local_rank : localRankFromEnvironment();
+  // The launcher's local rank, as the NCCL backend reads it (dist/nccl_communicator.cpp), so
+  // that a rank's model and its communicator take the same GPU.
+  f.local_rank = local_rank >= 0 ? local_rank : dist::detectLaunch().local_rank;
   if (const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES")) {
     f.cvd_set = true;
     f.cuda_visible_devices = cvd;

@@ -52,10 +52,8 @@ DeviceChoice resolveDevice(DeviceRequest request, const DeviceFacts& facts);
 
 // True when this LibTorch was built with CUDA (whether or not a GPU is present).
 bool torchHasCuda();
-// The local rank from the launcher's environment (Open MPI, MPICH/Intel MPI, Slurm step,
-// LOCAL_RANK); 0 when none is set.
-int localRankFromEnvironment();
-// This process's facts; local_rank < 0 reads it from the environment.
+// This process's facts; local_rank < 0 takes the launcher's (dist::detectLaunch: Open MPI,
+// MPICH/Intel MPI, a Slurm step; 0 for a process started alone).
 DeviceFacts probeDeviceFacts(int local_rank = -1);
 // probe + resolve + log ("device: cuda:0 (...)" at info level, with the rank/task prefix of
 // the log). With a GPU it also applies the process settings: TF32 for float32 matrix

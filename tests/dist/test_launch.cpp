@@ -4,8 +4,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/base/error.hpp"
+#include "core/train/device.hpp"
 #include "dist/launch.hpp"
 #include "dist/make_context.hpp"
 
@@ -19,7 +22,8 @@ void clearLaunchEnv() {
        {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
         "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS",
         "PMI_LOCAL_RANK", "PMI_LOCAL_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID",
-        "SLURM_STEP_ID", "SLURM_NTASKS_PER_NODE", "SLURM_STEP_TASKS_PER_NODE", "SLURM_NODEID"}) {
+        "SLURM_STEP_ID", "SLURM_NTASKS_PER_NODE", "SLURM_STEP_TASKS_PER_NODE", "SLURM_NODEID",
+        "LOCAL_RANK"}) {
     unsetenv(v);
   }
 }
@@ -102,6 +106,59 @@ TEST(Launch, InconsistentIsBadInput) {
   EXPECT_THROW(detectLaunch(), foldfarm::InputError);
   setenv("OMPI_COMM_WORLD_RANK", "x", 1);
   EXPECT_THROW(detectLaunch(), foldfarm::InputError);
+  clearLaunchEnv();
+}
+
+// The GPU a rank trains on (core/train/device) and the one its NCCL communicator takes
+// (dist/nccl_communicator) are both local rank modulo the visible GPUs: they must read the
+// same local rank, or the model and its collectives sit on different GPUs. Before, the
+// device code read the environment itself and disagreed where launchers leave more than
+// one trace (an srun step inside which MPI_LOCALRANKID is set; LOCAL_RANK in the shell of a
+// process started alone).
+TEST(Launch, ARanksGpuIsTheOneItsCommunicatorTakes) {
+  struct Case {
+    const char* what;
+    std::vector<std::pair<const char*, const char*>> env;
+    int local_rank;
+  };
+  const std::vector<Case> cases = {
+      {"alone", {}, 0},
+      {"alone, LOCAL_RANK in the shell", {{"LOCAL_RANK", "5"}}, 0},
+      {"alone, MPI_LOCALRANKID without PMI_RANK", {{"MPI_LOCALRANKID", "3"}}, 0},
+      {"Open MPI",
+       {{"OMPI_COMM_WORLD_RANK", "5"},
+        {"OMPI_COMM_WORLD_SIZE", "8"},
+        {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+        {"LOCAL_RANK", "3"}},
+       1},
+      {"MPICH, PMI_LOCAL_RANK only",
+       {{"PMI_RANK", "2"}, {"PMI_SIZE", "4"}, {"PMI_LOCAL_RANK", "2"}},
+       2},
+      {"srun step, MPI_LOCALRANKID left by an outer launcher",
+       {{"SLURM_STEP_ID", "0"},
+        {"SLURM_PROCID", "6"},
+        {"SLURM_NTASKS", "8"},
+        {"SLURM_LOCALID", "2"},
+        {"MPI_LOCALRANKID", "0"}},
+       2},
+      {"batch shell, not a step", {{"SLURM_PROCID", "0"}, {"SLURM_LOCALID", "1"}}, 0},
+  };
+  for (const Case& c : cases) {
+    clearLaunchEnv();
+    for (const auto& [k, v] : c.env) setenv(k, v, 1);
+    EXPECT_EQ(detectLaunch().local_rank, c.local_rank) << c.what;
+    const foldfarm::DeviceFacts f = foldfarm::probeDeviceFacts();
+    EXPECT_EQ(f.local_rank, c.local_rank) << c.what;
+    // On a node that sees 4 GPUs, the GPU is the one the communicator's local rank modulo
+    // the device count gives.
+    foldfarm::DeviceFacts node = f;
+    node.torch_cuda = true;
+    node.visible_gpus = 4;
+    node.cvd_set = false;
+    EXPECT_EQ(foldfarm::resolveDevice(foldfarm::DeviceRequest::kCuda, node).device.index(),
+              c.local_rank % 4)
+        << c.what;
+  }
   clearLaunchEnv();
 }
 
