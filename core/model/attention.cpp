@@ -189,14 +189,18 @@ Tensor maskedAttentionSdpa(const Tensor& q, const Tensor& k, const Tensor& v,
 #if TORCH_VERSION_MAJOR >= 2
   const int64_t b = k.size(0), nk = k.size(2);
   const Tensor real = key_mask.to(q.device()).reshape({b, 1, 1, nk}) != 0;
+  const Tensor any_real = real.any(-1, /*keepdim=*/true);
   // -1e9 would overflow float16 to -inf; half its lowest finite value does not.
   const double masked = q.scalar_type() == torch::kHalf ? -32752.0 : kMaskedScore;
-  const Tensor bias =
-      torch::zeros({b, 1, 1, nk}, q.options()).masked_fill(real.logical_not(), masked);
-  // A jet without real keys: zero queries give equal scores, hence uniform weights, whatever
-  // the bias's rounding, and no gradient to its queries and keys (the masked_fill of the
-  // other paths cuts it there).
-  const Tensor q_used = q * real.any(-1, /*keepdim=*/true).to(q.scalar_type());
+  // A jet without real keys gets no bias and zero queries: equal scores, hence uniform
+  // weights as on the other paths, and no gradient to its queries and keys (their
+  // masked_fill cuts it there). Biasing its keys too would be wrong in the backward pass:
+  // SDPA's kernels recompute the weights as exp(score - logsumexp), and in float32
+  // -1e9 + log(Nk) rounds to -1e9, so every weight would come back as 1 and its values'
+  // gradient Nk times too large (seen with LibTorch 2.6's CPU kernels).
+  const Tensor bias = torch::zeros({b, 1, 1, nk}, q.options())
+                          .masked_fill(real.logical_not().logical_and(any_real), masked);
+  const Tensor q_used = q * any_real.to(q.scalar_type());
 #if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 1
   return at::scaled_dot_product_attention(q_used, k, v, bias, /*dropout_p=*/0.0,
                                           /*is_causal=*/false, /*scale=*/scale);
