@@ -14,8 +14,9 @@
 # Environment (defaults): FF_TORCH2_SUITE (trixie), FF_JOBS (nproc), FF_MIRROR
 # (http://deb.debian.org/debian).
 # Needs: root (debootstrap, chroot, mount), debootstrap, network access to the mirror; about
-# 2.5 GB of disk. The work tree is bind-mounted read-only at /src; the build is the chroot's
-# /build. The GPU tests skip (exit 77): the chroot has no CUDA.
+# 2.5 GB of disk. The work tree is bind-mounted read-only at /src (and ../shared, the
+# shipped jets, at /shared); the build is the chroot's /build. The GPU tests skip (exit 77):
+# the chroot has no CUDA; so do the Slurm tests (no Slurm) and the browser's.
 # Exit status: 0 when every selected test passes, 1 when one fails or does not build, 2 on a
 # usage or set-up error.
 set -u -o pipefail
@@ -75,6 +76,11 @@ mount_once "$root/proc" -t proc proc
 mount_once "$root/dev" --rbind /dev
 mount_once "$root/src" --bind "$repo"
 mount -o remount,bind,ro "$root/src" 2>/dev/null || say "note: /src stays writable"
+# The shipped jets beside the work tree (tests read /src/../shared/data).
+if [ -d "$repo/../shared" ]; then
+  mount_once "$root/shared" --bind "$repo/../shared"
+  mount -o remount,bind,ro "$root/shared" 2>/dev/null
+fi
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null
 
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
