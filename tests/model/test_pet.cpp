@@ -191,9 +191,6 @@ TEST(PetEdges, FastEdgeLayerEqualsNaive) {
   EXPECT_GT(fast.abs().max().item<double>(), 1e-3);
 }
 
-// The trimmed attention (per-jet extents, one BLAS product per jet and head) computes what
-// the padded reference does, forward and backward, for jets of different lengths, a mask
-// with a hole, a jet without real keys, and a single-token query (class attention).
 namespace {
 
 // `path` against the padded reference (maskedAttentionPadded), forward on the real query
@@ -244,6 +241,9 @@ void expectAttentionEqualsPadded(const AttentionPath& path, uint64_t seed) {
 
 }  // namespace
 
+// The trimmed attention (per-jet extents, one BLAS product per jet and head) computes what
+// the padded reference does, forward and backward, for jets of different lengths, a mask
+// with a hole, a jet without real keys, and a single-token query (class attention).
 TEST(PetAttention, TrimmedEqualsPaddedWithGradients) {
   if (!trimmedAttentionAvailable()) GTEST_SKIP() << "no CBLAS sgemm loaded in this process";
   expectAttentionEqualsPadded(
