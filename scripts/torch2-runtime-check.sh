@@ -44,10 +44,11 @@ die() { echo "torch2-runtime-check: $*" >&2; exit 2; }
 command -v debootstrap >/dev/null ||
   die "no debootstrap; install it (apt-get install debootstrap)"
 
-# The packages of scripts/setup.sh that the selected tests need (no Slurm, no browser).
-packages=(build-essential cmake ccache pkg-config libtorch-dev libopenblas0-pthread
-  libopenmpi-dev openmpi-bin libhdf5-dev zlib1g-dev nlohmann-json3-dev libgtest-dev
-  libsqlite3-dev libcli11-dev libspdlog-dev gnuplot-nox jq procps)
+# The packages of scripts/setup.sh (its `packages=( ... )` list), but Slurm's and the
+# browser (their tests skip here), and procps (ps, which minbase lacks).
+packages=($(sed -n '/^packages=(/,/^)/{s/#.*//;s/packages=(//;s/)//;p}' "$repo/scripts/setup.sh" |
+  tr -s ' \t' '\n' | grep -vE '^(slurm.*|munge|chromium|)$') procps)
+[ ${#packages[@]} -gt 5 ] || die "cannot read the package list of $repo/scripts/setup.sh"
 
 if [ ! -x "$root/usr/bin/apt-get" ]; then
   say "debootstrap $suite into $root (once)"
