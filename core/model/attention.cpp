@@ -230,4 +230,18 @@ Tensor maskedAttention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   return maskedAttentionPadded(q, k, v, key_mask, scale);
 }
 
+Tensor maskedAttentionWith(AttentionKernel kernel, const Tensor& q, const Tensor& k,
+                           const Tensor& v, const Tensor& key_mask, const Tensor& query_extent,
+                           double scale) {
+  switch (kernel) {
+    case AttentionKernel::kPadded:
+      return maskedAttentionPadded(q, k, v, key_mask, scale);
+    case AttentionKernel::kSdpa:
+      return maskedAttentionSdpa(q, k, v, key_mask, scale);
+    case AttentionKernel::kAuto:
+      break;
+  }
+  return maskedAttention(q, k, v, key_mask, query_extent, scale);
+}
+
 }  // namespace foldfarm

@@ -21,6 +21,14 @@
 
 namespace foldfarm {
 
+// Which implementation an attention layer runs (PET's MaskedAttention::setKernel).
+//  kAuto: maskedAttention's choice by device (SDPA on CUDA, else trimmed when available,
+//    else padded); what training and inference use.
+//  kPadded: maskedAttentionPadded (the benchmark baseline).
+//  kSdpa: maskedAttentionSdpa on any device (LibTorch >= 2.0; the padded path on 1.x), so
+//    that the GPU's attention runs in a whole model on the CPU (tests).
+enum class AttentionKernel { kAuto, kPadded, kSdpa };
+
 // q (B, H, Nq, Dh), k and v (B, H, Nk, Dh), key_mask (B, Nk) float (1 real, 0 padding),
 // query_extent (B) int64: queries at or beyond it are padding (their output rows are 0 in
 // the trimmed path; callers mask them anyway). Returns (B, H, Nq, Dh).
@@ -43,6 +51,12 @@ torch::Tensor maskedAttentionSdpa(const torch::Tensor& q, const torch::Tensor& k
 torch::Tensor maskedAttentionTrimmed(const torch::Tensor& q, const torch::Tensor& k,
                                      const torch::Tensor& v, const torch::Tensor& key_mask,
                                      const torch::Tensor& query_extent, double scale);
+
+// The implementation `kernel` names (kAuto: maskedAttention).
+torch::Tensor maskedAttentionWith(AttentionKernel kernel, const torch::Tensor& q,
+                                  const torch::Tensor& k, const torch::Tensor& v,
+                                  const torch::Tensor& key_mask, const torch::Tensor& query_extent,
+                                  double scale);
 
 // True when the trimmed path can run here (a CBLAS sgemm is available).
 bool trimmedAttentionAvailable();

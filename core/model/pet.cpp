@@ -101,17 +101,13 @@ Tensor MaskedAttentionImpl::forward(const Tensor& query, const Tensor& kv, const
     v = p[1];
   }
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
-  Tensor o;
-  if (trimmed_) {
-    // Self-attention: queries are the particles (padding beyond the key extent); class
-    // attention: the one class token.
-    const Tensor query_extent = query_is_kv
-                                    ? maskExtent(key_mask)
-                                    : torch::full({b}, nq, key_mask.options().dtype(torch::kInt64));
-    o = maskedAttention(q, k, v, key_mask, query_extent, scale);
-  } else {
-    o = maskedAttentionPadded(q, k, v, key_mask, scale);
-  }
+  // Self-attention: queries are the particles (padding beyond the key extent); class
+  // attention: the one class token. Only the trimmed path (kAuto on the CPU) reads it.
+  const Tensor query_extent = kernel_ != AttentionKernel::kAuto ? Tensor()
+                              : query_is_kv
+                                  ? maskExtent(key_mask)
+                                  : torch::full({b}, nq, key_mask.options().dtype(torch::kInt64));
+  const Tensor o = maskedAttentionWith(kernel_, q, k, v, key_mask, query_extent, scale);
   return out_(o.transpose(1, 2).reshape({b, nq, dim_}));
 }
 
@@ -341,9 +337,14 @@ void PetImpl::setBaseline(bool baseline) {
   naive_edges_ = baseline;
   for (auto& m : modules(/*include_self=*/false))
     if (auto* a = dynamic_cast<MaskedAttentionImpl*>(m.get()))
-      a->setTrimmed(!baseline);
+      a->setKernel(baseline ? AttentionKernel::kPadded : AttentionKernel::kAuto);
     else if (auto* n = dynamic_cast<MaskedGroupNormImpl*>(m.get()))
       n->setFused(!baseline);
+}
+
+void PetImpl::setAttentionKernel(AttentionKernel kernel) {
+  for (auto& m : modules(/*include_self=*/false))
+    if (auto* a = dynamic_cast<MaskedAttentionImpl*>(m.get())) a->setKernel(kernel);
 }
 
 Tensor PetImpl::encode(const Tensor& x, const Tensor& mask, const Tensor& t) {

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "core/model/attention.hpp"
 #include "core/model/pet_config.hpp"
 
 namespace foldfarm {
@@ -57,13 +58,13 @@ class MaskedAttentionImpl : public torch::nn::Module {
   // query (B, Nq, D), kv (B, Nk, D), key_mask (B, Nk) float -> (B, Nq, D)
   torch::Tensor forward(const torch::Tensor& query, const torch::Tensor& kv,
                         const torch::Tensor& key_mask, bool query_is_kv);
-  // true (default): products over each jet's real extent only (core/model/attention.hpp);
-  // false: over the padded width (baseline).
-  void setTrimmed(bool trimmed) { trimmed_ = trimmed; }
+  // kAuto (default): maskedAttention's choice by device (core/model/attention.hpp);
+  // kPadded: over the padded width (baseline); kSdpa: the GPU's kernel on any device.
+  void setKernel(AttentionKernel kernel) { kernel_ = kernel; }
 
  private:
   int64_t dim_, heads_;
-  bool trimmed_ = true;
+  AttentionKernel kernel_ = AttentionKernel::kAuto;
   torch::nn::Linear qkv_{nullptr}, out_{nullptr};
 };
 TORCH_MODULE(MaskedAttention);
@@ -210,6 +211,9 @@ class PetImpl : public torch::nn::Module {
   // Baseline of `bench pet --baseline`: naive edge layers, attention over the padded width
   // and the composed normalisation (the batches themselves are padded to P by the caller).
   void setBaseline(bool baseline);
+  // Every attention layer's implementation (MaskedAttention::setKernel); setBaseline(false)
+  // restores kAuto. kSdpa runs the GPU's attention in the whole model on the CPU (tests).
+  void setAttentionKernel(AttentionKernel kernel);
   bool naiveEdges() const { return naive_edges_; }
 
   // Random source of feature dropout (seeded by resetParameters; state saved in checkpoints).
