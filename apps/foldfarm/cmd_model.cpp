@@ -520,6 +520,10 @@ void registerModelCommands(CommandGroups& g) {
   b->add_option("--precision", bench->precision,
                 "fp32, or bf16 (autocast on the GPU; the baseline stays fp32)")
       ->capture_default_str();
+  b->add_option("--attention", bench->attention,
+                "The optimised path's attention: auto (SDPA on a GPU, per-jet trimmed products "
+                "on the CPU), sdpa (LibTorch 2.x's fused kernel, any device) or padded")
+      ->capture_default_str();
   b->add_flag("--fixed-shapes", bench->fixed_shapes,
               "Pad each batch to the batch size and its width to the next bucket edge");
   b->add_flag("--cuda-graphs", bench->cuda_graphs,

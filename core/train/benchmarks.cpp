@@ -25,6 +25,7 @@
 #include "core/base/seed.hpp"
 #include "core/data/features.hpp"
 #include "core/data/jet_files.hpp"
+#include "core/model/attention.hpp"
 #include "core/model/pet.hpp"
 #include "core/model/threads.hpp"
 #include "core/train/device.hpp"
@@ -118,6 +119,20 @@ double processCpuSeconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
+// --attention's kernel; InputError for another name, or sdpa on a LibTorch without it.
+AttentionKernel attentionKernelOf(const std::string& name) {
+  if (name == "auto") return AttentionKernel::kAuto;
+  if (name == "padded") return AttentionKernel::kPadded;
+  if (name == "sdpa") {
+#if TORCH_VERSION_MAJOR < 2
+    throw InputError("bench pet --attention sdpa: this LibTorch (" TORCH_VERSION
+                     ") has no scaled_dot_product_attention (2.x has); use auto or padded");
+#endif
+    return AttentionKernel::kSdpa;
+  }
+  throw InputError("bench pet: --attention must be auto, sdpa or padded, not '" + name + "'");
+}
+
 // The optimised path: bucketed batches (fixed shapes with --fixed-shapes), flat parameters,
 // the chosen precision, draws on the device, clipping without a host read, CUDA graphs with
 // --cuda-graphs: the Trainer's step (core/train/gradient_step.hpp). The baseline: padded to
@@ -160,6 +175,7 @@ BenchRun benchOnce(const PetBenchOptions& a, const PetConfig& cfg, const JetTens
     t.model = Pet(cfg);
     t.model->resetParameters(static_cast<uint64_t>(m) + 1);
     t.model->setBaseline(baseline);
+    if (!baseline) t.model->setAttentionKernel(attentionKernelOf(a.attention));
     t.model->to(device);
     t.model->train();
     OptimizerSettings os;
@@ -435,6 +451,7 @@ json benchPet(const PetBenchOptions& a, const std::function<void(const std::stri
     throw InputError("bench pet: --cuda-graphs captures one model's steps; use --members 1");
   if (most_members > 1 && a.profile)
     throw InputError("bench pet: --profile reads one thread's operators; use --members 1");
+  attentionKernelOf(a.attention);  // refused before the data is read
 #ifndef FOLDFARM_HAVE_LEGACY_PROFILER
   if (a.profile)
     throw InputError("bench pet --profile: this LibTorch (" TORCH_VERSION
@@ -464,6 +481,7 @@ json benchPet(const PetBenchOptions& a, const std::function<void(const std::stri
             {"mode", a.mode},
             {"device", dev.toJson()},
             {"precision", a.precision},
+            {"attention", a.attention},
             {"fixed_shapes", a.fixed_shapes || a.cuda_graphs},
             {"cuda_graphs", a.cuda_graphs},
             {"threads", a.threads},

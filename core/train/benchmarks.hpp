@@ -34,6 +34,9 @@ struct PetBenchOptions {
   bool baseline = false, compare = false, profile = false;
   bool fixed_shapes = false, cuda_graphs = false;
   std::string device = "cpu", precision = "fp32";
+  // The optimised path's attention: auto (by device: SDPA on a GPU, trimmed on the CPU),
+  // sdpa (LibTorch's fused kernel on any device; LibTorch 2.x) or padded.
+  std::string attention = "auto";
   double peak_tflops = 0;  // the device's dense bf16 peak (0: 989 on a GPU, sgemm on the CPU)
 };
 // `line`, when set, receives one line per run (batch size, members) as it finishes.

@@ -572,6 +572,7 @@ TEST_F(BadInputs, CommandLine) {
            {"--steps", "0"},
            {"--max-jets", "-5"},
            {"--peak-tflops", "-1"},
+           {"--attention", "flash"},
            // warmup + steps overflowed and the benchmark crashed with SIGSEGV.
            {"--steps", "99999999999999999999"},
            {"--warmup", "99999999999999999999"}})

@@ -286,6 +286,29 @@ TEST_F(Device, BenchPetReportsEveryBatchSizeWithThePaddedBaselineBeside) {
   EXPECT_EQ(j.at("runs")[1].at("batch"), 32);
 }
 
+// `bench pet --attention` times the attention it names (what the JSON says), and sdpa runs
+// where LibTorch has it (2.x) and is refused in one line where it does not (1.x).
+TEST_F(Device, BenchPetRunsTheAttentionItIsAskedFor) {
+  const std::string data = synthJets(200, 5);
+  for (const std::string name : {"padded", "auto"}) {
+    const json j = benchPet(data, {"--batch", "16", "--steps", "2", "--attention", name});
+    ASSERT_FALSE(j.empty()) << name;
+    EXPECT_EQ(j.at("attention"), name);
+    EXPECT_GT(j.at("jets_per_s").get<double>(), 0) << name;
+  }
+  const foldfarm::ProcessResult sdpa = runFoldfarm(
+      {"bench",   "pet",      "--preset", "tiny",     "--mode",      "pretrain",  "--data",
+       data,      "--device", "cpu",      "--warmup", "1",           "--threads", "1",
+       "--batch", "16",       "--steps",  "2",        "--attention", "sdpa",      "--json"},
+      dir_);
+  if (sdpa.exitCode == 0) {
+    EXPECT_EQ(json::parse(sdpa.out).at("attention"), "sdpa");
+  } else {
+    EXPECT_EQ(sdpa.exitCode, 2);
+    EXPECT_NE(sdpa.err.find("--attention sdpa: this LibTorch (1."), std::string::npos) << sdpa.err;
+  }
+}
+
 // Several models trained side by side in one process (--members): each from its own thread,
 // with its own draw generator and, on the CPU, its share of the threads. Member 0 of a pair must
 // end exactly where the same model ends alone (a shared generator or crossed batches would show),
