@@ -7,8 +7,9 @@
 # (scripts/torch2-syntax-check.sh) cannot show.
 #   scripts/torch2-runtime-check.sh [--root DIR] [--tests REGEX] [--shell]
 #     --root DIR     the chroot (default /var/tmp/foldfarm-SUITE; made once, then reused)
-#     --tests REGEX  the tests to build and run (default: the model, training, launch,
-#                    data-parallel and chain tests)
+#     --tests REGEX  the tests to build and run (default: the model, gradient step (its
+#                    bf16 step under the CPU's autocast), training, launch, data-parallel and
+#                    chain tests)
 #     --shell        an interactive shell in the chroot instead (the tree is at /src, the
 #                    build at /build)
 # Environment (defaults): FF_TORCH2_SUITE (trixie), FF_JOBS (nproc), FF_MIRROR
@@ -24,7 +25,7 @@ set -u -o pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 suite=${FF_TORCH2_SUITE:-trixie}
 root=/var/tmp/foldfarm-$suite
-tests='^test_(model_(pet|flat|train|observable_classifier)|dist_(launch|data_parallel|pet)|ensembles_chain)$'
+tests='^test_(model_(pet|flat|step|train|observable_classifier)|dist_(launch|data_parallel|pet)|ensembles_chain)$'
 shell=0
 while [ $# -gt 0 ]; do
   case "$1" in

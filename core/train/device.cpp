@@ -216,46 +216,58 @@ void requirePrecision(const std::string& precision, const torch::Device& device,
 #if TORCH_VERSION_MAJOR >= 2
 namespace {
 
-// LibTorch 2.4 made autocast's switches per device type (and deprecated the CUDA-only
-// ones that 2.0 to 2.3 have).
+// LibTorch 2.4 made autocast's switches per device type (and deprecated the CUDA- and
+// CPU-specific ones that 2.0 to 2.3 have). The device type is CUDA or CPU (the CPU's in
+// tests: Bf16Autocast).
 #if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 4
-bool cudaAutocastEnabled() {
-  return at::autocast::is_autocast_enabled(at::kCUDA);
+bool autocastEnabled(c10::DeviceType type) {
+  return at::autocast::is_autocast_enabled(type);
 }
-void setCudaAutocastEnabled(bool on) {
-  at::autocast::set_autocast_enabled(at::kCUDA, on);
+void setAutocastEnabled(c10::DeviceType type, bool on) {
+  at::autocast::set_autocast_enabled(type, on);
 }
-at::ScalarType cudaAutocastDtype() {
-  return at::autocast::get_autocast_dtype(at::kCUDA);
+at::ScalarType autocastDtype(c10::DeviceType type) {
+  return at::autocast::get_autocast_dtype(type);
 }
-void setCudaAutocastDtype(at::ScalarType t) {
-  at::autocast::set_autocast_dtype(at::kCUDA, t);
+void setAutocastDtype(c10::DeviceType type, at::ScalarType t) {
+  at::autocast::set_autocast_dtype(type, t);
 }
 #else
-bool cudaAutocastEnabled() {
-  return at::autocast::is_enabled();
+bool autocastEnabled(c10::DeviceType type) {
+  return type == c10::DeviceType::CPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
 }
-void setCudaAutocastEnabled(bool on) {
-  at::autocast::set_enabled(on);
+void setAutocastEnabled(c10::DeviceType type, bool on) {
+  if (type == c10::DeviceType::CPU)
+    at::autocast::set_cpu_enabled(on);
+  else
+    at::autocast::set_enabled(on);
 }
-at::ScalarType cudaAutocastDtype() {
-  return at::autocast::get_autocast_gpu_dtype();
+at::ScalarType autocastDtype(c10::DeviceType type) {
+  return type == c10::DeviceType::CPU ? at::autocast::get_autocast_cpu_dtype()
+                                      : at::autocast::get_autocast_gpu_dtype();
 }
-void setCudaAutocastDtype(at::ScalarType t) {
-  at::autocast::set_autocast_gpu_dtype(t);
+void setAutocastDtype(c10::DeviceType type, at::ScalarType t) {
+  if (type == c10::DeviceType::CPU)
+    at::autocast::set_autocast_cpu_dtype(t);
+  else
+    at::autocast::set_autocast_gpu_dtype(t);
 }
 #endif
 
 }  // namespace
 
-Bf16Autocast::Bf16Autocast(bool on, bool cache) : on_(on) {
+Bf16Autocast::Bf16Autocast(bool on, c10::DeviceType device_type, bool cache)
+    : on_(on), type_(device_type) {
   if (!on_) return;
-  was_enabled_ = cudaAutocastEnabled();
-  was_dtype_ = cudaAutocastDtype();
+  if (type_ != c10::DeviceType::CUDA && type_ != c10::DeviceType::CPU)
+    throw Error(std::string("bf16 autocast: no autocast for device type ") +
+                c10::DeviceTypeName(type_));
+  was_enabled_ = autocastEnabled(type_);
+  was_dtype_ = autocastDtype(type_);
   was_cache_ = at::autocast::is_autocast_cache_enabled();
   at::autocast::set_autocast_cache_enabled(cache);
-  setCudaAutocastEnabled(true);
-  setCudaAutocastDtype(at::kBFloat16);
+  setAutocastEnabled(type_, true);
+  setAutocastDtype(type_, at::kBFloat16);
   at::autocast::increment_nesting();
 }
 
@@ -263,12 +275,13 @@ Bf16Autocast::~Bf16Autocast() {
   if (!on_) return;
   // Leaving the outermost scope drops the casted weights cached for it.
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  setCudaAutocastEnabled(was_enabled_);
-  setCudaAutocastDtype(was_dtype_);
+  setAutocastEnabled(type_, was_enabled_);
+  setAutocastDtype(type_, was_dtype_);
   at::autocast::set_autocast_cache_enabled(was_cache_);
 }
 #else
-Bf16Autocast::Bf16Autocast(bool on, bool /*cache*/) : on_(on) {
+Bf16Autocast::Bf16Autocast(bool on, c10::DeviceType device_type, bool /*cache*/)
+    : on_(on), type_(device_type) {
   if (on_)
     throw InputError("bf16 precision needs LibTorch 2.x (this is " TORCH_VERSION
                      "); use --precision fp32");

@@ -91,20 +91,24 @@ at::Generator newGenerator(const torch::Device& device, uint64_t seed);
 void requirePrecision(const std::string& precision, const torch::Device& device,
                       const std::string& who);
 
-// bfloat16 autocast of CUDA operations for a scope (the forward pass and the loss), with
-// float32 master weights: what torch.autocast("cuda", torch.bfloat16) does. A no-op when
-// `on` is false. Throws InputError when on and this LibTorch (1.x) lacks the per-device
-// autocast interface. `cache` false: no cache of casted weights (a CUDA graph capture,
-// whose casts must be part of the graph).
+// bfloat16 autocast of a device type's operations for a scope (the forward pass and the
+// loss), with float32 master weights: what torch.autocast("cuda", torch.bfloat16) does for
+// CUDA. `device_type` is the model's: CUDA in training (requirePrecision refuses bf16
+// elsewhere), CPU in tests, where LibTorch 2.x's CPU autocast runs the same step's dtype flow
+// without a GPU. A no-op when `on` is false. Throws InputError when on and this LibTorch
+// (1.x) lacks the per-device autocast interface. `cache` false: no cache of casted weights
+// (a CUDA graph capture, whose casts must be part of the graph).
 class Bf16Autocast {
  public:
-  explicit Bf16Autocast(bool on, bool cache = true);
+  explicit Bf16Autocast(bool on, c10::DeviceType device_type = c10::DeviceType::CUDA,
+                        bool cache = true);
   ~Bf16Autocast();
   Bf16Autocast(const Bf16Autocast&) = delete;
   Bf16Autocast& operator=(const Bf16Autocast&) = delete;
 
  private:
   bool on_ = false;
+  c10::DeviceType type_ = c10::DeviceType::CUDA;
   bool was_enabled_ = false;
   bool was_cache_ = true;
   c10::ScalarType was_dtype_ = c10::ScalarType::Half;

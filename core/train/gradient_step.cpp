@@ -118,7 +118,8 @@ Tensor GradientStep::eager(const JetBatch& b) {
   Tensor loss;
   {
     // A capture must contain its casts: no autocast cache with graphs.
-    const Bf16Autocast autocast(o_.precision == "bf16", /*cache=*/graphs_ == nullptr);
+    const Bf16Autocast autocast(o_.precision == "bf16", device_.type(),
+                                /*cache=*/graphs_ == nullptr);
     const DrawRowsGuard draw_rows(model_, b.realRows());
     if (o_.objective == Objective::kPretrain)
       loss = pretrainLoss(model_, b, model_->drawGenerator()).total;

@@ -766,7 +766,7 @@ EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
     }
     for (const auto& rows : batches) {
       const JetBatch b = batchToDevice(makeBatch(set, rows, opts_.bucket), opts_.device);
-      const Bf16Autocast autocast(opts_.precision == "bf16");
+      const Bf16Autocast autocast(opts_.precision == "bf16", opts_.device.type());
       const PretrainLoss l = pretrainLoss(model_, b, gen);
       loss_acc.add_(l.total.detach().to(torch::kFloat64) * static_cast<double>(b.size()));
       ce_acc.add_(l.ce.to(torch::kFloat64) * static_cast<double>(b.size()));
@@ -776,7 +776,7 @@ EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
   } else {
     for (const auto& rows : batches) {
       const JetBatch b = batchToDevice(makeBatch(set, rows, opts_.bucket), opts_.device);
-      const Bf16Autocast autocast(opts_.precision == "bf16");
+      const Bf16Autocast autocast(opts_.precision == "bf16", opts_.device.type());
       const Tensor logits = classifierLogits(model_, b);
       loss_acc.add_(
           weightedClassifierLoss(logits, b.labels, b.weights).detach().to(torch::kFloat64) *
