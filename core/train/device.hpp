@@ -100,8 +100,7 @@ void requirePrecision(const std::string& precision, const torch::Device& device,
 // (a CUDA graph capture, whose casts must be part of the graph).
 class Bf16Autocast {
  public:
-  explicit Bf16Autocast(bool on, c10::DeviceType device_type = c10::DeviceType::CUDA,
-                        bool cache = true);
+  Bf16Autocast(bool on, c10::DeviceType device_type, bool cache = true);
   ~Bf16Autocast();
   Bf16Autocast(const Bf16Autocast&) = delete;
   Bf16Autocast& operator=(const Bf16Autocast&) = delete;
