@@ -12,6 +12,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,28 @@ std::vector<Tensor> gradients(Pet& model) {
   return out;
 }
 
+// A PET of `config(pretrain, 0.2)` seeded with `seed`, in training mode, its flat-buffer
+// optimiser (learning rate `lr`) and a GradientStep of `so` with the objective set.
+struct StepRig {
+  Pet model{nullptr};
+  std::unique_ptr<torch::optim::Optimizer> opt;
+  std::unique_ptr<GradientStep> step;
+};
+StepRig stepRig(bool pretrain, uint64_t seed, double lr, GradientStepOptions so,
+                AttentionKernel attention = AttentionKernel::kAuto) {
+  StepRig r;
+  r.model = Pet(config(pretrain, 0.2));
+  r.model->resetParameters(seed);
+  r.model->setAttentionKernel(attention);
+  r.model->train();
+  OptimizerSettings os;
+  os.lr = lr;
+  r.opt = makeFlatOptimizer(r.model, os);
+  so.objective = pretrain ? Objective::kPretrain : Objective::kClassifier;
+  r.step = std::make_unique<GradientStep>(r.model, *r.opt, so);
+  return r;
+}
+
 bool sameBits(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i)
@@ -79,16 +102,12 @@ TEST(GradientStep, IsTheStepWrittenOutByHandAndDrawsOnTheCpuGeneratorOnTheCpu) {
     std::vector<std::vector<double>> losses;
     // 0: by hand; 1: GradientStep with device draws (the default); 2: with host draws.
     for (int form = 0; form < 3; ++form) {
-      Pet model(config(pretrain, 0.2));
-      model->resetParameters(4);
-      model->train();
-      OptimizerSettings os;
-      os.lr = 1e-3;
-      auto opt = makeFlatOptimizer(model, os);
       GradientStepOptions so;
-      so.objective = pretrain ? Objective::kPretrain : Objective::kClassifier;
       so.host_draws = form == 2;
-      GradientStep step(model, *opt, so);
+      StepRig rig = stepRig(pretrain, 4, 1e-3, so);
+      Pet& model = rig.model;
+      torch::optim::Optimizer* opt = rig.opt.get();
+      GradientStep& step = *rig.step;
       std::vector<double> l;
       for (int64_t s = 0; s < 3; ++s) {
         const JetBatch b = makeBatch(set, rowsUpTo(16 * (s + 1), 16 * s), true);
@@ -217,16 +236,9 @@ TEST(StaticForm, WhatThePaddingHoldsChangesNothing) {
   ASSERT_FALSE(torch::equal(junk.particles, clean.particles));
   for (const bool pretrain : {false, true}) {
     auto lossAndGrads = [&](const JetBatch& b) {
-      Pet model(config(pretrain, 0.2));
-      model->resetParameters(9);
-      model->train();
-      OptimizerSettings os;
-      auto opt = makeFlatOptimizer(model, os);
-      GradientStepOptions so;
-      so.objective = pretrain ? Objective::kPretrain : Objective::kClassifier;
-      GradientStep step(model, *opt, so);
-      std::vector<Tensor> g{step.run(b, 31).reshape({1})};
-      for (const Tensor& t : gradients(model)) g.push_back(t);
+      StepRig rig = stepRig(pretrain, 9, OptimizerSettings().lr, GradientStepOptions());
+      std::vector<Tensor> g{rig.step->run(b, 31).reshape({1})};
+      for (const Tensor& t : gradients(rig.model)) g.push_back(t);
       return g;
     };
     const auto a = lossAndGrads(clean), c = lossAndGrads(junk);
@@ -253,19 +265,13 @@ TEST(GradientStep, Bf16StepRunsUnderTheCpusAutocastWithFloat32MasterWeights) {
     std::vector<double> losses[2];
     std::vector<Tensor> first_grads[2];
     for (int run = 0; run < 2; ++run) {
-      const bool bf16 = run == 1;
-      Pet model(config(pretrain, 0.2));
-      model->resetParameters(5);
-      model->setAttentionKernel(AttentionKernel::kSdpa);
-      model->train();
-      OptimizerSettings os;
-      os.lr = 1e-3;
-      auto opt = makeFlatOptimizer(model, os);
       GradientStepOptions so;
-      so.objective = pretrain ? Objective::kPretrain : Objective::kClassifier;
-      so.precision = bf16 ? "bf16" : "fp32";
+      so.precision = run == 1 ? "bf16" : "fp32";
       so.fixed_shapes = true;
-      GradientStep step(model, *opt, so);
+      StepRig rig = stepRig(pretrain, 5, 1e-3, so, AttentionKernel::kSdpa);
+      Pet& model = rig.model;
+      torch::optim::Optimizer* opt = rig.opt.get();
+      GradientStep& step = *rig.step;
       for (int64_t s = 0; s < 3; ++s) {
         const JetBatch plain = makeBatch(set, rowsUpTo(13 * (s + 1), 13 * s), true);
         const JetBatch b = padBatch(plain, 16, fixedBatchWidth(plain.particles.size(1)));
