@@ -222,12 +222,22 @@ Tensor maskedAttentionTrimmed(const Tensor& q, const Tensor& k, const Tensor& v,
   return TrimmedAttention::apply(q, k, v, key_mask, query_extent, scale);
 }
 
+namespace {
+// maskedAttention's choice of the trimmed path.
+bool takesTrimmedPath(const Tensor& q) {
+  return q.device().is_cpu() && q.scalar_type() == torch::kFloat32 && trimmedAttentionAvailable();
+}
+}  // namespace
+
 Tensor maskedAttention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                        const Tensor& query_extent, double scale) {
   if (q.is_cuda()) return maskedAttentionSdpa(q, k, v, key_mask, scale);
-  if (trimmedAttentionAvailable() && q.scalar_type() == torch::kFloat32 && q.device().is_cpu())
-    return TrimmedAttention::apply(q, k, v, key_mask, query_extent, scale);
+  if (takesTrimmedPath(q)) return TrimmedAttention::apply(q, k, v, key_mask, query_extent, scale);
   return maskedAttentionPadded(q, k, v, key_mask, scale);
+}
+
+bool attentionReadsQueryExtent(AttentionKernel kernel, const Tensor& q) {
+  return kernel == AttentionKernel::kAuto && takesTrimmedPath(q);
 }
 
 Tensor maskedAttentionWith(AttentionKernel kernel, const Tensor& q, const Tensor& k,

@@ -52,6 +52,10 @@ torch::Tensor maskedAttentionTrimmed(const torch::Tensor& q, const torch::Tensor
                                      const torch::Tensor& v, const torch::Tensor& key_mask,
                                      const torch::Tensor& query_extent, double scale);
 
+// Whether maskedAttentionWith(kernel, q, ...) reads its query_extent (kAuto taking the
+// trimmed path): callers compute the extent only then (on a GPU it would be kernel launches
+// for nothing); otherwise an undefined tensor may be passed.
+bool attentionReadsQueryExtent(AttentionKernel kernel, const torch::Tensor& q);
 // The implementation `kernel` names (kAuto: maskedAttention).
 torch::Tensor maskedAttentionWith(AttentionKernel kernel, const torch::Tensor& q,
                                   const torch::Tensor& k, const torch::Tensor& v,

@@ -103,7 +103,7 @@ Tensor MaskedAttentionImpl::forward(const Tensor& query, const Tensor& kv, const
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
   // Self-attention: queries are the particles (padding beyond the key extent); class
   // attention: the one class token. Only the trimmed path (kAuto on the CPU) reads it.
-  const Tensor query_extent = kernel_ != AttentionKernel::kAuto ? Tensor()
+  const Tensor query_extent = !attentionReadsQueryExtent(kernel_, q) ? Tensor()
                               : query_is_kv
                                   ? maskExtent(key_mask)
                                   : torch::full({b}, nq, key_mask.options().dtype(torch::kInt64));
