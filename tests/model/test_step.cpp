@@ -3,7 +3,8 @@
 // forward, loss, backward); draws "on the device" are the CPU generator's on the CPU;
 // clipping without a host read is bit-identical to LibTorch's clip_grad_norm_; the static
 // form a CUDA graph takes ignores what its padding holds and, without draws, gives the
-// unpadded loss and gradients; CUDA graphs asked for where they cannot run are refused
+// unpadded loss and gradients; the GPU's bf16 step runs under the CPU's autocast (LibTorch
+// 2.x) with float32 master weights; CUDA graphs asked for where they cannot run are refused
 // with a line that says why.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
