@@ -5,12 +5,13 @@
 #include <torch/torch.h>
 
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+
+#include "core/base/process.hpp"
 
 namespace fs = std::filesystem;
 
@@ -21,12 +22,8 @@ const std::string kMpirun = std::string(FOLDFARM_MPIRUN) + " --allow-run-as-root
 // mpirun's switch that lets the survivors of a dead rank run on: an MCA parameter of Open
 // MPI 4's runtime (ORTE), an option of Open MPI 5's (PRRTE), which ignores the former.
 std::string recoveryOption() {
-  std::string text;
-  if (FILE* p = ::popen((std::string(FOLDFARM_MPIRUN) + " --version 2>&1").c_str(), "r")) {
-    char buf[256];
-    while (std::fgets(buf, sizeof buf, p) != nullptr) text += buf;
-    ::pclose(p);
-  }
+  const foldfarm::ProcessResult v = foldfarm::runProcess({FOLDFARM_MPIRUN, "--version"});
+  const std::string text = v.out + v.err;
   const auto at = text.find("(Open MPI) ");
   const int major = at == std::string::npos ? 0 : std::atoi(text.c_str() + at + 11);
   return major >= 5 ? "--enable-recovery" : "--mca orte_enable_recovery 1";
