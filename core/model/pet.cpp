@@ -335,11 +335,9 @@ void PetImpl::resetParameters(uint64_t seed) {
 
 void PetImpl::setBaseline(bool baseline) {
   naive_edges_ = baseline;
+  setAttentionKernel(baseline ? AttentionKernel::kPadded : AttentionKernel::kAuto);
   for (auto& m : modules(/*include_self=*/false))
-    if (auto* a = dynamic_cast<MaskedAttentionImpl*>(m.get()))
-      a->setKernel(baseline ? AttentionKernel::kPadded : AttentionKernel::kAuto);
-    else if (auto* n = dynamic_cast<MaskedGroupNormImpl*>(m.get()))
-      n->setFused(!baseline);
+    if (auto* n = dynamic_cast<MaskedGroupNormImpl*>(m.get())) n->setFused(!baseline);
 }
 
 void PetImpl::setAttentionKernel(AttentionKernel kernel) {
