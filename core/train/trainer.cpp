@@ -627,7 +627,9 @@ void Trainer::FitLoop::trainEpoch(GradientStep& step, int64_t epoch_steps, Progr
     if (opts_.device.is_cuda() && !src_.on_device) hb = pinned(std::move(hb));
     return hb;
   };
-  const bool prefetch = opts_.device.is_cuda() && !src_.exact && !src_.on_device;
+  const bool prefetch = !src_.exact && (opts_.prefetch == TrainOptions::Prefetch::kOn ||
+                                        (opts_.prefetch == TrainOptions::Prefetch::kAuto &&
+                                         opts_.device.is_cuda() && !src_.on_device));
   std::future<JetBatch> next;
   int64_t next_step = -1;
   for (; step_in_epoch_ < epoch_steps; ++step_in_epoch_) {
@@ -641,8 +643,9 @@ void Trainer::FitLoop::trainEpoch(GradientStep& step, int64_t epoch_steps, Progr
       if (next.valid()) next.wait();
       b = hostBatch(step_in_epoch_);
     }
-    // On a GPU the next batch is gathered (and pinned) by a helper thread while this step
-    // runs; a stream's batches are drawn in order here (its position is saved with a stop).
+    // The next batch is gathered (and on a GPU pinned) by a helper thread while this step
+    // runs (opts_.prefetch); a stream's batches are drawn in order here (its position is
+    // saved with a stop).
     if (prefetch && step_in_epoch_ + 1 < epoch_steps) {
       next_step = step_in_epoch_ + 1;
       next = std::async(std::launch::async, hostBatch, next_step);

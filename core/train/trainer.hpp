@@ -92,6 +92,11 @@ struct TrainOptions {
   // Random draws of training steps on the CPU generator even on a GPU (the CPU run's noise;
   // tests). Default: on the device.
   bool host_draws = false;
+  // A helper thread gathers (and on a GPU pins) the next batch while the step runs. kAuto:
+  // on a GPU whose batches come from the host (on a CPU the step's kernels use every core);
+  // kOn, kOff: always, never. A stream's batches are drawn in order, never by the helper.
+  enum class Prefetch { kAuto, kOn, kOff };
+  Prefetch prefetch = Prefetch::kAuto;
   // On a GPU, fit() moves the training and validation sets to the device once when together
   // they take at most this many MiB: batches are then gathered there, with no host gather,
   // pinning or copy per step. 0: never (batches gathered on the host by a helper thread).

@@ -202,6 +202,61 @@ TEST(Resume, StopAndResumeEndsWithIdenticalParameters) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << i;
 }
 
+// The helper thread that gathers the next batch while a step runs (TrainOptions::prefetch;
+// by default on a GPU only) trains on the batches the main thread would have gathered, and
+// a stop while it holds the next batch resumes as the straight run: run here on the CPU,
+// pretraining (bucketed widths, fixed shapes with padding rows, EMA).
+TEST(Resume, PrefetchedBatchesTrainAndResumeAsBatchesGatheredInTheStep) {
+  data::JetArrays a = modeltest::randomJets(56, 32, 25, 9);
+  for (size_t i = 0; i < a.labels.size(); ++i) a.labels[i] = static_cast<int64_t>(i % 3);
+  const JetTensors train = JetTensors::fromArrays(a, data::FeatureStats::jetClass());
+  auto fit = [&](TrainOptions::Prefetch prefetch, int64_t stop_at, const std::string& state) {
+    PetConfig cfg = petPreset("tiny");
+    cfg.num_classes = 3;
+    cfg.generator = true;
+    const bool resume = !state.empty() && stop_at < 0;
+    Pet model(cfg);
+    model->resetParameters(resume ? 71 : 4);  // a resume takes every weight from the state
+    TrainOptions o;
+    o.batch_size = 16;  // 4 steps per epoch, the last one short
+    o.max_epochs = 2;
+    o.seed = 6;
+    o.ema = true;
+    o.fixed_shapes = true;
+    o.show_progress = false;
+    o.optimizer.lr = 3e-4;
+    o.prefetch = prefetch;
+    o.state_dir = state;
+    o.resume = resume;
+    o.stop_at_step = stop_at;
+    CheckpointMeta meta;
+    SingleProcessContext single;
+    Trainer t(model, meta, o, single);
+    const FitResult r = t.fit(train, nullptr, Objective::kPretrain);
+    std::vector<torch::Tensor> p;
+    for (const auto& x : t.model()->parameters()) p.push_back(x.detach().clone());
+    return std::make_pair(p, r);
+  };
+  const auto [inline_p, inline_r] = fit(TrainOptions::Prefetch::kOff, -1, "");
+  const auto [pre_p, pre_r] = fit(TrainOptions::Prefetch::kOn, -1, "");
+  ASSERT_EQ(pre_r.history.size(), 2u);
+  ASSERT_EQ(inline_r.history.size(), 2u);
+  for (size_t e = 0; e < 2; ++e)
+    EXPECT_EQ(pre_r.history[e].train_loss, inline_r.history[e].train_loss);
+  for (size_t i = 0; i < inline_p.size(); ++i)
+    EXPECT_TRUE(torch::equal(pre_p[i], inline_p[i])) << i;
+
+  TempDir state;
+  EXPECT_THROW(fit(TrainOptions::Prefetch::kOn, 6, state.path),
+               InterruptedError);  // epoch 1, step 2
+  const auto [resumed_p, resumed_r] = fit(TrainOptions::Prefetch::kOn, -1, state.path);
+  EXPECT_TRUE(resumed_r.resumed);
+  ASSERT_EQ(resumed_r.history.size(), 2u);
+  EXPECT_EQ(resumed_r.history[1].train_loss, inline_r.history[1].train_loss);
+  for (size_t i = 0; i < inline_p.size(); ++i)
+    EXPECT_TRUE(torch::equal(resumed_p[i], inline_p[i])) << i;
+}
+
 TEST(Resume, SignalStopSavesStateAndMismatchedConfigIsRefused) {
   const auto jets = modeltest::randomJets(32, 32, 25, 8);
   TempDir state;
