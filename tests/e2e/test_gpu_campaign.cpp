@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/atomic_file.hpp"
+#include "core/base/process.hpp"
 #include "tests/support/run_child.hpp"
 
 namespace fs = std::filesystem;
@@ -25,7 +27,8 @@ using foldfarm::testing::runFoldfarm;
 using nlohmann::json;
 
 int main(int argc, char** argv) {
-  if (std::string(FOLDFARM_BINARY).empty() || std::system("nvidia-smi -L > /dev/null 2>&1") != 0) {
+  if (std::string(FOLDFARM_BINARY).empty() || !foldfarm::programAvailable("nvidia-smi") ||
+      !foldfarm::runProcess({"nvidia-smi", "-L"}).ok()) {
     std::fprintf(stderr, "test_e2e_gpu_campaign: no GPU (nvidia-smi) here: skipped\n");
     return 77;
   }
@@ -76,17 +79,16 @@ TEST(GpuCampaign, TwoTasksSharingOneGpuEachHoldGpuMemoryAndTrainOnIt) {
   std::set<std::string> pids;
   std::thread sampler([&] {
     while (!done) {
-      FILE* p = popen(
-          "nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits", "r");
-      if (p != nullptr) {
-        char line[256];
-        while (std::fgets(line, sizeof line, p) != nullptr) {
-          std::string l = line;
-          const auto comma = l.find(',');
-          if (comma != std::string::npos && std::atof(l.substr(comma + 1).c_str()) > 0)
-            pids.insert(l.substr(0, comma));
-        }
-        pclose(p);
+      foldfarm::ProcessOptions quick;
+      quick.timeout = std::chrono::seconds(10);
+      const foldfarm::ProcessResult q = foldfarm::runProcess(
+          {"nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"},
+          quick);
+      std::istringstream lines(q.out);
+      for (std::string l; std::getline(lines, l);) {
+        const auto comma = l.find(',');
+        if (comma != std::string::npos && std::atof(l.substr(comma + 1).c_str()) > 0)
+          pids.insert(l.substr(0, comma));
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
     }
