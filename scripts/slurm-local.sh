@@ -4,9 +4,10 @@
 # Needs root and the Debian packages slurmctld, slurmd, slurm-client, munge.
 #
 # start  is idempotent: it starts only what is not running and waits (up to 60 s) until
-#        `sinfo` shows the node idle. It writes /etc/slurm/slurm.conf only if the file is
-#        absent or was written by this script (first line is the marker below); a
-#        slurm.conf written by anyone else is left alone and used as it is.
+#        `sinfo` shows the node idle. It writes /etc/slurm/slurm.conf (and with Slurm 24.05
+#        or later cgroup.conf) only if the file is absent or was written by this script
+#        (first line is the marker below); one written by anyone else is left alone and
+#        used as it is.
 # stop   stops the daemons this script started (by their pid files).
 # status prints the node state; exit 0 when the node is idle or allocated, 1 otherwise.
 #
@@ -15,6 +16,7 @@ set -euo pipefail
 
 readonly marker="# written by foldfarm scripts/slurm-local.sh"
 readonly conf=/etc/slurm/slurm.conf
+readonly cgroup_conf=/etc/slurm/cgroup.conf
 readonly logdir=/var/log/slurm
 readonly ctld_pid=/run/slurmctld.pid
 readonly slurmd_pid=/run/slurmd.pid
@@ -40,6 +42,10 @@ preflight() {
       skip "'$b' not installed (apt-get install slurmctld slurmd slurm-client munge)"
   done
   [ -f /etc/munge/munge.key ] || skip "/etc/munge/munge.key missing (reinstall munge)"
+  # slurmctld, slurmd and every client find the controller by this name: unresolved, each
+  # call retries for seconds and the start would end in a timeout that names nothing.
+  getent hosts "$(hostname -s)" >/dev/null ||
+    die "this host's name '$(hostname -s)' does not resolve; add it to /etc/hosts (e.g. 127.0.1.1 $(hostname -s))"
 }
 
 write_conf() {
@@ -91,23 +97,51 @@ JobAcctGatherType=jobacct_gather/none
 NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
-  if [ -e "$conf" ] && cmp -s "$tmp" "$conf"; then
-    rm -f "$tmp"
+  install_conf "$tmp" "$conf"
+}
+
+# Slurm 24.05 and later initialise a cgroup plugin in slurmd even with the plugins above,
+# and stop where /sys/fs/cgroup is not mounted (containers, chroots); this cluster tracks
+# processes without cgroups, so it turns them off (a value older Slurm does not know).
+write_cgroup_conf() {
+  local tmp="$cgroup_conf.tmp.$$"
+  printf '%s\nCgroupPlugin=disabled\n' "$marker" >"$tmp"
+  install_conf "$tmp" "$cgroup_conf"
+}
+
+install_conf() {  # install_conf TMP FILE: FILE takes TMP's text (conf_changed=1) unless equal
+  if [ -e "$2" ] && cmp -s "$1" "$2"; then
+    rm -f "$1"
     return 0
   fi
-  mv -f "$tmp" "$conf"
+  mv -f "$1" "$2"
   conf_changed=1
 }
 
+ours_or_absent() {  # ours_or_absent FILE: FILE is absent or was written by this script
+  [ ! -e "$1" ] || head -n1 "$1" | grep -qxF "$marker"
+}
+
+slurm_at_least() {  # slurm_at_least MAJOR MINOR: slurmd's version ("slurm 24.11.5") is at least
+  local v major minor
+  v=$(/usr/sbin/slurmd -V 2>/dev/null | awk '{print $2}')
+  major=${v%%.*}
+  minor=${v#*.}
+  minor=${minor%%.*}
+  [ -n "$major" ] && [ "$major" -eq "$major" ] 2>/dev/null && [ "$minor" -eq "$minor" ] 2>/dev/null ||
+    return 1
+  [ "$major" -gt "$1" ] || { [ "$major" -eq "$1" ] && [ "$minor" -ge "$2" ]; }
+}
+
 ensure_conf() {
-  if [ ! -e "$conf" ]; then
-    write_conf
-  elif head -n1 "$conf" | grep -qxF "$marker"; then
-    write_conf  # ours: refresh (the node's CPUs/memory may differ on this machine)
-  else
-    echo "slurm-local: using the existing $conf (not written by this script)" >&2
+  # Ours or absent: written (again: the node's CPUs/memory may differ on this machine).
+  if ours_or_absent "$conf"; then write_conf; else theirs "$conf"; fi
+  if slurm_at_least 24 5; then
+    if ours_or_absent "$cgroup_conf"; then write_cgroup_conf; else theirs "$cgroup_conf"; fi
   fi
 }
+
+theirs() { echo "slurm-local: using the existing $1 (not written by this script)" >&2; }
 
 start() {
   preflight
@@ -185,6 +219,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  -h|--help) sed -n '2,13p' "$0" ;;
+  -h|--help) sed -n '2,/^set /{/^#/p}' "$0" ;;
   *) echo "usage: $0 start|stop|status (see --help)" >&2; exit 2 ;;
 esac

@@ -5,11 +5,14 @@
 # code under TORCH_VERSION_MAJOR >= 2 (scaled_dot_product_attention, autocast's switches,
 # zero_grad() setting gradients to none) then runs on the CPU, which the syntax check
 # (scripts/torch2-syntax-check.sh) cannot show.
-#   scripts/torch2-runtime-check.sh [--root DIR] [--tests REGEX] [--shell]
+#   scripts/torch2-runtime-check.sh [--root DIR] [--tests REGEX] [--slurm] [--shell]
 #     --root DIR     the chroot (default /var/tmp/foldfarm-SUITE; made once, then reused)
 #     --tests REGEX  the tests to build and run (default: the model, gradient step (its
 #                    bf16 step under the CPU's autocast), training, launch, data-parallel and
 #                    chain tests)
+#     --slurm        also install the suite's Slurm and munge (trixie: Slurm 24.11), so that
+#                    the Slurm tests (--tests slurm) start their cluster there; refused while
+#                    this host runs Slurm's daemons (the same ports), stopped at the end
 #     --shell        an interactive shell in the chroot instead (the tree is at /src, the
 #                    build at /build)
 # Environment (defaults): FF_TORCH2_SUITE (trixie), FF_JOBS (nproc), FF_MIRROR
@@ -17,7 +20,7 @@
 # Needs: root (debootstrap, chroot, mount), debootstrap, network access to the mirror; about
 # 2.5 GB of disk. The work tree is bind-mounted read-only at /src (and ../shared, the
 # shipped jets, at /shared); the build is the chroot's /build. The GPU tests skip (exit 77):
-# the chroot has no CUDA; so do the Slurm tests (no Slurm) and the browser's.
+# the chroot has no CUDA; so do the browser's, and the Slurm tests unless --slurm.
 # Exit status: 0 when every selected test passes, 1 when one fails or does not build, 2 on a
 # usage or set-up error.
 set -u -o pipefail
@@ -27,11 +30,13 @@ suite=${FF_TORCH2_SUITE:-trixie}
 root=/var/tmp/foldfarm-$suite
 tests='^test_(model_(pet|flat|step|train|observable_classifier)|dist_(launch|data_parallel|pet)|ensembles_chain)$'
 shell=0
+slurm=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --root) root=$2; shift 2 ;;
     --tests) tests=$2; shift 2 ;;
     --shell) shell=1; shift ;;
+    --slurm) slurm=1; shift ;;
     -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "torch2-runtime-check: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -45,10 +50,12 @@ die() { echo "torch2-runtime-check: $*" >&2; exit 2; }
 command -v debootstrap >/dev/null ||
   die "no debootstrap; install it (apt-get install debootstrap)"
 
-# The packages of scripts/setup.sh (its `packages=( ... )` list), but Slurm's and the
-# browser (their tests skip here), and procps (ps, which minbase lacks).
+# The packages of scripts/setup.sh (its `packages=( ... )` list), but the browser's and,
+# without --slurm, Slurm's (their tests skip then), and procps (ps, which minbase lacks).
+leave_out='^(chromium|)$'
+[ "$slurm" = 1 ] || leave_out='^(slurm.*|munge|chromium|)$'
 packages=($(sed -n '/^packages=(/,/^)/{s/#.*//;s/packages=(//;s/)//;p}' "$repo/scripts/setup.sh" |
-  tr -s ' \t' '\n' | grep -vE '^(slurm.*|munge|chromium|)$') procps)
+  tr -s ' \t' '\n' | grep -vE "$leave_out") procps)
 [ ${#packages[@]} -gt 5 ] || die "cannot read the package list of $repo/scripts/setup.sh"
 
 if [ ! -x "$root/usr/bin/apt-get" ]; then
@@ -58,10 +65,21 @@ if [ ! -x "$root/usr/bin/apt-get" ]; then
     die "debootstrap $suite failed; see $root.debootstrap.log"
 fi
 
+# Slurm's daemons of this host and of the chroot would take the same ports.
+if [ "$slurm" = 1 ]; then
+  for pid in $(pgrep -x 'slurmctld|slurmd'); do
+    [ "$(readlink "/proc/$pid/root")" = "$(readlink -f "$root")" ] ||
+      die "this host runs $(cat "/proc/$pid/comm" 2>/dev/null) (pid $pid): the chroot's Slurm would take its ports; stop it first (scripts/slurm-local.sh stop)"
+  done
+fi
+
 # Mounts made here are undone on every way out.
 mounted=()
 cleanup() {
   local i
+  # The chroot's Slurm daemons listen on this host's ports: they stop with the check.
+  [ "$slurm" = 1 ] && [ -d "$root/src/scripts" ] &&
+    in_root "/src/scripts/slurm-local.sh stop" >/dev/null 2>&1
   for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[$i]}" 2>/dev/null; done
 }
 trap cleanup EXIT
@@ -84,6 +102,8 @@ if [ -d "$repo/../shared" ]; then
   mount -o remount,bind,ro "$root/shared" 2>/dev/null
 fi
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null
+# The host's names (a local Slurm cluster's controller is this host, by its name).
+cp /etc/hosts "$root/etc/hosts" 2>/dev/null
 
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
   LANG=C.UTF-8 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 /bin/bash -c "$1"; }
