@@ -16,6 +16,18 @@ target_compile_definitions(foldfarm_hdf5 INTERFACE ${HDF5_DEFINITIONS})
 
 if(FOLDFARM_WITH_TORCH)
   find_package(Torch REQUIRED)
+  # A LibTorch of the old libstdc++ string ABI (older PyTorch pip wheels, LibTorch's
+  # "Pre-cxx11 ABI" downloads) cannot be linked with the system's spdlog, HDF5, MPI, ...
+  # (C++11 ABI): the build would end in undefined symbols. Said here, unless this build
+  # asks for that ABI itself (all dependencies built so).
+  if(TORCH_CXX_FLAGS MATCHES "_GLIBCXX_USE_CXX11_ABI=0"
+     AND NOT CMAKE_CXX_FLAGS MATCHES "_GLIBCXX_USE_CXX11_ABI=0")
+    message(FATAL_ERROR
+      "foldfarm: the LibTorch at ${Torch_DIR} was built with the pre-C++11 string ABI "
+      "(-D_GLIBCXX_USE_CXX11_ABI=0) and cannot be linked with foldfarm's other dependencies; "
+      "use a LibTorch built with the C++11 ABI (recent PyTorch wheels, or LibTorch's "
+      "cxx11-ABI download) and point CMAKE_PREFIX_PATH or Torch_DIR at it")
+  endif()
   add_library(foldfarm_torch INTERFACE)
   target_include_directories(foldfarm_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
   # PyTorch's pip wheels carry private copies of some libstdc++ symbols (std::filesystem

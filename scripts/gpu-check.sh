@@ -200,8 +200,8 @@ do_facts() {
     "$nvcc" --version
     fact[nvcc]=$("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')
   else fact[nvcc]="none"; fi
-  v=$(t "$py" -c 'import torch; c=torch.cuda.is_available(); print(torch.__version__, torch.version.cuda, c, torch.cuda.get_device_name(0) if c else "-", sep="|")' 2>&1 | tail -1)
-  say "python $py: torch|cuda|available|device = $v"
+  v=$(t "$py" -c 'import torch; c=torch.cuda.is_available(); print(torch.__version__, torch.version.cuda, c, torch.cuda.get_device_name(0) if c else "-", "cxx11abi=%s" % getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", "?"), sep="|")' 2>&1 | tail -1)
+  say "python $py: torch|cuda|available|device|abi = $v"
   fact[torch]=$v
   fact[python]=$("$py" --version 2>&1)
   fact[gxx]=$(g++ --version 2>/dev/null | head -1)

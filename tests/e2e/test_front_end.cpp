@@ -5,7 +5,8 @@
 // signals), with OMP_WAIT_POLICY set to PASSIVE unless the user set it; a front end without
 // foldfarm-torch says so in one line and writes nothing; `cmake --install` puts the two
 // together and the installed foldfarm runs both kinds of command. A build without LibTorch
-// makes the front end alone, which runs the login commands and refuses the others.
+// makes the front end alone, which runs the login commands and refuses the others. A
+// LibTorch of the old string ABI is refused when the build is configured.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -314,6 +315,41 @@ TEST_F(FrontEnd, BuiltWithoutLibTorchItRunsTheLoginCommandsAndRefusesTheOthersIn
   const ProcessResult help = run(ff, {"--help"});
   ASSERT_TRUE(help.ok()) << help.describeFailure();
   EXPECT_NE(help.out.find("report"), std::string::npos) << help.out;
+}
+
+// The build: a LibTorch of the old libstdc++ string ABI is refused when the build is
+// configured, in a message naming where it is, instead of a build that ends in undefined
+// symbols (cmake/FoldfarmDeps.cmake); nothing is generated.
+TEST(Configure, ALibTorchOfThePreCxx11StringAbiIsRefusedNamingIt) {
+  const fs::path dir = fs::temp_directory_path() / ("ff_configure_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const std::string torch_dir = (dir / "old_abi_torch").string();
+  fs::create_directories(torch_dir);
+  // What a LibTorch of that ABI tells CMake (TorchConfig.cmake).
+  std::ofstream(torch_dir + "/TorchConfig.cmake")
+      << "set(TORCH_FOUND TRUE)\nset(TORCH_INCLUDE_DIRS \"\")\nset(TORCH_LIBRARIES \"\")\n"
+         "set(TORCH_CXX_FLAGS \"-D_GLIBCXX_USE_CXX11_ABI=0\")\n";
+  ProcessOptions o;
+  o.timeout = std::chrono::seconds(240);
+  o.extraEnv = {"CMAKE_GENERATOR=Unix Makefiles"};
+  const ProcessResult r =
+      runProcess({FF_CMAKE_COMMAND, "-S", FOLDFARM_SOURCE_DIR, "-B", (dir / "build").string(),
+                  "-DTorch_DIR=" + torch_dir, "-DFOLDFARM_WITH_TORCH=ON",
+                  "-DFOLDFARM_WITH_CUDA=OFF", "-DFOLDFARM_BUILD_TESTS=OFF"},
+                 o);
+  EXPECT_NE(r.exitCode, 0) << r.out;
+  // CMake wraps messages: compared with every run of white space as one space.
+  std::string text;
+  for (char c : r.out + r.err) {
+    const bool space = c == ' ' || c == '\n';
+    if (!space || (!text.empty() && text.back() != ' ')) text += space ? ' ' : c;
+  }
+  EXPECT_NE(text.find("the LibTorch at " + torch_dir + " was built with the pre-C++11 string ABI"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("use a LibTorch built with the C++11 ABI"), std::string::npos) << text;
+  EXPECT_FALSE(fs::exists(dir / "build" / "Makefile"));
+  fs::remove_all(dir);
 }
 
 }  // namespace
