@@ -7,7 +7,7 @@
 #        `sinfo` shows the node idle. It writes /etc/slurm/slurm.conf (and with Slurm 24.05
 #        or later cgroup.conf) only if the file is absent or was written by this script
 #        (first line is the marker below); one written by anyone else is left alone and
-#        used as it is.
+#        used as it is (and with someone else's slurm.conf, cgroup.conf is not written).
 # stop   stops the daemons this script started (by their pid files).
 # status prints the node state; exit 0 when the node is idle or allocated, 1 otherwise.
 #
@@ -135,7 +135,12 @@ slurm_at_least() {  # slurm_at_least MAJOR MINOR: slurmd's version ("slurm 24.11
 
 ensure_conf() {
   # Ours or absent: written (again: the node's CPUs/memory may differ on this machine).
-  if ours_or_absent "$conf"; then write_conf; else theirs "$conf"; fi
+  # Someone else's slurm.conf may use cgroups: then no cgroup.conf is written either.
+  if ! ours_or_absent "$conf"; then
+    theirs "$conf"
+    return 0
+  fi
+  write_conf
   if slurm_at_least 24 5; then
     if ours_or_absent "$cgroup_conf"; then write_cgroup_conf; else theirs "$cgroup_conf"; fi
   fi
