@@ -122,15 +122,10 @@ ours_or_absent() {  # ours_or_absent FILE: FILE is absent or was written by this
   [ ! -e "$1" ] || head -n1 "$1" | grep -qxF "$marker"
 }
 
-slurm_at_least() {  # slurm_at_least MAJOR MINOR: slurmd's version ("slurm 24.11.5") is at least
-  local v major minor
+slurm_at_least() {  # slurm_at_least VERSION: slurmd's version ("slurm 24.11.5") is at least
+  local v
   v=$(/usr/sbin/slurmd -V 2>/dev/null | awk '{print $2}')
-  major=${v%%.*}
-  minor=${v#*.}
-  minor=${minor%%.*}
-  [ -n "$major" ] && [ "$major" -eq "$major" ] 2>/dev/null && [ "$minor" -eq "$minor" ] 2>/dev/null ||
-    return 1
-  [ "$major" -gt "$1" ] || { [ "$major" -eq "$1" ] && [ "$minor" -ge "$2" ]; }
+  [ -n "$v" ] && [ "$(printf '%s\n' "$1" "$v" | sort -V | head -n1)" = "$1" ]
 }
 
 ensure_conf() {
@@ -141,7 +136,7 @@ ensure_conf() {
     return 0
   fi
   write_conf
-  if slurm_at_least 24 5; then
+  if slurm_at_least 24.05; then
     if ours_or_absent "$cgroup_conf"; then write_cgroup_conf; else theirs "$cgroup_conf"; fi
   fi
 }
