@@ -13,6 +13,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "jobs/input_record.hpp"
 #include "jobs/task_execution.hpp"
 #include "jobs/task_kind.hpp"
 #include "jobs/task_lease.hpp"
@@ -188,7 +189,7 @@ std::string Campaign::resultPath(const std::string& task_id) const {
   return taskDir(task_id) + "/" + kTaskResultFile;
 }
 
-Campaign Campaign::init(const CampaignSpec& spec, const std::string& dir_in) {
+Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) {
   const std::string dir = trimSlashes(dir_in);
   if (pathExists(dir)) {
     throw InputError(dir +
@@ -196,6 +197,15 @@ Campaign Campaign::init(const CampaignSpec& spec, const std::string& dir_in) {
                      "with `foldfarm campaign resume " +
                      dir + "`");
   }
+  // What every input is now: the tasks check their files against it before they run.
+  CampaignSpec spec = spec_in;
+  spec.inputs_at_init = json::object();
+  const auto record = [&spec](const std::map<std::string, std::string>& inputs) {
+    for (const auto& [key, path] : inputs)
+      if (!spec.inputs_at_init.contains(path)) spec.inputs_at_init[path] = recordInput(path);
+  };
+  record(spec.inputs);
+  for (const Variation& v : spec.variations) record(v.inputs);
   std::string tmp = dir + ".init." + std::to_string(::getpid());
   makeDir(tmp);
   try {
@@ -416,6 +426,7 @@ TaskResult runTaskStandalone(const std::string& campaign_dir, const std::string&
   e.attempt = attempt;
   e.always_write_result = true;
   e.lease.wait_s = spec.retry.lease_wait_s;
+  e.inputs_at_init = std::move(def.inputs_at_init);
   return executeTask(e);
 }
 

@@ -16,6 +16,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/json_value.hpp"
+#include "jobs/input_record.hpp"
 #include "jobs/task_kind.hpp"
 
 namespace foldfarm::jobs {
@@ -97,6 +98,17 @@ json parseAggregateChoices(const json& a, const std::string& kind, const std::st
   if (a.contains("plots") && !a["plots"].is_boolean())
     throw InputError(origin + ": 'aggregate.plots' must be true or false");
   return a;
+}
+
+// The frozen spec's record of its inputs (jobs/input_record.hpp): {absolute path: object}.
+json parseInputsAtInit(const json& r, const std::string& origin) {
+  bool valid = r.is_object();
+  for (auto it = r.begin(); valid && it != r.end(); ++it)
+    valid = !it.key().empty() && it.key()[0] == '/' && it.value().is_object();
+  if (!valid)
+    throw InputError(origin + ": 'inputs_at_init' is not {absolute path: record}; it is written " +
+                     "by `campaign init` only: remove it");
+  return r;
 }
 
 bool pathExists(const std::string& p) {
@@ -380,6 +392,10 @@ TaskDef CampaignSpec::taskDef(int index) const {
   for (const auto& [k, path] : inputs) in[k] = path;
   if (v)
     for (const auto& [k, path] : v->inputs) in[k] = path;
+  for (auto it = in.begin(); it != in.end(); ++it) {
+    const auto rec = inputs_at_init.find(it.value().get<std::string>());
+    if (rec != inputs_at_init.end()) t.inputs_at_init[rec.key()] = *rec;
+  }
   p["inputs"] = in;
   if (kind == "chain") p["chain"] = chain;
   if (v) {
@@ -446,6 +462,7 @@ json CampaignSpec::toJson() const {
                 {"lease_wait_s", retry.lease_wait_s}};
   j["time_limit_s"] = time_limit_s;
   if (!aggregate.empty()) j["aggregate"] = aggregate;
+  if (!inputs_at_init.empty()) j["inputs_at_init"] = inputs_at_init;
   if (!variations.empty()) {
     json vs = json::object();
     for (const auto& v : variations) {
@@ -468,6 +485,7 @@ json CampaignSpec::toJson() const {
 void requireCampaignInputs(const CampaignSpec& s, const std::string& origin) {
   requireCampaignInputFiles(s, origin);
   checkCampaignInputsForKind(s, origin);
+  requireCampaignInputsAsRecorded(s, origin);
 }
 
 void requireCampaignInputFiles(const CampaignSpec& s, const std::string& origin) {
@@ -480,6 +498,10 @@ void requireCampaignInputFiles(const CampaignSpec& s, const std::string& origin)
   };
   check(s.inputs, "");
   for (const Variation& v : s.variations) check(v.inputs, "variations." + v.name + ".");
+}
+
+void requireCampaignInputsAsRecorded(const CampaignSpec& s, const std::string& origin) {
+  requireInputsAsRecorded(s.inputs_at_init, origin);
 }
 
 void checkCampaignInputsForKind(const CampaignSpec& s, const std::string& origin) {
@@ -502,11 +524,11 @@ void checkCampaignInputsForKind(const CampaignSpec& s, const std::string& origin
 CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
                                const std::string& base_dir, bool require_inputs) {
   if (!j.is_object()) throw InputError(origin + ": a campaign spec must be a JSON object");
-  rejectUnknownKeys(
-      j,
-      {"name", "task", "replicas", "members", "seed", "inputs", "chain", "params", "overrides",
-       "resources", "executor", "retry", "time_limit_s", "variations", "aggregate"},
-      origin, "");
+  rejectUnknownKeys(j,
+                    {"name", "task", "replicas", "members", "seed", "inputs", "chain", "params",
+                     "overrides", "resources", "executor", "retry", "time_limit_s", "variations",
+                     "aggregate", "inputs_at_init"},
+                    origin, "");
   CampaignSpec s;
   s.name = getString(j, "name", "campaign", origin);
   for (char c : s.name) {
@@ -585,6 +607,8 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
   }
   if (j.contains("variations")) parseVariations(j["variations"], s, origin, base_dir);
   if (j.contains("aggregate")) s.aggregate = parseAggregateChoices(j["aggregate"], s.kind, origin);
+  if (j.contains("inputs_at_init"))
+    s.inputs_at_init = parseInputsAtInit(j["inputs_at_init"], origin);
   if (s.kind == "chain") {
     // A chain reads its inputs, its position, the seed and the top-level "chain" object and
     // nothing else (every chain of a campaign fits the same way, so replicas stay
@@ -701,7 +725,12 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
     for (const auto& v : s.variations) check(v.first_index);
     for (const auto& [id, ov] : s.overrides) check(s.indexOf(id));
   }
-  if (require_inputs) requireCampaignInputs(s, origin);
+  if (require_inputs) {
+    // A new spec (say, one copied from a campaign's spec.json): its campaign gets a record of
+    // its own at `campaign init`.
+    s.inputs_at_init = json::object();
+    requireCampaignInputs(s, origin);
+  }
   return s;
 }
 

@@ -21,6 +21,9 @@
 //     "executor": "local",                // local | mpi | slurm
 //     "retry": {"max_attempts": 3, "backoff_s": 0.0},
 //     "time_limit_s": 0,                  // per task; 0 = none
+//     "inputs_at_init": {"/abs/mc.h5": {"size": …, "mtime_ns": …}, …},
+//                                         // written by `campaign init` into the frozen spec
+//                                         // (jobs/input_record.hpp); dropped from a new one
 //     "aggregate": {"shift_noise": "keep", "event_weights": "all", "plots": true},
 //                                         // chain campaigns: how `campaign aggregate` (and
 //                                         // --aggregate) aggregates them unless its options
@@ -136,6 +139,9 @@ struct TaskDef {
   std::vector<int> needs;  // tasks that must be done before this one runs
   std::string kind;
   nlohmann::json params;  // what the task kind's runner receives (see taskDef())
+  // The records of the task's input paths at `campaign init` (jobs/input_record.hpp), which
+  // the attempt checks before it runs; empty for a campaign made before records.
+  nlohmann::json inputs_at_init = nlohmann::json::object();
 };
 
 struct CampaignSpec {
@@ -156,6 +162,10 @@ struct CampaignSpec {
   // "aggregate" as given (validated: shift_noise keep|subtract, event_weights
   // all|central|none, plots a boolean); empty when the spec has none.
   nlohmann::json aggregate = nlohmann::json::object();
+  // The frozen spec's "inputs_at_init": {absolute path: record} of every input path (the
+  // nominal's and each variation's) as `campaign init` found them (jobs/input_record.hpp).
+  // Written by Campaign::init only; a new spec's (one copied from a campaign) is dropped.
+  nlohmann::json inputs_at_init = nlohmann::json::object();
 
   int numNominalTasks() const { return replicas * members; }
   int numTasks() const;
@@ -192,14 +202,19 @@ std::string taskIdFor(const std::string& variation, int replica, int member);
 CampaignSpec parseCampaignSpec(const nlohmann::json& j, const std::string& origin,
                                const std::string& base_dir, bool require_inputs = true);
 // InputError naming the first input file (the nominal's, then each variation's) that does
-// not exist, then the first set of inputs the task kind cannot use: requireCampaignInputFiles
-// and checkCampaignInputsForKind.
+// not exist, then the first set of inputs the task kind cannot use, then (a campaign's frozen
+// spec) the first input changed since `campaign init`: requireCampaignInputFiles,
+// checkCampaignInputsForKind and requireCampaignInputsAsRecorded. (The kind's check first:
+// a corrupt checkpoint is named as such rather than as changed.)
 void requireCampaignInputs(const CampaignSpec& spec, const std::string& origin);
 // The first part: every input file exists (a stat each).
 void requireCampaignInputFiles(const CampaignSpec& spec, const std::string& origin);
 // The second: the kind's check_inputs over each set of inputs (the common one, each
 // variation's); a chain opens its files and checks their levels. A pilot runs it on one rank.
 void checkCampaignInputsForKind(const CampaignSpec& spec, const std::string& origin);
+// The third: every input as `inputs_at_init` recorded it (jobs/input_record.hpp; nothing to
+// check for a new spec or a campaign made before records). A stat each.
+void requireCampaignInputsAsRecorded(const CampaignSpec& spec, const std::string& origin);
 // Reads the file and parses it. Throws InputError.
 // `require_inputs` as parseCampaignSpec's (false: `campaign plan`, which starts no task).
 CampaignSpec loadCampaignSpec(const std::string& path, bool require_inputs = true);

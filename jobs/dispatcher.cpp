@@ -383,6 +383,7 @@ std::string runMessage(const Campaign& campaign, const TaskDef& def, int attempt
                    {"l", campaign.spec().time_limit_s},
                    {"lw", campaign.spec().retry.lease_wait_s},
                    {"s", slot}};
+  if (!def.inputs_at_init.empty()) m["ir"] = def.inputs_at_init;
   return m.dump();
 }
 

@@ -318,14 +318,16 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
   installStopHandlers();
 
   // Every rank checks that the inputs exist (on the shared file system all see the same) and
-  // so refuses together; what the kind needs of them rank 0 alone checks (it opens the files:
-  // once, not once per rank) and tells the others.
+  // so refuses together; what the kind needs of them, and that they are as `campaign init`
+  // recorded them, rank 0 alone checks (it opens the files: once, not once per rank) and tells
+  // the others.
   const CampaignSpec frozen = loadFrozenSpec(campaign_dir);
   requireCampaignInputFiles(frozen, campaign_dir + "/spec.json");
   std::string problem;
   if (rank == 0) {
     try {
       checkCampaignInputsForKind(frozen, campaign_dir + "/spec.json");
+      requireCampaignInputsAsRecorded(frozen, campaign_dir + "/spec.json");
     } catch (const InputError& e) {
       problem = e.what();
     }

@@ -12,6 +12,7 @@
 #include "core/base/exit_codes.hpp"
 #include "core/base/fd.hpp"
 #include "core/base/log.hpp"
+#include "jobs/input_record.hpp"
 #include "jobs/task_kind.hpp"
 
 namespace foldfarm::jobs {
@@ -66,6 +67,13 @@ std::optional<TaskResult> finishedByTheLastHolder(const TaskExecution& e, const 
   return prior;
 }
 
+// The kind's runner, once the task's inputs are what `campaign init` recorded.
+TaskOutcome runWithInputsAsRecorded(const TaskExecution& e) {
+  if (const std::string change = inputChangeSince(e.inputs_at_init); !change.empty())
+    return {kTaskBadInput, "not run: " + change + "; " + inputChangeAdvice(), nullptr};
+  return runTaskKind(e.kind, e.params, e.task_dir);
+}
+
 }  // namespace
 
 TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
@@ -108,12 +116,12 @@ TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
       // what one killed by SIGKILL (or the OOM killer) was writing.
       if (const int stale = removeTemporaryFilesUnder(e.task_dir); stale > 0)
         logInfo("removed {} temporary file(s) an earlier attempt left unfinished", stale);
-      out = runTaskKind(e.kind, e.params, e.task_dir);
+      out = runWithInputsAsRecorded(e);
       if (out.status != 0) logWarn("ended with status {}: {}", out.status, out.reason);
     }
     setLogTask("");
   } else {
-    out = runTaskKind(e.kind, e.params, e.task_dir);
+    out = runWithInputsAsRecorded(e);
   }
   r.finished_at = wallClockNow();
   if (prior) {  // the times and host of the attempt that did the work

@@ -3,7 +3,9 @@
 // standalone `campaign work` run: create the task directory (for kinds that need one), take
 // the attempt's lease (jobs/task_lease.hpp) before anything is written, send the process's
 // stderr (logs) to <task dir>/task.log for the task's duration, run the kind's runner, and
-// write task_result.json atomically when there is something to record.
+// write task_result.json atomically when there is something to record. An attempt whose input
+// files changed since `campaign init` (jobs/input_record.hpp) runs nothing: it ends as bad
+// input (not retried) with a reason naming the file.
 //
 // An attempt whose lease is refused runs nothing and writes nothing: status
 // kExitSuperseded (a newer attempt exists) or kExitInterrupted (an earlier attempt's
@@ -30,6 +32,9 @@ struct TaskExecution {
   // thread while the next task starts, and reports the attempt only once it is written).
   bool write_result_file = true;
   LeaseOptions lease;
+  // The records of the task's input paths at `campaign init` (TaskDef::inputs_at_init): an
+  // input that no longer matches fails the attempt as bad input before the kind runs.
+  nlohmann::json inputs_at_init = nlohmann::json::object();
 };
 
 // Whether the attempt's task_result.json is to be written: never without the lease, and never

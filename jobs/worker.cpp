@@ -230,6 +230,7 @@ int runWorker(int in_fd, int out_fd) {
     e.write_result_file = false;
     double limit = m.value("l", 0.0);
     e.lease.wait_s = m.value("lw", e.lease.wait_s);
+    if (m.contains("ir")) e.inputs_at_init = std::move(m["ir"]);
     if (hasTaskKind(e.kind) && taskKindTraits(e.kind).needs_directory) {
       if (!reply.send(json{{"t", "start"}, {"i", index}, {"a", attempt}})) break;
     }

@@ -4,7 +4,8 @@
 // bytes of JSON. Messages ("t" = type):
 //   orchestrator -> worker
 //     {"t":"run", "i":index, "id":task id, "a":attempt, "k":kind, "d":task dir,
-//      "p":params, "l":time limit s (0 none), "lw":lease wait s, "s":slot}
+//      "p":params, "l":time limit s (0 none), "lw":lease wait s, "s":slot,
+//      "ir":the task's input records of `campaign init` (absent for campaigns without)}
 //   worker -> orchestrator
 //     {"t":"start", "i":index, "a":attempt}   before a task of a kind with a directory
 //     {"t":"done", "i":index, "a":attempt, "s":status, "r":reason, "t0":start, "t1":end,

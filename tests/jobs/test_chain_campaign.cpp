@@ -5,6 +5,7 @@
 // one.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -173,7 +174,8 @@ TEST_F(ChainCampaign, InputsNoChainCanUseAreRefusedAtInitAndAFailedChainsReasonI
 // The foundation is read whole (both checksums) and its preset compared at `campaign init`
 // and again before any task starts: a foundation corrupted, or emptied, after init stops
 // `campaign run` with one line naming it and exit 2, no task run (before: every chain
-// failed when it started); restored, the campaign runs.
+// failed when it started); so does a sound checkpoint written since (as `campaign init`
+// recorded its files, it is another); restored as it was, the campaign runs.
 TEST_F(ChainCampaign, AFoundationBrokenAfterInitStopsTheRunBeforeAnyTaskStarts) {
   ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "pretrain", "--jets", "120", "--particles",
                          "32", "--seed", "3", "--out", scratch_ + "/pre.h5"},
@@ -205,6 +207,7 @@ TEST_F(ChainCampaign, AFoundationBrokenAfterInitStopsTheRunBeforeAnyTaskStarts) 
     if (e.path().filename().string().rfind("tensors-", 0) == 0) payload = e.path().string();
   ASSERT_FALSE(payload.empty());
   const std::string good = readText(payload);
+  const auto good_time = fs::last_write_time(payload);
   std::string bad = good;
   bad[bad.size() / 2] = static_cast<char>(bad[bad.size() / 2] ^ 0x5a);
   std::ofstream(payload, std::ios::binary | std::ios::trunc) << bad;
@@ -222,12 +225,24 @@ TEST_F(ChainCampaign, AFoundationBrokenAfterInitStopsTheRunBeforeAnyTaskStarts) 
 
   // The checkpoint moved away (a pretraining writing it anew): the directory named.
   std::ofstream(payload, std::ios::binary | std::ios::trunc) << good;
+  fs::last_write_time(payload, good_time);
   fs::rename(found + "/model", scratch_ + "/model.moved");
   err = refusedRun("emptied");
   EXPECT_NE(err.find("foundation " + found + ": holds no checkpoint"), std::string::npos) << err;
 
-  // Restored: the same campaign runs.
+  // Back, but not as it was (a sound checkpoint written since, as a pretraining run again
+  // would): the foundation named as changed since `campaign init`.
   fs::rename(scratch_ + "/model.moved", found + "/model");
+  const auto meta_time = fs::last_write_time(found + "/model/meta.json");
+  fs::last_write_time(found + "/model/meta.json", meta_time + std::chrono::seconds(1));
+  err = refusedRun("rewritten");
+  EXPECT_NE(err.find(found + " (a directory: its files) changed since `campaign init`"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(foldfarm::testing::errorLines(err), 1) << err;
+
+  // Restored as it was: the same campaign runs.
+  fs::last_write_time(found + "/model/meta.json", meta_time);
   ASSERT_EQ(runFoldfarm({"campaign", "run", dir}, scratch_, "restored"), 0)
       << readText(scratch_ + "/restored.err");
 }

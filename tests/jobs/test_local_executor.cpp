@@ -1,13 +1,16 @@
 // The local executor through the real command-line tool: campaigns complete, failures end
 // `failed` with their reason while the rest finish, `retry --failed` reruns only those,
 // SIGTERM stops cleanly and `resume` continues.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <set>
 
 #include "core/base/error.hpp"
+#include "core/base/exit_codes.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/executor.hpp"
 #include "tests/jobs/test_kinds.hpp"
@@ -232,6 +235,80 @@ TEST_F(LocalExecutor, APersistentWorkerKeepsItsInputAndDirectorylessKindsReportR
   }
   EXPECT_EQ(loads, 1) << "one worker reads the input once and keeps it";
   EXPECT_EQ(checksums.size(), 1u);
+}
+
+// A campaign's input replaced while it runs: the tasks after it run nothing and end failed
+// naming the file (bad input: no retry); the next run refuses at once; an array element
+// (`work`) refuses the task too; once the file is restored as it was, a retry finishes the
+// campaign without running the finished task again. A campaign never mixes both versions.
+TEST_F(LocalExecutor, AnInputReplacedSinceInitIsRefusedUntilRestored) {
+  const std::string mc = scratch_ + "/mc.h5";
+  writeText(mc, "simulation");
+  const std::string ran = scratch_ + "/ran";
+  std::filesystem::create_directories(ran);
+  // r0000m0 rewrites the simulation (a new version of it, say) and then finishes; every task
+  // leaves a mark when it runs.
+  init(json{{"task", "command"},
+            {"replicas", 4},
+            {"inputs", {{"mc", mc}}},
+            {"params", {{"argv", {"/bin/sh", "-c", "touch " + ran + "/$(basename $PWD)"}}}},
+            {"overrides",
+             {{"r0000m0",
+               {{"argv", {"/bin/sh", "-c", "touch " + ran + "/r0000m0; printf ' v2' >> " + mc}}}}}},
+            {"retry", {{"max_attempts", 3}}},
+            {"resources", {{"cpu_slots", 1}}}});
+  const json record = json::parse(readText(dir_ + "/spec.json")).at("inputs_at_init").at(mc);
+  ToolRun r = runTool({"run", dir_}, scratch_, "run");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+    for (const auto& t : c.tasks()) {
+      EXPECT_EQ(t.attempts, 1) << t.id << " (bad input is not retried)";
+      if (t.id == "r0000m0") {
+        EXPECT_EQ(t.state, TaskState::kDone) << t.reason;
+        continue;
+      }
+      EXPECT_EQ(t.state, TaskState::kFailed) << t.id;
+      EXPECT_EQ(t.exit_code, kExitBadInput) << t.id;
+      EXPECT_NE(t.reason.find("not run: " + mc + " changed since `campaign init` (10 bytes"),
+                std::string::npos)
+          << t.reason;
+      EXPECT_NE(t.reason.find("; 13 bytes, modified "), std::string::npos) << t.reason;
+      EXPECT_FALSE(exists(ran + "/" + t.id)) << t.id << " ran on the new file";
+    }
+  }
+  ToolRun refused = runTool({"retry", dir_, "--failed"}, scratch_, "refused");
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_EQ(countLines(refused.err), 1) << refused.err;
+  EXPECT_NE(refused.err.find(dir_ + "/spec.json: " + mc + " changed since `campaign init`"),
+            std::string::npos)
+      << refused.err;
+  EXPECT_NE(refused.err.find("restore it"), std::string::npos) << refused.err;
+  ToolRun element =
+      runTool({"work", dir_, "--task", "r0001m0", "--attempt", "1"}, scratch_, "work");
+  EXPECT_EQ(element.exit_code, kExitBadInput) << element.err;
+  auto written = readTaskResult(dir_ + "/tasks/r0001m0/" + kTaskResultFile);
+  ASSERT_TRUE(written.has_value());
+  EXPECT_EQ(written->attempt, 1);
+  EXPECT_NE(written->reason.find(mc + " changed since"), std::string::npos) << written->reason;
+  EXPECT_FALSE(exists(ran + "/r0001m0"));
+
+  // Restored: the same bytes and modification time as at `campaign init`.
+  writeText(mc, "simulation");
+  const long long ns = record.at("mtime_ns").get<long long>();
+  const struct timespec times[2] = {{0, UTIME_OMIT},
+                                    {static_cast<time_t>(ns / 1000000000LL), ns % 1000000000LL}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, mc.c_str(), times, 0), 0);
+  ToolRun finished = runTool({"retry", dir_, "--failed"}, scratch_, "finished");
+  EXPECT_EQ(finished.exit_code, 0) << finished.err;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.counts()[TaskState::kDone], 4);
+  for (const auto& t : c.tasks()) {
+    EXPECT_TRUE(exists(ran + "/" + t.id)) << t.id;
+    if (t.id == "r0000m0") {
+      EXPECT_EQ(t.attempts, 1) << "a finished task is not run again";
+    }
+  }
 }
 
 }  // namespace

@@ -1,12 +1,15 @@
 // The mpi executor under `mpirun -np 3`: rank 0 dispatches, ranks 1 and 2 run the tasks
 // in their worker processes; a segfaulting task costs one attempt and the campaign ends
 // with every task done.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
+#include <sys/stat.h>
 
 #include <map>
 #include <set>
 
+#include "core/base/error.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
 #include "jobs/executor.hpp"
@@ -128,6 +131,57 @@ TEST(MpiExecutor, RetryOnEveryRankMovesTheTasksOnceAndRunsThem) {
     });
     EXPECT_EQ(moved, 4) << "each cancelled task moved back once";
     for (const auto& t : c.tasks()) EXPECT_EQ(t.attemptsSinceRetry(), 1) << t.id;
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// An input replaced since `campaign init`: every rank of the pilot refuses with the same one
+// line (rank 0 checks, the others hear it: no rank left waiting in a collective) and no task
+// runs; restored as it was, the pilot runs the campaign.
+TEST(MpiExecutor, EveryRankRefusesAnInputChangedSinceInit) {
+  registerTestTaskKinds();
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::string scratch;
+  if (rank == 0) scratch = makeScratchDir("mpi_inputs");
+  scratch = broadcastString(scratch);
+  const std::string dir = scratch + "/c", mc = scratch + "/mc.h5";
+  struct stat was {};
+  if (rank == 0) {
+    writeText(mc, "simulation");
+    ASSERT_EQ(::stat(mc.c_str(), &was), 0);
+    const json spec{{"name", "mpi-inputs"},           {"task", "sleep"},        {"replicas", 4},
+                    {"params", {{"seconds", 0.0}}},   {"inputs", {{"mc", mc}}}, {"executor", "mpi"},
+                    {"resources", {{"cpu_slots", 1}}}};
+    Campaign::init(parseCampaignSpec(spec, "spec", scratch), dir);
+    writeText(mc, "simulation v2");
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  RunOptions opt;
+  opt.worker_argv = {FF_JOBS_TOOL, "worker"};
+  opt.show_progress = false;
+  opt.heartbeat_s = 0.2;
+  std::string refused;
+  try {
+    runMpi(dir, opt);
+  } catch (const InputError& e) {
+    refused = e.what();
+  }
+  EXPECT_NE(refused.find(mc + " changed since `campaign init` (10 bytes"), std::string::npos)
+      << "rank " << rank << ": " << refused;
+  EXPECT_EQ(broadcastString(refused), refused) << "the ranks refused alike";
+  if (rank == 0) {
+    Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
+    EXPECT_EQ(c.counts()[TaskState::kPending], 4);
+    writeText(mc, "simulation");
+    const struct timespec times[2] = {{0, UTIME_OMIT}, was.st_mtim};
+    ASSERT_EQ(::utimensat(AT_FDCWD, mc.c_str(), times, 0), 0);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  runMpi(dir, opt);
+  if (rank == 0) {
+    Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
+    EXPECT_EQ(c.counts()[TaskState::kDone], 4);
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

@@ -1,5 +1,7 @@
 // Campaign specs are validated before anything runs: one line, exit 2, nothing created.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -9,6 +11,7 @@
 
 #include "core/base/error.hpp"
 #include "jobs/campaign_spec.hpp"
+#include "jobs/input_record.hpp"
 #include "jobs/slots.hpp"
 #include "jobs/task_kind.hpp"
 #include "tests/jobs/test_kinds.hpp"
@@ -128,8 +131,8 @@ TEST_F(SpecValidation, ImpossibleResourcesAreRejected) {
 
 // A campaign whose input file moved away: reading it (status, cancel, report) still works;
 // the commands that start tasks refuse with one line naming the file and change nothing;
-// once the file is back, the campaign runs. (Before: every command on the campaign,
-// status included, refused.)
+// once the file is back as it was (moved back), the campaign runs. (Before: every command on
+// the campaign, status included, refused.)
 TEST_F(SpecValidation, AMissingInputStopsRunsButNotStatus) {
   const std::string input = dir_ + "/input.txt";
   writeText(input, "x");
@@ -138,7 +141,7 @@ TEST_F(SpecValidation, AMissingInputStopsRunsButNotStatus) {
   const std::string spec = dir_ + "/spec.json", camp = dir_ + "/campaign";
   writeText(spec, s.dump(2));
   ASSERT_EQ(runTool({"init", spec, "--dir", camp}, dir_).exit_code, 0);
-  ASSERT_EQ(std::remove(input.c_str()), 0);
+  ASSERT_EQ(std::rename(input.c_str(), (input + ".away").c_str()), 0);
 
   const ToolRun status = runTool({"status", camp, "--json"}, dir_, "status");
   EXPECT_EQ(status.exit_code, 0) << status.err;
@@ -150,7 +153,7 @@ TEST_F(SpecValidation, AMissingInputStopsRunsButNotStatus) {
   const ToolRun after = runTool({"status", camp, "--json"}, dir_, "after");
   EXPECT_EQ(after.out, status.out) << "a refused run changed the journal";
 
-  writeText(input, "x");
+  ASSERT_EQ(std::rename((input + ".away").c_str(), input.c_str()), 0);  // as it was
   EXPECT_EQ(runTool({"run", camp, "--slots", "2"}, dir_, "rerun").exit_code, 0);
 }
 
@@ -512,6 +515,110 @@ TEST_F(SpecValidation, ChainVariationsNeedATypeAndTheInputsItReplaces) {
 namespace foldfarm::jobs {
 // Slots sharing a GPU: each gets its GPU and an equal share of its memory; a GPU of its own
 // or a CPU slot gets no cap.
+// Sets the modification time of `path` (ns since the epoch).
+void setMtimeNs(const std::string& path, long long ns) {
+  const struct timespec t[2] = {{0, UTIME_OMIT},
+                                {static_cast<time_t>(ns / 1000000000LL), ns % 1000000000LL}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), t, 0), 0) << path;
+}
+
+// What stat() says of a file or a directory's files is recorded; any change to it is named
+// with the path, what it was and what it is; hidden names and atomic-write temporaries in a
+// directory are not part of it.
+TEST(InputRecord, ChangesToAFileOrADirectorysFilesAreNamed) {
+  const std::string dir = makeScratchDir("inputrecord");
+  const std::string file = dir + "/mc.h5";
+  writeText(file, "abcd");
+  json record = {{file, recordInput(file)}};
+  EXPECT_EQ(record[file]["size"], 4);
+  EXPECT_EQ(inputChangeSince(record), "");
+  const long long then = record[file]["mtime_ns"].get<long long>();
+  setMtimeNs(file, then + 1000000000LL);  // touched: the same bytes, a later time
+  std::string change = inputChangeSince(record);
+  EXPECT_NE(change.find(file + " changed since `campaign init`"), std::string::npos) << change;
+  setMtimeNs(file, then);
+  EXPECT_EQ(inputChangeSince(record), "") << "restored as it was";
+  writeText(file, "abcdef");
+  change = inputChangeSince(record);
+  EXPECT_NE(change.find("(4 bytes, modified "), std::string::npos) << change;
+  EXPECT_NE(change.find("; 6 bytes, modified "), std::string::npos) << change;
+  EXPECT_THROW(requireInputsAsRecorded(record, "spec.json"), InputError);
+  try {
+    requireInputsAsRecorded(record, "spec.json");
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("spec.json: " + file, 0), 0u) << e.what();
+    EXPECT_NE(std::string(e.what()).find("restore it"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(file);
+  EXPECT_NE(inputChangeSince(record).find("; missing now)"), std::string::npos);
+
+  const std::string pet = dir + "/pet";
+  std::filesystem::create_directories(pet + "/model");
+  writeText(pet + "/model/meta.json", "{}");
+  writeText(pet + "/model/tensors-a.pt", "aaaa");
+  const json dir_record = {{pet, recordInput(pet)}};
+  EXPECT_EQ(dir_record[pet]["files"], 2);
+  EXPECT_EQ(dir_record[pet]["bytes"], 6);
+  writeText(pet + "/.lease", "x");
+  writeText(pet + "/model/meta.json.tmp.host.12.0", "{partial");
+  std::filesystem::create_directories(pet + "/.hidden");
+  writeText(pet + "/.hidden/x", "y");
+  EXPECT_EQ(inputChangeSince(dir_record), "") << "hidden names and temporaries do not count";
+  writeText(pet + "/model/tensors-b.pt", "bbbb");
+  change = inputChangeSince(dir_record);
+  EXPECT_NE(change.find(pet + " (a directory: its files) changed since"), std::string::npos)
+      << change;
+  EXPECT_NE(change.find("(2 files, 6 bytes"), std::string::npos) << change;
+  EXPECT_NE(change.find("; 3 files, 10 bytes"), std::string::npos) << change;
+  std::filesystem::remove(pet + "/model/tensors-b.pt");
+  std::filesystem::remove(pet + "/model/tensors-a.pt");
+  writeText(pet + "/model/tensors-c.pt", "cccc");  // same count and size, another file
+  EXPECT_NE(inputChangeSince(dir_record), "");
+  EXPECT_NO_THROW(requireInputsAsRecorded(json::object(), "old campaign"));
+  EXPECT_NO_THROW(requireInputsAsRecorded(json(), "old campaign"));
+  std::filesystem::remove_all(dir);
+}
+
+// `campaign init` records every input path once; each task carries the records of its own
+// inputs; the frozen form parses back with them; a spec copied from a campaign (its record
+// stale) makes a new campaign with a record of its own instead of being refused.
+TEST_F(SpecValidation, InitRecordsTheInputsAndEachTaskCarriesItsOwn) {
+  writeText(dir_ + "/mc.h5", "x");
+  writeText(dir_ + "/mc_alt.h5", "xy");
+  json j = validSpec();
+  j["inputs"] = {{"mc", "mc.h5"}};
+  j["variations"] = {{"alt", {{"inputs", {{"mc", "mc_alt.h5"}}}}}};
+  const std::string target = dir_ + "/first";
+  ASSERT_EQ(runTool({"init", writeSpec(dir_, j), "--dir", target}, dir_).exit_code, 0);
+  const json frozen = json::parse(readText(target + "/spec.json"));
+  const json& rec = frozen.at("inputs_at_init");
+  ASSERT_EQ(rec.size(), 2u) << rec.dump();
+  EXPECT_EQ(rec.at(dir_ + "/mc.h5").at("size"), 1);
+  EXPECT_EQ(rec.at(dir_ + "/mc_alt.h5").at("size"), 2);
+  CampaignSpec s = parseCampaignSpec(frozen, "frozen", "/", false);
+  EXPECT_EQ(s.taskDef(0).inputs_at_init, (json{{dir_ + "/mc.h5", rec.at(dir_ + "/mc.h5")}}));
+  const int alt = s.indexOf("alt.r0000m0");
+  ASSERT_GE(alt, 0);
+  EXPECT_EQ(s.taskDef(alt).inputs_at_init,
+            (json{{dir_ + "/mc_alt.h5", rec.at(dir_ + "/mc_alt.h5")}}));
+  EXPECT_EQ(parseCampaignSpec(s.toJson(), "again", "/", false).inputs_at_init, rec);
+  EXPECT_NO_THROW(requireCampaignInputs(s, "frozen"));
+
+  writeText(dir_ + "/mc.h5", "xyz");
+  EXPECT_THROW(requireCampaignInputs(s, "frozen"), InputError);
+  const std::string copy = writeSpec(dir_, frozen, "copied.json");
+  ASSERT_EQ(runTool({"init", copy, "--dir", dir_ + "/second"}, dir_).exit_code, 0);
+  const json second = json::parse(readText(dir_ + "/second/spec.json"));
+  EXPECT_EQ(second["inputs_at_init"][dir_ + "/mc.h5"]["size"], 3) << "recorded anew";
+
+  json bad = validSpec();
+  bad["inputs_at_init"] = {{"relative.h5", json::object()}};
+  ToolRun r = initRejected(bad);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("'inputs_at_init' is not {absolute path: record}"), std::string::npos)
+      << r.err;
+}
+
 TEST(Slots, TasksSharingAGpuEachGetTheirGpuAndAShareOfItsMemory) {
   auto env = [](const SlotBinding& b, const std::string& key) {
     for (const auto& [k, v] : b.env)

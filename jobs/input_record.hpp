@@ -1,0 +1,40 @@
+#pragma once
+// What a campaign's input files were when it was made. `campaign init` records, for every
+// input path of the spec (the nominal's and each variation's), what stat() says of it; every
+// command that starts tasks, and every task attempt before it runs, compares the files with
+// that record. A file replaced since (a regenerated simulation, a foundation pretrained
+// again) is refused in one line naming it: the tasks already done read the old one, and a
+// campaign mixing both would aggregate without a word.
+//
+// Record of one path (JSON, as frozen in the campaign's spec.json under "inputs_at_init"):
+//   a file       {"size": bytes, "mtime_ns": modification time}
+//   a directory  {"files": n, "bytes": total, "mtime_ns": newest, "digest": sha256 hex of
+//                 the sorted listing "<relative path>\t<size>\t<mtime_ns>\n" of its regular
+//                 files, recursively} (a checkpoint: meta.json and its payload); names
+//                 starting with "." and atomic-write temporaries ("*.tmp.*") are not listed
+//   missing      {"missing": true}
+// As `make` does, a change is what stat() shows: a file rewritten with the same size within
+// the file system's time resolution is not noticed, and `touch` counts as a change.
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace foldfarm::jobs {
+
+// The record of `path` now (never throws: an unreadable path is recorded as missing).
+nlohmann::json recordInput(const std::string& path);
+
+// "" when every path of `record` (an object path -> recordInput) still matches it; else one
+// clause naming the first path that does not and how: "/d/mc.h5 changed since `campaign
+// init` (1000 bytes, modified 2026-12-02 20:01:02 UTC then; 1200 bytes, modified … now)".
+std::string inputChangeSince(const nlohmann::json& record);
+
+// InputError("<what>: <inputChangeSince>; the tasks done so far read the old version: restore
+// it, or unfold the new one in a new campaign (`foldfarm campaign init`)") when a recorded
+// input changed; nothing when `record` is empty or null (a campaign made before records).
+void requireInputsAsRecorded(const nlohmann::json& record, const std::string& what);
+
+// The advice that ends requireInputsAsRecorded's message (also for task attempts' reasons).
+std::string inputChangeAdvice();
+
+}  // namespace foldfarm::jobs
