@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "core/base/progress.hpp"
+#include "jobs/input_record.hpp"
 
 namespace foldfarm::jobs {
 
@@ -92,6 +93,7 @@ json statusJson(Campaign& campaign) {
   j["eta_s"] = rate > 0 ? remaining / rate : (remaining == 0 ? 0.0 : -1.0);
   j["failures"] = failures;
   j["running"] = running;
+  j["inputs_changed"] = inputChangeSince(spec.inputs_at_init);
   return j;
 }
 
@@ -139,6 +141,10 @@ std::string statusText(const json& s) {
       }
       out += "    " + h["task"].get<std::string>() + ": " + h["reason"].get<std::string>() + "\n";
     }
+  }
+  if (!s.value("inputs_changed", std::string()).empty()) {
+    out += "  inputs: " + s["inputs_changed"].get<std::string>() +
+           "; no task runs until it is restored as it was\n";
   }
   if (!s["failures"].empty()) {
     out += "  failed tasks (rerun with `foldfarm campaign retry DIR --failed`):\n";

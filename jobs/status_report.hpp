@@ -14,7 +14,8 @@ namespace foldfarm::jobs {
 //  "host", "slot", "external_id", "since"}], "graph": {"dependencies", "ready", "waiting",
 //  "held"} (pending tasks by readiness, jobs/task_graph.hpp), "groups": [{"name" (nominal
 //  or a variation), "type", "tasks", "counts": {state: n}, "after"}], "held": [{"task",
-//  "needs", "reason"}]}
+//  "needs", "reason"}], "inputs_changed": the first input changed since `campaign init`
+//  (jobs/input_record.hpp; "" when none)}
 nlohmann::json statusJson(Campaign& campaign);
 std::string statusText(const nlohmann::json& status);
 

@@ -238,9 +238,10 @@ TEST_F(LocalExecutor, APersistentWorkerKeepsItsInputAndDirectorylessKindsReportR
 }
 
 // A campaign's input replaced while it runs: the tasks after it run nothing and end failed
-// naming the file (bad input: no retry); the next run refuses at once; an array element
-// (`work`) refuses the task too; once the file is restored as it was, a retry finishes the
-// campaign without running the finished task again. A campaign never mixes both versions.
+// naming the file (bad input: no retry); `status` names it; the next run refuses at once; an
+// array element (`work`) refuses the task too; once the file is restored as it was, a retry
+// finishes the campaign without running the finished task again. A campaign never mixes both
+// versions.
 TEST_F(LocalExecutor, AnInputReplacedSinceInitIsRefusedUntilRestored) {
   const std::string mc = scratch_ + "/mc.h5";
   writeText(mc, "simulation");
@@ -277,6 +278,9 @@ TEST_F(LocalExecutor, AnInputReplacedSinceInitIsRefusedUntilRestored) {
       EXPECT_FALSE(exists(ran + "/" + t.id)) << t.id << " ran on the new file";
     }
   }
+  ToolRun st = runTool({"status", dir_}, scratch_, "status");
+  EXPECT_NE(st.out.find("  inputs: " + mc + " changed since `campaign init`"), std::string::npos)
+      << st.out;
   ToolRun refused = runTool({"retry", dir_, "--failed"}, scratch_, "refused");
   EXPECT_EQ(refused.exit_code, 2);
   EXPECT_EQ(countLines(refused.err), 1) << refused.err;
@@ -299,6 +303,8 @@ TEST_F(LocalExecutor, AnInputReplacedSinceInitIsRefusedUntilRestored) {
   const struct timespec times[2] = {{0, UTIME_OMIT},
                                     {static_cast<time_t>(ns / 1000000000LL), ns % 1000000000LL}};
   ASSERT_EQ(::utimensat(AT_FDCWD, mc.c_str(), times, 0), 0);
+  st = runTool({"status", dir_, "--json"}, scratch_, "restored-status");
+  EXPECT_EQ(json::parse(st.out).at("inputs_changed"), "") << st.out;
   ToolRun finished = runTool({"retry", dir_, "--failed"}, scratch_, "finished");
   EXPECT_EQ(finished.exit_code, 0) << finished.err;
   Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
