@@ -445,6 +445,10 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
     }
   }
   if (ready.empty()) return round;
+  // The inputs as `campaign init` recorded them (jobs/input_record.hpp): one replaced during
+  // a long watch stops the submissions (InputError naming it); what runs finishes and is
+  // ingested by the next `slurm submit`.
+  jobs::requireCampaignInputsAsRecorded(c.spec(), c.dir() + "/spec.json");
   const SbatchResources res = submissionResources(c, o);
   const int lanes = arrayElementLanes(res);
   ArrayPlanOptions po;

@@ -176,6 +176,44 @@ TEST_F(SlurmCampaign, RetryOfCancelledTasksSubmitsThem) {
   EXPECT_EQ(sum.tasksSubmitted, 2);
 }
 
+// An input replaced during the watch (here by the nominal task itself): the variation's task,
+// ready once the nominal one is done, is not submitted; the submitter stops with one line
+// naming the file, the finished task's result ingested and the other task pending, unrun.
+TEST_F(SlurmCampaign, AnInputReplacedDuringTheWatchStopsTheSubmissions) {
+  jobs::registerBuiltinTaskKinds();
+  const std::string dir = base_ + "/inputs", mc = base_ + "/mc.h5", ran = base_ + "/ran";
+  jobs::testing::writeText(mc, "simulation");
+  std::filesystem::create_directories(ran);
+  const nlohmann::json spec = {
+      {"name", "inputs"},
+      {"task", "command"},
+      {"inputs", {{"mc", mc}}},
+      {"params",
+       {{"argv", {"/bin/sh", "-c", "touch " + ran + "/$(basename $PWD); printf ' v2' >> " + mc}}}},
+      {"variations", {{"alt", nlohmann::json::object()}}},
+      {"executor", "slurm"},
+      {"resources", {{"cpu_slots", 1}}}};
+  jobs::Campaign::init(jobs::parseCampaignSpec(spec, "test spec", base_), dir);
+  std::string refused;
+  try {
+    runCampaignOnSlurm(dir, fastOptions());
+  } catch (const InputError& e) {
+    refused = e.what();
+  }
+  EXPECT_NE(refused.find(mc + " changed since `campaign init` (10 bytes"), std::string::npos)
+      << refused;
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    if (t.id == "r0000m0") {
+      EXPECT_EQ(t.state, TaskState::kDone) << t.reason;
+    } else {
+      EXPECT_EQ(t.state, TaskState::kPending) << t.id << ": " << t.reason;
+      EXPECT_EQ(t.attempts, 0) << t.id << " was submitted";
+      EXPECT_FALSE(jobs::testing::exists(ran + "/" + t.id));
+    }
+  }
+}
+
 // scancel in the middle: the tasks without a result go back to pending and are the only
 // ones resubmitted; every task ends done with exactly one result ingested.
 TEST_F(SlurmCampaign, ScancelMidwayResubmitsOnlyTheMissingTasks) {
