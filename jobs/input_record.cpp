@@ -109,6 +109,16 @@ std::string inputChangeSince(const json& record) {
   return "";
 }
 
+json presentInputs(const json& record, const std::string& except) {
+  json present = json::object();
+  if (!record.is_object()) return present;
+  for (auto it = record.begin(); it != record.end(); ++it) {
+    struct stat st {};
+    if (it.key() != except && ::stat(it.key().c_str(), &st) == 0) present[it.key()] = it.value();
+  }
+  return present;
+}
+
 std::string inputChangeAdvice() {
   return "the tasks done so far read it as it was: restore it, or unfold the new version in a "
          "new campaign (`foldfarm campaign init`)";

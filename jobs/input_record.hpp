@@ -34,6 +34,10 @@ std::string inputChangeSince(const nlohmann::json& record);
 // input changed; nothing when `record` is empty or null (a campaign made before records).
 void requireInputsAsRecorded(const nlohmann::json& record, const std::string& what);
 
+// The entries of `record` whose paths exist now, but for `except` (a command that reads only
+// some inputs, such as the aggregation, names a missing one where it reads it).
+nlohmann::json presentInputs(const nlohmann::json& record, const std::string& except = "");
+
 // The advice that ends requireInputsAsRecorded's message (also for task attempts' reasons).
 std::string inputChangeAdvice();
 

@@ -19,6 +19,7 @@
 #include "ensembles/aggregate_bench.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
+#include "jobs/input_record.hpp"
 #include "report/campaign_report.hpp"
 #include "slurm/slurm_campaign.hpp"
 
@@ -138,6 +139,13 @@ json aggregateCampaign(const std::string& dir, const std::string& truth, const A
     truth_path = truth;
   else if (camp.spec().inputs.count("truth"))
     truth_path = camp.spec().inputs.at("truth");
+  // The truth and the simulations (whose events the publication weights belong to) are read
+  // here again: one replaced since `campaign init` is not what the chains read. (One removed
+  // is named where it is read; the spec's truth is not read under another --truth.)
+  const std::string spec_truth =
+      camp.spec().inputs.count("truth") && !truth.empty() ? camp.spec().inputs.at("truth") : "";
+  jobs::requireInputsAsRecorded(jobs::presentInputs(camp.spec().inputs_at_init, spec_truth),
+                                camp.dir() + "/spec.json");
   ensembles::aggregateRunsWithOptions(runs, out, truth_path, args.options(camp.spec().aggregate));
   r["aggregated"] = true;
   return r;

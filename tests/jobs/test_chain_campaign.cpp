@@ -76,6 +76,7 @@ class ChainCampaign : public ::testing::Test {
   std::string scratch_;
 };
 
+// A campaign runs and aggregates; once its truth is replaced, aggregating again is refused.
 TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   std::string dir = init(spec(8, 2), "full");
   ASSERT_EQ(runFoldfarm({"campaign", "run", dir}, scratch_, "run"), 0)
@@ -91,6 +92,20 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   json summary = json::parse(readText(dir + "/aggregate/summary.json"));
   EXPECT_EQ(summary["replicas"], 8);
   EXPECT_EQ(summary["chains"], 16);
+
+  // The truth replaced since `campaign init` (here only its time moved on): aggregating again
+  // is refused naming it, and the aggregate written before stays as it was.
+  const std::string truth = scratch_ + "/data.h5", bands = readText(dir + "/aggregate/bands.h5");
+  const auto truth_time = fs::last_write_time(truth);
+  fs::last_write_time(truth, truth_time + std::chrono::seconds(1));
+  EXPECT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "agg-changed"), kExitBadInput);
+  const std::string err = readText(scratch_ + "/agg-changed.err");
+  EXPECT_NE(err.find(truth + " changed since `campaign init`"), std::string::npos) << err;
+  EXPECT_EQ(foldfarm::testing::errorLines(err), 1) << err;
+  EXPECT_EQ(readText(dir + "/aggregate/bands.h5"), bands);
+  fs::last_write_time(truth, truth_time);
+  EXPECT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "agg-restored"), 0)
+      << readText(scratch_ + "/agg-restored.err");
 }
 
 // Inputs no chain can use are refused at `campaign init`, naming the spec, the key and the
