@@ -170,7 +170,11 @@ TEST_F(LocalExecutor, SigtermStopsCleanlyAndResumeFinishes) {
             {"params", {{"seconds", 0.25}}},
             {"resources", {{"cpu_slots", 2}}}});
   pid_t pid = startTool({"run", dir_}, scratch_, "run");
-  std::this_thread::sleep_for(std::chrono::milliseconds(900));
+  // Stopped once some tasks have finished, however long the start took (a loaded machine, a
+  // sanitizer build): a fixed wait could stop it before the first task ended.
+  int mismatched = 0;
+  for (int i = 0; i < 600 && countResultFiles(dir_ + "/tasks", mismatched) < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   ::kill(pid, SIGTERM);
   EXPECT_EQ(waitExit(pid), 75) << readText(scratch_ + "/run.err");
   int done_at_stop = 0;
