@@ -4,7 +4,8 @@
 // command that starts tasks, and every task attempt before it runs, compares the files with
 // that record. A file replaced since (a regenerated simulation, a foundation pretrained
 // again) is refused in one line naming it: the tasks already done read the old one, and a
-// campaign mixing both would aggregate without a word.
+// campaign mixing both would be found out only when aggregated (a chain's MC and data), or
+// not at all (the truth, a foundation, other kinds' inputs).
 //
 // Record of one path (JSON, as frozen in the campaign's spec.json under "inputs_at_init"):
 //   a file       {"size": bytes, "mtime_ns": modification time}
@@ -29,9 +30,8 @@ nlohmann::json recordInput(const std::string& path);
 // init` (1000 bytes, modified 2026-12-02 20:01:02 UTC then; 1200 bytes, modified … now)".
 std::string inputChangeSince(const nlohmann::json& record);
 
-// InputError("<what>: <inputChangeSince>; the tasks done so far read the old version: restore
-// it, or unfold the new one in a new campaign (`foldfarm campaign init`)") when a recorded
-// input changed; nothing when `record` is empty or null (a campaign made before records).
+// InputError("<what>: <inputChangeSince>; <inputChangeAdvice>") when a recorded input changed;
+// nothing when `record` is empty or null (a campaign made before records).
 void requireInputsAsRecorded(const nlohmann::json& record, const std::string& what);
 
 // The entries of `record` whose paths exist now, but for `except` (a command that reads only
