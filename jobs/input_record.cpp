@@ -3,14 +3,13 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cstdio>
-#include <ctime>
 #include <filesystem>
 #include <string>
 #include <system_error>
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/progress.hpp"
 #include "core/base/sha256.hpp"
 
 namespace foldfarm::jobs {
@@ -63,18 +62,6 @@ json recordDirectory(const std::string& path) {
           {"digest", digest.hexDigest()}};
 }
 
-// "2026-12-02 20:01:02.345 UTC"
-std::string timeText(long long ns) {
-  const std::time_t s = static_cast<std::time_t>(ns / 1000000000LL);
-  std::tm utc{};
-  ::gmtime_r(&s, &utc);
-  char day[32];
-  std::strftime(day, sizeof day, "%Y-%m-%d %H:%M:%S", &utc);
-  char text[48];
-  std::snprintf(text, sizeof text, "%s.%03lld UTC", day, (ns / 1000000LL) % 1000);
-  return text;
-}
-
 // "1000 bytes, modified …", "3 files, 2048 bytes, newest modified …", "missing"
 std::string describe(const json& r) {
   if (!r.is_object() || r.value("missing", false)) return "missing";
@@ -82,7 +69,8 @@ std::string describe(const json& r) {
   if (r.contains("files")) s = std::to_string(r.value("files", 0LL)) + " files, ";
   s += std::to_string(r.value("bytes", r.value("size", 0LL))) + " bytes, ";
   s += r.contains("files") ? "newest modified " : "modified ";
-  return s + timeText(r.value("mtime_ns", 0LL));
+  return s + formatUtcTime(static_cast<double>(r.value("mtime_ns", 0LL)) * 1e-9,
+                           /*milliseconds=*/true);
 }
 
 }  // namespace

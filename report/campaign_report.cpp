@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <ctime>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -91,13 +90,7 @@ std::string shortNumber(double v) {
 }
 
 std::string timeText(double epoch_s) {
-  if (epoch_s <= 0) return "-";
-  std::time_t t = static_cast<std::time_t>(epoch_s);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
-  return buf;
+  return epoch_s <= 0 ? "-" : formatUtcTime(epoch_s);
 }
 
 std::vector<std::string> pngFilesIn(const std::string& dir) {

@@ -2,12 +2,32 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 
 #include "core/base/log.hpp"
 
 namespace foldfarm {
+
+std::string formatUtcTime(double epoch_s, bool milliseconds) {
+  const double whole = std::floor(epoch_s);
+  const std::time_t t = static_cast<std::time_t>(whole);
+  std::tm utc{};
+  ::gmtime_r(&t, &utc);
+  char day[32];
+  std::strftime(day, sizeof day, "%Y-%m-%d %H:%M:%S", &utc);
+  char text[64];
+  if (milliseconds) {
+    // Rounded (a decimal fraction is rarely exact in binary), never up into the next second.
+    const int ms = static_cast<int>(std::clamp(std::lround((epoch_s - whole) * 1000.0), 0L, 999L));
+    std::snprintf(text, sizeof text, "%s.%03d UTC", day, ms);
+  } else {
+    std::snprintf(text, sizeof text, "%s UTC", day);
+  }
+  return text;
+}
 
 std::string formatDuration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";

@@ -43,6 +43,9 @@ class Progress {
 
 // "1h02m", "3m05s", "12.3s".
 std::string formatDuration(double seconds);
+// A time (seconds since the epoch) as "2026-12-02 20:01:02 UTC", with `milliseconds`
+// "2026-12-02 20:01:02.345 UTC" (two times within the same second told apart).
+std::string formatUtcTime(double epoch_s, bool milliseconds = false);
 // A rate a person reads at a glance, with two significant figures or more: per second from
 // one a second up ("12.3 tasks/s"), else per minute from one a minute ("3.0 tasks/min" for
 // one task every 20 s, not "0.0 tasks/s"), else per hour ("1.50 tasks/h"); "0.0 <unit>/s"

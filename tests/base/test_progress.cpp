@@ -15,6 +15,14 @@ TEST(Progress, DurationsReadAsSecondsMinutesOrHours) {
   EXPECT_EQ(formatDuration(std::nan("")), "?");
 }
 
+// Times in UTC, to the second or to the millisecond (rounded, never up into the next second).
+TEST(Progress, TimesReadInUtcToTheSecondOrMillisecond) {
+  EXPECT_EQ(formatUtcTime(0), "1970-01-01 00:00:00 UTC");
+  EXPECT_EQ(formatUtcTime(1796241662.75), "2026-12-02 20:01:02 UTC");
+  EXPECT_EQ(formatUtcTime(1796241662.345, true), "2026-12-02 20:01:02.345 UTC");
+  EXPECT_EQ(formatUtcTime(1796241662.9996, true), "2026-12-02 20:01:02.999 UTC");
+}
+
 // A slow campaign's rate is not shown as zero: one task every 20 s reads per minute, one every
 // 40 minutes per hour.
 TEST(Progress, SlowRatesReadPerMinuteOrPerHourInsteadOfZero) {
