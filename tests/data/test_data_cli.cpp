@@ -6,14 +6,15 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/process.hpp"
 #include "core/data/jet_reader.hpp"
 #include "tests/data/bad_files.hpp"
 
@@ -46,11 +47,15 @@ class DataCli : public ::testing::Test {
   }
   std::string file(const std::string& n) const { return (dir_ / n).string(); }
 
-  Result run(const std::string& args) const {
-    const std::string out = file("stdout.txt"), err = file("stderr.txt");
-    const std::string cmd = std::string(FOLDFARM_BINARY) + " " + args + " >" + out + " 2>" + err;
-    const int status = std::system(cmd.c_str());
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+  // `foldfarm ARGS`, started from its argv (no shell): the exit status (128 + the signal
+  // when one ended it), stdout and stderr.
+  static Result run(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {FOLDFARM_BINARY};
+    argv.insert(argv.end(), args.begin(), args.end());
+    foldfarm::ProcessOptions o;
+    o.timeout = std::chrono::minutes(5);
+    const foldfarm::ProcessResult r = foldfarm::runProcess(argv, o);
+    return {r.status(), r.out, r.err};
   }
 
   fs::path dir_;
@@ -68,22 +73,22 @@ TEST_F(DataCli, BadInputFilesGiveExitTwoAndOneLineNamingTheFile) {
   for (const std::string kind : {"missing_key", "wrong_shape", "truncated", "nan", "empty"}) {
     const std::string bad = file(kind + ".h5");
     badfiles::writeBad(bad, kind);
-    const Result inspect = run("data inspect " + bad);
+    const Result inspect = run({"data", "inspect", bad});
     EXPECT_EQ(inspect.code, 2) << kind << ": " << inspect.err;
     EXPECT_EQ(lines(inspect.err), 1) << kind << ": " << inspect.err;
     EXPECT_NE(inspect.err.find(bad), std::string::npos) << kind << ": " << inspect.err;
 
     // convert: no output created; an existing output stays byte-identical.
     const std::string out = file(kind + "_out.h5");
-    const Result conv = run("data convert --in " + bad + " --out " + out);
+    const Result conv = run({"data", "convert", "--in", bad, "--out", out});
     EXPECT_EQ(conv.code, 2) << kind << ": " << conv.err;
     EXPECT_EQ(lines(conv.err), 1) << kind << ": " << conv.err;
     EXPECT_NE(conv.err.find(bad), std::string::npos) << kind << ": " << conv.err;
     EXPECT_FALSE(fs::exists(out)) << kind;
     { std::ofstream(out) << "previous result"; }
-    EXPECT_EQ(run("data convert --in " + bad + " --out " + out).code, 2);
+    EXPECT_EQ(run({"data", "convert", "--in", bad, "--out", out}).code, 2);
     EXPECT_EQ(slurp(out), "previous result") << kind;
-    EXPECT_EQ(run("data observables --in " + bad + " --out " + out).code, 2);
+    EXPECT_EQ(run({"data", "observables", "--in", bad, "--out", out}).code, 2);
     EXPECT_EQ(slurp(out), "previous result") << kind;
   }
   for (const auto& e : fs::directory_iterator(dir_))
@@ -93,9 +98,10 @@ TEST_F(DataCli, BadInputFilesGiveExitTwoAndOneLineNamingTheFile) {
 
 TEST_F(DataCli, SynthInspectConvertObservables) {
   const std::string pre = file("pre.h5");
-  Result r = run("data synth --kind pretrain --jets 120 --seed 3 --out " + pre);
+  Result r =
+      run({"data", "synth", "--kind", "pretrain", "--jets", "120", "--seed", "3", "--out", pre});
   ASSERT_EQ(r.code, 0) << r.err;
-  r = run("data inspect " + pre + " --json");
+  r = run({"data", "inspect", pre, "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["jets"], 120);
@@ -104,7 +110,8 @@ TEST_F(DataCli, SynthInspectConvertObservables) {
   EXPECT_EQ(j["labels"]["counts"][0], 20);
 
   const std::string unf = file("unf.h5");
-  r = run("data synth --kind unfold --tune data --events 60 --seed 4 --out " + unf);
+  r = run({"data", "synth", "--kind", "unfold", "--tune", "data", "--events", "60", "--seed", "4",
+           "--out", unf});
   ASSERT_EQ(r.code, 0) << r.err;
   JetFile u(unf);
   EXPECT_TRUE(u.hasSubs());
@@ -113,7 +120,7 @@ TEST_F(DataCli, SynthInspectConvertObservables) {
 
   // observables recomputed from stored gen features equal the stored gen_subs.
   const std::string obs = file("obs.h5");
-  r = run("data observables --in " + unf + " --out " + obs + " --level gen");
+  r = run({"data", "observables", "--in", unf, "--out", obs, "--level", "gen"});
   ASSERT_EQ(r.code, 0) << r.err;
   std::vector<int64_t> dims;
   const auto subs = readFloatDataset(obs, "subs", &dims);
@@ -124,8 +131,8 @@ TEST_F(DataCli, SynthInspectConvertObservables) {
 
   // convert recomputes data/jet from four-vectors of the real-jet file.
   const std::string conv = file("conv.h5");
-  r = run("data convert --in " + std::string(FOLDFARM_SHARED_DATA_DIR) +
-          "/quark_gluon_2000.h5 --out " + conv);
+  r = run({"data", "convert", "--in",
+           std::string(FOLDFARM_SHARED_DATA_DIR) + "/quark_gluon_2000.h5", "--out", conv});
   ASSERT_EQ(r.code, 0) << r.err;
   const JetArrays a = JetFile(conv).readJets();
   const JetArrays b =
@@ -160,9 +167,11 @@ TEST_F(DataCli, SynthInspectConvertObservables) {
 // level it holds and says so; `data observables` takes that level by default.
 TEST_F(DataCli, ASampleOfTheRecoLevelOnlyIsWrittenInspectedAndMeasured) {
   const std::string both = file("both.h5"), reco = file("reco.h5");
-  Result r = run("data synth --kind unfold --tune data --events 50 --seed 6 --out " + both);
+  Result r = run({"data", "synth", "--kind", "unfold", "--tune", "data", "--events", "50", "--seed",
+                  "6", "--out", both});
   ASSERT_EQ(r.code, 0) << r.err;
-  r = run("data synth --kind unfold --tune data --events 50 --seed 6 --levels reco --out " + reco);
+  r = run({"data", "synth", "--kind", "unfold", "--tune", "data", "--events", "50", "--seed", "6",
+           "--levels", "reco", "--out", reco});
   ASSERT_EQ(r.code, 0) << r.err;
   const JetFile fb(both), fr(reco);
   EXPECT_TRUE(fr.hasLevel("reco"));
@@ -174,28 +183,29 @@ TEST_F(DataCli, ASampleOfTheRecoLevelOnlyIsWrittenInspectedAndMeasured) {
   EXPECT_EQ(fr.readFloat("reco_subs"), fb.readFloat("reco_subs"));
   EXPECT_LT(fs::file_size(reco), fs::file_size(both));
 
-  r = run("data inspect " + reco + " --json");
+  r = run({"data", "inspect", reco, "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_TRUE(j["levels"].contains("reco"));
   EXPECT_FALSE(j["levels"].contains("gen"));
   EXPECT_TRUE(j["pass_fraction"].contains("reco"));
   EXPECT_FALSE(j["pass_fraction"].contains("gen"));
-  r = run("data inspect " + reco);
+  r = run({"data", "inspect", reco});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("(the file holds its reco level only)"), std::string::npos) << r.out;
 
   const std::string obs = file("obs_reco.h5");
-  r = run("data observables --in " + reco + " --out " + obs);
+  r = run({"data", "observables", "--in", reco, "--out", obs});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(readFloatDataset(obs, "subs"), fr.readFloat("reco_subs"));
-  r = run("data observables --in " + reco + " --out " + file("obs_gen.h5") + " --level gen");
+  r = run({"data", "observables", "--in", reco, "--out", file("obs_gen.h5"), "--level", "gen"});
   EXPECT_EQ(r.code, 2);
   EXPECT_EQ(lines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find("reco level only"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(file("obs_gen.h5")));
 
-  r = run("data synth --kind pretrain --jets 10 --levels reco --out " + file("p.h5"));
+  r = run({"data", "synth", "--kind", "pretrain", "--jets", "10", "--levels", "reco", "--out",
+           file("p.h5")});
   EXPECT_EQ(r.code, 2) << "levels apply to unfolding samples";
   EXPECT_FALSE(fs::exists(file("p.h5")));
 }
@@ -265,7 +275,7 @@ TEST_F(DataCli, AHalfWrittenOutputOfAKilledRunIsRemovedByTheNextRun) {
   ::kill(pid, SIGKILL);
   ASSERT_EQ(::waitpid(pid, nullptr, 0), pid);
   ASSERT_TRUE(fs::exists(temps[0])) << "precondition: SIGKILL leaves the temporary";
-  const Result again = run("data synth --jets 200 --out " + target);
+  const Result again = run({"data", "synth", "--jets", "200", "--out", target});
   ASSERT_EQ(again.code, 0) << again.err;
   EXPECT_NE(again.err.find("removed " + temps[0].string()), std::string::npos) << again.err;
   std::vector<std::string> left;

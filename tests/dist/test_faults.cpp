@@ -1,15 +1,16 @@
 // Faults under a real launcher: this test starts mpirun itself with a small training
 // program (dist_train_worker) and injects a killed rank or a preemption signal.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <torch/torch.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "core/base/process.hpp"
 
@@ -17,16 +18,20 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kMpirun = std::string(FOLDFARM_MPIRUN) + " --allow-run-as-root --oversubscribe";
+// mpirun with the options every run here needs: the command's argv starts with these.
+std::vector<std::string> mpirun(int np) {
+  return {FOLDFARM_MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", std::to_string(np)};
+}
 
 // mpirun's switch that lets the survivors of a dead rank run on: an MCA parameter of Open
 // MPI 4's runtime (ORTE), an option of Open MPI 5's (PRRTE), which ignores the former.
-std::string recoveryOption() {
+std::vector<std::string> recoveryOption() {
   const foldfarm::ProcessResult v = foldfarm::runProcess({FOLDFARM_MPIRUN, "--version"});
   const std::string text = v.out + v.err;
   const auto at = text.find("(Open MPI) ");
   const int major = at == std::string::npos ? 0 : std::atoi(text.c_str() + at + 11);
-  return major >= 5 ? "--enable-recovery" : "--mca orte_enable_recovery 1";
+  return major >= 5 ? std::vector<std::string>{"--enable-recovery"}
+                    : std::vector<std::string>{"--mca", "orte_enable_recovery", "1"};
 }
 
 fs::path freshDir(const std::string& name) {
@@ -37,14 +42,29 @@ fs::path freshDir(const std::string& name) {
   return d;
 }
 
-// Runs `cmd` through the shell with output into dir/log; returns the exit status.
-int shell(const std::string& cmd, const fs::path& dir, double* seconds = nullptr) {
+// Runs `argv` (no shell) with `env` (NAME=value) added to the environment, appends its
+// stdout and stderr to dir/log and returns its exit status (128 + the signal that ended it).
+// Two minutes at most: a launcher that hangs fails the test instead of stalling it.
+int launch(const std::vector<std::string>& argv, const fs::path& dir,
+           const std::vector<std::string>& env = {}, double* seconds = nullptr) {
   const auto t0 = std::chrono::steady_clock::now();
-  const int st = std::system((cmd + " >>" + (dir / "log").string() + " 2>&1").c_str());
+  foldfarm::ProcessOptions o;
+  o.extraEnv = env;
+  o.timeout = std::chrono::minutes(2);
+  const foldfarm::ProcessResult r = foldfarm::runProcess(argv, o);
   if (seconds) {
     *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  std::ofstream(dir / "log", std::ios::app) << "$ " << r.commandLine() << "\n"
+                                            << r.out << r.err << "(" << r.describe() << ")\n";
+  return r.status();
+}
+
+// One argv of the parts in order.
+std::vector<std::string> joined(std::initializer_list<std::vector<std::string>> parts) {
+  std::vector<std::string> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
 }
 
 std::string slurp(const fs::path& p) {
@@ -84,10 +104,10 @@ TEST(DistFaults, StalledRankIsNamedAndJobEndsWithPeerLost) {
   // 1500 steps take > 30 s; rank 1 stops (SIGSTOP) at step 5 and never arrives. The
   // survivor must name it after the 4 s timeout and end the job with exit code 3.
   double secs = 0;
-  const int rc =
-      shell("FOLDFARM_COLLECTIVE_TIMEOUT=4 " + kMpirun + " -np 2 " FOLDFARM_DIST_WORKER " --dir " +
-                dir.string() + " --steps 1500 --hang-rank 1 --hang-step 5",
-            dir, &secs);
+  const int rc = launch(joined({mpirun(2),
+                                {FOLDFARM_DIST_WORKER, "--dir", dir.string(), "--steps", "1500",
+                                 "--hang-rank", "1", "--hang-step", "5"}}),
+                        dir, {"FOLDFARM_COLLECTIVE_TIMEOUT=4"}, &secs);
   const std::string log = slurp(dir / "log");
   EXPECT_EQ(rc, 3) << log;  // MPI_Abort(kExitPeerLost) from the survivor
   ASSERT_EQ(resultCode(dir, 0), 3) << log;
@@ -103,10 +123,11 @@ TEST(DistFaults, KilledRankIsNamedBySurvivorWithinTimeout) {
   // with recovery on it lets the survivor run into the deadline and say who is missing
   // (mpirun's own status is then 0: Open MPI 4.1 and 5.0 ignore failures in that mode).
   double secs = 0;
-  shell("FOLDFARM_COLLECTIVE_TIMEOUT=4 " + kMpirun + " " + recoveryOption() +
-            " -np 2 " FOLDFARM_DIST_WORKER " --dir " + dir.string() +
-            " --steps 1500 --kill-rank 1 --kill-step 5",
-        dir, &secs);
+  launch(joined({mpirun(2),
+                 recoveryOption(),
+                 {FOLDFARM_DIST_WORKER, "--dir", dir.string(), "--steps", "1500", "--kill-rank",
+                  "1", "--kill-step", "5"}}),
+         dir, {"FOLDFARM_COLLECTIVE_TIMEOUT=4"}, &secs);
   const std::string log = slurp(dir / "log");
   ASSERT_EQ(resultCode(dir, 0), 3) << log;  // PeerLostError on the survivor
   EXPECT_FALSE(fs::exists(dir / "result.1"));
@@ -120,9 +141,10 @@ TEST(DistFaults, SignalOnOneRankStopsAllThenResumeOnOtherRankCount) {
   const fs::path dir = freshDir("preempt");
   const std::string worker = FOLDFARM_DIST_WORKER;
   // 2 ranks; SIGUSR1 to rank 1 after step 4: every rank must stop at the next step with 75.
-  const int rc = shell("FOLDFARM_COLLECTIVE_TIMEOUT=30 " + kMpirun + " -np 2 " + worker +
-                           " --dir " + dir.string() + " --steps 12 --signal-rank 1 --signal-step 4",
-                       dir);
+  const int rc = launch(joined({mpirun(2),
+                                {worker, "--dir", dir.string(), "--steps", "12", "--signal-rank",
+                                 "1", "--signal-step", "4"}}),
+                        dir, {"FOLDFARM_COLLECTIVE_TIMEOUT=30"});
   const std::string log = slurp(dir / "log");
   EXPECT_EQ(rc, 75) << log;
   EXPECT_EQ(resultCode(dir, 0), 75) << log;
@@ -133,14 +155,15 @@ TEST(DistFaults, SignalOnOneRankStopsAllThenResumeOnOtherRankCount) {
 
   // Resume on 1 rank (same global batch): continues from step 5 to the end.
   EXPECT_EQ(
-      shell(kMpirun + " -np 1 " + worker + " --dir " + dir.string() + " --steps 12 --resume", dir),
+      launch(joined({mpirun(1), {worker, "--dir", dir.string(), "--steps", "12", "--resume"}}),
+             dir),
       0)
       << slurp(dir / "log");
   ASSERT_TRUE(fs::exists(dir / "final.pt"));
 
   // The same 12 steps alone, without interruption (no launcher: single process).
   const fs::path ref = freshDir("preempt_ref");
-  ASSERT_EQ(shell(worker + " --dir " + ref.string() + " --steps 12", ref), 0) << slurp(ref / "log");
+  ASSERT_EQ(launch({worker, "--dir", ref.string(), "--steps", "12"}, ref), 0) << slurp(ref / "log");
   const auto a = loadParams(dir / "final.pt");
   const auto b = loadParams(ref / "final.pt");
   for (size_t i = 0; i < a.size(); ++i) {
