@@ -1,13 +1,12 @@
 #include "ensembles/chain.hpp"
 
-#include <sys/stat.h>
-
 #include <cmath>
 #include <deque>
 #include <filesystem>
 #include <optional>
 
 #include "core/base/error.hpp"
+#include "core/base/file_stat.hpp"
 #include "core/base/hash.hpp"
 #include "core/base/json_value.hpp"
 #include "core/base/log.hpp"
@@ -192,12 +191,9 @@ ChainState loadProgress(const std::string& out, const ChainSpec& spec) {
 // A file rewritten in place with the same size and time is not noticed.
 json inputFingerprint(const ChainSpec& spec, const ChainInputs& in) {
   auto file = [](const std::string& path) {
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return json{{"path", path}, {"missing", true}};
-    const long long mtime_ns =
-        static_cast<long long>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
-    return json{
-        {"path", path}, {"size", static_cast<long long>(st.st_size)}, {"mtime_ns", mtime_ns}};
+    const FileStat st = statPath(path);
+    if (!st.exists) return json{{"path", path}, {"missing", true}};
+    return json{{"path", path}, {"size", st.size}, {"mtime_ns", st.mtime_ns}};
   };
   return {{"mc", file(spec.mc_path)}, {"data", file(spec.data_path)}, {"init", in.init_sha256}};
 }
@@ -215,12 +211,20 @@ json checkInputFingerprint(const std::string& out, const ChainSpec& spec, const 
       if (then.value(k, json()) != now[k]) {
         const json& a = then.value(k, json::object());
         const json& b = now[k];
-        throw InputError("this chain started on " + b.value("path", std::string("?")) + " (" +
-                         std::to_string(a.value("size", -1LL)) +
+        const std::string file = b.value("path", std::string("?"));
+        const long long size = a.value("size", -1LL);
+        // The same size, a later time: perhaps the same bytes copied again.
+        const std::string same_bytes =
+            b.value("size", -2LL) == size && a.value("path", std::string()) == file
+                ? "; if it holds the same bytes, copied again, `" +
+                      restoreTimeCommand(file, a.value("mtime_ns", 0LL)) +
+                      "` gives it back its time"
+                : std::string();
+        throw InputError("this chain started on " + file + " (" + std::to_string(size) +
                          " bytes), which has changed since (now " +
-                         std::to_string(b.value("size", -1LL)) +
-                         " bytes, modified later); restore the file or remove " + stateDir(out) +
-                         " to start the chain over");
+                         std::to_string(b.value("size", -1LL)) + " bytes, modified later" +
+                         same_bytes + "); restore the file (its bytes and time: `cp -p`) or " +
+                         "remove " + stateDir(out) + " to start the chain over");
       }
     }
     if (then.value("init", std::string()) != now["init"].get<std::string>()) {

@@ -2,8 +2,6 @@
 
 #include "core/train/parallel.hpp"
 
-#include <sys/stat.h>
-
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -12,6 +10,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/file_stat.hpp"
 #include "core/base/log.hpp"
 #include "core/base/lru_cache.hpp"
 #include "core/base/sha256.hpp"
@@ -32,11 +31,10 @@ namespace fs = std::filesystem;
 
 // Identity of a file's content for the caches: path, size and modification time.
 std::string fileKey(const std::string& path) {
-  struct stat sb {};
-  if (::stat(path.c_str(), &sb) != 0)
+  const FileStat st = statPath(path);
+  if (!st.exists)
     throw InputError(path + ": cannot read (missing?); check the path in the task parameters");
-  return path + "|" + std::to_string(sb.st_size) + "|" + std::to_string(sb.st_mtim.tv_sec) + "." +
-         std::to_string(sb.st_mtim.tv_nsec);
+  return path + "|" + std::to_string(st.size) + "|" + std::to_string(st.mtime_ns);
 }
 
 // What a persistent worker keeps from chain to chain, each bounded (least recently used

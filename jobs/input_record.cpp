@@ -1,7 +1,5 @@
 #include "jobs/input_record.hpp"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <string>
@@ -9,6 +7,7 @@
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "core/base/file_stat.hpp"
 #include "core/base/progress.hpp"
 #include "core/base/sha256.hpp"
 
@@ -17,10 +16,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-long long mtimeNs(const struct stat& st) {
-  return static_cast<long long>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
-}
 
 // Hidden names (".lease", NFS's ".nfs…" of files deleted while open) and the temporaries of
 // atomic writes are not part of what a directory holds.
@@ -42,10 +37,9 @@ json recordDirectory(const std::string& path) {
       if (it->is_directory(ec)) it.disable_recursion_pending();
       continue;
     }
-    struct stat st {};
-    if (::stat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    entries.push_back({it->path().lexically_relative(path).string(),
-                       static_cast<long long>(st.st_size), mtimeNs(st)});
+    const FileStat st = statPath(it->path().string());
+    if (!st.regular) continue;
+    entries.push_back({it->path().lexically_relative(path).string(), st.size, st.mtime_ns});
   }
   std::sort(entries.begin(), entries.end(),
             [](const Entry& a, const Entry& b) { return a.rel < b.rel; });
@@ -76,23 +70,31 @@ std::string describe(const json& r) {
 }  // namespace
 
 json recordInput(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return {{"missing", true}};
-  if (S_ISDIR(st.st_mode)) return recordDirectory(path);
-  return {{"size", static_cast<long long>(st.st_size)}, {"mtime_ns", mtimeNs(st)}};
+  const FileStat st = statPath(path);
+  if (!st.exists) return {{"missing", true}};
+  if (st.directory) return recordDirectory(path);
+  return {{"size", st.size}, {"mtime_ns", st.mtime_ns}};
 }
 
 std::string inputChangeSince(const json& record) {
   if (!record.is_object()) return "";
   for (auto it = record.begin(); it != record.end(); ++it) {
+    const json& then = it.value();
     const json now = recordInput(it.key());
-    if (now == it.value()) continue;
+    if (now == then) continue;
     std::string what = it.key();
-    if (it.value().contains("files") && now.contains("files") &&
-        now.value("digest", "") != it.value().value("digest", ""))
+    if (then.contains("files") && now.contains("files") &&
+        now.value("digest", "") != then.value("digest", ""))
       what += " (a directory: its files)";
-    return what + " changed since `campaign init` (" + describe(it.value()) + " then; " +
-           describe(now) + " now)";
+    std::string clause = what + " changed since `campaign init` (" + describe(then) + " then; " +
+                         describe(now) + " now";
+    // A file of the same size whose time alone moved on may be the same bytes copied again
+    // (cp, rsync without -t, a staging script): say how to give it its time back.
+    if (then.contains("size") && now.contains("size") && now["size"] == then["size"])
+      clause += "; if it holds the same bytes, copied again, `" +
+                restoreTimeCommand(it.key(), then.value("mtime_ns", 0LL)) +
+                "` gives it back its time";
+    return clause + ")";
   }
   return "";
 }
@@ -101,15 +103,14 @@ json presentInputs(const json& record, const std::string& except) {
   json present = json::object();
   if (!record.is_object()) return present;
   for (auto it = record.begin(); it != record.end(); ++it) {
-    struct stat st {};
-    if (it.key() != except && ::stat(it.key().c_str(), &st) == 0) present[it.key()] = it.value();
+    if (it.key() != except && statPath(it.key()).exists) present[it.key()] = it.value();
   }
   return present;
 }
 
 std::string inputChangeAdvice() {
-  return "the tasks done so far read it as it was: restore it, or unfold the new version in a "
-         "new campaign (`foldfarm campaign init`)";
+  return "the tasks done so far read it as it was: restore it (its bytes and times: `cp -p`, "
+         "`rsync -a`), or unfold the new version in a new campaign (`foldfarm campaign init`)";
 }
 
 void requireInputsAsRecorded(const json& record, const std::string& what) {

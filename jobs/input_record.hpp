@@ -15,7 +15,8 @@
 //                 starting with "." and atomic-write temporaries ("*.tmp.*") are not listed
 //   missing      {"missing": true}
 // As `make` does, a change is what stat() shows: a file rewritten with the same size within
-// the file system's time resolution is not noticed, and `touch` counts as a change.
+// the file system's time resolution is not noticed, and `touch` counts as a change (the
+// message then says how to give the file its recorded time back).
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -27,7 +28,10 @@ nlohmann::json recordInput(const std::string& path);
 
 // "" when every path of `record` (an object path -> recordInput) still matches it; else one
 // clause naming the first path that does not and how: "/d/mc.h5 changed since `campaign
-// init` (1000 bytes, modified 2026-12-02 20:01:02 UTC then; 1200 bytes, modified … now)".
+// init` (1000 bytes, modified 2026-12-02 20:01:02.000 UTC then; 1200 bytes, modified … now)".
+// A file of the recorded size whose time alone differs gets the command that restores the
+// time (restoreTimeCommand), for the same bytes copied again: "(…now; if it holds the same
+// bytes, copied again, `touch -d @1764705662.000000000 '/d/mc.h5'` gives it back its time)".
 std::string inputChangeSince(const nlohmann::json& record);
 
 // InputError("<what>: <inputChangeSince>; <inputChangeAdvice>") when a recorded input changed;

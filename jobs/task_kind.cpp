@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +14,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/fd.hpp"
+#include "core/base/file_stat.hpp"
 #include "core/base/hash.hpp"
 #include "core/base/stop_signal.hpp"
 #include "jobs/task_lease.hpp"
@@ -246,9 +246,8 @@ void validateLoad(const json& p) {
   if (!p.contains("path") || !p["path"].is_string()) {
     throw InputError("the load task needs 'params.path', a file path");
   }
-  struct stat st {};
-  std::string path = p["path"].get<std::string>();
-  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+  const std::string path = p["path"].get<std::string>();
+  if (!statPath(path).regular) {
     throw InputError("'params.path' = " + path + " does not exist; fix the path");
   }
 }
@@ -265,10 +264,11 @@ TaskOutcome runLoad(const json& p, const std::string&) {
   };
   std::shared_ptr<std::string> bytes;
   if (cache) {
-    struct stat st {};
-    ::stat(path.c_str(), &st);
+    // The version of the file as the other caches key it (size, ns time): a file rewritten
+    // within the same second is read again.
+    const FileStat st = statPath(path);
     std::string key =
-        "load:" + path + ":" + std::to_string(st.st_size) + ":" + std::to_string(st.st_mtime);
+        "load:" + path + ":" + std::to_string(st.size) + ":" + std::to_string(st.mtime_ns);
     bytes = workerCache().getOrLoad<std::string>(key, load);
   } else {
     bytes = load();

@@ -11,6 +11,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/process.hpp"
 #include "core/base/stop_signal.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/jet_writer.hpp"
@@ -193,6 +194,9 @@ TEST_F(ChainTest, InterruptedAndResumedChainEndsWithIdenticalWeights) {
   EXPECT_EQ(readChainWeights(ref.string()).pull, readChainWeights(cut.string()).pull);
 }
 
+// A chain resumed on an MC regenerated since it started is refused, its state kept. The same
+// bytes copied back (a new modification time) are refused too, with the command that gives
+// the file its time back; run, the chain resumes and ends as the uninterrupted one.
 TEST_F(ChainTest, ResumeOnInputsThatChangedIsRefusedAndTheStateIsKept) {
   const fs::path dir = root_ / "fingerprint", cut = dir / "cut";
   fs::create_directories(dir);
@@ -201,19 +205,38 @@ TEST_F(ChainTest, ResumeOnInputsThatChangedIsRefusedAndTheStateIsKept) {
   p["mc"] = (dir / "sim.h5").string();
   int rc = runChainStoppedAfterFirstStep(p, cut);
   ASSERT_EQ(rc, 75);
+  auto read = [](const fs::path& f) {
+    std::ifstream in(f, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const std::string sim_bytes = read(dir / "sim.h5");
   // The simulation is regenerated (another seed) between the interruption and the resume.
   data::SynthConfig c = data::SynthConfig::unfoldDefaults(data::Tune::kSim);
   c.P = 24;
   data::writeUnfoldFile((dir / "sim.new.h5").string(), data::synthUnfold(c, 99, 0, 240));
   fs::rename(dir / "sim.new.h5", dir / "sim.h5");
-  auto read = [](const fs::path& f) {
-    std::ifstream in(f, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  };
   const std::string before = read(cut / "state" / "progress.json");
   EXPECT_EQ(runChainTask(p, cut.string()), 2) << "a chain resumed on changed inputs";
   EXPECT_EQ(read(cut / "state" / "progress.json"), before);
   EXPECT_FALSE(fs::exists(cut / kChainResultFile));
+
+  // The old bytes written again: the same size, a later time.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  { std::ofstream(dir / "sim.h5", std::ios::binary | std::ios::trunc) << sim_bytes; }
+  std::string message;
+  try {
+    runChainTaskOrThrow(p, cut.string());
+  } catch (const InputError& e) {
+    message = e.what();
+  }
+  const auto at = message.find("`touch -d @");
+  ASSERT_NE(at, std::string::npos) << message;
+  const std::string command = message.substr(at + 1, message.find('`', at + 1) - at - 1);
+  ASSERT_TRUE(runProcess({"sh", "-c", command}).ok()) << command;
+  ASSERT_EQ(runChainTask(p, cut.string()), 0) << "resumed once the time is restored";
+  const fs::path ref = dir / "ref";
+  ASSERT_EQ(runChainTask(p, ref.string()), 0);
+  EXPECT_EQ(push(ref), push(cut));
 }
 
 TEST_F(ChainTest, BadInputReturnsTwoAndWritesNothing) {

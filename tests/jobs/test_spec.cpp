@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/base/error.hpp"
+#include "core/base/process.hpp"
 #include "jobs/campaign_spec.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/slots.hpp"
@@ -526,12 +527,18 @@ TEST(InputRecord, ChangesToAFileOrADirectorysFilesAreNamed) {
   std::filesystem::last_write_time(file, then + std::chrono::seconds(1));  // touched
   std::string change = inputChangeSince(record);
   EXPECT_NE(change.find(file + " changed since `campaign init`"), std::string::npos) << change;
-  std::filesystem::last_write_time(file, then);
-  EXPECT_EQ(inputChangeSince(record), "") << "restored as it was";
+  // The same size: the clause gives the command that restores the recorded time, which does.
+  const auto at = change.find("`touch -d @");
+  ASSERT_NE(at, std::string::npos) << change;
+  const std::string command = change.substr(at + 1, change.find('`', at + 1) - at - 1);
+  ASSERT_TRUE(runProcess({"sh", "-c", command}).ok()) << command;
+  EXPECT_EQ(inputChangeSince(record), "") << "restored as it was by " << command;
+  EXPECT_EQ(std::filesystem::last_write_time(file), then);
   writeText(file, "abcdef");
   change = inputChangeSince(record);
   EXPECT_NE(change.find("(4 bytes, modified "), std::string::npos) << change;
   EXPECT_NE(change.find("; 6 bytes, modified "), std::string::npos) << change;
+  EXPECT_EQ(change.find("touch"), std::string::npos) << "another size: no time to restore";
   EXPECT_THROW(requireInputsAsRecorded(record, "spec.json"), InputError);
   try {
     requireInputsAsRecorded(record, "spec.json");

@@ -1,0 +1,33 @@
+#include "core/base/file_stat.hpp"
+
+#include <sys/stat.h>
+
+#include <cstdio>
+
+namespace foldfarm {
+
+FileStat statPath(const std::string& path) {
+  struct stat st {};
+  FileStat s;
+  if (::stat(path.c_str(), &st) != 0) return s;
+  s.exists = true;
+  s.directory = S_ISDIR(st.st_mode);
+  s.regular = S_ISREG(st.st_mode);
+  s.size = static_cast<long long>(st.st_size);
+  s.mtime_ns = static_cast<long long>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+  return s;
+}
+
+std::string restoreTimeCommand(const std::string& path, long long mtime_ns) {
+  // touch reads "@-2.5" as 2.5 s before the epoch: the sign goes before both parts.
+  const unsigned long long a = mtime_ns < 0 ? 0ULL - static_cast<unsigned long long>(mtime_ns)
+                                            : static_cast<unsigned long long>(mtime_ns);
+  char stamp[48];
+  std::snprintf(stamp, sizeof stamp, "@%s%llu.%09llu", mtime_ns < 0 ? "-" : "", a / 1000000000ULL,
+                a % 1000000000ULL);
+  std::string quoted = "'";
+  for (char c : path) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return std::string("touch -d ") + stamp + " " + quoted + "'";
+}
+
+}  // namespace foldfarm

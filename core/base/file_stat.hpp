@@ -1,0 +1,27 @@
+#pragma once
+// What stat() says of a path, as the checks that notice a changed input compare it (a
+// campaign's record of its inputs, a chain's record of its MC and data, the workers' caches),
+// and the one command that gives a file back a recorded modification time.
+//
+// Thread-safety: pure functions (one stat() each).
+#include <string>
+
+namespace foldfarm {
+
+struct FileStat {
+  bool exists = false;
+  bool directory = false;
+  bool regular = false;
+  long long size = 0;      // bytes
+  long long mtime_ns = 0;  // modification time, ns since the epoch
+};
+
+// stat(path); `exists` false when it cannot be read (never throws).
+FileStat statPath(const std::string& path);
+
+// `touch -d @<s>.<ns> '<path>'` (the path quoted for a POSIX shell): the command that sets
+// the file's modification time back to `mtime_ns`, for messages that say how to restore an
+// input copied again with the same bytes (GNU touch keeps the nanoseconds).
+std::string restoreTimeCommand(const std::string& path, long long mtime_ns);
+
+}  // namespace foldfarm
