@@ -116,6 +116,11 @@ bool pathExists(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode));
 }
 
+// `p` as written when absolute (a frozen spec's paths stay what its tasks and chains
+// recorded), else against `base` (itself against the working directory) without "."
+// components or doubled slashes: "mc.h5" in "./spec.json" is "/work/mc.h5", not
+// "/work/./mc.h5", in records and messages. ".." stays (through a symbolic link it is not the
+// lexical parent).
 std::string absolutePath(const std::string& p, const std::string& base) {
   if (!p.empty() && p[0] == '/') return p;
   std::string b = base.empty() ? "." : base;
@@ -123,7 +128,13 @@ std::string absolutePath(const std::string& p, const std::string& base) {
     char cwd[4096];
     if (::getcwd(cwd, sizeof(cwd))) b = std::string(cwd) + "/" + b;
   }
-  return b + "/" + p;
+  std::string out;
+  for (const auto& part : std::filesystem::path(b + "/" + p)) {
+    const std::string name = part.string();
+    if (name == "/" || name == "." || name.empty()) continue;
+    out += "/" + name;
+  }
+  return out.empty() ? "/" : out;
 }
 
 // Keys that taskDef() sets for every task: a value under "params" or "overrides" would be

@@ -377,6 +377,15 @@ TEST_F(SpecValidation, TaskDefsCarrySeedsInputsAndOverrides) {
   // The frozen form parses back to the same tasks.
   CampaignSpec back = parseCampaignSpec(s.toJson(), "frozen", "/");
   EXPECT_EQ(back.taskDef(3).params, t.params);
+  // A relative path is resolved without "." components ("./spec.json" names "mc.h5" in the
+  // working directory); an absolute one stays as written (a frozen spec's, which its tasks
+  // recorded).
+  j["inputs"] = {{"mc", "./mc.h5"}};
+  EXPECT_EQ(parseCampaignSpec(j, "spec.json", dir_ + "/.").taskDef(0).params["inputs"]["mc"],
+            dir_ + "/mc.h5");
+  j["inputs"] = {{"mc", dir_ + "/./mc.h5"}};
+  EXPECT_EQ(parseCampaignSpec(j, "spec.json", "/elsewhere").taskDef(0).params["inputs"]["mc"],
+            dir_ + "/./mc.h5");
 }
 
 // Variations: their tasks follow the nominal ones, carry their inputs and params, and need
