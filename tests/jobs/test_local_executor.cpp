@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <chrono>
 #include <filesystem>
 #include <set>
 
@@ -11,6 +12,7 @@
 #include "core/base/exit_codes.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/executor.hpp"
+#include "jobs/task_kind.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
 #include "tests/jobs/tool_campaign_test.hpp"
@@ -237,6 +239,31 @@ TEST_F(LocalExecutor, APersistentWorkerKeepsItsInputAndDirectorylessKindsReportR
   }
   EXPECT_EQ(loads, 1) << "one worker reads the input once and keeps it";
   EXPECT_EQ(checksums.size(), 1u);
+}
+
+// The `load` kind's cache knows a file by its size and modification time to the nanosecond:
+// a file rewritten with other bytes of the same size within the same second is read again.
+TEST(LoadKind, AFileRewrittenWithinTheSameSecondIsReadAgain) {
+  registerBuiltinTaskKinds();
+  const std::string dir = makeScratchDir("loadkind");
+  const std::string input = dir + "/input.bin";
+  writeText(input, std::string(1000, 'a'));
+  const auto second = std::chrono::floor<std::chrono::seconds>(
+      std::filesystem::last_write_time(input).time_since_epoch());
+  const std::filesystem::file_time_type t0(second + std::chrono::milliseconds(100));
+  std::filesystem::last_write_time(input, t0);
+  const json params = {{"path", input}, {"cache", true}};
+  const TaskOutcome first = runTaskKind("load", params, "");
+  ASSERT_EQ(first.status, kTaskDone) << first.reason;
+  writeText(input, std::string(1000, 'b'));
+  std::filesystem::last_write_time(input, t0 + std::chrono::milliseconds(600));
+  const TaskOutcome second_run = runTaskKind("load", params, "");
+  ASSERT_EQ(second_run.status, kTaskDone) << second_run.reason;
+  EXPECT_TRUE(second_run.result.at("loaded").get<bool>()) << "the cached old bytes were used";
+  EXPECT_NE(second_run.result.at("checksum"), first.result.at("checksum"));
+  const TaskOutcome third = runTaskKind("load", params, "");
+  EXPECT_FALSE(third.result.at("loaded").get<bool>()) << "an unchanged file comes from the cache";
+  std::filesystem::remove_all(dir);
 }
 
 // A campaign's input replaced while it runs: the tasks after it run nothing and end failed
