@@ -216,9 +216,7 @@ json checkInputFingerprint(const std::string& out, const ChainSpec& spec, const 
         // The same size, a later time: perhaps the same bytes copied again.
         const std::string same_bytes =
             b.value("size", -2LL) == size && a.value("path", std::string()) == file
-                ? "; if it holds the same bytes, copied again, `" +
-                      restoreTimeCommand(file, a.value("mtime_ns", 0LL)) +
-                      "` gives it back its time"
+                ? restoreTimeHint(file, a.value("mtime_ns", 0LL))
                 : std::string();
         throw InputError("this chain started on " + file + " (" + std::to_string(size) +
                          " bytes), which has changed since (now " +

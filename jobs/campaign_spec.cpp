@@ -1,6 +1,5 @@
 #include "jobs/campaign_spec.hpp"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +14,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/file_stat.hpp"
 #include "core/base/json_value.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/task_kind.hpp"
@@ -112,8 +112,8 @@ json parseInputsAtInit(const json& r, const std::string& origin) {
 }
 
 bool pathExists(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode));
+  const FileStat st = statPath(p);
+  return st.regular || st.directory;
 }
 
 // `p` as written when absolute (a frozen spec's paths stay what its tasks and chains

@@ -91,9 +91,7 @@ std::string inputChangeSince(const json& record) {
     // A file of the same size whose time alone moved on may be the same bytes copied again
     // (cp, rsync without -t, a staging script): say how to give it its time back.
     if (then.contains("size") && now.contains("size") && now["size"] == then["size"])
-      clause += "; if it holds the same bytes, copied again, `" +
-                restoreTimeCommand(it.key(), then.value("mtime_ns", 0LL)) +
-                "` gives it back its time";
+      clause += restoreTimeHint(it.key(), then.value("mtime_ns", 0LL));
     return clause + ")";
   }
   return "";

@@ -30,4 +30,9 @@ std::string restoreTimeCommand(const std::string& path, long long mtime_ns) {
   return std::string("touch -d ") + stamp + " " + quoted + "'";
 }
 
+std::string restoreTimeHint(const std::string& path, long long mtime_ns) {
+  return "; if it holds the same bytes, copied again, `" + restoreTimeCommand(path, mtime_ns) +
+         "` gives it back its time";
+}
+
 }  // namespace foldfarm

@@ -24,4 +24,8 @@ FileStat statPath(const std::string& path);
 // input copied again with the same bytes (GNU touch keeps the nanoseconds).
 std::string restoreTimeCommand(const std::string& path, long long mtime_ns);
 
+// "; if it holds the same bytes, copied again, `<restoreTimeCommand>` gives it back its time":
+// the clause that messages about a file of its recorded size but a later time end with.
+std::string restoreTimeHint(const std::string& path, long long mtime_ns);
+
 }  // namespace foldfarm
