@@ -1,11 +1,15 @@
 #include "jobs/task_kind.hpp"
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -116,6 +120,25 @@ void validateCommand(const json& p) {
 // synchronously (blocked, then sigwaitinfo), not in a handler: nothing can defer or interrupt them.
 constexpr int kSupervisorDeathSignal = SIGUSR2;
 
+// Marks every descriptor from 3 up close-on-exec except `keep` (-1: none); async-signal-safe.
+void inheritOnly(int keep) {
+  bool marked = false;
+#if defined(SYS_close_range) && defined(CLOSE_RANGE_CLOEXEC)
+  marked = ::syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC) == 0;
+#endif
+  if (!marked) {  // kernels before 5.11: one by one, up to the descriptor limit
+    struct rlimit lim {};
+    const rlim_t top = ::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY
+                           ? std::min<rlim_t>(lim.rlim_cur, 1 << 20)
+                           : 1 << 16;
+    for (int fd = 3; fd < static_cast<int>(top); ++fd) {
+      const int flags = ::fcntl(fd, F_GETFD);
+      if (flags >= 0 && !(flags & FD_CLOEXEC)) ::fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+    }
+  }
+  if (keep >= 0) ::fcntl(keep, F_SETFD, 0);
+}
+
 [[noreturn]] void superviseCommand(char* const* argv, const char* dir, int log_fd, int lease_fd,
                                    pid_t worker) {
   ::setpgid(0, 0);
@@ -127,12 +150,17 @@ constexpr int kSupervisorDeathSignal = SIGUSR2;
   ::sigprocmask(SIG_SETMASK, &awaited, nullptr);
   ::prctl(PR_SET_PDEATHSIG, kSupervisorDeathSignal);
   if (::getppid() != worker) ::_exit(126);
-  if (lease_fd >= 0) ::fcntl(lease_fd, F_SETFD, 0);
   if (::chdir(dir) != 0) ::_exit(126);
   ::dup2(log_fd, 1);
   ::dup2(log_fd, 2);
-  int devnull = ::open("/dev/null", O_RDONLY);
+  const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull >= 0) ::dup2(devnull, 0);
+  for (int fd = 0; fd <= 2; ++fd) ::fcntl(fd, F_SETFD, 0);  // dup2 onto itself keeps the flag
+  // The command gets stdin, stdout, stderr and the lease, nothing else: no descriptor the
+  // worker, an MPI library or whoever started foldfarm left without close-on-exec (a pipe
+  // a caller reads to its end, a socket), which a process the command leaves running would
+  // keep open.
+  inheritOnly(lease_fd);
   struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
   for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP, SIGPIPE}) ::sigaction(sig, &ignore, nullptr);

@@ -3,10 +3,12 @@
 // SIGTERM stops cleanly and `resume` continues.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <set>
+#include <sstream>
 
 #include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
@@ -210,6 +212,42 @@ TEST_F(LocalExecutor, SlotsGetExplicitDeviceAndThreadEnvironment) {
   ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
   std::string log = readText(dir_ + "/tasks/r0000m0/task.log");
   EXPECT_NE(log.find("cvd=[] order=PCI_BUS_ID omp=1 blas=1 slot="), std::string::npos) << log;
+}
+
+// A command task gets stdin (/dev/null), stdout and stderr (its log) and the lease, and no
+// other descriptor: neither one the worker opened nor one whoever started foldfarm left
+// without close-on-exec (here a pipe), which a process the command left running would hold.
+TEST_F(LocalExecutor, ACommandInheritsOnlyItsStandardStreamsAndTheLease) {
+  int inherited[2];
+  ASSERT_EQ(::pipe(inherited), 0);  // no O_CLOEXEC: foldfarm and its workers inherit it
+  init(json{{"task", "command"},
+            {"replicas", 2},
+            {"params", {{"argv", {"/bin/ls", "-l", "/proc/self/fd"}}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  const ToolRun r = runTool({"run", dir_}, scratch_, "run");
+  ::close(inherited[0]);
+  ::close(inherited[1]);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const std::string id : {"r0000m0", "r0001m0"}) {
+    const std::string log = readText(dir_ + "/tasks/" + id + "/task.log");
+    std::set<int> fds;
+    std::istringstream lines(log);
+    for (std::string line; std::getline(lines, line);) {
+      const auto arrow = line.find(" -> ");
+      if (arrow == std::string::npos) continue;
+      const std::string target = line.substr(arrow + 4);
+      const int fd = std::stoi(line.substr(line.rfind(' ', arrow - 1) + 1));
+      fds.insert(fd);
+      const bool expected = (fd == 0 && target == "/dev/null") ||
+                            (fd <= 2 && target == dir_ + "/tasks/" + id + "/task.log") ||
+                            target == dir_ + "/tasks/" + id + "/.lease" ||
+                            (target.rfind("/proc/", 0) == 0 && target.size() > 3 &&
+                             target.compare(target.size() - 3, 3, "/fd") == 0);  // ls's own
+      EXPECT_TRUE(expected) << id << ": descriptor " << fd << " -> " << target << "\n" << log;
+    }
+    EXPECT_EQ(fds.count(0) + fds.count(1) + fds.count(2), 3u) << id << "\n" << log;
+    EXPECT_NE(log.find("/.lease"), std::string::npos) << id << ": the lease is held\n" << log;
+  }
 }
 
 // A persistent worker keeps what a task loaded for its next tasks (the `load` kind's cache,

@@ -69,8 +69,8 @@ inline pid_t startProgram(const std::string& exe, const std::vector<std::string>
   std::string out = scratch + "/" + tag + ".out", err = scratch + "/" + tag + ".err";
   pid_t pid = ::fork();
   if (pid == 0) {
-    int fo = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int fe = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fo = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fe = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     ::dup2(fo, 1);
     ::dup2(fe, 2);
     std::vector<char*> argv;
