@@ -177,10 +177,11 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
     ::setpgid(0, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (::getppid() != parent) ::_exit(127);
-    const int devnull = ::open("/dev/null", O_RDONLY);
+    const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // not passed on itself
     if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
     ::dup2(outPipe.write.get(), STDOUT_FILENO);
     if (options.captureStderr) ::dup2(errPipe.write.get(), STDERR_FILENO);
+    for (int fd = 0; fd <= 2; ++fd) ::fcntl(fd, F_SETFD, 0);  // dup2 onto itself keeps the flag
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);

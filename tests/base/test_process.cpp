@@ -2,7 +2,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <chrono>
+#include <filesystem>
+#include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -73,4 +78,32 @@ TEST(RunProcess, ExitStatusAndOutput) {
   EXPECT_EQ(r.out, "out\n");
   EXPECT_EQ(r.err, "err\n");
   EXPECT_FALSE(r.timedOut);
+}
+
+// The child gets its standard streams and what this process passes on (descriptors without
+// close-on-exec), nothing runProcess opened for itself: before, every child (sbatch, squeue,
+// ...) held a second /dev/null.
+TEST(RunProcess, PassesNoDescriptorOfItsOwn) {
+  std::set<int> passed{0, 1, 2};
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const int fd = std::stoi(e.path().filename().string());
+    const int flags = ::fcntl(fd, F_GETFD);
+    if (flags >= 0 && !(flags & FD_CLOEXEC)) passed.insert(fd);
+  }
+  const ProcessResult r = runProcess({"/bin/ls", "-l", "/proc/self/fd"});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  std::set<int> seen;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    const auto arrow = line.find(" -> ");
+    if (arrow == std::string::npos) continue;
+    const int fd = std::stoi(line.substr(line.rfind(' ', arrow - 1) + 1));
+    const std::string target = line.substr(arrow + 4);
+    seen.insert(fd);
+    const bool own_listing = target.rfind("/proc/", 0) == 0 && target.size() > 3 &&
+                             target.compare(target.size() - 3, 3, "/fd") == 0;
+    EXPECT_TRUE(passed.count(fd) || own_listing) << "descriptor " << fd << " -> " << target << "\n"
+                                                 << r.out;
+  }
+  EXPECT_EQ(seen.count(0) + seen.count(1) + seen.count(2), 3u) << r.out;
 }
