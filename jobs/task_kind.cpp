@@ -294,9 +294,11 @@ TaskOutcome runLoad(const json& p, const std::string&) {
   if (cache) {
     // The version of the file as the other caches key it (size, ns time): a file rewritten
     // within the same second is read again.
+    // The worker keeps the latest version of each file only. NUL separates: no path holds one.
     const FileStat st = statPath(path);
-    std::string key =
-        "load:" + path + ":" + std::to_string(st.size) + ":" + std::to_string(st.mtime_ns);
+    const std::string prefix = std::string("load") + '\0' + path + '\0';
+    const std::string key = prefix + std::to_string(st.size) + ":" + std::to_string(st.mtime_ns);
+    workerCache().dropOthers(prefix, key);
     bytes = workerCache().getOrLoad<std::string>(key, load);
   } else {
     bytes = load();
@@ -376,6 +378,12 @@ void registerBuiltinTaskKinds() {
                    TaskKindTraits{true, validateCommand, Keys{"argv"}, nullptr});
   registerTaskKind("load", TaskRunner(runLoad),
                    TaskKindTraits{false, validateLoad, Keys{"path", "cache"}, nullptr});
+}
+
+void WorkerCache::dropOthers(const std::string& prefix, const std::string& keep) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  entries_.eraseIf(
+      [&](const std::string& k) { return k != keep && k.compare(0, prefix.size(), prefix) == 0; });
 }
 
 void WorkerCache::clear() {

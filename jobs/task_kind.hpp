@@ -15,12 +15,14 @@
 //            {"slept_s": x}
 //   command  params.argv (non-empty array of strings; argv[0] a path or a name on PATH):
 //            fork/exec'd (never a shell) in the task directory with stdout/stderr to
-//            task.log, in a process group of its own that holds the task lease and gets
-//            SIGKILL when the worker dies; what it leaves running is killed when it ends;
+//            task.log (stdin /dev/null; no other descriptor but the lease's), in a process
+//            group of its own that holds the task lease and gets SIGKILL when the worker
+//            dies; what it leaves running is killed when it ends;
 //            status = its exit code, or 128+N and reason "signal N" when killed;
 //            the worker's time limit and stop flag terminate it (SIGTERM, then SIGKILL)
-//   load     params.path, params.cache (bool): reads a file (kept in workerCache() when
-//            cache is true) and checksums it; measures what persistent workers save
+//   load     params.path, params.cache (bool): reads a file (its latest version kept in
+//            workerCache() when cache is true) and checksums it; measures what persistent
+//            workers save
 //
 // Thread-safety: register kinds before starting workers or dispatching; lookups are then
 // read-only.
@@ -32,6 +34,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "core/base/lru_cache.hpp"
 
 namespace foldfarm::jobs {
 
@@ -81,26 +85,32 @@ TaskOutcome runTaskKind(const std::string& name, const nlohmann::json& params,
 void registerBuiltinTaskKinds();
 
 // State kept by a worker process across tasks (loaded checkpoints, datasets). Keyed by a
-// string the runner chooses (e.g. path + size + mtime). Thread-safe.
+// string the runner chooses (e.g. path + size + mtime); bounded: beyond `capacity` entries the
+// least recently used goes, so that a worker that meets many inputs over thousands of tasks
+// holds the latest few. Thread-safe; a load runs under the lock (one load at a time).
 class WorkerCache {
  public:
+  static constexpr size_t kDefaultCapacity = 4;
+  explicit WorkerCache(size_t capacity = kDefaultCapacity) : entries_(capacity) {}
+
   template <typename T>
   std::shared_ptr<T> getOrLoad(const std::string& key,
                                const std::function<std::shared_ptr<T>()>& load) {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (auto& e : entries_) {
-      if (e.first == key) return std::static_pointer_cast<T>(e.second);
-    }
+    if (const auto* hit = entries_.find(key)) return std::static_pointer_cast<T>(*hit);
     std::shared_ptr<T> v = load();
-    entries_.emplace_back(key, v);
+    entries_.put(key, v);
     return v;
   }
+  // Drops every entry whose key starts with `prefix` but `keep` (an older version of a file
+  // when the runner meets a newer one).
+  void dropOthers(const std::string& prefix, const std::string& keep);
   void clear();
   size_t size() const;
 
  private:
   mutable std::mutex mutex_;
-  std::vector<std::pair<std::string, std::shared_ptr<void>>> entries_;
+  LruCache<std::string, std::shared_ptr<void>> entries_;
 };
 WorkerCache& workerCache();
 

@@ -280,9 +280,11 @@ TEST_F(LocalExecutor, APersistentWorkerKeepsItsInputAndDirectorylessKindsReportR
 }
 
 // The `load` kind's cache knows a file by its size and modification time to the nanosecond:
-// a file rewritten with other bytes of the same size within the same second is read again.
+// a file rewritten with other bytes of the same size within the same second is read again,
+// and the worker keeps its latest version only.
 TEST(LoadKind, AFileRewrittenWithinTheSameSecondIsReadAgain) {
   registerBuiltinTaskKinds();
+  workerCache().clear();
   const std::string dir = makeScratchDir("loadkind");
   const std::string input = dir + "/input.bin";
   writeText(input, std::string(1000, 'a'));
@@ -299,9 +301,33 @@ TEST(LoadKind, AFileRewrittenWithinTheSameSecondIsReadAgain) {
   ASSERT_EQ(second_run.status, kTaskDone) << second_run.reason;
   EXPECT_TRUE(second_run.result.at("loaded").get<bool>()) << "the cached old bytes were used";
   EXPECT_NE(second_run.result.at("checksum"), first.result.at("checksum"));
+  EXPECT_EQ(workerCache().size(), 1u) << "the older version is dropped";
   const TaskOutcome third = runTaskKind("load", params, "");
   EXPECT_FALSE(third.result.at("loaded").get<bool>()) << "an unchanged file comes from the cache";
   std::filesystem::remove_all(dir);
+  workerCache().clear();
+}
+
+// A worker that meets many files keeps the most recently used few
+// (WorkerCache::kDefaultCapacity), not every file it ever read.
+TEST(LoadKind, AWorkerKeepsTheMostRecentlyUsedFilesOnly) {
+  registerBuiltinTaskKinds();
+  workerCache().clear();
+  const std::string dir = makeScratchDir("loadkind");
+  const size_t n = WorkerCache::kDefaultCapacity + 3;
+  for (size_t i = 0; i < n; ++i) writeText(dir + "/f" + std::to_string(i), std::string(100, 'a'));
+  const auto load = [&](size_t i) {
+    const TaskOutcome r =
+        runTaskKind("load", json{{"path", dir + "/f" + std::to_string(i)}, {"cache", true}}, "");
+    EXPECT_EQ(r.status, kTaskDone) << r.reason;
+    return r.status == kTaskDone && r.result.at("loaded").get<bool>();
+  };
+  for (size_t i = 0; i < n; ++i) EXPECT_TRUE(load(i)) << i;
+  EXPECT_EQ(workerCache().size(), WorkerCache::kDefaultCapacity);
+  EXPECT_FALSE(load(n - 1)) << "the latest file is kept";
+  EXPECT_TRUE(load(0)) << "the first file was dropped";
+  std::filesystem::remove_all(dir);
+  workerCache().clear();
 }
 
 // A campaign's input replaced while it runs: the tasks after it run nothing and end failed
