@@ -137,6 +137,9 @@ CampaignJournal CampaignJournal::open(const std::string& path) {
                      ": no campaign journal here; create the campaign with "
                      "`foldfarm campaign init SPEC --dir D`");
   }
+  // An empty file (a full disk, a copy cut short) is no journal: SQLite would take it for a
+  // new database and the pragmas below would write one.
+  if (S_ISREG(st.st_mode) && st.st_size == 0) throw SqliteCorruptError(path + ": empty file");
   CampaignJournal j(SqliteDb(path, false));
   j.prepare();
   if (j.meta("schema") != kSchemaVersion) {
@@ -148,11 +151,13 @@ CampaignJournal CampaignJournal::open(const std::string& path) {
 }
 
 std::string CampaignJournal::meta(const std::string& key) {
-  SqliteStatement st(db_, "SELECT value FROM meta WHERE key=?");
-  st.bind(1, key);
   std::string v;
-  try {
+  try {  // "" also when there is no meta table (an SQLite file that is no journal)
+    SqliteStatement st(db_, "SELECT value FROM meta WHERE key=?");
+    st.bind(1, key);
     if (st.step()) v = st.columnText(0);
+  } catch (const SqliteCorruptError&) {
+    throw;
   } catch (const Error&) {
     return "";
   }

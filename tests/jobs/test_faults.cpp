@@ -400,6 +400,33 @@ TEST_F(Faults, ADamagedJournalIsRebuiltFromTheResultsOnDisk) {
   EXPECT_TRUE(again.problem.empty()) << again.problem;
 }
 
+// An empty journal file (a full disk, a copy cut short) is damaged too: `status` (a read-only
+// open) says so with the advice to repair, without writing to it (before: an SQL error on a
+// missing table, and the file turned into an empty WAL database); repair rebuilds it.
+TEST_F(Faults, AnEmptyJournalIsRefusedWithoutWritingAndRebuilt) {
+  init(json{{"task", "sleep"},
+            {"replicas", 2},
+            {"params", {{"seconds", 0.01}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  (void)runToEnd();
+  const std::string journal = dir_ + "/" + kJournalFile;
+  std::ofstream(journal, std::ios::trunc).close();
+  for (const char* side : {"-wal", "-shm"}) std::filesystem::remove(journal + side);
+  const ToolRun st = runTool({"status", dir_}, scratch_, "status");
+  EXPECT_EQ(st.exit_code, 1) << st.err;
+  EXPECT_NE(
+      st.err.find(journal + ": the campaign journal is damaged (" + journal + ": empty file)"),
+      std::string::npos)
+      << st.err;
+  EXPECT_NE(st.err.find("foldfarm campaign repair " + dir_), std::string::npos) << st.err;
+  EXPECT_EQ(std::filesystem::file_size(journal), 0u) << "a read-only open wrote the journal";
+  EXPECT_FALSE(std::filesystem::exists(journal + "-wal"));
+  const RepairSummary s = Campaign::repair(dir_, false);
+  EXPECT_TRUE(s.rebuilt);
+  EXPECT_EQ(s.done, 2);
+  EXPECT_EQ(Campaign::open(dir_, Campaign::Access::kReadOnly).counts()[TaskState::kDone], 2);
+}
+
 // A missing journal is rebuilt too; a task whose result is gone runs again, as a newer
 // attempt than its directory records (an older one would be superseded and never run), and
 // the tasks that were done are not run again.
