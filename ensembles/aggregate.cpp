@@ -34,12 +34,45 @@ bool isChainDir(const fs::path& p) {
          fs::is_regular_file(p / kChainHistogramsFile, ec);
 }
 
-// Every chain under the run directories, sorted and once each; InputError when there is none.
+// What a chain directory that is not complete lacks ("result.json", "histograms.h5"); "" for
+// a complete chain or a directory that holds no chain (no result, histograms or state).
+std::string unfinishedChainLacks(const fs::path& p) {
+  std::error_code ec;
+  const bool result = fs::is_regular_file(p / kChainResultFile, ec);
+  const bool hist = fs::is_regular_file(p / kChainHistogramsFile, ec);
+  if (result == hist && (result || !fs::is_regular_file(p / "state" / "progress.json", ec)))
+    return "";
+  return result ? kChainHistogramsFile : kChainResultFile;
+}
+
+// Every chain under the run directories, sorted and once each; InputError when there is none,
+// or when a run directory is itself a chain that did not finish (named, it is not left out
+// unsaid); unfinished chains below a run directory are left out with a warning.
 std::vector<std::string> chainDirsUnder(const std::vector<std::string>& run_dirs) {
   std::vector<std::string> chains;
   for (const auto& d : run_dirs) {
+    std::error_code ec;
+    if (fs::is_directory(d, ec)) {
+      if (const std::string lacks = unfinishedChainLacks(d); !lacks.empty())
+        throw InputError(d + ": an unfinished chain (no " + lacks +
+                         "): still running, stopped or failed; rerun its `foldfarm unfold` "
+                         "command (it resumes) or leave it out");
+    }
     auto found = findChainDirs(d);
     chains.insert(chains.end(), found.begin(), found.end());
+    std::vector<std::string> unfinished;
+    for (auto it =
+             fs::recursive_directory_iterator(d, fs::directory_options::skip_permission_denied, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+      if (it->is_directory(ec) && !unfinishedChainLacks(it->path()).empty())
+        unfinished.push_back(it->path().lexically_normal().string());
+    if (!unfinished.empty()) {
+      std::sort(unfinished.begin(), unfinished.end());
+      logWarn(
+          "aggregate: {} unfinished chain(s) under {} left out (no result.json or "
+          "histograms.h5), the first {}; finish them to include them",
+          unfinished.size(), d, unfinished.front());
+    }
   }
   std::sort(chains.begin(), chains.end());
   chains.erase(std::unique(chains.begin(), chains.end()), chains.end());

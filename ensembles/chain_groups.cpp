@@ -55,6 +55,13 @@ void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const st
   } catch (const nlohmann::json::exception& e) {
     throw InputError(result_path + ": missing replica/member/campaign_seed (" + e.what() + ")");
   }
+  if (r < 0 || m < 0)
+    throw InputError(result_path + ": replica " + std::to_string(r) + " member " +
+                     std::to_string(m) + " (neither may be negative); rerun the chain");
+  if (const auto st = res.find("status");
+      st != res.end() && !(st->is_string() && st->get<std::string>() == "done"))
+    throw InputError(result_path + ": status " + st->dump() +
+                     ", not \"done\"; rerun the chain or leave it out");
   if (campaign_seed && *campaign_seed != seed)
     throw InputError(dir + ": campaign seed " + std::to_string(seed) + " differs from " +
                      std::to_string(*campaign_seed) +

@@ -2,6 +2,7 @@
 
 #include <hdf5.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -69,6 +70,18 @@ void writeHistGroup(hid_t f, const std::string& path, const std::string& group,
   }
 }
 
+// InputError naming the file and dataset when a value is NaN or infinite (a damaged file: a
+// chain writes none).
+void requireFinite(const std::vector<double>& values, const std::string& path,
+                   const std::string& name) {
+  for (size_t i = 0; i < values.size(); ++i)
+    if (!std::isfinite(values[i]))
+      throw InputError(path + ": '" + name + "' holds " + std::to_string(values[i]) + " at index " +
+                       std::to_string(i) +
+                       " (a chain writes finite values only: the file is damaged); rerun the "
+                       "chain");
+}
+
 std::vector<ObservableHistogram> readHistGroup(hid_t f, const std::string& path,
                                                const std::string& group) {
   std::vector<ObservableHistogram> out;
@@ -83,6 +96,13 @@ std::vector<ObservableHistogram> readHistGroup(hid_t f, const std::string& path,
     h.sumw2 = readFloat64Dataset(f, path, base + "/sumw2");
     if (h.edges.size() != h.sumw.size() + 1 || h.sumw.size() != h.sumw2.size())
       throw InputError(path + ": histogram " + base + " has inconsistent shapes");
+    requireFinite(h.edges, path, base + "/edges");
+    for (size_t i = 0; i + 1 < h.edges.size(); ++i)
+      if (!(h.edges[i] < h.edges[i + 1]))
+        throw InputError(path + ": histogram " + base +
+                         " has edges that do not increase; rerun the chain");
+    requireFinite(h.sumw, path, base + "/sumw");
+    requireFinite(h.sumw2, path, base + "/sumw2");
     out.push_back(std::move(h));
   }
   return out;
@@ -97,6 +117,7 @@ std::vector<double> readFinal(hid_t f, const std::string& path) {
   std::vector<uint64_t> dims;
   std::vector<double> w = readFloat64Dataset(f, path, "final", &dims);
   if (dims.size() != 1) throw InputError(path + ": 'final' is not 1-D (N_mc); rerun the chain");
+  requireFinite(w, path, "final");
   return w;
 }
 
@@ -212,6 +233,7 @@ ChainWeights readChainWeights(const std::string& dir) {
     std::vector<uint64_t> dims;
     const std::vector<double> values = readFloat64Dataset(f.get(), path, name, &dims);
     if (dims.size() != 2) throw InputError(path + ": '" + name + "' is not 2-D");
+    requireFinite(values, path, name);
     std::vector<std::vector<double>> rows(dims[0]);
     for (uint64_t i = 0; i < dims[0]; ++i)
       rows[i].assign(values.begin() + static_cast<long>(i * dims[1]),

@@ -457,6 +457,73 @@ TEST_F(AggregateTest, UnreadableChainFilesGiveOneLineNamingTheFile) {
   EXPECT_EQ(h.unfolded[0].sumw[0], 1.0);
 }
 
+// A chain named on its own that did not finish (no result.json, or no histograms.h5) is
+// refused naming it, not left out unsaid; below a parent it is left out (warned). A chain
+// whose files hold NaN or infinite values, or whose result.json is not "done" or names a
+// negative replica, is refused naming the file; nothing is written.
+TEST_F(AggregateTest, UnfinishedOrDamagedChainsAreRefusedNamingThem) {
+  const std::string out = (root_ / "agg").string();
+  writeChain("set/r0", 0, 0, 1, 3);
+  writeChain("set/r1", 1, 0, 3, 1);
+  writeChain("set/r2", 2, 0, 1, 1);
+  const auto refusal = [&](const std::vector<std::string>& runs) {
+    std::string why;
+    try {
+      aggregateRunsWithOptions(runs, out, std::nullopt, {false});
+      ADD_FAILURE() << "aggregated " << runs.back();
+    } catch (const foldfarm::InputError& e) {
+      why = e.what();
+    }
+    EXPECT_FALSE(fs::exists(out)) << runs.back();
+    EXPECT_EQ(why.find('\n'), std::string::npos) << why;
+    return why;
+  };
+  const std::string r2 = (root_ / "set/r2").string();
+  fs::remove(r2 + "/" + kChainHistogramsFile);
+  EXPECT_NE(refusal({(root_ / "set/r0").string(), r2})
+                .find(r2 + ": an unfinished chain (no histograms.h5)"),
+            std::string::npos);
+  // Below a parent: the two complete chains are aggregated.
+  EXPECT_EQ(
+      aggregateRunsWithOptions({(root_ / "set").string()}, out, std::nullopt, {false}).at("chains"),
+      2);
+  fs::remove_all(out);
+  fs::remove_all(r2);
+  fs::create_directories(r2 + "/state");
+  std::ofstream(r2 + "/state/progress.json") << "{}";  // started, stopped before its end
+  EXPECT_NE(refusal({r2}).find(r2 + ": an unfinished chain (no result.json)"), std::string::npos);
+  fs::remove_all(r2);
+
+  // NaN in a histogram, infinity in the per-event weights.
+  writeChain("nan/r0", 0, 0, 1, 3);
+  writeChain("nan/r1", 1, 0, std::nan(""), 1);
+  EXPECT_NE(refusal({(root_ / "nan").string()})
+                .find((root_ / "nan/r1" / kChainHistogramsFile).string() +
+                      ": 'unfolded/mass/sumw' holds nan at index 0"),
+            std::string::npos);
+  const nlohmann::json mc = {{"mc", writeSample("inf_sim.h5", {0, 1}, {}, {})}};
+  writeChain("inf/r0", 0, 0, 1, 3, 42, mc, {1.0, 2.0});
+  writeChain("inf/r1", 1, 0, 3, 1, 42, mc, {1.0, HUGE_VAL});
+  EXPECT_NE(
+      refusal({(root_ / "inf").string()})
+          .find((root_ / "inf/r1" / kChainWeightsFile).string() + ": 'final' holds inf at index 1"),
+      std::string::npos);
+
+  // result.json of a chain that is not done, or of a negative replica.
+  writeChain("status/r0", 0, 0, 1, 3);
+  writeChain("status/r1", 1, 0, 3, 1, 42, {{"status", "running"}});
+  EXPECT_NE(refusal({(root_ / "status").string()})
+                .find((root_ / "status/r1" / kChainResultFile).string() +
+                      ": status \"running\", not \"done\""),
+            std::string::npos);
+  writeChain("negative/r0", 0, 0, 1, 3);
+  writeChain("negative/r1", -3, 0, 3, 1);
+  EXPECT_NE(
+      refusal({(root_ / "negative").string()})
+          .find((root_ / "negative/r1" / kChainResultFile).string() + ": replica -3 member 0"),
+      std::string::npos);
+}
+
 TEST_F(AggregateTest, CompareShowsUnfoldingsOfTheSameDataSideBySide) {
   writeChain("a/r0", 0, 0, 2, 2);
   writeChain("b/r0", 0, 0, 1, 3);
