@@ -407,6 +407,15 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
                                         const std::string& out_dir,
                                         const std::optional<std::string>& truth_path,
                                         const AggregateOptions& options) {
+  // A chain's own directory is no place for the bands (its files beside them, and an
+  // aggregation of its parent would take the directory for a chain with extra files).
+  {
+    std::error_code ec;
+    if (fs::is_directory(out_dir, ec) &&
+        (isChainDir(out_dir) || !unfinishedChainLacks(out_dir).empty()))
+      throw InputError(out_dir + ": holds a chain (result.json, histograms.h5 or state/); " +
+                       "aggregate into another directory");
+  }
   // One aggregation at a time writes out_dir (held from the start: a second one is refused
   // before it reads the chains, not after).
   OutputDirectoryLock lock(out_dir, "");  // `aggregate --out`, or a campaign's aggregate/

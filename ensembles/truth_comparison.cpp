@@ -111,6 +111,10 @@ TruthHistograms readTruth(const std::string& path, const std::vector<ObservableH
     pass.resize(pf.size());
     for (size_t i = 0; i < pf.size(); ++i) pass[i] = pf[i] != 0.0f;
   }
+  if (!pass.empty() && std::find(pass.begin(), pass.end(), uint8_t{1}) == pass.end())
+    throw InputError(path + ": no event passes 'pass_gen' (all " + std::to_string(pass.size()) +
+                     " are 0): the truth would be empty; give a particle-level sample with "
+                     "selected events");
   auto hists = histogramObservables(subs, w, pass);
   TruthHistograms t;
   for (size_t o = 0; o < hists.size(); ++o) {

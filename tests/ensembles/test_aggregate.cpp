@@ -522,6 +522,27 @@ TEST_F(AggregateTest, UnfinishedOrDamagedChainsAreRefusedNamingThem) {
       refusal({(root_ / "negative").string()})
           .find((root_ / "negative/r1" / kChainResultFile).string() + ": replica -3 member 0"),
       std::string::npos);
+
+  // Into a chain's own directory: refused, the chain left as it was.
+  try {
+    aggregateRunsWithOptions({(root_ / "set").string()}, (root_ / "set/r0").string(), std::nullopt,
+                             {false});
+    ADD_FAILURE() << "aggregated into a chain directory";
+  } catch (const foldfarm::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("set/r0: holds a chain"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(root_ / "set/r0/bands.h5"));
+
+  // A truth sample in which no event passes the selection: no figure of merit against it.
+  const std::string truth = writeSample("nopass_truth.h5", {0, 1}, {}, {0, 0});
+  try {
+    aggregateRunsWithOptions({(root_ / "set").string()}, out, truth, {false});
+    ADD_FAILURE() << "aggregated against an empty truth";
+  } catch (const foldfarm::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(truth + ": no event passes 'pass_gen'"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(out));
 }
 
 TEST_F(AggregateTest, CompareShowsUnfoldingsOfTheSameDataSideBySide) {
