@@ -29,16 +29,7 @@ H5Handle createH5(const std::string& path) {
 }
 
 H5Handle openH5(const std::string& path) {
-  data::h5Init();
-  if (H5Fis_hdf5(path.c_str()) <= 0) {
-    H5Eclear2(H5E_DEFAULT);
-    throw InputError(path + ": cannot open as HDF5 (missing or not an HDF5 file)");
-  }
-  try {
-    return data::h5OpenRead(path);
-  } catch (const Error&) {
-    throw InputError(path + ": cannot open as HDF5 (missing or not an HDF5 file)");
-  }
+  return data::h5OpenInput(path, "rerun the chain");
 }
 
 void writeMetaAttrs(hid_t f, const nlohmann::json& meta) {

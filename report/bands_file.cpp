@@ -60,13 +60,8 @@ int64_t readIntAttr(hid_t file, const std::string& key) {
 }  // namespace
 
 BandsFile readBandsFile(const std::string& path) {
-  data::h5Init();
-  if (H5Fis_hdf5(path.c_str()) <= 0) {
-    H5Eclear2(H5E_DEFAULT);
-    throw InputError(path + ": not an HDF5 file; rerun the aggregation (`foldfarm aggregate`)");
-  }
+  H5Handle file = data::h5OpenInput(path, "rerun the aggregation (`foldfarm aggregate`)");
   try {
-    H5Handle file = data::h5OpenRead(path);
     BandsFile out;
     out.replicas = readIntAttr(file.get(), "replicas");
     out.band_replicas = readIntAttr(file.get(), "band_replicas");

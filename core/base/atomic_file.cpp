@@ -288,7 +288,8 @@ void requireOutputDirectory(const std::string& path) {
   const auto parent = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
   if (!std::filesystem::is_directory(parent))
     throw InputError(path + ": output directory " + parent.string() +
-                     " does not exist; create it first");
+                     (std::filesystem::exists(parent) ? " is not a directory; name a file in one"
+                                                      : " does not exist; create it first"));
   if (std::filesystem::is_directory(p))
     throw InputError(path + ": is a directory; name a file for the output");
 }

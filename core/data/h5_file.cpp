@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/base/error.hpp"
+#include "core/base/file_stat.hpp"
 #include "core/base/log.hpp"
 
 namespace foldfarm::data {
@@ -151,6 +152,23 @@ H5Handle h5OpenRead(const std::string& path) {
   FF_H5_CHECK(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG), path);
   withoutFileLocking(fapl.get(), path);
   return FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Kind::kFile, path);
+}
+
+H5Handle h5OpenInput(const std::string& path, const std::string& advice) {
+  const FileStat st = statPath(path);
+  if (!st.regular)
+    throw InputError(path + (st.directory ? ": is a directory; give an HDF5 file"
+                             : st.exists  ? ": is not a regular file; check the path"
+                                          : ": no such file; check the path"));
+  try {
+    return h5OpenRead(path);
+  } catch (const Error& e) {
+    std::string why = e.what();
+    const auto colon = why.find(": ", why.find(" failed at "));
+    why = colon == std::string::npos ? "not an HDF5 file" : why.substr(colon + 2);
+    throw InputError(path + ": cannot open as HDF5 (truncated, corrupt or not HDF5: " + why +
+                     "); " + advice);
+  }
 }
 
 H5Handle h5Create(const std::string& path) {

@@ -60,6 +60,10 @@ class H5Handle {
 // Opens an existing file read-only / creates (truncates) a file. Throw Error on failure.
 H5Handle h5OpenRead(const std::string& path);
 H5Handle h5Create(const std::string& path);
+// Opens an input file read-only; InputError in one line naming `path` and what it is when it
+// cannot: a directory, missing, or not readable as HDF5 ("truncated, corrupt or not HDF5: <the
+// library's reason>"), followed by `advice` (e.g. "rerun the chain").
+H5Handle h5OpenInput(const std::string& path, const std::string& advice);
 
 bool h5Exists(hid_t loc, const std::string& name);
 // Dimensions of a dataset; element class (H5T_FLOAT, H5T_INTEGER...) through `cls`.

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "core/base/error.hpp"
+#include "core/base/file_stat.hpp"
 
 namespace foldfarm::data {
 
@@ -59,9 +60,12 @@ void expandEntry(const std::string& entry, const std::string& base, int depth,
     out.insert(out.end(), found.begin(), found.end());
     return;
   }
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec))
-    throw InputError(path + ": no such file; check the path");
+  const FileStat st = statPath(path);
+  if (st.directory)
+    throw InputError(path + ": is a directory; give its files (e.g. " + path + "/*.h5)");
+  if (!st.regular)
+    throw InputError(path + (st.exists ? ": is not a regular file" : ": no such file") +
+                     "; check the path");
   out.push_back(path);
 }
 

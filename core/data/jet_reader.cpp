@@ -94,18 +94,7 @@ void requireWithinBudget(const std::string& path, const std::string& what, doubl
 
 // Opens read-only; InputError saying whether the file is missing or unreadable as HDF5.
 H5Handle openChecked(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec))
-    throw InputError(path + ": no such file; check the path");
-  try {
-    return h5OpenRead(path);
-  } catch (const Error& e) {
-    std::string why = e.what();
-    const auto colon = why.find(": ", why.find(" failed at "));
-    why = colon == std::string::npos ? "not an HDF5 file" : why.substr(colon + 2);
-    throw InputError(path + ": cannot open as HDF5 (truncated, corrupt or not HDF5: " + why +
-                     "); regenerate or re-copy the file");
-  }
+  return h5OpenInput(path, "regenerate or re-copy the file");
 }
 
 }  // namespace
@@ -117,6 +106,7 @@ struct JetFile::Impl {
   int64_t N = 0, P = 0;
   bool labels = false;
   int64_t label_cols = 0;     // 0: (N,) indices; C: one-hot
+  bool float_labels = false;  // (N,) indices stored as floats: each must be a whole number
   int64_t label_classes = 0;  // C: labels must lie in [0, C); 0: unknown (kMaxLabelClasses)
   bool subs = false;          // unfold layout: the subs of every level it holds
   // Unfold layout: the levels the file holds (experimental data: reco only; a truth sample:
@@ -453,6 +443,8 @@ struct JetFile::Impl {
         auto pd = dims("pid");
         if (pd.size() == 1) {
           label_cols = 0;
+          H5Handle type = FF_H5_OWN(H5Dget_type(dataset("pid")), H5Kind::kDatatype, "pid");
+          float_labels = H5Tget_class(type.get()) == H5T_FLOAT;
         } else if (pd.size() == 2 && pd[1] >= 1) {
           label_cols = static_cast<int64_t>(pd[1]);
         } else {
@@ -635,7 +627,18 @@ void JetFile::readJetsInto(int64_t begin, int64_t end, const std::string& level,
   I.readFloatsInto(jname, begin, end, kNumJetFeatures, true, a.jets.data() + at * kNumJetFeatures);
   if (I.layout == FileLayout::kJets && I.labels) {
     int64_t* labels = a.labels.data() + at;
-    if (I.label_cols == 0) {
+    if (I.label_cols == 0 && I.float_labels) {
+      // Converted to integers, 0.5 would read as label 0: a whole number or refused.
+      std::vector<double> v(static_cast<size_t>(n));
+      I.readRows("pid", begin, end, H5T_NATIVE_DOUBLE, v.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const double x = v[static_cast<size_t>(i)];
+        if (!(x == std::floor(x)) || !(std::fabs(x) < 1e9))
+          I.fail("pid", "row " + std::to_string(begin + i) + " holds " + std::to_string(x) +
+                            ": labels are class indices (whole numbers); fix the labels");
+        labels[i] = static_cast<int64_t>(x);
+      }
+    } else if (I.label_cols == 0) {
       I.readRows("pid", begin, end, H5T_NATIVE_INT64, labels);
     } else {
       auto oh = I.readFloats("pid", begin, end, I.label_cols, true);

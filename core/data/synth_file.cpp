@@ -24,6 +24,9 @@ void writeSynthFile(const SynthFileOptions& opt) {
         fmt::format("synth: need {:g} <= --pt-min <= --pt-max <= {:g} GeV (got --pt-min "
                     "{:g}, --pt-max {:g})",
                     kMinSynthPt, kMaxSynthPt, opt.config.pt_min, opt.config.pt_max));
+  if (opt.threads < 0)
+    throw InputError("synth: --threads " + std::to_string(opt.threads) +
+                     " is negative; give a count of threads, at most the cores of the node");
   if (opt.threads > kMaxSynthThreads)
     throw InputError("synth: --threads " + std::to_string(opt.threads) + " exceeds " +
                      std::to_string(kMaxSynthThreads) + "; give at most the cores of the node");

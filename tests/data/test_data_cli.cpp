@@ -96,6 +96,40 @@ TEST_F(DataCli, BadInputFilesGiveExitTwoAndOneLineNamingTheFile) {
         << "temporary file left: " << e.path();
 }
 
+// Paths that are not what a command needs say what they are: a directory given as an input
+// file, a file given as the directory of an output, a negative thread count.
+TEST_F(DataCli, WrongKindsOfPathAndNegativeThreadsSayWhatIsWrong) {
+  const std::string pre = file("pre.h5");
+  ASSERT_EQ(run({"data", "synth", "--kind", "pretrain", "--jets", "8", "--out", pre}).code, 0);
+  const Result dir = run({"data", "inspect", dir_.string()});
+  EXPECT_EQ(dir.code, 2) << dir.err;
+  EXPECT_EQ(lines(dir.err), 1) << dir.err;
+  EXPECT_NE(dir.err.find(dir_.string() + ": is a directory"), std::string::npos) << dir.err;
+  const Result under_file =
+      run({"data", "synth", "--kind", "pretrain", "--jets", "8", "--out", pre + "/x.h5"});
+  EXPECT_EQ(under_file.code, 2) << under_file.err;
+  EXPECT_NE(under_file.err.find("output directory " + pre + " is not a directory"),
+            std::string::npos)
+      << under_file.err;
+  const Result threads =
+      run({"data", "synth", "--kind", "pretrain", "--jets", "8", "--threads", "-1", "--out", pre});
+  EXPECT_EQ(threads.code, 2) << threads.err;
+  EXPECT_NE(threads.err.find("--threads -1 is negative"), std::string::npos) << threads.err;
+  const Result conv = run({"data", "convert", "--in", dir_.string(), "--out", file("c.h5")});
+  EXPECT_EQ(conv.code, 2) << conv.err;
+  EXPECT_NE(conv.err.find(dir_.string() + ": is a directory; give an HDF5 file"), std::string::npos)
+      << conv.err;
+  // Where several files are taken (pretraining's --data), the advice names the pattern.
+  const Result pre_dir =
+      run({"pretrain", "--data", dir_.string(), "--out", file("pt"), "--preset", "tiny"});
+  EXPECT_EQ(pre_dir.code, 2) << pre_dir.err;
+  EXPECT_NE(pre_dir.err.find(dir_.string() + ": is a directory; give its files (e.g. " +
+                             dir_.string() + "/*.h5)"),
+            std::string::npos)
+      << pre_dir.err;
+  EXPECT_FALSE(fs::exists(file("pt")));
+}
+
 TEST_F(DataCli, SynthInspectConvertObservables) {
   const std::string pre = file("pre.h5");
   Result r =

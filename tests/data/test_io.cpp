@@ -201,6 +201,41 @@ TEST(JetIo, BoolLabelsAndWeightsAsH5pyWritesThemReadAsZeroAndOne) {
   EXPECT_EQ(readClassLabels(path), a.labels);
 }
 
+// Labels stored as floats (numpy's default dtype) read as the class indices they are when
+// they are whole numbers; 0.5 is refused naming the row (converted to integers it read as 0).
+TEST(JetIo, FloatLabelsMustBeWholeNumbers) {
+  TempDir dir;
+  const std::string path = dir.file("float_pid.h5");
+  JetArrays a = smallJets(20);
+  a.labels.assign(20, 0);
+  for (int64_t i = 0; i < 20; i += 2) a.labels[static_cast<size_t>(i)] = 1;
+  writeJetFile(path, a, {{"class_names", nlohmann::json({"q", "g"}).dump()}});
+  const auto rewrite = [&](const std::vector<float>& v) {
+    H5Handle f = FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Kind::kFile, path);
+    FF_H5_CHECK(H5Ldelete(f.get(), "pid", H5P_DEFAULT), "pid");
+    const hsize_t n = v.size();
+    H5Handle space = FF_H5_OWN(H5Screate_simple(1, &n, nullptr), H5Kind::kDataspace, "pid");
+    H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), "pid", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
+                                       H5P_DEFAULT, H5P_DEFAULT),
+                            H5Kind::kDataset, "pid");
+    FF_H5_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()),
+                "pid");
+  };
+  std::vector<float> whole(a.labels.begin(), a.labels.end());
+  rewrite(whole);
+  EXPECT_EQ(JetFile(path).readJets().labels, a.labels);
+  EXPECT_EQ(JetFile(path).readJets(3, 9).labels, a.slice(3, 9).labels);
+  whole[7] = 0.5f;
+  rewrite(whole);
+  try {
+    JetFile(path).readJets();
+    FAIL() << "label 0.5 was read";
+  } catch (const foldfarm::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("row 7 holds 0.5"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
+}
+
 TEST(JetIo, WriterWithoutCommitLeavesExistingFileUntouched) {
   TempDir dir;
   const std::string path = dir.file("keep.h5");
