@@ -469,7 +469,8 @@ void registerModelCommands(CommandGroups& g) {
   ge->add_option("--class", gen->class_index, "Class index")->required();
   ge->add_option("--jets", gen->jets, "Number of jets")->required();
   ge->add_option("--out", gen->out, "Output HDF5 (jets layout, written atomically)")->required();
-  ge->add_option("--steps", gen->steps, "Second-order sampler steps")->capture_default_str();
+  ge->add_option("--steps", gen->steps, "Second-order sampler steps (1 to 100000)")
+      ->capture_default_str();
   ge->add_option("--seed", gen->seed, "Seed")->capture_default_str();
   ge->add_option("--threads", gen->threads, "Threads (0: all cores)")->capture_default_str();
   addDeviceOptions(*ge, gen->device, nullptr, nullptr);

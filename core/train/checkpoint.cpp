@@ -8,6 +8,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/file_stat.hpp"
 #include "core/base/log.hpp"
 #include "core/base/sha256.hpp"
 #include "core/train/torch_error.hpp"
@@ -113,6 +114,10 @@ Checkpoint readCheckpoint(const std::string& dir) {
 
   const std::string payload_name = j.at("payload").at("file").get<std::string>();
   const std::string payload_path = (fs::path(dir) / payload_name).string();
+  if (!statPath(payload_path).regular)
+    throw InputError(payload_path +
+                     ": missing (named by meta.json): the checkpoint is incomplete; copy it "
+                     "again whole, or retrain");
   const std::string bytes_str = readFile(payload_path);
   const std::string expected = j.at("payload").at("sha256").get<std::string>();
   const std::string actual = sha256Hex(bytes_str);

@@ -84,6 +84,7 @@ TrainOptions fitTrainOptions(const ClassifierFitOptions& o) {
   t.fixed_shapes = o.fixed_shapes;
   t.precision = o.precision;
   t.data_options = o.data_options;
+  t.resume_options = o.resume_options;
   t.cuda_graphs = o.cuda_graphs;
   return t;
 }

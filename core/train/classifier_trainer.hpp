@@ -63,7 +63,8 @@ struct ClassifierFitOptions {
   bool fixed_shapes = false;
   std::string precision = "fp32";
   bool cuda_graphs = false;
-  nlohmann::json data_options = nlohmann::json::object();  // TrainOptions::data_options
+  nlohmann::json data_options = nlohmann::json::object();    // TrainOptions::data_options
+  nlohmann::json resume_options = nlohmann::json::object();  // TrainOptions::resume_options
 };
 
 // The Trainer's options of a fit. checkFitOptions refuses (InputError naming o.label) what

@@ -1,5 +1,6 @@
 #include "core/train/finetune.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -50,10 +51,19 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
                      ": holds an earlier fine-tuning (state or model); pass --resume to continue "
                      "it or choose a new --out");
   const std::string init_dir = opt.init == "none" ? "" : resolveCheckpointDir(opt.init);
+  // A resume continues the state's training: from another checkpoint it would be recorded
+  // as warm-started from that one.
+  o.resume_options = {{"--init", init_dir.empty()
+                                     ? std::string("none")
+                                     : fs::absolute(init_dir).lexically_normal().string()}};
 
   // 2. Test rows and the rest.
   const data::JetArrays raw = data::readJetsFiles({opt.train}, 0);
   requireBinary(raw, opt.train);  // the fit's own check, naming the file
+  const auto ones = std::count(raw.labels.begin(), raw.labels.end(), int64_t{1});
+  if (ones == 0 || ones == raw.n)
+    throw InputError(opt.train + ": every jet has label " + std::to_string(ones == 0 ? 0 : 1) +
+                     "; a classifier needs jets of both classes (0 and 1)");
   auto [rest, test_rows] = splitRows(raw.n, opt.test_fraction, o.seed);
   const data::JetArrays pool = raw.subset(rest), test = raw.subset(test_rows);
 

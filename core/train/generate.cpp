@@ -25,8 +25,10 @@ using nlohmann::json;
 
 data::JetArrays generateJets(const GenerateOptions& a) {
   if (a.jets < 1) throw InputError("generate: --jets must be >= 1, not " + std::to_string(a.jets));
-  if (a.steps < 1)
-    throw InputError("generate: --steps must be >= 1, not " + std::to_string(a.steps));
+  // The sampler's error is long converged by a thousand steps; 10^5 is surely a typo's bound.
+  if (a.steps < 1 || a.steps > 100000)
+    throw InputError("generate: --steps must lie in 1..100000 (64 is the default), not " +
+                     std::to_string(a.steps));
   if (a.batch < 1) throw InputError("generate: the batch must be >= 1");
   const Checkpoint ck = readCheckpoint(resolveCheckpointDir(a.checkpoint));
   if (!ck.meta.config.generator)

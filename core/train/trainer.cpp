@@ -246,6 +246,12 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
                      ": holds a final model, not a training state; use a new "
                      "output directory or drop --resume");
   training = ck.meta.training;
+  const nlohmann::json kept = training.value("resume_options", nlohmann::json::object());
+  for (const auto& [option, now] : opts_.resume_options.items())
+    if (kept.contains(option) && kept[option] != now)
+      throw InputError(opts_.state_dir + ": training state was written with " + option + " " +
+                       kept[option].dump() + ", not " + now.dump() + "; resume with " + option +
+                       " " + kept[option].dump() + " or use a new output directory");
   // Sharded and whole-set states do not mix (their data fingerprints differ by design);
   // a sharded state resumes on any number of ranks, its rows dealt anew.
   const int64_t was = training.value("sharded_ranks", int64_t{0});
@@ -573,6 +579,7 @@ nlohmann::json Trainer::FitLoop::stateJson() const {
   j["result"] = toJson(result_);
   j["data_fingerprint"] = src_.fingerprint;
   j["data_options"] = opts_.data_options;
+  j["resume_options"] = opts_.resume_options;
   j["seed"] = opts_.seed;
   j["batch_size"] = opts_.batch_size;
   j["max_epochs"] = opts_.max_epochs;

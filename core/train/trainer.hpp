@@ -105,6 +105,9 @@ struct TrainOptions {
   // "--val-fraction": 0.1}). Kept in the state: a resume on other data names the first
   // option that differs instead of only saying that the data differ.
   nlohmann::json data_options = nlohmann::json::object();
+  // Options a resume must repeat, as the user types them (e.g. finetune's {"--init": DIR}):
+  // kept in the state; a resume with another value is refused naming the option.
+  nlohmann::json resume_options = nlohmann::json::object();
 };
 
 // Throws InputError (naming opts.label) for a value no training can use: lr, lr_factor or

@@ -542,13 +542,14 @@ TEST_F(BadInputs, CommandLine) {
                        name);
   }
   // generate: no jets or no sampler steps (before: --jets -5 ended in an internal error, and
-  // --jets 0 or --steps 0 wrote a file).
+  // --jets 0 or --steps 0 wrote a file), or steps without end (10^12 ran on for days).
   for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
-           {"--jets", "-5"}, {"--jets", "0"}, {"--steps", "0"}}) {
+           {"--jets", "-5"}, {"--jets", "0"}, {"--steps", "0"}, {"--steps", "1000000000000"}}) {
     std::vector<std::string> args{"generate", "--ckpt",    p("ckpt"), "--class", "1",
                                   "--out",    p("gen.h5"), option,    value};
     if (option != "--jets") args.insert(args.end(), {"--jets", "4"});
-    expectCleanFailure(args, option + " must be >= 1");
+    expectCleanFailure(
+        args, option == "--steps" ? "--steps must lie in 1..100000" : option + " must be >= 1");
   }
   expectCleanFailure(
       {"finetune", "--train", p("good.h5"), "--out", p("ft_bad"), "--test-fraction", "1.5"},

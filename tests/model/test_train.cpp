@@ -122,6 +122,17 @@ TEST(Checkpoint, FlippedByteIsRefused) {
     EXPECT_NE(msg.find("checksum mismatch"), std::string::npos) << msg;
     EXPECT_NE(msg.find(payload), std::string::npos) << msg;
   }
+  // A checkpoint copied without its tensors file says that it is incomplete.
+  fs::remove(payload);
+  try {
+    PetClassifier::load(dir.path);
+    FAIL() << "a checkpoint without its tensors was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(payload + ": missing (named by meta.json): the "
+                                                   "checkpoint is incomplete"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Checkpoint, EveryCommandTakesTheCheckpointOrTheRunDirectory) {
@@ -502,6 +513,27 @@ TEST(Finetune, TrainsTestsAndWritesTheModelOnceWithItsWarmup) {
   EXPECT_EQ(readFile(weights), before);
 }
 
+// A file whose jets are all of one class is refused naming it (the fit reported an AUC of 0
+// and an accuracy of 1), and nothing is written.
+TEST(Finetune, AFileOfOneClassIsRefused) {
+  TempDir dir;
+  const std::string path = dir.path + "/one_class.h5";
+  data::JetArrays jets = modeltest::randomJets(64, 32, 25, 21);
+  jets.labels.assign(static_cast<size_t>(jets.n), 1);
+  data::JetFileWriter w(path, data::FileLayout::kJets, 32, true);
+  w.append(jets);
+  w.commit();
+  try {
+    runFinetuning(quickFinetune(path, dir.path + "/out"));
+    FAIL() << "a classifier was trained on one class";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(path + ": every jet has label 1"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir.path + "/out/model"));
+  EXPECT_FALSE(fs::exists(dir.path + "/out/state"));
+}
+
 // An interrupted fine-tuning, resumed, ends with the model and the test figures of the run
 // that was not interrupted.
 TEST(Finetune, ResumedAfterAnInterruptionEndsAsTheStraightRun) {
@@ -526,8 +558,8 @@ TEST(Finetune, ResumedAfterAnInterruptionEndsAsTheStraightRun) {
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << i;
 }
 
-// A resume whose options choose other training rows is refused naming the option and the
-// value the state was written with, and the state is left as it was.
+// A resume whose options choose other training rows, or another --init, is refused naming the
+// option and the value the state was written with, and the state is left as it was.
 TEST(Finetune, ResumeWithOtherDataOptionsNamesTheOption) {
   TempDir dir;
   const std::string train = writeLabelledJets(dir.path, 96);
@@ -553,6 +585,15 @@ TEST(Finetune, ResumeWithOtherDataOptionsNamesTheOption) {
   FinetuneOptions held_out = o;
   held_out.test_fraction = 0.5;
   refused(held_out, "--test-fraction 0.25");
+  // From another checkpoint (here a classifier of the same preset) the resumed model would
+  // be recorded as warm-started from it.
+  const std::string other = dir.path + "/other";
+  runFinetuning(quickFinetune(train, other));
+  FinetuneOptions init = o;
+  init.init = other;
+  refused(init, "written with --init \"none\", not \"" +
+                    fs::absolute(other + "/model").lexically_normal().string() +
+                    "\"; resume with --init \"none\"");
   EXPECT_TRUE(runFinetuning(o).fit.resumed);
 }
 
