@@ -749,15 +749,33 @@ CampaignSpec loadCampaignSpec(const std::string& path, bool require_inputs) {
   std::string text = readFile(path);
   // The parser refuses a number beyond double's range (1e400) with out_of_range, which
   // names the token but not the key: follow the object keys to name it.
+  // A key given twice in one object is refused too: the parser keeps the last value without
+  // a word ("replicas": 2, ..., "replicas": 5).
   std::vector<std::string> keys;
-  auto follow = [&keys](int, json::parse_event_t event, json& parsed) {
+  std::vector<std::set<std::string>> seen;  // per open object or array (unused for arrays)
+  const auto dotted = [&keys] {
+    std::string key;
+    for (const auto& k : keys) {
+      if (k != "[]")
+        key += (key.empty() ? "" : ".") + k;
+      else if (!key.empty())
+        key += "[]";
+    }
+    return key;
+  };
+  auto follow = [&](int, json::parse_event_t event, json& parsed) {
     if (event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) {
       keys.emplace_back(event == json::parse_event_t::array_start ? "[]" : "");
+      seen.emplace_back();
     } else if (event == json::parse_event_t::object_end ||
                event == json::parse_event_t::array_end) {
       if (!keys.empty()) keys.pop_back();
+      if (!seen.empty()) seen.pop_back();
     } else if (event == json::parse_event_t::key && !keys.empty()) {
       keys.back() = parsed.get<std::string>();
+      if (!seen.back().insert(keys.back()).second)
+        throw InputError(path + ": '" + dotted() +
+                         "' is given twice in one object (JSON keeps only the last); keep one");
     }
     return true;
   };
@@ -767,13 +785,7 @@ CampaignSpec loadCampaignSpec(const std::string& path, bool require_inputs) {
   } catch (const json::parse_error& e) {
     throw InputError(path + ": not valid JSON: " + e.what());
   } catch (const json::out_of_range& e) {
-    std::string key;
-    for (const auto& k : keys) {
-      if (k != "[]")
-        key += (key.empty() ? "" : ".") + k;
-      else if (!key.empty())
-        key += "[]";
-    }
+    const std::string key = dotted();
     std::string what = e.what();
     const auto token = what.find("parsing '");
     throw InputError(path + ": " + (key.empty() ? "" : "'" + key + "' = ") +

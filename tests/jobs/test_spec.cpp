@@ -220,6 +220,23 @@ TEST_F(SpecValidation, IntegersBeyond32BitsAreRefusedNotWrapped) {
   expectRefused(initRejectedText(text), {"'seed'"});
 }
 
+// A key given twice in one object (JSON keeps the last without a word) is refused naming it;
+// the same key in two objects is fine.
+TEST_F(SpecValidation, AKeyGivenTwiceIsRefusedNamingIt) {
+  std::string text = validSpec().dump();
+  text.insert(text.size() - 1, ",\"replicas\":5");
+  expectRefused(initRejectedText(text), {"'replicas' is given twice"});
+  text = validSpec().dump();
+  text.replace(text.find("\"cpu_slots\":2"), 13, "\"cpu_slots\":2,\"cpu_slots\":3");
+  expectRefused(initRejectedText(text), {"'resources.cpu_slots' is given twice"});
+  // "seconds" in params and in two overrides: one key per object, accepted.
+  json ok = validSpec();
+  ok["overrides"] = {{"r0000m0", {{"seconds", 0.0}}}, {"r0001m1", {{"seconds", 0.0}}}};
+  writeText(dir_ + "/ok.json", ok.dump());
+  const ToolRun r = runTool({"init", dir_ + "/ok.json", "--dir", dir_ + "/ok"}, dir_);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 TEST_F(SpecValidation, NumbersBeyondDoubleAreRefusedNamingTheKey) {
   std::string text = validSpec().dump();
   text.insert(text.size() - 1, ",\"time_limit_s\":1e400");
