@@ -58,16 +58,10 @@ std::vector<std::string> chainDirsUnder(const std::vector<std::string>& run_dirs
                          "): still running, stopped or failed; rerun its `foldfarm unfold` "
                          "command (it resumes) or leave it out");
     }
-    auto found = findChainDirs(d);
-    chains.insert(chains.end(), found.begin(), found.end());
     std::vector<std::string> unfinished;
-    for (auto it =
-             fs::recursive_directory_iterator(d, fs::directory_options::skip_permission_denied, ec);
-         !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
-      if (it->is_directory(ec) && !unfinishedChainLacks(it->path()).empty())
-        unfinished.push_back(it->path().lexically_normal().string());
+    auto found = findChainDirs(d, &unfinished);
+    chains.insert(chains.end(), found.begin(), found.end());
     if (!unfinished.empty()) {
-      std::sort(unfinished.begin(), unfinished.end());
       logWarn(
           "aggregate: {} unfinished chain(s) under {} left out (no result.json or "
           "histograms.h5), the first {}; finish them to include them",
@@ -373,20 +367,27 @@ void stageFigures(std::vector<AtomicFile>& staged, const std::string& out_dir,
 
 }  // namespace
 
-std::vector<std::string> findChainDirs(const std::string& root) {
+std::vector<std::string> findChainDirs(const std::string& root,
+                                       std::vector<std::string>* unfinished) {
   std::error_code ec;
   if (!fs::is_directory(root, ec))
     throw InputError(root + ": not a directory (pass chain output directories or their parents)");
   std::vector<std::string> out;
-  if (isChainDir(root)) out.push_back(fs::path(root).lexically_normal().string());
+  const auto look = [&](const fs::path& p) {
+    if (isChainDir(p))
+      out.push_back(p.lexically_normal().string());
+    else if (unfinished && !unfinishedChainLacks(p).empty())
+      unfinished->push_back(p.lexically_normal().string());
+  };
+  look(root);
   for (auto it = fs::recursive_directory_iterator(
            root, fs::directory_options::skip_permission_denied, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_directory(ec) && isChainDir(it->path()))
-      out.push_back(it->path().lexically_normal().string());
+    if (it->is_directory(ec)) look(it->path());
   }
   if (ec) throw InputError(root + ": cannot list: " + ec.message());
   std::sort(out.begin(), out.end());
+  if (unfinished) std::sort(unfinished->begin(), unfinished->end());
   return out;
 }
 

@@ -172,7 +172,9 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
 std::string comparisonMarkdown(const nlohmann::json& comparison);
 
 // Chain output directories under `root` (itself included), sorted; a directory counts when
-// it holds a completed chain's result.json and histograms.h5.
-std::vector<std::string> findChainDirs(const std::string& root);
+// it holds a completed chain's result.json and histograms.h5. `unfinished` (when given)
+// receives, sorted, those that hold one of them, or a chain's state/progress.json, but not both.
+std::vector<std::string> findChainDirs(const std::string& root,
+                                       std::vector<std::string>* unfinished = nullptr);
 
 }  // namespace foldfarm::ensembles

@@ -293,8 +293,8 @@ TaskOutcome runLoad(const json& p, const std::string&) {
   std::shared_ptr<std::string> bytes;
   if (cache) {
     // The version of the file as the other caches key it (size, ns time): a file rewritten
-    // within the same second is read again.
-    // The worker keeps the latest version of each file only. NUL separates: no path holds one.
+    // within the same second is read again. The worker keeps each file's latest version only
+    // (NUL separates the path: no path holds one).
     const FileStat st = statPath(path);
     const std::string prefix = std::string("load") + '\0' + path + '\0';
     const std::string key = prefix + std::to_string(st.size) + ":" + std::to_string(st.mtime_ns);
