@@ -45,6 +45,29 @@ JetArrays smallJets(int64_t n, uint64_t seed = 1) {
   return synthPretrain(cfg, seed, 0, n);
 }
 
+// n jets of two classes ("q", "g"), label 1 on every `every`-th jet, written to `path`.
+JetArrays writeTwoClassJets(const std::string& path, int64_t n, int64_t every) {
+  JetArrays a = smallJets(n);
+  a.labels.assign(static_cast<size_t>(n), 0);
+  for (int64_t i = 0; i < n; i += every) a.labels[static_cast<size_t>(i)] = 1;
+  writeJetFile(path, a, {{"class_names", nlohmann::json({"q", "g"}).dump()}});
+  return a;
+}
+
+// Writes (or replaces) the 1-D dataset `name` of `path` as `n` values of `file_type`, given
+// in `mem_type` (as another program would have stored them).
+void replaceDataset(const std::string& path, const char* name, hid_t file_type, hid_t mem_type,
+                    const void* values, hsize_t n) {
+  H5Handle f = FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Kind::kFile, path);
+  if (H5Lexists(f.get(), name, H5P_DEFAULT) > 0)
+    FF_H5_CHECK(H5Ldelete(f.get(), name, H5P_DEFAULT), name);
+  H5Handle space = FF_H5_OWN(H5Screate_simple(1, &n, nullptr), H5Kind::kDataspace, name);
+  H5Handle ds = FF_H5_OWN(
+      H5Dcreate2(f.get(), name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+      H5Kind::kDataset, name);
+  FF_H5_CHECK(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values), name);
+}
+
 }  // namespace
 
 TEST(JetIo, JetsLayoutRoundTripWithAttributes) {
@@ -166,14 +189,10 @@ TEST(JetIo, AnUnfoldingFileOfOneLevelReadsThatLevelAndRefusesTheOther) {
 TEST(JetIo, BoolLabelsAndWeightsAsH5pyWritesThemReadAsZeroAndOne) {
   TempDir dir;
   const std::string path = dir.file("bools.h5");
-  JetArrays a = smallJets(40);
-  a.labels.assign(40, 0);
-  for (int64_t i = 0; i < 40; i += 3) a.labels[static_cast<size_t>(i)] = 1;
+  JetArrays a = writeTwoClassJets(path, 40, 3);
   a.weights.assign(40, 1.0f);
   a.weights[5] = 0.0f;
-  writeJetFile(path, a, {{"class_names", nlohmann::json({"q", "g"}).dump()}});
   {
-    H5Handle f = FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Kind::kFile, path);
     H5Handle type = FF_H5_OWN(H5Tenum_create(H5T_NATIVE_INT8), H5Kind::kDatatype, "enum");
     const int8_t no = 0, yes = 1;
     FF_H5_CHECK(H5Tenum_insert(type.get(), "FALSE", &no), "enum");
@@ -182,13 +201,7 @@ TEST(JetIo, BoolLabelsAndWeightsAsH5pyWritesThemReadAsZeroAndOne) {
       std::vector<int8_t> v(40);
       for (size_t i = 0; i < v.size(); ++i)
         v[i] = static_cast<int8_t>(name[0] == 'p' ? a.labels[i] : a.weights[i]);
-      FF_H5_CHECK(H5Ldelete(f.get(), name, H5P_DEFAULT), name);
-      const hsize_t n = 40;
-      H5Handle space = FF_H5_OWN(H5Screate_simple(1, &n, nullptr), H5Kind::kDataspace, name);
-      H5Handle ds = FF_H5_OWN(
-          H5Dcreate2(f.get(), name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-          H5Kind::kDataset, name);
-      FF_H5_CHECK(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name);
+      replaceDataset(path, name, type.get(), type.get(), v.data(), v.size());
     }
   }
   JetFile f(path);
@@ -206,20 +219,9 @@ TEST(JetIo, BoolLabelsAndWeightsAsH5pyWritesThemReadAsZeroAndOne) {
 TEST(JetIo, FloatLabelsMustBeWholeNumbers) {
   TempDir dir;
   const std::string path = dir.file("float_pid.h5");
-  JetArrays a = smallJets(20);
-  a.labels.assign(20, 0);
-  for (int64_t i = 0; i < 20; i += 2) a.labels[static_cast<size_t>(i)] = 1;
-  writeJetFile(path, a, {{"class_names", nlohmann::json({"q", "g"}).dump()}});
+  const JetArrays a = writeTwoClassJets(path, 20, 2);
   const auto rewrite = [&](const std::vector<float>& v) {
-    H5Handle f = FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Kind::kFile, path);
-    FF_H5_CHECK(H5Ldelete(f.get(), "pid", H5P_DEFAULT), "pid");
-    const hsize_t n = v.size();
-    H5Handle space = FF_H5_OWN(H5Screate_simple(1, &n, nullptr), H5Kind::kDataspace, "pid");
-    H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), "pid", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
-                                       H5P_DEFAULT, H5P_DEFAULT),
-                            H5Kind::kDataset, "pid");
-    FF_H5_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()),
-                "pid");
+    replaceDataset(path, "pid", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, v.data(), v.size());
   };
   std::vector<float> whole(a.labels.begin(), a.labels.end());
   rewrite(whole);
