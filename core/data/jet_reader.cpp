@@ -789,8 +789,10 @@ std::vector<int64_t> readInt64Dataset(const std::string& path, const std::string
 }
 
 std::vector<int64_t> readClassLabels(const std::string& path, const std::string& name) {
+  // Read as doubles: integers convert exactly, and labels stored as floats (numpy's default)
+  // are checked to be whole numbers instead of truncated (0.5 read as class 0).
   std::vector<int64_t> d;
-  std::vector<int64_t> v = readInt64Dataset(path, name, &d);
+  const std::vector<double> v = readWhole<double>(path, name, &d, H5T_NATIVE_DOUBLE);
   const std::string where = path + ": dataset '" + name + "': ";
   if (d.size() == 2) {  // one-hot -> indices
     if (d[1] > kMaxLabelClasses)
@@ -800,7 +802,7 @@ std::vector<int64_t> readClassLabels(const std::string& path, const std::string&
     for (int64_t i = 0; i < d[0]; ++i) {
       const auto row = v.begin() + i * d[1];
       const auto top = std::max_element(row, row + d[1]);
-      if (*top <= 0)
+      if (!(*top > 0))
         throw InputError(where + "row " + std::to_string(i) +
                          " of the one-hot labels has no class set (no entry > 0); fix the labels");
       idx[static_cast<size_t>(i)] = top - row;
@@ -811,12 +813,20 @@ std::vector<int64_t> readClassLabels(const std::string& path, const std::string&
     throw InputError(
         where + "has " + std::to_string(d.size()) +
         " dimensions, expected (N,) labels or (N,C) one-hot; fix the producer of this file");
-  for (size_t i = 0; i < v.size(); ++i)
-    if (v[i] < 0 || v[i] >= kMaxLabelClasses)
-      throw InputError(where + "row " + std::to_string(i) + " holds label " + std::to_string(v[i]) +
+  std::vector<int64_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!(v[i] == std::floor(v[i])))
+      throw InputError(where + "row " + std::to_string(i) + " holds " + std::to_string(v[i]) +
+                       ": labels are class indices (whole numbers); fix the labels");
+    if (!(v[i] >= 0 && v[i] < static_cast<double>(kMaxLabelClasses)))
+      throw InputError(where + "row " + std::to_string(i) + " holds label " +
+                       (std::fabs(v[i]) < 1e15 ? std::to_string(static_cast<int64_t>(v[i]))
+                                               : std::to_string(v[i])) +
                        ", outside [0, " + std::to_string(kMaxLabelClasses) +
                        ") (foldfarm's limit on classes); labels must be class indices, fix them");
-  return v;
+    out[i] = static_cast<int64_t>(v[i]);
+  }
+  return out;
 }
 
 uint64_t readBudgetBytes() {

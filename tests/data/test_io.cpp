@@ -236,6 +236,16 @@ TEST(JetIo, FloatLabelsMustBeWholeNumbers) {
     EXPECT_NE(std::string(e.what()).find("row 7 holds 0.5"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
   }
+  // The whole-dataset reader (data convert) too.
+  try {
+    readClassLabels(path);
+    FAIL() << "label 0.5 was read by readClassLabels";
+  } catch (const foldfarm::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("row 7 holds 0.5"), std::string::npos) << e.what();
+  }
+  whole[7] = static_cast<float>(a.labels[7]);
+  rewrite(whole);
+  EXPECT_EQ(readClassLabels(path), a.labels);
 }
 
 TEST(JetIo, WriterWithoutCommitLeavesExistingFileUntouched) {
