@@ -28,21 +28,22 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool isChainDir(const fs::path& p) {
-  std::error_code ec;
-  return fs::is_regular_file(p / kChainResultFile, ec) &&
-         fs::is_regular_file(p / kChainHistogramsFile, ec);
-}
+// What a directory holds of a chain: nothing, a complete chain (result.json and
+// histograms.h5), or an unfinished one, with the file it lacks (one of the two, or a chain's
+// state/progress.json alone).
+struct ChainDirState {
+  bool complete = false;
+  std::string lacks;  // unfinished: "result.json" or "histograms.h5"; else ""
+};
 
-// What a chain directory that is not complete lacks ("result.json", "histograms.h5"); "" for
-// a complete chain or a directory that holds no chain (no result, histograms or state).
-std::string unfinishedChainLacks(const fs::path& p) {
+ChainDirState chainDirState(const fs::path& p) {
   std::error_code ec;
   const bool result = fs::is_regular_file(p / kChainResultFile, ec);
   const bool hist = fs::is_regular_file(p / kChainHistogramsFile, ec);
-  if (result == hist && (result || !fs::is_regular_file(p / "state" / "progress.json", ec)))
-    return "";
-  return result ? kChainHistogramsFile : kChainResultFile;
+  if (result && hist) return {true, ""};
+  if (result || hist || fs::is_regular_file(p / "state" / "progress.json", ec))
+    return {false, result ? kChainHistogramsFile : kChainResultFile};
+  return {};
 }
 
 // Every chain under the run directories, sorted and once each; InputError when there is none,
@@ -53,7 +54,7 @@ std::vector<std::string> chainDirsUnder(const std::vector<std::string>& run_dirs
   for (const auto& d : run_dirs) {
     std::error_code ec;
     if (fs::is_directory(d, ec)) {
-      if (const std::string lacks = unfinishedChainLacks(d); !lacks.empty())
+      if (const std::string lacks = chainDirState(d).lacks; !lacks.empty())
         throw InputError(d + ": an unfinished chain (no " + lacks +
                          "): still running, stopped or failed; rerun its `foldfarm unfold` "
                          "command (it resumes) or leave it out");
@@ -374,9 +375,10 @@ std::vector<std::string> findChainDirs(const std::string& root,
     throw InputError(root + ": not a directory (pass chain output directories or their parents)");
   std::vector<std::string> out;
   const auto look = [&](const fs::path& p) {
-    if (isChainDir(p))
+    const ChainDirState st = chainDirState(p);
+    if (st.complete)
       out.push_back(p.lexically_normal().string());
-    else if (unfinished && !unfinishedChainLacks(p).empty())
+    else if (unfinished && !st.lacks.empty())
       unfinished->push_back(p.lexically_normal().string());
   };
   look(root);
@@ -410,10 +412,8 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
                                         const AggregateOptions& options) {
   // A chain's own directory is no place for the bands (its files beside them, and an
   // aggregation of its parent would take the directory for a chain with extra files).
-  {
-    std::error_code ec;
-    if (fs::is_directory(out_dir, ec) &&
-        (isChainDir(out_dir) || !unfinishedChainLacks(out_dir).empty()))
+  if (std::error_code ec; fs::is_directory(out_dir, ec)) {
+    if (const ChainDirState st = chainDirState(out_dir); st.complete || !st.lacks.empty())
       throw InputError(out_dir + ": holds a chain (result.json, histograms.h5 or state/); " +
                        "aggregate into another directory");
   }

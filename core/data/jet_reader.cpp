@@ -92,6 +92,14 @@ void requireWithinBudget(const std::string& path, const std::string& what, doubl
   requireWithinReadBudget(path, what, bytes, "read fewer jets or use a machine with more memory");
 }
 
+// "" when the label `x` of `row` is a whole number (a class index as a float); else what is
+// wrong with it, for a message that names the file and dataset first.
+std::string notAWholeLabel(double x, int64_t row) {
+  if (x == std::floor(x) && std::fabs(x) < 1e15) return "";
+  return "row " + std::to_string(row) + " holds " + std::to_string(x) +
+         ": labels are class indices (whole numbers); fix the labels";
+}
+
 // Opens read-only; InputError saying whether the file is missing or unreadable as HDF5.
 H5Handle openChecked(const std::string& path) {
   return h5OpenInput(path, "regenerate or re-copy the file");
@@ -633,9 +641,7 @@ void JetFile::readJetsInto(int64_t begin, int64_t end, const std::string& level,
       I.readRows("pid", begin, end, H5T_NATIVE_DOUBLE, v.data());
       for (int64_t i = 0; i < n; ++i) {
         const double x = v[static_cast<size_t>(i)];
-        if (!(x == std::floor(x)) || !(std::fabs(x) < 1e9))
-          I.fail("pid", "row " + std::to_string(begin + i) + " holds " + std::to_string(x) +
-                            ": labels are class indices (whole numbers); fix the labels");
+        if (const std::string why = notAWholeLabel(x, begin + i); !why.empty()) I.fail("pid", why);
         labels[i] = static_cast<int64_t>(x);
       }
     } else if (I.label_cols == 0) {
@@ -815,14 +821,12 @@ std::vector<int64_t> readClassLabels(const std::string& path, const std::string&
         " dimensions, expected (N,) labels or (N,C) one-hot; fix the producer of this file");
   std::vector<int64_t> out(v.size());
   for (size_t i = 0; i < v.size(); ++i) {
-    if (!(v[i] == std::floor(v[i])))
-      throw InputError(where + "row " + std::to_string(i) + " holds " + std::to_string(v[i]) +
-                       ": labels are class indices (whole numbers); fix the labels");
+    if (const std::string why = notAWholeLabel(v[i], static_cast<int64_t>(i)); !why.empty())
+      throw InputError(where + why);
     if (!(v[i] >= 0 && v[i] < static_cast<double>(kMaxLabelClasses)))
       throw InputError(where + "row " + std::to_string(i) + " holds label " +
-                       (std::fabs(v[i]) < 1e15 ? std::to_string(static_cast<int64_t>(v[i]))
-                                               : std::to_string(v[i])) +
-                       ", outside [0, " + std::to_string(kMaxLabelClasses) +
+                       std::to_string(static_cast<int64_t>(v[i])) + ", outside [0, " +
+                       std::to_string(kMaxLabelClasses) +
                        ") (foldfarm's limit on classes); labels must be class indices, fix them");
     out[i] = static_cast<int64_t>(v[i]);
   }

@@ -236,6 +236,21 @@ void Trainer::saveState(const nlohmann::json& training) {
   writeCheckpoint(opts_.state_dir, meta, t);
 }
 
+namespace {
+
+// InputError naming the first option (of `now`) that the state in `state_dir` was written with
+// another value of (`kept`: option -> value, as the user types them).
+void refuseOtherOptions(const nlohmann::json& kept, const nlohmann::json& now,
+                        const std::string& state_dir) {
+  for (const auto& [option, value] : now.items())
+    if (kept.contains(option) && kept[option] != value)
+      throw InputError(state_dir + ": training state was written with " + option + " " +
+                       kept[option].dump() + ", not " + value.dump() + "; resume with " + option +
+                       " " + kept[option].dump() + " or use a new output directory");
+}
+
+}  // namespace
+
 bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
   if (opts_.state_dir.empty() || !opts_.resume || !checkpointExists(opts_.state_dir)) return false;
   const Checkpoint ck = readCheckpoint(opts_.state_dir);
@@ -246,12 +261,8 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
                      ": holds a final model, not a training state; use a new "
                      "output directory or drop --resume");
   training = ck.meta.training;
-  const nlohmann::json kept = training.value("resume_options", nlohmann::json::object());
-  for (const auto& [option, now] : opts_.resume_options.items())
-    if (kept.contains(option) && kept[option] != now)
-      throw InputError(opts_.state_dir + ": training state was written with " + option + " " +
-                       kept[option].dump() + ", not " + now.dump() + "; resume with " + option +
-                       " " + kept[option].dump() + " or use a new output directory");
+  refuseOtherOptions(training.value("resume_options", nlohmann::json::object()),
+                     opts_.resume_options, opts_.state_dir);
   // Sharded and whole-set states do not mix (their data fingerprints differ by design);
   // a sharded state resumes on any number of ranks, its rows dealt anew.
   const int64_t was = training.value("sharded_ranks", int64_t{0});
@@ -268,13 +279,8 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
         opts_.label, was, now);
   if (training.value("data_fingerprint", "") != fp) {
     // Name the option that chose other rows when the state knows it.
-    const nlohmann::json was = training.value("data_options", nlohmann::json::object());
-    for (const auto& [option, now] : opts_.data_options.items()) {
-      if (was.contains(option) && was[option] != now)
-        throw InputError(opts_.state_dir + ": training state was written with " + option + " " +
-                         was[option].dump() + ", not " + now.dump() + "; resume with " + option +
-                         " " + was[option].dump() + " or use a new output directory");
-    }
+    refuseOtherOptions(training.value("data_options", nlohmann::json::object()), opts_.data_options,
+                       opts_.state_dir);
     throw InputError(opts_.state_dir +
                      ": training state was written for different training data; "
                      "resume with the same data or use a new output directory");
