@@ -23,6 +23,7 @@
 #include "core/train/torch_error.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_output.hpp"
+#include "ensembles/truth_comparison.hpp"
 
 namespace foldfarm::ensembles {
 namespace {
@@ -355,6 +356,24 @@ void checkChainTaskInputs(const nlohmann::json& params) {
     requireChainLevels(path, mc, file.hasLevel("reco"), file.hasLevel("gen"));
   }
   checkChainFoundation(params);
+}
+
+void checkCampaignChainTaskInputs(const nlohmann::json& task_params) {
+  checkChainTaskInputs(chainParamsOfCampaignTask(task_params, "tasks/t"));
+  // What the aggregation reads besides the chains' outputs: the truth, and the non-closure
+  // pseudo-data's gen level (its truth). Found here, not after every chain has trained.
+  const nlohmann::json& in = task_params.at("inputs");
+  const auto truthOf = [&](const char* key, const std::string& role) {
+    try {
+      checkTruthFile(in.at(key).get<std::string>());
+    } catch (const InputError& e) {
+      throw InputError(role + " " + e.what());
+    }
+  };
+  if (in.contains("truth")) truthOf("truth", "truth");
+  if (task_params.contains("variation") &&
+      task_params["variation"].value("type", std::string()) == "non_closure")
+    truthOf("data", "data (the non_closure pseudo-data; its gen level is the truth)");
 }
 
 }  // namespace foldfarm::ensembles

@@ -58,6 +58,10 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
 // reco level (the file's datasets and shapes validated, nothing read), and the foundation
 // (checkChainFoundation). InputError naming the file and what it lacks.
 void checkChainTaskInputs(const nlohmann::json& params);
+// The same for a campaign task's params (jobs::CampaignSpec::taskDef), and what the
+// aggregation will read: `inputs.truth`, and a non_closure variation's data, whose gen level
+// is its truth (checkTruthFile). InputError naming the key and the file.
+void checkCampaignChainTaskInputs(const nlohmann::json& task_params);
 // The foundation of chain params with an init: a checkpoint (either form resolveCheckpointDir
 // takes) whose metadata and tensors pass their checksums, read whole once per version of its
 // meta.json in this process, whose preset the chain config does not contradict

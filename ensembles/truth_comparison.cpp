@@ -89,22 +89,14 @@ constexpr const char* kTruthKeys[] = {
     "mean_unfolded",    "shift_recovered", "shift_significance", "coverage_68_total",
     "coverage_95_total"};
 
-}  // namespace
-
-TruthHistograms readTruth(const std::string& path, const std::vector<ObservableHistogram>& like) {
-  data::JetFile file(path);
+// The truth file's pass flags (empty: every event passes) after its layout is checked.
+std::vector<uint8_t> truthPassFlags(const data::JetFile& file, const std::string& path) {
   if (file.layout() == data::FileLayout::kUnfold && !file.hasLevel("gen"))
     throw InputError(path +
                      ": holds its reco level only, as experimental data does; the truth is a "
                      "particle-level sample: give a file with 'gen_subs' (N,6)");
   if (file.layout() != data::FileLayout::kUnfold || !file.has("gen_subs"))
     throw InputError(path + ": truth file needs the unfold layout with 'gen_subs' (N,6)");
-  std::vector<float> subs = file.readFloat("gen_subs");
-  std::vector<double> w;
-  if (file.has("weights")) {
-    auto wf = file.readFloat("weights");
-    w.assign(wf.begin(), wf.end());
-  }
   std::vector<uint8_t> pass;
   if (file.has("pass_gen")) {
     auto pf = file.readFloat("pass_gen");
@@ -115,6 +107,24 @@ TruthHistograms readTruth(const std::string& path, const std::vector<ObservableH
     throw InputError(path + ": no event passes 'pass_gen' (all " + std::to_string(pass.size()) +
                      " are 0): the truth would be empty; give a particle-level sample with "
                      "selected events");
+  return pass;
+}
+
+}  // namespace
+
+void checkTruthFile(const std::string& path) {
+  truthPassFlags(data::JetFile(path), path);
+}
+
+TruthHistograms readTruth(const std::string& path, const std::vector<ObservableHistogram>& like) {
+  data::JetFile file(path);
+  const std::vector<uint8_t> pass = truthPassFlags(file, path);
+  std::vector<float> subs = file.readFloat("gen_subs");
+  std::vector<double> w;
+  if (file.has("weights")) {
+    auto wf = file.readFloat("weights");
+    w.assign(wf.begin(), wf.end());
+  }
   auto hists = histogramObservables(subs, w, pass);
   TruthHistograms t;
   for (size_t o = 0; o < hists.size(); ++o) {

@@ -26,6 +26,10 @@ struct TruthHistograms {
 // histogrammed as `like` is binned. InputError naming the file for another layout, no
 // `gen_subs`, or another binning.
 TruthHistograms readTruth(const std::string& path, const std::vector<ObservableHistogram>& like);
+// What readTruth needs of the file that does not depend on the chains (`campaign init` and
+// `run`, before any task starts): the unfold layout with its gen level, and a `pass_gen`, if
+// given, that passes an event. Reads `pass_gen` only. InputError naming the file otherwise.
+void checkTruthFile(const std::string& path);
 
 // What observable o's comparison with the truth reads.
 struct UnfoldedObservable {

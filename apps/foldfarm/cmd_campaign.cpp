@@ -44,15 +44,12 @@ void registerAllTaskKinds() {
       }),
       // The chain config is checked at `campaign init`, not first by every task at run time;
       // its input files at `init` and before a run starts.
-      jobs::TaskKindTraits{
-          true,
-          [](const json& p) {
-            ensembles::checkChainTaskParams(ensembles::chainParamsOfCampaignTask(p, "tasks/t"));
-          },
-          std::nullopt,
-          [](const json& p) {
-            ensembles::checkChainTaskInputs(ensembles::chainParamsOfCampaignTask(p, "tasks/t"));
-          }});
+      jobs::TaskKindTraits{true,
+                           [](const json& p) {
+                             ensembles::checkChainTaskParams(
+                                 ensembles::chainParamsOfCampaignTask(p, "tasks/t"));
+                           },
+                           std::nullopt, ensembles::checkCampaignChainTaskInputs});
 }
 
 void refuseUntrainable(const jobs::CampaignSpec& spec, const std::string& origin) {

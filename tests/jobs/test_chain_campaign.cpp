@@ -145,6 +145,41 @@ TEST_F(ChainCampaign, InputsNoChainCanUseAreRefusedAtInitAndAFailedChainsReasonI
       std::string::npos)
       << err;
 
+  // What the aggregation reads besides the chains, found before any chain trains: a truth of
+  // its reco level only, a truth whose pass_gen passes no event, and non-closure pseudo-data
+  // without a gen level (its truth).
+  bad = spec(2, 1);
+  bad["inputs"]["truth"] = scratch_ + "/data_reco.h5";
+  err = refused(bad, "truth_reco");
+  EXPECT_NE(err.find("truth_reco.json: inputs: truth " + scratch_ +
+                     "/data_reco.h5: holds its reco level only"),
+            std::string::npos)
+      << err;
+  data::UnfoldArrays none_pass =
+      data::synthUnfold(data::SynthConfig::unfoldDefaults(data::Tune::kData), 13, 0, 50);
+  none_pass.pass_gen.assign(50, 0);
+  none_pass.pass_reco.assign(50, 1);
+  data::writeUnfoldFile(scratch_ + "/truth_none_pass.h5", none_pass);
+  bad = spec(2, 1);
+  bad["inputs"]["truth"] = scratch_ + "/truth_none_pass.h5";
+  err = refused(bad, "truth_none_pass");
+  EXPECT_NE(err.find("inputs: truth " + scratch_ +
+                     "/truth_none_pass.h5: no event passes 'pass_gen' (all 50 are 0)"),
+            std::string::npos)
+      << err;
+  bad = spec(2, 1);
+  bad["variations"] = {{"closure",
+                        {{"type", "non_closure"},
+                         {"replicas", 1},
+                         {"inputs", {{"data", scratch_ + "/data_reco.h5"}}}}}};
+  err = refused(bad, "closure_reco");
+  EXPECT_NE(err.find("variations.closure.inputs: data (the non_closure pseudo-data; its gen "
+                     "level is the truth) " +
+                     scratch_ + "/data_reco.h5: holds its reco level only"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(err.find('\n'), err.size() - 1) << err;
+
   json data_reco = spec(2, 1);
   data_reco["inputs"]["data"] = scratch_ + "/data_reco.h5";
   data_reco["inputs"]["truth"] = scratch_ + "/data_gen.h5";
