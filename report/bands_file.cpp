@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 
 #include "core/base/error.hpp"
 #include "core/data/h5_file.hpp"
@@ -44,6 +45,13 @@ std::vector<double> readVector(hid_t file, const std::string& path, const std::s
   if (n > 0)
     FF_H5_CHECK(H5Dread(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()),
                 what);
+  // The aggregation writes finite values only (it refuses non-finite chain outputs): a NaN
+  // here is damage, and would be drawn as a gap or a band without a word.
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!std::isfinite(v[i]))
+      throw InputError(what + " holds " + (std::isnan(v[i]) ? "NaN" : "Inf") + " at index " +
+                       std::to_string(i) +
+                       "; the file is damaged: rerun the aggregation (`foldfarm aggregate`)");
   return v;
 }
 
@@ -97,6 +105,11 @@ BandsFile readBandsFile(const std::string& path) {
       };
       if (nb == 0) throw InputError(path + ": " + g + "/nominal is empty");
       expect(o.edges, nb + 1, "edges");
+      for (size_t b = 0; b < nb; ++b)
+        if (!(o.edges[b] < o.edges[b + 1]))
+          throw InputError(path + ": " + g + "/edges do not increase at index " +
+                           std::to_string(b + 1) +
+                           "; the file is damaged: rerun the aggregation (`foldfarm aggregate`)");
       expect(o.std, nb, "std");
       expect(o.p16, nb, "p16");
       expect(o.p84, nb, "p84");

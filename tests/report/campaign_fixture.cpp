@@ -51,6 +51,22 @@ std::vector<double> density(const std::vector<double>& counts, const std::vector
 
 }  // namespace
 
+void setBandsValue(const std::string& bands_path, const std::string& dataset, size_t index,
+                   double value) {
+  const std::string what = bands_path + ": " + dataset;
+  data::H5Handle file =
+      FF_H5_OWN(H5Fopen(bands_path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), data::H5Kind::kFile, what);
+  data::H5Handle ds =
+      FF_H5_OWN(H5Dopen2(file.get(), dataset.c_str(), H5P_DEFAULT), data::H5Kind::kDataset, what);
+  std::vector<hsize_t> dims = data::h5Dims(ds.get(), nullptr);
+  hsize_t n = 1;
+  for (hsize_t d : dims) n *= d;
+  std::vector<double> v(n);
+  FF_H5_CHECK(H5Dread(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), what);
+  v.at(index) = value;
+  FF_H5_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), what);
+}
+
 ScratchDir::ScratchDir() {
   std::string tmpl = (fs::temp_directory_path() / "ff-report-test-XXXXXX").string();
   if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");

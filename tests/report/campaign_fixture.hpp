@@ -38,6 +38,11 @@ struct AggregateFixture {
 AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool with_truth,
                                 unsigned seed = 7);
 
+// Sets value `index` of dataset `dataset` (e.g. "mass/std") of an existing bands.h5 in place,
+// as damage would.
+void setBandsValue(const std::string& bands_path, const std::string& dataset, size_t index,
+                   double value);
+
 // Adds what a campaign with systematic variations adds to an aggregation written by
 // writeAggregate: summary.json's "variations" (det_up/det_down, herwig, mcstat, closure),
 // each observable's "uncertainty" per source (stat, mc_stat, det, generator, non_closure,

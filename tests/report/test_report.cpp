@@ -2,6 +2,7 @@
 // note, the Δ table from summary.json, and bad input refused with nothing written.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -85,6 +86,37 @@ TEST(BandsFile, GarbageIsInputErrorNamingTheFile) {
     FAIL() << "no error";
   } catch (const InputError& e) {
     EXPECT_TRUE(contains(e.what(), p)) << e.what();
+  }
+}
+
+// A damaged bands.h5 (a NaN or Inf value, edges that do not increase) is refused naming the
+// dataset and the index, not drawn as a gap or a band without a word.
+TEST(BandsFile, NonFiniteValuesAndUnorderedEdgesAreRefusedNamingTheDataset) {
+  struct Case {
+    const char* dataset;
+    size_t index;
+    double value;
+    const char* says;
+  };
+  const double nan = std::nan(""), inf = HUGE_VAL;
+  for (const Case& c :
+       {Case{"mass/std", 3, nan, "dataset mass/std holds NaN at index 3"},
+        Case{"width/nominal", 0, inf, "dataset width/nominal holds Inf at index 0"},
+        Case{"mass/correlation", 50, nan, "dataset mass/correlation holds NaN at index 50"},
+        Case{"multiplicity/truth", 7, -inf, "dataset multiplicity/truth holds Inf"},
+        Case{"mass/edges", 5, 0.0, "mass/edges do not increase at index 5"}}) {
+    ScratchDir scratch;
+    writeAggregate(scratch.path() + "/agg", 4, true);
+    const std::string p = scratch.path() + "/agg/bands.h5";
+    readBandsFile(p);  // sound as written
+    setBandsValue(p, c.dataset, c.index, c.value);
+    try {
+      readBandsFile(p);
+      ADD_FAILURE() << c.dataset << ": no error";
+    } catch (const InputError& e) {
+      EXPECT_TRUE(contains(e.what(), p + ": " + c.says)) << e.what();
+      EXPECT_TRUE(contains(e.what(), "rerun the aggregation")) << e.what();
+    }
   }
 }
 
