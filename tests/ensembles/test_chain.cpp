@@ -253,6 +253,37 @@ TEST_F(ChainTest, BadInputReturnsTwoAndWritesNothing) {
   EXPECT_FALSE(fs::exists(root_ / "bad"));
 }
 
+// Selection flags that pass no event are refused naming the file and the flags (before: one
+// message naming both files, whichever held them).
+TEST_F(ChainTest, FlagsThatPassNoEventAreRefusedNamingTheFileAndTheFlags) {
+  struct Case {
+    const char* file;
+    bool sim;
+    const char* flags;
+  };
+  for (const Case& c :
+       {Case{"sim_no_gen.h5", true, "pass_gen"}, Case{"sim_no_reco.h5", true, "pass_reco"},
+        Case{"data_no_reco.h5", false, "pass_reco"}}) {
+    data::SynthConfig sc =
+        data::SynthConfig::unfoldDefaults(c.sim ? data::Tune::kSim : data::Tune::kData);
+    sc.P = 24;
+    data::UnfoldArrays u = data::synthUnfold(sc, c.sim ? 11 : 12, 0, 240);
+    u.pass_reco.assign(240, 1);
+    u.pass_gen.assign(240, 1);
+    (std::string(c.flags) == "pass_gen" ? u.pass_gen : u.pass_reco).assign(240, 0);
+    const std::string path = (root_ / c.file).string();
+    data::writeUnfoldFile(path, u);
+    auto p = params(0, 0);
+    p[c.sim ? "mc" : "data"] = path;
+    std::string reason;
+    EXPECT_EQ(runChainTask(p, (root_ / "none_pass").string(), &reason), 2) << c.file;
+    EXPECT_NE(reason.find(path + ": no event passes '" + c.flags + "' (0 of 240)"),
+              std::string::npos)
+        << reason;
+    EXPECT_FALSE(fs::exists(root_ / "none_pass" / "state")) << c.file;
+  }
+}
+
 // PET's training sets are cut from jets standardised once (labelledSet): the very tensors
 // that standardising step1TrainingSet's arrays gives, so chains train on the same numbers.
 TEST_F(ChainTest, StepSetsCutFromStandardisedJetsEqualStandardisedStepArrays) {
