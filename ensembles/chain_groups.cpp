@@ -46,18 +46,19 @@ std::string firstDifference(const nlohmann::json& a, const nlohmann::json& b,
 void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const std::string& dir) {
   const std::string result_path = dir + "/" + kChainResultFile;
   nlohmann::json res = readJson(result_path);
-  int r = 0, m = 0;
-  uint64_t seed = 0;
-  try {
-    r = res.at("replica").get<int>();
-    m = res.at("member").get<int>();
-    seed = res.at("campaign_seed").get<uint64_t>();
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(result_path + ": missing replica/member/campaign_seed (" + e.what() + ")");
-  }
-  if (r < 0 || m < 0)
-    throw InputError(result_path + ": replica " + std::to_string(r) + " member " +
-                     std::to_string(m) + " (neither may be negative); rerun the chain");
+  // A whole number >= 0 (parsed JSON holds those unsigned), in the file's words when it is not.
+  const auto whole = [&](const char* key, uint64_t most) {
+    const auto it = res.find(key);
+    if (it == res.end() || !it->is_number_unsigned() || it->get<uint64_t>() > most)
+      throw InputError(result_path + ": '" + key + "' is " +
+                       (it == res.end() ? std::string("missing") : it->dump()) +
+                       ", not a whole number in [0, " + std::to_string(most) +
+                       "]; the file is damaged: rerun the chain");
+    return it->get<uint64_t>();
+  };
+  const int r = static_cast<int>(whole("replica", INT32_MAX));
+  const int m = static_cast<int>(whole("member", INT32_MAX));
+  const uint64_t seed = whole("campaign_seed", UINT64_MAX);
   if (const auto st = res.find("status");
       st != res.end() && !(st->is_string() && st->get<std::string>() == "done"))
     throw InputError(result_path + ": status " + st->dump() +

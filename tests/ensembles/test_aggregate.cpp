@@ -518,10 +518,26 @@ TEST_F(AggregateTest, UnfinishedOrDamagedChainsAreRefusedNamingThem) {
             std::string::npos);
   writeChain("negative/r0", 0, 0, 1, 3);
   writeChain("negative/r1", -3, 0, 3, 1);
-  EXPECT_NE(
-      refusal({(root_ / "negative").string()})
-          .find((root_ / "negative/r1" / kChainResultFile).string() + ": replica -3 member 0"),
-      std::string::npos);
+  EXPECT_NE(refusal({(root_ / "negative").string()})
+                .find((root_ / "negative/r1" / kChainResultFile).string() +
+                      ": 'replica' is -3, not a whole number in [0, 2147483647]"),
+            std::string::npos);
+  // A replica written as a string, a member missing: named in the file's words, not the JSON
+  // library's.
+  writeChain("string/r0", 0, 0, 1, 3);
+  writeChain("string/r1", 1, 0, 3, 1, 42, {{"replica", "1"}});
+  const std::string as_string = refusal({(root_ / "string").string()});
+  EXPECT_NE(as_string.find((root_ / "string/r1" / kChainResultFile).string() +
+                           ": 'replica' is \"1\", not a whole number"),
+            std::string::npos)
+      << as_string;
+  EXPECT_EQ(as_string.find("type_error"), std::string::npos) << as_string;
+  writeChain("no_member/r0", 0, 0, 1, 3);
+  writeChain("no_member/r1", 1, 0, 3, 1, 42, {{"member", nullptr}});
+  EXPECT_NE(refusal({(root_ / "no_member").string()})
+                .find((root_ / "no_member/r1" / kChainResultFile).string() +
+                      ": 'member' is null, not a whole number"),
+            std::string::npos);
 
   // Into a chain's own directory: refused, the chain left as it was.
   try {
