@@ -9,6 +9,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/json_file.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/histogram.hpp"
 #include "core/data/observables.hpp"
@@ -266,12 +267,7 @@ void writeJsonAtomic(const std::string& path, const nlohmann::json& j) {
 }
 
 nlohmann::json readJson(const std::string& path) {
-  std::string text = readFile(path);
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(path + ": not valid JSON (" + e.what() + "); fix or remove the file");
-  }
+  return readJsonFile(path, "fix or remove the file");
 }
 
 }  // namespace foldfarm::ensembles

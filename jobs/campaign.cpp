@@ -12,6 +12,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/task_execution.hpp"
@@ -113,12 +114,10 @@ CampaignSpec loadFrozenSpec(const std::string& dir) {
                      ": not a campaign directory (no spec.json); create one with "
                      "`foldfarm campaign init SPEC --dir D`");
   }
-  json j;
-  try {
-    j = json::parse(readFile(path));
-  } catch (const json::parse_error& e) {
-    throw InputError(path + ": corrupt frozen spec: " + e.what());
-  }
+  // Written once, by `campaign init`: damage here is not the user's to fix by hand.
+  const json j = readJsonFile(path,
+                              "the campaign's frozen spec is damaged: restore it from a copy of "
+                              "the campaign directory, or init a new campaign from the spec");
   auto slash = path.rfind('/');
   return parseCampaignSpec(j, path, path.substr(0, slash), /*require_inputs=*/false);
 }
@@ -149,18 +148,13 @@ TaskResult TaskResult::fromJson(const json& j) {
     r.result = j.contains("result") ? j["result"] : json();
     return r;
   } catch (const json::exception& e) {
-    throw InputError(std::string("task_result.json: missing or ill-typed field: ") + e.what());
+    throw InputError("task_result.json: missing or ill-typed field (" + jsonErrorReason(e) + ")");
   }
 }
 
 std::optional<TaskResult> readTaskResult(const std::string& path) {
   if (!pathExists(path)) return std::nullopt;
-  json j;
-  try {
-    j = json::parse(readFile(path));
-  } catch (const json::parse_error& e) {
-    throw InputError(path + ": corrupt result file: " + e.what());
-  }
+  const json j = readJsonFile(path, "the task's result file is damaged: retry the task");
   try {
     return TaskResult::fromJson(j);
   } catch (const InputError& e) {

@@ -15,6 +15,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/file_stat.hpp"
+#include "core/base/json_file.hpp"
 #include "core/base/json_value.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/task_kind.hpp"
@@ -783,7 +784,7 @@ CampaignSpec loadCampaignSpec(const std::string& path, bool require_inputs) {
   try {
     j = json::parse(text, follow);
   } catch (const json::parse_error& e) {
-    throw InputError(path + ": not valid JSON: " + e.what());
+    throw InputError(path + ": not valid JSON (" + jsonErrorReason(e) + "); fix the spec");
   } catch (const json::out_of_range& e) {
     const std::string key = dotted();
     std::string what = e.what();

@@ -12,6 +12,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
 #include "core/data/observables.hpp"
@@ -49,13 +50,7 @@ double jsonNumber(const json& j, const char* key) {
 }
 
 json readSummary(const std::string& path) {
-  json j;
-  try {
-    j = json::parse(readFile(path));
-  } catch (const json::exception& e) {
-    throw InputError(path + ": not valid JSON (" + std::string(e.what()) +
-                     "); rerun the aggregation (`foldfarm aggregate`)");
-  }
+  const json j = readJsonFile(path, "rerun the aggregation (`foldfarm aggregate`)");
   if (!j.is_object() || !j.contains("observables") || !j["observables"].is_object())
     throw InputError(path +
                      ": no \"observables\" object; not an aggregation summary (rerun the "
@@ -238,11 +233,7 @@ ReportInputs readReportInputs(const std::string& campaign_dir, const ReportOptio
         in.breakdown_png[it.key()] = std::move(*png);
   in.warm_png = pngFilesIn(in.warm);
   for (const auto& f : jsonFilesIn(in.warm)) {
-    try {
-      in.warm_json.emplace_back(f, json::parse(readFile(f)));
-    } catch (const json::exception& e) {
-      throw InputError(f + ": not valid JSON (" + std::string(e.what()) + "); rerun the study");
-    }
+    in.warm_json.emplace_back(f, readJsonFile(f, "rerun the study"));
   }
   if (in.bands)
     for (const auto& o : in.bands->observables) in.observables.push_back(o.name);

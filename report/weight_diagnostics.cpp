@@ -8,6 +8,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/json_file.hpp"
 
 namespace foldfarm::report {
 namespace {
@@ -36,12 +37,7 @@ WeightDiagnostics readWeightDiagnostics(const std::string& campaign_dir) {
   std::map<std::pair<int, int>, StepWeightStats> steps;
   for (const auto& f : files) {
     const std::string task = f.parent_path().filename().string();
-    json j;
-    try {
-      j = json::parse(readFile(f.string()));
-    } catch (const json::exception& e) {
-      throw InputError(f.string() + ": not valid JSON (" + e.what() + "); rerun task " + task);
-    }
+    const json j = readJsonFile(f.string(), "rerun task " + task);
     if (!j.is_object() || !j.contains("steps") || !j["steps"].is_array())
       throw InputError(f.string() + ": no \"steps\" array; not a chain history");
     ChainWeightStats c;

@@ -13,6 +13,7 @@
 #include "apps/foldfarm/commands.hpp"
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/json_file.hpp"
 #include "core/base/stop_signal.hpp"
 #include "core/model/threads.hpp"
 #include "core/train/device.hpp"
@@ -35,11 +36,7 @@ std::string readConfigText(const std::string& path) {
 }
 
 nlohmann::json parseConfigText(const std::string& text, const std::string& path) {
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(path + ": not valid JSON (" + e.what() + ")");
-  }
+  return parseJsonText(text, path, "fix the config");
 }
 
 nlohmann::json readConfigFile(const std::string& path) {

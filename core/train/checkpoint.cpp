@@ -9,6 +9,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/file_stat.hpp"
+#include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
 #include "core/base/sha256.hpp"
 #include "core/train/torch_error.hpp"
@@ -93,13 +94,10 @@ Checkpoint readCheckpoint(const std::string& dir) {
     throw InputError(dir +
                      ": not a foldfarm checkpoint (no meta.json); pass a directory written "
                      "by foldfarm pretrain/finetune");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(readFile(meta_path));
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(meta_path + ": corrupt checkpoint metadata (" + e.what() +
-                     "); restore the checkpoint from a copy or retrain");
-  }
+  const nlohmann::json j =
+      readJsonFile(meta_path,
+                   "the checkpoint metadata is damaged: restore the checkpoint from a "
+                   "copy or retrain");
   if (!j.is_object() || j.value("format", "") != kFormat || !j.contains("meta_sha256") ||
       !j.contains("payload"))
     throw InputError(meta_path + ": not a " + kFormat +
@@ -133,7 +131,8 @@ Checkpoint readCheckpoint(const std::string& dir) {
     ck.meta.stats = data::FeatureStats::fromJson(j.at("feature_stats"));
     ck.meta.class_names = j.at("class_names").get<std::vector<std::string>>();
   } catch (const nlohmann::json::exception& e) {
-    throw InputError(meta_path + ": malformed checkpoint metadata (" + e.what() + "); retrain");
+    throw InputError(meta_path + ": malformed checkpoint metadata (" + jsonErrorReason(e) +
+                     "); retrain");
   }
   ck.meta.training = j.value("training", nlohmann::json());
   ck.meta.extra = j.value("extra", nlohmann::json());

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "core/base/error.hpp"
+#include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
 #include "core/base/seed.hpp"
 #include "core/model/pet_config.hpp"
@@ -280,7 +281,8 @@ ObservableClassifier ObservableClassifier::load(const std::string& dir,
     mean = e.at("mean").get<std::vector<float>>();
     sd = e.at("std").get<std::vector<float>>();
   } catch (const nlohmann::json::exception& ex) {
-    throw InputError(dir + "/meta.json: malformed observable-MLP metadata (" + ex.what() + ")");
+    throw InputError(dir + "/meta.json: malformed observable-MLP metadata (" + jsonErrorReason(ex) +
+                     "); retrain");
   }
   if (!expect_columns.empty() && columns != expect_columns)
     throw InputError(dir +

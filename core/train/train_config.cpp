@@ -4,6 +4,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/json_file.hpp"
 #include "core/base/json_value.hpp"
 #include "core/train/classifier_trainer.hpp"
 #include "core/train/trainer.hpp"
@@ -52,12 +53,7 @@ TrainConfigFile readTrainConfigFile(const std::string& path) {
   TrainConfigFile f;
   f.path = path;
   if (path.empty()) return f;
-  json j;
-  try {
-    j = json::parse(readFile(path));
-  } catch (const json::exception& e) {
-    throw InputError(path + ": not valid JSON (" + e.what() + "); fix the file");
-  }
+  const json j = readJsonFile(path, "fix the file");
   if (!j.is_object())
     throw InputError(path + ": a config must be a JSON object with \"model\" and/or \"train\"");
   if (!j.contains("model") && !j.contains("train")) {

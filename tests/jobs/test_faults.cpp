@@ -427,6 +427,26 @@ TEST_F(Faults, AnEmptyJournalIsRefusedWithoutWritingAndRebuilt) {
   EXPECT_EQ(Campaign::open(dir_, Campaign::Access::kReadOnly).counts()[TaskState::kDone], 2);
 }
 
+// A damaged frozen spec (written once by `init`; here cut short) stops `status` with one line
+// naming the file, the line and column and what to do, in its own words, not the JSON
+// library's ("[json.exception.parse_error.101] ..."); the file is left as it is.
+TEST_F(Faults, ADamagedFrozenSpecIsNamedWithThePlaceAndWhatToDo) {
+  init(json{{"task", "sleep"},
+            {"replicas", 2},
+            {"params", {{"seconds", 0.01}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  const std::string spec = dir_ + "/spec.json";
+  const std::string text = readText(spec);
+  std::ofstream(spec, std::ios::trunc) << text.substr(0, text.size() / 2);
+  const ToolRun st = runTool({"status", dir_}, scratch_, "status");
+  EXPECT_EQ(st.exit_code, 2) << st.err;
+  EXPECT_NE(st.err.find(spec + ": not valid JSON (line "), std::string::npos) << st.err;
+  EXPECT_NE(st.err.find("restore it from a copy of the campaign directory"), std::string::npos)
+      << st.err;
+  EXPECT_EQ(st.err.find("json.exception"), std::string::npos) << st.err;
+  EXPECT_EQ(readText(spec), text.substr(0, text.size() / 2));
+}
+
 // A missing journal is rebuilt too; a task whose result is gone runs again, as a newer
 // attempt than its directory records (an older one would be superseded and never run), and
 // the tasks that were done are not run again.

@@ -1,0 +1,24 @@
+#pragma once
+// JSON files a person wrote or a crash may have cut short, parsed with one wording for every
+// reader: "PATH: not valid JSON (line 3, column 5: syntax error while parsing object -
+// unexpected end of input; expected '}'); ADVICE", "PATH: empty file; ADVICE" — the parser's
+// reason without its "[json.exception.parse_error.101] parse error at" prefix.
+//
+// Thread-safety: pure functions (readJsonFile reads a file).
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace foldfarm {
+
+// The parser's reason for refusing a text, without the library's prefix.
+std::string jsonErrorReason(const nlohmann::json::exception& e);
+
+// `text` (read from `path`) parsed; InputError as above otherwise. `advice` (may be empty)
+// says what to do.
+nlohmann::json parseJsonText(const std::string& text, const std::string& path,
+                             const std::string& advice);
+// readFile(path) parsed as parseJsonText.
+nlohmann::json readJsonFile(const std::string& path, const std::string& advice);
+
+}  // namespace foldfarm

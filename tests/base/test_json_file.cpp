@@ -1,0 +1,75 @@
+// readJsonFile / parseJsonText: a damaged JSON file is one line naming the file, the line and
+// column and what the parser expected, and what to do; never nlohmann's
+// "[json.exception.parse_error.101]" prefix.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/json_file.hpp"
+
+using foldfarm::InputError;
+using nlohmann::json;
+
+namespace {
+
+std::string refusal(const std::string& text) {
+  try {
+    foldfarm::parseJsonText(text, "D/spec.json", "restore it");
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "accepted";
+}
+
+}  // namespace
+
+TEST(JsonFile, ValidTextParses) {
+  EXPECT_EQ(foldfarm::parseJsonText(" {\"a\": [1, 2]}\n", "f", ""), json({{"a", {1, 2}}}));
+}
+
+TEST(JsonFile, DamagedTextNamesTheFileThePlaceAndTheAdvice) {
+  EXPECT_EQ(refusal("{\"name\": \"x\",\n \"replicas\": 2"),
+            "D/spec.json: not valid JSON (line 2, column 15: syntax error while parsing object - "
+            "unexpected end of input; expected '}'); restore it");
+  EXPECT_EQ(refusal("{,}"),
+            "D/spec.json: not valid JSON (line 1, column 2: syntax error while parsing object "
+            "key - unexpected ','; expected string literal); restore it");
+  EXPECT_EQ(refusal(""), "D/spec.json: empty file, not JSON; restore it");
+  EXPECT_EQ(refusal(" \n\t"), "D/spec.json: empty file, not JSON; restore it");
+  // Not a parse error: a number beyond double's range.
+  EXPECT_EQ(refusal("[1e400]"),
+            "D/spec.json: not valid JSON (number overflow parsing '1e400'); restore it");
+  try {
+    foldfarm::parseJsonText("[", "f.json", "");
+    FAIL() << "accepted";
+  } catch (const InputError& e) {
+    const std::string why = e.what();
+    EXPECT_EQ(why.find("json.exception"), std::string::npos) << why;
+    EXPECT_EQ(why.back(), ')') << why;  // no advice given: none appended
+  }
+}
+
+TEST(JsonFile, ReadJsonFileReadsTheFile) {
+  const std::string dir =
+      std::filesystem::temp_directory_path() / ("ff-json-file-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/meta.json";
+  foldfarm::writeFileAtomic(path, "{\"format\": 1}");
+  EXPECT_EQ(foldfarm::readJsonFile(path, ""), json({{"format", 1}}));
+  foldfarm::writeFileAtomic(path, "{\"format\": ");
+  try {
+    foldfarm::readJsonFile(path, "retrain");
+    FAIL() << "accepted";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind(path + ": not valid JSON (line 1, column 12: ", 0), 0u)
+        << e.what();
+  }
+  EXPECT_THROW(foldfarm::readJsonFile(dir + "/missing.json", ""), InputError);
+  std::filesystem::remove_all(dir);
+}
