@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
@@ -47,6 +49,13 @@ void convertFromFourVectors(const std::string& in, const std::string& out,
     for (int64_t j = 0; j < P; ++j) {
       const size_t k = static_cast<size_t>(i * P + j);
       if (comp[2][k] == 0 && px[k] == 0 && comp[0][k] == 0) continue;  // padding
+      // A particle's energy is at least its transverse momentum: E <= 0 beside a momentum
+      // is no particle (it would enter the features as log E = -69 without a word).
+      if (!(comp[2][k] > 0))
+        throw InputError(in + ": jet row " + std::to_string(i) + ", particle " + std::to_string(j) +
+                         ": part_energy " + fmt::format("{}", comp[2][k]) +
+                         " <= 0 beside a non-zero momentum; fix the producer of this file "
+                         "(padding slots are all zero)");
       Particle p;
       p.p = {px[k], comp[0][k], comp[1][k], comp[2][k]};
       parts.push_back(p);

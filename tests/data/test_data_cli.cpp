@@ -98,6 +98,41 @@ TEST_F(DataCli, BadInputFilesGiveExitTwoAndOneLineNamingTheFile) {
 
 // Paths that are not what a command needs say what they are: a directory given as an input
 // file, a file given as the directory of an output, a negative thread count.
+// Four-vectors with an energy <= 0 beside a momentum are refused naming the jet and the
+// particle, nothing written (before: converted, log E = -69 in the features).
+TEST_F(DataCli, AParticleWithoutPositiveEnergyIsRefusedNamingIt) {
+  const std::string in = file("negative_energy.h5"), out = file("negative_energy_conv.h5");
+  // 3 jets x 4 slots: jet 1, slot 2 has px = 3 and E = -5; the last slot of each is padding.
+  std::vector<float> px(12, 0.0f), py(12, 0.0f), pz(12, 0.0f), en(12, 0.0f);
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) {
+      const size_t k = static_cast<size_t>(4 * i + j);
+      px[k] = 10.0f + j;
+      py[k] = 1.0f;
+      pz[k] = 2.0f;
+      en[k] = 20.0f;
+    }
+  const auto write = [&] {
+    H5Handle f = FF_H5_OWN(H5Fcreate(in.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+                           H5Kind::kFile, in);
+    badfiles::writeRawFloat(f.get(), "part_px", {3, 4}, px);
+    badfiles::writeRawFloat(f.get(), "part_py", {3, 4}, py);
+    badfiles::writeRawFloat(f.get(), "part_pz", {3, 4}, pz);
+    badfiles::writeRawFloat(f.get(), "part_energy", {3, 4}, en);
+  };
+  write();
+  ASSERT_EQ(run({"data", "convert", "--in", in, "--out", out}).code, 0);  // sound as written
+  fs::remove(out);
+  en[4 * 1 + 2] = -5.0f;
+  write();
+  const Result r = run({"data", "convert", "--in", in, "--out", out});
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find(in + ": jet row 1, particle 2: part_energy -5 <= 0"), std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(out));
+}
+
 TEST_F(DataCli, WrongKindsOfPathAndNegativeThreadsSayWhatIsWrong) {
   const std::string pre = file("pre.h5");
   ASSERT_EQ(run({"data", "synth", "--kind", "pretrain", "--jets", "8", "--out", pre}).code, 0);
