@@ -38,11 +38,16 @@ data::JetArrays generateJets(const GenerateOptions& a) {
     throw InputError("--class " + std::to_string(a.class_index) + " is out of range for " +
                      a.checkpoint + " (" + std::to_string(ck.meta.config.num_classes) +
                      " classes)");
-  const json cond = ck.meta.extra.value("jet_conditioning", json::object());
+  if (!ck.meta.extra.contains("jet_conditioning"))
+    throw InputError(a.checkpoint +
+                     ": no jet conditioning statistics; use a checkpoint written by foldfarm "
+                     "pretrain");
+  const json cond = ck.meta.extra["jet_conditioning"];
   const std::string key = std::to_string(a.class_index);
   if (!cond.contains(key))
     throw InputError(a.checkpoint + ": no jet conditioning statistics for class " + key +
-                     "; use a checkpoint written by foldfarm pretrain");
+                     ": its pretraining saw fewer than 2 jets of that class; pretrain on more "
+                     "jets of it, or choose another --class");
   const int64_t P = ck.meta.extra.value("num_particles", int64_t{128});
   const DeviceChoice dev = selectDevice(a.device);
   Pet model = loadPet(ck, /*prefer_ema=*/true);

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <numeric>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
@@ -147,6 +149,20 @@ void checkPretrainOptions(const PretrainOptions& o, const ParallelContext& ctx) 
   validateTrainOptions(t);
 }
 
+// A held-out fraction that holds out no jet (a few jets, a small fraction): said once, not
+// left to "val loss nan" or a missing test figure.
+void warnNothingHeldOut(const std::string& what, int64_t total, const PretrainOptions& o,
+                        size_t val_jets, size_t test_jets) {
+  if (o.val_fraction > 0 && val_jets == 0)
+    logWarn(
+        "{}: {} jets hold out no validation jet at --val-fraction {}: no best-epoch choice or "
+        "early stopping (the last epoch is kept); use more jets or a larger fraction",
+        what, total, o.val_fraction);
+  if (o.test_fraction > 0 && test_jets == 0)
+    logWarn("{}: {} jets hold out no test jet at --test-fraction {}: no test figures", what, total,
+            o.test_fraction);
+}
+
 PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
   const std::string what = o.data_label.empty() ? std::string("pretraining data") : o.data_label;
   if (o.shard_data) throw InputError("--stream and --shard-data exclude each other; choose one");
@@ -156,6 +172,9 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
   const auto blocks = data::cutStreamBlocks(rows, o.block_rows);
   const data::StreamSplit split =
       data::splitStreamBlocks(blocks, o.val_fraction, o.test_fraction, o.train.seed, o.eval_jets);
+  if (ctx.isRoot())
+    warnNothingHeldOut(what, std::accumulate(rows.begin(), rows.end(), int64_t{0}), o,
+                       static_cast<size_t>(split.val_rows), static_cast<size_t>(split.test_rows));
   data::JetStreamOptions so = o.stream_options;
   so.batch_size = o.train.batch_size;
   so.seed = o.train.seed;
@@ -202,7 +221,8 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
   for (size_t k = 0; k < o.files.size(); ++k)
     fp += "|" + fs::path(o.files[k]).filename().string() + ":" + std::to_string(rows[k]);
   PretrainResult r;
-  r.fit = trainer.fitStream(stream, &val, Objective::kPretrain, fp);
+  // No validation set when none was held out (its tensors were never made).
+  r.fit = trainer.fitStream(stream, val.size() > 0 ? &val : nullptr, Objective::kPretrain, fp);
   if (ctx.isRoot()) logInfo("--stream: the trainer waited {:.1f} s for data", stream.waitSeconds());
 
   // 4. Test, write, wait.
@@ -210,7 +230,22 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
   r.test_jets = test.size();
   r.train_jets = stream.trainRows();
   r.val_jets = val.size();
-  const json conditioning = jetConditioning(val.size() > 0 ? val : test, cfg.num_classes, nullptr);
+  // The generator's conditioning from held-out jets; with none held out (fractions of 0, or
+  // too few jets), from the first training rows, at most --eval-jets of them.
+  JetTensors sample;
+  if (val.size() == 0 && test.size() == 0) {
+    const int64_t cap = o.eval_jets > 0 ? o.eval_jets : std::numeric_limits<int64_t>::max();
+    std::vector<int64_t> ids;
+    for (const data::StreamBlock& b : split.train)
+      for (int64_t g = b.global; g < b.global + b.size() && static_cast<int64_t>(ids.size()) < cap;
+           ++g)
+        ids.push_back(g);
+    sample = JetTensors::fromArrays(data::readStreamRows(o.files, blocks, ids), stats);
+  }
+  const json conditioning = jetConditioning(val.size() > 0    ? val
+                                            : test.size() > 0 ? test
+                                                              : sample,
+                                            cfg.num_classes, nullptr);
   writePretrained(o, ctx, trainer, meta, cfg, conditioning, stream.numParticles(), r);
   return r;
 }
@@ -237,6 +272,7 @@ PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
       out.push_back(rows ? (*rows)[static_cast<size_t>(part[k])] : part[k]);
     return out;
   };
+  if (ctx.isRoot()) warnNothingHeldOut(what, total, o, val_pos.size(), test_rows.size());
   std::vector<int64_t> train_rows = mine(train_pos, &rest), val_rows = mine(val_pos, &rest);
   std::vector<int64_t> my_test = mine(test_rows, nullptr);
   // The same test on every rank (no rank may go on alone into a collective).

@@ -10,6 +10,8 @@
 #include <mutex>
 #include <numeric>
 
+#include <fmt/format.h>
+
 #include "core/base/error.hpp"
 #include "core/base/hash.hpp"
 #include "core/base/log.hpp"
@@ -730,9 +732,10 @@ void Trainer::FitLoop::endEpoch(int64_t epoch_steps, std::chrono::steady_clock::
   // sees the same reduced losses, so all of them stop here.
   requireFiniteEpoch(opts_.label, rec, validate_);
   result_.history.push_back(rec);
-  if (ctx_.isRoot())
-    logInfo("{}: epoch {} train loss {:.5f} val loss {:.5f} lr {:.3g} ({:.1f} s)", opts_.label,
-            epoch_, rec.train_loss, rec.val_loss, rec.lr, rec.seconds);
+  if (ctx_.isRoot())  // without validation: no "val loss nan" that reads as a divergence
+    logInfo("{}: epoch {} train loss {:.5f}{} lr {:.3g} ({:.1f} s)", opts_.label, epoch_,
+            rec.train_loss, validate_ ? fmt::format(" val loss {:.5f}", rec.val_loss) : "", rec.lr,
+            rec.seconds);
   ++epoch_;
   step_in_epoch_ = 0;
   loss_sum_ = 0;

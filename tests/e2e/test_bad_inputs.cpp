@@ -479,6 +479,64 @@ TEST_F(BadInputs, ConfigRecipesReachFinetuneAndGivenOptionsWin) {
                      "'train.ema_decay': a one-logit fit keeps no EMA");
 }
 
+// A file too small to hold out a validation or test jet at the given fractions trains (a
+// smoke test on a few jets is legitimate) and says so once, instead of "val loss nan" epochs
+// and a missing test figure; fractions of 0 ask for nothing held out and get no warning. The
+// same streamed.
+TEST_F(BadInputs, AFileTooSmallToHoldOutJetsIsSaidOnce) {
+  const RunResult synth = run({"data", "synth", "--kind", "pretrain", "--jets", "5", "--particles",
+                               "16", "--out", p("five.h5")},
+                              dir_);
+  ASSERT_EQ(synth.code, 0) << synth.err;
+  const auto count = [](const std::string& text, const std::string& what) {
+    int n = 0;
+    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  };
+  RunResult r = run({"pretrain", "--data", p("five.h5"), "--out", p("pre_five"), "--preset", "tiny",
+                     "--epochs", "2", "--threads", "1", "--test-fraction", "0.3"},
+                    dir_);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(count(r.err, "5 jets hold out no validation jet at --val-fraction 0.1"), 1) << r.err;
+  EXPECT_EQ(count(r.err, "hold out no test jet"), 0) << r.err;  // 0.3 x 5 rounds to 2
+  r = run({"pretrain", "--data", p("five.h5"), "--out", p("pre_five_none"), "--preset", "tiny",
+           "--epochs", "1", "--threads", "1", "--val-fraction", "0", "--test-fraction", "0"},
+          dir_);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(count(r.err, "hold out no"), 0) << r.err;
+  // Streamed, nothing held out: trained (before: "internal error: tensor does not have a
+  // device"), the generator's conditioning taken from training jets, so generate runs.
+  r = run({"pretrain", "--data", p("five.h5"), "--out", p("pre_five_stream"), "--preset", "tiny",
+           "--epochs", "1", "--threads", "1", "--stream"},
+          dir_);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(count(r.err, "hold out no validation jet"), 1) << r.err;
+  EXPECT_EQ(count(r.err, "hold out no test jet"), 1) << r.err;
+  r = run({"pretrain", "--data", p("good.h5"), "--out", p("pre_good_stream"), "--preset", "tiny",
+           "--epochs", "1", "--threads", "1", "--stream", "--val-fraction", "0", "--test-fraction",
+           "0"},
+          dir_);
+  EXPECT_EQ(r.code, 0) << r.err;
+  r = run({"generate", "--ckpt", p("pre_good_stream"), "--class", "0", "--jets", "3", "--steps",
+           "2", "--threads", "1", "--out", p("gen_stream.h5")},
+          dir_);
+  EXPECT_EQ(r.code, 0) << r.err;
+  // Five jets of six classes: no class has the two jets its statistics need; said so.
+  r = run({"generate", "--ckpt", p("pre_five"), "--class", "2", "--jets", "3", "--out",
+           p("gen_five.h5")},
+          dir_);
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("no jet conditioning statistics for class 2: its pretraining saw fewer "
+                       "than 2 jets of that class"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(p("gen_five.h5")));
+  for (const char* d : {"pre_five", "pre_five_none", "pre_five_stream", "pre_good_stream"})
+    fs::remove_all(p(d));
+  fs::remove(p("five.h5"));
+  fs::remove(p("gen_stream.h5"));
+}
+
 TEST_F(BadInputs, CommandLine) {
   expectCleanFailure({"teleport"}, "");
   expectCleanFailure({"data", "synth", "--kind", "pretrain", "--jets", "many", "--out", p("x.h5")},
