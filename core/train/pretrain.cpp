@@ -149,18 +149,32 @@ void checkPretrainOptions(const PretrainOptions& o, const ParallelContext& ctx) 
   validateTrainOptions(t);
 }
 
-// A held-out fraction that holds out no jet (a few jets, a small fraction): said once, not
-// left to "val loss nan" or a missing test figure.
-void warnNothingHeldOut(const std::string& what, int64_t total, const PretrainOptions& o,
-                        size_t val_jets, size_t test_jets) {
-  if (o.val_fraction > 0 && val_jets == 0)
-    logWarn(
-        "{}: {} jets hold out no validation jet at --val-fraction {}: no best-epoch choice or "
-        "early stopping (the last epoch is kept); use more jets or a larger fraction",
-        what, total, o.val_fraction);
-  if (o.test_fraction > 0 && test_jets == 0)
-    logWarn("{}: {} jets hold out no test jet at --test-fraction {}: no test figures", what, total,
-            o.test_fraction);
+// What the held-out fractions held out, said once when it is not what they asked for: no jet
+// at all (a few jets, a small fraction), rather than "val loss nan" or a missing test figure;
+// or, streamed (`block_rows` > 0: blocks are held out whole), far more or fewer jets than
+// asked for.
+void warnHeldOut(const std::string& what, int64_t total, const PretrainOptions& o, int64_t val_jets,
+                 int64_t test_jets, int64_t block_rows) {
+  const std::string advice = block_rows > 0 ? "use a smaller --block-rows (now " +
+                                                  std::to_string(block_rows) + ") or more jets"
+                                            : std::string("use more jets or a larger fraction");
+  const auto check = [&](const char* set, const char* option, double fraction, int64_t jets,
+                         const char* without) {
+    if (!(fraction > 0)) return;
+    if (jets == 0) {
+      logWarn("{}: {} jets hold out no {} jet at {} {}: {}; {}", what, total, set, option, fraction,
+              without, advice);
+    } else if (block_rows > 0 && total > 0 &&
+               std::abs(static_cast<double>(jets) / total - fraction) > 0.5 * fraction) {
+      logWarn(
+          "{}: {} {} holds out {} of {} jets ({:.0f}%) as {} jets: blocks are held out "
+          "whole; {}",
+          what, option, fraction, jets, total, 100.0 * jets / total, set, advice);
+    }
+  };
+  check("test", "--test-fraction", o.test_fraction, test_jets, "no test figures");
+  check("validation", "--val-fraction", o.val_fraction, val_jets,
+        "no best-epoch choice or early stopping (the last epoch is kept)");
 }
 
 PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
@@ -173,8 +187,8 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
   const data::StreamSplit split =
       data::splitStreamBlocks(blocks, o.val_fraction, o.test_fraction, o.train.seed, o.eval_jets);
   if (ctx.isRoot())
-    warnNothingHeldOut(what, std::accumulate(rows.begin(), rows.end(), int64_t{0}), o,
-                       static_cast<size_t>(split.val_rows), static_cast<size_t>(split.test_rows));
+    warnHeldOut(what, std::accumulate(rows.begin(), rows.end(), int64_t{0}), o, split.val_rows,
+                split.test_rows, o.block_rows);
   data::JetStreamOptions so = o.stream_options;
   so.batch_size = o.train.batch_size;
   so.seed = o.train.seed;
@@ -272,7 +286,9 @@ PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
       out.push_back(rows ? (*rows)[static_cast<size_t>(part[k])] : part[k]);
     return out;
   };
-  if (ctx.isRoot()) warnNothingHeldOut(what, total, o, val_pos.size(), test_rows.size());
+  if (ctx.isRoot())
+    warnHeldOut(what, total, o, static_cast<int64_t>(val_pos.size()),
+                static_cast<int64_t>(test_rows.size()), 0);
   std::vector<int64_t> train_rows = mine(train_pos, &rest), val_rows = mine(val_pos, &rest);
   std::vector<int64_t> my_test = mine(test_rows, nullptr);
   // The same test on every rank (no rank may go on alone into a collective).

@@ -512,6 +512,17 @@ TEST_F(BadInputs, AFileTooSmallToHoldOutJetsIsSaidOnce) {
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(count(r.err, "hold out no validation jet"), 1) << r.err;
   EXPECT_EQ(count(r.err, "hold out no test jet"), 1) << r.err;
+  // Streamed blocks are held out whole: blocks of 50 of 120 jets hold out far more than 10%.
+  r = run({"pretrain", "--data", p("good.h5"), "--out", p("pre_good_blocks"), "--preset", "tiny",
+           "--epochs", "1", "--threads", "1", "--stream", "--block-rows", "50"},
+          dir_);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(count(r.err,
+                  "as test jets: blocks are held out whole; use a smaller --block-rows "
+                  "(now 50) or more jets"),
+            1)
+      << r.err;
+  EXPECT_EQ(count(r.err, "--test-fraction 0.1 holds out "), 1) << r.err;
   r = run({"pretrain", "--data", p("good.h5"), "--out", p("pre_good_stream"), "--preset", "tiny",
            "--epochs", "1", "--threads", "1", "--stream", "--val-fraction", "0", "--test-fraction",
            "0"},
@@ -531,7 +542,8 @@ TEST_F(BadInputs, AFileTooSmallToHoldOutJetsIsSaidOnce) {
             std::string::npos)
       << r.err;
   EXPECT_FALSE(fs::exists(p("gen_five.h5")));
-  for (const char* d : {"pre_five", "pre_five_none", "pre_five_stream", "pre_good_stream"})
+  for (const char* d :
+       {"pre_five", "pre_five_none", "pre_five_stream", "pre_good_blocks", "pre_good_stream"})
     fs::remove_all(p(d));
   fs::remove(p("five.h5"));
   fs::remove(p("gen_stream.h5"));
