@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/base/atomic_file.hpp"
@@ -114,8 +115,10 @@ FitResult PetClassifier::fitStandardised(JetTensors all, const JetTensors* val,
   } else if (o.val_fraction > 0) {
     auto [in, out] = splitRows(all.size(), o.val_fraction, o.seed);
     if (in.empty() || out.empty())
-      throw InputError(o.label + ": too few jets for a validation fraction of " +
-                       std::to_string(o.val_fraction));
+      throw InputError(fmt::format(
+          "{}: {} jets are too few to hold out a validation fraction of {} (it would leave no "
+          "training or no validation jet); use more jets",
+          o.label, all.size(), o.val_fraction));
     tr = all.subset(in);
     va = all.subset(out);
   } else {

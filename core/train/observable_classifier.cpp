@@ -10,6 +10,8 @@
 #include <numeric>
 #include <random>
 
+#include <fmt/format.h>
+
 #include "core/base/error.hpp"
 #include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
@@ -151,8 +153,10 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
     std::iota(train_rows.begin(), train_rows.end(), 0);
   }
   if (train_rows.empty() || (o.val_fraction > 0 && val_rows.empty()))
-    throw InputError(o.label + ": too few rows for a validation fraction of " +
-                     std::to_string(o.val_fraction));
+    throw InputError(fmt::format(
+        "{}: {} events are too few to hold out a validation fraction of {} (it would leave no "
+        "training or no validation event); use more events",
+        o.label, n, o.val_fraction));
   const Tensor vi = torch::tensor(val_rows, torch::kInt64).to(device_);
   const Tensor Xv = val_rows.empty() ? Tensor() : X.index_select(0, vi);
   const Tensor Yv = val_rows.empty() ? Tensor() : Y.index_select(0, vi);

@@ -284,6 +284,27 @@ TEST_F(ChainTest, FlagsThatPassNoEventAreRefusedNamingTheFileAndTheFlags) {
   }
 }
 
+// Files of a few events cannot hold out a validation set: refused saying how many events and
+// what fraction, and what to do.
+TEST_F(ChainTest, TooFewEventsToHoldOutAValidationSetAreRefusedSayingSo) {
+  for (auto tune : {data::Tune::kSim, data::Tune::kData}) {
+    data::SynthConfig c = data::SynthConfig::unfoldDefaults(tune);
+    c.P = 24;
+    data::writeUnfoldFile((root_ / (std::string(data::tuneName(tune)) + "_3.h5")).string(),
+                          data::synthUnfold(c, tune == data::Tune::kSim ? 11 : 12, 0, 3));
+  }
+  auto p = params(0, 0);
+  p["mc"] = (root_ / "sim_3.h5").string();
+  p["data"] = (root_ / "data_3.h5").string();
+  p["config"]["classifier"] = "mlp";
+  std::string reason;
+  EXPECT_EQ(runChainTask(p, (root_ / "three").string(), &reason), 2);
+  EXPECT_NE(reason.find("events are too few to hold out a validation fraction of 0.1 (it would "
+                        "leave no training or no validation event); use more events"),
+            std::string::npos)
+      << reason;
+}
+
 // PET's training sets are cut from jets standardised once (labelledSet): the very tensors
 // that standardising step1TrainingSet's arrays gives, so chains train on the same numbers.
 TEST_F(ChainTest, StepSetsCutFromStandardisedJetsEqualStandardisedStepArrays) {
