@@ -17,10 +17,22 @@ nlohmann::json unfoldingOf(const nlohmann::json& res) {
     if (res.contains(k)) u[k] = res[k];
   const auto sha = res.find("init_sha256");
   if (sha != res.end() && sha->is_string() && !sha->get<std::string>().empty())
-    u["init_sha256"] = *sha;
+    u["foundation"] = "sha256:" + sha->get<std::string>();
   else if (res.contains("init"))
-    u["init"] = res["init"];
+    u["foundation"] = res["init"];
   return u;
+}
+
+// The foundation a chain's record names, for a person: "pre/model (sha256 0123456789ab…)",
+// "none (no foundation)".
+std::string foundationOf(const nlohmann::json& res) {
+  const auto init = res.find("init");
+  const std::string path = init != res.end() && init->is_string() ? init->get<std::string>() : "";
+  if (path.empty() || path == "none") return "none (no foundation)";
+  const auto sha = res.find("init_sha256");
+  if (sha == res.end() || !sha->is_string() || sha->get<std::string>().empty()) return path;
+  const std::string hex = sha->get<std::string>();
+  return path + " (sha256 " + (hex.size() > 12 ? hex.substr(0, 12) + "..." : hex) + ")";
 }
 
 // The first key (dotted, e.g. "config.lr") where `a` and `b` differ, with both values.
@@ -88,6 +100,12 @@ void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const st
   const nlohmann::json unfolding = unfoldingOf(res);
   if (g.unfolding.is_null()) {
     g.unfolding = unfolding;
+    g.foundation = foundationOf(res);
+  } else if (unfolding.value("foundation", nlohmann::json()) !=
+             g.unfolding.value("foundation", nlohmann::json())) {
+    throw InputError(dir + ": warm-started from " + foundationOf(res) + ", " + g.first_chain +
+                     " from " + g.foundation +
+                     "; aggregate the chains of one foundation at a time");
   } else if (unfolding != g.unfolding) {
     // Replicas and members of one unfolding only: another input, iteration count,
     // configuration or foundation would enter the band as if it were a fluctuation.

@@ -49,6 +49,7 @@ struct ChainGroup {
   std::set<std::string> mc, data;  // result.json paths ("" when absent)
   bool warm_started = false;       // a chain started from another chain's models (warm_from)
   nlohmann::json unfolding;        // the first chain's (unfoldingOf)
+  std::string foundation;          // the first chain's, for messages ("none (no foundation)")
   nlohmann::json inputs;           // the first recorded size and time of its mc and data files
 };
 

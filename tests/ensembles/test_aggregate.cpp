@@ -5,6 +5,9 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -340,14 +343,36 @@ TEST_F(AggregateTest, ChainsOfAnotherUnfoldingAreRefusedNamingWhatDiffers) {
   writeChain("ok/r1", 1, 0, 3, 1, 42, moved);
   EXPECT_NO_THROW(aggregateRunsWithOptions({(root_ / "ok").string()}, out, std::nullopt, {false}));
   for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
-           {"data", "/d/mc.h5"}, {"iterations", 2}, {"init_sha256", "cd34"}}) {
+           {"data", "/d/mc.h5"}, {"iterations", 2}}) {
     nlohmann::json other = base;
     other[key] = value;
     const std::string set = "bad_" + key;
     writeChain(set + "/r0", 0, 0, 1, 3, 42, base);
     writeChain(set + "/r1", 1, 0, 3, 1, 42, other);
     const std::string why = refusalOf(set);
-    EXPECT_NE(why.find(key), std::string::npos) << key << ": " << why;
+    EXPECT_NE(why.find(": unfolds otherwise than " + (root_ / set / "r0").string() + " (" + key +
+                       " " + value.dump() + " against "),
+              std::string::npos)
+        << key << ": " << why;
+  }
+  // Another foundation (by its hash), or none: named by the paths and hashes of both.
+  nlohmann::json other_hash = base, no_foundation = base;
+  other_hash["init_sha256"] = "cd34567890abcdef";
+  no_foundation["init"] = "none";
+  no_foundation.erase("init_sha256");
+  for (const auto& [set, other, says] :
+       std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
+           {"bad_hash", other_hash, "/m/foundation (sha256 cd34567890ab...)"},
+           {"bad_none", no_foundation, "none (no foundation)"}}) {
+    writeChain(set + "/r0", 0, 0, 1, 3, 42, base);
+    writeChain(set + "/r1", 1, 0, 3, 1, 42, other);
+    const std::string why = refusalOf(set);
+    EXPECT_NE(why.find((root_ / set / "r1").string() + ": warm-started from " + says + ", " +
+                       (root_ / set / "r0").string() +
+                       " from /m/foundation (sha256 ab12); aggregate the chains of one "
+                       "foundation at a time"),
+              std::string::npos)
+        << set << ": " << why;
   }
   // A configuration key, named with its path; a repeat of (replica, member) too.
   nlohmann::json mlp = base;
