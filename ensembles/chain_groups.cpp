@@ -103,9 +103,8 @@ void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const st
     g.foundation = foundationOf(res);
   } else if (unfolding.value("foundation", nlohmann::json()) !=
              g.unfolding.value("foundation", nlohmann::json())) {
-    throw InputError(dir + ": warm-started from " + foundationOf(res) + ", " + g.first_chain +
-                     " from " + g.foundation +
-                     "; aggregate the chains of one foundation at a time");
+    throw InputError(dir + ": foundation " + foundationOf(res) + ", where " + g.first_chain +
+                     " had " + g.foundation + "; aggregate the chains of one foundation at a time");
   } else if (unfolding != g.unfolding) {
     // Replicas and members of one unfolding only: another input, iteration count,
     // configuration or foundation would enter the band as if it were a fluctuation.

@@ -367,9 +367,9 @@ TEST_F(AggregateTest, ChainsOfAnotherUnfoldingAreRefusedNamingWhatDiffers) {
     writeChain(set + "/r0", 0, 0, 1, 3, 42, base);
     writeChain(set + "/r1", 1, 0, 3, 1, 42, other);
     const std::string why = refusalOf(set);
-    EXPECT_NE(why.find((root_ / set / "r1").string() + ": warm-started from " + says + ", " +
+    EXPECT_NE(why.find((root_ / set / "r1").string() + ": foundation " + says + ", where " +
                        (root_ / set / "r0").string() +
-                       " from /m/foundation (sha256 ab12); aggregate the chains of one "
+                       " had /m/foundation (sha256 ab12); aggregate the chains of one "
                        "foundation at a time"),
               std::string::npos)
         << set << ": " << why;
