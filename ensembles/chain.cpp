@@ -514,6 +514,12 @@ void requireChainLevels(const std::string& path, bool mc, bool has_reco, bool ha
                      "('reco', 'reco_jets'), give a file that holds it");
 }
 
+InputError noEventPasses(const std::string& path, const char* flags, int64_t n, bool capped) {
+  return InputError(path + ": no event passes '" + flags + "' (0 of " +
+                    (capped ? "the first " : "") + std::to_string(n) +
+                    "): a chain needs selected events; fix the file's selection flags");
+}
+
 std::string stepModelsDir(const std::string& chain_dir, int iteration, int step) {
   return chain_dir + "/models/iteration" + std::to_string(iteration) + "_step" +
          std::to_string(step);
@@ -675,17 +681,12 @@ void ChainRun::run() {
   requireChainLevels(spec_.mc_path, true, mc_.hasReco(), mc_.hasGen());
   requireChainLevels(spec_.data_path, false, dat_.hasReco(), dat_.hasGen());
   // Named: which file's flags pass nothing (of the rows read, when max_*_events caps them).
-  const auto noneSelected = [](const std::string& path, const char* flags, int64_t n, bool capped) {
-    return InputError(path + ": no event passes '" + flags + "' (0 of " +
-                      (capped ? "the first " : "") + std::to_string(n) +
-                      "): a chain needs selected events; fix the file's selection flags");
-  };
   if (mc_reco_rows_.empty())
-    throw noneSelected(spec_.mc_path, "pass_reco", n_mc_, mc_capped_.has_value());
+    throw noEventPasses(spec_.mc_path, "pass_reco", n_mc_, mc_capped_.has_value());
   if (mc_gen_rows_.empty())
-    throw noneSelected(spec_.mc_path, "pass_gen", n_mc_, mc_capped_.has_value());
+    throw noEventPasses(spec_.mc_path, "pass_gen", n_mc_, mc_capped_.has_value());
   if (data_rows_.empty())
-    throw noneSelected(spec_.data_path, "pass_reco", n_data_, data_capped_.has_value());
+    throw noEventPasses(spec_.data_path, "pass_reco", n_data_, data_capped_.has_value());
   fixEventWeights();
   member_seed_ = memberSeed(spec_.campaign_seed, spec_.replica, spec_.member);
   stats_ = chainFeatureStats(cfg_, in_.init.get(), {&mc_.reco, &mc_.gen});

@@ -27,6 +27,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/error.hpp"
 #include "core/data/features.hpp"
 #include "core/data/jet_arrays.hpp"
 #include "core/data/observables.hpp"
@@ -192,6 +193,9 @@ std::string stepModelsDir(const std::string& chain_dir, int iteration, int step)
 // detector and particle level; the data its reco level (experimental data holds nothing
 // else). InputError naming `path` and what it holds otherwise.
 void requireChainLevels(const std::string& path, bool mc, bool has_reco, bool has_gen);
+// The refusal of selection flags `flags` ("pass_reco", "pass_gen") of `path` that pass none
+// of its `n` events (`capped`: the first n, as a config's max_*_events read them).
+InputError noEventPasses(const std::string& path, const char* flags, int64_t n, bool capped);
 
 // Runs (or resumes) the chain and writes its output into out_dir (chain_output.hpp).
 // Throws InputError for bad input, InterruptedError when stopped (state saved), Error.

@@ -2,6 +2,7 @@
 
 #include "core/train/parallel.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -354,6 +355,14 @@ void checkChainTaskInputs(const nlohmann::json& params) {
                        " of a chain is an unfolding file (reco, reco_jets" +
                        (mc ? ", gen, gen_jets" : "") + ")");
     requireChainLevels(path, mc, file.hasLevel("reco"), file.hasLevel("gen"));
+    // Selection flags that pass no event: one (N,) column each, read here rather than found
+    // by every chain when it starts.
+    for (const char* flags : {"pass_reco", "pass_gen"}) {
+      if ((!mc && std::string(flags) == "pass_gen") || !file.has(flags)) continue;
+      const std::vector<float> pass = file.readFloat(flags);
+      if (std::all_of(pass.begin(), pass.end(), [](float f) { return f == 0.0f; }))
+        throw noEventPasses(path, flags, static_cast<int64_t>(pass.size()), false);
+    }
   }
   checkChainFoundation(params);
 }

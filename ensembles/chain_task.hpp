@@ -55,7 +55,8 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
 
 // The chain's input files as its run will read them, before any task starts (`campaign
 // init` and `run`): the simulation an unfolding file of both levels, the data one with its
-// reco level (the file's datasets and shapes validated, nothing read), and the foundation
+// reco level (the file's datasets and shapes validated; of its values only the selection
+// flags read: some event must pass each), and the foundation
 // (checkChainFoundation). InputError naming the file and what it lacks.
 void checkChainTaskInputs(const nlohmann::json& params);
 // The same for a campaign task's params (jobs::CampaignSpec::taskDef), and what the

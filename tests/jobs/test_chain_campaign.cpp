@@ -167,6 +167,14 @@ TEST_F(ChainCampaign, InputsNoChainCanUseAreRefusedAtInitAndAFailedChainsReasonI
                      "/truth_none_pass.h5: no event passes 'pass_gen' (all 50 are 0)"),
             std::string::npos)
       << err;
+  // As a simulation, the same file (pass_gen all 0) is refused at init too, not by each chain.
+  bad = spec(2, 1);
+  bad["inputs"]["mc"] = scratch_ + "/truth_none_pass.h5";
+  err = refused(bad, "mc_none_pass");
+  EXPECT_NE(err.find("mc_none_pass.json: inputs: " + scratch_ +
+                     "/truth_none_pass.h5: no event passes 'pass_gen' (0 of 50)"),
+            std::string::npos)
+      << err;
   bad = spec(2, 1);
   bad["variations"] = {{"closure",
                         {{"type", "non_closure"},
