@@ -154,7 +154,8 @@ TaskResult TaskResult::fromJson(const json& j) {
 
 std::optional<TaskResult> readTaskResult(const std::string& path) {
   if (!pathExists(path)) return std::nullopt;
-  const json j = readJsonFile(path, "the task's result file is damaged: retry the task");
+  // Every caller says what happens then (the task runs again, or the file is ignored).
+  const json j = readJsonFile(path, "");
   try {
     return TaskResult::fromJson(j);
   } catch (const InputError& e) {

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 #include <numeric>
 
 #include "core/base/atomic_file.hpp"
@@ -245,10 +244,11 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
   r.train_jets = stream.trainRows();
   r.val_jets = val.size();
   // The generator's conditioning from held-out jets; with none held out (fractions of 0, or
-  // too few jets), from the first training rows, at most --eval-jets of them.
+  // too few jets), from the first training rows: at most --eval-jets of them, and never the
+  // whole stream (--eval-jets 0: 100,000, plenty for per-class means and spreads).
   JetTensors sample;
   if (val.size() == 0 && test.size() == 0) {
-    const int64_t cap = o.eval_jets > 0 ? o.eval_jets : std::numeric_limits<int64_t>::max();
+    const int64_t cap = o.eval_jets > 0 ? o.eval_jets : 100000;
     std::vector<int64_t> ids;
     for (const data::StreamBlock& b : split.train)
       for (int64_t g = b.global; g < b.global + b.size() && static_cast<int64_t>(ids.size()) < cap;
