@@ -129,63 +129,52 @@ TEST_F(ChainCampaign, InputsNoChainCanUseAreRefusedAtInitAndAFailedChainsReasonI
     EXPECT_FALSE(exists(dir)) << name;
     return readText(scratch_ + "/" + name + ".err");
   };
+  const auto says = [](const std::string& err, const std::string& text) {
+    EXPECT_NE(err.find(text), std::string::npos) << err;
+  };
+  // The error of `campaign init` of spec(2, 1) with inputs.<key> = scratch/<file>.
+  auto refusedWithInput = [&](const std::string& key, const std::string& file,
+                              const std::string& name) {
+    json s = spec(2, 1);
+    s["inputs"][key] = scratch_ + "/" + file;
+    return refused(s, name);
+  };
+  std::string err = refusedWithInput("mc", "data_reco.h5", "mc_reco");
+  says(err, "mc_reco.json: inputs: " + scratch_ + "/data_reco.h5: holds its reco level only");
   json bad = spec(2, 1);
-  bad["inputs"]["mc"] = scratch_ + "/data_reco.h5";
-  std::string err = refused(bad, "mc_reco");
-  EXPECT_NE(
-      err.find("mc_reco.json: inputs: " + scratch_ + "/data_reco.h5: holds its reco level only"),
-      std::string::npos)
-      << err;
-  bad = spec(2, 1);
   bad["variations"] = {
       {"alt", {{"type", "modelling"}, {"inputs", {{"mc", scratch_ + "/data_gen.h5"}}}}}};
   err = refused(bad, "variation_gen");
-  EXPECT_NE(
-      err.find("variations.alt.inputs: " + scratch_ + "/data_gen.h5: holds its gen level only"),
-      std::string::npos)
-      << err;
+  says(err, "variations.alt.inputs: " + scratch_ + "/data_gen.h5: holds its gen level only");
 
   // What the aggregation reads besides the chains, found before any chain trains: a truth of
   // its reco level only, a truth whose pass_gen passes no event, and non-closure pseudo-data
   // without a gen level (its truth).
-  bad = spec(2, 1);
-  bad["inputs"]["truth"] = scratch_ + "/data_reco.h5";
-  err = refused(bad, "truth_reco");
-  EXPECT_NE(err.find("truth_reco.json: inputs: truth " + scratch_ +
-                     "/data_reco.h5: holds its reco level only"),
-            std::string::npos)
-      << err;
+  err = refusedWithInput("truth", "data_reco.h5", "truth_reco");
+  says(err,
+       "truth_reco.json: inputs: truth " + scratch_ + "/data_reco.h5: holds its reco level only");
   data::UnfoldArrays none_pass =
       data::synthUnfold(data::SynthConfig::unfoldDefaults(data::Tune::kData), 13, 0, 50);
   none_pass.pass_gen.assign(50, 0);
   none_pass.pass_reco.assign(50, 1);
   data::writeUnfoldFile(scratch_ + "/truth_none_pass.h5", none_pass);
-  bad = spec(2, 1);
-  bad["inputs"]["truth"] = scratch_ + "/truth_none_pass.h5";
-  err = refused(bad, "truth_none_pass");
-  EXPECT_NE(err.find("inputs: truth " + scratch_ +
-                     "/truth_none_pass.h5: no event passes 'pass_gen' (all 50 are 0)"),
-            std::string::npos)
-      << err;
+  err = refusedWithInput("truth", "truth_none_pass.h5", "truth_none_pass");
+  says(err, "inputs: truth " + scratch_ +
+                "/truth_none_pass.h5: no event passes 'pass_gen' (all 50 are 0)");
   // As a simulation, the same file (pass_gen all 0) is refused at init too, not by each chain.
-  bad = spec(2, 1);
-  bad["inputs"]["mc"] = scratch_ + "/truth_none_pass.h5";
-  err = refused(bad, "mc_none_pass");
-  EXPECT_NE(err.find("mc_none_pass.json: inputs: " + scratch_ +
-                     "/truth_none_pass.h5: no event passes 'pass_gen' (0 of 50)"),
-            std::string::npos)
-      << err;
+  err = refusedWithInput("mc", "truth_none_pass.h5", "mc_none_pass");
+  says(err, "mc_none_pass.json: inputs: " + scratch_ +
+                "/truth_none_pass.h5: no event passes 'pass_gen' (0 of 50)");
   bad = spec(2, 1);
   bad["variations"] = {{"closure",
                         {{"type", "non_closure"},
                          {"replicas", 1},
                          {"inputs", {{"data", scratch_ + "/data_reco.h5"}}}}}};
   err = refused(bad, "closure_reco");
-  EXPECT_NE(err.find("variations.closure.inputs: data (the non_closure pseudo-data; its gen "
-                     "level is the truth) " +
-                     scratch_ + "/data_reco.h5: holds its reco level only"),
-            std::string::npos)
-      << err;
+  says(err,
+       "variations.closure.inputs: data (the non_closure pseudo-data; its gen "
+       "level is the truth) " +
+           scratch_ + "/data_reco.h5: holds its reco level only");
   EXPECT_EQ(err.find('\n'), err.size() - 1) << err;
 
   json data_reco = spec(2, 1);
