@@ -514,9 +514,12 @@ void requireChainLevels(const std::string& path, bool mc, bool has_reco, bool ha
                      "('reco', 'reco_jets'), give a file that holds it");
 }
 
-InputError noEventPasses(const std::string& path, const char* flags, int64_t n, bool capped) {
-  return InputError(path + ": no event passes '" + flags + "' (0 of " +
-                    (capped ? "the first " : "") + std::to_string(n) +
+InputError noEventPasses(const std::string& path, const char* flags, int64_t n, const char* cap) {
+  if (cap != nullptr)
+    return InputError(path + ": no event passes '" + flags + "' in the first " + std::to_string(n) +
+                      " that the chain config's " + cap +
+                      " reads: a chain needs selected events; raise " + cap);
+  return InputError(path + ": no event passes '" + flags + "' (0 of " + std::to_string(n) +
                     "): a chain needs selected events; fix the file's selection flags");
 }
 
@@ -681,12 +684,12 @@ void ChainRun::run() {
   requireChainLevels(spec_.mc_path, true, mc_.hasReco(), mc_.hasGen());
   requireChainLevels(spec_.data_path, false, dat_.hasReco(), dat_.hasGen());
   // Named: which file's flags pass nothing (of the rows read, when max_*_events caps them).
-  if (mc_reco_rows_.empty())
-    throw noEventPasses(spec_.mc_path, "pass_reco", n_mc_, mc_capped_.has_value());
-  if (mc_gen_rows_.empty())
-    throw noEventPasses(spec_.mc_path, "pass_gen", n_mc_, mc_capped_.has_value());
+  const char* mc_cap = mc_capped_ ? "max_mc_events" : nullptr;
+  if (mc_reco_rows_.empty()) throw noEventPasses(spec_.mc_path, "pass_reco", n_mc_, mc_cap);
+  if (mc_gen_rows_.empty()) throw noEventPasses(spec_.mc_path, "pass_gen", n_mc_, mc_cap);
   if (data_rows_.empty())
-    throw noEventPasses(spec_.data_path, "pass_reco", n_data_, data_capped_.has_value());
+    throw noEventPasses(spec_.data_path, "pass_reco", n_data_,
+                        data_capped_ ? "max_data_events" : nullptr);
   fixEventWeights();
   member_seed_ = memberSeed(spec_.campaign_seed, spec_.replica, spec_.member);
   stats_ = chainFeatureStats(cfg_, in_.init.get(), {&mc_.reco, &mc_.gen});

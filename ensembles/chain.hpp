@@ -194,8 +194,10 @@ std::string stepModelsDir(const std::string& chain_dir, int iteration, int step)
 // else). InputError naming `path` and what it holds otherwise.
 void requireChainLevels(const std::string& path, bool mc, bool has_reco, bool has_gen);
 // The refusal of selection flags `flags` ("pass_reco", "pass_gen") of `path` that pass none
-// of its `n` events (`capped`: the first n, as a config's max_*_events read them).
-InputError noEventPasses(const std::string& path, const char* flags, int64_t n, bool capped);
+// of its `n` events (`cap`: the config key, max_mc_events or max_data_events, that read only
+// the first n; nullptr: the whole file).
+InputError noEventPasses(const std::string& path, const char* flags, int64_t n,
+                         const char* cap = nullptr);
 
 // Runs (or resumes) the chain and writes its output into out_dir (chain_output.hpp).
 // Throws InputError for bad input, InterruptedError when stopped (state saved), Error.

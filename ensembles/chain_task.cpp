@@ -361,7 +361,7 @@ void checkChainTaskInputs(const nlohmann::json& params) {
       if ((!mc && std::string(flags) == "pass_gen") || !file.has(flags)) continue;
       const std::vector<float> pass = file.readFloat(flags);
       if (std::all_of(pass.begin(), pass.end(), [](float f) { return f == 0.0f; }))
-        throw noEventPasses(path, flags, static_cast<int64_t>(pass.size()), false);
+        throw noEventPasses(path, flags, static_cast<int64_t>(pass.size()));
     }
   }
   checkChainFoundation(params);

@@ -282,6 +282,24 @@ TEST_F(ChainTest, FlagsThatPassNoEventAreRefusedNamingTheFileAndTheFlags) {
         << reason;
     EXPECT_FALSE(fs::exists(root_ / "none_pass" / "state")) << c.file;
   }
+  // Events that pass only beyond the config's cap: the cap is named, not the file's flags.
+  data::SynthConfig sc = data::SynthConfig::unfoldDefaults(data::Tune::kSim);
+  sc.P = 24;
+  data::UnfoldArrays late = data::synthUnfold(sc, 11, 0, 240);
+  late.pass_reco.assign(240, 1);
+  late.pass_gen.assign(240, 1);
+  std::fill(late.pass_gen.begin(), late.pass_gen.begin() + 120, uint8_t{0});
+  data::writeUnfoldFile((root_ / "sim_late_gen.h5").string(), late);
+  auto p = params(0, 0);
+  p["mc"] = (root_ / "sim_late_gen.h5").string();
+  p["config"]["max_mc_events"] = 100;
+  std::string reason;
+  EXPECT_EQ(runChainTask(p, (root_ / "none_pass").string(), &reason), 2);
+  EXPECT_NE(reason.find("sim_late_gen.h5: no event passes 'pass_gen' in the first 100 that the "
+                        "chain config's max_mc_events reads: a chain needs selected events; "
+                        "raise max_mc_events"),
+            std::string::npos)
+      << reason;
 }
 
 // Files of a few events cannot hold out a validation set: refused saying how many events and
