@@ -2,6 +2,7 @@
 // (replica, member), interruption + resume, bad input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
