@@ -13,6 +13,7 @@
 #include "core/base/error.hpp"
 #include "core/base/progress.hpp"
 #include "core/base/seed.hpp"
+#include "core/data/jet_reader.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/model/diffusion.hpp"
 #include "core/model/pet.hpp"
@@ -61,6 +62,11 @@ data::JetArrays generateJets(const GenerateOptions& a) {
   at::Generator gen =
       at::make_generator<at::CPUGeneratorImpl>(deriveSeed({a.seed, 0x6e6f697365ULL}));
 
+  // The jets are held in memory until written: refused up front when they cannot be.
+  data::requireWithinReadBudget(
+      "generate", "generating " + std::to_string(a.jets) + " jets",
+      static_cast<double>(a.jets) * (P * data::kNumParticleFeatures + data::kNumJetFeatures) * 4.0,
+      "generate fewer jets per file (--jets) or use a machine with more memory");
   data::JetArrays out = data::JetArrays::zeros(a.jets, P, true);
   Progress progress("generate", a.jets, "jet");
   for (int64_t begin = 0; begin < a.jets; begin += a.batch) {

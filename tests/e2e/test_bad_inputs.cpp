@@ -621,6 +621,11 @@ TEST_F(BadInputs, CommandLine) {
     expectCleanFailure(
         args, option == "--steps" ? "--steps must lie in 1..100000" : option + " must be >= 1");
   }
+  // More jets than memory holds: refused before the allocation (before: std::bad_alloc after
+  // the model had been loaded).
+  expectCleanFailure({"generate", "--ckpt", p("ckpt"), "--class", "1", "--out", p("gen.h5"),
+                      "--jets", "100000000000"},
+                     "generating 100000000000 jets needs");
   expectCleanFailure(
       {"finetune", "--train", p("good.h5"), "--out", p("ft_bad"), "--test-fraction", "1.5"},
       "--test-fraction");
