@@ -82,12 +82,63 @@ std::vector<TaskDef> taskDefsOf(const CampaignSpec& spec) {
 }
 
 // A new journal at `path` with the tasks `defs` of `spec`, all pending.
+// The journal's meta key holding the text of D/spec.json (`campaign repair` restores a
+// damaged or lost spec.json from it; journals made before it hold none).
+constexpr const char* kFrozenSpecMeta = "frozen_spec";
+
 CampaignJournal createJournal(const CampaignSpec& spec, const std::vector<TaskDef>& defs,
-                              const std::string& path) {
+                              const std::string& path, const std::string& spec_text) {
   CampaignJournal j = CampaignJournal::create(path, defs);
   j.setMeta("name", spec.name);
   j.setMeta("created_at", std::to_string(wallClockNow()));
+  j.setMeta(kFrozenSpecMeta, spec_text);
   return j;
+}
+
+std::string utcStamp() {
+  char stamp[32];
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  ::gmtime_r(&now, &utc);
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &utc);
+  return stamp;
+}
+
+// D/spec.json, or (damaged or lost: `problem`) the journal's copy of it written back
+// atomically, the damaged file kept beside it as spec.json.damaged-<time>-<pid>. InputError naming
+// the file when the journal holds no sound copy.
+CampaignSpec loadOrRestoreFrozenSpec(const std::string& dir, RepairSummary& sum) {
+  const std::string path = dir + "/spec.json";
+  try {
+    return loadFrozenSpec(dir);
+  } catch (const InputError& e) {
+    // What was wrong, without loadFrozenSpec's advice to run this very repair.
+    sum.spec_problem = e.what();
+    for (const char* advice : {"; the campaign's frozen spec is damaged", "; restore it with"})
+      sum.spec_problem = sum.spec_problem.substr(0, sum.spec_problem.find(advice));
+  }
+  std::string text;
+  try {
+    text = CampaignJournal::open(dir + "/" + kJournalFile).meta(kFrozenSpecMeta);
+  } catch (const Error&) {
+  }
+  if (text.empty())
+    throw InputError(path + ": damaged or missing, and the journal holds no copy of it (a " +
+                     "campaign made before journals kept one, or a damaged journal): restore it "
+                     "from a copy of the campaign directory (" +
+                     sum.spec_problem + ")");
+  // The copy is checked as the file would be before it replaces anything.
+  parseCampaignSpec(parseJsonText(text, path + " (the journal's copy)", ""), path, dir,
+                    /*require_inputs=*/false);
+  if (pathExists(path)) {
+    const std::string kept = path + ".damaged-" + utcStamp() + "-" + std::to_string(::getpid());
+    if (::rename(path.c_str(), kept.c_str()) != 0)
+      throw Error(path + ": cannot move aside: " + errnoMessage(errno));
+    sum.spec_damaged_copy = kept;
+  }
+  writeFileAtomic(path, text);
+  sum.spec_restored = true;
+  return loadFrozenSpec(dir);
 }
 
 // A task_result.json as the journal ingests it, for task `index` running `attempt`.
@@ -109,15 +160,19 @@ Completion completionOf(const TaskResult& r, int index, int attempt) {
 
 CampaignSpec loadFrozenSpec(const std::string& dir) {
   std::string path = dir + "/spec.json";
+  // Written once, by `campaign init`, and kept in the journal too: damage here is not the
+  // user's to fix by hand.
+  const std::string restore = "restore it with `foldfarm campaign repair " + dir +
+                              "` (the journal keeps a copy) or from a copy of the campaign "
+                              "directory";
   if (!pathExists(path)) {
+    if (pathExists(dir + "/" + kJournalFile))
+      throw InputError(path + ": missing: the campaign's frozen spec is lost; " + restore);
     throw InputError(dir +
                      ": not a campaign directory (no spec.json); create one with "
                      "`foldfarm campaign init SPEC --dir D`");
   }
-  // Written once, by `campaign init`: damage here is not the user's to fix by hand.
-  const json j = readJsonFile(path,
-                              "the campaign's frozen spec is damaged: restore it from a copy of "
-                              "the campaign directory, or init a new campaign from the spec");
+  const json j = readJsonFile(path, "the campaign's frozen spec is damaged: " + restore);
   auto slash = path.rfind('/');
   return parseCampaignSpec(j, path, path.substr(0, slash), /*require_inputs=*/false);
 }
@@ -206,10 +261,11 @@ Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) 
   try {
     makeDir(tmp + "/tasks");
     makeDir(tmp + "/aggregate");
-    writeFileAtomic(tmp + "/spec.json", spec.toJson().dump(2) + "\n");
+    const std::string spec_text = spec.toJson().dump(2) + "\n";
+    writeFileAtomic(tmp + "/spec.json", spec_text);
     // Closed at once: WAL mode's side files are checkpointed into the main file before the
     // rename.
-    createJournal(spec, taskDefsOf(spec), tmp + "/" + kJournalFile);
+    createJournal(spec, taskDefsOf(spec), tmp + "/" + kJournalFile, spec_text);
     if (::rename(tmp.c_str(), dir.c_str()) != 0) {
       throw Error(dir + ": cannot create the campaign directory: " + errnoMessage(errno));
     }
@@ -242,10 +298,13 @@ Campaign Campaign::open(const std::string& dir_in, Access access) {
 
 RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
   const std::string dir = trimSlashes(dir_in);
-  const CampaignSpec spec = loadFrozenSpec(dir);
-  const Fd lock = lockOrchestrator(dir);
   const std::string path = dir + "/" + kJournalFile;
+  if (!pathExists(dir + "/spec.json") && !pathExists(path))
+    loadFrozenSpec(dir);  // not a campaign directory: says so (no lock file is made)
+  const Fd lock = lockOrchestrator(dir);
   RepairSummary sum;
+  // 0. The frozen spec, from the journal's copy when it is damaged or lost.
+  const CampaignSpec spec = loadOrRestoreFrozenSpec(dir, sum);
   if (!pathExists(path)) {
     sum.problem = "missing";
   } else {
@@ -266,7 +325,7 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
   for (const char* side : {"", "-wal", "-shm"}) ::unlink((rebuilt + side).c_str());
   try {
     const std::vector<TaskDef> defs = taskDefsOf(spec);
-    CampaignJournal j = createJournal(spec, defs, rebuilt);
+    CampaignJournal j = createJournal(spec, defs, rebuilt, readFile(dir + "/spec.json"));
     j.setMeta("rebuilt_from", sum.problem.empty() ? "campaign repair --force" : sum.problem);
     std::vector<Dispatch> dispatches;
     std::vector<Completion> completions;
@@ -314,12 +373,7 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
   // 2. The damaged files aside (side files first: left beside the new journal, SQLite would
   // apply the old log to it), then the new journal into place in one rename.
   if (pathExists(path) || pathExists(path + "-wal")) {
-    char stamp[32];
-    const std::time_t now = std::time(nullptr);
-    std::tm utc{};
-    ::gmtime_r(&now, &utc);
-    std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &utc);
-    sum.damaged_copy = dir + "/journal.damaged-" + stamp + "-" + std::to_string(::getpid());
+    sum.damaged_copy = dir + "/journal.damaged-" + utcStamp() + "-" + std::to_string(::getpid());
     makeDir(sum.damaged_copy);
     for (const char* side : {"-wal", "-shm"}) {
       const std::string from = path + side;
@@ -336,8 +390,15 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
 }
 
 json RepairSummary::toJson() const {
-  return {{"problem", problem}, {"rebuilt", rebuilt}, {"damaged_copy", damaged_copy},
-          {"done", done},       {"pending", pending}, {"unreadable", unreadable}};
+  return {{"problem", problem},
+          {"rebuilt", rebuilt},
+          {"damaged_copy", damaged_copy},
+          {"done", done},
+          {"pending", pending},
+          {"unreadable", unreadable},
+          {"spec_problem", spec_problem},
+          {"spec_restored", spec_restored},
+          {"spec_damaged_copy", spec_damaged_copy}};
 }
 
 std::vector<int> Campaign::markSubmitted(const std::vector<std::string>& task_ids,

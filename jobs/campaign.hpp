@@ -60,12 +60,15 @@ struct TaskResult {
 
 // What `campaign repair D` found and did (Campaign::repair).
 struct RepairSummary {
-  std::string problem;       // what was wrong with the journal ("": sound)
-  bool rebuilt = false;      // a new journal replaced it
-  std::string damaged_copy;  // the directory the damaged journal's files went to ("": none)
-  int done = 0;              // tasks restored as done from their task_result.json
-  int pending = 0;           // every other task (to run again)
-  int unreadable = 0;        // result files that could not be read (their tasks pending)
+  std::string problem;            // what was wrong with the journal ("": sound)
+  bool rebuilt = false;           // a new journal replaced it
+  std::string damaged_copy;       // the directory the damaged journal's files went to ("": none)
+  int done = 0;                   // tasks restored as done from their task_result.json
+  int pending = 0;                // every other task (to run again)
+  int unreadable = 0;             // result files that could not be read (their tasks pending)
+  std::string spec_problem;       // what was wrong with D/spec.json ("": sound)
+  bool spec_restored = false;     // D/spec.json written back from the journal's copy
+  std::string spec_damaged_copy;  // where the damaged spec.json went ("": it was missing)
   nlohmann::json toJson() const;
 };
 
@@ -92,7 +95,8 @@ class Campaign {
   // atomically. Takes the orchestrator lock (refused while a run holds the campaign); stop
   // the campaign's Slurm jobs first. Not recovered: the history of attempts (events) and
   // failure counts; tasks of kinds without a directory (noop, load) have no result file and
-  // run again.
+  // run again. First, a damaged or lost D/spec.json is written back from the copy the
+  // journal keeps (meta "frozen_spec"; campaigns made before it have none: InputError).
   static RepairSummary repair(const std::string& dir, bool force);
 
   Campaign(Campaign&& other) noexcept = default;

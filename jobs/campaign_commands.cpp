@@ -151,6 +151,11 @@ void cancelCommand(const std::string& dir) {
 
 void repairCommand(const std::string& dir, bool force, bool json) {
   const RepairSummary s = Campaign::repair(dir, force);
+  if (!json && s.spec_restored)
+    std::printf("campaign %s: spec.json restored from the journal's copy (%s)%s%s\n", dir.c_str(),
+                s.spec_problem.c_str(),
+                s.spec_damaged_copy.empty() ? "" : "; the damaged file is kept as ",
+                s.spec_damaged_copy.c_str());
   if (json) {
     std::printf("%s\n", s.toJson().dump(2).c_str());
   } else if (!s.rebuilt) {

@@ -429,22 +429,69 @@ TEST_F(Faults, AnEmptyJournalIsRefusedWithoutWritingAndRebuilt) {
 
 // A damaged frozen spec (written once by `init`; here cut short) stops `status` with one line
 // naming the file, the line and column and what to do, in its own words, not the JSON
-// library's ("[json.exception.parse_error.101] ..."); the file is left as it is.
-TEST_F(Faults, ADamagedFrozenSpecIsNamedWithThePlaceAndWhatToDo) {
+// library's ("[json.exception.parse_error.101] ..."); `repair` writes it back from the
+// journal's copy (the damaged file kept beside it) and the campaign goes on with its results;
+// so for a lost spec.json. A journal without a copy (made before it kept one) is said so, and
+// nothing is touched.
+TEST_F(Faults, ADamagedOrLostFrozenSpecIsRestoredFromTheJournal) {
   init(json{{"task", "sleep"},
             {"replicas", 2},
             {"params", {{"seconds", 0.01}}},
             {"resources", {{"cpu_slots", 2}}}});
+  (void)runToEnd();
   const std::string spec = dir_ + "/spec.json";
   const std::string text = readText(spec);
   std::ofstream(spec, std::ios::trunc) << text.substr(0, text.size() / 2);
-  const ToolRun st = runTool({"status", dir_}, scratch_, "status");
+  ToolRun st = runTool({"status", dir_}, scratch_, "status");
   EXPECT_EQ(st.exit_code, 2) << st.err;
   EXPECT_NE(st.err.find(spec + ": not valid JSON (line "), std::string::npos) << st.err;
-  EXPECT_NE(st.err.find("restore it from a copy of the campaign directory"), std::string::npos)
+  EXPECT_NE(st.err.find("restore it with `foldfarm campaign repair " + dir_ +
+                        "` (the journal keeps a copy)"),
+            std::string::npos)
       << st.err;
   EXPECT_EQ(st.err.find("json.exception"), std::string::npos) << st.err;
   EXPECT_EQ(readText(spec), text.substr(0, text.size() / 2));
+
+  const RepairSummary restored = Campaign::repair(dir_, false);
+  EXPECT_TRUE(restored.spec_restored);
+  EXPECT_NE(restored.spec_problem.find("not valid JSON"), std::string::npos)
+      << restored.spec_problem;
+  EXPECT_FALSE(restored.rebuilt) << restored.problem;  // the journal itself is sound
+  EXPECT_EQ(readText(spec), text);
+  int kept = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir_))
+    if (e.path().filename().string().rfind("spec.json.damaged-", 0) == 0) {
+      ++kept;
+      EXPECT_EQ(e.path().string(), restored.spec_damaged_copy);
+      EXPECT_EQ(readText(e.path().string()), text.substr(0, text.size() / 2));
+    }
+  EXPECT_EQ(kept, 1);
+  EXPECT_EQ(Campaign::open(dir_, Campaign::Access::kReadOnly).counts()[TaskState::kDone], 2);
+
+  // Lost: said so (not "not a campaign directory"), and restored.
+  std::filesystem::remove(spec);
+  st = runTool({"status", dir_}, scratch_, "status-lost");
+  EXPECT_EQ(st.exit_code, 2) << st.err;
+  EXPECT_NE(st.err.find(spec + ": missing: the campaign's frozen spec is lost"), std::string::npos)
+      << st.err;
+  const RepairSummary s = Campaign::repair(dir_, false);
+  EXPECT_TRUE(s.spec_restored);
+  EXPECT_TRUE(s.spec_damaged_copy.empty()) << s.spec_damaged_copy;
+  EXPECT_EQ(readText(spec), text);
+
+  // No copy in the journal: refused naming the file; nothing written.
+  CampaignJournal::open(dir_ + "/" + kJournalFile).setMeta("frozen_spec", "");
+  std::filesystem::remove(spec);
+  try {
+    Campaign::repair(dir_, false);
+    ADD_FAILURE() << "repaired without a copy";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(spec + ": damaged or missing, and the journal holds no "
+                                                "copy of it"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(spec));
 }
 
 // A missing journal is rebuilt too; a task whose result is gone runs again, as a newer
