@@ -40,6 +40,13 @@ class Faults : public ToolCampaignTest {
     while (st.step()) out.push_back(st.columnText(0));
     return out;
   }
+  // A campaign of `replicas` sleep tasks of 0.01 s on 2 slots.
+  void initSleeps(int replicas) {
+    init(json{{"task", "sleep"},
+              {"replicas", replicas},
+              {"params", {{"seconds", 0.01}}},
+              {"resources", {{"cpu_slots", 2}}}});
+  }
   // Runs the campaign to its end (exit 0 expected) and opens it for reading.
   Campaign runToEnd(const std::string& tag = "run") {
     ToolRun r = runTool({"run", dir_}, scratch_, tag);
@@ -361,10 +368,7 @@ TEST_F(Faults, TemporaryFilesOfAKilledAttemptAreGoneWhenTheNextAttemptStarts) {
 // repair it; `repair` rebuilds it from the results on disk: every task done as before, with
 // the same attempt and result, the damaged file kept; a second repair finds nothing to do.
 TEST_F(Faults, ADamagedJournalIsRebuiltFromTheResultsOnDisk) {
-  init(json{{"task", "sleep"},
-            {"replicas", 4},
-            {"params", {{"seconds", 0.01}}},
-            {"resources", {{"cpu_slots", 2}}}});
+  initSleeps(4);
   std::map<std::string, std::pair<int, json>> before;
   for (const auto& t : runToEnd().tasks()) before[t.id] = {t.attempts, t.result};
   const std::string journal = dir_ + "/" + kJournalFile;
@@ -404,10 +408,7 @@ TEST_F(Faults, ADamagedJournalIsRebuiltFromTheResultsOnDisk) {
 // open) says so with the advice to repair, without writing to it (before: an SQL error on a
 // missing table, and the file turned into an empty WAL database); repair rebuilds it.
 TEST_F(Faults, AnEmptyJournalIsRefusedWithoutWritingAndRebuilt) {
-  init(json{{"task", "sleep"},
-            {"replicas", 2},
-            {"params", {{"seconds", 0.01}}},
-            {"resources", {{"cpu_slots", 2}}}});
+  initSleeps(2);
   (void)runToEnd();
   const std::string journal = dir_ + "/" + kJournalFile;
   std::ofstream(journal, std::ios::trunc).close();
@@ -434,10 +435,7 @@ TEST_F(Faults, AnEmptyJournalIsRefusedWithoutWritingAndRebuilt) {
 // so for a lost spec.json. A journal without a copy (made before it kept one) is said so, and
 // nothing is touched.
 TEST_F(Faults, ADamagedOrLostFrozenSpecIsRestoredFromTheJournal) {
-  init(json{{"task", "sleep"},
-            {"replicas", 2},
-            {"params", {{"seconds", 0.01}}},
-            {"resources", {{"cpu_slots", 2}}}});
+  initSleeps(2);
   (void)runToEnd();
   const std::string spec = dir_ + "/spec.json";
   const std::string text = readText(spec);
@@ -482,15 +480,15 @@ TEST_F(Faults, ADamagedOrLostFrozenSpecIsRestoredFromTheJournal) {
   // No copy in the journal: refused naming the file; nothing written.
   CampaignJournal::open(dir_ + "/" + kJournalFile).setMeta("frozen_spec", "");
   std::filesystem::remove(spec);
+  std::string why = "repaired without a copy";
   try {
     Campaign::repair(dir_, false);
-    ADD_FAILURE() << "repaired without a copy";
   } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find(spec + ": damaged or missing, and the journal holds no "
-                                                "copy of it"),
-              std::string::npos)
-        << e.what();
+    why = e.what();
   }
+  EXPECT_NE(why.find(spec + ": damaged or missing, and the journal holds no copy of it"),
+            std::string::npos)
+      << why;
   EXPECT_FALSE(std::filesystem::exists(spec));
 }
 
@@ -498,10 +496,7 @@ TEST_F(Faults, ADamagedOrLostFrozenSpecIsRestoredFromTheJournal) {
 // attempt than its directory records (an older one would be superseded and never run), and
 // the tasks that were done are not run again.
 TEST_F(Faults, ARebuiltJournalRunsOnlyWhatLeftNoResultAsANewerAttempt) {
-  init(json{{"task", "sleep"},
-            {"replicas", 3},
-            {"params", {{"seconds", 0.01}}},
-            {"resources", {{"cpu_slots", 2}}}});
+  initSleeps(3);
   std::string lost_dir, first_log;
   {
     Campaign c = runToEnd();
