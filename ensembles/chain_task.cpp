@@ -358,9 +358,9 @@ void checkChainTaskInputs(const nlohmann::json& params) {
     // Selection flags that pass no event: one (N,) column each, read here rather than found
     // by every chain when it starts.
     for (const char* flags : {"pass_reco", "pass_gen"}) {
-      if ((!mc && std::string(flags) == "pass_gen") || !file.has(flags)) continue;
-      const std::vector<float> pass = file.readFloat(flags);
-      if (std::all_of(pass.begin(), pass.end(), [](float f) { return f == 0.0f; }))
+      if (!mc && std::string(flags) == "pass_gen") continue;
+      const std::vector<uint8_t> pass = file.readPassFlags(flags);  // as the chain reads them
+      if (!pass.empty() && std::all_of(pass.begin(), pass.end(), [](uint8_t f) { return f == 0; }))
         throw noEventPasses(path, flags, static_cast<int64_t>(pass.size()));
     }
   }
@@ -379,7 +379,9 @@ void checkCampaignChainTaskInputs(const nlohmann::json& task_params) {
       throw InputError(role + " " + e.what());
     }
   };
-  if (in.contains("truth")) truthOf("truth", "truth");
+  // The truth once, with the nominal's inputs (each variation's check would read it again;
+  // the aggregation reads the spec's truth only).
+  if (in.contains("truth") && !task_params.contains("variation")) truthOf("truth", "truth");
   if (task_params.contains("variation") &&
       task_params["variation"].value("type", std::string()) == "non_closure")
     truthOf("data", "data (the non_closure pseudo-data; its gen level is the truth)");

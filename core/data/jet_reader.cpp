@@ -663,6 +663,16 @@ void JetFile::readJetsInto(int64_t begin, int64_t end, const std::string& level,
   if (has("weights")) I.readFloatsInto("weights", begin, end, 1, true, a.weights.data() + at);
 }
 
+std::vector<uint8_t> JetFile::readPassFlags(const std::string& name, int64_t begin,
+                                            int64_t end) const {
+  const Impl& I = *impl_;
+  if (!has(name)) return {};
+  end = I.resolveEnd(begin, end);
+  std::vector<uint8_t> flags(static_cast<size_t>(end - begin));
+  I.readRows(name, begin, end, H5T_NATIVE_UINT8, flags.data());
+  return flags;
+}
+
 UnfoldArrays JetFile::readUnfold(int64_t begin, int64_t end) const {
   const Impl& I = *impl_;
   if (I.layout != FileLayout::kUnfold)
@@ -686,11 +696,8 @@ UnfoldArrays JetFile::readUnfold(int64_t begin, int64_t end) const {
           I.readFloats(level + "_subs", begin, end, kNumSubs, true);
   }
   for (auto [name, dst] :
-       {std::pair{"pass_reco", &u.pass_reco}, std::pair{"pass_gen", &u.pass_gen}}) {
-    if (!has(name) || !hasLevel(std::string(name).substr(5))) continue;  // a level it holds
-    dst->resize(static_cast<size_t>(end - begin));
-    I.readRows(name, begin, end, H5T_NATIVE_UINT8, dst->data());
-  }
+       {std::pair{"pass_reco", &u.pass_reco}, std::pair{"pass_gen", &u.pass_gen}})
+    if (hasLevel(std::string(name).substr(5))) *dst = readPassFlags(name, begin, end);
   if (has("weights")) {
     u.weights = I.readFloats("weights", begin, end, 1, true);
     I.checkWeightsNotAllZero(u.weights.data(), end - begin, begin, end);

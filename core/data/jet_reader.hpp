@@ -80,6 +80,10 @@ class JetFile {
                     int64_t at) const;
   // Unfold layout only (InputError otherwise).
   UnfoldArrays readUnfold(int64_t begin = 0, int64_t end = -1) const;
+  // Selection flags `name` (pass_reco, pass_gen) of rows [begin, end) as readUnfold reads
+  // them (1: the event passes); empty when the file has none (every event passes).
+  std::vector<uint8_t> readPassFlags(const std::string& name, int64_t begin = 0,
+                                     int64_t end = -1) const;
   // Any 1-D or 2-D numeric dataset as float rows [begin, end) (e.g. part_px, subs).
   std::vector<float> readFloat(const std::string& name, int64_t begin = 0, int64_t end = -1) const;
   bool has(const std::string& name) const;
