@@ -97,12 +97,7 @@ std::vector<uint8_t> truthPassFlags(const data::JetFile& file, const std::string
                      "particle-level sample: give a file with 'gen_subs' (N,6)");
   if (file.layout() != data::FileLayout::kUnfold || !file.has("gen_subs"))
     throw InputError(path + ": truth file needs the unfold layout with 'gen_subs' (N,6)");
-  std::vector<uint8_t> pass;
-  if (file.has("pass_gen")) {
-    auto pf = file.readFloat("pass_gen");
-    pass.resize(pf.size());
-    for (size_t i = 0; i < pf.size(); ++i) pass[i] = pf[i] != 0.0f;
-  }
+  const std::vector<uint8_t> pass = file.readPassFlags("pass_gen");  // as the chains read them
   if (!pass.empty() && std::find(pass.begin(), pass.end(), uint8_t{1}) == pass.end())
     throw InputError(path + ": no event passes 'pass_gen' (all " + std::to_string(pass.size()) +
                      " are 0): the truth would be empty; give a particle-level sample with "

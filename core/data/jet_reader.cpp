@@ -64,6 +64,16 @@ std::string shapeText(const std::vector<hsize_t>& d) {
   return os.str();
 }
 
+// A value as a reader would write it: "0.5", "-1", "2", "NaN", "Inf".
+std::string numberText(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Inf" : "-Inf";
+  std::ostringstream os;
+  os.precision(10);
+  os << v;
+  return os.str();
+}
+
 // "6684.0 GiB"; sizes below a GiB in MiB or KiB, so that both sides of a comparison read.
 std::string sizeText(double bytes) {
   static const char* const kUnits[] = {"GiB", "MiB", "KiB"};
@@ -668,8 +678,25 @@ std::vector<uint8_t> JetFile::readPassFlags(const std::string& name, int64_t beg
   const Impl& I = *impl_;
   if (!has(name)) return {};
   end = I.resolveEnd(begin, end);
+  // Read as double and checked, so that every reader agrees on which events pass: a flag is 0
+  // or 1 (bool, an integer or a float), and anything else (0.5, -1, 2, NaN) is refused rather
+  // than rounded one way here and another way elsewhere.
   std::vector<uint8_t> flags(static_cast<size_t>(end - begin));
-  I.readRows(name, begin, end, H5T_NATIVE_UINT8, flags.data());
+  constexpr int64_t kChunk = int64_t{1} << 20;
+  std::vector<double> values;
+  for (int64_t lo = begin; lo < end; lo += kChunk) {
+    const int64_t hi = std::min(end, lo + kChunk);
+    values.resize(static_cast<size_t>(hi - lo));
+    I.readRows(name, lo, hi, H5T_NATIVE_DOUBLE, values.data());
+    for (int64_t r = lo; r < hi; ++r) {
+      const double v = values[static_cast<size_t>(r - lo)];
+      if (v != 0.0 && v != 1.0)
+        I.fail(name, "row " + std::to_string(r) + " holds " + numberText(v) +
+                         ", not a selection flag (0: the event fails, 1: it passes); fix the "
+                         "producer of this file");
+      flags[static_cast<size_t>(r - begin)] = v == 1.0;
+    }
+  }
   return flags;
 }
 

@@ -81,7 +81,8 @@ class JetFile {
   // Unfold layout only (InputError otherwise).
   UnfoldArrays readUnfold(int64_t begin = 0, int64_t end = -1) const;
   // Selection flags `name` (pass_reco, pass_gen) of rows [begin, end) as readUnfold reads
-  // them (1: the event passes); empty when the file has none (every event passes).
+  // them (1: the event passes); empty when the file has none (every event passes). Every
+  // value must be 0 or 1 (bool, integer or float); InputError naming the row otherwise.
   std::vector<uint8_t> readPassFlags(const std::string& name, int64_t begin = 0,
                                      int64_t end = -1) const;
   // Any 1-D or 2-D numeric dataset as float rows [begin, end) (e.g. part_px, subs).

@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <set>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -20,6 +22,7 @@
 #include "tests/support/resource_limits.hpp"
 
 using namespace foldfarm::data;
+using foldfarm::data::badfiles::replaceDataset;
 namespace fs = std::filesystem;
 
 namespace {
@@ -52,20 +55,6 @@ JetArrays writeTwoClassJets(const std::string& path, int64_t n, int64_t every) {
   for (int64_t i = 0; i < n; i += every) a.labels[static_cast<size_t>(i)] = 1;
   writeJetFile(path, a, {{"class_names", nlohmann::json({"q", "g"}).dump()}});
   return a;
-}
-
-// Writes (or replaces) the 1-D dataset `name` of `path` as `n` values of `file_type`, given
-// in `mem_type` (as another program would have stored them).
-void replaceDataset(const std::string& path, const char* name, hid_t file_type, hid_t mem_type,
-                    const void* values, hsize_t n) {
-  H5Handle f = FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Kind::kFile, path);
-  if (H5Lexists(f.get(), name, H5P_DEFAULT) > 0)
-    FF_H5_CHECK(H5Ldelete(f.get(), name, H5P_DEFAULT), name);
-  H5Handle space = FF_H5_OWN(H5Screate_simple(1, &n, nullptr), H5Kind::kDataspace, name);
-  H5Handle ds = FF_H5_OWN(
-      H5Dcreate2(f.get(), name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-      H5Kind::kDataset, name);
-  FF_H5_CHECK(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values), name);
 }
 
 }  // namespace
@@ -246,6 +235,73 @@ TEST(JetIo, FloatLabelsMustBeWholeNumbers) {
   whole[7] = static_cast<float>(a.labels[7]);
   rewrite(whole);
   EXPECT_EQ(readClassLabels(path), a.labels);
+}
+
+// Selection flags read as 0/1 whatever their type (bool as h5py writes it, an integer, a
+// float), the same by every reader (readUnfold, readPassFlags, whole or by rows); any other
+// value is refused naming the file, the flag and the row. Before, the chains read flags
+// converted to one byte (0.5 and -1 failed, 2 passed) and the truth read them as != 0 (0.5
+// and -1 passed): the same file selected other events in the unfolding and in its truth.
+TEST(JetIo, SelectionFlagsAreZeroOrOneWhateverTheirTypeAndAnythingElseIsRefused) {
+  TempDir dir;
+  SynthConfig cfg = SynthConfig::unfoldDefaults();
+  cfg.P = 8;
+  UnfoldArrays u = synthUnfold(cfg, 3, 0, 30);
+  for (size_t i = 0; i < u.pass_gen.size(); ++i) u.pass_gen[i] = i % 3 != 0;
+  const std::string path = dir.file("flags.h5");
+  writeUnfoldFile(path, u);
+  EXPECT_EQ(JetFile(path).readPassFlags("pass_gen"), u.pass_gen);
+  H5Handle bool_type = FF_H5_OWN(H5Tenum_create(H5T_NATIVE_INT8), H5Kind::kDatatype, "enum");
+  const int8_t no = 0, yes = 1;
+  FF_H5_CHECK(H5Tenum_insert(bool_type.get(), "FALSE", &no), "enum");
+  FF_H5_CHECK(H5Tenum_insert(bool_type.get(), "TRUE", &yes), "enum");
+  std::vector<int8_t> bytes(u.pass_gen.begin(), u.pass_gen.end());
+  std::vector<int64_t> ints(u.pass_gen.begin(), u.pass_gen.end());
+  std::vector<float> floats(u.pass_gen.begin(), u.pass_gen.end());
+  const auto as = [&](const char* type) {
+    if (type[0] == 'b')
+      replaceDataset(path, "pass_gen", bool_type.get(), bool_type.get(), bytes.data(),
+                     bytes.size());
+    else if (type[0] == 'i')
+      replaceDataset(path, "pass_gen", H5T_STD_I64LE, H5T_NATIVE_INT64, ints.data(), ints.size());
+    else
+      replaceDataset(path, "pass_gen", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, floats.data(),
+                     floats.size());
+  };
+  for (const char* type : {"bool", "int64", "float32"}) {
+    as(type);
+    const JetFile f(path);
+    EXPECT_EQ(f.readPassFlags("pass_gen"), u.pass_gen) << type;
+    EXPECT_EQ(f.readUnfold().pass_gen, u.pass_gen) << type;
+    EXPECT_EQ(f.readPassFlags("pass_gen", 4, 17), u.slice(4, 17).pass_gen) << type;
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (const auto& [type, row, value, text] : {std::tuple{"float32", 7, 0.5f, "row 7 holds 0.5,"},
+                                               std::tuple{"float32", 4, -1.0f, "row 4 holds -1,"},
+                                               std::tuple{"float32", 29, nan, "row 29 holds NaN,"},
+                                               std::tuple{"int64", 12, 2.0f, "row 12 holds 2,"}}) {
+    floats.assign(u.pass_gen.begin(), u.pass_gen.end());
+    ints.assign(u.pass_gen.begin(), u.pass_gen.end());
+    floats[static_cast<size_t>(row)] = value;
+    ints[static_cast<size_t>(row)] = static_cast<int64_t>(value);
+    as(type);
+    for (const bool whole : {true, false}) {
+      try {
+        const JetFile f(path);
+        if (whole)
+          f.readUnfold();
+        else
+          f.readPassFlags("pass_gen", row, row + 1);
+        ADD_FAILURE() << "flag " << text << " was read";
+      } catch (const foldfarm::InputError& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find(path + ": dataset 'pass_gen': " + text + " not a selection flag"),
+                  std::string::npos)
+            << msg;
+        EXPECT_NE(msg.find("fix the producer of this file"), std::string::npos) << msg;
+      }
+    }
+  }
 }
 
 TEST(JetIo, WriterWithoutCommitLeavesExistingFileUntouched) {

@@ -21,6 +21,7 @@
 #include "ensembles/aggregate.hpp"
 #include "ensembles/aggregate_bench.hpp"
 #include "ensembles/chain_output.hpp"
+#include "tests/data/bad_files.hpp"
 #include "tests/support/resource_limits.hpp"
 
 namespace fs = std::filesystem;
@@ -581,6 +582,23 @@ TEST_F(AggregateTest, UnfinishedOrDamagedChainsAreRefusedNamingThem) {
     ADD_FAILURE() << "aggregated against an empty truth";
   } catch (const foldfarm::InputError& e) {
     EXPECT_NE(std::string(e.what()).find(truth + ": no event passes 'pass_gen'"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(out));
+
+  // Flags stored as floats are read as the chains read them: 0.5 is no flag (the truth read
+  // it as passing, the chains as failing); 0/1 as floats select as 0/1 bytes do.
+  const std::string half = writeSample("half_truth.h5", {0, 1}, {}, {1, 1});
+  const std::vector<float> flags = {1.0f, 0.5f};
+  foldfarm::data::badfiles::replaceDataset(half, "pass_gen", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT,
+                                           flags.data(), flags.size());
+  try {
+    aggregateRunsWithOptions({(root_ / "set").string()}, out, half, {false});
+    ADD_FAILURE() << "aggregated against a truth whose flag is 0.5";
+  } catch (const foldfarm::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(half + ": dataset 'pass_gen': row 1 holds 0.5, not a "
+                                                "selection flag"),
+              std::string::npos)
         << e.what();
   }
   EXPECT_FALSE(fs::exists(out));
