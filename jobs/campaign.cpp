@@ -249,13 +249,11 @@ Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) 
   }
   // What every input is now: the tasks check their files against it before they run.
   CampaignSpec spec = spec_in;
-  spec.inputs_at_init = json::object();
-  const auto record = [&spec](const std::map<std::string, std::string>& inputs) {
-    for (const auto& [key, path] : inputs)
-      if (!spec.inputs_at_init.contains(path)) spec.inputs_at_init[path] = recordInput(path);
-  };
-  record(spec.inputs);
-  for (const Variation& v : spec.variations) record(v.inputs);
+  std::vector<std::string> inputs;
+  for (const auto& [key, path] : spec.inputs) inputs.push_back(path);
+  for (const Variation& v : spec.variations)
+    for (const auto& [key, path] : v.inputs) inputs.push_back(path);
+  spec.inputs_at_init = recordInputs(inputs);
   std::string tmp = dir + ".init." + std::to_string(::getpid());
   makeDir(tmp);
   try {
@@ -305,6 +303,10 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
   RepairSummary sum;
   // 0. The frozen spec, from the journal's copy when it is damaged or lost.
   const CampaignSpec spec = loadOrRestoreFrozenSpec(dir, sum);
+  // 0b. Inputs copied again with the same bytes, given back their time.
+  InputTimesRestored inputs = restoreInputTimes(spec.inputs_at_init);
+  sum.inputs_restored = std::move(inputs.restored);
+  sum.inputs_changed = std::move(inputs.left);
   if (!pathExists(path)) {
     sum.problem = "missing";
   } else {
@@ -398,7 +400,9 @@ json RepairSummary::toJson() const {
           {"unreadable", unreadable},
           {"spec_problem", spec_problem},
           {"spec_restored", spec_restored},
-          {"spec_damaged_copy", spec_damaged_copy}};
+          {"spec_damaged_copy", spec_damaged_copy},
+          {"inputs_restored", inputs_restored},
+          {"inputs_changed", inputs_changed}};
 }
 
 std::vector<int> Campaign::markSubmitted(const std::vector<std::string>& task_ids,

@@ -69,6 +69,8 @@ struct RepairSummary {
   std::string spec_problem;       // what was wrong with D/spec.json ("": sound)
   bool spec_restored = false;     // D/spec.json written back from the journal's copy
   std::string spec_damaged_copy;  // where the damaged spec.json went ("": it was missing)
+  std::vector<std::string> inputs_restored;  // inputs copied again, given back their time
+  std::vector<std::string> inputs_changed;   // a clause per input still not as recorded
   nlohmann::json toJson() const;
 };
 
@@ -96,7 +98,10 @@ class Campaign {
   // the campaign's Slurm jobs first. Not recovered: the history of attempts (events) and
   // failure counts; tasks of kinds without a directory (noop, load) have no result file and
   // run again. First, a damaged or lost D/spec.json is written back from the copy the
-  // journal keeps (meta "frozen_spec"; campaigns made before it have none: InputError).
+  // journal keeps (meta "frozen_spec"; campaigns made before it have none: InputError); then
+  // every input file copied again with its bytes as recorded by `campaign init` (its
+  // checksum) is given back its recorded time (restoreInputTimes); the inputs still changed
+  // are named in the summary (the journal is checked whatever they are).
   static RepairSummary repair(const std::string& dir, bool force);
 
   Campaign(Campaign&& other) noexcept = default;

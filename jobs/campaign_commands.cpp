@@ -156,6 +156,16 @@ void repairCommand(const std::string& dir, bool force, bool json) {
                 s.spec_problem.c_str(),
                 s.spec_damaged_copy.empty() ? "" : "; the damaged file is kept as ",
                 s.spec_damaged_copy.c_str());
+  if (!json) {
+    for (const std::string& path : s.inputs_restored)
+      std::printf(
+          "campaign %s: input %s holds the bytes read at `campaign init` (its sha256): "
+          "its recorded time is restored\n",
+          dir.c_str(), path.c_str());
+    for (const std::string& change : s.inputs_changed)
+      std::printf("campaign %s: input %s; no task runs until it is as it was\n", dir.c_str(),
+                  change.c_str());
+  }
   if (json) {
     std::printf("%s\n", s.toJson().dump(2).c_str());
   } else if (!s.rebuilt) {

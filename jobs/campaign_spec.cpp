@@ -104,8 +104,14 @@ json parseAggregateChoices(const json& a, const std::string& kind, const std::st
 // The frozen spec's record of its inputs (jobs/input_record.hpp): {absolute path: object}.
 json parseInputsAtInit(const json& r, const std::string& origin) {
   bool valid = r.is_object();
-  for (auto it = r.begin(); valid && it != r.end(); ++it)
-    valid = !it.key().empty() && it.key()[0] == '/' && it.value().is_object();
+  for (auto it = r.begin(); valid && it != r.end(); ++it) {
+    const json& v = it.value();
+    valid = !it.key().empty() && it.key()[0] == '/' && v.is_object();
+    for (const char* number : {"size", "mtime_ns", "files", "bytes"})
+      valid = valid && (!v.contains(number) || v[number].is_number_integer());
+    valid = valid && (!v.contains("sha256") ||
+                      (v["sha256"].is_string() && v["sha256"].get<std::string>().size() == 64));
+  }
   if (!valid)
     throw InputError(origin + ": 'inputs_at_init' is not {absolute path: record}; it is written " +
                      "by `campaign init` only: remove it");

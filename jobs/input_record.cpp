@@ -1,7 +1,9 @@
 #include "jobs/input_record.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -9,6 +11,7 @@
 #include "core/base/error.hpp"
 #include "core/base/file_stat.hpp"
 #include "core/base/progress.hpp"
+#include "core/base/run_threads.hpp"
 #include "core/base/sha256.hpp"
 
 namespace foldfarm::jobs {
@@ -67,7 +70,135 @@ std::string describe(const json& r) {
                            /*milliseconds=*/true);
 }
 
+// The record without what the checks do not compare (a file's checksum).
+json statPart(const json& r) {
+  if (!r.is_object() || !r.contains("sha256")) return r;
+  json s = r;
+  s.erase("sha256");
+  return s;
+}
+
+// How `path` differs from its record `then` (`now`: its record now) as one clause; "" when
+// it does not.
+std::string changeClause(const std::string& path, const json& then, const json& now) {
+  if (statPart(then) == now) return "";
+  std::string what = path;
+  if (then.contains("files") && now.contains("files") &&
+      now.value("digest", "") != then.value("digest", ""))
+    what += " (a directory: its files)";
+  std::string clause = what + " changed since `campaign init` (" + describe(then) + " then; " +
+                       describe(now) + " now";
+  // A file of the same size whose time alone moved on may be the same bytes copied again
+  // (cp, rsync without -t, a staging script): say how to give it its time back.
+  if (then.contains("size") && now.contains("size") && now["size"] == then["size"])
+    clause += then.contains("sha256")
+                  ? "; if it holds the same bytes, copied again, `foldfarm campaign repair` "
+                    "checks them against the checksum taken at `campaign init` and gives the "
+                    "file back its time"
+                  : restoreTimeHint(path, then.value("mtime_ns", 0LL));
+  return clause + ")";
+}
+
+constexpr long long kMiB = 1LL << 20;
+// Inputs smaller than this together are read without a progress line.
+constexpr long long kQuietBytes = 256 * kMiB;
+
+// sha256 of `path`, with a progress line (MiB) when it is large.
+std::string checksum(const std::string& path, long long size, const std::string& label) {
+  Progress progress(label, std::max(1LL, size / kMiB), "MiB");
+  progress.setSilent(size < kQuietBytes);
+  long long done = 0;
+  const std::string sum = sha256File(path, [&](size_t n) {
+    done += static_cast<long long>(n);
+    progress.update(done / kMiB);
+  });
+  progress.finish();
+  return sum;
+}
+
 }  // namespace
+
+json recordInputs(const std::vector<std::string>& paths) {
+  json out = json::object();
+  std::vector<std::string> files;
+  long long bytes = 0;
+  for (const std::string& p : paths) {
+    if (out.contains(p)) continue;
+    out[p] = recordInput(p);
+    if (out[p].contains("size")) {
+      files.push_back(p);
+      bytes += out[p]["size"].get<long long>();
+    }
+  }
+  // Each file read whole on one thread, a few at once (a file system serves parallel reads
+  // of large files faster than one stream; sha256 runs at a few hundred MB/s per core).
+  std::vector<std::string> sums(files.size());
+  std::mutex mu;
+  Progress progress("checksums of " + std::to_string(files.size()) + " input files",
+                    std::max(1LL, bytes / kMiB), "MiB");
+  progress.setSilent(bytes < kQuietBytes);
+  long long done = 0;
+  std::atomic<size_t> next{0};
+  runThreads(static_cast<int>(std::min<size_t>(files.size(), 8)), [&](int) {
+    for (size_t k = next++; k < files.size(); k = next++)
+      sums[k] = sha256File(files[k], [&](size_t n) {
+        const std::lock_guard<std::mutex> hold(mu);
+        done += static_cast<long long>(n);
+        progress.update(done / kMiB);
+      });
+  });
+  progress.finish();
+  for (size_t k = 0; k < files.size(); ++k) {
+    // The checksum is of the bytes recorded only when nothing wrote the file meanwhile.
+    if (recordInput(files[k]) != out[files[k]])
+      throw InputError(files[k] + ": changed while `campaign init` read it; run `campaign " +
+                       "init` again once whatever writes it has finished");
+    out[files[k]]["sha256"] = sums[k];
+  }
+  return out;
+}
+
+InputTimesRestored restoreInputTimes(const json& record) {
+  InputTimesRestored r;
+  if (!record.is_object()) return r;
+  for (auto it = record.begin(); it != record.end(); ++it) {
+    const std::string& path = it.key();
+    const json& then = it.value();
+    const json now = recordInput(path);
+    if (statPart(then) == now) continue;
+    if (!then.contains("sha256") || !now.contains("size") || now["size"] != then["size"]) {
+      r.left.push_back(changeClause(path, then, now));
+      continue;
+    }
+    std::string sum;
+    try {
+      sum = checksum(path, now["size"].get<long long>(), "checking " + path);
+    } catch (const InputError& e) {
+      r.left.push_back(e.what());
+      continue;
+    }
+    const std::string recorded = then["sha256"].get<std::string>();
+    if (sum != recorded) {
+      r.left.push_back(path + ": its bytes differ from those read at `campaign init` (sha256 " +
+                       recorded.substr(0, 16) + "… then, " + sum.substr(0, 16) +
+                       "… now): restore the file it was, or unfold this one in a new campaign");
+      continue;
+    }
+    const long long mtime_ns = then.value("mtime_ns", 0LL);
+    if (const std::string why = setModificationTime(path, mtime_ns); !why.empty()) {
+      r.left.push_back(path + ": holds the bytes read at `campaign init`, but its time cannot " +
+                       "be set back (" + why + "): run `" + restoreTimeCommand(path, mtime_ns) +
+                       "` as its owner, or copy it again with its times (`cp -p`, `rsync -a`)");
+      continue;
+    }
+    if (const std::string still = changeClause(path, then, recordInput(path)); !still.empty()) {
+      r.left.push_back(still);  // a file system that keeps coarser times than it had
+      continue;
+    }
+    r.restored.push_back(path);
+  }
+  return r;
+}
 
 json recordInput(const std::string& path) {
   const FileStat st = statPath(path);
@@ -78,22 +209,10 @@ json recordInput(const std::string& path) {
 
 std::string inputChangeSince(const json& record) {
   if (!record.is_object()) return "";
-  for (auto it = record.begin(); it != record.end(); ++it) {
-    const json& then = it.value();
-    const json now = recordInput(it.key());
-    if (now == then) continue;
-    std::string what = it.key();
-    if (then.contains("files") && now.contains("files") &&
-        now.value("digest", "") != then.value("digest", ""))
-      what += " (a directory: its files)";
-    std::string clause = what + " changed since `campaign init` (" + describe(then) + " then; " +
-                         describe(now) + " now";
-    // A file of the same size whose time alone moved on may be the same bytes copied again
-    // (cp, rsync without -t, a staging script): say how to give it its time back.
-    if (then.contains("size") && now.contains("size") && now["size"] == then["size"])
-      clause += restoreTimeHint(it.key(), then.value("mtime_ns", 0LL));
-    return clause + ")";
-  }
+  for (auto it = record.begin(); it != record.end(); ++it)
+    if (std::string clause = changeClause(it.key(), it.value(), recordInput(it.key()));
+        !clause.empty())
+      return clause;
   return "";
 }
 

@@ -15,9 +15,14 @@
 //                 starting with "." and atomic-write temporaries ("*.tmp.*") are not listed
 //   missing      {"missing": true}
 // As `make` does, a change is what stat() shows: a file rewritten with the same size within
-// the file system's time resolution is not noticed, and `touch` counts as a change (the
-// message then says how to give the file its recorded time back).
+// the file system's time resolution is not noticed, and `touch` counts as a change. A file's
+// record made by `campaign init` also holds "sha256" of its bytes (recordInputs), never
+// compared by the checks (which stat only): for a file copied again (a scratch area purged
+// and staged anew, `cp` without -p), `campaign repair` reads it, and when its bytes are the
+// recorded ones gives it back its recorded time (restoreInputTimes); the checks' message
+// says so. Records without it (campaigns made before) get the `touch` command instead.
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -26,13 +31,34 @@ namespace foldfarm::jobs {
 // The record of `path` now (never throws: an unreadable path is recorded as missing).
 nlohmann::json recordInput(const std::string& path);
 
+// What `campaign init` records of `paths`: recordInput of each and, for a regular file,
+// "sha256" of its bytes (the files read in parallel, with progress when they are large).
+// InputError naming a file that cannot be read.
+nlohmann::json recordInputs(const std::vector<std::string>& paths);
+
 // "" when every path of `record` (an object path -> recordInput) still matches it; else one
 // clause naming the first path that does not and how: "/d/mc.h5 changed since `campaign
 // init` (1000 bytes, modified 2026-12-02 20:01:02.000 UTC then; 1200 bytes, modified … now)".
-// A file of the recorded size whose time alone differs gets the command that restores the
-// time (restoreTimeCommand), for the same bytes copied again: "(…now; if it holds the same
-// bytes, copied again, `touch -d @1764705662.000000000 '/d/mc.h5'` gives it back its time)".
+// A file of the recorded size whose time alone differs, for the same bytes copied again: with
+// a checksum, "(…now; if it holds the same bytes, copied again, `foldfarm campaign repair`
+// checks them against the checksum taken at `campaign init` and gives the file back its
+// time)"; without, the command that restores the time (restoreTimeCommand): "(…now; if it
+// holds the same bytes, copied again, `touch -d @1764705662.000000000 '/d/mc.h5'` gives it
+// back its time)".
 std::string inputChangeSince(const nlohmann::json& record);
+
+// What restoreInputTimes did: the files given back their recorded time, and one clause for
+// each file still not as recorded ("/d/mc.h5: its bytes differ from those of `campaign init`
+// (sha256 ab12… then, cd34… now)", a time that could not be set and why, any other change).
+struct InputTimesRestored {
+  std::vector<std::string> restored;
+  std::vector<std::string> left;
+};
+
+// For `campaign repair`: every file of `record` with a checksum, of its recorded size but
+// another time, is read; when its bytes hash to the recorded checksum, its modification time
+// is set back to the recorded one (its access time untouched). Nothing else is written.
+InputTimesRestored restoreInputTimes(const nlohmann::json& record);
 
 // InputError("<what>: <inputChangeSince>; <inputChangeAdvice>") when a recorded input changed;
 // nothing when `record` is empty or null (a campaign made before records).

@@ -1,8 +1,12 @@
 #include "core/base/file_stat.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
+#include <cerrno>
 #include <cstdio>
+
+#include "core/base/error.hpp"
 
 namespace foldfarm {
 
@@ -33,6 +37,22 @@ std::string restoreTimeCommand(const std::string& path, long long mtime_ns) {
 std::string restoreTimeHint(const std::string& path, long long mtime_ns) {
   return "; if it holds the same bytes, copied again, `" + restoreTimeCommand(path, mtime_ns) +
          "` gives it back its time";
+}
+
+std::string setModificationTime(const std::string& path, long long mtime_ns) {
+  // Floor division: a time before the epoch keeps its nanoseconds in [0, 1e9).
+  long long sec = mtime_ns / 1000000000LL, nsec = mtime_ns % 1000000000LL;
+  if (nsec < 0) {
+    nsec += 1000000000LL;
+    --sec;
+  }
+  struct timespec times[2];
+  times[0].tv_sec = 0;
+  times[0].tv_nsec = UTIME_OMIT;
+  times[1].tv_sec = static_cast<time_t>(sec);
+  times[1].tv_nsec = static_cast<long>(nsec);
+  if (::utimensat(AT_FDCWD, path.c_str(), times, 0) != 0) return errnoMessage(errno);
+  return "";
 }
 
 }  // namespace foldfarm

@@ -28,4 +28,9 @@ std::string restoreTimeCommand(const std::string& path, long long mtime_ns);
 // the clause that messages about a file of its recorded size but a later time end with.
 std::string restoreTimeHint(const std::string& path, long long mtime_ns);
 
+// Sets the modification time of `path` to `mtime_ns` (the access time is left as it is), as
+// restoreTimeCommand would; "" on success, else the system's reason ("Operation not
+// permitted").
+std::string setModificationTime(const std::string& path, long long mtime_ns);
+
 }  // namespace foldfarm

@@ -111,7 +111,7 @@ std::string sha256Hex(std::string_view bytes) {
   return s.hexDigest();
 }
 
-std::string sha256File(const std::string& path) {
+std::string sha256File(const std::string& path, const std::function<void(size_t)>& on_read) {
   const Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) throw InputError(path + ": cannot read: " + errnoMessage(errno));
   Sha256 s;
@@ -124,6 +124,7 @@ std::string sha256File(const std::string& path) {
       throw InputError(path + ": cannot read: " + errnoMessage(errno));
     }
     s.update(buf.data(), static_cast<size_t>(n));
+    if (on_read) on_read(static_cast<size_t>(n));
   }
   return s.hexDigest();
 }

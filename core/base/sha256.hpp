@@ -3,6 +3,7 @@
 // Torch-free. Thread-safety: a Sha256 object is used by one thread at a time.
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -25,7 +26,9 @@ class Sha256 {
 };
 
 std::string sha256Hex(std::string_view bytes);
-// Throws InputError("<path>: cannot read: ...") when the file cannot be read.
-std::string sha256File(const std::string& path);
+// Throws InputError("<path>: cannot read: ...") when the file cannot be read. `on_read(n)`,
+// when given, is called after each n bytes read (progress of large files).
+std::string sha256File(const std::string& path,
+                       const std::function<void(size_t)>& on_read = nullptr);
 
 }  // namespace foldfarm

@@ -47,5 +47,18 @@ TEST(FileStat, TheRestoreCommandSetsTheTimeBackToTheNanosecond) {
   }
 }
 
+// setModificationTime does what the restore command does, before the epoch too (the
+// nanoseconds counted forward from the second below), and says why it cannot.
+TEST(FileStat, SetModificationTimeSetsItToTheNanosecondOrSaysWhyNot) {
+  TempDir dir("file_stat");
+  const std::string file = dir.path() + "/mc.h5";
+  { std::ofstream(file) << "abcd"; }
+  for (const long long target : {1733170862123456789LL, -2500000001LL, 0LL, 7LL}) {
+    EXPECT_EQ(setModificationTime(file, target), "") << target;
+    EXPECT_EQ(statPath(file).mtime_ns, target) << target;
+  }
+  EXPECT_EQ(setModificationTime(dir.path() + "/missing.h5", 5), "No such file or directory");
+}
+
 }  // namespace
 }  // namespace foldfarm

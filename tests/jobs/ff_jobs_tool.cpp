@@ -91,6 +91,10 @@ int main(int argc, char** argv) {
       jobs::statusCommand(target, json);
       return 0;
     }
+    if (cmd == "repair") {
+      jobs::repairCommand(target, /*force=*/false, json);
+      return 0;
+    }
     if (cmd == "work") return jobs::workCommand(target, tasks, attempt);
     throw InputError("unknown command " + cmd);
   } catch (const Error& e) {

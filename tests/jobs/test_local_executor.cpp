@@ -332,7 +332,8 @@ TEST(LoadKind, AWorkerKeepsTheMostRecentlyUsedFilesOnly) {
 
 // A campaign's input replaced while it runs: the tasks after it run nothing and end failed
 // naming the file (bad input: no retry); `status` names it; the next run refuses at once; an
-// array element (`work`) refuses the task too; once the file is restored as it was, a retry
+// array element (`work`) refuses the task too; other bytes of the same size are named by
+// `repair`, which gives the same bytes copied again their recorded time back; then a retry
 // finishes the campaign without running the finished task again. A campaign never mixes both
 // versions.
 TEST_F(LocalExecutor, AnInputReplacedSinceInitIsRefusedUntilRestored) {
@@ -390,9 +391,32 @@ TEST_F(LocalExecutor, AnInputReplacedSinceInitIsRefusedUntilRestored) {
   EXPECT_NE(written->reason.find(mc + " changed since"), std::string::npos) << written->reason;
   EXPECT_FALSE(exists(ran + "/r0001m0"));
 
-  // Restored: the same bytes and modification time as at `campaign init`.
+  // Other bytes of the recorded size: `repair` reads them, names the file and sets no time.
+  writeText(mc, "simulatioN");
+  const auto other = std::filesystem::last_write_time(mc);
+  ToolRun repair = runTool({"repair", dir_}, scratch_, "repair-other");
+  EXPECT_EQ(repair.exit_code, 0) << repair.err;
+  EXPECT_NE(repair.out.find("input " + mc +
+                            ": its bytes differ from those read at `campaign "
+                            "init` (sha256 "),
+            std::string::npos)
+      << repair.out;
+  EXPECT_EQ(std::filesystem::last_write_time(mc), other);
+  EXPECT_EQ(readText(mc), "simulatioN");
+  // The same bytes copied again (a later time): said so, and `repair` gives the file its
+  // recorded time back after reading it.
   writeText(mc, "simulation");
-  std::filesystem::last_write_time(mc, at_init);
+  st = runTool({"status", dir_}, scratch_, "copied-status");
+  EXPECT_NE(st.out.find("if it holds the same bytes, copied again, `foldfarm campaign repair` "
+                        "checks them against the checksum taken at `campaign init`"),
+            std::string::npos)
+      << st.out;
+  repair = runTool({"repair", dir_, "--json"}, scratch_, "repair-same");
+  EXPECT_EQ(repair.exit_code, 0) << repair.err;
+  const json repaired = json::parse(repair.out);
+  EXPECT_EQ(repaired.at("inputs_restored"), json::array({mc})) << repair.out;
+  EXPECT_EQ(repaired.at("inputs_changed"), json::array()) << repair.out;
+  EXPECT_EQ(std::filesystem::last_write_time(mc), at_init);
   st = runTool({"status", dir_, "--json"}, scratch_, "restored-status");
   EXPECT_EQ(json::parse(st.out).at("inputs_changed"), "") << st.out;
   ToolRun finished = runTool({"retry", dir_, "--failed"}, scratch_, "finished");

@@ -10,6 +10,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/process.hpp"
+#include "core/base/sha256.hpp"
 #include "jobs/campaign_spec.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/slots.hpp"
@@ -602,6 +603,74 @@ TEST(InputRecord, ChangesToAFileOrADirectorysFilesAreNamed) {
   std::filesystem::remove_all(dir);
 }
 
+// What `campaign init` records of a file holds its checksum (a directory's record does not,
+// a missing path is missing); the checks compare stat() only and point a file copied again
+// to `campaign repair`, which gives it back its time when its bytes are the recorded ones and
+// names it otherwise, writing nothing then.
+TEST(InputRecord, AFileCopiedAgainWithTheSameBytesGetsItsTimeBack) {
+  const std::string dir = makeScratchDir("inputtimes");
+  const std::string file = dir + "/mc.h5", other = dir + "/data.h5", gone = dir + "/gone.h5";
+  writeText(file, "abcd");
+  writeText(other, "0123456789");
+  std::filesystem::create_directories(dir + "/pet");
+  writeText(dir + "/pet/meta.json", "{}");
+  const json record = recordInputs({file, other, dir + "/pet", gone, file});
+  ASSERT_EQ(record.size(), 4u) << record.dump();
+  EXPECT_EQ(record[file]["sha256"], sha256Hex("abcd"));
+  EXPECT_EQ(record[other]["sha256"], sha256Hex("0123456789"));
+  EXPECT_FALSE(record[dir + "/pet"].contains("sha256"));
+  EXPECT_EQ(record[gone], json({{"missing", true}}));
+  std::filesystem::remove(dir + "/pet/meta.json");
+  std::filesystem::remove(dir + "/pet");
+  const json files = {{file, record[file]}, {other, record[other]}};
+  EXPECT_EQ(inputChangeSince(files), "");
+  EXPECT_TRUE(restoreInputTimes(files).restored.empty()) << "nothing to restore";
+
+  const auto then = std::filesystem::last_write_time(file);
+  writeText(file, "abcd");
+  std::filesystem::last_write_time(file, then + std::chrono::seconds(5));  // copied again
+  const std::string change = inputChangeSince(files);
+  EXPECT_NE(change.find(file + " changed since `campaign init`"), std::string::npos) << change;
+  EXPECT_NE(change.find("`foldfarm campaign repair` checks them against the checksum"),
+            std::string::npos)
+      << change;
+  EXPECT_EQ(change.find("touch -d"), std::string::npos) << change;
+  InputTimesRestored r = restoreInputTimes(files);
+  EXPECT_EQ(r.restored, std::vector<std::string>{file});
+  EXPECT_TRUE(r.left.empty()) << r.left.front();
+  EXPECT_EQ(std::filesystem::last_write_time(file), then);
+  EXPECT_EQ(inputChangeSince(files), "");
+
+  // Other bytes of the same size, and another size: named, neither time nor bytes touched.
+  writeText(file, "abce");
+  writeText(other, "01234567890");
+  const auto file_time = std::filesystem::last_write_time(file);
+  const auto other_time = std::filesystem::last_write_time(other);
+  r = restoreInputTimes(files);
+  EXPECT_TRUE(r.restored.empty());
+  ASSERT_EQ(r.left.size(), 2u);
+  EXPECT_EQ(
+      r.left[1].rfind(file + ": its bytes differ from those read at `campaign init` (sha256 " +
+                          sha256Hex("abcd").substr(0, 16) + "… then, " +
+                          sha256Hex("abce").substr(0, 16) + "… now)",
+                      0),
+      0u)
+      << r.left[1];
+  EXPECT_NE(r.left[0].find(other + " changed since `campaign init` (10 bytes"), std::string::npos)
+      << r.left[0];
+  EXPECT_EQ(std::filesystem::last_write_time(file), file_time);
+  EXPECT_EQ(std::filesystem::last_write_time(other), other_time);
+  EXPECT_EQ(readText(file), "abce");
+
+  // A record without a checksum (a campaign made before) gets the `touch` command.
+  json old = {{file, files[file]}};
+  old[file].erase("sha256");
+  EXPECT_NE(inputChangeSince(old).find("`touch -d @"), std::string::npos) << inputChangeSince(old);
+  r = restoreInputTimes(old);
+  ASSERT_EQ(r.left.size(), 1u);
+  EXPECT_NE(r.left[0].find("`touch -d @"), std::string::npos) << r.left[0];
+}
+
 // `campaign init` records every input path once; each task carries the records of its own
 // inputs; the frozen form parses back with them; a spec copied from a campaign (its record
 // stale) makes a new campaign with a record of its own instead of being refused.
@@ -618,6 +687,7 @@ TEST_F(SpecValidation, InitRecordsTheInputsAndEachTaskCarriesItsOwn) {
   ASSERT_EQ(rec.size(), 2u) << rec.dump();
   EXPECT_EQ(rec.at(dir_ + "/mc.h5").at("size"), 1);
   EXPECT_EQ(rec.at(dir_ + "/mc_alt.h5").at("size"), 2);
+  EXPECT_EQ(rec.at(dir_ + "/mc.h5").at("sha256"), sha256Hex("x"));
   CampaignSpec s = parseCampaignSpec(frozen, "frozen", "/", false);
   EXPECT_EQ(s.taskDef(0).inputs_at_init, (json{{dir_ + "/mc.h5", rec.at(dir_ + "/mc.h5")}}));
   const int alt = s.indexOf("alt.r0000m0");
@@ -640,6 +710,15 @@ TEST_F(SpecValidation, InitRecordsTheInputsAndEachTaskCarriesItsOwn) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("'inputs_at_init' is not {absolute path: record}"), std::string::npos)
       << r.err;
+  for (const json& record : {json{{"size", 1}, {"mtime_ns", 2}, {"sha256", 5}},
+                             json{{"size", 1}, {"mtime_ns", 2}, {"sha256", "ab12"}},
+                             json{{"size", "1"}, {"mtime_ns", 2}}}) {
+    bad["inputs_at_init"] = {{"/d/mc.h5", record}};
+    r = initRejected(bad);
+    EXPECT_EQ(r.exit_code, 2) << record.dump();
+    EXPECT_NE(r.err.find("'inputs_at_init' is not {absolute path: record}"), std::string::npos)
+        << r.err;
+  }
 }
 
 // Slots sharing a GPU: each gets its GPU and an equal share of its memory; a GPU of its own
