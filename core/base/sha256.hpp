@@ -1,5 +1,6 @@
 #pragma once
-// SHA-256 (FIPS 180-4) of byte strings and files, for checkpoint payload checksums.
+// SHA-256 (FIPS 180-4) of byte strings and files: checkpoint payloads, campaign inputs, the
+// simulation an aggregation weights. The x86 SHA extensions compute it where the CPU has them.
 // Torch-free. Thread-safety: a Sha256 object is used by one thread at a time.
 #include <array>
 #include <cstdint>
@@ -26,6 +27,9 @@ class Sha256 {
 };
 
 std::string sha256Hex(std::string_view bytes);
+// "sha-ni" when the CPU's SHA extensions compute it (x86-64), else "portable"; the
+// environment variable FF_SHA256_PORTABLE=1 forces the portable code (read once, at start).
+const char* sha256Implementation();
 // Throws InputError("<path>: cannot read: ...") when the file cannot be read. `on_read(n)`,
 // when given, is called after each n bytes read (progress of large files).
 std::string sha256File(const std::string& path,
