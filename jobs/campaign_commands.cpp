@@ -11,6 +11,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/file_stat.hpp"
 #include "core/base/log.hpp"
 #include "core/mpi/check.hpp"
 #include "core/mpi/mpi_runtime.hpp"
@@ -157,11 +158,13 @@ void repairCommand(const std::string& dir, bool force, bool json) {
                 s.spec_damaged_copy.empty() ? "" : "; the damaged file is kept as ",
                 s.spec_damaged_copy.c_str());
   if (!json) {
-    for (const std::string& path : s.inputs_restored)
+    for (const std::string& path : s.inputs_restored) {
+      const bool directory = statPath(path).directory;
       std::printf(
-          "campaign %s: input %s holds the bytes read at `campaign init` (its sha256): "
-          "its recorded time is restored\n",
-          dir.c_str(), path.c_str());
+          "campaign %s: input %s holds the bytes read at `campaign init` (%s): %s\n", dir.c_str(),
+          path.c_str(), directory ? "its files' sha256" : "its sha256",
+          directory ? "their recorded times are restored" : "its recorded time is restored");
+    }
     for (const std::string& change : s.inputs_changed)
       std::printf("campaign %s: input %s; no task runs until it is as it was\n", dir.c_str(),
                   change.c_str());

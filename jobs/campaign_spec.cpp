@@ -104,13 +104,23 @@ json parseAggregateChoices(const json& a, const std::string& kind, const std::st
 // The frozen spec's record of its inputs (jobs/input_record.hpp): {absolute path: object}.
 json parseInputsAtInit(const json& r, const std::string& origin) {
   bool valid = r.is_object();
+  // A file's record or a directory's; the listing of a directory holds its files' records.
+  const auto validRecord = [](const json& v) {
+    bool ok = v.is_object();
+    for (const char* number : {"size", "mtime_ns", "files", "bytes"})
+      ok = ok && (!v.contains(number) || v[number].is_number_integer());
+    return ok && (!v.contains("sha256") ||
+                  (v["sha256"].is_string() && v["sha256"].get<std::string>().size() == 64));
+  };
   for (auto it = r.begin(); valid && it != r.end(); ++it) {
     const json& v = it.value();
-    valid = !it.key().empty() && it.key()[0] == '/' && v.is_object();
-    for (const char* number : {"size", "mtime_ns", "files", "bytes"})
-      valid = valid && (!v.contains(number) || v[number].is_number_integer());
-    valid = valid && (!v.contains("sha256") ||
-                      (v["sha256"].is_string() && v["sha256"].get<std::string>().size() == 64));
+    valid = !it.key().empty() && it.key()[0] == '/' && validRecord(v);
+    if (valid && v.contains("listing")) {
+      valid = v["listing"].is_object();
+      for (auto f = v["listing"].begin(); valid && f != v["listing"].end(); ++f)
+        valid = validRecord(f.value()) && f.value().contains("sha256") &&
+                f.value().contains("size") && f.value().contains("mtime_ns");
+    }
   }
   if (!valid)
     throw InputError(origin + ": 'inputs_at_init' is not {absolute path: record}; it is written " +

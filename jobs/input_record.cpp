@@ -26,11 +26,13 @@ bool listed(const std::string& name) {
   return !name.empty() && name[0] != '.' && name.find(".tmp.") == std::string::npos;
 }
 
-json recordDirectory(const std::string& path) {
-  struct Entry {
-    std::string rel;
-    long long size = 0, mtime_ns = 0;
-  };
+struct Entry {
+  std::string rel;  // path relative to the directory
+  long long size = 0, mtime_ns = 0;
+};
+
+// The regular files under `path` (recursively, listed names only), sorted by relative path.
+std::vector<Entry> listDirectory(const std::string& path) {
   std::vector<Entry> entries;
   std::error_code ec;
   fs::recursive_directory_iterator it(path, fs::directory_options::skip_permission_denied, ec);
@@ -46,6 +48,11 @@ json recordDirectory(const std::string& path) {
   }
   std::sort(entries.begin(), entries.end(),
             [](const Entry& a, const Entry& b) { return a.rel < b.rel; });
+  return entries;
+}
+
+json recordDirectory(const std::string& path) {
+  const std::vector<Entry> entries = listDirectory(path);
   Sha256 digest;
   long long bytes = 0, newest = 0;
   for (const Entry& e : entries) {
@@ -70,12 +77,24 @@ std::string describe(const json& r) {
                            /*milliseconds=*/true);
 }
 
-// The record without what the checks do not compare (a file's checksum).
+// The record without what the checks do not compare (the checksums of a file, of a
+// directory's files).
 json statPart(const json& r) {
-  if (!r.is_object() || !r.contains("sha256")) return r;
+  if (!r.is_object() || (!r.contains("sha256") && !r.contains("listing"))) return r;
   json s = r;
   s.erase("sha256");
+  s.erase("listing");
   return s;
+}
+
+// The relative paths and sizes of a directory's files, as recorded in its "listing" and now.
+bool sameNamesAndSizes(const json& listing, const std::vector<Entry>& now) {
+  if (!listing.is_object() || listing.size() != now.size()) return false;
+  for (const Entry& e : now) {
+    const auto it = listing.find(e.rel);
+    if (it == listing.end() || it->value("size", -1LL) != e.size) return false;
+  }
+  return true;
 }
 
 // How `path` differs from its record `then` (`now`: its record now) as one clause; "" when
@@ -90,12 +109,20 @@ std::string changeClause(const std::string& path, const json& then, const json& 
                        describe(now) + " now";
   // A file of the same size whose time alone moved on may be the same bytes copied again
   // (cp, rsync without -t, a staging script): say how to give it its time back.
-  if (then.contains("size") && now.contains("size") && now["size"] == then["size"])
-    clause += then.contains("sha256")
-                  ? "; if it holds the same bytes, copied again, `foldfarm campaign repair` "
-                    "checks them against the checksum taken at `campaign init` and gives the "
-                    "file back its time"
-                  : restoreTimeHint(path, then.value("mtime_ns", 0LL));
+  const bool same_size =
+      then.contains("size") && now.contains("size") && now["size"] == then["size"];
+  if (same_size && !then.contains("sha256"))
+    clause += restoreTimeHint(path, then.value("mtime_ns", 0LL));
+  else if ((same_size && then.contains("sha256")) ||
+           (now.contains("files") && then.contains("listing") &&
+            sameNamesAndSizes(then["listing"], listDirectory(path))))
+    clause +=
+        std::string("; if it holds the same bytes, copied again, `foldfarm campaign repair` ") +
+        (then.contains("listing")
+             ? "checks them against the checksums taken at `campaign init` and gives its files "
+               "back their times"
+             : "checks them against the checksum taken at `campaign init` and gives the file "
+               "back its time");
   return clause + ")";
 }
 
@@ -116,45 +143,70 @@ std::string checksum(const std::string& path, long long size, const std::string&
   return sum;
 }
 
+// "" when `file` holds bytes of sha256 `recorded`; else a clause naming it and why not.
+std::string sameBytes(const std::string& file, long long size, const std::string& recorded) {
+  std::string sum;
+  try {
+    sum = checksum(file, size, "checking " + file);
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  if (sum == recorded) return "";
+  return file + ": its bytes differ from those read at `campaign init` (sha256 " +
+         recorded.substr(0, 16) + "… then, " + sum.substr(0, 16) + "… now)";
+}
+
 }  // namespace
 
 json recordInputs(const std::vector<std::string>& paths) {
   json out = json::object();
-  std::vector<std::string> files;
+  struct Job {
+    std::string input, file, rel;  // rel "": the input is this file
+  };
+  std::vector<Job> jobs;
   long long bytes = 0;
   for (const std::string& p : paths) {
     if (out.contains(p)) continue;
     out[p] = recordInput(p);
     if (out[p].contains("size")) {
-      files.push_back(p);
+      jobs.push_back({p, p, ""});
       bytes += out[p]["size"].get<long long>();
+    } else if (out[p].contains("files")) {
+      out[p]["listing"] = json::object();
+      for (const Entry& e : listDirectory(p)) {
+        out[p]["listing"][e.rel] = {{"size", e.size}, {"mtime_ns", e.mtime_ns}};
+        jobs.push_back({p, (fs::path(p) / e.rel).string(), e.rel});
+        bytes += e.size;
+      }
     }
   }
   // Each file read whole on one thread, a few at once (a file system serves parallel reads
-  // of large files faster than one stream; sha256 runs at a few hundred MB/s per core).
-  std::vector<std::string> sums(files.size());
+  // of large files faster than one stream).
+  std::vector<std::string> sums(jobs.size());
   std::mutex mu;
-  Progress progress("checksums of " + std::to_string(files.size()) + " input files",
+  Progress progress("checksums of " + std::to_string(jobs.size()) + " input files",
                     std::max(1LL, bytes / kMiB), "MiB");
   progress.setSilent(bytes < kQuietBytes);
   long long done = 0;
   std::atomic<size_t> next{0};
-  runThreads(static_cast<int>(std::min<size_t>(files.size(), 8)), [&](int) {
-    for (size_t k = next++; k < files.size(); k = next++)
-      sums[k] = sha256File(files[k], [&](size_t n) {
+  runThreads(static_cast<int>(std::min<size_t>(jobs.size(), 8)), [&](int) {
+    for (size_t k = next++; k < jobs.size(); k = next++)
+      sums[k] = sha256File(jobs[k].file, [&](size_t n) {
         const std::lock_guard<std::mutex> hold(mu);
         done += static_cast<long long>(n);
         progress.update(done / kMiB);
       });
   });
   progress.finish();
-  for (size_t k = 0; k < files.size(); ++k) {
-    // The checksum is of the bytes recorded only when nothing wrote the file meanwhile.
-    if (recordInput(files[k]) != out[files[k]])
-      throw InputError(files[k] + ": changed while `campaign init` read it; run `campaign " +
-                       "init` again once whatever writes it has finished");
-    out[files[k]]["sha256"] = sums[k];
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    json& rec = out[jobs[k].input];
+    (jobs[k].rel.empty() ? rec : rec["listing"][jobs[k].rel])["sha256"] = sums[k];
   }
+  // The checksums are of the bytes recorded only when nothing wrote the inputs meanwhile.
+  for (auto it = out.begin(); it != out.end(); ++it)
+    if (recordInput(it.key()) != statPart(it.value()))
+      throw InputError(it.key() + ": changed while `campaign init` read it; run `campaign " +
+                       "init` again once whatever writes it has finished");
   return out;
 }
 
@@ -166,33 +218,42 @@ InputTimesRestored restoreInputTimes(const json& record) {
     const json& then = it.value();
     const json now = recordInput(path);
     if (statPart(then) == now) continue;
-    if (!then.contains("sha256") || !now.contains("size") || now["size"] != then["size"]) {
+    // The files to give their recorded time back, once all their bytes are the recorded ones
+    // (a directory's files all, or none of them).
+    std::vector<std::pair<std::string, long long>> retime;
+    std::string problem;
+    const bool directory = then.contains("listing") && now.contains("files");
+    if (then.contains("sha256") && now.contains("size") && now["size"] == then["size"]) {
+      problem = sameBytes(path, now["size"].get<long long>(), then["sha256"].get<std::string>());
+      retime.emplace_back(path, then.value("mtime_ns", 0LL));
+    } else if (directory && sameNamesAndSizes(then["listing"], listDirectory(path))) {
+      for (const Entry& e : listDirectory(path)) {
+        const json& was = then["listing"][e.rel];
+        if (was.value("mtime_ns", 0LL) == e.mtime_ns) continue;
+        const std::string file = (fs::path(path) / e.rel).string();
+        problem = sameBytes(file, e.size, was.value("sha256", ""));
+        if (!problem.empty()) break;
+        retime.emplace_back(file, was.value("mtime_ns", 0LL));
+      }
+    } else {
       r.left.push_back(changeClause(path, then, now));
       continue;
     }
-    std::string sum;
-    try {
-      sum = checksum(path, now["size"].get<long long>(), "checking " + path);
-    } catch (const InputError& e) {
-      r.left.push_back(e.what());
+    if (!problem.empty()) {
+      r.left.push_back(problem + ": restore the " + (directory ? "directory" : "file") +
+                       " it was, or unfold this one in a new campaign");
       continue;
     }
-    const std::string recorded = then["sha256"].get<std::string>();
-    if (sum != recorded) {
-      r.left.push_back(path + ": its bytes differ from those read at `campaign init` (sha256 " +
-                       recorded.substr(0, 16) + "… then, " + sum.substr(0, 16) +
-                       "… now): restore the file it was, or unfold this one in a new campaign");
-      continue;
-    }
-    const long long mtime_ns = then.value("mtime_ns", 0LL);
-    if (const std::string why = setModificationTime(path, mtime_ns); !why.empty()) {
-      r.left.push_back(path + ": holds the bytes read at `campaign init`, but its time cannot " +
-                       "be set back (" + why + "): run `" + restoreTimeCommand(path, mtime_ns) +
-                       "` as its owner, or copy it again with its times (`cp -p`, `rsync -a`)");
-      continue;
-    }
-    if (const std::string still = changeClause(path, then, recordInput(path)); !still.empty()) {
-      r.left.push_back(still);  // a file system that keeps coarser times than it had
+    for (const auto& [file, mtime_ns] : retime)
+      if (const std::string why = setModificationTime(file, mtime_ns); !why.empty()) {
+        problem = file + ": holds the bytes read at `campaign init`, but its time cannot be " +
+                  "set back (" + why + "): run `" + restoreTimeCommand(file, mtime_ns) +
+                  "` as its owner, or copy it again with its times (`cp -p`, `rsync -a`)";
+        break;
+      }
+    if (problem.empty()) problem = changeClause(path, then, recordInput(path));  // coarser times
+    if (!problem.empty()) {
+      r.left.push_back(problem);
       continue;
     }
     r.restored.push_back(path);

@@ -16,11 +16,12 @@
 //   missing      {"missing": true}
 // As `make` does, a change is what stat() shows: a file rewritten with the same size within
 // the file system's time resolution is not noticed, and `touch` counts as a change. A file's
-// record made by `campaign init` also holds "sha256" of its bytes (recordInputs), never
-// compared by the checks (which stat only): for a file copied again (a scratch area purged
-// and staged anew, `cp` without -p), `campaign repair` reads it, and when its bytes are the
-// recorded ones gives it back its recorded time (restoreInputTimes); the checks' message
-// says so. Records without it (campaigns made before) get the `touch` command instead.
+// record made by `campaign init` also holds "sha256" of its bytes, a directory's "listing"
+// {relative path: {"size", "mtime_ns", "sha256"}} of its files (recordInputs), never
+// compared by the checks (which stat only): for inputs copied again (a scratch area purged
+// and staged anew, `cp` without -p), `campaign repair` reads them, and when their bytes are
+// the recorded ones gives them back their recorded times (restoreInputTimes); the checks'
+// message says so. Records without them (campaigns made before) get the `touch` command.
 #include <string>
 #include <vector>
 
@@ -31,9 +32,10 @@ namespace foldfarm::jobs {
 // The record of `path` now (never throws: an unreadable path is recorded as missing).
 nlohmann::json recordInput(const std::string& path);
 
-// What `campaign init` records of `paths`: recordInput of each and, for a regular file,
-// "sha256" of its bytes (the files read in parallel, with progress when they are large).
-// InputError naming a file that cannot be read.
+// What `campaign init` records of `paths`: recordInput of each and the checksums of a file's
+// bytes ("sha256") or of a directory's files ("listing"), the files read in parallel, with
+// progress when they are large. InputError naming a file that cannot be read or that changed
+// while it was read.
 nlohmann::json recordInputs(const std::vector<std::string>& paths);
 
 // "" when every path of `record` (an object path -> recordInput) still matches it; else one
@@ -56,8 +58,10 @@ struct InputTimesRestored {
 };
 
 // For `campaign repair`: every file of `record` with a checksum, of its recorded size but
-// another time, is read; when its bytes hash to the recorded checksum, its modification time
-// is set back to the recorded one (its access time untouched). Nothing else is written.
+// another time, is read (a directory: every file of its listing whose time differs, when its
+// files have the recorded names and sizes); when the bytes hash to the recorded checksums,
+// the modification times are set back to the recorded ones (access times untouched; a
+// directory's files all or none). Nothing else is written.
 InputTimesRestored restoreInputTimes(const nlohmann::json& record);
 
 // InputError("<what>: <inputChangeSince>; <inputChangeAdvice>") when a recorded input changed;

@@ -603,11 +603,11 @@ TEST(InputRecord, ChangesToAFileOrADirectorysFilesAreNamed) {
   std::filesystem::remove_all(dir);
 }
 
-// What `campaign init` records of a file holds its checksum (a directory's record does not,
-// a missing path is missing); the checks compare stat() only and point a file copied again
-// to `campaign repair`, which gives it back its time when its bytes are the recorded ones and
-// names it otherwise, writing nothing then.
-TEST(InputRecord, AFileCopiedAgainWithTheSameBytesGetsItsTimeBack) {
+// What `campaign init` records of a file holds its checksum, of a directory its files'
+// (a missing path is missing); the checks compare stat() only and point inputs copied again
+// to `campaign repair`, which gives them back their times when their bytes are the recorded
+// ones and names them otherwise, setting no time then.
+TEST(InputRecord, InputsCopiedAgainWithTheSameBytesGetTheirTimesBack) {
   const std::string dir = makeScratchDir("inputtimes");
   const std::string file = dir + "/mc.h5", other = dir + "/data.h5", gone = dir + "/gone.h5";
   writeText(file, "abcd");
@@ -618,10 +618,8 @@ TEST(InputRecord, AFileCopiedAgainWithTheSameBytesGetsItsTimeBack) {
   ASSERT_EQ(record.size(), 4u) << record.dump();
   EXPECT_EQ(record[file]["sha256"], sha256Hex("abcd"));
   EXPECT_EQ(record[other]["sha256"], sha256Hex("0123456789"));
-  EXPECT_FALSE(record[dir + "/pet"].contains("sha256"));
+  EXPECT_EQ(record[dir + "/pet"]["listing"]["meta.json"]["sha256"], sha256Hex("{}"));
   EXPECT_EQ(record[gone], json({{"missing", true}}));
-  std::filesystem::remove(dir + "/pet/meta.json");
-  std::filesystem::remove(dir + "/pet");
   const json files = {{file, record[file]}, {other, record[other]}};
   EXPECT_EQ(inputChangeSince(files), "");
   EXPECT_TRUE(restoreInputTimes(files).restored.empty()) << "nothing to restore";
@@ -669,6 +667,40 @@ TEST(InputRecord, AFileCopiedAgainWithTheSameBytesGetsItsTimeBack) {
   r = restoreInputTimes(old);
   ASSERT_EQ(r.left.size(), 1u);
   EXPECT_NE(r.left[0].find("`touch -d @"), std::string::npos) << r.left[0];
+
+  // A directory (a foundation) copied again: its files get their times back, all of them or,
+  // when one holds other bytes, none.
+  const std::string pet = dir + "/pet";
+  writeText(pet + "/tensors.pt", "weights");
+  const json dirs = recordInputs({pet});
+  ASSERT_EQ(dirs[pet]["listing"].size(), 2u) << dirs.dump();
+  const auto meta_then = std::filesystem::last_write_time(pet + "/meta.json");
+  const auto tensors_then = std::filesystem::last_write_time(pet + "/tensors.pt");
+  for (const char* name : {"/meta.json", "/tensors.pt"})
+    std::filesystem::last_write_time(pet + name, tensors_then + std::chrono::seconds(9));
+  const std::string dir_change = inputChangeSince(dirs);
+  EXPECT_NE(dir_change.find("gives its files back their times"), std::string::npos) << dir_change;
+  writeText(pet + "/tensors.pt", "weightz");
+  r = restoreInputTimes(dirs);
+  EXPECT_TRUE(r.restored.empty());
+  ASSERT_EQ(r.left.size(), 1u);
+  EXPECT_NE(r.left[0].find(pet + "/tensors.pt: its bytes differ"), std::string::npos) << r.left[0];
+  EXPECT_NE(r.left[0].find("restore the directory it was"), std::string::npos) << r.left[0];
+  EXPECT_NE(std::filesystem::last_write_time(pet + "/meta.json"), meta_then) << "all or none";
+  writeText(pet + "/tensors.pt", "weights");
+  r = restoreInputTimes(dirs);
+  EXPECT_EQ(r.restored, std::vector<std::string>{pet});
+  EXPECT_TRUE(r.left.empty()) << r.left.front();
+  EXPECT_EQ(std::filesystem::last_write_time(pet + "/meta.json"), meta_then);
+  EXPECT_EQ(std::filesystem::last_write_time(pet + "/tensors.pt"), tensors_then);
+  EXPECT_EQ(inputChangeSince(dirs), "");
+  // Another file in it: named as a change, nothing read or set.
+  writeText(pet + "/extra.pt", "x");
+  r = restoreInputTimes(dirs);
+  ASSERT_EQ(r.left.size(), 1u);
+  EXPECT_NE(r.left[0].find(pet + " (a directory: its files) changed since"), std::string::npos)
+      << r.left[0];
+  EXPECT_EQ(r.left[0].find("campaign repair"), std::string::npos) << r.left[0];
 }
 
 // `campaign init` records every input path once; each task carries the records of its own
