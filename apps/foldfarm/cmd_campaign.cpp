@@ -280,7 +280,10 @@ void registerCampaignCommands(CommandGroups& g) {
 
   // init
   {
-    auto* c = campaign->add_subcommand("init", "Validate a campaign spec and create its directory");
+    auto* c = campaign->add_subcommand(
+        "init",
+        "Validate a campaign spec and create its directory; records the size, time and sha256 "
+        "of every input file (read in parallel)");
     auto spec = std::make_shared<std::string>();
     auto dir = std::make_shared<std::string>();
     c->add_option("spec", *spec, "Campaign spec (JSON; see docs or jobs/campaign_spec.hpp)")

@@ -106,7 +106,9 @@ void registerCampaignRepairCommand(CLI::App& campaign) {
   auto* c = campaign.add_subcommand(
       "repair",
       "Rebuild a missing or damaged journal from the spec and the task results on disk "
-      "(successful tasks stay done; the rest run again); the damaged files are kept");
+      "(successful tasks stay done; the rest run again); the damaged files are kept. Also "
+      "restores a damaged or lost spec.json from the journal's copy, and gives inputs copied "
+      "again with the bytes `campaign init` read (their sha256) back their recorded times");
   auto dir = std::make_shared<std::string>();
   auto force = std::make_shared<bool>(false);
   auto as_json = std::make_shared<bool>(false);

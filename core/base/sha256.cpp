@@ -10,7 +10,6 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -132,19 +131,15 @@ bool cpuHasShaNi() {
 
 using CompressFn = void (*)(uint32_t*, const uint8_t*, size_t);
 
-// The compression this CPU runs fastest; FF_SHA256_PORTABLE=1 forces the portable one (tests
-// compare both).
-CompressFn chooseCompress() {
+// The compression this CPU runs fastest, chosen once, on first use (never during another
+// file's static initialisation).
+CompressFn fastestCompress() {
+  static const CompressFn f = [] {
 #ifdef FF_SHA256_X86
-  const char* portable = std::getenv("FF_SHA256_PORTABLE");
-  if (!(portable && std::string(portable) == "1") && cpuHasShaNi()) return compressShaNi;
+    if (cpuHasShaNi()) return compressShaNi;
 #endif
-  return compressPortable;
-}
-
-// Chosen once, on first use (never during another file's static initialisation).
-CompressFn compressFn() {
-  static const CompressFn f = chooseCompress();
+    return compressPortable;
+  }();
   return f;
 }
 
@@ -152,18 +147,15 @@ CompressFn compressFn() {
 
 const char* sha256Implementation() {
 #ifdef FF_SHA256_X86
-  if (compressFn() == compressShaNi) return "sha-ni";
+  if (fastestCompress() == compressShaNi) return "sha-ni";
 #endif
   return "portable";
 }
 
-Sha256::Sha256()
-    : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+Sha256::Sha256(Code code)
+    : compress_(code == Code::kPortable ? compressPortable : fastestCompress()),
+      h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
          0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
-
-void Sha256::compress(const uint8_t* block) {
-  compressFn()(h_.data(), block, 1);
-}
 
 void Sha256::update(const void* data, size_t size) {
   const auto* p = static_cast<const uint8_t*>(data);
@@ -175,12 +167,12 @@ void Sha256::update(const void* data, size_t size) {
     p += take;
     size -= take;
     if (buffered_ == 64) {
-      compress(buffer_.data());
+      compress_(h_.data(), buffer_.data(), 1);
       buffered_ = 0;
     }
     if (buffered_ == 0 && size >= 64) {  // whole blocks straight from the caller's bytes
       const size_t blocks = size / 64;
-      compressFn()(h_.data(), p, blocks);
+      compress_(h_.data(), p, blocks);
       p += blocks * 64;
       size -= blocks * 64;
     }

@@ -12,14 +12,17 @@ namespace foldfarm {
 
 class Sha256 {
  public:
-  Sha256();
+  // The code that computes it: the fastest this CPU has (the SHA extensions where present),
+  // or the portable code (benchmarks and tests compare both).
+  enum class Code { kFastest, kPortable };
+  explicit Sha256(Code code = Code::kFastest);
   void update(const void* data, size_t size);
   void update(std::string_view bytes) { update(bytes.data(), bytes.size()); }
   // Lower-case hex digest; the object must not be updated afterwards.
   std::string hexDigest();
 
  private:
-  void compress(const uint8_t* block);
+  void (*compress_)(uint32_t* state, const uint8_t* blocks, size_t count);
   std::array<uint32_t, 8> h_;
   std::array<uint8_t, 64> buffer_{};
   size_t buffered_ = 0;
@@ -27,8 +30,7 @@ class Sha256 {
 };
 
 std::string sha256Hex(std::string_view bytes);
-// "sha-ni" when the CPU's SHA extensions compute it (x86-64), else "portable"; the
-// environment variable FF_SHA256_PORTABLE=1 forces the portable code (read once, at start).
+// What Code::kFastest runs here: "sha-ni" (the x86-64 SHA extensions) or "portable".
 const char* sha256Implementation();
 // Throws InputError("<path>: cannot read: ...") when the file cannot be read. `on_read(n)`,
 // when given, is called after each n bytes read (progress of large files).

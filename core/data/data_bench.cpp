@@ -2,14 +2,17 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <tuple>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/process.hpp"
+#include "core/base/sha256.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/jet_stream.hpp"
 #include "core/data/jet_writer.hpp"
@@ -105,6 +108,31 @@ nlohmann::json benchData(const DataBenchOptions& opt) {
   r["stream_read_uncompressed_jets_per_s"] = rows_raw / dt_raw;
   r["stream_read_uncompressed_jets_per_cpu_s"] = rows_raw / dcpu_raw;
   r["file_uncompressed_MB"] = std::filesystem::file_size(raw) / 1e6;
+
+  // SHA-256 of the uncompressed file's bytes (in memory, the file read once), as `campaign
+  // init` records its inputs and the aggregation its simulation: the code this CPU runs
+  // fastest beside the portable code, best of three each; the same digest or an error.
+  const std::string bytes = readFile(raw);
+  std::string digest[2];
+  for (const Sha256::Code code : {Sha256::Code::kFastest, Sha256::Code::kPortable}) {
+    double best = 0;
+    for (int k = 0; k < 3; ++k) {
+      const double c = threadCpu();
+      Sha256 s(code);
+      s.update(bytes);
+      digest[code == Sha256::Code::kPortable] = s.hexDigest();
+      const double dcpu_hash = threadCpu() - c;
+      best = std::max(best, bytes.size() / 1e6 / dcpu_hash);
+    }
+    r[code == Sha256::Code::kPortable ? "sha256_portable_MB_per_cpu_s" : "sha256_MB_per_cpu_s"] =
+        best;
+  }
+  if (digest[0] != digest[1])
+    throw Error("bench data: the SHA-256 codes disagree on " + raw + " (" + digest[0] + " vs " +
+                digest[1] + ")");
+  r["sha256_code"] = sha256Implementation();
+  r["sha256_speedup"] =
+      r["sha256_MB_per_cpu_s"].get<double>() / r["sha256_portable_MB_per_cpu_s"].get<double>();
   (void)u;
   return r;
 }

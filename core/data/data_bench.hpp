@@ -5,7 +5,10 @@
 //   write_jets_per_s (features -> chunked, compressed HDF5), stream_read_jets_per_s and
 //   stream_read_MB_per_s (shuffled batches of 256, one rank, the compressed file as `data
 //   synth` writes it), stream_read_uncompressed_jets_per_s (same rows, deflate off),
-//   file_MB, jets, P.
+//   file_MB, jets, P; sha256_MB_per_cpu_s and sha256_portable_MB_per_cpu_s (SHA-256 of the
+//   uncompressed file in memory, as campaign init checksums its inputs: the code this CPU
+//   runs fastest, sha256_code "sha-ni" or "portable", beside the portable code; their ratio
+//   sha256_speedup).
 // Every rate is also given per CPU second of the calling thread (*_per_cpu_s): on a shared,
 // oversubscribed machine the wall-clock rate measures the neighbours as much as this code.
 // The temporary file lives in `tmp_dir` and is removed afterwards.

@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/error.hpp"
+#include "core/base/sha256.hpp"
+#include "core/data/data_bench.hpp"
 #include "core/data/jet_files.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/jet_writer.hpp"
@@ -665,4 +667,23 @@ TEST(JetIo, ZeroWidthOrOverflowingRawDatasetsAreRefused) {
   } catch (const foldfarm::InputError& e) {
     expectOneLineNaming(e.what(), path, {"'part_py'", "64-bit"});
   }
+}
+
+// `bench data` runs end to end on a small sample and reports every figure, the SHA-256 of
+// the written file by both codes among them (it throws when they disagree); no figure is
+// checked against a speed (benchmarks print figures; they are not timed tests).
+TEST(DataBench, ReportsEveryFigureAndBothSha256CodesAgree) {
+  TempDir dir;
+  DataBenchOptions o;
+  o.jets = 512;
+  o.P = 16;
+  o.read_epochs = 1;
+  o.tmp_dir = fs::path(dir.file("x")).parent_path().string();
+  const nlohmann::json r = benchData(o);
+  for (const char* key : {"synth_pretrain_jets_per_s", "write_jets_per_s", "stream_read_jets_per_s",
+                          "stream_read_uncompressed_jets_per_s", "sha256_MB_per_cpu_s",
+                          "sha256_portable_MB_per_cpu_s", "sha256_speedup"})
+    EXPECT_GT(r.at(key).get<double>(), 0.0) << key;
+  EXPECT_EQ(r.at("sha256_code"), foldfarm::sha256Implementation());
+  EXPECT_TRUE(fs::is_empty(o.tmp_dir)) << "the temporary files are removed";
 }
