@@ -51,8 +51,8 @@ std::vector<Entry> listDirectory(const std::string& path) {
   return entries;
 }
 
-json recordDirectory(const std::string& path) {
-  const std::vector<Entry> entries = listDirectory(path);
+// A directory's record from its listing.
+json directoryRecord(const std::vector<Entry>& entries) {
   Sha256 digest;
   long long bytes = 0, newest = 0;
   for (const Entry& e : entries) {
@@ -64,6 +64,17 @@ json recordDirectory(const std::string& path) {
           {"bytes", bytes},
           {"mtime_ns", newest},
           {"digest", digest.hexDigest()}};
+}
+
+// recordInput, and for a directory its listing in `entries` (listed once for both).
+json recordListing(const std::string& path, std::vector<Entry>& entries) {
+  const FileStat st = statPath(path);
+  if (!st.exists) return {{"missing", true}};
+  if (st.directory) {
+    entries = listDirectory(path);
+    return directoryRecord(entries);
+  }
+  return {{"size", st.size}, {"mtime_ns", st.mtime_ns}};
 }
 
 // "1000 bytes, modified …", "3 files, 2048 bytes, newest modified …", "missing"
@@ -167,13 +178,14 @@ json recordInputs(const std::vector<std::string>& paths) {
   long long bytes = 0;
   for (const std::string& p : paths) {
     if (out.contains(p)) continue;
-    out[p] = recordInput(p);
+    std::vector<Entry> entries;
+    out[p] = recordListing(p, entries);
     if (out[p].contains("size")) {
       jobs.push_back({p, p, ""});
       bytes += out[p]["size"].get<long long>();
     } else if (out[p].contains("files")) {
       out[p]["listing"] = json::object();
-      for (const Entry& e : listDirectory(p)) {
+      for (const Entry& e : entries) {
         out[p]["listing"][e.rel] = {{"size", e.size}, {"mtime_ns", e.mtime_ns}};
         jobs.push_back({p, (fs::path(p) / e.rel).string(), e.rel});
         bytes += e.size;
@@ -216,7 +228,8 @@ InputTimesRestored restoreInputTimes(const json& record) {
   for (auto it = record.begin(); it != record.end(); ++it) {
     const std::string& path = it.key();
     const json& then = it.value();
-    const json now = recordInput(path);
+    std::vector<Entry> entries;  // a directory's files now
+    const json now = recordListing(path, entries);
     if (statPart(then) == now) continue;
     // The files to give their recorded time back, once all their bytes are the recorded ones
     // (a directory's files all, or none of them).
@@ -226,8 +239,8 @@ InputTimesRestored restoreInputTimes(const json& record) {
     if (then.contains("sha256") && now.contains("size") && now["size"] == then["size"]) {
       problem = sameBytes(path, now["size"].get<long long>(), then["sha256"].get<std::string>());
       retime.emplace_back(path, then.value("mtime_ns", 0LL));
-    } else if (directory && sameNamesAndSizes(then["listing"], listDirectory(path))) {
-      for (const Entry& e : listDirectory(path)) {
+    } else if (directory && sameNamesAndSizes(then["listing"], entries)) {
+      for (const Entry& e : entries) {
         const json& was = then["listing"][e.rel];
         if (was.value("mtime_ns", 0LL) == e.mtime_ns) continue;
         const std::string file = (fs::path(path) / e.rel).string();
@@ -262,10 +275,8 @@ InputTimesRestored restoreInputTimes(const json& record) {
 }
 
 json recordInput(const std::string& path) {
-  const FileStat st = statPath(path);
-  if (!st.exists) return {{"missing", true}};
-  if (st.directory) return recordDirectory(path);
-  return {{"size", st.size}, {"mtime_ns", st.mtime_ns}};
+  std::vector<Entry> entries;
+  return recordListing(path, entries);
 }
 
 std::string inputChangeSince(const json& record) {

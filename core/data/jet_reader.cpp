@@ -106,7 +106,7 @@ void requireWithinBudget(const std::string& path, const std::string& what, doubl
 // wrong with it, for a message that names the file and dataset first.
 std::string notAWholeLabel(double x, int64_t row) {
   if (x == std::floor(x) && std::fabs(x) < 1e15) return "";
-  return "row " + std::to_string(row) + " holds " + std::to_string(x) +
+  return "row " + std::to_string(row) + " holds " + numberText(x) +
          ": labels are class indices (whole numbers); fix the labels";
 }
 
