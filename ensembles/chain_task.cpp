@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -14,7 +15,9 @@
 #include "core/base/file_stat.hpp"
 #include "core/base/log.hpp"
 #include "core/base/lru_cache.hpp"
+#include "core/base/progress.hpp"
 #include "core/base/sha256.hpp"
+#include "core/base/stop_signal.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/model/threads.hpp"
 #include "core/train/checkpoint.hpp"
@@ -381,6 +384,54 @@ void checkCampaignChainTaskInputs(const nlohmann::json& task_params) {
   };
   // The truth once, with the nominal's inputs (each variation's check would read it again;
   // the aggregation reads the spec's truth only).
+  if (in.contains("truth") && !task_params.contains("variation")) truthOf("truth", "truth");
+  if (task_params.contains("variation") &&
+      task_params["variation"].value("type", std::string()) == "non_closure")
+    truthOf("data", "data (the non_closure pseudo-data; its gen level is the truth)");
+}
+
+namespace {
+
+// Every value of an unfolding file the chain reads, with a progress line from 256 MiB.
+void checkUnfoldValues(const std::string& path) {
+  const data::JetFile file(path);
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(path, ec);
+  Progress progress("values of " + path, file.numJets(), "events");
+  progress.setSilent(ec || bytes < (256u << 20));
+  // Decompression is the cost (~0.5 GB/s a core): pieces on up to 8 threads, as the checksums.
+  const int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 8u));
+  file.checkValues(
+      0,
+      [&](int64_t done, int64_t) {
+        progress.update(done);
+        if (stopRequested())
+          throw InterruptedError(path + ": reading stopped by signal " +
+                                 std::to_string(stopSignal()));
+      },
+      threads);
+  progress.finish();
+}
+
+}  // namespace
+
+void checkCampaignChainTaskInputValues(const nlohmann::json& task_params,
+                                       std::set<std::string>& read) {
+  const ChainSpec spec = chainSpecFromJson(chainParamsOfCampaignTask(task_params, "tasks/t"));
+  for (const std::string& path : {spec.mc_path, spec.data_path})
+    if (read.insert(path).second) checkUnfoldValues(path);
+  // The truths: what the aggregation reads of them (a file read whole above may still hold
+  // observables that a chain does not read: a truth's are checked as a truth's).
+  const nlohmann::json& in = task_params.at("inputs");
+  const auto truthOf = [&](const char* key, const std::string& role) {
+    const std::string path = in.at(key).get<std::string>();
+    if (!read.insert("truth " + path).second) return;
+    try {
+      checkTruthValues(path);
+    } catch (const InputError& e) {
+      throw InputError(role + " " + e.what());
+    }
+  };
   if (in.contains("truth") && !task_params.contains("variation")) truthOf("truth", "truth");
   if (task_params.contains("variation") &&
       task_params["variation"].value("type", std::string()) == "non_closure")

@@ -34,6 +34,7 @@
 //
 // Thread-safety: not re-entrant; one chain at a time per process (LibTorch thread settings
 // and the stop flag are process-wide).
+#include <set>
 #include <string>
 
 #include <nlohmann/json_fwd.hpp>
@@ -63,6 +64,13 @@ void checkChainTaskInputs(const nlohmann::json& params);
 // aggregation will read: `inputs.truth`, and a non_closure variation's data, whose gen level
 // is its truth (checkTruthFile). InputError naming the key and the file.
 void checkCampaignChainTaskInputs(const nlohmann::json& task_params);
+// Every value those files hold that a task or the aggregation will read (the simulation's and
+// the data's particles, jets, observables, flags and weights: data::JetFile::checkValues; the
+// truth's as checkTruthValues), a piece at a time, with a progress line for a large file;
+// files in `read` are skipped and those read are added. At `campaign init` only
+// (jobs::TaskKindTraits::check_input_values). InputError naming the key, file and row.
+void checkCampaignChainTaskInputValues(const nlohmann::json& task_params,
+                                       std::set<std::string>& read);
 // The foundation of chain params with an init: a checkpoint (either form resolveCheckpointDir
 // takes) whose metadata and tensors pass their checksums, read whole once per version of its
 // meta.json in this process, whose preset the chain config does not contradict

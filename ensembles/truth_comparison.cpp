@@ -111,6 +111,13 @@ void checkTruthFile(const std::string& path) {
   truthPassFlags(data::JetFile(path), path);
 }
 
+void checkTruthValues(const std::string& path) {
+  const data::JetFile file(path);
+  truthPassFlags(file, path);
+  file.readFloat("gen_subs");
+  if (file.has("weights")) file.readFloat("weights");
+}
+
 TruthHistograms readTruth(const std::string& path, const std::vector<ObservableHistogram>& like) {
   data::JetFile file(path);
   const std::vector<uint8_t> pass = truthPassFlags(file, path);

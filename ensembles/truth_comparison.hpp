@@ -30,6 +30,9 @@ TruthHistograms readTruth(const std::string& path, const std::vector<ObservableH
 // `run`, before any task starts): the unfold layout with its gen level, and a `pass_gen`, if
 // given, that passes an event. Reads `pass_gen` only. InputError naming the file otherwise.
 void checkTruthFile(const std::string& path);
+// Every value readTruth reads (`gen_subs`, `weights`): InputError naming the row of a NaN or
+// Inf, or weights that are all zero. Reads the file's N x 7 floats.
+void checkTruthValues(const std::string& path);
 
 // What observable o's comparison with the truth reads.
 struct UnfoldedObservable {

@@ -32,6 +32,14 @@ void initCommand(const std::string& spec_path, const std::string& dir) {
                             std::to_string(stopSignal()) + "; nothing was created");
   };
   if (stopRequested()) throw stopped();
+  // Every value the tasks will read, once: a NaN in the simulation is refused here, not by
+  // each of thousands of tasks (nor one in the truth by the aggregation, after them all).
+  try {
+    checkCampaignInputValues(spec, spec_path);
+  } catch (const InterruptedError&) {
+    throw stopped();
+  }
+  if (stopRequested()) throw stopped();
   std::optional<Campaign> made(Campaign::init(spec, dir));
   if (stopRequested()) {
     const std::string path = made->dir();

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -532,14 +533,15 @@ void requireCampaignInputsAsRecorded(const CampaignSpec& s, const std::string& o
   requireInputsAsRecorded(s.inputs_at_init, origin);
 }
 
-void checkCampaignInputsForKind(const CampaignSpec& s, const std::string& origin) {
-  // What the kind needs of its files, once per set of inputs (the common one, each
-  // variation's): a campaign whose every task would fail on them does not start.
-  const auto& traits = taskKindTraits(s.kind);
-  if (!traits.check_inputs) return;
+namespace {
+
+// check(params) for the first task of each set of inputs (the common one, each variation's
+// own), its InputError prefixed with `origin` and the set's key.
+void checkEachSetOfInputs(const CampaignSpec& s, const std::string& origin,
+                          const std::function<void(const json&)>& check) {
   const auto checkTask = [&](int index, const std::string& where) {
     try {
-      traits.check_inputs(s.taskDef(index).params);
+      check(s.taskDef(index).params);
     } catch (const InputError& e) {
       throw InputError(origin + ": " + where + e.what());
     }
@@ -547,6 +549,23 @@ void checkCampaignInputsForKind(const CampaignSpec& s, const std::string& origin
   checkTask(0, "inputs: ");
   for (const Variation& v : s.variations)
     if (!v.inputs.empty()) checkTask(v.first_index, "variations." + v.name + ".inputs: ");
+}
+
+}  // namespace
+
+void checkCampaignInputsForKind(const CampaignSpec& s, const std::string& origin) {
+  // What the kind needs of its files, once per set of inputs: a campaign whose every task
+  // would fail on them does not start.
+  const auto& traits = taskKindTraits(s.kind);
+  if (traits.check_inputs) checkEachSetOfInputs(s, origin, traits.check_inputs);
+}
+
+void checkCampaignInputValues(const CampaignSpec& s, const std::string& origin) {
+  const auto& traits = taskKindTraits(s.kind);
+  if (!traits.check_input_values) return;
+  std::set<std::string> read;  // each file once, whichever sets name it
+  checkEachSetOfInputs(s, origin,
+                       [&](const json& params) { traits.check_input_values(params, read); });
 }
 
 CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,

@@ -30,6 +30,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,11 @@ using TaskRunner =
     std::function<TaskOutcome(const nlohmann::json& params, const std::string& task_dir)>;
 // Checks a task's params before the campaign starts; throws InputError naming the key.
 using TaskValidator = std::function<void(const nlohmann::json& params)>;
+// Reads every value of the input files a task will read; throws InputError naming the file,
+// dataset and row. `read` holds the paths read already (added to by the check): each file is
+// read once however many sets of inputs name it.
+using InputValueCheck =
+    std::function<void(const nlohmann::json& params, std::set<std::string>& read)>;
 
 struct TaskKindTraits {
   bool needs_directory = true;  // the worker creates the task directory and task.log
@@ -67,6 +73,10 @@ struct TaskKindTraits {
   // e.g. their layout, at `campaign init` and before a run starts; throws InputError naming
   // the file.
   TaskValidator check_inputs;
+  // Optional: reads every value of those files (NaN, Inf, ...), at `campaign init` only: a
+  // value every task would fail on is found before any task runs, and the files cannot change
+  // afterwards unnoticed (inputs_at_init). Minutes for inputs of hundreds of GB.
+  InputValueCheck check_input_values;
 };
 
 void registerTaskKind(const std::string& name, TaskRunner runner, TaskKindTraits traits = {});

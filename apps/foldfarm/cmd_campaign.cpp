@@ -49,7 +49,8 @@ void registerAllTaskKinds() {
                              ensembles::checkChainTaskParams(
                                  ensembles::chainParamsOfCampaignTask(p, "tasks/t"));
                            },
-                           std::nullopt, ensembles::checkCampaignChainTaskInputs});
+                           std::nullopt, ensembles::checkCampaignChainTaskInputs,
+                           ensembles::checkCampaignChainTaskInputValues});
 }
 
 void refuseUntrainable(const jobs::CampaignSpec& spec, const std::string& origin) {
@@ -282,8 +283,9 @@ void registerCampaignCommands(CommandGroups& g) {
   {
     auto* c = campaign->add_subcommand(
         "init",
-        "Validate a campaign spec and create its directory; records the size, time and sha256 "
-        "of every input file (read in parallel)");
+        "Validate a campaign spec and create its directory; reads every value the tasks and "
+        "the aggregation will read (NaN, Inf, flags: refused naming the row) and records the "
+        "size, time and sha256 of every input file (read in parallel)");
     auto spec = std::make_shared<std::string>();
     auto dir = std::make_shared<std::string>();
     c->add_option("spec", *spec, "Campaign spec (JSON; see docs or jobs/campaign_spec.hpp)")

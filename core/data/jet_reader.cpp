@@ -4,17 +4,21 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
+#include <optional>
 #include <sstream>
 #include <type_traits>
 
 #include <nlohmann/json.hpp>
 
 #include "core/base/error.hpp"
+#include "core/base/run_threads.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/rng.hpp"
 
@@ -542,6 +546,9 @@ struct JetFile::Impl {
     if (begin != 0 || end != N) return;  // a slice may legitimately hold only zeros
     for (int64_t i = 0; i < n; ++i)
       if (w[i] != 0.0f) return;
+    failWeightsAllZero();
+  }
+  [[noreturn]] void failWeightsAllZero() const {
     fail("weights",
          "are all zero (" + std::to_string(N) + " rows); no event would count, fix the weights");
   }
@@ -747,6 +754,75 @@ std::vector<float> JetFile::readFloat(const std::string& name, int64_t begin, in
   std::vector<float> v = I.readFloats(name, begin, end, row, true);
   if (name == "weights") I.checkWeightsNotAllZero(v.data(), end - begin, begin, end);
   return v;
+}
+
+void JetFile::checkValues(int64_t rows_per_piece,
+                          const std::function<void(int64_t, int64_t)>& on_rows, int threads) const {
+  const Impl& I = *impl_;
+  const bool unfold = I.layout == FileLayout::kUnfold;
+  if (rows_per_piece <= 0) {
+    const int levels = unfold ? (I.has_reco ? 1 : 0) + (I.has_gen ? 1 : 0) : 1;
+    const double row_bytes = (levels * (I.P * F + kNumJetFeatures + kNumSubs) + 3) * 4.0;
+    rows_per_piece = std::max<int64_t>(1, static_cast<int64_t>((32 << 20) / row_bytes));
+    // Whole chunks of the particles: each chunk decompressed once.
+    const auto chunk = static_cast<int64_t>(
+        I.directInfo(unfold ? (I.has_reco ? "reco" : "gen") : "data").chunk_rows);
+    if (chunk > 0) rows_per_piece = (rows_per_piece + chunk - 1) / chunk * chunk;
+  }
+  const int64_t pieces = (I.N + rows_per_piece - 1) / rows_per_piece;
+  threads = static_cast<int>(std::clamp<int64_t>(threads, 1, pieces));
+  // Pieces in order from a shared counter, each thread through its own reader (HDF5 reads
+  // under its lock, chunks decompress in parallel). The error reported is that of the lowest
+  // piece that failed, as a reading in order would report it; no piece after it is started.
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> weighted{!has("weights")};  // refused when all zero over the file only
+  std::mutex mu;
+  int64_t done = 0, failed = pieces;
+  std::exception_ptr error;
+  const auto work = [&](const JetFile& f) {
+    for (int64_t k = next++; k < pieces; k = next++) {
+      try {
+        {
+          const std::lock_guard<std::mutex> hold(mu);
+          if (k > failed) return;
+        }
+        const int64_t begin = k * rows_per_piece, end = std::min(I.N, begin + rows_per_piece);
+        const std::vector<float> weights =
+            unfold ? f.readUnfold(begin, end).weights : f.readJets(begin, end).weights;
+        if (!weighted &&
+            std::any_of(weights.begin(), weights.end(), [](float w) { return w != 0.0f; }))
+          weighted = true;
+        const std::lock_guard<std::mutex> hold(mu);
+        done += end - begin;
+        if (on_rows) on_rows(done, I.N);
+      } catch (...) {
+        const std::lock_guard<std::mutex> hold(mu);
+        if (k < failed) {
+          failed = k;
+          error = std::current_exception();
+        }
+        return;
+      }
+    }
+  };
+  if (threads == 1) {
+    work(*this);
+  } else {
+    runThreads(threads, [&](int t) {
+      if (t == 0) return work(*this);
+      std::optional<JetFile> own;
+      try {
+        own.emplace(I.path);
+      } catch (...) {  // as the first piece would have found it
+        const std::lock_guard<std::mutex> hold(mu);
+        if (!error) error = std::current_exception();
+        return;
+      }
+      work(*own);
+    });
+  }
+  if (error) std::rethrow_exception(error);
+  if (!weighted) I.failWeightsAllZero();
 }
 
 namespace {

@@ -16,6 +16,7 @@
 // file, the dataset (and the row for bad values) and what to do. Thread-safety: one
 // reader/stream per thread (HDF5 is serial).
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -85,6 +86,17 @@ class JetFile {
   // value must be 0 or 1 (bool, integer or float); InputError naming the row otherwise.
   std::vector<uint8_t> readPassFlags(const std::string& name, int64_t begin = 0,
                                      int64_t end = -1) const;
+  // Reads every value that readUnfold (unfold layout) or readJets (jets layout) reads, a
+  // piece of rows at a time, and throws the InputError that read would throw (NaN/Inf naming
+  // the row, a selection flag other than 0/1, a class label out of range, weights all zero
+  // over the whole file): a whole-file check in bounded memory (a piece per thread).
+  // `rows_per_piece` 0: whole chunks of the particles, about 32 MiB per piece. `threads` > 1
+  // read pieces in parallel, each through its own reader; the error is the one of the lowest
+  // piece that holds one, as a reading in order finds it. `on_rows(done, N)` after each piece,
+  // one call at a time (it may throw: the check stops with that error).
+  void checkValues(int64_t rows_per_piece = 0,
+                   const std::function<void(int64_t, int64_t)>& on_rows = {},
+                   int threads = 1) const;
   // Any 1-D or 2-D numeric dataset as float rows [begin, end) (e.g. part_px, subs).
   std::vector<float> readFloat(const std::string& name, int64_t begin = 0, int64_t end = -1) const;
   bool has(const std::string& name) const;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <set>
 #include <tuple>
@@ -244,6 +245,129 @@ TEST(JetIo, FloatLabelsMustBeWholeNumbers) {
 // value is refused naming the file, the flag and the row. Before, the chains read flags
 // converted to one byte (0.5 and -1 failed, 2 passed) and the truth read them as != 0 (0.5
 // and -1 passed): the same file selected other events in the unfolding and in its truth.
+// checkValues reads the whole file a piece of rows at a time and refuses what readUnfold would,
+// naming the row in the file whatever piece holds it; weights all zero over the file are
+// refused, zero in every piece but one accepted (a piece may hold only zeros).
+TEST(JetIo, CheckValuesReadsEveryValueInPiecesAndNamesTheRowInTheFile) {
+  TempDir dir;
+  SynthConfig cfg = SynthConfig::unfoldDefaults();
+  cfg.P = 8;
+  const int64_t n = 50;
+  const UnfoldArrays good = synthUnfold(cfg, 5, 0, n);
+  const size_t row = good.reco.particles.size() / n;  // P x F values
+  const std::string path = dir.file("values.h5");
+  writeUnfoldFile(path, good);
+  for (const int64_t piece : {0, 1, 7, 50, 64}) {
+    std::vector<int64_t> done;
+    JetFile(path).checkValues(piece, [&](int64_t d, int64_t total) {
+      EXPECT_EQ(total, n);
+      done.push_back(d);
+    });
+    ASSERT_FALSE(done.empty()) << piece;
+    EXPECT_EQ(done.back(), n) << piece;
+    EXPECT_TRUE(std::is_sorted(done.begin(), done.end())) << piece;
+    if (piece == 7) EXPECT_EQ(done.size(), 8u);
+  }
+  constexpr float nan = std::numeric_limits<float>::quiet_NaN();
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  const std::vector<std::pair<std::function<void(UnfoldArrays&)>, std::string>> bad = {
+      {[&](UnfoldArrays& u) { u.reco.particles[37 * row + 5] = nan; },
+       "dataset 'reco': row 37 holds a non-finite value (NaN)"},
+      {[&](UnfoldArrays& u) { u.gen.particles[3 * row + row - 1] = -inf; },
+       "dataset 'gen': row 3 holds a non-finite value (Inf)"},
+      {[](UnfoldArrays& u) { u.gen.jets[49 * 4 + 2] = inf; },
+       "dataset 'gen_jets': row 49 holds a non-finite value (Inf)"},
+      {[](UnfoldArrays& u) { u.reco_subs[22 * 6 + 1] = nan; },
+       "dataset 'reco_subs': row 22 holds a non-finite value (NaN)"},
+      {[](UnfoldArrays& u) { u.weights[8] = inf; },
+       "dataset 'weights': row 8 holds a non-finite value (Inf)"},
+      {[](UnfoldArrays& u) { u.pass_reco[20] = 2; },
+       "dataset 'pass_reco': row 20 holds 2, not a selection flag"},
+      {[](UnfoldArrays& u) { u.weights.assign(u.weights.size(), 0.0f); },
+       "dataset 'weights': are all zero (50 rows)"}};
+  const std::string spoilt = dir.file("spoilt.h5");
+  for (const auto& [spoil, text] : bad) {
+    UnfoldArrays u = good;
+    spoil(u);
+    fs::remove(spoilt);
+    writeUnfoldFile(spoilt, u);
+    for (const auto& [piece, threads] : {std::pair{0, 1}, std::pair{7, 1}, std::pair{7, 3}}) {
+      int64_t last = 0;
+      try {
+        JetFile(spoilt).checkValues(
+            piece, [&](int64_t d, int64_t) { last = d; }, threads);
+        ADD_FAILURE() << text << " was not found with pieces of " << piece << " on " << threads
+                      << " threads";
+      } catch (const foldfarm::InputError& e) {
+        EXPECT_NE(std::string(e.what()).find(spoilt + ": " + text), std::string::npos) << e.what();
+        // Refused in its piece, not after the last (weights: known all zero after the last).
+        if (text.find("all zero") == std::string::npos) EXPECT_LT(last, n) << text;
+      }
+    }
+  }
+  // On threads, the error is the lowest row's, as a reading in order finds it, whichever
+  // thread met which first.
+  UnfoldArrays two = good;
+  two.reco.particles[12 * row] = nan;
+  two.gen.jets[45 * 4] = nan;
+  fs::remove(spoilt);
+  writeUnfoldFile(spoilt, two);
+  for (const int threads : {2, 4, 8}) {
+    for (int repeat = 0; repeat < 5; ++repeat) {
+      try {
+        JetFile(spoilt).checkValues(3, {}, threads);
+        ADD_FAILURE() << "two NaN were not found";
+      } catch (const foldfarm::InputError& e) {
+        EXPECT_NE(std::string(e.what()).find("dataset 'reco': row 12 holds"), std::string::npos)
+            << threads << " threads: " << e.what();
+      }
+    }
+  }
+  std::vector<int64_t> done;
+  JetFile(path).checkValues(
+      7, [&](int64_t d, int64_t) { done.push_back(d); }, 4);
+  EXPECT_EQ(done.size(), 8u);
+  EXPECT_TRUE(std::is_sorted(done.begin(), done.end()));
+  EXPECT_EQ(done.back(), n);
+  // A callback that throws (Ctrl-C seen by `campaign init`) stops the reading with its error;
+  // no piece after it starts (on threads, those already started finish).
+  for (const int threads : {1, 3}) {
+    int calls = 0;
+    EXPECT_THROW(JetFile(path).checkValues(
+                     7,
+                     [&](int64_t d, int64_t) {
+                       ++calls;
+                       if (d >= 14) throw foldfarm::InterruptedError("stopped");
+                     },
+                     threads),
+                 foldfarm::InterruptedError);
+    EXPECT_LE(calls, 1 + threads) << threads;
+  }
+  UnfoldArrays last_only = good;
+  last_only.weights.assign(last_only.weights.size(), 0.0f);
+  last_only.weights[n - 1] = 0.5f;
+  fs::remove(spoilt);
+  writeUnfoldFile(spoilt, last_only);
+  EXPECT_NO_THROW(JetFile(spoilt).checkValues(7));
+  EXPECT_NO_THROW(JetFile(spoilt).checkValues(7, {}, 4));
+
+  // The jets layout: what readJets reads, labels included.
+  SynthConfig jet_cfg = SynthConfig::pretrainDefaults();
+  jet_cfg.P = 8;
+  JetArrays jets = synthPretrain(jet_cfg, 9, 0, 30);
+  jets.particles[17 * (jets.particles.size() / 30)] = nan;
+  const std::string jets_path = dir.file("jets.h5");
+  writeJetFile(jets_path, jets);
+  try {
+    JetFile(jets_path).checkValues(4);
+    ADD_FAILURE() << "a NaN in the jets layout was not found";
+  } catch (const foldfarm::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("dataset 'data': row 17 holds a non-finite value (NaN)"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(JetIo, SelectionFlagsAreZeroOrOneWhateverTheirTypeAndAnythingElseIsRefused) {
   TempDir dir;
   SynthConfig cfg = SynthConfig::unfoldDefaults();

@@ -7,8 +7,10 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <random>
 #include <tuple>
@@ -109,8 +111,9 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
 }
 
 // Inputs no chain can use are refused at `campaign init`, naming the spec, the key and the
-// file: a simulation of one level (the nominal's, a variation's). Data of its reco level
-// only, as an experiment records it, is accepted. A chain that fails at run time leaves its
+// file: a simulation of one level (the nominal's, a variation's), a value no chain or
+// aggregation can read (NaN, Inf). Data of its reco level only, as an experiment records it,
+// is accepted. A chain that fails at run time leaves its
 // own one-line error as the task's reason in `campaign status`, not only its exit code.
 TEST_F(ChainCampaign, InputsNoChainCanUseAreRefusedAtInitAndAFailedChainsReasonIsItsError) {
   for (const char* levels : {"reco", "gen"})
@@ -197,23 +200,52 @@ TEST_F(ChainCampaign, InputsNoChainCanUseAreRefusedAtInitAndAFailedChainsReasonI
             std::string::npos)
       << err;
 
-  // A chain that fails at run time (a NaN in the simulation, found when a chain reads it)
-  // leaves its own one-line error as the task's reason, not "task returned".
+  // A value every chain or the aggregation would fail on is refused at init, naming the spec,
+  // the file, the dataset and the row (before: a NaN in the simulation failed every chain when
+  // it read it, one in the truth the aggregation, after all chains had trained): the nominal's
+  // simulation, a variation's, the truth's observables.
   data::UnfoldArrays nan_mc =
       data::synthUnfold(data::SynthConfig::unfoldDefaults(data::Tune::kSim), 11, 0, 400);
-  nan_mc.reco.particles[3] = std::nanf("");
+  nan_mc.reco.particles[nan_mc.reco.particles.size() / 400 * 321 + 4] = std::nanf("");
   data::writeUnfoldFile(scratch_ + "/mc_nan.h5", nan_mc);
-  json nan_spec = spec(1, 1);
-  nan_spec["inputs"]["mc"] = scratch_ + "/mc_nan.h5";
-  nan_spec["chain"]["config"]["classifier"] = "mlp";
-  const std::string dir = init(nan_spec, "nan_mc");
-  EXPECT_NE(runFoldfarm({"campaign", "run", dir}, scratch_, "nan-run"), 0);
-  ASSERT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, "nan-status"), 0);
-  const json status = json::parse(readText(scratch_ + "/nan-status.out"));
+  err = refusedWithInput("mc", "mc_nan.h5", "nan_mc");
+  says(err, "nan_mc.json: inputs: " + scratch_ +
+                "/mc_nan.h5: dataset 'reco': row 321 holds a non-finite value (NaN)");
+  EXPECT_EQ(foldfarm::testing::errorLines(err), 1) << err;
+  bad = spec(2, 1);
+  bad["variations"] = {
+      {"alt", {{"type", "modelling"}, {"inputs", {{"mc", scratch_ + "/mc_nan.h5"}}}}}};
+  err = refused(bad, "variation_nan");
+  says(err, "variation_nan.json: variations.alt.inputs: " + scratch_ +
+                "/mc_nan.h5: dataset 'reco': row 321 holds a non-finite value (NaN)");
+  data::UnfoldArrays inf_truth =
+      data::synthUnfold(data::SynthConfig::unfoldDefaults(data::Tune::kData), 13, 0, 400);
+  inf_truth.gen_subs[6 * 77 + 2] = std::numeric_limits<float>::infinity();
+  data::writeUnfoldFile(scratch_ + "/truth_inf.h5", inf_truth);
+  err = refusedWithInput("truth", "truth_inf.h5", "truth_inf");
+  says(err, "truth_inf.json: inputs: truth " + scratch_ +
+                "/truth_inf.h5: dataset 'gen_subs': row 77 holds a non-finite value (Inf)");
+
+  // A chain that fails at run time (here on a node whose memory cannot hold the simulation:
+  // a read budget below its size) leaves its own one-line error as the task's reason, not
+  // "task returned".
+  json budget_spec = spec(1, 1);
+  budget_spec["chain"]["config"]["classifier"] = "mlp";
+  const std::string dir = init(budget_spec, "small_node");
+  {
+    struct Budget {
+      Budget() { ::setenv("FOLDFARM_READ_BUDGET_GIB", "0.000001", 1); }
+      ~Budget() { ::unsetenv("FOLDFARM_READ_BUDGET_GIB"); }
+    } budget;
+    EXPECT_NE(runFoldfarm({"campaign", "run", dir}, scratch_, "small-node-run"), 0);
+  }
+  ASSERT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, "small-node-status"), 0);
+  const json status = json::parse(readText(scratch_ + "/small-node-status.out"));
   ASSERT_EQ(status.at("failures").size(), 1u) << status.dump();
   const std::string reason = status["failures"][0].at("reason").get<std::string>();
-  EXPECT_NE(reason.find(scratch_ + "/mc_nan.h5"), std::string::npos) << reason;
-  EXPECT_NE(reason.find("non-finite"), std::string::npos) << reason;
+  EXPECT_NE(reason.find(scratch_ + "/mc.h5: reading 400 events needs"), std::string::npos)
+      << reason;
+  EXPECT_NE(reason.find("more than the read budget"), std::string::npos) << reason;
   EXPECT_EQ(reason.find("task returned"), std::string::npos) << reason;
   EXPECT_EQ(reason.find('\n'), std::string::npos) << reason;
 }
