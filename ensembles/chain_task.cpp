@@ -401,15 +401,14 @@ void checkUnfoldValues(const std::string& path) {
   progress.setSilent(ec || bytes < (256u << 20));
   // Decompression is the cost (~0.5 GB/s a core): pieces on up to 8 threads, as the checksums.
   const int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 8u));
-  file.checkValues(
-      0,
-      [&](int64_t done, int64_t) {
-        progress.update(done);
-        if (stopRequested())
-          throw InterruptedError(path + ": reading stopped by signal " +
-                                 std::to_string(stopSignal()));
-      },
-      threads);
+  data::JetFile::ValueCheck how;
+  how.threads = threads;
+  how.on_rows = [&](int64_t done, int64_t) {
+    progress.update(done);
+    if (stopRequested())
+      throw InterruptedError(path + ": reading stopped by signal " + std::to_string(stopSignal()));
+  };
+  file.checkValues(how);
   progress.finish();
 }
 

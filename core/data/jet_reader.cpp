@@ -756,37 +756,50 @@ std::vector<float> JetFile::readFloat(const std::string& name, int64_t begin, in
   return v;
 }
 
-void JetFile::checkValues(int64_t rows_per_piece,
-                          const std::function<void(int64_t, int64_t)>& on_rows, int threads) const {
+void JetFile::checkValues(const ValueCheck& how) const {
   const Impl& I = *impl_;
+  if (how.parts < 1 || how.part < 0 || how.part >= how.parts)
+    throw Error(I.path + ": checkValues: part " + std::to_string(how.part) + " of " +
+                std::to_string(how.parts));
   const bool unfold = I.layout == FileLayout::kUnfold;
-  if (rows_per_piece <= 0) {
+  int64_t rows = how.rows_per_piece;
+  if (rows <= 0) {
     const int levels = unfold ? (I.has_reco ? 1 : 0) + (I.has_gen ? 1 : 0) : 1;
     const double row_bytes = (levels * (I.P * F + kNumJetFeatures + kNumSubs) + 3) * 4.0;
-    rows_per_piece = std::max<int64_t>(1, static_cast<int64_t>((32 << 20) / row_bytes));
+    rows = std::max<int64_t>(1, static_cast<int64_t>((32 << 20) / row_bytes));
     // Whole chunks of the particles: each chunk decompressed once.
     const auto chunk = static_cast<int64_t>(
         I.directInfo(unfold ? (I.has_reco ? "reco" : "gen") : "data").chunk_rows);
-    if (chunk > 0) rows_per_piece = (rows_per_piece + chunk - 1) / chunk * chunk;
+    if (chunk > 0) rows = (rows + chunk - 1) / chunk * chunk;
   }
-  const int64_t pieces = (I.N + rows_per_piece - 1) / rows_per_piece;
-  threads = static_cast<int>(std::clamp<int64_t>(threads, 1, pieces));
+  // This part's pieces: part, part + parts, ...; piece(j) is the j-th of them.
+  const int64_t all = (I.N + rows - 1) / rows;
+  const int64_t pieces = all > how.part ? (all - how.part + how.parts - 1) / how.parts : 0;
+  const auto piece = [&](int64_t j) {
+    const int64_t begin = (how.part + j * how.parts) * rows;
+    return std::pair{begin, std::min(I.N, begin + rows)};
+  };
+  int64_t total = 0;
+  for (int64_t j = 0; j < pieces; ++j) total += piece(j).second - piece(j).first;
+  const int threads =
+      static_cast<int>(std::clamp<int64_t>(how.threads, 1, std::max<int64_t>(1, pieces)));
   // Pieces in order from a shared counter, each thread through its own reader (HDF5 reads
   // under its lock, chunks decompress in parallel). The error reported is that of the lowest
   // piece that failed, as a reading in order would report it; no piece after it is started.
   std::atomic<int64_t> next{0};
-  std::atomic<bool> weighted{!has("weights")};  // refused when all zero over the file only
+  // Refused when all zero over the whole file only.
+  std::atomic<bool> weighted{!has("weights") || how.parts > 1};
   std::mutex mu;
   int64_t done = 0, failed = pieces;
   std::exception_ptr error;
   const auto work = [&](const JetFile& f) {
-    for (int64_t k = next++; k < pieces; k = next++) {
+    for (int64_t j = next++; j < pieces; j = next++) {
       try {
         {
           const std::lock_guard<std::mutex> hold(mu);
-          if (k > failed) return;
+          if (j > failed) return;
         }
-        const int64_t begin = k * rows_per_piece, end = std::min(I.N, begin + rows_per_piece);
+        const auto [begin, end] = piece(j);
         const std::vector<float> weights =
             unfold ? f.readUnfold(begin, end).weights : f.readJets(begin, end).weights;
         if (!weighted &&
@@ -794,11 +807,11 @@ void JetFile::checkValues(int64_t rows_per_piece,
           weighted = true;
         const std::lock_guard<std::mutex> hold(mu);
         done += end - begin;
-        if (on_rows) on_rows(done, I.N);
+        if (how.on_rows) how.on_rows(done, total);
       } catch (...) {
         const std::lock_guard<std::mutex> hold(mu);
-        if (k < failed) {
-          failed = k;
+        if (j < failed) {
+          failed = j;
           error = std::current_exception();
         }
         return;

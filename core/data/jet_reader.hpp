@@ -89,14 +89,21 @@ class JetFile {
   // Reads every value that readUnfold (unfold layout) or readJets (jets layout) reads, a
   // piece of rows at a time, and throws the InputError that read would throw (NaN/Inf naming
   // the row, a selection flag other than 0/1, a class label out of range, weights all zero
-  // over the whole file): a whole-file check in bounded memory (a piece per thread).
-  // `rows_per_piece` 0: whole chunks of the particles, about 32 MiB per piece. `threads` > 1
-  // read pieces in parallel, each through its own reader; the error is the one of the lowest
-  // piece that holds one, as a reading in order finds it. `on_rows(done, N)` after each piece,
-  // one call at a time (it may throw: the check stops with that error).
-  void checkValues(int64_t rows_per_piece = 0,
-                   const std::function<void(int64_t, int64_t)>& on_rows = {},
-                   int threads = 1) const;
+  // over the whole file): a whole-file check in bounded memory (a piece per thread). On
+  // threads, the error is the one of the lowest piece that holds one, as a reading in order
+  // finds it.
+  struct ValueCheck {
+    int64_t rows_per_piece = 0;  // 0: whole chunks of the particles, about 32 MiB a piece
+    int threads = 1;             // > 1: pieces in parallel, each thread through its own reader
+    // Pieces part, part + parts, ... only (the ranks of a job share a file); with parts > 1
+    // weights all zero are not refused (no part sees them all).
+    int part = 0, parts = 1;
+    // (rows read, rows of this part's pieces) after each piece, one call at a time; it may
+    // throw (Ctrl-C): the check stops with that error.
+    std::function<void(int64_t, int64_t)> on_rows;
+  };
+  void checkValues(const ValueCheck& how) const;
+  void checkValues() const { checkValues(ValueCheck{}); }
   // Any 1-D or 2-D numeric dataset as float rows [begin, end) (e.g. part_px, subs).
   std::vector<float> readFloat(const std::string& name, int64_t begin = 0, int64_t end = -1) const;
   bool has(const std::string& name) const;

@@ -12,7 +12,9 @@
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/process.hpp"
+#include "core/base/progress.hpp"
 #include "core/base/seed.hpp"
+#include "core/base/stop_signal.hpp"
 #include "core/data/jet_files.hpp"
 #include "core/data/jet_stream.hpp"
 #include "core/data/synth.hpp"
@@ -78,14 +80,15 @@ void writePretrained(const PretrainOptions& o, ParallelContext& ctx, Trainer& tr
                      int64_t num_particles, PretrainResult& r) {
   r.model_dir = (fs::path(o.out) / "model").string();
   r.peak_rss_mb = peakRssMB();
-  if (ctx.isRoot()) {
+  // Rank 0 writes; every rank ends with an error when that fails (none waits for it).
+  checkOnEveryRank(ctx, [&] {
+    if (!ctx.isRoot()) return;
     meta.config = cfg;
     meta.training = {
         {"fit", foldfarm::toJson(r.fit)}, {"test", r.test.metrics}, {"data", o.data_label}};
     meta.extra = {{"jet_conditioning", conditioning}, {"num_particles", num_particles}};
     writeCheckpoint(r.model_dir, meta, trainer.modelTensors());
-  }
-  ctx.barrier();
+  });
 }
 
 std::vector<std::string> classNames(int64_t num_classes, int64_t classes) {
@@ -176,6 +179,40 @@ void warnHeldOut(const std::string& what, int64_t total, const PretrainOptions& 
         "no best-epoch choice or early stopping (the last epoch is kept)");
 }
 
+// Every value of `files` that the stream and the held-out sets will read, this rank's share
+// of each file's pieces (ranks share them: part `rank` of `ranks`), on `threads` threads, with
+// a progress line on rank 0 from 256 MiB of files. InputError naming the file, dataset and row.
+void checkStreamValues(const std::vector<std::string>& files, const std::vector<int64_t>& rows,
+                       const ParallelContext& ctx, int threads) {
+  int64_t bytes = 0;
+  for (const auto& f : files) {
+    std::error_code ec;
+    bytes += static_cast<int64_t>(fs::file_size(f, ec));
+  }
+  const int64_t all = std::accumulate(rows.begin(), rows.end(), int64_t{0});
+  Progress progress(
+      ctx.worldSize() > 1 ? "values of the files (rank 0's share)" : "values of the files",
+      std::max<int64_t>(1, (all + ctx.worldSize() - 1) / ctx.worldSize()), "jets");
+  progress.setSilent(!ctx.isRoot() || bytes < (int64_t{256} << 20));
+  int64_t before = 0;
+  for (const auto& f : files) {
+    data::JetFile::ValueCheck how;
+    how.threads = threads;
+    how.part = ctx.rank();
+    how.parts = ctx.worldSize();
+    int64_t mine = 0;
+    how.on_rows = [&](int64_t done, int64_t) {
+      mine = done;
+      progress.update(before + done);
+      if (stopRequested())
+        throw InterruptedError(f + ": reading stopped by signal " + std::to_string(stopSignal()));
+    };
+    data::JetFile(f).checkValues(how);
+    before += mine;
+  }
+  progress.finish();
+}
+
 PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
   const std::string what = o.data_label.empty() ? std::string("pretraining data") : o.data_label;
   if (o.shard_data) throw InputError("--stream and --shard-data exclude each other; choose one");
@@ -197,6 +234,10 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
     throw InputError(what + ": " + std::to_string(stream.trainRows()) + " training jets for " +
                      std::to_string(ctx.worldSize()) + " ranks; use more jets or fewer ranks");
   if (!stream.hasLabels()) throw InputError(what + ": pretraining needs class labels (pid)");
+  // Every value before the first step, each file's pieces shared among the ranks: a NaN in the
+  // last file ends every rank now with one line naming its row (read by the stream, it ended
+  // one rank hours into an epoch while the others waited out --collective-timeout for it).
+  checkOnEveryRank(ctx, [&] { checkStreamValues(o.files, rows, ctx, so.readers); });
   // 2. Classes: from the files' label datasets (small beside the particles).
   int64_t classes = 0;
   for (const auto& f : o.files) {
@@ -306,7 +347,9 @@ PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
     rows.insert(rows.end(), val_rows.begin(), val_rows.end());
     rows.insert(rows.end(), my_test.begin(), my_test.end());
     std::sort(rows.begin(), rows.end());
-    raw = data::readJetsRows(o.files, rows);
+    // A NaN in one rank's shard ends every rank (that rank says where), not that rank alone
+    // while the others wait out --collective-timeout at the first collective.
+    checkOnEveryRank(ctx, [&] { raw = data::readJetsRows(o.files, rows); });
     // Row indices of the file(s) -> positions in `raw`.
     const auto at = [&rows](std::vector<int64_t>& v) {
       for (int64_t& r : v) r = std::lower_bound(rows.begin(), rows.end(), r) - rows.begin();

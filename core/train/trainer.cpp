@@ -521,7 +521,9 @@ FitResult Trainer::FitLoop::run() {
     endEpoch(epoch_steps, t0);
     stop_training = result_.early_stopped || epoch_ >= opts_.max_epochs;
     result_.steps = global_step_;
-    t_.saveState(stateJson());
+    // Rank 0 writes; a write that fails there (a full disk, a quota) ends every rank now
+    // rather than rank 0 alone while the others wait out the collective timeout.
+    checkOnEveryRank(ctx_, [&] { t_.saveState(stateJson()); });
   }
   progress.finish();
   result_.steps = global_step_;
@@ -697,8 +699,7 @@ void Trainer::FitLoop::stopAndSave(const Tensor& loss_acc, std::future<JetBatch>
   loss_sum_ = loss_acc.item<double>();
   nlohmann::json j = stateJson();
   j["loss_sums"] = allGather(ctx_, loss_sum_);
-  t_.saveState(j);
-  ctx_.barrier();
+  checkOnEveryRank(ctx_, [&] { t_.saveState(j); });  // as at an epoch's end
   throw InterruptedError(opts_.label + ": stopped at epoch " + std::to_string(epoch_) + " step " +
                          std::to_string(step_in_epoch_) +
                          (opts_.state_dir.empty() ? std::string(" (no state directory)")

@@ -249,6 +249,17 @@ TEST(JetIo, FloatLabelsMustBeWholeNumbers) {
 // naming the row in the file whatever piece holds it; weights all zero over the file are
 // refused, zero in every piece but one accepted (a piece may hold only zeros).
 TEST(JetIo, CheckValuesReadsEveryValueInPiecesAndNamesTheRowInTheFile) {
+  const auto check = [](const std::string& file, int64_t rows_per_piece, int threads = 1,
+                        std::function<void(int64_t, int64_t)> on_rows = {}, int part = 0,
+                        int parts = 1) {
+    JetFile::ValueCheck how;
+    how.rows_per_piece = rows_per_piece;
+    how.threads = threads;
+    how.on_rows = std::move(on_rows);
+    how.part = part;
+    how.parts = parts;
+    JetFile(file).checkValues(how);
+  };
   TempDir dir;
   SynthConfig cfg = SynthConfig::unfoldDefaults();
   cfg.P = 8;
@@ -259,7 +270,7 @@ TEST(JetIo, CheckValuesReadsEveryValueInPiecesAndNamesTheRowInTheFile) {
   writeUnfoldFile(path, good);
   for (const int64_t piece : {0, 1, 7, 50, 64}) {
     std::vector<int64_t> done;
-    JetFile(path).checkValues(piece, [&](int64_t d, int64_t total) {
+    check(path, piece, 1, [&](int64_t d, int64_t total) {
       EXPECT_EQ(total, n);
       done.push_back(d);
     });
@@ -294,8 +305,7 @@ TEST(JetIo, CheckValuesReadsEveryValueInPiecesAndNamesTheRowInTheFile) {
     for (const auto& [piece, threads] : {std::pair{0, 1}, std::pair{7, 1}, std::pair{7, 3}}) {
       int64_t last = 0;
       try {
-        JetFile(spoilt).checkValues(
-            piece, [&](int64_t d, int64_t) { last = d; }, threads);
+        check(spoilt, piece, threads, [&](int64_t d, int64_t) { last = d; });
         ADD_FAILURE() << text << " was not found with pieces of " << piece << " on " << threads
                       << " threads";
       } catch (const foldfarm::InputError& e) {
@@ -315,7 +325,7 @@ TEST(JetIo, CheckValuesReadsEveryValueInPiecesAndNamesTheRowInTheFile) {
   for (const int threads : {2, 4, 8}) {
     for (int repeat = 0; repeat < 5; ++repeat) {
       try {
-        JetFile(spoilt).checkValues(3, {}, threads);
+        check(spoilt, 3, threads);
         ADD_FAILURE() << "two NaN were not found";
       } catch (const foldfarm::InputError& e) {
         EXPECT_NE(std::string(e.what()).find("dataset 'reco': row 12 holds"), std::string::npos)
@@ -324,8 +334,7 @@ TEST(JetIo, CheckValuesReadsEveryValueInPiecesAndNamesTheRowInTheFile) {
     }
   }
   std::vector<int64_t> done;
-  JetFile(path).checkValues(
-      7, [&](int64_t d, int64_t) { done.push_back(d); }, 4);
+  check(path, 7, 4, [&](int64_t d, int64_t) { done.push_back(d); });
   EXPECT_EQ(done.size(), 8u);
   EXPECT_TRUE(std::is_sorted(done.begin(), done.end()));
   EXPECT_EQ(done.back(), n);
@@ -333,23 +342,50 @@ TEST(JetIo, CheckValuesReadsEveryValueInPiecesAndNamesTheRowInTheFile) {
   // no piece after it starts (on threads, those already started finish).
   for (const int threads : {1, 3}) {
     int calls = 0;
-    EXPECT_THROW(JetFile(path).checkValues(
-                     7,
-                     [&](int64_t d, int64_t) {
-                       ++calls;
-                       if (d >= 14) throw foldfarm::InterruptedError("stopped");
-                     },
-                     threads),
+    EXPECT_THROW(check(path, 7, threads,
+                       [&](int64_t d, int64_t) {
+                         ++calls;
+                         if (d >= 14) throw foldfarm::InterruptedError("stopped");
+                       }),
                  foldfarm::InterruptedError);
     EXPECT_LE(calls, 1 + threads) << threads;
+  }
+  // The ranks of a job share a file: parts 0, 1, 2 of pieces of 7 rows read pieces 0, 3, 6
+  // (21 rows) / 1, 4, 7 (15 rows: piece 7 is row 49) / 2, 5 (14 rows), every row once between
+  // them; only the part holding row 37 (piece 5) finds its NaN, naming the row in the file.
+  {
+    UnfoldArrays u = good;
+    u.reco.particles[37 * row + 5] = nan;
+    fs::remove(spoilt);
+    writeUnfoldFile(spoilt, u);
+    for (const auto& [part, rows] : {std::pair{0, 21}, std::pair{1, 15}, std::pair{2, 14}}) {
+      int64_t mine = 0, of = -1;
+      try {
+        check(
+            spoilt, 7, part == 1 ? 2 : 1, [&](int64_t d, int64_t t) { mine = d, of = t; }, part, 3);
+        EXPECT_NE(part, 2) << "part 2 holds row 37";
+        EXPECT_EQ(mine, rows) << part;
+      } catch (const foldfarm::InputError& e) {
+        EXPECT_EQ(part, 2) << e.what();
+        EXPECT_NE(std::string(e.what()).find("dataset 'reco': row 37 holds"), std::string::npos)
+            << e.what();
+        EXPECT_EQ(mine, 7);  // piece 2 read, piece 5 refused
+      }
+      EXPECT_EQ(of, rows) << part;
+    }
   }
   UnfoldArrays last_only = good;
   last_only.weights.assign(last_only.weights.size(), 0.0f);
   last_only.weights[n - 1] = 0.5f;
   fs::remove(spoilt);
   writeUnfoldFile(spoilt, last_only);
-  EXPECT_NO_THROW(JetFile(spoilt).checkValues(7));
-  EXPECT_NO_THROW(JetFile(spoilt).checkValues(7, {}, 4));
+  EXPECT_NO_THROW(check(spoilt, 7));
+  EXPECT_NO_THROW(check(spoilt, 7, 4));
+  last_only.weights[n - 1] = 0.0f;  // all zero: refused by a whole reading, not by a part's
+  fs::remove(spoilt);
+  writeUnfoldFile(spoilt, last_only);
+  EXPECT_THROW(check(spoilt, 7), foldfarm::InputError);
+  for (int part = 0; part < 2; ++part) EXPECT_NO_THROW(check(spoilt, 7, 1, {}, part, 2));
 
   // The jets layout: what readJets reads, labels included.
   SynthConfig jet_cfg = SynthConfig::pretrainDefaults();
@@ -359,7 +395,7 @@ TEST(JetIo, CheckValuesReadsEveryValueInPiecesAndNamesTheRowInTheFile) {
   const std::string jets_path = dir.file("jets.h5");
   writeJetFile(jets_path, jets);
   try {
-    JetFile(jets_path).checkValues(4);
+    check(jets_path, 4);
     ADD_FAILURE() << "a NaN in the jets layout was not found";
   } catch (const foldfarm::InputError& e) {
     EXPECT_NE(std::string(e.what()).find("dataset 'data': row 17 holds a non-finite value (NaN)"),

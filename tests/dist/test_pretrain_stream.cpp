@@ -1,13 +1,15 @@
 // `foldfarm pretrain --stream` under mpirun -np 2 (started by the test): a run stopped by
 // SIGUSR1 in the middle of an epoch and resumed on two ranks ends with a model bit-identical
 // to an uninterrupted run; a stopped run resumes on one rank and completes; a file among
-// many that cannot be read is refused by name before training, with nothing written.
+// many that cannot be read, or a NaN in one, is refused by name before training, with nothing
+// written.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +23,8 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/process.hpp"
+#include "core/data/jet_writer.hpp"
+#include "core/data/synth.hpp"
 #include "tests/support/run_child.hpp"
 
 using foldfarm::ProcessResult;
@@ -264,4 +268,98 @@ TEST(PretrainStream, AnUnreadableFileAmongManyIsRefusedByNameBeforeTraining) {
   EXPECT_NE(r.err.find("part2.h5"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(fs::path(out) / "state"));
   EXPECT_FALSE(fs::exists(fs::path(out) / "model"));
+}
+
+// A NaN deep in the last of three files is found before the first step, each rank reading its
+// share of every file: both ranks end at once with exit 2 and one line naming the file, the
+// dataset and the row (before: the stream met it on one rank mid-epoch, which ended alone; the
+// other waited out --collective-timeout and the job ended with exit 3, "check node health").
+// The collective timeout here is longer than the test's own limit: a wait fails the test.
+TEST(PretrainStream, ANaNInTheLastFileEndsEveryRankBeforeTheFirstStep) {
+  Scratch s;
+  foldfarm::data::SynthConfig cfg = foldfarm::data::SynthConfig::pretrainDefaults();
+  cfg.P = 24;
+  for (int k = 0; k < 3; ++k) {
+    foldfarm::data::JetArrays a = foldfarm::data::synthPretrain(cfg, 10 + k, 0, 300);
+    if (k == 2) a.particles[static_cast<size_t>(287 * 24 * 13 + 40)] = std::nanf("");
+    foldfarm::data::writeJetFile((s.dir / ("part" + std::to_string(k) + ".h5")).string(), a);
+  }
+  const std::string out = (s.dir / "run").string();
+  std::vector<std::string> cmd = pretrain((s.dir / "part*.h5").string(), out);
+  cmd.back() = "1000";  // --collective-timeout
+  ProcessResult r = runSingleThreaded(mpirun(2, cmd), 150);
+  EXPECT_EQ(r.exitCode, 2) << r.describeFailure() << "\n" << r.err;
+  EXPECT_NE(r.err.find((s.dir / "part2.h5").string() +
+                       ": dataset 'data': row 287 holds a non-finite value (NaN)"),
+            std::string::npos)
+      << r.err;
+  size_t lines = 0;
+  for (size_t at = r.err.find("foldfarm: error:"); at != std::string::npos;
+       at = r.err.find("foldfarm: error:", at + 1))
+    ++lines;
+  EXPECT_EQ(lines, 1u) << r.err;
+  EXPECT_EQ(r.err.find("did not finish within"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(fs::path(out) / "state"));
+  EXPECT_FALSE(fs::exists(fs::path(out) / "model"));
+}
+
+// Rank 0 writes the training state; when that fails (here its directory replaced by a file
+// after epoch 0, as a full disk or a quota would fail it), every rank ends at once with the
+// error, printed once (before: rank 0 ended alone and rank 1 waited out --collective-timeout,
+// longer here than the test waits).
+TEST(PretrainStream, AStateWriteThatFailsOnRankZeroEndsEveryRank) {
+  Scratch s;
+  ProcessResult g = runSingleThreaded(
+      {FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets", "600", "--seed", "1",
+       "--particles", "24", "--out", (s.dir / "part0.h5").string()},
+      120);
+  ASSERT_TRUE(g.ok()) << g.describeFailure();
+  const fs::path out = s.dir / "run", state = out / "state", log = s.dir / "log";
+  std::vector<std::string> cmd = pretrain((s.dir / "part0.h5").string(), out.string());
+  cmd[cmd.size() - 1] = "1000";  // --collective-timeout
+  for (size_t k = 0; k + 1 < cmd.size(); ++k)
+    if (cmd[k] == "--epochs") cmd[k + 1] = "400";
+  const std::vector<std::string> argv = mpirun(2, cmd);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    std::FILE* o = std::freopen((log.string() + ".out").c_str(), "w", stdout);
+    std::FILE* e = std::freopen(log.string().c_str(), "w", stderr);
+    (void)o;
+    (void)e;
+    ::setenv("OMP_NUM_THREADS", "1", 1);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  int status = -1;
+  bool replaced = false, ended = false;
+  for (int i = 0; i < 2400 && !ended; ++i) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      ended = true;
+      break;
+    }
+    if (!replaced && stateEpoch(state) >= 0) {
+      fs::remove_all(state);
+      std::ofstream(state.string()) << "not a directory\n";
+      replaced = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!ended) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    FAIL() << "the job did not end: " << slurp(log);
+  }
+  ASSERT_TRUE(replaced) << slurp(log);
+  const std::string err = slurp(log);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status << "\n" << err;
+  EXPECT_NE(err.find(state.string()), std::string::npos) << err;
+  size_t lines = 0;
+  for (size_t at = err.find("foldfarm: error:"); at != std::string::npos;
+       at = err.find("foldfarm: error:", at + 1))
+    ++lines;
+  EXPECT_EQ(lines, 1u) << err;
+  EXPECT_EQ(err.find("did not finish within"), std::string::npos) << err;
 }
