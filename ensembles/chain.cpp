@@ -629,6 +629,16 @@ class ChainRun {
                 json& record);
   void commit(const Step& s, const std::deque<Fitted>& fitted);
   void writeOutputs();
+  void writeOutputsOnRoot();
+  // write() (what rank 0 writes; no collective in it) and, over ranks, an agreement: every
+  // rank ends with an error when it failed on any (checkOnEveryRank), none waits for it.
+  template <class F>
+  void onRootAgreed(F&& write) {
+    if (ctx_ != nullptr)
+      checkOnEveryRank(*ctx_, write);
+    else
+      write();
+  }
 
   const ChainSpec& spec_;
   const ChainConfig& cfg_;
@@ -807,7 +817,8 @@ void ChainRun::runStep(const Step& s) {
     record["ensemble"] = ensemble_records;
   }
   reweight(s, prob, push, record);
-  commit(s, fitted);
+  // Rank 0 writes the step; a write that fails there ends every rank (none waits for it).
+  onRootAgreed([&] { commit(s, fitted); });
   const bool stop = ctx_ != nullptr ? ctx_->anyTrue(stopRequested()) : stopRequested();
   if (ctx_ != nullptr) ctx_->barrier();  // the next iteration reads model_dir
   if (stop && s.k + 1 < 2 * spec_.iterations)
@@ -981,12 +992,14 @@ void ChainRun::commit(const Step& s, const std::deque<Fitted>& fitted) {
 }
 
 // Weights, histograms, history; result.json last (what marks the chain done); then state/
-// goes. Rank 0 writes; the others return once it has.
+// goes. Rank 0 writes; the others return once it has, or end with an error when it failed.
 void ChainRun::writeOutputs() {
-  if (!root_) {
-    ctx_->barrier();
-    return;
-  }
+  onRootAgreed([&] {
+    if (root_) writeOutputsOnRoot();
+  });
+}
+
+void ChainRun::writeOutputsOnRoot() {
   json meta = {
       {"campaign_seed", std::to_string(spec_.campaign_seed)},
       {"replica", spec_.replica},
@@ -1032,7 +1045,6 @@ void ChainRun::writeOutputs() {
   std::error_code ec;
   fs::remove_all(stateDir(out_), ec);
   if (ec) logWarn("could not remove {}: {}", stateDir(out_), ec.message());
-  if (ctx_ != nullptr) ctx_->barrier();
 }
 
 }  // namespace

@@ -14,8 +14,8 @@
 #include <chrono>
 #include <thread>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -26,8 +26,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "ensembles/chain_output.hpp"
 #include "core/base/process.hpp"
+#include "ensembles/chain_output.hpp"
 #include "tests/support/run_child.hpp"
 
 namespace {
@@ -59,23 +59,49 @@ Inputs makeInputs(const fs::path& dir, int events, int epochs) {
   for (const auto& [tune, seed, out] :
        {std::tuple<std::string, std::string, std::string>{"sim", "11", in.mc},
         std::tuple<std::string, std::string, std::string>{"data", "12", in.data}}) {
-    ProcessResult s = runSingleThreaded({FOLDFARM_BINARY, "data", "synth", "--kind", "unfold", "--events",
+    ProcessResult s =
+        runSingleThreaded({FOLDFARM_BINARY, "data", "synth", "--kind", "unfold", "--events",
                            std::to_string(events), "--tune", tune, "--seed", seed, "--out", out},
                           120);
     EXPECT_TRUE(s.ok()) << s.describeFailure() << "\n" << s.err;
   }
   // patience == epochs: no early stopping, so every run trains the same number of steps.
   std::ofstream(in.config) << nlohmann::json{
-      {"preset", "tiny"}, {"epochs", epochs}, {"patience", epochs}, {"batch_size", 64}}
-                                  .dump();
+      {"preset", "tiny"},
+      {"epochs", epochs},
+      {"patience", epochs},
+      {"batch_size", 64}}.dump();
   return in;
 }
 
 std::vector<std::string> unfoldArgv(const Inputs& in, const std::string& out) {
-  return {FOLDFARM_MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", "2", FOLDFARM_BINARY,
-          "unfold", "--mc", in.mc, "--data", in.data, "--init", "none", "--out", out,
-          "--replica", "2", "--member", "1", "--iterations", "1", "--config", in.config,
-          "--threads", "1", "--collective-timeout", "60"};
+  return {FOLDFARM_MPIRUN,
+          "--allow-run-as-root",
+          "--oversubscribe",
+          "-np",
+          "2",
+          FOLDFARM_BINARY,
+          "unfold",
+          "--mc",
+          in.mc,
+          "--data",
+          in.data,
+          "--init",
+          "none",
+          "--out",
+          out,
+          "--replica",
+          "2",
+          "--member",
+          "1",
+          "--iterations",
+          "1",
+          "--config",
+          in.config,
+          "--threads",
+          "1",
+          "--collective-timeout",
+          "60"};
 }
 
 // The pids of the foldfarm processes whose command line names `out`.
@@ -125,8 +151,8 @@ int waitExit(pid_t pid, int timeout_s) {
 
 TEST(ChainMpi, TwoRanksTrainOneChainAndRankZeroWritesItOnce) {
   if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm executable not built";
-  const fs::path dir = fs::temp_directory_path() /
-                       ("ff-chain-mpi-" + std::to_string(static_cast<long>(::getpid())));
+  const fs::path dir =
+      fs::temp_directory_path() / ("ff-chain-mpi-" + std::to_string(static_cast<long>(::getpid())));
   fs::remove_all(dir);
   fs::create_directories(dir);
   const Inputs in = makeInputs(dir, 300, 2);
@@ -201,12 +227,13 @@ TEST(ChainMpi, SignalToOneRankStopsBothAndResumeEndsLikeUninterrupted) {
   const fs::path log = dir / "cut.log";
   const pid_t mpirun = spawn(unfoldArgv(in, cut), log);
   ASSERT_GT(mpirun, 0);
-  for (int i = 0; i < 2400 && slurp(log.string()).find("iteration 0 step 2: epoch 0") ==
-                                  std::string::npos;
+  for (int i = 0;
+       i < 2400 && slurp(log.string()).find("iteration 0 step 2: epoch 0") == std::string::npos;
        ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   std::vector<pid_t> ranks = ranksWriting(cut);
-  ASSERT_EQ(ranks.size(), 2u) << "expected the 2 ranks of the chain running\n" << slurp(log.string());
+  ASSERT_EQ(ranks.size(), 2u) << "expected the 2 ranks of the chain running\n"
+                              << slurp(log.string());
   std::sort(ranks.begin(), ranks.end());
   ASSERT_EQ(::kill(ranks.back(), SIGUSR1), 0);
   const int rc = waitExit(mpirun, 240);
@@ -226,6 +253,44 @@ TEST(ChainMpi, SignalToOneRankStopsBothAndResumeEndsLikeUninterrupted) {
   const foldfarm::ensembles::ChainWeights wb = foldfarm::ensembles::readChainWeights(cut);
   EXPECT_EQ(wa.push, wb.push) << "resumed 2-rank chain differs from the uninterrupted one";
   EXPECT_EQ(wa.pull, wb.pull);
+  fs::remove_all(dir);
+}
+
+// Rank 0 writes the chain's state and outputs; when a write fails there (here where step 1's
+// classifiers are committed made a file while they train, as a full disk or a quota would),
+// both ranks end at once, the error printed once (before: rank 0 ended alone and rank 1 waited
+// out --collective-timeout, longer here than the test waits).
+TEST(ChainMpi, AWriteThatFailsOnRankZeroEndsBothRanks) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm executable not built";
+  const fs::path dir = fs::temp_directory_path() /
+                       ("ff-chain-mpi-write-" + std::to_string(static_cast<long>(::getpid())));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const Inputs in = makeInputs(dir, 600, 6);
+  ASSERT_FALSE(HasFailure());
+  const std::string out = (dir / "chain").string();
+  std::vector<std::string> argv = unfoldArgv(in, out);
+  argv.back() = "1000";  // --collective-timeout
+  const fs::path log = dir / "run.log";
+  const pid_t mpirun = spawn(argv, log);
+  ASSERT_GT(mpirun, 0);
+  for (int i = 0;
+       i < 2400 && slurp(log.string()).find("iteration 0 step 1: epoch 0") == std::string::npos;
+       ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  ASSERT_NE(slurp(log.string()).find("iteration 0 step 1: epoch 0"), std::string::npos)
+      << slurp(log.string());
+  // Where rank 0 commits step 1's classifiers once they are trained.
+  for (const char* dir : {"/state/model_step1", "/state/mlp_step1"})
+    std::ofstream(out + dir) << "not a directory\n";
+  const int rc = waitExit(mpirun, 120);
+  const std::string err = slurp(log.string());
+  ASSERT_NE(rc, -1) << "the job did not end\n" << err;
+  EXPECT_NE(rc, 0) << err;
+  EXPECT_EQ(count(err, "foldfarm: error:"), 1u) << err;
+  EXPECT_NE(err.find(out + "/state/m"), std::string::npos) << err;
+  EXPECT_EQ(err.find("did not finish within"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(out + "/result.json"));
   fs::remove_all(dir);
 }
 
