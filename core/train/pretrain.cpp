@@ -179,24 +179,27 @@ void warnHeldOut(const std::string& what, int64_t total, const PretrainOptions& 
         "no best-epoch choice or early stopping (the last epoch is kept)");
 }
 
-// Every value of `files` that the stream and the held-out sets will read, this rank's share
-// of each file's pieces (ranks share them: part `rank` of `ranks`), on `threads` threads, with
-// a progress line on rank 0 from 256 MiB of files. InputError naming the file, dataset and row.
+// Every value of `files` (`rows` jets each) that the stream and the held-out sets will read,
+// in pieces of `piece_rows`: this rank's share of each file's pieces (part `rank` of `ranks`),
+// on `threads` threads, with a progress line on rank 0 from 256 MiB of files. InputError
+// naming the file, dataset and row.
 void checkStreamValues(const std::vector<std::string>& files, const std::vector<int64_t>& rows,
-                       const ParallelContext& ctx, int threads) {
-  int64_t bytes = 0;
-  for (const auto& f : files) {
+                       int64_t piece_rows, const ParallelContext& ctx, int threads) {
+  int64_t bytes = 0, share = 0;
+  const int64_t W = ctx.worldSize();
+  for (size_t k = 0; k < files.size(); ++k) {
     std::error_code ec;
-    bytes += static_cast<int64_t>(fs::file_size(f, ec));
+    bytes += static_cast<int64_t>(fs::file_size(files[k], ec));
+    for (int64_t begin = ctx.rank() * piece_rows; begin < rows[k]; begin += W * piece_rows)
+      share += std::min(piece_rows, rows[k] - begin);
   }
-  const int64_t all = std::accumulate(rows.begin(), rows.end(), int64_t{0});
-  Progress progress(
-      ctx.worldSize() > 1 ? "values of the files (rank 0's share)" : "values of the files",
-      std::max<int64_t>(1, (all + ctx.worldSize() - 1) / ctx.worldSize()), "jets");
+  Progress progress(W > 1 ? "values of the files (rank 0's share)" : "values of the files",
+                    std::max<int64_t>(1, share), "jets");
   progress.setSilent(!ctx.isRoot() || bytes < (int64_t{256} << 20));
   int64_t before = 0;
   for (const auto& f : files) {
     data::JetFile::ValueCheck how;
+    how.rows_per_piece = piece_rows;
     how.threads = threads;
     how.part = ctx.rank();
     how.parts = ctx.worldSize();
@@ -237,7 +240,12 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
   // Every value before the first step, each file's pieces shared among the ranks: a NaN in the
   // last file ends every rank now with one line naming its row (read by the stream, it ended
   // one rank hours into an epoch while the others waited out --collective-timeout for it).
-  checkOnEveryRank(ctx, [&] { checkStreamValues(o.files, rows, ctx, so.readers); });
+  // Pieces of whole blocks, about 32 MiB each (fewer partly read chunks to decompress twice).
+  const double row_bytes = 4.0 * (stream.numParticles() * data::kNumParticleFeatures + 8);
+  const int64_t piece =
+      o.block_rows *
+      std::max<int64_t>(1, static_cast<int64_t>((32 << 20) / (o.block_rows * row_bytes)));
+  checkOnEveryRank(ctx, [&] { checkStreamValues(o.files, rows, piece, ctx, so.readers); });
   // 2. Classes: from the files' label datasets (small beside the particles).
   int64_t classes = 0;
   for (const auto& f : o.files) {
