@@ -110,7 +110,7 @@ void registerCampaignTaskKinds() {
                                "chain tasks run in foldfarm-torch, not in the foldfarm front end",
                                nullptr};
                          }),
-                         jobs::TaskKindTraits{true, nullptr, std::nullopt, nullptr});
+                         jobs::TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr});
 }
 
 }  // namespace foldfarm::app

@@ -277,7 +277,9 @@ TEST(JetIo, CheckValuesReadsEveryValueInPiecesAndNamesTheRowInTheFile) {
     ASSERT_FALSE(done.empty()) << piece;
     EXPECT_EQ(done.back(), n) << piece;
     EXPECT_TRUE(std::is_sorted(done.begin(), done.end())) << piece;
-    if (piece == 7) EXPECT_EQ(done.size(), 8u);
+    if (piece == 7) {
+      EXPECT_EQ(done.size(), 8u);
+    }
   }
   constexpr float nan = std::numeric_limits<float>::quiet_NaN();
   constexpr float inf = std::numeric_limits<float>::infinity();
@@ -311,7 +313,9 @@ TEST(JetIo, CheckValuesReadsEveryValueInPiecesAndNamesTheRowInTheFile) {
       } catch (const foldfarm::InputError& e) {
         EXPECT_NE(std::string(e.what()).find(spoilt + ": " + text), std::string::npos) << e.what();
         // Refused in its piece, not after the last (weights: known all zero after the last).
-        if (text.find("all zero") == std::string::npos) EXPECT_LT(last, n) << text;
+        if (text.find("all zero") == std::string::npos) {
+          EXPECT_LT(last, n) << text;
+        }
       }
     }
   }

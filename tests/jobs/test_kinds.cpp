@@ -26,7 +26,7 @@ void registerTestTaskKinds() {
                      }
                      return TaskOutcome{0, "", nlohmann::json{{"survived", true}}};
                    }),
-                   TaskKindTraits{true, nullptr, std::nullopt, nullptr});
+                   TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr});
   // Sleeps `seconds` without looking at stop requests: a task stuck where it cannot stop
   // (the worker's watchdog ends such a worker).
   registerTaskKind(
@@ -34,7 +34,7 @@ void registerTestTaskKinds() {
         std::this_thread::sleep_for(std::chrono::duration<double>(p.value("seconds", 0.0)));
         return TaskOutcome{0, "", nlohmann::json{{"slept", true}}};
       }),
-      TaskKindTraits{true, nullptr, std::nullopt, nullptr});
+      TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr});
   // Once: replaces the lease's holder record with another host's attempt while the task
   // holds the lock, as a network file system that dropped the lock and granted it elsewhere
   // would leave it; then finishes.
@@ -52,7 +52,7 @@ void registerTestTaskKinds() {
         }
         return TaskOutcome{0, "", nlohmann::json{{"finished", true}}};
       }),
-      TaskKindTraits{true, nullptr, std::nullopt, nullptr});
+      TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr});
 }
 
 }  // namespace foldfarm::jobs::testing
