@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -370,24 +371,35 @@ void checkChainTaskInputs(const nlohmann::json& params) {
   checkChainFoundation(params);
 }
 
-void checkCampaignChainTaskInputs(const nlohmann::json& task_params) {
-  checkChainTaskInputs(chainParamsOfCampaignTask(task_params, "tasks/t"));
-  // What the aggregation reads besides the chains' outputs: the truth, and the non-closure
-  // pseudo-data's gen level (its truth). Found here, not after every chain has trained.
+namespace {
+
+// What the aggregation reads besides the chains' outputs: the truth, and the non-closure
+// pseudo-data's gen level (its truth). check(path) for each that a campaign task's params
+// name, its InputError prefixed with the file's role. The truth once, with the nominal's
+// inputs (each variation's check would read it again; the aggregation reads the spec's truth
+// only).
+void checkTruths(const nlohmann::json& task_params,
+                 const std::function<void(const std::string&)>& check) {
   const nlohmann::json& in = task_params.at("inputs");
   const auto truthOf = [&](const char* key, const std::string& role) {
     try {
-      checkTruthFile(in.at(key).get<std::string>());
+      check(in.at(key).get<std::string>());
     } catch (const InputError& e) {
       throw InputError(role + " " + e.what());
     }
   };
-  // The truth once, with the nominal's inputs (each variation's check would read it again;
-  // the aggregation reads the spec's truth only).
   if (in.contains("truth") && !task_params.contains("variation")) truthOf("truth", "truth");
   if (task_params.contains("variation") &&
       task_params["variation"].value("type", std::string()) == "non_closure")
     truthOf("data", "data (the non_closure pseudo-data; its gen level is the truth)");
+}
+
+}  // namespace
+
+void checkCampaignChainTaskInputs(const nlohmann::json& task_params) {
+  checkChainTaskInputs(chainParamsOfCampaignTask(task_params, "tasks/t"));
+  // Found here, not after every chain has trained.
+  checkTruths(task_params, checkTruthFile);
 }
 
 namespace {
@@ -421,20 +433,9 @@ void checkCampaignChainTaskInputValues(const nlohmann::json& task_params,
     if (read.insert(path).second) checkUnfoldValues(path);
   // The truths: what the aggregation reads of them (a file read whole above may still hold
   // observables that a chain does not read: a truth's are checked as a truth's).
-  const nlohmann::json& in = task_params.at("inputs");
-  const auto truthOf = [&](const char* key, const std::string& role) {
-    const std::string path = in.at(key).get<std::string>();
-    if (!read.insert("truth " + path).second) return;
-    try {
-      checkTruthValues(path);
-    } catch (const InputError& e) {
-      throw InputError(role + " " + e.what());
-    }
-  };
-  if (in.contains("truth") && !task_params.contains("variation")) truthOf("truth", "truth");
-  if (task_params.contains("variation") &&
-      task_params["variation"].value("type", std::string()) == "non_closure")
-    truthOf("data", "data (the non_closure pseudo-data; its gen level is the truth)");
+  checkTruths(task_params, [&](const std::string& path) {
+    if (read.insert("truth " + path).second) checkTruthValues(path);
+  });
 }
 
 }  // namespace foldfarm::ensembles

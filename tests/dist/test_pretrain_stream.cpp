@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -101,12 +102,11 @@ int64_t stateEpoch(const fs::path& state_dir) {
   }
 }
 
-// Runs argv with stdout/stderr to files; once `trigger` appears in stderr and the state
-// under `state_dir` records epoch 1 (epoch 0 is saved, epoch 1 under way), waits a little and
-// sends SIGUSR1 to the launcher: a stop in the middle of epoch 1. Returns the exit status and
+// Runs argv with stdout to <log>.out and stderr to `log`, calling poll(pid) every 50 ms until
+// it ends (at most 120 s: then it is killed and the test fails). Returns the exit status and
 // the stderr text.
-std::pair<int, std::string> runAndStop(const std::vector<std::string>& argv, const fs::path& log,
-                                       const std::string& trigger, const fs::path& state_dir) {
+std::pair<int, std::string> runPolling(const std::vector<std::string>& argv, const fs::path& log,
+                                       const std::function<void(pid_t)>& poll) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     std::FILE* out = std::freopen((log.string() + ".out").c_str(), "w", stdout);
@@ -121,20 +121,30 @@ std::pair<int, std::string> runAndStop(const std::vector<std::string>& argv, con
     ::_exit(127);
   }
   int status = 0;
-  bool sent = false;
   for (int i = 0; i < 2400; ++i) {
     if (::waitpid(pid, &status, WNOHANG) == pid) return {status, slurp(log)};
-    if (!sent && slurp(log).find(trigger) != std::string::npos && stateEpoch(state_dir) >= 1) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(300));
-      ::kill(pid, SIGUSR1);
-      sent = true;
-    }
+    poll(pid);
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ::kill(pid, SIGKILL);
   ::waitpid(pid, &status, 0);
   ADD_FAILURE() << "the run did not end";
   return {status, slurp(log)};
+}
+
+// runPolling that, once `trigger` appears in stderr and the state under `state_dir` records
+// epoch 1 (epoch 0 is saved, epoch 1 under way), waits a little and sends SIGUSR1 to the
+// launcher: a stop in the middle of epoch 1.
+std::pair<int, std::string> runAndStop(const std::vector<std::string>& argv, const fs::path& log,
+                                       const std::string& trigger, const fs::path& state_dir) {
+  bool sent = false;
+  return runPolling(argv, log, [&](pid_t pid) {
+    if (!sent && slurp(log).find(trigger) != std::string::npos && stateEpoch(state_dir) >= 1) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      ::kill(pid, SIGUSR1);
+      sent = true;
+    }
+  });
 }
 
 }  // namespace
@@ -293,11 +303,7 @@ TEST(PretrainStream, ANaNInTheLastFileEndsEveryRankBeforeTheFirstStep) {
                        ": dataset 'data': row 287 holds a non-finite value (NaN)"),
             std::string::npos)
       << r.err;
-  size_t lines = 0;
-  for (size_t at = r.err.find("foldfarm: error:"); at != std::string::npos;
-       at = r.err.find("foldfarm: error:", at + 1))
-    ++lines;
-  EXPECT_EQ(lines, 1u) << r.err;
+  EXPECT_EQ(foldfarm::testing::errorLines(r.err), 1) << r.err;
   EXPECT_EQ(r.err.find("did not finish within"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(fs::path(out) / "state"));
   EXPECT_FALSE(fs::exists(fs::path(out) / "model"));
@@ -319,47 +325,17 @@ TEST(PretrainStream, AStateWriteThatFailsOnRankZeroEndsEveryRank) {
   cmd[cmd.size() - 1] = "1000";  // --collective-timeout
   for (size_t k = 0; k + 1 < cmd.size(); ++k)
     if (cmd[k] == "--epochs") cmd[k + 1] = "400";
-  const std::vector<std::string> argv = mpirun(2, cmd);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    std::FILE* o = std::freopen((log.string() + ".out").c_str(), "w", stdout);
-    std::FILE* e = std::freopen(log.string().c_str(), "w", stderr);
-    (void)o;
-    (void)e;
-    ::setenv("OMP_NUM_THREADS", "1", 1);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execv(args[0], args.data());
-    ::_exit(127);
-  }
-  int status = -1;
-  bool replaced = false, ended = false;
-  for (int i = 0; i < 2400 && !ended; ++i) {
-    if (::waitpid(pid, &status, WNOHANG) == pid) {
-      ended = true;
-      break;
-    }
+  bool replaced = false;
+  const auto [status, err] = runPolling(mpirun(2, cmd), log, [&](pid_t) {
     if (!replaced && stateEpoch(state) >= 0) {
       fs::remove_all(state);
       std::ofstream(state.string()) << "not a directory\n";
       replaced = true;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  if (!ended) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, &status, 0);
-    FAIL() << "the job did not end: " << slurp(log);
-  }
-  ASSERT_TRUE(replaced) << slurp(log);
-  const std::string err = slurp(log);
+  });
+  ASSERT_TRUE(replaced) << err;
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status << "\n" << err;
   EXPECT_NE(err.find(state.string()), std::string::npos) << err;
-  size_t lines = 0;
-  for (size_t at = err.find("foldfarm: error:"); at != std::string::npos;
-       at = err.find("foldfarm: error:", at + 1))
-    ++lines;
-  EXPECT_EQ(lines, 1u) << err;
+  EXPECT_EQ(foldfarm::testing::errorLines(err), 1) << err;
   EXPECT_EQ(err.find("did not finish within"), std::string::npos) << err;
 }
