@@ -756,6 +756,13 @@ std::vector<float> JetFile::readFloat(const std::string& name, int64_t begin, in
   return v;
 }
 
+int64_t JetFile::ValueCheck::partRows(int64_t n, int64_t piece_rows) const {
+  int64_t rows = 0;
+  for (int64_t begin = part * piece_rows; begin < n; begin += parts * piece_rows)
+    rows += std::min(piece_rows, n - begin);
+  return rows;
+}
+
 void JetFile::checkValues(const ValueCheck& how) const {
   const Impl& I = *impl_;
   if (how.parts < 1 || how.part < 0 || how.part >= how.parts)
@@ -779,8 +786,7 @@ void JetFile::checkValues(const ValueCheck& how) const {
     const int64_t begin = (how.part + j * how.parts) * rows;
     return std::pair{begin, std::min(I.N, begin + rows)};
   };
-  int64_t total = 0;
-  for (int64_t j = 0; j < pieces; ++j) total += piece(j).second - piece(j).first;
+  const int64_t total = how.partRows(I.N, rows);
   const int threads =
       static_cast<int>(std::clamp<int64_t>(how.threads, 1, std::max<int64_t>(1, pieces)));
   // Pieces in order from a shared counter, each thread through its own reader (HDF5 reads

@@ -101,6 +101,8 @@ class JetFile {
     // (rows read, rows of this part's pieces) after each piece, one call at a time; it may
     // throw (Ctrl-C): the check stops with that error.
     std::function<void(int64_t, int64_t)> on_rows;
+    // The rows of a file of n rows that this part reads, in pieces of `piece_rows` (> 0).
+    int64_t partRows(int64_t n, int64_t piece_rows) const;
   };
   void checkValues(const ValueCheck& how) const;
   void checkValues() const { checkValues(ValueCheck{}); }

@@ -185,24 +185,23 @@ void warnHeldOut(const std::string& what, int64_t total, const PretrainOptions& 
 // naming the file, dataset and row.
 void checkStreamValues(const std::vector<std::string>& files, const std::vector<int64_t>& rows,
                        int64_t piece_rows, const ParallelContext& ctx, int threads) {
+  data::JetFile::ValueCheck how;
+  how.rows_per_piece = piece_rows;
+  how.threads = threads;
+  how.part = ctx.rank();
+  how.parts = ctx.worldSize();
   int64_t bytes = 0, share = 0;
-  const int64_t W = ctx.worldSize();
   for (size_t k = 0; k < files.size(); ++k) {
     std::error_code ec;
     bytes += static_cast<int64_t>(fs::file_size(files[k], ec));
-    for (int64_t begin = ctx.rank() * piece_rows; begin < rows[k]; begin += W * piece_rows)
-      share += std::min(piece_rows, rows[k] - begin);
+    share += how.partRows(rows[k], piece_rows);
   }
-  Progress progress(W > 1 ? "values of the files (rank 0's share)" : "values of the files",
-                    std::max<int64_t>(1, share), "jets");
+  Progress progress(
+      ctx.worldSize() > 1 ? "values of the files (rank 0's share)" : "values of the files",
+      std::max<int64_t>(1, share), "jets");
   progress.setSilent(!ctx.isRoot() || bytes < (int64_t{256} << 20));
   int64_t before = 0;
   for (const auto& f : files) {
-    data::JetFile::ValueCheck how;
-    how.rows_per_piece = piece_rows;
-    how.threads = threads;
-    how.part = ctx.rank();
-    how.parts = ctx.worldSize();
     int64_t mine = 0;
     how.on_rows = [&](int64_t done, int64_t) {
       mine = done;
