@@ -240,7 +240,7 @@ void BucketedAllreduce::finish() {
         }
         return true;
       },
-      [&] { comm_.abort("gradient all-reduce did not complete"); });
+      [&] { comm_.abort("the gradient all-reduce is given up (the error says why)"); });
   const double end = nowSeconds();
   timing_.wait_s = end - wait_start;
   timing_.comm_s = end - pass_start_;

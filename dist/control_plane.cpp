@@ -6,6 +6,8 @@
 #include <cstring>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/mpi/check.hpp"
@@ -14,6 +16,7 @@ namespace foldfarm::dist {
 namespace {
 
 constexpr int kArrivalTag = 7301;
+constexpr int kDepartureTag = 7302;
 constexpr int kHostChars = 64;
 
 }  // namespace
@@ -47,10 +50,17 @@ ControlPlane::ControlPlane(double timeout_s) : timeout_s_(timeout_s) {
   send_buf_.assign(static_cast<size_t>(n), 0);
   send_req_.assign(static_cast<size_t>(n), MPI_REQUEST_NULL);
   send_pending_.assign(static_cast<size_t>(n), 0);
+  departure_in_.assign(static_cast<size_t>(n), Departure{});
+  departure_req_.assign(static_cast<size_t>(n), MPI_REQUEST_NULL);
+  Departure none;
+  none.after = -1;
+  departed_.assign(static_cast<size_t>(n), none);
   for (int r = 0; r < n; ++r) {
     if (r == comm_.rank()) continue;
     FF_MPI_CHECK(
         MPI_Irecv(&recv_buf_[r], 1, MPI_INT64_T, r, kArrivalTag, heartbeat_.get(), &recv_req_[r]));
+    FF_MPI_CHECK(MPI_Irecv(&departure_in_[r], static_cast<int>(sizeof(Departure)), MPI_BYTE, r,
+                           kDepartureTag, heartbeat_.get(), &departure_req_[r]));
   }
 }
 
@@ -62,12 +72,23 @@ ControlPlane::~ControlPlane() {
   if (finalized) return;
   // Arrival messages still unmatched are harmless: cancel our receives, drop our sends.
   for (size_t r = 0; r < recv_req_.size(); ++r) {
-    if (recv_req_[r] != MPI_REQUEST_NULL) {
-      MPI_Cancel(&recv_req_[r]);
-      MPI_Wait(&recv_req_[r], MPI_STATUS_IGNORE);
+    for (MPI_Request* req : {&recv_req_[r], &departure_req_[r]}) {
+      if (*req != MPI_REQUEST_NULL) {
+        MPI_Cancel(req);
+        MPI_Wait(req, MPI_STATUS_IGNORE);
+      }
     }
     if (send_req_[r] != MPI_REQUEST_NULL) MPI_Request_free(&send_req_[r]);
   }
+  // A departure still being sent keeps its buffer: MPI may read it until the send ends.
+  bool sending = false;
+  for (MPI_Request& req : leaving_req_) {
+    if (req != MPI_REQUEST_NULL) {
+      sending = true;
+      MPI_Request_free(&req);
+    }
+  }
+  if (sending) leaving_.release();
 }
 
 void ControlPlane::pollArrivalsLocked() {
@@ -82,6 +103,14 @@ void ControlPlane::pollArrivalsLocked() {
       last_seen_[r] = std::max(last_seen_[r], recv_buf_[r]);
       FF_MPI_CHECK(MPI_Irecv(&recv_buf_[r], 1, MPI_INT64_T, r, kArrivalTag, heartbeat_.get(),
                              &recv_req_[r]));
+    }
+    // A departure (step 5): kept, and not received again.
+    if (departure_req_[r] != MPI_REQUEST_NULL) {
+      int flag = 0;
+      if (MPI_Test(&departure_req_[r], &flag, MPI_STATUS_IGNORE) == MPI_SUCCESS && flag) {
+        departed_[r] = departure_in_[r];
+        departed_[r].why[sizeof(Departure::why) - 1] = '\0';
+      }
     }
     // Sends: one in flight per peer, always the newest number.
     if (send_req_[r] != MPI_REQUEST_NULL) {
@@ -135,6 +164,74 @@ void ControlPlane::failLate(const std::string& reason) {
   throw PeerLostError(msg);
 }
 
+int ControlPlane::departedBeforeLocked() const {
+  for (int r = 0; r < comm_.size(); ++r) {
+    if (departed_[r].after >= 0 && departed_[r].after < epoch_) return r;
+  }
+  return -1;
+}
+
+void ControlPlane::failDeparted(int peer, const std::function<void()>& on_timeout) {
+  Departure d;
+  bool lowest = true;  // the lowest rank still running, as far as this rank knows
+  {
+    std::lock_guard<std::mutex> lock(mpiLock());
+    d = departed_[peer];
+    for (int r = 0; r < comm_.rank(); ++r) lowest = lowest && departed_[r].after >= 0;
+  }
+  const int code = d.exit_code != 0 ? static_cast<int>(d.exit_code) : kExitFailure;
+  MpiRuntime::markAborted(code);  // first: the data plane's abort marks it with its own code
+  if (on_timeout) on_timeout();
+  const std::string msg = fmt::format(
+      "rank {} ({}) ended with exit {} {}, so collective #{} ({}) cannot finish and every rank "
+      "ends; its error: {}",
+      peer, hosts_[peer], code,
+      d.after > 0 ? "after collective #" + std::to_string(d.after)
+                  : std::string("before its first collective"),
+      epoch_, current_, d.why);
+  // One line for the job, from the lowest rank still running; the others log it.
+  if (!lowest) {
+    logInfo("{}", msg);
+    throw ReportedByAnotherRank(code);
+  }
+  throw Error(fmt::format("rank {} ({}): {}", comm_.rank(), hosts_[comm_.rank()], msg), code);
+}
+
+void ControlPlane::leave(int exit_code, const std::string& why, double flush_s) noexcept {
+  if (comm_.size() < 2 || leaving_ || MpiRuntime::aborted()) return;
+  try {
+    std::unique_lock<std::mutex> lock(mpiLock());
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized) return;
+    leaving_ = std::make_unique<Departure>();
+    leaving_->after = finished_.load();
+    leaving_->exit_code = exit_code != 0 ? exit_code : kExitFailure;
+    std::strncpy(leaving_->why, why.c_str(), sizeof(Departure::why) - 1);
+    leaving_req_.assign(static_cast<size_t>(comm_.size()), MPI_REQUEST_NULL);
+    for (int r = 0; r < comm_.size(); ++r) {
+      if (r == comm_.rank()) continue;
+      const int rc = MPI_Isend(leaving_.get(), static_cast<int>(sizeof(Departure)), MPI_BYTE, r,
+                               kDepartureTag, heartbeat_.get(), &leaving_req_[r]);
+      if (rc != MPI_SUCCESS) logWarn("cannot tell rank {} that this rank ends", r);
+    }
+    // Eager messages of this size leave at once; the wait drives MPI's progress meanwhile.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(flush_s);
+    for (;;) {
+      int done = 0;
+      if (MPI_Testall(static_cast<int>(leaving_req_.size()), leaving_req_.data(), &done,
+                      MPI_STATUSES_IGNORE) != MPI_SUCCESS ||
+          done || std::chrono::steady_clock::now() >= deadline)
+        break;
+      lock.unlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      lock.lock();
+    }
+  } catch (const std::exception& e) {
+    logWarn("cannot tell the other ranks that this rank ends: {}", e.what());
+  }
+}
+
 void ControlPlane::waitUntil(const std::function<bool()>& done,
                              const std::function<void()>& on_timeout) {
   using Clock = std::chrono::steady_clock;
@@ -149,11 +246,19 @@ void ControlPlane::waitUntil(const std::function<bool()>& done,
       if (on_timeout) on_timeout();
       failLate(std::string("failed: ") + e.what());
     }
-    if (finished) return;
+    if (finished) {
+      finished_.store(epoch_);
+      return;
+    }
     const auto now = Clock::now();
     if (now >= next_poll) {
-      std::lock_guard<std::mutex> lock(mpiLock());
-      pollArrivalsLocked();
+      int departed = -1;
+      {
+        std::lock_guard<std::mutex> lock(mpiLock());
+        pollArrivalsLocked();
+        departed = departedBeforeLocked();
+      }
+      if (departed >= 0) failDeparted(departed, on_timeout);
       next_poll = now + std::chrono::milliseconds(1);
     }
     if (now >= deadline) {

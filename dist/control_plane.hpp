@@ -15,14 +15,25 @@
 //      below k have not reached collective #k: they are late, hung or dead. The error
 //      names them (rank and host); when every rank has arrived it says the transport
 //      stalled instead. The data plane is aborted and MPI_Finalize is skipped.
-// Cost: worldSize()-1 eager 8-byte messages per collective per rank.
+//   5. A rank that ends with an error calls leave(exit code, message): it sends every peer a
+//      departure (the number of the last collective it finished, its exit code and message),
+//      on the same communicator, where each rank keeps one more receive posted per peer.
+//      A rank waiting for collective #k that receives a departure after a number below k
+//      knows that collective can never finish: it does not wait for the deadline but ends at
+//      once as in step 4, with the departed rank's exit code, and the lowest such rank says
+//      why (the departed rank, its host, its message). Ranks that end together after the same
+//      collective (an error every rank meets, a stop they agreed on) wait for nothing more:
+//      their departures change nothing, and MPI is finalised as usual.
+// Cost: worldSize()-1 eager 8-byte messages per collective per rank; a departure is sent once.
 //
 // Thread-safety: every method may be called from any thread (MPI calls are serialised by
 // mpiLock()); the collectives themselves must be started in the same order on all ranks.
 #include <mpi.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -57,6 +68,10 @@ class ControlPlane {
   void waitUntil(const std::function<bool()>& done, const std::function<void()>& on_timeout = {});
   // The ranks that have not announced the current collective ("rank 1 (node2), ...").
   std::vector<int> lateRanks();
+  // Step 5: tells every peer that this rank ends with `exit_code` because of `why` (its error
+  // line), and waits up to `flush_s` seconds for the messages to leave. Once only, and not
+  // after this rank gave up a collective (step 4: the others give up on theirs too).
+  void leave(int exit_code, const std::string& why, double flush_s = 2.0) noexcept;
 
   // (collective) Element-wise sum / max over ranks, in place.
   void allreduceSum(std::vector<double>& values);
@@ -69,15 +84,29 @@ class ControlPlane {
   void broadcastBytes(void* data, int bytes, int root);
 
  private:
+  // A peer's departure (step 5), as sent: fixed size, the message cut to fit.
+  struct Departure {
+    std::int64_t after = 0;  // the last collective the peer finished
+    std::int64_t exit_code = 0;
+    char why[496] = {};
+  };
+
   void pollArrivalsLocked();
   void allreduce(std::vector<double>& values, MPI_Op op, const char* what);
   [[noreturn]] void failLate(const std::string& reason);
+  // Step 5: the first peer that left before the current collective, or -1.
+  int departedBeforeLocked() const;
+  // Ends this rank because `peer` left: calls `on_timeout`, marks MPI aborted with the peer's
+  // exit code and throws (Error naming the peer on the lowest rank still running, else
+  // ReportedByAnotherRank).
+  [[noreturn]] void failDeparted(int peer, const std::function<void()>& on_timeout);
 
   double timeout_s_;
   MpiComm comm_;
   MpiComm heartbeat_;
   std::vector<std::string> hosts_;
   std::int64_t epoch_ = 0;
+  std::atomic<std::int64_t> finished_{0};  // the last collective waitUntil saw finish
   std::string current_;
   std::vector<std::int64_t> last_seen_;
   std::vector<std::int64_t> recv_buf_;
@@ -87,6 +116,13 @@ class ControlPlane {
   std::vector<std::int64_t> send_buf_;
   std::vector<MPI_Request> send_req_;
   std::vector<std::int64_t> send_pending_;
+  // Step 5: one departure receive per peer, what each departed peer sent (after < 0: none),
+  // and this rank's own departure while it is being sent.
+  std::vector<Departure> departure_in_;
+  std::vector<MPI_Request> departure_req_;
+  std::vector<Departure> departed_;
+  std::unique_ptr<Departure> leaving_;
+  std::vector<MPI_Request> leaving_req_;
 };
 
 }  // namespace foldfarm::dist

@@ -188,6 +188,9 @@ bool DataParallelContext::anyTrue(bool local) {
 void DataParallelContext::barrier() {
   control_->barrier();
 }
+void DataParallelContext::leave(int exit_code, const std::string& why) noexcept {
+  control_->leave(exit_code, why);
+}
 
 std::uint64_t hashModuleState(torch::nn::Module& model) {
   std::uint64_t h = kFnv1aOffset;

@@ -48,6 +48,7 @@ class DataParallelContext final : public ParallelContext {
   void allreduceSum(std::vector<double>& values) override;
   bool anyTrue(bool local) override;
   void barrier() override;
+  void leave(int exit_code, const std::string& why) noexcept override;
 
   // The device the model must live on (CPU for MPI, this rank's GPU for NCCL).
   c10::Device device() const;

@@ -108,7 +108,7 @@ void MpiCommunicator::abort(const std::string& reason) noexcept {
   // MPI_Finalize (MpiRuntime::markAborted) and mpirun collects it.
   aborted_ = true;
   MpiRuntime::markAborted();
-  logError("MPI data plane aborted: {}", reason);
+  logWarn("MPI data plane aborted: {}", reason);
 }
 
 }  // namespace foldfarm::dist

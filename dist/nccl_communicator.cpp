@@ -193,7 +193,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   void abort(const std::string& reason) noexcept override {
-    logError("NCCL data plane aborted: {}", reason);
+    logWarn("NCCL data plane aborted: {}", reason);
     comm_.abort();
   }
 

@@ -293,16 +293,23 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
   requireOutputDirectoryPath(task_dir, "--out");
   ChainInputs in;
   in.ctx = ctx;
-  in.mc = loadDataset(spec.mc_path);
-  in.data = loadDataset(spec.data_path);
-  if (spec.init != "none") {
-    std::tie(in.init, in.init_sha256) = loadInit(spec.init);
-    checkOnEveryRank(ranks,
-                     [&] { refusePresetBesideFoundation(params, in.init->meta.config.preset); });
-  }
-  // PET's device, and whether the config's precision and CUDA graphs can run there: refused
-  // before the output directory exists.
-  in.device = selectDevice(spec.config.device);
+  // Every rank reads the inputs and takes its device; when one cannot (a file its node cannot
+  // read, a GPU it lacks), every rank ends here, before anything is written. PET's device,
+  // and whether the config's precision and CUDA graphs can run there, are refused before the
+  // output directory exists.
+  checkOnEveryRank(ranks, [&] {
+    in.mc = loadDataset(spec.mc_path);
+    in.data = loadDataset(spec.data_path);
+    if (spec.init != "none") {
+      std::tie(in.init, in.init_sha256) = loadInit(spec.init);
+      refusePresetBesideFoundation(params, in.init->meta.config.preset);
+    }
+    in.device = selectDevice(spec.config.device);
+    if (spec.config.classifier != "mlp")
+      requirePrecision(spec.config.precision, in.device.device, "chain config");
+    if (spec.config.cuda_graphs)
+      requireCudaGraphs(in.device.device, ctx != nullptr ? ctx->worldSize() : 1, "chain config");
+  });
   const std::string mc_key = fileKey(spec.mc_path), data_key = fileKey(spec.data_path);
   const torch::Device device = in.device.device;
   in.standardised = [mc_key, data_key, device](const std::string& level,
@@ -317,10 +324,6 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
     cache().standardised.put(key, t);
     return t;
   };
-  if (spec.config.classifier != "mlp")
-    requirePrecision(spec.config.precision, in.device.device, "chain config");
-  if (spec.config.cuda_graphs)
-    requireCudaGraphs(in.device.device, ctx != nullptr ? ctx->worldSize() : 1, "chain config");
   std::error_code ec;
   if (ctx == nullptr || ctx->isRoot()) fs::create_directories(task_dir, ec);
   if (ec) throw Error(task_dir + ": cannot create: " + ec.message());

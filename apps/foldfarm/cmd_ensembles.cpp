@@ -108,15 +108,18 @@ void registerUnfold(CommandGroups& g) {
     // Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
     std::unique_ptr<ParallelContext> ctx =
         dist::makeParallelContext(o->dist.resolveForTraining("unfold", dev.device));
-    // One run writes --out (rank 0); what a run killed while writing left there is removed.
-    const auto lock = lockOutputOnRoot(*ctx, o->out, "--out", {"state", "models"});
-    try {
-      ensembles::runChainTaskOrThrow(params, o->out, ctx.get());
-    } catch (const InterruptedError&) {
-      throw InterruptedError(o->out +
-                             ": interrupted; state saved, rerun the same command to resume");
-    }
-    if (ctx->isRoot()) std::cout << readFile(o->out + "/result.json");
+    // An error only this rank meets ends the others at once (leaveOnError).
+    leaveOnError(*ctx, [&] {
+      // One run writes --out (rank 0); what a run killed while writing left there is removed.
+      const auto lock = lockOutputOnRoot(*ctx, o->out, "--out", {"state", "models"});
+      try {
+        ensembles::runChainTaskOrThrow(params, o->out, ctx.get());
+      } catch (const InterruptedError&) {
+        throw InterruptedError(o->out +
+                               ": interrupted; state saved, rerun the same command to resume");
+      }
+      if (ctx->isRoot()) std::cout << readFile(o->out + "/result.json");
+    });
   });
 }
 

@@ -130,53 +130,56 @@ void runPretrain(const PretrainArgs& a, const CLI::App& app) {
   // Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
   std::unique_ptr<ParallelContext> ctx =
       dist::makeParallelContext(a.dist.resolveForTraining("pretrain", dev.device));
-  if (a.cuda_graphs) requireCudaGraphs(dev.device, ctx->worldSize(), "pretrain --cuda-graphs");
+  // An error only this rank meets ends the others at once (leaveOnError).
+  leaveOnError(*ctx, [&] {
+    if (a.cuda_graphs) requireCudaGraphs(dev.device, ctx->worldSize(), "pretrain --cuda-graphs");
 
-  // A bad config is refused before any data is read (by rank 0 when every rank finds it).
-  PretrainOptions o;
-  checkOnEveryRank(*ctx, [&] {
-    const TrainConfigFile file = readTrainConfigFile(a.config);
-    o.files = data::expandDatasetFiles(a.data);
-    o.out = a.out;
-    o.model = petConfigFrom(a.preset, file);
-    o.max_jets = a.max_jets;
-    o.val_fraction = a.val_fraction;
-    o.test_fraction = a.test_fraction;
-    o.shard_data = a.shard_data;
-    o.stream = a.stream;
-    o.block_rows = a.block_rows;
-    o.eval_jets = a.eval_jets;
-    o.stream_options.buffer_jets = a.shuffle_buffer;
-    o.stream_options.readers = a.readers;
-    o.stream_options.read_ahead = a.read_ahead;
-    o.data_label = a.data;
-    // The recipe: the command's defaults, the file's "train", the options given.
+    // A bad config is refused before any data is read (by rank 0 when every rank finds it).
+    PretrainOptions o;
+    checkOnEveryRank(*ctx, [&] {
+      const TrainConfigFile file = readTrainConfigFile(a.config);
+      o.files = data::expandDatasetFiles(a.data);
+      o.out = a.out;
+      o.model = petConfigFrom(a.preset, file);
+      o.max_jets = a.max_jets;
+      o.val_fraction = a.val_fraction;
+      o.test_fraction = a.test_fraction;
+      o.shard_data = a.shard_data;
+      o.stream = a.stream;
+      o.block_rows = a.block_rows;
+      o.eval_jets = a.eval_jets;
+      o.stream_options.buffer_jets = a.shuffle_buffer;
+      o.stream_options.readers = a.readers;
+      o.stream_options.read_ahead = a.read_ahead;
+      o.data_label = a.data;
+      // The recipe: the command's defaults, the file's "train", the options given.
+      TrainOptions& t = o.train;
+      t.optimizer.kind = a.optimizer;
+      t.optimizer.lr = a.lr;
+      t.optimizer.lr_factor = a.lr_factor;
+      t.warmup_epochs = a.warmup_epochs;
+      t.batch_size = a.batch;
+      t.max_epochs = a.epochs;
+      t.ema = true;
+      applyTrainRecipe(fileRecipeUnlessGiven(file, app,
+                                             {{"--epochs", "epochs"},
+                                              {"--batch", "batch_size"},
+                                              {"--lr", "lr"},
+                                              {"--lr-factor", "lr_factor"},
+                                              {"--optimizer", "optimizer"},
+                                              {"--warmup-epochs", "warmup_epochs"}}),
+                       file.path, t);
+    });
     TrainOptions& t = o.train;
-    t.optimizer.kind = a.optimizer;
-    t.optimizer.lr = a.lr;
-    t.optimizer.lr_factor = a.lr_factor;
-    t.warmup_epochs = a.warmup_epochs;
-    t.batch_size = a.batch;
-    t.max_epochs = a.epochs;
-    t.ema = true;
-    applyTrainRecipe(fileRecipeUnlessGiven(file, app,
-                                           {{"--epochs", "epochs"},
-                                            {"--batch", "batch_size"},
-                                            {"--lr", "lr"},
-                                            {"--lr-factor", "lr_factor"},
-                                            {"--optimizer", "optimizer"},
-                                            {"--warmup-epochs", "warmup_epochs"}}),
-                     file.path, t);
+    t.seed = a.seed;
+    t.resume = a.resume;
+    t.device = dev.device;
+    t.precision = a.precision;
+    t.fixed_shapes = a.fixed_shapes;
+    t.cuda_graphs = a.cuda_graphs;
+    const PretrainResult r = runPretraining(o, *ctx);
+    if (ctx->isRoot()) std::printf("%s\n", r.toJson().dump(2).c_str());
   });
-  TrainOptions& t = o.train;
-  t.seed = a.seed;
-  t.resume = a.resume;
-  t.device = dev.device;
-  t.precision = a.precision;
-  t.fixed_shapes = a.fixed_shapes;
-  t.cuda_graphs = a.cuda_graphs;
-  const PretrainResult r = runPretraining(o, *ctx);
-  if (ctx->isRoot()) std::printf("%s\n", r.toJson().dump(2).c_str());
 }
 
 // ---- finetune -------------------------------------------------------------------------

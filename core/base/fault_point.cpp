@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <string>
+
+#include "core/base/error.hpp"
 
 namespace foldfarm {
 
@@ -18,6 +21,13 @@ void faultPoint(std::string_view point, std::string_view context) {
   if (spec == nullptr || !faultPointMatches(spec, point, context)) return;
   ::kill(::getpid(), SIGKILL);
   ::_exit(137);  // not reached
+}
+
+void faultError(std::string_view point, std::string_view context) {
+  const char* spec = std::getenv(kFaultEnv);
+  if (spec == nullptr || !faultPointMatches(spec, point, context)) return;
+  throw Error(std::string(point) + " (" + std::string(context) + "): failure injected by " +
+              kFaultEnv);
 }
 
 }  // namespace foldfarm

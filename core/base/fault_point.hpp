@@ -6,12 +6,15 @@
 //   FOLDFARM_FAULT=<point>[:<context>]
 //
 // makes faultPoint(point, context) end the calling process with SIGKILL, the way the OOM
-// killer or `kill -9` would (no handler, no unwinding, no output flushed). Without
-// `:<context>` every call of that point fires; with it, only the call whose context (a task
-// id, say) is equal. Unset, faultPoint is one getenv.
+// killer or `kill -9` would (no handler, no unwinding, no output flushed), and
+// faultError(point, context) throw an Error, the way a read that fails on one node would.
+// Without `:<context>` every call of that point fires; with it, only the call whose context
+// (a task id, say) is equal. Unset, either is one getenv.
 //
-// Points: "worker.result_durable" (jobs/worker.cpp, context: the task id): a task's
-// task_result.json is durable and its lease released, its report not yet sent.
+// Points: "worker.result_durable" (faultPoint; jobs/worker.cpp, context: the task id): a
+// task's task_result.json is durable and its lease released, its report not yet sent.
+// "stream.read" (faultError; core/data/jet_stream.cpp, context: the piece's index in this
+// process's feed of the epoch, from 0): a reader thread of `pretrain --stream` reads a piece.
 #include <string_view>
 
 namespace foldfarm {
@@ -19,6 +22,8 @@ namespace foldfarm {
 inline constexpr const char* kFaultEnv = "FOLDFARM_FAULT";
 
 void faultPoint(std::string_view point, std::string_view context = {});
+// Throws Error("<point> (<context>): failure injected by FOLDFARM_FAULT") when it names them.
+void faultError(std::string_view point, std::string_view context = {});
 
 // Whether FOLDFARM_FAULT (`spec`) names this point and context.
 bool faultPointMatches(std::string_view spec, std::string_view point, std::string_view context);

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/base/error.hpp"
+#include "core/base/fault_point.hpp"
 #include "core/base/lru_cache.hpp"
 #include "core/base/seed.hpp"
 #include "core/data/jet_reader.hpp"
@@ -413,6 +414,7 @@ struct JetStream::Impl {
       }
       try {
         const StreamBlock& b = plan.feed[i];
+        faultError("stream.read", std::to_string(i));
         std::unique_ptr<JetFile>* f = files.find(b.file);
         if (f == nullptr)
           f = &files.put(b.file, std::make_unique<JetFile>(paths[static_cast<size_t>(b.file)]));

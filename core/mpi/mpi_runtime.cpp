@@ -15,6 +15,7 @@ namespace foldfarm::dist {
 namespace {
 
 std::atomic<bool> g_aborted{false};
+std::atomic<int> g_abort_code{kExitPeerLost};
 std::once_flag g_init_once;
 bool g_we_initialized = false;
 
@@ -28,7 +29,7 @@ void finalizeAtExit() {
     // exit would leave mpirun's status 0). The grace period lets the other survivors,
     // whose deadlines pass at about the same time, print their own report first.
     std::this_thread::sleep_for(std::chrono::seconds(1));
-    MpiRuntime::abortJob(kExitPeerLost);
+    MpiRuntime::abortJob(g_abort_code.load());
   }
   MPI_Finalize();
 }
@@ -59,8 +60,9 @@ bool MpiRuntime::initialized() {
   return flag != 0;
 }
 
-void MpiRuntime::markAborted() noexcept {
-  g_aborted.store(true);
+void MpiRuntime::markAborted(int exit_code) noexcept {
+  bool expected = false;
+  if (g_aborted.compare_exchange_strong(expected, true)) g_abort_code.store(exit_code);
 }
 bool MpiRuntime::aborted() noexcept {
   return g_aborted.load();

@@ -5,11 +5,13 @@
 // least MPI_THREAD_SERIALIZED required, every foldfarm MPI call is made under a lock) and
 // finalises it at process exit, unless a collective was abandoned (markAborted()): then
 // MPI_Finalize would wait for the lost peer forever, so the process ends the job with
-// MPI_Abort(kExitPeerLost) instead (abortJob), after a one-second grace period for other
-// survivors.
+// MPI_Abort(exit code given to markAborted, kExitPeerLost by default) instead (abortJob),
+// after a one-second grace period for other survivors.
 #include <mpi.h>
 
 #include <string>
+
+#include "core/base/exit_codes.hpp"
 
 namespace foldfarm::dist {
 
@@ -18,8 +20,9 @@ class MpiRuntime {
   // Initialises MPI if nobody has; safe to call repeatedly. Throws Error when MPI fails.
   static void ensure();
   static bool initialized();
-  // A collective was given up on: skip MPI_Finalize at exit.
-  static void markAborted() noexcept;
+  // A collective was given up on: skip MPI_Finalize at exit and end the job with
+  // MPI_Abort(`exit_code`) (the first code given wins: the reason the job ends).
+  static void markAborted(int exit_code = kExitPeerLost) noexcept;
   static bool aborted() noexcept;
   // Ends the whole job with exit status `code` through MPI_Abort. MPI_Abort itself can block
   // (it first sends its help text to the launcher, then waits for the launcher's answer): a

@@ -46,6 +46,14 @@ class ParallelContext {
   // (collective) True on every rank if any rank passes true (stop/preemption agreement).
   virtual bool anyTrue(bool local) = 0;
   virtual void barrier() = 0;
+  // This rank ends with `exit_code` because of `why` (its error line): the other ranks, when
+  // they next wait for a collective this rank will not start, end at once with that code
+  // instead of waiting out the collective timeout. Ranks that end together after the same
+  // collective are not affected. Use leaveOnError rather than calling it.
+  virtual void leave(int exit_code, const std::string& why) noexcept {
+    (void)exit_code;
+    (void)why;
+  }
 };
 
 // (collective) Every rank's `local` value, indexed by rank, on every rank. Built on
@@ -87,6 +95,25 @@ void checkOnEveryRank(ParallelContext& ctx, F&& check) {
   }
   if (failed) std::rethrow_exception(failed);
   throw ReportedByAnotherRank(static_cast<int>(v[2] / v[1]));
+}
+
+// Runs this rank's part of a job: an error that escapes `work` is told to the other ranks
+// (ParallelContext::leave) before it propagates, so that an error only this rank met (a file
+// its node cannot read, a failed read in the middle of an epoch) ends the job at once, with
+// this rank's exit code and message, rather than leaving the others waiting in their next
+// collective until the collective timeout. Errors that every rank meets together
+// (checkOnEveryRank, a stop) end every rank as before.
+template <class F>
+void leaveOnError(ParallelContext& ctx, F&& work) {
+  try {
+    work();
+  } catch (const Error& e) {
+    ctx.leave(e.exitCode(), e.what());
+    throw;
+  } catch (const std::exception& e) {
+    ctx.leave(kExitFailure, e.what());
+    throw;
+  }
 }
 
 // (collective) The output directory `dir` made and locked by rank 0, the rank that writes

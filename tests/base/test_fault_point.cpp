@@ -6,6 +6,8 @@
 
 #include <cstdlib>
 
+#include "core/base/error.hpp"
+
 namespace foldfarm {
 namespace {
 
@@ -37,6 +39,22 @@ TEST(FaultPoint, EndsTheProcessBySigkillOnlyWhereNamed) {
   EXPECT_EQ(WTERMSIG(status), SIGKILL);
   ::unsetenv(kFaultEnv);
   faultPoint("here", "a");  // unset: nothing happens
+}
+
+// faultError throws an Error naming the point and context, only where named.
+TEST(FaultPoint, ThrowsAnErrorOnlyWhereNamed) {
+  ::setenv(kFaultEnv, "here:a", 1);
+  EXPECT_NO_THROW(faultError("elsewhere", "a"));
+  EXPECT_NO_THROW(faultError("here", "b"));
+  try {
+    faultError("here", "a");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "here (a): failure injected by FOLDFARM_FAULT");
+    EXPECT_EQ(e.exitCode(), kExitFailure);
+  }
+  ::unsetenv(kFaultEnv);
+  EXPECT_NO_THROW(faultError("here", "a"));
 }
 
 }  // namespace

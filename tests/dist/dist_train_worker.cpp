@@ -3,6 +3,8 @@
 // faults injected on purpose:
 //   dist_train_worker --dir D --steps S [--resume] [--kill-rank R --kill-step K]
 //                     [--hang-rank R --hang-step K] [--signal-rank R --signal-step K]
+//                     [--fail-rank R --fail-step K]
+// (--fail-*: rank R throws an InputError at step K, an error no other rank meets.)
 // Global batch 32 split over the ranks; each rank writes D/result.<rank> = "<exit> <msg>",
 // rank 0 writes D/ckpt.pt on a stop and D/final.pt at the end.
 #include <torch/torch.h>
@@ -42,6 +44,7 @@ struct Args {
   bool resume = false;
   int kill_rank = -1, kill_step = -1, hang_rank = -1, hang_step = -1;
   int signal_rank = -1, signal_step = -1;
+  int fail_rank = -1, fail_step = -1;
 };
 
 Args parse(int argc, char** argv) {
@@ -70,6 +73,10 @@ Args parse(int argc, char** argv) {
       a.signal_rank = std::stoi(next());
     else if (k == "--signal-step")
       a.signal_step = std::stoi(next());
+    else if (k == "--fail-rank")
+      a.fail_rank = std::stoi(next());
+    else if (k == "--fail-step")
+      a.fail_step = std::stoi(next());
     else
       throw InputError("unknown argument " + k);
   }
@@ -102,47 +109,53 @@ int run(const Args& a, int* rank_out) {
   auto ctx = dist::makeParallelContext(dist_options);
   const int rank = ctx->rank(), world = ctx->worldSize();
   *rank_out = rank;
-  if (kGlobalBatch % world != 0) throw InputError("world size must divide 32");
-  torch::manual_seed(11);
-  Net net;
-  int start = 0;
-  torch::serialize::InputArchive in;
-  const std::string ckpt = a.dir + "/ckpt.pt";
-  if (a.resume) {
-    in.load_from(ckpt);
-    net->load(in);
-    torch::Tensor s;
-    in.read("step", s);
-    start = static_cast<int>(s.item<int64_t>());
-  }
-  ctx->prepare(*net);
-  torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(3e-2));
-  if (a.resume) {
-    torch::serialize::InputArchive o;
-    in.read("optimizer", o);
-    opt.load(o);
-  }
-  const int per_rank = kGlobalBatch / world;
-  for (int step = start; step < a.steps; ++step) {
-    if (ctx->anyTrue(stopRequested())) {
-      if (ctx->isRoot()) saveState(ckpt, net, &opt, step);
-      ctx->barrier();
-      throw InterruptedError("stopped at step " + std::to_string(step) + "; rerun with --resume");
+  // As the commands do: an error only this rank meets ends the others at once.
+  leaveOnError(*ctx, [&] {
+    if (kGlobalBatch % world != 0) throw InputError("world size must divide 32");
+    torch::manual_seed(11);
+    Net net;
+    int start = 0;
+    torch::serialize::InputArchive in;
+    const std::string ckpt = a.dir + "/ckpt.pt";
+    if (a.resume) {
+      in.load_from(ckpt);
+      net->load(in);
+      torch::Tensor s;
+      in.read("step", s);
+      start = static_cast<int>(s.item<int64_t>());
     }
-    if (rank == a.kill_rank && step == a.kill_step) std::raise(SIGKILL);
-    if (rank == a.hang_rank && step == a.hang_step) std::raise(SIGSTOP);  // a stalled rank
-    torch::Generator g = at::detail::createCPUGenerator(500 + step);
-    torch::Tensor x = at::randn({kGlobalBatch, 8}, g).narrow(0, rank * per_rank, per_rank);
-    torch::Tensor y = x.sum(1, true).sin();
-    opt.zero_grad();
-    torch::mse_loss(net->forward(x), y).backward();
-    ctx->finishGradientSync();
-    opt.step();
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    if (rank == a.signal_rank && step == a.signal_step) std::raise(SIGUSR1);
-  }
-  if (ctx->isRoot()) saveState(a.dir + "/final.pt", net, nullptr, a.steps);
-  ctx->barrier();
+    ctx->prepare(*net);
+    torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(3e-2));
+    if (a.resume) {
+      torch::serialize::InputArchive o;
+      in.read("optimizer", o);
+      opt.load(o);
+    }
+    const int per_rank = kGlobalBatch / world;
+    for (int step = start; step < a.steps; ++step) {
+      if (ctx->anyTrue(stopRequested())) {
+        if (ctx->isRoot()) saveState(ckpt, net, &opt, step);
+        ctx->barrier();
+        throw InterruptedError("stopped at step " + std::to_string(step) + "; rerun with --resume");
+      }
+      if (rank == a.kill_rank && step == a.kill_step) std::raise(SIGKILL);
+      if (rank == a.hang_rank && step == a.hang_step) std::raise(SIGSTOP);  // a stalled rank
+      if (rank == a.fail_rank && step == a.fail_step)
+        throw InputError("rank " + std::to_string(rank) + " met a bad input at step " +
+                         std::to_string(step));
+      torch::Generator g = at::detail::createCPUGenerator(500 + step);
+      torch::Tensor x = at::randn({kGlobalBatch, 8}, g).narrow(0, rank * per_rank, per_rank);
+      torch::Tensor y = x.sum(1, true).sin();
+      opt.zero_grad();
+      torch::mse_loss(net->forward(x), y).backward();
+      ctx->finishGradientSync();
+      opt.step();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (rank == a.signal_rank && step == a.signal_step) std::raise(SIGUSR1);
+    }
+    if (ctx->isRoot()) saveState(a.dir + "/final.pt", net, nullptr, a.steps);
+    ctx->barrier();
+  });
   return kExitOk;
 }
 

@@ -137,6 +137,31 @@ TEST(DistFaults, KilledRankIsNamedBySurvivorWithinTimeout) {
   fs::remove_all(dir);
 }
 
+TEST(DistFaults, AnErrorOnOneRankEndsTheOthersAtOnceWithItsExitCode) {
+  const fs::path dir = freshDir("fail");
+  // Rank 1 meets a bad input at step 5 that rank 0 does not: rank 0 must not wait out the
+  // collective timeout (600 s) at step 5's gradient all-reduce, but end at once, say which
+  // rank ended and why, and the job must end with rank 1's exit code (2, bad input).
+  double secs = 0;
+  const int rc = launch(joined({mpirun(2),
+                                {FOLDFARM_DIST_WORKER, "--dir", dir.string(), "--steps", "1500",
+                                 "--fail-rank", "1", "--fail-step", "5"}}),
+                        dir, {"FOLDFARM_COLLECTIVE_TIMEOUT=600"}, &secs);
+  const std::string log = slurp(dir / "log");
+  EXPECT_EQ(rc, 2) << log;
+  ASSERT_EQ(resultCode(dir, 1), 2) << log;
+  EXPECT_NE(slurp(dir / "result.1").find("rank 1 met a bad input at step 5"), std::string::npos);
+  ASSERT_EQ(resultCode(dir, 0), 2) << log;
+  const std::string msg = slurp(dir / "result.0");
+  EXPECT_NE(msg.find("rank 1 ("), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ended with exit 2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("its error: rank 1 met a bad input at step 5"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("did not finish within"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(dir / "final.pt"));
+  EXPECT_LT(secs, 30.0) << "rank 0 must end when rank 1 leaves, not at the timeout\n" << log;
+  fs::remove_all(dir);
+}
+
 TEST(DistFaults, SignalOnOneRankStopsAllThenResumeOnOtherRankCount) {
   const fs::path dir = freshDir("preempt");
   const std::string worker = FOLDFARM_DIST_WORKER;
@@ -149,6 +174,9 @@ TEST(DistFaults, SignalOnOneRankStopsAllThenResumeOnOtherRankCount) {
   EXPECT_EQ(rc, 75) << log;
   EXPECT_EQ(resultCode(dir, 0), 75) << log;
   EXPECT_EQ(resultCode(dir, 1), 75) << log;
+  // Both ranks ended after the same collective: their departures change nothing, and MPI
+  // is finalised as usual (no abort).
+  EXPECT_EQ(log.find("MPI_ABORT"), std::string::npos) << log;
   ASSERT_TRUE(fs::exists(dir / "ckpt.pt")) << log;
   EXPECT_FALSE(fs::exists(dir / "final.pt"));
   EXPECT_NE(slurp(dir / "result.0").find("stopped at step 5"), std::string::npos);

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -307,6 +308,45 @@ TEST(PretrainStream, ANaNInTheLastFileEndsEveryRankBeforeTheFirstStep) {
   EXPECT_EQ(r.err.find("did not finish within"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(fs::path(out) / "state"));
   EXPECT_FALSE(fs::exists(fs::path(out) / "model"));
+}
+
+// A read that fails on one rank only in the middle of an epoch (its node's file system, say;
+// here FOLDFARM_FAULT on rank 1, through mpirun's second program): rank 1 ends with its
+// error, and rank 0, waiting for a step's collective that rank 1 will never start, ends at
+// once with rank 1's exit code and says why (before: it waited out --collective-timeout,
+// longer here than the test waits, then ended with exit 3, "check node health").
+TEST(PretrainStream, AReadThatFailsOnOneRankMidEpochEndsEveryRankAtOnce) {
+  Scratch s;
+  ProcessResult g = runSingleThreaded(
+      {FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets", "3000", "--seed", "1",
+       "--particles", "24", "--out", (s.dir / "part0.h5").string()},
+      120);
+  ASSERT_TRUE(g.ok()) << g.describeFailure();
+  const fs::path out = s.dir / "run";
+  std::vector<std::string> cmd = pretrain((s.dir / "part0.h5").string(), out.string());
+  cmd.back() = "1000";  // --collective-timeout
+  // Rank 1's 12th piece of the epoch: its shuffle buffer (300 jets, pieces of 64) is full and
+  // training steps are under way when it is read.
+  std::vector<std::string> argv = mpirun(1, cmd);
+  argv.insert(argv.end(), {":", "-np", "1", "env", "FOLDFARM_FAULT=stream.read:11"});
+  argv.insert(argv.end(), cmd.begin(), cmd.end());
+  const auto t0 = std::chrono::steady_clock::now();
+  ProcessResult r = runSingleThreaded(argv, 150);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.exitCode, 1) << r.describeFailure() << "\n" << r.err;
+  EXPECT_NE(r.err.find("foldfarm: error: stream.read (11): failure injected by FOLDFARM_FAULT"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("rank 1 ("), std::string::npos) << r.err;
+  const std::string after = ") ended with exit 1 after collective #";
+  const size_t at = r.err.find(after);
+  ASSERT_NE(at, std::string::npos) << r.err;
+  // Two collectives a step (the stop agreement, the gradients): steps were taken before.
+  EXPECT_GT(std::atoi(r.err.c_str() + at + after.size()), 10) << "not mid-epoch\n" << r.err;
+  EXPECT_EQ(foldfarm::testing::errorLines(r.err), 2) << r.err;
+  EXPECT_EQ(r.err.find("did not finish within"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out / "model"));
+  EXPECT_LT(secs, 120.0) << r.err;
 }
 
 // Rank 0 writes the training state; when that fails (here its directory replaced by a file

@@ -294,4 +294,43 @@ TEST(ChainMpi, AWriteThatFailsOnRankZeroEndsBothRanks) {
   fs::remove_all(dir);
 }
 
+// An input that one rank cannot read (its node's copy is corrupt; here mpirun's second program
+// is given another --mc) is found by that rank before anything is written: every rank ends
+// there, at once, with that rank's line alone (before: rank 1 ended alone and rank 0 went on
+// to write the chain's state and waited out --collective-timeout, then ended with exit 3).
+TEST(ChainMpi, AnInputOneRankCannotReadEndsBothRanksBeforeAnythingIsWritten) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm executable not built";
+  const fs::path dir = fs::temp_directory_path() /
+                       ("ff-chain-mpi-read-" + std::to_string(static_cast<long>(::getpid())));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const Inputs in = makeInputs(dir, 300, 2);
+  ASSERT_FALSE(HasFailure());
+  const std::string bad = (dir / "bad.h5").string();
+  std::ofstream(bad) << "not HDF5\n";
+  const std::string out = (dir / "chain").string();
+  std::vector<std::string> argv = unfoldArgv(in, out);
+  argv.back() = "1000";  // --collective-timeout
+  // "-np 2 foldfarm ..." becomes "-np 1 foldfarm ... : -np 1 foldfarm ... --mc bad.h5".
+  const auto np = std::find(argv.begin(), argv.end(), "-np");
+  *(np + 1) = "1";
+  std::vector<std::string> second(np, argv.end());
+  *(std::find(second.begin(), second.end(), "--mc") + 1) = bad;
+  argv.push_back(":");
+  argv.insert(argv.end(), second.begin(), second.end());
+  const fs::path log = dir / "run.log";
+  const pid_t mpirun = spawn(argv, log);
+  ASSERT_GT(mpirun, 0);
+  const int rc = waitExit(mpirun, 120);
+  const std::string err = slurp(log.string());
+  ASSERT_NE(rc, -1) << "the job did not end\n" << err;
+  EXPECT_EQ(rc, 2) << err;
+  EXPECT_EQ(count(err, "foldfarm: error:"), 1u) << err;
+  EXPECT_NE(err.find("foldfarm: error: " + bad + ": cannot open as HDF5"), std::string::npos)
+      << err;
+  EXPECT_EQ(err.find("did not finish within"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(out)) << err;
+  fs::remove_all(dir);
+}
+
 }  // namespace
