@@ -2,17 +2,19 @@
 // PMIx): both ranks must take their rank and size from the SLURM_* variables, train
 // data-parallel, and only rank 0 may write the checkpoint and print the result; the
 // trained weights must be bit-identical to the same command under mpirun -np 2.
-// Exit 77 (skipped) where the local Slurm cluster cannot run.
+// A read that fails on one task in the middle of an epoch ends the other at once, and srun with
+// that task's exit code. Exit 77 (skipped) where the local Slurm cluster cannot run.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "core/base/process.hpp"
-#include "tests/support/run_child.hpp"
 #include "tests/slurm/slurm_fixture.hpp"
+#include "tests/support/run_child.hpp"
 
 using namespace foldfarm;
 using namespace foldfarm::slurm;
@@ -23,10 +25,24 @@ namespace fs = std::filesystem;
 namespace {
 
 std::vector<std::string> pretrainArgs(const std::string& data, const std::string& out) {
-  return {FOLDFARM_BINARY, "pretrain",       "--data",  data,    "--out",
-          out,             "--preset",       "tiny",    "--epochs", "1",
-          "--batch",       "16",             "--seed",  "3",     "--threads",
-          "1",             "--collective-timeout", "60"};
+  return {FOLDFARM_BINARY,
+          "pretrain",
+          "--data",
+          data,
+          "--out",
+          out,
+          "--preset",
+          "tiny",
+          "--epochs",
+          "1",
+          "--batch",
+          "16",
+          "--seed",
+          "3",
+          "--threads",
+          "1",
+          "--collective-timeout",
+          "60"};
 }
 
 // The checkpoint of `dir`: meta.json, and the names of every file in the directory.
@@ -42,9 +58,9 @@ TEST(PretrainSrun, TwoSrunTasksTrainLikeMpirun) {
   ASSERT_TRUE(programAvailable("srun"));
   const std::string dir = makeTempDir("ff-pretrain-srun");
   const std::string data = dir + "/jets.h5";
-  ProcessResult synth = runSingleThreaded({FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets",
-                             "240", "--seed", "11", "--out", data},
-                            120);
+  ProcessResult synth = runSingleThreaded({FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain",
+                                           "--jets", "240", "--seed", "11", "--out", data},
+                                          120);
   ASSERT_TRUE(synth.ok()) << synth.describeFailure();
 
   // 2 tasks with 1 CPU each, on the node the other Slurm tests share: small and short.
@@ -103,6 +119,77 @@ TEST(PretrainSrun, TwoSrunTasksTrainLikeMpirun) {
       << "srun and mpirun runs of the same command trained different weights";
   EXPECT_EQ(srun_meta["training"]["test"], mpirun_meta["training"]["test"]);
 
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
+// Under srun without --kill-on-bad-exit Slurm lets the other tasks run on when one fails: a
+// read that fails on task 1 mid-epoch (FOLDFARM_FAULT, set for task 1 alone) must still end
+// task 0 at once, and srun with task 1's exit code, not after --collective-timeout (longer
+// here than the test waits).
+TEST(PretrainSrun, AReadThatFailsOnOneTaskEndsTheStepAtOnce) {
+  ensureLocalCluster();
+  ASSERT_TRUE(programAvailable("srun"));
+  const std::string dir = makeTempDir("ff-pretrain-srun-fail");
+  const std::string data = dir + "/jets.h5";
+  ProcessResult synth =
+      runSingleThreaded({FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets", "3000",
+                         "--seed", "1", "--particles", "24", "--out", data},
+                        120);
+  ASSERT_TRUE(synth.ok()) << synth.describeFailure();
+  const std::vector<std::string> pretrain = {FOLDFARM_BINARY,
+                                             "pretrain",
+                                             "--data",
+                                             data,
+                                             "--out",
+                                             dir + "/run",
+                                             "--stream",
+                                             "--preset",
+                                             "tiny",
+                                             "--epochs",
+                                             "3",
+                                             "--batch",
+                                             "16",
+                                             "--threads",
+                                             "1",
+                                             "--block-rows",
+                                             "64",
+                                             "--shuffle-buffer",
+                                             "300",
+                                             "--read-ahead",
+                                             "3",
+                                             "--collective-timeout",
+                                             "1000"};
+  std::string command =
+      "if [ \"$SLURM_PROCID\" = 1 ]; then export FOLDFARM_FAULT=stream.read:11; fi; exec";
+  for (const std::string& a : pretrain) command += " '" + a + "'";
+  const std::vector<std::string> srun = {"srun",
+                                         "-N1",
+                                         "-n2",
+                                         "-c1",
+                                         "--mpi=pmix",
+                                         "--job-name=foldfarm-test-pretrain-srun-fail",
+                                         "--time=5",
+                                         "--chdir=" + dir,
+                                         "--output=" + dir + "/srun.out.%t",
+                                         "--error=" + dir + "/srun.err.%t",
+                                         "sh",
+                                         "-c",
+                                         command};
+  const auto t0 = std::chrono::steady_clock::now();
+  ProcessResult s = runSingleThreaded(srun, 150);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string err0 = slurp(dir + "/srun.err.0"), err1 = slurp(dir + "/srun.err.1");
+  EXPECT_EQ(s.exitCode, 1) << s.describeFailure() << "\n" << s.err << "\ntask 0:\n" << err0;
+  EXPECT_NE(err1.find("foldfarm: error: stream.read (11): failure injected by FOLDFARM_FAULT"),
+            std::string::npos)
+      << err1;
+  EXPECT_NE(err0.find("foldfarm: error: rank 0 ("), std::string::npos) << err0;
+  EXPECT_NE(err0.find("rank 1 ("), std::string::npos) << err0;
+  EXPECT_NE(err0.find("its error: stream.read (11)"), std::string::npos) << err0;
+  EXPECT_EQ(err0.find("did not finish within"), std::string::npos) << err0;
+  EXPECT_FALSE(fs::exists(dir + "/run/model"));
+  EXPECT_LT(secs, 120.0) << err0;
   std::error_code ec;
   fs::remove_all(dir, ec);
 }
