@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/base/process.hpp"
+#include "tests/dist/stream_pretrain.hpp"
 #include "tests/slurm/slurm_fixture.hpp"
 #include "tests/support/run_child.hpp"
 
@@ -132,34 +133,10 @@ TEST(PretrainSrun, AReadThatFailsOnOneTaskEndsTheStepAtOnce) {
   ASSERT_TRUE(programAvailable("srun"));
   const std::string dir = makeTempDir("ff-pretrain-srun-fail");
   const std::string data = dir + "/jets.h5";
-  ProcessResult synth =
-      runSingleThreaded({FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets", "3000",
-                         "--seed", "1", "--particles", "24", "--out", data},
-                        120);
+  ProcessResult synth = foldfarm::testing::synthStreamJets(data, 3000);
   ASSERT_TRUE(synth.ok()) << synth.describeFailure();
-  const std::vector<std::string> pretrain = {FOLDFARM_BINARY,
-                                             "pretrain",
-                                             "--data",
-                                             data,
-                                             "--out",
-                                             dir + "/run",
-                                             "--stream",
-                                             "--preset",
-                                             "tiny",
-                                             "--epochs",
-                                             "3",
-                                             "--batch",
-                                             "16",
-                                             "--threads",
-                                             "1",
-                                             "--block-rows",
-                                             "64",
-                                             "--shuffle-buffer",
-                                             "300",
-                                             "--read-ahead",
-                                             "3",
-                                             "--collective-timeout",
-                                             "1000"};
+  const std::vector<std::string> pretrain =
+      foldfarm::testing::streamPretrainArgs(data, dir + "/run", "1000");
   std::string command =
       "if [ \"$SLURM_PROCID\" = 1 ]; then export FOLDFARM_FAULT=stream.read:11; fi; exec";
   for (const std::string& a : pretrain) command += " '" + a + "'";

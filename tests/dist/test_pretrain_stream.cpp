@@ -27,6 +27,7 @@
 #include "core/base/process.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
+#include "tests/dist/stream_pretrain.hpp"
 #include "tests/support/run_child.hpp"
 
 using foldfarm::ProcessResult;
@@ -66,31 +67,7 @@ std::vector<std::string> mpirun(int np, const std::vector<std::string>& cmd) {
 }
 
 std::vector<std::string> pretrain(const std::string& data, const std::string& out) {
-  return {FOLDFARM_BINARY,
-          "pretrain",
-          "--data",
-          data,
-          "--out",
-          out,
-          "--stream",
-          "--preset",
-          "tiny",
-          "--epochs",
-          "3",
-          "--batch",
-          "16",
-          "--seed",
-          "4",
-          "--threads",
-          "1",
-          "--block-rows",
-          "64",
-          "--shuffle-buffer",
-          "300",
-          "--read-ahead",
-          "3",
-          "--collective-timeout",
-          "60"};
+  return foldfarm::testing::streamPretrainArgs(data, out);
 }
 
 // Epoch recorded in the training state under `state_dir` (-1: none yet).
@@ -317,14 +294,11 @@ TEST(PretrainStream, ANaNInTheLastFileEndsEveryRankBeforeTheFirstStep) {
 // longer here than the test waits, then ended with exit 3, "check node health").
 TEST(PretrainStream, AReadThatFailsOnOneRankMidEpochEndsEveryRankAtOnce) {
   Scratch s;
-  ProcessResult g = runSingleThreaded(
-      {FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets", "3000", "--seed", "1",
-       "--particles", "24", "--out", (s.dir / "part0.h5").string()},
-      120);
+  ProcessResult g = foldfarm::testing::synthStreamJets((s.dir / "part0.h5").string(), 3000);
   ASSERT_TRUE(g.ok()) << g.describeFailure();
   const fs::path out = s.dir / "run";
-  std::vector<std::string> cmd = pretrain((s.dir / "part0.h5").string(), out.string());
-  cmd.back() = "1000";  // --collective-timeout
+  const std::vector<std::string> cmd =
+      foldfarm::testing::streamPretrainArgs((s.dir / "part0.h5").string(), out.string(), "1000");
   // Rank 1's 12th piece of the epoch: its shuffle buffer (300 jets, pieces of 64) is full and
   // training steps are under way when it is read.
   std::vector<std::string> argv = mpirun(1, cmd);
@@ -355,10 +329,7 @@ TEST(PretrainStream, AReadThatFailsOnOneRankMidEpochEndsEveryRankAtOnce) {
 // longer here than the test waits).
 TEST(PretrainStream, AStateWriteThatFailsOnRankZeroEndsEveryRank) {
   Scratch s;
-  ProcessResult g = runSingleThreaded(
-      {FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets", "600", "--seed", "1",
-       "--particles", "24", "--out", (s.dir / "part0.h5").string()},
-      120);
+  ProcessResult g = foldfarm::testing::synthStreamJets((s.dir / "part0.h5").string(), 600);
   ASSERT_TRUE(g.ok()) << g.describeFailure();
   const fs::path out = s.dir / "run", state = out / "state", log = s.dir / "log";
   std::vector<std::string> cmd = pretrain((s.dir / "part0.h5").string(), out.string());
