@@ -77,23 +77,9 @@ double median(std::vector<double> v) {
   return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-}  // namespace
-
-nlohmann::json benchAllreduce(const AllreduceBenchOptions& a,
-                              const std::function<void(const std::string&)>& line) {
-  // Sizes from one float to 1 GiB (a smaller start never grew: min-kib 0 filled the memory
-  // with sizes); a largest size of 0 measures PET's gradient size alone.
-  if (!(a.min_kib >= kMinAllreduceKib && a.min_kib <= kMaxAllreduceKib))
-    throw InputError(fmt::format("bench allreduce: --min-kib must be from {} (4 bytes) to {}",
-                                 kMinAllreduceKib, kMaxAllreduceKib));
-  if (!(a.max_mib >= 0 && a.max_mib <= kMaxAllreduceMib))
-    throw InputError(
-        fmt::format("bench allreduce: --max-mib must be from 0 to {}", kMaxAllreduceMib));
-  if (a.repeats < 1 || a.repeats > kMaxBenchSteps)
-    throw InputError("bench allreduce: --repeats must be from 1 to " +
-                     std::to_string(kMaxBenchSteps));
-  configureThreads(a.threads);
-  DataParallelContext ctx(detectLaunch(), a.dist);
+// The all-reduce benchmark on `ctx`'s ranks (benchAllreduce).
+nlohmann::json allreduceOn(DataParallelContext& ctx, const AllreduceBenchOptions& a,
+                           const std::function<void(const std::string&)>& line) {
   const int world = ctx.worldSize();
   Communicator& comm = ctx.communicator();
   ControlPlane& control = ctx.control();
@@ -224,15 +210,33 @@ nlohmann::json benchAllreduce(const AllreduceBenchOptions& a,
           {"results", rows}};
 }
 
-// Weak scaling: every rank takes the pretraining step of `foldfarm pretrain` on `batch`
-// synthetic JetClass-like jets per step (GradientStep: classification + diffusion + noised
-// classification; then the gradient all-reduce, clipping, flat Lion and EMA, as the Trainer
-// takes them); global jets/s, step time, communication time and the part of it not hidden
-// behind backward.
-nlohmann::json benchDdp(const DdpBenchOptions& a) {
-  checkBenchSteps("bench ddp", a.steps, a.warmup);
+}  // namespace
+
+nlohmann::json benchAllreduce(const AllreduceBenchOptions& a,
+                              const std::function<void(const std::string&)>& line) {
+  // Sizes from one float to 1 GiB (a smaller start never grew: min-kib 0 filled the memory
+  // with sizes); a largest size of 0 measures PET's gradient size alone.
+  if (!(a.min_kib >= kMinAllreduceKib && a.min_kib <= kMaxAllreduceKib))
+    throw InputError(fmt::format("bench allreduce: --min-kib must be from {} (4 bytes) to {}",
+                                 kMinAllreduceKib, kMaxAllreduceKib));
+  if (!(a.max_mib >= 0 && a.max_mib <= kMaxAllreduceMib))
+    throw InputError(
+        fmt::format("bench allreduce: --max-mib must be from 0 to {}", kMaxAllreduceMib));
+  if (a.repeats < 1 || a.repeats > kMaxBenchSteps)
+    throw InputError("bench allreduce: --repeats must be from 1 to " +
+                     std::to_string(kMaxBenchSteps));
   configureThreads(a.threads);
   DataParallelContext ctx(detectLaunch(), a.dist);
+  nlohmann::json out;
+  // An error only this rank meets (its GPU out of memory) ends the others at once.
+  leaveOnError(ctx, [&] { out = allreduceOn(ctx, a, line); });
+  return out;
+}
+
+namespace {
+
+// The weak-scaling benchmark on `ctx`'s ranks (benchDdp).
+nlohmann::json ddpOn(DataParallelContext& ctx, const DdpBenchOptions& a) {
   const torch::Device dev = ctx.device();
   if (a.precision == "bf16" && !dev.is_cuda())
     throw InputError("bench ddp: --precision bf16 needs GPU ranks (--dist-backend nccl)");
@@ -313,6 +317,23 @@ nlohmann::json benchDdp(const DdpBenchOptions& a) {
                         {"step_ms", m[0] * 1e3},
                         {"comm_ms", m[1] * 1e3},
                         {"comm_wait_ms", m[2] * 1e3}};
+  return out;
+}
+
+}  // namespace
+
+// Weak scaling: every rank takes the pretraining step of `foldfarm pretrain` on `batch`
+// synthetic JetClass-like jets per step (GradientStep: classification + diffusion + noised
+// classification; then the gradient all-reduce, clipping, flat Lion and EMA, as the Trainer
+// takes them); global jets/s, step time, communication time and the part of it not hidden
+// behind backward.
+nlohmann::json benchDdp(const DdpBenchOptions& a) {
+  checkBenchSteps("bench ddp", a.steps, a.warmup);
+  configureThreads(a.threads);
+  DataParallelContext ctx(detectLaunch(), a.dist);
+  nlohmann::json out;
+  // An error only this rank meets (its GPU out of memory) ends the others at once.
+  leaveOnError(ctx, [&] { out = ddpOn(ctx, a); });
   return out;
 }
 
