@@ -18,10 +18,10 @@
 //   5. A rank that ends with an error calls leave(exit code, message): it sends every peer a
 //      departure (the number of the last collective it finished, its exit code and message),
 //      on the same communicator, where each rank keeps one more receive posted per peer.
-//      A rank waiting for collective #k that receives a departure after a number below k
-//      knows that collective can never finish: it does not wait for the deadline but ends at
-//      once as in step 4, with the departed rank's exit code, and the lowest such rank says
-//      why (the departed rank, its host, its message). Ranks that end together after the same
+//      A rank waiting for collective #k that has a departure whose number is below k knows
+//      that collective can never finish: it does not wait for the deadline but ends at once
+//      as in step 4, with the departed rank's exit code, and the lowest such rank says why
+//      (the departed rank, its host, its message). Ranks that end together after the same
 //      collective (an error every rank meets, a stop they agreed on) wait for nothing more:
 //      their departures change nothing, and MPI is finalised as usual.
 // Cost: worldSize()-1 eager 8-byte messages per collective per rank; a departure is sent once.
