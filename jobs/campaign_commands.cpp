@@ -102,7 +102,8 @@ int runCommand(const std::string& dir, const std::string& executor_in, const Run
   }
   if (executor == "mpi") {
     // MPI's lifetime is core/mpi's (finalised at exit, or the job aborted after a lost
-    // rank); an error on any rank ends the whole job.
+    // rank); an error on any rank ends the whole job, but for a worker rank that left the
+    // running pilot (rank 0 goes on without it and ends the job at the end).
     dist::MpiRuntime::ensure();
     int rank = 0;
     FF_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
@@ -111,6 +112,8 @@ int runCommand(const std::string& dir, const std::string& executor_in, const Run
       s = runMpi(dir, options);
     } catch (const PeerLostError&) {
       throw;  // exit 3 through MPI_Abort at exit (MpiRuntime::markAborted)
+    } catch (const PilotRankLeft&) {
+      throw;  // printed; waits in MPI_Finalize for rank 0's end of the job
     } catch (const std::exception& e) {
       std::fprintf(stderr, "foldfarm: error: [%s] %s\n", dist::processLabel().c_str(), e.what());
       dist::MpiRuntime::abortJob(kExitFailure);

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "core/base/error.hpp"
 #include "jobs/campaign.hpp"
 
 namespace foldfarm::jobs {
@@ -60,7 +61,18 @@ struct RunSummary {
 RunSummary runLocal(Campaign& campaign, const RunOptions& options);
 // MPI pilot. Collective over MPI_COMM_WORLD (MPI must be initialised, >= 2 ranks): rank 0
 // opens `campaign_dir` as writer and dispatches; the summary is meaningful on rank 0.
+// Throws PilotRankLeft on a worker rank that ended with an error of its own once the pilot
+// runs; any other error on any rank should end the job (MPI_Abort).
 RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options);
+
+// A worker rank of the MPI pilot met an error of its own (its node's worker cannot be
+// started, a transport failure) and told rank 0, which fences it and goes on with the other
+// ranks (jobs/mpi_executor.cpp, step 3). The rank prints the error and ends without
+// aborting the job: it waits in MPI_Finalize until rank 0 ends the pilot, naming it.
+class PilotRankLeft : public Error {
+ public:
+  explicit PilotRankLeft(const std::string& what) : Error(what, kExitFailure) {}
+};
 
 // The worker side of the protocol: reads task frames from in_fd, runs them in this process
 // with runTaskKind, writes completions to out_fd. Returns the process exit code.

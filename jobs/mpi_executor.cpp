@@ -10,7 +10,9 @@
 //   3. r -> rank 0, tag kTagEvents: "done" frames as its worker answers; {"t":"died",
 //      "reason", "blame"} when the worker process died (it is restarted, as locally);
 //      {"t":"hb"} every heartbeat period. A rank silent for lost_after_s is lost: its tasks
-//      go back to pending without counting as failures and it gets no more tasks.
+//      go back to pending without counting as failures and it gets no more tasks. A rank
+//      that ends with an error of its own sends {"t":"left", "reason"} first: rank 0 treats
+//      it as lost at once, and says why, instead of waiting lost_after_s.
 //   4. rank 0 -> r, tag kTagStop: stop the running task (interrupted) and answer the
 //      queued ones unstarted. tag kTagExit: shut the worker down and return; its payload
 //      "lost" says a rank is lost, and the worker then ends by MPI_Abort, not MPI_Finalize.
@@ -33,6 +35,7 @@
 #include <thread>
 
 #include "core/base/error.hpp"
+#include "core/base/fault_point.hpp"
 #include "core/base/log.hpp"
 #include "core/base/stop_signal.hpp"
 #include "core/mpi/check.hpp"
@@ -196,6 +199,15 @@ class MpiTransport : public Transport {
         ev.completion.index = m.at("i").get<int>();
         ev.completion.attempt = m.at("a").get<int>();
         events.push_back(std::move(ev));
+      } else if (t == "left") {
+        SlotEvent ev;
+        ev.kind = SlotEvent::Kind::kLost;
+        ev.slot = slot;
+        ev.reason = "rank " + std::to_string(slot + 1) + " on " + hosts_[slot] +
+                    " left: " + m.value("reason", std::string("an error"));
+        ev.blame_running_task = false;
+        events.push_back(ev);
+        fence(slot, ev.reason);
       } else if (t == "died") {
         SlotEvent ev;
         ev.kind = SlotEvent::Kind::kLost;
@@ -239,56 +251,71 @@ int nodeLocalWorkerIndex(int world_rank) {
 void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_index) {
   std::vector<std::string> argv = options.worker_argv;
   if (argv.empty()) argv = {selfExecutable(), "worker"};
-  LocalWorkerPool pool(argv, slotBindings(spec.resources, 1, local_index),
-                       options.max_worker_restarts);
-  auto last_hb = Clock::now();
-  int generation = 0;  // worker restarts so far (see MpiTransport::send)
-  std::vector<SlotEvent> events;
-  for (;;) {
+  try {
+    LocalWorkerPool pool(argv, slotBindings(spec.resources, 1, local_index),
+                         options.max_worker_restarts);
+    auto last_hb = Clock::now();
+    int generation = 0;  // worker restarts so far (see MpiTransport::send)
+    std::vector<SlotEvent> events;
     for (;;) {
-      int flag = 0;
-      MPI_Status st;
-      FF_MPI_CHECK(MPI_Iprobe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st));
-      if (!flag) break;
-      std::string bytes = recvBytes(st);
-      if (st.MPI_TAG == kTagTasks) {
-        auto nl = bytes.find('\n');
-        if (nl == std::string::npos) throw Error("mpi pilot: malformed task batch from rank 0");
-        if (std::stoi(bytes.substr(0, nl)) == generation) pool.sendRaw(0, bytes.substr(nl + 1));
-      } else if (st.MPI_TAG == kTagStop) {
-        pool.requestStop();
-      } else if (st.MPI_TAG == kTagExit) {
-        if (bytes == "lost") dist::MpiRuntime::markAborted();
-        pool.shutdown();
-        return;
+      for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        FF_MPI_CHECK(MPI_Iprobe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st));
+        if (!flag) break;
+        std::string bytes = recvBytes(st);
+        if (st.MPI_TAG == kTagTasks) {
+          auto nl = bytes.find('\n');
+          if (nl == std::string::npos) throw Error("mpi pilot: malformed task batch from rank 0");
+          if (std::stoi(bytes.substr(0, nl)) == generation) pool.sendRaw(0, bytes.substr(nl + 1));
+        } else if (st.MPI_TAG == kTagStop) {
+          pool.requestStop();
+        } else if (st.MPI_TAG == kTagExit) {
+          if (bytes == "lost") dist::MpiRuntime::markAborted();
+          pool.shutdown();
+          return;
+        }
       }
-    }
-    events.clear();
-    pool.wait(0.002, events);
-    std::string out;
-    for (const auto& ev : events) {
-      if (ev.kind == SlotEvent::Kind::kDone) {
-        json done = doneMessageOf(ev.completion);
-        if (ev.worker_exits) done[kWorkerExitsKey] = true;
-        appendFrame(out, done.dump());
-      } else if (ev.kind == SlotEvent::Kind::kStarted) {
-        appendFrame(
-            out,
-            json{{"t", "start"}, {"i", ev.completion.index}, {"a", ev.completion.attempt}}.dump());
-      } else {
-        ++generation;
-        appendFrame(out, json{{"t", "died"},
-                              {"reason", ev.reason},
-                              {"blame", ev.blame_running_task},
-                              {"restarted", pool.usable(0)}}
-                             .dump());
+      events.clear();
+      pool.wait(0.002, events);
+      std::string out;
+      for (const auto& ev : events) {
+        if (ev.kind == SlotEvent::Kind::kDone) {
+          faultError("pilot.forward", std::to_string(ev.completion.index));
+          json done = doneMessageOf(ev.completion);
+          if (ev.worker_exits) done[kWorkerExitsKey] = true;
+          appendFrame(out, done.dump());
+        } else if (ev.kind == SlotEvent::Kind::kStarted) {
+          appendFrame(out,
+                      json{{"t", "start"}, {"i", ev.completion.index}, {"a", ev.completion.attempt}}
+                          .dump());
+        } else {
+          ++generation;
+          appendFrame(out, json{{"t", "died"},
+                                {"reason", ev.reason},
+                                {"blame", ev.blame_running_task},
+                                {"restarted", pool.usable(0)}}
+                               .dump());
+        }
       }
+      if (Clock::now() - last_hb > std::chrono::duration<double>(options.heartbeat_s)) {
+        appendFrame(out, R"({"t":"hb"})");
+        last_hb = Clock::now();
+      }
+      if (!out.empty()) sendBytes(out, 0, kTagEvents);
     }
-    if (Clock::now() - last_hb > std::chrono::duration<double>(options.heartbeat_s)) {
-      appendFrame(out, R"({"t":"hb"})");
-      last_hb = Clock::now();
+  } catch (const std::exception& e) {
+    // Rank 0 fences this rank at once and says why (step 3), rather than after lost_after_s,
+    // and goes on with the others.
+    try {
+      std::string left;
+      appendFrame(left, json{{"t", "left"}, {"reason", e.what()}}.dump());
+      sendBytes(left, 0, kTagEvents);
+    } catch (const std::exception&) {
+      // Rank 0 finds the silence instead.
     }
-    if (!out.empty()) sendBytes(out, 0, kTagEvents);
+    throw PilotRankLeft(fmt::format("[{}] {}; rank 0 goes on with the other ranks",
+                                    dist::processLabel(), e.what()));
   }
 }
 
@@ -373,10 +400,13 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
     dist::MpiRuntime::markAborted();
     std::string names;
     for (const auto& r : transport.lostRanks()) names += (names.empty() ? "" : "; ") + r;
-    throw PeerLostError("mpi pilot: lost " + names +
-                        ". The journal is consistent: run `foldfarm "
-                        "campaign resume " +
-                        campaign_dir + "` to finish what is left");
+    const bool left = s.counts[TaskState::kPending] + s.counts[TaskState::kRunning] > 0;
+    throw PeerLostError(
+        "mpi pilot: lost " + names + ". The journal is consistent: " +
+        (left ? "run `foldfarm campaign resume " + campaign_dir + "` to finish what is left"
+              : "every task has ended all the same (`foldfarm campaign "
+                "status " +
+                    campaign_dir + "`)"));
   }
   return s;
 }

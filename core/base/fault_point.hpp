@@ -15,6 +15,8 @@
 // task's task_result.json is durable and its lease released, its report not yet sent.
 // "stream.read" (faultError; core/data/jet_stream.cpp, context: the piece's index in this
 // process's feed of the epoch, from 0): a reader thread of `pretrain --stream` reads a piece.
+// "pilot.forward" (faultError; jobs/mpi_executor.cpp, context: the task's index): a worker
+// rank of the MPI pilot forwards a finished task to rank 0.
 #include <string_view>
 
 namespace foldfarm {

@@ -4,6 +4,8 @@
 // also ends the hung rank: MPI cannot be finalised without it), and a resume completes the
 // campaign with every task done exactly once. (A rank that dies outright is reported by the
 // launcher itself: mpirun, or srun --kill-on-bad-exit in the pilot scripts, ends the job.)
+// A worker rank that ends with an error of its own tells rank 0, which fences it at once,
+// says why, and finishes the campaign with the other ranks.
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -122,6 +124,19 @@ PilotRun runPilotAndHitRank2(int sig) {
   return p;
 }
 
+// The pilot's last line says what is left as the journal has it: a resume when tasks are
+// still pending, else that every task has ended.
+void expectWhatIsLeftSaid(const PilotRun& p) {
+  Campaign c = Campaign::open(p.dir, Campaign::Access::kReadOnly);
+  StateCounts n = c.counts();
+  if (n[TaskState::kPending] + n[TaskState::kRunning] > 0)
+    EXPECT_NE(p.err.find("run `foldfarm campaign resume " + p.dir + "` to finish what is left"),
+              std::string::npos)
+        << p.err;
+  else
+    EXPECT_NE(p.err.find("every task has ended all the same"), std::string::npos) << p.err;
+}
+
 // A resume on the local executor completes the campaign, each task done exactly once and no
 // failure counted against a task for the lost rank.
 void expectResumeCompletes(const PilotRun& p) {
@@ -142,7 +157,7 @@ TEST(PilotFaults, AHungRankIsFencedAndNamedByThePilotAndAResumeCompletes) {
   EXPECT_TRUE(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 3) << "status " << p.status << "\n"
                                                                  << p.err;
   EXPECT_NE(p.err.find("lost rank 2"), std::string::npos) << p.err;
-  EXPECT_NE(p.err.find("campaign resume"), std::string::npos) << p.err;
+  expectWhatIsLeftSaid(p);
   for (int i = 0; i < 100 && processAlive(p.rank2); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_FALSE(processAlive(p.rank2)) << "the hung rank outlived the pilot";
@@ -155,6 +170,50 @@ TEST(PilotFaults, AKilledRankEndsTheJobNamingItAndAResumeCompletes) {
   const PilotRun p = runPilotAndHitRank2(SIGKILL);
   EXPECT_TRUE(WIFEXITED(p.status) && WEXITSTATUS(p.status) != 0) << "status " << p.status;
   EXPECT_NE(p.err.find("rank 2"), std::string::npos) << p.err;
+  expectResumeCompletes(p);
+}
+
+// A worker rank that ends with an error of its own (here FOLDFARM_FAULT on rank 2 alone,
+// through mpirun's second program: its first finished task is not forwarded) tells rank 0
+// before it ends: rank 0 fences it at once and says why, the other rank runs the rest, and
+// the pilot ends naming it (exit 3; MPI cannot be finalised without it). --lost-after is far
+// longer than the test waits: rank 0 must not wait for the rank's silence.
+TEST(PilotFaults, ARankThatEndsWithAnErrorIsFencedAtOnceWithItsReason) {
+  registerBuiltinTaskKinds();
+  const std::string scratch = makeScratchDir("pilot-left"), dir = scratch + "/c";
+  json spec{{"name", "pilot"},   {"task", "sleep"},
+            {"replicas", 12},    {"params", {{"seconds", 0.3}}},
+            {"executor", "mpi"}, {"resources", {{"cpu_slots", 1}}}};
+  ToolRun init = runTool({"init", writeSpec(scratch, spec), "--dir", dir}, scratch, "init");
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  const std::string run = std::string(FF_JOBS_TOOL) + " run " + dir +
+                          " --executor mpi --lost-after 600 --heartbeat 0.2";
+  const std::string cmd = "exec " + std::string(FF_MPIRUN) +
+                          " --allow-run-as-root --oversubscribe -np 2 " + run +
+                          " : -np 1 env FOLDFARM_FAULT=pilot.forward " + run + " > " + scratch +
+                          "/pilot.out 2> " + scratch + "/pilot.err";
+  ProcessOptions o;
+  o.timeout = std::chrono::seconds(120);
+  const auto t0 = std::chrono::steady_clock::now();
+  const ProcessResult r = runProcess({"/bin/sh", "-c", cmd}, o);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string err = readText(scratch + "/pilot.err");
+  EXPECT_EQ(r.exitCode, 3) << r.describe() << "\n" << err;
+  EXPECT_NE(err.find("rank 2 on "), std::string::npos) << err;
+  EXPECT_NE(err.find(" left: pilot.forward ("), std::string::npos) << err;
+  EXPECT_NE(err.find("failure injected by FOLDFARM_FAULT"), std::string::npos) << err;
+  EXPECT_EQ(err.find("silent for"), std::string::npos) << err;
+  EXPECT_LT(secs, 100.0) << err;
+  {
+    // Rank 0 went on: rank 1 ran every task rank 2 did not report, the pilot ended after.
+    Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
+    EXPECT_EQ(c.counts()[TaskState::kDone], 12) << err;
+  }
+  PilotRun p;
+  p.scratch = scratch;
+  p.dir = dir;
+  p.err = err;
+  expectWhatIsLeftSaid(p);
   expectResumeCompletes(p);
 }
 
