@@ -26,6 +26,102 @@ std::mutex& mpiLock() {
   return m;
 }
 
+struct ControlPlane::Departures {
+  MpiComm comm;
+  std::vector<Departure> in;  // one posted receive per peer
+  std::vector<MPI_Request> in_req;
+  std::vector<Departure> got;      // what each peer sent (after < 0: nothing yet)
+  std::unique_ptr<Departure> out;  // this rank's, once sent
+  std::vector<MPI_Request> out_req;
+
+  explicit Departures(MpiComm c) : comm(std::move(c)) {
+    const auto n = static_cast<size_t>(comm.size());
+    in.assign(n, Departure{});
+    in_req.assign(n, MPI_REQUEST_NULL);
+    Departure none;
+    none.after = -1;
+    got.assign(n, none);
+    for (int r = 0; r < comm.size(); ++r) {
+      if (r == comm.rank()) continue;
+      FF_MPI_CHECK(MPI_Irecv(&in[r], static_cast<int>(sizeof(Departure)), MPI_BYTE, r,
+                             kDepartureTag, comm.get(), &in_req[r]));
+    }
+  }
+
+  // Records what has arrived and moves this rank's sends on. Caller serialises MPI calls.
+  void poll() {
+    for (int r = 0; r < comm.size(); ++r) {
+      if (in_req[r] == MPI_REQUEST_NULL) continue;
+      int flag = 0;
+      if (MPI_Test(&in_req[r], &flag, MPI_STATUS_IGNORE) == MPI_SUCCESS && flag) {
+        got[r] = in[r];
+        got[r].why[sizeof(Departure::why) - 1] = '\0';
+      }
+    }
+    if (!out_req.empty()) {
+      int done = 0;
+      MPI_Testall(static_cast<int>(out_req.size()), out_req.data(), &done, MPI_STATUSES_IGNORE);
+    }
+  }
+
+  // Sends this rank's departure to every peer (once). Caller serialises MPI calls.
+  void send(std::int64_t after, int exit_code, const std::string& why) {
+    if (out) return;
+    out = std::make_unique<Departure>();
+    out->after = after;
+    out->exit_code = exit_code;
+    std::strncpy(out->why, why.c_str(), sizeof(Departure::why) - 1);
+    out_req.assign(static_cast<size_t>(comm.size()), MPI_REQUEST_NULL);
+    for (int r = 0; r < comm.size(); ++r) {
+      if (r == comm.rank()) continue;
+      if (MPI_Isend(out.get(), static_cast<int>(sizeof(Departure)), MPI_BYTE, r, kDepartureTag,
+                    comm.get(), &out_req[r]) != MPI_SUCCESS)
+        logWarn("cannot tell rank {} that this rank ends", r);
+    }
+  }
+
+  bool everyPeerDeparted() const {
+    for (int r = 0; r < comm.size(); ++r)
+      if (r != comm.rank() && got[r].after < 0) return false;
+    return true;
+  }
+
+  // Step 6, at exit before MPI_Finalize (no other thread calls MPI then): waits until every
+  // peer has departed, at most `timeout_s`, then releases the requests.
+  void awaitEveryPeer(double timeout_s) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    auto nap = std::chrono::microseconds(100);
+    for (poll(); !everyPeerDeparted(); poll()) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        std::string who;
+        for (int r = 0; r < comm.size(); ++r)
+          if (r != comm.rank() && got[r].after < 0)
+            who += (who.empty() ? "" : ", ") + std::to_string(r);
+        logWarn("rank(s) {} did not end within {:g} s of this rank; finalising MPI all the same",
+                who, timeout_s);
+        break;
+      }
+      std::this_thread::sleep_for(nap);
+      nap = std::min(nap * 2, std::chrono::microseconds(10000));
+    }
+    for (MPI_Request& req : in_req) {
+      if (req != MPI_REQUEST_NULL) {
+        MPI_Cancel(&req);
+        MPI_Wait(&req, MPI_STATUS_IGNORE);
+      }
+    }
+    bool sending = false;
+    for (MPI_Request& req : out_req) {
+      if (req != MPI_REQUEST_NULL) {
+        sending = true;
+        MPI_Request_free(&req);
+      }
+    }
+    if (sending) out.release();  // MPI may read it until the send ends
+  }
+};
+
 ControlPlane::ControlPlane(double timeout_s) : timeout_s_(timeout_s) {
   if (!(timeout_s > 0)) throw InputError("collective timeout must be > 0 seconds");
   MpiRuntime::ensure();
@@ -50,48 +146,45 @@ ControlPlane::ControlPlane(double timeout_s) : timeout_s_(timeout_s) {
   send_buf_.assign(static_cast<size_t>(n), 0);
   send_req_.assign(static_cast<size_t>(n), MPI_REQUEST_NULL);
   send_pending_.assign(static_cast<size_t>(n), 0);
-  departure_in_.assign(static_cast<size_t>(n), Departure{});
-  departure_req_.assign(static_cast<size_t>(n), MPI_REQUEST_NULL);
-  Departure none;
-  none.after = -1;
-  departed_.assign(static_cast<size_t>(n), none);
   for (int r = 0; r < n; ++r) {
     if (r == comm_.rank()) continue;
     FF_MPI_CHECK(
         MPI_Irecv(&recv_buf_[r], 1, MPI_INT64_T, r, kArrivalTag, heartbeat_.get(), &recv_req_[r]));
-    FF_MPI_CHECK(MPI_Irecv(&departure_in_[r], static_cast<int>(sizeof(Departure)), MPI_BYTE, r,
-                           kDepartureTag, heartbeat_.get(), &departure_req_[r]));
   }
+  departures_ = std::make_shared<Departures>(MpiComm::duplicate(MPI_COMM_WORLD, "departures"));
 }
 
 ControlPlane::~ControlPlane() {
-  if (MpiRuntime::aborted()) return;  // requests may involve the lost peer: leave them
+  if (MpiRuntime::aborted()) {
+    // Requests may involve the lost peer: leave them, with the buffers they may still write
+    // into until the job's MPI_Abort (a moved vector keeps its storage).
+    (void)new std::vector<std::int64_t>(std::move(recv_buf_));
+    (void)new std::shared_ptr<Departures>(departures_);
+    return;
+  }
   std::lock_guard<std::mutex> lock(mpiLock());
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) return;
   // Arrival messages still unmatched are harmless: cancel our receives, drop our sends.
   for (size_t r = 0; r < recv_req_.size(); ++r) {
-    for (MPI_Request* req : {&recv_req_[r], &departure_req_[r]}) {
-      if (*req != MPI_REQUEST_NULL) {
-        MPI_Cancel(req);
-        MPI_Wait(req, MPI_STATUS_IGNORE);
-      }
+    if (recv_req_[r] != MPI_REQUEST_NULL) {
+      MPI_Cancel(&recv_req_[r]);
+      MPI_Wait(&recv_req_[r], MPI_STATUS_IGNORE);
     }
     if (send_req_[r] != MPI_REQUEST_NULL) MPI_Request_free(&send_req_[r]);
   }
-  // A departure still being sent keeps its buffer: MPI may read it until the send ends.
-  bool sending = false;
-  for (MPI_Request& req : leaving_req_) {
-    if (req != MPI_REQUEST_NULL) {
-      sending = true;
-      MPI_Request_free(&req);
-    }
-  }
-  if (sending) leaving_.release();
+  // Step 6: this rank departs (without an error unless it left with one), and waits for the
+  // others' departures before MPI is finalised.
+  if (comm_.size() < 2) return;
+  departures_->send(finished_.load(), 0, "");
+  MpiRuntime::beforeFinalize([d = departures_, timeout_s = timeout_s_] {
+    if (!MpiRuntime::aborted()) d->awaitEveryPeer(timeout_s);
+  });
 }
 
 void ControlPlane::pollArrivalsLocked() {
+  departures_->poll();  // step 5
   const int me = comm_.rank();
   for (int r = 0; r < comm_.size(); ++r) {
     if (r == me) continue;
@@ -103,14 +196,6 @@ void ControlPlane::pollArrivalsLocked() {
       last_seen_[r] = std::max(last_seen_[r], recv_buf_[r]);
       FF_MPI_CHECK(MPI_Irecv(&recv_buf_[r], 1, MPI_INT64_T, r, kArrivalTag, heartbeat_.get(),
                              &recv_req_[r]));
-    }
-    // A departure (step 5): kept, and not received again.
-    if (departure_req_[r] != MPI_REQUEST_NULL) {
-      int flag = 0;
-      if (MPI_Test(&departure_req_[r], &flag, MPI_STATUS_IGNORE) == MPI_SUCCESS && flag) {
-        departed_[r] = departure_in_[r];
-        departed_[r].why[sizeof(Departure::why) - 1] = '\0';
-      }
     }
     // Sends: one in flight per peer, always the newest number.
     if (send_req_[r] != MPI_REQUEST_NULL) {
@@ -166,7 +251,8 @@ void ControlPlane::failLate(const std::string& reason) {
 
 int ControlPlane::departedBeforeLocked() const {
   for (int r = 0; r < comm_.size(); ++r) {
-    if (departed_[r].after >= 0 && departed_[r].after < epoch_) return r;
+    const Departure& d = departures_->got[r];
+    if (d.after >= 0 && d.after < epoch_) return r;
   }
   return -1;
 }
@@ -176,19 +262,21 @@ void ControlPlane::failDeparted(int peer, const std::function<void()>& on_timeou
   bool lowest = true;  // the lowest rank still running, as far as this rank knows
   {
     std::lock_guard<std::mutex> lock(mpiLock());
-    d = departed_[peer];
-    for (int r = 0; r < comm_.rank(); ++r) lowest = lowest && departed_[r].after >= 0;
+    d = departures_->got[peer];
+    for (int r = 0; r < comm_.rank(); ++r) lowest = lowest && departures_->got[r].after >= 0;
   }
   const int code = d.exit_code != 0 ? static_cast<int>(d.exit_code) : kExitFailure;
   MpiRuntime::markAborted(code);  // first: the data plane's abort marks it with its own code
   if (on_timeout) on_timeout();
-  const std::string msg = fmt::format(
-      "rank {} ({}) ended with exit {} {}, so collective #{} ({}) cannot finish and every rank "
-      "ends; its error: {}",
-      peer, hosts_[peer], code,
-      d.after > 0 ? "after collective #" + std::to_string(d.after)
-                  : std::string("before its first collective"),
-      epoch_, current_, d.why);
+  const std::string ended =
+      d.exit_code != 0 ? fmt::format("ended with exit {}", d.exit_code) : "ended without an error";
+  const std::string after =
+      d.after > 0 ? "after collective #" + std::to_string(d.after) : "before its first collective";
+  std::string msg = fmt::format(
+      "rank {} ({}) {} {}, so collective #{} ({}) cannot finish and "
+      "every rank ends",
+      peer, hosts_[peer], ended, after, epoch_, current_);
+  if (d.exit_code != 0) msg += std::string("; its error: ") + d.why;
   // One line for the job, from the lowest rank still running; the others log it.
   if (!lowest) {
     logInfo("{}", msg);
@@ -198,29 +286,19 @@ void ControlPlane::failDeparted(int peer, const std::function<void()>& on_timeou
 }
 
 void ControlPlane::leave(int exit_code, const std::string& why, double flush_s) noexcept {
-  if (comm_.size() < 2 || leaving_ || MpiRuntime::aborted()) return;
+  if (comm_.size() < 2 || departures_->out || MpiRuntime::aborted()) return;
   try {
     std::unique_lock<std::mutex> lock(mpiLock());
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;
-    leaving_ = std::make_unique<Departure>();
-    leaving_->after = finished_.load();
-    leaving_->exit_code = exit_code != 0 ? exit_code : kExitFailure;
-    std::strncpy(leaving_->why, why.c_str(), sizeof(Departure::why) - 1);
-    leaving_req_.assign(static_cast<size_t>(comm_.size()), MPI_REQUEST_NULL);
-    for (int r = 0; r < comm_.size(); ++r) {
-      if (r == comm_.rank()) continue;
-      const int rc = MPI_Isend(leaving_.get(), static_cast<int>(sizeof(Departure)), MPI_BYTE, r,
-                               kDepartureTag, heartbeat_.get(), &leaving_req_[r]);
-      if (rc != MPI_SUCCESS) logWarn("cannot tell rank {} that this rank ends", r);
-    }
+    departures_->send(finished_.load(), exit_code != 0 ? exit_code : kExitFailure, why);
     // Eager messages of this size leave at once; the wait drives MPI's progress meanwhile.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(flush_s);
     for (;;) {
       int done = 0;
-      if (MPI_Testall(static_cast<int>(leaving_req_.size()), leaving_req_.data(), &done,
-                      MPI_STATUSES_IGNORE) != MPI_SUCCESS ||
+      if (MPI_Testall(static_cast<int>(departures_->out_req.size()), departures_->out_req.data(),
+                      &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS ||
           done || std::chrono::steady_clock::now() >= deadline)
         break;
       lock.unlock();

@@ -17,14 +17,21 @@
 //      stalled instead. The data plane is aborted and MPI_Finalize is skipped.
 //   5. A rank that ends with an error calls leave(exit code, message): it sends every peer a
 //      departure (the number of the last collective it finished, its exit code and message),
-//      on the same communicator, where each rank keeps one more receive posted per peer.
+//      on a communicator of departures, where each rank keeps one receive posted per peer.
 //      A rank waiting for collective #k that has a departure whose number is below k knows
 //      that collective can never finish: it does not wait for the deadline but ends at once
 //      as in step 4, with the departed rank's exit code, and the lowest such rank says why
 //      (the departed rank, its host, its message). Ranks that end together after the same
 //      collective (an error every rank meets, a stop they agreed on) wait for nothing more:
-//      their departures change nothing, and MPI is finalised as usual.
-// Cost: worldSize()-1 eager 8-byte messages per collective per rank; a departure is sent once.
+//      their departures change nothing.
+//   6. Every rank departs: one that ends without an error sends a departure with exit code 0
+//      when its plane is destroyed. Before MPI_Finalize (MpiRuntime::beforeFinalize) a rank
+//      waits, polling, until every peer's departure has arrived (at most the collective
+//      timeout). So no rank enters MPI_Finalize while another may still end the job with
+//      MPI_Abort (a rank that failed because of a departure, step 5): Open MPI's launcher
+//      can crash or hang when a job is aborted while a rank waits in MPI_Finalize. The rank
+//      that left with an error is ended by that abort while it polls.
+// Cost: worldSize()-1 eager 8-byte messages per collective per rank; one departure per rank.
 //
 // Thread-safety: every method may be called from any thread (MPI calls are serialised by
 // mpiLock()); the collectives themselves must be started in the same order on all ranks.
@@ -90,6 +97,9 @@ class ControlPlane {
     std::int64_t exit_code = 0;
     char why[496] = {};
   };
+  // Steps 5 and 6: the departures sent and received, on a communicator of their own; kept
+  // after the plane until MPI is finalised (step 6).
+  struct Departures;
 
   void pollArrivalsLocked();
   void allreduce(std::vector<double>& values, MPI_Op op, const char* what);
@@ -116,13 +126,7 @@ class ControlPlane {
   std::vector<std::int64_t> send_buf_;
   std::vector<MPI_Request> send_req_;
   std::vector<std::int64_t> send_pending_;
-  // Step 5: one departure receive per peer, what each departed peer sent (after < 0: none),
-  // and this rank's own departure while it is being sent.
-  std::vector<Departure> departure_in_;
-  std::vector<MPI_Request> departure_req_;
-  std::vector<Departure> departed_;
-  std::unique_ptr<Departure> leaving_;
-  std::vector<MPI_Request> leaving_req_;
+  std::shared_ptr<Departures> departures_;
 };
 
 }  // namespace foldfarm::dist

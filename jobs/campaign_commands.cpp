@@ -4,10 +4,12 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
@@ -103,7 +105,7 @@ int runCommand(const std::string& dir, const std::string& executor_in, const Run
   if (executor == "mpi") {
     // MPI's lifetime is core/mpi's (finalised at exit, or the job aborted after a lost
     // rank); an error on any rank ends the whole job, but for a worker rank that left the
-    // running pilot (rank 0 goes on without it and ends the job at the end).
+    // running pilot (rank 0 goes on without it and ends the job when the campaign is done).
     dist::MpiRuntime::ensure();
     int rank = 0;
     FF_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
@@ -112,8 +114,13 @@ int runCommand(const std::string& dir, const std::string& executor_in, const Run
       s = runMpi(dir, options);
     } catch (const PeerLostError&) {
       throw;  // exit 3 through MPI_Abort at exit (MpiRuntime::markAborted)
-    } catch (const PilotRankLeft&) {
-      throw;  // printed; waits in MPI_Finalize for rank 0's end of the job
+    } catch (const PilotRankLeft& e) {
+      // Rank 0 goes on without this rank and ends the job with MPI_Abort once the campaign
+      // is done (a rank is lost). Waiting here, not in MPI_Finalize: Open MPI's launcher can
+      // crash or hang when a job is aborted while a rank waits in MPI_Finalize.
+      std::fprintf(stderr, "foldfarm: error: %s\n", e.what());
+      std::fflush(stderr);
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
     } catch (const std::exception& e) {
       std::fprintf(stderr, "foldfarm: error: [%s] %s\n", dist::processLabel().c_str(), e.what());
       dist::MpiRuntime::abortJob(kExitFailure);

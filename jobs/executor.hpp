@@ -67,8 +67,8 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options);
 
 // A worker rank of the MPI pilot met an error of its own (its node's worker cannot be
 // started, a transport failure) and told rank 0, which fences it and goes on with the other
-// ranks (jobs/mpi_executor.cpp, step 3). The rank prints the error and ends without
-// aborting the job: it waits in MPI_Finalize until rank 0 ends the pilot, naming it.
+// ranks (jobs/mpi_executor.cpp, step 3). The rank prints the error and waits, without
+// aborting the job and outside MPI_Finalize, until rank 0 ends the pilot, naming it.
 class PilotRankLeft : public Error {
  public:
   explicit PilotRankLeft(const std::string& what) : Error(what, kExitFailure) {}

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "core/base/exit_codes.hpp"
 #include "core/base/log.hpp"
@@ -19,6 +20,12 @@ std::atomic<int> g_abort_code{kExitPeerLost};
 std::once_flag g_init_once;
 bool g_we_initialized = false;
 
+// Never destroyed: finalizeAtExit runs after the static objects made since MPI_Init are gone.
+std::vector<std::function<void()>>& finalizeHooks() {
+  static auto* hooks = new std::vector<std::function<void()>>();
+  return *hooks;
+}
+
 void finalizeAtExit() {
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -31,6 +38,9 @@ void finalizeAtExit() {
     std::this_thread::sleep_for(std::chrono::seconds(1));
     MpiRuntime::abortJob(g_abort_code.load());
   }
+  auto& hooks = finalizeHooks();
+  for (auto it = hooks.rbegin(); it != hooks.rend(); ++it) (*it)();
+  hooks.clear();
   MPI_Finalize();
 }
 
@@ -66,6 +76,10 @@ void MpiRuntime::markAborted(int exit_code) noexcept {
 }
 bool MpiRuntime::aborted() noexcept {
   return g_aborted.load();
+}
+
+void MpiRuntime::beforeFinalize(std::function<void()> hook) {
+  finalizeHooks().push_back(std::move(hook));
 }
 
 void MpiRuntime::abortJob(int code, double watchdog_s) noexcept {

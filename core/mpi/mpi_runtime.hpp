@@ -9,6 +9,7 @@
 // after a one-second grace period for other survivors.
 #include <mpi.h>
 
+#include <functional>
 #include <string>
 
 #include "core/base/exit_codes.hpp"
@@ -24,6 +25,10 @@ class MpiRuntime {
   // MPI_Abort(`exit_code`) (the first code given wins: the reason the job ends).
   static void markAborted(int exit_code = kExitPeerLost) noexcept;
   static bool aborted() noexcept;
+  // Runs `hook` at exit just before MPI_Finalize (the last registered first), unless the job
+  // is aborted. For what must happen on every rank before any rank waits in MPI_Finalize
+  // (dist/control_plane.hpp, step 6). Hooks must not throw.
+  static void beforeFinalize(std::function<void()> hook);
   // Ends the whole job with exit status `code` through MPI_Abort. MPI_Abort itself can block
   // (it first sends its help text to the launcher, then waits for the launcher's answer): a
   // watchdog ends this process with `code` after `watchdog_s` seconds, and the launcher, which
