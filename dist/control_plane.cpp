@@ -48,8 +48,9 @@ struct ControlPlane::Departures {
     }
   }
 
-  // Records what has arrived and moves this rank's sends on. Caller serialises MPI calls.
-  void poll() {
+  // Records what has arrived and moves this rank's sends on; true once this rank's departure
+  // has left (or none was sent). Caller serialises MPI calls.
+  bool poll() {
     for (int r = 0; r < comm.size(); ++r) {
       if (in_req[r] == MPI_REQUEST_NULL) continue;
       int flag = 0;
@@ -58,10 +59,11 @@ struct ControlPlane::Departures {
         got[r].why[sizeof(Departure::why) - 1] = '\0';
       }
     }
-    if (!out_req.empty()) {
-      int done = 0;
-      MPI_Testall(static_cast<int>(out_req.size()), out_req.data(), &done, MPI_STATUSES_IGNORE);
-    }
+    int done = 1;
+    if (!out_req.empty() && MPI_Testall(static_cast<int>(out_req.size()), out_req.data(), &done,
+                                        MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+      return true;  // nothing more to wait for
+    return done != 0;
   }
 
   // Sends this rank's departure to every peer (once). Caller serialises MPI calls.
@@ -295,12 +297,7 @@ void ControlPlane::leave(int exit_code, const std::string& why, double flush_s) 
     departures_->send(finished_.load(), exit_code != 0 ? exit_code : kExitFailure, why);
     // Eager messages of this size leave at once; the wait drives MPI's progress meanwhile.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(flush_s);
-    for (;;) {
-      int done = 0;
-      if (MPI_Testall(static_cast<int>(departures_->out_req.size()), departures_->out_req.data(),
-                      &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS ||
-          done || std::chrono::steady_clock::now() >= deadline)
-        break;
+    while (!departures_->poll() && std::chrono::steady_clock::now() < deadline) {
       lock.unlock();
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       lock.lock();
