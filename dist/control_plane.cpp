@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <thread>
 
 #include <fmt/format.h>
@@ -176,10 +177,14 @@ ControlPlane::~ControlPlane() {
     }
     if (send_req_[r] != MPI_REQUEST_NULL) MPI_Request_free(&send_req_[r]);
   }
-  // Step 6: this rank departs (without an error unless it left with one), and waits for the
-  // others' departures before MPI is finalised.
+  // Step 6: this rank departs (if it has not left with an error already: with an error when
+  // one is unwinding the stack, its exit code unknown here), and waits for the others'
+  // departures before MPI is finalised.
   if (comm_.size() < 2) return;
-  departures_->send(finished_.load(), 0, "");
+  if (std::uncaught_exceptions() > 0)
+    departures_->send(finished_.load(), kExitFailure, "(not told; see that rank's output)");
+  else
+    departures_->send(finished_.load(), 0, "");
   MpiRuntime::beforeFinalize([d = departures_, timeout_s = timeout_s_] {
     if (!MpiRuntime::aborted()) d->awaitEveryPeer(timeout_s);
   });

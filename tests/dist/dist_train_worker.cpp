@@ -3,8 +3,9 @@
 // faults injected on purpose:
 //   dist_train_worker --dir D --steps S [--resume] [--kill-rank R --kill-step K]
 //                     [--hang-rank R --hang-step K] [--signal-rank R --signal-step K]
-//                     [--fail-rank R --fail-step K]
-// (--fail-*: rank R throws an InputError at step K, an error no other rank meets.)
+//                     [--fail-rank R --fail-step K [--unwrapped]]
+// (--fail-*: rank R throws an InputError at step K, an error no other rank meets;
+// --unwrapped: the loop runs without leaveOnError, as code that does not tell the others.)
 // Global batch 32 split over the ranks; each rank writes D/result.<rank> = "<exit> <msg>",
 // rank 0 writes D/ckpt.pt on a stop and D/final.pt at the end.
 #include <torch/torch.h>
@@ -45,6 +46,7 @@ struct Args {
   int kill_rank = -1, kill_step = -1, hang_rank = -1, hang_step = -1;
   int signal_rank = -1, signal_step = -1;
   int fail_rank = -1, fail_step = -1;
+  bool unwrapped = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -77,6 +79,8 @@ Args parse(int argc, char** argv) {
       a.fail_rank = std::stoi(next());
     else if (k == "--fail-step")
       a.fail_step = std::stoi(next());
+    else if (k == "--unwrapped")
+      a.unwrapped = true;
     else
       throw InputError("unknown argument " + k);
   }
@@ -110,7 +114,7 @@ int run(const Args& a, int* rank_out) {
   const int rank = ctx->rank(), world = ctx->worldSize();
   *rank_out = rank;
   // As the commands do: an error only this rank meets ends the others at once.
-  leaveOnError(*ctx, [&] {
+  const auto body = [&] {
     if (kGlobalBatch % world != 0) throw InputError("world size must divide 32");
     torch::manual_seed(11);
     Net net;
@@ -155,7 +159,11 @@ int run(const Args& a, int* rank_out) {
     }
     if (ctx->isRoot()) saveState(a.dir + "/final.pt", net, nullptr, a.steps);
     ctx->barrier();
-  });
+  };
+  if (a.unwrapped)
+    body();
+  else
+    leaveOnError(*ctx, body);
   return kExitOk;
 }
 

@@ -162,6 +162,28 @@ TEST(DistFaults, AnErrorOnOneRankEndsTheOthersAtOnceWithItsExitCode) {
   fs::remove_all(dir);
 }
 
+// The same error in code that does not tell the others (no leaveOnError): the rank still
+// departs, when its control plane is destroyed while the error unwinds, as one that ended
+// with an error (exit 1, its message in its own output), not as one that ended normally.
+TEST(DistFaults, AnErrorNotToldStillEndsTheOthersAtOnceAsAnError) {
+  const fs::path dir = freshDir("fail_unwrapped");
+  double secs = 0;
+  const int rc = launch(joined({mpirun(2),
+                                {FOLDFARM_DIST_WORKER, "--dir", dir.string(), "--steps", "1500",
+                                 "--fail-rank", "1", "--fail-step", "5", "--unwrapped"}}),
+                        dir, {"FOLDFARM_COLLECTIVE_TIMEOUT=600"}, &secs);
+  const std::string log = slurp(dir / "log");
+  EXPECT_EQ(rc, 1) << log;
+  ASSERT_EQ(resultCode(dir, 1), 2) << log;
+  ASSERT_EQ(resultCode(dir, 0), 1) << log;
+  const std::string msg = slurp(dir / "result.0");
+  EXPECT_NE(msg.find("rank 1 ("), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ended with exit 1"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("see that rank's output"), std::string::npos) << msg;
+  EXPECT_LT(secs, 30.0) << log;
+  fs::remove_all(dir);
+}
+
 TEST(DistFaults, SignalOnOneRankStopsAllThenResumeOnOtherRankCount) {
   const fs::path dir = freshDir("preempt");
   const std::string worker = FOLDFARM_DIST_WORKER;
