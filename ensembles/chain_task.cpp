@@ -429,15 +429,14 @@ void checkUnfoldValues(const std::string& path) {
 
 }  // namespace
 
-void checkCampaignChainTaskInputValues(const nlohmann::json& task_params,
-                                       std::set<std::string>& read) {
+void checkCampaignChainTaskInputValues(const nlohmann::json& task_params, const FirstRead& first) {
   const ChainSpec spec = chainSpecFromJson(chainParamsOfCampaignTask(task_params, "tasks/t"));
   for (const std::string& path : {spec.mc_path, spec.data_path})
-    if (read.insert(path).second) checkUnfoldValues(path);
+    if (first(path, "")) checkUnfoldValues(path);
   // The truths: what the aggregation reads of them (a file read whole above may still hold
   // observables that a chain does not read: a truth's are checked as a truth's).
   checkTruths(task_params, [&](const std::string& path) {
-    if (read.insert("truth " + path).second) checkTruthValues(path);
+    if (first(path, "truth")) checkTruthValues(path);
   });
 }
 

@@ -34,7 +34,7 @@
 //
 // Thread-safety: not re-entrant; one chain at a time per process (LibTorch thread settings
 // and the stop flag are process-wide).
-#include <set>
+#include <functional>
 #include <string>
 
 #include <nlohmann/json_fwd.hpp>
@@ -67,10 +67,12 @@ void checkCampaignChainTaskInputs(const nlohmann::json& task_params);
 // Every value those files hold that a task or the aggregation will read (the simulation's and
 // the data's particles, jets, observables, flags and weights: data::JetFile::checkValues; the
 // truth's as checkTruthValues), a piece at a time, with a progress line for a large file;
-// files in `read` are skipped and those read are added. At `campaign init` only
-// (jobs::TaskKindTraits::check_input_values). InputError naming the key, file and row.
-void checkCampaignChainTaskInputValues(const nlohmann::json& task_params,
-                                       std::set<std::string>& read);
+// a file is read in a role ("": as a chain reads it, "truth") only when first(path, role)
+// says so (jobs::InputValueReads::first: each file once, the unchanged ones never). At
+// `campaign init` and `campaign accept-inputs` only (jobs::TaskKindTraits::check_input_values).
+// InputError naming the key, file and row.
+using FirstRead = std::function<bool(const std::string& path, const std::string& role)>;
+void checkCampaignChainTaskInputValues(const nlohmann::json& task_params, const FirstRead& first);
 // The foundation of chain params with an init: a checkpoint (either form resolveCheckpointDir
 // takes) whose metadata and tensors pass their checksums, read whole once per version of its
 // meta.json in this process, whose preset the chain config does not contradict

@@ -82,10 +82,6 @@ std::vector<TaskDef> taskDefsOf(const CampaignSpec& spec) {
 }
 
 // A new journal at `path` with the tasks `defs` of `spec`, all pending.
-// The journal's meta key holding the text of D/spec.json (`campaign repair` restores a
-// damaged or lost spec.json from it; journals made before it hold none).
-constexpr const char* kFrozenSpecMeta = "frozen_spec";
-
 CampaignJournal createJournal(const CampaignSpec& spec, const std::vector<TaskDef>& defs,
                               const std::string& path, const std::string& spec_text) {
   CampaignJournal j = CampaignJournal::create(path, defs);
@@ -93,15 +89,6 @@ CampaignJournal createJournal(const CampaignSpec& spec, const std::vector<TaskDe
   j.setMeta("created_at", std::to_string(wallClockNow()));
   j.setMeta(kFrozenSpecMeta, spec_text);
   return j;
-}
-
-std::string utcStamp() {
-  char stamp[32];
-  const std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  ::gmtime_r(&now, &utc);
-  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &utc);
-  return stamp;
 }
 
 // D/spec.json, or (damaged or lost: `problem`) the journal's copy of it written back
@@ -220,6 +207,15 @@ std::optional<TaskResult> readTaskResult(const std::string& path) {
 
 void writeTaskResult(const std::string& path, const TaskResult& r) {
   writeFileAtomic(path, r.toJson().dump() + "\n");
+}
+
+std::string utcStamp() {
+  char stamp[32];
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  ::gmtime_r(&now, &utc);
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &utc);
+  return stamp;
 }
 
 Campaign::Campaign(std::string dir, CampaignSpec spec, CampaignJournal journal, Fd lock)

@@ -9,6 +9,9 @@
 //   D/tasks/<id>/            one folder per task: task.log, task_result.json, the task's outputs
 //                            (a chain's checkpoints and weights)
 //   D/aggregate/             aggregated outputs (`campaign aggregate`)
+//   D/superseded/<time>-<pid>/  what inputs accepted as changed made stale: the old spec.json,
+//                            tasks/<id>/ and aggregate/ (`campaign accept-inputs`,
+//                            jobs/accept_inputs.hpp)
 //
 // task_result.json (written atomically by the process that ran the task, never by the
 // orchestrator): {"task": id, "attempt": n, "status": s, "reason": "...", "host": h,
@@ -32,6 +35,14 @@
 #include "jobs/task_state.hpp"
 
 namespace foldfarm::jobs {
+
+// The journal's meta key holding the text of D/spec.json (`campaign repair` restores a
+// damaged or lost spec.json from it; journals made before it hold none).
+inline constexpr const char* kFrozenSpecMeta = "frozen_spec";
+
+// "20261203-211500": the UTC time now, in the names of what is kept aside (a damaged journal,
+// the outputs of superseded inputs).
+std::string utcStamp();
 
 // The attempt record in each task folder (a task's own outputs, e.g. a chain's
 // result.json, live beside it under their own names).

@@ -17,6 +17,7 @@
 #include "core/base/log.hpp"
 #include "core/mpi/check.hpp"
 #include "core/mpi/mpi_runtime.hpp"
+#include "jobs/accept_inputs.hpp"
 #include "jobs/status_report.hpp"
 #include "jobs/task_lease.hpp"
 
@@ -200,6 +201,49 @@ void repairCommand(const std::string& dir, bool force, bool json) {
         s.unreadable, s.damaged_copy.empty() ? "" : "; the damaged journal is kept in ",
         s.damaged_copy.c_str());
   }
+}
+
+void acceptInputsCommand(const std::string& dir, bool dry_run, bool json) {
+  const AcceptSummary s = acceptInputs(dir, dry_run);
+  if (json) {
+    std::printf("%s\n", s.toJson().dump(2).c_str());
+    return;
+  }
+  for (const std::string& path : s.restored)
+    std::printf(
+        "campaign %s: input %s holds the bytes read at `campaign init`: its recorded "
+        "time is restored\n",
+        dir.c_str(), path.c_str());
+  if (s.changed.empty()) {
+    std::printf("campaign %s: every input is as recorded; nothing to accept\n", dir.c_str());
+    return;
+  }
+  for (const AcceptedInput& a : s.changed)
+    std::printf("campaign %s: input %s: %s\n", dir.c_str(), a.change.c_str(),
+                a.tasks == 0 ? "no task reads it (the aggregation does)"
+                             : (std::to_string(a.tasks) + " task(s) read it").c_str());
+  std::string was;
+  for (const auto& [n, what] : {std::pair<int, const char*>{s.done, "done"},
+                                {s.failed, "failed"},
+                                {s.pending, "pending"},
+                                {s.cancelled, "cancelled, staying so"}})
+    if (n > 0) was += (was.empty() ? "" : ", ") + std::to_string(n) + " " + what;
+  std::string line = std::to_string(s.rerun.size()) + " task(s) run again";
+  if (!was.empty()) line += " (" + was + ")";
+  if (s.needed_only > 0)
+    line += ", " + std::to_string(s.needed_only) + " of them because a task they need does";
+  if (s.dry_run) {
+    std::printf("campaign %s: nothing changed (--dry-run); accepting would make %s%s\n",
+                dir.c_str(), line.c_str(),
+                s.aggregate_moved ? " and move the aggregation's outputs aside" : "");
+    return;
+  }
+  std::printf(
+      "campaign %s: %zu input(s) accepted as they are now; %s%s%s; run the campaign "
+      "(`foldfarm campaign run %s`)\n",
+      dir.c_str(), s.changed.size(), line.c_str(),
+      s.moved_to.empty() ? "" : "; what the old inputs made is kept in ", s.moved_to.c_str(),
+      dir.c_str());
 }
 
 std::pair<std::string, int> splitTaskAttempt(const std::string& entry) {

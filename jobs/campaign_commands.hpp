@@ -34,6 +34,10 @@ void cancelCommand(const std::string& dir);
 // `campaign repair D [--force] [--json]`: Campaign::repair, then one line (or JSON) saying
 // what was wrong and what the new journal holds.
 void repairCommand(const std::string& dir, bool force, bool json);
+// `campaign accept-inputs D [--dry-run] [--json]`: acceptInputs (jobs/accept_inputs.hpp),
+// then a line per input and one saying what runs again and where the old outputs went (or
+// the summary as JSON).
+void acceptInputsCommand(const std::string& dir, bool dry_run, bool json);
 // `campaign work D --task ID[@N] …`: runs the tasks in this process, writing
 // task_result.json; never opens the journal. N is the attempt the journal gave the task
 // (`attempt` for ids without one; 0: a run by hand). Each task runs under its lease

@@ -560,12 +560,13 @@ void checkCampaignInputsForKind(const CampaignSpec& s, const std::string& origin
   if (traits.check_inputs) checkEachSetOfInputs(s, origin, traits.check_inputs);
 }
 
-void checkCampaignInputValues(const CampaignSpec& s, const std::string& origin) {
+void checkCampaignInputValues(const CampaignSpec& s, const std::string& origin,
+                              const std::set<std::string>& unchanged) {
   const auto& traits = taskKindTraits(s.kind);
   if (!traits.check_input_values) return;
-  std::set<std::string> read;  // each file once, whichever sets name it
+  InputValueReads reads(unchanged);  // each file once, whichever sets name it
   checkEachSetOfInputs(s, origin,
-                       [&](const json& params) { traits.check_input_values(params, read); });
+                       [&](const json& params) { traits.check_input_values(params, reads); });
 }
 
 CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,

@@ -63,6 +63,7 @@
 // the campaign directory holds absolute paths.
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -212,10 +213,12 @@ void requireCampaignInputFiles(const CampaignSpec& spec, const std::string& orig
 // The second: the kind's check_inputs over each set of inputs (the common one, each
 // variation's); a chain opens its files and checks their levels. A pilot runs it on one rank.
 void checkCampaignInputsForKind(const CampaignSpec& spec, const std::string& origin);
-// At `campaign init` only: the kind's check_input_values over each set of inputs, each file
-// read once (a chain's simulation, data and truth: every value a task or the aggregation will
-// read). InputError as checkCampaignInputsForKind's.
-void checkCampaignInputValues(const CampaignSpec& spec, const std::string& origin);
+// At `campaign init` (and `campaign accept-inputs`) only: the kind's check_input_values over
+// each set of inputs, each file read once (a chain's simulation, data and truth: every value a
+// task or the aggregation will read), but those in `unchanged`. InputError as
+// checkCampaignInputsForKind's.
+void checkCampaignInputValues(const CampaignSpec& spec, const std::string& origin,
+                              const std::set<std::string>& unchanged = {});
 // The third: every input as `inputs_at_init` recorded it (jobs/input_record.hpp; nothing to
 // check for a new spec or a campaign made before records). A stat each.
 void requireCampaignInputsAsRecorded(const CampaignSpec& spec, const std::string& origin);

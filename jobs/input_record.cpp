@@ -288,6 +288,16 @@ std::string inputChangeSince(const json& record) {
   return "";
 }
 
+std::vector<std::pair<std::string, std::string>> changedInputs(const json& record) {
+  std::vector<std::pair<std::string, std::string>> changed;
+  if (!record.is_object()) return changed;
+  for (auto it = record.begin(); it != record.end(); ++it)
+    if (std::string clause = changeClause(it.key(), it.value(), recordInput(it.key()));
+        !clause.empty())
+      changed.emplace_back(it.key(), std::move(clause));
+  return changed;
+}
+
 json presentInputs(const json& record, const std::string& except) {
   json present = json::object();
   if (!record.is_object()) return present;
@@ -299,7 +309,9 @@ json presentInputs(const json& record, const std::string& except) {
 
 std::string inputChangeAdvice() {
   return "the tasks done so far read it as it was: restore it (its bytes and times: `cp -p`, "
-         "`rsync -a`), or unfold the new version in a new campaign (`foldfarm campaign init`)";
+         "`rsync -a`), accept the new version (`foldfarm campaign accept-inputs` with the "
+         "campaign's directory: the tasks that read it run again), or unfold it in a new "
+         "campaign (`foldfarm campaign init`)";
 }
 
 void requireInputsAsRecorded(const json& record, const std::string& what) {

@@ -23,6 +23,7 @@
 // the recorded ones gives them back their recorded times (restoreInputTimes); the checks'
 // message says so. Records without them (campaigns made before) get the `touch` command.
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -48,6 +49,10 @@ nlohmann::json recordInputs(const std::vector<std::string>& paths);
 // holds the same bytes, copied again, `touch -d @1764705662.000000000 '/d/mc.h5'` gives it
 // back its time)".
 std::string inputChangeSince(const nlohmann::json& record);
+
+// Every path of `record` that does not match it now, with inputChangeSince's clause for it, in
+// the record's order.
+std::vector<std::pair<std::string, std::string>> changedInputs(const nlohmann::json& record);
 
 // What restoreInputTimes did: the files given back their recorded time, and one clause for
 // each file still not as recorded ("/d/mc.h5: its bytes differ from those of `campaign init`

@@ -16,16 +16,16 @@ static_assert(kEventLeaseRefused == -2, "kTaskColumns names it as -2");
 constexpr const char* kTaskColumns =
     "idx, id, replica, member, state, attempts, failures, host, slot, external_id, exit_code, "
     "reason, started_at, finished_at, not_before, ingested, result, "
-    // The attempt at which `campaign retry` (--failed or --cancelled) last gave the task a
-    // fresh start.
+    // The attempt at which `campaign retry` (--failed or --cancelled) or `campaign
+    // accept-inputs` (a done task) last gave the task a fresh start.
     "COALESCE((SELECT MAX(attempt) FROM events WHERE task_idx=tasks.idx AND "
-    "from_state IN ('failed','cancelled') AND to_state='pending'), 0), "
+    "from_state IN ('failed','cancelled','done') AND to_state='pending'), 0), "
     // Attempts since then that ended without a result of their own (running -> interrupted
     // other than the task's own exit 75: its job or worker ended first).
     "(SELECT COUNT(*) FROM events e WHERE e.task_idx=tasks.idx AND e.from_state='running' AND "
     "e.to_state='interrupted' AND COALESCE(e.exit_code, -1) NOT IN (75, -2) AND e.seq > "
     "COALESCE((SELECT MAX(seq) FROM events WHERE task_idx=tasks.idx AND from_state IN "
-    "('failed','cancelled') AND to_state='pending'), 0))";
+    "('failed','cancelled','done') AND to_state='pending'), 0))";
 
 TaskRecord readTask(SqliteStatement& st) {
   TaskRecord t;
@@ -516,6 +516,31 @@ int CampaignJournal::retry(TaskState from, const std::string& reason) {
   }
   txn.commit();
   return static_cast<int>(rows.size());
+}
+
+int CampaignJournal::rerun(const std::vector<int>& indices, const std::string& reason,
+                           const std::map<std::string, std::string>& meta) {
+  SqliteTransaction txn(db_);
+  SqliteStatement sel(db_, "SELECT state, attempts FROM tasks WHERE idx=?");
+  SqliteStatement up(db_,
+                     "UPDATE tasks SET state='pending', failures=0, not_before=0, ingested=0, "
+                     "result=NULL, reason=? WHERE idx=?");
+  const double now = wallClockNow();
+  int moved = 0;
+  for (int idx : indices) {
+    sel.bind(1, idx);
+    if (!sel.step()) throw Error("journal: no task of index " + std::to_string(idx));
+    const TaskState from = *parseTaskState(sel.columnText(0));
+    const int attempt = static_cast<int>(sel.columnInt(1));
+    sel.reset();
+    if (from != TaskState::kDone && from != TaskState::kFailed) continue;
+    up.bind(1, reason).bind(2, idx).run();
+    insertEvent(idx, attempt, from, TaskState::kPending, now, "", -1, -1, reason);
+    ++moved;
+  }
+  for (const auto& [key, value] : meta) setMeta(key, value);
+  txn.commit();
+  return moved;
 }
 
 int CampaignJournal::cancelUnfinished(const std::string& reason) {

@@ -136,6 +136,12 @@ class CampaignJournal {
   // `from` (failed or cancelled) -> pending, with failures and backoff reset; each move an
   // event with `reason`. Returns how many.
   int retry(TaskState from, const std::string& reason);
+  // `campaign accept-inputs`: of `indices` (task indices), each done or failed task ->
+  // pending with its result dropped, failures and backoff reset and `reason` on its row and
+  // event (a fresh start, as a retry's); tasks in other states are left as they are. `meta`
+  // is written in the same transaction. Returns how many moved.
+  int rerun(const std::vector<int>& indices, const std::string& reason,
+            const std::map<std::string, std::string>& meta = {});
   // pending/running/interrupted -> cancelled. Returns how many.
   int cancelUnfinished(const std::string& reason);
   // Number of rows in `events` (transitions recorded) for a task (-1: all tasks).

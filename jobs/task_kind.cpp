@@ -372,13 +372,14 @@ TaskOutcome runTaskKind(const std::string& name, const json& params, const std::
 void registerBuiltinTaskKinds() {
   using Keys = std::vector<std::string>;
   registerTaskKind("noop", TaskRunner(runNoop),
-                   TaskKindTraits{false, nullptr, Keys{}, nullptr, nullptr});
+                   TaskKindTraits{false, nullptr, Keys{}, nullptr, nullptr, {}});
   registerTaskKind("sleep", TaskRunner(runSleep),
-                   TaskKindTraits{true, validateSleep, Keys{"seconds"}, nullptr, nullptr});
+                   TaskKindTraits{true, validateSleep, Keys{"seconds"}, nullptr, nullptr, {}});
   registerTaskKind("command", TaskRunner(runCommand),
-                   TaskKindTraits{true, validateCommand, Keys{"argv"}, nullptr, nullptr});
-  registerTaskKind("load", TaskRunner(runLoad),
-                   TaskKindTraits{false, validateLoad, Keys{"path", "cache"}, nullptr, nullptr});
+                   TaskKindTraits{true, validateCommand, Keys{"argv"}, nullptr, nullptr, {}});
+  registerTaskKind(
+      "load", TaskRunner(runLoad),
+      TaskKindTraits{false, validateLoad, Keys{"path", "cache"}, nullptr, nullptr, {}});
 }
 
 void WorkerCache::dropOthers(const std::string& prefix, const std::string& keep) {

@@ -57,11 +57,28 @@ using TaskRunner =
     std::function<TaskOutcome(const nlohmann::json& params, const std::string& task_dir)>;
 // Checks a task's params before the campaign starts; throws InputError naming the key.
 using TaskValidator = std::function<void(const nlohmann::json& params)>;
+// Which input files a campaign's value check has read, in which role, and which it is to
+// leave alone: each file is read once in each role however many sets of inputs name it
+// (`campaign init`), and `campaign accept-inputs` reads only the files that changed.
+class InputValueReads {
+ public:
+  InputValueReads() = default;
+  // `unchanged`: files not to read in any role.
+  explicit InputValueReads(std::set<std::string> unchanged) : skip_(std::move(unchanged)) {}
+  // Whether the check is to read `path` in `role` ("": as the task reads it; "truth": as the
+  // aggregation does): false when it was read so already or is to be left alone; true marks
+  // it read.
+  bool first(const std::string& path, const std::string& role = "") {
+    return skip_.count(path) == 0 && read_.insert(role + "\n" + path).second;
+  }
+
+ private:
+  std::set<std::string> skip_, read_;
+};
+
 // Reads every value of the input files a task will read; throws InputError naming the file,
-// dataset and row. `read` holds the paths read already (added to by the check): each file is
-// read once however many sets of inputs name it.
-using InputValueCheck =
-    std::function<void(const nlohmann::json& params, std::set<std::string>& read)>;
+// dataset and row.
+using InputValueCheck = std::function<void(const nlohmann::json& params, InputValueReads& reads)>;
 
 struct TaskKindTraits {
   bool needs_directory = true;  // the worker creates the task directory and task.log
@@ -77,6 +94,10 @@ struct TaskKindTraits {
   // value every task would fail on is found before any task runs, and the files cannot change
   // afterwards unnoticed (inputs_at_init). Minutes for inputs of hundreds of GB.
   InputValueCheck check_input_values;
+  // The keys of a task's "inputs" that its runner does not read, only checks, and the
+  // aggregation reads (a chain's "truth"): `campaign accept-inputs` runs no task again for a
+  // change to one of them alone.
+  std::vector<std::string> aggregation_inputs;
 };
 
 void registerTaskKind(const std::string& name, TaskRunner runner, TaskKindTraits traits = {});

@@ -219,6 +219,17 @@ std::optional<LeaseRefusal> readLeaseRefusal(const std::string& task_dir) {
   return LeaseRefusal{j["attempt"].get<int>(), j.value("reason", "")};
 }
 
+std::string leaseHolderNow(const std::string& task_dir) {
+  const std::string path = task_dir + "/" + kLeaseFile;
+  const Fd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno == ENOENT || errno == ENOTDIR) return "";
+    throwSystemError("open", __FILE__, __LINE__, path);
+  }
+  if (tryLock(fd.get())) return "";  // released when fd closes
+  return describeHolder(readHolder(fd.get()));
+}
+
 int newestAttempt(const std::string& task_dir) {
   return readAttemptFile(task_dir + "/" + kAttemptFile);
 }

@@ -97,6 +97,9 @@ class TaskLease {
 // does not control (a Slurm array element): raises <task dir>/.attempt to `attempt` if it
 // is lower (creating the directory), so that older attempts starting later are superseded.
 void promiseAttempt(const std::string& task_dir, int attempt);
+// Who holds the lease of `task_dir` now ("attempt 3 (host n1, pid 42)"), or "" when nobody
+// does (or the directory has no lease file). Takes and releases the lock when it is free.
+std::string leaseHolderNow(const std::string& task_dir);
 // The newest attempt <task dir>/.attempt records (0: none, or no such directory).
 int newestAttempt(const std::string& task_dir);
 

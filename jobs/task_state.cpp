@@ -47,7 +47,7 @@ bool transitionAllowed(TaskState from, TaskState to) {
     case S::kFailed:
       return to == S::kPending;
     case S::kDone:
-      return false;
+      return to == S::kPending;
     case S::kCancelled:
       return to == S::kPending;
   }

@@ -9,6 +9,7 @@
 //   failed  --retry-----> pending   (user: `campaign retry --failed`)
 //   pending/running/interrupted --cancel--> cancelled
 //   cancelled --retry--> pending   (user: `campaign retry --cancelled`)
+//   done    --rerun-----> pending   (user: `campaign accept-inputs`: an input it read changed)
 // CampaignJournal checks every transition it records against this table
 // (requireTransition) and refuses the others.
 #include <optional>

@@ -49,8 +49,16 @@ void registerAllTaskKinds() {
                              ensembles::checkChainTaskParams(
                                  ensembles::chainParamsOfCampaignTask(p, "tasks/t"));
                            },
-                           std::nullopt, ensembles::checkCampaignChainTaskInputs,
-                           ensembles::checkCampaignChainTaskInputValues});
+                           std::nullopt,
+                           ensembles::checkCampaignChainTaskInputs,
+                           [](const json& p, jobs::InputValueReads& reads) {
+                             ensembles::checkCampaignChainTaskInputValues(
+                                 p, [&](const std::string& path, const std::string& role) {
+                                   return reads.first(path, role);
+                                 });
+                           },
+                           // The truth is checked by a task, read by the aggregation only.
+                           {"truth"}});
 }
 
 void refuseUntrainable(const jobs::CampaignSpec& spec, const std::string& origin) {
@@ -337,6 +345,26 @@ void registerCampaignCommands(CommandGroups& g) {
   }
   registerCampaignCancelCommand(*campaign);
   registerCampaignRepairCommand(*campaign);
+  // accept-inputs
+  {
+    auto* c = campaign->add_subcommand(
+        "accept-inputs",
+        "Take the input files as they are now after one was replaced (a simulation "
+        "regenerated, a foundation pretrained again): checks and records the new files as "
+        "`campaign init` does, and runs again only the tasks that read a changed one and those "
+        "that need them; their old outputs and the aggregation's move to D/superseded/");
+    auto dir = std::make_shared<std::string>();
+    auto dry_run = std::make_shared<bool>(false);
+    auto as_json = std::make_shared<bool>(false);
+    c->add_option("dir", *dir, "Campaign directory")->required();
+    c->add_flag("--dry-run", *dry_run,
+                "Say what changed and which tasks would run again; change nothing");
+    c->add_flag("--json", *as_json, "Print JSON");
+    c->callback([dir, dry_run, as_json] {
+      registerAllTaskKinds();
+      jobs::acceptInputsCommand(*dir, *dry_run, *as_json);
+    });
+  }
   // work
   {
     auto* c = campaign->add_subcommand(

@@ -104,13 +104,13 @@ void registerCampaignTaskKinds() {
   if (done) return;
   done = true;
   jobs::registerBuiltinTaskKinds();
-  jobs::registerTaskKind("chain", jobs::TaskRunner([](const nlohmann::json&, const std::string&) {
-                           return jobs::TaskOutcome{
-                               jobs::kTaskBadInput,
-                               "chain tasks run in foldfarm-torch, not in the foldfarm front end",
-                               nullptr};
-                         }),
-                         jobs::TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr});
+  jobs::registerTaskKind(
+      "chain", jobs::TaskRunner([](const nlohmann::json&, const std::string&) {
+        return jobs::TaskOutcome{jobs::kTaskBadInput,
+                                 "chain tasks run in foldfarm-torch, not in the foldfarm front end",
+                                 nullptr};
+      }),
+      jobs::TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr, {"truth"}});
 }
 
 }  // namespace foldfarm::app

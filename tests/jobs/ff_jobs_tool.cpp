@@ -1,7 +1,7 @@
 // ff_jobs_tool: a torch-free front end to the jobs library for its tests. It speaks the
 // same commands as `foldfarm campaign …` (init, run, resume, retry --failed/--cancelled, cancel,
-// status, work) and `foldfarm worker`, and knows the built-in task kinds plus the test
-// kinds of test_kinds.hpp, so fault tests run real processes without LibTorch.
+// status, repair, accept-inputs, work) and `foldfarm worker`, and knows the built-in task kinds
+// plus the test kinds of test_kinds.hpp, so fault tests run real processes without LibTorch.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -21,6 +21,7 @@ const char* kUsage =
     "                             [--heartbeat S]\n"
     "       ff_jobs_tool retry D [--failed] [--cancelled]\n"
     "       ff_jobs_tool cancel D | status D [--json]\n"
+    "       ff_jobs_tool accept-inputs D [--dry-run] [--json]\n"
     "       ff_jobs_tool work D --task ID [--task ID ...] [--attempt N]\n";
 
 }  // namespace
@@ -42,7 +43,7 @@ int main(int argc, char** argv) {
     std::string dir, executor;
     std::vector<std::string> tasks;
     int attempt = 0;
-    bool json = false, failed = false, cancelled = false;
+    bool json = false, failed = false, cancelled = false, dry_run = false;
     jobs::RunOptions opt;
     opt.show_progress = false;
     for (size_t k = 2; k < args.size(); ++k) {
@@ -70,6 +71,8 @@ int main(int argc, char** argv) {
         failed = true;
       else if (args[k] == "--cancelled")
         cancelled = true;
+      else if (args[k] == "--dry-run")
+        dry_run = true;
       else
         throw InputError("unknown option " + args[k]);
     }
@@ -93,6 +96,10 @@ int main(int argc, char** argv) {
     }
     if (cmd == "repair") {
       jobs::repairCommand(target, /*force=*/false, json);
+      return 0;
+    }
+    if (cmd == "accept-inputs") {
+      jobs::acceptInputsCommand(target, dry_run, json);
       return 0;
     }
     if (cmd == "work") return jobs::workCommand(target, tasks, attempt);

@@ -101,6 +101,39 @@ TEST(Journal, CompletionsAreIngestedExactlyOnce) {
   EXPECT_EQ(j.eventCount(2), 4);
 }
 
+// `campaign accept-inputs`: done and failed tasks back to pending with a fresh start (result
+// dropped, failures and the retry count reset), the others left as they are, the meta
+// written in the same transaction; a completion of the old attempt is not ingested.
+TEST(Journal, RerunMovesDoneAndFailedTasksBackWithAFreshStart) {
+  std::string dir = makeScratchDir("rerun");
+  CampaignJournal j = CampaignJournal::create(dir + "/j.sqlite", threeTasks());
+  std::vector<Dispatch> ds(3);
+  for (int i = 0; i < 3; ++i) ds[i].index = i;
+  ASSERT_EQ(j.markRunning(ds), 3);
+  RetryPolicy retry;
+  retry.max_attempts = 1;
+  ASSERT_EQ(j.recordCompletions({completion(0, 1, 0), completion(1, 1, 3, "exit 3")}, retry), 2);
+  ASSERT_EQ(j.task("r0001m0")->state, TaskState::kFailed);
+  EXPECT_EQ(j.rerun({0, 1, 2}, "input changed", {{"frozen_spec", "{}"}}), 2);
+  for (const char* id : {"r0000m0", "r0001m0"}) {
+    const auto t = j.task(id);
+    EXPECT_EQ(t->state, TaskState::kPending) << id;
+    EXPECT_EQ(t->failures, 0) << id;
+    EXPECT_EQ(t->ingested, 0) << id;
+    EXPECT_TRUE(t->result.is_null()) << id;
+    EXPECT_EQ(t->reason, "input changed") << id;
+    EXPECT_EQ(t->attemptsSinceRetry(), 0) << id;
+  }
+  EXPECT_EQ(j.task("r0002m0")->state, TaskState::kRunning) << "left as it was";
+  EXPECT_EQ(j.meta("frozen_spec"), "{}");
+  EXPECT_EQ(j.recordCompletions({completion(0, 1, 0)}, retry), 0) << "the old attempt";
+  std::vector<Dispatch> again(1);
+  ASSERT_EQ(j.markRunning(again), 1);
+  EXPECT_EQ(again[0].attempt, 2);
+  EXPECT_EQ(j.recordCompletions({completion(0, 2, 0)}, retry), 1);
+  EXPECT_EQ(j.task("r0000m0")->ingested, 1);
+}
+
 TEST(Journal, BackoffDelaysRetries) {
   std::string dir = makeScratchDir("backoff");
   CampaignJournal j = CampaignJournal::create(dir + "/j.sqlite", threeTasks());
@@ -215,8 +248,9 @@ TEST(TaskStates, EveryTransitionOutsideTheTableIsRefused) {
             << toString(from) << " -> " << toString(to);
       }
     }
-  EXPECT_EQ(allowed, 11);  // the table in task_state.cpp, counted by hand
-  EXPECT_FALSE(transitionAllowed(TaskState::kDone, TaskState::kPending));
+  EXPECT_EQ(allowed, 12);  // the table in task_state.cpp, counted by hand
+  EXPECT_TRUE(transitionAllowed(TaskState::kDone, TaskState::kPending));  // accept-inputs
+  EXPECT_FALSE(transitionAllowed(TaskState::kDone, TaskState::kFailed));
   EXPECT_FALSE(transitionAllowed(TaskState::kPending, TaskState::kDone));
 }
 

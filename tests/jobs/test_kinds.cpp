@@ -5,14 +5,50 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
+#include "core/base/error.hpp"
 #include "jobs/task_kind.hpp"
 
 namespace foldfarm::jobs::testing {
 
+namespace {
+
+std::string fileText(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
 void registerTestTaskKinds() {
   registerBuiltinTaskKinds();
+  registerTaskKind("reads", TaskRunner([](const nlohmann::json& p, const std::string&) {
+                     nlohmann::json read = nlohmann::json::object();
+                     for (const auto& [key, path] : p.at("inputs").items())
+                       if (key != "truth") read[key] = fileText(path.get<std::string>());
+                     return TaskOutcome{0, "", nlohmann::json{{"read", read}}};
+                   }),
+                   TaskKindTraits{true,
+                                  nullptr,
+                                  std::nullopt,
+                                  nullptr,
+                                  [](const nlohmann::json& p, InputValueReads& reads) {
+                                    for (const auto& [key, path_json] : p.at("inputs").items()) {
+                                      const std::string path = path_json.get<std::string>();
+                                      if (!reads.first(path, key == "truth" ? "truth" : ""))
+                                        continue;
+                                      if (const char* log = std::getenv("FF_TEST_VALUES_LOG")) {
+                                        std::ofstream(log, std::ios::app) << path << "\n";
+                                      }
+                                      if (fileText(path).find("NaN") != std::string::npos)
+                                        throw InputError(path + ": row 0 holds NaN");
+                                    }
+                                  },
+                                  {"truth"}});
   registerTaskKind("crash", TaskRunner([](const nlohmann::json& p, const std::string& dir) {
                      int sig = p.value("signal", 11);
                      std::string marker = dir + "/crashed-once";
@@ -26,7 +62,7 @@ void registerTestTaskKinds() {
                      }
                      return TaskOutcome{0, "", nlohmann::json{{"survived", true}}};
                    }),
-                   TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr});
+                   TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr, {}});
   // Sleeps `seconds` without looking at stop requests: a task stuck where it cannot stop
   // (the worker's watchdog ends such a worker).
   registerTaskKind(
@@ -34,7 +70,7 @@ void registerTestTaskKinds() {
         std::this_thread::sleep_for(std::chrono::duration<double>(p.value("seconds", 0.0)));
         return TaskOutcome{0, "", nlohmann::json{{"slept", true}}};
       }),
-      TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr});
+      TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr, {}});
   // Once: replaces the lease's holder record with another host's attempt while the task
   // holds the lock, as a network file system that dropped the lock and granted it elsewhere
   // would leave it; then finishes.
@@ -52,7 +88,7 @@ void registerTestTaskKinds() {
         }
         return TaskOutcome{0, "", nlohmann::json{{"finished", true}}};
       }),
-      TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr});
+      TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr, {}});
 }
 
 }  // namespace foldfarm::jobs::testing

@@ -56,7 +56,7 @@ class SpecValidation : public ::testing::Test {
   json chainSpec() {
     registerTaskKind("chain",
                      TaskRunner([](const json&, const std::string&) { return TaskOutcome{}; }),
-                     TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr});
+                     TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr, {}});
     writeText(dir_ + "/mc.h5", "x");
     writeText(dir_ + "/data.h5", "x");
     return {{"task", "chain"},

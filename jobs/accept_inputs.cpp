@@ -1,0 +1,218 @@
+#include "jobs/accept_inputs.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <system_error>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/fault_point.hpp"
+#include "core/base/file_stat.hpp"
+#include "jobs/campaign.hpp"
+#include "jobs/input_record.hpp"
+#include "jobs/task_kind.hpp"
+#include "jobs/task_lease.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// The paths each set of inputs (the nominal's: nullptr; a variation's) has its tasks read:
+// every input but the kind's aggregation_inputs.
+std::map<const Variation*, std::set<std::string>> pathsReadBySet(const CampaignSpec& spec) {
+  const std::vector<std::string>& skip = taskKindTraits(spec.kind).aggregation_inputs;
+  const auto read = [&](const std::map<std::string, std::string>& inputs,
+                        std::set<std::string>& into) {
+    for (const auto& [key, path] : inputs)
+      if (std::find(skip.begin(), skip.end(), key) == skip.end()) into.insert(path);
+  };
+  std::map<const Variation*, std::set<std::string>> sets;
+  read(spec.inputs, sets[nullptr]);
+  for (const Variation& v : spec.variations) {
+    // A variation's inputs replace the nominal's of the same key.
+    std::map<std::string, std::string> merged = spec.inputs;
+    for (const auto& [key, path] : v.inputs) merged[key] = path;
+    read(merged, sets[&v]);
+  }
+  return sets;
+}
+
+// Whether a task directory holds anything but the attempt number promised to it (a directory
+// made anew by an earlier, interrupted accept-inputs holds only that).
+bool holdsOutputs(const std::string& task_dir) {
+  std::error_code ec;
+  for (fs::directory_iterator it(task_dir, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec))
+    if (it->path().filename() != kAttemptFile) return true;
+  return false;
+}
+
+bool nonEmptyDirectory(const std::string& path) {
+  std::error_code ec;
+  return fs::is_directory(path, ec) && !fs::is_empty(path, ec);
+}
+
+void makeDirectory(const std::string& path) {
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  if (ec) throw Error(path + ": cannot create the directory: " + ec.message());
+}
+
+}  // namespace
+
+json AcceptSummary::toJson() const {
+  json changed_json = json::array();
+  for (const AcceptedInput& c : changed)
+    changed_json.push_back({{"path", c.path}, {"change", c.change}, {"tasks", c.tasks}});
+  return {
+      {"dry_run", dry_run},
+      {"restored", restored},
+      {"changed", changed_json},
+      {"rerun", rerun},
+      {"needed_only", needed_only},
+      {"was", {{"done", done}, {"failed", failed}, {"pending", pending}, {"cancelled", cancelled}}},
+      {"aggregate_moved", aggregate_moved},
+      {"moved_to", moved_to}};
+}
+
+AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
+  AcceptSummary sum;
+  sum.dry_run = dry_run;
+  Campaign c =
+      Campaign::open(dir_in, dry_run ? Campaign::Access::kReadOnly : Campaign::Access::kWriter);
+  const std::string& dir = c.dir();
+  const std::string origin = dir + "/spec.json";
+  CampaignSpec spec = c.spec();
+  if (spec.inputs_at_init.empty())
+    throw InputError(origin + ": holds no record of its inputs (a campaign made before " +
+                     "`campaign init` recorded them): there is nothing to compare them with");
+
+  // 1. Inputs copied again with their recorded bytes: their time back; unchanged then.
+  if (!dry_run) sum.restored = restoreInputTimes(spec.inputs_at_init).restored;
+  // 2. What changed.
+  std::set<std::string> changed_paths;
+  for (auto& [path, clause] : changedInputs(spec.inputs_at_init)) {
+    if (!statPath(path).exists)
+      throw InputError(origin + ": input " + path + " is missing; put it back (the version " +
+                       "the campaign is to read), then accept the inputs again");
+    changed_paths.insert(path);
+    sum.changed.push_back({path, clause, 0});
+  }
+  if (sum.changed.empty()) return sum;
+
+  // 3. The tasks that read a changed input, and those that need them.
+  const auto read_by_set = pathsReadBySet(spec);
+  const int n = spec.numTasks();
+  std::vector<char> rerun(static_cast<size_t>(n), 0);
+  std::vector<char> reads(static_cast<size_t>(n), 0);
+  for (int i = 0; i < n; ++i) {
+    const std::set<std::string>& paths = read_by_set.at(spec.variationOf(i));
+    for (AcceptedInput& a : sum.changed)
+      if (paths.count(a.path) > 0) {
+        ++a.tasks;
+        reads[static_cast<size_t>(i)] = rerun[static_cast<size_t>(i)] = 1;
+      }
+  }
+  const TaskGraph graph = c.journal().graph();
+  if (!graph.empty()) {
+    // Needs point to lower indices: one pass in index order reaches every dependent.
+    for (int i = 0; i < n; ++i)
+      for (int need : graph.needs(i))
+        if (rerun[static_cast<size_t>(need)]) rerun[static_cast<size_t>(i)] = 1;
+  }
+
+  // 4. None of them may be running.
+  std::vector<int> indices, left_running;
+  std::vector<int> attempts;  // of each of `indices`
+  for (const TaskRecord& t : c.tasks()) {
+    if (!rerun[static_cast<size_t>(t.index)]) continue;
+    if (t.state == TaskState::kRunning || t.state == TaskState::kInterrupted) {
+      if (!t.external_id.empty())
+        throw InputError(dir + ": task " + t.id + ", which runs again with the new inputs, is " +
+                         std::string(toString(t.state)) + " in Slurm job " + t.external_id +
+                         " (attempt " + std::to_string(t.attempts) +
+                         "); wait for the job to end (`foldfarm slurm status " + dir +
+                         "`) or cancel the campaign (`foldfarm campaign cancel " + dir +
+                         "`), then accept the inputs; nothing was changed");
+      // The orchestrator holds the lock while it runs: this row is left by one that ended
+      // without settling it (a crash, a lost node), as `campaign resume` would find it.
+      left_running.push_back(t.index);
+    }
+    const std::string holder = leaseHolderNow(c.taskDir(t.id));
+    if (!holder.empty())
+      throw InputError(dir + ": task " + t.id + ", which runs again with the new inputs, is " +
+                       "still held by " + holder + " (its lease, " + c.taskDir(t.id) + "/" +
+                       kLeaseFile + "): end that process, then accept the inputs; nothing was " +
+                       "changed");
+    indices.push_back(t.index);
+    attempts.push_back(t.attempts);
+    sum.rerun.push_back(t.id);
+    if (!reads[static_cast<size_t>(t.index)]) ++sum.needed_only;
+    switch (t.state) {
+      case TaskState::kDone:
+        ++sum.done;
+        break;
+      case TaskState::kFailed:
+        ++sum.failed;
+        break;
+      case TaskState::kCancelled:
+        ++sum.cancelled;
+        break;
+      default:
+        ++sum.pending;
+        break;
+    }
+  }
+  sum.aggregate_moved = nonEmptyDirectory(dir + "/aggregate");
+  if (dry_run) return sum;
+
+  // 5. The new files checked as `campaign init` checks them, then recorded.
+  std::set<std::string> unchanged;
+  for (auto it = spec.inputs_at_init.begin(); it != spec.inputs_at_init.end(); ++it)
+    if (changed_paths.count(it.key()) == 0) unchanged.insert(it.key());
+  checkCampaignInputsForKind(spec, origin);
+  checkCampaignInputValues(spec, origin, unchanged);
+  const json now = recordInputs({changed_paths.begin(), changed_paths.end()});
+  for (auto it = now.begin(); it != now.end(); ++it) spec.inputs_at_init[it.key()] = it.value();
+  const std::string spec_text = spec.toJson().dump(2) + "\n";
+
+  // 6. What the old inputs made, out of the way.
+  if (!left_running.empty()) c.journal().requeue(left_running, "orchestrator restarted");
+  const std::string aside = dir + "/superseded/" + utcStamp() + "-" + std::to_string(::getpid());
+  const auto moveAside = [&](const std::string& from, const std::string& name) {
+    if (sum.moved_to.empty()) {
+      makeDirectory(aside + "/tasks");
+      fs::copy_file(origin, aside + "/spec.json");
+      sum.moved_to = aside;
+    }
+    renameDurable(from, aside + "/" + name);
+  };
+  for (size_t k = 0; k < indices.size(); ++k) {
+    const std::string& id = sum.rerun[k];
+    const std::string task_dir = c.taskDir(id);
+    if (!statPath(task_dir).exists) continue;
+    if (holdsOutputs(task_dir)) moveAside(task_dir, "tasks/" + id);
+    promiseAttempt(task_dir, attempts[k] + 1);  // the journal's next dispatch of it
+  }
+  if (sum.aggregate_moved) {
+    moveAside(dir + "/aggregate", "aggregate");
+    makeDirectory(dir + "/aggregate");
+  }
+
+  // 7. The journal: the tasks to run again pending, and its copy of the new spec.
+  std::string reason = "input changed and accepted (`campaign accept-inputs`):";
+  for (const AcceptedInput& a : sum.changed) reason += " " + a.path;
+  c.journal().rerun(indices, reason, {{kFrozenSpecMeta, spec_text}});
+  faultPoint("accept.journal");
+  // 8. The records the tasks check against.
+  writeFileAtomic(origin, spec_text);
+  return sum;
+}
+
+}  // namespace foldfarm::jobs
