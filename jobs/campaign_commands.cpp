@@ -185,8 +185,10 @@ void repairCommand(const std::string& dir, bool force, bool json) {
           directory ? "their recorded times are restored" : "its recorded time is restored");
     }
     for (const std::string& change : s.inputs_changed)
-      std::printf("campaign %s: input %s; no task runs until it is as it was\n", dir.c_str(),
-                  change.c_str());
+      std::printf(
+          "campaign %s: input %s; no task runs until it is as it was, or accepted as it is "
+          "(`foldfarm campaign accept-inputs %s`: the tasks that read it run again)\n",
+          dir.c_str(), change.c_str(), dir.c_str());
   }
   if (json) {
     std::printf("%s\n", s.toJson().dump(2).c_str());

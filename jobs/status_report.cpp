@@ -144,7 +144,8 @@ std::string statusText(const json& s) {
   }
   if (!s.value("inputs_changed", std::string()).empty()) {
     out += "  inputs: " + s["inputs_changed"].get<std::string>() +
-           "; no task runs until it is restored as it was\n";
+           "; no task runs until it is restored as it was, or accepted (`foldfarm campaign "
+           "accept-inputs DIR`: the tasks that read it run again)\n";
   }
   if (!s["failures"].empty()) {
     out += "  failed tasks (rerun with `foldfarm campaign retry DIR --failed`):\n";

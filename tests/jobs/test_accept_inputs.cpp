@@ -100,6 +100,10 @@ TEST_F(AcceptInputs, RunsAgainOnlyTheTasksThatReadAChangedInputAndKeepsTheirOldO
   EXPECT_NE(refused.err.find("`foldfarm campaign accept-inputs`"), std::string::npos)
       << refused.err;
 
+  ToolRun status = runTool({"status", dir_}, scratch_, "status-changed");
+  EXPECT_NE(status.out.find("`foldfarm campaign accept-inputs DIR`"), std::string::npos)
+      << status.out;
+
   // --dry-run: the plan, nothing changed.
   ToolRun dry = runTool({"accept-inputs", dir_, "--dry-run", "--json"}, scratch_, "dry");
   ASSERT_EQ(dry.exit_code, 0) << dry.err;

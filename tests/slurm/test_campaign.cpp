@@ -12,6 +12,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "jobs/accept_inputs.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/task_kind.hpp"
 #include "slurm/array_plan.hpp"
@@ -216,6 +217,47 @@ TEST_F(SlurmCampaign, AnInputReplacedDuringTheWatchStopsTheSubmissions) {
 
 // scancel in the middle: the tasks without a result go back to pending and are the only
 // ones resubmitted; every task ends done with exactly one result ingested.
+// A replaced input accepted between two runs on Slurm (`campaign accept-inputs`): the second
+// run submits exactly the tasks that read it, each once more, on the new file; the others are
+// not submitted again.
+TEST_F(SlurmCampaign, AcceptedInputsResubmitOnlyTheTasksThatReadThem) {
+  jobs::registerBuiltinTaskKinds();
+  const std::string dir = base_ + "/accept", mc = base_ + "/mc.h5", alt = base_ + "/mc_alt.h5",
+                    ran = base_ + "/ran";
+  jobs::testing::writeText(mc, "simulation\n");
+  jobs::testing::writeText(alt, "alternative\n");
+  std::filesystem::create_directories(ran);
+  const auto reading = [&](const std::string& file) {
+    return nlohmann::json{
+        {"argv", {"/bin/sh", "-c", "cat '" + file + "' >> " + ran + "/$(basename $PWD)"}}};
+  };
+  const nlohmann::json spec = {
+      {"name", "accept"},
+      {"task", "command"},
+      {"replicas", 2},
+      {"inputs", {{"mc", mc}}},
+      {"params", reading(mc)},
+      {"variations",
+       {{"alt", {{"replicas", 2}, {"inputs", {{"mc", alt}}}, {"params", reading(alt)}}}}},
+      {"executor", "slurm"},
+      {"resources", {{"cpu_slots", 1}}}};
+  jobs::Campaign::init(jobs::parseCampaignSpec(spec, "test spec", base_), dir);
+  runCampaignOnSlurm(dir, fastOptions());
+  jobs::testing::writeText(alt, "alternative v2\n");
+  const jobs::AcceptSummary accepted = jobs::acceptInputs(dir, /*dry_run=*/false);
+  EXPECT_EQ(accepted.rerun, (std::vector<std::string>{"alt.r0000m0", "alt.r0001m0"}));
+  runCampaignOnSlurm(dir, fastOptions());
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.state, TaskState::kDone) << t.id << ": " << t.reason;
+    const bool variation = t.id.rfind("alt.", 0) == 0;
+    EXPECT_EQ(t.attempts, variation ? 2 : 1) << t.id;
+    EXPECT_EQ(jobs::testing::readText(ran + "/" + t.id),
+              variation ? "alternative\nalternative v2\n" : "simulation\n")
+        << t.id;
+  }
+}
+
 TEST_F(SlurmCampaign, ScancelMidwayResubmitsOnlyTheMissingTasks) {
   const std::string dir = createSleepCampaign(base_ + "/c", 6, 2.0);
   SlurmCampaignOptions o = fastOptions();
