@@ -12,6 +12,7 @@
 #include "core/base/error.hpp"
 #include "core/base/fault_point.hpp"
 #include "core/base/file_stat.hpp"
+#include "core/base/progress.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/task_kind.hpp"
@@ -193,13 +194,20 @@ AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
     }
     renameDurable(from, aside + "/" + name);
   };
+  // Two durable renames and a file each: a minute for 10^5 tasks on a parallel file system.
+  Progress progress("moving aside the outputs of " + std::to_string(indices.size()) + " task(s)",
+                    static_cast<int64_t>(indices.size()), "tasks");
+  progress.setSilent(indices.size() < 1000);
   for (size_t k = 0; k < indices.size(); ++k) {
     const std::string& id = sum.rerun[k];
     const std::string task_dir = c.taskDir(id);
+    progress.update(static_cast<int64_t>(k));
     if (!statPath(task_dir).exists) continue;
     if (holdsOutputs(task_dir)) moveAside(task_dir, "tasks/" + id);
     promiseAttempt(task_dir, attempts[k] + 1);  // the journal's next dispatch of it
   }
+  progress.update(static_cast<int64_t>(indices.size()));
+  progress.finish();
   if (sum.aggregate_moved) {
     moveAside(dir + "/aggregate", "aggregate");
     makeDirectory(dir + "/aggregate");
