@@ -140,17 +140,17 @@ AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
                          " (attempt " + std::to_string(t.attempts) +
                          "); wait for the job to end (`foldfarm slurm status " + dir +
                          "`) or cancel the campaign (`foldfarm campaign cancel " + dir +
-                         "`), then accept the inputs; nothing was changed");
+                         "`), then accept the inputs; the campaign was not changed");
       // The orchestrator holds the lock while it runs: this row is left by one that ended
       // without settling it (a crash, a lost node), as `campaign resume` would find it.
       left_running.push_back(t.index);
     }
     const std::string holder = leaseHolderNow(c.taskDir(t.id));
     if (!holder.empty())
-      throw InputError(dir + ": task " + t.id + ", which runs again with the new inputs, is " +
-                       "still held by " + holder + " (its lease, " + c.taskDir(t.id) + "/" +
-                       kLeaseFile + "): end that process, then accept the inputs; nothing was " +
-                       "changed");
+      throw InputError(
+          dir + ": task " + t.id + ", which runs again with the new inputs, is " +
+          "still held by " + holder + " (its lease, " + c.taskDir(t.id) + "/" + kLeaseFile +
+          "): end that process, then accept the inputs; the campaign was not " + "changed");
     indices.push_back(t.index);
     attempts.push_back(t.attempts);
     sum.rerun.push_back(t.id);

@@ -221,7 +221,7 @@ std::optional<LeaseRefusal> readLeaseRefusal(const std::string& task_dir) {
 
 std::string leaseHolderNow(const std::string& task_dir) {
   const std::string path = task_dir + "/" + kLeaseFile;
-  const Fd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  const Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));  // flock needs no write access
   if (!fd.valid()) {
     if (errno == ENOENT || errno == ENOTDIR) return "";
     throwSystemError("open", __FILE__, __LINE__, path);
