@@ -454,6 +454,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       {"truth", truth_path ? nlohmann::json(*truth_path) : nlohmann::json()},
       {"observables", nlohmann::json::object()}};
   summary["variations"] = nlohmann::json::array();
+  if (!options.inputs.is_null()) summary["inputs"] = options.inputs;
   if (!mc_training.summary.is_null()) summary["mc_stat_training_noise"] = mc_training.summary;
   if (!sys.plan.sources.empty() || !sys.plan.non_closure.empty())
     summary["shift_noise"] = options.shift_noise == ShiftNoise::kSubtract ? "subtracted" : "kept";

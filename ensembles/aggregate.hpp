@@ -100,7 +100,11 @@
 //                 with a positive nominal of sigma / nominal} (present without truth too);
 //                 training_noise: the same measure of covariance_training (a part of
 //                 "stat"; null without two members in a replica); shift_error: {source: the
-//                 same measure of its shift_error} (null where it has none)
+//                 same measure of its shift_error} (null where it has none); "inputs":
+//                 AggregateOptions::inputs when given (`campaign aggregate`: {"nominal": {role:
+//                 {path, size, sha256}}, "variations": {name: {role: …}} (the roles each
+//                 replaces)}; a directory's entry has files, bytes and the sha256 of its
+//                 files' checksums)
 //   event_weights.h5  per-event publication weights, when the chains' weights.h5 carry
 //                 `final` (ensembles/event_weights.hpp); AggregateOptions::event_weights
 //                 chooses all columns, the central ones only, or none
@@ -123,7 +127,7 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
+#include <nlohmann/json.hpp>
 
 namespace foldfarm::ensembles {
 
@@ -148,6 +152,9 @@ struct AggregateOptions {
   bool plots = true;  // render PNGs (needs gnuplot on PATH)
   EventWeightsChoice event_weights = EventWeightsChoice::kAll;
   ShiftNoise shift_noise = ShiftNoise::kKeep;
+  // The input files the chains read, as summary.json's "inputs" (a campaign's: its role ->
+  // path and checksum per set of inputs); null: not written (chains aggregated by directory).
+  nlohmann::json inputs = nullptr;
 };
 
 // Aggregates the chains under run_dirs into out_dir; returns summary.json's content.

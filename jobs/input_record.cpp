@@ -298,6 +298,32 @@ std::vector<std::pair<std::string, std::string>> changedInputs(const json& recor
   return changed;
 }
 
+json inputChecksums(const json& record) {
+  json out = json::object();
+  if (!record.is_object()) return out;
+  for (auto it = record.begin(); it != record.end(); ++it) {
+    const json& r = it.value();
+    json& c = out[it.key()];
+    if (r.contains("files")) {
+      c = {{"files", r.value("files", 0LL)}, {"bytes", r.value("bytes", 0LL)}, {"sha256", nullptr}};
+      if (!r.contains("listing") || !r["listing"].is_object()) continue;
+      Sha256 digest;  // nlohmann::json keeps object keys sorted
+      bool complete = true;
+      for (auto f = r["listing"].begin(); f != r["listing"].end(); ++f) {
+        complete = complete && f.value().contains("sha256");
+        digest.update(f.key() + "\t" + f.value().value("sha256", "") + "\n");
+      }
+      if (complete) c["sha256"] = digest.hexDigest();
+    } else if (r.contains("size")) {
+      c = {{"size", r.value("size", 0LL)},
+           {"sha256", r.contains("sha256") ? r["sha256"] : json(nullptr)}};
+    } else {
+      c = {{"missing", true}};
+    }
+  }
+  return out;
+}
+
 json presentInputs(const json& record, const std::string& except) {
   json present = json::object();
   if (!record.is_object()) return present;

@@ -54,6 +54,13 @@ std::string inputChangeSince(const nlohmann::json& record);
 // the record's order.
 std::vector<std::pair<std::string, std::string>> changedInputs(const nlohmann::json& record);
 
+// What a result names of the inputs it was computed from, for each path of `record` (as
+// recordInputs made it): a file's {"size", "sha256"}, a directory's {"files", "bytes",
+// "sha256"}, the last the sha256 of its sorted listing "<relative path>\t<sha256>\n" (its
+// bytes, not its times). "sha256" is null in a record without checksums (a campaign made
+// before they were taken).
+nlohmann::json inputChecksums(const nlohmann::json& record);
+
 // What restoreInputTimes did: the files given back their recorded time, and one clause for
 // each file still not as recorded ("/d/mc.h5: its bytes differ from those of `campaign init`
 // (sha256 ab12… then, cd34… now)", a time that could not be set and why, any other change).

@@ -378,6 +378,29 @@ void overviewSection(Page& page, const ReportInputs& in) {
     if (summary.contains("band_replicas"))
       rows.push_back({"replicas in the statistical band", summary["band_replicas"].dump()});
     rows.push_back({"chains aggregated", summary.value("chains", json()).dump()});
+    // The files the bands were computed from, with their checksums (summary.json "inputs").
+    const auto inputRows = [&](const json& roles, const std::string& prefix) {
+      if (!roles.is_object()) return;
+      for (auto it = roles.begin(); it != roles.end(); ++it) {
+        const json& e = it.value();
+        std::string text = e.value("path", std::string("?"));
+        if (e.contains("files"))
+          text +=
+              " (" + e["files"].dump() + " files, " + e.value("bytes", json()).dump() + " bytes)";
+        else if (e.contains("size"))
+          text += " (" + e["size"].dump() + " bytes)";
+        const json sum = e.value("sha256", json());
+        text += sum.is_string() ? ", sha256 " + sum.get<std::string>() : ", no checksum recorded";
+        rows.push_back({"input " + prefix + it.key(), text});
+      }
+    };
+    if (summary.contains("inputs") && summary["inputs"].is_object()) {
+      inputRows(summary["inputs"].value("nominal", json()), "");
+      const json variations = summary["inputs"].value("variations", json());
+      if (variations.is_object())
+        for (auto v = variations.begin(); v != variations.end(); ++v)
+          inputRows(v.value(), v.key() + ".");
+    }
   }
   page.add("<section id=\"overview\"><h2>Overview</h2>\n" +
            htmlTable({"", "value"}, rows, "overview-table") + "</section>\n");

@@ -121,6 +121,33 @@ void registerCampaignRepairCommand(CLI::App& campaign) {
   });
 }
 
+namespace {
+
+// summary.json's "inputs" of a campaign: each role's path and checksums (those `campaign
+// init` or `campaign accept-inputs` took, which the chains' files were checked against), the
+// nominal's and the roles each variation replaces; a --truth other than the spec's by its
+// path alone.
+json inputsOfCampaign(const jobs::CampaignSpec& spec, const std::optional<std::string>& truth) {
+  const json sums = jobs::inputChecksums(spec.inputs_at_init);
+  const auto entry = [&](const std::string& path) {
+    json e = {{"path", path}};
+    if (sums.contains(path)) e.update(sums[path]);
+    return e;
+  };
+  json nominal = json::object();
+  for (const auto& [role, path] : spec.inputs) nominal[role] = entry(path);
+  if (truth && (!spec.inputs.count("truth") || spec.inputs.at("truth") != *truth))
+    nominal["truth"] = {{"path", *truth}, {"sha256", nullptr}};
+  json variations = json::object();
+  for (const jobs::Variation& v : spec.variations) {
+    variations[v.name] = json::object();
+    for (const auto& [role, path] : v.inputs) variations[v.name][role] = entry(path);
+  }
+  return {{"nominal", nominal}, {"variations", variations}};
+}
+
+}  // namespace
+
 json aggregateCampaign(const std::string& dir, const std::string& truth, const AggregateArgs& args,
                        bool all_done) {
   jobs::Campaign camp = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
@@ -148,7 +175,9 @@ json aggregateCampaign(const std::string& dir, const std::string& truth, const A
       camp.spec().inputs.count("truth") && !truth.empty() ? camp.spec().inputs.at("truth") : "";
   jobs::requireInputsAsRecorded(jobs::presentInputs(camp.spec().inputs_at_init, spec_truth),
                                 camp.dir() + "/spec.json");
-  ensembles::aggregateRunsWithOptions(runs, out, truth_path, args.options(camp.spec().aggregate));
+  ensembles::AggregateOptions options = args.options(camp.spec().aggregate);
+  options.inputs = inputsOfCampaign(camp.spec(), truth_path);
+  ensembles::aggregateRunsWithOptions(runs, out, truth_path, options);
   r["aggregated"] = true;
   return r;
 }

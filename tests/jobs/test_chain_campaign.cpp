@@ -16,6 +16,7 @@
 #include <tuple>
 
 #include "core/base/exit_codes.hpp"
+#include "core/base/sha256.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
 #include "jobs/campaign.hpp"
@@ -94,6 +95,13 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   json summary = json::parse(readText(dir + "/aggregate/summary.json"));
   EXPECT_EQ(summary["replicas"], 8);
   EXPECT_EQ(summary["chains"], 16);
+  // What the bands were computed from: each role's file and its checksum.
+  const std::string mc = scratch_ + "/mc.h5";
+  const json& nominal = summary["inputs"]["nominal"];
+  EXPECT_EQ(nominal["mc"]["path"], mc) << summary["inputs"].dump();
+  EXPECT_EQ(nominal["mc"]["sha256"], sha256File(mc)) << summary["inputs"].dump();
+  EXPECT_EQ(nominal["truth"]["sha256"], sha256File(scratch_ + "/data.h5"));
+  EXPECT_EQ(summary["inputs"]["variations"], json::object());
 
   // The truth replaced since `campaign init` (here only its time moved on): aggregating again
   // is refused naming it, and the aggregate written before stays as it was.
@@ -108,6 +116,31 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   fs::last_write_time(truth, truth_time);
   EXPECT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "agg-restored"), 0)
       << readText(scratch_ + "/agg-restored.err");
+
+  // The simulation generated again and accepted: every chain runs again on it (each reads
+  // it), the aggregate names its new checksum, the earlier one is kept under superseded/.
+  ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "unfold", "--events", "400", "--tune", "sim",
+                         "--seed", "21", "--out", mc},
+                        scratch_, "mc-again"),
+            0);
+  ASSERT_EQ(runFoldfarm({"campaign", "accept-inputs", dir}, scratch_, "accept"), 0)
+      << readText(scratch_ + "/accept.err");
+  EXPECT_NE(readText(scratch_ + "/accept.out").find("16 task(s) run again (16 done)"),
+            std::string::npos)
+      << readText(scratch_ + "/accept.out");
+  ASSERT_EQ(runFoldfarm({"campaign", "run", dir}, scratch_, "rerun"), 0)
+      << readText(scratch_ + "/rerun.err");
+  ASSERT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "agg-accepted"), 0)
+      << readText(scratch_ + "/agg-accepted.err");
+  const json again = json::parse(readText(dir + "/aggregate/summary.json"));
+  EXPECT_EQ(again["chains"], 16);
+  EXPECT_EQ(again["inputs"]["nominal"]["mc"]["sha256"], sha256File(mc));
+  EXPECT_NE(again["inputs"]["nominal"]["mc"]["sha256"], nominal["mc"]["sha256"]);
+  EXPECT_NE(again["observables"], summary["observables"]) << "the bands of the new simulation";
+  int kept = 0;
+  for (const auto& e : fs::directory_iterator(dir + "/superseded"))
+    kept += exists(e.path().string() + "/aggregate/summary.json") ? 1 : 0;
+  EXPECT_EQ(kept, 1);
 }
 
 // Inputs no chain can use are refused at `campaign init`, naming the spec, the key and the

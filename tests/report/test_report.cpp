@@ -178,6 +178,30 @@ TEST(CampaignReport, AbsentInputsAreOmittedWithANoteNotFaked) {
   EXPECT_FALSE(contains(html, "https://"));
 }
 
+// The overview names the files the bands were computed from and their checksums.
+TEST(CampaignReport, TheOverviewNamesTheInputsAndTheirChecksums) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);
+  AggregateFixture fx = writeAggregate(dir + "/aggregate", 4, true);
+  fx.summary["inputs"] = {
+      {"nominal",
+       {{"mc", {{"path", "/d/mc.h5"}, {"size", 1000}, {"sha256", std::string(64, 'a')}}},
+        {"foundation", {{"path", "/d/found"}, {"files", 2}, {"bytes", 300}, {"sha256", nullptr}}}}},
+      {"variations",
+       {{"det_up", {{"mc", {{"path", "/d/mc<up>.h5"}, {"size", 900}, {"sha256", "b"}}}}}}}};
+  writeJson(dir + "/aggregate/summary.json", fx.summary);
+  const std::string html = renderCampaignReport(dir, {});
+  EXPECT_TRUE(contains(
+      html, "<td>input mc</td><td>/d/mc.h5 (1000 bytes), sha256 " + std::string(64, 'a') + "</td>"))
+      << html.substr(html.find("overview-table"), 2000);
+  EXPECT_TRUE(contains(html,
+                       "<td>input foundation</td><td>/d/found (2 files, 300 bytes), no "
+                       "checksum recorded</td>"));
+  EXPECT_TRUE(contains(html,
+                       "<td>input det_up.mc</td><td>/d/mc&lt;up&gt;.h5 (900 bytes), sha256 "
+                       "b</td>"));
+}
+
 TEST(CampaignReport, DeltaTableCarriesTheSummaryFigures) {
   ScratchDir scratch;
   const std::string dir = initCampaign(scratch);
