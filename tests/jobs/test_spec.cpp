@@ -603,6 +603,31 @@ TEST(InputRecord, ChangesToAFileOrADirectorysFilesAreNamed) {
   std::filesystem::remove_all(dir);
 }
 
+// What a result names of its inputs: a file's size and sha256; a directory's file count,
+// bytes and the sha256 of its files' checksums by name, which its files' times do not change
+// and their bytes do; null for a record without checksums.
+TEST(InputRecord, ChecksumsNameTheBytesOfFilesAndOfADirectorysFiles) {
+  const std::string dir = makeScratchDir("inputsums");
+  const std::string file = dir + "/mc.h5", pet = dir + "/pet";
+  writeText(file, "abcd");
+  std::filesystem::create_directories(pet + "/model");
+  writeText(pet + "/meta.json", "{}");
+  writeText(pet + "/model/t.pt", "weights");
+  const json sums = inputChecksums(recordInputs({file, pet}));
+  EXPECT_EQ(sums[file], json({{"size", 4}, {"sha256", sha256Hex("abcd")}}));
+  const std::string listing =
+      "meta.json\t" + sha256Hex("{}") + "\nmodel/t.pt\t" + sha256Hex("weights") + "\n";
+  EXPECT_EQ(sums[pet], json({{"files", 2}, {"bytes", 9}, {"sha256", sha256Hex(listing)}}));
+  std::filesystem::last_write_time(
+      pet + "/meta.json",
+      std::filesystem::last_write_time(pet + "/meta.json") + std::chrono::seconds(3));
+  EXPECT_EQ(inputChecksums(recordInputs({pet}))[pet]["sha256"], sums[pet]["sha256"]);
+  writeText(pet + "/model/t.pt", "weightz");
+  EXPECT_NE(inputChecksums(recordInputs({pet}))[pet]["sha256"], sums[pet]["sha256"]);
+  EXPECT_EQ(inputChecksums(json{{file, recordInput(file)}})[file]["sha256"], nullptr);
+  std::filesystem::remove_all(dir);
+}
+
 // What `campaign init` records of a file holds its checksum, of a directory its files'
 // (a missing path is missing); the checks compare stat() only and point inputs copied again
 // to `campaign repair`, which gives them back their times when their bytes are the recorded
