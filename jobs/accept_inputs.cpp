@@ -147,10 +147,10 @@ AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
     }
     const std::string holder = leaseHolderNow(c.taskDir(t.id));
     if (!holder.empty())
-      throw InputError(
-          dir + ": task " + t.id + ", which runs again with the new inputs, is " +
-          "still held by " + holder + " (its lease, " + c.taskDir(t.id) + "/" + kLeaseFile +
-          "): end that process, then accept the inputs; the campaign was not " + "changed");
+      throw InputError(dir + ": task " + t.id + ", which runs again with the new inputs, is " +
+                       "still held by " + holder + " (its lease, " + c.taskDir(t.id) + "/" +
+                       kLeaseFile +
+                       "): end that process, then accept the inputs; the campaign was not changed");
     indices.push_back(t.index);
     attempts.push_back(t.attempts);
     sum.rerun.push_back(t.id);

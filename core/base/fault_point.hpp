@@ -16,7 +16,9 @@
 // "stream.read" (faultError; core/data/jet_stream.cpp, context: the piece's index in this
 // process's feed of the epoch, from 0): a reader thread of `pretrain --stream` reads a piece.
 // "pilot.forward" (faultError; jobs/mpi_executor.cpp, context: the task's index): a worker
-// rank of the MPI pilot forwards a finished task to rank 0.
+// rank of the MPI pilot forwards a finished task to rank 0. "accept.journal" (faultPoint;
+// jobs/accept_inputs.cpp): `campaign accept-inputs` has committed the journal, not yet written
+// spec.json.
 #include <string_view>
 
 namespace foldfarm {
