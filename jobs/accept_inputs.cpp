@@ -70,7 +70,8 @@ void makeDirectory(const std::string& path) {
 json AcceptSummary::toJson() const {
   json changed_json = json::array();
   for (const AcceptedInput& c : changed)
-    changed_json.push_back({{"path", c.path}, {"change", c.change}, {"tasks", c.tasks}});
+    changed_json.push_back(
+        {{"path", c.path}, {"change", c.change}, {"tasks", c.tasks}, {"same_size", c.same_size}});
   return {
       {"dry_run", dry_run},
       {"restored", restored},
@@ -103,7 +104,13 @@ AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
       throw InputError(origin + ": input " + path + " is missing; put it back (the version " +
                        "the campaign is to read), then accept the inputs again");
     changed_paths.insert(path);
-    sum.changed.push_back({path, clause, 0});
+    const json& then = spec.inputs_at_init[path];
+    const json now = recordInput(path);
+    const bool same_size = then.contains("files")
+                               ? then.value("files", -1LL) == now.value("files", -2LL) &&
+                                     then.value("bytes", -1LL) == now.value("bytes", -2LL)
+                               : then.value("size", -1LL) == now.value("size", -2LL);
+    sum.changed.push_back({path, clause, 0, dry_run && same_size});
   }
   if (sum.changed.empty()) return sum;
 

@@ -32,7 +32,8 @@
 // and no aggregation reads them; the same command run again finishes the work (7 moves only
 // what is still done or failed; directories already moved are not moved again).
 // With `dry_run`: 2 to 4 only, on the campaign opened read-only; nothing is read but stat()s
-// (a file of its recorded size may still hold its recorded bytes: step 1 would find out).
+// (a file of its recorded size may still hold its recorded bytes: step 1 would find out, and
+// the summary's `same_size` names such files).
 #include <string>
 #include <vector>
 
@@ -42,8 +43,9 @@ namespace foldfarm::jobs {
 
 struct AcceptedInput {
   std::string path;
-  std::string change;  // how it changed (inputChangeSince's clause)
-  int tasks = 0;       // tasks that read it
+  std::string change;      // how it changed (inputChangeSince's clause)
+  int tasks = 0;           // tasks that read it
+  bool same_size = false;  // dry run: of its recorded size (perhaps the same bytes)
 };
 
 struct AcceptSummary {

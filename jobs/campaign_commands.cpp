@@ -221,9 +221,12 @@ void acceptInputsCommand(const std::string& dir, bool dry_run, bool json) {
     return;
   }
   for (const AcceptedInput& a : s.changed)
-    std::printf("campaign %s: input %s: %s\n", dir.c_str(), a.change.c_str(),
+    std::printf("campaign %s: input %s: %s%s\n", dir.c_str(), a.change.c_str(),
                 a.tasks == 0 ? "no task reads it (the aggregation does)"
-                             : (std::to_string(a.tasks) + " task(s) read it").c_str());
+                             : (std::to_string(a.tasks) + " task(s) read it").c_str(),
+                a.same_size ? " (of its recorded size: if it holds the recorded bytes, accepting "
+                              "gives it back its time and runs nothing again for it)"
+                            : "");
   std::string was;
   for (const auto& [n, what] : {std::pair<int, const char*>{s.done, "done"},
                                 {s.failed, "failed"},

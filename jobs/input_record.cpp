@@ -109,8 +109,9 @@ bool sameNamesAndSizes(const json& listing, const std::vector<Entry>& now) {
 }
 
 // How `path` differs from its record `then` (`now`: its record now) as one clause; "" when
-// it does not.
-std::string changeClause(const std::string& path, const json& then, const json& now) {
+// it does not. `advice`: with how to give a copy of the same bytes its time back.
+std::string changeClause(const std::string& path, const json& then, const json& now,
+                         bool advice = true) {
   if (statPart(then) == now) return "";
   std::string what = path;
   if (then.contains("files") && now.contains("files") &&
@@ -118,6 +119,7 @@ std::string changeClause(const std::string& path, const json& then, const json& 
     what += " (a directory: its files)";
   std::string clause = what + " changed since `campaign init` (" + describe(then) + " then; " +
                        describe(now) + " now";
+  if (!advice) return clause + ")";
   // A file of the same size whose time alone moved on may be the same bytes copied again
   // (cp, rsync without -t, a staging script): say how to give it its time back.
   const bool same_size =
@@ -292,7 +294,8 @@ std::vector<std::pair<std::string, std::string>> changedInputs(const json& recor
   std::vector<std::pair<std::string, std::string>> changed;
   if (!record.is_object()) return changed;
   for (auto it = record.begin(); it != record.end(); ++it)
-    if (std::string clause = changeClause(it.key(), it.value(), recordInput(it.key()));
+    if (std::string clause =
+            changeClause(it.key(), it.value(), recordInput(it.key()), /*advice=*/false);
         !clause.empty())
       changed.emplace_back(it.key(), std::move(clause));
   return changed;

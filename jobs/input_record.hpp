@@ -50,8 +50,8 @@ nlohmann::json recordInputs(const std::vector<std::string>& paths);
 // back its time)".
 std::string inputChangeSince(const nlohmann::json& record);
 
-// Every path of `record` that does not match it now, with inputChangeSince's clause for it, in
-// the record's order.
+// Every path of `record` that does not match it now, with inputChangeSince's clause for it
+// (without the advice about copies of the same bytes), in the record's order.
 std::vector<std::pair<std::string, std::string>> changedInputs(const nlohmann::json& record);
 
 // What a result names of the inputs it was computed from, for each path of `record` (as
