@@ -1,7 +1,5 @@
 #include "jobs/accept_inputs.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <map>
@@ -52,17 +50,6 @@ bool holdsOutputs(const std::string& task_dir) {
        it.increment(ec))
     if (it->path().filename() != kAttemptFile) return true;
   return false;
-}
-
-bool nonEmptyDirectory(const std::string& path) {
-  std::error_code ec;
-  return fs::is_directory(path, ec) && !fs::is_empty(path, ec);
-}
-
-void makeDirectory(const std::string& path) {
-  std::error_code ec;
-  fs::create_directories(path, ec);
-  if (ec) throw Error(path + ": cannot create the directory: " + ec.message());
 }
 
 }  // namespace
@@ -177,7 +164,7 @@ AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
         break;
     }
   }
-  sum.aggregate_moved = nonEmptyDirectory(dir + "/aggregate");
+  sum.aggregate_moved = aggregateHoldsOutputs(dir);
   if (dry_run) return sum;
 
   // 5. The new files checked as `campaign init` checks them, then recorded.
@@ -192,15 +179,7 @@ AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
 
   // 6. What the old inputs made, out of the way.
   if (!left_running.empty()) c.journal().requeue(left_running, "orchestrator restarted");
-  const std::string aside = dir + "/superseded/" + utcStamp() + "-" + std::to_string(::getpid());
-  const auto moveAside = [&](const std::string& from, const std::string& name) {
-    if (sum.moved_to.empty()) {
-      makeDirectory(aside + "/tasks");
-      fs::copy_file(origin, aside + "/spec.json");
-      sum.moved_to = aside;
-    }
-    renameDurable(from, aside + "/" + name);
-  };
+  SupersededOutputs aside(dir);
   // Two durable renames and a file each: a minute for 10^5 tasks on a parallel file system.
   Progress progress("moving aside the outputs of " + std::to_string(indices.size()) + " task(s)",
                     static_cast<int64_t>(indices.size()), "tasks");
@@ -210,15 +189,13 @@ AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
     const std::string task_dir = c.taskDir(id);
     progress.update(static_cast<int64_t>(k));
     if (!statPath(task_dir).exists) continue;
-    if (holdsOutputs(task_dir)) moveAside(task_dir, "tasks/" + id);
+    if (holdsOutputs(task_dir)) aside.move(task_dir, "tasks/" + id);
     promiseAttempt(task_dir, attempts[k] + 1);  // the journal's next dispatch of it
   }
   progress.update(static_cast<int64_t>(indices.size()));
   progress.finish();
-  if (sum.aggregate_moved) {
-    moveAside(dir + "/aggregate", "aggregate");
-    makeDirectory(dir + "/aggregate");
-  }
+  aside.moveAggregate();
+  sum.moved_to = aside.path();
 
   // 7. The journal: the tasks to run again pending, and its copy of the new spec.
   std::string reason = "input changed and accepted (`campaign accept-inputs`):";

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
@@ -128,6 +129,37 @@ CampaignSpec loadOrRestoreFrozenSpec(const std::string& dir, RepairSummary& sum)
   return loadFrozenSpec(dir);
 }
 
+// A journal holding more tasks than D/spec.json: a `campaign extend` stopped between its
+// journal transaction, the extension's commit point, and writing spec.json. The journal's copy
+// of the spec, written in that transaction, is the campaign's: returned, and with `write`
+// written to spec.json. Error naming `campaign repair` when the copy does not account for the
+// journal's tasks either.
+CampaignSpec finishInterruptedExtension(const std::string& dir, CampaignJournal& j,
+                                        const CampaignSpec& spec, int journal_tasks, bool write) {
+  const std::string path = dir + "/spec.json";
+  const std::string text = j.meta(kFrozenSpecMeta);
+  std::optional<CampaignSpec> copy;
+  if (!text.empty()) {
+    try {
+      copy = parseCampaignSpec(parseJsonText(text, path + " (the journal's copy)", ""), path, dir,
+                               /*require_inputs=*/false);
+    } catch (const InputError&) {
+    }
+  }
+  if (!copy || copy->numTasks() != journal_tasks)
+    throw Error(dir + "/" + kJournalFile + ": holds " + std::to_string(journal_tasks) +
+                " tasks where " + path + " has " + std::to_string(spec.numTasks()) +
+                "; the task results are on disk: rebuild the journal with `foldfarm campaign "
+                "repair " +
+                dir + "`");
+  if (write) {
+    writeFileAtomic(path, text);
+    logInfo("{}: finished an interrupted `campaign extend`: spec.json now holds its {} tasks", dir,
+            journal_tasks);
+  }
+  return *copy;
+}
+
 // A task_result.json as the journal ingests it, for task `index` running `attempt`.
 Completion completionOf(const TaskResult& r, int index, int attempt) {
   Completion c;
@@ -235,6 +267,39 @@ std::string Campaign::resultPath(const std::string& task_id) const {
   return taskDir(task_id) + "/" + kTaskResultFile;
 }
 
+SupersededOutputs::SupersededOutputs(std::string campaign_dir)
+    : dir_(std::move(campaign_dir)),
+      aside_(dir_ + "/superseded/" + utcStamp() + "-" + std::to_string(::getpid())) {}
+
+void SupersededOutputs::move(const std::string& from, const std::string& name) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (moved_to_.empty()) {
+    fs::create_directories(aside_, ec);
+    if (ec) throw Error(aside_ + ": cannot create the directory: " + ec.message());
+    fs::copy_file(dir_ + "/spec.json", aside_ + "/spec.json", ec);
+    if (ec) throw Error(aside_ + "/spec.json: cannot copy the campaign's spec: " + ec.message());
+    moved_to_ = aside_;
+  }
+  const std::string to = aside_ + "/" + name;
+  fs::create_directories(fs::path(to).parent_path(), ec);
+  if (ec) throw Error(to + ": cannot create its directory: " + ec.message());
+  renameDurable(from, to);
+}
+
+bool aggregateHoldsOutputs(const std::string& campaign_dir) {
+  std::error_code ec;
+  const std::string path = campaign_dir + "/aggregate";
+  return std::filesystem::is_directory(path, ec) && !std::filesystem::is_empty(path, ec);
+}
+
+bool SupersededOutputs::moveAggregate() {
+  if (!aggregateHoldsOutputs(dir_)) return false;
+  move(dir_ + "/aggregate", "aggregate");
+  makeDir(dir_ + "/aggregate");
+  return true;
+}
+
 Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) {
   const std::string dir = trimSlashes(dir_in);
   if (pathExists(dir)) {
@@ -282,6 +347,9 @@ Campaign Campaign::open(const std::string& dir_in, Access access) {
   }
   try {
     CampaignJournal j = CampaignJournal::open(path);
+    const int journal_tasks = j.numTasks();
+    if (journal_tasks != spec.numTasks())
+      spec = finishInterruptedExtension(dir, j, spec, journal_tasks, access == Access::kWriter);
     return Campaign(dir, std::move(spec), std::move(j), std::move(lock));
   } catch (const SqliteCorruptError& e) {
     throw Error(path + ": the campaign journal is damaged (" + e.what() +
@@ -298,7 +366,7 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
   const Fd lock = lockOrchestrator(dir);
   RepairSummary sum;
   // 0. The frozen spec, from the journal's copy when it is damaged or lost.
-  const CampaignSpec spec = loadOrRestoreFrozenSpec(dir, sum);
+  CampaignSpec spec = loadOrRestoreFrozenSpec(dir, sum);
   // 0b. Inputs copied again with the same bytes, given back their time.
   InputTimesRestored inputs = restoreInputTimes(spec.inputs_at_init);
   sum.inputs_restored = std::move(inputs.restored);
@@ -309,9 +377,17 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
     try {
       CampaignJournal j = CampaignJournal::open(path);
       sum.problem = j.integrityProblem();
-      if (sum.problem.empty() && j.numTasks() != spec.numTasks())
-        sum.problem = std::to_string(j.numTasks()) + " tasks where the spec has " +
-                      std::to_string(spec.numTasks());
+      const int journal_tasks = sum.problem.empty() ? j.numTasks() : 0;
+      if (sum.problem.empty() && journal_tasks != spec.numTasks()) {
+        try {  // an interrupted `campaign extend`: the journal's copy of the spec is the newer
+          spec = finishInterruptedExtension(dir, j, spec, journal_tasks, /*write=*/true);
+          sum.spec_problem = "older than the journal (an interrupted `campaign extend`)";
+          sum.spec_restored = true;
+        } catch (const Error&) {
+          sum.problem = std::to_string(journal_tasks) + " tasks where the spec has " +
+                        std::to_string(spec.numTasks());
+        }
+      }
     } catch (const Error& e) {
       sum.problem = e.what();
     }

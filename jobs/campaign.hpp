@@ -9,9 +9,10 @@
 //   D/tasks/<id>/            one folder per task: task.log, task_result.json, the task's outputs
 //                            (a chain's checkpoints and weights)
 //   D/aggregate/             aggregated outputs (`campaign aggregate`)
-//   D/superseded/<time>-<pid>/  what inputs accepted as changed made stale: the old spec.json,
+//   D/superseded/<time>-<pid>/  what a change of the campaign made stale: the old spec.json,
 //                            tasks/<id>/ and aggregate/ (`campaign accept-inputs`,
-//                            jobs/accept_inputs.hpp)
+//                            jobs/accept_inputs.hpp; `campaign extend`: aggregate/ only,
+//                            jobs/extend_campaign.hpp)
 //
 // task_result.json (written atomically by the process that ran the task, never by the
 // orchestrator): {"task": id, "attempt": n, "status": s, "reason": "...", "host": h,
@@ -43,6 +44,25 @@ inline constexpr const char* kFrozenSpecMeta = "frozen_spec";
 // "20261203-211500": the UTC time now, in the names of what is kept aside (a damaged journal,
 // the outputs of superseded inputs).
 std::string utcStamp();
+
+// D/superseded/<UTC time>-<pid>/: where a command that makes a campaign's outputs stale keeps
+// them (`campaign accept-inputs`, `campaign extend`): made on the first move, with a copy of
+// the spec.json they were made under. Nothing is deleted.
+class SupersededOutputs {
+ public:
+  explicit SupersededOutputs(std::string campaign_dir);
+  // Moves `from` durably to <path()>/<name> (its parent directories made).
+  void move(const std::string& from, const std::string& name);
+  // D/aggregate, when it holds outputs: moved here as aggregate/ and made anew, empty.
+  // Returns whether it moved.
+  bool moveAggregate();
+  const std::string& path() const { return moved_to_; }  // "" until something moved
+
+ private:
+  std::string dir_, aside_, moved_to_;
+};
+// Whether D/aggregate holds outputs (which a change of the campaign makes stale).
+bool aggregateHoldsOutputs(const std::string& campaign_dir);
 
 // The attempt record in each task folder (a task's own outputs, e.g. a chain's
 // result.json, live beside it under their own names).

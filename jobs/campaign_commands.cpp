@@ -18,6 +18,7 @@
 #include "core/mpi/check.hpp"
 #include "core/mpi/mpi_runtime.hpp"
 #include "jobs/accept_inputs.hpp"
+#include "jobs/extend_campaign.hpp"
 #include "jobs/status_report.hpp"
 #include "jobs/task_lease.hpp"
 
@@ -249,6 +250,53 @@ void acceptInputsCommand(const std::string& dir, bool dry_run, bool json) {
       dir.c_str(), s.changed.size(), line.c_str(),
       s.moved_to.empty() ? "" : "; what the old inputs made is kept in ", s.moved_to.c_str(),
       dir.c_str());
+}
+
+void extendCommand(const std::string& dir, const std::string& spec_path, int replicas, int members,
+                   bool dry_run, bool json) {
+  if (spec_path.empty() && replicas == 0 && members == 0)
+    throw InputError("campaign extend " + dir +
+                     ": say what to add: --replicas R, --members M or --spec NEW.json");
+  const ExtendSummary s = extendCampaign(dir, {spec_path, replicas, members}, dry_run);
+  if (json) {
+    std::printf("%s\n", s.toJson().dump(2).c_str());
+    return;
+  }
+  if (s.added() == 0) {
+    std::printf("campaign %s: the spec adds no task to its %d; nothing changed\n", dir.c_str(),
+                s.tasks_before);
+    return;
+  }
+  for (const ExtendedSet& set : s.sets) {
+    const std::string name = set.variation.empty() ? "nominal tasks" : "variation " + set.variation;
+    const std::string before = set.replicas_before == 0
+                                   ? std::string("new")
+                                   : std::to_string(set.replicas_before) + " x " +
+                                         std::to_string(set.members_before) + " ->";
+    std::printf("campaign %s: %s: %s %d x %d (replicas x members): %d task(s) added\n", dir.c_str(),
+                name.c_str(), before.c_str(), set.replicas, set.members, set.added);
+  }
+  for (const std::string& path : s.new_inputs)
+    std::printf("campaign %s: input %s %s\n", dir.c_str(), path.c_str(),
+                s.dry_run ? "is new: it would be checked and recorded"
+                          : "checked and recorded as `campaign init` records its inputs");
+  std::string ids;
+  for (const std::string& id : s.first_added) ids += (ids.empty() ? "" : ", ") + id;
+  if (s.added() > static_cast<int>(s.first_added.size())) ids += ", ...";
+  std::string line = std::to_string(s.added()) + " task(s) added (" + ids + "), " +
+                     std::to_string(s.tasks_after) + " in all";
+  if (s.renumbered > 0)
+    line += "; " + std::to_string(s.renumbered) +
+            " task(s) renumbered behind them, their states and results kept";
+  if (s.dry_run) {
+    std::printf("campaign %s: nothing changed (--dry-run); extending would make %s%s\n",
+                dir.c_str(), line.c_str(),
+                s.aggregate_moved ? ", and move the aggregation's outputs aside" : "");
+    return;
+  }
+  std::printf("campaign %s: %s%s%s; run the campaign (`foldfarm campaign run %s`)\n", dir.c_str(),
+              line.c_str(), s.moved_to.empty() ? "" : "; the aggregation's outputs are kept in ",
+              s.moved_to.c_str(), dir.c_str());
 }
 
 std::pair<std::string, int> splitTaskAttempt(const std::string& entry) {

@@ -100,7 +100,8 @@ CampaignJournal CampaignJournal::create(const std::string& path,
       "NULL, at REAL NOT NULL, host TEXT, slot INTEGER, exit_code INTEGER, reason TEXT);"
       "CREATE INDEX events_task ON events(task_idx);"
       "CREATE TABLE needs(task_idx INTEGER NOT NULL REFERENCES tasks(idx), needs_idx INTEGER "
-      "NOT NULL REFERENCES tasks(idx), PRIMARY KEY(task_idx, needs_idx));");
+      "NOT NULL REFERENCES tasks(idx), PRIMARY KEY(task_idx, needs_idx));"
+      "CREATE INDEX needs_need ON needs(needs_idx);");
   j.prepareStatements();
   SqliteTransaction txn(j.db_);
   SqliteStatement ins(j.db_,
@@ -541,6 +542,82 @@ int CampaignJournal::rerun(const std::vector<int>& indices, const std::string& r
   for (const auto& [key, value] : meta) setMeta(key, value);
   txn.commit();
   return moved;
+}
+
+void CampaignJournal::extend(const std::vector<int>& new_index_of,
+                             const std::vector<TaskDef>& added, const std::string& reason,
+                             const std::map<std::string, std::string>& meta) {
+  const int before = numTasks();
+  if (static_cast<int>(new_index_of.size()) != before)
+    throw Error("journal: an extension maps " + std::to_string(new_index_of.size()) +
+                " tasks where the journal holds " + std::to_string(before));
+  const size_t total = new_index_of.size() + added.size();
+  std::vector<char> taken(total, 0);
+  const auto take = [&](int idx, const std::string& what) {
+    if (idx < 0 || static_cast<size_t>(idx) >= total || taken[static_cast<size_t>(idx)])
+      throw Error("journal: an extension gives " + what + " index " + std::to_string(idx) +
+                  ", outside 0.." + std::to_string(total - 1) + " or taken twice");
+    taken[static_cast<size_t>(idx)] = 1;
+  };
+  for (size_t i = 0; i < new_index_of.size(); ++i)
+    take(new_index_of[i], "task " + std::to_string(i));
+  for (const TaskDef& t : added) take(t.index, "new task " + t.id);
+
+  SqliteTransaction txn(db_);
+  // Rows, events and edges are renumbered in turn; the references among them are checked at
+  // the commit, when all agree again.
+  db_.exec("PRAGMA defer_foreign_keys=ON");
+  // A task's index changing looks up the edges that name it on both sides: without this index
+  // (journals made before it) each lookup would read every edge (minutes for 10^5 tasks).
+  db_.exec("CREATE INDEX IF NOT EXISTS needs_need ON needs(needs_idx)");
+  bool identity = true;
+  for (size_t i = 0; i < new_index_of.size(); ++i)
+    identity = identity && new_index_of[i] == static_cast<int>(i);
+  if (!identity) {
+    db_.exec("CREATE TEMP TABLE IF NOT EXISTS renumber(old INTEGER PRIMARY KEY, new INTEGER)");
+    db_.exec("DELETE FROM temp.renumber");
+    SqliteStatement map(db_, "INSERT INTO temp.renumber(old, new) VALUES(?,?)");
+    for (size_t i = 0; i < new_index_of.size(); ++i)
+      if (new_index_of[i] != static_cast<int>(i))
+        map.bind(1, static_cast<int>(i)).bind(2, new_index_of[i]).run();
+    // Through negative numbers, which no index uses, so that no step of an UPDATE meets an
+    // index still held by a row not yet moved.
+    db_.exec(
+        "UPDATE tasks SET idx = -1 - idx WHERE idx IN (SELECT old FROM temp.renumber);"
+        "UPDATE tasks SET idx = (SELECT new FROM temp.renumber WHERE old = -1 - tasks.idx) "
+        "WHERE idx < 0;"
+        "UPDATE events SET task_idx = (SELECT new FROM temp.renumber WHERE old = task_idx) "
+        "WHERE task_idx IN (SELECT old FROM temp.renumber);"
+        "UPDATE needs SET task_idx = -1 - task_idx WHERE task_idx IN (SELECT old FROM "
+        "temp.renumber);"
+        "UPDATE needs SET needs_idx = -1 - needs_idx WHERE needs_idx IN (SELECT old FROM "
+        "temp.renumber);"
+        "UPDATE needs SET task_idx = (SELECT new FROM temp.renumber WHERE old = -1 - task_idx) "
+        "WHERE task_idx < 0;"
+        "UPDATE needs SET needs_idx = (SELECT new FROM temp.renumber WHERE old = -1 - "
+        "needs_idx) WHERE needs_idx < 0;"
+        "DELETE FROM temp.renumber;");
+  }
+  SqliteStatement ins(db_, "INSERT INTO tasks(idx, id, replica, member, state) VALUES(?,?,?,?,?)");
+  SqliteStatement need(db_, "INSERT INTO needs(task_idx, needs_idx) VALUES(?,?)");
+  const double now = wallClockNow();
+  for (const TaskDef& t : added) {
+    ins.bind(1, t.index)
+        .bind(2, t.id)
+        .bind(3, t.replica)
+        .bind(4, t.member)
+        .bind(5, str(TaskState::kPending))
+        .run();
+    insertEvent(t.index, 0, TaskState::kPending, TaskState::kPending, now, "", -1, -1, reason);
+    for (int n : t.needs) {
+      if (n < 0 || n >= t.index)
+        throw Error("journal: task " + t.id + " needs task " + std::to_string(n) +
+                    ", which does not come before it");
+      need.bind(1, t.index).bind(2, n).run();
+    }
+  }
+  for (const auto& [key, value] : meta) setMeta(key, value);
+  txn.commit();
 }
 
 int CampaignJournal::cancelUnfinished(const std::string& reason) {

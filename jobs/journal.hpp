@@ -142,6 +142,14 @@ class CampaignJournal {
   // is written in the same transaction. Returns how many moved.
   int rerun(const std::vector<int>& indices, const std::string& reason,
             const std::map<std::string, std::string>& meta = {});
+  // `campaign extend`: task `old` gets index `new_index_of[old]` (its row, its events and
+  // its edges in the task graph, whatever its state: a Slurm job still running it keeps its
+  // external id) and `added` are created pending with their `needs` (indices in the new
+  // numbering, each below its task's), a "created" event with `reason` each, and `meta`
+  // written, all in one transaction. The old and added indices together must be 0 … N-1
+  // (Error otherwise, nothing changed).
+  void extend(const std::vector<int>& new_index_of, const std::vector<TaskDef>& added,
+              const std::string& reason, const std::map<std::string, std::string>& meta = {});
   // pending/running/interrupted -> cancelled. Returns how many.
   int cancelUnfinished(const std::string& reason);
   // Number of rows in `events` (transitions recorded) for a task (-1: all tasks).

@@ -31,7 +31,7 @@ CLI::App* addCampaignGroup(CLI::App& root) {
   CLI::App* campaign = root.add_subcommand(
       "campaign",
       "OmniFold campaigns: init, run (local or MPI pilot), status, resume, retry, "
-      "cancel, repair, accept-inputs, work, aggregate, plan");
+      "cancel, repair, accept-inputs, extend, work, aggregate, plan");
   campaign->require_subcommand(1);
   return campaign;
 }

@@ -18,7 +18,8 @@
 // "pilot.forward" (faultError; jobs/mpi_executor.cpp, context: the task's index): a worker
 // rank of the MPI pilot forwards a finished task to rank 0. "accept.journal" (faultPoint;
 // jobs/accept_inputs.cpp): `campaign accept-inputs` has committed the journal, not yet written
-// spec.json.
+// spec.json. "extend.journal" (faultPoint; jobs/extend_campaign.cpp): `campaign extend` has
+// committed the journal, not yet written spec.json.
 #include <string_view>
 
 namespace foldfarm {

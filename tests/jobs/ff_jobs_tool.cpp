@@ -1,7 +1,7 @@
 // ff_jobs_tool: a torch-free front end to the jobs library for its tests. It speaks the
 // same commands as `foldfarm campaign …` (init, run, resume, retry --failed/--cancelled, cancel,
-// status, repair, accept-inputs, work) and `foldfarm worker`, and knows the built-in task kinds
-// plus the test kinds of test_kinds.hpp, so fault tests run real processes without LibTorch.
+// status, repair, accept-inputs, extend, work) and `foldfarm worker`, and knows the built-in task
+// kinds plus the test kinds of test_kinds.hpp, so fault tests run real processes without LibTorch.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -22,6 +22,7 @@ const char* kUsage =
     "       ff_jobs_tool retry D [--failed] [--cancelled]\n"
     "       ff_jobs_tool cancel D | status D [--json]\n"
     "       ff_jobs_tool accept-inputs D [--dry-run] [--json]\n"
+    "       ff_jobs_tool extend D [--spec NEW] [--replicas R] [--members M] [--dry-run] [--json]\n"
     "       ff_jobs_tool work D --task ID [--task ID ...] [--attempt N]\n";
 
 }  // namespace
@@ -42,7 +43,8 @@ int main(int argc, char** argv) {
     std::string target = args[1];
     std::string dir, executor;
     std::vector<std::string> tasks;
-    int attempt = 0;
+    int attempt = 0, replicas = 0, members = 0;
+    std::string spec;
     bool json = false, failed = false, cancelled = false, dry_run = false;
     jobs::RunOptions opt;
     opt.show_progress = false;
@@ -65,6 +67,12 @@ int main(int argc, char** argv) {
         tasks.push_back(value());
       else if (args[k] == "--attempt")
         attempt = std::stoi(value());
+      else if (args[k] == "--spec")
+        spec = value();
+      else if (args[k] == "--replicas")
+        replicas = std::stoi(value());
+      else if (args[k] == "--members")
+        members = std::stoi(value());
       else if (args[k] == "--json")
         json = true;
       else if (args[k] == "--failed")
@@ -100,6 +108,10 @@ int main(int argc, char** argv) {
     }
     if (cmd == "accept-inputs") {
       jobs::acceptInputsCommand(target, dry_run, json);
+      return 0;
+    }
+    if (cmd == "extend") {
+      jobs::extendCommand(target, spec, replicas, members, dry_run, json);
       return 0;
     }
     if (cmd == "work") return jobs::workCommand(target, tasks, attempt);

@@ -2,7 +2,7 @@
 // the app is not built): a tiny-preset campaign of 8 replicas x 2 members runs end to end
 // on the local executor and aggregates into bands; a campaign whose orchestrator is
 // killed -9 twice and resumed aggregates to exactly the same bands as an uninterrupted
-// one.
+// one; a campaign extended after it ran aggregates like one made with the larger counts.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -489,6 +489,64 @@ TEST_F(ChainCampaign, SystematicsGraphSurvivesKillMinus9AndAggregatesLikeAnUnint
   json c = json::parse(readText(killed + "/aggregate/summary.json"));
   EXPECT_EQ(c["observables"], b["observables"]);
   EXPECT_EQ(c["outputs"], json({"bands.h5", "summary.json"}));
+}
+
+// A campaign extended after it ran (`campaign extend`: a third replica, a second member, the
+// detector variations' second member; the variations renumbered behind the new nominal
+// tasks) runs only the new chains and aggregates to exactly the bands, shifts and chain count
+// of the same campaign made with those counts from the start.
+TEST_F(ChainCampaign, ExtendedCampaignAggregatesLikeOneMadeWhole) {
+  for (const auto& [name, scale] : std::vector<std::pair<std::string, std::string>>{
+           {"mc_up.h5", "energy_scale=1.05"}, {"mc_down.h5", "energy_scale=0.95"}}) {
+    ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "unfold", "--events", "400", "--tune", "sim",
+                           "--seed", "11", "--detector", scale, "--out", scratch_ + "/" + name},
+                          scratch_, name),
+              0)
+        << readText(scratch_ + "/" + name + ".err");
+  }
+  json base = spec(2, 1);
+  base["chain"]["config"] = {{"classifier", "mlp"}};
+  base["variations"] = {{"det_up",
+                         {{"type", "detector"},
+                          {"source", "det"},
+                          {"direction", "up"},
+                          {"inputs", {{"mc", scratch_ + "/mc_up.h5"}}}}},
+                        {"det_down",
+                         {{"type", "detector"},
+                          {"source", "det"},
+                          {"direction", "down"},
+                          {"inputs", {{"mc", scratch_ + "/mc_down.h5"}}}}}};
+  json more = base;
+  more["replicas"] = 3;
+  more["members"] = 2;
+  const std::string extended = init(base, "extended");
+  ASSERT_EQ(runFoldfarm({"campaign", "run", extended, "--aggregate"}, scratch_, "ext-run1"), 0)
+      << readText(scratch_ + "/ext-run1.err");
+  ASSERT_EQ(runFoldfarm({"campaign", "extend", extended, "--spec",
+                         writeSpec(scratch_, more, "more.json"), "--json"},
+                        scratch_, "extend"),
+            0)
+      << readText(scratch_ + "/extend.err");
+  const json added = json::parse(readText(scratch_ + "/extend.out"));
+  EXPECT_EQ(added["tasks_before"], 4);
+  EXPECT_EQ(added["tasks_after"], 10);
+  EXPECT_EQ(added["renumbered"], 3);
+  EXPECT_EQ(added["aggregate_moved"], true);
+  ASSERT_EQ(runFoldfarm({"campaign", "run", extended, "--aggregate"}, scratch_, "ext-run2"), 0)
+      << readText(scratch_ + "/ext-run2.err");
+  EXPECT_NE(readText(scratch_ + "/ext-run2.out").find("6 task(s) done in this run"),
+            std::string::npos)
+      << readText(scratch_ + "/ext-run2.out");
+
+  const std::string whole = init(more, "whole");
+  ASSERT_EQ(runFoldfarm({"campaign", "run", whole, "--aggregate"}, scratch_, "whole-run"), 0)
+      << readText(scratch_ + "/whole-run.err");
+  const json a = json::parse(readText(extended + "/aggregate/summary.json"));
+  const json b = json::parse(readText(whole + "/aggregate/summary.json"));
+  EXPECT_EQ(a["chains"], 6);  // the nominal chains
+  EXPECT_EQ(a["chains"], b["chains"]);
+  EXPECT_EQ(a["variations"], b["variations"]);
+  EXPECT_EQ(a["observables"], b["observables"]);
 }
 
 }  // namespace

@@ -30,7 +30,8 @@ void registerTestTaskKinds() {
                      nlohmann::json read = nlohmann::json::object();
                      for (const auto& [key, path] : p.at("inputs").items())
                        if (key != "truth") read[key] = fileText(path.get<std::string>());
-                     return TaskOutcome{0, "", nlohmann::json{{"read", read}}};
+                     // What it read, and every parameter it ran with (its definition).
+                     return TaskOutcome{0, "", nlohmann::json{{"read", read}, {"params", p}}};
                    }),
                    TaskKindTraits{true,
                                   nullptr,

@@ -14,6 +14,7 @@
 #include "core/base/error.hpp"
 #include "jobs/accept_inputs.hpp"
 #include "jobs/campaign.hpp"
+#include "jobs/extend_campaign.hpp"
 #include "jobs/task_kind.hpp"
 #include "slurm/array_plan.hpp"
 #include "slurm/sbatch_script.hpp"
@@ -255,6 +256,49 @@ TEST_F(SlurmCampaign, AcceptedInputsResubmitOnlyTheTasksThatReadThem) {
     EXPECT_EQ(jobs::testing::readText(ran + "/" + t.id),
               variation ? "alternative\nalternative v2\n" : "simulation\n")
         << t.id;
+  }
+}
+
+// A campaign extended while its jobs run (`campaign extend`, which renumbers the variation's
+// tasks behind the new nominal one): the running tasks' results are ingested as before, the
+// next run submits only the new task, and every task runs exactly once.
+TEST_F(SlurmCampaign, ExtendedWhileItsJobsRunSubmitsOnlyTheNewTasks) {
+  jobs::registerBuiltinTaskKinds();
+  const std::string dir = base_ + "/extend", ran = base_ + "/ran-extend";
+  std::filesystem::create_directories(ran);
+  const nlohmann::json spec = {
+      {"name", "extend"},
+      {"task", "command"},
+      {"replicas", 2},
+      {"params",
+       {{"argv", {"/bin/sh", "-c", "sleep 2; echo ran >> " + ran + "/$(basename $PWD)"}}}},
+      {"variations", {{"alt", {{"replicas", 2}, {"warm_start", false}}}}},
+      {"executor", "slurm"},
+      {"resources", {{"cpu_slots", 1}}}};
+  jobs::Campaign::init(jobs::parseCampaignSpec(spec, "test spec", base_), dir);
+  SlurmCampaignOptions o = fastOptions();
+  o.wait = false;
+  const SlurmCampaignSummary first = runCampaignOnSlurm(dir, o);
+  ASSERT_EQ(first.tasksSubmitted, 4);
+
+  const jobs::ExtendSummary added = jobs::extendCampaign(dir, {"", 3, 0}, /*dry_run=*/false);
+  EXPECT_EQ(added.first_added, std::vector<std::string>{"r0002m0"});
+  EXPECT_EQ(added.renumbered, 2);  // alt.r0000m0 and alt.r0001m0
+  {
+    jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+    EXPECT_EQ(c.journal().task("alt.r0001m0")->state, TaskState::kRunning);
+    EXPECT_EQ(c.journal().task("alt.r0001m0")->index, 4);
+  }
+
+  const SlurmCampaignSummary second = runCampaignOnSlurm(dir, fastOptions());
+  EXPECT_EQ(second.tasksSubmitted, 1);
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  ASSERT_EQ(c.tasks().size(), 5u);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.state, TaskState::kDone) << t.id << ": " << t.reason;
+    EXPECT_EQ(t.attempts, 1) << t.id;
+    EXPECT_EQ(t.ingested, 1) << t.id;
+    EXPECT_EQ(jobs::testing::readText(ran + "/" + t.id), "ran\n") << t.id;
   }
 }
 

@@ -1,0 +1,296 @@
+#include "jobs/extend_campaign.hpp"
+
+#include <set>
+
+#include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/fault_point.hpp"
+#include "jobs/campaign.hpp"
+#include "jobs/input_record.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+using nlohmann::json;
+
+// The dotted key of the first place where `a` and `b` differ ("" when equal): an object's
+// keys in order, else the value as a whole.
+std::string firstDifference(const json& a, const json& b, const std::string& prefix = "") {
+  if (a == b) return "";
+  if (!a.is_object() || !b.is_object()) return prefix.empty() ? "(the whole value)" : prefix;
+  std::set<std::string> keys;
+  for (auto it = a.begin(); it != a.end(); ++it) keys.insert(it.key());
+  for (auto it = b.begin(); it != b.end(); ++it) keys.insert(it.key());
+  for (const std::string& k : keys) {
+    const std::string key = prefix.empty() ? k : prefix + "." + k;
+    if (!a.contains(k) || !b.contains(k)) return key;
+    const std::string d = firstDifference(a[k], b[k], key);
+    if (!d.empty()) return d;
+  }
+  return "";
+}
+
+// A value for a message: its JSON, cut short.
+std::string shortText(const json* value) {
+  if (value == nullptr) return "absent";
+  std::string s = value->dump();
+  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
+}
+
+const json* at(const json& j, const std::string& dotted) {
+  const json* p = &j;
+  size_t start = 0;
+  while (start <= dotted.size()) {
+    const size_t dot = std::min(dotted.find('.', start), dotted.size());
+    const std::string k = dotted.substr(start, dot - start);
+    if (!p->is_object() || !p->contains(k)) return nullptr;
+    p = &(*p)[k];
+    start = dot + 1;
+  }
+  return p;
+}
+
+constexpr const char* kExtendAdvice =
+    "; `campaign extend` adds replicas, members, variations and overrides of new tasks and "
+    "changes nothing the campaign's tasks run with: for that, make a new campaign (`foldfarm "
+    "campaign init`)";
+
+// InputError naming the first key of `a` (the campaign's) and `b` (`from`'s) that differs.
+void requireSame(const json& a, const json& b, const std::string& prefix, const std::string& from) {
+  const std::string key = firstDifference(a, b, prefix);
+  if (key.empty()) return;
+  const std::string local = prefix.empty() ? key : key.substr(prefix.size() + 1);
+  throw InputError(from + ": '" + key + "' = " + shortText(at(b, local)) +
+                   " differs from the campaign's (" + shortText(at(a, local)) + ")" +
+                   kExtendAdvice);
+}
+
+// The spec without what an extension may change.
+json fixedPart(const CampaignSpec& s) {
+  json j = s.toJson();
+  for (const char* k : {"replicas", "members", "overrides", "variations", "inputs_at_init"})
+    j.erase(k);
+  return j;
+}
+
+json variationFixedPart(const json& v) {
+  json j = v;
+  j.erase("replicas");
+  j.erase("members");
+  return j;
+}
+
+void requireNotFewer(int before, int now, const std::string& key, const std::string& from) {
+  if (now < before)
+    throw InputError(from + ": '" + key + "' = " + std::to_string(now) + " is below the " +
+                     "campaign's " + std::to_string(before) +
+                     "; `campaign extend` adds tasks and removes none (to drop tasks from the "
+                     "bands, cancel them: `foldfarm campaign cancel`)");
+}
+
+// Step 1: `next` may differ from `old` only as the header says.
+void requireExtensionOf(const CampaignSpec& old, const CampaignSpec& next,
+                        const std::string& from) {
+  requireSame(fixedPart(old), fixedPart(next), "", from);
+  requireNotFewer(old.replicas, next.replicas, "replicas", from);
+  requireNotFewer(old.members, next.members, "members", from);
+  const json old_vs = old.toJson().value("variations", json::object());
+  const json next_vs = next.toJson().value("variations", json::object());
+  for (const Variation& v : old.variations) {
+    if (!next_vs.contains(v.name))
+      throw InputError(from + ": 'variations." + v.name + "' is missing; the campaign has it, " +
+                       "and `campaign extend` adds tasks and removes none");
+    const json& nv = next_vs[v.name];
+    requireSame(variationFixedPart(old_vs[v.name]), variationFixedPart(nv), "variations." + v.name,
+                from);
+    requireNotFewer(v.replicas, nv.value("replicas", 1), "variations." + v.name + ".replicas",
+                    from);
+    requireNotFewer(v.members, nv.value("members", 1), "variations." + v.name + ".members", from);
+  }
+  for (const auto& [id, ov] : old.overrides) {
+    const auto it = next.overrides.find(id);
+    if (it == next.overrides.end() || it->second != ov)
+      throw InputError(from + ": 'overrides." + id +
+                       "' = " + shortText(it == next.overrides.end() ? nullptr : &it->second) +
+                       " differs from the campaign's (" + shortText(&ov) + ")" + kExtendAdvice);
+  }
+  for (const auto& [id, ov] : next.overrides)
+    if (old.overrides.count(id) == 0 && old.indexOf(id) >= 0)
+      throw InputError(from + ": 'overrides." + id + "' names task " + id +
+                       ", which the campaign has (without it)" + kExtendAdvice);
+}
+
+// The variation of `next` whose new tasks make nominal task (r, m) keep its models.
+std::string warmStarterOf(const CampaignSpec& old, const CampaignSpec& next, int r, int m) {
+  for (const Variation& v : next.variations) {
+    if (!v.warm_start || r >= v.replicas || m >= v.members) continue;
+    bool covered_before = false;
+    for (const Variation& w : old.variations)
+      covered_before = covered_before || (w.name == v.name && r < w.replicas && m < w.members);
+    if (!covered_before) return v.name;
+  }
+  return "?";
+}
+
+// InputError when task `i` of `old` would be defined otherwise as task `k` of `next`.
+void requireSameTask(const CampaignSpec& old, int i, const CampaignSpec& next, int k,
+                     const std::string& from) {
+  const TaskDef a = old.taskDef(i);
+  const TaskDef b = next.taskDef(k);
+  const std::string key = firstDifference(a.params, b.params);
+  if (key.empty()) return;
+  if (key == "keep_models")
+    throw InputError(from + ": the new tasks of variation '" +
+                     warmStarterOf(old, next, a.replica, a.member) + "' would start from task " +
+                     a.id + ", which the campaign defines without keeping its per-step models " +
+                     "(no variation of it starts from that task): give the variation " +
+                     "\"warm_start\": false, or replicas and members within those of the " +
+                     "campaign's warm-started variations");
+  if (key == "warm_from_task")
+    throw InputError(from + ": task " + a.id + " would start from the new nominal task " +
+                     b.params.value("warm_from_task", std::string("?")) +
+                     ", which it did not (the campaign has no such task): that changes a task "
+                     "the campaign has; make a new campaign with these counts (`foldfarm "
+                     "campaign init`), or give the variation \"warm_start\": false there");
+  throw InputError(from + ": task " + a.id + " would change ('" + key +
+                   "' = " + shortText(at(b.params, key)) + ", not " + shortText(at(a.params, key)) +
+                   ")" + kExtendAdvice);
+}
+
+// The request as a spec: its file (or the campaign's own spec) with the counts over it.
+CampaignSpec requestedSpec(const CampaignSpec& old, const ExtendRequest& req,
+                           const std::string& origin, std::string& from) {
+  from = req.spec_path.empty() ? origin : req.spec_path;
+  if (req.replicas < 0 || req.members < 0)
+    throw InputError("campaign extend: --replicas and --members take a count of 1 or more");
+  CampaignSpec s =
+      req.spec_path.empty() ? old : loadCampaignSpec(req.spec_path, /*require_inputs=*/false);
+  if (req.replicas == 0 && req.members == 0) return s;
+  json j = s.toJson();  // absolute paths: parsed again against no directory
+  if (req.replicas > 0) j["replicas"] = req.replicas;
+  if (req.members > 0) j["members"] = req.members;
+  const std::string what = from + " with" +
+                           (req.replicas > 0 ? " --replicas " + std::to_string(req.replicas) : "") +
+                           (req.members > 0 ? " --members " + std::to_string(req.members) : "");
+  return parseCampaignSpec(j, what, "/", /*require_inputs=*/false);
+}
+
+// The input paths of `s` (the nominal's, each variation's) not in `recorded`, once each.
+std::vector<std::string> unrecordedInputs(const CampaignSpec& s, const json& recorded) {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  const auto add = [&](const std::map<std::string, std::string>& inputs) {
+    for (const auto& [key, path] : inputs)
+      if (!recorded.contains(path) && seen.insert(path).second) out.push_back(path);
+  };
+  add(s.inputs);
+  for (const Variation& v : s.variations) add(v.inputs);
+  return out;
+}
+
+}  // namespace
+
+json ExtendSummary::toJson() const {
+  json sets_json = json::array();
+  for (const ExtendedSet& s : sets)
+    sets_json.push_back(
+        {{"variation", s.variation},
+         {"before", {{"replicas", s.replicas_before}, {"members", s.members_before}}},
+         {"after", {{"replicas", s.replicas}, {"members", s.members}}},
+         {"added", s.added}});
+  return {{"dry_run", dry_run},
+          {"tasks_before", tasks_before},
+          {"tasks_after", tasks_after},
+          {"added", added()},
+          {"sets", sets_json},
+          {"first_added", first_added},
+          {"renumbered", renumbered},
+          {"new_inputs", new_inputs},
+          {"aggregate_moved", aggregate_moved},
+          {"moved_to", moved_to}};
+}
+
+ExtendSummary extendCampaign(const std::string& dir_in, const ExtendRequest& req, bool dry_run) {
+  ExtendSummary sum;
+  sum.dry_run = dry_run;
+  // An extension stopped before its spec.json was written is finished here (Campaign::open).
+  Campaign c =
+      Campaign::open(dir_in, dry_run ? Campaign::Access::kReadOnly : Campaign::Access::kWriter);
+  const std::string& dir = c.dir();
+  const std::string origin = dir + "/spec.json";
+  const CampaignSpec& old = c.spec();
+  std::string from;
+  CampaignSpec next = requestedSpec(old, req, origin, from);
+
+  // 1. Only what an extension may change; the inputs as the tasks done so far read them.
+  requireExtensionOf(old, next, from);
+  requireCampaignInputsAsRecorded(old, origin);
+  requireCampaignInputFiles(next, from);
+
+  // 2. Each task's index in the new spec, its definition unchanged; the new tasks.
+  sum.tasks_before = old.numTasks();
+  sum.tasks_after = next.numTasks();
+  std::vector<int> new_index_of(static_cast<size_t>(sum.tasks_before));
+  std::vector<char> existing(static_cast<size_t>(sum.tasks_after), 0);
+  for (int i = 0; i < sum.tasks_before; ++i) {
+    const int k = next.indexOf(old.taskPosition(i).id);
+    if (k < 0) throw Error(from + ": task " + old.taskPosition(i).id + " is not in it");
+    requireSameTask(old, i, next, k, from);
+    new_index_of[static_cast<size_t>(i)] = k;
+    existing[static_cast<size_t>(k)] = 1;
+    if (k != i) ++sum.renumbered;
+  }
+  std::vector<TaskDef> added;
+  for (int k = 0; k < sum.tasks_after; ++k) {
+    if (existing[static_cast<size_t>(k)]) continue;
+    added.push_back(next.taskPosition(k));
+    if (sum.first_added.size() < 8) sum.first_added.push_back(added.back().id);
+  }
+  if (next.numNominalTasks() > old.numNominalTasks())
+    sum.sets.push_back({"", old.replicas, old.members, next.replicas, next.members,
+                        next.numNominalTasks() - old.numNominalTasks()});
+  for (const Variation& v : next.variations) {
+    const Variation* before = nullptr;
+    for (const Variation& w : old.variations)
+      if (w.name == v.name) before = &w;
+    const int had = before ? before->numTasks() : 0;
+    if (v.numTasks() > had)
+      sum.sets.push_back({v.name, before ? before->replicas : 0, before ? before->members : 0,
+                          v.replicas, v.members, v.numTasks() - had});
+  }
+  next.inputs_at_init = old.inputs_at_init;
+  if (!old.inputs_at_init.empty()) sum.new_inputs = unrecordedInputs(next, old.inputs_at_init);
+  sum.aggregate_moved = aggregateHoldsOutputs(dir);
+  if (added.empty()) {
+    sum.aggregate_moved = false;
+    return sum;
+  }
+  if (dry_run) return sum;
+
+  // 3. New input files, checked as `campaign init` checks them, and recorded.
+  if (!sum.new_inputs.empty()) {
+    std::set<std::string> recorded;
+    for (auto it = old.inputs_at_init.begin(); it != old.inputs_at_init.end(); ++it)
+      recorded.insert(it.key());
+    checkCampaignInputsForKind(next, from);
+    checkCampaignInputValues(next, from, recorded);
+    const json now = recordInputs(sum.new_inputs);
+    for (auto it = now.begin(); it != now.end(); ++it) next.inputs_at_init[it.key()] = it.value();
+  }
+  const std::string spec_text = next.toJson().dump(2) + "\n";
+
+  // 4. The aggregation's outputs, which the new tasks make stale, out of the way.
+  SupersededOutputs aside(dir);
+  sum.aggregate_moved = aside.moveAggregate();
+  sum.moved_to = aside.path();
+
+  // 5. The journal: the commit point.
+  c.journal().extend(new_index_of, added, "created by `campaign extend`",
+                     {{kFrozenSpecMeta, spec_text}});
+  faultPoint("extend.journal");
+  // 6. The spec the tasks and every command read.
+  writeFileAtomic(origin, spec_text);
+  return sum;
+}
+
+}  // namespace foldfarm::jobs

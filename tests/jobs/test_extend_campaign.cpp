@@ -1,0 +1,404 @@
+// `campaign extend` through the real command-line tool: the tasks done stay done (results,
+// attempts, history), only the new ones run, and the extended campaign equals one made with
+// the larger counts from the start (its spec, every task's definition and result, its task
+// graph); anything but more tasks is refused without a change; a crash between the journal
+// and spec.json is finished by the next command; the journal renumbers rows, events and
+// edges and keeps a task running in a Slurm job ingestible.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "core/base/error.hpp"
+#include "core/base/exit_codes.hpp"
+#include "jobs/campaign.hpp"
+#include "tests/jobs/test_kinds.hpp"
+#include "tests/jobs/test_util.hpp"
+#include "tests/jobs/tool_campaign_test.hpp"
+
+namespace foldfarm::jobs {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace foldfarm::jobs::testing;
+
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() { ::unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
+
+std::map<std::string, TaskRecord> tasksOf(const std::string& dir) {
+  Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
+  std::map<std::string, TaskRecord> byId;
+  for (TaskRecord& t : c.tasks()) byId[t.id] = t;
+  return byId;
+}
+
+// Each task's recorded transitions, by id: "<attempt> <from>-><to> <reason>".
+std::map<std::string, std::vector<std::string>> eventsOf(const std::string& dir) {
+  Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
+  std::map<int, std::string> ids;
+  for (const TaskRecord& t : c.tasks()) ids[t.index] = t.id;
+  std::map<std::string, std::vector<std::string>> out;
+  c.journal().forEachEvent([&](const CampaignJournal::Event& e) {
+    out[ids.at(e.task)].push_back(std::to_string(e.attempt) + " " +
+                                  (e.from ? std::string(toString(*e.from)) : "") + "->" +
+                                  std::string(toString(e.to)) + " " + e.reason);
+  });
+  return out;
+}
+
+// The task graph by ids: task -> the tasks it needs.
+std::map<std::string, std::set<std::string>> needsOf(const std::string& dir) {
+  Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
+  std::map<int, std::string> ids;
+  for (const TaskRecord& t : c.tasks()) ids[t.index] = t.id;
+  const TaskGraph g = c.journal().graph();
+  std::map<std::string, std::set<std::string>> out;
+  for (const auto& [index, id] : ids) {
+    out[id];
+    if (!g.empty())
+      for (int n : g.needs(index)) out[id].insert(ids.at(n));
+  }
+  return out;
+}
+
+int entries(const std::string& dir) {
+  if (!fs::exists(dir)) return 0;
+  return static_cast<int>(std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
+}
+
+class ExtendCampaign : public ToolCampaignTest {
+ protected:
+  ExtendCampaign() : ToolCampaignTest("extend") {}
+
+  // Nominal r0000m0 to r0002m0; det_up.r0000m0 and r0001m0 warm-started from the nominal
+  // tasks of their replica (so those keep their models); boot.r0000m0 on its own.
+  json baseSpec() const {
+    return json{{"task", "reads"},
+                {"replicas", 3},
+                {"seed", 77},
+                {"inputs", {{"mc", mc_}, {"data", data_}, {"truth", truth_}}},
+                {"variations",
+                 {{"det_up", {{"replicas", 2}, {"inputs", {{"mc", mc_up_}}}}},
+                  {"boot", {{"replicas", 1}, {"warm_start", false}}}}},
+                {"resources", {{"cpu_slots", 2}}}};
+  }
+  // 4 replicas x 2 members; the variations take the nominal members (det_up and boot grow);
+  // a new variation "alt", whose name sorts first, on its own simulation.
+  json extendedSpec() const {
+    json j = baseSpec();
+    j["replicas"] = 4;
+    j["members"] = 2;
+    j["variations"]["alt"] = {{"replicas", 1}, {"inputs", {{"mc", mc_alt_}}}};
+    return j;
+  }
+
+  void SetUp() override {
+    ToolCampaignTest::SetUp();
+    mc_ = scratch_ + "/mc.txt";
+    mc_up_ = scratch_ + "/mc_up.txt";
+    mc_alt_ = scratch_ + "/mc_alt.txt";
+    data_ = scratch_ + "/data.txt";
+    truth_ = scratch_ + "/truth.txt";
+    writeText(mc_, "mc v1");
+    writeText(mc_up_, "mc_up v1");
+    writeText(mc_alt_, "mc_alt v1");
+    writeText(data_, "data v1");
+    writeText(truth_, "truth v1");
+    init(baseSpec());
+    const ToolRun r = runTool({"run", dir_}, scratch_, "first-run");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  std::string mc_, mc_up_, mc_alt_, data_, truth_;
+};
+
+TEST_F(ExtendCampaign, RunsOnlyTheNewTasksAndEqualsACampaignMadeWhole) {
+  writeText(dir_ + "/aggregate/summary.json", "{\"bands\": \"of 6 tasks\"}\n");
+  const auto tasks_before = tasksOf(dir_);
+  const auto events_before = eventsOf(dir_);
+  ASSERT_EQ(tasks_before.size(), 6u);
+  const std::string spec_before = readText(dir_ + "/spec.json");
+  const std::string new_spec = writeSpec(scratch_, extendedSpec(), "extended.json");
+
+  ToolRun dry =
+      runTool({"extend", dir_, "--spec", new_spec, "--dry-run", "--json"}, scratch_, "dry");
+  ASSERT_EQ(dry.exit_code, 0) << dry.err;
+  const json plan = json::parse(dry.out);
+  EXPECT_EQ(plan.at("tasks_before"), 6);
+  EXPECT_EQ(plan.at("tasks_after"), 16);
+  EXPECT_EQ(plan.at("new_inputs"), json::array({mc_alt_}));
+  EXPECT_EQ(plan.at("aggregate_moved"), true);
+  EXPECT_EQ(readText(dir_ + "/spec.json"), spec_before);
+  EXPECT_FALSE(fs::exists(dir_ + "/superseded"));
+  EXPECT_EQ(eventsOf(dir_), events_before);
+
+  const std::string values_log = scratch_ + "/values.log";
+  {
+    ScopedEnv log("FF_TEST_VALUES_LOG", values_log);
+    ToolRun ext = runTool({"extend", dir_, "--spec", new_spec}, scratch_, "extend");
+    ASSERT_EQ(ext.exit_code, 0) << ext.err;
+    EXPECT_NE(ext.out.find("nominal tasks: 3 x 1 -> 4 x 2 (replicas x members): 5 task(s) added"),
+              std::string::npos)
+        << ext.out;
+    EXPECT_NE(ext.out.find("variation alt: new 1 x 2 (replicas x members): 2 task(s) added"),
+              std::string::npos)
+        << ext.out;
+    EXPECT_NE(ext.out.find("10 task(s) added (r0000m1, r0001m1, r0002m1, r0003m0, r0003m1, "
+                           "alt.r0000m0, alt.r0000m1, boot.r0000m1, ...), 16 in all; 5 task(s) "
+                           "renumbered behind them"),
+              std::string::npos)
+        << ext.out;
+  }
+  // Only the new file was read and checked.
+  EXPECT_EQ(readText(values_log), mc_alt_ + "\n");
+  // The old aggregation is kept aside; D/aggregate is empty.
+  ASSERT_EQ(entries(dir_ + "/superseded"), 1);
+  const std::string aside = fs::directory_iterator(dir_ + "/superseded")->path().string();
+  EXPECT_EQ(readText(aside + "/aggregate/summary.json"), "{\"bands\": \"of 6 tasks\"}\n");
+  EXPECT_EQ(readText(aside + "/spec.json"), spec_before);
+  EXPECT_EQ(entries(dir_ + "/aggregate"), 0);
+
+  // The tasks done stay done, with their results and history; the new ones are pending.
+  const auto extended = tasksOf(dir_);
+  ASSERT_EQ(extended.size(), 16u);
+  for (const auto& [id, t] : extended) {
+    const auto was = tasks_before.find(id);
+    if (was == tasks_before.end()) {
+      EXPECT_EQ(t.state, TaskState::kPending) << id;
+      EXPECT_EQ(t.attempts, 0) << id;
+      continue;
+    }
+    EXPECT_EQ(t.state, TaskState::kDone) << id;
+    EXPECT_EQ(t.attempts, was->second.attempts) << id;
+    EXPECT_EQ(t.result, was->second.result) << id;
+    EXPECT_EQ(eventsOf(dir_).at(id), events_before.at(id)) << id;
+  }
+  EXPECT_EQ(eventsOf(dir_).at("alt.r0000m1"),
+            std::vector<std::string>{"0 pending->pending created by `campaign extend`"});
+
+  // Run: only the new tasks run.
+  ToolRun run = runTool({"run", dir_}, scratch_, "run");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto after = tasksOf(dir_);
+  for (const auto& [id, t] : after) {
+    EXPECT_EQ(t.state, TaskState::kDone) << id;
+    EXPECT_EQ(t.attempts, 1) << id;
+  }
+
+  // The same campaign made whole: the same spec, task graph, definitions and results.
+  const std::string whole = scratch_ + "/whole";
+  ToolRun made = runTool({"init", new_spec, "--dir", whole}, scratch_, "whole-init");
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  ToolRun whole_run = runTool({"run", whole}, scratch_, "whole-run");
+  ASSERT_EQ(whole_run.exit_code, 0) << whole_run.err;
+  EXPECT_EQ(readText(dir_ + "/spec.json"), readText(whole + "/spec.json"));
+  EXPECT_EQ(needsOf(dir_), needsOf(whole));
+  EXPECT_EQ(needsOf(dir_).at("alt.r0000m1"), std::set<std::string>{"r0000m1"});
+  const auto whole_tasks = tasksOf(whole);
+  ASSERT_EQ(whole_tasks.size(), after.size());
+  for (const auto& [id, t] : whole_tasks) {
+    ASSERT_EQ(after.count(id), 1u) << id;
+    EXPECT_EQ(after.at(id).index, t.index) << id;
+    EXPECT_EQ(after.at(id).result, t.result) << id;
+  }
+  EXPECT_EQ(after.at("alt.r0000m1").result.at("read").at("mc"), "mc_alt v1");
+  EXPECT_EQ(after.at("alt.r0000m1").result.at("params").at("warm_from_task"), "r0000m1");
+
+  // The same spec again adds nothing and changes nothing.
+  ToolRun again = runTool({"extend", dir_, "--spec", new_spec}, scratch_, "again");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("the spec adds no task to its 16; nothing changed"), std::string::npos)
+      << again.out;
+  EXPECT_EQ(entries(dir_ + "/superseded"), 1);
+
+  // --replicas alone, on the campaign's own spec.
+  ToolRun more = runTool({"extend", dir_, "--replicas", "5", "--json"}, scratch_, "more");
+  ASSERT_EQ(more.exit_code, 0) << more.err;
+  EXPECT_EQ(json::parse(more.out).at("first_added"), json::array({"r0004m0", "r0004m1"}))
+      << more.out;
+  EXPECT_EQ(tasksOf(dir_).at("r0004m1").state, TaskState::kPending);
+}
+
+// Anything but more tasks is refused in one line naming it, and nothing changes.
+TEST_F(ExtendCampaign, RefusesAnythingButMoreTasksAndChangesNothing) {
+  const std::string spec_before = readText(dir_ + "/spec.json");
+  const auto events_before = eventsOf(dir_);
+  const auto refused = [&](const json& spec, const std::string& expected, const std::string& tag) {
+    const std::string path = writeSpec(scratch_, spec, tag + ".json");
+    ToolRun r = runTool({"extend", dir_, "--spec", path}, scratch_, tag);
+    EXPECT_EQ(r.exit_code, kExitBadInput) << tag << ": " << r.err;
+    EXPECT_EQ(countLines(r.err), 1) << tag << ": " << r.err;
+    EXPECT_NE(r.err.find(expected), std::string::npos) << tag << ": " << r.err;
+    EXPECT_EQ(readText(dir_ + "/spec.json"), spec_before) << tag;
+    EXPECT_EQ(eventsOf(dir_), events_before) << tag;
+    EXPECT_FALSE(fs::exists(dir_ + "/superseded")) << tag;
+  };
+  json seed = extendedSpec();
+  seed["seed"] = 78;
+  refused(seed, "'seed' = 78 differs from the campaign's (77); `campaign extend` adds", "seed");
+  json fewer = baseSpec();
+  fewer["replicas"] = 2;
+  refused(fewer, "'replicas' = 2 is below the campaign's 3", "fewer");
+  json dropped = extendedSpec();
+  dropped["variations"].erase("boot");
+  refused(dropped, "'variations.boot' is missing", "dropped");
+  json moved = extendedSpec();
+  moved["variations"]["det_up"]["inputs"]["mc"] = mc_alt_;
+  refused(moved, "'variations.det_up.inputs.mc' = \"" + mc_alt_ + "\" differs", "moved");
+  json override_old = extendedSpec();
+  override_old["overrides"] = {{"r0001m0", {{"x", 1}}}};
+  refused(override_old, "'overrides.r0001m0' names task r0001m0, which the campaign has",
+          "override");
+  // r0002m0 was defined without keeping its models: no variation started from it.
+  json warm = baseSpec();
+  warm["variations"]["sys"] = {{"replicas", 3}, {"inputs", {{"mc", mc_alt_}}}};
+  refused(warm,
+          "the new tasks of variation 'sys' would start from task r0002m0, which the campaign "
+          "defines without keeping its per-step models",
+          "warm");
+  json missing = extendedSpec();
+  missing["variations"]["alt"]["inputs"]["mc"] = scratch_ + "/nowhere.txt";
+  refused(missing, "'variations.alt.inputs.mc' = " + scratch_ + "/nowhere.txt does not exist",
+          "missing");
+  writeText(mc_alt_, "mc_alt with a NaN");
+  refused(extendedSpec(), mc_alt_ + ": row 0 holds NaN", "nan");
+  writeText(mc_alt_, "mc_alt v1");
+  writeText(mc_, "mc v2");
+  refused(extendedSpec(), "`foldfarm campaign accept-inputs`", "changed");
+  writeText(mc_, "mc v1");  // the same bytes, another time: still a change until repaired
+
+  // A variation with more replicas than the nominal tasks: its last task starts from none,
+  // and would start from a new nominal task.
+  const std::string wide = scratch_ + "/wide";
+  json wide_spec = baseSpec();
+  wide_spec["replicas"] = 1;
+  wide_spec["variations"].erase("boot");
+  ToolRun made = runTool({"init", writeSpec(scratch_, wide_spec, "wide.json"), "--dir", wide},
+                         scratch_, "wide-init");
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  ToolRun widened = runTool({"extend", wide, "--replicas", "2"}, scratch_, "widened");
+  EXPECT_EQ(widened.exit_code, kExitBadInput);
+  EXPECT_NE(widened.err.find("task det_up.r0001m0 would start from the new nominal task r0001m0, "
+                             "which it did not"),
+            std::string::npos)
+      << widened.err;
+  EXPECT_EQ(tasksOf(wide).size(), 3u);
+
+  ToolRun nothing = runTool({"extend", dir_}, scratch_, "nothing");
+  EXPECT_EQ(nothing.exit_code, kExitBadInput);
+  EXPECT_NE(nothing.err.find("say what to add"), std::string::npos) << nothing.err;
+}
+
+// Killed after the journal holds the new tasks, before spec.json does: every command sees the
+// extended campaign, the first that writes finishes it, and `repair` does too.
+TEST_F(ExtendCampaign, ACrashBeforeTheSpecIsWrittenIsFinishedByTheNextCommand) {
+  const std::string spec_before = readText(dir_ + "/spec.json");
+  const std::string new_spec = writeSpec(scratch_, extendedSpec(), "extended.json");
+  {
+    ScopedEnv fault("FOLDFARM_FAULT", "extend.journal");
+    ToolRun killed = runTool({"extend", dir_, "--spec", new_spec}, scratch_, "killed");
+    EXPECT_EQ(killed.exit_code, 128 + SIGKILL) << killed.err;
+  }
+  EXPECT_EQ(readText(dir_ + "/spec.json"), spec_before);
+  // Read-only: the journal's copy of the spec, spec.json untouched.
+  ToolRun status = runTool({"status", dir_, "--json"}, scratch_, "status");
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_EQ(json::parse(status.out).at("counts").at("pending"), 10) << status.out;
+  EXPECT_EQ(readText(dir_ + "/spec.json"), spec_before);
+  // A writer finishes it and runs the new tasks.
+  ToolRun run = runTool({"run", dir_}, scratch_, "run");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.err.find("finished an interrupted `campaign extend`"), std::string::npos)
+      << run.err;
+  for (const auto& [id, t] : tasksOf(dir_)) {
+    EXPECT_EQ(t.state, TaskState::kDone) << id;
+    EXPECT_EQ(t.attempts, 1) << id;
+  }
+  ToolRun again = runTool({"extend", dir_, "--spec", new_spec}, scratch_, "again");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("adds no task to its 16"), std::string::npos) << again.out;
+
+  // Again, finished by `campaign repair` this time.
+  const std::string spec_16 = readText(dir_ + "/spec.json");
+  {
+    ScopedEnv fault("FOLDFARM_FAULT", "extend.journal");
+    ToolRun killed = runTool({"extend", dir_, "--replicas", "5"}, scratch_, "killed2");
+    EXPECT_EQ(killed.exit_code, 128 + SIGKILL) << killed.err;
+  }
+  EXPECT_EQ(readText(dir_ + "/spec.json"), spec_16);
+  ToolRun repair = runTool({"repair", dir_, "--json"}, scratch_, "repair");
+  ASSERT_EQ(repair.exit_code, 0) << repair.err;
+  const json r = json::parse(repair.out);
+  EXPECT_EQ(r.at("problem"), "") << repair.out;
+  EXPECT_EQ(r.at("rebuilt"), false) << repair.out;
+  EXPECT_EQ(r.at("spec_restored"), true) << repair.out;
+  EXPECT_EQ(loadFrozenSpec(dir_).numTasks(), 18);
+  EXPECT_EQ(tasksOf(dir_).at("r0004m1").state, TaskState::kPending);
+  EXPECT_EQ(tasksOf(dir_).at("r0003m1").state, TaskState::kDone);
+}
+
+// The journal alone: rows, events and edges renumbered; a task running in a Slurm job keeps
+// its attempt and job id, and its result is ingested after the extension; a bad numbering
+// changes nothing.
+TEST_F(ExtendCampaign, TheJournalRenumbersEverythingAndKeepsARunningTaskIngestible) {
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kWriter);
+    c.journal().rerun({c.spec().indexOf("det_up.r0001m0")}, "test");
+    ASSERT_EQ(c.markSubmitted({"det_up.r0001m0"}, "4242_1")[0], 2);
+  }
+  const auto events_before = eventsOf(dir_);
+  const auto needs_before = needsOf(dir_);
+  const std::string new_spec = writeSpec(scratch_, extendedSpec(), "extended.json");
+  ToolRun ext = runTool({"extend", dir_, "--spec", new_spec}, scratch_, "extend");
+  ASSERT_EQ(ext.exit_code, 0) << ext.err;
+  const auto after = tasksOf(dir_);
+  const TaskRecord& running = after.at("det_up.r0001m0");
+  EXPECT_EQ(running.state, TaskState::kRunning);
+  EXPECT_EQ(running.attempts, 2);
+  EXPECT_EQ(running.external_id, "4242_1");
+  const auto events_after = eventsOf(dir_);
+  for (const auto& [id, events] : events_before) EXPECT_EQ(events_after.at(id), events) << id;
+  const auto needs_after = needsOf(dir_);
+  for (const auto& [id, needs] : needs_before) EXPECT_EQ(needs_after.at(id), needs) << id;
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kWriter);
+    EXPECT_EQ(c.journal().integrityProblem(), "");
+    // The Slurm element ends: its result file, by id, is ingested under the new index.
+    TaskResult r;
+    r.task_id = "det_up.r0001m0";
+    r.attempt = 2;
+    r.status = 0;
+    r.result = {{"from", "the element"}};
+    writeTaskResult(c.resultPath(r.task_id), r);
+    EXPECT_EQ(c.ingestResults(), 1);
+    EXPECT_EQ(c.journal().task("det_up.r0001m0")->state, TaskState::kDone);
+    EXPECT_EQ(c.journal().task("det_up.r0001m0")->result, json({{"from", "the element"}}));
+
+    // Two tasks given one index: refused, nothing changed.
+    const int n = c.journal().numTasks();
+    std::vector<int> clash(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) clash[static_cast<size_t>(i)] = i;
+    clash[1] = 0;
+    EXPECT_THROW(c.journal().extend(clash, {}, "test"), Error);
+    EXPECT_EQ(c.journal().numTasks(), n);
+    EXPECT_EQ(c.journal().task("r0000m1")->index, c.spec().indexOf("r0000m1"));
+  }
+}
+
+}  // namespace
+}  // namespace foldfarm::jobs
