@@ -133,11 +133,13 @@ inline int countResultFiles(const std::string& tasks_dir, int& mismatched) {
 
 // A process standing for an attempt of another host: it takes the lease of `task_dir`
 // (created if need be) with a holder record naming `attempt` on host "elsewhere" (which no
-// fencing here may signal), holds it `seconds`, runs `before_release` (say, writes that
-// attempt's result) and ends, which releases it. Returns its pid once it holds the lease
-// (-1 if it could not take it).
+// fencing here may signal), holds it `seconds` (with `release_once`, until that file exists,
+// `seconds` at most: a test that needs an attempt refused does not depend on how soon a
+// loaded machine starts it), runs `before_release` (say, writes that attempt's result) and
+// ends, which releases it. Returns its pid once it holds the lease (-1 if it could not take it).
 inline pid_t holdLeaseAsAnotherHost(const std::string& task_dir, int attempt, unsigned seconds,
-                                    const std::function<void()>& before_release = {}) {
+                                    const std::function<void()>& before_release = {},
+                                    const std::string& release_once = "") {
   std::filesystem::create_directories(task_dir);
   int ready[2];
   if (::pipe(ready) != 0) return -1;
@@ -150,7 +152,13 @@ inline pid_t holdLeaseAsAnotherHost(const std::string& task_dir, int attempt, un
                             ",\"host\":\"elsewhere\",\"pid\":1,\"pgid\":0}\n";
     if (::pwrite(fd, rec.data(), rec.size(), 0) < 0) ::_exit(3);
     if (::write(ready[1], "x", 1) != 1) ::_exit(3);
-    ::sleep(seconds);
+    if (release_once.empty()) {
+      ::sleep(seconds);
+    } else {
+      for (unsigned tenth = 0; tenth < 10 * seconds && ::access(release_once.c_str(), F_OK) != 0;
+           ++tenth)
+        ::usleep(100000);
+    }
     if (before_release) before_release();
     ::_exit(0);
   }

@@ -16,6 +16,7 @@
 #include "jobs/campaign.hpp"
 #include "jobs/extend_campaign.hpp"
 #include "jobs/task_kind.hpp"
+#include "jobs/task_lease.hpp"
 #include "slurm/array_plan.hpp"
 #include "slurm/sbatch_script.hpp"
 #include "slurm/slurm_campaign.hpp"
@@ -373,8 +374,10 @@ TEST_F(SlurmCampaign, ALeaseHeldElsewhereDelaysTheTaskWithoutStrandingIt) {
   jobs::Campaign::init(jobs::parseCampaignSpec(spec, "test spec", dir), dir);
   const std::string task_dir =
       jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly).taskDir("r0000m0");
-  // An element waits 0.3 s and the fence grace (5 s): at least one is refused.
-  const pid_t holder = jobs::testing::holdLeaseAsAnotherHost(task_dir, 9, 8);
+  // An element waits 0.3 s and the fence grace (5 s) and is refused; the holder ends once an
+  // element recorded its refusal (at most 60 s: however late the first element starts).
+  const pid_t holder = jobs::testing::holdLeaseAsAnotherHost(
+      task_dir, 9, 60, {}, task_dir + "/" + jobs::kLeaseRefusedFile);
   ASSERT_GT(holder, 0);
   SlurmCampaignOptions o = fastOptions();
   o.maxSubmissions = 1;
