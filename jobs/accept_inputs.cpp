@@ -59,15 +59,19 @@ json AcceptSummary::toJson() const {
   for (const AcceptedInput& c : changed)
     changed_json.push_back(
         {{"path", c.path}, {"change", c.change}, {"tasks", c.tasks}, {"same_size", c.same_size}});
-  return {
-      {"dry_run", dry_run},
-      {"restored", restored},
-      {"changed", changed_json},
-      {"rerun", rerun},
-      {"needed_only", needed_only},
-      {"was", {{"done", done}, {"failed", failed}, {"pending", pending}, {"cancelled", cancelled}}},
-      {"aggregate_moved", aggregate_moved},
-      {"moved_to", moved_to}};
+  return {{"dry_run", dry_run},
+          {"restored", restored},
+          {"changed", changed_json},
+          {"rerun", rerun},
+          {"needed_only", needed_only},
+          {"was",
+           {{"done", done},
+            {"failed", failed},
+            {"pending", pending},
+            {"cancelled", cancelled},
+            {"left_running", left_running}}},
+          {"aggregate_moved", aggregate_moved},
+          {"moved_to", moved_to}};
 }
 
 AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
@@ -158,6 +162,10 @@ AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
         break;
       case TaskState::kCancelled:
         ++sum.cancelled;
+        break;
+      case TaskState::kRunning:
+      case TaskState::kInterrupted:
+        ++sum.left_running;
         break;
       default:
         ++sum.pending;

@@ -55,6 +55,9 @@ struct AcceptSummary {
   std::vector<std::string> rerun;      // ids of the tasks that run again, in index order
   int needed_only = 0;                 // of `rerun`: only because a task they need runs again
   int done = 0, failed = 0, pending = 0, cancelled = 0;  // their states before
+  // Rows left running by an orchestrator that ended (a crash, a lost node; no Slurm job):
+  // requeued first (not counted in `pending`).
+  int left_running = 0;
   bool aggregate_moved = false;  // D/aggregate held outputs (dry run: holds)
   std::string moved_to;          // D/superseded/<time>-<pid> ("" when nothing moved)
   nlohmann::json toJson() const;

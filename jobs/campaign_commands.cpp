@@ -232,6 +232,7 @@ void acceptInputsCommand(const std::string& dir, bool dry_run, bool json) {
   for (const auto& [n, what] : {std::pair<int, const char*>{s.done, "done"},
                                 {s.failed, "failed"},
                                 {s.pending, "pending"},
+                                {s.left_running, "left running by an orchestrator that ended"},
                                 {s.cancelled, "cancelled, staying so"}})
     if (n > 0) was += (was.empty() ? "" : ", ") + std::to_string(n) + " " + what;
   std::string line = std::to_string(s.rerun.size()) + " task(s) run again";

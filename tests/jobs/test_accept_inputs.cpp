@@ -273,6 +273,10 @@ TEST_F(AcceptInputs, ATaskStillRunningElsewhereChangesNothing) {
   }
   ToolRun accepted = runTool({"accept-inputs", dir_}, scratch_, "accepted");
   ASSERT_EQ(accepted.exit_code, 0) << accepted.err;
+  EXPECT_NE(accepted.out.find("2 task(s) run again (1 pending, 1 left running by an orchestrator "
+                              "that ended)"),
+            std::string::npos)
+      << accepted.out;
   EXPECT_EQ(tasks()["det_up.r0000m0"].state, TaskState::kPending) << "requeued";
   ToolRun run = runTool({"run", dir_}, scratch_, "run");
   ASSERT_EQ(run.exit_code, 0) << run.err;
