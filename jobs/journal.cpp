@@ -104,20 +104,27 @@ CampaignJournal CampaignJournal::create(const std::string& path,
       "CREATE INDEX needs_need ON needs(needs_idx);");
   j.prepareStatements();
   SqliteTransaction txn(j.db_);
-  SqliteStatement ins(j.db_,
-                      "INSERT INTO tasks(idx, id, replica, member, state) VALUES(?,?,?,?,?)");
-  double now = wallClockNow();
-  for (const auto& t : tasks) {
+  j.insertPendingTasks(tasks, "created");
+  SqliteStatement meta(j.db_, "INSERT INTO meta(key, value) VALUES(?,?)");
+  meta.bind(1, std::string("schema")).bind(2, std::string(kSchemaVersion)).run();
+  txn.commit();
+  return j;
+}
+
+void CampaignJournal::insertPendingTasks(const std::vector<TaskDef>& tasks,
+                                         const std::string& reason) {
+  SqliteStatement ins(db_, "INSERT INTO tasks(idx, id, replica, member, state) VALUES(?,?,?,?,?)");
+  SqliteStatement need(db_, "INSERT INTO needs(task_idx, needs_idx) VALUES(?,?)");
+  const double now = wallClockNow();
+  for (const TaskDef& t : tasks) {
     ins.bind(1, t.index)
         .bind(2, t.id)
         .bind(3, t.replica)
         .bind(4, t.member)
         .bind(5, str(TaskState::kPending))
         .run();
-    j.insertEvent(t.index, 0, TaskState::kPending, TaskState::kPending, now, "", -1, -1, "created");
-  }
-  SqliteStatement need(j.db_, "INSERT INTO needs(task_idx, needs_idx) VALUES(?,?)");
-  for (const auto& t : tasks) {
+    insertEvent(t.index, 0, TaskState::kPending, TaskState::kPending, now, "", -1, -1, reason);
+    // Needs point to lower indices, whose rows exist already (tasks come in index order).
     for (int n : t.needs) {
       if (n < 0 || n >= t.index)
         throw Error("journal: task " + t.id + " needs task " + std::to_string(n) +
@@ -125,10 +132,6 @@ CampaignJournal CampaignJournal::create(const std::string& path,
       need.bind(1, t.index).bind(2, n).run();
     }
   }
-  SqliteStatement meta(j.db_, "INSERT INTO meta(key, value) VALUES(?,?)");
-  meta.bind(1, std::string("schema")).bind(2, std::string(kSchemaVersion)).run();
-  txn.commit();
-  return j;
 }
 
 CampaignJournal CampaignJournal::open(const std::string& path) {
@@ -598,24 +601,7 @@ void CampaignJournal::extend(const std::vector<int>& new_index_of,
         "needs_idx) WHERE needs_idx < 0;"
         "DELETE FROM temp.renumber;");
   }
-  SqliteStatement ins(db_, "INSERT INTO tasks(idx, id, replica, member, state) VALUES(?,?,?,?,?)");
-  SqliteStatement need(db_, "INSERT INTO needs(task_idx, needs_idx) VALUES(?,?)");
-  const double now = wallClockNow();
-  for (const TaskDef& t : added) {
-    ins.bind(1, t.index)
-        .bind(2, t.id)
-        .bind(3, t.replica)
-        .bind(4, t.member)
-        .bind(5, str(TaskState::kPending))
-        .run();
-    insertEvent(t.index, 0, TaskState::kPending, TaskState::kPending, now, "", -1, -1, reason);
-    for (int n : t.needs) {
-      if (n < 0 || n >= t.index)
-        throw Error("journal: task " + t.id + " needs task " + std::to_string(n) +
-                    ", which does not come before it");
-      need.bind(1, t.index).bind(2, n).run();
-    }
-  }
+  insertPendingTasks(added, reason);
   for (const auto& [key, value] : meta) setMeta(key, value);
   txn.commit();
 }

@@ -186,6 +186,9 @@ class CampaignJournal {
   explicit CampaignJournal(SqliteDb db);
   void prepare();
   void prepareStatements();
+  // Rows of `tasks` (in index order), pending, each with its creation event (`reason`) and
+  // its edges; inside the caller's transaction.
+  void insertPendingTasks(const std::vector<TaskDef>& tasks, const std::string& reason);
   void insertEvent(int index, int attempt, TaskState from, TaskState to, double at,
                    const std::string& host, int slot, int exit_code, const std::string& reason);
 

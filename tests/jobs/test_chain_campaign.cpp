@@ -13,7 +13,6 @@
 #include <limits>
 #include <map>
 #include <random>
-#include <tuple>
 
 #include "core/base/exit_codes.hpp"
 #include "core/base/sha256.hpp"
@@ -66,6 +65,18 @@ class ChainCampaign : public ::testing::Test {
          {{"iterations", 1},
           {"config", {{"preset", "tiny"}, {"epochs", 1}, {"batch_size", 200}, {"patience", 1}}}}},
         {"resources", {{"cpu_slots", 2}, {"threads_per_task", 1}}}};
+  }
+  // scratch_/<name>: 400 unfolding events of `tune` (a varied detector: `detector`).
+  void synthFile(const std::string& name, const std::string& tune, const std::string& seed,
+                 const std::string& detector = "") {
+    std::vector<std::string> a = {"data",     "synth", "--kind", "unfold",
+                                  "--events", "400",   "--tune", tune,
+                                  "--seed",   seed,    "--out",  scratch_ + "/" + name};
+    if (!detector.empty()) {
+      a.push_back("--detector");
+      a.push_back(detector);
+    }
+    ASSERT_EQ(runFoldfarm(a, scratch_, name), 0) << readText(scratch_ + "/" + name + ".err");
   }
   std::string init(const json& s, const std::string& name) {
     std::string dir = scratch_ + "/" + name;
@@ -400,20 +411,9 @@ TEST_F(ChainCampaign, KilledAndResumedCampaignAggregatesLikeAnUninterruptedOne) 
 // after its nominal chain, and the aggregation holds the total covariance, the sources and
 // the publication weights; it equals the aggregation of the same campaign run uninterrupted.
 TEST_F(ChainCampaign, SystematicsGraphSurvivesKillMinus9AndAggregatesLikeAnUninterruptedOne) {
-  for (const auto& [name, tune, seed, detector] :
-       std::vector<std::tuple<std::string, std::string, std::string, std::string>>{
-           {"mc_up.h5", "sim", "11", "energy_scale=1.05"},
-           {"mc_down.h5", "sim", "11", "energy_scale=0.95"},
-           {"mc_alt.h5", "alt", "13", ""}}) {
-    std::vector<std::string> a = {"data",     "synth", "--kind", "unfold",
-                                  "--events", "400",   "--tune", tune,
-                                  "--seed",   seed,    "--out",  scratch_ + "/" + name};
-    if (!detector.empty()) {
-      a.push_back("--detector");
-      a.push_back(detector);
-    }
-    ASSERT_EQ(runFoldfarm(a, scratch_, name), 0) << readText(scratch_ + "/" + name + ".err");
-  }
+  ASSERT_NO_FATAL_FAILURE(synthFile("mc_up.h5", "sim", "11", "energy_scale=1.05"));
+  ASSERT_NO_FATAL_FAILURE(synthFile("mc_down.h5", "sim", "11", "energy_scale=0.95"));
+  ASSERT_NO_FATAL_FAILURE(synthFile("mc_alt.h5", "alt", "13"));
   json s = spec(2, 2);
   s["chain"]["config"] = {{"classifier", "mlp"}};
   s["variations"] = {
@@ -496,14 +496,8 @@ TEST_F(ChainCampaign, SystematicsGraphSurvivesKillMinus9AndAggregatesLikeAnUnint
 // tasks) runs only the new chains and aggregates to exactly the bands, shifts and chain count
 // of the same campaign made with those counts from the start.
 TEST_F(ChainCampaign, ExtendedCampaignAggregatesLikeOneMadeWhole) {
-  for (const auto& [name, scale] : std::vector<std::pair<std::string, std::string>>{
-           {"mc_up.h5", "energy_scale=1.05"}, {"mc_down.h5", "energy_scale=0.95"}}) {
-    ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "unfold", "--events", "400", "--tune", "sim",
-                           "--seed", "11", "--detector", scale, "--out", scratch_ + "/" + name},
-                          scratch_, name),
-              0)
-        << readText(scratch_ + "/" + name + ".err");
-  }
+  ASSERT_NO_FATAL_FAILURE(synthFile("mc_up.h5", "sim", "11", "energy_scale=1.05"));
+  ASSERT_NO_FATAL_FAILURE(synthFile("mc_down.h5", "sim", "11", "energy_scale=0.95"));
   json base = spec(2, 1);
   base["chain"]["config"] = {{"classifier", "mlp"}};
   base["variations"] = {{"det_up",

@@ -6,7 +6,6 @@
 // edges and keeps a task running in a Slurm job ingestible.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <stdlib.h>
 
 #include <filesystem>
 #include <map>
@@ -26,19 +25,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 using namespace foldfarm::jobs::testing;
-
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    ::setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() { ::unsetenv(name_); }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-};
 
 std::map<std::string, TaskRecord> tasksOf(const std::string& dir) {
   Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
@@ -74,11 +60,6 @@ std::map<std::string, std::set<std::string>> needsOf(const std::string& dir) {
       for (int n : g.needs(index)) out[id].insert(ids.at(n));
   }
   return out;
-}
-
-int entries(const std::string& dir) {
-  if (!fs::exists(dir)) return 0;
-  return static_cast<int>(std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
 }
 
 class ExtendCampaign : public ToolCampaignTest {

@@ -24,6 +24,27 @@
 
 namespace foldfarm::jobs::testing {
 
+// Sets an environment variable for the tools this scope starts.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() { ::unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
+
+// Entries of directory `dir` (0 when it does not exist).
+inline int entries(const std::string& dir) {
+  if (!std::filesystem::exists(dir)) return 0;
+  return static_cast<int>(std::distance(std::filesystem::directory_iterator(dir),
+                                        std::filesystem::directory_iterator()));
+}
+
 inline std::string makeScratchDir(const std::string& name) {
   std::string tmpl = "/tmp/ff_jobs_" + name + "_XXXXXX";
   std::vector<char> buf(tmpl.begin(), tmpl.end());
