@@ -78,6 +78,16 @@ class ChainCampaign : public ::testing::Test {
     }
     ASSERT_EQ(runFoldfarm(a, scratch_, name), 0) << readText(scratch_ + "/" + name + ".err");
   }
+  // A detector pair on scratch_/mc_up.h5 and mc_down.h5 (synthFile makes them).
+  json detectorPair() const {
+    const auto side = [&](const std::string& direction) {
+      return json{{"type", "detector"},
+                  {"source", "det"},
+                  {"direction", direction},
+                  {"inputs", {{"mc", scratch_ + "/mc_" + direction + ".h5"}}}};
+    };
+    return json{{"det_up", side("up")}, {"det_down", side("down")}};
+  }
   std::string init(const json& s, const std::string& name) {
     std::string dir = scratch_ + "/" + name;
     EXPECT_EQ(
@@ -416,20 +426,11 @@ TEST_F(ChainCampaign, SystematicsGraphSurvivesKillMinus9AndAggregatesLikeAnUnint
   ASSERT_NO_FATAL_FAILURE(synthFile("mc_alt.h5", "alt", "13"));
   json s = spec(2, 2);
   s["chain"]["config"] = {{"classifier", "mlp"}};
-  s["variations"] = {
-      {"det_up",
-       {{"type", "detector"},
-        {"source", "det"},
-        {"direction", "up"},
-        {"inputs", {{"mc", scratch_ + "/mc_up.h5"}}}}},
-      {"det_down",
-       {{"type", "detector"},
-        {"source", "det"},
-        {"direction", "down"},
-        {"inputs", {{"mc", scratch_ + "/mc_down.h5"}}}}},
-      {"alt", {{"type", "modelling"}, {"inputs", {{"mc", scratch_ + "/mc_alt.h5"}}}}},
-      {"mcstat", {{"type", "mc_bootstrap"}, {"replicas", 3}, {"members", 1}}},
-      {"closure", {{"type", "non_closure"}, {"inputs", {{"data", scratch_ + "/mc_alt.h5"}}}}}};
+  s["variations"] = detectorPair();
+  s["variations"]["alt"] = {{"type", "modelling"}, {"inputs", {{"mc", scratch_ + "/mc_alt.h5"}}}};
+  s["variations"]["mcstat"] = {{"type", "mc_bootstrap"}, {"replicas", 3}, {"members", 1}};
+  s["variations"]["closure"] = {{"type", "non_closure"},
+                                {"inputs", {{"data", scratch_ + "/mc_alt.h5"}}}};
   const int total = 4 + 2 + 2 + 2 + 3 + 2;
   std::string plain = init(s, "sys-plain");
   ASSERT_EQ(runFoldfarm({"campaign", "run", plain}, scratch_, "sys-plain-run"), 0)
@@ -500,16 +501,7 @@ TEST_F(ChainCampaign, ExtendedCampaignAggregatesLikeOneMadeWhole) {
   ASSERT_NO_FATAL_FAILURE(synthFile("mc_down.h5", "sim", "11", "energy_scale=0.95"));
   json base = spec(2, 1);
   base["chain"]["config"] = {{"classifier", "mlp"}};
-  base["variations"] = {{"det_up",
-                         {{"type", "detector"},
-                          {"source", "det"},
-                          {"direction", "up"},
-                          {"inputs", {{"mc", scratch_ + "/mc_up.h5"}}}}},
-                        {"det_down",
-                         {{"type", "detector"},
-                          {"source", "det"},
-                          {"direction", "down"},
-                          {"inputs", {{"mc", scratch_ + "/mc_down.h5"}}}}}};
+  base["variations"] = detectorPair();
   json more = base;
   more["replicas"] = 3;
   more["members"] = 2;
