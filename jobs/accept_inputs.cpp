@@ -80,6 +80,9 @@ AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
   Campaign c =
       Campaign::open(dir_in, dry_run ? Campaign::Access::kReadOnly : Campaign::Access::kWriter);
   const std::string& dir = c.dir();
+  // No aggregation reads the outputs while they are made stale and moved (held to the end).
+  Fd outputs_lock;
+  if (!dry_run) outputs_lock = lockCampaignOutputs(dir, "`foldfarm campaign accept-inputs`");
   const std::string origin = dir + "/spec.json";
   CampaignSpec spec = c.spec();
   if (spec.inputs_at_init.empty())

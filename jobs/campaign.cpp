@@ -15,6 +15,7 @@
 #include "core/base/error.hpp"
 #include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
+#include "core/base/output_lock.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/task_execution.hpp"
 #include "jobs/task_kind.hpp"
@@ -92,6 +93,14 @@ CampaignJournal createJournal(const CampaignSpec& spec, const std::vector<TaskDe
   return j;
 }
 
+// The journal's copy of D/spec.json (meta "frozen_spec", `text`), parsed as the file would be
+// before it replaces anything. Throws InputError.
+CampaignSpec parseJournalSpecCopy(const std::string& text, const std::string& dir) {
+  const std::string path = dir + "/spec.json";
+  return parseCampaignSpec(parseJsonText(text, path + " (the journal's copy)", ""), path, dir,
+                           /*require_inputs=*/false);
+}
+
 // D/spec.json, or (damaged or lost: `problem`) the journal's copy of it written back
 // atomically, the damaged file kept beside it as spec.json.damaged-<time>-<pid>. InputError naming
 // the file when the journal holds no sound copy.
@@ -115,9 +124,7 @@ CampaignSpec loadOrRestoreFrozenSpec(const std::string& dir, RepairSummary& sum)
                      "campaign made before journals kept one, or a damaged journal): restore it "
                      "from a copy of the campaign directory (" +
                      sum.spec_problem + ")");
-  // The copy is checked as the file would be before it replaces anything.
-  parseCampaignSpec(parseJsonText(text, path + " (the journal's copy)", ""), path, dir,
-                    /*require_inputs=*/false);
+  (void)parseJournalSpecCopy(text, dir);  // checked before it replaces anything
   if (pathExists(path)) {
     const std::string kept = path + ".damaged-" + utcStamp() + "-" + std::to_string(::getpid());
     if (::rename(path.c_str(), kept.c_str()) != 0)
@@ -141,8 +148,7 @@ CampaignSpec finishInterruptedExtension(const std::string& dir, CampaignJournal&
   std::optional<CampaignSpec> copy;
   if (!text.empty()) {
     try {
-      copy = parseCampaignSpec(parseJsonText(text, path + " (the journal's copy)", ""), path, dir,
-                               /*require_inputs=*/false);
+      copy = parseJournalSpecCopy(text, dir);
     } catch (const InputError&) {
     }
   }
@@ -291,6 +297,38 @@ bool aggregateHoldsOutputs(const std::string& campaign_dir) {
   std::error_code ec;
   const std::string path = campaign_dir + "/aggregate";
   return std::filesystem::is_directory(path, ec) && !std::filesystem::is_empty(path, ec);
+}
+
+Fd lockCampaignOutputs(const std::string& campaign_dir, const std::string& doing) {
+  const std::string path = campaign_dir + "/aggregate.lock";
+  Fd lock(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!lock.valid()) throw Error(path + ": cannot open: " + errnoMessage(errno));
+  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    if (err != EWOULDBLOCK) throw Error(path + ": cannot lock: " + errnoMessage(err));
+    // The holder wrote what it does once it held the lock ("" in the instant before).
+    std::string holder;
+    try {
+      holder = readFile(path);
+    } catch (const Error&) {
+    }
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    if (holder.empty()) {
+      const long pid = flockHolder(lock.get());
+      holder = "another foldfarm process" +
+               (pid > 0 ? " (pid " + std::to_string(pid) + " on " + hostName() + ")" : "");
+    }
+    throw InputError(campaign_dir + ": " + holder + " is using this campaign's outputs (" + path +
+                     " is locked); wait for it or stop it, then run " + doing +
+                     " again (it changed nothing)");
+  }
+  const std::string me =
+      doing + " (pid " + std::to_string(::getpid()) + " on " + hostName() + ")\n";
+  if (::ftruncate(lock.get(), 0) == 0) {
+    ssize_t w = ::pwrite(lock.get(), me.data(), me.size(), 0);
+    (void)w;  // informational only
+  }
+  return lock;
 }
 
 bool SupersededOutputs::moveAggregate() {

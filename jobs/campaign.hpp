@@ -9,6 +9,8 @@
 //   D/tasks/<id>/            one folder per task: task.log, task_result.json, the task's outputs
 //                            (a chain's checkpoints and weights)
 //   D/aggregate/             aggregated outputs (`campaign aggregate`)
+//   D/aggregate.lock         flock()ed while an aggregation reads the outputs, or a change of
+//                            the campaign makes them stale (lockCampaignOutputs)
 //   D/superseded/<time>-<pid>/  what a change of the campaign made stale: the old spec.json,
 //                            tasks/<id>/ and aggregate/ (`campaign accept-inputs`,
 //                            jobs/accept_inputs.hpp; `campaign extend`: aggregate/ only,
@@ -63,6 +65,15 @@ class SupersededOutputs {
 };
 // Whether D/aggregate holds outputs (which a change of the campaign makes stale).
 bool aggregateHoldsOutputs(const std::string& campaign_dir);
+
+// D/aggregate.lock, flocked by a command that reads the campaign's outputs into D/aggregate
+// (`campaign aggregate`, `campaign run --aggregate`) and by one that makes them stale
+// (`campaign extend`, `campaign accept-inputs`), for as long as it runs: the two never overlap,
+// so an aggregation reads the spec, the done tasks and their outputs of one moment, and its
+// bands never land in D/aggregate after the change that made them stale. `doing` names the
+// holder's command (written into the file). InputError naming D, the holder (its command,
+// pid and host) and what to do when another process holds it; nothing is changed then.
+Fd lockCampaignOutputs(const std::string& campaign_dir, const std::string& doing);
 
 // The attempt record in each task folder (a task's own outputs, e.g. a chain's
 // result.json, live beside it under their own names).

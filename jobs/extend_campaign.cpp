@@ -217,6 +217,9 @@ ExtendSummary extendCampaign(const std::string& dir_in, const ExtendRequest& req
   Campaign c =
       Campaign::open(dir_in, dry_run ? Campaign::Access::kReadOnly : Campaign::Access::kWriter);
   const std::string& dir = c.dir();
+  // No aggregation reads the outputs while the extension makes them stale (held to the end).
+  Fd outputs_lock;
+  if (!dry_run) outputs_lock = lockCampaignOutputs(dir, "`foldfarm campaign extend`");
   const std::string origin = dir + "/spec.json";
   const CampaignSpec& old = c.spec();
   std::string from;
@@ -233,8 +236,9 @@ ExtendSummary extendCampaign(const std::string& dir_in, const ExtendRequest& req
   std::vector<int> new_index_of(static_cast<size_t>(sum.tasks_before));
   std::vector<char> existing(static_cast<size_t>(sum.tasks_after), 0);
   for (int i = 0; i < sum.tasks_before; ++i) {
-    const int k = next.indexOf(old.taskPosition(i).id);
-    if (k < 0) throw Error(from + ": task " + old.taskPosition(i).id + " is not in it");
+    const std::string id = old.taskPosition(i).id;
+    const int k = next.indexOf(id);
+    if (k < 0) throw Error(from + ": task " + id + " is not in it");
     requireSameTask(old, i, next, k, from);
     new_index_of[static_cast<size_t>(i)] = k;
     existing[static_cast<size_t>(k)] = 1;
@@ -260,12 +264,11 @@ ExtendSummary extendCampaign(const std::string& dir_in, const ExtendRequest& req
   }
   next.inputs_at_init = old.inputs_at_init;
   if (!old.inputs_at_init.empty()) sum.new_inputs = unrecordedInputs(next, old.inputs_at_init);
-  sum.aggregate_moved = aggregateHoldsOutputs(dir);
-  if (added.empty()) {
-    sum.aggregate_moved = false;
+  if (added.empty()) return sum;
+  if (dry_run) {
+    sum.aggregate_moved = aggregateHoldsOutputs(dir);
     return sum;
   }
-  if (dry_run) return sum;
 
   // 3. New input files, checked as `campaign init` checks them, and recorded.
   if (!sum.new_inputs.empty()) {

@@ -150,6 +150,12 @@ json inputsOfCampaign(const jobs::CampaignSpec& spec, const std::optional<std::s
 
 json aggregateCampaign(const std::string& dir, const std::string& truth, const AggregateArgs& args,
                        bool all_done) {
+  // The spec, the done tasks and their outputs are read under the campaign's outputs lock:
+  // `campaign extend` and `accept-inputs` are refused while an aggregation runs, and an
+  // aggregation while they do, so the bands never mix two states of the campaign.
+  const Fd lock =
+      jobs::lockCampaignOutputs(jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly).dir(),
+                                "`foldfarm campaign aggregate`");
   jobs::Campaign camp = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
   if (camp.spec().kind != "chain")
     throw InputError(dir + ": aggregate needs a campaign of chain tasks (this one runs '" +

@@ -372,7 +372,10 @@ struct JetStream::Impl {
   std::map<size_t, JetArrays> ready;
   size_t next_to_read = 0, consumed = 0;
   bool stopping = false;
+  // The first failed read: its error and piece. Pieces are taken in order and a reader ends
+  // the read it took, so every earlier piece still arrives (or fails, and becomes the first).
   std::exception_ptr error;
+  size_t error_piece = 0;
   // The piece being fed from, and the row within it.
   JetArrays piece;
   size_t piece_index = 0;
@@ -393,6 +396,7 @@ struct JetStream::Impl {
     ready.clear();
     stopping = false;
     error = nullptr;
+    error_piece = 0;
   }
 
   void readerLoop() {
@@ -425,10 +429,24 @@ struct JetStream::Impl {
         ready.emplace(i, std::move(a));
       } catch (...) {
         std::lock_guard<std::mutex> lock(mu);
-        if (!error) error = std::current_exception();
+        if (!error || i < error_piece) {
+          error = std::current_exception();
+          error_piece = i;
+        }
       }
       cv.notify_all();
     }
+  }
+
+  // Piece i once read. A failed read ends the stream where it failed, not earlier: the pieces
+  // before it are used, so the step at which the error surfaces does not depend on how the
+  // readers' threads were scheduled.
+  JetArrays takeReady(std::unique_lock<std::mutex>& lock, size_t i) {
+    cv.wait(lock, [&] { return ready.count(i) != 0 || (error && i >= error_piece); });
+    if (ready.count(i) == 0) std::rethrow_exception(error);
+    JetArrays a = std::move(ready.at(i));
+    ready.erase(i);
+    return a;
   }
 
   void startReaders(size_t first_piece) {
@@ -445,13 +463,7 @@ struct JetStream::Impl {
       std::unique_lock<std::mutex> lock(mu);
       consumed = piece_index;
       cv.notify_all();
-      cv.wait(lock, [&] {
-        // A failed read ends the stream: the readers stop taking pieces after an error.
-        return ready.count(piece_index) != 0 || error;
-      });
-      if (ready.count(piece_index) == 0) std::rethrow_exception(error);
-      piece = std::move(ready.at(piece_index));
-      ready.erase(piece_index);
+      piece = takeReady(lock, piece_index);
       wait_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       have_piece = true;
       piece_row = 0;
@@ -632,10 +644,7 @@ int64_t JetStream::startEpoch(int64_t epoch, std::vector<StreamSegment> history,
   I.startReaders(I.piece_index);
   if (I.piece_index < I.plan.feed.size()) {
     std::unique_lock<std::mutex> lock(I.mu);
-    I.cv.wait(lock, [&] { return I.ready.count(I.piece_index) != 0 || I.error; });
-    if (I.ready.count(I.piece_index) == 0) std::rethrow_exception(I.error);
-    I.piece = std::move(I.ready.at(I.piece_index));
-    I.ready.erase(I.piece_index);
+    I.piece = I.takeReady(lock, I.piece_index);
     I.have_piece = true;
     I.piece_row = start_row;
   }

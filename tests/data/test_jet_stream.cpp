@@ -346,6 +346,57 @@ TEST(JetStream, ABadValueMidStreamEndsItWithTheFileNamedInsteadOfHanging) {
   fs::remove_all(dir);
 }
 
+// A read that fails (here FOLDFARM_FAULT at the feed's 41st piece, in the third window of
+// steps) ends the stream where the stream needs that piece, whatever the readers: the steps
+// before it are those of a stream without the fault, and with eight readers (the failing read
+// ends at once, the pieces before it are still being read) each of 20 streams ends at the same
+// step as one with a single reader (before: a stream ended at the first piece still in flight,
+// so the step depended on how the threads were scheduled).
+TEST(JetStream, AFailedReadEndsTheStreamAtItsPieceWhateverTheReaders) {
+  Files f;
+  const StreamSplit split = splitStreamBlocks(cutStreamBlocks(f.rows, 32), 0.0, 0.0, 3, 0);
+  JetStreamOptions o = options();
+  o.buffer_jets = 64;
+  o.read_ahead = 8;
+  // The steps a stream takes before it throws, their ids, and its message.
+  struct Run {
+    int64_t steps = 0;
+    std::vector<int64_t> ids;
+    std::string error;
+  };
+  auto run = [&](int readers, int64_t limit) {
+    o.readers = readers;
+    Run r;
+    try {
+      JetStream s(f.paths, split.train, o);
+      const int64_t steps = std::min(limit, s.startEpoch(0, {}, 1, 0));
+      std::vector<int64_t> ids;
+      for (; r.steps < steps; ++r.steps) {
+        s.next(&ids);
+        r.ids.insert(r.ids.end(), ids.begin(), ids.end());
+      }
+    } catch (const Error& e) {
+      r.error = e.what();
+    }
+    return r;
+  };
+  ::setenv("FOLDFARM_FAULT", "stream.read:40", 1);
+  const Run one = run(1, 1 << 30);
+  std::vector<Run> eight;
+  for (int k = 0; k < 20; ++k) eight.push_back(run(8, 1 << 30));
+  ::unsetenv("FOLDFARM_FAULT");
+  EXPECT_NE(one.error.find("stream.read (40): failure injected"), std::string::npos) << one.error;
+  EXPECT_GT(one.steps, 0);
+  const Run clean = run(4, one.steps);
+  EXPECT_TRUE(clean.error.empty()) << clean.error;
+  EXPECT_EQ(one.ids, clean.ids) << "the steps before the failed piece are the stream's own";
+  for (const Run& r : eight) {
+    EXPECT_EQ(r.steps, one.steps) << r.error;
+    EXPECT_EQ(r.ids, one.ids);
+    EXPECT_EQ(r.error, one.error);
+  }
+}
+
 // A shuffle buffer beyond the read budget (this machine's memory, or
 // FOLDFARM_READ_BUDGET_GIB) is refused before it is allocated, naming the option that sets
 // it, instead of ending in std::bad_alloc or the OOM killer.

@@ -300,7 +300,9 @@ TEST(PretrainStream, AReadThatFailsOnOneRankMidEpochEndsEveryRankAtOnce) {
   const std::vector<std::string> cmd =
       foldfarm::testing::streamPretrainArgs((s.dir / "part0.h5").string(), out.string(), "1000");
   // Rank 1's 12th piece of the epoch: its shuffle buffer (300 jets, pieces of 64) is full and
-  // training steps are under way when it is read.
+  // training steps are under way when the stream needs it (a failed read ends the stream there,
+  // not at an earlier piece still being read when it failed: the step does not depend on the
+  // reader threads' timing).
   std::vector<std::string> argv = mpirun(1, cmd);
   argv.insert(argv.end(), {":", "-np", "1", "env", "FOLDFARM_FAULT=stream.read:11"});
   argv.insert(argv.end(), cmd.begin(), cmd.end());

@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/task_lease.hpp"
@@ -242,6 +243,30 @@ TEST_F(AcceptInputs, ATaskStillRunningElsewhereChangesNothing) {
         << leased.err;
     EXPECT_EQ(readText(dir_ + "/spec.json"), spec_before);
     EXPECT_FALSE(fs::exists(dir_ + "/superseded"));
+  }
+
+  // An aggregation reading the outputs (their lock held here, as `campaign aggregate` holds
+  // it): no output is moved under it, no task made pending.
+  fs::create_directories(dir_ + "/aggregate");
+  writeText(dir_ + "/aggregate/summary.json", "{}");
+  {
+    const Fd held = lockCampaignOutputs(dir_, "`foldfarm campaign aggregate`");
+    ToolRun aggregating = runTool({"accept-inputs", dir_}, scratch_, "aggregating");
+    EXPECT_EQ(aggregating.exit_code, kExitBadInput);
+    EXPECT_EQ(countLines(aggregating.err), 1) << aggregating.err;
+    EXPECT_NE(aggregating.err.find(dir_ + ": `foldfarm campaign aggregate` (pid " +
+                                   std::to_string(::getpid()) + " on " + hostName() +
+                                   ") is using this campaign's outputs"),
+              std::string::npos)
+        << aggregating.err;
+    EXPECT_NE(aggregating.err.find("then run `foldfarm campaign accept-inputs` again (it changed "
+                                   "nothing)"),
+              std::string::npos)
+        << aggregating.err;
+    EXPECT_EQ(readText(dir_ + "/spec.json"), spec_before);
+    EXPECT_FALSE(fs::exists(dir_ + "/superseded"));
+    EXPECT_TRUE(fs::exists(dir_ + "/aggregate/summary.json"));
+    EXPECT_EQ(tasks()["det_up.r0000m0"].state, TaskState::kDone);
   }
 
   // An orchestrator that died with det_up.r0000m0 running left its row running.

@@ -14,6 +14,7 @@
 #include <map>
 #include <random>
 
+#include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
 #include "core/base/sha256.hpp"
 #include "core/data/jet_writer.hpp"
@@ -508,6 +509,23 @@ TEST_F(ChainCampaign, ExtendedCampaignAggregatesLikeOneMadeWhole) {
   const std::string extended = init(base, "extended");
   ASSERT_EQ(runFoldfarm({"campaign", "run", extended, "--aggregate"}, scratch_, "ext-run1"), 0)
       << readText(scratch_ + "/ext-run1.err");
+  // While a change of the campaign holds its outputs' lock (here this process, as `campaign
+  // extend` holds it), an aggregation is refused before it reads a chain, and changes nothing.
+  {
+    const std::string summary = readText(extended + "/aggregate/summary.json");
+    const Fd held = lockCampaignOutputs(extended, "`foldfarm campaign extend`");
+    EXPECT_EQ(runFoldfarm({"campaign", "aggregate", extended}, scratch_, "agg-refused"),
+              kExitBadInput);
+    const std::string err = readText(scratch_ + "/agg-refused.err");
+    EXPECT_NE(
+        err.find(extended + ": `foldfarm campaign extend` (pid " + std::to_string(::getpid()) +
+                 " on " + hostName() + ") is using this campaign's outputs (" + extended +
+                 "/aggregate.lock is locked); wait for it or stop it, then run `foldfarm "
+                 "campaign aggregate` again (it changed nothing)"),
+        std::string::npos)
+        << err;
+    EXPECT_EQ(readText(extended + "/aggregate/summary.json"), summary);
+  }
   ASSERT_EQ(runFoldfarm({"campaign", "extend", extended, "--spec",
                          writeSpec(scratch_, more, "more.json"), "--json"},
                         scratch_, "extend"),

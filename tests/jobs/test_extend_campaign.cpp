@@ -283,6 +283,26 @@ TEST_F(ExtendCampaign, RefusesAnythingButMoreTasksAndChangesNothing) {
   ToolRun nothing = runTool({"extend", dir_}, scratch_, "nothing");
   EXPECT_EQ(nothing.exit_code, kExitBadInput);
   EXPECT_NE(nothing.err.find("say what to add"), std::string::npos) << nothing.err;
+
+  // An aggregation reading the outputs (their lock held here, as `campaign aggregate` holds
+  // it): nothing is extended or moved under it; once it ended, the extension goes ahead.
+  fs::create_directories(dir_ + "/aggregate");
+  writeText(dir_ + "/aggregate/summary.json", "{}");
+  {
+    const Fd held = lockCampaignOutputs(dir_, "`foldfarm campaign aggregate`");
+    refused(extendedSpec(),
+            dir_ + ": `foldfarm campaign aggregate` (pid " + std::to_string(::getpid()) + " on " +
+                hostName() + ") is using this campaign's outputs (" + dir_ +
+                "/aggregate.lock is locked); wait for it or stop it, then run `foldfarm campaign "
+                "extend` again (it changed nothing)",
+            "aggregating");
+    EXPECT_TRUE(fs::exists(dir_ + "/aggregate/summary.json"));
+  }
+  ASSERT_EQ(runTool({"accept-inputs", dir_}, scratch_, "times").exit_code, 0);  // mc_'s time
+  ToolRun after = runTool({"extend", dir_, "--replicas", "4"}, scratch_, "after");
+  EXPECT_EQ(after.exit_code, 0) << after.err;
+  EXPECT_EQ(tasksOf(dir_).size(), 7u);
+  EXPECT_FALSE(fs::exists(dir_ + "/aggregate/summary.json")) << "moved aside";
 }
 
 // Killed after the journal holds the new tasks, before spec.json does: every command sees the
