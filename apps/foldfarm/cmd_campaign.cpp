@@ -232,7 +232,7 @@ namespace {
 // After a run that ended without failures: aggregate here, on one process only.
 void aggregateAfterRun(const std::string& dir, bool aggregate) {
   if (aggregate && dist::detectLaunch().rank == 0)
-    printAggregation(dir, aggregateCampaign(dir, "", AggregateArgs{}, /*all_done=*/true));
+    printAggregation(dir, ensembles::aggregateCampaign(dir, "", {}, /*all_done=*/true).toJson());
 }
 
 // `campaign run` / `resume`'s options on `parent`, bound to `a` (no callback): the commands

@@ -17,6 +17,7 @@
 #include "core/base/error.hpp"
 #include "ensembles/aggregate.hpp"
 #include "ensembles/aggregate_bench.hpp"
+#include "ensembles/campaign_aggregate.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
 #include "jobs/input_record.hpp"
@@ -121,73 +122,6 @@ void registerCampaignRepairCommand(CLI::App& campaign) {
   });
 }
 
-namespace {
-
-// summary.json's "inputs" of a campaign: each role's path and checksums (those `campaign
-// init` or `campaign accept-inputs` took, which the chains' files were checked against), the
-// nominal's and the roles each variation replaces; a --truth other than the spec's by its
-// path alone.
-json inputsOfCampaign(const jobs::CampaignSpec& spec, const std::optional<std::string>& truth) {
-  const json sums = jobs::inputChecksums(spec.inputs_at_init);
-  const auto entry = [&](const std::string& path) {
-    json e = {{"path", path}};
-    if (sums.contains(path)) e.update(sums[path]);
-    return e;
-  };
-  json nominal = json::object();
-  for (const auto& [role, path] : spec.inputs) nominal[role] = entry(path);
-  if (truth && (!spec.inputs.count("truth") || spec.inputs.at("truth") != *truth))
-    nominal["truth"] = {{"path", *truth}, {"sha256", nullptr}};
-  json variations = json::object();
-  for (const jobs::Variation& v : spec.variations) {
-    variations[v.name] = json::object();
-    for (const auto& [role, path] : v.inputs) variations[v.name][role] = entry(path);
-  }
-  return {{"nominal", nominal}, {"variations", variations}};
-}
-
-}  // namespace
-
-json aggregateCampaign(const std::string& dir, const std::string& truth, const AggregateArgs& args,
-                       bool all_done) {
-  // The spec, the done tasks and their outputs are read under the campaign's outputs lock:
-  // `campaign extend` and `accept-inputs` are refused while an aggregation runs, and an
-  // aggregation while they do, so the bands never mix two states of the campaign.
-  const Fd lock =
-      jobs::lockCampaignOutputs(jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly).dir(),
-                                "`foldfarm campaign aggregate`");
-  jobs::Campaign camp = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
-  if (camp.spec().kind != "chain")
-    throw InputError(dir + ": aggregate needs a campaign of chain tasks (this one runs '" +
-                     camp.spec().kind + "')");
-  std::vector<std::string> runs;
-  for (const auto& t : camp.tasks(jobs::TaskState::kDone)) runs.push_back(camp.taskDir(t.id));
-  if (runs.empty()) throw InputError(dir + ": no chain is done yet; run the campaign first");
-  const std::string out = camp.dir() + "/aggregate";
-  json r = {{"aggregated", false},
-            {"chains", runs.size()},
-            {"tasks", camp.spec().numTasks()},
-            {"out", out}};
-  if (all_done && static_cast<int>(runs.size()) < camp.spec().numTasks()) return r;
-  std::optional<std::string> truth_path;
-  if (!truth.empty())
-    truth_path = truth;
-  else if (camp.spec().inputs.count("truth"))
-    truth_path = camp.spec().inputs.at("truth");
-  // The truth and the simulations (whose events the publication weights belong to) are read
-  // here again: one replaced since `campaign init` is not what the chains read. (One removed
-  // is named where it is read; the spec's truth is not read under another --truth.)
-  const std::string spec_truth =
-      camp.spec().inputs.count("truth") && !truth.empty() ? camp.spec().inputs.at("truth") : "";
-  jobs::requireInputsAsRecorded(jobs::presentInputs(camp.spec().inputs_at_init, spec_truth),
-                                camp.dir() + "/spec.json");
-  ensembles::AggregateOptions options = args.options(camp.spec().aggregate);
-  options.inputs = inputsOfCampaign(camp.spec(), truth_path);
-  ensembles::aggregateRunsWithOptions(runs, out, truth_path, options);
-  r["aggregated"] = true;
-  return r;
-}
-
 void printAggregation(const std::string& dir, const json& r) {
   if (r.at("aggregated").get<bool>())
     std::printf("aggregated %d chain(s) of %d task(s) into %s\n", r.at("chains").get<int>(),
@@ -210,7 +144,8 @@ void registerCampaignAggregateCommand(CLI::App& campaign) {
   addAggregateOptions(*c, *args);
   c->callback([dir, truth, args] {
     registerCampaignTaskKinds();
-    printAggregation(*dir, aggregateCampaign(*dir, *truth, *args, /*all_done=*/false));
+    printAggregation(
+        *dir, ensembles::aggregateCampaign(*dir, *truth, *args, /*all_done=*/false).toJson());
   });
 }
 

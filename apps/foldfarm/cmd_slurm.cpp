@@ -184,7 +184,7 @@ void submitAndReport(SubmitArgs& a) {
   nlohmann::json j = sum.toJson();
   const bool ended_well = !sum.interrupted && j["counts"].value("failed", 0) == 0;
   if (a.aggregate && ended_well)
-    j["aggregate"] = aggregateCampaign(a.dir, "", AggregateArgs{}, /*all_done=*/true);
+    j["aggregate"] = ensembles::aggregateCampaign(a.dir, "", {}, /*all_done=*/true).toJson();
   if (a.json) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ensembles/aggregate.hpp"
+#include "ensembles/campaign_aggregate.hpp"
 #include "jobs/task_state.hpp"
 
 namespace foldfarm::app {
@@ -49,27 +50,8 @@ void printCounts(const nlohmann::json& counts);
 
 // The options of `aggregate` and `campaign aggregate` (ensembles/aggregate.hpp), as given:
 // "" where not given.
-struct AggregateArgs {
-  bool no_plots = false;
-  std::string event_weights;
-  std::string shift_noise;
-
-  // The options given, else `defaults` (a campaign spec's "aggregate": shift_noise,
-  // event_weights, plots), else the library's.
-  ensembles::AggregateOptions options(
-      const nlohmann::json& defaults = nlohmann::json::object()) const {
-    const auto word = [&](const std::string& given, const char* key, const char* builtin) {
-      if (!given.empty()) return given;
-      return defaults.contains(key) ? defaults.at(key).get<std::string>() : std::string(builtin);
-    };
-    ensembles::AggregateOptions o;
-    o.plots = !no_plots && (!defaults.contains("plots") || defaults.at("plots").get<bool>());
-    o.event_weights =
-        ensembles::parseEventWeightsChoice(word(event_weights, "event_weights", "all"));
-    o.shift_noise = ensembles::parseShiftNoise(word(shift_noise, "shift_noise", "keep"));
-    return o;
-  }
-};
+// The aggregation's choices on a command line (ensembles/campaign_aggregate.hpp).
+using AggregateArgs = ensembles::AggregateChoices;
 inline void addAggregateOptions(CLI::App& app, AggregateArgs& a) {
   app.add_flag("--no-plots", a.no_plots, "Skip the PNG figures (an earlier run's are removed)");
   app.add_option("--event-weights", a.event_weights,
@@ -174,13 +156,7 @@ void checkCampaignRunArguments(const std::vector<std::string>& args, const std::
 // `retry`: `campaign retry`'s states, moved back to pending first (SlurmCampaignOptions).
 void runCampaignThroughSlurm(const std::string& dir,
                              const std::vector<jobs::TaskState>& retry = {});
-// `foldfarm campaign aggregate D` (cmd_login.cpp): the done chains of chain campaign D
-// into D/aggregate, the truth `truth` or else the spec's inputs.truth. With `all_done` (after
-// a run's --aggregate) only when every task is done. Returns {"aggregated", "chains" (done),
-// "tasks", "out"}; printAggregation says it in one line. InputError when D is not made of
-// chains or none is done; checkAggregatable refuses the first before anything runs.
-nlohmann::json aggregateCampaign(const std::string& dir, const std::string& truth,
-                                 const AggregateArgs& args, bool all_done);
+// One line for ensembles::aggregateCampaign's result (its toJson()).
 void printAggregation(const std::string& dir, const nlohmann::json& result);
 void checkAggregatable(const std::string& dir);
 // Refuses campaign D when its chains could not train as configured with this foldfarm

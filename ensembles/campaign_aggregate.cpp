@@ -1,0 +1,102 @@
+#include "ensembles/campaign_aggregate.hpp"
+
+#include <optional>
+#include <vector>
+
+#include "core/base/error.hpp"
+#include "core/base/fd.hpp"
+#include "jobs/campaign.hpp"
+#include "jobs/input_record.hpp"
+
+namespace foldfarm::ensembles {
+
+using nlohmann::json;
+
+AggregateOptions AggregateChoices::options(const json& defaults) const {
+  const auto word = [&](const std::string& given, const char* key, const char* builtin) {
+    if (!given.empty()) return given;
+    return defaults.contains(key) ? defaults.at(key).get<std::string>() : std::string(builtin);
+  };
+  AggregateOptions o;
+  o.plots = !no_plots && (!defaults.contains("plots") || defaults.at("plots").get<bool>());
+  o.event_weights = parseEventWeightsChoice(word(event_weights, "event_weights", "all"));
+  o.shift_noise = parseShiftNoise(word(shift_noise, "shift_noise", "keep"));
+  return o;
+}
+
+json CampaignAggregation::toJson() const {
+  return {{"aggregated", aggregated}, {"chains", chains}, {"tasks", tasks}, {"out", out}};
+}
+
+namespace {
+
+// summary.json's "inputs" of a campaign: each role's path and checksums (those `campaign
+// init` or `campaign accept-inputs` took, which the chains' files were checked against), the
+// nominal's and the roles each variation replaces; a --truth other than the spec's by its
+// path alone.
+json inputsOfCampaign(const jobs::CampaignSpec& spec, const std::optional<std::string>& truth) {
+  const json sums = jobs::inputChecksums(spec.inputs_at_init);
+  const auto entry = [&](const std::string& path) {
+    json e = {{"path", path}};
+    if (sums.contains(path)) e.update(sums[path]);
+    return e;
+  };
+  json nominal = json::object();
+  for (const auto& [role, path] : spec.inputs) nominal[role] = entry(path);
+  if (truth && (!spec.inputs.count("truth") || spec.inputs.at("truth") != *truth))
+    nominal["truth"] = {{"path", *truth}, {"sha256", nullptr}};
+  json variations = json::object();
+  for (const jobs::Variation& v : spec.variations) {
+    variations[v.name] = json::object();
+    for (const auto& [role, path] : v.inputs) variations[v.name][role] = entry(path);
+  }
+  return {{"nominal", nominal}, {"variations", variations}};
+}
+
+}  // namespace
+
+CampaignAggregation aggregateCampaign(const std::string& dir, const std::string& truth,
+                                      const AggregateChoices& choices, bool all_done) {
+  using jobs::Campaign;
+  // 1. The outputs lock, then the spec and the done tasks read under it: `campaign extend` and
+  //    `accept-inputs` are refused while an aggregation runs, and an aggregation while they
+  //    do, so the bands never mix two states of the campaign. (The first open finds the
+  //    campaign's directory and refuses what is not one before a lock file is made in it.)
+  const Fd lock = jobs::lockCampaignOutputs(Campaign::open(dir, Campaign::Access::kReadOnly).dir(),
+                                            "`foldfarm campaign aggregate`");
+  Campaign camp = Campaign::open(dir, Campaign::Access::kReadOnly);
+  const jobs::CampaignSpec& spec = camp.spec();
+  if (spec.kind != "chain")
+    throw InputError(dir + ": aggregate needs a campaign of chain tasks (this one runs '" +
+                     spec.kind + "')");
+  std::vector<std::string> runs;
+  for (const auto& t : camp.tasks(jobs::TaskState::kDone)) runs.push_back(camp.taskDir(t.id));
+  if (runs.empty()) throw InputError(dir + ": no chain is done yet; run the campaign first");
+  CampaignAggregation r;
+  r.chains = static_cast<int>(runs.size());
+  r.tasks = spec.numTasks();
+  r.out = camp.dir() + "/aggregate";
+  if (all_done && r.chains < r.tasks) return r;
+
+  // 2. The truth, and the simulations (whose events the publication weights belong to), read
+  //    here again: one replaced since `campaign init` is not what the chains read. (One
+  //    removed is named where it is read; the spec's truth is not read under another truth.)
+  std::optional<std::string> truth_path;
+  if (!truth.empty())
+    truth_path = truth;
+  else if (spec.inputs.count("truth"))
+    truth_path = spec.inputs.at("truth");
+  const std::string spec_truth =
+      spec.inputs.count("truth") && !truth.empty() ? spec.inputs.at("truth") : "";
+  jobs::requireInputsAsRecorded(jobs::presentInputs(spec.inputs_at_init, spec_truth),
+                                camp.dir() + "/spec.json");
+
+  // 3. The bands.
+  AggregateOptions options = choices.options(spec.aggregate);
+  options.inputs = inputsOfCampaign(spec, truth_path);
+  aggregateRunsWithOptions(runs, r.out, truth_path, options);
+  r.aggregated = true;
+  return r;
+}
+
+}  // namespace foldfarm::ensembles
