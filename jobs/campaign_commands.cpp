@@ -253,12 +253,13 @@ void acceptInputsCommand(const std::string& dir, bool dry_run, bool json) {
       dir.c_str());
 }
 
-void extendCommand(const std::string& dir, const std::string& spec_path, int replicas, int members,
-                   bool dry_run, bool json) {
-  if (spec_path.empty() && replicas == 0 && members == 0)
+void extendCommand(const std::string& dir, const ExtendRequest& request, bool dry_run, bool json) {
+  if (request.spec_path.empty() && request.replicas == 0 && request.members == 0 &&
+      request.variation.empty())
     throw InputError("campaign extend " + dir +
-                     ": say what to add: --replicas R, --members M or --spec NEW.json");
-  const ExtendSummary s = extendCampaign(dir, {spec_path, replicas, members}, dry_run);
+                     ": say what to add: --replicas R, --members M (of a variation with "
+                     "--variation V) or --spec NEW.json");
+  const ExtendSummary s = extendCampaign(dir, request, dry_run);
   if (json) {
     std::printf("%s\n", s.toJson().dump(2).c_str());
     return;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "jobs/executor.hpp"
+#include "jobs/extend_campaign.hpp"
 
 namespace foldfarm::jobs {
 
@@ -38,11 +39,10 @@ void repairCommand(const std::string& dir, bool force, bool json);
 // then a line per input and one saying what runs again and where the old outputs went (or
 // the summary as JSON).
 void acceptInputsCommand(const std::string& dir, bool dry_run, bool json);
-// `campaign extend D [--spec NEW] [--replicas R] [--members M] [--dry-run] [--json]`:
-// extendCampaign (jobs/extend_campaign.hpp), then a line per set of tasks that grows and one
-// saying what was added (or the summary as JSON).
-void extendCommand(const std::string& dir, const std::string& spec_path, int replicas, int members,
-                   bool dry_run, bool json);
+// `campaign extend D [--spec NEW] [--variation V] [--replicas R] [--members M] [--dry-run]
+// [--json]`: extendCampaign (jobs/extend_campaign.hpp), then a line per set of tasks that grows
+// and one saying what was added (or the summary as JSON).
+void extendCommand(const std::string& dir, const ExtendRequest& request, bool dry_run, bool json);
 // `campaign work D --task ID[@N] …`: runs the tasks in this process, writing
 // task_result.json; never opens the journal. N is the attempt the journal gave the task
 // (`attempt` for ids without one; 0: a run by hand). Each task runs under its lease

@@ -165,11 +165,26 @@ CampaignSpec requestedSpec(const CampaignSpec& old, const ExtendRequest& req,
     throw InputError("campaign extend: --replicas and --members take a count of 1 or more");
   CampaignSpec s =
       req.spec_path.empty() ? old : loadCampaignSpec(req.spec_path, /*require_inputs=*/false);
+  if (!req.variation.empty() && req.replicas == 0 && req.members == 0)
+    throw InputError("campaign extend: --variation " + req.variation +
+                     " says whose counts grow; give --replicas R or --members M with it");
   if (req.replicas == 0 && req.members == 0) return s;
   json j = s.toJson();  // absolute paths: parsed again against no directory
-  if (req.replicas > 0) j["replicas"] = req.replicas;
-  if (req.members > 0) j["members"] = req.members;
+  json* counts = &j;
+  if (!req.variation.empty()) {
+    if (!j.contains("variations") || !j["variations"].contains(req.variation)) {
+      std::string names;
+      for (const Variation& v : s.variations) names += (names.empty() ? "" : ", ") + v.name;
+      throw InputError(from + ": has no variation '" + req.variation + "' (" +
+                       (names.empty() ? std::string("it has none") : "it has " + names) +
+                       "); a new variation needs --spec with its inputs");
+    }
+    counts = &j["variations"][req.variation];
+  }
+  if (req.replicas > 0) (*counts)["replicas"] = req.replicas;
+  if (req.members > 0) (*counts)["members"] = req.members;
   const std::string what = from + " with" +
+                           (req.variation.empty() ? "" : " --variation " + req.variation) +
                            (req.replicas > 0 ? " --replicas " + std::to_string(req.replicas) : "") +
                            (req.members > 0 ? " --members " + std::to_string(req.members) : "");
   return parseCampaignSpec(j, what, "/", /*require_inputs=*/false);

@@ -44,8 +44,11 @@ namespace foldfarm::jobs {
 
 struct ExtendRequest {
   std::string spec_path;  // the new spec; "": the campaign's own (with the counts below)
+  // The counts below override the new spec's (InputError naming the spec when `variation`
+  // is not one of its variations: a new one needs its inputs, so a spec).
   int replicas = 0;       // > 0: the nominal replicas (over the spec's)
   int members = 0;        // > 0: the nominal members (over the spec's)
+  std::string variation;  // not "": replicas and members are this variation's, not the nominal's
 };
 
 // One set of tasks (the nominal ones, a variation's) that grows or is new.

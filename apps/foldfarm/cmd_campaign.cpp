@@ -369,14 +369,15 @@ void registerCampaignCommands(CommandGroups& g) {
   {
     auto* c = campaign->add_subcommand(
         "extend",
-        "Add tasks to the campaign: more replicas or members (--replicas, --members), or new "
-        "systematic variations and more of a variation's tasks (--spec, the campaign's spec "
-        "with them added). The tasks done stay done; only the new ones run, and the results "
-        "are those of a campaign made with the larger counts from the start");
+        "Add tasks to the campaign: more replicas or members (--replicas, --members; a "
+        "systematic variation's with --variation), or new systematic variations (--spec, the "
+        "campaign's spec with them added). The tasks done stay done; only the new ones run, and "
+        "the results are those of a campaign made with the larger counts from the start");
     auto dir = std::make_shared<std::string>();
     auto spec = std::make_shared<std::string>();
     auto replicas = std::make_shared<int>(0);
     auto members = std::make_shared<int>(0);
+    auto variation = std::make_shared<std::string>();
     auto dry_run = std::make_shared<bool>(false);
     auto as_json = std::make_shared<bool>(false);
     c->add_option("dir", *dir, "Campaign directory")->required();
@@ -384,15 +385,21 @@ void registerCampaignCommands(CommandGroups& g) {
                   "The campaign's spec with tasks added (counts, variations, overrides of new "
                   "tasks); anything else changed is refused, naming the key")
         ->check(CLI::ExistingFile);
-    c->add_option("--replicas", *replicas, "Nominal replicas (not below the campaign's)")
+    c->add_option("--replicas", *replicas,
+                  "Replicas of the nominal tasks, or of --variation's (not below the campaign's)")
         ->check(CLI::Range(1, 1000000));
-    c->add_option("--members", *members, "Nominal ensemble members (not below the campaign's)")
+    c->add_option("--members", *members,
+                  "Ensemble members of the nominal tasks, or of --variation's (not below the "
+                  "campaign's)")
         ->check(CLI::Range(1, 1000000));
+    c->add_option("--variation", *variation,
+                  "The systematic variation whose --replicas and --members these are (one the "
+                  "campaign has; a new one needs --spec)");
     c->add_flag("--dry-run", *dry_run, "Say what would be added; change nothing");
     c->add_flag("--json", *as_json, "Print JSON");
-    c->callback([dir, spec, replicas, members, dry_run, as_json] {
+    c->callback([dir, spec, replicas, members, variation, dry_run, as_json] {
       registerAllTaskKinds();
-      jobs::extendCommand(*dir, *spec, *replicas, *members, *dry_run, *as_json);
+      jobs::extendCommand(*dir, {*spec, *replicas, *members, *variation}, *dry_run, *as_json);
     });
   }
   // work

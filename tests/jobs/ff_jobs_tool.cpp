@@ -22,7 +22,8 @@ const char* kUsage =
     "       ff_jobs_tool retry D [--failed] [--cancelled]\n"
     "       ff_jobs_tool cancel D | status D [--json]\n"
     "       ff_jobs_tool accept-inputs D [--dry-run] [--json]\n"
-    "       ff_jobs_tool extend D [--spec NEW] [--replicas R] [--members M] [--dry-run] [--json]\n"
+    "       ff_jobs_tool extend D [--spec NEW] [--variation V] [--replicas R] [--members M]\n"
+    "                          [--dry-run] [--json]\n"
     "       ff_jobs_tool work D --task ID [--task ID ...] [--attempt N]\n";
 
 }  // namespace
@@ -44,7 +45,7 @@ int main(int argc, char** argv) {
     std::string dir, executor;
     std::vector<std::string> tasks;
     int attempt = 0, replicas = 0, members = 0;
-    std::string spec;
+    std::string spec, variation;
     bool json = false, failed = false, cancelled = false, dry_run = false;
     jobs::RunOptions opt;
     opt.show_progress = false;
@@ -73,6 +74,8 @@ int main(int argc, char** argv) {
         replicas = std::stoi(value());
       else if (args[k] == "--members")
         members = std::stoi(value());
+      else if (args[k] == "--variation")
+        variation = value();
       else if (args[k] == "--json")
         json = true;
       else if (args[k] == "--failed")
@@ -111,7 +114,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cmd == "extend") {
-      jobs::extendCommand(target, spec, replicas, members, dry_run, json);
+      jobs::extendCommand(target, {spec, replicas, members, variation}, dry_run, json);
       return 0;
     }
     if (cmd == "work") return jobs::workCommand(target, tasks, attempt);

@@ -305,6 +305,72 @@ TEST_F(ExtendCampaign, RefusesAnythingButMoreTasksAndChangesNothing) {
   EXPECT_FALSE(fs::exists(dir_ + "/aggregate/summary.json")) << "moved aside";
 }
 
+// `--variation V --replicas R --members M`: a variation's counts grow without a spec edit, to
+// the campaign whose spec says so from the start; the nominal tasks and the other variation
+// are untouched and only the new tasks run. A variation the campaign lacks, a --variation
+// without a count, and a warm-started variation past the nominal tasks that keep their models
+// are refused, changing nothing.
+TEST_F(ExtendCampaign, AVariationGrowsByNameToTheCampaignThatSaysSoFromTheStart) {
+  const std::string spec_before = readText(dir_ + "/spec.json");
+  const auto refused = [&](const std::vector<std::string>& args, const std::string& expected,
+                           const std::string& tag) {
+    std::vector<std::string> argv{"extend", dir_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    ToolRun r = runTool(argv, scratch_, tag);
+    EXPECT_EQ(r.exit_code, kExitBadInput) << tag << ": " << r.err;
+    EXPECT_EQ(countLines(r.err), 1) << tag << ": " << r.err;
+    EXPECT_NE(r.err.find(expected), std::string::npos) << tag << ": " << r.err;
+    EXPECT_EQ(readText(dir_ + "/spec.json"), spec_before) << tag;
+    EXPECT_EQ(tasksOf(dir_).size(), 6u) << tag;
+  };
+  refused({"--variation", "nope", "--replicas", "2"},
+          dir_ +
+              "/spec.json: has no variation 'nope' (it has boot, det_up); a new variation "
+              "needs --spec with its inputs",
+          "nope");
+  refused({"--variation", "boot"}, "--variation boot says whose counts grow; give --replicas R",
+          "no-count");
+  refused({"--variation", "det_up", "--replicas", "3"},
+          "the new tasks of variation 'det_up' would start from task r0002m0, which the "
+          "campaign defines without keeping its per-step models",
+          "warm");
+
+  const auto before = tasksOf(dir_);
+  ToolRun ext =
+      runTool({"extend", dir_, "--variation", "boot", "--replicas", "3", "--members", "2"},
+              scratch_, "boot");
+  ASSERT_EQ(ext.exit_code, 0) << ext.err;
+  EXPECT_NE(ext.out.find("variation boot: 1 x 1 -> 3 x 2 (replicas x members): 5 task(s) added"),
+            std::string::npos)
+      << ext.out;
+  EXPECT_EQ(ext.out.find("nominal tasks"), std::string::npos) << ext.out;
+  ToolRun run = runTool({"run", dir_}, scratch_, "run");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto after = tasksOf(dir_);
+  ASSERT_EQ(after.size(), 11u);
+  for (const auto& [id, t] : after) {
+    EXPECT_EQ(t.state, TaskState::kDone) << id;
+    EXPECT_EQ(t.attempts, 1) << id;
+    if (before.count(id)) {
+      EXPECT_EQ(t.result, before.at(id).result) << id;
+      EXPECT_EQ(t.finished_at, before.at(id).finished_at) << id << " ran again";
+    } else {
+      EXPECT_EQ(id.rfind("boot.", 0), 0u) << id << " is not boot's";
+    }
+  }
+
+  json whole_spec = baseSpec();
+  whole_spec["variations"]["boot"]["replicas"] = 3;
+  whole_spec["variations"]["boot"]["members"] = 2;
+  const std::string whole = scratch_ + "/whole-boot";
+  ToolRun made =
+      runTool({"init", writeSpec(scratch_, whole_spec, "whole-boot.json"), "--dir", whole},
+              scratch_, "whole-init");
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  EXPECT_EQ(readText(dir_ + "/spec.json"), readText(whole + "/spec.json"));
+  for (const auto& [id, t] : tasksOf(whole)) EXPECT_EQ(after.at(id).index, t.index) << id;
+}
+
 // Killed after the journal holds the new tasks, before spec.json does: every command sees the
 // extended campaign, the first that writes finishes it, and `repair` does too.
 TEST_F(ExtendCampaign, ACrashBeforeTheSpecIsWrittenIsFinishedByTheNextCommand) {

@@ -282,7 +282,7 @@ TEST_F(SlurmCampaign, ExtendedWhileItsJobsRunSubmitsOnlyTheNewTasks) {
   const SlurmCampaignSummary first = runCampaignOnSlurm(dir, o);
   ASSERT_EQ(first.tasksSubmitted, 4);
 
-  const jobs::ExtendSummary added = jobs::extendCampaign(dir, {"", 3, 0}, /*dry_run=*/false);
+  const jobs::ExtendSummary added = jobs::extendCampaign(dir, {"", 3, 0, ""}, /*dry_run=*/false);
   EXPECT_EQ(added.first_added, std::vector<std::string>{"r0002m0"});
   EXPECT_EQ(added.renumbered, 2);  // alt.r0000m0 and alt.r0001m0
   {
