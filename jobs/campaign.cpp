@@ -299,26 +299,40 @@ bool aggregateHoldsOutputs(const std::string& campaign_dir) {
   return std::filesystem::is_directory(path, ec) && !std::filesystem::is_empty(path, ec);
 }
 
+namespace {
+
+// What the holder of D/aggregate.lock (`lock`, held elsewhere) does, from what it wrote there
+// once it held it; its pid (this host's /proc/locks) in the instant before.
+std::string outputsLockHolder(const std::string& path, int lock) {
+  std::string holder;
+  try {
+    holder = readFile(path);
+  } catch (const Error&) {
+  }
+  while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+  if (!holder.empty()) return holder;
+  const long pid = flockHolder(lock);
+  return "another foldfarm process" +
+         (pid > 0 ? " (pid " + std::to_string(pid) + " on " + hostName() + ")" : std::string());
+}
+
+}  // namespace
+
 Fd lockCampaignOutputs(const std::string& campaign_dir, const std::string& doing) {
-  const std::string path = campaign_dir + "/aggregate.lock";
+  const std::string path = campaign_dir + "/" + kOutputsLockFile;
   Fd lock(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (!lock.valid()) throw Error(path + ": cannot open: " + errnoMessage(errno));
-  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+  // A few tries over half a second: `campaign status` takes the lock shared for an instant
+  // to see whether it is held.
+  for (int attempt = 0; ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0; ++attempt) {
     const int err = errno;
     if (err != EWOULDBLOCK) throw Error(path + ": cannot lock: " + errnoMessage(err));
-    // The holder wrote what it does once it held the lock ("" in the instant before).
-    std::string holder;
-    try {
-      holder = readFile(path);
-    } catch (const Error&) {
+    if (attempt < 10) {
+      ::usleep(50000);
+      continue;
     }
-    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
-    if (holder.empty()) {
-      const long pid = flockHolder(lock.get());
-      holder = "another foldfarm process" +
-               (pid > 0 ? " (pid " + std::to_string(pid) + " on " + hostName() + ")" : "");
-    }
-    throw InputError(campaign_dir + ": " + holder + " is using this campaign's outputs (" + path +
+    throw InputError(campaign_dir + ": " + outputsLockHolder(path, lock.get()) +
+                     " is using this campaign's outputs (" + path +
                      " is locked); wait for it or stop it, then run " + doing +
                      " again (it changed nothing)");
   }
@@ -329,6 +343,15 @@ Fd lockCampaignOutputs(const std::string& campaign_dir, const std::string& doing
     (void)w;  // informational only
   }
   return lock;
+}
+
+std::string campaignOutputsUser(const std::string& campaign_dir) {
+  const std::string path = campaign_dir + "/" + kOutputsLockFile;
+  const Fd lock(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!lock.valid()) return "";  // never locked (or not readable: nothing to say)
+  if (::flock(lock.get(), LOCK_SH | LOCK_NB) == 0) return "";  // released when closed
+  if (errno != EWOULDBLOCK) return "";
+  return outputsLockHolder(path, lock.get());
 }
 
 bool SupersededOutputs::moveAggregate() {

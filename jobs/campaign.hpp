@@ -74,6 +74,11 @@ bool aggregateHoldsOutputs(const std::string& campaign_dir);
 // holder's command (written into the file). InputError naming D, the holder (its command,
 // pid and host) and what to do when another process holds it; nothing is changed then.
 Fd lockCampaignOutputs(const std::string& campaign_dir, const std::string& doing);
+// What holds D/aggregate.lock ("`foldfarm campaign aggregate` (pid 4242 on node7)"), "" when
+// nothing does (`campaign status`: its shared lock for an instant, which lockCampaignOutputs
+// waits out).
+std::string campaignOutputsUser(const std::string& campaign_dir);
+inline constexpr const char* kOutputsLockFile = "aggregate.lock";
 
 // The attempt record in each task folder (a task's own outputs, e.g. a chain's
 // result.json, live beside it under their own names).

@@ -94,6 +94,7 @@ json statusJson(Campaign& campaign) {
   j["failures"] = failures;
   j["running"] = running;
   j["inputs_changed"] = inputChangeSince(spec.inputs_at_init);
+  j["outputs_in_use"] = campaignOutputsUser(campaign.dir());
   return j;
 }
 
@@ -146,6 +147,11 @@ std::string statusText(const json& s) {
     out += "  inputs: " + s["inputs_changed"].get<std::string>() +
            "; no task runs until it is restored as it was, or accepted (`foldfarm campaign "
            "accept-inputs DIR`: the tasks that read it run again)\n";
+  }
+  if (!s.value("outputs_in_use", std::string()).empty()) {
+    out += "  outputs: " + s["outputs_in_use"].get<std::string>() +
+           " is using them (aggregating, or changing the campaign: `campaign extend`, "
+           "`campaign accept-inputs`)\n";
   }
   if (!s["failures"].empty()) {
     out += "  failed tasks (rerun with `foldfarm campaign retry DIR --failed`):\n";

@@ -15,7 +15,8 @@ namespace foldfarm::jobs {
 //  "held"} (pending tasks by readiness, jobs/task_graph.hpp), "groups": [{"name" (nominal
 //  or a variation), "type", "tasks", "counts": {state: n}, "after"}], "held": [{"task",
 //  "needs", "reason"}], "inputs_changed": the first input changed since `campaign init`
-//  (jobs/input_record.hpp; "" when none)}
+//  (jobs/input_record.hpp; "" when none), "outputs_in_use": what holds the campaign's outputs
+//  lock ("" when nothing does: campaignOutputsUser)}
 nlohmann::json statusJson(Campaign& campaign);
 std::string statusText(const nlohmann::json& status);
 

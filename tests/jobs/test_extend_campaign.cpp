@@ -4,13 +4,17 @@
 // graph); anything but more tasks is refused without a change; a crash between the journal
 // and spec.json is finished by the next command; the journal renumbers rows, events and
 // edges and keeps a task running in a Slurm job ingestible.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <map>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
@@ -297,7 +301,19 @@ TEST_F(ExtendCampaign, RefusesAnythingButMoreTasksAndChangesNothing) {
                 "extend` again (it changed nothing)",
             "aggregating");
     EXPECT_TRUE(fs::exists(dir_ + "/aggregate/summary.json"));
+    // `campaign status` names the holder (its look at the lock refuses nobody).
+    ToolRun busy = runTool({"status", dir_, "--json"}, scratch_, "status-busy");
+    ASSERT_EQ(busy.exit_code, 0) << busy.err;
+    EXPECT_EQ(json::parse(busy.out).at("outputs_in_use"), "`foldfarm campaign aggregate` (pid " +
+                                                              std::to_string(::getpid()) + " on " +
+                                                              hostName() + ")");
+    ToolRun text = runTool({"status", dir_}, scratch_, "status-text");
+    EXPECT_NE(text.out.find("  outputs: `foldfarm campaign aggregate` (pid "), std::string::npos)
+        << text.out;
   }
+  ToolRun idle = runTool({"status", dir_, "--json"}, scratch_, "status-idle");
+  ASSERT_EQ(idle.exit_code, 0) << idle.err;
+  EXPECT_EQ(json::parse(idle.out).at("outputs_in_use"), "");
   ASSERT_EQ(runTool({"accept-inputs", dir_}, scratch_, "times").exit_code, 0);  // mc_'s time
   ToolRun after = runTool({"extend", dir_, "--replicas", "4"}, scratch_, "after");
   EXPECT_EQ(after.exit_code, 0) << after.err;
@@ -465,6 +481,42 @@ TEST_F(ExtendCampaign, TheJournalRenumbersEverythingAndKeepsARunningTaskIngestib
     EXPECT_EQ(c.journal().numTasks(), n);
     EXPECT_EQ(c.journal().task("r0000m1")->index, c.spec().indexOf("r0000m1"));
   }
+}
+
+// `campaign status`'s look at the outputs lock (a shared flock for an instant) makes no
+// aggregation or extension fail: the lock is tried again for half a second. A holder that
+// stays is named.
+TEST(CampaignOutputsLock, AGlanceAtItRefusesNobodyAndAHolderIsNamed) {
+  const std::string dir =
+      (fs::temp_directory_path() / ("ff_outputs_lock_" + std::to_string(::getpid()))).string();
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  EXPECT_EQ(campaignOutputsUser(dir), "") << "never locked";
+  {
+    const Fd held = lockCampaignOutputs(dir, "`foldfarm campaign extend`");
+    EXPECT_EQ(campaignOutputsUser(dir), "`foldfarm campaign extend` (pid " +
+                                            std::to_string(::getpid()) + " on " + hostName() + ")");
+    try {
+      lockCampaignOutputs(dir, "`foldfarm campaign aggregate`");
+      ADD_FAILURE() << "a held lock was taken again";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(dir + ": `foldfarm campaign extend` (pid "),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_EQ(campaignOutputsUser(dir), "");
+  // A glance that lasts 150 ms (a slow status): the aggregation waits it out.
+  const Fd glance(::open((dir + "/" + kOutputsLockFile).c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(glance.valid());
+  ASSERT_EQ(::flock(glance.get(), LOCK_SH | LOCK_NB), 0);
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    ::flock(glance.get(), LOCK_UN);
+  });
+  EXPECT_NO_THROW(lockCampaignOutputs(dir, "`foldfarm campaign aggregate`"));
+  release.join();
+  fs::remove_all(dir);
 }
 
 }  // namespace
