@@ -53,26 +53,40 @@ std::string trimSlashes(std::string dir) {
   return dir;
 }
 
+// `path` (made when missing) flocked exclusively, with `holder` written into it for whoever is
+// refused; `tries` tries 50 ms apart. nullopt with the lock still open in `refused` when
+// another open file holds it; Error when it cannot be opened or locked.
+std::optional<Fd> lockFileNamingHolder(const std::string& path, const std::string& holder,
+                                       int tries, Fd& refused) {
+  Fd lock(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!lock.valid()) throw Error(path + ": cannot open: " + errnoMessage(errno));
+  for (int attempt = 1; ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0; ++attempt) {
+    const int err = errno;
+    if (err != EWOULDBLOCK) throw Error(path + ": cannot lock: " + errnoMessage(err));
+    if (attempt >= tries) {
+      refused = std::move(lock);
+      return std::nullopt;
+    }
+    ::usleep(50000);
+  }
+  if (::ftruncate(lock.get(), 0) == 0) {
+    ssize_t w = ::pwrite(lock.get(), holder.data(), holder.size(), 0);
+    (void)w;  // informational only
+  }
+  return lock;
+}
+
 // D/orchestrator.lock, flocked: one process writes the journal. Error naming D when another
 // holds it.
 Fd lockOrchestrator(const std::string& dir) {
   const std::string lock_path = dir + "/orchestrator.lock";
-  Fd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-  if (!lock.valid()) throw Error(lock_path + ": cannot open: " + errnoMessage(errno));
-  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    if (err == EWOULDBLOCK) {
-      throw Error(dir + ": another foldfarm process is orchestrating this campaign (" + lock_path +
-                  " is locked); wait for it or stop it first");
-    }
-    throw Error(lock_path + ": cannot lock: " + errnoMessage(err));
-  }
-  const std::string me = hostName() + " pid " + std::to_string(::getpid()) + "\n";
-  if (::ftruncate(lock.get(), 0) == 0) {
-    ssize_t w = ::write(lock.get(), me.data(), me.size());
-    (void)w;  // informational only
-  }
-  return lock;
+  Fd refused;
+  std::optional<Fd> lock = lockFileNamingHolder(
+      lock_path, hostName() + " pid " + std::to_string(::getpid()) + "\n", 1, refused);
+  if (!lock)
+    throw Error(dir + ": another foldfarm process is orchestrating this campaign (" + lock_path +
+                " is locked); wait for it or stop it first");
+  return std::move(*lock);
 }
 
 // Every task of `spec`, in index order.
@@ -320,29 +334,18 @@ std::string outputsLockHolder(const std::string& path, int lock) {
 
 Fd lockCampaignOutputs(const std::string& campaign_dir, const std::string& doing) {
   const std::string path = campaign_dir + "/" + kOutputsLockFile;
-  Fd lock(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-  if (!lock.valid()) throw Error(path + ": cannot open: " + errnoMessage(errno));
-  // A few tries over half a second: `campaign status` takes the lock shared for an instant
+  // Eleven tries over half a second: `campaign status` takes the lock shared for an instant
   // to see whether it is held.
-  for (int attempt = 0; ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0; ++attempt) {
-    const int err = errno;
-    if (err != EWOULDBLOCK) throw Error(path + ": cannot lock: " + errnoMessage(err));
-    if (attempt < 10) {
-      ::usleep(50000);
-      continue;
-    }
-    throw InputError(campaign_dir + ": " + outputsLockHolder(path, lock.get()) +
+  Fd refused;
+  std::optional<Fd> lock = lockFileNamingHolder(
+      path, doing + " (pid " + std::to_string(::getpid()) + " on " + hostName() + ")\n", 11,
+      refused);
+  if (!lock)
+    throw InputError(campaign_dir + ": " + outputsLockHolder(path, refused.get()) +
                      " is using this campaign's outputs (" + path +
                      " is locked); wait for it or stop it, then run " + doing +
                      " again (it changed nothing)");
-  }
-  const std::string me =
-      doing + " (pid " + std::to_string(::getpid()) + " on " + hostName() + ")\n";
-  if (::ftruncate(lock.get(), 0) == 0) {
-    ssize_t w = ::pwrite(lock.get(), me.data(), me.size(), 0);
-    (void)w;  // informational only
-  }
-  return lock;
+  return std::move(*lock);
 }
 
 std::string campaignOutputsUser(const std::string& campaign_dir) {
