@@ -315,9 +315,20 @@ bool aggregateHoldsOutputs(const std::string& campaign_dir) {
 
 namespace {
 
-// What the holder of D/aggregate.lock (`lock`, held elsewhere) does, from what it wrote there
-// once it held it; its pid (this host's /proc/locks) in the instant before.
+// Eleven tries over half a second: `campaign status` takes the outputs lock shared for an
+// instant to see whether it is held.
+constexpr int kOutputsLockTries = 11;
+
+// What the holder of D/aggregate.lock (`lock`, held elsewhere) does: a reader (a shared lock,
+// readCampaignOutputs, which writes nothing into the file) as this host's /proc/locks names
+// it; else what the holder wrote there once it held it, or its pid in the instant before.
 std::string outputsLockHolder(const std::string& path, int lock) {
+  bool shared = false;
+  const long pid = flockHolder(lock, &shared);
+  const std::string pid_host =
+      pid > 0 ? "pid " + std::to_string(pid) + " on " + hostName() : std::string();
+  // readCampaignOutputs' one caller.
+  if (shared) return "`foldfarm report` (" + (pid > 0 ? pid_host + ", " : "") + "reading them)";
   std::string holder;
   try {
     holder = readFile(path);
@@ -325,34 +336,60 @@ std::string outputsLockHolder(const std::string& path, int lock) {
   }
   while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
   if (!holder.empty()) return holder;
-  const long pid = flockHolder(lock);
-  return "another foldfarm process" +
-         (pid > 0 ? " (pid " + std::to_string(pid) + " on " + hostName() + ")" : std::string());
+  return "another foldfarm process" + (pid > 0 ? " (" + pid_host + ")" : std::string());
+}
+
+// "D: <holder> is using this campaign's outputs (D/aggregate.lock is locked); wait for it or
+// stop it, then run <doing> again (it changed nothing)".
+InputError outputsLockRefusal(const std::string& campaign_dir, const std::string& path, int refused,
+                              const std::string& doing) {
+  return InputError(campaign_dir + ": " + outputsLockHolder(path, refused) +
+                    " is using this campaign's outputs (" + path +
+                    " is locked); wait for it or stop it, then run " + doing +
+                    " again (it changed nothing)");
 }
 
 }  // namespace
 
 Fd lockCampaignOutputs(const std::string& campaign_dir, const std::string& doing) {
   const std::string path = campaign_dir + "/" + kOutputsLockFile;
-  // Eleven tries over half a second: `campaign status` takes the lock shared for an instant
-  // to see whether it is held.
   Fd refused;
   std::optional<Fd> lock = lockFileNamingHolder(
-      path, doing + " (pid " + std::to_string(::getpid()) + " on " + hostName() + ")\n", 11,
-      refused);
-  if (!lock)
-    throw InputError(campaign_dir + ": " + outputsLockHolder(path, refused.get()) +
-                     " is using this campaign's outputs (" + path +
-                     " is locked); wait for it or stop it, then run " + doing +
-                     " again (it changed nothing)");
+      path, doing + " (pid " + std::to_string(::getpid()) + " on " + hostName() + ")\n",
+      kOutputsLockTries, refused);
+  if (!lock) throw outputsLockRefusal(campaign_dir, path, refused.get(), doing);
   return std::move(*lock);
+}
+
+Fd readCampaignOutputs(const std::string& campaign_dir, const std::string& doing) {
+  const std::string path = campaign_dir + "/" + kOutputsLockFile;
+  Fd lock(::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644));
+  if (!lock.valid()) {
+    const int err = errno;
+    if (err == EACCES || err == EROFS || err == EPERM) {
+      logInfo("{}: cannot open ({}): reading the campaign's outputs without its lock", path,
+              errnoMessage(err));
+      return Fd();
+    }
+    throw Error(path + ": cannot open: " + errnoMessage(err));
+  }
+  // As many tries as lockCampaignOutputs makes: `campaign status` glances at it too.
+  for (int attempt = 1; ::flock(lock.get(), LOCK_SH | LOCK_NB) != 0; ++attempt) {
+    const int err = errno;
+    if (err != EWOULDBLOCK) throw Error(path + ": cannot lock: " + errnoMessage(err));
+    if (attempt >= kOutputsLockTries)
+      throw outputsLockRefusal(campaign_dir, path, lock.get(), doing);
+    ::usleep(50000);
+  }
+  return lock;
 }
 
 std::string campaignOutputsUser(const std::string& campaign_dir) {
   const std::string path = campaign_dir + "/" + kOutputsLockFile;
   const Fd lock(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!lock.valid()) return "";  // never locked (or not readable: nothing to say)
-  if (::flock(lock.get(), LOCK_SH | LOCK_NB) == 0) return "";  // released when closed
+  // Free, or held by readers only: released when closed.
+  if (::flock(lock.get(), LOCK_SH | LOCK_NB) == 0) return "";
   if (errno != EWOULDBLOCK) return "";
   return outputsLockHolder(path, lock.get());
 }

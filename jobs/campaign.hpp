@@ -10,7 +10,8 @@
 //                            (a chain's checkpoints and weights)
 //   D/aggregate/             aggregated outputs (`campaign aggregate`)
 //   D/aggregate.lock         flock()ed while an aggregation reads the outputs, or a change of
-//                            the campaign makes them stale (lockCampaignOutputs)
+//                            the campaign makes them stale (lockCampaignOutputs); shared
+//                            while `foldfarm report` reads them (readCampaignOutputs)
 //   D/superseded/<time>-<pid>/  what a change of the campaign made stale: the old spec.json,
 //                            tasks/<id>/ and aggregate/ (`campaign accept-inputs`,
 //                            jobs/accept_inputs.hpp; `campaign extend`: aggregate/ only,
@@ -74,9 +75,16 @@ bool aggregateHoldsOutputs(const std::string& campaign_dir);
 // holder's command (written into the file). InputError naming D, the holder (its command,
 // pid and host) and what to do when another process holds it; nothing is changed then.
 Fd lockCampaignOutputs(const std::string& campaign_dir, const std::string& doing);
+// D/aggregate.lock shared, for a command that only reads the campaign's outputs (`foldfarm
+// report`: D/aggregate, the tasks' histories, the journal): while it reads, no aggregation
+// replaces D/aggregate file by file and no extend or accept-inputs moves it aside (they are
+// refused, naming the reader, as a reader is refused naming them). InputError as for
+// lockCampaignOutputs when one of them holds it; an invalid Fd (read unlocked, logged) when
+// the lock file is missing and cannot be made (a campaign directory this user may not write).
+Fd readCampaignOutputs(const std::string& campaign_dir, const std::string& doing);
 // What holds D/aggregate.lock ("`foldfarm campaign aggregate` (pid 4242 on node7)"), "" when
 // nothing does (`campaign status`: its shared lock for an instant, which lockCampaignOutputs
-// waits out).
+// waits out) or only readCampaignOutputs' readers do.
 std::string campaignOutputsUser(const std::string& campaign_dir);
 inline constexpr const char* kOutputsLockFile = "aggregate.lock";
 

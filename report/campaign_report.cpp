@@ -12,11 +12,13 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/fd.hpp"
 #include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
 #include "core/data/observables.hpp"
 #include "core/plot/gnuplot.hpp"
+#include "jobs/campaign.hpp"
 #include "report/bands_file.hpp"
 #include "report/campaign_stats.hpp"
 #include "report/html.hpp"
@@ -207,6 +209,10 @@ ReportInputs readReportInputs(const std::string& campaign_dir, const ReportOptio
                      "the directory given to `foldfarm campaign init --dir`");
   in.agg = opt.aggregate_dir.empty() ? dir + "/aggregate" : opt.aggregate_dir;
   in.warm = opt.warmstart_dir.empty() ? dir + "/warmstart" : opt.warmstart_dir;
+  // Read under the campaign's outputs lock, shared: no aggregation replaces D/aggregate file by
+  // file, and no extend or accept-inputs moves it or the tasks aside, while the page's inputs
+  // are read (a page of one moment, not bands of one aggregation beside a summary of another).
+  const Fd outputs = jobs::readCampaignOutputs(dir, "`foldfarm report`");
   logInfo("report: reading {}", dir);
   in.stats = readCampaignStats(dir);
   if (isFile(in.agg + "/summary.json")) in.summary = readSummary(in.agg + "/summary.json");
@@ -217,6 +223,13 @@ ReportInputs readReportInputs(const std::string& campaign_dir, const ReportOptio
       throw InputError(opt.baseline_dir +
                        ": no summary.json (nor aggregate/summary.json); "
                        "aggregate the baseline campaign first (`foldfarm campaign aggregate`)");
+    // A baseline campaign's aggregation is read under its lock too.
+    const std::string baseline_campaign = fs::path(b).parent_path().string();
+    Fd baseline_outputs;
+    if (fs::path(b).filename() == "aggregate" && isFile(baseline_campaign + "/spec.json") &&
+        isFile(baseline_campaign + "/journal.sqlite") &&
+        !fs::equivalent(baseline_campaign, dir, ec))
+      baseline_outputs = jobs::readCampaignOutputs(baseline_campaign, "`foldfarm report`");
     in.baseline = readSummary(b + "/summary.json");
     in.baseline_name = opt.baseline_dir;
   }

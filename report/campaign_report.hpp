@@ -24,6 +24,11 @@
 // D/tasks/<id>/history.json, and D/warmstart/ (PNG and JSON files of `foldfarm study warmstart
 // --out D/warmstart`).
 //
+// The inputs are read under the campaign's outputs lock, shared (jobs::readCampaignOutputs):
+// while they are read, no aggregation replaces D/aggregate and no `campaign extend` or
+// `accept-inputs` moves it aside; one that holds the lock refuses the report in one line that
+// names it (and is refused, naming the report, while the report reads).
+//
 // Everything is read and rendered before the page is written (atomically): bad input
 // (D not a campaign directory, an unreadable summary.json or bands.h5) throws InputError
 // and writes nothing.

@@ -17,7 +17,7 @@
 
 namespace foldfarm {
 
-long flockHolder(int fd) {
+long flockHolder(int fd, bool* shared) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return 0;
   // Lines such as "3: FLOCK  ADVISORY  WRITE 4242 fd:01:1311 0 EOF"; a waiter's line has
@@ -32,8 +32,10 @@ long flockHolder(int fd) {
     unsigned long long inode = 0;
     if (std::sscanf(where.c_str(), "%x:%x:%llu", &dev_major, &dev_minor, &inode) != 3) continue;
     if (dev_major == major(st.st_dev) && dev_minor == minor(st.st_dev) &&
-        inode == static_cast<unsigned long long>(st.st_ino))
+        inode == static_cast<unsigned long long>(st.st_ino)) {
+      if (shared) *shared = mode == "READ";
       return std::atol(pid.c_str());
+    }
   }
   return 0;
 }

@@ -46,7 +46,8 @@ class OutputDirectoryLock {
 };
 
 // The process that holds a flock on the file or directory `fd` refers to, from /proc/locks:
-// its pid, or 0 when none of this host's processes is listed (another node, no /proc).
-long flockHolder(int fd);
+// its pid, or 0 when none of this host's processes is listed (another node, no /proc). With
+// `shared`, whether that holder's lock is a shared one (LOCK_SH) is stored there.
+long flockHolder(int fd, bool* shared = nullptr);
 
 }  // namespace foldfarm

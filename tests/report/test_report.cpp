@@ -6,9 +6,12 @@
 #include <filesystem>
 #include <fstream>
 
+#include <unistd.h>
+
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/plot/gnuplot.hpp"
+#include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
 #include "jobs/task_kind.hpp"
 #include "report/bands_file.hpp"
@@ -157,6 +160,44 @@ TEST(CampaignReport, AnOutThatIsNotAPageIsRefusedAndKept) {
   writeCampaignReport(dir, o);
   writeCampaignReport(dir, o);  // an earlier page is replaced
   EXPECT_TRUE(contains(readFile(o.out), "id=\"states-table\""));
+}
+
+// The page's inputs are read under the campaign's outputs lock, shared: an aggregation (or an
+// extend, an accept-inputs) holding it refuses the report, naming itself, and nothing is
+// written; reports read side by side; a command that would change the outputs while a report
+// reads them is refused, naming the report.
+TEST(CampaignReport, ReadsTheOutputsOfOneMomentUnderTheirLock) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);
+  const std::string me = "pid " + std::to_string(::getpid()) + " on " + hostName();
+  {
+    const Fd held = jobs::lockCampaignOutputs(dir, "`foldfarm campaign aggregate`");
+    try {
+      writeCampaignReport(dir, {});
+      ADD_FAILURE() << "a report read the outputs while an aggregation held them";
+    } catch (const InputError& e) {
+      EXPECT_TRUE(contains(e.what(), dir + ": `foldfarm campaign aggregate` (" + me +
+                                         ") is using this campaign's outputs"))
+          << e.what();
+      EXPECT_TRUE(contains(e.what(), "then run `foldfarm report` again")) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(dir + "/report.html"));
+  }
+  {
+    const Fd reading = jobs::readCampaignOutputs(dir, "`foldfarm report`");
+    ASSERT_TRUE(reading.valid());
+    EXPECT_EQ(writeCampaignReport(dir, {}).path, dir + "/report.html") << "readers side by side";
+    EXPECT_EQ(jobs::campaignOutputsUser(dir), "") << "a reader changes nothing";
+    try {
+      jobs::lockCampaignOutputs(dir, "`foldfarm campaign extend`");
+      ADD_FAILURE() << "the outputs were locked for a change while a report read them";
+    } catch (const InputError& e) {
+      EXPECT_TRUE(contains(e.what(), dir + ": `foldfarm report` (" + me +
+                                         ", reading them) is using this campaign's outputs"))
+          << e.what();
+    }
+  }
+  EXPECT_NO_THROW(jobs::lockCampaignOutputs(dir, "`foldfarm campaign extend`"));
 }
 
 TEST(CampaignReport, AbsentInputsAreOmittedWithANoteNotFaked) {
