@@ -691,6 +691,13 @@ ChainRun::ChainRun(const ChainSpec& spec, const ChainInputs& in, const std::stri
       mc_boot_(spec.bootstrap == "mc") {}
 
 void ChainRun::run() {
+  // An --out holding a pretraining's or fine-tuning's training (its model/, its state/ with a
+  // checkpoint's meta.json): the chain's state/ would replace that training's state.
+  if (fs::exists(fs::path(out_) / "model") || checkpointExists(stateDir(out_)))
+    throw InputError(out_ +
+                     ": holds a pretraining or fine-tuning (model/ or a training state in "
+                     "state/), not an OmniFold chain; choose another --out (nothing there was "
+                     "changed)");
   requireChainLevels(spec_.mc_path, true, mc_.hasReco(), mc_.hasGen());
   requireChainLevels(spec_.data_path, false, dat_.hasReco(), dat_.hasGen());
   // Named: which file's flags pass nothing (of the rows read, when max_*_events caps them).

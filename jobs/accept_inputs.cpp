@@ -211,7 +211,10 @@ AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
   // 7. The journal: the tasks to run again pending, and its copy of the new spec.
   std::string reason = "input changed and accepted (`campaign accept-inputs`):";
   for (const AcceptedInput& a : sum.changed) reason += " " + a.path;
-  c.journal().rerun(indices, reason, {{kFrozenSpecMeta, spec_text}});
+  std::string before_text = c.journal().meta(kFrozenSpecMeta);
+  if (before_text.empty()) before_text = readFile(origin);
+  c.journal().rerun(indices, reason,
+                    {{kFrozenSpecMeta, spec_text}, {kFrozenSpecBeforeMeta, before_text}});
   faultPoint("accept.journal");
   // 8. The records the tasks check against.
   writeFileAtomic(origin, spec_text);

@@ -26,11 +26,14 @@
 //      older attempt (a Slurm element still queued) can start in it;
 //   7. one journal transaction: those of them done or failed -> pending (with a fresh count
 //      of failures; cancelled ones stay cancelled, pending ones pending) and the journal's
-//      copy of the new spec;
+//      copy of the new spec and of the spec before it (the commit point);
 //   8. D/spec.json written atomically with the new records.
-// Crash-safe by order: until 8 the files differ from D/spec.json's records, so no task runs
-// and no aggregation reads them; the same command run again finishes the work (7 moves only
-// what is still done or failed; directories already moved are not moved again).
+// Crash-safe by order: before 7 the files differ from D/spec.json's records, so no task runs
+// and no aggregation reads them, and the same command run again finishes the work (7 moves
+// only what is still done or failed; directories already moved are not moved again). After 7,
+// the next command that writes the campaign finishes it (Campaign::open: spec.json is the
+// journal's spec before, so the journal's copy is written to it); commands that only read see
+// the accepted campaign meanwhile.
 // With `dry_run`: 2 to 4 only, on the campaign opened read-only; nothing is read but stat()s
 // (a file of its recorded size may still hold its recorded bytes: step 1 would find out, and
 // the summary's `same_size` names such files).

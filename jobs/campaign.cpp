@@ -150,34 +150,89 @@ CampaignSpec loadOrRestoreFrozenSpec(const std::string& dir, RepairSummary& sum)
   return loadFrozenSpec(dir);
 }
 
-// A journal holding more tasks than D/spec.json: a `campaign extend` stopped between its
-// journal transaction, the extension's commit point, and writing spec.json. The journal's copy
-// of the spec, written in that transaction, is the campaign's: returned, and with `write`
-// written to spec.json. Error naming `campaign repair` when the copy does not account for the
-// journal's tasks either.
-CampaignSpec finishInterruptedExtension(const std::string& dir, CampaignJournal& j,
-                                        const CampaignSpec& spec, int journal_tasks, bool write) {
-  const std::string path = dir + "/spec.json";
+// The spec a text of the journal's meta holds; nullopt when there is none or it does not parse.
+std::optional<CampaignSpec> journalSpecCopy(const std::string& text, const std::string& dir) {
+  if (text.empty()) return std::nullopt;
+  try {
+    return parseJournalSpecCopy(text, dir);
+  } catch (const InputError&) {
+    return std::nullopt;
+  }
+}
+
+// The way back from an edited spec.json.
+std::string editedSpecAdvice(const std::string& dir) {
+  return "; a campaign's spec is not edited (its tasks ran with it): put it back with "
+         "`foldfarm campaign repair " +
+         dir +
+         "` (the edited file is kept beside it), then grow the campaign with `foldfarm campaign "
+         "extend`, take changed input files with `foldfarm campaign accept-inputs`, or make a new "
+         "campaign";
+}
+
+// What D/spec.json (`spec`) is against the journal's copy of it (meta frozen_spec), which every
+// change of the campaign (`campaign extend`, `campaign accept-inputs`) writes in its journal
+// transaction, its commit point, with the spec before it (meta frozen_spec_before), and only
+// then to spec.json.
+struct SpecAgainstJournal {
+  enum class Kind { kSame, kBehind, kEdited } kind = Kind::kSame;
+  std::optional<CampaignSpec> copy;  // kBehind: the campaign's spec
+  std::string text;                  // kBehind: its text, for spec.json
+  std::string edit;                  // kEdited: "'<key>' = <file's> differs ... (<copy's>)"
+};
+
+SpecAgainstJournal specAgainstJournal(const std::string& dir, CampaignJournal& j,
+                                      const CampaignSpec& spec, int journal_tasks) {
+  SpecAgainstJournal r;
   const std::string text = j.meta(kFrozenSpecMeta);
-  std::optional<CampaignSpec> copy;
-  if (!text.empty()) {
-    try {
-      copy = parseJournalSpecCopy(text, dir);
-    } catch (const InputError&) {
-    }
+  std::optional<CampaignSpec> copy = journalSpecCopy(text, dir);
+  const json file = spec.toJson();
+  if (!copy) {
+    // A journal made before it kept a copy: the task count alone tells.
+    if (journal_tasks != spec.numTasks())
+      throw Error(dir + "/" + kJournalFile + ": holds " + std::to_string(journal_tasks) +
+                  " tasks where " + dir + "/spec.json has " + std::to_string(spec.numTasks()) +
+                  "; the task results are on disk: rebuild the journal with `foldfarm campaign "
+                  "repair " +
+                  dir + "`");
+    return r;
   }
-  if (!copy || copy->numTasks() != journal_tasks)
-    throw Error(dir + "/" + kJournalFile + ": holds " + std::to_string(journal_tasks) +
-                " tasks where " + path + " has " + std::to_string(spec.numTasks()) +
-                "; the task results are on disk: rebuild the journal with `foldfarm campaign "
-                "repair " +
-                dir + "`");
-  if (write) {
-    writeFileAtomic(path, text);
-    logInfo("{}: finished an interrupted `campaign extend`: spec.json now holds its {} tasks", dir,
-            journal_tasks);
+  const json committed = copy->toJson();
+  if (committed == file) return r;
+  const std::optional<CampaignSpec> before = journalSpecCopy(j.meta(kFrozenSpecBeforeMeta), dir);
+  if (before && before->toJson() == file && copy->numTasks() == journal_tasks) {
+    r.kind = SpecAgainstJournal::Kind::kBehind;
+    r.copy = std::move(copy);
+    r.text = text;
+    return r;
   }
-  return *copy;
+  r.kind = SpecAgainstJournal::Kind::kEdited;
+  const std::string key = firstJsonDifference(committed, file);
+  r.edit = "'" + key + "' = " + shortJsonText(jsonAtDotted(file, key)) +
+           " differs from the campaign's frozen spec (" +
+           shortJsonText(jsonAtDotted(committed, key)) + ", its copy in " + dir + "/" +
+           kJournalFile + ")";
+  return r;
+}
+
+// A change (`campaign extend`, `accept-inputs`) stopped after its commit point: finished. The
+// aggregation's outputs, which the change made stale, are moved aside unless an aggregation is
+// running now (it reads the campaign as changed); then spec.json is written.
+void finishInterruptedChange(const std::string& dir, const SpecAgainstJournal& state) {
+  std::string moved;
+  try {
+    const Fd outputs = lockCampaignOutputs(dir, "a command finishing `campaign extend`");
+    SupersededOutputs aside(dir);
+    if (aside.moveAggregate()) moved = aside.path();
+  } catch (const InputError& e) {
+    logInfo("{}: {}: its outputs stay where they are", dir, e.what());
+  }
+  writeFileAtomic(dir + "/spec.json", state.text);
+  logInfo(
+      "{}: finished an interrupted `campaign extend` or `accept-inputs`: spec.json now holds its "
+      "{} tasks{}",
+      dir, state.copy->numTasks(),
+      moved.empty() ? std::string() : "; the stale aggregate was moved to " + moved);
 }
 
 // A task_result.json as the journal ingests it, for task `index` running `attempt`.
@@ -448,9 +503,13 @@ Campaign Campaign::open(const std::string& dir_in, Access access) {
   }
   try {
     CampaignJournal j = CampaignJournal::open(path);
-    const int journal_tasks = j.numTasks();
-    if (journal_tasks != spec.numTasks())
-      spec = finishInterruptedExtension(dir, j, spec, journal_tasks, access == Access::kWriter);
+    const SpecAgainstJournal state = specAgainstJournal(dir, j, spec, j.numTasks());
+    if (state.kind == SpecAgainstJournal::Kind::kEdited)
+      throw InputError(dir + "/spec.json: " + state.edit + editedSpecAdvice(dir));
+    if (state.kind == SpecAgainstJournal::Kind::kBehind) {
+      if (access == Access::kWriter) finishInterruptedChange(dir, state);
+      spec = *state.copy;
+    }
     return Campaign(dir, std::move(spec), std::move(j), std::move(lock));
   } catch (const SqliteCorruptError& e) {
     throw Error(path + ": the campaign journal is damaged (" + e.what() +
@@ -472,6 +531,8 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
   InputTimesRestored inputs = restoreInputTimes(spec.inputs_at_init);
   sum.inputs_restored = std::move(inputs.restored);
   sum.inputs_changed = std::move(inputs.left);
+  SpecAgainstJournal spec_state;
+  std::string committed_text;
   if (!pathExists(path)) {
     sum.problem = "missing";
   } else {
@@ -479,11 +540,10 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
       CampaignJournal j = CampaignJournal::open(path);
       sum.problem = j.integrityProblem();
       const int journal_tasks = sum.problem.empty() ? j.numTasks() : 0;
-      if (sum.problem.empty() && journal_tasks != spec.numTasks()) {
-        try {  // an interrupted `campaign extend`: the journal's copy of the spec is the newer
-          spec = finishInterruptedExtension(dir, j, spec, journal_tasks, /*write=*/true);
-          sum.spec_problem = "older than the journal (an interrupted `campaign extend`)";
-          sum.spec_restored = true;
+      if (sum.problem.empty()) {
+        try {
+          spec_state = specAgainstJournal(dir, j, spec, journal_tasks);
+          committed_text = j.meta(kFrozenSpecMeta);
         } catch (const Error&) {
           sum.problem = std::to_string(journal_tasks) + " tasks where the spec has " +
                         std::to_string(spec.numTasks());
@@ -492,6 +552,26 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
     } catch (const Error& e) {
       sum.problem = e.what();
     }
+  }
+  if (spec_state.kind == SpecAgainstJournal::Kind::kBehind) {
+    // An interrupted extend or accept-inputs: the journal's copy is the newer.
+    finishInterruptedChange(dir, spec_state);
+    spec = *spec_state.copy;
+    sum.spec_problem =
+        "older than the journal (an interrupted `campaign extend` or `accept-inputs`)";
+    sum.spec_restored = true;
+  } else if (spec_state.kind == SpecAgainstJournal::Kind::kEdited) {
+    // Edited by hand: the journal's copy back, the edited file kept beside it.
+    const std::string spec_path = dir + "/spec.json";
+    const std::string kept = spec_path + ".edited-" + utcStamp() + "-" + std::to_string(::getpid());
+    (void)parseJournalSpecCopy(committed_text, dir);  // checked before it replaces anything
+    if (::rename(spec_path.c_str(), kept.c_str()) != 0)
+      throw Error(spec_path + ": cannot move aside: " + errnoMessage(errno));
+    writeFileAtomic(spec_path, committed_text);
+    spec = loadFrozenSpec(dir);
+    sum.spec_problem = "edited: " + spec_state.edit;
+    sum.spec_restored = true;
+    sum.spec_damaged_copy = kept;
   }
   if (sum.problem.empty() && !force) return sum;
 

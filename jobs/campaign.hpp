@@ -43,6 +43,11 @@ namespace foldfarm::jobs {
 // The journal's meta key holding the text of D/spec.json (`campaign repair` restores a
 // damaged or lost spec.json from it; journals made before it hold none).
 inline constexpr const char* kFrozenSpecMeta = "frozen_spec";
+// The meta key holding the text of the spec before the campaign's last change (`campaign
+// extend`, `accept-inputs`, which write both metas in their journal transaction before
+// spec.json): a spec.json equal to it is one that change did not write yet (Campaign::open
+// finishes the change); one equal to neither was edited by hand, and is refused.
+inline constexpr const char* kFrozenSpecBeforeMeta = "frozen_spec_before";
 
 // "20261203-211500": the UTC time now, in the names of what is kept aside (a damaged journal,
 // the outputs of superseded inputs).

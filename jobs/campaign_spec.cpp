@@ -872,4 +872,41 @@ void checkResourcesOnThisNode(const CampaignSpec& spec, const std::string& origi
   }
 }
 
+// The dotted key of the first place where `a` and `b` differ ("" when equal): an object's
+// keys in order, else the value as a whole.
+std::string firstJsonDifference(const json& a, const json& b, const std::string& prefix) {
+  if (a == b) return "";
+  if (!a.is_object() || !b.is_object()) return prefix.empty() ? "(the whole value)" : prefix;
+  std::set<std::string> keys;
+  for (auto it = a.begin(); it != a.end(); ++it) keys.insert(it.key());
+  for (auto it = b.begin(); it != b.end(); ++it) keys.insert(it.key());
+  for (const std::string& k : keys) {
+    const std::string key = prefix.empty() ? k : prefix + "." + k;
+    if (!a.contains(k) || !b.contains(k)) return key;
+    const std::string d = firstJsonDifference(a[k], b[k], key);
+    if (!d.empty()) return d;
+  }
+  return "";
+}
+
+// A value for a message: its JSON, cut short.
+std::string shortJsonText(const json* value) {
+  if (value == nullptr) return "absent";
+  std::string s = value->dump();
+  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
+}
+
+const json* jsonAtDotted(const json& j, const std::string& dotted) {
+  const json* p = &j;
+  size_t start = 0;
+  while (start <= dotted.size()) {
+    const size_t dot = std::min(dotted.find('.', start), dotted.size());
+    const std::string k = dotted.substr(start, dot - start);
+    if (!p->is_object() || !p->contains(k)) return nullptr;
+    p = &(*p)[k];
+    start = dot + 1;
+  }
+  return p;
+}
+
 }  // namespace foldfarm::jobs

@@ -232,4 +232,13 @@ void checkResourcesOnThisNode(const CampaignSpec& spec, const std::string& origi
 // GPUs visible on this node: CUDA_VISIBLE_DEVICES when set, else /dev/nvidiaN devices.
 int gpusOnThisNode();
 
+// The dotted key of the first place where two JSON values (two specs) differ, "" when they are
+// equal: an object's keys in order, else the value as a whole ("(the whole value)" at the top).
+std::string firstJsonDifference(const nlohmann::json& a, const nlohmann::json& b,
+                                const std::string& prefix = "");
+// The value at a dotted key ("variations.det_up.replicas"); nullptr when absent.
+const nlohmann::json* jsonAtDotted(const nlohmann::json& j, const std::string& dotted);
+// A value for a message: its JSON cut short, or "absent".
+std::string shortJsonText(const nlohmann::json* value);
+
 }  // namespace foldfarm::jobs

@@ -114,8 +114,9 @@ class Dispatcher {
               inflight_total_);
       transport_.requestStop();
     }
-    if (stopping_ && inflight_total_ > 0 && secondsSince(stop_at_) > 60.0) {
+    if (stopping_ && !forced_ && inflight_total_ > 0 && secondsSince(stop_at_) > 60.0) {
       logWarn("workers did not stop within 60 s: ending them");
+      forced_ = true;
       transport_.forceStop();
     }
   }
@@ -224,8 +225,11 @@ class Dispatcher {
   //    durable result, or is requeued, the one it was running counted as failed.
   void onSlotLost(const SlotEvent& ev) {
     auto& q = inflight_[ev.slot];
-    logWarn("slot {} on {}: {}; {} task(s) in flight there", ev.slot, transport_.host(ev.slot),
-            ev.reason, q.size());
+    if (stopping_ && q.empty())  // a worker that ended as the stop asked
+      logDebug("slot {} on {}: {}", ev.slot, transport_.host(ev.slot), ev.reason);
+    else
+      logWarn("slot {} on {}: {}; {} task(s) in flight there", ev.slot, transport_.host(ev.slot),
+              ev.reason, q.size());
     int culprit = -1;
     if (ev.blame_running_task && !q.empty() && !exiting_[ev.slot])
       culprit = started_[ev.slot] >= 0 ? started_[ev.slot] : q.front();
@@ -361,6 +365,7 @@ class Dispatcher {
   int64_t inflight_total_ = 0;
   double mean_task_s_ = -1;  // moving mean of the tasks' run time
   bool stopping_ = false;
+  bool forced_ = false;  // the workers that did not stop were ended (once)
   Clock::time_point stop_at_;
   // Reused from round to round.
   std::vector<SlotEvent> events_;

@@ -75,7 +75,9 @@ class PilotRankLeft : public Error {
 };
 
 // The worker side of the protocol: reads task frames from in_fd, runs them in this process
-// with runTaskKind, writes completions to out_fd. Returns the process exit code.
+// with runTaskKind, writes completions to out_fd. Returns the process exit code: at the end of
+// its input, or after the task during which a SIGTERM/SIGINT reached it (the task stopped and
+// was reported; the orchestrator starts another worker unless it is stopping itself).
 int runWorker(int in_fd, int out_fd);
 // Entry point of a `worker` subcommand: moves the protocol off fds 0/1 (stdout is then the
 // task's stderr, so a task printing to stdout cannot corrupt the protocol) and runs.

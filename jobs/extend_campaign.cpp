@@ -6,49 +6,13 @@
 #include "core/base/error.hpp"
 #include "core/base/fault_point.hpp"
 #include "jobs/campaign.hpp"
+#include "jobs/campaign_spec.hpp"
 #include "jobs/input_record.hpp"
 
 namespace foldfarm::jobs {
 namespace {
 
 using nlohmann::json;
-
-// The dotted key of the first place where `a` and `b` differ ("" when equal): an object's
-// keys in order, else the value as a whole.
-std::string firstDifference(const json& a, const json& b, const std::string& prefix = "") {
-  if (a == b) return "";
-  if (!a.is_object() || !b.is_object()) return prefix.empty() ? "(the whole value)" : prefix;
-  std::set<std::string> keys;
-  for (auto it = a.begin(); it != a.end(); ++it) keys.insert(it.key());
-  for (auto it = b.begin(); it != b.end(); ++it) keys.insert(it.key());
-  for (const std::string& k : keys) {
-    const std::string key = prefix.empty() ? k : prefix + "." + k;
-    if (!a.contains(k) || !b.contains(k)) return key;
-    const std::string d = firstDifference(a[k], b[k], key);
-    if (!d.empty()) return d;
-  }
-  return "";
-}
-
-// A value for a message: its JSON, cut short.
-std::string shortText(const json* value) {
-  if (value == nullptr) return "absent";
-  std::string s = value->dump();
-  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
-}
-
-const json* at(const json& j, const std::string& dotted) {
-  const json* p = &j;
-  size_t start = 0;
-  while (start <= dotted.size()) {
-    const size_t dot = std::min(dotted.find('.', start), dotted.size());
-    const std::string k = dotted.substr(start, dot - start);
-    if (!p->is_object() || !p->contains(k)) return nullptr;
-    p = &(*p)[k];
-    start = dot + 1;
-  }
-  return p;
-}
 
 constexpr const char* kExtendAdvice =
     "; `campaign extend` adds replicas, members, variations and overrides of new tasks and "
@@ -57,11 +21,11 @@ constexpr const char* kExtendAdvice =
 
 // InputError naming the first key of `a` (the campaign's) and `b` (`from`'s) that differs.
 void requireSame(const json& a, const json& b, const std::string& prefix, const std::string& from) {
-  const std::string key = firstDifference(a, b, prefix);
+  const std::string key = firstJsonDifference(a, b, prefix);
   if (key.empty()) return;
   const std::string local = prefix.empty() ? key : key.substr(prefix.size() + 1);
-  throw InputError(from + ": '" + key + "' = " + shortText(at(b, local)) +
-                   " differs from the campaign's (" + shortText(at(a, local)) + ")" +
+  throw InputError(from + ": '" + key + "' = " + shortJsonText(jsonAtDotted(b, local)) +
+                   " differs from the campaign's (" + shortJsonText(jsonAtDotted(a, local)) + ")" +
                    kExtendAdvice);
 }
 
@@ -111,8 +75,8 @@ void requireExtensionOf(const CampaignSpec& old, const CampaignSpec& next,
     const auto it = next.overrides.find(id);
     if (it == next.overrides.end() || it->second != ov)
       throw InputError(from + ": 'overrides." + id +
-                       "' = " + shortText(it == next.overrides.end() ? nullptr : &it->second) +
-                       " differs from the campaign's (" + shortText(&ov) + ")" + kExtendAdvice);
+                       "' = " + shortJsonText(it == next.overrides.end() ? nullptr : &it->second) +
+                       " differs from the campaign's (" + shortJsonText(&ov) + ")" + kExtendAdvice);
   }
   for (const auto& [id, ov] : next.overrides)
     if (old.overrides.count(id) == 0 && old.indexOf(id) >= 0)
@@ -137,7 +101,7 @@ void requireSameTask(const CampaignSpec& old, int i, const CampaignSpec& next, i
                      const std::string& from) {
   const TaskDef a = old.taskDef(i);
   const TaskDef b = next.taskDef(k);
-  const std::string key = firstDifference(a.params, b.params);
+  const std::string key = firstJsonDifference(a.params, b.params);
   if (key.empty()) return;
   if (key == "keep_models")
     throw InputError(from + ": the new tasks of variation '" +
@@ -153,8 +117,8 @@ void requireSameTask(const CampaignSpec& old, int i, const CampaignSpec& next, i
                      "the campaign has; make a new campaign with these counts (`foldfarm "
                      "campaign init`), or give the variation \"warm_start\": false there");
   throw InputError(from + ": task " + a.id + " would change ('" + key +
-                   "' = " + shortText(at(b.params, key)) + ", not " + shortText(at(a.params, key)) +
-                   ")" + kExtendAdvice);
+                   "' = " + shortJsonText(jsonAtDotted(b.params, key)) + ", not " +
+                   shortJsonText(jsonAtDotted(a.params, key)) + ")" + kExtendAdvice);
 }
 
 // The request as a spec: its file (or the campaign's own spec) with the counts over it.
@@ -297,15 +261,19 @@ ExtendSummary extendCampaign(const std::string& dir_in, const ExtendRequest& req
   }
   const std::string spec_text = next.toJson().dump(2) + "\n";
 
-  // 4. The aggregation's outputs, which the new tasks make stale, out of the way.
+  // 4. The journal: the commit point (with the spec before, which tells an extension stopped
+  //    after it from a spec.json edited by hand).
+  std::string before_text = c.journal().meta(kFrozenSpecMeta);
+  if (before_text.empty()) before_text = readFile(origin);
+  faultPoint("extend.commit");
+  c.journal().extend(new_index_of, added, "created by `campaign extend`",
+                     {{kFrozenSpecMeta, spec_text}, {kFrozenSpecBeforeMeta, before_text}});
+  faultPoint("extend.journal");
+  // 5. The aggregation's outputs, which the new tasks make stale, out of the way.
   SupersededOutputs aside(dir);
   sum.aggregate_moved = aside.moveAggregate();
   sum.moved_to = aside.path();
-
-  // 5. The journal: the commit point.
-  c.journal().extend(new_index_of, added, "created by `campaign extend`",
-                     {{kFrozenSpecMeta, spec_text}});
-  faultPoint("extend.journal");
+  faultPoint("extend.aggregate");
   // 6. The spec the tasks and every command read.
   writeFileAtomic(origin, spec_text);
   return sum;

@@ -26,14 +26,16 @@
 //      name tasks by id and are untouched;
 //   3. new input files (a new variation's simulation) checked as `campaign init` checks
 //      them (the kind's layout check, every value) and recorded (size, time, sha256);
-//   4. D/aggregate, which the new tasks make stale, moved to D/superseded/<time>-<pid>/;
-//   5. one journal transaction (the commit point): the existing tasks renumbered (rows,
-//      events, task graph), the new ones created pending with their dependencies, and the
-//      journal's copy of the new spec;
+//   4. one journal transaction (the commit point): the existing tasks renumbered (rows,
+//      events, task graph), the new ones created pending with their dependencies, the
+//      journal's copy of the new spec and of the spec before it;
+//   5. D/aggregate, which the new tasks make stale, moved to D/superseded/<time>-<pid>/;
 //   6. D/spec.json written atomically.
-// A crash between 5 and 6 is finished by the next command that opens the campaign (the
-// journal's copy holds its tasks; Campaign::open writes it to spec.json). Tasks running in
-// Slurm jobs meanwhile keep running: their ids, directories and definitions do not change.
+// A crash before 4 changes nothing (D/aggregate included). One after 4 is finished by the next
+// command that writes the campaign: D/spec.json is the spec before (the journal's copy tells),
+// so Campaign::open moves D/aggregate aside and writes the journal's copy to spec.json; a
+// command that only reads sees the extended campaign meanwhile. Tasks running in Slurm jobs
+// meanwhile keep running: their ids, directories and definitions do not change.
 // With `dry_run`: steps 1-2 on the campaign opened read-only, what would be added reported.
 #include <string>
 #include <vector>

@@ -5,8 +5,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <thread>
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
@@ -95,16 +97,19 @@ void LocalWorkerPool::readAvailable(int slot, std::vector<SlotEvent>& events) {
   if (!eof) return;
   int status = w.process.wait();
   bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  if (stopping_ && clean) {
-    w.usable = false;
-    return;
-  }
+  // Reported even when it ended as asked (stopping, exit 0): a worker that a stop signal
+  // reached ends after the task it stopped, and the tasks queued behind it, never started,
+  // go back to pending through this event.
   SlotEvent ev;
   ev.kind = SlotEvent::Kind::kLost;
   ev.slot = slot;
   ev.reason = "worker pid exited: " + describeWaitStatus(status);
   ev.blame_running_task = !stopping_;
   events.push_back(std::move(ev));
+  if (stopping_ && clean) {
+    w.usable = false;
+    return;
+  }
   if (stopping_) {
     w.usable = false;
   } else if (w.restarts >= max_restarts_) {
@@ -183,9 +188,25 @@ RunSummary runLocal(Campaign& campaign, const RunOptions& options) {
     summary.slots = nslots;
     return summary;
   }
-  LocalWorkerPool pool(argv, slotBindings(spec.resources, nslots), options.max_worker_restarts);
+  // No more workers than tasks that can still run: each worker is a process (a LibTorch one
+  // for chains) started before the first task.
+  const int pending = campaign.counts().at(TaskState::kPending);
+  if (nslots > pending) {
+    logInfo("campaign {}: {} slot(s) asked for, {} task(s) to run: starting {} worker(s)",
+            spec.name, nslots, pending, pending);
+    nslots = pending;
+  }
+  const unsigned cores = std::thread::hardware_concurrency();
+  const int threads = std::max(1, spec.resources.threads_per_task);
+  if (spec.resources.gpus == 0 && cores > 0 &&
+      static_cast<long>(nslots) * threads > static_cast<long>(cores))
+    logWarn(
+        "campaign {}: {} slot(s) x {} thread(s) per task on {} core(s): the tasks will share the "
+        "cores (and the memory); fewer --slots (or resources.cpu_slots) run them as fast",
+        spec.name, nslots, threads, cores);
   logInfo("campaign {}: {} slot(s) on {}, {} task(s)", spec.name, nslots, hostName(),
           spec.numTasks());
+  LocalWorkerPool pool(argv, slotBindings(spec.resources, nslots), options.max_worker_restarts);
   RunSummary summary = dispatch(campaign, pool, options);
   summary.retried = retried;
   return summary;

@@ -213,11 +213,15 @@ int runWorker(int in_fd, int out_fd) {
     int index = m.at("i").get<int>();
     int attempt = m.at("a").get<int>();
     if (stopRequested() && stopSignal() != 0) {
+      // A SIGTERM/SIGINT reached this worker while it was idle: the task was not started, which
+      // costs it nothing (not a failure, not one of its own interruptions), and the worker
+      // ends (the orchestrator starts another unless it is stopping too).
       double now = wallClockNow();
-      if (!reply.send(doneMessage(index, attempt, kExitInterrupted, "not started: worker stopping",
-                                  now, now, json())))
-        break;
-      continue;
+      json done = doneMessage(index, attempt, kExitInterrupted, "not started: worker stopping", now,
+                              now, json(), /*counts_as_failure=*/false);
+      done[kWorkerExitsKey] = true;
+      reply.send(done);
+      break;
     }
     TaskExecution e;
     e.index = index;
@@ -252,13 +256,20 @@ int runWorker(int in_fd, int out_fd) {
     }
     json done = doneMessage(index, attempt, r.status, r.reason, r.started_at, r.finished_at,
                             r.status == 0 ? r.result : json(), r.counts_as_failure);
+    // A SIGTERM/SIGINT that reached this worker (its whole group stopping, or a stray one):
+    // the task saw it and stopped; the worker ends after this report rather than refuse every
+    // task it is sent later. Its end is no task's fault.
+    const bool leaving = stopSignal() != 0;
+    if (leaving) done[kWorkerExitsKey] = true;
     if (resultFileWanted(e, r, lease)) {
       writer.push(e.task_dir + "/" + kTaskResultFile, std::move(r), std::move(done),
                   std::move(lease));
+      if (leaving) break;  // the writer reports it before the worker returns
       continue;
     }
     lease.release();
     if (!reply.send(done)) break;  // the orchestrator is gone
+    if (leaving) break;
   }
   return 0;
 }

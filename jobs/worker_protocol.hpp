@@ -45,10 +45,12 @@ bool writeAll(int fd, std::string_view bytes);
 // Blocking read of the next frame from fd. false at end of input.
 bool readFrameBlocking(int fd, FrameReader& reader, std::string& payload);
 // In a {"t":"done", …} message: true when the worker ends after it (its watchdog gave up on
-// a task that did not stop) and starts no task queued behind it.
+// a task that did not stop, or a SIGTERM/SIGINT reached it) and starts no task queued behind
+// it.
 inline constexpr const char* kWorkerExitsKey = "x";
 // In a {"t":"done", …} message: true when the attempt never started and counts toward no cap
-// (Completion::counts_as_failure false: its lease was held by another attempt).
+// (Completion::counts_as_failure false: its lease was held by another attempt, or its worker
+// was stopping).
 inline constexpr const char* kNotAFailureKey = "nf";
 // The {"t":"done", …} message that reports `c` (its host and slot are the receiver's): what
 // completionFromDoneMessage reads back.

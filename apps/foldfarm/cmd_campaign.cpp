@@ -40,6 +40,9 @@ void registerAllTaskKinds() {
         jobs::TaskOutcome o;
         o.status =
             ensembles::runChainTask(ensembles::chainParamsOfCampaignTask(p, dir), dir, &o.reason);
+        // A result, so that the attempt's task_result.json is written beside the chain's
+        // outputs on every executor: `campaign repair` rebuilds a lost journal from those.
+        if (o.status == 0) o.result = json{{"outputs", "result.json"}};
         return o;
       }),
       // The chain config is checked at `campaign init`, not first by every task at run time;

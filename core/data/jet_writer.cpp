@@ -58,6 +58,8 @@ struct JetFileWriter::Impl {
         FF_H5_OWN(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), maxd.data()),
                   H5Kind::kDataspace, ctx(name));
     H5Handle dcpl = FF_H5_OWN(H5Pcreate(H5P_DATASET_CREATE), H5Kind::kPropList, ctx(name));
+    // No creation and modification times in the header: a file's bytes are its content's.
+    FF_H5_CHECK(H5Pset_obj_track_times(dcpl.get(), 0), ctx(name));
     FF_H5_CHECK(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), ctx(name));
     if (opt.shuffle) FF_H5_CHECK(H5Pset_shuffle(dcpl.get()), ctx(name));
     if (opt.deflate_level > 0)

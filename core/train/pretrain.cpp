@@ -132,6 +132,12 @@ TrainOptions trainOptionsFor(const PretrainOptions& o, const ParallelContext& ct
   if (!t.resume && checkpointExists(t.state_dir))
     throw InputError(o.out +
                      ": holds a training state; pass --resume to continue or choose a new --out");
+  // A pretrained model without the state it was trained from (removed to save space, or
+  // written by another command): nothing to resume, and a new training would replace it.
+  const std::string model_dir = (fs::path(o.out) / "model").string();
+  if (!checkpointExists(t.state_dir) && fs::exists(model_dir))
+    throw InputError(o.out + ": holds a model (" + model_dir +
+                     ") but no training state to resume; choose a new --out (the model is kept)");
   return t;
 }
 

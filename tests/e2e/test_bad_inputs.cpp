@@ -712,6 +712,19 @@ TEST_F(BadInputs, CommandLine) {
   fs::create_directories(dir_ / "ft_earlier" / "model");
   expectCleanFailure({"finetune", "--train", p("good.h5"), "--out", p("ft_earlier")},
                      p("ft_earlier"));
+  // Nor is a model whose training state is gone, by a new pretraining (before: retrained and
+  // replaced without a word).
+  expectCleanFailure({"pretrain", "--data", p("good.h5"), "--preset", "tiny", "--epochs", "1",
+                      "--out", p("ft_earlier")},
+                     p("ft_earlier") + ": holds a model");
+  // A chain's --out that holds a pretraining (its model, its training state): refused, the
+  // state kept (before: the chain took state/ for its own and removed it when it finished).
+  fs::create_directories(dir_ / "pt_earlier" / "model");
+  fs::create_directories(dir_ / "pt_earlier" / "state");
+  std::ofstream(p("pt_earlier/state/meta.json")) << "{}";
+  expectCleanFailure({"unfold", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init", "none",
+                      "--out", p("pt_earlier"), "--replica", "0", "--member", "0"},
+                     p("pt_earlier") + ": holds a pretraining or fine-tuning");
   // Names and paths that sbatch would misread: a word that splits the job, a backslash that
   // turns off every % symbol of an output pattern.
   expectCleanFailure({"slurm", "render", "pretrain", "--job-name", "zjets hetjob"}, "--job-name");

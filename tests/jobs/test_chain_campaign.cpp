@@ -111,6 +111,21 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
       << readText(scratch_ + "/status.err");
   json status = json::parse(readText(scratch_ + "/status.out"));
   EXPECT_EQ(status["counts"].value("done", 0), 16) << status.dump();
+  // The journal lost (a failed disk, a slip of rm): `campaign repair` rebuilds it from the
+  // attempts' task_result.json, every chain done as it was (before, local chains wrote none and
+  // every one was left to run again).
+  for (const char* f : {"/journal.sqlite", "/journal.sqlite-wal", "/journal.sqlite-shm"})
+    fs::remove(dir + f);
+  ASSERT_EQ(runFoldfarm({"campaign", "repair", dir, "--json"}, scratch_, "repair"), 0)
+      << readText(scratch_ + "/repair.err");
+  const json repaired = json::parse(readText(scratch_ + "/repair.out"));
+  EXPECT_EQ(repaired.value("done", -1), 16) << repaired.dump();
+  EXPECT_EQ(repaired.value("pending", -1), 0) << repaired.dump();
+  ASSERT_EQ(runFoldfarm({"campaign", "run", dir}, scratch_, "run-repaired"), 0)
+      << readText(scratch_ + "/run-repaired.err");
+  EXPECT_NE(readText(scratch_ + "/run-repaired.out").find(" 0 task(s) done in this run"),
+            std::string::npos)
+      << readText(scratch_ + "/run-repaired.out");
   ASSERT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "agg"), 0)
       << readText(scratch_ + "/agg.err");
   EXPECT_TRUE(exists(dir + "/aggregate/bands.h5"));

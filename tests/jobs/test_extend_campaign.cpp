@@ -10,6 +10,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -392,12 +393,33 @@ TEST_F(ExtendCampaign, AVariationGrowsByNameToTheCampaignThatSaysSoFromTheStart)
 TEST_F(ExtendCampaign, ACrashBeforeTheSpecIsWrittenIsFinishedByTheNextCommand) {
   const std::string spec_before = readText(dir_ + "/spec.json");
   const std::string new_spec = writeSpec(scratch_, extendedSpec(), "extended.json");
+  fs::create_directories(dir_ + "/aggregate");
+  writeText(dir_ + "/aggregate/summary.json", "{\"chains\": 6}\n");
+  const auto moved_summaries = [&] {
+    int n = 0;
+    if (fs::exists(dir_ + "/superseded"))
+      for (const auto& e : fs::directory_iterator(dir_ + "/superseded"))
+        n += fs::exists(e.path() / "aggregate" / "summary.json") ? 1 : 0;
+    return n;
+  };
+  // Killed before its commit point: nothing changed, the aggregate where it was (before, it
+  // was moved aside first, and D/aggregate stayed empty).
+  {
+    ScopedEnv fault("FOLDFARM_FAULT", "extend.commit");
+    ToolRun killed = runTool({"extend", dir_, "--spec", new_spec}, scratch_, "killed0");
+    EXPECT_EQ(killed.exit_code, 128 + SIGKILL) << killed.err;
+  }
+  EXPECT_EQ(readText(dir_ + "/spec.json"), spec_before);
+  EXPECT_TRUE(fs::exists(dir_ + "/aggregate/summary.json"));
+  EXPECT_EQ(moved_summaries(), 0);
+  EXPECT_EQ(tasksOf(dir_).size(), 6u);
   {
     ScopedEnv fault("FOLDFARM_FAULT", "extend.journal");
     ToolRun killed = runTool({"extend", dir_, "--spec", new_spec}, scratch_, "killed");
     EXPECT_EQ(killed.exit_code, 128 + SIGKILL) << killed.err;
   }
   EXPECT_EQ(readText(dir_ + "/spec.json"), spec_before);
+  EXPECT_TRUE(fs::exists(dir_ + "/aggregate/summary.json")) << "moved after the commit only";
   // Read-only: the journal's copy of the spec, spec.json untouched.
   ToolRun status = runTool({"status", dir_, "--json"}, scratch_, "status");
   ASSERT_EQ(status.exit_code, 0) << status.err;
@@ -408,6 +430,8 @@ TEST_F(ExtendCampaign, ACrashBeforeTheSpecIsWrittenIsFinishedByTheNextCommand) {
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_NE(run.err.find("finished an interrupted `campaign extend`"), std::string::npos)
       << run.err;
+  EXPECT_FALSE(fs::exists(dir_ + "/aggregate/summary.json")) << "stale: moved aside";
+  EXPECT_EQ(moved_summaries(), 1);
   for (const auto& [id, t] : tasksOf(dir_)) {
     EXPECT_EQ(t.state, TaskState::kDone) << id;
     EXPECT_EQ(t.attempts, 1) << id;
@@ -433,6 +457,52 @@ TEST_F(ExtendCampaign, ACrashBeforeTheSpecIsWrittenIsFinishedByTheNextCommand) {
   EXPECT_EQ(loadFrozenSpec(dir_).numTasks(), 18);
   EXPECT_EQ(tasksOf(dir_).at("r0004m1").state, TaskState::kPending);
   EXPECT_EQ(tasksOf(dir_).at("r0003m1").state, TaskState::kDone);
+}
+
+// D/spec.json edited by hand (a count, an input, the seed) is refused by every command, naming
+// the key, the file's value and the frozen one (before: an input, seed or config edit was used
+// by the tasks still to run, unchecked, and a count edit was undone as if an extension had
+// been interrupted); `campaign repair` puts the frozen spec back and keeps the edited file.
+TEST_F(ExtendCampaign, ASpecEditedByHandIsRefusedAndRepairPutsItBack) {
+  const std::string spec_path = dir_ + "/spec.json";
+  const std::string frozen = readText(spec_path);
+  const json original = json::parse(frozen);
+  struct Edit {
+    const char* key;
+    json value;
+    const char* says;
+  };
+  for (const Edit& e : {Edit{"replicas", 5,
+                             "'replicas' = 5 differs from the campaign's frozen "
+                             "spec (3, its copy in "},
+                        Edit{"seed", 99, "'seed' = 99 differs"}}) {
+    json edited = original;
+    edited[e.key] = e.value;
+    writeText(spec_path, edited.dump(2) + "\n");
+    for (const std::vector<std::string>& cmd :
+         {std::vector<std::string>{"status", dir_}, std::vector<std::string>{"run", dir_}}) {
+      ToolRun r = runTool(cmd, scratch_, "edited");
+      EXPECT_EQ(r.exit_code, kExitBadInput) << cmd[0] << ": " << r.err;
+      EXPECT_NE(r.err.find(spec_path + ": " + e.says), std::string::npos) << r.err;
+      EXPECT_NE(r.err.find("`foldfarm campaign repair " + dir_ + "`"), std::string::npos) << r.err;
+      EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
+    }
+    EXPECT_EQ(json::parse(readText(spec_path)), edited) << "the edited file is left as it is";
+    ToolRun repair = runTool({"repair", dir_, "--json"}, scratch_, "repair");
+    ASSERT_EQ(repair.exit_code, 0) << repair.err;
+    const json rep = json::parse(repair.out);
+    EXPECT_EQ(rep.at("spec_restored"), true) << repair.out;
+    EXPECT_EQ(rep.at("rebuilt"), false) << repair.out;
+    const std::string kept = rep.at("spec_damaged_copy").get<std::string>();
+    EXPECT_EQ(json::parse(readText(kept)), edited);
+    fs::remove(kept);
+    EXPECT_EQ(readText(spec_path), frozen);
+  }
+  // Another layout of the same spec is no edit.
+  writeText(spec_path, original.dump() + "\n");
+  ToolRun status = runTool({"status", dir_}, scratch_, "status");
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
 }
 
 // The journal alone: rows, events and edges renumbered; a task running in a Slurm job keeps

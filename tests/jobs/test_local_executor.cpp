@@ -200,6 +200,42 @@ TEST_F(LocalExecutor, SigtermStopsCleanlyAndResumeFinishes) {
   }
 }
 
+// A SIGTERM or SIGINT that reaches one worker alone (an operator's kill, a stray signal) stops
+// the task it runs, which runs again later; that worker ends and another takes its slot. The
+// campaign finishes with no task failed. (Before, the worker stayed and answered every task
+// sent to it "not started: worker stopping", each answer one of the task's own interruptions:
+// a task failed after 20 of them within a second.)
+TEST_F(LocalExecutor, AStraySignalToOneWorkerCostsNoTask) {
+  init(json{{"task", "sleep"},
+            {"replicas", 16},
+            {"params", {{"seconds", 0.3}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  const pid_t pid = startTool({"run", dir_}, scratch_, "run");
+  std::set<pid_t> signalled;
+  int mismatched = 0;
+  for (int i = 0; i < 900 && signalled.size() < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // One signal after every two results, each to a worker not signalled before.
+    if (countResultFiles(dir_ + "/tasks", mismatched) < 2 * static_cast<int>(signalled.size() + 1))
+      continue;
+    for (const pid_t w : childPids(pid)) {
+      if (signalled.count(w)) continue;
+      ::kill(w, signalled.size() == 1 ? SIGINT : SIGTERM);
+      signalled.insert(w);
+      break;
+    }
+  }
+  EXPECT_EQ(signalled.size(), 3u);
+  ASSERT_EQ(waitExit(pid), 0) << readText(scratch_ + "/run.err");
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.counts()[TaskState::kDone], 16);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.failures, 0) << t.id;
+    EXPECT_EQ(t.ingested, 1) << t.id;
+  }
+  for (const pid_t w : signalled) EXPECT_FALSE(processAlive(w)) << "worker " << w << " stayed";
+}
+
 TEST_F(LocalExecutor, SlotsGetExplicitDeviceAndThreadEnvironment) {
   init(json{{"task", "command"},
             {"replicas", 4},
