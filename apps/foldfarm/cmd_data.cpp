@@ -2,6 +2,7 @@
 // executables run them (foldfarm_cli).
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -110,6 +111,23 @@ void runObservables(const std::string& in, const std::string& out, const std::st
 
 }  // namespace
 
+std::shared_ptr<bool> addOverwriteFlag(CLI::App& cmd) {
+  auto overwrite = std::make_shared<bool>(false);
+  cmd.add_flag("--overwrite", *overwrite,
+               "Replace the --out file when one is there (without it, an existing file is kept "
+               "and the command refused)");
+  return overwrite;
+}
+
+void refuseExistingOut(const std::string& out, bool overwrite) {
+  std::error_code ec;
+  if (overwrite || !std::filesystem::is_regular_file(out, ec)) return;
+  throw InputError(out +
+                   ": exists; a command does not replace a file it was not told to (it may be "
+                   "another run's input): choose another --out, or pass --overwrite to "
+                   "replace it");
+}
+
 void registerDataCommands(CommandGroups& g) {
   CLI::App* data =
       g.root.add_subcommand("data", "Jet datasets: synthesise, inspect, convert, observables");
@@ -153,7 +171,11 @@ void registerDataCommands(CommandGroups& g) {
                 "both for the same --seed")
       ->check(CLI::IsMember({"both", "reco", "gen"}))
       ->capture_default_str();
-  s->callback([synth] { runSynth(*synth); });
+  const auto synth_overwrite = addOverwriteFlag(*s);
+  s->callback([synth, synth_overwrite] {
+    refuseExistingOut(synth->out, *synth_overwrite);
+    runSynth(*synth);
+  });
 
   auto insp_file = std::make_shared<std::string>();
   auto insp_json = std::make_shared<bool>(false);
@@ -209,7 +231,9 @@ void registerDataCommands(CommandGroups& g) {
   c->add_option("--chunk-rows", conv_opts->chunk_rows, "Jets per chunk")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
       ->capture_default_str();
-  c->callback([conv_in, conv_out, conv_opts] {
+  const auto conv_overwrite = addOverwriteFlag(*c);
+  c->callback([conv_in, conv_out, conv_opts, conv_overwrite] {
+    refuseExistingOut(*conv_out, *conv_overwrite);
     if (fileHasDataset(*conv_in, "part_px"))
       convertFromFourVectors(*conv_in, *conv_out, *conv_opts);
     else
@@ -224,7 +248,11 @@ void registerDataCommands(CommandGroups& g) {
   o->add_option("--out", *obs_out, "Output HDF5 with dataset `subs`")->required();
   o->add_option("--level", *obs_level,
                 "gen or reco (unfolding files; default gen, reco for a file of reco only)");
-  o->callback([obs_in, obs_out, obs_level] { runObservables(*obs_in, *obs_out, *obs_level); });
+  const auto obs_overwrite = addOverwriteFlag(*o);
+  o->callback([obs_in, obs_out, obs_level, obs_overwrite] {
+    refuseExistingOut(*obs_out, *obs_overwrite);
+    runObservables(*obs_in, *obs_out, *obs_level);
+  });
 
   auto bench = std::make_shared<DataBenchOptions>();
   auto bench_json = std::make_shared<bool>(false);

@@ -48,6 +48,7 @@
 #include "core/train/train_config.hpp"
 #include "core/train/trainer.hpp"
 #include "dist/cli_options.hpp"
+#include "dist/launch.hpp"
 #include "dist/make_context.hpp"
 
 namespace foldfarm::app {
@@ -197,6 +198,15 @@ struct FinetuneArgs {
 };
 
 void runFinetune(const FinetuneArgs& a, const CLI::App& app) {
+  // One process trains (fine-tuning is not data-parallel): under mpirun/srun every rank would
+  // train the same model into the same --out, and all but one be refused its lock.
+  const dist::LaunchInfo launch = dist::detectLaunch();
+  checkAlikeOnEveryRank(launch.rank, [&] {
+    if (launch.world_size > 1)
+      throw InputError("finetune trains on one process (it is not data-parallel), not on " +
+                       std::to_string(launch.world_size) +
+                       " ranks: run it without mpirun/srun, or with one task");
+  });
   configureThreads(a.threads);
   installStopHandlers();
   const DeviceChoice dev = selectDevice(a.device);
@@ -243,6 +253,8 @@ void runFinetune(const FinetuneArgs& a, const CLI::App& app) {
     json j = r.toJson();
     j["device"] = dev.toJson();
     std::printf("%s\n", j.dump(2).c_str());
+  } else if (r.test_jets == 0) {
+    std::printf("no test figures: no jet was held out (--test-fraction %g)\n", o.test_fraction);
   } else {
     std::printf(
         "test accuracy %.4f  AUC %.4f  1/eps_B(eps_S=0.5) %s  1/eps_B(eps_S=0.3) %s  (%lld jets)\n",
@@ -477,7 +489,11 @@ void registerModelCommands(CommandGroups& g) {
   ge->add_option("--seed", gen->seed, "Seed")->capture_default_str();
   ge->add_option("--threads", gen->threads, "Threads (0: all cores)")->capture_default_str();
   addDeviceOptions(*ge, gen->device, nullptr, nullptr);
-  ge->callback([gen] { runGenerate(*gen); });
+  const auto gen_overwrite = addOverwriteFlag(*ge);
+  ge->callback([gen, gen_overwrite] {
+    refuseExistingOut(gen->out, *gen_overwrite);
+    runGenerate(*gen);
+  });
 
   // device: what --device resolves to in this process (a campaign slot's GPU, a rank's).
   auto dev = std::make_shared<std::pair<std::string, bool>>("auto", false);

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -158,6 +159,11 @@ void runCampaignThroughSlurm(const std::string& dir,
                              const std::vector<jobs::TaskState>& retry = {});
 // One line for ensembles::aggregateCampaign's result (its toJson()).
 void printAggregation(const std::string& dir, const nlohmann::json& result);
+// `--overwrite` on a command that writes one file (--out): without it an existing file there
+// is refused before anything is read (refuseExistingOut: InputError naming it, advising
+// --overwrite); with it the file is replaced atomically.
+std::shared_ptr<bool> addOverwriteFlag(CLI::App& cmd);
+void refuseExistingOut(const std::string& out, bool overwrite);
 void checkAggregatable(const std::string& dir);
 // Refuses campaign D when its chains could not train as configured with this foldfarm
 // (ensembles::refuseUntrainableChainCampaign), before any task starts: `campaign run`,

@@ -69,7 +69,7 @@ Progress::~Progress() {
 
 double Progress::rate() const {
   double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  return el > 0 ? done_ / el : 0.0;
+  return el > 0 ? static_cast<double>(done_ - resumed_at_) / el : 0.0;
 }
 
 double Progress::etaSeconds() const {

@@ -20,7 +20,14 @@ class Progress {
   // Sets the absolute count of finished units; `extra` is appended (e.g. "loss=0.41").
   void update(int64_t done, const std::string& extra = "");
   void finish(const std::string& extra = "");
-  // Units per second since construction, and seconds left at that rate (-1 if unknown).
+  // Work resumed with `done` units finished by an earlier run: they count towards done/total,
+  // not towards this run's rate (nor its ETA).
+  void resumedAt(int64_t done) {
+    resumed_at_ = done;
+    done_ = done;
+  }
+  // Units per second since construction (of the units done since), and seconds left at that
+  // rate (-1 if unknown).
   double rate() const;
   double etaSeconds() const;
   // Disables all output (ranks other than 0, --quiet).
@@ -34,6 +41,7 @@ class Progress {
   std::string unit_;
   double log_interval_s_;
   int64_t done_ = 0;
+  int64_t resumed_at_ = 0;
   bool tty_;
   bool silent_ = false;
   bool finished_ = false;

@@ -65,10 +65,21 @@ void take(const nlohmann::json& j, const char* key, T& out, const std::string& s
 
 PetConfig applyPetOverrides(PetConfig c, const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw InputError(source + ": PET config must be a JSON object");
+  // A preset names sizes, not a label: its sizes first, then the keys beside it over them
+  // (before, "preset" set the name only, and a model of one size was labelled as another).
+  if (j.contains("preset")) {
+    std::string name;
+    take(j, "preset", name, source);
+    try {
+      c = petPreset(name);
+    } catch (const InputError& e) {
+      throw InputError(source + ": " + e.what());
+    }
+  }
   for (const auto& [key, value] : j.items()) {
     (void)value;
     if (key == "preset")
-      take(j, "preset", c.preset, source);
+      continue;
     else if (key == "num_features")
       take(j, "num_features", c.num_features, source);
     else if (key == "num_jet")
@@ -151,15 +162,18 @@ void validatePetConfig(const PetConfig& c, const std::string& source) {
 }
 
 PetConfig petConfigFromJson(const nlohmann::json& j, const std::string& source) {
-  PetConfig base;
-  if (j.contains("preset") && j.at("preset").is_string()) {
-    const auto name = j.at("preset").get<std::string>();
-    if (name == "omnilearn" || name == "tiny")
-      base = petPreset(name);
-    else
-      base.preset = name;
+  // Every size is written beside the preset's name: the sizes are the model (the name of a
+  // checkpoint written before presets were checked may be none foldfarm knows).
+  nlohmann::json sizes = j;
+  std::string name;
+  if (j.is_object() && j.contains("preset") && j.at("preset").is_string()) {
+    name = j.at("preset").get<std::string>();
+    sizes.erase("preset");
   }
-  return applyPetOverrides(base, j, source);
+  PetConfig c = applyPetOverrides(
+      name == "omnilearn" || name == "tiny" ? petPreset(name) : PetConfig(), sizes, source);
+  if (!name.empty()) c.preset = name;
+  return c;
 }
 
 }  // namespace foldfarm

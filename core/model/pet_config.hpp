@@ -36,8 +36,9 @@ struct PetConfig {
 
 // Throws InputError naming the preset and the valid names.
 PetConfig petPreset(const std::string& name);
-// Applies the keys of `overrides` to `base`. Throws InputError (naming `source`, e.g. the
-// config file) for unknown keys, wrong types or invalid sizes.
+// Applies the keys of `overrides` to `base`: a "preset" first (its sizes replace `base`'s;
+// omnilearn or tiny), then the other keys over them. Throws InputError (naming `source`, e.g.
+// the config file) for unknown keys or presets, wrong types or invalid sizes.
 PetConfig applyPetOverrides(PetConfig base, const nlohmann::json& overrides,
                             const std::string& source);
 // The most parameters a model may have (PET: an upper estimate from its sizes; the

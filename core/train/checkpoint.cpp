@@ -78,11 +78,39 @@ void writeCheckpoint(const std::string& dir, const CheckpointMeta& meta,
   }
 }
 
+namespace {
+
+// A training's state (state/: the optimiser's moments beside the weights, written while it
+// trains) is not a trained model: refused as a starting point, naming it.
+void refuseTrainingState(const std::string& dir) {
+  nlohmann::json j;
+  try {
+    j = readJsonFile((fs::path(dir) / "meta.json").string(), "");
+  } catch (const Error&) {
+    return;  // readCheckpoint says what is wrong with it
+  }
+  if (j.is_object() && j.contains("training") && j["training"].is_object() &&
+      j["training"].contains("optimizer_state"))
+    throw InputError(dir +
+                     ": the state of a training (its optimiser's moments beside the weights, "
+                     "written while it trains), not a trained model; pass the training's output "
+                     "directory once it has finished (its model/)");
+}
+
+}  // namespace
+
 std::string resolveCheckpointDir(const std::string& dir) {
   std::error_code ec;
-  if (fs::is_regular_file(fs::path(dir) / "meta.json", ec)) return dir;
+  if (fs::is_regular_file(fs::path(dir) / "meta.json", ec)) {
+    refuseTrainingState(dir);
+    return dir;
+  }
   if (fs::is_regular_file(fs::path(dir) / "model" / "meta.json", ec))
     return (fs::path(dir) / "model").string();
+  if (!fs::exists(dir, ec))
+    throw InputError(dir +
+                     ": no such directory; pass the output of `foldfarm pretrain` (or "
+                     "`finetune`)");
   throw InputError(dir +
                    ": not a checkpoint directory (no meta.json, nor model/meta.json); pass "
                    "the output of `foldfarm pretrain`, or --init none to train from scratch");

@@ -51,7 +51,8 @@ void writeCheckpoint(const std::string& dir, const CheckpointMeta& meta,
 Checkpoint readCheckpoint(const std::string& dir);
 // The checkpoint directory a user gave, in either form every command takes: a checkpoint
 // directory itself (holding meta.json) or the output directory of `foldfarm pretrain` /
-// `finetune` (holding model/meta.json). Throws InputError naming `dir` otherwise.
+// `finetune` (holding model/meta.json). Throws InputError naming `dir` otherwise, and for a
+// training's state/ (its meta names the optimiser's state): no trained model.
 std::string resolveCheckpointDir(const std::string& dir);
 
 // Model tensors under `prefix` ("model.", "ema.", ...).

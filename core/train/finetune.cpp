@@ -22,11 +22,12 @@ json FinetuneResult::toJson() const {
   return {{"init", init},
           {"train_jets", train_jets},
           {"test_jets", test_jets},
-          {"test",
-           {{"accuracy", test.accuracy},
-            {"auc", test.auc},
-            {"rejection_at_eps_s_0.5", test.rejection50},
-            {"rejection_at_eps_s_0.3", test.rejection30}}},
+          // null when no jet was held out (--test-fraction 0): no figure rather than zeros.
+          {"test", test_jets == 0 ? json()
+                                  : json{{"accuracy", test.accuracy},
+                                         {"auc", test.auc},
+                                         {"rejection_at_eps_s_0.5", test.rejection50},
+                                         {"rejection_at_eps_s_0.3", test.rejection30}}},
           {"warm_start_skipped", warm_start_skipped},
           {"fit", foldfarm::toJson(fit)}};
 }
@@ -87,12 +88,17 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
   clf->save(model_dir);
 
   // 5. The held-out test.
+  r.train_jets = pool.n;
+  r.test_jets = test.n;
+  if (test.n == 0) {
+    logWarn("finetune: no jet held out for the test (--test-fraction {}): no test figures",
+            opt.test_fraction);
+    return r;
+  }
   const std::vector<float> p = clf->predict(test);
   const std::vector<double> scores(p.begin(), p.end());
   const std::vector<int> labels(test.labels.begin(), test.labels.end());
   r.test = binaryMetrics(scores, labels);
-  r.train_jets = pool.n;
-  r.test_jets = test.n;
   return r;
 }
 

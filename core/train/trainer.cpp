@@ -253,6 +253,15 @@ void refuseOtherOptions(const nlohmann::json& kept, const nlohmann::json& now,
 
 }  // namespace
 
+nlohmann::json Trainer::scheduleOptions() const {
+  return {{"--epochs", opts_.max_epochs},
+          {"--lr", opts_.optimizer.lr},
+          {"--lr-factor", opts_.optimizer.lr_factor},
+          {"--warmup-epochs", opts_.warmup_epochs},
+          {"--optimizer", opts_.optimizer.kind},
+          {"weight_decay", opts_.optimizer.weight_decay}};
+}
+
 bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
   if (opts_.state_dir.empty() || !opts_.resume || !checkpointExists(opts_.state_dir)) return false;
   const Checkpoint ck = readCheckpoint(opts_.state_dir);
@@ -265,6 +274,10 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
   training = ck.meta.training;
   refuseOtherOptions(training.value("resume_options", nlohmann::json::object()),
                      opts_.resume_options, opts_.state_dir);
+  // The schedule and the optimiser: another value would continue a training no single run
+  // gives (before: --epochs 12 over a 4-epoch state stretched its schedule without a word).
+  refuseOtherOptions(training.value("schedule_options", nlohmann::json::object()),
+                     scheduleOptions(), opts_.state_dir);
   // Sharded and whole-set states do not mix (their data fingerprints differ by design);
   // a sharded state resumes on any number of ranks, its rows dealt anew.
   const int64_t was = training.value("sharded_ranks", int64_t{0});
@@ -502,6 +515,7 @@ FitResult Trainer::FitLoop::run() {
   if (opts_.validate_initial && validate_ && !result_.resumed) validateInitial();
   Progress progress(opts_.label, opts_.max_epochs * steps_per_epoch_, "step");
   progress.setSilent(!opts_.show_progress || !ctx_.isRoot());
+  if (result_.resumed) progress.resumedAt(global_step_);
   lr_ = schedule_.at(global_step_);
   if (result_.resumed && state_.contains("stream")) resume_position_ = state_.at("stream");
   // Outside the epochs: CUDA graphs captured once serve every epoch.
@@ -590,6 +604,7 @@ nlohmann::json Trainer::FitLoop::stateJson() const {
   j["data_fingerprint"] = src_.fingerprint;
   j["data_options"] = opts_.data_options;
   j["resume_options"] = opts_.resume_options;
+  j["schedule_options"] = t_.scheduleOptions();
   j["seed"] = opts_.seed;
   j["batch_size"] = opts_.batch_size;
   j["max_epochs"] = opts_.max_epochs;

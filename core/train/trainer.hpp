@@ -190,6 +190,8 @@ class Trainer {
   void makeOptimizer(std::shared_ptr<FlatParameters> flat);
   void saveState(const nlohmann::json& training);
   bool loadState(nlohmann::json& training, const std::string& fingerprint);
+  // The options a resumed training must keep ("--epochs": 12, …): its schedule and optimiser.
+  nlohmann::json scheduleOptions() const;
 
   Pet model_;
   CheckpointMeta meta_;

@@ -276,7 +276,8 @@ TEST_F(BadInputs, Hdf5Files) {
        {"missing_key", "wrong_shape", "nan", "empty", "inconsistent_n", "truncated"}) {
     std::string f = p(std::string("bad_") + k + ".h5");
     expectCleanFailure({"data", "inspect", f}, f);
-    expectCleanFailure({"data", "observables", "--in", f, "--out", p("existing_out.h5")}, f);
+    expectCleanFailure(
+        {"data", "observables", "--in", f, "--out", p("existing_out.h5"), "--overwrite"}, f);
   }
   // Refused when the file is opened: zero-width particle arrays, a shape whose byte size
   // overflows 64 bits, rows declared but never written.
@@ -296,16 +297,30 @@ TEST_F(BadInputs, Hdf5Files) {
   expectCleanFailure({"data", "inspect", p("text.h5")}, p("text.h5"));
   expectCleanFailure({"data", "inspect", p("no_such_file.h5")}, p("no_such_file.h5"));
   // Neither four-vectors nor jets: an unfolding file is not repacked.
-  expectCleanFailure({"data", "convert", "--in", p("mc.h5"), "--out", p("existing_out.h5")},
-                     p("mc.h5"));
+  expectCleanFailure(
+      {"data", "convert", "--in", p("mc.h5"), "--out", p("existing_out.h5"), "--overwrite"},
+      p("mc.h5"));
   // A broken jets file is refused before anything is written.
-  expectCleanFailure({"data", "convert", "--in", p("bad_nan.h5"), "--out", p("existing_out.h5")},
-                     p("bad_nan.h5"));
+  expectCleanFailure(
+      {"data", "convert", "--in", p("bad_nan.h5"), "--out", p("existing_out.h5"), "--overwrite"},
+      p("bad_nan.h5"));
+  // Without --overwrite an existing file is not replaced, whatever the command (before:
+  // `generate --out pre.h5` replaced a training set with 10 generated jets).
+  for (const std::vector<std::string>& cmd :
+       {std::vector<std::string>{"data", "synth", "--kind", "pretrain", "--jets", "8"},
+        std::vector<std::string>{"data", "convert", "--in", p("good.h5")},
+        std::vector<std::string>{"data", "observables", "--in", p("good.h5")},
+        std::vector<std::string>{"generate", "--ckpt", p("ckpt"), "--class", "0", "--jets", "4"}}) {
+    std::vector<std::string> args = cmd;
+    args.insert(args.end(), {"--out", p("existing_out.h5")});
+    expectCleanFailure(args, p("existing_out.h5") + ": exists; ");
+  }
   // An output that is the input, by whatever path: the rename would replace the input (before:
   // `data observables` replaced a jets file with its observables).
   for (const char* cmd : {"observables", "convert"})
-    expectCleanFailure({"data", cmd, "--in", p("good.h5"), "--out", p("work/../good.h5")},
-                       "is the input file " + p("good.h5"));
+    expectCleanFailure(
+        {"data", cmd, "--in", p("good.h5"), "--out", p("work/../good.h5"), "--overwrite"},
+        "is the input file " + p("good.h5"));
   expectCleanFailure({"pretrain", "--data", p("good.h5") + "," + p("bad_truncated.h5"), "--out",
                       p("pre_stream"), "--stream", "--preset", "tiny", "--epochs", "1"},
                      p("bad_truncated.h5"));
@@ -427,6 +442,15 @@ TEST_F(BadInputs, Checkpoints) {
     expectCleanFailure(
         {"finetune", "--init", p(c), "--train", qg, "--out", p(std::string("ft_") + c)}, p(c));
   }
+  // A pretraining's state/ is no trained model (before: accepted as a foundation).
+  ASSERT_TRUE(fs::exists(dir_ / "ckpt" / "state" / "meta.json"));
+  expectCleanFailure(
+      {"finetune", "--init", p("ckpt/state"), "--train", qg, "--out", p("ft_from_state")},
+      p("ckpt/state") + ": the state of a training");
+  expectCleanFailure(
+      {"unfold", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init", p("ckpt/state"), "--out",
+       p("unfold_from_state"), "--replica", "0", "--member", "0"},
+      p("ckpt/state") + ": the state of a training");
   // Sizes with a checkpoint (the checkpoint fixes the model): refused, not ignored as before.
   std::ofstream(p("sizes.json")) << R"({"model": {"dim": 16}})";
   expectCleanFailure({"finetune", "--init", p("ckpt"), "--config", p("sizes.json"), "--train", qg,
@@ -436,7 +460,7 @@ TEST_F(BadInputs, Checkpoints) {
                       "--out", p("ft_preset")},
                      "--preset: the model is the checkpoint's");
   expectCleanFailure({"generate", "--ckpt", p("ckpt_flipped"), "--class", "0", "--jets", "4",
-                      "--out", p("existing_out.h5")},
+                      "--out", p("existing_out.h5"), "--overwrite"},
                      p("ckpt_flipped"));
   // A chain config's preset beside a foundation of another preset (before: ignored, the
   // foundation's model trained).

@@ -119,11 +119,15 @@ TEST_F(OutputDirs, UnderMpirunAnErrorEveryRankFindsIsPrintedOnce) {
       {"unfold", "--mc", dir_ + "/mc.h5", "--data", dir_ + "/data.h5", "--init", "none", "--out",
        dir_ + "/no_config", "--replica", "0", "--member", "0", "--config", dir_ + "/missing.json"},
       {"unfold", "--mc", dir_ + "/mc.h5", "--data", dir_ + "/data.h5", "--init", "none", "--out",
-       dir_ + "/syntax", "--replica", "0", "--member", "0", "--config", dir_ + "/syntax.json"}};
+       dir_ + "/syntax", "--replica", "0", "--member", "0", "--config", dir_ + "/syntax.json"},
+      // Fine-tuning is one process's: refused once (before: both ranks trained into one --out
+      // and one was refused its lock, failing the job after the other finished).
+      {"finetune", "--train", dir_ + "/jets.h5", "--out", dir_ + "/ft_ranks"}};
   std::ofstream(dir_ + "/syntax.json") << R"({"epochs": 2,})";
   std::ofstream(dir_ + "/decay.json") << R"({"train": {"weight_decay": 3}})";
-  const char* expected[] = {"epochs",     "--epoch",      "weight_decay",  "'epochs'",
-                            "iterations", "missing.json", "not valid JSON"};
+  const char* expected[] = {
+      "epochs",     "--epoch",      "weight_decay",   "'epochs'",
+      "iterations", "missing.json", "not valid JSON", "finetune trains on one process"};
   for (size_t i = 0; i < std::size(cases); ++i) {
     const ProcessResult r = underMpirun(cases[i]);
     EXPECT_FALSE(r.timedOut) << cases[i][0] << ": " << r.err;

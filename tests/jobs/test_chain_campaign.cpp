@@ -157,7 +157,7 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   // The simulation generated again and accepted: every chain runs again on it (each reads
   // it), the aggregate names its new checksum, the earlier one is kept under superseded/.
   ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "unfold", "--events", "400", "--tune", "sim",
-                         "--seed", "21", "--out", mc},
+                         "--seed", "21", "--out", mc, "--overwrite"},
                         scratch_, "mc-again"),
             0);
   ASSERT_EQ(runFoldfarm({"campaign", "accept-inputs", dir}, scratch_, "accept"), 0)

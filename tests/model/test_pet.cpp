@@ -108,6 +108,29 @@ TEST(PetParameters, ValuesTheModelCannotBuildAreRefusedByKey) {
     EXPECT_NO_THROW(applyPetOverrides(petPreset("tiny"), {{key, value}}, "cfg.json")) << key;
 }
 
+// A config's "preset" names sizes: the preset's sizes, then the keys beside it over them; an
+// unknown name is refused, naming the file. (Before, "preset": "omnilearn" over the tiny preset
+// changed the label only, and a tiny model was written as an omnilearn one; "huge" was
+// accepted.) A checkpoint's config, which holds every size, reads back as written.
+TEST(PetParameters, APresetInAConfigSetsItsSizesAndAnUnknownOneIsRefused) {
+  const PetConfig big = applyPetOverrides(petPreset("tiny"), {{"preset", "omnilearn"}}, "cfg.json");
+  EXPECT_EQ(petConfigToJson(big), petConfigToJson(petPreset("omnilearn")));
+  const PetConfig wide =
+      applyPetOverrides(petPreset("omnilearn"), {{"preset", "tiny"}, {"dim", 64}}, "cfg.json");
+  EXPECT_EQ(wide.preset, "tiny");
+  EXPECT_EQ(wide.dim, 64) << "a key beside the preset wins, whatever the keys' order";
+  EXPECT_EQ(wide.blocks, petPreset("tiny").blocks);
+  try {
+    applyPetOverrides(petPreset("tiny"), {{"preset", "huge"}}, "cfg.json");
+    ADD_FAILURE() << "an unknown preset was accepted";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()), "cfg.json: unknown PET preset 'huge': use omnilearn or tiny");
+  }
+  for (const PetConfig& c : {big, wide})
+    EXPECT_EQ(petConfigToJson(petConfigFromJson(petConfigToJson(c), "meta.json")),
+              petConfigToJson(c));
+}
+
 TEST(PetInvariance, PaddingDoesNotChangeOutputs) {
   torch::manual_seed(1);
   Pet m(tinyFull());

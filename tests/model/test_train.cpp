@@ -495,8 +495,14 @@ TEST(Finetune, TrainsTestsAndWritesTheModelOnceWithItsWarmup) {
   EXPECT_NEAR(wh[1].lr, o.fit.lr, 1e-12) << "the peak at the end of the warm-up";
   EXPECT_GT(wh[1].lr, wh[2].lr) << "then it decays";
 
+  // No jet held out: no test figures, rather than zeros that read as a useless classifier.
   FinetuneOptions cold = quickFinetune(train, dir.path + "/cold");
+  cold.test_fraction = 0;
   const FinetuneResult plain = runFinetuning(cold);
+  EXPECT_EQ(plain.test_jets, 0);
+  EXPECT_EQ(plain.train_jets, 128);
+  EXPECT_TRUE(plain.toJson().at("test").is_null()) << plain.toJson().dump();
+  EXPECT_FALSE(warm.toJson().at("test").is_null());
   ASSERT_EQ(plain.fit.history.size(), 4u);
   EXPECT_GT(plain.fit.history[0].lr, plain.fit.history[1].lr) << "no warm-up: decay from the start";
 
@@ -547,6 +553,24 @@ TEST(Finetune, ResumedAfterAnInterruptionEndsAsTheStraightRun) {
   EXPECT_FALSE(fs::exists(dir.path + "/stopped/model")) << "no model before the end";
   o.fit.stop_at_step = -1;
   o.fit.resume = true;
+  // Another schedule over the state is refused, naming the option (before: a longer or
+  // faster run continued it, giving what no single run gives).
+  FinetuneOptions longer = o;
+  longer.fit.max_epochs = 6;
+  FinetuneOptions faster = o;
+  faster.fit.lr *= 2;
+  for (const auto& [changed, says] :
+       {std::pair<const FinetuneOptions*, std::string>{&longer, "written with --epochs 4, not 6"},
+        {&faster, "written with --lr "}}) {
+    try {
+      runFinetuning(*changed);
+      ADD_FAILURE() << says << ": resumed";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(dir.path + "/stopped/state: training state was " + says),
+                std::string::npos)
+          << e.what();
+    }
+  }
   const FinetuneResult resumed = runFinetuning(o);
   EXPECT_TRUE(resumed.fit.resumed);
   EXPECT_EQ(resumed.test.auc, straight.test.auc);
