@@ -94,7 +94,20 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   // 3. The bands.
   AggregateOptions options = choices.options(spec.aggregate);
   options.inputs = inputsOfCampaign(spec, truth_path);
-  aggregateRunsWithOptions(runs, r.out, truth_path, options);
+  try {
+    aggregateRunsWithOptions(runs, r.out, truth_path, options);
+  } catch (const InputError& e) {
+    // A done chain's outputs damaged or removed since it ran: the way to run it again here.
+    const std::string what = e.what(), tasks = camp.dir() + "/tasks/";
+    const size_t at = what.find(tasks);
+    if (at == std::string::npos) throw;
+    const size_t from = at + tasks.size();
+    const std::string id = what.substr(from, what.find_first_of("/: ", from) - from);
+    if (camp.spec().indexOf(id) < 0) throw;
+    throw InputError(what +
+                     "; in this campaign, run that chain again with `foldfarm campaign retry " +
+                     camp.dir() + " --task " + id + "`, then aggregate again");
+  }
   r.aggregated = true;
   return r;
 }

@@ -15,6 +15,7 @@
 #include "jobs/input_record.hpp"
 #include "jobs/task_kind.hpp"
 #include "jobs/task_lease.hpp"
+#include "jobs/task_rerun.hpp"
 
 namespace foldfarm::jobs {
 namespace {
@@ -40,16 +41,6 @@ std::map<const Variation*, std::set<std::string>> pathsReadBySet(const CampaignS
     read(merged, sets[&v]);
   }
   return sets;
-}
-
-// Whether a task directory holds anything but the attempt number promised to it (a directory
-// made anew by an earlier, interrupted accept-inputs holds only that).
-bool holdsOutputs(const std::string& task_dir) {
-  std::error_code ec;
-  for (fs::directory_iterator it(task_dir, ec); !ec && it != fs::directory_iterator();
-       it.increment(ec))
-    if (it->path().filename() != kAttemptFile) return true;
-  return false;
 }
 
 }  // namespace
@@ -130,51 +121,16 @@ AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
   }
 
   // 4. None of them may be running.
-  std::vector<int> indices, left_running;
-  std::vector<int> attempts;  // of each of `indices`
-  for (const TaskRecord& t : c.tasks()) {
-    if (!rerun[static_cast<size_t>(t.index)]) continue;
-    if (t.state == TaskState::kRunning || t.state == TaskState::kInterrupted) {
-      if (!t.external_id.empty())
-        throw InputError(dir + ": task " + t.id + ", which runs again with the new inputs, is " +
-                         std::string(toString(t.state)) + " in Slurm job " + t.external_id +
-                         " (attempt " + std::to_string(t.attempts) +
-                         "); wait for the job to end (`foldfarm slurm status " + dir +
-                         "`) or cancel the campaign (`foldfarm campaign cancel " + dir +
-                         "`), then accept the inputs; the campaign was not changed");
-      // The orchestrator holds the lock while it runs: this row is left by one that ended
-      // without settling it (a crash, a lost node), as `campaign resume` would find it.
-      left_running.push_back(t.index);
-    }
-    const std::string holder = leaseHolderNow(c.taskDir(t.id));
-    if (!holder.empty())
-      throw InputError(dir + ": task " + t.id + ", which runs again with the new inputs, is " +
-                       "still held by " + holder + " (its lease, " + c.taskDir(t.id) + "/" +
-                       kLeaseFile +
-                       "): end that process, then accept the inputs; the campaign was not changed");
-    indices.push_back(t.index);
-    attempts.push_back(t.attempts);
-    sum.rerun.push_back(t.id);
-    if (!reads[static_cast<size_t>(t.index)]) ++sum.needed_only;
-    switch (t.state) {
-      case TaskState::kDone:
-        ++sum.done;
-        break;
-      case TaskState::kFailed:
-        ++sum.failed;
-        break;
-      case TaskState::kCancelled:
-        ++sum.cancelled;
-        break;
-      case TaskState::kRunning:
-      case TaskState::kInterrupted:
-        ++sum.left_running;
-        break;
-      default:
-        ++sum.pending;
-        break;
-    }
-  }
+  const RerunSet set =
+      checkRerunnable(c, rerun, "which runs again with the new inputs", "accept the inputs");
+  sum.rerun = set.ids;
+  for (int i : set.indices)
+    if (!reads[static_cast<size_t>(i)]) ++sum.needed_only;
+  sum.done = set.done;
+  sum.failed = set.failed;
+  sum.pending = set.pending;
+  sum.cancelled = set.cancelled;
+  sum.left_running = static_cast<int>(set.left_running.size());
   sum.aggregate_moved = aggregateHoldsOutputs(dir);
   if (dry_run) return sum;
 
@@ -188,33 +144,15 @@ AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
   for (auto it = now.begin(); it != now.end(); ++it) spec.inputs_at_init[it.key()] = it.value();
   const std::string spec_text = spec.toJson().dump(2) + "\n";
 
-  // 6. What the old inputs made, out of the way.
-  if (!left_running.empty()) c.journal().requeue(left_running, "orchestrator restarted");
-  SupersededOutputs aside(dir);
-  // Two durable renames and a file each: a minute for 10^5 tasks on a parallel file system.
-  Progress progress("moving aside the outputs of " + std::to_string(indices.size()) + " task(s)",
-                    static_cast<int64_t>(indices.size()), "tasks");
-  progress.setSilent(indices.size() < 1000);
-  for (size_t k = 0; k < indices.size(); ++k) {
-    const std::string& id = sum.rerun[k];
-    const std::string task_dir = c.taskDir(id);
-    progress.update(static_cast<int64_t>(k));
-    if (!statPath(task_dir).exists) continue;
-    if (holdsOutputs(task_dir)) aside.move(task_dir, "tasks/" + id);
-    promiseAttempt(task_dir, attempts[k] + 1);  // the journal's next dispatch of it
-  }
-  progress.update(static_cast<int64_t>(indices.size()));
-  progress.finish();
-  aside.moveAggregate();
-  sum.moved_to = aside.path();
-
-  // 7. The journal: the tasks to run again pending, and its copy of the new spec.
+  // 6. What the old inputs made, out of the way, and 7. the journal: the tasks to run again
+  //    pending, and its copy of the new spec (with the spec before it).
   std::string reason = "input changed and accepted (`campaign accept-inputs`):";
   for (const AcceptedInput& a : sum.changed) reason += " " + a.path;
   std::string before_text = c.journal().meta(kFrozenSpecMeta);
   if (before_text.empty()) before_text = readFile(origin);
-  c.journal().rerun(indices, reason,
-                    {{kFrozenSpecMeta, spec_text}, {kFrozenSpecBeforeMeta, before_text}});
+  sum.moved_to =
+      rerunTasks(c, set, reason,
+                 {{kFrozenSpecMeta, spec_text}, {kFrozenSpecBeforeMeta, before_text}}, nullptr);
   faultPoint("accept.journal");
   // 8. The records the tasks check against.
   writeFileAtomic(origin, spec_text);

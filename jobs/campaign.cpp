@@ -83,9 +83,20 @@ Fd lockOrchestrator(const std::string& dir) {
   Fd refused;
   std::optional<Fd> lock = lockFileNamingHolder(
       lock_path, hostName() + " pid " + std::to_string(::getpid()) + "\n", 1, refused);
-  if (!lock)
-    throw Error(dir + ": another foldfarm process is orchestrating this campaign (" + lock_path +
-                " is locked); wait for it or stop it first");
+  if (!lock) {
+    // Named by the line it wrote ("node7 pid 4242"), which says where to stop it.
+    std::string holder;
+    try {
+      holder = readFile(lock_path);
+    } catch (const Error&) {
+    }
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    throw Error(dir + ": another foldfarm process is orchestrating this campaign (" +
+                (holder.empty() ? std::string() : holder + "; ") + lock_path +
+                " is locked); wait for it, or stop it first (SIGTERM or Ctrl-C: its tasks "
+                "stop and keep their state; `foldfarm campaign resume " +
+                dir + "` continues them)");
+  }
   return std::move(*lock);
 }
 
@@ -439,6 +450,21 @@ Fd readCampaignOutputs(const std::string& campaign_dir, const std::string& doing
   return lock;
 }
 
+std::string campaignOrchestrator(const std::string& campaign_dir) {
+  const std::string path = campaign_dir + "/orchestrator.lock";
+  const Fd lock(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // Read from this host's /proc/locks, not by taking the lock: a look that held it for an
+  // instant would refuse a run starting then (it tries once).
+  if (!lock.valid() || flockHolder(lock.get()) <= 0) return "";
+  std::string holder;
+  try {
+    holder = readFile(path);
+  } catch (const Error&) {
+  }
+  while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+  return holder.empty() ? "a process on " + hostName() : holder;
+}
+
 std::string campaignOutputsUser(const std::string& campaign_dir) {
   const std::string path = campaign_dir + "/" + kOutputsLockFile;
   const Fd lock(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -459,10 +485,14 @@ bool SupersededOutputs::moveAggregate() {
 Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) {
   const std::string dir = trimSlashes(dir_in);
   if (pathExists(dir)) {
+    if (pathExists(dir + "/spec.json") || pathExists(dir + "/" + kJournalFile))
+      throw InputError(dir +
+                       ": already exists; choose a new --dir, or continue that campaign "
+                       "with `foldfarm campaign resume " +
+                       dir + "`");
     throw InputError(dir +
-                     ": already exists; choose a new --dir, or continue that campaign "
-                     "with `foldfarm campaign resume " +
-                     dir + "`");
+                     ": already exists and is no campaign (a file, or a directory `campaign "
+                     "init` did not make); choose a new --dir: init makes it");
   }
   // What every input is now: the tasks check their files against it before they run.
   CampaignSpec spec = spec_in;

@@ -92,6 +92,10 @@ Fd readCampaignOutputs(const std::string& campaign_dir, const std::string& doing
 // waits out) or only readCampaignOutputs' readers do.
 std::string campaignOutputsUser(const std::string& campaign_dir);
 inline constexpr const char* kOutputsLockFile = "aggregate.lock";
+// Who orchestrates the campaign now, as a process of this host that holds D/orchestrator.lock
+// wrote it ("node7 pid 4242"); "" when none of this host's processes holds it (none at all, or
+// one on another node: a pilot's rank 0, a Slurm submitter elsewhere).
+std::string campaignOrchestrator(const std::string& campaign_dir);
 
 // The attempt record in each task folder (a task's own outputs, e.g. a chain's
 // result.json, live beside it under their own names).

@@ -147,9 +147,11 @@ void statusCommand(const std::string& dir, bool as_json) {
     std::printf("%s", statusText(s).c_str());
 }
 
-std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool cancelled) {
-  if (!failed && !cancelled)
-    throw InputError("campaign retry " + dir + ": say which tasks: --failed, --cancelled or both");
+std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool cancelled,
+                                   bool tasks) {
+  if (!failed && !cancelled && !tasks)
+    throw InputError("campaign retry " + dir +
+                     ": say which tasks: --failed, --cancelled, --task ID (one or more of them)");
   std::vector<TaskState> states;
   if (failed) states.push_back(TaskState::kFailed);
   if (cancelled) states.push_back(TaskState::kCancelled);
@@ -157,11 +159,24 @@ std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool can
 }
 
 int retryCommand(const std::string& dir, const std::string& executor, const RunOptions& options,
-                 bool failed, bool cancelled) {
+                 bool failed, bool cancelled, const std::vector<std::string>& tasks) {
   // The run moves them once it holds the journal (rank 0 of a pilot), then dispatches.
   RunOptions o = options;
-  o.retry = retryStates(dir, failed, cancelled);
+  o.retry = retryStates(dir, failed, cancelled, !tasks.empty());
+  if (!tasks.empty()) printTaskRerun(dir, rerunNamedTasks(dir, tasks));
   return runCommand(dir, executor, o);
+}
+
+void printTaskRerun(const std::string& dir, const TaskRerunSummary& s) {
+  std::string ids;
+  for (const std::string& id : s.rerun) ids += (ids.empty() ? "" : ", ") + id;
+  if (!s.rerun.empty())
+    std::printf("campaign %s: %zu task(s) run again (%s)%s%s\n", dir.c_str(), s.rerun.size(),
+                ids.c_str(), s.moved_to.empty() ? "" : "; their outputs moved to ",
+                s.moved_to.c_str());
+  if (!s.already_pending.empty())
+    std::printf("campaign %s: %zu named task(s) are pending already (they run now)\n", dir.c_str(),
+                s.already_pending.size());
 }
 
 void cancelCommand(const std::string& dir) {

@@ -7,6 +7,7 @@
 
 #include "jobs/executor.hpp"
 #include "jobs/extend_campaign.hpp"
+#include "jobs/task_rerun.hpp"
 
 namespace foldfarm::jobs {
 
@@ -21,14 +22,19 @@ void initCommand(const std::string& spec_path, const std::string& dir);
 int runCommand(const std::string& dir, const std::string& executor, const RunOptions& options);
 // `campaign status D [--json]`.
 void statusCommand(const std::string& dir, bool json);
-// `campaign retry D [--failed] [--cancelled]`: runs like resume, having moved those tasks
-// back to pending once the run holds the journal (RunOptions::retry; at least one of the two
-// asked for, else InputError).
+// `campaign retry D [--failed] [--cancelled] [--task ID …]`: runs like resume, having moved
+// the failed or cancelled tasks back to pending once the run holds the journal
+// (RunOptions::retry), and the named tasks before the run (rerunNamedTasks,
+// jobs/task_rerun.hpp: a done task's outputs move aside); at least one of the three asked for,
+// else InputError.
 int retryCommand(const std::string& dir, const std::string& executor, const RunOptions& options,
-                 bool failed, bool cancelled);
-// The states `campaign retry D` moves back to pending: failed, cancelled or both; InputError
-// naming D when neither is asked for.
-std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool cancelled);
+                 bool failed, bool cancelled, const std::vector<std::string>& tasks = {});
+// The states `campaign retry D` moves back to pending: failed, cancelled, both or (with
+// `tasks`, named tasks asked for) none; InputError naming D when nothing is asked for.
+std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool cancelled,
+                                   bool tasks = false);
+// What rerunNamedTasks did, in a line or two.
+void printTaskRerun(const std::string& dir, const TaskRerunSummary& s);
 // `campaign cancel D`: every unfinished task -> cancelled (refused while an orchestrator
 // holds the campaign).
 void cancelCommand(const std::string& dir);

@@ -257,7 +257,10 @@ void parseVariations(const json& vs, CampaignSpec& s, const std::string& origin,
     if (!validVariationName(v.source))
       throw InputError(origin + ": '" + where + "source' must be 1-40 letters, digits, '_' or '-'");
     if (v.replicas < 1 || v.members < 1 || v.members > 99999 || v.replicas > 9999999)
-      throw InputError(origin + ": '" + where + "replicas' and 'members' must be >= 1");
+      throw InputError(origin + ": '" + where +
+                       "replicas' and 'members' must be 1 to 9999999 and " +
+                       "1 to 99999 (task ids hold no more; got " + std::to_string(v.replicas) +
+                       " x " + std::to_string(v.members) + ")");
     if (static_cast<int64_t>(next) + static_cast<int64_t>(v.replicas) * v.members > 10000000)
       throw InputError(origin + ": the campaign exceeds 10 million tasks; split it");
     if (o.contains("inputs")) v.inputs = parseInputs(o["inputs"], origin, where, base_dir);

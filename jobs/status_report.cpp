@@ -3,12 +3,34 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "core/base/file_stat.hpp"
+#include "core/base/json_file.hpp"
 #include "core/base/progress.hpp"
 #include "jobs/input_record.hpp"
 
 namespace foldfarm::jobs {
 
 using nlohmann::json;
+
+namespace {
+
+// How many chains the aggregation in D/aggregate read (summary.json "chains", the nominal's and
+// each variation's); null when there is none or it cannot be read.
+json aggregatedChains(const std::string& dir) {
+  const std::string path = dir + "/aggregate/summary.json";
+  if (!statPath(path).exists) return json();
+  try {
+    const json summary = readJsonFile(path, "");
+    int64_t n = summary.at("chains").get<int64_t>();
+    for (const auto& v : summary.value("variations", json::array()))
+      n += v.at("chains").get<int64_t>();
+    return n;
+  } catch (const std::exception&) {
+    return json();
+  }
+}
+
+}  // namespace
 
 json statusJson(Campaign& campaign) {
   json j;
@@ -95,10 +117,13 @@ json statusJson(Campaign& campaign) {
   j["running"] = running;
   j["inputs_changed"] = inputChangeSince(spec.inputs_at_init);
   j["outputs_in_use"] = campaignOutputsUser(campaign.dir());
+  j["aggregated_chains"] = aggregatedChains(campaign.dir());
+  j["orchestrator"] = campaignOrchestrator(campaign.dir());
   return j;
 }
 
 std::string statusText(const json& s) {
+  const std::string dir = s["dir"].get<std::string>();
   std::string out =
       "campaign " + s["name"].get<std::string>() + " (" + s["dir"].get<std::string>() + ")\n";
   out += "  tasks " + std::to_string(s["total"].get<int>()) + ":";
@@ -146,15 +171,32 @@ std::string statusText(const json& s) {
   if (!s.value("inputs_changed", std::string()).empty()) {
     out += "  inputs: " + s["inputs_changed"].get<std::string>() +
            "; no task runs until it is restored as it was, or accepted (`foldfarm campaign "
-           "accept-inputs DIR`: the tasks that read it run again)\n";
+           "accept-inputs " +
+           dir + "`: the tasks that read it run again)\n";
   }
   if (!s.value("outputs_in_use", std::string()).empty()) {
     out += "  outputs: " + s["outputs_in_use"].get<std::string>() +
            " is using them (aggregating, or changing the campaign: `campaign extend`, "
            "`campaign accept-inputs`)\n";
   }
+  // Rows running with no run of this host holding the campaign, and no Slurm job: left by an
+  // orchestrator that ended, unless one runs on another node (an MPI pilot's rank 0).
+  bool unowned = false;
+  for (const auto& r : s["running"])
+    unowned = unowned || r.value("external_id", std::string()).empty();
+  if (unowned && s.value("orchestrator", std::string()).empty())
+    out +=
+        "  running: no process on this host orchestrates the campaign; if its run ended (a "
+        "crash, a lost node), `foldfarm campaign resume " +
+        dir + "` runs the tasks it left running again\n";
+  const json& aggregated = s.value("aggregated_chains", json());
+  const int done = s["counts"].value("done", 0);
+  if (aggregated.is_number() && aggregated.get<int64_t>() != done)
+    out += "  aggregate: of " + std::to_string(aggregated.get<int64_t>()) + " chain(s), " +
+           std::to_string(done) + " done now: run `foldfarm campaign aggregate " + dir +
+           "` again for bands of them all\n";
   if (!s["failures"].empty()) {
-    out += "  failed tasks (rerun with `foldfarm campaign retry DIR --failed`):\n";
+    out += "  failed tasks (rerun with `foldfarm campaign retry " + dir + " --failed`):\n";
     for (const auto& f : s["failures"]) {
       out += "    " + f["task"].get<std::string>() + " after " +
              std::to_string(f["attempts"].get<int>()) + " attempt(s), exit " +

@@ -16,7 +16,10 @@ namespace foldfarm::jobs {
 //  or a variation), "type", "tasks", "counts": {state: n}, "after"}], "held": [{"task",
 //  "needs", "reason"}], "inputs_changed": the first input changed since `campaign init`
 //  (jobs/input_record.hpp; "" when none), "outputs_in_use": what holds the campaign's outputs
-//  lock ("" when nothing does: campaignOutputsUser)}
+//  lock ("" when nothing does: campaignOutputsUser), "aggregated_chains": how many chains the
+//  aggregation in D/aggregate read (null: none), which the text compares with the done tasks,
+//  "orchestrator": the run of this host that holds the campaign ("" when none:
+//  campaignOrchestrator)}
 nlohmann::json statusJson(Campaign& campaign);
 std::string statusText(const nlohmann::json& status);
 

@@ -218,6 +218,10 @@ ReportInputs readReportInputs(const std::string& campaign_dir, const ReportOptio
   if (isFile(in.agg + "/summary.json")) in.summary = readSummary(in.agg + "/summary.json");
   if (!opt.baseline_dir.empty()) {
     std::string b = opt.baseline_dir;
+    if (!fs::is_directory(b, ec))
+      throw InputError(opt.baseline_dir +
+                       ": no such directory; pass the baseline campaign's directory (or its "
+                       "aggregate/)");
     if (!isFile(b + "/summary.json") && isFile(b + "/aggregate/summary.json")) b += "/aggregate";
     if (!isFile(b + "/summary.json"))
       throw InputError(opt.baseline_dir +
@@ -390,7 +394,18 @@ void overviewSection(Page& page, const ReportInputs& in) {
     rows.push_back({"replicas aggregated", summary.value("replicas", json()).dump()});
     if (summary.contains("band_replicas"))
       rows.push_back({"replicas in the statistical band", summary["band_replicas"].dump()});
-    rows.push_back({"chains aggregated", summary.value("chains", json()).dump()});
+    // Bands of fewer chains than are done now (an aggregation run while the campaign ran) say
+    // so, beside the count.
+    int64_t aggregated = summary.value("chains", int64_t{0});
+    for (const auto& v : summary.value("variations", json::array()))
+      aggregated += v.value("chains", int64_t{0});
+    rows.push_back(
+        {"chains aggregated",
+         summary.value("chains", json()).dump() +
+             (aggregated != done ? "; the aggregation read " + std::to_string(aggregated) +
+                                       " chain(s) in all, and " + std::to_string(done) +
+                                       " tasks are done now: aggregate again for bands of them all"
+                                 : std::string())});
     // The files the bands were computed from, with their checksums (summary.json "inputs").
     const auto inputRows = [&](const json& roles, const std::string& prefix) {
       if (!roles.is_object()) return;

@@ -324,24 +324,33 @@ void registerCampaignCommands(CommandGroups& g) {
   // retry
   {
     auto* c = campaign->add_subcommand(
-        "retry", "Rerun only the failed (--failed) or cancelled (--cancelled) tasks");
+        "retry",
+        "Rerun only the failed (--failed) or cancelled (--cancelled) tasks, or the tasks named "
+        "(--task ID, done ones too: an output damaged or lost; their directories and the "
+        "aggregation's move to D/superseded/)");
     auto dir = std::make_shared<std::string>();
     auto failed = std::make_shared<bool>(false);
     auto cancelled = std::make_shared<bool>(false);
+    auto tasks = std::make_shared<std::vector<std::string>>();
     auto executor = std::make_shared<std::string>();
     auto aggregate = std::make_shared<bool>(false);
     c->add_option("dir", *dir, "Campaign directory")->required();
     addAggregateFlag(*c, *aggregate);
-    // At least one of the two (retryStates refuses neither, naming both).
+    // At least one of the three (retryStates refuses none, naming them).
     c->add_flag("--failed", *failed, "Move failed tasks back to pending and run them");
     c->add_flag("--cancelled", *cancelled,
                 "Move cancelled tasks back to pending and run them (undoes `cancel`)");
+    c->add_option("--task", *tasks,
+                  "Run this task again (repeatable), whatever it did: a done task's outputs move "
+                  "to D/superseded/ first");
     c->add_option("--executor", *executor, "local, mpi or slurm (default: the spec's)")
         ->check(CLI::IsMember({"local", "mpi", "slurm"}));
-    c->callback([dir, executor, failed, cancelled, aggregate] {
+    c->callback([dir, executor, failed, cancelled, tasks, aggregate] {
       if (*aggregate) checkAggregatable(*dir);
       jobs::RunOptions o = runOptions(0);
-      o.retry = jobs::retryStates(*dir, *failed, *cancelled);
+      o.retry = jobs::retryStates(*dir, *failed, *cancelled, !tasks->empty());
+      if (!tasks->empty() && dist::detectLaunch().rank == 0)
+        jobs::printTaskRerun(*dir, jobs::rerunNamedTasks(*dir, *tasks));
       runCampaign(*dir, *executor, o, "tasks failed again");
       aggregateAfterRun(*dir, *aggregate);
     });

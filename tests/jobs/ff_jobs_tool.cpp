@@ -19,7 +19,7 @@ const char* kUsage =
     "       ff_jobs_tool init SPEC --dir D\n"
     "       ff_jobs_tool run|resume D [--executor local|mpi] [--slots N] [--lost-after S]\n"
     "                             [--heartbeat S]\n"
-    "       ff_jobs_tool retry D [--failed] [--cancelled]\n"
+    "       ff_jobs_tool retry D [--failed] [--cancelled] [--task ID …]\n"
     "       ff_jobs_tool cancel D | status D [--json]\n"
     "       ff_jobs_tool accept-inputs D [--dry-run] [--json]\n"
     "       ff_jobs_tool extend D [--spec NEW] [--variation V] [--replicas R] [--members M]\n"
@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
     }
     if (cmd == "run" || cmd == "resume") return jobs::runCommand(target, executor, opt);
     if (cmd == "retry") {
-      return jobs::retryCommand(target, executor, opt, failed, cancelled);
+      return jobs::retryCommand(target, executor, opt, failed, cancelled, tasks);
     }
     if (cmd == "cancel") {
       jobs::cancelCommand(target);

@@ -82,7 +82,7 @@ TEST_F(AcceptInputs, RunsAgainOnlyTheTasksThatReadAChangedInputAndKeepsTheirOldO
       << refused.err;
 
   ToolRun status = runTool({"status", dir_}, scratch_, "status-changed");
-  EXPECT_NE(status.out.find("`foldfarm campaign accept-inputs DIR`"), std::string::npos)
+  EXPECT_NE(status.out.find("`foldfarm campaign accept-inputs " + dir_ + "`"), std::string::npos)
       << status.out;
 
   // --dry-run: the plan, nothing changed.
@@ -317,7 +317,9 @@ TEST_F(AcceptInputs, ACrashAfterTheCommitIsFinishedByTheNextCommandThatWrites) {
   for (const auto& [id, t] : tasks()) {
     EXPECT_EQ(t.state, TaskState::kDone) << id;
     EXPECT_EQ(t.attempts, id.rfind("det_up.", 0) == 0 ? 2 : 1) << id;
-    if (id.rfind("det_up.", 0) == 0) EXPECT_EQ(t.result.at("read").at("mc"), "mc_up v2") << id;
+    if (id.rfind("det_up.", 0) == 0) {
+      EXPECT_EQ(t.result.at("read").at("mc"), "mc_up v2") << id;
+    }
   }
   ToolRun again = runTool({"accept-inputs", dir_, "--json"}, scratch_, "again");
   ASSERT_EQ(again.exit_code, 0) << again.err;

@@ -659,6 +659,19 @@ TEST_F(Faults, KillMinus9OfTheOrchestratorFiveTimesThenResumeDoesEveryTaskOnce) 
     waitExit(orch);
   }
   EXPECT_GT(killed, 0);
+  // Rows a killed orchestrator left running: `status` says nothing here holds the campaign and
+  // what brings them back.
+  ToolRun left = runTool({"status", dir_, "--json"}, scratch_, "left");
+  ASSERT_EQ(left.exit_code, 0) << left.err;
+  EXPECT_EQ(json::parse(left.out).at("orchestrator"), "");
+  if (json::parse(left.out).at("counts").value("running", 0) > 0) {
+    ToolRun text = runTool({"status", dir_}, scratch_, "left-text");
+    EXPECT_NE(text.out.find("running: no process on this host orchestrates the campaign; if its "
+                            "run ended (a crash, a lost node), `foldfarm campaign resume " +
+                            dir_ + "`"),
+              std::string::npos)
+        << text.out;
+  }
   ToolRun r = runTool({"resume", dir_}, scratch_, "final");
   ASSERT_EQ(r.exit_code, 0) << r.err;
 

@@ -386,9 +386,11 @@ TEST_F(CampaignDir, OneWriterAtATime) {
     Campaign::open(dir_);
     ADD_FAILURE() << "a second writer opened the campaign";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("another foldfarm process is orchestrating"),
+    EXPECT_NE(std::string(e.what()).find("another foldfarm process is orchestrating this "
+                                         "campaign (" +
+                                         hostName() + " pid " + std::to_string(::getpid()) + "; "),
               std::string::npos)
-        << e.what();
+        << "the holder named: " << e.what();
   }
   EXPECT_EQ(openDescriptors(), fds) << "a refused writer leaves no descriptor open";
   EXPECT_NO_THROW(Campaign::open(dir_, Campaign::Access::kReadOnly));

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -24,6 +25,7 @@ namespace {
 
 using nlohmann::json;
 using namespace foldfarm::jobs::testing;
+namespace fs = std::filesystem;
 
 class LocalExecutor : public ToolCampaignTest {
  protected:
@@ -52,6 +54,22 @@ TEST_F(LocalExecutor, NoopCampaignCompletesWithEveryTransitionJournaled) {
   json s = json::parse(st.out);
   EXPECT_EQ(s["counts"]["done"], 300);
   EXPECT_EQ(s["eta_s"].get<double>(), 0.0);
+  EXPECT_TRUE(s["aggregated_chains"].is_null()) << "no aggregation yet";
+  // An aggregation of fewer chains than are done (run while the campaign ran) is named, with
+  // the way to bands of them all; one of every done chain is not.
+  std::filesystem::create_directories(dir_ + "/aggregate");
+  writeText(dir_ + "/aggregate/summary.json",
+            R"({"chains": 290, "variations": [{"name": "up", "chains": 6}]})");
+  ToolRun stale = runTool({"status", dir_}, scratch_, "stale");
+  EXPECT_NE(stale.out.find("aggregate: of 296 chain(s), 300 done now: run `foldfarm campaign "
+                           "aggregate " +
+                           dir_ + "` again"),
+            std::string::npos)
+      << stale.out;
+  writeText(dir_ + "/aggregate/summary.json",
+            R"({"chains": 294, "variations": [{"name": "up", "chains": 6}]})");
+  ToolRun current = runTool({"status", dir_}, scratch_, "current");
+  EXPECT_EQ(current.out.find("aggregate:"), std::string::npos) << current.out;
   // A run with nothing left to run starts no worker (this one would leave a mark).
   Campaign writer = Campaign::open(dir_);
   RunOptions again;
@@ -65,6 +83,26 @@ TEST_F(LocalExecutor, NoopCampaignCompletesWithEveryTransitionJournaled) {
   EXPECT_FALSE(std::filesystem::exists(mark));
   // runLocal installed its stop handlers in this process: back to the defaults.
   for (int s : {SIGTERM, SIGINT, SIGUSR1}) ::signal(s, SIG_DFL);
+}
+
+// No more workers than tasks to run: 12 slots asked for 3 pending tasks start 3 workers (before:
+// 12, each a process started before the first task; 4096 of them ran a small machine out of
+// memory).
+TEST_F(LocalExecutor, NoMoreWorkersStartThanTasksToRun) {
+  init(json{{"task", "sleep"}, {"replicas", 3}, {"params", {{"seconds", 0.01}}}});
+  const std::string marks = scratch_ + "/workers-started";
+  Campaign c = Campaign::open(dir_);
+  RunOptions o;
+  o.slots = 12;
+  o.show_progress = false;
+  o.worker_argv = {
+      "/bin/sh", "-c",
+      "echo started >> '" + marks + "'; exec '" + std::string(FF_JOBS_TOOL) + "' worker"};
+  const RunSummary s = runLocal(c, o);
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1}) ::signal(sig, SIG_DFL);
+  EXPECT_EQ(s.counts.at(TaskState::kDone), 3);
+  EXPECT_EQ(s.slots, 3);
+  EXPECT_EQ(readText(marks), "started\nstarted\nstarted\n");
 }
 
 // More slots than a node can have are refused before a worker starts (before: --slots
@@ -131,6 +169,61 @@ TEST_F(LocalExecutor, FailingTaskEndsFailedAndRetryRerunsOnlyIt) {
   }
 }
 
+// A done task whose outputs were damaged or lost runs again with `retry --task ID`: its
+// directory and the aggregation's outputs move to D/superseded/ (kept), the task runs as its
+// next attempt, nothing else runs. An id the campaign lacks is refused and changes nothing.
+// (Before, no command ran a done task again: resume and retry --failed ran nothing, and the
+// aggregation kept failing on the damaged file.)
+TEST_F(LocalExecutor, RetryTaskRunsADoneTaskAgainAndKeepsItsOldOutputs) {
+  init(json{{"task", "command"},
+            {"replicas", 4},
+            {"params", {{"argv", {"/bin/sh", "-c", "echo made the outputs"}}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
+  writeText(dir_ + "/tasks/r0001m0/weights.h5", "damaged");
+  fs::create_directories(dir_ + "/aggregate");
+  writeText(dir_ + "/aggregate/summary.json", "{}");
+  std::map<std::string, int> events_before;
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+    for (const auto& t : c.tasks()) events_before[t.id] = c.journal().eventCount(t.index);
+  }
+  ToolRun bad = runTool({"retry", dir_, "--task", "r0001m0", "--task", "r0099m0"}, scratch_, "bad");
+  EXPECT_EQ(bad.exit_code, kExitBadInput) << bad.err;
+  EXPECT_NE(bad.err.find(dir_ + ": has no task 'r0099m0'"), std::string::npos) << bad.err;
+  EXPECT_TRUE(fs::exists(dir_ + "/tasks/r0001m0/weights.h5")) << "nothing moved";
+  EXPECT_TRUE(fs::exists(dir_ + "/aggregate/summary.json"));
+
+  ToolRun again = runTool({"retry", dir_, "--task", "r0001m0"}, scratch_, "again");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("1 task(s) run again (r0001m0); their outputs moved to " + dir_ +
+                           "/superseded/"),
+            std::string::npos)
+      << again.out;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.state, TaskState::kDone) << t.id;
+    if (t.id == "r0001m0") {
+      EXPECT_EQ(t.attempts, 2);
+      EXPECT_EQ(t.failures, 0);
+    } else {
+      EXPECT_EQ(t.attempts, 1) << t.id << " must not rerun";
+      EXPECT_EQ(c.journal().eventCount(t.index), events_before[t.id]) << t.id;
+    }
+  }
+  EXPECT_FALSE(fs::exists(dir_ + "/tasks/r0001m0/weights.h5"));
+  EXPECT_NE(readText(dir_ + "/tasks/r0001m0/task.log").find("made the outputs"), std::string::npos)
+      << "the task ran again in a directory made anew";
+  EXPECT_FALSE(fs::exists(dir_ + "/aggregate/summary.json")) << "stale: moved aside";
+  int kept = 0;
+  for (const auto& e : fs::directory_iterator(dir_ + "/superseded"))
+    kept += fs::exists(e.path() / "tasks/r0001m0/weights.h5") &&
+                    fs::exists(e.path() / "aggregate/summary.json")
+                ? 1
+                : 0;
+  EXPECT_EQ(kept, 1);
+}
+
 // `cancel` is undone by `retry --cancelled`: a run leaves cancelled tasks alone and says so;
 // the retry moves them back as a fresh start and runs them; once done, a retry moves and
 // runs nothing. `retry` without saying which tasks is refused and changes nothing.
@@ -145,7 +238,7 @@ TEST_F(LocalExecutor, RetryCancelledRunsWhatCancelStoppedAndNothingElse) {
       << run.out;
   ToolRun neither = runTool({"retry", dir_}, scratch_, "retry-neither");
   EXPECT_EQ(neither.exit_code, 2) << neither.err;
-  EXPECT_NE(neither.err.find("--failed, --cancelled or both"), std::string::npos) << neither.err;
+  EXPECT_NE(neither.err.find("--failed, --cancelled, --task ID"), std::string::npos) << neither.err;
   {
     Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
     EXPECT_EQ(c.counts()[TaskState::kCancelled], 3);
@@ -177,6 +270,10 @@ TEST_F(LocalExecutor, SigtermStopsCleanlyAndResumeFinishes) {
   int mismatched = 0;
   for (int i = 0; i < 600 && countResultFiles(dir_ + "/tasks", mismatched) < 2; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // While it runs, `status` names it (and takes no lock a starting run would find held).
+  ToolRun during = runTool({"status", dir_, "--json"}, scratch_, "during");
+  ASSERT_EQ(during.exit_code, 0) << during.err;
+  EXPECT_EQ(json::parse(during.out).at("orchestrator"), hostName() + " pid " + std::to_string(pid));
   ::kill(pid, SIGTERM);
   EXPECT_EQ(waitExit(pid), 75) << readText(scratch_ + "/run.err");
   int done_at_stop = 0;

@@ -370,8 +370,21 @@ TEST_F(SpecValidation, ExistingDirectoryIsNeverOverwritten) {
   std::string frozen = readText(target + "/spec.json");
   ToolRun again = runTool({"init", p, "--dir", target}, dir_);
   EXPECT_EQ(again.exit_code, 2);
-  EXPECT_NE(again.err.find("already exists"), std::string::npos) << again.err;
+  EXPECT_NE(again.err.find(target +
+                           ": already exists; choose a new --dir, or continue that "
+                           "campaign with `foldfarm campaign resume " +
+                           target + "`"),
+            std::string::npos)
+      << again.err;
   EXPECT_EQ(readText(target + "/spec.json"), frozen);
+  // A directory that is no campaign (or a file) is not offered to `resume`.
+  const std::string plain = dir_ + "/plain";
+  std::filesystem::create_directories(plain);
+  ToolRun into_plain = runTool({"init", p, "--dir", plain}, dir_);
+  EXPECT_EQ(into_plain.exit_code, 2);
+  EXPECT_NE(into_plain.err.find(plain + ": already exists and is no campaign"), std::string::npos)
+      << into_plain.err;
+  EXPECT_EQ(into_plain.err.find("resume"), std::string::npos) << into_plain.err;
 }
 
 TEST_F(SpecValidation, TaskDefsCarrySeedsInputsAndOverrides) {
@@ -482,6 +495,9 @@ TEST_F(SpecValidation, BadVariationsAreRefusedNamingTheKey) {
                          {"b", {{"source", "s"}, {"direction", "down"}, {"symmetrise", "max"}}}})),
       {"disagree on 'symmetrise'"});
   expectRefused(initRejected(with({{"x", {{"replicas", 0}}}})), {"'variations.x.replicas'"});
+  // Too many for task ids: the limits said (before: "must be >= 1" for 20000000).
+  expectRefused(initRejected(with({{"x", {{"replicas", 20000000}}}})),
+                {"'variations.x.replicas'", "1 to 9999999", "got 20000000 x "});
 }
 
 TEST_F(SpecValidation, ChainVariationsNeedATypeAndTheInputsItReplaces) {
