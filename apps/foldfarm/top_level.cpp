@@ -1,6 +1,8 @@
 #include "apps/foldfarm/top_level.hpp"
 
+#include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include "core/base/cli_checks.hpp"
 #include "core/base/error.hpp"
@@ -53,7 +55,10 @@ int TopLevel::run(int argc, char** argv, const ErrorText& text) {
     if (launchRank() == 0) std::fprintf(stderr, "foldfarm: error: %s (see --help)\n", e.what());
     return kExitBadInput;
   } catch (const ReportedByAnotherRank& e) {
-    return e.exitCode();  // another rank printed it
+    // Rank 0 prints it. mpirun ends the whole job as soon as one rank exits with an error:
+    // a second here lets rank 0, which found the same at the same moment, say why first.
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    return e.exitCode();
   } catch (const Error& e) {
     std::fprintf(stderr, "foldfarm: error: %s\n", e.what());
     return e.exitCode();

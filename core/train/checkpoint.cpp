@@ -109,8 +109,8 @@ std::string resolveCheckpointDir(const std::string& dir) {
     return (fs::path(dir) / "model").string();
   if (!fs::exists(dir, ec))
     throw InputError(dir +
-                     ": no such directory; pass the output of `foldfarm pretrain` (or "
-                     "`finetune`)");
+                     ": no such directory; pass the output of `foldfarm pretrain` or `finetune` "
+                     "(holding model/meta.json), or a checkpoint directory (holding meta.json)");
   throw InputError(dir +
                    ": not a checkpoint directory (no meta.json, nor model/meta.json); pass "
                    "the output of `foldfarm pretrain`, or --init none to train from scratch");

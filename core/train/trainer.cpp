@@ -254,8 +254,7 @@ void refuseOtherOptions(const nlohmann::json& kept, const nlohmann::json& now,
 }  // namespace
 
 nlohmann::json Trainer::scheduleOptions() const {
-  return {{"--epochs", opts_.max_epochs},
-          {"--lr", opts_.optimizer.lr},
+  return {{"--lr", opts_.optimizer.lr},
           {"--lr-factor", opts_.optimizer.lr_factor},
           {"--warmup-epochs", opts_.warmup_epochs},
           {"--optimizer", opts_.optimizer.kind},
@@ -274,10 +273,18 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
   training = ck.meta.training;
   refuseOtherOptions(training.value("resume_options", nlohmann::json::object()),
                      opts_.resume_options, opts_.state_dir);
-  // The schedule and the optimiser: another value would continue a training no single run
-  // gives (before: --epochs 12 over a 4-epoch state stretched its schedule without a word).
+  // The learning rates and the optimiser: another value would continue a training no single
+  // run gives. More (or fewer) epochs are a way to train on, said in a line: from here the
+  // schedule is that of the new length (before: without a word).
   refuseOtherOptions(training.value("schedule_options", nlohmann::json::object()),
                      scheduleOptions(), opts_.state_dir);
+  const int64_t epochs_then = training.value("max_epochs", opts_.max_epochs);
+  if (epochs_then != opts_.max_epochs && ctx_.isRoot())
+    logWarn(
+        "{}: the state was written by a run of {} epochs, resumed for {}: the learning-rate "
+        "schedule from here is that of a {}-epoch run, so the result is that of no single "
+        "uninterrupted run",
+        opts_.label, epochs_then, opts_.max_epochs, opts_.max_epochs);
   // Sharded and whole-set states do not mix (their data fingerprints differ by design);
   // a sharded state resumes on any number of ranks, its rows dealt anew.
   const int64_t was = training.value("sharded_ranks", int64_t{0});

@@ -190,7 +190,8 @@ class Trainer {
   void makeOptimizer(std::shared_ptr<FlatParameters> flat);
   void saveState(const nlohmann::json& training);
   bool loadState(nlohmann::json& training, const std::string& fingerprint);
-  // The options a resumed training must keep ("--epochs": 12, …): its schedule and optimiser.
+  // The options a resumed training must keep ("--lr": 3e-5, …): its learning rates and
+  // optimiser (--epochs may change, with a warning).
   nlohmann::json scheduleOptions() const;
 
   Pet model_;

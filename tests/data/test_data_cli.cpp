@@ -146,8 +146,8 @@ TEST_F(DataCli, WrongKindsOfPathAndNegativeThreadsSayWhatIsWrong) {
   EXPECT_NE(under_file.err.find("output directory " + pre + " is not a directory"),
             std::string::npos)
       << under_file.err;
-  const Result threads =
-      run({"data", "synth", "--kind", "pretrain", "--jets", "8", "--threads", "-1", "--out", pre});
+  const Result threads = run({"data", "synth", "--kind", "pretrain", "--jets", "8", "--threads",
+                              "-1", "--out", pre, "--overwrite"});
   EXPECT_EQ(threads.code, 2) << threads.err;
   EXPECT_NE(threads.err.find("--threads -1 is negative"), std::string::npos) << threads.err;
   const Result conv = run({"data", "convert", "--in", dir_.string(), "--out", file("c.h5")});
