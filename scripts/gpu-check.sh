@@ -482,7 +482,7 @@ do_bench() {
   local f=$data/pretrain.h5 b rc=0 part r
   if [ ! -s "$f" ]; then
     t "$ff" --log-level warn data synth --kind pretrain --jets "$bench_jets" \
-      --particles "$bench_particles" --seed 1 --threads "$jobs" --out "$f.tmp" &&
+      --particles "$bench_particles" --seed 1 --threads "$jobs" --out "$f.tmp" --overwrite &&
       mv "$f.tmp" "$f" || { r=$?; say "bench: data synth failed (rc $r)"; return $r; }
   fi
   say "bench: $(du -h "$f" | cut -f1) of pretraining jets"

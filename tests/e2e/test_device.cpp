@@ -48,10 +48,10 @@ class Device : public ::testing::Test {
   // Synthetic pretraining jets (32 particles) in <dir>/jets.h5.
   std::string synthJets(int jets, int seed) {
     const std::string path = (dir_ / "jets.h5").string();
-    const foldfarm::ProcessResult r =
-        runFoldfarm({"data", "synth", "--kind", "pretrain", "--jets", std::to_string(jets),
-                     "--particles", "32", "--seed", std::to_string(seed), "--out", path},
-                    dir_);
+    const foldfarm::ProcessResult r = runFoldfarm(
+        {"data", "synth", "--kind", "pretrain", "--jets", std::to_string(jets), "--particles", "32",
+         "--seed", std::to_string(seed), "--out", path, "--overwrite"},
+        dir_);
     EXPECT_EQ(r.exitCode, 0) << r.err;
     return path;
   }
