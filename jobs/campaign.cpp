@@ -53,6 +53,18 @@ std::string trimSlashes(std::string dir) {
   return dir;
 }
 
+// The line a lock's holder wrote into the lock file `path`, without its newline; "" when it
+// cannot be read.
+std::string holderLine(const std::string& path) {
+  std::string holder;
+  try {
+    holder = readFile(path);
+  } catch (const Error&) {
+  }
+  while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+  return holder;
+}
+
 // `path` (made when missing) flocked exclusively, with `holder` written into it for whoever is
 // refused; `tries` tries 50 ms apart. nullopt with the lock still open in `refused` when
 // another open file holds it; Error when it cannot be opened or locked.
@@ -85,12 +97,7 @@ Fd lockOrchestrator(const std::string& dir) {
       lock_path, hostName() + " pid " + std::to_string(::getpid()) + "\n", 1, refused);
   if (!lock) {
     // Named by the line it wrote ("node7 pid 4242"), which says where to stop it.
-    std::string holder;
-    try {
-      holder = readFile(lock_path);
-    } catch (const Error&) {
-    }
-    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    const std::string holder = holderLine(lock_path);
     throw Error(dir + ": another foldfarm process is orchestrating this campaign (" +
                 (holder.empty() ? std::string() : holder + "; ") + lock_path +
                 " is locked); wait for it, or stop it first (SIGTERM or Ctrl-C: its tasks "
@@ -395,12 +402,7 @@ std::string outputsLockHolder(const std::string& path, int lock) {
       pid > 0 ? "pid " + std::to_string(pid) + " on " + hostName() : std::string();
   // readCampaignOutputs' one caller.
   if (shared) return "`foldfarm report` (" + (pid > 0 ? pid_host + ", " : "") + "reading them)";
-  std::string holder;
-  try {
-    holder = readFile(path);
-  } catch (const Error&) {
-  }
-  while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+  const std::string holder = holderLine(path);
   if (!holder.empty()) return holder;
   return "another foldfarm process" + (pid > 0 ? " (" + pid_host + ")" : std::string());
 }
@@ -456,12 +458,7 @@ std::string campaignOrchestrator(const std::string& campaign_dir) {
   // Read from this host's /proc/locks, not by taking the lock: a look that held it for an
   // instant would refuse a run starting then (it tries once).
   if (!lock.valid() || flockHolder(lock.get()) <= 0) return "";
-  std::string holder;
-  try {
-    holder = readFile(path);
-  } catch (const Error&) {
-  }
-  while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+  const std::string holder = holderLine(path);
   return holder.empty() ? "a process on " + hostName() : holder;
 }
 
