@@ -16,6 +16,7 @@
 #include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
 #include "core/base/output_lock.hpp"
+#include "jobs/cancel_request.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/task_execution.hpp"
 #include "jobs/task_kind.hpp"
@@ -88,21 +89,27 @@ std::optional<Fd> lockFileNamingHolder(const std::string& path, const std::strin
   return lock;
 }
 
-// D/orchestrator.lock, flocked: one process writes the journal. Error naming D when another
-// holds it.
+// D/orchestrator.lock, flocked: one process writes the journal. CampaignBusy naming D and
+// the holder when another holds it.
 Fd lockOrchestrator(const std::string& dir) {
   const std::string lock_path = dir + "/orchestrator.lock";
   Fd refused;
-  std::optional<Fd> lock = lockFileNamingHolder(
-      lock_path, hostName() + " pid " + std::to_string(::getpid()) + "\n", 1, refused);
+  std::optional<Fd> lock =
+      lockFileNamingHolder(lock_path, orchestratorIdentity() + "\n", 1, refused);
   if (!lock) {
-    // Named by the line it wrote ("node7 pid 4242"), which says where to stop it.
-    const std::string holder = holderLine(lock_path);
-    throw Error(dir + ": another foldfarm process is orchestrating this campaign (" +
-                (holder.empty() ? std::string() : holder + "; ") + lock_path +
-                " is locked); wait for it, or stop it first (SIGTERM or Ctrl-C: its tasks "
-                "stop and keep their state; `foldfarm campaign resume " +
-                dir + "` continues them)");
+    // Named by the line it wrote ("node7 pid 4242"), which says where to stop it; read again
+    // once in the instant between its flock and its write.
+    std::string holder = holderLine(lock_path);
+    if (holder.empty()) {
+      ::usleep(50000);
+      holder = holderLine(lock_path);
+    }
+    throw CampaignBusy(dir + ": another foldfarm process is orchestrating this campaign (" +
+                           (holder.empty() ? std::string() : holder + "; ") + lock_path +
+                           " is locked); wait for it, or stop it first (SIGTERM or Ctrl-C: its "
+                           "tasks stop and keep their state; `foldfarm campaign resume " +
+                           dir + "` continues them)",
+                       holder);
   }
   return std::move(*lock);
 }

@@ -138,10 +138,22 @@ struct RepairSummary {
   nlohmann::json toJson() const;
 };
 
+// Campaign::open(kWriter) refused: another process holds D/orchestrator.lock. `holder` is the
+// line it wrote there ("node7 pid 4242"; "" when it could not be read).
+class CampaignBusy : public Error {
+ public:
+  CampaignBusy(const std::string& what, std::string holder)
+      : Error(what), holder_(std::move(holder)) {}
+  const std::string& holder() const { return holder_; }
+
+ private:
+  std::string holder_;
+};
+
 class Campaign {
  public:
   enum class Access {
-    kWriter,   // takes D/orchestrator.lock (fails with Error if another process holds it)
+    kWriter,   // takes D/orchestrator.lock (CampaignBusy when another process holds it)
     kReadOnly  // status, listing: never writes
   };
 

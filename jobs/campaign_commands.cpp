@@ -18,6 +18,7 @@
 #include "core/mpi/check.hpp"
 #include "core/mpi/mpi_runtime.hpp"
 #include "jobs/accept_inputs.hpp"
+#include "jobs/cancel_request.hpp"
 #include "jobs/extend_campaign.hpp"
 #include "jobs/status_report.hpp"
 #include "jobs/task_lease.hpp"
@@ -66,6 +67,7 @@ namespace {
 
 int exitCodeFor(const RunSummary& s) {
   if (s.interrupted) return kExitInterrupted;
+  if (s.cancelled) return kExitFailure;  // not every task done, and no resume finishes them
   auto get = [&](TaskState st) {
     auto it = s.counts.find(st);
     return it == s.counts.end() ? 0 : it->second;
@@ -82,7 +84,10 @@ void printSummary(const std::string& dir, const RunSummary& s) {
   if (s.retried > 0) counts += "; " + std::to_string(s.retried) + " retried";
   std::printf("campaign %s:%s; %lld task(s) done in this run in %.2f s on %d slot(s)%s\n",
               dir.c_str(), counts.c_str(), static_cast<long long>(s.tasks_done), s.elapsed_s,
-              s.slots, s.interrupted ? " (stopped: resume with `foldfarm campaign resume`)" : "");
+              s.slots,
+              s.interrupted ? " (stopped: resume with `foldfarm campaign resume`)"
+              : s.cancelled ? " (cancelled by `foldfarm campaign cancel`)"
+                            : "");
   // A run leaves cancelled tasks alone: say how to run them again.
   const auto cancelled = s.counts.find(TaskState::kCancelled);
   if (!s.interrupted && cancelled != s.counts.end() && cancelled->second > 0)
@@ -179,10 +184,49 @@ void printTaskRerun(const std::string& dir, const TaskRerunSummary& s) {
                 s.already_pending.size());
 }
 
-void cancelCommand(const std::string& dir) {
-  Campaign c = Campaign::open(dir, Campaign::Access::kWriter);
-  int n = c.cancel("cancelled by the user");
-  std::printf("campaign %s: %d unfinished task(s) cancelled\n", dir.c_str(), n);
+int cancelCommand(const std::string& dir, double wait_s,
+                  const std::function<int(Campaign&)>& cancel_here) {
+  const CancelOutcome o = cancelCampaign(
+      dir, wait_s,
+      cancel_here ? cancel_here : [](Campaign& c) { return c.cancel("cancelled by the user"); });
+  const auto count = [&](TaskState st) {
+    auto it = o.counts.find(st);
+    return it == o.counts.end() ? 0 : it->second;
+  };
+  const std::string retry =
+      "`foldfarm campaign retry " + dir + " --cancelled` runs the cancelled tasks again";
+  if (o.run.empty() || (o.cancelled_here > 0 && !o.asked_only)) {
+    std::printf("campaign %s: %d unfinished task(s) cancelled; %s\n", dir.c_str(), o.cancelled_here,
+                retry.c_str());
+    return 0;
+  }
+  const std::string run = "the run that orchestrates it (" + o.run + ")";
+  if (!o.asked_only && !o.timed_out && count(TaskState::kCancelled) == 0) {
+    std::printf(
+        "campaign %s: nothing was left to cancel: %s ended with %d task(s) done, %d failed\n",
+        dir.c_str(), run.c_str(), count(TaskState::kDone), count(TaskState::kFailed));
+    return 0;
+  }
+  if (o.asked_only) {
+    std::printf(
+        "campaign %s: asked %s to cancel (%s/%s): it stops its running tasks (they keep their "
+        "state) and cancels every unfinished task when it reads the request; `foldfarm campaign "
+        "status %s` shows the request until then\n",
+        dir.c_str(), run.c_str(), dir.c_str(), kCancelRequestFile, dir.c_str());
+    return 0;
+  }
+  if (o.timed_out)
+    throw Error(dir + ": " + run + " did not act on the cancel request within " +
+                fmt::format("{:g}", wait_s) + " s; the request stands (" + dir + "/" +
+                kCancelRequestFile +
+                "): the run cancels when it reads it; or stop that run (SIGTERM or Ctrl-C) and "
+                "cancel again");
+  std::printf(
+      "campaign %s: %s stopped its tasks and cancelled the unfinished ones: %d cancelled, %d "
+      "done, %d failed; %s\n",
+      dir.c_str(), run.c_str(), count(TaskState::kCancelled), count(TaskState::kDone),
+      count(TaskState::kFailed), retry.c_str());
+  return 0;
 }
 
 void repairCommand(const std::string& dir, bool force, bool json) {

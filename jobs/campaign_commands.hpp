@@ -2,6 +2,7 @@
 // The `campaign …` commands as library calls, so that the `foldfarm` app (which parses
 // options with CLI11) and torch-free tools share one implementation. Results go to
 // stdout, logs to stderr; errors are thrown (InputError -> exit 2).
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -35,9 +36,13 @@ std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool can
                                    bool tasks = false);
 // What rerunNamedTasks did, in a line or two.
 void printTaskRerun(const std::string& dir, const TaskRerunSummary& s);
-// `campaign cancel D`: every unfinished task -> cancelled (refused while an orchestrator
-// holds the campaign).
-void cancelCommand(const std::string& dir);
+// `campaign cancel D [--wait S]`: every unfinished task -> cancelled, by this process when it
+// can open the journal, else by the run that orchestrates D, asked through D/cancel.request
+// and waited for up to wait_s (0: asked only); jobs/cancel_request.hpp. `cancel_here` cancels
+// in an open campaign (default: the journal's cancel; with Slurm jobs, scancel too). Prints a
+// line; returns 0, or throws Error when the run did not act within wait_s.
+int cancelCommand(const std::string& dir, double wait_s = 600,
+                  const std::function<int(Campaign&)>& cancel_here = {});
 // `campaign repair D [--force] [--json]`: Campaign::repair, then one line (or JSON) saying
 // what was wrong and what the new journal holds.
 void repairCommand(const std::string& dir, bool force, bool json);

@@ -10,6 +10,7 @@
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
 #include "core/base/stop_signal.hpp"
+#include "jobs/cancel_request.hpp"
 
 namespace foldfarm::jobs {
 namespace {
@@ -32,7 +33,9 @@ double secondsSince(Clock::time_point t0) {
 //  5. records the completions in the journal, and queues what they made ready (a retry, the
 //     dependents of a task done).
 // A stop (signal) sends no new task, asks the workers to stop, ends them after 60 s, and puts
-// what is still marked running back to pending.
+// what is still marked running back to pending. A cancel request addressed to this run
+// (`campaign cancel`, jobs/cancel_request.hpp) stops the same way, then cancels every
+// unfinished task, and only then removes the request.
 class Dispatcher {
  public:
   Dispatcher(Campaign& campaign, Transport& transport, const RunOptions& options)
@@ -50,6 +53,7 @@ class Dispatcher {
         // The tasks this run can still end with: all but the cancelled ones.
         progress_("campaign " + spec_.name,
                   journal_.numTasks() - start_counts_[TaskState::kCancelled], "tasks"),
+        cancel_watch_(campaign.dir()),
         inflight_(transport.slots()),
         started_(transport.slots(), -1),
         exiting_(transport.slots(), 0),
@@ -103,8 +107,8 @@ class Dispatcher {
       ready_.push_back(index);
   }
 
-  // A stop signal: no new tasks, the workers asked to stop their tasks; those that do not
-  // within 60 s are ended.
+  // A stop signal or a cancel request: no new tasks, the workers asked to stop their tasks;
+  // those that do not within 60 s are ended.
   void checkStop() {
     if (!stopping_ && stopRequested()) {
       stopping_ = true;
@@ -113,6 +117,18 @@ class Dispatcher {
       logWarn("stop requested (signal {}): no new tasks; stopping {} running", stopSignal(),
               inflight_total_);
       transport_.requestStop();
+    } else if (!stopping_) {
+      if (std::optional<CancelRequest> r = cancel_watch_.poll()) {
+        stopping_ = true;
+        stop_at_ = Clock::now();
+        summary_.cancelled = true;
+        cancelled_by_ = r->by.empty() ? "`foldfarm campaign cancel`" : r->by;
+        logWarn(
+            "cancel requested by {}: no new tasks; stopping {} running (they keep their state), "
+            "then every unfinished task is cancelled",
+            cancelled_by_, inflight_total_);
+        transport_.requestStop();
+      }
     }
     if (stopping_ && !forced_ && inflight_total_ > 0 && secondsSince(stop_at_) > 60.0) {
       logWarn("workers did not stop within 60 s: ending them");
@@ -227,6 +243,9 @@ class Dispatcher {
     auto& q = inflight_[ev.slot];
     if (stopping_ && q.empty())  // a worker that ended as the stop asked
       logDebug("slot {} on {}: {}", ev.slot, transport_.host(ev.slot), ev.reason);
+    else if (stopping_)
+      logInfo("slot {} on {}: {} (stopping); its {} task(s) are not run by this run", ev.slot,
+              transport_.host(ev.slot), ev.reason, q.size());
     else
       logWarn("slot {} on {}: {}; {} task(s) in flight there", ev.slot, transport_.host(ev.slot),
               ev.reason, q.size());
@@ -313,7 +332,16 @@ class Dispatcher {
   // back to pending; a normal end shuts the workers down and names the tasks held by failed
   // dependencies.
   void finish() {
-    if (stopping_) {
+    if (summary_.cancelled) {
+      // What the stop left running (a worker that never answered) too; then the request is
+      // answered (removed) once the journal says so.
+      summary_.tasks_cancelled = journal_.cancelUnfinished("cancelled by " + cancelled_by_);
+      cancel_watch_.done();
+      logWarn(
+          "campaign {}: {} unfinished task(s) cancelled (`foldfarm campaign retry {} "
+          "--cancelled` runs them again)",
+          spec_.name, summary_.tasks_cancelled, campaign_.dir());
+    } else if (stopping_) {
       std::vector<int> left;
       for (const auto& t : journal_.tasks(TaskState::kRunning)) left.push_back(t.index);
       journal_.requeue(left, "orchestrator stopped (signal " + std::to_string(stopSignal()) + ")");
@@ -338,7 +366,7 @@ class Dispatcher {
             "retry --failed {}`",
             summary_.held, campaign_.dir());
     }
-    progress_.finish(summary_.interrupted ? "interrupted" : "");
+    progress_.finish(summary_.interrupted ? "interrupted" : summary_.cancelled ? "cancelled" : "");
   }
 
   const Clock::time_point t_start_;
@@ -358,6 +386,7 @@ class Dispatcher {
   StateCounts start_counts_;
   int64_t done_ = 0, failed_ = 0;
   Progress progress_;
+  CancelWatch cancel_watch_;
   std::vector<std::deque<int>> inflight_;    // per slot, the tasks sent there, in order
   std::vector<int> started_;                 // per slot, the task it announced as running
   std::vector<char> exiting_;                // per slot, whether its worker said it ends
@@ -365,7 +394,8 @@ class Dispatcher {
   int64_t inflight_total_ = 0;
   double mean_task_s_ = -1;  // moving mean of the tasks' run time
   bool stopping_ = false;
-  bool forced_ = false;  // the workers that did not stop were ended (once)
+  bool forced_ = false;       // the workers that did not stop were ended (once)
+  std::string cancelled_by_;  // who asked, once a cancel request stopped the run
   Clock::time_point stop_at_;
   // Reused from round to round.
   std::vector<SlotEvent> events_;

@@ -52,6 +52,8 @@ struct RunSummary {
   double busy_s = 0;  // sum of task run times reported by workers
   int slots = 0;
   bool interrupted = false;  // stopped by a signal
+  bool cancelled = false;    // stopped by a cancel request (jobs/cancel_request.hpp)
+  int tasks_cancelled = 0;   // unfinished tasks that request cancelled
   int held = 0;              // pending tasks left because a task they need failed (task_graph.hpp)
   int retried = 0;           // tasks RunOptions::retry moved back to pending
 };

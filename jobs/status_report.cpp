@@ -6,6 +6,7 @@
 #include "core/base/file_stat.hpp"
 #include "core/base/json_file.hpp"
 #include "core/base/progress.hpp"
+#include "jobs/cancel_request.hpp"
 #include "jobs/input_record.hpp"
 
 namespace foldfarm::jobs {
@@ -119,6 +120,15 @@ json statusJson(Campaign& campaign) {
   j["outputs_in_use"] = campaignOutputsUser(campaign.dir());
   j["aggregated_chains"] = aggregatedChains(campaign.dir());
   j["orchestrator"] = campaignOrchestrator(campaign.dir());
+  // A `campaign cancel` the run that orchestrates D has not acted on yet.
+  json cancel = nullptr;
+  try {
+    if (std::optional<CancelRequest> r = readCancelRequest(campaign.dir()))
+      cancel = {{"run", r->run}, {"by", r->by}, {"at", r->at}};
+  } catch (const Error&) {
+    // Unreadable for now (a status says what it can).
+  }
+  j["cancel_requested"] = cancel;
   return j;
 }
 
@@ -189,6 +199,16 @@ std::string statusText(const json& s) {
         "  running: no process on this host orchestrates the campaign; if its run ended (a "
         "crash, a lost node), `foldfarm campaign resume " +
         dir + "` runs the tasks it left running again\n";
+  const json& cancel = s.value("cancel_requested", json());
+  if (cancel.is_object())
+    out +=
+        "  cancel: requested" +
+        (cancel["by"].get<std::string>().empty() ? "" : " by " + cancel["by"].get<std::string>()) +
+        (cancel["at"].get<double>() > 0 ? " at " + formatUtcTime(cancel["at"].get<double>()) : "") +
+        " of the run " + cancel["run"].get<std::string>() +
+        ", which stops its tasks and cancels the unfinished ones once it reads it (if that run "
+        "ended, `foldfarm campaign cancel " +
+        dir + "` cancels them)\n";
   const json& aggregated = s.value("aggregated_chains", json());
   const int done = s["counts"].value("done", 0);
   if (aggregated.is_number() && aggregated.get<int64_t>() != done)

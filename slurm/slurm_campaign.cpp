@@ -17,6 +17,7 @@
 #include "core/base/log.hpp"
 #include "core/base/stop_signal.hpp"
 #include "jobs/campaign_commands.hpp"
+#include "jobs/cancel_request.hpp"
 #include "jobs/executor.hpp"
 #include "jobs/file_locks.hpp"
 #include "jobs/task_lease.hpp"
@@ -496,7 +497,8 @@ nlohmann::json SlurmCampaignSummary::toJson() const {
           {"tasks_submitted", tasksSubmitted},   {"tasks_requeued", tasksRequeued},
           {"results_ingested", resultsIngested}, {"job_ids", jobIds},
           {"interrupted", interrupted},          {"orphans_cancelled", orphansCancelled},
-          {"held_released", heldReleased}};
+          {"held_released", heldReleased},       {"cancelled", cancelled},
+          {"tasks_cancelled", tasksCancelled},   {"jobs_cancelled", jobsCancelled}};
 }
 
 SbatchResources arrayElementResources(const jobs::CampaignSpec& spec, SbatchResources r) {
@@ -562,6 +564,23 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
   sum.tasksRetried = c.retry(o.retry);
   if (!o.retry.empty()) logInfo("{} task(s) back to pending for the retry", sum.tasksRetried);
   installStopHandlers();
+  // `campaign cancel D` while this watch holds D asks it (jobs/cancel_request.hpp): it cancels
+  // the tasks and scancels their jobs, then answers.
+  jobs::CancelWatch cancelWatch(c.dir());
+  const auto cancelled = [&](const jobs::CancelRequest& request) {
+    SlurmCancelSummary cs = cancelOnSlurm(c, o.programs);
+    cancelWatch.done();
+    logWarn(
+        "campaign {}: cancelled by {}: {} unfinished task(s) cancelled, {} Slurm job(s) "
+        "scancelled (`foldfarm campaign retry {} --cancelled` submits them again)",
+        c.spec().name, request.by.empty() ? "`foldfarm campaign cancel`" : request.by,
+        cs.tasksCancelled, cs.jobsCancelled.size(), dir);
+    sum.cancelled = true;
+    sum.tasksCancelled = cs.tasksCancelled;
+    sum.jobsCancelled = cs.jobsCancelled;
+    sum.counts = c.counts();
+    return sum;
+  };
   double interval = o.pollInitialS;
   auto lastReport = std::chrono::steady_clock::now();
   int queryFailures = 0;
@@ -628,9 +647,11 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
       lastReport = nowTp;
     }
     interval = r.changed() ? o.pollInitialS : std::min(o.pollMaxS, interval * 1.5);
-    // Sleep in short slices so a stop request ends the watch promptly.
+    // Sleep in short slices so a stop or cancel request ends the watch promptly.
     auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(interval);
     while (std::chrono::steady_clock::now() < until && !stopRequested()) {
+      if (std::optional<jobs::CancelRequest> request = cancelWatch.poll())
+        return cancelled(*request);
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     if (stopRequested()) {
@@ -707,6 +728,11 @@ bool campaignUsedSlurm(const std::string& dir) {
 SlurmCancelSummary cancelCampaignOnSlurm(const std::string& dir,
                                          const SlurmClient::Programs& programs) {
   jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kWriter);
+  return cancelOnSlurm(c, programs);
+}
+
+SlurmCancelSummary cancelOnSlurm(jobs::Campaign& c, const SlurmClient::Programs& programs) {
+  const std::string& dir = c.dir();
   // 1. The jobs that may run a task: named by running tasks, or submitted and not settled.
   std::set<std::string> jobs;
   for (const auto& t : c.tasks(TaskState::kRunning)) {

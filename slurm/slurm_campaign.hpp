@@ -24,7 +24,9 @@
 // Watching repeats rounds at a modest cadence with backoff (pollInitialS, ×1.5 while
 // nothing changes, up to pollMaxS; back to pollInitialS when something changed) until no
 // task is pending or running, or a stop signal arrives (the jobs keep running; a later
-// `foldfarm slurm submit D` or `status D` picks them up). A round whose squeue fails changes
+// `foldfarm slurm submit D` or `status D` picks them up), or a cancel request addressed to
+// it (`campaign cancel D`: it cancels the tasks and scancels their jobs, as
+// cancelCampaignOnSlurm does, then ends). A round whose squeue fails changes
 // nothing and is retried (up to 10 times in a row).
 //
 // Calling it: `foldfarm slurm submit D` and `foldfarm campaign run D --executor slurm`
@@ -77,6 +79,11 @@ struct SlurmCampaignSummary {
   int tasksHeld = 0;                // pending behind failed dependencies when the watch ended
   std::vector<std::string> jobIds;  // arrays submitted by this call
   bool interrupted = false;         // stopped watching on a signal
+  // Stopped watching on a cancel request (`campaign cancel`, jobs/cancel_request.hpp): the
+  // unfinished tasks cancelled, their jobs scancelled.
+  bool cancelled = false;
+  int tasksCancelled = 0;
+  std::vector<std::string> jobsCancelled;
   // Left by an earlier submitter that stopped between sbatch and release (see below).
   int orphansCancelled = 0;  // held jobs the journal never (fully) recorded: scancelled
   int heldReleased = 0;      // held jobs the journal records: released (adopted)
@@ -127,6 +134,9 @@ struct SlurmCancelSummary {
 };
 SlurmCancelSummary cancelCampaignOnSlurm(const std::string& dir,
                                          const SlurmClient::Programs& programs = {});
+// The same in a campaign this process holds as the journal's writer (`campaign cancel` once it
+// holds it; the Slurm watch asked by a cancel request, jobs/cancel_request.hpp).
+SlurmCancelSummary cancelOnSlurm(jobs::Campaign& c, const SlurmClient::Programs& programs = {});
 // Whether D has ever submitted to Slurm (D/slurm/ holds a submission).
 bool campaignUsedSlurm(const std::string& dir);
 

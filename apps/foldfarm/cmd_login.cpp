@@ -94,12 +94,21 @@ void registerSlurmStatusCommand(CLI::App& slurm) {
 
 void registerCampaignCancelCommand(CLI::App& campaign) {
   auto* c = campaign.add_subcommand(
-      "cancel", "Cancel every unfinished task (and scancel the campaign's Slurm jobs)");
+      "cancel",
+      "Cancel every unfinished task (and scancel the campaign's Slurm jobs). While a run "
+      "orchestrates the campaign (a local run, an MPI pilot, a Slurm watch) it is asked to: it "
+      "stops its running tasks, which keep their state, and cancels the rest. `campaign retry D "
+      "--cancelled` runs them again");
   auto dir = std::make_shared<std::string>();
+  auto wait = std::make_shared<double>(600);
   c->add_option("dir", *dir, "Campaign directory")->required();
-  c->callback([dir] {
+  c->add_option("--wait", *wait,
+                "Seconds to wait for a running orchestrator to act on the request (0: ask and "
+                "return; the request stands either way)")
+      ->capture_default_str();
+  c->callback([dir, wait] {
     registerCampaignTaskKinds();
-    cancelCampaign(*dir);
+    cancelCampaign(*dir, *wait);
   });
 }
 
@@ -149,16 +158,22 @@ void registerCampaignAggregateCommand(CLI::App& campaign) {
   });
 }
 
-void cancelCampaign(const std::string& dir) {
+void cancelCampaign(const std::string& dir, double wait_s) {
   if (!slurm::campaignUsedSlurm(dir)) {
-    jobs::cancelCommand(dir);
+    jobs::cancelCommand(dir, wait_s);
     return;
   }
-  slurm::SlurmCancelSummary sum = slurm::cancelCampaignOnSlurm(dir);
+  // Here, or by the watch that holds the campaign (it scancels the jobs itself).
+  std::optional<slurm::SlurmCancelSummary> here;
+  jobs::cancelCommand(dir, wait_s, [&here](jobs::Campaign& c) {
+    here = slurm::cancelOnSlurm(c);
+    return here->tasksCancelled;
+  });
+  if (!here) return;
   std::string jobs;
-  for (const auto& id : sum.jobsCancelled) jobs += " " + id;
-  std::printf("campaign %s: %d unfinished task(s) cancelled; Slurm job(s) cancelled:%s\n",
-              dir.c_str(), sum.tasksCancelled, jobs.empty() ? " none" : jobs.c_str());
+  for (const auto& id : here->jobsCancelled) jobs += " " + id;
+  std::printf("campaign %s: Slurm job(s) cancelled:%s\n", dir.c_str(),
+              jobs.empty() ? " none" : jobs.c_str());
 }
 
 namespace {

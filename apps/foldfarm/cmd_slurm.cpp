@@ -182,7 +182,7 @@ void submitAndReport(SubmitArgs& a) {
   a.opts.wait = !a.noWait;
   slurm::SlurmCampaignSummary sum = slurm::runCampaignOnSlurm(a.dir, a.opts);
   nlohmann::json j = sum.toJson();
-  const bool ended_well = !sum.interrupted && j["counts"].value("failed", 0) == 0;
+  const bool ended_well = !sum.interrupted && !sum.cancelled && j["counts"].value("failed", 0) == 0;
   if (a.aggregate && ended_well)
     j["aggregate"] = ensembles::aggregateCampaign(a.dir, "", {}, /*all_done=*/true).toJson();
   if (a.json) {
@@ -195,6 +195,12 @@ void submitAndReport(SubmitArgs& a) {
   }
   if (sum.interrupted)
     throw InterruptedError("stopped watching " + a.dir + "; its jobs keep running");
+  if (sum.cancelled)
+    throw Error(a.dir + ": the watch ended on `foldfarm campaign cancel`: " +
+                std::to_string(sum.tasksCancelled) + " unfinished task(s) cancelled, " +
+                std::to_string(sum.jobsCancelled.size()) +
+                " Slurm job(s) scancelled; `foldfarm campaign retry " + a.dir +
+                " --cancelled` submits the cancelled tasks again");
   if (j["counts"].value("failed", 0) > 0) {
     throw Error(a.dir + ": " + std::to_string(j["counts"].value("failed", 0)) +
                 " task(s) failed; see `foldfarm campaign status " + a.dir + "`");

@@ -171,6 +171,6 @@ void checkAggregatable(const std::string& dir);
 void refuseUntrainableCampaign(const std::string& dir);
 // `foldfarm campaign cancel D`: the journal's unfinished tasks -> cancelled; for a campaign
 // that submitted to Slurm, its array jobs are scancelled too (cmd_login.cpp).
-void cancelCampaign(const std::string& dir);
+void cancelCampaign(const std::string& dir, double wait_s);
 
 }  // namespace foldfarm::app

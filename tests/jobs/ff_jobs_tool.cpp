@@ -20,7 +20,7 @@ const char* kUsage =
     "       ff_jobs_tool run|resume D [--executor local|mpi] [--slots N] [--lost-after S]\n"
     "                             [--heartbeat S]\n"
     "       ff_jobs_tool retry D [--failed] [--cancelled] [--task ID …]\n"
-    "       ff_jobs_tool cancel D | status D [--json]\n"
+    "       ff_jobs_tool cancel D [--wait S] | status D [--json]\n"
     "       ff_jobs_tool accept-inputs D [--dry-run] [--json]\n"
     "       ff_jobs_tool extend D [--spec NEW] [--variation V] [--replicas R] [--members M]\n"
     "                          [--dry-run] [--json]\n"
@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
     std::string dir, executor;
     std::vector<std::string> tasks;
     int attempt = 0, replicas = 0, members = 0;
+    double wait_s = 600;
     std::string spec, variation;
     bool json = false, failed = false, cancelled = false, dry_run = false;
     jobs::RunOptions opt;
@@ -76,6 +77,8 @@ int main(int argc, char** argv) {
         members = std::stoi(value());
       else if (args[k] == "--variation")
         variation = value();
+      else if (args[k] == "--wait")
+        wait_s = std::stod(value());
       else if (args[k] == "--json")
         json = true;
       else if (args[k] == "--failed")
@@ -97,10 +100,7 @@ int main(int argc, char** argv) {
     if (cmd == "retry") {
       return jobs::retryCommand(target, executor, opt, failed, cancelled, tasks);
     }
-    if (cmd == "cancel") {
-      jobs::cancelCommand(target);
-      return 0;
-    }
+    if (cmd == "cancel") return jobs::cancelCommand(target, wait_s);
     if (cmd == "status") {
       jobs::statusCommand(target, json);
       return 0;

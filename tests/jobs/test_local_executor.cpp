@@ -14,6 +14,7 @@
 #include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
 #include "jobs/campaign.hpp"
+#include "jobs/cancel_request.hpp"
 #include "jobs/executor.hpp"
 #include "jobs/task_kind.hpp"
 #include "tests/jobs/test_kinds.hpp"
@@ -257,6 +258,104 @@ TEST_F(LocalExecutor, RetryCancelledRunsWhatCancelStoppedAndNothingElse) {
   ASSERT_EQ(none.exit_code, 0) << none.err;
   EXPECT_EQ(Campaign::open(dir_, Campaign::Access::kReadOnly).journal().eventCount(),
             c.journal().eventCount());
+}
+
+// `campaign cancel` while a run holds the campaign asks that run (D/cancel.request): it
+// stops its running tasks as a stop signal does, cancels every unfinished task, and ends;
+// the cancel, waiting, says what the run did. `retry --cancelled` then runs them all.
+TEST_F(LocalExecutor, CancelDuringARunIsCarriedOutByTheRun) {
+  init(json{{"task", "sleep"},
+            {"replicas", 24},
+            {"params", {{"seconds", 0.3}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  const pid_t pid = startTool({"run", dir_}, scratch_, "run");
+  int mismatched = 0;
+  for (int i = 0; i < 600 && countResultFiles(dir_ + "/tasks", mismatched) < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ToolRun cancel = runTool({"cancel", dir_, "--wait", "120"}, scratch_, "cancel");
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
+  const std::string run = hostName() + " pid " + std::to_string(pid);
+  EXPECT_NE(cancel.err.find("asked the run that orchestrates it (" + run + ") to cancel"),
+            std::string::npos)
+      << cancel.err;
+  EXPECT_NE(cancel.out.find("the run that orchestrates it (" + run +
+                            ") stopped its tasks and cancelled the unfinished ones"),
+            std::string::npos)
+      << cancel.out;
+  EXPECT_EQ(waitExit(pid), 1) << readText(scratch_ + "/run.err");
+  EXPECT_NE(readText(scratch_ + "/run.out").find("(cancelled by `foldfarm campaign cancel`)"),
+            std::string::npos)
+      << readText(scratch_ + "/run.out");
+  EXPECT_FALSE(fs::exists(dir_ + "/cancel.request")) << "answered, so removed";
+  int done_at_cancel = 0;
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+    auto counts = c.counts();
+    done_at_cancel = counts[TaskState::kDone];
+    EXPECT_GT(done_at_cancel, 0);
+    EXPECT_LT(done_at_cancel, 24);
+    EXPECT_EQ(counts[TaskState::kCancelled], 24 - done_at_cancel) << "every unfinished task";
+    EXPECT_NE(cancel.out.find(std::to_string(24 - done_at_cancel) + " cancelled, " +
+                              std::to_string(done_at_cancel) + " done, 0 failed"),
+              std::string::npos)
+        << cancel.out;
+    // The tasks running then were stopped (interrupted, not failed), then cancelled.
+    int stopped = 0;
+    c.journal().forEachEvent([&](const CampaignJournal::Event& e) {
+      stopped += e.from == TaskState::kRunning && e.to == TaskState::kInterrupted;
+    });
+    EXPECT_GE(stopped, 1);
+    for (const auto& t : c.tasks()) EXPECT_EQ(t.failures, 0) << t.id;
+  }
+  ToolRun again = runTool({"retry", dir_, "--cancelled"}, scratch_, "retry");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.counts()[TaskState::kDone], 24);
+  for (const auto& t : c.tasks()) EXPECT_EQ(t.ingested, 1) << t.id;
+}
+
+// A cancel request that no run acted on: `status` shows it; `cancel` that cannot get the
+// journal waits (here 1.5 s) and says the request stands; once the journal is free it
+// cancels itself and answers the request; a run removes a request addressed to another run
+// (one that ended before it read it) with a warning, and cancels nothing.
+TEST_F(LocalExecutor, ACancelRequestNoRunActedOnIsSettled) {
+  init(json{{"task", "noop"}, {"replicas", 4}, {"resources", {{"cpu_slots", 1}}}});
+  std::string asked;
+  {
+    Campaign holder = Campaign::open(dir_);  // a run that never reads the request
+    ToolRun waited = runTool({"cancel", dir_, "--wait", "1.5"}, scratch_, "cancel-wait");
+    EXPECT_EQ(waited.exit_code, 1) << waited.err;
+    asked = hostName() + " pid " + std::to_string(::getpid());
+    EXPECT_NE(waited.err.find("the run that orchestrates it (" + asked +
+                              ") did not act on the cancel request within 1.5 s; the request "
+                              "stands"),
+              std::string::npos)
+        << waited.err;
+    ToolRun st = runTool({"status", dir_, "--json"}, scratch_, "status");
+    ASSERT_EQ(st.exit_code, 0) << st.err;
+    EXPECT_EQ(json::parse(st.out)["cancel_requested"]["run"], asked);
+    ToolRun text = runTool({"status", dir_}, scratch_, "status-text");
+    EXPECT_NE(text.out.find("cancel: requested by "), std::string::npos) << text.out;
+    ToolRun nowait = runTool({"cancel", dir_, "--wait", "0"}, scratch_, "cancel-nowait");
+    EXPECT_EQ(nowait.exit_code, 0) << nowait.err;
+    EXPECT_NE(nowait.out.find("asked the run that orchestrates it (" + asked + ") to cancel"),
+              std::string::npos)
+        << nowait.out;
+    EXPECT_EQ(holder.counts()[TaskState::kPending], 4) << "nothing cancelled yet";
+  }
+  ToolRun here = runTool({"cancel", dir_}, scratch_, "cancel-here");
+  ASSERT_EQ(here.exit_code, 0) << here.err;
+  EXPECT_NE(here.out.find("4 unfinished task(s) cancelled"), std::string::npos) << here.out;
+  EXPECT_FALSE(fs::exists(dir_ + "/cancel.request"));
+  writeCancelRequest(dir_, CancelRequest{"node7 pid 4242", "alice on login1 pid 77", 0});
+  ToolRun retry = runTool({"retry", dir_, "--cancelled"}, scratch_, "retry");
+  ASSERT_EQ(retry.exit_code, 0) << retry.err;
+  EXPECT_NE(retry.err.find("asked another run (node7 pid 4242), which ended before it read it; "
+                           "removed: nothing was cancelled"),
+            std::string::npos)
+      << retry.err;
+  EXPECT_FALSE(fs::exists(dir_ + "/cancel.request"));
+  EXPECT_EQ(Campaign::open(dir_, Campaign::Access::kReadOnly).counts()[TaskState::kDone], 4);
 }
 
 TEST_F(LocalExecutor, SigtermStopsCleanlyAndResumeFinishes) {

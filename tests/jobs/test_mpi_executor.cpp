@@ -7,10 +7,12 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "core/base/error.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
+#include "jobs/cancel_request.hpp"
 #include "jobs/executor.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
@@ -130,6 +132,53 @@ TEST(MpiExecutor, RetryOnEveryRankMovesTheTasksOnceAndRunsThem) {
     });
     EXPECT_EQ(moved, 4) << "each cancelled task moved back once";
     for (const auto& t : c.tasks()) EXPECT_EQ(t.attemptsSinceRetry(), 1) << t.id;
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// A cancel request addressed to the pilot (`campaign cancel` from a login node, here written
+// by a thread of rank 0 once two tasks are done): rank 0 stops the worker ranks' tasks,
+// cancels every unfinished task, removes the request (no cancel waits for it here), and
+// every rank returns.
+TEST(MpiExecutor, ACancelRequestEndsThePilotWithTheRestCancelled) {
+  registerTestTaskKinds();
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::string dir;
+  if (rank == 0) {
+    dir = makeScratchDir("mpi_cancel") + "/c";
+    const json spec{{"name", "mpi-cancel"}, {"task", "sleep"},
+                    {"replicas", 30},       {"params", {{"seconds", 0.2}}},
+                    {"executor", "mpi"},    {"resources", {{"cpu_slots", 1}}}};
+    Campaign::init(parseCampaignSpec(spec, "spec", dir + "/.."), dir);
+  }
+  dir = broadcastString(dir);
+  std::thread asker;
+  if (rank == 0) {
+    asker = std::thread([dir] {
+      int mismatched = 0;
+      for (int i = 0; i < 600 && countResultFiles(dir + "/tasks", mismatched) < 2; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      writeCancelRequest(dir, CancelRequest{orchestratorIdentity(), "a test", wallClockNow()});
+    });
+  }
+  RunOptions opt;
+  opt.worker_argv = {FF_JOBS_TOOL, "worker"};
+  opt.show_progress = false;
+  opt.heartbeat_s = 0.2;
+  const RunSummary s = runMpi(dir, opt);
+  if (rank == 0) {
+    asker.join();
+    EXPECT_TRUE(s.cancelled);
+    EXPECT_FALSE(s.interrupted);
+    EXPECT_FALSE(std::filesystem::exists(dir + "/cancel.request")) << "answered by the pilot";
+    Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
+    auto counts = c.counts();
+    EXPECT_GE(counts[TaskState::kDone], 2);
+    EXPECT_LT(counts[TaskState::kDone], 30);
+    EXPECT_EQ(counts[TaskState::kCancelled] + counts[TaskState::kDone], 30);
+    EXPECT_EQ(s.tasks_cancelled, counts[TaskState::kCancelled]);
+    for (const auto& t : c.tasks()) EXPECT_EQ(t.failures, 0) << t.id;
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

@@ -6,7 +6,9 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <optional>
 #include <set>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -14,6 +16,7 @@
 #include "core/base/error.hpp"
 #include "jobs/accept_inputs.hpp"
 #include "jobs/campaign.hpp"
+#include "jobs/campaign_commands.hpp"
 #include "jobs/extend_campaign.hpp"
 #include "jobs/task_kind.hpp"
 #include "jobs/task_lease.hpp"
@@ -599,6 +602,55 @@ TEST_F(SlurmCampaign, CancelReachesSlurmAndElementsCannotBeRequeued) {
   SlurmCancelSummary sum = cancelCampaignOnSlurm(dir);
   EXPECT_EQ(sum.tasksCancelled, 2);
   EXPECT_EQ(sum.jobsCancelled, std::vector<std::string>{job});
+  waitForJob(client, job, 30);
+  for (const auto& j : client.queue({job}))
+    EXPECT_TRUE(j.finished()) << j.externalId() << " " << j.state;
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) EXPECT_EQ(t.state, TaskState::kCancelled) << t.id;
+}
+
+// `campaign cancel D` while `slurm submit D` watches it: the watch is asked
+// (D/cancel.request), cancels the tasks, scancels their array job, answers and ends; the
+// cancel, waiting, reports what the watch did.
+TEST_F(SlurmCampaign, CancelWhileAWatchHoldsTheCampaignIsCarriedOutByTheWatch) {
+  const std::string dir = createSleepCampaign(base_ + "/c", 2, 60.0);
+  SlurmCampaignOptions o = fastOptions();
+  o.tasksPerElement = 1;
+  SlurmCampaignSummary watched;
+  std::string watch_error;
+  std::thread watch([&] {
+    try {
+      watched = runCampaignOnSlurm(dir, o);
+    } catch (const std::exception& e) {
+      watch_error = e.what();
+    }
+  });
+  SlurmClient client;
+  std::string job;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  bool running = false;
+  while (!running && std::chrono::steady_clock::now() < deadline) {
+    jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+    for (const auto& t : c.tasks(TaskState::kRunning)) job = arrayJobIdOf(t.external_id);
+    if (!job.empty())
+      for (const auto& j : client.queue({job})) running = running || j.state == "RUNNING";
+    if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_TRUE(running);
+  std::optional<SlurmCancelSummary> here;
+  EXPECT_EQ(jobs::cancelCommand(dir, 60,
+                                [&here](jobs::Campaign& c) {
+                                  here = cancelOnSlurm(c);
+                                  return here->tasksCancelled;
+                                }),
+            0);
+  watch.join();
+  EXPECT_EQ(watch_error, "");
+  EXPECT_FALSE(here) << "the watch cancelled, not the cancel command";
+  EXPECT_TRUE(watched.cancelled);
+  EXPECT_EQ(watched.tasksCancelled, 2);
+  EXPECT_EQ(watched.jobsCancelled, std::vector<std::string>{job});
+  EXPECT_FALSE(std::filesystem::exists(dir + "/cancel.request"));
   waitForJob(client, job, 30);
   for (const auto& j : client.queue({job}))
     EXPECT_TRUE(j.finished()) << j.externalId() << " " << j.state;
