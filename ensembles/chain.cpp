@@ -630,6 +630,8 @@ class ChainRun {
   void commit(const Step& s, const std::deque<Fitted>& fitted);
   void writeOutputs();
   void writeOutputsOnRoot();
+  // run()'s checks and state before the first step (no collective in it).
+  void prepare();
   // write() (what rank 0 writes; no collective in it) and, over ranks, an agreement: every
   // rank ends with an error when it failed on any (checkOnEveryRank), none waits for it.
   template <class F>
@@ -691,6 +693,15 @@ ChainRun::ChainRun(const ChainSpec& spec, const ChainInputs& in, const std::stri
       mc_boot_(spec.bootstrap == "mc") {}
 
 void ChainRun::run() {
+  // What every rank of a data-parallel chain finds alike (the directory, the inputs' levels
+  // and flags, a saved state of other parameters): rank 0 says it, once.
+  onRootAgreed([&] { prepare(); });
+  prepareClassifierInputs();
+  for (int k = st_.done_steps; k < 2 * spec_.iterations; ++k) runStep(stepOf(k));
+  writeOutputs();
+}
+
+void ChainRun::prepare() {
   // An --out holding a pretraining's or fine-tuning's training (its model/, its state/ with a
   // checkpoint's meta.json): the chain's state/ would replace that training's state.
   if (fs::exists(fs::path(out_) / "model") || checkpointExists(stateDir(out_)))
@@ -716,9 +727,6 @@ void ChainRun::run() {
   if (root_) fs::create_directories(stateDir(out_));
   read_inputs_ = checkInputFingerprint(out_, spec_, in_, root_);
   st_ = loadProgress(out_, spec_);
-  prepareClassifierInputs();
-  for (int k = st_.done_steps; k < 2 * spec_.iterations; ++k) runStep(stepOf(k));
-  writeOutputs();
 }
 
 void ChainRun::fixEventWeights() {
@@ -828,8 +836,11 @@ void ChainRun::runStep(const Step& s) {
   onRootAgreed([&] { commit(s, fitted); });
   const bool stop = ctx_ != nullptr ? ctx_->anyTrue(stopRequested()) : stopRequested();
   if (ctx_ != nullptr) ctx_->barrier();  // the next iteration reads model_dir
-  if (stop && s.k + 1 < 2 * spec_.iterations)
+  if (stop && s.k + 1 < 2 * spec_.iterations) {
+    // Agreed by every rank: rank 0 says it, once.
+    if (!root_) throw ReportedByAnotherRank(kExitInterrupted);
     throw InterruptedError(out_ + ": stopped after " + s.tag + "; state saved, rerun to resume");
+  }
 }
 
 ChainRun::TrainingSet ChainRun::trainingSet(const Step& s, const std::vector<double>& push) const {

@@ -277,20 +277,27 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
                                        : spec.variation.value("name", std::string()) + ".") +
              "r" + std::to_string(spec.replica) + "m" + std::to_string(spec.member));
   const std::string result_path = task_dir + "/" + kChainResultFile;
-  if (fs::exists(result_path)) {
-    nlohmann::json done = readJson(result_path);
-    nlohmann::json same = chainSpecToJson(spec);
-    bool match = true;
-    for (auto it = same.begin(); it != same.end(); ++it)
-      match = match && done.value(it.key(), nlohmann::json()) == it.value();
-    if (!match)
-      throw InputError(task_dir +
-                       ": already holds a chain with different parameters; use "
-                       "another output directory");
+  bool complete = false;  // every rank finds it alike: rank 0 says what is wrong
+  checkOnEveryRank(ranks, [&] {
+    if (fs::exists(result_path)) {
+      nlohmann::json done = readJson(result_path);
+      nlohmann::json same = chainSpecToJson(spec);
+      bool match = true;
+      for (auto it = same.begin(); it != same.end(); ++it)
+        match = match && done.value(it.key(), nlohmann::json()) == it.value();
+      if (!match)
+        throw InputError(task_dir +
+                         ": already holds a chain with different parameters; use "
+                         "another output directory");
+      complete = true;
+      return;
+    }
+    requireOutputDirectoryPath(task_dir, "--out");
+  });
+  if (complete) {
     logInfo("{}: chain already complete", task_dir);
     return;
   }
-  requireOutputDirectoryPath(task_dir, "--out");
   ChainInputs in;
   in.ctx = ctx;
   // Every rank reads the inputs and takes its device; when one cannot (a file its node cannot

@@ -93,8 +93,10 @@ void registerUnfold(CommandGroups& g) {
       o->device.applyTo(config);
       checked = ensembles::chainConfigFromJson(config, o->config.empty() ? "config" : o->config);
     });
-    const DeviceChoice dev =
-        resolveDevice(parseDeviceRequest(checked.device, "--device"), probeDeviceFacts());
+    DeviceChoice dev;
+    checkAlikeOnEveryRank(launch.local_rank, [&] {
+      dev = resolveDevice(parseDeviceRequest(checked.device, "--device"), probeDeviceFacts());
+    });
     nlohmann::json params = {{"mc", o->mc},
                              {"data", o->data},
                              {"init", o->init},
@@ -106,8 +108,10 @@ void registerUnfold(CommandGroups& g) {
     configureThreads(o->threads);
     installStopHandlers();
     // Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
-    std::unique_ptr<ParallelContext> ctx =
-        dist::makeParallelContext(o->dist.resolveForTraining("unfold", dev.device));
+    dist::DistOptions dist_options;
+    checkAlikeOnEveryRank(launch.rank,
+                          [&] { dist_options = o->dist.resolveForTraining("unfold", dev.device); });
+    std::unique_ptr<ParallelContext> ctx = dist::makeParallelContext(dist_options);
     // An error only this rank meets ends the others at once (leaveOnError).
     leaveOnError(*ctx, [&] {
       // One run writes --out (rank 0); what a run killed while writing left there is removed.

@@ -126,14 +126,21 @@ void runPretrain(const PretrainArgs& a, const CLI::App& app) {
   configureThreads(a.threads);
   installStopHandlers();
   // This rank's device (its GPU by local rank), then the data plane that matches it: NCCL
-  // for GPU tensors, MPI for host tensors.
-  const DeviceChoice dev = selectDevice(a.device);
+  // for GPU tensors, MPI for host tensors. Before MPI: what every rank of a node finds alike
+  // (its GPUs) is said by the node's first rank, an option every rank finds wrong by rank 0.
+  const dist::LaunchInfo launch = dist::detectLaunch();
+  DeviceChoice dev;
+  checkAlikeOnEveryRank(launch.local_rank, [&] { dev = selectDevice(a.device); });
+  dist::DistOptions dist_options;
+  checkAlikeOnEveryRank(launch.rank,
+                        [&] { dist_options = a.dist.resolveForTraining("pretrain", dev.device); });
   // Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
-  std::unique_ptr<ParallelContext> ctx =
-      dist::makeParallelContext(a.dist.resolveForTraining("pretrain", dev.device));
+  std::unique_ptr<ParallelContext> ctx = dist::makeParallelContext(dist_options);
   // An error only this rank meets ends the others at once (leaveOnError).
   leaveOnError(*ctx, [&] {
-    if (a.cuda_graphs) requireCudaGraphs(dev.device, ctx->worldSize(), "pretrain --cuda-graphs");
+    checkOnEveryRank(*ctx, [&] {
+      if (a.cuda_graphs) requireCudaGraphs(dev.device, ctx->worldSize(), "pretrain --cuda-graphs");
+    });
 
     // A bad config is refused before any data is read (by rank 0 when every rank finds it).
     PretrainOptions o;

@@ -59,6 +59,10 @@ int TopLevel::run(int argc, char** argv, const ErrorText& text) {
     // a second here lets rank 0, which found the same at the same moment, say why first.
     std::this_thread::sleep_for(std::chrono::seconds(1));
     return e.exitCode();
+  } catch (const InterruptedError& e) {
+    // Stopped as asked (a signal), its state saved: no error.
+    std::fprintf(stderr, "foldfarm: %s\n", e.what());
+    return e.exitCode();
   } catch (const Error& e) {
     std::fprintf(stderr, "foldfarm: error: %s\n", e.what());
     return e.exitCode();

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <numeric>
+#include <optional>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
@@ -223,25 +224,33 @@ void checkStreamValues(const std::vector<std::string>& files, const std::vector<
 
 PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
   const std::string what = o.data_label.empty() ? std::string("pretraining data") : o.data_label;
-  if (o.shard_data) throw InputError("--stream and --shard-data exclude each other; choose one");
-  if (o.max_jets > 0) throw InputError("--max-jets is not used with --stream; list fewer files");
   // 1. Blocks, held out ones, the stream (every file opened and checked before training).
-  const std::vector<int64_t> rows = data::countJetsPerFile(o.files);
-  const auto blocks = data::cutStreamBlocks(rows, o.block_rows);
-  const data::StreamSplit split =
-      data::splitStreamBlocks(blocks, o.val_fraction, o.test_fraction, o.train.seed, o.eval_jets);
-  if (ctx.isRoot())
-    warnHeldOut(what, std::accumulate(rows.begin(), rows.end(), int64_t{0}), o, split.val_rows,
-                split.test_rows, o.block_rows);
+  // Every rank finds the same in the files and options: rank 0 says it, once.
+  std::vector<int64_t> rows;
+  std::vector<data::StreamBlock> blocks;
+  data::StreamSplit split;
   data::JetStreamOptions so = o.stream_options;
   so.batch_size = o.train.batch_size;
   so.seed = o.train.seed;
   so.bucket = o.train.bucket;
-  data::JetStream stream(o.files, split.train, so);
-  if (stream.trainRows() < ctx.worldSize())
-    throw InputError(what + ": " + std::to_string(stream.trainRows()) + " training jets for " +
-                     std::to_string(ctx.worldSize()) + " ranks; use more jets or fewer ranks");
-  if (!stream.hasLabels()) throw InputError(what + ": pretraining needs class labels (pid)");
+  std::optional<data::JetStream> opened;
+  checkOnEveryRank(ctx, [&] {
+    if (o.shard_data) throw InputError("--stream and --shard-data exclude each other; choose one");
+    if (o.max_jets > 0) throw InputError("--max-jets is not used with --stream; list fewer files");
+    rows = data::countJetsPerFile(o.files);
+    blocks = data::cutStreamBlocks(rows, o.block_rows);
+    split =
+        data::splitStreamBlocks(blocks, o.val_fraction, o.test_fraction, o.train.seed, o.eval_jets);
+    opened.emplace(o.files, split.train, so);
+    if (opened->trainRows() < ctx.worldSize())
+      throw InputError(what + ": " + std::to_string(opened->trainRows()) + " training jets for " +
+                       std::to_string(ctx.worldSize()) + " ranks; use more jets or fewer ranks");
+    if (!opened->hasLabels()) throw InputError(what + ": pretraining needs class labels (pid)");
+  });
+  data::JetStream& stream = *opened;
+  if (ctx.isRoot())
+    warnHeldOut(what, std::accumulate(rows.begin(), rows.end(), int64_t{0}), o, split.val_rows,
+                split.test_rows, o.block_rows);
   // Every value before the first step, each file's pieces shared among the ranks: a NaN in the
   // last file ends every rank now with one line naming its row (read by the stream, it ended
   // one rank hours into an epoch while the others waited out --collective-timeout for it).
@@ -327,8 +336,10 @@ PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
   if (o.stream) return runStreamed(o, ctx);
   // 1. The split, the same on every rank.
   const std::string what = o.data_label.empty() ? std::string("pretraining data") : o.data_label;
-  // Also refuses a file whose layout differs from the first, before any reading.
-  const int64_t total = data::countJetsInFiles(o.files, o.max_jets);
+  // Also refuses a file whose layout differs from the first, before any reading. What every
+  // rank finds alike in the files is said once, by rank 0 (checkOnEveryRank).
+  int64_t total = 0;
+  checkOnEveryRank(ctx, [&] { total = data::countJetsInFiles(o.files, o.max_jets); });
   auto [rest, test_rows] = splitRows(total, o.test_fraction, o.train.seed);
   auto [train_pos, val_pos] =
       splitRows(static_cast<int64_t>(rest.size()), o.val_fraction, o.train.seed + 1);
@@ -346,10 +357,12 @@ PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
   std::vector<int64_t> train_rows = mine(train_pos, &rest), val_rows = mine(val_pos, &rest);
   std::vector<int64_t> my_test = mine(test_rows, nullptr);
   // The same test on every rank (no rank may go on alone into a collective).
-  if (static_cast<int64_t>(train_pos.size()) < W)
-    throw InputError(what + ": " + std::to_string(total) + " jets leave " +
-                     std::to_string(train_pos.size()) + " training jets for " + std::to_string(W) +
-                     " ranks; use more jets or fewer ranks");
+  checkOnEveryRank(ctx, [&] {
+    if (static_cast<int64_t>(train_pos.size()) < W)
+      throw InputError(what + ": " + std::to_string(total) + " jets leave " +
+                       std::to_string(train_pos.size()) + " training jets for " +
+                       std::to_string(W) + " ranks; use more jets or fewer ranks");
+  });
 
   // 2. Read all, or this rank's shard.
   data::JetArrays raw;
@@ -362,7 +375,10 @@ PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
     std::sort(rows.begin(), rows.end());
     // A NaN in one rank's shard ends every rank (that rank says where), not that rank alone
     // while the others wait out --collective-timeout at the first collective.
-    checkOnEveryRank(ctx, [&] { raw = data::readJetsRows(o.files, rows); });
+    checkOnEveryRank(ctx, [&] {
+      raw = data::readJetsRows(o.files, rows);
+      if (raw.labels.empty()) throw InputError(what + ": pretraining needs class labels (pid)");
+    });
     // Row indices of the file(s) -> positions in `raw`.
     const auto at = [&rows](std::vector<int64_t>& v) {
       for (int64_t& r : v) r = std::lower_bound(rows.begin(), rows.end(), r) - rows.begin();
@@ -373,11 +389,14 @@ PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
     logInfo("--shard-data: this rank holds {} training, {} validation and {} test jets of {}",
             train_rows.size(), val_rows.size(), my_test.size(), total);
   } else {
-    raw = data::readJetsFiles(o.files, o.max_jets);
+    // Every rank reads every jet: a NaN or a missing dataset is said once, by rank 0.
+    checkOnEveryRank(ctx, [&] {
+      raw = data::readJetsFiles(o.files, o.max_jets);
+      if (raw.labels.empty()) throw InputError(what + ": pretraining needs class labels (pid)");
+    });
   }
 
   // 3. Classes.
-  if (raw.labels.empty()) throw InputError(what + ": pretraining needs class labels (pid)");
   int64_t classes = 0;
   for (int64_t y : raw.labels) classes = std::max(classes, y + 1);
   if (o.shard_data) {

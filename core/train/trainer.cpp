@@ -722,6 +722,8 @@ void Trainer::FitLoop::stopAndSave(const Tensor& loss_acc, std::future<JetBatch>
   nlohmann::json j = stateJson();
   j["loss_sums"] = allGather(ctx_, loss_sum_);
   checkOnEveryRank(ctx_, [&] { t_.saveState(j); });  // as at an epoch's end
+  // Every rank stops here (the stop is agreed): rank 0 says so, once.
+  if (ctx_.rank() != 0) throw ReportedByAnotherRank(kExitInterrupted);
   throw InterruptedError(opts_.label + ": stopped at epoch " + std::to_string(epoch_) + " step " +
                          std::to_string(step_in_epoch_) +
                          (opts_.state_dir.empty() ? std::string(" (no state directory)")

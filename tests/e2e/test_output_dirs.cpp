@@ -3,15 +3,22 @@
 // `mpirun -np 2`, where no rank hangs), and the temporaries that a run killed while writing
 // left there are removed by the next run into it. Under mpirun an error that every rank
 // finds alike (a bad option or config, a held --out) is printed once, by rank 0.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/base/output_lock.hpp"
+#include "tests/data/bad_files.hpp"
 #include "tests/support/run_child.hpp"
 
 namespace fs = std::filesystem;
@@ -62,6 +69,58 @@ ProcessResult underMpirun(const std::vector<std::string>& args) {
                                    "warn"};
   argv.insert(argv.end(), args.begin(), args.end());
   return runSingleThreaded(argv, 120);
+}
+
+// `argv` started in the background, its stdout and stderr in `log`.
+pid_t spawnLogged(const std::vector<std::string>& argv, const std::string& log) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::setenv("OMP_NUM_THREADS", "1", 1);
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// The exit code of `pid` (128 + signal when killed); -1 when it is still running after 240 s.
+int waitStatus(pid_t pid) {
+  for (int i = 0; i < 240 * 20; ++i) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid)
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return -1;
+}
+
+std::string slurpFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// The processes whose parent is `parent` (mpirun's ranks on this node).
+std::vector<pid_t> childrenOf(pid_t parent) {
+  std::vector<pid_t> pids;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string stat = slurpFile(e.path().string() + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    char state = 0;
+    long ppid = 0;
+    if (std::sscanf(stat.c_str() + close + 1, " %c %ld", &state, &ppid) == 2 && ppid == parent)
+      pids.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return pids;
 }
 
 std::vector<std::string> temporariesUnder(const fs::path& dir) {
@@ -122,12 +181,39 @@ TEST_F(OutputDirs, UnderMpirunAnErrorEveryRankFindsIsPrintedOnce) {
        dir_ + "/syntax", "--replica", "0", "--member", "0", "--config", dir_ + "/syntax.json"},
       // Fine-tuning is one process's: refused once (before: both ranks trained into one --out
       // and one was refused its lock, failing the job after the other finished).
-      {"finetune", "--train", dir_ + "/jets.h5", "--out", dir_ + "/ft_ranks"}};
+      {"finetune", "--train", dir_ + "/jets.h5", "--out", dir_ + "/ft_ranks"},
+      // What every rank finds in the files or options before and after MPI starts (each was
+      // said by both ranks before).
+      {"pretrain", "--data", dir_ + "/jets.h5", "--out", dir_ + "/nccl", "--dist-backend", "nccl"},
+      {"pretrain", "--data", dir_ + "/mc.h5", "--out", dir_ + "/unfolding_file"},
+      {"pretrain", "--data", dir_ + "/mc.h5", "--out", dir_ + "/unfolding_stream", "--stream"},
+      {"pretrain", "--data", dir_ + "/jets.h5", "--out", dir_ + "/both", "--stream",
+       "--shard-data"},
+      {"pretrain", "--data", dir_ + "/nan.h5", "--out", dir_ + "/nan"},
+      {"unfold", "--mc", dir_ + "/mc.h5", "--data", dir_ + "/data.h5", "--init", "none", "--out",
+       dir_ + "/other_chain", "--replica", "0", "--member", "0"}};
+  // The state of a chain of other parameters, and a jets file with a NaN.
+  fs::create_directories(dir_ + "/other_chain/state");
+  std::ofstream(dir_ + "/other_chain/state/progress.json")
+      << R"({"spec": {"replica": 7}, "done_steps": 0, "history": []})";
+  data::badfiles::writeBad(dir_ + "/nan.h5", "nan");
   std::ofstream(dir_ + "/syntax.json") << R"({"epochs": 2,})";
   std::ofstream(dir_ + "/decay.json") << R"({"train": {"weight_decay": 3}})";
-  const char* expected[] = {
-      "epochs",     "--epoch",      "weight_decay",   "'epochs'",
-      "iterations", "missing.json", "not valid JSON", "finetune trains on one process"};
+  const char* expected[] = {"epochs",
+                            "--epoch",
+                            "weight_decay",
+                            "'epochs'",
+                            "iterations",
+                            "missing.json",
+                            "not valid JSON",
+                            "finetune trains on one process",
+                            "--dist-backend nccl",
+                            "expected a jets file",
+                            "expected a jets file",
+                            "exclude each other",
+                            "nan.h5",
+                            "holds the state of a chain with different parameters"};
+  static_assert(std::size(expected) == 14);
   for (size_t i = 0; i < std::size(cases); ++i) {
     const ProcessResult r = underMpirun(cases[i]);
     EXPECT_FALSE(r.timedOut) << cases[i][0] << ": " << r.err;
@@ -135,6 +221,44 @@ TEST_F(OutputDirs, UnderMpirunAnErrorEveryRankFindsIsPrintedOnce) {
     EXPECT_EQ(errorLines(r.err), 1) << r.err;
     EXPECT_NE(r.err.find(expected[i]), std::string::npos) << r.err;
   }
+}
+
+// A stop that every rank agrees on (SIGTERM to the ranks, as Slurm sends it) is said once, by
+// rank 0, and not as an error; each rank exits 75 and --resume finishes the training.
+TEST_F(OutputDirs, UnderMpirunAStopIsSaidOnceAndResumes) {
+  const std::string out = dir_ + "/stopped";
+  std::vector<std::string> args = pretrain(out, "40");
+  const std::string log = dir_ + "/stopped.log";
+  std::vector<std::string> argv = {FOLDFARM_MPIRUN,
+                                   "--allow-run-as-root",
+                                   "--oversubscribe",
+                                   "-np",
+                                   "2",
+                                   FOLDFARM_BINARY,
+                                   "--log-level",
+                                   "warn"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const pid_t mpirun = spawnLogged(argv, log);
+  ASSERT_GT(mpirun, 0);
+  // Once the first epoch's state is written, SIGTERM to both ranks.
+  for (int i = 0; i < 1200 && !fs::exists(out + "/state/meta.json"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(fs::exists(out + "/state/meta.json"));
+  const std::vector<pid_t> ranks = childrenOf(mpirun);
+  ASSERT_EQ(ranks.size(), 2u);
+  for (const pid_t r : ranks) ::kill(r, SIGTERM);
+  EXPECT_EQ(waitStatus(mpirun), 75);
+  const std::string err = slurpFile(log);
+  EXPECT_EQ(errorLines(err), 0) << err;
+  size_t said = 0;
+  for (size_t at = err.find("stopped at epoch"); at != std::string::npos;
+       at = err.find("stopped at epoch", at + 1))
+    ++said;
+  EXPECT_EQ(said, 1u) << err;
+  args.push_back("--resume");
+  const ProcessResult r = underMpirun(args);
+  EXPECT_TRUE(r.ok()) << r.err;
+  EXPECT_TRUE(fs::exists(out + "/model/meta.json"));
 }
 
 TEST_F(OutputDirs, TemporariesOfARunKilledWhileWritingAreRemovedByTheNextRun) {
