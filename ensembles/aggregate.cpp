@@ -96,8 +96,8 @@ std::optional<EventWeightsPlan> planWeights(const std::map<std::string, ChainGro
       planEventWeights(weight_groups, choice == EventWeightsChoice::kCentral);
   if (plan && choice == EventWeightsChoice::kCentral && plan->columns.empty()) {
     logWarn(
-        "aggregate: no central result to write (the nominal has no replica 0); no "
-        "event_weights.h5");
+        "aggregate: no central result to write (no chain of the nominal's replica 0 is among "
+        "those aggregated: none done, `campaign status` says why); no event_weights.h5");
     plan.reset();
   }
   return plan;

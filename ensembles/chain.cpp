@@ -361,8 +361,18 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   if (c.step_ensemble < 1 || c.step_ensemble > 64)
     throw InputError(source + ": step_ensemble must be from 1 to 64 (got " +
                      std::to_string(c.step_ensemble) + ")");
-  if (c.epochs < 1 || c.batch_size < 1 || c.patience < 0)
-    throw InputError(source + ": epochs and batch_size must be >= 1, patience >= 0");
+  // Named with the value given (a key of the file, or of its "mlp" object).
+  const auto atLeast = [&source](const char* key, int64_t value, int64_t least,
+                                 const char* meaning = "") {
+    if (value < least)
+      throw InputError(source + ": '" + key + "' must be >= " + std::to_string(least) + meaning +
+                       " (got " + std::to_string(value) + ")");
+  };
+  atLeast("epochs", c.epochs, 1);
+  atLeast("batch_size", c.batch_size, 1);
+  atLeast("patience", c.patience, 0);
+  atLeast("max_mc_events", c.max_mc_events, 0, " (0: every event)");
+  atLeast("max_data_events", c.max_data_events, 0, " (0: every event)");
   if (!(c.val_fraction > 0 && c.val_fraction < 1))
     throw InputError(source + ": val_fraction must be in (0, 1)");
   // Written so that NaN fails too (before: a negative lr trained, and lr_factor 0 stopped
@@ -393,10 +403,11 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
     if (std::count(c.observables.begin(), c.observables.end(), o) > 1)
       throw InputError(source + ": observable '" + o + "' is listed twice");
   }
-  if (c.mlp.hidden.empty() || c.mlp.epochs < 1 || c.mlp.batch_size < 1 || c.mlp.patience < 0)
-    throw InputError(source +
-                     ": mlp needs at least one hidden layer, epochs and batch_size >= 1, "
-                     "patience >= 0");
+  if (c.mlp.hidden.empty())
+    throw InputError(source + ": 'mlp.hidden' must list at least one hidden layer's width");
+  atLeast("mlp.epochs", c.mlp.epochs, 1);
+  atLeast("mlp.batch_size", c.mlp.batch_size, 1);
+  atLeast("mlp.patience", c.mlp.patience, 0);
   if (const std::string bad = learningRateProblem(c.mlp.lr, 1.0); !bad.empty())
     throw InputError(source + ": mlp: " + bad);
   if (const std::string bad = weightDecayProblem(c.mlp.weight_decay, c.mlp.lr); !bad.empty())
@@ -959,7 +970,7 @@ std::vector<float> ChainRun::fitPet(const Step& s, const Member& m, const Traini
   fo.validate_initial = use_mlp_;
   const FitResult fit = clf.fitStandardised(train.pet, nullptr, fo, ctx_, train_offset);
   rec["fit"] = toJson(fit);
-  logInfo("{}: best epoch {} val loss {:.5f}", m.tag, fit.best_epoch, fit.best_val_loss);
+  logInfo("{}: {}", m.tag, bestEpochText(fit));
   const std::shared_ptr<const JetTensors>& eval_set = s.step == 1 ? pet_mc_reco_ : pet_mc_gen_;
   return clf.predictStandardised(*eval_set, 1024, eval_offset);
 }

@@ -134,7 +134,8 @@ std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>&
         {"weights/nominal", "", "nominal", plan.simulation, 0, plan.rows, nominal.replicas.at(0)});
   else
     logWarn(
-        "aggregate: the nominal has no replica 0 (no bootstrap); event_weights.h5 has no "
+        "aggregate: no chain of the nominal's replica 0 (no bootstrap) is among those "
+        "aggregated (none done: `campaign status` says why); event_weights.h5 has no "
         "weights/nominal column");
   for (const auto& [r, dirs] : nominal.replicas)
     if (r != 0 && !central_only)

@@ -498,6 +498,8 @@ Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) 
                      ": already exists and is no campaign (a file, or a directory `campaign "
                      "init` did not make); choose a new --dir: init makes it");
   }
+  // Its parent must exist (init makes D alone): said before the inputs are read.
+  requireOutputDirectory(dir);
   // What every input is now: the tasks check their files against it before they run.
   CampaignSpec spec = spec_in;
   std::vector<std::string> inputs;

@@ -260,7 +260,10 @@ void repairCommand(const std::string& dir, bool force, bool json) {
         "campaign %s: journal rebuilt (%s): %d task(s) done from their results, %d to run "
         "(%d unreadable result file(s))%s%s\n",
         dir.c_str(), s.problem.empty() ? "--force" : s.problem.c_str(), s.done, s.pending,
-        s.unreadable, s.damaged_copy.empty() ? "" : "; the damaged journal is kept in ",
+        s.unreadable,
+        s.damaged_copy.empty() ? ""
+        : s.problem.empty()    ? "; the journal it replaced is kept in "
+                               : "; the damaged journal is kept in ",
         s.damaged_copy.c_str());
   }
 }

@@ -337,7 +337,8 @@ json presentInputs(const json& record, const std::string& except) {
 }
 
 std::string inputChangeAdvice() {
-  return "the tasks done so far read it as it was: restore it (its bytes and times: `cp -p`, "
+  return "the campaign's tasks read it as recorded (at `campaign init`, or its last "
+         "`accept-inputs`): restore it (its bytes and times: `cp -p`, "
          "`rsync -a`), accept the new version (`foldfarm campaign accept-inputs` with the "
          "campaign's directory: the tasks that read it run again), or unfold it in a new "
          "campaign (`foldfarm campaign init`)";

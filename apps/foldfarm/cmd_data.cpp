@@ -180,7 +180,9 @@ void registerDataCommands(CommandGroups& g) {
   auto insp_file = std::make_shared<std::string>();
   auto insp_json = std::make_shared<bool>(false);
   CLI::App* i = data->add_subcommand(
-      "inspect", "Datasets, shapes, label balance, multiplicity and jet summaries");
+      "inspect",
+      "Datasets, shapes, label balance, multiplicity and jet summaries (of an observables file: "
+      "its columns)");
   i->add_option("files", *insp_file,
                 "HDF5 file, or a dataset of jets files: paths, glob patterns or @LIST, "
                 "comma-separated (each file is summarised; they must share the layout)")

@@ -123,6 +123,18 @@ void forgetLive(int slot) noexcept {
 
 extern "C" void onFatalSignal(int signo) {
   removeLiveTemporaryFiles();
+  // One line, so that an ending by SIGTERM or Ctrl-C is not silent (async-signal-safe).
+  char line[160] = "foldfarm: ended by signal ";
+  size_t n = std::strlen(line);
+  char digits[12];
+  int k = 0;
+  for (int v = signo; v > 0 && k < 11; v /= 10) digits[k++] = static_cast<char>('0' + v % 10);
+  while (k > 0) line[n++] = digits[--k];
+  const char tail[] = "; no file it writes is left half-written: run it again\n";
+  std::memcpy(line + n, tail, sizeof tail - 1);
+  n += sizeof tail - 1;
+  ssize_t w = ::write(2, line, n);
+  (void)w;
   ::signal(signo, SIG_DFL);
   ::raise(signo);
 }
@@ -352,6 +364,10 @@ void MadeDirectories::removeEmpty() noexcept {
 std::string readFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError(path + ": cannot read: " + errnoMessage(errno));
+  // A directory opens (and reads as empty, or as "not valid JSON"): say what it is.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    throw InputError(path + ": is a directory, not a file");
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();

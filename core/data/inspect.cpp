@@ -5,8 +5,10 @@
 #include <cstdio>
 #include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
 
+#include "core/data/h5_file.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/observables.hpp"
 
@@ -63,7 +65,76 @@ nlohmann::json levelSummary(const JetFile& f, const std::string& level) {
 
 }  // namespace
 
+namespace {
+
+// A file of float arrays written by foldfarm (writeArraysFile: `data observables`), told by its
+// "layout" attribute: rows, each dataset's shape and its columns' moments (named by the
+// "columns" attribute when it lists as many), read in blocks of rows. nullopt for other files.
+std::optional<nlohmann::json> summarizeArraysFile(const std::string& path) {
+  H5Handle file = h5OpenInput(path, "");
+  const std::vector<std::string> attrs = h5AttrNames(file.get());
+  if (std::find(attrs.begin(), attrs.end(), "layout") == attrs.end() ||
+      h5ReadAttrAsString(file.get(), "layout") != "arrays")
+    return std::nullopt;
+  nlohmann::json s;
+  s["file"] = path;
+  s["layout"] = "arrays";
+  s["attributes"] = nlohmann::json::object();
+  for (const std::string& k : attrs) s["attributes"][k] = h5ReadAttrAsString(file.get(), k);
+  const nlohmann::json names =
+      nlohmann::json::parse(h5ReadAttrAsString(file.get(), "columns"), nullptr, false);
+  int64_t rows = -1;
+  for (const std::string& name : h5ListDatasets(file.get())) {
+    H5Handle ds = FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Kind::kDataset,
+                            path + ": " + name);
+    H5T_class_t cls{};
+    const std::vector<hsize_t> dims = h5Dims(ds.get(), &cls);
+    s["datasets"][name] = {{"shape", dims}, {"type", cls == H5T_FLOAT ? "float" : "other"}};
+    if (dims.empty() || dims.size() > 2 || (cls != H5T_FLOAT && cls != H5T_INTEGER)) continue;
+    const auto n = static_cast<int64_t>(dims[0]);
+    const int64_t cols = dims.size() == 2 ? static_cast<int64_t>(dims[1]) : 1;
+    rows = std::max(rows, n);
+    std::vector<Moments> m(static_cast<size_t>(cols));
+    H5Handle fspace =
+        FF_H5_OWN(H5Dget_space(ds.get()), H5Kind::kDataspace, path + ": " + name + " space");
+    std::vector<double> buf;
+    for (int64_t b = 0; b < n; b += kBlockRows) {
+      const int64_t e = std::min(n, b + kBlockRows);
+      hsize_t start[2] = {static_cast<hsize_t>(b), 0};
+      hsize_t count[2] = {static_cast<hsize_t>(e - b), static_cast<hsize_t>(cols)};
+      FF_H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
+                  path + ": " + name);
+      H5Handle mspace = FF_H5_OWN(H5Screate_simple(static_cast<int>(dims.size()), count, nullptr),
+                                  H5Kind::kDataspace, path + ": " + name + " memory");
+      buf.resize(static_cast<size_t>((e - b) * cols));
+      FF_H5_CHECK(
+          H5Dread(ds.get(), H5T_NATIVE_DOUBLE, mspace.get(), fspace.get(), H5P_DEFAULT, buf.data()),
+          path + ": " + name);
+      for (int64_t i = 0; i < e - b; ++i)
+        for (int64_t k = 0; k < cols; ++k)
+          m[static_cast<size_t>(k)].add(buf[static_cast<size_t>(i * cols + k)]);
+    }
+    const bool named = names.is_array() && static_cast<int64_t>(names.size()) == cols &&
+                       std::all_of(names.begin(), names.end(),
+                                   [](const nlohmann::json& x) { return x.is_string(); });
+    // In the file's order: [{"name": "mass", "mean": ..., "std": ..., "min": ..., "max": ...}].
+    nlohmann::json& out = s["levels"][name]["columns"];
+    out = nlohmann::json::array();
+    for (int64_t k = 0; k < cols; ++k) {
+      nlohmann::json c = m[static_cast<size_t>(k)].json();
+      if (c.is_null()) c = nlohmann::json::object();
+      c["name"] = named ? names[static_cast<size_t>(k)].get<std::string>() : std::to_string(k);
+      out.push_back(std::move(c));
+    }
+  }
+  s["rows"] = std::max<int64_t>(rows, 0);
+  return s;
+}
+
+}  // namespace
+
 nlohmann::json summarizeFile(const std::string& path) {
+  if (std::optional<nlohmann::json> arrays = summarizeArraysFile(path)) return *arrays;
   JetFile f(path);
   nlohmann::json s;
   s["file"] = path;
@@ -113,9 +184,13 @@ nlohmann::json summarizeFile(const std::string& path) {
 std::string formatSummary(const nlohmann::json& s) {
   std::ostringstream os;
   char buf[256];
-  os << s["file"].get<std::string>() << ": " << s["layout"].get<std::string>() << " layout, "
-     << s["jets"].get<int64_t>() << " jets, " << s["particles_per_jet"].get<int64_t>()
-     << " particle slots\n";
+  if (s["layout"] == "arrays")
+    os << s["file"].get<std::string>() << ": arrays layout (float arrays written by foldfarm, "
+       << "e.g. `data observables`), " << s["rows"].get<int64_t>() << " rows\n";
+  else
+    os << s["file"].get<std::string>() << ": " << s["layout"].get<std::string>() << " layout, "
+       << s["jets"].get<int64_t>() << " jets, " << s["particles_per_jet"].get<int64_t>()
+       << " particle slots\n";
   os << "datasets:\n";
   for (auto& [name, d] : s["datasets"].items()) {
     std::string shape = "(";
@@ -163,8 +238,12 @@ std::string formatSummary(const nlohmann::json& s) {
                     m["max"].get<double>());
       os << buf;
     };
-    row("particles", l["particle_multiplicity"]);
-    for (auto& [k, m] : l["jet"].items()) row("jet " + k, m);
+    if (l.contains("columns"))
+      for (const auto& c : l["columns"])
+        if (c.contains("mean")) row(c["name"].get<std::string>(), c);
+    if (l.contains("particle_multiplicity")) row("particles", l["particle_multiplicity"]);
+    if (l.contains("jet"))
+      for (auto& [k, m] : l["jet"].items()) row("jet " + k, m);
     if (l.contains("subs"))
       for (auto& [k, m] : l["subs"].items()) row("obs " + k, m);
   }

@@ -126,6 +126,7 @@ struct JetFile::Impl {
   H5Handle file;
   FileLayout layout = FileLayout::kJets;
   int64_t N = 0, P = 0;
+  std::string n_from;  // the dataset whose rows set N
   bool labels = false;
   int64_t label_cols = 0;     // 0: (N,) indices; C: one-hot
   bool float_labels = false;  // (N,) indices stored as floats: each must be a whole number
@@ -243,8 +244,9 @@ struct JetFile::Impl {
 
   void expectN(const std::string& name, const std::vector<hsize_t>& d) const {
     if (static_cast<int64_t>(d[0]) != N)
-      fail(name, "has " + std::to_string(d[0]) + " rows but the file's other datasets have " +
-                     std::to_string(N) + "; the file is inconsistent, regenerate it");
+      fail(name, "has " + std::to_string(d[0]) + " rows but '" + n_from + "' has " +
+                     std::to_string(N) +
+                     "; the file is inconsistent (one of them cut short), regenerate it");
   }
 
   int64_t resolveEnd(int64_t begin, int64_t end) const {
@@ -458,6 +460,7 @@ struct JetFile::Impl {
       auto d = expect("data", {0, F}, "(N,P,13)");
       expectWidth("data", d, "no particle slots per jet");
       N = static_cast<int64_t>(d[0]);
+      n_from = "data";
       P = static_cast<int64_t>(d[1]);
       expectN("jet", expect("jet", {kNumJetFeatures}, "(N,4)"));
       if (has("pid")) {
@@ -488,6 +491,7 @@ struct JetFile::Impl {
       auto d = expect(first, {0, F}, "(N,P,13)");
       expectWidth(first, d, "no particle slots per event");
       N = static_cast<int64_t>(d[0]);
+      n_from = first;
       P = static_cast<int64_t>(d[1]);
       if (has_reco && has_gen)
         expectN("reco", expect("reco", {P, F}, "(N,P,13) with the same P as gen"));
@@ -506,6 +510,11 @@ struct JetFile::Impl {
     } else {
       std::string list;
       for (auto& n : names) list += (list.empty() ? "" : ", ") + n;
+      if (h5ReadAttrAsString(file.get(), "layout") == "arrays")
+        fail("", "is a file of observables (" + list +
+                     ", written by `foldfarm data observables`), not jets nor unfolding "
+                     "events: give the jets file it was computed from (`foldfarm data "
+                     "inspect` shows its columns)");
       fail("",
            "has neither 'data' (jets layout) nor 'reco'/'gen' (unfold layout); datasets present: " +
                list + "; convert it with `foldfarm data convert` or regenerate it");

@@ -21,6 +21,7 @@ using nlohmann::json;
 json FinetuneResult::toJson() const {
   return {{"init", init},
           {"train_jets", train_jets},
+          {"val_jets", val_jets},
           {"test_jets", test_jets},
           // null when no jet was held out (--test-fraction 0): no figure rather than zeros.
           {"test", test_jets == 0 ? json()
@@ -88,7 +89,11 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
   clf->save(model_dir);
 
   // 5. The held-out test.
-  r.train_jets = pool.n;
+  // The fit holds out its validation jets of the pool as ClassifierTrainer::fit splits them.
+  r.val_jets = o.val_fraction > 0
+                   ? static_cast<int64_t>(splitRows(pool.n, o.val_fraction, o.seed).second.size())
+                   : 0;
+  r.train_jets = pool.n - r.val_jets;
   r.test_jets = test.n;
   if (test.n == 0) {
     logWarn("finetune: no jet held out for the test (--test-fraction {}): no test figures",

@@ -37,11 +37,12 @@ struct FinetuneOptions {
 
 struct FinetuneResult {
   std::string init;
-  int64_t train_jets = 0, test_jets = 0;
+  // Jets trained on, held out for validation (best epoch, early stop) and for the test.
+  int64_t train_jets = 0, val_jets = 0, test_jets = 0;
   BinaryMetrics test;
   std::vector<std::string> warm_start_skipped;  // parameters the checkpoint could not give
   FitResult fit;
-  // {"init", "train_jets", "test_jets", "test": {accuracy, auc, rejection_at_eps_s_0.5,
+  // {"init", "train_jets", "val_jets", "test_jets", "test": {accuracy, auc, rejection_at_eps_s_0.5,
   // rejection_at_eps_s_0.3}, "warm_start_skipped", "fit"}
   nlohmann::json toJson() const;
 };

@@ -231,8 +231,7 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
     flat->values().copy_(best);
   }
   seq->eval();
-  logInfo("{}: {} epochs, best epoch {} val loss {:.5f}", o.label, result.history.size(),
-          result.best_epoch, result.best_val_loss);
+  logInfo("{}: {} epochs, {}", o.label, result.history.size(), bestEpochText(result));
   return result;
 }
 

@@ -107,6 +107,15 @@ std::string shardedFingerprint(ParallelContext& ctx, const JetTensors& train,
 
 }  // namespace
 
+std::string bestEpochText(const FitResult& r) {
+  if (r.best_epoch >= 0)
+    return fmt::format("best epoch {} val loss {:.5f}", r.best_epoch, r.best_val_loss);
+  if (std::isfinite(r.initial_val_loss))
+    return fmt::format("no epoch beat the starting weights (val loss {:.5f}): they are kept",
+                       r.initial_val_loss);
+  return "no validation: the last epoch is kept";
+}
+
 nlohmann::json toJson(const FitResult& r) {
   nlohmann::json h = nlohmann::json::array();
   for (const auto& e : r.history) {
@@ -766,8 +775,7 @@ void Trainer::FitLoop::endEpoch(int64_t epoch_steps, std::chrono::steady_clock::
   loss_sum_ = 0;
   if (opts_.patience > 0 && bad_epochs_ >= opts_.patience) {
     result_.early_stopped = true;
-    logInfo("{}: early stop after epoch {} (best epoch {})", opts_.label, epoch_ - 1,
-            result_.best_epoch);
+    logInfo("{}: early stop after epoch {} ({})", opts_.label, epoch_ - 1, bestEpochText(result_));
   }
 }
 

@@ -142,6 +142,9 @@ struct FitResult {
 };
 
 nlohmann::json toJson(const FitResult& r);
+// "best epoch 3 val loss 0.41234"; "no epoch beat the starting weights (val loss 0.40001): they
+// are kept"; "no validation: the last epoch is kept".
+std::string bestEpochText(const FitResult& r);
 
 struct EvalResult {
   double loss = 0;

@@ -222,6 +222,28 @@ TEST_F(DataCli, SynthInspectConvertObservables) {
   const auto stored = u.readFloat("gen_subs");
   ASSERT_EQ(subs.size(), stored.size());
   for (size_t k = 0; k < subs.size(); ++k) ASSERT_FLOAT_EQ(subs[k], stored[k]) << k;
+  // `data inspect` summarises the observables file: its rows and each column, in its order
+  // (the mean of mass is that of the stored gen_subs' first column); as a training input it is
+  // refused, named as what it is.
+  r = run({"data", "inspect", obs, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto o = nlohmann::json::parse(r.out);
+  EXPECT_EQ(o["layout"], "arrays");
+  EXPECT_EQ(o["rows"], 60);
+  const auto& columns = o["levels"]["subs"]["columns"];
+  ASSERT_EQ(columns.size(), static_cast<size_t>(kNumSubs));
+  EXPECT_EQ(columns[0]["name"], "mass");
+  EXPECT_EQ(columns[5]["name"], "tau21");
+  double mass_sum = 0;
+  for (size_t k = 0; k < stored.size(); k += kNumSubs) mass_sum += stored[k];
+  EXPECT_NEAR(columns[0]["mean"].get<double>(), mass_sum / 60, 1e-9 * std::abs(mass_sum));
+  r = run({"data", "inspect", obs});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("60 rows"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  tau21"), std::string::npos) << r.out;
+  r = run({"data", "convert", "--in", obs, "--out", file("obs_conv.h5")});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("is a file of observables"), std::string::npos) << r.err;
 
   // convert recomputes data/jet from four-vectors of the real-jet file.
   const std::string conv = file("conv.h5");
@@ -306,16 +328,16 @@ TEST_F(DataCli, ASampleOfTheRecoLevelOnlyIsWrittenInspectedAndMeasured) {
 
 namespace {
 
-// Starts `foldfarm data synth` of 4 M jets into `target` (output discarded), with the
-// default action for SIGINT and SIGTERM.
-pid_t startLongSynth(const std::string& target) {
+// Starts `foldfarm data synth` of 4 M jets into `target` (stdout discarded, stderr into
+// `err`, else discarded), with the default action for SIGINT and SIGTERM.
+pid_t startLongSynth(const std::string& target, const std::string& err = "/dev/null") {
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::signal(SIGINT, SIG_DFL);
     ::signal(SIGTERM, SIG_DFL);
     const int null = ::open("/dev/null", O_WRONLY);
     ::dup2(null, 1);
-    ::dup2(null, 2);
+    ::dup2(::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 2);
     ::execl(FOLDFARM_BINARY, FOLDFARM_BINARY, "data", "synth", "--jets", "4000000", "--threads",
             "1", "--out", target.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
@@ -339,12 +361,13 @@ std::vector<fs::path> waitForTemporaries(const fs::path& dir) {
 
 // Ctrl-C or scancel (SIGINT, SIGTERM) while a command writes leaves no half-written
 // "<out>.tmp.<host>.<pid>.<n>" behind, and the process still ends by the signal (the caller,
-// a shell or Slurm, sees it so).
+// a shell or Slurm, sees it so), having said so in a line.
 TEST_F(DataCli, ASignalWhileWritingLeavesNoTemporaryFile) {
   for (int signo : {SIGTERM, SIGINT}) {
     const fs::path out = dir_ / ("sig" + std::to_string(signo));
     fs::create_directories(out);
-    const pid_t pid = startLongSynth((out / "big.h5").string());
+    const std::string err = (dir_ / ("sig" + std::to_string(signo) + ".err")).string();
+    const pid_t pid = startLongSynth((out / "big.h5").string(), err);
     ASSERT_GE(pid, 0);
     EXPECT_FALSE(waitForTemporaries(out).empty()) << "no temporary file appeared";
     ::kill(pid, signo);
@@ -352,6 +375,12 @@ TEST_F(DataCli, ASignalWhileWritingLeavesNoTemporaryFile) {
     ASSERT_EQ(::waitpid(pid, &status, 0), pid);
     EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == signo) << "status " << status;
     for (const auto& e : fs::directory_iterator(out)) ADD_FAILURE() << "left behind: " << e.path();
+    std::ifstream in(err);
+    const std::string said((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(said.find("foldfarm: ended by signal " + std::to_string(signo) +
+                        "; no file it writes is left half-written"),
+              std::string::npos)
+        << said;
   }
 }
 

@@ -623,7 +623,7 @@ TEST(JetIo, InvalidFilesThrowOneLineInputErrorNamingFileAndDataset) {
   };
   for (const Case& c :
        {Case{"missing_key", "'jet'"}, Case{"wrong_shape", "'jet'"}, Case{"nan", "row 5"},
-        Case{"empty", "0 jets"}, Case{"inconsistent_n", "'jet'"},
+        Case{"empty", "0 jets"}, Case{"inconsistent_n", "'jet': has 7 rows but 'data' has 8"},
         Case{"truncated", "truncated file: eof"}}) {
     const std::string path = dir.file("bad.h5");
     fs::remove(path);

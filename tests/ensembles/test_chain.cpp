@@ -453,7 +453,15 @@ TEST_F(ChainTest, ConfigsNoStepCouldTrainWithAreRefusedWhenRead) {
            {{{"val_fraction", 1.2}}, "val_fraction"},
            {{{"mlp", {{"lr", 0.0}}}}, "mlp: lr must be in (0, 1], not 0"},
            {{{"mlp", {{"lr", 50.0}}}}, "mlp: lr must be in (0, 1], not 50"},
-           {{{"mlp", {{"hidden", {1000000000}}}}}, "mlp: hidden layers of 8e+09 parameters"}}) {
+           {{{"mlp", {{"hidden", {1000000000}}}}}, "mlp: hidden layers of 8e+09 parameters"},
+           // Each named with its value (before: one line for four keys, naming none).
+           {{{"mlp", {{"epochs", -1}}}}, "'mlp.epochs' must be >= 1 (got -1)"},
+           {{{"mlp", {{"hidden", nlohmann::json::array()}}}}, "'mlp.hidden' must list"},
+           {{{"patience", -2}}, "'patience' must be >= 0 (got -2)"},
+           {{{"batch_size", 0}}, "'batch_size' must be >= 1 (got 0)"},
+           // Read as "every event" before.
+           {{{"max_mc_events", -1}}, "'max_mc_events' must be >= 0 (0: every event) (got -1)"},
+           {{{"max_data_events", -5}}, "'max_data_events' must be >= 0"}}) {
     try {
       chainConfigFromJson(bad, "cfg");
       ADD_FAILURE() << bad.dump() << " accepted";

@@ -385,6 +385,18 @@ TEST_F(SpecValidation, ExistingDirectoryIsNeverOverwritten) {
   EXPECT_NE(into_plain.err.find(plain + ": already exists and is no campaign"), std::string::npos)
       << into_plain.err;
   EXPECT_EQ(into_plain.err.find("resume"), std::string::npos) << into_plain.err;
+  // A --dir whose parent is missing: said before anything is made (init makes D alone).
+  ToolRun no_parent = runTool({"init", p, "--dir", dir_ + "/a/b/c"}, dir_);
+  EXPECT_EQ(no_parent.exit_code, 2);
+  EXPECT_NE(no_parent.err.find(dir_ + "/a/b/c: output directory " + dir_ + "/a/b does not exist"),
+            std::string::npos)
+      << no_parent.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/a"));
+  // A directory given as the spec is named as one (before: "not valid JSON").
+  ToolRun dir_spec = runTool({"init", plain, "--dir", dir_ + "/from_dir"}, dir_);
+  EXPECT_EQ(dir_spec.exit_code, 2);
+  EXPECT_NE(dir_spec.err.find(plain + ": is a directory, not a file"), std::string::npos)
+      << dir_spec.err;
 }
 
 TEST_F(SpecValidation, TaskDefsCarrySeedsInputsAndOverrides) {

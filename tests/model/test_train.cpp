@@ -484,7 +484,11 @@ TEST(Finetune, TrainsTestsAndWritesTheModelOnceWithItsWarmup) {
   o.fit.warmup_epochs = 2;
   const FinetuneResult warm = runFinetuning(o);
   EXPECT_EQ(warm.test_jets, 32);
-  EXPECT_EQ(warm.train_jets, 96);
+  // The 96 others: those trained on, and the validation jets the fit held out of them.
+  EXPECT_EQ(warm.train_jets + warm.val_jets, 96);
+  EXPECT_EQ(warm.val_jets,
+            static_cast<int64_t>(splitRows(96, o.fit.val_fraction, o.fit.seed).second.size()));
+  EXPECT_GT(warm.val_jets, 0);
   EXPECT_EQ(warm.init, "none");
   ASSERT_TRUE(fs::exists(dir.path + "/warm/model/meta.json"));
   EXPECT_GE(warm.test.auc, 0.0);
@@ -500,7 +504,7 @@ TEST(Finetune, TrainsTestsAndWritesTheModelOnceWithItsWarmup) {
   cold.test_fraction = 0;
   const FinetuneResult plain = runFinetuning(cold);
   EXPECT_EQ(plain.test_jets, 0);
-  EXPECT_EQ(plain.train_jets, 128);
+  EXPECT_EQ(plain.train_jets + plain.val_jets, 128);
   EXPECT_TRUE(plain.toJson().at("test").is_null()) << plain.toJson().dump();
   EXPECT_FALSE(warm.toJson().at("test").is_null());
   ASSERT_EQ(plain.fit.history.size(), 4u);
