@@ -20,6 +20,7 @@
 #include "core/train/observable_classifier.hpp"
 #include "core/train/optim.hpp"
 #include "core/train/parallel.hpp"
+#include "core/train/train_config.hpp"
 #include "ensembles/chain_output.hpp"
 #include "ensembles/seeds.hpp"
 
@@ -423,6 +424,7 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   }
   if (!c.model.is_object())
     throw InputError(source + ": 'model' must be an object of PET config overrides");
+  refuseCommandSetPetKeys(c.model, source);
   applyPetOverrides(preset, c.model, source + ": 'model'");
   return c;
 }

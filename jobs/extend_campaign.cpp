@@ -5,6 +5,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/fault_point.hpp"
+#include "core/base/log.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_spec.hpp"
 #include "jobs/input_record.hpp"
@@ -145,8 +146,16 @@ CampaignSpec requestedSpec(const CampaignSpec& old, const ExtendRequest& req,
     }
     counts = &j["variations"][req.variation];
   }
-  if (req.replicas > 0) (*counts)["replicas"] = req.replicas;
-  if (req.members > 0) (*counts)["members"] = req.members;
+  // A count given beside a spec file that says another one: the option wins, said so.
+  for (const auto& [key, given] :
+       {std::pair<const char*, int>{"replicas", req.replicas}, {"members", req.members}}) {
+    if (given <= 0) continue;
+    const int in_file = counts->value(key, 1);
+    if (!req.spec_path.empty() && in_file != given)
+      logWarn("campaign extend: --{} {} replaces the {} {} of {}{}", key, given, key, in_file,
+              req.spec_path, req.variation.empty() ? "" : " (variation " + req.variation + ")");
+    (*counts)[key] = given;
+  }
   const std::string what = from + " with" +
                            (req.variation.empty() ? "" : " --variation " + req.variation) +
                            (req.replicas > 0 ? " --replicas " + std::to_string(req.replicas) : "") +

@@ -46,7 +46,11 @@ json statusJson(Campaign& campaign) {
   }
   j["total"] = total;
   j["counts"] = c;
-  // Rate over the window in which tasks finished: (done) / (last finish - first start).
+  // Rate: over the last kRateWindow tasks done (the recent throughput, whatever pauses the
+  // campaign had before: a campaign resumed after a day is not read as slow), else over the
+  // window in which tasks finished: (done) / (last finish - first start).
+  constexpr size_t kRateWindow = 100;
+  std::vector<double> finishes;
   double first_start = 0, last_finish = 0;
   int done = counts[TaskState::kDone];
   json failures = json::array();
@@ -57,6 +61,7 @@ json statusJson(Campaign& campaign) {
       if (first_start == 0 || (t.started_at > 0 && t.started_at < first_start))
         first_start = t.started_at;
       last_finish = std::max(last_finish, t.finished_at);
+      if (t.finished_at > 0) finishes.push_back(t.finished_at);
     } else if (t.state == TaskState::kFailed) {
       failures.push_back({{"task", t.id},
                           {"attempts", t.attempts},
@@ -110,6 +115,17 @@ json statusJson(Campaign& campaign) {
   j["groups"] = groups;
   j["held"] = held;
   double rate = (done > 0 && last_finish > first_start) ? done / (last_finish - first_start) : 0.0;
+  int64_t rate_tasks = done;
+  if (finishes.size() > kRateWindow) {
+    std::sort(finishes.begin(), finishes.end());
+    // kRateWindow - 1 intervals between the window's first and last completion.
+    const double from = finishes[finishes.size() - kRateWindow];
+    if (finishes.back() > from) {
+      rate = static_cast<double>(kRateWindow - 1) / (finishes.back() - from);
+      rate_tasks = static_cast<int64_t>(kRateWindow);
+    }
+  }
+  j["rate_window_tasks"] = rate_tasks;
   int remaining =
       counts[TaskState::kPending] + counts[TaskState::kRunning] + counts[TaskState::kInterrupted];
   j["rate_tasks_per_s"] = rate;
@@ -145,7 +161,12 @@ std::string statusText(const json& s) {
   char buf[160];
   double rate = s["rate_tasks_per_s"].get<double>();
   double eta = s["eta_s"].get<double>();
-  std::snprintf(buf, sizeof(buf), "  rate %.3g tasks/s, ETA %s\n", rate,
+  const int64_t window = s.value("rate_window_tasks", int64_t{0});
+  const int64_t done_all = s["counts"].value("done", int64_t{0});
+  const std::string over = window > 0 && window < done_all
+                               ? " (over the last " + std::to_string(window) + " done)"
+                               : std::string();
+  std::snprintf(buf, sizeof(buf), "  rate %.3g tasks/s%s, ETA %s\n", rate, over.c_str(),
                 eta < 0 ? "unknown" : formatDuration(eta).c_str());
   out += buf;
   if (s.contains("groups") && s["groups"].size() > 1) {

@@ -160,9 +160,13 @@ void installTemporaryFileCleanup() {
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   temp_ = path_ + ".tmp." + hostTag() + "." + std::to_string(::getpid()) + "." +
           std::to_string(g_counter++);
+  // Recorded before it exists: a signal between its creation and its record would leave it.
+  slot_ = recordLive(temp_);
   fd_.reset(::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (fd_.valid()) slot_ = recordLive(temp_);
   if (!fd_.valid()) {
+    const int err = errno;
+    forgetLive(std::exchange(slot_, -1));
+    errno = err;
     throw Error(path_ + ": cannot create output file: " + errnoMessage(errno) +
                 " (check that the directory exists and is writable)");
   }

@@ -76,7 +76,22 @@ TrainConfigFile readTrainConfigFile(const std::string& path) {
   return f;
 }
 
+void refuseCommandSetPetKeys(const json& model, const std::string& source) {
+  if (!model.is_object()) return;
+  if (model.contains("num_classes"))
+    throw InputError(source +
+                     ": 'model.num_classes' is not a config's to set: each command sets it "
+                     "(pretrain from the classes of its data, finetune and unfold train one "
+                     "logit, `model info` takes --classes); remove it");
+  if (model.contains("generator"))
+    throw InputError(source +
+                     ": 'model.generator' is not a config's to set: pretrain trains the "
+                     "generator head, finetune and unfold do not (`model info` takes "
+                     "--generator); remove it");
+}
+
 PetConfig petConfigFrom(const std::string& preset, const TrainConfigFile& file) {
+  refuseCommandSetPetKeys(file.model, file.path);
   PetConfig cfg = petPreset(preset);
   if (!file.model.empty()) cfg = applyPetOverrides(cfg, file.model, file.path);
   return cfg;

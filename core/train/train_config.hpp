@@ -47,6 +47,9 @@ TrainConfigFile readTrainConfigFile(const std::string& path);
 
 // The preset with the file's size overrides (InputError naming the file and key).
 PetConfig petConfigFrom(const std::string& preset, const TrainConfigFile& file);
+// InputError naming `source` when `model` (a config's PET overrides) sets num_classes or
+// generator, which each command sets itself (they were overwritten without a word before).
+void refuseCommandSetPetKeys(const nlohmann::json& model, const std::string& source);
 
 // Each recipe key of `recipe` replaces the matching option (keys and types checked as when a
 // file is read; `source` names the recipe in errors). A one-logit fit (finetune) has no EMA:

@@ -64,6 +64,38 @@ std::string fingerprint(const JetTensors& train, const JetTensors* val) {
   return one(train) + "|" + (val ? one(*val) : std::string("-"));
 }
 
+// Exact integer sums of the bit patterns of a float32 tensor's values, their low and high 16
+// bits apart: the same on any device and in any order of summation, and changed by any change
+// of a value (but for changes that cancel). Read in pieces of 16 M values, on the tensor's device.
+void addBitSums(const Tensor& t, std::vector<int64_t>& out) {
+  int64_t lo = 0, hi = 0;
+  if (t.defined() && t.numel() > 0) {
+    const Tensor bits = t.contiguous().view({-1}).view(torch::kInt32);
+    constexpr int64_t kPiece = int64_t{1} << 24;
+    for (int64_t b = 0; b < bits.numel(); b += kPiece) {
+      const Tensor c = bits.narrow(0, b, std::min(kPiece, bits.numel() - b));
+      lo += torch::bitwise_and(c, 0xFFFF).sum(torch::kInt64).item<int64_t>();
+      hi += torch::bitwise_right_shift(c, 16).sum(torch::kInt64).item<int64_t>();
+    }
+  }
+  out.push_back(lo);
+  out.push_back(hi);
+}
+
+// The values of in-memory training data beside their fingerprint (counts and sums): the bit
+// sums of the particles, the jets, the weights and the logit offsets of each set. A resume on
+// the same jets with values changed in place (a recalibration of the file) is refused by them.
+std::string valueSums(const JetTensors& train, const JetTensors* val) {
+  std::vector<int64_t> v;
+  for (const JetTensors* s : {&train, val}) {
+    if (s == nullptr) continue;
+    for (const Tensor* t : {&s->particles, &s->jets, &s->weights, &s->offset}) addBitSums(*t, v);
+  }
+  std::string out = "bits";
+  for (int64_t x : v) out += ":" + std::to_string(x);
+  return out;
+}
+
 // (collective) Sharded data: a fingerprint of the union of the shards that does not depend
 // on how the rows are dealt. Per part: rows, the sum of labels, real particles, and the sums
 // of four 16-bit pieces of each row's FNV-1a hash (features, jet, label, weight), summed
@@ -270,7 +302,8 @@ nlohmann::json Trainer::scheduleOptions() const {
           {"weight_decay", opts_.optimizer.weight_decay}};
 }
 
-bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
+bool Trainer::loadState(nlohmann::json& training, const std::string& fp,
+                        const std::string& values) {
   if (opts_.state_dir.empty() || !opts_.resume || !checkpointExists(opts_.state_dir)) return false;
   const Checkpoint ck = readCheckpoint(opts_.state_dir);
   requireSameConfig(ck, model_->config(),
@@ -316,6 +349,15 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp) {
                      ": training state was written for different training data; "
                      "resume with the same data or use a new output directory");
   }
+  // The same jets, labels and weights in count and sum: their values too, when the state
+  // recorded them (states written before it resume by counts and sums).
+  if (training.contains("data_values") && !values.empty() &&
+      training["data_values"].get<std::string>() != values)
+    throw InputError(opts_.state_dir +
+                     ": training state was written for other values of the training data (the "
+                     "same jets in number and labels, their values changed: a recalibrated or "
+                     "edited file); resume with the data it was written with, or use a new "
+                     "output directory");
   loadModelTensors(model_, ck.tensors, "model.", ck.dir);
   importOptimizerState(*opt_, "opt.", ck.tensors, training.at("optimizer_state"), ck.dir);
   if (ema_) {
@@ -432,6 +474,9 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
   BatchSource src;
   src.steps_per_epoch = static_cast<int64_t>(batchesOf(0, false).size());
   src.fingerprint = opts_.sharded ? shardedFingerprint(ctx_, train, val) : fingerprint(train, val);
+  // A pass over the values, made only where a state is written or resumed (the sharded
+  // fingerprint hashes every row already).
+  if (!opts_.sharded && !opts_.state_dir.empty()) src.values = valueSums(train, val);
   src.begin_epoch = [&](int64_t e, const nlohmann::json*, int64_t&) {
     batches = batchesOf(e, opts_.bucket);
     return static_cast<int64_t>(batches.size());
@@ -474,6 +519,7 @@ FitResult Trainer::fitStream(data::JetStream& stream, const JetTensors* val, Obj
   src.exact = true;
   src.steps_per_epoch = stream.stepsPerEpoch(ctx_.worldSize());
   src.fingerprint = "stream:" + data_fingerprint + "|" + (val ? fingerprint(*val, nullptr) : "-");
+  if (val != nullptr && !opts_.state_dir.empty()) src.values = valueSums(*val, nullptr);
   bool position_checked = false;
   src.begin_epoch = [&](int64_t e, const nlohmann::json* position, int64_t& step) {
     if (position != nullptr && !position_checked) {
@@ -566,7 +612,7 @@ FitResult Trainer::FitLoop::run() {
 // from rank 0.
 void Trainer::FitLoop::resume() {
   bool loaded = false;
-  checkOnEveryRank(ctx_, [&] { loaded = t_.loadState(state_, src_.fingerprint); });
+  checkOnEveryRank(ctx_, [&] { loaded = t_.loadState(state_, src_.fingerprint, src_.values); });
   if (!loaded) return;
   result_ = fitResultFromJson(state_.at("result"));
   result_.resumed = true;
@@ -618,6 +664,7 @@ nlohmann::json Trainer::FitLoop::stateJson() const {
   j["loss_sum"] = loss_sum_;
   j["result"] = toJson(result_);
   j["data_fingerprint"] = src_.fingerprint;
+  if (!src_.values.empty()) j["data_values"] = src_.values;
   j["data_options"] = opts_.data_options;
   j["resume_options"] = opts_.resume_options;
   j["schedule_options"] = t_.scheduleOptions();

@@ -176,6 +176,7 @@ class Trainer {
   // Where a fit's batches come from: an in-memory set or a stream.
   struct BatchSource {
     std::string fingerprint;
+    std::string values;           // of in-memory data when a state is kept ("": not recorded)
     int64_t steps_per_epoch = 0;  // of a fresh epoch (the schedule's unit)
     bool exact = false;           // resume through `position`, not by the fraction of an epoch
     bool on_device = false;       // batches come on the training device (no pinning, no helper)
@@ -192,7 +193,8 @@ class Trainer {
   // opt_ (over `flat` when given, else per parameter) and ema_.
   void makeOptimizer(std::shared_ptr<FlatParameters> flat);
   void saveState(const nlohmann::json& training);
-  bool loadState(nlohmann::json& training, const std::string& fingerprint);
+  bool loadState(nlohmann::json& training, const std::string& fingerprint,
+                 const std::string& values);
   // The options a resumed training must keep ("--lr": 3e-5, …): its learning rates and
   // optimiser (--epochs may change, with a warning).
   nlohmann::json scheduleOptions() const;

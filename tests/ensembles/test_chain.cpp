@@ -461,7 +461,10 @@ TEST_F(ChainTest, ConfigsNoStepCouldTrainWithAreRefusedWhenRead) {
            {{{"batch_size", 0}}, "'batch_size' must be >= 1 (got 0)"},
            // Read as "every event" before.
            {{{"max_mc_events", -1}}, "'max_mc_events' must be >= 0 (0: every event) (got -1)"},
-           {{{"max_data_events", -5}}, "'max_data_events' must be >= 0"}}) {
+           {{{"max_data_events", -5}}, "'max_data_events' must be >= 0"},
+           // Overwritten without a word before: a chain trains one logit, no generator.
+           {{{"model", {{"num_classes", 3}}}}, "'model.num_classes' is not a config's to set"},
+           {{{"model", {{"generator", true}}}}, "'model.generator' is not a config's to set"}}) {
     try {
       chainConfigFromJson(bad, "cfg");
       ADD_FAILURE() << bad.dump() << " accepted";

@@ -352,6 +352,15 @@ TEST_F(ExtendCampaign, AVariationGrowsByNameToTheCampaignThatSaysSoFromTheStart)
           "campaign defines without keeping its per-step models",
           "warm");
 
+  // A count beside a spec file that says another: the option wins, and a line says so.
+  const std::string spec_file = writeSpec(scratch_, baseSpec(), "base-again.json");
+  ToolRun both = runTool({"extend", dir_, "--spec", spec_file, "--replicas", "5", "--dry-run"},
+                         scratch_, "both");
+  ASSERT_EQ(both.exit_code, 0) << both.err;
+  EXPECT_NE(both.err.find("--replicas 5 replaces the replicas 3 of " + spec_file),
+            std::string::npos)
+      << both.err;
+
   const auto before = tasksOf(dir_);
   ToolRun ext =
       runTool({"extend", dir_, "--variation", "boot", "--replicas", "3", "--members", "2"},

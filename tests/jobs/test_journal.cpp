@@ -12,6 +12,7 @@
 #include "core/base/exit_codes.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/journal.hpp"
+#include "jobs/status_report.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
 #include "tests/support/resource_limits.hpp"
@@ -269,6 +270,37 @@ class CampaignDir : public ::testing::Test {
   }
   std::string scratch_, dir_;
 };
+
+// `campaign status`'s rate is that of the last 100 tasks done: a campaign that paused (a day
+// between two runs) is not read as slow, and its ETA is that of the recent throughput.
+TEST(CampaignStatus, TheRateIsThatOfTheRecentTasks) {
+  registerTestTaskKinds();
+  const std::string scratch = makeScratchDir("status_rate");
+  const std::string dir = scratch + "/c";
+  Campaign::init(parseCampaignSpec(json{{"name", "rate"}, {"task", "noop"}, {"replicas", 300}},
+                                   "spec", scratch),
+                 dir);
+  Campaign c = Campaign::open(dir);
+  // 100 tasks 10 s apart, a pause of 10^4 s, then 100 tasks 1 s apart; 100 pending.
+  std::vector<Dispatch> ds(200);
+  for (int i = 0; i < 200; ++i) ds[static_cast<size_t>(i)].index = i;
+  c.journal().markRunning(ds);
+  std::vector<Completion> done;
+  const double t0 = wallClockNow() - 3e4;
+  for (int i = 0; i < 200; ++i) {
+    Completion k = completion(i, 1, 0);
+    k.started_at = t0 + (i < 100 ? 10.0 * i : 1e4 + i);
+    k.finished_at = k.started_at + 0.5;
+    done.push_back(k);
+  }
+  c.journal().recordCompletions(done, RetryPolicy{});
+  const json s = statusJson(c);
+  EXPECT_NEAR(s["rate_tasks_per_s"].get<double>(), 1.0, 1e-6);
+  EXPECT_EQ(s["rate_window_tasks"], 100);
+  EXPECT_NEAR(s["eta_s"].get<double>(), 100.0, 1e-3);
+  EXPECT_NE(statusText(s).find("rate 1 tasks/s (over the last 100 done), ETA"), std::string::npos)
+      << statusText(s);
+}
 
 TEST_F(CampaignDir, StandaloneRunsWriteResultsAndNeverTheJournal) {
   std::vector<int> attempts;

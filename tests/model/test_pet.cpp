@@ -18,6 +18,7 @@
 #include "core/model/masked_norm.hpp"
 #include "core/model/pet.hpp"
 #include "core/train/jet_batches.hpp"
+#include "core/train/train_config.hpp"
 #include "tests/model/test_jets.hpp"
 
 using namespace foldfarm;
@@ -129,6 +130,28 @@ TEST(PetParameters, APresetInAConfigSetsItsSizesAndAnUnknownOneIsRefused) {
   for (const PetConfig& c : {big, wide})
     EXPECT_EQ(petConfigToJson(petConfigFromJson(petConfigToJson(c), "meta.json")),
               petConfigToJson(c));
+}
+
+// A command's config may not set what the command sets itself (the data's classes, the
+// generator head): refused naming the file and the key (overwritten without a word before).
+TEST(PetParameters, AConfigDoesNotSetTheClassesOrTheGenerator) {
+  for (const char* key : {"num_classes", "generator"}) {
+    TrainConfigFile file;
+    file.path = "cfg.json";
+    file.model = {{key, 3}};
+    try {
+      petConfigFrom("tiny", file);
+      ADD_FAILURE() << key << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind(
+                    "cfg.json: 'model." + std::string(key) + "' is not a config's to set", 0),
+                0u)
+          << e.what();
+    }
+  }
+  TrainConfigFile sizes;
+  sizes.model = {{"dim", 64}};
+  EXPECT_EQ(petConfigFrom("tiny", sizes).dim, 64);
 }
 
 TEST(PetInvariance, PaddingDoesNotChangeOutputs) {

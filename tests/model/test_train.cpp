@@ -293,6 +293,36 @@ TEST(Resume, SignalStopSavesStateAndMismatchedConfigIsRefused) {
   }
 }
 
+// A resume on the same jets whose values were changed in place (a recalibrated file: the same
+// number of jets, labels, weights and real particles, which the fingerprint counts and sums) is
+// refused; on the data it was written with it resumes.
+TEST(Resume, TheSameJetsWithOtherValuesAreRefused) {
+  const auto jets = modeltest::randomJets(32, 32, 25, 8);
+  TempDir state;
+  ClassifierFitOptions o = quickFit();
+  o.state_dir = state.path;
+  PetClassifier clf(petPreset("tiny"), 3);
+  requestStop(10);
+  EXPECT_THROW(clf.fit(jets, nullptr, o), InterruptedError);
+  clearStopRequest();
+  ASSERT_TRUE(checkpointExists(state.path));
+
+  auto recalibrated = jets;
+  recalibrated.particle(0, 0)[0] *= 1.01f;  // one real particle's first feature, 1% off
+  o.resume = true;
+  PetClassifier again(petPreset("tiny"), 3);
+  try {
+    again.fit(recalibrated, nullptr, o);
+    FAIL() << "resumed a state on other values";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("written for other values of the training data"),
+              std::string::npos)
+        << e.what();
+  }
+  const FitResult r = again.fit(jets, nullptr, o);
+  EXPECT_TRUE(r.resumed);
+}
+
 TEST(Fit, LearnsSeparableJetsAndEarlyStopsWithBestWeights) {
   const auto train = modeltest::randomJets(160, 32, 25, 10);
   const auto test = modeltest::randomJets(80, 32, 25, 11);
