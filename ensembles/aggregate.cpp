@@ -97,7 +97,7 @@ std::optional<EventWeightsPlan> planWeights(const std::map<std::string, ChainGro
   if (plan && choice == EventWeightsChoice::kCentral && plan->columns.empty()) {
     logWarn(
         "aggregate: no central result to write (no chain of the nominal's replica 0 is among "
-        "those aggregated: none done, `campaign status` says why); no event_weights.h5");
+        "those aggregated); no event_weights.h5");
     plan.reset();
   }
   return plan;
@@ -123,6 +123,11 @@ BandReplicas bandReplicas(const std::map<int, ReplicaSum>& replicas) {
         "of all of them, replica 0 (the data as measured) included, and too narrow; run 2 or more "
         "bootstrap replicas",
         replicas.size(), bootstrap);
+  if (replicas.size() == 1)
+    logWarn(
+        "aggregate: one replica (replica {}): there is no statistical band (its spread is 0, and "
+        "so are its coverages); bootstrap replicas (2 or more besides replica 0) give it",
+        replicas.begin()->first);
   return out;
 }
 

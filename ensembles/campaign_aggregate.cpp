@@ -71,7 +71,26 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
                      spec.kind + "')");
   std::vector<std::string> runs;
   for (const auto& t : camp.tasks(jobs::TaskState::kDone)) runs.push_back(camp.taskDir(t.id));
-  if (runs.empty()) throw InputError(dir + ": no chain is done yet; run the campaign first");
+  if (runs.empty()) {
+    // The way to chains that are done: a run, or for cancelled and failed ones a retry.
+    const jobs::StateCounts counts = camp.counts();
+    const auto count = [&](jobs::TaskState st) {
+      auto it = counts.find(st);
+      return it == counts.end() ? 0 : it->second;
+    };
+    const int cancelled = count(jobs::TaskState::kCancelled),
+              failed = count(jobs::TaskState::kFailed);
+    std::string how = "run the campaign first (`foldfarm campaign run " + dir + "`)";
+    if (cancelled > 0 || failed > 0)
+      how = std::string("its chains are ") +
+            (cancelled > 0 ? std::to_string(cancelled) + " cancelled" : "") +
+            (cancelled > 0 && failed > 0 ? " and " : "") +
+            (failed > 0 ? std::to_string(failed) + " failed" : "") +
+            (count(jobs::TaskState::kPending) > 0 ? " (the others pending)" : "") +
+            ": `foldfarm campaign retry " + dir + (cancelled > 0 ? " --cancelled" : "") +
+            (failed > 0 ? " --failed" : "") + "` runs them";
+    throw InputError(dir + ": no chain is done yet; " + how);
+  }
   CampaignAggregation r;
   r.chains = static_cast<int>(runs.size());
   r.tasks = spec.numTasks();

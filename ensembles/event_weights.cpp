@@ -135,8 +135,7 @@ std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>&
   else
     logWarn(
         "aggregate: no chain of the nominal's replica 0 (no bootstrap) is among those "
-        "aggregated (none done: `campaign status` says why); event_weights.h5 has no "
-        "weights/nominal column");
+        "aggregated; event_weights.h5 has no weights/nominal column");
   for (const auto& [r, dirs] : nominal.replicas)
     if (r != 0 && !central_only)
       plan.columns.push_back(

@@ -104,12 +104,13 @@ Fd lockOrchestrator(const std::string& dir) {
       ::usleep(50000);
       holder = holderLine(lock_path);
     }
-    throw CampaignBusy(dir + ": another foldfarm process is orchestrating this campaign (" +
-                           (holder.empty() ? std::string() : holder + "; ") + lock_path +
-                           " is locked); wait for it, or stop it first (SIGTERM or Ctrl-C: its "
-                           "tasks stop and keep their state; `foldfarm campaign resume " +
-                           dir + "` continues them)",
-                       holder);
+    throw CampaignBusy(
+        dir + ": another foldfarm process is orchestrating this campaign (" +
+            (holder.empty() ? std::string() : holder + "; ") + lock_path +
+            " is locked); wait for it, stop it first (SIGTERM or Ctrl-C: its "
+            "tasks stop and keep their state; `foldfarm campaign resume " +
+            dir + "` continues them), or cancel its tasks (`foldfarm campaign cancel " + dir + "`)",
+        holder);
   }
   return std::move(*lock);
 }

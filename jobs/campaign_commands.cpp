@@ -67,7 +67,7 @@ namespace {
 
 int exitCodeFor(const RunSummary& s) {
   if (s.interrupted) return kExitInterrupted;
-  if (s.cancelled) return kExitFailure;  // not every task done, and no resume finishes them
+  if (s.cancelled) return kExitCancelled;
   auto get = [&](TaskState st) {
     auto it = s.counts.find(st);
     return it == s.counts.end() ? 0 : it->second;
@@ -195,6 +195,22 @@ int cancelCommand(const std::string& dir, double wait_s,
   };
   const std::string retry =
       "`foldfarm campaign retry " + dir + " --cancelled` runs the cancelled tasks again";
+  if (o.stopped_waiting) {
+    std::printf(
+        "campaign %s: stopped waiting; the request stands (%s/%s): %s cancels when it reads it, "
+        "`foldfarm campaign status %s` shows it until then\n",
+        dir.c_str(), dir.c_str(), kCancelRequestFile,
+        ("the run that orchestrates it (" + o.run + ")").c_str(), dir.c_str());
+    return 0;
+  }
+  if (o.run.empty() && o.cancelled_here == 0) {
+    std::printf(
+        "campaign %s: nothing to cancel: no task is unfinished (done %d, failed %d, "
+        "cancelled %d)\n",
+        dir.c_str(), count(TaskState::kDone), count(TaskState::kFailed),
+        count(TaskState::kCancelled));
+    return 0;
+  }
   if (o.run.empty() || (o.cancelled_here > 0 && !o.asked_only)) {
     std::printf("campaign %s: %d unfinished task(s) cancelled; %s\n", dir.c_str(), o.cancelled_here,
                 retry.c_str());

@@ -18,8 +18,8 @@ void initCommand(const std::string& spec_path, const std::string& dir);
 // `campaign run D [--executor local|mpi]` and `campaign resume D` (the same: a run always
 // continues from the journal). executor "" = the spec's (slurm is refused here: use the
 // slurm commands). Returns the exit code: 0 all tasks done, 1 some failed, 75 stopped by
-// a signal (resume later). For mpi, MPI is initialised and finalised here; every rank
-// must call it.
+// a signal (resume later), 79 ended by `campaign cancel` (jobs/cancel_request.hpp). For mpi, MPI is
+// initialised and finalised here; every rank must call it.
 int runCommand(const std::string& dir, const std::string& executor, const RunOptions& options);
 // `campaign status D [--json]`.
 void statusCommand(const std::string& dir, bool json);

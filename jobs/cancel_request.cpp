@@ -14,6 +14,7 @@
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
+#include "core/base/stop_signal.hpp"
 #include "jobs/campaign.hpp"
 
 namespace foldfarm::jobs {
@@ -96,9 +97,9 @@ void removeCancelRequest(const std::string& dir) {
 CancelWatch::CancelWatch(std::string dir, double interval_s)
     : dir_(std::move(dir)), self_(orchestratorIdentity()), interval_s_(interval_s) {}
 
-std::optional<CancelRequest> CancelWatch::poll() {
+std::optional<CancelRequest> CancelWatch::poll(bool now_anyway) {
   const double now = monotonicNow();
-  if (now < next_at_) return std::nullopt;
+  if (now < next_at_ && !now_anyway) return std::nullopt;
   next_at_ = now + interval_s_;
   if (!requestPresent(dir_)) return std::nullopt;
   std::optional<CancelRequest> r;
@@ -128,6 +129,8 @@ CancelOutcome cancelCampaign(const std::string& dir, double wait_s,
   if (!(wait_s >= 0) || !std::isfinite(wait_s))
     throw InputError("campaign cancel " + dir + ": --wait must be 0 or more seconds");
   CancelOutcome out;
+  // Ctrl-C while waiting ends the wait, not the request (said by the caller).
+  installStopHandlers();
   const double deadline = monotonicNow() + wait_s;
   double next_note = monotonicNow() + 15;
   for (;;) {
@@ -161,7 +164,12 @@ CancelOutcome cancelCampaign(const std::string& dir, double wait_s,
     const double look_again = monotonicNow() + 1.0;
     do {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    } while (monotonicNow() < look_again && requestPresent(dir));
+    } while (monotonicNow() < look_again && requestPresent(dir) && !stopRequested());
+    if (stopRequested() && requestPresent(dir)) {
+      out.stopped_waiting = true;
+      out.counts = countsNow(dir);
+      return out;
+    }
     if (!requestPresent(dir) && unfinished(countsNow(dir)) == 0) {
       // The run cancelled (or finished) every task; it is ending.
       out.counts = countsNow(dir);

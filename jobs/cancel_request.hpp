@@ -55,7 +55,8 @@ std::string orchestratorIdentity();
 class CancelWatch {
  public:
   explicit CancelWatch(std::string dir, double interval_s = 0.5);
-  std::optional<CancelRequest> poll();
+  // `now`: whatever the interval (a run that stops for a signal looks once more at its end).
+  std::optional<CancelRequest> poll(bool now = false);
   void done();
 
  private:
@@ -67,11 +68,12 @@ class CancelWatch {
 
 // What `campaign cancel D` did (cancelCampaign below).
 struct CancelOutcome {
-  int cancelled_here = 0;   // tasks this process cancelled (it held the journal)
-  std::string run;          // the run that was asked ("" when none was)
-  bool asked_only = false;  // the request was written and not waited for (wait_s = 0)
-  bool timed_out = false;   // the run did not act on it within wait_s (the request stands)
-  StateCounts counts;       // the journal's counts at the end
+  int cancelled_here = 0;        // tasks this process cancelled (it held the journal)
+  std::string run;               // the run that was asked ("" when none was)
+  bool asked_only = false;       // the request was written and not waited for (wait_s = 0)
+  bool timed_out = false;        // the run did not act on it within wait_s (the request stands)
+  bool stopped_waiting = false;  // SIGINT/SIGTERM while waiting (the request stands)
+  StateCounts counts;            // the journal's counts at the end
 };
 
 // `campaign cancel D` by the protocol above. `cancel_here` cancels the unfinished tasks of

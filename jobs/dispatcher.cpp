@@ -157,10 +157,14 @@ class Dispatcher {
   void placeReady() {
     dispatches_.clear();
     size_t want = depth();
-    // While plenty of work is left, keep one more task queued at each slot so the
-    // worker never waits for the journal's commit; near the end, one at a time keeps
-    // the slots balanced.
-    if (want < 2 && ready_.size() >= 2 * static_cast<size_t>(transport_.slots())) want = 2;
+    // While plenty of short tasks are left, keep one more task queued at each slot so the
+    // worker never waits for the journal's commit; near the end, one at a time keeps the
+    // slots balanced. Tasks of 0.1 s or more (or not yet timed) are sent one at a time: the
+    // commit is nothing beside them, and a queued task would count as running in `status`
+    // (and, at a stop, as an interrupted attempt) without having started.
+    if (want < 2 && mean_task_s_ >= 0 && mean_task_s_ < 0.1 &&
+        ready_.size() >= 2 * static_cast<size_t>(transport_.slots()))
+      want = 2;
     bool any_usable = false;
     // Round-robin, one task per slot per round, so short tasks spread over the slots.
     for (bool placed = true; placed && !ready_.empty();) {
@@ -332,6 +336,16 @@ class Dispatcher {
   // back to pending; a normal end shuts the workers down and names the tasks held by failed
   // dependencies.
   void finish() {
+    // A run stopped by a signal with a cancel request standing (the request came while it
+    // stopped, or just before the signal): the request is honoured, not left to be removed by
+    // the next run as one that no run read.
+    if (stopping_ && !summary_.cancelled) {
+      if (std::optional<CancelRequest> r = cancel_watch_.poll(/*now=*/true)) {
+        summary_.cancelled = true;
+        summary_.interrupted = false;
+        cancelled_by_ = r->by.empty() ? "`foldfarm campaign cancel`" : r->by;
+      }
+    }
     if (summary_.cancelled) {
       // What the stop left running (a worker that never answered) too; then the request is
       // answered (removed) once the journal says so.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "core/base/error.hpp"
 #include "core/base/file_stat.hpp"
 #include "core/base/json_file.hpp"
 #include "core/base/progress.hpp"
@@ -139,8 +140,15 @@ json statusJson(Campaign& campaign) {
   // A `campaign cancel` the run that orchestrates D has not acted on yet.
   json cancel = nullptr;
   try {
-    if (std::optional<CancelRequest> r = readCancelRequest(campaign.dir()))
+    if (std::optional<CancelRequest> r = readCancelRequest(campaign.dir())) {
       cancel = {{"run", r->run}, {"by", r->by}, {"at", r->at}};
+      // Whether the run asked has ended: known for a run of this host (/proc/locks), not for
+      // one elsewhere (null).
+      const std::string host_prefix = hostName() + " pid ";
+      cancel["run_ended"] = r->run.rfind(host_prefix, 0) == 0
+                                ? json(j["orchestrator"].get<std::string>() != r->run)
+                                : json(nullptr);
+    }
   } catch (const Error&) {
     // Unreadable for now (a status says what it can).
   }
@@ -221,15 +229,21 @@ std::string statusText(const json& s) {
         "crash, a lost node), `foldfarm campaign resume " +
         dir + "` runs the tasks it left running again\n";
   const json& cancel = s.value("cancel_requested", json());
-  if (cancel.is_object())
+  if (cancel.is_object()) {
     out +=
         "  cancel: requested" +
         (cancel["by"].get<std::string>().empty() ? "" : " by " + cancel["by"].get<std::string>()) +
         (cancel["at"].get<double>() > 0 ? " at " + formatUtcTime(cancel["at"].get<double>()) : "") +
-        " of the run " + cancel["run"].get<std::string>() +
-        ", which stops its tasks and cancels the unfinished ones once it reads it (if that run "
-        "ended, `foldfarm campaign cancel " +
-        dir + "` cancels them)\n";
+        " of the run " + cancel["run"].get<std::string>();
+    if (cancel.value("run_ended", json()) == json(true))
+      out += ", which has ended without reading it: `foldfarm campaign cancel " + dir +
+             "` cancels the unfinished tasks now (the next run removes the request)\n";
+    else
+      out +=
+          ", which stops its tasks and cancels the unfinished ones once it reads it (if that "
+          "run ended, `foldfarm campaign cancel " +
+          dir + "` cancels them)\n";
+  }
   const json& aggregated = s.value("aggregated_chains", json());
   const int done = s["counts"].value("done", 0);
   if (aggregated.is_number() && aggregated.get<int64_t>() != done)

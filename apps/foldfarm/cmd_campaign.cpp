@@ -273,6 +273,10 @@ void runCampaign(const std::string& dir, const std::string& executor,
   const int rc = jobs::runCommand(dir, executor, options);
   if (rc == kExitInterrupted)
     throw InterruptedError(dir + ": stopped; continue with `foldfarm campaign resume " + dir + "`");
+  if (rc == kExitCancelled)
+    throw Error(dir + ": cancelled by `foldfarm campaign cancel`; `foldfarm campaign retry " + dir +
+                    " --cancelled` runs the cancelled tasks",
+                kExitCancelled);
   if (rc != 0)
     throw Error(dir + ": " + failed + "; see `foldfarm campaign status " + dir +
                 "` and `foldfarm campaign retry " + dir + " --failed`");
@@ -349,6 +353,8 @@ void registerCampaignCommands(CommandGroups& g) {
       if (*aggregate) checkAggregatable(*dir);
       jobs::RunOptions o = runOptions(0);
       o.retry = jobs::retryStates(*dir, *failed, *cancelled, !tasks->empty());
+      // The kinds first: the named tasks' checks read the campaign's spec.
+      registerAllTaskKinds();
       if (!tasks->empty() && dist::detectLaunch().rank == 0)
         jobs::printTaskRerun(*dir, jobs::rerunNamedTasks(*dir, *tasks));
       runCampaign(*dir, *executor, o, "tasks failed again");

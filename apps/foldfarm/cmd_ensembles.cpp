@@ -14,6 +14,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/json_file.hpp"
+#include "core/base/log.hpp"
 #include "core/base/stop_signal.hpp"
 #include "core/model/threads.hpp"
 #include "core/train/device.hpp"
@@ -93,6 +94,7 @@ void registerUnfold(CommandGroups& g) {
       o->device.applyTo(config);
       checked = ensembles::chainConfigFromJson(config, o->config.empty() ? "config" : o->config);
     });
+    if (launch.distributed()) setLogRank(launch.rank);  // the device line names its rank
     DeviceChoice dev;
     checkAlikeOnEveryRank(launch.local_rank, [&] {
       dev = resolveDevice(parseDeviceRequest(checked.device, "--device"), probeDeviceFacts());

@@ -129,6 +129,7 @@ void runPretrain(const PretrainArgs& a, const CLI::App& app) {
   // for GPU tensors, MPI for host tensors. Before MPI: what every rank of a node finds alike
   // (its GPUs) is said by the node's first rank, an option every rank finds wrong by rank 0.
   const dist::LaunchInfo launch = dist::detectLaunch();
+  if (launch.distributed()) setLogRank(launch.rank);  // the device line names its rank
   DeviceChoice dev;
   checkAlikeOnEveryRank(launch.local_rank, [&] { dev = selectDevice(a.device); });
   dist::DistOptions dist_options;

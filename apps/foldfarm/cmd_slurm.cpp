@@ -197,10 +197,11 @@ void submitAndReport(SubmitArgs& a) {
     throw InterruptedError("stopped watching " + a.dir + "; its jobs keep running");
   if (sum.cancelled)
     throw Error(a.dir + ": the watch ended on `foldfarm campaign cancel`: " +
-                std::to_string(sum.tasksCancelled) + " unfinished task(s) cancelled, " +
-                std::to_string(sum.jobsCancelled.size()) +
-                " Slurm job(s) scancelled; `foldfarm campaign retry " + a.dir +
-                " --cancelled` submits the cancelled tasks again");
+                    std::to_string(sum.tasksCancelled) + " unfinished task(s) cancelled, " +
+                    std::to_string(sum.jobsCancelled.size()) +
+                    " Slurm job(s) scancelled; `foldfarm campaign retry " + a.dir +
+                    " --cancelled` submits the cancelled tasks again",
+                kExitCancelled);
   if (j["counts"].value("failed", 0) > 0) {
     throw Error(a.dir + ": " + std::to_string(j["counts"].value("failed", 0)) +
                 " task(s) failed; see `foldfarm campaign status " + a.dir + "`");

@@ -17,6 +17,10 @@ inline constexpr int kExitInterrupted = 75;
 // A campaign task's attempt that is older than the task's newest attempt (a requeued Slurm
 // element after a resubmission, an orphaned worker): it ran nothing and wrote nothing.
 inline constexpr int kExitSuperseded = 76;
+// `campaign run` (resume, retry) ended by `campaign cancel`: its unfinished tasks cancelled,
+// none failed (`campaign retry --cancelled` runs them). Not 0: what waits for the campaign to be
+// done (an afterok job dependency) must not start.
+inline constexpr int kExitCancelled = 79;
 // Tests: the test could not run here (no GPU, no Slurm); CTest's SKIP_RETURN_CODE.
 inline constexpr int kExitSkipped = 77;
 

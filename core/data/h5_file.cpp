@@ -166,8 +166,8 @@ H5Handle h5OpenInput(const std::string& path, const std::string& advice) {
     std::string why = e.what();
     const auto colon = why.find(": ", why.find(" failed at "));
     why = colon == std::string::npos ? "not an HDF5 file" : why.substr(colon + 2);
-    throw InputError(path + ": cannot open as HDF5 (truncated, corrupt or not HDF5: " + why +
-                     "); " + advice);
+    throw InputError(path + ": cannot open as HDF5 (truncated, corrupt or not HDF5: " + why + ")" +
+                     (advice.empty() ? std::string() : "; " + advice));
   }
 }
 
@@ -220,6 +220,43 @@ std::vector<std::string> h5ListDatasets(hid_t file) {
   FF_H5_CHECK(H5Literate(file, H5_INDEX_NAME, H5_ITER_INC, nullptr, collectName, &names),
               "listing datasets");
   return names;
+}
+
+namespace {
+struct TreeWalk {
+  std::vector<std::string> datasets;
+  std::string prefix;
+  int depth = 0;
+};
+}  // namespace
+
+static herr_t collectTree(hid_t group, const char* name, const H5L_info_t*, void* client) {
+  auto* walk = static_cast<TreeWalk*>(client);
+  hid_t obj = H5Oopen(group, name, H5P_DEFAULT);
+  if (obj < 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return 0;
+  }
+  const std::string path = walk->prefix + name;
+  if (H5Iget_type(obj) == H5I_DATASET) {
+    walk->datasets.push_back(path);
+  } else if (H5Iget_type(obj) == H5I_GROUP && walk->depth < 16) {
+    const std::string before = walk->prefix;
+    walk->prefix = path + "/";
+    ++walk->depth;
+    H5Literate(obj, H5_INDEX_NAME, H5_ITER_INC, nullptr, collectTree, walk);
+    --walk->depth;
+    walk->prefix = before;
+  }
+  H5Oclose(obj);
+  return 0;
+}
+
+std::vector<std::string> h5ListDatasetsDeep(hid_t file) {
+  TreeWalk walk;
+  FF_H5_CHECK(H5Literate(file, H5_INDEX_NAME, H5_ITER_INC, nullptr, collectTree, &walk),
+              "listing datasets");
+  return walk.datasets;
 }
 
 static void writeAttr(hid_t obj, const std::string& name, hid_t type, const void* value) {

@@ -70,6 +70,9 @@ bool h5Exists(hid_t loc, const std::string& name);
 std::vector<hsize_t> h5Dims(hid_t dataset, H5T_class_t* cls = nullptr);
 // Names of the datasets directly under the root group.
 std::vector<std::string> h5ListDatasets(hid_t file);
+// Paths of every dataset in the file ("mass/std", "weights/nominal"), groups walked to a depth
+// of 16.
+std::vector<std::string> h5ListDatasetsDeep(hid_t file);
 
 // String attributes on an object (file root or dataset): written as variable-length UTF-8.
 void h5WriteStringAttr(hid_t obj, const std::string& name, const std::string& value);

@@ -67,15 +67,43 @@ nlohmann::json levelSummary(const JetFile& f, const std::string& level) {
 
 namespace {
 
+// An HDF5 file of no jets nor events (no root dataset data, reco or gen): its datasets, in
+// groups too (foldfarm's bands.h5, event_weights.h5, a chain's weights.h5), with their shapes,
+// and the root's attributes. nullopt for a jets or unfolding file (JetFile reads it).
+std::optional<nlohmann::json> summarizeOtherFile(H5Handle& file, const std::string& path,
+                                                 const std::vector<std::string>& attrs) {
+  for (const std::string& name : h5ListDatasets(file.get()))
+    if (name == "data" || name == "reco" || name == "gen") return std::nullopt;
+  nlohmann::json s;
+  s["file"] = path;
+  s["layout"] = "other";
+  s["attributes"] = nlohmann::json::object();
+  for (const std::string& k : attrs) s["attributes"][k] = h5ReadAttrAsString(file.get(), k);
+  s["datasets"] = nlohmann::json::object();
+  for (const std::string& name : h5ListDatasetsDeep(file.get())) {
+    H5Handle ds = FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Kind::kDataset,
+                            path + ": " + name);
+    H5T_class_t cls{};
+    const std::vector<hsize_t> dims = h5Dims(ds.get(), &cls);
+    s["datasets"][name] = {{"shape", dims},
+                           {"type", cls == H5T_FLOAT     ? "float"
+                                    : cls == H5T_INTEGER ? "integer"
+                                    : cls == H5T_STRING  ? "string"
+                                                         : "other"}};
+  }
+  return s;
+}
+
 // A file of float arrays written by foldfarm (writeArraysFile: `data observables`), told by its
 // "layout" attribute: rows, each dataset's shape and its columns' moments (named by the
-// "columns" attribute when it lists as many), read in blocks of rows. nullopt for other files.
+// "columns" attribute when it lists as many), read in blocks of rows; any other file that holds
+// no jets nor events: summarizeOtherFile. nullopt for jets and unfolding files.
 std::optional<nlohmann::json> summarizeArraysFile(const std::string& path) {
   H5Handle file = h5OpenInput(path, "");
   const std::vector<std::string> attrs = h5AttrNames(file.get());
   if (std::find(attrs.begin(), attrs.end(), "layout") == attrs.end() ||
       h5ReadAttrAsString(file.get(), "layout") != "arrays")
-    return std::nullopt;
+    return summarizeOtherFile(file, path, attrs);
   nlohmann::json s;
   s["file"] = path;
   s["layout"] = "arrays";
@@ -184,7 +212,10 @@ nlohmann::json summarizeFile(const std::string& path) {
 std::string formatSummary(const nlohmann::json& s) {
   std::ostringstream os;
   char buf[256];
-  if (s["layout"] == "arrays")
+  if (s["layout"] == "other")
+    os << s["file"].get<std::string>() << ": holds no jets nor events (" << s["datasets"].size()
+       << " dataset(s), e.g. foldfarm's bands, weights or histograms; h5py or h5dump read them)\n";
+  else if (s["layout"] == "arrays")
     os << s["file"].get<std::string>() << ": arrays layout (float arrays written by foldfarm, "
        << "e.g. `data observables`), " << s["rows"].get<int64_t>() << " rows\n";
   else
@@ -227,7 +258,8 @@ std::string formatSummary(const nlohmann::json& s) {
       os << " (the file holds its " << s["pass_fraction"].begin().key() << " level only)";
     os << "\n";
   }
-  for (auto& [level, l] : s["levels"].items()) {
+  const nlohmann::json levels = s.value("levels", nlohmann::json::object());
+  for (auto& [level, l] : levels.items()) {
     std::snprintf(buf, sizeof buf, "%-18s %10s %10s %10s %10s\n", ("[" + level + "]").c_str(),
                   "mean", "std", "min", "max");
     os << buf;

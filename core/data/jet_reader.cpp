@@ -453,8 +453,16 @@ struct JetFile::Impl {
     auto has = [&](const char* n) {
       return std::find(names.begin(), names.end(), n) != names.end();
     };
-    if (names.empty())
-      fail("", "contains no datasets (empty file); regenerate it with `foldfarm data synth`");
+    if (names.empty()) {
+      // Datasets in groups (foldfarm's bands.h5, event_weights.h5) are no jets either.
+      const std::vector<std::string> deep = h5ListDatasetsDeep(file.get());
+      if (deep.empty())
+        fail("", "contains no datasets (empty file); regenerate it with `foldfarm data synth`");
+      fail("", "holds no jets nor events (" + std::to_string(deep.size()) +
+                   " dataset(s) in groups, e.g. " + deep.front() +
+                   ": foldfarm's bands, weights or histograms?); give a jets or unfolding file "
+                   "(`foldfarm data inspect` lists what this one holds)");
+    }
     if (has("data")) {
       layout = FileLayout::kJets;
       auto d = expect("data", {0, F}, "(N,P,13)");

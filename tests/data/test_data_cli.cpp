@@ -244,6 +244,38 @@ TEST_F(DataCli, SynthInspectConvertObservables) {
   r = run({"data", "convert", "--in", obs, "--out", file("obs_conv.h5")});
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("is a file of observables"), std::string::npos) << r.err;
+  // A file of datasets in groups (as foldfarm's bands.h5 and event_weights.h5 are): listed, not
+  // called empty; as a training input it is named for what it is.
+  const std::string grouped = file("grouped.h5");
+  {
+    H5Handle f = h5Create(grouped);
+    H5Handle g = FF_H5_OWN(H5Gcreate2(f.get(), "mass", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                           H5Kind::kGroup, "mass");
+    const hsize_t n = 5;
+    H5Handle space = FF_H5_OWN(H5Screate_simple(1, &n, nullptr), H5Kind::kDataspace, "space");
+    H5Handle ds = FF_H5_OWN(H5Dcreate2(g.get(), "std", H5T_NATIVE_DOUBLE, space.get(), H5P_DEFAULT,
+                                       H5P_DEFAULT, H5P_DEFAULT),
+                            H5Kind::kDataset, "std");
+    const double v[5] = {1, 2, 3, 4, 5};
+    FF_H5_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), "std");
+  }
+  r = run({"data", "inspect", grouped, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto g = nlohmann::json::parse(r.out);
+  EXPECT_EQ(g["layout"], "other");
+  EXPECT_EQ(g["datasets"]["mass/std"]["shape"], nlohmann::json::array({5}));
+  r = run({"data", "inspect", grouped});
+  EXPECT_NE(r.out.find("holds no jets nor events (1 dataset(s)"), std::string::npos) << r.out;
+  r = run({"data", "convert", "--in", grouped, "--out", file("grouped_out.h5")});
+  EXPECT_NE(r.err.find("holds no jets nor events (1 dataset(s) in groups, e.g. mass/std"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("empty file"), std::string::npos) << r.err;
+  // A file that is not HDF5: one line, no dangling separator.
+  std::ofstream(file("text.h5")) << "not hdf5\n";
+  r = run({"data", "inspect", file("text.h5")});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err.find("; \n"), std::string::npos) << r.err;
 
   // convert recomputes data/jet from four-vectors of the real-jet file.
   const std::string conv = file("conv.h5");

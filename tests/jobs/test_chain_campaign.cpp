@@ -102,6 +102,21 @@ class ChainCampaign : public ::testing::Test {
 };
 
 // A campaign runs and aggregates; once its truth is replaced, aggregating again is refused.
+// A campaign whose chains were all cancelled: the aggregation names the way to chains that
+// are done (before: "run the campaign first", which runs nothing).
+TEST_F(ChainCampaign, AnAggregationOfCancelledChainsSaysHowToRunThem) {
+  const std::string dir = init(spec(2, 1), "cancelled");
+  ASSERT_EQ(runFoldfarm({"campaign", "cancel", dir}, scratch_, "cancel"), 0)
+      << readText(scratch_ + "/cancel.err");
+  EXPECT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "agg"), kExitBadInput);
+  EXPECT_NE(readText(scratch_ + "/agg.err")
+                .find("no chain is done yet; its chains are 2 cancelled: `foldfarm campaign "
+                      "retry " +
+                      dir + " --cancelled` runs them"),
+            std::string::npos)
+      << readText(scratch_ + "/agg.err");
+}
+
 TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   std::string dir = init(spec(8, 2), "full");
   ASSERT_EQ(runFoldfarm({"campaign", "run", dir}, scratch_, "run"), 0)
@@ -126,6 +141,18 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   EXPECT_NE(readText(scratch_ + "/run-repaired.out").find(" 0 task(s) done in this run"),
             std::string::npos)
       << readText(scratch_ + "/run-repaired.out");
+  // A chain's output lost after it was done: `campaign retry --task` through the real command
+  // (which knows the chain kind only once it registers them: it was refused before) runs it
+  // again, its damaged directory kept under superseded/.
+  const std::string lost = dir + "/tasks/r0003m1/result.json";
+  ASSERT_TRUE(exists(lost));
+  fs::remove(lost);
+  ASSERT_EQ(runFoldfarm({"campaign", "retry", dir, "--task", "r0003m1"}, scratch_, "retry-task"), 0)
+      << readText(scratch_ + "/retry-task.err");
+  EXPECT_NE(readText(scratch_ + "/retry-task.out").find("1 task(s) run again (r0003m1)"),
+            std::string::npos)
+      << readText(scratch_ + "/retry-task.out");
+  EXPECT_TRUE(exists(lost));
   ASSERT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "agg"), 0)
       << readText(scratch_ + "/agg.err");
   EXPECT_TRUE(exists(dir + "/aggregate/bands.h5"));
