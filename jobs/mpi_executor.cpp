@@ -16,7 +16,12 @@
 //   4. rank 0 -> r, tag kTagStop: stop the running task (interrupted) and answer the
 //      queued ones unstarted. tag kTagExit: shut the worker down and return; its payload
 //      "lost" says a rank is lost, and the worker then ends by MPI_Abort, not MPI_Finalize.
-//   5. A lost rank is fenced: it is sent kTagStop (in case it is only slow) and gets no more
+//   6. On kTagExit a worker rank shuts its worker down, sends rank 0 a last frame {"t":"bye"}
+//      (tag kTagEvents) and returns; rank 0's shutdown waits until every rank it did not
+//      fence has said bye (at most lost_after_s), dropping the events that come before it
+//      (a worker that ended as a stop asked): no message of a pilot outlives it, so a second
+//      pilot in the same processes (tests run them so) never reads the first's as its own.
+//   7. A lost rank is fenced: it is sent kTagStop (in case it is only slow) and gets no more
 //      tasks; a task it ran is retried elsewhere, where the task lease keeps the two from
 //      overlapping. When the campaign has run out of work, rank 0 names every lost rank and
 //      ends the job with PeerLostError (exit 3) through MPI_Abort (core/mpi/mpi_runtime.hpp):
@@ -29,6 +34,7 @@
 #include <unistd.h>
 
 #include <signal.h>
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <set>
@@ -155,8 +161,32 @@ class MpiTransport : public Transport {
     // MPI_Finalize (its fence would wait for the lost rank, and a launcher that aborts a job
     // with a fence pending can hang in its own finalisation: Open MPI 4.1's mpirun does).
     const std::string payload = lost_reasons_.empty() ? "" : "lost";
+    std::vector<char> waiting(static_cast<size_t>(slots()), 0);
     for (int s = 0; s < slots(); ++s) {
-      if (!lost_[s]) sendBytes(payload, s + 1, kTagExit);
+      if (lost_[s]) continue;
+      sendBytes(payload, s + 1, kTagExit);
+      waiting[static_cast<size_t>(s)] = 1;
+    }
+    // 6. Until every rank said bye.
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(lost_after_s_));
+    while (std::count(waiting.begin(), waiting.end(), 1) > 0 && Clock::now() < deadline) {
+      int flag = 0;
+      MPI_Status st;
+      FF_MPI_CHECK(MPI_Iprobe(MPI_ANY_SOURCE, kTagEvents, MPI_COMM_WORLD, &flag, &st));
+      if (!flag) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        continue;
+      }
+      const std::string bytes = recvBytes(st);
+      FrameReader reader;
+      reader.feed(bytes.data(), bytes.size());
+      std::string frame;
+      while (reader.next(frame)) {
+        const json m = json::parse(frame, nullptr, false);
+        if (m.is_object() && m.value("t", "") == "bye")
+          waiting[static_cast<size_t>(st.MPI_SOURCE - 1)] = 0;
+      }
     }
   }
   // "rank 2 on node7 (silent for 30 s)", one per lost rank.
@@ -273,6 +303,9 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
         } else if (st.MPI_TAG == kTagExit) {
           if (bytes == "lost") dist::MpiRuntime::markAborted();
           pool.shutdown();
+          std::string bye;  // 6.
+          appendFrame(bye, R"({"t":"bye"})");
+          sendBytes(bye, 0, kTagEvents);
           return;
         }
       }

@@ -57,8 +57,8 @@ class OutputDirs : public ::testing::Test {
 };
 std::string OutputDirs::dir_;
 
-// `mpirun -np 2 foldfarm --log-level warn ARGS`.
-ProcessResult underMpirun(const std::vector<std::string>& args) {
+// `mpirun -np 2 foldfarm --log-level warn ARGS`, as an argv and run.
+std::vector<std::string> mpirunArgv(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {FOLDFARM_MPIRUN,
                                    "--allow-run-as-root",
                                    "--oversubscribe",
@@ -68,37 +68,10 @@ ProcessResult underMpirun(const std::vector<std::string>& args) {
                                    "--log-level",
                                    "warn"};
   argv.insert(argv.end(), args.begin(), args.end());
-  return runSingleThreaded(argv, 120);
+  return argv;
 }
-
-// `argv` started in the background, its stdout and stderr in `log`.
-pid_t spawnLogged(const std::vector<std::string>& argv, const std::string& log) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    ::setenv("OMP_NUM_THREADS", "1", 1);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execv(args[0], args.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-// The exit code of `pid` (128 + signal when killed); -1 when it is still running after 240 s.
-int waitStatus(pid_t pid) {
-  for (int i = 0; i < 240 * 20; ++i) {
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid)
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
-  return -1;
+ProcessResult underMpirun(const std::vector<std::string>& args) {
+  return runSingleThreaded(mpirunArgv(args), 120);
 }
 
 std::string slurpFile(const std::string& path) {
@@ -229,16 +202,7 @@ TEST_F(OutputDirs, UnderMpirunAStopIsSaidOnceAndResumes) {
   const std::string out = dir_ + "/stopped";
   std::vector<std::string> args = pretrain(out, "40");
   const std::string log = dir_ + "/stopped.log";
-  std::vector<std::string> argv = {FOLDFARM_MPIRUN,
-                                   "--allow-run-as-root",
-                                   "--oversubscribe",
-                                   "-np",
-                                   "2",
-                                   FOLDFARM_BINARY,
-                                   "--log-level",
-                                   "warn"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  const pid_t mpirun = spawnLogged(argv, log);
+  const pid_t mpirun = foldfarm::testing::spawnLogged(mpirunArgv(args), log);
   ASSERT_GT(mpirun, 0);
   // Once the first epoch's state is written, SIGTERM to both ranks.
   for (int i = 0; i < 1200 && !fs::exists(out + "/state/meta.json"); ++i)
@@ -247,7 +211,7 @@ TEST_F(OutputDirs, UnderMpirunAStopIsSaidOnceAndResumes) {
   const std::vector<pid_t> ranks = childrenOf(mpirun);
   ASSERT_EQ(ranks.size(), 2u);
   for (const pid_t r : ranks) ::kill(r, SIGTERM);
-  EXPECT_EQ(waitStatus(mpirun), 75);
+  EXPECT_EQ(foldfarm::testing::waitExitWithin(mpirun, 240), 75);
   const std::string err = slurpFile(log);
   EXPECT_EQ(errorLines(err), 0) << err;
   size_t said = 0;

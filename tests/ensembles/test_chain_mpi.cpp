@@ -119,36 +119,6 @@ std::vector<pid_t> ranksWriting(const std::string& out) {
   return pids;
 }
 
-// mpirun started in the background, its stdout and stderr in files.
-pid_t spawn(const std::vector<std::string>& argv, const fs::path& log) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    ::setenv("OMP_NUM_THREADS", "1", 1);
-    ::setenv("OPENBLAS_NUM_THREADS", "1", 1);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execv(args[0], args.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-int waitExit(pid_t pid, int timeout_s) {
-  for (int i = 0; i < timeout_s * 20; ++i) {
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid)
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
-  return -1;
-}
-
 TEST(ChainMpi, TwoRanksTrainOneChainAndRankZeroWritesItOnce) {
   if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm executable not built";
   const fs::path dir =
@@ -225,7 +195,7 @@ TEST(ChainMpi, SignalToOneRankStopsBothAndResumeEndsLikeUninterrupted) {
   // lands inside step 2's training (5 epochs remain, about 0.5 s each).
   const std::string cut = (dir / "cut").string();
   const fs::path log = dir / "cut.log";
-  const pid_t mpirun = spawn(unfoldArgv(in, cut), log);
+  const pid_t mpirun = foldfarm::testing::spawnLogged(unfoldArgv(in, cut), log.string());
   ASSERT_GT(mpirun, 0);
   for (int i = 0;
        i < 2400 && slurp(log.string()).find("iteration 0 step 2: epoch 0") == std::string::npos;
@@ -236,7 +206,7 @@ TEST(ChainMpi, SignalToOneRankStopsBothAndResumeEndsLikeUninterrupted) {
                               << slurp(log.string());
   std::sort(ranks.begin(), ranks.end());
   ASSERT_EQ(::kill(ranks.back(), SIGUSR1), 0);
-  const int rc = waitExit(mpirun, 240);
+  const int rc = foldfarm::testing::waitExitWithin(mpirun, 240);
   const std::string cut_log = slurp(log.string());
   ASSERT_EQ(rc, 75) << "a stopped chain exits with the interrupted code on every rank\n" << cut_log;
   // Said once, by rank 0, and not as an error.
@@ -274,7 +244,7 @@ TEST(ChainMpi, AWriteThatFailsOnRankZeroEndsBothRanks) {
   std::vector<std::string> argv = unfoldArgv(in, out);
   argv.back() = "1000";  // --collective-timeout
   const fs::path log = dir / "run.log";
-  const pid_t mpirun = spawn(argv, log);
+  const pid_t mpirun = foldfarm::testing::spawnLogged(argv, log.string());
   ASSERT_GT(mpirun, 0);
   for (int i = 0;
        i < 2400 && slurp(log.string()).find("iteration 0 step 1: epoch 0") == std::string::npos;
@@ -285,7 +255,7 @@ TEST(ChainMpi, AWriteThatFailsOnRankZeroEndsBothRanks) {
   // Where rank 0 commits step 1's classifiers once they are trained.
   for (const char* dir : {"/state/model_step1", "/state/mlp_step1"})
     std::ofstream(out + dir) << "not a directory\n";
-  const int rc = waitExit(mpirun, 120);
+  const int rc = foldfarm::testing::waitExitWithin(mpirun, 120);
   const std::string err = slurp(log.string());
   ASSERT_NE(rc, -1) << "the job did not end\n" << err;
   EXPECT_NE(rc, 0) << err;
@@ -321,9 +291,9 @@ TEST(ChainMpi, AnInputOneRankCannotReadEndsBothRanksBeforeAnythingIsWritten) {
   argv.push_back(":");
   argv.insert(argv.end(), second.begin(), second.end());
   const fs::path log = dir / "run.log";
-  const pid_t mpirun = spawn(argv, log);
+  const pid_t mpirun = foldfarm::testing::spawnLogged(argv, log.string());
   ASSERT_GT(mpirun, 0);
-  const int rc = waitExit(mpirun, 120);
+  const int rc = foldfarm::testing::waitExitWithin(mpirun, 120);
   const std::string err = slurp(log.string());
   ASSERT_NE(rc, -1) << "the job did not end\n" << err;
   EXPECT_EQ(rc, 2) << err;

@@ -31,6 +31,20 @@ namespace fs = std::filesystem;
 class LocalExecutor : public ToolCampaignTest {
  protected:
   LocalExecutor() : ToolCampaignTest("local") {}
+  // A campaign of `tasks` sleep tasks of `seconds` on 2 slots, run in the background: its pid,
+  // once two tasks have written their results (however long the start took: a loaded machine,
+  // a sanitizer build).
+  pid_t startSleepingRun(int tasks, double seconds) {
+    init(json{{"task", "sleep"},
+              {"replicas", tasks},
+              {"params", {{"seconds", seconds}}},
+              {"resources", {{"cpu_slots", 2}}}});
+    const pid_t pid = startTool({"run", dir_}, scratch_, "run");
+    int mismatched = 0;
+    for (int i = 0; i < 600 && countResultFiles(dir_ + "/tasks", mismatched) < 2; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    return pid;
+  }
 };
 
 TEST_F(LocalExecutor, NoopCampaignCompletesWithEveryTransitionJournaled) {
@@ -264,14 +278,7 @@ TEST_F(LocalExecutor, RetryCancelledRunsWhatCancelStoppedAndNothingElse) {
 // stops its running tasks as a stop signal does, cancels every unfinished task, and ends;
 // the cancel, waiting, says what the run did. `retry --cancelled` then runs them all.
 TEST_F(LocalExecutor, CancelDuringARunIsCarriedOutByTheRun) {
-  init(json{{"task", "sleep"},
-            {"replicas", 24},
-            {"params", {{"seconds", 0.3}}},
-            {"resources", {{"cpu_slots", 2}}}});
-  const pid_t pid = startTool({"run", dir_}, scratch_, "run");
-  int mismatched = 0;
-  for (int i = 0; i < 600 && countResultFiles(dir_ + "/tasks", mismatched) < 2; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const pid_t pid = startSleepingRun(24, 0.3);
   ToolRun cancel = runTool({"cancel", dir_, "--wait", "120"}, scratch_, "cancel");
   ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
   const std::string run = hostName() + " pid " + std::to_string(pid);
@@ -314,14 +321,7 @@ TEST_F(LocalExecutor, CancelDuringARunIsCarriedOutByTheRun) {
 // SIGTERM, which the run sees first) is honoured: the run cancels the unfinished tasks rather
 // than leave the request for the next run to drop as one no run read.
 TEST_F(LocalExecutor, ACancelRequestStandingWhenARunStopsIsHonoured) {
-  init(json{{"task", "sleep"},
-            {"replicas", 12},
-            {"params", {{"seconds", 0.3}}},
-            {"resources", {{"cpu_slots", 2}}}});
-  const pid_t pid = startTool({"run", dir_}, scratch_, "run");
-  int mismatched = 0;
-  for (int i = 0; i < 600 && countResultFiles(dir_ + "/tasks", mismatched) < 2; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const pid_t pid = startSleepingRun(12, 0.3);
   writeCancelRequest(
       dir_, CancelRequest{hostName() + " pid " + std::to_string(pid), "a test", wallClockNow()});
   ::kill(pid, SIGTERM);
@@ -406,16 +406,8 @@ TEST_F(LocalExecutor, ACancelRequestNoRunActedOnIsSettled) {
 }
 
 TEST_F(LocalExecutor, SigtermStopsCleanlyAndResumeFinishes) {
-  init(json{{"task", "sleep"},
-            {"replicas", 24},
-            {"params", {{"seconds", 0.25}}},
-            {"resources", {{"cpu_slots", 2}}}});
-  pid_t pid = startTool({"run", dir_}, scratch_, "run");
-  // Stopped once some tasks have finished, however long the start took (a loaded machine, a
-  // sanitizer build): a fixed wait could stop it before the first task ended.
-  int mismatched = 0;
-  for (int i = 0; i < 600 && countResultFiles(dir_ + "/tasks", mismatched) < 2; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // Stopped once some tasks have finished (a fixed wait could stop it before the first ended).
+  const pid_t pid = startSleepingRun(24, 0.25);
   // While it runs, `status` names it (and takes no lock a starting run would find held).
   ToolRun during = runTool({"status", dir_, "--json"}, scratch_, "during");
   ASSERT_EQ(during.exit_code, 0) << during.err;

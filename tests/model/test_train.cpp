@@ -268,21 +268,32 @@ TEST(Resume, PrefetchedBatchesTrainAndResumeAsBatchesGatheredInTheStep) {
     EXPECT_TRUE(torch::equal(resumed_p[i], inline_p[i])) << i;
 }
 
-TEST(Resume, SignalStopSavesStateAndMismatchedConfigIsRefused) {
-  const auto jets = modeltest::randomJets(32, 32, 25, 8);
-  TempDir state;
+namespace {
+
+// A tiny fit on `jets` stopped (as by a signal) after its first steps, its state in `dir`;
+// the options to resume it with.
+ClassifierFitOptions stoppedFit(const data::JetArrays& jets, const std::string& dir) {
   ClassifierFitOptions o = quickFit();
-  o.state_dir = state.path;
+  o.state_dir = dir;
   PetClassifier clf(petPreset("tiny"), 3);
   requestStop(10);
   EXPECT_THROW(clf.fit(jets, nullptr, o), InterruptedError);
   clearStopRequest();
-  ASSERT_TRUE(checkpointExists(state.path));
+  EXPECT_TRUE(checkpointExists(dir));
+  o.resume = true;
+  return o;
+}
+
+}  // namespace
+
+TEST(Resume, SignalStopSavesStateAndMismatchedConfigIsRefused) {
+  const auto jets = modeltest::randomJets(32, 32, 25, 8);
+  TempDir state;
+  ClassifierFitOptions o = stoppedFit(jets, state.path);
 
   PetConfig other = petPreset("tiny");
   other.dim = 16;
   PetClassifier wrong(other, 3);
-  o.resume = true;
   try {
     wrong.fit(jets, nullptr, o);
     FAIL() << "resumed a state of another model";
@@ -299,17 +310,10 @@ TEST(Resume, SignalStopSavesStateAndMismatchedConfigIsRefused) {
 TEST(Resume, TheSameJetsWithOtherValuesAreRefused) {
   const auto jets = modeltest::randomJets(32, 32, 25, 8);
   TempDir state;
-  ClassifierFitOptions o = quickFit();
-  o.state_dir = state.path;
-  PetClassifier clf(petPreset("tiny"), 3);
-  requestStop(10);
-  EXPECT_THROW(clf.fit(jets, nullptr, o), InterruptedError);
-  clearStopRequest();
-  ASSERT_TRUE(checkpointExists(state.path));
+  ClassifierFitOptions o = stoppedFit(jets, state.path);
 
   auto recalibrated = jets;
   recalibrated.particle(0, 0)[0] *= 1.01f;  // one real particle's first feature, 1% off
-  o.resume = true;
   PetClassifier again(petPreset("tiny"), 3);
   try {
     again.fit(recalibrated, nullptr, o);
