@@ -165,24 +165,22 @@ CancelOutcome cancelCampaign(const std::string& dir, double wait_s,
     do {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     } while (monotonicNow() < look_again && requestPresent(dir) && !stopRequested());
-    if (stopRequested() && requestPresent(dir)) {
+    // The journal read once a round (a read-only open).
+    const bool present = requestPresent(dir);
+    out.counts = countsNow(dir);
+    if (stopRequested() && present) {
       out.stopped_waiting = true;
-      out.counts = countsNow(dir);
       return out;
     }
-    if (!requestPresent(dir) && unfinished(countsNow(dir)) == 0) {
-      // The run cancelled (or finished) every task; it is ending.
-      out.counts = countsNow(dir);
-      return out;
-    }
+    // Gone with nothing unfinished: the run cancelled (or finished) every task; it is ending.
+    if (!present && unfinished(out.counts) == 0) return out;
     if (monotonicNow() >= deadline) {
       out.timed_out = true;
-      out.counts = countsNow(dir);
       return out;
     }
     if (monotonicNow() >= next_note) {
       logInfo("{}: waiting for the run ({}) to stop its tasks and cancel; {} task(s) unfinished",
-              dir, out.run, unfinished(countsNow(dir)));
+              dir, out.run, unfinished(out.counts));
       next_note = monotonicNow() + 15;
     }
   }
