@@ -64,6 +64,9 @@ std::string fingerprint(const JetTensors& train, const JetTensors* val) {
   return one(train) + "|" + (val ? one(*val) : std::string("-"));
 }
 
+// Separates the values' bit sums from the order of their rows in a state's "data_values".
+constexpr const char* kOrderMark = "|order:";
+
 // Exact integer sums of the bit patterns of a float32 tensor's values, their low and high 16
 // bits apart: the same on any device and in any order of summation, and changed by any change
 // of a value (but for changes that cancel). Read in pieces of 16 M values, on the tensor's device.
@@ -82,17 +85,46 @@ void addBitSums(const Tensor& t, std::vector<int64_t>& out) {
   out.push_back(hi);
 }
 
+// The order of a float32 tensor's rows (its first dimension): the sum over rows i of
+// ((i mod 65521) + 1) times the sum of row i's low 16 bits, modulo 2^61 - 1. Exact on any
+// device (each piece of at most 16 M values sums below 2^57 in int64) and changed by rows
+// that move (but for moves that cancel).
+int64_t orderSum(const Tensor& t) {
+  if (!t.defined() || t.numel() == 0 || t.dim() == 0) return 0;
+  constexpr int64_t kMod = (int64_t{1} << 61) - 1;
+  const int64_t rows = t.size(0), width = t.numel() / rows;
+  const int64_t step = std::max<int64_t>(1, (int64_t{1} << 24) / std::max<int64_t>(width, 1));
+  const Tensor bits = t.contiguous().view({rows, width}).view(torch::kInt32);
+  int64_t acc = 0;
+  for (int64_t b = 0; b < rows; b += step) {
+    const int64_t k = std::min(step, rows - b);
+    const Tensor low =
+        torch::bitwise_and(bits.narrow(0, b, k), 0xFFFF).sum(1, false, torch::kInt64);
+    const Tensor w = torch::arange(b, b + k, low.options()).remainder(65521).add(1);
+    const int64_t piece = low.mul(w).sum().item<int64_t>();
+    acc = static_cast<int64_t>((static_cast<__int128>(acc) + piece % kMod) % kMod);
+  }
+  return acc;
+}
+
 // The values of in-memory training data beside their fingerprint (counts and sums): the bit
-// sums of the particles, the jets, the weights and the logit offsets of each set. A resume on
-// the same jets with values changed in place (a recalibration of the file) is refused by them.
+// sums of the particles, the jets, the weights and the logit offsets of each set, then the
+// order of their rows. A resume on the same jets with values changed in place (a
+// recalibration of the file) or rows reordered (a file sorted or shuffled anew: other
+// batches) is refused by them.
 std::string valueSums(const JetTensors& train, const JetTensors* val) {
-  std::vector<int64_t> v;
+  std::vector<int64_t> v, order;
   for (const JetTensors* s : {&train, val}) {
     if (s == nullptr) continue;
-    for (const Tensor* t : {&s->particles, &s->jets, &s->weights, &s->offset}) addBitSums(*t, v);
+    for (const Tensor* t : {&s->particles, &s->jets, &s->weights, &s->offset}) {
+      addBitSums(*t, v);
+      order.push_back(orderSum(*t));
+    }
   }
   std::string out = "bits";
   for (int64_t x : v) out += ":" + std::to_string(x);
+  out += kOrderMark;
+  for (size_t i = 0; i < order.size(); ++i) out += (i ? ":" : "") + std::to_string(order[i]);
   return out;
 }
 
@@ -351,13 +383,24 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp,
   }
   // The same jets, labels and weights in count and sum: their values too, when the state
   // recorded them (states written before it resume by counts and sums).
-  if (training.contains("data_values") && !values.empty() &&
-      training["data_values"].get<std::string>() != values)
-    throw InputError(opts_.state_dir +
-                     ": training state was written for other values of the training data (the "
-                     "same jets in number and labels, their values changed: a recalibrated or "
-                     "edited file); resume with the data it was written with, or use a new "
-                     "output directory");
+  // States written before the order of rows was kept compare the values alone.
+  if (training.contains("data_values") && !values.empty()) {
+    const std::string was = training["data_values"].get<std::string>();
+    const size_t cut = values.find(kOrderMark);
+    const bool had_order = was.find(kOrderMark) != std::string::npos;
+    if (was.substr(0, was.find(kOrderMark)) != values.substr(0, cut))
+      throw InputError(opts_.state_dir +
+                       ": training state was written for other values of the training data (the "
+                       "same jets in number and labels, their values changed: a recalibrated or "
+                       "edited file); resume with the data it was written with, or use a new "
+                       "output directory");
+    if (had_order && was != values)
+      throw InputError(opts_.state_dir +
+                       ": training state was written for the same training data in another "
+                       "order of rows (a file sorted or shuffled anew: the resumed epochs would "
+                       "take other batches); resume with the file as it was, or use a new "
+                       "output directory");
+  }
   loadModelTensors(model_, ck.tensors, "model.", ck.dir);
   importOptimizerState(*opt_, "opt.", ck.tensors, training.at("optimizer_state"), ck.dir);
   if (ema_) {

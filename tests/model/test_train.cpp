@@ -3,12 +3,14 @@
 // exact resume after an interruption.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <numeric>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 
 #include "core/base/error.hpp"
 #include "core/base/stop_signal.hpp"
@@ -306,8 +308,9 @@ TEST(Resume, SignalStopSavesStateAndMismatchedConfigIsRefused) {
 
 // A resume on the same jets whose values were changed in place (a recalibrated file: the same
 // number of jets, labels, weights and real particles, which the fingerprint counts and sums) is
-// refused; on the data it was written with it resumes.
-TEST(Resume, TheSameJetsWithOtherValuesAreRefused) {
+// refused, and so are the same jets in another order; on the data it was written with it
+// resumes.
+TEST(Resume, TheSameJetsWithOtherValuesOrInAnotherOrderAreRefused) {
   const auto jets = modeltest::randomJets(32, 32, 25, 8);
   TempDir state;
   ClassifierFitOptions o = stoppedFit(jets, state.path);
@@ -321,6 +324,17 @@ TEST(Resume, TheSameJetsWithOtherValuesAreRefused) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("written for other values of the training data"),
               std::string::npos)
+        << e.what();
+  }
+  // The same jets in another order of rows: every sum alike, the batches not.
+  std::vector<int64_t> rows(static_cast<size_t>(jets.n));
+  std::iota(rows.begin(), rows.end(), 0);
+  std::swap(rows[3], rows[17]);
+  try {
+    again.fit(jets.subset(rows), nullptr, o);
+    FAIL() << "resumed a state on reordered rows";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("in another order of rows"), std::string::npos)
         << e.what();
   }
   const FitResult r = again.fit(jets, nullptr, o);
