@@ -161,6 +161,7 @@ nlohmann::json chainParamsOfCampaignTask(const nlohmann::json& p, const std::str
   } else {
     json cfg = chain;
     cfg.erase("iterations");
+    cfg.erase("keep_models");  // the campaign's: in the task's "keep_models" (below)
     if (!cfg.empty()) out["config"] = cfg;
   }
   if (p.contains("variation")) {

@@ -282,6 +282,11 @@ void parseVariations(const json& vs, CampaignSpec& s, const std::string& origin,
                                                   : "its simulation") +
                          ")");
       }
+      if (need != nullptr && s.inputs.count(need) && v.inputs.at(need) == s.inputs.at(need))
+        throw InputError(origin + ": the " + v.type + " variation '" + v.name + "' gives '" +
+                         where + "inputs." + need + "' the nominal's own file (" +
+                         v.inputs.at(need) + "): it would repeat the nominal; name the varied " +
+                         (v.type == "non_closure" ? "pseudo-data" : "simulation"));
       if (v.type == "mc_bootstrap" && !v.inputs.empty())
         throw InputError(origin + ": the mc_bootstrap variation '" + v.name +
                          "' runs on the nominal files; remove '" + where + "inputs'");
@@ -434,12 +439,12 @@ TaskDef CampaignSpec::taskDef(int index) const {
     p["variation"] = v->describe();
     if (!t.needs.empty()) p["warm_from_task"] = taskIdFor(t.replica, t.member);
   } else {
-    for (const auto& w : variations) {
-      if (w.warm_start && t.replica < w.replicas && t.member < w.members) {
-        p["keep_models"] = true;
-        break;
-      }
-    }
+    // Kept for the variations that start from it, or for all (chain.keep_models: variations
+    // warm-started from it can be added later by `campaign extend`).
+    bool keep = chain.value("keep_models", false);
+    for (const auto& w : variations)
+      keep = keep || (w.warm_start && t.replica < w.replicas && t.member < w.members);
+    if (keep) p["keep_models"] = true;
   }
   t.params = std::move(p);
   return t;
@@ -638,6 +643,16 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
   if (j.contains("chain")) {
     if (!j["chain"].is_object()) throw InputError(origin + ": 'chain' must be an object");
     s.chain = j["chain"];
+    if (s.chain.contains("keep_models") && !s.chain["keep_models"].is_boolean())
+      throw InputError(origin + ": 'chain.keep_models' must be true or false");
+    // With 'config', the chain object holds only what is the chain's own: its keys beside
+    // the config would be dropped (without it they are the config, which checks them).
+    if (s.chain.contains("config"))
+      for (auto it = s.chain.begin(); it != s.chain.end(); ++it)
+        if (it.key() != "config" && it.key() != "iterations" && it.key() != "keep_models")
+          throw InputError(origin + ": unknown key 'chain." + it.key() +
+                           "' (beside 'chain.config' the chain object holds 'iterations' and "
+                           "'keep_models'; the training settings go in 'chain.config')");
   }
   if (j.contains("params")) {
     if (!j["params"].is_object()) throw InputError(origin + ": 'params' must be an object");

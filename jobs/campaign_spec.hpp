@@ -14,7 +14,11 @@
 //                "foundation": "pet.ckpt"},  // every listed path (file or directory) must
 //                                            // exist; chain needs mc and data (without
 //                                            // foundation, chains train from scratch)
-//     "chain": { … },                     // chain configuration, passed through unread
+//     "chain": {"iterations": 4, "config": { … }, "keep_models": false},
+//                                         // the chain configuration (its keys beside
+//                                         // iterations, or "config"); keep_models: every
+//                                         // nominal chain keeps its per-step models, so
+//                                         // that warm-started variations can be added later
 //     "params": { … },                    // kind parameters (sleep: seconds; command: argv)
 //     "overrides": {"r0003m0": { … }},    // per-task parameters merged over "params"
 //     "resources": {"gpus": 0, "tasks_per_gpu": 1, "cpu_slots": 2, "threads_per_task": 1},
@@ -181,7 +185,8 @@ struct CampaignSpec {
   // A variation's task also gets the variation's params and inputs merged over those,
   //   "variation" (Variation::describe()) and, when it warm-starts, "warm_from_task" (the
   //   nominal task id it starts from, also its one entry of `needs`). A nominal task that a
-  //   variation warm-starts from gets "keep_models": true (it keeps its per-step models).
+  //   variation warm-starts from (every one, with chain.keep_models) gets "keep_models": true
+  //   (it keeps its per-step models).
   TaskDef taskDef(int index) const;
   // The same without params (index, id, replica, member, variation, needs, kind): cheap.
   TaskDef taskPosition(int index) const;

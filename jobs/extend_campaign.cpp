@@ -110,7 +110,8 @@ void requireSameTask(const CampaignSpec& old, int i, const CampaignSpec& next, i
                      a.id + ", which the campaign defines without keeping its per-step models " +
                      "(no variation of it starts from that task): give the variation " +
                      "\"warm_start\": false, or replicas and members within those of the " +
-                     "campaign's warm-started variations");
+                     "campaign's warm-started variations (a campaign made with \"chain\": " +
+                     "{\"keep_models\": true} keeps every nominal task's)");
   if (key == "warm_from_task")
     throw InputError(from + ": task " + a.id + " would start from the new nominal task " +
                      b.params.value("warm_from_task", std::string("?")) +

@@ -676,6 +676,29 @@ TEST_F(ChainTest, McBootstrapResamplesTheSimulationNotTheData) {
   EXPECT_EQ(runChainTask(p, (root_ / "mc_bad").string()), 2);
 }
 
+// A campaign's "chain": {"keep_models": true} reaches a nominal task as the chain's own
+// keep_models, never as a chain config key, whether the config is the chain object's own
+// keys or its "config"; a variation's task keeps nothing for it.
+TEST(ChainTask, TheCampaignsKeepModelsIsTheChainsNotAConfigKey) {
+  for (const nlohmann::json& chain :
+       {nlohmann::json{{"iterations", 2}, {"keep_models", true}, {"classifier", "mlp"}},
+        nlohmann::json{
+            {"iterations", 2}, {"keep_models", true}, {"config", {{"classifier", "mlp"}}}}}) {
+    nlohmann::json p = {{"inputs", {{"mc", "/m.h5"}, {"data", "/d.h5"}}},
+                        {"replica", 0},
+                        {"member", 0},
+                        {"seed", 1},
+                        {"chain", chain},
+                        {"keep_models", true}};
+    const nlohmann::json task = chainParamsOfCampaignTask(p, "/c/tasks/r0000m0");
+    EXPECT_TRUE(task.value("keep_models", false)) << task.dump();
+    EXPECT_EQ(task.at("config"), (nlohmann::json{{"classifier", "mlp"}})) << task.dump();
+    p.erase("keep_models");
+    p["variation"] = {{"name", "alt"}, {"type", "modelling"}};
+    EXPECT_FALSE(chainParamsOfCampaignTask(p, "/c/tasks/alt.r0000m0").contains("keep_models"));
+  }
+}
+
 // A varied chain starts every step from the models its nominal chain kept: on the nominal's
 // own inputs its first MLP fit starts where the nominal's ended (a validated start no epoch
 // needs to beat); without kept models it is refused naming the directory.

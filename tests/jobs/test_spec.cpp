@@ -328,6 +328,26 @@ TEST_F(SpecValidation, ChainTasksRefuseParamsAndOverridesTheyWouldDrop) {
   EXPECT_THROW(parseCampaignSpec(s, "spec", dir_), InputError);
 }
 
+// The chain object: beside "config" only "iterations" and "keep_models" (a key there would be
+// dropped); "keep_models" makes every nominal task keep its per-step models (a warm-started
+// variation can then be added by `campaign extend`), and is not a chain config key.
+TEST_F(SpecValidation, TheChainObjectHoldsTheConfigAndTheChainsOwnKeys) {
+  json s = chainSpec();
+  expectParseRefused(s, "chain", {{"iteratons", 3}, {"config", {{"classifier", "mlp"}}}},
+                     "unknown key 'chain.iteratons'");
+  expectParseRefused(s, "chain", {{"keep_models", 1}}, "'chain.keep_models' must be true or false");
+  const CampaignSpec plain = parseCampaignSpec(s, "spec", dir_);
+  EXPECT_FALSE(plain.taskDef(1).params.value("keep_models", false));
+  for (const json& chain :
+       {json{{"iterations", 2}, {"keep_models", true}},
+        json{{"iterations", 2}, {"keep_models", true}, {"config", {{"classifier", "mlp"}}}}}) {
+    s["chain"] = chain;
+    const CampaignSpec c = parseCampaignSpec(s, "spec", dir_);
+    for (int i = 0; i < c.numTasks(); ++i)
+      EXPECT_TRUE(c.taskDef(i).params.value("keep_models", false)) << c.taskDef(i).id;
+  }
+}
+
 // "aggregate": a chain campaign's default aggregation choices, validated like the rest and
 // kept in the frozen spec.
 TEST_F(SpecValidation, AggregateChoicesAreCheckedAndKept) {
@@ -544,6 +564,10 @@ TEST_F(SpecValidation, ChainVariationsNeedATypeAndTheInputsItReplaces) {
              {"direction", "down"},
              {"inputs", {{"mc", "alt.h5"}}}}}},
           "different types");
+  refused({{"x", {{"type", "modelling"}, {"inputs", {{"mc", "mc.h5"}}}}}},
+          "the nominal's own file");
+  refused({{"x", {{"type", "non_closure"}, {"inputs", {{"data", "data.h5"}}}}}},
+          "the nominal's own file");
   json ok = s;
   ok["variations"] = {{"alt", {{"type", "modelling"}, {"inputs", {{"mc", "alt.h5"}}}}},
                       {"stat", {{"type", "mc_bootstrap"}, {"replicas", 5}}},
