@@ -214,6 +214,21 @@ nlohmann::json observableSummary(const ObservableResult& res, size_t o, const Ch
                            : relativeRms(sqrtDiagonal(src.noise, res.band.bins), res.band.mean);
     js["shift_error"][src.name] = std::isnan(rel) ? nlohmann::json() : nlohmann::json(rel);
   }
+  // How far the warm start alone moves the result (the reference against the nominal), in the
+  // same measure: not an uncertainty (no shift is measured across it), a diagnostic.
+  if (!res.sys.warm_start_effect.empty()) {
+    std::vector<double> size(res.sys.warm_start_effect.size());
+    for (size_t b = 0; b < size.size(); ++b) size[b] = std::abs(res.sys.warm_start_effect[b]);
+    const double rel = relativeRms(size, res.band.mean);
+    const double err =
+        res.sys.warm_start_effect_noise.empty()
+            ? std::nan("")
+            : relativeRms(sqrtDiagonal(res.sys.warm_start_effect_noise, res.band.bins),
+                          res.band.mean);
+    js["warm_start_effect"] = {
+        {"shift", std::isnan(rel) ? nlohmann::json() : nlohmann::json(rel)},
+        {"shift_error", std::isnan(err) ? nlohmann::json() : nlohmann::json(err)}};
+  }
   return js;
 }
 
@@ -291,6 +306,12 @@ AtomicFile writeBands(const std::string& out_dir, const std::vector<ObservableRe
     }
     for (const auto& [name, mean] : sr.variation_mean)
       put(r.name + "/variations/" + name + "/nominal", mean);
+    if (!sr.warm_start_effect.empty()) {
+      put(r.name + "/warm_start_effect/shift", sr.warm_start_effect);
+      if (!sr.warm_start_effect_noise.empty())
+        put(r.name + "/warm_start_effect/shift_error",
+            sqrtDiagonal(sr.warm_start_effect_noise, nb));
+    }
     if (!sr.closure_shift.empty()) {
       put(r.name + "/non_closure/shift", sr.closure_shift);
       put(r.name + "/non_closure/truth", sr.closure_truth);
@@ -465,12 +486,17 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     summary["shift_noise"] = options.shift_noise == ShiftNoise::kSubtract ? "subtracted" : "kept";
   for (const auto& v : sys.variations) {
     const ChainGroup& g = chains.groups.at(v.name);
-    summary["variations"].push_back({{"name", v.name},
-                                     {"type", variationTypeName(v.type)},
-                                     {"source", v.source},
-                                     {"direction", v.direction},
-                                     {"chains", g.chains},
-                                     {"replicas", g.replicas.size()}});
+    nlohmann::json entry = {{"name", v.name},     {"type", variationTypeName(v.type)},
+                            {"source", v.source}, {"direction", v.direction},
+                            {"chains", g.chains}, {"replicas", g.replicas.size()}};
+    if (v.type == VariationType::kDetector || v.type == VariationType::kModelling)
+      entry["shift_from"] = sys.from_reference.count(v.name) ? sys.reference : "nominal";
+    summary["variations"].push_back(std::move(entry));
+  }
+  if (!sys.reference.empty()) {
+    const ChainGroup& g = chains.groups.at(sys.reference);
+    summary["warm_reference"] = {
+        {"name", sys.reference}, {"chains", g.chains}, {"replicas", g.replicas.size()}};
   }
   const AggregationInputs inputs{
       chains, sys, band, closure_truth, mc_training.from, options.shift_noise};

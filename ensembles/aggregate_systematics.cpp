@@ -34,35 +34,55 @@ std::vector<double> covarianceOfMean(const std::vector<std::vector<double>>& sam
 //    from the nominal taken as independent (an upper estimate: their shared nominal counted
 //    twice);
 //  - max: per bin the chosen side's difference from the nominal, signed as the shift.
-std::vector<double> shiftNoise(const SourcePlan& sp,
+// The chains a variation's shift is measured from (Systematics::from_reference).
+const std::map<int, ReplicaSum>& baselineOf(const std::string& name, const Systematics& sys,
+                                            const std::map<std::string, ChainGroup>& groups) {
+  return groups.at(sys.from_reference.count(name) ? sys.reference : std::string()).replicas;
+}
+
+// Per bin, the mean of `rows` (empty for none).
+std::vector<double> meanOfRows(const std::vector<std::vector<double>>& rows) {
+  std::vector<double> mean;
+  for (const auto& x : rows) {
+    if (mean.empty()) mean.assign(x.size(), 0.0);
+    for (size_t b = 0; b < x.size(); ++b) mean[b] += x[b];
+  }
+  for (double& v : mean) v /= static_cast<double>(rows.size());
+  return mean;
+}
+
+std::vector<double> shiftNoise(const SourcePlan& sp, const Systematics& sys,
                                const std::map<std::string, ChainGroup>& groups,
                                const std::vector<double>& up_shift,
                                const std::vector<double>& down_shift, size_t o, size_t bins) {
-  const std::map<int, ReplicaSum>& nominal = groups.at("").replicas;
   if (!sp.one_sided.empty())
-    return covarianceOfMean(chainDifferences(groups.at(sp.one_sided).replicas, nominal, o, 1.0),
+    return covarianceOfMean(chainDifferences(groups.at(sp.one_sided).replicas,
+                                             baselineOf(sp.one_sided, sys, groups), o, 1.0),
                             bins);
   const std::map<int, ReplicaSum>& up = groups.at(sp.up).replicas;
   const std::map<int, ReplicaSum>& down = groups.at(sp.down).replicas;
+  const std::map<int, ReplicaSum>& up_base = baselineOf(sp.up, sys, groups);
+  const std::map<int, ReplicaSum>& down_base = baselineOf(sp.down, sys, groups);
   if (sp.symmetrise == "max") {
     const auto sign = [](double v) { return v < 0 ? -1.0 : 1.0; };
     std::vector<std::vector<double>> samples;
-    forSharedChains(up, nominal, [&](const auto& du, const auto& dn, int r, int m) {
+    forSharedChains(up, up_base, [&](const auto& du, const auto& dn, int r, int m) {
       const auto* dd = chainDensity(down, r, m);
-      if (!dd) return;
+      const auto* dn_down = chainDensity(down_base, r, m);
+      if (!dd || !dn_down) return;
       std::vector<double> x(bins);
       for (size_t b = 0; b < bins; ++b)
         x[b] = std::abs(up_shift[b]) >= std::abs(down_shift[b])
                    ? du[o][b] - dn[o][b]
-                   : sign(up_shift[b]) * sign(down_shift[b]) * ((*dd)[o][b] - dn[o][b]);
+                   : sign(up_shift[b]) * sign(down_shift[b]) * ((*dd)[o][b] - (*dn_down)[o][b]);
       samples.push_back(std::move(x));
     });
     return covarianceOfMean(samples, bins);
   }
   std::vector<double> paired = covarianceOfMean(chainDifferences(up, down, o, 0.5), bins);
   if (!paired.empty()) return paired;
-  const std::vector<double> nu = covarianceOfMean(chainDifferences(up, nominal, o, 1.0), bins);
-  const std::vector<double> nd = covarianceOfMean(chainDifferences(down, nominal, o, 1.0), bins);
+  const std::vector<double> nu = covarianceOfMean(chainDifferences(up, up_base, o, 1.0), bins);
+  const std::vector<double> nd = covarianceOfMean(chainDifferences(down, down_base, o, 1.0), bins);
   if (nu.empty() || nd.empty()) return {};
   std::vector<double> n(nu.size());
   for (size_t i = 0; i < n.size(); ++i) n[i] = 0.25 * (nu[i] + nd[i]);
@@ -102,13 +122,21 @@ Systematics checkVariations(const std::map<std::string, ChainGroup>& groups) {
   const ChainGroup& nominal = groups.at("");
   for (const auto& [name, g] : groups) {
     if (name.empty()) continue;
-    sys.variations.push_back(*g.variation);
     for (size_t o = 0; o < g.prior.size(); ++o)
       if (g.prior[o].edges != nominal.prior[o].edges)
         throw InputError(g.first_chain + ": variation '" + name + "' bins " + g.prior[o].name +
                          " differently from the nominal (" + nominal.first_chain +
                          "); rerun it with the nominal's binning");
     const VariationType type = g.variation->type;
+    if (type == VariationType::kReference) {
+      if (!sys.reference.empty())
+        throw InputError("aggregate: variations '" + sys.reference + "' and '" + name +
+                         "' are both warm references (" + g.first_chain +
+                         "); aggregate one of them");
+      sys.reference = name;
+      continue;
+    }
+    sys.variations.push_back(*g.variation);
     if (type == VariationType::kDetector || type == VariationType::kModelling) {
       bool shared = false;
       for (const auto& [r, rep] : g.replicas) shared = shared || nominal.replicas.count(r) > 0;
@@ -128,6 +156,39 @@ Systematics checkVariations(const std::map<std::string, ChainGroup>& groups) {
               g.replicas.size());
   }
   sys.plan = planSystematics(sys.variations);
+  // The baseline of each warm-started shift: the reference where it ran every chain of the
+  // variation (the nominal trained again as the variation was: what differs is the inputs).
+  std::string from_nominal, lacking;
+  for (const Variation& v : sys.variations) {
+    const ChainGroup& g = groups.at(v.name);
+    if ((v.type != VariationType::kDetector && v.type != VariationType::kModelling) ||
+        !g.warm_started)
+      continue;
+    bool covered = !sys.reference.empty();
+    if (covered)
+      for (const auto& [r, rep] : g.replicas)
+        for (const auto& [m, d] : rep.member_density)
+          covered = covered && chainDensity(groups.at(sys.reference).replicas, r, m) != nullptr;
+    if (covered) {
+      sys.from_reference.insert(v.name);
+      continue;
+    }
+    std::string& list = sys.reference.empty() ? from_nominal : lacking;
+    list += (list.empty() ? "" : ", ") + v.name;
+  }
+  if (!from_nominal.empty())
+    logWarn(
+        "aggregate: variation(s) {} were warm-started from the nominal chains and no warm "
+        "reference ran: their shifts from the nominal hold the warm start's extra training as "
+        "well as the change of inputs (a campaign made now adds the reference "
+        "'warm_reference' itself)",
+        from_nominal);
+  if (!lacking.empty())
+    logWarn(
+        "aggregate: the warm reference '{}' lacks chains of variation(s) {}: their shifts are "
+        "measured from the nominal, the warm start's extra training included; run the "
+        "campaign's remaining tasks and aggregate again",
+        sys.reference, lacking);
   return sys;
 }
 
@@ -185,19 +246,35 @@ SystematicsResult computeSystematics(
     rows[v.name] = replicaDensities(groups.at(v.name).replicas, o, edges);
     out.variation_mean[v.name] = meanOverReplicas(rows[v.name]);
   }
+  // A variation's shift: from the reference, the mean of its chains' differences from the
+  // reference's chains of the same replica and member; from the nominal, the mean over
+  // replicas of its replica's density less the nominal's.
+  const auto shiftOf = [&](const std::string& name) {
+    if (!sys.from_reference.count(name)) return meanShift(rows.at(name), nominal_rows);
+    return meanOfRows(
+        chainDifferences(groups.at(name).replicas, groups.at(sys.reference).replicas, o, 1.0));
+  };
   for (const auto& sp : sys.plan.sources) {
     SourceResult s;
     s.name = sp.name;
     if (!sp.one_sided.empty()) {
-      s.shift = meanShift(rows.at(sp.one_sided), nominal_rows);
+      s.shift = shiftOf(sp.one_sided);
     } else {
-      s.up = meanShift(rows.at(sp.up), nominal_rows);
-      s.down = meanShift(rows.at(sp.down), nominal_rows);
+      s.up = shiftOf(sp.up);
+      s.down = shiftOf(sp.down);
       s.shift = symmetrisedShift(s.up, s.down, sp.symmetrise);
     }
-    s.noise = shiftNoise(sp, groups, s.up, s.down, o, band.bins);
+    s.noise = shiftNoise(sp, sys, groups, s.up, s.down, o, band.bins);
     s.covariance = outerProduct(s.shift);
     out.sources.push_back(std::move(s));
+  }
+  if (!sys.reference.empty()) {
+    const std::vector<std::vector<double>> d =
+        chainDifferences(groups.at(sys.reference).replicas, groups.at("").replicas, o, 1.0);
+    out.warm_start_effect = meanOfRows(d);
+    out.warm_start_effect_noise = covarianceOfMean(d, band.bins);
+    out.variation_mean[sys.reference] =
+        meanOverReplicas(replicaDensities(groups.at(sys.reference).replicas, o, edges));
   }
   if (!sys.plan.mc_bootstrap.empty())
     out.covariance_mc_stat =

@@ -8,6 +8,7 @@
 // mcTrainingNoise().
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,12 +24,20 @@ namespace foldfarm::ensembles {
 
 struct Systematics {
   SystematicsPlan plan;
-  std::vector<Variation> variations;  // by name
+  std::vector<Variation> variations;  // by name, the reference apart
+  // The warm reference's group ("" when none ran), and the variations whose shifts are
+  // measured from it: warm-started detector and modelling variations each of whose chains
+  // (r, m) the reference ran too. The others' shifts are measured from the nominal.
+  std::string reference;
+  std::set<std::string> from_reference;
 };
 
 // The refusals that need every chain read: binning against the nominal's, the pairing of
 // sources, replicas shared with the nominal, the pseudo-data of the non-closure (InputError
-// naming the variation and what to do). Warns about an mc_bootstrap variation of one replica.
+// naming the variation and what to do). Warns about an mc_bootstrap variation of one replica,
+// and about a warm-started variation whose shift is measured from the nominal (no warm
+// reference, or one that lacks some of its chains): that shift holds the extra training of
+// the warm start as well.
 Systematics checkVariations(const std::map<std::string, ChainGroup>& groups);
 
 // Where the training noise taken off the MC-statistics covariance is estimated from (decided
@@ -69,6 +78,9 @@ struct SystematicsResult {
   // included; empty unless that noise was removed from covariance_mc_stat.
   std::vector<double> covariance_mc_stat_raw;
   std::vector<double> closure_shift, closure_truth, closure_unfolded;  // empty: not run
+  // The warm start's own effect: the mean over the reference's chains of reference (r, m) -
+  // nominal (r, m), and the covariance of that mean; empty without a reference.
+  std::vector<double> warm_start_effect, warm_start_effect_noise;
   std::vector<double> covariance_total, std_total;
 };
 

@@ -36,6 +36,8 @@ const char* variationTypeName(VariationType type) {
       return "mc_bootstrap";
     case VariationType::kNonClosure:
       return "non_closure";
+    case VariationType::kReference:
+      return "reference";
   }
   return "?";
 }
@@ -71,9 +73,12 @@ std::optional<Variation> parseVariation(const nlohmann::json& result, const std:
     v.type = VariationType::kMcBootstrap;
   else if (type == "non_closure")
     v.type = VariationType::kNonClosure;
+  else if (type == "reference")
+    v.type = VariationType::kReference;
   else
     throw InputError(where + ": variation " + inQuotes(v.name) + " has unknown type " +
-                     inQuotes(type) + "; use detector, modelling, mc_bootstrap or non_closure");
+                     inQuotes(type) +
+                     "; use detector, modelling, mc_bootstrap, non_closure or reference");
   v.source = text("source");
   if (v.source.empty()) v.source = v.name;
   if (!validName(v.source))
@@ -104,6 +109,7 @@ SystematicsPlan planSystematics(const std::vector<Variation>& variations) {
   SystematicsPlan plan;
   std::map<std::string, std::vector<const Variation*>> by_source;
   for (const auto& v : variations) {
+    if (v.type == VariationType::kReference) continue;  // a baseline, not a source
     if (v.type == VariationType::kMcBootstrap || v.type == VariationType::kNonClosure) {
       std::string& slot =
           v.type == VariationType::kMcBootstrap ? plan.mc_bootstrap : plan.non_closure;

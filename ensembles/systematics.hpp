@@ -26,9 +26,12 @@
 
 namespace foldfarm::ensembles {
 
-enum class VariationType { kDetector, kModelling, kMcBootstrap, kNonClosure };
+// kReference: the nominal's inputs, warm-started as the detector and modelling variations are
+// (campaigns add it as "warm_reference", jobs/campaign_spec.hpp): the baseline of their
+// shifts, not a source.
+enum class VariationType { kDetector, kModelling, kMcBootstrap, kNonClosure, kReference };
 
-// "detector", "modelling", "mc_bootstrap", "non_closure".
+// "detector", "modelling", "mc_bootstrap", "non_closure", "reference".
 const char* variationTypeName(VariationType type);
 
 struct Variation {

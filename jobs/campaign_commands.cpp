@@ -30,7 +30,8 @@ void initCommand(const std::string& spec_path, const std::string& dir) {
   // made, not with a half-made "<dir>.init.<pid>": the signal is taken as a request, and the
   // directory is removed again once made.
   installStopHandlers();
-  CampaignSpec spec = loadCampaignSpec(spec_path);
+  bool reference_added = false;
+  CampaignSpec spec = withWarmReference(loadCampaignSpec(spec_path), &reference_added);
   if (spec.executor == "local") checkResourcesOnThisNode(spec, spec_path);
   const auto stopped = [&] {
     return InterruptedError("campaign init " + dir + ": stopped by signal " +
@@ -61,6 +62,13 @@ void initCommand(const std::string& spec_path, const std::string& dir) {
   std::printf("created campaign %s in %s: %d task(s) of kind %s (%d replica(s) x %d member(s)%s)\n",
               spec.name.c_str(), c.dir().c_str(), spec.numTasks(), spec.kind.c_str(), spec.replicas,
               spec.members, variations.c_str());
+  if (reference_added)
+    for (const Variation& v : spec.variations)
+      if (v.type == "reference")
+        std::printf(
+            "  with the warm reference %s (%d task(s)): the nominal trained again as the "
+            "warm-started variations are, from which their shifts are measured\n",
+            v.name.c_str(), v.numTasks());
 }
 
 namespace {

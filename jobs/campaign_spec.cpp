@@ -244,8 +244,27 @@ void parseVariations(const json& vs, CampaignSpec& s, const std::string& origin,
         throw InputError(origin + ": '" + where + "warm_start' must be true or false");
       v.warm_start = o["warm_start"].get<bool>();
     }
-    const bool typed = std::find(std::begin(kVariationTypes), std::end(kVariationTypes), v.type) !=
-                       std::end(kVariationTypes);
+    // The warm reference: that name with that type only, as the campaign adds it.
+    if ((v.name == kWarmReference) != (v.type == "reference"))
+      throw InputError(origin + ": variation '" + v.name + "': the name '" + kWarmReference +
+                       "' and the type 'reference' go together (the nominal trained again as "
+                       "the warm-started variations are, which `campaign init` adds itself); " +
+                       (v.name == kWarmReference ? "rename the variation" : "use another type"));
+    if (v.type == "reference") {
+      if (s.kind != "chain")
+        throw InputError(origin + ": the warm reference '" + v.name +
+                         "' is for chain campaigns; remove it");
+      for (const char* key : {"inputs", "params", "direction", "source", "symmetrise"})
+        if (o.contains(key))
+          throw InputError(origin + ": '" + where + key +
+                           "': the warm reference runs the nominal's tasks as they are; remove it");
+      if (!v.warm_start)
+        throw InputError(origin + ": '" + where +
+                         "warm_start' must be true for the warm reference (it is what it is for)");
+    }
+    const bool typed = v.type == "reference" ||
+                       std::find(std::begin(kVariationTypes), std::end(kVariationTypes), v.type) !=
+                           std::end(kVariationTypes);
     if (!typed && (s.kind == "chain" || !v.type.empty())) {
       throw InputError(origin + ": '" + where + "type' = '" + v.type +
                        "' (use detector, modelling, mc_bootstrap or non_closure)");
@@ -350,6 +369,28 @@ void parseVariations(const json& vs, CampaignSpec& s, const std::string& origin,
 }
 
 }  // namespace
+
+CampaignSpec withWarmReference(const CampaignSpec& s, bool* added) {
+  if (added) *added = false;
+  if (s.kind != "chain") return s;
+  int replicas = 0, members = 0;
+  const Variation* existing = nullptr;
+  for (const Variation& v : s.variations) {
+    if (v.type == "reference") existing = &v;
+    if ((v.type != "detector" && v.type != "modelling") || !v.warm_start) continue;
+    replicas = std::max(replicas, std::min(v.replicas, s.replicas));
+    members = std::max(members, std::min(v.members, s.members));
+  }
+  if (replicas == 0) return s;
+  if (existing && existing->replicas >= replicas && existing->members >= members) return s;
+  json j = s.toJson();  // absolute paths: parsed again against no directory
+  j["variations"][kWarmReference] = {
+      {"type", "reference"},
+      {"replicas", std::max(replicas, existing ? existing->replicas : 0)},
+      {"members", std::max(members, existing ? existing->members : 0)}};
+  if (added) *added = true;
+  return parseCampaignSpec(j, "the spec with its warm reference", "/", /*require_inputs=*/false);
+}
 
 std::string taskIdFor(int replica, int member) {
   char buf[64];
@@ -503,6 +544,13 @@ json CampaignSpec::toJson() const {
   if (!variations.empty()) {
     json vs = json::object();
     for (const auto& v : variations) {
+      if (v.type == "reference") {  // the nominal's tasks as they are: counts only
+        vs[v.name] = {{"type", v.type},
+                      {"replicas", v.replicas},
+                      {"members", v.members},
+                      {"warm_start", v.warm_start}};
+        continue;
+      }
       json vj = v.describe();
       vj.erase("name");
       vj["replicas"] = v.replicas;

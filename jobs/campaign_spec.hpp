@@ -61,6 +61,16 @@
 //               model of the same step), so it runs only after that task is done: the
 //               campaign is a task graph. An mc_bootstrap replica r started so would inherit
 //               the nominal replica r's data-bootstrap fluctuation.
+// The warm reference (chain campaigns): `campaign init`, `plan` and `extend` add the variation
+//   "warm_reference": {"type": "reference", "replicas": R, "members": M}
+// when the spec has warm-started detector or modelling variations, R × M covering each of
+// their tasks (r, m) within the nominal's counts: the nominal's inputs, each step started
+// from the nominal chain's model as theirs are, so that each of their shifts is measured
+// from chains trained as they were and holds the change of inputs alone (a variation
+// warm-started from the nominal's final models trains further than the nominal did, and its
+// shift from the nominal would hold that too). It is written into the frozen spec; a spec may
+// name it itself (only so: type "reference" and that name go together; no inputs, no params,
+// warm-started).
 // Task ids: nominal r0007m1; a variation's <name>.r0000m0. Indices: the nominal tasks first
 // (replica-major), then each variation's in the order of their names.
 // Relative input paths are resolved against the spec file's directory; the frozen copy in
@@ -196,6 +206,13 @@ struct CampaignSpec {
   int indexOf(const std::string& task_id) const;
   nlohmann::json toJson() const;
 };
+
+inline constexpr const char* kWarmReference = "warm_reference";
+
+// `s` with the warm reference added, or its counts raised, to cover the tasks of its
+// warm-started detector and modelling variations (above); `s` itself when it already does
+// (or is not a chain spec with such variations). `*added`: whether it changed.
+CampaignSpec withWarmReference(const CampaignSpec& s, bool* added = nullptr);
 
 std::string taskIdFor(int replica, int member);
 std::string taskIdFor(const std::string& variation, int replica, int member);

@@ -1,5 +1,6 @@
 #include "jobs/extend_campaign.hpp"
 
+#include <algorithm>
 #include <set>
 
 #include "core/base/atomic_file.hpp"
@@ -124,8 +125,8 @@ void requireSameTask(const CampaignSpec& old, int i, const CampaignSpec& next, i
 }
 
 // The request as a spec: its file (or the campaign's own spec) with the counts over it.
-CampaignSpec requestedSpec(const CampaignSpec& old, const ExtendRequest& req,
-                           const std::string& origin, std::string& from) {
+CampaignSpec requestedCounts(const CampaignSpec& old, const ExtendRequest& req,
+                             const std::string& origin, std::string& from) {
   from = req.spec_path.empty() ? origin : req.spec_path;
   if (req.replicas < 0 || req.members < 0)
     throw InputError("campaign extend: --replicas and --members take a count of 1 or more");
@@ -162,6 +163,24 @@ CampaignSpec requestedSpec(const CampaignSpec& old, const ExtendRequest& req,
                            (req.replicas > 0 ? " --replicas " + std::to_string(req.replicas) : "") +
                            (req.members > 0 ? " --members " + std::to_string(req.members) : "");
   return parseCampaignSpec(j, what, "/", /*require_inputs=*/false);
+}
+
+// The request with the warm reference `campaign init` would give it (a spec file written
+// without it names it not), raised to cover new warm-started tasks.
+CampaignSpec requestedSpec(const CampaignSpec& old, const ExtendRequest& req,
+                           const std::string& origin, std::string& from) {
+  CampaignSpec s = requestedCounts(old, req, origin, from);
+  // A spec file without the reference that the campaign has keeps the campaign's counts of it.
+  const bool named = std::any_of(s.variations.begin(), s.variations.end(),
+                                 [](const Variation& v) { return v.type == "reference"; });
+  for (const Variation& v : old.variations)
+    if (v.type == "reference" && !named) {
+      json j = s.toJson();
+      j["variations"][v.name] = {
+          {"type", "reference"}, {"replicas", v.replicas}, {"members", v.members}};
+      s = parseCampaignSpec(j, from, "/", /*require_inputs=*/false);
+    }
+  return withWarmReference(s);
 }
 
 // The input paths of `s` (the nominal's, each variation's) not in `recorded`, once each.

@@ -16,8 +16,8 @@ using nlohmann::json;
 
 namespace {
 
-// How many chains the aggregation in D/aggregate read (summary.json "chains", the nominal's and
-// each variation's); null when there is none or it cannot be read.
+// How many chains the aggregation in D/aggregate read (summary.json "chains", the nominal's,
+// each variation's and the warm reference's); null when there is none or it cannot be read.
 json aggregatedChains(const std::string& dir) {
   const std::string path = dir + "/aggregate/summary.json";
   if (!statPath(path).exists) return json();
@@ -26,6 +26,8 @@ json aggregatedChains(const std::string& dir) {
     int64_t n = summary.at("chains").get<int64_t>();
     for (const auto& v : summary.value("variations", json::array()))
       n += v.at("chains").get<int64_t>();
+    if (summary.contains("warm_reference"))
+      n += summary["warm_reference"].at("chains").get<int64_t>();
     return n;
   } catch (const std::exception&) {
     return json();

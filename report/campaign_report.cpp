@@ -527,6 +527,23 @@ void uncertaintySection(Page& page, const ReportInputs& in) {
     }
     if (any) rows.push_back(std::move(training));
   }
+  // The warm start's own effect (the warm reference against the nominal): a diagnostic.
+  {
+    std::vector<std::string> warm = {"warm start alone (not counted)"};
+    bool any = false;
+    for (const auto& name : shown_obs) {
+      const json& o = observables[name];
+      const json w = o.value("warm_start_effect", json::object());
+      const double v = w.is_object() ? jsonNumber(w, "shift") : std::nan("");
+      const double e = w.is_object() ? jsonNumber(w, "shift_error") : std::nan("");
+      any = any || !std::isnan(v);
+      warm.push_back(std::isnan(v)   ? "-"
+                     : std::isnan(e) ? fmt(100 * v, 1) + "%"
+                                     : fmt(100 * v, 1) + "% ± " + fmt(100 * e, 1) + "%");
+    }
+    const bool total_last = !rows.empty() && rows.back().front() == "total";
+    if (any) rows.insert(total_last ? rows.end() - 1 : rows.end(), std::move(warm));
+  }
   std::string s =
       "<section id=\"uncertainties\"><h2>Uncertainty breakdown</h2>\n<p>Relative size of "
       "each uncertainty: the root mean square over the bins of σ / unfolded, σ from the "
@@ -537,7 +554,10 @@ void uncertaintySection(Page& page, const ReportInputs& in) {
       "symmetrised shift, the non-closure (unfolded pseudo-data minus its truth) and the "
       "total covariance (their sum). A source's ± is the noise of its shift (from the "
       "differences between its chains and the nominal chains of the same replica and "
-      "member, where there are two or more): a shift not well above it is mostly noise. " +
+      "member, where there are two or more): a shift not well above it is mostly noise. "
+      "Warm-started variations are measured from the warm reference (the nominal trained again "
+      "as they were), whose own distance from the nominal is the row \"warm start alone\": "
+      "not an uncertainty, and not in the total. " +
       (summary.value("shift_noise", std::string()) == "subtracted"
            ? std::string("Here each source's noise was taken off its covariance (aggregated with "
                          "--shift-noise subtract): its row is what is left of its shift beyond its "
@@ -556,11 +576,12 @@ void uncertaintySection(Page& page, const ReportInputs& in) {
       };
       const std::string direction = text("direction");
       vr.push_back({text("name"), text("type"), text("source"),
-                    direction.empty() ? "one-sided" : direction, text("chains"), text("replicas")});
+                    direction.empty() ? "one-sided" : direction, text("chains"), text("replicas"),
+                    text("shift_from")});
     }
     s += "<h3>Variations</h3>\n" +
-         htmlTable({"variation", "type", "source", "direction", "chains", "replicas"}, vr,
-                   "variations-table");
+         htmlTable({"variation", "type", "source", "direction", "chains", "replicas", "shift from"},
+                   vr, "variations-table");
   }
   std::string figs;
   for (const auto& name : in.observables)

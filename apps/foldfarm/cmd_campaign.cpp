@@ -147,7 +147,9 @@ struct PlanArgs {
 void planCommand(const PlanArgs& a) {
   registerAllTaskKinds();
   // A plan starts no task: its inputs need not be there yet (staged later, or elsewhere).
-  jobs::CampaignSpec spec = jobs::loadCampaignSpec(a.spec, /*require_inputs=*/false);
+  // The tasks `campaign init` would make of it, its warm reference included.
+  const jobs::CampaignSpec spec =
+      jobs::withWarmReference(jobs::loadCampaignSpec(a.spec, /*require_inputs=*/false));
   jobs::PlanInput in;
   in.tasks = spec.numTasks();
   in.gpus = a.gpus;

@@ -474,7 +474,7 @@ TEST_F(ChainCampaign, SystematicsGraphSurvivesKillMinus9AndAggregatesLikeAnUnint
   s["variations"]["mcstat"] = {{"type", "mc_bootstrap"}, {"replicas", 3}, {"members", 1}};
   s["variations"]["closure"] = {{"type", "non_closure"},
                                 {"inputs", {{"data", scratch_ + "/mc_alt.h5"}}}};
-  const int total = 4 + 2 + 2 + 2 + 3 + 2;
+  const int total = 4 + 2 + 2 + 2 + 3 + 2 + 2;  // the last: the warm reference, 1 x 2
   std::string plain = init(s, "sys-plain");
   ASSERT_EQ(runFoldfarm({"campaign", "run", plain}, scratch_, "sys-plain-run"), 0)
       << readText(scratch_ + "/sys-plain-run.err");
@@ -574,13 +574,14 @@ TEST_F(ChainCampaign, ExtendedCampaignAggregatesLikeOneMadeWhole) {
             0)
       << readText(scratch_ + "/extend.err");
   const json added = json::parse(readText(scratch_ + "/extend.out"));
-  EXPECT_EQ(added["tasks_before"], 4);
-  EXPECT_EQ(added["tasks_after"], 10);
-  EXPECT_EQ(added["renumbered"], 3);
+  // The warm reference (1 x 1 before, 1 x 2 after) grows with the detector variations.
+  EXPECT_EQ(added["tasks_before"], 5);
+  EXPECT_EQ(added["tasks_after"], 12);
+  EXPECT_EQ(added["renumbered"], 4);
   EXPECT_EQ(added["aggregate_moved"], true);
   ASSERT_EQ(runFoldfarm({"campaign", "run", extended, "--aggregate"}, scratch_, "ext-run2"), 0)
       << readText(scratch_ + "/ext-run2.err");
-  EXPECT_NE(readText(scratch_ + "/ext-run2.out").find("6 task(s) done in this run"),
+  EXPECT_NE(readText(scratch_ + "/ext-run2.out").find("7 task(s) done in this run"),
             std::string::npos)
       << readText(scratch_ + "/ext-run2.out");
 
@@ -592,7 +593,50 @@ TEST_F(ChainCampaign, ExtendedCampaignAggregatesLikeOneMadeWhole) {
   EXPECT_EQ(a["chains"], 6);  // the nominal chains
   EXPECT_EQ(a["chains"], b["chains"]);
   EXPECT_EQ(a["variations"], b["variations"]);
+  EXPECT_EQ(a["warm_reference"], b["warm_reference"]);
   EXPECT_EQ(a["observables"], b["observables"]);
+}
+
+// A variation warm-started from the nominal chains trains each step further than the nominal
+// did: on the nominal's own inputs (a copy of its simulation) its shift from the nominal was
+// as large as the statistical band. `campaign init` adds the warm reference (the nominal
+// trained again as the variations are), and every warm-started shift is measured from it: the
+// copy's is exactly zero, the warm start's own effect is reported beside, not counted.
+TEST_F(ChainCampaign, AWarmStartedVariationOfTheNominalsOwnInputsShiftsNothing) {
+  ASSERT_NO_FATAL_FAILURE(synthFile("mc_up.h5", "sim", "11", "energy_scale=1.05"));
+  ASSERT_NO_FATAL_FAILURE(synthFile("mc_down.h5", "sim", "11", "energy_scale=0.95"));
+  fs::copy_file(scratch_ + "/mc.h5", scratch_ + "/mc_copy.h5");
+  json s = spec(3, 2);
+  s["chain"]["iterations"] = 2;
+  s["chain"]["config"] = {{"classifier", "mlp"}};
+  s["variations"] = detectorPair();
+  s["variations"]["same"] = {
+      {"type", "modelling"}, {"replicas", 2}, {"inputs", {{"mc", scratch_ + "/mc_copy.h5"}}}};
+  const std::string dir = init(s, "warm-ref");
+  EXPECT_NE(readText(scratch_ + "/warm-ref-init.out")
+                .find("with the warm reference warm_reference (4 task(s))"),
+            std::string::npos)
+      << readText(scratch_ + "/warm-ref-init.out");
+  const json frozen = json::parse(readText(dir + "/spec.json"));
+  EXPECT_EQ(frozen["variations"]["warm_reference"],
+            (json{{"type", "reference"}, {"replicas", 2}, {"members", 2}, {"warm_start", true}}));
+  ASSERT_EQ(runFoldfarm({"campaign", "run", dir, "--aggregate"}, scratch_, "warm-ref-run"), 0)
+      << readText(scratch_ + "/warm-ref-run.err");
+  const json sum = json::parse(readText(dir + "/aggregate/summary.json"));
+  EXPECT_EQ(sum["warm_reference"]["chains"], 4) << sum.dump();
+  ASSERT_EQ(sum["variations"].size(), 3u) << sum["variations"].dump();
+  for (const json& v : sum["variations"]) EXPECT_EQ(v["shift_from"], "warm_reference") << v.dump();
+  for (const auto& [name, o] : sum["observables"].items()) {
+    EXPECT_EQ(o["uncertainty"]["same"].get<double>(), 0.0) << name;
+    EXPECT_EQ(o["shift_error"]["same"].get<double>(), 0.0) << name;
+    EXPECT_GT(o["uncertainty"]["det"].get<double>(), 0.0) << name;
+    ASSERT_TRUE(o["warm_start_effect"]["shift"].is_number()) << name << o.dump();
+    // Not an uncertainty: the total is stat and the sources in quadrature.
+    double sq = 0;
+    for (const char* k : {"stat", "det", "same"})
+      sq += std::pow(o["uncertainty"][k].get<double>(), 2);
+    EXPECT_NEAR(o["uncertainty"]["total"].get<double>(), std::sqrt(sq), 1e-9) << name;
+  }
 }
 
 }  // namespace

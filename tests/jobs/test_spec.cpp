@@ -588,6 +588,61 @@ TEST_F(SpecValidation, ChainVariationsNeedATypeAndTheInputsItReplaces) {
   EXPECT_EQ(warm.taskDef(warm.indexOf("stat.r0000m0")).params["warm_from_task"], "r0000m0");
 }
 
+// The warm reference: added by withWarmReference (init, plan, extend) to cover every task of
+// the warm-started detector and modelling variations within the nominal's counts, raised when
+// they grow, never for other types or cold variations; written into the frozen spec as
+// counts, read back the same; its name and type go together, and it takes no inputs.
+TEST_F(SpecValidation, TheWarmReferenceCoversTheWarmStartedShiftsTasks) {
+  json s = chainSpec();  // 2 replicas x 1 member
+  s["members"] = 3;
+  writeText(dir_ + "/alt.h5", "x");
+  const json alt = {{"type", "modelling"}, {"inputs", {{"mc", "alt.h5"}}}};
+  s["variations"] = {
+      {"cold", {{"type", "modelling"}, {"warm_start", false}, {"inputs", {{"mc", "alt.h5"}}}}},
+      {"stat", {{"type", "mc_bootstrap"}, {"replicas", 4}}},
+      {"closure", {{"type", "non_closure"}, {"inputs", {{"data", "alt.h5"}}}}}};
+  bool added = true;
+  const CampaignSpec none = withWarmReference(parseCampaignSpec(s, "spec", dir_), &added);
+  EXPECT_FALSE(added);
+  EXPECT_EQ(none.indexOf("warm_reference.r0000m0"), -1);
+  json alt_wide = alt;
+  alt_wide["replicas"] = 5;  // beyond the nominal's 2: only 2 have a nominal task to start from
+  alt_wide["members"] = 2;
+  s["variations"]["alt"] = alt_wide;
+  const CampaignSpec c = withWarmReference(parseCampaignSpec(s, "spec", dir_), &added);
+  EXPECT_TRUE(added);
+  const Variation* ref = nullptr;
+  for (const Variation& v : c.variations)
+    if (v.name == kWarmReference) ref = &v;
+  ASSERT_NE(ref, nullptr);
+  EXPECT_EQ(ref->type, "reference");
+  EXPECT_EQ(ref->replicas, 2);
+  EXPECT_EQ(ref->members, 2);
+  const TaskDef t = c.taskDef(c.indexOf("warm_reference.r0001m1"));
+  EXPECT_EQ(t.needs, std::vector<int>{c.indexOf("r0001m1")});
+  EXPECT_EQ(t.params["inputs"], c.taskDef(c.indexOf("r0001m1")).params["inputs"]);
+  EXPECT_EQ(t.params["variation"]["type"], "reference");
+  // Already covered: unchanged; a wider variation raises it.
+  withWarmReference(c, &added);
+  EXPECT_FALSE(added);
+  json back = c.toJson();
+  EXPECT_EQ(back["variations"]["warm_reference"],
+            (json{{"type", "reference"}, {"replicas", 2}, {"members", 2}, {"warm_start", true}}));
+  back["variations"]["alt"]["members"] = 3;
+  const CampaignSpec wider = withWarmReference(parseCampaignSpec(back, "frozen", "/"), &added);
+  EXPECT_TRUE(added);
+  EXPECT_GE(wider.indexOf("warm_reference.r0001m2"), 0);
+  // The name and the type go together; the reference runs the nominal's tasks as they are.
+  expectParseRefused(s, "variations", {{"warm_reference", alt}}, "go together");
+  expectParseRefused(s, "variations", {{"ref", {{"type", "reference"}}}}, "go together");
+  expectParseRefused(s, "variations",
+                     {{"warm_reference", {{"type", "reference"}, {"inputs", {{"mc", "alt.h5"}}}}}},
+                     "'variations.warm_reference.inputs'");
+  expectParseRefused(s, "variations",
+                     {{"warm_reference", {{"type", "reference"}, {"warm_start", false}}}},
+                     "must be true");
+}
+
 }  // namespace
 }  // namespace foldfarm::jobs
 

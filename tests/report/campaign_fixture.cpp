@@ -235,7 +235,8 @@ void addVariations(const std::string& agg_dir, AggregateFixture& fx) {
                                            {"source", "generator"},
                                            {"direction", ""},
                                            {"chains", 1},
-                                           {"replicas", 1}},
+                                           {"replicas", 1},
+                                           {"shift_from", "warm_reference"}},
                                           {{"name", "mcstat"},
                                            {"type", "mc_bootstrap"},
                                            {"source", "mcstat"},
@@ -256,6 +257,9 @@ void addVariations(const std::string& agg_dir, AggregateFixture& fx) {
     u["mc_stat"] = 0.012;
     fx.summary["observables"][name]["training_noise"] = name == "mass" ? json(0.007) : json();
     fx.summary["observables"][name]["shift_error"] = {{"generator", 0.013}, {"det", nullptr}};
+    if (name == "mass")
+      fx.summary["observables"][name]["warm_start_effect"] = {{"shift", 0.041},
+                                                              {"shift_error", 0.009}};
     u["det"] = 0.034;
     u["generator"] = 0.051;
     u["non_closure"] = 0.02;

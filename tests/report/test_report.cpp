@@ -339,8 +339,8 @@ TEST(CampaignReport, UncertaintyBreakdownShowsEverySourceAndTheFigures) {
       contains(html, "<th>uncertainty</th><th>mass</th><th>width</th><th>multiplicity</th>"));
   // Rows in order: stat, mc_stat, the sources by name, non_closure, total.
   size_t last = table;
-  for (const char* row :
-       {"stat", "stat: training noise", "mc_stat", "det", "generator", "non_closure", "total"}) {
+  for (const char* row : {"stat", "stat: training noise", "mc_stat", "det", "generator",
+                          "non_closure", "warm start alone (not counted)", "total"}) {
     const size_t at = html.find(std::string("<tr><td>") + row + "</td>", table);
     ASSERT_NE(at, std::string::npos) << row;
     EXPECT_GT(at, last) << row;
@@ -356,7 +356,12 @@ TEST(CampaignReport, UncertaintyBreakdownShowsEverySourceAndTheFigures) {
   // The variations and one breakdown figure per observable, embedded.
   EXPECT_TRUE(contains(html, "id=\"variations-table\""));
   EXPECT_TRUE(
-      contains(html, "<td>herwig</td><td>modelling</td><td>generator</td><td>one-sided</td>"));
+      contains(html,
+               "<td>herwig</td><td>modelling</td><td>generator</td><td>one-sided</td><td>1</"
+               "td><td>1</td><td>warm_reference</td>"));
+  // The warm start's own effect beside the sources, where the aggregation measured it.
+  EXPECT_TRUE(
+      contains(html, "<tr><td>warm start alone (not counted)</td><td>4.1% ± 0.9%</td><td>-</td>"));
   for (const auto& name : fx.observables)
     EXPECT_TRUE(contains(html, name + ": relative uncertainty per bin")) << name;
   EXPECT_GE(r.images, 3);
