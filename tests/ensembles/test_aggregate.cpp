@@ -628,6 +628,59 @@ TEST_F(AggregateTest, CompareShowsUnfoldingsOfTheSameDataSideBySide) {
   EXPECT_THROW(compareAggregations({(root_ / "a").string()}, {"x", "y"}), foldfarm::InputError);
 }
 
+// Warm-started shifts are measured from the warm reference, chain by chain, where it ran each
+// of the variation's chains; from the nominal otherwise (a cold variation, or one the
+// reference does not cover). The reference is no source: its distance from the nominal is
+// the warm start's own effect, reported beside.
+TEST_F(AggregateTest, AWarmStartedShiftIsMeasuredFromTheWarmReferenceChainByChain) {
+  const auto variation = [](const std::string& name, const std::string& type, bool warm) {
+    nlohmann::json j = {{"variation", {{"name", name}, {"type", type}}}};
+    if (warm) j["warm_from"] = "/c/tasks/r0000m0";
+    return j;
+  };
+  // Fractions of the unit area in bin 0 (bin 1 holds the rest).
+  writeChain("c/r0m0", 0, 0, 1, 1);                                                      // .5
+  writeChain("c/r0m1", 0, 1, 1, 1);                                                      // .5
+  writeChain("c/r1m0", 1, 0, 1, 3);                                                      // .25
+  writeChain("c/r1m1", 1, 1, 1, 3);                                                      // .25
+  writeChain("c/ref0", 0, 0, 3, 1, 42, variation("warm_reference", "reference", true));  // .75
+  writeChain("c/ref1", 0, 1, 1, 1, 42, variation("warm_reference", "reference", true));  // .5
+  writeChain("c/alt0", 0, 0, 3, 1, 42, variation("alt", "modelling", true));             // .75
+  writeChain("c/alt1", 0, 1, 3, 1, 42, variation("alt", "modelling", true));             // .75
+  writeChain("c/cold0", 0, 0, 3, 1, 42, variation("cold", "modelling", false));          // .75
+  writeChain("c/wide0", 0, 0, 3, 1, 42, variation("wide", "modelling", true));           // .75
+  writeChain("c/wide1", 1, 0, 1, 1, 42, variation("wide", "modelling", true));  // .5, no reference
+  const std::string out = (root_ / "agg").string();
+  const nlohmann::json s =
+      aggregateRunsWithOptions({(root_ / "c").string()}, out, std::nullopt, {false});
+  const double w = 75.0 / 49.0;
+  H5Reader read(out + "/bands.h5");
+  const auto bin0 = [&](const std::string& name) { return read("mass/" + name).at(0) * w; };
+  // alt: chain by chain from the reference, (.75 - .75 + .75 - .5) / 2; from the nominal it
+  // would be .75 - .5. Its noise: the two differences 0 and .25, standard error .125.
+  EXPECT_NEAR(bin0("sources/alt/shift"), 0.125, 1e-12);
+  EXPECT_NEAR(bin0("sources/alt/shift_error"), 0.125, 1e-12);
+  // cold (not warm-started) and wide (the reference lacks its replica 1): from the nominal,
+  // replica by replica: cold .75 - .5; wide (.75 - .5 + .5 - .25) / 2.
+  EXPECT_NEAR(bin0("sources/cold/shift"), 0.25, 1e-12);
+  EXPECT_NEAR(bin0("sources/wide/shift"), 0.25, 1e-12);
+  // The warm start's own effect: reference - nominal, chains .25 and 0.
+  EXPECT_NEAR(bin0("warm_start_effect/shift"), 0.125, 1e-12);
+  EXPECT_NEAR(bin0("warm_start_effect/shift_error"), 0.125, 1e-12);
+  EXPECT_NEAR(bin0("variations/warm_reference/nominal"), 4.0 / 6.0, 1e-12);
+  // No source of its own, not in the list of variations, named as the baseline.
+  EXPECT_FALSE(s["observables"]["mass"]["uncertainty"].contains("warm_reference"));
+  EXPECT_EQ(s["warm_reference"],
+            (nlohmann::json{{"name", "warm_reference"}, {"chains", 2}, {"replicas", 1}}));
+  std::map<std::string, std::string> from;
+  for (const auto& v : s["variations"]) from[v["name"]] = v["shift_from"];
+  EXPECT_EQ(from, (std::map<std::string, std::string>{
+                      {"alt", "warm_reference"}, {"cold", "nominal"}, {"wide", "nominal"}}));
+  EXPECT_NEAR(s["observables"]["mass"]["warm_start_effect"]["shift"].get<double>(),
+              std::sqrt((std::pow(0.125 / 0.375, 2) + std::pow(0.125 / 0.625, 2)) / 2),
+              1e-12);  // the nominal's mean: .375 and .625
+}
+
 TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
   writeNominal("camp");
   writeVariations("camp");
@@ -760,9 +813,9 @@ TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
   EXPECT_EQ(s["replicas"], 3);
   EXPECT_EQ(s["chains"], 4);
   ASSERT_EQ(s["variations"].size(), 7u);
-  const nlohmann::json det_down_entry = {{"name", "det_down"}, {"type", "detector"},
-                                         {"source", "det"},    {"direction", "down"},
-                                         {"chains", 2},        {"replicas", 2}};
+  const nlohmann::json det_down_entry = {
+      {"name", "det_down"}, {"type", "detector"}, {"source", "det"},        {"direction", "down"},
+      {"chains", 2},        {"replicas", 2},      {"shift_from", "nominal"}};
   EXPECT_EQ(s["variations"][1], det_down_entry) << s["variations"].dump();
   EXPECT_EQ(s["variations"][0]["type"], "non_closure");
   EXPECT_EQ(s["variations"][0]["chains"], 2);
