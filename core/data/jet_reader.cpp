@@ -1257,3 +1257,70 @@ bool BatchStream::next(JetArrays& batch) {
 }
 
 }  // namespace foldfarm::data
+
+namespace foldfarm::data {
+
+ClassCensus classCensus(const std::vector<std::string>& files) {
+  ClassCensus c;
+  std::string named_by, unnamed;  // the first file naming its classes, the first one not
+  int64_t top_row = -1;           // where the largest label is (first seen)
+  std::string top_file;
+  for (const std::string& f : files) {
+    const JetFile jf(f);
+    const auto attrs = jf.attributes();
+    std::vector<std::string> names;
+    if (auto a = attrs.find("class_names"); a != attrs.end()) {
+      const nlohmann::json j = nlohmann::json::parse(a->second, nullptr, false);
+      if (j.is_array())
+        for (const auto& n : j) names.push_back(n.is_string() ? n.get<std::string>() : n.dump());
+    }
+    if (names.empty()) {
+      if (unnamed.empty()) unnamed = f;
+    } else if (named_by.empty()) {
+      named_by = f;
+      c.names = names;
+    } else if (names != c.names) {
+      throw InputError(f + ": names its classes " + nlohmann::json(names).dump() + ", " + named_by +
+                       " " + nlohmann::json(c.names).dump() +
+                       ": the same label would mean other classes; train on files of one "
+                       "labelling (or relabel one to the other's class_names)");
+    }
+    if (!named_by.empty() && !unnamed.empty())
+      throw InputError(unnamed + ": names no classes (no class_names attribute) while " + named_by +
+                       " names them " + nlohmann::json(c.names).dump() +
+                       ": its labels cannot be matched to those; give it the same class_names "
+                       "attribute (if its labels mean those classes) or train on it alone");
+    const std::vector<int64_t> labels = readClassLabels(f);
+    for (size_t i = 0; i < labels.size(); ++i) {
+      const int64_t y = labels[i];
+      if (y >= static_cast<int64_t>(c.counts.size())) {
+        c.counts.resize(static_cast<size_t>(y) + 1, 0);
+        top_row = static_cast<int64_t>(i);
+        top_file = f;
+      }
+      ++c.counts[static_cast<size_t>(y)];
+    }
+  }
+  if (!c.names.empty() || c.counts.empty()) return c;
+  int64_t held = 0;
+  std::string present;
+  for (size_t y = 0; y < c.counts.size(); ++y)
+    if (c.counts[y] > 0) {
+      ++held;
+      if (held <= 8)
+        present += (present.empty() ? "" : ", ") + std::to_string(y) + ": " +
+                   std::to_string(c.counts[y]) + (c.counts[y] == 1 ? " jet" : " jets");
+    }
+  const int64_t empty = static_cast<int64_t>(c.counts.size()) - held;
+  if (empty > held)
+    throw InputError(top_file + ": row " + std::to_string(top_row) + " holds label " +
+                     std::to_string(c.counts.size() - 1) + ", which makes " +
+                     std::to_string(c.counts.size()) + " classes of which " +
+                     std::to_string(empty) + " hold no jet (" + present +
+                     (held > 8 ? ", ..." : "") +
+                     "): a label beyond the data's classes? fix it, or give the files a "
+                     "class_names attribute naming every class their labels index");
+  return c;
+}
+
+}  // namespace foldfarm::data

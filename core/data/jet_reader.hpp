@@ -131,6 +131,18 @@ std::string datasetStorageText(const std::string& path, const std::string& name)
 // [0, kMaxLabelClasses) or a one-hot row with no entry > 0, and as readInt64Dataset.
 std::vector<int64_t> readClassLabels(const std::string& path, const std::string& name = "pid");
 
+// The classes of labelled jets files read together (pretraining): the names their
+// `class_names` attributes give (empty when none gives them) and the jets of each class over
+// every row. InputError naming the files when one file names its classes otherwise than
+// another, or names them beside one that does not (the labels would mean other classes);
+// InputError naming the row when, without names, a label leaves more classes empty than hold
+// jets (labels 0, 1 and one 1000: a 1001-class model of which 998 classes never train).
+struct ClassCensus {
+  std::vector<std::string> names;
+  std::vector<int64_t> counts;  // jets per label, 0 .. the largest label
+};
+ClassCensus classCensus(const std::vector<std::string>& files);
+
 inline JetArrays readJetFile(const std::string& path) {
   return JetFile(path).readJets();
 }

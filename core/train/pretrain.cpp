@@ -92,20 +92,34 @@ void writePretrained(const PretrainOptions& o, ParallelContext& ctx, Trainer& tr
   });
 }
 
-std::vector<std::string> classNames(int64_t num_classes, int64_t classes) {
+// The files' names of the classes where they give them, else those of the synthetic jets
+// (six classes), else the indices.
+std::vector<std::string> classNames(int64_t num_classes, int64_t classes,
+                                    const std::vector<std::string>& named) {
   std::vector<std::string> names;
   const bool synth_labels = classes == data::kNumSynthClasses;
   for (int64_t c = 0; c < num_classes; ++c)
-    names.push_back(synth_labels ? data::jetClassName(static_cast<int>(c)) : std::to_string(c));
+    names.push_back(c < static_cast<int64_t>(named.size()) ? named[static_cast<size_t>(c)]
+                    : synth_labels && named.empty()        ? data::jetClassName(static_cast<int>(c))
+                                                           : std::to_string(c));
   return names;
+}
+
+// (collective) The classes of the training files, checked once (rank 0 says what is wrong):
+// files labelled otherwise than each other, a label far beyond the others.
+data::ClassCensus checkedClasses(ParallelContext& ctx, const std::vector<std::string>& files) {
+  data::ClassCensus census;
+  checkOnEveryRank(ctx, [&] { census = data::classCensus(files); });
+  return census;
 }
 
 // The checkpoint description and the freshly initialised model (seeded from train.seed).
 std::pair<CheckpointMeta, Pet> initialModel(const PretrainOptions& o, const PetConfig& cfg,
-                                            const data::FeatureStats& stats, int64_t classes) {
+                                            const data::FeatureStats& stats, int64_t classes,
+                                            const data::ClassCensus& census) {
   CheckpointMeta meta;
   meta.stats = stats;
-  meta.class_names = classNames(cfg.num_classes, classes);
+  meta.class_names = classNames(cfg.num_classes, classes, census.names);
   Pet model(cfg);
   model->resetParameters(deriveSeed({o.train.seed, 0x696e6974ULL}));
   return {std::move(meta), std::move(model)};
@@ -261,6 +275,7 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
       std::max<int64_t>(1, static_cast<int64_t>((32 << 20) / (o.block_rows * row_bytes)));
   checkOnEveryRank(ctx, [&] { checkStreamValues(o.files, rows, piece, ctx, so.readers); });
   // 2. Classes: from the files' label datasets (small beside the particles).
+  const data::ClassCensus census = checkedClasses(ctx, o.files);
   int64_t classes = 0;
   for (const auto& f : o.files) {
     const data::JetFile jf(f);
@@ -289,7 +304,7 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
 
   // 3. Train.
   TrainOptions t = trainOptionsFor(o, ctx);
-  auto [meta, model] = initialModel(o, cfg, stats, classes);
+  auto [meta, model] = initialModel(o, cfg, stats, classes, census);
   Trainer trainer(model, meta, t, ctx);
   // The files as the stream sees them: names, rows, blocks and held-out fractions.
   std::string fp = std::to_string(o.block_rows) + ":" + std::to_string(o.val_fraction) + ":" +
@@ -364,6 +379,10 @@ PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
                        std::to_string(W) + " ranks; use more jets or fewer ranks");
   });
 
+  // The labels first (small beside the particles): a file labelled otherwise than another is
+  // refused before the particles are read.
+  const data::ClassCensus census = checkedClasses(ctx, o.files);
+
   // 2. Read all, or this rank's shard.
   data::JetArrays raw;
   if (o.shard_data) {
@@ -421,7 +440,7 @@ PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
 
   // 4. Train.
   TrainOptions t = trainOptionsFor(o, ctx);
-  auto [meta, model] = initialModel(o, cfg, stats, classes);
+  auto [meta, model] = initialModel(o, cfg, stats, classes, census);
   Trainer trainer(model, meta, t, ctx);
   PretrainResult r;
   r.fit = trainer.fit(train, &val, Objective::kPretrain);

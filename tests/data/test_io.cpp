@@ -779,6 +779,57 @@ TEST(JetIo, ClassLabelsOutOfRangeAreRefused) {
   EXPECT_EQ(readClassLabels(named), a.labels);
 }
 
+// Files read together must mean the same classes by the same labels, and a stray label must
+// not make a model of mostly empty classes (before: label 1000 in 2000 quark/gluon jets made
+// a 1001-class model, silently).
+TEST(JetIo, TheClassesOfFilesReadTogetherAreCheckedAndNamed) {
+  TempDir dir;
+  JetArrays a = smallJets(6);
+  a.labels = {0, 1, 0, 1, 1, 0};
+  const std::string qg = dir.file("qg.h5"), plain = dir.file("plain.h5");
+  const std::string other = dir.file("other.h5"), stray = dir.file("stray.h5");
+  writeJetFile(qg, a, {{"class_names", nlohmann::json({"q", "g"}).dump()}});
+  writeJetFile(plain, a);
+  writeJetFile(other, a, {{"class_names", nlohmann::json({"g", "q"}).dump()}});
+  ClassCensus c = classCensus({qg, qg});
+  EXPECT_EQ(c.names, (std::vector<std::string>{"q", "g"}));
+  EXPECT_EQ(c.counts, (std::vector<int64_t>{6, 6}));
+  c = classCensus({plain});
+  EXPECT_TRUE(c.names.empty());
+  EXPECT_EQ(c.counts, (std::vector<int64_t>{3, 3}));
+  const auto refusal = [](const std::vector<std::string>& files) {
+    try {
+      classCensus(files);
+    } catch (const foldfarm::InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  std::string why = refusal({qg, other});
+  EXPECT_NE(why.find(other + ": names its classes [\"g\",\"q\"], " + qg + " [\"q\",\"g\"]"),
+            std::string::npos)
+      << why;
+  why = refusal({plain, qg});
+  EXPECT_NE(why.find(plain + ": names no classes"), std::string::npos) << why;
+  why = refusal({qg, plain});
+  EXPECT_NE(why.find(plain + ": names no classes"), std::string::npos) << why;
+  // Labels 0, 1 and 7: 5 of 8 classes empty, more than hold jets. Named classes may be empty.
+  a.labels[4] = 7;
+  writeJetFile(stray, a);
+  why = refusal({plain, stray});
+  EXPECT_NE(why.find(stray + ": row 4 holds label 7, which makes 8 classes of which 5 hold no jet "
+                             "(0: 6 jets, 1: 5 jets, 7: 1 jet)"),
+            std::string::npos)
+      << why;
+  a.labels = {0, 1, 2, 0, 1, 2};
+  fs::remove(stray);
+  writeJetFile(stray, a);
+  a.labels[0] = 5;  // with `stray`: classes 3 and 4 empty, 4 hold jets
+  const std::string wide = dir.file("wide.h5");
+  writeJetFile(wide, a);
+  EXPECT_EQ(classCensus({stray, wide}).counts, (std::vector<int64_t>{3, 4, 4, 0, 0, 1}));
+}
+
 TEST(JetIo, NanOrAllZeroWeightsAreRefused) {
   TempDir dir;
   const std::string path = dir.file("bad.h5");
