@@ -308,6 +308,18 @@ void requireOutputDirectory(const std::string& path) {
                                                       : " does not exist; create it first"));
   if (std::filesystem::is_directory(p))
     throw InputError(path + ": is a directory; name a file for the output");
+  // A file made and removed again: a directory the output cannot go into is said before the
+  // work that makes it (root passes access() where an immutable or read-only one refuses).
+  const std::string probe =
+      (parent / (".foldfarm-write-check." + std::to_string(::getpid()))).string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0 && errno != EEXIST)
+    throw InputError(path + ": cannot write into " + parent.string() + " (" + errnoMessage(errno) +
+                     "); make it writable or name a file elsewhere");
+  if (fd >= 0) {
+    ::close(fd);
+    ::unlink(probe.c_str());
+  }
 }
 
 void requireOutputDirectoryPath(const std::string& dir, const std::string& option) {

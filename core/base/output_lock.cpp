@@ -4,6 +4,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -45,6 +46,7 @@ OutputDirectoryLock::OutputDirectoryLock(const std::string& dir, const std::stri
       made_(dir) {
   fd_.reset(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd_.valid()) throw Error(dir + ": cannot open the output directory: " + errnoMessage(errno));
+  requireWritable(option);
   if (::flock(fd_.get(), LOCK_EX | LOCK_NB) == 0) {
     locked_ = true;
     return;
@@ -61,6 +63,18 @@ OutputDirectoryLock::OutputDirectoryLock(const std::string& dir, const std::stri
   }
   logWarn("{}: cannot lock the output directory ({}): a second run into it would not be refused",
           dir, errnoMessage(err));
+}
+
+// A file made and removed again: what the run will write is refused now, not after its first
+// epoch (permissions, a read-only mount, an immutable directory; root passes access()).
+void OutputDirectoryLock::requireWritable(const std::string& option) const {
+  const std::string probe = ".foldfarm-write-check." + std::to_string(::getpid());
+  Fd f(::openat(fd_.get(), probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!f.valid() && errno != EEXIST)
+    throw InputError(dir_ + ": cannot write into this directory (" + errnoMessage(errno) +
+                     "); make it writable" +
+                     (option.empty() ? std::string() : " or choose another " + option));
+  ::unlinkat(fd_.get(), probe.c_str(), 0);
 }
 
 int OutputDirectoryLock::removeLeftTemporaries(const std::vector<std::string>& subdirs) {

@@ -23,8 +23,9 @@ class OutputDirectoryLock {
  public:
   // Makes `dir` and locks it. InputError("<dir>: another foldfarm run is writing into this
   // directory (...); wait for it or stop it, or choose another <option>") when a run holds
-  // it; InputError when `dir` is a file (requireOutputDirectoryPath); Error naming `dir` when
-  // it cannot be made. `option` names the command-line option ("" when none chose `dir`).
+  // it; InputError when `dir` is a file (requireOutputDirectoryPath) or a file cannot be made
+  // in it (read-only, not permitted: said before anything is computed); Error naming `dir`
+  // when it cannot be made. `option` names the command-line option ("" when none chose it).
   OutputDirectoryLock(const std::string& dir, const std::string& option);
   ~OutputDirectoryLock() noexcept = default;  // closing the directory releases the lock
   OutputDirectoryLock(const OutputDirectoryLock&) = delete;
@@ -39,6 +40,8 @@ class OutputDirectoryLock {
   int removeLeftTemporaries(const std::vector<std::string>& subdirs);
 
  private:
+  void requireWritable(const std::string& option) const;
+
   std::string dir_;
   MadeDirectories made_;  // removed again at the end while empty (a run that wrote nothing)
   Fd fd_;                 // the directory, flocked

@@ -3,10 +3,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/output_lock.hpp"
 
@@ -130,4 +132,33 @@ TEST(OutputDirectoryLock, AFileWhereTheDirectoryGoesIsAnInputError) {
   const std::string none =
       inputErrorOf([&] { OutputDirectoryLock l((base / "taken" / "x").string(), ""); });
   EXPECT_NE(none.find("choose another output directory"), std::string::npos) << none;
+}
+
+// A directory no file can be made in (read-only: permissions for a user, the immutable flag
+// for root, whom permissions do not stop) is refused when it is locked, before the command
+// computes anything; so is the directory of an output file. Nothing is left in either.
+TEST(OutputDirectoryLock, ADirectoryNoFileCanBeMadeInIsRefusedAtOnce) {
+  const fs::path ro = freshDir("readonly");
+  fs::create_directories(ro);
+  const bool root = ::geteuid() == 0;
+  if (root) {
+    if (std::system(("chattr +i '" + ro.string() + "' 2>/dev/null").c_str()) != 0)
+      GTEST_SKIP() << "running as root and this file system has no immutable flag (chattr)";
+  } else {
+    fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec);
+  }
+  const std::string msg = inputErrorOf([&] { OutputDirectoryLock l(ro.string(), "--out"); });
+  const std::string file = inputErrorOf([&] { requireOutputDirectory((ro / "jets.h5").string()); });
+  if (root)
+    EXPECT_EQ(std::system(("chattr -i '" + ro.string() + "'").c_str()), 0);
+  else
+    fs::permissions(ro, fs::perms::owner_all);
+  EXPECT_NE(msg.find(ro.string() + ": cannot write into this directory ("), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("make it writable or choose another --out"), std::string::npos) << msg;
+  EXPECT_NE(file.find(": cannot write into " + ro.string()), std::string::npos) << file;
+  EXPECT_TRUE(fs::is_empty(ro));
+  EXPECT_NO_THROW(OutputDirectoryLock(ro.string(), "--out"));
+  EXPECT_NO_THROW(requireOutputDirectory((ro / "jets.h5").string()));
+  EXPECT_TRUE(fs::is_empty(ro));
 }
