@@ -327,11 +327,14 @@ void refuseOtherOptions(const nlohmann::json& kept, const nlohmann::json& now,
 }  // namespace
 
 nlohmann::json Trainer::scheduleOptions() const {
-  return {{"--lr", opts_.optimizer.lr},
-          {"--lr-factor", opts_.optimizer.lr_factor},
-          {"--warmup-epochs", opts_.warmup_epochs},
-          {"--optimizer", opts_.optimizer.kind},
-          {"weight_decay", opts_.optimizer.weight_decay}};
+  nlohmann::json j = {{"--lr", opts_.optimizer.lr},
+                      {"--lr-factor", opts_.optimizer.lr_factor},
+                      {"--warmup-epochs", opts_.warmup_epochs},
+                      {"--optimizer", opts_.optimizer.kind},
+                      {"weight_decay", opts_.optimizer.weight_decay},
+                      {"clip_norm", opts_.clip_norm}};
+  if (opts_.ema) j["ema_decay"] = opts_.ema_decay;
+  return j;
 }
 
 bool Trainer::loadState(nlohmann::json& training, const std::string& fp,
@@ -352,6 +355,12 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp,
   // schedule is that of the new length (before: without a word).
   refuseOtherOptions(training.value("schedule_options", nlohmann::json::object()),
                      scheduleOptions(), opts_.state_dir);
+  const int64_t patience_then = training.value("patience", opts_.patience);
+  if (patience_then != opts_.patience && ctx_.isRoot())
+    logWarn(
+        "{}: the state was written with patience {}, resumed with {}: early stopping from "
+        "here counts by the new value",
+        opts_.label, patience_then, opts_.patience);
   const int64_t epochs_then = training.value("max_epochs", opts_.max_epochs);
   if (epochs_then != opts_.max_epochs && ctx_.isRoot())
     logWarn(
@@ -714,6 +723,7 @@ nlohmann::json Trainer::FitLoop::stateJson() const {
   j["seed"] = opts_.seed;
   j["batch_size"] = opts_.batch_size;
   j["max_epochs"] = opts_.max_epochs;
+  j["patience"] = opts_.patience;
   j["sharded_ranks"] = opts_.sharded ? ctx_.worldSize() : 0;
   j["steps_per_epoch"] = steps_per_epoch_;
   if (src_.position) j["stream"] = src_.position();

@@ -611,9 +611,12 @@ TEST(Finetune, ResumedAfterAnInterruptionEndsAsTheStraightRun) {
   faster.fit.lr *= 2;
   FinetuneOptions adamw = o;
   adamw.fit.optimizer = "adamw";
+  FinetuneOptions clipped = o;  // before: resumed without a word
+  clipped.fit.clip_norm = 0.01;
   for (const auto& [changed, says] :
        {std::pair<const FinetuneOptions*, std::string>{&faster, "written with --lr "},
-        {&adamw, "written with --optimizer \"lion\", not \"adamw\""}}) {
+        {&adamw, "written with --optimizer \"lion\", not \"adamw\""},
+        {&clipped, "written with clip_norm 1.0, not 0.01"}}) {
     try {
       runFinetuning(*changed);
       ADD_FAILURE() << says << ": resumed";
