@@ -34,6 +34,9 @@ void installStopHandlers() {
   sigaction(SIGUSR1, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  // A terminal's hang-up (a dropped ssh session with the run in the foreground) stops as
+  // Slurm's SIGTERM does: state saved, instead of a death that saves nothing.
+  sigaction(SIGHUP, &sa, nullptr);
 }
 
 bool stopRequested() noexcept {

@@ -1,5 +1,5 @@
 #pragma once
-// Cooperative stop on SIGUSR1 / SIGTERM / SIGINT (Slurm's --signal=B:USR1@grace, scancel,
+// Cooperative stop on SIGUSR1 / SIGTERM / SIGINT / SIGHUP (Slurm's --signal=B:USR1@grace, scancel,
 // preemption, Ctrl-C). The handler only sets a flag; long work polls stopRequested() at
 // safe points (between batches), saves its state and exits with kExitInterrupted.
 // A second SIGINT restores the default action, so Ctrl-C twice always ends the process.
