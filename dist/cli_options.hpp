@@ -36,7 +36,13 @@ class DistCli {
   DistOptions resolve() const {
     DistOptions o = distOptionsFromEnv();
     if (timeout_ != nullptr && timeout_->count() > 0) o.collective_timeout_s = timeout_s_;
-    if (backend_ != nullptr && backend_->count() > 0) o.backend = backend_name_;
+    const bool given = backend_ != nullptr && backend_->count() > 0;
+    if (given) o.backend = backend_name_;
+    // Refused here, alone as under mpirun (it was taken by a single process, and named only
+    // when the ranks met).
+    if (o.backend != "auto" && o.backend != "mpi" && o.backend != "nccl")
+      throw InputError((given ? "--dist-backend " : "FOLDFARM_DIST_BACKEND=") + o.backend +
+                       ": not a data-parallel backend; use auto, mpi or nccl");
     if (cap_ != nullptr && cap_->count() > 0) {
       o.buckets.bucket_cap_bytes = static_cast<std::size_t>(cap_mb_ * 1024.0 * 1024.0);
     }

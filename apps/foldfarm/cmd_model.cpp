@@ -279,6 +279,14 @@ struct GenerateArgs : GenerateOptions {  // core/train/generate.hpp
 };
 
 void runGenerate(const GenerateArgs& a) {
+  // One process samples into one file: under mpirun/srun every rank would write --out.
+  const dist::LaunchInfo launch = dist::detectLaunch();
+  checkAlikeOnEveryRank(launch.rank, [&] {
+    if (launch.world_size > 1)
+      throw InputError("generate samples on one process, not on " +
+                       std::to_string(launch.world_size) + " ranks (every rank would write " +
+                       a.out + "): run it without mpirun/srun, or with one task");
+  });
   configureThreads(a.threads);
   generateJetFile(a, a.out);
   std::printf("%s\n",

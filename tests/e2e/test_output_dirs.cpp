@@ -164,7 +164,10 @@ TEST_F(OutputDirs, UnderMpirunAnErrorEveryRankFindsIsPrintedOnce) {
        "--shard-data"},
       {"pretrain", "--data", dir_ + "/nan.h5", "--out", dir_ + "/nan"},
       {"unfold", "--mc", dir_ + "/mc.h5", "--data", dir_ + "/data.h5", "--init", "none", "--out",
-       dir_ + "/other_chain", "--replica", "0", "--member", "0"}};
+       dir_ + "/other_chain", "--replica", "0", "--member", "0"},
+      {"generate", "--ckpt", dir_ + "/none", "--class", "0", "--jets", "4", "--out",
+       dir_ + "/gen.h5"},
+      {"pretrain", "--data", dir_ + "/jets.h5", "--out", dir_ + "/foo", "--dist-backend", "foo"}};
   // The state of a chain of other parameters, and a jets file with a NaN.
   fs::create_directories(dir_ + "/other_chain/state");
   std::ofstream(dir_ + "/other_chain/state/progress.json")
@@ -185,8 +188,10 @@ TEST_F(OutputDirs, UnderMpirunAnErrorEveryRankFindsIsPrintedOnce) {
                             "expected a jets file",
                             "exclude each other",
                             "nan.h5",
-                            "holds the state of a chain with different parameters"};
-  static_assert(std::size(expected) == 14);
+                            "holds the state of a chain with different parameters",
+                            "generate samples on one process",
+                            "--dist-backend foo: not a data-parallel backend"};
+  static_assert(std::size(expected) == 16);
   for (size_t i = 0; i < std::size(cases); ++i) {
     const ProcessResult r = underMpirun(cases[i]);
     EXPECT_FALSE(r.timedOut) << cases[i][0] << ": " << r.err;
