@@ -481,6 +481,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       {"observables", nlohmann::json::object()}};
   summary["variations"] = nlohmann::json::array();
   if (!options.inputs.is_null()) summary["inputs"] = options.inputs;
+  if (!options.incomplete.is_null()) summary["incomplete"] = options.incomplete;
   if (!mc_training.summary.is_null()) summary["mc_stat_training_noise"] = mc_training.summary;
   if (!sys.plan.sources.empty() || !sys.plan.non_closure.empty())
     summary["shift_noise"] = options.shift_noise == ShiftNoise::kSubtract ? "subtracted" : "kept";

@@ -155,6 +155,9 @@ struct AggregateOptions {
   // The input files the chains read, as summary.json's "inputs" (a campaign's: its role ->
   // path and checksum per set of inputs); null: not written (chains aggregated by directory).
   nlohmann::json inputs = nullptr;
+  // What a campaign's aggregation left out (variations without done chains, sources of
+  // which one side has none), as summary.json's "incomplete"; null: not written.
+  nlohmann::json incomplete = nullptr;
 };
 
 // Aggregates the chains under run_dirs into out_dir; returns summary.json's content.

@@ -1,10 +1,14 @@
 #include "ensembles/campaign_aggregate.hpp"
 
+#include <algorithm>
+#include <map>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include "core/base/error.hpp"
 #include "core/base/fd.hpp"
+#include "core/base/log.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/input_record.hpp"
 
@@ -51,6 +55,76 @@ json inputsOfCampaign(const jobs::CampaignSpec& spec, const std::optional<std::s
     for (const auto& [role, path] : v.inputs) variations[v.name][role] = entry(path);
   }
   return {{"nominal", nominal}, {"variations", variations}};
+}
+
+// What of the spec's variations is not done, said (the bands are those of the done chains,
+// and a shift of fewer chains is noisier), with the way to the rest; a pair of which one side
+// has no done chain cannot be symmetrised: the other side's chains are taken out of `runs`
+// and the source left out. Returns summary.json's "incomplete" (null when all are done).
+nlohmann::json incompleteVariations(jobs::Campaign& camp, std::vector<std::string>& runs) {
+  const jobs::CampaignSpec& spec = camp.spec();
+  struct Count {
+    int done = 0, total = 0;
+    std::map<std::string, int> other;  // state -> tasks
+  };
+  std::map<std::string, Count> by;
+  for (const auto& t : camp.tasks()) {
+    Count& c = by[spec.taskPosition(t.index).variation];
+    ++c.total;
+    if (t.state == jobs::TaskState::kDone)
+      ++c.done;
+    else
+      ++c.other[std::string(jobs::toString(t.state))];
+  }
+  const std::string& dir = camp.dir();
+  const auto rest = [&](const Count& c) {
+    std::string s, how;
+    for (const auto& [state, n] : c.other) {
+      s += (s.empty() ? "" : ", ") + std::to_string(n) + " " + state;
+      const std::string step = state == "failed" ? "`foldfarm campaign retry " + dir + " --failed`"
+                               : state == "cancelled"
+                                   ? "`foldfarm campaign retry " + dir + " --cancelled`"
+                                   : "`foldfarm campaign run " + dir + "`";
+      if (how.find(step) == std::string::npos) how += (how.empty() ? "" : ", ") + step;
+    }
+    return s + "; " + how + " then aggregate again";
+  };
+  nlohmann::json out = nlohmann::json::object();
+  std::set<std::string> dropped;
+  std::map<std::string, std::vector<const jobs::Variation*>> sources;
+  for (const jobs::Variation& v : spec.variations)
+    if (!v.direction.empty()) sources[v.source].push_back(&v);
+  for (const auto& [source, sides] : sources) {
+    if (sides.size() != 2) continue;
+    const int a = by[sides[0]->name].done, b = by[sides[1]->name].done;
+    if ((a == 0) == (b == 0)) continue;
+    const jobs::Variation* none = a == 0 ? sides[0] : sides[1];
+    const jobs::Variation* some = a == 0 ? sides[1] : sides[0];
+    dropped.insert(some->name);
+    logWarn(
+        "campaign aggregate: source '{}' is left out: its {} variation '{}' has no done chain "
+        "({}), so '{}' has nothing to be symmetrised with",
+        source, none->direction, none->name, rest(by[none->name]), some->name);
+    out["sources_left_out"][source] = none->name;
+  }
+  for (const jobs::Variation& v : spec.variations) {
+    const Count& c = by[v.name];
+    if (c.done == c.total) continue;
+    if (!dropped.count(v.name) && v.type != "reference")  // the reference: aggregate says it
+      logWarn("campaign aggregate: variation '{}' has {} of {} chain(s) done ({}){}", v.name,
+              c.done, c.total, rest(c),
+              c.done == 0 ? ": it is left out of the bands" : ": its shift is of those done");
+    out["variations"][v.name] = {{"done", c.done}, {"tasks", c.total}};
+  }
+  const Count& n = by[""];
+  if (n.done < n.total) out["nominal"] = {{"done", n.done}, {"tasks", n.total}};
+  std::set<std::string> left_out;
+  for (const auto& t : camp.tasks())
+    if (dropped.count(spec.taskPosition(t.index).variation)) left_out.insert(camp.taskDir(t.id));
+  runs.erase(std::remove_if(runs.begin(), runs.end(),
+                            [&](const std::string& r) { return left_out.count(r) > 0; }),
+             runs.end());
+  return out.empty() ? nlohmann::json() : out;
 }
 
 }  // namespace
@@ -113,6 +187,8 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   // 3. The bands.
   AggregateOptions options = choices.options(spec.aggregate);
   options.inputs = inputsOfCampaign(spec, truth_path);
+  options.incomplete = incompleteVariations(camp, runs);
+  r.chains = static_cast<int>(runs.size());
   try {
     aggregateRunsWithOptions(runs, r.out, truth_path, options);
   } catch (const InputError& e) {

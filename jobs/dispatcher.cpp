@@ -1,8 +1,10 @@
 #include "jobs/dispatcher.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <deque>
+#include <numeric>
 #include <queue>
 #include <unordered_map>
 
@@ -236,7 +238,15 @@ class Dispatcher {
     double dur = ev.completion.finished_at - ev.completion.started_at;
     if (dur >= 0) {
       summary_.busy_s += dur;
-      mean_task_s_ = mean_task_s_ < 0 ? dur : 0.8 * mean_task_s_ + 0.2 * dur;
+      recent_s_[timed_ % recent_s_.size()] = dur;
+      ++timed_;
+      // The mean of the last completions, once there are enough of them: one task that
+      // ended at once (its result already there, a quick failure) no longer made the tasks
+      // look tiny and queued a dozen behind each running one.
+      if (timed_ >= kTimedBeforeQueueing) {
+        const size_t n = std::min(timed_, recent_s_.size());
+        mean_task_s_ = std::accumulate(recent_s_.begin(), recent_s_.begin() + n, 0.0) / n;
+      }
     }
     completions_.push_back(std::move(ev.completion));
   }
@@ -406,7 +416,12 @@ class Dispatcher {
   std::vector<char> exiting_;                // per slot, whether its worker said it ends
   std::unordered_map<int, int> attempt_of_;  // attempt of each task in flight
   int64_t inflight_total_ = 0;
-  double mean_task_s_ = -1;  // moving mean of the tasks' run time
+  // The run time of the last 16 tasks (a ring) and their mean (-1 until 8 are timed): tasks
+  // are queued behind running ones only when that mean says they are short.
+  static constexpr size_t kTimedBeforeQueueing = 8;
+  std::array<double, 16> recent_s_{};
+  size_t timed_ = 0;
+  double mean_task_s_ = -1;
   bool stopping_ = false;
   bool forced_ = false;       // the workers that did not stop were ended (once)
   std::string cancelled_by_;  // who asked, once a cancel request stopped the run

@@ -5,6 +5,7 @@
 #include <functional>
 #include <queue>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "core/base/error.hpp"
@@ -21,6 +22,7 @@ nlohmann::json PlanResult::toJson() const {
           {"slots", slots},
           {"attempts", attempts},
           {"failed_tasks", failed_tasks},
+          {"held_tasks", held_tasks},
           {"utilisation", utilisation}};
 }
 
@@ -49,13 +51,25 @@ PlanResult simulatePlan(const PlanInput& in) {
   using Slot = std::pair<double, int>;  // free at, slot
   std::priority_queue<Slot, std::vector<Slot>, std::greater<Slot>> free;
   for (int s = 0; s < r.slots; ++s) free.emplace(0.0, s);
-  // Work items in dispatch order: a retried task re-enters at the time its attempt failed.
-  using Item = std::pair<double, int>;  // ready at, attempts so far
+  // Work items in dispatch order: a retried task re-enters at the time its attempt failed; a
+  // task that waits for others enters when the last of them is done.
+  using Item = std::tuple<double, int, int>;  // ready at, attempts so far, task
   std::priority_queue<Item, std::vector<Item>, std::greater<Item>> ready;
-  for (int t = 0; t < in.tasks; ++t) ready.emplace(0.0, 0);
+  std::vector<int> waiting(static_cast<size_t>(in.tasks), 0);
+  std::vector<double> ready_at_least(static_cast<size_t>(in.tasks), 0.0);
+  std::vector<std::vector<int>> dependents(static_cast<size_t>(in.tasks));
+  for (int t = 0; t < in.tasks && t < static_cast<int>(in.needs.size()); ++t)
+    for (int n : in.needs[static_cast<size_t>(t)]) {
+      if (n < 0 || n >= in.tasks || n == t) throw Error("plan: task graph names no task");
+      ++waiting[static_cast<size_t>(t)];
+      dependents[static_cast<size_t>(n)].push_back(t);
+    }
+  for (int t = 0; t < in.tasks; ++t)
+    if (waiting[static_cast<size_t>(t)] == 0) ready.emplace(0.0, 0, t);
+  int ran = 0;
   double busy = 0;
   while (!ready.empty()) {
-    auto [ready_at, attempts] = ready.top();
+    auto [ready_at, attempts, task] = ready.top();
     ready.pop();
     auto [free_at, slot] = free.top();
     free.pop();
@@ -70,11 +84,19 @@ PlanResult simulatePlan(const PlanInput& in) {
     r.makespan_s = std::max(r.makespan_s, end);
     if (fails) {
       if (attempts + 1 < in.max_attempts)
-        ready.emplace(end, attempts + 1);
+        ready.emplace(end, attempts + 1, task);
       else
         ++r.failed_tasks;
+      continue;
+    }
+    ++ran;
+    for (int d : dependents[static_cast<size_t>(task)]) {
+      double& at = ready_at_least[static_cast<size_t>(d)];
+      at = std::max(at, end);
+      if (--waiting[static_cast<size_t>(d)] == 0) ready.emplace(at, 0, d);
     }
   }
+  r.held_tasks = in.tasks - ran - r.failed_tasks;
   r.gpu_hours = in.gpus * r.makespan_s / 3600.0;
   r.busy_gpu_hours = busy / in.tasks_per_gpu / 3600.0;
   r.node_hours = r.nodes * r.makespan_s / 3600.0;

@@ -7,6 +7,7 @@
 // its seed.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -24,6 +25,9 @@ struct PlanInput {
   double failure_rate = 0;  // per attempt
   int max_attempts = 3;
   uint64_t seed = 1;
+  // The task graph: needs[t], the tasks (indices below `tasks`) that t waits for (a
+  // variation's task, its nominal task); empty: none waits.
+  std::vector<std::vector<int>> needs;
 };
 
 struct PlanResult {
@@ -35,6 +39,7 @@ struct PlanResult {
   int slots = 0;
   int64_t attempts = 0;
   int failed_tasks = 0;    // tasks that exhausted max_attempts
+  int held_tasks = 0;      // tasks that never ran: a task they need failed
   double utilisation = 0;  // busy slot time / (slots × makespan)
 
   nlohmann::json toJson() const;

@@ -448,7 +448,13 @@ void distributionsSection(Page& page, const ReportInputs& in,
       "densities: the mean over " +
       std::to_string(bands.replicas) + " replicas (" + std::to_string(bands.chains) +
       " chains) with the 16-84% and 2.5-97.5% bands of " + std::to_string(bands.band_replicas) +
-      " bootstrap replicas, the truth and the prior (MC gen); the lower panels show "
+      // With fewer than two bootstrap replicas the band is over every replica, replica 0 (the
+      // data as measured) included, and says so.
+      (bands.band_replicas >= bands.replicas && bands.replicas > 1
+           ? " replicas (replica 0, the data as measured, among them: fewer than two bootstrap "
+             "replicas ran)"
+           : " bootstrap replicas") +
+      ", the truth and the prior (MC gen); the lower panels show "
       "ratios.</p>\n<div class=\"grid\">\n";
   int shown = 0;
   std::vector<std::string> missing;
@@ -503,6 +509,7 @@ void uncertaintySection(Page& page, const ReportInputs& in) {
       shown_obs.push_back(name);
     }
   std::vector<std::vector<std::string>> rows;
+  bool training_above_stat = false;
   for (const auto& src : sources) {
     std::vector<std::string> row = {src};
     for (const auto& name : shown_obs) {
@@ -522,8 +529,12 @@ void uncertaintySection(Page& page, const ReportInputs& in) {
     bool any = false;
     for (const auto& name : shown_obs) {
       const double v = jsonNumber(observables[name], "training_noise");
+      const double st = jsonNumber(observables[name]["uncertainty"], "stat");
       any = any || !std::isnan(v);
-      training.push_back(std::isnan(v) ? "-" : fmt(100 * v, 1) + "%");
+      // Both are estimates; from few replicas the part can come out above the whole.
+      const bool above = !std::isnan(v) && !std::isnan(st) && v > st;
+      training_above_stat = training_above_stat || above;
+      training.push_back(std::isnan(v) ? "-" : fmt(100 * v, 1) + "%" + (above ? " *" : ""));
     }
     if (any) rows.push_back(std::move(training));
   }
@@ -564,7 +575,12 @@ void uncertaintySection(Page& page, const ReportInputs& in) {
                          "noise.")
            : std::string("Each source counts its whole shift, noise included (aggregate with "
                          "--shift-noise subtract to take the noise off).")) +
-      "</p>\n" + htmlTable(header, rows, "uncertainty-table");
+      "</p>\n" + htmlTable(header, rows, "uncertainty-table") +
+      (training_above_stat
+           ? std::string("<p class=\"note\">* The training noise came out above the statistical "
+                         "uncertainty it is part of: both are estimated from few replicas and "
+                         "members here; more of them narrow both estimates.</p>\n")
+           : std::string());
   const json& variations = summary.value("variations", json::array());
   if (variations.is_array() && !variations.empty()) {
     std::vector<std::vector<std::string>> vr;

@@ -157,6 +157,8 @@ void planCommand(const PlanArgs& a) {
   in.gpus_per_node = a.gpus_per_node;
   in.max_attempts = spec.retry.max_attempts;
   in.seed = a.seed;
+  // Variations wait for their nominal tasks.
+  for (int t = 0; t < in.tasks; ++t) in.needs.push_back(spec.taskPosition(t).needs);
   if (a.from.empty() && !(a.task_minutes > 0))
     throw InputError("plan: give --task-minutes T or --from D (a campaign with done tasks)");
   // What is given wins over what --from measures (as --spread and --failure-rate do).
@@ -199,9 +201,11 @@ void planCommand(const PlanArgs& a) {
               in.tasks, in.gpus, in.tasks_per_gpu, r.nodes);
   std::printf("  task time %.1f s (spread %.0f%%, %s), failure rate %.1f%%\n", in.task_s,
               100 * in.task_cv, source.c_str(), 100 * in.failure_rate);
-  std::printf("  makespan %s (%.2f h), %lld attempt(s), %d task(s) failing\n",
-              formatDuration(r.makespan_s).c_str(), r.makespan_s / 3600,
-              static_cast<long long>(r.attempts), r.failed_tasks);
+  std::printf(
+      "  makespan %s (%.2f h), %lld attempt(s), %d task(s) failing%s\n",
+      formatDuration(r.makespan_s).c_str(), r.makespan_s / 3600, static_cast<long long>(r.attempts),
+      r.failed_tasks,
+      r.held_tasks > 0 ? (", " + std::to_string(r.held_tasks) + " held behind them").c_str() : "");
   std::printf("  GPU-hours %.1f held (%.1f busy), node-hours %.1f, utilisation %.1f%%\n",
               r.gpu_hours, r.busy_gpu_hours, r.node_hours, 100 * r.utilisation);
 }

@@ -7,6 +7,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
 #include "core/base/output_lock.hpp"
 #include "core/base/seed.hpp"
@@ -48,6 +49,23 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
   // One run writes --out; what a run killed while writing left there is removed.
   OutputDirectoryLock lock(opt.out, "--out");
   lock.removeLeftTemporaries({"state", "model"});
+  for (const std::string& dir : {o.state_dir, model_dir}) {
+    if (!checkpointExists(dir)) continue;
+    bool generator = false;
+    try {
+      generator = readJsonFile(dir + "/meta.json", "")
+                      .value("config", nlohmann::json::object())
+                      .value("generator", false);
+    } catch (const std::exception&) {
+    }
+    if (generator)
+      throw InputError(opt.out +
+                       ": holds a pretraining (`foldfarm pretrain --out`), not a fine-tuning; "
+                       "choose another --out (to fine-tune from it, give it as --init)");
+  }
+  if (o.resume && !checkpointExists(o.state_dir))
+    logWarn("finetune --resume: {} holds no training state ({}): training starts at epoch 0",
+            opt.out, o.state_dir);
   if (!o.resume && (checkpointExists(o.state_dir) || fs::exists(model_dir)))
     throw InputError(opt.out +
                      ": holds an earlier fine-tuning (state or model); pass --resume to continue "

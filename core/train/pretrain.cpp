@@ -11,6 +11,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
 #include "core/base/process.hpp"
 #include "core/base/progress.hpp"
@@ -125,6 +126,17 @@ std::pair<CheckpointMeta, Pet> initialModel(const PretrainOptions& o, const PetC
   return {std::move(meta), std::move(model)};
 }
 
+// Whether the state in `dir` is a pretraining's (its model has the generator); true when its
+// description cannot be read (the resume names what is wrong with it).
+bool stateOfPretraining(const std::string& dir) {
+  try {
+    const json meta = readJsonFile(dir + "/meta.json", "");
+    return meta.value("config", json::object()).value("generator", true);
+  } catch (const std::exception&) {
+    return true;
+  }
+}
+
 // The warm-up target's scale of the learning rate on this many ranks (SPEC §4: sqrt(ranks)).
 double warmupScale(const ParallelContext& ctx) {
   return std::sqrt(static_cast<double>(ctx.worldSize()));
@@ -144,9 +156,17 @@ TrainOptions trainOptionsFor(const PretrainOptions& o, const ParallelContext& ct
     t.data_options["--block-rows"] = o.block_rows;
   else
     t.data_options["--max-jets"] = o.max_jets;
+  if (checkpointExists(t.state_dir) && !stateOfPretraining(t.state_dir))
+    throw InputError(o.out +
+                     ": holds the training state of a fine-tuning (a classifier: `foldfarm "
+                     "finetune --out`), not of a pretraining; choose another --out");
   if (!t.resume && checkpointExists(t.state_dir))
     throw InputError(o.out +
                      ": holds a training state; pass --resume to continue or choose a new --out");
+  // A typo in a resubmitted --out would otherwise start hours of training again, unsaid.
+  if (t.resume && !checkpointExists(t.state_dir) && ctx.isRoot())
+    logWarn("pretrain --resume: {} holds no training state ({}): training starts at epoch 0", o.out,
+            t.state_dir);
   // A pretrained model without the state it was trained from (removed to save space, or
   // written by another command): nothing to resume, and a new training would replace it.
   const std::string model_dir = (fs::path(o.out) / "model").string();

@@ -362,6 +362,13 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp,
         "here counts by the new value",
         opts_.label, patience_then, opts_.patience);
   const int64_t epochs_then = training.value("max_epochs", opts_.max_epochs);
+  const int64_t epoch_now = training.value("epoch", int64_t{0});
+  if (epochs_then != opts_.max_epochs && epoch_now > opts_.max_epochs)
+    throw InputError(opts_.state_dir + ": training state is at epoch " + std::to_string(epoch_now) +
+                     ", past the " + std::to_string(opts_.max_epochs) +
+                     " epochs asked for; resume with more epochs than " +
+                     std::to_string(epoch_now) + " to train on (it was written by a run of " +
+                     std::to_string(epochs_then) + ")");
   if (epochs_then != opts_.max_epochs && ctx_.isRoot())
     logWarn(
         "{}: the state was written by a run of {} epochs, resumed for {}: the learning-rate "

@@ -185,7 +185,7 @@ class BadInputs : public ::testing::Test {
          "{\"task\": \"chain\", \"replicas\": 2, " + chain_inputs +
              ", \"variations\": {\"jes_up\": {\"type\": \"detector\", \"source\": "
              "\"jes\", \"direction\": \"up\", \"inputs\": {\"mc\": \"" +
-             d + "/mc.h5\"}}}}");
+             d + "/data.h5\"}}}}");
     spec("spec_zero_replicas.json", "{\"task\": \"noop\", \"replicas\": 0}");
     spec("spec_gpus.json", "{\"task\": \"noop\", \"replicas\": 2, \"resources\": {\"gpus\": 64}}");
     spec("spec_executor.json", "{\"task\": \"noop\", \"replicas\": 2, \"executor\": \"cloud\"}");

@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/base/output_lock.hpp"
 #include "tests/data/bad_files.hpp"
 #include "tests/support/run_child.hpp"
@@ -246,3 +248,39 @@ TEST_F(OutputDirs, TemporariesOfARunKilledWhileWritingAreRemovedByTheNextRun) {
   EXPECT_TRUE(temporariesUnder(out).empty());
   EXPECT_TRUE(fs::exists(out + "/model/meta.json"));
 }
+
+namespace {
+
+// The output directory of the other command is named as such (before: pretrain into a
+// fine-tuning's directory said "pass --resume", which then failed on the model's shape), and a
+// --resume with no state to resume says that training starts from the beginning.
+TEST_F(OutputDirs, TheOtherCommandsOutputIsNamedAndAResumeOfNothingIsSaid) {
+  const auto fakeState = [](const std::string& dir, bool generator) {
+    fs::create_directories(dir);
+    std::ofstream(dir + "/meta.json")
+        << nlohmann::json{{"config", {{"generator", generator}}}}.dump();
+  };
+  const std::string fine = dir_ + "/a_finetuning", pre = dir_ + "/a_pretraining";
+  fakeState(fine + "/state", false);
+  fakeState(pre + "/model", true);
+  const std::string qg = std::string(FOLDFARM_SHARED_DATA_DIR) + "/quark_gluon_2000.h5";
+  ProcessResult r = runFoldfarm(pretrain(fine), dir_, {}, 120);
+  EXPECT_EQ(r.status(), 2) << r.err;
+  EXPECT_NE(r.err.find(fine + ": holds the training state of a fine-tuning"), std::string::npos)
+      << r.err;
+  r = runFoldfarm({"finetune", "--init", "none", "--train", qg, "--out", pre, "--epochs", "1"},
+                  dir_, {}, 120);
+  EXPECT_EQ(r.status(), 2) << r.err;
+  EXPECT_NE(r.err.find(pre + ": holds a pretraining (`foldfarm pretrain --out`)"),
+            std::string::npos)
+      << r.err;
+  std::vector<std::string> args = pretrain(dir_ + "/fresh");
+  args.push_back("--resume");
+  r = runFoldfarm(args, dir_, {}, 120);
+  EXPECT_TRUE(r.ok()) << r.err;
+  EXPECT_NE(r.err.find("pretrain --resume: " + dir_ + "/fresh holds no training state"),
+            std::string::npos)
+      << r.err;
+}
+
+}  // namespace

@@ -438,6 +438,33 @@ TEST_F(LocalExecutor, SigtermStopsCleanlyAndResumeFinishes) {
   }
 }
 
+// Tasks that end at once do not make the others look short: with two of 0 s first, the tasks
+// of 0.3 s behind them are still sent one per slot (before: the first quick one set the
+// queue depth to 1 + 0.02 s / its time, a dozen tasks were queued behind each running one,
+// and `status` showed them running).
+TEST_F(LocalExecutor, QuickFirstTasksDoNotQueueTheSlowOnesBehindTheRunningOnes) {
+  init(json{{"task", "sleep"},
+            {"replicas", 14},
+            {"params", {{"seconds", 0.3}}},
+            {"overrides", {{"r0000m0", {{"seconds", 0}}}, {"r0001m0", {{"seconds", 0}}}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  const pid_t pid = startTool({"run", dir_}, scratch_, "run");
+  int most = 0, polls = 0;
+  for (int i = 0; i < 600; ++i) {
+    int mismatched = 0;
+    if (countResultFiles(dir_ + "/tasks", mismatched) >= 14) break;
+    ToolRun s = runTool({"status", dir_, "--json"}, scratch_, "during");
+    if (s.exit_code == 0) {
+      most = std::max(most, json::parse(s.out).at("counts").value("running", 0));
+      ++polls;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(waitExit(pid), 0) << readText(scratch_ + "/run.err");
+  EXPECT_GT(polls, 3);
+  EXPECT_LE(most, 2) << "more tasks running than slots";
+}
+
 // A SIGTERM or SIGINT that reaches one worker alone (an operator's kill, a stray signal) stops
 // the task it runs, which runs again later; that worker ends and another takes its slot. The
 // campaign finishes with no task failed. (Before, the worker stayed and answered every task

@@ -49,6 +49,34 @@ TEST(Plan, FailuresAndSpreadCostTime) {
   EXPECT_EQ(simulatePlan(in).makespan_s, s.makespan_s) << "deterministic in its seed";
 }
 
+// A variation's task waits for its nominal task: 4 nominal and 4 varied tasks on 8 GPUs take
+// two task times, not one; a task whose need failed never runs (held).
+TEST(Plan, TasksWaitForTheTasksTheyNeed) {
+  PlanInput in;
+  in.tasks = 8;
+  in.gpus = 8;
+  in.task_s = 600;
+  in.task_cv = 0;
+  EXPECT_DOUBLE_EQ(simulatePlan(in).makespan_s, 600.0);
+  in.needs = {{}, {}, {}, {}, {0}, {1}, {2}, {3}};
+  PlanResult r = simulatePlan(in);
+  EXPECT_DOUBLE_EQ(r.makespan_s, 1200.0);
+  EXPECT_EQ(r.attempts, 8);
+  EXPECT_EQ(r.held_tasks, 0);
+  EXPECT_DOUBLE_EQ(r.utilisation, 0.5);
+  // A chain: each waits for the one before.
+  in.needs = {{}, {0}, {1}, {2}, {3}, {4}, {5}, {6}};
+  EXPECT_DOUBLE_EQ(simulatePlan(in).makespan_s, 8 * 600.0);
+  in.tasks = 2;
+  in.needs = {{}, {0}};
+  in.failure_rate = 0.999999;
+  in.max_attempts = 1;
+  r = simulatePlan(in);
+  EXPECT_EQ(r.failed_tasks, 1);
+  EXPECT_EQ(r.held_tasks, 1);
+  EXPECT_EQ(r.attempts, 1);
+}
+
 TEST(Plan, RejectsImpossibleInput) {
   PlanInput in;
   in.tasks = 10;

@@ -341,6 +341,31 @@ TEST(Resume, TheSameJetsWithOtherValuesOrInAnotherOrderAreRefused) {
   EXPECT_TRUE(r.resumed);
 }
 
+// A state past the epochs a resume asks for is refused saying so (before: nothing trained and
+// the progress read "130/78 steps").
+TEST(Resume, AStatePastTheEpochsAskedForIsRefused) {
+  const auto jets = modeltest::randomJets(32, 32, 25, 8);
+  TempDir state;
+  ClassifierFitOptions o = quickFit();
+  o.state_dir = state.path;
+  o.max_epochs = 3;
+  PetClassifier(petPreset("tiny"), 3).fit(jets, nullptr, o);
+  ASSERT_TRUE(checkpointExists(state.path)) << "the state of a finished run is kept";
+  o.resume = true;
+  o.max_epochs = 2;
+  try {
+    PetClassifier(petPreset("tiny"), 3).fit(jets, nullptr, o);
+    FAIL() << "resumed a state past the epochs asked for";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(state.path + ": training state is at epoch 3, past the 2 "
+                                                      "epochs asked for"),
+              std::string::npos)
+        << e.what();
+  }
+  o.max_epochs = 3;  // as written: the finished run's result again
+  EXPECT_TRUE(PetClassifier(petPreset("tiny"), 3).fit(jets, nullptr, o).resumed);
+}
+
 TEST(Fit, LearnsSeparableJetsAndEarlyStopsWithBestWeights) {
   const auto train = modeltest::randomJets(160, 32, 25, 10);
   const auto test = modeltest::randomJets(80, 32, 25, 11);
