@@ -390,6 +390,17 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp,
         "{}: the state was written with sharded data on {} ranks; the rows are dealt anew over {}",
         opts_.label, was, now);
   if (training.value("data_fingerprint", "") != fp) {
+    // Streamed states keep --block-rows, in-memory ones --max-jets: the one mode resumed as the
+    // other reads the data otherwise, said so (it was "different training data").
+    const nlohmann::json kept = training.value("data_options", nlohmann::json::object());
+    const bool was_streamed = kept.contains("--block-rows"),
+               is_streamed = opts_.data_options.contains("--block-rows");
+    if ((kept.contains("--max-jets") || was_streamed) && was_streamed != is_streamed)
+      throw InputError(
+          opts_.state_dir + ": training state was written " +
+          (was_streamed ? "streaming the data (--stream)" : "with the data in memory") +
+          "; resume " + (was_streamed ? "with" : "without") +
+          " --stream, or use a new output directory");
     // Name the option that chose other rows when the state knows it.
     refuseOtherOptions(training.value("data_options", nlohmann::json::object()), opts_.data_options,
                        opts_.state_dir);

@@ -178,6 +178,28 @@ TEST(PretrainStream, StoppedMidEpochAndResumedEqualsAnUninterruptedRunBitForBit)
     EXPECT_EQ(slurp(fs::path(other) / "state" / "meta.json"), state_before);
     EXPECT_FALSE(fs::exists(fs::path(other) / "model"));
   }
+  // The streamed state resumed with the data in memory: said so (it was "different training
+  // data"), the state left as it was.
+  {
+    std::vector<std::string> in_memory;
+    const std::vector<std::string> args = pretrain(data, other);
+    for (size_t i = 0; i < args.size(); ++i) {
+      if (args[i] == "--stream") continue;
+      if (args[i] == "--block-rows" || args[i] == "--shuffle-buffer" || args[i] == "--read-ahead") {
+        ++i;
+        continue;
+      }
+      in_memory.push_back(args[i]);
+    }
+    in_memory.push_back("--resume");
+    ProcessResult r = runSingleThreaded(in_memory, 120);
+    EXPECT_EQ(r.status(), 2) << r.err;
+    EXPECT_NE(r.err.find("training state was written streaming the data (--stream); resume with "
+                         "--stream"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(slurp(fs::path(other) / "state" / "meta.json"), state_before);
+  }
   // Under mpirun every rank finds it: one line, from rank 0, and no rank waits for another.
   {
     std::vector<std::string> changed = pretrain(data, other);
