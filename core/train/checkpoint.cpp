@@ -237,12 +237,21 @@ void requireSameConfig(const Checkpoint& ckpt, const PetConfig& expected,
                        const std::string& what_to_do) {
   if (ckpt.meta.config == expected) return;
   std::string diff;
+  bool classes_only = true;
   const auto a = petConfigToJson(ckpt.meta.config), b = petConfigToJson(expected);
   for (const auto& [key, value] : a.items())
-    if (b.at(key) != value)
+    if (b.at(key) != value) {
       diff += (diff.empty() ? "" : ", ") + key + " " + value.dump() + " vs " + b.at(key).dump();
-  throw InputError(ckpt.dir + ": checkpoint was written for a different model config (" + diff +
-                   "); " + what_to_do);
+      classes_only = classes_only && key == "num_classes";
+    }
+  // The classes come from the data's labels, not from a preset or a config.
+  throw InputError(
+      ckpt.dir + ": checkpoint was written for a different model config (" + diff + "); " +
+      (classes_only ? "the classes come from the training data's labels: this data has " +
+                          std::to_string(expected.num_classes) + " classes, the checkpoint's " +
+                          std::to_string(ckpt.meta.config.num_classes) +
+                          "; use the data it was written with, or a new output directory"
+                    : what_to_do));
 }
 
 Pet loadPet(const Checkpoint& ckpt, bool prefer_ema) {

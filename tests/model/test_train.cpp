@@ -303,6 +303,21 @@ TEST(Resume, SignalStopSavesStateAndMismatchedConfigIsRefused) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find(state.path), std::string::npos) << msg;
     EXPECT_NE(msg.find("dim"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--preset/--config"), std::string::npos) << msg;
+  }
+  // Other classes: the data's labels set them, not a preset (the advice said "--preset").
+  Checkpoint ck = readCheckpoint(state.path);
+  PetConfig more = ck.meta.config;
+  more.num_classes += 4;
+  try {
+    requireSameConfig(ck, more, "resume with the same --preset/--config");
+    FAIL() << "accepted another number of classes";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("the classes come from the training data's labels: this "
+                                         "data has " +
+                                         std::to_string(more.num_classes) + " classes"),
+              std::string::npos)
+        << e.what();
   }
 }
 
