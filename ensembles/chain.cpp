@@ -23,6 +23,7 @@
 #include "core/train/train_config.hpp"
 #include "ensembles/chain_output.hpp"
 #include "ensembles/seeds.hpp"
+#include "jobs/campaign_spec.hpp"
 
 namespace foldfarm::ensembles {
 namespace {
@@ -175,11 +176,17 @@ ChainState loadProgress(const std::string& out, const ChainSpec& spec) {
   const std::string p = stateDir(out) + "/progress.json";
   if (!fs::exists(p)) return st;
   json j = readJson(p);
-  if (j.value("spec", json()) != chainSpecToJson(spec))
-    throw InputError(out +
-                     ": holds the state of a chain with different parameters; use another "
-                     "output directory or remove " +
+  const json now = chainSpecToJson(spec), then = j.value("spec", json());
+  if (then != now) {
+    // Named with the first parameter that differs and both values.
+    const std::string key = jobs::firstJsonDifference(then, now);
+    throw InputError(out + ": holds the state of a chain with different parameters ('" + key +
+                     "' " + jobs::shortJsonText(jobs::jsonAtDotted(then, key)) + ", now " +
+                     jobs::shortJsonText(jobs::jsonAtDotted(now, key)) +
+                     "); rerun with the parameters it was started with, use another output "
+                     "directory, or remove " +
                      stateDir(out));
+  }
   st.done_steps = j.at("done_steps").get<int>();
   st.history = j.at("history");
   if (st.done_steps > 0) st.weights = readChainWeights(stateDir(out));

@@ -190,6 +190,17 @@ TEST_F(ChainTest, InterruptedAndResumedChainEndsWithIdenticalWeights) {
   ASSERT_EQ(rc, 75);
   EXPECT_FALSE(fs::exists(cut / kChainResultFile));
   EXPECT_TRUE(fs::exists(cut / "state" / "progress.json"));
+  // Rerun with another parameter: refused naming it and both values, the state kept.
+  nlohmann::json other = params(2, 0);
+  other["iterations"] = 3;
+  try {
+    runChainTaskOrThrow(other, cut.string());
+    ADD_FAILURE() << "resumed a chain of other parameters";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("with different parameters ('iterations' 2, now 3)"),
+              std::string::npos)
+        << e.what();
+  }
   ASSERT_EQ(runChainTask(params(2, 0), cut.string()), 0);
   EXPECT_EQ(push(ref), push(cut));
   EXPECT_EQ(readChainWeights(ref.string()).pull, readChainWeights(cut.string()).pull);
