@@ -61,8 +61,10 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
                          " differs from the first "
                          "input's; compare unfoldings of the same MC, data and truth");
       }
+      // One replica has no spread: its error is unknown, not zero.
+      const bool spread = s.value("replicas", 2) >= 2;
       row[name] = {{"delta_unfolded", o["delta_unfolded"]},
-                   {"delta_unfolded_err", o.value("delta_unfolded_err", json())},
+                   {"delta_unfolded_err", spread ? o.value("delta_unfolded_err", json()) : json()},
                    {"shift_recovered", o.value("shift_recovered", json())}};
     }
   }
@@ -107,7 +109,10 @@ std::string comparisonMarkdown(const nlohmann::json& c) {
       }
       const auto& e = r[n];
       const bool best = c["best"].value(it.key(), std::string()) == n;
-      std::string cell = num(e["delta_unfolded"], 1) + " ± " + num(e["delta_unfolded_err"], 1);
+      std::string cell =
+          num(e["delta_unfolded"], 1) + (e["delta_unfolded_err"].is_number()
+                                             ? " ± " + num(e["delta_unfolded_err"], 1)
+                                             : std::string(" (no spread)"));
       s += " " + (best ? "**" + cell + "**" : cell) + " | ";
       // In brackets when the prior-to-truth shift is under 2 standard errors (noise).
       const bool noise =

@@ -621,6 +621,10 @@ TEST_F(AggregateTest, CompareShowsUnfoldingsOfTheSameDataSideBySide) {
   const std::string md = comparisonMarkdown(c);
   EXPECT_NE(md.find("| mass |"), std::string::npos) << md;
   EXPECT_NE(md.find("shift MLP"), std::string::npos) << md;
+  // One replica each: no spread to give an error from (it read "± 0.0").
+  EXPECT_TRUE(c["observables"]["mass"]["PET"]["delta_unfolded_err"].is_null());
+  EXPECT_NE(md.find("(no spread)"), std::string::npos) << md;
+  EXPECT_EQ(md.find("± 0.0"), std::string::npos) << md;
   // Without truth there is nothing to compare; names must match the inputs.
   aggregateRunsWithOptions({(root_ / "b").string()}, (root_ / "agg_nt").string(), std::nullopt,
                            opt);
