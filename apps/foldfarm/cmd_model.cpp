@@ -87,6 +87,10 @@ void runInfo(const InfoArgs& a) {
   cfg.num_classes = a.classes;
   cfg.generator = a.generator;
   validatePetConfig(cfg, "--classes");
+  if (a.classes > data::kMaxLabelClasses)  // no data foldfarm reads has more
+    throw InputError("--classes " + std::to_string(a.classes) + ": at most " +
+                     std::to_string(data::kMaxLabelClasses) +
+                     " classes (labels of more are refused)");
   Pet m(cfg);
   const auto n = m->parameterCounts();
   json j = {{"preset", cfg.preset},
@@ -383,7 +387,7 @@ CLI::App* addPretrainCommand(CLI::App& parent, PretrainArgs& pre) {
   p->add_flag("--resume", pre.resume, "Continue from <out>/state");
   p->add_flag("--shard-data", pre.shard_data,
               "Each rank reads and holds only its 1/N of the jets and shuffles them per epoch "
-              "(memory per rank / N; resume on the same number of ranks)");
+              "(memory per rank / N; resumes on any number of ranks, the rows dealt anew)");
   CLI::Option* stream_flag =
       p->add_flag("--stream", pre.stream,
                   "Stream the training jets from the files instead of holding them: memory per "

@@ -99,8 +99,13 @@ void refuseTrainingState(const std::string& dir) {
 
 }  // namespace
 
-std::string resolveCheckpointDir(const std::string& dir) {
+std::string resolveCheckpointDir(const std::string& given) {
   std::error_code ec;
+  // A checkpoint's meta.json named itself: its directory.
+  const std::string dir =
+      fs::path(given).filename() == "meta.json" && fs::is_regular_file(given, ec)
+          ? fs::path(given).parent_path().string()
+          : given;
   if (fs::is_regular_file(fs::path(dir) / "meta.json", ec)) {
     refuseTrainingState(dir);
     return dir;

@@ -25,8 +25,10 @@ void checkRecipe(const json& recipe, const std::string& source) {
     const std::string what = source + ": 'train." + it.key() + "'";
     if (it.key() == "optimizer") {
       jsonValue<std::string>(*it, what);
-    } else if (it.key() == "batch_size" || it.key() == "epochs" || it.key() == "patience") {
-      if (jsonValue<int>(*it, what) < 0) throw InputError(what + " must be >= 0");
+    } else if (it.key() == "batch_size" || it.key() == "epochs") {
+      if (jsonValue<int>(*it, what) < 1) throw InputError(what + " must be >= 1");
+    } else if (it.key() == "patience") {
+      if (jsonValue<int>(*it, what) < 0) throw InputError(what + " must be >= 0 (0: off)");
     } else if (jsonValue<double>(*it, what) < 0) {
       throw InputError(what + " must be >= 0");
     }
@@ -57,7 +59,13 @@ TrainConfigFile readTrainConfigFile(const std::string& path) {
   if (!j.is_object())
     throw InputError(path + ": a config must be a JSON object with \"model\" and/or \"train\"");
   if (!j.contains("model") && !j.contains("train")) {
-    f.model = std::move(j);  // a bare object of size overrides
+    // A bare object of size overrides (numbers); an object under a key is a misspelt section.
+    for (auto it = j.begin(); it != j.end(); ++it)
+      if (it.value().is_object())
+        throw InputError(path + ": unknown top-level key '" + it.key() +
+                         "' (a config holds \"model\" and \"train\", or the model's sizes "
+                         "at the top level)");
+    f.model = std::move(j);
     return f;
   }
   for (auto it = j.begin(); it != j.end(); ++it) {

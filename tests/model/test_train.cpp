@@ -144,6 +144,7 @@ TEST(Checkpoint, EveryCommandTakesTheCheckpointOrTheRunDirectory) {
   PetClassifier(petPreset("tiny"), 3).save(model);
   EXPECT_EQ(resolveCheckpointDir(model), model);
   EXPECT_EQ(resolveCheckpointDir(run.path), model);
+  EXPECT_EQ(resolveCheckpointDir(model + "/meta.json"), model);  // the file named: its directory
   try {
     resolveCheckpointDir(run.path + "/nothing");
     FAIL() << "a directory without a checkpoint was accepted";
@@ -482,6 +483,9 @@ TEST(TrainConfig, FileRecipeThenGivenOptionsAndTheirChecks) {
            {R"({"train": {"epoch": 2}})", "unknown train key 'epoch'"},
            {R"({"train": [1]})", "\"train\" must be an object"},
            {R"({"model": {}, "optimiser": "lion"})", "unknown top-level key 'optimiser'"},
+           {R"({"trian": {"lr": 1e-3}})", "unknown top-level key 'trian'"},
+           {R"({"train": {"batch_size": 0}})", "'train.batch_size' must be >= 1"},
+           {R"({"train": {"patience": -1}})", "'train.patience' must be >= 0"},
            {R"({"model": 3})", "\"model\" must be an object"},
            {"[1, 2]", "a config must be a JSON object"},
            {"{,}", "not valid JSON"}}) {
