@@ -10,6 +10,7 @@
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
 #include "core/data/features.hpp"
+#include "core/data/h5_file.hpp"
 #include "core/data/jet_reader.hpp"
 
 namespace foldfarm::data {
@@ -63,10 +64,18 @@ void convertFromFourVectors(const std::string& in, const std::string& out,
     fillJetFeatures(parts, P, a.particle(i, 0), a.jet(i));
     if ((i & 1023) == 0) progress.update(i);
   }
+  progress.update(n);
   progress.finish();
-  JetFileWriter w(out, FileLayout::kJets, P, !labels.empty(),
-                  {{"source", in}, {"converted_from", "part_px, part_py, part_pz, part_energy"}},
-                  options);
+  // The input's own attributes (its provenance, what its labels mean) are kept.
+  nlohmann::json attrs = nlohmann::json::object();
+  {
+    const H5Handle f = h5OpenRead(in);
+    for (const std::string& name : h5AttrNames(f.get()))
+      attrs[name] = h5ReadAttrAsString(f.get(), name);
+  }
+  attrs["converted_from_file"] = in;
+  attrs["converted_from"] = "part_px, part_py, part_pz, part_energy";
+  JetFileWriter w(out, FileLayout::kJets, P, !labels.empty(), attrs, options);
   w.append(a);
   w.addFloatDataset("part_px", px, n, P);
   w.addFloatDataset("part_py", std::move(comp[0]), n, P);

@@ -119,9 +119,13 @@ TEST_F(DataCli, AParticleWithoutPositiveEnergyIsRefusedNamingIt) {
     badfiles::writeRawFloat(f.get(), "part_py", {3, 4}, py);
     badfiles::writeRawFloat(f.get(), "part_pz", {3, 4}, pz);
     badfiles::writeRawFloat(f.get(), "part_energy", {3, 4}, en);
+    h5WriteStringAttr(f.get(), "source", "an export (label 1 = quark)");
   };
   write();
   ASSERT_EQ(run({"data", "convert", "--in", in, "--out", out}).code, 0);  // sound as written
+  // The input's attributes are kept (its provenance was replaced by a path), the path beside.
+  EXPECT_EQ(JetFile(out).attributes().at("source"), "an export (label 1 = quark)");
+  EXPECT_EQ(JetFile(out).attributes().at("converted_from_file"), in);
   fs::remove(out);
   en[4 * 1 + 2] = -5.0f;
   write();
