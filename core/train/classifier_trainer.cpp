@@ -24,10 +24,11 @@ void requireBinary(const data::JetArrays& a, const std::string& what) {
   if (a.n == 0) throw InputError(what + ": no jets");
   if (a.labels.size() != static_cast<size_t>(a.n))
     throw InputError(what + ": labels are required (one 0/1 label per jet)");
-  for (int64_t y : a.labels)
-    if (y != 0 && y != 1)
-      throw InputError(what + ": labels must be 0 or 1 for a one-logit classifier (a jet has " +
-                       std::to_string(y) + ")");
+  for (size_t i = 0; i < a.labels.size(); ++i)
+    if (a.labels[i] != 0 && a.labels[i] != 1)
+      throw InputError(what + ": labels must be 0 or 1 for a one-logit classifier (jet " +
+                       std::to_string(i) + " of those read has label " +
+                       std::to_string(a.labels[i]) + ")");
 }
 
 PetClassifier::PetClassifier(PetConfig cfg, uint64_t init_seed, data::FeatureStats stats)
