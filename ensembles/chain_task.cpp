@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/base/atomic_file.hpp"
@@ -437,10 +438,47 @@ void checkUnfoldValues(const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+// A detector variation reconstructs the nominal's generated events otherwise: its simulation
+// must hold those events, in their order (the publication weights and the shifts pair them).
+// Compared by their count and their generated observables.
+void checkSameGeneratedEvents(const std::string& varied, const std::string& nominal) {
+  const data::JetFile v(varied), n(nominal);
+  const std::string why =
+      ": a detector variation reconstructs the nominal's generated events "
+      "otherwise, so its simulation holds those events in their order; "
+      "regenerate it from them, or make the variation a modelling one";
+  if (v.numJets() != n.numJets())
+    throw InputError(varied + " holds " + std::to_string(v.numJets()) + " events, the nominal " +
+                     nominal + " " + std::to_string(n.numJets()) + why);
+  if (!v.hasLevel("gen") || !n.hasLevel("gen") || !data::fileHasDataset(varied, "gen_subs") ||
+      !data::fileHasDataset(nominal, "gen_subs"))
+    return;
+  std::vector<int64_t> dv, dn;
+  const std::vector<float> a = data::readFloatDataset(varied, "gen_subs", &dv);
+  const std::vector<float> b = data::readFloatDataset(nominal, "gen_subs", &dn);
+  if (dv != dn) return;  // the layout check names other shapes
+  const size_t width = dv.size() == 2 ? static_cast<size_t>(dv[1]) : 1;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i] != b[i])
+      throw InputError(varied + ": generated event " + std::to_string(i / width) +
+                       " differs from the nominal " + nominal + "'s (gen_subs column " +
+                       std::to_string(i % width) + ": " + fmt::format("{}", a[i]) + " against " +
+                       fmt::format("{}", b[i]) + ")" + why);
+}
+
+}  // namespace
+
 void checkCampaignChainTaskInputValues(const nlohmann::json& task_params, const FirstRead& first) {
   const ChainSpec spec = chainSpecFromJson(chainParamsOfCampaignTask(task_params, "tasks/t"));
   for (const std::string& path : {spec.mc_path, spec.data_path})
     if (first(path, "")) checkUnfoldValues(path);
+  const nlohmann::json variation = task_params.value("variation", nlohmann::json::object());
+  const nlohmann::json nominal = task_params.value("nominal_inputs", nlohmann::json::object());
+  if (variation.value("type", std::string()) == "detector" && nominal.contains("mc") &&
+      nominal["mc"].get<std::string>() != spec.mc_path)
+    checkSameGeneratedEvents(spec.mc_path, nominal["mc"].get<std::string>());
   // The truths: what the aggregation reads of them (a file read whole above may still hold
   // observables that a chain does not read: a truth's are checked as a truth's).
   checkTruths(task_params, [&](const std::string& path) {

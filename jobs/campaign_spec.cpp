@@ -595,16 +595,21 @@ namespace {
 // own), its InputError prefixed with `origin` and the set's key.
 void checkEachSetOfInputs(const CampaignSpec& s, const std::string& origin,
                           const std::function<void(const json&)>& check) {
-  const auto checkTask = [&](int index, const std::string& where) {
+  const json nominal = s.taskDef(0).params.value("inputs", json::object());
+  const auto checkTask = [&](int index, const std::string& where, bool varied) {
     try {
-      check(s.taskDef(index).params);
+      json params = s.taskDef(index).params;
+      // A variation's set beside the nominal's, for the checks that compare them (a detector
+      // variation's generated events); not part of the task.
+      if (varied) params["nominal_inputs"] = nominal;
+      check(params);
     } catch (const InputError& e) {
       throw InputError(origin + ": " + where + e.what());
     }
   };
-  checkTask(0, "inputs: ");
+  checkTask(0, "inputs: ", false);
   for (const Variation& v : s.variations)
-    if (!v.inputs.empty()) checkTask(v.first_index, "variations." + v.name + ".inputs: ");
+    if (!v.inputs.empty()) checkTask(v.first_index, "variations." + v.name + ".inputs: ", true);
 }
 
 }  // namespace

@@ -246,6 +246,17 @@ TEST_F(ChainCampaign, InputsNoChainCanUseAreRefusedAtInitAndAFailedChainsReasonI
       {"alt", {{"type", "modelling"}, {"inputs", {{"mc", scratch_ + "/data_gen.h5"}}}}}};
   err = refused(bad, "variation_gen");
   says(err, "variations.alt.inputs: " + scratch_ + "/data_gen.h5: holds its gen level only");
+  // A detector variation of other generated events (another seed; fewer events): its shift
+  // would pair unrelated events (before: accepted, the shift several times the band).
+  ASSERT_NO_FATAL_FAILURE(synthFile("mc_up_other.h5", "sim", "99", "energy_scale=1.05"));
+  bad["variations"] = detectorPair();
+  bad["variations"]["det_up"]["inputs"]["mc"] = scratch_ + "/mc_up_other.h5";
+  ASSERT_NO_FATAL_FAILURE(synthFile("mc_down.h5", "sim", "11", "energy_scale=0.95"));
+  err = refused(bad, "detector_other_events");
+  says(err, "variations.det_up.inputs: " + scratch_ +
+                "/mc_up_other.h5: generated event 0 differs "
+                "from the nominal " +
+                scratch_ + "/mc.h5's");
 
   // What the aggregation reads besides the chains, found before any chain trains: a truth of
   // its reco level only, a truth whose pass_gen passes no event, and non-closure pseudo-data
