@@ -156,39 +156,47 @@ Systematics checkVariations(const std::map<std::string, ChainGroup>& groups) {
               g.replicas.size());
   }
   sys.plan = planSystematics(sys.variations);
-  // The baseline of each warm-started shift: the reference where it ran every chain of the
-  // variation (the nominal trained again as the variation was: what differs is the inputs).
-  std::string from_nominal, lacking;
+  // The baseline of each warm-started shift: the reference, over the chains (r, m) both ran
+  // (the nominal trained again as the variation was: what differs is the inputs). A chain of
+  // the variation without a reference partner (beyond the nominal's replicas or members, so
+  // started cold; or its reference chain did not run or failed) is left out of the shift.
+  std::string from_nominal, unpaired;
   for (const Variation& v : sys.variations) {
     const ChainGroup& g = groups.at(v.name);
     if ((v.type != VariationType::kDetector && v.type != VariationType::kModelling) ||
         !g.warm_started)
       continue;
-    bool covered = !sys.reference.empty();
-    if (covered)
-      for (const auto& [r, rep] : g.replicas)
-        for (const auto& [m, d] : rep.member_density)
-          covered = covered && chainDensity(groups.at(sys.reference).replicas, r, m) != nullptr;
-    if (covered) {
-      sys.from_reference.insert(v.name);
+    size_t chains = 0, paired = 0;
+    for (const auto& [r, rep] : g.replicas)
+      for (const auto& [m, d] : rep.member_density) {
+        ++chains;
+        if (!sys.reference.empty() && chainDensity(groups.at(sys.reference).replicas, r, m))
+          ++paired;
+      }
+    if (paired == 0) {
+      from_nominal += (from_nominal.empty() ? "" : ", ") + v.name;
       continue;
     }
-    std::string& list = sys.reference.empty() ? from_nominal : lacking;
-    list += (list.empty() ? "" : ", ") + v.name;
+    sys.from_reference.insert(v.name);
+    if (paired < chains)
+      unpaired += (unpaired.empty() ? "" : ", ") + v.name + " " + std::to_string(paired) + " of " +
+                  std::to_string(chains);
   }
   if (!from_nominal.empty())
     logWarn(
-        "aggregate: variation(s) {} were warm-started from the nominal chains and no warm "
-        "reference ran: their shifts from the nominal hold the warm start's extra training as "
-        "well as the change of inputs (a campaign made now adds the reference "
-        "'warm_reference' itself)",
-        from_nominal);
-  if (!lacking.empty())
+        "aggregate: variation(s) {} were warm-started from the nominal chains and no chain of "
+        "theirs has a partner in a warm reference: their shifts from the nominal hold the warm "
+        "start's extra training as well as the change of inputs{}",
+        from_nominal,
+        sys.reference.empty()
+            ? " (a campaign made now adds the reference 'warm_reference' itself)"
+            : "; run (or retry) the warm reference's chains of their replicas and members");
+  if (!unpaired.empty())
     logWarn(
-        "aggregate: the warm reference '{}' lacks chains of variation(s) {}: their shifts are "
-        "measured from the nominal, the warm start's extra training included; run the "
-        "campaign's remaining tasks and aggregate again",
-        sys.reference, lacking);
+        "aggregate: shifts measured over the chains that have a partner in the warm reference "
+        "'{}' only ({} chains): the others are beyond the nominal's replicas or members (so "
+        "started cold), or their reference chain did not run or failed",
+        sys.reference, unpaired);
   return sys;
 }
 

@@ -26,8 +26,8 @@ struct Systematics {
   SystematicsPlan plan;
   std::vector<Variation> variations;  // by name, the reference apart
   // The warm reference's group ("" when none ran), and the variations whose shifts are
-  // measured from it: warm-started detector and modelling variations each of whose chains
-  // (r, m) the reference ran too. The others' shifts are measured from the nominal.
+  // measured from it, over the chains (r, m) both ran: warm-started detector and modelling
+  // variations with at least one such pair. The others' shifts are measured from the nominal.
   std::string reference;
   std::set<std::string> from_reference;
 };

@@ -121,9 +121,11 @@ nlohmann::json incompleteVariations(jobs::Campaign& camp, std::vector<std::strin
   std::set<std::string> left_out;
   for (const auto& t : camp.tasks())
     if (dropped.count(spec.taskPosition(t.index).variation)) left_out.insert(camp.taskDir(t.id));
+  const size_t before = runs.size();
   runs.erase(std::remove_if(runs.begin(), runs.end(),
                             [&](const std::string& r) { return left_out.count(r) > 0; }),
              runs.end());
+  if (before > runs.size()) out["chains_left_out"] = before - runs.size();
   return out.empty() ? nlohmann::json() : out;
 }
 

@@ -323,7 +323,11 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   for (auto it = j.begin(); it != j.end(); ++it)
     if (std::find(chainConfigKeys().begin(), chainConfigKeys().end(), it.key()) ==
         chainConfigKeys().end())
-      throw InputError(source + ": unknown chain config key '" + it.key() + "'");
+      throw InputError(source + ": unknown chain config key '" + it.key() + "'" +
+                       (it.key() == "keep_models" || it.key() == "iterations"
+                            ? " (it is the chain's, not its config's: in a campaign spec put it "
+                              "in 'chain' beside 'config'; `unfold` takes --iterations)"
+                            : std::string()));
   ChainConfig c;
   take(j, "classifier", c.classifier, source);
   take(j, "observables", c.observables, source);

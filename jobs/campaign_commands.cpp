@@ -62,13 +62,30 @@ void initCommand(const std::string& spec_path, const std::string& dir) {
   std::printf("created campaign %s in %s: %d task(s) of kind %s (%d replica(s) x %d member(s)%s)\n",
               spec.name.c_str(), c.dir().c_str(), spec.numTasks(), spec.kind.c_str(), spec.replicas,
               spec.members, variations.c_str());
-  if (reference_added)
-    for (const Variation& v : spec.variations)
-      if (v.type == "reference")
-        std::printf(
-            "  with the warm reference %s (%d task(s)): the nominal trained again as the "
-            "warm-started variations are, from which their shifts are measured\n",
-            v.name.c_str(), v.numTasks());
+  bool warm_shifts = false;
+  for (const Variation& v : spec.variations)
+    warm_shifts = warm_shifts || ((v.type == "detector" || v.type == "modelling") && v.warm_start);
+  for (const Variation& v : spec.variations) {
+    if (v.type != "reference") continue;
+    std::printf(
+        "  with the warm reference %s (%d task(s)%s): the nominal trained again as the "
+        "warm-started variations are, from which their shifts are measured\n",
+        v.name.c_str(), v.numTasks(), reference_added ? ", added" : "");
+    if (!warm_shifts)
+      logWarn(
+          "campaign {}: the warm reference {} has no warm-started detector or modelling "
+          "variation to serve: its {} task(s) measure nothing",
+          c.dir(), v.name, v.numTasks());
+  }
+  // Tasks of a warm-started variation beyond the nominal's counts have no nominal task to
+  // start from: they start cold, and their shifts have no reference partner.
+  for (const Variation& v : spec.variations)
+    if ((v.type == "detector" || v.type == "modelling") && v.warm_start &&
+        (v.replicas > spec.replicas || v.members > spec.members))
+      logWarn(
+          "campaign {}: variation {} has {} x {} tasks, the nominal {} x {}: those beyond the "
+          "nominal's start cold, and its shift is measured over the others only",
+          c.dir(), v.name, v.replicas, v.members, spec.replicas, spec.members);
 }
 
 namespace {

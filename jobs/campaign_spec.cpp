@@ -261,6 +261,13 @@ void parseVariations(const json& vs, CampaignSpec& s, const std::string& origin,
       if (!v.warm_start)
         throw InputError(origin + ": '" + where +
                          "warm_start' must be true for the warm reference (it is what it is for)");
+      if (v.replicas > s.replicas || v.members > s.members)
+        throw InputError(origin + ": '" + where + "replicas' and 'members' (" +
+                         std::to_string(v.replicas) + " x " + std::to_string(v.members) +
+                         ") go beyond the nominal's (" + std::to_string(s.replicas) + " x " +
+                         std::to_string(s.members) +
+                         "): a reference task starts from the nominal task of its replica and "
+                         "member; give at most the nominal's counts");
     }
     const bool typed = v.type == "reference" ||
                        std::find(std::begin(kVariationTypes), std::end(kVariationTypes), v.type) !=

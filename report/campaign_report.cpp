@@ -396,9 +396,28 @@ void overviewSection(Page& page, const ReportInputs& in) {
       rows.push_back({"replicas in the statistical band", summary["band_replicas"].dump()});
     // Bands of fewer chains than are done now (an aggregation run while the campaign ran) say
     // so, beside the count.
+    // The nominal's, each variation's and the warm reference's chains, and those done that it
+    // left out on purpose (a source of which one side had none).
     int64_t aggregated = summary.value("chains", int64_t{0});
     for (const auto& v : summary.value("variations", json::array()))
       aggregated += v.value("chains", int64_t{0});
+    if (summary.contains("warm_reference") && summary["warm_reference"].is_object())
+      aggregated += summary["warm_reference"].value("chains", int64_t{0});
+    const json incomplete = summary.value("incomplete", json());
+    if (incomplete.is_object()) aggregated += incomplete.value("chains_left_out", int64_t{0});
+    if (incomplete.is_object()) {
+      std::string what;
+      // Held by name: items() of a temporary would outlive it.
+      const json sources = incomplete.value("sources_left_out", json::object());
+      const json variations = incomplete.value("variations", json::object());
+      for (const auto& [source, side] : sources.items())
+        what += (what.empty() ? "" : "; ") + std::string("source ") + source + " left out (its " +
+                (side.is_string() ? side.get<std::string>() : side.dump()) + " had no done chain)";
+      for (const auto& [name, c] : variations.items())
+        what += (what.empty() ? "" : "; ") + name + ": " + c.value("done", json()).dump() + " of " +
+                c.value("tasks", json()).dump() + " chains done";
+      if (!what.empty()) rows.push_back({"aggregated before every task was done", what});
+    }
     rows.push_back(
         {"chains aggregated",
          summary.value("chains", json()).dump() +

@@ -71,8 +71,11 @@ std::string handOver(char** argv) {
   }
   const std::string full = self.substr(0, self.rfind('/') + 1) + FOLDFARM_TORCH_EXECUTABLE;
   ::setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0);
+  sigset_t before;
+  holdSignalsAcrossExec(&before);  // released by foldfarm-torch's main, handlers installed
   ::execv(full.c_str(), argv);
   const int err = errno;
+  restoreSignalMask(before);
   return "cannot start " + full + ": " + std::strerror(err) +
          "; every command but a login node's runs in that executable, built and installed beside " +
          self + ": rebuild foldfarm (or install both)";
@@ -116,6 +119,9 @@ void registerCampaignTaskKinds() {
 }  // namespace foldfarm::app
 
 int main(int argc, char** argv) {
+  // From the start: a signal before a command is under way is said too (and, from here to the
+  // handed-over command's own handlers, held across the exec).
+  installTemporaryFileCleanup();
   app::TopLevel top;
   CLI::App& root = top.root();
   app::CommandGroups groups = top.groups();
@@ -140,7 +146,6 @@ int main(int argc, char** argv) {
     }
 #endif
   }
-  installTemporaryFileCleanup();
   return top.run(argc, argv,
                  app::ErrorText{[](const std::exception& e) { return std::string(e.what()); },
                                 [](const std::exception& e) {

@@ -23,7 +23,10 @@ namespace {
 void ensurePassiveOpenMpWait(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
   if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+  sigset_t before;
+  foldfarm::holdSignalsAcrossExec(&before);  // released by main of the new image
   execv("/proc/self/exe", argv);
+  foldfarm::restoreSignalMask(before);
   // exec failed (no /proc): carry on with the policy the runtime already has.
 }
 
@@ -33,6 +36,7 @@ int main(int argc, char** argv) {
   using namespace foldfarm;
   ensurePassiveOpenMpWait(argv);
   installTemporaryFileCleanup();  // Ctrl-C or scancel leaves no half-written file behind
+  releaseHeldSignals();           // a stop that came while `foldfarm` handed over, said now
   app::TopLevel top;
   app::CommandGroups groups = top.groups();
   app::registerDataCommands(groups);

@@ -157,6 +157,29 @@ void installTemporaryFileCleanup() {
   }
 }
 
+namespace {
+sigset_t heldAcrossExec() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, s);
+  return set;
+}
+}  // namespace
+
+void holdSignalsAcrossExec(sigset_t* held) {
+  const sigset_t set = heldAcrossExec();
+  ::sigprocmask(SIG_BLOCK, &set, held);
+}
+
+void releaseHeldSignals() {
+  const sigset_t set = heldAcrossExec();
+  ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+}
+
+void restoreSignalMask(const sigset_t& mask) {
+  ::sigprocmask(SIG_SETMASK, &mask, nullptr);
+}
+
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   temp_ = path_ + ".tmp." + hostTag() + "." + std::to_string(::getpid()) + "." +
           std::to_string(g_counter++);
@@ -359,7 +382,13 @@ MadeDirectories::MadeDirectories(const std::string& dir) {
   for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
     if (!fs::create_directory(*it, ec) && ec) {
       const std::string why = ec.message();
+      const int code = ec.value();
       removeEmpty();
+      // Permissions and read-only file systems are the user's to change (exit 2, as the same
+      // directory given itself); anything else is the system's.
+      if (code == EACCES || code == EPERM || code == EROFS)
+        throw InputError(dir + ": cannot create the output directory (" + why +
+                         "); make its parent writable or choose another");
       throw Error(dir + ": cannot create the output directory: " + why);
     }
     made_.insert(made_.begin(), it->string());

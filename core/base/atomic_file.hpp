@@ -8,6 +8,8 @@
 // more (a temporary of another host is left alone: its pid means nothing here).
 //
 // Thread-safety: one AtomicFile per thread; distinct objects are independent.
+#include <signal.h>
+
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +54,15 @@ void removeLiveTemporaryFiles() noexcept;
 // that stop cooperatively (installStopHandlers) replace it for SIGINT and SIGTERM and
 // unwind instead, which removes them too.
 void installTemporaryFileCleanup();
+
+// SIGINT, SIGTERM and SIGHUP held (blocked) across an exec: a process loading a large
+// executable (LibTorch takes most of a second) would otherwise die of them silently before its
+// main installs the handlers. The new program calls releaseHeldSignals() once it has: a
+// signal that came meanwhile is then delivered to its handler. `held` (optional) gets the mask
+// before, for restoreSignalMask() when the exec failed.
+void holdSignalsAcrossExec(sigset_t* held = nullptr);
+void releaseHeldSignals();
+void restoreSignalMask(const sigset_t& mask);
 
 // Whether `name` (a file name without directory) has the form of an AtomicFile temporary,
 // "<name>.tmp.<host>.<pid>.<n>" (or "<name>.tmp.<pid>.<n>", as earlier versions named them).

@@ -149,6 +149,9 @@ TEST(OutputDirectoryLock, ADirectoryNoFileCanBeMadeInIsRefusedAtOnce) {
   }
   const std::string msg = inputErrorOf([&] { OutputDirectoryLock l(ro.string(), "--out"); });
   const std::string file = inputErrorOf([&] { requireOutputDirectory((ro / "jets.h5").string()); });
+  // A directory to be made in it: an InputError too (exit 2; it was an Error, exit 1).
+  const std::string sub =
+      inputErrorOf([&] { OutputDirectoryLock l((ro / "sub").string(), "--out"); });
   if (root)
     EXPECT_EQ(std::system(("chattr -i '" + ro.string() + "'").c_str()), 0);
   else
@@ -157,6 +160,7 @@ TEST(OutputDirectoryLock, ADirectoryNoFileCanBeMadeInIsRefusedAtOnce) {
       << msg;
   EXPECT_NE(msg.find("make it writable or choose another --out"), std::string::npos) << msg;
   EXPECT_NE(file.find(": cannot write into " + ro.string()), std::string::npos) << file;
+  EXPECT_NE(sub.find("sub: cannot create the output directory ("), std::string::npos) << sub;
   EXPECT_TRUE(fs::is_empty(ro));
   EXPECT_NO_THROW(OutputDirectoryLock(ro.string(), "--out"));
   EXPECT_NO_THROW(requireOutputDirectory((ro / "jets.h5").string()));

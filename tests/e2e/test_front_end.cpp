@@ -255,6 +255,34 @@ TEST_F(FrontEnd, ACommandHandedOverKeepsItsProcessItsArgumentsAndItsSignals) {
   }
 }
 
+// A stop that comes while `foldfarm` hands a command over (foldfarm-torch loading LibTorch,
+// most of a second) is held across the exec and said once its handlers are in place (before:
+// the process died of it silently).
+TEST_F(FrontEnd, ASignalWhileTheCommandIsHandedOverIsSaid) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
+  for (const int sig : {SIGHUP, SIGTERM}) {
+    const std::string err = dir_ + "/early" + std::to_string(sig) + ".err";
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      const int fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, 2);
+      ::execl(FOLDFARM_BINARY, FOLDFARM_BINARY, "model", "info", "--preset", "tiny",
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ASSERT_GT(pid, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    ::kill(pid, sig);
+    int st = 0;
+    ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) continue;  // it finished first: nothing to say
+    EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == sig) << st;
+    EXPECT_NE(foldfarm::readFile(err).find("foldfarm: ended by signal " + std::to_string(sig)),
+              std::string::npos)
+        << sig;
+  }
+}
+
 TEST_F(FrontEnd, AnInstalledFoldfarmRunsBothKindsOfCommands) {
   if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
   const std::string prefix = dir_ + "/prefix";

@@ -670,7 +670,7 @@ TEST_F(ChainCampaign, AWarmStartedVariationOfTheNominalsOwnInputsShiftsNothing) 
       {"type", "modelling"}, {"replicas", 2}, {"inputs", {{"mc", scratch_ + "/mc_copy.h5"}}}};
   const std::string dir = init(s, "warm-ref");
   EXPECT_NE(readText(scratch_ + "/warm-ref-init.out")
-                .find("with the warm reference warm_reference (4 task(s))"),
+                .find("with the warm reference warm_reference (4 task(s), added)"),
             std::string::npos)
       << readText(scratch_ + "/warm-ref-init.out");
   const json frozen = json::parse(readText(dir + "/spec.json"));

@@ -243,6 +243,33 @@ TEST(CampaignReport, TheOverviewNamesTheInputsAndTheirChecksums) {
                        "b</td>"));
 }
 
+// The chains an aggregation read count the warm reference's and those it left out on purpose
+// (before: a complete aggregation read as stale), and what it left out is said.
+TEST(CampaignReport, TheChainsAggregatedCountEveryGroupAndWhatWasLeftOutIsSaid) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);  // never run: 0 tasks done
+  AggregateFixture fx = writeAggregate(dir + "/aggregate", 4, true);
+  fx.summary["chains"] = 4;
+  fx.summary["variations"] = nlohmann::json::array({{{"name", "det_up"},
+                                                     {"type", "detector"},
+                                                     {"source", "det"},
+                                                     {"direction", "up"},
+                                                     {"chains", 2},
+                                                     {"replicas", 1},
+                                                     {"shift_from", "warm_reference"}}});
+  fx.summary["warm_reference"] = {{"name", "warm_reference"}, {"chains", 2}, {"replicas", 1}};
+  fx.summary["incomplete"] = {{"sources_left_out", {{"det", "det_down"}}},
+                              {"variations", {{"alt", {{"done", 0}, {"tasks", 1}}}}},
+                              {"chains_left_out", 1}};
+  writeJson(dir + "/aggregate/summary.json", fx.summary);
+  const std::string html = renderCampaignReport(dir, {});
+  EXPECT_TRUE(contains(html, "the aggregation read 9 chain(s) in all, and 0 tasks are done now"))
+      << html.substr(html.find("overview-table"), 3000);
+  EXPECT_TRUE(contains(html,
+                       "<td>aggregated before every task was done</td><td>source det left out "
+                       "(its det_down had no done chain); alt: 0 of 1 chains done</td>"));
+}
+
 TEST(CampaignReport, DeltaTableCarriesTheSummaryFigures) {
   ScratchDir scratch;
   const std::string dir = initCampaign(scratch);
