@@ -79,6 +79,18 @@ class ChainCampaign : public ::testing::Test {
     }
     ASSERT_EQ(runFoldfarm(a, scratch_, name), 0) << readText(scratch_ + "/" + name + ".err");
   }
+  // spec(replicas, members) of `mlp` chains with a detector pair (±5% energy scale) and a
+  // modelling variation (another tune), their simulations made here.
+  json systematicsSpec(int replicas, int members) {
+    synthFile("mc_up.h5", "sim", "11", "energy_scale=1.05");
+    synthFile("mc_down.h5", "sim", "11", "energy_scale=0.95");
+    synthFile("mc_alt.h5", "alt", "13");
+    json s = spec(replicas, members);
+    s["chain"]["config"] = {{"classifier", "mlp"}};
+    s["variations"] = detectorPair();
+    s["variations"]["alt"] = {{"type", "modelling"}, {"inputs", {{"mc", scratch_ + "/mc_alt.h5"}}}};
+    return s;
+  }
   // A detector pair on scratch_/mc_up.h5 and mc_down.h5 (synthFile makes them).
   json detectorPair() const {
     const auto side = [&](const std::string& direction) {
@@ -475,13 +487,8 @@ TEST_F(ChainCampaign, KilledAndResumedCampaignAggregatesLikeAnUninterruptedOne) 
 // after its nominal chain, and the aggregation holds the total covariance, the sources and
 // the publication weights; it equals the aggregation of the same campaign run uninterrupted.
 TEST_F(ChainCampaign, SystematicsGraphSurvivesKillMinus9AndAggregatesLikeAnUninterruptedOne) {
-  ASSERT_NO_FATAL_FAILURE(synthFile("mc_up.h5", "sim", "11", "energy_scale=1.05"));
-  ASSERT_NO_FATAL_FAILURE(synthFile("mc_down.h5", "sim", "11", "energy_scale=0.95"));
-  ASSERT_NO_FATAL_FAILURE(synthFile("mc_alt.h5", "alt", "13"));
-  json s = spec(2, 2);
-  s["chain"]["config"] = {{"classifier", "mlp"}};
-  s["variations"] = detectorPair();
-  s["variations"]["alt"] = {{"type", "modelling"}, {"inputs", {{"mc", scratch_ + "/mc_alt.h5"}}}};
+  json s;
+  ASSERT_NO_FATAL_FAILURE(s = systematicsSpec(2, 2));
   s["variations"]["mcstat"] = {{"type", "mc_bootstrap"}, {"replicas", 3}, {"members", 1}};
   s["variations"]["closure"] = {{"type", "non_closure"},
                                 {"inputs", {{"data", scratch_ + "/mc_alt.h5"}}}};
@@ -613,13 +620,8 @@ TEST_F(ChainCampaign, ExtendedCampaignAggregatesLikeOneMadeWhole) {
 // of which one side has none leaves its source out (it was refused with advice no campaign
 // can follow: "make it one-sided").
 TEST_F(ChainCampaign, AnAggregationOfAPartlyRunCampaignSaysWhatItLeftOut) {
-  ASSERT_NO_FATAL_FAILURE(synthFile("mc_up.h5", "sim", "11", "energy_scale=1.05"));
-  ASSERT_NO_FATAL_FAILURE(synthFile("mc_down.h5", "sim", "11", "energy_scale=0.95"));
-  ASSERT_NO_FATAL_FAILURE(synthFile("mc_alt.h5", "alt", "13"));
-  json s = spec(2, 1);
-  s["chain"]["config"] = {{"classifier", "mlp"}};
-  s["variations"] = detectorPair();
-  s["variations"]["alt"] = {{"type", "modelling"}, {"inputs", {{"mc", scratch_ + "/mc_alt.h5"}}}};
+  json s;
+  ASSERT_NO_FATAL_FAILURE(s = systematicsSpec(2, 1));
   const std::string dir = init(s, "partly");
   // Run, then two of its chains pending again in the journal (as a retry leaves them).
   ASSERT_EQ(runFoldfarm({"campaign", "run", dir}, scratch_, "partly-run"), 0)
