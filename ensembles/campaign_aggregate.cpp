@@ -68,8 +68,11 @@ nlohmann::json incompleteVariations(jobs::Campaign& camp, std::vector<std::strin
     std::map<std::string, int> other;  // state -> tasks
   };
   std::map<std::string, Count> by;
+  std::map<std::string, std::vector<std::string>> dirs;  // variation -> its task directories
   for (const auto& t : camp.tasks()) {
-    Count& c = by[spec.taskPosition(t.index).variation];
+    const std::string variation = spec.taskPosition(t.index).variation;
+    dirs[variation].push_back(camp.taskDir(t.id));
+    Count& c = by[variation];
     ++c.total;
     if (t.state == jobs::TaskState::kDone)
       ++c.done;
@@ -119,8 +122,7 @@ nlohmann::json incompleteVariations(jobs::Campaign& camp, std::vector<std::strin
   const Count& n = by[""];
   if (n.done < n.total) out["nominal"] = {{"done", n.done}, {"tasks", n.total}};
   std::set<std::string> left_out;
-  for (const auto& t : camp.tasks())
-    if (dropped.count(spec.taskPosition(t.index).variation)) left_out.insert(camp.taskDir(t.id));
+  for (const std::string& v : dropped) left_out.insert(dirs[v].begin(), dirs[v].end());
   const size_t before = runs.size();
   runs.erase(std::remove_if(runs.begin(), runs.end(),
                             [&](const std::string& r) { return left_out.count(r) > 0; }),
