@@ -380,10 +380,14 @@ void ControlPlane::allreduceMax(std::vector<double>& values) {
   allreduce(values, MPI_MAX, "max of values");
 }
 
-bool ControlPlane::anyTrue(bool local) {
-  std::vector<double> v{local ? 1.0 : 0.0};
+unsigned ControlPlane::anyOf(unsigned local) {
+  std::vector<double> v(8);
+  for (size_t b = 0; b < v.size(); ++b) v[b] = (local >> b) & 1u;
   allreduce(v, MPI_MAX, "stop agreement");
-  return v[0] > 0.0;
+  unsigned any = 0;
+  for (size_t b = 0; b < v.size(); ++b)
+    if (v[b] > 0.0) any |= 1u << b;
+  return any;
 }
 
 void ControlPlane::barrier() {

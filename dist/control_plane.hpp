@@ -83,7 +83,8 @@ class ControlPlane {
   // (collective) Element-wise sum / max over ranks, in place.
   void allreduceSum(std::vector<double>& values);
   void allreduceMax(std::vector<double>& values);
-  bool anyTrue(bool local);
+  // The bitwise OR of every rank's low 8 bits of `local` (the stop and save agreement).
+  unsigned anyOf(unsigned local);
   void barrier();
   // (collective) Every rank's value, indexed by rank.
   std::vector<std::uint64_t> allgather(std::uint64_t value);

@@ -182,8 +182,8 @@ void DataParallelContext::allreduceSum(std::vector<double>& values) {
   control_->allreduceSum(values);
 }
 
-bool DataParallelContext::anyTrue(bool local) {
-  return control_->anyTrue(local);
+unsigned DataParallelContext::anyOf(unsigned local) {
+  return control_->anyOf(local);
 }
 void DataParallelContext::barrier() {
   control_->barrier();

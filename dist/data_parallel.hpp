@@ -13,7 +13,7 @@
 //     model's buckets; its hooks then do nothing.
 //   - per step: setGradientSync(false) for accumulation micro-batches, setGradientSync(true)
 //     before the last backward, finishGradientSync() before the optimiser step.
-//   - allreduceMean() for reported metrics, anyTrue(stopRequested()) once per step, and
+//   - allreduceMean() for reported metrics, anyOf(stop and save requests) once per step, and
 //     checkpoints written by isRoot() only (parameters are identical on all ranks).
 // Errors: PeerLostError (exit 3) when a collective misses the deadline, naming the ranks
 // that did not arrive; Error on library failures.
@@ -46,7 +46,7 @@ class DataParallelContext final : public ParallelContext {
   void finishGradientSync() override;
   void allreduceMean(std::vector<double>& values) override;
   void allreduceSum(std::vector<double>& values) override;
-  bool anyTrue(bool local) override;
+  unsigned anyOf(unsigned local) override;
   void barrier() override;
   void leave(int exit_code, const std::string& why) noexcept override;
 

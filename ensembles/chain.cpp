@@ -275,6 +275,9 @@ ClassifierFitOptions stepFitOptions(const ChainConfig& c, uint64_t seed, const s
   fo.val_fraction = c.val_fraction;
   fo.seed = seed;
   fo.label = label;
+  // The step's state within an epoch too, every 10 minutes: a task killed outright (its
+  // node lost) resumes there, with the same result (trainer.hpp).
+  fo.save_every_s = 600;
   return fo;
 }
 

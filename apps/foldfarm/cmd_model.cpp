@@ -120,6 +120,7 @@ struct PretrainArgs {
   int64_t block_rows = 1024, shuffle_buffer = 16384, eval_jets = 10000;
   int readers = 2, read_ahead = 8;
   double lr = 3e-4, lr_factor = 1.0, val_fraction = 0.1, test_fraction = 0.1, warmup_epochs = 1;
+  double save_every_min = 30;
   uint64_t seed = 1;
   dist::DistCli dist;  // --collective-timeout, --dist-backend, --bucket-cap-mb
   std::string device = "auto", precision = "fp32";
@@ -186,6 +187,7 @@ void runPretrain(const PretrainArgs& a, const CLI::App& app) {
     TrainOptions& t = o.train;
     t.seed = a.seed;
     t.resume = a.resume;
+    t.save_every_s = 60 * a.save_every_min;
     t.device = dev.device;
     t.precision = a.precision;
     t.fixed_shapes = a.fixed_shapes;
@@ -200,7 +202,7 @@ void runPretrain(const PretrainArgs& a, const CLI::App& app) {
 struct FinetuneArgs {
   std::string init = "none", preset = "tiny", config, train, out, optimizer = "lion";
   double val_fraction = 0.1, test_fraction = 0.2, lr = 3e-4, lr_factor = 5.0;
-  double warmup_epochs = 0;
+  double warmup_epochs = 0, save_every_min = 30;
   int64_t epochs = 10, batch = 64, patience = 3;
   int threads = 0;
   uint64_t seed = 1;
@@ -246,6 +248,7 @@ void runFinetune(const FinetuneArgs& a, const CLI::App& app) {
   f.val_fraction = a.val_fraction;
   f.seed = a.seed;
   f.resume = a.resume;
+  f.save_every_s = 60 * a.save_every_min;
   f.show_progress = true;
   f.device = dev.device;
   f.precision = a.precision;
@@ -352,6 +355,16 @@ void runMlpBench(const MlpBenchArgs& a) {
   std::printf("%s\n", line.c_str());
 }
 
+// --save-every: the training state within an epoch, so that a process killed outright (a
+// lost node, the OOM killer, a Slurm job past its grace time) loses at most that much.
+void addSaveEveryOption(CLI::App& app, double& minutes) {
+  app.add_option("--save-every", minutes,
+                 "Minutes between saves of <out>/state within an epoch (also saved at every "
+                 "epoch's end and on a stop; a kill -9 loses at most this much; 0: those only)")
+      ->check(CLI::Range(0.0, 1e7))
+      ->capture_default_str();
+}
+
 // `pretrain`'s options on `parent`, bound to `pre` (no callback): the command itself, and
 // `slurm render pretrain`'s check of the arguments it puts in a batch script.
 CLI::App* addPretrainCommand(CLI::App& parent, PretrainArgs& pre) {
@@ -385,6 +398,7 @@ CLI::App* addPretrainCommand(CLI::App& parent, PretrainArgs& pre) {
       ->capture_default_str();
   p->add_option("--threads", pre.threads, "Threads (0: all cores)")->capture_default_str();
   p->add_flag("--resume", pre.resume, "Continue from <out>/state");
+  addSaveEveryOption(*p, pre.save_every_min);
   p->add_flag("--shard-data", pre.shard_data,
               "Each rank reads and holds only its 1/N of the jets and shuffles them per epoch "
               "(memory per rank / N; resumes on any number of ranks, the rows dealt anew)");
@@ -490,6 +504,7 @@ void registerModelCommands(CommandGroups& g) {
   f->add_option("--seed", ft->seed, "Seed")->capture_default_str();
   f->add_option("--threads", ft->threads, "Threads (0: all cores)")->capture_default_str();
   f->add_flag("--resume", ft->resume, "Continue from <out>/state");
+  addSaveEveryOption(*f, ft->save_every_min);
   f->add_flag("--json", ft->json_out, "Print JSON");
   addDeviceOptions(*f, ft->device, &ft->precision, &ft->fixed_shapes, &ft->cuda_graphs);
   f->callback([ft, f] { runFinetune(*ft, *f); });

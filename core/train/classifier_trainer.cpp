@@ -76,6 +76,7 @@ TrainOptions fitTrainOptions(const ClassifierFitOptions& o) {
   t.patience = o.patience;
   t.seed = o.seed;
   t.state_dir = o.state_dir;
+  t.save_every_s = o.save_every_s;
   t.resume = o.resume;
   t.show_progress = o.show_progress;
   t.label = o.label;

@@ -52,6 +52,7 @@ struct ClassifierFitOptions {
   double val_fraction = 0.1;  // used when fit() gets no explicit validation set
   uint64_t seed = 0;          // data order, validation split, feature dropout
   std::string state_dir;      // where to save state on stop/each epoch ("" = nowhere)
+  double save_every_s = 0;    // and within an epoch this often (TrainOptions; 0: never)
   bool resume = false;        // continue from state_dir when it holds a state
   bool show_progress = false;
   std::string label = "classifier";

@@ -43,8 +43,11 @@ class ParallelContext {
   virtual void allreduceMean(std::vector<double>& values) = 0;
   // (collective) Element-wise sum over ranks, in place (counts).
   virtual void allreduceSum(std::vector<double>& values) = 0;
+  // (collective) The bitwise OR over ranks of `local` (its low 8 bits): several agreements
+  // in one collective (a stop, a periodic state save).
+  virtual unsigned anyOf(unsigned local) = 0;
   // (collective) True on every rank if any rank passes true (stop/preemption agreement).
-  virtual bool anyTrue(bool local) = 0;
+  bool anyTrue(bool local) { return anyOf(local ? 1u : 0u) != 0; }
   virtual void barrier() = 0;
   // This rank ends with `exit_code` because of `why` (its error line): the other ranks, when
   // they next wait for a collective this rank will not start, end at once with that code
@@ -141,7 +144,7 @@ class SingleProcessContext final : public ParallelContext {
   void finishGradientSync() override {}
   void allreduceMean(std::vector<double>&) override {}
   void allreduceSum(std::vector<double>&) override {}
-  bool anyTrue(bool local) override { return local; }
+  unsigned anyOf(unsigned local) override { return local & 0xffu; }
   void barrier() override {}
 };
 

@@ -257,6 +257,8 @@ void validateTrainOptions(const TrainOptions& o) {
   if (o.batch_size < 1) refuse("the batch size must be >= 1");
   if (o.max_epochs < 0) refuse("epochs must be >= 0");
   if (o.patience < 0) refuse("patience must be >= 0 (0: off)");
+  if (!(o.save_every_s >= 0 && o.save_every_s <= 1e9))
+    refuse("the interval between state saves must be >= 0 (0: at epoch ends only)");
 }
 
 Trainer::Trainer(Pet model, CheckpointMeta meta, TrainOptions opts, ParallelContext& ctx)
@@ -484,6 +486,10 @@ class Trainer::FitLoop {
   int64_t beginEpoch();
   void trainEpoch(GradientStep& step, int64_t epoch_steps, Progress& progress);
   [[noreturn]] void stopAndSave(const Tensor& loss_acc, std::future<JetBatch>& next);
+  // Writes the state of the step about to run (the one a stop writes), every rank's partial
+  // loss sum with it. (collective)
+  void saveMidEpoch(const Tensor& loss_acc);
+  void saved() { last_save_ = std::chrono::steady_clock::now(); }
   void endEpoch(int64_t epoch_steps, std::chrono::steady_clock::time_point t0);
   // The loss an epoch must beat: the best epoch's, else the starting weights' (if validated).
   bool hasBest() const { return result_.best_epoch >= 0 || !std::isnan(result_.initial_val_loss); }
@@ -507,6 +513,7 @@ class Trainer::FitLoop {
   nlohmann::json state_;  // the state resumed from (null: none)
   // The stream position of the state resumed from, for its epoch only.
   nlohmann::json resume_position_;
+  std::chrono::steady_clock::time_point last_save_ = std::chrono::steady_clock::now();
 };
 
 FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective objective) {
@@ -670,6 +677,7 @@ FitResult Trainer::FitLoop::run() {
     // Rank 0 writes; a write that fails there (a full disk, a quota) ends every rank now
     // rather than rank 0 alone while the others wait out the collective timeout.
     checkOnEveryRank(ctx_, [&] { t_.saveState(stateJson()); });
+    saved();
   }
   progress.finish();
   result_.steps = global_step_;
@@ -798,10 +806,18 @@ void Trainer::FitLoop::trainEpoch(GradientStep& step, int64_t epoch_steps, Progr
                                          opts_.device.is_cuda() && !src_.on_device));
   std::future<JetBatch> next;
   int64_t next_step = -1;
+  constexpr unsigned kStop = 1, kSave = 2;
   for (; step_in_epoch_ < epoch_steps; ++step_in_epoch_) {
-    if (ctx_.anyTrue(stopRequested() ||
-                     (opts_.stop_at_step >= 0 && global_step_ >= opts_.stop_at_step)))
-      stopAndSave(loss_acc, next);
+    // One collective agrees on both: a stop anywhere, a save due on any rank's clock.
+    const bool stop =
+        stopRequested() || (opts_.stop_at_step >= 0 && global_step_ >= opts_.stop_at_step);
+    const bool save_due =
+        opts_.save_every_s > 0 &&
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - last_save_).count() >=
+            opts_.save_every_s;
+    const unsigned agreed = ctx_.anyOf((stop ? kStop : 0u) | (save_due ? kSave : 0u));
+    if ((agreed & kStop) != 0) stopAndSave(loss_acc, next);
+    if ((agreed & kSave) != 0) saveMidEpoch(loss_acc);
     JetBatch b;
     if (next.valid() && next_step == step_in_epoch_) {
       b = next.get();
@@ -843,12 +859,19 @@ void Trainer::FitLoop::trainEpoch(GradientStep& step, int64_t epoch_steps, Progr
 
 // Every rank's partial loss sum is saved, so that a resume on as many ranks ends the epoch
 // with the same mean as an uninterrupted run.
-void Trainer::FitLoop::stopAndSave(const Tensor& loss_acc, std::future<JetBatch>& next) {
-  if (next.valid()) next.wait();
+void Trainer::FitLoop::saveMidEpoch(const Tensor& loss_acc) {
   loss_sum_ = loss_acc.item<double>();
   nlohmann::json j = stateJson();
   j["loss_sums"] = allGather(ctx_, loss_sum_);
   checkOnEveryRank(ctx_, [&] { t_.saveState(j); });  // as at an epoch's end
+  saved();
+  if (ctx_.isRoot() && !opts_.state_dir.empty())
+    logDebug("{}: state saved at epoch {} step {}", opts_.label, epoch_, step_in_epoch_);
+}
+
+void Trainer::FitLoop::stopAndSave(const Tensor& loss_acc, std::future<JetBatch>& next) {
+  if (next.valid()) next.wait();
+  saveMidEpoch(loss_acc);
   // Every rank stops here (the stop is agreed): rank 0 says so, once.
   if (ctx_.rank() != 0) throw ReportedByAnotherRank(kExitInterrupted);
   throw InterruptedError(opts_.label + ": stopped at epoch " + std::to_string(epoch_) + " step " +

@@ -5,7 +5,7 @@
 // training only swaps the context:
 //   1. ctx.prepare(model) once, before the optimiser is created;
 //   2. each rank trains on its shard of every epoch (epochBatches: same step count per rank);
-//   3. per step: ctx.anyTrue(stopRequested()) (collective), forward, backward,
+//   3. per step: ctx.anyOf(stop requested | periodic save due) (collective), forward, backward,
 //      ctx.finishGradientSync() (collective), clip, schedule, optimiser step, EMA;
 //   4. per epoch: ctx.allreduceMean on the train loss (collective); every rank evaluates the
 //      whole validation set (identical results, no collective needed);
@@ -60,7 +60,12 @@ struct TrainOptions {
   uint64_t seed = 0;      // data order and training noise (not the initialisation)
   bool bucket = true;     // bucket by multiplicity + drop padding columns (false: padded)
   std::string state_dir;  // training state written each epoch and on stop; "" = none
-  bool resume = false;    // continue from state_dir when it holds a state
+  // Within an epoch, the state is also written once this many seconds passed since the last
+  // write (0: at epoch ends and stops only): a process killed outright (SIGKILL, a lost
+  // node) loses at most this much training. The written state is the one a stop writes, so
+  // a resume from it is as exact.
+  double save_every_s = 0;
+  bool resume = false;  // continue from state_dir when it holds a state
   bool show_progress = true;
   std::string label = "train";
   // Sharded data (pretrain --shard-data): `train` and `val` passed to fit() hold only this
@@ -112,7 +117,8 @@ struct TrainOptions {
 
 // Throws InputError (naming opts.label) for a value no training can use: lr, lr_factor or
 // the warm-up scale not positive, a negative weight decay, warm-up, clip norm, patience or
-// epoch count, betas or EMA decay outside [0, 1), a batch size below 1, NaN anywhere.
+// epoch count or save interval, betas or EMA decay outside [0, 1), a batch size below 1, NaN
+// anywhere.
 // The Trainer calls it first.
 void validateTrainOptions(const TrainOptions& opts);
 

@@ -248,6 +248,11 @@ TEST(DataParallel, MetricsAndStopAgreement) {
   EXPECT_DOUBLE_EQ(c[0], 2.0);
   EXPECT_TRUE(ctx.anyTrue(ctx.rank() == 1));
   EXPECT_FALSE(ctx.anyTrue(false));
+  // Several agreements in one collective (the trainer's stop and periodic save): each bit
+  // is its own "any rank".
+  EXPECT_EQ(ctx.anyOf(ctx.rank() == 0 ? 1u : 2u), 3u);
+  EXPECT_EQ(ctx.anyOf(ctx.rank() == 1 ? 0x80u : 0u), 0x80u);
+  EXPECT_EQ(ctx.anyOf(0u), 0u);
 }
 
 // An error found on rank 0 (one every rank finds alike: an option, a config) is thrown by

@@ -80,13 +80,38 @@ int64_t stateEpoch(const fs::path& state_dir) {
   }
 }
 
+// The processes of the session `sid`: mpirun started as its leader and its ranks (which
+// Open MPI puts in process groups of their own).
+std::vector<pid_t> sessionMembers(pid_t sid) {
+  std::vector<pid_t> members;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string stat = slurp(e.path() / "stat");
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    std::string state;
+    long ppid = 0, pgrp = 0, session = 0;
+    rest >> state >> ppid >> pgrp >> session;
+    if (session == sid && state != "Z") members.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return members;
+}
+
+// SIGKILL to every process of the session `sid`, as a node lost does it: no rank saves.
+void killSession(pid_t sid) {
+  for (const pid_t p : sessionMembers(sid)) ::kill(p, SIGKILL);
+}
+
 // Runs argv with stdout to <log>.out and stderr to `log`, calling poll(pid) every 50 ms until
 // it ends (at most 120 s: then it is killed and the test fails). Returns the exit status and
-// the stderr text.
+// the stderr text. The process leads a session of its own (pid): mpirun and its ranks.
 std::pair<int, std::string> runPolling(const std::vector<std::string>& argv, const fs::path& log,
                                        const std::function<void(pid_t)>& poll) {
   const pid_t pid = ::fork();
   if (pid == 0) {
+    ::setsid();
     std::FILE* out = std::freopen((log.string() + ".out").c_str(), "w", stdout);
     std::FILE* err = std::freopen(log.string().c_str(), "w", stderr);
     (void)out;
@@ -104,7 +129,7 @@ std::pair<int, std::string> runPolling(const std::vector<std::string>& argv, con
     poll(pid);
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  ::kill(pid, SIGKILL);
+  killSession(pid);
   ::waitpid(pid, &status, 0);
   ADD_FAILURE() << "the run did not end";
   return {status, slurp(log)};
@@ -127,17 +152,22 @@ std::pair<int, std::string> runAndStop(const std::vector<std::string>& argv, con
 
 }  // namespace
 
-TEST(PretrainStream, StoppedMidEpochAndResumedEqualsAnUninterruptedRunBitForBit) {
-  Scratch s;
+// Three files of synthetic jets in `dir`; their glob.
+std::string writeParts(const fs::path& dir) {
   for (int k = 0; k < 3; ++k) {
     ProcessResult g = runSingleThreaded(
         {FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets",
          std::to_string(300 + 101 * k), "--seed", std::to_string(k), "--particles", "24", "--out",
-         (s.dir / ("part" + std::to_string(k) + ".h5")).string()},
+         (dir / ("part" + std::to_string(k) + ".h5")).string()},
         120);
-    ASSERT_TRUE(g.ok()) << g.describeFailure();
+    EXPECT_TRUE(g.ok()) << g.describeFailure();
   }
-  const std::string data = (s.dir / "part*.h5").string();
+  return (dir / "part*.h5").string();
+}
+
+TEST(PretrainStream, StoppedMidEpochAndResumedEqualsAnUninterruptedRunBitForBit) {
+  Scratch s;
+  const std::string data = writeParts(s.dir);
 
   const std::string whole = (s.dir / "whole").string();
   ProcessResult a = runSingleThreaded(mpirun(2, pretrain(data, whole)), 300);
@@ -258,6 +288,68 @@ TEST(PretrainStream, StoppedMidEpochAndResumedEqualsAnUninterruptedRunBitForBit)
   EXPECT_EQ(fit(whole)["steps"].get<int64_t>(), 3 * stepsPerEpoch(whole));
   EXPECT_NE(stepsPerEpoch(one), stepsPerEpoch(whole));
   EXPECT_EQ(fit(one)["steps"].get<int64_t>(), 3 * stepsPerEpoch(one)) << c.err;
+}
+
+// A run killed outright (SIGKILL to mpirun and both ranks: a lost node, the OOM killer) in
+// the middle of an epoch loses only the steps since its last periodic save (--save-every),
+// and resumed from it ends bit-identical to an uninterrupted run. (Before: the state was
+// written at epoch ends only; an epoch of a long pretraining was lost.)
+TEST(PretrainStream, KilledOutrightMidEpochAndResumedFromItsPeriodicSaveEqualsAnUninterruptedRun) {
+  Scratch s;
+  const std::string data = writeParts(s.dir);
+  const std::string whole = (s.dir / "whole").string();
+  ProcessResult a = runSingleThreaded(mpirun(2, pretrain(data, whole)), 300);
+  ASSERT_TRUE(a.ok()) << a.describeFailure() << "\n" << a.err;
+
+  const std::string killed = (s.dir / "killed").string();
+  std::vector<std::string> often = pretrain(data, killed);
+  often.insert(often.end(), {"--save-every", "0.0002"});  // 12 ms: about every step
+  const fs::path state = fs::path(killed) / "state";
+  const auto stepInEpoch = [&] {
+    try {
+      return nlohmann::json::parse(slurp(state / "meta.json"))
+          .at("training")
+          .at("step_in_epoch")
+          .get<int64_t>();
+    } catch (const std::exception&) {
+      return int64_t{-1};
+    }
+  };
+  bool sent = false;
+  pid_t launched = -1;
+  auto [status, err] = runPolling(mpirun(2, often), s.dir / "killed.log", [&](pid_t pid) {
+    launched = pid;
+    if (!sent && stateEpoch(state) >= 1 && stepInEpoch() > 0) {
+      killSession(pid);  // mpirun and its ranks, with no chance to save
+      sent = true;
+    }
+  });
+  ASSERT_TRUE(sent) << "the run ended before a save within epoch 1: " << err;
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status << "\n" << err;
+  for (int i = 0; i < 500 && !sessionMembers(launched).empty(); ++i)  // the ranks gone too
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(sessionMembers(launched).empty()) << "a rank outlived the kill";
+  EXPECT_FALSE(fs::exists(fs::path(killed) / "model"));
+  const int64_t epoch = stateEpoch(state), step = stepInEpoch();
+  std::cout << "[ killed   ] the last state saved: epoch " << epoch << " step " << step << "\n";
+  EXPECT_GT(step, 0) << "a state within the epoch";
+
+  std::vector<std::string> again = pretrain(data, killed);
+  again.push_back("--resume");
+  ProcessResult b = runSingleThreaded(mpirun(2, again), 300);
+  ASSERT_TRUE(b.ok()) << b.describeFailure() << "\n" << b.err;
+  EXPECT_NE(b.err.find("at epoch " + std::to_string(epoch) + " step " + std::to_string(step)),
+            std::string::npos)
+      << b.err;
+  EXPECT_TRUE(tensorsOf(fs::path(whole) / "model") == tensorsOf(fs::path(killed) / "model"))
+      << "the model resumed from the periodic save differs from the uninterrupted one";
+  const auto history = [](const std::string& dir) {
+    return nlohmann::json::parse(
+        slurp(fs::path(dir) / "model" / "meta.json"))["training"]["fit"]["history"];
+  };
+  ASSERT_EQ(history(whole).size(), 3u);
+  for (size_t e = 0; e < 3; ++e)
+    EXPECT_EQ(history(whole)[e]["train_loss"], history(killed)[e]["train_loss"]) << "epoch " << e;
 }
 
 TEST(PretrainStream, AnUnreadableFileAmongManyIsRefusedByNameBeforeTraining) {

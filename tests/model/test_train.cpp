@@ -427,6 +427,8 @@ TEST(TrainOptions, ValuesNoRunCanUseAreRefusedByName) {
        [](TrainOptions& o) { o.optimizer.kind = "sgd"; }},
       {"lr", [](TrainOptions& o) { o.optimizer.lr = 2; }},
       {"batch size", [](TrainOptions& o) { o.batch_size = 0; }},
+      {"interval between state saves", [](TrainOptions& o) { o.save_every_s = -1; }},
+      {"interval between state saves", [](TrainOptions& o) { o.save_every_s = std::nan(""); }},
   };
   for (const Case& c : cases) {
     TrainOptions o;
