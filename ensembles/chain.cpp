@@ -3,7 +3,9 @@
 #include <cmath>
 #include <deque>
 #include <filesystem>
+#include <mutex>
 #include <optional>
+#include <set>
 
 #include "core/base/error.hpp"
 #include "core/base/file_stat.hpp"
@@ -321,6 +323,35 @@ const std::vector<std::string>& chainConfigKeys() {
   return keys;
 }
 
+namespace {
+
+// The keys of a chain config `j` that its classifier never reads: PET's training keys for
+// "mlp", the MLP's for "pet".
+std::vector<std::string> unusedChainConfigKeys(const json& j, const std::string& classifier) {
+  static const std::vector<std::string> pet_only = {
+      "preset",    "model",     "feature_stats", "epochs",    "patience",     "batch_size", "lr",
+      "lr_factor", "optimizer", "weight_decay",  "precision", "fixed_shapes", "cuda_graphs"};
+  std::vector<std::string> unused;
+  if (classifier == "mlp") {
+    for (const auto& k : pet_only)
+      if (j.contains(k)) unused.push_back(k);
+  } else if (classifier == "pet") {
+    for (const char* k : {"mlp", "observables"})
+      if (j.contains(k)) unused.push_back(k);
+  }
+  return unused;
+}
+
+// Said once per process and message: a campaign parses its chain config for every task.
+void warnOnce(const std::string& message) {
+  static std::mutex m;
+  static std::set<std::string> said;
+  std::lock_guard<std::mutex> lock(m);
+  if (said.insert(message).second) logWarn("{}", message);
+}
+
+}  // namespace
+
 ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   if (!j.is_object()) throw InputError(source + ": chain config must be a JSON object");
   for (auto it = j.begin(); it != j.end(); ++it)
@@ -406,6 +437,20 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   if (c.classifier != "pet" && c.classifier != "mlp" && c.classifier != "pet+mlp")
     throw InputError(source + ": classifier must be pet, mlp or pet+mlp (got '" + c.classifier +
                      "')");
+  // Given but never read (before: `"epochs": 2` with classifier mlp trained the MLP for its
+  // own 60 epochs, silently).
+  if (const std::vector<std::string> unused = unusedChainConfigKeys(j, c.classifier);
+      !unused.empty()) {
+    std::string keys;
+    for (const auto& k : unused) keys += (keys.empty() ? "'" : ", '") + k + "'";
+    warnOnce(source + ": " + keys + (unused.size() > 1 ? " are" : " is") +
+             " not used by classifier '" + c.classifier + "'" +
+             (c.classifier == "mlp"
+                  ? " (they set PET's training; the MLP's are 'mlp': {hidden, epochs, patience, "
+                    "batch_size, lr, weight_decay}, with val_fraction)"
+                  : " (PET reads the particles; 'mlp' and 'observables' serve classifiers mlp "
+                    "and pet+mlp)"));
+  }
   if (c.observables.empty() && c.classifier != "pet")
     throw InputError(source + ": 'observables' must name at least one column for classifier " +
                      c.classifier);

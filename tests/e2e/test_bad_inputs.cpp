@@ -791,7 +791,7 @@ TEST_F(BadInputs, CommandLine) {
 // failed), and no file or empty output directory left behind.
 TEST_F(BadInputs, ZFullDisk) {
   std::ofstream(p("mlp_chain.json"))
-      << R"({"classifier": "mlp", "epochs": 1, "mlp": {"epochs": 2, "hidden": [8]}})";
+      << R"({"classifier": "mlp", "mlp": {"epochs": 2, "hidden": [8]}})";
   ASSERT_EQ(run({"unfold", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init", "none", "--out",
                  p("chain"), "--replica", "0", "--member", "0", "--iterations", "1", "--config",
                  p("mlp_chain.json"), "--threads", "1"},

@@ -12,6 +12,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/log.hpp"
 #include "core/base/process.hpp"
 #include "core/base/stop_signal.hpp"
 #include "core/data/jet_reader.hpp"
@@ -486,6 +487,29 @@ TEST_F(ChainTest, ConfigsNoStepCouldTrainWithAreRefusedWhenRead) {
   }
   EXPECT_NO_THROW(
       chainConfigFromJson({{"lr", 1e-4}, {"lr_factor", 5}, {"optimizer", "adamw"}}, "cfg"));
+}
+
+// Keys the classifier never reads are said once per process (a campaign reads the config for
+// every task): PET's training keys with classifier mlp (before: "epochs": 2 trained the MLP
+// for its own 60 epochs, silently), the MLP's with classifier pet. pet+mlp reads both.
+TEST(ChainConfigKeys, KeysTheClassifierDoesNotReadAreSaidOnce) {
+  foldfarm::initLogging("info");  // to stderr, as the commands log
+  const auto said = [](const nlohmann::json& j, const std::string& source) {
+    ::testing::internal::CaptureStderr();
+    for (int k = 0; k < 3; ++k) chainConfigFromJson(j, source);
+    return ::testing::internal::GetCapturedStderr();
+  };
+  const std::string mlp =
+      said({{"classifier", "mlp"}, {"epochs", 2}, {"lr", 1e-4}, {"mlp", {{"epochs", 3}}}}, "a");
+  EXPECT_NE(mlp.find("a: 'epochs', 'lr' are not used by classifier 'mlp' (they set PET's "
+                     "training; the MLP's are 'mlp'"),
+            std::string::npos)
+      << mlp;
+  EXPECT_EQ(mlp.find("not used"), mlp.rfind("not used")) << "said once: " << mlp;
+  const std::string pet = said({{"classifier", "pet"}, {"mlp", {{"epochs", 3}}}}, "b");
+  EXPECT_NE(pet.find("b: 'mlp' is not used by classifier 'pet'"), std::string::npos) << pet;
+  EXPECT_EQ(said({{"classifier", "pet+mlp"}, {"epochs", 2}, {"mlp", {{"epochs", 3}}}}, "c"), "");
+  EXPECT_EQ(said({{"classifier", "mlp"}, {"val_fraction", 0.2}, {"max_weight", 20}}, "d"), "");
 }
 
 // Size overrides with a foundation would be ignored (the checkpoint fixes the model): refused
