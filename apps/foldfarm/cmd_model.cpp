@@ -352,6 +352,7 @@ void runMlpBench(const MlpBenchArgs& a) {
         fmt::format("; CPU {:.3f} s per epoch: x{:.2f} (largest logit difference {:.2g})",
                     j.at("cpu").at("epoch_s").get<double>(), j.at("speedup_vs_cpu").get<double>(),
                     j.at("max_logit_difference").get<double>());
+  if (j.contains("compare_note")) line += "; --compare: " + j.at("compare_note").get<std::string>();
   std::printf("%s\n", line.c_str());
 }
 

@@ -426,8 +426,13 @@ json benchMlp(const MlpBenchOptions& a) {
   json j = {{"device", dev.toJson()}, {"rows", a.rows},     {"columns", a.columns},
             {"hidden", a.hidden},     {"batch", a.batch},   {"epochs", a.epochs},
             {"threads", a.threads},   {"fit", figures(run)}};
-  if (a.compare) {
-    const Run cpu = dev.isCuda() ? once(torch::kCPU) : run;
+  if (a.compare && !dev.isCuda()) {
+    // Before: the CPU fit compared with itself, "speedup_vs_cpu": 1.
+    j["speedup_vs_cpu"] = nullptr;
+    j["compare_note"] =
+        "the fit ran on the CPU (" + dev.reason + "): there is no GPU fit to compare it with";
+  } else if (a.compare) {
+    const Run cpu = once(torch::kCPU);
     double worst = 0;
     for (size_t i = 0; i < run.logits.size(); ++i)
       worst = std::max(worst, std::abs(static_cast<double>(run.logits[i]) - cpu.logits[i]));

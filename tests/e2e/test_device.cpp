@@ -369,8 +369,8 @@ TEST_F(Device, BenchOptimTimesBothFormsAndFindsThemBitIdentical) {
 }
 
 TEST_F(Device, BenchMlpFitsOnTheDeviceWithTheCpuFitBeside) {
-  // On the CPU the compared fit is the same fit; on a GPU (when there is one) the device's fit
-  // must end where the CPU's does.
+  // On a GPU (when there is one) the device's fit must end where the CPU's does; on the CPU
+  // there is nothing to compare, said (before: the fit compared with itself, a speed-up of 1).
   const bool gpu = hasCuda() && facts_.at("visible_gpus").get<int>() > 0;
   const foldfarm::ProcessResult r = runFoldfarm(
       {"bench", "mlp", "--device", gpu ? "cuda" : "cpu", "--rows", "400", "--epochs", "2",
@@ -382,17 +382,19 @@ TEST_F(Device, BenchMlpFitsOnTheDeviceWithTheCpuFitBeside) {
   EXPECT_EQ(j.at("device").at("device").get<std::string>().substr(0, 4), gpu ? "cuda" : "cpu");
   // 360 training rows (a tenth validates) in batches of 100: 4 steps per epoch.
   EXPECT_EQ(j.at("fit").at("steps").get<int64_t>(), 8);
-  EXPECT_EQ(j.at("cpu").at("steps").get<int64_t>(), 8);
   EXPECT_GT(j.at("fit").at("rows_per_s").get<double>(), 0);
   EXPECT_TRUE(std::isfinite(j.at("fit").at("best_val_loss").get<double>()));
   if (gpu) {
+    EXPECT_EQ(j.at("cpu").at("steps").get<int64_t>(), 8);
     // A sanity bound only: the process multiplies in TF32 on the GPU (as chains do), and the
     // first AdamW steps move each weight by about +-lr whatever the gradient's size. The fit
     // on the GPU equals the CPU's to 1e-4 in fp32 with TF32 off (test_model_gpu_train).
     EXPECT_LT(j.at("max_logit_difference").get<double>(), 5e-2);
   } else {
-    EXPECT_EQ(j.at("max_logit_difference").get<double>(), 0.0);
-    EXPECT_EQ(j.at("speedup_vs_cpu").get<double>(), 1.0);
+    EXPECT_FALSE(j.contains("cpu")) << j.dump();
+    EXPECT_TRUE(j.at("speedup_vs_cpu").is_null()) << j.dump();
+    EXPECT_NE(j.at("compare_note").get<std::string>().find("there is no GPU fit to compare"),
+              std::string::npos);
   }
   const foldfarm::ProcessResult bad = runFoldfarm({"bench", "mlp", "--rows", "5"}, dir_);
   EXPECT_EQ(bad.exitCode, 2) << bad.err;
