@@ -121,6 +121,14 @@ std::string resolveCheckpointDir(const std::string& given) {
                    "the output of `foldfarm pretrain`, or --init none to train from scratch");
 }
 
+std::string checkpointIdentity(const std::string& dir) {
+  const std::string meta_path = (fs::path(dir) / "meta.json").string();
+  const nlohmann::json j = readJsonFile(meta_path, "");
+  if (!j.is_object() || !j.contains("meta_sha256") || !j.at("meta_sha256").is_string())
+    throw InputError(meta_path + ": no meta_sha256: not a foldfarm checkpoint, or a damaged one");
+  return j.at("meta_sha256").get<std::string>();
+}
+
 Checkpoint readCheckpoint(const std::string& dir) {
   const std::string meta_path = (fs::path(dir) / "meta.json").string();
   if (!fs::exists(meta_path))

@@ -54,6 +54,10 @@ Checkpoint readCheckpoint(const std::string& dir);
 // `finetune` (holding model/meta.json). Throws InputError naming `dir` otherwise, and for a
 // training's state/ (its meta names the optimiser's state): no trained model.
 std::string resolveCheckpointDir(const std::string& dir);
+// What tells a checkpoint from any other, wherever it lies: the SHA-256 of its description
+// (which holds its payload's). Throws InputError naming `dir` when meta.json cannot be read
+// or has none (readCheckpoint says more).
+std::string checkpointIdentity(const std::string& dir);
 
 // Model tensors under `prefix` ("model.", "ema.", ...).
 void addModelTensors(Pet& model, const std::string& prefix,

@@ -72,10 +72,12 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
                      "it or choose a new --out");
   const std::string init_dir = opt.init == "none" ? "" : resolveCheckpointDir(opt.init);
   // A resume continues the state's training: from another checkpoint it would be recorded
-  // as warm-started from that one.
-  o.resume_options = {{"--init", init_dir.empty()
-                                     ? std::string("none")
-                                     : fs::absolute(init_dir).lexically_normal().string()}};
+  // as warm-started from that one. The checkpoint is known by its description's checksum:
+  // a copy elsewhere (scratch purged, moved to another file system) is the same --init.
+  o.resume_options = {{"--init", "none"}};
+  if (!init_dir.empty())
+    o.resume_options["--init"] = {{"shown", fs::absolute(init_dir).lexically_normal().string()},
+                                  {"identity", checkpointIdentity(init_dir)}};
 
   // 2. Test rows and the rest.
   const data::JetArrays raw = data::readJetsFiles({opt.train}, 0);

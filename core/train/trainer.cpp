@@ -316,14 +316,32 @@ void Trainer::saveState(const nlohmann::json& training) {
 namespace {
 
 // InputError naming the first option (of `now`) that the state in `state_dir` was written with
-// another value of (`kept`: option -> value, as the user types them).
+// another value of (`kept`: option -> value, as the user types them). A value may be
+// {"shown": as typed, "identity": what must match} (a checkpoint moved or copied elsewhere is
+// the same --init; another one at the same path is not); one of a state written before
+// identities compares as shown.
 void refuseOtherOptions(const nlohmann::json& kept, const nlohmann::json& now,
                         const std::string& state_dir) {
-  for (const auto& [option, value] : now.items())
-    if (kept.contains(option) && kept[option] != value)
-      throw InputError(state_dir + ": training state was written with " + option + " " +
-                       kept[option].dump() + ", not " + value.dump() + "; resume with " + option +
-                       " " + kept[option].dump() + " or use a new output directory");
+  const auto identified = [](const nlohmann::json& v) {
+    return v.is_object() && v.contains("shown") && v.contains("identity");
+  };
+  const auto shown = [&](const nlohmann::json& v) { return identified(v) ? v.at("shown") : v; };
+  for (const auto& [option, value] : now.items()) {
+    if (!kept.contains(option)) continue;
+    const nlohmann::json& was = kept[option];
+    const bool both = identified(was) && identified(value);
+    if (both ? was.at("identity") == value.at("identity") : shown(was) == shown(value)) continue;
+    if (both && shown(was) == shown(value))
+      throw InputError(state_dir + ": training state was written from " + option + " " +
+                       shown(was).dump() + " as it was then; it holds another one now (" +
+                       value.at("identity").dump() + ", not " + was.at("identity").dump() +
+                       "); resume from the one it started from or use a new output directory");
+    throw InputError(state_dir + ": training state was written with " + option + " " +
+                     shown(was).dump() + ", not " + shown(value).dump() + "; resume with " +
+                     option + " " + shown(was).dump() +
+                     " (or a copy of it) or use a new output "
+                     "directory");
+  }
 }
 
 }  // namespace

@@ -722,6 +722,51 @@ TEST(Finetune, ResumeWithOtherDataOptionsNamesTheOption) {
   EXPECT_TRUE(runFinetuning(o).fit.resumed);
 }
 
+// The checkpoint a fine-tuning started from is known by its checksum, not its path: a copy
+// elsewhere (its scratch purged) resumes (before: refused, "written with --init <old path>"),
+// another checkpoint put at the same path is refused, saying so.
+TEST(Finetune, AResumeTakesACopyOfItsInitElsewhereButNotAnotherCheckpointAtItsPath) {
+  TempDir dir;
+  const std::string train = writeLabelledJets(dir.path, 96);
+  const std::string base = dir.path + "/base", other = dir.path + "/other";
+  runFinetuning(quickFinetune(train, base));
+  FinetuneOptions other_o = quickFinetune(train, other);
+  other_o.fit.seed = 9;
+  runFinetuning(other_o);
+  const auto stopped = [&](const std::string& init, const std::string& out) {
+    FinetuneOptions o = quickFinetune(train, out);
+    o.init = init;
+    o.fit.stop_at_step = 3;
+    EXPECT_THROW(runFinetuning(o), InterruptedError);
+    o.fit.stop_at_step = -1;
+    o.fit.resume = true;
+    return o;
+  };
+  FinetuneOptions o = stopped(base, dir.path + "/a");
+  const std::string moved = dir.path + "/moved";
+  fs::copy(base, moved, fs::copy_options::recursive);
+  fs::remove_all(base);
+  o.init = moved;
+  EXPECT_TRUE(runFinetuning(o).fit.resumed);
+
+  FinetuneOptions b = stopped(moved, dir.path + "/b");
+  const std::string state = readFile(dir.path + "/b/state/meta.json");
+  fs::remove_all(moved);
+  fs::copy(other, moved, fs::copy_options::recursive);
+  try {
+    runFinetuning(b);
+    ADD_FAILURE() << "resumed from another checkpoint at the same path";
+  } catch (const InputError& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("written from --init \"" +
+                                   fs::absolute(moved + "/model").lexically_normal().string() +
+                                   "\" as it was then; it holds another one now"),
+        std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(readFile(dir.path + "/b/state/meta.json"), state);
+}
+
 // LibTorch's errors reach the user as one line: their message without the C++ backtrace
 // that c10::Error::what() appends, and an allocation failure is told apart.
 TEST(TorchError, LibTorchErrorsAreOneLineAndAllocationFailuresAreKnown) {
