@@ -24,6 +24,30 @@ namespace foldfarm {
 
 using nlohmann::json;
 
+namespace {
+
+// Jet feature f (standardised) of a generated jet: the class's normal distribution, drawn
+// again where it gives no jet (pT <= 0, mass < 0; before: jets of negative pT from a class
+// of wide spread). Draws that are physical from the start are those of the plain normal.
+double drawJetFeature(int f, float mean, float sd, const data::FeatureStats& st,
+                      std::normal_distribution<double>& norm, std::mt19937_64& rng,
+                      const GenerateOptions& a) {
+  constexpr int kPt = 0, kMass = 2, kTries = 1000;
+  for (int k = 0; k < kTries; ++k) {
+    const double z = mean + sd * norm(rng);
+    const double raw = z * st.jet_std[f] + st.jet_mean[f];
+    if ((f != kPt || raw > 0) && (f != kMass || raw >= 0)) return z;
+  }
+  throw InputError(a.checkpoint + ": class " + std::to_string(a.class_index) + "'s jet " +
+                   (f == kPt ? "pT" : "mass") + " distribution (mean " +
+                   std::to_string(mean * st.jet_std[f] + st.jet_mean[f]) + ", spread " +
+                   std::to_string(sd * st.jet_std[f]) + ") gave no physical value in " +
+                   std::to_string(kTries) +
+                   " draws: its pretraining jets have no such values; pretrain on real jets");
+}
+
+}  // namespace
+
 data::JetArrays generateJets(const GenerateOptions& a) {
   if (a.jets < 1) throw InputError("generate: --jets must be >= 1, not " + std::to_string(a.jets));
   // The sampler's error is long converged by a thousand steps; 10^5 is surely a typo's bound.
@@ -75,7 +99,7 @@ data::JetArrays generateJets(const GenerateOptions& a) {
     torch::Tensor mask = torch::zeros({n, P});
     std::vector<int64_t> mult(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
-      for (int f = 0; f < 4; ++f) jets[i][f] = mean[f] + sd[f] * norm(rng);
+      for (int f = 0; f < 4; ++f) jets[i][f] = drawJetFeature(f, mean[f], sd[f], st, norm, rng, a);
       const double raw_mult = jets[i][3].item<double>() * st.jet_std[3] + st.jet_mean[3];
       mult[static_cast<size_t>(i)] = std::clamp<int64_t>(std::llround(raw_mult), 1, P);
       jets[i][3] =

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/atomic_file.hpp"
+#include "core/base/sha256.hpp"
 #include "core/data/jet_files.hpp"
 #include "tests/support/run_child.hpp"
 
@@ -431,4 +432,35 @@ TEST_F(Device, GenerateSamplesTheClassRepeatablyFromTheSeed) {
     EXPECT_GE(a.multiplicity(i), 1) << i;
     EXPECT_EQ(static_cast<float>(a.multiplicity(i)), a.jet(i)[3]) << i;
   }
+  // A class whose jets' pT spreads across 0 (its conditioning moved there, the checkpoint
+  // rewritten with its checksum): every generated jet has pT > 0 and mass >= 0 (before: the
+  // normal draw gave jets of negative pT); one that cannot give a positive pT is refused.
+  const auto moveClass = [&](double pt_sigmas) {
+    const std::string meta_path = ck + "/model/meta.json";
+    json j = json::parse(foldfarm::readFile(meta_path));
+    json& cond = j["extra"]["jet_conditioning"]["2"];
+    const double jet_mean = j["feature_stats"]["jet_mean"][0];
+    const double jet_std = j["feature_stats"]["jet_std"][0];
+    const double sd = cond["std"][0].get<double>();
+    // The standardised mean whose raw pT lies pt_sigmas spreads from 0.
+    cond["mean"][0] = (pt_sigmas * sd * jet_std - jet_mean) / jet_std;
+    j.erase("meta_sha256");
+    j["meta_sha256"] = foldfarm::sha256Hex(j.dump());
+    foldfarm::writeFileAtomic(meta_path, j.dump(2) + "\n");
+  };
+  moveClass(0.0);
+  const foldfarm::data::JetArrays wide = generate("wide.h5", 7);
+  ASSERT_EQ(wide.n, 5);
+  for (int64_t i = 0; i < wide.n; ++i) {
+    EXPECT_GT(wide.jet(i)[0], 0.f) << "pT of jet " << i;
+    EXPECT_GE(wide.jet(i)[2], 0.f) << "mass of jet " << i;
+  }
+  moveClass(-50.0);
+  const foldfarm::ProcessResult none =
+      runFoldfarm({"generate", "--ckpt", ck, "--class", "2", "--jets", "5", "--steps", "4",
+                   "--threads", "1", "--device", "cpu", "--out", (dir_ / "none.h5").string()},
+                  dir_);
+  EXPECT_EQ(none.exitCode, 2) << none.err;
+  EXPECT_NE(none.err.find("class 2's jet pT distribution"), std::string::npos) << none.err;
+  EXPECT_FALSE(fs::exists(dir_ / "none.h5"));
 }
