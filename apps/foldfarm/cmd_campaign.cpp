@@ -244,12 +244,9 @@ void aggregateAfterRun(const std::string& dir, bool aggregate) {
     printAggregation(dir, ensembles::aggregateCampaign(dir, "", {}, /*all_done=*/true).toJson());
 }
 
-// `campaign run` / `resume`'s options on `parent`, bound to `a` (no callback): the commands
-// themselves, and `slurm render pilot`'s check of the arguments it puts in a batch script.
-CLI::App* addRunCommand(CLI::App& parent, const std::string& name, RunArgs& a) {
-  CLI::App* c = parent.add_subcommand(
-      name, name == "run" ? "Run the campaign's pending tasks (local worker pool or MPI pilot)"
-                          : "Continue a stopped or crashed campaign from its journal");
+// The options of every command that runs a campaign's tasks (`run`, `resume`, `retry`) on
+// `c`, bound to `a`.
+void addRunOptions(CLI::App* c, RunArgs& a) {
   c->add_option("dir", a.dir, "Campaign directory")->required();
   c->add_option("--executor", a.executor, "local, mpi or slurm (default: the spec's)")
       ->check(CLI::IsMember({"local", "mpi", "slurm"}));
@@ -261,6 +258,15 @@ CLI::App* addRunCommand(CLI::App& parent, const std::string& name, RunArgs& a) {
       ->capture_default_str()
       ->check(cli::kPositive);
   addAggregateFlag(*c, a.aggregate);
+}
+
+// `campaign run` / `resume`'s options on `parent`, bound to `a` (no callback): the commands
+// themselves, and `slurm render pilot`'s check of the arguments it puts in a batch script.
+CLI::App* addRunCommand(CLI::App& parent, const std::string& name, RunArgs& a) {
+  CLI::App* c = parent.add_subcommand(
+      name, name == "run" ? "Run the campaign's pending tasks (local worker pool or MPI pilot)"
+                          : "Continue a stopped or crashed campaign from its journal");
+  addRunOptions(c, a);
   return c;
 }
 
@@ -338,14 +344,12 @@ void registerCampaignCommands(CommandGroups& g) {
         "Rerun only the failed (--failed) or cancelled (--cancelled) tasks, or the tasks named "
         "(--task ID, done ones too: an output damaged or lost; their directories and the "
         "aggregation's move to D/superseded/)");
-    auto dir = std::make_shared<std::string>();
+    auto a = std::make_shared<RunArgs>();
     auto failed = std::make_shared<bool>(false);
     auto cancelled = std::make_shared<bool>(false);
     auto tasks = std::make_shared<std::vector<std::string>>();
-    auto executor = std::make_shared<std::string>();
-    auto aggregate = std::make_shared<bool>(false);
-    c->add_option("dir", *dir, "Campaign directory")->required();
-    addAggregateFlag(*c, *aggregate);
+    // The options of `run` (before: no --slots, a retry ran on the spec's slots).
+    addRunOptions(c, *a);
     // At least one of the three (retryStates refuses none, naming them).
     c->add_flag("--failed", *failed, "Move failed tasks back to pending and run them");
     c->add_flag("--cancelled", *cancelled,
@@ -353,18 +357,17 @@ void registerCampaignCommands(CommandGroups& g) {
     c->add_option("--task", *tasks,
                   "Run this task again (repeatable), whatever it did: a done task's outputs move "
                   "to D/superseded/ first");
-    c->add_option("--executor", *executor, "local, mpi or slurm (default: the spec's)")
-        ->check(CLI::IsMember({"local", "mpi", "slurm"}));
-    c->callback([dir, executor, failed, cancelled, tasks, aggregate] {
-      if (*aggregate) checkAggregatable(*dir);
-      jobs::RunOptions o = runOptions(0);
-      o.retry = jobs::retryStates(*dir, *failed, *cancelled, !tasks->empty());
+    c->callback([a, failed, cancelled, tasks] {
+      if (a->aggregate) checkAggregatable(a->dir);
+      jobs::RunOptions o = runOptions(a->slots);
+      o.lost_after_s = a->lost_after;
+      o.retry = jobs::retryStates(a->dir, *failed, *cancelled, !tasks->empty());
       // The kinds first: the named tasks' checks read the campaign's spec.
       registerAllTaskKinds();
       if (!tasks->empty() && dist::detectLaunch().rank == 0)
-        jobs::printTaskRerun(*dir, jobs::rerunNamedTasks(*dir, *tasks));
-      runCampaign(*dir, *executor, o, "tasks failed again");
-      aggregateAfterRun(*dir, *aggregate);
+        jobs::printTaskRerun(a->dir, jobs::rerunNamedTasks(a->dir, *tasks));
+      runCampaign(a->dir, a->executor, o, "tasks failed again");
+      aggregateAfterRun(a->dir, a->aggregate);
     });
   }
   registerCampaignCancelCommand(*campaign);

@@ -159,7 +159,12 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   const std::string lost = dir + "/tasks/r0003m1/result.json";
   ASSERT_TRUE(exists(lost));
   fs::remove(lost);
-  ASSERT_EQ(runFoldfarm({"campaign", "retry", dir, "--task", "r0003m1"}, scratch_, "retry-task"), 0)
+  // On the slots given, as `run` takes them (before: no --slots; the spec's).
+  ASSERT_EQ(runFoldfarm({"campaign", "retry", dir, "--task", "r0003m1", "--slots", "3"}, scratch_,
+                        "retry-task"),
+            0)
+      << readText(scratch_ + "/retry-task.err");
+  EXPECT_NE(readText(scratch_ + "/retry-task.err").find(" 3 slot(s) asked for"), std::string::npos)
       << readText(scratch_ + "/retry-task.err");
   EXPECT_NE(readText(scratch_ + "/retry-task.out").find("1 task(s) run again (r0003m1)"),
             std::string::npos)
