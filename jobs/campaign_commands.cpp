@@ -367,9 +367,14 @@ void extendCommand(const std::string& dir, const ExtendRequest& request, bool dr
     std::printf("%s\n", s.toJson().dump(2).c_str());
     return;
   }
+  for (const std::string& setting : s.settings)
+    std::printf("campaign %s: %s%s\n", dir.c_str(), setting.c_str(),
+                s.dry_run ? " (--dry-run: not changed)" : " from now on");
   if (s.added() == 0) {
-    std::printf("campaign %s: the spec adds no task to its %d; nothing changed\n", dir.c_str(),
-                s.tasks_before);
+    std::printf("campaign %s: the spec adds no task to its %d; %s\n", dir.c_str(), s.tasks_before,
+                s.settings.empty() ? "nothing changed"
+                : s.dry_run        ? "nothing changed (--dry-run)"
+                                   : "the tasks' results and the aggregation are as they were");
     return;
   }
   for (const ExtendedSet& set : s.sets) {

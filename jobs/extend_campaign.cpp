@@ -17,9 +17,12 @@ namespace {
 using nlohmann::json;
 
 constexpr const char* kExtendAdvice =
-    "; `campaign extend` adds replicas, members, variations and overrides of new tasks and "
-    "changes nothing the campaign's tasks run with: for that, make a new campaign (`foldfarm "
-    "campaign init`)";
+    "; `campaign extend` adds replicas, members, variations and overrides of new tasks, and "
+    "changes time_limit_s and retry, but nothing else the campaign's tasks run with: for that, "
+    "make a new campaign (`foldfarm campaign init`)";
+
+// The keys of how tasks are run, not of what they compute.
+constexpr const char* kRunSettings[] = {"time_limit_s", "retry"};
 
 // InputError naming the first key of `a` (the campaign's) and `b` (`from`'s) that differs.
 void requireSame(const json& a, const json& b, const std::string& prefix, const std::string& from) {
@@ -36,7 +39,27 @@ json fixedPart(const CampaignSpec& s) {
   json j = s.toJson();
   for (const char* k : {"replicas", "members", "overrides", "variations", "inputs_at_init"})
     j.erase(k);
+  for (const char* k : kRunSettings) j.erase(k);
   return j;
+}
+
+// "time_limit_s 600 -> 3600", "retry.max_attempts 3 -> 5": the run settings `next` changes.
+std::vector<std::string> changedRunSettings(const CampaignSpec& old, const CampaignSpec& next) {
+  const json a = old.toJson(), b = next.toJson();
+  std::vector<std::string> changed;
+  const auto add = [&](const std::string& key, const json& was, const json& now) {
+    if (was != now) changed.push_back(key + " " + was.dump() + " -> " + now.dump());
+  };
+  for (const char* k : kRunSettings) {
+    const json was = a.value(k, json()), now = b.value(k, json());
+    if (was.is_object() && now.is_object()) {
+      for (auto it = now.begin(); it != now.end(); ++it)
+        add(std::string(k) + "." + it.key(), was.value(it.key(), json()), it.value());
+    } else {
+      add(k, was, now);
+    }
+  }
+  return changed;
 }
 
 json variationFixedPart(const json& v) {
@@ -206,15 +229,11 @@ json ExtendSummary::toJson() const {
          {"before", {{"replicas", s.replicas_before}, {"members", s.members_before}}},
          {"after", {{"replicas", s.replicas}, {"members", s.members}}},
          {"added", s.added}});
-  return {{"dry_run", dry_run},
-          {"tasks_before", tasks_before},
-          {"tasks_after", tasks_after},
-          {"added", added()},
-          {"sets", sets_json},
-          {"first_added", first_added},
-          {"renumbered", renumbered},
-          {"new_inputs", new_inputs},
-          {"aggregate_moved", aggregate_moved},
+  return {{"dry_run", dry_run},         {"tasks_before", tasks_before},
+          {"tasks_after", tasks_after}, {"added", added()},
+          {"sets", sets_json},          {"first_added", first_added},
+          {"renumbered", renumbered},   {"new_inputs", new_inputs},
+          {"settings", settings},       {"aggregate_moved", aggregate_moved},
           {"moved_to", moved_to}};
 }
 
@@ -272,9 +291,10 @@ ExtendSummary extendCampaign(const std::string& dir_in, const ExtendRequest& req
   }
   next.inputs_at_init = old.inputs_at_init;
   if (!old.inputs_at_init.empty()) sum.new_inputs = unrecordedInputs(next, old.inputs_at_init);
-  if (added.empty()) return sum;
+  sum.settings = changedRunSettings(old, next);
+  if (added.empty() && sum.settings.empty()) return sum;
   if (dry_run) {
-    sum.aggregate_moved = aggregateHoldsOutputs(dir);
+    sum.aggregate_moved = !added.empty() && aggregateHoldsOutputs(dir);
     return sum;
   }
 
@@ -298,10 +318,13 @@ ExtendSummary extendCampaign(const std::string& dir_in, const ExtendRequest& req
   c.journal().extend(new_index_of, added, "created by `campaign extend`",
                      {{kFrozenSpecMeta, spec_text}, {kFrozenSpecBeforeMeta, before_text}});
   faultPoint("extend.journal");
-  // 5. The aggregation's outputs, which the new tasks make stale, out of the way.
-  SupersededOutputs aside(dir);
-  sum.aggregate_moved = aside.moveAggregate();
-  sum.moved_to = aside.path();
+  // 5. The aggregation's outputs, which the new tasks make stale, out of the way (run settings
+  //    alone change no result).
+  if (!added.empty()) {
+    SupersededOutputs aside(dir);
+    sum.aggregate_moved = aside.moveAggregate();
+    sum.moved_to = aside.path();
+  }
   faultPoint("extend.aggregate");
   // 6. The spec the tasks and every command read.
   writeFileAtomic(origin, spec_text);

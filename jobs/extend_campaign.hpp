@@ -11,7 +11,11 @@
 //   replicas, members          the nominal counts, not below the campaign's;
 //   variations                 new ones; an existing one's replicas and members, not below
 //                              its own (everything else of it unchanged);
-//   overrides                  of new tasks only.
+//   overrides                  of new tasks only;
+//   time_limit_s, retry        how tasks are run, not what they compute (a time limit too
+//                              short for the tasks, more attempts): the new values apply to
+//                              every attempt from then on, with or without tasks added, and
+//                              leave the aggregation as it is.
 // Anything else (inputs, chain, params, seed, resources, …) is refused with the key named:
 // the tasks done so far ran without it. So is a change of an existing task's definition that
 // the new tasks would cause: a nominal task a new warm-started variation would start from
@@ -68,8 +72,10 @@ struct ExtendSummary {
   std::vector<std::string> first_added;  // ids of the first new tasks (up to 8), for messages
   int renumbered = 0;                    // existing tasks whose index changes
   std::vector<std::string> new_inputs;   // input paths checked and recorded
-  bool aggregate_moved = false;          // D/aggregate held outputs (dry run: holds)
-  std::string moved_to;                  // D/superseded/<time>-<pid> ("" when nothing moved)
+  // The run settings changed ("time_limit_s 600 -> 3600", "retry.max_attempts 3 -> 5").
+  std::vector<std::string> settings;
+  bool aggregate_moved = false;  // D/aggregate held outputs (dry run: holds)
+  std::string moved_to;          // D/superseded/<time>-<pid> ("" when nothing moved)
   int added() const { return tasks_after - tasks_before; }
   nlohmann::json toJson() const;
 };

@@ -410,7 +410,8 @@ void registerCampaignCommands(CommandGroups& g) {
     c->add_option("dir", *dir, "Campaign directory")->required();
     c->add_option("--spec", *spec,
                   "The campaign's spec with tasks added (counts, variations, overrides of new "
-                  "tasks); anything else changed is refused, naming the key")
+                  "tasks) or other run settings (time_limit_s, retry; alone too: they change no "
+                  "result); anything else changed is refused, naming the key")
         ->check(CLI::ExistingFile);
     c->add_option("--replicas", *replicas,
                   "Replicas of the nominal tasks, or of --variation's (not below the campaign's)")

@@ -322,6 +322,52 @@ TEST_F(ExtendCampaign, RefusesAnythingButMoreTasksAndChangesNothing) {
   EXPECT_FALSE(fs::exists(dir_ + "/aggregate/summary.json")) << "moved aside";
 }
 
+// How tasks are run (a time limit too short for them, more attempts) changes with `extend
+// --spec`, with no task added: the spec every command reads says the new values, the tasks,
+// their history and the aggregation stay as they were (before: refused; only a new campaign
+// could raise a time limit).
+TEST_F(ExtendCampaign, TheRunSettingsChangeAloneAndTheAggregationStays) {
+  fs::create_directories(dir_ + "/aggregate");
+  writeText(dir_ + "/aggregate/summary.json", "{}");
+  const auto events_before = eventsOf(dir_);
+  json longer = baseSpec();
+  longer["time_limit_s"] = 7200;
+  longer["retry"] = {{"max_attempts", 5}};
+  const std::string path = writeSpec(scratch_, longer, "longer.json");
+  const std::string spec_before = readText(dir_ + "/spec.json");
+  ToolRun dry = runTool({"extend", dir_, "--spec", path, "--dry-run"}, scratch_, "longer-dry");
+  ASSERT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_NE(dry.out.find("time_limit_s 0.0 -> 7200.0 (--dry-run: not changed)"), std::string::npos)
+      << dry.out;
+  EXPECT_EQ(readText(dir_ + "/spec.json"), spec_before);
+  ToolRun r = runTool({"extend", dir_, "--spec", path}, scratch_, "longer");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("time_limit_s 0.0 -> 7200.0 from now on"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("retry.max_attempts 3 -> 5 from now on"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("the tasks' results and the aggregation are as they were"),
+            std::string::npos)
+      << r.out;
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+    EXPECT_EQ(c.spec().time_limit_s, 7200.0);
+    EXPECT_EQ(c.spec().retry.max_attempts, 5);
+    EXPECT_EQ(c.tasks().size(), 6u);
+  }
+  EXPECT_EQ(eventsOf(dir_), events_before);
+  EXPECT_TRUE(fs::exists(dir_ + "/aggregate/summary.json"));
+  EXPECT_FALSE(fs::exists(dir_ + "/superseded"));
+  // The same spec again changes nothing; a run setting beside another change is still refused
+  // by that change.
+  ToolRun again = runTool({"extend", dir_, "--spec", path}, scratch_, "longer-again");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("nothing changed"), std::string::npos) << again.out;
+  longer["seed"] = 78;
+  ToolRun seed = runTool({"extend", dir_, "--spec", writeSpec(scratch_, longer, "seed.json")},
+                         scratch_, "longer-seed");
+  EXPECT_EQ(seed.exit_code, kExitBadInput) << seed.err;
+  EXPECT_NE(seed.err.find("'seed' = 78 differs"), std::string::npos) << seed.err;
+}
+
 // `--variation V --replicas R --members M`: a variation's counts grow without a spec edit, to
 // the campaign whose spec says so from the start; the nominal tasks and the other variation
 // are untouched and only the new tasks run. A variation the campaign lacks, a --variation
