@@ -100,7 +100,8 @@ void Progress::render(bool final_line, const std::string& extra) {
   std::snprintf(stats, sizeof(stats), "%lld/%lld %s  %s  elapsed %s  ETA %s",
                 static_cast<long long>(done_), static_cast<long long>(total_), unit_.c_str(),
                 formatRate(rate(), unit_).c_str(), formatDuration(el).c_str(),
-                final_line ? "0s" : formatDuration(etaSeconds()).c_str());
+                // A last line before the end (a stop) has work left: its ETA, not 0s.
+                final_line && done_ >= total_ ? "0s" : formatDuration(etaSeconds()).c_str());
   std::string tail = extra.empty() ? "" : "  " + extra;
   if (tty_) {
     const int width = 28;

@@ -5,6 +5,7 @@
 #include <limits>
 #include <thread>
 
+#include "core/base/log.hpp"
 #include "core/base/progress.hpp"
 
 using namespace foldfarm;
@@ -56,4 +57,25 @@ TEST(Progress, AResumedRunsRateCountsItsOwnUnitsOnly) {
   EXPECT_NEAR(resumed.rate() / fresh.rate(), 1.0, 0.05);
   // What is left: 950 units at the fresh run's rate, 50 at the resumed one's.
   EXPECT_NEAR(fresh.etaSeconds() / resumed.etaSeconds(), 950.0 / 50.0, 1.0);
+}
+
+// The last line of work stopped before its end says that work is left (before: "ETA 0s" on a
+// campaign stopped with 0 of 10 tasks done).
+TEST(Progress, TheLastLineOfStoppedWorkHasNoZeroEta) {
+  initLogging("info");
+  const auto lastLine = [](int64_t done) {
+    ::testing::internal::CaptureStderr();
+    {
+      Progress p("camp", 10, "tasks");
+      p.update(done);
+      p.finish(done < 10 ? "interrupted" : "");
+    }
+    return ::testing::internal::GetCapturedStderr();
+  };
+  const std::string stopped = lastLine(0);
+  EXPECT_NE(stopped.find("0/10 tasks"), std::string::npos) << stopped;
+  EXPECT_NE(stopped.find("ETA ?  interrupted"), std::string::npos) << stopped;
+  const std::string done = lastLine(10);
+  EXPECT_NE(done.find("10/10 tasks"), std::string::npos) << done;
+  EXPECT_NE(done.find("ETA 0s"), std::string::npos) << done;
 }
