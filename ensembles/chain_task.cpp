@@ -100,7 +100,12 @@ std::string foundationDir(const ChainSpec& spec) {
   if (spec.init == "none") return "";
   try {
     return resolveCheckpointDir(spec.init);
-  } catch (const InputError&) {
+  } catch (const InputError& e) {
+    // What it holds instead (a training's state/) is said as resolveCheckpointDir says it
+    // (before: "holds no checkpoint (no meta.json…)" beside its meta.json).
+    std::error_code ec;
+    if (std::filesystem::exists(std::filesystem::path(spec.init) / "meta.json", ec))
+      throw InputError(std::string("foundation ") + e.what());
     throw InputError("foundation " + spec.init +
                      ": holds no checkpoint (no meta.json, nor model/meta.json); give the output "
                      "directory of `foldfarm pretrain` once it has written its model, or drop "

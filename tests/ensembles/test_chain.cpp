@@ -601,6 +601,14 @@ TEST(ChainSpec, APresetBesideAFoundationMustBeTheFoundations) {
               ": holds no checkpoint (no meta.json, nor model/meta.json)");
   fs::create_directories(dir / "empty");
   refused((dir / "empty").string(), "foundation " + (dir / "empty").string() + ": holds no");
+  // A training's state (it holds a meta.json) is said to be one (before: "holds no checkpoint
+  // (no meta.json, …)").
+  CheckpointMeta state_meta = meta;
+  state_meta.training = {{"optimizer_state", nlohmann::json::object()}};
+  writeCheckpoint((dir / "pretraining" / "state").string(), state_meta,
+                  {{"model.w", torch::ones({64})}});
+  refused((dir / "pretraining" / "state").string(),
+          "foundation " + (dir / "pretraining" / "state").string() + ": the state of a training");
   writeCheckpoint((dir / "corrupt").string(), meta, {{"model.w", torch::ones({64})}});
   fs::path payload;
   for (const auto& e : fs::directory_iterator(dir / "corrupt"))
