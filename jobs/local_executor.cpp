@@ -95,6 +95,7 @@ void LocalWorkerPool::readAvailable(int slot, std::vector<SlotEvent>& events) {
     events.push_back(std::move(ev));
   }
   if (!eof) return;
+  const pid_t pid = w.process.pid();
   int status = w.process.wait();
   bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
   // Reported even when it ended as asked (stopping, exit 0): a worker that a stop signal
@@ -103,7 +104,7 @@ void LocalWorkerPool::readAvailable(int slot, std::vector<SlotEvent>& events) {
   SlotEvent ev;
   ev.kind = SlotEvent::Kind::kLost;
   ev.slot = slot;
-  ev.reason = "worker pid exited: " + describeWaitStatus(status);
+  ev.reason = "worker (pid " + std::to_string(pid) + ") exited: " + describeWaitStatus(status);
   ev.blame_running_task = !stopping_;
   events.push_back(std::move(ev));
   if (stopping_ && clean) {

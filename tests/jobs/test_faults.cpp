@@ -255,6 +255,10 @@ TEST_F(Faults, KillMinus9OfAWorkerFailsOneAttemptAndTheTaskIsRetried) {
     if (t.failures > 0) {
       ++hit;
       EXPECT_TRUE(anyContains(reasons(t.id), "signal 9")) << t.id;
+      // The worker named by its pid (before: "worker pid exited", no number).
+      EXPECT_TRUE(anyContains(reasons(t.id),
+                              "worker (pid " + std::to_string(workers[0]) + ") exited: signal 9"))
+          << t.id;
     }
   }
   EXPECT_EQ(hit, 1) << "exactly the task the worker was running pays one attempt";
