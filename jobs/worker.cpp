@@ -11,6 +11,8 @@
 #include <mutex>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "core/base/error.hpp"
 #include "core/base/fault_point.hpp"
 #include "core/base/fd.hpp"
@@ -171,7 +173,7 @@ class Watchdog {
       if (cv_.wait_until(lock, deadline_) == std::cv_status::timeout && armed_ && fired_ &&
           Clock::now() >= deadline_) {
         json done = doneMessage(index_, attempt_, 1,
-                                "time limit of " + std::to_string(limit_s_) +
+                                "time limit of " + fmt::format("{:g}", limit_s_) +
                                     " s exceeded and the task did not stop; worker restarted",
                                 started_wall_, wallClockNow(), json());
         // The worker ends after this report and starts no other task: its end is no task's
@@ -250,7 +252,7 @@ int runWorker(int in_fd, int out_fd) {
     }
     if (watchdog.disarm()) {
       r.status = 1;
-      r.reason = "time limit of " + std::to_string(limit) + " s exceeded";
+      r.reason = "time limit of " + fmt::format("{:g}", limit) + " s exceeded";
       r.result = json();
       if (stopSignal() == 0) clearStopRequest();
     }

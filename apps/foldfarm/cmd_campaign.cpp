@@ -458,6 +458,11 @@ void registerCampaignCommands(CommandGroups& g) {
         throw Error(*dir + ": a newer attempt of a task exists; this run did nothing for it",
                     kExitSuperseded);
       }
+      // A stop (scancel, a time limit, preemption) is no failure: the task saved its state.
+      if (rc == kExitInterrupted)
+        throw InterruptedError(*dir +
+                               ": a task stopped (a stop signal: its state is saved, its "
+                               "next attempt continues); see its task.log");
       if (rc != 0)
         throw Error(*dir + ": a task failed (status " + std::to_string(rc) + "); see its task.log",
                     rc == kExitBadInput

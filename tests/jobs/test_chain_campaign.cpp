@@ -702,5 +702,32 @@ TEST_F(ChainCampaign, AWarmStartedVariationOfTheNominalsOwnInputsShiftsNothing) 
   }
 }
 
+// `campaign work` (a Slurm array element) stopped by a signal (scancel, the time limit): the
+// task saved its state, so the element says it stopped and exits 75, not "a task failed
+// (status 75)" with foldfarm: error.
+TEST(CampaignWork, AStoppedTaskIsSaidToHaveStoppedNotFailed) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm executable not built";
+  const std::string scratch = makeScratchDir("work-stop");
+  const std::string dir = scratch + "/camp";
+  const json spec = {{"task", "sleep"}, {"replicas", 1}, {"params", {{"seconds", 60}}}};
+  ASSERT_EQ(runFoldfarm({"campaign", "init", writeSpec(scratch, spec, "sleep.json"), "--dir", dir},
+                        scratch, "init"),
+            0)
+      << readText(scratch + "/init.err");
+  const pid_t pid = startProgram(FOLDFARM_BINARY, {"campaign", "work", dir, "--task", "r0000m0"},
+                                 scratch, "work");
+  const std::string log = dir + "/tasks/r0000m0/task.log";
+  for (int k = 0; k < 600 && !exists(log); ++k)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  EXPECT_EQ(waitExit(pid), 75) << readText(scratch + "/work.err");
+  const std::string err = readText(scratch + "/work.err");
+  EXPECT_NE(err.find("a task stopped (a stop signal: its state is saved"), std::string::npos)
+      << err;
+  EXPECT_EQ(err.find("error"), std::string::npos) << err;
+  fs::remove_all(scratch);
+}
+
 }  // namespace
 }  // namespace foldfarm::jobs

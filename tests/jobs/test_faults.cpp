@@ -116,6 +116,8 @@ TEST_F(Faults, AWorkerEndedByItsWatchdogBlamesNoTaskQueuedBehind) {
   auto stuck = c.journal().task("r0000m0");
   EXPECT_EQ(stuck->state, TaskState::kFailed);
   EXPECT_NE(stuck->reason.find("did not stop"), std::string::npos) << stuck->reason;
+  // The limit as the spec gives it (before: "1.000000 s").
+  EXPECT_NE(stuck->reason.find("time limit of 1 s exceeded"), std::string::npos) << stuck->reason;
   auto behind = c.journal().task("r0001m0");
   EXPECT_EQ(behind->state, TaskState::kDone) << behind->reason;
   EXPECT_EQ(behind->failures, 0);
