@@ -29,8 +29,9 @@ struct ResourceArgs {
   std::vector<std::string> setupFiles;
 
   // `campaign`: the script runs a campaign, whose spec fills what these options leave at
-  // their defaults (slurm_campaign.hpp).
-  void addTo(CLI::App& c, bool campaign) {
+  // their defaults (slurm_campaign.hpp). `requeue`: the job may requeue itself (not array
+  // elements: the submitter resubmits an interrupted task as its next attempt).
+  void addTo(CLI::App& c, bool campaign, bool requeue = true) {
     const std::string spec = campaign ? " (default: the campaign's)" : "";
     c.add_option("--job-name", res.jobName,
                  "Job name (any text; quoted)" +
@@ -63,8 +64,9 @@ struct ResourceArgs {
     c.add_option("--signal-grace", res.signalGraceSeconds,
                  "Seconds before the time limit when USR1 asks workers to checkpoint (0: none)")
         ->capture_default_str();
-    c.add_flag("--requeue", res.requeue,
-               "Let Slurm requeue the job; an interrupted job requeues itself");
+    if (requeue)
+      c.add_flag("--requeue", res.requeue,
+                 "Let Slurm requeue the job; an interrupted job requeues itself");
     c.add_option("--foldfarm", res.foldfarm,
                  "Path of foldfarm on the compute nodes (default: this one)");
   }
@@ -254,7 +256,7 @@ void registerSlurmCommands(CommandGroups& g) {
   CLI::App* ra = render->add_subcommand(
       "array",
       "Campaign as job arrays over its pending tasks (split under MaxArraySize/MaxJobCount)");
-  arr->res.addTo(*ra, true);
+  arr->res.addTo(*ra, true, /*requeue=*/false);
   ra->add_option("dir", arr->dir, "Campaign directory")->required();
   ra->add_option("--tasks-per-element", arr->tasksPerElement,
                  "Tasks per array element (0: automatic)")
@@ -270,7 +272,7 @@ void registerSlurmCommands(CommandGroups& g) {
       "submit",
       "Run campaign D as Slurm job arrays and watch it until done (the results on disk are the "
       "truth: tasks whose job ended without a result are resubmitted)");
-  sub->res.addTo(*sc, true);
+  sub->res.addTo(*sc, true, /*requeue=*/false);
   sc->add_option("dir", sub->dir, "Campaign directory")->required();
   sc->add_option("--tasks-per-element", sub->opts.tasksPerElement,
                  "Tasks per array element (0: automatic)")

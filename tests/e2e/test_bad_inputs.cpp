@@ -762,6 +762,9 @@ TEST_F(BadInputs, CommandLine) {
   // A pilot for no campaign (it once rendered one, to fail in the queue), and GPUs for a
   // campaign whose tasks run on CPUs.
   expectCleanFailure({"slurm", "render", "pilot", p("no_campaign")}, "no_campaign");
+  // Array elements never requeue themselves: not offered (before: offered, then refused).
+  expectCleanFailure({"slurm", "render", "array", p("camp"), "--requeue"}, "--requeue");
+  expectCleanFailure({"slurm", "submit", p("camp"), "--requeue"}, "--requeue");
   expectCleanFailure({"slurm", "render", "pilot", p("camp"), "--", "--executor", "local"},
                      "--executor");
   // An output directory where a file is: refused before anything is read or trained (exit 1
