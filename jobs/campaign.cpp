@@ -750,6 +750,12 @@ int Campaign::ingestResults() {
   return journal_.recordCompletions(found, spec_.retry);
 }
 
+int Campaign::cancel(const std::string& reason) {
+  if (const int ingested = ingestResults(); ingested > 0)
+    logInfo("{} task(s) that finished before the cancel taken as they ended", ingested);
+  return journal_.cancelUnfinished(reason);
+}
+
 int Campaign::recoverAfterCrash() {
   int ingested = ingestResults();
   if (ingested > 0) logInfo("ingested {} result(s) found on disk", ingested);

@@ -213,7 +213,10 @@ class Campaign {
   // Tasks in each of `from` (failed, cancelled) back to pending, with a fresh count of
   // failures (journal.hpp); returns how many.
   int retry(const std::vector<TaskState>& from);
-  int cancel(const std::string& reason) { return journal_.cancelUnfinished(reason); }
+  // Every unfinished task to cancelled, after the results already on disk are ingested (a
+  // Slurm element that finished since the last submitter round: done, not cancelled).
+  // Returns how many were cancelled.
+  int cancel(const std::string& reason);
 
  private:
   Campaign(std::string dir, CampaignSpec spec, CampaignJournal journal, Fd lock);

@@ -239,6 +239,26 @@ TEST_F(LocalExecutor, RetryTaskRunsADoneTaskAgainAndKeepsItsOldOutputs) {
   EXPECT_EQ(kept, 1);
 }
 
+// A task whose result is on disk when `cancel` comes (a Slurm element that finished since
+// the submitter's last round) is done, not cancelled; the running one without a result is
+// cancelled (before: both cancelled, the finished one's result taken only by a retry).
+TEST_F(LocalExecutor, CancelTakesTheResultsAlreadyOnDisk) {
+  init(json{{"task", "noop"}, {"replicas", 2}, {"resources", {{"cpu_slots", 1}}}});
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kWriter);
+    std::vector<Dispatch> d{{0, "host", 0, "", 0}, {1, "host", 1, "", 0}};
+    ASSERT_EQ(c.journal().markRunning(d), 2);
+  }
+  // Attempt 1 of r0000m0 run as an array element runs it: its result file written.
+  ASSERT_EQ(runTool({"work", dir_, "--task", "r0000m0@1"}, scratch_, "work").exit_code, 0);
+  ASSERT_TRUE(fs::exists(dir_ + "/tasks/r0000m0/task_result.json"));
+  ToolRun cancel = runTool({"cancel", dir_}, scratch_, "cancel");
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.journal().task("r0000m0")->state, TaskState::kDone);
+  EXPECT_EQ(c.journal().task("r0001m0")->state, TaskState::kCancelled);
+}
+
 // `cancel` is undone by `retry --cancelled`: a run leaves cancelled tasks alone and says so;
 // the retry moves them back as a fresh start and runs them; once done, a retry moves and
 // runs nothing. `retry` without saying which tasks is refused and changes nothing.
