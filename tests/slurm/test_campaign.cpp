@@ -596,6 +596,19 @@ TEST_F(SlurmCampaign, CancelReachesSlurmAndElementsCannotBeRequeued) {
     if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   ASSERT_TRUE(running);
+  // A run here would take over the tasks still in the array (its elements, once started,
+  // found a newer attempt and failed): refused, naming them, the journal unchanged.
+  if (!std::string(FOLDFARM_BINARY).empty() && std::filesystem::exists(FOLDFARM_BINARY)) {
+    const std::string before = journalDump(dir);
+    ProcessResult here =
+        runProcess({FOLDFARM_BINARY, "campaign", "resume", dir, "--executor", "local"});
+    EXPECT_EQ(here.status(), 2) << here.err;
+    EXPECT_NE(here.err.find(": 2 task(s) are in Slurm jobs still queued or running (r0000m0 in " +
+                            job + "_0, r0001m0 in " + job + "_1); let `foldfarm slurm submit"),
+              std::string::npos)
+        << here.err;
+    EXPECT_EQ(journalDump(dir), before);
+  }
   ProcessResult requeue = runProcess({"scontrol", "requeue", job + "_0"});
   EXPECT_FALSE(requeue.ok()) << "Slurm requeued an array element: " << requeue.out;
 
