@@ -251,9 +251,18 @@ int runWorker(int in_fd, int out_fd) {
       r.started_at = r.finished_at = wallClockNow();
     }
     if (watchdog.disarm()) {
-      r.status = 1;
-      r.reason = "time limit of " + fmt::format("{:g}", limit) + " s exceeded";
-      r.result = json();
+      // The limit asked the task to stop. One that stopped with its state saved (75) made its
+      // progress: one of its interruptions (retry.max_interruptions), its next attempt going
+      // on (before: a failure, and max_attempts such attempts failed a task that advanced
+      // each time). One that finished meanwhile is done; anything else failed.
+      if (r.status == kExitInterrupted) {
+        r.reason = "time limit of " + fmt::format("{:g}", limit) +
+                   " s reached: stopped with its state saved, its next attempt goes on";
+      } else if (r.status != 0) {
+        r.status = 1;
+        r.reason = "time limit of " + fmt::format("{:g}", limit) + " s exceeded";
+        r.result = json();
+      }
       if (stopSignal() == 0) clearStopRequest();
     }
     json done = doneMessage(index, attempt, r.status, r.reason, r.started_at, r.finished_at,

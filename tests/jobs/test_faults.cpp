@@ -124,6 +124,28 @@ TEST_F(Faults, AWorkerEndedByItsWatchdogBlamesNoTaskQueuedBehind) {
   EXPECT_FALSE(anyContains(reasons("r0001m0"), "worker died"));
 }
 
+// A task that stops at its time limit with its state saved made progress: the stop is one
+// of its interruptions and the next attempt goes on, until it is done (before: each such
+// stop was a failure, and max_attempts of them failed a task that advanced every time).
+TEST_F(Faults, ATaskStoppedByItsTimeLimitWithItsStateSavedGoesOnNextAttempt) {
+  init(json{{"task", "resumable"},
+            {"replicas", 1},
+            {"params", {{"units", 8}, {"unit_s", 0.25}}},
+            {"time_limit_s", 0.6},
+            {"retry", {{"max_attempts", 1}, {"backoff_s", 0}}},
+            {"resources", {{"cpu_slots", 1}}}});
+  ToolRun r = runTool({"run", dir_}, scratch_, "run");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  const auto t = c.journal().task("r0000m0");
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->state, TaskState::kDone) << t->reason;
+  EXPECT_EQ(t->failures, 0);
+  EXPECT_GE(t->attempts, 3) << "8 units of 0.25 s take several attempts of 0.6 s";
+  EXPECT_TRUE(
+      anyContains(reasons("r0000m0"), "time limit of 0.6 s reached: stopped with its state saved"));
+}
+
 // The task's lease held by processes of another host (a lost pilot rank's worker still
 // running, a resume on another login node): each attempt waits, is not started, and is
 // retried, toward no cap; once the lease is free the task runs. Before, each refusal counted

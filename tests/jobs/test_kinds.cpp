@@ -5,12 +5,15 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <thread>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/stop_signal.hpp"
 #include "jobs/task_kind.hpp"
 
 namespace foldfarm::jobs::testing {
@@ -64,6 +67,27 @@ void registerTestTaskKinds() {
                      return TaskOutcome{0, "", nlohmann::json{{"survived", true}}};
                    }),
                    TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr, {}});
+  // `units` units of work of `unit_s` seconds each, its progress kept in <dir>/progress after
+  // each unit; a stop ends it between units (exit 75), its next attempt going on from there.
+  registerTaskKind(
+      "resumable", TaskRunner([](const nlohmann::json& p, const std::string& dir) {
+        const std::string file = dir + "/progress";
+        int done = 0;
+        if (std::FILE* f = std::fopen(file.c_str(), "r")) {
+          if (std::fscanf(f, "%d", &done) != 1) done = 0;
+          std::fclose(f);
+        }
+        const int units = p.value("units", 1);
+        for (; done < units; ++done) {
+          if (stopRequested())
+            return TaskOutcome{kTaskInterrupted, "stopped after unit " + std::to_string(done),
+                               nullptr};
+          std::this_thread::sleep_for(std::chrono::duration<double>(p.value("unit_s", 0.1)));
+          writeFileAtomic(file, std::to_string(done + 1) + "\n");
+        }
+        return TaskOutcome{0, "", nlohmann::json{{"units", units}}};
+      }),
+      TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr, {}});
   // Sleeps `seconds` without looking at stop requests: a task stuck where it cannot stop
   // (the worker's watchdog ends such a worker).
   registerTaskKind(
