@@ -176,8 +176,15 @@ std::string statusText(const json& s) {
   const std::string over = window > 0 && window < done_all
                                ? " (over the last " + std::to_string(window) + " done)"
                                : std::string();
-  std::snprintf(buf, sizeof(buf), "  rate %.3g tasks/s%s, ETA %s\n", rate, over.c_str(),
-                eta < 0 ? "unknown" : formatDuration(eta).c_str());
+  // Nothing runs it now (no run holds it, no Slurm job runs a task): the ETA is that of a run
+  // started again (before: read as the time left).
+  bool in_jobs = false;
+  for (const auto& r : s["running"])
+    in_jobs = in_jobs || !r.value("external_id", std::string()).empty();
+  const bool idle = s.value("orchestrator", std::string()).empty() && !in_jobs && eta > 0;
+  std::snprintf(buf, sizeof(buf), "  rate %.3g tasks/s%s, ETA %s%s\n", rate, over.c_str(),
+                eta < 0 ? "unknown" : formatDuration(eta).c_str(),
+                idle ? " once it runs again (nothing runs it now)" : "");
   out += buf;
   if (s.contains("groups") && s["groups"].size() > 1) {
     // The graph: one line per group (nominal, each variation) and what it runs after.

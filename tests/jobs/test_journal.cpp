@@ -300,6 +300,17 @@ TEST(CampaignStatus, TheRateIsThatOfTheRecentTasks) {
   EXPECT_NEAR(s["eta_s"].get<double>(), 100.0, 1e-3);
   EXPECT_NE(statusText(s).find("rate 1 tasks/s (over the last 100 done), ETA"), std::string::npos)
       << statusText(s);
+  // No run holds it, no Slurm job runs a task: the ETA is that of a run started again
+  // (before: read as the time left, on a campaign that had crashed).
+  // (Here this process holds it: as a run does.)
+  EXPECT_EQ(statusText(s).find("once it runs again"), std::string::npos) << statusText(s);
+  json idle = s;
+  idle["orchestrator"] = "";
+  EXPECT_NE(statusText(idle).find("ETA 1m40s once it runs again (nothing runs it now)"),
+            std::string::npos)
+      << statusText(idle);
+  idle["running"] = json::array({{{"id", "r0201m0"}, {"external_id", "77_3"}}});
+  EXPECT_EQ(statusText(idle).find("once it runs again"), std::string::npos) << "a Slurm job runs";
 }
 
 TEST_F(CampaignDir, StandaloneRunsWriteResultsAndNeverTheJournal) {
