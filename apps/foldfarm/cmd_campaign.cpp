@@ -278,7 +278,8 @@ CLI::App* addRunCommand(CLI::App& parent, const std::string& name, RunArgs& a) {
 // elements, once started, found a newer attempt and failed with exit 76). Without an
 // answering Slurm the tasks are taken over, said so.
 void refuseTasksInLiveSlurmJobs(const std::string& dir) {
-  std::map<std::string, std::string> task_of;  // "<array>_<k>" -> task id
+  // "<array>_<k>" -> its task ids (an element may run several: --tasks-per-element)
+  std::map<std::string, std::vector<std::string>> tasks_of;
   std::set<std::string> arrays;
   {
     jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
@@ -288,11 +289,13 @@ void refuseTasksInLiveSlurmJobs(const std::string& dir) {
       if (us == std::string::npos || us == 0 ||
           t.external_id.find_first_not_of("0123456789_") != std::string::npos)
         continue;  // not a Slurm job id ("journal rebuilt", …)
-      task_of[t.external_id] = t.id;
+      tasks_of[t.external_id].push_back(t.id);
       arrays.insert(t.external_id.substr(0, us));
     }
   }
-  if (task_of.empty()) return;
+  if (tasks_of.empty()) return;
+  size_t in_jobs = 0;
+  for (const auto& [element, ids] : tasks_of) in_jobs += ids.size();
   const slurm::SlurmClient client;
   std::vector<slurm::QueuedJob> queued;
   try {
@@ -302,13 +305,13 @@ void refuseTasksInLiveSlurmJobs(const std::string& dir) {
     logWarn(
         "{}: {} task(s) were in Slurm jobs (e.g. {} in {}), and {}: they are run here; an "
         "element that still starts finds a newer attempt and ends (exit 76)",
-        dir, task_of.size(), task_of.begin()->second, task_of.begin()->first, e.what());
+        dir, in_jobs, tasks_of.begin()->second.front(), tasks_of.begin()->first, e.what());
     return;
   }
   std::map<std::string, std::string> live;  // task id -> its element, in task order
   for (const slurm::QueuedJob& j : queued)  // squeue -r: one line per element
-    if (!j.finished() && task_of.count(j.externalId()) > 0)
-      live[task_of[j.externalId()]] = j.externalId();
+    if (!j.finished() && tasks_of.count(j.externalId()) > 0)
+      for (const std::string& id : tasks_of[j.externalId()]) live[id] = j.externalId();
   if (live.empty()) return;
   const size_t n = live.size();
   std::string named;

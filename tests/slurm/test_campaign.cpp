@@ -622,6 +622,29 @@ TEST_F(SlurmCampaign, CancelReachesSlurmAndElementsCannotBeRequeued) {
   for (const auto& t : c.tasks()) EXPECT_EQ(t.state, TaskState::kCancelled) << t.id;
 }
 
+// An element that runs several tasks (--tasks-per-element): a local run here names each of
+// them (before the count, a map by element, kept one).
+TEST_F(SlurmCampaign, ALocalRunNamesEveryTaskOfALiveElement) {
+  if (std::string(FOLDFARM_BINARY).empty() || !std::filesystem::exists(FOLDFARM_BINARY))
+    GTEST_SKIP() << "foldfarm executable not built";
+  const std::string dir = createSleepCampaign(base_ + "/pair", 2, 60.0);
+  SlurmCampaignOptions o = fastOptions();
+  o.wait = false;
+  o.tasksPerElement = 2;
+  SlurmCampaignSummary first = runCampaignOnSlurm(dir, o);
+  ASSERT_EQ(first.jobIds.size(), 1u);
+  const std::string job = first.jobIds[0];
+  ProcessResult here =
+      runProcess({FOLDFARM_BINARY, "campaign", "resume", dir, "--executor", "local"});
+  EXPECT_EQ(here.status(), 2) << here.err;
+  EXPECT_NE(here.err.find(": 2 task(s) are in Slurm jobs still queued or running (r0000m0 in " +
+                          job + "_0, r0001m0 in " + job + "_0)"),
+            std::string::npos)
+      << here.err;
+  cancelCampaignOnSlurm(dir);
+  waitForJob(SlurmClient(), job, 30);
+}
+
 // `campaign cancel D` while `slurm submit D` watches it: the watch is asked
 // (D/cancel.request), cancels the tasks, scancels their array job, answers and ends; the
 // cancel, waiting, reports what the watch did.
