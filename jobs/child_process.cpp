@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 
@@ -54,6 +55,11 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv_in,
     if (!overridden) envs.push_back(kv);
   }
   for (const auto& [k, v] : env) envs.push_back(k + "=" + v);
+  // The worker starts with its stop signals held: a Ctrl-C (the terminal's, to the whole
+  // group) while it loads (LibTorch: seconds on a busy node) reaches its stop handler once it
+  // has one, instead of killing it (kSignalsHeldEnv).
+  envs.push_back(std::string(kSignalsHeldEnv) + "=1");
+  const sigset_t held = heldSignalSet();
   std::vector<char*> envp;
   for (auto& e : envs) envp.push_back(e.data());
   envp.push_back(nullptr);
@@ -66,9 +72,7 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv_in,
     if (::getppid() != parent) ::_exit(1);
     ::dup2(to_child[0].get(), 0);
     ::dup2(from_child[1].get(), 1);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::sigprocmask(SIG_SETMASK, &held, nullptr);
     ::execve(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }

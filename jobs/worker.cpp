@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/fault_point.hpp"
 #include "core/base/fd.hpp"
@@ -203,6 +204,10 @@ class Watchdog {
 
 int runWorker(int in_fd, int out_fd) {
   installStopHandlers();
+  // Held since it was started (kSignalsHeldEnv): a stop that came meanwhile stops it now. The
+  // tasks it starts start as usual.
+  ::unsetenv(kSignalsHeldEnv);
+  releaseHeldSignals();
   ::signal(SIGPIPE, SIG_IGN);
   Reply reply(out_fd);
   Watchdog watchdog(reply);
@@ -257,7 +262,7 @@ int runWorker(int in_fd, int out_fd) {
       // each time). One that finished meanwhile is done; anything else failed.
       if (r.status == kExitInterrupted) {
         r.reason = "time limit of " + fmt::format("{:g}", limit) +
-                   " s reached: stopped with its state saved, its next attempt goes on";
+                   " s reached: stopped with its state saved";
       } else if (r.status != 0) {
         r.status = 1;
         r.reason = "time limit of " + fmt::format("{:g}", limit) + " s exceeded";

@@ -36,7 +36,12 @@ int main(int argc, char** argv) {
   using namespace foldfarm;
   ensurePassiveOpenMpWait(argv);
   installTemporaryFileCleanup();  // Ctrl-C or scancel leaves no half-written file behind
-  releaseHeldSignals();           // a stop that came while `foldfarm` handed over, said now
+  // A stop that came while `foldfarm` handed over, said now; a campaign's worker releases
+  // them itself once its stop handlers are in place.
+  if (std::getenv(kSignalsHeldEnv) != nullptr)
+    ::unsetenv(kSignalsHeldEnv);
+  else
+    releaseHeldSignals();
   app::TopLevel top;
   app::CommandGroups groups = top.groups();
   app::registerDataCommands(groups);

@@ -157,22 +157,20 @@ void installTemporaryFileCleanup() {
   }
 }
 
-namespace {
-sigset_t heldAcrossExec() {
+sigset_t heldSignalSet() {
   sigset_t set;
   sigemptyset(&set);
   for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, s);
   return set;
 }
-}  // namespace
 
 void holdSignalsAcrossExec(sigset_t* held) {
-  const sigset_t set = heldAcrossExec();
+  const sigset_t set = heldSignalSet();
   ::sigprocmask(SIG_BLOCK, &set, held);
 }
 
 void releaseHeldSignals() {
-  const sigset_t set = heldAcrossExec();
+  const sigset_t set = heldSignalSet();
   ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
 }
 

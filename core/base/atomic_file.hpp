@@ -63,6 +63,13 @@ void installTemporaryFileCleanup();
 void holdSignalsAcrossExec(sigset_t* held = nullptr);
 void releaseHeldSignals();
 void restoreSignalMask(const sigset_t& mask);
+// The set held: SIGINT, SIGTERM, SIGHUP.
+sigset_t heldSignalSet();
+// In the environment of a process started with the signals held until its own stop handlers
+// are in place (a campaign's worker: releaseHeldSignals() after installStopHandlers(), so that
+// a Ctrl-C while it loads stops it as one while it works). Its main leaves them held and
+// removes the variable (its own children start as usual).
+inline constexpr const char* kSignalsHeldEnv = "FOLDFARM_SIGNALS_HELD";
 
 // Whether `name` (a file name without directory) has the form of an AtomicFile temporary,
 // "<name>.tmp.<host>.<pid>.<n>" (or "<name>.tmp.<pid>.<n>", as earlier versions named them).

@@ -15,6 +15,7 @@
 #include "core/base/exit_codes.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/cancel_request.hpp"
+#include "jobs/child_process.hpp"
 #include "jobs/executor.hpp"
 #include "jobs/task_kind.hpp"
 #include "tests/jobs/test_kinds.hpp"
@@ -237,6 +238,31 @@ TEST_F(LocalExecutor, RetryTaskRunsADoneTaskAgainAndKeepsItsOldOutputs) {
                 ? 1
                 : 0;
   EXPECT_EQ(kept, 1);
+}
+
+// A worker starts with SIGINT, SIGTERM and SIGHUP held until its stop handlers are in place
+// (runWorker releases them), and is told so in its environment: a Ctrl-C to the whole group
+// while it loads stops it then, instead of killing it (before: 2 workers of 2 died of it,
+// "exited: signal 2", when the Ctrl-C came in their first seconds).
+TEST(ChildProcess, AWorkerStartsWithItsStopSignalsHeld) {
+  // What a program started as a worker finds (no shell in between: a shell clears its mask).
+  const auto outputOf = [](const std::vector<std::string>& argv) {
+    ChildProcess c = ChildProcess::spawn(argv, {});
+    c.closeStdin();
+    std::string out;
+    char buf[256];
+    for (ssize_t n; (n = ::read(c.stdoutFd(), buf, sizeof buf)) > 0;)
+      out.append(buf, static_cast<size_t>(n));
+    EXPECT_EQ(c.wait(), 0) << argv[0];
+    return out;
+  };
+  const std::string status = outputOf({"/bin/grep", "SigBlk", "/proc/self/status"});
+  const auto at = status.find("SigBlk:");
+  ASSERT_NE(at, std::string::npos) << status;
+  const unsigned long long blocked = std::stoull(status.substr(at + 7), nullptr, 16);
+  for (const int sig : {SIGINT, SIGTERM, SIGHUP})
+    EXPECT_NE(blocked & (1ULL << (sig - 1)), 0u) << "signal " << sig << " in " << status;
+  EXPECT_NE(outputOf({"/usr/bin/env"}).find("FOLDFARM_SIGNALS_HELD=1"), std::string::npos);
 }
 
 // A task whose result is on disk when `cancel` comes (a Slurm element that finished since
