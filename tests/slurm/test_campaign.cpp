@@ -97,6 +97,18 @@ bool allHeld(const std::string& jobId) {
   return true;
 }
 
+// `foldfarm campaign resume D --executor local` while D's two tasks sit in live array
+// elements: refused (exit 2), naming them as `named` says.
+void expectALocalRunRefused(const std::string& dir, const std::string& named) {
+  ProcessResult here =
+      runProcess({FOLDFARM_BINARY, "campaign", "resume", dir, "--executor", "local"});
+  EXPECT_EQ(here.status(), 2) << here.err;
+  EXPECT_NE(here.err.find(": 2 task(s) are in Slurm jobs still queued or running (" + named +
+                          "); let `foldfarm slurm submit"),
+            std::string::npos)
+      << here.err;
+}
+
 class SlurmCampaign : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -600,13 +612,7 @@ TEST_F(SlurmCampaign, CancelReachesSlurmAndElementsCannotBeRequeued) {
   // found a newer attempt and failed): refused, naming them, the journal unchanged.
   if (!std::string(FOLDFARM_BINARY).empty() && std::filesystem::exists(FOLDFARM_BINARY)) {
     const std::string before = journalDump(dir);
-    ProcessResult here =
-        runProcess({FOLDFARM_BINARY, "campaign", "resume", dir, "--executor", "local"});
-    EXPECT_EQ(here.status(), 2) << here.err;
-    EXPECT_NE(here.err.find(": 2 task(s) are in Slurm jobs still queued or running (r0000m0 in " +
-                            job + "_0, r0001m0 in " + job + "_1); let `foldfarm slurm submit"),
-              std::string::npos)
-        << here.err;
+    expectALocalRunRefused(dir, "r0000m0 in " + job + "_0, r0001m0 in " + job + "_1");
     EXPECT_EQ(journalDump(dir), before);
   }
   ProcessResult requeue = runProcess({"scontrol", "requeue", job + "_0"});
@@ -634,13 +640,7 @@ TEST_F(SlurmCampaign, ALocalRunNamesEveryTaskOfALiveElement) {
   SlurmCampaignSummary first = runCampaignOnSlurm(dir, o);
   ASSERT_EQ(first.jobIds.size(), 1u);
   const std::string job = first.jobIds[0];
-  ProcessResult here =
-      runProcess({FOLDFARM_BINARY, "campaign", "resume", dir, "--executor", "local"});
-  EXPECT_EQ(here.status(), 2) << here.err;
-  EXPECT_NE(here.err.find(": 2 task(s) are in Slurm jobs still queued or running (r0000m0 in " +
-                          job + "_0, r0001m0 in " + job + "_0)"),
-            std::string::npos)
-      << here.err;
+  expectALocalRunRefused(dir, "r0000m0 in " + job + "_0, r0001m0 in " + job + "_0");
   cancelCampaignOnSlurm(dir);
   waitForJob(SlurmClient(), job, 30);
 }
