@@ -97,6 +97,17 @@ bool allHeld(const std::string& jobId) {
   return true;
 }
 
+// A campaign of two 60 s sleep tasks in `dir`, submitted as one array of `per_element` tasks
+// per element without watching it; the array's job id ("" when not one array).
+std::string submitTwoSleepers(const std::string& dir, int per_element) {
+  createSleepCampaign(dir, 2, 60.0);
+  SlurmCampaignOptions o = fastOptions();
+  o.wait = false;
+  o.tasksPerElement = per_element;
+  const SlurmCampaignSummary first = runCampaignOnSlurm(dir, o);
+  return first.jobIds.size() == 1 ? first.jobIds[0] : std::string();
+}
+
 // `foldfarm campaign resume D --executor local` while D's two tasks sit in live array
 // elements: refused (exit 2), naming them as `named` says.
 void expectALocalRunRefused(const std::string& dir, const std::string& named) {
@@ -593,13 +604,9 @@ TEST_F(SlurmCampaign, TransientReleaseFailuresAreRetried) {
 // An element can never be requeued (--no-requeue), so neither Slurm nor the element can run
 // a task a second time behind the submitter's back.
 TEST_F(SlurmCampaign, CancelReachesSlurmAndElementsCannotBeRequeued) {
-  const std::string dir = createSleepCampaign(base_ + "/c", 2, 60.0);
-  SlurmCampaignOptions o = fastOptions();
-  o.wait = false;
-  o.tasksPerElement = 1;
-  SlurmCampaignSummary first = runCampaignOnSlurm(dir, o);
-  ASSERT_EQ(first.jobIds.size(), 1u);
-  const std::string job = first.jobIds[0];
+  const std::string dir = base_ + "/c";
+  const std::string job = submitTwoSleepers(dir, 1);
+  ASSERT_FALSE(job.empty());
   SlurmClient client;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   bool running = false;
@@ -633,13 +640,9 @@ TEST_F(SlurmCampaign, CancelReachesSlurmAndElementsCannotBeRequeued) {
 TEST_F(SlurmCampaign, ALocalRunNamesEveryTaskOfALiveElement) {
   if (std::string(FOLDFARM_BINARY).empty() || !std::filesystem::exists(FOLDFARM_BINARY))
     GTEST_SKIP() << "foldfarm executable not built";
-  const std::string dir = createSleepCampaign(base_ + "/pair", 2, 60.0);
-  SlurmCampaignOptions o = fastOptions();
-  o.wait = false;
-  o.tasksPerElement = 2;
-  SlurmCampaignSummary first = runCampaignOnSlurm(dir, o);
-  ASSERT_EQ(first.jobIds.size(), 1u);
-  const std::string job = first.jobIds[0];
+  const std::string dir = base_ + "/pair";
+  const std::string job = submitTwoSleepers(dir, 2);
+  ASSERT_FALSE(job.empty());
   expectALocalRunRefused(dir, "r0000m0 in " + job + "_0, r0001m0 in " + job + "_0");
   cancelCampaignOnSlurm(dir);
   waitForJob(SlurmClient(), job, 30);
