@@ -283,8 +283,9 @@ void refuseTasksInLiveSlurmJobs(const std::string& dir) {
   std::set<std::string> arrays;
   {
     jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
-    for (const jobs::TaskRecord& t : c.tasks()) {
-      if (t.state != jobs::TaskState::kRunning || t.external_id.empty()) continue;
+    // The running rows only (a campaign of 10^5 tasks is not read whole at every start).
+    for (const jobs::TaskRecord& t : c.journal().tasks(jobs::TaskState::kRunning)) {
+      if (t.external_id.empty()) continue;
       const size_t us = t.external_id.find('_');
       if (us == std::string::npos || us == 0 ||
           t.external_id.find_first_not_of("0123456789_") != std::string::npos)
