@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -198,11 +199,18 @@ int retryCommand(const std::string& dir, const std::string& executor, const RunO
 }
 
 void printTaskRerun(const std::string& dir, const TaskRerunSummary& s) {
-  std::string ids;
-  for (const std::string& id : s.rerun) ids += (ids.empty() ? "" : ", ") + id;
+  const std::set<std::string> dependents(s.dependents.begin(), s.dependents.end());
+  std::string ids, needing;
+  for (const std::string& id : s.rerun) {
+    std::string& list = dependents.count(id) ? needing : ids;
+    list += (list.empty() ? "" : ", ") + id;
+  }
+  if (!needing.empty())
+    needing = (ids.empty() ? "" : "; and ") + std::to_string(dependents.size()) +
+              " warm-started from them: " + needing;
   if (!s.rerun.empty())
-    std::printf("campaign %s: %zu task(s) run again (%s)%s%s\n", dir.c_str(), s.rerun.size(),
-                ids.c_str(), s.moved_to.empty() ? "" : "; their outputs moved to ",
+    std::printf("campaign %s: %zu task(s) run again (%s%s)%s%s\n", dir.c_str(), s.rerun.size(),
+                ids.c_str(), needing.c_str(), s.moved_to.empty() ? "" : "; their outputs moved to ",
                 s.moved_to.c_str());
   if (!s.already_pending.empty())
     std::printf("campaign %s: %zu named task(s) are pending already (they run now)\n", dir.c_str(),

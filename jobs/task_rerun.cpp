@@ -8,6 +8,7 @@
 #include "core/base/fault_point.hpp"
 #include "core/base/file_stat.hpp"
 #include "core/base/progress.hpp"
+#include "jobs/task_graph.hpp"
 #include "jobs/task_lease.hpp"
 
 namespace foldfarm::jobs {
@@ -101,6 +102,7 @@ std::string rerunTasks(Campaign& c, const RerunSet& set, const std::string& reas
 
 nlohmann::json TaskRerunSummary::toJson() const {
   return {{"rerun", rerun},
+          {"dependents", dependents},
           {"already_pending", already_pending},
           {"aggregate_moved", aggregate_moved},
           {"moved_to", moved_to}};
@@ -111,34 +113,45 @@ TaskRerunSummary rerunNamedTasks(const std::string& dir_in, const std::vector<st
   const std::string& dir = c.dir();
   const Fd outputs_lock = lockCampaignOutputs(dir, "`foldfarm campaign retry --task`");
   std::vector<char> wanted(static_cast<size_t>(c.spec().numTasks()), 0);
-  std::set<std::string> named;
   for (const std::string& id : ids) {
     const int index = c.spec().indexOf(id);
     if (index < 0)
       throw InputError(dir + ": has no task '" + id + "' (`foldfarm campaign status " + dir +
                        " --json` lists the tasks); nothing was changed");
-    named.insert(id);
     wanted[static_cast<size_t>(index)] = 1;
   }
+  // The tasks that need a named one (a variation warm-started from its models) ran from the
+  // outputs that are to be replaced: they run again too, as `accept-inputs` reruns them.
+  // Needs point to lower indices: one pass in index order reaches every dependent.
+  std::vector<char> dependent(wanted.size(), 0);
+  const TaskGraph graph = c.journal().graph();
+  if (!graph.empty())
+    for (size_t i = 0; i < wanted.size(); ++i)
+      for (int need : graph.needs(static_cast<int>(i)))
+        if (wanted[static_cast<size_t>(need)] && !wanted[i]) wanted[i] = dependent[i] = 1;
   const RerunSet set = checkRerunnable(c, wanted, "which is to run again", "retry it");
   TaskRerunSummary sum;
   RerunSet moving;
   moving.left_running = set.left_running;
   for (size_t k = 0; k < set.indices.size(); ++k) {
+    const bool is_dependent = dependent[static_cast<size_t>(set.indices[k])] != 0;
     const auto rec = c.journal().task(set.ids[k]);
-    if (rec && rec->state == TaskState::kCancelled)
+    if (rec && rec->state == TaskState::kCancelled) {
+      if (is_dependent) continue;  // stays cancelled; `retry --cancelled` runs it
       throw InputError(dir + ": task " + set.ids[k] +
                        " is cancelled; run the cancelled tasks again with `foldfarm campaign "
                        "retry " +
                        dir + " --cancelled`; nothing was changed");
+    }
     if (rec && rec->state == TaskState::kPending) {
-      sum.already_pending.push_back(set.ids[k]);
+      if (!is_dependent) sum.already_pending.push_back(set.ids[k]);
       continue;
     }
     moving.indices.push_back(set.indices[k]);
     moving.ids.push_back(set.ids[k]);
     moving.attempts.push_back(set.attempts[k]);
     sum.rerun.push_back(set.ids[k]);
+    if (is_dependent) sum.dependents.push_back(set.ids[k]);
   }
   if (moving.indices.empty() && moving.left_running.empty()) return sum;
   sum.moved_to = rerunTasks(c, moving, "run again by the user (`campaign retry --task`)", {},

@@ -42,10 +42,13 @@ std::string rerunTasks(Campaign& c, const RerunSet& set, const std::string& reas
                        const std::map<std::string, std::string>& meta, bool* aggregate_moved);
 
 // `foldfarm campaign retry D --task ID …`: the named tasks run again, whatever their state
-// (done: a damaged or lost output; failed); steps 1 and 2. InputError naming an id the
-// campaign does not have, or a cancelled task (`retry --cancelled` runs those).
+// (done: a damaged or lost output; failed), and with them the done or failed tasks that need
+// one of them (the task graph: a variation warm-started from its models ran from the outputs
+// replaced); steps 1 and 2. InputError naming an id the campaign does not have, or a named
+// cancelled task (`retry --cancelled` runs those; a cancelled dependent stays cancelled).
 struct TaskRerunSummary {
-  std::vector<std::string> rerun;  // moved to pending (done or failed before)
+  std::vector<std::string> rerun;       // moved to pending (done or failed before)
+  std::vector<std::string> dependents;  // of `rerun`: those not named, which need one named
   std::vector<std::string> already_pending;
   bool aggregate_moved = false;
   std::string moved_to;

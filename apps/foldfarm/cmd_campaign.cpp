@@ -414,9 +414,11 @@ void registerCampaignCommands(CommandGroups& g) {
     c->add_flag("--failed", *failed, "Move failed tasks back to pending and run them");
     c->add_flag("--cancelled", *cancelled,
                 "Move cancelled tasks back to pending and run them (undoes `cancel`)");
-    c->add_option("--task", *tasks,
-                  "Run this task again (repeatable), whatever it did: a done task's outputs move "
-                  "to D/superseded/ first");
+    c->add_option(
+        "--task", *tasks,
+        "Run this task again (repeatable), whatever it did, and the tasks warm-started from "
+        "it: a done task's outputs move "
+        "to D/superseded/ first");
     c->callback([a, failed, cancelled, tasks] {
       if (a->aggregate) checkAggregatable(a->dir);
       jobs::RunOptions o = runOptions(a->slots);

@@ -3,6 +3,7 @@
 // orchestrator's resume completes the graph with every task done once.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
 #include <random>
 
@@ -138,6 +139,32 @@ TEST_F(Graph, AFailedNominalTaskHoldsExactlyItsDependentsUntilItIsRetried) {
   Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
   EXPECT_EQ(c.counts()[TaskState::kDone], 9);
   expectOrder();
+}
+
+// A nominal task run again by name (`retry --task`: its outputs damaged or lost): the variation
+// tasks warm-started from its models ran from the outputs replaced, and run again after it;
+// the others (its replicas, a cold variation) stay done.
+TEST_F(Graph, ATaskRetriedByNameTakesTheTasksWarmStartedFromItAlong) {
+  init(json{{"task", "sleep"},
+            {"replicas", 3},
+            {"params", {{"seconds", 0.01}}},
+            {"variations",
+             {{"v", {{"replicas", 3}}}, {"free", {{"replicas", 3}, {"warm_start", false}}}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
+  ToolRun r = runTool({"retry", dir_, "--task", "r0001m0"}, scratch_, "retry");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("2 task(s) run again (r0001m0; and 1 warm-started from them: v.r0001m0)"),
+            std::string::npos)
+      << r.out;
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.counts()[TaskState::kDone], 9);
+  auto t = times();
+  for (const auto& [id, times_of] : t)
+    EXPECT_EQ(times_of.done_events, id == "r0001m0" || id == "v.r0001m0" ? 2 : 1) << id;
+  ASSERT_EQ(t["v.r0001m0"].started.size(), 2u);
+  EXPECT_GE(t["v.r0001m0"].started.back(), t["r0001m0"].done) << "ran again after its need";
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/tasks/v.r0001m0/task_result.json"));
 }
 
 TEST_F(Graph, KillMinus9OfTheOrchestratorThenResumeCompletesTheGraphOnce) {
