@@ -130,6 +130,7 @@ int runCommand(const std::string& dir, const std::string& executor_in, const Run
   std::string executor = executor_in;
   if (executor.empty()) executor = loadFrozenSpec(dir).executor;
   if (executor == "local") {
+    if (options.before_run) options.before_run(dir);
     Campaign c = Campaign::open(dir, Campaign::Access::kWriter);
     RunSummary s = runLocal(c, options);
     printSummary(dir, s);

@@ -22,6 +22,7 @@
 // SIGTERM/SIGINT (core/base/stop_signal.hpp): dispatching stops, workers are told to stop,
 // their tasks end interrupted and go back to pending; the journal stays consistent and
 // `campaign resume` continues.
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,11 @@ struct RunOptions {
   // `campaign retry`: tasks in these states (failed, cancelled) go back to pending once the
   // run holds the journal (rank 0 of a pilot), before it dispatches.
   std::vector<TaskState> retry;
+  // Called with the campaign directory by the process that takes the journal (the local run;
+  // rank 0 of the pilot, whose refusal every rank shares) before it takes it: an InputError
+  // refuses the run, nothing changed. (The CLI: tasks in live Slurm jobs, which jobs/ cannot
+  // ask Slurm about.)
+  std::function<void(const std::string&)> before_run;
 };
 
 struct RunSummary {

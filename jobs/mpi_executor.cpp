@@ -380,7 +380,7 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
   // Every rank checks that the inputs exist (on the shared file system all see the same) and
   // so refuses together; what the kind needs of them, and that they are as `campaign init`
   // recorded them, rank 0 alone checks (it opens the files: once, not once per rank) and tells
-  // the others.
+  // the others; so too RunOptions::before_run.
   const CampaignSpec frozen = loadFrozenSpec(campaign_dir);
   requireCampaignInputFiles(frozen, campaign_dir + "/spec.json");
   std::string problem;
@@ -388,6 +388,7 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
     try {
       checkCampaignInputsForKind(frozen, campaign_dir + "/spec.json");
       requireCampaignInputsAsRecorded(frozen, campaign_dir + "/spec.json");
+      if (options.before_run) options.before_run(campaign_dir);
     } catch (const InputError& e) {
       problem = e.what();
     }

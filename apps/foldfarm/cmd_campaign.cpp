@@ -273,10 +273,11 @@ CLI::App* addRunCommand(CLI::App& parent, const std::string& name, RunArgs& a) {
   return c;
 }
 
-// Before a run here takes the campaign over: tasks sitting in Slurm array elements that are
-// still queued or running are refused, naming them (before: taken over and run here, and the
-// elements, once started, found a newer attempt and failed with exit 76). Without an
-// answering Slurm the tasks are taken over, said so.
+// Before a run here takes the campaign over (the local pool; the pilot's rank 0, for every
+// rank): tasks sitting in Slurm array elements that are still queued or running are refused,
+// naming them (before: taken over and run here, and the elements, once started, found a newer
+// attempt and failed with exit 76). Without an answering Slurm the tasks are taken over, said
+// so.
 void refuseTasksInLiveSlurmJobs(const std::string& dir) {
   // "<array>_<k>" -> its task ids (an element may run several: --tasks-per-element)
   std::map<std::string, std::vector<std::string>> tasks_of;
@@ -339,10 +340,9 @@ void runCampaign(const std::string& dir, const std::string& executor,
     return;
   }
   refuseUntrainable(frozen, dir);
-  // (The MPI pilot, inside a Slurm allocation, is left alone: one rank refusing alone
-  // would leave the others waiting.)
-  if (!dist::detectLaunch().distributed()) refuseTasksInLiveSlurmJobs(dir);
-  const int rc = jobs::runCommand(dir, executor, options);
+  jobs::RunOptions o = options;
+  o.before_run = refuseTasksInLiveSlurmJobs;  // the local run; the pilot's rank 0 for all
+  const int rc = jobs::runCommand(dir, executor, o);
   if (rc == kExitInterrupted)
     throw InterruptedError(dir + ": stopped; continue with `foldfarm campaign resume " + dir + "`");
   if (rc == kExitCancelled)

@@ -636,7 +636,7 @@ TEST_F(SlurmCampaign, CancelReachesSlurmAndElementsCannotBeRequeued) {
 }
 
 // An element that runs several tasks (--tasks-per-element): a local run here names each of
-// them (before the count, a map by element, kept one).
+// them (before the count, a map by element, kept one); an MPI pilot refuses as a local run.
 TEST_F(SlurmCampaign, ALocalRunNamesEveryTaskOfALiveElement) {
   if (std::string(FOLDFARM_BINARY).empty() || !std::filesystem::exists(FOLDFARM_BINARY))
     GTEST_SKIP() << "foldfarm executable not built";
@@ -644,6 +644,22 @@ TEST_F(SlurmCampaign, ALocalRunNamesEveryTaskOfALiveElement) {
   const std::string job = submitTwoSleepers(dir, 2);
   ASSERT_FALSE(job.empty());
   expectALocalRunRefused(dir, "r0000m0 in " + job + "_0, r0001m0 in " + job + "_0");
+  // So is an MPI pilot (before: its ranks took the tasks over): rank 0 asks Slurm and every
+  // rank refuses with it, the journal unchanged.
+  if (std::string(FF_MPIRUN).empty()) {
+    ADD_FAILURE() << "mpirun not found";
+  } else {
+    const std::string before = journalDump(dir);
+    ProcessResult pilot =
+        runProcess({FF_MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", "2",
+                    FOLDFARM_BINARY, "campaign", "resume", dir, "--executor", "mpi"});
+    EXPECT_NE(pilot.status(), 0) << pilot.err;
+    EXPECT_NE(pilot.err.find(": 2 task(s) are in Slurm jobs still queued or running (r0000m0 in " +
+                             job + "_0, r0001m0 in " + job + "_0)"),
+              std::string::npos)
+        << pilot.err;
+    EXPECT_EQ(journalDump(dir), before);
+  }
   cancelCampaignOnSlurm(dir);
   waitForJob(SlurmClient(), job, 30);
 }
