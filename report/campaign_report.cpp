@@ -380,9 +380,14 @@ void overviewSection(Page& page, const ReportInputs& in) {
                                          std::to_string(stats.replicas) + " x " +
                                          std::to_string(stats.members) + ")"},
       {"executor", stats.executor},
-      {"resources", stats.gpus > 0 ? std::to_string(stats.gpus) + " GPU(s) x " +
-                                         std::to_string(stats.tasks_per_gpu) + " task(s) each"
-                                   : std::to_string(stats.slots) + " CPU slot(s)"},
+      // The spec's; a run may have used other slots (--slots, a pilot's ranks, arrays).
+      {"resources", (stats.gpus > 0 ? std::to_string(stats.gpus) + " GPU(s) x " +
+                                          std::to_string(stats.tasks_per_gpu) + " task(s) each"
+                                    : std::to_string(stats.slots) + " CPU slot(s)") +
+                        " in the spec; " +
+                        (stats.attempts > 0 ? "at most " + std::to_string(stats.peak_running) +
+                                                  " task(s) ran at once"
+                                            : "nothing ran yet")},
       {"threads per task", std::to_string(stats.threads_per_task)},
       {"tasks done", std::to_string(done) + " of " + std::to_string(stats.tasks)},
       {"first dispatch", timeText(stats.first_start)},

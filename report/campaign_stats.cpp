@@ -42,6 +42,7 @@ CampaignStats readCampaignStats(const std::string& campaign_dir) {
     if (e.to == TaskState::kRunning) {
       ++s.attempts;
       open_since[e.task] = e.at;
+      s.peak_running = std::max(s.peak_running, static_cast<int>(open_since.size()));
       s.hosts[e.host.empty() ? "(unknown)" : e.host]++;
       if (s.first_start == 0 || e.at < s.first_start) s.first_start = e.at;
       return;

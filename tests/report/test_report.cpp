@@ -13,6 +13,7 @@
 #include "core/plot/gnuplot.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
+#include "jobs/journal.hpp"
 #include "jobs/task_kind.hpp"
 #include "report/bands_file.hpp"
 #include "report/base64.hpp"
@@ -241,6 +242,45 @@ TEST(CampaignReport, TheOverviewNamesTheInputsAndTheirChecksums) {
   EXPECT_TRUE(contains(html,
                        "<td>input det_up.mc</td><td>/d/mc&lt;up&gt;.h5 (900 bytes), sha256 "
                        "b</td>"));
+}
+
+// The overview's resources are the spec's, beside the most tasks that ran at once (a run with
+// --slots, a pilot or arrays used others; before, the spec's slots alone were shown).
+TEST(CampaignReport, TheOverviewSaysHowManyTasksRanAtOnce) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);  // 2 CPU slots in the spec, 6 tasks
+  const auto resources = [&] {
+    const std::string html = renderCampaignReport(dir, {});
+    const size_t at = html.find("<td>resources</td>");
+    return at == std::string::npos ? html : html.substr(at, html.find("</tr>", at) - at);
+  };
+  EXPECT_EQ(resources(), "<td>resources</td><td>2 CPU slot(s) in the spec; nothing ran yet</td>");
+  {
+    jobs::CampaignJournal j = jobs::CampaignJournal::open(dir + "/journal.sqlite");
+    const auto run = [&](std::vector<int> indices) {
+      std::vector<jobs::Dispatch> d;
+      for (int i : indices) d.push_back({i, "h", i, "", 0});
+      ASSERT_EQ(j.markRunning(d), static_cast<int>(indices.size()));
+    };
+    const auto done = [&](std::vector<int> indices) {
+      std::vector<jobs::Completion> c;
+      for (int i : indices) {
+        jobs::Completion x;
+        x.index = i;
+        x.attempt = 1;
+        c.push_back(x);
+      }
+      ASSERT_EQ(j.recordCompletions(c, jobs::RetryPolicy{}), static_cast<int>(indices.size()));
+    };
+    run({0, 1});
+    done({0});
+    run({2});  // two at once still: 1 and 2
+    done({1, 2});
+    run({3, 4, 5});  // three at once
+    done({3, 4, 5});
+  }
+  EXPECT_EQ(resources(),
+            "<td>resources</td><td>2 CPU slot(s) in the spec; at most 3 task(s) ran at once</td>");
 }
 
 // The chains an aggregation read count the warm reference's and those it left out on purpose
