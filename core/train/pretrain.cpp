@@ -296,13 +296,12 @@ PretrainResult runStreamed(const PretrainOptions& o, ParallelContext& ctx) {
   checkOnEveryRank(ctx, [&] { checkStreamValues(o.files, rows, piece, ctx, so.readers); });
   // 2. Classes: from the files' label datasets (small beside the particles).
   const data::ClassCensus census = checkedClasses(ctx, o.files);
+  // A one-hot file's width, or (integer labels) the largest label + 1 of the census: the
+  // labels are not read a second time.
   int64_t classes = 0;
   for (const auto& f : o.files) {
-    const data::JetFile jf(f);
-    int64_t c = jf.numClasses();
-    if (c == 0)
-      for (int64_t y : data::readClassLabels(f)) c = std::max(c, y + 1);
-    classes = std::max(classes, c);
+    const int64_t c = data::JetFile(f).numClasses();
+    classes = std::max(classes, c > 0 ? c : static_cast<int64_t>(census.counts.size()));
   }
   PetConfig cfg = o.model;
   cfg.num_classes = std::max<int64_t>(2, classes);
