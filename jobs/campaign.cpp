@@ -204,6 +204,7 @@ struct SpecAgainstJournal {
   enum class Kind { kSame, kBehind, kEdited } kind = Kind::kSame;
   std::optional<CampaignSpec> copy;  // kBehind: the campaign's spec
   std::string text;                  // kBehind: its text, for spec.json
+  bool settings_only = false;        // kBehind: the change was of run settings alone
   std::string edit;                  // kEdited: "'<key>' = <file's> differs ... (<copy's>)"
 };
 
@@ -228,6 +229,13 @@ SpecAgainstJournal specAgainstJournal(const std::string& dir, CampaignJournal& j
   const std::optional<CampaignSpec> before = journalSpecCopy(j.meta(kFrozenSpecBeforeMeta), dir);
   if (before && before->toJson() == file && copy->numTasks() == journal_tasks) {
     r.kind = SpecAgainstJournal::Kind::kBehind;
+    // `extend --spec` of the time limit or the retry policy alone: no result changed.
+    json a = file, b = committed;
+    for (const char* k : {"time_limit_s", "retry"}) {
+      a.erase(k);
+      b.erase(k);
+    }
+    r.settings_only = a == b;
     r.copy = std::move(copy);
     r.text = text;
     return r;
@@ -243,15 +251,18 @@ SpecAgainstJournal specAgainstJournal(const std::string& dir, CampaignJournal& j
 
 // A change (`campaign extend`, `accept-inputs`) stopped after its commit point: finished. The
 // aggregation's outputs, which the change made stale, are moved aside unless an aggregation is
-// running now (it reads the campaign as changed); then spec.json is written.
+// running now (it reads the campaign as changed) or the change was of run settings alone (no
+// result changed); then spec.json is written.
 void finishInterruptedChange(const std::string& dir, const SpecAgainstJournal& state) {
   std::string moved;
-  try {
-    const Fd outputs = lockCampaignOutputs(dir, "a command finishing `campaign extend`");
-    SupersededOutputs aside(dir);
-    if (aside.moveAggregate()) moved = aside.path();
-  } catch (const InputError& e) {
-    logInfo("{}: {}: its outputs stay where they are", dir, e.what());
+  if (!state.settings_only) {
+    try {
+      const Fd outputs = lockCampaignOutputs(dir, "a command finishing `campaign extend`");
+      SupersededOutputs aside(dir);
+      if (aside.moveAggregate()) moved = aside.path();
+    } catch (const InputError& e) {
+      logInfo("{}: {}: its outputs stay where they are", dir, e.what());
+    }
   }
   writeFileAtomic(dir + "/spec.json", state.text);
   logInfo(

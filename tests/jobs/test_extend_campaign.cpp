@@ -361,6 +361,22 @@ TEST_F(ExtendCampaign, TheRunSettingsChangeAloneAndTheAggregationStays) {
   ToolRun again = runTool({"extend", dir_, "--spec", path}, scratch_, "longer-again");
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_NE(again.out.find("nothing changed"), std::string::npos) << again.out;
+  // Killed after its commit point: the next writer finishes it, and the aggregation stays
+  // (before: moved aside as for added tasks, though no result changed).
+  longer["time_limit_s"] = 3600;
+  {
+    ScopedEnv fault("FOLDFARM_FAULT", "extend.journal");
+    ToolRun killed = runTool({"extend", dir_, "--spec", writeSpec(scratch_, longer, "hour.json")},
+                             scratch_, "hour-killed");
+    EXPECT_EQ(killed.exit_code, 128 + SIGKILL) << killed.err;
+  }
+  ToolRun finish = runTool({"run", dir_}, scratch_, "hour-finish");
+  ASSERT_EQ(finish.exit_code, 0) << finish.err;
+  EXPECT_NE(finish.err.find("finished an interrupted `campaign extend`"), std::string::npos)
+      << finish.err;
+  EXPECT_EQ(loadFrozenSpec(dir_).time_limit_s, 3600.0);
+  EXPECT_TRUE(fs::exists(dir_ + "/aggregate/summary.json"));
+  EXPECT_FALSE(fs::exists(dir_ + "/superseded"));
   longer["seed"] = 78;
   ToolRun seed = runTool({"extend", dir_, "--spec", writeSpec(scratch_, longer, "seed.json")},
                          scratch_, "longer-seed");
