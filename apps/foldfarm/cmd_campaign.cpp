@@ -25,6 +25,7 @@
 #include "jobs/executor.hpp"
 #include "jobs/plan.hpp"
 #include "jobs/task_kind.hpp"
+#include "slurm/slurm_campaign.hpp"
 #include "slurm/slurm_client.hpp"
 
 namespace foldfarm::app {
@@ -273,61 +274,6 @@ CLI::App* addRunCommand(CLI::App& parent, const std::string& name, RunArgs& a) {
   return c;
 }
 
-// Before a run here takes the campaign over (the local pool; the pilot's rank 0, for every
-// rank): tasks sitting in Slurm array elements that are still queued or running are refused,
-// naming them (before: taken over and run here, and the elements, once started, found a newer
-// attempt and failed with exit 76). Without an answering Slurm the tasks are taken over, said
-// so.
-void refuseTasksInLiveSlurmJobs(const std::string& dir) {
-  // "<array>_<k>" -> its task ids (an element may run several: --tasks-per-element)
-  std::map<std::string, std::vector<std::string>> tasks_of;
-  std::set<std::string> arrays;
-  {
-    jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
-    // The running rows only (a campaign of 10^5 tasks is not read whole at every start).
-    for (const jobs::TaskRecord& t : c.journal().tasks(jobs::TaskState::kRunning)) {
-      if (t.external_id.empty()) continue;
-      const size_t us = t.external_id.find('_');
-      if (us == std::string::npos || us == 0 ||
-          t.external_id.find_first_not_of("0123456789_") != std::string::npos)
-        continue;  // not a Slurm job id ("journal rebuilt", …)
-      tasks_of[t.external_id].push_back(t.id);
-      arrays.insert(t.external_id.substr(0, us));
-    }
-  }
-  if (tasks_of.empty()) return;
-  size_t in_jobs = 0;
-  for (const auto& [element, ids] : tasks_of) in_jobs += ids.size();
-  const slurm::SlurmClient client;
-  std::vector<slurm::QueuedJob> queued;
-  try {
-    if (!client.available()) throw slurm::SlurmQueryError("Slurm does not answer here");
-    queued = client.queue(std::vector<std::string>(arrays.begin(), arrays.end()));
-  } catch (const slurm::SlurmQueryError& e) {
-    logWarn(
-        "{}: {} task(s) were in Slurm jobs (e.g. {} in {}), and {}: they are run here; an "
-        "element that still starts finds a newer attempt and ends (exit 76)",
-        dir, in_jobs, tasks_of.begin()->second.front(), tasks_of.begin()->first, e.what());
-    return;
-  }
-  std::map<std::string, std::string> live;  // task id -> its element, in task order
-  for (const slurm::QueuedJob& j : queued)  // squeue -r: one line per element
-    if (!j.finished() && tasks_of.count(j.externalId()) > 0)
-      for (const std::string& id : tasks_of[j.externalId()]) live[id] = j.externalId();
-  if (live.empty()) return;
-  const size_t n = live.size();
-  std::string named;
-  for (auto it = live.begin(); it != live.end() && std::distance(live.begin(), it) < 4; ++it)
-    named += (named.empty() ? "" : ", ") + it->first + " in " + it->second;
-  throw InputError(dir + ": " + std::to_string(n) +
-                   " task(s) are in Slurm jobs still queued or "
-                   "running (" +
-                   named + (n > 4 ? ", …" : "") + "); let `foldfarm slurm submit " + dir +
-                   "` carry on with them, or `foldfarm campaign cancel " + dir +
-                   "` (it scancels them) and `foldfarm campaign retry " + dir +
-                   " --cancelled` to run them here");
-}
-
 // `campaign run`, `resume` and `retry` (options.retry): through Slurm, or here (the local
 // pool or, under mpirun/srun, the MPI pilot). Throws like the commands: interrupted, or
 // failed tasks, naming `failed` (what the failures are called).
@@ -341,7 +287,9 @@ void runCampaign(const std::string& dir, const std::string& executor,
   }
   refuseUntrainable(frozen, dir);
   jobs::RunOptions o = options;
-  o.before_run = refuseTasksInLiveSlurmJobs;  // the local run; the pilot's rank 0 for all
+  o.before_run = [](const std::string& d) {
+    slurm::refuseTasksInLiveSlurmJobs(d);
+  };  // the local run; the pilot's rank 0 for all
   const int rc = jobs::runCommand(dir, executor, o);
   if (rc == kExitInterrupted)
     throw InterruptedError(dir + ": stopped; continue with `foldfarm campaign resume " + dir + "`");
