@@ -466,8 +466,16 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
             nominal.replicas.size(), chains.groups.size() - 1);
   else
     logInfo("aggregate: {} chains, {} replicas", nominal.chains, nominal.replicas.size());
-  const std::optional<EventWeightsPlan> weights_plan =
-      planWeights(chains.groups, options.event_weights);
+  std::optional<EventWeightsPlan> weights_plan = planWeights(chains.groups, options.event_weights);
+  // A variation's column minus the column of what its shift is measured from is its shift (a
+  // warm-started one's from the warm reference: the raw column minus the nominal holds the
+  // warm start's extra training as well).
+  if (weights_plan)
+    for (EventWeightColumn& c : weights_plan->columns)
+      if (c.type == "detector" || c.type == "modelling")
+        c.shift_from =
+            "weights/" +
+            (sys.from_reference.count(c.variation) ? sys.reference : std::string("nominal"));
 
   // 2. Bands, systematics and the truth comparison per observable.
   nlohmann::json summary = {

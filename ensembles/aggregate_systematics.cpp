@@ -28,12 +28,14 @@ std::vector<double> covarianceOfMean(const std::vector<std::vector<double>>& sam
 
 // The noise of a source's shift (the covariance of its estimate), from chains that differ in
 // their training only; empty with fewer than two of them:
-//  - one-sided: the differences varied (r, m) - nominal (r, m);
+// Each side's baseline is what its shift is measured from (baselineOf: the warm reference for a
+// warm-started variation, else the nominal):
+//  - one-sided: the differences varied (r, m) - baseline (r, m);
 //  - half_difference: the half differences up (r, m) - down (r, m) (the nominal cancels, as in
 //    the shift); where up and down share fewer than two chains, the two sides' differences
-//    from the nominal taken as independent (an upper estimate: their shared nominal counted
+//    from their baselines taken as independent (an upper estimate: a shared baseline counted
 //    twice);
-//  - max: per bin the chosen side's difference from the nominal, signed as the shift.
+//  - max: per bin the chosen side's difference from its baseline, signed as the shift.
 // The chains a variation's shift is measured from (Systematics::from_reference).
 const std::map<int, ReplicaSum>& baselineOf(const std::string& name, const Systematics& sys,
                                             const std::map<std::string, ChainGroup>& groups) {

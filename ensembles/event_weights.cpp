@@ -105,6 +105,7 @@ void writeColumnAttrs(hid_t file, const std::string& path, const EventWeightColu
   data::h5WriteInt64Attr(d.get(), "replica", c.replica);
   data::h5WriteInt64Attr(d.get(), "members", static_cast<int64_t>(c.chains.size()));
   data::h5WriteStringAttr(d.get(), "simulation", c.simulation);
+  if (!c.shift_from.empty()) data::h5WriteStringAttr(d.get(), "shift_from", c.shift_from);
   d.close(ctx);
 }
 

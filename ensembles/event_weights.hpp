@@ -52,6 +52,10 @@ struct EventWeightColumn {
   int replica = 0;
   int64_t rows = 0;                 // its simulation's events
   std::vector<std::string> chains;  // averaged
+  // A detector or modelling variation's: the column its shift is measured from
+  // ("weights/warm_reference" for a warm-started one, "weights/nominal"), written as the
+  // dataset's attribute shift_from; "" for the others.
+  std::string shift_from;
 };
 
 struct OtherSimulation {

@@ -588,8 +588,9 @@ void uncertaintySection(Page& page, const ReportInputs& in) {
       "where members allow, so that the total counts it once), each systematic source's "
       "symmetrised shift, the non-closure (unfolded pseudo-data minus its truth) and the "
       "total covariance (their sum). A source's ± is the noise of its shift (from the "
-      "differences between its chains and the nominal chains of the same replica and "
-      "member, where there are two or more): a shift not well above it is mostly noise. "
+      "differences between its chains and the chains it is measured from, the warm reference "
+      "or the nominal, of the same replica and member, where there are two or more; a pair's "
+      "half differences up − down): a shift not well above it is mostly noise. "
       "Warm-started variations are measured from the warm reference (the nominal trained again "
       "as they were), whose own distance from the nominal is the row \"warm start alone\": "
       "not an uncertainty, and not in the total. " +

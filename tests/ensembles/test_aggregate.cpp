@@ -1139,8 +1139,14 @@ TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
   writeChain("c/r2m1", 2, 1, 3, 1, 42, mc, {2, 2, 2, 0});
   nlohmann::json det = variation("det", "detector");
   det["mc"] = sim_det;
+  det["warm_from"] = "/c/tasks/r0000m0";  // its shift is measured from the warm reference
   writeChain("c/det_r0", 0, 0, 2, 2, 42, det, {5, 5, 5, 5});
   writeChain("c/det_r1", 1, 0, 2, 2, 42, det, {9, 9, 9, 9});
+  nlohmann::json ref = variation("warm_reference", "reference");
+  ref["mc"] = sim;
+  ref["warm_from"] = "/c/tasks/r0000m0";
+  writeChain("c/ref_r0", 0, 0, 2, 2, 42, ref, {4, 4, 4, 4});
+  writeChain("c/ref_r1", 1, 0, 2, 2, 42, ref, {8, 8, 8, 8});
   nlohmann::json mcstat = variation("mcstat", "mc_bootstrap");
   mcstat["mc"] = sim;
   writeChain("c/mcstat_r0", 0, 0, 2, 2, 42, mcstat, {1, 0, 2, 0});
@@ -1164,6 +1170,11 @@ TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
   EXPECT_EQ(read.attr("weights/det", "replica", true), "0");
   EXPECT_EQ(read.attr("weights/det", "simulation", true), sim_det);
   EXPECT_EQ(read.attr("weights/det", "type", true), "detector");
+  // What a variation's shift is measured from (a warm-started one's: the warm reference, not
+  // the nominal, whose difference holds the warm start's extra training too).
+  EXPECT_EQ(read.attr("weights/det", "shift_from", true), "weights/warm_reference");
+  EXPECT_EQ(read.attr("other_simulations/herwig/weights", "shift_from", true), "weights/nominal");
+  EXPECT_EQ(read("weights/warm_reference"), (std::vector<double>{4, 4, 4, 4}));
   EXPECT_EQ(read("weights/mcstat_replica_0000"), (std::vector<double>{1, 0, 2, 0}));
   EXPECT_EQ(read("weights/mcstat_replica_0001"), (std::vector<double>{0, 1, 0, 2}));
   EXPECT_EQ(read.attr("weights/nominal", "members", true), "2");
@@ -1176,7 +1187,7 @@ TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
   EXPECT_EQ(read.attr("/", "rows"), "4");
   EXPECT_EQ(nlohmann::json::parse(read.attr("/", "columns")),
             nlohmann::json({"nominal", "replica_0001", "replica_0002", "det", "mcstat_replica_0000",
-                            "mcstat_replica_0001"}));
+                            "mcstat_replica_0001", "warm_reference"}));
   const std::string selection = read.attr("/", "selection");
   EXPECT_NE(selection.find("pass_gen"), std::string::npos) << selection;
   EXPECT_NE(selection.find("push weight of 1"), std::string::npos) << selection;
@@ -1190,7 +1201,8 @@ TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
       aggregateRunsWithOptions({(root_ / "c").string()}, out_c, std::nullopt, central);
   {
     H5Reader c(out_c + "/event_weights.h5");
-    EXPECT_EQ(nlohmann::json::parse(c.attr("/", "columns")), nlohmann::json({"nominal", "det"}));
+    EXPECT_EQ(nlohmann::json::parse(c.attr("/", "columns")),
+              nlohmann::json({"nominal", "det", "warm_reference"}));
     EXPECT_EQ(c("weights/nominal"), (std::vector<double>{2, 2, 2, 2}));
     EXPECT_FALSE(c.has("weights/replica_0001"));
     EXPECT_FALSE(c.has("weights/mcstat_replica_0000"));
@@ -1219,7 +1231,7 @@ TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
   // The central columns read the central chains only: that bootstrap replica is not one.
   aggregateRunsWithOptions({(root_ / "c").string()}, out2, std::nullopt, central);
   EXPECT_EQ(nlohmann::json::parse(H5Reader(out2 + "/event_weights.h5").attr("/", "columns")),
-            nlohmann::json({"nominal", "det"}));
+            nlohmann::json({"nominal", "det", "warm_reference"}));
 
   // Bootstrap replicas only (no replica 0): no central column, so no event_weights.h5; a
   // variation's central column is still written.
