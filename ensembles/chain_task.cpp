@@ -447,7 +447,8 @@ namespace {
 
 // A detector variation reconstructs the nominal's generated events otherwise: its simulation
 // must hold those events, in their order (the publication weights and the shifts pair them).
-// Compared by their count and their generated observables.
+// Compared by their count, their generator-level selection (pass_gen), their event weights and
+// their generated observables.
 void checkSameGeneratedEvents(const std::string& varied, const std::string& nominal) {
   const data::JetFile v(varied), n(nominal);
   const std::string why =
@@ -457,20 +458,40 @@ void checkSameGeneratedEvents(const std::string& varied, const std::string& nomi
   if (v.numJets() != n.numJets())
     throw InputError(varied + " holds " + std::to_string(v.numJets()) + " events, the nominal " +
                      nominal + " " + std::to_string(n.numJets()) + why);
-  if (!v.hasLevel("gen") || !n.hasLevel("gen") || !data::fileHasDataset(varied, "gen_subs") ||
-      !data::fileHasDataset(nominal, "gen_subs"))
-    return;
-  std::vector<int64_t> dv, dn;
-  const std::vector<float> a = data::readFloatDataset(varied, "gen_subs", &dv);
-  const std::vector<float> b = data::readFloatDataset(nominal, "gen_subs", &dn);
-  if (dv != dn) return;  // the layout check names other shapes
-  const size_t width = dv.size() == 2 ? static_cast<size_t>(dv[1]) : 1;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i] != b[i])
-      throw InputError(varied + ": generated event " + std::to_string(i / width) +
-                       " differs from the nominal " + nominal + "'s (gen_subs column " +
-                       std::to_string(i % width) + ": " + fmt::format("{}", a[i]) + " against " +
-                       fmt::format("{}", b[i]) + ")" + why);
+  if (v.hasLevel("gen") && n.hasLevel("gen") && data::fileHasDataset(varied, "gen_subs") &&
+      data::fileHasDataset(nominal, "gen_subs")) {
+    std::vector<int64_t> dv, dn;
+    const std::vector<float> a = data::readFloatDataset(varied, "gen_subs", &dv);
+    const std::vector<float> b = data::readFloatDataset(nominal, "gen_subs", &dn);
+    const size_t width = dv.size() == 2 ? static_cast<size_t>(dv[1]) : 1;
+    if (dv == dn)  // the layout check names other shapes
+      for (size_t i = 0; i < a.size(); ++i)
+        if (a[i] != b[i])
+          throw InputError(varied + ": generated event " + std::to_string(i / width) +
+                           " differs from the nominal " + nominal + "'s (gen_subs column " +
+                           std::to_string(i % width) + ": " + fmt::format("{}", a[i]) +
+                           " against " + fmt::format("{}", b[i]) + ")" + why);
+  }
+  // The generator-level selection and the event weights belong to the generated events too: a
+  // variation that changed them would shift the prior, not the detector, and the publication
+  // weights of the one would not apply to the other's events. Absent: every event passes,
+  // every weight 1.
+  const auto compare = [&](const auto& a, const auto& b, const char* what) {
+    if (a.empty() && b.empty()) return;
+    for (size_t i = 0; i < static_cast<size_t>(v.numJets()); ++i) {
+      const double x = a.empty() ? 1.0 : static_cast<double>(a[i]);
+      const double y = b.empty() ? 1.0 : static_cast<double>(b[i]);
+      if (x != y)
+        throw InputError(varied + ": event " + std::to_string(i) + " has " + what + " " +
+                         fmt::format("{}", x) + " where the nominal " + nominal + " has " +
+                         fmt::format("{}", y) + why);
+    }
+  };
+  compare(v.readPassFlags("pass_gen"), n.readPassFlags("pass_gen"), "pass_gen");
+  const auto weightsOf = [](const data::JetFile& f) {
+    return f.has("weights") ? f.readFloat("weights") : std::vector<float>();
+  };
+  compare(weightsOf(v), weightsOf(n), "event weight (weights)");
 }
 
 }  // namespace

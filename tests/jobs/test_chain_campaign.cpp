@@ -3,8 +3,10 @@
 // on the local executor and aggregates into bands; a campaign whose orchestrator is
 // killed -9 twice and resumed aggregates to exactly the same bands as an uninterrupted
 // one; a campaign extended after it ran aggregates like one made with the larger counts.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -17,6 +19,7 @@
 #include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
 #include "core/base/sha256.hpp"
+#include "core/data/jet_reader.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
 #include "jobs/campaign.hpp"
@@ -274,6 +277,29 @@ TEST_F(ChainCampaign, InputsNoChainCanUseAreRefusedAtInitAndAFailedChainsReasonI
                 "/mc_up_other.h5: generated event 0 differs "
                 "from the nominal " +
                 scratch_ + "/mc.h5's");
+  // Its generated events, but another generator-level selection or other event weights: the
+  // shift would hold a change of the prior (before: accepted).
+  {
+    ASSERT_NO_FATAL_FAILURE(synthFile("mc_up.h5", "sim", "11", "energy_scale=1.05"));
+    const data::UnfoldArrays up = data::JetFile(scratch_ + "/mc_up.h5").readUnfold();
+    data::UnfoldArrays selected = up, weighted = up;
+    const size_t passing = static_cast<size_t>(
+        std::find(up.pass_gen.begin(), up.pass_gen.end(), 1) - up.pass_gen.begin());
+    ASSERT_LT(passing, up.pass_gen.size());
+    selected.pass_gen[passing] = 0;
+    weighted.weights.assign(up.pass_gen.size(), up.weight(0));
+    weighted.weights[7] = 2 * up.weight(7) + 1;
+    data::writeUnfoldFile(scratch_ + "/mc_up_selected.h5", selected);
+    data::writeUnfoldFile(scratch_ + "/mc_up_weighted.h5", weighted);
+    bad["variations"]["det_up"]["inputs"]["mc"] = scratch_ + "/mc_up_selected.h5";
+    says(refused(bad, "detector_other_selection"),
+         "/mc_up_selected.h5: event " + std::to_string(passing) +
+             " has pass_gen 0 where the nominal " + scratch_ + "/mc.h5 has 1");
+    bad["variations"]["det_up"]["inputs"]["mc"] = scratch_ + "/mc_up_weighted.h5";
+    says(refused(bad, "detector_other_weights"),
+         "/mc_up_weighted.h5: event 7 has event weight (weights) " +
+             fmt::format("{}", 2 * up.weight(7) + 1) + " where the nominal");
+  }
 
   // What the aggregation reads besides the chains, found before any chain trains: a truth of
   // its reco level only, a truth whose pass_gen passes no event, and non-closure pseudo-data
