@@ -252,7 +252,8 @@ void logShiftNoise(const std::vector<ObservableResult>& results, ShiftNoise shif
 // bands.h5, staged (committed with the other outputs).
 AtomicFile writeBands(const std::string& out_dir, const std::vector<ObservableResult>& results,
                       const std::optional<TruthHistograms>& truth, size_t replicas,
-                      size_t band_replicas, size_t chains, uint64_t campaign_seed) {
+                      const BandReplicas& band, size_t chains, uint64_t campaign_seed) {
+  const size_t band_replicas = band.count;
   AtomicFile out(out_dir + "/bands.h5");
   const std::string path = out.tempPath();
   data::H5Handle f;
@@ -322,11 +323,14 @@ AtomicFile writeBands(const std::string& out_dir, const std::vector<ObservableRe
   data::h5WriteInt64Attr(f.get(), "band_replicas", static_cast<int64_t>(band_replicas));
   data::h5WriteInt64Attr(f.get(), "chains", static_cast<int64_t>(chains));
   data::h5WriteStringAttr(f.get(), "campaign_seed", std::to_string(campaign_seed));
-  data::h5WriteStringAttr(f.get(), "content",
-                          "unit-area densities per bin; replicas = mean over members of each "
-                          "replica (0: the data as measured, >= 1: bootstrap); nominal = mean "
-                          "over the replicas; std, percentiles, covariance, correlation over "
-                          "the band_replicas bootstrap replicas");
+  data::h5WriteStringAttr(
+      f.get(), "content",
+      std::string("unit-area densities per bin; replicas = mean over members of each replica (0: "
+                  "the data as measured, >= 1: bootstrap); nominal = mean over the replicas; "
+                  "std, percentiles, covariance, correlation over the band_replicas ") +
+          (band.from_bootstrap ? "bootstrap replicas (r >= 1)"
+                               : "replicas, replica 0 included (fewer than two bootstrap "
+                                 "replicas ran: too narrow a band)"));
   f.close(path + ": closing");
   return out;
 }
@@ -360,7 +364,8 @@ plot::LineFigure breakdownFigure(
 // Each observable's band figure and breakdown, staged; the total band with variations only.
 void stageFigures(std::vector<AtomicFile>& staged, const std::string& out_dir,
                   const std::vector<ObservableResult>& results,
-                  const std::optional<TruthHistograms>& truth, bool with_total) {
+                  const std::optional<TruthHistograms>& truth, bool with_total,
+                  bool replica_0_in_band) {
   // One gnuplot process for every observable's figure.
   plot::GnuplotBatch batch;
   for (size_t o = 0; o < results.size(); ++o) {
@@ -377,6 +382,7 @@ void stageFigures(std::vector<AtomicFile>& staged, const std::string& out_dir,
     if (truth) fig.truth = truth->density[o];
     fig.prior = r.prior;
     fig.replicas = r.band.replicas;
+    fig.replica_0_in_band = replica_0_in_band;
     if (with_total) fig.total_sigma = r.sys.std_total;
     batch.add(r.name, fig);
     // The training noise, a part of stat, beside it when it could be estimated.
@@ -522,14 +528,14 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   //    changes nothing (not bands.h5 of this run beside an earlier summary.json), and a
   //    directory it made is removed again.
   std::vector<AtomicFile> staged;
-  staged.push_back(writeBands(out_dir, results, truth, nominal.replicas.size(), band.count,
+  staged.push_back(writeBands(out_dir, results, truth, nominal.replicas.size(), band,
                               nominal.chains, chains.campaign_seed));
   if (weights_plan)
     staged.push_back(writeEventWeights(*weights_plan, out_dir + "/event_weights.h5"));
   if (options.plots && !plot::gnuplotAvailable())
     logWarn("aggregate: gnuplot (with pngcairo) is not installed; no figures in {}", out_dir);
   else if (options.plots)
-    stageFigures(staged, out_dir, results, truth, chains.groups.size() > 1);
+    stageFigures(staged, out_dir, results, truth, chains.groups.size() > 1, !band.from_bootstrap);
   // summary.json last: it lists what this aggregation wrote.
   summary["outputs"] = nlohmann::json::array();
   for (const AtomicFile& f : staged)

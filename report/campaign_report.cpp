@@ -398,7 +398,14 @@ void overviewSection(Page& page, const ReportInputs& in) {
     const json& summary = *in.summary;
     rows.push_back({"replicas aggregated", summary.value("replicas", json()).dump()});
     if (summary.contains("band_replicas"))
-      rows.push_back({"replicas in the statistical band", summary["band_replicas"].dump()});
+      rows.push_back(
+          {"replicas in the statistical band",
+           summary["band_replicas"].dump() +
+               (summary["band_replicas"] == summary.value("replicas", nlohmann::json()) &&
+                        summary.value("replicas", 0) > 1
+                    ? " (replica 0, the data as measured, among them: fewer than two bootstrap "
+                      "replicas ran)"
+                    : std::string(" bootstrap replicas"))});
     // Bands of fewer chains than are done now (an aggregation run while the campaign ran) say
     // so, beside the count.
     // The nominal's, each variation's and the warm reference's chains, and those done that it

@@ -38,7 +38,10 @@ struct BandPlot {
   // The total uncertainty (statistical and systematic) as nominal ± this, drawn as an
   // outlined band over the statistical ones; empty: none.
   std::vector<double> total_sigma;
-  int64_t replicas = 0;
+  int64_t replicas = 0;  // those the bands are over
+  // The bands are over every replica, replica 0 (the data as measured) among them, not over
+  // bootstrap replicas alone (fewer than two of those ran); the title says so.
+  bool replica_0_in_band = false;
 };
 
 // A bins x bins matrix (row-major) as a heat map, colour range [zmin, zmax].

@@ -249,6 +249,9 @@ TEST_F(AggregateTest, MembersAveragedReplicasGiveMeanStdPercentilesCovariance) {
   EXPECT_EQ(foldfarm::data::h5ReadAttrAsString(f.get(), "replicas"), "3");
   EXPECT_EQ(foldfarm::data::h5ReadAttrAsString(f.get(), "band_replicas"), "2");
   EXPECT_EQ(summary["band_replicas"], 2);
+  EXPECT_NE(foldfarm::data::h5ReadAttrAsString(f.get(), "content")
+                .find("over the band_replicas bootstrap replicas (r >= 1)"),
+            std::string::npos);
   EXPECT_THROW(read("mass/absent"), foldfarm::InputError);
 
   // One bootstrap replica beside replica 0: too few for a spread of their own, so the band is
@@ -263,6 +266,10 @@ TEST_F(AggregateTest, MembersAveragedReplicasGiveMeanStdPercentilesCovariance) {
   foldfarm::data::H5Handle f2 = foldfarm::data::h5OpenRead(bands2);
   EXPECT_NEAR(readFloat64Dataset(f2.get(), bands2, "mass/std")[0] * w, std::sqrt(2 * 0.125 * 0.125),
               1e-12);
+  // (before: "over the band_replicas bootstrap replicas", here as elsewhere)
+  EXPECT_NE(foldfarm::data::h5ReadAttrAsString(f2.get(), "content")
+                .find("over the band_replicas replicas, replica 0 included"),
+            std::string::npos);
 }
 
 TEST_F(AggregateTest, TruthGivesDiscriminatorsAndCoverage) {
