@@ -726,6 +726,25 @@ TEST_F(ChainCampaign, AWarmStartedVariationOfTheNominalsOwnInputsShiftsNothing) 
       sq += std::pow(o["uncertainty"][k].get<double>(), 2);
     EXPECT_NEAR(o["uncertainty"]["total"].get<double>(), std::sqrt(sq), 1e-9) << name;
   }
+
+  // The models a variation warm-starts from lost: a retry of the variation cannot mend that,
+  // and its reason names the command that can (before: "rerun it", and `campaign status`
+  // offered `retry --failed`, which failed the same way); that command reruns both.
+  fs::remove_all(dir + "/tasks/r0001m0/models");
+  EXPECT_NE(runFoldfarm({"campaign", "retry", dir, "--task", "same.r0001m0"}, scratch_, "lost"), 0);
+  ASSERT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, "lost-status"), 0);
+  const json st = json::parse(readText(scratch_ + "/lost-status.out"));
+  ASSERT_EQ(st["failures"].size(), 1u) << st.dump();
+  EXPECT_NE(st["failures"][0]["reason"].get<std::string>().find(
+                "; `foldfarm campaign retry " + dir +
+                " --task r0001m0` runs r0001m0 again, and this task after it"),
+            std::string::npos)
+      << st["failures"][0].dump();
+  ASSERT_EQ(runFoldfarm({"campaign", "retry", dir, "--task", "r0001m0"}, scratch_, "mended"), 0)
+      << readText(scratch_ + "/mended.err");
+  ASSERT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, "mended-status"), 0);
+  const json counts = json::parse(readText(scratch_ + "/mended-status.out"))["counts"];
+  EXPECT_EQ(counts["done"], 4 * 3 + 6) << counts.dump();  // 6 nominal, 2 x 2 of 4 variations
 }
 
 // `campaign work` (a Slurm array element) stopped by a signal (scancel, the time limit): the
