@@ -171,10 +171,19 @@ CampaignSpec requestedCounts(const CampaignSpec& old, const ExtendRequest& req,
     }
     counts = &j["variations"][req.variation];
   }
-  // A count given beside a spec file that says another one: the option wins, said so.
+  // A count given beside a spec file that says another one: the option wins, said so. One
+  // below the campaign's is refused first (before: the warm reference's counts, raised to the
+  // old ones, were named as going beyond the nominal's).
   for (const auto& [key, given] :
        {std::pair<const char*, int>{"replicas", req.replicas}, {"members", req.members}}) {
     if (given <= 0) continue;
+    const bool replicas = std::string(key) == "replicas";
+    if (req.variation.empty())
+      requireNotFewer(replicas ? old.replicas : old.members, given, key, from);
+    for (const Variation& v : old.variations)
+      if (v.name == req.variation)
+        requireNotFewer(replicas ? v.replicas : v.members, given,
+                        "variations." + v.name + "." + key, from);
     const int in_file = counts->value(key, 1);
     if (!req.spec_path.empty() && in_file != given)
       logWarn("campaign extend: --{} {} replaces the {} {} of {}{}", key, given, key, in_file,

@@ -623,6 +623,14 @@ TEST_F(ChainCampaign, ExtendedCampaignAggregatesLikeOneMadeWhole) {
             0)
       << readText(scratch_ + "/extend.err");
   const json added = json::parse(readText(scratch_ + "/extend.out"));
+  // Fewer members than it has now: refused as such (before: the warm reference, at the old
+  // counts, was said to go beyond the nominal's).
+  EXPECT_EQ(runFoldfarm({"campaign", "extend", extended, "--members", "1", "--dry-run"}, scratch_,
+                        "fewer"),
+            kExitBadInput);
+  EXPECT_NE(readText(scratch_ + "/fewer.err").find("'members' = 1 is below the campaign's 2"),
+            std::string::npos)
+      << readText(scratch_ + "/fewer.err");
   // The warm reference (1 x 1 before, 1 x 2 after) grows with the detector variations.
   EXPECT_EQ(added["tasks_before"], 5);
   EXPECT_EQ(added["tasks_after"], 12);
