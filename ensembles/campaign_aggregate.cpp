@@ -1,6 +1,7 @@
 #include "ensembles/campaign_aggregate.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <set>
@@ -9,6 +10,7 @@
 #include "core/base/error.hpp"
 #include "core/base/fd.hpp"
 #include "core/base/log.hpp"
+#include "core/base/sha256.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/input_record.hpp"
 
@@ -37,7 +39,7 @@ namespace {
 // summary.json's "inputs" of a campaign: each role's path and checksums (those `campaign
 // init` or `campaign accept-inputs` took, which the chains' files were checked against), the
 // nominal's and the roles each variation replaces; a --truth other than the spec's by its
-// path alone.
+// absolute path, size and checksum as it is now.
 json inputsOfCampaign(const jobs::CampaignSpec& spec, const std::optional<std::string>& truth) {
   const json sums = jobs::inputChecksums(spec.inputs_at_init);
   const auto entry = [&](const std::string& path) {
@@ -47,8 +49,15 @@ json inputsOfCampaign(const jobs::CampaignSpec& spec, const std::optional<std::s
   };
   json nominal = json::object();
   for (const auto& [role, path] : spec.inputs) nominal[role] = entry(path);
-  if (truth && (!spec.inputs.count("truth") || spec.inputs.at("truth") != *truth))
-    nominal["truth"] = {{"path", *truth}, {"sha256", nullptr}};
+  if (truth && (!spec.inputs.count("truth") || spec.inputs.at("truth") != *truth)) {
+    // Not recorded at init: its size and checksum now, as it is read (before: its path as
+    // given, relative perhaps, and no checksum).
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(*truth, ec);
+    nominal["truth"] = {{"path", *truth},  // one that cannot be read is refused below
+                        {"size", ec ? json() : json(size)},
+                        {"sha256", ec ? json() : json(sha256File(*truth))}};
+  }
   json variations = json::object();
   for (const jobs::Variation& v : spec.variations) {
     variations[v.name] = json::object();
@@ -180,7 +189,7 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   //    removed is named where it is read; the spec's truth is not read under another truth.)
   std::optional<std::string> truth_path;
   if (!truth.empty())
-    truth_path = truth;
+    truth_path = std::filesystem::absolute(truth).lexically_normal().string();
   else if (spec.inputs.count("truth"))
     truth_path = spec.inputs.at("truth");
   const std::string spec_truth =

@@ -200,6 +200,17 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   fs::last_write_time(truth, truth_time);
   EXPECT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "agg-restored"), 0)
       << readText(scratch_ + "/agg-restored.err");
+  // Another truth, given by a relative path: recorded by its absolute path, size and checksum
+  // (before: the path as given, and no checksum).
+  EXPECT_EQ(runFoldfarm({"campaign", "aggregate", dir, "--truth",
+                         fs::relative(mc, fs::current_path()).string()},
+                        scratch_, "agg-other-truth"),
+            0)
+      << readText(scratch_ + "/agg-other-truth.err");
+  const json other = json::parse(readText(dir + "/aggregate/summary.json"))["inputs"]["nominal"];
+  EXPECT_EQ(other["truth"],
+            (json{{"path", mc}, {"size", fs::file_size(mc)}, {"sha256", sha256File(mc)}}))
+      << other.dump();
 
   // The simulation generated again and accepted: every chain runs again on it (each reads
   // it), the aggregate names its new checksum, the earlier one is kept under superseded/.
