@@ -495,6 +495,9 @@ bool SupersededOutputs::moveAggregate() {
   if (!aggregateHoldsOutputs(dir_)) return false;
   move(dir_ + "/aggregate", "aggregate");
   makeDir(dir_ + "/aggregate");
+  // The page `foldfarm report D` wrote shows those numbers: it goes with them (before: left in
+  // place, stale, beside an empty aggregate).
+  if (pathExists(dir_ + "/report.html")) move(dir_ + "/report.html", "report.html");
   return true;
 }
 

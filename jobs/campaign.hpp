@@ -61,8 +61,8 @@ class SupersededOutputs {
   explicit SupersededOutputs(std::string campaign_dir);
   // Moves `from` durably to <path()>/<name> (its parent directories made).
   void move(const std::string& from, const std::string& name);
-  // D/aggregate, when it holds outputs: moved here as aggregate/ and made anew, empty.
-  // Returns whether it moved.
+  // D/aggregate, when it holds outputs: moved here as aggregate/ and made anew, empty, with
+  // D/report.html (the page of those numbers) when there is one. Returns whether it moved.
   bool moveAggregate();
   const std::string& path() const { return moved_to_; }  // "" until something moved
 

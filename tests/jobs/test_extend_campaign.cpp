@@ -115,6 +115,7 @@ class ExtendCampaign : public ToolCampaignTest {
 
 TEST_F(ExtendCampaign, RunsOnlyTheNewTasksAndEqualsACampaignMadeWhole) {
   writeText(dir_ + "/aggregate/summary.json", "{\"bands\": \"of 6 tasks\"}\n");
+  writeText(dir_ + "/report.html", "<p>the bands of 6 tasks</p>\n");
   const auto tasks_before = tasksOf(dir_);
   const auto events_before = eventsOf(dir_);
   ASSERT_EQ(tasks_before.size(), 6u);
@@ -156,6 +157,9 @@ TEST_F(ExtendCampaign, RunsOnlyTheNewTasksAndEqualsACampaignMadeWhole) {
   ASSERT_EQ(entries(dir_ + "/superseded"), 1);
   const std::string aside = fs::directory_iterator(dir_ + "/superseded")->path().string();
   EXPECT_EQ(readText(aside + "/aggregate/summary.json"), "{\"bands\": \"of 6 tasks\"}\n");
+  // With the page of those numbers (before: left stale in D).
+  EXPECT_EQ(readText(aside + "/report.html"), "<p>the bands of 6 tasks</p>\n");
+  EXPECT_FALSE(fs::exists(dir_ + "/report.html"));
   EXPECT_EQ(readText(aside + "/spec.json"), spec_before);
   EXPECT_EQ(entries(dir_ + "/aggregate"), 0);
 
