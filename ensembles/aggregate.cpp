@@ -504,8 +504,13 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     nlohmann::json entry = {{"name", v.name},     {"type", variationTypeName(v.type)},
                             {"source", v.source}, {"direction", v.direction},
                             {"chains", g.chains}, {"replicas", g.replicas.size()}};
-    if (v.type == VariationType::kDetector || v.type == VariationType::kModelling)
+    if (v.type == VariationType::kDetector || v.type == VariationType::kModelling) {
       entry["shift_from"] = sys.from_reference.count(v.name) ? sys.reference : "nominal";
+      // Measured from the reference: over the chains with a partner there only
+      // (variations/<name>/nominal is over all of them).
+      const auto paired = sys.paired_chains.find(v.name);
+      if (paired != sys.paired_chains.end()) entry["chains_in_shift"] = paired->second;
+    }
     summary["variations"].push_back(std::move(entry));
   }
   if (!sys.reference.empty()) {

@@ -180,6 +180,7 @@ Systematics checkVariations(const std::map<std::string, ChainGroup>& groups) {
       continue;
     }
     sys.from_reference.insert(v.name);
+    sys.paired_chains[v.name] = paired;
     if (paired < chains)
       unpaired += (unpaired.empty() ? "" : ", ") + v.name + " " + std::to_string(paired) + " of " +
                   std::to_string(chains);

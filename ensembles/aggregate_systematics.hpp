@@ -30,6 +30,9 @@ struct Systematics {
   // variations with at least one such pair. The others' shifts are measured from the nominal.
   std::string reference;
   std::set<std::string> from_reference;
+  // Of each of those, the chains its shift is over (those with a reference partner); its
+  // variations/<name>/nominal is over all of its chains.
+  std::map<std::string, size_t> paired_chains;
 };
 
 // The refusals that need every chain read: binning against the nominal's, the pairing of

@@ -688,6 +688,13 @@ TEST_F(AggregateTest, AWarmStartedShiftIsMeasuredFromTheWarmReferenceChainByChai
   for (const auto& v : s["variations"]) from[v["name"]] = v["shift_from"];
   EXPECT_EQ(from, (std::map<std::string, std::string>{
                       {"alt", "warm_reference"}, {"cold", "nominal"}, {"wide", "warm_reference"}}));
+  // wide's shift is over its one chain with a partner; its variations/wide/nominal over both.
+  std::map<std::string, nlohmann::json> in_shift;
+  for (const auto& v : s["variations"])
+    in_shift[v["name"]] = v.value("chains_in_shift", nlohmann::json());
+  EXPECT_EQ(in_shift["alt"], 2);
+  EXPECT_EQ(in_shift["wide"], 1);
+  EXPECT_TRUE(in_shift["cold"].is_null());
   EXPECT_NEAR(s["observables"]["mass"]["warm_start_effect"]["shift"].get<double>(),
               std::sqrt((std::pow(0.125 / 0.375, 2) + std::pow(0.125 / 0.625, 2)) / 2),
               1e-12);  // the nominal's mean: .375 and .625
