@@ -84,7 +84,7 @@ void GnuplotBatch::add(const std::string& name, const LineFigure& fig) {
   s += "set output " + gnuplotQuote(png) + "\n";
   s += "set title " + gnuplotQuote(fig.title) + "\nset xlabel " + gnuplotQuote(fig.xlabel) +
        "\nset ylabel " + gnuplotQuote(fig.ylabel) + "\n";
-  s += "set grid\nset key top left\n";
+  s += "set grid\nset key outside right top\n";  // beside the plot: it hides no line
   if (fig.logx) s += "set logscale x 2\n";
   if (fig.logy) s += "set logscale y\n";
   std::string plot;
@@ -166,7 +166,8 @@ void GnuplotBatch::add(const std::string& name, const BandPlot& fig) {
   s += "unset title\nset tmargin at screen 0.37\nset bmargin at screen 0.10\n";
   s += "set format x '%g'\nset xlabel " + gnuplotQuote(fig.xlabel) + "\n";
   s += std::string("set ylabel ") + (has_truth ? "'ratio to truth'" : "'ratio to unfolded'") + "\n";
-  s += "set yrange [0.4:1.6]\nset ytics 0.2\nunset key\n";
+  // The top tick (1.6) is left out: it sat on the upper panel's 0.
+  s += "set yrange [0.4:1.6]\nset ytics 0.4, 0.2, 1.4\nunset key\n";
   s += "plot " + ratio_file + " using 1:5:6 with filledcurves lc rgb '#c6dbef', \\\n";
   s += "  " + ratio_file + " using 1:3:4 with filledcurves lc rgb '#6baed6', \\\n";
   if (has_total) {
