@@ -465,12 +465,17 @@ void overviewSection(Page& page, const ReportInputs& in) {
            htmlTable({"", "value"}, rows, "overview-table") + "</section>\n");
 }
 
+// "run `foldfarm campaign aggregate D`", with --truth when the spec names none.
+std::string aggregateHint(const ReportInputs& in) {
+  return "run `foldfarm campaign aggregate " + in.dir +
+         (in.stats.spec_truth ? std::string("`") : std::string(" --truth TRUTH.h5`"));
+}
+
 void distributionsSection(Page& page, const ReportInputs& in,
                           const std::map<std::string, std::string>& figures) {
   if (!in.bands) {
     page.omit("distributions", "Unfolded distributions",
-              "no " + in.agg + "/bands.h5 (run `foldfarm campaign aggregate " + in.dir +
-                  " --truth TRUTH.h5`)");
+              "no " + in.agg + "/bands.h5 (" + aggregateHint(in) + ")");
     return;
   }
   const BandsFile& bands = *in.bands;
@@ -657,8 +662,7 @@ std::string shiftCell(double f, double z) {
 void deltaSection(Page& page, const ReportInputs& in) {
   if (!in.summary) {
     page.omit("delta", "Triangular discriminator and coverage",
-              "no " + in.agg + "/summary.json (run `foldfarm campaign aggregate " + in.dir +
-                  " --truth TRUTH.h5`)");
+              "no " + in.agg + "/summary.json (" + aggregateHint(in) + ")");
     return;
   }
   const json& observables = (*in.summary)["observables"];

@@ -19,6 +19,7 @@ CampaignStats readCampaignStats(const std::string& campaign_dir) {
   s.tasks_per_gpu = std::max(1, spec.resources.tasks_per_gpu);
   s.threads_per_task = std::max(1, spec.resources.threads_per_task);
   s.slots = spec.slotsPerNode();
+  s.spec_truth = spec.inputs.count("truth") > 0;
   for (auto st :
        {jobs::TaskState::kPending, jobs::TaskState::kRunning, jobs::TaskState::kDone,
         jobs::TaskState::kFailed, jobs::TaskState::kInterrupted, jobs::TaskState::kCancelled})

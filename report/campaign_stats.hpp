@@ -39,7 +39,8 @@ struct CampaignStats {
   double first_start = 0, last_end = 0;        // epoch seconds (0: nothing ran)
   std::vector<double> done_at;                 // epoch seconds of each completion (done), sorted
   std::map<std::string, int> hosts;            // host -> attempts run there
-  int peak_running = 0;  // the most attempts running at once (the slots a run really used)
+  bool spec_truth = false;  // the spec names a truth (inputs.truth): aggregate needs no --truth
+  int peak_running = 0;     // the most attempts running at once (the slots a run really used)
 };
 
 // Opens D read-only (jobs::Campaign::open). Throws InputError when D is not a campaign

@@ -218,6 +218,22 @@ TEST(CampaignReport, AbsentInputsAreOmittedWithANoteNotFaked) {
   EXPECT_FALSE(contains(html, "<script"));
   EXPECT_FALSE(contains(html, "http://"));
   EXPECT_FALSE(contains(html, "https://"));
+  // Without a truth in the spec the way to the bands gives one.
+  EXPECT_TRUE(contains(
+      html, "(run `foldfarm campaign aggregate " + htmlEscape(dir) + " --truth TRUTH.h5`)"))
+      << html;
+
+  // With one, the plain command (before: --truth TRUTH.h5 all the same).
+  jobs::registerBuiltinTaskKinds();
+  nlohmann::json with_truth = commandSpec(1, 1, {});
+  writeJson(scratch.path() + "/truth.h5", nlohmann::json::object());
+  with_truth["inputs"] = {{"truth", scratch.path() + "/truth.h5"}};
+  writeJson(scratch.path() + "/truth-spec.json", with_truth);
+  const std::string dir2 = scratch.path() + "/camp-truth";
+  jobs::initCommand(scratch.path() + "/truth-spec.json", dir2);
+  const std::string html2 = readFile(writeCampaignReport(dir2, {}).path);
+  EXPECT_TRUE(contains(html2, "(run `foldfarm campaign aggregate " + htmlEscape(dir2) + "`)"))
+      << html2;
 }
 
 // The overview names the files the bands were computed from and their checksums.
