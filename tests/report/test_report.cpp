@@ -234,6 +234,7 @@ TEST(CampaignReport, AbsentInputsAreOmittedWithANoteNotFaked) {
   const std::string html2 = readFile(writeCampaignReport(dir2, {}).path);
   EXPECT_TRUE(contains(html2, "(run `foldfarm campaign aggregate " + htmlEscape(dir2) + "`)"))
       << html2;
+  EXPECT_FALSE(contains(html2, "--truth TRUTH.h5`)")) << html2;
 }
 
 // The overview names the files the bands were computed from and their checksums.
