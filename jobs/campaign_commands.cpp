@@ -33,6 +33,7 @@ void initCommand(const std::string& spec_path, const std::string& dir) {
   installStopHandlers();
   bool reference_added = false;
   CampaignSpec spec = withWarmReference(loadCampaignSpec(spec_path), &reference_added);
+  refuseVariationKeysNotRead(spec, spec_path);
   if (spec.executor == "local") checkResourcesOnThisNode(spec, spec_path);
   const auto stopped = [&] {
     return InterruptedError("campaign init " + dir + ": stopped by signal " +

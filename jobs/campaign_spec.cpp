@@ -399,6 +399,25 @@ CampaignSpec withWarmReference(const CampaignSpec& s, bool* added) {
   return parseCampaignSpec(j, "the spec with its warm reference", "/", /*require_inputs=*/false);
 }
 
+void refuseVariationKeysNotRead(const CampaignSpec& s, const std::string& origin) {
+  if (s.kind != "chain") return;
+  for (const Variation& v : s.variations) {
+    const std::string where = origin + ": 'variations." + v.name + ".";
+    if (v.direction.empty() && v.symmetrise == "max")
+      throw InputError(where + "symmetrise' = max applies to an up/down pair; the one-sided '" +
+                       v.name + "' counts its shift as it is: remove it");
+    if (v.inputs.count("truth"))
+      throw InputError(where +
+                       "inputs.truth' is not read: every result is compared with the spec's "
+                       "truth ('inputs.truth'); remove it");
+    if ((v.type == "detector" || v.type == "modelling") && v.inputs.count("data"))
+      throw InputError(where + "inputs.data': a " + v.type +
+                       " variation unfolds the nominal's data with another simulation, so that "
+                       "its shift is that of the simulation alone; remove it (other data is "
+                       "another measurement: a campaign of its own)");
+  }
+}
+
 std::string taskIdFor(int replica, int member) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "r%04dm%d", replica, member);

@@ -214,6 +214,14 @@ inline constexpr const char* kWarmReference = "warm_reference";
 // (or is not a chain spec with such variations). `*added`: whether it changed.
 CampaignSpec withWarmReference(const CampaignSpec& s, bool* added = nullptr);
 
+// A spec the user gives (`campaign init`, `extend --spec`; not a frozen one, which may predate
+// these checks) with variation keys that nothing reads or that mean another variation: in a
+// chain campaign, 'symmetrise' = max on a one-sided variation (it applies to an up/down
+// pair), a variation's inputs.truth (every result is compared with the spec's truth), and
+// inputs.data on a detector or modelling variation (it unfolds the nominal's data with
+// another simulation). InputError naming `origin` and the key.
+void refuseVariationKeysNotRead(const CampaignSpec& s, const std::string& origin);
+
 std::string taskIdFor(int replica, int member);
 std::string taskIdFor(const std::string& variation, int replica, int member);
 

@@ -155,6 +155,7 @@ CampaignSpec requestedCounts(const CampaignSpec& old, const ExtendRequest& req,
     throw InputError("campaign extend: --replicas and --members take a count of 1 or more");
   CampaignSpec s =
       req.spec_path.empty() ? old : loadCampaignSpec(req.spec_path, /*require_inputs=*/false);
+  if (!req.spec_path.empty()) refuseVariationKeysNotRead(s, req.spec_path);
   if (!req.variation.empty() && req.replicas == 0 && req.members == 0)
     throw InputError("campaign extend: --variation " + req.variation +
                      " says whose counts grow; give --replicas R or --members M with it");

@@ -311,6 +311,25 @@ TEST_F(ChainCampaign, InputsNoChainCanUseAreRefusedAtInitAndAFailedChainsReasonI
          "/mc_up_weighted.h5: event 7 has event weight (weights) " +
              fmt::format("{}", 2 * up.weight(7) + 1) + " where the nominal");
   }
+  // Variation keys nothing reads, or that would make it another variation (before: accepted
+  // silently; a truth was even listed among the aggregation's inputs).
+  {
+    json keys = spec(2, 1);
+    keys["variations"] = detectorPair();
+    keys["variations"]["det_up"]["inputs"]["truth"] = scratch_ + "/data.h5";
+    says(refused(keys, "variation_truth"),
+         "variation_truth.json: 'variations.det_up.inputs.truth' is not read");
+    keys["variations"] = detectorPair();
+    keys["variations"]["det_up"]["inputs"]["data"] = scratch_ + "/data.h5";
+    says(refused(keys, "variation_data"),
+         "'variations.det_up.inputs.data': a detector variation unfolds the nominal's data");
+    keys["variations"] = {{"alt",
+                           {{"type", "modelling"},
+                            {"symmetrise", "max"},
+                            {"inputs", {{"mc", scratch_ + "/mc_up_other.h5"}}}}}};
+    says(refused(keys, "one_sided_max"),
+         "'variations.alt.symmetrise' = max applies to an up/down pair");
+  }
 
   // What the aggregation reads besides the chains, found before any chain trains: a truth of
   // its reco level only, a truth whose pass_gen passes no event, and non-closure pseudo-data
