@@ -476,12 +476,38 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   // A variation's column minus the column of what its shift is measured from is its shift (a
   // warm-started one's from the warm reference: the raw column minus the nominal holds the
   // warm start's extra training as well).
-  if (weights_plan)
-    for (EventWeightColumn& c : weights_plan->columns)
-      if (c.type == "detector" || c.type == "modelling")
-        c.shift_from =
-            "weights/" +
-            (sys.from_reference.count(c.variation) ? sys.reference : std::string("nominal"));
+  // Only where the two columns are of one replica and as many members: otherwise (a chain of
+  // one of them failed) their difference is not the shift, and no shift_from is written.
+  if (weights_plan) {
+    std::map<std::string, const EventWeightColumn*> by_dataset;
+    for (const EventWeightColumn& c : weights_plan->columns) by_dataset[c.dataset] = &c;
+    std::string unpaired;
+    for (EventWeightColumn& c : weights_plan->columns) {
+      if (c.type != "detector" && c.type != "modelling") continue;
+      const std::string base =
+          "weights/" +
+          (sys.from_reference.count(c.variation) ? sys.reference : std::string("nominal"));
+      const auto it = by_dataset.find(base);
+      if (it != by_dataset.end() && it->second->replica == c.replica &&
+          it->second->chains.size() == c.chains.size()) {
+        c.shift_from = base;
+        continue;
+      }
+      unpaired +=
+          (unpaired.empty() ? "" : ", ") + c.variation + " (replica " + std::to_string(c.replica) +
+          ", " + std::to_string(c.chains.size()) + " member(s); " + base +
+          (it == by_dataset.end() ? ": none"
+                                  : ": replica " + std::to_string(it->second->replica) + ", " +
+                                        std::to_string(it->second->chains.size()) + " member(s)") +
+          ")";
+    }
+    if (!unpaired.empty())
+      logWarn(
+          "aggregate: event_weights.h5: the column of {} has no like column to take its shift "
+          "from (a chain failed or did not run): no shift_from attribute; its shift is in "
+          "bands.h5 (sources/), or retry the missing chains and aggregate again",
+          unpaired);
+  }
 
   // 2. Bands, systematics and the truth comparison per observable.
   nlohmann::json summary = {

@@ -1259,4 +1259,15 @@ TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
   aggregateRunsWithOptions({(root_ / "boot").string()}, out3, std::nullopt, central);
   EXPECT_EQ(nlohmann::json::parse(H5Reader(out3 + "/event_weights.h5").attr("/", "columns")),
             nlohmann::json({"det"}));
+
+  // The warm reference's chain of replica 0 failed: its column is replica 1's, so det's column
+  // (replica 0) minus it is no shift, and det names no shift_from (before: the pair was named).
+  fs::remove_all(root_ / "c/ref_r0");
+  fs::remove_all(root_ / "c/r3m0");
+  const std::string out4 = (root_ / "agg4").string();
+  aggregateRunsWithOptions({(root_ / "c").string()}, out4, std::nullopt, {false});
+  H5Reader four(out4 + "/event_weights.h5");
+  EXPECT_EQ(four.attr("weights/warm_reference", "replica", true), "1");
+  EXPECT_EQ(four.attr("weights/det", "shift_from", true), "");  // none written
+  EXPECT_EQ(four.attr("other_simulations/herwig/weights", "shift_from", true), "weights/nominal");
 }
