@@ -823,8 +823,8 @@ void ChainRun::checkWarmFrom() const {
     const bool needed = std::string(m) == "pet" ? use_pet_ : use_mlp_;
     if (needed && !checkpointExists(stepModelsDir(spec_.warm_from, 0, 1) + "/" + m))
       throw InputError(spec_.warm_from + ": holds no kept " + m +
-                       " models to warm-start from (the chain was not run with keep_models, or "
-                       "has not finished); rerun it, or start this chain without warm_from");
+                       " models to warm-start from (not run with keep_models, not finished, "
+                       "or removed since); rerun it, or start this chain without warm_from");
   }
 }
 

@@ -73,8 +73,8 @@ void requireNotFewer(int before, int now, const std::string& key, const std::str
   if (now < before)
     throw InputError(from + ": '" + key + "' = " + std::to_string(now) + " is below the " +
                      "campaign's " + std::to_string(before) +
-                     "; `campaign extend` adds tasks and removes none (to drop tasks from the "
-                     "bands, cancel them: `foldfarm campaign cancel`)");
+                     "; `campaign extend` adds tasks and removes none (a campaign of fewer "
+                     "tasks is a new campaign: `foldfarm campaign init`)");
 }
 
 // Step 1: `next` may differ from `old` only as the header says.

@@ -401,8 +401,9 @@ void overviewSection(Page& page, const ReportInputs& in) {
       rows.push_back(
           {"replicas in the statistical band",
            summary["band_replicas"].dump() +
-               (summary["band_replicas"] == summary.value("replicas", nlohmann::json()) &&
-                        summary.value("replicas", 0) > 1
+               (summary.value("replicas", 0) <= 1
+                    ? std::string(" (one replica: no statistical band)")
+                : summary["band_replicas"] == summary.value("replicas", nlohmann::json())
                     ? " (replica 0, the data as measured, among them: fewer than two bootstrap "
                       "replicas ran)"
                     : std::string(" bootstrap replicas"))});
@@ -486,7 +487,8 @@ void distributionsSection(Page& page, const ReportInputs& in,
       " chains) with the 16-84% and 2.5-97.5% bands of " + std::to_string(bands.band_replicas) +
       // With fewer than two bootstrap replicas the band is over every replica, replica 0 (the
       // data as measured) included, and says so.
-      (bands.band_replicas >= bands.replicas && bands.replicas > 1
+      (bands.replicas <= 1 ? " replica (one replica: the bands have no width)"
+       : bands.band_replicas >= bands.replicas
            ? " replicas (replica 0, the data as measured, among them: fewer than two bootstrap "
              "replicas ran)"
            : " bootstrap replicas") +
@@ -716,9 +718,11 @@ void deltaSection(Page& page, const ReportInputs& in) {
   for (const char* h : {"coverage 95%", "OmniLearn paper"}) header.push_back(h);
   if (!any_truth) {
     page.omit("delta", "Triangular discriminator and coverage",
-              in.agg +
-                  "/summary.json has no truth comparison (aggregate with --truth TRUTH.h5 or a "
-                  "spec input 'truth')");
+              in.agg + "/summary.json has no truth comparison (" +
+                  (in.stats.spec_truth
+                       ? "the spec names a truth: " + aggregateHint(in) + " again"
+                       : std::string("aggregate with --truth TRUTH.h5 or a spec input 'truth'")) +
+                  ")");
     return;
   }
   page.present("delta", "Δ table");

@@ -364,9 +364,8 @@ void registerCampaignCommands(CommandGroups& g) {
                 "Move cancelled tasks back to pending and run them (undoes `cancel`)");
     c->add_option(
         "--task", *tasks,
-        "Run this task again (repeatable), whatever it did, and the tasks warm-started from "
-        "it: a done task's outputs move "
-        "to D/superseded/ first");
+        "Run this task again (repeatable), done or failed (a cancelled one: --cancelled), and "
+        "the tasks warm-started from it: a done task's outputs move to D/superseded/ first");
     c->callback([a, failed, cancelled, tasks] {
       if (a->aggregate) checkAggregatable(a->dir);
       jobs::RunOptions o = runOptions(a->slots);

@@ -145,9 +145,10 @@ void GnuplotBatch::add(const std::string& name, const BandPlot& fig) {
   s += "set lmargin at screen 0.12\nset rmargin at screen 0.97\n";
   s += "set tmargin at screen 0.93\nset bmargin at screen 0.37\n";
   s += "set title " +
-       gnuplotQuote(
-           fig.title + " (" + std::to_string(fig.replicas) +
-           (fig.replica_0_in_band ? " replicas, replica 0 included)" : " bootstrap replicas)")) +
+       gnuplotQuote(fig.title + " (" + std::to_string(fig.replicas) +
+                    (fig.replicas <= 1       ? " replica: no band)"
+                     : fig.replica_0_in_band ? " replicas, replica 0 included)"
+                                             : " bootstrap replicas)")) +
        "\n";
   s += "set ylabel 'unit-area density'\nset format x ''\nset xrange " + xr + "\nset yrange [0:*]\n";
   s += "set key top right\nset grid\nset style fill transparent solid 0.5 noborder\n";

@@ -235,6 +235,21 @@ TEST(CampaignReport, AbsentInputsAreOmittedWithANoteNotFaked) {
   EXPECT_TRUE(contains(html2, "(run `foldfarm campaign aggregate " + htmlEscape(dir2) + "`)"))
       << html2;
   EXPECT_FALSE(contains(html2, "--truth TRUTH.h5`)")) << html2;
+  // An aggregation without the truth the spec names (`aggregate --runs`): aggregate again.
+  // One replica: no band, not "1 bootstrap replicas".
+  AggregateFixture one = writeAggregate(dir2 + "/aggregate", 1, false);
+  one.summary["band_replicas"] = 1;
+  writeJson(dir2 + "/aggregate/summary.json", one.summary);
+  const std::string html3 = renderCampaignReport(dir2, {});
+  EXPECT_TRUE(contains(html3,
+                       "has no truth comparison (the spec names a truth: run `foldfarm "
+                       "campaign aggregate " +
+                           htmlEscape(dir2) + "` again)"))
+      << html3;
+  EXPECT_TRUE(contains(html3,
+                       "<td>replicas in the statistical band</td><td>1 (one replica: no "
+                       "statistical band)</td>"))
+      << html3.substr(html3.find("overview-table"), 3000);
 }
 
 // The overview names the files the bands were computed from and their checksums.
