@@ -298,6 +298,17 @@ ExtendSummary extendCampaign(const std::string& dir_in, const ExtendRequest& req
     if (v.numTasks() > had)
       sum.sets.push_back({v.name, before ? before->replicas : 0, before ? before->members : 0,
                           v.replicas, v.members, v.numTasks() - had});
+    // New tasks of a warm-started variation beyond the nominal's counts have no nominal task
+    // to start from, as `campaign init` warns (before: said nothing here).
+    const bool cold_before =
+        before && (before->replicas > old.replicas || before->members > old.members);
+    if (v.numTasks() > had && (v.type == "detector" || v.type == "modelling") && v.warm_start &&
+        (v.replicas > next.replicas || v.members > next.members) &&
+        (!cold_before || v.replicas > before->replicas || v.members > before->members))
+      logWarn(
+          "campaign {}: variation {} grows to {} x {} tasks, the nominal has {} x {}: those beyond "
+          "the nominal's start cold, and its shift is measured over the others only",
+          dir, v.name, v.replicas, v.members, next.replicas, next.members);
   }
   next.inputs_at_init = old.inputs_at_init;
   if (!old.inputs_at_init.empty()) sum.new_inputs = unrecordedInputs(next, old.inputs_at_init);

@@ -661,6 +661,18 @@ TEST_F(ChainCampaign, ExtendedCampaignAggregatesLikeOneMadeWhole) {
   EXPECT_NE(readText(scratch_ + "/fewer.err").find("'members' = 1 is below the campaign's 2"),
             std::string::npos)
       << readText(scratch_ + "/fewer.err");
+  // A warm-started variation grown past the nominal's members: its new tasks start cold, said
+  // as `campaign init` says it (before: nothing).
+  EXPECT_EQ(runFoldfarm({"campaign", "extend", extended, "--variation", "det_up", "--members", "3",
+                         "--dry-run"},
+                        scratch_, "cold"),
+            0)
+      << readText(scratch_ + "/cold.err");
+  EXPECT_NE(readText(scratch_ + "/cold.err")
+                .find("variation det_up grows to 1 x 3 tasks, the nominal has 3 x 2: those "
+                      "beyond the nominal's start cold"),
+            std::string::npos)
+      << readText(scratch_ + "/cold.err");
   // The warm reference (1 x 1 before, 1 x 2 after) grows with the detector variations.
   EXPECT_EQ(added["tasks_before"], 5);
   EXPECT_EQ(added["tasks_after"], 12);
