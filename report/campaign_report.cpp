@@ -630,8 +630,12 @@ void uncertaintySection(Page& page, const ReportInputs& in) {
         return f == v.end() ? std::string("-") : f->is_string() ? f->get<std::string>() : f->dump();
       };
       const std::string direction = text("direction");
+      // "3 (1 in its shift)" where a shift from the reference is over fewer chains.
+      std::string chains = text("chains");
+      if (v.contains("chains_in_shift") && v["chains_in_shift"] != v.value("chains", json()))
+        chains += " (" + text("chains_in_shift") + " in its shift)";
       vr.push_back({text("name"), text("type"), text("source"),
-                    direction.empty() ? "one-sided" : direction, text("chains"), text("replicas"),
+                    direction.empty() ? "one-sided" : direction, chains, text("replicas"),
                     text("shift_from")});
     }
     s += "<h3>Variations</h3>\n" +

@@ -458,6 +458,10 @@ TEST(CampaignReport, UncertaintyBreakdownShowsEverySourceAndTheFigures) {
       contains(html,
                "<td>herwig</td><td>modelling</td><td>generator</td><td>one-sided</td><td>1</"
                "td><td>1</td><td>warm_reference</td>"));
+  // A shift over fewer chains than the variation ran (one without a reference partner).
+  EXPECT_TRUE(contains(html,
+                       "<td>det_down</td><td>detector</td><td>det</td><td>down</td><td>2 (1 in "
+                       "its shift)</td><td>2</td><td>warm_reference</td>"));
   // The warm start's own effect beside the sources, where the aggregation measured it.
   EXPECT_TRUE(
       contains(html, "<tr><td>warm start alone (not counted)</td><td>4.1% ± 0.9%</td><td>-</td>"));
