@@ -192,6 +192,10 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
     truth_path = std::filesystem::absolute(truth).lexically_normal().string();
   else if (spec.inputs.count("truth"))
     truth_path = spec.inputs.at("truth");
+  // The spec's truth gone: said as the spec's (before: "<path>: no such file", whose file?).
+  if (truth.empty() && truth_path && !std::filesystem::exists(*truth_path))
+    throw InputError(camp.dir() + "/spec.json: 'inputs.truth' = " + *truth_path +
+                     " does not exist; restore it, or aggregate with --truth OTHER.h5");
   const std::string spec_truth =
       spec.inputs.count("truth") && !truth.empty() ? spec.inputs.at("truth") : "";
   jobs::requireInputsAsRecorded(jobs::presentInputs(spec.inputs_at_init, spec_truth),

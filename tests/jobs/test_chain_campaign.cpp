@@ -198,6 +198,16 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   EXPECT_EQ(foldfarm::testing::errorLines(err), 1) << err;
   EXPECT_EQ(readText(dir + "/aggregate/bands.h5"), bands);
   fs::last_write_time(truth, truth_time);
+  // The spec's truth gone: named as the spec's (before: "<path>: no such file").
+  fs::rename(truth, truth + ".away");
+  EXPECT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "agg-no-truth"), kExitBadInput);
+  EXPECT_NE(readText(scratch_ + "/agg-no-truth.err")
+                .find(dir + "/spec.json: 'inputs.truth' = " + truth +
+                      " does not exist; restore it, or aggregate with --truth OTHER.h5"),
+            std::string::npos)
+      << readText(scratch_ + "/agg-no-truth.err");
+  EXPECT_EQ(readText(dir + "/aggregate/bands.h5"), bands);
+  fs::rename(truth + ".away", truth);
   EXPECT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "agg-restored"), 0)
       << readText(scratch_ + "/agg-restored.err");
   // Another truth, given by a relative path: recorded by its absolute path, size and checksum
