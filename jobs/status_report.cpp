@@ -34,6 +34,25 @@ json aggregatedChains(const std::string& dir) {
   }
 }
 
+// The time from the first to the last of `times` (sorted) that the campaign was at work: each
+// interval between consecutive ones counted up to ten times their median (of those above 0),
+// so that a pause between runs (a campaign extended or resumed after a day) is not read as
+// slow work (before: the rate of a campaign extended by a few tasks was that of the whole
+// day). All intervals 0: 0.
+double workingSpan(const std::vector<double>& times) {
+  std::vector<double> gaps;
+  for (size_t i = 1; i < times.size(); ++i)
+    if (times[i] > times[i - 1]) gaps.push_back(times[i] - times[i - 1]);
+  if (gaps.empty()) return 0.0;
+  std::vector<double> sorted = gaps;
+  std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() / 2),
+                   sorted.end());
+  const double cap = 10.0 * sorted[sorted.size() / 2];
+  double span = 0;
+  for (double g : gaps) span += std::min(g, cap);
+  return span;
+}
+
 }  // namespace
 
 json statusJson(Campaign& campaign) {
@@ -117,16 +136,23 @@ json statusJson(Campaign& campaign) {
                 {"held", held.size()}};
   j["groups"] = groups;
   j["held"] = held;
-  double rate = (done > 0 && last_finish > first_start) ? done / (last_finish - first_start) : 0.0;
+  std::sort(finishes.begin(), finishes.end());
+  double rate = 0.0;
   int64_t rate_tasks = done;
   if (finishes.size() > kRateWindow) {
-    std::sort(finishes.begin(), finishes.end());
     // kRateWindow - 1 intervals between the window's first and last completion.
-    const double from = finishes[finishes.size() - kRateWindow];
-    if (finishes.back() > from) {
-      rate = static_cast<double>(kRateWindow - 1) / (finishes.back() - from);
+    const std::vector<double> window(finishes.end() - static_cast<std::ptrdiff_t>(kRateWindow),
+                                     finishes.end());
+    const double span = workingSpan(window);
+    if (span > 0) {
+      rate = static_cast<double>(kRateWindow - 1) / span;
       rate_tasks = static_cast<int64_t>(kRateWindow);
     }
+  }
+  if (rate_tasks == done && done > 0 && last_finish > first_start) {
+    std::vector<double> times = {first_start};
+    times.insert(times.end(), finishes.begin(), finishes.end());
+    rate = done / workingSpan(times);
   }
   j["rate_window_tasks"] = rate_tasks;
   int remaining =

@@ -313,6 +313,37 @@ TEST(CampaignStatus, TheRateIsThatOfTheRecentTasks) {
   EXPECT_EQ(statusText(idle).find("once it runs again"), std::string::npos) << "a Slurm job runs";
 }
 
+// Fewer tasks done than the window, in two runs a day apart (a campaign extended, or resumed):
+// the pause is not counted as work (before: the rate was 20 tasks over the whole day).
+TEST(CampaignStatus, APauseBetweenRunsIsNotReadAsSlowWork) {
+  registerTestTaskKinds();
+  const std::string scratch = makeScratchDir("status_pause");
+  const std::string dir = scratch + "/c";
+  Campaign::init(parseCampaignSpec(json{{"name", "pause"}, {"task", "noop"}, {"replicas", 30}},
+                                   "spec", scratch),
+                 dir);
+  Campaign c = Campaign::open(dir);
+  std::vector<Dispatch> ds(20);
+  for (int i = 0; i < 20; ++i) ds[static_cast<size_t>(i)].index = i;
+  c.journal().markRunning(ds);
+  std::vector<Completion> done;
+  const double t0 = wallClockNow() - 2e5;
+  for (int i = 0; i < 20; ++i) {
+    Completion k = completion(i, 1, 0);
+    k.started_at = t0 + (i < 10 ? i : 1e5 + i);
+    k.finished_at = k.started_at + 0.5;
+    done.push_back(k);
+  }
+  c.journal().recordCompletions(done, RetryPolicy{});
+  const json s = statusJson(c);
+  // Intervals from the first start: 0.5, nine of 1, the pause (capped at 10 x the median, 1),
+  // nine of 1: 28.5 s of work for 20 tasks.
+  EXPECT_NEAR(s["rate_tasks_per_s"].get<double>(), 20 / 28.5, 1e-6);
+  EXPECT_EQ(s["rate_window_tasks"], 20);
+  EXPECT_NEAR(s["eta_s"].get<double>(), 10 / (20 / 28.5), 1e-3);
+  std::filesystem::remove_all(scratch);
+}
+
 TEST_F(CampaignDir, StandaloneRunsWriteResultsAndNeverTheJournal) {
   std::vector<int> attempts;
   {
