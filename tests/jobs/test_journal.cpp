@@ -273,27 +273,37 @@ class CampaignDir : public ::testing::Test {
 
 // `campaign status`'s rate is that of the last 100 tasks done: a campaign that paused (a day
 // between two runs) is not read as slow, and its ETA is that of the recent throughput.
-TEST(CampaignStatus, TheRateIsThatOfTheRecentTasks) {
+// A noop campaign of `tasks` tasks in a new scratch directory whose first starts.size() tasks
+// are done, task i started starts[i] s after t0 (wallClockNow() - ago) and finished 0.5 s later.
+Campaign campaignDoneAt(const std::string& name, int tasks, const std::vector<double>& starts,
+                        double ago) {
   registerTestTaskKinds();
-  const std::string scratch = makeScratchDir("status_rate");
+  const std::string scratch = makeScratchDir(name);
   const std::string dir = scratch + "/c";
-  Campaign::init(parseCampaignSpec(json{{"name", "rate"}, {"task", "noop"}, {"replicas", 300}},
+  Campaign::init(parseCampaignSpec(json{{"name", name}, {"task", "noop"}, {"replicas", tasks}},
                                    "spec", scratch),
                  dir);
   Campaign c = Campaign::open(dir);
-  // 100 tasks 10 s apart, a pause of 10^4 s, then 100 tasks 1 s apart; 100 pending.
-  std::vector<Dispatch> ds(200);
-  for (int i = 0; i < 200; ++i) ds[static_cast<size_t>(i)].index = i;
+  std::vector<Dispatch> ds(starts.size());
+  for (size_t i = 0; i < starts.size(); ++i) ds[i].index = static_cast<int>(i);
   c.journal().markRunning(ds);
   std::vector<Completion> done;
-  const double t0 = wallClockNow() - 3e4;
-  for (int i = 0; i < 200; ++i) {
-    Completion k = completion(i, 1, 0);
-    k.started_at = t0 + (i < 100 ? 10.0 * i : 1e4 + i);
+  const double t0 = wallClockNow() - ago;
+  for (size_t i = 0; i < starts.size(); ++i) {
+    Completion k = completion(static_cast<int>(i), 1, 0);
+    k.started_at = t0 + starts[i];
     k.finished_at = k.started_at + 0.5;
     done.push_back(k);
   }
   c.journal().recordCompletions(done, RetryPolicy{});
+  return c;
+}
+
+TEST(CampaignStatus, TheRateIsThatOfTheRecentTasks) {
+  // 100 tasks 10 s apart, a pause of 10^4 s, then 100 tasks 1 s apart; 100 pending.
+  std::vector<double> starts;
+  for (int i = 0; i < 200; ++i) starts.push_back(i < 100 ? 10.0 * i : 1e4 + i);
+  Campaign c = campaignDoneAt("status_rate", 300, starts, 3e4);
   const json s = statusJson(c);
   EXPECT_NEAR(s["rate_tasks_per_s"].get<double>(), 1.0, 1e-6);
   EXPECT_EQ(s["rate_window_tasks"], 100);
@@ -316,32 +326,15 @@ TEST(CampaignStatus, TheRateIsThatOfTheRecentTasks) {
 // Fewer tasks done than the window, in two runs a day apart (a campaign extended, or resumed):
 // the pause is not counted as work (before: the rate was 20 tasks over the whole day).
 TEST(CampaignStatus, APauseBetweenRunsIsNotReadAsSlowWork) {
-  registerTestTaskKinds();
-  const std::string scratch = makeScratchDir("status_pause");
-  const std::string dir = scratch + "/c";
-  Campaign::init(parseCampaignSpec(json{{"name", "pause"}, {"task", "noop"}, {"replicas", 30}},
-                                   "spec", scratch),
-                 dir);
-  Campaign c = Campaign::open(dir);
-  std::vector<Dispatch> ds(20);
-  for (int i = 0; i < 20; ++i) ds[static_cast<size_t>(i)].index = i;
-  c.journal().markRunning(ds);
-  std::vector<Completion> done;
-  const double t0 = wallClockNow() - 2e5;
-  for (int i = 0; i < 20; ++i) {
-    Completion k = completion(i, 1, 0);
-    k.started_at = t0 + (i < 10 ? i : 1e5 + i);
-    k.finished_at = k.started_at + 0.5;
-    done.push_back(k);
-  }
-  c.journal().recordCompletions(done, RetryPolicy{});
+  std::vector<double> starts;
+  for (int i = 0; i < 20; ++i) starts.push_back(i < 10 ? i : 1e5 + i);
+  Campaign c = campaignDoneAt("status_pause", 30, starts, 2e5);
   const json s = statusJson(c);
   // Intervals from the first start: 0.5, nine of 1, the pause (capped at 10 x the median, 1),
   // nine of 1: 28.5 s of work for 20 tasks.
   EXPECT_NEAR(s["rate_tasks_per_s"].get<double>(), 20 / 28.5, 1e-6);
   EXPECT_EQ(s["rate_window_tasks"], 20);
   EXPECT_NEAR(s["eta_s"].get<double>(), 10 / (20 / 28.5), 1e-3);
-  std::filesystem::remove_all(scratch);
 }
 
 TEST_F(CampaignDir, StandaloneRunsWriteResultsAndNeverTheJournal) {
