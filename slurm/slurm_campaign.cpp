@@ -492,51 +492,38 @@ std::string arrayJobIdOf(const std::string& externalId) {
 }
 
 void refuseTasksInLiveSlurmJobs(const std::string& dir, const SlurmClient::Programs& programs) {
-  // "<array>_<k>" -> its task ids (an element may run several: --tasks-per-element)
-  std::map<std::string, std::vector<std::string>> tasks_of;
-  std::set<std::string> arrays;
+  std::vector<TaskRecord> in_jobs;  // the running rows only (not 10^5 tasks at every start)
   {
     jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
-    // The running rows only (a campaign of 10^5 tasks is not read whole at every start).
-    for (const jobs::TaskRecord& t : c.journal().tasks(jobs::TaskState::kRunning)) {
-      if (t.external_id.empty()) continue;
-      const size_t us = t.external_id.find('_');
-      if (us == std::string::npos || us == 0 ||
-          t.external_id.find_first_not_of("0123456789_") != std::string::npos)
-        continue;  // not a Slurm job id ("journal rebuilt", …)
-      tasks_of[t.external_id].push_back(t.id);
-      arrays.insert(t.external_id.substr(0, us));
-    }
+    for (TaskRecord& t : c.journal().tasks(TaskState::kRunning))
+      if (!arrayJobIdOf(t.external_id).empty()) in_jobs.push_back(std::move(t));
   }
-  if (tasks_of.empty()) return;
-  size_t in_jobs = 0;
-  for (const auto& [element, ids] : tasks_of) in_jobs += ids.size();
+  if (in_jobs.empty()) return;
   const SlurmClient client(programs);
-  std::vector<QueuedJob> queued;
+  JobView view;
   try {
     if (!client.available()) throw SlurmQueryError("Slurm does not answer here");
-    queued = client.queue(std::vector<std::string>(arrays.begin(), arrays.end()));
+    view = lookUpJobs(client, in_jobs);
   } catch (const SlurmQueryError& e) {
     logWarn(
         "{}: {} task(s) were in Slurm jobs (e.g. {} in {}), and {}: they are run here; an "
         "element that still starts finds a newer attempt and ends (exit 76)",
-        dir, in_jobs, tasks_of.begin()->second.front(), tasks_of.begin()->first, e.what());
+        dir, in_jobs.size(), in_jobs.front().id, in_jobs.front().external_id, e.what());
     return;
   }
   std::map<std::string, std::string> live;  // task id -> its element, in task order
-  for (const QueuedJob& j : queued)         // squeue -r: one line per element
-    if (!j.finished() && tasks_of.count(j.externalId()) > 0)
-      for (const std::string& id : tasks_of[j.externalId()]) live[id] = j.externalId();
+  for (const TaskRecord& t : in_jobs) {
+    std::string why;
+    if (!jobEnded(view, t, why)) live[t.id] = t.external_id;
+  }
   if (live.empty()) return;
   const size_t n = live.size();
   std::string named;
   for (auto it = live.begin(); it != live.end() && std::distance(live.begin(), it) < 4; ++it)
     named += (named.empty() ? "" : ", ") + it->first + " in " + it->second;
-  throw InputError(dir + ": " + std::to_string(n) +
-                   " task(s) are in Slurm jobs still queued or "
-                   "running (" +
-                   named + (n > 4 ? ", …" : "") + "); let `foldfarm slurm submit " + dir +
-                   "` carry on with them, or `foldfarm campaign cancel " + dir +
+  throw InputError(dir + ": " + std::to_string(n) + " task(s) are in Slurm jobs still queued or " +
+                   "running (" + named + (n > 4 ? ", …" : "") + "); let `foldfarm slurm submit " +
+                   dir + "` carry on with them, or `foldfarm campaign cancel " + dir +
                    "` (it scancels them) and `foldfarm campaign retry " + dir +
                    " --cancelled` to run them here");
 }

@@ -4,9 +4,7 @@
 // work is done by jobs/ (campaigns) and ensembles/ (the chain task kind, aggregation).
 #include <cstdio>
 #include <cstdlib>
-#include <map>
 #include <optional>
-#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -26,7 +24,6 @@
 #include "jobs/plan.hpp"
 #include "jobs/task_kind.hpp"
 #include "slurm/slurm_campaign.hpp"
-#include "slurm/slurm_client.hpp"
 
 namespace foldfarm::app {
 namespace {
