@@ -112,13 +112,7 @@ AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
         reads[static_cast<size_t>(i)] = rerun[static_cast<size_t>(i)] = 1;
       }
   }
-  const TaskGraph graph = c.journal().graph();
-  if (!graph.empty()) {
-    // Needs point to lower indices: one pass in index order reaches every dependent.
-    for (int i = 0; i < n; ++i)
-      for (int need : graph.needs(i))
-        if (rerun[static_cast<size_t>(need)]) rerun[static_cast<size_t>(i)] = 1;
-  }
+  c.journal().graph().markDependents(rerun);
 
   // 4. None of them may be running.
   const RerunSet set =

@@ -29,6 +29,21 @@ const std::vector<int>& TaskGraph::dependents(int task) const {
   return task >= 0 && static_cast<size_t>(task) < dependents_.size() ? dependents_[task] : kNone;
 }
 
+std::vector<int> TaskGraph::markDependents(std::vector<char>& marked) const {
+  // Needs point to lower indices: one pass in index order reaches every dependent.
+  std::vector<int> added;
+  for (size_t i = 0; i < marked.size() && i < needs_.size(); ++i) {
+    if (marked[i]) continue;
+    for (int need : needs_[i])
+      if (marked[static_cast<size_t>(need)]) {
+        marked[i] = 1;
+        added.push_back(static_cast<int>(i));
+        break;
+      }
+  }
+  return added;
+}
+
 bool TaskGraph::ready(int task, const std::vector<TaskState>& states) const {
   for (int n : needs(task))
     if (states[n] != TaskState::kDone) return false;

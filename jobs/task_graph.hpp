@@ -30,6 +30,11 @@ class TaskGraph {
   const std::vector<int>& needs(int task) const;
   const std::vector<int>& dependents(int task) const;
 
+  // Marks in `marked` (by task index) every task that needs a marked one, directly or not;
+  // returns those it marked (not marked before), by index. (A task rerun makes its dependents'
+  // results stale: `accept-inputs`, `retry --task`.)
+  std::vector<int> markDependents(std::vector<char>& marked) const;
+
   // Whether every task `task` needs is done (states: by task index).
   bool ready(int task, const std::vector<TaskState>& states) const;
 

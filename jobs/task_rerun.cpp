@@ -122,13 +122,8 @@ TaskRerunSummary rerunNamedTasks(const std::string& dir_in, const std::vector<st
   }
   // The tasks that need a named one (a variation warm-started from its models) ran from the
   // outputs that are to be replaced: they run again too, as `accept-inputs` reruns them.
-  // Needs point to lower indices: one pass in index order reaches every dependent.
   std::vector<char> dependent(wanted.size(), 0);
-  const TaskGraph graph = c.journal().graph();
-  if (!graph.empty())
-    for (size_t i = 0; i < wanted.size(); ++i)
-      for (int need : graph.needs(static_cast<int>(i)))
-        if (wanted[static_cast<size_t>(need)] && !wanted[i]) wanted[i] = dependent[i] = 1;
+  for (int i : c.journal().graph().markDependents(wanted)) dependent[static_cast<size_t>(i)] = 1;
   const RerunSet set = checkRerunnable(c, wanted, "which is to run again", "retry it");
   TaskRerunSummary sum;
   RerunSet moving;

@@ -201,6 +201,10 @@ TEST_F(Graph, KillMinus9OfTheOrchestratorThenResumeCompletesTheGraphOnce) {
 TEST(TaskGraphUnit, ReadyWaitingAndHeldFollowTheStatesOfWhatATaskNeeds) {
   // 0 <- 2 <- 3, 1 <- 3
   TaskGraph g(4, {{2, 0}, {3, 2}, {3, 1}});
+  // What a rerun of 0 makes stale: 2 directly, 3 through 2; 1 not.
+  std::vector<char> marked = {1, 0, 0, 0};
+  EXPECT_EQ(g.markDependents(marked), (std::vector<int>{2, 3}));
+  EXPECT_EQ(marked, (std::vector<char>{1, 0, 1, 1}));
   using S = TaskState;
   std::vector<S> st = {S::kRunning, S::kDone, S::kPending, S::kPending};
   EXPECT_FALSE(g.ready(2, st));
