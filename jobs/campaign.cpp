@@ -231,7 +231,7 @@ SpecAgainstJournal specAgainstJournal(const std::string& dir, CampaignJournal& j
     r.kind = SpecAgainstJournal::Kind::kBehind;
     // `extend --spec` of the time limit or the retry policy alone: no result changed.
     json a = file, b = committed;
-    for (const char* k : {"time_limit_s", "retry"}) {
+    for (const char* k : kRunSettingKeys) {
       a.erase(k);
       b.erase(k);
     }

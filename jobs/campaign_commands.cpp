@@ -82,8 +82,7 @@ void initCommand(const std::string& spec_path, const std::string& dir) {
   // Tasks of a warm-started variation beyond the nominal's counts have no nominal task to
   // start from: they start cold, and their shifts have no reference partner.
   for (const Variation& v : spec.variations)
-    if ((v.type == "detector" || v.type == "modelling") && v.warm_start &&
-        (v.replicas > spec.replicas || v.members > spec.members))
+    if (startsTasksCold(spec, v))
       logWarn(
           "campaign {}: variation {} has {} x {} tasks, the nominal {} x {}: those beyond the "
           "nominal's start cold, and its shift is measured over the others only",

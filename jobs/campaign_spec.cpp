@@ -399,6 +399,11 @@ CampaignSpec withWarmReference(const CampaignSpec& s, bool* added) {
   return parseCampaignSpec(j, "the spec with its warm reference", "/", /*require_inputs=*/false);
 }
 
+bool startsTasksCold(const CampaignSpec& s, const Variation& v) {
+  return (v.type == "detector" || v.type == "modelling") && v.warm_start &&
+         (v.replicas > s.replicas || v.members > s.members);
+}
+
 void refuseVariationKeysNotRead(const CampaignSpec& s, const std::string& origin) {
   if (s.kind != "chain") return;
   for (const Variation& v : s.variations) {

@@ -209,6 +209,15 @@ struct CampaignSpec {
 
 inline constexpr const char* kWarmReference = "warm_reference";
 
+// The spec's keys of how tasks are run, not of what they compute (`extend --spec` may change
+// them alone; no result changes with them).
+inline constexpr const char* kRunSettingKeys[] = {"time_limit_s", "retry"};
+
+// Whether warm-started variation `v` has tasks beyond the nominal's replicas or members of `s`
+// (they have no nominal task to start from: they start cold, and their shift has no
+// reference partner).
+bool startsTasksCold(const CampaignSpec& s, const Variation& v);
+
 // `s` with the warm reference added, or its counts raised, to cover the tasks of its
 // warm-started detector and modelling variations (above); `s` itself when it already does
 // (or is not a chain spec with such variations). `*added`: whether it changed.

@@ -21,9 +21,6 @@ constexpr const char* kExtendAdvice =
     "changes time_limit_s and retry, but nothing else the campaign's tasks run with: for that, "
     "make a new campaign (`foldfarm campaign init`)";
 
-// The keys of how tasks are run, not of what they compute.
-constexpr const char* kRunSettings[] = {"time_limit_s", "retry"};
-
 // InputError naming the first key of `a` (the campaign's) and `b` (`from`'s) that differs.
 void requireSame(const json& a, const json& b, const std::string& prefix, const std::string& from) {
   const std::string key = firstJsonDifference(a, b, prefix);
@@ -39,7 +36,7 @@ json fixedPart(const CampaignSpec& s) {
   json j = s.toJson();
   for (const char* k : {"replicas", "members", "overrides", "variations", "inputs_at_init"})
     j.erase(k);
-  for (const char* k : kRunSettings) j.erase(k);
+  for (const char* k : kRunSettingKeys) j.erase(k);
   return j;
 }
 
@@ -50,7 +47,7 @@ std::vector<std::string> changedRunSettings(const CampaignSpec& old, const Campa
   const auto add = [&](const std::string& key, const json& was, const json& now) {
     if (was != now) changed.push_back(key + " " + was.dump() + " -> " + now.dump());
   };
-  for (const char* k : kRunSettings) {
+  for (const char* k : kRunSettingKeys) {
     const json was = a.value(k, json()), now = b.value(k, json());
     if (was.is_object() && now.is_object()) {
       for (auto it = now.begin(); it != now.end(); ++it)
@@ -300,11 +297,9 @@ ExtendSummary extendCampaign(const std::string& dir_in, const ExtendRequest& req
                           v.replicas, v.members, v.numTasks() - had});
     // New tasks of a warm-started variation beyond the nominal's counts have no nominal task
     // to start from, as `campaign init` warns (before: said nothing here).
-    const bool cold_before =
-        before && (before->replicas > old.replicas || before->members > old.members);
-    if (v.numTasks() > had && (v.type == "detector" || v.type == "modelling") && v.warm_start &&
-        (v.replicas > next.replicas || v.members > next.members) &&
-        (!cold_before || v.replicas > before->replicas || v.members > before->members))
+    if (v.numTasks() > had && startsTasksCold(next, v) &&
+        (!before || !startsTasksCold(old, *before) || v.replicas > before->replicas ||
+         v.members > before->members))
       logWarn(
           "campaign {}: variation {} grows to {} x {} tasks, the nominal has {} x {}: those beyond "
           "the nominal's start cold, and its shift is measured over the others only",
