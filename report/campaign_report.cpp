@@ -369,6 +369,15 @@ class Page {
   std::string nav_, body_;
 };
 
+// What the statistical band of `replicas` is over (`band_replicas` of them: bands.h5 and
+// summary.json "band_replicas"): one replica (no band), every replica with replica 0 (fewer than
+// two bootstrap replicas ran), or the bootstrap replicas.
+enum class BandOf { kOneReplica, kReplica0Included, kBootstrap };
+BandOf bandOf(int64_t band_replicas, int64_t replicas) {
+  if (replicas <= 1) return BandOf::kOneReplica;
+  return band_replicas >= replicas ? BandOf::kReplica0Included : BandOf::kBootstrap;
+}
+
 void overviewSection(Page& page, const ReportInputs& in) {
   const CampaignStats& stats = in.stats;
   page.present("overview", "Overview");
@@ -397,16 +406,17 @@ void overviewSection(Page& page, const ReportInputs& in) {
   if (in.summary) {
     const json& summary = *in.summary;
     rows.push_back({"replicas aggregated", summary.value("replicas", json()).dump()});
-    if (summary.contains("band_replicas"))
-      rows.push_back(
-          {"replicas in the statistical band",
-           summary["band_replicas"].dump() +
-               (summary.value("replicas", 0) <= 1
-                    ? std::string(" (one replica: no statistical band)")
-                : summary["band_replicas"] == summary.value("replicas", nlohmann::json())
-                    ? " (replica 0, the data as measured, among them: fewer than two bootstrap "
-                      "replicas ran)"
-                    : std::string(" bootstrap replicas"))});
+    if (summary.contains("band_replicas")) {
+      const BandOf of =
+          bandOf(summary.value("band_replicas", int64_t{0}), summary.value("replicas", int64_t{0}));
+      rows.push_back({"replicas in the statistical band",
+                      summary["band_replicas"].dump() +
+                          (of == BandOf::kOneReplica ? " (one replica: no statistical band)"
+                           : of == BandOf::kReplica0Included
+                               ? " (replica 0, the data as measured, among them: fewer than two "
+                                 "bootstrap replicas ran)"
+                               : " bootstrap replicas")});
+    }
     // Bands of fewer chains than are done now (an aggregation run while the campaign ran) say
     // so, beside the count.
     // The nominal's, each variation's and the warm reference's chains, and those done that it
@@ -487,8 +497,9 @@ void distributionsSection(Page& page, const ReportInputs& in,
       " chains) with the 16-84% and 2.5-97.5% bands of " + std::to_string(bands.band_replicas) +
       // With fewer than two bootstrap replicas the band is over every replica, replica 0 (the
       // data as measured) included, and says so.
-      (bands.replicas <= 1 ? " replica (one replica: the bands have no width)"
-       : bands.band_replicas >= bands.replicas
+      (bandOf(bands.band_replicas, bands.replicas) == BandOf::kOneReplica
+           ? " replica (one replica: the bands have no width)"
+       : bandOf(bands.band_replicas, bands.replicas) == BandOf::kReplica0Included
            ? " replicas (replica 0, the data as measured, among them: fewer than two bootstrap "
              "replicas ran)"
            : " bootstrap replicas") +
