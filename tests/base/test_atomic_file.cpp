@@ -11,15 +11,15 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "tests/support/scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 using namespace foldfarm;
 
 namespace {
+// A new scratch directory, removed when the test passes.
 fs::path tempDir() {
-  fs::path d = fs::temp_directory_path() / ("ff_atomic_" + std::to_string(::getpid()));
-  fs::create_directories(d);
-  return d;
+  return foldfarm::testing::newScratchDir("ff_atomic_");
 }
 size_t openDescriptors() {
   size_t n = 0;

@@ -11,16 +11,16 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/output_lock.hpp"
+#include "tests/support/scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 using namespace foldfarm;
 
 namespace {
 
+// `name` (not made) in a new scratch directory, removed when the test passes.
 fs::path freshDir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("ff_outlock_" + std::to_string(::getpid())) / name;
-  fs::remove_all(d);
-  return d;
+  return fs::path(foldfarm::testing::newScratchDir("ff_outlock_")) / name;
 }
 
 void touch(const fs::path& p) {

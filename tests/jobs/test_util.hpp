@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "jobs/campaign.hpp"
+#include "tests/support/scratch_dir.hpp"
 
 namespace foldfarm::jobs::testing {
 
@@ -46,12 +47,9 @@ inline int entries(const std::string& dir) {
                                         std::filesystem::directory_iterator()));
 }
 
+// `<temp>/ff_jobs_<name>_XXXXXX`, removed when the test that made it passes.
 inline std::string makeScratchDir(const std::string& name) {
-  std::string tmpl = "/tmp/ff_jobs_" + name + "_XXXXXX";
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back(0);
-  if (!::mkdtemp(buf.data())) std::abort();
-  return buf.data();
+  return foldfarm::testing::newScratchDir("ff_jobs_" + name + "_");
 }
 
 inline void writeText(const std::string& path, const std::string& text) {
