@@ -689,7 +689,12 @@ class ChainRun {
   };
   // p0's events with label 0, then p1's with label 1.
   TrainingSet twoParts(const Part& p0, const Part& p1) const;
-  std::string warmModel(const Step& s, const std::string& which, const std::string& sfx) const;
+  // Reads (`read(dir)`) the `which` model of step `s` of the chain this one warm-starts from.
+  // One missing or unreadable (a checksum, a shape) is NeedLostError: rerunning that chain
+  // mends it, retrying this one cannot.
+  template <class Read>
+  auto readWarmModel(const Step& s, const std::string& which, const std::string& sfx,
+                     Read&& read) const;
   void fitMember(const Step& s, const TrainingSet& train, int e, json& rec, Fitted& f) const;
   void fitMlp(const Step& s, const Member& m, const TrainingSet& train, json& rec,
               std::optional<ObservableClassifier>& mlp) const;
@@ -822,9 +827,9 @@ void ChainRun::checkWarmFrom() const {
   for (const char* m : {"pet", "mlp"}) {
     const bool needed = std::string(m) == "pet" ? use_pet_ : use_mlp_;
     if (needed && !checkpointExists(stepModelsDir(spec_.warm_from, 0, 1) + "/" + m))
-      throw InputError(spec_.warm_from + ": holds no kept " + m +
-                       " models to warm-start from (not run with keep_models, not finished, "
-                       "or removed since); rerun it, or start this chain without warm_from");
+      throw NeedLostError(spec_.warm_from + ": holds no kept " + m +
+                          " models to warm-start from (not run with keep_models, not finished, "
+                          "or removed since); rerun it, or start this chain without warm_from");
   }
 }
 
@@ -943,14 +948,23 @@ ChainRun::TrainingSet ChainRun::twoParts(const Part& p0, const Part& p1) const {
   return t;
 }
 
-std::string ChainRun::warmModel(const Step& s, const std::string& which,
-                                const std::string& sfx) const {
+template <class Read>
+auto ChainRun::readWarmModel(const Step& s, const std::string& which, const std::string& sfx,
+                             Read&& read) const {
   const std::string dir = s.warm_dir + "/" + which + sfx;
   if (!checkpointExists(dir))
-    throw InputError(spec_.warm_from + ": holds no " + which + sfx + " model of " + s.tag +
-                     " to warm-start from (it was not run with keep_models, or did not "
-                     "finish); rerun that chain, or start this one without warm_from");
-  return dir;
+    throw NeedLostError(spec_.warm_from + ": holds no " + which + sfx + " model of " + s.tag +
+                        " to warm-start from (it was not run with keep_models, or did not "
+                        "finish); rerun that chain, or start this one without warm_from");
+  try {
+    return read(dir);
+  } catch (const NeedLostError&) {
+    throw;
+  } catch (const InputError& e) {
+    throw NeedLostError(spec_.warm_from + ": its " + which + sfx + " model of " + s.tag +
+                        " to warm-start from cannot be read (" + e.what() +
+                        "); rerun that chain, or start this one without warm_from");
+  }
 }
 
 void ChainRun::fitMember(const Step& s, const TrainingSet& train, int e, json& rec,
@@ -980,7 +994,9 @@ void ChainRun::fitMlp(const Step& s, const Member& m, const TrainingSet& train, 
     return;
   }
   if (!s.warm_dir.empty())
-    mlp.emplace(ObservableClassifier::load(warmModel(s, "mlp", m.sfx), cfg_.observables, on));
+    mlp.emplace(readWarmModel(s, "mlp", m.sfx, [&](const std::string& dir) {
+      return ObservableClassifier::load(dir, cfg_.observables, on);
+    }));
   else if (s.iter == 0)
     mlp.emplace(cfg_.observables, cfg_.mlp.hidden,
                 deriveSeed({m.seed, kPurposeMlpInit, static_cast<uint64_t>(s.step)}), on);
@@ -1011,9 +1027,11 @@ std::vector<float> ChainRun::fitPet(const Step& s, const Member& m, const Traini
   PetClassifier& clf = pet.emplace(
       pet_cfg_, deriveSeed({m.seed, kPurposeInit, static_cast<uint64_t>(s.step)}), stats_);
   if (!s.warm_dir.empty()) {
-    const std::string dir = warmModel(s, "pet", m.sfx);
-    Checkpoint from = readCheckpoint(dir);
-    loadModelTensors(clf.model(), from.tensors, "model.", dir);
+    readWarmModel(s, "pet", m.sfx, [&](const std::string& dir) {
+      Checkpoint from = readCheckpoint(dir);
+      loadModelTensors(clf.model(), from.tensors, "model.", dir);
+      return 0;
+    });
   } else if (s.iter == 0) {
     if (in_.init) {
       WarmStartReport rep = warmStart(clf.model(), *in_.init);

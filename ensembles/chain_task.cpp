@@ -356,20 +356,19 @@ int runChainTask(const nlohmann::json& params, const std::string& task_dir, std:
   } catch (const InterruptedError& e) {
     logWarn("{}", e.what());
     return failed(kExitInterrupted, e.what());
-  } catch (const InputError& e) {
-    std::string why = e.what();
-    // The task it warm-starts from (its sibling in the campaign's tasks/) lacks its models,
-    // lost or damaged: retrying this one cannot mend that, rerunning that one (and with it
-    // this one) can.
-    if (params.contains("warm_from")) {
-      const fs::path from = fs::path(params["warm_from"].get<std::string>()).lexically_normal();
-      if (why.rfind(from.string() + ":", 0) == 0 && !from.filename().empty())
-        why += "; `foldfarm campaign retry " + from.parent_path().parent_path().string() +
-               " --task " + from.filename().string() + "` runs " + from.filename().string() +
-               " again, and this task after it";
-    }
+  } catch (const NeedLostError& e) {
+    // The task it warm-starts from (its sibling in the campaign's tasks/, the only warm_from
+    // a campaign task has) lacks its models, lost or damaged: retrying this one alone cannot
+    // mend that; `retry --failed` reruns that one first (exit 66 says so to the journal).
+    const fs::path from = fs::path(params.value("warm_from", std::string())).lexically_normal();
+    const std::string why = std::string(e.what()) + "; `foldfarm campaign retry " +
+                            from.parent_path().parent_path().string() + " --failed` runs " +
+                            from.filename().string() + " again, and this task after it";
     logError("{}: {}", task_dir, why);
-    return failed(kExitBadInput, why);
+    return failed(kExitNeedLost, why);
+  } catch (const InputError& e) {
+    logError("{}: {}", task_dir, e.what());
+    return failed(kExitBadInput, e.what());
   } catch (const std::exception& e) {
     const std::string why = "chain failed: " + exceptionMessage(e);
     logError("{}: {}", task_dir, why);

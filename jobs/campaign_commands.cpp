@@ -195,7 +195,7 @@ int retryCommand(const std::string& dir, const std::string& executor, const RunO
   // The run moves them once it holds the journal (rank 0 of a pilot), then dispatches.
   RunOptions o = options;
   o.retry = retryStates(dir, failed, cancelled, !tasks.empty());
-  if (!tasks.empty()) printTaskRerun(dir, rerunNamedTasks(dir, tasks));
+  if (!tasks.empty() || failed) printTaskRerun(dir, rerunNamedTasks(dir, tasks, failed));
   return runCommand(dir, executor, o);
 }
 
@@ -209,6 +209,14 @@ void printTaskRerun(const std::string& dir, const TaskRerunSummary& s) {
   if (!needing.empty())
     needing = (ids.empty() ? "" : "; and ") + std::to_string(dependents.size()) +
               " warm-started from them: " + needing;
+  if (!s.lost_needs.empty()) {
+    std::string lost;
+    for (const std::string& id : s.lost_needs) lost += (lost.empty() ? "" : ", ") + id;
+    std::printf(
+        "campaign %s: failed tasks found the models they warm-start from lost or damaged: "
+        "%s run%s again first\n",
+        dir.c_str(), lost.c_str(), s.lost_needs.size() == 1 ? "s" : "");
+  }
   if (!s.rerun.empty())
     std::printf("campaign %s: %zu task(s) run again (%s%s)%s%s\n", dir.c_str(), s.rerun.size(),
                 ids.c_str(), needing.c_str(), s.moved_to.empty() ? "" : "; their outputs moved to ",

@@ -26,8 +26,9 @@ void statusCommand(const std::string& dir, bool json);
 // `campaign retry D [--failed] [--cancelled] [--task ID …]`: runs like resume, having moved
 // the failed or cancelled tasks back to pending once the run holds the journal
 // (RunOptions::retry), and the named tasks before the run (rerunNamedTasks,
-// jobs/task_rerun.hpp: a done task's outputs move aside); at least one of the three asked for,
-// else InputError.
+// jobs/task_rerun.hpp: a done task's outputs move aside), with --failed also the tasks whose
+// outputs a failed task found lost (exit 66); at least one of the three asked for, else
+// InputError.
 int retryCommand(const std::string& dir, const std::string& executor, const RunOptions& options,
                  bool failed, bool cancelled, const std::vector<std::string>& tasks = {});
 // The states `campaign retry D` moves back to pending: failed, cancelled, both or (with

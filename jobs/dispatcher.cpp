@@ -330,7 +330,7 @@ class Dispatcher {
         ++failed_;
         auto rec = journal_.task(spec_.taskDef(a.index).id);
         logWarn("task {} failed after {} attempt(s): {}", rec ? rec->id : "?",
-                rec ? rec->attempts : 0, rec ? rec->reason : "");
+                rec ? rec->attemptsSinceRetry() : 0, rec ? rec->reason : "");
       } else if (a.state == TaskState::kPending && !stopping_) {
         enqueue(a.index);
       }

@@ -432,7 +432,9 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
       final_state = TaskState::kFailed;
     } else {
       ++failures;
-      if (c.status == kExitBadInput || failures >= retry.max_attempts) {
+      // Bad input, or a need's output lost (66): another attempt would fail alike.
+      if (c.status == kExitBadInput || c.status == kExitNeedLost ||
+          failures >= retry.max_attempts) {
         final_state = TaskState::kFailed;
       } else {
         final_state = TaskState::kPending;

@@ -85,8 +85,11 @@ json statusJson(Campaign& campaign) {
       last_finish = std::max(last_finish, t.finished_at);
       if (t.finished_at > 0) finishes.push_back(t.finished_at);
     } else if (t.state == TaskState::kFailed) {
+      // Attempts since its last fresh start (`retry`, a rerun), which its failure ended;
+      // the attempt numbers go on counting from the first (attempts_total).
       failures.push_back({{"task", t.id},
-                          {"attempts", t.attempts},
+                          {"attempts", t.attemptsSinceRetry()},
+                          {"attempts_total", t.attempts},
                           {"exit_code", t.exit_code},
                           {"reason", t.reason}});
     } else if (t.state == TaskState::kRunning) {

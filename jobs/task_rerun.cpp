@@ -1,5 +1,6 @@
 #include "jobs/task_rerun.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <system_error>
@@ -103,15 +104,16 @@ std::string rerunTasks(Campaign& c, const RerunSet& set, const std::string& reas
 nlohmann::json TaskRerunSummary::toJson() const {
   return {{"rerun", rerun},
           {"dependents", dependents},
+          {"lost_needs", lost_needs},
           {"already_pending", already_pending},
           {"aggregate_moved", aggregate_moved},
           {"moved_to", moved_to}};
 }
 
-TaskRerunSummary rerunNamedTasks(const std::string& dir_in, const std::vector<std::string>& ids) {
+TaskRerunSummary rerunNamedTasks(const std::string& dir_in, const std::vector<std::string>& ids,
+                                 bool needs_of_failed) {
   Campaign c = Campaign::open(dir_in, Campaign::Access::kWriter);
   const std::string& dir = c.dir();
-  const Fd outputs_lock = lockCampaignOutputs(dir, "`foldfarm campaign retry --task`");
   std::vector<char> wanted(static_cast<size_t>(c.spec().numTasks()), 0);
   for (const std::string& id : ids) {
     const int index = c.spec().indexOf(id);
@@ -120,12 +122,24 @@ TaskRerunSummary rerunNamedTasks(const std::string& dir_in, const std::vector<st
                        " --json` lists the tasks); nothing was changed");
     wanted[static_cast<size_t>(index)] = 1;
   }
+  const TaskGraph graph = c.journal().graph();
+  TaskRerunSummary sum;
+  if (needs_of_failed)
+    for (const TaskRecord& t : c.journal().tasks(TaskState::kFailed)) {
+      if (t.exit_code != kExitNeedLost) continue;
+      for (int need : graph.needs(t.index)) {
+        if (wanted[static_cast<size_t>(need)]) continue;
+        wanted[static_cast<size_t>(need)] = 1;
+        sum.lost_needs.push_back(c.spec().taskPosition(need).id);
+      }
+    }
+  if (std::find(wanted.begin(), wanted.end(), 1) == wanted.end()) return sum;
+  const Fd outputs_lock = lockCampaignOutputs(dir, "`foldfarm campaign retry`");
   // The tasks that need a named one (a variation warm-started from its models) ran from the
   // outputs that are to be replaced: they run again too, as `accept-inputs` reruns them.
   std::vector<char> dependent(wanted.size(), 0);
-  for (int i : c.journal().graph().markDependents(wanted)) dependent[static_cast<size_t>(i)] = 1;
+  for (int i : graph.markDependents(wanted)) dependent[static_cast<size_t>(i)] = 1;
   const RerunSet set = checkRerunnable(c, wanted, "which is to run again", "retry it");
-  TaskRerunSummary sum;
   RerunSet moving;
   moving.left_running = set.left_running;
   for (size_t k = 0; k < set.indices.size(); ++k) {

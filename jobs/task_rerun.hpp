@@ -46,14 +46,20 @@ std::string rerunTasks(Campaign& c, const RerunSet& set, const std::string& reas
 // one of them (the task graph: a variation warm-started from its models ran from the outputs
 // replaced); steps 1 and 2. InputError naming an id the campaign does not have, or a named
 // cancelled task (`retry --cancelled` runs those; a cancelled dependent stays cancelled).
+// With `needs_of_failed` (`retry --failed`), the tasks needed by a failed task that found
+// their outputs lost (exit 66, kExitNeedLost: the models it warm-starts from) count as named:
+// retried alone, it would fail alike. Nothing named and none such: nothing is locked or
+// changed.
 struct TaskRerunSummary {
   std::vector<std::string> rerun;       // moved to pending (done or failed before)
   std::vector<std::string> dependents;  // of `rerun`: those not named, which need one named
+  std::vector<std::string> lost_needs;  // the tasks needs_of_failed added
   std::vector<std::string> already_pending;
   bool aggregate_moved = false;
   std::string moved_to;
   nlohmann::json toJson() const;
 };
-TaskRerunSummary rerunNamedTasks(const std::string& dir, const std::vector<std::string>& ids);
+TaskRerunSummary rerunNamedTasks(const std::string& dir, const std::vector<std::string>& ids,
+                                 bool needs_of_failed = false);
 
 }  // namespace foldfarm::jobs

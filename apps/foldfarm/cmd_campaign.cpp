@@ -370,8 +370,8 @@ void registerCampaignCommands(CommandGroups& g) {
       o.retry = jobs::retryStates(a->dir, *failed, *cancelled, !tasks->empty());
       // The kinds first: the named tasks' checks read the campaign's spec.
       registerAllTaskKinds();
-      if (!tasks->empty() && dist::detectLaunch().rank == 0)
-        jobs::printTaskRerun(a->dir, jobs::rerunNamedTasks(a->dir, *tasks));
+      if ((!tasks->empty() || *failed) && dist::detectLaunch().rank == 0)
+        jobs::printTaskRerun(a->dir, jobs::rerunNamedTasks(a->dir, *tasks, *failed));
       runCampaign(a->dir, a->executor, o, "tasks failed again");
       aggregateAfterRun(a->dir, a->aggregate);
     });

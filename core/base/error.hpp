@@ -23,6 +23,16 @@ class Error : public std::runtime_error {
 class InputError : public Error {
  public:
   explicit InputError(const std::string& what) : Error(what, kExitBadInput) {}
+
+ protected:
+  InputError(const std::string& what, int exit_code) : Error(what, exit_code) {}
+};
+
+// An input made by another task (the models of the chain a chain warm-starts from) is missing
+// or damaged: exit code 66. Bad input to this task, which rerunning that one mends.
+class NeedLostError : public InputError {
+ public:
+  explicit NeedLostError(const std::string& what) : InputError(what, kExitNeedLost) {}
 };
 
 // Stopped on request after saving state: exit code 75.

@@ -11,6 +11,11 @@ inline constexpr int kExitFailure = 1;
 inline constexpr int kExitBadInput = 2;
 // A collective did not finish in time or a peer rank was lost; the message names the ranks.
 inline constexpr int kExitPeerLost = 3;
+// A campaign task found an input that another task of the campaign makes (the models of the
+// chain it warm-starts from) missing or damaged: retrying it alone cannot mend that;
+// `campaign retry --failed` runs that task again first. Not retried automatically.
+// (sysexits EX_NOINPUT)
+inline constexpr int kExitNeedLost = 66;
 // Stopped on request (SIGUSR1/SIGTERM, Slurm time limit or preemption) after a checkpoint
 // was written; rerun the same command (or with --resume) to continue. (sysexits EX_TEMPFAIL)
 inline constexpr int kExitInterrupted = 75;

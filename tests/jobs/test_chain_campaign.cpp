@@ -787,24 +787,58 @@ TEST_F(ChainCampaign, AWarmStartedVariationOfTheNominalsOwnInputsShiftsNothing) 
     EXPECT_NEAR(o["uncertainty"]["total"].get<double>(), std::sqrt(sq), 1e-9) << name;
   }
 
-  // The models a variation warm-starts from lost: a retry of the variation cannot mend that,
-  // and its reason names the command that can (before: "rerun it", and `campaign status`
-  // offered `retry --failed`, which failed the same way); that command reruns both.
+  // The models a variation warm-starts from lost: a retry of the variation alone cannot mend
+  // that. It fails at once with exit 66, its reason names `retry --failed` (which `campaign
+  // status` offers too), and that command runs the nominal task again first (before: exit 2,
+  // and `retry --failed` failed the same way forever).
+  const auto failure = [&](const std::string& name) {
+    EXPECT_NE(runFoldfarm({"campaign", "retry", dir, "--task", "same.r0001m0"}, scratch_, name), 0);
+    EXPECT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, name + "-status"), 0);
+    const json st = json::parse(readText(scratch_ + "/" + name + "-status.out"));
+    EXPECT_EQ(st["failures"].size(), 1u) << st.dump();
+    return st["failures"].empty() ? json::object() : st["failures"][0];
+  };
+  const auto allDone = [&](const std::string& name) {
+    ASSERT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, name), 0);
+    const json counts = json::parse(readText(scratch_ + "/" + name + ".out"))["counts"];
+    EXPECT_EQ(counts["done"], 4 * 3 + 6) << counts.dump();  // 6 nominal, 2 x 2 of 4 variations
+  };
   fs::remove_all(dir + "/tasks/r0001m0/models");
-  EXPECT_NE(runFoldfarm({"campaign", "retry", dir, "--task", "same.r0001m0"}, scratch_, "lost"), 0);
-  ASSERT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, "lost-status"), 0);
-  const json st = json::parse(readText(scratch_ + "/lost-status.out"));
-  ASSERT_EQ(st["failures"].size(), 1u) << st.dump();
-  EXPECT_NE(st["failures"][0]["reason"].get<std::string>().find(
-                "; `foldfarm campaign retry " + dir +
-                " --task r0001m0` runs r0001m0 again, and this task after it"),
+  json f = failure("lost");
+  EXPECT_EQ(f["exit_code"], 66) << f.dump();
+  EXPECT_EQ(f["attempts"], 1) << f.dump();
+  EXPECT_NE(f["reason"].get<std::string>().find("; `foldfarm campaign retry " + dir +
+                                                " --failed` runs r0001m0 again, and this task "
+                                                "after it"),
             std::string::npos)
-      << st["failures"][0].dump();
-  ASSERT_EQ(runFoldfarm({"campaign", "retry", dir, "--task", "r0001m0"}, scratch_, "mended"), 0)
+      << f.dump();
+  ASSERT_EQ(runFoldfarm({"campaign", "retry", dir, "--failed"}, scratch_, "mended"), 0)
       << readText(scratch_ + "/mended.err");
-  ASSERT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, "mended-status"), 0);
-  const json counts = json::parse(readText(scratch_ + "/mended-status.out"))["counts"];
-  EXPECT_EQ(counts["done"], 4 * 3 + 6) << counts.dump();  // 6 nominal, 2 x 2 of 4 variations
+  EXPECT_NE(readText(scratch_ + "/mended.out")
+                .find("failed tasks found the models they warm-start from lost or damaged: "
+                      "r0001m0 runs again first"),
+            std::string::npos)
+      << readText(scratch_ + "/mended.out");
+  allDone("mended-status");
+
+  // Damaged rather than lost (every tensor file of the nominal's models changed in one byte):
+  // the same failure, saying which model cannot be read; `retry --task r0001m0` mends it too.
+  for (const auto& e : fs::recursive_directory_iterator(dir + "/tasks/r0001m0/models")) {
+    if (!e.is_regular_file() || e.path().filename().string().rfind("tensors-", 0) != 0) continue;
+    std::fstream t(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+    t.seekg(static_cast<std::streamoff>(fs::file_size(e.path()) / 2));
+    const char was = static_cast<char>(t.get());
+    t.seekp(static_cast<std::streamoff>(fs::file_size(e.path()) / 2));
+    t.put(static_cast<char>(was ^ 0x5a));
+  }
+  f = failure("damaged");
+  EXPECT_EQ(f["exit_code"], 66) << f.dump();
+  EXPECT_NE(f["reason"].get<std::string>().find("to warm-start from cannot be read ("),
+            std::string::npos)
+      << f.dump();
+  ASSERT_EQ(runFoldfarm({"campaign", "retry", dir, "--task", "r0001m0"}, scratch_, "mended2"), 0)
+      << readText(scratch_ + "/mended2.err");
+  allDone("mended2-status");
 }
 
 // `campaign work` (a Slurm array element) stopped by a signal (scancel, the time limit): the
