@@ -36,7 +36,8 @@ void renderHeader(std::ostringstream& s, const SbatchResources& r, const std::st
   if (!r.error.empty()) s << "#SBATCH --error=" << validateOutputPattern("error", r.error) << "\n";
   if (!r.workDir.empty()) s << "#SBATCH --chdir=" << sbatchQuote("--chdir", r.workDir) << "\n";
   if (r.signalGraceSeconds > 0) s << "#SBATCH --signal=B:USR1@" << r.signalGraceSeconds << "\n";
-  if (r.requeue) s << "#SBATCH --requeue\n";
+  // A requeued job writes the same --output: appended, the first run's lines stay.
+  if (r.requeue) s << "#SBATCH --requeue\n#SBATCH --open-mode=append\n";
   (void)kind;
 }
 
@@ -177,7 +178,15 @@ std::string renderPretrainScript(const SbatchResources& r, const std::vector<std
   });
   if (!threads_given) cmd.insert(cmd.end(), {"--threads", std::to_string(r.cpusPerTask)});
   cmd.insert(cmd.end(), args.begin(), args.end());
-  s << "ff_start " << shellJoin(cmd) << "\n";
+  // A requeued run continues from the state the interrupted one saved: without --resume,
+  // pretrain refuses an --out that holds a training state (before: every requeue failed).
+  const bool resume_given = std::find(args.begin(), args.end(), "--resume") != args.end();
+  const bool resume_on_requeue = r.requeue && !resume_given;
+  if (resume_on_requeue)
+    s << "\n# Requeued (SLURM_RESTART_COUNT > 0): continue from the saved training state.\n"
+         "ff_resume=\"\"\n"
+         "if [ \"${SLURM_RESTART_COUNT:-0}\" -gt 0 ]; then ff_resume=--resume; fi\n";
+  s << "ff_start " << shellJoin(cmd) << (resume_on_requeue ? " $ff_resume" : "") << "\n";
   renderFinish(s, r);
   return s.str();
 }

@@ -14,6 +14,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/file_stat.hpp"
 #include "core/base/log.hpp"
 #include "core/base/stop_signal.hpp"
 #include "jobs/campaign_commands.hpp"
@@ -573,11 +574,95 @@ SbatchResources pilotResources(const jobs::CampaignSpec& spec, SbatchResources r
       throw InputError(origin + ": --gpus-per-node " + std::to_string(r.gpusPerNode) +
                        " but the campaign's tasks run on CPUs (resources.gpus is 0), so the "
                        "GPUs would idle; drop the option");
-    if (r.tasksPerNode == 1) r.tasksPerNode = spec.slotsPerNode();
+    // Rank 0 dispatches and runs no task: on one node it is a rank beside the spec's slots
+    // (before: a pilot of `cpu_slots` N ran N - 1 tasks, and of cpu_slots 1 none at all).
+    if (r.tasksPerNode == 1) r.tasksPerNode = spec.slotsPerNode() + (r.nodes == 1 ? 1 : 0);
   }
+  const int ranks = r.nodes * (r.gpusPerNode > 0 ? r.gpusPerNode * r.tasksPerGpu : r.tasksPerNode);
+  if (ranks < 2)
+    throw InputError(origin +
+                     ": a pilot of 1 rank runs no task (rank 0 dispatches, the others run "
+                     "tasks); give --tasks-per-node 2 or more, or --nodes 2");
   if (r.cpusPerTask == 1) r.cpusPerTask = std::max(1, res.threads_per_task);
   if (r.jobName == "foldfarm") r.jobName = "foldfarm-" + spec.name;
   return r;
+}
+
+namespace {
+
+nlohmann::json submitOptionsJson(const SlurmCampaignOptions& o) {
+  const SbatchResources& r = o.resources;
+  return {{"resources",
+           {{"job_name", r.jobName},
+            {"partition", r.partition},
+            {"account", r.account},
+            {"qos", r.qos},
+            {"time", r.time},
+            {"constraint", r.constraint},
+            {"mem", r.mem},
+            {"nodes", r.nodes},
+            {"gpus_per_node", r.gpusPerNode},
+            {"tasks_per_gpu", r.tasksPerGpu},
+            {"tasks_per_node", r.tasksPerNode},
+            {"cpus_per_task", r.cpusPerTask},
+            {"output", r.output},
+            {"error", r.error},
+            {"chdir", r.workDir},
+            {"setup", r.setupLines},
+            {"signal_grace_s", r.signalGraceSeconds},
+            {"foldfarm", r.foldfarm}}},
+          {"resources_from_spec", o.resourcesFromSpec},
+          {"tasks_per_element", o.tasksPerElement},
+          {"throttle", o.throttle},
+          {"poll_s", o.pollInitialS},
+          {"poll_max_s", o.pollMaxS},
+          {"max_submissions", o.maxSubmissions}};
+}
+
+}  // namespace
+
+std::string submitOptionsPath(const std::string& dir) {
+  return dir + "/slurm/submit-options.json";
+}
+
+std::optional<SlurmCampaignOptions> recordedSubmitOptions(const std::string& dir) {
+  const std::string path = submitOptionsPath(dir);
+  if (!statPath(path).exists) return std::nullopt;
+  SlurmCampaignOptions o;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(readFile(path));
+    const nlohmann::json& r = j.at("resources");
+    SbatchResources& s = o.resources;
+    s.jobName = r.at("job_name").get<std::string>();
+    s.partition = r.at("partition").get<std::string>();
+    s.account = r.at("account").get<std::string>();
+    s.qos = r.at("qos").get<std::string>();
+    s.time = r.at("time").get<std::string>();
+    s.constraint = r.at("constraint").get<std::string>();
+    s.mem = r.at("mem").get<std::string>();
+    s.nodes = r.at("nodes").get<int>();
+    s.gpusPerNode = r.at("gpus_per_node").get<int>();
+    s.tasksPerGpu = r.at("tasks_per_gpu").get<int>();
+    s.tasksPerNode = r.at("tasks_per_node").get<int>();
+    s.cpusPerTask = r.at("cpus_per_task").get<int>();
+    s.output = r.at("output").get<std::string>();
+    s.error = r.at("error").get<std::string>();
+    s.workDir = r.at("chdir").get<std::string>();
+    s.setupLines = r.at("setup").get<std::vector<std::string>>();
+    s.signalGraceSeconds = r.at("signal_grace_s").get<int>();
+    s.foldfarm = r.at("foldfarm").get<std::string>();
+    o.resourcesFromSpec = j.at("resources_from_spec").get<bool>();
+    o.tasksPerElement = j.at("tasks_per_element").get<int>();
+    o.throttle = j.at("throttle").get<int>();
+    o.pollInitialS = j.at("poll_s").get<double>();
+    o.pollMaxS = j.at("poll_max_s").get<double>();
+    o.maxSubmissions = j.at("max_submissions").get<int>();
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(path + ": damaged (" + std::string(e.what()) +
+                     "); remove it and give the options again with `foldfarm slurm submit " + dir +
+                     " [options]`");
+  }
+  return o;
 }
 
 SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampaignOptions& o) {
@@ -592,6 +677,13 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
   jobs::requireCampaignInputs(c.spec(), c.dir() + "/spec.json");
   jobs::requireClusterWideLocks(c.dir(), "the Slurm array elements run its tasks on any node");
   checkSubmissionOptions(c, o);
+  // What a later `campaign retry` submits with (checked: a bad option is refused above).
+  {
+    std::error_code ec;
+    fs::create_directories(c.dir() + "/slurm", ec);
+    if (ec) throw Error(c.dir() + "/slurm: cannot create: " + ec.message());
+  }
+  writeFileAtomic(submitOptionsPath(c.dir()), submitOptionsJson(o).dump(2) + "\n");
   SlurmClient client(o.programs);
   if (!client.available()) {
     throw Error("Slurm is not reachable from " + hostName() +
@@ -664,13 +756,18 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
     }
     if (running == 0 && pending > 0 && stuck == pending) {
       sum.counts = counts;
-      throw Error("task " + r.exhausted.front() +
-                  (r.exhausted.size() > 1
-                       ? " (and " + std::to_string(r.exhausted.size() - 1) + " more)"
-                       : std::string()) +
-                  ": its Slurm jobs ended " + std::to_string(o.maxSubmissions) +
-                  " times without a result; see " + c.taskDir(r.exhausted.front()) +
-                  "/task.log and the job output under " + dir + "/slurm/");
+      throw Error(
+          "task " + r.exhausted.front() +
+          (r.exhausted.size() > 1 ? " (and " + std::to_string(r.exhausted.size() - 1) + " more)"
+                                  : std::string()) +
+          ": its Slurm jobs ended " +
+          (o.maxSubmissions == 1 ? std::string("once")
+                                 : std::to_string(o.maxSubmissions) + " times") +
+          " without a result (--max-submissions " + std::to_string(o.maxSubmissions) + "); see " +
+          c.taskDir(r.exhausted.front()) + "/task.log and the job output (" +
+          (o.resources.output.empty() ? dir + "/slurm/sub-*/" : "--output " + o.resources.output) +
+          "); once the cause is mended, `foldfarm slurm submit " + dir + " --max-submissions " +
+          std::to_string(o.maxSubmissions + 1) + "` submits it again");
     }
     if (!o.wait || (pending == 0 && running == 0)) {
       sum.counts = counts;

@@ -32,6 +32,7 @@
 // Calling it: `foldfarm slurm submit D` and `foldfarm campaign run D --executor slurm`
 // both call runCampaignOnSlurm(dir, options). Thread-safety: one call at a time per
 // campaign (Campaign::open takes D/orchestrator.lock).
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -101,12 +102,22 @@ int arrayElementLanes(const SbatchResources& r);
 
 // The resources of an MPI pilot of campaign `spec`: `given` with its defaults filled from
 // the spec (GPUs per node from resources.gpus, tasksPerGpu from tasks_per_gpu, or on CPU
-// nodes tasksPerNode from cpu_slots; cpusPerTask from threads_per_task; the job name).
+// nodes tasksPerNode from cpu_slots, plus rank 0, which dispatches, on one node; cpusPerTask
+// from threads_per_task; the job name). A pilot of fewer than 2 ranks is refused.
 // Throws InputError naming `origin` for a shape whose ranks would lack a GPU or leave GPUs
 // idle: more GPUs per node than resources.gpus, another tasks per GPU, or GPUs for a CPU
 // campaign.
 SbatchResources pilotResources(const jobs::CampaignSpec& spec, SbatchResources given,
                                const std::string& origin);
+
+// The options of the last submission of campaign D (D/slurm/submit-options.json, written
+// atomically by runCampaignOnSlurm once they are checked): the element resources as given
+// (partition, account, time, output, set-up lines, ...), tasks per element, throttle, poll
+// intervals and max submissions. `campaign run`, `resume` and `retry` of a Slurm campaign
+// submit with them, so that a retry keeps the user's partition, account and time limit.
+// std::nullopt when D was never submitted; InputError naming the file when it is damaged.
+std::string submitOptionsPath(const std::string& dir);
+std::optional<SlurmCampaignOptions> recordedSubmitOptions(const std::string& dir);
 
 // Runs (or continues) campaign D on Slurm. Throws InputError for bad options or a
 // campaign directory that is not one; Error when sbatch fails (nothing recorded) or tasks

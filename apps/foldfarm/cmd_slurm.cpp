@@ -3,11 +3,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "apps/foldfarm/commands.hpp"
 #include "core/base/atomic_file.hpp"
 #include "core/base/cli_checks.hpp"
 #include "core/base/error.hpp"
+#include "core/base/log.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
 #include "jobs/executor.hpp"
@@ -195,6 +197,21 @@ void submitAndReport(SubmitArgs& a) {
     printCounts(j["counts"]);
     if (j.contains("aggregate")) printAggregation(a.dir, j["aggregate"]);
   }
+  // Nothing to submit but tasks a retry would run: say so (before: "0 array(s)", exit 0).
+  const int failed = j["counts"].value("failed", 0), cancelled = j["counts"].value("cancelled", 0);
+  if (sum.submissions == 0 && j["counts"].value("pending", 0) == 0 &&
+      j["counts"].value("running", 0) == 0 && failed + cancelled > 0)
+    logWarn(
+        "{}: no pending task to submit; `foldfarm campaign retry {} {}` submits the {} with "
+        "these options (recorded in {})",
+        a.dir, a.dir,
+        failed > 0 && cancelled > 0 ? "--failed --cancelled"
+        : failed > 0                ? "--failed"
+                                    : "--cancelled",
+        failed > 0 && cancelled > 0 ? "failed and cancelled tasks"
+        : failed > 0                ? "failed tasks"
+                                    : "cancelled tasks",
+        slurm::submitOptionsPath(fs::absolute(a.dir).lexically_normal().string()));
   if (sum.interrupted)
     throw InterruptedError("stopped watching " + a.dir + "; its jobs keep running");
   if (sum.cancelled)
@@ -213,6 +230,21 @@ void submitAndReport(SubmitArgs& a) {
 void runCampaignThroughSlurm(const std::string& dir, const std::vector<jobs::TaskState>& retry) {
   SubmitArgs a;
   a.dir = dir;
+  // The options of the last `slurm submit D` (partition, account, time, throttle, ...): a
+  // retry submitted with Slurm's defaults instead could land on another partition or account.
+  const std::string abs = fs::absolute(dir).lexically_normal().string();
+  if (std::optional<slurm::SlurmCampaignOptions> rec = slurm::recordedSubmitOptions(abs)) {
+    a.opts = *rec;
+    a.res.res = rec->resources;
+    logInfo("{}: submitting with the options of its last `foldfarm slurm submit` ({})", dir,
+            slurm::submitOptionsPath(abs));
+  } else {
+    logWarn(
+        "{}: no `foldfarm slurm submit` of it recorded its options: submitting with the spec's "
+        "resources and Slurm's defaults (no partition, account or time limit of yours); "
+        "`foldfarm slurm submit {} [options]` submits with yours",
+        dir, dir);
+  }
   a.opts.retry = retry;
   submitAndReport(a);
 }

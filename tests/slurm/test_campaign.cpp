@@ -205,6 +205,48 @@ TEST_F(SlurmCampaign, RetryOfCancelledTasksSubmitsThem) {
   EXPECT_EQ(sum.tasksSubmitted, 2);
 }
 
+// `slurm submit D` records the options it submitted with; `campaign retry D --cancelled` of a
+// Slurm campaign submits with them (before: with Slurm's defaults: no time limit, throttle or
+// output pattern of the user's, and on a real cluster no partition or account), and a submit
+// that finds no pending task names the retry that submits the cancelled ones.
+TEST_F(SlurmCampaign, ARetrySubmitsWithTheOptionsOfTheLastSubmit) {
+  const std::string dir = createSleepCampaign(base_ + "/options", 2, 0.1);
+  {
+    jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kWriter);
+    ASSERT_EQ(c.cancel("test"), 2);
+  }
+  const ProcessResult sub =
+      runProcess({FOLDFARM_BINARY, "slurm", "submit", dir, "--time", "7", "--throttle", "1",
+                  "--output", base_ + "/job-%A_%a.out", "--poll", "0.3", "--poll-max", "1"});
+  EXPECT_EQ(sub.status(), 0) << sub.err;
+  EXPECT_NE(sub.err.find("no pending task to submit; `foldfarm campaign retry " + dir +
+                         " --cancelled` submits the cancelled tasks with these options"),
+            std::string::npos)
+      << sub.err;
+  ASSERT_TRUE(std::filesystem::exists(dir + "/slurm/submit-options.json"));
+  const ProcessResult retry =
+      runProcess({FOLDFARM_BINARY, "campaign", "retry", dir, "--cancelled"});
+  EXPECT_EQ(retry.status(), 0) << retry.err;
+  EXPECT_NE(retry.err.find("submitting with the options of its last `foldfarm slurm submit`"),
+            std::string::npos)
+      << retry.err;
+  const std::string script = readFile(dir + "/slurm/sub-0001/array.sbatch");
+  EXPECT_NE(script.find("#SBATCH --time=7\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("%1\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("/job-%A_%a.out"), std::string::npos) << script;
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.counts()[TaskState::kDone], 2);
+  // Damaged, the record is refused naming it, not guessed at.
+  writeFileAtomic(dir + "/slurm/submit-options.json", "{\"resources\": 1}");
+  try {
+    recordedSubmitOptions(dir);
+    ADD_FAILURE() << "a damaged submit-options.json was read";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("submit-options.json: damaged"), std::string::npos)
+        << e.what();
+  }
+}
+
 // An input replaced during the watch (here by the nominal task itself): the variation's task,
 // ready once the nominal one is done, is not submitted; the submitter stops with one line
 // naming the file, the finished task's result ingested and the other task pending, unrun.

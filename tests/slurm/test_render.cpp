@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "core/base/error.hpp"
@@ -234,6 +235,54 @@ jobs::CampaignSpec sleepSpec(const nlohmann::json& resources) {
 
 // A pilot's shape comes from its campaign's spec: ranks bind GPU (index on the node) /
 // resources.tasks_per_gpu, so a shape the spec cannot bind is refused, naming the campaign.
+// `--requeue`: the job requeues itself when interrupted, and the requeued run (Slurm sets
+// SLURM_RESTART_COUNT) continues with --resume (before: pretrain refused the --out holding the
+// saved state, and every requeue ended there); the log is appended to. Run with an srun that
+// records its arguments.
+TEST(SbatchScript, ARequeuedPretrainingContinuesFromItsSavedState) {
+  SbatchResources r;
+  r.requeue = true;
+  r.signalGraceSeconds = 0;
+  r.foldfarm = "/opt/ff";
+  const std::string s = renderPretrainScript(r, {"--data", "d.h5", "--out", "o"});
+  EXPECT_NE(s.find("#SBATCH --requeue\n#SBATCH --open-mode=append\n"), std::string::npos) << s;
+  expectBashSyntaxOk(s);
+  const std::string dir = ::testing::TempDir() + "/requeue_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  FILE* f = std::fopen((dir + "/srun").c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("#!/bin/sh\necho \"$*\" > \"$(dirname \"$0\")/args\"\n", f);
+  std::fclose(f);
+  std::filesystem::permissions(dir + "/srun", std::filesystem::perms::owner_all);
+  f = std::fopen((dir + "/job.sh").c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(s.c_str(), f);
+  std::fclose(f);
+  const auto args = [&](const std::string& restarts) {
+    ProcessOptions o;
+    o.extraEnv = {"PATH=" + dir + ":/usr/bin:/bin", "SLURM_RESTART_COUNT=" + restarts};
+    const ProcessResult p = runProcess({"bash", dir + "/job.sh"}, o);
+    EXPECT_TRUE(p.ok()) << p.err;
+    std::ifstream in(dir + "/args");
+    std::string line;
+    std::getline(in, line);
+    return line;
+  };
+  const std::string first =
+      "--mpi=pmix --kill-on-bad-exit=1 /opt/ff pretrain --threads 1 --data d.h5 --out o";
+  EXPECT_EQ(args("0"), first);
+  EXPECT_EQ(args("2"), first + " --resume");
+  // --resume given by the user: as given, every run.
+  const std::string t = renderPretrainScript(r, {"--data", "d.h5", "--out", "o", "--resume"});
+  EXPECT_EQ(t.find("ff_resume"), std::string::npos) << t;
+  // Without --requeue nothing of it.
+  r.requeue = false;
+  const std::string u = renderPretrainScript(r, {"--data", "d.h5", "--out", "o"});
+  EXPECT_EQ(u.find("ff_resume"), std::string::npos) << u;
+  EXPECT_EQ(u.find("--open-mode"), std::string::npos) << u;
+  std::filesystem::remove_all(dir);
+}
+
 TEST(SbatchScript, APilotTakesItsShapeFromTheCampaignAndRefusesAnother) {
   const jobs::CampaignSpec gpu =
       sleepSpec({{"gpus", 4}, {"tasks_per_gpu", 2}, {"threads_per_task", 3}});
@@ -269,12 +318,19 @@ TEST(SbatchScript, APilotTakesItsShapeFromTheCampaignAndRefusesAnother) {
   SbatchResources other;
   other.tasksPerGpu = 4;
   refused(gpu, other, "--tasks-per-gpu 4");
-  // A CPU campaign: one rank per slot, and no GPUs to idle.
+  // A CPU campaign: one rank per slot, and no GPUs to idle; on one node rank 0, which
+  // dispatches, beside them (before: 6 ranks ran 5 tasks, and a pilot of cpu_slots 1 none).
   const jobs::CampaignSpec cpu = sleepSpec({{"cpu_slots", 6}});
   const SbatchResources c = pilotResources(cpu, SbatchResources{}, "D");
   EXPECT_EQ(c.gpusPerNode, 0);
-  EXPECT_EQ(c.tasksPerNode, 6);
+  EXPECT_EQ(c.tasksPerNode, 7);
+  SbatchResources two_nodes;
+  two_nodes.nodes = 2;
+  EXPECT_EQ(pilotResources(cpu, two_nodes, "D").tasksPerNode, 6);
+  EXPECT_EQ(pilotResources(sleepSpec({{"cpu_slots", 1}}), SbatchResources{}, "D").tasksPerNode, 2);
   refused(cpu, more, "--gpus-per-node 8");
+  // One GPU of one task on one node: a single rank, which would run nothing.
+  refused(sleepSpec({{"gpus", 1}}), SbatchResources{}, "a pilot of 1 rank");
 }
 
 // An array element as `slurm submit` renders it: one GPU, the spec's tasks per GPU as lanes.
