@@ -47,6 +47,7 @@ struct RoundResult {
   std::vector<std::string> jobIds;
   std::vector<std::string> exhausted;  // tasks not resubmitted (maxSubmissions)
   std::vector<std::string> held;       // pending behind a failed dependency (task graph)
+  int throttled = 0;                   // ready, left for a later round by --throttle
   bool changed() const { return ingested || requeued || submittedArrays; }
 };
 
@@ -457,6 +458,26 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
   po.lanes = lanes;
   po.tasksPerElement = o.tasksPerElement;
   po.throttle = o.throttle;
+  if (o.throttle > 0) {
+    // --throttle K caps the elements of all arrays together: the elements of earlier arrays
+    // still queued or running (their tasks' rows) take their share first, and a new array
+    // gets the rest; none left, the ready tasks wait for a later round (before: every round's
+    // array had a throttle of its own, and a resubmission ran beside K others).
+    std::set<std::string> live;
+    for (const auto& t : c.tasks(TaskState::kRunning))
+      if (!t.external_id.empty()) live.insert(t.external_id);
+    const int room = o.throttle - static_cast<int>(live.size());
+    if (room <= 0) {
+      logInfo(
+          "{} ready task(s) wait: {} element(s) of earlier arrays are queued or running, "
+          "--throttle {}{}",
+          ready.size(), live.size(), o.throttle,
+          o.wait ? "" : " (a later `foldfarm slurm submit` submits them)");
+      round.throttled = static_cast<int>(ready.size());
+      return round;
+    }
+    po.throttle = room;
+  }
   po.limits = client.limits();
   po.queuedJobs = client.queuedJobCount();
   ArrayPlan plan = planArrays(ready, po);

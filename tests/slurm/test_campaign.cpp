@@ -424,6 +424,47 @@ TEST_F(SlurmCampaign, ScancelMidwayResubmitsOnlyTheMissingTasks) {
   }
 }
 
+// --throttle K caps the elements of all arrays together: a task requeued after its element
+// was scancelled waits while K elements of the first array are queued or running (before: a
+// second array with a throttle of its own ran beside them), and is submitted once they end.
+TEST_F(SlurmCampaign, TheThrottleCapsTheElementsOfEveryArrayTogether) {
+  const std::string dir = createSleepCampaign(base_ + "/throttle", 2, 4.0);
+  SlurmCampaignOptions o = fastOptions();
+  o.tasksPerElement = 1;
+  o.throttle = 1;
+  o.wait = false;
+  const SlurmCampaignSummary first = runCampaignOnSlurm(dir, o);
+  ASSERT_EQ(first.jobIds.size(), 1u);
+  const std::string job = first.jobIds[0];
+  SlurmClient client;
+  // The element that runs first, scancelled (the other waits behind %1).
+  std::string running;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (running.empty() && std::chrono::steady_clock::now() < deadline) {
+    for (const auto& j : client.queue({job}))
+      if (j.state == "RUNNING") running = j.externalId();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_FALSE(running.empty());
+  ASSERT_TRUE(runProcess({"scancel", running}).ok());
+  bool gone = false;
+  while (!gone && std::chrono::steady_clock::now() < deadline) {
+    gone = true;
+    for (const auto& j : client.queue({job}))
+      if (j.externalId() == running && !j.finished()) gone = false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_TRUE(gone);
+  // Its task is pending again; the other element is queued or running: no room under %1.
+  const SlurmCampaignSummary second = runCampaignOnSlurm(dir, o);
+  EXPECT_EQ(second.submissions, 0) << "an array beside the live element of " << job;
+  // Watching: the first array ends, then the task is submitted and done.
+  o.wait = true;
+  const SlurmCampaignSummary third = runCampaignOnSlurm(dir, o);
+  EXPECT_EQ(third.counts.at(TaskState::kDone), 2);
+  EXPECT_EQ(third.submissions, 1);
+}
+
 // The task's lease held by processes of another host (an attempt that outlived its job):
 // each array element waits, is not started and records why; the submitter requeues the task
 // without counting it toward --max-submissions and submits it again. Before, the element
