@@ -107,9 +107,12 @@ Fd lockOrchestrator(const std::string& dir) {
     throw CampaignBusy(
         dir + ": another foldfarm process is orchestrating this campaign (" +
             (holder.empty() ? std::string() : holder + "; ") + lock_path +
-            " is locked); wait for it, stop it first (SIGTERM or Ctrl-C: its "
-            "tasks stop and keep their state; `foldfarm campaign resume " +
-            dir + "` continues them), or cancel its tasks (`foldfarm campaign cancel " + dir + "`)",
+            " is locked); wait for it, stop it first (SIGTERM or Ctrl-C: a run or a pilot "
+            "stops its tasks, which keep their state, and `foldfarm campaign resume " +
+            dir +
+            "` continues them; a `slurm submit` watch stops watching while its jobs keep "
+            "running, and `foldfarm slurm submit " +
+            dir + "` watches again), or cancel its tasks (`foldfarm campaign cancel " + dir + "`)",
         holder);
   }
   return std::move(*lock);

@@ -48,6 +48,7 @@ struct RoundResult {
   std::vector<std::string> exhausted;  // tasks not resubmitted (maxSubmissions)
   std::vector<std::string> held;       // pending behind a failed dependency (task graph)
   int throttled = 0;                   // ready, left for a later round by --throttle
+  int stopped = 0;                     // results of a task's own stop (75): pending again
   bool changed() const { return ingested || requeued || submittedArrays; }
 };
 
@@ -405,8 +406,34 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
                       bool submit) {
   RoundResult round;
   // 1. squeue first, 2. ingest, 3. requeue the running tasks whose job ended.
-  JobView view = lookUpJobs(client, c.tasks(TaskState::kRunning));
+  const std::vector<TaskRecord> was_running = c.tasks(TaskState::kRunning);
+  JobView view = lookUpJobs(client, was_running);
   round.ingested = c.ingestResults();
+  // What the results said, by task: stopped with the state saved (75: a time limit, a
+  // scancel; submitted again) or failed (before: neither was said, and the summary's
+  // "requeued" counted only jobs that ended without a result).
+  std::vector<std::string> stopped, failed;
+  for (const TaskRecord& t : was_running) {
+    const std::optional<TaskRecord> now = c.journal().task(t.id);
+    if (!now || now->attempts != t.attempts) continue;
+    if (now->state == TaskState::kPending) stopped.push_back(t.id);
+    if (now->state == TaskState::kFailed) failed.push_back(t.id);
+  }
+  const auto listed = [](const std::vector<std::string>& ids) {
+    std::string out;
+    for (size_t k = 0; k < ids.size() && k < 5; ++k) out += (k ? ", " : "") + ids[k];
+    return ids.size() > 5 ? out + " and " + std::to_string(ids.size() - 5) + " more" : out;
+  };
+  if (!stopped.empty())
+    logInfo(
+        "{} task(s) stopped in their Slurm job with their state saved (exit 75: a time limit, a "
+        "scancel) and go back to pending, to be submitted again: {}",
+        stopped.size(), listed(stopped));
+  for (const std::string& id : failed) {
+    const std::optional<TaskRecord> t = c.journal().task(id);
+    logWarn("task {} failed (exit {}): {}", id, t ? t->exit_code : -1, t ? t->reason : "");
+  }
+  round.stopped = static_cast<int>(stopped.size());
   std::map<std::string, std::vector<std::string>> endedByReason;
   for (const auto& t : c.tasks(TaskState::kRunning)) {
     std::string why;
@@ -468,11 +495,6 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
       if (!t.external_id.empty()) live.insert(t.external_id);
     const int room = o.throttle - static_cast<int>(live.size());
     if (room <= 0) {
-      logInfo(
-          "{} ready task(s) wait: {} element(s) of earlier arrays are queued or running, "
-          "--throttle {}{}",
-          ready.size(), live.size(), o.throttle,
-          o.wait ? "" : " (a later `foldfarm slurm submit` submits them)");
       round.throttled = static_cast<int>(ready.size());
       return round;
     }
@@ -554,6 +576,7 @@ nlohmann::json SlurmCampaignSummary::toJson() const {
   return {{"counts", countsJson(counts)},        {"held", tasksHeld},
           {"submissions", submissions},          {"elements_submitted", elementsSubmitted},
           {"tasks_submitted", tasksSubmitted},   {"tasks_requeued", tasksRequeued},
+          {"tasks_stopped", tasksStopped},       {"tasks_throttled", tasksThrottled},
           {"results_ingested", resultsIngested}, {"job_ids", jobIds},
           {"interrupted", interrupted},          {"orphans_cancelled", orphansCancelled},
           {"held_released", heldReleased},       {"cancelled", cancelled},
@@ -698,13 +721,6 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
   jobs::requireCampaignInputs(c.spec(), c.dir() + "/spec.json");
   jobs::requireClusterWideLocks(c.dir(), "the Slurm array elements run its tasks on any node");
   checkSubmissionOptions(c, o);
-  // What a later `campaign retry` submits with (checked: a bad option is refused above).
-  {
-    std::error_code ec;
-    fs::create_directories(c.dir() + "/slurm", ec);
-    if (ec) throw Error(c.dir() + "/slurm: cannot create: " + ec.message());
-  }
-  writeFileAtomic(submitOptionsPath(c.dir()), submitOptionsJson(o).dump(2) + "\n");
   SlurmClient client(o.programs);
   if (!client.available()) {
     throw Error("Slurm is not reachable from " + hostName() +
@@ -734,7 +750,7 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
   double interval = o.pollInitialS;
   auto lastReport = std::chrono::steady_clock::now();
   int queryFailures = 0;
-  bool settled = false;
+  bool settled = false, recorded = false;
   while (true) {
     RoundResult r;
     try {
@@ -747,6 +763,15 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
       }
       r = reconcile(c, client, o, /*submit=*/true);
       queryFailures = 0;
+      if (!recorded) {
+        // What a later `campaign retry` submits with: options Slurm took (an sbatch that
+        // refused them threw above, and nothing is recorded).
+        std::error_code ec;
+        fs::create_directories(c.dir() + "/slurm", ec);
+        if (ec) throw Error(c.dir() + "/slurm: cannot create: " + ec.message());
+        writeFileAtomic(submitOptionsPath(c.dir()), submitOptionsJson(o).dump(2) + "\n");
+        recorded = true;
+      }
     } catch (const SlurmQueryError& e) {
       // slurmctld did not answer: try again later, settling first what this round may have
       // left between sbatch and release.
@@ -758,6 +783,8 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
     sum.elementsSubmitted += r.submittedElements;
     sum.tasksSubmitted += r.submittedTasks;
     sum.tasksRequeued += r.requeued;
+    sum.tasksStopped += r.stopped;
+    sum.tasksThrottled = r.throttled;
     sum.resultsIngested += r.ingested;
     sum.jobIds.insert(sum.jobIds.end(), r.jobIds.begin(), r.jobIds.end());
     jobs::StateCounts counts = c.counts();
@@ -796,8 +823,13 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
     }
     auto nowTp = std::chrono::steady_clock::now();
     if (r.changed() || nowTp - lastReport > std::chrono::seconds(60)) {
-      logInfo("campaign {}: {} done, {} running, {} pending, {} failed", c.spec().name,
+      logInfo("campaign {}: {} done, {} running, {} pending{}, {} failed", c.spec().name,
               countOf(counts, TaskState::kDone), running, pending,
+              r.throttled > 0 ? " (" + std::to_string(r.throttled) +
+                                    " ready, waiting for room "
+                                    "under --throttle " +
+                                    std::to_string(o.throttle) + ")"
+                              : std::string(),
               countOf(counts, TaskState::kFailed));
       lastReport = nowTp;
     }

@@ -75,7 +75,9 @@ struct SlurmCampaignSummary {
   int submissions = 0;       // arrays submitted by this call
   int elementsSubmitted = 0;
   int tasksSubmitted = 0;
-  int tasksRequeued = 0;  // jobs ended without a result -> pending again
+  int tasksRequeued = 0;   // jobs ended without a result -> pending again
+  int tasksStopped = 0;    // tasks that stopped in their job, state saved (75) -> pending again
+  int tasksThrottled = 0;  // ready but not submitted in the last round: no room under throttle
   int resultsIngested = 0;
   int tasksHeld = 0;                // pending behind failed dependencies when the watch ended
   std::vector<std::string> jobIds;  // arrays submitted by this call
@@ -111,7 +113,8 @@ SbatchResources pilotResources(const jobs::CampaignSpec& spec, SbatchResources g
                                const std::string& origin);
 
 // The options of the last submission of campaign D (D/slurm/submit-options.json, written
-// atomically by runCampaignOnSlurm once they are checked): the element resources as given
+// atomically by runCampaignOnSlurm after its first round, whose sbatch took them or that had
+// nothing to submit; options sbatch refused are not recorded): the element resources as given
 // (partition, account, time, output, set-up lines, ...), tasks per element, throttle, poll
 // intervals and max submissions. `campaign run`, `resume` and `retry` of a Slurm campaign
 // submit with them, so that a retry keeps the user's partition, account and time limit.

@@ -211,6 +211,18 @@ struct FinetuneArgs {
   bool fixed_shapes = false, cuda_graphs = false;
 };
 
+// A training stopped by a signal, its state saved: the command says how to continue (the
+// trainer does not know which command runs it; a campaign task continues by itself).
+template <class F>
+void withResumeHint(F&& run) {
+  try {
+    run();
+  } catch (const InterruptedError& e) {
+    throw InterruptedError(std::string(e.what()) +
+                           "; rerun the same command with --resume to continue");
+  }
+}
+
 void runFinetune(const FinetuneArgs& a, const CLI::App& app) {
   // One process trains (fine-tuning is not data-parallel): under mpirun/srun every rank would
   // train the same model into the same --out, and all but one be refused its lock.
@@ -473,7 +485,7 @@ void registerModelCommands(CommandGroups& g) {
 
   auto pre = std::make_shared<PretrainArgs>();
   CLI::App* p = addPretrainCommand(g.root, *pre);
-  p->callback([pre, p] { runPretrain(*pre, *p); });
+  p->callback([pre, p] { withResumeHint([&] { runPretrain(*pre, *p); }); });
 
   auto ft = std::make_shared<FinetuneArgs>();
   CLI::App* f = g.root.add_subcommand(
@@ -508,7 +520,7 @@ void registerModelCommands(CommandGroups& g) {
   addSaveEveryOption(*f, ft->save_every_min);
   f->add_flag("--json", ft->json_out, "Print JSON");
   addDeviceOptions(*f, ft->device, &ft->precision, &ft->fixed_shapes, &ft->cuda_graphs);
-  f->callback([ft, f] { runFinetune(*ft, *f); });
+  f->callback([ft, f] { withResumeHint([&] { runFinetune(*ft, *f); }); });
 
   auto gen = std::make_shared<GenerateArgs>();
   CLI::App* ge = g.root.add_subcommand(

@@ -35,10 +35,14 @@ struct ResourceArgs {
   // elements: the submitter resubmits an interrupted task as its next attempt).
   void addTo(CLI::App& c, bool campaign, bool requeue = true) {
     const std::string spec = campaign ? " (default: the campaign's)" : "";
-    c.add_option("--job-name", res.jobName,
-                 "Job name (any text; quoted)" +
-                     std::string(campaign ? "; default: foldfarm-<campaign name>" : ""))
-        ->capture_default_str();
+    // With a campaign, what these leave at their defaults comes from its spec: the help shows
+    // that, not the placeholder value (before: "INT=0 … (default: the campaign's)").
+    const auto shown = [campaign](CLI::Option* o) {
+      if (!campaign) o->capture_default_str();
+    };
+    shown(c.add_option("--job-name", res.jobName,
+                       "Job name (any text; quoted)" +
+                           std::string(campaign ? "; default: foldfarm-<campaign name>" : "")));
     c.add_option("-p,--partition", res.partition, "Partition(s), comma-separated");
     c.add_option("-A,--account", res.account, "Account to charge");
     c.add_option("-q,--qos", res.qos, "Quality of service");
@@ -46,15 +50,13 @@ struct ResourceArgs {
     c.add_option("-C,--constraint", res.constraint, "Node features, e.g. a100&ib");
     c.add_option("--mem", res.mem, "Memory per node, e.g. 64G");
     c.add_option("-N,--nodes", res.nodes, "Nodes")->capture_default_str();
-    c.add_option("--gpus-per-node", res.gpusPerNode, "GPUs per node (0: CPU nodes)" + spec)
-        ->capture_default_str();
-    c.add_option("--tasks-per-gpu", res.tasksPerGpu, "Campaign tasks sharing one GPU" + spec)
-        ->capture_default_str();
-    c.add_option("--tasks-per-node", res.tasksPerNode,
-                 "Ranks/task slots per node on CPU nodes" + spec)
-        ->capture_default_str();
-    c.add_option("-c,--cpus-per-task", res.cpusPerTask, "CPUs (and threads) per task" + spec)
-        ->capture_default_str();
+    shown(c.add_option("--gpus-per-node", res.gpusPerNode, "GPUs per node (0: CPU nodes)" + spec));
+    shown(
+        c.add_option("--tasks-per-gpu", res.tasksPerGpu, "Campaign tasks sharing one GPU" + spec));
+    shown(c.add_option("--tasks-per-node", res.tasksPerNode,
+                       "Ranks/task slots per node on CPU nodes" + spec));
+    shown(
+        c.add_option("-c,--cpus-per-task", res.cpusPerTask, "CPUs (and threads) per task" + spec));
     c.add_option("-o,--output", res.output,
                  "Output file pattern (%A array job, %a element, %j job)");
     c.add_option("-e,--error", res.error, "Error file pattern (default: with --output)");
@@ -192,11 +194,18 @@ void submitAndReport(SubmitArgs& a) {
   if (a.json) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("%s: %d array(s) submitted (%d task(s)), %d requeued; ", a.dir.c_str(),
-                sum.submissions, sum.tasksSubmitted, sum.tasksRequeued);
+    std::printf(
+        "%s: %d array(s) submitted (%d task submission(s)); back to pending: %d stopped in "
+        "their job with their state saved, %d whose job ended without a result; ",
+        a.dir.c_str(), sum.submissions, sum.tasksSubmitted, sum.tasksStopped, sum.tasksRequeued);
     printCounts(j["counts"]);
     if (j.contains("aggregate")) printAggregation(a.dir, j["aggregate"]);
   }
+  if (a.noWait && sum.tasksThrottled > 0)
+    logInfo(
+        "{}: {} ready task(s) not submitted: earlier arrays' elements fill --throttle {}; a later "
+        "`foldfarm slurm submit {}` submits them",
+        a.dir, sum.tasksThrottled, a.opts.throttle, a.dir);
   // Nothing to submit but tasks a retry would run: say so (before: "0 array(s)", exit 0).
   const int failed = j["counts"].value("failed", 0), cancelled = j["counts"].value("cancelled", 0);
   if (sum.submissions == 0 && j["counts"].value("pending", 0) == 0 &&

@@ -895,8 +895,7 @@ void Trainer::FitLoop::stopAndSave(const Tensor& loss_acc, std::future<JetBatch>
   throw InterruptedError(opts_.label + ": stopped at epoch " + std::to_string(epoch_) + " step " +
                          std::to_string(step_in_epoch_) +
                          (opts_.state_dir.empty() ? std::string(" (no state directory)")
-                                                  : "; state saved to " + opts_.state_dir +
-                                                        ", rerun with --resume to continue"));
+                                                  : "; state saved to " + opts_.state_dir));
 }
 
 void Trainer::FitLoop::endEpoch(int64_t epoch_steps, std::chrono::steady_clock::time_point t0) {

@@ -226,6 +226,13 @@ TEST_F(OutputDirs, UnderMpirunAStopIsSaidOnceAndResumes) {
        at = err.find("stopped at epoch", at + 1))
     ++said;
   EXPECT_EQ(said, 1u) << err;
+  // The command says how it continues (the trainer does not: a campaign task's stop is
+  // continued by its next attempt, and its log said "rerun with --resume" there too).
+  EXPECT_NE(err.find("; state saved to " + out +
+                     "/state; rerun the same command with --resume "
+                     "to continue"),
+            std::string::npos)
+      << err;
   args.push_back("--resume");
   const ProcessResult r = underMpirun(args);
   EXPECT_TRUE(r.ok()) << r.err;

@@ -413,6 +413,7 @@ TEST_F(SlurmCampaign, ScancelMidwayResubmitsOnlyTheMissingTasks) {
   const int interruptedResults = second.resultsIngested - 6;
   EXPECT_GE(interruptedResults, 0);
   EXPECT_EQ(second.tasksRequeued + interruptedResults, missing);
+  EXPECT_EQ(second.tasksStopped, interruptedResults);  // said apart (before: not counted)
 
   jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
   for (const auto& t : c.tasks()) {
@@ -458,6 +459,8 @@ TEST_F(SlurmCampaign, TheThrottleCapsTheElementsOfEveryArrayTogether) {
   // Its task is pending again; the other element is queued or running: no room under %1.
   const SlurmCampaignSummary second = runCampaignOnSlurm(dir, o);
   EXPECT_EQ(second.submissions, 0) << "an array beside the live element of " << job;
+  EXPECT_EQ(second.tasksThrottled, 1);
+  EXPECT_EQ(second.tasksStopped + second.tasksRequeued, 1);  // the scancelled element's task
   // Watching: the first array ends, then the task is submitted and done.
   o.wait = true;
   const SlurmCampaignSummary third = runCampaignOnSlurm(dir, o);
