@@ -66,7 +66,9 @@ class Dispatcher {
       if (states_[i] == TaskState::kPending && graph_.ready(static_cast<int>(i), states_))
         enqueue(static_cast<int>(i));
     progress_.setSilent(!options.show_progress);
-    progress_.update(done_);
+    // Tasks done by earlier runs count towards done/total, not towards this run's rate (before:
+    // a resumed run's first lines showed them as done in its first seconds).
+    progress_.resumedAt(done_);
   }
 
   RunSummary run() {

@@ -215,6 +215,10 @@ std::string statusText(const json& s) {
                 eta < 0 ? "unknown" : formatDuration(eta).c_str(),
                 idle ? " once it runs again (nothing runs it now)" : "");
   out += buf;
+  // Which process holds it (a run, a pilot's rank 0, a `slurm submit` watch): where to look,
+  // or what to stop (before: said only by --json).
+  if (const std::string by = s.value("orchestrator", std::string()); !by.empty())
+    out += "  orchestrated by " + by + " (a run, a pilot's rank 0 or a `slurm submit` watch)\n";
   if (s.contains("groups") && s["groups"].size() > 1) {
     // The graph: one line per group (nominal, each variation) and what it runs after.
     const json& g = s["graph"];

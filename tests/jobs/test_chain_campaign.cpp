@@ -820,6 +820,33 @@ TEST_F(ChainCampaign, AWarmStartedVariationOfTheNominalsOwnInputsShiftsNothing) 
             std::string::npos)
       << readText(scratch_ + "/mended.out");
   allDone("mended-status");
+  // Its progress counts the tasks done before as done, not as this run's work: the rate times
+  // the elapsed time of its last line is the number it ran again (before: all 18).
+  {
+    const std::string out = readText(scratch_ + "/mended.out");
+    const std::string said = "campaign " + dir + ": ";
+    int ran = 0;
+    for (size_t at = out.find(said); at != std::string::npos; at = out.find(said, at + 1))
+      if (std::sscanf(out.c_str() + at + said.size(), "%d task(s) run again", &ran) == 1) break;
+    ASSERT_GT(ran, 0) << out;
+    ASSERT_LT(ran, 18) << out;
+    const std::string err = readText(scratch_ + "/mended.err");
+    const size_t at = err.rfind("18/18 tasks  ");
+    ASSERT_NE(at, std::string::npos) << err;
+    double rate = 0, elapsed = 0;
+    char unit[16] = {0};
+    ASSERT_EQ(std::sscanf(err.c_str() + at, "18/18 tasks  %lf tasks/%15s", &rate, unit), 2) << err;
+    rate /= std::string(unit) == "min" ? 60.0 : std::string(unit) == "h" ? 3600.0 : 1.0;
+    const size_t el = err.find("elapsed ", at);
+    ASSERT_NE(el, std::string::npos) << err;
+    int m = 0;
+    double sec = 0;
+    if (std::sscanf(err.c_str() + el, "elapsed %dm%lfs", &m, &sec) == 2)
+      elapsed = 60.0 * m + sec;
+    else
+      ASSERT_EQ(std::sscanf(err.c_str() + el, "elapsed %lfs", &elapsed), 1) << err;
+    EXPECT_NEAR(rate * elapsed, ran, 0.1 * ran + 0.3) << err.substr(at, 120);
+  }
 
   // Damaged rather than lost (every tensor file of the nominal's models changed in one byte):
   // the same failure, saying which model cannot be read; `retry --task r0001m0` mends it too.

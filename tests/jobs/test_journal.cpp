@@ -314,11 +314,18 @@ TEST(CampaignStatus, TheRateIsThatOfTheRecentTasks) {
   // (before: read as the time left, on a campaign that had crashed).
   // (Here this process holds it: as a run does.)
   EXPECT_EQ(statusText(s).find("once it runs again"), std::string::npos) << statusText(s);
+  EXPECT_NE(statusText(s).find("\n  orchestrated by " + hostName() + " pid " +
+                               std::to_string(::getpid()) +
+                               " (a run, a pilot's rank 0 or a "
+                               "`slurm submit` watch)\n"),
+            std::string::npos)
+      << statusText(s);
   json idle = s;
   idle["orchestrator"] = "";
   EXPECT_NE(statusText(idle).find("ETA 1m40s once it runs again (nothing runs it now)"),
             std::string::npos)
       << statusText(idle);
+  EXPECT_EQ(statusText(idle).find("orchestrated by"), std::string::npos) << statusText(idle);
   idle["running"] = json::array({{{"id", "r0201m0"}, {"external_id", "77_3"}}});
   EXPECT_EQ(statusText(idle).find("once it runs again"), std::string::npos) << "a Slurm job runs";
 }
