@@ -196,6 +196,15 @@ std::string statusText(const json& s) {
     if (it.value().get<int>() > 0)
       out += " " + it.key() + " " + std::to_string(it.value().get<int>());
   }
+  // A task handed to a Slurm job is "running" from its submission on: say that some may still
+  // wait in the queue (before: read as that many running).
+  int in_slurm = 0;
+  for (const auto& r : s["running"])
+    if (!r.value("external_id", std::string()).empty()) ++in_slurm;
+  if (in_slurm > 0)
+    out += " (" + std::to_string(in_slurm) +
+           " of the running in Slurm jobs, queued or running: `foldfarm slurm status " + dir +
+           "` says which)";
   out += "\n";
   char buf[160];
   double rate = s["rate_tasks_per_s"].get<double>();

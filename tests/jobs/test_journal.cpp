@@ -328,6 +328,12 @@ TEST(CampaignStatus, TheRateIsThatOfTheRecentTasks) {
   EXPECT_EQ(statusText(idle).find("orchestrated by"), std::string::npos) << statusText(idle);
   idle["running"] = json::array({{{"id", "r0201m0"}, {"external_id", "77_3"}}});
   EXPECT_EQ(statusText(idle).find("once it runs again"), std::string::npos) << "a Slurm job runs";
+  EXPECT_NE(statusText(idle).find(" (1 of the running in Slurm jobs, queued or running: "
+                                  "`foldfarm slurm status " +
+                                  s["dir"].get<std::string>() + "` says which)\n"),
+            std::string::npos)
+      << statusText(idle);
+  EXPECT_EQ(statusText(s).find("in Slurm jobs"), std::string::npos) << statusText(s);
 }
 
 // Fewer tasks done than the window, in two runs a day apart (a campaign extended, or resumed):
