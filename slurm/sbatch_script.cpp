@@ -197,13 +197,17 @@ std::string renderPilotScript(const SbatchResources& r, const std::string& campa
   if (campaignDir.empty()) throw InputError("pilot: empty campaign directory");
   std::ostringstream s;
   renderHeader(s, r, "pilot");
-  int perNode = ranksPerNode(r);
+  // Rank 0 dispatches and runs no task; the worker ranks of a node take its task slots in
+  // order, rank 0 left out (jobs/mpi_executor.cpp). On one node it is a rank beside the slots
+  // (before: a pilot of 4 GPUs x 1 ran 3 tasks, one of cpu_slots 1 none). On several nodes,
+  // whose ranks per node are alike, node 0 runs one task fewer.
+  const int perNode = ranksPerNode(r) + (r.nodes == 1 ? 1 : 0);
   s << "#SBATCH --nodes=" << r.nodes << "\n";
   s << "#SBATCH --ntasks-per-node=" << perNode << "\n";
   s << "#SBATCH --cpus-per-task=" << r.cpusPerTask << "\n";
   if (r.gpusPerNode > 0) s << "#SBATCH --gpus-per-node=" << r.gpusPerNode << "\n";
   s << "# foldfarm campaign pilot: one allocation of " << r.nodes << " node(s) x " << perNode
-    << " rank(s) running the mpi executor";
+    << " rank(s) running the mpi executor (rank 0 dispatches, the others run tasks)";
   if (r.gpusPerNode > 0) s << " (" << r.tasksPerGpu << " task(s) per GPU)";
   s << ".\nset -u\n";
   renderSupervisor(s, r);

@@ -618,15 +618,8 @@ SbatchResources pilotResources(const jobs::CampaignSpec& spec, SbatchResources r
       throw InputError(origin + ": --gpus-per-node " + std::to_string(r.gpusPerNode) +
                        " but the campaign's tasks run on CPUs (resources.gpus is 0), so the "
                        "GPUs would idle; drop the option");
-    // Rank 0 dispatches and runs no task: on one node it is a rank beside the spec's slots
-    // (before: a pilot of `cpu_slots` N ran N - 1 tasks, and of cpu_slots 1 none at all).
-    if (r.tasksPerNode == 1) r.tasksPerNode = spec.slotsPerNode() + (r.nodes == 1 ? 1 : 0);
+    if (r.tasksPerNode == 1) r.tasksPerNode = spec.slotsPerNode();
   }
-  const int ranks = r.nodes * (r.gpusPerNode > 0 ? r.gpusPerNode * r.tasksPerGpu : r.tasksPerNode);
-  if (ranks < 2)
-    throw InputError(origin +
-                     ": a pilot of 1 rank runs no task (rank 0 dispatches, the others run "
-                     "tasks); give --tasks-per-node 2 or more, or --nodes 2");
   if (r.cpusPerTask == 1) r.cpusPerTask = std::max(1, res.threads_per_task);
   if (r.jobName == "foldfarm") r.jobName = "foldfarm-" + spec.name;
   return r;

@@ -104,8 +104,7 @@ int arrayElementLanes(const SbatchResources& r);
 
 // The resources of an MPI pilot of campaign `spec`: `given` with its defaults filled from
 // the spec (GPUs per node from resources.gpus, tasksPerGpu from tasks_per_gpu, or on CPU
-// nodes tasksPerNode from cpu_slots, plus rank 0, which dispatches, on one node; cpusPerTask
-// from threads_per_task; the job name). A pilot of fewer than 2 ranks is refused.
+// nodes tasksPerNode from cpu_slots; cpusPerTask from threads_per_task; the job name).
 // Throws InputError naming `origin` for a shape whose ranks would lack a GPU or leave GPUs
 // idle: more GPUs per node than resources.gpus, another tasks per GPU, or GPUs for a CPU
 // campaign.

@@ -292,7 +292,8 @@ TEST(SbatchScript, APilotTakesItsShapeFromTheCampaignAndRefusesAnother) {
   EXPECT_EQ(r.cpusPerTask, 3);
   EXPECT_EQ(r.jobName, "foldfarm-z");
   const std::string s = renderPilotScript(r, "/c");
-  EXPECT_NE(s.find("#SBATCH --ntasks-per-node=8\n"), std::string::npos) << s;
+  // Eight task slots and rank 0, which dispatches (before: 8 ranks ran 7 tasks).
+  EXPECT_NE(s.find("#SBATCH --ntasks-per-node=9\n"), std::string::npos) << s;
   EXPECT_NE(s.find("#SBATCH --gpus-per-node=4\n"), std::string::npos) << s;
   // Fewer GPUs per node than the spec's, and what the user set, are kept.
   SbatchResources given;
@@ -318,19 +319,21 @@ TEST(SbatchScript, APilotTakesItsShapeFromTheCampaignAndRefusesAnother) {
   SbatchResources other;
   other.tasksPerGpu = 4;
   refused(gpu, other, "--tasks-per-gpu 4");
-  // A CPU campaign: one rank per slot, and no GPUs to idle; on one node rank 0, which
-  // dispatches, beside them (before: 6 ranks ran 5 tasks, and a pilot of cpu_slots 1 none).
+  // A CPU campaign: one rank per slot and, on one node, rank 0 beside them (before: 6 ranks
+  // ran 5 tasks, and a pilot of cpu_slots 1 none); no GPUs to idle.
   const jobs::CampaignSpec cpu = sleepSpec({{"cpu_slots", 6}});
   const SbatchResources c = pilotResources(cpu, SbatchResources{}, "D");
   EXPECT_EQ(c.gpusPerNode, 0);
-  EXPECT_EQ(c.tasksPerNode, 7);
+  EXPECT_EQ(c.tasksPerNode, 6);
+  EXPECT_NE(renderPilotScript(c, "/c").find("#SBATCH --ntasks-per-node=7\n"), std::string::npos);
+  const SbatchResources one = pilotResources(sleepSpec({{"cpu_slots", 1}}), SbatchResources{}, "D");
+  EXPECT_NE(renderPilotScript(one, "/c").find("#SBATCH --ntasks-per-node=2\n"), std::string::npos);
   SbatchResources two_nodes;
   two_nodes.nodes = 2;
-  EXPECT_EQ(pilotResources(cpu, two_nodes, "D").tasksPerNode, 6);
-  EXPECT_EQ(pilotResources(sleepSpec({{"cpu_slots", 1}}), SbatchResources{}, "D").tasksPerNode, 2);
+  EXPECT_NE(renderPilotScript(pilotResources(cpu, two_nodes, "D"), "/c")
+                .find("#SBATCH --ntasks-per-node=6\n"),
+            std::string::npos);
   refused(cpu, more, "--gpus-per-node 8");
-  // One GPU of one task on one node: a single rank, which would run nothing.
-  refused(sleepSpec({{"gpus", 1}}), SbatchResources{}, "a pilot of 1 rank");
 }
 
 // An array element as `slurm submit` renders it: one GPU, the spec's tasks per GPU as lanes.
