@@ -156,6 +156,12 @@ void validateResources(const SbatchResources& r) {
 std::string renderPretrainScript(const SbatchResources& r, const std::vector<std::string>& args) {
   validateResources(r);
   std::ostringstream s;
+  // One rank per GPU: ranks per node other than the GPUs' count would be ignored (before:
+  // silently).
+  if (r.gpusPerNode > 0 && r.tasksPerNode != 1 && r.tasksPerNode != r.gpusPerNode)
+    throw InputError("--tasks-per-node " + std::to_string(r.tasksPerNode) +
+                     " with --gpus-per-node " + std::to_string(r.gpusPerNode) +
+                     ": pretraining runs one rank per GPU; drop --tasks-per-node");
   renderHeader(s, r, "pretrain");
   int perNode = r.gpusPerNode > 0 ? r.gpusPerNode : r.tasksPerNode;
   s << "#SBATCH --nodes=" << r.nodes << "\n";

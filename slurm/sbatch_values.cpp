@@ -61,8 +61,10 @@ std::string validateTimeLimit(std::string_view value) {
       "[0-9]{1,8}(:[0-9]{1,2}(:[0-9]{1,2})?)?)");
   std::string v(value);
   if (!std::regex_match(v, re) || v == "0") {
-    throw InputError("--time: " + show(value) +
-                     " is not a Slurm time limit (use MM, HH:MM:SS, D-HH or D-HH:MM:SS)");
+    throw InputError(
+        "--time: " + show(value) +
+        " is not a Slurm time limit (use MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or "
+        "UNLIMITED)");
   }
   return v;
 }

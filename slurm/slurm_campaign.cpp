@@ -812,6 +812,10 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
     }
     if (!o.wait || (pending == 0 && running == 0)) {
       sum.counts = counts;
+      if (o.wait)  // the watch's last line says how it ended (before: the last change's)
+        logInfo("campaign {}: {} done, {} failed, {} cancelled: nothing left to watch",
+                c.spec().name, countOf(counts, TaskState::kDone),
+                countOf(counts, TaskState::kFailed), countOf(counts, TaskState::kCancelled));
       return sum;
     }
     auto nowTp = std::chrono::steady_clock::now();

@@ -46,7 +46,8 @@ struct ResourceArgs {
     c.add_option("-p,--partition", res.partition, "Partition(s), comma-separated");
     c.add_option("-A,--account", res.account, "Account to charge");
     c.add_option("-q,--qos", res.qos, "Quality of service");
-    c.add_option("-t,--time", res.time, "Time limit: MM, HH:MM:SS, D-HH:MM:SS");
+    c.add_option("-t,--time", res.time,
+                 "Time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED");
     c.add_option("-C,--constraint", res.constraint, "Node features, e.g. a100&ib");
     c.add_option("--mem", res.mem, "Memory per node, e.g. 64G");
     c.add_option("-N,--nodes", res.nodes, "Nodes")->capture_default_str();

@@ -172,6 +172,12 @@ TEST(SbatchScript, PretrainOneRankPerGpu) {
   EXPECT_LT(s.find("trap 'ff_forward USR1' USR1"), s.find("ff_start 'srun'"));
   EXPECT_NE(s.find("'pretrain' '--threads' '8' '--config'"), std::string::npos) << s;
   expectBashSyntaxOk(s);
+  // Ranks per node beside GPUs: one rank per GPU, so another count is refused, not ignored.
+  SbatchResources both = r;
+  both.tasksPerNode = 2;
+  EXPECT_THROW(renderPretrainScript(both, {}), InputError);
+  both.tasksPerNode = 4;
+  EXPECT_NO_THROW(renderPretrainScript(both, {}));
   // Threads the arguments set are theirs alone (pretrain refuses --threads twice).
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"--threads", "3"}, std::vector<std::string>{"--threads=3"}}) {
