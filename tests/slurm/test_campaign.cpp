@@ -53,6 +53,15 @@ SlurmCampaignOptions fastOptions() {
   return o;
 }
 
+// One task per element, at most `throttle` elements at once, one round without watching.
+SlurmCampaignOptions oneTaskPerElement(int throttle) {
+  SlurmCampaignOptions o = fastOptions();
+  o.tasksPerElement = 1;
+  o.throttle = throttle;
+  o.wait = false;
+  return o;
+}
+
 // A textual dump of everything the journal holds that a submission could change.
 std::string journalDump(const std::string& dir) {
   jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
@@ -373,10 +382,7 @@ TEST_F(SlurmCampaign, ExtendedWhileItsJobsRunSubmitsOnlyTheNewTasks) {
 
 TEST_F(SlurmCampaign, ScancelMidwayResubmitsOnlyTheMissingTasks) {
   const std::string dir = createSleepCampaign(base_ + "/c", 6, 2.0);
-  SlurmCampaignOptions o = fastOptions();
-  o.tasksPerElement = 1;
-  o.throttle = 2;
-  o.wait = false;
+  SlurmCampaignOptions o = oneTaskPerElement(2);
   SlurmCampaignSummary first = runCampaignOnSlurm(dir, o);
   ASSERT_EQ(first.jobIds.size(), 1u);
   const std::string job = first.jobIds[0];
@@ -430,10 +436,7 @@ TEST_F(SlurmCampaign, ScancelMidwayResubmitsOnlyTheMissingTasks) {
 // second array with a throttle of its own ran beside them), and is submitted once they end.
 TEST_F(SlurmCampaign, TheThrottleCapsTheElementsOfEveryArrayTogether) {
   const std::string dir = createSleepCampaign(base_ + "/throttle", 2, 4.0);
-  SlurmCampaignOptions o = fastOptions();
-  o.tasksPerElement = 1;
-  o.throttle = 1;
-  o.wait = false;
+  SlurmCampaignOptions o = oneTaskPerElement(1);
   const SlurmCampaignSummary first = runCampaignOnSlurm(dir, o);
   ASSERT_EQ(first.jobIds.size(), 1u);
   const std::string job = first.jobIds[0];
