@@ -412,12 +412,21 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
   // What the results said, by task: stopped with the state saved (75: a time limit, a
   // scancel; submitted again) or failed (before: neither was said, and the summary's
   // "requeued" counted only jobs that ended without a result).
-  std::vector<std::string> stopped, failed;
-  for (const TaskRecord& t : was_running) {
-    const std::optional<TaskRecord> now = c.journal().task(t.id);
-    if (!now || now->attempts != t.attempts) continue;
-    if (now->state == TaskState::kPending) stopped.push_back(t.id);
-    if (now->state == TaskState::kFailed) failed.push_back(t.id);
+  std::vector<std::string> stopped, failed, retried;
+  if (round.ingested > 0) {
+    // One query for every state (a watch of 10^4 submitted tasks polls this), then one for
+    // each task whose result moved it.
+    const std::vector<TaskState> states = c.journal().states();
+    for (const TaskRecord& t : was_running) {
+      const TaskState now = states.at(static_cast<size_t>(t.index));
+      if (now == TaskState::kFailed) failed.push_back(t.id);
+      if (now != TaskState::kPending) continue;
+      const std::optional<TaskRecord> r = c.journal().task(t.id);
+      if (r && r->exit_code == kExitInterrupted)
+        stopped.push_back(t.id);
+      else
+        retried.push_back(t.id);
+    }
   }
   const auto listed = [](const std::vector<std::string>& ids) {
     std::string out;
@@ -429,6 +438,11 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
         "{} task(s) stopped in their Slurm job with their state saved (exit 75: a time limit, a "
         "scancel) and go back to pending, to be submitted again: {}",
         stopped.size(), listed(stopped));
+  for (const std::string& id : retried) {
+    const std::optional<TaskRecord> t = c.journal().task(id);
+    logWarn("task {} failed (exit {}), to be submitted again (retry.max_attempts): {}", id,
+            t ? t->exit_code : -1, t ? t->reason : "");
+  }
   for (const std::string& id : failed) {
     const std::optional<TaskRecord> t = c.journal().task(id);
     logWarn("task {} failed (exit {}): {}", id, t ? t->exit_code : -1, t ? t->reason : "");
