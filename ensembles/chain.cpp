@@ -829,7 +829,8 @@ void ChainRun::checkWarmFrom() const {
     if (needed && !checkpointExists(stepModelsDir(spec_.warm_from, 0, 1) + "/" + m))
       throw NeedLostError(spec_.warm_from + ": holds no kept " + m +
                           " models to warm-start from (not run with keep_models, not finished, "
-                          "or removed since); rerun it, or start this chain without warm_from");
+                          "or removed since); rerun it, or start this chain cold (no warm_from; a "
+                          "campaign variation: no 'warm_start')");
   }
 }
 
@@ -916,7 +917,9 @@ void ChainRun::runStep(const Step& s) {
   if (stop && s.k + 1 < 2 * spec_.iterations) {
     // Agreed by every rank: rank 0 says it, once.
     if (!root_) throw ReportedByAnotherRank(kExitInterrupted);
-    throw InterruptedError(out_ + ": stopped after " + s.tag + "; state saved, rerun to resume");
+    throw InterruptedError(
+        out_ + ": stopped after " + s.tag +
+        "; state saved: run again (a campaign task: its next attempt), it continues from there");
   }
 }
 
@@ -955,7 +958,8 @@ auto ChainRun::readWarmModel(const Step& s, const std::string& which, const std:
   if (!checkpointExists(dir))
     throw NeedLostError(spec_.warm_from + ": holds no " + which + sfx + " model of " + s.tag +
                         " to warm-start from (it was not run with keep_models, or did not "
-                        "finish); rerun that chain, or start this one without warm_from");
+                        "finish); rerun that chain, or start this one cold (no warm_from; a "
+                        "campaign variation: no 'warm_start')");
   try {
     return read(dir);
   } catch (const NeedLostError&) {
@@ -963,7 +967,8 @@ auto ChainRun::readWarmModel(const Step& s, const std::string& which, const std:
   } catch (const InputError& e) {
     throw NeedLostError(spec_.warm_from + ": its " + which + sfx + " model of " + s.tag +
                         " to warm-start from cannot be read (" + e.what() +
-                        "); rerun that chain, or start this one without warm_from");
+                        "); rerun that chain, or start this one cold (no warm_from; a campaign "
+                        "variation: no 'warm_start')");
   }
 }
 

@@ -465,7 +465,7 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
   }
   for (const auto& [why, ids] : endedByReason) {
     round.requeued += c.requeue(ids, why);
-    logInfo("{} task(s) back to pending: {}", ids.size(), why);
+    logInfo("{} task(s) back to pending: {}: {}", ids.size(), why, listed(ids));
   }
   if (!submit) return round;
 
@@ -735,7 +735,7 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
   }
   SlurmCampaignSummary sum;
   sum.tasksRetried = c.retry(o.retry);
-  if (!o.retry.empty()) logInfo("{} task(s) back to pending for the retry", sum.tasksRetried);
+  if (sum.tasksRetried > 0) logInfo("{} task(s) back to pending for the retry", sum.tasksRetried);
   installStopHandlers();
   // `campaign cancel D` while this watch holds D asks it (jobs/cancel_request.hpp): it cancels
   // the tasks and scancels their jobs, then answers.
@@ -770,7 +770,7 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
       }
       r = reconcile(c, client, o, /*submit=*/true);
       queryFailures = 0;
-      if (!recorded) {
+      if (!recorded && o.record) {
         // What a later `campaign retry` submits with: options Slurm took (an sbatch that
         // refused them threw above, and nothing is recorded).
         std::error_code ec;

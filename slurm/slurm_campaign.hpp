@@ -68,6 +68,9 @@ struct SlurmCampaignOptions {
   // `campaign retry`: tasks in these states (failed, cancelled) go back to pending once the
   // submitter holds the journal and Slurm answers, before the first round.
   std::vector<jobs::TaskState> retry;
+  // Record these options (submitOptionsPath) once a round has run with them; false for a
+  // submission that has none of the user's (a `campaign retry` before any `slurm submit`).
+  bool record = true;
 };
 
 struct SlurmCampaignSummary {

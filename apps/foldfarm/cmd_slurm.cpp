@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <set>
 
 #include "apps/foldfarm/commands.hpp"
 #include "core/base/atomic_file.hpp"
@@ -172,12 +173,70 @@ struct SubmitArgs {
   bool noWait = false;
   bool json = false;
   bool aggregate = false;  // when every task is done (needs the watch: not with --no-wait)
+  // The options given on this command line (long names); the others come from the last
+  // submission's record (D/slurm/submit-options.json) when there is one.
+  std::set<std::string> given;
+  bool retry = false;  // `campaign run|resume|retry` of a Slurm campaign: no options of its own
 };
+
+// The long names of the options given on `app`'s command line.
+std::set<std::string> givenOptions(const CLI::App& app) {
+  std::set<std::string> given;
+  for (const CLI::Option* o : app.get_options())
+    if (o->count() > 0 && !o->get_lnames().empty()) given.insert(o->get_lnames().front());
+  return given;
+}
+
+// `rec`'s values for the options `a` was not given (before: a bare `slurm submit D`, which the
+// watch's and the gave-up messages offer, recorded and submitted with Slurm's defaults).
+void takeRecordedOptions(const slurm::SlurmCampaignOptions& rec, SubmitArgs& a) {
+  SbatchResources& r = a.res.res;
+  const SbatchResources& from = rec.resources;
+  const auto keep = [&](const char* name) { return a.given.count(name) > 0; };
+  if (!keep("job-name")) r.jobName = from.jobName;
+  if (!keep("partition")) r.partition = from.partition;
+  if (!keep("account")) r.account = from.account;
+  if (!keep("qos")) r.qos = from.qos;
+  if (!keep("time")) r.time = from.time;
+  if (!keep("constraint")) r.constraint = from.constraint;
+  if (!keep("mem")) r.mem = from.mem;
+  if (!keep("nodes")) r.nodes = from.nodes;
+  if (!keep("gpus-per-node")) r.gpusPerNode = from.gpusPerNode;
+  if (!keep("tasks-per-gpu")) r.tasksPerGpu = from.tasksPerGpu;
+  if (!keep("tasks-per-node")) r.tasksPerNode = from.tasksPerNode;
+  if (!keep("cpus-per-task")) r.cpusPerTask = from.cpusPerTask;
+  if (!keep("output")) r.output = from.output;
+  if (!keep("error")) r.error = from.error;
+  if (!keep("chdir")) r.workDir = from.workDir;
+  if (!keep("setup") && !keep("setup-file")) r.setupLines = from.setupLines;
+  if (!keep("signal-grace")) r.signalGraceSeconds = from.signalGraceSeconds;
+  if (!keep("foldfarm")) r.foldfarm = from.foldfarm;
+  if (!keep("tasks-per-element")) a.opts.tasksPerElement = rec.tasksPerElement;
+  if (!keep("throttle")) a.opts.throttle = rec.throttle;
+  if (!keep("poll")) a.opts.pollInitialS = rec.pollInitialS;
+  if (!keep("poll-max")) a.opts.pollMaxS = rec.pollMaxS;
+  if (!keep("max-submissions")) a.opts.maxSubmissions = rec.maxSubmissions;
+  a.opts.resourcesFromSpec = rec.resourcesFromSpec;
+}
 
 }  // namespace
 
 void submitAndReport(SubmitArgs& a) {
   registerKinds();
+  const std::string abs = fs::absolute(a.dir).lexically_normal().string();
+  if (std::optional<slurm::SlurmCampaignOptions> rec = slurm::recordedSubmitOptions(abs)) {
+    takeRecordedOptions(*rec, a);
+    logInfo("{}: submitting with the options of its last submission ({}){}", a.dir,
+            slurm::submitOptionsPath(abs), a.given.empty() ? "" : ", but for those given here");
+  } else if (a.retry) {
+    // Nothing of the user's to record: a later `slurm submit` records its own.
+    a.opts.record = false;
+    logWarn(
+        "{}: no `foldfarm slurm submit` of it recorded its options: submitting with the spec's "
+        "resources and Slurm's defaults (no partition, account or time limit of yours); "
+        "`foldfarm slurm submit {} [options]` submits with yours",
+        a.dir, a.dir);
+  }
   if (a.aggregate && a.noWait)
     throw InputError("slurm submit " + a.dir +
                      ": --aggregate needs the watch (it aggregates once every task is done); "
@@ -238,23 +297,11 @@ void submitAndReport(SubmitArgs& a) {
 }
 
 void runCampaignThroughSlurm(const std::string& dir, const std::vector<jobs::TaskState>& retry) {
+  // The options of the last submission (partition, account, time, throttle, ...): a retry
+  // submitted with Slurm's defaults instead could land on another partition or account.
   SubmitArgs a;
   a.dir = dir;
-  // The options of the last `slurm submit D` (partition, account, time, throttle, ...): a
-  // retry submitted with Slurm's defaults instead could land on another partition or account.
-  const std::string abs = fs::absolute(dir).lexically_normal().string();
-  if (std::optional<slurm::SlurmCampaignOptions> rec = slurm::recordedSubmitOptions(abs)) {
-    a.opts = *rec;
-    a.res.res = rec->resources;
-    logInfo("{}: submitting with the options of its last `foldfarm slurm submit` ({})", dir,
-            slurm::submitOptionsPath(abs));
-  } else {
-    logWarn(
-        "{}: no `foldfarm slurm submit` of it recorded its options: submitting with the spec's "
-        "resources and Slurm's defaults (no partition, account or time limit of yours); "
-        "`foldfarm slurm submit {} [options]` submits with yours",
-        dir, dir);
-  }
+  a.retry = true;
   a.opts.retry = retry;
   submitAndReport(a);
 }
@@ -319,7 +366,8 @@ void registerSlurmCommands(CommandGroups& g) {
   sc->add_option("--tasks-per-element", sub->opts.tasksPerElement,
                  "Tasks per array element (0: automatic)")
       ->capture_default_str();
-  sc->add_option("--throttle", sub->opts.throttle, "Elements running at once (%K; 0: none)")
+  sc->add_option("--throttle", sub->opts.throttle,
+                 "Elements running at once, all arrays together (%K; 0: none)")
       ->capture_default_str();
   sc->add_flag("--no-wait", sub->noWait, "Submit and return without watching");
   sc->add_option("--poll", sub->opts.pollInitialS, "First squeue interval in seconds (backs off)")
@@ -333,7 +381,10 @@ void registerSlurmCommands(CommandGroups& g) {
       ->capture_default_str();
   sc->add_flag("--json", sub->json, "Print the summary as JSON");
   addAggregateFlag(*sc, sub->aggregate);
-  sc->callback([sub] { submitAndReport(*sub); });
+  sc->callback([sub, sc] {
+    sub->given = givenOptions(*sc);
+    submitAndReport(*sub);
+  });
 
   registerSlurmStatusCommand(*s);
 }

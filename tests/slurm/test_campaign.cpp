@@ -236,7 +236,7 @@ TEST_F(SlurmCampaign, ARetrySubmitsWithTheOptionsOfTheLastSubmit) {
   const ProcessResult retry =
       runProcess({FOLDFARM_BINARY, "campaign", "retry", dir, "--cancelled"});
   EXPECT_EQ(retry.status(), 0) << retry.err;
-  EXPECT_NE(retry.err.find("submitting with the options of its last `foldfarm slurm submit`"),
+  EXPECT_NE(retry.err.find("submitting with the options of its last submission ("),
             std::string::npos)
       << retry.err;
   const std::string script = readFile(dir + "/slurm/sub-0001/array.sbatch");
@@ -245,6 +245,32 @@ TEST_F(SlurmCampaign, ARetrySubmitsWithTheOptionsOfTheLastSubmit) {
   EXPECT_NE(script.find("/job-%A_%a.out"), std::string::npos) << script;
   jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
   EXPECT_EQ(c.counts()[TaskState::kDone], 2);
+  // A bare `slurm submit D` (what the watch's messages offer) keeps what it is not given
+  // (before: it recorded Slurm's defaults over them); one option given changes that one.
+  const auto recorded = [&] {
+    return nlohmann::json::parse(readFile(dir + "/slurm/submit-options.json"))["resources"];
+  };
+  ASSERT_TRUE(runProcess({FOLDFARM_BINARY, "slurm", "submit", dir, "--no-wait"}).ok());
+  EXPECT_EQ(recorded()["time"], "7");
+  EXPECT_EQ(recorded()["output"], base_ + "/job-%A_%a.out");
+  ASSERT_TRUE(
+      runProcess({FOLDFARM_BINARY, "slurm", "submit", dir, "--no-wait", "--time", "9"}).ok());
+  EXPECT_EQ(recorded()["time"], "9");
+  EXPECT_EQ(recorded()["output"], base_ + "/job-%A_%a.out");
+  EXPECT_EQ(nlohmann::json::parse(readFile(dir + "/slurm/submit-options.json"))["throttle"], 1);
+  // A retry of a campaign never submitted by `slurm submit` records nothing of its defaults.
+  const std::string fresh = createSleepCampaign(base_ + "/fresh", 1, 0.1);
+  {
+    jobs::Campaign c = jobs::Campaign::open(fresh, jobs::Campaign::Access::kWriter);
+    ASSERT_EQ(c.cancel("test"), 1);
+  }
+  const ProcessResult bare =
+      runProcess({FOLDFARM_BINARY, "campaign", "retry", fresh, "--cancelled"});
+  EXPECT_EQ(bare.status(), 0) << bare.err;
+  EXPECT_NE(bare.err.find("no `foldfarm slurm submit` of it recorded its options"),
+            std::string::npos)
+      << bare.err;
+  EXPECT_FALSE(std::filesystem::exists(fresh + "/slurm/submit-options.json"));
   // Damaged, the record is refused naming it, not guessed at.
   writeFileAtomic(dir + "/slurm/submit-options.json", "{\"resources\": 1}");
   try {
