@@ -741,6 +741,16 @@ int Campaign::requeue(const std::vector<std::string>& task_ids, const std::strin
   return journal_.requeue(idx, reason, event_exit_code, not_before);
 }
 
+int Campaign::giveUp(const std::vector<std::string>& task_ids, const std::string& reason) {
+  std::vector<int> idx;
+  for (const auto& id : task_ids) {
+    const int i = spec_.indexOf(id);
+    if (i < 0) throw InputError(dir_ + ": no task '" + id + "' in this campaign");
+    idx.push_back(i);
+  }
+  return journal_.giveUp(idx, reason);
+}
+
 int Campaign::retry(const std::vector<TaskState>& from) {
   int moved = 0;
   for (TaskState s : from)

@@ -203,6 +203,8 @@ class Campaign {
   // CampaignJournal::requeue.
   int requeue(const std::vector<std::string>& task_ids, const std::string& reason,
               int event_exit_code = -1, double not_before = 0);
+  // running -> failed (the Slurm submitter gives up on them); see CampaignJournal::giveUp.
+  int giveUp(const std::vector<std::string>& task_ids, const std::string& reason);
   // Reads task_result.json of every running task and ingests those of the running attempt
   // (or, for attempt 0, written after it started), one transaction. Exactly once: a
   // result is ingested only while its task is running. Returns how many were ingested.

@@ -502,6 +502,30 @@ int CampaignJournal::requeue(const std::vector<int>& indices, const std::string&
   return moved;
 }
 
+int CampaignJournal::giveUp(const std::vector<int>& indices, const std::string& reason) {
+  if (indices.empty()) return 0;
+  SqliteTransaction txn(db_);
+  SqliteStatement up(db_,
+                     "UPDATE tasks SET state='failed', reason=?, exit_code=?, finished_at=? "
+                     "WHERE idx=? AND state='running' RETURNING attempts");
+  const double now = wallClockNow();
+  int moved = 0;
+  for (int idx : indices) {
+    up.bind(1, reason).bind(2, kExitFailure).bind(3, now).bind(4, idx);
+    if (up.step()) {
+      const int attempt = static_cast<int>(up.columnInt(0));
+      up.reset();
+      insertEvent(idx, attempt, TaskState::kRunning, TaskState::kFailed, now, "", -1, kExitFailure,
+                  reason);
+      ++moved;
+    } else {
+      up.reset();
+    }
+  }
+  txn.commit();
+  return moved;
+}
+
 int CampaignJournal::retry(TaskState from, const std::string& reason) {
   if (from != TaskState::kFailed && from != TaskState::kCancelled)
     throw Error("journal: retry moves failed or cancelled tasks, not " + str(from));

@@ -133,6 +133,10 @@ class CampaignJournal {
   // many moved.
   int requeue(const std::vector<int>& indices, const std::string& reason, int event_exit_code = -1,
               double not_before = 0);
+  // running -> failed for the given task indices, with `reason` and exit code kExitFailure: a
+  // task the Slurm submitter gives up on (its jobs ended too often without a result), so that
+  // `campaign retry --failed` runs it again. Returns how many moved.
+  int giveUp(const std::vector<int>& indices, const std::string& reason);
   // `from` (failed or cancelled) -> pending, with failures and backoff reset; each move an
   // event with `reason`. Returns how many.
   int retry(TaskState from, const std::string& reason);

@@ -49,7 +49,8 @@ struct RoundResult {
   std::vector<std::string> held;       // pending behind a failed dependency (task graph)
   int throttled = 0;                   // ready, left for a later round by --throttle
   int stopped = 0;                     // results of a task's own stop (75): pending again
-  bool changed() const { return ingested || requeued || submittedArrays; }
+  int gaveUp = 0;                      // jobs ended without a result --max-submissions times
+  bool changed() const { return ingested || requeued || submittedArrays || gaveUp; }
 };
 
 bool isDigits(const std::string& s) {
@@ -449,6 +450,7 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
   }
   round.stopped = static_cast<int>(stopped.size());
   std::map<std::string, std::vector<std::string>> endedByReason;
+  std::map<std::string, int> lostBefore;  // jobs ended without a result since the last retry
   for (const auto& t : c.tasks(TaskState::kRunning)) {
     std::string why;
     if (!jobEnded(view, t, why)) continue;
@@ -462,10 +464,32 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
       continue;
     }
     endedByReason[why].push_back(t.id);
+    lostBefore[t.id] = t.lost_since_retry;
   }
   for (const auto& [why, ids] : endedByReason) {
-    round.requeued += c.requeue(ids, why);
-    logInfo("{} task(s) back to pending: {}: {}", ids.size(), why, listed(ids));
+    // The --max-submissions-th such end: the task fails, saying why, and `campaign retry
+    // --failed` runs it again (before: it stayed pending, unsaid, and the watch ended with an
+    // error naming --max-submissions).
+    std::vector<std::string> again, lost;
+    for (const std::string& id : ids)
+      (lostBefore[id] + 1 >= o.maxSubmissions ? lost : again).push_back(id);
+    if (!again.empty()) {
+      round.requeued += c.requeue(again, why);
+      logInfo("{} task(s) back to pending: {}: {}", again.size(), why, listed(again));
+    }
+    if (lost.empty()) continue;
+    const std::string reason =
+        why + "; its Slurm jobs ended " +
+        (o.maxSubmissions == 1 ? std::string("once")
+                               : std::to_string(o.maxSubmissions) + " times") +
+        " without a result (--max-submissions " + std::to_string(o.maxSubmissions) +
+        "): see its task.log and the job output (" +
+        (o.resources.output.empty() ? c.dir() + "/slurm/sub-*/"
+                                    : "--output " + o.resources.output) +
+        "); once the cause is mended, `foldfarm campaign retry " + c.dir() +
+        " --failed` submits it again";
+    round.gaveUp += c.giveUp(lost, reason);
+    logWarn("{} task(s) failed: {}: {}", lost.size(), listed(lost), reason);
   }
   if (!submit) return round;
 

@@ -60,9 +60,9 @@ struct SlurmCampaignOptions {
   double pollInitialS = 5.0;
   double pollMaxS = 60.0;
   // A task whose jobs ended this many times without a result (since its last `campaign
-  // retry`) is not submitted again; the call then ends with Error naming it (its task.log
-  // and the job output say why). Jobs that ended with the task's own stop (exit 75, a time
-  // limit) or failure count against retry.max_interruptions and max_attempts instead.
+  // retry`) fails, its reason naming the count, its task.log and the job output; `campaign
+  // retry --failed` submits it again. Jobs that ended with the task's own stop (exit 75, a
+  // time limit) or failure count against retry.max_interruptions and max_attempts instead.
   int maxSubmissions = 5;
   SlurmClient::Programs programs;
   // `campaign retry`: tasks in these states (failed, cancelled) go back to pending once the

@@ -457,6 +457,41 @@ TEST_F(SlurmCampaign, ScancelMidwayResubmitsOnlyTheMissingTasks) {
   }
 }
 
+// A task whose jobs end without a result (here its worker exits 1 before it writes one) is
+// given up at --max-submissions: failed in the journal, its reason naming the count and where
+// to look, so that `campaign status` shows it and `campaign retry --failed` submits it again
+// (before: it stayed pending with nothing said, and the watch ended with an error).
+TEST_F(SlurmCampaign, ATaskWhoseJobsEndWithoutAResultFailsAfterMaxSubmissions) {
+  const std::string dir = createSleepCampaign(base_ + "/lost", 1, 0.1);
+  SlurmCampaignOptions o = fastOptions();
+  o.workArgv = {"/bin/false"};
+  o.maxSubmissions = 2;
+  SlurmCampaignSummary sum = runCampaignOnSlurm(dir, o);
+  EXPECT_EQ(sum.counts[TaskState::kFailed], 1);
+  EXPECT_EQ(sum.submissions, 2);
+  EXPECT_EQ(sum.tasksRequeued, 1);  // the first end; the second gives up
+  {
+    jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+    const std::optional<jobs::TaskRecord> t = c.journal().task("r0000m0");
+    ASSERT_TRUE(t.has_value());
+    EXPECT_EQ(t->state, TaskState::kFailed);
+    EXPECT_EQ(t->attempts, 2);
+    EXPECT_NE(t->reason.find("; its Slurm jobs ended 2 times without a result (--max-submissions "
+                             "2): see its task.log and the job output (" +
+                             dir +
+                             "/slurm/sub-*/); once the cause is mended, `foldfarm campaign "
+                             "retry " +
+                             dir + " --failed` submits it again"),
+              std::string::npos)
+        << t->reason;
+  }
+  o.workArgv = fastOptions().workArgv;
+  o.retry = {TaskState::kFailed};
+  sum = runCampaignOnSlurm(dir, o);
+  EXPECT_EQ(sum.counts[TaskState::kDone], 1);
+  EXPECT_EQ(sum.tasksRetried, 1);
+}
+
 // --throttle K caps the elements of all arrays together: a task requeued after its element
 // was scancelled waits while K elements of the first array are queued or running (before: a
 // second array with a throttle of its own ran beside them), and is submitted once they end.
