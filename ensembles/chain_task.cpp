@@ -345,7 +345,8 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
   logInfo("{}: chain done", task_dir);
 }
 
-int runChainTask(const nlohmann::json& params, const std::string& task_dir, std::string* reason) {
+int runChainTask(const nlohmann::json& params, const std::string& task_dir, std::string* reason,
+                 bool campaign_task) {
   const auto failed = [&](int code, const std::string& why) {
     if (reason != nullptr) *reason = why;
     return code;
@@ -357,6 +358,10 @@ int runChainTask(const nlohmann::json& params, const std::string& task_dir, std:
     logWarn("{}", e.what());
     return failed(kExitInterrupted, e.what());
   } catch (const NeedLostError& e) {
+    if (!campaign_task) {
+      logError("{}: {}", task_dir, e.what());
+      return failed(kExitBadInput, e.what());
+    }
     // The task it warm-starts from (its sibling in the campaign's tasks/, the only warm_from
     // a campaign task has) lacks its models, lost or damaged: retrying this one alone cannot
     // mend that; `retry --failed` reruns that one first (exit 66 says so to the journal).

@@ -45,8 +45,11 @@ class ParallelContext;
 
 namespace foldfarm::ensembles {
 
+// `campaign_task`: task_dir is a campaign's task directory and warm_from its sibling (from
+// chainParamsOfCampaignTask): models of it lost or damaged end with exit 66 (kExitNeedLost),
+// the reason naming `campaign retry D --failed`; otherwise with 2, as any bad input.
 int runChainTask(const nlohmann::json& params, const std::string& task_dir,
-                 std::string* reason = nullptr);
+                 std::string* reason = nullptr, bool campaign_task = false);
 // The same, for a command that reports errors itself: throws InputError (bad input),
 // InterruptedError (state saved) or Error instead of returning a status.
 // With `ctx`, the chain's step classifiers train data-parallel over its ranks (every rank

@@ -40,7 +40,8 @@ void registerAllTaskKinds() {
         // The chain's one-line error is the task's reason (`campaign status` shows it).
         jobs::TaskOutcome o;
         o.status =
-            ensembles::runChainTask(ensembles::chainParamsOfCampaignTask(p, dir), dir, &o.reason);
+            ensembles::runChainTask(ensembles::chainParamsOfCampaignTask(p, dir), dir, &o.reason,
+                                    /*campaign_task=*/true);
         // A result, so that the attempt's task_result.json is written beside the chain's
         // outputs on every executor: `campaign repair` rebuilds a lost journal from those.
         if (o.status == 0) o.result = json{{"outputs", "result.json"}};

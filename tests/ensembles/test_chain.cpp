@@ -775,6 +775,11 @@ TEST_F(ChainTest, AVariedChainStartsEachStepFromTheNominalChainsModels) {
 
   v["warm_from"] = (root_ / "final").string();  // a chain that kept no models
   EXPECT_EQ(runChainTask(v, (root_ / "warm_missing").string()), 2);
+  // As a campaign's task (warm_from its sibling task): 66, which `retry --failed` mends.
+  std::string why;
+  EXPECT_EQ(runChainTask(v, (root_ / "warm_missing").string(), &why, true), 66);
+  EXPECT_NE(why.find("--failed` runs final again, and this task after it"), std::string::npos)
+      << why;
   EXPECT_TRUE(fs::is_empty(root_ / "warm_missing")) << "refused before anything is written";
 }
 
