@@ -474,6 +474,29 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
   return applied;
 }
 
+namespace {
+
+// For each of `indices`: `bind(idx)` binds `up`, an UPDATE … RETURNING attempts; where a row
+// changed, `record(idx, attempt)` writes its events. Returns how many rows changed.
+template <class Bind, class Record>
+int updateEach(SqliteStatement& up, const std::vector<int>& indices, Bind&& bind, Record&& record) {
+  int moved = 0;
+  for (int idx : indices) {
+    bind(idx);
+    if (up.step()) {
+      const int attempt = static_cast<int>(up.columnInt(0));
+      up.reset();
+      record(idx, attempt);
+      ++moved;
+    } else {
+      up.reset();
+    }
+  }
+  return moved;
+}
+
+}  // namespace
+
 int CampaignJournal::requeue(const std::vector<int>& indices, const std::string& reason,
                              int event_exit_code, double not_before) {
   if (indices.empty()) return 0;
@@ -482,22 +505,16 @@ int CampaignJournal::requeue(const std::vector<int>& indices, const std::string&
                      "UPDATE tasks SET state='pending', reason=?, finished_at=?, "
                      "not_before=MAX(not_before, ?) WHERE idx=? AND "
                      "state IN ('running','interrupted') RETURNING attempts");
-  double now = wallClockNow();
-  int moved = 0;
-  for (int idx : indices) {
-    up.bind(1, reason).bind(2, now).bind(3, not_before).bind(4, idx);
-    if (up.step()) {
-      int attempt = static_cast<int>(up.columnInt(0));
-      up.reset();
-      insertEvent(idx, attempt, TaskState::kRunning, TaskState::kInterrupted, now, "", -1,
-                  event_exit_code, reason);
-      insertEvent(idx, attempt, TaskState::kInterrupted, TaskState::kPending, now, "", -1, -1,
-                  "requeued");
-      ++moved;
-    } else {
-      up.reset();
-    }
-  }
+  const double now = wallClockNow();
+  const int moved = updateEach(
+      up, indices,
+      [&](int idx) { up.bind(1, reason).bind(2, now).bind(3, not_before).bind(4, idx); },
+      [&](int idx, int attempt) {
+        insertEvent(idx, attempt, TaskState::kRunning, TaskState::kInterrupted, now, "", -1,
+                    event_exit_code, reason);
+        insertEvent(idx, attempt, TaskState::kInterrupted, TaskState::kPending, now, "", -1, -1,
+                    "requeued");
+      });
   txn.commit();
   return moved;
 }
@@ -509,19 +526,13 @@ int CampaignJournal::giveUp(const std::vector<int>& indices, const std::string& 
                      "UPDATE tasks SET state='failed', reason=?, exit_code=?, finished_at=? "
                      "WHERE idx=? AND state='running' RETURNING attempts");
   const double now = wallClockNow();
-  int moved = 0;
-  for (int idx : indices) {
-    up.bind(1, reason).bind(2, kExitFailure).bind(3, now).bind(4, idx);
-    if (up.step()) {
-      const int attempt = static_cast<int>(up.columnInt(0));
-      up.reset();
-      insertEvent(idx, attempt, TaskState::kRunning, TaskState::kFailed, now, "", -1, kExitFailure,
-                  reason);
-      ++moved;
-    } else {
-      up.reset();
-    }
-  }
+  const int moved = updateEach(
+      up, indices,
+      [&](int idx) { up.bind(1, reason).bind(2, kExitFailure).bind(3, now).bind(4, idx); },
+      [&](int idx, int attempt) {
+        insertEvent(idx, attempt, TaskState::kRunning, TaskState::kFailed, now, "", -1,
+                    kExitFailure, reason);
+      });
   txn.commit();
   return moved;
 }
