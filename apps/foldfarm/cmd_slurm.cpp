@@ -37,7 +37,7 @@ struct ResourceArgs {
   void addTo(CLI::App& c, bool campaign, bool requeue = true) {
     const std::string spec = campaign ? " (default: the campaign's)" : "";
     // With a campaign, what these leave at their defaults comes from its spec: the help shows
-    // that, not the placeholder value (before: "INT=0 … (default: the campaign's)").
+    // that, not the option's initial value (before: "INT=0 … (default: the campaign's)").
     const auto shown = [campaign](CLI::Option* o) {
       if (!campaign) o->capture_default_str();
     };
