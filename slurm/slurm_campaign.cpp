@@ -666,32 +666,11 @@ SbatchResources pilotResources(const jobs::CampaignSpec& spec, SbatchResources r
 namespace {
 
 nlohmann::json submitOptionsJson(const SlurmCampaignOptions& o) {
-  const SbatchResources& r = o.resources;
-  return {{"resources",
-           {{"job_name", r.jobName},
-            {"partition", r.partition},
-            {"account", r.account},
-            {"qos", r.qos},
-            {"time", r.time},
-            {"constraint", r.constraint},
-            {"mem", r.mem},
-            {"nodes", r.nodes},
-            {"gpus_per_node", r.gpusPerNode},
-            {"tasks_per_gpu", r.tasksPerGpu},
-            {"tasks_per_node", r.tasksPerNode},
-            {"cpus_per_task", r.cpusPerTask},
-            {"output", r.output},
-            {"error", r.error},
-            {"chdir", r.workDir},
-            {"setup", r.setupLines},
-            {"signal_grace_s", r.signalGraceSeconds},
-            {"foldfarm", r.foldfarm}}},
-          {"resources_from_spec", o.resourcesFromSpec},
-          {"tasks_per_element", o.tasksPerElement},
-          {"throttle", o.throttle},
-          {"poll_s", o.pollInitialS},
-          {"poll_max_s", o.pollMaxS},
-          {"max_submissions", o.maxSubmissions}};
+  nlohmann::json j = nlohmann::json::object();
+  forEachRecordedOption([&](const RecordedOption& opt, auto field) {
+    (*opt.section ? j[opt.section] : j)[opt.key] = field(o);
+  });
+  return j;
 }
 
 }  // namespace
@@ -706,32 +685,10 @@ std::optional<SlurmCampaignOptions> recordedSubmitOptions(const std::string& dir
   SlurmCampaignOptions o;
   try {
     const nlohmann::json j = nlohmann::json::parse(readFile(path));
-    const nlohmann::json& r = j.at("resources");
-    SbatchResources& s = o.resources;
-    s.jobName = r.at("job_name").get<std::string>();
-    s.partition = r.at("partition").get<std::string>();
-    s.account = r.at("account").get<std::string>();
-    s.qos = r.at("qos").get<std::string>();
-    s.time = r.at("time").get<std::string>();
-    s.constraint = r.at("constraint").get<std::string>();
-    s.mem = r.at("mem").get<std::string>();
-    s.nodes = r.at("nodes").get<int>();
-    s.gpusPerNode = r.at("gpus_per_node").get<int>();
-    s.tasksPerGpu = r.at("tasks_per_gpu").get<int>();
-    s.tasksPerNode = r.at("tasks_per_node").get<int>();
-    s.cpusPerTask = r.at("cpus_per_task").get<int>();
-    s.output = r.at("output").get<std::string>();
-    s.error = r.at("error").get<std::string>();
-    s.workDir = r.at("chdir").get<std::string>();
-    s.setupLines = r.at("setup").get<std::vector<std::string>>();
-    s.signalGraceSeconds = r.at("signal_grace_s").get<int>();
-    s.foldfarm = r.at("foldfarm").get<std::string>();
-    o.resourcesFromSpec = j.at("resources_from_spec").get<bool>();
-    o.tasksPerElement = j.at("tasks_per_element").get<int>();
-    o.throttle = j.at("throttle").get<int>();
-    o.pollInitialS = j.at("poll_s").get<double>();
-    o.pollMaxS = j.at("poll_max_s").get<double>();
-    o.maxSubmissions = j.at("max_submissions").get<int>();
+    forEachRecordedOption([&](const RecordedOption& opt, auto field) {
+      const nlohmann::json& from = *opt.section ? j.at(opt.section) : j;
+      from.at(opt.key).get_to(field(o));
+    });
   } catch (const nlohmann::json::exception& e) {
     throw InputError(path + ": damaged (" + std::string(e.what()) +
                      "); remove it and give the options again with `foldfarm slurm submit " + dir +

@@ -32,6 +32,7 @@
 // Calling it: `foldfarm slurm submit D` and `foldfarm campaign run D --executor slurm`
 // both call runCampaignOnSlurm(dir, options). Thread-safety: one call at a time per
 // campaign (Campaign::open takes D/orchestrator.lock).
+#include <array>
 #include <optional>
 #include <string>
 #include <vector>
@@ -123,6 +124,50 @@ SbatchResources pilotResources(const jobs::CampaignSpec& spec, SbatchResources g
 // std::nullopt when D was never submitted; InputError naming the file when it is damaged.
 std::string submitOptionsPath(const std::string& dir);
 std::optional<SlurmCampaignOptions> recordedSubmitOptions(const std::string& dir);
+
+// One recorded option: where the record holds it (`section` "resources" or "" for its top
+// level, `key`) and the command-line options of `slurm submit` that give it (none for one
+// that no option gives).
+struct RecordedOption {
+  const char* section;
+  const char* key;
+  std::array<const char*, 2> options;
+};
+
+// Every option the record holds, once: f(option, field), `field(o)` the option's member of a
+// SlurmCampaignOptions `o` (const or not). Writing the record, reading it and taking it for
+// the options a command line did not give all walk this list.
+template <class F>
+void forEachRecordedOption(F&& f) {
+#define FF_RECORDED(section, key, option1, option2, member) \
+  f(                                                        \
+      RecordedOption{section, key, {option1, option2}}, [](auto& o) -> auto& { return o.member; })
+  FF_RECORDED("resources", "job_name", "job-name", nullptr, resources.jobName);
+  FF_RECORDED("resources", "partition", "partition", nullptr, resources.partition);
+  FF_RECORDED("resources", "account", "account", nullptr, resources.account);
+  FF_RECORDED("resources", "qos", "qos", nullptr, resources.qos);
+  FF_RECORDED("resources", "time", "time", nullptr, resources.time);
+  FF_RECORDED("resources", "constraint", "constraint", nullptr, resources.constraint);
+  FF_RECORDED("resources", "mem", "mem", nullptr, resources.mem);
+  FF_RECORDED("resources", "nodes", "nodes", nullptr, resources.nodes);
+  FF_RECORDED("resources", "gpus_per_node", "gpus-per-node", nullptr, resources.gpusPerNode);
+  FF_RECORDED("resources", "tasks_per_gpu", "tasks-per-gpu", nullptr, resources.tasksPerGpu);
+  FF_RECORDED("resources", "tasks_per_node", "tasks-per-node", nullptr, resources.tasksPerNode);
+  FF_RECORDED("resources", "cpus_per_task", "cpus-per-task", nullptr, resources.cpusPerTask);
+  FF_RECORDED("resources", "output", "output", nullptr, resources.output);
+  FF_RECORDED("resources", "error", "error", nullptr, resources.error);
+  FF_RECORDED("resources", "chdir", "chdir", nullptr, resources.workDir);
+  FF_RECORDED("resources", "setup", "setup", "setup-file", resources.setupLines);
+  FF_RECORDED("resources", "signal_grace_s", "signal-grace", nullptr, resources.signalGraceSeconds);
+  FF_RECORDED("resources", "foldfarm", "foldfarm", nullptr, resources.foldfarm);
+  FF_RECORDED("", "resources_from_spec", nullptr, nullptr, resourcesFromSpec);
+  FF_RECORDED("", "tasks_per_element", "tasks-per-element", nullptr, tasksPerElement);
+  FF_RECORDED("", "throttle", "throttle", nullptr, throttle);
+  FF_RECORDED("", "poll_s", "poll", nullptr, pollInitialS);
+  FF_RECORDED("", "poll_max_s", "poll-max", nullptr, pollMaxS);
+  FF_RECORDED("", "max_submissions", "max-submissions", nullptr, maxSubmissions);
+#undef FF_RECORDED
+}
 
 // Runs (or continues) campaign D on Slurm. Throws InputError for bad options or a
 // campaign directory that is not one; Error when sbatch fails (nothing recorded) or tasks

@@ -190,33 +190,15 @@ std::set<std::string> givenOptions(const CLI::App& app) {
 // `rec`'s values for the options `a` was not given (before: a bare `slurm submit D`, which the
 // watch's and the gave-up messages offer, recorded and submitted with Slurm's defaults).
 void takeRecordedOptions(const slurm::SlurmCampaignOptions& rec, SubmitArgs& a) {
-  SbatchResources& r = a.res.res;
-  const SbatchResources& from = rec.resources;
-  const auto keep = [&](const char* name) { return a.given.count(name) > 0; };
-  if (!keep("job-name")) r.jobName = from.jobName;
-  if (!keep("partition")) r.partition = from.partition;
-  if (!keep("account")) r.account = from.account;
-  if (!keep("qos")) r.qos = from.qos;
-  if (!keep("time")) r.time = from.time;
-  if (!keep("constraint")) r.constraint = from.constraint;
-  if (!keep("mem")) r.mem = from.mem;
-  if (!keep("nodes")) r.nodes = from.nodes;
-  if (!keep("gpus-per-node")) r.gpusPerNode = from.gpusPerNode;
-  if (!keep("tasks-per-gpu")) r.tasksPerGpu = from.tasksPerGpu;
-  if (!keep("tasks-per-node")) r.tasksPerNode = from.tasksPerNode;
-  if (!keep("cpus-per-task")) r.cpusPerTask = from.cpusPerTask;
-  if (!keep("output")) r.output = from.output;
-  if (!keep("error")) r.error = from.error;
-  if (!keep("chdir")) r.workDir = from.workDir;
-  if (!keep("setup") && !keep("setup-file")) r.setupLines = from.setupLines;
-  if (!keep("signal-grace")) r.signalGraceSeconds = from.signalGraceSeconds;
-  if (!keep("foldfarm")) r.foldfarm = from.foldfarm;
-  if (!keep("tasks-per-element")) a.opts.tasksPerElement = rec.tasksPerElement;
-  if (!keep("throttle")) a.opts.throttle = rec.throttle;
-  if (!keep("poll")) a.opts.pollInitialS = rec.pollInitialS;
-  if (!keep("poll-max")) a.opts.pollMaxS = rec.pollMaxS;
-  if (!keep("max-submissions")) a.opts.maxSubmissions = rec.maxSubmissions;
-  a.opts.resourcesFromSpec = rec.resourcesFromSpec;
+  slurm::SlurmCampaignOptions o = a.opts;
+  o.resources = a.res.res;
+  slurm::forEachRecordedOption([&](const slurm::RecordedOption& opt, auto field) {
+    for (const char* name : opt.options)
+      if (name != nullptr && a.given.count(name) > 0) return;
+    field(o) = field(rec);
+  });
+  a.res.res = o.resources;
+  a.opts = o;
 }
 
 }  // namespace

@@ -141,6 +141,25 @@ class SlurmCampaign : public ::testing::Test {
 
 }  // namespace
 
+// The record's list (forEachRecordedOption) names options `slurm submit` has: a renamed
+// option would otherwise be taken from the record although given on the command line.
+TEST(SlurmSubmitOptions, EveryRecordedOptionIsAnOptionOfSlurmSubmit) {
+  if (std::string(FOLDFARM_BINARY).empty() || !std::filesystem::exists(FOLDFARM_BINARY))
+    GTEST_SKIP() << "foldfarm executable not built";
+  const ProcessResult help = runProcess({FOLDFARM_BINARY, "slurm", "submit", "--help"});
+  ASSERT_TRUE(help.ok()) << help.err;
+  int named = 0;
+  forEachRecordedOption([&](const RecordedOption& opt, auto) {
+    for (const char* name : opt.options) {
+      if (name == nullptr) continue;
+      ++named;
+      EXPECT_NE(help.out.find(std::string("--") + name + " "), std::string::npos)
+          << "--" << name << " (recorded as " << opt.key << ") is not in slurm submit --help";
+    }
+  });
+  EXPECT_GE(named, 20);
+}
+
 // Sleep tasks as arrays complete; the campaign directory, job name and output pattern
 // carry spaces, quotes, $(), `` and ; and nothing is injected.
 TEST_F(SlurmCampaign, SleepCampaignInHostilePathCompletes) {
