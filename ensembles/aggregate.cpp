@@ -398,6 +398,38 @@ void stageFigures(std::vector<AtomicFile>& staged, const std::string& out_dir,
   }
 }
 
+// The files an earlier aggregation wrote into out_dir, by name: its summary.json's "outputs".
+// Empty when out_dir holds no summary.json, or one that is not an aggregation's (no "outputs").
+std::set<std::string> earlierOutputs(const std::string& out_dir) {
+  std::set<std::string> names;
+  const std::string path = out_dir + "/summary.json";
+  if (std::error_code ec; !fs::is_regular_file(path, ec)) return names;
+  const nlohmann::json j =
+      nlohmann::json::parse(readFile(path), nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("outputs") || !j["outputs"].is_array()) return names;
+  for (const nlohmann::json& name : j["outputs"])
+    if (name.is_string()) names.insert(name.get<std::string>());
+  return names;
+}
+
+// The files of `staged` that out_dir already holds and no earlier aggregation wrote (a
+// user's figure, another campaign's event_weights.h5): refused before anything is renamed
+// (before: overwritten, and those of names this run did not write removed).
+void refuseForeignFiles(const std::vector<AtomicFile>& staged, const std::string& out_dir,
+                        const std::set<std::string>& earlier) {
+  std::vector<std::string> foreign;
+  for (const AtomicFile& f : staged) {
+    const std::string name = fs::path(f.path()).filename().string();
+    if (std::error_code ec; fs::exists(fs::symlink_status(f.path(), ec)) && !earlier.count(name))
+      foreign.push_back(name);
+  }
+  if (foreign.empty()) return;
+  std::string list;
+  for (const std::string& name : foreign) list += (list.empty() ? "" : ", ") + name;
+  throw InputError(out_dir + ": holds " + list +
+                   ", which no earlier aggregation into it wrote (its summary.json does not list "
+                   "them); nothing was written: move them away or aggregate into another --out");
+}
 }  // namespace
 
 std::vector<std::string> findChainDirs(const std::string& root,
@@ -574,17 +606,17 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   summary["outputs"].push_back("summary.json");
   staged.emplace_back(out_dir + "/summary.json");
   staged.back().write(jsonText(summary));
+  const std::set<std::string> earlier = earlierOutputs(out_dir);
+  refuseForeignFiles(staged, out_dir, earlier);
   for (AtomicFile& f : staged) f.commit();
   // 4. What an earlier aggregation into this directory wrote and this one did not (its
   //    event_weights.h5 with other columns, figures of older bands) is removed: the directory
-  //    holds one aggregation.
-  std::vector<std::string> written;
+  //    holds one aggregation. Only what its summary.json lists: never a file of the user's.
+  std::vector<std::string> written, ours;
   for (const AtomicFile& f : staged) written.push_back(f.path());
-  std::vector<std::string> ours{out_dir + "/event_weights.h5"};
-  for (const auto& r : results) {
-    ours.push_back(out_dir + "/" + r.name + ".png");
-    ours.push_back(out_dir + "/" + r.name + "_breakdown.png");
-  }
+  for (const std::string& name : earlier)
+    if (name.find('/') == std::string::npos && name != "." && name != "..")
+      ours.push_back(out_dir + "/" + name);
   removeOutputsNotWritten(ours, written, "aggregate");
   if (weights_plan)
     logInfo("aggregate: wrote {}/event_weights.h5 ({} columns of {} events)", out_dir,

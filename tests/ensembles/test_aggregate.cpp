@@ -1235,6 +1235,28 @@ TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
             summary["outputs"]);
   EXPECT_THROW(parseEventWeightsChoice("some"), foldfarm::InputError);
 
+  // A directory no aggregation wrote: files of the user's named like its outputs are refused,
+  // not overwritten (or, for names this run does not write, removed); the others are kept.
+  const std::string out_u = (root_ / "paper").string();
+  fs::create_directories(out_u);
+  foldfarm::writeFileAtomic(out_u + "/event_weights.h5", "weights of campaign A");
+  foldfarm::writeFileAtomic(out_u + "/mass.png", "my figure");
+  foldfarm::writeFileAtomic(out_u + "/paper.tex", "x");
+  std::string why = refusal("c", out_u);  // plots off: bands.h5, event_weights.h5, summary.json
+  EXPECT_NE(why.find(out_u + ": holds event_weights.h5, which no earlier aggregation"),
+            std::string::npos)
+      << why;
+  EXPECT_EQ(foldfarm::readFile(out_u + "/event_weights.h5"), "weights of campaign A");
+  EXPECT_FALSE(fs::exists(out_u + "/bands.h5"));
+  EXPECT_FALSE(fs::exists(out_u + "/summary.json"));
+  fs::remove(out_u + "/event_weights.h5");
+  summary = aggregateRunsWithOptions({(root_ / "c").string()}, out_u, std::nullopt, central);
+  // The next aggregation removes what this one wrote and it does not, not the user's files.
+  aggregateRunsWithOptions({(root_ / "c").string()}, out_u, std::nullopt, none);
+  EXPECT_FALSE(fs::exists(out_u + "/event_weights.h5"));
+  EXPECT_EQ(foldfarm::readFile(out_u + "/mass.png"), "my figure");
+  EXPECT_EQ(foldfarm::readFile(out_u + "/paper.tex"), "x");
+
   // A chain whose `final` does not fit the simulation is refused by name; nothing written.
   writeChain("c/r3m0", 3, 0, 1, 3, 42, mc, {1, 1, 1});
   const std::string out2 = (root_ / "agg2").string();
