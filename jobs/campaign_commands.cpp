@@ -170,13 +170,16 @@ int runCommand(const std::string& dir, const std::string& executor_in, const Run
   throw InputError("--executor " + executor + ": use local or mpi");
 }
 
-void statusCommand(const std::string& dir, bool as_json) {
+void statusCommand(const std::string& dir, bool as_json, bool list_tasks) {
   Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
   nlohmann::json s = statusJson(c);
-  if (as_json)
+  if (list_tasks) s["tasks"] = tasksJson(c);
+  if (as_json) {
     std::printf("%s\n", s.dump(2).c_str());
-  else
+  } else {
     std::printf("%s", statusText(s).c_str());
+    if (list_tasks) std::printf("%s", tasksText(s["tasks"]).c_str());
+  }
 }
 
 std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool cancelled,

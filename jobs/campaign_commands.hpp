@@ -22,7 +22,7 @@ void initCommand(const std::string& spec_path, const std::string& dir);
 // initialised and finalised here; every rank must call it.
 int runCommand(const std::string& dir, const std::string& executor, const RunOptions& options);
 // `campaign status D [--json]`.
-void statusCommand(const std::string& dir, bool json);
+void statusCommand(const std::string& dir, bool json, bool list_tasks = false);
 // `campaign retry D [--failed] [--cancelled] [--task ID …]`: runs like resume, having moved
 // the failed or cancelled tasks back to pending once the run holds the journal
 // (RunOptions::retry), and the named tasks before the run (rerunNamedTasks,

@@ -609,8 +609,13 @@ void requireCampaignInputFiles(const CampaignSpec& s, const std::string& origin)
                          const std::string& where) {
     for (const auto& [key, path] : inputs)
       if (!pathExists(path))
-        throw InputError(origin + ": input file '" + where + "inputs." + key + "' = " + path +
-                         " does not exist; fix the path or create it");
+        throw InputError(
+            origin + ": input file '" + where + "inputs." + key + "' = " + path +
+            " does not exist; " +
+            // A campaign's input (its record has it): a new file would be refused as changed.
+            (s.inputs_at_init.is_object() && s.inputs_at_init.contains(path)
+                 ? "it was there at `campaign init`: " + inputChangeAdvice()
+                 : std::string("fix the path or create it")));
   };
   check(s.inputs, "");
   for (const Variation& v : s.variations) check(v.inputs, "variations." + v.name + ".");

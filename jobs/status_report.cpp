@@ -313,4 +313,40 @@ std::string statusText(const json& s) {
   return out;
 }
 
+json tasksJson(Campaign& campaign) {
+  const CampaignSpec& spec = campaign.spec();
+  json tasks = json::array();
+  for (const TaskRecord& t : campaign.tasks()) {
+    const std::string group = spec.taskPosition(t.index).variation;
+    tasks.push_back({{"task", t.id},
+                     {"group", group.empty() ? "nominal" : group},
+                     {"replica", t.replica},
+                     {"member", t.member},
+                     {"state", std::string(toString(t.state))},
+                     {"attempts", t.attempts},
+                     {"host", t.host},
+                     {"exit_code", t.exit_code}});
+  }
+  return tasks;
+}
+
+std::string tasksText(const json& tasks) {
+  size_t width = 4;
+  for (const json& t : tasks) width = std::max(width, t["task"].get<std::string>().size());
+  char line[512];
+  std::snprintf(line, sizeof line, "%-*s  %-9s  %8s  %-20s  %s\n", static_cast<int>(width), "task",
+                "state", "attempts", "host", "exit");
+  std::string out = line;
+  for (const json& t : tasks) {
+    const int exit_code = t["exit_code"].get<int>();
+    std::snprintf(line, sizeof line, "%-*s  %-9s  %8d  %-20s  %s\n", static_cast<int>(width),
+                  t["task"].get<std::string>().c_str(), t["state"].get<std::string>().c_str(),
+                  t["attempts"].get<int>(),
+                  t["host"].get<std::string>().empty() ? "-" : t["host"].get<std::string>().c_str(),
+                  exit_code < 0 ? "-" : std::to_string(exit_code).c_str());
+    out += line;
+  }
+  return out;
+}
+
 }  // namespace foldfarm::jobs

@@ -23,4 +23,11 @@ namespace foldfarm::jobs {
 nlohmann::json statusJson(Campaign& campaign);
 std::string statusText(const nlohmann::json& status);
 
+// Every task, in the campaign's order: [{"task", "group" (nominal or a variation), "replica",
+// "member", "state", "attempts", "host", "exit_code" (-1: none yet)}] (`campaign status
+// --tasks`: the ids `campaign retry --task` takes).
+nlohmann::json tasksJson(Campaign& campaign);
+// One line per task: its id, state, attempts, host and last exit code.
+std::string tasksText(const nlohmann::json& tasks);
+
 }  // namespace foldfarm::jobs

@@ -118,8 +118,9 @@ TaskRerunSummary rerunNamedTasks(const std::string& dir_in, const std::vector<st
   for (const std::string& id : ids) {
     const int index = c.spec().indexOf(id);
     if (index < 0)
-      throw InputError(dir + ": has no task '" + id + "' (`foldfarm campaign status " + dir +
-                       " --json` lists the tasks); nothing was changed");
+      throw InputError(dir + ": has no task '" + id + "' (its tasks: " + c.spec().idRangeText() +
+                       "; `foldfarm campaign status " + dir +
+                       " --tasks` lists them); nothing was changed");
     wanted[static_cast<size_t>(index)] = 1;
   }
   const TaskGraph graph = c.journal().graph();
@@ -134,6 +135,10 @@ TaskRerunSummary rerunNamedTasks(const std::string& dir_in, const std::vector<st
       }
     }
   if (std::find(wanted.begin(), wanted.end(), 1) == wanted.end()) return sum;
+  // The run that follows refuses missing or changed inputs: refused here, before any task
+  // moves (before: the tasks went back to pending and the aggregation moved aside, then the
+  // run exited 2, "nothing was written").
+  requireCampaignInputs(c.spec(), dir + "/spec.json");
   const Fd outputs_lock = lockCampaignOutputs(dir, "`foldfarm campaign retry`");
   // The tasks that need a named one (a variation warm-started from its models) ran from the
   // outputs that are to be replaced: they run again too, as `accept-inputs` reruns them.

@@ -56,10 +56,14 @@ void registerCampaignStatusCommand(CLI::App& campaign) {
   auto dir = std::make_shared<std::string>();
   auto as_json = std::make_shared<bool>(false);
   c->add_option("dir", *dir, "Campaign directory")->required();
+  auto list_tasks = std::make_shared<bool>(false);
   c->add_flag("--json", *as_json, "Print JSON");
-  c->callback([dir, as_json] {
+  c->add_flag("--tasks", *list_tasks,
+              "Also list every task: id, state, attempts, host, last exit code (the ids "
+              "`campaign retry --task` takes; in JSON, \"tasks\")");
+  c->callback([dir, as_json, list_tasks] {
     registerCampaignTaskKinds();
-    jobs::statusCommand(*dir, *as_json);
+    jobs::statusCommand(*dir, *as_json, *list_tasks);
   });
 }
 

@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     int attempt = 0, replicas = 0, members = 0;
     double wait_s = 600;
     std::string spec, variation;
-    bool json = false, failed = false, cancelled = false, dry_run = false;
+    bool json = false, failed = false, cancelled = false, dry_run = false, list_tasks = false;
     jobs::RunOptions opt;
     opt.show_progress = false;
     for (size_t k = 2; k < args.size(); ++k) {
@@ -81,6 +81,8 @@ int main(int argc, char** argv) {
         wait_s = std::stod(value());
       else if (args[k] == "--json")
         json = true;
+      else if (args[k] == "--tasks")
+        list_tasks = true;
       else if (args[k] == "--failed")
         failed = true;
       else if (args[k] == "--cancelled")
@@ -102,7 +104,7 @@ int main(int argc, char** argv) {
     }
     if (cmd == "cancel") return jobs::cancelCommand(target, wait_s);
     if (cmd == "status") {
-      jobs::statusCommand(target, json);
+      jobs::statusCommand(target, json, list_tasks);
       return 0;
     }
     if (cmd == "repair") {

@@ -171,6 +171,65 @@ TEST_F(AcceptInputs, RunsAgainOnlyTheTasksThatReadAChangedInputAndKeepsTheirOldO
 
 // A changed file that fails the check `campaign init` makes is refused, and nothing is
 // changed; the same bytes copied again get their time back and run nothing again.
+// `retry --task` checks the inputs before it moves anything (before: the task went back to
+// pending and the aggregation aside, then the run exited 2, "nothing was written"); a missing
+// input of a campaign is named with what mends it (before: "fix the path or create it", and a
+// new file is refused as changed). `status --tasks` lists the ids `retry --task` takes.
+TEST_F(AcceptInputs, ARetryOfATaskWithAChangedOrMissingInputChangesNothing) {
+  fs::create_directories(dir_ + "/aggregate");
+  writeText(dir_ + "/aggregate/summary.json", "{}");
+  const auto unchanged = [&](const std::string& what) {
+    for (const auto& [id, t] : tasks()) {
+      EXPECT_EQ(t.state, TaskState::kDone) << what << ": " << id;
+      EXPECT_EQ(t.attempts, 1) << what << ": " << id;
+    }
+    EXPECT_FALSE(fs::exists(dir_ + "/superseded")) << what;
+    EXPECT_TRUE(fs::exists(dir_ + "/aggregate/summary.json")) << what;
+  };
+  writeText(data_, "data v2");
+  ToolRun changed = runTool({"retry", dir_, "--task", "r0000m0"}, scratch_, "retry-changed");
+  EXPECT_EQ(changed.exit_code, kExitBadInput) << changed.err;
+  EXPECT_NE(changed.err.find("`foldfarm campaign accept-inputs`"), std::string::npos)
+      << changed.err;
+  unchanged("changed input");
+
+  fs::remove(data_);
+  ToolRun missing = runTool({"retry", dir_, "--task", "r0000m0"}, scratch_, "retry-missing");
+  EXPECT_EQ(missing.exit_code, kExitBadInput) << missing.err;
+  EXPECT_NE(missing.err.find(data_ + " does not exist; it was there at `campaign init`: "),
+            std::string::npos)
+      << missing.err;
+  EXPECT_NE(missing.err.find("`foldfarm campaign accept-inputs`"), std::string::npos)
+      << missing.err;
+  unchanged("missing input");
+  ToolRun resumed = runTool({"resume", dir_}, scratch_, "resume-missing");
+  EXPECT_EQ(resumed.exit_code, kExitBadInput);
+  EXPECT_NE(resumed.err.find("it was there at `campaign init`"), std::string::npos) << resumed.err;
+
+  ToolRun unknown = runTool({"retry", dir_, "--task", "r0009m0"}, scratch_, "retry-unknown");
+  EXPECT_EQ(unknown.exit_code, kExitBadInput);
+  EXPECT_NE(unknown.err.find("has no task 'r0009m0' (its tasks: r0000m0 to r0001m0"),
+            std::string::npos)
+      << unknown.err;
+  EXPECT_NE(unknown.err.find("status " + dir_ + " --tasks` lists them"), std::string::npos)
+      << unknown.err;
+
+  ToolRun listed = runTool({"status", dir_, "--tasks", "--json"}, scratch_, "status-tasks");
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  const json list = json::parse(listed.out).at("tasks");
+  std::vector<std::string> ids;
+  for (const json& t : list) ids.push_back(t.at("task"));
+  EXPECT_EQ(ids, (std::vector<std::string>{"r0000m0", "r0001m0", "boot.r0000m0", "det_up.r0000m0",
+                                           "det_up.r0001m0"}));
+  EXPECT_EQ(list[3].at("group"), "det_up");
+  EXPECT_EQ(list[0].at("group"), "nominal");
+  EXPECT_EQ(list[0].at("state"), "done");
+  EXPECT_EQ(list[0].at("attempts"), 1);
+  EXPECT_EQ(list[0].at("exit_code"), 0);
+  ToolRun text = runTool({"status", dir_, "--tasks"}, scratch_, "status-tasks-text");
+  EXPECT_NE(text.out.find("det_up.r0001m0  done"), std::string::npos) << text.out;
+}
+
 TEST_F(AcceptInputs, AChangedFileThatFailsItsCheckChangesNothing) {
   writeText(mc_, "mc v2 with a NaN");
   const std::string spec_before = readText(dir_ + "/spec.json");
