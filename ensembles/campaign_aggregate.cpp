@@ -89,17 +89,21 @@ nlohmann::json incompleteVariations(jobs::Campaign& camp, std::vector<std::strin
       ++c.other[std::string(jobs::toString(t.state))];
   }
   const std::string& dir = camp.dir();
+  // A run that orchestrates the campaign now runs the pending ones (before: "`campaign run D`
+  // then aggregate again", which that run refuses).
+  const std::string orchestrator = jobs::campaignOrchestrator(dir);
   const auto rest = [&](const Count& c) {
     std::string s, how;
     for (const auto& [state, n] : c.other) {
       s += (s.empty() ? "" : ", ") + std::to_string(n) + " " + state;
-      const std::string step = state == "failed" ? "`foldfarm campaign retry " + dir + " --failed`"
-                               : state == "cancelled"
-                                   ? "`foldfarm campaign retry " + dir + " --cancelled`"
-                                   : "`foldfarm campaign run " + dir + "`";
+      const std::string step =
+          state == "failed"       ? "`foldfarm campaign retry " + dir + " --failed`"
+          : state == "cancelled"  ? "`foldfarm campaign retry " + dir + " --cancelled`"
+          : !orchestrator.empty() ? "wait for the run that orchestrates it (" + orchestrator + ")"
+                                  : "`foldfarm campaign run " + dir + "`";
       if (how.find(step) == std::string::npos) how += (how.empty() ? "" : ", ") + step;
     }
-    return s + "; " + how + " then aggregate again";
+    return s + "; " + how + ", then aggregate again";
   };
   nlohmann::json out = nlohmann::json::object();
   std::set<std::string> dropped;

@@ -3,6 +3,10 @@
 // on the local executor and aggregates into bands; a campaign whose orchestrator is
 // killed -9 twice and resumed aggregates to exactly the same bands as an uninterrupted
 // one; a campaign extended after it ran aggregates like one made with the larger counts.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -18,6 +22,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
+#include "core/base/fd.hpp"
 #include "core/base/sha256.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/jet_writer.hpp"
@@ -731,9 +736,25 @@ TEST_F(ChainCampaign, AnAggregationOfAPartlyRunCampaignSaysWhatItLeftOut) {
   const std::string err = readText(scratch_ + "/partly-agg.err");
   EXPECT_NE(err.find("source 'det' is left out: its down variation 'det_down' has no done chain "
                      "(1 pending; `foldfarm campaign run " +
-                     dir + "` then aggregate again)"),
+                     dir + "`, then aggregate again)"),
             std::string::npos)
       << err;
+  {
+    // While a run orchestrates the campaign (it holds orchestrator.lock): wait for it (before:
+    // "`campaign run D`", which that run refuses).
+    Fd lock(::open((dir + "/orchestrator.lock").c_str(), O_RDWR | O_CLOEXEC));
+    ASSERT_TRUE(lock.valid());
+    ASSERT_EQ(::flock(lock.get(), LOCK_EX | LOCK_NB), 0);
+    ASSERT_EQ(::ftruncate(lock.get(), 0), 0);
+    ASSERT_EQ(::pwrite(lock.get(), "node7 pid 4242\n", 15, 0), 15);
+    ASSERT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "busy-agg"), 0)
+        << readText(scratch_ + "/busy-agg.err");
+    const std::string busy = readText(scratch_ + "/busy-agg.err");
+    EXPECT_NE(busy.find("variation 'alt' has 0 of 1 chain(s) done (1 pending; wait for the run "
+                        "that orchestrates it (node7 pid 4242), then aggregate again)"),
+              std::string::npos)
+        << busy;
+  }
   EXPECT_NE(err.find("variation 'alt' has 0 of 1 chain(s) done (1 pending;"), std::string::npos)
       << err;
   EXPECT_NE(readText(scratch_ + "/partly-agg.out").find("aggregated 3 chain(s) of 6 task(s)"),
