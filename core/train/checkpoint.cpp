@@ -35,6 +35,26 @@ bool checkpointExists(const std::string& dir) {
   return fs::exists(fs::path(dir) / "meta.json");
 }
 
+bool checkpointHoldsTensors(const std::string& dir, const std::map<std::string, Tensor>& tensors) {
+  if (!checkpointExists(dir)) return false;
+  Checkpoint held;
+  try {
+    held = readCheckpoint(dir);
+  } catch (const std::exception&) {
+    return false;  // damaged: written again
+  }
+  if (held.tensors.size() != tensors.size()) return false;
+  for (const auto& [name, t] : tensors) {
+    const auto it = held.tensors.find(name);
+    if (it == held.tensors.end()) return false;
+    const Tensor mine = t.detach().cpu();
+    if (it->second.scalar_type() != mine.scalar_type() || it->second.sizes() != mine.sizes() ||
+        !torch::equal(it->second, mine))
+      return false;
+  }
+  return true;
+}
+
 void writeCheckpoint(const std::string& dir, const CheckpointMeta& meta,
                      const std::map<std::string, Tensor>& tensors) {
   MadeDirectories made(dir);  // removed again if the first write fails
@@ -116,9 +136,16 @@ std::string resolveCheckpointDir(const std::string& given) {
     throw InputError(dir +
                      ": no such directory; pass the output of `foldfarm pretrain` or `finetune` "
                      "(holding model/meta.json), or a checkpoint directory (holding meta.json)");
+  // A training's output directory before its model: it is still training, or it stopped.
+  if (fs::is_regular_file(fs::path(dir) / "state" / "meta.json", ec))
+    throw InputError(dir +
+                     ": its training has not finished (it holds a training state, state/, but "
+                     "no model/ yet): let it finish, or continue it with the same command and "
+                     "--resume, then pass this directory again");
   throw InputError(dir +
                    ": not a checkpoint directory (no meta.json, nor model/meta.json); pass "
-                   "the output of `foldfarm pretrain`, or --init none to train from scratch");
+                   "the output of `foldfarm pretrain` or `finetune` (holding model/meta.json), "
+                   "or a checkpoint directory (holding meta.json)");
 }
 
 std::string checkpointIdentity(const std::string& dir) {

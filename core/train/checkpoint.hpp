@@ -49,6 +49,11 @@ void writeCheckpoint(const std::string& dir, const CheckpointMeta& meta,
                      const std::map<std::string, torch::Tensor>& tensors);
 // Verifies both checksums. Throws InputError on any problem.
 Checkpoint readCheckpoint(const std::string& dir);
+// Whether `dir` holds an intact checkpoint of exactly these tensors (names, types, shapes and
+// bits): a training resumed after it had finished ends with the model it wrote, which is then
+// kept as it was rather than written again.
+bool checkpointHoldsTensors(const std::string& dir,
+                            const std::map<std::string, torch::Tensor>& tensors);
 // The checkpoint directory a user gave, in either form every command takes: a checkpoint
 // directory itself (holding meta.json) or the output directory of `foldfarm pretrain` /
 // `finetune` (holding model/meta.json). Throws InputError naming `dir` otherwise, and for a

@@ -89,7 +89,18 @@ void writePretrained(const PretrainOptions& o, ParallelContext& ctx, Trainer& tr
     meta.training = {
         {"fit", foldfarm::toJson(r.fit)}, {"test", r.test.metrics}, {"data", o.data_label}};
     meta.extra = {{"jet_conditioning", conditioning}, {"num_particles", num_particles}};
-    writeCheckpoint(r.model_dir, meta, trainer.modelTensors());
+    const std::map<std::string, torch::Tensor> tensors = trainer.modelTensors();
+    // A --resume of a training that had finished (a requeued job, a job script run again):
+    // its model is that one; rewritten, it would read as changed to the campaigns that
+    // recorded it.
+    if (o.train.resume && checkpointHoldsTensors(r.model_dir, tensors)) {
+      logInfo(
+          "pretrain: {} already holds the model this training ends with (it had finished); "
+          "kept as it was",
+          r.model_dir);
+      return;
+    }
+    writeCheckpoint(r.model_dir, meta, tensors);
   });
 }
 
@@ -152,10 +163,12 @@ TrainOptions trainOptionsFor(const PretrainOptions& o, const ParallelContext& ct
                     {"--seed", o.train.seed},
                     {"--val-fraction", o.val_fraction},
                     {"--test-fraction", o.test_fraction}};
-  if (o.stream)
+  if (o.stream) {
     t.data_options["--block-rows"] = o.block_rows;
-  else
+    t.data_options["--eval-jets"] = o.eval_jets;  // it chooses the held-out blocks too
+  } else {
     t.data_options["--max-jets"] = o.max_jets;
+  }
   if (checkpointExists(t.state_dir) && !stateOfPretraining(t.state_dir))
     throw InputError(o.out +
                      ": holds the training state of a fine-tuning (a classifier: `foldfarm "
@@ -163,16 +176,16 @@ TrainOptions trainOptionsFor(const PretrainOptions& o, const ParallelContext& ct
   if (!t.resume && checkpointExists(t.state_dir))
     throw InputError(o.out +
                      ": holds a training state; pass --resume to continue or choose a new --out");
-  // A typo in a resubmitted --out would otherwise start hours of training again, unsaid.
-  if (t.resume && !checkpointExists(t.state_dir) && ctx.isRoot())
-    logWarn("pretrain --resume: {} holds no training state ({}): training starts at epoch 0", o.out,
-            t.state_dir);
   // A pretrained model without the state it was trained from (removed to save space, or
   // written by another command): nothing to resume, and a new training would replace it.
   const std::string model_dir = (fs::path(o.out) / "model").string();
   if (!checkpointExists(t.state_dir) && fs::exists(model_dir))
     throw InputError(o.out + ": holds a model (" + model_dir +
                      ") but no training state to resume; choose a new --out (the model is kept)");
+  // A typo in a resubmitted --out would otherwise start hours of training again, unsaid.
+  if (t.resume && !checkpointExists(t.state_dir) && ctx.isRoot())
+    logWarn("pretrain --resume: {} holds no training state ({}): training starts at epoch 0", o.out,
+            t.state_dir);
   return t;
 }
 

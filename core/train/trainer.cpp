@@ -336,11 +336,12 @@ void refuseOtherOptions(const nlohmann::json& kept, const nlohmann::json& now,
                        shown(was).dump() + " as it was then; it holds another one now (" +
                        value.at("identity").dump() + ", not " + was.at("identity").dump() +
                        "); resume from the one it started from or use a new output directory");
+    // Files (a path, a list of them) may be copies; a number is the number.
+    const bool files = shown(was).is_string() || shown(was).is_array();
     throw InputError(state_dir + ": training state was written with " + option + " " +
                      shown(was).dump() + ", not " + shown(value).dump() + "; resume with " +
-                     option + " " + shown(was).dump() +
-                     " (or a copy of it) or use a new output "
-                     "directory");
+                     option + " " + shown(was).dump() + (files ? " (or a copy of it)" : "") +
+                     " or use a new output directory");
   }
 }
 

@@ -230,6 +230,18 @@ TEST(PretrainStream, StoppedMidEpochAndResumedEqualsAnUninterruptedRunBitForBit)
         << r.err;
     EXPECT_EQ(slurp(fs::path(other) / "state" / "meta.json"), state_before);
   }
+  // Another --eval-jets holds out other rows: named (before: "different training data").
+  {
+    std::vector<std::string> changed = pretrain(data, other);
+    changed.insert(changed.end(), {"--eval-jets", "5", "--resume"});
+    ProcessResult r = runSingleThreaded(changed, 120);
+    EXPECT_EQ(r.status(), 2) << r.err;
+    EXPECT_NE(r.err.find("training state was written with --eval-jets 10000, not 5; resume with "
+                         "--eval-jets 10000 or use a new output directory"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(slurp(fs::path(other) / "state" / "meta.json"), state_before);
+  }
   // Under mpirun every rank finds it: one line, from rank 0, and no rank waits for another.
   {
     std::vector<std::string> changed = pretrain(data, other);

@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/output_lock.hpp"
 #include "tests/data/bad_files.hpp"
 #include "tests/support/run_child.hpp"
@@ -254,6 +255,14 @@ TEST_F(OutputDirs, TemporariesOfARunKilledWhileWritingAreRemovedByTheNextRun) {
   ASSERT_TRUE(r.ok()) << r.err;
   EXPECT_TRUE(temporariesUnder(out).empty());
   EXPECT_TRUE(fs::exists(out + "/model/meta.json"));
+  // Resumed again after it finished: the model is kept as it was (before: its meta.json was
+  // written again, "resumed": true, and the campaigns that recorded it refused to run).
+  const std::string meta = foldfarm::readFile(out + "/model/meta.json");
+  const auto written = fs::last_write_time(out + "/model/meta.json");
+  r = runFoldfarm(resume, dir_, {}, 180);
+  ASSERT_TRUE(r.ok()) << r.err;
+  EXPECT_EQ(foldfarm::readFile(out + "/model/meta.json"), meta);
+  EXPECT_EQ(fs::last_write_time(out + "/model/meta.json"), written);
 }
 
 namespace {
@@ -281,6 +290,14 @@ TEST_F(OutputDirs, TheOtherCommandsOutputIsNamedAndAResumeOfNothingIsSaid) {
   EXPECT_NE(r.err.find(pre + ": holds a pretraining (`foldfarm pretrain --out`)"),
             std::string::npos)
       << r.err;
+  // A model without its state: refused, in one line (before: after a warning that training
+  // starts at epoch 0).
+  std::vector<std::string> model_only = pretrain(pre);
+  model_only.push_back("--resume");
+  r = runFoldfarm(model_only, dir_, {}, 120);
+  EXPECT_EQ(r.status(), 2) << r.err;
+  EXPECT_NE(r.err.find(pre + ": holds a model"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("training starts at epoch 0"), std::string::npos) << r.err;
   std::vector<std::string> args = pretrain(dir_ + "/fresh");
   args.push_back("--resume");
   r = runFoldfarm(args, dir_, {}, 120);

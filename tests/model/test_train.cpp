@@ -151,6 +151,27 @@ TEST(Checkpoint, EveryCommandTakesTheCheckpointOrTheRunDirectory) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("model/meta.json"), std::string::npos) << e.what();
   }
+  // A training's directory before its model (still training, or stopped): said so (before:
+  // "not a checkpoint directory; pass the output of `foldfarm pretrain`", which it is).
+  TempDir unfinished;
+  PetClassifier(petPreset("tiny"), 3).save(unfinished.path + "/state");
+  try {
+    resolveCheckpointDir(unfinished.path);
+    FAIL() << "an unfinished training was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(unfinished.path + ": its training has not finished"),
+              std::string::npos)
+        << e.what();
+  }
+  // checkpointHoldsTensors: exactly the tensors a checkpoint holds, bit for bit.
+  EXPECT_TRUE(checkpointHoldsTensors(model, readCheckpoint(model).tensors));
+  std::map<std::string, torch::Tensor> other = readCheckpoint(model).tensors;
+  other.begin()->second = other.begin()->second.clone();
+  other.begin()->second.view(-1)[0] += 1;
+  EXPECT_FALSE(checkpointHoldsTensors(model, other));
+  other.erase(other.begin());
+  EXPECT_FALSE(checkpointHoldsTensors(model, other));
+  EXPECT_FALSE(checkpointHoldsTensors(run.path + "/nothing", other));
 }
 
 TEST(Checkpoint, EditedMetadataIsRefused) {
