@@ -297,6 +297,21 @@ struct GenerateArgs : GenerateOptions {  // core/train/generate.hpp
   int threads = 0;
 };
 
+// An --out inside the checkpoint that is read (its meta.json, its model/): refused even with
+// --overwrite, which would replace a file of the checkpoint and leave it unreadable.
+void refuseOutInsideCheckpoint(const std::string& out, const std::string& checkpoint) {
+  std::error_code ec;
+  fs::path ckpt = fs::weakly_canonical(checkpoint, ec);
+  if (ec) return;
+  if (ckpt.filename() == "meta.json") ckpt = ckpt.parent_path();
+  const fs::path where = fs::weakly_canonical(fs::absolute(out), ec);
+  if (ec) return;
+  for (fs::path p = where; !p.empty() && p != p.root_path(); p = p.parent_path())
+    if (p == ckpt)
+      throw InputError(out + ": lies inside the checkpoint --ckpt " + checkpoint +
+                       " reads, and would replace a file of it; choose an --out outside it");
+}
+
 void runGenerate(const GenerateArgs& a) {
   // One process samples into one file: under mpirun/srun every rank would write --out.
   const dist::LaunchInfo launch = dist::detectLaunch();
@@ -539,6 +554,7 @@ void registerModelCommands(CommandGroups& g) {
   addDeviceOptions(*ge, gen->device, nullptr, nullptr);
   const auto gen_overwrite = addOverwriteFlag(*ge);
   ge->callback([gen, gen_overwrite] {
+    refuseOutInsideCheckpoint(gen->out, gen->checkpoint);
     refuseExistingOut(gen->out, *gen_overwrite);
     runGenerate(*gen);
   });

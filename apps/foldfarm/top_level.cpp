@@ -39,6 +39,24 @@ TopLevel::TopLevel()
   study_->require_subcommand(1);
 }
 
+namespace {
+
+// CLI11's message, but for an option given more often than it takes ("--patience: At Most 1
+// required but received 2" read as a value too large): "given 2 times; give it once".
+std::string parseErrorText(const CLI::ParseError& e) {
+  const std::string what = e.what();
+  static const std::string kAtMost = ": At Most 1 required but received ";
+  const size_t at = what.find(kAtMost);
+  if (at == std::string::npos) return what;
+  const std::string option = what.substr(0, at), times = what.substr(at + kAtMost.size());
+  return option + ": given " + times + " times; give it once" +
+         (option == "--data" ? " (several files: one --data with a comma-separated list, a glob "
+                               "or @LIST)"
+                             : "");
+}
+
+}  // namespace
+
 int TopLevel::run(int argc, char** argv, const ErrorText& text) {
   cli::checkIntegerOptions(app_);
   try {
@@ -52,7 +70,8 @@ int TopLevel::run(int argc, char** argv, const ErrorText& text) {
     return app_.exit(e);
   } catch (const CLI::ParseError& e) {
     // Every rank of mpirun/srun parses the same command line: rank 0 says what is wrong.
-    if (launchRank() == 0) std::fprintf(stderr, "foldfarm: error: %s (see --help)\n", e.what());
+    if (launchRank() == 0)
+      std::fprintf(stderr, "foldfarm: error: %s (see --help)\n", parseErrorText(e).c_str());
     return kExitBadInput;
   } catch (const ReportedByAnotherRank& e) {
     // Rank 0 prints it. mpirun ends the whole job as soon as one rank exits with an error:

@@ -645,6 +645,16 @@ TEST_F(BadInputs, CommandLine) {
     expectCleanFailure(
         args, option == "--steps" ? "--steps must lie in 1..100000" : option + " must be >= 1");
   }
+  // An option given twice: how often, not "At Most 1 required but received 2" (read as a value).
+  expectCleanFailure(
+      {"pretrain", "--data", p("good.h5"), "--data", p("good.h5"), "--out", p("twice")},
+      "--data: given 2 times; give it once (several files: one --data with a "
+      "comma-separated list");
+  // An --out inside the checkpoint read: refused even with --overwrite (before: the jets were
+  // written over its meta.json, and the checkpoint could not be read again).
+  expectCleanFailure({"generate", "--ckpt", p("ckpt"), "--class", "1", "--jets", "4", "--out",
+                      p("ckpt") + "/meta.json", "--overwrite"},
+                     p("ckpt") + "/meta.json: lies inside the checkpoint --ckpt");
   // More jets than memory holds: refused before the allocation (before: std::bad_alloc after
   // the model had been loaded).
   expectCleanFailure({"generate", "--ckpt", p("ckpt"), "--class", "1", "--out", p("gen.h5"),
