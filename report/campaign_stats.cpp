@@ -1,6 +1,7 @@
 #include "report/campaign_stats.hpp"
 
 #include <algorithm>
+#include <set>
 
 #include "jobs/task_state.hpp"
 
@@ -38,6 +39,7 @@ CampaignStats readCampaignStats(const std::string& campaign_dir) {
   // Every attempt's running interval comes from the events: a `running` row opens it, the
   // next row of the same task leaving `running` closes it.
   std::map<int64_t, double> open_since;
+  std::set<int64_t> done_before;
   campaign.journal().forEachEvent([&](const jobs::CampaignJournal::Event& e) {
     using jobs::TaskState;
     if (e.to == TaskState::kRunning) {
@@ -57,6 +59,7 @@ CampaignStats readCampaignStats(const std::string& campaign_dir) {
     s.last_end = std::max(s.last_end, e.at);
     if (e.to == TaskState::kDone) {
       s.done_at.push_back(e.at);
+      if (!done_before.insert(e.task).second) ++s.runs_again;
     } else if (e.to == TaskState::kInterrupted) {
       ++s.interrupted_attempts;
     } else if (e.to == TaskState::kFailed || e.to == TaskState::kPending) {

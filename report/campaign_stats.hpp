@@ -38,7 +38,8 @@ struct CampaignStats {
   double cpu_hours = 0;                        // run_s x threads_per_task / 3600
   double first_start = 0, last_end = 0;        // epoch seconds (0: nothing ran)
   std::vector<double> done_at;                 // epoch seconds of each completion (done), sorted
-  std::map<std::string, int> hosts;            // host -> attempts run there
+  int runs_again = 0;  // completions of a task done before (`campaign retry --task`, accept-inputs)
+  std::map<std::string, int> hosts;  // host -> attempts run there
   bool spec_truth = false;  // the spec names a truth (inputs.truth): aggregate needs no --truth
   int peak_running = 0;     // the most attempts running at once (the slots a run really used)
 };

@@ -18,6 +18,7 @@
 #include "report/bands_file.hpp"
 #include "report/base64.hpp"
 #include "report/campaign_report.hpp"
+#include "report/campaign_stats.hpp"
 #include "report/html.hpp"
 #include "tests/report/campaign_fixture.hpp"
 
@@ -313,6 +314,22 @@ TEST(CampaignReport, TheOverviewSaysHowManyTasksRanAtOnce) {
   }
   EXPECT_EQ(resources(),
             "<td>resources</td><td>2 CPU slot(s) in the spec; at most 3 task(s) ran at once</td>");
+  // A done task run again (`campaign retry --task`) completes twice: counted as a run again
+  // (before: the throughput figure read "7 of 6").
+  {
+    jobs::CampaignJournal j = jobs::CampaignJournal::open(dir + "/journal.sqlite");
+    ASSERT_EQ(j.rerun({0}, "run again by the test", {}), 1);
+    std::vector<jobs::Dispatch> again{{0, "h", 0, "", 0}};
+    ASSERT_EQ(j.markRunning(again), 1);
+    jobs::Completion x;
+    x.index = 0;
+    x.attempt = 2;
+    ASSERT_EQ(j.recordCompletions({x}, jobs::RetryPolicy{}), 1);
+  }
+  const report::CampaignStats stats = report::readCampaignStats(dir);
+  EXPECT_EQ(stats.done_at.size(), 7u);
+  EXPECT_EQ(stats.runs_again, 1);
+  EXPECT_EQ(stats.tasks, 6);
 }
 
 // The chains an aggregation read count the warm reference's and those it left out on purpose
