@@ -335,32 +335,6 @@ AtomicFile writeBands(const std::string& out_dir, const std::vector<ObservableRe
   return out;
 }
 
-// Relative uncertainty per bin of each source, the statistical and the total, drawn over the
-// bins that hold at least 0.1% of the unfolded distribution (the far tails' ratios would set
-// the scale).
-plot::LineFigure breakdownFigure(
-    const std::string& name, const std::vector<double>& edges, const std::vector<double>& nominal,
-    const std::vector<std::pair<std::string, std::vector<double>>>& sigmas) {
-  plot::LineFigure fig;
-  fig.title = name + ": relative uncertainty per bin";
-  fig.xlabel = data::observableLabel(name);
-  fig.ylabel = "uncertainty / unfolded";
-  for (const auto& [label, sigma] : sigmas) {
-    plot::Series s;
-    s.label = label;
-    s.style = "lines";
-    for (size_t b = 0; b < nominal.size(); ++b) {
-      if (!(nominal[b] * (edges[b + 1] - edges[b]) >= 1e-3)) continue;
-      for (double x : {edges[b], edges[b + 1]}) {
-        s.x.push_back(x);
-        s.y.push_back(sigma[b] / nominal[b]);
-      }
-    }
-    fig.series.push_back(std::move(s));
-  }
-  return fig;
-}
-
 // Each observable's band figure and breakdown, staged; the total band with variations only.
 void stageFigures(std::vector<AtomicFile>& staged, const std::string& out_dir,
                   const std::vector<ObservableResult>& results,
@@ -468,6 +442,44 @@ ShiftNoise parseShiftNoise(const std::string& word) {
   if (word == "keep") return ShiftNoise::kKeep;
   if (word == "subtract") return ShiftNoise::kSubtract;
   throw InputError("shift noise: expected keep or subtract, not '" + word + "'");
+}
+
+// Over the bins that hold at least 0.1% of the unfolded distribution: the far tails' ratios
+// would set the scale.
+plot::LineFigure breakdownFigure(
+    const std::string& name, const std::vector<double>& edges, const std::vector<double>& nominal,
+    const std::vector<std::pair<std::string, std::vector<double>>>& sigmas) {
+  plot::LineFigure fig;
+  fig.title = name + ": relative uncertainty per bin";
+  fig.xlabel = data::observableLabel(name);
+  fig.ylabel = "uncertainty / unfolded";
+  fig.xmin = edges.front();  // the distribution figure's range
+  fig.xmax = edges.back();
+  for (const auto& [label, sigma] : sigmas) {
+    plot::Series s;
+    s.label = label;
+    s.style = "lines";
+    for (size_t b = 0; b < nominal.size(); ++b) {
+      if (!(nominal[b] * (edges[b + 1] - edges[b]) >= 1e-3)) {
+        // A gap, not a line drawn across the bins left out (an undefined point breaks it).
+        if (!s.x.empty() && !std::isnan(s.y.back())) {
+          s.x.push_back(edges[b]);
+          s.y.push_back(std::nan(""));
+        }
+        continue;
+      }
+      for (double x : {edges[b], edges[b + 1]}) {
+        s.x.push_back(x);
+        s.y.push_back(sigma[b] / nominal[b]);
+      }
+    }
+    if (!s.y.empty() && std::isnan(s.y.back())) {  // a gap at the end is none
+      s.x.pop_back();
+      s.y.pop_back();
+    }
+    fig.series.push_back(std::move(s));
+  }
+  return fig;
 }
 
 nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs,

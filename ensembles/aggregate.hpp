@@ -129,6 +129,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/plot/gnuplot.hpp"
+
 namespace foldfarm::ensembles {
 
 // Which columns event_weights.h5 holds: every result (kAll); the central ones only
@@ -165,6 +167,14 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
                                         const std::string& out_dir,
                                         const std::optional<std::string>& truth_path,
                                         const AggregateOptions& options);
+
+// `<obs>_breakdown.png`: the relative uncertainty per bin of each of `sigmas` (label, σ per
+// bin), over the bins holding at least 0.1% of `nominal` (unit-area densities on `edges`);
+// the bins left out are a gap in each line (not a line across them), and the x range is
+// that of the distribution figure (edges.front() to edges.back()).
+plot::LineFigure breakdownFigure(
+    const std::string& name, const std::vector<double>& edges, const std::vector<double>& nominal,
+    const std::vector<std::pair<std::string, std::vector<double>>>& sigmas);
 
 // Side-by-side comparison of aggregations of the same data with the same truth (e.g. the
 // PET chains and the observable-level MLP baseline). Each input is an aggregation directory

@@ -87,6 +87,8 @@ void GnuplotBatch::add(const std::string& name, const LineFigure& fig) {
   s += "set grid\nset key outside right top\n";  // beside the plot: it hides no line
   if (fig.logx) s += "set logscale x 2\n";
   if (fig.logy) s += "set logscale y\n";
+  if (std::isfinite(fig.xmin) && std::isfinite(fig.xmax) && fig.xmin < fig.xmax)
+    s += "set xrange [" + num(fig.xmin) + ":" + num(fig.xmax) + "]\n";
   std::string plot;
   for (size_t k = 0; k < fig.series.size(); ++k) {
     const Series& sr = fig.series[k];

@@ -7,6 +7,7 @@
 //
 // Thread-safety: one batch per thread.
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -26,6 +27,10 @@ struct LineFigure {
   std::vector<Series> series;
   bool logx = false, logy = false;
   int width = 760, height = 460;
+  // The x range drawn when both are finite (a breakdown over its distribution's range), else
+  // gnuplot's own from the points.
+  double xmin = std::numeric_limits<double>::quiet_NaN();
+  double xmax = std::numeric_limits<double>::quiet_NaN();
 };
 
 // An unfolded distribution with its 68% and 95% bands, the truth and the prior, and a ratio

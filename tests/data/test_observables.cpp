@@ -109,7 +109,7 @@ TEST(Observables, OneTableNamesOrdersAndLabelsThem) {
   EXPECT_EQ(substructureObservableNames(),
             (std::vector<std::string>{"mass", "width", "multiplicity", "lnrho", "zg", "tau21"}));
   EXPECT_EQ(observableLabel("mass"), "jet mass [GeV]");
-  EXPECT_EQ(observableLabel("tau21"), "tau_21");
+  EXPECT_EQ(observableLabel("tau21"), "N-subjettiness ratio τ₂₁");
   EXPECT_EQ(observableIndex("jet_pt"), kNumSubs);
   EXPECT_EQ(observableIndex("nonsense"), -1);
   EXPECT_EQ(observableLabel("nonsense"), "nonsense");

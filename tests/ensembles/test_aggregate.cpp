@@ -1293,3 +1293,24 @@ TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
   EXPECT_EQ(four.attr("weights/det", "shift_from", true), "");  // none written
   EXPECT_EQ(four.attr("other_simulations/herwig/weights", "shift_from", true), "weights/nominal");
 }
+
+// A breakdown line has a gap where bins are left out (before: a line drawn across the empty
+// bins, read as an uncertainty varying smoothly through them), and the distribution figure's
+// x range (before: gnuplot's own from the bins drawn).
+TEST(BreakdownFigure, BinsLeftOutAreAGapAndTheRangeIsTheDistributions) {
+  const std::vector<double> edges{0, 1, 2, 3, 4, 5};
+  const std::vector<double> nominal{0.4, 0.3, 0.0, 0.3, 1e-5};  // bins 2 and 4 left out
+  const foldfarm::plot::LineFigure fig =
+      breakdownFigure("zg", edges, nominal, {{"stat", {0.04, 0.03, 0.0, 0.06, 1e-6}}});
+  ASSERT_EQ(fig.series.size(), 1u);
+  const foldfarm::plot::Series& s = fig.series[0];
+  EXPECT_EQ(s.x, (std::vector<double>{0, 1, 1, 2, 2, 3, 4}));
+  ASSERT_EQ(s.y.size(), 7u);
+  EXPECT_DOUBLE_EQ(s.y[0], 0.1);
+  EXPECT_DOUBLE_EQ(s.y[3], 0.1);
+  EXPECT_TRUE(std::isnan(s.y[4])) << "the gap at bin 2";
+  EXPECT_DOUBLE_EQ(s.y[5], 0.2);
+  EXPECT_DOUBLE_EQ(s.y[6], 0.2);
+  EXPECT_EQ(fig.xmin, 0.0);
+  EXPECT_EQ(fig.xmax, 5.0);
+}
