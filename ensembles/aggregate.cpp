@@ -378,11 +378,19 @@ std::set<std::string> earlierOutputs(const std::string& out_dir) {
   std::set<std::string> names;
   const std::string path = out_dir + "/summary.json";
   if (std::error_code ec; !fs::is_regular_file(path, ec)) return names;
-  const nlohmann::json j =
-      nlohmann::json::parse(readFile(path), nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || !j.contains("outputs") || !j["outputs"].is_array()) return names;
+  const nlohmann::json j = nlohmann::json::parse(readFile(path), nullptr, false);
+  // An aggregation's summary (not another tool's that has an "outputs" list), and of what it
+  // lists only names an aggregation writes: never, say, a paper.tex.
+  if (!j.is_object() || !j.contains("outputs") || !j["outputs"].is_array() ||
+      !j.contains("observables") || !j.contains("chains"))
+    return names;
+  const auto ours = [](const std::string& name) {
+    return name == "bands.h5" || name == "event_weights.h5" || name == "summary.json" ||
+           (name.size() > 4 && name.compare(name.size() - 4, 4, ".png") == 0 &&
+            name.find('/') == std::string::npos);
+  };
   for (const nlohmann::json& name : j["outputs"])
-    if (name.is_string()) names.insert(name.get<std::string>());
+    if (name.is_string() && ours(name.get<std::string>())) names.insert(name.get<std::string>());
   return names;
 }
 
@@ -402,7 +410,8 @@ void refuseForeignFiles(const std::vector<AtomicFile>& staged, const std::string
   for (const std::string& name : foreign) list += (list.empty() ? "" : ", ") + name;
   throw InputError(out_dir + ": holds " + list +
                    ", which no earlier aggregation into it wrote (its summary.json does not list "
-                   "them); nothing was written: move them away or aggregate into another --out");
+                   "them); nothing was written: move them away (`foldfarm aggregate`: or choose "
+                   "another --out)");
 }
 }  // namespace
 
@@ -626,9 +635,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   //    holds one aggregation. Only what its summary.json lists: never a file of the user's.
   std::vector<std::string> written, ours;
   for (const AtomicFile& f : staged) written.push_back(f.path());
-  for (const std::string& name : earlier)
-    if (name.find('/') == std::string::npos && name != "." && name != "..")
-      ours.push_back(out_dir + "/" + name);
+  for (const std::string& name : earlier) ours.push_back(out_dir + "/" + name);
   removeOutputsNotWritten(ours, written, "aggregate");
   if (weights_plan)
     logInfo("aggregate: wrote {}/event_weights.h5 ({} columns of {} events)", out_dir,

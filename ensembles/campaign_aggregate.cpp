@@ -171,7 +171,11 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
     };
     const int cancelled = count(jobs::TaskState::kCancelled),
               failed = count(jobs::TaskState::kFailed);
-    std::string how = "run the campaign first (`foldfarm campaign run " + dir + "`)";
+    const std::string orchestrator = jobs::campaignOrchestrator(dir);
+    std::string how = orchestrator.empty()
+                          ? "run the campaign first (`foldfarm campaign run " + dir + "`)"
+                          : "a run orchestrates it now (" + orchestrator +
+                                "): aggregate once its chains are done";
     if (cancelled > 0 || failed > 0)
       how = std::string("its chains are ") +
             (cancelled > 0 ? std::to_string(cancelled) + " cancelled" : "") +

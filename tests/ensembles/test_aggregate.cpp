@@ -1256,6 +1256,18 @@ TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
   EXPECT_FALSE(fs::exists(out_u + "/event_weights.h5"));
   EXPECT_EQ(foldfarm::readFile(out_u + "/mass.png"), "my figure");
   EXPECT_EQ(foldfarm::readFile(out_u + "/paper.tex"), "x");
+  // A summary.json that lists a file of another kind (edited, or another tool's): only names
+  // an aggregation writes are ever removed.
+  nlohmann::json listed = nlohmann::json::parse(foldfarm::readFile(out_u + "/summary.json"));
+  listed["outputs"].push_back("paper.tex");
+  foldfarm::writeFileAtomic(out_u + "/summary.json", listed.dump());
+  aggregateRunsWithOptions({(root_ / "c").string()}, out_u, std::nullopt, none);
+  EXPECT_EQ(foldfarm::readFile(out_u + "/paper.tex"), "x");
+  // Another tool's summary.json (no aggregation's keys): not ours, so refused, not replaced.
+  foldfarm::writeFileAtomic(out_u + "/summary.json", R"({"outputs": ["paper.tex"]})");
+  why = refusal("c", out_u);
+  EXPECT_NE(why.find("summary.json, which no earlier aggregation"), std::string::npos) << why;
+  EXPECT_EQ(foldfarm::readFile(out_u + "/paper.tex"), "x");
 
   // A chain whose `final` does not fit the simulation is refused by name; nothing written.
   writeChain("c/r3m0", 3, 0, 1, 3, 42, mc, {1, 1, 1});

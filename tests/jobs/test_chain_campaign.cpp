@@ -126,6 +126,20 @@ class ChainCampaign : public ::testing::Test {
 // are done (before: "run the campaign first", which runs nothing).
 TEST_F(ChainCampaign, AnAggregationOfCancelledChainsSaysHowToRunThem) {
   const std::string dir = init(spec(2, 1), "cancelled");
+  {
+    // Nothing done while a run orchestrates it: wait for that run (before: "run the campaign
+    // first", which that run refuses).
+    Fd lock(::open((dir + "/orchestrator.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    ASSERT_TRUE(lock.valid());
+    ASSERT_EQ(::flock(lock.get(), LOCK_EX | LOCK_NB), 0);
+    ASSERT_EQ(::pwrite(lock.get(), "node7 pid 4242\n", 15, 0), 15);
+    EXPECT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "busy"), kExitBadInput);
+    EXPECT_NE(readText(scratch_ + "/busy.err")
+                  .find("no chain is done yet; a run orchestrates it now (node7 pid 4242): "
+                        "aggregate once its chains are done"),
+              std::string::npos)
+        << readText(scratch_ + "/busy.err");
+  }
   ASSERT_EQ(runFoldfarm({"campaign", "cancel", dir}, scratch_, "cancel"), 0)
       << readText(scratch_ + "/cancel.err");
   EXPECT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "agg"), kExitBadInput);
