@@ -394,15 +394,16 @@ std::set<std::string> earlierOutputs(const std::string& out_dir) {
   return names;
 }
 
-// The files of `staged` that out_dir already holds and no earlier aggregation wrote (a
-// user's figure, another campaign's event_weights.h5): refused before anything is renamed
-// (before: overwritten, and those of names this run did not write removed).
-void refuseForeignFiles(const std::vector<AtomicFile>& staged, const std::string& out_dir,
+// The files of `names` that out_dir already holds and no earlier aggregation wrote (a user's
+// figure, another campaign's event_weights.h5): refused before anything is renamed (before:
+// overwritten, and those of names this run did not write removed). Checked for the names known
+// before the chains are read, again once the observables are known, and for what was staged.
+void refuseForeignFiles(const std::vector<std::string>& names, const std::string& out_dir,
                         const std::set<std::string>& earlier) {
   std::vector<std::string> foreign;
-  for (const AtomicFile& f : staged) {
-    const std::string name = fs::path(f.path()).filename().string();
-    if (std::error_code ec; fs::exists(fs::symlink_status(f.path(), ec)) && !earlier.count(name))
+  for (const std::string& name : names) {
+    if (std::error_code ec;
+        fs::exists(fs::symlink_status(out_dir + "/" + name, ec)) && !earlier.count(name))
       foreign.push_back(name);
   }
   if (foreign.empty()) return;
@@ -412,6 +413,12 @@ void refuseForeignFiles(const std::vector<AtomicFile>& staged, const std::string
                    ", which no earlier aggregation into it wrote (its summary.json does not list "
                    "them); nothing was written: move them away (`foldfarm aggregate`: or choose "
                    "another --out)");
+}
+
+std::vector<std::string> stagedNames(const std::vector<AtomicFile>& staged) {
+  std::vector<std::string> names;
+  for (const AtomicFile& f : staged) names.push_back(fs::path(f.path()).filename().string());
+  return names;
 }
 }  // namespace
 
@@ -506,6 +513,9 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   // before it reads the chains, not after).
   OutputDirectoryLock lock(out_dir, "");  // `aggregate --out`, or a campaign's aggregate/
   lock.removeLeftTemporaries({});
+  // A file of the user's under an output's name is refused now, not after every chain was read.
+  const std::set<std::string> earlier = earlierOutputs(out_dir);
+  refuseForeignFiles({"bands.h5", "summary.json"}, out_dir, earlier);
 
   // 1. Read the chains, one at a time: only per-replica sums and each chain's densities are
   //    kept, per group (the nominal, named "", and each variation). Everything that can be
@@ -526,6 +536,15 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   else
     logInfo("aggregate: {} chains, {} replicas", nominal.chains, nominal.replicas.size());
   std::optional<EventWeightsPlan> weights_plan = planWeights(chains.groups, options.event_weights);
+  const bool figures = options.plots && plot::gnuplotAvailable();
+  {
+    std::vector<std::string> names;
+    if (weights_plan) names.push_back("event_weights.h5");
+    if (figures)
+      for (const ObservableHistogram& h : nominal.prior)
+        for (const char* suffix : {".png", "_breakdown.png"}) names.push_back(h.name + suffix);
+    refuseForeignFiles(names, out_dir, earlier);
+  }
   // A variation's column minus the column of what its shift is measured from is its shift (a
   // warm-started one's from the warm reference: the raw column minus the nominal holds the
   // warm start's extra training as well).
@@ -616,9 +635,9 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
                               nominal.chains, chains.campaign_seed));
   if (weights_plan)
     staged.push_back(writeEventWeights(*weights_plan, out_dir + "/event_weights.h5"));
-  if (options.plots && !plot::gnuplotAvailable())
+  if (options.plots && !figures)
     logWarn("aggregate: gnuplot (with pngcairo) is not installed; no figures in {}", out_dir);
-  else if (options.plots)
+  else if (figures)
     stageFigures(staged, out_dir, results, truth, chains.groups.size() > 1, !band.from_bootstrap);
   // summary.json last: it lists what this aggregation wrote.
   summary["outputs"] = nlohmann::json::array();
@@ -627,8 +646,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   summary["outputs"].push_back("summary.json");
   staged.emplace_back(out_dir + "/summary.json");
   staged.back().write(jsonText(summary));
-  const std::set<std::string> earlier = earlierOutputs(out_dir);
-  refuseForeignFiles(staged, out_dir, earlier);
+  refuseForeignFiles(stagedNames(staged), out_dir, earlier);
   for (AtomicFile& f : staged) f.commit();
   // 4. What an earlier aggregation into this directory wrote and this one did not (its
   //    event_weights.h5 with other columns, figures of older bands) is removed: the directory

@@ -1276,6 +1276,14 @@ TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
   EXPECT_NE(msg.find((root_ / "c/r3m0").string() + "/weights.h5"), std::string::npos) << msg;
   EXPECT_NE(msg.find("has 3 rows"), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(out2));
+  // A foreign bands.h5 or summary.json is refused before the chains are read (so before that
+  // chain's refusal); event_weights.h5 and the figures once the chains say they are written.
+  const std::string out_f = (root_ / "foreign").string();
+  fs::create_directories(out_f);
+  foldfarm::writeFileAtomic(out_f + "/bands.h5", "mine");
+  EXPECT_NE(refusal("c", out_f).find(out_f + ": holds bands.h5, which no earlier aggregation"),
+            std::string::npos);
+  EXPECT_EQ(foldfarm::readFile(out_f + "/bands.h5"), "mine");
   // The central columns read the central chains only: that bootstrap replica is not one.
   aggregateRunsWithOptions({(root_ / "c").string()}, out2, std::nullopt, central);
   EXPECT_EQ(nlohmann::json::parse(H5Reader(out2 + "/event_weights.h5").attr("/", "columns")),
