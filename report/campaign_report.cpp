@@ -306,12 +306,12 @@ std::map<std::string, std::string> renderFigures(const ReportInputs& in) {
     // runs are counted, and said so (before: "35 of 29").
     lf.title = stats.runs_again > 0
                    ? "Completed task runs against time (" + std::to_string(stats.done_at.size()) +
-                         ", " + std::to_string(stats.runs_again) + " of them of tasks run again; " +
-                         std::to_string(stats.tasks) + " tasks)"
+                         " runs of " + std::to_string(stats.tasks) + " tasks; " +
+                         std::to_string(stats.runs_again) + " ran again after they were done)"
                    : "Completed tasks against time (" + std::to_string(stats.done_at.size()) +
                          " of " + std::to_string(stats.tasks) + ")";
     lf.xlabel = std::string("time since the first dispatch [") + uname + "]";
-    lf.ylabel = "tasks completed";
+    lf.ylabel = stats.runs_again > 0 ? "task runs completed" : "tasks completed";
     lf.series.push_back(done);
     batch.add("throughput", lf);
   }
@@ -857,6 +857,7 @@ void campaignSection(Page& page, const ReportInputs& in) {
   for (const auto& [k, v] : stats.counts) states.push_back({k, std::to_string(v)});
   const double wall = stats.last_end > stats.first_start ? stats.last_end - stats.first_start : 0;
   const double done = static_cast<double>(stats.done_at.size());
+  const std::string unit = stats.runs_again > 0 ? " task runs" : " tasks";
   std::vector<std::vector<std::string>> acct = {
       {"attempts (dispatches)", std::to_string(stats.attempts)},
       {"failed attempts", std::to_string(stats.failed_attempts)},
@@ -868,11 +869,16 @@ void campaignSection(Page& page, const ReportInputs& in) {
                                    : "0 (CPU slots)"},
       {"CPU-hours (x threads per task)",
        fmt(stats.cpu_hours, 4) + " (" + formatDuration(stats.cpu_hours * 3600) + ")"},
+      // Completions per hour: a task run again after it was done completes twice, so these
+      // are task runs then, and said so.
       {"throughput",
-       wall > 0 ? fmt(done / wall * 3600.0, 1) + " tasks/h (" + fmt(done / wall, 2) + " tasks/s)"
+       wall > 0 ? fmt(done / wall * 3600.0, 1) + unit + "/h (" + fmt(done / wall, 2) + unit + "/s)"
                 : "-"},
       {"mean slots busy", wall > 0 ? fmt(stats.run_s / wall, 2) : "-"},
   };
+  if (stats.runs_again > 0)
+    acct.insert(acct.begin() + 4, {"runs of tasks done before (retry --task, accept-inputs)",
+                                   std::to_string(stats.runs_again)});
   std::string hosts;
   for (const auto& [h, n] : stats.hosts)
     hosts += (hosts.empty() ? "" : ", ") + h + " (" + std::to_string(n) + ")";

@@ -330,6 +330,11 @@ TEST(CampaignReport, TheOverviewSaysHowManyTasksRanAtOnce) {
   EXPECT_EQ(stats.done_at.size(), 7u);
   EXPECT_EQ(stats.runs_again, 1);
   EXPECT_EQ(stats.tasks, 6);
+  // The accounting says so too: its throughput is of task runs then.
+  const std::string html = renderCampaignReport(dir, {});
+  EXPECT_NE(html.find("<td>runs of tasks done before (retry --task, accept-inputs)</td><td>1</td>"),
+            std::string::npos);
+  EXPECT_NE(html.find(" task runs/h ("), std::string::npos);
 }
 
 // The chains an aggregation read count the warm reference's and those it left out on purpose
