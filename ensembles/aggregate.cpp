@@ -471,10 +471,40 @@ plot::LineFigure breakdownFigure(
   fig.ylabel = "uncertainty / unfolded";
   fig.xmin = edges.front();  // the distribution figure's range
   fig.xmax = edges.back();
+  fig.key_below = true;  // a legend beside it took a third of the width
+  fig.height = 520;
+  // Each line's colour follows its name, not its position: a source is drawn alike in every
+  // campaign's figures (a colour of its own while the palette lasts), the total in black.
+  static const char* kSourceColors[] = {"#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+                                        "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"};
+  constexpr size_t kSources = sizeof(kSourceColors) / sizeof(kSourceColors[0]);
+  std::vector<bool> taken(kSources, false);
+  size_t free_colors = kSources;
   for (const auto& [label, sigma] : sigmas) {
     plot::Series s;
     s.label = label;
     s.style = "lines";
+    if (label == "total") {
+      s.color = "#000000";
+      s.line_width = 3;
+    } else if (label == "stat" || label == "stat: training noise") {
+      s.color = "#1f77b4";
+      s.dashed = label != "stat";
+    } else if (label == "mc_stat") {
+      s.color = "#17becf";
+    } else {
+      uint64_t h = 1469598103934665603ull;  // FNV-1a of the name
+      for (unsigned char c : label) h = (h ^ c) * 1099511628211ull;
+      size_t k = h % kSources;
+      if (free_colors > 0) {
+        while (taken[k]) k = (k + 1) % kSources;
+        taken[k] = true;
+        --free_colors;
+      } else {
+        s.dashed = true;  // past the palette: a colour again, dashed
+      }
+      s.color = kSourceColors[k];
+    }
     for (size_t b = 0; b < nominal.size(); ++b) {
       if (!(nominal[b] * (edges[b + 1] - edges[b]) >= 1e-3)) {
         // A gap, not a line drawn across the bins left out (an undefined point breaks it).

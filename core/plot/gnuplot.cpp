@@ -84,7 +84,9 @@ void GnuplotBatch::add(const std::string& name, const LineFigure& fig) {
   s += "set output " + gnuplotQuote(png) + "\n";
   s += "set title " + gnuplotQuote(fig.title) + "\nset xlabel " + gnuplotQuote(fig.xlabel) +
        "\nset ylabel " + gnuplotQuote(fig.ylabel) + "\n";
-  s += "set grid\nset key outside right top\n";  // beside the plot: it hides no line
+  // Beside or below the plot: it hides no line.
+  s += fig.key_below ? "set grid\nset key outside below center horizontal\n"
+                     : "set grid\nset key outside right top\n";
   if (fig.logx) s += "set logscale x 2\n";
   if (fig.logy) s += "set logscale y\n";
   if (std::isfinite(fig.xmin) && std::isfinite(fig.xmax) && fig.xmin < fig.xmax)
@@ -100,8 +102,10 @@ void GnuplotBatch::add(const std::string& name, const LineFigure& fig) {
     std::string style = sr.style;
     if (style != "lines" && style != "points" && style != "steps") style = "linespoints";
     if (!plot.empty()) plot += ", \\\n  ";
-    plot += gnuplotQuote(file) + " using 1:2 with " + style + " lw 2 pt 7 ps 0.8 lc rgb '" +
-            kPalette[k % 8] + "' title " + gnuplotQuote(sr.label);
+    plot += gnuplotQuote(file) + " using 1:2 with " + style + " lw " + num(sr.line_width) +
+            (sr.dashed ? " dt 2" : "") + " pt 7 ps 0.8 lc rgb '" +
+            (sr.color.empty() ? std::string(kPalette[k % 8]) : sr.color) + "' title " +
+            gnuplotQuote(sr.label);
   }
   if (plot.empty()) {
     s += "set label 1 'no data' at graph 0.5, graph 0.5 center\nplot [0:1][0:1] NaN notitle\n";

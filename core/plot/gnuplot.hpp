@@ -18,14 +18,22 @@ namespace foldfarm::plot {
 
 // y(x) curves. `style`: "linespoints", "lines", "points" or "steps".
 struct Series {
+  Series() = default;
+  Series(std::string label_, std::vector<double> x_ = {}, std::vector<double> y_ = {},
+         std::string style_ = "linespoints")
+      : label(std::move(label_)), x(std::move(x_)), y(std::move(y_)), style(std::move(style_)) {}
   std::string label;
   std::vector<double> x, y;
   std::string style = "linespoints";
+  std::string color;  // "#rrggbb"; empty: the palette's, by position
+  double line_width = 2;
+  bool dashed = false;
 };
 struct LineFigure {
   std::string title, xlabel, ylabel;
   std::vector<Series> series;
   bool logx = false, logy = false;
+  bool key_below = false;  // the legend under the plot (many entries), else beside it
   int width = 760, height = 460;
   // The x range drawn when both are finite (a breakdown over its distribution's range), else
   // gnuplot's own from the points.

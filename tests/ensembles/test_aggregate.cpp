@@ -1334,3 +1334,35 @@ TEST(BreakdownFigure, BinsLeftOutAreAGapAndTheRangeIsTheDistributions) {
   EXPECT_EQ(fig.xmin, 0.0);
   EXPECT_EQ(fig.xmax, 5.0);
 }
+
+// A line's colour follows its name: a source is drawn alike whichever sources stand beside it
+// (before: by position, `det` orange in one campaign and green in another), the total black.
+TEST(BreakdownFigure, ASourceKeepsItsColourInEveryCampaign) {
+  const std::vector<double> edges{0, 1, 2};
+  const std::vector<double> nominal{0.5, 0.5};
+  const std::vector<double> sigma{0.1, 0.1};
+  const auto colours = [&](const std::vector<std::string>& names) {
+    std::vector<std::pair<std::string, std::vector<double>>> sigmas;
+    for (const std::string& n : names) sigmas.emplace_back(n, sigma);
+    std::map<std::string, std::string> by_name;
+    for (const foldfarm::plot::Series& s : breakdownFigure("mass", edges, nominal, sigmas).series)
+      by_name[s.label] = s.color + (s.dashed ? " dashed" : "");
+    return by_name;
+  };
+  const auto a = colours({"stat", "det", "total"});
+  const auto b = colours({"stat", "stat: training noise", "mc_stat", "alt", "det", "total"});
+  EXPECT_EQ(a.at("det"), b.at("det"));
+  EXPECT_EQ(a.at("total"), "#000000");
+  EXPECT_EQ(b.at("total"), "#000000");
+  EXPECT_EQ(a.at("stat"), b.at("stat"));
+  EXPECT_NE(b.at("alt"), b.at("det"));
+  EXPECT_EQ(b.at("stat: training noise"), b.at("stat") + " dashed");
+  // Sources in one figure never share a colour while the palette lasts.
+  std::vector<std::string> many{"stat"};
+  for (int k = 0; k < 8; ++k) many.push_back("src" + std::to_string(k));
+  std::set<std::string> seen;
+  for (const auto& [name, colour] : colours(many)) {
+    if (name == "stat") continue;
+    EXPECT_TRUE(seen.insert(colour).second) << name << " " << colour;
+  }
+}
