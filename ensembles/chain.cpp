@@ -181,10 +181,10 @@ ChainState loadProgress(const std::string& out, const ChainSpec& spec) {
   const json now = chainSpecToJson(spec), then = j.value("spec", json());
   if (then != now) {
     // Named with the first parameter that differs and both values.
-    const std::string key = jobs::firstJsonDifference(then, now);
-    throw InputError(out + ": holds the state of a chain with different parameters ('" + key +
-                     "' " + jobs::shortJsonText(jobs::jsonAtDotted(then, key)) + ", now " +
-                     jobs::shortJsonText(jobs::jsonAtDotted(now, key)) +
+    const jobs::JsonKeys at = jobs::jsonDifferences(then, now).front();
+    throw InputError(out + ": holds the state of a chain with different parameters ('" +
+                     jobs::jsonKeysText(at) + "' " + jobs::shortJsonText(jobs::jsonAt(then, at)) +
+                     ", now " + jobs::shortJsonText(jobs::jsonAt(now, at)) +
                      "); rerun with the parameters it was started with, use another output "
                      "directory, or remove " +
                      stateDir(out));

@@ -30,6 +30,7 @@
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_output.hpp"
 #include "ensembles/truth_comparison.hpp"
+#include "jobs/campaign_spec.hpp"
 
 namespace foldfarm::ensembles {
 namespace {
@@ -280,22 +281,28 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
   checkOnEveryRank(ranks, [&] { spec = chainSpecFromJson(params); });
   const int threads = params.value("threads", 0);
   if (threads > 0) configureThreads(threads);
-  setLogTask((spec.variation.is_null() ? std::string()
-                                       : spec.variation.value("name", std::string()) + ".") +
-             "r" + std::to_string(spec.replica) + "m" + std::to_string(spec.member));
+  // Named as the campaign names the task (r0001m0, det_up.r0001m0; before: r1m0).
+  setLogTask(jobs::taskIdFor(
+      spec.variation.is_null() ? std::string() : spec.variation.value("name", std::string()),
+      spec.replica, spec.member));
   const std::string result_path = task_dir + "/" + kChainResultFile;
   bool complete = false;  // every rank finds it alike: rank 0 says what is wrong
   checkOnEveryRank(ranks, [&] {
     if (fs::exists(result_path)) {
       nlohmann::json done = readJson(result_path);
       nlohmann::json same = chainSpecToJson(spec);
-      bool match = true;
+      // The parameters the finished chain recorded, against these: the first that differs
+      // is named with both values.
+      nlohmann::json recorded = nlohmann::json::object();
       for (auto it = same.begin(); it != same.end(); ++it)
-        match = match && done.value(it.key(), nlohmann::json()) == it.value();
-      if (!match)
-        throw InputError(task_dir +
-                         ": already holds a chain with different parameters; use "
-                         "another output directory");
+        recorded[it.key()] = done.value(it.key(), nlohmann::json());
+      const std::vector<jobs::JsonKeys> diff = jobs::jsonDifferences(recorded, same);
+      if (!diff.empty())
+        throw InputError(task_dir + ": already holds a chain with different parameters ('" +
+                         jobs::jsonKeysText(diff.front()) + "' " +
+                         jobs::shortJsonText(jobs::jsonAt(recorded, diff.front())) + ", now " +
+                         jobs::shortJsonText(jobs::jsonAt(same, diff.front())) +
+                         "); use another output directory");
       complete = true;
       return;
     }

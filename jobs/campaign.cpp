@@ -244,11 +244,24 @@ SpecAgainstJournal specAgainstJournal(const std::string& dir, CampaignJournal& j
     return r;
   }
   r.kind = SpecAgainstJournal::Kind::kEdited;
-  const std::string key = firstJsonDifference(committed, file);
-  r.edit = "'" + key + "' = " + shortJsonText(jsonAtDotted(file, key)) +
-           " differs from the campaign's frozen spec (" +
-           shortJsonText(jsonAtDotted(committed, key)) + ", its copy in " + dir + "/" +
-           kJournalFile + ")";
+  // Every edit, up to a few (a tool that rewrites the file may change more than the user did:
+  // jq 1.6 rounds the recorded times, integers of 19 digits, to doubles).
+  const std::vector<JsonKeys> edits = jsonDifferences(committed, file, 4);
+  const auto edit = [&](const JsonKeys& at) {
+    return "'" + jsonKeysText(at) + "' = " + shortJsonText(jsonAt(file, at));
+  };
+  if (edits.size() == 1) {
+    r.edit = edit(edits.front()) + " differs from the campaign's frozen spec (" +
+             shortJsonText(jsonAt(committed, edits.front())) + ", its copy in " + dir + "/" +
+             kJournalFile + ")";
+  } else {
+    for (const JsonKeys& at : edits)
+      r.edit += (r.edit.empty() ? "" : ", ") + edit(at) +
+                " (frozen: " + shortJsonText(jsonAt(committed, at)) + ")";
+    r.edit += (edits.size() == 4 ? ", … differ" : " differ") +
+              std::string(" from the campaign's frozen spec (its copy in ") + dir + "/" +
+              kJournalFile + ")";
+  }
   return r;
 }
 
@@ -581,10 +594,6 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
   RepairSummary sum;
   // 0. The frozen spec, from the journal's copy when it is damaged or lost.
   CampaignSpec spec = loadOrRestoreFrozenSpec(dir, sum);
-  // 0b. Inputs copied again with the same bytes, given back their time.
-  InputTimesRestored inputs = restoreInputTimes(spec.inputs_at_init);
-  sum.inputs_restored = std::move(inputs.restored);
-  sum.inputs_changed = std::move(inputs.left);
   SpecAgainstJournal spec_state;
   std::string committed_text;
   if (!pathExists(path)) {
@@ -627,6 +636,12 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
     sum.spec_restored = true;
     sum.spec_damaged_copy = kept;
   }
+  // 0b. Inputs copied again with the same bytes, given back the time the campaign's spec
+  //     recorded: its own, the journal's copy once an edited spec.json was put aside (before:
+  //     the edited file's times, written onto the inputs of every campaign sharing them).
+  InputTimesRestored inputs = restoreInputTimes(spec.inputs_at_init);
+  sum.inputs_restored = std::move(inputs.restored);
+  sum.inputs_changed = std::move(inputs.left);
   if (sum.problem.empty() && !force) return sum;
 
   // 1. The new journal, beside the old one: every task pending, then the results on disk.

@@ -979,21 +979,34 @@ void checkResourcesOnThisNode(const CampaignSpec& spec, const std::string& origi
   }
 }
 
-// The dotted key of the first place where `a` and `b` differ ("" when equal): an object's
-// keys in order, else the value as a whole.
-std::string firstJsonDifference(const json& a, const json& b, const std::string& prefix) {
-  if (a == b) return "";
-  if (!a.is_object() || !b.is_object()) return prefix.empty() ? "(the whole value)" : prefix;
+namespace {
+void collectDifferences(const json& a, const json& b, JsonKeys& at, std::vector<JsonKeys>& out,
+                        size_t max) {
+  if (out.size() >= max || a == b) return;
+  if (!a.is_object() || !b.is_object()) {
+    out.push_back(at);
+    return;
+  }
   std::set<std::string> keys;
   for (auto it = a.begin(); it != a.end(); ++it) keys.insert(it.key());
   for (auto it = b.begin(); it != b.end(); ++it) keys.insert(it.key());
   for (const std::string& k : keys) {
-    const std::string key = prefix.empty() ? k : prefix + "." + k;
-    if (!a.contains(k) || !b.contains(k)) return key;
-    const std::string d = firstJsonDifference(a[k], b[k], key);
-    if (!d.empty()) return d;
+    at.push_back(k);
+    if (!a.contains(k) || !b.contains(k)) {
+      if (out.size() < max) out.push_back(at);
+    } else {
+      collectDifferences(a[k], b[k], at, out, max);
+    }
+    at.pop_back();
   }
-  return "";
+}
+}  // namespace
+
+std::vector<JsonKeys> jsonDifferences(const json& a, const json& b, size_t max) {
+  std::vector<JsonKeys> out;
+  JsonKeys at;
+  collectDifferences(a, b, at, out, max);
+  return out;
 }
 
 // A value for a message: its JSON, cut short.
@@ -1003,17 +1016,25 @@ std::string shortJsonText(const json* value) {
   return s.size() > 80 ? s.substr(0, 77) + "..." : s;
 }
 
-const json* jsonAtDotted(const json& j, const std::string& dotted) {
+const json* jsonAt(const json& j, const JsonKeys& keys) {
   const json* p = &j;
-  size_t start = 0;
-  while (start <= dotted.size()) {
-    const size_t dot = std::min(dotted.find('.', start), dotted.size());
-    const std::string k = dotted.substr(start, dot - start);
+  for (const std::string& k : keys) {
     if (!p->is_object() || !p->contains(k)) return nullptr;
     p = &(*p)[k];
-    start = dot + 1;
   }
   return p;
+}
+
+std::string jsonKeysText(const JsonKeys& keys, const std::string& prefix) {
+  std::string text = prefix;
+  for (const std::string& k : keys) {
+    const bool plain = !k.empty() && k.find_first_of("./[]\" ") == std::string::npos;
+    if (plain)
+      text += (text.empty() ? "" : ".") + k;
+    else
+      text += "[" + json(k).dump() + "]";
+  }
+  return text.empty() ? "(the whole value)" : text;
 }
 
 }  // namespace foldfarm::jobs

@@ -271,12 +271,17 @@ void checkResourcesOnThisNode(const CampaignSpec& spec, const std::string& origi
 // GPUs visible on this node: CUDA_VISIBLE_DEVICES when set, else /dev/nvidiaN devices.
 int gpusOnThisNode();
 
-// The dotted key of the first place where two JSON values (two specs) differ, "" when they are
-// equal: an object's keys in order, else the value as a whole ("(the whole value)" at the top).
-std::string firstJsonDifference(const nlohmann::json& a, const nlohmann::json& b,
-                                const std::string& prefix = "");
-// The value at a dotted key ("variations.det_up.replicas"); nullptr when absent.
-const nlohmann::json* jsonAtDotted(const nlohmann::json& j, const std::string& dotted);
+// A place in a JSON value: the object keys that lead to it (none: the value as a whole).
+using JsonKeys = std::vector<std::string>;
+// The places where two JSON values (two specs) differ, at most `max`, an object's keys in
+// order; a value that is not an object on either side differs as a whole. Empty when equal.
+std::vector<JsonKeys> jsonDifferences(const nlohmann::json& a, const nlohmann::json& b,
+                                      size_t max = 1);
+// The value at `keys`; nullptr when absent.
+const nlohmann::json* jsonAt(const nlohmann::json& j, const JsonKeys& keys);
+// `keys` for a message, after `prefix`: variations.det_up.replicas; a key that holds a dot,
+// a path, in brackets: inputs_at_init["/data/mc.h5"].mtime_ns. "(the whole value)" for none.
+std::string jsonKeysText(const JsonKeys& keys, const std::string& prefix = "");
 // A value for a message: its JSON cut short, or "absent".
 std::string shortJsonText(const nlohmann::json* value);
 

@@ -23,11 +23,11 @@ constexpr const char* kExtendAdvice =
 
 // InputError naming the first key of `a` (the campaign's) and `b` (`from`'s) that differs.
 void requireSame(const json& a, const json& b, const std::string& prefix, const std::string& from) {
-  const std::string key = firstJsonDifference(a, b, prefix);
-  if (key.empty()) return;
-  const std::string local = prefix.empty() ? key : key.substr(prefix.size() + 1);
-  throw InputError(from + ": '" + key + "' = " + shortJsonText(jsonAtDotted(b, local)) +
-                   " differs from the campaign's (" + shortJsonText(jsonAtDotted(a, local)) + ")" +
+  const std::vector<JsonKeys> diff = jsonDifferences(a, b);
+  if (diff.empty()) return;
+  const JsonKeys& at = diff.front();
+  throw InputError(from + ": '" + jsonKeysText(at, prefix) + "' = " + shortJsonText(jsonAt(b, at)) +
+                   " differs from the campaign's (" + shortJsonText(jsonAt(a, at)) + ")" +
                    kExtendAdvice);
 }
 
@@ -123,8 +123,10 @@ void requireSameTask(const CampaignSpec& old, int i, const CampaignSpec& next, i
                      const std::string& from) {
   const TaskDef a = old.taskDef(i);
   const TaskDef b = next.taskDef(k);
-  const std::string key = firstJsonDifference(a.params, b.params);
-  if (key.empty()) return;
+  const std::vector<JsonKeys> diff = jsonDifferences(a.params, b.params);
+  if (diff.empty()) return;
+  const JsonKeys& at = diff.front();
+  const std::string key = jsonKeysText(at);
   if (key == "keep_models")
     throw InputError(from + ": the new tasks of variation '" +
                      warmStarterOf(old, next, a.replica, a.member) + "' would start from task " +
@@ -140,8 +142,8 @@ void requireSameTask(const CampaignSpec& old, int i, const CampaignSpec& next, i
                      "the campaign has; make a new campaign with these counts (`foldfarm "
                      "campaign init`), or give the variation \"warm_start\": false there");
   throw InputError(from + ": task " + a.id + " would change ('" + key +
-                   "' = " + shortJsonText(jsonAtDotted(b.params, key)) + ", not " +
-                   shortJsonText(jsonAtDotted(a.params, key)) + ")" + kExtendAdvice);
+                   "' = " + shortJsonText(jsonAt(b.params, at)) + ", not " +
+                   shortJsonText(jsonAt(a.params, at)) + ")" + kExtendAdvice);
 }
 
 // The request as a spec: its file (or the campaign's own spec) with the counts over it.

@@ -77,15 +77,18 @@ json recordListing(const std::string& path, std::vector<Entry>& entries) {
   return {{"size", st.size}, {"mtime_ns", st.mtime_ns}};
 }
 
-// "1000 bytes, modified …", "3 files, 2048 bytes, newest modified …", "missing"
-std::string describe(const json& r) {
+// "1000 bytes, modified …", "3 files, 2048 bytes, newest modified …", "missing"; with
+// `exact`, the time's nanoseconds too (two times alike to the millisecond).
+std::string describe(const json& r, bool exact = false) {
   if (!r.is_object() || r.value("missing", false)) return "missing";
   std::string s;
   if (r.contains("files")) s = std::to_string(r.value("files", 0LL)) + " files, ";
   s += std::to_string(r.value("bytes", r.value("size", 0LL))) + " bytes, ";
   s += r.contains("files") ? "newest modified " : "modified ";
-  return s + formatUtcTime(static_cast<double>(r.value("mtime_ns", 0LL)) * 1e-9,
-                           /*milliseconds=*/true);
+  s += formatUtcTime(static_cast<double>(r.value("mtime_ns", 0LL)) * 1e-9,
+                     /*milliseconds=*/true);
+  if (exact) s += " (mtime_ns " + std::to_string(r.value("mtime_ns", 0LL)) + ")";
+  return s;
 }
 
 // The record without what the checks do not compare (the checksums of a file, of a
@@ -117,8 +120,11 @@ std::string changeClause(const std::string& path, const json& then, const json& 
   if (then.contains("files") && now.contains("files") &&
       now.value("digest", "") != then.value("digest", ""))
     what += " (a directory: its files)";
-  std::string clause = what + " changed since `campaign init` (" + describe(then) + " then; " +
-                       describe(now) + " now";
+  // Alike to the millisecond (a time rounded by a tool, a copy with sub-millisecond times
+  // changed): the nanoseconds tell them apart.
+  const bool exact = describe(then) == describe(now);
+  std::string clause = what + " changed since `campaign init` (" + describe(then, exact) +
+                       " then; " + describe(now, exact) + " now";
   if (!advice) return clause + ")";
   // A file of the same size whose time alone moved on may be the same bytes copied again
   // (cp, rsync without -t, a staging script): say how to give it its time back.

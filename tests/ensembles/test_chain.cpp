@@ -205,6 +205,19 @@ TEST_F(ChainTest, InterruptedAndResumedChainEndsWithIdenticalWeights) {
   ASSERT_EQ(runChainTask(params(2, 0), cut.string()), 0);
   EXPECT_EQ(push(ref), push(cut));
   EXPECT_EQ(readChainWeights(ref.string()).pull, readChainWeights(cut.string()).pull);
+  // A finished chain run again with another parameter: named too (before: "different
+  // parameters" alone).
+  nlohmann::json replica = params(2, 0);
+  replica["replica"] = 5;
+  try {
+    runChainTaskOrThrow(replica, ref.string());
+    ADD_FAILURE() << "took a finished chain of other parameters";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("already holds a chain with different parameters "
+                                         "('replica' 2, now 5); use another output directory"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 // A chain resumed on an MC regenerated since it started is refused, its state kept. The same

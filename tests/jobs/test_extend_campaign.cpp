@@ -19,6 +19,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
+#include "core/base/file_stat.hpp"
 #include "jobs/campaign.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
@@ -571,6 +572,32 @@ TEST_F(ExtendCampaign, ASpecEditedByHandIsRefusedAndRepairPutsItBack) {
     const std::string kept = rep.at("spec_damaged_copy").get<std::string>();
     EXPECT_EQ(json::parse(readText(kept)), edited);
     fs::remove(kept);
+    EXPECT_EQ(readText(spec_path), frozen);
+  }
+  // An edit through a tool that rewrites the file (jq 1.6 rounds the recorded times, integers
+  // of 19 digits) changes an input's record too: every edit is named, a path key in brackets;
+  // `repair` gives the inputs the frozen spec's times (before: the edited file's, written onto
+  // the input files of every campaign reading them, which then refused to run).
+  {
+    const long long mc_time = statPath(mc_).mtime_ns;
+    ASSERT_EQ(original.at("inputs_at_init").at(mc_).at("mtime_ns").get<long long>(), mc_time);
+    json edited = original;
+    edited["replicas"] = 5;
+    edited["inputs_at_init"][mc_]["mtime_ns"] = 1000000000000000000LL;
+    writeText(spec_path, edited.dump(2) + "\n");
+    ToolRun st = runTool({"status", dir_}, scratch_, "edited-two");
+    EXPECT_EQ(st.exit_code, kExitBadInput) << st.err;
+    EXPECT_NE(st.err.find(spec_path + ": 'inputs_at_init[\"" + mc_ +
+                          "\"].mtime_ns' = 1000000000000000000 (frozen: " +
+                          std::to_string(mc_time) + "), 'replicas' = 5 (frozen: 3) differ from " +
+                          "the campaign's frozen spec (its copy in "),
+              std::string::npos)
+        << st.err;
+    ToolRun repair = runTool({"repair", dir_, "--json"}, scratch_, "repair-two");
+    ASSERT_EQ(repair.exit_code, 0) << repair.err;
+    EXPECT_EQ(json::parse(repair.out).at("inputs_restored"), json::array()) << repair.out;
+    EXPECT_EQ(statPath(mc_).mtime_ns, mc_time) << "the input keeps its time";
+    fs::remove(json::parse(repair.out).at("spec_damaged_copy").get<std::string>());
     EXPECT_EQ(readText(spec_path), frozen);
   }
   // Another layout of the same spec is no edit.
