@@ -468,6 +468,14 @@ int workCommand(const std::string& dir, const std::vector<std::string>& entries,
     if (stopRequested()) {
       std::printf("%s interrupted: not started (stop requested)\n", id.c_str());
       std::fflush(stdout);
+      // The journal's writer (Slurm) sees only that this element wrote no result for it: the
+      // record says it never started, so that no cap counts it (before: a lost submission,
+      // failed after --max-submissions time-limit cuts of elements it waited in).
+      if (n > 0)
+        recordLeaseRefusal(taskDirOf(dir, id),
+                           LeaseRefusal{n,
+                                        "its job was stopped (a time limit, a scancel) before "
+                                        "the task's turn in it"});
       note(kExitInterrupted);
       continue;
     }

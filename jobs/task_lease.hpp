@@ -103,9 +103,10 @@ std::string leaseHolderNow(const std::string& task_dir);
 // The newest attempt <task dir>/.attempt records (0: none, or no such directory).
 int newestAttempt(const std::string& task_dir);
 
-// <task dir>/.lease-refused: `attempt` was not started because the lease was held by
-// processes it could not end (`reason`). Outside every attempt's outputs, so written without
-// the lease; the newest refusal replaces an older one. Best effort (a warning on failure).
+// <task dir>/.lease-refused: `attempt` was not started (`reason`): the lease was held by
+// processes it could not end, or its Slurm job was stopped before the task's turn in it. Outside
+// every attempt's outputs, so written without the lease; the newest refusal replaces an older one.
+// Best effort (a warning on failure).
 struct LeaseRefusal {
   int attempt = 0;
   std::string reason;

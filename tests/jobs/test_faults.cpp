@@ -16,6 +16,7 @@
 #include "core/base/exit_codes.hpp"
 #include "core/base/fault_point.hpp"
 #include "jobs/campaign.hpp"
+#include "jobs/task_lease.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
 #include "tests/jobs/tool_campaign_test.hpp"
@@ -667,6 +668,32 @@ TEST_F(Faults, TwoRunnersOfOneTaskNeverOverlapAndAnOlderAttemptStartedLaterRunsN
   EXPECT_EQ(r->attempt, 3);
   EXPECT_EQ(r->status, 0);
   EXPECT_NE(r->reason.find("finished by attempt 2"), std::string::npos) << r->reason;
+}
+
+// A Slurm element of two tasks stopped (a time limit, a scancel) while its first runs: the
+// second, never started, is recorded so (its attempt, why) for the submitter, which counts it
+// toward no cap (before: a submission "ended without a result", and after --max-submissions
+// such cuts the task failed without ever having run).
+TEST_F(Faults, ATaskItsElementWasStoppedBeforeIsRecordedAsNotStarted) {
+  init(json{{"task", "command"},
+            {"replicas", 2},
+            {"params", {{"argv", {"/bin/sh", "-c", "echo begin >> runs; sleep 30"}}}}});
+  const std::string first = dir_ + "/tasks/r0000m0", second = dir_ + "/tasks/r0001m0";
+  pid_t work =
+      startTool({"work", dir_, "--task", "r0000m0@1", "--task", "r0001m0@1"}, scratch_, "work");
+  for (int i = 0; i < 500 && readText(first + "/runs").empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(readText(first + "/runs"), "begin\n");
+  ::kill(work, SIGTERM);
+  EXPECT_EQ(waitExit(work), foldfarm::kExitInterrupted) << readText(scratch_ + "/work.err");
+  EXPECT_NE(readText(scratch_ + "/work.out").find("r0001m0 interrupted: not started"),
+            std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(second + "/runs"));
+  const std::optional<foldfarm::jobs::LeaseRefusal> r = foldfarm::jobs::readLeaseRefusal(second);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->attempt, 1);
+  EXPECT_NE(r->reason.find("before the task's turn"), std::string::npos) << r->reason;
+  EXPECT_FALSE(foldfarm::jobs::readLeaseRefusal(first).has_value()) << "the first one ran";
 }
 
 TEST_F(Faults, KillMinus9OfTheOrchestratorFiveTimesThenResumeDoesEveryTaskOnce) {
