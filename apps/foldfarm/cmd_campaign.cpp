@@ -279,7 +279,18 @@ void runCampaign(const std::string& dir, const std::string& executor,
                  const jobs::RunOptions& options, const std::string& failed) {
   registerAllTaskKinds();
   const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(dir);
-  if ((executor.empty() ? frozen.executor : executor) == "slurm") {
+  const dist::LaunchInfo launch = dist::detectLaunch();
+  // A campaign submitted through Slurm before is submitted again, with that submission's
+  // options (before: `retry --failed`, which the Slurm messages advise, ran the tasks on the
+  // login node when the spec said "local"). Not from within a job step (a pilot's ranks).
+  const bool submitted_before = executor.empty() && frozen.executor != "slurm" &&
+                                !launch.distributed() && slurm::recordedSubmitOptions(dir);
+  if (submitted_before)
+    logInfo(
+        "campaign {}: submitted through Slurm before ({}): submitted again with its options; "
+        "`--executor local` runs the tasks here",
+        dir, slurm::submitOptionsPath(dir));
+  if (submitted_before || (executor.empty() ? frozen.executor : executor) == "slurm") {
     runCampaignThroughSlurm(dir, options.retry);  // refuses an untrainable campaign itself
     return;
   }
@@ -290,7 +301,13 @@ void runCampaign(const std::string& dir, const std::string& executor,
   };  // the local run; the pilot's rank 0 for all
   const int rc = jobs::runCommand(dir, executor, o);
   if (rc == kExitInterrupted)
-    throw InterruptedError(dir + ": stopped; continue with `foldfarm campaign resume " + dir + "`");
+    throw InterruptedError(
+        dir + ": stopped; continue with " +
+        (launch.distributed()
+             ? "the pilot's batch script submitted again (`sbatch`; one made with --requeue "
+               "requeues itself after a time limit), or `foldfarm campaign resume " +
+                   dir + "` on this host"
+             : "`foldfarm campaign resume " + dir + "`"));
   if (rc == kExitCancelled)
     throw Error(dir + ": cancelled by `foldfarm campaign cancel`; `foldfarm campaign retry " + dir +
                     " --cancelled` runs the cancelled tasks",

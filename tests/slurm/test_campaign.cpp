@@ -35,12 +35,17 @@ namespace {
 
 const char* kHostile = "c a m p 'q' \"dq\" $(touch INJECTED) `touch INJECTED2`; touch INJECTED3";
 
-std::string createSleepCampaign(const std::string& dir, int tasks, double seconds) {
+std::string createSleepCampaign(const std::string& dir, int tasks, double seconds,
+                                const std::string& executor = "slurm") {
   jobs::registerBuiltinTaskKinds();
-  nlohmann::json spec = {{"name", "sleepers"},  {"task", "sleep"},
-                         {"replicas", tasks},   {"members", 1},
-                         {"seed", 7},           {"params", {{"seconds", seconds}}},
-                         {"executor", "slurm"}, {"resources", {{"cpu_slots", 1}}}};
+  nlohmann::json spec = {{"name", "sleepers"},
+                         {"task", "sleep"},
+                         {"replicas", tasks},
+                         {"members", 1},
+                         {"seed", 7},
+                         {"params", {{"seconds", seconds}}},
+                         {"executor", executor},
+                         {"resources", {{"cpu_slots", 1}}}};
   jobs::Campaign::init(jobs::parseCampaignSpec(spec, "test spec", dir), dir);
   return dir;
 }
@@ -238,7 +243,10 @@ TEST_F(SlurmCampaign, RetryOfCancelledTasksSubmitsThem) {
 // output pattern of the user's, and on a real cluster no partition or account), and a submit
 // that finds no pending task names the retry that submits the cancelled ones.
 TEST_F(SlurmCampaign, ARetrySubmitsWithTheOptionsOfTheLastSubmit) {
-  const std::string dir = createSleepCampaign(base_ + "/options", 2, 0.1);
+  // A spec that says "local" (the README's): submitted through Slurm once, its retry is
+  // submitted too (before: run on the login node, where the retry advised by the Slurm
+  // messages was typed).
+  const std::string dir = createSleepCampaign(base_ + "/options", 2, 0.1, "local");
   {
     jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kWriter);
     ASSERT_EQ(c.cancel("test"), 2);
@@ -256,6 +264,11 @@ TEST_F(SlurmCampaign, ARetrySubmitsWithTheOptionsOfTheLastSubmit) {
       runProcess({FOLDFARM_BINARY, "campaign", "retry", dir, "--cancelled"});
   EXPECT_EQ(retry.status(), 0) << retry.err;
   EXPECT_NE(retry.err.find("submitting with the options of its last submission ("),
+            std::string::npos)
+      << retry.err;
+  EXPECT_NE(retry.err.find("submitted through Slurm before (" + dir +
+                           "/slurm/submit-options.json): submitted again with its options; "
+                           "`--executor local` runs the tasks here"),
             std::string::npos)
       << retry.err;
   const std::string script = readFile(dir + "/slurm/sub-0001/array.sbatch");
