@@ -36,9 +36,11 @@ void renderHeader(std::ostringstream& s, const SbatchResources& r, const std::st
   if (!r.error.empty()) s << "#SBATCH --error=" << validateOutputPattern("error", r.error) << "\n";
   if (!r.workDir.empty()) s << "#SBATCH --chdir=" << sbatchQuote("--chdir", r.workDir) << "\n";
   if (r.signalGraceSeconds > 0) s << "#SBATCH --signal=B:USR1@" << r.signalGraceSeconds << "\n";
-  // A requeued job writes the same --output: appended, the first run's lines stay.
-  if (r.requeue) s << "#SBATCH --requeue\n#SBATCH --open-mode=append\n";
-  (void)kind;
+  // A requeued job writes the same --output: appended, the first run's lines stay. Slurm may
+  // requeue a job without --requeue too (a node failure, `scontrol requeue`): only array
+  // elements, --no-requeue, never run twice.
+  if (r.requeue) s << "#SBATCH --requeue\n";
+  if (r.requeue || kind != "array") s << "#SBATCH --open-mode=append\n";
 }
 
 // The batch shell's supervision: traps first (a signal may come at any time), workers in
@@ -49,12 +51,13 @@ void renderSupervisor(std::ostringstream& s, const SbatchResources& r) {
 # save their state and exit 75; wait for them in a loop so the trap runs immediately.
 ff_pids=()
 ff_stop=""
+ff_time_limit=""
 ff_forward() {
   ff_stop=$1
   local p
   for p in "${ff_pids[@]}"; do kill -s "$1" "$p" 2>/dev/null || true; done
 }
-trap 'ff_forward USR1' USR1
+trap 'ff_time_limit=1; ff_forward USR1' USR1
 trap 'ff_forward TERM' TERM
 ff_start() {
   "$@" &
@@ -121,9 +124,15 @@ void renderFinish(std::ostringstream& s, const SbatchResources& r) {
   s << "echo \"foldfarm: job ${SLURM_JOB_ID:-?} on $(hostname -s) finished with status $ff_rc\" "
        ">&2\n";
   if (r.requeue) {
-    s << "if [ \"$ff_rc\" -eq 75 ]; then\n"
-         "  echo \"foldfarm: interrupted; requeueing job $SLURM_JOB_ID\" >&2\n"
+    // Only a stop at the time limit's warning (USR1) requeues the job (before: any stop,
+    // so a `scancel`ed job requeued itself and ran again). TERM is a `scancel` (the user's
+    // stop), or a preemption, which Slurm requeues itself in REQUEUE mode.
+    s << "if [ \"$ff_rc\" -eq 75 ] && [ -n \"$ff_time_limit\" ]; then\n"
+         "  echo \"foldfarm: interrupted at the time limit; requeueing job $SLURM_JOB_ID\" >&2\n"
          "  scontrol requeue \"$SLURM_JOB_ID\" && exit 0\n"
+         "elif [ \"$ff_rc\" -eq 75 ]; then\n"
+         "  echo \"foldfarm: stopped (${ff_stop:-no signal}: scancel or preemption): not "
+         "requeued by this script; its state is saved: submit it again to continue\" >&2\n"
          "fi\n";
   }
   s << "exit \"$ff_rc\"\n";
@@ -134,6 +143,13 @@ int ranksPerNode(const SbatchResources& r) {
 }
 
 }  // namespace
+
+SbatchResources withDefaults(SbatchResources r) {
+  if (r.jobName.empty()) r.jobName = "foldfarm";
+  for (int* n : {&r.tasksPerGpu, &r.tasksPerNode, &r.cpusPerTask})
+    if (*n == 0) *n = 1;
+  return r;
+}
 
 void validateResources(const SbatchResources& r) {
   requireRange("nodes", r.nodes, 1, 100000);
@@ -153,7 +169,9 @@ void validateResources(const SbatchResources& r) {
   if (r.foldfarm.empty()) throw InputError("--foldfarm: empty path of the foldfarm executable");
 }
 
-std::string renderPretrainScript(const SbatchResources& r, const std::vector<std::string>& args) {
+std::string renderPretrainScript(const SbatchResources& given,
+                                 const std::vector<std::string>& args) {
+  const SbatchResources r = withDefaults(given);
   validateResources(r);
   std::ostringstream s;
   // One rank per GPU: ranks per node other than the GPUs' count would be ignored (before:
@@ -188,17 +206,28 @@ std::string renderPretrainScript(const SbatchResources& r, const std::vector<std
   // pretrain refuses an --out that holds a training state (before: every requeue failed).
   const bool resume_given = std::find(args.begin(), args.end(), "--resume") != args.end();
   const bool resume_on_requeue = r.requeue && !resume_given;
-  if (resume_on_requeue)
-    s << "\n# Requeued (SLURM_RESTART_COUNT > 0): continue from the saved training state.\n"
+  // The --out of the arguments: the script submitted again after a cancel continues too.
+  std::string out;
+  for (size_t k = 0; k < args.size(); ++k) {
+    if (args[k] == "--out" && k + 1 < args.size()) out = args[k + 1];
+    if (args[k].rfind("--out=", 0) == 0) out = args[k].substr(6);
+  }
+  if (resume_on_requeue) {
+    s << "\n# Requeued (SLURM_RESTART_COUNT > 0)" << (out.empty() ? "" : ", or submitted again")
+      << ": continue from the saved training state.\n"
          "ff_resume=\"\"\n"
          "if [ \"${SLURM_RESTART_COUNT:-0}\" -gt 0 ]; then ff_resume=--resume; fi\n";
+    if (!out.empty())
+      s << "if [ -d " << shellJoin({out + "/state"}) << " ]; then ff_resume=--resume; fi\n";
+  }
   s << "ff_start " << shellJoin(cmd) << (resume_on_requeue ? " $ff_resume" : "") << "\n";
   renderFinish(s, r);
   return s.str();
 }
 
-std::string renderPilotScript(const SbatchResources& r, const std::string& campaignDir,
+std::string renderPilotScript(const SbatchResources& given, const std::string& campaignDir,
                               const std::vector<std::string>& extraArgs) {
+  const SbatchResources r = withDefaults(given);
   validateResources(r);
   if (campaignDir.empty()) throw InputError("pilot: empty campaign directory");
   std::ostringstream s;
@@ -232,7 +261,8 @@ std::string renderPilotScript(const SbatchResources& r, const std::string& campa
   return s.str();
 }
 
-std::string renderArrayScript(const SbatchResources& r, const ArrayJob& job) {
+std::string renderArrayScript(const SbatchResources& given, const ArrayJob& job) {
+  const SbatchResources r = withDefaults(given);
   validateResources(r);
   if (job.campaignDir.empty()) throw InputError("array: empty campaign directory");
   if (job.manifestPath.empty()) throw InputError("array: empty manifest path");

@@ -29,8 +29,12 @@
 
 namespace foldfarm::slurm {
 
+// jobName "" and tasksPerGpu, tasksPerNode, cpusPerTask 0 are "not given": a campaign's
+// script takes them from its spec (slurm_campaign.hpp), others "foldfarm" and 1
+// (withDefaults). An option given with the value of that default is given (before: taken
+// for one not given, and replaced by the spec's).
 struct SbatchResources {
-  std::string jobName = "foldfarm";
+  std::string jobName;    // "": foldfarm, or foldfarm-<campaign name>
   std::string partition;  // empty: the cluster's default
   std::string account;
   std::string qos;
@@ -39,9 +43,9 @@ struct SbatchResources {
   std::string mem;  // per node, e.g. "64G"
   int nodes = 1;
   int gpusPerNode = 0;   // 0: CPU nodes
-  int tasksPerGpu = 1;   // campaign tasks sharing one GPU
-  int tasksPerNode = 1;  // ranks/task slots per node on CPU nodes (gpusPerNode == 0)
-  int cpusPerTask = 1;
+  int tasksPerGpu = 0;   // campaign tasks sharing one GPU
+  int tasksPerNode = 0;  // ranks/task slots per node on CPU nodes (gpusPerNode == 0)
+  int cpusPerTask = 0;
   std::string output;                   // file pattern (%A, %a, %j, %x ...); empty: Slurm's default
   std::string error;                    // empty: with output
   std::string workDir;                  // --chdir; empty: the submission directory
@@ -50,6 +54,10 @@ struct SbatchResources {
   bool requeue = false;
   std::string foldfarm = "foldfarm";  // the executable the script runs (quoted)
 };
+
+// `r` with what it was not given at its defaults: job name "foldfarm", 1 task per GPU, 1
+// rank per node, 1 CPU per task. Every script renders from this.
+SbatchResources withDefaults(SbatchResources r);
 
 // (a) Pretraining: pretrainArgs are the arguments after `foldfarm pretrain` (each quoted),
 // after `--threads <cpusPerTask>` unless they set --threads themselves.

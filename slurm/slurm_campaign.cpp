@@ -152,8 +152,8 @@ std::vector<std::vector<std::string>> readManifest(const std::string& path) {
 
 // The resources of this round's array elements, checked (InputError naming the option).
 SbatchResources submissionResources(const jobs::Campaign& c, const SlurmCampaignOptions& o) {
-  SbatchResources res =
-      o.resourcesFromSpec ? arrayElementResources(c.spec(), o.resources) : o.resources;
+  SbatchResources res = o.resourcesFromSpec ? arrayElementResources(c.spec(), o.resources)
+                                            : withDefaults(o.resources);
   if (res.foldfarm.empty() || res.foldfarm == "foldfarm") res.foldfarm = jobs::selfExecutable();
   validateResources(res);
   return res;
@@ -170,6 +170,42 @@ void checkSubmissionOptions(const jobs::Campaign& c, const SlurmCampaignOptions&
   probe.elements = 1;
   probe.lanes = arrayElementLanes(res);
   (void)renderArrayScript(res, probe);
+}
+
+// The directories of the --output and --error patterns, made when missing (Slurm opens the
+// file before the script runs: in a missing directory the job fails with no output anywhere,
+// and every task's submissions end "without a result"). A directory that holds a placeholder
+// (%j, %x, ...) is left to the user; a relative one is the job's working directory's.
+void makeOutputDirectories(const SbatchResources& r) {
+  for (const std::string& pattern : {r.output, r.error}) {
+    const size_t slash = pattern.rfind('/');
+    if (pattern.empty() || slash == std::string::npos || slash == 0) continue;
+    std::string dir;
+    bool placeholder = false;
+    for (size_t k = 0; k < slash; ++k) {
+      if (pattern[k] != '%') {
+        dir += pattern[k];
+      } else if (k + 1 < slash && pattern[k + 1] == '%') {
+        dir += '%';
+        ++k;
+      } else {
+        placeholder = true;
+        break;
+      }
+    }
+    if (placeholder) continue;
+    fs::path path(dir);
+    if (path.is_relative())
+      path = (r.workDir.empty() ? fs::current_path() : fs::path(r.workDir)) / path;
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) continue;
+    fs::create_directories(path, ec);
+    if (ec)
+      throw InputError("--output/--error " + pattern + ": its directory " + path.string() +
+                       " is missing and cannot be made (" + ec.message() +
+                       "); Slurm would fail every job before it starts: make it, or give another");
+    logInfo("made {}, the directory of the job output pattern {}", path.string(), pattern);
+  }
 }
 
 // Step 4 for one planned array. Throws Error when sbatch fails; nothing is recorded then.
@@ -624,10 +660,10 @@ nlohmann::json SlurmCampaignSummary::toJson() const {
 SbatchResources arrayElementResources(const jobs::CampaignSpec& spec, SbatchResources r) {
   const auto& res = spec.resources;
   r.gpusPerNode = res.gpus > 0 ? std::max(r.gpusPerNode, 1) : r.gpusPerNode;
-  if (res.gpus > 0 && r.tasksPerGpu == 1) r.tasksPerGpu = res.tasks_per_gpu;
-  if (r.cpusPerTask == 1) r.cpusPerTask = std::max(1, res.threads_per_task);
-  if (r.jobName == "foldfarm") r.jobName = "foldfarm-" + spec.name;
-  return r;
+  if (res.gpus > 0 && r.tasksPerGpu == 0) r.tasksPerGpu = res.tasks_per_gpu;
+  if (r.cpusPerTask == 0) r.cpusPerTask = std::max(1, res.threads_per_task);
+  if (r.jobName.empty()) r.jobName = "foldfarm-" + spec.name;
+  return withDefaults(r);
 }
 
 int arrayElementLanes(const SbatchResources& r) {
@@ -639,7 +675,7 @@ SbatchResources pilotResources(const jobs::CampaignSpec& spec, SbatchResources r
   const auto& res = spec.resources;
   if (res.gpus > 0) {
     if (r.gpusPerNode == 0) r.gpusPerNode = res.gpus;
-    if (r.tasksPerGpu == 1) r.tasksPerGpu = res.tasks_per_gpu;
+    if (r.tasksPerGpu == 0) r.tasksPerGpu = res.tasks_per_gpu;
     // A worker rank binds GPU (its index on the node) / resources.tasks_per_gpu, which must
     // be one of resources.gpus (jobs/slots.hpp): other shapes leave ranks without a GPU.
     if (r.gpusPerNode > res.gpus)
@@ -656,11 +692,11 @@ SbatchResources pilotResources(const jobs::CampaignSpec& spec, SbatchResources r
       throw InputError(origin + ": --gpus-per-node " + std::to_string(r.gpusPerNode) +
                        " but the campaign's tasks run on CPUs (resources.gpus is 0), so the "
                        "GPUs would idle; drop the option");
-    if (r.tasksPerNode == 1) r.tasksPerNode = spec.slotsPerNode();
+    if (r.tasksPerNode == 0) r.tasksPerNode = spec.slotsPerNode();
   }
-  if (r.cpusPerTask == 1) r.cpusPerTask = std::max(1, res.threads_per_task);
-  if (r.jobName == "foldfarm") r.jobName = "foldfarm-" + spec.name;
-  return r;
+  if (r.cpusPerTask == 0) r.cpusPerTask = std::max(1, res.threads_per_task);
+  if (r.jobName.empty()) r.jobName = "foldfarm-" + spec.name;
+  return withDefaults(r);
 }
 
 namespace {
@@ -709,6 +745,7 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
   jobs::requireCampaignInputs(c.spec(), c.dir() + "/spec.json");
   jobs::requireClusterWideLocks(c.dir(), "the Slurm array elements run its tasks on any node");
   checkSubmissionOptions(c, o);
+  makeOutputDirectories(submissionResources(c, o));
   SlurmClient client(o.programs);
   if (!client.available()) {
     throw Error("Slurm is not reachable from " + hostName() +

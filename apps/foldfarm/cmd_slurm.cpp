@@ -40,7 +40,11 @@ struct ResourceArgs {
     // that, not the option's initial value (before: "INT=0 … (default: the campaign's)").
     const auto shown = [campaign](CLI::Option* o) {
       if (!campaign) o->capture_default_str();
+      return o;
     };
+    // Not given stays "not given" (0, ""): a campaign's spec fills it, even where the value
+    // given equals the default. Without a campaign the defaults are shown and used.
+    if (!campaign) res = slurm::withDefaults(res);
     shown(c.add_option("--job-name", res.jobName,
                        "Job name (any text; quoted)" +
                            std::string(campaign ? "; default: foldfarm-<campaign name>" : "")));
@@ -53,12 +57,13 @@ struct ResourceArgs {
     c.add_option("--mem", res.mem, "Memory per node, e.g. 64G");
     c.add_option("-N,--nodes", res.nodes, "Nodes")->capture_default_str();
     shown(c.add_option("--gpus-per-node", res.gpusPerNode, "GPUs per node (0: CPU nodes)" + spec));
-    shown(
-        c.add_option("--tasks-per-gpu", res.tasksPerGpu, "Campaign tasks sharing one GPU" + spec));
+    shown(c.add_option("--tasks-per-gpu", res.tasksPerGpu, "Campaign tasks sharing one GPU" + spec))
+        ->check(CLI::Range(1, 4096));
     shown(c.add_option("--tasks-per-node", res.tasksPerNode,
-                       "Ranks/task slots per node on CPU nodes" + spec));
-    shown(
-        c.add_option("-c,--cpus-per-task", res.cpusPerTask, "CPUs (and threads) per task" + spec));
+                       "Ranks/task slots per node on CPU nodes" + spec))
+        ->check(CLI::Range(1, 4096));
+    shown(c.add_option("-c,--cpus-per-task", res.cpusPerTask, "CPUs (and threads) per task" + spec))
+        ->check(CLI::Range(1, 4096));
     c.add_option("-o,--output", res.output,
                  "Output file pattern (%A array job, %a element, %j job)");
     c.add_option("-e,--error", res.error, "Error file pattern (default: with --output)");

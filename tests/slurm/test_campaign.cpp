@@ -253,7 +253,7 @@ TEST_F(SlurmCampaign, ARetrySubmitsWithTheOptionsOfTheLastSubmit) {
   }
   const ProcessResult sub =
       runProcess({FOLDFARM_BINARY, "slurm", "submit", dir, "--time", "7", "--throttle", "1",
-                  "--output", base_ + "/job-%A_%a.out", "--poll", "0.3", "--poll-max", "1"});
+                  "--output", base_ + "/logs/job-%A_%a.out", "--poll", "0.3", "--poll-max", "1"});
   EXPECT_EQ(sub.status(), 0) << sub.err;
   EXPECT_NE(sub.err.find("no pending task to submit; `foldfarm campaign retry " + dir +
                          " --cancelled` submits the cancelled tasks with these options"),
@@ -277,6 +277,12 @@ TEST_F(SlurmCampaign, ARetrySubmitsWithTheOptionsOfTheLastSubmit) {
   EXPECT_NE(script.find("/job-%A_%a.out"), std::string::npos) << script;
   jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
   EXPECT_EQ(c.counts()[TaskState::kDone], 2);
+  // The output pattern's directory, missing, was made (before: every job failed with no
+  // output anywhere, and its tasks' submissions ended "without a result").
+  size_t outputs = 0;
+  for (const auto& e : std::filesystem::directory_iterator(base_ + "/logs"))
+    outputs += e.path().filename().string().rfind("job-", 0) == 0 ? 1 : 0;
+  EXPECT_EQ(outputs, 2u);
   // A bare `slurm submit D` (what the watch's messages offer) keeps what it is not given
   // (before: it recorded Slurm's defaults over them); one option given changes that one.
   const auto recorded = [&] {
@@ -284,11 +290,11 @@ TEST_F(SlurmCampaign, ARetrySubmitsWithTheOptionsOfTheLastSubmit) {
   };
   ASSERT_TRUE(runProcess({FOLDFARM_BINARY, "slurm", "submit", dir, "--no-wait"}).ok());
   EXPECT_EQ(recorded()["time"], "7");
-  EXPECT_EQ(recorded()["output"], base_ + "/job-%A_%a.out");
+  EXPECT_EQ(recorded()["output"], base_ + "/logs/job-%A_%a.out");
   ASSERT_TRUE(
       runProcess({FOLDFARM_BINARY, "slurm", "submit", dir, "--no-wait", "--time", "9"}).ok());
   EXPECT_EQ(recorded()["time"], "9");
-  EXPECT_EQ(recorded()["output"], base_ + "/job-%A_%a.out");
+  EXPECT_EQ(recorded()["output"], base_ + "/logs/job-%A_%a.out");
   EXPECT_EQ(nlohmann::json::parse(readFile(dir + "/slurm/submit-options.json"))["throttle"], 1);
   // A retry of a campaign never submitted by `slurm submit` records nothing of its defaults.
   const std::string fresh = createSleepCampaign(base_ + "/fresh", 1, 0.1);

@@ -169,7 +169,7 @@ TEST(SbatchScript, PretrainOneRankPerGpu) {
   EXPECT_NE(s.find("'pet config.json'"), std::string::npos);
   EXPECT_NE(s.find("\nmodule load cuda/12\n"), std::string::npos);
   // The trap is installed before the workers start.
-  EXPECT_LT(s.find("trap 'ff_forward USR1' USR1"), s.find("ff_start 'srun'"));
+  EXPECT_LT(s.find("trap 'ff_time_limit=1; ff_forward USR1' USR1"), s.find("ff_start 'srun'"));
   EXPECT_NE(s.find("'pretrain' '--threads' '8' '--config'"), std::string::npos) << s;
   expectBashSyntaxOk(s);
   // Ranks per node beside GPUs: one rank per GPU, so another count is refused, not ignored.
@@ -281,11 +281,59 @@ TEST(SbatchScript, ARequeuedPretrainingContinuesFromItsSavedState) {
   // --resume given by the user: as given, every run.
   const std::string t = renderPretrainScript(r, {"--data", "d.h5", "--out", "o", "--resume"});
   EXPECT_EQ(t.find("ff_resume"), std::string::npos) << t;
-  // Without --requeue nothing of it.
+  // Submitted again (no restart count) onto an --out that holds a saved state: continued.
+  const std::string out = dir + "/out";
+  const std::string v = renderPretrainScript(r, {"--data", "d.h5", "--out", out});
+  f = std::fopen((dir + "/job.sh").c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(v.c_str(), f);
+  std::fclose(f);
+  const std::string fresh =
+      "--mpi=pmix --kill-on-bad-exit=1 /opt/ff pretrain --threads 1 --data d.h5 --out " + out;
+  EXPECT_EQ(args("0"), fresh);
+  std::filesystem::create_directories(out + "/state");
+  EXPECT_EQ(args("0"), fresh + " --resume");
+
+  // Stopped at the time limit's warning (USR1): requeued. Stopped by TERM (a scancel; a
+  // preemption, which Slurm requeues itself in REQUEUE mode): not, exit 75, saying so (before:
+  // a scancel'd job requeued itself and ran again).
+  f = std::fopen((dir + "/srun").c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(
+      "#!/bin/bash\ntrap 'exit 75' TERM USR1\nkill -s \"$FF_TEST_SIGNAL\" $PPID\n"
+      "sleep 5 >/dev/null 2>&1 & wait\n",
+      f);
+  std::fclose(f);
+  f = std::fopen((dir + "/scontrol").c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("#!/bin/sh\necho \"$*\" > \"$(dirname \"$0\")/requeued\"\n", f);
+  std::fclose(f);
+  std::filesystem::permissions(dir + "/scontrol", std::filesystem::perms::owner_all);
+  const auto stopped = [&](const std::string& signal) {
+    std::filesystem::remove(dir + "/requeued");
+    ProcessOptions o;
+    o.extraEnv = {"PATH=" + dir + ":/usr/bin:/bin", "SLURM_JOB_ID=7", "FF_TEST_SIGNAL=" + signal};
+    const ProcessResult p = runProcess({"bash", dir + "/job.sh"}, o);
+    return std::make_tuple(p.status(), std::filesystem::exists(dir + "/requeued"), p.err);
+  };
+  auto [rc, requeued, err] = stopped("TERM");
+  EXPECT_EQ(rc, 75);
+  EXPECT_FALSE(requeued) << "a scancel'd job requeued itself";
+  EXPECT_NE(err.find("stopped (TERM: scancel or preemption): not requeued by this script; its "
+                     "state is saved: submit it again to continue"),
+            std::string::npos)
+      << err;
+  std::tie(rc, requeued, err) = stopped("USR1");
+  EXPECT_EQ(rc, 0);
+  EXPECT_TRUE(requeued);
+  EXPECT_NE(err.find("interrupted at the time limit; requeueing job 7"), std::string::npos) << err;
+
+  // Without --requeue nothing of it; the output is still appended to (Slurm may requeue the
+  // job after a node failure).
   r.requeue = false;
   const std::string u = renderPretrainScript(r, {"--data", "d.h5", "--out", "o"});
   EXPECT_EQ(u.find("ff_resume"), std::string::npos) << u;
-  EXPECT_EQ(u.find("--open-mode"), std::string::npos) << u;
+  EXPECT_NE(u.find("#SBATCH --open-mode=append\n"), std::string::npos) << u;
   std::filesystem::remove_all(dir);
 }
 
@@ -340,6 +388,21 @@ TEST(SbatchScript, APilotTakesItsShapeFromTheCampaignAndRefusesAnother) {
                 .find("#SBATCH --ntasks-per-node=6\n"),
             std::string::npos);
   refused(cpu, more, "--gpus-per-node 8");
+  // A value given that equals the option's default is given: kept, not the spec's (before:
+  // --tasks-per-node 1 and --cpus-per-task 1 were replaced by cpu_slots and
+  // threads_per_task, and a pilot too big for its node pended for ever).
+  SbatchResources small;
+  small.tasksPerNode = 1;
+  small.cpusPerTask = 1;
+  small.jobName = "foldfarm";
+  const SbatchResources shrunk =
+      pilotResources(sleepSpec({{"cpu_slots", 6}, {"threads_per_task", 3}}), small, "D");
+  EXPECT_EQ(shrunk.tasksPerNode, 1);
+  EXPECT_EQ(shrunk.cpusPerTask, 1);
+  EXPECT_EQ(shrunk.jobName, "foldfarm");
+  SbatchResources one_per_gpu;
+  one_per_gpu.tasksPerGpu = 1;
+  refused(gpu, one_per_gpu, "--tasks-per-gpu 1");
 }
 
 // An array element as `slurm submit` renders it: one GPU, the spec's tasks per GPU as lanes.
@@ -473,7 +536,7 @@ TEST(SlurmSubmit, BadOptionsAreNamedBeforeSlurmIsAsked) {
   };
   const Case cases[] = {
       {"--nodes", [](SbatchResources& r) { r.nodes = -1; }},
-      {"--cpus-per-task", [](SbatchResources& r) { r.cpusPerTask = 0; }},
+      {"--cpus-per-task", [](SbatchResources& r) { r.cpusPerTask = -1; }},
       {"--time", [](SbatchResources& r) { r.time = "soon"; }},
       {"--mem", [](SbatchResources& r) { r.mem = "lots"; }},
       {"--partition", [](SbatchResources& r) { r.partition = "a;b"; }},
