@@ -2,6 +2,7 @@
 // bench aggregate and study compare at their places)
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -99,9 +100,19 @@ void registerUnfold(CommandGroups& g) {
     checkAlikeOnEveryRank(launch.local_rank, [&] {
       dev = resolveDevice(parseDeviceRequest(checked.device, "--device"), probeDeviceFacts());
     });
-    nlohmann::json params = {{"mc", o->mc},
-                             {"data", o->data},
-                             {"init", o->init},
+    // The chain records its files by absolute path: chains of one unfolding started from
+    // different directories (or with a relative and an absolute path) aggregate together, and
+    // an aggregation from another directory finds the simulation (before: as typed).
+    const auto absolute = [](const std::string& option, const std::string& path) {
+      std::error_code ec;
+      if (!std::filesystem::exists(path, ec))
+        throw InputError(option + " " + path + ": no such file; check the path");
+      return std::filesystem::absolute(path).lexically_normal().string();
+    };
+    const std::string init = o->init == "none" ? o->init : absolute("--init", o->init);
+    nlohmann::json params = {{"mc", absolute("--mc", o->mc)},
+                             {"data", absolute("--data", o->data)},
+                             {"init", init},
                              {"replica", o->replica},
                              {"member", o->member},
                              {"campaign_seed", o->seed},

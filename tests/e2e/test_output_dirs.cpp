@@ -21,6 +21,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/output_lock.hpp"
+#include "core/data/h5_file.hpp"
 #include "tests/data/bad_files.hpp"
 #include "tests/support/run_child.hpp"
 
@@ -308,3 +309,43 @@ TEST_F(OutputDirs, TheOtherCommandsOutputIsNamedAndAResumeOfNothingIsSaid) {
 }
 
 }  // namespace
+
+// Chains of one unfolding started from different directories, with relative paths: they
+// record their files by absolute path, so they aggregate together, from any directory, and
+// event_weights.h5 names the simulation by its absolute path (before: as typed: "unfolds
+// otherwise", and "mc.h5: no such file" from another directory). A missing file names its
+// option.
+TEST_F(OutputDirs, ChainsStartedFromDifferentDirectoriesAggregateTogether) {
+  const std::string runs = dir_ + "/rel_runs";
+  std::ofstream(dir_ + "/mlp1.json") << R"({"classifier": "mlp", "mlp": {"epochs": 1}})";
+  const auto unfold = [&](const std::string& cwd, const std::string& prefix, const char* replica) {
+    return runFoldfarm(
+        {"unfold", "--mc", prefix + "mc.h5", "--data", prefix + "data.h5", "--init", "none",
+         "--out", runs + "/r" + replica, "--replica", replica, "--member", "0", "--iterations", "1",
+         "--config", dir_ + "/mlp1.json", "--threads", "1"},
+        cwd);
+  };
+  const std::string base = fs::path(dir_).filename().string() + "/";
+  for (const auto& [cwd, prefix, replica] :
+       {std::tuple<std::string, std::string, const char*>{dir_, "", "0"},
+        {fs::path(dir_).parent_path().string(), base, "1"},
+        {dir_, dir_ + "/", "2"}}) {
+    const ProcessResult r = unfold(cwd, prefix, replica);
+    ASSERT_TRUE(r.ok()) << r.describe() << "\n" << r.err;
+  }
+  const ProcessResult agg =
+      runFoldfarm({"aggregate", "--runs", runs, "--out", dir_ + "/rel_agg", "--no-plots"}, "/");
+  ASSERT_TRUE(agg.ok()) << agg.describe() << "\n" << agg.err;
+  const foldfarm::data::H5Handle ew =
+      foldfarm::data::h5OpenRead(dir_ + "/rel_agg/event_weights.h5");
+  EXPECT_EQ(foldfarm::data::h5ReadAttrAsString(ew.get(), "simulation"),
+            fs::path(dir_ + "/mc.h5").lexically_normal().string());
+  const ProcessResult missing =
+      runFoldfarm({"unfold", "--mc", "mc.h5", "--data", "nope.h5", "--init", "none", "--out",
+                   dir_ + "/rel_missing", "--replica", "0", "--member", "0"},
+                  dir_);
+  EXPECT_EQ(missing.status(), 2);
+  EXPECT_NE(missing.err.find("--data nope.h5: no such file; check the path"), std::string::npos)
+      << missing.err;
+  EXPECT_FALSE(fs::exists(dir_ + "/rel_missing"));
+}
