@@ -6,6 +6,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/log.hpp"
 #include "core/base/progress.hpp"
 #include "core/base/run_threads.hpp"
 #include "core/data/features.hpp"
@@ -61,6 +62,7 @@ void writeSynthFile(const SynthFileOptions& opt) {
                     pretrain ? "jets" : "events");
   progress.setSilent(!opt.progress);
   const int64_t block = std::max<int64_t>(1, opt.block_rows);
+  int64_t full_gen = 0, full_reco = 0;
   for (int64_t begin = 0; begin < opt.count; begin += block * threads) {
     const int64_t end = std::min(opt.count, begin + block * threads);
     const int64_t per = (end - begin + threads - 1) / threads;
@@ -92,13 +94,28 @@ void writeSynthFile(const SynthFileOptions& opt) {
           u.pass_reco.clear();
         }
       });
-      for (auto& p : parts)
-        if (p.n() > 0) writer.append(p);
+      for (auto& p : parts) {
+        if (p.n() == 0) continue;
+        // Jets whose particles fill every slot: cut to their P hardest (or exactly P).
+        for (const auto& [arrays, count] : {std::pair{&p.gen, &full_gen}, {&p.reco, &full_reco}})
+          for (int64_t i = 0; i < arrays->n && arrays->P > 0; ++i)
+            if (arrays->particle(i, arrays->P - 1)[2] != 0.0f) ++*count;  // real: raw feature 2
+        writer.append(p);
+      }
     }
     progress.update(end);
   }
   writer.commit();
   progress.finish();
+  // Said, not silent: the observables (multiplicity, mass, ...) and the classifiers see the cut
+  // jets, and files of other slot counts differ in that alone (before: not a word).
+  if (full_gen + full_reco > 0)
+    logWarn(
+        "synth: {}: {} of {} events' gen jets and {} of their reco jets fill all {} particle slots "
+        "(--particles): they are cut to their {} hardest particles, and their observables "
+        "(multiplicity, mass, ...) are those of the cut jets; a larger --particles keeps more "
+        "of them whole; write an unfolding's MC and data with the same --particles",
+        opt.out, full_gen, opt.count, full_reco, opt.config.P, opt.config.P);
 }
 
 }  // namespace foldfarm::data

@@ -441,3 +441,24 @@ TEST_F(DataCli, AHalfWrittenOutputOfAKilledRunIsRemovedByTheNextRun) {
   for (const auto& e : fs::directory_iterator(out)) left.push_back(e.path().filename().string());
   EXPECT_EQ(left, std::vector<std::string>{"big.h5"});
 }
+
+// Jets cut to the file's particle slots are counted and said (before: not a word, and the
+// observables of the cut jets went into unfoldings beside files of other slot counts).
+TEST_F(DataCli, SynthSaysHowManyJetsFillEverySlot) {
+  const Result narrow = run({"data", "synth", "--kind", "unfold", "--tune", "sim", "--events",
+                             "200", "--seed", "11", "--particles", "8", "--out", file("n.h5")});
+  ASSERT_EQ(narrow.code, 0) << narrow.err;
+  const size_t at = narrow.err.find(" of 200 events' gen jets and ");
+  ASSERT_NE(at, std::string::npos) << narrow.err;
+  EXPECT_NE(narrow.err.find("fill all 8 particle slots (--particles): they are cut to their 8 "
+                            "hardest particles"),
+            std::string::npos)
+      << narrow.err;
+  // Most jets have more than 8 particles: the count is large (taken from the written rows).
+  const size_t start = narrow.err.rfind(' ', at - 1) + 1;
+  EXPECT_GT(std::stoi(narrow.err.substr(start, at - start)), 100) << narrow.err;
+  const Result wide = run({"data", "synth", "--kind", "unfold", "--tune", "sim", "--events", "200",
+                           "--seed", "11", "--particles", "200", "--out", file("w.h5")});
+  ASSERT_EQ(wide.code, 0) << wide.err;
+  EXPECT_EQ(wide.err.find("particle slots"), std::string::npos) << wide.err;
+}
