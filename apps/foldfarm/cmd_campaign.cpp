@@ -242,8 +242,18 @@ namespace {
 
 // After a run that ended without failures: aggregate here, on one process only.
 void aggregateAfterRun(const std::string& dir, bool aggregate) {
-  if (aggregate && dist::detectLaunch().rank == 0)
-    printAggregation(dir, ensembles::aggregateCampaign(dir, "", {}, /*all_done=*/true).toJson());
+  if (!aggregate || dist::detectLaunch().rank != 0) return;
+  const nlohmann::json r = ensembles::aggregateCampaign(dir, "", {}, /*all_done=*/true).toJson();
+  printAggregation(dir, r);
+  // Asked for and not done (cancelled tasks left unrun): not a success (before: exit 0, and
+  // `run --aggregate && report` went on with an old aggregation or none).
+  if (!r.at("aggregated").get<bool>())
+    throw Error(dir + ": --aggregate: not aggregated, " +
+                    std::to_string(r.at("chains").get<int>()) + " of " +
+                    std::to_string(r.at("tasks").get<int>()) +
+                    " task(s) done (the others cancelled); `foldfarm campaign retry " + dir +
+                    " --cancelled --aggregate` runs them and aggregates",
+                kExitCancelled);
 }
 
 // The options of every command that runs a campaign's tasks (`run`, `resume`, `retry`) on

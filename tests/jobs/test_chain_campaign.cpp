@@ -149,6 +149,23 @@ TEST_F(ChainCampaign, AnAggregationOfCancelledChainsSaysHowToRunThem) {
                       dir + " --cancelled` runs them"),
             std::string::npos)
       << readText(scratch_ + "/agg.err");
+  // Some done, some cancelled: `run --aggregate` leaves the cancelled ones, aggregates nothing,
+  // and says so with exit 79 (before: exit 0, so `run --aggregate && report` went on).
+  ASSERT_EQ(runFoldfarm({"campaign", "retry", dir, "--cancelled"}, scratch_, "retry"), 0)
+      << readText(scratch_ + "/retry.err");
+  ASSERT_EQ(runFoldfarm({"campaign", "extend", dir, "--replicas", "3"}, scratch_, "extend"), 0)
+      << readText(scratch_ + "/extend.err");
+  ASSERT_EQ(runFoldfarm({"campaign", "cancel", dir}, scratch_, "cancel2"), 0);
+  EXPECT_EQ(runFoldfarm({"campaign", "run", dir, "--aggregate"}, scratch_, "run-agg"),
+            kExitCancelled);
+  EXPECT_NE(readText(scratch_ + "/run-agg.err")
+                .find(dir +
+                      ": --aggregate: not aggregated, 2 of 3 task(s) done (the others "
+                      "cancelled); `foldfarm campaign retry " +
+                      dir + " --cancelled --aggregate` runs them and aggregates"),
+            std::string::npos)
+      << readText(scratch_ + "/run-agg.err");
+  EXPECT_FALSE(fs::exists(dir + "/aggregate/summary.json"));
 }
 
 TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
