@@ -774,7 +774,7 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
   };
   double interval = o.pollInitialS;
   auto lastReport = std::chrono::steady_clock::now();
-  int queryFailures = 0;
+  int queryFailures = 0, limitRounds = 0;
   bool settled = false, recorded = false;
   while (true) {
     RoundResult r;
@@ -803,6 +803,19 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
       settled = false;
       if (!o.wait || ++queryFailures >= 10) throw;
       logWarn("{} (attempt {} of 10; retrying)", e.what(), queryFailures);
+    } catch (const SbatchLimitError& e) {
+      // A submit limit: what is not submitted stays pending, and a later round submits it
+      // once jobs have ended (before: the watch ended with "fix the option it names").
+      if (!o.wait)
+        throw Error(std::string(e.what()) + "; its tasks stay pending: `foldfarm slurm submit " +
+                    dir + "` submits them once some of your jobs have ended");
+      if (limitRounds++ == 0)
+        logWarn(
+            "{}; its tasks stay pending and are submitted at a later round, once some of "
+            "your jobs have ended",
+            e.what());
+      else
+        logInfo("{} (round {}); still waiting", e.what(), limitRounds);
     }
     sum.submissions += r.submittedArrays;
     sum.elementsSubmitted += r.submittedElements;

@@ -191,6 +191,14 @@ SubmittedJob SlurmClient::submit(const std::string& scriptPath,
   if (!r.ok()) {
     std::string msg = firstLine(r.err);
     if (msg.empty()) msg = r.describeFailure();
+    // A submit limit (the user's jobs, queued and running, at the QOS's or account's cap):
+    // it clears as jobs end.
+    for (const char* p :
+         {"MaxSubmitJob", "MaxSubmitJobs", "job submit limit", "AssocMaxSubmitJobLimit",
+          "QOSMaxSubmitJobPerUserLimit", "QOSMaxSubmitJobPerAccountLimit"}) {
+      if (r.err.find(p) != std::string::npos)
+        throw SbatchLimitError("sbatch refused " + scriptPath + " for a submit limit: " + msg);
+    }
     throw Error("sbatch rejected " + scriptPath + ": " + msg +
                 " (fix the option it names, e.g. --partition, and submit again)");
   }

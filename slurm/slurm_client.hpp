@@ -23,6 +23,14 @@ class SlurmQueryError : public Error {
   explicit SlurmQueryError(const std::string& what) : Error(what) {}
 };
 
+// sbatch refused a job for a limit that clears as the user's jobs end (QOS or association
+// submit limits: MaxSubmitJobs, "job submit limit"): nothing was submitted; worth submitting
+// again at a later round, unlike a refusal of the options.
+class SbatchLimitError : public Error {
+ public:
+  explicit SbatchLimitError(const std::string& what) : Error(what) {}
+};
+
 // Whether a failed Slurm command looks like slurmctld not answering (a timeout, "Unable to
 // contact slurm controller", "Socket timed out", "temporarily unable", ...), as opposed to
 // a refusal of what was asked.

@@ -765,6 +765,41 @@ TEST_F(SlurmCampaign, SbatchTimingOutAfterSlurmctldAcceptedIsSettledAndEachTaskR
   }
 }
 
+// sbatch refusing for a submit limit (the QOS's cap on the user's jobs): nothing submitted,
+// the tasks stay pending and a later round submits them (before: the watch ended with exit 1
+// and "fix the option it names"). Without the watch, one line saying how to go on.
+TEST_F(SlurmCampaign, ASubmitLimitWaitsForALaterRound) {
+  const std::string dir = createSleepCampaign(base_ + "/c", 2, 0.1);
+  const std::string fake = base_ + "/sbatch-limited";
+  const std::string count = base_ + "/sbatch-calls";
+  writeFileAtomic(fake, "#!/bin/sh\necho x >> '" + count +
+                            "'\n"
+                            "if [ \"$(wc -l < '" +
+                            count +
+                            "')\" -le 2 ]; then\n"
+                            "  echo 'sbatch: error: QOSMaxSubmitJobPerUserLimit' >&2\n"
+                            "  echo 'sbatch: error: Batch job submission failed: Job violates "
+                            "accounting/QOS policy (job submit limit, user'\\''s size and/or "
+                            "time limits)' >&2; exit 1\nfi\nexec sbatch \"$@\"\n");
+  ASSERT_EQ(::chmod(fake.c_str(), 0755), 0);
+  SlurmCampaignOptions o = oneTaskPerElement(0);
+  o.programs.sbatch = fake;
+  try {
+    runCampaignOnSlurm(dir, o);  // one round, no watch
+    ADD_FAILURE() << "a round refused by a submit limit said nothing";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("for a submit limit: sbatch: error: "
+                                         "QOSMaxSubmitJobPerUserLimit; its tasks stay pending"),
+              std::string::npos)
+        << e.what();
+  }
+  o.wait = true;
+  SlurmCampaignSummary sum = runCampaignOnSlurm(dir, o);
+  EXPECT_EQ(sum.counts[TaskState::kDone], 2);
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) EXPECT_EQ(t.attempts, 1) << t.id;
+}
+
 // scontrol release failing twice with slurmctld unreachable: retried, not fatal.
 TEST_F(SlurmCampaign, TransientReleaseFailuresAreRetried) {
   const std::string dir = createSleepCampaign(base_ + "/c", 2, 0.1);
