@@ -81,6 +81,10 @@ class Dispatcher {
       if (inflight_total_ == 0 && (stopping_ || (ready_.empty() && delayed_.empty()))) break;
       events_.clear();
       transport_.wait(waitSeconds(), events_);
+      // A signal that reached the workers too (srun forwards it to every rank) arrives with
+      // their stopped tasks' reports: said before those are counted (before: "stopping 0
+      // running" while the tasks it stopped were being reported).
+      checkStop();
       if (events_.empty()) {
         showProgress();
         continue;
