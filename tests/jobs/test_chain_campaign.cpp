@@ -796,6 +796,20 @@ TEST_F(ChainCampaign, AnAggregationOfAPartlyRunCampaignSaysWhatItLeftOut) {
   EXPECT_EQ(sum["incomplete"]["variations"]["alt"], (json{{"done", 0}, {"tasks", 1}}));
   EXPECT_TRUE(sum["variations"].empty()) << sum["variations"].dump();
   EXPECT_FALSE(sum["observables"]["mass"]["uncertainty"].contains("det"));
+  // A nominal chain not done: said too (before: not a word, the bands over fewer replicas).
+  {
+    CampaignJournal j = CampaignJournal::open(dir + "/journal.sqlite");
+    for (const auto& t : j.tasks()) {
+      if (t.id == "r0001m0") ASSERT_EQ(j.rerun({t.index}, "run again by the test", {}), 1);
+    }
+  }
+  ASSERT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "nominal-agg"), 0)
+      << readText(scratch_ + "/nominal-agg.err");
+  EXPECT_NE(readText(scratch_ + "/nominal-agg.err")
+                .find("1 of 2 nominal chain(s) done (1 pending; `foldfarm campaign run " + dir +
+                      "`, then aggregate again): the bands are over the replicas of those done"),
+            std::string::npos)
+      << readText(scratch_ + "/nominal-agg.err");
 }
 
 // A variation warm-started from the nominal chains trains each step further than the nominal
