@@ -342,14 +342,24 @@ std::vector<std::string> unusedChainConfigKeys(const json& j, const std::string&
   return unused;
 }
 
-// Said once per process and message: a campaign parses its chain config for every task.
-void warnOnce(const std::string& message) {
+// Said once per process and `key`: a campaign parses its chain config for every task, and
+// `unfold` its --config file and then the chain's parameters holding it (before: said once
+// per source, so twice).
+void warnOnce(const std::string& key, const std::string& message) {
   static std::mutex m;
   static std::set<std::string> said;
   std::lock_guard<std::mutex> lock(m);
-  if (said.insert(message).second) logWarn("{}", message);
+  if (said.insert(key).second) logWarn("{}", message);
 }
 
+}  // namespace
+
+namespace {
+std::string knownKeysText() {
+  std::string known;
+  for (const auto& k : chainConfigKeys()) known += (known.empty() ? "" : ", ") + std::string(k);
+  return known;
+}
 }  // namespace
 
 ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
@@ -361,7 +371,7 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
                        (it.key() == "keep_models" || it.key() == "iterations"
                             ? " (it is the chain's, not its config's: in a campaign spec put it "
                               "in 'chain' beside 'config'; `unfold` takes --iterations)"
-                            : std::string()));
+                            : " (known: " + knownKeysText() + ")"));
   ChainConfig c;
   take(j, "classifier", c.classifier, source);
   take(j, "observables", c.observables, source);
@@ -443,13 +453,15 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
       !unused.empty()) {
     std::string keys;
     for (const auto& k : unused) keys += (keys.empty() ? "'" : ", '") + k + "'";
-    warnOnce(source + ": " + keys + (unused.size() > 1 ? " are" : " is") +
-             " not used by classifier '" + c.classifier + "'" +
-             (c.classifier == "mlp"
-                  ? " (they set PET's training; the MLP's are 'mlp': {hidden, epochs, patience, "
-                    "batch_size, lr, weight_decay}, with val_fraction)"
-                  : " (PET reads the particles; 'mlp' and 'observables' serve classifiers mlp "
-                    "and pet+mlp)"));
+    warnOnce(
+        keys + " " + c.classifier,
+        source + ": " + keys + (unused.size() > 1 ? " are" : " is") + " not used by classifier '" +
+            c.classifier + "'" +
+            (c.classifier == "mlp"
+                 ? " (they set PET's training; the MLP's are 'mlp': {hidden, epochs, patience, "
+                   "batch_size, lr, weight_decay}, with val_fraction)"
+                 : " (PET reads the particles; 'mlp' and 'observables' serve classifiers mlp "
+                   "and pet+mlp)"));
   }
   if (c.observables.empty() && c.classifier != "pet")
     throw InputError(source + ": 'observables' must name at least one column for classifier " +
@@ -522,7 +534,8 @@ json chainConfigToJson(const ChainConfig& c) {
 }
 
 ChainSpec chainSpecFromJson(const json& p) {
-  const std::string src = "chain params";
+  // Named as a campaign spec names them: `chain`, its `config` (before: "chain params config").
+  const std::string src = "chain";
   if (!p.is_object()) throw InputError(src + ": must be a JSON object");
   for (const char* key : {"mc", "data", "init", "replica", "member"})
     if (!p.contains(key)) throw InputError(src + ": missing '" + key + "'");
@@ -539,13 +552,13 @@ ChainSpec chainSpecFromJson(const json& p) {
     throw InputError(src + ": iterations must be in [1, " + std::to_string(kMaxChainIterations) +
                      "], not " + std::to_string(s.iterations) +
                      " (OmniFold converges within tens; each iteration trains two classifiers)");
-  if (p.contains("config")) s.config = chainConfigFromJson(p.at("config"), src + " config");
+  if (p.contains("config")) s.config = chainConfigFromJson(p.at("config"), "chain.config");
   // With a foundation the model is the checkpoint's: size overrides would be ignored.
   if (s.init != "none" && !s.config.model.empty())
-    throw InputError(src +
-                     " config: 'model' size overrides apply with init none only (the "
-                     "foundation " +
-                     s.init + " fixes the model); remove 'model'");
+    throw InputError(
+        "chain.config: 'model' size overrides apply with init none only (the "
+        "foundation " +
+        s.init + " fixes the model); remove 'model'");
   take(p, "bootstrap", s.bootstrap, src);
   if (s.bootstrap != "data" && s.bootstrap != "mc")
     throw InputError(src + ": bootstrap must be \"data\" or \"mc\", got \"" + s.bootstrap + "\"");

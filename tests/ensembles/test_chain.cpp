@@ -519,6 +519,11 @@ TEST(ChainConfigKeys, KeysTheClassifierDoesNotReadAreSaidOnce) {
             std::string::npos)
       << mlp;
   EXPECT_EQ(mlp.find("not used"), mlp.rfind("not used")) << "said once: " << mlp;
+  // The same keys from another source (`unfold`: its --config file, then the chain's
+  // parameters holding it): not said again (before: said twice, once per source).
+  EXPECT_EQ(said({{"classifier", "mlp"}, {"epochs", 2}, {"lr", 1e-4}, {"mlp", {{"epochs", 3}}}},
+                 "chain.config"),
+            "");
   const std::string pet = said({{"classifier", "pet"}, {"mlp", {{"epochs", 3}}}}, "b");
   EXPECT_NE(pet.find("b: 'mlp' is not used by classifier 'pet'"), std::string::npos) << pet;
   EXPECT_EQ(said({{"classifier", "pet+mlp"}, {"epochs", 2}, {"mlp", {{"epochs", 3}}}}, "c"), "");
