@@ -1067,7 +1067,8 @@ std::vector<float> ChainRun::fitPet(const Step& s, const Member& m, const Traini
   fo.validate_initial = use_mlp_;
   const FitResult fit = clf.fitStandardised(train.pet, nullptr, fo, ctx_, train_offset);
   rec["fit"] = toJson(fit);
-  logInfo("{}: {}", m.tag, bestEpochText(fit));
+  // The trainer said it with its early stop (before: the same words twice).
+  if (!fit.early_stopped) logInfo("{}: {}", m.tag, bestEpochText(fit));
   const std::shared_ptr<const JetTensors>& eval_set = s.step == 1 ? pet_mc_reco_ : pet_mc_gen_;
   return clf.predictStandardised(*eval_set, 1024, eval_offset);
 }
