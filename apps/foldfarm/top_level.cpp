@@ -83,7 +83,10 @@ int TopLevel::run(int argc, char** argv, const ErrorText& text) {
     std::fprintf(stderr, "foldfarm: %s\n", e.what());
     return e.exitCode();
   } catch (const Error& e) {
-    std::fprintf(stderr, "foldfarm: error: %s\n", e.what());
+    // A run ended by `campaign cancel` ended as asked: no error either (exit 79 says it).
+    std::fprintf(stderr,
+                 e.exitCode() == kExitCancelled ? "foldfarm: %s\n" : "foldfarm: error: %s\n",
+                 e.what());
     return e.exitCode();
   } catch (const std::exception& e) {
     if (text.out_of_memory(e)) {

@@ -166,6 +166,9 @@ TEST_F(ChainCampaign, AnAggregationOfCancelledChainsSaysHowToRunThem) {
             std::string::npos)
       << readText(scratch_ + "/run-agg.err");
   EXPECT_FALSE(fs::exists(dir + "/aggregate/summary.json"));
+  // What the user asked for (a cancel) is no error (before: "foldfarm: error: ...").
+  EXPECT_EQ(readText(scratch_ + "/run-agg.err").find("foldfarm: error:"), std::string::npos)
+      << readText(scratch_ + "/run-agg.err");
 }
 
 TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
