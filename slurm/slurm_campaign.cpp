@@ -208,6 +208,29 @@ void makeOutputDirectories(const SbatchResources& r) {
   }
 }
 
+// What `sbatch --test-only` says of this campaign's element script with options `o` ("":
+// it would take it). Nothing is submitted; the probe script is removed.
+std::string optionsRefusedBySbatch(const jobs::Campaign& c, const SlurmCampaignOptions& o,
+                                   const SlurmClient& client) {
+  const SbatchResources res = submissionResources(c, o);
+  ArrayJob probe;
+  probe.campaignDir = c.dir();
+  probe.manifestPath = c.dir() + "/slurm/options-check.tsv";
+  probe.elements = 1;
+  probe.lanes = arrayElementLanes(res);
+  const std::string script = c.dir() + "/slurm/options-check.sbatch";
+  writeFileAtomic(script, renderArrayScript(res, probe));
+  std::string why;
+  try {
+    why = client.testOnly(script);
+  } catch (...) {
+    fs::remove(script);
+    throw;
+  }
+  fs::remove(script);
+  return why;
+}
+
 // Step 4 for one planned array. Throws Error when sbatch fails; nothing is recorded then.
 // `attempts`: the attempt each pending task will have once recorded (the journal adds one on
 // dispatch; this process is its only writer).
@@ -790,11 +813,21 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
       queryFailures = 0;
       if (!recorded && o.record) {
         // What a later `campaign retry` submits with: options Slurm took (an sbatch that
-        // refused them threw above, and nothing is recorded).
+        // refused them threw above, and nothing is recorded). A round that submitted nothing
+        // asks sbatch to check them first (--test-only; before: recorded unchecked, and the
+        // next submission pended for ever on a --mem no node has).
         std::error_code ec;
         fs::create_directories(c.dir() + "/slurm", ec);
         if (ec) throw Error(c.dir() + "/slurm: cannot create: " + ec.message());
-        writeFileAtomic(submitOptionsPath(c.dir()), submitOptionsJson(o).dump(2) + "\n");
+        const std::string refused =
+            r.submittedArrays == 0 ? optionsRefusedBySbatch(c, o, client) : std::string();
+        if (refused.empty())
+          writeFileAtomic(submitOptionsPath(c.dir()), submitOptionsJson(o).dump(2) + "\n");
+        else
+          logWarn(
+              "{}: these options are not recorded: `sbatch --test-only` refuses them ({}); fix "
+              "them before the tasks are submitted",
+              dir, refused);
         recorded = true;
       }
     } catch (const SlurmQueryError& e) {

@@ -168,6 +168,22 @@ ProcessResult SlurmClient::runRetrying(const std::vector<std::string>& argv) con
   return r;
 }
 
+std::string SlurmClient::testOnly(const std::string& scriptPath) const {
+  ProcessResult r = run({programs_.sbatch, "--test-only", scriptPath}, std::chrono::seconds(60));
+  if (isTransientSlurmFailure(r))
+    throw SlurmQueryError("sbatch --test-only got no answer for " + scriptPath + ": " +
+                          r.describeFailure());
+  if (r.ok()) return "";
+  // Its reason: the error line, not the "allocation failure" echo.
+  std::string why;
+  std::istringstream lines(r.err + "\n" + r.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("error") != std::string::npos) return line;
+    if (why.empty() && !line.empty()) why = line;
+  }
+  return why.empty() ? r.describeFailure() : why;
+}
+
 bool SlurmClient::available() const {
   if (!programAvailable(programs_.sbatch) || !programAvailable(programs_.squeue) ||
       !programAvailable(programs_.scontrol)) {

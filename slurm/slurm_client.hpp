@@ -93,6 +93,9 @@ class SlurmClient {
   // accepted the job; the caller looks for it by its script path).
   SubmittedJob submit(const std::string& scriptPath,
                       const std::vector<std::string>& args = {}) const;
+  // `sbatch --test-only script`: "" when sbatch would take it (nothing is submitted), else
+  // its reason. Throws SlurmQueryError when sbatch got no answer.
+  std::string testOnly(const std::string& scriptPath) const;
   // The elements/jobs of the given job ids still known to slurmctld (finished ones stay
   // visible for MinJobAge). Ids slurmctld has forgotten are simply absent. Throws
   // SlurmQueryError when squeue fails.

@@ -296,6 +296,17 @@ TEST_F(SlurmCampaign, ARetrySubmitsWithTheOptionsOfTheLastSubmit) {
   EXPECT_EQ(recorded()["time"], "9");
   EXPECT_EQ(recorded()["output"], base_ + "/logs/job-%A_%a.out");
   EXPECT_EQ(nlohmann::json::parse(readFile(dir + "/slurm/submit-options.json"))["throttle"], 1);
+  // Nothing to submit: options sbatch would refuse (`--test-only`) are not recorded (before:
+  // recorded unchecked, and the next submission pended for ever on a --mem no node has).
+  const ProcessResult huge =
+      runProcess({FOLDFARM_BINARY, "slurm", "submit", dir, "--no-wait", "--mem", "999999G"});
+  EXPECT_TRUE(huge.ok()) << huge.err;
+  EXPECT_NE(huge.err.find("these options are not recorded: `sbatch --test-only` refuses them ("),
+            std::string::npos)
+      << huge.err;
+  EXPECT_EQ(recorded()["mem"], "");
+  EXPECT_EQ(recorded()["time"], "9");
+  EXPECT_FALSE(std::filesystem::exists(dir + "/slurm/options-check.sbatch"));
   // A retry of a campaign never submitted by `slurm submit` records nothing of its defaults.
   const std::string fresh = createSleepCampaign(base_ + "/fresh", 1, 0.1);
   {
