@@ -35,6 +35,16 @@ bool checkpointExists(const std::string& dir) {
   return fs::exists(fs::path(dir) / "meta.json");
 }
 
+std::string otherCommandsOutput(const std::string& dir) {
+  const auto has = [&](const char* name) { return fs::exists(fs::path(dir) / name); };
+  if ((has("result.json") && has("histograms.h5")) || has("state/progress.json"))
+    return "an OmniFold chain (`foldfarm unfold --out`)";
+  if (has("spec.json") && has("journal.sqlite"))
+    return "a campaign (`foldfarm campaign init --dir`)";
+  if (has("summary.json") && has("bands.h5")) return "an aggregation (`foldfarm aggregate --out`)";
+  return "";
+}
+
 bool checkpointHoldsTensors(const std::string& dir, const std::map<std::string, Tensor>& tensors) {
   if (!checkpointExists(dir)) return false;
   Checkpoint held;

@@ -299,6 +299,32 @@ TEST_F(OutputDirs, TheOtherCommandsOutputIsNamedAndAResumeOfNothingIsSaid) {
   EXPECT_EQ(r.status(), 2) << r.err;
   EXPECT_NE(r.err.find(pre + ": holds a model"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("training starts at epoch 0"), std::string::npos) << r.err;
+  // Another command's output (a chain, a campaign): refused, nothing written (before:
+  // model/ and state/ beside its files, and a chain directory then passed as `unfold --init`).
+  const std::string chain = dir_ + "/a_chain", camp = dir_ + "/a_campaign";
+  fs::create_directories(chain);
+  fs::create_directories(camp);
+  std::ofstream(chain + "/result.json") << "{}";
+  std::ofstream(chain + "/histograms.h5") << "x";
+  std::ofstream(camp + "/spec.json") << "{}";
+  std::ofstream(camp + "/journal.sqlite") << "x";
+  r = runFoldfarm(pretrain(chain), dir_, {}, 120);
+  EXPECT_EQ(r.status(), 2) << r.err;
+  EXPECT_NE(r.err.find(chain + ": holds an OmniFold chain (`foldfarm unfold --out`), not a "
+                               "pretraining; choose another --out"),
+            std::string::npos)
+      << r.err;
+  r = runFoldfarm({"finetune", "--init", "none", "--train", qg, "--out", camp, "--epochs", "1"},
+                  dir_, {}, 120);
+  EXPECT_EQ(r.status(), 2) << r.err;
+  EXPECT_NE(r.err.find(camp + ": holds a campaign (`foldfarm campaign init --dir`), not a "
+                              "fine-tuning"),
+            std::string::npos)
+      << r.err;
+  for (const std::string& d : {chain, camp}) {
+    EXPECT_FALSE(fs::exists(d + "/model")) << d;
+    EXPECT_FALSE(fs::exists(d + "/state")) << d;
+  }
   std::vector<std::string> args = pretrain(dir_ + "/fresh");
   args.push_back("--resume");
   r = runFoldfarm(args, dir_, {}, 120);
