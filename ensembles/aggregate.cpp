@@ -546,6 +546,9 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   // A file of the user's under an output's name is refused now, not after every chain was read.
   const std::set<std::string> earlier = earlierOutputs(out_dir);
   refuseForeignFiles({"bands.h5", "summary.json"}, out_dir, earlier);
+  // So is a --truth that is not there (before: after every chain was read).
+  if (std::error_code ec; truth_path && !fs::exists(*truth_path, ec))
+    throw InputError("--truth " + *truth_path + ": no such file; check the path");
 
   // 1. Read the chains, one at a time: only per-replica sums and each chain's densities are
   //    kept, per group (the nominal, named "", and each variation). Everything that can be

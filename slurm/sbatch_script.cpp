@@ -162,8 +162,10 @@ void validateResources(const SbatchResources& r) {
     long long limit = timeLimitSeconds(r.time);
     if (limit > 0 && r.signalGraceSeconds >= limit) {
       throw InputError("--signal-grace: " + std::to_string(r.signalGraceSeconds) +
-                       " s is not shorter than the time limit " + r.time +
-                       "; workers would be told to stop before they start");
+                       " s is not shorter than the time limit " + r.time + " (" +
+                       std::to_string(limit) +
+                       " s); workers would be told to stop before they start: give a "
+                       "shorter --signal-grace or a longer --time");
     }
   }
   if (r.foldfarm.empty()) throw InputError("--foldfarm: empty path of the foldfarm executable");

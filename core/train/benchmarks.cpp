@@ -554,7 +554,8 @@ json benchPet(const PetBenchOptions& a, const std::function<void(const std::stri
             a.preset, a.mode, batch, members > 1 ? fmt::format(" x {} members", members) : "",
             dev.device.str(), main.jets_per_s, main.step_ms, r["flops_per_jet"].get<double>(),
             100.0 * r["fraction_of_peak"].get<double>(), peak_gflops,
-            a.compare ? fmt::format(", x{:.4g} the other path", r["speedup"].get<double>())
+            a.compare ? fmt::format(", the optimised path x{:.4g} the baseline's speed",
+                                    r["speedup"].get<double>())
                       : std::string()));
       runs.push_back(r);
     }

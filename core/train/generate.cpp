@@ -59,10 +59,18 @@ data::JetArrays generateJets(const GenerateOptions& a) {
   if (!ck.meta.config.generator)
     throw InputError(a.checkpoint +
                      ": checkpoint has no generator head; use a pretrained checkpoint");
-  if (a.class_index < 0 || a.class_index >= ck.meta.config.num_classes)
+  if (a.class_index < 0 || a.class_index >= ck.meta.config.num_classes) {
+    // The classes by index and name (before: their count alone).
+    std::string classes;
+    for (int k = 0; k < ck.meta.config.num_classes; ++k)
+      classes += (k ? ", " : "") + std::to_string(k) +
+                 (static_cast<size_t>(k) < ck.meta.class_names.size()
+                      ? " " + ck.meta.class_names[static_cast<size_t>(k)]
+                      : std::string());
     throw InputError("--class " + std::to_string(a.class_index) + " is out of range for " +
                      a.checkpoint + " (" + std::to_string(ck.meta.config.num_classes) +
-                     " classes)");
+                     " classes: " + classes + ")");
+  }
   if (!ck.meta.extra.contains("jet_conditioning"))
     throw InputError(a.checkpoint +
                      ": no jet conditioning statistics; use a checkpoint written by foldfarm "

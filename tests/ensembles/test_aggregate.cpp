@@ -1284,6 +1284,17 @@ TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
   EXPECT_NE(refusal("c", out_f).find(out_f + ": holds bands.h5, which no earlier aggregation"),
             std::string::npos);
   EXPECT_EQ(foldfarm::readFile(out_f + "/bands.h5"), "mine");
+  // A missing --truth too (before: after every chain was read).
+  try {
+    aggregateRunsWithOptions({(root_ / "c").string()}, (root_ / "no_truth").string(),
+                             (root_ / "nope.h5").string(), {false});
+    ADD_FAILURE() << "a missing --truth was taken";
+  } catch (const foldfarm::InputError& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("--truth " + (root_ / "nope.h5").string() + ": no such file"),
+        std::string::npos)
+        << e.what();
+  }
   // The central columns read the central chains only: that bootstrap replica is not one.
   aggregateRunsWithOptions({(root_ / "c").string()}, out2, std::nullopt, central);
   EXPECT_EQ(nlohmann::json::parse(H5Reader(out2 + "/event_weights.h5").attr("/", "columns")),
