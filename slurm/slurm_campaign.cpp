@@ -493,15 +493,19 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
     for (size_t k = 0; k < ids.size() && k < 5; ++k) out += (k ? ", " : "") + ids[k];
     return ids.size() > 5 ? out + " and " + std::to_string(ids.size() - 5) + " more" : out;
   };
+  // Who submits them again: this watch, or (`slurm status`, which only looks) the next
+  // `slurm submit` (before: "to be submitted again" where nothing would).
+  const std::string again = submit ? "to be submitted again"
+                                   : "submitted again by `foldfarm slurm submit " + c.dir() + "`";
   if (!stopped.empty())
     logInfo(
         "{} task(s) stopped in their Slurm job with their state saved (exit 75: a time limit, a "
-        "scancel) and go back to pending, to be submitted again: {}",
-        stopped.size(), listed(stopped));
+        "scancel) and go back to pending, {}: {}",
+        stopped.size(), again, listed(stopped));
   for (const std::string& id : retried) {
     const std::optional<TaskRecord> t = c.journal().task(id);
-    logWarn("task {} failed (exit {}), to be submitted again (retry.max_attempts): {}", id,
-            t ? t->exit_code : -1, t ? t->reason : "");
+    logWarn("task {} failed (exit {}), {} (retry.max_attempts): {}", id, t ? t->exit_code : -1,
+            again, t ? t->reason : "");
   }
   for (const std::string& id : failed) {
     const std::optional<TaskRecord> t = c.journal().task(id);
