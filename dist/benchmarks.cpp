@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "core/base/error.hpp"
+#include "core/base/log.hpp"
 #include "core/base/seed.hpp"
 #include "core/data/features.hpp"
 #include "core/data/synth.hpp"
@@ -81,6 +82,12 @@ double median(std::vector<double> v) {
 nlohmann::json allreduceOn(DataParallelContext& ctx, const AllreduceBenchOptions& a,
                            const std::function<void(const std::string&)>& line) {
   const int world = ctx.worldSize();
+  // One rank moves nothing: its bus bandwidth is 0 by the formula and its times are the
+  // copies' alone (before: printed without a word).
+  if (world == 1 && ctx.isRoot())
+    logWarn(
+        "bench allreduce: one rank exchanges nothing (busbw 0; the times are local copies); run "
+        "it under mpirun -np N or srun with N >= 2");
   Communicator& comm = ctx.communicator();
   ControlPlane& control = ctx.control();
   const auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(comm.device());

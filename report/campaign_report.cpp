@@ -323,6 +323,7 @@ std::map<std::string, std::string> renderFigures(const ReportInputs& in) {
       LineFigure lf;
       lf.title = "Warm start: validation loss per epoch";
       lf.xlabel = "epoch";
+      lf.integer_x = true;
       lf.ylabel = "validation loss";
       lf.series = curves;
       batch.add("warmstart", lf);

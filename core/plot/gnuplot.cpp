@@ -1,5 +1,6 @@
 #include "core/plot/gnuplot.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cmath>
@@ -91,6 +92,15 @@ void GnuplotBatch::add(const std::string& name, const LineFigure& fig) {
   if (fig.logy) s += "set logscale y\n";
   if (std::isfinite(fig.xmin) && std::isfinite(fig.xmax) && fig.xmin < fig.xmax)
     s += "set xrange [" + num(fig.xmin) + ":" + num(fig.xmax) + "]\n";
+  if (fig.integer_x) {
+    // A short range gets a tic per count (gnuplot's own would be 0.2 apart); a long one its
+    // own, whole, tics.
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    for (const Series& sr : fig.series)
+      for (double x : sr.x)
+        if (std::isfinite(x)) lo = std::min(lo, x), hi = std::max(hi, x);
+    s += hi - lo <= 20 ? "set xtics 1\n" : "set format x '%.0f'\n";
+  }
   std::string plot;
   for (size_t k = 0; k < fig.series.size(); ++k) {
     const Series& sr = fig.series[k];

@@ -34,6 +34,7 @@ struct LineFigure {
   std::vector<Series> series;
   bool logx = false, logy = false;
   bool key_below = false;  // the legend under the plot (many entries), else beside it
+  bool integer_x = false;  // x counts (epochs): whole-number tics only
   int width = 760, height = 460;
   // The x range drawn when both are finite (a breakdown over its distribution's range), else
   // gnuplot's own from the points.
