@@ -1029,7 +1029,12 @@ void ChainRun::fitMlp(const Step& s, const Member& m, const TrainingSet& train, 
   mo.val_fraction = cfg_.val_fraction;
   mo.seed = m.fit_seed;
   mo.label = m.tag + " mlp";
-  rec["mlp_fit"] = toJson(mlp->fit(train.obs, train.labels, train.weights, mo));
+  try {
+    rec["mlp_fit"] = toJson(mlp->fit(train.obs, train.labels, train.weights, mo));
+  } catch (const InterruptedError&) {
+    if (!root_) throw ReportedByAnotherRank(kExitInterrupted);  // rank 0 says it, once
+    throw;
+  }
   if (root_) mlp->save(fitted_dir);
 }
 

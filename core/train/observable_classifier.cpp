@@ -16,6 +16,7 @@
 #include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
 #include "core/base/seed.hpp"
+#include "core/base/stop_signal.hpp"
 #include "core/model/pet_config.hpp"
 #include "core/train/checkpoint.hpp"
 #include "core/train/flat_params.hpp"
@@ -190,6 +191,15 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
     Tensor loss_sum = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device_));
     int64_t steps = 0;
     for (int64_t b = 0; b < rows; b += o.batch_size) {
+      // A stop (a time limit's warning, a scancel, Ctrl-C) ends the fit at the next batch
+      // (before: the fit ran all its epochs first, past a Slurm job's grace). The fit keeps
+      // no state: its caller's saved state is from before it, and it is fitted again, to the
+      // same weights, on resume.
+      if (stopRequested())
+        throw InterruptedError(
+            fmt::format("{}: stopped at epoch {} (signal {}); this fit runs "
+                        "again from its start on resume",
+                        o.label, epoch, stopSignal()));
       const Tensor idx = perm.narrow(0, b, std::min(o.batch_size, rows - b));
       zeroGradients(opt);
       const Tensor loss = weightedClassifierLoss(seq->forward(X.index_select(0, idx)),

@@ -375,3 +375,36 @@ TEST_F(OutputDirs, ChainsStartedFromDifferentDirectoriesAggregateTogether) {
       << missing.err;
   EXPECT_FALSE(fs::exists(dir_ + "/rel_missing"));
 }
+
+namespace {
+
+// An `mlp` chain stopped during a long MLP fit (SIGUSR1: a time limit's warning) stops at the
+// next batch with exit 75 (before: it trained all its epochs first, past a Slurm job's grace),
+// and the chain runs on from its saved state when run again.
+TEST_F(OutputDirs, AnMlpFitStopsAtTheNextBatch) {
+  std::ofstream(dir_ + "/mlp_long.json")
+      << R"({"classifier": "mlp", "mlp": {"epochs": 1000000, "patience": 0}})";
+  const std::string out = dir_ + "/mlp_stopped", log = dir_ + "/mlp_stopped.log";
+  const pid_t pid = foldfarm::testing::spawnLogged({FOLDFARM_BINARY, "unfold",
+                                                    "--mc",          dir_ + "/mc.h5",
+                                                    "--data",        dir_ + "/data.h5",
+                                                    "--init",        "none",
+                                                    "--out",         out,
+                                                    "--replica",     "0",
+                                                    "--member",      "0",
+                                                    "--iterations",  "1",
+                                                    "--config",      dir_ + "/mlp_long.json",
+                                                    "--threads",     "1"},
+                                                   log);
+  // Into the fit: its epochs are logged at debug only, so wait for the step to start.
+  for (int i = 0; i < 600 && !fs::exists(out + "/state"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(foldfarm::testing::waitExitWithin(pid, 120), 75) << foldfarm::readFile(log);
+  EXPECT_NE(foldfarm::readFile(log).find(out + ": interrupted; state saved"), std::string::npos)
+      << foldfarm::readFile(log);
+  EXPECT_FALSE(fs::exists(out + "/result.json"));
+}
+
+}  // namespace
