@@ -77,8 +77,12 @@ void writeSynthFile(const SynthFileOptions& opt) {
         const auto [b, e] = rows(t);
         parts[static_cast<size_t>(t)] = synthPretrain(opt.config, opt.seed, b, e);
       });
-      for (auto& p : parts)
-        if (p.n > 0) writer.append(p);
+      for (auto& p : parts) {
+        if (p.n == 0) continue;
+        for (int64_t i = 0; i < p.n; ++i)
+          if (p.particle(i, p.P - 1)[2] != 0.0f) ++full_gen;  // real: raw feature 2
+        writer.append(p);
+      }
     } else {
       std::vector<UnfoldArrays> parts(static_cast<size_t>(threads));
       runThreads(threads, [&](int t) {
@@ -109,7 +113,12 @@ void writeSynthFile(const SynthFileOptions& opt) {
   progress.finish();
   // Said, not silent: the observables (multiplicity, mass, ...) and the classifiers see the cut
   // jets, and files of other slot counts differ in that alone (before: not a word).
-  if (full_gen + full_reco > 0)
+  if (pretrain && full_gen > 0)
+    logWarn(
+        "synth: {}: {} of {} jets fill all {} particle slots (--particles): they are cut to their "
+        "{} hardest particles; a larger --particles keeps more of them whole",
+        opt.out, full_gen, opt.count, opt.config.P, opt.config.P);
+  else if (full_gen + full_reco > 0)
     logWarn(
         "synth: {}: {} of {} events' gen jets and {} of their reco jets fill all {} particle slots "
         "(--particles): they are cut to their {} hardest particles, and their observables "

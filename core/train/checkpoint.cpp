@@ -35,13 +35,25 @@ bool checkpointExists(const std::string& dir) {
   return fs::exists(fs::path(dir) / "meta.json");
 }
 
-std::string otherCommandsOutput(const std::string& dir) {
-  const auto has = [&](const char* name) { return fs::exists(fs::path(dir) / name); };
+namespace {
+std::string outputOf(const fs::path& dir) {
+  const auto has = [&](const char* name) { return fs::exists(dir / name); };
   if ((has("result.json") && has("histograms.h5")) || has("state/progress.json"))
     return "an OmniFold chain (`foldfarm unfold --out`)";
   if (has("spec.json") && has("journal.sqlite"))
     return "a campaign (`foldfarm campaign init --dir`)";
   if (has("summary.json") && has("bands.h5")) return "an aggregation (`foldfarm aggregate --out`)";
+  return "";
+}
+}  // namespace
+
+std::string otherCommandsOutput(const std::string& dir) {
+  const fs::path path = fs::absolute(dir).lexically_normal();
+  if (std::string what = outputOf(path); !what.empty()) return "holds " + what;
+  // Below one too (a campaign's tasks/, a chain's state/): its files are the other command's.
+  for (fs::path p = path.parent_path(); !p.empty() && p != p.root_path(); p = p.parent_path())
+    if (std::string what = outputOf(p); !what.empty())
+      return "is inside " + what + " at " + p.string();
   return "";
 }
 

@@ -44,8 +44,9 @@ struct Checkpoint {
 
 // True when `dir`/meta.json exists.
 bool checkpointExists(const std::string& dir);
-// What another command wrote into `dir`, for a refusal ("an OmniFold chain (`foldfarm unfold
-// --out`)", a campaign, an aggregation); "" when none of those.
+// What another command wrote into `dir` or a directory above it, for a refusal ("holds an
+// OmniFold chain (`foldfarm unfold --out`)", "is inside a campaign (…) at D", an aggregation);
+// "" when none of those.
 std::string otherCommandsOutput(const std::string& dir);
 // Creates `dir` if needed. Throws Error on I/O failure (the previous checkpoint stays).
 void writeCheckpoint(const std::string& dir, const CheckpointMeta& meta,

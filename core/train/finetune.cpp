@@ -50,7 +50,7 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
   OutputDirectoryLock lock(opt.out, "--out");
   lock.removeLeftTemporaries({"state", "model"});
   if (const std::string other = otherCommandsOutput(opt.out); !other.empty())
-    throw InputError(opt.out + ": holds " + other + ", not a fine-tuning; choose another --out");
+    throw InputError(opt.out + ": " + other + ", not a fine-tuning; choose another --out");
   for (const std::string& dir : {o.state_dir, model_dir}) {
     if (!checkpointExists(dir)) continue;
     bool generator = false;

@@ -172,7 +172,7 @@ TrainOptions trainOptionsFor(const PretrainOptions& o, const ParallelContext& ct
   // Another command's output: its files beside a model and a state would pass for neither
   // (before: written into, and a chain directory then passed as `unfold --init`).
   if (const std::string other = otherCommandsOutput(o.out); !other.empty())
-    throw InputError(o.out + ": holds " + other + ", not a pretraining; choose another --out");
+    throw InputError(o.out + ": " + other + ", not a pretraining; choose another --out");
   if (checkpointExists(t.state_dir) && !stateOfPretraining(t.state_dir))
     throw InputError(o.out +
                      ": holds the training state of a fine-tuning (a classifier: `foldfarm "

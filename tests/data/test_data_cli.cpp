@@ -461,4 +461,10 @@ TEST_F(DataCli, SynthSaysHowManyJetsFillEverySlot) {
                            "--seed", "11", "--particles", "200", "--out", file("w.h5")});
   ASSERT_EQ(wide.code, 0) << wide.err;
   EXPECT_EQ(wide.err.find("particle slots"), std::string::npos) << wide.err;
+  // Pretraining jets too (the command's default kind).
+  const Result jets = run(
+      {"data", "synth", "--jets", "60", "--seed", "3", "--particles", "8", "--out", file("p8.h5")});
+  ASSERT_EQ(jets.code, 0) << jets.err;
+  EXPECT_NE(jets.err.find(" of 60 jets fill all 8 particle slots (--particles)"), std::string::npos)
+      << jets.err;
 }

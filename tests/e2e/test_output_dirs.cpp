@@ -325,6 +325,14 @@ TEST_F(OutputDirs, TheOtherCommandsOutputIsNamedAndAResumeOfNothingIsSaid) {
     EXPECT_FALSE(fs::exists(d + "/model")) << d;
     EXPECT_FALSE(fs::exists(d + "/state")) << d;
   }
+  // Below one too: a campaign's tasks/ (before: model/ and state/ beside the task folders).
+  r = runFoldfarm(pretrain(camp + "/tasks"), dir_, {}, 120);
+  EXPECT_EQ(r.status(), 2) << r.err;
+  EXPECT_NE(
+      r.err.find(camp + "/tasks: is inside a campaign (`foldfarm campaign init --dir`) at " + camp),
+      std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(camp + "/tasks"));
   std::vector<std::string> args = pretrain(dir_ + "/fresh");
   args.push_back("--resume");
   r = runFoldfarm(args, dir_, {}, 120);
