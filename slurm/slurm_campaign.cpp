@@ -162,26 +162,31 @@ SbatchResources submissionResources(const jobs::Campaign& c, const SlurmCampaign
 // Every option checked before Slurm is asked anything or a task directory is touched: the
 // script of a one-element array is rendered and thrown away (before: a bad --time was found
 // only when the first array was written, after its attempts were promised).
-void checkSubmissionOptions(const jobs::Campaign& c, const SlurmCampaignOptions& o) {
+// The script of a one-element array with the options `o` (renderArrayScript checks them).
+std::string probeScript(const jobs::Campaign& c, const SlurmCampaignOptions& o) {
   const SbatchResources res = submissionResources(c, o);
   ArrayJob probe;
   probe.campaignDir = c.dir();
   probe.manifestPath = c.dir() + "/slurm/sub-0000/manifest.tsv";
   probe.elements = 1;
   probe.lanes = arrayElementLanes(res);
-  (void)renderArrayScript(res, probe);
+  return renderArrayScript(res, probe);
+}
+
+void checkSubmissionOptions(const jobs::Campaign& c, const SlurmCampaignOptions& o) {
+  (void)probeScript(c, o);
 }
 
 // The directories of the --output and --error patterns, made when missing (Slurm opens the
 // file before the script runs: in a missing directory the job fails with no output anywhere,
-// and every task's submissions end "without a result"). A directory that holds a placeholder
-// (%j, %x, ...) is left to the user; a relative one is the job's working directory's.
+// and every task's submissions end "without a result"). A directory named with a Slurm
+// pattern (%j, %x, ...) is left to the user; a relative one is the job's working directory's.
 void makeOutputDirectories(const SbatchResources& r) {
   for (const std::string& pattern : {r.output, r.error}) {
     const size_t slash = pattern.rfind('/');
     if (pattern.empty() || slash == std::string::npos || slash == 0) continue;
     std::string dir;
-    bool placeholder = false;
+    bool patterned = false;  // a Slurm %-pattern in the directory's name
     for (size_t k = 0; k < slash; ++k) {
       if (pattern[k] != '%') {
         dir += pattern[k];
@@ -189,11 +194,11 @@ void makeOutputDirectories(const SbatchResources& r) {
         dir += '%';
         ++k;
       } else {
-        placeholder = true;
+        patterned = true;
         break;
       }
     }
-    if (placeholder) continue;
+    if (patterned) continue;
     fs::path path(dir);
     if (path.is_relative())
       path = (r.workDir.empty() ? fs::current_path() : fs::path(r.workDir)) / path;
@@ -212,14 +217,8 @@ void makeOutputDirectories(const SbatchResources& r) {
 // it would take it). Nothing is submitted; the probe script is removed.
 std::string optionsRefusedBySbatch(const jobs::Campaign& c, const SlurmCampaignOptions& o,
                                    const SlurmClient& client) {
-  const SbatchResources res = submissionResources(c, o);
-  ArrayJob probe;
-  probe.campaignDir = c.dir();
-  probe.manifestPath = c.dir() + "/slurm/options-check.tsv";
-  probe.elements = 1;
-  probe.lanes = arrayElementLanes(res);
   const std::string script = c.dir() + "/slurm/options-check.sbatch";
-  writeFileAtomic(script, renderArrayScript(res, probe));
+  writeFileAtomic(script, probeScript(c, o));
   std::string why;
   try {
     why = client.testOnly(script);
