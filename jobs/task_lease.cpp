@@ -156,6 +156,10 @@ TaskLease TaskLease::acquire(const std::string& task_dir, const std::string& tas
   if (previous.contains("attempt") && previous["attempt"].is_number_integer())
     lease.previous_holder_ = previous["attempt"].get<int>();
   lease.writeHolder(0, true);
+  // 4. An earlier attempt's record that it never started has been read by the journal's
+  //    writer (it made this attempt): it goes (before: it stayed beside the task's result).
+  if (const auto r = readLeaseRefusal(task_dir); r && r->attempt < attempt)
+    ::unlink((task_dir + "/" + kLeaseRefusedFile).c_str());
   return lease;
 }
 

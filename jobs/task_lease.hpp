@@ -21,7 +21,9 @@
 //   3. with the lock: read .attempt; a larger number than ours: SupersededError; else write
 //      ours (unless ours is 0: a run by hand, which takes the lock but no number) and the
 //      holder record (attempt, host, pid, pid start time, process group), made durable, after
-//      noting the previous holder's attempt (previousHolder()).
+//      noting the previous holder's attempt (previousHolder());
+//   4. remove an earlier attempt's .lease-refused (recordLeaseRefusal): the journal's writer
+//      read it when it made this attempt.
 // Releasing is closing the descriptor (the destructor), or the death of every holder.
 //
 // Works on local file systems and on NFS (Linux maps flock to NFS byte-range locks);

@@ -49,6 +49,7 @@ struct RoundResult {
   std::vector<std::string> held;       // pending behind a failed dependency (task graph)
   int throttled = 0;                   // ready, left for a later round by --throttle
   int stopped = 0;                     // results of a task's own stop (75): pending again
+  int notStarted = 0;                  // of `requeued`: never started (.lease-refused)
   int gaveUp = 0;                      // jobs ended without a result --max-submissions times
   bool changed() const { return ingested || requeued || submittedArrays || gaveUp; }
 };
@@ -520,8 +521,10 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
     if (r && r->attempt == t.attempts) {
       // Not a lost attempt: another attempt's processes (another host's) held the task. It
       // is submitted again after the backoff, counted toward no cap, as locally.
-      round.requeued += c.requeue({t.id}, "not started: " + r->reason, jobs::kEventLeaseRefused,
-                                  jobs::wallClockNow() + c.spec().retry.backoff_s);
+      const int back = c.requeue({t.id}, "not started: " + r->reason, jobs::kEventLeaseRefused,
+                                 jobs::wallClockNow() + c.spec().retry.backoff_s);
+      round.requeued += back;
+      round.notStarted += back;
       logInfo("task {} back to pending: {}", t.id, r->reason);
       continue;
     }
@@ -673,14 +676,23 @@ void refuseTasksInLiveSlurmJobs(const std::string& dir, const SlurmClient::Progr
 }
 
 nlohmann::json SlurmCampaignSummary::toJson() const {
-  return {{"counts", countsJson(counts)},        {"held", tasksHeld},
-          {"submissions", submissions},          {"elements_submitted", elementsSubmitted},
-          {"tasks_submitted", tasksSubmitted},   {"tasks_requeued", tasksRequeued},
-          {"tasks_stopped", tasksStopped},       {"tasks_throttled", tasksThrottled},
-          {"results_ingested", resultsIngested}, {"job_ids", jobIds},
-          {"interrupted", interrupted},          {"orphans_cancelled", orphansCancelled},
-          {"held_released", heldReleased},       {"cancelled", cancelled},
-          {"tasks_cancelled", tasksCancelled},   {"jobs_cancelled", jobsCancelled}};
+  return {{"counts", countsJson(counts)},
+          {"held", tasksHeld},
+          {"submissions", submissions},
+          {"elements_submitted", elementsSubmitted},
+          {"tasks_submitted", tasksSubmitted},
+          {"tasks_requeued", tasksRequeued},
+          {"tasks_stopped", tasksStopped},
+          {"tasks_not_started", tasksNotStarted},
+          {"tasks_throttled", tasksThrottled},
+          {"results_ingested", resultsIngested},
+          {"job_ids", jobIds},
+          {"interrupted", interrupted},
+          {"orphans_cancelled", orphansCancelled},
+          {"held_released", heldReleased},
+          {"cancelled", cancelled},
+          {"tasks_cancelled", tasksCancelled},
+          {"jobs_cancelled", jobsCancelled}};
 }
 
 SbatchResources arrayElementResources(const jobs::CampaignSpec& spec, SbatchResources r) {
@@ -856,7 +868,8 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
     sum.submissions += r.submittedArrays;
     sum.elementsSubmitted += r.submittedElements;
     sum.tasksSubmitted += r.submittedTasks;
-    sum.tasksRequeued += r.requeued;
+    sum.tasksRequeued += r.requeued - r.notStarted;
+    sum.tasksNotStarted += r.notStarted;
     sum.tasksStopped += r.stopped;
     sum.tasksThrottled = r.throttled;
     sum.resultsIngested += r.ingested;

@@ -79,8 +79,12 @@ struct SlurmCampaignSummary {
   int submissions = 0;       // arrays submitted by this call
   int elementsSubmitted = 0;
   int tasksSubmitted = 0;
-  int tasksRequeued = 0;   // jobs ended without a result -> pending again
-  int tasksStopped = 0;    // tasks that stopped in their job, state saved (75) -> pending again
+  int tasksRequeued = 0;  // jobs ended without a result -> pending again
+  int tasksStopped = 0;   // tasks that stopped in their job, state saved (75) -> pending again
+  // Tasks whose element stopped (a time limit, a scancel) or whose lease another attempt held
+  // before their turn: never started, pending again (counted toward no cap). Not among
+  // tasksRequeued, which counts jobs that ended without a result.
+  int tasksNotStarted = 0;
   int tasksThrottled = 0;  // ready but not submitted in the last round: no room under throttle
   int resultsIngested = 0;
   int tasksHeld = 0;                // pending behind failed dependencies when the watch ended

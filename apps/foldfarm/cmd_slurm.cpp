@@ -243,8 +243,10 @@ void submitAndReport(SubmitArgs& a) {
   } else {
     std::printf(
         "%s: %d array(s) submitted (%d task submission(s)); back to pending: %d stopped in "
-        "their job with their state saved, %d whose job ended without a result; ",
-        a.dir.c_str(), sum.submissions, sum.tasksSubmitted, sum.tasksStopped, sum.tasksRequeued);
+        "their job with their state saved, %d whose job ended without a result, %d never "
+        "started (their job stopped before their turn); ",
+        a.dir.c_str(), sum.submissions, sum.tasksSubmitted, sum.tasksStopped, sum.tasksRequeued,
+        sum.tasksNotStarted);
     printCounts(j["counts"]);
     if (j.contains("aggregate")) printAggregation(a.dir, j["aggregate"]);
   }

@@ -1,5 +1,6 @@
 #include "apps/foldfarm/top_level.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -55,6 +56,89 @@ std::string parseErrorText(const CLI::ParseError& e) {
                              : "");
 }
 
+// The commands of a group, as `--help` lists them (hidden ones left out).
+std::vector<std::string> commandNames(CLI::App& group) {
+  std::vector<std::string> names;
+  for (CLI::App* c : group.get_subcommands([](CLI::App* c) { return !c->get_group().empty(); }))
+    names.push_back(c->get_name());
+  return names;
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+// Where argv leads in the command tree: the deepest command it names and the first word that
+// names none ("" when every word named one, or options followed).
+struct CommandPath {
+  CLI::App* app;
+  std::string path = "foldfarm";
+  std::string unknown;
+};
+
+CommandPath walk(CLI::App& root, int argc, char** argv) {
+  CommandPath at{&root, "foldfarm", ""};
+  for (int k = 1; k < argc; ++k) {
+    const std::string a = argv[k];
+    if (a == "--log-level") {
+      ++k;
+      continue;
+    }
+    if (a.rfind('-', 0) == 0) continue;
+    const auto found = at.app->get_subcommands([&](CLI::App* c) { return c->check_name(a); });
+    if (found.empty()) {
+      if (at.app->get_require_subcommand_min() > 0) at.unknown = a;
+      break;
+    }
+    at.app = found.front();
+    at.path += " " + at.app->get_name();
+  }
+  return at;
+}
+
+// CLI11's "A subcommand is required" where a command was mistyped or left out, and "The
+// following argument was not expected: --jsn": which command or option, what there is, and
+// the nearest one (before: "A subcommand is required" for `foldfarm campain` and for
+// `foldfarm slurm watch D` alike).
+std::string commandErrorText(const CLI::ParseError& e, CLI::App& root, int argc, char** argv) {
+  const std::string what = e.what();
+  const CommandPath at = walk(root, argc, argv);
+  if (what.find("subcommand is required") != std::string::npos) {
+    const std::vector<std::string> names = commandNames(*at.app);
+    if (at.unknown.empty()) return at.path + ": give one of its commands: " + joined(names);
+    const std::string near = cli::closestName(at.unknown, names);
+    return at.path + ": no command '" + at.unknown + "'" +
+           (near.empty() ? "; its" : "; did you mean '" + near + "'? Its") +
+           " commands: " + joined(names);
+  }
+  std::vector<std::string> options;
+  for (const CLI::App* a = at.app; a != nullptr; a = a->get_parent())
+    for (const CLI::Option* o : a->get_options())
+      for (const std::string& n : o->get_lnames()) options.push_back("--" + n);
+  const auto noOption = [&](const std::string& typed) {
+    const std::string near = cli::closestName(typed, options);
+    return at.path + ": no option " + typed + (near.empty() ? "" : "; did you mean " + near + "?");
+  };
+  static const std::string kUnexpected = "The following argument was not expected: ";
+  if (what.rfind(kUnexpected, 0) == 0) {
+    const std::string typed = what.substr(kUnexpected.size());
+    if (typed.rfind("--", 0) != 0 || typed.find(' ') != std::string::npos) return what;
+    return noOption(typed.substr(0, typed.find('=')));
+  }
+  // "--data is required" where the command line holds a misspelt option (`--dta`): the
+  // misspelling is the error to name.
+  if (what.find(" is required") != std::string::npos)
+    for (int k = 1; k < argc; ++k) {
+      const std::string a = argv[k];
+      if (a.rfind("--", 0) != 0 || a == "--") continue;
+      const std::string name = a.substr(0, a.find('='));
+      if (std::find(options.begin(), options.end(), name) == options.end()) return noOption(name);
+    }
+  return parseErrorText(e);
+}
+
 }  // namespace
 
 int TopLevel::run(int argc, char** argv, const ErrorText& text) {
@@ -71,7 +155,8 @@ int TopLevel::run(int argc, char** argv, const ErrorText& text) {
   } catch (const CLI::ParseError& e) {
     // Every rank of mpirun/srun parses the same command line: rank 0 says what is wrong.
     if (launchRank() == 0)
-      std::fprintf(stderr, "foldfarm: error: %s (see --help)\n", parseErrorText(e).c_str());
+      std::fprintf(stderr, "foldfarm: error: %s (see --help)\n",
+                   commandErrorText(e, app_, argc, argv).c_str());
     return kExitBadInput;
   } catch (const ReportedByAnotherRank& e) {
     // Rank 0 prints it. mpirun ends the whole job as soon as one rank exits with an error:

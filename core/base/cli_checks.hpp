@@ -4,6 +4,7 @@
 // say what is wanted:  foldfarm: error: --spread: must be a number >= 0, not -0.5
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace foldfarm::cli {
 
@@ -109,6 +111,37 @@ inline CLI::Validator between(double lo, double hi) {
 }
 inline CLI::Validator fromToBelow(double lo, double hi) {
   return detail::rangeCheck(lo, hi, true);
+}
+
+// The name in `names` that `typed` most likely misspells: within an edit distance
+// (insertions, deletions, substitutions, swaps of neighbours) of a third of its length, at
+// least 1 and at most 3, or one it begins; "" when none is that close. `watch` -> `status`
+// is no suggestion; `sttaus` -> `status` and `--jsn` -> `--json` are.
+inline std::string closestName(std::string_view typed, const std::vector<std::string>& names) {
+  const auto distance = [](std::string_view a, std::string_view b) {
+    std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+    for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+    for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+    for (size_t i = 1; i <= a.size(); ++i)
+      for (size_t j = 1; j <= b.size(); ++j) {
+        d[i][j] = std::min(
+            {d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+        if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+          d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    return d[a.size()][b.size()];
+  };
+  const size_t limit = std::clamp<size_t>(typed.size() / 3, 1, 3);
+  std::string best;
+  size_t best_d = limit + 1;
+  for (const std::string& n : names) {
+    const size_t dd = n.rfind(typed, 0) == 0 && typed.size() >= 3 ? 1 : distance(typed, n);
+    if (dd < best_d) {
+      best_d = dd;
+      best = n;
+    }
+  }
+  return best;
 }
 
 }  // namespace foldfarm::cli

@@ -94,5 +94,17 @@ TEST(IntegerOptions, HelpShowsTheTypesUnchanged) {
   EXPECT_EQ(app.get_option("--steps")->get_type_name(), "INT:[1, 10]");
 }
 
+TEST(ClosestName, AMisspellingFindsItsNameAndAnotherWordNone) {
+  const std::vector<std::string> commands = {"render", "submit", "status"};
+  EXPECT_EQ(closestName("sttaus", commands), "status");  // a swap and a substitution
+  EXPECT_EQ(closestName("sumbit", commands), "submit");
+  EXPECT_EQ(closestName("stat", commands), "status");  // a beginning
+  EXPECT_EQ(closestName("watch", commands), "");
+  EXPECT_EQ(closestName("st", commands), "");  // too short to begin one
+  EXPECT_EQ(closestName("--jsn", {"--json", "--dir", "--help"}), "--json");
+  EXPECT_EQ(closestName("--epochz", {"--epochs", "--events"}), "--epochs");
+  EXPECT_EQ(closestName("x", {}), "");
+}
+
 }  // namespace
 }  // namespace foldfarm::cli

@@ -207,6 +207,34 @@ TEST_F(FrontEnd, WithoutFoldfarmTorchBesideItACommandThatTrainsIsRefusedInOneLin
   EXPECT_EQ(json::parse(status.out).at("counts").at("pending"), 2) << "nothing ran";
 }
 
+// A mistyped command or option: which, where, and the nearest one (before: "A subcommand is
+// required" for `foldfarm campain` and `foldfarm slurm watch D` alike, and "--data is
+// required" for `--dta`), exit 2.
+TEST_F(FrontEnd, AMistypedCommandOrOptionIsNamedWithTheNearestOne) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"campain"}, "foldfarm: no command 'campain'; did you mean 'campaign'? Its commands: "},
+      {{"slurm", "watch", "D"},
+       "foldfarm slurm: no command 'watch'; its commands: render, submit, status"},
+      {{"campaign", "sttaus", "D"},
+       "foldfarm campaign: no command 'sttaus'; did you mean 'status'?"},
+      {{"bench"}, "foldfarm bench: give one of its commands: data, pet,"},
+      {{"campaign", "status", "D", "--jsn"},
+       "foldfarm campaign status: no option --jsn; did you mean --json?"},
+      {{"unfold", "--mc", "a.h5", "--dta=b.h5"},
+       "foldfarm unfold: no option --dta; did you mean --data?"},
+      {{"--log-level", "warn", "data", "inspect", "x.h5", "--zzzzzz"},
+       "foldfarm data inspect: no option --zzzzzz (see --help)"}};
+  // The front end hands a command it does not know to foldfarm-torch: both speak here.
+  const std::string exe = FOLDFARM_BINARY;
+  for (const auto& [args, said] : cases) {
+    const ProcessResult r = run(exe, args);
+    EXPECT_EQ(r.exitCode, 2) << exe << " " << args.front();
+    EXPECT_EQ(errorLines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("foldfarm: error: " + said), std::string::npos) << exe << ": " << r.err;
+  }
+}
+
 TEST_F(FrontEnd, ACommandHandedOverKeepsItsProcessItsArgumentsAndItsSignals) {
   if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
   const std::string camp = dir_ + "/sleep";

@@ -694,6 +694,15 @@ TEST_F(Faults, ATaskItsElementWasStoppedBeforeIsRecordedAsNotStarted) {
   EXPECT_EQ(r->attempt, 1);
   EXPECT_NE(r->reason.find("before the task's turn"), std::string::npos) << r->reason;
   EXPECT_FALSE(foldfarm::jobs::readLeaseRefusal(first).has_value()) << "the first one ran";
+  // The next attempt, once it holds the lease, removes the record its submitter has read
+  // (before: it stayed beside the task's result).
+  work = startTool({"work", dir_, "--task", "r0001m0@2"}, scratch_, "work2");
+  for (int i = 0; i < 500 && readText(second + "/runs").empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(readText(second + "/runs"), "begin\n");
+  EXPECT_FALSE(std::filesystem::exists(second + "/" + foldfarm::jobs::kLeaseRefusedFile));
+  ::kill(work, SIGTERM);
+  EXPECT_EQ(waitExit(work), foldfarm::kExitInterrupted) << readText(scratch_ + "/work2.err");
 }
 
 TEST_F(Faults, KillMinus9OfTheOrchestratorFiveTimesThenResumeDoesEveryTaskOnce) {

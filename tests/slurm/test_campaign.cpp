@@ -610,6 +610,9 @@ TEST_F(SlurmCampaign, ALeaseHeldElsewhereDelaysTheTaskWithoutStrandingIt) {
   int status = 0;
   ASSERT_EQ(::waitpid(holder, &status, 0), holder);
   EXPECT_EQ(sum.counts[TaskState::kDone], 1);
+  // Counted as never started, not as a job that ended without a result.
+  EXPECT_GE(sum.tasksNotStarted, 1);
+  EXPECT_EQ(sum.tasksRequeued, 0);
   jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
   auto t = c.journal().task("r0000m0");
   ASSERT_TRUE(t.has_value());
