@@ -6,7 +6,8 @@
 
 #include "core/mpi/check.hpp"
 
-// ncclInProgress is success for a non-blocking communicator: completion is polled.
+// ncclInProgress is success for a non-blocking communicator: the caller polls
+// ncclCommGetAsyncError until the operation is no longer in progress (NcclComm::inProgress).
 #define FF_NCCL_CHECK(expr)                                               \
   do {                                                                    \
     const ncclResult_t ff_nccl_rc_ = (expr);                              \

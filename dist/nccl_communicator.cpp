@@ -221,6 +221,12 @@ class NcclCommunicator final : public Communicator {
     FF_CUDA_CHECK(cudaEventRecord(ready_.get(), cudaStreamLegacy));
     FF_CUDA_CHECK(cudaStreamWaitEvent(stream_.get(), ready_.get(), 0));
     launch();
+    // A non-blocking communicator may answer ncclInProgress before the collective is on the
+    // stream (newer NCCL connects to the peers at the first collective): until it is, `done`
+    // recorded now would fire before the reduction ran and the optimiser would read
+    // unreduced gradients. NCCL's rule: poll ncclCommGetAsyncError until it is no longer in
+    // progress before using the stream. A peer that never comes ends in the deadline.
+    control_.waitUntil([&] { return !comm_.inProgress(); }, [&] { comm_.abort(); });
     FF_CUDA_CHECK(cudaEventRecord(done, stream_.get()));
     FF_CUDA_CHECK(cudaStreamWaitEvent(cudaStreamLegacy, done, 0));
   }

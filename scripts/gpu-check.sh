@@ -6,15 +6,21 @@
 #   deps      unpack .gpu-deps/*.deb (scripts/gpu-deps.sh) into a prefix, point CMake at it
 #   configure CMake, Ninja, Release, CUDA LibTorch from PyTorch, NCCL from nvidia-nccl-cu13
 #   build     foldfarm and the tests labelled gpu first (OUTDIR/build.log)
-#   ctest     ctest -L gpu, then test_e2e_device (OUTDIR/ctest.log)
 #   bench     bench pet: omnilearn pretrain, bf16 + fixed shapes beside the padded fp32
-#             baseline at batch 256, 1024, 4096; the same with CUDA graphs; tiny chain-sized
+#             baseline at batch 256, 1024, 4096 (a run that does not fit the GPU is recorded
+#             as out of memory); CUDA graphs at 256 and 4096; tiny chain-sized
 #             models, 1, 2 and 4 trained side by side in one process; fp32 at 1024; last,
 #             the observable MLP's fit on the GPU beside the same fit on the CPU, at the
 #             chains' batch and a large one (OUTDIR/bench_pet.json)
 #   campaign  tiny PET chains on one GPU with 1, 2, 4 tasks per GPU: chains/hour, GPU
-#             memory per task process, fresh process vs persistent worker (campaign.json)
+#             memory per task process, fresh process vs persistent worker (campaign.json);
+#             no MPS is started here: K > 1 shares the GPU by time-slicing
+#   ctest     ctest -L gpu, then test_e2e_device (OUTDIR/ctest.log)
 #   build_all every other target, with the time left (OUTDIR/build.log)
+# The figures come before the tests: a build that takes most of the budget leaves the tests
+# for a second call on the still-warm machine, `FF_STEPS=ctest scripts/gpu-check.sh OUT2`
+# (the build, data and unpacked dependencies stay in FF_BUILD_DIR, FF_DATA_DIR and
+# FF_DEPS_PREFIX; a skipped deps step takes its environment from FF_DEPS_PREFIX/env.sh).
 # Everything printed also goes to OUTDIR/check.log. The whole run keeps within
 # FF_BUDGET_S seconds (default 540): every command runs under `timeout`.
 # --dry-run (or FF_GPU_CHECK_DRY=1): facts, deps and configure only, for a machine
@@ -26,10 +32,9 @@
 # the image's copy of a library wins when it has the soname), FF_BUILD_DIR (/tmp/ffbuild),
 # FF_DATA_DIR (/tmp/ffdata), FF_PYTHON, FF_TORCH_PREFIX, FF_WITH_CUDA (ON; dry run AUTO),
 # FF_CUDA_ARCH (90), FF_DEVICE (cuda; cpu: a smoke test of the bench and campaign steps),
-# FF_BENCH_JETS (104000), FF_BENCH_BATCHES ("256 1024 4096"), FF_BENCH_FP32_BATCH (1024),
+# FF_BENCH_JETS (106496), FF_BENCH_BATCHES ("256 1024 4096"), FF_BENCH_FP32_BATCH (1024),
 # FF_BENCH_PRESET (omnilearn), FF_BENCH_PRECISION (bf16; fp32 with FF_DEVICE=cpu), FF_BENCH_PARTICLES (150),
-# FF_BENCH_STEPS (20), FF_BENCH_WARMUP (5), FF_BENCH_GRAPHS_BATCHES (as FF_BENCH_BATCHES; ""
-# for none), FF_BENCH_MEMBERS ("1,2,4"; "" for none), FF_MEMBERS_BATCH (512),
+# FF_BENCH_STEPS (20), FF_BENCH_WARMUP (5), FF_BENCH_GRAPHS_BATCHES ("256 4096"; "" for none), FF_BENCH_MEMBERS ("1,2,4"; "" for none), FF_MEMBERS_BATCH (512),
 # FF_CHAIN_EVENTS (10000), FF_CHAIN_PRECISION (fp32), FF_MLP_BATCHES ("256 4096"; "" for
 # none), FF_MLP_THREADS (4: a task's CPU share with 4 tasks per GPU on 16 cores).
 set -u -o pipefail
@@ -56,10 +61,10 @@ build=${FF_BUILD_DIR:-/tmp/ffbuild}
 data=${FF_DATA_DIR:-/tmp/ffdata}
 arch=${FF_CUDA_ARCH:-90}
 device=${FF_DEVICE:-cuda}
-bench_jets=${FF_BENCH_JETS:-104000}  # 25 batches of 4096 (5 warm-up + 20 timed steps)
+bench_jets=${FF_BENCH_JETS:-106496}  # 26 full batches of 4096 (5 warm-up + 20 timed steps + 1)
 bench_batches=${FF_BENCH_BATCHES:-256 1024 4096}
 bench_fp32_batch=${FF_BENCH_FP32_BATCH:-1024}
-bench_graphs_batches=${FF_BENCH_GRAPHS_BATCHES-$bench_batches}
+bench_graphs_batches=${FF_BENCH_GRAPHS_BATCHES-256 4096}
 [ "$device" = cpu ] && bench_graphs_batches=""  # graphs need a GPU
 bench_preset=${FF_BENCH_PRESET:-omnilearn}
 bench_precision=${FF_BENCH_PRECISION:-$([ "$device" = cpu ] && echo fp32 || echo bf16)}  # bf16 needs a GPU
@@ -563,13 +568,14 @@ def runs(prefix):
     return dict(sorted(found.items(), key=lambda kv: int(kv[0] or 0)))
 res = {"compare": runs("bench_cmp_"), "graphs": runs("bench_graphs_"), "fp32": runs("bench_fp32_"),
        "members": load(os.path.join(d, "bench_members.json")), "mlp": runs("bench_mlp_")}
-keys = ("jets_per_s", "step_ms", "achieved_tflops", "fraction_of_peak", "device_memory_mb",
-        "baseline_jets_per_s", "baseline_step_ms", "baseline_device_memory_mb", "speedup",
+keys = ("jets_per_s", "step_ms", "achieved_tflops", "fraction_of_peak", "peak_memory_mb",
+        "peak_reserved_mb", "device_memory_mb", "error", "baseline_jets_per_s", "baseline_step_ms",
+        "baseline_achieved_tflops", "baseline_peak_memory_mb", "baseline_error", "speedup",
         "cuda_graphs_captured")
 summary = {}
 for run in ((res["members"] or {}).get("runs") or []):
     summary[f"members_{run['members']}"] = {k: run.get(k) for k in
-        ("jets_per_s", "step_ms", "members_speedup", "device_memory_mb") if k in run}
+        ("jets_per_s", "step_ms", "members_speedup", "peak_memory_mb", "device_memory_mb") if k in run}
 for b, j in res["mlp"].items():
     if j and j.get("fit"):
         summary[f"mlp_{b}"] = {"epoch_s": j["fit"].get("epoch_s"), "step_ms": j["fit"].get("step_ms"),
@@ -700,7 +706,8 @@ res = {"chain_config": cfg, "iterations": 2, "events": events,
        "fresh_process_chain_s": fresh, "k1_mean_task_s": k1.get("mean_task_s"),
        "k1_first_task_s": k1.get("mean_first_task_per_slot_s"), "k1_mean_later_task_s": later,
        "fresh_minus_persistent_s": round(fresh - later, 2) if later and fresh else None,
-       "tasks_per_gpu": ks}
+       "tasks_per_gpu": ks,
+       "gpu_sharing": "time-sliced: no CUDA MPS daemon started (the rendered Slurm scripts start one where the node allows)"}
 json.dump(res, open(dst, "w"), indent=1)
 print(json.dumps({"fresh_process_chain_s": fresh, "k1_mean_task_s": res["k1_mean_task_s"],
                   "k1_mean_later_task_s": later,
@@ -714,7 +721,13 @@ EOF
 # ---------------------------------------------------------------- run
 say "scripts/gpu-check.sh -> $out (budget ${budget}s, $jobs jobs$([ "$dry" = 1 ] && echo ', dry run'))"
 plan() {  # plan NAME CAP_S FUNCTION: step, unless a dry run or FF_STEPS leave it out
-  if [ -n "$only_steps" ] && [[ ",$only_steps," != *",$1,"* ]]; then skip_step "FF_STEPS" "$1"
+  if [ -n "$only_steps" ] && [[ ",$only_steps," != *",$1,"* ]]; then
+    skip_step "FF_STEPS" "$1"
+    # A later call on the same machine: the environment of the deps step that ran before.
+    if [ "$1" = deps ] && [ -s "$prefix/env.sh" ]; then
+      # shellcheck disable=SC1091
+      . "$prefix/env.sh" && say "deps: environment of an earlier run ($prefix/env.sh)"
+    fi
   elif [ "$dry" = 1 ] && [[ " facts deps configure " != *" $1 "* ]]; then skip_step "dry run" "$1"
   else step "$@"; fi
 }
@@ -722,9 +735,9 @@ plan facts 60 do_facts
 plan deps 90 do_deps
 plan configure 150 do_configure
 plan build 330 do_build
+plan bench 150 do_bench
+plan campaign 150 do_campaign
 plan ctest 120 do_ctest
-plan bench 180 do_bench
-plan campaign 170 do_campaign
 plan build_all 600 do_build_all
 write_summary
 

@@ -1,6 +1,7 @@
 #include "core/model/pet.hpp"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -34,8 +35,14 @@ Tensor gatherRows(const Tensor& values, const Tensor& idx) {
 // real particles) or the particle itself is padding.
 std::pair<Tensor, Tensor> nearestNeighbours(const Tensor& points, const Tensor& mask, int64_t k) {
   torch::NoGradGuard no_grad;
+  // Distances in float32, outside autocast: in bfloat16 (3 significant digits) the term
+  // 2 x.y of 128-wide features errs by about a neighbour's distance, and a bf16 model's
+  // neighbours would be partly random. Without autocast this changes nothing.
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const int64_t p = points.size(1);
-  const Tensor pts = points.detach();
+  Tensor pts = points.detach();
+  if (pts.scalar_type() == torch::kBFloat16 || pts.scalar_type() == torch::kHalf)
+    pts = pts.to(torch::kFloat32);
   Tensor dist;
   if (pts.size(2) <= 4) {
     // Low dimension: exact differences (no cancellation, identical for any padding).

@@ -14,6 +14,7 @@
 #include <ctime>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -34,6 +35,7 @@
 #include "core/train/jet_batches.hpp"
 #include "core/train/observable_classifier.hpp"
 #include "core/train/optim.hpp"
+#include "core/train/torch_error.hpp"
 
 namespace foldfarm {
 
@@ -107,10 +109,13 @@ struct BenchRun {
   double jets_per_s = 0, step_ms = 0, mean_width = 0;
   double mean_multiplicity = 0;  // of the timed jets (their FLOPs are counted at it)
   double jets_per_cpu_s = 0;     // per CPU-second of this process (less sensitive to other load)
-  double device_memory_mb = -1;  // GPU memory this process holds after the steps (-1: CPU)
-  int64_t graphs = 0;            // CUDA graphs captured (one per batch shape)
-  int members = 1;               // models trained side by side (the figures are their total)
-  int threads_per_member = 0;    // intra-op threads each member's operators ran with
+  double device_memory_mb = -1;  // GPU memory in use after the steps, any holder's (-1: CPU)
+  // The allocator's peaks over this run alone (its pool emptied and its peak reset first):
+  // bytes allocated to tensors, and reserved from the driver (-1: CPU).
+  double peak_memory_mb = -1, peak_reserved_mb = -1;
+  int64_t graphs = 0;          // CUDA graphs captured (one per batch shape)
+  int members = 1;             // models trained side by side (the figures are their total)
+  int threads_per_member = 0;  // intra-op threads each member's operators ran with
   std::vector<double> member_checksums;  // each member's parameter sum after the steps
 };
 
@@ -156,6 +161,8 @@ BenchRun benchOnce(const PetBenchOptions& a, const PetConfig& cfg, const JetTens
   if (static_cast<int64_t>(batches.size()) < a.warmup + a.steps)
     throw InputError(a.data + ": too few jets for " + std::to_string(a.warmup + a.steps) +
                      " batches of " + std::to_string(batch_size) + "; raise --max-jets");
+  // This run's peak alone: the last run's models are gone, its cached blocks returned.
+  resetDeviceMemoryPeak(device);
   std::vector<JetBatch> host;
   for (int64_t s = 0; s < a.warmup + a.steps; ++s) {
     JetBatch b = makeBatch(set, batches[static_cast<size_t>(s)], !baseline);
@@ -238,6 +245,8 @@ BenchRun benchOnce(const PetBenchOptions& a, const PetConfig& cfg, const JetTens
   r.threads_per_member = at::get_num_threads();
   double jets = 0, width = 0;
   const bool profile = a.profile && baseline == a.baseline;
+  // The members' streams are not ordered after the set-up's copies on the default stream.
+  sync();
   runSteps(0, a.warmup);
   sync();
   if (profile) startOperatorProfile();
@@ -267,8 +276,12 @@ BenchRun benchOnce(const PetBenchOptions& a, const PetConfig& cfg, const JetTens
     for (const auto& p : t.params) sum += p.detach().to(torch::kFloat64).sum().item<double>();
     r.member_checksums.push_back(sum);
   }
-  if (device.is_cuda())
+  if (device.is_cuda()) {
     r.device_memory_mb = static_cast<double>(deviceMemoryInUse(device)) / 1048576.0;
+    const DeviceMemoryPeak peak = deviceMemoryPeak(device);
+    r.peak_memory_mb = static_cast<double>(peak.allocated) / 1048576.0;
+    r.peak_reserved_mb = static_cast<double>(peak.reserved) / 1048576.0;
+  }
   return r;
 }
 
@@ -521,6 +534,10 @@ json benchPet(const PetBenchOptions& a, const std::function<void(const std::stri
     if (!dev.isCuda())
       out[prefix + "fraction_of_sgemm"] = r.jets_per_s * flops_per_jet / 1e9 / sgemm;
     if (r.device_memory_mb >= 0) out[prefix + "device_memory_mb"] = r.device_memory_mb;
+    if (r.peak_memory_mb >= 0) {
+      out[prefix + "peak_memory_mb"] = r.peak_memory_mb;
+      out[prefix + "peak_reserved_mb"] = r.peak_reserved_mb;
+    }
     if (r.graphs > 0) out[prefix + "cuda_graphs_captured"] = r.graphs;
   };
   const std::vector<int64_t> sizes = a.batches.empty() ? std::vector<int64_t>{a.batch} : a.batches;
@@ -529,8 +546,32 @@ json benchPet(const PetBenchOptions& a, const std::function<void(const std::stri
     double first_members_jets_per_s = 0;
     for (int members : a.members) {
       json r = {{"batch", batch}, {"members", members}};
-      const BenchRun main = benchOnce(a, cfg, set, a.baseline, batch, dev.device, members);
+      // A run that does not fit the device is said in its record and the others go on (before:
+      // the padded baseline at batch 4096 ran out of a GPU's memory and took the figures
+      // measured before it along).
+      const auto attempt = [&](bool baseline,
+                               const std::string& prefix) -> std::optional<BenchRun> {
+        try {
+          return benchOnce(a, cfg, set, baseline, batch, dev.device, members);
+        } catch (const std::exception& e) {
+          if (!isOutOfMemory(e)) throw;
+          resetDeviceMemoryPeak(dev.device);  // what the failed run left cached
+          r[prefix + "error"] = "out of memory: " + exceptionMessage(e);
+          if (line)
+            line(fmt::format(
+                "{} {} batch {}{}: out of memory ({}); going on", a.preset, a.mode, batch,
+                prefix.empty() ? "" : " (" + prefix.substr(0, prefix.size() - 1) + " path)",
+                exceptionMessage(e)));
+          return std::nullopt;
+        }
+      };
+      const std::optional<BenchRun> tried = attempt(a.baseline, "");
       r["baseline"] = a.baseline;
+      if (!tried) {
+        runs.push_back(r);
+        continue;
+      }
+      const BenchRun& main = *tried;
       record(r, main, "");
       r["member_checksums"] = main.member_checksums;
       r["threads_per_member"] = main.threads_per_member;
@@ -539,8 +580,10 @@ json benchPet(const PetBenchOptions& a, const std::function<void(const std::stri
         // Total jets/s against the first --members count's, same batch, same run.
         r["members_speedup"] = main.jets_per_s / first_members_jets_per_s;
       }
-      if (a.compare) {
-        const BenchRun other = benchOnce(a, cfg, set, !a.baseline, batch, dev.device, members);
+      const std::optional<BenchRun> compared =
+          a.compare ? attempt(!a.baseline, a.baseline ? "optimised_" : "baseline_") : std::nullopt;
+      if (compared) {
+        const BenchRun& other = *compared;
         record(r, other, a.baseline ? "optimised_" : "baseline_");
         r["speedup"] =
             a.baseline ? other.jets_per_s / main.jets_per_s : main.jets_per_s / other.jets_per_s;
@@ -554,9 +597,9 @@ json benchPet(const PetBenchOptions& a, const std::function<void(const std::stri
             a.preset, a.mode, batch, members > 1 ? fmt::format(" x {} members", members) : "",
             dev.device.str(), main.jets_per_s, main.step_ms, r["flops_per_jet"].get<double>(),
             100.0 * r["fraction_of_peak"].get<double>(), peak_gflops,
-            a.compare ? fmt::format(", the optimised path x{:.4g} the baseline's speed",
-                                    r["speedup"].get<double>())
-                      : std::string()));
+            compared ? fmt::format(", the optimised path x{:.4g} the baseline's speed",
+                                   r["speedup"].get<double>())
+                     : std::string()));
       runs.push_back(r);
     }
   }

@@ -141,6 +141,11 @@ DeviceChoice selectDevice(const std::string& request, int local_rank, bool allow
         throw InputError("FOLDFARM_GPU_MEMORY_FRACTION='" + std::string(f) +
                          "': must be in (0, 1]");
 #ifdef FOLDFARM_TORCH_CUDA
+      // The caching allocator exists only once CUDA is initialised (the first CUDA tensor:
+      // lazyInitCUDA); before that, setMemoryFraction asserts "Allocator not initialized for
+      // device 0: did you call init?" (Python's set_per_process_memory_fraction initialises
+      // first). One element on the device initialises it, on every LibTorch version.
+      (void)torch::empty({1}, torch::TensorOptions().device(c.device));
       c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, c.device.index());
       logInfo("device: allocator capped at {:.0f}% of the GPU's memory (shared GPU)",
               100.0 * fraction);
@@ -163,6 +168,29 @@ int64_t deviceMemoryInUse(const torch::Device& device) {
   (void)device;
   return 0;
 #endif
+}
+
+void resetDeviceMemoryPeak(const torch::Device& device) {
+#ifdef FOLDFARM_TORCH_CUDA
+  if (!device.is_cuda()) return;
+  c10::cuda::CUDACachingAllocator::emptyCache();
+  c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+#else
+  (void)device;
+#endif
+}
+
+DeviceMemoryPeak deviceMemoryPeak(const torch::Device& device) {
+  DeviceMemoryPeak p;
+#ifdef FOLDFARM_TORCH_CUDA
+  if (!device.is_cuda()) return p;
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+  p.allocated = stats.allocated_bytes[0].peak;  // StatType::AGGREGATE
+  p.reserved = stats.reserved_bytes[0].peak;
+#else
+  (void)device;
+#endif
+  return p;
 }
 
 #ifdef FOLDFARM_TORCH_CUDA

@@ -65,6 +65,16 @@ DeviceChoice selectDevice(const std::string& request, int local_rank = -1, bool 
 // allocator pool included); 0 on the CPU or in a build without the CUDA runtime.
 int64_t deviceMemoryInUse(const torch::Device& device);
 
+// The caching allocator's peak on a GPU since resetDeviceMemoryPeak (which also returns its
+// cached blocks to the driver, so that one measurement does not inherit the last one's
+// pool): bytes allocated to tensors, and bytes reserved from the driver. 0 on the CPU.
+struct DeviceMemoryPeak {
+  int64_t allocated = 0;
+  int64_t reserved = 0;
+};
+void resetDeviceMemoryPeak(const torch::Device& device);
+DeviceMemoryPeak deviceMemoryPeak(const torch::Device& device);
+
 // The current stream of this thread, for a scope, becomes a stream of `device`'s pool, so
 // that work issued from several host threads (models trained side by side in one process)
 // can overlap on one GPU. Nothing on the CPU.

@@ -130,6 +130,18 @@ Tensor GradientStep::eager(const JetBatch& b) {
   return loss.detach();
 }
 
+bool GradientStep::wouldCapture(const JetBatch& batch) const {
+  if (!graphs_) return false;
+#ifdef FOLDFARM_TORCH_CUDA
+  JetBatch b = batch;
+  b.row_mask = torch::empty({b.size()});  // staticForm's row mask: only its shape counts
+  const auto it = graphs_->by_shape.find(shapeKey(b));
+  return it != graphs_->by_shape.end() && !it->second->captured;
+#else
+  return false;
+#endif
+}
+
 Tensor GradientStep::run(const JetBatch& batch, uint64_t draw_seed) {
   if (!graphs_) {
     seedDraws(draw_seed);

@@ -67,6 +67,10 @@ class GradientStep {
   torch::Tensor run(const JetBatch& batch, uint64_t draw_seed);
 
   bool graphs() const { return graphs_ != nullptr; }
+  // Whether run(batch) captures a graph (the second batch of its shape). A capture is
+  // process-wide: another thread's CUDA calls meanwhile (a page-locked allocation for the
+  // next batch) invalidate it, so such work waits until run returns.
+  bool wouldCapture(const JetBatch& batch) const;
   int64_t graphsCaptured() const;
   int64_t replays() const;
 

@@ -64,7 +64,7 @@ void JetTensors::setOffset(const std::vector<float>& logit_offset) {
 }
 
 JetTensors JetTensors::subset(const std::vector<int64_t>& rows) const {
-  const Tensor idx = torch::tensor(rows, torch::kInt64).to(particles.device());
+  const Tensor idx = rowIndex(rows, particles.device());
   JetTensors s;
   s.particles = particles.index_select(0, idx);
   s.mask = mask.index_select(0, idx);
@@ -90,6 +90,12 @@ int64_t JetTensors::bytes() const {
   return n;
 }
 
+Tensor rowIndex(const std::vector<int64_t>& rows, torch::Device device) {
+  const Tensor idx = torch::tensor(rows, torch::kInt64);
+  if (!device.is_cuda()) return idx.to(device);
+  return idx.pin_memory().to(device, /*non_blocking=*/true);
+}
+
 JetBatch pinned(JetBatch b) {
   for (Tensor* t : {&b.particles, &b.mask, &b.jets, &b.labels, &b.weights, &b.offset, &b.row_mask})
     if (t->defined() && !t->is_pinned()) *t = t->pin_memory();
@@ -103,7 +109,7 @@ JetTensors labelledSet(const std::vector<LabelledPart>& parts) {
   JetTensors out;
   for (const LabelledPart& p : parts) {
     const std::vector<int64_t>& rows = *p.rows;
-    const Tensor idx = torch::tensor(rows, torch::kInt64).to(device);
+    const Tensor idx = rowIndex(rows, device);
     x.push_back(p.from->particles.index_select(0, idx));
     m.push_back(p.from->mask.index_select(0, idx));
     j.push_back(p.from->jets.index_select(0, idx));
@@ -125,7 +131,7 @@ JetTensors labelledSet(const std::vector<LabelledPart>& parts) {
 }
 
 JetBatch makeBatch(const JetTensors& set, const std::vector<int64_t>& rows, bool trim) {
-  const Tensor idx = torch::tensor(rows, torch::kInt64).to(set.particles.device());
+  const Tensor idx = rowIndex(rows, set.particles.device());
   int64_t cols = set.particles.size(1);
   if (trim) {
     int64_t m = 1;

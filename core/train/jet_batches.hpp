@@ -85,6 +85,11 @@ JetBatch batchToDevice(const JetBatch& b, torch::Device device);
 // A host batch in page-locked memory, so that batchToDevice copies it without blocking.
 JetBatch pinned(JetBatch b);
 
+// `rows` as an int64 index tensor on `device`. On a GPU it is copied from page-locked memory
+// without blocking (the host allocator keeps the block until the copy ran): a pageable
+// copy would wait for every kernel queued before it, once per training step.
+torch::Tensor rowIndex(const std::vector<int64_t>& rows, torch::Device device);
+
 // Fixed shapes: the width a batch of `cols` particle columns is padded to: multiples of 16
 // up to 64, of 32 up to 128, then of 64 (a handful of shapes per data set).
 int64_t fixedBatchWidth(int64_t cols);

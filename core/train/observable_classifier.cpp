@@ -184,7 +184,7 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
     std::vector<int64_t> order = train_rows;
     std::mt19937_64 g(deriveSeed({o.seed, kPurposeOrder, static_cast<uint64_t>(epoch)}));
     std::shuffle(order.begin(), order.end(), g);
-    const Tensor perm = torch::tensor(order, torch::kInt64).to(device_);
+    const Tensor perm = rowIndex(order, device_);
     seq->train();
     // The summed batch losses stay on the device (in double: the sum of the per-step values
     // a host loop would add) and are read once, at the end of the epoch.

@@ -846,11 +846,15 @@ void Trainer::FitLoop::trainEpoch(GradientStep& step, int64_t epoch_steps, Progr
     }
     // The next batch is gathered (and on a GPU pinned) by a helper thread while this step
     // runs (opts_.prefetch); a stream's batches are drawn in order here (its position is
-    // saved with a stop).
-    if (prefetch && step_in_epoch_ + 1 < epoch_steps) {
+    // saved with a stop). Not while the step captures a CUDA graph: the helper's page-locked
+    // allocation would invalidate the capture; it starts once the step returned.
+    const bool capture = step.wouldCapture(b);
+    auto fetchNext = [&] {
+      if (!prefetch || step_in_epoch_ + 1 >= epoch_steps) return;
       next_step = step_in_epoch_ + 1;
       next = std::async(std::launch::async, hostBatch, next_step);
-    }
+    };
+    if (!capture) fetchNext();
     b = batchToDevice(b, opts_.device);
     // The step's random draws (feature dropout, diffusion time and noise) come from a seed of
     // (run seed, step, rank): independent across ranks, and the same after a resume on any
@@ -858,6 +862,7 @@ void Trainer::FitLoop::trainEpoch(GradientStep& step, int64_t epoch_steps, Progr
     const Tensor loss =
         step.run(b, deriveSeed({opts_.seed, kStepRandomPurpose, static_cast<uint64_t>(global_step_),
                                 static_cast<uint64_t>(ctx_.rank())}));
+    if (capture) fetchNext();
     ctx_.finishGradientSync();
     if (opts_.clip_norm > 0)
       clipGradientNorm(t_.model_->parameters(), opts_.clip_norm, flatParametersOf(*t_.opt_));
@@ -962,9 +967,7 @@ EvalResult Trainer::evaluate(const JetTensors& set, Objective objective) {
   Tensor probs = c == 1 ? torch::zeros({set.size()}, on) : torch::zeros({set.size(), c}, on);
   Tensor loss_acc = torch::zeros({}, on.dtype(torch::kFloat64));
   Tensor ce_acc = torch::zeros({}, on.dtype(torch::kFloat64));
-  auto rowsOf = [&](const std::vector<int64_t>& rows) {
-    return torch::tensor(rows, torch::kInt64).to(opts_.device);
-  };
+  auto rowsOf = [&](const std::vector<int64_t>& rows) { return rowIndex(rows, opts_.device); };
   if (objective == Objective::kPretrain) {
     // Fixed noise so validation losses of different epochs compare; on a GPU drawn there
     // (its generator is reseeded by every training step anyway), unless draws stay on the host.
@@ -1047,7 +1050,7 @@ Tensor predictProbabilities(Pet& model, const JetTensors& set, int64_t batch_siz
   Tensor probs = c == 1 ? torch::zeros({set.size()}, on) : torch::zeros({set.size(), c}, on);
   for (const auto& rows : evalBatches(set, batch_size, bucket)) {
     const JetBatch b = batchToDevice(makeBatch(set, rows, bucket), device);
-    probs.index_copy_(0, torch::tensor(rows, torch::kInt64).to(device),
+    probs.index_copy_(0, rowIndex(rows, device),
                       classProbabilities(classifierLogits(model, b)).to(probs.dtype()));
   }
   if (was_training) model->train();

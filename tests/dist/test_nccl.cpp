@@ -2,7 +2,10 @@
 // mpirun -np 1 the data-parallel context picks NCCL on this rank's GPU, PET trains there
 // through the bucketed all-reduce (gradients as bucket views on the GPU, hooks, the
 // communication stream), and the synchronised gradients equal those of the same step on
-// the CPU.
+// the CPU. One rank only (NCCL needs a GPU per rank, the check has one): the sum over one
+// rank is the identity, so this tests the plumbing (communicator, buckets as views of the
+// flat gradient, stream ordering), not a reduction across ranks; the 2-rank equality is
+// tested over MPI (test_dist_data_parallel, test_dist_pet).
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -16,6 +19,7 @@
 #include "core/model/pet_config.hpp"
 #include "dist/data_parallel.hpp"
 #include "dist/launch.hpp"
+#include "tests/support/gpu_skip.hpp"
 
 using namespace foldfarm;
 using namespace foldfarm::dist;
@@ -24,13 +28,11 @@ namespace {
 
 void skipWithoutGpu() {
 #ifndef FOLDFARM_HAVE_NCCL
-  std::fprintf(stderr, "SKIPPED: foldfarm was built without the NCCL communicator\n");
-  std::exit(77);
+  foldfarm::testing::skipGpuTest("test_dist_nccl",
+                                 "foldfarm was built without the NCCL communicator");
 #endif
-  if (!torch::cuda::is_available()) {
-    std::fprintf(stderr, "SKIPPED: no CUDA device visible to LibTorch\n");
-    std::exit(77);
-  }
+  if (!torch::cuda::is_available())
+    foldfarm::testing::skipGpuTest("test_dist_nccl", "no CUDA device visible to LibTorch");
 }
 
 struct Batch {
@@ -59,7 +61,8 @@ PetConfig config() {
 
 void lossBackward(Pet& net, const Batch& b) {
   const ClassifierOutput out = net->classify(b.x, b.mask, b.jets);
-  (torch::cross_entropy_loss(out.logits, b.labels) + torch::mse_loss(out.jet_pred, b.jets)).backward();
+  (torch::cross_entropy_loss(out.logits, b.labels) + torch::mse_loss(out.jet_pred, b.jets))
+      .backward();
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -40,6 +41,11 @@ class Device : public ::testing::Test {
     const foldfarm::ProcessResult d = runFoldfarm({"device", "--json"}, dir_);
     ASSERT_EQ(d.exitCode, 0) << d.err;
     facts_ = json::parse(d.out);
+    // Under the GPU check (scripts/gpu-check.sh) a CPU LibTorch or no visible GPU would turn
+    // every GPU case here into its CPU twin, and the run would pass without testing a GPU.
+    if (const char* check = std::getenv("FOLDFARM_GPU_CHECK"); check && std::string(check) == "1")
+      ASSERT_TRUE(hasCuda() && facts_.at("visible_gpus").get<int>() > 0)
+          << "FOLDFARM_GPU_CHECK=1 but foldfarm sees no GPU: " << d.out;
   }
   void TearDown() override {
     std::error_code ec;

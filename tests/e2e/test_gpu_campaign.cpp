@@ -20,6 +20,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/process.hpp"
+#include "tests/support/gpu_skip.hpp"
 #include "tests/support/run_child.hpp"
 
 namespace fs = std::filesystem;
@@ -27,11 +28,16 @@ using foldfarm::testing::runFoldfarm;
 using nlohmann::json;
 
 int main(int argc, char** argv) {
-  if (std::string(FOLDFARM_BINARY).empty() || !foldfarm::programAvailable("nvidia-smi") ||
-      !foldfarm::runProcess({"nvidia-smi", "-L"}).ok()) {
-    std::fprintf(stderr, "test_e2e_gpu_campaign: no GPU (nvidia-smi) here: skipped\n");
-    return 77;
-  }
+  if (std::string(FOLDFARM_BINARY).empty())
+    foldfarm::testing::skipGpuTest("test_e2e_gpu_campaign", "no foldfarm binary");
+  if (!foldfarm::programAvailable("nvidia-smi") || !foldfarm::runProcess({"nvidia-smi", "-L"}).ok())
+    foldfarm::testing::skipGpuTest("test_e2e_gpu_campaign", "no GPU (nvidia-smi) here");
+  // A LibTorch without CUDA beside a GPU: skipped too (before: GTEST_SKIP, which ctest
+  // counts as passed).
+  const foldfarm::ProcessResult facts =
+      runFoldfarm({"device", "--json"}, fs::temp_directory_path().string());
+  if (facts.exitCode != 0 || !json::parse(facts.out).at("torch_cuda").get<bool>())
+    foldfarm::testing::skipGpuTest("test_e2e_gpu_campaign", "this foldfarm's LibTorch has no CUDA");
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }
@@ -41,10 +47,6 @@ TEST(GpuCampaign, TwoTasksSharingOneGpuEachHoldGpuMemoryAndTrainOnIt) {
       fs::temp_directory_path() / ("ff_gpu_campaign_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
-  const foldfarm::ProcessResult facts = runFoldfarm({"device", "--json"}, dir);
-  ASSERT_EQ(facts.exitCode, 0) << facts.err;
-  if (!json::parse(facts.out).at("torch_cuda").get<bool>())
-    GTEST_SKIP() << "this foldfarm's LibTorch has no CUDA";
   for (const char* tune : {"sim", "data"})
     ASSERT_EQ(runFoldfarm({"data", "synth", "--kind", "unfold", "--events", "3000", "--tune", tune,
                            "--seed", std::string(tune) == "sim" ? "11" : "12", "--out",

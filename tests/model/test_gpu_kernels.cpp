@@ -15,16 +15,15 @@
 
 #include "core/model/attention.hpp"
 #include "core/model/masked_norm.hpp"
+#include "tests/support/gpu_skip.hpp"
 
 using namespace foldfarm;
 
 namespace {
 
 void skipWithoutGpu() {
-  if (!torch::cuda::is_available()) {
-    std::fprintf(stderr, "SKIPPED: no CUDA device visible to LibTorch\n");
-    std::exit(77);
-  }
+  if (!torch::cuda::is_available())
+    foldfarm::testing::skipGpuTest("test_model_gpu_kernels", "no CUDA device visible to LibTorch");
 }
 
 const torch::Device kGpu(torch::kCUDA, 0);

@@ -33,6 +33,7 @@
 #include "core/train/optim.hpp"
 #include "core/train/trainer.hpp"
 #include "tests/model/test_jets.hpp"
+#include "tests/support/gpu_skip.hpp"
 
 using namespace foldfarm;
 using modeltest::relativeL2;
@@ -120,11 +121,9 @@ Trained trainThreeSteps(Objective objective, torch::Device device) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (!torch::cuda::is_available()) {
-    std::fprintf(stderr,
-                 "test_model_gpu_train: no CUDA device (or LibTorch without CUDA): skipped\n");
-    return 77;
-  }
+  if (!torch::cuda::is_available())
+    foldfarm::testing::skipGpuTest("test_model_gpu_train",
+                                   "no CUDA device (or LibTorch without CUDA)");
   at::globalContext().setAllowTF32CuBLAS(false);
   at::globalContext().setAllowTF32CuDNN(false);
   ::testing::InitGoogleTest(&argc, argv);
