@@ -10,8 +10,10 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/fault_point.hpp"
 #include "core/base/log.hpp"
 #include "core/base/output_lock.hpp"
+#include "core/base/process.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/observables.hpp"
 #include "core/plot/gnuplot.hpp"
@@ -415,6 +417,68 @@ void refuseForeignFiles(const std::vector<std::string>& names, const std::string
                    "another --out)");
 }
 
+// The commit record. The outputs are renamed into place one by one: a SIGKILL (the OOM
+// killer, a lost node) between the first rename and the last would leave two aggregations
+// mixed (bands.h5 of one beside summary.json of another), and every later aggregation
+// refused, the new names not being in the old summary.json. The record, made durable after
+// every staged file and before the first rename, lists the renames and the earlier outputs
+// to remove; the next aggregation into the directory finishes them (all were staged whole),
+// and `report` refuses the directory while it is there.
+constexpr const char* kCommitRecord = ".aggregate-commit.json";
+
+void writeCommitRecord(const std::string& out_dir, const std::vector<AtomicFile>& staged,
+                       const std::vector<std::string>& remove) {
+  nlohmann::json j = {{"renames", nlohmann::json::array()}, {"remove", remove}};
+  for (const AtomicFile& f : staged) {
+    fsyncPath(f.tempPath());
+    j["renames"].push_back({{"from", fs::path(f.tempPath()).filename().string()},
+                            {"to", fs::path(f.path()).filename().string()}});
+  }
+  writeFileAtomic(out_dir + "/" + kCommitRecord, j.dump() + "\n");
+}
+
+// A plain file name (no directory part): what a record may name.
+bool plainName(const nlohmann::json& name) {
+  if (!name.is_string()) return false;
+  const std::string n = name.get<std::string>();
+  return !n.empty() && n != "." && n != ".." && n.find('/') == std::string::npos;
+}
+
+// Finishes the commit of an aggregation that was killed while it renamed its outputs (its
+// record in out_dir): the staged files still there are renamed into place, the earlier
+// outputs it did not write are removed, the record goes. Idempotent: a kill during this is
+// finished by the next run. Under the directory's lock.
+void finishInterruptedCommit(const std::string& out_dir) {
+  const std::string record = out_dir + "/" + kCommitRecord;
+  std::error_code ec;
+  if (!fs::is_regular_file(record, ec)) return;
+  const nlohmann::json j = nlohmann::json::parse(readFile(record), nullptr, false);
+  if (!j.is_object() || !j.contains("renames") || !j["renames"].is_array() ||
+      !j.contains("remove") || !j["remove"].is_array())
+    throw Error(record +
+                ": unreadable commit record of an interrupted aggregation; remove it and "
+                "aggregate again");
+  int renamed = 0;
+  for (const nlohmann::json& r : j["renames"]) {
+    if (!r.is_object() || !plainName(r.value("from", nlohmann::json())) ||
+        !plainName(r.value("to", nlohmann::json())))
+      throw Error(record +
+                  ": unreadable commit record of an interrupted aggregation; remove it "
+                  "and aggregate again");
+    const std::string from = out_dir + "/" + r["from"].get<std::string>();
+    if (!fs::exists(fs::symlink_status(from, ec))) continue;  // renamed before the kill
+    renameDurable(from, out_dir + "/" + r["to"].get<std::string>());
+    ++renamed;
+  }
+  for (const nlohmann::json& name : j["remove"])
+    if (plainName(name)) fs::remove(out_dir + "/" + name.get<std::string>(), ec);
+  if (!fs::remove(record, ec) && ec) throw Error(record + ": cannot remove (" + ec.message() + ")");
+  logWarn(
+      "{}: an aggregation killed while it renamed its outputs into place had left them mixed; "
+      "its renames are finished ({} file(s)) before this one starts",
+      out_dir, renamed);
+}
+
 std::vector<std::string> stagedNames(const std::vector<AtomicFile>& staged) {
   std::vector<std::string> names;
   for (const AtomicFile& f : staged) names.push_back(fs::path(f.path()).filename().string());
@@ -542,6 +606,7 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   // One aggregation at a time writes out_dir (held from the start: a second one is refused
   // before it reads the chains, not after).
   OutputDirectoryLock lock(out_dir, "");  // `aggregate --out`, or a campaign's aggregate/
+  finishInterruptedCommit(out_dir);       // before its staged files count as left over
   lock.removeLeftTemporaries({});
   // A file of the user's under an output's name is refused now, not after every chain was read.
   const std::set<std::string> earlier = earlierOutputs(out_dir);
@@ -570,6 +635,14 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     logInfo("aggregate: {} chains, {} replicas", nominal.chains, nominal.replicas.size());
   std::optional<EventWeightsPlan> weights_plan = planWeights(chains.groups, options.event_weights);
   const bool figures = options.plots && plot::gnuplotAvailable();
+  // A gnuplot on PATH that fails its check (a crash, a time-out on a loaded login node, no
+  // pngcairo) is refused before anything is written (before: "not installed", exit 0, and
+  // the earlier aggregation's figures removed as outputs this one did not write).
+  if (options.plots && !figures && programAvailable("gnuplot"))
+    throw Error(
+        "aggregate: the gnuplot on PATH fails `gnuplot -e 'set terminal pngcairo'` (a "
+        "crash, a time-out or no pngcairo terminal); nothing was written in " +
+        out_dir + ": mend it (apt-get install gnuplot-nox), or aggregate with --no-plots");
   {
     std::vector<std::string> names;
     if (weights_plan) names.push_back("event_weights.h5");
@@ -680,14 +753,26 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   staged.emplace_back(out_dir + "/summary.json");
   staged.back().write(jsonText(summary));
   refuseForeignFiles(stagedNames(staged), out_dir, earlier);
-  for (AtomicFile& f : staged) f.commit();
   // 4. What an earlier aggregation into this directory wrote and this one did not (its
   //    event_weights.h5 with other columns, figures of older bands) is removed: the directory
   //    holds one aggregation. Only what its summary.json lists: never a file of the user's.
-  std::vector<std::string> written, ours;
+  std::vector<std::string> written, ours, gone;
   for (const AtomicFile& f : staged) written.push_back(f.path());
-  for (const std::string& name : earlier) ours.push_back(out_dir + "/" + name);
+  const std::vector<std::string> names = stagedNames(staged);
+  for (const std::string& name : earlier) {
+    ours.push_back(out_dir + "/" + name);
+    if (std::find(names.begin(), names.end(), name) == names.end()) gone.push_back(name);
+  }
+  writeCommitRecord(out_dir, staged, gone);
+  for (AtomicFile& f : staged) {
+    f.commit();
+    // Tests: FOLDFARM_FAULT=aggregate.commit:<name> kills the process once <name> is renamed.
+    faultPoint("aggregate.commit", fs::path(f.path()).filename().string());
+  }
   removeOutputsNotWritten(ours, written, "aggregate");
+  if (std::error_code ec; !fs::remove(out_dir + "/" + kCommitRecord, ec) && ec)
+    logWarn("aggregate: cannot remove {}/{} ({}); the next aggregation finds nothing to finish",
+            out_dir, kCommitRecord, ec.message());
   if (weights_plan)
     logInfo("aggregate: wrote {}/event_weights.h5 ({} columns of {} events)", out_dir,
             weights_plan->columns.size(), weights_plan->rows);

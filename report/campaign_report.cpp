@@ -15,6 +15,7 @@
 #include "core/base/fd.hpp"
 #include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
+#include "core/base/process.hpp"
 #include "core/base/progress.hpp"
 #include "core/data/observables.hpp"
 #include "core/plot/gnuplot.hpp"
@@ -215,6 +216,13 @@ ReportInputs readReportInputs(const std::string& campaign_dir, const ReportOptio
   const Fd outputs = jobs::readCampaignOutputs(dir, "`foldfarm report`");
   logInfo("report: reading {}", dir);
   in.stats = readCampaignStats(dir);
+  // An aggregation killed while it renamed its outputs left its commit record
+  // (ensembles/aggregate.cpp): the files are of two aggregations until the next one finishes it.
+  if (isFile(in.agg + "/.aggregate-commit.json"))
+    throw InputError(in.agg +
+                     ": an aggregation was killed while it renamed its outputs into "
+                     "place, so they are of two aggregations; `foldfarm campaign aggregate " +
+                     dir + "` finishes it, then run the report again");
   if (isFile(in.agg + "/summary.json")) in.summary = readSummary(in.agg + "/summary.json");
   if (!opt.baseline_dir.empty()) {
     std::string b = opt.baseline_dir;
@@ -334,7 +342,13 @@ std::map<std::string, std::string> renderFigures(const ReportInputs& in) {
   return batch.render();
 }
 
-const char* const kNoGnuplot = "gnuplot is not installed (apt-get install gnuplot-nox)";
+// Why a figure is left out without gnuplot: not installed, or on PATH but failing its check
+// (before: "not installed" for a gnuplot that crashed or timed out on a loaded node).
+std::string noGnuplotReason() {
+  if (!programAvailable("gnuplot")) return "gnuplot is not installed (apt-get install gnuplot-nox)";
+  return "the gnuplot on PATH fails `gnuplot -e 'set terminal pngcairo'` (a crash, a time-out "
+         "or no pngcairo terminal); mend it (apt-get install gnuplot-nox) and run the report again";
+}
 
 // The page as its sections are added: a section with content is linked from the navigation,
 // an omitted one leaves a note in its place.
@@ -530,7 +544,7 @@ void distributionsSection(Page& page, const ReportInputs& in,
   if (!missing.empty()) {
     std::string names;
     for (const auto& m : missing) names += (names.empty() ? "" : ", ") + m;
-    s += "<p class=\"note\">Not drawn (" + htmlEscape(names) + "): " + htmlEscape(kNoGnuplot) +
+    s += "<p class=\"note\">Not drawn (" + htmlEscape(names) + "): " + htmlEscape(noGnuplotReason()) +
          "</p>\n";
   }
   s += "</section>\n";
@@ -775,7 +789,7 @@ void correlationsSection(Page& page, const ReportInputs& in, bool gnuplot,
     return;
   }
   if (!gnuplot) {
-    page.omit("correlations", "Bin-to-bin correlations", kNoGnuplot);
+    page.omit("correlations", "Bin-to-bin correlations", noGnuplotReason());
     return;
   }
   page.present("correlations", "Correlations");
@@ -899,7 +913,7 @@ void throughputSection(Page& page, const ReportInputs& in, bool gnuplot,
     return;
   }
   if (!gnuplot) {
-    page.omit("throughput", "Throughput", kNoGnuplot);
+    page.omit("throughput", "Throughput", noGnuplotReason());
     return;
   }
   page.present("throughput", "Throughput");

@@ -11,8 +11,10 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +23,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/output_lock.hpp"
+#include "core/base/process.hpp"
 #include "core/data/h5_file.hpp"
 #include "tests/data/bad_files.hpp"
 #include "tests/support/run_child.hpp"
@@ -382,6 +385,44 @@ TEST_F(OutputDirs, ChainsStartedFromDifferentDirectoriesAggregateTogether) {
   EXPECT_NE(missing.err.find("--data nope.h5: no such file; check the path"), std::string::npos)
       << missing.err;
   EXPECT_FALSE(fs::exists(dir_ + "/rel_missing"));
+}
+
+// A gnuplot on PATH that fails its check (here it crashes; a time-out on a loaded login node
+// does the same) is refused with one line before anything is written: the earlier figures stay
+// (before: "gnuplot ... is not installed", exit 0, and the earlier figures removed).
+TEST_F(OutputDirs, AGnuplotThatFailsItsCheckIsSaidAndTheEarlierFiguresStay) {
+  if (!foldfarm::programAvailable("gnuplot")) GTEST_SKIP() << "no gnuplot here";
+  const std::string runs = dir_ + "/gp_runs", out = dir_ + "/gp_agg", fake = dir_ + "/fakebin";
+  std::ofstream(dir_ + "/gp_mlp.json") << R"({"classifier": "mlp", "mlp": {"epochs": 1}})";
+  for (const char* replica : {"0", "1"}) {
+    const ProcessResult r =
+        runFoldfarm({"unfold", "--mc", dir_ + "/mc.h5", "--data", dir_ + "/data.h5", "--init",
+                     "none", "--out", runs + "/r" + replica, "--replica", replica, "--member", "0",
+                     "--iterations", "1", "--config", dir_ + "/gp_mlp.json", "--threads", "1"},
+                    dir_);
+    ASSERT_TRUE(r.ok()) << r.describe() << "\n" << r.err;
+  }
+  ProcessResult agg = runFoldfarm({"aggregate", "--runs", runs, "--out", out}, dir_);
+  ASSERT_TRUE(agg.ok()) << agg.describe() << "\n" << agg.err;
+  std::map<std::string, std::string> before;
+  for (const auto& e : fs::directory_iterator(out))
+    before[e.path().filename().string()] = foldfarm::readFile(e.path().string());
+  ASSERT_TRUE(before.count("mass.png")) << "figures were written";
+
+  fs::create_directories(fake);
+  std::ofstream(fake + "/gnuplot") << "#!/bin/sh\nkill -SEGV $$\n";
+  fs::permissions(fake + "/gnuplot", fs::perms::owner_all);
+  const char* path = std::getenv("PATH");
+  agg = runFoldfarm({"aggregate", "--runs", runs, "--out", out}, dir_,
+                    {"PATH=" + fake + ":" + (path ? path : "/usr/bin:/bin")});
+  EXPECT_EQ(agg.status(), 1) << agg.err;
+  EXPECT_EQ(foldfarm::testing::errorLines(agg.err), 1) << agg.err;
+  EXPECT_NE(agg.err.find("the gnuplot on PATH fails"), std::string::npos) << agg.err;
+  EXPECT_NE(agg.err.find("--no-plots"), std::string::npos) << agg.err;
+  std::map<std::string, std::string> after;
+  for (const auto& e : fs::directory_iterator(out))
+    after[e.path().filename().string()] = foldfarm::readFile(e.path().string());
+  EXPECT_TRUE(after == before) << "the refused aggregation changed " << out;
 }
 
 namespace {

@@ -1,10 +1,13 @@
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -468,6 +471,54 @@ TEST_F(AggregateTest, AFailedAggregationLeavesTheEarlierOutputsAsTheyWere) {
   std::ofstream(out + "/bands.h5.tmp.999999.0") << "partial";
   aggregateRunsWithOptions({(root_ / "late").string()}, out, std::nullopt, {false});
   EXPECT_FALSE(fs::exists(out + "/bands.h5.tmp.999999.0"));
+}
+
+// A SIGKILL while the outputs are renamed into place one by one (the OOM killer, a lost
+// node): until the next aggregation the directory holds files of two, and its commit record
+// says so (`report` refuses it); the next aggregation finishes the killed one's renames first.
+// Before: bands.h5 and event_weights.h5 of one beside the summary.json of another, and every
+// later aggregation refused, the new names being "files no earlier aggregation wrote".
+TEST_F(AggregateTest, AKillWhileTheOutputsAreRenamedIsFinishedByTheNextAggregation) {
+  const std::string sim = writeSample("sim.h5", {0, 1, 0, 1}, {}, {});
+  const nlohmann::json mc = {{"mc", sim}};
+  writeChain("k/r0", 0, 0, 1, 3, 42, mc, {1, 2, 3, 4});
+  writeChain("k/r1", 1, 0, 3, 1, 42, mc, {3, 2, 1, 0});
+  const std::string out = (root_ / "k_agg").string(), ref = (root_ / "ref_agg").string();
+  AggregateOptions no_weights;
+  no_weights.plots = false;
+  no_weights.event_weights = EventWeightsChoice::kNone;
+  aggregateRunsWithOptions({(root_ / "k").string()}, out, std::nullopt, no_weights);
+  writeChain("k/r2", 2, 0, 2, 2, 42, mc, {1, 1, 1, 1});
+  const AggregateOptions all{false};
+  const nlohmann::json expected =
+      aggregateRunsWithOptions({(root_ / "k").string()}, ref, std::nullopt, all);
+
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::setenv("FOLDFARM_FAULT", "aggregate.commit:event_weights.h5", 1);
+    try {
+      aggregateRunsWithOptions({(root_ / "k").string()}, out, std::nullopt, all);
+    } catch (...) {
+    }
+    ::_exit(0);  // not killed: the test fails below
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
+  // Mixed: the new event_weights.h5 beside the old summary.json (2 chains, not listing it).
+  EXPECT_TRUE(fs::exists(out + "/event_weights.h5"));
+  EXPECT_EQ(nlohmann::json::parse(foldfarm::readFile(out + "/summary.json")).at("chains"), 2);
+  EXPECT_TRUE(fs::exists(out + "/.aggregate-commit.json"));
+
+  const nlohmann::json again =
+      aggregateRunsWithOptions({(root_ / "k").string()}, out, std::nullopt, all);
+  EXPECT_FALSE(fs::exists(out + "/.aggregate-commit.json"));
+  EXPECT_EQ(again.at("chains"), 3);
+  EXPECT_EQ(again.at("observables"), expected.at("observables"));
+  std::set<std::string> names;
+  for (const auto& e : fs::directory_iterator(out)) names.insert(e.path().filename().string());
+  EXPECT_EQ(names, (std::set<std::string>{"bands.h5", "event_weights.h5", "summary.json"}));
 }
 
 TEST_F(AggregateTest, UnreadableChainFilesGiveOneLineNamingTheFile) {
