@@ -569,7 +569,8 @@ Campaign Campaign::open(const std::string& dir_in, Access access) {
                 "rebuild it with `foldfarm campaign repair " + dir + "`");
   }
   try {
-    CampaignJournal j = CampaignJournal::open(path);
+    CampaignJournal j =
+        access == Access::kWriter ? CampaignJournal::open(path) : CampaignJournal::openToRead(path);
     const SpecAgainstJournal state = specAgainstJournal(dir, j, spec, j.numTasks());
     if (state.kind == SpecAgainstJournal::Kind::kEdited)
       throw InputError(dir + "/spec.json: " + state.edit + editedSpecAdvice(dir));

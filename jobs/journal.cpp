@@ -4,8 +4,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <exception>
+#include <optional>
 
 #include "core/base/error.hpp"
+#include "core/base/log.hpp"
 
 namespace foldfarm::jobs {
 namespace {
@@ -134,16 +137,71 @@ void CampaignJournal::insertPendingTasks(const std::vector<TaskDef>& tasks,
   }
 }
 
-CampaignJournal CampaignJournal::open(const std::string& path) {
+namespace {
+
+// Throws InputError when there is no journal at `path`, SqliteCorruptError for an empty file
+// (a full disk, a copy cut short): SQLite would take it for a new database, and the pragmas
+// would write one.
+void requireJournalFile(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     throw InputError(path +
                      ": no campaign journal here; create the campaign with "
                      "`foldfarm campaign init SPEC --dir D`");
   }
-  // An empty file (a full disk, a copy cut short) is no journal: SQLite would take it for a
-  // new database and the pragmas below would write one.
   if (S_ISREG(st.st_mode) && st.st_size == 0) throw SqliteCorruptError(path + ": empty file");
+}
+
+}  // namespace
+
+CampaignJournal CampaignJournal::openToRead(const std::string& path) {
+  requireJournalFile(path);
+  // The schema read is the first access: a reader of a WAL database needs the -shm file,
+  // which SQLite cannot make where this user cannot write (before: "unable to open database
+  // file (No such file or directory)" for a file that exists, "attempt to write a readonly
+  // database", "disk I/O error").
+  const auto schemaOf = [&](CampaignJournal& j) {
+    SqliteStatement st(j.db_, "SELECT value FROM meta WHERE key='schema'");
+    return st.step() ? st.columnText(0) : std::string();
+  };
+  std::string schema;
+  std::optional<CampaignJournal> opened;
+  try {
+    CampaignJournal j(SqliteDb(path, SqliteDb::Mode::kReadOnly));
+    schema = schemaOf(j);
+    opened.emplace(std::move(j));
+  } catch (const SqliteCorruptError&) {
+    throw;
+  } catch (const Error& e) {
+    const std::exception_ptr first = std::current_exception();
+    CampaignJournal j(SqliteDb(path, SqliteDb::Mode::kImmutable));
+    try {
+      schema = schemaOf(j);
+    } catch (const SqliteCorruptError&) {
+      throw;
+    } catch (const Error&) {
+      std::rethrow_exception(first);  // the first reason: it names the system's
+    }
+    struct stat wal {};
+    if (::stat((path + "-wal").c_str(), &wal) == 0 && wal.st_size > 0)
+      logWarn(
+          "{}: read as it is on disk ({}); its write-ahead log holds changes that need write "
+          "access to read, so the last task changes may be missing",
+          path, e.what());
+    else
+      logDebug("{}: read as it is on disk ({})", path, e.what());
+    opened.emplace(std::move(j));
+  }
+  if (schema != kSchemaVersion) {
+    throw InputError(path + ": not a foldfarm campaign journal (schema '" + schema +
+                     "', expected " + kSchemaVersion + ")");
+  }
+  opened->prepareStatements();
+  return std::move(*opened);
+}
+
+CampaignJournal CampaignJournal::open(const std::string& path) {
+  requireJournalFile(path);
   CampaignJournal j(SqliteDb(path, false));
   j.prepare();
   if (j.meta("schema") != kSchemaVersion) {

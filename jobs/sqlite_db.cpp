@@ -1,7 +1,9 @@
 #include "jobs/sqlite_db.hpp"
 
 #include <sqlite3.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <utility>
 
@@ -32,15 +34,53 @@ std::string sqliteMessage(sqlite3* db, int rc, const char* message) {
 
 }  // namespace
 
-SqliteDb::SqliteDb(const std::string& path, bool create) : path_(path) {
-  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
-  int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+SqliteDb::SqliteDb(const std::string& path, Mode mode) : path_(path) {
+  int flags = SQLITE_OPEN_NOMUTEX;
+  std::string name = path;
+  switch (mode) {
+    case Mode::kReadWrite:
+      flags |= SQLITE_OPEN_READWRITE;
+      break;
+    case Mode::kCreate:
+      flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+      break;
+    case Mode::kReadOnly:
+      flags |= SQLITE_OPEN_READONLY;
+      break;
+    case Mode::kImmutable: {
+      // A URI: the path percent-encoded where URI syntax would read it otherwise.
+      flags |= SQLITE_OPEN_READONLY | SQLITE_OPEN_URI;
+      name = "file:";
+      for (const char c : path) {
+        if (c == '%' || c == '?' || c == '#') {
+          char hex[4];
+          std::snprintf(hex, sizeof hex, "%%%02X", static_cast<unsigned char>(c));
+          name += hex;
+        } else {
+          name += c;
+        }
+      }
+      name += "?immutable=1";
+      break;
+    }
+  }
+  int rc = sqlite3_open_v2(name.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) {
     const std::string msg = sqliteMessage(db_, rc, nullptr);
     if (db_) sqlite3_close(db_);
     db_ = nullptr;
+    // SQLite takes paths of at most 512 bytes (made absolute; its -wal name 4 more).
+    std::string absolute = path;
+    if (!path.empty() && path[0] != '/') {
+      char cwd[4096];
+      if (::getcwd(cwd, sizeof cwd)) absolute = std::string(cwd) + "/" + path;
+    }
     throw Error(path + ": cannot open the campaign journal: " + msg +
-                " (check the campaign directory and its permissions)");
+                (absolute.size() + 4 > 512
+                     ? " (its absolute path is " + std::to_string(absolute.size()) +
+                           " bytes; SQLite takes at most 508 here: move the campaign to a "
+                           "shorter path)"
+                     : " (check the campaign directory and its permissions)"));
   }
   // Another process (a `status` reader) may hold a lock briefly: wait instead of failing.
   FF_SQLITE_CHECK(*this, sqlite3_busy_timeout(db_, 10000));

@@ -68,8 +68,15 @@ class SqliteStatement {
 
 class SqliteDb {
  public:
-  // Opens (creating when `create`) the database at `path`. Throws Error on failure.
-  SqliteDb(const std::string& path, bool create);
+  // How a database is opened: read and written (created when missing with kCreate), only
+  // read, or only read as the file is on disk, ignoring its write-ahead log and taking no
+  // locks (SQLite's immutable=1: for a read-only file system, or a directory this user cannot
+  // write, where SQLite cannot make the -shm file a reader of a WAL database needs).
+  enum class Mode { kReadWrite, kCreate, kReadOnly, kImmutable };
+  // Opens the database at `path`. Throws Error on failure.
+  SqliteDb(const std::string& path, Mode mode);
+  SqliteDb(const std::string& path, bool create)
+      : SqliteDb(path, create ? Mode::kCreate : Mode::kReadWrite) {}
   ~SqliteDb() noexcept;
   SqliteDb(SqliteDb&& other) noexcept;
   SqliteDb& operator=(SqliteDb&& other) noexcept;

@@ -705,6 +705,22 @@ TEST_F(Faults, ATaskItsElementWasStoppedBeforeIsRecordedAsNotStarted) {
   EXPECT_EQ(waitExit(work), foldfarm::kExitInterrupted) << readText(scratch_ + "/work2.err");
 }
 
+// `campaign status` where SQLite cannot make the -shm file a reader of the WAL journal needs
+// (a read-only file system, another user's campaign, a full disk; here a directory in its
+// place, which root cannot write through either): it reads the journal as it is on disk
+// (before: "unable to open database file (No such file or directory)", exit 1).
+TEST_F(Faults, StatusReadsAJournalItCannotWriteBeside) {
+  init(json{{"task", "sleep"}, {"replicas", 3}, {"params", {{"seconds", 0.01}}}});
+  ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
+  const std::string shm = dir_ + "/journal.sqlite-shm";
+  std::filesystem::remove(shm);
+  std::filesystem::create_directory(shm);
+  const ToolRun status = runTool({"status", dir_, "--json"}, scratch_, "status");
+  std::filesystem::remove(shm);
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_EQ(json::parse(status.out).at("counts").value("done", 0), 3) << status.out;
+}
+
 TEST_F(Faults, KillMinus9OfTheOrchestratorFiveTimesThenResumeDoesEveryTaskOnce) {
   const int kTasks = 500;
   init(json{{"task", "sleep"},
