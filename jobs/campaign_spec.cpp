@@ -137,8 +137,11 @@ bool pathExists(const std::string& p) {
 // `p` as written when absolute (a frozen spec's paths stay what its tasks and chains
 // recorded), else against `base` (itself against the working directory) without "."
 // components or doubled slashes: "mc.h5" in "./spec.json" is "/work/mc.h5", not
-// "/work/./mc.h5", in records and messages. ".." stays (through a symbolic link it is not the
-// lexical parent).
+// "/work/./mc.h5", in records and messages. A ".." is resolved on disk, not lexically
+// (through a symbolic link it is not the lexical parent): the directory up to the last ".."
+// is taken as it really is (realpath), the rest as written. Before, "/work/run1/../mc.h5"
+// was frozen as such, and removing run1 (the directory `campaign init` was run from) made
+// the untouched mc.h5 "missing" for the campaign.
 std::string absolutePath(const std::string& p, const std::string& base) {
   if (!p.empty() && p[0] == '/') return p;
   std::string b = base.empty() ? "." : base;
@@ -146,12 +149,26 @@ std::string absolutePath(const std::string& p, const std::string& base) {
     char cwd[4096];
     if (::getcwd(cwd, sizeof(cwd))) b = std::string(cwd) + "/" + b;
   }
-  std::string out;
+  std::vector<std::string> parts;
   for (const auto& part : std::filesystem::path(b + "/" + p)) {
     const std::string name = part.string();
     if (name == "/" || name == "." || name.empty()) continue;
-    out += "/" + name;
+    parts.push_back(name);
   }
+  size_t rest = 0;  // parts[rest..] are appended as written
+  std::string out;
+  for (size_t k = parts.size(); k-- > 0;) {
+    if (parts[k] != "..") continue;
+    std::string upto;
+    for (size_t i = 0; i <= k; ++i) upto += "/" + parts[i];
+    if (char* real = ::realpath(upto.c_str(), nullptr)) {
+      out = std::string(real) == "/" ? "" : real;
+      std::free(real);
+      rest = k + 1;
+    }
+    break;
+  }
+  for (size_t i = rest; i < parts.size(); ++i) out += "/" + parts[i];
   return out.empty() ? "/" : out;
 }
 

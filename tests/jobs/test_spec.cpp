@@ -109,6 +109,32 @@ TEST_F(SpecValidation, MissingInputFileIsNamed) {
   EXPECT_NE(r.err.find("/no/such/program"), std::string::npos) << r.err;
 }
 
+// Relative inputs are taken from the spec's directory; a ".." on the way is resolved on disk:
+// through a symbolic link it is the link target's parent, and a directory the path went
+// through (where `campaign init` was run) may go away (before: "/work/run1/../mc.h5" was
+// frozen as such, and removing run1 made the untouched mc.h5 "missing").
+TEST_F(SpecValidation, RelativeInputsThroughDotDotAreFrozenAsTheyAreOnDisk) {
+  namespace fs = std::filesystem;
+  const std::string root = fs::canonical(dir_).string();
+  fs::create_directories(root + "/run1");
+  fs::create_directories(root + "/real/sub");
+  fs::create_directory_symlink(root + "/real/sub", root + "/link");
+  writeText(root + "/mc.h5", "x");
+  writeText(root + "/real/data.h5", "x");
+  json s = validSpec();
+  s["inputs"] = {{"mc", "../mc.h5"}, {"data", "../real/data.h5"}};
+  CampaignSpec spec = parseCampaignSpec(s, "spec", root + "/run1");
+  EXPECT_EQ(spec.inputs.at("mc"), root + "/mc.h5");
+  EXPECT_EQ(spec.inputs.at("data"), root + "/real/data.h5");
+  s["inputs"] = {{"data", "../data.h5"}};  // link/.. is real/, not root/
+  spec = parseCampaignSpec(s, "spec", root + "/link");
+  EXPECT_EQ(spec.inputs.at("data"), root + "/real/data.h5");
+  s["inputs"] = {{"mc", "mc.h5"}};  // no "..": the path as written, through the link
+  writeText(root + "/real/sub/mc.h5", "x");
+  spec = parseCampaignSpec(s, "spec", root + "/link");
+  EXPECT_EQ(spec.inputs.at("mc"), root + "/link/mc.h5");
+}
+
 TEST_F(SpecValidation, ImpossibleResourcesAreRejected) {
   json s = validSpec();
   s["resources"] = {{"gpus", 64}};
