@@ -179,8 +179,19 @@ void restoreSignalMask(const sigset_t& mask) {
 }
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
-  temp_ = path_ + ".tmp." + hostTag() + "." + std::to_string(::getpid()) + "." +
-          std::to_string(g_counter++);
+  const std::string suffix =
+      ".tmp." + hostTag() + "." + std::to_string(::getpid()) + "." + std::to_string(g_counter++);
+  temp_ = path_ + suffix;
+  // A name near NAME_MAX (255 bytes) leaves no room for the suffix: the temporary takes the
+  // name's beginning (the suffix is what marks it), so a legal name is not refused as "File
+  // name too long".
+  const size_t slash = path_.rfind('/');
+  const size_t name_len = path_.size() - (slash == std::string::npos ? 0 : slash + 1);
+  if (name_len > 255)
+    throw Error(path_ + ": cannot create output file: its name is " + std::to_string(name_len) +
+                " bytes long (at most 255 bytes per name and 4095 per path: choose a shorter one)");
+  if (name_len + suffix.size() > 255)
+    temp_ = path_.substr(0, path_.size() - (name_len + suffix.size() - 255)) + suffix;
   // Recorded before it exists: a signal between its creation and its record would leave it.
   slot_ = recordLive(temp_);
   fd_.reset(::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
@@ -189,7 +200,9 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
     forgetLive(std::exchange(slot_, -1));
     errno = err;
     throw Error(path_ + ": cannot create output file: " + errnoMessage(errno) +
-                " (check that the directory exists and is writable)");
+                (err == ENAMETOOLONG
+                     ? " (at most 255 bytes per name and 4095 per path: choose a shorter one)"
+                     : " (check that the directory exists and is writable)"));
   }
   removeStaleTemporariesOf(path_);
 }
@@ -315,7 +328,7 @@ void fsyncPath(const std::string& path) {
 
 void renameDurable(const std::string& from, const std::string& to) {
   if (::rename(from.c_str(), to.c_str()) != 0) {
-    throw Error(to + ": cannot rename " + from + " into place: " + errnoMessage(errno));
+    throw Error("cannot rename " + from + " to " + to + ": " + errnoMessage(errno));
   }
   fsyncDir(dirOf(to));
 }

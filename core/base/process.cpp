@@ -270,10 +270,29 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
 }
 
 TempDir::TempDir(const std::string& prefix, const std::string& parent) {
-  const fs::path where = parent.empty() ? fs::temp_directory_path() : fs::path(parent);
+  // TMPDIR names where temporaries go (a job's scratch directory, gone in a later shell):
+  // a problem with it is said as such (before: "internal error: filesystem error:
+  // temp_directory_path", or "mkdtemp failed at core/base/process.cpp:276").
+  const char* tmpdir = parent.empty() ? std::getenv("TMPDIR") : nullptr;
+  const std::string which =
+      tmpdir && *tmpdir ? "TMPDIR=" + std::string(tmpdir) : std::string("the temporary directory");
+  fs::path where = parent;
+  if (parent.empty()) {
+    std::error_code ec;
+    where = fs::temp_directory_path(ec);
+    if (ec)
+      throw Error(which + ": " + ec.message() +
+                  "; point TMPDIR at a directory you can write (or unset it for /tmp)");
+  }
   std::string tmpl = (where / (prefix + "-XXXXXX")).string();
-  if (::mkdtemp(tmpl.data()) == nullptr)
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    const int err = errno;
+    if (parent.empty())
+      throw Error(which + ": cannot create a temporary directory in it (" + errnoMessage(err) +
+                  "); point TMPDIR at a directory you can write (or unset it for /tmp)");
+    errno = err;
     throwSystemError("mkdtemp", __FILE__, __LINE__, "creating a temporary directory " + tmpl);
+  }
   path_ = tmpl;
 }
 

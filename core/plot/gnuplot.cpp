@@ -1,7 +1,11 @@
 #include "core/plot/gnuplot.hpp"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -9,6 +13,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/log.hpp"
 
 namespace foldfarm::plot {
 namespace {
@@ -59,7 +64,42 @@ bool gnuplotAvailable() {
   return available;
 }
 
-GnuplotBatch::GnuplotBatch() : dir_("foldfarm-plot") {}
+namespace {
+
+// The prefix of this process's figure directory in TMPDIR, "foldfarm-plot-<host>-<pid>",
+// after removing those of processes of this host that are gone: a run ended by a signal
+// (SIGTERM, SIGHUP, SIGKILL) cannot remove a directory on its way out, and on a shared login
+// node's /tmp they piled up (half a megabyte each).
+std::string figureDirPrefix() {
+  std::string host = hostName();
+  for (char& c : host)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_')) c = '_';
+  const std::string mine = "foldfarm-plot-" + host + "-";
+  std::error_code ec;
+  const fs::path tmp = fs::temp_directory_path(ec);
+  if (!ec) {
+    for (const auto& e : fs::directory_iterator(tmp, ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind(mine, 0) != 0) continue;
+      const size_t dash = name.find('-', mine.size());
+      if (dash == std::string::npos) continue;
+      const std::string digits = name.substr(mine.size(), dash - mine.size());
+      if (digits.empty() || digits.size() > 9 ||
+          !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        continue;
+      const pid_t pid = static_cast<pid_t>(std::stol(digits));
+      if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+      std::error_code rm;
+      fs::remove_all(e.path(), rm);
+      if (!rm) logDebug("removed {}, left by a run that ended on a signal", e.path().string());
+    }
+  }
+  return mine + std::to_string(::getpid());
+}
+
+}  // namespace
+
+GnuplotBatch::GnuplotBatch() : dir_(figureDirPrefix()) {}
 
 std::string GnuplotBatch::newFigure(const std::string& name) {
   if (name.empty()) throw Error("figure name is empty");

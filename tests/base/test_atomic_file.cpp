@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -11,6 +12,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/process.hpp"
 #include "tests/support/scratch_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -119,6 +121,54 @@ TEST(AtomicFile, MissingDirectoryIsAClearError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent_dir_ff/x.json"), std::string::npos);
   }
+}
+
+// A legal name near NAME_MAX (255 bytes) is written (its temporary takes the name's
+// beginning; before: "File name too long (check that the directory exists and is writable)"
+// from 240 bytes on); a name past it says so.
+TEST(AtomicFile, ANameNearTheLimitIsWrittenAndOnePastItSaysSo) {
+  auto d = tempDir();
+  for (size_t len : {240u, 255u}) {
+    const std::string p = (d / std::string(len, 'n')).string();
+    writeFileAtomic(p, "x");
+    EXPECT_EQ(readFile(p), "x") << len;
+  }
+  EXPECT_EQ(countFiles(d), 2u) << "no temporary file left behind";
+  try {
+    writeFileAtomic((d / std::string(256, 'n')).string(), "x");
+    FAIL() << "a 256-byte name was written";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("at most 255 bytes per name"), std::string::npos)
+        << e.what();
+  }
+  fs::remove_all(d);
+}
+
+// A TMPDIR that is missing or not writable is named as such (before: "internal error:
+// filesystem error: temp_directory_path"; "mkdtemp failed at core/base/process.cpp:276").
+TEST(TempDir, AnUnusableTmpdirIsNamed) {
+  auto d = tempDir();
+  const char* was = std::getenv("TMPDIR");
+  const std::string saved = was ? was : "";
+  for (const std::string& tmpdir : {std::string("/nonexistent_dir_ff"), (d / "file").string()}) {
+    std::ofstream((d / "file").string()) << "x";
+    ::setenv("TMPDIR", tmpdir.c_str(), 1);
+    try {
+      TempDir t("x");
+      ADD_FAILURE() << "made " << t.path();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("TMPDIR=" + tmpdir + ": "), std::string::npos)
+          << e.what();
+      EXPECT_NE(std::string(e.what()).find("point TMPDIR at a directory you can write"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  if (was)
+    ::setenv("TMPDIR", saved.c_str(), 1);
+  else
+    ::unsetenv("TMPDIR");
+  fs::remove_all(d);
 }
 
 // An output file where a directory is, or in a directory that does not exist, is refused
