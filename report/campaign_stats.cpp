@@ -1,7 +1,10 @@
 #include "report/campaign_stats.hpp"
 
 #include <algorithm>
+#include <map>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "jobs/task_state.hpp"
 
@@ -28,6 +31,12 @@ CampaignStats readCampaignStats(const std::string& campaign_dir) {
 
   std::vector<jobs::TaskRecord> tasks = campaign.tasks();
   s.tasks = static_cast<int>(tasks.size());
+  // Each task's last attempt's start as its result says (the journal's task row): the
+  // `running` event is written when the task is sent, and a short task may wait in its
+  // worker's queue behind another first.
+  std::map<int64_t, std::pair<int, double>> real_start;  // task index -> (attempt, start)
+  for (const auto& t : tasks)
+    if (t.started_at > 0) real_start[t.index] = {t.attempts, t.started_at};
   for (const auto& t : tasks) {
     s.counts[std::string(jobs::toString(t.state))]++;
     if (t.attempts > 1) ++s.tasks_retried;
@@ -37,23 +46,32 @@ CampaignStats readCampaignStats(const std::string& campaign_dir) {
   }
 
   // Every attempt's running interval comes from the events: a `running` row opens it, the
-  // next row of the same task leaving `running` closes it.
-  std::map<int64_t, double> open_since;
+  // next row of the same task leaving `running` closes it; its start is the result's where the
+  // task row has it (before: the dispatch, so that on 2 slots "at most 4 ran at once", and
+  // the run time and CPU/GPU-hours held the time queued in a worker).
+  std::map<int64_t, std::pair<int, double>> open_since;  // task -> (attempt, sent at)
+  std::vector<std::pair<double, int>> edges;  // (time, +1 start / -1 end) of every attempt
   std::set<int64_t> done_before;
   campaign.journal().forEachEvent([&](const jobs::CampaignJournal::Event& e) {
     using jobs::TaskState;
     if (e.to == TaskState::kRunning) {
       ++s.attempts;
-      open_since[e.task] = e.at;
-      s.peak_running = std::max(s.peak_running, static_cast<int>(open_since.size()));
+      open_since[e.task] = {e.attempt, e.at};
       s.hosts[e.host.empty() ? "(unknown)" : e.host]++;
-      if (s.first_start == 0 || e.at < s.first_start) s.first_start = e.at;
       return;
     }
     if (e.from != TaskState::kRunning) return;
     auto it = open_since.find(e.task);
     if (it != open_since.end()) {
-      s.run_s += std::max(0.0, e.at - it->second);
+      double start = it->second.second;
+      const auto real = real_start.find(e.task);
+      if (real != real_start.end() && real->second.first == it->second.first &&
+          real->second.second >= start && real->second.second <= e.at)
+        start = real->second.second;
+      s.run_s += std::max(0.0, e.at - start);
+      edges.push_back({start, +1});
+      edges.push_back({e.at, -1});
+      if (s.first_start == 0 || start < s.first_start) s.first_start = start;
       open_since.erase(it);
     }
     s.last_end = std::max(s.last_end, e.at);
@@ -69,6 +87,18 @@ CampaignStats readCampaignStats(const std::string& campaign_dir) {
       s.failure_reasons[r]++;
     }
   });
+  // Attempts still running count from when they were sent (no result says otherwise).
+  for (const auto& [task, sent] : open_since) {
+    edges.push_back({sent.second, +1});
+    if (s.first_start == 0 || sent.second < s.first_start) s.first_start = sent.second;
+  }
+  // The most attempts at once: ends before starts at the same moment.
+  std::sort(edges.begin(), edges.end());
+  int now = 0;
+  for (const auto& edge : edges) {
+    now += edge.second;
+    s.peak_running = std::max(s.peak_running, now);
+  }
   std::sort(s.done_at.begin(), s.done_at.end());
   s.gpu_hours = s.gpus > 0 ? s.run_s / s.tasks_per_gpu / 3600.0 : 0.0;
   s.cpu_hours = s.run_s * s.threads_per_task / 3600.0;

@@ -2,9 +2,11 @@
 // note, the Δ table from summary.json, and bad input refused with nothing written.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <unistd.h>
 
@@ -335,6 +337,34 @@ TEST(CampaignReport, TheOverviewSaysHowManyTasksRanAtOnce) {
   EXPECT_NE(html.find("<td>runs of tasks done before (retry --task, accept-inputs)</td><td>1</td>"),
             std::string::npos);
   EXPECT_NE(html.find(" task runs/h ("), std::string::npos);
+}
+
+// A short task sent to a worker behind another (the local executor queues tasks under 0.1 s)
+// starts when the first ends: the accounting takes each attempt's start from its result
+// (before: from when it was sent, so that on one slot "at most 2 ran at once", and the run
+// time held the time it waited).
+TEST(CampaignReport, ATaskQueuedInAWorkerCountsFromItsStart) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);
+  double busy = 0;
+  {
+    jobs::CampaignJournal j = jobs::CampaignJournal::open(dir + "/journal.sqlite");
+    std::vector<jobs::Dispatch> d{{0, "h", 0, "", 0}, {1, "h", 0, "", 0}};  // one slot
+    ASSERT_EQ(j.markRunning(d), 2);
+    for (int i : {0, 1}) {
+      jobs::Completion x;
+      x.index = i;
+      x.attempt = 1;
+      x.started_at = jobs::wallClockNow();
+      std::this_thread::sleep_for(std::chrono::milliseconds(60));
+      x.finished_at = jobs::wallClockNow();
+      busy += x.finished_at - x.started_at;
+      ASSERT_EQ(j.recordCompletions({x}, jobs::RetryPolicy{}), 1);
+    }
+  }
+  const report::CampaignStats stats = report::readCampaignStats(dir);
+  EXPECT_EQ(stats.peak_running, 1);
+  EXPECT_NEAR(stats.run_s, busy, 0.02) << "the second task's 60 ms in the queue counted";
 }
 
 // The chains an aggregation read count the warm reference's and those it left out on purpose
