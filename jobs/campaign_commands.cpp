@@ -114,6 +114,16 @@ void printSummary(const std::string& dir, const RunSummary& s) {
               s.interrupted ? " (stopped: resume with `foldfarm campaign resume`)"
               : s.cancelled ? " (cancelled by `foldfarm campaign cancel`)"
                             : "");
+  if (!s.halted.empty()) {
+    const auto pending = s.counts.find(TaskState::kPending);
+    std::printf(
+        "campaign %s: an input changed while it ran (%s): no further task was started (%d "
+        "pending); restore it (its bytes and times: `cp -p`, `rsync -a`), or accept the new "
+        "version (`foldfarm campaign accept-inputs %s`), then `foldfarm campaign retry %s "
+        "--failed`\n",
+        dir.c_str(), s.halted.c_str(), pending == s.counts.end() ? 0 : pending->second, dir.c_str(),
+        dir.c_str());
+  }
   // A run leaves cancelled tasks alone: say how to run them again.
   const auto cancelled = s.counts.find(TaskState::kCancelled);
   if (!s.interrupted && cancelled != s.counts.end() && cancelled->second > 0)

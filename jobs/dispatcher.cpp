@@ -9,10 +9,12 @@
 #include <unordered_map>
 
 #include "core/base/error.hpp"
+#include "core/base/exit_codes.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
 #include "core/base/stop_signal.hpp"
 #include "jobs/cancel_request.hpp"
+#include "jobs/input_record.hpp"
 
 namespace foldfarm::jobs {
 namespace {
@@ -61,10 +63,19 @@ class Dispatcher {
         exiting_(transport.slots(), 0),
         batches_(transport.slots()) {
     summary_.slots = transport.slots();
-    for (const auto& t : journal_.tasks(TaskState::kPending)) not_before_[t.index] = t.not_before;
-    for (size_t i = 0; i < states_.size(); ++i)
-      if (states_[i] == TaskState::kPending && graph_.ready(static_cast<int>(i), states_))
-        enqueue(static_cast<int>(i));
+    // Pending tasks that ran before (retried, requeued after a stop or a lost worker) go
+    // first, then those never started, each in index order: `campaign retry D --task ID`
+    // runs ID before the rest of a stopped campaign (before: after every pending task).
+    std::vector<char> ran_before(states_.size(), 0);
+    for (const auto& t : journal_.tasks(TaskState::kPending)) {
+      not_before_[t.index] = t.not_before;
+      ran_before[t.index] = t.attempts > 0;
+    }
+    for (const char first : {1, 0})
+      for (size_t i = 0; i < states_.size(); ++i)
+        if (states_[i] == TaskState::kPending && ran_before[i] == first &&
+            graph_.ready(static_cast<int>(i), states_))
+          enqueue(static_cast<int>(i));
     progress_.setSilent(!options.show_progress);
     // Tasks done by earlier runs count towards done/total, not towards this run's rate (before:
     // a resumed run's first lines showed them as done in its first seconds).
@@ -74,11 +85,13 @@ class Dispatcher {
   RunSummary run() {
     for (;;) {
       checkStop();
-      if (!stopping_) {
+      if (!stopping_ && halted_.empty()) {
         releaseDelayed();
         placeReady();
       }
-      if (inflight_total_ == 0 && (stopping_ || (ready_.empty() && delayed_.empty()))) break;
+      if (inflight_total_ == 0 &&
+          (stopping_ || !halted_.empty() || (ready_.empty() && delayed_.empty())))
+        break;
       events_.clear();
       transport_.wait(waitSeconds(), events_);
       // A signal that reached the workers too (srun forwards it to every rank) arrives with
@@ -337,6 +350,19 @@ class Dispatcher {
         auto rec = journal_.task(spec_.taskDef(a.index).id);
         logWarn("task {} failed after {} attempt(s): {}", rec ? rec->id : "?",
                 rec ? rec->attemptsSinceRetry() : 0, rec ? rec->reason : "");
+        // Bad input: a recorded input that changed since `campaign init` fails every task that
+        // reads it, so none more is started (before: thousands failed one by one, each with
+        // the same lines).
+        if (rec && rec->exit_code == kExitBadInput && halted_.empty() &&
+            !spec_.inputs_at_init.empty()) {
+          const auto changed = changedInputs(spec_.inputs_at_init);
+          if (!changed.empty()) {
+            halted_ = changed.front().first + ": " + changed.front().second;
+            summary_.halted = halted_;
+            logWarn("campaign {}: an input changed while it ran ({}); no further task is started",
+                    spec_.name, halted_);
+          }
+        }
       } else if (a.state == TaskState::kPending && !stopping_) {
         enqueue(a.index);
       }
@@ -344,7 +370,13 @@ class Dispatcher {
   }
 
   void showProgress() {
-    progress_.update(done_, "running " + std::to_string(inflight_total_) +
+    // Running: the tasks the workers said they started; a short task queued behind one is
+    // "queued" (before: counted as running, more than the slots).
+    const int running = static_cast<int>(
+        std::count_if(started_.begin(), started_.end(), [](int i) { return i >= 0; }));
+    const int queued = inflight_total_ - running;
+    progress_.update(done_, "running " + std::to_string(running) +
+                                (queued > 0 ? ", queued " + std::to_string(queued) : "") +
                                 (failed_ ? ", failed " + std::to_string(failed_) : ""));
   }
 
@@ -419,6 +451,7 @@ class Dispatcher {
   CancelWatch cancel_watch_;
   std::vector<std::deque<int>> inflight_;    // per slot, the tasks sent there, in order
   std::vector<int> started_;                 // per slot, the task it announced as running
+  std::string halted_;                       // RunSummary::halted: no new task is started
   std::vector<char> exiting_;                // per slot, whether its worker said it ends
   std::unordered_map<int, int> attempt_of_;  // attempt of each task in flight
   int64_t inflight_total_ = 0;

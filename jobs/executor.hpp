@@ -62,6 +62,9 @@ struct RunSummary {
   int tasks_cancelled = 0;   // unfinished tasks that request cancelled
   int held = 0;              // pending tasks left because a task they need failed (task_graph.hpp)
   int retried = 0;           // tasks RunOptions::retry moved back to pending
+  // Not empty: a task failed because a recorded input changed while the campaign ran (the
+  // input and how), and no further task was started (every one would fail alike).
+  std::string halted;
 };
 
 // Local executor. Requires a writer Campaign. Runs until no task is pending/running or a

@@ -338,14 +338,28 @@ ExtendSummary extendCampaign(const std::string& dir_in, const ExtendRequest& req
   faultPoint("extend.journal");
   // 5. The aggregation's outputs, which the new tasks make stale, out of the way (run settings
   //    alone change no result).
-  if (!added.empty()) {
-    SupersededOutputs aside(dir);
-    sum.aggregate_moved = aside.moveAggregate();
-    sum.moved_to = aside.path();
+  // A failure from here on is after the commit point: the campaign is extended, and the next
+  // command that writes it finishes what is left (finishInterruptedChange). Said so (before:
+  // a bare "cannot rename", exit 1, as if nothing had changed).
+  try {
+    if (!added.empty()) {
+      SupersededOutputs aside(dir);
+      sum.aggregate_moved = aside.moveAggregate();
+      sum.moved_to = aside.path();
+    }
+    faultPoint("extend.aggregate");
+    // 6. The spec the tasks and every command read.
+    writeFileAtomic(origin, spec_text);
+  } catch (const Error& e) {
+    throw Error("campaign " + dir + " is extended (" + std::to_string(added.size()) +
+                " task(s) added to its journal), but its last step failed: " + e.what() +
+                "; once that is mended, the next command that writes the campaign (`foldfarm "
+                "campaign run " +
+                dir + "`) finishes it" +
+                (added.empty() ? std::string()
+                               : "; until then " + dir +
+                                     "/aggregate holds the bands of the campaign before"));
   }
-  faultPoint("extend.aggregate");
-  // 6. The spec the tasks and every command read.
-  writeFileAtomic(origin, spec_text);
   return sum;
 }
 

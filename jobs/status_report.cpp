@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
+#include <utility>
+#include <vector>
 
 #include "core/base/error.hpp"
 #include "core/base/file_stat.hpp"
@@ -302,12 +305,46 @@ std::string statusText(const json& s) {
            std::to_string(done) + " done now: run `foldfarm campaign aggregate " + dir +
            "` again for bands of them all\n";
   if (!s["failures"].empty()) {
-    out += "  failed tasks (rerun with `foldfarm campaign retry " + dir + " --failed`):\n";
+    // Grouped by exit code and reason (one changed input fails thousands of tasks alike:
+    // before, each was printed with its reason, megabytes of text), the groups by size; the
+    // whole list is in --json's "failures".
+    struct Group {
+      std::vector<std::string> tasks;
+      int attempts_min = 0, attempts_max = 0;
+    };
+    std::map<std::pair<int, std::string>, Group> groups;
     for (const auto& f : s["failures"]) {
-      out += "    " + f["task"].get<std::string>() + " after " +
-             std::to_string(f["attempts"].get<int>()) + " attempt(s), exit " +
-             std::to_string(f["exit_code"].get<int>()) + ": " + f["reason"].get<std::string>() +
-             "\n";
+      Group& g = groups[{f["exit_code"].get<int>(), f["reason"].get<std::string>()}];
+      const int a = f["attempts"].get<int>();
+      g.attempts_min = g.tasks.empty() ? a : std::min(g.attempts_min, a);
+      g.attempts_max = std::max(g.attempts_max, a);
+      g.tasks.push_back(f["task"].get<std::string>());
+    }
+    std::vector<const std::pair<const std::pair<int, std::string>, Group>*> order;
+    for (const auto& g : groups) order.push_back(&g);
+    std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
+      return a->second.tasks.size() > b->second.tasks.size();
+    });
+    constexpr size_t kGroups = 10, kIds = 5;
+    out += "  failed tasks (rerun with `foldfarm campaign retry " + dir + " --failed`):\n";
+    for (size_t k = 0; k < order.size() && k < kGroups; ++k) {
+      const auto& [key, g] = *order[k];
+      std::string ids;
+      for (size_t i = 0; i < g.tasks.size() && i < kIds; ++i) ids += (i ? ", " : "") + g.tasks[i];
+      if (g.tasks.size() > kIds) ids += " and " + std::to_string(g.tasks.size() - kIds) + " more";
+      const std::string attempts =
+          g.attempts_min == g.attempts_max
+              ? std::to_string(g.attempts_min)
+              : std::to_string(g.attempts_min) + "-" + std::to_string(g.attempts_max);
+      out += "    " + ids + " after " + attempts + " attempt(s), exit " +
+             std::to_string(key.first) + ": " + key.second + "\n";
+    }
+    if (order.size() > kGroups) {
+      size_t rest = 0;
+      for (size_t k = kGroups; k < order.size(); ++k) rest += order[k]->second.tasks.size();
+      out += "    and " + std::to_string(rest) + " more task(s) failing for " +
+             std::to_string(order.size() - kGroups) +
+             " other reason(s): `foldfarm campaign status " + dir + " --json` lists them all\n";
     }
   }
   return out;

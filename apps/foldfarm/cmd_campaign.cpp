@@ -374,9 +374,10 @@ void registerCampaignCommands(CommandGroups& g) {
   {
     auto* c = campaign->add_subcommand(
         "retry",
-        "Rerun only the failed (--failed) or cancelled (--cancelled) tasks, or the tasks named "
+        "Rerun the failed (--failed) or cancelled (--cancelled) tasks, or the tasks named "
         "(--task ID, done ones too: an output damaged or lost; their directories and the "
-        "aggregation's move to D/superseded/)");
+        "aggregation's move to D/superseded/); no done task runs again unless named. They run "
+        "first, then the campaign's tasks still pending, as `resume` runs them");
     auto a = std::make_shared<RunArgs>();
     auto failed = std::make_shared<bool>(false);
     auto cancelled = std::make_shared<bool>(false);

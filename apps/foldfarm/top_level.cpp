@@ -139,6 +139,19 @@ std::string commandErrorText(const CLI::ParseError& e, CLI::App& root, int argc,
   return parseErrorText(e);
 }
 
+// What to do about a full disk or quota, after an error that says so (the system's words,
+// SQLite's, HDF5's): every foldfarm command leaves its earlier outputs whole and can be run
+// again (before: the message named only the file, or an HDF5 call).
+std::string fullDiskAdvice(const std::string& what) {
+  const bool full = what.find("No space left on device") != std::string::npos ||
+                    what.find("database or disk is full") != std::string::npos ||
+                    what.find("Disk quota exceeded") != std::string::npos;
+  if (!full) return "";
+  return "; the disk or your quota is full (`df -h`, `df -i` for files, `quota`): free space, "
+         "then run the command again (what it wrote before is whole; a campaign resumes, a "
+         "pretraining takes --resume)";
+}
+
 }  // namespace
 
 int TopLevel::run(int argc, char** argv, const ErrorText& text) {
@@ -171,7 +184,7 @@ int TopLevel::run(int argc, char** argv, const ErrorText& text) {
     // A run ended by `campaign cancel` ended as asked: no error either (exit 79 says it).
     std::fprintf(stderr,
                  e.exitCode() == kExitCancelled ? "foldfarm: %s\n" : "foldfarm: error: %s\n",
-                 e.what());
+                 (e.what() + fullDiskAdvice(e.what())).c_str());
     return e.exitCode();
   } catch (const std::exception& e) {
     if (text.out_of_memory(e)) {

@@ -535,6 +535,49 @@ TEST_F(ExtendCampaign, ACrashBeforeTheSpecIsWrittenIsFinishedByTheNextCommand) {
   EXPECT_EQ(tasksOf(dir_).at("r0003m1").state, TaskState::kDone);
 }
 
+// `campaign retry --task ID` of a campaign with tasks still pending runs ID first (before:
+// after every pending task; with thousands pending, a retry of one task ran them all first).
+TEST_F(ExtendCampaign, ARetriedTaskRunsBeforeTheTasksStillPending) {
+  ASSERT_EQ(runTool({"extend", dir_, "--replicas", "5"}, scratch_, "more").exit_code, 0);
+  ToolRun retry = runTool({"retry", dir_, "--task", "r0000m0", "--slots", "1"}, scratch_, "retry");
+  ASSERT_EQ(retry.exit_code, 0) << retry.err;
+  const auto tasks = tasksOf(dir_);
+  const TaskRecord& again = tasks.at("r0000m0");
+  EXPECT_EQ(again.attempts, 2);
+  int later = 0;
+  for (const auto& [id, t] : tasks) {
+    if (t.attempts != 1 || t.replica < 3) continue;  // the tasks extend added
+    EXPECT_GT(t.started_at, again.started_at) << id;
+    ++later;
+  }
+  EXPECT_EQ(later, 2);  // r0003m0, r0004m0
+}
+
+// A failure after the commit point (here the stale aggregation cannot be moved aside: a file
+// where D/superseded/ goes) says that the campaign is extended and what finishes it (before: a
+// bare "cannot rename ... into place", exit 1, as if nothing had changed).
+TEST_F(ExtendCampaign, AFailureAfterTheCommitSaysTheCampaignIsExtended) {
+  const std::string new_spec = writeSpec(scratch_, extendedSpec(), "extended.json");
+  fs::create_directories(dir_ + "/aggregate");
+  writeText(dir_ + "/aggregate/summary.json", "{\"chains\": 6}\n");
+  writeText(dir_ + "/superseded", "in the way\n");
+  ToolRun failed = runTool({"extend", dir_, "--spec", new_spec}, scratch_, "failed");
+  EXPECT_EQ(failed.exit_code, 1) << failed.err;
+  EXPECT_EQ(countLines(failed.err), 1) << failed.err;
+  EXPECT_NE(failed.err.find("campaign " + dir_ + " is extended (10 task(s) added to its journal)"),
+            std::string::npos)
+      << failed.err;
+  EXPECT_NE(failed.err.find("`foldfarm campaign run " + dir_ + "`) finishes it"), std::string::npos)
+      << failed.err;
+  EXPECT_EQ(tasksOf(dir_).size(), 16u);
+  fs::remove(dir_ + "/superseded");
+  ToolRun run = runTool({"run", dir_}, scratch_, "run");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.err.find("finished an interrupted `campaign extend`"), std::string::npos)
+      << run.err;
+  EXPECT_FALSE(fs::exists(dir_ + "/aggregate/summary.json")) << "stale: moved aside";
+}
+
 // D/spec.json edited by hand (a count, an input, the seed) is refused by every command, naming
 // the key, the file's value and the frozen one (before: an input, seed or config edit was used
 // by the tasks still to run, unchecked, and a count edit was undone as if an extension had

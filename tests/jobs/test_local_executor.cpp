@@ -142,6 +142,28 @@ TEST_F(LocalExecutor, SlotCountsNoNodeHasAreRefusedBeforeAnythingStarts) {
   EXPECT_EQ(writer.journal().eventCount(), events) << "nothing journaled";
 }
 
+// Tasks failing alike (one changed input fails every task left) are one line of `status`,
+// the first ids and how many more (before: every task with its reason, megabytes at scale);
+// --json lists them all.
+TEST_F(LocalExecutor, StatusGroupsTasksFailingAlike) {
+  init(json{{"task", "command"},
+            {"replicas", 8},
+            {"params", {{"argv", {"/bin/sh", "-c", "exit 3"}}}},
+            {"overrides", {{"r0007m0", {{"argv", {"/bin/sh", "-c", "exit 4"}}}}}},
+            {"retry", {{"max_attempts", 1}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  EXPECT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 1);
+  ToolRun st = runTool({"status", dir_}, scratch_, "status");
+  EXPECT_NE(st.out.find("    r0000m0, r0001m0, r0002m0, r0003m0, r0004m0 and 2 more after 1 "
+                        "attempt(s), exit 3: "),
+            std::string::npos)
+      << st.out;
+  EXPECT_NE(st.out.find("    r0007m0 after 1 attempt(s), exit 4: "), std::string::npos) << st.out;
+  EXPECT_EQ(st.out.find("r0005m0"), std::string::npos) << st.out;
+  ToolRun js = runTool({"status", dir_, "--json"}, scratch_, "status-json");
+  EXPECT_EQ(json::parse(js.out).at("failures").size(), 8u);
+}
+
 TEST_F(LocalExecutor, FailingTaskEndsFailedAndRetryRerunsOnlyIt) {
   init(json{
       {"task", "command"},
@@ -702,9 +724,22 @@ TEST_F(LocalExecutor, AnInputReplacedSinceInitIsRefusedUntilRestored) {
   const auto at_init = std::filesystem::last_write_time(mc);
   ToolRun r = runTool({"run", dir_}, scratch_, "run");
   EXPECT_EQ(r.exit_code, 1) << r.err;
+  // The first task refused for it stops the run: no further task is started (every one would
+  // fail alike; before, each did, with its lines).
+  EXPECT_NE(r.out.find("campaign " + dir_ + ": an input changed while it ran (" + mc + ": " + mc +
+                       " changed since `campaign init`"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("no further task was started (2 pending)"), std::string::npos) << r.out;
   {
     Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
     for (const auto& t : c.tasks()) {
+      if (t.id == "r0002m0" || t.id == "r0003m0") {
+        EXPECT_EQ(t.state, TaskState::kPending) << t.id;
+        EXPECT_EQ(t.attempts, 0) << t.id;
+        EXPECT_FALSE(exists(ran + "/" + t.id)) << t.id;
+        continue;
+      }
       EXPECT_EQ(t.attempts, 1) << t.id << " (bad input is not retried)";
       if (t.id == "r0000m0") {
         EXPECT_EQ(t.state, TaskState::kDone) << t.reason;
