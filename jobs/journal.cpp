@@ -156,42 +156,48 @@ void requireJournalFile(const std::string& path) {
 
 CampaignJournal CampaignJournal::openToRead(const std::string& path) {
   requireJournalFile(path);
-  // The schema read is the first access: a reader of a WAL database needs the -shm file,
-  // which SQLite cannot make where this user cannot write (before: "unable to open database
-  // file (No such file or directory)" for a file that exists, "attempt to write a readonly
-  // database", "disk I/O error").
+  // As a writer opens it where this user can write (closing it then checkpoints and removes
+  // its write-ahead log, as before); else only to read; else as the file is on disk. A reader
+  // of a WAL database needs the -shm file, which SQLite cannot make where this user cannot
+  // write (before: "unable to open database file (No such file or directory)" for a file that
+  // exists, "attempt to write a readonly database", "disk I/O error").
   const auto schemaOf = [&](CampaignJournal& j) {
     SqliteStatement st(j.db_, "SELECT value FROM meta WHERE key='schema'");
     return st.step() ? st.columnText(0) : std::string();
   };
   std::string schema;
   std::optional<CampaignJournal> opened;
-  try {
-    CampaignJournal j(SqliteDb(path, SqliteDb::Mode::kReadOnly));
-    schema = schemaOf(j);
-    opened.emplace(std::move(j));
-  } catch (const SqliteCorruptError&) {
-    throw;
-  } catch (const Error& e) {
-    const std::exception_ptr first = std::current_exception();
-    CampaignJournal j(SqliteDb(path, SqliteDb::Mode::kImmutable));
+  std::exception_ptr first;
+  std::string first_reason;
+  for (const SqliteDb::Mode mode :
+       {SqliteDb::Mode::kReadWrite, SqliteDb::Mode::kReadOnly, SqliteDb::Mode::kImmutable}) {
     try {
+      CampaignJournal j(SqliteDb(path, mode));
+      if (mode == SqliteDb::Mode::kReadWrite) j.prepare();
       schema = schemaOf(j);
+      opened.emplace(std::move(j));
     } catch (const SqliteCorruptError&) {
       throw;
-    } catch (const Error&) {
-      std::rethrow_exception(first);  // the first reason: it names the system's
+    } catch (const Error& e) {
+      if (!first) {
+        first = std::current_exception();
+        first_reason = e.what();
+      }
+      continue;
     }
-    struct stat wal {};
-    if (::stat((path + "-wal").c_str(), &wal) == 0 && wal.st_size > 0)
-      logWarn(
-          "{}: read as it is on disk ({}); its write-ahead log holds changes that need write "
-          "access to read, so the last task changes may be missing",
-          path, e.what());
-    else
-      logDebug("{}: read as it is on disk ({})", path, e.what());
-    opened.emplace(std::move(j));
+    if (mode == SqliteDb::Mode::kImmutable) {
+      struct stat wal {};
+      if (::stat((path + "-wal").c_str(), &wal) == 0 && wal.st_size > 0)
+        logWarn(
+            "{}: read as it is on disk ({}); its write-ahead log holds changes that need write "
+            "access to read, so the last task changes may be missing",
+            path, first_reason);
+      else
+        logDebug("{}: read as it is on disk ({})", path, first_reason);
+    }
+    break;
   }
+  if (!opened) std::rethrow_exception(first);  // the first reason: it names the system's
   if (schema != kSchemaVersion) {
     throw InputError(path + ": not a foldfarm campaign journal (schema '" + schema +
                      "', expected " + kSchemaVersion + ")");

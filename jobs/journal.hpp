@@ -95,10 +95,11 @@ class CampaignJournal {
   static CampaignJournal create(const std::string& path, const std::vector<TaskDef>& tasks);
   // Opens an existing journal. Throws InputError when missing or not a campaign journal.
   static CampaignJournal open(const std::string& path);
-  // Opens it only to read (status, a report, an aggregation's look at the tasks): also where
-  // this user cannot write (a read-only file system, another user's campaign, a full disk),
-  // there as the file is on disk (SqliteDb::Mode::kImmutable; a warning when its write-ahead
-  // log holds changes that this misses). Throws as open() does.
+  // Opens it to read (status, a report, an aggregation's look at the tasks): as open() does
+  // where this user can write; else read-only; else as the file is on disk
+  // (SqliteDb::Mode::kImmutable; a warning when its write-ahead log holds changes that this
+  // misses): a read-only file system, another user's campaign, a full disk. Throws as open()
+  // does, with the first attempt's reason.
   static CampaignJournal openToRead(const std::string& path);
 
   CampaignJournal(CampaignJournal&&) noexcept = default;
