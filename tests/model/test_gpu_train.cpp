@@ -317,6 +317,17 @@ TEST(GpuGraphs, ATrainerWithGraphsTrains) {
   expectPretrainingLearns(o);
 }
 
+// The same with the jets gathered on the host by the helper thread (prefetch): its page-locked
+// allocations during a capture would invalidate it (a capture is process-wide), so the next
+// batch is fetched only once a capturing step returned.
+TEST(GpuGraphs, ATrainerWithGraphsAndPrefetchTrains) {
+  TrainOptions o = gpuOptions(16, 3, 1);
+  o.cuda_graphs = true;
+  o.resident_data_mb = 0;  // gathered on the host, pinned, copied
+  o.prefetch = TrainOptions::Prefetch::kOn;
+  expectPretrainingLearns(o);
+}
+
 TEST(GpuTrainer, JetsHeldOnTheGpuTrainAsJetsGatheredOnTheHost) {
   const JetTensors train = jets(64, 7, false), val = jets(32, 8, false);
   auto run = [&](int64_t resident_mb) {
