@@ -15,6 +15,7 @@
 
 #include "core/base/exit_codes.hpp"
 #include "core/base/fault_point.hpp"
+#include "core/base/process.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/task_lease.hpp"
 #include "tests/jobs/test_kinds.hpp"
@@ -705,20 +706,25 @@ TEST_F(Faults, ATaskItsElementWasStoppedBeforeIsRecordedAsNotStarted) {
   EXPECT_EQ(waitExit(work), foldfarm::kExitInterrupted) << readText(scratch_ + "/work2.err");
 }
 
-// `campaign status` where SQLite cannot make the -shm file a reader of the WAL journal needs
-// (a read-only file system, another user's campaign, a full disk; here a directory in its
-// place, which root cannot write through either): it reads the journal as it is on disk
-// (before: "unable to open database file (No such file or directory)", exit 1).
-TEST_F(Faults, StatusReadsAJournalItCannotWriteBeside) {
+// `campaign status` on a read-only file system (also: another user's campaign, a full disk),
+// where SQLite cannot make the -shm file a reader of the WAL journal needs: it reads the
+// journal as it is on disk (before: "unable to open database file (No such file or
+// directory)", exit 1). The campaign is bound read-only onto itself in a mount namespace of
+// the status process alone (skipped where mounts cannot be made: no CAP_SYS_ADMIN).
+TEST_F(Faults, StatusReadsAJournalOnAReadOnlyFileSystem) {
+  if (!foldfarm::programAvailable("unshare")) GTEST_SKIP() << "no unshare(1)";
   init(json{{"task", "sleep"}, {"replicas", 3}, {"params", {{"seconds", 0.01}}}});
   ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
-  const std::string shm = dir_ + "/journal.sqlite-shm";
-  std::filesystem::remove(shm);
-  std::filesystem::create_directory(shm);
-  const ToolRun status = runTool({"status", dir_, "--json"}, scratch_, "status");
-  std::filesystem::remove(shm);
-  ASSERT_EQ(status.exit_code, 0) << status.err;
-  EXPECT_EQ(json::parse(status.out).at("counts").value("done", 0), 3) << status.out;
+  const std::string script = "mount --bind '" + dir_ + "' '" + dir_ +
+                             "' && mount -o remount,bind,ro '" + dir_ + "' || exit 99; exec '" +
+                             FF_JOBS_TOOL + "' status '" + dir_ + "' --json";
+  const pid_t pid =
+      startProgram("/usr/bin/unshare", {"-m", "/bin/sh", "-c", script}, scratch_, "status");
+  const int rc = waitExit(pid);
+  if (rc == 99)
+    GTEST_SKIP() << "no read-only bind mount here: " << readText(scratch_ + "/status.err");
+  ASSERT_EQ(rc, 0) << readText(scratch_ + "/status.err");
+  EXPECT_EQ(json::parse(readText(scratch_ + "/status.out")).at("counts").value("done", 0), 3);
 }
 
 TEST_F(Faults, KillMinus9OfTheOrchestratorFiveTimesThenResumeDoesEveryTaskOnce) {
