@@ -262,7 +262,7 @@ AtomicFile writeBands(const std::string& out_dir, const std::vector<ObservableRe
   try {
     f = data::h5Create(path);
   } catch (const Error&) {
-    throw Error(path + ": cannot create HDF5 file (check the directory is writable)");
+    throw Error(h5CreateFailure(path));
   }
   auto put = [&](const std::string& name, const std::vector<double>& v,
                  std::vector<uint64_t> dims = {}) {

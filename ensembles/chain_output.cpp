@@ -1,5 +1,7 @@
 #include "ensembles/chain_output.hpp"
 
+#include <sys/statvfs.h>
+
 #include <hdf5.h>
 
 #include <cmath>
@@ -25,7 +27,7 @@ H5Handle createH5(const std::string& path) {
   try {
     return data::h5Create(path);
   } catch (const Error&) {
-    throw Error(path + ": cannot create HDF5 file (check the directory is writable)");
+    throw Error(h5CreateFailure(path));
   }
 }
 
@@ -256,6 +258,20 @@ std::vector<double> readChainFinalWeights(const std::string& dir) {
   const std::string path = join(dir, kChainWeightsFile);
   H5Handle f = openH5(path);
   return readFinal(f.get(), path);
+}
+
+std::string h5CreateFailure(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path.substr(0, slash);
+  struct statvfs fs {};
+  if (::statvfs(dir.c_str(), &fs) == 0 &&
+      (fs.f_bavail == 0 || (fs.f_files > 0 && fs.f_favail == 0)))
+    return path + ": cannot create HDF5 file: No space left on device (" +
+           (fs.f_bavail == 0 ? "no free block" : "no free inode") + " on the file system of " +
+           dir + ")";
+  return path + ": cannot create HDF5 file (check the directory is writable)";
 }
 
 std::string jsonText(const nlohmann::json& j) {

@@ -80,6 +80,11 @@ std::vector<double> readFloat64Dataset(int64_t file, const std::string& path,
 // JSON files of the chain directory, atomically; readJson throws InputError on bad JSON.
 // jsonText is the text they hold (indented by 2, a final newline).
 std::string jsonText(const nlohmann::json& j);
+
+// Why HDF5 could not create the file at `path`: a full file system (no block or no inode left,
+// by statvfs of its directory) said as such, else "check the directory is writable" (before:
+// that hint on a full disk too). The whole line, "<path>: cannot create HDF5 file (…)".
+std::string h5CreateFailure(const std::string& path);
 void writeJsonAtomic(const std::string& path, const nlohmann::json& j);
 nlohmann::json readJson(const std::string& path);
 

@@ -77,7 +77,7 @@ int64_t simulationRows(const std::string& path) {
 EventWeightColumn centralColumn(const WeightGroup& g, const std::string& dataset,
                                 const std::string& simulation, int64_t rows) {
   const auto it = g.replicas.count(0) ? g.replicas.find(0) : g.replicas.begin();
-  return {dataset, g.variation, g.type, simulation, it->first, rows, it->second};
+  return {dataset, g.variation, g.type, simulation, it->first, rows, it->second, ""};
 }
 
 // The groups with their central replica's chains only: the nominal's replica 0 (its lowest
@@ -131,8 +131,8 @@ std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>&
   plan.simulation_sha256 = sha256File(plan.simulation);
 
   if (nominal.replicas.count(0))
-    plan.columns.push_back(
-        {"weights/nominal", "", "nominal", plan.simulation, 0, plan.rows, nominal.replicas.at(0)});
+    plan.columns.push_back({"weights/nominal", "", "nominal", plan.simulation, 0, plan.rows,
+                            nominal.replicas.at(0), ""});
   else
     logWarn(
         "aggregate: no chain of the nominal's replica 0 (no bootstrap) is among those "
@@ -140,7 +140,7 @@ std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>&
   for (const auto& [r, dirs] : nominal.replicas)
     if (r != 0 && !central_only)
       plan.columns.push_back(
-          {"weights/" + replicaName(r), "", "nominal", plan.simulation, r, plan.rows, dirs});
+          {"weights/" + replicaName(r), "", "nominal", plan.simulation, r, plan.rows, dirs, ""});
 
   std::vector<EventWeightColumn> others;
   std::set<std::string> names;
@@ -167,7 +167,7 @@ std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>&
     if (g.type == "mc_bootstrap") {
       for (const auto& [r, dirs] : g.replicas)
         add(plan.columns, {"weights/" + g.variation + "_" + replicaName(r), g.variation, g.type,
-                           sim, r, plan.rows, dirs});
+                           sim, r, plan.rows, dirs, ""});
     } else {
       add(plan.columns, centralColumn(g, "weights/" + g.variation, sim, plan.rows));
     }
@@ -184,7 +184,7 @@ AtomicFile writeEventWeights(const EventWeightsPlan& plan, const std::string& pa
     try {
       f = data::h5Create(tmp);
     } catch (const Error&) {
-      throw Error(tmp + ": cannot create HDF5 file (check the directory is writable)");
+      throw Error(h5CreateFailure(tmp));
     }
     nlohmann::json columns = nlohmann::json::array(), other_names = nlohmann::json::array();
     logInfo("aggregate: writing {}: {} columns of {} events, {:.1f} MiB", path, plan.columns.size(),

@@ -208,6 +208,7 @@ int retryCommand(const std::string& dir, const std::string& executor, const RunO
   // The run moves them once it holds the journal (rank 0 of a pilot), then dispatches.
   RunOptions o = options;
   o.retry = retryStates(dir, failed, cancelled, !tasks.empty());
+  o.first = tasks;  // the named ones first, pending already or not
   if (!tasks.empty() || failed) printTaskRerun(dir, rerunNamedTasks(dir, tasks, failed));
   return runCommand(dir, executor, o);
 }

@@ -66,12 +66,16 @@ class Dispatcher {
     // Pending tasks that ran before (retried, requeued after a stop or a lost worker) go
     // first, then those never started, each in index order: `campaign retry D --task ID`
     // runs ID before the rest of a stopped campaign (before: after every pending task).
+    // Tasks named by RunOptions::first before both.
     std::vector<char> ran_before(states_.size(), 0);
     for (const auto& t : journal_.tasks(TaskState::kPending)) {
       not_before_[t.index] = t.not_before;
       ran_before[t.index] = t.attempts > 0;
     }
-    for (const char first : {1, 0})
+    for (const std::string& id : options.first)
+      if (const int i = spec_.indexOf(id); i >= 0 && static_cast<size_t>(i) < states_.size())
+        ran_before[static_cast<size_t>(i)] = 2;
+    for (const char first : {2, 1, 0})
       for (size_t i = 0; i < states_.size(); ++i)
         if (states_[i] == TaskState::kPending && ran_before[i] == first &&
             graph_.ready(static_cast<int>(i), states_))

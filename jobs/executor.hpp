@@ -43,6 +43,9 @@ struct RunOptions {
   // `campaign retry`: tasks in these states (failed, cancelled) go back to pending once the
   // run holds the journal (rank 0 of a pilot), before it dispatches.
   std::vector<TaskState> retry;
+  // Task ids dispatched before every other pending task (`campaign retry --task ID` of a task
+  // that is pending already: it runs first, as the tasks the retry moved back do).
+  std::vector<std::string> first;
   // Called with the campaign directory by the process that takes the journal (the local run;
   // rank 0 of the pilot, whose refusal every rank shares) before it takes it: an InputError
   // refuses the run, nothing changed. (The CLI: tasks in live Slurm jobs, which jobs/ cannot

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -69,11 +70,19 @@ SqliteDb::SqliteDb(const std::string& path, Mode mode) : path_(path) {
     const std::string msg = sqliteMessage(db_, rc, nullptr);
     if (db_) sqlite3_close(db_);
     db_ = nullptr;
-    // SQLite takes paths of at most 512 bytes (made absolute; its -wal name 4 more).
+    // SQLite takes paths of at most 512 bytes (made absolute, symbolic links resolved; its
+    // -wal name 4 more).
     std::string absolute = path;
     if (!path.empty() && path[0] != '/') {
       char cwd[4096];
       if (::getcwd(cwd, sizeof cwd)) absolute = std::string(cwd) + "/" + path;
+    }
+    const size_t slash = absolute.rfind('/');
+    if (slash != std::string::npos) {
+      if (char* real = ::realpath(absolute.substr(0, slash).c_str(), nullptr)) {
+        absolute = std::string(real) + absolute.substr(slash);
+        std::free(real);
+      }
     }
     throw Error(path + ": cannot open the campaign journal: " + msg +
                 (absolute.size() + 4 > 512

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <utility>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "core/base/progress.hpp"
 #include "jobs/cancel_request.hpp"
 #include "jobs/input_record.hpp"
+#include "jobs/task_lease.hpp"
 
 namespace foldfarm::jobs {
 
@@ -96,11 +98,23 @@ json statusJson(Campaign& campaign) {
                           {"exit_code", t.exit_code},
                           {"reason", t.reason}});
     } else if (t.state == TaskState::kRunning) {
+      // Started: the attempt took its lease, which records its number in the task's .attempt
+      // (read, not locked: a status polled often must not hold a lease a worker is taking). A
+      // task sent to a local worker behind another (the local executor queues tasks under
+      // 0.1 s) has not; a Slurm element's number is promised at submission, so those say
+      // nothing here (`slurm status` does).
+      bool started = true;
+      if (t.external_id.empty()) {
+        std::ifstream in(campaign.taskDir(t.id) + "/" + kAttemptFile);
+        int taken = 0;
+        started = static_cast<bool>(in >> taken) && taken >= t.attempts;
+      }
       running.push_back({{"task", t.id},
                          {"host", t.host},
                          {"slot", t.slot},
                          {"external_id", t.external_id},
-                         {"since", t.started_at}});
+                         {"since", t.started_at},
+                         {"started", started}});
     }
   }
   // The task graph: pending tasks split into ready, waiting and held, and per group
@@ -208,6 +222,14 @@ std::string statusText(const json& s) {
     out += " (" + std::to_string(in_slurm) +
            " of the running in Slurm jobs, queued or running: `foldfarm slurm status " + dir +
            "` says which)";
+  // Tasks sent to a local worker behind the one it runs (before: counted as running, more
+  // than the slots).
+  int waiting = 0;
+  for (const auto& r : s["running"])
+    if (r.value("external_id", std::string()).empty() && !r.value("started", true)) ++waiting;
+  if (waiting > 0)
+    out += " (" + std::to_string(waiting) +
+           " of the running sent to a worker, waiting behind the task it runs)";
   out += "\n";
   char buf[160];
   double rate = s["rate_tasks_per_s"].get<double>();

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <system_error>
 #include <thread>
 
 #include "core/base/cli_checks.hpp"
@@ -186,6 +188,15 @@ int TopLevel::run(int argc, char** argv, const ErrorText& text) {
                  e.exitCode() == kExitCancelled ? "foldfarm: %s\n" : "foldfarm: error: %s\n",
                  (e.what() + fullDiskAdvice(e.what())).c_str());
     return e.exitCode();
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A file system call refused (a name too long, no permission, a full disk): an error on
+    // its path (before: "internal error: filesystem error: status: File name too long").
+    std::string msg = e.path1().empty() ? std::string() : e.path1().string() + ": ";
+    msg += e.code().message();
+    if (e.code() == std::errc::filename_too_long)
+      msg += " (at most 255 bytes per name and 4095 per path: choose a shorter one)";
+    std::fprintf(stderr, "foldfarm: error: %s%s\n", msg.c_str(), fullDiskAdvice(msg).c_str());
+    return kExitFailure;
   } catch (const std::exception& e) {
     if (text.out_of_memory(e)) {
       std::fprintf(stderr,

@@ -274,10 +274,14 @@ TempDir::TempDir(const std::string& prefix, const std::string& parent) {
   // a problem with it is said as such (before: "internal error: filesystem error:
   // temp_directory_path", or "mkdtemp failed at core/base/process.cpp:276").
   const char* tmpdir = parent.empty() ? std::getenv("TMPDIR") : nullptr;
+  // Set but empty (`TMPDIR=`): as unset, /tmp.
+  const bool empty_tmpdir = tmpdir != nullptr && *tmpdir == '\0';
   const std::string which =
       tmpdir && *tmpdir ? "TMPDIR=" + std::string(tmpdir) : std::string("the temporary directory");
   fs::path where = parent;
-  if (parent.empty()) {
+  if (parent.empty() && empty_tmpdir) {
+    where = "/tmp";
+  } else if (parent.empty()) {
     std::error_code ec;
     where = fs::temp_directory_path(ec);
     if (ec)

@@ -551,6 +551,13 @@ TEST_F(ExtendCampaign, ARetriedTaskRunsBeforeTheTasksStillPending) {
     ++later;
   }
   EXPECT_EQ(later, 2);  // r0003m0, r0004m0
+  // A named task that is pending and never ran goes first too.
+  ASSERT_EQ(runTool({"extend", dir_, "--replicas", "8"}, scratch_, "more8").exit_code, 0);
+  retry = runTool({"retry", dir_, "--task", "r0007m0", "--slots", "1"}, scratch_, "retry8");
+  ASSERT_EQ(retry.exit_code, 0) << retry.err;
+  const auto after = tasksOf(dir_);
+  for (const char* id : {"r0005m0", "r0006m0"})
+    EXPECT_GT(after.at(id).started_at, after.at("r0007m0").started_at) << id;
 }
 
 // A failure after the commit point (here the stale aggregation cannot be moved aside: a file

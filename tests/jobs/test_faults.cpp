@@ -727,6 +727,30 @@ TEST_F(Faults, StatusReadsAJournalOnAReadOnlyFileSystem) {
   EXPECT_EQ(json::parse(readText(scratch_ + "/status.out")).at("counts").value("done", 0), 3);
 }
 
+// A task sent to a local worker behind the one it runs is marked running in the journal but
+// has not taken its lease: `status` says so (before: "running 4" on 2 slots).
+TEST_F(Faults, StatusSaysWhichRunningTasksWaitInAWorker) {
+  init(json{{"task", "sleep"}, {"replicas", 2}, {"params", {{"seconds", 0.01}}}});
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kWriter);
+    std::vector<Dispatch> d{{0, hostName(), 0, "", 0}, {1, hostName(), 0, "", 0}};
+    ASSERT_EQ(c.journal().markRunning(d), 2);
+    std::filesystem::create_directories(c.taskDir("r0000m0"));
+    writeText(c.taskDir("r0000m0") + "/" + kAttemptFile, "1\n");  // took its lease
+  }
+  const ToolRun js = runTool({"status", dir_, "--json"}, scratch_, "status-json");
+  ASSERT_EQ(js.exit_code, 0) << js.err;
+  const json running = json::parse(js.out).at("running");
+  ASSERT_EQ(running.size(), 2u);
+  EXPECT_EQ(running[0].at("started"), true);
+  EXPECT_EQ(running[1].at("started"), false);
+  const ToolRun text = runTool({"status", dir_}, scratch_, "status");
+  EXPECT_NE(text.out.find("running 2 (1 of the running sent to a worker, waiting behind the task "
+                          "it runs)"),
+            std::string::npos)
+      << text.out;
+}
+
 TEST_F(Faults, KillMinus9OfTheOrchestratorFiveTimesThenResumeDoesEveryTaskOnce) {
   const int kTasks = 500;
   init(json{{"task", "sleep"},
