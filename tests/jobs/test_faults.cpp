@@ -271,7 +271,21 @@ TEST_F(Faults, KillMinus9OfAWorkerFailsOneAttemptAndTheTaskIsRetried) {
     workers = childrenOf(orch);
   }
   ASSERT_EQ(workers.size(), 2u);
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  // Killed while it runs a task: its lease names its pid and the task has no result yet (a
+  // fixed wait killed a slow worker, under a sanitizer, before its first task).
+  const std::string mine = "\"pid\":" + std::to_string(workers[0]) + ",";
+  bool running = false;
+  for (int k = 0; k < 500 && !running; ++k) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int r = 0; r < 10 && !running; ++r) {
+      char id[16];
+      std::snprintf(id, sizeof id, "r%04dm0", r);
+      const std::string task = dir_ + "/tasks/" + id;
+      running = readText(task + "/.lease").find(mine) != std::string::npos &&
+                !exists(task + "/" + kTaskResultFile);
+    }
+  }
+  ASSERT_TRUE(running) << "worker " << workers[0] << " never ran a task";  // seen within 10 ms
   ASSERT_EQ(::kill(workers[0], SIGKILL), 0);
   EXPECT_EQ(waitExit(orch), 0) << readText(scratch_ + "/run.err");
   Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
