@@ -752,13 +752,13 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   summary["outputs"].push_back("summary.json");
   staged.emplace_back(out_dir + "/summary.json");
   staged.back().write(jsonText(summary));
-  refuseForeignFiles(stagedNames(staged), out_dir, earlier);
+  const std::vector<std::string> names = stagedNames(staged);
+  refuseForeignFiles(names, out_dir, earlier);
   // 4. What an earlier aggregation into this directory wrote and this one did not (its
   //    event_weights.h5 with other columns, figures of older bands) is removed: the directory
   //    holds one aggregation. Only what its summary.json lists: never a file of the user's.
   std::vector<std::string> written, ours, gone;
   for (const AtomicFile& f : staged) written.push_back(f.path());
-  const std::vector<std::string> names = stagedNames(staged);
   for (const std::string& name : earlier) {
     ours.push_back(out_dir + "/" + name);
     if (std::find(names.begin(), names.end(), name) == names.end()) gone.push_back(name);

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <utility>
 #include <vector>
@@ -103,12 +102,8 @@ json statusJson(Campaign& campaign) {
       // task sent to a local worker behind another (the local executor queues tasks under
       // 0.1 s) has not; a Slurm element's number is promised at submission, so those say
       // nothing here (`slurm status` does).
-      bool started = true;
-      if (t.external_id.empty()) {
-        std::ifstream in(campaign.taskDir(t.id) + "/" + kAttemptFile);
-        int taken = 0;
-        started = static_cast<bool>(in >> taken) && taken >= t.attempts;
-      }
+      const bool started =
+          !t.external_id.empty() || newestAttempt(campaign.taskDir(t.id)) >= t.attempts;
       running.push_back({{"task", t.id},
                          {"host", t.host},
                          {"slot", t.slot},

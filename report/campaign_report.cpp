@@ -544,8 +544,8 @@ void distributionsSection(Page& page, const ReportInputs& in,
   if (!missing.empty()) {
     std::string names;
     for (const auto& m : missing) names += (names.empty() ? "" : ", ") + m;
-    s += "<p class=\"note\">Not drawn (" + htmlEscape(names) + "): " + htmlEscape(noGnuplotReason()) +
-         "</p>\n";
+    s += "<p class=\"note\">Not drawn (" + htmlEscape(names) +
+         "): " + htmlEscape(noGnuplotReason()) + "</p>\n";
   }
   s += "</section>\n";
   if (shown > 0) page.present("distributions", "Distributions");
