@@ -11,6 +11,7 @@
 #include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
 #include "core/base/fd.hpp"
+#include "core/base/full_disk.hpp"
 #include "core/base/log.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/task_kind.hpp"
@@ -76,6 +77,12 @@ TaskOutcome runWithInputsAsRecorded(const TaskExecution& e) {
 
 }  // namespace
 
+std::string taskFullDiskAdvice(const std::string& reason) {
+  return fullDiskAdvice(reason,
+                        "run the failed tasks again (`foldfarm campaign retry CAMPAIGN --failed`); "
+                        "what they wrote before is whole");
+}
+
 TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
   TaskResult r;
   r.task_id = e.task_id;
@@ -130,7 +137,7 @@ TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
     r.finished_at = prior->finished_at;
   }
   r.status = out.status;
-  r.reason = out.reason;
+  r.reason = out.reason + taskFullDiskAdvice(out.reason);
   r.result = std::move(out.result);
   if (e.write_result_file && resultFileWanted(e, r, lease)) {
     lease.requireStillHeld(e.task_id);

@@ -41,6 +41,10 @@ struct TaskExecution {
 // for a kind without a directory (noop, load: the result is in the completion message).
 bool resultFileWanted(const TaskExecution& e, const TaskResult& r, const TaskLease& lease);
 
+// What to do, added to a task's failure reason that says its disk or quota is full ("" for
+// any other reason): free space and retry the failed tasks.
+std::string taskFullDiskAdvice(const std::string& reason);
+
 // Never throws for task failures (they are in the result); throws Error only when the
 // task directory or result file cannot be written. The attempt's lease is moved into
 // `lease` (held when it was granted): the caller releases it once the result is durable.

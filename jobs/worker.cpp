@@ -253,6 +253,7 @@ int runWorker(int in_fd, int out_fd) {
     } catch (const std::exception& ex) {
       r.status = 1;
       r.reason = std::string("worker could not run the task: ") + ex.what();
+      r.reason += taskFullDiskAdvice(r.reason);
       r.started_at = r.finished_at = wallClockNow();
     }
     if (watchdog.disarm()) {

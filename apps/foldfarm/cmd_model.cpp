@@ -417,8 +417,11 @@ CLI::App* addPretrainCommand(CLI::App& parent, PretrainArgs& pre) {
   p->add_option("--optimizer", pre.optimizer, "lion or adamw")->capture_default_str();
   p->add_option("--warmup-epochs", pre.warmup_epochs, "Linear warm-up epochs")
       ->capture_default_str();
-  p->add_option("--val-fraction", pre.val_fraction, "Validation fraction")->capture_default_str();
-  p->add_option("--test-fraction", pre.test_fraction, "Held-out test fraction")
+  p->add_option("--val-fraction", pre.val_fraction,
+                "Validation fraction: in memory, of the jets the test split leaves; with "
+                "--stream, of all jets (whole blocks)")
+      ->capture_default_str();
+  p->add_option("--test-fraction", pre.test_fraction, "Held-out test fraction of all jets")
       ->capture_default_str();
   p->add_option("--max-jets", pre.max_jets, "Read at most this many jets (0: all)")
       ->capture_default_str();

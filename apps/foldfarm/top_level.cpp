@@ -9,6 +9,7 @@
 
 #include "core/base/cli_checks.hpp"
 #include "core/base/error.hpp"
+#include "core/base/full_disk.hpp"
 #include "core/base/log.hpp"
 #include "dist/launch.hpp"
 
@@ -145,13 +146,9 @@ std::string commandErrorText(const CLI::ParseError& e, CLI::App& root, int argc,
 // SQLite's, HDF5's): every foldfarm command leaves its earlier outputs whole and can be run
 // again (before: the message named only the file, or an HDF5 call).
 std::string fullDiskAdvice(const std::string& what) {
-  const bool full = what.find("No space left on device") != std::string::npos ||
-                    what.find("database or disk is full") != std::string::npos ||
-                    what.find("Disk quota exceeded") != std::string::npos;
-  if (!full) return "";
-  return "; the disk or your quota is full (`df -h`, `df -i` for files, `quota`): free space, "
-         "then run the command again (what it wrote before is whole; a campaign resumes, a "
-         "pretraining takes --resume)";
+  return foldfarm::fullDiskAdvice(what,
+                                  "run the command again (what it wrote before is whole; a "
+                                  "campaign resumes, a pretraining takes --resume)");
 }
 
 }  // namespace

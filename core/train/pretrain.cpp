@@ -215,6 +215,18 @@ void checkPretrainOptions(const PretrainOptions& o, const ParallelContext& ctx) 
 // asked for.
 void warnHeldOut(const std::string& what, int64_t total, const PretrainOptions& o, int64_t val_jets,
                  int64_t test_jets, int64_t block_rows) {
+  // Held-out sets that leave less than half the jets to train on are seldom meant (in memory,
+  // --val-fraction is a share of the jets left after the test split, so 0.9 and 0.9 train on
+  // 1%); said once, with what trains.
+  const int64_t train_jets = total - val_jets - test_jets;
+  if (total > 0 && 2 * train_jets < total)
+    logWarn(
+        "{}: trains on {} of {} jets ({:.1f}%): --test-fraction {} and --val-fraction {} hold "
+        "out the rest{}",
+        what, train_jets, total, 100.0 * static_cast<double>(train_jets) / total, o.test_fraction,
+        o.val_fraction,
+        block_rows > 0 ? " (streamed: each a share of all jets, in whole blocks)"
+                       : " (in memory: --val-fraction is a share of the jets the test split left)");
   const std::string advice = block_rows > 0 ? "use a smaller --block-rows (now " +
                                                   std::to_string(block_rows) + ") or more jets"
                                             : std::string("use more jets or a larger fraction");

@@ -528,6 +528,19 @@ TEST_F(BadInputs, AFileTooSmallToHoldOutJetsIsSaidOnce) {
           dir_);
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(count(r.err, "hold out no"), 0) << r.err;
+  EXPECT_EQ(count(r.err, "trains on "), 0) << r.err;
+  // Held-out sets that leave less than half the jets to train on are said, with the share
+  // each fraction is of (before: 0.9 and 0.9 trained on 1 jet of 120 without a word).
+  r = run({"pretrain", "--data", p("good.h5"), "--out", p("pre_good_held"), "--preset", "tiny",
+           "--epochs", "1", "--threads", "1", "--val-fraction", "0.9", "--test-fraction", "0.9"},
+          dir_);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(count(r.err,
+                  "trains on 1 of 120 jets (0.8%): --test-fraction 0.9 and --val-fraction 0.9 "
+                  "hold out the rest (in memory: --val-fraction is a share of the jets the "
+                  "test split left)"),
+            1)
+      << r.err;
   // Streamed, nothing held out: trained (before: "internal error: tensor does not have a
   // device"), the generator's conditioning taken from training jets, so generate runs.
   r = run({"pretrain", "--data", p("five.h5"), "--out", p("pre_five_stream"), "--preset", "tiny",

@@ -53,6 +53,12 @@ void registerTestTaskKinds() {
                                     }
                                   },
                                   {"truth"}});
+  // Throws an Error with the message `message` (a failure as a task's code reports it).
+  registerTaskKind("raises",
+                   TaskRunner([](const nlohmann::json& p, const std::string&) -> TaskOutcome {
+                     throw Error(p.at("message").get<std::string>());
+                   }),
+                   TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr, {}});
   registerTaskKind("crash", TaskRunner([](const nlohmann::json& p, const std::string& dir) {
                      int sig = p.value("signal", 11);
                      std::string marker = dir + "/crashed-once";

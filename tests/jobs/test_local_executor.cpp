@@ -164,6 +164,33 @@ TEST_F(LocalExecutor, StatusGroupsTasksFailingAlike) {
   EXPECT_EQ(json::parse(js.out).at("failures").size(), 8u);
 }
 
+// A task that failed on a full disk says what to do (before: the system's words and the
+// file:line of the call that found no space); `status` shows it with the failure.
+TEST_F(LocalExecutor, ATaskFailingOnAFullDiskSaysWhatToDo) {
+  init(json{{"task", "raises"},
+            {"replicas", 2},
+            {"params", {{"message", "other failure"}}},
+            {"overrides",
+             {{"r0001m0",
+               {{"message", "write(/x/pull.h5) failed at a.cpp:1: No space left on device"}}}}},
+            {"retry", {{"max_attempts", 1}}},
+            {"resources", {{"cpu_slots", 1}}}});
+  EXPECT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 1);
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.state, TaskState::kFailed) << t.id;
+    const bool advised =
+        t.reason.find(
+            "; the disk or your quota is full (`df -h`, `df -i` for files, `quota`): "
+            "free space, then run the failed tasks again (`foldfarm campaign retry "
+            "CAMPAIGN --failed`)") != std::string::npos;
+    EXPECT_EQ(advised, t.id == "r0001m0") << t.id << ": " << t.reason;
+  }
+  ToolRun st = runTool({"status", dir_}, scratch_, "status");
+  EXPECT_NE(st.out.find("free space, then run the failed tasks again"), std::string::npos)
+      << st.out;
+}
+
 TEST_F(LocalExecutor, FailingTaskEndsFailedAndRetryRerunsOnlyIt) {
   init(json{
       {"task", "command"},
