@@ -1,5 +1,6 @@
 #include "core/data/h5_file.hpp"
 
+#include <cstdlib>
 #include <exception>
 #include <iterator>
 #include <mutex>
@@ -66,6 +67,34 @@ void h5Init() {
     H5open();
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   });
+}
+
+bool h5ThreadSafe() {
+  static const bool safe = [] {
+    h5Init();
+    if (const char* e = std::getenv("FOLDFARM_HDF5_THREADSAFE");
+        e != nullptr && std::string(e) == "0")
+      return false;
+    hbool_t b = 0;
+    return H5is_library_threadsafe(&b) >= 0 && b > 0;
+  }();
+  return safe;
+}
+
+int h5ReadThreads(int wanted, const std::string& what) {
+  if (wanted <= 1 || h5ThreadSafe()) return wanted;
+  static std::once_flag said;
+  std::call_once(said, [&] {
+    unsigned major = 0, minor = 0, release = 0;
+    H5get_libversion(&major, &minor, &release);
+    logWarn(
+        "{}: HDF5 {}.{}.{} is not built thread-safe{}: reading with 1 thread instead of {} "
+        "(a thread-safe HDF5, e.g. built with --enable-threadsafe, reads in parallel)",
+        what, major, minor, release,
+        std::getenv("FOLDFARM_HDF5_THREADSAFE") != nullptr ? " (FOLDFARM_HDF5_THREADSAFE=0)" : "",
+        wanted);
+  });
+  return 1;
 }
 
 std::string h5LastMessage() {

@@ -6,7 +6,10 @@
 // and dataset named. HDF5's automatic error-stack printing is silenced process-wide by
 // h5Init() (called by every function here; idempotent, thread-safe).
 //
-// Thread-safety: Debian's serial HDF5 is not thread-safe: use HDF5 from one thread at a time.
+// Thread-safety: HDF5 may be used from several threads at once only where the library was
+// built thread-safe (Debian's is; a cluster's own build or module often is not): such readers
+// take their thread count from h5ReadThreads, which gives one thread otherwise. Everything
+// else uses HDF5 from one thread at a time.
 #include <hdf5.h>
 
 #include <cstdint>
@@ -17,6 +20,15 @@ namespace foldfarm::data {
 
 // Silences HDF5's default error printing (once per process).
 void h5Init();
+
+// Whether the HDF5 library this process runs with was built thread-safe
+// (H5is_library_threadsafe). FOLDFARM_HDF5_THREADSAFE=0 makes it false (treat a library as
+// serial); any other value, or none, asks the library.
+bool h5ThreadSafe();
+// `wanted` for a reader that calls HDF5 from `wanted` threads at once, where the library is
+// thread-safe; else 1, with a warning once per process naming `what` (before: the threads
+// used a serial library concurrently, which can crash or read wrong values).
+int h5ReadThreads(int wanted, const std::string& what);
 
 // Innermost HDF5 error message of the current error stack ("" if none).
 std::string h5LastMessage();

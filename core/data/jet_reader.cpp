@@ -804,8 +804,9 @@ void JetFile::checkValues(const ValueCheck& how) const {
     return std::pair{begin, std::min(I.N, begin + rows)};
   };
   const int64_t total = how.partRows(I.N, rows);
-  const int threads =
-      static_cast<int>(std::clamp<int64_t>(how.threads, 1, std::max<int64_t>(1, pieces)));
+  const int threads = h5ReadThreads(
+      static_cast<int>(std::clamp<int64_t>(how.threads, 1, std::max<int64_t>(1, pieces))),
+      "checking the values of " + I.path);
   // Pieces in order from a shared counter, each thread through its own reader (HDF5 reads
   // under its lock, chunks decompress in parallel). The error reported is that of the lowest
   // piece that failed, as a reading in order would report it; no piece after it is started.

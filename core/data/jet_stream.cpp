@@ -14,6 +14,7 @@
 #include "core/base/fault_point.hpp"
 #include "core/base/lru_cache.hpp"
 #include "core/base/seed.hpp"
+#include "core/data/h5_file.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/rng.hpp"
 
@@ -452,7 +453,8 @@ struct JetStream::Impl {
   void startReaders(size_t first_piece) {
     stopReaders();
     next_to_read = consumed = first_piece;
-    for (int k = 0; k < std::max(1, o.readers); ++k) readers.emplace_back([this] { readerLoop(); });
+    const int n = h5ReadThreads(std::max(1, o.readers), "streamed reading");
+    for (int k = 0; k < n; ++k) readers.emplace_back([this] { readerLoop(); });
   }
 
   // The next feed row: copies it into buffer slot `slot` and returns its id.

@@ -364,6 +364,35 @@ TEST(PretrainStream, KilledOutrightMidEpochAndResumedFromItsPeriodicSaveEqualsAn
     EXPECT_EQ(history(whole)[e]["train_loss"], history(killed)[e]["train_loss"]) << "epoch " << e;
 }
 
+// An HDF5 library not built thread-safe is read with one thread, said once (before: two reader
+// threads called it at once, which a serial library does not survive); the model is the one
+// that two reader threads train, bit for bit. FOLDFARM_HDF5_THREADSAFE=0 treats this build's
+// (thread-safe) library as serial.
+TEST(PretrainStream, ASerialHdf5IsReadWithOneThreadAndTrainsTheSameModel) {
+  Scratch s;
+  const std::string data = writeParts(s.dir);
+  std::vector<std::string> args = pretrain(data, (s.dir / "threads").string());
+  args.insert(args.end(), {"--readers", "2"});
+  ProcessResult two = runSingleThreaded(args, 300);
+  ASSERT_TRUE(two.ok()) << two.describeFailure() << "\n" << two.err;
+  EXPECT_EQ(two.err.find("not built thread-safe"), std::string::npos) << two.err;
+  args = pretrain(data, (s.dir / "serial").string());
+  args.insert(args.end(), {"--readers", "2"});
+  foldfarm::ProcessOptions o;
+  o.timeout = std::chrono::seconds(300);
+  o.extraEnv = {"OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", "FOLDFARM_HDF5_THREADSAFE=0"};
+  ProcessResult one = foldfarm::runProcess(args, o);
+  ASSERT_TRUE(one.ok()) << one.describeFailure() << "\n" << one.err;
+  size_t said = 0;
+  for (size_t at = one.err.find("is not built thread-safe (FOLDFARM_HDF5_THREADSAFE=0)");
+       at != std::string::npos; at = one.err.find("is not built thread-safe", at + 1))
+    ++said;
+  EXPECT_EQ(said, 1u) << one.err;
+  EXPECT_NE(one.err.find("reading with 1 thread instead of 2"), std::string::npos) << one.err;
+  EXPECT_EQ(tensorsOf(s.dir / "threads" / "model"), tensorsOf(s.dir / "serial" / "model"));
+  EXPECT_FALSE(tensorsOf(s.dir / "serial" / "model").empty());
+}
+
 TEST(PretrainStream, AnUnreadableFileAmongManyIsRefusedByNameBeforeTraining) {
   Scratch s;
   for (int k = 0; k < 2; ++k) {
