@@ -24,6 +24,7 @@
 #include "ensembles/event_weights.hpp"
 #include "ensembles/systematics.hpp"
 #include "ensembles/truth_comparison.hpp"
+#include "jobs/campaign.hpp"
 
 namespace foldfarm::ensembles {
 namespace {
@@ -424,7 +425,7 @@ void refuseForeignFiles(const std::vector<std::string>& names, const std::string
 // every staged file and before the first rename, lists the renames and the earlier outputs
 // to remove; the next aggregation into the directory finishes them (all were staged whole),
 // and `report` refuses the directory while it is there.
-constexpr const char* kCommitRecord = ".aggregate-commit.json";
+constexpr const char* kCommitRecord = jobs::kAggregateCommitRecord;
 
 void writeCommitRecord(const std::string& out_dir, const std::vector<AtomicFile>& staged,
                        const std::vector<std::string>& remove) {

@@ -102,6 +102,11 @@ std::string campaignOrchestrator(const std::string& campaign_dir);
 inline constexpr const char* kTaskResultFile = "task_result.json";
 // The journal in a campaign directory.
 inline constexpr const char* kJournalFile = "journal.sqlite";
+// In an aggregation's output directory (D/aggregate for a campaign) while the aggregation
+// renames its staged outputs into place; one killed then leaves it, and its outputs are of two
+// aggregations until the next aggregation into the directory finishes the renames
+// (ensembles/aggregate.cpp writes it; `report` refuses the directory, `status` says so).
+inline constexpr const char* kAggregateCommitRecord = ".aggregate-commit.json";
 
 struct TaskResult {
   std::string task_id;

@@ -179,6 +179,8 @@ json statusJson(Campaign& campaign) {
   j["inputs_changed"] = inputChangeSince(spec.inputs_at_init);
   j["outputs_in_use"] = campaignOutputsUser(campaign.dir());
   j["aggregated_chains"] = aggregatedChains(campaign.dir());
+  j["aggregation_interrupted"] =
+      statPath(campaign.dir() + "/aggregate/" + kAggregateCommitRecord).exists;
   j["orchestrator"] = campaignOrchestrator(campaign.dir());
   // A `campaign cancel` the run that orchestrates D has not acted on yet.
   json cancel = nullptr;
@@ -317,7 +319,11 @@ std::string statusText(const json& s) {
   }
   const json& aggregated = s.value("aggregated_chains", json());
   const int done = s["counts"].value("done", 0);
-  if (aggregated.is_number() && aggregated.get<int64_t>() != done)
+  if (s.value("aggregation_interrupted", false))
+    out += "  aggregate: an aggregation was killed while it renamed its outputs into place, so " +
+           dir + "/aggregate holds files of two aggregations; `foldfarm campaign aggregate " + dir +
+           "` finishes it\n";
+  else if (aggregated.is_number() && aggregated.get<int64_t>() != done)
     out += "  aggregate: of " + std::to_string(aggregated.get<int64_t>()) + " chain(s), " +
            std::to_string(done) + " done now: run `foldfarm campaign aggregate " + dir +
            "` again for bands of them all\n";

@@ -218,7 +218,7 @@ ReportInputs readReportInputs(const std::string& campaign_dir, const ReportOptio
   in.stats = readCampaignStats(dir);
   // An aggregation killed while it renamed its outputs left its commit record
   // (ensembles/aggregate.cpp): the files are of two aggregations until the next one finishes it.
-  if (isFile(in.agg + "/.aggregate-commit.json"))
+  if (isFile(in.agg + "/" + jobs::kAggregateCommitRecord))
     throw InputError(in.agg +
                      ": an aggregation was killed while it renamed its outputs into "
                      "place, so they are of two aggregations; `foldfarm campaign aggregate " +

@@ -86,6 +86,25 @@ TEST_F(LocalExecutor, NoopCampaignCompletesWithEveryTransitionJournaled) {
             R"({"chains": 294, "variations": [{"name": "up", "chains": 6}]})");
   ToolRun current = runTool({"status", dir_}, scratch_, "current");
   EXPECT_EQ(current.out.find("aggregate:"), std::string::npos) << current.out;
+  EXPECT_EQ(json::parse(runTool({"status", dir_, "--json"}, scratch_, "current-json").out)
+                .at("aggregation_interrupted"),
+            false);
+  // An aggregation killed while it renamed its outputs (its commit record left): said, with
+  // what finishes it (before: only `report` said so, by refusing).
+  writeText(dir_ + "/aggregate/" + kAggregateCommitRecord, R"({"renames": [], "remove": []})");
+  ToolRun mixed = runTool({"status", dir_}, scratch_, "mixed");
+  EXPECT_NE(mixed.out.find("aggregate: an aggregation was killed while it renamed its outputs "
+                           "into place, so " +
+                           dir_ +
+                           "/aggregate holds files of two aggregations; `foldfarm "
+                           "campaign aggregate " +
+                           dir_ + "` finishes it"),
+            std::string::npos)
+      << mixed.out;
+  EXPECT_EQ(json::parse(runTool({"status", dir_, "--json"}, scratch_, "mixed-json").out)
+                .at("aggregation_interrupted"),
+            true);
+  std::filesystem::remove(dir_ + "/aggregate/" + kAggregateCommitRecord);
   // A run with nothing left to run starts no worker (this one would leave a mark).
   Campaign writer = Campaign::open(dir_);
   RunOptions again;
