@@ -269,7 +269,7 @@ int runWorker(int in_fd, int out_fd) {
         r.reason = "time limit of " + fmt::format("{:g}", limit) + " s exceeded";
         r.result = json();
       }
-      if (stopSignal() == 0) clearStopRequest();
+      clearStopRequestUnlessSignalled();
     }
     json done = doneMessage(index, attempt, r.status, r.reason, r.started_at, r.finished_at,
                             r.status == 0 ? r.result : json(), r.counts_as_failure);

@@ -5,14 +5,19 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 
 #include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
 
 namespace foldfarm {
 namespace {
 
-volatile std::sig_atomic_t g_signal = 0;
+// Written by the handler (a signal's number) and read by any thread; a stop requested in the
+// process (requestStop(0): a worker's time limit) leaves it 0 and never overwrites a signal's.
+std::atomic<int> g_signal{0};
 std::atomic<bool> g_stop{false};
+static_assert(std::atomic<int>::is_always_lock_free, "signal-safe number needed");
 // When the first SIGINT came (CLOCK_MONOTONIC ns; 0: none yet).
 std::atomic<std::int64_t> g_first_sigint_ns{0};
 static_assert(std::atomic<bool>::is_always_lock_free, "signal-safe flag needed");
@@ -42,7 +47,7 @@ extern "C" void onStopSignal(int signo) {
     // terminal's Ctrl-C that reached a campaign's worker after its orchestrator's SIGTERM
     // killed it before it saved its task's state.
   }
-  g_signal = signo;
+  g_signal.store(signo);
   g_stop.store(true);
 }
 
@@ -53,28 +58,41 @@ void installStopHandlers() {
   sa.sa_handler = onStopSignal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
-  sigaction(SIGUSR1, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
   // A terminal's hang-up (a dropped ssh session with the run in the foreground) stops as
   // Slurm's SIGTERM does: state saved, instead of a death that saves nothing.
-  sigaction(SIGHUP, &sa, nullptr);
+  for (const int sig : {SIGUSR1, SIGTERM, SIGINT, SIGHUP})
+    if (::sigaction(sig, &sa, nullptr) != 0)
+      throwSystemError("sigaction", __FILE__, __LINE__,
+                       "stop handler of signal " + std::to_string(sig));
 }
 
 bool stopRequested() noexcept {
   return g_stop.load();
 }
 int stopSignal() noexcept {
-  return g_signal;
+  return g_signal.load();
 }
 void requestStop(int signo) noexcept {
-  g_signal = signo;
+  // A number only where none is recorded: a signal that came first stays the reason (before:
+  // a time limit's requestStop(0) erased a SIGTERM, and the worker went on to its next task).
+  int none = 0;
+  if (signo != 0) g_signal.compare_exchange_strong(none, signo);
   g_stop.store(true);
 }
 void clearStopRequest() noexcept {
-  g_signal = 0;
+  g_signal.store(0);
   g_stop.store(false);
   g_first_sigint_ns.store(0);
+}
+bool clearStopRequestUnlessSignalled() noexcept {
+  if (g_signal.load() != 0) return false;
+  g_stop.store(false);
+  // A signal between the test and the store: its stop stands.
+  if (g_signal.load() != 0) {
+    g_stop.store(true);
+    return false;
+  }
+  return true;
 }
 
 }  // namespace foldfarm

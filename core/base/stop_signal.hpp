@@ -6,14 +6,23 @@
 // Ctrl-C twice always does; any other stop signal before or after the first SIGINT does not
 // count as one (a worker that gets its orchestrator's SIGTERM and the terminal's SIGINT
 // stops, saving its state).
+//
+// Thread-safety: every function may be called from any thread; the handler touches only
+// lock-free atomics (and, on a second Ctrl-C, the live temporary files' list, which is
+// async-signal-safe).
 namespace foldfarm {
 
 void installStopHandlers();
 bool stopRequested() noexcept;
 // The signal number that requested the stop (0: none).
 int stopSignal() noexcept;
-// Tests and in-process workers: set or clear the flag directly.
+// Sets the flag (from any thread): a stop asked for in the process (0: a time limit) or as by
+// signal `signo`. A signal's number already recorded is kept.
 void requestStop(int signo = 0) noexcept;
+// Clears the flag and the recorded signal (tests; a process that starts over).
 void clearStopRequest() noexcept;
+// Clears a stop that no signal asked for (a time limit's, once its task ended); false, the stop
+// kept, when a signal asked for one, also one arriving meanwhile.
+bool clearStopRequestUnlessSignalled() noexcept;
 
 }  // namespace foldfarm

@@ -74,5 +74,37 @@ TEST(StopSignal, OnlyASecondCtrlCEndsTheProcess) {
   })));
 }
 
+// A worker's time limit asks its task to stop (requestStop(0)) and, the task ended, clears that
+// stop to run the next one. A SIGTERM (Slurm's, the orchestrator's) before or meanwhile keeps
+// its number and its stop (before: requestStop(0) wrote 0 over it, and the worker cleared the
+// stop and went on running queued tasks).
+TEST(StopSignal, ATimeLimitsStopNeverErasesASignalsStop) {
+  EXPECT_TRUE(stoppedAlive(statusAfter([] {
+    std::raise(SIGTERM);
+    requestStop(0);
+    if (stopSignal() != SIGTERM) ::_exit(2);
+    if (clearStopRequestUnlessSignalled()) ::_exit(3);
+  })));
+  EXPECT_TRUE(stoppedAlive(statusAfter([] {
+    requestStop(0);
+    std::raise(SIGTERM);
+    if (stopSignal() != SIGTERM) ::_exit(2);
+    if (clearStopRequestUnlessSignalled()) ::_exit(3);
+  })));
+  // No signal: the time limit's stop is cleared (the child then has none: exit 1).
+  const int status = statusAfter([] {
+    requestStop(0);
+    if (stopSignal() != 0 || !stopRequested()) ::_exit(2);
+    if (!clearStopRequestUnlessSignalled()) ::_exit(3);
+  });
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status;
+  // A number given in the process is recorded where none is, and kept over a later one.
+  EXPECT_TRUE(stoppedAlive(statusAfter([] {
+    requestStop(SIGUSR1);
+    requestStop(SIGTERM);
+    if (stopSignal() != SIGUSR1) ::_exit(2);
+  })));
+}
+
 }  // namespace
 }  // namespace foldfarm
