@@ -59,6 +59,16 @@ bool tryLock(int fd) {
   }
 }
 
+// The same test with a shared lock: false while anyone holds the exclusive one.
+bool tryLockShared(int fd) {
+  for (;;) {
+    if (::flock(fd, LOCK_SH | LOCK_NB) == 0) return true;
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK) return false;
+    throwSystemError("flock", __FILE__, __LINE__, "task lease");
+  }
+}
+
 // Waits up to `seconds` for the lock; false when it is still held.
 bool waitForLock(int fd, double seconds) {
   const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
@@ -228,12 +238,15 @@ std::optional<LeaseRefusal> readLeaseRefusal(const std::string& task_dir) {
 
 std::string leaseHolderNow(const std::string& task_dir) {
   const std::string path = task_dir + "/" + kLeaseFile;
-  const Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));  // flock needs no write access
+  const Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {
     if (errno == ENOENT || errno == ENOTDIR) return "";
     throwSystemError("open", __FILE__, __LINE__, path);
   }
-  if (tryLock(fd.get())) return "";  // released when fd closes
+  // A shared lock tests the holder's exclusive one. On NFS, flock is emulated with byte-range
+  // locks, and an exclusive one needs a descriptor open for writing (before: EBADF there, and
+  // `campaign retry` failed on every NFS campaign); a shared one needs only reading.
+  if (tryLockShared(fd.get())) return "";  // released when fd closes
   return describeHolder(readHolder(fd.get()));
 }
 

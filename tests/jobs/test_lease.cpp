@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/base/error.hpp"
+#include "core/base/fd.hpp"
 #include "jobs/file_locks.hpp"
 #include "jobs/task_lease.hpp"
 #include "tests/jobs/test_util.hpp"
@@ -154,6 +155,28 @@ TEST(TaskLease, EachAttemptNotesThePreviousHolder) {
   EXPECT_THROW(TaskLease::acquire(dir, "t", 1), SupersededError);
   TaskLease l = TaskLease::acquire(dir, "t", 3);
   EXPECT_EQ(l.previousHolder(), 2) << "the superseded attempt never held it";
+}
+
+// Who holds a lease, asked with a shared lock on a descriptor open for reading (an exclusive
+// one needs it open for writing on NFS: EBADF there); a test that leaves the lease free for
+// the next attempt, and that does not see another reader's test as a holder.
+TEST(TaskLease, WhoHoldsALeaseIsAskedWithoutTakingIt) {
+  std::string dir = makeScratchDir("lease");
+  EXPECT_EQ(leaseHolderNow(dir), "") << "no lease file yet";
+  {
+    TaskLease l = TaskLease::acquire(dir, "t", 4);
+    const std::string holder = leaseHolderNow(dir);
+    EXPECT_NE(holder.find("attempt 4"), std::string::npos) << holder;
+    EXPECT_NE(holder.find("pid " + std::to_string(::getpid())), std::string::npos) << holder;
+  }
+  // Another reader testing meanwhile (a shared lock held) is no holder.
+  const Fd reader(::open((dir + "/" + kLeaseFile).c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(reader.valid());
+  ASSERT_EQ(::flock(reader.get(), LOCK_SH | LOCK_NB), 0);
+  EXPECT_EQ(leaseHolderNow(dir), "");
+  ASSERT_EQ(::flock(reader.get(), LOCK_UN), 0);
+  TaskLease next = TaskLease::acquire(dir, "t", 5, LeaseOptions{0.0, 0.1});
+  EXPECT_NE(leaseHolderNow(dir).find("attempt 5"), std::string::npos);
 }
 
 TEST(TaskLease, AHolderOnAnotherHostIsNeverSignalledAndTheAttemptIsRetriedLater) {
