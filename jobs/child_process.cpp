@@ -40,6 +40,10 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv_in,
   };
   makePipe(to_child, "pipe to worker");
   makePipe(from_child, "pipe from worker");
+  // Reports a failed exec (its errno) from the child; closed by a successful exec (before: a
+  // worker that could not be started showed only as "exit 127").
+  Fd exec_error[2];
+  makePipe(exec_error, "pipe for the worker's exec error");
   // Everything the child needs is built before fork: only async-signal-safe calls after.
   std::vector<std::string> args = argv_in;
   std::vector<char*> argv;
@@ -72,14 +76,31 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv_in,
     if (::getppid() != parent) ::_exit(1);
     ::dup2(to_child[0].get(), 0);
     ::dup2(from_child[1].get(), 1);
+    // A pipe end that is already 0 or 1 (foldfarm started with stdin or stdout closed): dup2
+    // onto itself keeps its close-on-exec, and the worker would start without it.
+    ::fcntl(0, F_SETFD, 0);
+    ::fcntl(1, F_SETFD, 0);
     ::sigprocmask(SIG_SETMASK, &held, nullptr);
     ::execve(argv[0], argv.data(), envp.data());
+    const int e = errno;
+    const ssize_t n = ::write(exec_error[1].get(), &e, sizeof e);
+    (void)n;
     ::_exit(127);
   }
   ChildProcess c;  // the child's ends close here, when the Fds go out of scope
   c.pid_ = pid;
   c.in_ = std::move(to_child[1]);
   c.out_ = std::move(from_child[0]);
+  exec_error[1].reset();
+  int exec_errno = 0;
+  ssize_t got = 0;
+  while ((got = ::read(exec_error[0].get(), &exec_errno, sizeof exec_errno)) == -1 &&
+         errno == EINTR) {
+  }
+  if (got == static_cast<ssize_t>(sizeof exec_errno)) {
+    c.killAndReap();
+    throw Error("cannot start the worker '" + argv_in[0] + "': " + errnoMessage(exec_errno));
+  }
   return c;
 }
 

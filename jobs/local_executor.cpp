@@ -34,7 +34,8 @@ void LocalWorkerPool::start(int slot) {
   Worker& w = workers_[slot];
   w.process = ChildProcess::spawn(argv_, bindings_[slot].env);
   w.reader = FrameReader();
-  int flags = ::fcntl(w.process.stdoutFd(), F_GETFL);
+  const int flags = ::fcntl(w.process.stdoutFd(), F_GETFL);
+  FF_CHECK_SYS(flags, "worker pipe");
   FF_CHECK_SYS(::fcntl(w.process.stdoutFd(), F_SETFL, flags | O_NONBLOCK), "worker pipe");
   logDebug("slot {}: worker pid {} started", slot, w.process.pid());
 }
@@ -176,7 +177,10 @@ RunSummary runLocal(Campaign& campaign, const RunOptions& options) {
   int nslots = options.slots > 0 ? options.slots : spec.slotsPerNode();
   std::vector<std::string> argv = options.worker_argv;
   if (argv.empty()) argv = {selfExecutable(), "worker"};
-  ::signal(SIGPIPE, SIG_IGN);
+  // A worker that died leaves a pipe without a reader: its write fails with EPIPE (sendRaw),
+  // instead of ending this process.
+  if (::signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+    throwSystemError("signal", __FILE__, __LINE__, "ignoring SIGPIPE");
   installStopHandlers();
   int requeued = campaign.recoverAfterCrash();
   if (requeued > 0) logInfo("{} task(s) left running by an earlier run were requeued", requeued);

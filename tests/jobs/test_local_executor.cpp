@@ -333,6 +333,44 @@ TEST(ChildProcess, AWorkerStartsWithItsStopSignalsHeld) {
   EXPECT_NE(outputOf({"/usr/bin/env"}).find("FOLDFARM_SIGNALS_HELD=1"), std::string::npos);
 }
 
+// A worker that cannot be started is an error naming it and why (before: "exit 127" of a
+// worker that died at once); one started by a process whose stdin and stdout were closed
+// still gets its pipes as 0 and 1 (before: a pipe end that was already fd 0 or 1 kept its
+// close-on-exec through dup2 onto itself, and the worker started without it).
+TEST(ChildProcess, AWorkerThatCannotStartIsNamedAndClosedStandardStreamsAreNoObstacle) {
+  try {
+    ChildProcess::spawn({"/nonexistent/foldfarm"}, {});
+    ADD_FAILURE() << "spawned a program that does not exist";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot start the worker '/nonexistent/foldfarm': No "
+                                         "such file or directory"),
+              std::string::npos)
+        << e.what();
+  }
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(0);
+    ::close(1);
+    int code = 1;
+    try {
+      ChildProcess c = ChildProcess::spawn({"/bin/cat"}, {});
+      const std::string hello = "hello";
+      if (::write(c.stdinFd(), hello.data(), hello.size()) != 5) ::_exit(4);
+      c.closeStdin();
+      char buf[16] = {};
+      const ssize_t n = ::read(c.stdoutFd(), buf, sizeof buf);
+      if (n == 5 && std::string(buf, 5) == hello && c.wait() == 0) code = 0;
+    } catch (...) {
+      code = 2;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
 // A task whose result is on disk when `cancel` comes (a Slurm element that finished since
 // the submitter's last round) is done, not cancelled; the running one without a result is
 // cancelled (before: both cancelled, the finished one's result taken only by a retry).
