@@ -551,6 +551,8 @@ Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) 
     if (::rename(tmp.c_str(), dir.c_str()) != 0) {
       throw Error(dir + ": cannot create the campaign directory: " + errnoMessage(errno));
     }
+    // Durable before `init` says it made the campaign (a crash could otherwise lose it).
+    fsyncDirectoryOf(dir);
   } catch (...) {
     removeTree(tmp);
     throw;

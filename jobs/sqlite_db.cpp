@@ -96,10 +96,19 @@ SqliteDb::SqliteDb(const std::string& path, Mode mode) : path_(path) {
   FF_SQLITE_CHECK(*this, sqlite3_extended_result_codes(db_, 1));
 }
 
+namespace {
+
+// Closes `db` (nullptr: nothing), logging a failure (a statement left unfinalised): never
+// throws. sqlite3_close_v2 frees the handle once its last statement is finalised even then.
+void closeLogged(sqlite3* db, const std::string& path) noexcept {
+  if (db && sqlite3_close_v2(db) != SQLITE_OK)
+    logWarn("closing journal {}: {}", path, sqlite3_errmsg(db));
+}
+
+}  // namespace
+
 SqliteDb::~SqliteDb() noexcept {
-  if (db_ && sqlite3_close(db_) != SQLITE_OK) {
-    logWarn("closing journal {}: {}", path_, sqlite3_errmsg(db_));
-  }
+  closeLogged(db_, path_);
 }
 
 SqliteDb::SqliteDb(SqliteDb&& other) noexcept
@@ -107,7 +116,7 @@ SqliteDb::SqliteDb(SqliteDb&& other) noexcept
 
 SqliteDb& SqliteDb::operator=(SqliteDb&& other) noexcept {
   if (this != &other) {
-    if (db_) sqlite3_close(db_);
+    closeLogged(db_, path_);
     db_ = std::exchange(other.db_, nullptr);
     path_ = std::move(other.path_);
   }

@@ -29,10 +29,17 @@ std::string dirOf(const std::string& path) {
   return path.substr(0, slash);
 }
 
+// Makes a rename in `dir` durable. Some file systems refuse a directory's descriptor or its
+// fsync (EINVAL, EROFS, EBADF, EACCES): nothing more can be done there. Any other failure (an
+// I/O error) means the rename may not survive a crash: an error, not silence.
 void fsyncDir(const std::string& dir) {
   const Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.valid()) return;  // best effort: some file systems refuse directory fds
-  ::fsync(fd.get());
+  if (!fd.valid()) return;
+  if (::fsync(fd.get()) == 0 || errno == EINVAL || errno == EROFS || errno == EBADF ||
+      errno == EACCES)
+    return;
+  throw Error(dir + ": fsync of the directory failed: " + errnoMessage(errno) +
+              " (a rename into it may not survive a crash)");
 }
 
 std::atomic<unsigned> g_counter{0};
@@ -331,6 +338,10 @@ void renameDurable(const std::string& from, const std::string& to) {
     throw Error("cannot rename " + from + " to " + to + ": " + errnoMessage(errno));
   }
   fsyncDir(dirOf(to));
+}
+
+void fsyncDirectoryOf(const std::string& path) {
+  fsyncDir(dirOf(path));
 }
 
 void requireOutputDirectory(const std::string& path) {

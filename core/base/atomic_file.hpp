@@ -94,6 +94,9 @@ void writeFileAtomic(const std::string& path, std::string_view content);
 // `from` to `to` and fsync the directory of `to`.
 void fsyncPath(const std::string& path);
 void renameDurable(const std::string& from, const std::string& to);
+// fsync the directory that holds `path` (after a rename into it made elsewhere): Error on an
+// I/O error; nothing where the file system refuses a directory's fsync.
+void fsyncDirectoryOf(const std::string& path);
 // Checks, before anything is read or written, that an output file can be placed at `path`:
 // InputError("<path>: output directory <dir> does not exist; create it first") otherwise,
 // and InputError("<path>: is a directory; ...") when a directory is at `path` (the rename

@@ -68,7 +68,10 @@ nlohmann::json benchData(const DataBenchOptions& opt) {
       (dir / ("foldfarm_bench_data_" + std::to_string(::getpid()) + ".h5")).string();
   struct Cleanup {
     std::string p;
-    ~Cleanup() { std::filesystem::remove(p); }
+    ~Cleanup() {
+      std::error_code ec;  // never throws from a destructor (std::terminate)
+      std::filesystem::remove(p, ec);
+    }
   };
   Cleanup cleanup{path};
   t0 = Clock::now();
