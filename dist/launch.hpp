@@ -25,4 +25,12 @@ struct LaunchInfo {
 LaunchInfo detectLaunch();
 const char* launcherName(Launcher l);
 
+// The GPU (an index among the `visible_gpus` >= 1 this process sees) that the process of
+// local rank `local_rank` trains on: one GPU per rank, local ranks round-robin over the visible
+// ones (a negative, unknown local rank takes GPU 0). The one rule for the trainer's device
+// and the NCCL communicator's: they must agree.
+inline int gpuOfLocalRank(int local_rank, int visible_gpus) {
+  return (local_rank > 0 ? local_rank : 0) % visible_gpus;
+}
+
 }  // namespace foldfarm::dist

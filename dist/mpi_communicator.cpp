@@ -35,9 +35,13 @@ class MpiWork final : public CollectiveWork {
   MpiWork(std::vector<MPI_Request> reqs, at::Tensor keep)
       : reqs_(std::move(reqs)), keep_(std::move(keep)) {}
   ~MpiWork() override {
-    if (done_ || MpiRuntime::aborted()) return;
-    // An unfinished collective cannot be freed in MPI; it is left to the runtime.
-    logWarn("an MPI collective was destroyed before it completed ({} requests)", reqs_.size());
+    if (done_) return;
+    // An unfinished collective cannot be freed in MPI: MPI may still write into the tensor's
+    // memory, so that stays allocated (leaked on purpose) until the process ends (before: freed
+    // here, a write into freed memory); the requests are left to the runtime.
+    (void)new at::Tensor(std::move(keep_));
+    if (!MpiRuntime::aborted())
+      logWarn("an MPI collective was destroyed before it completed ({} requests)", reqs_.size());
   }
   bool test() override {
     if (done_) return true;

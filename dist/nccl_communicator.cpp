@@ -4,11 +4,13 @@
 // otherwise) and before anything queued there later.
 #include <torch/cuda.h>
 
+#include <exception>
 #include <memory>
 #include <mutex>
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/mpi/mpi_runtime.hpp"
 #include "dist/backend_registry.hpp"
 #include "dist/control_plane.hpp"
 #include "dist/nccl_check.hpp"
@@ -60,9 +62,12 @@ class NcclComm {
   NcclComm& operator=(const NcclComm&) = delete;
   ~NcclComm() {
     if (comm_ == nullptr) return;
-    // After an abort the handle is gone; otherwise destroy waits for queued work, which
-    // finished when the last collective was waited for.
-    const ncclResult_t rc = aborted_ ? ncclSuccess : ncclCommDestroy(comm_);
+    // Destroy waits for queued work: it finished when the last collective was waited for, but
+    // not when the job was aborted (a lost peer) or an error unwinds past a collective, where
+    // the wait can be for ever: abort then. After an abort the handle is gone.
+    if (!aborted_ && (MpiRuntime::aborted() || std::uncaught_exceptions() > 0)) abort();
+    if (aborted_) return;
+    const ncclResult_t rc = ncclCommDestroy(comm_);
     if (rc != ncclSuccess) logWarn("ncclCommDestroy failed: {}", ncclGetErrorString(rc));
   }
   ncclComm_t* out() { return &comm_; }
@@ -76,6 +81,7 @@ class NcclComm {
   }
   // Throws when NCCL reported an asynchronous error; true while an operation is pending.
   bool inProgress() const {
+    if (aborted_) throw Error("NCCL communicator used after it was aborted");
     ncclResult_t async = ncclSuccess;
     FF_NCCL_CHECK(ncclCommGetAsyncError(comm_, &async));
     if (async == ncclInProgress) return true;
@@ -204,7 +210,7 @@ class NcclCommunicator final : public Communicator {
     if (count <= 0) throw Error("no CUDA device for the NCCL backend");
     // One GPU per rank: local rank modulo the visible devices (CUDA_VISIBLE_DEVICES set
     // per task by the launcher leaves exactly one, index 0).
-    return launch.local_rank % count;
+    return gpuOfLocalRank(launch.local_rank, count);
   }
 
   void check(const at::Tensor& t) const {

@@ -565,20 +565,30 @@ int CampaignJournal::requeue(const std::vector<int>& indices, const std::string&
                              int event_exit_code, double not_before) {
   if (indices.empty()) return 0;
   SqliteTransaction txn(db_);
-  SqliteStatement up(db_,
-                     "UPDATE tasks SET state='pending', reason=?, finished_at=?, "
-                     "not_before=MAX(not_before, ?) WHERE idx=? AND "
-                     "state IN ('running','interrupted') RETURNING attempts");
-  const double now = wallClockNow();
-  const int moved = updateEach(
-      up, indices,
-      [&](int idx) { up.bind(1, reason).bind(2, now).bind(3, not_before).bind(4, idx); },
-      [&](int idx, int attempt) {
-        insertEvent(idx, attempt, TaskState::kRunning, TaskState::kInterrupted, now, "", -1,
-                    event_exit_code, reason);
-        insertEvent(idx, attempt, TaskState::kInterrupted, TaskState::kPending, now, "", -1, -1,
-                    "requeued");
-      });
+  // The events follow each row's own state: a running row is interrupted, then requeued; an
+  // interrupted one (already counted as a lost attempt when it was interrupted) is requeued
+  // only (before: both took running -> interrupted, counted again against
+  // --max-submissions).
+  const auto move = [&](const char* from) {
+    const std::string sql = std::string(
+                                "UPDATE tasks SET state='pending', reason=?, finished_at=?, "
+                                "not_before=MAX(not_before, ?) WHERE idx=? AND state='") +
+                            from + "' RETURNING attempts";
+    SqliteStatement up(db_, sql.c_str());
+    const double now = wallClockNow();
+    const bool running = std::string(from) == str(TaskState::kRunning);
+    return updateEach(
+        up, indices,
+        [&](int idx) { up.bind(1, reason).bind(2, now).bind(3, not_before).bind(4, idx); },
+        [&](int idx, int attempt) {
+          if (running)
+            insertEvent(idx, attempt, TaskState::kRunning, TaskState::kInterrupted, now, "", -1,
+                        event_exit_code, reason);
+          insertEvent(idx, attempt, TaskState::kInterrupted, TaskState::kPending, now, "", -1, -1,
+                      "requeued");
+        });
+  };
+  const int moved = move("running") + move("interrupted");
   txn.commit();
   return moved;
 }

@@ -16,12 +16,12 @@
 //   4. rank 0 -> r, tag kTagStop: stop the running task (interrupted) and answer the
 //      queued ones unstarted. tag kTagExit: shut the worker down and return; its payload
 //      "lost" says a rank is lost, and the worker then ends by MPI_Abort, not MPI_Finalize.
-//   6. On kTagExit a worker rank shuts its worker down, sends rank 0 a last frame {"t":"bye"}
+//   5. On kTagExit a worker rank shuts its worker down, sends rank 0 a last frame {"t":"bye"}
 //      (tag kTagEvents) and returns; rank 0's shutdown waits until every rank it did not
 //      fence has said bye (at most lost_after_s), dropping the events that come before it
 //      (a worker that ended as a stop asked): no message of a pilot outlives it, so a second
 //      pilot in the same processes (tests run them so) never reads the first's as its own.
-//   7. A lost rank is fenced: it is sent kTagStop (in case it is only slow) and gets no more
+//   6. A lost rank is fenced: it is sent kTagStop (in case it is only slow) and gets no more
 //      tasks; a task it ran is retried elsewhere, where the task lease keeps the two from
 //      overlapping. When the campaign has run out of work, rank 0 names every lost rank and
 //      ends the job with PeerLostError (exit 3) through MPI_Abort (core/mpi/mpi_runtime.hpp):
@@ -62,25 +62,25 @@ constexpr int kTagStop = 7102;
 constexpr int kTagExit = 7103;
 constexpr int kTagEvents = 7104;
 
-void sendBytes(const std::string& bytes, int dest, int tag) {
-  FF_MPI_CHECK(
-      MPI_Send(bytes.data(), static_cast<int>(bytes.size()), MPI_CHAR, dest, tag, MPI_COMM_WORLD));
+void sendBytes(MPI_Comm comm, const std::string& bytes, int dest, int tag) {
+  FF_MPI_CHECK(MPI_Send(bytes.data(), static_cast<int>(bytes.size()), MPI_CHAR, dest, tag, comm));
 }
 
 // Receives the message announced by `st` (from MPI_Iprobe).
-std::string recvBytes(const MPI_Status& st) {
+std::string recvBytes(MPI_Comm comm, const MPI_Status& st) {
   int n = 0;
   FF_MPI_CHECK(MPI_Get_count(&st, MPI_CHAR, &n));
   std::string buf(static_cast<size_t>(n), '\0');
-  FF_MPI_CHECK(MPI_Recv(buf.data(), n, MPI_CHAR, st.MPI_SOURCE, st.MPI_TAG, MPI_COMM_WORLD,
-                        MPI_STATUS_IGNORE));
+  FF_MPI_CHECK(
+      MPI_Recv(buf.data(), n, MPI_CHAR, st.MPI_SOURCE, st.MPI_TAG, comm, MPI_STATUS_IGNORE));
   return buf;
 }
 
 class MpiTransport : public Transport {
  public:
-  MpiTransport(std::vector<std::string> hosts, const RunOptions& options)
-      : hosts_(std::move(hosts)),
+  MpiTransport(MPI_Comm comm, std::vector<std::string> hosts, const RunOptions& options)
+      : comm_(comm),
+        hosts_(std::move(hosts)),
         lost_after_s_(options.lost_after_s),
         usable_(hosts_.size(), true),
         gen_(hosts_.size(), 0),
@@ -96,7 +96,7 @@ class MpiTransport : public Transport {
     // death was handled here is dropped by the rank (its tasks were requeued already).
     std::string frames = std::to_string(gen_[slot]) + "\n";
     for (const auto& a : batch) appendFrame(frames, a.frame_payload);
-    sendBytes(frames, slot + 1, kTagTasks);
+    sendBytes(comm_, frames, slot + 1, kTagTasks);
   }
 
   void wait(double timeout_s, std::vector<SlotEvent>& events) override {
@@ -108,10 +108,10 @@ class MpiTransport : public Transport {
       for (;;) {
         int flag = 0;
         MPI_Status st;
-        FF_MPI_CHECK(MPI_Iprobe(MPI_ANY_SOURCE, kTagEvents, MPI_COMM_WORLD, &flag, &st));
+        FF_MPI_CHECK(MPI_Iprobe(MPI_ANY_SOURCE, kTagEvents, comm_, &flag, &st));
         if (!flag) break;
         got = true;
-        handle(st.MPI_SOURCE - 1, recvBytes(st), events);
+        handle(st.MPI_SOURCE - 1, recvBytes(comm_, st), events);
       }
       if (force_lost_) {
         for (int s = 0; s < slots(); ++s) {
@@ -150,7 +150,7 @@ class MpiTransport : public Transport {
 
   void requestStop() override {
     for (int s = 0; s < slots(); ++s) {
-      if (usable_[s]) sendBytes("", s + 1, kTagStop);
+      if (usable_[s]) sendBytes(comm_, "", s + 1, kTagStop);
     }
   }
   void forceStop() override { force_lost_ = true; }
@@ -164,21 +164,21 @@ class MpiTransport : public Transport {
     std::vector<char> waiting(static_cast<size_t>(slots()), 0);
     for (int s = 0; s < slots(); ++s) {
       if (lost_[s]) continue;
-      sendBytes(payload, s + 1, kTagExit);
+      sendBytes(comm_, payload, s + 1, kTagExit);
       waiting[static_cast<size_t>(s)] = 1;
     }
-    // 6. Until every rank said bye.
+    // 5. Until every rank said bye.
     const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(lost_after_s_));
     while (std::count(waiting.begin(), waiting.end(), 1) > 0 && Clock::now() < deadline) {
       int flag = 0;
       MPI_Status st;
-      FF_MPI_CHECK(MPI_Iprobe(MPI_ANY_SOURCE, kTagEvents, MPI_COMM_WORLD, &flag, &st));
+      FF_MPI_CHECK(MPI_Iprobe(MPI_ANY_SOURCE, kTagEvents, comm_, &flag, &st));
       if (!flag) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
         continue;
       }
-      const std::string bytes = recvBytes(st);
+      const std::string bytes = recvBytes(comm_, st);
       FrameReader reader;
       reader.feed(bytes.data(), bytes.size());
       std::string frame;
@@ -202,7 +202,7 @@ class MpiTransport : public Transport {
     lost_reasons_.push_back(reason);
     logError("mpi pilot: {}; its tasks go back to pending", reason);
     MPI_Request req = MPI_REQUEST_NULL;
-    if (MPI_Isend(nullptr, 0, MPI_CHAR, slot + 1, kTagStop, MPI_COMM_WORLD, &req) == MPI_SUCCESS &&
+    if (MPI_Isend(nullptr, 0, MPI_CHAR, slot + 1, kTagStop, comm_, &req) == MPI_SUCCESS &&
         req != MPI_REQUEST_NULL) {
       MPI_Request_free(&req);
     }
@@ -252,6 +252,7 @@ class MpiTransport : public Transport {
   }
 
   std::vector<std::string> hosts_;
+  MPI_Comm comm_;
   double lost_after_s_;
   std::vector<bool> usable_;
   std::vector<int> gen_;
@@ -263,22 +264,17 @@ class MpiTransport : public Transport {
 };
 
 // The slot index of this rank among the worker ranks of its node (for GPU binding).
-int nodeLocalWorkerIndex(int world_rank) {
-  MPI_Comm node;
-  FF_MPI_CHECK(
-      MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank, MPI_INFO_NULL, &node));
-  int n = 0, me = 0;
-  MPI_Comm_size(node, &n);
-  MPI_Comm_rank(node, &me);
-  std::vector<int> ranks(n);
-  FF_MPI_CHECK(MPI_Allgather(&world_rank, 1, MPI_INT, ranks.data(), 1, MPI_INT, node));
-  MPI_Comm_free(&node);
+int nodeLocalWorkerIndex(MPI_Comm comm, int world_rank) {
+  const dist::MpiComm node = dist::MpiComm::splitShared(comm, world_rank, "node");
+  std::vector<int> ranks(static_cast<size_t>(node.size()));
+  FF_MPI_CHECK(MPI_Allgather(&world_rank, 1, MPI_INT, ranks.data(), 1, MPI_INT, node.get()));
   int idx = 0;
-  for (int k = 0; k < me; ++k) idx += ranks[k] != 0;
+  for (int k = 0; k < node.rank(); ++k) idx += ranks[static_cast<size_t>(k)] != 0;
   return idx;
 }
 
-void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_index) {
+void workerRank(MPI_Comm comm, const CampaignSpec& spec, const RunOptions& options,
+                int local_index) {
   std::vector<std::string> argv = options.worker_argv;
   if (argv.empty()) argv = {selfExecutable(), "worker"};
   try {
@@ -291,9 +287,9 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
       for (;;) {
         int flag = 0;
         MPI_Status st;
-        FF_MPI_CHECK(MPI_Iprobe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st));
+        FF_MPI_CHECK(MPI_Iprobe(0, MPI_ANY_TAG, comm, &flag, &st));
         if (!flag) break;
-        std::string bytes = recvBytes(st);
+        std::string bytes = recvBytes(comm, st);
         if (st.MPI_TAG == kTagTasks) {
           auto nl = bytes.find('\n');
           if (nl == std::string::npos) throw Error("mpi pilot: malformed task batch from rank 0");
@@ -303,9 +299,9 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
         } else if (st.MPI_TAG == kTagExit) {
           if (bytes == "lost") dist::MpiRuntime::markAborted();
           pool.shutdown();
-          std::string bye;  // 6.
+          std::string bye;  // 5.
           appendFrame(bye, R"({"t":"bye"})");
-          sendBytes(bye, 0, kTagEvents);
+          sendBytes(comm, bye, 0, kTagEvents);
           return;
         }
       }
@@ -335,7 +331,7 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
         appendFrame(out, R"({"t":"hb"})");
         last_hb = Clock::now();
       }
-      if (!out.empty()) sendBytes(out, 0, kTagEvents);
+      if (!out.empty()) sendBytes(comm, out, 0, kTagEvents);
     }
   } catch (const std::exception& e) {
     // Rank 0 fences this rank at once and says why (step 3), rather than after lost_after_s,
@@ -343,7 +339,7 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
     try {
       std::string left;
       appendFrame(left, json{{"t", "left"}, {"reason", e.what()}}.dump());
-      sendBytes(left, 0, kTagEvents);
+      sendBytes(comm, left, 0, kTagEvents);
     } catch (const std::exception&) {
       // Rank 0 finds the silence instead.
     }
@@ -356,9 +352,11 @@ void workerRank(const CampaignSpec& spec, const RunOptions& options, int local_i
 
 RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
   dist::MpiRuntime::ensure();
-  int rank = 0, size = 1;
-  FF_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
-  FF_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
+  // The pilot's own communicator: its messages can match no other layer's (a receive of any
+  // source or tag on MPI_COMM_WORLD: a test's, a library's), nor theirs its own.
+  const dist::MpiComm pilot = dist::MpiComm::duplicate(MPI_COMM_WORLD, "pilot");
+  const MPI_Comm comm = pilot.get();
+  const int rank = pilot.rank(), size = pilot.size();
   dist::setErrorRank(rank);
   if (size < 2) {
     throw InputError(
@@ -370,10 +368,10 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
   char host[256] = {0};
   std::strncpy(host, hostName().c_str(), sizeof(host) - 1);
   std::vector<char> all(static_cast<size_t>(256) * static_cast<size_t>(size));
-  FF_MPI_CHECK(MPI_Allgather(host, 256, MPI_CHAR, all.data(), 256, MPI_CHAR, MPI_COMM_WORLD));
+  FF_MPI_CHECK(MPI_Allgather(host, 256, MPI_CHAR, all.data(), 256, MPI_CHAR, comm));
   std::set<std::string> nodes;
   for (int r = 0; r < size; ++r) nodes.emplace(&all[256 * static_cast<size_t>(r)]);
-  int local_index = nodeLocalWorkerIndex(rank);
+  int local_index = nodeLocalWorkerIndex(comm, rank);
   ::signal(SIGPIPE, SIG_IGN);
   installStopHandlers();
 
@@ -394,10 +392,10 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
     }
   }
   int length = static_cast<int>(problem.size());
-  FF_MPI_CHECK(MPI_Bcast(&length, 1, MPI_INT, 0, MPI_COMM_WORLD));
+  FF_MPI_CHECK(MPI_Bcast(&length, 1, MPI_INT, 0, comm));
   if (length > 0) {
     problem.resize(static_cast<size_t>(length));
-    FF_MPI_CHECK(MPI_Bcast(problem.data(), length, MPI_CHAR, 0, MPI_COMM_WORLD));
+    FF_MPI_CHECK(MPI_Bcast(problem.data(), length, MPI_CHAR, 0, comm));
     throw InputError(problem);  // on every rank, as a missing file is
   }
   if (nodes.size() > 1)
@@ -405,7 +403,7 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
                                               std::to_string(nodes.size()) + " nodes");
   if (rank != 0) {
     // Workers read the frozen spec only; the journal belongs to rank 0.
-    workerRank(frozen, options, local_index);
+    workerRank(comm, frozen, options, local_index);
     return RunSummary{};
   }
   Campaign campaign = Campaign::open(campaign_dir, Campaign::Access::kWriter);
@@ -415,7 +413,7 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
   if (!options.retry.empty()) logInfo("{} task(s) back to pending for the retry", retried);
   std::vector<std::string> hosts;
   for (int r = 1; r < size; ++r) hosts.emplace_back(&all[256 * r]);
-  MpiTransport transport(hosts, options);
+  MpiTransport transport(comm, hosts, options);
   logInfo("campaign {}: mpi pilot with {} worker rank(s), {} task(s)", campaign.spec().name,
           size - 1, campaign.spec().numTasks());
   RunSummary s;

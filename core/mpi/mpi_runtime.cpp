@@ -50,11 +50,16 @@ void MpiRuntime::ensure() {
   std::call_once(g_init_once, [] {
     int already = 0;
     FF_MPI_CHECK(MPI_Initialized(&already));
-    if (already) return;
     int provided = 0;
-    FF_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided));
-    g_we_initialized = true;
-    std::atexit(finalizeAtExit);
+    if (already) {
+      // Initialised by someone else (a host program, a test): the same checks and error
+      // handler as our own initialisation, its finalisation left to it.
+      FF_MPI_CHECK(MPI_Query_thread(&provided));
+    } else {
+      FF_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided));
+      g_we_initialized = true;
+      std::atexit(finalizeAtExit);
+    }
     if (provided < MPI_THREAD_SERIALIZED) {
       throwCallError("MPI", "MPI_Init_thread", __FILE__, __LINE__,
                      "the MPI library provides thread level " + std::to_string(provided) +
@@ -101,6 +106,16 @@ void MpiRuntime::abortJob(int code, double watchdog_s) noexcept {
 MpiComm MpiComm::duplicate(MPI_Comm parent, const std::string& name) {
   MpiComm c;
   FF_MPI_CHECK(MPI_Comm_dup(parent, &c.comm_));
+  FF_MPI_CHECK(MPI_Comm_set_errhandler(c.comm_, MPI_ERRORS_RETURN));
+  FF_MPI_CHECK(MPI_Comm_rank(c.comm_, &c.rank_));
+  FF_MPI_CHECK(MPI_Comm_size(c.comm_, &c.size_));
+  c.name_ = name;
+  return c;
+}
+
+MpiComm MpiComm::splitShared(MPI_Comm parent, int key, const std::string& name) {
+  MpiComm c;
+  FF_MPI_CHECK(MPI_Comm_split_type(parent, MPI_COMM_TYPE_SHARED, key, MPI_INFO_NULL, &c.comm_));
   FF_MPI_CHECK(MPI_Comm_set_errhandler(c.comm_, MPI_ERRORS_RETURN));
   FF_MPI_CHECK(MPI_Comm_rank(c.comm_, &c.rank_));
   FF_MPI_CHECK(MPI_Comm_size(c.comm_, &c.size_));

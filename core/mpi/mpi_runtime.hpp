@@ -45,6 +45,9 @@ class MpiComm {
   MpiComm() = default;
   // (collective over `parent`) Duplicates `parent`.
   static MpiComm duplicate(MPI_Comm parent, const std::string& name);
+  // (collective over `parent`) The ranks of `parent` that share this rank's node
+  // (MPI_COMM_TYPE_SHARED), ordered by `key`.
+  static MpiComm splitShared(MPI_Comm parent, int key, const std::string& name);
   MpiComm(MpiComm&& o) noexcept;
   MpiComm& operator=(MpiComm&& o) noexcept;
   MpiComm(const MpiComm&) = delete;

@@ -81,7 +81,7 @@ DeviceChoice resolveDevice(DeviceRequest request, const DeviceFacts& f) {
     c.reason = "auto: " + why;
     return c;
   }
-  const int index = std::max(0, f.local_rank) % f.visible_gpus;
+  const int index = dist::gpuOfLocalRank(f.local_rank, f.visible_gpus);
   c.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
   if (f.cvd_set) {
     const auto list = splitList(f.cuda_visible_devices);

@@ -13,6 +13,7 @@
 #include "dist/make_context.hpp"
 
 using foldfarm::dist::detectLaunch;
+using foldfarm::dist::gpuOfLocalRank;
 using foldfarm::dist::Launcher;
 
 namespace {
@@ -156,10 +157,21 @@ TEST(Launch, ARanksGpuIsTheOneItsCommunicatorTakes) {
     node.visible_gpus = 4;
     node.cvd_set = false;
     EXPECT_EQ(foldfarm::resolveDevice(foldfarm::DeviceRequest::kCuda, node).device.index(),
-              c.local_rank % 4)
+              gpuOfLocalRank(c.local_rank, 4))
         << c.what;
+    EXPECT_EQ(gpuOfLocalRank(c.local_rank, 4), c.local_rank % 4) << c.what;
   }
   clearLaunchEnv();
+  // One rule for both, also for a local rank nothing told (negative): GPU 0 (before, the
+  // communicator's own modulo gave -1 there, and the device code 0).
+  foldfarm::DeviceFacts unknown;
+  unknown.torch_cuda = true;
+  unknown.visible_gpus = 4;
+  unknown.local_rank = -1;
+  EXPECT_EQ(gpuOfLocalRank(-1, 4), 0);
+  EXPECT_EQ(foldfarm::resolveDevice(foldfarm::DeviceRequest::kCuda, unknown).device.index(),
+            gpuOfLocalRank(-1, 4));
+  EXPECT_EQ(gpuOfLocalRank(9, 4), 1);
 }
 
 // The data-parallel settings from the environment: a value beyond its range names the

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "core/base/error.hpp"
+#include "core/mpi/mpi_runtime.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
 #include "jobs/cancel_request.hpp"
@@ -23,13 +24,11 @@ namespace {
 using nlohmann::json;
 using namespace foldfarm::jobs::testing;
 
+// MPI as foldfarm starts it (MpiRuntime::ensure: thread level checked, errors returned to
+// FF_MPI_CHECK, finalised at exit), so that the pilot runs here as it does in the program.
 class MpiEnvironment : public ::testing::Environment {
  public:
-  void SetUp() override {
-    int provided = 0;
-    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
-  }
-  void TearDown() override { MPI_Finalize(); }
+  void SetUp() override { dist::MpiRuntime::ensure(); }
 };
 const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new MpiEnvironment);
 
