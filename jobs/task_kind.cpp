@@ -20,6 +20,7 @@
 #include "core/base/fd.hpp"
 #include "core/base/file_stat.hpp"
 #include "core/base/hash.hpp"
+#include "core/base/process.hpp"
 #include "core/base/stop_signal.hpp"
 #include "jobs/task_lease.hpp"
 
@@ -85,26 +86,14 @@ void validateCommand(const json& p) {
   for (const auto& a : p["argv"]) {
     if (!a.is_string()) throw InputError("'params.argv' must hold only strings");
   }
-  std::string exe = p["argv"][0].get<std::string>();
-  if (exe.find('/') != std::string::npos) {
-    if (::access(exe.c_str(), X_OK) != 0) {
+  // The lookup every program foldfarm starts goes through (an executable regular file; PATH
+  // as execvp reads it): what validation accepts is what runs (before: a loop of its own that
+  // took directories, and read an empty PATH entry otherwise).
+  const std::string exe = p["argv"][0].get<std::string>();
+  if (findProgram(exe).empty()) {
+    if (exe.find('/') != std::string::npos)
       throw InputError("'params.argv[0]' = " + exe + " is not an executable file; fix the path");
-    }
-  } else {
-    const char* path = std::getenv("PATH");
-    std::string dirs = path ? path : "/usr/bin:/bin";
-    bool found = false;
-    size_t start = 0;
-    while (start <= dirs.size() && !found) {
-      size_t end = dirs.find(':', start);
-      if (end == std::string::npos) end = dirs.size();
-      std::string cand = dirs.substr(start, end - start) + "/" + exe;
-      found = ::access(cand.c_str(), X_OK) == 0;
-      start = end + 1;
-    }
-    if (!found) {
-      throw InputError("'params.argv[0]' = " + exe + " is not found on PATH; give its full path");
-    }
+    throw InputError("'params.argv[0]' = " + exe + " is not found on PATH; give its full path");
   }
 }
 

@@ -112,10 +112,18 @@ std::string ProcessResult::describeFailure() const {
   return "'" + commandLine() + "' " + why;
 }
 
+namespace {
+
+bool executableFile(const std::string& path) {
+  struct stat sb {};
+  return ::stat(path.c_str(), &sb) == 0 && S_ISREG(sb.st_mode) && ::access(path.c_str(), X_OK) == 0;
+}
+
+}  // namespace
+
 std::string findProgram(const std::string& program) {
   if (program.empty()) return "";
-  if (program.find('/') != std::string::npos)
-    return ::access(program.c_str(), X_OK) == 0 ? program : "";
+  if (program.find('/') != std::string::npos) return executableFile(program) ? program : "";
   const char* path = std::getenv("PATH");
   const std::string p = path ? path : "/usr/local/bin:/usr/bin:/bin";
   size_t start = 0;
@@ -125,9 +133,7 @@ std::string findProgram(const std::string& program) {
     std::string dir = p.substr(start, end - start);
     if (dir.empty()) dir = ".";
     const std::string full = dir + "/" + program;
-    struct stat sb {};
-    if (::stat(full.c_str(), &sb) == 0 && S_ISREG(sb.st_mode) && ::access(full.c_str(), X_OK) == 0)
-      return full;
+    if (executableFile(full)) return full;
     start = end + 1;
   }
   return "";

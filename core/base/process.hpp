@@ -50,7 +50,7 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
 // system does not say.
 double peakRssMB();
 
-// Full path of `program` on PATH, or `program` itself when it contains '/' and is
+// Full path of `program` on PATH, or `program` itself when it contains '/' and is a regular file,
 // executable; "" when absent.
 std::string findProgram(const std::string& program);
 inline bool programAvailable(const std::string& program) {

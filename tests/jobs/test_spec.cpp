@@ -107,6 +107,17 @@ TEST_F(SpecValidation, MissingInputFileIsNamed) {
   r = initRejected(s);
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("/no/such/program"), std::string::npos) << r.err;
+  // A directory is no program, by path or on PATH (before: accepted here, and every task
+  // failed to start).
+  s["params"] = {{"argv", {"/bin"}}};
+  r = initRejected(s);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("'params.argv[0]' = /bin is not an executable file"), std::string::npos)
+      << r.err;
+  s["params"] = {{"argv", {"no-such-program-anywhere"}}};
+  r = initRejected(s);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("is not found on PATH"), std::string::npos) << r.err;
 }
 
 // Relative inputs are taken from the spec's directory; a ".." on the way is resolved on disk:
