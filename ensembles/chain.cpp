@@ -1079,22 +1079,37 @@ std::vector<float> ChainRun::fitPet(const Step& s, const Member& m, const Traini
 }
 
 // The likelihood ratio sanitised and normalised on the step's passing events; step 1 pulls
-// (push times ratio), step 2 pushes; every rank must hold the same weights.
+// (push times ratio), step 2 pushes; every rank must hold the same weights. The ratio's mean
+// is weighted as its classifier saw the sample it reweights (label 0: push x MC weights in step
+// 1, the MC weights in step 2): so the passing events keep their total weight against those
+// failing the step's selection (weight 1). A plain mean moved that share whenever the push
+// or the MC weights vary (from iteration 1; MC-bootstrap replicas), by several percent.
+// ess / ess_fraction: the effective sample size of the weights times the MC weights over the
+// events the step reweights (its passing ones), and its share of them.
 void ChainRun::reweight(const Step& s, const std::vector<float>& prob,
                         const std::vector<double>& push, json& record) {
   std::vector<double> ratio = likelihoodRatio(prob);
-  const WeightReport rep =
-      sanitizeAndNormalise(ratio, s.step == 1 ? mc_pass_reco_ : mc_pass_gen_, cfg_.limits, s.tag);
+  const std::vector<uint8_t>& pass = s.step == 1 ? mc_pass_reco_ : mc_pass_gen_;
+  std::vector<double> seen = w_mc_;
+  if (s.step == 1)
+    for (size_t i = 0; i < seen.size(); ++i) seen[i] *= push[i];
+  const WeightReport rep = sanitizeAndNormalise(ratio, pass, cfg_.limits, s.tag, &seen);
   std::vector<double> w = std::move(ratio);
   if (s.step == 1)
     for (size_t i = 0; i < w.size(); ++i) w[i] *= push[i];
-  const double ess = normaliseGlobal(w, s.tag);
+  normaliseGlobal(w, s.tag);
   if (ctx_ != nullptr && ctx_->worldSize() > 1) requireRanksAgree(*ctx_, w, s.tag);
+  std::vector<double> histogrammed(w.size());
+  for (size_t i = 0; i < w.size(); ++i) histogrammed[i] = w[i] * w_mc_[i];
+  const double ess = effectiveSampleSize(histogrammed, pass);
+  const int64_t events = pass.empty() ? n_mc_
+                                      : static_cast<int64_t>(std::count_if(
+                                            pass.begin(), pass.end(), [](uint8_t p) { return p; }));
   record["reweighting"] = rep;
   record["ess"] = ess;
-  record["ess_fraction"] = ess / static_cast<double>(n_mc_);
-  logInfo("{}: ESS {:.0f} of {} ({} non-finite, {} clipped)", s.tag, ess, n_mc_, rep.non_finite,
-          rep.clipped);
+  record["ess_fraction"] = events > 0 ? ess / static_cast<double>(events) : 0.0;
+  logInfo("{}: ESS {:.0f} of {} passing events ({} non-finite, {} clipped)", s.tag, ess, events,
+          rep.non_finite, rep.clipped);
   (s.step == 1 ? st_.weights.pull : st_.weights.push).push_back(std::move(w));
   st_.history.push_back(std::move(record));
 }
@@ -1132,20 +1147,25 @@ void ChainRun::writeOutputs() {
 }
 
 void ChainRun::writeOutputsOnRoot() {
-  json meta = {
-      {"campaign_seed", std::to_string(spec_.campaign_seed)},
-      {"replica", spec_.replica},
-      {"member", spec_.member},
-      {"bootstrap_seed", std::to_string(bootstrapSeed(spec_.campaign_seed, spec_.replica))},
-      {"member_seed", std::to_string(member_seed_)},
-      {"init", spec_.init},
-      {"init_sha256", in_.init_sha256},
-      {"mc", spec_.mc_path},
-      {"data", spec_.data_path},
-      {"config", chainConfigToJson(cfg_).dump()},
-      {"iterations", spec_.iterations}};
+  json meta = {{"campaign_seed", std::to_string(spec_.campaign_seed)},
+               {"replica", spec_.replica},
+               {"member", spec_.member},
+               {"member_seed", std::to_string(member_seed_)},
+               {"init", spec_.init},
+               {"init_sha256", in_.init_sha256},
+               {"mc", spec_.mc_path},
+               {"data", spec_.data_path},
+               {"config", chainConfigToJson(cfg_).dump()},
+               {"iterations", spec_.iterations}};
   if (!spec_.variation.is_null()) meta["variation"] = spec_.variation.dump();
-  if (mc_boot_) meta["bootstrap"] = "mc";
+  // The seed of the Poisson weights this chain drew, and of which sample: none for replica 0
+  // (before: a data seed recorded there, and for MC-bootstrap chains, where no draw used it).
+  if (mc_boot_) {
+    meta["bootstrap"] = "mc";
+    meta["mc_bootstrap_seed"] = std::to_string(mcBootstrapSeed(spec_.campaign_seed, spec_.replica));
+  } else if (spec_.replica > 0) {
+    meta["bootstrap_seed"] = std::to_string(bootstrapSeed(spec_.campaign_seed, spec_.replica));
+  }
   ChainWeights& weights = st_.weights;
   const std::vector<double>& push = weights.push.back();
   weights.final.resize(static_cast<size_t>(n_mc_));
@@ -1171,7 +1191,9 @@ void ChainRun::writeOutputsOnRoot() {
   }
   result["mc_events"] = n_mc_;
   result["data_events"] = n_data_;
-  result["final_ess"] = effectiveSampleSize(push);
+  // Of the final weights over the events that fill the histograms (those passing the gen
+  // selection; before: over every event, the failing ones' fixed weight 1 included).
+  result["final_ess"] = effectiveSampleSize(weights.final, mc_pass_gen_);
   result["device"] = in_.device.toJson();
   writeJsonAtomic(out_ + "/" + kChainResultFile, result);
   std::error_code ec;

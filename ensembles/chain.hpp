@@ -7,8 +7,11 @@
 //   step 2: PET classifier, MC gen (w_mc, label 0) vs MC gen (w_mc * pull, label 1), on
 //           events passing gen; push = f/(1-f) on MC gen (1 for events failing gen).
 // Reweighting factors are sanitised (non-finite replaced, extremes clipped, both counted
-// and warned about) and every weight vector is normalised by its global mean; the
-// effective sample size of each is recorded.
+// and warned about) and normalised over the step's passing events to a mean of 1 weighted
+// as the classifier saw that sample (push * w_mc in step 1, w_mc in step 2: the passing
+// events keep their total weight against the failing ones); every weight vector is then
+// normalised by its global mean. The effective sample size of each (over the step's passing
+// events, the MC weights included) is recorded.
 // Both step models start from the foundation checkpoint (every parameter of matching name
 // and shape; the rest is initialised from the member seed) or from scratch (init "none");
 // iteration i > 0 starts from iteration i-1's models. A chain with warm_from starts every

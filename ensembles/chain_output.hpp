@@ -7,14 +7,18 @@
 //                    final  (N_mc) float64: per-event weight of the unfolded result on the MC
 //                           gen sample (the simulation's event weight x its MC-bootstrap
 //                           weight x the last push); absent in chains written before it
-//                    root attributes: campaign_seed, replica, member, bootstrap_seed,
-//                    member_seed, init, init_sha256, mc, data, config (JSON text)
+//                    root attributes: campaign_seed, replica, member, member_seed, init,
+//                    init_sha256, mc, data, config (JSON text); bootstrap_seed (the data's
+//                    Poisson draw: replicas r >= 1 of the data bootstrap) or bootstrap = "mc"
+//                    and mc_bootstrap_seed (an MC-statistics replica)
 //   histograms.h5    /unfolded/<obs>/{edges, sumw, sumw2}: MC gen histogrammed with the last
 //                    push weights; /prior/<obs>/{...}: MC gen unweighted (pass_gen events)
 //   history.json     loss per epoch per step per iteration, weight reports (ESS, clipping)
 //   result.json      written last: the chain is complete when it exists. The chain's spec,
 //                    status, init_sha256, inputs {mc, data: {size, mtime_ns}} (the version
-//                    of each file it read), mc_events, data_events, final_ess, device
+//                    of each file it read), mc_events, data_events, final_ess (the
+//                    effective sample size of `final` over the events passing the gen
+//                    selection: those the histograms hold), device
 // Every file is written atomically (AtomicFile): a reader sees all of a file or nothing.
 #include <cstdint>
 #include <optional>

@@ -83,12 +83,15 @@ std::vector<double> likelihoodRatio(const std::vector<float>& prob) {
 }
 
 WeightReport sanitizeAndNormalise(std::vector<double>& w, const std::vector<uint8_t>& active,
-                                  const WeightLimits& limits, const std::string& what) {
+                                  const WeightLimits& limits, const std::string& what,
+                                  const std::vector<double>* mean_weights) {
   if (!active.empty() && active.size() != w.size())
     throw Error(what + ": selection flags and weights differ in length");
+  if (mean_weights != nullptr && mean_weights->size() != w.size())
+    throw Error(what + ": the mean's weights and the weights differ in length");
   auto isActive = [&](size_t i) { return active.empty() || active[i] != 0; };
   WeightReport rep;
-  double sum = 0;
+  double sum = 0, norm = 0;
   for (size_t i = 0; i < w.size(); ++i) {
     if (!isActive(i)) {
       w[i] = 1.0;
@@ -103,10 +106,15 @@ WeightReport sanitizeAndNormalise(std::vector<double>& w, const std::vector<uint
       ++rep.clipped;
       x = std::min(std::max(x, limits.min_weight), limits.max_weight);
     }
-    sum += x;
+    const double m = mean_weights != nullptr ? (*mean_weights)[i] : 1.0;
+    sum += m * x;
+    norm += m;
   }
   if (rep.events == 0) throw Error(what + ": no event passes the selection");
-  rep.mean_before = sum / static_cast<double>(rep.events);
+  if (!(norm > 0))
+    throw Error(what + ": the events that pass the selection have a total weight of " +
+                std::to_string(norm));
+  rep.mean_before = sum / norm;
   if (!(rep.mean_before > 0))
     throw Error(what + ": weights have non-positive mean " + std::to_string(rep.mean_before));
   double s1 = 0, s2 = 0;
@@ -131,6 +139,16 @@ double effectiveSampleSize(const std::vector<double>& w) {
   for (double x : w) {
     s1 += x;
     s2 += x * x;
+  }
+  return s2 > 0 ? s1 * s1 / s2 : 0.0;
+}
+
+double effectiveSampleSize(const std::vector<double>& w, const std::vector<uint8_t>& active) {
+  double s1 = 0, s2 = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (!active.empty() && active[i] == 0) continue;
+    s1 += w[i];
+    s2 += w[i] * w[i];
   }
   return s2 > 0 ? s1 * s1 / s2 : 0.0;
 }

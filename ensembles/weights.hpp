@@ -30,7 +30,7 @@ struct WeightReport {
   int64_t events = 0;       // events the weights apply to (active ones)
   int64_t non_finite = 0;   // NaN or infinite factors, replaced (NaN -> 1, +inf -> max)
   int64_t clipped = 0;      // finite factors outside [min_weight, max_weight]
-  double mean_before = 0;   // mean before normalisation (after sanitising)
+  double mean_before = 0;   // (weighted) mean before normalisation (after sanitising)
   double max_after = 0;     // largest normalised weight
   double ess = 0;           // effective sample size (Σw)²/Σw² of the normalised weights
   double ess_fraction = 0;  // ess / events
@@ -41,14 +41,19 @@ void to_json(nlohmann::json& j, const WeightReport& r);
 std::vector<double> likelihoodRatio(const std::vector<float>& prob);
 
 // Sanitises `w` in place over the events with active[i] != 0 (all when `active` is empty),
-// then divides every active weight by the mean over the active events; inactive entries
-// are set to 1 (events failing the step's selection keep weight 1). Logs one warning
-// naming `what` when anything was replaced or clipped. Throws Error when no active
-// event is left or the mean is not positive.
+// then divides every active weight by its mean over the active events, weighted by
+// `mean_weights` where given (the weights the step's classifier saw for the sample being
+// reweighted: the ratio then keeps that sample's total weight over the active events, and with
+// it their share against the inactive ones), else plain; inactive entries are set to 1 (events
+// failing the step's selection keep weight 1). Logs one warning naming `what` when anything was
+// replaced or clipped. Throws Error when no active event is left or the mean is not positive.
 WeightReport sanitizeAndNormalise(std::vector<double>& w, const std::vector<uint8_t>& active,
-                                  const WeightLimits& limits, const std::string& what);
+                                  const WeightLimits& limits, const std::string& what,
+                                  const std::vector<double>* mean_weights = nullptr);
 
 // (Σw)² / Σw²; 0 for an empty or all-zero vector.
 double effectiveSampleSize(const std::vector<double>& w);
+// The same over the events with active[i] != 0 (all when `active` is empty).
+double effectiveSampleSize(const std::vector<double>& w, const std::vector<uint8_t>& active);
 
 }  // namespace foldfarm::ensembles

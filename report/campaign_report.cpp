@@ -825,7 +825,9 @@ void weightsSection(Page& page, const ReportInputs& in) {
   }
   page.add(
       "<section id=\"weights\"><h2>Weight diagnostics</h2>\n<p>Effective sample size "
-      "(Σw)²/Σw² as a fraction of the events, and reweighting factors that were clipped or "
+      "(Σw)²/Σw² of the simulated events' weights (the MC weights included) as a fraction of "
+      "the events each step reweights (those passing its reco or gen selection), and "
+      "reweighting factors that were clipped or "
       "not finite, per OmniFold iteration and step over " +
       std::to_string(weights.chains.size()) + " chains.</p>\n" +
       htmlTable({"iteration", "step", "chains", "mean ESS", "lowest ESS", "clipped", "non-finite",

@@ -730,7 +730,35 @@ TEST_F(ChainTest, McBootstrapResamplesTheSimulationNotTheData) {
     EXPECT_DOUBLE_EQ(boot.final[i], poisson[i] * boot.push.back()[i]) << i;
   }
   EXPECT_GT(zeros, 40) << "about e^-1 of the events are not drawn";
+  // Each step-1 ratio keeps the reco-passing events' total weight against the failing ones (its
+  // mean weighted as its classifier saw them: the push times the Poisson weights). Before,
+  // a plain mean moved that share by a few percent for MC-bootstrap chains and from
+  // iteration 1 on.
+  const std::vector<uint8_t> pass_reco =
+      data::JetFile((root_ / "sim.h5").string()).readPassFlags("pass_reco");
+  const std::vector<uint8_t> pass_gen =
+      data::JetFile((root_ / "sim.h5").string()).readPassFlags("pass_gen");
+  ASSERT_EQ(pass_reco.size(), 240u);
+  ASSERT_GT(std::count(pass_reco.begin(), pass_reco.end(), uint8_t{0}), 0)
+      << "the test needs events failing the reco selection";
+  for (size_t k = 0; k < boot.pull.size(); ++k) {
+    const auto share = [&](const std::vector<double>& w) {
+      double in = 0, all = 0;
+      for (size_t i = 0; i < w.size(); ++i) {
+        all += w[i] * poisson[i];
+        if (pass_reco[i]) in += w[i] * poisson[i];
+      }
+      return in / all;
+    };
+    const std::vector<double> before = k == 0 ? std::vector<double>(240, 1.0) : boot.push[k - 1];
+    EXPECT_NEAR(share(boot.pull[k]), share(before), 1e-12) << "iteration " << k;
+  }
+  // The final effective sample size counts the events the histograms hold (passing gen).
+  std::vector<double> held;
+  for (size_t i = 0; i < boot.final.size(); ++i)
+    if (pass_gen.empty() || pass_gen[i]) held.push_back(boot.final[i]);
   const nlohmann::json result = readJson((root_ / "mc_boot" / kChainResultFile).string());
+  EXPECT_NEAR(result["final_ess"].get<double>(), effectiveSampleSize(held), 1e-9);
   EXPECT_EQ(result["bootstrap"], "mc");
   EXPECT_EQ(result["variation"]["name"], "mcstat");
   p["bootstrap"] = "both";

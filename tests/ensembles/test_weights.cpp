@@ -82,6 +82,41 @@ TEST(SanitizeWeights, InactiveEventsKeepWeightOneAndMeanIsOverActiveOnes) {
   EXPECT_NEAR(r.ess, 36.0 / 20.0, 1e-12);  // (2+4)^2 / (4+16) before scaling
 }
 
+// The ratio's mean weighted as its classifier saw the sample (push x MC weights): the active
+// events keep their total weight against the inactive ones (weight 1), whatever the push. A
+// plain mean over {2, 4} (3) would give the active events a total of 4 x (2/3) + 1 x (4/3) = 4,
+// not the 5 they had: their share against the inactive event moved.
+TEST(SanitizeWeights, AWeightedMeanKeepsTheActiveEventsTotalWeight) {
+  std::vector<double> ratio = {2.0, 100.0, 4.0};
+  const std::vector<uint8_t> active = {1, 0, 1};
+  const std::vector<double> push = {4.0, 7.0, 1.0};
+  WeightReport r = sanitizeAndNormalise(ratio, active, WeightLimits{}, "step 1", &push);
+  EXPECT_DOUBLE_EQ(r.mean_before, (4.0 * 2.0 + 1.0 * 4.0) / 5.0);
+  EXPECT_DOUBLE_EQ(ratio[1], 1.0);
+  EXPECT_NEAR(push[0] * ratio[0] + push[2] * ratio[2], push[0] + push[2], 1e-12);
+  // Without weights (or with equal ones), the plain mean as before.
+  std::vector<double> plain = {2.0, 100.0, 4.0};
+  const std::vector<double> ones(3, 1.0);
+  std::vector<double> with_ones = plain;
+  sanitizeAndNormalise(plain, active, WeightLimits{}, "step 1");
+  sanitizeAndNormalise(with_ones, active, WeightLimits{}, "step 1", &ones);
+  EXPECT_EQ(plain, with_ones);
+  EXPECT_DOUBLE_EQ(plain[0], 2.0 / 3.0);
+  // Active events of no weight at all: an error naming the step, not a division by zero.
+  std::vector<double> w = {2.0, 3.0};
+  const std::vector<double> zero = {0.0, 0.0};
+  EXPECT_THROW(sanitizeAndNormalise(w, {}, WeightLimits{}, "x", &zero), foldfarm::Error);
+}
+
+// The effective sample size over the events a selection keeps: the events outside it (a fixed
+// weight 1) do not count (before: a chain's final ESS counted them).
+TEST(EffectiveSampleSize, OverTheSelectedEventsOnly) {
+  const std::vector<double> w = {1.0, 3.0, 1.0, 1.0};
+  EXPECT_DOUBLE_EQ(effectiveSampleSize(w, {0, 1, 1, 0}), 16.0 / 10.0);
+  EXPECT_DOUBLE_EQ(effectiveSampleSize(w, {}), effectiveSampleSize(w));
+  EXPECT_DOUBLE_EQ(effectiveSampleSize(w, {0, 0, 0, 0}), 0.0);
+}
+
 TEST(SanitizeWeights, NoActiveEventIsAnError) {
   std::vector<double> w = {1.0, 2.0};
   EXPECT_THROW(sanitizeAndNormalise(w, {0, 0}, WeightLimits{}, "x"), foldfarm::Error);
