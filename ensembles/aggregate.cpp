@@ -113,6 +113,9 @@ struct BandReplicas {
   bool counted(int r) const { return from_bootstrap ? r != 0 : true; }
 };
 
+// Replicas from which the 16/84 and 2.5/97.5 percentiles cover about what they say.
+constexpr size_t kSteadyPercentileReplicas = 40;
+
 // Over the bootstrap replicas (r >= 1) when there are two or more of them, else over every
 // replica (replica 0 included, warned about).
 BandReplicas bandReplicas(const std::map<int, ReplicaSum>& replicas) {
@@ -126,6 +129,15 @@ BandReplicas bandReplicas(const std::map<int, ReplicaSum>& replicas) {
         "of all of them, replica 0 (the data as measured) included, and too narrow; run 2 or more "
         "bootstrap replicas",
         replicas.size(), bootstrap);
+  // Percentiles of few replicas lie inside the spread they estimate: a new replica falls
+  // within p16-p84 and p2.5-p97.5 about 52% and 73% of the time at 7 replicas, 60% and 85% at
+  // 15, 65% and 91% at 50 (normal replicas, linear interpolation).
+  if (out.count >= 2 && out.count < kSteadyPercentileReplicas)
+    logWarn(
+        "aggregate: the 68% and 95% bands (p16-p84, p2.5-p97.5, and coverage_68/95) are "
+        "percentiles of {} replicas: below about {} they cover less than they say (at 15, about "
+        "60% and 85%); std (±1σ) is the steadier measure; run more replicas for percentile bands",
+        out.count, kSteadyPercentileReplicas);
   if (replicas.size() == 1)
     logWarn(
         "aggregate: one replica (replica {}): there is no statistical band (its spread is 0, and "
@@ -182,6 +194,7 @@ ObservableResult computeObservable(size_t o, const AggregationInputs& in) {
                                                       [&](int r) { return in.band.counted(r); });
   res.sys = computeSystematics(o, res.edges, nominal_rows, res.band, in.chains.groups, in.sys,
                                in.closure_truth ? &in.closure_truth->density[o] : nullptr,
+                               in.closure_truth ? &in.closure_truth->covariance[o] : nullptr,
                                in.mc_training, per_member, in.shift_noise);
   res.sigmas = uncertaintySigmas(res.band, res.sys);
   return res;
@@ -210,12 +223,19 @@ nlohmann::json observableSummary(const ObservableResult& res, size_t o, const Ch
   js["training_noise"] = std::isnan(training) ? nlohmann::json() : nlohmann::json(training);
   // Each source's shift_error in the measure of "uncertainty": a source whose shift is not
   // well above its noise is mostly noise (null: fewer than two paired chains).
+  // Its two parts apart (shift_error_parts): the chains' training noise, and the statistics of
+  // the independent samples a modelling or non-closure shift compares (null: none, or unknown).
   js["shift_error"] = nlohmann::json::object();
+  js["shift_error_parts"] = nlohmann::json::object();
+  const auto relOf = [&](const std::vector<double>& cov) {
+    const double rel =
+        cov.empty() ? std::nan("") : relativeRms(sqrtDiagonal(cov, res.band.bins), res.band.mean);
+    return std::isnan(rel) ? nlohmann::json() : nlohmann::json(rel);
+  };
   for (const auto& src : res.sys.sources) {
-    const double rel = src.noise.empty()
-                           ? std::nan("")
-                           : relativeRms(sqrtDiagonal(src.noise, res.band.bins), res.band.mean);
-    js["shift_error"][src.name] = std::isnan(rel) ? nlohmann::json() : nlohmann::json(rel);
+    js["shift_error"][src.name] = relOf(src.noise);
+    js["shift_error_parts"][src.name] = {{"training", relOf(src.training_noise)},
+                                         {"samples", relOf(src.sample_noise)}};
   }
   // How far the warm start alone moves the result (the reference against the nominal), in the
   // same measure: not an uncertainty (no shift is measured across it), a diagnostic.
@@ -239,16 +259,32 @@ nlohmann::json observableSummary(const ObservableResult& res, size_t o, const Ch
 // said once, when the noise is to be taken off.
 void logShiftNoise(const std::vector<ObservableResult>& results, ShiftNoise shift_noise) {
   if (shift_noise != ShiftNoise::kSubtract || results.empty()) return;
-  std::string without;
+  std::string without, sample_only;
   for (const auto& src : results.front().sys.sources)
-    if (src.noise.empty()) without += (without.empty() ? "" : ", ") + src.name;
+    if (src.noise.empty())
+      without += (without.empty() ? "" : ", ") + src.name;
+    else if (src.training_noise.empty())
+      sample_only += (sample_only.empty() ? "" : ", ") + src.name;
   if (!without.empty())
     logWarn(
         "aggregate: --shift-noise subtract: no noise estimate for {} (fewer than two chains "
         "that differ from the nominal's, or from the other side's, in training only): their "
         "s s^T is kept; run such variations with members >= 2 or more replicas",
         without);
-  else if (!results.front().sys.sources.empty())
+  bool sample_noise = false;
+  for (const auto& src : results.front().sys.sources) sample_noise |= !src.sample_noise.empty();
+  if (sample_noise && results.front().sys.covariance_mc_stat.empty())
+    logWarn(
+        "aggregate: --shift-noise subtract takes the simulated samples' statistics off the "
+        "modelling and non-closure shifts, and no mc_bootstrap variation puts them in the total: "
+        "the total then leaves the simulation's statistics out; add an mc_bootstrap variation, or "
+        "keep the shifts' noise (--shift-noise keep)");
+  if (!sample_only.empty())
+    logWarn(
+        "aggregate: --shift-noise subtract: for {} only the samples' statistics are taken off "
+        "(fewer than two chains to estimate the training noise from)",
+        sample_only);
+  if (without.empty() && sample_only.empty() && !results.front().sys.sources.empty())
     logInfo("aggregate: each source's shift noise is taken off in quadrature per bin");
 }
 
@@ -306,6 +342,10 @@ AtomicFile writeBands(const std::string& out_dir, const std::vector<ObservableRe
         put(g + "/shift_error", sqrtDiagonal(src.noise, nb));
         put(g + "/noise_covariance", src.noise, {nb, nb});
       }
+      if (!src.training_noise.empty())
+        put(g + "/training_noise_covariance", src.training_noise, {nb, nb});
+      if (!src.sample_noise.empty())
+        put(g + "/sample_noise_covariance", src.sample_noise, {nb, nb});
       if (!src.covariance_raw.empty()) put(g + "/covariance_raw", src.covariance_raw, {nb, nb});
     }
     for (const auto& [name, mean] : sr.variation_mean)
@@ -621,7 +661,8 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   //    refused is refused before anything is written.
   const ChainGroups chains = readChainGroups(chainDirsUnder(run_dirs));
   const ChainGroup& nominal = chains.groups.at("");
-  const Systematics sys = checkVariations(chains.groups);
+  Systematics sys = checkVariations(chains.groups);
+  findSameSimulation(sys, chains.groups, options.inputs);
   const BandReplicas band = bandReplicas(nominal.replicas);
   std::optional<TruthHistograms> truth;
   if (truth_path) truth = readTruth(*truth_path, nominal.prior);
@@ -701,7 +742,9 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   summary["variations"] = nlohmann::json::array();
   if (!options.inputs.is_null()) summary["inputs"] = options.inputs;
   if (!options.incomplete.is_null()) summary["incomplete"] = options.incomplete;
-  if (!mc_training.summary.is_null()) summary["mc_stat_training_noise"] = mc_training.summary;
+  if (!mc_training.summary.is_null()) {
+    summary["mc_stat_training_noise"] = mc_training.summary;
+  }
   if (!sys.plan.sources.empty() || !sys.plan.non_closure.empty())
     summary["shift_noise"] = options.shift_noise == ShiftNoise::kSubtract ? "subtracted" : "kept";
   for (const auto& v : sys.variations) {
@@ -732,6 +775,14 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
         observableSummary(results.back(), o, nominal, truth);
   }
   logShiftNoise(results, options.shift_noise);
+  if (mc_training.summary.is_object() && mc_training.summary.value("removed", false)) {
+    nlohmann::json fractions = nlohmann::json::object();
+    for (const ObservableResult& r : results)
+      fractions[r.name] = std::isnan(r.sys.mc_stat_noise_removed_fraction)
+                              ? nlohmann::json()
+                              : nlohmann::json(r.sys.mc_stat_noise_removed_fraction);
+    summary["mc_stat_training_noise"]["removed_fraction"] = fractions;
+  }
 
   // 3. Write: bands.h5, event_weights.h5, figures, summary.json. Every output goes to a
   //    temporary first and all are renamed into place together at the end: a run that fails

@@ -47,13 +47,20 @@
 //     their training only; with two or more): one-sided, the differences varied (r, m) -
 //     nominal (r, m); half_difference, the half differences up (r, m) - down (r, m) (else the
 //     two sides' differences from the nominal, as independent: an upper estimate); max, the
-//     chosen side's difference, signed as the shift; non_closure, its chains'. Its diagonal's
-//     square root is the shift_error. E[s_b²] = t_b² + shift_error_b² for a true shift t:
+//     chosen side's difference, signed as the shift; non_closure, its chains'), plus the
+//     statistics of the independent samples a shift compares (first order, the weights held
+//     fixed: densityCovariance of the unfolded Σw, Σw²): a modelling source's simulated events
+//     and its baseline's (a detector source reconstructs the same generated events: none);
+//     non_closure's unfolded simulation and its pseudo-data truth. Its diagonal's square root
+//     is the shift_error. E[s_b²] = t_b² + shift_error_b² for a true shift t:
 //     with ShiftNoise::kSubtract the noise is taken off in quadrature bin by bin, s~_b =
 //     sign(s_b) sqrt((s_b² - shift_error_b²)_+), and the source's covariance is s~ s~^T; with
 //     kKeep (the default) s s^T as it is;
-//  9. total covariance = statistical (`covariance`) + MC-statistics + every source's: the
-//     data and simulation fluctuations and the training noise, each once.
+//  9. total covariance = statistical (`covariance`) + MC-statistics + every source's. With
+//     kKeep, a modelling or non-closure source's s s^T holds its samples' statistics and
+//     training noise again (summary.json shift_error_parts says how much); the training-noise
+//     removal of 6. takes off only the part within the MC replicas' range (with fewer
+//     replicas than bins, most of it stays: mc_stat_training_noise.removed_fraction).
 //  The nominal's training noise (the part of `covariance` that is the training's): one
 //  member's, as in 6., times the mean of 1/M_r over the band's replicas.
 //
@@ -73,8 +80,9 @@
 //                     and sources/non_closure)
 //                   sources/<source>/{up, down}              (the raw shifts of a pair)
 //                   sources/<source>/{noise_covariance, shift_error}  (the shift's own
-//                     noise, 8., and the square root of its diagonal: with two or more chains
-//                     to estimate it from)
+//                     noise, 8., and the square root of its diagonal), and its parts
+//                     training_noise_covariance (with two or more chains to estimate it from)
+//                     and sample_noise_covariance (modelling and non_closure sources)
 //                   sources/<source>/covariance_raw          (s s^T: when the noise was taken
 //                     off `covariance`)
 //                   variations/<name>/nominal                (each variation's mean result)
@@ -83,7 +91,9 @@
 //   summary.json  {"replicas", "band_replicas", "chains" (the nominal's), "classifier"
 //                 (the chains' step model, or "mixed"), "variations": [{name, type, source,
 //                 direction, chains, replicas}] ([] without variations), "mc_stat_training_noise":
-//                 {"removed", "estimated_from": "mc_bootstrap" | "nominal" | null} (with an
+//                 {"removed", "estimated_from": "mc_bootstrap" | "nominal" | null,
+//                 "removed_fraction": {observable: share of the noise's trace taken off}
+//                 (when removed)} (with an
 //                 mc_bootstrap variation), "shift_noise": "kept" | "subtracted" (with a
 //                 source), "observables": {name: {delta_prior, delta_unfolded,
 //                 delta_unfolded_err, delta_floor, coverage_68, coverage_95, mean_prior,
@@ -100,7 +110,9 @@
 //                 with a positive nominal of sigma / nominal} (present without truth too);
 //                 training_noise: the same measure of covariance_training (a part of
 //                 "stat"; null without two members in a replica); shift_error: {source: the
-//                 same measure of its shift_error} (null where it has none); "inputs":
+//                 same measure of its shift_error} (null where it has none);
+//                 shift_error_parts: {source: {"training", "samples"}} (the same measure of
+//                 each part; null where it has none); "inputs":
 //                 AggregateOptions::inputs when given (`campaign aggregate`: {"nominal": {role:
 //                 {path, size, sha256}}, "variations": {name: {role: …}} (the roles each
 //                 replaces)}; a directory's entry has files, bytes and the sha256 of its

@@ -91,13 +91,80 @@ std::vector<double> shiftNoise(const SourcePlan& sp, const Systematics& sys,
   return n;
 }
 
+// `a` + `b`, either of them empty (unknown): the other alone; both empty: empty.
+std::vector<double> sumOfKnown(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.empty()) return b;
+  if (b.empty()) return a;
+  std::vector<double> c(a.size());
+  for (size_t i = 0; i < c.size(); ++i) c[i] = a[i] + b[i];
+  return c;
+}
+
+// The density covariance of observable o from the statistics of a group's simulated events
+// under its unfolded weights (densityCovariance of each replica's member-mean Σw and Σw²,
+// averaged over its replicas: they all reweight the same events). What an unfolding on another,
+// independent simulated sample differs by even where nothing else differs.
+std::vector<double> sampleCovariance(const ChainGroup& g, size_t o,
+                                     const std::vector<double>& edges) {
+  // Unknown (empty) where the chains' histograms hold no Σw² (all 0: none was written).
+  bool known = false;
+  for (const auto& [r, rep] : g.replicas)
+    for (double v : rep.sumw2[o]) known = known || v > 0;
+  if (!known) return {};
+  std::vector<double> mean;
+  for (const auto& [r, rep] : g.replicas) {
+    std::vector<double> w1 = rep.sumw[o], w2 = rep.sumw2[o];
+    for (size_t b = 0; b < w1.size(); ++b) {
+      w1[b] /= rep.members;
+      w2[b] /= rep.members;
+    }
+    const std::vector<double> c = densityCovariance(w1, w2, edges);
+    if (mean.empty()) mean.assign(c.size(), 0.0);
+    for (size_t i = 0; i < c.size(); ++i) mean[i] += c[i];
+  }
+  for (double& v : mean) v /= static_cast<double>(g.replicas.size());
+  return mean;
+}
+
+// The sample statistics in a source's shift: nonzero where its shift compares unfoldings on
+// independent simulated samples, a modelling variation (another generator's events) against its
+// baseline (the nominal's events). A detector variation reconstructs the nominal's generated
+// events again: their statistics are common to both sides and cancel in the shift.
+std::vector<double> shiftSampleNoise(const SourcePlan& sp, const Systematics& sys,
+                                     const std::map<std::string, ChainGroup>& groups, size_t o,
+                                     const std::vector<double>& edges) {
+  const auto modelling = [&](const std::string& name) {
+    return groups.at(name).variation->type == VariationType::kModelling &&
+           !sys.same_simulation.count(name);
+  };
+  const auto base = [&](const std::string& name) {
+    return sampleCovariance(groups.at(sys.from_reference.count(name) ? sys.reference : ""), o,
+                            edges);
+  };
+  if (!sp.one_sided.empty()) {
+    if (!modelling(sp.one_sided) || sys.same_simulation.count(sp.one_sided)) return {};
+    return sumOfKnown(sampleCovariance(groups.at(sp.one_sided), o, edges), base(sp.one_sided));
+  }
+  if (!modelling(sp.up) && !modelling(sp.down)) return {};
+  // half_difference: (up - down) / 2, the baseline cancelling; max: one side less its baseline,
+  // taken as the two sides' mean.
+  std::vector<double> c = sumOfKnown(sampleCovariance(groups.at(sp.up), o, edges),
+                                     sampleCovariance(groups.at(sp.down), o, edges));
+  if (sp.symmetrise == "max") {
+    for (double& v : c) v *= 0.5;
+    return sumOfKnown(c, base(sp.up));
+  }
+  for (double& v : c) v *= 0.25;
+  return c;
+}
+
 // The MC-statistics covariance of observable o: the spread of the variation's replicas, less
 // the chains' training noise where it can be estimated (`raw` then keeps the spread).
 std::vector<double> mcStatCovariance(const std::map<int, std::vector<double>>& rows,
                                      const std::map<int, ReplicaSum>& mc, size_t o, size_t bins,
                                      McTrainingNoise mc_training,
                                      const std::optional<std::vector<double>>& nominal_member_cov,
-                                     std::vector<double>& raw) {
+                                     std::vector<double>& raw, double& removed_fraction) {
   BandAccumulator acc(bins);
   for (const auto& [r, row] : rows) acc.add(row);
   std::vector<double> cov = acc.compute().covariance;
@@ -114,7 +181,16 @@ std::vector<double> mcStatCovariance(const std::map<int, std::vector<double>>& r
   raw = cov;
   const std::vector<double> noise =
       trainingNoiseOfReplicas(*per_member, mc, [](int) { return true; });
-  return covarianceLess(raw, noise, bins);
+  std::vector<double> left = covarianceLess(raw, noise, bins);
+  // The share of the noise's trace taken off: only its part within the replicas' range can be
+  // (R - 1 directions of `bins`), while the spread holds all of it.
+  double t_noise = 0, t_removed = 0;
+  for (size_t b = 0; b < bins; ++b) {
+    t_noise += noise[b * bins + b];
+    t_removed += raw[b * bins + b] - left[b * bins + b];
+  }
+  removed_fraction = t_noise > 0 ? t_removed / t_noise : std::nan("");
+  return left;
 }
 
 }  // namespace
@@ -203,6 +279,32 @@ Systematics checkVariations(const std::map<std::string, ChainGroup>& groups) {
   return sys;
 }
 
+void findSameSimulation(Systematics& sys, const std::map<std::string, ChainGroup>& groups,
+                        const nlohmann::json& inputs) {
+  const ChainGroup& nominal = groups.at("");
+  const auto checksum = [&](const nlohmann::json& roles) -> std::string {
+    if (!roles.is_object() || !roles.contains("mc") || !roles["mc"].is_object()) return "";
+    return roles["mc"].value("sha256", std::string());
+  };
+  const std::string nominal_sum =
+      inputs.is_object() ? checksum(inputs.value("nominal", nlohmann::json())) : "";
+  for (const Variation& v : sys.variations) {
+    if (v.type != VariationType::kModelling) continue;
+    const ChainGroup& g = groups.at(v.name);
+    bool same = !g.mc.empty() && !g.mc.count("") && g.mc == nominal.mc;
+    if (!same && !nominal_sum.empty() && inputs.contains("variations")) {
+      const nlohmann::json& vars = inputs["variations"];
+      same = vars.is_object() && vars.contains(v.name) && checksum(vars[v.name]) == nominal_sum;
+    }
+    if (!same) continue;
+    sys.same_simulation.insert(v.name);
+    logInfo(
+        "aggregate: modelling variation '{}' reads the nominal's simulation (the same bytes): its "
+        "shift compares no independent samples, and its noise is the training's alone",
+        v.name);
+  }
+}
+
 McTrainingChoice mcTrainingNoise(const std::map<std::string, ChainGroup>& groups,
                                  const Systematics& sys) {
   McTrainingChoice choice;
@@ -226,8 +328,8 @@ McTrainingChoice mcTrainingNoise(const std::map<std::string, ChainGroup>& groups
   if (removed)
     logInfo(
         "aggregate: the chains' training noise (from the {} chains' members) is removed from "
-        "the MC-statistics covariance of '{}'; the statistical covariance keeps it, so the "
-        "total counts it once",
+        "the MC-statistics covariance of '{}' within the range its replicas span (the share "
+        "taken off: summary.json mc_stat_training_noise.removed_fraction)",
         own ? "mc_bootstrap" : "nominal", name);
   else if (mc.replicas.size() >= 2)
     logWarn(
@@ -249,8 +351,9 @@ SystematicsResult computeSystematics(
     size_t o, const std::vector<double>& edges,
     const std::map<int, std::vector<double>>& nominal_rows, const BandStats& band,
     const std::map<std::string, ChainGroup>& groups, const Systematics& sys,
-    const std::vector<double>* closure_truth, McTrainingNoise mc_training,
-    const std::optional<std::vector<double>>& nominal_member_cov, ShiftNoise shift_noise) {
+    const std::vector<double>* closure_truth, const std::vector<double>* closure_truth_covariance,
+    McTrainingNoise mc_training, const std::optional<std::vector<double>>& nominal_member_cov,
+    ShiftNoise shift_noise) {
   SystematicsResult out;
   std::map<std::string, std::map<int, std::vector<double>>> rows;
   for (const auto& v : sys.variations) {
@@ -275,7 +378,9 @@ SystematicsResult computeSystematics(
       s.down = shiftOf(sp.down);
       s.shift = symmetrisedShift(s.up, s.down, sp.symmetrise);
     }
-    s.noise = shiftNoise(sp, sys, groups, s.up, s.down, o, band.bins);
+    s.training_noise = shiftNoise(sp, sys, groups, s.up, s.down, o, band.bins);
+    s.sample_noise = shiftSampleNoise(sp, sys, groups, o, edges);
+    s.noise = sumOfKnown(s.training_noise, s.sample_noise);
     s.covariance = outerProduct(s.shift);
     out.sources.push_back(std::move(s));
   }
@@ -290,14 +395,17 @@ SystematicsResult computeSystematics(
   if (!sys.plan.mc_bootstrap.empty())
     out.covariance_mc_stat =
         mcStatCovariance(rows.at(sys.plan.mc_bootstrap), groups.at(sys.plan.mc_bootstrap).replicas,
-                         o, band.bins, mc_training, nominal_member_cov, out.covariance_mc_stat_raw);
+                         o, band.bins, mc_training, nominal_member_cov, out.covariance_mc_stat_raw,
+                         out.mc_stat_noise_removed_fraction);
   if (!sys.plan.non_closure.empty()) {
     out.closure_unfolded = out.variation_mean.at(sys.plan.non_closure);
     out.closure_truth = *closure_truth;
     out.closure_shift.resize(band.bins);
     for (size_t b = 0; b < band.bins; ++b)
       out.closure_shift[b] = out.closure_unfolded[b] - out.closure_truth[b];
-    // Its noise: that of the mean over its chains (the truth is fixed).
+    // Its noise: that of the mean over its chains (training, and the pseudo-data's bootstrap
+    // where its replicas draw one), and the statistics of the two samples it compares: the
+    // nominal's simulated events under the unfolded weights, and the pseudo-data's truth.
     std::vector<std::vector<double>> chains;
     for (const auto& [r, rep] : groups.at(sys.plan.non_closure).replicas)
       for (const auto& [m, density] : rep.member_density) chains.push_back(density[o]);
@@ -305,7 +413,11 @@ SystematicsResult computeSystematics(
     s.name = "non_closure";
     s.shift = out.closure_shift;
     s.covariance = outerProduct(s.shift);
-    s.noise = covarianceOfMean(chains, band.bins);
+    s.training_noise = covarianceOfMean(chains, band.bins);
+    s.sample_noise = sumOfKnown(
+        sampleCovariance(groups.at(sys.plan.non_closure), o, edges),
+        closure_truth_covariance != nullptr ? *closure_truth_covariance : std::vector<double>());
+    s.noise = sumOfKnown(s.training_noise, s.sample_noise);
     out.sources.push_back(std::move(s));
   }
   // Each shift's noise, where asked, taken off in quadrature bin by bin (E[s_b²] = t_b² + se_b² for

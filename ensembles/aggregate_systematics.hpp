@@ -6,6 +6,7 @@
 //
 // Thread-safety: pure functions but for the log lines of checkVariations() and
 // mcTrainingNoise().
+#include <cmath>
 #include <map>
 #include <optional>
 #include <set>
@@ -33,7 +34,16 @@ struct Systematics {
   // Of each of those, the chains its shift is over (those with a reference partner); its
   // variations/<name>/nominal is over all of its chains.
   std::map<std::string, size_t> paired_chains;
+  // Modelling variations that read the nominal's simulation itself (the same file, or the
+  // same bytes by the campaign's checksums): their shifts compare no independent samples.
+  std::set<std::string> same_simulation;
 };
+
+// Fills sys.same_simulation: the modelling variations whose chains read the nominal's
+// simulation file, or (with `inputs`, AggregateOptions::inputs of a campaign) a file of the
+// same checksum. Logs each once.
+void findSameSimulation(Systematics& sys, const std::map<std::string, ChainGroup>& groups,
+                        const nlohmann::json& inputs);
 
 // The refusals that need every chain read: binning against the nominal's, the pairing of
 // sources, replicas shared with the nominal, the pseudo-data of the non-closure (InputError
@@ -67,8 +77,16 @@ struct SourceResult {
   std::string name;
   std::vector<double> shift, covariance;
   std::vector<double> up, down;  // the raw shifts of a pair; empty otherwise
-  std::vector<double> noise;     // the covariance of the shift's estimate (the square root of its
-                                 // diagonal: shift_error); empty: unknown
+  // The covariance of the shift's estimate (the square root of its diagonal: shift_error):
+  // training_noise + sample_noise, either of them empty where not known; empty: neither is.
+  std::vector<double> noise;
+  // The chains' training noise (the spread of their differences, or of the non-closure's
+  // chains); empty with fewer than two chains to estimate it from.
+  std::vector<double> training_noise;
+  // The statistics of the independent samples the shift compares (first order, from Σw²): a
+  // modelling variation's simulated events and its baseline's; the non-closure's unfolded
+  // simulation and its truth. Empty for a detector variation (the same generated events).
+  std::vector<double> sample_noise;
   std::vector<double> covariance_raw;  // s s^T, when the noise was taken off `covariance`
 };
 
@@ -85,17 +103,21 @@ struct SystematicsResult {
   // nominal (r, m), and the covariance of that mean; empty without a reference.
   std::vector<double> warm_start_effect, warm_start_effect_noise;
   std::vector<double> covariance_total, std_total;
+  // The share of the training noise's trace taken off covariance_mc_stat (NaN: none taken off).
+  double mc_stat_noise_removed_fraction = std::nan("");
 };
 
 // Observable o's systematics: `nominal_rows` its nominal replica densities, `band` the
-// statistical band over them, `closure_truth` the non-closure's pseudo-data truth density
-// (with a non_closure variation), `nominal_member_cov` the nominal's memberCovariance().
+// statistical band over them, `closure_truth` the non-closure's pseudo-data truth density and
+// `closure_truth_covariance` its sample covariance (with a non_closure variation),
+// `nominal_member_cov` the nominal's memberCovariance().
 SystematicsResult computeSystematics(
     size_t o, const std::vector<double>& edges,
     const std::map<int, std::vector<double>>& nominal_rows, const BandStats& band,
     const std::map<std::string, ChainGroup>& groups, const Systematics& sys,
-    const std::vector<double>* closure_truth, McTrainingNoise mc_training,
-    const std::optional<std::vector<double>>& nominal_member_cov, ShiftNoise shift_noise);
+    const std::vector<double>* closure_truth, const std::vector<double>* closure_truth_covariance,
+    McTrainingNoise mc_training, const std::optional<std::vector<double>>& nominal_member_cov,
+    ShiftNoise shift_noise);
 
 // Each uncertainty's sigma per bin (summary.json "uncertainty"), stat first, total last.
 std::vector<std::pair<std::string, std::vector<double>>> uncertaintySigmas(

@@ -15,6 +15,33 @@ void BandAccumulator::add(std::vector<double> values) {
   rows_.push_back(std::move(values));
 }
 
+std::vector<double> densityCovariance(const std::vector<double>& sumw,
+                                      const std::vector<double>& sumw2,
+                                      const std::vector<double>& edges) {
+  const size_t n = sumw.size();
+  if (sumw2.size() != n || edges.size() != n + 1)
+    throw Error("densityCovariance: " + std::to_string(n) + " bins, " +
+                std::to_string(sumw2.size()) + " sums of squares and " +
+                std::to_string(edges.size()) + " edges");
+  double w = 0, w2 = 0;
+  for (size_t b = 0; b < n; ++b) {
+    w += sumw[b];
+    w2 += sumw2[b];
+  }
+  std::vector<double> cov(n * n, 0.0);
+  if (w <= 0) return cov;
+  for (size_t a = 0; a < n; ++a) {
+    const double fa = sumw[a] / w, wa = edges[a + 1] - edges[a];
+    for (size_t b = 0; b < n; ++b) {
+      const double fb = sumw[b] / w, wb = edges[b + 1] - edges[b];
+      const double s = (a == b ? sumw2[a] : 0.0) - fb * sumw2[a] - fa * sumw2[b] + fa * fb * w2;
+      cov[a * n + b] = s / (w * w * wa * wb);
+    }
+    cov[a * n + a] = std::max(0.0, cov[a * n + a]);
+  }
+  return cov;
+}
+
 double percentile(std::vector<double> values, double q) {
   if (values.empty()) throw Error("percentile of an empty set");
   std::sort(values.begin(), values.end());

@@ -38,6 +38,15 @@ class BandAccumulator {
 // q in [0, 100]; linear interpolation between closest ranks. `values` is copied and sorted.
 double percentile(std::vector<double> values, double q);
 
+// The covariance (bins x bins, row-major) of the unit-area density d_b = S_b / (W width_b),
+// W = Σ_b S_b, of a weighted histogram (Σw and Σw² per bin of `edges`), from the statistics of
+// its entries: to first order, the weights held fixed and the bins independent, Cov(S_a, S_b)
+// = δ_ab S2_a, so Cov(d_a, d_b) = [δ_ab S2_a - f_b S2_a - f_a S2_b + f_a f_b S2] /
+// (W² width_a width_b), f = S / W, S2 = Σ_b S2_b. All zero when W <= 0.
+std::vector<double> densityCovariance(const std::vector<double>& sumw,
+                                      const std::vector<double>& sumw2,
+                                      const std::vector<double>& edges);
+
 // Eigenvalues and eigenvectors of a symmetric n x n matrix (row-major; symmetrised first):
 // vectors holds eigenvector e in column e (vectors[i * n + e]). Cyclic Jacobi rotations, to a
 // relative precision near that of a double. Throws Error if m.size() != n * n.

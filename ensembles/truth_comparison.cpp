@@ -12,22 +12,13 @@ namespace foldfarm::ensembles {
 namespace {
 
 // Variance of each bin of the unit-area density of a weighted histogram (Σw, Σw² per bin):
-// d_b = S_b / (W width_b) with W = Σ_b S_b; to first order
-// Var d_b = [S2_b (1 - 2 f_b) + f_b² S2] / (W width_b)², f_b = S_b / W, S2 = Σ_b S2_b.
+// the diagonal of densityCovariance.
 std::vector<double> densityVariance(const std::vector<double>& sumw,
                                     const std::vector<double>& sumw2,
                                     const std::vector<double>& edges) {
-  double w = 0, w2 = 0;
-  for (size_t b = 0; b < sumw.size(); ++b) {
-    w += sumw[b];
-    w2 += sumw2[b];
-  }
-  std::vector<double> v(sumw.size(), 0.0);
-  if (w <= 0) return v;
-  for (size_t b = 0; b < sumw.size(); ++b) {
-    const double f = sumw[b] / w, width = edges[b + 1] - edges[b];
-    v[b] = std::max(0.0, sumw2[b] * (1 - 2 * f) + f * f * w2) / (w * w * width * width);
-  }
+  const std::vector<double> cov = densityCovariance(sumw, sumw2, edges);
+  std::vector<double> v(sumw.size());
+  for (size_t b = 0; b < v.size(); ++b) v[b] = cov[b * v.size() + b];
   return v;
 }
 
@@ -133,7 +124,10 @@ TruthHistograms readTruth(const std::string& path, const std::vector<ObservableH
     if (hists[o].edges != like[o].edges)
       throw InputError(path + ": truth binning of " + hists[o].name + " differs from the chains'");
     t.density.push_back(density(hists[o].sumw, hists[o].edges));
-    t.variance.push_back(densityVariance(hists[o].sumw, hists[o].sumw2, hists[o].edges));
+    t.covariance.push_back(densityCovariance(hists[o].sumw, hists[o].sumw2, hists[o].edges));
+    std::vector<double> var(hists[o].sumw.size());
+    for (size_t b = 0; b < var.size(); ++b) var[b] = t.covariance.back()[b * var.size() + b];
+    t.variance.push_back(std::move(var));
     t.mean_error.push_back(meanError(hists[o].sumw, hists[o].sumw2, hists[o].edges));
   }
   return t;

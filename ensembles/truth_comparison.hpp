@@ -19,7 +19,9 @@ namespace foldfarm::ensembles {
 struct TruthHistograms {
   std::vector<std::vector<double>> density;   // per observable: unit-area density
   std::vector<std::vector<double>> variance;  // per observable: of each bin of the density
-  std::vector<double> mean_error;             // per observable: standard error of its mean
+  // Per observable: the density's covariance from the sample's statistics (densityCovariance).
+  std::vector<std::vector<double>> covariance;
+  std::vector<double> mean_error;  // per observable: standard error of its mean
 };
 
 // The truth file (unfold layout with `gen_subs`; `weights` and `pass_gen` honoured),

@@ -61,7 +61,8 @@ class AggregateTest : public ::testing::Test {
   // weights.h5 as the per-event weights of the unfolded result.
   void writeChain(const std::string& rel, int replica, int member, double b0, double b1,
                   uint64_t seed = 42, const nlohmann::json& extra = nlohmann::json::object(),
-                  const std::vector<double>& final_weights = {}, bool other_binning = false) {
+                  const std::vector<double>& final_weights = {}, bool other_binning = false,
+                  std::pair<double, double> sumw2 = {0.0, 0.0}) {
     fs::path dir = root_ / rel;
     fs::create_directories(dir);
     ChainHistograms h;
@@ -69,6 +70,8 @@ class AggregateTest : public ::testing::Test {
     h.prior = histogramObservables({}, {}, {});
     h.unfolded[0].sumw[0] = b0;
     h.unfolded[0].sumw[1] = b1;
+    h.unfolded[0].sumw2[0] = sumw2.first;
+    h.unfolded[0].sumw2[1] = sumw2.second;
     h.prior[0].sumw[0] = 1.0;
     if (other_binning)
       for (auto* hs : {&h.unfolded, &h.prior})
@@ -751,6 +754,51 @@ TEST_F(AggregateTest, AWarmStartedShiftIsMeasuredFromTheWarmReferenceChainByChai
               1e-12);  // the nominal's mean: .375 and .625
 }
 
+// A modelling shift compares unfoldings on two independent simulated samples: its noise holds
+// their statistics (the unfolded Σw² of each, to first order) beside the chains' training
+// noise. Before, only the training noise: in a campaign whose "modelling" sample was the same
+// generator with another seed, shifts of 27-72% stood beside a shift_error of 2-11%.
+TEST_F(AggregateTest, AModellingShiftsNoiseHoldsBothSamplesStatistics) {
+  const nlohmann::json alt = {{"variation", {{"name", "herwig"}, {"type", "modelling"}}}};
+  // Nominal: Σw [3, 1], Σw² [5, 1] (bin-0 fraction .75) and Σw [1, 1], Σw² [1, 1] (.5).
+  writeChain("m/r0", 0, 0, 3, 1, 42, nlohmann::json::object(), {}, false, {5, 1});
+  writeChain("m/r1", 1, 0, 1, 1, 42, nlohmann::json::object(), {}, false, {1, 1});
+  // The other generator: Σw [1, 3], Σw² [1, 9] (.25) in both replicas.
+  writeChain("m/h0", 0, 0, 1, 3, 42, alt, {}, false, {1, 9});
+  writeChain("m/h1", 1, 0, 1, 3, 42, alt, {}, false, {1, 9});
+  const std::string out = (root_ / "agg").string();
+  const nlohmann::json s =
+      aggregateRunsWithOptions({(root_ / "m").string()}, out, std::nullopt, {false});
+  // Bin 0's variance of a unit-area fraction: (Q0 (1 - 2 f) + f² W2) / W², f = S0 / W.
+  const auto var = [](double s0, double s1, double q0, double q1) {
+    const double w = s0 + s1, f = s0 / w;
+    return (q0 * (1 - 2 * f) + f * f * (q0 + q1)) / (w * w);
+  };
+  const double nominal = (var(3, 1, 5, 1) + var(1, 1, 1, 1)) / 2;  // averaged over replicas
+  const double herwig = var(1, 3, 1, 9);
+  const double samples = nominal + herwig;
+  // Training: the chains' differences -.5 and -.25, the variance of their mean.
+  const double training = (0.125 * 0.125 * 2) / 1 / 2;
+  const double w = 75.0 / 49.0;
+  H5Reader read(out + "/bands.h5");
+  const auto bin0 = [&](const std::string& name) { return read("mass/" + name).at(0) * w * w; };
+  EXPECT_NEAR(bin0("sources/herwig/sample_noise_covariance"), samples, 1e-12);
+  EXPECT_NEAR(bin0("sources/herwig/training_noise_covariance"), training, 1e-12);
+  EXPECT_NEAR(bin0("sources/herwig/noise_covariance"), samples + training, 1e-12);
+  EXPECT_NEAR(read("mass/sources/herwig/shift_error").at(0) * w, std::sqrt(samples + training),
+              1e-12);
+  EXPECT_NEAR(read("mass/sources/herwig/sample_noise_covariance").at(1) * w * w, -samples, 1e-12)
+      << "bin 1 moves against bin 0 (two bins of unit area)";
+  // summary.json, in the measure of "uncertainty": the root mean square over the bins of
+  // sigma / nominal (nominal .625 and .375).
+  const double rms = std::sqrt((1 / (0.625 * 0.625) + 1 / (0.375 * 0.375)) / 2);
+  const auto& parts = s["observables"]["mass"]["shift_error_parts"]["herwig"];
+  EXPECT_NEAR(parts["samples"].get<double>(), std::sqrt(samples) * rms, 1e-12);
+  EXPECT_NEAR(parts["training"].get<double>(), std::sqrt(training) * rms, 1e-12);
+  EXPECT_NEAR(s["observables"]["mass"]["shift_error"]["herwig"].get<double>(),
+              std::sqrt(samples + training) * rms, 1e-12);
+}
+
 TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
   writeNominal("camp");
   writeVariations("camp");
@@ -826,10 +874,14 @@ TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
   expectCov(cov("sources/generator/covariance"), generator * generator, "generator covariance");
   EXPECT_FALSE(read.has("mass/sources/generator/up"));  // one-sided: no raw up/down
   // The shifts' noise, from chains paired with the nominal's: herwig r0 .75 - .25 and r2
-  // .75 - .75 (standard error .25); the closure's members .75 and .5 (.125); det_down and
-  // both jes variations have one pair each: no estimate.
+  // .75 - .75 (standard error .25); the closure's members .75 and .5 (.125), and its truth
+  // sample's statistics: Σw [3, 1], Σw² [5, 1] (W 4, W2 6, f .75), a variance of
+  // (5 (1 - 2 f) + f² W2) / W² = .0546875 in bin 0 (the chains here write no Σw²: no more);
+  // det_down and both jes variations have one pair each: no estimate.
+  const double closure_samples = 0.875 / 16;
+  const double closure_se = std::sqrt(0.125 * 0.125 + closure_samples);
   for (const auto& [source, se] :
-       {std::pair<std::string, double>{"generator", 0.25}, {"non_closure", 0.125}}) {
+       {std::pair<std::string, double>{"generator", 0.25}, {"non_closure", closure_se}}) {
     const std::vector<double> e = frac("sources/" + source + "/shift_error");
     ASSERT_EQ(e.size(), 49u) << source;
     EXPECT_NEAR(e[0], se, 1e-12) << source;
@@ -840,6 +892,13 @@ TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
   }
   for (const char* none : {"det", "jes"})
     EXPECT_FALSE(read.has(std::string("mass/sources/") + none + "/shift_error")) << none;
+  expectCov(cov("sources/non_closure/training_noise_covariance"), 0.125 * 0.125,
+            "non-closure training noise");
+  expectCov(cov("sources/non_closure/sample_noise_covariance"), closure_samples,
+            "non-closure samples");
+  EXPECT_NEAR(s["observables"]["mass"]["shift_error_parts"]["non_closure"]["samples"].get<double>(),
+              std::sqrt(closure_samples) / 0.5, 1e-12);
+  EXPECT_TRUE(s["observables"]["mass"]["shift_error_parts"]["generator"]["samples"].is_null());
   expectCov(cov("covariance_mc_stat"), mc_var, "MC statistics");
   expectCov(cov("covariance_mc_stat_raw"), mc_var_raw, "MC statistics with the training noise");
   expectCov(cov("covariance_training"), stat_training, "training noise in the statistical");
@@ -870,8 +929,12 @@ TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
   EXPECT_NEAR(u["stat"].get<double>(), std::sqrt(stat_var) / 0.5, 1e-12);
   EXPECT_NEAR(u["mc_stat"].get<double>(), std::sqrt(mc_var) / 0.5, 1e-12);
   EXPECT_NEAR(mass["training_noise"].get<double>(), std::sqrt(stat_training) / 0.5, 1e-12);
-  const nlohmann::json treated = {{"removed", true}, {"estimated_from", "mc_bootstrap"}};
-  EXPECT_EQ(s["mc_stat_training_noise"], treated);
+  // All of the training noise was taken off: within the replicas' range (two bins, rank 1).
+  const nlohmann::json& treated = s["mc_stat_training_noise"];
+  EXPECT_EQ(treated["removed"], true);
+  EXPECT_EQ(treated["estimated_from"], "mc_bootstrap");
+  EXPECT_NEAR(treated["removed_fraction"]["mass"].get<double>(), 1.0, 1e-12);
+  EXPECT_TRUE(treated["removed_fraction"]["width"].is_null()) << "no noise to take off there";
   EXPECT_NEAR(u["det"].get<double>(), det / 0.5, 1e-12);
   EXPECT_NEAR(u["jes"].get<double>(), jes / 0.5, 1e-12);
   EXPECT_NEAR(u["generator"].get<double>(), generator / 0.5, 1e-12);
@@ -939,8 +1002,10 @@ TEST_F(AggregateTest, TheTotalCountsTheTrainingNoiseOnce) {
   EXPECT_NEAR(variance("covariance_mc_stat"), sigma_mc * sigma_mc, 6e-4);
   const double once = sigma_data * sigma_data + sigma_mc * sigma_mc + train / members;
   EXPECT_NEAR(variance("covariance_total"), once, 7e-4);  // twice: once + 16e-4
-  const nlohmann::json treated = {{"removed", true}, {"estimated_from", "nominal"}};
-  EXPECT_EQ(s["mc_stat_training_noise"], treated);
+  const nlohmann::json& treated = s["mc_stat_training_noise"];
+  EXPECT_EQ(treated["removed"], true);
+  EXPECT_EQ(treated["estimated_from"], "nominal");
+  EXPECT_NEAR(treated["removed_fraction"]["mass"].get<double>(), 1.0, 1e-12);
 
   // Without two members anywhere nothing can be estimated: the MC-statistics covariance is
   // its replicas' spread, and summary.json says the noise was not removed.
