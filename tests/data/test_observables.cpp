@@ -3,7 +3,19 @@
 
 #include <cmath>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/base/error.hpp"
+#include "core/data/h5_file.hpp"
+#include "core/data/jet_reader.hpp"
+#include "core/data/jet_writer.hpp"
 #include "core/data/observables.hpp"
+#include "core/data/observables_file.hpp"
+#include "core/data/synth.hpp"
 
 using namespace foldfarm::data;
 
@@ -113,4 +125,38 @@ TEST(Observables, OneTableNamesOrdersAndLabelsThem) {
   EXPECT_EQ(observableIndex("jet_pt"), kNumSubs);
   EXPECT_EQ(observableIndex("nonsense"), -1);
   EXPECT_EQ(observableLabel("nonsense"), "nonsense");
+}
+
+// `data observables` as a library call: every jet's six observables of the level asked for
+// (gen by default where the file has it), in the order of the events, named in `columns`.
+TEST(ObservablesFile, HoldsEachJetsObservablesOfTheLevelAskedFor) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("ff_obs_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  foldfarm::data::SynthConfig c = foldfarm::data::SynthConfig::unfoldDefaults();
+  c.P = 24;
+  const foldfarm::data::UnfoldArrays u = foldfarm::data::synthUnfold(c, 5, 0, 40);
+  const std::string in = (dir / "in.h5").string();
+  foldfarm::data::writeUnfoldFile(in, u);
+  for (const std::string level : {"", "reco"}) {
+    const std::string out = (dir / ("obs" + level + ".h5")).string();
+    foldfarm::data::writeObservablesFile(in, out, level);
+    const foldfarm::data::JetFile src(in);
+    const std::vector<float> expected =
+        foldfarm::data::computeObservables(src.readJets(0, -1, level.empty() ? "gen" : level));
+    const foldfarm::data::H5Handle f = foldfarm::data::h5OpenRead(out);
+    const foldfarm::data::H5Handle ds(H5Dopen2(f.get(), "subs", H5P_DEFAULT),
+                                      foldfarm::data::H5Kind::kDataset, "H5Dopen2", __FILE__,
+                                      __LINE__, out);
+    ASSERT_EQ(foldfarm::data::h5Dims(ds.get()), (std::vector<hsize_t>{40, 6}));
+    std::vector<float> subs(expected.size());
+    ASSERT_GE(H5Dread(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, subs.data()), 0);
+    EXPECT_EQ(subs, expected) << "level '" << level << "'";
+    EXPECT_EQ(foldfarm::data::h5ReadAttrAsString(f.get(), "level"), level.empty() ? "gen" : level);
+  }
+  EXPECT_THROW(foldfarm::data::writeObservablesFile(in, (dir / "x.h5").string(), "parton"),
+               foldfarm::InputError);
+  EXPECT_THROW(foldfarm::data::writeObservablesFile(in, in, ""), foldfarm::InputError);
+  EXPECT_FALSE(fs::exists(dir / "x.h5"));
+  fs::remove_all(dir);
 }
