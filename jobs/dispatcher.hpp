@@ -33,6 +33,9 @@ struct SlotEvent {
   bool worker_exits = false;
 };
 
+// Thread-safety: every method is called from the dispatcher's thread only. Errors: Error
+// (a failed system or MPI call) ends the run; a slot that cannot be reached is reported by
+// wait() as kLost, never thrown.
 class Transport {
  public:
   virtual ~Transport() = default;

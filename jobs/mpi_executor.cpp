@@ -37,6 +37,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <list>
 #include <set>
 #include <thread>
 
@@ -86,6 +87,12 @@ class MpiTransport : public Transport {
         gen_(hosts_.size(), 0),
         last_seen_(hosts_.size(), Clock::now()),
         lost_(hosts_.size(), false) {}
+  ~MpiTransport() override {
+    // Sends a lost rank never took: MPI may still read their bytes until the job's abort.
+    if (!pending_.empty()) (void)new std::list<PendingSend>(std::move(pending_));
+  }
+  MpiTransport(const MpiTransport&) = delete;
+  MpiTransport& operator=(const MpiTransport&) = delete;
 
   int slots() const override { return static_cast<int>(hosts_.size()); }
   bool usable(int slot) const override { return usable_[slot]; }
@@ -96,7 +103,7 @@ class MpiTransport : public Transport {
     // death was handled here is dropped by the rank (its tasks were requeued already).
     std::string frames = std::to_string(gen_[slot]) + "\n";
     for (const auto& a : batch) appendFrame(frames, a.frame_payload);
-    sendBytes(comm_, frames, slot + 1, kTagTasks);
+    post(slot, std::move(frames), kTagTasks);
   }
 
   void wait(double timeout_s, std::vector<SlotEvent>& events) override {
@@ -105,6 +112,7 @@ class MpiTransport : public Transport {
     int nap_us = 50;
     for (;;) {
       bool got = false;
+      progressSends();
       for (;;) {
         int flag = 0;
         MPI_Status st;
@@ -150,7 +158,7 @@ class MpiTransport : public Transport {
 
   void requestStop() override {
     for (int s = 0; s < slots(); ++s) {
-      if (usable_[s]) sendBytes(comm_, "", s + 1, kTagStop);
+      if (usable_[s]) post(s, "", kTagStop);
     }
   }
   void forceStop() override { force_lost_ = true; }
@@ -164,13 +172,15 @@ class MpiTransport : public Transport {
     std::vector<char> waiting(static_cast<size_t>(slots()), 0);
     for (int s = 0; s < slots(); ++s) {
       if (lost_[s]) continue;
-      sendBytes(comm_, payload, s + 1, kTagExit);
+      post(s, payload, kTagExit);
       waiting[static_cast<size_t>(s)] = 1;
     }
     // 5. Until every rank said bye.
     const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(lost_after_s_));
-    while (std::count(waiting.begin(), waiting.end(), 1) > 0 && Clock::now() < deadline) {
+    while ((std::count(waiting.begin(), waiting.end(), 1) > 0 || pendingToLiveRanks()) &&
+           Clock::now() < deadline) {
+      progressSends();
       int flag = 0;
       MPI_Status st;
       FF_MPI_CHECK(MPI_Iprobe(MPI_ANY_SOURCE, kTagEvents, comm_, &flag, &st));
@@ -193,6 +203,39 @@ class MpiTransport : public Transport {
   const std::vector<std::string>& lostRanks() const { return lost_reasons_; }
 
  private:
+  // A message to a worker rank, sent without blocking: rank 0 must go on watching every rank
+  // while one that hangs (alive, not receiving) holds a large batch (before: a blocking
+  // MPI_Send there stopped rank 0, and the hung rank was never declared lost). Messages to
+  // one rank arrive in the order posted. The bytes live here until the send completes.
+  struct PendingSend {
+    int slot = 0;
+    std::string bytes;
+    MPI_Request request = MPI_REQUEST_NULL;
+  };
+  void post(int slot, std::string bytes, int tag) {
+    pending_.push_back(PendingSend{slot, std::move(bytes), MPI_REQUEST_NULL});
+    PendingSend& p = pending_.back();
+    FF_MPI_CHECK(MPI_Isend(p.bytes.data(), static_cast<int>(p.bytes.size()), MPI_CHAR, slot + 1,
+                           tag, comm_, &p.request));
+  }
+  // Forgets the sends that completed; those to a lost rank are left (it may never take them).
+  void progressSends() {
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (lost_[static_cast<size_t>(it->slot)]) {
+        ++it;
+        continue;
+      }
+      int done = 0;
+      FF_MPI_CHECK(MPI_Test(&it->request, &done, MPI_STATUS_IGNORE));
+      it = done ? pending_.erase(it) : std::next(it);
+    }
+  }
+  bool pendingToLiveRanks() const {
+    for (const PendingSend& p : pending_)
+      if (!lost_[static_cast<size_t>(p.slot)]) return true;
+    return false;
+  }
+
   // Stops using a rank and tells it to stop its task, without waiting: a dead rank never
   // receives it, a slow one stops; the job's abort at the end ends it in any case.
   void fence(int slot, const std::string& reason) {
@@ -261,6 +304,7 @@ class MpiTransport : public Transport {
   std::vector<std::string> lost_reasons_;
   bool force_lost_ = false;
   bool shut_ = false;
+  std::list<PendingSend> pending_;
 };
 
 // The slot index of this rank among the worker ranks of its node (for GPU binding).
