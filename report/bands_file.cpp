@@ -22,12 +22,17 @@ int orderOf(const std::string& name) {
   return i >= 0 ? i : static_cast<int>(data::observableTable().size());
 }
 
+// Called by HDF5's C code: no exception may cross it (-1 ends the iteration with an error).
 herr_t collectGroup(hid_t loc, const char* name, const H5L_info_t*, void* op) {
   const hid_t obj = H5Oopen(loc, name, H5P_DEFAULT);
   if (obj < 0) return -1;
   const bool group = H5Iget_type(obj) == H5I_GROUP;
   H5Oclose(obj);
-  if (group) static_cast<std::vector<std::string>*>(op)->push_back(name);
+  try {
+    if (group) static_cast<std::vector<std::string>*>(op)->push_back(name);
+  } catch (...) {
+    return -1;
+  }
   return 0;
 }
 

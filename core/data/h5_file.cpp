@@ -231,6 +231,9 @@ std::vector<hsize_t> h5Dims(hid_t dataset, H5T_class_t* cls) {
   return dims;
 }
 
+// The iteration callbacks below are called by HDF5's C code: no exception may cross it (an
+// allocation failing in push_back, say). Each catches everything and returns -1, which ends
+// the iteration with an error the caller's check reports; an object it opened is closed first.
 static herr_t collectName(hid_t group, const char* name, const H5L_info_t*, void* client) {
   // H5Oopen + H5Iget_type instead of H5Oget_info*: the latter changed signature in 1.12.
   hid_t obj = H5Oopen(group, name, H5P_DEFAULT);
@@ -238,10 +241,15 @@ static herr_t collectName(hid_t group, const char* name, const H5L_info_t*, void
     H5Eclear2(H5E_DEFAULT);
     return 0;
   }
-  if (H5Iget_type(obj) == H5I_DATASET)
-    static_cast<std::vector<std::string>*>(client)->push_back(name);
+  herr_t rc = 0;
+  try {
+    if (H5Iget_type(obj) == H5I_DATASET)
+      static_cast<std::vector<std::string>*>(client)->push_back(name);
+  } catch (...) {
+    rc = -1;
+  }
   H5Oclose(obj);
-  return 0;
+  return rc;
 }
 
 std::vector<std::string> h5ListDatasets(hid_t file) {
@@ -256,6 +264,7 @@ struct TreeWalk {
   std::vector<std::string> datasets;
   std::string prefix;
   int depth = 0;
+  bool failed = false;  // an exception was caught in a callback
 };
 }  // namespace
 
@@ -266,19 +275,28 @@ static herr_t collectTree(hid_t group, const char* name, const H5L_info_t*, void
     H5Eclear2(H5E_DEFAULT);
     return 0;
   }
-  const std::string path = walk->prefix + name;
-  if (H5Iget_type(obj) == H5I_DATASET) {
-    walk->datasets.push_back(path);
-  } else if (H5Iget_type(obj) == H5I_GROUP && walk->depth < 16) {
-    const std::string before = walk->prefix;
-    walk->prefix = path + "/";
-    ++walk->depth;
-    H5Literate(obj, H5_INDEX_NAME, H5_ITER_INC, nullptr, collectTree, walk);
-    --walk->depth;
-    walk->prefix = before;
+  herr_t rc = 0;
+  try {
+    const std::string path = walk->prefix + name;
+    if (H5Iget_type(obj) == H5I_DATASET) {
+      walk->datasets.push_back(path);
+    } else if (H5Iget_type(obj) == H5I_GROUP && walk->depth < 16) {
+      const std::string before = walk->prefix;
+      walk->prefix = path + "/";
+      ++walk->depth;
+      // A group that cannot be listed is skipped, as an object that cannot be opened is;
+      // a failure of this code ends the whole walk.
+      H5Literate(obj, H5_INDEX_NAME, H5_ITER_INC, nullptr, collectTree, walk);
+      if (walk->failed) rc = -1;
+      --walk->depth;
+      walk->prefix = before;
+    }
+  } catch (...) {
+    walk->failed = true;
+    rc = -1;
   }
   H5Oclose(obj);
-  return 0;
+  return rc;
 }
 
 std::vector<std::string> h5ListDatasetsDeep(hid_t file) {
@@ -361,7 +379,11 @@ std::string h5ReadAttrAsString(hid_t obj, const std::string& name) {
 }
 
 static herr_t collectAttr(hid_t, const char* name, const H5A_info_t*, void* client) {
-  static_cast<std::vector<std::string>*>(client)->push_back(name);
+  try {
+    static_cast<std::vector<std::string>*>(client)->push_back(name);
+  } catch (...) {
+    return -1;
+  }
   return 0;
 }
 
