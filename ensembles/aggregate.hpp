@@ -45,13 +45,16 @@
 //     named non_closure with covariance n n^T;
 //  8. each source's noise (the covariance of its shift's estimate, from chains that differ in
 //     their training only; with two or more): one-sided, the differences varied (r, m) -
-//     nominal (r, m); half_difference, the half differences up (r, m) - down (r, m) (else the
-//     two sides' differences from the nominal, as independent: an upper estimate); max, the
-//     chosen side's difference, signed as the shift; non_closure, its chains'), plus the
+//     baseline (r, m) (the warm reference for a warm-started variation, else the nominal);
+//     half_difference, the half differences up (r, m) - down (r, m) (else the two sides'
+//     differences from their baselines, as independent: an upper estimate); max, the chosen
+//     side's difference, signed as the shift; non_closure, its chains'), plus the
 //     statistics of the independent samples a shift compares (first order, the weights held
 //     fixed: densityCovariance of the unfolded Σw, Σw²): a modelling source's simulated events
-//     and its baseline's (a detector source reconstructs the same generated events: none);
-//     non_closure's unfolded simulation and its pseudo-data truth. Its diagonal's square root
+//     and its baseline's (a detector source reconstructs the same generated events: none, nor
+//     a modelling variation reading the nominal's simulation); non_closure's unfolded
+//     simulation and its pseudo-data truth (none when the pseudo-data are the nominal's
+//     simulation). Its diagonal's square root
 //     is the shift_error. E[s_b²] = t_b² + shift_error_b² for a true shift t:
 //     with ShiftNoise::kSubtract the noise is taken off in quadrature bin by bin, s~_b =
 //     sign(s_b) sqrt((s_b² - shift_error_b²)_+), and the source's covariance is s~ s~^T; with

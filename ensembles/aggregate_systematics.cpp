@@ -288,6 +288,27 @@ void findSameSimulation(Systematics& sys, const std::map<std::string, ChainGroup
   };
   const std::string nominal_sum =
       inputs.is_object() ? checksum(inputs.value("nominal", nlohmann::json())) : "";
+  // The non-closure's pseudo-data: the nominal's simulation itself (by path or checksum)?
+  if (!sys.plan.non_closure.empty()) {
+    const ChainGroup& g = groups.at(sys.plan.non_closure);
+    bool same = !g.data.empty() && !g.data.count("") && g.data == nominal.mc;
+    const auto data_sum = [&]() -> std::string {
+      const nlohmann::json& vars =
+          inputs.is_object() ? inputs.value("variations", nlohmann::json()) : nlohmann::json();
+      if (!vars.is_object() || !vars.contains(sys.plan.non_closure)) return "";
+      const nlohmann::json& roles = vars[sys.plan.non_closure];
+      if (!roles.is_object() || !roles.contains("data") || !roles["data"].is_object()) return "";
+      return roles["data"].value("sha256", std::string());
+    };
+    same = same || (!nominal_sum.empty() && data_sum() == nominal_sum);
+    sys.closure_on_own_simulation = same;
+    if (same)
+      logInfo(
+          "aggregate: the non-closure '{}' unfolds the nominal's own simulation (a technical "
+          "closure): the unfolded result and its truth are the same events, and its noise is "
+          "the training's alone",
+          sys.plan.non_closure);
+  }
   for (const Variation& v : sys.variations) {
     if (v.type != VariationType::kModelling) continue;
     const ChainGroup& g = groups.at(v.name);
@@ -414,9 +435,12 @@ SystematicsResult computeSystematics(
     s.shift = out.closure_shift;
     s.covariance = outerProduct(s.shift);
     s.training_noise = covarianceOfMean(chains, band.bins);
-    s.sample_noise = sumOfKnown(
-        sampleCovariance(groups.at(sys.plan.non_closure), o, edges),
-        closure_truth_covariance != nullptr ? *closure_truth_covariance : std::vector<double>());
+    // A technical closure (pseudo-data that are the nominal's own simulation): the unfolded
+    // simulation and the truth are the same events, whose statistics cancel.
+    if (!sys.closure_on_own_simulation)
+      s.sample_noise = sumOfKnown(
+          sampleCovariance(groups.at(sys.plan.non_closure), o, edges),
+          closure_truth_covariance != nullptr ? *closure_truth_covariance : std::vector<double>());
     s.noise = sumOfKnown(s.training_noise, s.sample_noise);
     out.sources.push_back(std::move(s));
   }

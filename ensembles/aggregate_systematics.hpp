@@ -37,11 +37,15 @@ struct Systematics {
   // Modelling variations that read the nominal's simulation itself (the same file, or the
   // same bytes by the campaign's checksums): their shifts compare no independent samples.
   std::set<std::string> same_simulation;
+  // The non-closure's pseudo-data are the nominal's simulation (a technical closure): its shift
+  // compares no independent samples either.
+  bool closure_on_own_simulation = false;
 };
 
 // Fills sys.same_simulation: the modelling variations whose chains read the nominal's
 // simulation file, or (with `inputs`, AggregateOptions::inputs of a campaign) a file of the
-// same checksum. Logs each once.
+// same checksum; and sys.closure_on_own_simulation, the same test of the non-closure's
+// pseudo-data. Logs each once.
 void findSameSimulation(Systematics& sys, const std::map<std::string, ChainGroup>& groups,
                         const nlohmann::json& inputs);
 

@@ -294,8 +294,8 @@ class MpiTransport : public Transport {
     }
   }
 
-  std::vector<std::string> hosts_;
   MPI_Comm comm_;
+  std::vector<std::string> hosts_;
   double lost_after_s_;
   std::vector<bool> usable_;
   std::vector<int> gen_;

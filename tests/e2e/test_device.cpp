@@ -43,9 +43,10 @@ class Device : public ::testing::Test {
     facts_ = json::parse(d.out);
     // Under the GPU check (scripts/gpu-check.sh) a CPU LibTorch or no visible GPU would turn
     // every GPU case here into its CPU twin, and the run would pass without testing a GPU.
-    if (const char* check = std::getenv("FOLDFARM_GPU_CHECK"); check && std::string(check) == "1")
+    if (const char* check = std::getenv("FOLDFARM_GPU_CHECK"); check && std::string(check) == "1") {
       ASSERT_TRUE(hasCuda() && facts_.at("visible_gpus").get<int>() > 0)
           << "FOLDFARM_GPU_CHECK=1 but foldfarm sees no GPU: " << d.out;
+    }
   }
   void TearDown() override {
     std::error_code ec;

@@ -799,6 +799,41 @@ TEST_F(AggregateTest, AModellingShiftsNoiseHoldsBothSamplesStatistics) {
               std::sqrt(samples + training) * rms, 1e-12);
 }
 
+// A technical closure (the non-closure unfolds the nominal's own simulation): the unfolded
+// result and the truth are the same events, so its noise is the training's alone (before: the
+// two samples' statistics were added as if independent, an error 4-20 times the shift's noise).
+TEST_F(AggregateTest, ATechnicalClosuresNoiseIsTheTrainingsAlone) {
+  const std::string sim = writeSample("sim.h5", {0, 0, 1, 1}, {1, 2, 1, 5}, {1, 1, 1, 0});
+  nlohmann::json nominal = nlohmann::json::object();
+  nominal["mc"] = sim;
+  writeChain("t/r0m0", 0, 0, 1, 3, 42, nominal, {}, false, {1, 3});
+  writeChain("t/r1m0", 1, 0, 3, 1, 42, nominal, {}, false, {3, 1});
+  nlohmann::json closure = variation("closure", "non_closure");
+  closure["data"] = sim;
+  writeChain("t/closure_r0m0", 0, 0, 3, 1, 42, closure, {}, false, {3, 1});
+  writeChain("t/closure_r0m1", 0, 1, 1, 1, 42, closure, {}, false, {1, 1});
+  const std::string out = (root_ / "agg").string();
+  const nlohmann::json s =
+      aggregateRunsWithOptions({(root_ / "t").string()}, out, std::nullopt, {false});
+  H5Reader read(out + "/bands.h5");
+  EXPECT_FALSE(read.has("mass/sources/non_closure/sample_noise_covariance"));
+  EXPECT_TRUE(read.has("mass/sources/non_closure/training_noise_covariance"));
+  const double w = 75.0 / 49.0;
+  // The closure's chains .75 and .5: the standard error of their mean, .125.
+  EXPECT_NEAR(read("mass/sources/non_closure/shift_error").at(0) * w, 0.125, 1e-12);
+  EXPECT_TRUE(s["observables"]["mass"]["shift_error_parts"]["non_closure"]["samples"].is_null());
+  // The same chains unfolding another file: both samples' statistics are in its noise.
+  const std::string other = writeSample("other.h5", {0, 0, 1, 1}, {1, 2, 1, 5}, {1, 1, 1, 0});
+  closure["data"] = other;
+  writeChain("t/closure_r0m0", 0, 0, 3, 1, 42, closure, {}, false, {3, 1});
+  writeChain("t/closure_r0m1", 0, 1, 1, 1, 42, closure, {}, false, {1, 1});
+  const std::string out2 = (root_ / "agg2").string();
+  const nlohmann::json s2 =
+      aggregateRunsWithOptions({(root_ / "t").string()}, out2, std::nullopt, {false});
+  EXPECT_TRUE(H5Reader(out2 + "/bands.h5").has("mass/sources/non_closure/sample_noise_covariance"));
+  EXPECT_TRUE(s2["observables"]["mass"]["shift_error_parts"]["non_closure"]["samples"].is_number());
+}
+
 TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
   writeNominal("camp");
   writeVariations("camp");
