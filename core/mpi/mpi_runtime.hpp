@@ -2,7 +2,9 @@
 // MPI process lifetime and communicator ownership.
 //
 // MpiRuntime::ensure() initialises MPI once per process (MPI_THREAD_MULTIPLE requested; at
-// least MPI_THREAD_SERIALIZED required, every foldfarm MPI call is made under a lock) and
+// least MPI_THREAD_SERIALIZED required: where several threads of a process may call MPI, the
+// data-parallel trainer's and the control plane's, every call is made under mpiLock(); the
+// MPI pilot calls it from one thread only) and
 // finalises it at process exit, unless a collective was abandoned (markAborted()): then
 // MPI_Finalize would wait for the lost peer forever, so the process ends the job with
 // MPI_Abort(exit code given to markAborted, kExitPeerLost by default) instead (abortJob),
@@ -18,7 +20,10 @@ namespace foldfarm::dist {
 
 class MpiRuntime {
  public:
-  // Initialises MPI if nobody has; safe to call repeatedly. Throws Error when MPI fails.
+  // Initialises MPI if nobody has; safe to call repeatedly, from any thread. Where someone
+  // else initialised it, checks the thread level and installs MPI_ERRORS_RETURN all the same
+  // (its finalisation is left to them). Throws Error when MPI fails or provides a thread
+  // level below MPI_THREAD_SERIALIZED.
   static void ensure();
   static bool initialized();
   // A collective was given up on: skip MPI_Finalize at exit and end the job with
