@@ -1,6 +1,9 @@
 # ff_add_test(NAME name SOURCES a.cpp ... LIBS lib ... LABELS unit|mpi|slurm|gpu [NP n] [TIMEOUT s])
 # One GoogleTest executable per call. Tests labelled `mpi` run under `mpirun -np NP` (default 2).
+# FOLDFARM_TEST_TIMEOUT_SCALE multiplies every test's TIMEOUT (scripts/sanitize.sh sets 3: a
+# sanitized build runs two to three times slower).
 find_package(GTest REQUIRED)
+set(FOLDFARM_TEST_TIMEOUT_SCALE 1 CACHE STRING "Factor applied to every test's TIMEOUT")
 find_program(MPIRUN_EXECUTABLE NAMES mpirun mpiexec)
 
 function(ff_add_test)
@@ -14,6 +17,7 @@ function(ff_add_test)
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 300)
   endif()
+  math(EXPR T_TIMEOUT "${T_TIMEOUT} * ${FOLDFARM_TEST_TIMEOUT_SCALE}")
   if("mpi" IN_LIST T_LABELS)
     if(NOT T_NP)
       set(T_NP 2)

@@ -21,7 +21,7 @@ build=${2:-build-$kind}
 launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFOLDFARM_WITH_TORCH=OFF \
-  -DFOLDFARM_WITH_CUDA=OFF "${launcher[@]}" \
+  -DFOLDFARM_WITH_CUDA=OFF -DFOLDFARM_TEST_TIMEOUT_SCALE=3 "${launcher[@]}" \
   -DCMAKE_CXX_FLAGS="$flags -fno-omit-frame-pointer" -DCMAKE_C_FLAGS="$flags" \
   -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" >"$build.configure.log"
 tests=(test_base test_data test_jobs test_report slurm_render_test test_ensembles_stats
