@@ -50,19 +50,11 @@ int readAttemptFile(const std::string& path) {
   return 0;
 }
 
-bool tryLock(int fd) {
+// Takes the lock `how` (LOCK_EX or LOCK_SH) without waiting; false while another holds a
+// conflicting one.
+bool tryLock(int fd, int how = LOCK_EX) {
   for (;;) {
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
-    if (errno == EINTR) continue;
-    if (errno == EWOULDBLOCK) return false;
-    throwSystemError("flock", __FILE__, __LINE__, "task lease");
-  }
-}
-
-// The same test with a shared lock: false while anyone holds the exclusive one.
-bool tryLockShared(int fd) {
-  for (;;) {
-    if (::flock(fd, LOCK_SH | LOCK_NB) == 0) return true;
+    if (::flock(fd, how | LOCK_NB) == 0) return true;
     if (errno == EINTR) continue;
     if (errno == EWOULDBLOCK) return false;
     throwSystemError("flock", __FILE__, __LINE__, "task lease");
@@ -246,7 +238,7 @@ std::string leaseHolderNow(const std::string& task_dir) {
   // A shared lock tests the holder's exclusive one. On NFS, flock is emulated with byte-range
   // locks, and an exclusive one needs a descriptor open for writing (before: EBADF there, and
   // `campaign retry` failed on every NFS campaign); a shared one needs only reading.
-  if (tryLockShared(fd.get())) return "";  // released when fd closes
+  if (tryLock(fd.get(), LOCK_SH)) return "";  // released when fd closes
   return describeHolder(readHolder(fd.get()));
 }
 

@@ -185,7 +185,7 @@ TEST_F(LocalExecutor, StatusGroupsTasksFailingAlike) {
 
 // A task that failed on a full disk says what to do (before: the system's words and the
 // file:line of the call that found no space); `status` shows it with the failure.
-TEST_F(LocalExecutor, ATaskFailingOnAFullDiskSaysWhatToDo) {
+TEST_F(LocalExecutor, ATaskFailingOnAFullDiskNamesTheRemedy) {
   init(json{{"task", "raises"},
             {"replicas", 2},
             {"params", {{"message", "other failure"}}},
