@@ -2,35 +2,22 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
-
-extern char** environ;
+#include "core/base/spawn.hpp"
 
 namespace foldfarm::jobs {
 
-std::string describeWaitStatus(int status) {
-  if (WIFSIGNALED(status)) {
-    int sig = WTERMSIG(status);
-    const char* name = ::strsignal(sig);
-    return "signal " + std::to_string(sig) + " (" + (name ? name : "?") + ")";
-  }
-  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
-  return "wait status " + std::to_string(status);
-}
-
-ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv_in,
+ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv,
                                  const std::vector<std::pair<std::string, std::string>>& env) {
-  if (argv_in.empty()) throw Error("ChildProcess::spawn: empty argv");
-  // [0] read end, [1] write end; closed on every way out unless handed to the ChildProcess.
+  if (argv.empty()) throw Error("ChildProcess::spawn: empty argv");
+  // [0] read end, [1] write end; the child's ends close when the Fds go out of scope.
   Fd to_child[2], from_child[2];
   auto makePipe = [](Fd(&ends)[2], const char* what) {
     int fds[2];
@@ -40,67 +27,21 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv_in,
   };
   makePipe(to_child, "pipe to worker");
   makePipe(from_child, "pipe from worker");
-  // Reports a failed exec (its errno) from the child; closed by a successful exec (before: a
-  // worker that could not be started showed only as "exit 127").
-  Fd exec_error[2];
-  makePipe(exec_error, "pipe for the worker's exec error");
-  // Everything the child needs is built before fork: only async-signal-safe calls after.
-  std::vector<std::string> args = argv_in;
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> envs;
-  for (char** e = environ; *e; ++e) {
-    std::string kv = *e;
-    auto eq = kv.find('=');
-    std::string key = kv.substr(0, eq);
-    bool overridden = false;
-    for (const auto& [k, v] : env) overridden |= (k == key);
-    if (!overridden) envs.push_back(kv);
-  }
-  for (const auto& [k, v] : env) envs.push_back(k + "=" + v);
+  SpawnOptions o;
+  for (const auto& [k, v] : env) o.extraEnv.push_back(k + "=" + v);
   // The worker starts with its stop signals held: a Ctrl-C (the terminal's, to the whole
   // group) while it loads (LibTorch: seconds on a busy node) reaches its stop handler once it
   // has one, instead of killing it (kSignalsHeldEnv).
-  envs.push_back(std::string(kSignalsHeldEnv) + "=1");
-  const sigset_t held = heldSignalSet();
-  std::vector<char*> envp;
-  for (auto& e : envs) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  pid_t parent = ::getpid();
-
-  pid_t pid = ::fork();
-  if (pid < 0) throwSystemError("fork", __FILE__, __LINE__, "worker process");
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(1);
-    ::dup2(to_child[0].get(), 0);
-    ::dup2(from_child[1].get(), 1);
-    // A pipe end that is already 0 or 1 (foldfarm started with stdin or stdout closed): dup2
-    // onto itself keeps its close-on-exec, and the worker would start without it.
-    ::fcntl(0, F_SETFD, 0);
-    ::fcntl(1, F_SETFD, 0);
-    ::sigprocmask(SIG_SETMASK, &held, nullptr);
-    ::execve(argv[0], argv.data(), envp.data());
-    const int e = errno;
-    const ssize_t n = ::write(exec_error[1].get(), &e, sizeof e);
-    (void)n;
-    ::_exit(127);
-  }
-  ChildProcess c;  // the child's ends close here, when the Fds go out of scope
-  c.pid_ = pid;
+  o.extraEnv.push_back(std::string(kSignalsHeldEnv) + "=1");
+  o.signalMask = heldSignalSet();
+  o.defaultSignals = false;
+  o.stdinFd = to_child[0].get();
+  o.stdoutFd = from_child[1].get();  // stderr: ours
+  o.what = "the worker '" + argv[0] + "'";
+  ChildProcess c;
+  c.pid_ = spawnProcess(argv, o);
   c.in_ = std::move(to_child[1]);
   c.out_ = std::move(from_child[0]);
-  exec_error[1].reset();
-  int exec_errno = 0;
-  ssize_t got = 0;
-  while ((got = ::read(exec_error[0].get(), &exec_errno, sizeof exec_errno)) == -1 &&
-         errno == EINTR) {
-  }
-  if (got == static_cast<ssize_t>(sizeof exec_errno)) {
-    c.killAndReap();
-    throw Error("cannot start the worker '" + argv_in[0] + "': " + errnoMessage(exec_errno));
-  }
   return c;
 }
 

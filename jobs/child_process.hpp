@@ -16,8 +16,10 @@ namespace foldfarm::jobs {
 class ChildProcess {
  public:
   ChildProcess() = default;
-  // fork/exec argv (no shell) with `env` added to this process's environment. The child
-  // gets SIGTERM when this process dies (PR_SET_PDEATHSIG). Throws Error.
+  // Starts argv (argv[0] a path, no shell; spawnProcess) with `env` added to this process's
+  // environment, its stdin and stdout pipes to us, its stop signals held. The child gets
+  // SIGTERM when this process dies (PR_SET_PDEATHSIG). Throws Error naming the worker and why
+  // when it cannot be started.
   static ChildProcess spawn(const std::vector<std::string>& argv,
                             const std::vector<std::pair<std::string, std::string>>& env);
   ~ChildProcess() noexcept;
@@ -42,8 +44,5 @@ class ChildProcess {
   Fd in_;
   Fd out_;
 };
-
-// "exit 3", "signal 11 (Segmentation fault)" from a wait status.
-std::string describeWaitStatus(int status);
 
 }  // namespace foldfarm::jobs

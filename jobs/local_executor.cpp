@@ -12,6 +12,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/base/spawn.hpp"
 #include "core/base/stop_signal.hpp"
 
 namespace foldfarm::jobs {

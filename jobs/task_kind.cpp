@@ -21,6 +21,7 @@
 #include "core/base/file_stat.hpp"
 #include "core/base/hash.hpp"
 #include "core/base/process.hpp"
+#include "core/base/spawn.hpp"
 #include "core/base/stop_signal.hpp"
 #include "jobs/task_lease.hpp"
 
@@ -37,11 +38,6 @@ struct KindEntry {
 std::map<std::string, KindEntry>& registry() {
   static std::map<std::string, KindEntry> r;
   return r;
-}
-
-std::string signalReason(int sig) {
-  const char* name = ::strsignal(sig);
-  return "signal " + std::to_string(sig) + " (" + (name ? name : "?") + ")";
 }
 
 // ---- noop -------------------------------------------------------------------------------
@@ -246,7 +242,7 @@ TaskOutcome runCommand(const json& p, const std::string& task_dir) {
   if (terminating) return {kTaskInterrupted, "command stopped on request", nullptr};
   if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
-    return {128 + sig, "command " + args[0] + " killed by " + signalReason(sig),
+    return {128 + sig, "command " + args[0] + " killed by " + describeSignal(sig),
             json{{"signal", sig}}};
   }
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,8 +16,7 @@
 #include "core/base/error.hpp"
 #include "core/base/fd.hpp"
 #include "core/base/log.hpp"
-
-extern char** environ;
+#include "core/base/spawn.hpp"
 
 namespace foldfarm {
 namespace {
@@ -76,16 +74,11 @@ class Child {
   pid_t pid_;
 };
 
-// The name part of a NAME=value entry (with the '=').
-std::string envKey(const std::string& kv) {
-  return kv.substr(0, kv.find('=') + 1);
-}
-
 }  // namespace
 
 std::string ProcessResult::describe() const {
   if (timedOut) return "timed out (signal " + std::to_string(termSignal) + ")";
-  if (termSignal != 0) return "signal " + std::to_string(termSignal);
+  if (termSignal != 0) return describeSignal(termSignal);
   return "exit " + std::to_string(exitCode);
 }
 
@@ -103,7 +96,7 @@ std::string ProcessResult::describeFailure() const {
   if (timedOut)
     why = "timed out";
   else if (termSignal)
-    why = "killed by signal " + std::to_string(termSignal);
+    why = "killed by " + describeSignal(termSignal);
   else
     why = "exited with status " + std::to_string(exitCode);
   std::string first = err.substr(0, err.find('\n'));
@@ -151,71 +144,20 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
 
   Pipe outPipe = makePipe();
   Pipe errPipe = makePipe();
-  // Reports a chdir/exec failure (errno) from the child; closed by a successful exec.
-  Pipe execPipe = makePipe();
-
-  // Everything the child needs is prepared before fork: it may only call
-  // async-signal-safe functions.
-  std::vector<std::string> envStore;
-  for (char** e = environ; e && *e; ++e) {
-    const std::string kv = *e;
-    bool replaced = false;
-    for (const auto& x : options.extraEnv) replaced = replaced || envKey(x) == envKey(kv);
-    if (!replaced) envStore.push_back(kv);
-  }
-  for (const auto& e : options.extraEnv) envStore.push_back(e);
-  std::vector<char*> envp;
-  for (auto& e : envStore) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> argStore = argv;
-  argStore[0] = exe;
-  std::vector<char*> args;
-  for (auto& a : argStore) args.push_back(a.data());
-  args.push_back(nullptr);
-  const char* cwd = options.cwd.empty() ? nullptr : options.cwd.c_str();
-
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  FF_CHECK_SYS(pid, "fork for '" + argv[0] + "'");
-  if (pid == 0) {
-    // Its own process group, so that a timeout ends everything it started; SIGTERM when
-    // this thread's process dies, so that it does not outlive us.
-    ::setpgid(0, 0);
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(127);
-    const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // not passed on itself
-    if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
-    ::dup2(outPipe.write.get(), STDOUT_FILENO);
-    if (options.captureStderr) ::dup2(errPipe.write.get(), STDERR_FILENO);
-    for (int fd = 0; fd <= 2; ++fd) ::fcntl(fd, F_SETFD, 0);  // dup2 onto itself keeps the flag
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::signal(SIGUSR1, SIG_DFL);
-    ::signal(SIGTERM, SIG_DFL);
-    ::signal(SIGINT, SIG_DFL);
-    ::signal(SIGPIPE, SIG_DFL);
-    if (cwd == nullptr || ::chdir(cwd) == 0) ::execve(args[0], args.data(), envp.data());
-    const int e = errno;
-    const ssize_t n = ::write(execPipe.write.get(), &e, sizeof e);
-    (void)n;
-    ::_exit(127);
-  }
-  ::setpgid(pid, pid);  // also here: no window in which a timeout misses the group
+  SpawnOptions so;
+  so.extraEnv = options.extraEnv;
+  so.cwd = options.cwd;
+  so.stdoutFd = outPipe.write.get();
+  so.stderrFd = options.captureStderr ? errPipe.write.get() : -1;
+  // Its own process group, so that a timeout ends everything it started.
+  so.ownProcessGroup = true;
+  so.what = "'" + argv[0] + "'";
+  std::vector<std::string> args = argv;
+  args[0] = exe;
+  const pid_t pid = spawnProcess(args, so);
   Child child(pid);
   outPipe.write.reset();
   errPipe.write.reset();
-  execPipe.write.reset();
-
-  int execErrno = 0;
-  ssize_t n;
-  while ((n = ::read(execPipe.read.get(), &execErrno, sizeof execErrno)) == -1 && errno == EINTR) {
-  }
-  if (n == static_cast<ssize_t>(sizeof execErrno)) {
-    child.reap();
-    throw Error("cannot run '" + argv[0] + "'" + (cwd ? std::string(" in ") + cwd : std::string()) +
-                ": " + errnoMessage(execErrno));
-  }
 
   const bool limited = options.timeout.count() > 0;
   const auto deadline = std::chrono::steady_clock::now() + options.timeout;

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fcntl.h>
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
 #include "core/base/process.hpp"
 
 using namespace foldfarm;
@@ -106,4 +108,50 @@ TEST(RunProcess, PassesNoDescriptorOfItsOwn) {
                                                  << r.out;
   }
   EXPECT_EQ(seen.count(0) + seen.count(1) + seen.count(2), 3u) << r.out;
+}
+
+// A process started with its standard streams closed (a daemon, a job step's odd launcher)
+// still runs helper programs: the pipes then take the numbers 0, 1 and 2, and the child gets
+// its output pipes as 1 and 2 and /dev/null as 0. A program that cannot start is named.
+TEST(RunProcess, ClosedStandardStreamsAreNoObstacleAndAFailedStartIsNamed) {
+  try {
+    ProcessOptions o;
+    o.cwd = "/nonexistent-dir";
+    runProcess({"/bin/true"}, o);
+    ADD_FAILURE() << "started in a directory that does not exist";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "cannot start '/bin/true' in /nonexistent-dir: No such file or directory"),
+              std::string::npos)
+        << e.what();
+  }
+  int report[2];
+  ASSERT_EQ(::pipe(report), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(report[0]);
+    ::close(0);
+    ::close(1);
+    ::close(2);
+    std::string got;
+    try {
+      const ProcessResult r = runProcess({"sh", "-c", "cat; echo out; echo err >&2; exit 4"});
+      got = std::to_string(r.exitCode) + "|" + r.out + "|" + r.err;
+    } catch (const std::exception& e) {
+      got = std::string("threw: ") + e.what();
+    }
+    const ssize_t n = ::write(report[1], got.data(), got.size());
+    ::_exit(n == static_cast<ssize_t>(got.size()) ? 0 : 1);
+  }
+  ::close(report[1]);
+  std::string got;
+  char buf[256];
+  for (ssize_t n; (n = ::read(report[0], buf, sizeof buf)) > 0;)
+    got.append(buf, static_cast<size_t>(n));
+  ::close(report[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(got, "4|out\n|err\n");
 }
