@@ -73,14 +73,9 @@ std::optional<Fd> lockFileNamingHolder(const std::string& path, const std::strin
                                        int tries, Fd& refused) {
   Fd lock(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (!lock.valid()) throw Error(path + ": cannot open: " + errnoMessage(errno));
-  for (int attempt = 1; ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0; ++attempt) {
-    const int err = errno;
-    if (err != EWOULDBLOCK) throw Error(path + ": cannot lock: " + errnoMessage(err));
-    if (attempt >= tries) {
-      refused = std::move(lock);
-      return std::nullopt;
-    }
-    ::usleep(50000);
+  if (!tryFlock(lock.get(), LOCK_EX, path, tries)) {
+    refused = std::move(lock);
+    return std::nullopt;
   }
   if (::ftruncate(lock.get(), 0) == 0) {
     ssize_t w = ::pwrite(lock.get(), holder.data(), holder.size(), 0);
@@ -477,13 +472,8 @@ Fd readCampaignOutputs(const std::string& campaign_dir, const std::string& doing
     throw Error(path + ": cannot open: " + errnoMessage(err));
   }
   // As many tries as lockCampaignOutputs makes: `campaign status` glances at it too.
-  for (int attempt = 1; ::flock(lock.get(), LOCK_SH | LOCK_NB) != 0; ++attempt) {
-    const int err = errno;
-    if (err != EWOULDBLOCK) throw Error(path + ": cannot lock: " + errnoMessage(err));
-    if (attempt >= kOutputsLockTries)
-      throw outputsLockRefusal(campaign_dir, path, lock.get(), doing);
-    ::usleep(50000);
-  }
+  if (!tryFlock(lock.get(), LOCK_SH, path, kOutputsLockTries))
+    throw outputsLockRefusal(campaign_dir, path, lock.get(), doing);
   return lock;
 }
 

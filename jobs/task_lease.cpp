@@ -16,6 +16,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/log.hpp"
+#include "core/base/output_lock.hpp"
 #include "core/base/stop_signal.hpp"
 #include "jobs/journal.hpp"
 
@@ -50,23 +51,13 @@ int readAttemptFile(const std::string& path) {
   return 0;
 }
 
-// Takes the lock `how` (LOCK_EX or LOCK_SH) without waiting; false while another holds a
-// conflicting one.
-bool tryLock(int fd, int how = LOCK_EX) {
-  for (;;) {
-    if (::flock(fd, how | LOCK_NB) == 0) return true;
-    if (errno == EINTR) continue;
-    if (errno == EWOULDBLOCK) return false;
-    throwSystemError("flock", __FILE__, __LINE__, "task lease");
-  }
-}
-
-// Waits up to `seconds` for the lock; false when it is still held.
-bool waitForLock(int fd, double seconds) {
+// Waits up to `seconds` for the exclusive lock of `path` (open as `fd`); false when it is still
+// held.
+bool waitForLock(int fd, const std::string& path, double seconds) {
   const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                         std::chrono::duration<double>(seconds));
   for (;;) {
-    if (tryLock(fd)) return true;
+    if (tryFlock(fd, LOCK_EX, path)) return true;
     if (stopRequested()) throw InterruptedError("stopped while waiting for the task lease");
     if (Clock::now() >= until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -124,21 +115,21 @@ TaskLease TaskLease::acquire(const std::string& task_dir, const std::string& tas
   const int fd = lease.fd_.get();
 
   // 1. Wait for an earlier holder.
-  if (!tryLock(fd)) {
+  if (!tryFlock(fd, LOCK_EX, path)) {
     const json h = readHolder(fd);
     logWarn("task {} (attempt {}): {} still holds {}; waiting up to {} s for it to end", task_id,
             attempt, describeHolder(h), path, o.wait_s);
-    if (!waitForLock(fd, o.wait_s)) {
+    if (!waitForLock(fd, path, o.wait_s)) {
       // 2. Fence it.
       const json now = readHolder(fd);
       if (signalHolder(now, SIGTERM)) {
         logWarn("task {}: fencing {}: SIGTERM", task_id, describeHolder(now));
-        if (!waitForLock(fd, o.fence_grace_s)) {
+        if (!waitForLock(fd, path, o.fence_grace_s)) {
           signalHolder(now, SIGKILL);
           logWarn("task {}: fencing {}: SIGKILL", task_id, describeHolder(now));
         }
       }
-      if (!waitForLock(fd, o.fence_grace_s)) {
+      if (!waitForLock(fd, path, o.fence_grace_s)) {
         throw InterruptedError("task " + task_id + ": " + describeHolder(now) + " still runs in " +
                                task_dir + " after " + std::to_string(static_cast<int>(o.wait_s)) +
                                " s; this attempt was not started and will be retried");
@@ -238,7 +229,7 @@ std::string leaseHolderNow(const std::string& task_dir) {
   // A shared lock tests the holder's exclusive one. On NFS, flock is emulated with byte-range
   // locks, and an exclusive one needs a descriptor open for writing (before: EBADF there, and
   // `campaign retry` failed on every NFS campaign); a shared one needs only reading.
-  if (tryLock(fd.get(), LOCK_SH)) return "";  // released when fd closes
+  if (tryFlock(fd.get(), LOCK_SH, path)) return "";  // released when fd closes
   return describeHolder(readHolder(fd.get()));
 }
 

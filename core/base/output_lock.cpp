@@ -41,6 +41,17 @@ long flockHolder(int fd, bool* shared) {
   return 0;
 }
 
+bool tryFlock(int fd, int how, const std::string& what, int tries) {
+  for (int attempt = 1;; ++attempt) {
+    if (::flock(fd, how | LOCK_NB) == 0) return true;
+    const int err = errno;
+    if (err == EINTR) continue;
+    if (err != EWOULDBLOCK) throw Error(what + ": cannot lock: " + errnoMessage(err));
+    if (attempt >= tries) return false;
+    ::usleep(50000);
+  }
+}
+
 OutputDirectoryLock::OutputDirectoryLock(const std::string& dir, const std::string& option)
     : dir_((requireOutputDirectoryPath(dir, option.empty() ? "output directory" : option), dir)),
       made_(dir) {

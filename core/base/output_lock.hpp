@@ -53,4 +53,9 @@ class OutputDirectoryLock {
 // `shared`, whether that holder's lock is a shared one (LOCK_SH) is stored there.
 long flockHolder(int fd, bool* shared = nullptr);
 
+// Takes the flock `how` (LOCK_EX or LOCK_SH) on `fd` without blocking, trying `tries` times 50 ms
+// apart (1: once); false when another open file still holds a conflicting lock. Throws Error
+// naming `what` (the file) when flock fails otherwise (a mount without flock: ENOLCK).
+bool tryFlock(int fd, int how, const std::string& what, int tries = 1);
+
 }  // namespace foldfarm
