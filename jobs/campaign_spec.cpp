@@ -18,6 +18,7 @@
 #include "core/base/file_stat.hpp"
 #include "core/base/json_file.hpp"
 #include "core/base/json_value.hpp"
+#include "core/base/text.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/task_kind.hpp"
 
@@ -47,13 +48,6 @@ T getNumber(const json& obj, const char* key, T fallback, const std::string& ori
             const std::string& where) {
   if (!obj.contains(key)) return fallback;
   return jsonValue<T>(obj.at(key), origin + ": '" + where + key + "'");
-}
-
-std::string numberText(double v) {
-  if (v == std::floor(v) && std::fabs(v) < 1e15) return std::to_string(static_cast<int64_t>(v));
-  std::ostringstream os;
-  os << v;
-  return os.str();
 }
 
 // Upper bound of a count or duration: a typo (an extra zero, seconds for minutes) would

@@ -18,6 +18,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/base/text.hpp"
 
 namespace foldfarm {
 namespace {
@@ -57,10 +58,6 @@ const std::string& hostTag() {
     return h.empty() ? std::string("host") : h;
   }();
   return tag;
-}
-
-bool allDigits(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 // Removes the temporaries of `path` that processes of this host left behind when they ended

@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include "core/base/text.hpp"
+
 namespace foldfarm::cli {
 
 namespace detail {
@@ -28,17 +30,9 @@ inline CLI::Validator numberCheck(bool strict, const std::string& wanted, const 
       },
       name);
 }
-// A bound as a user would write it: whole numbers in full (1000000, not 1e+06), others with
-// up to 12 significant digits (0.00390625).
-inline std::string showBound(double v) {
-  if (v == std::floor(v) && std::fabs(v) < 1e15) return std::to_string(static_cast<long long>(v));
-  std::ostringstream out;
-  out << std::setprecision(12) << v;
-  return out.str();
-}
 inline CLI::Validator rangeCheck(double lo, double hi, bool hi_open) {
   const std::string wanted =
-      "a number from " + showBound(lo) + (hi_open ? " to below " : " to ") + showBound(hi);
+      "a number from " + numberText(lo) + (hi_open ? " to below " : " to ") + numberText(hi);
   return CLI::Validator(
       [lo, hi, hi_open, wanted](std::string& in) -> std::string {
         double v = 0;
@@ -46,7 +40,7 @@ inline CLI::Validator rangeCheck(double lo, double hi, bool hi_open) {
           return "must be " + wanted + ", not " + in;
         return {};
       },
-      "[" + showBound(lo) + ", " + showBound(hi) + (hi_open ? ")" : "]"));
+      "[" + numberText(lo) + ", " + numberText(hi) + (hi_open ? ")" : "]"));
 }
 // Whole numbers as the user wrote them: CLI11 2.1 converts with strtoll/strtoull in base 0,
 // so a number beyond 64 bits became the largest one without a word, "-1" for an unsigned

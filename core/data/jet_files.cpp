@@ -11,6 +11,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/file_stat.hpp"
+#include "core/base/text.hpp"
 
 namespace foldfarm::data {
 
@@ -18,12 +19,6 @@ namespace {
 
 bool isPattern(const std::string& s) {
   return s.find_first_of("*?[") != std::string::npos;
-}
-
-std::string trim(const std::string& s) {
-  const size_t a = s.find_first_not_of(" \t\r");
-  if (a == std::string::npos) return "";
-  return s.substr(a, s.find_last_not_of(" \t\r") - a + 1);
 }
 
 void expandEntry(const std::string& entry, const std::string& base, int depth,

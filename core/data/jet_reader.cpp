@@ -19,6 +19,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/run_threads.hpp"
+#include "core/base/text.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/rng.hpp"
 
@@ -65,16 +66,6 @@ std::string shapeText(const std::vector<hsize_t>& d) {
   os << "(";
   for (size_t i = 0; i < d.size(); ++i) os << (i ? "," : "") << d[i];
   os << (d.size() == 1 ? ",)" : ")");
-  return os.str();
-}
-
-// A value as a reader would write it: "0.5", "-1", "2", "NaN", "Inf".
-std::string numberText(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return v > 0 ? "Inf" : "-Inf";
-  std::ostringstream os;
-  os.precision(10);
-  os << v;
   return os.str();
 }
 

@@ -1,0 +1,36 @@
+#pragma once
+// Small text helpers shared by messages and parsers.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <iomanip>
+#include <sstream>
+#include <string>
+#include <string_view>
+
+namespace foldfarm {
+
+// `s` without leading and trailing blanks (space, tab, CR, LF).
+inline std::string trim(std::string_view s) {
+  const size_t a = s.find_first_not_of(" \t\r\n");
+  if (a == std::string_view::npos) return "";
+  return std::string(s.substr(a, s.find_last_not_of(" \t\r\n") - a + 1));
+}
+
+// Non-empty and only the digits 0-9 (a pid, a job id).
+inline bool allDigits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// A number as a user would write it, for messages: whole numbers in full (1000000, not
+// 1e+06), others with up to 12 significant digits (0.00390625), "NaN", "Inf", "-Inf".
+inline std::string numberText(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Inf" : "-Inf";
+  if (v == std::floor(v) && std::fabs(v) < 1e15) return std::to_string(static_cast<int64_t>(v));
+  std::ostringstream out;
+  out << std::setprecision(12) << v;
+  return out.str();
+}
+
+}  // namespace foldfarm
