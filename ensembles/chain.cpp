@@ -1191,6 +1191,15 @@ void ChainRun::writeOutputsOnRoot() {
   }
   result["mc_events"] = n_mc_;
   result["data_events"] = n_data_;
+  // The data weights the chain trained on (the file's times this replica's Poisson(1) draw):
+  // their sum and how many events the draw left out, which say which resample it was.
+  double data_sum = 0;
+  int64_t data_zeros = 0;
+  for (const double w : w_data_) {
+    data_sum += w;
+    data_zeros += w == 0 ? 1 : 0;
+  }
+  result["data_weights"] = {{"sum", data_sum}, {"zeros", data_zeros}};
   // Of the final weights over the events that fill the histograms (those passing the gen
   // selection; before: over every event, the failing ones' fixed weight 1 included).
   result["final_ess"] = effectiveSampleSize(weights.final, mc_pass_gen_);

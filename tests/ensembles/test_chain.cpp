@@ -707,6 +707,40 @@ TEST_F(ChainTest, FinalWeightsAreThePushTimesTheSimulationWeights) {
   EXPECT_FALSE(fs::exists(dir / "models")) << "models are kept only when asked";
 }
 
+// Replica r >= 1 trains on the data weighted by its Poisson(1) draw, a function of (campaign
+// seed, r) only: the members of a replica share it, replica 0 takes the data as it is
+// (README "Concepts"). result.json's data_weights say which draw a chain trained on.
+TEST_F(ChainTest, DataBootstrapWeightsComeFromTheCampaignSeedAndTheReplicaOnly) {
+  const auto dataWeights = [](int replica, int member) {
+    nlohmann::json p = params(replica, member);
+    p["config"]["classifier"] = "mlp";
+    p["iterations"] = 1;
+    const fs::path dir =
+        root_ / ("boot_r" + std::to_string(replica) + "m" + std::to_string(member));
+    EXPECT_EQ(runChainTask(p, dir.string()), 0);
+    return readJson((dir / kChainResultFile).string()).at("data_weights");
+  };
+  const nlohmann::json r0 = dataWeights(0, 0);
+  EXPECT_EQ(r0.at("sum").get<double>(), 240.0) << "replica 0 fits the data unweighted";
+  EXPECT_EQ(r0.at("zeros").get<int64_t>(), 0);
+  for (const int replica : {2, 3}) {
+    const std::vector<double> draw = bootstrapWeights(240, 7, replica);
+    double sum = 0;
+    int64_t zeros = 0;
+    for (const double w : draw) {
+      sum += w;
+      zeros += w == 0 ? 1 : 0;
+    }
+    ASSERT_GT(zeros, 40) << "about e^-1 of the events are not drawn";
+    for (const int member : {0, 1}) {
+      const nlohmann::json got = dataWeights(replica, member);
+      EXPECT_EQ(got.at("sum").get<double>(), sum) << "replica " << replica << " member " << member;
+      EXPECT_EQ(got.at("zeros").get<int64_t>(), zeros)
+          << "replica " << replica << " member " << member;
+    }
+  }
+}
+
 // An MC-statistics replica resamples the simulation (every replica, 0 included) and leaves
 // the data unweighted: replica 0 differs from the nominal chain, and its final weights carry
 // the Poisson weights (0 where an event was not drawn).
