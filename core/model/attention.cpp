@@ -186,7 +186,6 @@ Tensor maskedAttentionPadded(const Tensor& q, const Tensor& k, const Tensor& v,
 
 Tensor maskedAttentionSdpa(const Tensor& q, const Tensor& k, const Tensor& v,
                            const Tensor& key_mask, double scale) {
-#if TORCH_VERSION_MAJOR >= 2
   const int64_t b = k.size(0), nk = k.size(2);
   const Tensor real = key_mask.to(q.device()).reshape({b, 1, 1, nk}) != 0;
   const Tensor any_real = real.any(-1, /*keepdim=*/true);
@@ -201,15 +200,18 @@ Tensor maskedAttentionSdpa(const Tensor& q, const Tensor& k, const Tensor& v,
   const Tensor bias = torch::zeros({b, 1, 1, nk}, q.options())
                           .masked_fill(real.logical_not().logical_and(any_real), masked);
   const Tensor q_used = q * any_real.to(q.scalar_type());
-#if TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 1
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
   return at::scaled_dot_product_attention(q_used, k, v, bias, /*dropout_p=*/0.0,
                                           /*is_causal=*/false, /*scale=*/scale);
-#else
+#elif TORCH_VERSION_MAJOR == 2
   return at::scaled_dot_product_attention(q_used * scale, k, v, bias, /*dropout_p=*/0.0,
                                           /*is_causal=*/false);
-#endif
 #else
-  return maskedAttentionPadded(q, k, v, key_mask, scale);
+  // LibTorch 1.x has no SDPA: the operator's definition, softmax(scale q kᵀ + bias) v, on the
+  // same inputs. The bias and the zeroed queries are then checked by every build's tests; the
+  // fused kernels' own numerics (the recomputed weights above) only where LibTorch 2.x runs.
+  return torch::matmul(
+      torch::softmax(torch::matmul(q_used * scale, k.transpose(-2, -1)) + bias, -1), v);
 #endif
 }
 

@@ -25,8 +25,8 @@ namespace foldfarm {
 //  kAuto: maskedAttention's choice by device (SDPA on CUDA, else trimmed when available,
 //    else padded); what training and inference use.
 //  kPadded: maskedAttentionPadded (the benchmark baseline).
-//  kSdpa: maskedAttentionSdpa on any device (LibTorch >= 2.0; the padded path on 1.x), so
-//    that the GPU's attention runs in a whole model on the CPU (tests).
+//  kSdpa: maskedAttentionSdpa on any device (on LibTorch 1.x SDPA's definition on its
+//    inputs), so that the GPU's attention runs in a whole model on the CPU (tests).
 enum class AttentionKernel { kAuto, kPadded, kSdpa };
 
 // q (B, H, Nq, Dh), k and v (B, H, Nk, Dh), key_mask (B, Nk) float (1 real, 0 padding),
@@ -43,8 +43,8 @@ torch::Tensor maskedAttentionPadded(const torch::Tensor& q, const torch::Tensor&
 // keys and -1e9 for padding (-32752, half the lowest finite value, for float16), and the
 // queries of a jet without real keys are zeroed first (uniform weights, no gradient to q and
 // k, as in the other paths). All query rows are computed; padding queries are the caller's
-// to mask. LibTorch 2.0 has no `scale` argument: q is prescaled. On LibTorch 1.x, which has
-// no SDPA, this is maskedAttentionPadded.
+// to mask. LibTorch 2.0 has no `scale` argument: q is prescaled. LibTorch 1.x has no SDPA:
+// there the operator's definition, softmax(scale q kᵀ + mask) v, runs on the same inputs.
 torch::Tensor maskedAttentionSdpa(const torch::Tensor& q, const torch::Tensor& k,
                                   const torch::Tensor& v, const torch::Tensor& key_mask,
                                   double scale);
