@@ -70,6 +70,21 @@ std::vector<std::string> pretrain(const std::string& data, const std::string& ou
   return foldfarm::testing::streamPretrainArgs(data, out);
 }
 
+// `streamed` (pretrain's arguments) without --stream and its options: the jets in memory.
+std::vector<std::string> inMemory(const std::vector<std::string>& streamed) {
+  std::vector<std::string> args;
+  for (size_t i = 0; i < streamed.size(); ++i) {
+    if (streamed[i] == "--stream") continue;
+    if (streamed[i] == "--block-rows" || streamed[i] == "--shuffle-buffer" ||
+        streamed[i] == "--read-ahead") {
+      ++i;
+      continue;
+    }
+    args.push_back(streamed[i]);
+  }
+  return args;
+}
+
 // Epoch recorded in the training state under `state_dir` (-1: none yet).
 int64_t stateEpoch(const fs::path& state_dir) {
   try {
@@ -109,6 +124,9 @@ void killSession(pid_t sid) {
 // the stderr text. The process leads a session of its own (pid): mpirun and its ranks.
 std::pair<int, std::string> runPolling(const std::vector<std::string>& argv, const fs::path& log,
                                        const std::function<void(pid_t)>& poll) {
+  // What this process printed goes out once: the child's freopen would flush it again.
+  std::cout.flush();
+  std::fflush(nullptr);
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::setsid();
@@ -211,16 +229,7 @@ TEST(PretrainStream, StoppedMidEpochAndResumedEqualsAnUninterruptedRunBitForBit)
   // The streamed state resumed with the data in memory: said so (it was "different training
   // data"), the state left as it was.
   {
-    std::vector<std::string> in_memory;
-    const std::vector<std::string> args = pretrain(data, other);
-    for (size_t i = 0; i < args.size(); ++i) {
-      if (args[i] == "--stream") continue;
-      if (args[i] == "--block-rows" || args[i] == "--shuffle-buffer" || args[i] == "--read-ahead") {
-        ++i;
-        continue;
-      }
-      in_memory.push_back(args[i]);
-    }
+    std::vector<std::string> in_memory = inMemory(pretrain(data, other));
     in_memory.push_back("--resume");
     ProcessResult r = runSingleThreaded(in_memory, 120);
     EXPECT_EQ(r.status(), 2) << r.err;
@@ -302,19 +311,21 @@ TEST(PretrainStream, StoppedMidEpochAndResumedEqualsAnUninterruptedRunBitForBit)
   EXPECT_EQ(fit(one)["steps"].get<int64_t>(), 3 * stepsPerEpoch(one)) << c.err;
 }
 
-// A run killed outright (SIGKILL to mpirun and both ranks: a lost node, the OOM killer) in
-// the middle of an epoch loses only the steps since its last periodic save (--save-every),
-// and resumed from it ends bit-identical to an uninterrupted run. (Before: the state was
-// written at epoch ends only; an epoch of a long pretraining was lost.)
-TEST(PretrainStream, KilledOutrightMidEpochAndResumedFromItsPeriodicSaveEqualsAnUninterruptedRun) {
-  Scratch s;
-  const std::string data = writeParts(s.dir);
-  const std::string whole = (s.dir / "whole").string();
-  ProcessResult a = runSingleThreaded(mpirun(2, pretrain(data, whole)), 300);
+// Runs `args(out)` on 2 ranks uninterrupted, and again killed outright (SIGKILL to mpirun and
+// both ranks: a lost node, the OOM killer) once it has saved its state within epoch 1 (a
+// periodic save, --save-every about every step); resumed from that save, it must end
+// bit-identical to the uninterrupted run, loss history included. `tag` names the runs.
+namespace {
+
+void expectKilledMidEpochAndResumedEqualsUninterrupted(
+    const fs::path& dir, const std::string& tag,
+    const std::function<std::vector<std::string>(const std::string&)>& args) {
+  const std::string whole = (dir / (tag + "-whole")).string();
+  ProcessResult a = runSingleThreaded(mpirun(2, args(whole)), 300);
   ASSERT_TRUE(a.ok()) << a.describeFailure() << "\n" << a.err;
 
-  const std::string killed = (s.dir / "killed").string();
-  std::vector<std::string> often = pretrain(data, killed);
+  const std::string killed = (dir / (tag + "-killed")).string();
+  std::vector<std::string> often = args(killed);
   often.insert(often.end(), {"--save-every", "0.0002"});  // 12 ms: about every step
   const fs::path state = fs::path(killed) / "state";
   const auto stepInEpoch = [&] {
@@ -329,7 +340,7 @@ TEST(PretrainStream, KilledOutrightMidEpochAndResumedFromItsPeriodicSaveEqualsAn
   };
   bool sent = false;
   pid_t launched = -1;
-  auto [status, err] = runPolling(mpirun(2, often), s.dir / "killed.log", [&](pid_t pid) {
+  auto [status, err] = runPolling(mpirun(2, often), dir / (tag + "-killed.log"), [&](pid_t pid) {
     launched = pid;
     if (!sent && stateEpoch(state) >= 1 && stepInEpoch() > 0) {
       killSession(pid);  // mpirun and its ranks, with no chance to save
@@ -343,25 +354,58 @@ TEST(PretrainStream, KilledOutrightMidEpochAndResumedFromItsPeriodicSaveEqualsAn
   ASSERT_TRUE(sessionMembers(launched).empty()) << "a rank outlived the kill";
   EXPECT_FALSE(fs::exists(fs::path(killed) / "model"));
   const int64_t epoch = stateEpoch(state), step = stepInEpoch();
-  std::cout << "[ killed   ] the last state saved: epoch " << epoch << " step " << step << "\n";
+  std::cout << "[ killed   ] " << tag << ": the last state saved: epoch " << epoch << " step "
+            << step << "\n";
   EXPECT_GT(step, 0) << "a state within the epoch";
 
-  std::vector<std::string> again = pretrain(data, killed);
+  std::vector<std::string> again = args(killed);
   again.push_back("--resume");
   ProcessResult b = runSingleThreaded(mpirun(2, again), 300);
   ASSERT_TRUE(b.ok()) << b.describeFailure() << "\n" << b.err;
   EXPECT_NE(b.err.find("at epoch " + std::to_string(epoch) + " step " + std::to_string(step)),
             std::string::npos)
       << b.err;
-  EXPECT_TRUE(tensorsOf(fs::path(whole) / "model") == tensorsOf(fs::path(killed) / "model"))
+  const std::string ta = tensorsOf(fs::path(whole) / "model");
+  ASSERT_FALSE(ta.empty());
+  EXPECT_TRUE(ta == tensorsOf(fs::path(killed) / "model"))
       << "the model resumed from the periodic save differs from the uninterrupted one";
-  const auto history = [](const std::string& dir) {
+  const auto history = [](const std::string& d) {
     return nlohmann::json::parse(
-        slurp(fs::path(dir) / "model" / "meta.json"))["training"]["fit"]["history"];
+        slurp(fs::path(d) / "model" / "meta.json"))["training"]["fit"]["history"];
   };
   ASSERT_EQ(history(whole).size(), 3u);
   for (size_t e = 0; e < 3; ++e)
     EXPECT_EQ(history(whole)[e]["train_loss"], history(killed)[e]["train_loss"]) << "epoch " << e;
+}
+
+}  // namespace
+
+// A streamed run killed outright in the middle of an epoch loses only the steps since its
+// last periodic save (--save-every), and resumed from it ends bit-identical to an
+// uninterrupted run. (Before: the state was written at epoch ends only; an epoch of a long
+// pretraining was lost.)
+TEST(PretrainStream, KilledOutrightMidEpochAndResumedFromItsPeriodicSaveEqualsAnUninterruptedRun) {
+  Scratch s;
+  const std::string data = writeParts(s.dir);
+  expectKilledMidEpochAndResumedEqualsUninterrupted(
+      s.dir, "stream", [&](const std::string& out) { return pretrain(data, out); });
+}
+
+// The same for the jets held in memory, every rank reading all of them (its part of one
+// global shuffle) or only its 1/N (--shard-data) (docs/scaling.md; before, only --stream was
+// tested so).
+TEST(PretrainStream, InMemoryAndShardedRunsKilledMidEpochAndResumedEqualAnUninterruptedRun) {
+  Scratch s;
+  const std::string data = writeParts(s.dir);
+  for (const bool sharded : {false, true}) {
+    SCOPED_TRACE(sharded ? "--shard-data" : "in memory");
+    expectKilledMidEpochAndResumedEqualsUninterrupted(
+        s.dir, sharded ? "shard" : "memory", [&](const std::string& out) {
+          std::vector<std::string> args = inMemory(pretrain(data, out));
+          if (sharded) args.push_back("--shard-data");
+          return args;
+        });
+  }
 }
 
 // An HDF5 library not built thread-safe is read with one thread, said once (before: two reader

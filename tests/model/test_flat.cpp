@@ -5,6 +5,9 @@
 // and columns leave the loss and every gradient unchanged; and the device resolution.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <set>
+
 #include <torch/torch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -302,6 +305,46 @@ TEST(Batches, ABatchBeyondTheRowsIsOneBatchOfAllOfThem) {
     }
     EXPECT_EQ(epochBatches(set, 16, 1, 0, 0, 1, bucket).size(), 3u);
   }
+}
+
+// Every rank takes its part of one global shuffle per epoch (README: so that a run resumes on
+// another number of ranks): the ranks' rows are disjoint, as many on each, and together the
+// single process's first world * (n / world) rows of that epoch, in its order (not bucketed).
+TEST(Batches, RanksTakeDisjointEqualPartsOfOneGlobalShuffle) {
+  const JetTensors set = jets(41, 3);
+  const auto rowsOf = [](const std::vector<std::vector<int64_t>>& batches) {
+    std::vector<int64_t> rows;
+    for (const auto& b : batches) rows.insert(rows.end(), b.begin(), b.end());
+    return rows;
+  };
+  for (const int64_t epoch : {int64_t{0}, int64_t{3}}) {
+    const std::vector<int64_t> all = rowsOf(epochBatches(set, 4, 7, epoch, 0, 1, false));
+    ASSERT_EQ(all.size(), 41u);
+    for (const int world : {2, 3}) {
+      const size_t per_rank = 41 / static_cast<size_t>(world);
+      std::set<int64_t> seen;
+      for (int rank = 0; rank < world; ++rank) {
+        const std::vector<int64_t> mine =
+            rowsOf(epochBatches(set, 4, 7, epoch, rank, world, false));
+        ASSERT_EQ(mine.size(), per_rank) << "rank " << rank << " of " << world;
+        const std::vector<int64_t> part(
+            all.begin() + static_cast<std::ptrdiff_t>(rank * per_rank),
+            all.begin() + static_cast<std::ptrdiff_t>((rank + 1) * per_rank));
+        EXPECT_EQ(mine, part) << "rank " << rank << " of " << world << ", epoch " << epoch;
+        // Bucketed: the same rows, in another order.
+        std::vector<int64_t> bucketed = rowsOf(epochBatches(set, 4, 7, epoch, rank, world, true));
+        std::sort(bucketed.begin(), bucketed.end());
+        std::vector<int64_t> sorted = mine;
+        std::sort(sorted.begin(), sorted.end());
+        EXPECT_EQ(bucketed, sorted) << "rank " << rank << " of " << world;
+        seen.insert(mine.begin(), mine.end());
+      }
+      EXPECT_EQ(seen.size(), per_rank * static_cast<size_t>(world)) << "ranks share rows";
+    }
+  }
+  // Another epoch, another shuffle.
+  EXPECT_NE(rowsOf(epochBatches(set, 4, 7, 0, 0, 1, false)),
+            rowsOf(epochBatches(set, 4, 7, 1, 0, 1, false)));
 }
 
 TEST(FixedShapes, PaddingRowsAndColumnsGiveTheSameLossAndGradients) {
