@@ -44,19 +44,37 @@ TEST(Progress, SlowRatesReadPerMinuteOrPerHourInsteadOfZero) {
 // run's rate (before: 84 steps in 8.7 s after a resume at step 36 read as 13.9 steps/s, and
 // the ETA was short by that factor).
 TEST(Progress, AResumedRunsRateCountsItsOwnUnitsOnly) {
+  using Clock = std::chrono::steady_clock;
+  const auto seconds = [](Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+  };
+  const Clock::time_point before = Clock::now();
   Progress fresh("fresh", 1000, "step");
   Progress resumed("resumed", 1000, "step");
+  const Clock::time_point started = Clock::now();
   fresh.setSilent(true);
   resumed.setSilent(true);
   resumed.resumedAt(900);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   fresh.update(50);
   resumed.update(950);
-  // Side by side: the same 50 units in the same time, the same rate.
-  EXPECT_GT(fresh.rate(), 0);
-  EXPECT_NEAR(resumed.rate() / fresh.rate(), 1.0, 0.05);
+  // Both did 50 units since they started: whenever each rate is read (a loaded machine may
+  // pause between two reads), it lies between 50 units over the longest and over the
+  // shortest time they can have taken (before: 950 units, 19 times too fast).
+  const Clock::time_point reading = Clock::now();
+  const double f = fresh.rate(), r = resumed.rate();
+  const Clock::time_point read = Clock::now();
+  for (const double rate : {f, r}) {
+    EXPECT_GE(rate, 50 / seconds(before, read));
+    EXPECT_LE(rate, 50 / seconds(started, reading));
+  }
   // What is left: 950 units at the fresh run's rate, 50 at the resumed one's.
-  EXPECT_NEAR(fresh.etaSeconds() / resumed.etaSeconds(), 950.0 / 50.0, 1.0);
+  const double eta_fresh = fresh.etaSeconds(), eta_resumed = resumed.etaSeconds();
+  const Clock::time_point done = Clock::now();
+  EXPECT_GE(eta_fresh, 950 * seconds(started, reading) / 50);
+  EXPECT_LE(eta_fresh, 950 * seconds(before, done) / 50);
+  EXPECT_GE(eta_resumed, 50 * seconds(started, reading) / 50);
+  EXPECT_LE(eta_resumed, 50 * seconds(before, done) / 50);
 }
 
 // The last line of work stopped before its end says that work is left (before: "ETA 0s" on a

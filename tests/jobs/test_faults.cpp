@@ -634,19 +634,31 @@ TEST_F(Faults, TwoRunnersOfOneTaskNeverOverlapAndAnOlderAttemptStartedLaterRunsN
   // What a Slurm requeue racing a resubmission amounts to: `work` runs of the same task
   // with attempts 1 and 2. The task appends its start and end to a file; its first run
   // fails, so that the second has to run it again (a finished one's result it would take).
+  // The first run waits in the middle until the second attempt has been seen waiting for the
+  // lease (before: a `sleep 1`, and a second worker that started later than that on a busy
+  // machine met no running attempt, so the test passed without a lease).
   init(json{{"task", "command"},
             {"replicas", 1},
             {"params",
              {{"argv",
                {"/bin/sh", "-c",
-                "echo begin $$ >> runs; sleep 1; echo end $$ >> runs;"
-                " if [ ! -e failed ]; then touch failed; exit 1; fi"}}}},
-            {"retry", {{"lease_wait_s", 30.0}}}});
+                "echo begin $$ >> runs; while [ ! -e go ]; do sleep 0.05; done; echo end $$ >> "
+                "runs; if [ ! -e failed ]; then touch failed; exit 1; fi"}}}},
+            {"retry", {{"lease_wait_s", 60.0}}}});
   const std::string tdir = dir_ + "/tasks/r0000m0";
   pid_t first = startTool({"work", dir_, "--task", "r0000m0@1"}, scratch_, "w1");
-  for (int i = 0; i < 200 && readText(tdir + "/runs").empty(); ++i)
+  for (int i = 0; i < 3000 && readText(tdir + "/runs").empty(); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_FALSE(readText(tdir + "/runs").empty()) << readText(scratch_ + "/w1.err");
   pid_t second = startTool({"work", dir_, "--task", "r0000m0@2"}, scratch_, "w2");
+  const auto waiting = [&] {
+    return readText(scratch_ + "/w2.err").find("still holds") != std::string::npos;
+  };
+  for (int i = 0; i < 3000 && !waiting(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_TRUE(waiting()) << "the second attempt did not wait for the first one's lease:\n"
+                         << readText(scratch_ + "/w2.err");
+  std::ofstream(tdir + "/go").close();
   EXPECT_EQ(waitExit(first), 1) << readText(scratch_ + "/w1.err");
   EXPECT_EQ(waitExit(second), 0) << readText(scratch_ + "/w2.err");
   std::string runs = readText(tdir + "/runs");
@@ -781,10 +793,12 @@ TEST_F(Faults, KillMinus9OfTheOrchestratorFiveTimesThenResumeDoesEveryTaskOnce) 
   for (int round = 0; round < 5; ++round) {
     pid_t orch = startTool({"resume", dir_}, scratch_, "run" + std::to_string(round));
     std::this_thread::sleep_for(std::chrono::milliseconds(when_ms(rng)));
-    if (::kill(orch, SIGKILL) == 0) ++killed;
-    waitExit(orch);
+    ::kill(orch, SIGKILL);
+    // Killed while it ran (one that had ended would have exited 0; kill() succeeds on it too,
+    // until it is reaped).
+    if (waitExit(orch) == 128 + SIGKILL) ++killed;
   }
-  EXPECT_GT(killed, 0);
+  EXPECT_GT(killed, 0) << "no kill landed while an orchestrator ran";
   // Rows a killed orchestrator left running: `status` says nothing here holds the campaign and
   // what brings them back.
   ToolRun left = runTool({"status", dir_, "--json"}, scratch_, "left");

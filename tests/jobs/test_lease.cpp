@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include "core/base/error.hpp"
@@ -49,6 +50,30 @@ pid_t holdInChild(const std::string& dir, int attempt) {
   }
   ::close(p[0]);
   return pid;
+}
+
+// A child that holds the lease of `dir` with the holder record `record(its pid)` until killed;
+// returns once it holds it (before: a 200 ms sleep, which a loaded machine could outlast).
+pid_t forkLeaseHolder(const std::string& dir, const std::function<std::string(pid_t)>& record) {
+  const int fd = ::open((dir + "/.lease").c_str(), O_RDWR | O_CREAT, 0644);
+  EXPECT_GE(fd, 0);
+  int ready[2];
+  EXPECT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::close(ready[0]);
+    if (::flock(fd, LOCK_EX) != 0) ::_exit(2);
+    const std::string rec = record(::getpid());
+    if (::pwrite(fd, rec.data(), rec.size(), 0) < 0) ::_exit(3);
+    if (::write(ready[1], "h", 1) != 1) ::_exit(4);
+    for (;;) ::pause();
+  }
+  ::close(fd);
+  ::close(ready[1]);
+  char c = 0;
+  EXPECT_EQ(::read(ready[0], &c, 1), 1) << "the holder did not take the lease";
+  ::close(ready[0]);
+  return child;
 }
 
 int waitStatus(pid_t pid) {
@@ -183,19 +208,10 @@ TEST(TaskLease, AHolderOnAnotherHostIsNeverSignalledAndTheAttemptIsRetriedLater)
   std::string dir = makeScratchDir("lease");
   // Another host's holder: the lock is held here by a child, but the record names a host
   // that is not this one, so fencing must not touch it.
-  int fd = ::open((dir + "/.lease").c_str(), O_RDWR | O_CREAT, 0644);
-  ASSERT_GE(fd, 0);
-  pid_t child = ::fork();
-  if (child == 0) {
-    ::flock(fd, LOCK_EX);
-    std::string rec =
-        "{\"attempt\":1,\"host\":\"elsewhere\",\"pid\":" + std::to_string(::getpid()) +
-        ",\"start\":1,\"pgid\":0}\n";
-    if (::pwrite(fd, rec.data(), rec.size(), 0) < 0) ::_exit(3);
-    for (;;) ::pause();
-  }
-  ::close(fd);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const pid_t child = forkLeaseHolder(dir, [](pid_t self) {
+    return "{\"attempt\":1,\"host\":\"elsewhere\",\"pid\":" + std::to_string(self) +
+           ",\"start\":1,\"pgid\":0}\n";
+  });
   try {
     TaskLease::acquire(dir, "t", 2, LeaseOptions{0.2, 0.2});
     ADD_FAILURE() << "the lease was granted while another host held it";
@@ -214,19 +230,11 @@ TEST(TaskLease, APidThatIsNoLongerTheHolderIsNotSignalled) {
   std::string dir = makeScratchDir("lease");
   // The record names this test process with a wrong start time (a reused pid): fencing
   // must not signal it; the lock itself is held by a child that ignores nothing.
-  int fd = ::open((dir + "/.lease").c_str(), O_RDWR | O_CREAT, 0644);
-  ASSERT_GE(fd, 0);
-  pid_t me = ::getpid();
-  pid_t child = ::fork();
-  if (child == 0) {
-    ::flock(fd, LOCK_EX);
-    std::string rec = "{\"attempt\":1,\"host\":\"" + hostName() +
-                      "\",\"pid\":" + std::to_string(me) + ",\"start\":12345,\"pgid\":0}\n";
-    if (::pwrite(fd, rec.data(), rec.size(), 0) < 0) ::_exit(3);
-    for (;;) ::pause();
-  }
-  ::close(fd);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const pid_t me = ::getpid();
+  const pid_t child = forkLeaseHolder(dir, [me](pid_t) {
+    return "{\"attempt\":1,\"host\":\"" + hostName() + "\",\"pid\":" + std::to_string(me) +
+           ",\"start\":12345,\"pgid\":0}\n";
+  });
   EXPECT_THROW(TaskLease::acquire(dir, "t", 2, LeaseOptions{0.1, 0.1}), InterruptedError);
   ::kill(child, SIGKILL);
   waitStatus(child);

@@ -37,7 +37,15 @@ TEST(AlphaBeta, StepModelEfficiencyFallsWithRanksAndOverlapHelps) {
   StepModel hidden = m;
   hidden.overlap = 0.8;
   EXPECT_GT(hidden.efficiency(64), m.efficiency(64));
-  EXPECT_NEAR(m.throughput(4, 32), 4 * 32 / m.stepSeconds(4), 1e-9);
+  // By hand: 64 ranks, 2 buckets: 2 * 2 * 63 messages of 5 µs, and 2 * 63/64 * 8 MB at
+  // 12.5 GB/s; 80% of it hidden behind the backward pass.
+  const double comm64 = 2 * 2 * 63 * 5e-6 + 2.0 * 63 / 64 * 8e6 / 12.5e9;
+  EXPECT_NEAR(m.stepSeconds(64), 0.05 + comm64, 1e-12);
+  EXPECT_NEAR(hidden.stepSeconds(64), 0.05 + 0.2 * comm64, 1e-12);
+  EXPECT_NEAR(hidden.efficiency(64), 0.05 / (0.05 + 0.2 * comm64), 1e-12);
+  // 4 ranks of 32 jets: 128 jets per step.
+  const double comm4 = 2 * 2 * 3 * 5e-6 + 2.0 * 3 / 4 * 8e6 / 12.5e9;
+  EXPECT_NEAR(m.throughput(4, 32), 128 / (0.05 + comm4), 1e-9);
 }
 
 TEST(AlphaBeta, FitRecoversAKnownLink) {
