@@ -68,6 +68,26 @@ std::optional<TaskResult> finishedByTheLastHolder(const TaskExecution& e, const 
   return prior;
 }
 
+// The successful result the task directory already holds from a second run's own attempt, or
+// for a run by hand (attempt 0) from any attempt the journal made: the same attempt run again
+// (its array script submitted again, `campaign work ID@N` by hand) would run a done task twice
+// and rewrite its outputs, and a run by hand would overwrite them under attempt 0, which the
+// journal never takes. Nothing has run in the directory since (the holder record says so).
+std::optional<TaskResult> doneByThisAttemptBefore(const TaskExecution& e, const TaskLease& lease) {
+  const int last = lease.previousHolder();
+  if (last <= 0 || (e.attempt > 0 && last != e.attempt)) return std::nullopt;
+  std::optional<TaskResult> prior;
+  try {
+    prior = readTaskResult(e.task_dir + "/" + kTaskResultFile);
+  } catch (const InputError& bad) {
+    logWarn("ignoring {}", bad.what());
+    return std::nullopt;
+  }
+  if (!prior || prior->task_id != e.task_id || prior->attempt != last || prior->status != 0)
+    return std::nullopt;
+  return prior;
+}
+
 // The kind's runner, once the task's inputs are what `campaign init` recorded.
 TaskOutcome runWithInputsAsRecorded(const TaskExecution& e) {
   if (const std::string change = inputChangeSince(e.inputs_at_init); !change.empty())
@@ -112,6 +132,29 @@ TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
     StderrRedirect redirect(e.task_dir + "/task.log");
     setLogTask(e.task_id);
     logInfo("attempt {} of {} ({}) on slot {}", e.attempt, e.task_id, e.kind, e.slot);
+    if (std::optional<TaskResult> done = doneByThisAttemptBefore(e, lease)) {
+      // Its result stands as written; nothing is run, and nothing written.
+      setLogTask("");
+      if (e.attempt > 0) {
+        done->reason = "attempt " + std::to_string(e.attempt) + " already finished " + e.task_id +
+                       " on " + done->host +
+                       " (this is a second run of it: its array script submitted again, or "
+                       "`campaign work` by hand); its result stands, nothing was run again";
+        logInfo("{}", done->reason);
+        return *done;
+      }
+      TaskResult refused = r;
+      refused.finished_at = wallClockNow();
+      refused.status = kExitSuperseded;
+      refused.reason = "task " + e.task_id + " is done (attempt " + std::to_string(done->attempt) +
+                       "); a run by hand would overwrite its outputs, so nothing was run: "
+                       "`foldfarm campaign retry CAMPAIGN --task " +
+                       e.task_id + "` runs it again";
+      logWarn("{}", refused.reason);
+      // The directory is still that attempt's: a later attempt finds it the last holder.
+      lease.restorePreviousHolder();
+      return refused;
+    }
     if ((prior = finishedByTheLastHolder(e, lease))) {
       out = {0,
              "finished by attempt " + std::to_string(prior->attempt) + " on " + prior->host +

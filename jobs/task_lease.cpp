@@ -146,8 +146,10 @@ TaskLease TaskLease::acquire(const std::string& task_dir, const std::string& tas
   }
   if (attempt > newest) writeFileAtomic(attemptPath, std::to_string(attempt) + "\n");
   const json previous = readHolder(fd);
-  if (previous.contains("attempt") && previous["attempt"].is_number_integer())
+  if (previous.contains("attempt") && previous["attempt"].is_number_integer()) {
     lease.previous_holder_ = previous["attempt"].get<int>();
+    lease.previous_record_ = previous.dump() + "\n";
+  }
   lease.writeHolder(0, true);
   // 4. An earlier attempt's record that it never started has been read by the journal's
   //    writer (it made this attempt): it goes (before: it stayed beside the task's result).
@@ -172,6 +174,18 @@ void TaskLease::writeHolder(pid_t pgid, bool durable) {
   // attempt ran here since the one a result file names (executeTask). The process group
   // added later changes nothing of that.
   if (durable && ::fdatasync(fd) != 0)
+    throwSystemError("fdatasync", __FILE__, __LINE__, dir_ + "/" + kLeaseFile);
+}
+
+void TaskLease::restorePreviousHolder() {
+  if (!fd_.valid() || previous_record_.empty()) return;
+  const int fd = fd_.get();
+  const std::string& s = previous_record_;
+  if (::ftruncate(fd, 0) != 0)
+    throwSystemError("ftruncate", __FILE__, __LINE__, dir_ + "/" + kLeaseFile);
+  if (::pwrite(fd, s.data(), s.size(), 0) != static_cast<ssize_t>(s.size()))
+    throwSystemError("pwrite", __FILE__, __LINE__, dir_ + "/" + kLeaseFile);
+  if (::fdatasync(fd) != 0)
     throwSystemError("fdatasync", __FILE__, __LINE__, dir_ + "/" + kLeaseFile);
 }
 

@@ -77,6 +77,10 @@ class TaskLease {
   // recorded). When a result file names that attempt, nothing has run in the directory since
   // that attempt wrote it.
   int previousHolder() const { return previous_holder_; }
+  // Writes the previous holder's record back (durably): this attempt decided to run nothing
+  // and wrote nothing, so the directory still holds what that attempt left, and the next
+  // attempt must read so (a run by hand refused on a done task).
+  void restorePreviousHolder();
   // Records the process group of the attempt's child processes (fencing targets it).
   void setProcessGroup(pid_t pgid);
   // Before the attempt's result is committed: Error ("task T: attempt N lost its lease to
@@ -93,6 +97,7 @@ class TaskLease {
   std::string dir_;
   int attempt_ = 0;
   int previous_holder_ = -1;
+  std::string previous_record_;  // the holder record before this attempt's ("": none)
 };
 
 // Promises `attempt` of a task before it is handed to a runner that the journal's writer

@@ -490,7 +490,9 @@ void registerCampaignCommands(CommandGroups& g) {
       }
       int rc = jobs::workCommand(*dir, ids, *attempt);
       if (rc == kExitSuperseded) {
-        throw Error(*dir + ": a newer attempt of a task exists; this run did nothing for it",
+        throw Error(*dir +
+                        ": this run did nothing for a task that a newer attempt runs, or (a run "
+                        "by hand) that is done; the line above names it",
                     kExitSuperseded);
       }
       // A stop (scancel, a time limit, preemption) is no failure: the task saved its state.

@@ -686,6 +686,24 @@ TEST_F(Faults, TwoRunnersOfOneTaskNeverOverlapAndAnOlderAttemptStartedLaterRunsN
   EXPECT_EQ(countLines(readText(tdir + "/runs")), 4) << "the superseded attempt ran the command";
   EXPECT_EQ(readText(tdir + "/task_result.json"), resultBefore);
 
+  // The same attempt run again (its array script submitted again by hand, a restarted
+  // submitter that reused the number): its result stands, nothing runs or is written (before:
+  // the done task ran a second time and its result was rewritten).
+  ToolRun again = runTool({"work", dir_, "--task", "r0000m0@2"}, scratch_, "again");
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(countLines(readText(tdir + "/runs")), 4) << "a finished attempt ran again";
+  EXPECT_EQ(readText(tdir + "/task_result.json"), resultBefore);
+  // A run by hand (no @N) of the done task: refused, nothing run or written (before: it ran and
+  // left a result of attempt 0 beside a journal that took attempt 2's).
+  ToolRun by_hand = runTool({"work", dir_, "--task", "r0000m0"}, scratch_, "by-hand");
+  EXPECT_EQ(by_hand.exit_code, foldfarm::kExitSuperseded) << by_hand.err;
+  EXPECT_NE(by_hand.out.find("r0000m0 is done (attempt 2); a run by hand would overwrite its "
+                             "outputs, so nothing was run: `foldfarm campaign retry"),
+            std::string::npos)
+      << by_hand.out;
+  EXPECT_EQ(countLines(readText(tdir + "/runs")), 4) << "the run by hand ran the command";
+  EXPECT_EQ(readText(tdir + "/task_result.json"), resultBefore);
+
   // A newer element (attempt 3) after attempt 2 finished the task: it takes that result.
   ToolRun next = runTool({"work", dir_, "--task", "r0000m0@3"}, scratch_, "w3");
   EXPECT_EQ(next.exit_code, 0) << next.err;
@@ -695,6 +713,33 @@ TEST_F(Faults, TwoRunnersOfOneTaskNeverOverlapAndAnOlderAttemptStartedLaterRunsN
   EXPECT_EQ(r->attempt, 3);
   EXPECT_EQ(r->status, 0);
   EXPECT_NE(r->reason.find("finished by attempt 2"), std::string::npos) << r->reason;
+}
+
+// A command that finishes its work after the stop signal reached it (it ignores SIGTERM and
+// exits 0 within the grace before SIGKILL) is done, not interrupted: it is not run again
+// (before: "command stopped on request", exit 75, and the next attempt ran it a second time).
+TEST_F(Faults, ACommandThatFinishesAfterItsStopSignalIsDoneNotRunAgain) {
+  init(json{{"task", "command"},
+            {"replicas", 1},
+            {"params",
+             {{"argv",
+               {"/bin/sh", "-c",
+                "trap '' TERM; echo begin >> runs; while [ ! -e go ]; do sleep 0.05; done; "
+                "echo end >> runs"}}}}});
+  const std::string tdir = dir_ + "/tasks/r0000m0";
+  const pid_t element = startTool({"work", dir_, "--task", "r0000m0@1"}, scratch_, "element");
+  for (int i = 0; i < 3000 && readText(tdir + "/runs").empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(readText(tdir + "/runs"), "begin\n") << readText(scratch_ + "/element.err");
+  ASSERT_EQ(::kill(element, SIGTERM), 0);  // a scancel, a time limit
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::ofstream(tdir + "/go").close();  // the command finishes within the grace
+  EXPECT_EQ(waitExit(element), 0) << readText(scratch_ + "/element.err");
+  EXPECT_EQ(readText(tdir + "/runs"), "begin\nend\n");
+  const auto r = readTaskResult(tdir + "/task_result.json");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->attempt, 1);
+  EXPECT_EQ(r->status, 0) << r->reason;
 }
 
 // A Slurm element of two tasks stopped (a time limit, a scancel) while its first runs: the
