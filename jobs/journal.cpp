@@ -415,6 +415,20 @@ int CampaignJournal::markRunning(std::vector<Dispatch>& dispatches) {
   return moved;
 }
 
+int CampaignJournal::reserveAttempts(const std::vector<std::pair<int, int>>& index_attempts) {
+  if (index_attempts.empty()) return 0;
+  SqliteTransaction txn(db_);
+  SqliteStatement up(db_,
+                     "UPDATE tasks SET attempts=? WHERE idx=? AND attempts<? AND state IN "
+                     "('pending','failed','cancelled')");
+  int changed = 0;
+  for (const auto& [idx, attempt] : index_attempts) {
+    changed += up.bind(1, attempt).bind(2, idx).bind(3, attempt).run();
+  }
+  txn.commit();
+  return changed;
+}
+
 int CampaignJournal::recordCompletions(const std::vector<Completion>& completions,
                                        const RetryPolicy& retry, std::vector<Applied>* out) {
   if (completions.empty()) return 0;

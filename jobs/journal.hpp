@@ -117,6 +117,12 @@ class CampaignJournal {
   // pending -> running for each dispatch, one transaction; fills Dispatch::attempt.
   // Returns how many moved (tasks no longer pending are skipped and get attempt 0).
   int markRunning(std::vector<Dispatch>& dispatches);
+  // Attempt numbers an array job may have used without the journal recording them (its
+  // submitter stopped between `sbatch` and the journal; the job may have been released by
+  // hand and run): each (index, attempt) raises that task's attempt count to at least
+  // `attempt`, so that its next dispatch is newer, where the task waits for one (pending,
+  // failed, cancelled). One transaction; returns how many rows changed.
+  int reserveAttempts(const std::vector<std::pair<int, int>>& index_attempts);
   // Applies completions in one transaction: status 0 -> done (result stored, ingested);
   // 75 that does not count as a failure (the attempt found its lease held by another
   // attempt's processes) -> pending after retry.backoff_s, toward no cap;

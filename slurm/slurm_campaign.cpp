@@ -128,8 +128,10 @@ bool isHeld(const QueuedJob& j) {
   return j.state == "PENDING" && j.reason.rfind("JobHeld", 0) == 0;
 }
 
-// The task ids of each element of a submission (its manifest.tsv).
-std::vector<std::vector<std::string>> readManifest(const std::string& path) {
+// The task ids of each element of a submission (its manifest.tsv), with the attempt each entry
+// names (0: none) when `attempts` is given.
+std::vector<std::vector<std::string>> readManifest(const std::string& path,
+                                                   std::map<std::string, int>* attempts = nullptr) {
   std::vector<std::vector<std::string>> shards;
   std::string text = readFile(path);
   size_t start = 0;
@@ -142,7 +144,11 @@ std::vector<std::vector<std::string>> readManifest(const std::string& path) {
     while (a <= line.size()) {
       size_t tab = line.find('\t', a);
       if (tab == std::string::npos) tab = line.size();
-      if (tab > a) ids.push_back(jobs::splitTaskAttempt(line.substr(a, tab - a)).first);
+      if (tab > a) {
+        auto [id, attempt] = jobs::splitTaskAttempt(line.substr(a, tab - a));
+        if (attempts) (*attempts)[id] = std::max((*attempts)[id], attempt);
+        ids.push_back(std::move(id));
+      }
       a = tab + 1;
     }
     shards.push_back(std::move(ids));
@@ -343,6 +349,28 @@ std::string savedJobId(const std::string& sub) {
   return id;
 }
 
+// The attempts that submission `sub` names in its manifest, reserved in the journal before it is
+// settled: a job the journal never recorded may have run them (released by hand), and a task's
+// next attempt must be newer so that such a job's element is superseded, or its finished result
+// taken, instead of the task running twice (before: the same number again). Rows the journal
+// runs or finished keep theirs. Best effort on an unreadable manifest (warned).
+void reserveAttemptsOf(jobs::Campaign& c, const std::string& sub) {
+  std::map<std::string, int> attempts;
+  try {
+    readManifest(sub + "/manifest.tsv", &attempts);
+  } catch (const std::exception& ex) {
+    logWarn("{}: {}", sub, ex.what());
+    return;
+  }
+  std::vector<std::pair<int, int>> reserved;
+  for (const auto& [id, attempt] : attempts) {
+    const int idx = c.spec().indexOf(id);
+    if (idx >= 0 && attempt > 0) reserved.emplace_back(idx, attempt);
+  }
+  if (const int n = c.journal().reserveAttempts(reserved); n > 0)
+    logInfo("{}: {} task(s) get attempts newer than those its job may have run", sub, n);
+}
+
 // Submissions an earlier submitter left unfinished. Submitting is: sbatch --hold, save the
 // id in sub-N/jobid, record the tasks in the journal, scontrol release, write
 // sub-N/settled. A submitter that stopped (crash, kill -9, a failing scontrol) in between
@@ -382,12 +410,15 @@ SettledSubmissions settleEarlierSubmissions(jobs::Campaign& c, const SlurmClient
       int found = 0;
       for (const auto& p : pending) {
         if (!paths.count(p.script)) continue;
-        logWarn("{}: held job {} was submitted but its id was never saved; cancelling it", sub,
-                p.arrayJobId);
+        logWarn(
+            "{}: job {} was submitted but its id was never saved (the submitter stopped first); "
+            "cancelling it, held or released, so that no task runs twice",
+            sub, p.arrayJobId);
         client.cancel(p.arrayJobId);
         ++found;
         ++out.cancelled;
       }
+      reserveAttemptsOf(c, sub);
       markSettled(sub, found ? "cancelled" : "ended");
     }
   }
@@ -409,7 +440,8 @@ SettledSubmissions settleEarlierSubmissions(jobs::Campaign& c, const SlurmClient
   for (const auto& [id, sub] : subByJob) {
     auto it = live.find(id);
     if (it == live.end()) {
-      markSettled(sub, "ended");  // ended (or purged by slurmctld): nothing to settle
+      reserveAttemptsOf(c, sub);  // ended (or purged by slurmctld), perhaps after it ran
+      markSettled(sub, "ended");
       continue;
     }
     const bool held = std::any_of(it->second.begin(), it->second.end(), isHeld);
@@ -418,6 +450,7 @@ SettledSubmissions settleEarlierSubmissions(jobs::Campaign& c, const SlurmClient
         logWarn("{}: job {} runs although the journal records none of its tasks; cancelling it",
                 sub, id);
         client.cancel(id);
+        reserveAttemptsOf(c, sub);
         markSettled(sub, "cancelled");
         ++out.cancelled;
       } else {
@@ -446,10 +479,11 @@ SettledSubmissions settleEarlierSubmissions(jobs::Campaign& c, const SlurmClient
       ++out.released;
     } else {
       client.cancel(id);
-      markSettled(sub, "cancelled");
       std::vector<std::string> recorded(runningUnder[id].begin(), runningUnder[id].end());
       const int back =
           c.requeue(recorded, "its held job " + id + " was never fully recorded; cancelled");
+      reserveAttemptsOf(c, sub);
+      markSettled(sub, "cancelled");
       logWarn(
           "{}: held job {} was submitted but {} in the journal (the submitter stopped in between); "
           "cancelled it{}",
@@ -639,6 +673,10 @@ std::string arrayJobIdOf(const std::string& externalId) {
 }
 
 void refuseTasksInLiveSlurmJobs(const std::string& dir, const SlurmClient::Programs& programs) {
+  // A run or a `slurm submit` watch holds the campaign: its own refusal names it (Campaign::open
+  // as a writer, exit 1; before: the tasks in its jobs were named, exit 2, with the advice to let
+  // the `slurm submit` that was already watching carry on).
+  if (!jobs::campaignOrchestrator(dir).empty()) return;
   std::vector<TaskRecord> in_jobs;  // the running rows only (not 10^5 tasks at every start)
   {
     jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
@@ -668,11 +706,12 @@ void refuseTasksInLiveSlurmJobs(const std::string& dir, const SlurmClient::Progr
   std::string named;
   for (auto it = live.begin(); it != live.end() && std::distance(live.begin(), it) < 4; ++it)
     named += (named.empty() ? "" : ", ") + it->first + " in " + it->second;
-  throw InputError(dir + ": " + std::to_string(n) + " task(s) are in Slurm jobs still queued or " +
-                   "running (" + named + (n > 4 ? ", …" : "") + "); let `foldfarm slurm submit " +
-                   dir + "` carry on with them, or `foldfarm campaign cancel " + dir +
-                   "` (it scancels them) and `foldfarm campaign retry " + dir +
-                   " --cancelled` to run them here");
+  // Held by those jobs, as a run holds what it would write: exit 1, as such refusals end.
+  throw Error(dir + ": " + std::to_string(n) + " task(s) are in Slurm jobs still queued or " +
+              "running (" + named + (n > 4 ? ", …" : "") + "); let `foldfarm slurm submit " + dir +
+              "` carry on with them, or `foldfarm campaign cancel " + dir +
+              "` (it scancels them) and `foldfarm campaign retry " + dir +
+              " --cancelled` to run them here");
 }
 
 nlohmann::json SlurmCampaignSummary::toJson() const {
@@ -849,7 +888,14 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
       // slurmctld did not answer: try again later, settling first what this round may have
       // left between sbatch and release.
       settled = false;
-      if (!o.wait || ++queryFailures >= 10) throw;
+      if (!o.wait) throw;
+      // Given up: say where things stand and how to go on (before: scontrol's words only).
+      if (++queryFailures >= 10)
+        throw SlurmQueryError(std::string(e.what()) +
+                              "; Slurm did not answer 10 times in a row: what was submitted is "
+                              "recorded (a job held by this submitter is released, or "
+                              "cancelled, by the next round): `foldfarm slurm submit " +
+                              dir + "` carries on once Slurm answers");
       logWarn("{} (attempt {} of 10; retrying)", e.what(), queryFailures);
     } catch (const SbatchLimitError& e) {
       // A submit limit: what is not submitted stays pending, and a later round submits it

@@ -207,9 +207,11 @@ bool campaignUsedSlurm(const std::string& dir);
 
 // Before a run that is not Slurm's takes campaign D over (the local pool; the pilot's rank 0,
 // for every rank): tasks sitting in Slurm array elements still queued or running are refused,
-// InputError naming them and what to do (taken over, the elements, once started, would find a
-// newer attempt and end with exit 76). Without an answering Slurm the tasks are taken over,
-// said so in a warning. Reads the journal's running rows only.
+// Error (exit 1) naming them and what to do (taken over, the elements, once started, would find
+// a newer attempt and end with exit 76). Without an answering Slurm the tasks are taken over,
+// said so in a warning. Nothing is said while a run or a `slurm submit` watch holds the
+// campaign: opening it as a writer refuses then, naming the holder. Reads the journal's
+// running rows only.
 void refuseTasksInLiveSlurmJobs(const std::string& dir, const SlurmClient::Programs& programs = {});
 
 // The array job id in an external id "123_4" (or "123"); empty when it is not a Slurm id.

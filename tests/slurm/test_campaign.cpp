@@ -80,10 +80,11 @@ std::string journalDump(const std::string& dir) {
 
 // What a submitter leaves behind when it stops right after `sbatch --hold` and saving the
 // job id (D/slurm/sub-0001/{manifest.tsv,array.sbatch,jobid}), before the journal write.
-// With saveId false: stopped a moment earlier, before the id was saved.
+// With saveId false: stopped a moment earlier, before the id was saved. With attempt > 0 the
+// manifest names it for every task, promised in the task directories as the submitter does.
 std::string leaveHeldSubmission(const std::string& dir,
                                 const std::vector<std::vector<std::string>>& shards,
-                                bool saveId = true) {
+                                bool saveId = true, int attempt = 0) {
   const std::string sub = dir + "/slurm/sub-0001";
   std::filesystem::create_directories(sub);
   PlannedArray a;
@@ -95,7 +96,17 @@ std::string leaveHeldSubmission(const std::string& dir,
   job.workArgv = {FF_JOBS_TOOL, "work"};
   SbatchResources r;
   r.output = sub + "/slurm-%A_%a.out";
-  writeFileAtomic(job.manifestPath, manifestText(a));
+  if (attempt > 0) {
+    std::map<std::string, int> attempts;
+    for (const auto& shard : shards)
+      for (const auto& id : shard) {
+        attempts[id] = attempt;
+        jobs::promiseAttempt(dir + "/tasks/" + id, attempt);
+      }
+    writeFileAtomic(job.manifestPath, manifestText(a, attempts));
+  } else {
+    writeFileAtomic(job.manifestPath, manifestText(a));
+  }
   writeFileAtomic(sub + "/array.sbatch", renderArrayScript(r, job));
   SubmittedJob j = SlurmClient().submit(sub + "/array.sbatch", {"--hold"});
   if (saveId) writeFileAtomic(sub + "/jobid", j.jobId + "\n");
@@ -123,11 +134,11 @@ std::string submitTwoSleepers(const std::string& dir, int per_element) {
 }
 
 // `foldfarm campaign resume D --executor local` while D's two tasks sit in live array
-// elements: refused (exit 2), naming them as `named` says.
+// elements: refused (exit 1, as a refusal by what holds the tasks), naming them as `named` says.
 void expectALocalRunRefused(const std::string& dir, const std::string& named) {
   ProcessResult here =
       runProcess({FOLDFARM_BINARY, "campaign", "resume", dir, "--executor", "local"});
-  EXPECT_EQ(here.status(), 2) << here.err;
+  EXPECT_EQ(here.status(), 1) << here.err;
   EXPECT_NE(here.err.find(": 2 task(s) are in Slurm jobs still queued or running (" + named +
                           "); let `foldfarm slurm submit"),
             std::string::npos)
@@ -703,6 +714,42 @@ TEST_F(SlurmCampaign, HeldJobWhoseIdWasNeverSavedIsCancelled) {
   expectOrphanCancelled(base_, false);
 }
 
+// A submitter killed between `sbatch --hold` and the journal, whose held job the user then
+// released by hand and which ran to its end: the next `slurm submit` reserves the attempts that
+// job named, submits the tasks as attempt 2, and its elements take attempt 1's finished results
+// and run nothing (before: attempt 1 again; its results were taken, the watch said "nothing
+// left to watch", and its array ran every task a second time).
+TEST_F(SlurmCampaign, AJobReleasedByHandAfterItsSubmitterDiedRunsNoTaskTwice) {
+  const std::string dir = createSleepCampaign(base_ + "/c", 2, 0.1);
+  const std::string orphan =
+      leaveHeldSubmission(dir, {{"r0000m0", "r0001m0"}}, /*saveId=*/true, /*attempt=*/1);
+  ASSERT_TRUE(allHeld(orphan));
+  ASSERT_TRUE(runProcess({"scontrol", "release", orphan}).ok());
+  SlurmClient client;
+  waitForJob(client, orphan, 60);
+  for (const char* id : {"r0000m0", "r0001m0"}) {
+    const auto r = jobs::readTaskResult(dir + "/tasks/" + id + "/" + jobs::kTaskResultFile);
+    ASSERT_TRUE(r.has_value()) << id << ": the released job did not run it";
+    EXPECT_EQ(r->attempt, 1) << id;
+    EXPECT_EQ(r->status, 0) << id;
+  }
+
+  SlurmCampaignSummary sum = runCampaignOnSlurm(dir, fastOptions());
+  EXPECT_EQ(sum.counts[TaskState::kDone], 2);
+  EXPECT_EQ(sum.tasksSubmitted, 2);
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  for (const auto& t : c.tasks()) {
+    EXPECT_EQ(t.state, TaskState::kDone) << t.id;
+    EXPECT_EQ(t.attempts, 2) << t.id;
+    const auto r = jobs::readTaskResult(c.resultPath(t.id));
+    ASSERT_TRUE(r.has_value()) << t.id;
+    EXPECT_EQ(r->attempt, 2) << t.id;
+    EXPECT_NE(r->reason.find("finished by attempt 1"), std::string::npos)
+        << t.id << " ran again: " << r->reason;
+  }
+  EXPECT_EQ(slurp(dir + "/slurm/sub-0001/settled"), "ended\n");
+}
+
 // A submitter stopped after the journal write but before `scontrol release` (here: release
 // fails): the job is recorded and held. The next `slurm submit` releases (adopts) it, and
 // the tasks run once, under that job, without a resubmission.
@@ -750,7 +797,7 @@ TEST_F(SlurmCampaign, HeldJobTheJournalRecordsIsReleased) {
 // sbatch that times out after slurmctld accepted the job (the reply was lost): the
 // submitter keeps the submission's script, the next round finds the held job by it and
 // cancels it, and the tasks are submitted again under a job the journal records — each
-// runs once, as attempt 1.
+// runs once, as attempt 2 (the number promised to the lost job is never used again).
 TEST_F(SlurmCampaign, SbatchTimingOutAfterSlurmctldAcceptedIsSettledAndEachTaskRunsOnce) {
   const std::string dir = createSleepCampaign(base_ + "/c", 3, 0.1);
   const std::string fake = base_ + "/sbatch-lost-reply";
@@ -774,7 +821,7 @@ TEST_F(SlurmCampaign, SbatchTimingOutAfterSlurmctldAcceptedIsSettledAndEachTaskR
   jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
   for (const auto& t : c.tasks()) {
     EXPECT_EQ(t.state, TaskState::kDone) << t.id;
-    EXPECT_EQ(t.attempts, 1) << t.id;
+    EXPECT_EQ(t.attempts, 2) << t.id;
     EXPECT_EQ(t.ingested, 1) << t.id;
   }
 }
