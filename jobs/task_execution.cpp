@@ -48,14 +48,12 @@ void makeDir(const std::string& dir) {
   }
 }
 
-// The result of the attempt that held the lease last, when that attempt was older than this
-// one and finished the task: an attempt of another host that outlived its dispatcher's view
-// of it (a pilot rank declared lost, a resume on another login node) and completed while this
-// one waited for the lease. Nothing has run in the directory since (the holder record says
-// so), so its outputs and result are whole.
-std::optional<TaskResult> finishedByTheLastHolder(const TaskExecution& e, const TaskLease& lease) {
+// The successful result of the attempt that held the lease last (previousHolder) that the
+// task directory holds, when that attempt wrote it: nothing has run in the directory since (the
+// holder record says so), so its outputs and result are whole. nullopt otherwise.
+std::optional<TaskResult> lastHoldersSuccess(const TaskExecution& e, const TaskLease& lease) {
   const int last = lease.previousHolder();
-  if (e.attempt <= 0 || last <= 0 || last >= e.attempt) return std::nullopt;
+  if (last <= 0) return std::nullopt;
   std::optional<TaskResult> prior;
   try {
     prior = readTaskResult(e.task_dir + "/" + kTaskResultFile);
@@ -68,24 +66,21 @@ std::optional<TaskResult> finishedByTheLastHolder(const TaskExecution& e, const 
   return prior;
 }
 
-// The successful result the task directory already holds from a second run's own attempt, or
-// for a run by hand (attempt 0) from any attempt the journal made: the same attempt run again
-// (its array script submitted again, `campaign work ID@N` by hand) would run a done task twice
-// and rewrite its outputs, and a run by hand would overwrite them under attempt 0, which the
-// journal never takes. Nothing has run in the directory since (the holder record says so).
+// The last holder's success when that attempt was older than this one: an attempt of another
+// host that outlived its dispatcher's view of it (a pilot rank declared lost, a resume on
+// another login node) and completed while this one waited for the lease.
+std::optional<TaskResult> finishedByTheLastHolder(const TaskExecution& e, const TaskLease& lease) {
+  if (e.attempt <= 0 || lease.previousHolder() >= e.attempt) return std::nullopt;
+  return lastHoldersSuccess(e, lease);
+}
+
+// The last holder's success when that was this attempt itself (a second run of it: its array
+// script submitted again, `campaign work ID@N` by hand), which would run a done task twice and
+// rewrite its outputs; or, for a run by hand (attempt 0), any attempt's, which it would
+// overwrite under attempt 0, a number the journal never takes.
 std::optional<TaskResult> doneByThisAttemptBefore(const TaskExecution& e, const TaskLease& lease) {
-  const int last = lease.previousHolder();
-  if (last <= 0 || (e.attempt > 0 && last != e.attempt)) return std::nullopt;
-  std::optional<TaskResult> prior;
-  try {
-    prior = readTaskResult(e.task_dir + "/" + kTaskResultFile);
-  } catch (const InputError& bad) {
-    logWarn("ignoring {}", bad.what());
-    return std::nullopt;
-  }
-  if (!prior || prior->task_id != e.task_id || prior->attempt != last || prior->status != 0)
-    return std::nullopt;
-  return prior;
+  if (e.attempt > 0 && lease.previousHolder() != e.attempt) return std::nullopt;
+  return lastHoldersSuccess(e, lease);
 }
 
 // The kind's runner, once the task's inputs are what `campaign init` recorded.
