@@ -503,13 +503,13 @@ int workCommand(const std::string& dir, const std::vector<std::string>& entries,
       continue;
     }
     if (r.status == kExitSuperseded) {
-      std::printf("%s superseded: %s\n", id.c_str(), r.reason.c_str());
+      std::printf("%s not run: %s\n", id.c_str(), r.reason.c_str());
       std::fflush(stdout);
       note(kExitSuperseded);
       continue;
     }
     std::printf("%s %s%s%s\n", id.c_str(), r.status == 0 ? "done" : "failed",
-                r.status == 0 ? "" : ": ", r.reason.c_str());
+                r.reason.empty() ? "" : ": ", r.reason.c_str());
     std::fflush(stdout);
     note(r.status);
   }

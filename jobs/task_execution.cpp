@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <optional>
 
 #include "core/base/atomic_file.hpp"
@@ -17,6 +18,8 @@
 #include "jobs/task_kind.hpp"
 
 namespace foldfarm::jobs {
+
+namespace fs = std::filesystem;
 namespace {
 
 // Redirects fd 2 to a file for its lifetime; restores it in the destructor.
@@ -141,10 +144,13 @@ TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
       TaskResult refused = r;
       refused.finished_at = wallClockNow();
       refused.status = kExitSuperseded;
+      // The campaign's directory: the task directory's grandparent (D/tasks/<id>).
+      const std::string campaign =
+          fs::path(e.task_dir).lexically_normal().parent_path().parent_path().string();
       refused.reason = "task " + e.task_id + " is done (attempt " + std::to_string(done->attempt) +
                        "); a run by hand would overwrite its outputs, so nothing was run: "
-                       "`foldfarm campaign retry CAMPAIGN --task " +
-                       e.task_id + "` runs it again";
+                       "`foldfarm campaign retry " +
+                       campaign + " --task " + e.task_id + "` runs it again";
       logWarn("{}", refused.reason);
       // The directory is still that attempt's: a later attempt finds it the last holder.
       lease.restorePreviousHolder();

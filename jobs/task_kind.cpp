@@ -239,11 +239,12 @@ TaskOutcome runCommand(const json& p, const std::string& task_dir) {
   while (::waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throwSystemError("waitpid", __FILE__, __LINE__, "command task");
   }
-  // Stopped and ended by it: interrupted, run again. A command that finished its work anyway
-  // (exit 0 in the grace before SIGKILL, or between the stop and its signal) is done (before:
-  // "interrupted", and a finished task ran a second time).
-  if (terminating && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-    return {kTaskInterrupted, "command stopped on request", nullptr};
+  // Stopped: interrupted, and run again by its next attempt, whatever it exited with. A command
+  // that exits 0 after the stop signal may have finished its work or given up cleanly (a
+  // graceful-shutdown handler); foldfarm cannot tell, and taking a partial output as done
+  // would lose work silently, while running a finished command again only repeats it
+  // (README: commands are to be rerunnable).
+  if (terminating) return {kTaskInterrupted, "command stopped on request", nullptr};
   if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
     return {128 + sig, "command " + args[0] + " killed by " + describeSignal(sig),

@@ -113,6 +113,18 @@ TaskLease TaskLease::acquire(const std::string& task_dir, const std::string& tas
   lease.dir_ = task_dir;
   lease.attempt_ = attempt;
   const int fd = lease.fd_.get();
+  const std::string attemptPath = task_dir + "/" + kAttemptFile;
+  const auto refuseIfSuperseded = [&] {
+    const int newest = readAttemptFile(attemptPath);
+    if (attempt > 0 && newest > attempt)
+      throw SupersededError("task " + task_id + ": attempt " + std::to_string(attempt) +
+                            " is superseded by attempt " + std::to_string(newest) +
+                            "; nothing was run or written");
+  };
+  // 0. An attempt older than the newest promised or granted ends at once: it never waits for,
+  //    let alone fences, the newer attempt that may hold the lease (before: it waited, stopped
+  //    the live newer attempt with SIGTERM, and only then found itself superseded).
+  refuseIfSuperseded();
 
   // 1. Wait for an earlier holder.
   if (!tryFlock(fd, LOCK_EX, path)) {
@@ -120,8 +132,28 @@ TaskLease TaskLease::acquire(const std::string& task_dir, const std::string& tas
     logWarn("task {} (attempt {}): {} still holds {}; waiting up to {} s for it to end", task_id,
             attempt, describeHolder(h), path, o.wait_s);
     if (!waitForLock(fd, path, o.wait_s)) {
-      // 2. Fence it.
+      refuseIfSuperseded();  // a newer attempt promised meanwhile
       const json now = readHolder(fd);
+      // A run by hand, or a second runner of the attempt that holds it (its array script
+      // submitted again; another host's runner of the same number), never ends the runner that
+      // holds it (before: it stopped the live attempt, whose work was lost). By hand: nothing is
+      // run or written (76). A second runner: not started, retried later like a lease held
+      // elsewhere (75, toward no cap).
+      const int holder = now.contains("attempt") && now["attempt"].is_number_integer()
+                             ? now["attempt"].get<int>()
+                             : -1;
+      const std::string held = "task " + task_id + ": " + describeHolder(now) +
+                               " still runs it after " +
+                               std::to_string(static_cast<int>(o.wait_s)) + " s; ";
+      if (attempt == 0)
+        throw SupersededError(held +
+                              "a run by hand does not stop a running attempt: nothing was run or "
+                              "written");
+      if (holder == attempt)
+        throw InterruptedError(held + "a second runner of attempt " + std::to_string(attempt) +
+                               " does not stop the first: this one was not started and will be "
+                               "retried");
+      // 2. Fence it.
       if (signalHolder(now, SIGTERM)) {
         logWarn("task {}: fencing {}: SIGTERM", task_id, describeHolder(now));
         if (!waitForLock(fd, path, o.fence_grace_s)) {
@@ -137,14 +169,9 @@ TaskLease TaskLease::acquire(const std::string& task_dir, const std::string& tas
     }
   }
   // 3. The newest attempt wins.
-  const std::string attemptPath = task_dir + "/" + kAttemptFile;
-  const int newest = readAttemptFile(attemptPath);
-  if (attempt > 0 && newest > attempt) {
-    throw SupersededError("task " + task_id + ": attempt " + std::to_string(attempt) +
-                          " is superseded by attempt " + std::to_string(newest) +
-                          "; nothing was run or written");
-  }
-  if (attempt > newest) writeFileAtomic(attemptPath, std::to_string(attempt) + "\n");
+  refuseIfSuperseded();
+  if (attempt > readAttemptFile(attemptPath))
+    writeFileAtomic(attemptPath, std::to_string(attempt) + "\n");
   const json previous = readHolder(fd);
   if (previous.contains("attempt") && previous["attempt"].is_number_integer()) {
     lease.previous_holder_ = previous["attempt"].get<int>();

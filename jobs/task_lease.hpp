@@ -11,9 +11,14 @@
 // promiseAttempt) the task: an attempt older than that is superseded and runs nothing.
 //
 // acquire():
+//   0. an attempt older than the one .attempt records: SupersededError at once, before any
+//      wait (it must never stop the newer attempt that may hold the lease);
 //   1. open (create) .lease and try the lock; while another process holds it, wait (polling
 //      the stop flag) up to `wait_s`, logging who holds it (attempt, host, pid);
-//   2. still held after wait_s and the holder is on this host: fence it — SIGTERM to its
+//   2. still held after wait_s: superseded meanwhile, or a run by hand (attempt 0):
+//      SupersededError; a second runner of the holder's own attempt: InterruptedError; the
+//      holder is left running either way. Otherwise, with the holder on this host: fence it —
+//      SIGTERM to its
 //      process group and pid (only if the pid is still the process that took the lease,
 //      by its start time), SIGKILL after `fence_grace_s`, then wait `fence_grace_s` more;
 //      still held (another host, or unkillable): InterruptedError (the task is retried

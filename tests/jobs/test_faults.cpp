@@ -12,6 +12,7 @@
 #include <map>
 #include <random>
 #include <sstream>
+#include <tuple>
 
 #include "core/base/exit_codes.hpp"
 #include "core/base/fault_point.hpp"
@@ -715,31 +716,76 @@ TEST_F(Faults, TwoRunnersOfOneTaskNeverOverlapAndAnOlderAttemptStartedLaterRunsN
   EXPECT_NE(r->reason.find("finished by attempt 2"), std::string::npos) << r->reason;
 }
 
-// A command that finishes its work after the stop signal reached it (it ignores SIGTERM and
-// exits 0 within the grace before SIGKILL) is done, not interrupted: it is not run again
-// (before: "command stopped on request", exit 75, and the next attempt ran it a second time).
-TEST_F(Faults, ACommandThatFinishesAfterItsStopSignalIsDoneNotRunAgain) {
+// A command stopped by its task's stop is interrupted, whatever it then exits with: one that
+// handles SIGTERM by exiting 0 (a graceful give-up) has not necessarily finished, and taking
+// its partial output as done would lose work without a word. Its next attempt runs it again.
+TEST_F(Faults, ACommandStoppedByItsStopSignalIsInterruptedEvenWhenItExitsZero) {
   init(json{{"task", "command"},
             {"replicas", 1},
             {"params",
              {{"argv",
                {"/bin/sh", "-c",
-                "trap '' TERM; echo begin >> runs; while [ ! -e go ]; do sleep 0.05; done; "
-                "echo end >> runs"}}}}});
+                "trap 'echo gave-up >> runs; exit 0' TERM; echo begin >> runs; "
+                "while [ ! -e go ]; do sleep 0.05; done; echo end >> runs"}}}}});
   const std::string tdir = dir_ + "/tasks/r0000m0";
   const pid_t element = startTool({"work", dir_, "--task", "r0000m0@1"}, scratch_, "element");
   for (int i = 0; i < 3000 && readText(tdir + "/runs").empty(); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_EQ(readText(tdir + "/runs"), "begin\n") << readText(scratch_ + "/element.err");
   ASSERT_EQ(::kill(element, SIGTERM), 0);  // a scancel, a time limit
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  std::ofstream(tdir + "/go").close();  // the command finishes within the grace
-  EXPECT_EQ(waitExit(element), 0) << readText(scratch_ + "/element.err");
-  EXPECT_EQ(readText(tdir + "/runs"), "begin\nend\n");
+  EXPECT_EQ(waitExit(element), foldfarm::kExitInterrupted) << readText(scratch_ + "/element.err");
+  EXPECT_EQ(readText(tdir + "/runs"), "begin\ngave-up\n");
   const auto r = readTaskResult(tdir + "/task_result.json");
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->attempt, 1);
-  EXPECT_EQ(r->status, 0) << r->reason;
+  EXPECT_EQ(r->status, foldfarm::kExitInterrupted) << r->reason;
+}
+
+// A runner that must not stop the attempt holding the lease: an older attempt (superseded at
+// once, without waiting), a second runner of the holder's own attempt and a run by hand (both
+// wait, then run nothing). Before, each waited and then fenced the live attempt, whose work was
+// lost.
+TEST_F(Faults, NoOlderSecondOrByHandRunnerStopsTheAttemptThatHoldsTheTask) {
+  init(json{{"task", "command"},
+            {"replicas", 1},
+            {"params",
+             {{"argv",
+               {"/bin/sh", "-c",
+                "echo begin >> runs; while [ ! -e go ]; do sleep 0.05; done; echo end >> runs"}}}},
+            {"retry", {{"lease_wait_s", 0.5}}}});
+  const std::string tdir = dir_ + "/tasks/r0000m0";
+  const pid_t holder = startTool({"work", dir_, "--task", "r0000m0@2"}, scratch_, "holder");
+  for (int i = 0; i < 3000 && readText(tdir + "/runs").empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(readText(tdir + "/runs"), "begin\n") << readText(scratch_ + "/holder.err");
+  // Exit 76 (nothing run or written) for the older attempt and the run by hand; 75 for the
+  // second runner (not started: retried later, as when another host holds the lease).
+  for (const auto& [task, tag, code] :
+       {std::tuple<std::string, std::string, int>{"r0000m0@1", "older", foldfarm::kExitSuperseded},
+        {"r0000m0@2", "second", foldfarm::kExitInterrupted},
+        {"r0000m0", "by-hand", foldfarm::kExitSuperseded}}) {
+    const ToolRun r = runTool({"work", dir_, "--task", task}, scratch_, tag);
+    EXPECT_EQ(r.exit_code, code) << tag << ": " << r.err;
+    EXPECT_EQ(r.err.find("fencing"), std::string::npos) << tag << ": " << r.err;
+    EXPECT_EQ(::kill(holder, 0), 0) << tag << " stopped the attempt that holds the task";
+    EXPECT_EQ(readText(tdir + "/runs"), "begin\n") << tag;
+  }
+  EXPECT_EQ(readText(scratch_ + "/older.err").find("still holds"), std::string::npos)
+      << "the older attempt waited for the lease: " << readText(scratch_ + "/older.err");
+  EXPECT_NE(
+      readText(scratch_ + "/by-hand.out").find("a run by hand does not stop a running attempt"),
+      std::string::npos)
+      << readText(scratch_ + "/by-hand.out");
+  EXPECT_NE(readText(scratch_ + "/second.out").find("a second runner of attempt 2 does not stop"),
+            std::string::npos)
+      << readText(scratch_ + "/second.out");
+  std::ofstream(tdir + "/go").close();
+  EXPECT_EQ(waitExit(holder), 0) << readText(scratch_ + "/holder.err");
+  EXPECT_EQ(readText(tdir + "/runs"), "begin\nend\n");
+  const auto done = readTaskResult(tdir + "/task_result.json");
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->attempt, 2);
+  EXPECT_EQ(done->status, 0);
 }
 
 // A Slurm element of two tasks stopped (a time limit, a scancel) while its first runs: the
