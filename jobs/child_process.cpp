@@ -17,16 +17,8 @@ namespace foldfarm::jobs {
 ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv,
                                  const std::vector<std::pair<std::string, std::string>>& env) {
   if (argv.empty()) throw Error("ChildProcess::spawn: empty argv");
-  // [0] read end, [1] write end; the child's ends close when the Fds go out of scope.
-  Fd to_child[2], from_child[2];
-  auto makePipe = [](Fd(&ends)[2], const char* what) {
-    int fds[2];
-    FF_CHECK_SYS(::pipe2(fds, O_CLOEXEC), what);
-    ends[0].reset(fds[0]);
-    ends[1].reset(fds[1]);
-  };
-  makePipe(to_child, "pipe to worker");
-  makePipe(from_child, "pipe from worker");
+  // The child's ends close when the Pipes go out of scope.
+  Pipe to_child = makePipe("the worker's stdin"), from_child = makePipe("the worker's stdout");
   SpawnOptions o;
   for (const auto& [k, v] : env) o.extraEnv.push_back(k + "=" + v);
   // The worker starts with its stop signals held: a Ctrl-C (the terminal's, to the whole
@@ -35,13 +27,13 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv,
   o.extraEnv.push_back(std::string(kSignalsHeldEnv) + "=1");
   o.signalMask = heldSignalSet();
   o.defaultSignals = false;
-  o.stdinFd = to_child[0].get();
-  o.stdoutFd = from_child[1].get();  // stderr: ours
+  o.stdinFd = to_child.read.get();
+  o.stdoutFd = from_child.write.get();  // stderr: ours
   o.what = "the worker '" + argv[0] + "'";
   ChildProcess c;
   c.pid_ = spawnProcess(argv, o);
-  c.in_ = std::move(to_child[1]);
-  c.out_ = std::move(from_child[0]);
+  c.in_ = std::move(to_child.write);
+  c.out_ = std::move(from_child.read);
   return c;
 }
 

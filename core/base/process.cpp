@@ -25,16 +25,6 @@ namespace fs = std::filesystem;
 
 constexpr size_t kMaxStderr = 1 << 20;
 
-struct Pipe {
-  Fd read, write;
-};
-
-Pipe makePipe() {
-  int fds[2];
-  FF_CHECK_SYS(::pipe2(fds, O_CLOEXEC), "pipe2 for a child process");
-  return Pipe{Fd(fds[0]), Fd(fds[1])};
-}
-
 // A started child that is always reaped: the destructor kills and reaps it when the
 // caller leaves early through an exception.
 class Child {
@@ -142,8 +132,8 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
   ProcessResult result;
   result.argv = argv;
 
-  Pipe outPipe = makePipe();
-  Pipe errPipe = makePipe();
+  Pipe outPipe = makePipe("the stdout of '" + argv[0] + "'");
+  Pipe errPipe = makePipe("the stderr of '" + argv[0] + "'");
   SpawnOptions so;
   so.extraEnv = options.extraEnv;
   so.cwd = options.cwd;

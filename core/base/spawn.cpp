@@ -9,7 +9,6 @@
 #include <cstring>
 
 #include "core/base/error.hpp"
-#include "core/base/fd.hpp"
 
 extern char** environ;
 
@@ -22,6 +21,12 @@ std::string envKey(const std::string& kv) {
 }
 
 }  // namespace
+
+Pipe makePipe(const std::string& what) {
+  int fds[2];
+  FF_CHECK_SYS(::pipe2(fds, O_CLOEXEC), "pipe2 for " + what);
+  return Pipe{Fd(fds[0]), Fd(fds[1])};
+}
 
 std::string describeSignal(int sig) {
   const char* name = ::strsignal(sig);
@@ -38,9 +43,7 @@ pid_t spawnProcess(const std::vector<std::string>& argv_in, const SpawnOptions& 
   if (argv_in.empty()) throw Error("spawnProcess: empty argv");
   const std::string what = options.what.empty() ? "'" + argv_in[0] + "'" : options.what;
   // Reports a chdir/exec failure (errno) from the child; closed by a successful exec.
-  int fds[2];
-  FF_CHECK_SYS(::pipe2(fds, O_CLOEXEC), "pipe2 for starting " + what);
-  Fd exec_read(fds[0]), exec_write(fds[1]);
+  Pipe exec_error = makePipe("starting " + what);
 
   // Everything the child needs is prepared before fork: it may only call async-signal-safe
   // functions.
@@ -91,15 +94,16 @@ pid_t spawnProcess(const std::vector<std::string>& argv_in, const SpawnOptions& 
       for (const int sig : {SIGUSR1, SIGTERM, SIGINT, SIGPIPE}) ::signal(sig, SIG_DFL);
     if (cwd == nullptr || ::chdir(cwd) == 0) ::execve(args[0], args.data(), envp.data());
     const int e = errno;
-    const ssize_t n = ::write(exec_write.get(), &e, sizeof e);
+    const ssize_t n = ::write(exec_error.write.get(), &e, sizeof e);
     (void)n;
     ::_exit(127);
   }
   if (options.ownProcessGroup) ::setpgid(pid, pid);
-  exec_write.reset();
+  exec_error.write.reset();
   int exec_errno = 0;
   ssize_t n = 0;
-  while ((n = ::read(exec_read.get(), &exec_errno, sizeof exec_errno)) == -1 && errno == EINTR) {
+  while ((n = ::read(exec_error.read.get(), &exec_errno, sizeof exec_errno)) == -1 &&
+         errno == EINTR) {
   }
   if (n == static_cast<ssize_t>(sizeof exec_errno)) {
     int st = 0;

@@ -15,7 +15,16 @@
 #include <string>
 #include <vector>
 
+#include "core/base/fd.hpp"
+
 namespace foldfarm {
+
+// A pipe whose two ends are close-on-exec (a child gets one only through SpawnOptions).
+struct Pipe {
+  Fd read, write;
+};
+// Throws Error naming `what` when pipe2 fails.
+Pipe makePipe(const std::string& what);
 
 struct SpawnOptions {
   // NAME=value entries added to this process's environment (replacing a NAME it has).
