@@ -239,4 +239,14 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   return r;
 }
 
+std::string aggregationLine(const std::string& dir, const nlohmann::json& r) {
+  if (r.at("aggregated").get<bool>())
+    return "aggregated " + std::to_string(r.at("chains").get<int>()) + " chain(s) of " +
+           std::to_string(r.at("tasks").get<int>()) + " task(s) into " +
+           r.at("out").get<std::string>();
+  return "not aggregated: " + std::to_string(r.at("chains").get<int>()) + " of " +
+         std::to_string(r.at("tasks").get<int>()) + " task(s) of " + dir +
+         " are done; `foldfarm campaign aggregate " + dir + "` aggregates those";
+}
+
 }  // namespace foldfarm::ensembles

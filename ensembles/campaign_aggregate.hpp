@@ -41,4 +41,8 @@ struct CampaignAggregation {
 CampaignAggregation aggregateCampaign(const std::string& dir, const std::string& truth,
                                       const AggregateChoices& choices, bool all_done);
 
+// One line for a CampaignAggregation of campaign `dir` (its toJson()): "aggregated N chain(s) of
+// M task(s) into OUT", or what is done and the command that aggregates those.
+std::string aggregationLine(const std::string& dir, const nlohmann::json& aggregation);
+
 }  // namespace foldfarm::ensembles

@@ -31,6 +31,7 @@
 #include "ensembles/chain_output.hpp"
 #include "ensembles/truth_comparison.hpp"
 #include "jobs/campaign_spec.hpp"
+#include "jobs/task_kind.hpp"
 
 namespace foldfarm::ensembles {
 namespace {
@@ -532,6 +533,34 @@ void checkCampaignChainTaskInputValues(const nlohmann::json& task_params, const 
   checkTruths(task_params, [&](const std::string& path) {
     if (first(path, "truth")) checkTruthValues(path);
   });
+}
+
+void registerChainTaskKind() {
+  jobs::registerTaskKind(
+      "chain", jobs::TaskRunner([](const nlohmann::json& p, const std::string& dir) {
+        // The chain's one-line error is the task's reason (`campaign status` shows it).
+        jobs::TaskOutcome o;
+        o.status = runChainTask(chainParamsOfCampaignTask(p, dir), dir, &o.reason,
+                                /*campaign_task=*/true);
+        // A result, so that the attempt's task_result.json is written beside the chain's
+        // outputs on every executor: `campaign repair` rebuilds a lost journal from those.
+        if (o.status == 0) o.result = nlohmann::json{{"outputs", "result.json"}};
+        return o;
+      }),
+      jobs::TaskKindTraits{true,
+                           [](const nlohmann::json& p) {
+                             checkChainTaskParams(chainParamsOfCampaignTask(p, "tasks/t"));
+                           },
+                           std::nullopt,
+                           checkCampaignChainTaskInputs,
+                           [](const nlohmann::json& p, jobs::InputValueReads& reads) {
+                             checkCampaignChainTaskInputValues(
+                                 p, [&](const std::string& path, const std::string& role) {
+                                   return reads.first(path, role);
+                                 });
+                           },
+                           // The truth is checked by a task, read by the aggregation only.
+                           {"truth"}});
 }
 
 }  // namespace foldfarm::ensembles

@@ -112,6 +112,13 @@ void refusePresetBesideFoundation(const nlohmann::json& params,
 // start tasks refuse it through checkChainTaskInputs).
 void checkChainTaskParams(const nlohmann::json& params);
 
+// Registers the task kind "chain" (jobs/task_kind.hpp): a task runs runChainTask on its
+// campaign params and writes task_result.json beside the chain's outputs (`campaign repair`
+// rebuilds a lost journal from those); its config is checked at `campaign init`, its input
+// files at init and before every run, every value they hold once at init; the truth is read
+// by the aggregation only. Registering again replaces it with the same.
+void registerChainTaskKind();
+
 // Drops the in-process caches (datasets, checkpoints, standardised PET inputs).
 void clearChainTaskCache();
 // How many standardised PET input sets (at most 6) and unfolding files (at most 4) the process

@@ -16,11 +16,13 @@
 #include "core/base/error.hpp"
 #include "core/base/file_stat.hpp"
 #include "core/base/log.hpp"
+#include "core/base/progress.hpp"
 #include "core/mpi/check.hpp"
 #include "core/mpi/mpi_runtime.hpp"
 #include "jobs/accept_inputs.hpp"
 #include "jobs/cancel_request.hpp"
 #include "jobs/extend_campaign.hpp"
+#include "jobs/plan.hpp"
 #include "jobs/status_report.hpp"
 #include "jobs/task_lease.hpp"
 
@@ -527,6 +529,77 @@ std::vector<std::string> readTaskIdsFile(const std::string& path) {
     ids.push_back(line.substr(a, b - a + 1));
   }
   return ids;
+}
+
+void planCommand(const PlanRequest& a) {
+  // A plan starts no task: its inputs need not be there yet (staged later, or elsewhere).
+  // The tasks `campaign init` would make of it, its warm reference included.
+  const CampaignSpec spec = withWarmReference(loadCampaignSpec(a.spec, /*require_inputs=*/false));
+  PlanInput in;
+  in.tasks = spec.numTasks();
+  in.gpus = a.gpus;
+  in.tasks_per_gpu = a.tasks_per_gpu > 0 ? a.tasks_per_gpu : spec.resources.tasks_per_gpu;
+  in.gpus_per_node = a.gpus_per_node;
+  in.max_attempts = spec.retry.max_attempts;
+  in.seed = a.seed;
+  // Variations wait for their nominal tasks.
+  for (int t = 0; t < in.tasks; ++t) in.needs.push_back(spec.taskPosition(t).needs);
+  if (a.from.empty() && !(a.task_minutes > 0))
+    throw InputError("plan: give --task-minutes T or --from D (a campaign with done tasks)");
+  // What is given wins over what --from measures (as --spread and --failure-rate do).
+  std::string source = "given";
+  in.task_cv = 0.1;
+  in.failure_rate = 0.0;
+  if (!a.from.empty()) {
+    Campaign c = Campaign::open(a.from, Campaign::Access::kReadOnly);
+    const MeasuredTaskTimes m = measureTaskTimes(c, /*require_done=*/!(a.task_minutes > 0));
+    in.failure_rate = m.failure_rate;
+    if (m.done > 0) {
+      in.task_s = m.mean_s;
+      in.task_cv = m.cv;
+    }
+    const std::string measured = m.done > 0 ? (a.task_minutes > 0 ? "spread and failure rate"
+                                                                  : "task time, spread and "
+                                                                    "failure rate")
+                                            : "failure rate";
+    source = std::string(a.task_minutes > 0 ? "given; " : "") + measured + " measured on " +
+             std::to_string(m.done) + " done task(s) of " + a.from;
+  }
+  if (a.task_minutes > 0) in.task_s = a.task_minutes * 60;
+  if (a.spread >= 0) in.task_cv = a.spread;
+  if (a.failure_rate >= 0) in.failure_rate = a.failure_rate;
+  PlanResult r = simulatePlan(in);
+  nlohmann::json j = r.toJson();
+  j["tasks"] = in.tasks;
+  j["gpus"] = in.gpus;
+  j["tasks_per_gpu"] = in.tasks_per_gpu;
+  j["task_s"] = in.task_s;
+  j["task_cv"] = in.task_cv;
+  j["failure_rate"] = in.failure_rate;
+  j["task_time_source"] = source;
+  if (a.json) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  std::printf("plan for %s: %d task(s) on %d GPU(s) x %d task(s)/GPU, %d node(s)\n", a.spec.c_str(),
+              in.tasks, in.gpus, in.tasks_per_gpu, r.nodes);
+  std::printf("  task time %.1f s (spread %.0f%%, %s), failure rate %.1f%%\n", in.task_s,
+              100 * in.task_cv, source.c_str(), 100 * in.failure_rate);
+  std::printf(
+      "  makespan %s (%.2f h), %lld attempt(s), %d task(s) failing%s\n",
+      formatDuration(r.makespan_s).c_str(), r.makespan_s / 3600, static_cast<long long>(r.attempts),
+      r.failed_tasks,
+      r.held_tasks > 0 ? (", " + std::to_string(r.held_tasks) + " held behind them").c_str() : "");
+  std::printf("  GPU-hours %.1f held (%.1f busy), node-hours %.1f, utilisation %.1f%%\n",
+              r.gpu_hours, r.busy_gpu_hours, r.node_hours, 100 * r.utilisation);
+}
+
+std::string stateCountsLine(const nlohmann::json& counts) {
+  return std::to_string(counts.value("done", 0)) + " done, " +
+         std::to_string(counts.value("running", 0)) + " running, " +
+         std::to_string(counts.value("pending", 0)) + " pending, " +
+         std::to_string(counts.value("failed", 0)) + " failed, " +
+         std::to_string(counts.value("cancelled", 0)) + " cancelled";
 }
 
 }  // namespace foldfarm::jobs

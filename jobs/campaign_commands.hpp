@@ -2,9 +2,12 @@
 // The `campaign …` commands as library calls, so that the `foldfarm` app (which parses
 // options with CLI11) and torch-free tools share one implementation. Results go to
 // stdout, logs to stderr; errors are thrown (InputError -> exit 2).
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "jobs/executor.hpp"
 #include "jobs/extend_campaign.hpp"
@@ -66,5 +69,29 @@ int workCommand(const std::string& dir, const std::vector<std::string>& task_ids
 std::pair<std::string, int> splitTaskAttempt(const std::string& entry);
 // Reads task ids from a file (one per line; blank lines and '#' comments skipped).
 std::vector<std::string> readTaskIdsFile(const std::string& path);
+
+// `campaign plan SPEC --gpus G …`: simulates the tasks `campaign init` would make of SPEC
+// (its warm reference included; its inputs are not read: they may be staged later) on G GPUs
+// (jobs/plan.hpp) and prints the makespan, attempts, GPU- and node-hours (or JSON). The task
+// time is `task_minutes`, else measured on the done tasks of campaign `from` (which also gives
+// the spread and failure rate unless those are given: >= 0). The caller registers the spec's
+// task kind. InputError when neither a task time nor `from` is given.
+struct PlanRequest {
+  std::string spec;
+  int gpus = 0;
+  double task_minutes = 0;
+  std::string from;
+  double spread = -1;
+  double failure_rate = -1;
+  int gpus_per_node = 4;
+  int tasks_per_gpu = 0;  // 0: the spec's
+  uint64_t seed = 1;
+  bool json = false;
+};
+void planCommand(const PlanRequest& request);
+
+// "N done, N running, N pending, N failed, N cancelled" of a {"done": N, ...} object (a
+// state missing counts 0).
+std::string stateCountsLine(const nlohmann::json& counts);
 
 }  // namespace foldfarm::jobs

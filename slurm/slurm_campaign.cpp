@@ -1097,4 +1097,33 @@ SlurmCancelSummary cancelOnSlurm(jobs::Campaign& c, const SlurmClient::Programs&
   return out;
 }
 
+SlurmCampaignOptions withRecordedOptions(const SlurmCampaignOptions& given,
+                                         const SlurmCampaignOptions& recorded,
+                                         const std::set<std::string>& given_names) {
+  SlurmCampaignOptions o = given;
+  forEachRecordedOption([&](const RecordedOption& opt, auto field) {
+    for (const char* name : opt.options)
+      if (name != nullptr && given_names.count(name) > 0) return;
+    field(o) = field(recorded);
+  });
+  return o;
+}
+
+SbatchResources resolveResources(SbatchResources given,
+                                 const std::vector<std::string>& setup_files) {
+  for (const auto& f : setup_files) {
+    const std::string text = readFile(f);
+    size_t start = 0;
+    while (start < text.size()) {
+      size_t nl = text.find('\n', start);
+      if (nl == std::string::npos) nl = text.size();
+      given.setupLines.push_back(text.substr(start, nl - start));
+      start = nl + 1;
+    }
+  }
+  if (given.foldfarm.empty() || given.foldfarm == "foldfarm")
+    given.foldfarm = jobs::selfExecutable();
+  return given;
+}
+
 }  // namespace foldfarm::slurm

@@ -34,6 +34,7 @@
 // campaign (Campaign::open takes D/orchestrator.lock).
 #include <array>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -172,6 +173,20 @@ void forEachRecordedOption(F&& f) {
   FF_RECORDED("", "max_submissions", "max-submissions", nullptr, maxSubmissions);
 #undef FF_RECORDED
 }
+
+// `given` with `recorded`'s value for every recorded option whose command-line options
+// (RecordedOption::options, long names) are not in `given_names`: a bare `slurm submit D`, or
+// `campaign retry D`, submits with the last submission's partition, account and time limit.
+SlurmCampaignOptions withRecordedOptions(const SlurmCampaignOptions& given,
+                                         const SlurmCampaignOptions& recorded,
+                                         const std::set<std::string>& given_names);
+
+// Resources as given on a command line made ready to render: the lines of each of
+// `setup_files` appended to setupLines (verbatim; InputError naming an unreadable file), and
+// foldfarm "" or "foldfarm" made this executable's absolute path (the compute nodes run the
+// foldfarm that submitted).
+SbatchResources resolveResources(SbatchResources given,
+                                 const std::vector<std::string>& setup_files);
 
 // Runs (or continues) campaign D on Slurm. Throws InputError for bad options or a
 // campaign directory that is not one; Error when sbatch fails (nothing recorded) or tasks

@@ -1,7 +1,7 @@
 // foldfarm campaign init|run|resume|retry|work|plan (and, from cmd_login.cpp, status, cancel,
 // repair and aggregate at their places), the internal `foldfarm worker`, and `foldfarm bench
-// scheduler`. Thin: options are parsed here and the
-// work is done by jobs/ (campaigns) and ensembles/ (the chain task kind, aggregation).
+// scheduler`. Thin: options are parsed here; the work is done by campaign/ (what composes the
+// layers: task kinds, executors, Slurm, the aggregation after a run) and jobs/.
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
@@ -9,74 +9,26 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/foldfarm/commands.hpp"
+#include "campaign/campaign_run.hpp"
 #include "core/base/cli_checks.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
-#include "dist/launch.hpp"
-#include "ensembles/aggregate.hpp"
-#include "ensembles/chain.hpp"
-#include "ensembles/chain_task.hpp"
 #include "jobs/benchmarks.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
 #include "jobs/executor.hpp"
-#include "jobs/plan.hpp"
 #include "jobs/task_kind.hpp"
-#include "slurm/slurm_campaign.hpp"
 
 namespace foldfarm::app {
+
+void registerCampaignTaskKinds() {
+  campaign::registerTaskKinds();
+}
+
 namespace {
 
 using nlohmann::json;
-
-void registerAllTaskKinds() {
-  static bool done = false;
-  if (done) return;
-  done = true;
-  jobs::registerBuiltinTaskKinds();
-  jobs::registerTaskKind(
-      "chain", jobs::TaskRunner([](const json& p, const std::string& dir) {
-        // The chain's one-line error is the task's reason (`campaign status` shows it).
-        jobs::TaskOutcome o;
-        o.status =
-            ensembles::runChainTask(ensembles::chainParamsOfCampaignTask(p, dir), dir, &o.reason,
-                                    /*campaign_task=*/true);
-        // A result, so that the attempt's task_result.json is written beside the chain's
-        // outputs on every executor: `campaign repair` rebuilds a lost journal from those.
-        if (o.status == 0) o.result = json{{"outputs", "result.json"}};
-        return o;
-      }),
-      // The chain config is checked at `campaign init`, not first by every task at run time;
-      // its input files at `init` and before a run starts.
-      jobs::TaskKindTraits{true,
-                           [](const json& p) {
-                             ensembles::checkChainTaskParams(
-                                 ensembles::chainParamsOfCampaignTask(p, "tasks/t"));
-                           },
-                           std::nullopt,
-                           ensembles::checkCampaignChainTaskInputs,
-                           [](const json& p, jobs::InputValueReads& reads) {
-                             ensembles::checkCampaignChainTaskInputValues(
-                                 p, [&](const std::string& path, const std::string& role) {
-                                   return reads.first(path, role);
-                                 });
-                           },
-                           // The truth is checked by a task, read by the aggregation only.
-                           {"truth"}});
-}
-
-void refuseUntrainable(const jobs::CampaignSpec& spec, const std::string& origin) {
-  ensembles::refuseUntrainableChainCampaign(spec.kind, spec.resources.gpus, spec.chain, origin);
-}
-
-}  // namespace
-
-void registerCampaignTaskKinds() {
-  registerAllTaskKinds();
-}
-
-namespace {
 
 jobs::RunOptions runOptions(int slots) {
   jobs::RunOptions o;
@@ -132,129 +84,22 @@ void benchScheduler(const SchedulerBenchArgs& a) {
     std::printf("scratch campaigns kept in %s\n", out["dir"].get<std::string>().c_str());
 }
 
-// ---- plan ---------------------------------------------------------------------------
-struct PlanArgs {
-  std::string spec;
-  int gpus = 0;
-  double task_minutes = 0;
-  std::string from;
-  double spread = -1;
-  double failure_rate = -1;
-  int gpus_per_node = 4;
-  int tasks_per_gpu = 0;
-  uint64_t seed = 1;
-  bool json = false;
-};
-
-void planCommand(const PlanArgs& a) {
-  registerAllTaskKinds();
-  // A plan starts no task: its inputs need not be there yet (staged later, or elsewhere).
-  // The tasks `campaign init` would make of it, its warm reference included.
-  const jobs::CampaignSpec spec =
-      jobs::withWarmReference(jobs::loadCampaignSpec(a.spec, /*require_inputs=*/false));
-  jobs::PlanInput in;
-  in.tasks = spec.numTasks();
-  in.gpus = a.gpus;
-  in.tasks_per_gpu = a.tasks_per_gpu > 0 ? a.tasks_per_gpu : spec.resources.tasks_per_gpu;
-  in.gpus_per_node = a.gpus_per_node;
-  in.max_attempts = spec.retry.max_attempts;
-  in.seed = a.seed;
-  // Variations wait for their nominal tasks.
-  for (int t = 0; t < in.tasks; ++t) in.needs.push_back(spec.taskPosition(t).needs);
-  if (a.from.empty() && !(a.task_minutes > 0))
-    throw InputError("plan: give --task-minutes T or --from D (a campaign with done tasks)");
-  // What is given wins over what --from measures (as --spread and --failure-rate do).
-  std::string source = "given";
-  in.task_cv = 0.1;
-  in.failure_rate = 0.0;
-  if (!a.from.empty()) {
-    jobs::Campaign c = jobs::Campaign::open(a.from, jobs::Campaign::Access::kReadOnly);
-    const jobs::MeasuredTaskTimes m =
-        jobs::measureTaskTimes(c, /*require_done=*/!(a.task_minutes > 0));
-    in.failure_rate = m.failure_rate;
-    if (m.done > 0) {
-      in.task_s = m.mean_s;
-      in.task_cv = m.cv;
-    }
-    const std::string measured = m.done > 0 ? (a.task_minutes > 0 ? "spread and failure rate"
-                                                                  : "task time, spread and "
-                                                                    "failure rate")
-                                            : "failure rate";
-    source = std::string(a.task_minutes > 0 ? "given; " : "") + measured + " measured on " +
-             std::to_string(m.done) + " done task(s) of " + a.from;
-  }
-  if (a.task_minutes > 0) in.task_s = a.task_minutes * 60;
-  if (a.spread >= 0) in.task_cv = a.spread;
-  if (a.failure_rate >= 0) in.failure_rate = a.failure_rate;
-  jobs::PlanResult r = jobs::simulatePlan(in);
-  json j = r.toJson();
-  j["tasks"] = in.tasks;
-  j["gpus"] = in.gpus;
-  j["tasks_per_gpu"] = in.tasks_per_gpu;
-  j["task_s"] = in.task_s;
-  j["task_cv"] = in.task_cv;
-  j["failure_rate"] = in.failure_rate;
-  j["task_time_source"] = source;
-  if (a.json) {
-    std::printf("%s\n", j.dump(2).c_str());
-    return;
-  }
-  std::printf("plan for %s: %d task(s) on %d GPU(s) x %d task(s)/GPU, %d node(s)\n", a.spec.c_str(),
-              in.tasks, in.gpus, in.tasks_per_gpu, r.nodes);
-  std::printf("  task time %.1f s (spread %.0f%%, %s), failure rate %.1f%%\n", in.task_s,
-              100 * in.task_cv, source.c_str(), 100 * in.failure_rate);
-  std::printf(
-      "  makespan %s (%.2f h), %lld attempt(s), %d task(s) failing%s\n",
-      formatDuration(r.makespan_s).c_str(), r.makespan_s / 3600, static_cast<long long>(r.attempts),
-      r.failed_tasks,
-      r.held_tasks > 0 ? (", " + std::to_string(r.held_tasks) + " held behind them").c_str() : "");
-  std::printf("  GPU-hours %.1f held (%.1f busy), node-hours %.1f, utilisation %.1f%%\n",
-              r.gpu_hours, r.busy_gpu_hours, r.node_hours, 100 * r.utilisation);
-}
-
-}  // namespace
-
-namespace {
-
 struct RunArgs {
   std::string dir, executor;
   int slots = 0;
   double lost_after = jobs::RunOptions{}.lost_after_s;
   bool aggregate = false;
+
+  campaign::RunRequest request(const std::string& failed_words) const {
+    campaign::RunRequest r;
+    r.executor = executor;
+    r.options = runOptions(slots);
+    r.options.lost_after_s = lost_after;
+    r.failed_words = failed_words;
+    r.aggregate = aggregate;
+    return r;
+  }
 };
-
-}  // namespace
-
-void checkAggregatable(const std::string& dir) {
-  registerAllTaskKinds();
-  const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(dir);
-  if (frozen.kind != "chain")
-    throw InputError(dir + ": --aggregate needs a campaign of chain tasks (this one runs '" +
-                     frozen.kind + "')");
-}
-
-void refuseUntrainableCampaign(const std::string& dir) {
-  registerAllTaskKinds();
-  refuseUntrainable(jobs::loadFrozenSpec(dir), dir);
-}
-
-namespace {
-
-// After a run that ended without failures: aggregate here, on one process only.
-void aggregateAfterRun(const std::string& dir, bool aggregate) {
-  if (!aggregate || dist::detectLaunch().rank != 0) return;
-  const nlohmann::json r = ensembles::aggregateCampaign(dir, "", {}, /*all_done=*/true).toJson();
-  printAggregation(dir, r);
-  // Asked for and not done (cancelled tasks left unrun): not a success (before: exit 0, and
-  // `run --aggregate && report` went on with an old aggregation or none).
-  if (!r.at("aggregated").get<bool>())
-    throw Error(dir + ": --aggregate: not aggregated, " +
-                    std::to_string(r.at("chains").get<int>()) + " of " +
-                    std::to_string(r.at("tasks").get<int>()) +
-                    " task(s) done (the others cancelled); `foldfarm campaign retry " + dir +
-                    " --cancelled --aggregate` runs them and aggregates",
-                kExitCancelled);
-}
 
 // The options of every command that runs a campaign's tasks (`run`, `resume`, `retry`) on
 // `c`, bound to `a`.
@@ -282,51 +127,6 @@ CLI::App* addRunCommand(CLI::App& parent, const std::string& name, RunArgs& a) {
   return c;
 }
 
-// `campaign run`, `resume` and `retry` (options.retry): through Slurm, or here (the local
-// pool or, under mpirun/srun, the MPI pilot). Throws like the commands: interrupted, or
-// failed tasks, naming `failed` (what the failures are called).
-void runCampaign(const std::string& dir, const std::string& executor,
-                 const jobs::RunOptions& options, const std::string& failed) {
-  registerAllTaskKinds();
-  const jobs::CampaignSpec frozen = jobs::loadFrozenSpec(dir);
-  const dist::LaunchInfo launch = dist::detectLaunch();
-  // A campaign submitted through Slurm before is submitted again, with that submission's
-  // options (before: `retry --failed`, which the Slurm messages advise, ran the tasks on the
-  // login node when the spec said "local"). Not from within a job step (a pilot's ranks).
-  const bool submitted_before = executor.empty() && frozen.executor != "slurm" &&
-                                !launch.distributed() && slurm::recordedSubmitOptions(dir);
-  if (submitted_before)
-    logInfo(
-        "campaign {}: submitted through Slurm before ({}): submitted again with its options; "
-        "`--executor local` runs the tasks here",
-        dir, slurm::submitOptionsPath(dir));
-  if (submitted_before || (executor.empty() ? frozen.executor : executor) == "slurm") {
-    runCampaignThroughSlurm(dir, options.retry);  // refuses an untrainable campaign itself
-    return;
-  }
-  refuseUntrainable(frozen, dir);
-  jobs::RunOptions o = options;
-  o.before_run = [](const std::string& d) {
-    slurm::refuseTasksInLiveSlurmJobs(d);
-  };  // the local run; the pilot's rank 0 for all
-  const int rc = jobs::runCommand(dir, executor, o);
-  if (rc == kExitInterrupted)
-    throw InterruptedError(
-        dir + ": stopped; continue with " +
-        (launch.distributed()
-             ? "the pilot's batch script submitted again (`sbatch`; one made with --requeue "
-               "requeues itself after a time limit), or `foldfarm campaign resume " +
-                   dir + "` on this host"
-             : "`foldfarm campaign resume " + dir + "`"));
-  if (rc == kExitCancelled)
-    throw Error(dir + ": cancelled by `foldfarm campaign cancel`; `foldfarm campaign retry " + dir +
-                    " --cancelled` runs the cancelled tasks",
-                kExitCancelled);
-  if (rc != 0)
-    throw Error(dir + ": " + failed + "; see `foldfarm campaign status " + dir +
-                "` and `foldfarm campaign retry " + dir + " --failed`");
-}
-
 }  // namespace
 
 void checkCampaignRunArguments(const std::vector<std::string>& args, const std::string& who) {
@@ -351,22 +151,13 @@ void registerCampaignCommands(CommandGroups& g) {
     c->add_option("spec", *spec, "Campaign spec (JSON; see docs or jobs/campaign_spec.hpp)")
         ->required();
     c->add_option("--dir", *dir, "Campaign directory to create (must not exist)")->required();
-    c->callback([spec, dir] {
-      registerAllTaskKinds();
-      // The inputs are checked (files opened) once, by initCommand.
-      refuseUntrainable(jobs::loadCampaignSpec(*spec, /*require_inputs=*/false), *spec);
-      jobs::initCommand(*spec, *dir);
-    });
+    c->callback([spec, dir] { campaign::initCommand(*spec, *dir); });
   }
   // run / resume
   for (const char* name : {"run", "resume"}) {
     auto a = std::make_shared<RunArgs>();
     addRunCommand(*campaign, name, *a)->callback([a] {
-      if (a->aggregate) checkAggregatable(a->dir);
-      jobs::RunOptions o = runOptions(a->slots);
-      o.lost_after_s = a->lost_after;
-      runCampaign(a->dir, a->executor, o, "some tasks failed");
-      aggregateAfterRun(a->dir, a->aggregate);
+      campaign::runCommand(a->dir, a->request("some tasks failed"));
     });
   }
   registerCampaignStatusCommand(*campaign);
@@ -393,16 +184,7 @@ void registerCampaignCommands(CommandGroups& g) {
         "Run this task again (repeatable), done or failed (a cancelled one: --cancelled), and "
         "the tasks warm-started from it: a done task's outputs move to D/superseded/ first");
     c->callback([a, failed, cancelled, tasks] {
-      if (a->aggregate) checkAggregatable(a->dir);
-      jobs::RunOptions o = runOptions(a->slots);
-      o.lost_after_s = a->lost_after;
-      o.retry = jobs::retryStates(a->dir, *failed, *cancelled, !tasks->empty());
-      // The kinds first: the named tasks' checks read the campaign's spec.
-      registerAllTaskKinds();
-      if ((!tasks->empty() || *failed) && dist::detectLaunch().rank == 0)
-        jobs::printTaskRerun(a->dir, jobs::rerunNamedTasks(a->dir, *tasks, *failed));
-      runCampaign(a->dir, a->executor, o, "tasks failed again");
-      aggregateAfterRun(a->dir, a->aggregate);
+      campaign::retryCommand(a->dir, a->request("tasks failed again"), *failed, *cancelled, *tasks);
     });
   }
   registerCampaignCancelCommand(*campaign);
@@ -423,7 +205,7 @@ void registerCampaignCommands(CommandGroups& g) {
                 "Say what changed and which tasks would run again; change nothing");
     c->add_flag("--json", *as_json, "Print JSON");
     c->callback([dir, dry_run, as_json] {
-      registerAllTaskKinds();
+      campaign::registerTaskKinds();
       jobs::acceptInputsCommand(*dir, *dry_run, *as_json);
     });
   }
@@ -461,7 +243,7 @@ void registerCampaignCommands(CommandGroups& g) {
     c->add_flag("--dry-run", *dry_run, "Say what would be added; change nothing");
     c->add_flag("--json", *as_json, "Print JSON");
     c->callback([dir, spec, replicas, members, variation, dry_run, as_json] {
-      registerAllTaskKinds();
+      campaign::registerTaskKinds();
       jobs::extendCommand(*dir, {*spec, *replicas, *members, *variation}, *dry_run, *as_json);
     });
   }
@@ -482,7 +264,7 @@ void registerCampaignCommands(CommandGroups& g) {
     c->add_option("--attempt", *attempt,
                   "Attempt number the journal gave the tasks without @N (0: a run by hand)");
     c->callback([dir, tasks, tasks_file, attempt] {
-      registerAllTaskKinds();
+      campaign::registerTaskKinds();
       std::vector<std::string> ids = *tasks;
       if (!tasks_file->empty()) {
         auto more = jobs::readTaskIdsFile(*tasks_file);
@@ -512,7 +294,7 @@ void registerCampaignCommands(CommandGroups& g) {
   {
     auto* c = campaign->add_subcommand(
         "plan", "Simulate the campaign on G GPUs: makespan, GPU-hours, node-hours");
-    auto a = std::make_shared<PlanArgs>();
+    auto a = std::make_shared<jobs::PlanRequest>();
     c->add_option("spec", a->spec, "Campaign spec (JSON)")->required();
     c->add_option("--gpus", a->gpus, "GPUs to plan for")->required()->check(cli::kPositive);
     c->add_option("--task-minutes", a->task_minutes, "Mean task time in minutes (up to 10^7)")
@@ -532,7 +314,10 @@ void registerCampaignCommands(CommandGroups& g) {
         ->check(cli::kPositive);
     c->add_option("--seed", a->seed, "Simulation seed")->capture_default_str();
     c->add_flag("--json", a->json, "Print JSON");
-    c->callback([a] { planCommand(*a); });
+    c->callback([a] {
+      campaign::registerTaskKinds();
+      jobs::planCommand(*a);
+    });
   }
 
   // worker (internal; started by the local executor and the MPI pilot)
@@ -543,7 +328,7 @@ void registerCampaignCommands(CommandGroups& g) {
         "on stdin/stdout (started by `campaign run`)");
     w->group("");
     w->callback([] {
-      registerAllTaskKinds();
+      campaign::registerTaskKinds();
       std::exit(jobs::workerMain());
     });
   }

@@ -44,12 +44,6 @@ CLI::App* addSlurmGroup(CLI::App& root) {
   return s;
 }
 
-void printCounts(const nlohmann::json& counts) {
-  std::printf("%d done, %d running, %d pending, %d failed, %d cancelled\n", counts.value("done", 0),
-              counts.value("running", 0), counts.value("pending", 0), counts.value("failed", 0),
-              counts.value("cancelled", 0));
-}
-
 void registerCampaignStatusCommand(CLI::App& campaign) {
   auto* c =
       campaign.add_subcommand("status", "Counts per state, rate, ETA and failures with reasons");
@@ -83,7 +77,7 @@ void registerSlurmStatusCommand(CLI::App& slurm) {
     }
     std::printf("campaign %s (%s)%s\n", j["campaign"].get<std::string>().c_str(), st->first.c_str(),
                 j["watched_elsewhere"].get<bool>() ? " — being watched by another foldfarm" : "");
-    printCounts(j["counts"]);
+    std::printf("%s\n", jobs::stateCountsLine(j["counts"]).c_str());
     if (!j["slurm_reachable"].get<bool>()) std::printf("Slurm is not reachable from here\n");
     for (const auto& job : j["jobs"]) {
       std::printf("  job %-12s %-10s %-16s %d task(s)\n", job["id"].get<std::string>().c_str(),
@@ -135,17 +129,6 @@ void registerCampaignRepairCommand(CLI::App& campaign) {
   });
 }
 
-void printAggregation(const std::string& dir, const json& r) {
-  if (r.at("aggregated").get<bool>())
-    std::printf("aggregated %d chain(s) of %d task(s) into %s\n", r.at("chains").get<int>(),
-                r.at("tasks").get<int>(), r.at("out").get<std::string>().c_str());
-  else
-    std::printf(
-        "not aggregated: %d of %d task(s) of %s are done; `foldfarm campaign aggregate %s` "
-        "aggregates those\n",
-        r.at("chains").get<int>(), r.at("tasks").get<int>(), dir.c_str(), dir.c_str());
-}
-
 void registerCampaignAggregateCommand(CLI::App& campaign) {
   auto* c = campaign.add_subcommand(
       "aggregate", "Aggregate the done chains into uncertainty bands (D/aggregate)");
@@ -157,8 +140,8 @@ void registerCampaignAggregateCommand(CLI::App& campaign) {
   addAggregateOptions(*c, *args);
   c->callback([dir, truth, args] {
     registerCampaignTaskKinds();
-    printAggregation(
-        *dir, ensembles::aggregateCampaign(*dir, *truth, *args, /*all_done=*/false).toJson());
+    const json r = ensembles::aggregateCampaign(*dir, *truth, *args, /*all_done=*/false).toJson();
+    std::printf("%s\n", ensembles::aggregationLine(*dir, r).c_str());
   });
 }
 

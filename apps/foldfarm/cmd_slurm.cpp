@@ -7,6 +7,7 @@
 #include <set>
 
 #include "apps/foldfarm/commands.hpp"
+#include "campaign/campaign_run.hpp"
 #include "core/base/atomic_file.hpp"
 #include "core/base/cli_checks.hpp"
 #include "core/base/error.hpp"
@@ -82,21 +83,7 @@ struct ResourceArgs {
                  "Path of foldfarm on the compute nodes (default: this one)");
   }
 
-  SbatchResources resolved() const {
-    SbatchResources r = res;
-    for (const auto& f : setupFiles) {
-      std::string text = readFile(f);
-      size_t start = 0;
-      while (start < text.size()) {
-        size_t nl = text.find('\n', start);
-        if (nl == std::string::npos) nl = text.size();
-        r.setupLines.push_back(text.substr(start, nl - start));
-        start = nl + 1;
-      }
-    }
-    if (r.foldfarm.empty() || r.foldfarm == "foldfarm") r.foldfarm = jobs::selfExecutable();
-    return r;
-  }
+  SbatchResources resolved() const { return slurm::resolveResources(res, setupFiles); }
 };
 
 struct RenderArgs {
@@ -111,7 +98,7 @@ struct RenderArgs {
 // Opening a campaign validates its spec, task kind included; the submitter never runs
 // tasks, but the kind's name must be known.
 void registerKinds() {
-  registerCampaignTaskKinds();
+  campaign::registerTaskKinds();
 }
 
 // The campaign of a rendered script, by its absolute path: the script names it, and the
@@ -174,126 +161,23 @@ void renderArray(const RenderArgs& a) {
 struct SubmitArgs {
   ResourceArgs res;
   std::string dir;
-  slurm::SlurmCampaignOptions opts;
+  campaign::SubmitRequest request;
   bool noWait = false;
-  bool json = false;
-  bool aggregate = false;  // when every task is done (needs the watch: not with --no-wait)
-  // The options given on this command line (long names); the others come from the last
-  // submission's record (D/slurm/submit-options.json) when there is one.
-  std::set<std::string> given;
-  bool retry = false;  // `campaign run|resume|retry` of a Slurm campaign: no options of its own
+
+  void submit(const CLI::App& app) {
+    campaign::SubmitRequest r = request;
+    // The long names of the options given on this command line: the others come from the
+    // last submission's record (D/slurm/submit-options.json) when there is one.
+    for (const CLI::Option* o : app.get_options())
+      if (o->count() > 0 && !o->get_lnames().empty()) r.given.insert(o->get_lnames().front());
+    r.options.resources = res.res;
+    r.setup_files = res.setupFiles;
+    r.options.wait = !noWait;
+    campaign::submitCommand(dir, r);
+  }
 };
 
-// The long names of the options given on `app`'s command line.
-std::set<std::string> givenOptions(const CLI::App& app) {
-  std::set<std::string> given;
-  for (const CLI::Option* o : app.get_options())
-    if (o->count() > 0 && !o->get_lnames().empty()) given.insert(o->get_lnames().front());
-  return given;
-}
-
-// `rec`'s values for the options `a` was not given (before: a bare `slurm submit D`, which the
-// watch's and the gave-up messages offer, recorded and submitted with Slurm's defaults).
-void takeRecordedOptions(const slurm::SlurmCampaignOptions& rec, SubmitArgs& a) {
-  slurm::SlurmCampaignOptions o = a.opts;
-  o.resources = a.res.res;
-  slurm::forEachRecordedOption([&](const slurm::RecordedOption& opt, auto field) {
-    for (const char* name : opt.options)
-      if (name != nullptr && a.given.count(name) > 0) return;
-    field(o) = field(rec);
-  });
-  a.res.res = o.resources;
-  a.opts = o;
-}
-
 }  // namespace
-
-void submitAndReport(SubmitArgs& a) {
-  registerKinds();
-  const std::string abs = fs::absolute(a.dir).lexically_normal().string();
-  if (std::optional<slurm::SlurmCampaignOptions> rec = slurm::recordedSubmitOptions(abs)) {
-    takeRecordedOptions(*rec, a);
-    logInfo("{}: submitting with the options of its last submission ({}){}", a.dir,
-            slurm::submitOptionsPath(abs), a.given.empty() ? "" : ", but for those given here");
-  } else if (a.retry) {
-    // Nothing of the user's to record: a later `slurm submit` records its own.
-    a.opts.record = false;
-    logWarn(
-        "{}: no `foldfarm slurm submit` of it recorded its options: submitting with the spec's "
-        "resources and Slurm's defaults (no partition, account or time limit of yours); "
-        "`foldfarm slurm submit {} [options]` submits with yours",
-        a.dir, a.dir);
-  }
-  if (a.aggregate && a.noWait)
-    throw InputError("slurm submit " + a.dir +
-                     ": --aggregate needs the watch (it aggregates once every task is done); "
-                     "drop --no-wait, or run `foldfarm campaign aggregate " +
-                     a.dir + "` later");
-  if (a.aggregate) checkAggregatable(a.dir);
-  refuseUntrainableCampaign(a.dir);
-  a.opts.resources = a.res.resolved();
-  a.opts.wait = !a.noWait;
-  slurm::SlurmCampaignSummary sum = slurm::runCampaignOnSlurm(a.dir, a.opts);
-  nlohmann::json j = sum.toJson();
-  const bool ended_well = !sum.interrupted && !sum.cancelled && j["counts"].value("failed", 0) == 0;
-  if (a.aggregate && ended_well)
-    j["aggregate"] = ensembles::aggregateCampaign(a.dir, "", {}, /*all_done=*/true).toJson();
-  if (a.json) {
-    std::printf("%s\n", j.dump(2).c_str());
-  } else {
-    std::printf(
-        "%s: %d array(s) submitted (%d task submission(s)); back to pending: %d stopped in "
-        "their job with their state saved, %d whose job ended without a result, %d never "
-        "started (their job stopped before their turn); ",
-        a.dir.c_str(), sum.submissions, sum.tasksSubmitted, sum.tasksStopped, sum.tasksRequeued,
-        sum.tasksNotStarted);
-    printCounts(j["counts"]);
-    if (j.contains("aggregate")) printAggregation(a.dir, j["aggregate"]);
-  }
-  if (a.noWait && sum.tasksThrottled > 0)
-    logInfo(
-        "{}: {} ready task(s) not submitted: earlier arrays' elements fill --throttle {}; a later "
-        "`foldfarm slurm submit {}` submits them",
-        a.dir, sum.tasksThrottled, a.opts.throttle, a.dir);
-  // Nothing to submit but tasks a retry would run: say so (before: "0 array(s)", exit 0).
-  const int failed = j["counts"].value("failed", 0), cancelled = j["counts"].value("cancelled", 0);
-  if (sum.submissions == 0 && j["counts"].value("pending", 0) == 0 &&
-      j["counts"].value("running", 0) == 0 && failed + cancelled > 0)
-    logWarn(
-        "{}: no pending task to submit; `foldfarm campaign retry {} {}` submits the {} with "
-        "these options (recorded in {})",
-        a.dir, a.dir,
-        failed > 0 && cancelled > 0 ? "--failed --cancelled"
-        : failed > 0                ? "--failed"
-                                    : "--cancelled",
-        failed > 0 && cancelled > 0 ? "failed and cancelled tasks"
-        : failed > 0                ? "failed tasks"
-                                    : "cancelled tasks",
-        slurm::submitOptionsPath(fs::absolute(a.dir).lexically_normal().string()));
-  if (sum.interrupted)
-    throw InterruptedError("stopped watching " + a.dir + "; its jobs keep running");
-  if (sum.cancelled)
-    throw Error(a.dir + ": the watch ended on `foldfarm campaign cancel`: " +
-                    std::to_string(sum.tasksCancelled) + " unfinished task(s) cancelled, " +
-                    std::to_string(sum.jobsCancelled.size()) +
-                    " Slurm job(s) scancelled; `foldfarm campaign retry " + a.dir +
-                    " --cancelled` submits the cancelled tasks again",
-                kExitCancelled);
-  if (j["counts"].value("failed", 0) > 0) {
-    throw Error(a.dir + ": " + std::to_string(j["counts"].value("failed", 0)) +
-                " task(s) failed; see `foldfarm campaign status " + a.dir + "`");
-  }
-}
-
-void runCampaignThroughSlurm(const std::string& dir, const std::vector<jobs::TaskState>& retry) {
-  // The options of the last submission (partition, account, time, throttle, ...): a retry
-  // submitted with Slurm's defaults instead could land on another partition or account.
-  SubmitArgs a;
-  a.dir = dir;
-  a.retry = true;
-  a.opts.retry = retry;
-  submitAndReport(a);
-}
 
 void registerSlurmCommands(CommandGroups& g) {
   CLI::App* s = addSlurmGroup(g.root);
@@ -352,28 +236,26 @@ void registerSlurmCommands(CommandGroups& g) {
       "truth: tasks whose job ended without a result are resubmitted)");
   sub->res.addTo(*sc, true, /*requeue=*/false);
   sc->add_option("dir", sub->dir, "Campaign directory")->required();
-  sc->add_option("--tasks-per-element", sub->opts.tasksPerElement,
+  sc->add_option("--tasks-per-element", sub->request.options.tasksPerElement,
                  "Tasks per array element (0: automatic)")
       ->capture_default_str();
-  sc->add_option("--throttle", sub->opts.throttle,
+  sc->add_option("--throttle", sub->request.options.throttle,
                  "Elements running at once, all arrays together (%K; 0: none)")
       ->capture_default_str();
   sc->add_flag("--no-wait", sub->noWait, "Submit and return without watching");
-  sc->add_option("--poll", sub->opts.pollInitialS, "First squeue interval in seconds (backs off)")
+  sc->add_option("--poll", sub->request.options.pollInitialS,
+                 "First squeue interval in seconds (backs off)")
       ->capture_default_str()
       ->check(cli::kPositive);
-  sc->add_option("--poll-max", sub->opts.pollMaxS, "Longest squeue interval in seconds")
+  sc->add_option("--poll-max", sub->request.options.pollMaxS, "Longest squeue interval in seconds")
       ->capture_default_str()
       ->check(cli::kPositive);
-  sc->add_option("--max-submissions", sub->opts.maxSubmissions,
+  sc->add_option("--max-submissions", sub->request.options.maxSubmissions,
                  "Give up on a task whose jobs ended this many times without a result")
       ->capture_default_str();
-  sc->add_flag("--json", sub->json, "Print the summary as JSON");
-  addAggregateFlag(*sc, sub->aggregate);
-  sc->callback([sub, sc] {
-    sub->given = givenOptions(*sc);
-    submitAndReport(*sub);
-  });
+  sc->add_flag("--json", sub->request.json, "Print the summary as JSON");
+  addAggregateFlag(*sc, sub->request.aggregate);
+  sc->callback([sub, sc] { sub->submit(*sc); });
 
   registerSlurmStatusCommand(*s);
 }

@@ -46,11 +46,7 @@ void registerCampaignAggregateCommand(CLI::App& campaign);
 void registerSlurmStatusCommand(CLI::App& slurm);
 void registerAggregationCommands(CommandGroups& g);  // aggregate, bench aggregate, study compare
 void registerReportCommand(CommandGroups& g);        // report
-// "N done, N running, N pending, N failed, N cancelled" of a status's "counts".
-void printCounts(const nlohmann::json& counts);
 
-// The options of `aggregate` and `campaign aggregate` (ensembles/aggregate.hpp), as given:
-// "" where not given.
 // The aggregation's choices on a command line (ensembles/campaign_aggregate.hpp).
 using AggregateArgs = ensembles::AggregateChoices;
 inline void addAggregateOptions(CLI::App& app, AggregateArgs& a) {
@@ -152,23 +148,11 @@ void checkArgumentsParse(CLI::App& app, const std::string& name, std::vector<std
 void checkPretrainArguments(const std::vector<std::string>& args, const std::string& who);
 // The same for `foldfarm campaign run`'s arguments (`args` from the campaign directory on).
 void checkCampaignRunArguments(const std::vector<std::string>& args, const std::string& who);
-// `foldfarm campaign run D --executor slurm` is `foldfarm slurm submit D` with defaults
-// from the spec (cmd_slurm.cpp). Returns when every task has ended; throws like submit.
-// `retry`: `campaign retry`'s states, moved back to pending first (SlurmCampaignOptions).
-void runCampaignThroughSlurm(const std::string& dir,
-                             const std::vector<jobs::TaskState>& retry = {});
-// One line for ensembles::aggregateCampaign's result (its toJson()).
-void printAggregation(const std::string& dir, const nlohmann::json& result);
 // `--overwrite` on a command that writes one file (--out): without it an existing file there
 // is refused before anything is read (refuseExistingOut: InputError naming it, advising
 // --overwrite); with it the file is replaced atomically.
 std::shared_ptr<bool> addOverwriteFlag(CLI::App& cmd);
 void refuseExistingOut(const std::string& out, bool overwrite);
-void checkAggregatable(const std::string& dir);
-// Refuses campaign D when its chains could not train as configured with this foldfarm
-// (ensembles::refuseUntrainableChainCampaign), before any task starts: `campaign run`,
-// `resume`, `retry` and `slurm submit` (cmd_campaign.cpp).
-void refuseUntrainableCampaign(const std::string& dir);
 // `foldfarm campaign cancel D`: the journal's unfinished tasks -> cancelled; for a campaign
 // that submitted to Slurm, its array jobs are scancelled too (cmd_login.cpp).
 void cancelCampaign(const std::string& dir, double wait_s);

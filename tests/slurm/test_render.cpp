@@ -561,3 +561,59 @@ TEST(SlurmSubmit, BadOptionsAreNamedBeforeSlurmIsAsked) {
     EXPECT_NE(e.path().filename(), ".attempt") << "no attempt promised: " << e.path();
   std::filesystem::remove_all(dir);
 }
+
+// A bare `slurm submit D` (or `campaign retry D`) takes the last submission's value of every
+// option not given; one given wins, and --setup or --setup-file given takes neither set-up
+// from the record (they are one recorded option).
+TEST(SubmitOptions, RecordedValuesFillOnlyTheOptionsNotGiven) {
+  SlurmCampaignOptions recorded;
+  recorded.resources.partition = "gpu";
+  recorded.resources.account = "physics";
+  recorded.resources.time = "2:00:00";
+  recorded.resources.setupLines = {"module load cuda"};
+  recorded.throttle = 7;
+  recorded.maxSubmissions = 9;
+  SlurmCampaignOptions given;
+  given.resources.partition = "debug";
+  given.resources.setupLines = {};
+  given.throttle = 3;
+  given.wait = false;  // not a recorded option: always this command's
+  const SlurmCampaignOptions o =
+      withRecordedOptions(given, recorded, {"partition", "throttle", "setup-file"});
+  EXPECT_EQ(o.resources.partition, "debug");
+  EXPECT_EQ(o.throttle, 3);
+  EXPECT_TRUE(o.resources.setupLines.empty());
+  EXPECT_EQ(o.resources.account, "physics");
+  EXPECT_EQ(o.resources.time, "2:00:00");
+  EXPECT_EQ(o.maxSubmissions, 9);
+  EXPECT_FALSE(o.wait);
+  const SlurmCampaignOptions bare = withRecordedOptions(given, recorded, {});
+  EXPECT_EQ(bare.resources.partition, "gpu");
+  EXPECT_EQ(bare.throttle, 7);
+  EXPECT_EQ(bare.resources.setupLines, std::vector<std::string>{"module load cuda"});
+}
+
+// Set-up files are appended line by line after the --setup lines, the default foldfarm
+// becomes this executable's absolute path, and an unreadable file is named.
+TEST(SubmitOptions, ResolvedResourcesReadSetupFilesAndNameThisFoldfarm) {
+  const std::string dir = testing::TempDir() + "/ff-resolve-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream(dir + "/setup.sh") << "module load cuda\nexport X='a b'\n";
+  }
+  SbatchResources given;
+  given.setupLines = {"set -x"};
+  const SbatchResources r = resolveResources(given, {dir + "/setup.sh"});
+  EXPECT_EQ(r.setupLines,
+            (std::vector<std::string>{"set -x", "module load cuda", "export X='a b'"}));
+  EXPECT_TRUE(std::filesystem::path(r.foldfarm).is_absolute()) << r.foldfarm;
+  given.foldfarm = "/opt/ff/bin/foldfarm";
+  EXPECT_EQ(resolveResources(given, {}).foldfarm, "/opt/ff/bin/foldfarm");
+  try {
+    resolveResources(given, {dir + "/missing.sh"});
+    ADD_FAILURE() << "a missing set-up file was read";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(dir + "/missing.sh"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
