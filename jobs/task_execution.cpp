@@ -55,8 +55,8 @@ void makeDir(const std::string& dir) {
 // task directory holds, when that attempt wrote it: nothing has run in the directory since (the
 // holder record says so), so its outputs and result are whole. nullopt otherwise.
 std::optional<TaskResult> lastHoldersSuccess(const TaskExecution& e, const TaskLease& lease) {
-  const int last = lease.previousHolder();
-  if (last <= 0) return std::nullopt;
+  const int last = lease.previousHolder();  // 0: a run by hand
+  if (last < 0) return std::nullopt;
   std::optional<TaskResult> prior;
   try {
     prior = readTaskResult(e.task_dir + "/" + kTaskResultFile);
@@ -71,7 +71,8 @@ std::optional<TaskResult> lastHoldersSuccess(const TaskExecution& e, const TaskL
 
 // The last holder's success when that attempt was older than this one: an attempt of another
 // host that outlived its dispatcher's view of it (a pilot rank declared lost, a resume on
-// another login node) and completed while this one waited for the lease.
+// another login node), or a run by hand (attempt 0), that completed while this one waited for
+// the lease (before: a run by hand's was not taken, and the task ran a second time).
 std::optional<TaskResult> finishedByTheLastHolder(const TaskExecution& e, const TaskLease& lease) {
   if (e.attempt <= 0 || lease.previousHolder() >= e.attempt) return std::nullopt;
   return lastHoldersSuccess(e, lease);
@@ -83,6 +84,8 @@ std::optional<TaskResult> finishedByTheLastHolder(const TaskExecution& e, const 
 // overwrite under attempt 0, a number the journal never takes.
 std::optional<TaskResult> doneByThisAttemptBefore(const TaskExecution& e, const TaskLease& lease) {
   if (e.attempt > 0 && lease.previousHolder() != e.attempt) return std::nullopt;
+  // A run by hand after a run by hand: what it overwrites no attempt of the journal took.
+  if (e.attempt == 0 && lease.previousHolder() == 0) return std::nullopt;
   return lastHoldersSuccess(e, lease);
 }
 
@@ -158,7 +161,10 @@ TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
     }
     if ((prior = finishedByTheLastHolder(e, lease))) {
       out = {0,
-             "finished by attempt " + std::to_string(prior->attempt) + " on " + prior->host +
+             "finished by " +
+                 (prior->attempt == 0 ? std::string("a run by hand (attempt 0)")
+                                      : "attempt " + std::to_string(prior->attempt)) +
+                 " on " + prior->host +
                  " while this attempt waited; its result is taken, nothing was run again",
              std::move(prior->result)};
       logInfo("{}", out.reason);

@@ -788,6 +788,42 @@ TEST_F(Faults, NoOlderSecondOrByHandRunnerStopsTheAttemptThatHoldsTheTask) {
   EXPECT_EQ(done->status, 0);
 }
 
+// A run by hand (`campaign work D --task ID`, attempt 0) that finishes the task while the
+// campaign's attempt waits for its lease: the campaign's attempt takes that result and runs
+// nothing (before: the holder's attempt 0 read as "no earlier holder", and the task ran a
+// second time over the outputs of the first).
+TEST_F(Faults, ARunByHandThatFinishesWhileTheCampaignsAttemptWaitsIsTakenNotRunAgain) {
+  init(json{{"task", "command"},
+            {"replicas", 1},
+            {"params",
+             {{"argv",
+               {"/bin/sh", "-c",
+                "echo begin >> runs; while [ ! -e go ]; do sleep 0.05; done; echo end >> runs"}}}},
+            {"retry", {{"lease_wait_s", 60.0}}}});
+  const std::string tdir = dir_ + "/tasks/r0000m0";
+  const pid_t by_hand = startTool({"work", dir_, "--task", "r0000m0"}, scratch_, "by-hand");
+  for (int i = 0; i < 3000 && readText(tdir + "/runs").empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(readText(tdir + "/runs"), "begin\n") << readText(scratch_ + "/by-hand.err");
+  const pid_t campaign = startTool({"work", dir_, "--task", "r0000m0@1"}, scratch_, "attempt1");
+  const auto waiting = [&] {
+    return readText(scratch_ + "/attempt1.err").find("still holds") != std::string::npos;
+  };
+  for (int i = 0; i < 3000 && !waiting(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(waiting()) << readText(scratch_ + "/attempt1.err");
+  std::ofstream(tdir + "/go").close();
+  EXPECT_EQ(waitExit(by_hand), 0) << readText(scratch_ + "/by-hand.err");
+  EXPECT_EQ(waitExit(campaign), 0) << readText(scratch_ + "/attempt1.err");
+  EXPECT_EQ(readText(tdir + "/runs"), "begin\nend\n") << "the task ran a second time";
+  const auto r = readTaskResult(tdir + "/task_result.json");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->attempt, 1);
+  EXPECT_EQ(r->status, 0);
+  EXPECT_NE(r->reason.find("finished by a run by hand (attempt 0)"), std::string::npos)
+      << r->reason;
+}
+
 // A Slurm element of two tasks stopped (a time limit, a scancel) while its first runs: the
 // second, never started, is recorded so (its attempt, why) for the submitter, which counts it
 // toward no cap (before: a submission "ended without a result", and after --max-submissions
