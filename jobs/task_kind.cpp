@@ -10,9 +10,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "core/base/atomic_file.hpp"
@@ -103,7 +105,15 @@ void validateCommand(const json& p) {
 // SIGKILL) reach the command; the supervisor ignores SIGTERM, waits for the command and ends as it
 // ended (its exit code, or the same signal). It takes the worker's death and the command's end
 // synchronously (blocked, then sigwaitinfo), not in a handler: nothing can defer or interrupt them.
+// Once the command is forked the supervisor closes `started_fd` (the write end of a pipe the
+// worker reads): a stop signal sent to the group before then would reach only the supervisor,
+// which ignores it, and the command forked after it would run on until the SIGKILL (before: a
+// stop in those milliseconds was lost, and a short command finished after its orchestrator had
+// died, only to be counted interrupted and run again). So the worker signals the group only once
+// the command is in it.
 constexpr int kSupervisorDeathSignal = SIGUSR2;
+
+std::atomic<int> g_command_fork_delay_ms{0};  // setCommandForkDelayForTests
 
 // Marks every descriptor from 3 up close-on-exec except `keep` (-1: none); async-signal-safe.
 void inheritOnly(int keep) {
@@ -125,7 +135,7 @@ void inheritOnly(int keep) {
 }
 
 [[noreturn]] void superviseCommand(char* const* argv, const char* dir, int log_fd, int lease_fd,
-                                   pid_t worker) {
+                                   int started_fd, pid_t worker, int fork_delay_ms) {
   ::setpgid(0, 0);
   // Blocked before the death signal is asked for: one sent from here on stays pending.
   sigset_t awaited;
@@ -152,6 +162,13 @@ void inheritOnly(int keep) {
   struct sigaction child_default {};  // not ignored: the command's end must be waitable
   child_default.sa_handler = SIG_DFL;
   ::sigaction(SIGCHLD, &child_default, nullptr);
+  if (fork_delay_ms > 0) {
+    struct timespec delay {
+      fork_delay_ms / 1000, (fork_delay_ms % 1000) * 1000000L
+    };
+    while (::nanosleep(&delay, &delay) != 0 && errno == EINTR) {
+    }
+  }
   const pid_t supervisor = ::getpid();
   const pid_t command = ::fork();
   if (command < 0) ::_exit(126);
@@ -169,6 +186,7 @@ void inheritOnly(int keep) {
     ::execvp(argv[0], argv);
     ::_exit(127);
   }
+  ::close(started_fd);  // the command is in the group: the worker's stop signal reaches it
   int status = 0;
   for (;;) {
     siginfo_t info{};
@@ -207,16 +225,26 @@ TaskOutcome runCommand(const json& p, const std::string& task_dir) {
   const char* dir = task_dir.c_str();
   TaskLease* lease = currentTaskLease();
   const int lease_fd = lease ? lease->fd() : -1;
+  // Closed by the supervisor once the command is forked (EOF here): see superviseCommand.
+  Pipe started = makePipe("the command task's start");
+  const int started_fd = started.write.get();
   const pid_t parent = ::getpid();
+  const int fork_delay_ms = g_command_fork_delay_ms.load();
   pid_t pid = ::fork();
   if (pid < 0) throwSystemError("fork", __FILE__, __LINE__, "command task");
-  if (pid == 0) superviseCommand(argv.data(), dir, log_fd, lease_fd, parent);
+  if (pid == 0)
+    superviseCommand(argv.data(), dir, log_fd, lease_fd, started_fd, parent, fork_delay_ms);
   log.reset();
+  started.write.reset();
+  ::fcntl(started.read.get(), F_SETFL, O_NONBLOCK);
   ::setpgid(pid, pid);  // also here, so that no signal below can miss the group
   if (lease) lease->setProcessGroup(pid);
   using clock = std::chrono::steady_clock;
   bool terminating = false;
+  bool killed = false;  // SIGKILLed: no end within the grace after SIGTERM
+  bool command_started = false;
   clock::time_point term_at;
+  std::optional<clock::time_point> stop_seen_at;
   for (;;) {
     // Wait for the leader without reaping it: while it is a zombie its pid (the group's id)
     // cannot be reused, so the SIGKILL below reaches only what the command left behind.
@@ -226,12 +254,26 @@ TaskOutcome runCommand(const json& p, const std::string& task_dir) {
       throwSystemError("waitid", __FILE__, __LINE__, "command task");
     }
     if (info.si_pid == pid) break;
-    if (stopRequested() && !terminating) {
-      ::kill(-pid, SIGTERM);
-      terminating = true;
-      term_at = clock::now();
+    if (!command_started) {
+      char byte = 0;
+      const ssize_t n = ::read(started.read.get(), &byte, 1);
+      command_started = n >= 0 || (errno != EAGAIN && errno != EINTR);  // EOF: forked
     }
-    if (terminating && clock::now() - term_at > std::chrono::seconds(5)) ::kill(-pid, SIGKILL);
+    if (stopRequested() && !terminating) {
+      if (!stop_seen_at) stop_seen_at = clock::now();
+      // The command not forked 5 s after the stop (a supervisor stuck before it): the group
+      // is ended as a command that ignored its SIGTERM would be.
+      if (command_started || clock::now() - *stop_seen_at > std::chrono::seconds(5)) {
+        ::kill(-pid, command_started ? SIGTERM : SIGKILL);
+        terminating = true;
+        killed = !command_started;
+        term_at = clock::now();
+      }
+    }
+    if (terminating && !killed && clock::now() - term_at > std::chrono::seconds(5)) {
+      ::kill(-pid, SIGKILL);
+      killed = true;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(terminating ? 20 : 5));
   }
   ::kill(-pid, SIGKILL);  // background processes of the command end with it
@@ -244,7 +286,12 @@ TaskOutcome runCommand(const json& p, const std::string& task_dir) {
   // graceful-shutdown handler); foldfarm cannot tell, and taking a partial output as done
   // would lose work silently, while running a finished command again only repeats it
   // (README: commands are to be rerunnable).
-  if (terminating) return {kTaskInterrupted, "command stopped on request", nullptr};
+  if (terminating)
+    return {kTaskInterrupted,
+            killed ? "command stopped on request: killed (SIGKILL), not ended within 5 s of "
+                     "its SIGTERM"
+                   : "command stopped on request: ended on its SIGTERM",
+            nullptr};
   if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
     return {128 + sig, "command " + args[0] + " killed by " + describeSignal(sig),
@@ -300,6 +347,10 @@ TaskOutcome runLoad(const json& p, const std::string&) {
 }
 
 }  // namespace
+
+void setCommandForkDelayForTests(int ms) {
+  g_command_fork_delay_ms.store(ms);
+}
 
 void registerTaskKind(const std::string& name, TaskRunner runner, TaskKindTraits traits) {
   registry()[name] = KindEntry{std::move(runner), std::move(traits)};

@@ -115,6 +115,10 @@ TaskOutcome runTaskKind(const std::string& name, const nlohmann::json& params,
 // noop, sleep, command, load. Idempotent.
 void registerBuiltinTaskKinds();
 
+// Tests only: the `command` kind's supervisor waits this long (ms; 0: not at all) after it is
+// set up and before it forks the command, so that a test can stop a task in that window.
+void setCommandForkDelayForTests(int ms);
+
 // State kept by a worker process across tasks (loaded checkpoints, datasets). Keyed by a
 // string the runner chooses (e.g. path + size + mtime); bounded: beyond `capacity` entries the
 // least recently used goes, so that a worker that meets many inputs over thousands of tasks

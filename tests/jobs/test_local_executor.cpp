@@ -10,9 +10,11 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
+#include "core/base/stop_signal.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/cancel_request.hpp"
 #include "jobs/child_process.hpp"
@@ -730,6 +732,29 @@ TEST_F(LocalExecutor, APersistentWorkerKeepsItsInputAndDirectorylessKindsReportR
   }
   EXPECT_EQ(loads, 1) << "one worker reads the input once and keeps it";
   EXPECT_EQ(checksums.size(), 1u);
+}
+
+// A stop that arrives while the `command` kind's supervisor is set up and has not forked the
+// command yet (it ignores SIGTERM; the command is not in the group) still reaches the command
+// as its SIGTERM (before: that SIGTERM was lost, and the command ran on until the SIGKILL 5 s
+// later: a command that saves its state on SIGTERM never could). The window is widened to
+// 600 ms here; the stop comes 150 ms in.
+TEST(CommandKind, AStopBeforeTheCommandIsForkedReachesItAsItsSigterm) {
+  registerBuiltinTaskKinds();
+  const std::string dir = makeScratchDir("commandstop");
+  setCommandForkDelayForTests(600);
+  std::thread stopper([] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    requestStop(SIGTERM);
+  });
+  const TaskOutcome o =
+      runTaskKind("command", json{{"argv", {"/bin/sh", "-c", "exec sleep 30"}}}, dir);
+  stopper.join();
+  setCommandForkDelayForTests(0);
+  clearStopRequest();
+  EXPECT_EQ(o.status, kTaskInterrupted) << o.reason;
+  EXPECT_EQ(o.reason, "command stopped on request: ended on its SIGTERM");
+  std::filesystem::remove_all(dir);
 }
 
 // The `load` kind's cache knows a file by its size and modification time to the nanosecond:
