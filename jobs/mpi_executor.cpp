@@ -16,6 +16,12 @@
 //   4. rank 0 -> r, tag kTagStop: stop the running task (interrupted) and answer the
 //      queued ones unstarted. tag kTagExit: shut the worker down and return; its payload
 //      "lost" says a rank is lost, and the worker then ends by MPI_Abort, not MPI_Finalize.
+//      tag kTagPing (empty) every heartbeat period to every rank not fenced: a worker rank
+//      that hears nothing from rank 0 for lost_after_s (4 lost_after_s before the first
+//      message: rank 0 opens the journal first) takes rank 0 for lost: it stops its task (its
+//      state saved), shuts its worker down and ends the job with PeerLostError (exit 3)
+//      through MPI_Abort (before: under a launcher that keeps a job going when a rank dies,
+//      Open MPI's recovery, the worker ranks waited for rank 0 forever).
 //   5. On kTagExit a worker rank shuts its worker down, sends rank 0 a last frame {"t":"bye"}
 //      (tag kTagEvents) and returns; rank 0's shutdown waits until every rank it did not
 //      fence has said bye (at most lost_after_s), dropping the events that come before it
@@ -62,6 +68,7 @@ constexpr int kTagTasks = 7101;
 constexpr int kTagStop = 7102;
 constexpr int kTagExit = 7103;
 constexpr int kTagEvents = 7104;
+constexpr int kTagPing = 7105;
 
 void sendBytes(MPI_Comm comm, const std::string& bytes, int dest, int tag) {
   FF_MPI_CHECK(MPI_Send(bytes.data(), static_cast<int>(bytes.size()), MPI_CHAR, dest, tag, comm));
@@ -83,6 +90,7 @@ class MpiTransport : public Transport {
       : comm_(comm),
         hosts_(std::move(hosts)),
         lost_after_s_(options.lost_after_s),
+        heartbeat_s_(options.heartbeat_s),
         usable_(hosts_.size(), true),
         gen_(hosts_.size(), 0),
         last_seen_(hosts_.size(), Clock::now()),
@@ -112,6 +120,7 @@ class MpiTransport : public Transport {
     int nap_us = 50;
     for (;;) {
       bool got = false;
+      pingWorkerRanks();
       progressSends();
       for (;;) {
         int flag = 0;
@@ -230,6 +239,15 @@ class MpiTransport : public Transport {
       it = done ? pending_.erase(it) : std::next(it);
     }
   }
+  // 4. Every heartbeat period, every rank not fenced (one whose worker could not be restarted
+  // too: it waits for its exit) hears that rank 0 is alive.
+  void pingWorkerRanks() {
+    const auto now = Clock::now();
+    if (now - last_ping_ < std::chrono::duration<double>(heartbeat_s_)) return;
+    last_ping_ = now;
+    for (int s = 0; s < slots(); ++s)
+      if (!lost_[static_cast<size_t>(s)]) post(s, "", kTagPing);
+  }
   bool pendingToLiveRanks() const {
     for (const PendingSend& p : pending_)
       if (!lost_[static_cast<size_t>(p.slot)]) return true;
@@ -297,6 +315,8 @@ class MpiTransport : public Transport {
   MPI_Comm comm_;
   std::vector<std::string> hosts_;
   double lost_after_s_;
+  double heartbeat_s_;
+  Clock::time_point last_ping_{};
   std::vector<bool> usable_;
   std::vector<int> gen_;
   std::vector<Clock::time_point> last_seen_;
@@ -317,14 +337,16 @@ int nodeLocalWorkerIndex(MPI_Comm comm, int world_rank) {
   return idx;
 }
 
-void workerRank(MPI_Comm comm, const CampaignSpec& spec, const RunOptions& options,
-                int local_index) {
+void workerRank(MPI_Comm comm, const std::string& campaign_dir, const CampaignSpec& spec,
+                const RunOptions& options, int local_index) {
   std::vector<std::string> argv = options.worker_argv;
   if (argv.empty()) argv = {selfExecutable(), "worker"};
   try {
     LocalWorkerPool pool(argv, slotBindings(spec.resources, 1, local_index),
                          options.max_worker_restarts);
     auto last_hb = Clock::now();
+    auto last_heard = Clock::now();  // from rank 0
+    bool heard = false;
     int generation = 0;  // worker restarts so far (see MpiTransport::send)
     std::vector<SlotEvent> events;
     for (;;) {
@@ -334,7 +356,11 @@ void workerRank(MPI_Comm comm, const CampaignSpec& spec, const RunOptions& optio
         FF_MPI_CHECK(MPI_Iprobe(0, MPI_ANY_TAG, comm, &flag, &st));
         if (!flag) break;
         std::string bytes = recvBytes(comm, st);
-        if (st.MPI_TAG == kTagTasks) {
+        last_heard = Clock::now();
+        heard = true;
+        if (st.MPI_TAG == kTagPing) {
+          continue;
+        } else if (st.MPI_TAG == kTagTasks) {
           auto nl = bytes.find('\n');
           if (nl == std::string::npos) throw Error("mpi pilot: malformed task batch from rank 0");
           if (std::stoi(bytes.substr(0, nl)) == generation) pool.sendRaw(0, bytes.substr(nl + 1));
@@ -376,7 +402,22 @@ void workerRank(MPI_Comm comm, const CampaignSpec& spec, const RunOptions& optio
         last_hb = Clock::now();
       }
       if (!out.empty()) sendBytes(comm, out, 0, kTagEvents);
+      const double silent_s = std::chrono::duration<double>(Clock::now() - last_heard).count();
+      if (silent_s > (heard ? 1 : 4) * options.lost_after_s) {
+        // 4. Rank 0 is gone: the job cannot go on (no journal); this rank's task stops as a
+        // time limit would stop it, its state saved and its lease released.
+        pool.requestStop();
+        pool.shutdown();
+        dist::MpiRuntime::markAborted();
+        throw PeerLostError(fmt::format(
+            "[{}] mpi pilot: rank 0, which keeps the journal, silent for {:g} s (lost): this "
+            "rank stopped its task and ends the job; `foldfarm campaign resume {}` continues from "
+            "the journal",
+            dist::processLabel(), (heard ? 1 : 4) * options.lost_after_s, campaign_dir));
+      }
     }
+  } catch (const PeerLostError&) {
+    throw;  // the job ends (exit 3 through MPI_Abort at exit)
   } catch (const std::exception& e) {
     // Rank 0 fences this rank at once and says why (step 3), rather than after lost_after_s,
     // and goes on with the others.
@@ -447,7 +488,7 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
                                               std::to_string(nodes.size()) + " nodes");
   if (rank != 0) {
     // Workers read the frozen spec only; the journal belongs to rank 0.
-    workerRank(comm, frozen, options, local_index);
+    workerRank(comm, campaign_dir, frozen, options, local_index);
     return RunSummary{};
   }
   Campaign campaign = Campaign::open(campaign_dir, Campaign::Access::kWriter);

@@ -5,7 +5,8 @@
 // campaign with every task done exactly once. (A rank that dies outright is reported by the
 // launcher itself: mpirun, or srun --kill-on-bad-exit in the pilot scripts, ends the job.)
 // A worker rank that ends with an error of its own tells rank 0, which fences it at once,
-// says why, and finishes the campaign with the other ranks.
+// says why, and finishes the campaign with the other ranks. A lost rank 0 (under a launcher
+// that lets a job outlive a rank) is found by the worker ranks, which end the job.
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -71,15 +72,16 @@ int doneTaskLogs(const std::string& tasks) {
   return n;
 }
 
-// A 12-task sleep campaign through a pilot of 3 ranks under mpirun; once tasks run, rank 2
-// gets `sig`. Returns the launcher's wait status; *err gets the pilot's stderr.
+// A 12-task sleep campaign through a pilot of 3 ranks under mpirun (with `mpirun_options`);
+// once tasks run, rank `hit` gets `sig`. Returns the launcher's wait status; *err gets the
+// pilot's stderr.
 struct PilotRun {
   std::string scratch, dir, err;
   int status = 0;
-  pid_t rank2 = -1;
+  pid_t rank2 = -1;  // the rank hit
 };
 
-PilotRun runPilotAndHitRank2(int sig) {
+PilotRun runPilotAndHit(int hit, int sig, const std::string& mpirun_options = "") {
   registerBuiltinTaskKinds();
   PilotRun p;
   p.scratch = makeScratchDir("pilot");
@@ -90,8 +92,9 @@ PilotRun runPilotAndHitRank2(int sig) {
   ToolRun init = runTool({"init", writeSpec(p.scratch, spec), "--dir", p.dir}, p.scratch, "init");
   EXPECT_EQ(init.exit_code, 0) << init.err;
   const std::string cmd = "exec " + std::string(FF_MPIRUN) +
-                          " --allow-run-as-root --oversubscribe -np 3 " + FF_JOBS_TOOL + " run " +
-                          p.dir + " --executor mpi --lost-after 2 --heartbeat 0.2 > " + p.scratch +
+                          " --allow-run-as-root --oversubscribe " + mpirun_options + " -np 3 " +
+                          FF_JOBS_TOOL + " run " + p.dir +
+                          " --executor mpi --lost-after 2 --heartbeat 0.2 > " + p.scratch +
                           "/pilot.out 2> " + p.scratch + "/pilot.err";
   pid_t launcher = ::fork();
   if (launcher == 0) {
@@ -100,7 +103,7 @@ PilotRun runPilotAndHitRank2(int sig) {
   }
   for (int i = 0; i < 600 && (p.rank2 < 0 || doneTaskLogs(p.dir + "/tasks") < 3); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    if (p.rank2 < 0) p.rank2 = findRank(2);
+    if (p.rank2 < 0) p.rank2 = findRank(hit);
   }
   EXPECT_GT(p.rank2, 0) << readText(p.scratch + "/pilot.err");
   if (p.rank2 > 0) ::kill(p.rank2, sig);
@@ -153,7 +156,7 @@ void expectResumeCompletes(const PilotRun& p) {
 }
 
 TEST(PilotFaults, AHungRankIsFencedAndNamedByThePilotAndAResumeCompletes) {
-  const PilotRun p = runPilotAndHitRank2(SIGSTOP);
+  const PilotRun p = runPilotAndHit(2, SIGSTOP);
   EXPECT_TRUE(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 3) << "status " << p.status << "\n"
                                                                  << p.err;
   EXPECT_NE(p.err.find("lost rank 2"), std::string::npos) << p.err;
@@ -167,9 +170,27 @@ TEST(PilotFaults, AHungRankIsFencedAndNamedByThePilotAndAResumeCompletes) {
 TEST(PilotFaults, AKilledRankEndsTheJobNamingItAndAResumeCompletes) {
   // The launcher notices a dead rank itself (mpirun here; srun --kill-on-bad-exit in the
   // pilot scripts) and ends the job naming it; the journal stays consistent.
-  const PilotRun p = runPilotAndHitRank2(SIGKILL);
+  const PilotRun p = runPilotAndHit(2, SIGKILL);
   EXPECT_TRUE(WIFEXITED(p.status) && WEXITSTATUS(p.status) != 0) << "status " << p.status;
   EXPECT_NE(p.err.find("rank 2"), std::string::npos) << p.err;
+  expectResumeCompletes(p);
+}
+
+// Rank 0, which keeps the journal, killed under a launcher that keeps the job going when a
+// rank dies (Open MPI's recovery): the worker ranks hear nothing from it for --lost-after, stop
+// their tasks and end the job naming it (exit 3; before: they, their workers and mpirun ran on
+// until the allocation's time limit). The journal is consistent: a resume completes.
+TEST(PilotFaults, ALostRankZeroEndsTheJobFromTheWorkerRanksAndAResumeCompletes) {
+  const PilotRun p = runPilotAndHit(0, SIGKILL, "--mca orte_enable_recovery 1");
+  // The job ended (runPilotAndHit fails on a hang) through MPI_Abort(3); Open MPI 4.1's
+  // mpirun under recovery exits 0 all the same, so its status says nothing here.
+  EXPECT_TRUE(WIFEXITED(p.status)) << "status " << p.status << "\n" << p.err;
+  EXPECT_NE(p.err.find("with errorcode 3"), std::string::npos) << p.err;
+  EXPECT_NE(p.err.find("rank 0, which keeps the journal, silent for 2 s (lost): this rank "
+                       "stopped its task and ends the job; `foldfarm campaign resume " +
+                       p.dir + "` continues"),
+            std::string::npos)
+      << p.err;
   expectResumeCompletes(p);
 }
 
