@@ -422,6 +422,8 @@ TEST_F(BadInputs, CampaignSpecs) {
   // --aggregate on a campaign that is not made of chains: refused before any task runs.
   expectCleanFailure({"campaign", "run", p("camp"), "--aggregate"},
                      "--aggregate needs a campaign of chain tasks");
+  expectCleanFailure({"campaign", "retry", p("camp"), "--task", "r0000m0", "--aggregate"},
+                     "--aggregate needs a campaign of chain tasks");
   expectCleanFailure({"slurm", "submit", p("camp"), "--aggregate"},
                      "--aggregate needs a campaign of chain tasks");
   expectCleanFailure({"slurm", "submit", p("camp"), "--no-wait", "--aggregate"},
