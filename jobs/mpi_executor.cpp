@@ -115,8 +115,10 @@ class MpiTransport : public Transport {
   }
 
   void wait(double timeout_s, std::vector<SlotEvent>& events) override {
-    auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                       std::chrono::duration<double>(timeout_s));
+    const auto entered = Clock::now();
+    forgiveOwnStall(entered);
+    auto deadline = entered + std::chrono::duration_cast<Clock::duration>(
+                                  std::chrono::duration<double>(timeout_s));
     int nap_us = 50;
     for (;;) {
       bool got = false;
@@ -145,6 +147,7 @@ class MpiTransport : public Transport {
         got = true;
       }
       auto now = Clock::now();
+      forgiveOwnStall(now);
       for (int s = 0; s < slots(); ++s) {
         if (usable_[s] &&
             std::chrono::duration<double>(now - last_seen_[s]).count() > lost_after_s_) {
@@ -239,6 +242,21 @@ class MpiTransport : public Transport {
       it = done ? pending_.erase(it) : std::next(it);
     }
   }
+  // This rank itself did not run for lost_after_s since it last looked (stopped, swapped out,
+  // a journal commit on a file system that hung): the ranks' silence is its own, not theirs
+  // (before: it fenced every healthy rank, and said "workers keep dying at start"). The worker
+  // ranks may have ended the job meanwhile: they take a silent rank 0 for lost.
+  void forgiveOwnStall(Clock::time_point now) {
+    const double gap = std::chrono::duration<double>(now - last_tick_).count();
+    if (last_tick_ != Clock::time_point{} && gap > lost_after_s_) {
+      logWarn(
+          "mpi pilot: rank 0 did not run for {:.0f} s (stopped or stalled); the worker ranks' "
+          "silence meanwhile is not held against them",
+          gap);
+      std::fill(last_seen_.begin(), last_seen_.end(), now);
+    }
+    last_tick_ = now;
+  }
   // 4. Every heartbeat period, every rank not fenced (one whose worker could not be restarted
   // too: it waits for its exit) hears that rank 0 is alive.
   void pingWorkerRanks() {
@@ -317,6 +335,7 @@ class MpiTransport : public Transport {
   double lost_after_s_;
   double heartbeat_s_;
   Clock::time_point last_ping_{};
+  Clock::time_point last_tick_{};  // when this rank last looked at the others (wait())
   std::vector<bool> usable_;
   std::vector<int> gen_;
   std::vector<Clock::time_point> last_seen_;
@@ -411,7 +430,8 @@ void workerRank(MPI_Comm comm, const std::string& campaign_dir, const CampaignSp
         dist::MpiRuntime::markAborted();
         throw PeerLostError(fmt::format(
             "[{}] mpi pilot: rank 0, which keeps the journal, silent for {:g} s (lost): this "
-            "rank stopped its task and ends the job; `foldfarm campaign resume {}` continues from "
+            "rank stopped what it ran and ends the job; `foldfarm campaign resume {}` continues "
+            "from "
             "the journal",
             dist::processLabel(), (heard ? 1 : 4) * options.lost_after_s, campaign_dir));
       }

@@ -187,10 +187,28 @@ TEST(PilotFaults, ALostRankZeroEndsTheJobFromTheWorkerRanksAndAResumeCompletes) 
   EXPECT_TRUE(WIFEXITED(p.status)) << "status " << p.status << "\n" << p.err;
   EXPECT_NE(p.err.find("with errorcode 3"), std::string::npos) << p.err;
   EXPECT_NE(p.err.find("rank 0, which keeps the journal, silent for 2 s (lost): this rank "
-                       "stopped its task and ends the job; `foldfarm campaign resume " +
+                       "stopped what it ran and ends the job; `foldfarm campaign resume " +
                        p.dir + "` continues"),
             std::string::npos)
       << p.err;
+  expectResumeCompletes(p);
+}
+
+// Rank 0 stopped (SIGSTOP) past --lost-after: the worker ranks end the job naming rank 0, and
+// rank 0, woken by the launcher's kill, does not blame the healthy worker ranks for its own
+// silence (before: "rank 1 on vm silent for 2 s (lost)" for each, and "no usable worker slot
+// is left (workers keep dying at start)"). A resume completes.
+TEST(PilotFaults, AStoppedRankZeroEndsTheJobAndBlamesNoWorkerRank) {
+  const PilotRun p = runPilotAndHit(0, SIGSTOP);
+  EXPECT_TRUE(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 3) << "status " << p.status << "\n"
+                                                                 << p.err;
+  EXPECT_NE(p.err.find("rank 0, which keeps the journal, silent for 2 s (lost)"), std::string::npos)
+      << p.err;
+  EXPECT_EQ(p.err.find("its tasks go back to pending"), std::string::npos) << p.err;
+  EXPECT_EQ(p.err.find("workers keep dying"), std::string::npos) << p.err;
+  for (int i = 0; i < 100 && processAlive(p.rank2); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(processAlive(p.rank2)) << "the stopped rank 0 outlived the job";
   expectResumeCompletes(p);
 }
 
