@@ -165,7 +165,7 @@ TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
                  (prior->attempt == 0 ? std::string("a run by hand (attempt 0)")
                                       : "attempt " + std::to_string(prior->attempt)) +
                  " on " + prior->host +
-                 " while this attempt waited; its result is taken, nothing was run again",
+                 " before this attempt could run it; its result is taken, nothing was run again",
              std::move(prior->result)};
       logInfo("{}", out.reason);
     } else {
