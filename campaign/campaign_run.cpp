@@ -41,9 +41,11 @@ void aggregateAfterRun(const std::string& dir, bool aggregate) {
 }
 
 // The campaign run through Slurm: `slurm submit D` with the last submission's options.
-void runThroughSlurm(const std::string& dir, const std::vector<jobs::TaskState>& retry) {
+void runThroughSlurm(const std::string& dir, const std::vector<jobs::TaskState>& retry,
+                     bool record) {
   SubmitRequest s;
   s.retry = true;
+  s.record_unrecorded = record;
   s.options.retry = retry;
   submitCommand(dir, s);
 }
@@ -99,7 +101,10 @@ void runCommand(const std::string& dir, const RunRequest& request) {
         dir, slurm::submitOptionsPath(dir));
   if (submitted_before ||
       (request.executor.empty() ? frozen.executor : request.executor) == "slurm") {
-    runThroughSlurm(dir, request.options.retry);  // refuses an untrainable campaign itself
+    // Asked for by name on a campaign whose spec says otherwise: recorded, so that a later
+    // `resume` or `retry` is submitted too (before: it ran the tasks on this host).
+    runThroughSlurm(dir, request.options.retry,
+                    request.executor == "slurm" && frozen.executor != "slurm");
     aggregateAfterRun(dir, request.aggregate);
     return;
   }
@@ -148,8 +153,9 @@ void submitCommand(const std::string& dir, SubmitRequest request) {
             slurm::submitOptionsPath(abs),
             request.given.empty() ? "" : ", but for those given here");
   } else if (request.retry) {
-    // Nothing of the user's to record: a later `slurm submit` records its own.
-    opts.record = false;
+    // Nothing of the user's to record (a later `slurm submit` records its own), but for a run
+    // asked for through Slurm by name.
+    opts.record = request.record_unrecorded;
     logWarn(
         "{}: no `foldfarm slurm submit` of it recorded its options: submitting with the spec's "
         "resources and Slurm's defaults (no partition, account or time limit of yours); "

@@ -71,8 +71,13 @@ struct SubmitRequest {
   bool aggregate = false;  // once every task is done (needs options.wait)
   bool json = false;       // the summary as JSON
   // `campaign run|resume|retry` of a Slurm campaign: no options of its own; without a record,
-  // submits with the spec's resources and records nothing.
+  // submits with the spec's resources and records nothing (but see record_unrecorded).
   bool retry = false;
+  // With `retry` and no record: record the options submitted with (the spec's resources,
+  // Slurm's defaults), so that a later `campaign resume D` submits through Slurm again rather
+  // than run the tasks here (`campaign run D --executor slurm` of a campaign whose spec says
+  // local).
+  bool record_unrecorded = false;
 };
 
 // Submits D's ready tasks as job arrays and, with options.wait, watches until every task has

@@ -249,6 +249,24 @@ TEST_F(SlurmCampaign, RetryOfCancelledTasksSubmitsThem) {
   EXPECT_EQ(sum.tasksSubmitted, 2);
 }
 
+// `campaign run D --executor slurm` of a campaign whose spec says local records the options it
+// submitted with, so that a later `campaign resume D` goes through Slurm again (before: nothing
+// was recorded, and the resume ran the tasks on the login node).
+TEST_F(SlurmCampaign, ARunThroughSlurmByNameIsResumedThroughSlurm) {
+  if (std::string(FOLDFARM_BINARY).empty() || !std::filesystem::exists(FOLDFARM_BINARY))
+    GTEST_SKIP() << "foldfarm executable not built";
+  const std::string dir = createSleepCampaign(base_ + "/byname", 2, 0.1, "local");
+  const ProcessResult run =
+      runProcess({FOLDFARM_BINARY, "campaign", "run", dir, "--executor", "slurm"});
+  EXPECT_EQ(run.status(), 0) << run.err;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/slurm/submit-options.json")) << run.err;
+  const ProcessResult resume = runProcess({FOLDFARM_BINARY, "campaign", "resume", dir});
+  EXPECT_EQ(resume.status(), 0) << resume.err;
+  EXPECT_NE(resume.err.find("submitted through Slurm before"), std::string::npos) << resume.err;
+  jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.counts()[TaskState::kDone], 2);
+}
+
 // `slurm submit D` records the options it submitted with; `campaign retry D --cancelled` of a
 // Slurm campaign submits with them (before: with Slurm's defaults: no time limit, throttle or
 // output pattern of the user's, and on a real cluster no partition or account), and a submit
