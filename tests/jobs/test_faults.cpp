@@ -56,6 +56,26 @@ class Faults : public ToolCampaignTest {
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return Campaign::open(dir_, Campaign::Access::kReadOnly);
   }
+  // One `command` task, r0000m0, that appends "begin" to its directory's `runs`, waits for the
+  // file `go` there, then appends "end". Returns its directory.
+  std::string initGatedCommand(double lease_wait_s) {
+    init(json{{"task", "command"},
+              {"replicas", 1},
+              {"params",
+               {{"argv",
+                 {"/bin/sh", "-c",
+                  "echo begin >> runs; while [ ! -e go ]; do sleep 0.05; done; echo end >> "
+                  "runs"}}}},
+              {"retry", {{"lease_wait_s", lease_wait_s}}}});
+    return dir_ + "/tasks/r0000m0";
+  }
+  // Starts `work --task task` (outputs under `tag`) and waits up to 30 s for a line in `runs`.
+  pid_t startGatedRunner(const std::string& task, const std::string& tag) {
+    const pid_t pid = startTool({"work", dir_, "--task", task}, scratch_, tag);
+    for (int i = 0; i < 3000 && readText(dir_ + "/tasks/r0000m0/runs").empty(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return pid;
+  }
   static bool anyContains(const std::vector<std::string>& v, const std::string& s) {
     for (const auto& x : v) {
       if (x.find(s) != std::string::npos) return true;
@@ -746,17 +766,8 @@ TEST_F(Faults, ACommandStoppedByItsStopSignalIsInterruptedEvenWhenItExitsZero) {
 // wait, then run nothing). Before, each waited and then fenced the live attempt, whose work was
 // lost.
 TEST_F(Faults, NoOlderSecondOrByHandRunnerStopsTheAttemptThatHoldsTheTask) {
-  init(json{{"task", "command"},
-            {"replicas", 1},
-            {"params",
-             {{"argv",
-               {"/bin/sh", "-c",
-                "echo begin >> runs; while [ ! -e go ]; do sleep 0.05; done; echo end >> runs"}}}},
-            {"retry", {{"lease_wait_s", 0.5}}}});
-  const std::string tdir = dir_ + "/tasks/r0000m0";
-  const pid_t holder = startTool({"work", dir_, "--task", "r0000m0@2"}, scratch_, "holder");
-  for (int i = 0; i < 3000 && readText(tdir + "/runs").empty(); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const std::string tdir = initGatedCommand(0.5);
+  const pid_t holder = startGatedRunner("r0000m0@2", "holder");
   ASSERT_EQ(readText(tdir + "/runs"), "begin\n") << readText(scratch_ + "/holder.err");
   // Exit 76 (nothing run or written) for the older attempt and the run by hand; 75 for the
   // second runner (not started: retried later, as when another host holds the lease).
@@ -793,17 +804,8 @@ TEST_F(Faults, NoOlderSecondOrByHandRunnerStopsTheAttemptThatHoldsTheTask) {
 // nothing (before: the holder's attempt 0 read as "no earlier holder", and the task ran a
 // second time over the outputs of the first).
 TEST_F(Faults, ARunByHandThatFinishesWhileTheCampaignsAttemptWaitsIsTakenNotRunAgain) {
-  init(json{{"task", "command"},
-            {"replicas", 1},
-            {"params",
-             {{"argv",
-               {"/bin/sh", "-c",
-                "echo begin >> runs; while [ ! -e go ]; do sleep 0.05; done; echo end >> runs"}}}},
-            {"retry", {{"lease_wait_s", 60.0}}}});
-  const std::string tdir = dir_ + "/tasks/r0000m0";
-  const pid_t by_hand = startTool({"work", dir_, "--task", "r0000m0"}, scratch_, "by-hand");
-  for (int i = 0; i < 3000 && readText(tdir + "/runs").empty(); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const std::string tdir = initGatedCommand(60.0);
+  const pid_t by_hand = startGatedRunner("r0000m0", "by-hand");
   ASSERT_EQ(readText(tdir + "/runs"), "begin\n") << readText(scratch_ + "/by-hand.err");
   const pid_t campaign = startTool({"work", dir_, "--task", "r0000m0@1"}, scratch_, "attempt1");
   const auto waiting = [&] {

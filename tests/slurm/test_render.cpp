@@ -598,9 +598,7 @@ TEST(SubmitOptions, RecordedValuesFillOnlyTheOptionsNotGiven) {
 TEST(SubmitOptions, ResolvedResourcesReadSetupFilesAndNameThisFoldfarm) {
   const std::string dir = testing::TempDir() + "/ff-resolve-" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
-  {
-    std::ofstream(dir + "/setup.sh") << "module load cuda\nexport X='a b'\n";
-  }
+  { std::ofstream(dir + "/setup.sh") << "module load cuda\nexport X='a b'\n"; }
   SbatchResources given;
   given.setupLines = {"set -x"};
   const SbatchResources r = resolveResources(given, {dir + "/setup.sh"});
