@@ -421,8 +421,8 @@ void workerRank(MPI_Comm comm, const std::string& campaign_dir, const CampaignSp
         last_hb = Clock::now();
       }
       if (!out.empty()) sendBytes(comm, out, 0, kTagEvents);
-      const double silent_s = std::chrono::duration<double>(Clock::now() - last_heard).count();
-      if (silent_s > (heard ? 1 : 4) * options.lost_after_s) {
+      const double limit_s = (heard ? 1 : 4) * options.lost_after_s;
+      if (Clock::now() - last_heard > std::chrono::duration<double>(limit_s)) {
         // 4. Rank 0 is gone: the job cannot go on (no journal); this rank's task stops as a
         // time limit would stop it, its state saved and its lease released.
         pool.requestStop();
@@ -431,9 +431,8 @@ void workerRank(MPI_Comm comm, const std::string& campaign_dir, const CampaignSp
         throw PeerLostError(fmt::format(
             "[{}] mpi pilot: rank 0, which keeps the journal, silent for {:g} s (lost): this "
             "rank stopped what it ran and ends the job; `foldfarm campaign resume {}` continues "
-            "from "
-            "the journal",
-            dist::processLabel(), (heard ? 1 : 4) * options.lost_after_s, campaign_dir));
+            "from the journal",
+            dist::processLabel(), limit_s, campaign_dir));
       }
     }
   } catch (const PeerLostError&) {
