@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <exception>
@@ -434,7 +435,8 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
   if (completions.empty()) return 0;
   SqliteTransaction txn(db_);
   SqliteStatement get(db_,
-                      "SELECT failures FROM tasks WHERE idx=? AND state='running' AND attempts=?");
+                      "SELECT failures, started_at FROM tasks WHERE idx=? AND state='running' AND "
+                      "attempts=?");
   SqliteStatement done(db_,
                        "UPDATE tasks SET state='done', exit_code=?, reason=NULL, host=?, slot=?, "
                        "started_at=?, finished_at=?, result=?, ingested=ingested+1 WHERE idx=? "
@@ -457,9 +459,14 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
     get.bind(1, c.index).bind(2, c.attempt);
     bool running = get.step();
     int failures = running ? static_cast<int>(get.columnInt(0)) : 0;
+    const double dispatched = running ? get.columnDouble(1) : 0;
     get.reset();
     if (!running) continue;  // stale or duplicate: ingested already
     double finished = c.finished_at > 0 ? c.finished_at : now;
+    // The events' time: when the attempt ended, but never before its dispatch, so that a
+    // task's events stay in order. A result this attempt took over (a run by hand that
+    // finished first) keeps that run's times in the row; another node's clock may lag ours.
+    const double at = std::max(finished, dispatched);
     if (c.status == 0) {
       done.bind(1, 0).bind(2, c.host);
       if (c.slot < 0)
@@ -474,8 +481,8 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
       done.bind(7, c.index).bind(8, c.attempt);
       if (done.run() == 1) {
         // A done attempt's reason is empty, or says that an earlier attempt did the work.
-        insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kDone, finished, c.host,
-                    c.slot, 0, c.reason);
+        insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kDone, at, c.host, c.slot,
+                    0, c.reason);
         if (out) out->push_back({c.index, TaskState::kDone, 0});
         ++applied;
       }
@@ -532,18 +539,17 @@ int CampaignJournal::recordCompletions(const std::vector<Completion>& completion
       // An uncounted 75 (the lease held elsewhere) is recorded as such, so that neither the
       // count of the task's own stops (max_interruptions) nor that of lost attempts takes it.
       insertEvent(
-          c.index, c.attempt, TaskState::kRunning, TaskState::kInterrupted, finished, c.host,
-          c.slot,
+          c.index, c.attempt, TaskState::kRunning, TaskState::kInterrupted, at, c.host, c.slot,
           c.status == kExitInterrupted && !c.counts_as_failure ? kEventLeaseRefused : c.status,
           c.reason);
-      insertEvent(c.index, c.attempt, TaskState::kInterrupted, TaskState::kPending, finished,
-                  c.host, c.slot, -1, "requeued");
+      insertEvent(c.index, c.attempt, TaskState::kInterrupted, TaskState::kPending, at, c.host,
+                  c.slot, -1, "requeued");
     } else if (final_state == TaskState::kFailed) {
-      insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kFailed, finished, c.host,
-                  c.slot, c.status, reason);
+      insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kFailed, at, c.host, c.slot,
+                  c.status, reason);
     } else {
-      insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kPending, finished, c.host,
-                  c.slot, c.status, "retry after: " + c.reason);
+      insertEvent(c.index, c.attempt, TaskState::kRunning, TaskState::kPending, at, c.host, c.slot,
+                  c.status, "retry after: " + c.reason);
     }
     if (out) out->push_back({c.index, final_state, not_before});
     ++applied;

@@ -5,8 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
 #include <optional>
+#include <vector>
 
 #include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
@@ -45,6 +48,35 @@ Completion completion(int index, int attempt, int status, const std::string& rea
   c.finished_at = c.started_at;
   if (status == 0) c.result = json{{"value", index}};
   return c;
+}
+
+// A result that ended before its attempt's dispatch (a run by hand that finished while the
+// attempt was handed out, and which it takes over; a node whose clock lags) keeps its own times
+// in the task's row, while the task's events stay in order (before: "done" was stamped before
+// "running", and durations computed from the events ran backwards).
+TEST(Journal, EventsStayInOrderWhenAResultEndedBeforeItsAttemptsDispatch) {
+  std::string dir = makeScratchDir("journal_order");
+  CampaignJournal j = CampaignJournal::create(dir + "/j.sqlite", threeTasks());
+  std::vector<Dispatch> ds(2);
+  ds[0].index = 0;
+  ds[1].index = 1;
+  ASSERT_EQ(j.markRunning(ds), 2);
+  const double dispatched = j.task("r0000m0")->started_at;
+  Completion done = completion(0, 1, 0), failed = completion(1, 1, 3, "exit 3");
+  for (Completion* c : {&done, &failed}) {
+    c->started_at = dispatched - 100;
+    c->finished_at = dispatched - 50;
+  }
+  RetryPolicy retry;
+  retry.max_attempts = 2;
+  ASSERT_EQ(j.recordCompletions({done, failed}, retry), 2);
+  EXPECT_EQ(j.task("r0000m0")->finished_at, dispatched - 50) << "the run's own times are kept";
+  std::map<int, std::vector<double>> at;
+  j.forEachEvent([&](const CampaignJournal::Event& e) { at[e.task].push_back(e.at); });
+  for (int task : {0, 1}) {
+    ASSERT_GE(at[task].size(), 3u) << "created, running, then the completion's";
+    EXPECT_TRUE(std::is_sorted(at[task].begin(), at[task].end())) << "task " << task;
+  }
 }
 
 TEST(Journal, CompletionsAreIngestedExactlyOnce) {
