@@ -8,9 +8,11 @@
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/base/text.hpp"
 #include "dist/launch.hpp"
 #include "ensembles/campaign_aggregate.hpp"
 #include "ensembles/chain_task.hpp"
+#include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
 #include "jobs/task_kind.hpp"
 
@@ -35,8 +37,8 @@ void aggregateAfterRun(const std::string& dir, bool aggregate) {
     throw Error(dir + ": --aggregate: not aggregated, " +
                     std::to_string(r.at("chains").get<int>()) + " of " +
                     std::to_string(r.at("tasks").get<int>()) +
-                    " task(s) done (the others cancelled); `foldfarm campaign retry " + dir +
-                    " --cancelled --aggregate` runs them and aggregates",
+                    " task(s) done (the others cancelled); `foldfarm campaign retry " +
+                    shellWord(dir) + " --cancelled --aggregate` runs them and aggregates",
                 kExitCancelled);
 }
 
@@ -119,15 +121,23 @@ void runCommand(const std::string& dir, const RunRequest& request) {
         (launch.distributed()
              ? "the pilot's batch script submitted again (`sbatch`; one made with --requeue "
                "requeues itself after a time limit), or `foldfarm campaign resume " +
-                   dir + "` on this host"
-             : "`foldfarm campaign resume " + dir + "`"));
+                   shellWord(dir) + "` on this host"
+             : "`foldfarm campaign resume " + shellWord(dir) + "`"));
   if (rc == kExitCancelled)
-    throw Error(dir + ": cancelled by `foldfarm campaign cancel`; `foldfarm campaign retry " + dir +
-                    " --cancelled` runs the cancelled tasks",
+    throw Error(dir + ": cancelled by `foldfarm campaign cancel`; `foldfarm campaign retry " +
+                    shellWord(dir) + " --cancelled` runs the cancelled tasks",
                 kExitCancelled);
-  if (rc != 0)
-    throw Error(dir + ": " + request.failed_words + "; see `foldfarm campaign status " + dir +
-                "` and `foldfarm campaign retry " + dir + " --failed`");
+  if (rc != 0) {
+    // Counted in the journal: a retry's message is of the campaign, not only of the tasks it
+    // ran again (before: "tasks failed again" where the failed task was one it did not run).
+    const jobs::StateCounts counts =
+        jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly).counts();
+    const auto failed = counts.find(jobs::TaskState::kFailed);
+    throw Error(dir + ": " + std::to_string(failed == counts.end() ? 0 : failed->second) +
+                " task(s) of the campaign failed (this run's line above says what it ran); see "
+                "`foldfarm campaign status " +
+                shellWord(dir) + "` and `foldfarm campaign retry " + shellWord(dir) + " --failed`");
+  }
   aggregateAfterRun(dir, request.aggregate);
 }
 
@@ -160,13 +170,13 @@ void submitCommand(const std::string& dir, SubmitRequest request) {
         "{}: no `foldfarm slurm submit` of it recorded its options: submitting with the spec's "
         "resources and Slurm's defaults (no partition, account or time limit of yours); "
         "`foldfarm slurm submit {} [options]` submits with yours",
-        dir, dir);
+        dir, shellWord(dir));
   }
   if (request.aggregate && !opts.wait)
     throw InputError("slurm submit " + dir +
                      ": --aggregate needs the watch (it aggregates once every task is done); "
                      "drop --no-wait, or run `foldfarm campaign aggregate " +
-                     dir + "` later");
+                     shellWord(dir) + "` later");
   if (request.aggregate) checkAggregatable(dir);
   refuseUntrainable(dir);
   opts.resources = slurm::resolveResources(opts.resources, request.setup_files);
@@ -193,14 +203,14 @@ void submitCommand(const std::string& dir, SubmitRequest request) {
     logInfo(
         "{}: {} ready task(s) not submitted: earlier arrays' elements fill --throttle {}; a later "
         "`foldfarm slurm submit {}` submits them",
-        dir, sum.tasksThrottled, opts.throttle, dir);
+        dir, sum.tasksThrottled, opts.throttle, shellWord(dir));
   // Nothing to submit but tasks a retry would run: say so (before: "0 array(s)", exit 0).
   if (sum.submissions == 0 && counts.value("pending", 0) == 0 && counts.value("running", 0) == 0 &&
       failed + cancelled > 0)
     logWarn(
         "{}: no pending task to submit; `foldfarm campaign retry {} {}` submits the {} with "
         "these options (recorded in {})",
-        dir, dir,
+        dir, shellWord(dir),
         failed > 0 && cancelled > 0 ? "--failed --cancelled"
         : failed > 0                ? "--failed"
                                     : "--cancelled",
@@ -214,12 +224,12 @@ void submitCommand(const std::string& dir, SubmitRequest request) {
     throw Error(dir + ": the watch ended on `foldfarm campaign cancel`: " +
                     std::to_string(sum.tasksCancelled) + " unfinished task(s) cancelled, " +
                     std::to_string(sum.jobsCancelled.size()) +
-                    " Slurm job(s) scancelled; `foldfarm campaign retry " + dir +
+                    " Slurm job(s) scancelled; `foldfarm campaign retry " + shellWord(dir) +
                     " --cancelled` submits the cancelled tasks again",
                 kExitCancelled);
   if (failed > 0)
-    throw Error(dir + ": " + std::to_string(failed) + " task(s) failed; see `foldfarm campaign " +
-                "status " + dir + "`");
+    throw Error(dir + ": " + std::to_string(failed) +
+                " task(s) failed; see `foldfarm campaign status " + shellWord(dir) + "`");
 }
 
 }  // namespace foldfarm::campaign

@@ -39,8 +39,7 @@ void initCommand(const std::string& spec_path, const std::string& dir);
 struct RunRequest {
   std::string executor;      // local, mpi or slurm; "": the spec's
   jobs::RunOptions options;  // options.retry: `retry`'s states (jobs::retryStates)
-  std::string failed_words = "some tasks failed";  // what the failures are called
-  bool aggregate = false;  // aggregate once every task is done (chain campaigns)
+  bool aggregate = false;    // aggregate once every task is done (chain campaigns)
 };
 
 // Runs campaign D's pending tasks: through Slurm when the spec or `executor` says slurm, or
@@ -49,8 +48,9 @@ struct RunRequest {
 // node); else here, on the local pool or, under mpirun/srun, as the MPI pilot (every rank
 // calls it). A local run first refuses tasks that live Slurm elements hold. Then, with
 // `aggregate`, rank 0 aggregates. Throws: InterruptedError (75) saying how to continue, Error
-// with kExitCancelled (79) after `campaign cancel`, Error (1) naming `failed_words` and the
-// status and retry commands, Error (79) when asked to aggregate and tasks were cancelled.
+// with kExitCancelled (79) after `campaign cancel`, Error (1) naming the
+// number of failed tasks in the campaign and the status and retry commands, Error (79) when asked
+// to aggregate and tasks were cancelled.
 void runCommand(const std::string& dir, const RunRequest& request);
 
 // `campaign retry D [--failed] [--cancelled] [--task ID …]`: the named tasks (and, with

@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "core/base/clock.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/process.hpp"
@@ -18,10 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-double secondsSince(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // Writes synthetic chains as `unfold` leaves them (histograms.h5, then result.json last).
 class ChainWriter {

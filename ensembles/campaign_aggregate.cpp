@@ -11,6 +11,7 @@
 #include "core/base/fd.hpp"
 #include "core/base/log.hpp"
 #include "core/base/sha256.hpp"
+#include "core/base/text.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/input_record.hpp"
 
@@ -97,10 +98,10 @@ nlohmann::json incompleteVariations(jobs::Campaign& camp, std::vector<std::strin
     for (const auto& [state, n] : c.other) {
       s += (s.empty() ? "" : ", ") + std::to_string(n) + " " + state;
       const std::string step =
-          state == "failed"       ? "`foldfarm campaign retry " + dir + " --failed`"
-          : state == "cancelled"  ? "`foldfarm campaign retry " + dir + " --cancelled`"
+          state == "failed"       ? "`foldfarm campaign retry " + shellWord(dir) + " --failed`"
+          : state == "cancelled"  ? "`foldfarm campaign retry " + shellWord(dir) + " --cancelled`"
           : !orchestrator.empty() ? "wait for the run that orchestrates it (" + orchestrator + ")"
-                                  : "`foldfarm campaign run " + dir + "`";
+                                  : "`foldfarm campaign run " + shellWord(dir) + "`";
       if (how.find(step) == std::string::npos) how += (how.empty() ? "" : ", ") + step;
     }
     return s + "; " + how + ", then aggregate again";
@@ -179,17 +180,17 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
     const int cancelled = count(jobs::TaskState::kCancelled),
               failed = count(jobs::TaskState::kFailed);
     const std::string orchestrator = jobs::campaignOrchestrator(dir);
-    std::string how = orchestrator.empty()
-                          ? "run the campaign first (`foldfarm campaign run " + dir + "`)"
-                          : "a run orchestrates it now (" + orchestrator +
-                                "): aggregate once its chains are done";
+    std::string how = orchestrator.empty() ? "run the campaign first (`foldfarm campaign run " +
+                                                 shellWord(dir) + "`)"
+                                           : "a run orchestrates it now (" + orchestrator +
+                                                 "): aggregate once its chains are done";
     if (cancelled > 0 || failed > 0)
       how = std::string("its chains are ") +
             (cancelled > 0 ? std::to_string(cancelled) + " cancelled" : "") +
             (cancelled > 0 && failed > 0 ? " and " : "") +
             (failed > 0 ? std::to_string(failed) + " failed" : "") +
             (count(jobs::TaskState::kPending) > 0 ? " (the others pending)" : "") +
-            ": `foldfarm campaign retry " + dir + (cancelled > 0 ? " --cancelled" : "") +
+            ": `foldfarm campaign retry " + shellWord(dir) + (cancelled > 0 ? " --cancelled" : "") +
             (failed > 0 ? " --failed" : "") + "` runs them";
     throw InputError(dir + ": no chain is done yet; " + how);
   }
@@ -233,7 +234,7 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
     if (camp.spec().indexOf(id) < 0) throw;
     throw InputError(what +
                      "; in this campaign, run that chain again with `foldfarm campaign retry " +
-                     camp.dir() + " --task " + id + "`, then aggregate again");
+                     shellWord(camp.dir()) + " --task " + id + "`, then aggregate again");
   }
   r.aggregated = true;
   return r;
@@ -246,7 +247,7 @@ std::string aggregationLine(const std::string& dir, const nlohmann::json& r) {
            r.at("out").get<std::string>();
   return "not aggregated: " + std::to_string(r.at("chains").get<int>()) + " of " +
          std::to_string(r.at("tasks").get<int>()) + " task(s) of " + dir +
-         " are done; `foldfarm campaign aggregate " + dir + "` aggregates those";
+         " are done; `foldfarm campaign aggregate " + shellWord(dir) + "` aggregates those";
 }
 
 }  // namespace foldfarm::ensembles

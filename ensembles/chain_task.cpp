@@ -20,6 +20,7 @@
 #include "core/base/progress.hpp"
 #include "core/base/sha256.hpp"
 #include "core/base/stop_signal.hpp"
+#include "core/base/text.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/model/threads.hpp"
 #include "core/train/checkpoint.hpp"
@@ -375,8 +376,9 @@ int runChainTask(const nlohmann::json& params, const std::string& task_dir, std:
     // mend that; `retry --failed` reruns that one first (exit 66 says so to the journal).
     const fs::path from = fs::path(params.value("warm_from", std::string())).lexically_normal();
     const std::string why = std::string(e.what()) + "; `foldfarm campaign retry " +
-                            from.parent_path().parent_path().string() + " --failed` runs " +
-                            from.filename().string() + " again, and this task after it";
+                            shellWord(from.parent_path().parent_path().string()) +
+                            " --failed` runs " + from.filename().string() +
+                            " again, and this task after it";
     logError("{}: {}", task_dir, why);
     return failed(kExitNeedLost, why);
   } catch (const InputError& e) {

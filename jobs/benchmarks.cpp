@@ -10,6 +10,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/process.hpp"
+#include "core/base/text.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_spec.hpp"
 #include "jobs/executor.hpp"
@@ -34,7 +35,7 @@ RunSummary runBenchCampaign(const std::string& dir, const json& spec, int slots)
                 std::to_string(tasks) + " " + spec.at("task").get<std::string>() +
                 " tasks did not finish, so their timings mean nothing; rerun with --keep and see "
                 "`foldfarm campaign status " +
-                dir + "`");
+                shellWord(dir) + "`");
   return s;
 }
 

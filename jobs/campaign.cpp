@@ -16,6 +16,7 @@
 #include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
 #include "core/base/output_lock.hpp"
+#include "core/base/text.hpp"
 #include "jobs/cancel_request.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/task_execution.hpp"
@@ -30,12 +31,6 @@ using nlohmann::json;
 bool pathExists(const std::string& p) {
   struct stat st {};
   return ::lstat(p.c_str(), &st) == 0;
-}
-
-void makeDir(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    throw Error(dir + ": cannot create directory: " + errnoMessage(errno));
-  }
 }
 
 void removeTree(const std::string& dir) {
@@ -104,10 +99,11 @@ Fd lockOrchestrator(const std::string& dir) {
             (holder.empty() ? std::string() : holder + "; ") + lock_path +
             " is locked); wait for it, stop it first (SIGTERM or Ctrl-C: a run or a pilot "
             "stops its tasks, which keep their state, and `foldfarm campaign resume " +
-            dir +
+            shellWord(dir) +
             "` continues them; a `slurm submit` watch stops watching while its jobs keep "
             "running, and `foldfarm slurm submit " +
-            dir + "` watches again), or cancel its tasks (`foldfarm campaign cancel " + dir + "`)",
+            shellWord(dir) + "` watches again), or cancel its tasks (`foldfarm campaign cancel " +
+            shellWord(dir) + "`)",
         holder);
   }
   return std::move(*lock);
@@ -188,7 +184,7 @@ std::optional<CampaignSpec> journalSpecCopy(const std::string& text, const std::
 std::string editedSpecAdvice(const std::string& dir) {
   return "; a campaign's spec is not edited (its tasks ran with it): put it back with "
          "`foldfarm campaign repair " +
-         dir +
+         shellWord(dir) +
          "` (the edited file is kept beside it), then grow the campaign with `foldfarm campaign "
          "extend`, take changed input files with `foldfarm campaign accept-inputs`, or make a new "
          "campaign";
@@ -219,7 +215,7 @@ SpecAgainstJournal specAgainstJournal(const std::string& dir, CampaignJournal& j
                   " tasks where " + dir + "/spec.json has " + std::to_string(spec.numTasks()) +
                   "; the task results are on disk: rebuild the journal with `foldfarm campaign "
                   "repair " +
-                  dir + "`");
+                  shellWord(dir) + "`");
     return r;
   }
   const json committed = copy->toJson();
@@ -304,7 +300,7 @@ CampaignSpec loadFrozenSpec(const std::string& dir) {
   std::string path = dir + "/spec.json";
   // Written once, by `campaign init`, and kept in the journal too: damage here is not the
   // user's to fix by hand.
-  const std::string restore = "restore it with `foldfarm campaign repair " + dir +
+  const std::string restore = "restore it with `foldfarm campaign repair " + shellWord(dir) +
                               "` (the journal keeps a copy) or from a copy of the campaign "
                               "directory";
   if (!pathExists(path)) {
@@ -500,7 +496,7 @@ std::string campaignOutputsUser(const std::string& campaign_dir) {
 bool SupersededOutputs::moveAggregate() {
   if (!aggregateHoldsOutputs(dir_)) return false;
   move(dir_ + "/aggregate", "aggregate");
-  makeDir(dir_ + "/aggregate");
+  makeDirectory(dir_ + "/aggregate");
   // The page `foldfarm report D` wrote shows those numbers: it goes with them (before: left in
   // place, stale, beside an empty aggregate).
   if (pathExists(dir_ + "/report.html")) move(dir_ + "/report.html", "report.html");
@@ -514,7 +510,7 @@ Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) 
       throw InputError(dir +
                        ": already exists; choose a new --dir, or continue that campaign "
                        "with `foldfarm campaign resume " +
-                       dir + "`");
+                       shellWord(dir) + "`");
     throw InputError(dir +
                      ": already exists and is no campaign (a file, or a directory `campaign "
                      "init` did not make); choose a new --dir: init makes it");
@@ -529,10 +525,10 @@ Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) 
     for (const auto& [key, path] : v.inputs) inputs.push_back(path);
   spec.inputs_at_init = recordInputs(inputs);
   std::string tmp = dir + ".init." + std::to_string(::getpid());
-  makeDir(tmp);
+  makeDirectory(tmp);
   try {
-    makeDir(tmp + "/tasks");
-    makeDir(tmp + "/aggregate");
+    makeDirectory(tmp + "/tasks");
+    makeDirectory(tmp + "/aggregate");
     const std::string spec_text = spec.toJson().dump(2) + "\n";
     writeFileAtomic(tmp + "/spec.json", spec_text);
     // Closed at once: WAL mode's side files are checkpointed into the main file before the
@@ -558,7 +554,7 @@ Campaign Campaign::open(const std::string& dir_in, Access access) {
   const std::string path = dir + "/" + kJournalFile;
   if (!pathExists(path)) {
     throw Error(path + ": the campaign journal is missing; the task results are on disk: " +
-                "rebuild it with `foldfarm campaign repair " + dir + "`");
+                "rebuild it with `foldfarm campaign repair " + shellWord(dir) + "`");
   }
   try {
     CampaignJournal j =
@@ -574,7 +570,7 @@ Campaign Campaign::open(const std::string& dir_in, Access access) {
   } catch (const SqliteCorruptError& e) {
     throw Error(path + ": the campaign journal is damaged (" + e.what() +
                 "); the task results are on disk: rebuild it with `foldfarm campaign repair " +
-                dir + "`");
+                shellWord(dir) + "`");
   }
 }
 
@@ -691,7 +687,7 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
   // apply the old log to it), then the new journal into place in one rename.
   if (pathExists(path) || pathExists(path + "-wal")) {
     sum.damaged_copy = dir + "/journal.damaged-" + utcStamp() + "-" + std::to_string(::getpid());
-    makeDir(sum.damaged_copy);
+    makeDirectory(sum.damaged_copy);
     for (const char* side : {"-wal", "-shm"}) {
       const std::string from = path + side;
       if (pathExists(from)) renameDurable(from, sum.damaged_copy + "/" + kJournalFile + side);

@@ -17,6 +17,7 @@
 #include "core/base/file_stat.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
+#include "core/base/text.hpp"
 #include "core/mpi/check.hpp"
 #include "core/mpi/mpi_runtime.hpp"
 #include "jobs/accept_inputs.hpp"
@@ -123,8 +124,8 @@ void printSummary(const std::string& dir, const RunSummary& s) {
         "pending); restore it (its bytes and times: `cp -p`, `rsync -a`), or accept the new "
         "version (`foldfarm campaign accept-inputs %s`), then `foldfarm campaign retry %s "
         "--failed`\n",
-        dir.c_str(), s.halted.c_str(), pending == s.counts.end() ? 0 : pending->second, dir.c_str(),
-        dir.c_str());
+        dir.c_str(), s.halted.c_str(), pending == s.counts.end() ? 0 : pending->second,
+        shellWord(dir).c_str(), shellWord(dir).c_str());
   }
   // A run leaves cancelled tasks alone: say how to run them again.
   const auto cancelled = s.counts.find(TaskState::kCancelled);
@@ -132,7 +133,7 @@ void printSummary(const std::string& dir, const RunSummary& s) {
     std::printf(
         "campaign %s: %d cancelled task(s) not run; `foldfarm campaign retry %s "
         "--cancelled` runs them\n",
-        dir.c_str(), cancelled->second, dir.c_str());
+        dir.c_str(), cancelled->second, shellWord(dir).c_str());
   std::fflush(stdout);
 }
 
@@ -176,8 +177,8 @@ int runCommand(const std::string& dir, const std::string& executor_in, const Run
     return exitCodeFor(s);
   }
   if (executor == "slurm") {
-    throw InputError(dir + ": executor slurm: submit with `foldfarm slurm submit " + dir +
-                     "`, or run here with --executor local or mpi");
+    throw InputError(dir + ": executor slurm: submit with `foldfarm slurm submit " +
+                     shellWord(dir) + "`, or run here with --executor local or mpi");
   }
   throw InputError("--executor " + executor + ": use local or mpi");
 }
@@ -252,13 +253,13 @@ int cancelCommand(const std::string& dir, double wait_s,
     return it == o.counts.end() ? 0 : it->second;
   };
   const std::string retry =
-      "`foldfarm campaign retry " + dir + " --cancelled` runs the cancelled tasks again";
+      "`foldfarm campaign retry " + shellWord(dir) + " --cancelled` runs the cancelled tasks again";
   if (o.stopped_waiting) {
     std::printf(
         "campaign %s: stopped waiting; the request stands (%s/%s): %s cancels when it reads it, "
         "`foldfarm campaign status %s` shows it until then\n",
         dir.c_str(), dir.c_str(), kCancelRequestFile,
-        ("the run that orchestrates it (" + o.run + ")").c_str(), dir.c_str());
+        ("the run that orchestrates it (" + o.run + ")").c_str(), shellWord(dir).c_str());
     return 0;
   }
   if (o.run.empty() && o.cancelled_here == 0) {
@@ -286,7 +287,7 @@ int cancelCommand(const std::string& dir, double wait_s,
         "campaign %s: asked %s to cancel (%s/%s): it stops its running tasks (they keep their "
         "state) and cancels every unfinished task when it reads the request; `foldfarm campaign "
         "status %s` shows the request until then\n",
-        dir.c_str(), run.c_str(), dir.c_str(), kCancelRequestFile, dir.c_str());
+        dir.c_str(), run.c_str(), dir.c_str(), kCancelRequestFile, shellWord(dir).c_str());
     return 0;
   }
   if (o.timed_out)
@@ -322,7 +323,7 @@ void repairCommand(const std::string& dir, bool force, bool json) {
       std::printf(
           "campaign %s: input %s; no task runs until it is as it was, or accepted as it is "
           "(`foldfarm campaign accept-inputs %s`: the tasks that read it run again)\n",
-          dir.c_str(), change.c_str(), dir.c_str());
+          dir.c_str(), change.c_str(), shellWord(dir).c_str());
   }
   if (json) {
     std::printf("%s\n", s.toJson().dump(2).c_str());
@@ -386,7 +387,7 @@ void acceptInputsCommand(const std::string& dir, bool dry_run, bool json) {
       "(`foldfarm campaign run %s`)\n",
       dir.c_str(), s.changed.size(), line.c_str(),
       s.moved_to.empty() ? "" : "; what the old inputs made is kept in ", s.moved_to.c_str(),
-      dir.c_str());
+      shellWord(dir).c_str());
 }
 
 void extendCommand(const std::string& dir, const ExtendRequest& request, bool dry_run, bool json) {
@@ -439,7 +440,7 @@ void extendCommand(const std::string& dir, const ExtendRequest& request, bool dr
   }
   std::printf("campaign %s: %s%s%s; run the campaign (`foldfarm campaign run %s`)\n", dir.c_str(),
               line.c_str(), s.moved_to.empty() ? "" : "; the aggregation's outputs are kept in ",
-              s.moved_to.c_str(), dir.c_str());
+              s.moved_to.c_str(), shellWord(dir).c_str());
 }
 
 std::pair<std::string, int> splitTaskAttempt(const std::string& entry) {
@@ -453,7 +454,7 @@ std::pair<std::string, int> splitTaskAttempt(const std::string& entry) {
   return {entry.substr(0, at), std::stoi(num)};
 }
 
-int workCommand(const std::string& dir, const std::vector<std::string>& entries, int attempt) {
+int workTasks(const std::string& dir, const std::vector<std::string>& entries, int attempt) {
   if (entries.empty())
     throw InputError("campaign work: give at least one --task ID or --tasks-file");
   if (attempt < 0 || attempt > kMaxAttemptNumber)
@@ -516,6 +517,28 @@ int workCommand(const std::string& dir, const std::vector<std::string>& entries,
     note(r.status);
   }
   return first_bad;
+}
+
+void workCommand(const std::string& dir, std::vector<std::string> task_ids,
+                 const std::string& tasks_file, int attempt) {
+  if (!tasks_file.empty()) {
+    auto more = readTaskIdsFile(tasks_file);
+    task_ids.insert(task_ids.end(), more.begin(), more.end());
+  }
+  const int rc = workTasks(dir, task_ids, attempt);
+  if (rc == 0) return;
+  if (rc == kExitSuperseded)
+    throw Error(dir +
+                    ": this run did nothing for a task that a newer attempt runs, or (a run by "
+                    "hand) that is done; the line above names it",
+                kExitSuperseded);
+  // A stop (scancel, a time limit, preemption) is no failure: the task saved its state.
+  if (rc == kExitInterrupted)
+    throw InterruptedError(dir +
+                           ": a task stopped (a stop signal: its state is saved, its next "
+                           "attempt continues); see its task.log");
+  throw Error(dir + ": a task failed (status " + std::to_string(rc) + "); see its task.log",
+              rc == kExitBadInput ? kExitBadInput : kExitFailure);
 }
 
 std::vector<std::string> readTaskIdsFile(const std::string& path) {

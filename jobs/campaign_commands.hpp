@@ -64,7 +64,14 @@ void extendCommand(const std::string& dir, const ExtendRequest& request, bool dr
 // (task_lease.hpp): an attempt older than the task's newest is superseded and runs nothing.
 // Returns 0 when all succeeded, else the first failing status (kExitSuperseded ranks below
 // every other failure, above success).
-int workCommand(const std::string& dir, const std::vector<std::string>& task_ids, int attempt);
+int workTasks(const std::string& dir, const std::vector<std::string>& task_ids, int attempt);
+// `campaign work D [--task ID[@N] …] [--tasks-file F] [--attempt N]`: workTasks on the ids
+// given and those listed in `tasks_file` (readTaskIdsFile; "" for none), its status thrown as
+// the command's exit code: Error(76) when a newer attempt runs a task (or, by hand, it is
+// done), InterruptedError(75) on a stop (the task saved its state), Error(2) when a task's
+// input is bad, Error(1) for any other failure.
+void workCommand(const std::string& dir, std::vector<std::string> task_ids,
+                 const std::string& tasks_file, int attempt);
 // "ID@N" -> ("ID", N); "ID" -> ("ID", 0). Throws InputError for a malformed N.
 std::pair<std::string, int> splitTaskAttempt(const std::string& entry);
 // Reads task ids from a file (one per line; blank lines and '#' comments skipped).

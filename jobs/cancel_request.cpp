@@ -15,6 +15,7 @@
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
 #include "core/base/stop_signal.hpp"
+#include "core/base/text.hpp"
 #include "jobs/campaign.hpp"
 
 namespace foldfarm::jobs {
@@ -115,7 +116,7 @@ std::optional<CancelRequest> CancelWatch::poll(bool now_anyway) {
       "{}: a cancel request ({}{}) asked another run ({}), which ended before it read it; "
       "removed: nothing was cancelled (`foldfarm campaign cancel {}` cancels this run)",
       requestPath(dir_), r->by.empty() ? "" : "by " + r->by,
-      r->at > 0 ? " at " + formatUtcTime(r->at) : "", r->run, dir_);
+      r->at > 0 ? " at " + formatUtcTime(r->at) : "", r->run, shellWord(dir_));
   removeCancelRequest(dir_);
   return std::nullopt;
 }

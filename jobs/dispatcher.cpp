@@ -8,11 +8,13 @@
 #include <queue>
 #include <unordered_map>
 
+#include "core/base/clock.hpp"
 #include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
 #include "core/base/stop_signal.hpp"
+#include "core/base/text.hpp"
 #include "jobs/cancel_request.hpp"
 #include "jobs/input_record.hpp"
 
@@ -20,10 +22,6 @@ namespace foldfarm::jobs {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double secondsSince(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // One run of dispatch(): the queues, what each slot has in flight, and the loop's steps.
 // Until a stop is requested, each round
@@ -406,7 +404,7 @@ class Dispatcher {
       logWarn(
           "campaign {}: {} unfinished task(s) cancelled (`foldfarm campaign retry {} "
           "--cancelled` runs them again)",
-          spec_.name, summary_.tasks_cancelled, campaign_.dir());
+          spec_.name, summary_.tasks_cancelled, shellWord(campaign_.dir()));
     } else if (stopping_) {
       std::vector<int> left;
       for (const auto& t : journal_.tasks(TaskState::kRunning)) left.push_back(t.index);
@@ -430,7 +428,7 @@ class Dispatcher {
         logWarn(
             "{} task(s) held by failed dependencies; fix those and run `foldfarm campaign "
             "retry --failed {}`",
-            summary_.held, campaign_.dir());
+            summary_.held, shellWord(campaign_.dir()));
     }
     progress_.finish(summary_.interrupted ? "interrupted" : summary_.cancelled ? "cancelled" : "");
   }

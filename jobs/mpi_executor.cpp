@@ -51,6 +51,7 @@
 #include "core/base/fault_point.hpp"
 #include "core/base/log.hpp"
 #include "core/base/stop_signal.hpp"
+#include "core/base/text.hpp"
 #include "core/mpi/check.hpp"
 #include "core/mpi/mpi_runtime.hpp"
 #include "jobs/dispatcher.hpp"
@@ -432,7 +433,7 @@ void workerRank(MPI_Comm comm, const std::string& campaign_dir, const CampaignSp
             "[{}] mpi pilot: rank 0, which keeps the journal, silent for {:g} s (lost): this "
             "rank stopped what it ran and ends the job; `foldfarm campaign resume {}` continues "
             "from the journal",
-            dist::processLabel(), limit_s, campaign_dir));
+            dist::processLabel(), limit_s, shellWord(campaign_dir)));
       }
     }
   } catch (const PeerLostError&) {
@@ -537,12 +538,11 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
     std::string names;
     for (const auto& r : transport.lostRanks()) names += (names.empty() ? "" : "; ") + r;
     const bool left = s.counts[TaskState::kPending] + s.counts[TaskState::kRunning] > 0;
-    throw PeerLostError(
-        "mpi pilot: lost " + names + ". The journal is consistent: " +
-        (left ? "run `foldfarm campaign resume " + campaign_dir + "` to finish what is left"
-              : "every task has ended all the same (`foldfarm campaign "
-                "status " +
-                    campaign_dir + "`)"));
+    throw PeerLostError("mpi pilot: lost " + names + ". The journal is consistent: " +
+                        (left ? "run `foldfarm campaign resume " + shellWord(campaign_dir) +
+                                    "` to finish what is left"
+                              : "every task has ended all the same (`foldfarm campaign status " +
+                                    shellWord(campaign_dir) + "`)"));
   }
   return s;
 }

@@ -10,6 +10,7 @@
 #include "core/base/file_stat.hpp"
 #include "core/base/json_file.hpp"
 #include "core/base/progress.hpp"
+#include "core/base/text.hpp"
 #include "jobs/cancel_request.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/task_lease.hpp"
@@ -217,8 +218,8 @@ std::string statusText(const json& s) {
     if (!r.value("external_id", std::string()).empty()) ++in_slurm;
   if (in_slurm > 0)
     out += " (" + std::to_string(in_slurm) +
-           " of the running in Slurm jobs, queued or running: `foldfarm slurm status " + dir +
-           "` says which)";
+           " of the running in Slurm jobs, queued or running: `foldfarm slurm status " +
+           shellWord(dir) + "` says which)";
   // Tasks sent to a local worker behind the one it runs (before: counted as running, more
   // than the slots).
   int waiting = 0;
@@ -284,7 +285,7 @@ std::string statusText(const json& s) {
     out += "  inputs: " + s["inputs_changed"].get<std::string>() +
            "; no task runs until it is restored as it was, or accepted (`foldfarm campaign "
            "accept-inputs " +
-           dir + "`: the tasks that read it run again)\n";
+           shellWord(dir) + "`: the tasks that read it run again)\n";
   }
   if (!s.value("outputs_in_use", std::string()).empty()) {
     out += "  outputs: " + s["outputs_in_use"].get<std::string>() +
@@ -300,7 +301,7 @@ std::string statusText(const json& s) {
     out +=
         "  running: no process on this host orchestrates the campaign; if its run ended (a "
         "crash, a lost node), `foldfarm campaign resume " +
-        dir + "` runs the tasks it left running again\n";
+        shellWord(dir) + "` runs the tasks it left running again\n";
   const json& cancel = s.value("cancel_requested", json());
   if (cancel.is_object()) {
     out +=
@@ -309,23 +310,23 @@ std::string statusText(const json& s) {
         (cancel["at"].get<double>() > 0 ? " at " + formatUtcTime(cancel["at"].get<double>()) : "") +
         " of the run " + cancel["run"].get<std::string>();
     if (cancel.value("run_ended", json()) == json(true))
-      out += ", which has ended without reading it: `foldfarm campaign cancel " + dir +
+      out += ", which has ended without reading it: `foldfarm campaign cancel " + shellWord(dir) +
              "` cancels the unfinished tasks now (the next run removes the request)\n";
     else
       out +=
           ", which stops its tasks and cancels the unfinished ones once it reads it (if that "
           "run ended, `foldfarm campaign cancel " +
-          dir + "` cancels them)\n";
+          shellWord(dir) + "` cancels them)\n";
   }
   const json& aggregated = s.value("aggregated_chains", json());
   const int done = s["counts"].value("done", 0);
   if (s.value("aggregation_interrupted", false))
     out += "  aggregate: an aggregation was killed while it renamed its outputs into place, so " +
-           dir + "/aggregate holds files of two aggregations; `foldfarm campaign aggregate " + dir +
-           "` finishes it\n";
+           dir + "/aggregate holds files of two aggregations; `foldfarm campaign aggregate " +
+           shellWord(dir) + "` finishes it\n";
   else if (aggregated.is_number() && aggregated.get<int64_t>() != done)
     out += "  aggregate: of " + std::to_string(aggregated.get<int64_t>()) + " chain(s), " +
-           std::to_string(done) + " done now: run `foldfarm campaign aggregate " + dir +
+           std::to_string(done) + " done now: run `foldfarm campaign aggregate " + shellWord(dir) +
            "` again for bands of them all\n";
   if (!s["failures"].empty()) {
     // Grouped by exit code and reason (one changed input fails thousands of tasks alike:
@@ -349,7 +350,8 @@ std::string statusText(const json& s) {
       return a->second.tasks.size() > b->second.tasks.size();
     });
     constexpr size_t kGroups = 10, kIds = 5;
-    out += "  failed tasks (rerun with `foldfarm campaign retry " + dir + " --failed`):\n";
+    out +=
+        "  failed tasks (rerun with `foldfarm campaign retry " + shellWord(dir) + " --failed`):\n";
     for (size_t k = 0; k < order.size() && k < kGroups; ++k) {
       const auto& [key, g] = *order[k];
       std::string ids;
@@ -367,7 +369,8 @@ std::string statusText(const json& s) {
       for (size_t k = kGroups; k < order.size(); ++k) rest += order[k]->second.tasks.size();
       out += "    and " + std::to_string(rest) + " more task(s) failing for " +
              std::to_string(order.size() - kGroups) +
-             " other reason(s): `foldfarm campaign status " + dir + " --json` lists them all\n";
+             " other reason(s): `foldfarm campaign status " + shellWord(dir) +
+             " --json` lists them all\n";
     }
   }
   return out;

@@ -14,6 +14,7 @@
 #include "core/base/fd.hpp"
 #include "core/base/full_disk.hpp"
 #include "core/base/log.hpp"
+#include "core/base/text.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/task_kind.hpp"
 
@@ -44,12 +45,6 @@ class StderrRedirect {
  private:
   Fd saved_;
 };
-
-void makeDir(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    throwSystemError("mkdir", __FILE__, __LINE__, dir);
-  }
-}
 
 // The successful result of the attempt that held the lease last (previousHolder) that the
 // task directory holds, when that attempt wrote it: nothing has run in the directory since (the
@@ -116,7 +111,7 @@ TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
   TaskOutcome out;
   std::optional<TaskResult> prior;  // when an older attempt finished the task
   if (needs_dir) {
-    makeDir(e.task_dir);
+    makeDirectory(e.task_dir);
     try {
       lease = TaskLease::acquire(e.task_dir, e.task_id, e.attempt, e.lease);
     } catch (const Error& refused) {
@@ -153,7 +148,7 @@ TaskResult executeTask(const TaskExecution& e, TaskLease& lease) {
       refused.reason = "task " + e.task_id + " is done (attempt " + std::to_string(done->attempt) +
                        "); a run by hand would overwrite its outputs, so nothing was run: "
                        "`foldfarm campaign retry " +
-                       campaign + " --task " + e.task_id + "` runs it again";
+                       shellWord(campaign) + " --task " + e.task_id + "` runs it again";
       logWarn("{}", refused.reason);
       // The directory is still that attempt's: a later attempt finds it the last holder.
       lease.restorePreviousHolder();

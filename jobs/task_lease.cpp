@@ -231,9 +231,7 @@ void TaskLease::setProcessGroup(pid_t pgid) {
 }
 
 void promiseAttempt(const std::string& task_dir, int attempt) {
-  if (::mkdir(task_dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    throwSystemError("mkdir", __FILE__, __LINE__, task_dir);
-  }
+  makeDirectory(task_dir);
   const std::string path = task_dir + "/" + kAttemptFile;
   if (readAttemptFile(path) < attempt) writeFileAtomic(path, std::to_string(attempt) + "\n");
 }
@@ -241,8 +239,7 @@ void promiseAttempt(const std::string& task_dir, int attempt) {
 void recordLeaseRefusal(const std::string& task_dir, const LeaseRefusal& refusal) {
   try {
     // A task never started has no directory yet.
-    if (::mkdir(task_dir.c_str(), 0755) != 0 && errno != EEXIST)
-      throwSystemError("mkdir", __FILE__, __LINE__, task_dir);
+    makeDirectory(task_dir);
     writeFileAtomic(task_dir + "/" + kLeaseRefusedFile,
                     json{{"attempt", refusal.attempt}, {"reason", refusal.reason}}.dump() + "\n");
   } catch (const std::exception& e) {

@@ -9,6 +9,7 @@
 #include "core/base/fault_point.hpp"
 #include "core/base/file_stat.hpp"
 #include "core/base/progress.hpp"
+#include "core/base/text.hpp"
 #include "jobs/task_graph.hpp"
 #include "jobs/task_lease.hpp"
 
@@ -40,8 +41,8 @@ RerunSet checkRerunnable(Campaign& c, const std::vector<char>& wanted, const std
         throw InputError(dir + ": task " + t.id + ", " + why + ", is " +
                          std::string(toString(t.state)) + " in Slurm job " + t.external_id +
                          " (attempt " + std::to_string(t.attempts) +
-                         "); wait for the job to end (`foldfarm slurm status " + dir +
-                         "`) or cancel the campaign (`foldfarm campaign cancel " + dir +
+                         "); wait for the job to end (`foldfarm slurm status " + shellWord(dir) +
+                         "`) or cancel the campaign (`foldfarm campaign cancel " + shellWord(dir) +
                          "`), then " + then + "; the campaign was not changed");
       // The orchestrator holds the lock while it runs: this row is left by one that ended
       // without settling it (a crash, a lost node), as `campaign resume` would find it.
@@ -119,7 +120,7 @@ TaskRerunSummary rerunNamedTasks(const std::string& dir_in, const std::vector<st
     const int index = c.spec().indexOf(id);
     if (index < 0)
       throw InputError(dir + ": has no task '" + id + "' (its tasks: " + c.spec().idRangeText() +
-                       "; `foldfarm campaign status " + dir +
+                       "; `foldfarm campaign status " + shellWord(dir) +
                        " --tasks` lists them); nothing was changed");
     wanted[static_cast<size_t>(index)] = 1;
   }
@@ -155,7 +156,7 @@ TaskRerunSummary rerunNamedTasks(const std::string& dir_in, const std::vector<st
       throw InputError(dir + ": task " + set.ids[k] +
                        " is cancelled; run the cancelled tasks again with `foldfarm campaign "
                        "retry " +
-                       dir + " --cancelled`; nothing was changed");
+                       shellWord(dir) + " --cancelled`; nothing was changed");
     }
     if (rec && rec->state == TaskState::kPending) {
       if (!is_dependent) sum.already_pending.push_back(set.ids[k]);

@@ -17,6 +17,7 @@
 #include "core/base/log.hpp"
 #include "core/base/process.hpp"
 #include "core/base/progress.hpp"
+#include "core/base/text.hpp"
 #include "core/data/observables.hpp"
 #include "core/plot/gnuplot.hpp"
 #include "jobs/campaign.hpp"
@@ -222,7 +223,7 @@ ReportInputs readReportInputs(const std::string& campaign_dir, const ReportOptio
     throw InputError(in.agg +
                      ": an aggregation was killed while it renamed its outputs into "
                      "place, so they are of two aggregations; `foldfarm campaign aggregate " +
-                     dir + "` finishes it, then run the report again");
+                     shellWord(dir) + "` finishes it, then run the report again");
   if (isFile(in.agg + "/summary.json")) in.summary = readSummary(in.agg + "/summary.json");
   if (!opt.baseline_dir.empty()) {
     std::string b = opt.baseline_dir;
@@ -499,7 +500,7 @@ void overviewSection(Page& page, const ReportInputs& in) {
 
 // "run `foldfarm campaign aggregate D`", with --truth when the spec names none.
 std::string aggregateHint(const ReportInputs& in) {
-  return "run `foldfarm campaign aggregate " + in.dir +
+  return "run `foldfarm campaign aggregate " + shellWord(in.dir) +
          (in.stats.spec_truth ? std::string("`") : std::string(" --truth TRUTH.h5`"));
 }
 
@@ -557,7 +558,8 @@ void uncertaintySection(Page& page, const ReportInputs& in) {
       in.summary ? uncertaintyOrder((*in.summary)["observables"]) : std::vector<std::string>();
   if (!in.summary) {
     page.omit("uncertainties", "Uncertainty breakdown",
-              "no " + in.agg + "/summary.json (run `foldfarm campaign aggregate " + in.dir + "`)");
+              "no " + in.agg + "/summary.json (run `foldfarm campaign aggregate " +
+                  shellWord(in.dir) + "`)");
     return;
   }
   if (sources.empty()) {
@@ -565,7 +567,7 @@ void uncertaintySection(Page& page, const ReportInputs& in) {
               in.agg +
                   "/summary.json has no uncertainty breakdown (aggregated by an older foldfarm); "
                   "rerun `foldfarm campaign aggregate " +
-                  in.dir + "`");
+                  shellWord(in.dir) + "`");
     return;
   }
   const json& summary = *in.summary;
@@ -855,9 +857,7 @@ std::string failuresHtml(const CampaignStats& stats, const std::string& dir) {
                 "failures-table");
   if (stats.failures.size() > 50)
     s += "<p>… and " + std::to_string(stats.failures.size() - 50) +
-         " more (`foldfarm campaign "
-         "status " +
-         htmlEscape(dir) + "`).</p>\n";
+         " more (`foldfarm campaign status " + htmlEscape(shellWord(dir)) + "`).</p>\n";
   std::vector<std::pair<int, std::string>> reasons;
   for (const auto& [r, n] : stats.failure_reasons) reasons.emplace_back(n, r);
   std::sort(reasons.rbegin(), reasons.rend());
@@ -947,7 +947,7 @@ void warmstartSection(Page& page, const ReportInputs& in,
   if (s.empty() && scalars.empty()) {
     page.omit("warmstart", "Warm start",
               "no warm-start study in " + in.warm + " (run `foldfarm study warmstart --out " +
-                  in.warm + "`)");
+                  shellWord(in.warm) + "`)");
     return;
   }
   page.present("warmstart", "Warm start");

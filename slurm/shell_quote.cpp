@@ -1,6 +1,7 @@
 #include "slurm/shell_quote.hpp"
 
 #include "core/base/error.hpp"
+#include "core/base/text.hpp"
 
 namespace foldfarm::slurm {
 
@@ -8,13 +9,7 @@ std::string shellQuote(std::string_view s) {
   if (s.find('\0') != std::string_view::npos) {
     throw InputError("a value for the batch script contains a NUL byte");
   }
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') out += "'\\''";
-    else out += c;
-  }
-  out += "'";
-  return out;
+  return foldfarm::shellQuote(s);
 }
 
 std::string shellJoin(const std::vector<std::string>& argv) {

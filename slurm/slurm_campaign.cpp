@@ -17,6 +17,7 @@
 #include "core/base/file_stat.hpp"
 #include "core/base/log.hpp"
 #include "core/base/stop_signal.hpp"
+#include "core/base/text.hpp"
 #include "jobs/campaign_commands.hpp"
 #include "jobs/cancel_request.hpp"
 #include "jobs/executor.hpp"
@@ -312,7 +313,7 @@ void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResou
                           " is recorded but held until the next round releases it");
   } catch (const Error& e) {
     throw Error(std::string(e.what()) + "; job " + submitted.jobId +
-                " is recorded but held: run `foldfarm slurm " + "submit " + c.dir() +
+                " is recorded but held: run `foldfarm slurm submit " + shellWord(c.dir()) +
                 "` again to release it");
   }
   markSettled(subDir, "released");
@@ -529,8 +530,9 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
   };
   // Who submits them again: this watch, or (`slurm status`, which only looks) the next
   // `slurm submit` (before: "to be submitted again" where nothing would).
-  const std::string again = submit ? "to be submitted again"
-                                   : "submitted again by `foldfarm slurm submit " + c.dir() + "`";
+  const std::string again =
+      submit ? "to be submitted again"
+             : "submitted again by `foldfarm slurm submit " + shellWord(c.dir()) + "`";
   if (!stopped.empty())
     logInfo(
         "{} task(s) stopped in their Slurm job with their state saved (exit 75: a time limit, a "
@@ -585,7 +587,7 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
         "): see its task.log and the job output (" +
         (o.resources.output.empty() ? c.dir() + "/slurm/sub-*/"
                                     : "--output " + o.resources.output) +
-        "); once the cause is mended, `foldfarm campaign retry " + c.dir() +
+        "); once the cause is mended, `foldfarm campaign retry " + shellWord(c.dir()) +
         " --failed` submits it again";
     round.gaveUp += c.giveUp(lost, reason);
     logWarn("{} task(s) failed: {}: {}", lost.size(), listed(lost), reason);
@@ -708,10 +710,10 @@ void refuseTasksInLiveSlurmJobs(const std::string& dir, const SlurmClient::Progr
     named += (named.empty() ? "" : ", ") + it->first + " in " + it->second;
   // Held by those jobs, as a run holds what it would write: exit 1, as such refusals end.
   throw Error(dir + ": " + std::to_string(n) + " task(s) are in Slurm jobs still queued or " +
-              "running (" + named + (n > 4 ? ", …" : "") + "); let `foldfarm slurm submit " + dir +
-              "` carry on with them, or `foldfarm campaign cancel " + dir +
-              "` (it scancels them) and `foldfarm campaign retry " + dir +
-              " --cancelled` to run them here");
+              "running (" + named + (n > 4 ? ", …" : "") + "); let `foldfarm slurm submit " +
+              shellWord(dir) + "` carry on with them, or `foldfarm campaign cancel " +
+              shellWord(dir) + "` (it scancels them) and `foldfarm campaign retry " +
+              shellWord(dir) + " --cancelled` to run them here");
 }
 
 nlohmann::json SlurmCampaignSummary::toJson() const {
@@ -804,8 +806,8 @@ std::optional<SlurmCampaignOptions> recordedSubmitOptions(const std::string& dir
     });
   } catch (const nlohmann::json::exception& e) {
     throw InputError(path + ": damaged (" + std::string(e.what()) +
-                     "); remove it and give the options again with `foldfarm slurm submit " + dir +
-                     " [options]`");
+                     "); remove it and give the options again with `foldfarm slurm submit " +
+                     shellWord(dir) + " [options]`");
   }
   return o;
 }
@@ -819,7 +821,7 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
   // another directory (--chdir).
   jobs::Campaign c = jobs::Campaign::open(fs::absolute(dir).lexically_normal().string(),
                                           jobs::Campaign::Access::kWriter);
-  jobs::requireCampaignInputs(c.spec(), c.dir() + "/spec.json");
+  jobs::requireCampaignInputs(c.spec(), dir + "/spec.json");  // named as given
   jobs::requireClusterWideLocks(c.dir(), "the Slurm array elements run its tasks on any node");
   checkSubmissionOptions(c, o);
   makeOutputDirectories(submissionResources(c, o));
@@ -842,7 +844,7 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
         "campaign {}: cancelled by {}: {} unfinished task(s) cancelled, {} Slurm job(s) "
         "scancelled (`foldfarm campaign retry {} --cancelled` submits them again)",
         c.spec().name, request.by.empty() ? "`foldfarm campaign cancel`" : request.by,
-        cs.tasksCancelled, cs.jobsCancelled.size(), dir);
+        cs.tasksCancelled, cs.jobsCancelled.size(), shellWord(dir));
     sum.cancelled = true;
     sum.tasksCancelled = cs.tasksCancelled;
     sum.jobsCancelled = cs.jobsCancelled;
@@ -895,14 +897,14 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
                               "; Slurm did not answer 10 times in a row: what was submitted is "
                               "recorded (a job held by this submitter is released, or "
                               "cancelled, by the next round): `foldfarm slurm submit " +
-                              dir + "` carries on once Slurm answers");
+                              shellWord(dir) + "` carries on once Slurm answers");
       logWarn("{} (attempt {} of 10; retrying)", e.what(), queryFailures);
     } catch (const SbatchLimitError& e) {
       // A submit limit: what is not submitted stays pending, and a later round submits it
       // once jobs have ended (before: the watch ended with "fix the option it names").
       if (!o.wait)
         throw Error(std::string(e.what()) + "; its tasks stay pending: `foldfarm slurm submit " +
-                    dir + "` submits them once some of your jobs have ended");
+                    shellWord(dir) + "` submits them once some of your jobs have ended");
       if (limitRounds++ == 0)
         logWarn(
             "{}; its tasks stay pending and are submitted at a later round, once some of "
@@ -947,8 +949,8 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
           " without a result (--max-submissions " + std::to_string(o.maxSubmissions) + "); see " +
           c.taskDir(r.exhausted.front()) + "/task.log and the job output (" +
           (o.resources.output.empty() ? dir + "/slurm/sub-*/" : "--output " + o.resources.output) +
-          "); once the cause is mended, `foldfarm slurm submit " + dir + " --max-submissions " +
-          std::to_string(o.maxSubmissions + 1) + "` submits it again");
+          "); once the cause is mended, `foldfarm slurm submit " + shellWord(dir) +
+          " --max-submissions " + std::to_string(o.maxSubmissions + 1) + "` submits it again");
     }
     if (!o.wait || (pending == 0 && running == 0)) {
       sum.counts = counts;
@@ -981,9 +983,8 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
     if (stopRequested()) {
       logWarn(
           "stopped watching campaign {}; its Slurm jobs keep running: run `foldfarm slurm submit "
-          "{}` "
-          "to keep watching",
-          c.spec().name, dir);
+          "{}` to keep watching",
+          c.spec().name, shellWord(dir));
       sum.counts = c.counts();
       sum.interrupted = true;
       return sum;

@@ -90,12 +90,11 @@ struct RunArgs {
   double lost_after = jobs::RunOptions{}.lost_after_s;
   bool aggregate = false;
 
-  campaign::RunRequest request(const std::string& failed_words) const {
+  campaign::RunRequest request() const {
     campaign::RunRequest r;
     r.executor = executor;
     r.options = runOptions(slots);
     r.options.lost_after_s = lost_after;
-    r.failed_words = failed_words;
     r.aggregate = aggregate;
     return r;
   }
@@ -157,7 +156,7 @@ void registerCampaignCommands(CommandGroups& g) {
   for (const char* name : {"run", "resume"}) {
     auto a = std::make_shared<RunArgs>();
     addRunCommand(*campaign, name, *a)->callback([a] {
-      campaign::runCommand(a->dir, a->request("some tasks failed"));
+      campaign::runCommand(a->dir, a->request());
     });
   }
   registerCampaignStatusCommand(*campaign);
@@ -184,7 +183,7 @@ void registerCampaignCommands(CommandGroups& g) {
         "Run this task again (repeatable), done or failed (a cancelled one: --cancelled), and "
         "the tasks warm-started from it: a done task's outputs move to D/superseded/ first");
     c->callback([a, failed, cancelled, tasks] {
-      campaign::retryCommand(a->dir, a->request("tasks failed again"), *failed, *cancelled, *tasks);
+      campaign::retryCommand(a->dir, a->request(), *failed, *cancelled, *tasks);
     });
   }
   registerCampaignCancelCommand(*campaign);
@@ -265,28 +264,7 @@ void registerCampaignCommands(CommandGroups& g) {
                   "Attempt number the journal gave the tasks without @N (0: a run by hand)");
     c->callback([dir, tasks, tasks_file, attempt] {
       campaign::registerTaskKinds();
-      std::vector<std::string> ids = *tasks;
-      if (!tasks_file->empty()) {
-        auto more = jobs::readTaskIdsFile(*tasks_file);
-        ids.insert(ids.end(), more.begin(), more.end());
-      }
-      int rc = jobs::workCommand(*dir, ids, *attempt);
-      if (rc == kExitSuperseded) {
-        throw Error(*dir +
-                        ": this run did nothing for a task that a newer attempt runs, or (a run "
-                        "by hand) that is done; the line above names it",
-                    kExitSuperseded);
-      }
-      // A stop (scancel, a time limit, preemption) is no failure: the task saved its state.
-      if (rc == kExitInterrupted)
-        throw InterruptedError(*dir +
-                               ": a task stopped (a stop signal: its state is saved, its "
-                               "next attempt continues); see its task.log");
-      if (rc != 0)
-        throw Error(*dir + ": a task failed (status " + std::to_string(rc) + "); see its task.log",
-                    rc == kExitBadInput
-                        ? kExitBadInput
-                        : (rc == kExitInterrupted ? kExitInterrupted : kExitFailure));
+      jobs::workCommand(*dir, *tasks, *tasks_file, *attempt);
     });
   }
   registerCampaignAggregateCommand(*campaign);

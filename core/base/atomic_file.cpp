@@ -388,6 +388,11 @@ void refuseOutputOverInput(const std::string& out, const std::string& in, const 
                    " would replace it: write to another path");
 }
 
+void makeDirectory(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+    throwSystemError("mkdir", __FILE__, __LINE__, dir);
+}
+
 MadeDirectories::MadeDirectories(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;

@@ -110,6 +110,9 @@ void requireOutputDirectoryPath(const std::string& dir, const std::string& optio
 // InputError when the output `out` is the input `in` (the same file, by any path or link):
 // the atomic rename would replace the input with the output. `what` names the command.
 void refuseOutputOverInput(const std::string& out, const std::string& in, const std::string& what);
+// Makes the directory `dir` (mode 0755; its parent must exist), nothing when something is
+// there already; else Error naming the call, this file and line, `dir` and the reason.
+void makeDirectory(const std::string& dir);
 // Makes the directory `dir` and its missing parents for a command's outputs (Error naming
 // `dir` and the reason when it cannot). Unless keep() is called, the destructor removes the
 // directories it made again while they are empty: a command that fails leaves no empty

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "core/base/error.hpp"
+#include "core/base/text.hpp"
 
 namespace foldfarm {
 
@@ -29,9 +30,7 @@ std::string restoreTimeCommand(const std::string& path, long long mtime_ns) {
   char stamp[48];
   std::snprintf(stamp, sizeof stamp, "@%s%llu.%09llu", mtime_ns < 0 ? "-" : "", a / 1000000000ULL,
                 a % 1000000000ULL);
-  std::string quoted = "'";
-  for (char c : path) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return std::string("touch -d ") + stamp + " " + quoted + "'";
+  return std::string("touch -d ") + stamp + " " + shellQuote(path);
 }
 
 std::string restoreTimeHint(const std::string& path, long long mtime_ns) {

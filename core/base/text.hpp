@@ -33,4 +33,22 @@ inline std::string numberText(double v) {
   return out.str();
 }
 
+// `s` in POSIX single quotes, read back by any shell byte for byte: 'it'\''s'.
+inline std::string shellQuote(std::string_view s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// `s` as one word of a command a message suggests, to be copied into a shell: as it is when
+// every character is one no shell treats specially (letters, digits and _@%+=:,./-), else
+// shellQuote(s). "/scratch/run 1" -> "'/scratch/run 1'", "/scratch/run1" -> "/scratch/run1".
+inline std::string shellWord(std::string_view s) {
+  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           std::string_view("_@%+=:,./-").find(c) != std::string_view::npos;
+  });
+  return plain ? std::string(s) : shellQuote(s);
+}
+
 }  // namespace foldfarm

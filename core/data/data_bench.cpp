@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "core/base/atomic_file.hpp"
+#include "core/base/clock.hpp"
 #include "core/base/error.hpp"
 #include "core/base/process.hpp"
 #include "core/base/sha256.hpp"
@@ -22,9 +23,6 @@ namespace foldfarm::data {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // CPU seconds of the calling thread: on a shared, oversubscribed machine wall-clock rates
 // measure the neighbours; per-CPU-second rates measure this code.
@@ -51,14 +49,14 @@ nlohmann::json benchData(const DataBenchOptions& opt) {
   auto t0 = Clock::now();
   double c0 = threadCpu();
   const JetArrays jets = synthPretrain(cfg, 1, 0, opt.jets);
-  r["synth_pretrain_jets_per_s"] = opt.jets / since(t0);
+  r["synth_pretrain_jets_per_s"] = opt.jets / secondsSince(t0);
   r["synth_pretrain_jets_per_cpu_s"] = opt.jets / (threadCpu() - c0);
 
   const int64_t events = std::max<int64_t>(256, opt.jets / 4);
   t0 = Clock::now();
   c0 = threadCpu();
   const UnfoldArrays u = synthUnfold(SynthConfig::unfoldDefaults(), 1, 0, events);
-  r["synth_unfold_events_per_s"] = events / since(t0);
+  r["synth_unfold_events_per_s"] = events / secondsSince(t0);
   r["synth_unfold_events_per_cpu_s"] = events / (threadCpu() - c0);
   r["unfold_events"] = events;
 
@@ -76,7 +74,7 @@ nlohmann::json benchData(const DataBenchOptions& opt) {
   Cleanup cleanup{path};
   t0 = Clock::now();
   writeJetFile(path, jets);
-  r["write_jets_per_s"] = opt.jets / since(t0);
+  r["write_jets_per_s"] = opt.jets / secondsSince(t0);
   const double file_mb = std::filesystem::file_size(path) / 1e6;
   r["file_MB"] = file_mb;
 
@@ -93,7 +91,7 @@ nlohmann::json benchData(const DataBenchOptions& opt) {
       s.startEpoch(e);
       while (s.next(batch)) rows += batch.n;
     }
-    return std::tuple<int64_t, double, double>(rows, since(t), threadCpu() - c);
+    return std::tuple<int64_t, double, double>(rows, secondsSince(t), threadCpu() - c);
   };
   const auto [rows, dt, dcpu] = stream(path);
   r["stream_read_jets_per_s"] = rows / dt;
@@ -178,7 +176,7 @@ nlohmann::json benchStream(const StreamBenchOptions& opt) {
     int64_t jets = 0;
     for (int64_t k = 0; k < steps && (opt.max_jets <= 0 || jets < opt.max_jets); ++k)
       jets += s.next().n;
-    const double dt = since(t0);
+    const double dt = secondsSince(t0);
     const double P = r["P"].get<double>();
     runs.push_back({{"readers", readers},
                     {"jets", jets},

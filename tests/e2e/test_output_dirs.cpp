@@ -457,3 +457,61 @@ TEST_F(OutputDirs, AnMlpFitStopsAtTheNextBatch) {
 }
 
 }  // namespace
+
+// The commands that messages suggest are pasted into a shell as they are: a campaign whose
+// directory holds a space and a quote is named in them as one shell word, so that the
+// suggested `campaign status` and `campaign retry … --failed` run on that campaign (before:
+// the path went in bare and the shell split it at the space).
+TEST_F(OutputDirs, TheCommandsAMessageSuggestsRunAsPastedWhereThePathHasASpaceAndAQuote) {
+  const std::string work = dir_ + "/paste";
+  fs::create_directories(work + "/bin");
+  fs::create_symlink(FOLDFARM_BINARY, work + "/bin/foldfarm");
+  const std::string camp = work + "/it's a campaign";
+  const std::string marker = work + "/failed-once";
+  // One command task that fails on its first run and succeeds on the next.
+  std::ofstream(work + "/spec.json") << nlohmann::json{
+      {"name", "paste"},
+      {"task", "command"},
+      {"replicas", 1},
+      {"retry", {{"max_attempts", 1}}},
+      {"params",
+       {{"argv",
+         {"/bin/sh", "-c", "test -e \"$0\" || { : > \"$0\"; exit 3; }",
+          marker}}}}}.dump();
+  ProcessResult r = runFoldfarm({"campaign", "init", work + "/spec.json", "--dir", camp}, work);
+  ASSERT_TRUE(r.ok()) << r.describeFailure();
+  r = runFoldfarm({"campaign", "run", camp, "--slots", "1"}, work);
+  ASSERT_EQ(r.exitCode, 1) << r.describeFailure();
+  // The error line's commands, between backticks.
+  std::vector<std::string> suggested;
+  const size_t line = r.err.find("foldfarm: error:");
+  ASSERT_NE(line, std::string::npos) << r.err;
+  const std::string error = r.err.substr(line, r.err.find('\n', line) - line);
+  EXPECT_NE(error.find(": 1 task(s) of the campaign failed"), std::string::npos) << error;
+  for (size_t a = error.find('`'); a != std::string::npos; a = error.find('`', a + 1)) {
+    const size_t b = error.find('`', a + 1);
+    ASSERT_NE(b, std::string::npos) << error;
+    suggested.push_back(error.substr(a + 1, b - a - 1));
+    a = b;
+  }
+  const std::string word = "'" + work + "/it'\\''s a campaign'";
+  ASSERT_EQ(suggested, (std::vector<std::string>{"foldfarm campaign status " + word,
+                                                 "foldfarm campaign retry " + word + " --failed"}))
+      << error;
+  // Pasted into a shell (from another directory), each runs on the campaign.
+  const auto paste = [&](const std::string& command) {
+    ProcessOptions o;
+    o.cwd = dir_;
+    o.timeout = std::chrono::seconds(120);
+    o.extraEnv = {"PATH=" + work + "/bin:" + std::string(std::getenv("PATH")), "OMP_NUM_THREADS=1"};
+    return runProcess({"/bin/sh", "-c", command}, o);
+  };
+  r = paste(suggested[0]);
+  ASSERT_TRUE(r.ok()) << r.describeFailure();
+  EXPECT_NE(r.out.find("failed 1"), std::string::npos) << r.out;
+  r = paste(suggested[1]);
+  ASSERT_TRUE(r.ok()) << r.describeFailure();
+  r = runFoldfarm({"campaign", "status", camp, "--json"}, work);
+  ASSERT_TRUE(r.ok()) << r.describeFailure();
+  EXPECT_EQ(nlohmann::json::parse(r.out)["counts"].value("done", 0), 1) << r.out;
+}

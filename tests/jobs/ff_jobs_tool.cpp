@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
       jobs::extendCommand(target, {spec, replicas, members, variation}, dry_run, json);
       return 0;
     }
-    if (cmd == "work") return jobs::workCommand(target, tasks, attempt);
+    if (cmd == "work") return jobs::workTasks(target, tasks, attempt);
     throw InputError("unknown command " + cmd);
   } catch (const Error& e) {
     std::fprintf(stderr, "ff_jobs_tool: error: %s\n", e.what());
