@@ -676,6 +676,7 @@ class ChainRun {
     std::vector<int64_t> labels;
     std::vector<float> weights;
     std::vector<float> obs;
+    double class_balance = 1;  // what label 1's weights were multiplied by (twoParts)
   };
   // A member's classifiers, fitted, and their probability on the step's evaluation set (MC
   // reco in step 1, MC gen in step 2).
@@ -700,7 +701,8 @@ class ChainRun {
     const std::vector<double>* w;
     const std::vector<float>* obs;
   };
-  // p0's events with label 0, then p1's with label 1.
+  // p0's events with label 0, then p1's with label 1, whose weights are scaled to p0's total
+  // over the rows given (the classes balanced).
   TrainingSet twoParts(const Part& p0, const Part& p1) const;
   // Reads (`read(dir)`) the `which` model of step `s` of the chain this one warm-starts from.
   // One missing or unreadable (a checksum, a shape) is NeedLostError: rerunning that chain
@@ -904,6 +906,7 @@ void ChainRun::runStep(const Step& s) {
                                        ? std::vector<double>(static_cast<size_t>(n_mc_), 1.0)
                                        : st_.weights.push.back();
   const TrainingSet train = trainingSet(s, push);
+  record["class_balance"] = train.class_balance;
   // The members fit on the same training set; their probabilities are averaged before the
   // weights are pushed.
   const int n_ens = cfg_.step_ensemble;
@@ -952,9 +955,28 @@ ChainRun::TrainingSet ChainRun::trainingSet(const Step& s, const std::vector<dou
                   {pet_mc_gen_.get(), &mc_gen_rows_, &w1, &obs_mc_gen_});
 }
 
-ChainRun::TrainingSet ChainRun::twoParts(const Part& p0, const Part& p1) const {
+ChainRun::TrainingSet ChainRun::twoParts(const Part& p0, const Part& given1) const {
+  // The classes balanced: label 1's weights scaled to label 0's total over the events trained
+  // on. The classifier then learns the density ratio itself rather than that times the
+  // classes' prior (step 1: Σ data / Σ MC), which saturates f where the samples' sizes differ
+  // (20 times more data than MC: an effective sample size of 10% of the events, against 80%
+  // with equal sizes), and f/(1-f) is the ratio the weights need up to their normalisation.
+  const auto total = [](const Part& p) {
+    double sum = 0;
+    for (int64_t r : *p.rows) sum += (*p.w)[static_cast<size_t>(r)];
+    return sum;
+  };
+  const double t0 = total(p0), t1 = total(given1);
+  if (!(t0 > 0 && t1 > 0 && std::isfinite(t0) && std::isfinite(t1)))
+    throw Error(out_ + ": the events of a step's two classes weigh " + std::to_string(t0) +
+                " and " + std::to_string(t1) + " in total; the chain diverged");
+  std::vector<double> w1 = *given1.w;
+  for (double& x : w1) x *= t0 / t1;
+  Part p1 = given1;
+  p1.w = &w1;
   const size_t n_obs = cfg_.observables.size();
   TrainingSet t;
+  t.class_balance = t0 / t1;
   if (use_pet_) t.pet = labelledSet({{p0.pet, p0.rows, 0, p0.w}, {p1.pet, p1.rows, 1, p1.w}});
   labelsAndWeights(*p0.rows, *p0.w, *p1.rows, *p1.w, t.labels, t.weights);
   if (use_mlp_) {

@@ -90,37 +90,63 @@ WeightReport sanitizeAndNormalise(std::vector<double>& w, const std::vector<uint
   if (mean_weights != nullptr && mean_weights->size() != w.size())
     throw Error(what + ": the mean's weights and the weights differ in length");
   auto isActive = [&](size_t i) { return active.empty() || active[i] != 0; };
+  auto weightOf = [&](size_t i) { return mean_weights != nullptr ? (*mean_weights)[i] : 1.0; };
   WeightReport rep;
-  double sum = 0, norm = 0;
+  // 1. The (weighted) mean of the finite factors. It holds the classes' prior (step 1's ratio
+  //    carries Σ data / Σ MC): the limits and the replacements apply to the factors divided by
+  //    it, so that max_weight means "times the mean" whatever the samples' sizes (before: the
+  //    raw factors were clipped, at 4.6 times the mean with 20 times more data than MC).
+  double sum = 0, norm = 0, norm_all = 0;
   for (size_t i = 0; i < w.size(); ++i) {
     if (!isActive(i)) {
       w[i] = 1.0;
       continue;
     }
     ++rep.events;
+    const double m = weightOf(i);
+    norm_all += m;
+    if (std::isfinite(w[i])) {
+      sum += m * w[i];
+      norm += m;
+    }
+  }
+  if (rep.events == 0) throw Error(what + ": no event passes the selection");
+  if (!(norm_all > 0))
+    throw Error(what + ": the events that pass the selection have a total weight of " +
+                std::to_string(norm_all));
+  const double scale = norm > 0 ? sum / norm : 1.0;  // no finite factor: taken as normalised
+  if (!(scale > 0)) throw Error(what + ": weights have non-positive mean " + std::to_string(scale));
+  // 2. Normalised, then NaN -> 1 (the mean), +-inf and factors outside the limits -> the limit;
+  //    when any was, normalised again (its mean moved).
+  double sum_after = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (!isActive(i)) continue;
     double& x = w[i];
     if (!std::isfinite(x)) {
       ++rep.non_finite;
       x = std::isnan(x) ? 1.0 : (x > 0 ? limits.max_weight : limits.min_weight);
-    } else if (x > limits.max_weight || x < limits.min_weight) {
-      ++rep.clipped;
-      x = std::min(std::max(x, limits.min_weight), limits.max_weight);
+    } else {
+      x /= scale;
+      if (x > limits.max_weight || x < limits.min_weight) {
+        ++rep.clipped;
+        x = std::min(std::max(x, limits.min_weight), limits.max_weight);
+      }
     }
-    const double m = mean_weights != nullptr ? (*mean_weights)[i] : 1.0;
-    sum += m * x;
-    norm += m;
+    sum_after += weightOf(i) * x;
   }
-  if (rep.events == 0) throw Error(what + ": no event passes the selection");
-  if (!(norm > 0))
-    throw Error(what + ": the events that pass the selection have a total weight of " +
-                std::to_string(norm));
-  rep.mean_before = sum / norm;
-  if (!(rep.mean_before > 0))
-    throw Error(what + ": weights have non-positive mean " + std::to_string(rep.mean_before));
+  rep.mean_before = scale;
+  if (rep.non_finite > 0 || rep.clipped > 0) {
+    const double mean_after = sum_after / norm_all;
+    if (!(mean_after > 0))
+      throw Error(what + ": weights have non-positive mean " + std::to_string(mean_after) +
+                  " once the non-finite and extreme ones are replaced");
+    for (size_t i = 0; i < w.size(); ++i)
+      if (isActive(i)) w[i] /= mean_after;
+    rep.mean_before = scale * mean_after;
+  }
   double s1 = 0, s2 = 0;
   for (size_t i = 0; i < w.size(); ++i) {
     if (!isActive(i)) continue;
-    w[i] /= rep.mean_before;
     s1 += w[i];
     s2 += w[i] * w[i];
     rep.max_after = std::max(rep.max_after, w[i]);
@@ -128,8 +154,10 @@ WeightReport sanitizeAndNormalise(std::vector<double>& w, const std::vector<uint
   rep.ess = s2 > 0 ? s1 * s1 / s2 : 0.0;
   rep.ess_fraction = rep.ess / static_cast<double>(rep.events);
   if (rep.non_finite > 0 || rep.clipped > 0) {
-    logWarn("{}: {} non-finite and {} extreme weights of {} replaced or clipped to [{}, {}]", what,
-            rep.non_finite, rep.clipped, rep.events, limits.min_weight, limits.max_weight);
+    logWarn(
+        "{}: {} non-finite and {} extreme weights of {} replaced or clipped to [{}, {}] times "
+        "their mean",
+        what, rep.non_finite, rep.clipped, rep.events, limits.min_weight, limits.max_weight);
   }
   return rep;
 }

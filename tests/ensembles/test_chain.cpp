@@ -695,6 +695,31 @@ TEST(ChainConfig, EveryKeyWithAnyValueIsAcceptedOrRefusedNamingIt) {
 
 // The final per-event weights of weights.h5 are the simulation's weight times the last push;
 // a nominal chain's records carry none of the variation keys.
+// Each step's classifier trains on balanced classes (label 1's weights scaled to label 0's
+// total over the events trained on): data whose event weights are all 8 (another
+// normalisation) unfold exactly as the same data weighted 1 (a power of two: the balanced
+// weights are the same bits). Before, step 1 also had to learn the classes' prior, 8 times
+// another one, and the weights moved.
+TEST_F(ChainTest, DataWeightsScaledByAConstantUnfoldAlike) {
+  data::SynthConfig c = data::SynthConfig::unfoldDefaults(data::Tune::kData);
+  c.P = 24;
+  data::UnfoldArrays u = data::synthUnfold(c, 12, 0, 240);
+  u.weights.assign(240, 8.0f);
+  data::writeUnfoldFile((root_ / "data_w8.h5").string(), u);
+  nlohmann::json p = params(0, 0);
+  p["config"]["classifier"] = "pet+mlp";
+  ASSERT_EQ(runChainTask(p, (root_ / "w1").string()), 0);
+  p["data"] = (root_ / "data_w8.h5").string();
+  ASSERT_EQ(runChainTask(p, (root_ / "w8").string()), 0);
+  EXPECT_EQ(push(root_ / "w1"), push(root_ / "w8"));
+  const auto h1 = readJson((root_ / "w1" / kChainHistoryFile).string());
+  const auto h8 = readJson((root_ / "w8" / kChainHistoryFile).string());
+  const double b1 = h1.at("steps").at(0).at("class_balance").get<double>();
+  EXPECT_GT(b1, 0.5);
+  EXPECT_LT(b1, 2.0);
+  EXPECT_EQ(h8.at("steps").at(0).at("class_balance").get<double>(), b1 / 8);
+}
+
 TEST_F(ChainTest, FinalWeightsAreThePushTimesTheSimulationWeights) {
   const fs::path dir = root_ / "final";
   ASSERT_EQ(runChainTask(params(0, 0), dir.string()), 0);

@@ -50,23 +50,55 @@ TEST(MemberSeeds, DependOnReplicaAndMember) {
 TEST(SanitizeWeights, NonFiniteAndExtremeWeightsAreCaughtAndCounted) {
   const double inf = std::numeric_limits<double>::infinity();
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  std::vector<double> w = {1.0, nan, inf, 2.0, 1e6, -inf, 1.0, 3.0};
+  std::vector<double> w = {1.0, nan, inf, 1.0, 100.0, -inf, 1.0, 1.0};
   WeightLimits lim;
-  lim.max_weight = 10.0;
+  lim.max_weight = 4.0;
   WeightReport r = sanitizeAndNormalise(w, {}, lim, "test step");
   EXPECT_EQ(r.events, 8);
   EXPECT_EQ(r.non_finite, 3);
-  EXPECT_EQ(r.clipped, 1);
+  EXPECT_EQ(r.clipped, 1);  // 100 is 4.8 times the finite ones' mean, 20.8
   for (double x : w) EXPECT_TRUE(std::isfinite(x));
-  // After replacement: {1, 1, 10, 2, 10, 0, 1, 3}, mean 3.5, then divided by the mean.
-  EXPECT_DOUBLE_EQ(r.mean_before, 3.5);
+  // Normalised and sanitised: {1/20.8, 1, 4, 1/20.8, 4, 0, 1/20.8, 1/20.8}, then divided by
+  // its mean.
+  const double small = 1.0 / 20.8, mean_after = (4 * small + 1 + 4 + 4) / 8;
+  EXPECT_DOUBLE_EQ(r.mean_before, 20.8 * mean_after);
   double sum = 0;
   for (double x : w) sum += x;
   EXPECT_NEAR(sum / w.size(), 1.0, 1e-12);
-  EXPECT_DOUBLE_EQ(w[2], 10.0 / 3.5);
+  EXPECT_DOUBLE_EQ(w[2], 4.0 / mean_after);
+  EXPECT_DOUBLE_EQ(w[4], w[2]) << "the clipped weight and +inf both go to the limit";
+  EXPECT_DOUBLE_EQ(w[1], 1.0 / mean_after) << "NaN is the mean";
   EXPECT_DOUBLE_EQ(w[5], 0.0);
   EXPECT_NEAR(r.ess, effectiveSampleSize(w), 1e-9);
   EXPECT_LT(r.ess, 8.0);
+}
+
+// A likelihood ratio f/(1-f) carries the classes' prior (step 1: Σ data / Σ MC): the limits
+// apply to the weights in units of their mean, so a scaled ratio gives the same weights and
+// counts (before: the raw ratio was clipped, at 4.6 times the mean with 20 times more data
+// than MC, and with 10 times more MC the clip never acted).
+TEST(SanitizeWeights, AScaledRatioGivesTheSameWeightsAndCounts) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const std::vector<double> ratio = {0.5, 1.0, 1.5, 2.0, 30.0, 0.2, nan, inf, 0.8};
+  const std::vector<uint8_t> active = {1, 1, 1, 1, 1, 1, 1, 1, 0};
+  const std::vector<double> push = {1.0, 2.0, 0.5, 1.0, 1.0, 3.0, 1.0, 1.0, 1.0};
+  WeightLimits lim;
+  lim.max_weight = 5.0;
+  std::vector<double> reference = ratio;
+  const WeightReport r1 = sanitizeAndNormalise(reference, active, lim, "step 1", &push);
+  EXPECT_EQ(r1.clipped, 1);
+  EXPECT_EQ(r1.non_finite, 2);
+  for (const double c : {0.01, 0.1, 20.0, 1e4}) {
+    std::vector<double> w = ratio;
+    for (double& x : w) x *= c;
+    const WeightReport r = sanitizeAndNormalise(w, active, lim, "step 1", &push);
+    EXPECT_EQ(r.clipped, r1.clipped) << "scale " << c;
+    EXPECT_EQ(r.non_finite, r1.non_finite) << "scale " << c;
+    EXPECT_NEAR(r.mean_before / c, r1.mean_before, 1e-12 * r1.mean_before) << "scale " << c;
+    EXPECT_NEAR(r.max_after, r1.max_after, 1e-12) << "scale " << c;
+    for (size_t i = 0; i < w.size(); ++i) EXPECT_NEAR(w[i], reference[i], 1e-12) << i;
+  }
 }
 
 TEST(SanitizeWeights, InactiveEventsKeepWeightOneAndMeanIsOverActiveOnes) {
