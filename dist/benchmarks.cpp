@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "core/base/clock.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/seed.hpp"
@@ -34,9 +35,6 @@ namespace foldfarm::dist {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // Element i of rank r's input: (r + 1) * (i % 7 + 1); the sum over n ranks is
 // n (n + 1) / 2 * (i % 7 + 1), exact in float32.
@@ -176,11 +174,11 @@ nlohmann::json allreduceOn(DataParallelContext& ctx, const AllreduceBenchOptions
       ctx.barrier();
       auto t0 = Clock::now();
       for (int i = 0; i < iters; ++i) raw_once();
-      std::vector<double> t{since(t0) / iters};
+      std::vector<double> t{secondsSince(t0) / iters};
       ctx.barrier();
       t0 = Clock::now();
       for (int i = 0; i < iters; ++i) bucket_once();
-      t.push_back(since(t0) / iters);
+      t.push_back(secondsSince(t0) / iters);
       control.allreduceMax(t);
       raw_t.push_back(t[0]);
       bk_t.push_back(t[1]);
@@ -287,11 +285,11 @@ nlohmann::json ddpOn(DataParallelContext& ctx, const DdpBenchOptions& a) {
     ctx.finishGradientSync();
     clipGradientNorm(params, 1.0, flat.get());
     opt->step();
-    ema.update(net);
+    ema.update(net, s);
     // CUDA work is asynchronous: the step ends when the GPU is done with it.
     if (dev.is_cuda()) torch::cuda::synchronize(dev.index());
     if (s >= a.warmup) {
-      step_s += since(t0);
+      step_s += secondsSince(t0);
       const SyncTiming st = ctx.lastSync();
       comm_s += st.comm_s;
       wait_s += st.wait_s;

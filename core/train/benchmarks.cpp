@@ -346,7 +346,7 @@ json benchOptim(const OptimBenchOptions& a) {
         }
       }
       opt->step();
-      ema.update(model);
+      ema.update(model, s);
       if (dev.isCuda()) torch::cuda::synchronize(dev.device.index());
       if (s >= a.warmup)
         seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <type_traits>
@@ -204,15 +205,20 @@ void Ema::load(const std::vector<Tensor>& values) {
   for (size_t i = 0; i < values.size(); ++i) shadow_[i].copy_(values[i]);
 }
 
-void Ema::update(Pet& model) {
+double Ema::decayAt(int64_t updates_before) const {
+  const double n = static_cast<double>(std::max<int64_t>(0, updates_before));
+  return std::min(decay_, (1.0 + n) / (10.0 + n));
+}
+
+void Ema::update(Pet& model, int64_t updates_before) {
   torch::NoGradGuard no_grad;
+  const double d = decayAt(updates_before);
   if (flat_ != nullptr) {
-    flat_shadow_.mul_(decay_).add_(flat_->values(), 1.0 - decay_);
+    flat_shadow_.mul_(d).add_(flat_->values(), 1.0 - d);
     return;
   }
   const auto params = model->parameters();
-  for (size_t i = 0; i < params.size(); ++i)
-    shadow_[i].mul_(decay_).add_(params[i].detach(), 1.0 - decay_);
+  for (size_t i = 0; i < params.size(); ++i) shadow_[i].mul_(d).add_(params[i].detach(), 1.0 - d);
 }
 
 void Ema::copyTo(Pet& model) const {

@@ -869,7 +869,7 @@ void Trainer::FitLoop::trainEpoch(GradientStep& step, int64_t epoch_steps, Progr
     lr_ = schedule_.at(global_step_);
     setLearningRate(*t_.opt_, lr_, opts_.optimizer.lr_factor);
     t_.opt_->step();
-    if (t_.ema_) t_.ema_->update(t_.model_);
+    if (t_.ema_) t_.ema_->update(t_.model_, global_step_);
     loss_acc.add_(loss);
     ++global_step_;
     if (!opts_.device.is_cuda() ||
