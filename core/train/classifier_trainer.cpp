@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -63,8 +66,9 @@ FitResult PetClassifier::fit(const data::JetArrays& train, const data::JetArrays
   return fitStandardised(std::move(all), val ? &va : nullptr, o, ctx, train_offset, val_offset);
 }
 
-TrainOptions fitTrainOptions(const ClassifierFitOptions& o) {
+TrainOptions fitTrainOptions(const ClassifierFitOptions& o, int ranks) {
   TrainOptions t;
+  t.warmup_scale = std::sqrt(static_cast<double>(std::max(1, ranks)));
   t.optimizer.kind = o.optimizer;
   t.optimizer.lr = o.lr;
   t.optimizer.lr_factor = o.lr_factor;
@@ -103,7 +107,7 @@ FitResult PetClassifier::fitStandardised(JetTensors all, const JetTensors* val,
                                          const std::vector<float>& val_offset) {
   if (all.size() == 0) throw InputError(o.label + " training set: no jets");
   checkFitOptions(o);  // before the split
-  const TrainOptions t = fitTrainOptions(o);
+  const TrainOptions t = fitTrainOptions(o, ctx ? ctx->worldSize() : 1);
   if (!train_offset.empty()) all.setOffset(train_offset);
   JetTensors tr, va;
   if (val) {

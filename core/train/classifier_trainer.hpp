@@ -68,10 +68,13 @@ struct ClassifierFitOptions {
   nlohmann::json resume_options = nlohmann::json::object();  // TrainOptions::resume_options
 };
 
-// The Trainer's options of a fit. checkFitOptions refuses (InputError naming o.label) what
-// no fit can use, with the Trainer's own check (validateTrainOptions) and at least 1 epoch:
-// callers check before they read their data; fit() checks again.
-TrainOptions fitTrainOptions(const ClassifierFitOptions& o);
+// The Trainer's options of a fit on `ranks` data-parallel ranks: o.batch_size is per rank, and
+// the learning rate's warm-up target scales with sqrt(ranks), as pretraining's (SPEC §4;
+// before: a chain's steps under mpirun trained a global batch `ranks` times larger at the
+// one-rank rate). checkFitOptions refuses (InputError naming o.label) what no fit can use,
+// with the Trainer's own check (validateTrainOptions) and at least 1 epoch: callers check
+// before they read their data; fit() checks again.
+TrainOptions fitTrainOptions(const ClassifierFitOptions& o, int ranks = 1);
 void checkFitOptions(const ClassifierFitOptions& o);
 // InputError("<what>: ...") unless `a` has jets, each with a label 0 or 1 (what fit() takes).
 void requireBinary(const data::JetArrays& a, const std::string& what);

@@ -423,6 +423,18 @@ TEST(Fit, LearnsSeparableJetsAndEarlyStopsWithBestWeights) {
 
 // Every recipe value no run can use is refused by name, before anything is trained (before:
 // clip_norm 1e308 overflowed the float norm, an "internal error").
+// A classifier fit on W data-parallel ranks (a chain's steps under mpirun) trains its batch
+// size per rank at the learning rate scaled by sqrt(W), as pretraining does (SPEC §4; before:
+// a global batch W times larger at the one-rank rate).
+TEST(TrainOptions, AFitOnSeveralRanksScalesItsLearningRateWithTheirSquareRoot) {
+  ClassifierFitOptions o;
+  o.batch_size = 64;
+  EXPECT_DOUBLE_EQ(fitTrainOptions(o).warmup_scale, 1.0);
+  const TrainOptions four = fitTrainOptions(o, 4);
+  EXPECT_DOUBLE_EQ(four.warmup_scale, 2.0);
+  EXPECT_EQ(four.batch_size, 64);
+}
+
 TEST(TrainOptions, ValuesNoRunCanUseAreRefusedByName) {
   struct Case {
     const char* name;
