@@ -48,34 +48,13 @@ class DistCli {
     }
     return o;
   }
-  // For a trainer on `device`: GPU tensors are reduced by NCCL (`auto` picks it; MPI is
-  // refused, it reduces host tensors), host tensors by MPI (`auto` picks it; NCCL refused).
+  // For a trainer on `device` and for one whose tensors stay in host memory
+  // (make_context.hpp's resolveForTraining, resolveForCpuTraining of these options).
   DistOptions resolveForTraining(const std::string& command, const c10::Device& device) const {
-    if (!device.is_cuda()) return resolveForCpuTraining(command);
-    DistOptions o = resolve();
-    if (!detectLaunch().distributed()) return o;  // one process: no data plane
-    if (o.backend == "mpi")
-      throw InputError(command +
-                       ": --dist-backend mpi reduces host tensors and this run trains on " +
-                       device.str() + "; use --dist-backend nccl (or auto), or --device cpu");
-#ifndef FOLDFARM_HAVE_NCCL
-    throw InputError(command + ": training on " + device.str() +
-                     " over several ranks needs the NCCL backend, which this build lacks "
-                     "(configure with NCCL: -DNCCL_HOME=PREFIX); or use --device cpu");
-#endif
-    if (o.backend == "auto") o.backend = "nccl";
-    return o;
+    return dist::resolveForTraining(resolve(), command, device);
   }
-  // For commands whose trainer keeps the model and batches in host memory: `auto` means MPI,
-  // and NCCL, which needs GPU tensors, is refused.
   DistOptions resolveForCpuTraining(const std::string& command) const {
-    DistOptions o = resolve();
-    if (o.backend == "nccl")
-      throw InputError(command +
-                       ": --dist-backend nccl: this command trains in host memory (CPU "
-                       "tensors); use --dist-backend mpi or auto (bench ddp trains on the GPU)");
-    if (o.backend == "auto") o.backend = "mpi";
-    return o;
+    return dist::resolveForCpuTraining(resolve(), command);
   }
 
  private:

@@ -48,6 +48,31 @@ DistOptions distOptionsFromEnv() {
   return o;
 }
 
+DistOptions resolveForTraining(DistOptions o, const std::string& command,
+                               const c10::Device& device) {
+  if (!device.is_cuda()) return resolveForCpuTraining(std::move(o), command);
+  if (!detectLaunch().distributed()) return o;  // one process: no data plane
+  if (o.backend == "mpi")
+    throw InputError(command + ": --dist-backend mpi reduces host tensors and this run trains on " +
+                     device.str() + "; use --dist-backend nccl (or auto), or --device cpu");
+#ifndef FOLDFARM_HAVE_NCCL
+  throw InputError(command + ": training on " + device.str() +
+                   " over several ranks needs the NCCL backend, which this build lacks "
+                   "(configure with NCCL: -DNCCL_HOME=PREFIX); or use --device cpu");
+#endif
+  if (o.backend == "auto") o.backend = "nccl";
+  return o;
+}
+
+DistOptions resolveForCpuTraining(DistOptions o, const std::string& command) {
+  if (o.backend == "nccl")
+    throw InputError(command +
+                     ": --dist-backend nccl: this command trains in host memory (CPU "
+                     "tensors); use --dist-backend mpi or auto (bench ddp trains on the GPU)");
+  if (o.backend == "auto") o.backend = "mpi";
+  return o;
+}
+
 std::unique_ptr<ParallelContext> makeParallelContext(const DistOptions& options) {
   const LaunchInfo launch = detectLaunch();
   if (!launch.distributed()) {

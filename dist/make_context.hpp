@@ -7,6 +7,8 @@
 //   --collective-timeout S   FOLDFARM_COLLECTIVE_TIMEOUT  (seconds, default 600)
 //   --dist-backend NAME      FOLDFARM_DIST_BACKEND        (auto, nccl, mpi)
 //   --bucket-cap-mb MB       FOLDFARM_BUCKET_CAP_MB       (default 25; first bucket 1 MB)
+#include <c10/core/Device.h>
+
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -28,6 +30,15 @@ struct DistOptions {
 
 // Throws InputError naming the variable when a value is malformed.
 DistOptions distOptionsFromEnv();
+
+// `o` (the environment's, or the command line's over them) for a trainer on `device`: GPU
+// tensors are reduced by NCCL (`auto` picks it; MPI, which reduces host tensors, is refused,
+// and so is a build without NCCL when several ranks train), host tensors by MPI
+// (resolveForCpuTraining: `auto` picks it; NCCL, which needs GPU tensors, is refused).
+// InputError naming `command` and what to use instead.
+DistOptions resolveForTraining(DistOptions o, const std::string& command,
+                               const c10::Device& device);
+DistOptions resolveForCpuTraining(DistOptions o, const std::string& command);
 
 // (collective when launched by an MPI launcher or srun)
 std::unique_ptr<ParallelContext> makeParallelContext(const DistOptions& options);

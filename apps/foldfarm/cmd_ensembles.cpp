@@ -27,22 +27,14 @@
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_task.hpp"
 #include "ensembles/studies.hpp"
+#include "ensembles/unfold_command.hpp"
 
 namespace foldfarm::app {
 namespace {
 
-// A config file's text ("" for no file: an empty object) and its parse, apart: a file one
-// node cannot read differs from node to node, while its content is alike on every rank.
-std::string readConfigText(const std::string& path) {
-  return path.empty() ? std::string("{}") : readFile(path);
-}
-
-nlohmann::json parseConfigText(const std::string& text, const std::string& path) {
-  return parseJsonText(text, path, "fix the config");
-}
-
+// A chain config file ("" for no file: an empty object), parsed.
 nlohmann::json readConfigFile(const std::string& path) {
-  return parseConfigText(readConfigText(path), path);
+  return parseJsonText(path.empty() ? std::string("{}") : readFile(path), path, "fix the config");
 }
 
 void registerUnfold(CommandGroups& g) {
@@ -80,63 +72,20 @@ void registerUnfold(CommandGroups& g) {
   o->dist.addTo(*cmd);
   o->device.addTo(*cmd);
   cmd->callback([o] {
-    // Read and checked here, naming its file, before the device is read from it (the chain
-    // checks it again), and before MPI exists. A file that cannot be read is so for every
-    // rank of a node (one file system): the node's first rank says so. A bad content every
-    // rank finds alike: rank 0 says so.
-    const dist::LaunchInfo launch = dist::detectLaunch();
-    std::string text;
-    checkAlikeOnEveryRank(launch.local_rank, [&] { text = readConfigText(o->config); });
-    nlohmann::json config;
-    ensembles::ChainConfig checked;
-    checkAlikeOnEveryRank(launch.rank, [&] {
-      config = parseConfigText(text, o->config);
-      // The command line's device, precision and shapes override the config file's.
-      o->device.applyTo(config);
-      checked = ensembles::chainConfigFromJson(config, o->config.empty() ? "config" : o->config);
-    });
-    if (launch.distributed()) setLogRank(launch.rank);  // the device line names its rank
-    DeviceChoice dev;
-    checkAlikeOnEveryRank(launch.local_rank, [&] {
-      dev = resolveDevice(parseDeviceRequest(checked.device, "--device"), probeDeviceFacts());
-    });
-    // The chain records its files by absolute path: chains of one unfolding started from
-    // different directories (or with a relative and an absolute path) aggregate together, and
-    // an aggregation from another directory finds the simulation (before: as typed).
-    const auto absolute = [](const std::string& option, const std::string& path) {
-      std::error_code ec;
-      if (!std::filesystem::exists(path, ec))
-        throw InputError(option + " " + path + ": no such file; check the path");
-      return std::filesystem::absolute(path).lexically_normal().string();
-    };
-    const std::string init = o->init == "none" ? o->init : absolute("--init", o->init);
-    nlohmann::json params = {{"mc", absolute("--mc", o->mc)},
-                             {"data", absolute("--data", o->data)},
-                             {"init", init},
-                             {"replica", o->replica},
-                             {"member", o->member},
-                             {"campaign_seed", o->seed},
-                             {"iterations", o->iterations},
-                             {"config", config}};
-    configureThreads(o->threads);
-    installStopHandlers();
-    // Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
-    dist::DistOptions dist_options;
-    checkAlikeOnEveryRank(launch.rank,
-                          [&] { dist_options = o->dist.resolveForTraining("unfold", dev.device); });
-    std::unique_ptr<ParallelContext> ctx = dist::makeParallelContext(dist_options);
-    // An error only this rank meets ends the others at once (leaveOnError).
-    leaveOnError(*ctx, [&] {
-      // One run writes --out (rank 0); what a run killed while writing left there is removed.
-      const auto lock = lockOutputOnRoot(*ctx, o->out, "--out", {"state", "models"});
-      try {
-        ensembles::runChainTaskOrThrow(params, o->out, ctx.get());
-      } catch (const InterruptedError&) {
-        throw InterruptedError(o->out +
-                               ": interrupted; state saved, rerun the same command to resume");
-      }
-      if (ctx->isRoot()) std::cout << readFile(o->out + "/result.json");
-    });
+    ensembles::UnfoldRequest r;
+    r.mc = o->mc;
+    r.data = o->data;
+    r.init = o->init;
+    r.out = o->out;
+    r.config = o->config;
+    r.replica = o->replica;
+    r.member = o->member;
+    r.iterations = o->iterations;
+    r.threads = o->threads;
+    r.seed = o->seed;
+    r.apply_device_options = [o](nlohmann::json& config) { o->device.applyTo(config); };
+    r.dist_options = [o] { return o->dist.resolve(); };
+    ensembles::unfoldCommand(r);
   });
 }
 

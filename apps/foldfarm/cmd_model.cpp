@@ -50,6 +50,7 @@
 #include "dist/cli_options.hpp"
 #include "dist/launch.hpp"
 #include "dist/make_context.hpp"
+#include "dist/pretrain_command.hpp"
 
 namespace foldfarm::app {
 
@@ -57,22 +58,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-// A config file's recipe less the keys whose options were given on `app`'s command line
-// (option, recipe key): a given option wins over the file (core/train/train_config.hpp).
-json fileRecipeUnlessGiven(const TrainConfigFile& file, const CLI::App& app,
-                           std::initializer_list<std::pair<const char*, const char*>> options) {
-  json recipe = file.train;
-  for (const auto& [option, key] : options)
-    if (app.count(option) > 0) recipe.erase(key);
-  return recipe;
-}
-
-std::string fixed(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.4g", v);
-  return buf;
-}
 
 // ---- model info -----------------------------------------------------------------------
 
@@ -112,104 +97,21 @@ void runInfo(const InfoArgs& a) {
 
 // ---- pretrain -------------------------------------------------------------------------
 
-struct PretrainArgs {
-  std::string data, out, config, preset = "tiny", optimizer = "lion";
-  int64_t epochs = 10, batch = 250, max_jets = 0;
-  int threads = 0;
-  bool resume = false, shard_data = false, stream = false;
-  int64_t block_rows = 1024, shuffle_buffer = 16384, eval_jets = 10000;
-  int readers = 2, read_ahead = 8;
-  double lr = 3e-4, lr_factor = 1.0, val_fraction = 0.1, test_fraction = 0.1, warmup_epochs = 1;
-  double save_every_min = 30;
-  uint64_t seed = 1;
+// The request as CLI11 fills it, with the data-parallel options it parses.
+struct PretrainArgs : dist::PretrainRequest {
   dist::DistCli dist;  // --collective-timeout, --dist-backend, --bucket-cap-mb
-  std::string device = "auto", precision = "fp32";
-  bool fixed_shapes = false, cuda_graphs = false;
 };
 
 void runPretrain(const PretrainArgs& a, const CLI::App& app) {
-  configureThreads(a.threads);
-  installStopHandlers();
-  // This rank's device (its GPU by local rank), then the data plane that matches it: NCCL
-  // for GPU tensors, MPI for host tensors. Before MPI: what every rank of a node finds alike
-  // (its GPUs) is said by the node's first rank, an option every rank finds wrong by rank 0.
-  const dist::LaunchInfo launch = dist::detectLaunch();
-  if (launch.distributed()) setLogRank(launch.rank);  // the device line names its rank
-  DeviceChoice dev;
-  checkAlikeOnEveryRank(launch.local_rank, [&] { dev = selectDevice(a.device); });
-  dist::DistOptions dist_options;
-  checkAlikeOnEveryRank(launch.rank,
-                        [&] { dist_options = a.dist.resolveForTraining("pretrain", dev.device); });
-  // Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
-  std::unique_ptr<ParallelContext> ctx = dist::makeParallelContext(dist_options);
-  // An error only this rank meets ends the others at once (leaveOnError).
-  leaveOnError(*ctx, [&] {
-    checkOnEveryRank(*ctx, [&] {
-      if (a.cuda_graphs) requireCudaGraphs(dev.device, ctx->worldSize(), "pretrain --cuda-graphs");
-    });
-
-    // A bad config is refused before any data is read (by rank 0 when every rank finds it).
-    PretrainOptions o;
-    checkOnEveryRank(*ctx, [&] {
-      const TrainConfigFile file = readTrainConfigFile(a.config);
-      o.files = data::expandDatasetFiles(a.data);
-      o.out = a.out;
-      o.model = petConfigFrom(a.preset, file);
-      o.max_jets = a.max_jets;
-      o.val_fraction = a.val_fraction;
-      o.test_fraction = a.test_fraction;
-      o.shard_data = a.shard_data;
-      o.stream = a.stream;
-      o.block_rows = a.block_rows;
-      o.eval_jets = a.eval_jets;
-      o.stream_options.buffer_jets = a.shuffle_buffer;
-      o.stream_options.readers = a.readers;
-      o.stream_options.read_ahead = a.read_ahead;
-      o.data_label = a.data;
-      // The recipe: the command's defaults, the file's "train", the options given.
-      TrainOptions& t = o.train;
-      t.optimizer.kind = a.optimizer;
-      t.optimizer.lr = a.lr;
-      t.optimizer.lr_factor = a.lr_factor;
-      t.warmup_epochs = a.warmup_epochs;
-      t.batch_size = a.batch;
-      t.max_epochs = a.epochs;
-      t.ema = true;
-      applyTrainRecipe(fileRecipeUnlessGiven(file, app,
-                                             {{"--epochs", "epochs"},
-                                              {"--batch", "batch_size"},
-                                              {"--lr", "lr"},
-                                              {"--lr-factor", "lr_factor"},
-                                              {"--optimizer", "optimizer"},
-                                              {"--warmup-epochs", "warmup_epochs"}}),
-                       file.path, t);
-    });
-    TrainOptions& t = o.train;
-    t.seed = a.seed;
-    t.resume = a.resume;
-    t.save_every_s = 60 * a.save_every_min;
-    t.device = dev.device;
-    t.precision = a.precision;
-    t.fixed_shapes = a.fixed_shapes;
-    t.cuda_graphs = a.cuda_graphs;
-    const PretrainResult r = runPretraining(o, *ctx);
-    if (ctx->isRoot()) std::printf("%s\n", r.toJson().dump(2).c_str());
-  });
+  dist::PretrainRequest r = a;
+  r.given = givenOptionNames(app);
+  r.dist_options = [&a] { return a.dist.resolve(); };
+  dist::pretrainCommand(r);
 }
 
 // ---- finetune -------------------------------------------------------------------------
 
-struct FinetuneArgs {
-  std::string init = "none", preset = "tiny", config, train, out, optimizer = "lion";
-  double val_fraction = 0.1, test_fraction = 0.2, lr = 3e-4, lr_factor = 5.0;
-  double warmup_epochs = 0, save_every_min = 30;
-  int64_t epochs = 10, batch = 64, patience = 3;
-  int threads = 0;
-  uint64_t seed = 1;
-  bool json_out = false, resume = false;
-  std::string device = "auto", precision = "fp32";
-  bool fixed_shapes = false, cuda_graphs = false;
-};
+using FinetuneArgs = FinetuneRequest;
 
 // A training stopped by a signal, its state saved: the command says how to continue (the
 // trainer does not know which command runs it; a campaign task continues by itself).
@@ -224,70 +126,9 @@ void withResumeHint(F&& run) {
 }
 
 void runFinetune(const FinetuneArgs& a, const CLI::App& app) {
-  // One process trains (fine-tuning is not data-parallel): under mpirun/srun every rank would
-  // train the same model into the same --out, and all but one be refused its lock.
-  const dist::LaunchInfo launch = dist::detectLaunch();
-  checkAlikeOnEveryRank(launch.rank, [&] {
-    if (launch.world_size > 1)
-      throw InputError("finetune trains on one process (it is not data-parallel), not on " +
-                       std::to_string(launch.world_size) +
-                       " ranks: run it without mpirun/srun, or with one task");
-  });
-  configureThreads(a.threads);
-  installStopHandlers();
-  const DeviceChoice dev = selectDevice(a.device);
-  if (a.cuda_graphs) requireCudaGraphs(dev.device, 1, "finetune --cuda-graphs");
-  const TrainConfigFile file = readTrainConfigFile(a.config);
-  const bool preset_given = app.count("--preset") > 0;
-  if (a.init != "none" && (preset_given || !file.model.empty()))
-    throw InputError((preset_given ? std::string("--preset") : a.config + "'s \"model\"") +
-                     ": the model is the checkpoint's (--init " + a.init +
-                     "); sizes apply with --init none only");
-  FinetuneOptions o;
-  o.train = a.train;
-  o.out = a.out;
-  o.init = a.init;
-  if (a.init == "none") o.model = petConfigFrom(a.preset, file);
-  o.test_fraction = a.test_fraction;
-  ClassifierFitOptions& f = o.fit;
-  f.optimizer = a.optimizer;
-  f.lr = a.lr;
-  f.lr_factor = a.lr_factor;
-  f.warmup_epochs = a.warmup_epochs;
-  f.batch_size = a.batch;
-  f.max_epochs = a.epochs;
-  f.patience = a.patience;
-  f.val_fraction = a.val_fraction;
-  f.seed = a.seed;
-  f.resume = a.resume;
-  f.save_every_s = 60 * a.save_every_min;
-  f.show_progress = true;
-  f.device = dev.device;
-  f.precision = a.precision;
-  f.fixed_shapes = a.fixed_shapes;
-  f.cuda_graphs = a.cuda_graphs;
-  applyTrainRecipe(fileRecipeUnlessGiven(file, app,
-                                         {{"--epochs", "epochs"},
-                                          {"--patience", "patience"},
-                                          {"--batch", "batch_size"},
-                                          {"--lr", "lr"},
-                                          {"--lr-factor", "lr_factor"},
-                                          {"--optimizer", "optimizer"},
-                                          {"--warmup-epochs", "warmup_epochs"}}),
-                   file.path, f);
-  const FinetuneResult r = runFinetuning(o);
-  if (a.json_out) {
-    json j = r.toJson();
-    j["device"] = dev.toJson();
-    std::printf("%s\n", j.dump(2).c_str());
-  } else if (r.test_jets == 0) {
-    std::printf("no test figures: no jet was held out (--test-fraction %g)\n", o.test_fraction);
-  } else {
-    std::printf(
-        "test accuracy %.4f  AUC %.4f  1/eps_B(eps_S=0.5) %s  1/eps_B(eps_S=0.3) %s  (%lld jets)\n",
-        r.test.accuracy, r.test.auc, fixed(r.test.rejection50).c_str(),
-        fixed(r.test.rejection30).c_str(), static_cast<long long>(r.test_jets));
-  }
+  FinetuneRequest r = a;
+  r.given = givenOptionNames(app);
+  finetuneCommand(r);
 }
 
 // ---- generate -------------------------------------------------------------------------
@@ -536,7 +377,7 @@ void registerModelCommands(CommandGroups& g) {
   f->add_option("--threads", ft->threads, "Threads (0: all cores)")->capture_default_str();
   f->add_flag("--resume", ft->resume, "Continue from <out>/state");
   addSaveEveryOption(*f, ft->save_every_min);
-  f->add_flag("--json", ft->json_out, "Print JSON");
+  f->add_flag("--json", ft->json, "Print JSON");
   addDeviceOptions(*f, ft->device, &ft->precision, &ft->fixed_shapes, &ft->cuda_graphs);
   f->callback([ft, f] { withResumeHint([&] { runFinetune(*ft, *f); }); });
 

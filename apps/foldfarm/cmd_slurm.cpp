@@ -166,10 +166,9 @@ struct SubmitArgs {
 
   void submit(const CLI::App& app) {
     campaign::SubmitRequest r = request;
-    // The long names of the options given on this command line: the others come from the
-    // last submission's record (D/slurm/submit-options.json) when there is one.
-    for (const CLI::Option* o : app.get_options())
-      if (o->count() > 0 && !o->get_lnames().empty()) r.given.insert(o->get_lnames().front());
+    // The options given on this command line: the others come from the last submission's
+    // record (D/slurm/submit-options.json) when there is one.
+    r.given = givenOptionNames(app);
     r.options.resources = res.res;
     r.setup_files = res.setupFiles;
     r.options.wait = !noWait;

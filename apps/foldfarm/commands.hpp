@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,14 @@ inline CLI::Option* addAggregateFlag(CLI::App& app, bool& aggregate) {
   return app.add_flag("--aggregate", aggregate,
                       "When every task is done, aggregate the chains into D/aggregate as "
                       "`campaign aggregate D` does (on rank 0 under mpirun/srun)");
+}
+
+// The long names (without dashes) of the options given on `app`'s command line ("lr-factor").
+inline std::set<std::string> givenOptionNames(const CLI::App& app) {
+  std::set<std::string> given;
+  for (const CLI::Option* o : app.get_options())
+    if (o->count() > 0 && !o->get_lnames().empty()) given.insert(o->get_lnames().front());
+  return given;
 }
 
 // --device (cpu|cuda|auto), and where given --precision (fp32|bf16) and --fixed-shapes, as

@@ -1,6 +1,7 @@
 #include "core/train/finetune.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -11,9 +12,14 @@
 #include "core/base/log.hpp"
 #include "core/base/output_lock.hpp"
 #include "core/base/seed.hpp"
+#include "core/base/stop_signal.hpp"
 #include "core/data/jet_files.hpp"
+#include "core/model/threads.hpp"
 #include "core/train/checkpoint.hpp"
+#include "core/train/gradient_step.hpp"
 #include "core/train/jet_batches.hpp"
+#include "core/train/train_config.hpp"
+#include "dist/launch.hpp"
 
 namespace foldfarm {
 namespace fs = std::filesystem;
@@ -127,6 +133,83 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
   const std::vector<int> labels(test.labels.begin(), test.labels.end());
   r.test = binaryMetrics(scores, labels);
   return r;
+}
+
+namespace {
+
+std::string fixed(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.4g", v);
+  return buf;
+}
+
+}  // namespace
+
+void finetuneCommand(const FinetuneRequest& a) {
+  // One process trains (fine-tuning is not data-parallel): under mpirun/srun every rank would
+  // train the same model into the same --out, and all but one be refused its lock.
+  const dist::LaunchInfo launch = dist::detectLaunch();
+  checkAlikeOnEveryRank(launch.rank, [&] {
+    if (launch.world_size > 1)
+      throw InputError("finetune trains on one process (it is not data-parallel), not on " +
+                       std::to_string(launch.world_size) +
+                       " ranks: run it without mpirun/srun, or with one task");
+  });
+  configureThreads(a.threads);
+  installStopHandlers();
+  const DeviceChoice dev = selectDevice(a.device);
+  if (a.cuda_graphs) requireCudaGraphs(dev.device, 1, "finetune --cuda-graphs");
+  const TrainConfigFile file = readTrainConfigFile(a.config);
+  const bool preset_given = a.given.count("preset") > 0;
+  if (a.init != "none" && (preset_given || !file.model.empty()))
+    throw InputError((preset_given ? std::string("--preset") : a.config + "'s \"model\"") +
+                     ": the model is the checkpoint's (--init " + a.init +
+                     "); sizes apply with --init none only");
+  FinetuneOptions o;
+  o.train = a.train;
+  o.out = a.out;
+  o.init = a.init;
+  if (a.init == "none") o.model = petConfigFrom(a.preset, file);
+  o.test_fraction = a.test_fraction;
+  ClassifierFitOptions& f = o.fit;
+  f.optimizer = a.optimizer;
+  f.lr = a.lr;
+  f.lr_factor = a.lr_factor;
+  f.warmup_epochs = a.warmup_epochs;
+  f.batch_size = a.batch;
+  f.max_epochs = a.epochs;
+  f.patience = a.patience;
+  f.val_fraction = a.val_fraction;
+  f.seed = a.seed;
+  f.resume = a.resume;
+  f.save_every_s = 60 * a.save_every_min;
+  f.show_progress = true;
+  f.device = dev.device;
+  f.precision = a.precision;
+  f.fixed_shapes = a.fixed_shapes;
+  f.cuda_graphs = a.cuda_graphs;
+  applyTrainRecipe(recipeUnlessGiven(file, a.given,
+                                     {{"epochs", "epochs"},
+                                      {"patience", "patience"},
+                                      {"batch", "batch_size"},
+                                      {"lr", "lr"},
+                                      {"lr-factor", "lr_factor"},
+                                      {"optimizer", "optimizer"},
+                                      {"warmup-epochs", "warmup_epochs"}}),
+                   file.path, f);
+  const FinetuneResult r = runFinetuning(o);
+  if (a.json) {
+    nlohmann::json j = r.toJson();
+    j["device"] = dev.toJson();
+    std::printf("%s\n", j.dump(2).c_str());
+  } else if (r.test_jets == 0) {
+    std::printf("no test figures: no jet was held out (--test-fraction %g)\n", o.test_fraction);
+  } else {
+    std::printf(
+        "test accuracy %.4f  AUC %.4f  1/eps_B(eps_S=0.5) %s  1/eps_B(eps_S=0.3) %s  (%lld jets)\n",
+        r.test.accuracy, r.test.auc, fixed(r.test.rejection50).c_str(),
+        fixed(r.test.rejection30).c_str(), static_cast<long long>(r.test_jets));
+  }
 }
 
 }  // namespace foldfarm

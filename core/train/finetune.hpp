@@ -13,6 +13,7 @@
 // Throws InputError for bad input (nothing written), InterruptedError when stopped (rerun
 // with `fit.resume` to continue), Error otherwise.
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -48,5 +49,28 @@ struct FinetuneResult {
 };
 
 FinetuneResult runFinetuning(const FinetuneOptions& options);
+
+// `foldfarm finetune`'s options as given (the command line parses them).
+struct FinetuneRequest {
+  std::string init = "none", preset = "tiny", config, train, out, optimizer = "lion";
+  double val_fraction = 0.1, test_fraction = 0.2, lr = 3e-4, lr_factor = 5.0;
+  double warmup_epochs = 0, save_every_min = 30;
+  int64_t epochs = 10, batch = 64, patience = 3;
+  int threads = 0;  // 0: all cores
+  uint64_t seed = 1;
+  bool json = false, resume = false;
+  std::string device = "auto", precision = "fp32";
+  bool fixed_shapes = false, cuda_graphs = false;
+  // The long names (without dashes) of the options given on the command line: those of the
+  // recipe win over the config file's "train"; --preset beside --init CKPT is refused.
+  std::set<std::string> given;
+};
+
+// `foldfarm finetune`: refused under mpirun/srun with more than one rank (fine-tuning is not
+// data-parallel: every rank would train the same model into the same --out); threads, stop
+// handlers and the device; the config file read (its "model" and --preset refused beside a
+// checkpoint) and the recipe resolved as `pretrain`'s; runFinetuning; then the result printed
+// (JSON with the device, or one line of test figures). Throws as runFinetuning does.
+void finetuneCommand(const FinetuneRequest& request);
 
 }  // namespace foldfarm

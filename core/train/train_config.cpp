@@ -98,6 +98,15 @@ void refuseCommandSetPetKeys(const json& model, const std::string& source) {
                      "--generator); remove it");
 }
 
+nlohmann::json recipeUnlessGiven(
+    const TrainConfigFile& file, const std::set<std::string>& given,
+    std::initializer_list<std::pair<const char*, const char*>> options) {
+  nlohmann::json recipe = file.train;
+  for (const auto& [option, key] : options)
+    if (given.count(option) > 0) recipe.erase(key);
+  return recipe;
+}
+
 PetConfig petConfigFrom(const std::string& preset, const TrainConfigFile& file) {
   refuseCommandSetPetKeys(file.model, file.path);
   PetConfig cfg = petPreset(preset);

@@ -16,10 +16,12 @@
 //   const TrainConfigFile file = readTrainConfigFile(path);   // empty when path is ""
 //   PetConfig model = petConfigFrom("tiny", file);
 //   TrainOptions t = ...the command's options...;
-//   nlohmann::json recipe = file.train;
-//   recipe.erase("epochs");                                    // --epochs was given
+//   nlohmann::json recipe = recipeUnlessGiven(file, given, {{"epochs", "epochs"}, …});
 //   applyTrainRecipe(recipe, file.path, t);
+#include <initializer_list>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -50,6 +52,13 @@ PetConfig petConfigFrom(const std::string& preset, const TrainConfigFile& file);
 // InputError naming `source` when `model` (a config's PET overrides) sets num_classes or
 // generator, which each command sets itself (they were overwritten without a word before).
 void refuseCommandSetPetKeys(const nlohmann::json& model, const std::string& source);
+
+// The file's recipe less the keys whose options were given on the command line: `given` holds
+// the long names (without dashes) of the options given, `options` pairs an option's name with
+// its recipe key ({"lr-factor", "lr_factor"}).
+nlohmann::json recipeUnlessGiven(
+    const TrainConfigFile& file, const std::set<std::string>& given,
+    std::initializer_list<std::pair<const char*, const char*>> options);
 
 // Each recipe key of `recipe` replaces the matching option (keys and types checked as when a
 // file is read; `source` names the recipe in errors). A one-logit fit (finetune) has no EMA:
