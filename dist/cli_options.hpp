@@ -32,20 +32,20 @@ class DistCli {
                ->check(cli::kPositive)
                ->check(cli::between(0, kMaxBucketCapMb));
   }
-  // Environment, then the options given on the command line.
+  // The options given on the command line, else the environment's (a variable beside a given
+  // option is not read: a malformed one is no error then).
   DistOptions resolve() const {
-    DistOptions o = distOptionsFromEnv();
-    if (timeout_ != nullptr && timeout_->count() > 0) o.collective_timeout_s = timeout_s_;
+    DistOverrides overrides;
+    if (timeout_ != nullptr && timeout_->count() > 0) overrides.collective_timeout_s = timeout_s_;
     const bool given = backend_ != nullptr && backend_->count() > 0;
-    if (given) o.backend = backend_name_;
+    if (given) overrides.backend = backend_name_;
+    if (cap_ != nullptr && cap_->count() > 0) overrides.bucket_cap_mb = cap_mb_;
+    DistOptions o = distOptionsFromEnv(overrides);
     // Refused here, alone as under mpirun (it was taken by a single process, and named only
     // when the ranks met).
     if (o.backend != "auto" && o.backend != "mpi" && o.backend != "nccl")
       throw InputError((given ? "--dist-backend " : "FOLDFARM_DIST_BACKEND=") + o.backend +
                        ": not a data-parallel backend; use auto, mpi or nccl");
-    if (cap_ != nullptr && cap_->count() > 0) {
-      o.buckets.bucket_cap_bytes = static_cast<std::size_t>(cap_mb_ * 1024.0 * 1024.0);
-    }
     return o;
   }
   // For a trainer on `device` and for one whose tensors stay in host memory

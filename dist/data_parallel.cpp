@@ -36,14 +36,20 @@ double envDouble(const char* name, double fallback, double max) {
 
 }  // namespace
 
-DistOptions distOptionsFromEnv() {
+DistOptions distOptionsFromEnv(const DistOverrides& given) {
   DistOptions o;
-  o.collective_timeout_s = envDouble("FOLDFARM_COLLECTIVE_TIMEOUT", o.collective_timeout_s,
-                                     std::numeric_limits<double>::infinity());
-  if (const char* b = std::getenv("FOLDFARM_DIST_BACKEND"); b != nullptr && *b != '\0') {
+  o.collective_timeout_s = given.collective_timeout_s
+                               ? *given.collective_timeout_s
+                               : envDouble("FOLDFARM_COLLECTIVE_TIMEOUT", o.collective_timeout_s,
+                                           std::numeric_limits<double>::infinity());
+  if (given.backend) {
+    o.backend = *given.backend;
+  } else if (const char* b = std::getenv("FOLDFARM_DIST_BACKEND"); b != nullptr && *b != '\0') {
     o.backend = b;
   }
-  const double cap_mb = envDouble("FOLDFARM_BUCKET_CAP_MB", 25.0, kMaxBucketCapMb);
+  const double cap_mb = given.bucket_cap_mb
+                            ? *given.bucket_cap_mb
+                            : envDouble("FOLDFARM_BUCKET_CAP_MB", 25.0, kMaxBucketCapMb);
   o.buckets.bucket_cap_bytes = static_cast<std::size_t>(cap_mb * 1024.0 * 1024.0);
   return o;
 }

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/train/parallel.hpp"
@@ -28,8 +29,17 @@ struct DistOptions {
   BucketOptions buckets;
 };
 
-// Throws InputError naming the variable when a value is malformed.
-DistOptions distOptionsFromEnv();
+// Values given on the command line: each replaces its environment variable, which is then
+// not read (a malformed variable beside a given option is not an error).
+struct DistOverrides {
+  std::optional<double> collective_timeout_s;  // --collective-timeout
+  std::optional<std::string> backend;          // --dist-backend
+  std::optional<double> bucket_cap_mb;         // --bucket-cap-mb
+};
+
+// The environment's options less those `given`. Throws InputError naming the variable when a
+// value it reads is malformed.
+DistOptions distOptionsFromEnv(const DistOverrides& given = {});
 
 // `o` (the environment's, or the command line's over them) for a trainer on `device`: GPU
 // tensors are reduced by NCCL (`auto` picks it; MPI, which reduces host tensors, is refused,

@@ -52,15 +52,20 @@ void unfoldCommand(const UnfoldRequest& o) {
       throw InputError(option + " " + path + ": no such file; check the path");
     return std::filesystem::absolute(path).lexically_normal().string();
   };
-  const std::string init = o.init == "none" ? o.init : absolute("--init", o.init);
-  const nlohmann::json params = {{"mc", absolute("--mc", o.mc)},
-                                 {"data", absolute("--data", o.data)},
-                                 {"init", init},
-                                 {"replica", o.replica},
-                                 {"member", o.member},
-                                 {"campaign_seed", o.seed},
-                                 {"iterations", o.iterations},
-                                 {"config", config}};
+  // A path missing for one rank is missing for every rank of its node (one file system): the
+  // node's first rank says so (before: every rank printed it).
+  nlohmann::json params;
+  checkAlikeOnEveryRank(launch.local_rank, [&] {
+    const std::string init = o.init == "none" ? o.init : absolute("--init", o.init);
+    params = {{"mc", absolute("--mc", o.mc)},
+              {"data", absolute("--data", o.data)},
+              {"init", init},
+              {"replica", o.replica},
+              {"member", o.member},
+              {"campaign_seed", o.seed},
+              {"iterations", o.iterations},
+              {"config", config}};
+  });
   // 3. Alone: SingleProcessContext; under mpirun/mpiexec/srun: data-parallel (dist/).
   configureThreads(o.threads);
   installStopHandlers();

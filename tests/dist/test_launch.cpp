@@ -193,3 +193,32 @@ TEST(DistOptions, EnvironmentValuesOutOfRangeNameTheVariable) {
   EXPECT_TRUE(std::isinf(foldfarm::dist::distOptionsFromEnv().collective_timeout_s));
   unsetenv("FOLDFARM_COLLECTIVE_TIMEOUT");
 }
+
+// An option given on the command line replaces its variable, which is then not read: a
+// malformed one beside it is no error (before: `--bucket-cap-mb 10` with
+// FOLDFARM_BUCKET_CAP_MB=25MB in the job's environment was refused, naming the variable).
+TEST(DistOptions, AnOptionGivenReplacesItsVariableUnread) {
+  setenv("FOLDFARM_BUCKET_CAP_MB", "25MB", 1);
+  setenv("FOLDFARM_COLLECTIVE_TIMEOUT", "soon", 1);
+  setenv("FOLDFARM_DIST_BACKEND", "nccl", 1);
+  foldfarm::dist::DistOverrides given;
+  given.bucket_cap_mb = 10;
+  given.collective_timeout_s = 30;
+  given.backend = "mpi";
+  const foldfarm::dist::DistOptions o = foldfarm::dist::distOptionsFromEnv(given);
+  EXPECT_EQ(o.buckets.bucket_cap_bytes, size_t{10} << 20);
+  EXPECT_EQ(o.collective_timeout_s, 30);
+  EXPECT_EQ(o.backend, "mpi");
+  // Not given: the variable is read, and a malformed one refused.
+  given.bucket_cap_mb.reset();
+  EXPECT_THROW(foldfarm::dist::distOptionsFromEnv(given), foldfarm::InputError);
+  given.bucket_cap_mb = 10;
+  given.collective_timeout_s.reset();
+  EXPECT_THROW(foldfarm::dist::distOptionsFromEnv(given), foldfarm::InputError);
+  given.collective_timeout_s = 30;
+  given.backend.reset();
+  EXPECT_EQ(foldfarm::dist::distOptionsFromEnv(given).backend, "nccl");
+  unsetenv("FOLDFARM_BUCKET_CAP_MB");
+  unsetenv("FOLDFARM_COLLECTIVE_TIMEOUT");
+  unsetenv("FOLDFARM_DIST_BACKEND");
+}

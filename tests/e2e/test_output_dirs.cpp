@@ -174,7 +174,12 @@ TEST_F(OutputDirs, UnderMpirunAnErrorEveryRankFindsIsPrintedOnce) {
        dir_ + "/other_chain", "--replica", "0", "--member", "0"},
       {"generate", "--ckpt", dir_ + "/none", "--class", "0", "--jets", "4", "--out",
        dir_ + "/gen.h5"},
-      {"pretrain", "--data", dir_ + "/jets.h5", "--out", dir_ + "/foo", "--dist-backend", "foo"}};
+      {"pretrain", "--data", dir_ + "/jets.h5", "--out", dir_ + "/foo", "--dist-backend", "foo"},
+      // A path missing on the node: its first rank says so (before: each rank did).
+      {"unfold", "--mc", dir_ + "/missing_mc.h5", "--data", dir_ + "/data.h5", "--init", "none",
+       "--out", dir_ + "/no_mc", "--replica", "0", "--member", "0"},
+      {"unfold", "--mc", dir_ + "/mc.h5", "--data", dir_ + "/data.h5", "--init",
+       dir_ + "/missing_ckpt", "--out", dir_ + "/no_init", "--replica", "0", "--member", "0"}};
   // The state of a chain of other parameters, and a jets file with a NaN.
   fs::create_directories(dir_ + "/other_chain/state");
   std::ofstream(dir_ + "/other_chain/state/progress.json")
@@ -182,23 +187,25 @@ TEST_F(OutputDirs, UnderMpirunAnErrorEveryRankFindsIsPrintedOnce) {
   data::badfiles::writeBad(dir_ + "/nan.h5", "nan");
   std::ofstream(dir_ + "/syntax.json") << R"({"epochs": 2,})";
   std::ofstream(dir_ + "/decay.json") << R"({"train": {"weight_decay": 3}})";
-  const char* expected[] = {"epochs",
-                            "--epoch",
-                            "weight_decay",
-                            "'epochs'",
-                            "iterations",
-                            "missing.json",
-                            "not valid JSON",
-                            "finetune trains on one process",
-                            "--dist-backend nccl",
-                            "expected a jets file",
-                            "expected a jets file",
-                            "exclude each other",
-                            "nan.h5",
-                            "holds the state of a chain with different parameters",
-                            "generate samples on one process",
-                            "--dist-backend foo: not a data-parallel backend"};
-  static_assert(std::size(expected) == 16);
+  const std::string expected[] = {"epochs",
+                                  "--epoch",
+                                  "weight_decay",
+                                  "'epochs'",
+                                  "iterations",
+                                  "missing.json",
+                                  "not valid JSON",
+                                  "finetune trains on one process",
+                                  "--dist-backend nccl",
+                                  "expected a jets file",
+                                  "expected a jets file",
+                                  "exclude each other",
+                                  "nan.h5",
+                                  "holds the state of a chain with different parameters",
+                                  "generate samples on one process",
+                                  "--dist-backend foo: not a data-parallel backend",
+                                  "--mc " + dir_ + "/missing_mc.h5: no such file",
+                                  "--init " + dir_ + "/missing_ckpt: no such file"};
+  static_assert(std::size(expected) == 18);
   for (size_t i = 0; i < std::size(cases); ++i) {
     const ProcessResult r = underMpirun(cases[i]);
     EXPECT_FALSE(r.timedOut) << cases[i][0] << ": " << r.err;
