@@ -38,10 +38,8 @@ nlohmann::json readConfigFile(const std::string& path) {
 }
 
 void registerUnfold(CommandGroups& g) {
-  struct Opts {
-    std::string mc, data, init, out, config;
-    int replica = 0, member = 0, iterations = 4, threads = 0;
-    uint64_t seed = 1;
+  // The request as CLI11 fills it, with the options it parses into the request's functions.
+  struct Opts : ensembles::UnfoldRequest {
     dist::DistCli dist;  // --collective-timeout, --dist-backend, --bucket-cap-mb
     ChainDeviceCli device;
   };
@@ -72,17 +70,7 @@ void registerUnfold(CommandGroups& g) {
   o->dist.addTo(*cmd);
   o->device.addTo(*cmd);
   cmd->callback([o] {
-    ensembles::UnfoldRequest r;
-    r.mc = o->mc;
-    r.data = o->data;
-    r.init = o->init;
-    r.out = o->out;
-    r.config = o->config;
-    r.replica = o->replica;
-    r.member = o->member;
-    r.iterations = o->iterations;
-    r.threads = o->threads;
-    r.seed = o->seed;
+    ensembles::UnfoldRequest r = *o;
     r.apply_device_options = [o](nlohmann::json& config) { o->device.applyTo(config); };
     r.dist_options = [o] { return o->dist.resolve(); };
     ensembles::unfoldCommand(r);
