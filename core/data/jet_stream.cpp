@@ -174,12 +174,12 @@ void copyRow(const JetArrays& from, int64_t i, JetArrays& to, int64_t j) {
 
 // The batches of steps [first, last) of a segment from the window's rows (indices into them,
 // in draw order): sorted by extent when bucketing, cut into the steps' sizes, and the slices
-// of full size dealt to those steps in an order shuffled by (seed, epoch, segment, rank,
-// first).
+// of full size dealt to those steps in an order shuffled by (seed, epoch, segment, first),
+// alike on every rank.
 std::vector<std::vector<int64_t>> formWindowBatches(const std::vector<int64_t>& extents,
                                                     const SegmentPlan& plan, int64_t first,
                                                     int64_t last, const JetStreamOptions& o,
-                                                    int64_t epoch, int segment, int rank) {
+                                                    int64_t epoch, int segment) {
   const auto n = static_cast<int64_t>(extents.size());
   std::vector<int64_t> rows(static_cast<size_t>(n));
   std::iota(rows.begin(), rows.end(), int64_t{0});
@@ -199,9 +199,10 @@ std::vector<std::vector<int64_t>> formWindowBatches(const std::vector<int64_t>& 
     for (size_t k = 0; k < batches.size(); ++k)
       if (static_cast<int64_t>(batches[k].size()) == o.batch_size) same.push_back(k);
     std::vector<size_t> perm = same;
+    // The same order on every rank (rank 0's seed): the ranks' batches of a step hold the
+    // same place in their windows' multiplicity order, so none waits on another's longest.
     Rng rng(deriveSeed({o.seed, kPurposeBatchOrder, static_cast<uint64_t>(epoch),
-                        static_cast<uint64_t>(segment), static_cast<uint64_t>(rank),
-                        static_cast<uint64_t>(first)}));
+                        static_cast<uint64_t>(segment), 0, static_cast<uint64_t>(first)}));
     rng.shuffle(perm);
     std::vector<std::vector<int64_t>> shuffled = batches;
     for (size_t k = 0; k < same.size(); ++k) shuffled[same[k]] = batches[perm[k]];
@@ -332,7 +333,7 @@ std::vector<int64_t> replayDraws(const SegmentPlan& plan, const JetStreamOptions
   std::vector<int64_t> win;
   drawIds(s, o.buffer_jets, rowsOfSteps(plan, w0, std::min(S, w0 + W)), &win);
   const auto batches =
-      formWindowBatches(extents(win), plan, w0, std::min(S, w0 + W), o, epoch, segment, rank);
+      formWindowBatches(extents(win), plan, w0, std::min(S, w0 + W), o, epoch, segment);
   for (int64_t st = w0; st < steps; ++st)
     for (int64_t r : batches[static_cast<size_t>(st - w0)])
       out.push_back(win[static_cast<size_t>(r)]);
@@ -512,7 +513,7 @@ struct JetStream::Impl {
     for (int64_t k = 0; k < n; ++k)
       ext[static_cast<size_t>(k)] = extentOf(window.particle(k, 0), P);
     window_batches =
-        formWindowBatches(ext, plan, first, last, o, epoch, static_cast<int>(history.size()), rank);
+        formWindowBatches(ext, plan, first, last, o, epoch, static_cast<int>(history.size()));
     window_first_step = first;
   }
 };

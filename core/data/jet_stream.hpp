@@ -18,7 +18,8 @@
 //     slot (generator seeded by (seed, e, segment, r)) and refills that slot from the feed, or
 //     with the last slot once the feed is done. With bucketing, the rows of 16 steps are drawn
 //     at once, sorted by multiplicity, cut into that window's batches, and the batches are
-//     taken in a shuffled order, so that jets of a batch have similar multiplicity and the
+//     taken in a shuffled order (the same on every rank, so that the ranks' batches of a step
+//     have similar multiplicity), so that jets of a batch have similar multiplicity and the
 //     padding beyond the batch's longest jet can be dropped.
 // Each training row is therefore drawn exactly once per epoch over all ranks, and which rows
 // a rank has drawn by step s depends on row ids only. A run stopped at step s resumes by

@@ -205,10 +205,15 @@ JetBatch padBatch(const JetBatch& b, int64_t rows, int64_t cols) {
 namespace {
 
 // Batches of `mine` (rows of `set`, in order): with bucketing, windows of kBucketWindow
-// batches are sorted by extent and the batches shuffled by (seed, epoch, rank).
+// batches are sorted by extent and the batches shuffled by (seed, epoch). Every rank holds as
+// many rows and shuffles its batches alike, so at each step all ranks train on a batch of the
+// same size (the one short batch falls on the same step everywhere, and the gradient mean
+// over ranks weighs every jet alike) and of the same place in its window's extent order (no
+// rank waits on another's longest jets). The seed is the one rank 0 always had: a single
+// process's order is unchanged.
 std::vector<std::vector<int64_t>> batchRows(const JetTensors& set, std::vector<int64_t> mine,
                                             int64_t batch_size, uint64_t seed, int64_t epoch,
-                                            int rank, bool bucket) {
+                                            bool bucket) {
   const auto per_rank = static_cast<int64_t>(mine.size());
   std::vector<std::vector<int64_t>> batches;
   // A batch beyond the rows is all of them (and batch_size * kBucketWindow would overflow).
@@ -225,8 +230,7 @@ std::vector<std::vector<int64_t>> batchRows(const JetTensors& set, std::vector<i
       batches.emplace_back(it, it + std::min<int64_t>(batch_size, last - it));
   }
   if (bucket) {
-    std::mt19937_64 gb(deriveSeed(
-        {seed, 0x6275636bULL, static_cast<uint64_t>(epoch), static_cast<uint64_t>(rank)}));
+    std::mt19937_64 gb(deriveSeed({seed, 0x6275636bULL, static_cast<uint64_t>(epoch), 0}));
     std::shuffle(batches.begin(), batches.end(), gb);
   }
   return batches;
@@ -248,7 +252,7 @@ std::vector<std::vector<int64_t>> epochBatches(const JetTensors& set, int64_t ba
   std::shuffle(perm.begin(), perm.end(), g);
   const int64_t per_rank = n / world_size;
   std::vector<int64_t> mine(perm.begin() + rank * per_rank, perm.begin() + (rank + 1) * per_rank);
-  return batchRows(set, std::move(mine), batch_size, seed, epoch, rank, bucket);
+  return batchRows(set, std::move(mine), batch_size, seed, epoch, bucket);
 }
 
 std::vector<std::vector<int64_t>> shardEpochBatches(const JetTensors& set, int64_t batch_size,
@@ -264,7 +268,7 @@ std::vector<std::vector<int64_t>> shardEpochBatches(const JetTensors& set, int64
       {seed, 0x7368617264ULL, static_cast<uint64_t>(epoch), static_cast<uint64_t>(rank)}));
   std::shuffle(perm.begin(), perm.end(), g);
   perm.resize(static_cast<size_t>(rows_per_rank));
-  return batchRows(set, std::move(perm), batch_size, seed, epoch, rank, bucket);
+  return batchRows(set, std::move(perm), batch_size, seed, epoch, bucket);
 }
 
 std::vector<std::vector<int64_t>> evalBatches(const JetTensors& set, int64_t batch_size,

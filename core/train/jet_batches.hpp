@@ -9,7 +9,9 @@
 // rank r of W takes the r-th of W equal shards of floor(N/W) rows, so every rank runs the
 // same number of steps. With bucketing, rows are sorted by extent inside windows of
 // kBucketWindow batches and the batch order is shuffled: jets of similar multiplicity share
-// a batch and makeBatch() drops the padding columns beyond the batch's largest extent.
+// a batch and makeBatch() drops the padding columns beyond the batch's largest extent. The
+// batch order is the same permutation on every rank: at each step the ranks' batches have
+// the same size and the same place in their windows' extent order.
 #include <torch/types.h>
 
 #include <cstdint>

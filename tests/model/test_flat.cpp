@@ -381,6 +381,56 @@ TEST(Batches, RanksTakeDisjointEqualPartsOfOneGlobalShuffle) {
             rowsOf(epochBatches(set, 4, 7, 1, 0, 1, false)));
 }
 
+// Bucketed, every rank takes its batches in one order: at each step the ranks' batches have
+// the same size (the short one falls on the same step, so the gradient mean over ranks weighs
+// every jet alike) and come from the same window at the same place in its extent order (no
+// rank waits on another's longest jets). A single process's order is rank 0's.
+TEST(Batches, BucketedRanksTakeBatchesOfOneSizeAndWindowPlaceAtEachStep) {
+  const JetTensors set = jets(151, 5);
+  const auto extentOf = [&](int64_t row) { return set.extent[static_cast<size_t>(row)]; };
+  for (const bool sharded : {false, true}) {
+    for (const int world : {2, 3}) {
+      const int64_t batch = 4, per_rank = 151 / world, window = batch * kBucketWindow;
+      ASSERT_NE(per_rank % batch, 0) << "the test needs a short batch";
+      std::vector<std::vector<std::pair<int64_t, int64_t>>> places(static_cast<size_t>(world));
+      std::vector<std::vector<size_t>> sizes(static_cast<size_t>(world));
+      for (int rank = 0; rank < world; ++rank) {
+        const auto batchesOf = [&](bool bucket) {
+          return sharded ? shardEpochBatches(set, batch, 7, 1, rank, per_rank, bucket)
+                         : epochBatches(set, batch, 7, 1, rank, world, bucket);
+        };
+        // The rank's rows in their unbucketed order: window w is rows [w * window, ...).
+        std::vector<int64_t> mine;
+        for (const auto& b : batchesOf(false)) mine.insert(mine.end(), b.begin(), b.end());
+        ASSERT_EQ(static_cast<int64_t>(mine.size()), per_rank);
+        for (const auto& b : batchesOf(true)) {
+          sizes[static_cast<size_t>(rank)].push_back(b.size());
+          const auto at = std::find(mine.begin(), mine.end(), b.front()) - mine.begin();
+          const int64_t w = at / window;
+          // The batch's place in its window: how many of the window's rows sort before it.
+          std::vector<int64_t> win(mine.begin() + w * window,
+                                   mine.begin() + std::min(per_rank, (w + 1) * window));
+          std::stable_sort(win.begin(), win.end(),
+                           [&](int64_t x, int64_t y) { return extentOf(x) < extentOf(y); });
+          const auto first = std::find(win.begin(), win.end(), b.front()) - win.begin();
+          ASSERT_EQ(first % batch, 0) << "rank " << rank;
+          for (size_t k = 0; k < b.size(); ++k)
+            ASSERT_EQ(win[static_cast<size_t>(first) + k], b[k]) << "a batch is one slice";
+          places[static_cast<size_t>(rank)].emplace_back(w, first / batch);
+        }
+      }
+      for (int rank = 1; rank < world; ++rank) {
+        EXPECT_EQ(sizes[static_cast<size_t>(rank)], sizes[0])
+            << "rank " << rank << " of " << world << (sharded ? ", sharded" : "");
+        EXPECT_EQ(places[static_cast<size_t>(rank)], places[0])
+            << "rank " << rank << " of " << world << (sharded ? ", sharded" : "");
+      }
+      // The short batch is not always last (the order is shuffled).
+      EXPECT_NE(sizes[0].back(), static_cast<size_t>(per_rank % batch)) << world;
+    }
+  }
+}
+
 TEST(FixedShapes, PaddingRowsAndColumnsGiveTheSameLossAndGradients) {
   const JetTensors set = jets(20, 6);
   const JetBatch plain = makeBatch(set, allRows(13), true);
