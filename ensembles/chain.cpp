@@ -284,7 +284,7 @@ ClassifierFitOptions stepFitOptions(const ChainConfig& c, uint64_t seed, const s
 }
 
 data::FeatureStats chainFeatureStats(const ChainConfig& c, const Checkpoint* init,
-                                     const std::vector<const data::JetArrays*>& samples) {
+                                     const std::vector<StatsSample>& samples) {
   if (c.feature_stats == "jetclass") return data::FeatureStats::jetClass();
   if (c.feature_stats == "zjets") return data::FeatureStats::zJets();
   if (c.feature_stats == "checkpoint") return init ? init->meta.stats : data::FeatureStats::zJets();
@@ -295,9 +295,12 @@ data::FeatureStats chainFeatureStats(const ChainConfig& c, const Checkpoint* ini
   for (int f = 0; f < data::kNumJetFeatures; ++f) {
     double sum = 0, sum2 = 0;
     int64_t n = 0;
-    for (const data::JetArrays* a : samples)
-      for (int64_t i = 0; i < a->n; ++i) {
-        const double v = a->jet(i)[f];
+    for (const StatsSample& sample : samples)
+      for (int64_t i = 0; i < sample.jets->n; ++i) {
+        if (sample.pass != nullptr && !sample.pass->empty() &&
+            (*sample.pass)[static_cast<size_t>(i)] == 0)
+          continue;
+        const double v = sample.jets->jet(i)[f];
         if (!std::isfinite(v)) continue;
         sum += v;
         sum2 += v * v;
@@ -812,7 +815,8 @@ void ChainRun::prepare() {
                         data_capped_ ? "max_data_events" : nullptr);
   fixEventWeights();
   member_seed_ = memberSeed(spec_.campaign_seed, spec_.replica, spec_.member);
-  stats_ = chainFeatureStats(cfg_, in_.init.get(), {&mc_.reco, &mc_.gen});
+  stats_ = chainFeatureStats(cfg_, in_.init.get(),
+                             {{&mc_.reco, &mc_.pass_reco}, {&mc_.gen, &mc_.pass_gen}});
   pet_cfg_ = in_.init ? in_.init->meta.config
                       : applyPetOverrides(petPreset(cfg_.preset), cfg_.model, "chain config");
   checkWarmFrom();

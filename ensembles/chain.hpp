@@ -184,10 +184,18 @@ data::JetArrays step1TrainingSet(const data::UnfoldArrays& mc, const data::Unfol
 ClassifierFitOptions stepFitOptions(const ChainConfig& c, uint64_t seed, const std::string& label,
                                     torch::Device device = torch::Device(torch::kCPU));
 
+// Jets whose statistics a chain measures: those of `jets` that `pass` flags (empty or null:
+// all of them).
+struct StatsSample {
+  const data::JetArrays* jets = nullptr;
+  const std::vector<uint8_t>* pass = nullptr;
+};
 // Feature statistics of a chain's classifiers (ChainConfig::feature_stats); "auto" measures
-// the jet statistics on `samples` (a chain: the MC's reco and gen jets).
+// the jet statistics on `samples` (a chain: the MC's reco jets of the events that pass the
+// reco selection and its gen jets of those that pass the gen one, the jets its steps train
+// on: a failing event's jet may be zeros, which would shift the mean and widen the spread).
 data::FeatureStats chainFeatureStats(const ChainConfig& c, const Checkpoint* init,
-                                     const std::vector<const data::JetArrays*>& samples);
+                                     const std::vector<StatsSample>& samples);
 
 // Where a chain with keep_models keeps the models of iteration `iteration`, step `step`.
 std::string stepModelsDir(const std::string& chain_dir, int iteration, int step);

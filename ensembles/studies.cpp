@@ -49,7 +49,8 @@ json runWarmstartStudy(const WarmstartStudyOptions& o, const std::string& out_di
     mc = mc.slice(0, o.config.max_mc_events);
   if (o.config.max_data_events > 0 && o.config.max_data_events < dat.n())
     dat = dat.slice(0, o.config.max_data_events);
-  const data::FeatureStats stats = chainFeatureStats(o.config, &ck, {&mc.reco, &mc.gen});
+  const data::FeatureStats stats =
+      chainFeatureStats(o.config, &ck, {{&mc.reco, &mc.pass_reco}, {&mc.gen, &mc.pass_gen}});
   std::vector<double> w_mc(static_cast<size_t>(mc.n())), w_data(static_cast<size_t>(dat.n()));
   for (int64_t i = 0; i < mc.n(); ++i) w_mc[i] = mc.weight(i);
   for (int64_t i = 0; i < dat.n(); ++i) w_data[i] = dat.weight(i);
@@ -187,7 +188,7 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
       train.weights.assign(static_cast<size_t>(train.n), 1.0f);
       const uint64_t mk = static_cast<uint64_t>(m) * 1000 + static_cast<uint64_t>(k);
       PetClassifier clf(cfg, deriveSeed({o.seed, 0x1A17, mk}),
-                        chainFeatureStats(o.config, ck.get(), {&all}));
+                        chainFeatureStats(o.config, ck.get(), {{&all}}));
       if (ck)
         logInfo("member {} fold {}: warm start: {}", m, k, warmStart(clf.model(), *ck).summary());
       FitResult fit =

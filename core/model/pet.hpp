@@ -16,7 +16,10 @@
 // with one group over the jet's real particles and channels; a kNN neighbour that is
 // padding (jets with <= K real particles) is left out of the neighbour mean instead of
 // contributing padding; feature dropout (per jet, features >= feature_dropout_from) is
-// active in training only.
+// active in training only, and the kNN local blocks see the dropped features too.
+// OmniLearn's TF body drops them on the encoding's input alone and gives its kNN blocks the
+// undropped features, so its local blocks never meet a jet without them, which is what the
+// dropout is for (data sets that lack those features: fine-tuning on them feeds zeros).
 //
 // Thread-safety: a Pet is used by one thread at a time.
 #include <torch/nn/module.h>

@@ -932,3 +932,46 @@ TEST_F(ChainTest, InterruptedStepEnsembleResumesToIdenticalWeights) {
   ASSERT_EQ(runChainTask(p, cut.string()), 0);
   EXPECT_EQ(push(ref), push(cut));
 }
+
+// feature_stats "auto" measures the jets the steps train on: the reco jets of the events that
+// pass the reco selection and the gen jets of those that pass the gen one. A file may hold
+// zeros for a failing event's jet; measured with them, the mean moved and the spread widened.
+TEST(ChainFeatureStats, AutoMeasuresTheJetsOfTheEventsThatPassTheirSelection) {
+  data::SynthConfig c = data::SynthConfig::unfoldDefaults(data::Tune::kSim);
+  c.P = 16;
+  data::UnfoldArrays u = data::synthUnfold(c, 5, 0, 300);
+  u.pass_reco.assign(static_cast<size_t>(u.n()), 1);
+  u.pass_gen.assign(static_cast<size_t>(u.n()), 1);
+  std::vector<int64_t> reco_rows, gen_rows;
+  for (int64_t i = 0; i < u.n(); ++i) {
+    if (i % 4 == 1) {  // fails reco, its reco jet zeros
+      u.pass_reco[static_cast<size_t>(i)] = 0;
+      std::fill(u.reco.jet(i), u.reco.jet(i) + data::kNumJetFeatures, 0.0f);
+    } else {
+      reco_rows.push_back(i);
+    }
+    if (i % 7 == 3) {
+      u.pass_gen[static_cast<size_t>(i)] = 0;
+      std::fill(u.gen.jet(i), u.gen.jet(i) + data::kNumJetFeatures, 0.0f);
+    } else {
+      gen_rows.push_back(i);
+    }
+  }
+  ChainConfig cfg;
+  ASSERT_EQ(cfg.feature_stats, "auto");
+  const data::FeatureStats got =
+      chainFeatureStats(cfg, nullptr, {{&u.reco, &u.pass_reco}, {&u.gen, &u.pass_gen}});
+  // The same as the statistics of the passing jets alone, in one set.
+  data::JetArrays passing = u.reco.subset(reco_rows);
+  passing.append(u.gen.subset(gen_rows));
+  const data::FeatureStats want = chainFeatureStats(cfg, nullptr, {{&passing}});
+  // With the failing events' zeros: another mean and a wider spread of the mass.
+  const data::FeatureStats with_zeros = chainFeatureStats(cfg, nullptr, {{&u.reco}, {&u.gen}});
+  for (int f = 0; f < data::kNumJetFeatures; ++f) {
+    EXPECT_FLOAT_EQ(got.jet_mean[static_cast<size_t>(f)], want.jet_mean[static_cast<size_t>(f)])
+        << f;
+    EXPECT_FLOAT_EQ(got.jet_std[static_cast<size_t>(f)], want.jet_std[static_cast<size_t>(f)]) << f;
+  }
+  EXPECT_LT(with_zeros.jet_mean[0], 0.9f * got.jet_mean[0]) << "pT";
+  EXPECT_GT(with_zeros.jet_std[2], 1.1f * got.jet_std[2]) << "mass";
+}
