@@ -17,6 +17,7 @@
 #include "core/base/log.hpp"
 #include "core/base/output_lock.hpp"
 #include "core/base/text.hpp"
+#include "core/base/utf8.hpp"
 #include "jobs/cancel_request.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/task_execution.hpp"
@@ -373,7 +374,28 @@ Campaign::Campaign(std::string dir, CampaignSpec spec, CampaignJournal journal, 
     : dir_(std::move(dir)),
       spec_(std::move(spec)),
       journal_(std::move(journal)),
-      lock_(std::move(lock)) {}
+      lock_(std::move(lock)) {
+  struct stat st {};
+  if (::stat((dir_ + "/" + kJournalFile).c_str(), &st) == 0) {
+    journal_dev_ = static_cast<unsigned long long>(st.st_dev);
+    journal_ino_ = static_cast<unsigned long long>(st.st_ino);
+  }
+}
+
+void Campaign::requireJournalInPlace() const {
+  const std::string path = dir_ + "/" + kJournalFile;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 &&
+      static_cast<unsigned long long>(st.st_dev) == journal_dev_ &&
+      static_cast<unsigned long long>(st.st_ino) == journal_ino_)
+    return;
+  throw Error(path +
+              ": the journal this run recorded in is no longer there (the campaign directory was "
+              "moved or renamed, or the journal deleted or replaced, while the run went on): "
+              "tasks may have written their outputs under the old path; run `foldfarm campaign "
+              "repair <its path now> --force` (its journal then agrees with the task results "
+              "on disk), then `foldfarm campaign resume <its path now>`");
+}
 
 std::string taskDirOf(const std::string& campaign_dir, const std::string& task_id) {
   return campaign_dir + "/tasks/" + task_id;
@@ -515,6 +537,19 @@ Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) 
                      ": already exists and is no campaign (a file, or a directory `campaign "
                      "init` did not make); choose a new --dir: init makes it");
   }
+  // The journal and the task parameters record paths in JSON, which holds UTF-8 only: a
+  // campaign at a path of other bytes could be made but never run (each run failed on it).
+  const auto requireUtf8 = [&](const std::string& path, const std::string& what) {
+    const std::string absolute = std::filesystem::absolute(path).string();
+    if (const size_t at = invalidUtf8At(absolute); at != std::string::npos)
+      throw InputError(path + ": " + what + " is not valid UTF-8 (byte " + std::to_string(at) +
+                       " of " + absolute +
+                       "); the campaign records its paths in JSON: move it, or the directories "
+                       "above it, to names in UTF-8");
+  };
+  requireUtf8(dir, "the campaign directory's path");
+  for (const auto& [key, path] : spec_in.inputs)
+    requireUtf8(path, "the path of input '" + key + "'");
   // Its parent must exist (init makes D alone): said before the inputs are read.
   requireOutputDirectory(dir);
   // What every input is now: the tasks check their files against it before they run.

@@ -224,6 +224,11 @@ class Campaign {
   // Slurm element that finished since the last submitter round: done, not cancelled).
   // Returns how many were cancelled.
   int cancel(const std::string& reason);
+  // Error when D/journal.sqlite is no longer the file this Campaign opened: the campaign
+  // directory was moved or renamed, or the journal deleted or replaced, while a run went on.
+  // What the run recorded is then not at D (a deleted journal: nowhere), and tasks may have
+  // written their outputs under D's old path; a run that ends must not say "done".
+  void requireJournalInPlace() const;
 
  private:
   Campaign(std::string dir, CampaignSpec spec, CampaignJournal journal, Fd lock);
@@ -232,6 +237,8 @@ class Campaign {
   CampaignSpec spec_;
   CampaignJournal journal_;
   Fd lock_;  // orchestrator.lock, flocked while this writer lives; none when read-only
+  // The journal file's identity (st_dev, st_ino) when it was opened.
+  unsigned long long journal_dev_ = 0, journal_ino_ = 0;
 };
 
 // Runs one task in this process and writes its task_result.json atomically; never touches the

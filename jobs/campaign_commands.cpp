@@ -146,6 +146,7 @@ int runCommand(const std::string& dir, const std::string& executor_in, const Run
     if (options.before_run) options.before_run(dir);
     Campaign c = Campaign::open(dir, Campaign::Access::kWriter);
     RunSummary s = runLocal(c, options);
+    c.requireJournalInPlace();
     printSummary(dir, s);
     return exitCodeFor(s);
   }

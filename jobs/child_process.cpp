@@ -24,7 +24,7 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv,
   // The worker starts with its stop signals held: a Ctrl-C (the terminal's, to the whole
   // group) while it loads (LibTorch: seconds on a busy node) reaches its stop handler once it
   // has one, instead of killing it (kSignalsHeldEnv).
-  o.extraEnv.push_back(std::string(kSignalsHeldEnv) + "=1");
+  o.extraEnv.push_back(signalsHeldValue());
   o.signalMask = heldSignalSet();
   o.defaultSignals = false;
   o.stdinFd = to_child.read.get();

@@ -37,11 +37,8 @@ int main(int argc, char** argv) {
   ensurePassiveOpenMpWait(argv);
   installTemporaryFileCleanup();  // Ctrl-C or scancel leaves no half-written file behind
   // A stop that came while `foldfarm` handed over, said now; a campaign's worker releases
-  // them itself once its stop handlers are in place.
-  if (std::getenv(kSignalsHeldEnv) != nullptr)
-    ::unsetenv(kSignalsHeldEnv);
-  else
-    releaseHeldSignals();
+  // them itself once its stop handlers are in place (started by its parent with them held).
+  takeSignalsHeldForParent();
   app::TopLevel top;
   app::CommandGroups groups = top.groups();
   app::registerDataCommands(groups);

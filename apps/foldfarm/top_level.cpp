@@ -1,8 +1,10 @@
 #include "apps/foldfarm/top_level.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 #include <thread>
@@ -154,6 +156,26 @@ std::string fullDiskAdvice(const std::string& what) {
 }  // namespace
 
 int TopLevel::run(int argc, char** argv, const ErrorText& text) {
+  const int code = runCommandLine(argc, argv, text);
+  // What the command printed reached its standard output, or the exit status says it did
+  // not (a full disk, /dev/full): `foldfarm ... --json > x.json && use x.json` must not go
+  // on with an empty file. A reader that went away (EPIPE) is no error, nor a standard output
+  // closed by the caller (EBADF: `>&-` asks for no output).
+  errno = 0;
+  const bool flushed = std::fflush(stdout) == 0;
+  const int err = errno;
+  if (flushed && std::ferror(stdout) == 0) return code;
+  if (err == EPIPE || err == EBADF) return code;
+  // A write that failed before (a large output) left ferror set but not its errno.
+  const std::string msg =
+      err != 0 ? "writing the standard output: " + std::string(std::strerror(err))
+               : "writing the standard output failed: what it holds is incomplete (a full disk "
+                 "or quota, `df -h`; or the file size limit, `ulimit -f`)";
+  std::fprintf(stderr, "foldfarm: error: %s%s\n", msg.c_str(), fullDiskAdvice(msg).c_str());
+  return code == kExitOk ? kExitFailure : code;
+}
+
+int TopLevel::runCommandLine(int argc, char** argv, const ErrorText& text) {
   cli::checkIntegerOptions(app_);
   try {
     initLogging(log_level_);

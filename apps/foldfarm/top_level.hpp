@@ -35,9 +35,12 @@ class TopLevel {
   // Parses argv and runs the command it names; returns the process's exit status. Call once,
   // after every command is registered. Under mpirun/srun every rank parses the same command
   // line: rank 0 alone reports a bad one.
+  // The standard output is flushed at the end: a write to it that failed (a full disk) is
+  // an error (exit 1) naming it.
   int run(int argc, char** argv, const ErrorText& text);
 
  private:
+  int runCommandLine(int argc, char** argv, const ErrorText& text);
   CLI::App app_;
   CLI::App* bench_ = nullptr;
   CLI::App* study_ = nullptr;

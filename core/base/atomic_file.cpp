@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -151,6 +152,10 @@ void removeLiveTemporaryFiles() noexcept {
 }
 
 void installTemporaryFileCleanup() {
+  // A write beyond the file size limit (`ulimit -f`) fails with EFBIG and is said, with the
+  // file, as any failed write is, instead of ending the process silently with its temporary
+  // half-written (SIGXFSZ's default).
+  ::signal(SIGXFSZ, SIG_IGN);
   for (int s : {SIGINT, SIGTERM, SIGHUP}) {
     struct sigaction old {};
     if (::sigaction(s, nullptr, &old) != 0 || old.sa_handler == SIG_IGN) continue;  // nohup, &
@@ -176,6 +181,18 @@ void holdSignalsAcrossExec(sigset_t* held) {
 void releaseHeldSignals() {
   const sigset_t set = heldSignalSet();
   ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+}
+
+std::string signalsHeldValue() {
+  return std::string(kSignalsHeldEnv) + "=" + std::to_string(::getpid());
+}
+
+bool takeSignalsHeldForParent() {
+  const char* v = std::getenv(kSignalsHeldEnv);
+  const bool ours = v != nullptr && *v != '\0' && std::to_string(::getppid()) == v;
+  if (v != nullptr) ::unsetenv(kSignalsHeldEnv);
+  if (!ours) releaseHeldSignals();
+  return ours;
 }
 
 void restoreSignalMask(const sigset_t& mask) {

@@ -52,7 +52,8 @@ void removeLiveTemporaryFiles() noexcept;
 // For SIGINT, SIGTERM and SIGHUP not ignored at start: a handler that removes the live
 // temporary files, then ends the process by the same signal (its default action). Commands
 // that stop cooperatively (installStopHandlers) replace it for SIGINT and SIGTERM and
-// unwind instead, which removes them too.
+// unwind instead, which removes them too. SIGXFSZ is ignored: a write beyond `ulimit -f`
+// fails (EFBIG) and is an error naming its file, its temporary removed as for a full disk.
 void installTemporaryFileCleanup();
 
 // SIGINT, SIGTERM and SIGHUP held (blocked) across an exec: a process loading a large
@@ -67,9 +68,18 @@ void restoreSignalMask(const sigset_t& mask);
 sigset_t heldSignalSet();
 // In the environment of a process started with the signals held until its own stop handlers
 // are in place (a campaign's worker: releaseHeldSignals() after installStopHandlers(), so that
-// a Ctrl-C while it loads stops it as one while it works). Its main leaves them held and
-// removes the variable (its own children start as usual).
+// a Ctrl-C while it loads stops it as one while it works). Its value is the pid of the process
+// that started it (signalsHeldValue()); its main leaves them held only when that is its parent
+// (takeSignalsHeldForParent), and removes the variable (its own children start as usual).
 inline constexpr const char* kSignalsHeldEnv = "FOLDFARM_SIGNALS_HELD";
+// "FOLDFARM_SIGNALS_HELD=<this process's pid>", for the environment of a child it starts with
+// the signals held.
+std::string signalsHeldValue();
+// At the start of main: removes kSignalsHeldEnv and returns true when it names this process's
+// parent (the process that started it with the signals held, which stay held for it to
+// release); otherwise releases them and returns false. A variable set by hand, or inherited
+// from a process that is not the parent (any value: "1", "0", empty), leaves nothing blocked.
+bool takeSignalsHeldForParent();
 
 // Whether `name` (a file name without directory) has the form of an AtomicFile temporary,
 // "<name>.tmp.<host>.<pid>.<n>" (or "<name>.tmp.<pid>.<n>", as earlier versions named them).

@@ -15,7 +15,13 @@ inline bool saysDiskFull(const std::string& what) {
 
 // "; the disk or your quota is full (`df -h`, ...): free space, then <then>" when `what`
 // says so, else "".
+// For a write beyond the file size limit ("File too large": `ulimit -f`, which foldfarm
+// meets as an error instead of dying of SIGXFSZ), "; a file reached the file size limit ...".
 inline std::string fullDiskAdvice(const std::string& what, const std::string& then) {
+  if (what.find("File too large") != std::string::npos)
+    return "; a file reached the largest size allowed (`ulimit -f`, or the file system's "
+           "limit): raise the limit, then " +
+           then;
   if (!saysDiskFull(what)) return "";
   return "; the disk or your quota is full (`df -h`, `df -i` for files, `quota`): free space, "
          "then " +

@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -7,11 +9,13 @@
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/full_disk.hpp"
 #include "core/base/process.hpp"
 #include "tests/support/scratch_dir.hpp"
 
@@ -326,4 +330,69 @@ TEST(AtomicFile, TemporariesLeftUnderADirectoryAreRemoved) {
   EXPECT_THROW(removeTemporaryFilesUnder((d / "absent").string()), Error);
   fs::remove_all(d);
   fs::remove_all(outside);
+}
+
+// FOLDFARM_SIGNALS_HELD leaves the stop signals held only for a process that its parent
+// started with them held (the variable names the parent's pid). Set by hand, with any value,
+// it blocked SIGINT, SIGTERM and SIGHUP for the whole command: a pretraining ignored Ctrl-C,
+// scancel and preemption and trained to its end.
+TEST(SignalsHeld, OnlyAVariableNamingTheParentKeepsTheStopSignalsHeld) {
+  sigset_t before;
+  ::sigprocmask(SIG_SETMASK, nullptr, &before);
+  const auto blocked = [] {
+    sigset_t now;
+    ::sigprocmask(SIG_SETMASK, nullptr, &now);
+    return sigismember(&now, SIGINT) == 1 && sigismember(&now, SIGTERM) == 1 &&
+           sigismember(&now, SIGHUP) == 1;
+  };
+  for (const std::string& value :
+       std::vector<std::string>{"1", "0", "", std::to_string(::getpid())}) {
+    holdSignalsAcrossExec();
+    ASSERT_TRUE(blocked());
+    ::setenv(kSignalsHeldEnv, value.c_str(), 1);
+    EXPECT_FALSE(takeSignalsHeldForParent()) << "'" << value << "'";
+    EXPECT_FALSE(blocked()) << "'" << value << "'";
+    EXPECT_EQ(std::getenv(kSignalsHeldEnv), nullptr);
+  }
+  holdSignalsAcrossExec();
+  ::setenv(kSignalsHeldEnv, std::to_string(::getppid()).c_str(), 1);
+  EXPECT_TRUE(takeSignalsHeldForParent());
+  EXPECT_TRUE(blocked()) << "held for this process to release";
+  EXPECT_EQ(std::getenv(kSignalsHeldEnv), nullptr);
+  ::sigprocmask(SIG_SETMASK, &before, nullptr);
+  EXPECT_EQ(signalsHeldValue(), "FOLDFARM_SIGNALS_HELD=" + std::to_string(::getpid()));
+}
+
+// A write beyond the file size limit (`ulimit -f`) is an error naming the file and the limit,
+// with the temporary removed and the file before it kept (before: SIGXFSZ ended the process
+// with no message, its temporary half-written).
+TEST(AtomicFile, AWriteBeyondTheFileSizeLimitIsAnErrorThatKeepsTheFileBeforeIt) {
+  const fs::path d = tempDir() / "fsize";
+  fs::create_directories(d);
+  const std::string target = (d / "bands.h5").string();
+  writeFileAtomic(target, "before");
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    installTemporaryFileCleanup();
+    const struct rlimit limit { 64 * 1024, 64 * 1024 };
+    if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) ::_exit(3);
+    try {
+      writeFileAtomic(target, std::string(1 << 20, 'x'));
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      const bool says = what.find(target) != std::string::npos &&
+                        what.find("File too large") != std::string::npos &&
+                        fullDiskAdvice(what, "again").find("ulimit -f") != std::string::npos;
+      ::_exit(says ? 0 : 4);
+    }
+    ::_exit(5);
+  }
+  ASSERT_GT(pid, 0);
+  int st = 0;
+  ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(WIFEXITED(st)) << "ended by signal " << WTERMSIG(st);
+  EXPECT_EQ(WEXITSTATUS(st), 0) << "3: setrlimit, 4: the message, 5: no error";
+  EXPECT_EQ(readFile(target), "before");
+  for (const auto& entry : fs::directory_iterator(d))
+    EXPECT_EQ(entry.path().string(), target) << "left behind";
 }

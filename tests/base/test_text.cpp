@@ -6,6 +6,7 @@
 
 #include "core/base/process.hpp"
 #include "core/base/text.hpp"
+#include "core/base/utf8.hpp"
 
 using namespace foldfarm;
 
@@ -29,4 +30,16 @@ TEST(ShellWord, TheShellReadsItBackByteForByte) {
     ASSERT_TRUE(r.ok()) << r.describeFailure();
     EXPECT_EQ(r.out, s);
   }
+}
+
+TEST(Utf8, TheFirstInvalidByteIsFound) {
+  EXPECT_EQ(invalidUtf8At("/scratch/run 1"), std::string_view::npos);
+  EXPECT_EQ(invalidUtf8At("/scratch/\xc3\xa9t\xc3\xa9/\xe2\x82\xac/\xf0\x9f\x98\x80"),
+            std::string_view::npos);
+  EXPECT_EQ(invalidUtf8At("camp\xff"), 4u);
+  EXPECT_EQ(invalidUtf8At("ab\xc3"), 2u);            // cut short
+  EXPECT_EQ(invalidUtf8At("\xc0\xaf"), 0u);          // overlong '/'
+  EXPECT_EQ(invalidUtf8At("x\xed\xa0\x80"), 1u);     // a surrogate
+  EXPECT_EQ(invalidUtf8At("\xf4\x90\x80\x80"), 0u);  // beyond U+10FFFF
+  EXPECT_EQ(invalidUtf8At("a\x80"), 1u);             // a lone continuation byte
 }

@@ -248,10 +248,14 @@ TEST_F(FrontEnd, ACommandHandedOverKeepsItsProcessItsArgumentsAndItsSignals) {
       const int fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
-      if (*policy == '\0')
+      if (*policy == '\0') {
         ::unsetenv("OMP_WAIT_POLICY");
-      else
+      } else {
         ::setenv("OMP_WAIT_POLICY", policy, 1);
+        // Set by hand (or left by a worker's environment): the stop signals are not held for
+        // it (before: any value kept SIGINT, SIGTERM and SIGHUP blocked for the whole run).
+        ::setenv("FOLDFARM_SIGNALS_HELD", "0", 1);
+      }
       ::execl(FOLDFARM_BINARY, FOLDFARM_BINARY, "--log-level", "warn", "campaign", command.c_str(),
               camp.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
@@ -280,6 +284,29 @@ TEST_F(FrontEnd, ACommandHandedOverKeepsItsProcessItsArgumentsAndItsSignals) {
     EXPECT_EQ(WEXITSTATUS(st), 75) << "interrupted, to resume: " << foldfarm::readFile(err);
     EXPECT_NE(foldfarm::readFile(err).find("campaign resume"), std::string::npos)
         << foldfarm::readFile(err);
+  }
+}
+
+// Output that cannot be written (a full disk, /dev/full) is an error naming the standard
+// output, whichever binary ran the command (before: exit 0 and an empty file, so
+// `foldfarm ... --json > x.json && use x.json` went on with nothing).
+TEST_F(FrontEnd, StandardOutputThatCannotBeWrittenIsAnError) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"campaign", "status", dir_ + "/chains", "--json"},
+        std::vector<std::string>{"data", "inspect", dir_ + "/sim.h5", "--json"},
+        std::vector<std::string>{"model", "info", "--preset", "tiny", "--json"}}) {
+    // sh -c 'exec "$0" "$@" > /dev/full' FOLDFARM ARGS...
+    std::vector<std::string> args{"-c", "exec \"$0\" \"$@\" > /dev/full", FOLDFARM_BINARY};
+    args.insert(args.end(), command.begin(), command.end());
+    const ProcessResult r = run("/bin/sh", args);
+    EXPECT_EQ(r.exitCode, 1) << command[0] << " " << command[1] << "\n" << r.err;
+    EXPECT_EQ(errorLines(r.err), 1) << r.err;
+    // The system's words when the last write failed; a failed write before it is said too.
+    EXPECT_NE(r.err.find("foldfarm: error: writing the standard output"), std::string::npos)
+        << r.err;
+    // The same command into a file that takes it succeeds.
+    EXPECT_TRUE(run(FOLDFARM_BINARY, command).ok()) << command[0] << " " << command[1];
   }
 }
 

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
 #include "core/base/stop_signal.hpp"
@@ -332,7 +333,7 @@ TEST(ChildProcess, AWorkerStartsWithItsStopSignalsHeld) {
   const unsigned long long blocked = std::stoull(status.substr(at + 7), nullptr, 16);
   for (const int sig : {SIGINT, SIGTERM, SIGHUP})
     EXPECT_NE(blocked & (1ULL << (sig - 1)), 0u) << "signal " << sig << " in " << status;
-  EXPECT_NE(outputOf({"/usr/bin/env"}).find("FOLDFARM_SIGNALS_HELD=1"), std::string::npos);
+  EXPECT_NE(outputOf({"/usr/bin/env"}).find(signalsHeldValue() + "\n"), std::string::npos);
 }
 
 // A worker that cannot be started is an error naming it and why (before: "exit 127" of a
@@ -920,6 +921,50 @@ TEST_F(LocalExecutor, AnInputReplacedSinceInitIsRefusedUntilRestored) {
       EXPECT_EQ(t.attempts, 1) << "a finished task is not run again";
     }
   }
+}
+
+// A journal deleted while a run goes on (or a campaign directory moved or renamed under it):
+// the run ends with an error that says so and how to mend it, not "done" with exit 0 (before:
+// it recorded on in the deleted file, and said every task done).
+TEST_F(LocalExecutor, AJournalThatIsNoLongerThereWhenTheRunEndsIsAnErrorNotDone) {
+  const pid_t pid = startSleepingRun(6, 0.5);
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"})
+    fs::remove(dir_ + "/journal.sqlite" + suffix);
+  EXPECT_EQ(waitExit(pid), kExitFailure) << readText(scratch_ + "/run.err");
+  const std::string err = readText(scratch_ + "/run.err");
+  EXPECT_NE(err.find(dir_ + "/journal.sqlite: the journal this run recorded in is no longer there"),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("campaign repair"), std::string::npos) << err;
+  EXPECT_EQ(readText(scratch_ + "/run.out").find("done 6"), std::string::npos)
+      << readText(scratch_ + "/run.out");
+  // The repair the message names rebuilds it from the results; the campaign then finishes.
+  ASSERT_EQ(runTool({"repair", dir_}, scratch_, "repair").exit_code, 0);
+  ASSERT_EQ(runTool({"resume", dir_}, scratch_, "resume").exit_code, 0);
+  Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+  EXPECT_EQ(c.counts()[TaskState::kDone], 6);
+}
+
+TEST_F(LocalExecutor, ACampaignMovedWhileItIsOpenIsNoticed) {
+  init(json{{"task", "noop"}, {"replicas", 2}, {"resources", {{"cpu_slots", 1}}}});
+  Campaign c = Campaign::open(dir_);
+  EXPECT_NO_THROW(c.requireJournalInPlace());
+  fs::rename(dir_, dir_ + ".moved");
+  EXPECT_THROW(c.requireJournalInPlace(), Error);
+  fs::rename(dir_ + ".moved", dir_);
+  EXPECT_NO_THROW(c.requireJournalInPlace()) << "the same file, back in place";
+}
+
+// A campaign directory whose path is not UTF-8 is refused by `campaign init`, naming it (before:
+// init made it, and every run then ended with "internal error: [json.exception...]" and
+// counted one more attempt of a task that never ran).
+TEST_F(LocalExecutor, ACampaignPathThatIsNotUtf8IsRefusedAtInit) {
+  const std::string bad = scratch_ + "/camp\xff";
+  const std::string spec = writeSpec(scratch_, json{{"task", "noop"}, {"replicas", 1}});
+  ToolRun r = runTool({"init", spec, "--dir", bad}, scratch_, "init-utf8");
+  EXPECT_EQ(r.exit_code, kExitBadInput) << r.err;
+  EXPECT_NE(r.err.find("is not valid UTF-8"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(bad));
 }
 
 }  // namespace
