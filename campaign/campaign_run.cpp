@@ -8,6 +8,7 @@
 
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
+#include "core/base/process.hpp"
 #include "core/base/text.hpp"
 #include "dist/launch.hpp"
 #include "ensembles/campaign_aggregate.hpp"
@@ -77,6 +78,9 @@ void checkAggregatable(const std::string& dir) {
   if (frozen.kind != "chain")
     throw InputError(dir + ": --aggregate needs a campaign of chain tasks (this one runs '" +
                      frozen.kind + "')");
+  // The aggregation draws its figures in a temporary directory: a TMPDIR that cannot hold one
+  // is said now, before any task runs (before: after all of them, at the aggregation).
+  TempDir probe("foldfarm-aggregate");
 }
 
 void initCommand(const std::string& spec_path, const std::string& dir) {

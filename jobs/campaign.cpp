@@ -415,17 +415,25 @@ SupersededOutputs::SupersededOutputs(std::string campaign_dir)
 void SupersededOutputs::move(const std::string& from, const std::string& name) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  if (moved_to_.empty()) {
-    fs::create_directories(aside_, ec);
-    if (ec) throw Error(aside_ + ": cannot create the directory: " + ec.message());
-    fs::copy_file(dir_ + "/spec.json", aside_ + "/spec.json", ec);
-    if (ec) throw Error(aside_ + "/spec.json: cannot copy the campaign's spec: " + ec.message());
+  // A first move that fails leaves no D/superseded/<time>-<pid>/ behind (a spec copy beside
+  // nothing it was made under); later ones keep what moved before them.
+  const bool first = moved_to_.empty();
+  try {
+    if (first) {
+      fs::create_directories(aside_, ec);
+      if (ec) throw Error(aside_ + ": cannot create the directory: " + ec.message());
+      fs::copy_file(dir_ + "/spec.json", aside_ + "/spec.json", ec);
+      if (ec) throw Error(aside_ + "/spec.json: cannot copy the campaign's spec: " + ec.message());
+    }
+    const std::string to = aside_ + "/" + name;
+    fs::create_directories(fs::path(to).parent_path(), ec);
+    if (ec) throw Error(to + ": cannot create its directory: " + ec.message());
+    renameDurable(from, to);
     moved_to_ = aside_;
+  } catch (...) {
+    if (first) fs::remove_all(aside_, ec);  // best effort: the error says what failed
+    throw;
   }
-  const std::string to = aside_ + "/" + name;
-  fs::create_directories(fs::path(to).parent_path(), ec);
-  if (ec) throw Error(to + ": cannot create its directory: " + ec.message());
-  renameDurable(from, to);
 }
 
 bool aggregateHoldsOutputs(const std::string& campaign_dir) {

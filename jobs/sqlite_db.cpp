@@ -70,8 +70,8 @@ SqliteDb::SqliteDb(const std::string& path, Mode mode) : path_(path) {
     const std::string msg = sqliteMessage(db_, rc, nullptr);
     if (db_) sqlite3_close(db_);
     db_ = nullptr;
-    // SQLite takes paths of at most 512 bytes (made absolute, symbolic links resolved; its
-    // -wal name 4 more).
+    // SQLite takes paths of at most 512 bytes (made absolute, symbolic links resolved), its
+    // side files' too: the rollback journal's name is 8 bytes more ("-journal").
     std::string absolute = path;
     if (!path.empty() && path[0] != '/') {
       char cwd[4096];
@@ -85,9 +85,9 @@ SqliteDb::SqliteDb(const std::string& path, Mode mode) : path_(path) {
       }
     }
     throw Error(path + ": cannot open the campaign journal: " + msg +
-                (absolute.size() + 4 > 512
+                (absolute.size() + 8 > 512
                      ? " (its absolute path is " + std::to_string(absolute.size()) +
-                           " bytes; SQLite takes at most 508 here: move the campaign to a "
+                           " bytes; SQLite takes at most 504 here: move the campaign to a "
                            "shorter path)"
                      : " (check the campaign directory and its permissions)"));
   }

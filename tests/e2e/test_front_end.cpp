@@ -310,6 +310,24 @@ TEST_F(FrontEnd, StandardOutputThatCannotBeWrittenIsAnError) {
   }
 }
 
+// `campaign run --aggregate` with a TMPDIR that cannot hold the aggregation's temporary
+// directory is refused before any task runs, naming it (before: every task ran first, and
+// the aggregation failed at the end).
+TEST_F(FrontEnd, ARunThatWouldAggregateChecksTmpdirBeforeAnyTaskRuns) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
+  const std::string camp = dir_ + "/tmpdir_chains";
+  ASSERT_TRUE(
+      run(FOLDFARM_BINARY, {"campaign", "init", dir_ + "/chains.json", "--dir", camp}).ok());
+  const ProcessResult r = run("/usr/bin/env", {"TMPDIR=" + dir_ + "/no-such-dir", FOLDFARM_BINARY,
+                                               "campaign", "run", camp, "--aggregate"});
+  EXPECT_EQ(r.exitCode, 1) << r.err;
+  EXPECT_EQ(errorLines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("TMPDIR=" + dir_ + "/no-such-dir"), std::string::npos) << r.err;
+  const ProcessResult s = run(FOLDFARM_BINARY, {"campaign", "status", camp, "--json"});
+  ASSERT_TRUE(s.ok()) << s.err;
+  EXPECT_EQ(json::parse(s.out).at("counts").at("pending"), 2) << "no task ran";
+}
+
 // A stop that comes while `foldfarm` hands a command over (foldfarm-torch loading LibTorch,
 // most of a second) is held across the exec and said once its handlers are in place (before:
 // the process died of it silently).

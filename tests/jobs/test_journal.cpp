@@ -9,12 +9,14 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/journal.hpp"
+#include "jobs/sqlite_db.hpp"
 #include "jobs/status_report.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
@@ -512,6 +514,43 @@ TEST_F(CampaignDir, OneWriterAtATime) {
   EXPECT_THROW(Campaign::open(dir_), Error);
   { Campaign gone = std::move(moved); }
   EXPECT_NO_THROW(Campaign::open(dir_));
+}
+
+// A journal path that SQLite cannot take with its side files (its "-journal" name 8 bytes
+// more than the path, 512 at most) is said as too long, with the limit that holds (before:
+// paths of 505 to 508 bytes got "check the campaign directory and its permissions").
+TEST(SqliteDb, AJournalPathTooLongForItsSideFilesIsSaidSo) {
+  namespace fs = std::filesystem;
+  const fs::path base =
+      fs::canonical(fs::temp_directory_path()) / ("ff_long_journal_" + std::to_string(::getpid()));
+  fs::remove_all(base);
+  // Directories of 50 bytes, then one that brings the file's absolute path to `length`.
+  const auto pathOf = [&](size_t length) {
+    std::string dir = base.string();
+    const std::string file = "/journal.sqlite";
+    while (dir.size() + 51 + 20 + file.size() < length) dir += "/" + std::string(50, 'd');
+    dir += "/" + std::string(length - dir.size() - 1 - file.size(), 'e');
+    fs::create_directories(dir);
+    return dir + file;
+  };
+  const std::string fits = pathOf(504);
+  ASSERT_EQ(fits.size(), 504u);
+  EXPECT_NO_THROW(SqliteDb(fits, SqliteDb::Mode::kCreate).exec("CREATE TABLE t (x)"));
+  for (const size_t length : {505, 506, 508}) {
+    const std::string path = pathOf(length);
+    ASSERT_EQ(path.size(), length);
+    try {
+      SqliteDb db(path, SqliteDb::Mode::kCreate);
+      db.exec("CREATE TABLE t (x)");
+      ADD_FAILURE() << length << " bytes opened";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("its absolute path is " + std::to_string(length) +
+                                           " bytes; SQLite takes at most 504 here"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  fs::remove_all(base);
 }
 
 }  // namespace

@@ -967,5 +967,34 @@ TEST_F(LocalExecutor, ACampaignPathThatIsNotUtf8IsRefusedAtInit) {
   EXPECT_FALSE(fs::exists(bad));
 }
 
+// A first move into D/superseded/ that fails (a rename refused: `retry --task` in a directory
+// it cannot write) leaves no D/superseded/<time>-<pid>/ behind (before: a spec copy and an
+// empty tasks/ per failed retry); a later failure keeps what moved before it.
+TEST_F(LocalExecutor, AFailedFirstMoveAsideLeavesNoSupersededDirectory) {
+  init(json{{"task", "noop"}, {"replicas", 2}, {"resources", {{"cpu_slots", 1}}}});
+  const auto entries = [&] {
+    std::error_code ec;
+    int n = 0;
+    for (auto it = fs::directory_iterator(dir_ + "/superseded", ec);
+         !ec && it != fs::directory_iterator(); ++it)
+      ++n;
+    return n;
+  };
+  {
+    SupersededOutputs aside(dir_);
+    EXPECT_THROW(aside.move(dir_ + "/tasks/nothing-here", "tasks/nothing-here"), Error);
+    EXPECT_EQ(aside.path(), "");
+    EXPECT_EQ(entries(), 0);
+  }
+  fs::create_directories(dir_ + "/tasks/r0000m0");
+  SupersededOutputs aside(dir_);
+  aside.move(dir_ + "/tasks/r0000m0", "tasks/r0000m0");
+  ASSERT_NE(aside.path(), "");
+  EXPECT_THROW(aside.move(dir_ + "/tasks/nothing-here", "tasks/nothing-here"), Error);
+  EXPECT_TRUE(fs::is_directory(aside.path() + "/tasks/r0000m0"));
+  EXPECT_TRUE(fs::exists(aside.path() + "/spec.json"));
+  EXPECT_EQ(entries(), 1);
+}
+
 }  // namespace
 }  // namespace foldfarm::jobs
