@@ -16,7 +16,8 @@ using namespace foldfarm::slurm::testing;
 namespace {
 
 // A directory whose name a shell would misread in every way we can think of.
-const char* kHostileName = "d i r 'q' \"dq\" $(touch INJECTED) `touch INJECTED2`; touch INJECTED3 #";
+const char* kHostileName =
+    "d i r 'q' \"dq\" $(touch INJECTED) `touch INJECTED2`; touch INJECTED3 #";
 
 void writeExecutable(const std::string& path, const std::string& text) {
   std::ofstream(path) << text;
@@ -50,7 +51,9 @@ class SlurmCluster : public ::testing::Test {
 // reach the program byte for byte, and nothing a shell would have run did run.
 TEST_F(SlurmCluster, HostileNamesAndPathsAreNotInjected) {
   const std::string fake = dir_ + "/fake foldfarm";
-  writeExecutable(fake, "#!/bin/bash\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > \"$(dirname \"$0\")/argv.$SLURM_PROCID\"\n");
+  writeExecutable(fake,
+                  "#!/bin/bash\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > \"$(dirname "
+                  "\"$0\")/argv.$SLURM_PROCID\"\n");
   SbatchResources r;
   r.jobName = std::string("job ") + kHostileName;
   r.output = dir_ + "/out %j.txt";
@@ -58,14 +61,16 @@ TEST_F(SlurmCluster, HostileNamesAndPathsAreNotInjected) {
   r.foldfarm = fake;
   r.time = "2";
   r.signalGraceSeconds = 30;
-  const std::vector<std::string> args = {"--data", "a b; touch INJECTED4", "$(touch INJECTED5)", "it's \"x\""};
+  const std::vector<std::string> args = {"--data", "a b; touch INJECTED4", "$(touch INJECTED5)",
+                                         "it's \"x\""};
   const std::string script = dir_ + "/pretrain.sbatch";
   std::ofstream(script) << renderPretrainScript(r, args);
   SubmittedJob job = client_.submit(script);
   ProcessResult name = runProcess({"squeue", "-h", "-t", "all", "-j", job.jobId, "-o", "%j"});
   EXPECT_EQ(name.out, r.jobName + "\n");
   waitForJob(client_, job.jobId, 60);
-  EXPECT_EQ(showJobField(job.jobId, "JobState"), "COMPLETED") << slurp(dir_ + "/out " + job.jobId + ".txt");
+  EXPECT_EQ(showJobField(job.jobId, "JobState"), "COMPLETED")
+      << slurp(dir_ + "/out " + job.jobId + ".txt");
 
   std::string expected = "pretrain\n--threads\n1\n";
   for (const auto& a : args) expected += a + "\n";
@@ -82,14 +87,19 @@ TEST_F(SlurmCluster, HostileNamesAndPathsAreNotInjected) {
   }
 }
 
-// USR1 to the batch shell (what --signal=B:USR1@grace sends) reaches the worker running in
-// the background at once; the worker's 75 becomes the job's exit code.
+// USR1 to the batch shell (what --signal=B:USR1@grace sends) reaches the workers running in
+// the background at once; their 75 becomes the job's exit code. The fake worker stops on USR1
+// and on TERM alike, as foldfarm does (core/base/stop_signal.hpp): srun's --kill-on-bad-exit
+// sends TERM to the ranks still running when the first one exits 75, and a rank that meets
+// that TERM before its USR1 must still exit 75 (the job then ended 143 now and then).
 TEST_F(SlurmCluster, Usr1IsForwardedToWorkersAndExit75Propagates) {
   const std::string fake = dir_ + "/worker";
   writeExecutable(fake,
                   "#!/bin/bash\n"
-                  "trap 'echo stopped > \"$(dirname \"$0\")/stopped\"; exit 75' USR1\n"
-                  "touch \"$(dirname \"$0\")/started\"\n"
+                  "d=\"$(dirname \"$0\")\"\n"
+                  "trap 'echo USR1 > \"$d/stopped.$SLURM_PROCID\"; exit 75' USR1\n"
+                  "trap 'echo TERM > \"$d/stopped.$SLURM_PROCID\"; exit 75' TERM\n"
+                  "touch \"$d/started.$SLURM_PROCID\"\n"
                   "for i in $(seq 1 600); do sleep 0.1; done\nexit 0\n");
   SbatchResources r;
   r.jobName = "usr1";
@@ -98,16 +108,25 @@ TEST_F(SlurmCluster, Usr1IsForwardedToWorkersAndExit75Propagates) {
   const std::string script = dir_ + "/pilot.sbatch";
   std::ofstream(script) << renderPilotScript(r, dir_);
   SubmittedJob job = client_.submit(script);
+  // The pilot of one node runs 2 ranks (rank 0 dispatches beside the task slot).
+  auto bothStarted = [&] {
+    return std::filesystem::exists(dir_ + "/started.0") &&
+           std::filesystem::exists(dir_ + "/started.1");
+  };
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!std::filesystem::exists(dir_ + "/started") && std::chrono::steady_clock::now() < deadline) {
+  while (!bothStarted() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  ASSERT_TRUE(std::filesystem::exists(dir_ + "/started")) << slurp(dir_ + "/out.txt");
+  ASSERT_TRUE(bothStarted()) << slurp(dir_ + "/out.txt");
   auto t0 = std::chrono::steady_clock::now();
   ASSERT_TRUE(runProcess({"scancel", "--batch", "--signal=USR1", job.jobId}).ok());
   waitForJob(client_, job.jobId, 30);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(15));
-  EXPECT_EQ(slurp(dir_ + "/stopped"), "stopped\n");
+  // Every rank stopped; the first to stop did so on the forwarded USR1.
+  const std::string s0 = slurp(dir_ + "/stopped.0"), s1 = slurp(dir_ + "/stopped.1");
+  EXPECT_TRUE(s0 == "USR1\n" || s0 == "TERM\n") << s0;
+  EXPECT_TRUE(s1 == "USR1\n" || s1 == "TERM\n") << s1;
+  EXPECT_TRUE(s0 == "USR1\n" || s1 == "USR1\n") << s0 << s1;
   EXPECT_EQ(showJobField(job.jobId, "ExitCode"), "75:0") << slurp(dir_ + "/out.txt");
 }
 
