@@ -174,6 +174,7 @@ int runCommand(const std::string& dir, const std::string& executor_in, const Run
       dist::MpiRuntime::abortJob(kExitFailure);
     }
     if (rank != 0) return 0;
+    if (!s.journal_gone.empty()) throw Error(s.journal_gone);
     printSummary(dir, s);
     return exitCodeFor(s);
   }

@@ -68,6 +68,9 @@ struct RunSummary {
   // Not empty: a task failed because a recorded input changed while the campaign ran (the
   // input and how), and no further task was started (every one would fail alike).
   std::string halted;
+  // Not empty (the MPI pilot's rank 0): the journal the run recorded in is no longer the
+  // campaign's (moved, deleted or replaced meanwhile); the error to end the command with.
+  std::string journal_gone;
 };
 
 // Local executor. Requires a writer Campaign. Runs until no task is pending/running or a

@@ -544,6 +544,14 @@ RunSummary runMpi(const std::string& campaign_dir, const RunOptions& options) {
                               : "every task has ended all the same (`foldfarm campaign status " +
                                     shellWord(campaign_dir) + "`)"));
   }
+  // As a local run's end: records that went into a journal deleted or moved meanwhile are not
+  // the campaign's. Said by runCommand after the pilot, whose ranks then finalise MPI as after
+  // any run (an error thrown here would end the job by MPI_Abort).
+  try {
+    campaign.requireJournalInPlace();
+  } catch (const Error& e) {
+    s.journal_gone = e.what();
+  }
   return s;
 }
 

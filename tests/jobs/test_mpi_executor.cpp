@@ -182,6 +182,55 @@ TEST(MpiExecutor, ACancelRequestEndsThePilotWithTheRestCancelled) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+// The journal deleted while the pilot runs: the records of its end went into a file that is no
+// longer the campaign's, so `campaign run` ends with the error that names repair and resume,
+// not "done" (as a local run does), and every rank finalises MPI as after any run.
+TEST(MpiExecutor, AJournalThatIsNoLongerThereWhenThePilotEndsIsAnErrorNotDone) {
+  registerTestTaskKinds();
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::string dir;
+  if (rank == 0) {
+    dir = makeScratchDir("mpi_journal_gone") + "/c";
+    const json spec{
+        {"name", "mpi-journal-gone"},   {"task", "sleep"},   {"replicas", 8},
+        {"params", {{"seconds", 0.2}}}, {"executor", "mpi"}, {"resources", {{"cpu_slots", 1}}}};
+    Campaign::init(parseCampaignSpec(spec, "spec", dir + "/.."), dir);
+  }
+  dir = broadcastString(dir);
+  std::thread remover;
+  if (rank == 0) {
+    remover = std::thread([dir] {
+      int mismatched = 0;
+      for (int i = 0; i < 600 && countResultFiles(dir + "/tasks", mismatched) < 2; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      for (const char* suffix : {"", "-wal", "-shm", "-journal"})
+        std::filesystem::remove(dir + "/journal.sqlite" + suffix);
+    });
+  }
+  RunOptions opt;
+  opt.worker_argv = {FF_JOBS_TOOL, "worker"};
+  opt.show_progress = false;
+  opt.heartbeat_s = 0.2;
+  if (rank == 0) {
+    try {
+      runCommand(dir, "mpi", opt);
+      ADD_FAILURE() << "the pilot said done with its journal deleted";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(dir + "/journal.sqlite: the journal this run recorded in is no longer "
+                               "there"),
+                std::string::npos)
+          << msg;
+      EXPECT_NE(msg.find("campaign repair"), std::string::npos) << msg;
+    }
+    remover.join();
+  } else {
+    EXPECT_EQ(runCommand(dir, "mpi", opt), 0);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 // An input replaced since `campaign init`: every rank of the pilot refuses with the same one
 // line (rank 0 checks, the others hear it: no rank left waiting in a collective) and no task
 // runs; restored as it was, the pilot runs the campaign.
