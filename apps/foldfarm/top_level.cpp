@@ -13,6 +13,7 @@
 #include "core/base/error.hpp"
 #include "core/base/full_disk.hpp"
 #include "core/base/log.hpp"
+#include "core/base/utf8.hpp"
 #include "dist/launch.hpp"
 
 namespace foldfarm::app {
@@ -177,6 +178,21 @@ int TopLevel::run(int argc, char** argv, const ErrorText& text) {
 
 int TopLevel::runCommandLine(int argc, char** argv, const ErrorText& text) {
   cli::checkIntegerOptions(app_);
+  // Paths and names go into JSON (journals, summaries, --json) and HDF5 attributes, which hold
+  // UTF-8 only: an argument of other bytes is refused before anything is written (before: a
+  // pretrain --out of such a name wrote its model, then failed printing its summary).
+  for (int k = 1; k < argc; ++k) {
+    const std::string_view arg(argv[k]);
+    if (const size_t at = invalidUtf8At(arg); at != std::string_view::npos) {
+      if (launchRank() == 0)
+        std::fprintf(stderr,
+                     "foldfarm: error: argument %d, '%s', is not valid UTF-8 (its byte %zu): "
+                     "foldfarm records paths and names in JSON and HDF5, which hold UTF-8 only; "
+                     "rename the file or directory to a name in UTF-8\n",
+                     k, escapeInvalidUtf8(arg).c_str(), at + 1);
+      return kExitBadInput;
+    }
+  }
   try {
     initLogging(log_level_);
     app_.parse(argc, argv);

@@ -1,6 +1,7 @@
 #pragma once
 // UTF-8 validation: paths and text that JSON records must be UTF-8.
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace foldfarm {
@@ -38,6 +39,26 @@ inline size_t invalidUtf8At(std::string_view s) {
     i += len;
   }
   return std::string_view::npos;
+}
+
+// `s` with each byte that is not part of valid UTF-8 written as \xNN: printable in a message.
+inline std::string escapeInvalidUtf8(std::string_view s) {
+  static const char* const kHex = "0123456789abcdef";
+  std::string out;
+  while (!s.empty()) {
+    const size_t at = invalidUtf8At(s);
+    if (at == std::string_view::npos) {
+      out += s;
+      break;
+    }
+    out += s.substr(0, at);
+    const auto b = static_cast<unsigned char>(s[at]);
+    out += "\\x";
+    out += kHex[b >> 4];
+    out += kHex[b & 0xFu];
+    s.remove_prefix(at + 1);
+  }
+  return out;
 }
 
 }  // namespace foldfarm

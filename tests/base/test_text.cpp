@@ -43,3 +43,10 @@ TEST(Utf8, TheFirstInvalidByteIsFound) {
   EXPECT_EQ(invalidUtf8At("\xf4\x90\x80\x80"), 0u);  // beyond U+10FFFF
   EXPECT_EQ(invalidUtf8At("a\x80"), 1u);             // a lone continuation byte
 }
+
+TEST(Utf8, InvalidBytesAreWrittenAsEscapes) {
+  EXPECT_EQ(escapeInvalidUtf8("/scratch/\xc3\xa9t\xc3\xa9"), "/scratch/\xc3\xa9t\xc3\xa9");
+  EXPECT_EQ(escapeInvalidUtf8("camp\xff"), "camp\\xff");
+  EXPECT_EQ(escapeInvalidUtf8("\xc0\xaf/a\xc3"), "\\xc0\\xaf/a\\xc3");
+  EXPECT_EQ(escapeInvalidUtf8(""), "");
+}

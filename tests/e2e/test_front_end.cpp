@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/atomic_file.hpp"
+#include "core/base/exit_codes.hpp"
 #include "core/base/process.hpp"
 #include "tests/support/run_child.hpp"
 
@@ -307,6 +308,24 @@ TEST_F(FrontEnd, StandardOutputThatCannotBeWrittenIsAnError) {
         << r.err;
     // The same command into a file that takes it succeeds.
     EXPECT_TRUE(run(FOLDFARM_BINARY, command).ok()) << command[0] << " " << command[1];
+  }
+}
+
+// An argument that is not UTF-8 is refused before anything is written, by the command of either
+// binary, naming it with its bytes escaped (before: `pretrain --out` of such a name wrote the
+// model, then failed printing its JSON summary; login commands failed on it in their JSON).
+TEST_F(FrontEnd, AnArgumentThatIsNotUtf8IsRefusedBeforeAnythingIsWritten) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
+  const std::string bad = dir_ + "/model\xff";
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"pretrain", "--data", dir_ + "/sim.h5", "--out", bad},
+        std::vector<std::string>{"campaign", "status", bad, "--json"}}) {
+    const ProcessResult r = run(FOLDFARM_BINARY, command);
+    EXPECT_EQ(r.exitCode, foldfarm::kExitBadInput) << command[0] << "\n" << r.err;
+    EXPECT_EQ(errorLines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("'" + dir_ + "/model\\xff', is not valid UTF-8"), std::string::npos)
+        << r.err;
+    EXPECT_FALSE(fs::exists(bad)) << command[0];
   }
 }
 
