@@ -21,8 +21,8 @@ class DistCli {
     timeout_ = app.add_option("--collective-timeout", timeout_s_,
                               "Seconds a collective may take before every rank that can still "
                               "act stops with exit code 3 naming the late ranks (env "
-                              "FOLDFARM_COLLECTIVE_TIMEOUT; default 600)")
-                   ->check(cli::kPositive);
+                              "FOLDFARM_COLLECTIVE_TIMEOUT; default 600; inf: never)")
+                   ->check(cli::kPositiveOrInfinite);
     backend_ =
         app.add_option("--dist-backend", backend_name_,
                        "Data-parallel backend: auto, nccl or mpi (env FOLDFARM_DIST_BACKEND)");

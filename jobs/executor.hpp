@@ -31,6 +31,10 @@
 
 namespace foldfarm::jobs {
 
+// The longest --lost-after in seconds: 1e6, 11 days; a deadline of now plus it must fit the
+// steady clock's count of nanoseconds.
+inline constexpr double kMaxLostAfterS = 1e6;
+
 struct RunOptions {
   // argv that starts a worker process speaking the worker protocol on stdin/stdout, e.g.
   // {"/path/to/foldfarm", "worker"}. Empty: this executable's path + "worker".
@@ -38,7 +42,7 @@ struct RunOptions {
   int slots = 0;               // override the spec's slots (0: from the spec)
   bool show_progress = true;   // bar on a terminal, log lines otherwise
   double heartbeat_s = 1.0;    // mpi: worker ranks' heartbeat period
-  double lost_after_s = 30.0;  // mpi: a rank silent this long is lost
+  double lost_after_s = 30.0;  // mpi: a rank silent this long is lost (at most kMaxLostAfterS)
   int max_worker_restarts = 100;
   // `campaign retry`: tasks in these states (failed, cancelled) go back to pending once the
   // run holds the journal (rank 0 of a pilot), before it dispatches.

@@ -110,9 +110,10 @@ void addRunOptions(CLI::App* c, RunArgs& a) {
       ->check(cli::between(0, jobs::kMaxSlotsPerNode));
   c->add_option("--lost-after", a.lost_after,
                 "mpi: seconds without a heartbeat after which a rank is lost (fenced; the "
-                "pilot ends with exit 3 naming it once the rest is done)")
+                "pilot ends with exit 3 naming it once the rest is done; at most 1e6)")
       ->capture_default_str()
-      ->check(cli::kPositive);
+      ->check(cli::kPositive)
+      ->check(cli::between(0, jobs::kMaxLostAfterS));
   addAggregateFlag(*c, a.aggregate);
 }
 

@@ -24,7 +24,8 @@ inline CLI::Validator numberCheck(bool strict, const std::string& wanted, const 
   return CLI::Validator(
       [strict, wanted](std::string& in) -> std::string {
         double v = 0;
-        if (!CLI::detail::lexical_cast(in, v) || std::isnan(v) || (strict ? !(v > 0) : !(v >= 0)))
+        if (!CLI::detail::lexical_cast(in, v) || !std::isfinite(v) ||
+            (strict ? !(v > 0) : !(v >= 0)))
           return "must be " + wanted + ", not " + in;
         return {};
       },
@@ -93,9 +94,18 @@ inline void checkIntegerOptions(CLI::App& app) {
     checkIntegerOptions(*sub);
 }
 
-// > 0 (NaN refused).
+// > 0 and finite (NaN, inf and 1e309 refused: a time, a count or a rate of that is none).
 inline const CLI::Validator kPositive = detail::numberCheck(true, "a positive number", "POSITIVE");
-// >= 0 (NaN refused).
+// > 0, infinity included ("inf": never, for a timeout whose clock arithmetic is in double).
+inline const CLI::Validator kPositiveOrInfinite = CLI::Validator(
+    [](std::string& in) -> std::string {
+      double v = 0;
+      if (!CLI::detail::lexical_cast(in, v) || !(v > 0))
+        return "must be a positive number (inf: never), not " + in;
+      return {};
+    },
+    "POSITIVE");
+// >= 0 and finite.
 inline const CLI::Validator kNonNegative =
     detail::numberCheck(false, "a number >= 0", "NONNEGATIVE");
 

@@ -62,6 +62,21 @@ TEST(IntegerOptions, NumbersBeyondTheTypeOrOfTheWrongSignAreRefused) {
   }
 }
 
+// A positive or non-negative number is finite: "inf" and "1e309" (strtod's infinity) are
+// refused (before: --lost-after inf, --poll 1e309 were taken, and a deadline of now + inf
+// seconds overflows the clock's integer count).
+TEST(NumberOptions, PositiveAndNonNegativeNumbersAreFinite) {
+  for (const auto& check : {kPositive, kNonNegative}) {
+    for (std::string bad : {"inf", "-inf", "1e309", "nan", "-1", "x"}) {
+      EXPECT_FALSE(check(bad).empty()) << bad;
+    }
+    for (std::string good : {"1", "0.5", "1e300"}) EXPECT_EQ(check(good), "") << good;
+  }
+  std::string zero = "0";
+  EXPECT_FALSE(kPositive(zero).empty());
+  EXPECT_EQ(kNonNegative(zero), "");
+}
+
 TEST(IntegerOptions, NumbersWithinTheTypeAreReadAsWrittenInDecimal) {
   Values v;
   ASSERT_EQ(parse({"--seed", "18446744073709551615", "--jets", "-9223372036854775808", "--steps",

@@ -629,6 +629,11 @@ TEST_F(BadInputs, CommandLine) {
   // More local slots than a node has (before: slot state for 2^31 - 1 workers was allocated
   // until the kernel's OOM killer ended the run).
   expectCleanFailure({"campaign", "run", p("no_campaign"), "--slots", "2147483647"}, "--slots");
+  // A rank never lost, or lost after 10^10 s: the pilot's shutdown deadline, now plus that in
+  // the clock's nanoseconds, overflowed (before: accepted).
+  for (const char* value : {"inf", "1e10"})
+    expectCleanFailure({"campaign", "run", p("no_campaign"), "--lost-after", value},
+                       "--lost-after");
   // Training options no run can use: refused with the option's name before anything is
   // read (before: a held-out fraction above 1 ended in "internal error: cannot create
   // std::vector larger than max_size()", and lr_factor 0 trained the body at lr / 0).
