@@ -31,4 +31,9 @@ function(ff_add_test)
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
     ENVIRONMENT "OMPI_MCA_rmaps_base_oversubscribe=1;OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1"
     SKIP_RETURN_CODE 77)
+  # One local Slurm node (scripts/slurm-local.sh, as many CPUs as the machine) for every `slurm`
+  # test: never two at once, or one's jobs wait for the other's and pass their deadlines.
+  if("slurm" IN_LIST T_LABELS)
+    set_property(TEST ${T_NAME} APPEND PROPERTY RESOURCE_LOCK foldfarm_local_slurm)
+  endif()
 endfunction()

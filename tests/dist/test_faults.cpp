@@ -113,7 +113,9 @@ TEST(DistFaults, StalledRankIsNamedAndJobEndsWithPeerLost) {
   ASSERT_EQ(resultCode(dir, 0), 3) << log;
   const std::string msg = slurp(dir / "result.0");
   EXPECT_NE(msg.find("late or lost: rank 1 ("), std::string::npos) << msg;
-  EXPECT_LT(secs, 25.0) << "the survivor must give up after the 4 s timeout\n" << log;
+  // Without the timeout the survivor waits for the stopped rank until launch's 2 minutes; the
+  // bound leaves a loaded machine its start-up (mpirun, LibTorch twice: about 6 s here).
+  EXPECT_LT(secs, 100.0) << "the survivor must give up after the 4 s timeout\n" << log;
   fs::remove_all(dir);
 }
 
@@ -133,7 +135,9 @@ TEST(DistFaults, KilledRankIsNamedBySurvivorWithinTimeout) {
   EXPECT_FALSE(fs::exists(dir / "result.1"));
   const std::string msg = slurp(dir / "result.0");
   EXPECT_NE(msg.find("late or lost: rank 1 ("), std::string::npos) << msg;
-  EXPECT_LT(secs, 25.0) << "the survivor must give up after the 4 s timeout\n" << log;
+  // Without the timeout the survivor waits for the stopped rank until launch's 2 minutes; the
+  // bound leaves a loaded machine its start-up (mpirun, LibTorch twice: about 6 s here).
+  EXPECT_LT(secs, 100.0) << "the survivor must give up after the 4 s timeout\n" << log;
   fs::remove_all(dir);
 }
 
@@ -158,7 +162,7 @@ TEST(DistFaults, AnErrorOnOneRankEndsTheOthersAtOnceWithItsExitCode) {
   EXPECT_NE(msg.find("its error: rank 1 met a bad input at step 5"), std::string::npos) << msg;
   EXPECT_EQ(msg.find("did not finish within"), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(dir / "final.pt"));
-  EXPECT_LT(secs, 30.0) << "rank 0 must end when rank 1 leaves, not at the timeout\n" << log;
+  EXPECT_LT(secs, 100.0) << "rank 0 must end when rank 1 leaves, not at the 600 s timeout\n" << log;
   fs::remove_all(dir);
 }
 
@@ -180,7 +184,7 @@ TEST(DistFaults, AnErrorNotToldStillEndsTheOthersAtOnceAsAnError) {
   EXPECT_NE(msg.find("rank 1 ("), std::string::npos) << msg;
   EXPECT_NE(msg.find("ended with exit 1"), std::string::npos) << msg;
   EXPECT_NE(msg.find("see that rank's output"), std::string::npos) << msg;
-  EXPECT_LT(secs, 30.0) << log;
+  EXPECT_LT(secs, 100.0) << "not at the 600 s timeout\n" << log;
   fs::remove_all(dir);
 }
 

@@ -23,8 +23,10 @@ inline void ensureLocalCluster() {
   static bool ready = false;
   if (ready) return;
   ProcessOptions o;
-  o.timeout = std::chrono::seconds(90);
-  ProcessResult r = runProcess({std::string(FOLDFARM_SOURCE_DIR) + "/scripts/slurm-local.sh", "start"}, o);
+  // A start-up limit (free when the start is quick): a cold machine under load takes long.
+  o.timeout = std::chrono::seconds(300);
+  ProcessResult r =
+      runProcess({std::string(FOLDFARM_SOURCE_DIR) + "/scripts/slurm-local.sh", "start"}, o);
   if (r.exitCode == 77) {
     std::fprintf(stderr, "SKIPPED: no local Slurm cluster here: %s\n", r.err.c_str());
     std::exit(77);
@@ -33,16 +35,37 @@ inline void ensureLocalCluster() {
   ready = true;
 }
 
-// Polls squeue until every element of `jobId` is finished or forgotten.
+// Polls squeue until every element of `jobId` is finished or forgotten. A squeue that fails
+// (slurmctld busy: "Socket timed out") is asked again until the deadline.
 inline void waitForJob(const SlurmClient& client, const std::string& jobId, int timeoutS) {
   auto end = std::chrono::steady_clock::now() + std::chrono::seconds(timeoutS);
+  std::string last_error;
   while (std::chrono::steady_clock::now() < end) {
     bool live = false;
-    for (const auto& j : client.queue({jobId})) live = live || !j.finished();
+    try {
+      for (const auto& j : client.queue({jobId})) live = live || !j.finished();
+    } catch (const SlurmQueryError& e) {
+      last_error = e.what();
+      live = true;
+    }
     if (!live) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
-  FAIL() << "job " << jobId << " did not end within " << timeoutS << " s";
+  FAIL() << "job " << jobId << " did not end within " << timeoutS << " s " << last_error;
+}
+
+// Cancels every job whose batch script lies under `base` (a test's scratch directory): a test
+// that failed half-way leaves no job holding the one node for the tests after it.
+inline void cancelJobsUnder(const std::string& base) {
+  const ProcessResult q = runProcess({"squeue", "-h", "-o", "%A|%o"});
+  std::istringstream lines(q.out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    const size_t bar = line.find('|');
+    if (bar == std::string::npos) continue;
+    if (line.compare(bar + 1, base.size() + 1, base + "/") == 0)
+      runProcess({"scancel", line.substr(0, bar)});
+  }
 }
 
 inline std::string slurp(const std::string& path) {

@@ -151,7 +151,10 @@ class SlurmCampaign : public ::testing::Test {
     ensureLocalCluster();
     base_ = makeTempDir("ff-slurm-campaign");
   }
-  void TearDown() override { std::filesystem::remove_all(base_); }
+  void TearDown() override {
+    cancelJobsUnder(base_);
+    std::filesystem::remove_all(base_);
+  }
   std::string base_;
 };
 
@@ -574,7 +577,22 @@ TEST_F(SlurmCampaign, ATaskWhoseJobsEndWithoutAResultFailsAfterMaxSubmissions) {
 // was scancelled waits while K elements of the first array are queued or running (before: a
 // second array with a throttle of its own ran beside them), and is submitted once they end.
 TEST_F(SlurmCampaign, TheThrottleCapsTheElementsOfEveryArrayTogether) {
-  const std::string dir = createSleepCampaign(base_ + "/throttle", 2, 4.0);
+  // Tasks that run until the test lets them end (a file `go`): the other element is still
+  // queued or running when the second round looks, however slow the machine (a 4 s sleep
+  // could end during the scancel and the round's Slurm queries).
+  const std::string dir = base_ + "/throttle", go = base_ + "/go";
+  jobs::registerBuiltinTaskKinds();
+  const nlohmann::json spec = {
+      {"name", "throttle"},
+      {"task", "command"},
+      {"replicas", 2},
+      {"params",
+       {{"argv",
+         {"/bin/sh", "-c",
+          "i=0; while [ ! -e '" + go + "' ] && [ $i -lt 3000 ]; do sleep 0.2; i=$((i+1)); done"}}}},
+      {"executor", "slurm"},
+      {"resources", {{"cpu_slots", 1}}}};
+  jobs::Campaign::init(jobs::parseCampaignSpec(spec, "test spec", base_), dir);
   SlurmCampaignOptions o = oneTaskPerElement(1);
   const SlurmCampaignSummary first = runCampaignOnSlurm(dir, o);
   ASSERT_EQ(first.jobIds.size(), 1u);
@@ -604,6 +622,7 @@ TEST_F(SlurmCampaign, TheThrottleCapsTheElementsOfEveryArrayTogether) {
   EXPECT_EQ(second.tasksThrottled, 1);
   EXPECT_EQ(second.tasksStopped + second.tasksRequeued, 1);  // the scancelled element's task
   // Watching: the first array ends, then the task is submitted and done.
+  std::ofstream(go).close();
   o.wait = true;
   const SlurmCampaignSummary third = runCampaignOnSlurm(dir, o);
   EXPECT_EQ(third.counts.at(TaskState::kDone), 2);

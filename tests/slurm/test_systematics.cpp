@@ -40,6 +40,7 @@ class SlurmSystematics : public ::testing::Test {
     ::chmod(base_.c_str(), 0755);
   }
   void TearDown() override {
+    if (!base_.empty()) cancelJobsUnder(base_);
     if (!base_.empty() && !HasFailure()) fs::remove_all(base_);
     if (HasFailure()) std::fprintf(stderr, "kept %s for inspection\n", base_.c_str());
   }
