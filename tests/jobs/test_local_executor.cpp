@@ -3,6 +3,7 @@
 // SIGTERM stops cleanly and `resume` continues.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -49,6 +50,44 @@ class LocalExecutor : public ToolCampaignTest {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     return pid;
   }
+  // As startSleepingRun, but tasks of kind command: the first two end at once, every other one
+  // waits for the file go_ (made by openGate), so that nothing but the stop under test can end
+  // the run, however slow the machine.
+  pid_t startGatedRun(int tasks) {
+    go_ = scratch_ + "/go";
+    init(json{{"task", "command"},
+              {"replicas", tasks},
+              {"params",
+               {{"argv", {"/bin/sh", "-c", "while [ ! -e '" + go_ + "' ]; do sleep 0.05; done"}}}},
+              {"overrides",
+               {{"r0000m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}},
+                {"r0001m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}}}},
+              {"resources", {{"cpu_slots", 2}}}});
+    const pid_t pid = startTool({"run", dir_}, scratch_, "run");
+    int mismatched = 0;
+    for (int i = 0; i < 600 && countResultFiles(dir_ + "/tasks", mismatched) < 2; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    return pid;
+  }
+  void openGate() {
+    if (!go_.empty()) writeText(go_, "");
+  }
+  // The exit status of `pid`; should it still run after 60 s (the stop under test did not end
+  // it), the gate opens so that it ends, and the test fails rather than hangs.
+  int waitGatedExit(pid_t pid) {
+    for (int i = 0; i < 1200; ++i) {
+      int st = 0;
+      if (::waitpid(pid, &st, WNOHANG) == pid)
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ADD_FAILURE() << "the run did not stop within 60 s: gate opened";
+    openGate();
+    return waitExit(pid);
+  }
+  // A test that ends early (a failed ASSERT) leaves no run waiting for the gate.
+  void TearDown() override { openGate(); }
+  std::string go_;
 };
 
 TEST_F(LocalExecutor, NoopCampaignCompletesWithEveryTransitionJournaled) {
@@ -431,9 +470,12 @@ TEST_F(LocalExecutor, RetryCancelledRunsWhatCancelStoppedAndNothingElse) {
 
 // `campaign cancel` while a run holds the campaign asks that run (D/cancel.request): it
 // stops its running tasks as a stop signal does, cancels every unfinished task, and ends;
-// the cancel, waiting, says what the run did. `retry --cancelled` then runs them all.
+// the cancel, waiting, says what the run did. `retry --cancelled` then runs them all. The
+// tasks after the first two wait for a gate opened only for the retry: the request lands with
+// 22 tasks unfinished however long the cancel takes to start (before, 0.3 s sleeps could all
+// end first on a slow machine).
 TEST_F(LocalExecutor, CancelDuringARunIsCarriedOutByTheRun) {
-  const pid_t pid = startSleepingRun(24, 0.3);
+  const pid_t pid = startGatedRun(24);
   ToolRun cancel = runTool({"cancel", dir_, "--wait", "120"}, scratch_, "cancel");
   ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
   const std::string run = hostName() + " pid " + std::to_string(pid);
@@ -444,27 +486,21 @@ TEST_F(LocalExecutor, CancelDuringARunIsCarriedOutByTheRun) {
                             ") stopped its tasks and cancelled the unfinished ones"),
             std::string::npos)
       << cancel.out;
-  EXPECT_EQ(waitExit(pid), kExitCancelled) << readText(scratch_ + "/run.err");
+  EXPECT_EQ(waitGatedExit(pid), kExitCancelled) << readText(scratch_ + "/run.err");
   EXPECT_NE(readText(scratch_ + "/run.out").find("(cancelled by `foldfarm campaign cancel`)"),
             std::string::npos)
       << readText(scratch_ + "/run.out");
   EXPECT_FALSE(fs::exists(dir_ + "/cancel.request")) << "answered, so removed";
-  int done_at_cancel = 0;
   {
     Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
     auto counts = c.counts();
-    done_at_cancel = counts[TaskState::kDone];
-    EXPECT_GT(done_at_cancel, 0);
-    EXPECT_LT(done_at_cancel, 24);
-    EXPECT_EQ(counts[TaskState::kCancelled], 24 - done_at_cancel) << "every unfinished task";
-    EXPECT_NE(cancel.out.find(std::to_string(24 - done_at_cancel) + " cancelled, " +
-                              std::to_string(done_at_cancel) + " done, 0 failed"),
-              std::string::npos)
-        << cancel.out;
-    // The tasks running then ended as the stop let them (done, or interrupted and then
-    // cancelled): none failed.
+    EXPECT_EQ(counts[TaskState::kDone], 2) << "the two that end at once, no other";
+    EXPECT_EQ(counts[TaskState::kCancelled], 22) << "every unfinished task";
+    EXPECT_NE(cancel.out.find("22 cancelled, 2 done, 0 failed"), std::string::npos) << cancel.out;
+    // The tasks running then were stopped (interrupted, then cancelled): none failed.
     for (const auto& t : c.tasks()) EXPECT_EQ(t.failures, 0) << t.id;
   }
+  openGate();
   ToolRun again = runTool({"retry", dir_, "--cancelled"}, scratch_, "retry");
   ASSERT_EQ(again.exit_code, 0) << again.err;
   Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
@@ -474,19 +510,20 @@ TEST_F(LocalExecutor, CancelDuringARunIsCarriedOutByTheRun) {
 
 // A cancel request standing when a run stops for a signal (here written just before the
 // SIGTERM, which the run sees first) is honoured: the run cancels the unfinished tasks rather
-// than leave the request for the next run to drop as one no run read.
+// than leave the request for the next run to drop as one no run read. (The tasks after the
+// first two wait for a gate never opened: unfinished when the signal lands, however late.)
 TEST_F(LocalExecutor, ACancelRequestStandingWhenARunStopsIsHonoured) {
-  const pid_t pid = startSleepingRun(12, 0.3);
+  const pid_t pid = startGatedRun(12);
   writeCancelRequest(
       dir_, CancelRequest{hostName() + " pid " + std::to_string(pid), "a test", wallClockNow()});
   ::kill(pid, SIGTERM);
-  EXPECT_EQ(waitExit(pid), kExitCancelled) << readText(scratch_ + "/run.err");
+  EXPECT_EQ(waitGatedExit(pid), kExitCancelled) << readText(scratch_ + "/run.err");
   EXPECT_FALSE(fs::exists(dir_ + "/cancel.request"));
   Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
   auto counts = c.counts();
   EXPECT_EQ(counts[TaskState::kPending] + counts[TaskState::kRunning], 0);
-  EXPECT_EQ(counts[TaskState::kDone] + counts[TaskState::kCancelled], 12);
-  EXPECT_GT(counts[TaskState::kCancelled], 0);
+  EXPECT_EQ(counts[TaskState::kDone], 2);
+  EXPECT_EQ(counts[TaskState::kCancelled], 10);
 }
 
 // A cancel request that no run acted on: `status` shows it; `cancel` that cannot get the
@@ -522,10 +559,15 @@ TEST_F(LocalExecutor, ACancelRequestNoRunActedOnIsSettled) {
     EXPECT_EQ(holder.counts()[TaskState::kPending], 4) << "nothing cancelled yet";
     // Ctrl-C while it waits ends the wait, not the request, and says so.
     const pid_t waiting = startTool({"cancel", dir_, "--wait", "60"}, scratch_, "cancel-int");
-    for (int i = 0; i < 100 && readText(scratch_ + "/cancel-int.err").find("asked the run") ==
-                                   std::string::npos;
-         ++i)
+    // Signalled once it said that it asked (its handlers are in place by then), not before.
+    bool asking = false;
+    for (int i = 0; i < 600 && !asking; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      asking = readText(scratch_ + "/cancel-int.err").find("asked the run") != std::string::npos;
+    }
+    if (!asking && ::kill(waiting, SIGKILL) == 0) waitExit(waiting);
+    ASSERT_TRUE(asking) << "the cancel never said it asked: "
+                        << readText(scratch_ + "/cancel-int.err");
     ::kill(waiting, SIGINT);
     EXPECT_EQ(waitExit(waiting), 0) << readText(scratch_ + "/cancel-int.err");
     EXPECT_NE(readText(scratch_ + "/cancel-int.out").find("stopped waiting; the request stands"),
@@ -561,28 +603,28 @@ TEST_F(LocalExecutor, ACancelRequestNoRunActedOnIsSettled) {
 }
 
 TEST_F(LocalExecutor, SigtermStopsCleanlyAndResumeFinishes) {
-  // Stopped once some tasks have finished (a fixed wait could stop it before the first ended).
-  const pid_t pid = startSleepingRun(24, 0.25);
+  // Stopped once some tasks have finished (a fixed wait could stop it before the first ended);
+  // the others wait for a gate opened only for the resume, so the stop lands with 22 tasks
+  // unfinished however long `status` takes to start.
+  const pid_t pid = startGatedRun(24);
   // While it runs, `status` names it (and takes no lock a starting run would find held).
   ToolRun during = runTool({"status", dir_, "--json"}, scratch_, "during");
   ASSERT_EQ(during.exit_code, 0) << during.err;
   EXPECT_EQ(json::parse(during.out).at("orchestrator"), hostName() + " pid " + std::to_string(pid));
-  // Tasks of 0.25 s are sent one per slot: no more run than there are slots (a task queued
+  // Tasks not yet timed are sent one per slot: no more run than there are slots (a task queued
   // behind another counted as running before, twice the slots).
   EXPECT_LE(json::parse(during.out).at("counts").value("running", 0), 2) << during.out;
   ::kill(pid, SIGTERM);
-  EXPECT_EQ(waitExit(pid), 75) << readText(scratch_ + "/run.err");
-  int done_at_stop = 0;
+  EXPECT_EQ(waitGatedExit(pid), 75) << readText(scratch_ + "/run.err");
   {
     Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
     auto counts = c.counts();
     EXPECT_EQ(counts[TaskState::kRunning], 0) << "no task is left running";
     EXPECT_EQ(counts[TaskState::kFailed], 0) << "interrupted is not failed";
-    done_at_stop = counts[TaskState::kDone];
-    EXPECT_GT(done_at_stop, 0);
-    EXPECT_LT(done_at_stop, 24);
-    EXPECT_EQ(counts[TaskState::kDone] + counts[TaskState::kPending], 24);
+    EXPECT_EQ(counts[TaskState::kDone], 2) << "the two that end at once, no other";
+    EXPECT_EQ(counts[TaskState::kPending], 22);
   }
+  openGate();
   ToolRun r = runTool({"resume", dir_}, scratch_, "resume");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
@@ -596,23 +638,43 @@ TEST_F(LocalExecutor, SigtermStopsCleanlyAndResumeFinishes) {
 // Tasks that end at once do not make the others look short: with two of 0 s first, the tasks
 // of 0.3 s behind them are still sent one per slot (before: the first quick one set the
 // queue depth to 1 + 0.02 s / its time, a dozen tasks were queued behind each running one,
-// and `status` showed them running).
+// and `status` showed them running). The slow ones first wait for a gate, opened once
+// `status` has seen them sent 4 times: the look does not depend on how many `status` processes
+// a loaded machine runs in 1.8 s; the run then goes on, still watched, with their 0.3 s each.
 TEST_F(LocalExecutor, QuickFirstTasksDoNotQueueTheSlowOnesBehindTheRunningOnes) {
-  init(json{{"task", "sleep"},
-            {"replicas", 14},
-            {"params", {{"seconds", 0.3}}},
-            {"overrides", {{"r0000m0", {{"seconds", 0}}}, {"r0001m0", {{"seconds", 0}}}}},
-            {"resources", {{"cpu_slots", 2}}}});
+  go_ = scratch_ + "/go";
+  init(json{
+      {"task", "command"},
+      {"replicas", 14},
+      {"params",
+       {{"argv",
+         {"/bin/sh", "-c", "while [ ! -e '" + go_ + "' ]; do sleep 0.05; done; exec sleep 0.3"}}}},
+      {"overrides",
+       {{"r0000m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}},
+        {"r0001m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}}}},
+      {"resources", {{"cpu_slots", 2}}}});
   const pid_t pid = startTool({"run", dir_}, scratch_, "run");
-  int most = 0, polls = 0;
+  int most = 0, polls = 0, settled = 0;
+  const auto look = [&] {
+    ToolRun s = runTool({"status", dir_, "--json"}, scratch_, "during");
+    if (s.exit_code != 0) return;
+    const json counts = json::parse(s.out).at("counts");
+    const int running = counts.value("running", 0);
+    most = std::max(most, running);
+    ++polls;
+    // The quick two done, the tasks after them sent (and held by the gate).
+    if (counts.value("done", 0) == 2 && running >= 2) ++settled;
+  };
+  for (int i = 0; i < 600 && settled < 4; ++i) {
+    look();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(settled, 4) << "the tasks after the quick ones were never seen sent";
+  openGate();
   for (int i = 0; i < 600; ++i) {
     int mismatched = 0;
     if (countResultFiles(dir_ + "/tasks", mismatched) >= 14) break;
-    ToolRun s = runTool({"status", dir_, "--json"}, scratch_, "during");
-    if (s.exit_code == 0) {
-      most = std::max(most, json::parse(s.out).at("counts").value("running", 0));
-      ++polls;
-    }
+    look();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_EQ(waitExit(pid), 0) << readText(scratch_ + "/run.err");

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <thread>
@@ -138,7 +140,10 @@ TEST(MpiExecutor, RetryOnEveryRankMovesTheTasksOnceAndRunsThem) {
 // A cancel request addressed to the pilot (`campaign cancel` from a login node, here written
 // by a thread of rank 0 once two tasks are done): rank 0 stops the worker ranks' tasks,
 // cancels every unfinished task, removes the request (no cancel waits for it here), and
-// every rank returns.
+// every rank returns. The first two tasks end at once; the others wait for a file `go`, made
+// only if the pilot still runs 30 s after the request (so that one that ignores it ends, and
+// the test fails rather than hangs): the request lands with 28 tasks unfinished however slow
+// the machine, and none of them can end before the pilot acts on it.
 TEST(MpiExecutor, ACancelRequestEndsThePilotWithTheRestCancelled) {
   registerTestTaskKinds();
   int rank = 0;
@@ -146,19 +151,32 @@ TEST(MpiExecutor, ACancelRequestEndsThePilotWithTheRestCancelled) {
   std::string dir;
   if (rank == 0) {
     dir = makeScratchDir("mpi_cancel") + "/c";
-    const json spec{{"name", "mpi-cancel"}, {"task", "sleep"},
-                    {"replicas", 30},       {"params", {{"seconds", 0.2}}},
-                    {"executor", "mpi"},    {"resources", {{"cpu_slots", 1}}}};
+    const std::string go = dir + "/../go";
+    const json spec{
+        {"name", "mpi-cancel"},
+        {"task", "command"},
+        {"replicas", 30},
+        {"params",
+         {{"argv", {"/bin/sh", "-c", "while [ ! -e '" + go + "' ]; do sleep 0.05; done"}}}},
+        {"overrides",
+         {{"r0000m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}},
+          {"r0001m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}}}},
+        {"executor", "mpi"},
+        {"resources", {{"cpu_slots", 1}}}};
     Campaign::init(parseCampaignSpec(spec, "spec", dir + "/.."), dir);
   }
   dir = broadcastString(dir);
   std::thread asker;
+  std::atomic<bool> ended{false};
   if (rank == 0) {
-    asker = std::thread([dir] {
+    asker = std::thread([dir, &ended] {
       int mismatched = 0;
       for (int i = 0; i < 600 && countResultFiles(dir + "/tasks", mismatched) < 2; ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
       writeCancelRequest(dir, CancelRequest{orchestratorIdentity(), "a test", wallClockNow()});
+      for (int i = 0; i < 600 && !ended; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (!ended) std::ofstream(dir + "/../go").close();
     });
   }
   RunOptions opt;
@@ -167,15 +185,16 @@ TEST(MpiExecutor, ACancelRequestEndsThePilotWithTheRestCancelled) {
   opt.heartbeat_s = 0.2;
   const RunSummary s = runMpi(dir, opt);
   if (rank == 0) {
+    ended = true;
     asker.join();
+    EXPECT_FALSE(std::filesystem::exists(dir + "/../go")) << "the pilot did not stop";
     EXPECT_TRUE(s.cancelled);
     EXPECT_FALSE(s.interrupted);
     EXPECT_FALSE(std::filesystem::exists(dir + "/cancel.request")) << "answered by the pilot";
     Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
     auto counts = c.counts();
-    EXPECT_GE(counts[TaskState::kDone], 2);
-    EXPECT_LT(counts[TaskState::kDone], 30);
-    EXPECT_EQ(counts[TaskState::kCancelled] + counts[TaskState::kDone], 30);
+    EXPECT_EQ(counts[TaskState::kDone], 2) << "only the tasks that ended at once";
+    EXPECT_EQ(counts[TaskState::kCancelled], 28);
     EXPECT_EQ(s.tasks_cancelled, counts[TaskState::kCancelled]);
     for (const auto& t : c.tasks()) EXPECT_EQ(t.failures, 0) << t.id;
   }
@@ -184,7 +203,10 @@ TEST(MpiExecutor, ACancelRequestEndsThePilotWithTheRestCancelled) {
 
 // The journal deleted while the pilot runs: the records of its end went into a file that is no
 // longer the campaign's, so `campaign run` ends with the error that names repair and resume,
-// not "done" (as a local run does), and every rank finalises MPI as after any run.
+// not "done" (as a local run does), and every rank finalises MPI as after any run. Deleted once
+// two tasks are done (the first two, which end at once); the others wait for a file `go`,
+// made only after the journal is gone, so the pilot cannot end before it, however slow the
+// machine.
 TEST(MpiExecutor, AJournalThatIsNoLongerThereWhenThePilotEndsIsAnErrorNotDone) {
   registerTestTaskKinds();
   int rank = 0;
@@ -192,9 +214,18 @@ TEST(MpiExecutor, AJournalThatIsNoLongerThereWhenThePilotEndsIsAnErrorNotDone) {
   std::string dir;
   if (rank == 0) {
     dir = makeScratchDir("mpi_journal_gone") + "/c";
+    const std::string go = dir + "/../go";
     const json spec{
-        {"name", "mpi-journal-gone"},   {"task", "sleep"},   {"replicas", 8},
-        {"params", {{"seconds", 0.2}}}, {"executor", "mpi"}, {"resources", {{"cpu_slots", 1}}}};
+        {"name", "mpi-journal-gone"},
+        {"task", "command"},
+        {"replicas", 8},
+        {"params",
+         {{"argv", {"/bin/sh", "-c", "while [ ! -e '" + go + "' ]; do sleep 0.05; done"}}}},
+        {"overrides",
+         {{"r0000m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}},
+          {"r0001m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}}}},
+        {"executor", "mpi"},
+        {"resources", {{"cpu_slots", 1}}}};
     Campaign::init(parseCampaignSpec(spec, "spec", dir + "/.."), dir);
   }
   dir = broadcastString(dir);
@@ -206,6 +237,7 @@ TEST(MpiExecutor, AJournalThatIsNoLongerThereWhenThePilotEndsIsAnErrorNotDone) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
       for (const char* suffix : {"", "-wal", "-shm", "-journal"})
         std::filesystem::remove(dir + "/journal.sqlite" + suffix);
+      std::ofstream(dir + "/../go").close();  // only now may the other tasks end
     });
   }
   RunOptions opt;
