@@ -48,8 +48,7 @@ std::map<const Variation*, std::set<std::string>> pathsReadBySet(const CampaignS
 json AcceptSummary::toJson() const {
   json changed_json = json::array();
   for (const AcceptedInput& c : changed)
-    changed_json.push_back(
-        {{"path", c.path}, {"change", c.change}, {"tasks", c.tasks}, {"same_size", c.same_size}});
+    changed_json.push_back({{"path", c.path}, {"change", c.change}, {"tasks", c.tasks}});
   return {{"dry_run", dry_run},
           {"restored", restored},
           {"changed", changed_json},
@@ -80,22 +79,19 @@ AcceptSummary acceptInputs(const std::string& dir_in, bool dry_run) {
     throw InputError(origin + ": holds no record of its inputs (a campaign made before " +
                      "`campaign init` recorded them): there is nothing to compare them with");
 
-  // 1. Inputs copied again with their recorded bytes: their time back; unchanged then.
-  if (!dry_run) sum.restored = restoreInputTimes(spec.inputs_at_init).restored;
+  // 1. Inputs copied again with their recorded bytes: their time back; unchanged then (a dry
+  // run reads and compares them, and sets no time: they are not what it would accept).
+  sum.restored = restoreInputTimes(spec.inputs_at_init, /*check_only=*/dry_run).restored;
+  const std::set<std::string> same_bytes(sum.restored.begin(), sum.restored.end());
   // 2. What changed.
   std::set<std::string> changed_paths;
   for (auto& [path, clause] : changedInputs(spec.inputs_at_init)) {
+    if (same_bytes.count(path) > 0) continue;  // dry run: its time would be restored
     if (!statPath(path).exists)
       throw InputError(origin + ": input " + path + " is missing; put it back (the version " +
                        "the campaign is to read), then accept the inputs again");
     changed_paths.insert(path);
-    const json& then = spec.inputs_at_init[path];
-    const json now = recordInput(path);
-    const bool same_size = then.contains("files")
-                               ? then.value("files", -1LL) == now.value("files", -2LL) &&
-                                     then.value("bytes", -1LL) == now.value("bytes", -2LL)
-                               : then.value("size", -1LL) == now.value("size", -2LL);
-    sum.changed.push_back({path, clause, 0, dry_run && same_size});
+    sum.changed.push_back({path, clause, 0});
   }
   if (sum.changed.empty()) return sum;
 

@@ -34,9 +34,10 @@
 // the next command that writes the campaign finishes it (Campaign::open: spec.json is the
 // journal's spec before, so the journal's copy is written to it); commands that only read see
 // the accepted campaign meanwhile.
-// With `dry_run`: 2 to 4 only, on the campaign opened read-only; nothing is read but stat()s
-// (a file of its recorded size may still hold its recorded bytes: step 1 would find out, and
-// the summary's `same_size` names such files).
+// With `dry_run`: 1 to 4 on the campaign opened read-only, step 1 reading and comparing the
+// bytes without setting a time: its `restored` are the inputs accepting would give back their
+// time, left out of `changed` (before: a file only touched was counted as changed, so the dry
+// run said tasks would run again that accepting did not run).
 #include <string>
 #include <vector>
 
@@ -46,14 +47,14 @@ namespace foldfarm::jobs {
 
 struct AcceptedInput {
   std::string path;
-  std::string change;      // how it changed (inputChangeSince's clause)
-  int tasks = 0;           // tasks that read it
-  bool same_size = false;  // dry run: of its recorded size (perhaps the same bytes)
+  std::string change;  // how it changed (inputChangeSince's clause)
+  int tasks = 0;       // tasks that read it
 };
 
 struct AcceptSummary {
   bool dry_run = false;
-  std::vector<std::string> restored;   // same bytes copied again: given back their time
+  std::vector<std::string> restored;   // same bytes copied again: given back their time (dry
+                                       // run: would be)
   std::vector<AcceptedInput> changed;  // accepted (dry run: would be)
   std::vector<std::string> rerun;      // ids of the tasks that run again, in index order
   int needed_only = 0;                 // of `rerun`: only because a task they need runs again

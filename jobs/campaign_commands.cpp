@@ -354,19 +354,17 @@ void acceptInputsCommand(const std::string& dir, bool dry_run, bool json) {
   for (const std::string& path : s.restored)
     std::printf(
         "campaign %s: input %s holds the bytes read at `campaign init`: its recorded "
-        "time is restored\n",
-        dir.c_str(), path.c_str());
+        "time %s\n",
+        dir.c_str(), path.c_str(),
+        s.dry_run ? "would be restored, nothing run again for it" : "is restored");
   if (s.changed.empty()) {
     std::printf("campaign %s: every input is as recorded; nothing to accept\n", dir.c_str());
     return;
   }
   for (const AcceptedInput& a : s.changed)
-    std::printf("campaign %s: input %s: %s%s\n", dir.c_str(), a.change.c_str(),
+    std::printf("campaign %s: input %s: %s\n", dir.c_str(), a.change.c_str(),
                 a.tasks == 0 ? "no task reads it (the aggregation does)"
-                             : (std::to_string(a.tasks) + " task(s) read it").c_str(),
-                a.same_size ? " (of its recorded size: if it holds the recorded bytes, accepting "
-                              "gives it back its time and runs nothing again for it)"
-                            : "");
+                             : (std::to_string(a.tasks) + " task(s) read it").c_str());
   std::string was;
   for (const auto& [n, what] : {std::pair<int, const char*>{s.done, "done"},
                                 {s.failed, "failed"},

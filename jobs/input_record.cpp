@@ -230,7 +230,7 @@ json recordInputs(const std::vector<std::string>& paths) {
   return out;
 }
 
-InputTimesRestored restoreInputTimes(const json& record) {
+InputTimesRestored restoreInputTimes(const json& record, bool check_only) {
   InputTimesRestored r;
   if (!record.is_object()) return r;
   for (auto it = record.begin(); it != record.end(); ++it) {
@@ -263,6 +263,10 @@ InputTimesRestored restoreInputTimes(const json& record) {
     if (!problem.empty()) {
       r.left.push_back(problem + ": restore the " + (directory ? "directory" : "file") +
                        " it was, or unfold this one in a new campaign");
+      continue;
+    }
+    if (check_only) {
+      r.restored.push_back(path);
       continue;
     }
     for (const auto& [file, mtime_ns] : retime)

@@ -73,8 +73,9 @@ struct InputTimesRestored {
 // another time, is read (a directory: every file of its listing whose time differs, when its
 // files have the recorded names and sizes); when the bytes hash to the recorded checksums,
 // the modification times are set back to the recorded ones (access times untouched; a
-// directory's files all or none). Nothing else is written.
-InputTimesRestored restoreInputTimes(const nlohmann::json& record);
+// directory's files all or none). Nothing else is written. `check_only` (a dry run): the bytes
+// are read and compared, no time is set; `restored` names what would be.
+InputTimesRestored restoreInputTimes(const nlohmann::json& record, bool check_only = false);
 
 // InputError("<what>: <inputChangeSince>; <inputChangeAdvice>") when a recorded input changed;
 // nothing when `record` is empty or null (a campaign made before records).

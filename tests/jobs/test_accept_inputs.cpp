@@ -92,7 +92,7 @@ TEST_F(AcceptInputs, RunsAgainOnlyTheTasksThatReadAChangedInputAndKeepsTheirOldO
   ASSERT_EQ(plan.at("changed").size(), 1u) << dry.out;
   EXPECT_EQ(plan["changed"][0].at("path"), mc_up_);
   EXPECT_EQ(plan["changed"][0].at("tasks"), 2);
-  EXPECT_EQ(plan["changed"][0].at("same_size"), false);
+  EXPECT_EQ(plan.at("restored"), json::array()) << dry.out;
   EXPECT_EQ(plan.at("rerun"), json::array({"det_up.r0000m0", "det_up.r0001m0"})) << dry.out;
   EXPECT_EQ(readText(dir_ + "/spec.json"), spec_before);
   EXPECT_FALSE(fs::exists(dir_ + "/superseded"));
@@ -245,13 +245,25 @@ TEST_F(AcceptInputs, AChangedFileThatFailsItsCheckChangesNothing) {
   }
 
   writeText(mc_, "mc v1");  // copied again: the recorded bytes, a later time
+  const auto mtime_copied = fs::last_write_time(mc_);
+  // The dry run reads the bytes: it says the time would be restored and nothing would run again
+  // (before: it counted the file as changed and its tasks as run again), and sets no time.
   ToolRun dry = runTool({"accept-inputs", dir_, "--dry-run"}, scratch_, "same-dry");
   ASSERT_EQ(dry.exit_code, 0) << dry.err;
-  EXPECT_NE(dry.out.find("(of its recorded size: if it holds the recorded bytes, accepting gives "
-                         "it back its time and runs nothing again for it)"),
+  EXPECT_NE(dry.out.find("input " + mc_ +
+                         " holds the bytes read at `campaign init`: its recorded time would be "
+                         "restored, nothing run again for it"),
             std::string::npos)
       << dry.out;
+  EXPECT_NE(dry.out.find("every input is as recorded; nothing to accept"), std::string::npos)
+      << dry.out;
+  EXPECT_EQ(dry.out.find("run again ("), std::string::npos) << dry.out;
   EXPECT_EQ(dry.out.find("campaign repair"), std::string::npos) << dry.out;
+  EXPECT_EQ(fs::last_write_time(mc_), mtime_copied) << "a dry run set a time";
+  const json dry_json = json::parse(
+      runTool({"accept-inputs", dir_, "--dry-run", "--json"}, scratch_, "same-dry-j").out);
+  EXPECT_EQ(dry_json.at("restored"), json::array({mc_}));
+  EXPECT_EQ(dry_json.at("changed"), json::array());
   ToolRun same = runTool({"accept-inputs", dir_}, scratch_, "same");
   ASSERT_EQ(same.exit_code, 0) << same.err;
   EXPECT_NE(same.out.find("input " + mc_ + " holds the bytes read at `campaign init`"),
