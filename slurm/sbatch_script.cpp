@@ -303,7 +303,14 @@ std::string renderArrayScript(const SbatchResources& given, const ArrayJob& job)
   if (work.empty()) work = {r.foldfarm, "campaign", "work"};
   s << "ff_work=(" << shellJoin(work) << ")\n";
   s << "ff_lanes=" << job.lanes << "\n";
-  if (r.gpusPerNode > 0 && job.lanes > 1) renderMps(s);
+  if (r.gpusPerNode > 0 && job.lanes > 1) {
+    renderMps(s);
+    // The lanes share the element's GPU: each caps its allocator at an equal share of its
+    // memory, as the local pool's and the pilot's slots do (jobs/slots.cpp), so that one lane
+    // cannot starve the others (before: the array's lanes ran uncapped).
+    s << "export FOLDFARM_GPU_MEMORY_FRACTION="
+      << std::to_string(0.95 / static_cast<double>(job.lanes)) << "\n";
+  }
   s << "export OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask
     << "\n";
   s << R"SH(ff_element=${SLURM_ARRAY_TASK_ID:?not running as a Slurm array element}

@@ -121,7 +121,9 @@ void addRunOptions(CLI::App* c, RunArgs& a) {
 // themselves, and `slurm render pilot`'s check of the arguments it puts in a batch script.
 CLI::App* addRunCommand(CLI::App& parent, const std::string& name, RunArgs& a) {
   CLI::App* c = parent.add_subcommand(
-      name, name == "run" ? "Run the campaign's pending tasks (local worker pool or MPI pilot)"
+      name, name == "run" ? "Run the campaign's pending tasks: the local worker pool, the MPI "
+                            "pilot (--executor mpi, under mpirun/srun) or Slurm arrays "
+                            "(--executor slurm, as `slurm submit` does)"
                           : "Continue a stopped or crashed campaign from its journal");
   addRunOptions(c, a);
   return c;

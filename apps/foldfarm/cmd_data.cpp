@@ -102,8 +102,7 @@ void registerDataCommands(CommandGroups& g) {
   data->require_subcommand(1);
 
   auto synth = std::make_shared<SynthArgs>();
-  CLI::App* s = data->add_subcommand(
-      "synth", "Generate a synthetic pretraining or unfolding file (SPEC 3.2)");
+  CLI::App* s = data->add_subcommand("synth", "Generate a synthetic pretraining or unfolding file");
   s->add_option("--kind", synth->kind,
                 "pretrain (six balanced classes) or unfold (gen + reco per event)")
       ->capture_default_str();

@@ -58,8 +58,12 @@ struct ResourceArgs {
     c.add_option("--mem", res.mem, "Memory per node, e.g. 64G");
     c.add_option("-N,--nodes", res.nodes, "Nodes")->capture_default_str();
     shown(c.add_option("--gpus-per-node", res.gpusPerNode, "GPUs per node (0: CPU nodes)" + spec));
-    shown(c.add_option("--tasks-per-gpu", res.tasksPerGpu, "Campaign tasks sharing one GPU" + spec))
-        ->check(CLI::Range(1, 4096));
+    // Campaign tasks only: a pretraining runs one rank per GPU (before: listed for `render
+    // pretrain` too, and ignored there without a word).
+    if (campaign)
+      shown(
+          c.add_option("--tasks-per-gpu", res.tasksPerGpu, "Campaign tasks sharing one GPU" + spec))
+          ->check(CLI::Range(1, 4096));
     shown(c.add_option("--tasks-per-node", res.tasksPerNode,
                        "Ranks/task slots per node on CPU nodes" + spec))
         ->check(CLI::Range(1, 4096));
@@ -80,7 +84,8 @@ struct ResourceArgs {
       c.add_flag("--requeue", res.requeue,
                  "Let Slurm requeue the job; an interrupted job requeues itself");
     c.add_option("--foldfarm", res.foldfarm,
-                 "Path of foldfarm on the compute nodes (default: this one)");
+                 "Path of the executable the script runs on the compute nodes (default: the "
+                 "foldfarm-torch beside this foldfarm)");
   }
 
   SbatchResources resolved() const { return slurm::resolveResources(res, setupFiles); }
@@ -137,8 +142,10 @@ void renderArray(const RenderArgs& a) {
     job.lanes = po.lanes;
     scripts.push_back(slurm::renderArrayScript(r, job));
   }
-  // Everything rendered: only now write the manifests (when asked) and print.
+  // Everything rendered: only now write the manifests (when asked; the directory made, its
+  // parent must exist) and print.
   if (!a.manifestDir.empty()) {
+    makeDirectory(mdir);
     for (size_t k = 0; k < plan.arrays.size(); ++k) {
       writeFileAtomic(mdir + "/manifest-" + std::to_string(k) + ".tsv",
                       slurm::manifestText(plan.arrays[k]));
@@ -225,7 +232,8 @@ void registerSlurmCommands(CommandGroups& g) {
   ra->add_option("--throttle", arr->throttle,
                  "Elements running at once, all arrays together (%K; 0: none)")
       ->capture_default_str();
-  ra->add_option("--manifest-dir", arr->manifestDir, "Write the manifests (task shards) here");
+  ra->add_option("--manifest-dir", arr->manifestDir,
+                 "Write the manifests (task shards) here (made if missing; its parent must exist)");
   ra->callback([arr] { renderArray(*arr); });
 
   auto sub = std::make_shared<SubmitArgs>();
@@ -253,7 +261,7 @@ void registerSlurmCommands(CommandGroups& g) {
                  "Give up on a task whose jobs ended this many times without a result")
       ->capture_default_str();
   sc->add_flag("--json", sub->request.json, "Print the summary as JSON");
-  addAggregateFlag(*sc, sub->request.aggregate);
+  addAggregateFlag(*sc, sub->request.aggregate, " (here, once the watch has seen them done)");
   sc->callback([sub, sc] { sub->submit(*sc); });
 
   registerSlurmStatusCommand(*s);

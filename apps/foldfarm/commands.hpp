@@ -76,11 +76,14 @@ std::string commaList(const std::vector<T>& values) {
   return s;
 }
 
-// --aggregate of `campaign run`, `resume`, `retry` and `slurm submit`.
-inline CLI::Option* addAggregateFlag(CLI::App& app, bool& aggregate) {
+// --aggregate of `campaign run`, `resume`, `retry` (`where`: under a launcher, rank 0 does it)
+// and `slurm submit` (the submitter does it, once the last array's results are in).
+inline CLI::Option* addAggregateFlag(CLI::App& app, bool& aggregate,
+                                     const char* where = " (on rank 0 under mpirun/srun)") {
   return app.add_flag("--aggregate", aggregate,
-                      "When every task is done, aggregate the chains into D/aggregate as "
-                      "`campaign aggregate D` does (on rank 0 under mpirun/srun)");
+                      std::string("When every task is done, aggregate the chains into D/aggregate "
+                                  "as `campaign aggregate D` does") +
+                          where);
 }
 
 // The long names (without dashes) of the options given on `app`'s command line ("lr-factor").

@@ -17,7 +17,7 @@ SPEC
 camp="$tmp/zjets-bootstrap"
 "$ff" campaign init "$tmp/spec.json" --dir "$camp" >/dev/null
 common=(--partition gpu --account phy123 --qos normal --constraint a100
-        --setup 'module load cuda/12.4 openmpi/4.1' --setup 'export HDF5_USE_FILE_LOCKING=FALSE'
+        --setup 'module load cuda/12.4 openmpi/4.1'
         --foldfarm /opt/foldfarm/bin/foldfarm)
 "$ff" slurm render pretrain "${common[@]}" --job-name pet-pretrain --time 24:00:00 \
   --nodes 16 --gpus-per-node 4 --cpus-per-task 8 --signal-grace 300 --requeue \

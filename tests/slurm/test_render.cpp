@@ -211,10 +211,15 @@ TEST(SbatchScript, ArrayScriptQuotesPathsAndThrottles) {
   // Four lanes share the element's GPU: CUDA MPS is started before them, stopped after.
   EXPECT_LT(s.find("nvidia-cuda-mps-control -d"), s.find("ff_start \"${ff_work[@]}\""));
   EXPECT_NE(s.find("echo quit | nvidia-cuda-mps-control"), std::string::npos);
+  // Each lane caps its allocator at an equal share of the GPU's memory, as the local pool's
+  // slots do, before the lanes start.
+  EXPECT_LT(s.find("export FOLDFARM_GPU_MEMORY_FRACTION=0.237500\n"),
+            s.find("ff_start \"${ff_work[@]}\""));
   expectBashSyntaxOk(s);
-  // One lane per element: no MPS.
+  // One lane per element: no MPS, the whole GPU.
   j.lanes = 1;
   EXPECT_EQ(renderArrayScript(r, j).find("nvidia-cuda-mps-control -d"), std::string::npos);
+  EXPECT_EQ(renderArrayScript(r, j).find("FOLDFARM_GPU_MEMORY_FRACTION"), std::string::npos);
   j.lanes = 4;
   r.requeue = true;
   try {
