@@ -18,6 +18,8 @@
 #
 # --build-dir DIR  build into (and run foldfarm from) DIR instead of build/
 # --no-build       only check the packages; use the foldfarm already built in the build dir
+# --out DIR        where everything goes (default out/demo, or FOLDFARM_DEMO_DIR); a second run
+#                  into it starts over (a directory the demo did not make is refused)
 #
 # Sizes (environment): FF_DEMO_PRETRAIN_JETS (8000), FF_DEMO_EVENTS (3000),
 # FF_DEMO_REPLICAS (16), FF_DEMO_MEMBERS (2), FF_DEMO_ITERATIONS (2), FF_DEMO_EPOCHS (2),
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do
     --build-dir) [ $# -ge 2 ] || { echo "demo.sh: --build-dir needs a directory" >&2; exit 2; }
       build_dir="$2"; shift 2 ;;
     --no-build) build_flag=(--no-build); shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -57,16 +59,25 @@ particles="${FF_DEMO_PARTICLES:-128}"
 ws_epochs="${FF_DEMO_WARMSTART_EPOCHS:-6}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
+# A second run (or one after a Ctrl-C) starts over in a directory this demo made, marked by
+# .foldfarm-demo; a directory that holds anything else is not the demo's to replace.
+if [ -n "$(ls -A "$out")" ] && [ ! -e "$out/.foldfarm-demo" ]; then
+  echo "demo.sh: $out holds files this demo did not make; choose a new or empty --out" >&2
+  exit 2
+fi
+touch "$out/.foldfarm-demo"
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*" >&2; }
 synth_unfold() {  # NAME TUNE SEED [DETECTOR]: an unfolding sample in $out
   "$ff" data synth --kind unfold --tune "$2" --events "$events" --seed "$3" --particles "$particles" \
-    ${4:+--detector "$4"} --out "$out/$1"
+    ${4:+--detector "$4"} --out "$out/$1" --overwrite
 }
 synth_pretrain() {
-  "$ff" data synth --kind pretrain --jets "$jets" --seed 1 --particles "$particles" --out "$out/pretrain.h5"
+  "$ff" data synth --kind pretrain --jets "$jets" --seed 1 --particles "$particles" --out "$out/pretrain.h5" \
+    --overwrite
 }
 pretrain_foundation() {  # the tiny PET foundation on 2 MPI ranks, into $out/foundation
+  rm -rf "$out/foundation"
   mpirun --allow-run-as-root --oversubscribe -np 2 \
     -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1 \
     "$ff" pretrain --data "$out/pretrain.h5" --out "$out/foundation" --preset tiny \
