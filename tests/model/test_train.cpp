@@ -424,8 +424,8 @@ TEST(Fit, LearnsSeparableJetsAndEarlyStopsWithBestWeights) {
 // Every recipe value no run can use is refused by name, before anything is trained (before:
 // clip_norm 1e308 overflowed the float norm, an "internal error").
 // A classifier fit on W data-parallel ranks (a chain's steps under mpirun) trains its batch
-// size per rank at the learning rate scaled by sqrt(W), as pretraining does (SPEC §4; before:
-// a global batch W times larger at the one-rank rate).
+// size per rank at the learning rate scaled by sqrt(W), as pretraining does (OmniLearn's √W
+// scaling; before: a global batch W times larger at the one-rank rate).
 TEST(TrainOptions, AFitOnSeveralRanksScalesItsLearningRateWithTheirSquareRoot) {
   ClassifierFitOptions o;
   o.batch_size = 64;
