@@ -292,6 +292,25 @@ TaskOutcome runCommand(const json& p, const std::string& task_dir) {
                      "its SIGTERM"
                    : "command stopped on request: ended on its SIGTERM",
             nullptr};
+  // A stop signal that reached the command itself as it reached this worker (Slurm's scancel
+  // and preemption signal every process of the job; a terminal's Ctrl-C the foreground group)
+  // before this loop passed the stop on: the command ended on the stop, as above, whatever it
+  // exited with but 0 (before: "killed by signal 15", a failed attempt counted toward
+  // retry.max_attempts). The worker's own signal may come a moment after the command's: it is
+  // waited for a second when the command ended by one.
+  if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGUSR1)
+      for (int i = 0; i < 50 && !stopRequested(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (stopRequested() && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+    return {kTaskInterrupted,
+            "command stopped on request: the stop reached it with this worker's (" +
+                (WIFSIGNALED(status) ? "ended by " + describeSignal(WTERMSIG(status))
+                                     : "exited with " + std::to_string(WEXITSTATUS(status))) +
+                ")",
+            nullptr};
   if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
     return {128 + sig, "command " + args[0] + " killed by " + describeSignal(sig),

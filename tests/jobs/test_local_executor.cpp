@@ -820,6 +820,41 @@ TEST(CommandKind, AStopBeforeTheCommandIsForkedReachesItAsItsSigterm) {
   std::filesystem::remove_all(dir);
 }
 
+// A stop signal that reaches the command itself a moment before it reaches the worker (Slurm's
+// scancel and preemption signal every process of the job): the command dies of SIGTERM before
+// the worker passes the stop on, and the attempt is interrupted, not failed (before: "killed by
+// signal 15", a failed attempt counted toward retry.max_attempts). A command killed by SIGTERM
+// with no stop of its worker is still a failure.
+TEST(CommandKind, AStopThatReachesTheCommandBeforeItsWorkerIsAnInterruption) {
+  registerBuiltinTaskKinds();
+  const std::string dir = makeScratchDir("commandstop2");
+  const json params{{"argv", {"/bin/sh", "-c", "echo $$ > pid; exec sleep 30"}}};
+  const auto signalCommand = [&](bool then_stop) {
+    return std::thread([&dir, then_stop] {
+      for (int i = 0; i < 3000 && readText(dir + "/pid").empty(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      const pid_t command = std::atoi(readText(dir + "/pid").c_str());
+      if (command > 0) ::kill(command, SIGTERM);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (then_stop) requestStop(SIGTERM);
+    });
+  };
+  std::thread slurm = signalCommand(true);
+  const TaskOutcome stopped = runTaskKind("command", params, dir);
+  slurm.join();
+  clearStopRequest();
+  EXPECT_EQ(stopped.status, kTaskInterrupted) << stopped.reason;
+  EXPECT_NE(stopped.reason.find("the stop reached it with this worker's (ended by signal 15"),
+            std::string::npos)
+      << stopped.reason;
+  std::filesystem::remove(dir + "/pid");
+  std::thread alone = signalCommand(false);
+  const TaskOutcome killed = runTaskKind("command", params, dir);
+  alone.join();
+  EXPECT_EQ(killed.status, 128 + SIGTERM) << killed.reason;
+  std::filesystem::remove_all(dir);
+}
+
 // The `load` kind's cache knows a file by its size and modification time to the nanosecond:
 // a file rewritten with other bytes of the same size within the same second is read again,
 // and the worker keeps its latest version only.
