@@ -27,12 +27,18 @@
 //      fence has said bye (at most lost_after_s), dropping the events that come before it
 //      (a worker that ended as a stop asked): no message of a pilot outlives it, so a second
 //      pilot in the same processes (tests run them so) never reads the first's as its own.
-//   6. A lost rank is fenced: it is sent kTagStop (in case it is only slow) and gets no more
-//      tasks; a task it ran is retried elsewhere, where the task lease keeps the two from
-//      overlapping. When the campaign has run out of work, rank 0 names every lost rank and
-//      ends the job with PeerLostError (exit 3) through MPI_Abort (core/mpi/mpi_runtime.hpp):
-//      MPI_Finalize would wait for a lost rank forever, and the abort also ends a rank that
-//      is alive but unreachable. `campaign resume` continues from the journal.
+//   6. A lost rank is fenced: it is sent kTagStop with the payload "fenced" (in case it is
+//      only slow) and gets no more tasks. A fenced rank that hears it (it was stopped or
+//      stalled, and runs again) stops its task, shuts its worker down and leaves the pilot as
+//      a rank that ended with an error does (step 3), waiting for the job's end, rather than
+//      ending the job for rank 0's silence towards it (before: a rank stopped past
+//      lost_after_s and woken aborted the whole pilot). A rank's own stall (its loop did not
+//      run for lost_after_s) does not count as rank 0's silence, on either side; a task it ran is
+//      retried elsewhere, where the task lease keeps the two from overlapping. When the campaign
+//      has run out of work, rank 0 names every lost rank and ends the job with PeerLostError (exit
+//      3) through MPI_Abort (core/mpi/mpi_runtime.hpp): MPI_Finalize would wait for a lost rank
+//      forever, and the abort also ends a rank that is alive but unreachable. `campaign resume`
+//      continues from the journal.
 // MPI is the one runtime of dist/ and jobs/ (core/mpi): MpiRuntime initialises and
 // finalises it, FF_MPI_CHECK names the call, file:line, rank and host of a failure.
 #include <fmt/format.h>
@@ -70,6 +76,9 @@ constexpr int kTagStop = 7102;
 constexpr int kTagExit = 7103;
 constexpr int kTagEvents = 7104;
 constexpr int kTagPing = 7105;
+// kTagStop's payload that fences a rank (step 6); a stop as asked (a signal, a cancel) is empty.
+// A literal: the buffer of a send whose request is freed lives until the send completes.
+constexpr char kFencedPayload[] = "fenced";
 
 void sendBytes(MPI_Comm comm, const std::string& bytes, int dest, int tag) {
   FF_MPI_CHECK(MPI_Send(bytes.data(), static_cast<int>(bytes.size()), MPI_CHAR, dest, tag, comm));
@@ -282,7 +291,8 @@ class MpiTransport : public Transport {
     lost_reasons_.push_back(reason);
     logError("mpi pilot: {}; its tasks go back to pending", reason);
     MPI_Request req = MPI_REQUEST_NULL;
-    if (MPI_Isend(nullptr, 0, MPI_CHAR, slot + 1, kTagStop, comm_, &req) == MPI_SUCCESS &&
+    if (MPI_Isend(kFencedPayload, static_cast<int>(sizeof kFencedPayload - 1), MPI_CHAR, slot + 1,
+                  kTagStop, comm_, &req) == MPI_SUCCESS &&
         req != MPI_REQUEST_NULL) {
       MPI_Request_free(&req);
     }
@@ -366,6 +376,7 @@ void workerRank(MPI_Comm comm, const std::string& campaign_dir, const CampaignSp
                          options.max_worker_restarts);
     auto last_hb = Clock::now();
     auto last_heard = Clock::now();  // from rank 0
+    auto last_look = Clock::now();   // this loop's last look at rank 0's silence
     bool heard = false;
     int generation = 0;  // worker restarts so far (see MpiTransport::send)
     std::vector<SlotEvent> events;
@@ -386,6 +397,14 @@ void workerRank(MPI_Comm comm, const std::string& campaign_dir, const CampaignSp
           if (std::stoi(bytes.substr(0, nl)) == generation) pool.sendRaw(0, bytes.substr(nl + 1));
         } else if (st.MPI_TAG == kTagStop) {
           pool.requestStop();
+          if (bytes == kFencedPayload) {
+            // 6. Fenced: rank 0 went on without this rank; its task goes back to pending there.
+            pool.shutdown();
+            throw PilotRankLeft(
+                "mpi pilot: rank 0 fenced this rank (silent towards it for longer than "
+                "--lost-after: stopped or stalled), so it stopped what it ran and leaves the "
+                "pilot");
+          }
         } else if (st.MPI_TAG == kTagExit) {
           if (bytes == "lost") dist::MpiRuntime::markAborted();
           pool.shutdown();
@@ -423,7 +442,18 @@ void workerRank(MPI_Comm comm, const std::string& campaign_dir, const CampaignSp
       }
       if (!out.empty()) sendBytes(comm, out, 0, kTagEvents);
       const double limit_s = (heard ? 1 : 4) * options.lost_after_s;
-      if (Clock::now() - last_heard > std::chrono::duration<double>(limit_s)) {
+      // This loop turns every few milliseconds: a second or more since it last looked is this
+      // rank's own stall (stopped, swapped out), and rank 0's silence meanwhile is not rank
+      // 0's: it does not count (rank 0's fence, step 6, or its pings reach this rank first).
+      const auto now = Clock::now();
+      if (const auto gap = now - last_look; gap > std::chrono::seconds(1)) {
+        if (gap > std::chrono::duration<double>(options.lost_after_s))
+          logWarn("mpi pilot: this rank did not run for {:.0f} s (stopped or stalled)",
+                  std::chrono::duration<double>(gap).count());
+        last_heard += gap;
+      }
+      last_look = now;
+      if (now - last_heard > std::chrono::duration<double>(limit_s)) {
         // 4. Rank 0 is gone: the job cannot go on (no journal); this rank's task stops as a
         // time limit would stop it, its state saved and its lease released.
         pool.requestStop();

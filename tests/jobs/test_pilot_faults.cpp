@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "core/base/process.hpp"
@@ -92,8 +93,10 @@ struct PilotRun {
   pid_t rank2 = -1;  // the rank hit
 };
 
+// `before_go` (when set) runs after the hit and before `go` is made.
 PilotRun runPilotAndHit(int hit, int sig, const std::string& mpirun_options = "",
-                        const std::string& lost_after = "2") {
+                        const std::string& lost_after = "2",
+                        const std::function<void(PilotRun&)>& before_go = nullptr) {
   registerBuiltinTaskKinds();
   PilotRun p;
   p.scratch = makeScratchDir("pilot");
@@ -127,6 +130,7 @@ PilotRun runPilotAndHit(int hit, int sig, const std::string& mpirun_options = ""
   EXPECT_GT(p.rank2, 0) << readText(p.scratch + "/pilot.err");
   EXPECT_EQ(doneTaskLogs(p.dir + "/tasks"), 2) << readText(p.scratch + "/pilot.err");
   if (p.rank2 > 0) ::kill(p.rank2, sig);
+  if (before_go) before_go(p);
   std::ofstream(go).close();
   for (int i = 0; i < 1200; ++i) {
     if (::waitpid(launcher, &p.status, WNOHANG) == launcher) break;
@@ -199,6 +203,43 @@ TEST(PilotFaults, AHungRankIsFencedAndNamedByThePilotAndAResumeCompletes) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_FALSE(processAlive(p.rank2)) << "the hung rank outlived the pilot";
   expectResumeCompletes(p);
+}
+
+// A hung rank that runs again once it is fenced (stopped past --lost-after, then continued:
+// a node that stalled) leaves the pilot, saying so, instead of ending the job for rank 0's
+// silence towards it (before: it took rank 0 for lost and aborted the whole pilot); rank 0
+// and rank 1 finish the campaign. The tasks wait for `go` until the woken rank has spoken, so
+// the campaign has all its work left when it does.
+TEST(PilotFaults, AFencedRankThatRunsAgainLeavesThePilotToTheOthers) {
+  const PilotRun p = runPilotAndHit(2, SIGSTOP, "", "6", [](PilotRun& run) {
+    const auto said = [&](const std::string& what) {
+      return readText(run.scratch + "/pilot.err").find(what) != std::string::npos;
+    };
+    for (int i = 0; i < 1200 && !said("rank 2 on "); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_TRUE(said("rank 2 on ")) << "rank 2 was not fenced\n"
+                                    << readText(run.scratch + "/pilot.err");
+    ::kill(run.rank2, SIGCONT);
+    for (int i = 0; i < 600 && !said(" r2] mpi pilot: "); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  });
+  EXPECT_TRUE(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 3) << "status " << p.status << "\n"
+                                                                 << p.err;
+  EXPECT_NE(p.err.find(" r2] mpi pilot: rank 0 fenced this rank"), std::string::npos) << p.err;
+  EXPECT_EQ(p.err.find("rank 0, which keeps the journal"), std::string::npos)
+      << "a rank took rank 0 for lost:\n"
+      << p.err;
+  {
+    // Rank 0 went on: rank 1 ran every task, rank 2's among them; each became done once.
+    Campaign c = Campaign::open(p.dir, Campaign::Access::kReadOnly);
+    EXPECT_EQ(c.counts()[TaskState::kDone], 12) << p.err;
+    SqliteDb db(p.dir + "/journal.sqlite", false);
+    SqliteStatement q(db, "SELECT COUNT(*) FROM events WHERE to_state='done'");
+    q.step();
+    EXPECT_EQ(q.columnInt(0), 12);
+    for (const auto& t : c.tasks()) EXPECT_EQ(t.failures, 0) << t.id;
+  }
+  expectWhatIsLeftSaid(p);
 }
 
 TEST(PilotFaults, AKilledRankEndsTheJobNamingItAndAResumeCompletes) {
