@@ -256,14 +256,20 @@ class MpiTransport : public Transport {
   // a journal commit on a file system that hung): the ranks' silence is its own, not theirs
   // (before: it fenced every healthy rank, and said "workers keep dying at start"). The worker
   // ranks may have ended the job meanwhile: they take a silent rank 0 for lost.
+  // A second or more between two looks is such a stall (this loop turns every few
+  // milliseconds between journal writes): the ranks' silence does not count for its length
+  // (before: only a stall longer than lost_after_s was forgiven, so one just shorter, added to
+  // a rank's last heartbeat period, could still fence a healthy rank).
   void forgiveOwnStall(Clock::time_point now) {
-    const double gap = std::chrono::duration<double>(now - last_tick_).count();
-    if (last_tick_ != Clock::time_point{} && gap > lost_after_s_) {
-      logWarn(
-          "mpi pilot: rank 0 did not run for {:.0f} s (stopped or stalled); the worker ranks' "
-          "silence meanwhile is not held against them",
-          gap);
-      std::fill(last_seen_.begin(), last_seen_.end(), now);
+    const auto gap = now - last_tick_;
+    if (last_tick_ != Clock::time_point{} && gap > std::chrono::seconds(1)) {
+      const double gap_s = std::chrono::duration<double>(gap).count();
+      if (gap_s > lost_after_s_)
+        logWarn(
+            "mpi pilot: rank 0 did not run for {:.0f} s (stopped or stalled); the worker ranks' "
+            "silence meanwhile is not held against them",
+            gap_s);
+      for (auto& seen : last_seen_) seen = std::min(seen + gap, now);
     }
     last_tick_ = now;
   }
