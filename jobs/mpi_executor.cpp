@@ -28,17 +28,17 @@
 //      (a worker that ended as a stop asked): no message of a pilot outlives it, so a second
 //      pilot in the same processes (tests run them so) never reads the first's as its own.
 //   6. A lost rank is fenced: it is sent kTagStop with the payload "fenced" (in case it is
-//      only slow) and gets no more tasks. A fenced rank that hears it (it was stopped or
-//      stalled, and runs again) stops its task, shuts its worker down and leaves the pilot as
-//      a rank that ended with an error does (step 3), waiting for the job's end, rather than
-//      ending the job for rank 0's silence towards it (before: a rank stopped past
-//      lost_after_s and woken aborted the whole pilot). A rank's own stall (its loop did not
-//      run for lost_after_s) does not count as rank 0's silence, on either side; a task it ran is
-//      retried elsewhere, where the task lease keeps the two from overlapping. When the campaign
-//      has run out of work, rank 0 names every lost rank and ends the job with PeerLostError (exit
-//      3) through MPI_Abort (core/mpi/mpi_runtime.hpp): MPI_Finalize would wait for a lost rank
-//      forever, and the abort also ends a rank that is alive but unreachable. `campaign resume`
-//      continues from the journal.
+//      only slow) and gets no more tasks; a task it ran is retried elsewhere, where the task
+//      lease keeps the two from overlapping. A fenced rank that hears it (stopped or stalled,
+//      and running again) stops its task, shuts its worker down and leaves the pilot as a rank
+//      that met an error of its own does (step 3), waiting for the job's end (before: it took
+//      rank 0's silence towards it for rank 0's loss and aborted the whole pilot). A rank's
+//      own stall (its loop did not turn for a second or more) is not counted as the others'
+//      silence, on either side. When the campaign has run out of work, rank 0 names every lost
+//      rank and ends the job with PeerLostError (exit 3) through MPI_Abort
+//      (core/mpi/mpi_runtime.hpp): MPI_Finalize would wait for a lost rank forever, and the
+//      abort also ends a rank that is alive but unreachable. `campaign resume` continues from
+//      the journal.
 // MPI is the one runtime of dist/ and jobs/ (core/mpi): MpiRuntime initialises and
 // finalises it, FF_MPI_CHECK names the call, file:line, rank and host of a failure.
 #include <fmt/format.h>
@@ -252,14 +252,14 @@ class MpiTransport : public Transport {
       it = done ? pending_.erase(it) : std::next(it);
     }
   }
-  // This rank itself did not run for lost_after_s since it last looked (stopped, swapped out,
-  // a journal commit on a file system that hung): the ranks' silence is its own, not theirs
-  // (before: it fenced every healthy rank, and said "workers keep dying at start"). The worker
-  // ranks may have ended the job meanwhile: they take a silent rank 0 for lost.
-  // A second or more between two looks is such a stall (this loop turns every few
-  // milliseconds between journal writes): the ranks' silence does not count for its length
-  // (before: only a stall longer than lost_after_s was forgiven, so one just shorter, added to
-  // a rank's last heartbeat period, could still fence a healthy rank).
+  // This rank itself did not run since it last looked (stopped, swapped out, a journal commit
+  // on a file system that hung): the ranks' silence meanwhile is its own, not theirs (before:
+  // it fenced every healthy rank, and said "workers keep dying at start"). A second or more
+  // between two looks is such a stall (this loop turns every few milliseconds between journal
+  // writes), and the ranks' silence does not count for its length (before: only a stall longer
+  // than lost_after_s was forgiven, so one just shorter, added to a rank's last heartbeat
+  // period, could still fence a healthy rank). The worker ranks may have ended the job
+  // meanwhile: they take a silent rank 0 for lost.
   void forgiveOwnStall(Clock::time_point now) {
     const auto gap = now - last_tick_;
     if (last_tick_ != Clock::time_point{} && gap > std::chrono::seconds(1)) {
