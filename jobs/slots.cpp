@@ -43,8 +43,7 @@ std::vector<SlotBinding> slotBindings(const CampaignResources& r, int count, int
       // Tasks sharing a GPU each cap their allocator at an equal share of its memory
       // (core/train/device.hpp applies it), so that one task cannot starve the others.
       if (r.tasks_per_gpu > 1)
-        b.env.emplace_back("FOLDFARM_GPU_MEMORY_FRACTION",
-                           std::to_string(0.95 / static_cast<double>(r.tasks_per_gpu)));
+        b.env.emplace_back("FOLDFARM_GPU_MEMORY_FRACTION", gpuMemoryFraction(r.tasks_per_gpu));
     } else {
       b.env.emplace_back("CUDA_VISIBLE_DEVICES", "");
     }
@@ -57,6 +56,10 @@ std::vector<SlotBinding> slotBindings(const CampaignResources& r, int count, int
     out.push_back(std::move(b));
   }
   return out;
+}
+
+std::string gpuMemoryFraction(int sharing) {
+  return std::to_string(0.95 / static_cast<double>(sharing));
 }
 
 }  // namespace foldfarm::jobs

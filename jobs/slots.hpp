@@ -25,4 +25,9 @@ struct SlotBinding {
 // the visible list lacks.
 std::vector<SlotBinding> slotBindings(const CampaignResources& r, int count, int first_slot = 0);
 
+// FOLDFARM_GPU_MEMORY_FRACTION's value for each of `sharing` (> 1) tasks on one GPU: an equal
+// share of 0.95 of its memory (core/train/device.hpp applies it). The local pool's and the
+// pilot's slots, and the lanes of a Slurm array element, take it.
+std::string gpuMemoryFraction(int sharing);
+
 }  // namespace foldfarm::jobs

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "core/base/error.hpp"
+#include "jobs/slots.hpp"
 #include "slurm/sbatch_values.hpp"
 #include "slurm/shell_quote.hpp"
 
@@ -308,8 +309,7 @@ std::string renderArrayScript(const SbatchResources& given, const ArrayJob& job)
     // The lanes share the element's GPU: each caps its allocator at an equal share of its
     // memory, as the local pool's and the pilot's slots do (jobs/slots.cpp), so that one lane
     // cannot starve the others (before: the array's lanes ran uncapped).
-    s << "export FOLDFARM_GPU_MEMORY_FRACTION="
-      << std::to_string(0.95 / static_cast<double>(job.lanes)) << "\n";
+    s << "export FOLDFARM_GPU_MEMORY_FRACTION=" << jobs::gpuMemoryFraction(job.lanes) << "\n";
   }
   s << "export OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask
     << "\n";

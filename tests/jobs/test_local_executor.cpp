@@ -44,25 +44,20 @@ class LocalExecutor : public ToolCampaignTest {
               {"replicas", tasks},
               {"params", {{"seconds", seconds}}},
               {"resources", {{"cpu_slots", 2}}}});
-    const pid_t pid = startTool({"run", dir_}, scratch_, "run");
-    int mismatched = 0;
-    for (int i = 0; i < 600 && countResultFiles(dir_ + "/tasks", mismatched) < 2; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    return pid;
+    return startRunUntilTwoResults();
   }
-  // As startSleepingRun, but tasks of kind command: the first two end at once, every other one
-  // waits for the file go_ (made by openGate), so that nothing but the stop under test can end
-  // the run, however slow the machine.
+  // As startSleepingRun, but tasks of kind command (gatedCommandTasks): the first two end at
+  // once, every other one waits for the file go_ (made by openGate), so that nothing but the
+  // stop under test can end the run, however slow the machine.
   pid_t startGatedRun(int tasks) {
     go_ = scratch_ + "/go";
-    init(json{{"task", "command"},
-              {"replicas", tasks},
-              {"params",
-               {{"argv", {"/bin/sh", "-c", "while [ ! -e '" + go_ + "' ]; do sleep 0.05; done"}}}},
-              {"overrides",
-               {{"r0000m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}},
-                {"r0001m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}}}},
-              {"resources", {{"cpu_slots", 2}}}});
+    json spec = gatedCommandTasks(go_, tasks);
+    spec["resources"] = {{"cpu_slots", 2}};
+    init(spec);
+    return startRunUntilTwoResults();
+  }
+  // `run` of the campaign in the background: its pid, once two tasks have written results.
+  pid_t startRunUntilTwoResults() {
     const pid_t pid = startTool({"run", dir_}, scratch_, "run");
     int mismatched = 0;
     for (int i = 0; i < 600 && countResultFiles(dir_ + "/tasks", mismatched) < 2; ++i)

@@ -152,17 +152,8 @@ TEST(MpiExecutor, ACancelRequestEndsThePilotWithTheRestCancelled) {
   if (rank == 0) {
     dir = makeScratchDir("mpi_cancel") + "/c";
     const std::string go = dir + "/../go";
-    const json spec{
-        {"name", "mpi-cancel"},
-        {"task", "command"},
-        {"replicas", 30},
-        {"params",
-         {{"argv", {"/bin/sh", "-c", "while [ ! -e '" + go + "' ]; do sleep 0.05; done"}}}},
-        {"overrides",
-         {{"r0000m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}},
-          {"r0001m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}}}},
-        {"executor", "mpi"},
-        {"resources", {{"cpu_slots", 1}}}};
+    json spec = gatedCommandTasks(go, 30);
+    spec.update({{"name", "mpi-cancel"}, {"executor", "mpi"}, {"resources", {{"cpu_slots", 1}}}});
     Campaign::init(parseCampaignSpec(spec, "spec", dir + "/.."), dir);
   }
   dir = broadcastString(dir);
@@ -215,17 +206,9 @@ TEST(MpiExecutor, AJournalThatIsNoLongerThereWhenThePilotEndsIsAnErrorNotDone) {
   if (rank == 0) {
     dir = makeScratchDir("mpi_journal_gone") + "/c";
     const std::string go = dir + "/../go";
-    const json spec{
-        {"name", "mpi-journal-gone"},
-        {"task", "command"},
-        {"replicas", 8},
-        {"params",
-         {{"argv", {"/bin/sh", "-c", "while [ ! -e '" + go + "' ]; do sleep 0.05; done"}}}},
-        {"overrides",
-         {{"r0000m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}},
-          {"r0001m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}}}},
-        {"executor", "mpi"},
-        {"resources", {{"cpu_slots", 1}}}};
+    json spec = gatedCommandTasks(go, 8);
+    spec.update(
+        {{"name", "mpi-journal-gone"}, {"executor", "mpi"}, {"resources", {{"cpu_slots", 1}}}});
     Campaign::init(parseCampaignSpec(spec, "spec", dir + "/.."), dir);
   }
   dir = broadcastString(dir);

@@ -52,6 +52,19 @@ inline std::string makeScratchDir(const std::string& name) {
   return foldfarm::testing::newScratchDir("ff_jobs_" + name + "_");
 }
 
+// The task part of a campaign spec (task, replicas, params, overrides) whose first two tasks,
+// r0000m0 and r0001m0, end at once and whose others wait for the file `go`: nothing but the
+// stop under test can end such a campaign, however slow the machine, until `go` is made.
+inline nlohmann::json gatedCommandTasks(const std::string& go, int replicas) {
+  return {
+      {"task", "command"},
+      {"replicas", replicas},
+      {"params", {{"argv", {"/bin/sh", "-c", "while [ ! -e '" + go + "' ]; do sleep 0.05; done"}}}},
+      {"overrides",
+       {{"r0000m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}},
+        {"r0001m0", {{"argv", {"/bin/sh", "-c", "exit 0"}}}}}}};
+}
+
 inline void writeText(const std::string& path, const std::string& text) {
   std::ofstream f(path);
   f << text;
