@@ -535,6 +535,11 @@ bool SupersededOutputs::moveAggregate() {
 
 Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) {
   const std::string dir = trimSlashes(dir_in);
+  const size_t slash = dir.rfind('/');
+  const size_t name_len = dir.size() - (slash == std::string::npos ? 0 : slash + 1);
+  if (name_len > 255)
+    throw InputError(dir + ": the campaign directory's name is " + std::to_string(name_len) +
+                     " bytes long (at most 255 bytes per name): choose a shorter --dir");
   if (pathExists(dir)) {
     if (pathExists(dir + "/spec.json") || pathExists(dir + "/" + kJournalFile))
       throw InputError(dir +
@@ -567,7 +572,13 @@ Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) 
   for (const Variation& v : spec.variations)
     for (const auto& [key, path] : v.inputs) inputs.push_back(path);
   spec.inputs_at_init = recordInputs(inputs);
-  std::string tmp = dir + ".init." + std::to_string(::getpid());
+  // Made beside D and renamed onto it. A name near NAME_MAX (255 bytes) leaves no room for the
+  // suffix: the staging directory takes the name's beginning (the suffix marks it), so a legal
+  // name is not refused as "File name too long" (before: a D of 250 bytes could not be made).
+  const std::string suffix = ".init." + std::to_string(::getpid());
+  std::string tmp = dir + suffix;
+  if (name_len + suffix.size() > 255)
+    tmp = dir.substr(0, dir.size() - (name_len + suffix.size() - 255)) + suffix;
   makeDirectory(tmp);
   try {
     makeDirectory(tmp + "/tasks");

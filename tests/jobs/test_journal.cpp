@@ -463,6 +463,34 @@ TEST(Journal, AWriteTheSystemRefusesNamesTheReasonAndInitLeavesNothing) {
     ADD_FAILURE() << "left behind: " << e.path();
 }
 
+// A campaign directory whose name is near NAME_MAX (255 bytes) is made: its staging directory
+// takes the name's beginning (before: "<dir>.init.<pid>" was too long, and `campaign init`
+// refused a legal name). One byte more is refused with the limit, and leaves nothing.
+TEST(Journal, ACampaignDirectoryNameOfUpTo255BytesIsMade) {
+  registerTestTaskKinds();
+  const std::string scratch = makeScratchDir("long_name");
+  const json spec{{"task", "sleep"}, {"replicas", 3}, {"params", {{"seconds", 0.0}}}};
+  for (const size_t length : {size_t{250}, size_t{255}}) {
+    const std::string dir = scratch + "/" + std::string(length, 'c');
+    { Campaign::init(parseCampaignSpec(spec, "spec", scratch), dir); }
+    EXPECT_EQ(Campaign::open(dir, Campaign::Access::kReadOnly).spec().numTasks(), 3) << length;
+  }
+  const std::string too_long = scratch + "/" + std::string(256, 'd');
+  try {
+    Campaign::init(parseCampaignSpec(spec, "spec", scratch), too_long);
+    ADD_FAILURE() << "a name of 256 bytes was made";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("255"), std::string::npos) << e.what();
+  }
+  size_t entries = 0;
+  for (const auto& e : std::filesystem::directory_iterator(scratch)) {
+    ++entries;
+    const size_t size = e.path().filename().string().size();
+    EXPECT_TRUE(size == 250 || size == 255) << "left behind: " << e.path();
+  }
+  EXPECT_EQ(entries, 2u);
+}
+
 // Ctrl-C while `campaign init` makes a large campaign ends with the interrupted exit code and
 // nothing made: neither the campaign nor its "<dir>.init.<pid>" staging directory.
 TEST(Journal, ASignalDuringInitLeavesNothing) {
