@@ -1,5 +1,5 @@
 #pragma once
-// Aggregation of OmniFold chains into uncertainty bands (SPEC §5).
+// Aggregation of OmniFold chains into uncertainty bands.
 //
 // Input: chain output directories (ensembles/chain_output.hpp: result.json + histograms.h5),
 // given directly or found anywhere below the given directories. Chains are read one at a
@@ -28,7 +28,7 @@
 //     the fraction of the prior-to-truth shift of each observable's mean (bin centres, in
 //     range) that the nominal recovered: 1 = all of it, 0 = none, < 0 = the wrong way.
 //
-// Systematics (SPEC §7), per observable and bin on the same unit-area densities (a
+// Systematics, per observable and bin on the same unit-area densities (a
 // variation's replica result is the mean over its members, as in 1.):
 //  5. detector and modelling variations: shift = mean over the replicas r it shares with the
 //     nominal of (variation_r - nominal_r); per source, symmetrised (half_difference or max,

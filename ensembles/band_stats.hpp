@@ -1,5 +1,5 @@
 #pragma once
-// Per-bin statistics of an observable over bootstrap replicas (SPEC §5): mean, standard
+// Per-bin statistics of an observable over bootstrap replicas: mean, standard
 // deviation, the 16/84 and 2.5/97.5 percentiles, and the bin-to-bin covariance and
 // correlation. Each replica contributes one vector of bin values (already averaged over its
 // ensemble members); memory is one vector per replica, nothing per event or per chain.

@@ -1,6 +1,5 @@
 #pragma once
 // One OmniFold (MultiFold) chain: bootstrap replica r, ensemble member m, n iterations of
-// (SPEC §5)
 //   step 1: PET classifier, MC reco (weights push * w_mc, label 0) vs data reco
 //           (w_data * Poisson(1) bootstrap weights of replica r, label 1), on events passing
 //           reco; pull = push * f/(1-f) on MC reco (factor 1 for MC events failing reco);
@@ -78,7 +77,7 @@ struct ChainConfig {
   nlohmann::json model = nlohmann::json::object();  // PET config overrides (init "none")
   // auto: particle statistics of the checkpoint (JetClass without one), jet statistics
   //   measured on the MC sample; checkpoint: all of the checkpoint's (zjets without one);
-  //   jetclass | zjets: SPEC §3.1's.
+  //   jetclass | zjets: data::FeatureStats::jetClass() | zJets() (core/data/features.hpp).
   std::string feature_stats = "auto";
   int epochs = 20;
   int patience = 3;

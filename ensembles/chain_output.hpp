@@ -41,8 +41,9 @@ struct ObservableHistogram {
   size_t bins() const { return sumw.size(); }
 };
 
-// The six SPEC §3.3 observables of `subs` (n x 6: mass, width, multiplicity, ln rho, z_g,
-// tau21) with per-event weights (empty: 1) over the events with pass[i] != 0 (empty: all).
+// The six substructure observables (core/data/observables.hpp) of `subs` (n x 6: mass,
+// width, multiplicity, ln rho, z_g, tau21) with per-event weights (empty: 1) over the events
+// with pass[i] != 0 (empty: all).
 std::vector<ObservableHistogram> histogramObservables(const std::vector<float>& subs,
                                                       const std::vector<double>& weights,
                                                       const std::vector<uint8_t>& pass);

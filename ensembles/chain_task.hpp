@@ -3,7 +3,7 @@
 // workers (and of `foldfarm unfold`).
 //
 // params (JSON object):
-//   "mc"            path of the MC unfolding file (reco + gen, SPEC §3.1)     required
+//   "mc"            path of the MC unfolding file (reco + gen, unfold layout) required
 //   "data"          path of the data unfolding file (reco used)                required
 //   "init"          foundation checkpoint directory, or "none" (from scratch)  required
 //   "replica"       bootstrap replica r >= 0 (0 = nominal, data weights 1)     required

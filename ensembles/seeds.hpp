@@ -1,5 +1,5 @@
 #pragma once
-// Seeds of a bootstrap/ensemble campaign (SPEC §5):
+// Seeds of a bootstrap/ensemble campaign:
 //  - replica r's Poisson(1) data weights: from (campaign seed, r) only;
 //  - member m's initialisation of new layers and data order: from (campaign seed, r, m).
 // Replica 0 is, by convention, the nominal fit: its data weights are all 1.

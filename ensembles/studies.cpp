@@ -168,7 +168,8 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
   //    for fold k, each ensemble member is trained on the other folds and scores fold k, so
   //    every jet's probability comes from models that never saw it. Each member's weights
   //    f/(1-f) are sanitised and normalised like a chain's; the study's weights are the mean
-  //    over members (SPEC §5: replica result = mean of its members' weights).
+  //    over members (OmniFold ensembling, as a chain replica's result is the mean of its
+  //    members', ensembles/aggregate.hpp).
   std::shared_ptr<Checkpoint> ck;
   if (o.init != "none")
     ck = std::make_shared<Checkpoint>(readCheckpoint(resolveCheckpointDir(o.init)));

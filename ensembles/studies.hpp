@@ -1,12 +1,13 @@
 #pragma once
 // Studies built on the OmniFold machinery.
 //
-// Warm start (SPEC §5: warm-started OmniFold converged about twice as fast): iteration 0
-// step 1 of the nominal chain is trained twice on the same data, seeds and split - from the
-// foundation checkpoint and from scratch - with early stopping off, so both validation-loss
-// curves are complete. Reported: both curves, the scratch model's best validation loss L*,
-// the epochs each needs to reach L* (scratch: its best epoch + 1; warm: first epoch with
-// val loss <= L*, null if never) and their ratio (scratch / warm).
+// Warm start (the OmniLearn paper reports warm-started OmniFold converging about twice as
+// fast; docs/closure.md compares): iteration 0 step 1 of the nominal chain is trained twice
+// on the same data, seeds and split - from the foundation checkpoint and from scratch - with
+// early stopping off, so both validation-loss curves are complete. Reported: both curves,
+// the scratch model's best validation loss L*, the epochs each needs to reach L* (scratch:
+// its best epoch + 1; warm: first epoch with val loss <= L*, null if never) and their ratio
+// (scratch / warm).
 // Outputs in out_dir: warmstart.json, warmstart.png.
 //
 // Quark/gluon reweighting (real jets): the step-2 machinery - a one-logit PET classifier,
@@ -16,12 +17,13 @@
 // initialisation and data order) are trained on the other parts and score it, so every
 // jet's weight comes from models that never saw it; the weights are the mean of the
 // members' normalised weights (OmniFold ensembling). The triangular discriminators (x10^3,
-// SPEC §3.3 binnings) between quark and gluon jets are computed on all jets (all held out),
-// for mass, width and multiplicity, unweighted, reweighted, and reweighted by member 0
-// alone. As a scale for the histogram noise, the discriminator between the quark jets of
-// the two halves of the permutation is reported, and from it an estimate of the noise
-// floor of the reweighted comparison (scaled by 1/N1 + 1/N2 to the effective size of the
-// reweighted gluons and the number of quarks). Outputs in out_dir: reweight_qg.json.
+// binnings of core/data/histogram.hpp) between quark and gluon jets are computed on all
+// jets (all held out), for mass, width and multiplicity, unweighted, reweighted, and
+// reweighted by member 0 alone. As a scale for the histogram noise, the discriminator
+// between the quark jets of the two halves of the permutation is reported, and from it an
+// estimate of the noise floor of the reweighted comparison (scaled by 1/N1 + 1/N2 to the
+// effective size of the reweighted gluons and the number of quarks). Outputs in out_dir:
+// reweight_qg.json.
 #include <cstdint>
 #include <string>
 

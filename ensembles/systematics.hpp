@@ -1,5 +1,5 @@
 #pragma once
-// Systematic variations of a campaign (SPEC §7): what a chain's result.json says about the
+// Systematic variations of a campaign: what a chain's result.json says about the
 // variation it belongs to, how variations pair into uncertainty sources, and the per-bin
 // arithmetic of shifts and covariances that the aggregation (ensembles/aggregate.hpp) uses.
 //

@@ -1,5 +1,5 @@
 #pragma once
-// Per-event weight bookkeeping of an OmniFold chain (SPEC §5): bootstrap data weights,
+// Per-event weight bookkeeping of an OmniFold chain: bootstrap data weights,
 // the reweighting factor f/(1-f) of a classifier, sanitising (non-finite and extreme
 // weights), normalisation by the global mean, and the effective sample size.
 //

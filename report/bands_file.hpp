@@ -26,7 +26,8 @@ struct BandsFile {
   int64_t replicas = 0;
   int64_t band_replicas = 0;  // the bootstrap replicas the band's spread is over
   int64_t chains = 0;
-  std::vector<ObservableBands> observables;  // SPEC §3.3 order first, then by name
+  // core/data/observables.hpp's order first, then by name
+  std::vector<ObservableBands> observables;
 };
 
 // Throws InputError naming the file (and dataset) when it is not HDF5, has no observable

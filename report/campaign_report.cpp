@@ -39,7 +39,8 @@ bool isFile(const std::string& p) {
   return fs::is_regular_file(p, ec);
 }
 
-// OmniLearn's published Δ x10^3 on real Z+jets data (SPEC §5), shown for orientation.
+// OmniLearn's published Δ x10^3 on the Z+jets unfolding benchmark (Pythia simulation
+// unfolded to Herwig pseudo-data; the OmniLearn paper), shown for orientation.
 std::string paperDelta(const std::string& obs) {
   static const std::map<std::string, std::string> kPaper = {
       {"mass", "2.6"},   {"multiplicity", "0.34"}, {"width", "0.07"},
@@ -777,7 +778,8 @@ void deltaSection(Page& page, const ReportInputs& in) {
       "is under 2 standard errors, i.e. noise); coverage = fraction of bins whose "
       "truth lies inside the 68% / 95% band of the replicas (total: within ± 1σ of the "
       "total covariance, systematics included). The last column is OmniLearn's published value "
-      "on real Z+jets data, for orientation only.</p>\n" +
+      "on the Z+jets benchmark (Pythia unfolded to Herwig pseudo-data), for orientation "
+      "only.</p>\n" +
       (in.baseline
            ? "<p>Baseline (same data, another unfolding): " + htmlEscape(in.baseline_name) + " (" +
                  htmlEscape(in.baseline->value("classifier", std::string("see its spec"))) +

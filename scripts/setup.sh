@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# SPEC §2. libopenblas0-pthread matters: without it LibTorch uses the reference BLAS (~20x slower).
+# libopenblas0-pthread matters: without it LibTorch uses the reference BLAS (~20x slower).
 packages=(
   build-essential cmake ccache pkg-config git
   libtorch-dev libopenblas0-pthread

@@ -15,7 +15,9 @@ std::string hostName() {
   return dot == std::string::npos ? h : h.substr(0, dot);
 }
 
-std::string errnoMessage(int err) { return std::strerror(err); }
+std::string errnoMessage(int err) {
+  return std::strerror(err);
+}
 
 void throwSystemError(const char* call, const char* file, int line, const std::string& context) {
   int err = errno;

@@ -21,8 +21,10 @@ void applyPattern() {
   // The context is literal text inside the pattern: escape '%'.
   std::string escaped;
   for (char c : ctx) {
-    if (c == '%') escaped += "%%";
-    else escaped += c;
+    if (c == '%')
+      escaped += "%%";
+    else
+      escaped += c;
   }
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] [" + escaped + "] %v");
 }
@@ -40,7 +42,8 @@ void initLogging(const std::string& level) {
   g_level = level;
   auto lvl = spdlog::level::from_str(level);
   if (lvl == spdlog::level::off && level != "off") {
-    throw InputError("unknown log level '" + level + "' (use trace, debug, info, warn, error, off)");
+    throw InputError("unknown log level '" + level +
+                     "' (use trace, debug, info, warn, error, off)");
   }
   spdlog::set_level(lvl);
   applyPattern();

@@ -1,5 +1,6 @@
 #pragma once
-// Four-vectors -> OmniLearn features (SPEC §3.1), and the standardisation statistics.
+// Four-vectors -> OmniLearn features (those of OmniLearn's preprocessing scripts), and the
+// standardisation statistics.
 //
 // Per particle (relative to the jet four-vector J = sum of the jet's kept particles):
 //   0 deta = eta - eta_J            1 dphi = phi - phi_J wrapped to (-pi, pi]
@@ -72,7 +73,7 @@ struct FeatureStats {
   std::array<float, kNumParticleFeatures> particle_mean{}, particle_std{};
   std::array<float, kNumJetFeatures> jet_mean{}, jet_std{};
 
-  static FeatureStats jetClass();  // SPEC §3.1 JetClass statistics (OmniLearn default)
+  static FeatureStats jetClass();  // JetClass statistics (OmniLearn's data loaders' default)
   static FeatureStats zJets();     // JetClass particle statistics, OmniFold Z+jets jet statistics
   nlohmann::json toJson() const;
   // Throws InputError naming the missing/malformed key.

@@ -1,5 +1,5 @@
 #pragma once
-// Weighted 1-D histograms with the SPEC §3.3 binnings and the triangular discriminator.
+// Weighted 1-D histograms with the observables' binnings and the triangular discriminator.
 // Thread-safety: plain values; fill from one thread at a time.
 #include <cstdint>
 #include <vector>
@@ -18,7 +18,8 @@ struct Binning {
   int find(double x) const;
 };
 
-// SPEC §3.3 edges for observable index 0..5 (order of observables.hpp): mass
+// Edges for observable index 0..5 (order of observables.hpp; those of OmniLearn's
+// scripts/evaluate_omnifold.py with 50 edges): mass
 // linspace(0,75,50), width (0,0.6,50), multiplicity (0,80,80), ln rho (-14,-2,50),
 // z_g (0,0.5,50), tau21 (0,1.2,50). Throws std::out_of_range for other indices.
 Binning observableBinning(int observable);

@@ -1,6 +1,7 @@
 #pragma once
-// In-memory jets in the OmniLearn layout (SPEC §3.1). Plain row-major float arrays so that
-// the model, the OmniFold chains and the writers share them without copies or LibTorch.
+// In-memory jets in the OmniLearn layout (core/data/jet_reader.hpp). Plain row-major float
+// arrays so that the model, the OmniFold chains and the writers share them without copies or
+// LibTorch.
 //
 // Contracts:
 //  - particles: n*P*13 floats, row-major (jet, particle, feature). A particle row is real

@@ -150,7 +150,7 @@ struct JetFile::Impl {
                      std::string(layout == FileLayout::kJets
                                      ? "jets layout (data, jet, pid)"
                                      : "unfold layout (reco, gen, reco_jets, gen_jets)") +
-                     " of SPEC 3.1; regenerate the file with `foldfarm data synth` or convert it");
+                     "; regenerate the file with `foldfarm data synth` or convert it");
     try {
       H5Handle dapl = FF_H5_OWN(H5Pcreate(H5P_DATASET_ACCESS), H5Kind::kPropList, name);
       FF_H5_CHECK(H5Pset_chunk_cache(dapl.get(), 12421, kChunkCacheBytes, 1.0), name);

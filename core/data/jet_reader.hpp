@@ -1,5 +1,6 @@
 #pragma once
-// Reading OmniLearn HDF5 files (SPEC §3.1): all at once, or streamed in batches.
+// Reading OmniLearn HDF5 files (the layout of OmniLearn's preprocessing scripts): all at
+// once, or streamed in batches.
 //
 // Layouts:
 //  - jets (classification / pretraining): `data` (N,P,13) float, `jet` (N,4) float,

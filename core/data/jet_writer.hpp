@@ -1,5 +1,6 @@
 #pragma once
-// Writing OmniLearn HDF5 files (SPEC §3.1): chunked, shuffle + deflate compressed, atomic.
+// Writing OmniLearn HDF5 files (the layout of OmniLearn's preprocessing scripts): chunked,
+// shuffle + deflate compressed, atomic.
 // The file is written under AtomicFile::tempPath() and only renamed over `path` by
 // commit(); destroying a writer without commit() removes the temporary file and leaves
 // any existing `path` untouched. Rows may be appended in any number of calls (datasets
@@ -23,11 +24,11 @@
 namespace foldfarm::data {
 
 struct WriteOptions {
-  int deflate_level = 1;   // 0 disables deflate; 1 compresses ~2x faster than 4 for ~5% more bytes
-  bool shuffle = true;     // byte shuffle filter before deflate
+  int deflate_level = 1;  // 0 disables deflate; 1 compresses ~2x faster than 4 for ~5% more bytes
+  bool shuffle = true;    // byte shuffle filter before deflate
   int64_t chunk_rows = 128;  // rows per chunk of every dataset
-  bool with_subs = true;   // unfold layout: write reco_subs/gen_subs
-  bool with_pass = true;   // unfold layout: write pass_reco/pass_gen
+  bool with_subs = true;     // unfold layout: write reco_subs/gen_subs
+  bool with_pass = true;     // unfold layout: write pass_reco/pass_gen
   bool with_weights = true;
 };
 
@@ -68,7 +69,8 @@ struct NamedArray {
   int64_t rows = 0, cols = 0;
 };
 void writeArraysFile(const std::string& path, const std::vector<NamedArray>& arrays,
-                     const nlohmann::json& attrs = nlohmann::json::object(), WriteOptions opts = {});
+                     const nlohmann::json& attrs = nlohmann::json::object(),
+                     WriteOptions opts = {});
 
 // One-call forms.
 void writeJetFile(const std::string& path, const JetArrays& a,

@@ -1,11 +1,12 @@
 #pragma once
-// The six Z+jets observables (SPEC §3.3) of one jet, from its particles:
+// The six Z+jets observables of the OmniFold paper, in the order of OmniLearn's files, of one
+// jet, from its particles:
 //   [0] mass of the summed four-vector
 //   [1] width = sum pT_i dR_i / pT_J (dR to the jet axis, pT_J of the summed four-vector)
 //   [2] multiplicity (number of particles)
 //   [3] ln rho = 2 ln(m_SD / pT_J), Soft Drop z_cut = 0.1, beta = 0 on a Cambridge/Aachen
 //       reclustering (distance dR in rapidity-azimuth, E-scheme recombination); when grooming
-//       leaves a massless single particle ln rho = kLnRhoFloor (below every SPEC bin)
+//       leaves a massless single particle ln rho = kLnRhoFloor (below every bin of histogram.hpp)
 //   [4] z_g = min(pT1, pT2)/(pT1 + pT2) of the first declustering that passes Soft Drop;
 //       0 when none passes
 //   [5] tau21 = tau2/tau1 with beta = 1, tau_N = sum_i pT_i min_k dR_ik (normalisation

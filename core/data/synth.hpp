@@ -1,5 +1,5 @@
 #pragma once
-// The synthetic jet generator (SPEC §3.2): fast, seeded, simple physics.
+// The synthetic jet generator: fast, seeded, simple physics.
 //
 // Per jet: a jet pT from a power-law spectrum in [pt_min, pt_max], eta uniform in
 // [-eta_max, eta_max], phi uniform. Classes (label = index in JetClass):

@@ -1,5 +1,5 @@
 #pragma once
-// Writes a synthetic dataset file (SPEC §3.2) in the OmniLearn layout: generated in blocks
+// Writes a synthetic dataset file in the OmniLearn layout: generated in blocks
 // on `threads` threads (each jet depends only on (seed, index), so the file is identical for
 // any thread count), appended in order, progress with rate/ETA on stderr, committed
 // atomically. Root attributes: kind, tune, seed, generator config, class names, and the

@@ -1,5 +1,5 @@
 #pragma once
-// Diffusion of PET's generator (SPEC §4): cosine log-SNR schedule from +20 (t = 0) to -20
+// Diffusion of PET's generator: cosine log-SNR schedule from +20 (t = 0) to -20
 // (t = 1), v-prediction on the first kDiffusedFeatures particle features, and a
 // deterministic second-order sampler (DDIM steps with a midpoint correction).
 #include <torch/types.h>

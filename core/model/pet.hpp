@@ -1,5 +1,5 @@
 #pragma once
-// PET, the Point-Edge Transformer of OmniLearn (SPEC §4): a body shared by a classifier
+// PET, the Point-Edge Transformer of OmniLearn: a body shared by a classifier
 // head and an optional diffusion generator head.
 //
 // Inputs (all float32, on one device):
@@ -12,11 +12,12 @@
 // do not depend on how many padding rows a jet carries (nor on the order of particles).
 // Outputs on padding rows are 0.
 //
-// Deviations from OmniLearn's TF code, by intent (SPEC §4): normalisation is a GroupNorm
-// with one group over the jet's real particles and channels; a kNN neighbour that is
-// padding (jets with <= K real particles) is left out of the neighbour mean instead of
-// contributing padding; feature dropout (per jet, features >= feature_dropout_from) is
-// active in training only, and the kNN local blocks see the dropped features too.
+// Deviations from OmniLearn's TF code, by intent (docs/architecture.md gives the reasons):
+// normalisation is a GroupNorm with one group over the jet's real particles and channels; a
+// kNN neighbour that is padding (jets with <= K real particles) is left out of the neighbour
+// mean instead of contributing padding; feature dropout (per jet, features
+// >= feature_dropout_from) is active in training only, and the kNN local blocks see the
+// dropped features too.
 // OmniLearn's TF body drops them on the encoding's input alone and gives its kNN blocks the
 // undropped features, so its local blocks never meet a jet without them, which is what the
 // dropout is for (data sets that lack those features: fine-tuning on them feeds zeros).

@@ -1,5 +1,5 @@
 #pragma once
-// Sizes and switches of a PET model (SPEC §4). Torch-free: read by commands, checkpoints
+// Sizes and switches of a PET model. Torch-free: read by commands, checkpoints
 // and the campaign layer without LibTorch.
 //
 // Presets: "omnilearn" (the paper's model, D = 128) and "tiny" (tests, CPU demos).
@@ -12,7 +12,7 @@ namespace foldfarm {
 
 struct PetConfig {
   std::string preset = "omnilearn";
-  int num_features = 13;  // particle features (SPEC §3.1)
+  int num_features = 13;  // particle features (core/data/features.hpp)
   int num_jet = 4;        // jet features [pT, eta, mass, multiplicity]
   int dim = 128;          // width D
   int heads = 4;

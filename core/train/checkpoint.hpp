@@ -76,7 +76,8 @@ void addModelTensors(Pet& model, const std::string& prefix,
 void loadModelTensors(Pet& model, const std::map<std::string, torch::Tensor>& tensors,
                       const std::string& prefix, const std::string& source);
 
-// Warm start (SPEC §4): copies every "model." tensor whose name and shape match.
+// Warm start: copies every "model." tensor whose name and shape match (as OmniLearn's
+// load_weights(by_name=True, skip_mismatch=True) does).
 struct WarmStartReport {
   std::vector<std::string> loaded;
   std::vector<std::string> skipped;  // "<name> (checkpoint [..] vs model [..])" or "(missing)"

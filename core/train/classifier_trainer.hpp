@@ -1,5 +1,5 @@
 #pragma once
-// A classifier-only PET with one logit, as OmniFold steps use it (SPEC §4, §5):
+// A classifier-only PET with one logit, as OmniFold steps use it:
 //
 //   PetClassifier clf(petPreset("tiny"), /*init_seed=*/seed);        // (a) build
 //   WarmStartReport rep = clf.warmStart("foundation/");               // (b) warm start
@@ -42,7 +42,7 @@ namespace foldfarm {
 struct ClassifierFitOptions {
   std::string optimizer = "lion";  // "lion" or "adamw"
   double lr = 3e-5;
-  double lr_factor = 5.0;  // body learns at lr / lr_factor (SPEC §4: 5 for unfolding)
+  double lr_factor = 5.0;  // body learns at lr / lr_factor (OmniLearn's unfolding: 5)
   double weight_decay = 1e-5;
   double warmup_epochs = 0;
   double clip_norm = 1.0;  // 0 = off
@@ -69,7 +69,7 @@ struct ClassifierFitOptions {
 };
 
 // The Trainer's options of a fit on `ranks` data-parallel ranks: o.batch_size is per rank, and
-// the learning rate's warm-up target scales with sqrt(ranks), as pretraining's (SPEC §4;
+// the learning rate's warm-up target scales with sqrt(ranks), as pretraining's (and OmniLearn's;
 // before: a chain's steps under mpirun trained a global batch `ranks` times larger at the
 // one-rank rate). checkFitOptions refuses (InputError naming o.label) what no fit can use,
 // with the Trainer's own check (validateTrainOptions) and at least 1 epoch: callers check

@@ -1,5 +1,5 @@
 #pragma once
-// Losses of PET training (SPEC §4).
+// Losses of PET training.
 #include <torch/types.h>
 
 #include "core/model/pet.hpp"
@@ -9,7 +9,7 @@ namespace foldfarm {
 
 enum class Objective {
   kClassifier,  // weighted BCE (1 logit) / CE (C classes)
-  kPretrain,    // SPEC §4 pretraining loss (needs the generator head)
+  kPretrain,    // the pretraining loss, pretrainLoss below (needs the generator head)
 };
 
 // Per-event classification loss: BCE-with-logits for one logit (labels 0/1), softmax

@@ -1,5 +1,5 @@
 #pragma once
-// Optimisers, learning-rate schedule and EMA for PET training (SPEC §4).
+// Optimisers, learning-rate schedule and EMA for PET training.
 //
 // Lion (Chen et al. 2023) as a torch::optim::Optimizer, with decoupled weight decay:
 //   p <- p * (1 - lr * wd);  c = b1 m + (1 - b1) g;  p <- p - lr * sign(c);
@@ -84,7 +84,8 @@ torch::Tensor evaluateClosure(const torch::optim::Optimizer::LossClosure& closur
 void zeroGradients(torch::optim::Optimizer& opt);
 
 // Linear warm-up from lr/warmup_steps to peak = lr * warmup_scale over warmup_steps, then
-// cosine decay to 0 at total_steps. warmup_scale: e.g. sqrt(ranks) (SPEC §4).
+// cosine decay to 0 at total_steps. warmup_scale: e.g. sqrt(ranks), as
+// OmniLearn's Horovod training (scripts/train.py) scales its warm-up target.
 struct WarmupCosine {
   double lr = 3e-5;
   double warmup_scale = 1.0;

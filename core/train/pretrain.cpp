@@ -148,7 +148,8 @@ bool stateOfPretraining(const std::string& dir) {
   }
 }
 
-// The warm-up target's scale of the learning rate on this many ranks (SPEC §4: sqrt(ranks)).
+// The warm-up target's scale of the learning rate on this many ranks: sqrt(ranks), as
+// OmniLearn's Horovod training (scripts/train.py) scales it.
 double warmupScale(const ParallelContext& ctx) {
   return std::sqrt(static_cast<double>(ctx.worldSize()));
 }

@@ -127,7 +127,7 @@ void checkOptimizer(const std::string& kind) {
   ctx.prepare(*net);
   OptimizerSettings s;
   s.kind = kind;
-  s.lr = 3e-6;  // SPEC lr scale; moves the model ~1e-4 relative in 3 steps
+  s.lr = 3e-6;  // small: moves the model ~1e-4 relative in 3 steps
   auto opt = makeOptimizer(net, s);
   train(net, ctx, *opt, ctx.rank(), ctx.worldSize());
   EXPECT_NO_THROW(ctx.verifyParametersIdentical(*net));  // bitwise equal on all ranks

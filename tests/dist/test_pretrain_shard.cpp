@@ -32,9 +32,25 @@ std::string slurp(const fs::path& p) {
 }
 
 std::vector<std::string> pretrain(const std::string& data, const std::string& out) {
-  return {FOLDFARM_BINARY, "pretrain", "--data", data, "--out", out, "--preset", "tiny",
-          "--epochs", "1", "--batch", "16", "--seed", "4", "--threads", "1", "--shard-data",
-          "--collective-timeout", "60"};
+  return {FOLDFARM_BINARY,
+          "pretrain",
+          "--data",
+          data,
+          "--out",
+          out,
+          "--preset",
+          "tiny",
+          "--epochs",
+          "1",
+          "--batch",
+          "16",
+          "--seed",
+          "4",
+          "--threads",
+          "1",
+          "--shard-data",
+          "--collective-timeout",
+          "60"};
 }
 
 }  // namespace
@@ -45,20 +61,21 @@ TEST(PretrainShard, EachRankHoldsItsHalfAndResumesOnAnotherRankCount) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string data = (dir / "jets.h5").string(), out = (dir / "run").string();
-  ProcessResult s = runSingleThreaded({FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets", "301",
-                         "--seed", "9", "--out", data},
-                        120);
+  ProcessResult s = runSingleThreaded({FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain",
+                                       "--jets", "301", "--seed", "9", "--out", data},
+                                      120);
   ASSERT_TRUE(s.ok()) << s.describeFailure() << "\n" << s.err;
 
-  std::vector<std::string> argv = {FOLDFARM_MPIRUN, "--allow-run-as-root", "--oversubscribe",
-                                   "-np", "2"};
+  std::vector<std::string> argv = {FOLDFARM_MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np",
+                                   "2"};
   for (const std::string& a : pretrain(data, out)) argv.push_back(a);
   ProcessResult r = runSingleThreaded(argv, 240);
   ASSERT_TRUE(r.ok()) << r.describeFailure() << "\n" << r.err;
 
   // Both ranks report their share; the shares add up to the parts in the result.
   const nlohmann::json result = nlohmann::json::parse(r.out);
-  const std::regex held(R"(\[\S+ r(\d)\] --shard-data: this rank holds (\d+) training, (\d+) validation and (\d+) test jets of 301)");
+  const std::regex held(
+      R"(\[\S+ r(\d)\] --shard-data: this rank holds (\d+) training, (\d+) validation and (\d+) test jets of 301)");
   int64_t train = 0, val = 0, test = 0;
   int ranks = 0;
   for (std::sregex_iterator it(r.err.begin(), r.err.end(), held), end; it != end; ++it) {
@@ -108,7 +125,8 @@ TEST(PretrainShard, EachRankHoldsItsHalfAndResumesOnAnotherRankCount) {
   alone.push_back("--resume");
   ProcessResult a = runSingleThreaded(alone, 240);
   ASSERT_TRUE(a.ok()) << a.describeFailure() << "\n" << a.err;
-  EXPECT_NE(a.err.find("sharded data on 2 ranks; the rows are dealt anew over 1"), std::string::npos)
+  EXPECT_NE(a.err.find("sharded data on 2 ranks; the rows are dealt anew over 1"),
+            std::string::npos)
       << a.err;
   EXPECT_NE(a.err.find("resuming from"), std::string::npos) << a.err;
   const nlohmann::json resumed = nlohmann::json::parse(a.out);
@@ -118,8 +136,9 @@ TEST(PretrainShard, EachRankHoldsItsHalfAndResumesOnAnotherRankCount) {
   // The step count is on the new scale: 2 epochs of ceil(train jets / 16) steps on one rank.
   const int64_t spe = (result.at("train_jets").get<int64_t>() + 15) / 16;
   EXPECT_EQ(resumed.at("fit").at("steps").get<int64_t>(), 2 * spe) << a.out;
-  EXPECT_NE(a.err.find("continues at step 0 instead of 0, the schedule at step " + std::to_string(spe)),
-            std::string::npos)
+  EXPECT_NE(
+      a.err.find("continues at step 0 instead of 0, the schedule at step " + std::to_string(spe)),
+      std::string::npos)
       << a.err;
   fs::remove_all(dir);
 }

@@ -33,8 +33,8 @@ struct AggregateFixture {
   nlohmann::json summary;                // summary.json as written
 };
 // Writes agg_dir/bands.h5 and agg_dir/summary.json for observables mass, width and
-// multiplicity (SPEC binnings) from `replicas` sampled replicas; with_truth adds truth
-// datasets and the Δ/coverage figures.
+// multiplicity (core/data/histogram.hpp binnings) from `replicas` sampled replicas;
+// with_truth adds truth datasets and the Δ/coverage figures.
 AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool with_truth,
                                 unsigned seed = 7);
 
