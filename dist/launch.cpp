@@ -91,8 +91,18 @@ LaunchInfo detectLaunch() {
     info.launcher = Launcher::kMpich;
     info.rank = r;
     info.world_size = n;
-    if (!envInt("MPI_LOCALRANKID", &info.local_rank)) envInt("PMI_LOCAL_RANK", &info.local_rank);
-    if (!envInt("MPI_LOCALNRANKS", &info.local_size)) envInt("PMI_LOCAL_SIZE", &info.local_size);
+    const bool local_rank =
+        envInt("MPI_LOCALRANKID", &info.local_rank) || envInt("PMI_LOCAL_RANK", &info.local_rank);
+    const bool local_size =
+        envInt("MPI_LOCALNRANKS", &info.local_size) || envInt("PMI_LOCAL_SIZE", &info.local_size);
+    // srun --mpi=pmi2 sets PMI_RANK and PMI_SIZE alone: the node's ranks are Slurm's (before:
+    // every rank took local rank 0, and so the node's first GPU).
+    if (std::getenv("SLURM_STEP_ID") != nullptr) {
+      if (!local_rank) envInt("SLURM_LOCALID", &info.local_rank);
+      int tasks_on_node = 0;
+      if (!local_size && (tasks_on_node = slurmStepTasksOnThisNode()) > 0)
+        info.local_size = tasks_on_node;
+    }
   } else if (std::getenv("SLURM_STEP_ID") != nullptr && envInt("SLURM_PROCID", &r) &&
              envInt("SLURM_NTASKS", &n)) {
     info.launcher = Launcher::kSlurm;

@@ -46,28 +46,40 @@ void renderHeader(std::ostringstream& s, const SbatchResources& r, const std::st
 
 // The batch shell's supervision: traps first (a signal may come at any time), workers in
 // the background, `wait` interrupted by a trapped signal is resumed until the worker ends.
-void renderSupervisor(std::ostringstream& s, const SbatchResources& r) {
+// `through_srun`: the worker is srun, which takes a TERM as "kill every rank" (SIGKILL, no
+// save): a TERM is passed on to it as USR1, which srun forwards to the ranks as it is and
+// foldfarm takes as the same stop (before: `scancel -b`'s TERM reached the ranks as SIGKILL).
+// Arrays ${a[@]+"${a[@]}"}: bash up to 4.3 takes an empty "${a[@]}" for unbound under set -u.
+void renderSupervisor(std::ostringstream& s, bool through_srun) {
   s << R"SH(
 # Supervision: forward USR1/TERM (time limit, preemption, scancel) to the workers, which
 # save their state and exit 75; wait for them in a loop so the trap runs immediately.
 ff_pids=()
 ff_stop=""
+ff_send=""
 ff_time_limit=""
+ff_unstarted=""
 ff_forward() {
   ff_stop=$1
+  ff_send=$2
   local p
-  for p in "${ff_pids[@]}"; do kill -s "$1" "$p" 2>/dev/null || true; done
+  for p in ${ff_pids[@]+"${ff_pids[@]}"}; do kill -s "$2" "$p" 2>/dev/null || true; done
 }
-trap 'ff_time_limit=1; ff_forward USR1' USR1
-trap 'ff_forward TERM' TERM
-ff_start() {
+trap 'ff_time_limit=1; ff_forward USR1 USR1' USR1
+)SH";
+  s << "trap 'ff_forward TERM " << (through_srun ? "USR1" : "TERM") << "' TERM\n";
+  s << R"SH(ff_start() {
+  # Stopped before the workers exist: they are not started (a signal reaching them before
+  # their handlers are set would end them with nothing saved); the job ends 75, stopped.
+  if [ -n "$ff_stop" ]; then ff_unstarted=1; return 0; fi
   "$@" &
   ff_pids+=("$!")
-  if [ -n "$ff_stop" ]; then kill -s "$ff_stop" "$!" 2>/dev/null || true; fi
+  if [ -n "$ff_stop" ]; then kill -s "$ff_send" "$!" 2>/dev/null || true; fi
 }
 ff_wait_all() {
   local p s worst=0
-  for p in "${ff_pids[@]}"; do
+  if [ -n "$ff_unstarted" ]; then worst=75; fi
+  for p in ${ff_pids[@]+"${ff_pids[@]}"}; do
     while :; do
       wait "$p"; s=$?
       if [ "$s" -gt 128 ] && kill -0 "$p" 2>/dev/null; then continue; fi
@@ -82,7 +94,6 @@ ff_wait_all() {
   return "$worst"
 }
 )SH";
-  (void)r;
 }
 
 void renderSetup(std::ostringstream& s, const SbatchResources& r) {
@@ -104,14 +115,21 @@ void renderMps(std::ostringstream& s) {
 # CUDA MPS: several tasks per GPU run their kernels concurrently.
 ff_mps=0
 if command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
-  export CUDA_MPS_PIPE_DIRECTORY="${TMPDIR:-/tmp}/foldfarm-mps-${SLURM_JOB_ID:-$$}/pipe"
-  export CUDA_MPS_LOG_DIRECTORY="${TMPDIR:-/tmp}/foldfarm-mps-${SLURM_JOB_ID:-$$}/log"
+  ff_mps_dir="${TMPDIR:-/tmp}/foldfarm-mps-${SLURM_JOB_ID:-$$}"
+  export CUDA_MPS_PIPE_DIRECTORY="$ff_mps_dir/pipe" CUDA_MPS_LOG_DIRECTORY="$ff_mps_dir/log"
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   if nvidia-cuda-mps-control -d; then
     ff_mps=1
+    # The MPS server numbers the GPUs it was started with 0..n-1: its clients name them so
+    # (a client keeping Slurm's "2" would find no GPU where devices are not constrained).
+    if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
+      ff_n=$(echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)
+      CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((ff_n - 1)))
+      export CUDA_VISIBLE_DEVICES
+    fi
     echo "foldfarm: CUDA MPS started on $(hostname -s)" >&2
   else
-    echo "foldfarm: CUDA MPS did not start on $(hostname -s) (GPU compute mode?); tasks sharing a GPU time-slice" >&2
+    echo "foldfarm: CUDA MPS did not start on $(hostname -s) (its log: $CUDA_MPS_LOG_DIRECTORY); tasks sharing a GPU time-slice" >&2
   fi
 else
   echo "foldfarm: no nvidia-cuda-mps-control on $(hostname -s); tasks sharing a GPU time-slice" >&2
@@ -121,7 +139,12 @@ fi
 
 void renderFinish(std::ostringstream& s, const SbatchResources& r) {
   s << "\nff_wait_all\nff_rc=$?\n";
-  s << "if [ \"${ff_mps:-0}\" = 1 ]; then echo quit | nvidia-cuda-mps-control || true; fi\n";
+  // MPS stopped (bounded: a server that does not answer is left to the job's end) and its
+  // directories removed: thousands of elements would otherwise leave theirs in the node's /tmp.
+  s << "if [ \"${ff_mps:-0}\" = 1 ]; then\n"
+       "  echo quit | timeout 60 nvidia-cuda-mps-control || true\n"
+       "  rm -rf \"$ff_mps_dir\"\n"
+       "fi\n";
   s << "echo \"foldfarm: job ${SLURM_JOB_ID:-?} on $(hostname -s) finished with status $ff_rc\" "
        ">&2\n";
   if (r.requeue) {
@@ -137,6 +160,22 @@ void renderFinish(std::ostringstream& s, const SbatchResources& r) {
          "fi\n";
   }
   s << "exit \"$ff_rc\"\n";
+}
+
+// srun and its options for the job's one step:
+// - --cpus-per-task: Slurm 22.05 to 23.02 do not give srun the job's (SLURM_CPUS_PER_TASK is
+//   not read), and each rank was bound to one CPU;
+// - --export=ALL: a site's or user's SBATCH_EXPORT=NONE would start the ranks without the
+//   set-up's environment;
+// - --gpu-bind=none (ranks that pick their own GPU): a site's per-task GPU binding would show
+//   each rank one GPU, where the pilot's slots bind by index on the node.
+std::vector<std::string> srunCommand(const SbatchResources& r, bool own_gpu_choice) {
+  std::vector<std::string> cmd = {"srun"};
+  if (r.mpi != "default") cmd.push_back("--mpi=" + r.mpi);
+  cmd.insert(cmd.end(), {"--kill-on-bad-exit=1", "--cpus-per-task=" + std::to_string(r.cpusPerTask),
+                         "--export=ALL"});
+  if (own_gpu_choice && r.gpusPerNode > 0) cmd.push_back("--gpu-bind=none");
+  return cmd;
 }
 
 int ranksPerNode(const SbatchResources& r) {
@@ -170,6 +209,11 @@ void validateResources(const SbatchResources& r) {
     }
   }
   if (r.foldfarm.empty()) throw InputError("--foldfarm: empty path of the foldfarm executable");
+  if (r.mpi.empty() ||
+      r.mpi.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos)
+    throw InputError("--mpi: '" + r.mpi +
+                     "' is no MPI plugin name of srun (pmix, pmix_v4, pmi2, cray_shasta, …; "
+                     "`srun --mpi=list` lists the site's), or 'default' for the site's default");
 }
 
 std::string renderPretrainScript(const SbatchResources& given,
@@ -192,12 +236,12 @@ std::string renderPretrainScript(const SbatchResources& given,
   s << "# foldfarm pretrain: data-parallel PET, " << r.nodes << " node(s) x " << perNode
     << " rank(s), one rank per " << (r.gpusPerNode > 0 ? "GPU" : "task slot") << ".\n";
   s << "set -u\n";
-  renderSupervisor(s, r);
+  renderSupervisor(s, /*through_srun=*/true);
   renderSetup(s, r);
   s << "\nexport OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask
     << "\n";
-  std::vector<std::string> cmd = {"srun", "--mpi=pmix", "--kill-on-bad-exit=1", r.foldfarm,
-                                  "pretrain"};
+  std::vector<std::string> cmd = srunCommand(r, /*own_gpu_choice=*/false);
+  cmd.insert(cmd.end(), {r.foldfarm, "pretrain"});
   // Threads per rank follow --cpus-per-task unless the arguments set them (pretrain takes
   // --threads once).
   const bool threads_given = std::any_of(args.begin(), args.end(), [](const std::string& a) {
@@ -207,8 +251,10 @@ std::string renderPretrainScript(const SbatchResources& given,
   cmd.insert(cmd.end(), args.begin(), args.end());
   // A requeued run continues from the state the interrupted one saved: without --resume,
   // pretrain refuses an --out that holds a training state (before: every requeue failed).
+  // Without --requeue too: Slurm requeues a job after a node failure or a preemption unless
+  // it is told not to (JobRequeue=1, its default).
   const bool resume_given = std::find(args.begin(), args.end(), "--resume") != args.end();
-  const bool resume_on_requeue = r.requeue && !resume_given;
+  const bool resume_on_requeue = !resume_given;
   // The --out of the arguments: the script submitted again after a cancel continues too.
   std::string out;
   for (size_t k = 0; k < args.size(); ++k) {
@@ -248,16 +294,16 @@ std::string renderPilotScript(const SbatchResources& given, const std::string& c
     << " rank(s) running the mpi executor (rank 0 dispatches, the others run tasks)";
   if (r.gpusPerNode > 0) s << " (" << r.tasksPerGpu << " task(s) per GPU)";
   s << ".\nset -u\n";
-  renderSupervisor(s, r);
+  renderSupervisor(s, /*through_srun=*/true);
   renderSetup(s, r);
   s << "\nexport OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask
     << "\n";
-  // One node: its MPS daemon serves every rank. Several nodes need one per node, which the
-  // site's MPS support (e.g. --gres=mps) provides.
+  // One node: its MPS daemon serves every rank. Several nodes would need one per node, in the
+  // step (a daemon started by another step ends with it; Slurm's gres/mps cannot be asked for
+  // beside GPUs): their ranks share each GPU by time-slicing (docs/slurm.md says so).
   if (r.gpusPerNode > 0 && r.tasksPerGpu > 1 && r.nodes == 1) renderMps(s);
-  std::vector<std::string> cmd = {"srun",      "--mpi=pmix", "--kill-on-bad-exit=1",
-                                  r.foldfarm,  "campaign",   "run",
-                                  campaignDir, "--executor", "mpi"};
+  std::vector<std::string> cmd = srunCommand(r, /*own_gpu_choice=*/true);
+  cmd.insert(cmd.end(), {r.foldfarm, "campaign", "run", campaignDir, "--executor", "mpi"});
   cmd.insert(cmd.end(), extraArgs.begin(), extraArgs.end());
   s << "ff_start " << shellJoin(cmd) << "\n";
   renderFinish(s, r);
@@ -296,7 +342,7 @@ std::string renderArrayScript(const SbatchResources& given, const ArrayJob& job)
   if (r.gpusPerNode > 0) s << " sharing one GPU";
   s << ".\n# Workers write results only; the submitting foldfarm ingests them into the journal.\n";
   s << "set -u\n";
-  renderSupervisor(s, r);
+  renderSupervisor(s, /*through_srun=*/false);
   renderSetup(s, r);
   s << "\nff_campaign=" << shellQuote(job.campaignDir) << "\n";
   s << "ff_manifest=" << shellQuote(job.manifestPath) << "\n";
@@ -304,6 +350,9 @@ std::string renderArrayScript(const SbatchResources& given, const ArrayJob& job)
   if (work.empty()) work = {r.foldfarm, "campaign", "work"};
   s << "ff_work=(" << shellJoin(work) << ")\n";
   s << "ff_lanes=" << job.lanes << "\n";
+  // An element asks for one GPU, but a node-exclusive partition gives it the node's: its
+  // lanes then take them in turn (before: every lane on the first, the others idle).
+  s << "ff_spread=" << (r.gpusPerNode > 0 ? 1 : 0) << "\n";
   if (r.gpusPerNode > 0 && job.lanes > 1) {
     renderMps(s);
     // The lanes share the element's GPU: each caps its allocator at an equal share of its
@@ -323,12 +372,23 @@ if [ "${#ff_tasks[@]}" -eq 0 ]; then
   echo "foldfarm: manifest $ff_manifest has no tasks for element $ff_element" >&2; exit 2
 fi
 echo "foldfarm: element $ff_element (job ${SLURM_JOB_ID:-?}) on $(hostname -s): ${#ff_tasks[@]} task(s)" >&2
+ff_gpus=()
+if [ "$ff_spread" = 1 ] && [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
+  IFS=, read -r -a ff_gpus <<< "$CUDA_VISIBLE_DEVICES"
+fi
+if [ "${#ff_gpus[@]}" -gt 1 ]; then
+  echo "foldfarm: element $ff_element holds ${#ff_gpus[@]} GPUs (a node-exclusive partition?): its $ff_lanes lane(s) spread over them; a pilot (\`foldfarm slurm render pilot\`) fills every GPU of its nodes" >&2
+fi
 for ((ff_lane = 0; ff_lane < ff_lanes && ff_lane < ${#ff_tasks[@]}; ff_lane++)); do
   ff_args=()
   for ((ff_i = ff_lane; ff_i < ${#ff_tasks[@]}; ff_i += ff_lanes)); do
     ff_args+=(--task "${ff_tasks[ff_i]}")
   done
-  ff_start "${ff_work[@]}" "$ff_campaign" "${ff_args[@]}"
+  if [ "${#ff_gpus[@]}" -gt 1 ]; then
+    ff_start env CUDA_VISIBLE_DEVICES="${ff_gpus[ff_lane % ${#ff_gpus[@]}]}" "${ff_work[@]}" "$ff_campaign" "${ff_args[@]}"
+  else
+    ff_start "${ff_work[@]}" "$ff_campaign" "${ff_args[@]}"
+  fi
 done
 )SH";
   renderFinish(s, r);

@@ -53,6 +53,7 @@ struct SbatchResources {
   int signalGraceSeconds = 120;         // --signal=B:USR1@grace; 0: none
   bool requeue = false;
   std::string foldfarm = "foldfarm";  // the executable the script runs (quoted)
+  std::string mpi = "pmix";           // srun --mpi=<this>; "default": the site's MpiDefault
 };
 
 // `r` with what it was not given at its defaults: job name "foldfarm", 1 task per GPU, 1
@@ -64,7 +65,7 @@ SbatchResources withDefaults(SbatchResources r);
 std::string renderPretrainScript(const SbatchResources& res,
                                  const std::vector<std::string>& pretrainArgs);
 
-// (b) Pilot: `srun --mpi=pmix foldfarm campaign run <campaignDir> --executor mpi <extra>`,
+// (b) Pilot: `srun --mpi=pmix … foldfarm campaign run <campaignDir> --executor mpi <extra>`,
 // with tasksPerGpu·gpusPerNode (or tasksPerNode) ranks per node.
 std::string renderPilotScript(const SbatchResources& res, const std::string& campaignDir,
                               const std::vector<std::string>& extraArgs = {});

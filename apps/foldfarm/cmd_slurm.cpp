@@ -33,8 +33,9 @@ struct ResourceArgs {
   std::vector<std::string> setupFiles;
 
   // `campaign`: the script runs a campaign, whose spec fills what these options leave at
-  // their defaults (slurm_campaign.hpp). `requeue`: the job may requeue itself (not array
-  // elements: the submitter resubmits an interrupted task as its next attempt).
+  // their defaults (slurm_campaign.hpp). `requeue`: the job may requeue itself, and runs its
+  // ranks under srun (not array elements: the submitter resubmits an interrupted task as its
+  // next attempt).
   void addTo(CLI::App& c, bool campaign, bool requeue = true) {
     const std::string spec = campaign ? " (default: the campaign's)" : "";
     // With a campaign, what these leave at their defaults comes from its spec: the help shows
@@ -80,9 +81,14 @@ struct ResourceArgs {
     c.add_option("--signal-grace", res.signalGraceSeconds,
                  "Seconds before the time limit when USR1 asks workers to checkpoint (0: none)")
         ->capture_default_str();
-    if (requeue)
+    if (requeue) {
       c.add_flag("--requeue", res.requeue,
                  "Let Slurm requeue the job; an interrupted job requeues itself");
+      c.add_option("--mpi", res.mpi,
+                   "srun's MPI plugin for the ranks (`srun --mpi=list` lists the site's; "
+                   "'default': the site's MpiDefault, no --mpi)")
+          ->capture_default_str();
+    }
     c.add_option("--foldfarm", res.foldfarm,
                  "Path of the executable the script runs on the compute nodes (default: the "
                  "foldfarm-torch beside this foldfarm)");
@@ -193,7 +199,7 @@ void registerSlurmCommands(CommandGroups& g) {
   auto pre = std::make_shared<RenderArgs>();
   CLI::App* rp = render->add_subcommand(
       "pretrain",
-      "Data-parallel pretraining: srun --mpi=pmix foldfarm pretrain ARGS…, one rank per GPU");
+      "Data-parallel pretraining: srun --mpi=pmix … foldfarm pretrain ARGS…, one rank per GPU");
   pre->res.addTo(*rp, false);
   rp->add_option("args", pre->extra, "Arguments of `foldfarm pretrain` (after --)");
   rp->callback([pre] {

@@ -100,6 +100,31 @@ TEST(Launch, SrunTasksOnThisNode) {
   clearLaunchEnv();
 }
 
+// srun --mpi=pmi2 sets PMI_RANK and PMI_SIZE but no local rank: the node's ranks and their
+// number are Slurm's (before: local rank 0 on every rank, all on the node's first GPU).
+TEST(Launch, SrunWithPmi2TakesTheLocalRankFromSlurm) {
+  clearLaunchEnv();
+  setenv("PMI_RANK", "5", 1);
+  setenv("PMI_SIZE", "8", 1);
+  setenv("SLURM_STEP_ID", "0", 1);
+  setenv("SLURM_PROCID", "5", 1);
+  setenv("SLURM_NTASKS", "8", 1);
+  setenv("SLURM_LOCALID", "1", 1);
+  setenv("SLURM_STEP_TASKS_PER_NODE", "4(x2)", 1);
+  auto info = detectLaunch();
+  EXPECT_EQ(info.launcher, Launcher::kMpich);
+  EXPECT_EQ(info.rank, 5);
+  EXPECT_EQ(info.local_rank, 1);
+  EXPECT_EQ(info.local_size, 4);
+  // MPICH's own numbers, where its launcher sets them, stand.
+  setenv("MPI_LOCALRANKID", "3", 1);
+  setenv("MPI_LOCALNRANKS", "6", 1);
+  info = detectLaunch();
+  EXPECT_EQ(info.local_rank, 3);
+  EXPECT_EQ(info.local_size, 6);
+  clearLaunchEnv();
+}
+
 TEST(Launch, InconsistentIsBadInput) {
   clearLaunchEnv();
   setenv("OMPI_COMM_WORLD_RANK", "4", 1);
@@ -143,6 +168,14 @@ TEST(Launch, ARanksGpuIsTheOneItsCommunicatorTakes) {
         {"MPI_LOCALRANKID", "0"}},
        2},
       {"batch shell, not a step", {{"SLURM_PROCID", "0"}, {"SLURM_LOCALID", "1"}}, 0},
+      {"srun --mpi=pmi2: PMI_RANK and PMI_SIZE alone, the node's ranks Slurm's",
+       {{"PMI_RANK", "5"},
+        {"PMI_SIZE", "8"},
+        {"SLURM_STEP_ID", "0"},
+        {"SLURM_PROCID", "5"},
+        {"SLURM_NTASKS", "8"},
+        {"SLURM_LOCALID", "1"}},
+       1},
   };
   for (const Case& c : cases) {
     clearLaunchEnv();

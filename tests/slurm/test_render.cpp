@@ -169,7 +169,20 @@ TEST(SbatchScript, PretrainOneRankPerGpu) {
   EXPECT_NE(s.find("'pet config.json'"), std::string::npos);
   EXPECT_NE(s.find("\nmodule load cuda/12\n"), std::string::npos);
   // The trap is installed before the workers start.
-  EXPECT_LT(s.find("trap 'ff_time_limit=1; ff_forward USR1' USR1"), s.find("ff_start 'srun'"));
+  EXPECT_LT(s.find("trap 'ff_time_limit=1; ff_forward USR1 USR1' USR1"), s.find("ff_start 'srun'"));
+  // srun is told the CPUs per rank (22.05 to 23.02 do not take the job's) and the environment.
+  EXPECT_NE(s.find("'--cpus-per-task=8' '--export=ALL' "), std::string::npos) << s;
+  // Ranks of a pretraining pick their GPU by local rank among those they see: no binding asked.
+  EXPECT_EQ(s.find("--gpu-bind"), std::string::npos) << s;
+  // Another MPI plugin, or the site's default; a name srun could not know is refused.
+  SbatchResources other = r;
+  other.mpi = "pmi2";
+  EXPECT_NE(renderPretrainScript(other, {}).find("'srun' '--mpi=pmi2' "), std::string::npos);
+  other.mpi = "default";
+  EXPECT_NE(renderPretrainScript(other, {}).find("'srun' '--kill-on-bad-exit=1' "),
+            std::string::npos);
+  other.mpi = "pmix; rm -rf";
+  EXPECT_THROW(renderPretrainScript(other, {}), InputError);
   EXPECT_NE(s.find("'pretrain' '--threads' '8' '--config'"), std::string::npos) << s;
   expectBashSyntaxOk(s);
   // Ranks per node beside GPUs: one rank per GPU, so another count is refused, not ignored.
@@ -185,6 +198,63 @@ TEST(SbatchScript, PretrainOneRankPerGpu) {
     EXPECT_EQ(t.find("'--threads' '8'"), std::string::npos) << t;
     EXPECT_NE(t.find("'pretrain' '--threads"), std::string::npos) << t;
   }
+}
+
+// An array element run with a stand-in worker that records what each lane sees: its tasks and
+// its GPUs. Lanes take the element's GPUs in turn where it holds several (a node-exclusive
+// partition gives an element of one GPU the whole node; before: every lane on the first).
+// With MPS started, the lanes name the server's GPUs, 0..n-1 (a client keeping Slurm's "6"
+// finds no GPU where devices are not constrained), and its directory is removed at the end.
+TEST(SbatchScript, ArrayLanesSpreadOverTheElementsGpusAndNameMpsGpusFromZero) {
+  const std::string dir = ::testing::TempDir() + "/lanes_" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir + "/bin");
+  const auto write = [&](const std::string& path, const std::string& text, bool exec) {
+    std::ofstream(path) << text;
+    if (exec) std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+  };
+  // The worker: "D --task A --task B" -> a line "A B|<CUDA_VISIBLE_DEVICES>" per lane.
+  write(dir + "/work",
+        "#!/bin/bash\nshift\nt=\"\"\nwhile [ $# -gt 1 ]; do t=\"$t $2\"; shift 2; done\n"
+        "flock \"$(dirname \"$0\")/seen\" -c \"echo '${t# }|${CUDA_VISIBLE_DEVICES:-}' >> "
+        "'$(dirname \"$0\")/seen'\"\n",
+        true);
+  write(dir + "/manifest.tsv", "a\tb\tc\td\te\n", false);
+  SbatchResources r;
+  r.gpusPerNode = 1;
+  r.tasksPerGpu = 4;
+  r.signalGraceSeconds = 0;
+  ArrayJob j;
+  j.campaignDir = dir + "/camp";
+  j.manifestPath = dir + "/manifest.tsv";
+  j.elements = 1;
+  j.lanes = 4;
+  j.workArgv = {dir + "/work"};
+  write(dir + "/job.sh", renderArrayScript(r, j), false);
+  const auto lanes = [&](const std::string& visible, const std::string& tmp) {
+    std::filesystem::remove(dir + "/seen");
+    ProcessOptions o;
+    o.extraEnv = {"PATH=" + dir + "/bin:/usr/bin:/bin", "SLURM_ARRAY_TASK_ID=0", "SLURM_JOB_ID=41",
+                  "CUDA_VISIBLE_DEVICES=" + visible, "TMPDIR=" + tmp};
+    const ProcessResult p = runProcess({"bash", dir + "/job.sh"}, o);
+    EXPECT_TRUE(p.ok()) << p.err;
+    std::set<std::string> seen;
+    std::ifstream in(dir + "/seen");
+    for (std::string line; std::getline(in, line);) seen.insert(line);
+    return seen;
+  };
+  // One GPU, no MPS here (no nvidia-cuda-mps-control on PATH): every lane on it.
+  EXPECT_EQ(lanes("3", dir), (std::set<std::string>{"a e|3", "b|3", "c|3", "d|3"}));
+  // The whole node's four GPUs: a lane on each.
+  EXPECT_EQ(lanes("4,5,6,7", dir), (std::set<std::string>{"a e|4", "b|5", "c|6", "d|7"}));
+  // MPS started (a stand-in that answers): the server numbers its GPUs from 0.
+  write(dir + "/bin/nvidia-cuda-mps-control", "#!/bin/sh\ncat >/dev/null 2>&1 &\nexit 0\n", true);
+  const std::string tmp = dir + "/tmp";
+  std::filesystem::create_directories(tmp);
+  EXPECT_EQ(lanes("6", tmp), (std::set<std::string>{"a e|0", "b|0", "c|0", "d|0"}));
+  EXPECT_EQ(lanes("4,5,6,7", tmp), (std::set<std::string>{"a e|0", "b|1", "c|2", "d|3"}));
+  EXPECT_FALSE(std::filesystem::exists(tmp + "/foldfarm-mps-41")) << "MPS directory left";
+  std::filesystem::remove_all(dir);
 }
 
 TEST(SbatchScript, ArrayScriptQuotesPathsAndThrottles) {
@@ -210,7 +280,7 @@ TEST(SbatchScript, ArrayScriptQuotesPathsAndThrottles) {
   EXPECT_EQ(s.find("scontrol requeue"), std::string::npos);
   // Four lanes share the element's GPU: CUDA MPS is started before them, stopped after.
   EXPECT_LT(s.find("nvidia-cuda-mps-control -d"), s.find("ff_start \"${ff_work[@]}\""));
-  EXPECT_NE(s.find("echo quit | nvidia-cuda-mps-control"), std::string::npos);
+  EXPECT_NE(s.find("echo quit | timeout 60 nvidia-cuda-mps-control"), std::string::npos);
   // Each lane caps its allocator at an equal share of the GPU's memory, as the local pool's
   // slots do, before the lanes start.
   EXPECT_LT(s.find("export FOLDFARM_GPU_MEMORY_FRACTION=0.237500\n"),
@@ -280,7 +350,8 @@ TEST(SbatchScript, ARequeuedPretrainingContinuesFromItsSavedState) {
     return line;
   };
   const std::string first =
-      "--mpi=pmix --kill-on-bad-exit=1 /opt/ff pretrain --threads 1 --data d.h5 --out o";
+      "--mpi=pmix --kill-on-bad-exit=1 --cpus-per-task=1 --export=ALL /opt/ff pretrain --threads 1 "
+      "--data d.h5 --out o";
   EXPECT_EQ(args("0"), first);
   EXPECT_EQ(args("2"), first + " --resume");
   // --resume given by the user: as given, every run.
@@ -294,19 +365,23 @@ TEST(SbatchScript, ARequeuedPretrainingContinuesFromItsSavedState) {
   std::fputs(v.c_str(), f);
   std::fclose(f);
   const std::string fresh =
-      "--mpi=pmix --kill-on-bad-exit=1 /opt/ff pretrain --threads 1 --data d.h5 --out " + out;
+      "--mpi=pmix --kill-on-bad-exit=1 --cpus-per-task=1 --export=ALL /opt/ff pretrain --threads 1 "
+      "--data d.h5 --out " +
+      out;
   EXPECT_EQ(args("0"), fresh);
   std::filesystem::create_directories(out + "/state");
   EXPECT_EQ(args("0"), fresh + " --resume");
 
   // Stopped at the time limit's warning (USR1): requeued. Stopped by TERM (a scancel; a
   // preemption, which Slurm requeues itself in REQUEUE mode): not, exit 75, saying so (before:
-  // a scancel'd job requeued itself and ran again).
+  // a scancel'd job requeued itself and ran again). srun is passed the TERM as USR1: srun
+  // answers a TERM by SIGKILLing every rank (before: `scancel -b`'s TERM lost the ranks' work).
   f = std::fopen((dir + "/srun").c_str(), "w");
   ASSERT_NE(f, nullptr);
   std::fputs(
-      "#!/bin/bash\ntrap 'exit 75' TERM USR1\nkill -s \"$FF_TEST_SIGNAL\" $PPID\n"
-      "sleep 5 >/dev/null 2>&1 & wait\n",
+      "#!/bin/bash\ntrap 'echo TERM > \"$(dirname \"$0\")/got\"; exit 75' TERM\n"
+      "trap 'echo USR1 > \"$(dirname \"$0\")/got\"; exit 75' USR1\n"
+      "kill -s \"$FF_TEST_SIGNAL\" $PPID\nsleep 5 >/dev/null 2>&1 & wait\n",
       f);
   std::fclose(f);
   f = std::fopen((dir + "/scontrol").c_str(), "w");
@@ -323,6 +398,12 @@ TEST(SbatchScript, ARequeuedPretrainingContinuesFromItsSavedState) {
   };
   auto [rc, requeued, err] = stopped("TERM");
   EXPECT_EQ(rc, 75);
+  {
+    std::ifstream got(dir + "/got");
+    std::string line;
+    std::getline(got, line);
+    EXPECT_EQ(line, "USR1") << "srun was passed the TERM as it came";
+  }
   EXPECT_FALSE(requeued) << "a scancel'd job requeued itself";
   EXPECT_NE(err.find("stopped (TERM: scancel or preemption): not requeued by this script; its "
                      "state is saved: submit it again to continue"),
@@ -332,13 +413,39 @@ TEST(SbatchScript, ARequeuedPretrainingContinuesFromItsSavedState) {
   EXPECT_EQ(rc, 0);
   EXPECT_TRUE(requeued);
   EXPECT_NE(err.find("interrupted at the time limit; requeueing job 7"), std::string::npos) << err;
+  // A stop during the set-up lines: srun is not started (a signal sent to it before its
+  // handlers, or the ranks', are set would end them with nothing saved); the job ends 75.
+  {
+    SbatchResources early = r;
+    early.setupLines = {"kill -s TERM $$", "sleep 0.2"};
+    const std::string e = renderPretrainScript(early, {"--data", "d.h5", "--out", "o"});
+    f = std::fopen((dir + "/job.sh").c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(e.c_str(), f);
+    std::fclose(f);
+    std::filesystem::remove(dir + "/got");
+    std::tie(rc, requeued, err) = stopped("TERM");
+    EXPECT_EQ(rc, 75) << err;
+    EXPECT_FALSE(std::filesystem::exists(dir + "/got")) << "srun was started after the stop";
+    EXPECT_NE(err.find("stopped (TERM: scancel or preemption)"), std::string::npos) << err;
+  }
 
-  // Without --requeue nothing of it; the output is still appended to (Slurm may requeue the
-  // job after a node failure).
+  // Without --requeue the job does not requeue itself, but Slurm requeues it after a node
+  // failure or a preemption (JobRequeue=1): that run continues too (before: pretrain refused
+  // the --out holding the state, and the job failed), and the output is appended to.
   r.requeue = false;
   const std::string u = renderPretrainScript(r, {"--data", "d.h5", "--out", "o"});
-  EXPECT_EQ(u.find("ff_resume"), std::string::npos) << u;
+  EXPECT_EQ(u.find("scontrol requeue"), std::string::npos) << u;
   EXPECT_NE(u.find("#SBATCH --open-mode=append\n"), std::string::npos) << u;
+  f = std::fopen((dir + "/job.sh").c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(u.c_str(), f);
+  std::fclose(f);
+  f = std::fopen((dir + "/srun").c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("#!/bin/sh\necho \"$*\" > \"$(dirname \"$0\")/args\"\n", f);
+  std::fclose(f);
+  EXPECT_EQ(args("1"), first + " --resume");
   std::filesystem::remove_all(dir);
 }
 
