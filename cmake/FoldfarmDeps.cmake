@@ -1,4 +1,4 @@
-# Every third-party dependency is found here, once (SPEC §2).
+# Every third-party dependency is found here, once.
 find_package(Threads REQUIRED)
 find_package(nlohmann_json 3.9 REQUIRED)
 find_package(spdlog REQUIRED)
@@ -70,8 +70,14 @@ if(FOLDFARM_WITH_TORCH)
     find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${NCCL_HOME}/include /usr/local/cuda/include)
     find_library(NCCL_LIBRARY nccl HINTS ${NCCL_HOME}/lib ${NCCL_HOME}/lib64 /usr/local/cuda/lib64
                  /usr/local/cuda/lib)
-    find_path(CUDART_INCLUDE_DIR cuda_runtime_api.h HINTS /usr/local/cuda/include)
-    find_library(CUDART_LIBRARY cudart HINTS /usr/local/cuda/lib64 /usr/local/cuda/lib)
+    # The CUDA runtime from the toolkit CMake finds (nvcc on PATH, CUDAToolkit_ROOT, CUDA_HOME),
+    # not only /usr/local/cuda.
+    find_package(CUDAToolkit QUIET)
+    find_path(CUDART_INCLUDE_DIR cuda_runtime_api.h
+              HINTS ${CUDAToolkit_INCLUDE_DIRS} $ENV{CUDA_HOME}/include /usr/local/cuda/include)
+    find_library(CUDART_LIBRARY cudart
+                 HINTS ${CUDAToolkit_LIBRARY_DIR} $ENV{CUDA_HOME}/lib64 /usr/local/cuda/lib64
+                       /usr/local/cuda/lib)
     if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY AND CUDART_INCLUDE_DIR AND CUDART_LIBRARY)
       set(FOLDFARM_HAVE_NCCL ON)
       add_library(foldfarm_nccl INTERFACE)
@@ -79,7 +85,15 @@ if(FOLDFARM_WITH_TORCH)
       target_link_libraries(foldfarm_nccl INTERFACE ${NCCL_LIBRARY} ${CUDART_LIBRARY})
       message(STATUS "foldfarm: NCCL communicator enabled (${NCCL_LIBRARY})")
     elseif(FOLDFARM_WITH_CUDA STREQUAL "ON")
-      message(FATAL_ERROR "FOLDFARM_WITH_CUDA=ON but NCCL/CUDA runtime not found (pass -DNCCL_HOME=PREFIX)")
+      set(_missing "")
+      foreach(_v NCCL_INCLUDE_DIR NCCL_LIBRARY CUDART_INCLUDE_DIR CUDART_LIBRARY)
+        if(NOT ${_v})
+          list(APPEND _missing ${_v})
+        endif()
+      endforeach()
+      message(FATAL_ERROR "FOLDFARM_WITH_CUDA=ON but not found: ${_missing} (NCCL: pass "
+                          "-DNCCL_HOME=PREFIX; the CUDA runtime: put the toolkit's nvcc on PATH "
+                          "or pass -DCUDAToolkit_ROOT=PREFIX)")
     else()
       message(STATUS "foldfarm: NCCL not found; the NCCL communicator is not built")
     endif()

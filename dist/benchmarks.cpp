@@ -45,7 +45,8 @@ void fillPattern(at::Tensor& t, int rank) {
 double patternError(const at::Tensor& t, int world, double scale) {
   auto idx = torch::arange(t.numel(), torch::kLong).remainder(7).add(1).to(torch::kDouble);
   auto expect = idx.mul(world * (world + 1) / 2.0 * scale);
-  return (t.to(torch::kDouble) - expect).abs().max().item<double>();
+  // On the host: `expect` is a CPU tensor, and a GPU buffer (NCCL) minus it would throw.
+  return (t.to(torch::kCPU, torch::kDouble) - expect).abs().max().item<double>();
 }
 
 nlohmann::json figure(const std::string& path, std::size_t bytes, double secs, int world) {

@@ -1,5 +1,7 @@
 #include "ensembles/chain.hpp"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <deque>
 #include <filesystem>
@@ -1230,6 +1232,15 @@ void ChainRun::writeOutputsOnRoot() {
   // selection; before: over every event, the failing ones' fixed weight 1 included).
   result["final_ess"] = effectiveSampleSize(weights.final, mc_pass_gen_);
   result["device"] = in_.device.toJson();
+  // On a GPU: the process that trained the chain and the most memory its allocator held for
+  // tensors since it started (a worker's earlier tasks included), to size tasks sharing a GPU,
+  // and to see each task's process on it where nvidia-smi lists none (a container).
+  if (in_.device.isCuda()) {
+    const DeviceMemoryPeak peak = deviceMemoryPeak(in_.device.device);
+    result["device"]["process"] = {
+        {"pid", static_cast<int64_t>(::getpid())},
+        {"peak_allocated_mb", static_cast<double>(peak.allocated) / 1048576.0}};
+  }
   writeJsonAtomic(out_ + "/" + kChainResultFile, result);
   std::error_code ec;
   fs::remove_all(stateDir(out_), ec);

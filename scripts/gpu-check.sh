@@ -6,9 +6,11 @@
 #   deps      unpack .gpu-deps/*.deb (scripts/gpu-deps.sh) into a prefix, point CMake at it
 #   configure CMake, Ninja, Release, CUDA LibTorch from PyTorch, NCCL from nvidia-nccl-cu13
 #   build     foldfarm and the tests labelled gpu first (OUTDIR/build.log)
+#   gate      the GPU kernels' and the graph replay's correctness tests, before any figure
+#             is taken (OUTDIR/gate.log): a wrong kernel's speed means nothing
 #   bench     bench pet: omnilearn pretrain, bf16 + fixed shapes beside the padded fp32
 #             baseline at batch 256, 1024, 4096 (a run that does not fit the GPU is recorded
-#             as out of memory); CUDA graphs at 256 and 4096; tiny chain-sized
+#             as out of memory); CUDA graphs at 256 and 1024; tiny chain-sized
 #             models, 1, 2 and 4 trained side by side in one process; fp32 at 1024; last,
 #             the observable MLP's fit on the GPU beside the same fit on the CPU, at the
 #             chains' batch and a large one (OUTDIR/bench_pet.json)
@@ -34,7 +36,7 @@
 # FF_CUDA_ARCH (90), FF_DEVICE (cuda; cpu: a smoke test of the bench and campaign steps),
 # FF_BENCH_JETS (106496), FF_BENCH_BATCHES ("256 1024 4096"), FF_BENCH_FP32_BATCH (1024),
 # FF_BENCH_PRESET (omnilearn), FF_BENCH_PRECISION (bf16; fp32 with FF_DEVICE=cpu), FF_BENCH_PARTICLES (150),
-# FF_BENCH_STEPS (20), FF_BENCH_WARMUP (5), FF_BENCH_GRAPHS_BATCHES ("256 4096"; "" for none), FF_BENCH_MEMBERS ("1,2,4"; "" for none), FF_MEMBERS_BATCH (512),
+# FF_BENCH_STEPS (20), FF_BENCH_WARMUP (5), FF_BENCH_GRAPHS_BATCHES ("256 1024"; "" for none), FF_BENCH_MEMBERS ("1,2,4"; "" for none), FF_MEMBERS_BATCH (512),
 # FF_CHAIN_EVENTS (10000), FF_CHAIN_PRECISION (fp32), FF_MLP_BATCHES ("256 4096"; "" for
 # none), FF_MLP_THREADS (4: a task's CPU share with 4 tasks per GPU on 16 cores).
 set -u -o pipefail
@@ -64,7 +66,8 @@ device=${FF_DEVICE:-cuda}
 bench_jets=${FF_BENCH_JETS:-106496}  # 26 full batches of 4096 (5 warm-up + 20 timed steps + 1)
 bench_batches=${FF_BENCH_BATCHES:-256 1024 4096}
 bench_fp32_batch=${FF_BENCH_FP32_BATCH:-1024}
-bench_graphs_batches=${FF_BENCH_GRAPHS_BATCHES-256 4096}
+# Graphs not at 4096: a capture needs about twice an eager step's memory, beyond 80 GB there.
+bench_graphs_batches=${FF_BENCH_GRAPHS_BATCHES-256 1024}
 [ "$device" = cpu ] && bench_graphs_batches=""  # graphs need a GPU
 bench_preset=${FF_BENCH_PRESET:-omnilearn}
 bench_precision=${FF_BENCH_PRECISION:-$([ "$device" = cpu ] && echo fp32 || echo bf16)}  # bf16 needs a GPU
@@ -92,6 +95,8 @@ if [ -z "$py" ]; then
   if [ -x /opt/torch/.venv/bin/python3 ]; then py=/opt/torch/.venv/bin/python3
   else py=$(command -v python3 || echo python3); fi
 fi
+# The interpreter's own bin first: pip puts cmake and ninja there, beside python.
+case "$py" in */*) PATH="$(cd "$(dirname "$py")" && pwd):$PATH"; export PATH ;; esac
 
 # ---------------------------------------------------------------- helpers
 now_ms() { date +%s%3N; }
@@ -208,6 +213,21 @@ do_facts() {
   v=$(t "$py" -c 'import torch; c=torch.cuda.is_available(); print(torch.__version__, torch.version.cuda, c, torch.cuda.get_device_name(0) if c else "-", "cxx11abi=%s" % getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", "?"), sep="|")' 2>&1 | tail -1)
   say "python $py: torch|cuda|available|device|abi = $v"
   fact[torch]=$v
+  # The kernels link nvcc's CUDA runtime beside PyTorch's: another major version than
+  # PyTorch's (nvcc 13, torch cu12x) needs a driver for both, or every kernel launch fails.
+  local torch_cuda_major nvcc_major
+  torch_cuda_major=$(echo "$v" | awk -F'|' '{print $2}' | cut -d. -f1)
+  nvcc_major=$(echo "${fact[nvcc]}" | cut -d. -f1)
+  if [ -n "$torch_cuda_major" ] && [ "$nvcc_major" != none ] && [ -n "$nvcc_major" ] &&
+     [ "$torch_cuda_major" != "$nvcc_major" ]; then
+    say "WARNING: nvcc is CUDA ${fact[nvcc]}, PyTorch's CUDA is $(echo "$v" | awk -F'|' '{print $2}'): the kernels' runtime and PyTorch's differ in major version"
+    fact[cuda_mismatch]="nvcc ${fact[nvcc]} vs torch $(echo "$v" | awk -F'|' '{print $2}')"
+  fi
+  if command -v nvidia-smi >/dev/null; then
+    # Exclusive_Process lets one process hold the GPU: K > 1 tasks per GPU cannot share it.
+    fact[compute_mode]=$(t nvidia-smi --query-gpu=compute_mode,mig.mode.current --format=csv,noheader 2>/dev/null | head -1)
+    say "compute mode, MIG: ${fact[compute_mode]}"
+  fi
   fact[python]=$("$py" --version 2>&1)
   fact[gxx]=$(g++ --version 2>/dev/null | head -1)
   fact[cmake]=$(cmake --version 2>/dev/null | head -1)
@@ -396,6 +416,20 @@ do_configure() {
   else
     say "configure: no nvidia.nccl in $py; CMake searches NCCL_HOME=${NCCL_HOME:-} and /usr/local/cuda"
   fi
+  # cuDNN from PyTorch's nvidia-cudnn wheel: a CUDA PyTorch's CMake package stops ("uses cuDNN
+  # but I cannot find the cuDNN libraries") where it finds none, and the wheel holds only
+  # libcudnn.so.9, which find_library does not take for "cudnn".
+  local cudnn
+  cudnn=$(t "$py" -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null | tail -1)
+  if [ -n "$cudnn" ] && [ -f "$cudnn/include/cudnn.h" ]; then
+    local clib
+    clib=$(ls "$cudnn"/lib/libcudnn.so "$cudnn"/lib/libcudnn.so.[0-9]* 2>/dev/null | head -1)
+    args+=("-DCUDNN_INCLUDE_PATH=$cudnn/include")
+    [ -n "$clib" ] && args+=("-DCUDNN_LIBRARY_PATH=$clib")
+    say "configure: cuDNN from $cudnn (${clib:-no libcudnn.so*})"
+  else
+    say "configure: no nvidia.cudnn in $py; PyTorch's CMake package searches CUDNN_ROOT and the CUDA toolkit"
+  fi
   local cpp="$prefix/usr"
   [ "$deps_mode" = bundle ] || cpp=""
   [ -n "$torch_prefix" ] && cpp="${cpp:+$cpp;}$torch_prefix"
@@ -457,6 +491,27 @@ do_build_all() {
   local rc=$?
   if [ $rc -ne 0 ]; then say "build_all failed (rc $rc):"; grep -E "FAILED|error:" "$out/build.log" | head -30; fi
   step_note="$(grep -c '^FAILED' "$out/build.log" 2>/dev/null) failed edges in build.log"
+  return $rc
+}
+
+# ---------------------------------------------------------------- c'. gate
+# The kernels' and the graph replay's correctness, right after the build (seconds): the
+# figures that follow are of code known to compute the right thing, even when the budget
+# leaves the full ctest step for a second call.
+do_gate() {
+  export FOLDFARM_GPU_CHECK=1
+  local rc=0 bin
+  {
+    echo "== gate $(date -u +%FT%TZ)"
+    bin=$build/tests/model/test_model_gpu_kernels
+    if [ -x "$bin" ]; then t "$bin" || rc=$?; else echo "gate: no $bin"; rc=1; fi
+    bin=$build/tests/model/test_model_gpu_train
+    if [ -x "$bin" ]; then
+      t "$bin" --gtest_filter='GpuGraphs.ReplayEqualsTheEagerStep:GpuTrainer.ThreeStepsOnTheGpuEqualThreeOnTheCpu' || rc=$?
+    else echo "gate: no $bin"; rc=1; fi
+  } >"$out/gate.log" 2>&1
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[ +(OK|FAILED|SKIPPED) \]|gate:" "$out/gate.log"
+  step_note="$(grep -c '^\[       OK \]' "$out/gate.log") passed, $(grep -c '^\[  FAILED  \] [A-Za-z]' "$out/gate.log") failed"
   return $rc
 }
 
@@ -684,6 +739,20 @@ for line in lines:
     apps = [a for a in line.split(" ", 1)[-1].split(";") if a.strip() and "," in a]
     most = max(most, len(apps))
     pids.update(a.split(",")[0].strip() for a in apps)
+# nvidia-smi lists no process in a container without the host's process ids: unknown, not 0.
+if not pids:
+    most = None
+# What the tasks say themselves (result.json: the process that trained each, its GPU peak).
+task_pids, task_peak = set(), None
+import glob
+for p in glob.glob(os.path.join(d, "tasks", "*", "result.json")):
+    try:
+        proc = json.load(open(p))["device"].get("process") or {}
+    except Exception:
+        continue
+    if "pid" in proc: task_pids.add(proc["pid"])
+    if proc.get("peak_allocated_mb") is not None:
+        task_peak = max(task_peak or 0, proc["peak_allocated_mb"])
 print(json.dumps({"chains": n, "done": len(tasks), "rc": rc, "makespan_s": secs,
                   "chains_per_hour": round(3600 * len(tasks) / secs, 1) if secs > 0 else None,
                   "mean_task_s": round(sum(tasks) / len(tasks), 2) if tasks else None,
@@ -691,6 +760,7 @@ print(json.dumps({"chains": n, "done": len(tasks), "rc": rc, "makespan_s": secs,
                   "mean_later_task_s": round(sum(warm) / len(warm), 2) if warm else None,
                   "task_s": [round(x, 2) for x in tasks],
                   "gpu_processes_max": most, "gpu_pids": sorted(pids),
+                  "task_processes": len(task_pids), "task_peak_allocated_mb": task_peak,
                   "gpu_apps_samples": lines[:90]}))
 EOF
 )
@@ -735,9 +805,10 @@ plan facts 60 do_facts
 plan deps 90 do_deps
 plan configure 150 do_configure
 plan build 330 do_build
+plan gate 45 do_gate
 plan bench 150 do_bench
 plan campaign 150 do_campaign
-plan ctest 120 do_ctest
+plan ctest 400 do_ctest
 plan build_all 600 do_build_all
 write_summary
 

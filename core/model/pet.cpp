@@ -164,7 +164,9 @@ Tensor EdgeBlockImpl::forward(const Tensor& points, const Tensor& feats, const T
     const Tensor w2 = w.narrow(1, in_, in_);
     const Tensor proj = torch::matmul(feats, torch::cat({w1, w2 - w1}, 0).t());
     const Tensor nbr = gatherRows(proj.narrow(-1, 0, hid).contiguous(), idx);
-    const Tensor self = proj.narrow(-1, hid, hid) + fc1_->bias;
+    // The bias in the projection's type: under bf16 autocast an fp32 bias would promote the
+    // layer's largest tensor, (B, P, K, hidden), and its GELU to fp32 (add is no autocast op).
+    const Tensor self = proj.narrow(-1, hid, hid) + fc1_->bias.to(proj.scalar_type());
     h = torch::gelu(nbr + self.unsqueeze(2));
   } else {
     const Tensor fj = gatherRows(feats.contiguous(), idx);
@@ -173,7 +175,8 @@ Tensor EdgeBlockImpl::forward(const Tensor& points, const Tensor& feats, const T
   }
   h = torch::gelu(fc2_(h));
   const Tensor count = valid.sum(2, /*keepdim=*/true).clamp_min(1.0);
-  return (h * valid.unsqueeze(-1)).sum(2) / count * mask.unsqueeze(-1);
+  // `valid` in h's type, for the same reason (a no-op in fp32).
+  return (h * valid.to(h.scalar_type()).unsqueeze(-1)).sum(2) / count * mask.unsqueeze(-1);
 }
 
 // ---- FourierTime ---------------------------------------------------------------------

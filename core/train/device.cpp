@@ -9,6 +9,7 @@
 #ifdef FOLDFARM_TORCH_CUDA
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -131,6 +132,12 @@ DeviceChoice selectDevice(const std::string& request, int local_rank, bool allow
   const DeviceChoice c =
       resolveDevice(parseDeviceRequest(request, "--device"), probeDeviceFacts(local_rank));
   if (c.isCuda()) {
+#ifdef FOLDFARM_TORCH_CUDA
+    // The process's current device: a CUDA call that names none (a stream, an event, an
+    // allocation of an index-less device) would otherwise take GPU 0, and make a context there,
+    // on a rank whose GPU is another.
+    c10::cuda::set_device(static_cast<c10::DeviceIndex>(c.device.index()));
+#endif
     // TF32 for what stays float32 (matrix products, convolutions); tests that compare with
     // the CPU turn it off.
     at::globalContext().setAllowTF32CuBLAS(allow_tf32);

@@ -8,6 +8,7 @@
 
 #ifdef FOLDFARM_TORCH_CUDA
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -194,13 +195,28 @@ Tensor GradientStep::run(const JetBatch& batch, uint64_t draw_seed) {
   zeroGradients(opt_);
   if (!e.captured) {
     // 2. Second batch: capture forward, loss and backward on a side stream (nothing runs
-    //    yet), then replay below.
+    //    yet), then replay below. The warm-up's cached memory is given back first: while a
+    //    capture is underway the allocator frees no cached block, so the capture would need
+    //    the warm-up's memory on top of its own.
     sync();
+    c10::cuda::CUDACachingAllocator::emptyCache();
     {
       const c10::cuda::CUDAStreamGuard side(c10::cuda::getStreamFromPool(false, device_.index()));
       seedDraws(draw_seed);
       e.graph.capture_begin(g.pool);
-      e.loss = eager(in);
+      try {
+        e.loss = eager(in);
+      } catch (...) {
+        // A capture left open (out of memory during it) makes every later allocator call on
+        // the device fail, the caller's emptyCache included: ended, and the shape forgotten,
+        // before the error goes on.
+        try {
+          e.graph.capture_end();
+        } catch (...) {
+        }
+        g.by_shape.erase(it);
+        throw;
+      }
       e.graph.capture_end();
     }
     sync();

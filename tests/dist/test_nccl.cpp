@@ -83,7 +83,13 @@ TEST(Nccl, PetGradientsOnTheGpuEqualTheCpuOnes) {
   ctx.prepare(*gpu);
   const Batch b = batch();
   for (int step = 0; step < 2; ++step) {  // the second step reuses the attached buckets
-    gpu->zero_grad();
+    // Zeroed in place, as the trainer does (zeroGradients): Module::zero_grad() sets the
+    // gradients to none on LibTorch 2.x, and step 2 would no longer write into the buckets.
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : gpu->parameters())
+        if (p.grad().defined()) p.mutable_grad().zero_();
+    }
     lossBackward(gpu, b.to(ctx.device()));
     ctx.finishGradientSync();
   }

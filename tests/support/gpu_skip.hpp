@@ -10,9 +10,13 @@
 
 namespace foldfarm::testing {
 
-[[noreturn]] inline void skipGpuTest(const std::string& test, const std::string& why) {
+inline bool underGpuCheck() {
   const char* check = std::getenv("FOLDFARM_GPU_CHECK");
-  if (check != nullptr && std::string(check) == "1") {
+  return check != nullptr && std::string(check) == "1";
+}
+
+[[noreturn]] inline void skipGpuTest(const std::string& test, const std::string& why) {
+  if (underGpuCheck()) {
     std::fprintf(stderr, "%s: %s under the GPU check (FOLDFARM_GPU_CHECK=1): failed, not skipped\n",
                  test.c_str(), why.c_str());
     std::exit(1);
