@@ -24,9 +24,18 @@ ArrayPlan planArrays(const std::vector<std::string>& ids, const ArrayPlanOptions
   if (o.lanes < 1) throw InputError("array plan: lanes must be >= 1");
   if (o.tasksPerElement < 0) throw InputError("--tasks-per-element must be >= 0");
   if (o.throttle < 0) throw InputError("--throttle must be >= 0");
-  if (o.limits.maxArraySize < 1 || o.limits.maxJobCount < 1) {
+  if (o.limits.maxArraySize == 0) {
+    // slurm.conf's way of disabling arrays (before: read as the default 1001, and every sbatch
+    // refused).
+    throw Error(
+        "job arrays are disabled on this cluster (MaxArraySize = 0 in `scontrol show config`); "
+        "the MPI pilot runs the campaign in one allocation without them: `foldfarm slurm render "
+        "pilot D > pilot.sbatch` and `sbatch pilot.sbatch`");
+  }
+  if (o.limits.maxArraySize < 1 || o.limits.maxJobCount < 1 || o.limits.maxArrayTasks < 0) {
     throw InputError("array plan: MaxArraySize and MaxJobCount must be >= 1");
   }
+  if (o.maxElementsPerArray < 0) throw InputError("array plan: elements per array must be >= 0");
   for (const auto& id : ids) {
     if (id.empty() || id.find_first_of(std::string("\t\n\r\0", 4)) != std::string::npos) {
       throw InputError("task id '" + id +
@@ -44,9 +53,11 @@ ArrayPlan planArrays(const std::vector<std::string>& ids, const ArrayPlanOptions
     plan.deferred = ids;
     return plan;
   }
+  // Both MaxArraySize (the largest index + 1) and max_array_tasks bound an array's elements.
+  const long long arrayCap = o.limits.maxArrayElements();
   long long s = o.tasksPerElement;
   if (s == 0) {
-    long long cap = std::min<long long>(o.limits.maxArraySize, budget);
+    long long cap = std::min<long long>(arrayCap, budget);
     s = std::max<long long>(o.lanes, (n + cap - 1) / cap);
   }
   plan.tasksPerElement = static_cast<int>(s);
@@ -58,7 +69,8 @@ ArrayPlan planArrays(const std::vector<std::string>& ids, const ArrayPlanOptions
     plan.deferred.assign(ids.begin() + submitted, ids.end());
   }
 
-  const long long perArray = o.limits.maxArraySize;
+  const long long perArray =
+      o.maxElementsPerArray > 0 ? std::min<long long>(arrayCap, o.maxElementsPerArray) : arrayCap;
   long long e = 0;
   while (e < elements) {
     PlannedArray a;
@@ -71,7 +83,26 @@ ArrayPlan planArrays(const std::vector<std::string>& ids, const ArrayPlanOptions
     plan.arrays.push_back(std::move(a));
     e = end;
   }
-  if (o.throttle > 0) {
+  if (o.throttle > 0 && o.maxElementsPerArray > 0) {
+    // Arrays cut small for a submit limit, which refuses those after the first few: K goes to
+    // the first arrays in order, each as much as it can run (proportional shares would go
+    // mostly to refused arrays, and leave the first running one element at a time). Arrays
+    // left without any wait for a later round.
+    long long left = o.throttle;
+    size_t kept = 0;
+    for (; kept < plan.arrays.size() && left > 0; ++kept) {
+      PlannedArray& a = plan.arrays[kept];
+      a.throttle = static_cast<int>(std::min<long long>(left, a.shards.size()));
+      left -= a.throttle;
+    }
+    std::vector<std::string> waiting;
+    for (size_t k = kept; k < plan.arrays.size(); ++k) {
+      for (const auto& shard : plan.arrays[k].shards)
+        waiting.insert(waiting.end(), shard.begin(), shard.end());
+    }
+    plan.arrays.resize(kept);
+    plan.deferred.insert(plan.deferred.begin(), waiting.begin(), waiting.end());
+  } else if (o.throttle > 0) {
     // Proportional split of K; floors first, then the remainder one by one.
     long long given = 0;
     for (auto& a : plan.arrays) {

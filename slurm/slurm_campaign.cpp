@@ -60,6 +60,15 @@ bool isDigits(const std::string& s) {
          std::all_of(s.begin(), s.end(), [](unsigned char c) { return c >= '0' && c <= '9'; });
 }
 
+// The array elements of this campaign that its journal has queued or running (what its own
+// jobs count toward the user's submit limit).
+int queuedElements(jobs::Campaign& c) {
+  std::set<std::string> elements;
+  for (const TaskRecord& t : c.tasks(TaskState::kRunning))
+    if (!arrayJobIdOf(t.external_id).empty()) elements.insert(t.external_id);
+  return static_cast<int>(elements.size());
+}
+
 // Which running tasks' jobs are still alive: steps 1 and 3 of the round need the squeue
 // answer taken before the results are ingested (a result written before the job ended is
 // on disk by the time squeue reports it ended).
@@ -279,6 +288,10 @@ void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResou
     // No answer: slurmctld may have accepted the held job. Keep the script (without a job
     // id) so that the next round's settling finds such a job by its path and cancels it.
     throw;
+  } catch (const SbatchLimitError& e) {
+    fs::remove_all(subDir, ec);  // nothing was submitted
+    // With its size: the watch submits smaller arrays when this one can never fit the limit.
+    throw SbatchLimitError(e.what(), e.limit, static_cast<int>(array.shards.size()));
   } catch (...) {
     fs::remove_all(subDir, ec);  // nothing was submitted: leave no trace
     throw;
@@ -497,9 +510,11 @@ SettledSubmissions settleEarlierSubmissions(jobs::Campaign& c, const SlurmClient
   return out;
 }
 
-RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmCampaignOptions& o,
-                      bool submit) {
-  RoundResult round;
+// One round into `round`, which keeps what was done when a later step throws (the arrays
+// submitted before a submit limit refused the next one count). `maxElementsPerArray`:
+// ArrayPlanOptions' (0: the cluster's caps only).
+void reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmCampaignOptions& o,
+               bool submit, RoundResult& round, int maxElementsPerArray = 0) {
   // 1. squeue first, 2. ingest, 3. requeue the running tasks whose job ended.
   const std::vector<TaskRecord> was_running = c.tasks(TaskState::kRunning);
   JobView view = lookUpJobs(client, was_running);
@@ -592,7 +607,7 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
     round.gaveUp += c.giveUp(lost, reason);
     logWarn("{} task(s) failed: {}: {}", lost.size(), listed(lost), reason);
   }
-  if (!submit) return round;
+  if (!submit) return;
 
   // 4. submit what is pending and ready: past its backoff, and every task it needs (the
   //    task graph) done. The others wait for a later round; those behind a failed task
@@ -613,7 +628,7 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
       ready.push_back(t.id);
     }
   }
-  if (ready.empty()) return round;
+  if (ready.empty()) return;
   // The inputs as `campaign init` recorded them (jobs/input_record.hpp): one replaced during
   // a long watch stops the submissions (InputError naming it); what runs finishes and is
   // ingested by the next `slurm submit`.
@@ -635,20 +650,24 @@ RoundResult reconcile(jobs::Campaign& c, const SlurmClient& client, const SlurmC
     const int room = o.throttle - static_cast<int>(live.size());
     if (room <= 0) {
       round.throttled = static_cast<int>(ready.size());
-      return round;
+      return;
     }
     po.throttle = room;
   }
   po.limits = client.limits();
   po.queuedJobs = client.queuedJobCount();
+  po.maxElementsPerArray = maxElementsPerArray;
   ArrayPlan plan = planArrays(ready, po);
   if (!plan.deferred.empty()) {
-    logInfo("{} task(s) wait for room under MaxJobCount={} ({} job(s) queued)",
-            plan.deferred.size(), po.limits.maxJobCount, po.queuedJobs);
+    logInfo("{} task(s) wait for room under MaxJobCount={} ({} job(s) queued){}",
+            plan.deferred.size(), po.limits.maxJobCount, po.queuedJobs,
+            po.maxElementsPerArray > 0 && po.throttle > 0
+                ? " or under --throttle " + std::to_string(o.throttle) + " in arrays of at most " +
+                      std::to_string(po.maxElementsPerArray) + " element(s)"
+                : std::string());
   }
   for (const auto& a : plan.arrays)
     submitArray(c, client, res, lanes, o.workArgv, a, attempts, round);
-  return round;
 }
 
 int countOf(const jobs::StateCounts& c, TaskState s) {
@@ -854,9 +873,14 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
   double interval = o.pollInitialS;
   auto lastReport = std::chrono::steady_clock::now();
   int queryFailures = 0, limitRounds = 0;
+  // Elements per array at most, learned from submit limits (0: the cluster's caps), and the
+  // rounds in a row whose one-element array a per-user submit limit refused while none of the
+  // user's jobs was queued.
+  int arrayCap = 0, refusedAlone = 0;
   bool settled = false, recorded = false;
   while (true) {
     RoundResult r;
+    bool smaller = false;  // a submit limit refused an array too large for it: smaller, at once
     try {
       if (!settled) {
         SettledSubmissions s = settleEarlierSubmissions(c, client);
@@ -865,8 +889,9 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
         sum.tasksRequeued += s.tasksRequeued;
         settled = true;
       }
-      r = reconcile(c, client, o, /*submit=*/true);
+      reconcile(c, client, o, /*submit=*/true, r, arrayCap);
       queryFailures = 0;
+      refusedAlone = 0;
       if (!recorded && o.record) {
         // What a later `campaign retry` submits with: options Slurm took (an sbatch that
         // refused them threw above, and nothing is recorded). A round that submitted nothing
@@ -902,16 +927,47 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
     } catch (const SbatchLimitError& e) {
       // A submit limit: what is not submitted stays pending, and a later round submits it
       // once jobs have ended (before: the watch ended with "fix the option it names").
-      if (!o.wait)
-        throw Error(std::string(e.what()) + "; its tasks stay pending: `foldfarm slurm submit " +
-                    shellWord(dir) + "` submits them once some of your jobs have ended");
-      if (limitRounds++ == 0)
+      // MaxSubmitJobs counts an array as its elements, so one with more elements than the user
+      // may queue is refused however long this waits (before: submitted again at the same size
+      // for ever). While the refused array has more elements than this campaign has queued
+      // (whose end could make room for it), the arrays are halved, down to one element, and
+      // the round runs again at once.
+      const int queued = queuedElements(c);
+      if (e.elements > 1 && e.elements > queued) {
+        arrayCap = e.elements / 2;
+        smaller = true;
+        refusedAlone = 0;
         logWarn(
-            "{}; its tasks stay pending and are submitted at a later round, once some of "
-            "your jobs have ended",
-            e.what());
-      else
-        logInfo("{} (round {}); still waiting", e.what(), limitRounds);
+            "{}; an array counts as its {} elements toward that limit, and this campaign has {} "
+            "queued: submitting arrays of at most {} element(s) from now on",
+            e.what(), e.elements, queued, arrayCap);
+      } else {
+        // One element refused while none of the user's jobs is queued: a per-user limit below
+        // one job, which no wait clears. Twice in a row, rounds apart, so that a job that ended
+        // between sbatch and squeue does not end the watch; a group limit (GrpSubmitJobs,
+        // per account) also counts other users' jobs, and is waited for.
+        const bool alone = e.elements == 1 && queued == 0 && isPerUserSubmitLimit(e.limit) &&
+                           client.userQueuedJobCount() == 0;
+        refusedAlone = alone ? refusedAlone + 1 : 0;
+        if (refusedAlone >= 2)
+          throw Error(dir + ": sbatch refused a one-element array for " + e.limit +
+                      " twice while none of your jobs was queued: your submit limit is below "
+                      "one job, which no wait clears; ask your Slurm administrators to raise it "
+                      "(`sacctmgr show assoc user=$USER`, `sacctmgr show qos`), or submit with "
+                      "another --account or --qos");
+        if (!o.wait)
+          throw Error(std::string(e.what()) + "; its tasks stay pending: `foldfarm slurm submit " +
+                      shellWord(dir) + "` submits them once some of your jobs have ended");
+        // Said each time while nothing of this campaign is queued to make room.
+        if (limitRounds++ == 0 || queued == 0)
+          logWarn(
+              "{} (an array of {} element(s)); its tasks stay pending and are submitted at a "
+              "later round, once some of your jobs have ended",
+              e.what(), e.elements);
+        else
+          logInfo("{} (an array of {} element(s), round {}); still waiting", e.what(), e.elements,
+                  limitRounds);
+      }
     }
     sum.submissions += r.submittedArrays;
     sum.elementsSubmitted += r.submittedElements;
@@ -922,6 +978,7 @@ SlurmCampaignSummary runCampaignOnSlurm(const std::string& dir, const SlurmCampa
     sum.tasksThrottled = r.throttled;
     sum.resultsIngested += r.ingested;
     sum.jobIds.insert(sum.jobIds.end(), r.jobIds.begin(), r.jobIds.end());
+    if (smaller && !stopRequested()) continue;  // the smaller arrays, without the poll's wait
     jobs::StateCounts counts = c.counts();
     const int pending = countOf(counts, TaskState::kPending);
     const int running =
@@ -1013,7 +1070,7 @@ nlohmann::json slurmCampaignStatus(const std::string& dir, const SlurmClient::Pr
   if (!elsewhere && slurmUp) {
     settled = settleEarlierSubmissions(*c, client);
     SlurmCampaignOptions o;
-    r = reconcile(*c, client, o, /*submit=*/false);
+    reconcile(*c, client, o, /*submit=*/false, r);
   }
   std::vector<TaskRecord> running = c->tasks(TaskState::kRunning);
   std::map<std::string, int> tasksPerElement;

@@ -159,9 +159,9 @@ void renderArray(const RenderArgs& a) {
   }
   std::fprintf(stderr,
                "foldfarm: %zu pending task(s) -> %zu array(s), %d element(s) of <= %d task(s) "
-               "(MaxArraySize %d, MaxJobCount %d%s)%s\n",
+               "(%d element(s) per array at most, MaxJobCount %d%s)%s\n",
                ids.size(), plan.arrays.size(), plan.elements(), plan.tasksPerElement,
-               po.limits.maxArraySize, po.limits.maxJobCount,
+               po.limits.maxArrayElements(), po.limits.maxJobCount,
                po.limits.fromCluster ? ", from scontrol" : ", Slurm defaults",
                a.manifestDir.empty() ? "; manifests not written (use --manifest-dir)" : "");
   for (size_t k = 0; k < scripts.size(); ++k) {

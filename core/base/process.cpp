@@ -136,6 +136,7 @@ ProcessResult runProcess(const std::vector<std::string>& argv, const ProcessOpti
   Pipe errPipe = makePipe("the stderr of '" + argv[0] + "'");
   SpawnOptions so;
   so.extraEnv = options.extraEnv;
+  so.unsetEnv = options.unsetEnv;
   so.cwd = options.cwd;
   so.stdoutFd = outPipe.write.get();
   so.stderrFd = options.captureStderr ? errPipe.write.get() : -1;

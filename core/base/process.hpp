@@ -37,6 +37,9 @@ struct ProcessOptions {
   std::chrono::milliseconds timeout{0};
   // NAME=value entries added to this process's environment (replacing a NAME it has).
   std::vector<std::string> extraEnv;
+  // Names of this process's environment left out of the child's (the Slurm commands: a
+  // user's SQUEUE_FORMAT or SBATCH_ACCOUNT must not change what foldfarm asked for).
+  std::vector<std::string> unsetEnv;
   std::string cwd;            // "" = ours
   bool captureStderr = true;  // false: stderr passes through to ours
 };

@@ -52,6 +52,7 @@ pid_t spawnProcess(const std::vector<std::string>& argv_in, const SpawnOptions& 
     const std::string kv = *e;
     bool replaced = false;
     for (const auto& x : options.extraEnv) replaced = replaced || envKey(x) == envKey(kv);
+    for (const auto& name : options.unsetEnv) replaced = replaced || name + "=" == envKey(kv);
     if (!replaced) env_store.push_back(kv);
   }
   for (const auto& e : options.extraEnv) env_store.push_back(e);

@@ -29,6 +29,9 @@ Pipe makePipe(const std::string& what);
 struct SpawnOptions {
   // NAME=value entries added to this process's environment (replacing a NAME it has).
   std::vector<std::string> extraEnv;
+  // Names in this process's environment that the child does not inherit (extraEnv still sets
+  // its own).
+  std::vector<std::string> unsetEnv;
   std::string cwd;  // "" = ours
   // The child's standard streams (its 0, 1, 2): -1 gives stdin /dev/null and leaves stdout
   // and stderr ours. The descriptors stay the caller's (close your copy after the call).
