@@ -39,12 +39,14 @@ torch::Tensor maskedAttentionPadded(const torch::Tensor& q, const torch::Tensor&
                                     const torch::Tensor& v, const torch::Tensor& key_mask,
                                     double scale);
 // The padded path's result from at::scaled_dot_product_attention (any device, any floating
-// dtype): key_mask (B, Nk) becomes an additive (B, 1, 1, Nk) mask in q's dtype, 0 for real
-// keys and -1e9 for padding (-32752, half the lowest finite value, for float16), and the
-// queries of a jet without real keys are zeroed first (uniform weights, no gradient to q and
-// k, as in the other paths). All query rows are computed; padding queries are the caller's
-// to mask. LibTorch 2.0 has no `scale` argument: q is prescaled. LibTorch 1.x has no SDPA:
-// there the operator's definition, softmax(scale q kᵀ + mask) v, runs on the same inputs.
+// dtype), with no attention mask: key_mask (B, Nk) rides in the product, q' = [q, 1, 0…],
+// k' = [k, m/scale, 0…], v' = [v, 0…] (one width, a multiple of 8), m = 0 for real keys and
+// -1e9 for padding (-32752, half the lowest finite value, for float16), so that SDPA neither
+// expands a mask to (B, H, Nq, Nk) nor is kept from flash attention; the queries of a jet
+// without real keys are zeroed first (uniform weights, no gradient to q and k, as in the
+// other paths). All query rows are computed; padding queries are the caller's to mask.
+// LibTorch 2.0 has no `scale` argument: q is prescaled. LibTorch 1.x has no SDPA: there the
+// operator's definition, softmax(scale q' k'ᵀ) v', runs on the same inputs.
 torch::Tensor maskedAttentionSdpa(const torch::Tensor& q, const torch::Tensor& k,
                                   const torch::Tensor& v, const torch::Tensor& key_mask,
                                   double scale);
