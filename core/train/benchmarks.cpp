@@ -166,7 +166,8 @@ BenchRun benchOnce(const PetBenchOptions& a, const PetConfig& cfg, const JetTens
   std::vector<JetBatch> host;
   for (int64_t s = 0; s < a.warmup + a.steps; ++s) {
     JetBatch b = makeBatch(set, batches[static_cast<size_t>(s)], !baseline);
-    if (fixed) b = padBatch(b, batch_size, fixedBatchWidth(b.particles.size(1)));
+    if (fixed)
+      b = padBatch(b, batch_size, fixedBatchWidth(b.particles.size(1), set.particles.size(1)));
     if (device.is_cuda()) b = pinned(std::move(b));
     host.push_back(std::move(b));
   }

@@ -176,9 +176,11 @@ JetBatch staticForm(const JetBatch& b) {
   return out;
 }
 
-int64_t fixedBatchWidth(int64_t cols) {
+int64_t fixedBatchWidth(int64_t cols, int64_t slots) {
   const int64_t step = cols <= 64 ? 16 : cols <= 128 ? 32 : 64;
-  return std::max<int64_t>(step, (cols + step - 1) / step * step);
+  const int64_t width = std::max<int64_t>(step, (cols + step - 1) / step * step);
+  if (slots <= 0) return width;
+  return std::min(width, std::max(cols, (slots + 15) / 16 * 16));
 }
 
 JetBatch padBatch(const JetBatch& b, int64_t rows, int64_t cols) {

@@ -93,8 +93,10 @@ JetBatch pinned(JetBatch b);
 torch::Tensor rowIndex(const std::vector<int64_t>& rows, torch::Device device);
 
 // Fixed shapes: the width a batch of `cols` particle columns is padded to: multiples of 16
-// up to 64, of 32 up to 128, then of 64 (a handful of shapes per data set).
-int64_t fixedBatchWidth(int64_t cols);
+// up to 64, of 32 up to 128, then of 64 (a handful of shapes per data set), but not past the
+// data's `slots` (its particle slots, 0: unknown) rounded up to 16: 150 slots give the widest
+// batches 160 columns, not 192 (28% more linear work, 64% more attention).
+int64_t fixedBatchWidth(int64_t cols, int64_t slots = 0);
 // `b` padded to `rows` rows (zero weight, label 0, no particles) and `cols` columns (mask 0).
 // real_rows/real_cols keep what was there.
 JetBatch padBatch(const JetBatch& b, int64_t rows, int64_t cols);

@@ -568,6 +568,7 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
   };
   std::vector<std::vector<int64_t>> batches;
   BatchSource src;
+  src.slots = train.particles.size(1);
   src.steps_per_epoch = static_cast<int64_t>(batchesOf(0, false).size());
   src.fingerprint = opts_.sharded ? shardedFingerprint(ctx_, train, val) : fingerprint(train, val);
   // A pass over the values, made only where a state is written or resumed (the sharded
@@ -613,6 +614,7 @@ FitResult Trainer::fitStream(data::JetStream& stream, const JetTensors* val, Obj
   makeOptimizer(flat);
   BatchSource src;
   src.exact = true;
+  src.slots = stream.numParticles();
   src.steps_per_epoch = stream.stepsPerEpoch(ctx_.worldSize());
   src.fingerprint = "stream:" + data_fingerprint + "|" + (val ? fingerprint(*val, nullptr) : "-");
   if (val != nullptr && !opts_.state_dir.empty()) src.values = valueSums(*val, nullptr);
@@ -816,7 +818,7 @@ void Trainer::FitLoop::trainEpoch(GradientStep& step, int64_t epoch_steps, Progr
     JetBatch hb = src_.batch(step_index);
     if (opts_.fixed_shapes)
       hb = padBatch(hb, std::max(opts_.batch_size, hb.size()),
-                    fixedBatchWidth(hb.particles.size(1)));
+                    fixedBatchWidth(hb.particles.size(1), src_.slots));
     if (opts_.device.is_cuda() && !src_.on_device) hb = pinned(std::move(hb));
     return hb;
   };

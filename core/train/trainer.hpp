@@ -186,6 +186,7 @@ class Trainer {
     int64_t steps_per_epoch = 0;  // of a fresh epoch (the schedule's unit)
     bool exact = false;           // resume through `position`, not by the fraction of an epoch
     bool on_device = false;       // batches come on the training device (no pinning, no helper)
+    int64_t slots = 0;            // the data's particle slots (fixed shapes' widest; 0: unknown)
     // Starts an epoch; with `position` (the resumed state's, for its epoch) sets `step` to
     // the steps already taken. Returns the epoch's steps (taken ones included).
     std::function<int64_t(int64_t epoch, const nlohmann::json* position, int64_t& step)>

@@ -321,6 +321,13 @@ TEST(FixedShapes, WidthsComeFromAFewBucketEdges) {
   EXPECT_EQ(fixedBatchWidth(65), 96);
   EXPECT_EQ(fixedBatchWidth(128), 128);
   EXPECT_EQ(fixedBatchWidth(129), 192);
+  // Not past the data's slots rounded up to 16: 150 slots, the widest batches 160 wide.
+  EXPECT_EQ(fixedBatchWidth(129, 150), 160);
+  EXPECT_EQ(fixedBatchWidth(150, 150), 160);
+  EXPECT_EQ(fixedBatchWidth(100, 150), 128);
+  EXPECT_EQ(fixedBatchWidth(30, 30), 32);
+  EXPECT_EQ(fixedBatchWidth(65, 70), 80);
+  EXPECT_EQ(fixedBatchWidth(129, 0), 192);
 }
 
 // A batch larger than the rows is one batch of all of them, bucketed or not; before, the
