@@ -233,7 +233,10 @@ Tensor GradientStep::run(const JetBatch& batch, uint64_t draw_seed) {
   seedDraws(draw_seed);
   e.graph.replay();
   ++g.replays;
-  return e.loss;
+  // A copy: every shape's graph shares one memory pool, and graphs replayed in another order
+  // than they were captured (batches of random widths) may reuse this output's memory as a
+  // temporary, so the next replay of any shape could overwrite it.
+  return e.loss.clone();
 #endif
 }
 

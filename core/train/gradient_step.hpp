@@ -62,8 +62,8 @@ class GradientStep {
   GradientStep(const GradientStep&) = delete;
   GradientStep& operator=(const GradientStep&) = delete;
 
-  // The step on `batch` (on the model's device). Returns the loss, detached; with graphs it
-  // is the capture's output tensor, overwritten by the next replay of its shape.
+  // The step on `batch` (on the model's device). Returns the loss, detached (with graphs a
+  // copy of the capture's output, which the next replay of any shape may overwrite).
   torch::Tensor run(const JetBatch& batch, uint64_t draw_seed);
 
   bool graphs() const { return graphs_ != nullptr; }
