@@ -219,7 +219,7 @@ BenchRun benchOnce(const PetBenchOptions& a, const PetConfig& cfg, const JetTens
       return;
     }
     runThreads(members, [&](int m) {
-      const StreamScope stream(device);
+      const StreamScope stream(device, m);  // the warm-up's stream again for the timed steps
       for (int64_t s = from; s < to; ++s)
         runStep(team[static_cast<size_t>(m)], host[static_cast<size_t>(s)], s);
     });

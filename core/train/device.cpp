@@ -19,6 +19,7 @@
 #endif
 
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <vector>
@@ -201,20 +202,37 @@ DeviceMemoryPeak deviceMemoryPeak(const torch::Device& device) {
 }
 
 #ifdef FOLDFARM_TORCH_CUDA
+namespace {
+c10::cuda::CUDAStream slotStream(const torch::Device& device, int slot) {
+  static std::mutex mutex;
+  static std::map<std::pair<int, int>, c10::cuda::CUDAStream> streams;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const std::pair<int, int> key{device.index(), slot};
+  auto it = streams.find(key);
+  if (it == streams.end())
+    it =
+        streams.emplace(key, c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index()))
+            .first;
+  return it->second;
+}
+}  // namespace
+
 struct StreamScope::Impl {
-  explicit Impl(const torch::Device& device)
-      : guard(c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index())) {}
+  Impl(const torch::Device& device, int slot)
+      : guard(slot < 0 ? c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index())
+                       : slotStream(device, slot)) {}
   c10::cuda::CUDAStreamGuard guard;
 };
 #else
 struct StreamScope::Impl {};
 #endif
 
-StreamScope::StreamScope(const torch::Device& device) {
+StreamScope::StreamScope(const torch::Device& device, int slot) {
 #ifdef FOLDFARM_TORCH_CUDA
-  if (device.is_cuda()) impl_ = std::make_unique<Impl>(device);
+  if (device.is_cuda()) impl_ = std::make_unique<Impl>(device, slot);
 #else
   (void)device;
+  (void)slot;
 #endif
 }
 

@@ -77,10 +77,12 @@ DeviceMemoryPeak deviceMemoryPeak(const torch::Device& device);
 
 // The current stream of this thread, for a scope, becomes a stream of `device`'s pool, so
 // that work issued from several host threads (models trained side by side in one process)
-// can overlap on one GPU. Nothing on the CPU.
+// can overlap on one GPU. `slot` >= 0: the same stream for every scope of that slot (the
+// caching allocator keeps its blocks per stream: a new stream for the timed steps would pay
+// fresh allocations in them); -1: the pool's next. Nothing on the CPU.
 class StreamScope {
  public:
-  explicit StreamScope(const torch::Device& device);
+  explicit StreamScope(const torch::Device& device, int slot = -1);
   ~StreamScope();
   StreamScope(const StreamScope&) = delete;
   StreamScope& operator=(const StreamScope&) = delete;
