@@ -597,6 +597,16 @@ void SlurmClient::release(const std::string& jobId) const {
   if (isTransientSlurmFailure(r)) {
     throw SlurmQueryError("scontrol release " + jobId + " failed: " + r.describeFailure());
   }
+  // A job that ended before its release (cancelled while held; or, when an earlier try's
+  // answer was lost, released then and finished since): nothing left to release, and the next
+  // round settles its tasks by what squeue and their results say (before: an error that ended
+  // the watch, with the job's tasks already done).
+  const std::string said = r.err + r.out;
+  if (!r.ok() && (said.find("already completing or completed") != std::string::npos ||
+                  said.find("Job has already finished") != std::string::npos)) {
+    logInfo("scontrol release {}: the job has already ended ({})", jobId, trim(said));
+    return;
+  }
   if (!r.ok()) throw Error("scontrol release " + jobId + " failed: " + r.describeFailure());
 }
 

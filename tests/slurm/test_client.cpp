@@ -406,6 +406,28 @@ TEST(SlurmCluster, AJobOnAnotherClusterIsCancelledAndRefused) {
   fs::remove_all(dir);
 }
 
+// A release that finds the job ended (cancelled while held; or released by a try whose answer
+// was lost, and finished since) releases nothing and is no error; another refusal still is.
+TEST(SlurmRelease, AJobThatHasAlreadyEndedIsNoError) {
+  const std::string dir = scratch("ff-client-release");
+  SlurmClient::Programs p = fakeSlurm(dir, "#!/bin/sh\nexit 1\n");
+  writeExecutable(dir + "/scontrol-ended",
+                  "#!/bin/sh\necho 'scontrol: error: Slurm job 12: Job/step already completing or "
+                  "completed' >&2\nexit 1\n");
+  writeExecutable(dir + "/scontrol-denied",
+                  "#!/bin/sh\necho 'scontrol: error: Access/permission denied for job 12' >&2\n"
+                  "exit 1\n");
+  p.scontrol = dir + "/scontrol-ended";
+  SlurmClient ended(p);
+  ended.retryDelays.clear();
+  EXPECT_NO_THROW(ended.release("12"));
+  p.scontrol = dir + "/scontrol-denied";
+  SlurmClient denied(p);
+  denied.retryDelays.clear();
+  EXPECT_THROW(denied.release("12"), Error);
+  fs::remove_all(dir);
+}
+
 // A submit limit that refuses the whole array (MaxSubmitJobs counts its elements) while this
 // campaign has nothing queued: the watch halves the arrays and submits at once, down to a
 // size the limit takes (before: the same array again at every round, for ever).
