@@ -137,8 +137,65 @@ fi
 )SH";
 }
 
-void renderFinish(std::ostringstream& s, const SbatchResources& r) {
-  s << "\nff_wait_all\nff_rc=$?\n";
+// CUDA MPS on every node of a pilot of several nodes, in its step: a daemon started by the
+// batch shell serves its own node only, one started by another step ends with that step, and
+// Slurm's gres/mps cannot be asked for beside GPUs. Each rank runs this before foldfarm: the
+// node's first rank of the step (SLURM_LOCALID 0) starts the daemon, the others wait for its
+// word (at most 60 s, before any of them touches CUDA); every rank then names the server's
+// GPUs from 0 (the server numbers those it was started with so), or, without a server, goes
+// on without MPS. The daemon lives in the step; the script stops it on every node after.
+void renderRankMps(std::ostringstream& s) {
+  s << R"SH(
+# CUDA MPS on every node: started by each node's first rank of the step, before foldfarm.
+ff_mps_tag="${SLURM_JOB_ID:-$$}-${SLURM_RESTART_COUNT:-0}"
+export ff_mps_tag
+ff_mps_rank=$(cat <<'FF_EOF'
+d="${TMPDIR:-/tmp}/foldfarm-mps-$ff_mps_tag"
+export CUDA_MPS_PIPE_DIRECTORY="$d/pipe" CUDA_MPS_LOG_DIRECTORY="$d/log"
+if [ "${SLURM_LOCALID:-0}" = 0 ]; then
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if command -v nvidia-cuda-mps-control >/dev/null 2>&1 && nvidia-cuda-mps-control -d; then
+    echo started > "$d/state.tmp"
+    echo "foldfarm: CUDA MPS started on $(hostname -s)" >&2
+  else
+    echo none > "$d/state.tmp"
+    echo "foldfarm: no CUDA MPS on $(hostname -s) (its log: $CUDA_MPS_LOG_DIRECTORY); tasks sharing a GPU time-slice" >&2
+  fi
+  mv -f "$d/state.tmp" "$d/state"
+else
+  for _ in $(seq 600); do [ -s "$d/state" ] && break; sleep 0.1; done
+fi
+if [ "$(cat "$d/state" 2>/dev/null)" = started ]; then
+  if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
+    n=$(echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)
+    CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((n - 1)))
+    export CUDA_VISIBLE_DEVICES
+  fi
+else
+  unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+fi
+exec "$@"
+FF_EOF
+)
+)SH";
+}
+
+// After the pilot's step: MPS stopped on every node (its daemon may outlive the step where
+// Slurm tracks a step's processes by parentage), its directory removed.
+std::string rankMpsStop() {
+  return R"SH(srun --ntasks-per-node=1 --nodes="${SLURM_JOB_NUM_NODES:-1}" --kill-on-bad-exit=0 --export=ALL bash -c '
+d="${TMPDIR:-/tmp}/foldfarm-mps-$ff_mps_tag"
+if [ "$(cat "$d/state" 2>/dev/null)" = started ]; then
+  echo quit | CUDA_MPS_PIPE_DIRECTORY="$d/pipe" timeout 60 nvidia-cuda-mps-control || true
+fi
+rm -rf "$d"' || true
+)SH";
+}
+
+// `after_wait`: lines run once the workers have ended, before the rest.
+void renderFinish(std::ostringstream& s, const SbatchResources& r,
+                  const std::string& after_wait = "") {
+  s << "\nff_wait_all\nff_rc=$?\n" << after_wait;
   // MPS stopped (bounded: a server that does not answer is left to the job's end) and its
   // directories removed: thousands of elements would otherwise leave theirs in the node's /tmp.
   s << "if [ \"${ff_mps:-0}\" = 1 ]; then\n"
@@ -298,15 +355,17 @@ std::string renderPilotScript(const SbatchResources& given, const std::string& c
   renderSetup(s, r);
   s << "\nexport OMP_NUM_THREADS=" << r.cpusPerTask << " OPENBLAS_NUM_THREADS=" << r.cpusPerTask
     << "\n";
-  // One node: its MPS daemon serves every rank. Several nodes would need one per node, in the
-  // step (a daemon started by another step ends with it; Slurm's gres/mps cannot be asked for
-  // beside GPUs): their ranks share each GPU by time-slicing (docs/slurm.md says so).
-  if (r.gpusPerNode > 0 && r.tasksPerGpu > 1 && r.nodes == 1) renderMps(s);
-  std::vector<std::string> cmd = srunCommand(r, /*own_gpu_choice=*/true);
-  cmd.insert(cmd.end(), {r.foldfarm, "campaign", "run", campaignDir, "--executor", "mpi"});
-  cmd.insert(cmd.end(), extraArgs.begin(), extraArgs.end());
-  s << "ff_start " << shellJoin(cmd) << "\n";
-  renderFinish(s, r);
+  // One node: its MPS daemon, started by the batch shell, serves every rank. Several: one per
+  // node, started in the step by each node's first rank (renderRankMps).
+  const bool share = r.gpusPerNode > 0 && r.tasksPerGpu > 1;
+  if (share && r.nodes == 1) renderMps(s);
+  if (share && r.nodes > 1) renderRankMps(s);
+  std::vector<std::string> run = {r.foldfarm, "campaign", "run", campaignDir, "--executor", "mpi"};
+  run.insert(run.end(), extraArgs.begin(), extraArgs.end());
+  s << "ff_start " << shellJoin(srunCommand(r, /*own_gpu_choice=*/true))
+    << (share && r.nodes > 1 ? " bash -c \"$ff_mps_rank\" foldfarm-rank " : " ") << shellJoin(run)
+    << "\n";
+  renderFinish(s, r, share && r.nodes > 1 ? rankMpsStop() : "");
   return s.str();
 }
 

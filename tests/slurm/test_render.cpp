@@ -257,6 +257,68 @@ TEST(SbatchScript, ArrayLanesSpreadOverTheElementsGpusAndNameMpsGpusFromZero) {
   std::filesystem::remove_all(dir);
 }
 
+// A pilot of several nodes whose tasks share GPUs starts CUDA MPS on every node, in its step:
+// each node's first rank starts it before foldfarm and the others wait for its word; every
+// rank then names the server's GPUs from 0; after the step, MPS is stopped on every node and
+// its directory removed. Without nvidia-cuda-mps-control the ranks go on without MPS.
+// Run with a stand-in srun that starts a node's two ranks (the second first).
+TEST(SbatchScript, APilotOfSeveralNodesStartsMpsOnEachNodeInItsStep) {
+  const std::string dir = ::testing::TempDir() + "/pilot_mps_" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir + "/bin");
+  std::filesystem::create_directories(dir + "/tmp");
+  const auto write = [&](const std::string& path, const std::string& text) {
+    std::ofstream(path) << text;
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+  };
+  write(dir + "/bin/srun",
+        "#!/bin/bash\nwhile [ $# -gt 0 ] && [ \"$1\" != bash ]; do shift; done\n"
+        "case \" $* \" in\n  *\" foldfarm-rank \"*)\n"
+        "    SLURM_LOCALID=1 \"$@\" & a=$!; sleep 0.3; SLURM_LOCALID=0 \"$@\" & b=$!\n"
+        "    wait $a; wait $b;;\n"
+        "  *) SLURM_LOCALID=0 \"$@\";;\nesac\n");
+  write(
+      dir + "/foldfarm",
+      "#!/bin/bash\necho \"$SLURM_LOCALID|$CUDA_VISIBLE_DEVICES|${CUDA_MPS_PIPE_DIRECTORY:+pipe}\" "
+      ">> \"$(dirname \"$0\")/seen\"\n");
+  SbatchResources r;
+  r.nodes = 2;
+  r.gpusPerNode = 2;
+  r.tasksPerGpu = 2;
+  r.signalGraceSeconds = 0;
+  r.foldfarm = dir + "/foldfarm";
+  const std::string script = renderPilotScript(r, "D");
+  expectBashSyntaxOk(script);
+  write(dir + "/job.sh", script);
+  const auto ranks = [&] {
+    std::filesystem::remove(dir + "/seen");
+    ProcessOptions o;
+    o.extraEnv = {"PATH=" + dir + "/bin:/usr/bin:/bin", "SLURM_JOB_ID=51", "SLURM_JOB_NUM_NODES=2",
+                  "CUDA_VISIBLE_DEVICES=6,7", "TMPDIR=" + dir + "/tmp"};
+    const ProcessResult p = runProcess({"bash", dir + "/job.sh"}, o);
+    EXPECT_TRUE(p.ok()) << p.err;
+    std::set<std::string> seen;
+    std::ifstream in(dir + "/seen");
+    for (std::string line; std::getline(in, line);) seen.insert(line);
+    return seen;
+  };
+  // No MPS here: the GPUs as Slurm gave them, no pipe directory.
+  EXPECT_EQ(ranks(), (std::set<std::string>{"0|6,7|", "1|6,7|"}));
+  // MPS (a stand-in that answers and records the quit).
+  write(dir + "/bin/nvidia-cuda-mps-control",
+        "#!/bin/sh\n[ \"$1\" = -d ] && exit 0\ncat >> \"$(dirname \"$0\")/../quit\"\n");
+  EXPECT_EQ(ranks(), (std::set<std::string>{"0|0,1|pipe", "1|0,1|pipe"}));
+  std::ifstream quit(dir + "/quit");
+  std::string said;
+  std::getline(quit, said);
+  EXPECT_EQ(said, "quit") << "MPS was not stopped after the step";
+  EXPECT_FALSE(std::filesystem::exists(dir + "/tmp/foldfarm-mps-51-0")) << "MPS directory left";
+  // One node: the batch shell's daemon, as before, and no per-rank start.
+  r.nodes = 1;
+  EXPECT_EQ(renderPilotScript(r, "D").find("ff_mps_rank"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(SbatchScript, ArrayScriptQuotesPathsAndThrottles) {
   SbatchResources r;
   r.jobName = "fold \"farm\" $(touch /tmp/x)";
