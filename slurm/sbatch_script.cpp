@@ -150,6 +150,11 @@ void renderRankMps(std::ostringstream& s) {
 ff_mps_tag="${SLURM_JOB_ID:-$$}-${SLURM_RESTART_COUNT:-0}"
 export ff_mps_tag
 ff_mps_rank=$(cat <<'FF_EOF'
+# A stop (srun forwards USR1 and TERM) before foldfarm runs: it does not start, and the rank
+# ends 75, stopped, as foldfarm would (before: the signal ended this shell, a failure).
+stop=""
+trap 'stop=USR1' USR1
+trap 'stop=TERM' TERM
 d="${TMPDIR:-/tmp}/foldfarm-mps-$ff_mps_tag"
 export CUDA_MPS_PIPE_DIRECTORY="$d/pipe" CUDA_MPS_LOG_DIRECTORY="$d/log"
 if [ "${SLURM_LOCALID:-0}" = 0 ]; then
@@ -163,7 +168,7 @@ if [ "${SLURM_LOCALID:-0}" = 0 ]; then
   fi
   mv -f "$d/state.tmp" "$d/state"
 else
-  for _ in $(seq 600); do [ -s "$d/state" ] && break; sleep 0.1; done
+  for _ in $(seq 600); do { [ -s "$d/state" ] || [ -n "$stop" ]; } && break; sleep 0.1; done
 fi
 if [ "$(cat "$d/state" 2>/dev/null)" = started ]; then
   if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
@@ -173,6 +178,11 @@ if [ "$(cat "$d/state" 2>/dev/null)" = started ]; then
   fi
 else
   unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+fi
+trap - USR1 TERM
+if [ -n "$stop" ]; then
+  echo "foldfarm: rank ${SLURM_PROCID:-?} on $(hostname -s) stopped ($stop) before it started" >&2
+  exit 75
 fi
 exec "$@"
 FF_EOF

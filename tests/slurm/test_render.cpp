@@ -274,6 +274,9 @@ TEST(SbatchScript, APilotOfSeveralNodesStartsMpsOnEachNodeInItsStep) {
   write(dir + "/bin/srun",
         "#!/bin/bash\nwhile [ $# -gt 0 ] && [ \"$1\" != bash ]; do shift; done\n"
         "case \" $* \" in\n  *\" foldfarm-rank \"*)\n"
+        "    if [ -n \"$FF_TEST_STOP\" ]; then\n"
+        "      SLURM_LOCALID=1 \"$@\" & a=$!; sleep 0.3; kill -USR1 $a; wait $a; exit $?\n"
+        "    fi\n"
         "    SLURM_LOCALID=1 \"$@\" & a=$!; sleep 0.3; SLURM_LOCALID=0 \"$@\" & b=$!\n"
         "    wait $a; wait $b;;\n"
         "  *) SLURM_LOCALID=0 \"$@\";;\nesac\n");
@@ -313,6 +316,18 @@ TEST(SbatchScript, APilotOfSeveralNodesStartsMpsOnEachNodeInItsStep) {
   std::getline(quit, said);
   EXPECT_EQ(said, "quit") << "MPS was not stopped after the step";
   EXPECT_FALSE(std::filesystem::exists(dir + "/tmp/foldfarm-mps-51-0")) << "MPS directory left";
+  // A stop (USR1, forwarded by srun) while a rank waits for its node's MPS: foldfarm is not
+  // started and the rank ends 75, stopped (before: the signal ended its shell, a failure).
+  {
+    std::filesystem::remove(dir + "/seen");
+    ProcessOptions o;
+    o.extraEnv = {"PATH=" + dir + "/bin:/usr/bin:/bin", "SLURM_JOB_ID=52", "SLURM_JOB_NUM_NODES=2",
+                  "TMPDIR=" + dir + "/tmp", "FF_TEST_STOP=1"};
+    const ProcessResult p = runProcess({"bash", dir + "/job.sh"}, o);
+    EXPECT_EQ(p.status(), 75) << p.err;
+    EXPECT_NE(p.err.find("stopped (USR1) before it started"), std::string::npos) << p.err;
+    EXPECT_FALSE(std::filesystem::exists(dir + "/seen")) << "foldfarm ran after the stop";
+  }
   // One node: the batch shell's daemon, as before, and no per-rank start.
   r.nodes = 1;
   EXPECT_EQ(renderPilotScript(r, "D").find("ff_mps_rank"), std::string::npos);
