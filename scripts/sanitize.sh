@@ -24,8 +24,8 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFOLDFARM_WITH_TORCH=O
   -DFOLDFARM_WITH_CUDA=OFF -DFOLDFARM_TEST_TIMEOUT_SCALE=3 "${launcher[@]}" \
   -DCMAKE_CXX_FLAGS="$flags -fno-omit-frame-pointer" -DCMAKE_C_FLAGS="$flags" \
   -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" >"$build.configure.log"
-tests=(test_base test_data test_jobs test_report slurm_render_test test_ensembles_stats
-  test_e2e_front_end)
+tests=(test_base test_data test_jobs test_report slurm_render_test slurm_client_test
+  test_ensembles_stats test_e2e_front_end)
 cmake --build "$build" -j "${FOLDFARM_BUILD_JOBS:-$(nproc)}" --target "${tests[@]}" ff_jobs_tool \
   ff_jobs_test_kinds ff_report_fixture ff_report_tool foldfarm
 export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1:allocator_may_return_null=1}
