@@ -106,6 +106,16 @@ void renderSetup(std::ostringstream& s, const SbatchResources& r) {
   }
 }
 
+// Shell lines (each after `indent`) that give this process's GPUs the numbers the MPS server
+// gives them, 0..n-1 for the n it was started with: a client keeping Slurm's "2" finds no
+// GPU where devices are not constrained.
+std::string mpsGpuNumbers(const std::string& indent) {
+  return indent + "if [ -n \"${CUDA_VISIBLE_DEVICES:-}\" ]; then\n" + indent +
+         "  CUDA_VISIBLE_DEVICES=$(seq -s, 0 $(($(echo \"$CUDA_VISIBLE_DEVICES\" | tr ',' '\\n' | "
+         "grep -c .) - 1)))\n" +
+         indent + "  export CUDA_VISIBLE_DEVICES\n" + indent + "fi\n";
+}
+
 // CUDA MPS for tasks sharing a GPU: their kernels then run side by side instead of the
 // contexts taking turns. Started on the batch host when nvidia-cuda-mps-control exists and
 // the GPU's compute mode lets it start; otherwise the tasks still share the GPU by
@@ -120,14 +130,8 @@ if command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   if nvidia-cuda-mps-control -d; then
     ff_mps=1
-    # The MPS server numbers the GPUs it was started with 0..n-1: its clients name them so
-    # (a client keeping Slurm's "2" would find no GPU where devices are not constrained).
-    if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
-      ff_n=$(echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)
-      CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((ff_n - 1)))
-      export CUDA_VISIBLE_DEVICES
-    fi
-    echo "foldfarm: CUDA MPS started on $(hostname -s)" >&2
+)SH" << mpsGpuNumbers("    ")
+    << R"SH(    echo "foldfarm: CUDA MPS started on $(hostname -s)" >&2
   else
     echo "foldfarm: CUDA MPS did not start on $(hostname -s) (its log: $CUDA_MPS_LOG_DIRECTORY); tasks sharing a GPU time-slice" >&2
   fi
@@ -171,12 +175,8 @@ else
   for _ in $(seq 600); do { [ -s "$d/state" ] || [ -n "$stop" ]; } && break; sleep 0.1; done
 fi
 if [ "$(cat "$d/state" 2>/dev/null)" = started ]; then
-  if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
-    n=$(echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)
-    CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((n - 1)))
-    export CUDA_VISIBLE_DEVICES
-  fi
-else
+)SH" << mpsGpuNumbers("  ")
+    << R"SH(else
   unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
 fi
 trap - USR1 TERM
