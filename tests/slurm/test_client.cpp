@@ -106,6 +106,20 @@ std::string sleepCampaign(const std::string& dir, int replicas) {
   return dir;
 }
 
+// The message of the error that ends the watch of `dir` (a failure of the test when it ends
+// without one, or when a submit-limit error escapes it: the watch turns those into its own).
+std::string watchError(const std::string& dir, const SlurmCampaignOptions& o) {
+  try {
+    runCampaignOnSlurm(dir, o);
+    ADD_FAILURE() << "the watch ended without an error";
+  } catch (const SbatchLimitError& e) {
+    ADD_FAILURE() << "a limit error escaped the watch: " << e.what();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 // The element count of each submission's array script under D/slurm (#SBATCH --array=0-N).
 std::vector<int> submittedArraySizes(const std::string& dir) {
   std::vector<int> sizes;
@@ -480,16 +494,9 @@ TEST(SlurmWatch, ALimitBelowOneJobEndsTheWatch) {
   o.tasksPerElement = 1;
   o.pollInitialS = 0.05;
   o.pollMaxS = 0.1;
-  try {
-    runCampaignOnSlurm(dir, o);
-    ADD_FAILURE() << "the watch ended without an error";
-  } catch (const SbatchLimitError& e) {
-    ADD_FAILURE() << "a limit error escaped the watch: " << e.what();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find("QOSMaxSubmitJobPerUserLimit"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("below one job"), std::string::npos) << msg;
-  }
+  const std::string msg = watchError(dir, o);
+  EXPECT_NE(msg.find("QOSMaxSubmitJobPerUserLimit"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("below one job"), std::string::npos) << msg;
   jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
   for (const auto& t : c.tasks()) EXPECT_EQ(t.state, jobs::TaskState::kPending) << t.id;
   EXPECT_TRUE(submittedArraySizes(dir).empty());
@@ -505,16 +512,11 @@ TEST(SlurmWatch, DisabledArraysRefuseTheSubmission) {
   SlurmCampaignOptions o;
   o.programs = fakeSlurm(bin, "#!/bin/sh\ntouch '" + bin + "/sbatch-called'\necho 1\n",
                          "MaxArraySize = 0\n");
-  try {
-    runCampaignOnSlurm(dir, o);
-    ADD_FAILURE() << "submitted arrays on a cluster without them";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find("job arrays are disabled on this cluster (MaxArraySize = 0"),
-              std::string::npos)
-        << msg;
-    EXPECT_NE(msg.find("foldfarm slurm render pilot"), std::string::npos) << msg;
-  }
+  const std::string msg = watchError(dir, o);
+  EXPECT_NE(msg.find("job arrays are disabled on this cluster (MaxArraySize = 0"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("foldfarm slurm render pilot"), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(bin + "/sbatch-called"));
   jobs::Campaign c = jobs::Campaign::open(dir, jobs::Campaign::Access::kReadOnly);
   for (const auto& t : c.tasks()) {
@@ -535,14 +537,9 @@ TEST(SlurmWatch, APermanentRefusalEndsTheWatchAtOnce) {
                                              std::string(kGeneric)));
   o.pollInitialS = 0.05;
   o.pollMaxS = 0.1;
-  try {
-    runCampaignOnSlurm(dir, o);
-    ADD_FAILURE() << "the watch ended without an error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find("sbatch rejected"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("QOSMaxWallDurationPerJobLimit"), std::string::npos) << msg;
-  }
+  const std::string msg = watchError(dir, o);
+  EXPECT_NE(msg.find("sbatch rejected"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("QOSMaxWallDurationPerJobLimit"), std::string::npos) << msg;
   fs::remove_all(fs::path(dir).parent_path());
   fs::remove_all(bin);
 }
@@ -556,16 +553,11 @@ TEST(SlurmWatch, AGroupLimitIsWaitedFor) {
   o.programs = fakeSlurm(
       bin, refusingSbatch("sbatch: error: AssocGrpSubmitJobsLimit\n" + std::string(kGeneric)));
   o.wait = false;
-  try {
-    runCampaignOnSlurm(dir, o);
-    ADD_FAILURE() << "accepted";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find("for a submit limit: sbatch: error: AssocGrpSubmitJobsLimit; its tasks "
-                       "stay pending"),
-              std::string::npos)
-        << msg;
-  }
+  const std::string msg = watchError(dir, o);
+  EXPECT_NE(msg.find("for a submit limit: sbatch: error: AssocGrpSubmitJobsLimit; its tasks "
+                     "stay pending"),
+            std::string::npos)
+      << msg;
   fs::remove_all(fs::path(dir).parent_path());
   fs::remove_all(bin);
 }

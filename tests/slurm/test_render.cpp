@@ -40,6 +40,27 @@ void expectBashSyntaxOk(const std::string& script) {
   EXPECT_TRUE(r.ok()) << r.err << "\n" << script;
 }
 
+// Writes `text` to `path`, executable by its owner (a stand-in for a command, or a script).
+void writeExecutable(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+  std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+}
+
+// Runs `bash script` with `env` added, expecting success, and returns the lines the
+// stand-ins it starts appended to `seen` (removed first).
+std::set<std::string> seenByScript(const std::string& script, const std::string& seen,
+                                   const std::vector<std::string>& env) {
+  std::filesystem::remove(seen);
+  ProcessOptions o;
+  o.extraEnv = env;
+  const ProcessResult p = runProcess({"bash", script}, o);
+  EXPECT_TRUE(p.ok()) << p.err;
+  std::set<std::string> lines;
+  std::ifstream in(seen);
+  for (std::string line; std::getline(in, line);) lines.insert(line);
+  return lines;
+}
+
 }  // namespace
 
 TEST(SbatchValues, StrictNamesRejectShell) {
@@ -209,17 +230,13 @@ TEST(SbatchScript, ArrayLanesSpreadOverTheElementsGpusAndNameMpsGpusFromZero) {
   const std::string dir = ::testing::TempDir() + "/lanes_" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir + "/bin");
-  const auto write = [&](const std::string& path, const std::string& text, bool exec) {
-    std::ofstream(path) << text;
-    if (exec) std::filesystem::permissions(path, std::filesystem::perms::owner_all);
-  };
   // The worker: "D --task A --task B" -> a line "A B|<CUDA_VISIBLE_DEVICES>" per lane.
-  write(dir + "/work",
-        "#!/bin/bash\nshift\nt=\"\"\nwhile [ $# -gt 1 ]; do t=\"$t $2\"; shift 2; done\n"
-        "flock \"$(dirname \"$0\")/seen\" -c \"echo '${t# }|${CUDA_VISIBLE_DEVICES:-}' >> "
-        "'$(dirname \"$0\")/seen'\"\n",
-        true);
-  write(dir + "/manifest.tsv", "a\tb\tc\td\te\n", false);
+  writeExecutable(
+      dir + "/work",
+      "#!/bin/bash\nshift\nt=\"\"\nwhile [ $# -gt 1 ]; do t=\"$t $2\"; shift 2; done\n"
+      "flock \"$(dirname \"$0\")/seen\" -c \"echo '${t# }|${CUDA_VISIBLE_DEVICES:-}' >> "
+      "'$(dirname \"$0\")/seen'\"\n");
+  std::ofstream(dir + "/manifest.tsv") << "a\tb\tc\td\te\n";
   SbatchResources r;
   r.gpusPerNode = 1;
   r.tasksPerGpu = 4;
@@ -230,25 +247,19 @@ TEST(SbatchScript, ArrayLanesSpreadOverTheElementsGpusAndNameMpsGpusFromZero) {
   j.elements = 1;
   j.lanes = 4;
   j.workArgv = {dir + "/work"};
-  write(dir + "/job.sh", renderArrayScript(r, j), false);
+  std::ofstream(dir + "/job.sh") << renderArrayScript(r, j);
   const auto lanes = [&](const std::string& visible, const std::string& tmp) {
-    std::filesystem::remove(dir + "/seen");
-    ProcessOptions o;
-    o.extraEnv = {"PATH=" + dir + "/bin:/usr/bin:/bin", "SLURM_ARRAY_TASK_ID=0", "SLURM_JOB_ID=41",
-                  "CUDA_VISIBLE_DEVICES=" + visible, "TMPDIR=" + tmp};
-    const ProcessResult p = runProcess({"bash", dir + "/job.sh"}, o);
-    EXPECT_TRUE(p.ok()) << p.err;
-    std::set<std::string> seen;
-    std::ifstream in(dir + "/seen");
-    for (std::string line; std::getline(in, line);) seen.insert(line);
-    return seen;
+    return seenByScript(dir + "/job.sh", dir + "/seen",
+                        {"PATH=" + dir + "/bin:/usr/bin:/bin", "SLURM_ARRAY_TASK_ID=0",
+                         "SLURM_JOB_ID=41", "CUDA_VISIBLE_DEVICES=" + visible, "TMPDIR=" + tmp});
   };
   // One GPU, no MPS here (no nvidia-cuda-mps-control on PATH): every lane on it.
   EXPECT_EQ(lanes("3", dir), (std::set<std::string>{"a e|3", "b|3", "c|3", "d|3"}));
   // The whole node's four GPUs: a lane on each.
   EXPECT_EQ(lanes("4,5,6,7", dir), (std::set<std::string>{"a e|4", "b|5", "c|6", "d|7"}));
   // MPS started (a stand-in that answers): the server numbers its GPUs from 0.
-  write(dir + "/bin/nvidia-cuda-mps-control", "#!/bin/sh\ncat >/dev/null 2>&1 &\nexit 0\n", true);
+  writeExecutable(dir + "/bin/nvidia-cuda-mps-control",
+                  "#!/bin/sh\ncat >/dev/null 2>&1 &\nexit 0\n");
   const std::string tmp = dir + "/tmp";
   std::filesystem::create_directories(tmp);
   EXPECT_EQ(lanes("6", tmp), (std::set<std::string>{"a e|0", "b|0", "c|0", "d|0"}));
@@ -267,20 +278,17 @@ TEST(SbatchScript, APilotOfSeveralNodesStartsMpsOnEachNodeInItsStep) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir + "/bin");
   std::filesystem::create_directories(dir + "/tmp");
-  const auto write = [&](const std::string& path, const std::string& text) {
-    std::ofstream(path) << text;
-    std::filesystem::permissions(path, std::filesystem::perms::owner_all);
-  };
-  write(dir + "/bin/srun",
-        "#!/bin/bash\nwhile [ $# -gt 0 ] && [ \"$1\" != bash ]; do shift; done\n"
-        "case \" $* \" in\n  *\" foldfarm-rank \"*)\n"
-        "    if [ -n \"$FF_TEST_STOP\" ]; then\n"
-        "      SLURM_LOCALID=1 \"$@\" & a=$!; sleep 0.3; kill -USR1 $a; wait $a; exit $?\n"
-        "    fi\n"
-        "    SLURM_LOCALID=1 \"$@\" & a=$!; sleep 0.3; SLURM_LOCALID=0 \"$@\" & b=$!\n"
-        "    wait $a; wait $b;;\n"
-        "  *) SLURM_LOCALID=0 \"$@\";;\nesac\n");
-  write(
+  writeExecutable(
+      dir + "/bin/srun",
+      "#!/bin/bash\nwhile [ $# -gt 0 ] && [ \"$1\" != bash ]; do shift; done\n"
+      "case \" $* \" in\n  *\" foldfarm-rank \"*)\n"
+      "    if [ -n \"$FF_TEST_STOP\" ]; then\n"
+      "      SLURM_LOCALID=1 \"$@\" & a=$!; sleep 0.3; kill -USR1 $a; wait $a; exit $?\n"
+      "    fi\n"
+      "    SLURM_LOCALID=1 \"$@\" & a=$!; sleep 0.3; SLURM_LOCALID=0 \"$@\" & b=$!\n"
+      "    wait $a; wait $b;;\n"
+      "  *) SLURM_LOCALID=0 \"$@\";;\nesac\n");
+  writeExecutable(
       dir + "/foldfarm",
       "#!/bin/bash\necho \"$SLURM_LOCALID|$CUDA_VISIBLE_DEVICES|${CUDA_MPS_PIPE_DIRECTORY:+pipe}\" "
       ">> \"$(dirname \"$0\")/seen\"\n");
@@ -292,24 +300,18 @@ TEST(SbatchScript, APilotOfSeveralNodesStartsMpsOnEachNodeInItsStep) {
   r.foldfarm = dir + "/foldfarm";
   const std::string script = renderPilotScript(r, "D");
   expectBashSyntaxOk(script);
-  write(dir + "/job.sh", script);
+  writeExecutable(dir + "/job.sh", script);
   const auto ranks = [&] {
-    std::filesystem::remove(dir + "/seen");
-    ProcessOptions o;
-    o.extraEnv = {"PATH=" + dir + "/bin:/usr/bin:/bin", "SLURM_JOB_ID=51", "SLURM_JOB_NUM_NODES=2",
-                  "CUDA_VISIBLE_DEVICES=6,7", "TMPDIR=" + dir + "/tmp"};
-    const ProcessResult p = runProcess({"bash", dir + "/job.sh"}, o);
-    EXPECT_TRUE(p.ok()) << p.err;
-    std::set<std::string> seen;
-    std::ifstream in(dir + "/seen");
-    for (std::string line; std::getline(in, line);) seen.insert(line);
-    return seen;
+    return seenByScript(
+        dir + "/job.sh", dir + "/seen",
+        {"PATH=" + dir + "/bin:/usr/bin:/bin", "SLURM_JOB_ID=51", "SLURM_JOB_NUM_NODES=2",
+         "CUDA_VISIBLE_DEVICES=6,7", "TMPDIR=" + dir + "/tmp"});
   };
   // No MPS here: the GPUs as Slurm gave them, no pipe directory.
   EXPECT_EQ(ranks(), (std::set<std::string>{"0|6,7|", "1|6,7|"}));
   // MPS (a stand-in that answers and records the quit).
-  write(dir + "/bin/nvidia-cuda-mps-control",
-        "#!/bin/sh\n[ \"$1\" = -d ] && exit 0\ncat >> \"$(dirname \"$0\")/../quit\"\n");
+  writeExecutable(dir + "/bin/nvidia-cuda-mps-control",
+                  "#!/bin/sh\n[ \"$1\" = -d ] && exit 0\ncat >> \"$(dirname \"$0\")/../quit\"\n");
   EXPECT_EQ(ranks(), (std::set<std::string>{"0|0,1|pipe", "1|0,1|pipe"}));
   std::ifstream quit(dir + "/quit");
   std::string said;
