@@ -215,11 +215,13 @@ class CudaFusedMaskedGroupNorm : public torch::autograd::Function<CudaFusedMaske
     const int64_t B = x.size(0), N = x.size(1), D = x.size(2);
     const auto f32 = x.options().dtype(torch::kFloat32);
     Tensor gx = torch::empty({B, N, D}, x.options());
-    // Per-jet column partials of gw and gb, summed over the jets by a second kernel.
-    Tensor partials = torch::empty({2, B, D}, f32);
+    // Per-jet column partials of gw and gb (and room for their sums per chunk of jets),
+    // summed over the jets by the column sum.
+    const int64_t rows = maskedGroupNormWorkspaceRows(B);
+    Tensor partials = torch::empty({2, rows, D}, f32);
     Tensor gw = torch::empty({D}, f32), gb = torch::empty({D}, f32);
     float* gw_part = partials.data_ptr<float>();
-    float* gb_part = gw_part + B * D;
+    float* gb_part = gw_part + rows * D;
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
     if (x.scalar_type() == torch::kBFloat16)
       maskedGroupNormBackwardCuda(bf16(x), bf16(gy), m.data_ptr<float>(), w.data_ptr<float>(),

@@ -14,8 +14,8 @@
 // Kernel design: one thread block per jet. The forward makes two reductions over the jet's
 // real rows (the mean, then the centred variance, as the CPU kernel does) and one pass that
 // writes the output. The backward accumulates per-column partial sums of gy * xhat and gy
-// into (B, D) workspaces in a fixed order, and a second kernel sums those over the jets, so
-// that gw and gb are deterministic (no atomics).
+// into (B, D) workspaces in a fixed order, and a column sum adds those over the jets (in
+// chunks of 64 jets, then over the chunks), so that gw and gb are deterministic (no atomics).
 //
 // Preconditions (checked by the caller, not here): all pointers on the current device, N * D
 // below 2^31, B below 2^31. Launchers are asynchronous on `stream` and return once the
@@ -38,8 +38,9 @@ void maskedGroupNormForwardCuda(const __nv_bfloat16* x, const float* mask, const
                                 int64_t N, int64_t D, float eps, cudaStream_t stream);
 
 // gx (B, N, D), gw (D) and gb (D) from gy (B, N, D) and the forward's x, mask, weight and
-// stats. gw_part and gb_part are caller-owned float32 workspaces of B * D each; every entry
-// is overwritten.
+// stats. gw_part and gb_part are caller-owned float32 workspaces of
+// maskedGroupNormWorkspaceRows(B) * D each; they are overwritten.
+int64_t maskedGroupNormWorkspaceRows(int64_t B);
 void maskedGroupNormBackwardCuda(const float* x, const float* gy, const float* mask,
                                  const float* weight, const float* stats, float* gx, float* gw_part,
                                  float* gb_part, float* gw, float* gb, int64_t B, int64_t N,
