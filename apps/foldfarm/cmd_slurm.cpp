@@ -57,7 +57,9 @@ struct ResourceArgs {
                  "Time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED");
     c.add_option("-C,--constraint", res.constraint, "Node features, e.g. a100&ib");
     c.add_option("--mem", res.mem, "Memory per node, e.g. 64G");
-    c.add_option("-N,--nodes", res.nodes, "Nodes")->capture_default_str();
+    // An array element runs on one node (its lanes side by side); a campaign over several
+    // nodes in one allocation is the pilot (before: `--nodes` was taken there and ignored).
+    if (requeue) c.add_option("-N,--nodes", res.nodes, "Nodes")->capture_default_str();
     shown(c.add_option("--gpus-per-node", res.gpusPerNode, "GPUs per node (0: CPU nodes)" + spec));
     // Campaign tasks only: a pretraining runs one rank per GPU (before: listed for `render
     // pretrain` too, and ignored there without a word).

@@ -795,6 +795,9 @@ TEST_F(BadInputs, CommandLine) {
   // Array elements never requeue themselves: not offered (before: offered, then refused).
   expectCleanFailure({"slurm", "render", "array", p("camp"), "--requeue"}, "--requeue");
   expectCleanFailure({"slurm", "submit", p("camp"), "--requeue"}, "--requeue");
+  // An array element runs on one node: several are the pilot's (before: taken and ignored).
+  expectCleanFailure({"slurm", "render", "array", p("camp"), "--nodes", "4"}, "--nodes");
+  expectCleanFailure({"slurm", "submit", p("camp"), "-N", "2"}, "-N");
   expectCleanFailure({"slurm", "render", "pilot", p("camp"), "--", "--executor", "local"},
                      "--executor");
   // An output directory where a file is: refused before anything is read or trained (exit 1
