@@ -831,9 +831,10 @@ for k, v in b.items():
         print(f'  bench {k:>12s}: {v["epoch_s"]:.3f} s per epoch, {v["step_ms"]:.2f} ms/step{cpu}')
 c = s["results"].get("campaign") or {}
 if c:
+    sec = lambda v: "n/a" if v is None else f"{v}s"
     print(f'  campaign: chains/hour by tasks per GPU {c.get("chains_per_hour")}; one chain: fresh process '
-          f'{c.get("fresh_process_chain_s")}s, persistent worker (K=1) {c.get("k1_mean_task_s")}s mean, '
-          f'{c.get("k1_mean_later_task_s")}s after its first')
+          f'{sec(c.get("fresh_process_chain_s"))}, persistent worker (K=1) {sec(c.get("k1_mean_task_s"))} mean, '
+          f'{sec(c.get("k1_mean_later_task_s"))} after its first')
 EOF
 say "files: $(cd "$out" && ls | tr '\n' ' ')"
 exec >&- 2>&-
