@@ -46,7 +46,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-scripts/setup.sh --build-dir "$build_dir" "${build_flag[@]}"
+# foldfarm alone (it builds foldfarm-torch, which it runs): the tests are scripts/test.sh's.
+scripts/setup.sh --build-dir "$build_dir" --target foldfarm ${build_flag[@]+"${build_flag[@]}"}
 ff="$(cd "$build_dir" && pwd)/apps/foldfarm/foldfarm"
 [ -x "$ff" ] || { echo "demo.sh: $ff is not built (run without --no-build)" >&2; exit 1; }
 jets="${FF_DEMO_PRETRAIN_JETS:-8000}"

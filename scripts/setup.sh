@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package foldfarm needs (idempotent), then configures and builds.
-#   scripts/setup.sh [--build-dir DIR] [--no-build] [--debug]
+#   scripts/setup.sh [--build-dir DIR] [--no-build] [--debug] [--target T]...
+# --target T: build only T (repeatable; default: everything, the tests included).
 # Environment: FOLDFARM_JOBS (parallel compile jobs, default: nproc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,11 +9,14 @@ cd "$(dirname "$0")/.."
 build_dir=build
 do_build=1
 build_type=Release
+targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --build-dir) build_dir="$2"; shift 2 ;;
     --no-build) do_build=0; shift ;;
     --debug) build_type=Debug; shift ;;
+    --target) [ $# -ge 2 ] || { echo "setup.sh: --target needs a target name" >&2; exit 2; }
+      targets+=(--target "$2"); shift 2 ;;
     -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -56,5 +60,5 @@ export CCACHE_DIR="${CCACHE_DIR:-$HOME/.ccache}"
 export CCACHE_BASEDIR="$PWD"
 jobs="${FOLDFARM_JOBS:-$(nproc)}"
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE="$build_type" >/dev/null
-cmake --build "$build_dir" -j "$jobs"
+cmake --build "$build_dir" -j "$jobs" ${targets[@]+"${targets[@]}"}
 echo "setup: built $build_dir/apps/foldfarm/foldfarm" >&2
