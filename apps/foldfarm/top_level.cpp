@@ -14,6 +14,7 @@
 #include "core/base/full_disk.hpp"
 #include "core/base/log.hpp"
 #include "core/base/utf8.hpp"
+#include "core/build_info/build_info.hpp"
 #include "dist/launch.hpp"
 
 namespace foldfarm::app {
@@ -34,7 +35,8 @@ int launchRank() {
 TopLevel::TopLevel()
     : app_("foldfarm: data-parallel PET pretraining and OmniFold uncertainty campaigns",
            "foldfarm") {
-  app_.set_version_flag("--version", std::string("foldfarm ") + FOLDFARM_VERSION);
+  // "foldfarm X.Y.Z" first (what scripts read), then the commit and how it was built.
+  app_.set_version_flag("--version", buildVersionText());
   app_.require_subcommand(1);
   app_.fallthrough();
   app_.add_option("--log-level", log_level_, "trace, debug, info, warn, error or off")

@@ -455,6 +455,94 @@ TEST_F(FrontEnd, BuiltWithoutLibTorchItRunsTheLoginCommandsAndRefusesTheOthersIn
   EXPECT_NE(help.out.find("report"), std::string::npos) << help.out;
 }
 
+// The line "item: value" of `text` whose item is `item` (its value), "" when none.
+std::string versionItem(const std::string& text, const std::string& item) {
+  const std::string key = "\n" + item + ": ";
+  const size_t at = text.find(key);
+  if (at == std::string::npos) return "";
+  const size_t begin = at + key.size();
+  return text.substr(begin, text.find('\n', begin) - begin);
+}
+
+// `foldfarm --version` names the build: the version first (what scripts read), then the commit
+// the source tree was at when it was built, as git gives it, and how it was built.
+TEST(Version, NamesTheVersionFirstThenTheCommitTheBuildWasMadeFrom) {
+  const ProcessResult v = runProcess({FF_FRONT_END, "--version"});
+  ASSERT_TRUE(v.ok()) << v.describeFailure();
+  EXPECT_EQ(v.out.rfind(std::string("foldfarm ") + FOLDFARM_VERSION + "\n", 0), 0u) << v.out;
+  for (const char* item : {"build type", "compiler", "LibTorch", "CUDA kernels", "NCCL", "MPI"})
+    EXPECT_NE(versionItem(v.out, item), "") << item << " in\n" << v.out;
+  EXPECT_EQ(versionItem(v.out, "LibTorch") == "none", std::string(FOLDFARM_BINARY).empty())
+      << v.out;
+  const std::string commit = versionItem(v.out, "commit");
+  const std::string source = FOLDFARM_SOURCE_DIR;
+  if (!fs::exists(source + "/.git")) {
+    EXPECT_EQ(commit, "unknown") << "built from a tree without .git";
+    GTEST_SKIP() << source << " is no git checkout: no commit to compare";
+  }
+  if (!foldfarm::programAvailable("git")) GTEST_SKIP() << "no git to ask for the commit";
+  const ProcessResult head = runProcess(
+      {"git", "-c", "safe.directory=" + source, "-C", source, "rev-parse", "--short", "HEAD"});
+  ASSERT_TRUE(head.ok()) << head.describeFailure();
+  const std::string expected = head.out.substr(0, head.out.find('\n'));
+  const std::string dirty = "-dirty";
+  const bool marked = commit.size() > dirty.size() &&
+                      commit.compare(commit.size() - dirty.size(), dirty.size(), dirty) == 0;
+  EXPECT_EQ(marked ? commit.substr(0, commit.size() - dirty.size()) : commit, expected)
+      << "--version names another commit than HEAD of " << source
+      << " (a commit since the build: rebuild, then test)";
+}
+
+// The source of the commit (cmake/FoldfarmBuildCommit.cmake, run at every build) names the
+// work tree's commit, marks tracked changes, says "unknown" without .git, and is rewritten only
+// when what it says changes: a build at the same commit compiles nothing again.
+TEST(Version, TheBuildsCommitSourceIsWrittenOnlyWhenTheCommitChanges) {
+  if (!foldfarm::programAvailable("git")) GTEST_SKIP() << "no git";
+  const fs::path dir = fs::temp_directory_path() / ("ff_commit_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "tree");
+  const std::string tree = (dir / "tree").string(), out = (dir / "build_commit.cpp").string();
+  const auto generate = [&] {
+    const ProcessResult r =
+        runProcess({FF_CMAKE_COMMAND, "-DSOURCE_DIR=" + tree, "-DOUTPUT=" + out,
+                    "-DGIT_EXECUTABLE=" + foldfarm::findProgram("git"), "-P",
+                    std::string(FOLDFARM_SOURCE_DIR) + "/cmake/FoldfarmBuildCommit.cmake"});
+    EXPECT_TRUE(r.ok()) << r.describeFailure();
+    const std::string text = foldfarm::readFile(out);
+    const size_t at = text.find("return \"");
+    return at == std::string::npos ? text : text.substr(at + 8, text.find('"', at + 8) - at - 8);
+  };
+  const auto git = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"git", "-C", tree, "-c", "user.name=t", "-c", "user.email=t@t"});
+    const ProcessResult r = runProcess(args);
+    EXPECT_TRUE(r.ok()) << r.describeFailure();
+    return r.out.substr(0, r.out.find('\n'));
+  };
+  EXPECT_EQ(generate(), "unknown");
+  git({"init", "-q"});
+  std::ofstream(tree + "/a.txt") << "one\n";
+  git({"add", "a.txt"});
+  git({"commit", "-q", "-m", "one"});
+  const std::string first = git({"rev-parse", "--short", "HEAD"});
+  EXPECT_EQ(generate(), first);
+  // Unchanged: not written again (its time stays, so make and ninja compile nothing).
+  const auto written = fs::last_write_time(out) - std::chrono::seconds(10);
+  fs::last_write_time(out, written);
+  EXPECT_EQ(generate(), first);
+  EXPECT_EQ(fs::last_write_time(out), written) << "rewritten with the same content";
+  // An untracked file is no change of the tree (git describe's rule); a tracked one is.
+  std::ofstream(tree + "/notes.txt") << "x\n";
+  EXPECT_EQ(generate(), first);
+  std::ofstream(tree + "/a.txt") << "two\n";
+  EXPECT_EQ(generate(), first + "-dirty");
+  EXPECT_NE(fs::last_write_time(out), written);
+  git({"commit", "-q", "-am", "two"});
+  const std::string second = git({"rev-parse", "--short", "HEAD"});
+  EXPECT_NE(second, first);
+  EXPECT_EQ(generate(), second);
+  fs::remove_all(dir);
+}
+
 // The build: a LibTorch of the old libstdc++ string ABI is refused when the build is
 // configured, in a message naming where it is, instead of a build that ends in undefined
 // symbols (cmake/FoldfarmDeps.cmake); nothing is generated.
