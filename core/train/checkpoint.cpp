@@ -12,6 +12,7 @@
 #include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
 #include "core/base/sha256.hpp"
+#include "core/build_info/build_info.hpp"
 #include "core/train/torch_error.hpp"
 
 namespace foldfarm {
@@ -98,6 +99,9 @@ void writeCheckpoint(const std::string& dir, const CheckpointMeta& meta,
   nlohmann::json j;
   j["format"] = kFormat;
   j["foldfarm_version"] = FOLDFARM_VERSION;
+  // Which build wrote it (in the checksum: the description names its maker). A checkpoint is
+  // never rewritten to match another build: a training resumed after it finished keeps it.
+  j["build"] = buildInfoJson();
   j["config"] = petConfigToJson(meta.config);
   j["feature_stats"] = meta.stats.toJson();
   j["class_names"] = meta.class_names;

@@ -1,6 +1,7 @@
 #pragma once
 // Checkpoints: one directory holding
-//   meta.json              JSON metadata: format, foldfarm version, PET config, feature
+//   meta.json              JSON metadata: format, foldfarm version and the build that wrote
+//                          it ("build": core/build_info/build_info.hpp), PET config, feature
 //                          statistics, class names, training state, free-form extras, the
 //                          name and SHA-256 of the tensor payload, and a SHA-256 of the
 //                          metadata itself;

@@ -3,6 +3,7 @@
 // exact resume after an interruption.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <torch/version.h>
 #include <numeric>
 
 #include <cmath>
@@ -13,7 +14,9 @@
 #include <numeric>
 
 #include "core/base/error.hpp"
+#include "core/base/sha256.hpp"
 #include "core/base/stop_signal.hpp"
+#include "core/build_info/build_info.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/train/checkpoint.hpp"
 #include "core/train/classifier_trainer.hpp"
@@ -184,6 +187,35 @@ TEST(Checkpoint, EditedMetadataIsRefused) {
   text.replace(pos, 9, "\"dim\": 64");
   std::ofstream(meta) << text;
   EXPECT_THROW(PetClassifier::load(dir.path), InputError);
+}
+
+// meta.json names the build that wrote the checkpoint, beside its version, inside the checksum.
+// A checkpoint of another build (a foundation pretrained before a rebuild) is read as any
+// other: the build is recorded, never compared.
+TEST(Checkpoint, MetaJsonRecordsTheBuildThatWroteIt) {
+  TempDir dir;
+  PetClassifier(petPreset("tiny"), 1).save(dir.path);
+  const std::string meta = dir.path + "/meta.json";
+  nlohmann::json j = nlohmann::json::parse(readFile(meta));
+  EXPECT_EQ(j.at("foldfarm_version"), FOLDFARM_VERSION);
+  EXPECT_EQ(j.at("build"), buildInfoJson());
+  EXPECT_EQ(j.at("build").at("commit"), buildInfo().commit);
+  // The LibTorch it names is that of the headers this program was compiled against (the
+  // front end, which links no LibTorch, prints the same from the configuration).
+  EXPECT_EQ(j.at("build").at("libtorch"), TORCH_VERSION);
+  const std::map<std::string, torch::Tensor> tensors = readCheckpoint(dir.path).tensors;
+
+  // Edited by hand: refused, as any edit of the description is.
+  j["build"]["commit"] = "0123abc";
+  std::ofstream(meta) << j.dump(2);
+  EXPECT_THROW(readCheckpoint(dir.path), InputError);
+  // Written so by another build (its checksum its own): read, and holding the same tensors.
+  j.erase("meta_sha256");
+  j["meta_sha256"] = sha256Hex(j.dump());
+  std::ofstream(meta) << j.dump(2);
+  EXPECT_NO_THROW(PetClassifier::load(dir.path));
+  EXPECT_TRUE(checkpointHoldsTensors(dir.path, tensors));
+  EXPECT_EQ(checkpointIdentity(dir.path), j["meta_sha256"]);
 }
 
 TEST(WarmStart, ReportsSkippedOutputLayer) {
