@@ -14,6 +14,7 @@
 #include "core/base/log.hpp"
 #include "core/base/output_lock.hpp"
 #include "core/base/process.hpp"
+#include "core/build_info/build_info.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/observables.hpp"
 #include "core/plot/gnuplot.hpp"
@@ -366,6 +367,7 @@ AtomicFile writeBands(const std::string& out_dir, const std::vector<ObservableRe
   data::h5WriteInt64Attr(f.get(), "band_replicas", static_cast<int64_t>(band_replicas));
   data::h5WriteInt64Attr(f.get(), "chains", static_cast<int64_t>(chains));
   data::h5WriteStringAttr(f.get(), "campaign_seed", std::to_string(campaign_seed));
+  data::h5WriteStringAttr(f.get(), "build", buildInfoJson().dump());
   data::h5WriteStringAttr(
       f.get(), "content",
       std::string("unit-area densities per bin; replicas = mean over members of each replica (0: "
@@ -740,6 +742,12 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       {"truth", truth_path ? nlohmann::json(*truth_path) : nlohmann::json()},
       {"observables", nlohmann::json::object()}};
   summary["variations"] = nlohmann::json::array();
+  // Which build computed the bands, and which finished the chains they are of (recorded only:
+  // chains of several builds are aggregated together).
+  summary["build"] = buildInfoJson();
+  summary["chain_builds"] = nlohmann::json::array();
+  for (const auto& [build, count] : chains.builds)
+    summary["chain_builds"].push_back({{"build", build}, {"chains", count}});
   if (!options.inputs.is_null()) summary["inputs"] = options.inputs;
   if (!options.incomplete.is_null()) summary["incomplete"] = options.incomplete;
   if (!mc_training.summary.is_null()) {

@@ -71,7 +71,8 @@
 //   bands.h5      /<observable>/{edges, nominal, std, p16, p84, p2_5, p97_5, covariance,
 //                 correlation, replicas (R x bins, every replica), prior, truth}; root
 //                 attributes replicas, band_replicas (those the spread is over), chains (the
-//                 nominal's), observables; and, per observable:
+//                 nominal's), observables, build (JSON text of the build that wrote it:
+//                 core/build_info/build_info.hpp); and, per observable:
 //                   covariance_total, std_total (sqrt of its diagonal): = covariance and std
 //                     without variations;
 //                   covariance_mc_stat                       (with an mc_bootstrap variation)
@@ -92,7 +93,10 @@
 //                   non_closure/{shift, truth, unfolded}     (with a non_closure variation)
 //                 (`covariance` stays the statistical one, from the data bootstrap)
 //   summary.json  {"replicas", "band_replicas", "chains" (the nominal's), "classifier"
-//                 (the chains' step model, or "mixed"), "variations": [{name, type, source,
+//                 (the chains' step model, or "mixed"), "build" (the build that aggregated:
+//                 core/build_info/build_info.hpp), "chain_builds": [{"build", "chains"}] (the
+//                 builds that finished the chains read, every group's, and how many each;
+//                 "build" null for chains that recorded none), "variations": [{name, type, source,
 //                 direction, chains, replicas}] ([] without variations), "mc_stat_training_noise":
 //                 {"removed", "estimated_from": "mc_bootstrap" | "nominal" | null,
 //                 "removed_fraction": {observable: share of the noise's trace taken off}

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <deque>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include "core/base/log.hpp"
 #include "core/base/seed.hpp"
 #include "core/base/stop_signal.hpp"
+#include "core/build_info/build_info.hpp"
 #include "core/data/observables.hpp"
 #include "core/model/pet_config.hpp"
 #include "core/train/checkpoint.hpp"
@@ -161,6 +163,10 @@ struct ChainState {
   int done_steps = 0;  // steps finished: step k = 2 * iteration + (0 for step 1, 1 for step 2)
   ChainWeights weights;
   json history = json::array();
+  // The builds that ran the finished steps (core/build_info), in the order they first did: a
+  // chain stopped under one build may be resumed by another (a rebuild between a crash and
+  // its resume). Recorded, never compared: the resume goes on.
+  json builds = json::array();
 };
 
 std::string stateDir(const std::string& out) {
@@ -170,9 +176,13 @@ std::string stateDir(const std::string& out) {
 void saveProgress(const std::string& out, const ChainSpec& spec, const ChainState& st) {
   // Weights first, then progress.json (the commit point of a finished step).
   writeChainWeights(stateDir(out), st.weights, json::object());
-  writeJsonAtomic(
-      stateDir(out) + "/progress.json",
-      {{"spec", chainSpecToJson(spec)}, {"done_steps", st.done_steps}, {"history", st.history}});
+  json builds = st.builds;
+  if (std::find(builds.begin(), builds.end(), buildInfoJson()) == builds.end())
+    builds.push_back(buildInfoJson());
+  writeJsonAtomic(stateDir(out) + "/progress.json", {{"spec", chainSpecToJson(spec)},
+                                                     {"done_steps", st.done_steps},
+                                                     {"history", st.history},
+                                                     {"builds", builds}});
 }
 
 ChainState loadProgress(const std::string& out, const ChainSpec& spec) {
@@ -193,8 +203,19 @@ ChainState loadProgress(const std::string& out, const ChainSpec& spec) {
   }
   st.done_steps = j.at("done_steps").get<int>();
   st.history = j.at("history");
+  // A state written before builds were recorded names none.
+  if (const json builds = j.value("builds", json::array()); builds.is_array()) st.builds = builds;
   if (st.done_steps > 0) st.weights = readChainWeights(stateDir(out));
-  logInfo("resuming chain after {} finished steps", st.done_steps);
+  std::string others;
+  for (const json& b : st.builds)
+    if (b != buildInfoJson()) others += (others.empty() ? "" : "; ") + buildLine(b);
+  if (others.empty())
+    logInfo("resuming chain after {} finished steps", st.done_steps);
+  else
+    logInfo(
+        "resuming chain after {} finished steps, run by {} (this is {}); result.json records "
+        "both",
+        st.done_steps, others, buildLine(buildInfoJson()));
   return st;
 }
 
@@ -1210,6 +1231,13 @@ void ChainRun::writeOutputsOnRoot() {
   json result = chainSpecToJson(spec_);
   result["status"] = "done";
   result["init_sha256"] = in_.init_sha256;
+  // The build that finished the chain, and the others that ran its earlier steps (a resume by
+  // another build).
+  result["build"] = buildInfoJson();
+  json earlier = json::array();
+  for (const json& b : st_.builds)
+    if (b != result["build"]) earlier.push_back(b);
+  if (!earlier.empty()) result["earlier_builds"] = earlier;
   // Which version of each file the chain read (size, modification time): chains of one band
   // must have read the same (aggregate compares them; the paths alone do not tell).
   for (const char* k : {"mc", "data"}) {

@@ -128,6 +128,7 @@ void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const st
     logWarn("aggregate: {} repeats replica {} member {}; ignored", dir, r, m);
     return;
   }
+  ++set.builds[res.value("build", nlohmann::json())];
   ChainHistograms h = readChainHistograms(dir);
   if (g.prior.empty()) g.prior = h.prior;
   for (size_t o = 0; o < h.unfolded.size(); ++o)

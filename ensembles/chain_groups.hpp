@@ -57,6 +57,10 @@ struct ChainGroups {
   std::map<std::string, ChainGroup> groups;  // "" = the nominal (present: checked)
   uint64_t campaign_seed = 0;
   std::set<std::string> classifiers;  // the chains' step models ("pet" for older chains)
+  // The builds that finished the chains (result.json "build"; null for chains written before
+  // it was recorded) -> how many chains of every group each finished. Never compared: chains
+  // of one campaign may be finished by several builds (a rebuild before a resume).
+  std::map<nlohmann::json, size_t> builds;
 };
 
 // Reads the chains (directories holding result.json and histograms.h5, `chain_dirs` sorted and

@@ -18,7 +18,10 @@
 //                    status, init_sha256, inputs {mc, data: {size, mtime_ns}} (the version
 //                    of each file it read), mc_events, data_events, final_ess (the
 //                    effective sample size of `final` over the events passing the gen
-//                    selection: those the histograms hold), device
+//                    selection: those the histograms hold), device, build (the build that
+//                    finished the chain: core/build_info/build_info.hpp) and, when earlier
+//                    steps ran under other builds (stopped, rebuilt, resumed),
+//                    earlier_builds (theirs; state/progress.json keeps them meanwhile)
 // Every file is written atomically (AtomicFile): a reader sees all of a file or nothing.
 #include <cstdint>
 #include <optional>

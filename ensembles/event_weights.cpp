@@ -12,6 +12,7 @@
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
 #include "core/base/sha256.hpp"
+#include "core/build_info/build_info.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/jet_reader.hpp"
 #include "ensembles/chain_output.hpp"
@@ -223,6 +224,7 @@ AtomicFile writeEventWeights(const EventWeightsPlan& plan, const std::string& pa
     data::h5WriteStringAttr(f.get(), "selection", kSelection);
     data::h5WriteStringAttr(f.get(), "columns", columns.dump());
     data::h5WriteStringAttr(f.get(), "other_simulations", other_names.dump());
+    data::h5WriteStringAttr(f.get(), "build", buildInfoJson().dump());
     f.close(tmp + ": closing");
   }
   return out;

@@ -20,7 +20,8 @@
 //   variation's), replica, members, simulation (the chains' `mc`)
 //   root attributes: simulation (path), simulation_sha256, rows, selection (which events the
 //   weights apply to), columns (JSON array of the names under weights/), other_simulations
-//   (JSON array of the variation names under other_simulations/)
+//   (JSON array of the variation names under other_simulations/), build (JSON text of the
+//   build that wrote the file: core/build_info/build_info.hpp)
 // Rows are aligned with the simulation file's events, in its order.
 //
 // Columns of a variation whose chains lack `final` are left out with a warning; without

@@ -18,6 +18,7 @@
 #include "core/base/error.hpp"
 #include "core/base/output_lock.hpp"
 #include "core/base/process.hpp"
+#include "core/build_info/build_info.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/plot/gnuplot.hpp"
@@ -276,6 +277,40 @@ TEST_F(AggregateTest, MembersAveragedReplicasGiveMeanStdPercentilesCovariance) {
   EXPECT_NE(foldfarm::data::h5ReadAttrAsString(f2.get(), "content")
                 .find("over the band_replicas replicas, replica 0 included"),
             std::string::npos);
+}
+
+// summary.json, bands.h5 and event_weights.h5 name the build that aggregated; summary.json also
+// the builds that finished the chains (a campaign resumed by a rebuilt foldfarm holds chains of
+// two builds, aggregated together), and chains written before builds were recorded.
+TEST_F(AggregateTest, TheOutputsRecordTheBuildThatAggregatedAndThoseThatFinishedTheChains) {
+  const std::string sim = writeSample("sim.h5", {0, 1, 0}, {}, {});
+  nlohmann::json one = {{"mc", sim}}, other = one;
+  one["build"] = foldfarm::buildInfoJson();
+  other["build"] = foldfarm::buildInfoJson();
+  other["build"]["commit"] = "0123abc";
+  const std::vector<double> ones = {1, 1, 1};
+  writeChain("builds/r0m0", 0, 0, 1, 3, 42, one, ones);
+  writeChain("builds/r1m0", 1, 0, 3, 1, 42, other, ones);
+  writeChain("builds/r2m0", 2, 0, 2, 2, 42, one, ones);
+  writeChain("builds/r3m0", 3, 0, 2, 2, 42, {{"mc", sim}}, ones);  // no build recorded
+  const std::string out = (root_ / "builds_agg").string();
+  const nlohmann::json summary =
+      aggregateRunsWithOptions({(root_ / "builds").string()}, out, std::nullopt, {false});
+  EXPECT_EQ(summary.at("build"), foldfarm::buildInfoJson());
+  EXPECT_EQ(summary.at("build").at("version"), FOLDFARM_VERSION);
+  std::map<std::string, size_t> chains;
+  for (const nlohmann::json& e : summary.at("chain_builds"))
+    chains[e.at("build").is_null() ? "none" : e.at("build").at("commit").get<std::string>()] =
+        e.at("chains").get<size_t>();
+  EXPECT_EQ(chains, (std::map<std::string, size_t>{
+                        {foldfarm::buildInfo().commit, 2}, {"0123abc", 1}, {"none", 1}}));
+  EXPECT_EQ(nlohmann::json::parse(foldfarm::readFile(out + "/summary.json")), summary);
+  for (const char* file : {"bands.h5", "event_weights.h5"}) {
+    foldfarm::data::H5Handle f = foldfarm::data::h5OpenRead(out + "/" + file);
+    EXPECT_EQ(nlohmann::json::parse(foldfarm::data::h5ReadAttrAsString(f.get(), "build")),
+              foldfarm::buildInfoJson())
+        << file;
+  }
 }
 
 TEST_F(AggregateTest, TruthGivesDiscriminatorsAndCoverage) {

@@ -15,6 +15,7 @@
 #include "core/base/log.hpp"
 #include "core/base/process.hpp"
 #include "core/base/stop_signal.hpp"
+#include "core/build_info/build_info.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
@@ -202,9 +203,25 @@ TEST_F(ChainTest, InterruptedAndResumedChainEndsWithIdenticalWeights) {
               std::string::npos)
         << e.what();
   }
+  // The steps done so far ran under this build (state/progress.json); say another one (a rebuild
+  // between the stop and the resume): the resume goes on, and records both.
+  const std::string progress = (cut / "state" / "progress.json").string();
+  nlohmann::json state = readJson(progress);
+  ASSERT_EQ(state.at("builds"), nlohmann::json::array({buildInfoJson()}));
+  nlohmann::json other_build = buildInfoJson();
+  other_build["commit"] = "0123abc";
+  state["builds"] = {other_build};
+  writeJsonAtomic(progress, state);
   ASSERT_EQ(runChainTask(params(2, 0), cut.string()), 0);
   EXPECT_EQ(push(ref), push(cut));
   EXPECT_EQ(readChainWeights(ref.string()).pull, readChainWeights(cut.string()).pull);
+  // result.json: the build that finished the chain, and the other that ran its first steps.
+  const nlohmann::json resumed = readJson((cut / kChainResultFile).string());
+  EXPECT_EQ(resumed.at("build"), buildInfoJson());
+  EXPECT_EQ(resumed.at("earlier_builds"), nlohmann::json::array({other_build}));
+  const nlohmann::json whole = readJson((ref / kChainResultFile).string());
+  EXPECT_EQ(whole.at("build"), buildInfoJson());
+  EXPECT_FALSE(whole.contains("earlier_builds")) << "one build ran it all";
   // A finished chain run again with another parameter: named too (before: "different
   // parameters" alone).
   nlohmann::json replica = params(2, 0);
