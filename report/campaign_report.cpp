@@ -18,6 +18,7 @@
 #include "core/base/process.hpp"
 #include "core/base/progress.hpp"
 #include "core/base/text.hpp"
+#include "core/build_info/build_info.hpp"
 #include "core/data/observables.hpp"
 #include "core/plot/gnuplot.hpp"
 #include "jobs/campaign.hpp"
@@ -379,9 +380,9 @@ class Page {
         htmlEscape(stats.name) + "</title>\n<style>" + kCss +
         "</style></head>\n<body>\n<header><h1>Campaign " + htmlEscape(stats.name) +
         "</h1>\n<p class=\"meta\">" + htmlEscape(dir) + " &middot; generated " +
-        htmlEscape(timeText(jobs::wallClockNow())) +
-        " by foldfarm " FOLDFARM_VERSION "</p>\n<nav>" + nav_ + "</nav></header>\n" + body_ +
-        "</body></html>\n";
+        htmlEscape(timeText(jobs::wallClockNow())) + " by " +
+        htmlEscape(buildLine(buildInfoJson())) + "</p>\n<nav>" + nav_ + "</nav></header>\n" +
+        body_ + "</body></html>\n";
     result_.bytes = page.size();
     return page;
   }
@@ -471,6 +472,20 @@ void overviewSection(Page& page, const ReportInputs& in) {
                                        " chain(s) in all, and " + std::to_string(done) +
                                        " tasks are done now: aggregate again for bands of them all"
                                  : std::string())});
+    // Which builds made the bands and the chains (summary.json "build", "chain_builds"): what a
+    // publication cites.
+    if (const json build = summary.value("build", json()); build.is_object())
+      rows.push_back({"aggregated by", buildLine(build)});
+    if (const json builds = summary.value("chain_builds", json()); builds.is_array()) {
+      std::string text;
+      for (const json& b : builds) {
+        const json build = b.value("build", json());
+        text += (text.empty() ? "" : "; ") +
+                (build.is_object() ? buildLine(build) : std::string("no build recorded")) + " (" +
+                b.value("chains", json()).dump() + " chain(s))";
+      }
+      if (!text.empty()) rows.push_back({"chains finished by", text});
+    }
     // The files the bands were computed from, with their checksums (summary.json "inputs").
     const auto inputRows = [&](const json& roles, const std::string& prefix) {
       if (!roles.is_object()) return;

@@ -1,8 +1,10 @@
 #pragma once
 // `foldfarm report D`: one self-contained HTML page about a campaign (plots embedded as
-// base64 PNG, CSS inline, no script, no external resource). Sections, each omitted with a
+// base64 PNG, CSS inline, no script, no external resource), its header naming the build that
+// wrote it (version and commit: core/build_info/build_info.hpp). Sections, each omitted with a
 // one-line note when its input is absent (never faked):
-//   overview       the spec (kind, R x M, executor, resources) and headline numbers
+//   overview       the spec (kind, R x M, executor, resources) and headline numbers, the
+//                  builds that aggregated and finished the chains (summary.json)
 //   distributions  unfolded densities with 68%/95% bands, truth and prior, ratio panels:
 //                  the aggregation's <obs>.png, or rendered here from bands.h5 (gnuplot)
 //   uncertainties  relative size of each uncertainty per observable (summary.json

@@ -12,6 +12,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/build_info/build_info.hpp"
 #include "core/plot/gnuplot.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
@@ -277,6 +278,33 @@ TEST(CampaignReport, TheOverviewNamesTheInputsAndTheirChecksums) {
   EXPECT_TRUE(contains(html,
                        "<td>input det_up.mc</td><td>/d/mc&lt;up&gt;.h5 (900 bytes), sha256 "
                        "b</td>"));
+}
+
+// The page names the build that wrote it (its header) and, in the overview, those that made the
+// bands and finished the chains (summary.json): what a publication made with it cites.
+TEST(CampaignReport, ThePageNamesTheBuildsThatMadeItTheBandsAndTheChains) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);
+  AggregateFixture fx = writeAggregate(dir + "/aggregate", 4, true);
+  nlohmann::json other = buildInfoJson();
+  other["commit"] = "0123abc";
+  fx.summary["build"] = other;
+  fx.summary["chain_builds"] = {{{"build", buildInfoJson()}, {"chains", 3}},
+                                {{"build", other}, {"chains", 1}},
+                                {{"build", nullptr}, {"chains", 2}}};
+  writeJson(dir + "/aggregate/summary.json", fx.summary);
+  const std::string html = renderCampaignReport(dir, {});
+  const std::string version = std::string("foldfarm ") + FOLDFARM_VERSION;
+  EXPECT_TRUE(contains(
+      html, " by " + version + ", commit " + htmlEscape(buildInfo().commit) + "</p>\n<nav>"))
+      << html.substr(0, 3000);
+  EXPECT_TRUE(contains(html, "<td>aggregated by</td><td>" + version + ", commit 0123abc</td>"))
+      << html.substr(html.find("overview-table"), 3000);
+  EXPECT_TRUE(
+      contains(html, "<td>chains finished by</td><td>" + version + ", commit " +
+                         htmlEscape(buildInfo().commit) + " (3 chain(s)); " + version +
+                         ", commit 0123abc (1 chain(s)); no build recorded (2 chain(s))</td>"))
+      << html.substr(html.find("overview-table"), 3000);
 }
 
 // The overview's resources are the spec's, beside the most tasks that ran at once (a run with
