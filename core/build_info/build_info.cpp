@@ -32,7 +32,7 @@ std::string mpiLibrary() {
 #elif defined(MPICH_VERSION)
   name = "MPICH " MPICH_VERSION;
 #else
-  name = "an MPI";
+  name = "unknown MPI library";
 #endif
   return name + " (MPI " FOLDFARM_TEXT(MPI_VERSION) "." FOLDFARM_TEXT(MPI_SUBVERSION) ")";
 }
