@@ -25,9 +25,13 @@ void configureAllocator() {
   // A training step allocates and frees the same multi-megabyte activations over and over.
   // glibc serves blocks above its mmap threshold with fresh mappings, so every step pays
   // page faults and page zeroing for them (measured: ~15% of a PET step in the kernel).
-  // Keep such blocks in the heap (32 MiB is the largest threshold glibc accepts) and do not
-  // hand freed memory back to the system eagerly.
+  // Keep such blocks in the heap and do not hand freed memory back to the system eagerly.
+  // 32 MiB is the largest threshold glibc accepts, and blocks beyond it (a scoring batch's
+  // kNN edge tensors: 1024 jets x 89 slots x 5 neighbours x 64 floats, 117 MB) were still
+  // mapped afresh each time (page faults were 9% of a demo chain's time), so mappings are
+  // off altogether: a request the heap cannot grow for still gets one.
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   mallopt(M_TOP_PAD, 256 << 20);
 }
