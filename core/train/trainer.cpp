@@ -72,7 +72,16 @@ constexpr const char* kOrderMark = "|order:";
 // of a value (but for changes that cancel). Read in pieces of 16 M values, on the tensor's device.
 void addBitSums(const Tensor& t, std::vector<int64_t>& out) {
   int64_t lo = 0, hi = 0;
-  if (t.defined() && t.numel() > 0) {
+  if (t.defined() && t.numel() > 0 && t.device().is_cpu() && t.element_size() == 4) {
+    // The same integers in one pass over the values (the tensor operations below made two
+    // temporaries of the whole set per sum).
+    const Tensor c = t.contiguous();
+    const int32_t* bits = static_cast<const int32_t*>(c.data_ptr());
+    for (int64_t i = 0, n = c.numel(); i < n; ++i) {
+      lo += bits[i] & 0xFFFF;
+      hi += bits[i] >> 16;  // arithmetic, as bitwise_right_shift of an int32
+    }
+  } else if (t.defined() && t.numel() > 0) {
     const Tensor bits = t.contiguous().view({-1}).view(torch::kInt32);
     constexpr int64_t kPiece = int64_t{1} << 24;
     for (int64_t b = 0; b < bits.numel(); b += kPiece) {
@@ -96,6 +105,21 @@ int64_t orderSum(const Tensor& t) {
   const int64_t step = std::max<int64_t>(1, (int64_t{1} << 24) / std::max<int64_t>(width, 1));
   const Tensor bits = t.contiguous().view({rows, width}).view(torch::kInt32);
   int64_t acc = 0;
+  if (bits.device().is_cpu()) {
+    // The same pieces and sums in one pass over the values, without temporaries.
+    const int32_t* p = bits.data_ptr<int32_t>();
+    for (int64_t b = 0; b < rows; b += step) {
+      const int64_t k = std::min(step, rows - b);
+      int64_t piece = 0;
+      for (int64_t i = b; i < b + k; ++i) {
+        int64_t low = 0;
+        for (const int32_t* v = p + i * width; v < p + (i + 1) * width; ++v) low += *v & 0xFFFF;
+        piece += low * (i % 65521 + 1);
+      }
+      acc = static_cast<int64_t>((static_cast<__int128>(acc) + piece % kMod) % kMod);
+    }
+    return acc;
+  }
   for (int64_t b = 0; b < rows; b += step) {
     const int64_t k = std::min(step, rows - b);
     const Tensor low =
