@@ -71,7 +71,8 @@
 //   bands.h5      /<observable>/{edges, nominal, std, p16, p84, p2_5, p97_5, covariance,
 //                 correlation, replicas (R x bins, every replica), prior, truth}; root
 //                 attributes replicas, band_replicas (those the spread is over), chains (the
-//                 nominal's), observables, build (JSON text of the build that wrote it:
+//                 nominal's), campaign_seed (decimal text), content (what the datasets
+//                 hold), build (JSON text of the build that wrote it:
 //                 core/build_info/build_info.hpp); and, per observable:
 //                   covariance_total, std_total (sqrt of its diagonal): = covariance and std
 //                     without variations;
