@@ -408,6 +408,13 @@ PetParameterCounts PetImpl::parameterCounts() const {
   return c;
 }
 
+bool PetImpl::classifierOutputIsZero() const {
+  for (const auto& item : named_parameters(true))
+    if (item.key().rfind("classifier.logits.", 0) == 0 && !item.value().eq(0).all().item<bool>())
+      return false;
+  return true;
+}
+
 std::vector<Tensor> PetImpl::bodyParameters() const {
   std::vector<Tensor> out;
   for (const auto& item : named_parameters(true))

@@ -234,6 +234,10 @@ class PetImpl : public torch::nn::Module {
   int64_t drawRows() const { return draw_rows_; }
 
   PetParameterCounts parameterCounts() const;
+  // Whether the classifier head's output layer (its weight and bias) is exactly zero: the
+  // logits of classify() are then +0 for every jet whose encoding is finite (a boosted
+  // classifier's starting point, PetClassifier::zeroOutputLayer).
+  bool classifierOutputIsZero() const;
   // Parameter groups: names starting with "body." vs the heads.
   std::vector<torch::Tensor> bodyParameters() const;
   std::vector<torch::Tensor> headParameters() const;

@@ -21,6 +21,7 @@
 #include "core/train/checkpoint.hpp"
 #include "core/train/classifier_trainer.hpp"
 #include "core/train/finetune.hpp"
+#include "core/train/losses.hpp"
 #include "core/train/metrics.hpp"
 #include "core/train/optim.hpp"
 #include "core/train/torch_error.hpp"
@@ -451,6 +452,79 @@ TEST(Fit, LearnsSeparableJetsAndEarlyStopsWithBestWeights) {
   double best = 1e9;
   for (const auto& e : r.history) best = std::min(best, e.val_loss);
   EXPECT_EQ(best, r.best_val_loss);
+}
+
+namespace {
+
+// Validation loss and probabilities of `set` through the model's forward pass, as the Trainer
+// computes them (evaluation batches sorted by extent, trimmed; the loss summed in double).
+struct ForwardScores {
+  torch::Tensor probs;
+  double loss = 0;
+};
+
+ForwardScores forwardScores(Pet& m, const JetTensors& set, int64_t batch) {
+  torch::NoGradGuard no_grad;
+  m->eval();
+  torch::Tensor probs = torch::zeros({set.size()});
+  torch::Tensor loss = torch::zeros({}, torch::kFloat64);
+  for (const auto& rows : evalBatches(set, batch, true)) {
+    const JetBatch b = makeBatch(set, rows, true);
+    const torch::Tensor logits = classifierLogits(m, b);
+    loss.add_(weightedClassifierLoss(logits, b.labels, b.weights).to(torch::kFloat64) *
+              static_cast<double>(b.size()));
+    probs.index_copy_(0, torch::tensor(rows), classProbabilities(logits));
+  }
+  return {probs, loss.item<double>() / static_cast<double>(set.size())};
+}
+
+// Bit for bit (+0 and -0 apart; NaN where the other has NaN).
+bool sameBits(const torch::Tensor& a, const torch::Tensor& b) {
+  return torch::equal(a.contiguous().view(torch::kInt32), b.contiguous().view(torch::kInt32));
+}
+
+}  // namespace
+
+// A boosted classifier's output layer starts at zero (and a step whose epochs never beat the
+// start ends there): validation and prediction then score each jet's offset without running
+// PET, and must give exactly what the forward pass gives: the same probabilities and
+// validation loss, bit for bit, empty jets and offsets of -0 included. A non-finite parameter
+// takes the forward pass (its NaNs are the result).
+TEST(Scoring, AZeroOutputLayerScoresTheOffsetsAsTheForwardPassDoes) {
+  data::JetArrays raw = modeltest::randomJets(500, 64, 60, 12);
+  for (int64_t i = 0; i < raw.n; i += 97)  // jets without particles
+    std::fill(raw.particle(i, 0), raw.particle(i, 0) + 64 * data::kNumParticleFeatures, 0.0f);
+  JetTensors set = JetTensors::fromArrays(raw, data::FeatureStats::jetClass());
+  std::vector<float> offset(static_cast<size_t>(set.size()));
+  for (size_t i = 0; i < offset.size(); ++i)
+    offset[i] = i % 50 == 0 ? -0.0f : i % 50 == 1 ? 0.0f : std::sin(0.37f * static_cast<float>(i));
+  set.setOffset(offset);
+  PetClassifier clf(petPreset("tiny"), 5);
+  clf.zeroOutputLayer();
+  Pet& m = clf.model();
+  ASSERT_TRUE(m->classifierOutputIsZero());
+
+  const ForwardScores full = forwardScores(m, set, 1024);
+  EXPECT_TRUE(sameBits(predictProbabilities(m, set, 1024), full.probs));
+  SingleProcessContext alone;
+  TrainOptions t;
+  t.batch_size = 64;  // evaluation batches of 256
+  t.show_progress = false;
+  Trainer trainer(m, CheckpointMeta{}, t, alone);
+  const EvalResult ev = trainer.evaluate(set, Objective::kClassifier);
+  const ForwardScores full256 = forwardScores(m, set, 256);
+  EXPECT_EQ(ev.loss, full256.loss);
+  EXPECT_TRUE(sameBits(ev.probabilities, full256.probs));
+
+  {
+    torch::NoGradGuard no_grad;
+    m->named_parameters()["body.in1.weight"][0][0] = std::nanf("");
+  }
+  const torch::Tensor p = predictProbabilities(m, set, 1024);
+  const ForwardScores broken = forwardScores(m, set, 1024);
+  EXPECT_GT(torch::isnan(p).sum().item<int64_t>(), 0);
+  EXPECT_TRUE(torch::equal(torch::isnan(p), torch::isnan(broken.probs)));
+  EXPECT_TRUE(torch::equal(torch::nan_to_num(p), torch::nan_to_num(broken.probs)));
 }
 
 // Every recipe value no run can use is refused by name, before anything is trained (before:
