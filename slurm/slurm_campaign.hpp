@@ -154,7 +154,9 @@ void forEachRecordedOption(F&& f) {
   FF_RECORDED("resources", "time", "time", nullptr, resources.time);
   FF_RECORDED("resources", "constraint", "constraint", nullptr, resources.constraint);
   FF_RECORDED("resources", "mem", "mem", nullptr, resources.mem);
-  FF_RECORDED("resources", "nodes", "nodes", nullptr, resources.nodes);
+  // Not an option of `slurm submit` (an array element runs on one node): kept so that a
+  // record reads and writes as before.
+  FF_RECORDED("resources", "nodes", nullptr, nullptr, resources.nodes);
   FF_RECORDED("resources", "gpus_per_node", "gpus-per-node", nullptr, resources.gpusPerNode);
   FF_RECORDED("resources", "tasks_per_gpu", "tasks-per-gpu", nullptr, resources.tasksPerGpu);
   FF_RECORDED("resources", "tasks_per_node", "tasks-per-node", nullptr, resources.tasksPerNode);
