@@ -352,13 +352,16 @@ std::string renderPilotScript(const SbatchResources& given, const std::string& c
   // order, rank 0 left out (jobs/mpi_executor.cpp). On one node it is a rank beside the slots
   // (before: a pilot of 4 GPUs x 1 ran 3 tasks, one of cpu_slots 1 none). On several nodes,
   // whose ranks per node are alike, node 0 runs one task fewer.
-  const int perNode = ranksPerNode(r) + (r.nodes == 1 ? 1 : 0);
+  const int slots = ranksPerNode(r);
+  const bool beside = r.nodes == 1;
   s << "#SBATCH --nodes=" << r.nodes << "\n";
-  s << "#SBATCH --ntasks-per-node=" << perNode << "\n";
+  s << "#SBATCH --ntasks-per-node=" << slots << "\n";
   s << "#SBATCH --cpus-per-task=" << r.cpusPerTask << "\n";
   if (r.gpusPerNode > 0) s << "#SBATCH --gpus-per-node=" << r.gpusPerNode << "\n";
-  s << "# foldfarm campaign pilot: one allocation of " << r.nodes << " node(s) x " << perNode
-    << " rank(s) running the mpi executor (rank 0 dispatches, the others run tasks)";
+  s << "# foldfarm campaign pilot: one allocation of " << r.nodes << " node(s) x " << slots
+    << " task slot(s) running the mpi executor (rank 0 dispatches";
+  if (beside) s << ", beside the slots";
+  s << ", the others run tasks)";
   if (r.gpusPerNode > 0) s << " (" << r.tasksPerGpu << " task(s) per GPU)";
   s << ".\nset -u\n";
   renderSupervisor(s, /*through_srun=*/true);
@@ -370,9 +373,27 @@ std::string renderPilotScript(const SbatchResources& given, const std::string& c
   const bool share = r.gpusPerNode > 0 && r.tasksPerGpu > 1;
   if (share && r.nodes == 1) renderMps(s);
   if (share && r.nodes > 1) renderRankMps(s);
+  if (beside) {
+    // The allocation asks for the slots' CPUs only (before: (slots + 1) x --cpus-per-task,
+    // so slots that fill a node, e.g. 4 GPUs x 4 tasks x -c 4 on 64 cores, pended for ever:
+    // Reason=PartitionConfig). Rank 0 mostly sleeps between its rounds (naps of up to 2 ms):
+    // where the allocation has no CPUs to spare it shares the slots' (srun --overcommit),
+    // unbound, since Slurm's binding would shrink every rank's CPUs to fit one more task.
+    const int spare = (slots + 1) * r.cpusPerTask;
+    s << "\n# Rank 0 beside the " << slots << " task slot(s): on CPUs of its own when the "
+      << "allocation has them (" << spare << "), else sharing the slots'.\n"
+      << "ff_ranks=(--ntasks=" << slots + 1 << " --ntasks-per-node=" << slots + 1 << ")\n"
+      << "ff_cpus=${SLURM_JOB_CPUS_PER_NODE%%[!0-9]*}\n"
+      << "if [ \"${ff_cpus:-0}\" -lt " << spare << " ]; then\n"
+      << "  ff_ranks+=(--overcommit --cpu-bind=none)\n"
+      << "  echo \"foldfarm: pilot on $(hostname -s): rank 0 (the dispatcher) shares the task "
+         "slots' ${ff_cpus:-?} CPUs (srun --overcommit, ranks not bound to CPUs)\" >&2\n"
+      << "fi\n";
+  }
   std::vector<std::string> run = {r.foldfarm, "campaign", "run", campaignDir, "--executor", "mpi"};
   run.insert(run.end(), extraArgs.begin(), extraArgs.end());
   s << "ff_start " << shellJoin(srunCommand(r, /*own_gpu_choice=*/true))
+    << (beside ? " \"${ff_ranks[@]}\"" : "")
     << (share && r.nodes > 1 ? " bash -c \"$ff_mps_rank\" foldfarm-rank " : " ") << shellJoin(run)
     << "\n";
   renderFinish(s, r, share && r.nodes > 1 ? rankMpsStop() : "");

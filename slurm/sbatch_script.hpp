@@ -66,7 +66,8 @@ std::string renderPretrainScript(const SbatchResources& res,
                                  const std::vector<std::string>& pretrainArgs);
 
 // (b) Pilot: `srun --mpi=pmix … foldfarm campaign run <campaignDir> --executor mpi <extra>`,
-// with tasksPerGpu·gpusPerNode (or tasksPerNode) ranks per node.
+// with tasksPerGpu·gpusPerNode (or tasksPerNode) ranks per node; on one node rank 0, the
+// dispatcher, beside them (on their CPUs, `srun --overcommit`, when the job has none spare).
 std::string renderPilotScript(const SbatchResources& res, const std::string& campaignDir,
                               const std::vector<std::string>& extraArgs = {});
 

@@ -136,6 +136,65 @@ TEST_F(SlurmCluster, Usr1IsForwardedToWorkersAndExit75Propagates) {
   EXPECT_EQ(showJobField(job.jobId, "ExitCode"), "75:0") << slurp(dir_ + "/out.txt");
 }
 
+// A one-node pilot whose task slots take every CPU of the node starts: the job asks for the
+// slots' CPUs and the step starts rank 0 (the dispatcher) beside them on the same CPUs (srun
+// --overcommit). Before, the job asked for (slots + 1) x --cpus-per-task and pended for ever
+// (Reason=PartitionConfig): 4 GPUs x 4 tasks x -c 4 on a 64-core node. On a node-exclusive
+// allocation with CPUs to spare, rank 0 takes CPUs of its own and nothing is overcommitted.
+TEST_F(SlurmCluster, APilotWhoseSlotsFillTheNodeStarts) {
+  cpu_set_t set;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof(set), &set), 0);
+  const int cpus = CPU_COUNT(&set);  // the node's (NodeOffersEveryCpu)
+  const std::string fake = dir_ + "/worker";
+  writeExecutable(
+      fake,
+      "#!/bin/bash\n"
+      "echo \"$SLURM_PROCID of $SLURM_NTASKS\" > \"$(dirname \"$0\")/rank.$SLURM_PROCID\"\n");
+  auto run = [&](const std::string& name, int slots, bool exclusive, std::string& out) {
+    SCOPED_TRACE(name);
+    SbatchResources r;
+    r.jobName = name;
+    r.output = dir_ + "/" + name + ".txt";
+    r.foldfarm = fake;
+    r.tasksPerNode = slots;
+    r.cpusPerTask = 1;
+    std::string text = renderPilotScript(r, dir_);
+    if (exclusive) text.insert(text.find('\n') + 1, "#SBATCH --exclusive\n");
+    const std::string script = dir_ + "/" + name + ".sbatch";
+    std::ofstream(script) << text;
+    for (int k = 0; k <= slots; ++k) std::filesystem::remove(dir_ + "/rank." + std::to_string(k));
+    SubmittedJob job = client_.submit(script);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    std::string state;
+    while (std::chrono::steady_clock::now() < deadline) {
+      state = showJobField(job.jobId, "JobState");
+      if (state != "PENDING" && state != "RUNNING" && state != "CONFIGURING" &&
+          state != "COMPLETING")
+        break;
+      ASSERT_NE(showJobField(job.jobId, "Reason"), "PartitionConfig")
+          << "the pilot of " << slots << " slot(s) asks for more CPUs than the node has";
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+    out = slurp(r.output);
+    ASSERT_EQ(state, "COMPLETED") << out;
+    for (int k = 0; k <= slots; ++k) {
+      EXPECT_EQ(slurp(dir_ + "/rank." + std::to_string(k)),
+                std::to_string(k) + " of " + std::to_string(slots + 1) + "\n")
+          << k << "\n"
+          << out;
+    }
+  };
+  std::string full, spare;
+  ASSERT_NO_FATAL_FAILURE(run("full", cpus, false, full));
+  EXPECT_NE(
+      full.find("rank 0 (the dispatcher) shares the task slots' " + std::to_string(cpus) + " CPUs"),
+      std::string::npos)
+      << full;
+  if (cpus < 2) GTEST_SKIP() << "one CPU: no node-exclusive allocation with a CPU to spare";
+  ASSERT_NO_FATAL_FAILURE(run("spare", cpus - 1, true, spare));
+  EXPECT_EQ(spare.find("shares the task slots'"), std::string::npos) << spare;
+}
+
 TEST_F(SlurmCluster, SbatchRejectionIsOneClearError) {
   SbatchResources r;
   r.partition = "no-such-partition";

@@ -537,8 +537,17 @@ TEST(SbatchScript, APilotTakesItsShapeFromTheCampaignAndRefusesAnother) {
   EXPECT_EQ(r.cpusPerTask, 3);
   EXPECT_EQ(r.jobName, "foldfarm-z");
   const std::string s = renderPilotScript(r, "/c");
-  // Eight task slots and rank 0, which dispatches (before: 8 ranks ran 7 tasks).
-  EXPECT_NE(s.find("#SBATCH --ntasks-per-node=9\n"), std::string::npos) << s;
+  // Eight task slots and rank 0, which dispatches (before: 8 ranks ran 7 tasks). The job asks
+  // for the slots' CPUs only (before: 9 x 3, so slots filling a node pended for ever); the step
+  // starts rank 0 beside them, sharing their CPUs when the allocation has none to spare.
+  EXPECT_NE(s.find("#SBATCH --ntasks-per-node=8\n"), std::string::npos) << s;
+  EXPECT_NE(s.find("ff_ranks=(--ntasks=9 --ntasks-per-node=9)\n"), std::string::npos) << s;
+  EXPECT_NE(s.find("if [ \"${ff_cpus:-0}\" -lt 27 ]; then\n  ff_ranks+=(--overcommit "
+                   "--cpu-bind=none)\n"),
+            std::string::npos)
+      << s;
+  EXPECT_NE(s.find("'--gpu-bind=none' \"${ff_ranks[@]}\" 'foldfarm' 'campaign'"), std::string::npos)
+      << s;
   EXPECT_NE(s.find("#SBATCH --gpus-per-node=4\n"), std::string::npos) << s;
   // Fewer GPUs per node than the spec's, and what the user set, are kept.
   SbatchResources given;
@@ -570,14 +579,19 @@ TEST(SbatchScript, APilotTakesItsShapeFromTheCampaignAndRefusesAnother) {
   const SbatchResources c = pilotResources(cpu, SbatchResources{}, "D");
   EXPECT_EQ(c.gpusPerNode, 0);
   EXPECT_EQ(c.tasksPerNode, 6);
-  EXPECT_NE(renderPilotScript(c, "/c").find("#SBATCH --ntasks-per-node=7\n"), std::string::npos);
+  EXPECT_NE(renderPilotScript(c, "/c").find("#SBATCH --ntasks-per-node=6\n"), std::string::npos);
+  EXPECT_NE(renderPilotScript(c, "/c").find("ff_ranks=(--ntasks=7 --ntasks-per-node=7)\n"),
+            std::string::npos);
   const SbatchResources one = pilotResources(sleepSpec({{"cpu_slots", 1}}), SbatchResources{}, "D");
-  EXPECT_NE(renderPilotScript(one, "/c").find("#SBATCH --ntasks-per-node=2\n"), std::string::npos);
+  EXPECT_NE(renderPilotScript(one, "/c").find("ff_ranks=(--ntasks=2 --ntasks-per-node=2)\n"),
+            std::string::npos);
+  // Several nodes: the allocation's ranks, node 0's first the dispatcher.
   SbatchResources two_nodes;
   two_nodes.nodes = 2;
-  EXPECT_NE(renderPilotScript(pilotResources(cpu, two_nodes, "D"), "/c")
-                .find("#SBATCH --ntasks-per-node=6\n"),
-            std::string::npos);
+  const std::string two = renderPilotScript(pilotResources(cpu, two_nodes, "D"), "/c");
+  EXPECT_NE(two.find("#SBATCH --ntasks-per-node=6\n"), std::string::npos);
+  EXPECT_EQ(two.find("ff_ranks"), std::string::npos) << two;
+  EXPECT_EQ(two.find("--overcommit"), std::string::npos) << two;
   refused(cpu, more, "--gpus-per-node 8");
   // A value given that equals the option's default is given: kept, not the spec's (before:
   // --tasks-per-node 1 and --cpus-per-task 1 were replaced by cpu_slots and
