@@ -229,6 +229,7 @@ Checkpoint readCheckpoint(const std::string& dir) {
                      "); retrain");
   }
   ck.meta.training = j.value("training", nlohmann::json());
+  ck.build = j.value("build", nlohmann::json());
   ck.meta.extra = j.value("extra", nlohmann::json());
 
   const std::vector<char> bytes(bytes_str.begin(), bytes_str.end());

@@ -40,6 +40,7 @@ struct CheckpointMeta {
 struct Checkpoint {
   std::string dir;
   CheckpointMeta meta;
+  nlohmann::json build;  // meta.json's "build": the build that wrote it (null when none)
   std::map<std::string, torch::Tensor> tensors;
 };
 

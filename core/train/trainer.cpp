@@ -18,6 +18,7 @@
 #include "core/base/progress.hpp"
 #include "core/base/seed.hpp"
 #include "core/base/stop_signal.hpp"
+#include "core/build_info/build_info.hpp"
 #include "core/train/device.hpp"
 #include "core/train/flat_params.hpp"
 #include "core/train/gradient_step.hpp"
@@ -249,17 +250,20 @@ nlohmann::json toJson(const FitResult& r) {
     rec["val_loss"] = std::isnan(e.val_loss) ? nlohmann::json() : nlohmann::json(e.val_loss);
     h.push_back(rec);
   }
-  return {{"history", h},
-          {"initial_val_loss",
-           std::isnan(r.initial_val_loss) ? nlohmann::json() : nlohmann::json(r.initial_val_loss)},
-          {"best_epoch", r.best_epoch},
-          // The best so far: an epoch's, else the validated starting weights' (validate_initial).
-          {"best_val_loss", r.best_epoch >= 0 || !std::isnan(r.initial_val_loss)
-                                ? nlohmann::json(r.best_val_loss)
-                                : nlohmann::json()},
-          {"early_stopped", r.early_stopped},
-          {"steps", r.steps},
-          {"resumed", r.resumed}};
+  nlohmann::json j = {
+      {"history", h},
+      {"initial_val_loss",
+       std::isnan(r.initial_val_loss) ? nlohmann::json() : nlohmann::json(r.initial_val_loss)},
+      {"best_epoch", r.best_epoch},
+      // The best so far: an epoch's, else the validated starting weights' (validate_initial).
+      {"best_val_loss", r.best_epoch >= 0 || !std::isnan(r.initial_val_loss)
+                            ? nlohmann::json(r.best_val_loss)
+                            : nlohmann::json()},
+      {"early_stopped", r.early_stopped},
+      {"steps", r.steps},
+      {"resumed", r.resumed}};
+  if (!r.earlier_builds.empty()) j["earlier_builds"] = r.earlier_builds;
+  return j;
 }
 
 namespace {
@@ -282,6 +286,8 @@ FitResult fitResultFromJson(const nlohmann::json& j) {
   r.best_val_loss = j.at("best_val_loss").is_null() ? 0.0 : j.at("best_val_loss").get<double>();
   r.early_stopped = j.at("early_stopped").get<bool>();
   r.steps = j.at("steps").get<int64_t>();
+  if (j.contains("earlier_builds"))
+    r.earlier_builds = j.at("earlier_builds").get<std::vector<nlohmann::json>>();
   return r;
 }
 
@@ -427,6 +433,16 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp,
                      ": holds a final model, not a training state; use a new "
                      "output directory or drop --resume");
   training = ck.meta.training;
+  // The build that wrote the state ran the fit so far: the result names it among the earlier
+  // builds when it is not this one (and this one never: it writes the model).
+  if (training.contains("result") && !ck.build.is_null()) {
+    const nlohmann::json me = buildInfoJson();
+    nlohmann::json& earlier = training["result"]["earlier_builds"];
+    if (!earlier.is_array()) earlier = nlohmann::json::array();
+    if (std::find(earlier.begin(), earlier.end(), ck.build) == earlier.end())
+      earlier.push_back(ck.build);
+    earlier.erase(std::remove(earlier.begin(), earlier.end(), me), earlier.end());
+  }
   refuseOtherOptions(training.value("resume_options", nlohmann::json::object()),
                      opts_.resume_options, opts_.state_dir);
   // The learning rates and the optimiser: another value would continue a training no single

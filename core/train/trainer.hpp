@@ -145,6 +145,9 @@ struct FitResult {
   bool early_stopped = false;
   int64_t steps = 0;
   bool resumed = false;
+  // The builds that ran earlier parts of a resumed fit, when not this one (their states'
+  // "build"), oldest first: meta.json's "build" names only the build that wrote the model.
+  std::vector<nlohmann::json> earlier_builds;
 };
 
 nlohmann::json toJson(const FitResult& r);

@@ -270,6 +270,56 @@ TEST(Resume, StopAndResumeEndsWithIdenticalParameters) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << i;
 }
 
+// A fit stopped by one build and resumed by another names the earlier build in its result
+// (and so in the model's meta.json, training.fit), and keeps naming it through later stops and
+// resumes by this build; a fit that one build ran throughout names none.
+TEST(Resume, AFitResumedByAnotherBuildNamesTheEarlierBuild) {
+  const auto jets = modeltest::randomJets(64, 32, 25, 8);
+  ClassifierFitOptions o = quickFit();
+  TempDir state;
+  o.state_dir = state.path;
+  o.stop_at_step = 4;
+  PetClassifier first(petPreset("tiny"), 3);
+  EXPECT_THROW(first.fit(jets, nullptr, o), InterruptedError);
+  // The state as another build would have written it (its checksum its own).
+  const std::string meta = state.path + "/meta.json";
+  nlohmann::json j = nlohmann::json::parse(readFile(meta));
+  ASSERT_EQ(j.at("build"), buildInfoJson());
+  nlohmann::json other = buildInfoJson();
+  other["commit"] = "0123abc";
+  j["build"] = other;
+  j.erase("meta_sha256");
+  j["meta_sha256"] = sha256Hex(j.dump());
+  std::ofstream(meta) << j.dump(2);
+
+  o.resume = true;
+  o.stop_at_step = 7;  // stopped again, by this build
+  PetClassifier second(petPreset("tiny"), 3);
+  EXPECT_THROW(second.fit(jets, nullptr, o), InterruptedError);
+  EXPECT_EQ(nlohmann::json::parse(readFile(meta)).at("training").at("result").at("earlier_builds"),
+            nlohmann::json::array({other}));
+  o.stop_at_step = -1;
+  PetClassifier third(petPreset("tiny"), 3);
+  const FitResult rest = third.fit(jets, nullptr, o);
+  EXPECT_TRUE(rest.resumed);
+  EXPECT_EQ(rest.earlier_builds, std::vector<nlohmann::json>({other}));
+  EXPECT_EQ(toJson(rest).at("earlier_builds"), nlohmann::json::array({other}));
+
+  TempDir whole;
+  o.state_dir = whole.path;
+  o.resume = false;
+  o.stop_at_step = 4;
+  PetClassifier a(petPreset("tiny"), 3);
+  EXPECT_THROW(a.fit(jets, nullptr, o), InterruptedError);
+  o.resume = true;
+  o.stop_at_step = -1;
+  PetClassifier b(petPreset("tiny"), 3);
+  const FitResult one = b.fit(jets, nullptr, o);
+  EXPECT_TRUE(one.resumed);
+  EXPECT_TRUE(one.earlier_builds.empty());
+  EXPECT_FALSE(toJson(one).contains("earlier_builds")) << "one build ran it all";
+}
+
 // The helper thread that gathers the next batch while a step runs (TrainOptions::prefetch;
 // by default on a GPU only) trains on the batches the main thread would have gathered, and
 // a stop while it holds the next batch resumes as the straight run: run here on the CPU,
@@ -510,7 +560,8 @@ TEST(Scoring, AZeroOutputLayerScoresTheOffsetsAsTheForwardPassDoes) {
   TrainOptions t;
   t.batch_size = 64;  // evaluation batches of 256
   t.show_progress = false;
-  Trainer trainer(m, CheckpointMeta{}, t, alone);
+  const CheckpointMeta meta;  // a named one: GCC 12 warns of a temporary's string as unset
+  Trainer trainer(m, meta, t, alone);
   const EvalResult ev = trainer.evaluate(set, Objective::kClassifier);
   const ForwardScores full256 = forwardScores(m, set, 256);
   EXPECT_EQ(ev.loss, full256.loss);
