@@ -71,6 +71,7 @@ std::string handOver(char** argv) {
   }
   const std::string full = self.substr(0, self.rfind('/') + 1) + FOLDFARM_TORCH_EXECUTABLE;
   ::setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0);
+  app::markHandOverBuild();
   sigset_t before;
   holdSignalsAcrossExec(&before);  // released by foldfarm-torch's main, handlers installed
   ::execv(full.c_str(), argv);

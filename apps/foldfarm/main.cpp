@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   // A stop that came while `foldfarm` handed over, said now; a campaign's worker releases
   // them itself once its stop handlers are in place (started by its parent with them held).
   takeSignalsHeldForParent();
+  app::warnOfAnotherFrontEndBuild();
   app::TopLevel top;
   app::CommandGroups groups = top.groups();
   app::registerDataCommands(groups);

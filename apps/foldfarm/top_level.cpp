@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
@@ -31,6 +32,33 @@ int launchRank() {
 }
 
 }  // namespace
+
+void markHandOverBuild() {
+  ::setenv(kFrontEndBuildVariable, buildInfoJson().dump().c_str(), /*overwrite=*/1);
+}
+
+void warnOfAnotherFrontEndBuild() {
+  const char* value = std::getenv(kFrontEndBuildVariable);
+  if (value == nullptr) return;
+  const nlohmann::json front = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
+  ::unsetenv(kFrontEndBuildVariable);
+  const nlohmann::json mine = buildInfoJson();
+  if (front == mine || launchRank() != 0) return;
+  // What differs ("commit", "build_type"): two builds of one commit read alike by their line.
+  std::string differs;
+  if (front.is_object()) {
+    for (const auto& [key, v] : mine.items()) {
+      if (front.value(key, nlohmann::json()) != v) differs += (differs.empty() ? "" : ", ") + key;
+    }
+  }
+  const std::string theirs = front.is_object() ? buildLine(front) : "an unreadable build";
+  std::fprintf(stderr,
+               "foldfarm: warning: foldfarm-torch (%s) is not the build of the foldfarm that "
+               "started it (%s; they differ in %s): outputs name foldfarm-torch's; rebuild both "
+               "(cmake --build BUILD) or install them together\n",
+               buildLine(mine).c_str(), theirs.c_str(),
+               differs.empty() ? "what it names" : differs.c_str());
+}
 
 TopLevel::TopLevel()
     : app_("foldfarm: data-parallel PET pretraining and OmniFold uncertainty campaigns",

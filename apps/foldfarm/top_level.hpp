@@ -23,6 +23,16 @@ struct ErrorText {
   std::function<bool(const std::exception&)> out_of_memory;
 };
 
+// The hand-over names the front end's build (core/build_info/build_info.hpp) in the
+// environment of the foldfarm-torch it starts: markHandOverBuild() before the exec, and
+// foldfarm-torch's warnOfAnotherFrontEndBuild() at its start, which takes the variable out of
+// the environment (the workers it starts do not see it) and, when the two are not one build
+// (one rebuilt or copied without the other: `cmake --build --target foldfarm-torch`), says so
+// in one line on stderr: the outputs name foldfarm-torch's build. Nothing is refused.
+inline constexpr const char* kFrontEndBuildVariable = "FOLDFARM_FRONT_END_BUILD";
+void markHandOverBuild();
+void warnOfAnotherFrontEndBuild();
+
 class TopLevel {
  public:
   TopLevel();

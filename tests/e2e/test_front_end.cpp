@@ -27,6 +27,7 @@
 #include "core/base/exit_codes.hpp"
 #include "core/base/file_stat.hpp"
 #include "core/base/process.hpp"
+#include "core/build_info/build_info.hpp"
 #include "tests/support/run_child.hpp"
 
 namespace fs = std::filesystem;
@@ -287,6 +288,43 @@ TEST_F(FrontEnd, ACommandHandedOverKeepsItsProcessItsArgumentsAndItsSignals) {
     EXPECT_NE(foldfarm::readFile(err).find("campaign resume"), std::string::npos)
         << foldfarm::readFile(err);
   }
+}
+
+// The front end names its build to the foldfarm-torch it hands a command to: the same build
+// says nothing; another one (one of the two rebuilt or copied alone) is said in one line that
+// names both and what differs, the command still runs, and the workers it starts are not told
+// (one line, not one per process).
+TEST_F(FrontEnd, AFoldfarmTorchOfAnotherBuildThanTheFrontEndIsSaidInOneLine) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
+  const ProcessResult same = run(FOLDFARM_BINARY, {"pretrain", "--help"});
+  ASSERT_TRUE(same.ok()) << same.describeFailure();
+  EXPECT_EQ(same.err.find("warning"), std::string::npos) << same.err;
+
+  // A front end of another commit, as its hand-over names it (this test is of the same build
+  // as the binaries: its build identity is theirs).
+  json front = foldfarm::buildInfoJson();
+  front["commit"] = "0123abc";
+  const std::string camp = dir_ + "/other_build";
+  ASSERT_TRUE(run(FOLDFARM_BINARY, {"campaign", "init", sleepSpec(3, 0), "--dir", camp}).ok());
+  ProcessOptions o;
+  o.timeout = std::chrono::seconds(120);
+  o.extraEnv = {"FOLDFARM_FRONT_END_BUILD=" + front.dump()};
+  const ProcessResult other = runProcess({torch_, "campaign", "run", camp}, o);
+  ASSERT_TRUE(other.ok()) << other.describeFailure();
+  std::vector<std::string> warned;
+  std::istringstream lines(other.err);
+  for (std::string l; std::getline(lines, l);)
+    if (l.find("warning: foldfarm-torch") != std::string::npos) warned.push_back(l);
+  ASSERT_EQ(warned.size(), 1u) << other.err;
+  EXPECT_NE(warned[0].find("foldfarm-torch (" + foldfarm::buildLine(foldfarm::buildInfoJson())),
+            std::string::npos)
+      << warned[0];
+  EXPECT_NE(warned[0].find("(" + foldfarm::buildLine(front) + "; they differ in commit)"),
+            std::string::npos)
+      << warned[0];
+  const ProcessResult status = run(FOLDFARM_BINARY, {"campaign", "status", camp, "--json"});
+  ASSERT_TRUE(status.ok()) << status.describeFailure();
+  EXPECT_EQ(json::parse(status.out).at("counts").at("done"), 3) << status.out;
 }
 
 // Output that cannot be written (a full disk, /dev/full) is an error naming the standard
