@@ -376,18 +376,23 @@ std::string renderPilotScript(const SbatchResources& given, const std::string& c
   if (beside) {
     // The allocation asks for the slots' CPUs only (before: (slots + 1) x --cpus-per-task,
     // so slots that fill a node, e.g. 4 GPUs x 4 tasks x -c 4 on 64 cores, pended for ever:
-    // Reason=PartitionConfig). Rank 0 mostly sleeps between its rounds (naps of up to 2 ms):
-    // where the allocation has no CPUs to spare it shares the slots' (srun --overcommit),
-    // unbound, since Slurm's binding would shrink every rank's CPUs to fit one more task.
+    // Reason=PartitionConfig). Rank 0 mostly sleeps between its rounds (naps of up to 2 ms).
+    // The step is always overcommitted: srun then takes every CPU of the job and checks no
+    // count (without it, -c implies --exact, and Slurm 22.05 places each task in whole cores,
+    // so 5 tasks of -c 3 on 2-thread cores need 10 cores where the job holds 8, and the step
+    // waits "busy" until the time limit). Where the job has no CPUs to spare, the ranks are
+    // also left unbound: Slurm's binding would shrink every rank's CPUs to fit one more task.
     const int spare = (slots + 1) * r.cpusPerTask;
-    s << "\n# Rank 0 beside the " << slots << " task slot(s): on CPUs of its own when the "
-      << "allocation has them (" << spare << "), else sharing the slots'.\n"
-      << "ff_ranks=(--ntasks=" << slots + 1 << " --ntasks-per-node=" << slots + 1 << ")\n"
-      << "ff_cpus=${SLURM_JOB_CPUS_PER_NODE%%[!0-9]*}\n"
+    s << "\n# Rank 0 beside the " << slots << " task slot(s), on the job's CPUs: bound as the "
+      << "others when the job has " << spare << ", else unbound.\n"
+      << "ff_ranks=(--ntasks=" << slots + 1 << " --ntasks-per-node=" << slots + 1
+      << " --overcommit)\n"
+      << "ff_cpus=${SLURM_JOB_CPUS_PER_NODE:-}\n"
+      << "ff_cpus=${ff_cpus%%[!0-9]*}\n"
       << "if [ \"${ff_cpus:-0}\" -lt " << spare << " ]; then\n"
-      << "  ff_ranks+=(--overcommit --cpu-bind=none)\n"
+      << "  ff_ranks+=(--cpu-bind=none)\n"
       << "  echo \"foldfarm: pilot on $(hostname -s): rank 0 (the dispatcher) shares the task "
-         "slots' ${ff_cpus:-?} CPUs (srun --overcommit, ranks not bound to CPUs)\" >&2\n"
+         "slots' ${ff_cpus:-?} CPUs (ranks not bound to CPUs)\" >&2\n"
       << "fi\n";
   }
   std::vector<std::string> run = {r.foldfarm, "campaign", "run", campaignDir, "--executor", "mpi"};

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <set>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/process.hpp"
 #include "jobs/campaign.hpp"
@@ -265,6 +266,44 @@ TEST(SbatchScript, ArrayLanesSpreadOverTheElementsGpusAndNameMpsGpusFromZero) {
   EXPECT_EQ(lanes("6", tmp), (std::set<std::string>{"a e|0", "b|0", "c|0", "d|0"}));
   EXPECT_EQ(lanes("4,5,6,7", tmp), (std::set<std::string>{"a e|0", "b|1", "c|2", "d|3"}));
   EXPECT_FALSE(std::filesystem::exists(tmp + "/foldfarm-mps-41")) << "MPS directory left";
+  std::filesystem::remove_all(dir);
+}
+
+// A one-node pilot's step: its slots and rank 0, overcommitted (every CPU of the job, no count
+// checked); unbound only where the job holds fewer CPUs than (slots + 1) x -c, read from
+// SLURM_JOB_CPUS_PER_NODE in each of its forms, and unset (a script run by hand, under set -u).
+// Run with a stand-in srun that records its arguments.
+TEST(SbatchScript, AOneNodePilotsStepIsOvercommittedAndUnboundOnlyWhenCpusAreShort) {
+  const std::string dir = ::testing::TempDir() + "/pilot_cpus_" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir + "/bin");
+  writeExecutable(dir + "/bin/srun", "#!/bin/bash\necho \"$*\" >> \"$(dirname \"$0\")/../seen\"\n");
+  SbatchResources r;
+  r.tasksPerNode = 2;
+  r.cpusPerTask = 2;
+  r.signalGraceSeconds = 0;
+  r.foldfarm = "ff";
+  const std::string script = renderPilotScript(r, "D");
+  expectBashSyntaxOk(script);
+  writeExecutable(dir + "/job.sh", script);
+  const std::string step =
+      "--mpi=pmix --kill-on-bad-exit=1 --cpus-per-task=2 --export=ALL --ntasks=3 "
+      "--ntasks-per-node=3 --overcommit";
+  const std::string run = " ff campaign run D --executor mpi";
+  const auto seen = [&](const std::vector<std::string>& env, bool unset = false) {
+    std::filesystem::remove(dir + "/seen");
+    ProcessOptions o;
+    o.extraEnv = env;
+    o.extraEnv.push_back("PATH=" + dir + "/bin:/usr/bin:/bin");
+    if (unset) o.unsetEnv = {"SLURM_JOB_CPUS_PER_NODE"};
+    const ProcessResult p = runProcess({"bash", dir + "/job.sh"}, o);
+    EXPECT_TRUE(p.ok()) << p.err;
+    return foldfarm::readFile(dir + "/seen");
+  };
+  EXPECT_EQ(seen({"SLURM_JOB_CPUS_PER_NODE=6"}), step + run + "\n");
+  EXPECT_EQ(seen({"SLURM_JOB_CPUS_PER_NODE=64(x1)"}), step + run + "\n");
+  EXPECT_EQ(seen({"SLURM_JOB_CPUS_PER_NODE=4"}), step + " --cpu-bind=none" + run + "\n");
+  EXPECT_EQ(seen({}, /*unset=*/true), step + " --cpu-bind=none" + run + "\n");
   std::filesystem::remove_all(dir);
 }
 
@@ -541,9 +580,9 @@ TEST(SbatchScript, APilotTakesItsShapeFromTheCampaignAndRefusesAnother) {
   // for the slots' CPUs only (before: 9 x 3, so slots filling a node pended for ever); the step
   // starts rank 0 beside them, sharing their CPUs when the allocation has none to spare.
   EXPECT_NE(s.find("#SBATCH --ntasks-per-node=8\n"), std::string::npos) << s;
-  EXPECT_NE(s.find("ff_ranks=(--ntasks=9 --ntasks-per-node=9)\n"), std::string::npos) << s;
-  EXPECT_NE(s.find("if [ \"${ff_cpus:-0}\" -lt 27 ]; then\n  ff_ranks+=(--overcommit "
-                   "--cpu-bind=none)\n"),
+  EXPECT_NE(s.find("ff_ranks=(--ntasks=9 --ntasks-per-node=9 --overcommit)\n"), std::string::npos)
+      << s;
+  EXPECT_NE(s.find("if [ \"${ff_cpus:-0}\" -lt 27 ]; then\n  ff_ranks+=(--cpu-bind=none)\n"),
             std::string::npos)
       << s;
   EXPECT_NE(s.find("'--gpu-bind=none' \"${ff_ranks[@]}\" 'foldfarm' 'campaign'"), std::string::npos)
@@ -580,11 +619,13 @@ TEST(SbatchScript, APilotTakesItsShapeFromTheCampaignAndRefusesAnother) {
   EXPECT_EQ(c.gpusPerNode, 0);
   EXPECT_EQ(c.tasksPerNode, 6);
   EXPECT_NE(renderPilotScript(c, "/c").find("#SBATCH --ntasks-per-node=6\n"), std::string::npos);
-  EXPECT_NE(renderPilotScript(c, "/c").find("ff_ranks=(--ntasks=7 --ntasks-per-node=7)\n"),
-            std::string::npos);
+  EXPECT_NE(
+      renderPilotScript(c, "/c").find("ff_ranks=(--ntasks=7 --ntasks-per-node=7 --overcommit)\n"),
+      std::string::npos);
   const SbatchResources one = pilotResources(sleepSpec({{"cpu_slots", 1}}), SbatchResources{}, "D");
-  EXPECT_NE(renderPilotScript(one, "/c").find("ff_ranks=(--ntasks=2 --ntasks-per-node=2)\n"),
-            std::string::npos);
+  EXPECT_NE(
+      renderPilotScript(one, "/c").find("ff_ranks=(--ntasks=2 --ntasks-per-node=2 --overcommit)\n"),
+      std::string::npos);
   // Several nodes: the allocation's ranks, node 0's first the dispatcher.
   SbatchResources two_nodes;
   two_nodes.nodes = 2;
