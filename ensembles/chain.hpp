@@ -64,7 +64,8 @@ struct MlpSettings {
 //   "pet+mlp"  boosted: the observable MLP is fitted first, then PET learns the correction
 //              to its logit (logit = mlp(obs) + pet(particles), PET's output layer starting
 //              at 0, the starting point competing for the best epoch). It ends no worse on
-//              the validation set than the MLP alone, and adds what the particles know.
+//              the validation set than the MLP alone (what the particles add beyond the
+//              MLP's observables: docs/unfolding.md).
 // observables: input columns of the MLP, taken at the step's level (reco in step 1, gen in
 //   step 2): the six substructure observables of `*_subs` (mass, width, multiplicity,
 //   lnrho, zg, tau21; computed from the particles when the file lacks them) and the jet
