@@ -154,6 +154,7 @@ struct ObservableResult {
   BandStats band;
   std::vector<std::vector<double>> rows;         // every replica's density
   std::vector<std::vector<double>> spread_rows;  // those the band's spread is over
+  std::vector<int> spread_replicas;              // their replica numbers
   SystematicsResult sys;
   std::vector<std::pair<std::string, std::vector<double>>> sigmas;
   std::vector<double> covariance_training;  // the training noise in `covariance`; empty: none
@@ -183,7 +184,9 @@ ObservableResult computeObservable(size_t o, const AggregationInputs& in) {
   BandAccumulator spread(nominal.prior[o].bins());
   for (const auto& [r, row] : nominal_rows) {
     res.rows.push_back(row);
-    if (in.band.counted(r)) spread.add(row);
+    if (!in.band.counted(r)) continue;
+    spread.add(row);
+    res.spread_replicas.push_back(r);
   }
   res.band = spread.compute();
   res.band.mean = meanOverReplicas(nominal_rows);
@@ -204,11 +207,11 @@ ObservableResult computeObservable(size_t o, const AggregationInputs& in) {
 // summary.json's entry of one observable.
 nlohmann::json observableSummary(const ObservableResult& res, size_t o, const ChainGroup& nominal,
                                  const std::optional<TruthHistograms>& truth) {
-  nlohmann::json js = truth
-                          ? truthComparison(*truth, o,
-                                            {nominal.prior[o], res.prior, res.band, res.spread_rows,
-                                             nominal.replicas.begin()->second, res.sys.std_total})
-                          : noTruthComparison();
+  nlohmann::json js = truth ? truthComparison(*truth, o,
+                                              {nominal.prior[o], res.prior, res.band,
+                                               res.spread_rows, res.spread_replicas,
+                                               nominal.replicas.begin()->second, res.sys.std_total})
+                            : noTruthComparison();
   js["bins"] = nominal.prior[o].bins();
   js["uncertainty"] = nlohmann::json::object();
   for (const auto& [source, sigma] : res.sigmas) {

@@ -106,8 +106,9 @@
 //                 source), "observables": {name: {delta_prior, delta_unfolded,
 //                 delta_unfolded_err, delta_floor, coverage_68, coverage_95, mean_prior,
 //                 mean_unfolded, mean_truth, shift_recovered, shift_significance,
-//                 coverage_68_total, coverage_95_total, uncertainty, training_noise,
-//                 shift_error}}} (null
+//                 coverage_68_total, coverage_95_total, replica_delta_unfolded,
+//                 replica_shift_recovered (each {replica: value} over the band's replicas),
+//                 uncertainty, training_noise, shift_error}}} (null
 //                 without truth; shift_recovered null when prior and truth have the same
 //                 mean; shift_significance = |mean_truth - mean_prior| over its standard
 //                 error: below ~2 the recovered fraction is noise). coverage_68/95 are those
@@ -201,14 +202,19 @@ plot::LineFigure breakdownFigure(
 // or a campaign directory (meaning its aggregate/), read from summary.json; `names` label
 // them (empty: the summaries' "classifier"). Per observable: Δ of the prior, the floor (of
 // the first input), and each input's Δ ± spread and recovered shift. Returns
-// {"inputs": [{name, dir, classifier, chains}], "observables": {obs: {delta_prior,
-// delta_floor, <name>: {delta_unfolded, delta_unfolded_err, shift_recovered}}}, "best":
-// {obs: name of the smallest Δ}}. Throws InputError naming an input without truth
-// comparison, or inputs whose priors differ (not the same data).
+// {"inputs": [{name, dir, classifier, chains, not_paired (why, when not paired)}],
+// "observables": {obs: {delta_prior, delta_floor, <name>: {delta_unfolded, delta_unfolded_err,
+// shift_recovered, paired}}}, "best": {obs: name of the smallest Δ}}. "paired" (inputs after
+// the first of the same campaign seed, so the same bootstrap draws): {vs, replicas,
+// delta_diff, delta_diff_err, shift_diff, shift_diff_err}, each banded replica's Δ and
+// recovered shift less the first input's, mean ± standard error over the replicas both hold.
+// Throws InputError naming an input without truth comparison, or inputs whose priors differ
+// (not the same data).
 nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
                                    const std::vector<std::string>& names);
 // compareAggregations' result as a Markdown table (a recovered shift in brackets when the
-// prior-to-truth shift is under 2 standard errors).
+// prior-to-truth shift is under 2 standard errors), then per later input its paired
+// differences from the first (or why it is not paired).
 std::string comparisonMarkdown(const nlohmann::json& comparison);
 
 // Chain output directories under `root` (itself included), sorted; a directory counts when

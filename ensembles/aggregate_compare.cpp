@@ -15,6 +15,81 @@ namespace foldfarm::ensembles {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// Mean and standard error of b[r] - a[r] over the replicas r both hold (objects keyed by
+// replica number); n the count. {nan, nan, n} below two.
+struct PairedDifference {
+  double mean, error;
+  size_t n;
+};
+PairedDifference pairedDifference(const nlohmann::json& a, const nlohmann::json& b) {
+  std::vector<double> d;
+  if (a.is_object() && b.is_object()) {
+    for (auto it = a.begin(); it != a.end(); ++it) {
+      const auto other = b.find(it.key());
+      if (other != b.end() && other->is_number() && it->is_number())
+        d.push_back(other->get<double>() - it->get<double>());
+    }
+  }
+  const double nan = std::nan("");
+  if (d.size() < 2) return {nan, nan, d.size()};
+  double mean = 0, var = 0;
+  for (double x : d) mean += x;
+  mean /= static_cast<double>(d.size());
+  for (double x : d) var += (x - mean) * (x - mean);
+  var /= static_cast<double>(d.size() - 1);
+  return {mean, std::sqrt(var / static_cast<double>(d.size())), d.size()};
+}
+
+nlohmann::json numberOrNull(double x) {
+  return std::isnan(x) ? nlohmann::json() : nlohmann::json(x);
+}
+
+// Each input after the first, paired with it replica by replica where both are of one campaign
+// seed (the same bootstrap draws: a replica's data weights derive from the seed and its
+// number): per observable "paired": {vs, replicas, delta_diff, delta_diff_err, shift_diff,
+// shift_diff_err}, each replica's value less the first's, mean ± standard error over the
+// replicas both banded. Sharper than the two spreads side by side, which share the data's
+// fluctuation. An input that cannot be paired says why ("not_paired" in its entry).
+void pairWithTheFirst(nlohmann::json& out, const std::vector<std::string>& names,
+                      const std::vector<nlohmann::json>& seeds,
+                      const std::vector<nlohmann::json>& values) {
+  using nlohmann::json;
+  for (size_t i = 1; i < names.size(); ++i) {
+    json& input = out["inputs"][i];
+    if (seeds[i].is_null() || seeds[0].is_null() || seeds[i] != seeds[0]) {
+      input["not_paired"] = seeds[i].is_null() || seeds[0].is_null()
+                                ? "no campaign seed recorded (an aggregation of chains run alone)"
+                                : "campaign seed " + seeds[i].dump() + ", " + names[0] + "'s " +
+                                      seeds[0].dump() + ": other bootstrap draws";
+      continue;
+    }
+    size_t paired = 0;
+    for (auto it = out["observables"].begin(); it != out["observables"].end(); ++it) {
+      if (!it->contains(names[i]) || !values[0].contains(it.key()) || !values[i].contains(it.key()))
+        continue;
+      const json& a = values[0][it.key()];
+      const json& b = values[i][it.key()];
+      const PairedDifference delta = pairedDifference(a["delta"], b["delta"]);
+      const PairedDifference shift = pairedDifference(a["shift"], b["shift"]);
+      if (delta.n < 2) continue;
+      ++paired;
+      (*it)[names[i]]["paired"] = {{"vs", names[0]},
+                                   {"replicas", delta.n},
+                                   {"delta_diff", numberOrNull(delta.mean)},
+                                   {"delta_diff_err", numberOrNull(delta.error)},
+                                   {"shift_diff", numberOrNull(shift.mean)},
+                                   {"shift_diff_err", numberOrNull(shift.error)}};
+    }
+    if (paired == 0)
+      input["not_paired"] = "fewer than two bootstrap replicas in common with " + names[0] +
+                            " (or an aggregation written before replicas were recorded)";
+  }
+}
+
+}  // namespace
+
 nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
                                    const std::vector<std::string>& names_in) {
   using nlohmann::json;
@@ -24,6 +99,8 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
                      std::to_string(dirs.size()) + " directories");
   json out = {{"inputs", json::array()}, {"observables", json::object()}, {"best", json::object()}};
   std::vector<std::string> names;
+  std::vector<json> seeds;           // each input's campaign_seed (null: none recorded)
+  std::vector<json> replica_values;  // each input's {observable: {replica_delta_unfolded, …}}
   for (size_t i = 0; i < dirs.size(); ++i) {
     std::string d = dirs[i];
     std::error_code ec;
@@ -43,6 +120,8 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
     names.push_back(name);
     out["inputs"].push_back(
         {{"name", name}, {"dir", d}, {"classifier", clf}, {"chains", s.value("chains", 0)}});
+    seeds.push_back(s.value("campaign_seed", json()));
+    replica_values.push_back(json::object());
     if (!s.contains("observables") || !s["observables"].is_object())
       throw InputError(path + ": no \"observables\" object; not an aggregation summary");
     for (auto it = s["observables"].begin(); it != s["observables"].end(); ++it) {
@@ -66,8 +145,11 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
       row[name] = {{"delta_unfolded", o["delta_unfolded"]},
                    {"delta_unfolded_err", spread ? o.value("delta_unfolded_err", json()) : json()},
                    {"shift_recovered", o.value("shift_recovered", json())}};
+      replica_values.back()[it.key()] = {{"delta", o.value("replica_delta_unfolded", json())},
+                                         {"shift", o.value("replica_shift_recovered", json())}};
     }
   }
+  pairWithTheFirst(out, names, seeds, replica_values);
   for (auto it = out["observables"].begin(); it != out["observables"].end(); ++it) {
     std::string best;
     double best_delta = 0;
@@ -125,6 +207,39 @@ std::string comparisonMarkdown(const nlohmann::json& c) {
       s += " |";
     }
     s += "\n";
+  }
+  // Replica by replica against the first input, where they share the campaign seed.
+  for (size_t i = 1; i < names.size(); ++i) {
+    const auto& input = c["inputs"][i];
+    if (input.contains("not_paired")) {
+      s += "\n" + names[i] + " is not paired with " + names[0] + ": " +
+           input["not_paired"].get<std::string>() + ".\n";
+      continue;
+    }
+    s += "\n" + names[i] + " less " + names[0] +
+         ", replica by replica (the same bootstrap draws; mean ± standard error):\n\n"
+         "| Δ×10³ | ΔΔ | shift | replicas |\n|---|---:|---:|---:|\n";
+    for (auto it = c["observables"].begin(); it != c["observables"].end(); ++it) {
+      if (!it->contains(names[i]) || !(*it)[names[i]].contains("paired")) continue;
+      const auto& p = (*it)[names[i]]["paired"];
+      const auto signedNum = [&](const nlohmann::json& v, int digits) {
+        const std::string t = num(v, digits);
+        return v.is_number() && v.get<double>() >= 0 ? "+" + t : t;
+      };
+      const auto pct = [](const nlohmann::json& v) {
+        return v.is_number() ? nlohmann::json(100 * v.get<double>()) : v;
+      };
+      // In brackets, as above, where the prior is within 2 standard errors of the truth.
+      const auto& sig = (*it)["shift_significance"];
+      const bool noise = sig.is_number() && sig.get<double>() < 2;
+      const std::string shift = p["shift_diff"].is_number()
+                                    ? signedNum(pct(p["shift_diff"]), 1) + " ± " +
+                                          num(pct(p["shift_diff_err"]), 1) + " points"
+                                    : std::string("-");
+      s += "| " + it.key() + " | " + signedNum(p["delta_diff"], 1) + " ± " +
+           num(p["delta_diff_err"], 1) + " | " + (noise ? "(" + shift + ")" : shift) + " | " +
+           std::to_string(p["replicas"].get<size_t>()) + " |\n";
+    }
   }
   return s;
 }

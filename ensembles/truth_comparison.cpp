@@ -74,11 +74,21 @@ double coverage(const std::vector<double>& truth, const std::vector<double>& nom
   return considered ? static_cast<double>(inside) / considered : 0.0;
 }
 
-constexpr const char* kTruthKeys[] = {
-    "delta_prior",      "delta_unfolded",  "delta_unfolded_err", "coverage_68",
-    "coverage_95",      "delta_floor",     "mean_prior",         "mean_truth",
-    "mean_unfolded",    "shift_recovered", "shift_significance", "coverage_68_total",
-    "coverage_95_total"};
+constexpr const char* kTruthKeys[] = {"delta_prior",
+                                      "delta_unfolded",
+                                      "delta_unfolded_err",
+                                      "coverage_68",
+                                      "coverage_95",
+                                      "delta_floor",
+                                      "mean_prior",
+                                      "mean_truth",
+                                      "mean_unfolded",
+                                      "shift_recovered",
+                                      "shift_significance",
+                                      "coverage_68_total",
+                                      "coverage_95_total",
+                                      "replica_delta_unfolded",
+                                      "replica_shift_recovered"};
 
 // The truth file's pass flags (empty: every event passes) after its layout is checked.
 std::vector<uint8_t> truthPassFlags(const data::JetFile& file, const std::string& path) {
@@ -143,8 +153,11 @@ nlohmann::json truthComparison(const TruthHistograms& truth, size_t o,
   js["delta_prior"] = data::triangularDiscriminator(u.prior_density, t, binning);
   js["delta_unfolded"] = data::triangularDiscriminator(nominal, t, binning);
   std::vector<double> per_replica;
-  for (const auto& row : u.spread_rows)
-    per_replica.push_back(data::triangularDiscriminator(row, t, binning));
+  nlohmann::json& replica_delta = js["replica_delta_unfolded"] = nlohmann::json::object();
+  for (size_t k = 0; k < u.spread_rows.size(); ++k) {
+    per_replica.push_back(data::triangularDiscriminator(u.spread_rows[k], t, binning));
+    replica_delta[std::to_string(u.spread_replicas[k])] = per_replica.back();
+  }
   double mean = 0, var = 0;
   for (double d : per_replica) mean += d;
   mean /= per_replica.size();
@@ -173,9 +186,13 @@ nlohmann::json truthComparison(const TruthHistograms& truth, size_t o,
   js["mean_unfolded"] = m_unfolded;
   const double shift = m_truth - m_prior;
   const double scale = std::max(std::abs(m_truth), std::abs(m_prior));
-  js["shift_recovered"] = std::abs(shift) > 1e-9 * std::max(scale, 1e-300)
-                              ? nlohmann::json((m_unfolded - m_prior) / shift)
-                              : nlohmann::json();
+  const bool shifted = std::abs(shift) > 1e-9 * std::max(scale, 1e-300);
+  js["shift_recovered"] =
+      shifted ? nlohmann::json((m_unfolded - m_prior) / shift) : nlohmann::json();
+  nlohmann::json& replica_shift = js["replica_shift_recovered"] = nlohmann::json::object();
+  for (size_t k = 0; k < u.spread_rows.size() && shifted; ++k)
+    replica_shift[std::to_string(u.spread_replicas[k])] =
+        (densityMean(u.spread_rows[k], edges) - m_prior) / shift;
   // How many standard errors the prior-to-truth shift is: below ~2 the recovered
   // fraction is noise (the prior is already compatible with the truth).
   const double err = std::hypot(truth.mean_error[o], meanError(u.prior.sumw, u.prior.sumw2, edges));

@@ -42,13 +42,16 @@ struct UnfoldedObservable {
   const std::vector<double>& prior_density;             // its unit-area density
   const BandStats& band;                                // band.mean: the unfolded nominal
   const std::vector<std::vector<double>>& spread_rows;  // the replicas the band is over
+  const std::vector<int>& spread_replicas;              // their replica numbers, row by row
   const ReplicaSum& nominal_replica;                    // the lowest replica (the floor's Σw²)
   const std::vector<double>& std_total;                 // sigma of the total covariance
 };
 
 // summary.json's truth keys of observable o: delta_prior, delta_unfolded, delta_unfolded_err,
 // delta_floor, coverage_68, coverage_95, mean_prior, mean_truth, mean_unfolded,
-// shift_recovered, shift_significance, coverage_68_total, coverage_95_total.
+// shift_recovered, shift_significance, coverage_68_total, coverage_95_total, and per replica
+// of the band (keyed by its number) replica_delta_unfolded and replica_shift_recovered: what
+// a comparison of two campaigns of one campaign seed pairs replica by replica.
 nlohmann::json truthComparison(const TruthHistograms& truth, size_t o,
                                const UnfoldedObservable& unfolded);
 // The same keys, each null (an aggregation without truth).

@@ -728,6 +728,84 @@ TEST_F(AggregateTest, CompareShowsUnfoldingsOfTheSameDataSideBySide) {
   EXPECT_THROW(compareAggregations({(root_ / "a").string()}, {"x", "y"}), foldfarm::InputError);
 }
 
+// Campaigns of one campaign seed share their bootstrap draws: `study compare` pairs each later
+// input with the first replica by replica (its Δ and recovered shift less the first's, mean ±
+// standard error), from the per-replica values summary.json now records; which the spread of
+// Δ is taken over. Identical chains pair to 0 ± 0 however wide their spreads; another seed is
+// not paired, and says why.
+TEST_F(AggregateTest, CompareOfOneCampaignSeedPairsTheInputsReplicaByReplica) {
+  const std::vector<std::pair<double, double>> a = {{2, 2}, {1, 3}, {3, 1}, {1, 2}, {5, 1}};
+  const std::vector<std::pair<double, double>> b = {{2, 2}, {2, 3}, {3, 2}, {1, 1}, {4, 1}};
+  for (int r = 0; r < 5; ++r) {
+    writeChain("pa/r" + std::to_string(r), r, 0, a[r].first, a[r].second);
+    writeChain("pa_same/r" + std::to_string(r), r, 0, a[r].first, a[r].second);
+    writeChain("pb/r" + std::to_string(r), r, 0, b[r].first, b[r].second);
+    writeChain("pc/r" + std::to_string(r), r, 0, b[r].first, b[r].second, /*seed=*/7);
+  }
+  const std::string truth = writeTruth();
+  AggregateOptions opt;
+  opt.plots = false;
+  for (const char* c : {"pa", "pa_same", "pb", "pc"})
+    aggregateRunsWithOptions({(root_ / c).string()}, (root_ / c / "aggregate").string(), truth,
+                             opt);
+  const auto summary = [&](const char* c) {
+    return readJson((root_ / c / "aggregate/summary.json").string())["observables"]["mass"];
+  };
+  const nlohmann::json sa = summary("pa"), sb = summary("pb");
+  // The band's replicas (1-4; replica 0 is the data as measured), whose Δ's spread is the ±.
+  ASSERT_EQ(sa["replica_delta_unfolded"].size(), 4u) << sa.dump();
+  EXPECT_FALSE(sa["replica_delta_unfolded"].contains("0"));
+  double mean = 0, var = 0;
+  for (const auto& d : sa["replica_delta_unfolded"]) mean += d.get<double>() / 4;
+  for (const auto& d : sa["replica_delta_unfolded"])
+    var += (d.get<double>() - mean) * (d.get<double>() - mean) / 3;
+  EXPECT_NEAR(std::sqrt(var), sa["delta_unfolded_err"].get<double>(), 1e-12);
+  ASSERT_EQ(sa["replica_shift_recovered"].size(), 4u) << sa.dump();
+
+  const nlohmann::json c =
+      compareAggregations({(root_ / "pa").string(), (root_ / "pa_same").string(),
+                           (root_ / "pb").string(), (root_ / "pc").string()},
+                          {"A", "same", "B", "C"});
+  const nlohmann::json& mass = c["observables"]["mass"];
+  // The same chains: no difference at all, where the spreads are wide.
+  EXPECT_GT(mass["A"]["delta_unfolded_err"].get<double>(), 10);
+  EXPECT_EQ(mass["same"]["paired"]["delta_diff"], 0.0) << mass.dump();
+  EXPECT_EQ(mass["same"]["paired"]["delta_diff_err"], 0.0);
+  EXPECT_EQ(mass["same"]["paired"]["replicas"], 4);
+  EXPECT_EQ(mass["same"]["paired"]["vs"], "A");
+  // Other chains: each replica's value less A's, mean ± standard error.
+  std::vector<double> dd, ds;
+  for (const char* r : {"1", "2", "3", "4"}) {
+    dd.push_back(sb["replica_delta_unfolded"][r].get<double>() -
+                 sa["replica_delta_unfolded"][r].get<double>());
+    ds.push_back(sb["replica_shift_recovered"][r].get<double>() -
+                 sa["replica_shift_recovered"][r].get<double>());
+  }
+  const auto meanAndError = [](const std::vector<double>& x) {
+    double m = 0, v = 0;
+    for (double e : x) m += e / x.size();
+    for (double e : x) v += (e - m) * (e - m) / (x.size() - 1);
+    return std::make_pair(m, std::sqrt(v / x.size()));
+  };
+  const auto [d_mean, d_err] = meanAndError(dd);
+  const auto [s_mean, s_err] = meanAndError(ds);
+  EXPECT_NE(d_mean, 0.0);
+  EXPECT_NEAR(mass["B"]["paired"]["delta_diff"].get<double>(), d_mean, 1e-12);
+  EXPECT_NEAR(mass["B"]["paired"]["delta_diff_err"].get<double>(), d_err, 1e-12);
+  EXPECT_NEAR(mass["B"]["paired"]["shift_diff"].get<double>(), s_mean, 1e-12);
+  EXPECT_NEAR(mass["B"]["paired"]["shift_diff_err"].get<double>(), s_err, 1e-12);
+  // Another campaign seed: other bootstrap draws, not paired; said in the table too.
+  EXPECT_FALSE(mass["C"].contains("paired"));
+  EXPECT_EQ(c["inputs"][3]["not_paired"], "campaign seed 7, A's 42: other bootstrap draws");
+  EXPECT_FALSE(c["inputs"][2].contains("not_paired"));
+  const std::string md = comparisonMarkdown(c);
+  EXPECT_NE(md.find("B less A, replica by replica"), std::string::npos) << md;
+  // The shift in brackets: two truth events put the prior within 2 standard errors of it.
+  ASSERT_LT(mass["shift_significance"].get<double>(), 2);
+  EXPECT_NE(md.find("| mass | +0.0 ± 0.0 | (+0.0 ± 0.0 points) | 4 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("C is not paired with A: campaign seed 7, A's 42"), std::string::npos) << md;
+}
+
 // Warm-started shifts are measured from the warm reference, chain by chain, over the chains
 // both ran (a chain without a partner left out); from the nominal otherwise (a cold variation,
 // or one no chain of which has a partner). The reference is no source: its distance from the
