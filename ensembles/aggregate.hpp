@@ -205,7 +205,7 @@ plot::LineFigure breakdownFigure(
 // {"inputs": [{name, dir, classifier, chains, not_paired (why, when not paired)}],
 // "observables": {obs: {delta_prior, delta_floor, <name>: {delta_unfolded, delta_unfolded_err,
 // shift_recovered, paired}}}, "best": {obs: name of the smallest Δ}}. "paired" (inputs after
-// the first of the same campaign seed, so the same bootstrap draws): {vs, replicas,
+// the first of the same campaign seed and data file, so the same bootstrap draws): {vs, replicas,
 // delta_diff, delta_diff_err, shift_diff, shift_diff_err}, each banded replica's Δ and
 // recovered shift less the first input's, mean ± standard error over the replicas both hold.
 // Throws InputError naming an input without truth comparison, or inputs whose priors differ

@@ -47,13 +47,15 @@ nlohmann::json numberOrNull(double x) {
 }
 
 // Each input after the first, paired with it replica by replica where both are of one campaign
-// seed (the same bootstrap draws: a replica's data weights derive from the seed and its
-// number): per observable "paired": {vs, replicas, delta_diff, delta_diff_err, shift_diff,
-// shift_diff_err}, each replica's value less the first's, mean ± standard error over the
-// replicas both banded. Sharper than the two spreads side by side, which share the data's
-// fluctuation. An input that cannot be paired says why ("not_paired" in its entry).
+// seed and data file (the same bootstrap draws: a replica's data weights derive from the seed
+// and its number; the data's sha256 compared where both summaries record it): per observable
+// "paired": {vs, replicas, delta_diff, delta_diff_err, shift_diff, shift_diff_err}, each replica's
+// value less the first's, mean ± standard error over the replicas both banded. Sharper than the two
+// spreads side by side, which share the data's fluctuation. An input that cannot be paired says why
+// ("not_paired" in its entry).
 void pairWithTheFirst(nlohmann::json& out, const std::vector<std::string>& names,
                       const std::vector<nlohmann::json>& seeds,
+                      const std::vector<nlohmann::json>& data_sums,
                       const std::vector<nlohmann::json>& values) {
   using nlohmann::json;
   for (size_t i = 1; i < names.size(); ++i) {
@@ -63,6 +65,13 @@ void pairWithTheFirst(nlohmann::json& out, const std::vector<std::string>& names
                                 ? "no campaign seed recorded (an aggregation of chains run alone)"
                                 : "campaign seed " + seeds[i].dump() + ", " + names[0] + "'s " +
                                       seeds[0].dump() + ": other bootstrap draws";
+      continue;
+    }
+    if (data_sums[i].is_string() && data_sums[0].is_string() && data_sums[i] != data_sums[0]) {
+      input["not_paired"] = "another data file than " + names[0] + "'s (sha256 " +
+                            data_sums[i].get<std::string>().substr(0, 12) + " against " +
+                            data_sums[0].get<std::string>().substr(0, 12) +
+                            "): the same seed draws other bootstrap samples of it";
       continue;
     }
     size_t paired = 0;
@@ -100,6 +109,7 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
   json out = {{"inputs", json::array()}, {"observables", json::object()}, {"best", json::object()}};
   std::vector<std::string> names;
   std::vector<json> seeds;           // each input's campaign_seed (null: none recorded)
+  std::vector<json> data_sums;       // each input's data file sha256 (null: not recorded)
   std::vector<json> replica_values;  // each input's {observable: {replica_delta_unfolded, …}}
   for (size_t i = 0; i < dirs.size(); ++i) {
     std::string d = dirs[i];
@@ -121,6 +131,10 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
     out["inputs"].push_back(
         {{"name", name}, {"dir", d}, {"classifier", clf}, {"chains", s.value("chains", 0)}});
     seeds.push_back(s.value("campaign_seed", json()));
+    // The data file the replicas drew from, where the summary names it (a campaign's).
+    data_sums.push_back(s.contains("inputs") && s["inputs"].is_object()
+                            ? s["inputs"].value(json::json_pointer("/nominal/data/sha256"), json())
+                            : json());
     replica_values.push_back(json::object());
     if (!s.contains("observables") || !s["observables"].is_object())
       throw InputError(path + ": no \"observables\" object; not an aggregation summary");
@@ -149,7 +163,7 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
                                          {"shift", o.value("replica_shift_recovered", json())}};
     }
   }
-  pairWithTheFirst(out, names, seeds, replica_values);
+  pairWithTheFirst(out, names, seeds, data_sums, replica_values);
   for (auto it = out["observables"].begin(); it != out["observables"].end(); ++it) {
     std::string best;
     double best_delta = 0;

@@ -798,6 +798,22 @@ TEST_F(AggregateTest, CompareOfOneCampaignSeedPairsTheInputsReplicaByReplica) {
   EXPECT_FALSE(mass["C"].contains("paired"));
   EXPECT_EQ(c["inputs"][3]["not_paired"], "campaign seed 7, A's 42: other bootstrap draws");
   EXPECT_FALSE(c["inputs"][2].contains("not_paired"));
+  // Campaigns name their data file: one seed over another file draws other samples of it.
+  const auto withData = [&](const char* from, const char* to, const std::string& sum) {
+    nlohmann::json js = readJson((root_ / from / "aggregate/summary.json").string());
+    js["inputs"] = {{"nominal", {{"data", {{"path", "d.h5"}, {"sha256", sum}}}}}};
+    fs::create_directories(root_ / to);
+    writeJsonAtomic((root_ / to / "summary.json").string(), js);
+    return (root_ / to).string();
+  };
+  const std::string one(64, 'a'), other(64, 'b');
+  const nlohmann::json files = compareAggregations(
+      {withData("pa", "fa", one), withData("pb", "fb", other), withData("pb", "fb1", one)},
+      {"A", "B", "B1"});
+  EXPECT_EQ(files["inputs"][1]["not_paired"],
+            "another data file than A's (sha256 bbbbbbbbbbbb against aaaaaaaaaaaa): the same seed "
+            "draws other bootstrap samples of it");
+  EXPECT_EQ(files["observables"]["mass"]["B1"]["paired"], mass["B"]["paired"]);
   const std::string md = comparisonMarkdown(c);
   EXPECT_NE(md.find("B less A, replica by replica"), std::string::npos) << md;
   // The shift in brackets: two truth events put the prior within 2 standard errors of it.
