@@ -212,6 +212,14 @@ plot::LineFigure breakdownFigure(
 // (not the same data).
 nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
                                    const std::vector<std::string>& names);
+// Aggregation b (its summary.json) paired with a replica by replica: where both are of one
+// campaign seed and data file (the data's sha256 compared where both name it), so that their
+// bootstrap replicas drew the same weights, {"observables": {obs: {replicas, delta_diff,
+// delta_diff_err, shift_diff, shift_diff_err}}}: each banded replica's Δ and recovered shift
+// in b less a's, mean ± standard error over the replicas both hold (null error below two);
+// else {"not_paired": why, in words that name `a_name`}.
+nlohmann::json pairReplicas(const nlohmann::json& a, const nlohmann::json& b,
+                            const std::string& a_name);
 // compareAggregations' result as a Markdown table (a recovered shift in brackets when the
 // prior-to-truth shift is under 2 standard errors), then per later input its paired
 // differences from the first (or why it is not paired).

@@ -46,54 +46,77 @@ nlohmann::json numberOrNull(double x) {
   return std::isnan(x) ? nlohmann::json() : nlohmann::json(x);
 }
 
-// Each input after the first, paired with it replica by replica where both are of one campaign
-// seed and data file (the same bootstrap draws: a replica's data weights derive from the seed
-// and its number; the data's sha256 compared where both summaries record it): per observable
-// "paired": {vs, replicas, delta_diff, delta_diff_err, shift_diff, shift_diff_err}, each replica's
-// value less the first's, mean ± standard error over the replicas both banded. Sharper than the two
-// spreads side by side, which share the data's fluctuation. An input that cannot be paired says why
+}  // namespace
+
+nlohmann::json pairReplicas(const nlohmann::json& a, const nlohmann::json& b,
+                            const std::string& a_name) {
+  using nlohmann::json;
+  const json seed_a = a.value("campaign_seed", json()), seed_b = b.value("campaign_seed", json());
+  if (seed_a.is_null() || seed_b.is_null())
+    return {{"not_paired", "no campaign seed recorded (an aggregation of chains run alone)"}};
+  if (seed_a != seed_b)
+    return {{"not_paired", "campaign seed " + seed_b.dump() + ", " + a_name + "'s " +
+                               seed_a.dump() + ": other bootstrap draws"}};
+  // The data file the replicas drew from, where the summaries name it (a campaign's).
+  const auto dataSum = [](const json& s) {
+    return s.contains("inputs") && s["inputs"].is_object()
+               ? s["inputs"].value(json::json_pointer("/nominal/data/sha256"), json())
+               : json();
+  };
+  const json sum_a = dataSum(a), sum_b = dataSum(b);
+  if (sum_a.is_string() && sum_b.is_string() && sum_a != sum_b)
+    return {{"not_paired", "another data file than " + a_name + "'s (sha256 " +
+                               sum_b.get<std::string>().substr(0, 12) + " against " +
+                               sum_a.get<std::string>().substr(0, 12) +
+                               "): the same seed draws other bootstrap samples of it"}};
+  json out = {{"observables", json::object()}};
+  const json none = json::object();
+  const json& oa =
+      a.contains("observables") && a["observables"].is_object() ? a["observables"] : none;
+  const json& ob =
+      b.contains("observables") && b["observables"].is_object() ? b["observables"] : none;
+  for (auto it = oa.begin(); it != oa.end(); ++it) {
+    if (!ob.contains(it.key())) continue;
+    const json& x = it.value();
+    const json& y = ob[it.key()];
+    const PairedDifference delta = pairedDifference(x.value("replica_delta_unfolded", json()),
+                                                    y.value("replica_delta_unfolded", json()));
+    const PairedDifference shift = pairedDifference(x.value("replica_shift_recovered", json()),
+                                                    y.value("replica_shift_recovered", json()));
+    if (delta.n < 2) continue;
+    out["observables"][it.key()] = {{"replicas", delta.n},
+                                    {"delta_diff", numberOrNull(delta.mean)},
+                                    {"delta_diff_err", numberOrNull(delta.error)},
+                                    {"shift_diff", numberOrNull(shift.mean)},
+                                    {"shift_diff_err", numberOrNull(shift.error)}};
+  }
+  if (out["observables"].empty())
+    return {{"not_paired", "fewer than two bootstrap replicas in common with " + a_name +
+                               " (or an aggregation written before replicas were recorded)"}};
+  return out;
+}
+
+namespace {
+
+// Each input after the first, paired with it replica by replica (pairReplicas): per observable
+// "paired": {vs, replicas, delta_diff, …}; an input that cannot be paired says why
 // ("not_paired" in its entry).
 void pairWithTheFirst(nlohmann::json& out, const std::vector<std::string>& names,
-                      const std::vector<nlohmann::json>& seeds,
-                      const std::vector<nlohmann::json>& data_sums,
-                      const std::vector<nlohmann::json>& values) {
-  using nlohmann::json;
+                      const std::vector<nlohmann::json>& summaries) {
   for (size_t i = 1; i < names.size(); ++i) {
-    json& input = out["inputs"][i];
-    if (seeds[i].is_null() || seeds[0].is_null() || seeds[i] != seeds[0]) {
-      input["not_paired"] = seeds[i].is_null() || seeds[0].is_null()
-                                ? "no campaign seed recorded (an aggregation of chains run alone)"
-                                : "campaign seed " + seeds[i].dump() + ", " + names[0] + "'s " +
-                                      seeds[0].dump() + ": other bootstrap draws";
+    const nlohmann::json p = pairReplicas(summaries[0], summaries[i], names[0]);
+    if (p.contains("not_paired")) {
+      out["inputs"][i]["not_paired"] = p["not_paired"];
       continue;
     }
-    if (data_sums[i].is_string() && data_sums[0].is_string() && data_sums[i] != data_sums[0]) {
-      input["not_paired"] = "another data file than " + names[0] + "'s (sha256 " +
-                            data_sums[i].get<std::string>().substr(0, 12) + " against " +
-                            data_sums[0].get<std::string>().substr(0, 12) +
-                            "): the same seed draws other bootstrap samples of it";
-      continue;
-    }
-    size_t paired = 0;
-    for (auto it = out["observables"].begin(); it != out["observables"].end(); ++it) {
-      if (!it->contains(names[i]) || !values[0].contains(it.key()) || !values[i].contains(it.key()))
+    for (auto it = p["observables"].begin(); it != p["observables"].end(); ++it) {
+      if (!out["observables"].contains(it.key()) ||
+          !out["observables"][it.key()].contains(names[i]))
         continue;
-      const json& a = values[0][it.key()];
-      const json& b = values[i][it.key()];
-      const PairedDifference delta = pairedDifference(a["delta"], b["delta"]);
-      const PairedDifference shift = pairedDifference(a["shift"], b["shift"]);
-      if (delta.n < 2) continue;
-      ++paired;
-      (*it)[names[i]]["paired"] = {{"vs", names[0]},
-                                   {"replicas", delta.n},
-                                   {"delta_diff", numberOrNull(delta.mean)},
-                                   {"delta_diff_err", numberOrNull(delta.error)},
-                                   {"shift_diff", numberOrNull(shift.mean)},
-                                   {"shift_diff_err", numberOrNull(shift.error)}};
+      nlohmann::json paired = it.value();
+      paired["vs"] = names[0];
+      out["observables"][it.key()][names[i]]["paired"] = paired;
     }
-    if (paired == 0)
-      input["not_paired"] = "fewer than two bootstrap replicas in common with " + names[0] +
-                            " (or an aggregation written before replicas were recorded)";
   }
 }
 
@@ -108,9 +131,7 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
                      std::to_string(dirs.size()) + " directories");
   json out = {{"inputs", json::array()}, {"observables", json::object()}, {"best", json::object()}};
   std::vector<std::string> names;
-  std::vector<json> seeds;           // each input's campaign_seed (null: none recorded)
-  std::vector<json> data_sums;       // each input's data file sha256 (null: not recorded)
-  std::vector<json> replica_values;  // each input's {observable: {replica_delta_unfolded, …}}
+  std::vector<json> summaries;  // each input's summary.json
   for (size_t i = 0; i < dirs.size(); ++i) {
     std::string d = dirs[i];
     std::error_code ec;
@@ -130,12 +151,7 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
     names.push_back(name);
     out["inputs"].push_back(
         {{"name", name}, {"dir", d}, {"classifier", clf}, {"chains", s.value("chains", 0)}});
-    seeds.push_back(s.value("campaign_seed", json()));
-    // The data file the replicas drew from, where the summary names it (a campaign's).
-    data_sums.push_back(s.contains("inputs") && s["inputs"].is_object()
-                            ? s["inputs"].value(json::json_pointer("/nominal/data/sha256"), json())
-                            : json());
-    replica_values.push_back(json::object());
+    summaries.push_back(s);
     if (!s.contains("observables") || !s["observables"].is_object())
       throw InputError(path + ": no \"observables\" object; not an aggregation summary");
     for (auto it = s["observables"].begin(); it != s["observables"].end(); ++it) {
@@ -159,11 +175,9 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
       row[name] = {{"delta_unfolded", o["delta_unfolded"]},
                    {"delta_unfolded_err", spread ? o.value("delta_unfolded_err", json()) : json()},
                    {"shift_recovered", o.value("shift_recovered", json())}};
-      replica_values.back()[it.key()] = {{"delta", o.value("replica_delta_unfolded", json())},
-                                         {"shift", o.value("replica_shift_recovered", json())}};
     }
   }
-  pairWithTheFirst(out, names, seeds, data_sums, replica_values);
+  pairWithTheFirst(out, names, summaries);
   for (auto it = out["observables"].begin(); it != out["observables"].end(); ++it) {
     std::string best;
     double best_delta = 0;

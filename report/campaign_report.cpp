@@ -21,6 +21,7 @@
 #include "core/build_info/build_info.hpp"
 #include "core/data/observables.hpp"
 #include "core/plot/gnuplot.hpp"
+#include "ensembles/aggregate.hpp"
 #include "jobs/campaign.hpp"
 #include "report/bands_file.hpp"
 #include "report/campaign_stats.hpp"
@@ -726,6 +727,9 @@ void deltaSection(Page& page, const ReportInputs& in) {
   const json& observables = (*in.summary)["observables"];
   std::vector<std::vector<std::string>> rows;
   bool any_truth = false, any_total = false;
+  // This campaign less the baseline, replica by replica, where they share seed and data.
+  const json paired =
+      in.baseline ? ensembles::pairReplicas(*in.baseline, *in.summary, "the baseline") : json();
   for (const auto& name : in.observables) {
     if (!observables.contains(name)) continue;
     const json& o = observables[name];
@@ -751,6 +755,11 @@ void deltaSection(Page& page, const ReportInputs& in) {
       const double bs = jsonNumber(bo, "shift_recovered");
       row.push_back(std::isnan(bd) ? "-" : fmt(bd, 3) + " ± " + fmt(be, 3));
       row.push_back(shiftCell(bs, jsonNumber(bo, "shift_significance")));
+      const json po = paired.contains("observables")
+                          ? paired["observables"].value(name, json::object())
+                          : json::object();
+      const double pd = jsonNumber(po, "delta_diff"), pe = jsonNumber(po, "delta_diff_err");
+      row.push_back(std::isnan(pd) ? "-" : (pd >= 0 ? "+" : "") + fmt(pd, 3) + " ± " + fmt(pe, 3));
     }
     row.push_back(std::isnan(dp) || std::isnan(du) ? "-" : fmt(du / std::max(dp, 1e-300), 2));
     row.push_back(std::isnan(c68) ? "-" : fmt(100 * c68, 0) + "%");
@@ -768,6 +777,7 @@ void deltaSection(Page& page, const ReportInputs& in) {
   if (in.baseline) {
     header.push_back("Δ baseline");
     header.push_back("shift baseline");
+    header.push_back("Δ − baseline, paired");
   }
   for (const char* h : {"unfolded / prior", "coverage 68%"}) header.push_back(h);
   if (any_total) header.push_back("coverage 68% (total)");
@@ -798,7 +808,15 @@ void deltaSection(Page& page, const ReportInputs& in) {
       (in.baseline
            ? "<p>Baseline (same data, another unfolding): " + htmlEscape(in.baseline_name) + " (" +
                  htmlEscape(in.baseline->value("classifier", std::string("see its spec"))) +
-                 ").</p>\n"
+                 "). Δ − baseline, paired: each bootstrap replica's Δ less the baseline's "
+                 "replica of the same number, mean ± standard error; the two campaigns' "
+                 "replicas drew the same data weights (one campaign seed and data file), so "
+                 "this difference is free of the data's fluctuation that both spreads share" +
+                 (paired.contains("not_paired")
+                      ? " (not paired here: " +
+                            htmlEscape(paired["not_paired"].get<std::string>()) + ")"
+                      : std::string()) +
+                 ".</p>\n"
            : std::string()) +
       htmlTable(header, rows, "delta-table") + "</section>\n");
 }

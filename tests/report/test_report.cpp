@@ -466,6 +466,22 @@ TEST(CampaignReport, BaselineColumnsSitBesideTheCampaignsDelta) {
   EXPECT_TRUE(contains(html, "<th>Δ floor</th>"));
   const auto& first = base.summary["observables"][base.observables[0]];
   EXPECT_TRUE(contains(html, fmt(first["delta_unfolded"].get<double>(), 3) + " ± 0.010"));
+  // Paired replica by replica where both record their replicas' Δ (one campaign seed):
+  // campaign less baseline, mean ± standard error; without them, a "-" and the reason.
+  EXPECT_TRUE(contains(html, "<th>Δ − baseline, paired</th>"));
+  EXPECT_TRUE(contains(html, "not paired here: fewer than two bootstrap replicas in common"))
+      << "summaries without per-replica values";
+  const auto withReplicas = [&](const std::string& agg, const nlohmann::json& deltas) {
+    nlohmann::json js = nlohmann::json::parse(readFile(agg + "/summary.json"));
+    js["observables"][base.observables[0]]["replica_delta_unfolded"] = deltas;
+    writeFileAtomic(agg + "/summary.json", js.dump(2));
+  };
+  withReplicas(dir + "/aggregate", {{"1", 3.0}, {"2", 5.0}, {"3", 4.0}});
+  withReplicas(scratch.path() + "/base/aggregate", {{"1", 2.0}, {"2", 3.0}, {"3", 4.0}});
+  const std::string paired = renderCampaignReport(dir, o);
+  // Differences 1, 2, 0: mean 1, standard error 1/sqrt(3).
+  EXPECT_TRUE(contains(paired, "<td>+1.000 ± 0.577</td>")) << "paired cell";
+  EXPECT_FALSE(contains(paired, "not paired here"));
   // A baseline without an aggregation is refused, and nothing is written.
   o.baseline_dir = scratch.path() + "/nowhere";
   EXPECT_THROW(writeCampaignReport(dir, o), InputError);
