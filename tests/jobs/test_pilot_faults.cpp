@@ -260,7 +260,12 @@ TEST(PilotFaults, ALostRankZeroEndsTheJobFromTheWorkerRanksAndAResumeCompletes) 
   // The job ended (runPilotAndHit fails on a hang) through MPI_Abort(3); Open MPI 4.1's
   // mpirun under recovery exits 0 all the same, so its status says nothing here.
   EXPECT_TRUE(WIFEXITED(p.status)) << "status " << p.status << "\n" << p.err;
-  EXPECT_NE(p.err.find("with errorcode 3"), std::string::npos) << p.err;
+  // mpirun's word of the abort; under recovery and load Open MPI 4.1 now and then fails to
+  // print it ("ORTE_ERROR_LOG: Out of resource in file …/show_help.c"): the ranks' own line
+  // below, written just before their MPI_Abort(3), is the job's word then.
+  EXPECT_TRUE(p.err.find("with errorcode 3") != std::string::npos ||
+              p.err.find("show_help.c") != std::string::npos)
+      << p.err;
   EXPECT_NE(p.err.find("rank 0, which keeps the journal, silent for 2 s (lost): this rank "
                        "stopped what it ran and ends the job; `foldfarm campaign resume " +
                        p.dir + "` continues"),
