@@ -9,6 +9,7 @@
 
 #include "core/base/error.hpp"
 #include "ensembles/aggregate.hpp"
+#include "ensembles/band_stats.hpp"
 #include "ensembles/chain_output.hpp"
 
 namespace foldfarm::ensembles {
@@ -34,12 +35,8 @@ PairedDifference pairedDifference(const nlohmann::json& a, const nlohmann::json&
   }
   const double nan = std::nan("");
   if (d.size() < 2) return {nan, nan, d.size()};
-  double mean = 0, var = 0;
-  for (double x : d) mean += x;
-  mean /= static_cast<double>(d.size());
-  for (double x : d) var += (x - mean) * (x - mean);
-  var /= static_cast<double>(d.size() - 1);
-  return {mean, std::sqrt(var / static_cast<double>(d.size())), d.size()};
+  const MeanStd m = meanAndStd(d);
+  return {m.mean, m.std / std::sqrt(static_cast<double>(d.size())), d.size()};
 }
 
 nlohmann::json numberOrNull(double x) {

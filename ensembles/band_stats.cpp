@@ -42,6 +42,17 @@ std::vector<double> densityCovariance(const std::vector<double>& sumw,
   return cov;
 }
 
+MeanStd meanAndStd(const std::vector<double>& values) {
+  MeanStd m;
+  for (double v : values) m.mean += v;
+  m.mean /= static_cast<double>(values.size());
+  if (values.size() < 2) return m;
+  double var = 0;
+  for (double v : values) var += (v - m.mean) * (v - m.mean);
+  m.std = std::sqrt(var / static_cast<double>(values.size() - 1));
+  return m;
+}
+
 double percentile(std::vector<double> values, double q) {
   if (values.empty()) throw Error("percentile of an empty set");
   std::sort(values.begin(), values.end());

@@ -35,6 +35,13 @@ class BandAccumulator {
   std::vector<std::vector<double>> rows_;
 };
 
+// Mean and standard deviation of one value per replica (a Δ, two campaigns' difference), by
+// the conventions above: n-1 denominator, std 0 below two values; mean NaN for none.
+struct MeanStd {
+  double mean = 0, std = 0;
+};
+MeanStd meanAndStd(const std::vector<double>& values);
+
 // q in [0, 100]; linear interpolation between closest ranks. `values` is copied and sorted.
 double percentile(std::vector<double> values, double q);
 

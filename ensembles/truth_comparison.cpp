@@ -158,12 +158,7 @@ nlohmann::json truthComparison(const TruthHistograms& truth, size_t o,
     per_replica.push_back(data::triangularDiscriminator(u.spread_rows[k], t, binning));
     replica_delta[std::to_string(u.spread_replicas[k])] = per_replica.back();
   }
-  double mean = 0, var = 0;
-  for (double d : per_replica) mean += d;
-  mean /= per_replica.size();
-  for (double d : per_replica) var += (d - mean) * (d - mean);
-  js["delta_unfolded_err"] =
-      per_replica.size() > 1 ? std::sqrt(var / (per_replica.size() - 1)) : 0.0;
+  js["delta_unfolded_err"] = meanAndStd(per_replica).std;
   js["coverage_68"] = coverage(t, nominal, u.band.p16, u.band.p84);
   js["coverage_95"] = coverage(t, nominal, u.band.p2_5, u.band.p97_5);
   // The floor, from the nominal (lowest) replica's weights: Σw² of its members, averaged.
