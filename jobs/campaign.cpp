@@ -67,7 +67,7 @@ std::string holderLine(const std::string& path) {
 // another open file holds it; Error when it cannot be opened or locked.
 std::optional<Fd> lockFileNamingHolder(const std::string& path, const std::string& holder,
                                        int tries, Fd& refused) {
-  Fd lock(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  Fd lock(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, kNewFileMode));
   if (!lock.valid()) throw Error(path + ": cannot open: " + errnoMessage(errno));
   if (!tryFlock(lock.get(), LOCK_EX, path, tries)) {
     refused = std::move(lock);
@@ -487,7 +487,7 @@ Fd lockCampaignOutputs(const std::string& campaign_dir, const std::string& doing
 
 Fd readCampaignOutputs(const std::string& campaign_dir, const std::string& doing) {
   const std::string path = campaign_dir + "/" + kOutputsLockFile;
-  Fd lock(::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0644));
+  Fd lock(::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, kNewFileMode));
   if (!lock.valid()) {
     const int err = errno;
     if (err == EACCES || err == EROFS || err == EPERM) {

@@ -1,5 +1,6 @@
 #include "jobs/sqlite_db.hpp"
 
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <cstring>
 #include <utility>
 
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 
@@ -65,6 +67,10 @@ SqliteDb::SqliteDb(const std::string& path, Mode mode) : path_(path) {
       break;
     }
   }
+  // SQLite would create the file 0644 whatever the umask (its compiled-in default): made here
+  // first with kNewFileMode, which its -wal and -shm files then take over.
+  if (mode == Mode::kCreate && !path.empty() && path != ":memory:" && path.rfind("file:", 0) != 0)
+    Fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, kNewFileMode));
   int rc = sqlite3_open_v2(name.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) {
     const std::string msg = sqliteMessage(db_, rc, nullptr);

@@ -27,7 +27,7 @@ namespace {
 class StderrRedirect {
  public:
   explicit StderrRedirect(const std::string& path) {
-    Fd file(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+    Fd file(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, kNewFileMode));
     if (!file.valid()) throwSystemError("open", __FILE__, __LINE__, path);
     ::fflush(stderr);
     saved_.reset(::fcntl(2, F_DUPFD_CLOEXEC, 3));

@@ -219,7 +219,7 @@ TaskOutcome runCommand(const json& p, const std::string& task_dir) {
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   std::string log_path = task_dir + "/task.log";
-  Fd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  Fd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, kNewFileMode));
   if (!log.valid()) throwSystemError("open", __FILE__, __LINE__, log_path);
   const int log_fd = log.get();
   const char* dir = task_dir.c_str();

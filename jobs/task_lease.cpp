@@ -108,7 +108,7 @@ TaskLease TaskLease::acquire(const std::string& task_dir, const std::string& tas
                              const LeaseOptions& o) {
   const std::string path = task_dir + "/" + kLeaseFile;
   TaskLease lease;
-  lease.fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  lease.fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, kNewFileMode));
   if (!lease.fd_.valid()) throwSystemError("open", __FILE__, __LINE__, path);
   lease.dir_ = task_dir;
   lease.attempt_ = attempt;

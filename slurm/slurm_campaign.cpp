@@ -261,7 +261,7 @@ void submitArray(jobs::Campaign& c, const SlurmClient& client, const SbatchResou
   char name[32];
   std::snprintf(name, sizeof name, "sub-%04d", number);
   const std::string subDir = slurmDir + "/" + name;
-  if (::mkdir(subDir.c_str(), 0755) != 0) {
+  if (::mkdir(subDir.c_str(), kNewDirectoryMode) != 0) {
     throw Error(subDir + ": cannot create: " + errnoMessage(errno));
   }
   SbatchResources r = base;

@@ -215,7 +215,7 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
     temp_ = path_.substr(0, path_.size() - (name_len + suffix.size() - 255)) + suffix;
   // Recorded before it exists: a signal between its creation and its record would leave it.
   slot_ = recordLive(temp_);
-  fd_.reset(::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  fd_.reset(::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, kNewFileMode));
   if (!fd_.valid()) {
     const int err = errno;
     forgetLive(std::exchange(slot_, -1));
@@ -406,7 +406,7 @@ void refuseOutputOverInput(const std::string& out, const std::string& in, const 
 }
 
 void makeDirectory(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+  if (::mkdir(dir.c_str(), kNewDirectoryMode) != 0 && errno != EEXIST)
     throwSystemError("mkdir", __FILE__, __LINE__, dir);
 }
 

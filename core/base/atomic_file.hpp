@@ -9,6 +9,7 @@
 //
 // Thread-safety: one AtomicFile per thread; distinct objects are independent.
 #include <signal.h>
+#include <sys/types.h>
 
 #include <string>
 #include <string_view>
@@ -17,6 +18,14 @@
 #include "core/base/fd.hpp"
 
 namespace foldfarm {
+
+// The modes foldfarm creates files and directories with: read-write (0666) and rwx (0777) for
+// all, less what the user's umask or the directory's default ACL takes away, as cp, tar and HDF5
+// create theirs. A campaign in a group's directory (umask 002, or a default ACL granting the
+// group) then stays the group's to resume, retry and aggregate. Before: 0644 and 0755, so the
+// group lost write access whatever the umask said, and a default ACL's mask became read-only.
+inline constexpr mode_t kNewFileMode = 0666;
+inline constexpr mode_t kNewDirectoryMode = 0777;
 
 class AtomicFile {
  public:
@@ -120,7 +129,7 @@ void requireOutputDirectoryPath(const std::string& dir, const std::string& optio
 // InputError when the output `out` is the input `in` (the same file, by any path or link):
 // the atomic rename would replace the input with the output. `what` names the command.
 void refuseOutputOverInput(const std::string& out, const std::string& in, const std::string& what);
-// Makes the directory `dir` (mode 0755; its parent must exist), nothing when something is
+// Makes the directory `dir` (kNewDirectoryMode; its parent must exist), nothing when something is
 // there already; else Error naming the call, this file and line, `dir` and the reason.
 void makeDirectory(const std::string& dir);
 // Makes the directory `dir` and its missing parents for a command's outputs (Error naming

@@ -3,6 +3,7 @@
 // SIGTERM stops cleanly and `resume` continues.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1086,6 +1087,74 @@ TEST_F(LocalExecutor, AFailedFirstMoveAsideLeavesNoSupersededDirectory) {
   EXPECT_TRUE(fs::is_directory(aside.path() + "/tasks/r0000m0"));
   EXPECT_TRUE(fs::exists(aside.path() + "/spec.json"));
   EXPECT_EQ(entries(), 1);
+}
+
+// What a campaign writes takes its modes from the umask (files 0666, directories 0777 less the
+// umask), as cp and tar do: under umask 002 a group's campaign stays the group's to resume,
+// retry and aggregate. Before: files 0644 and directories 0755 (the journal too, SQLite's
+// default) whatever the umask, so the group could read but not resume. Under umask 077 no one
+// else gets anything.
+TEST_F(LocalExecutor, ACampaignsFilesAndDirectoriesTakeTheirModesFromTheUmask) {
+  struct Umask {
+    explicit Umask(mode_t m) : old(::umask(m)) {}
+    ~Umask() { ::umask(old); }
+    mode_t old;
+  };
+  // Every file and directory under `d` (d too) whose mode is not `file` / `dir`: "path mode".
+  const auto strays = [](const std::string& d, mode_t file, mode_t dir) {
+    std::vector<std::string> out;
+    const auto check = [&](const fs::path& p) {
+      struct stat st {};
+      if (::lstat(p.c_str(), &st) != 0) return;
+      const mode_t want = S_ISDIR(st.st_mode) ? dir : file;
+      if ((st.st_mode & 07777) != want) {
+        char m[8];
+        std::snprintf(m, sizeof m, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        out.push_back(p.string() + " " + m);
+      }
+    };
+    check(d);
+    for (const auto& e : fs::recursive_directory_iterator(d)) check(e.path());
+    return out;
+  };
+  const json spec{{"task", "sleep"},
+                  {"replicas", 3},
+                  {"params", {{"seconds", 0.01}}},
+                  {"resources", {{"cpu_slots", 2}}}};
+  {
+    Umask group(002);
+    init(spec);
+    ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
+    // retry --task moves the task's directory to D/superseded/ and runs it again.
+    ASSERT_EQ(runTool({"retry", dir_, "--task", "r0000m0"}, scratch_, "retry").exit_code, 0);
+    ASSERT_TRUE(fs::exists(dir_ + "/superseded"));
+    ASSERT_TRUE(fs::exists(dir_ + "/journal.sqlite"));
+    EXPECT_EQ(strays(dir_, 0664, 0775), std::vector<std::string>{});
+    // Another member of the group (as root: user 65534 in root's group 0) retries a task and
+    // resumes; what it writes is the group's too.
+    if (::geteuid() == 0 && fs::exists("/usr/bin/setpriv")) {
+      fs::permissions(scratch_, fs::perms::group_all, fs::perm_options::add);
+      const auto asMember = [&](std::vector<std::string> args, const std::string& tag) {
+        args.insert(args.begin(), {"--reuid=65534", "--regid=65534", "--groups=0", FF_JOBS_TOOL});
+        return waitExit(startProgram("/usr/bin/setpriv", args, scratch_, tag));
+      };
+      EXPECT_EQ(asMember({"retry", dir_, "--task", "r0001m0"}, "member-retry"), 0)
+          << readText(scratch_ + "/member-retry.err");
+      EXPECT_EQ(asMember({"resume", dir_}, "member-resume"), 0)
+          << readText(scratch_ + "/member-resume.err");
+      struct stat st {};
+      ASSERT_EQ(::stat((dir_ + "/tasks/r0001m0/task_result.json").c_str(), &st), 0);
+      EXPECT_EQ(st.st_uid, 65534u) << "the member's retry wrote the task's result";
+      EXPECT_EQ(strays(dir_, 0664, 0775), std::vector<std::string>{});
+    }
+  }
+  fs::remove_all(dir_);
+  {
+    Umask own(077);
+    init(spec);
+    ASSERT_EQ(runTool({"run", dir_}, scratch_, "run-077").exit_code, 0);
+    EXPECT_EQ(strays(dir_, 0600, 0700), std::vector<std::string>{});
+  }
 }
 
 }  // namespace
