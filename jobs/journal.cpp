@@ -16,6 +16,15 @@ namespace {
 
 constexpr const char* kSchemaVersion = "1";
 
+// The task graph's edges (a task needs another done first). Schema "1" journals made before
+// the graph existed (foldfarm builds before 2026-11-29, commit 9fb798e) lack the table, and
+// those made before 2026-12-04 (49983dd) its index: a writer adds them (upgradeSchema), a
+// reader takes a missing table for no edges (graph()).
+constexpr const char* kNeedsTable =
+    "CREATE TABLE IF NOT EXISTS needs(task_idx INTEGER NOT NULL REFERENCES tasks(idx), "
+    "needs_idx INTEGER NOT NULL REFERENCES tasks(idx), PRIMARY KEY(task_idx, needs_idx));"
+    "CREATE INDEX IF NOT EXISTS needs_need ON needs(needs_idx);";
+
 static_assert(kEventLeaseRefused == -2, "kTaskColumns names it as -2");
 constexpr const char* kTaskColumns =
     "idx, id, replica, member, state, attempts, failures, host, slot, external_id, exit_code, "
@@ -102,10 +111,8 @@ CampaignJournal CampaignJournal::create(const std::string& path,
       "CREATE TABLE events(seq INTEGER PRIMARY KEY AUTOINCREMENT, task_idx INTEGER NOT NULL "
       "REFERENCES tasks(idx), attempt INTEGER NOT NULL, from_state TEXT, to_state TEXT NOT "
       "NULL, at REAL NOT NULL, host TEXT, slot INTEGER, exit_code INTEGER, reason TEXT);"
-      "CREATE INDEX events_task ON events(task_idx);"
-      "CREATE TABLE needs(task_idx INTEGER NOT NULL REFERENCES tasks(idx), needs_idx INTEGER "
-      "NOT NULL REFERENCES tasks(idx), PRIMARY KEY(task_idx, needs_idx));"
-      "CREATE INDEX needs_need ON needs(needs_idx);");
+      "CREATE INDEX events_task ON events(task_idx);");
+  j.db_.exec(kNeedsTable);
   j.prepareStatements();
   SqliteTransaction txn(j.db_);
   j.insertPendingTasks(tasks, "created");
@@ -215,8 +222,24 @@ CampaignJournal CampaignJournal::open(const std::string& path) {
     throw InputError(path + ": not a foldfarm campaign journal (schema '" + j.meta("schema") +
                      "', expected " + kSchemaVersion + ")");
   }
+  j.upgradeSchema();
   j.prepareStatements();
   return j;
+}
+
+void CampaignJournal::upgradeSchema() {
+  {
+    SqliteStatement has(db_,
+                        "SELECT COUNT(*) FROM sqlite_master WHERE type IN ('table','index') AND "
+                        "name IN ('needs','needs_need')");
+    if (has.step() && has.columnInt(0) == 2) return;
+  }
+  // A campaign made by an older build: none of its tasks needs another (its spec could give
+  // no graph), so the empty table is the graph it has. One transaction: another writer
+  // (a build of either age) sees the journal before or after, never half made.
+  SqliteTransaction txn(db_);
+  db_.exec(kNeedsTable);
+  txn.commit();
 }
 
 std::string CampaignJournal::meta(const std::string& key) {

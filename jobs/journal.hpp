@@ -202,6 +202,9 @@ class CampaignJournal {
   explicit CampaignJournal(SqliteDb db);
   void prepare();
   void prepareStatements();
+  // A writer's open: adds what journals of schema "1" made by older builds lack (the task
+  // graph's `needs` table and its index), in one transaction.
+  void upgradeSchema();
   // Rows of `tasks` (in index order), pending, each with its creation event (`reason`) and
   // its edges; inside the caller's transaction.
   void insertPendingTasks(const std::vector<TaskDef>& tasks, const std::string& reason);

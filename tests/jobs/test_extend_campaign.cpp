@@ -23,6 +23,7 @@
 #include "core/base/exit_codes.hpp"
 #include "core/base/file_stat.hpp"
 #include "jobs/campaign.hpp"
+#include "jobs/sqlite_db.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
 #include "tests/jobs/tool_campaign_test.hpp"
@@ -705,6 +706,54 @@ TEST_F(ExtendCampaign, TheJournalRenumbersEverythingAndKeepsARunningTaskIngestib
     EXPECT_EQ(c.journal().numTasks(), n);
     EXPECT_EQ(c.journal().task("r0000m1")->index, c.spec().indexOf("r0000m1"));
   }
+}
+
+// A campaign made by a build older than the task graph (before 9fb798e: schema "1" without the
+// `needs` table or its index), continued by this build after a module update: readers take it
+// for a campaign without edges and write nothing, and the first writer adds the table; extend
+// then grows it as any other (before: "sqlite3_exec(...) failed ...: no such table:
+// main.needs", exit 1).
+class OlderBuildCampaign : public ToolCampaignTest {
+ protected:
+  OlderBuildCampaign() : ToolCampaignTest("older-build") {}
+};
+
+TEST_F(OlderBuildCampaign, AJournalWithoutTheTaskGraphIsExtendedAndRun) {
+  init(json{{"task", "noop"}, {"replicas", 2}, {"resources", {{"cpu_slots", 1}}}});
+  ToolRun first = runTool({"run", dir_}, scratch_, "first-run");
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const auto tableCount = [&] {
+    SqliteDb db(dir_ + "/journal.sqlite", SqliteDb::Mode::kReadOnly);
+    SqliteStatement st(db,
+                       "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('needs','needs_need')");
+    st.step();
+    return st.columnInt(0);
+  };
+  {
+    SqliteDb db(dir_ + "/journal.sqlite", false);
+    db.exec("DROP TABLE needs");
+  }
+  ASSERT_EQ(tableCount(), 0);
+  {
+    Campaign c = Campaign::open(dir_, Campaign::Access::kReadOnly);
+    EXPECT_EQ(c.tasks().size(), 2u);
+    EXPECT_EQ(c.journal().graph().edges(), 0u);
+  }
+  ToolRun status = runTool({"status", dir_}, scratch_, "status");
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_EQ(tableCount(), 0) << "a reader wrote the journal";
+
+  ToolRun more = runTool({"extend", dir_, "--replicas", "3"}, scratch_, "more");
+  ASSERT_EQ(more.exit_code, 0) << more.err;
+  EXPECT_EQ(tableCount(), 2);
+  const auto tasks = tasksOf(dir_);
+  ASSERT_EQ(tasks.size(), 3u);
+  EXPECT_EQ(tasks.at("r0000m0").state, TaskState::kDone);
+  EXPECT_EQ(tasks.at("r0001m0").state, TaskState::kDone);
+  EXPECT_EQ(tasks.at("r0002m0").state, TaskState::kPending);
+  ToolRun rest = runTool({"resume", dir_}, scratch_, "rest");
+  ASSERT_EQ(rest.exit_code, 0) << rest.err;
+  for (const auto& [id, t] : tasksOf(dir_)) EXPECT_EQ(t.state, TaskState::kDone) << id;
 }
 
 // `campaign status`'s look at the outputs lock (a shared flock for an instant) makes no
