@@ -15,6 +15,7 @@ nlohmann::json unfoldingOf(const nlohmann::json& res) {
   nlohmann::json u = nlohmann::json::object();
   for (const char* k : {"mc", "data", "iterations", "config", "bootstrap"})
     if (res.contains(k)) u[k] = res[k];
+  u["chain_format"] = chainFormatOf(res);
   const auto sha = res.find("init_sha256");
   if (sha != res.end() && sha->is_string() && !sha->get<std::string>().empty())
     u["foundation"] = "sha256:" + sha->get<std::string>();
@@ -98,10 +99,24 @@ void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const st
                      "; give every chain of a variation the same description");
   }
   const nlohmann::json unfolding = unfoldingOf(res);
+  if (!g.unfolding.is_null() && unfolding["chain_format"] != g.unfolding["chain_format"]) {
+    // Steps computed two ways (a campaign continued by a newer build) are two unfoldings; the
+    // band of both would be no estimate of either (before: aggregated without a word).
+    const int format = unfolding["chain_format"], first = g.unfolding["chain_format"];
+    const std::string older = format < first ? dir : g.first_chain;
+    throw InputError(dir + ": computed by a foldfarm build whose OmniFold steps differ (" +
+                     chainFormatText(format) + ") from those of " + g.first_chain + " (" +
+                     chainFormatText(first) +
+                     "): chains of both make no band; run the chains of the older format (" +
+                     older +
+                     " and those like it) again with the newer build (`foldfarm campaign retry "
+                     "D --task ID`), or aggregate with the build that ran them");
+  }
   if (g.unfolding.is_null()) {
     g.unfolding = unfolding;
     g.foundation = foundationOf(res);
   } else if (unfolding.value("foundation", nlohmann::json()) !=
+
              g.unfolding.value("foundation", nlohmann::json())) {
     throw InputError(dir + ": foundation " + foundationOf(res) + ", where " + g.first_chain +
                      " had " + g.foundation + "; aggregate the chains of one foundation at a time");

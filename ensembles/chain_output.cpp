@@ -282,6 +282,20 @@ void writeJsonAtomic(const std::string& path, const nlohmann::json& j) {
   writeFileAtomic(path, jsonText(j));
 }
 
+int chainFormatOf(const nlohmann::json& record) {
+  if (!record.is_object()) return 1;
+  const auto it = record.find("chain_format");
+  if (it != record.end() && it->is_number_integer()) return it->get<int>();
+  return record.contains("build") || record.contains("builds") ? 2 : 1;
+}
+
+std::string chainFormatText(int format) {
+  std::string s = "chain format " + std::to_string(format);
+  if (format == 1) return s + " (foldfarm builds that recorded no build, before 2026-12-06)";
+  if (format > kChainFormat) return s + " (a newer foldfarm build than this one)";
+  return s;
+}
+
 nlohmann::json readJson(const std::string& path) {
   return readJsonFile(path, "fix or remove the file");
 }

@@ -21,7 +21,8 @@
 //                    selection: those the histograms hold), device, build (the build that
 //                    finished the chain: core/build_info/build_info.hpp) and, when earlier
 //                    steps ran under other builds (stopped, rebuilt, resumed),
-//                    earlier_builds (theirs; state/progress.json keeps them meanwhile)
+//                    earlier_builds (theirs; state/progress.json keeps them meanwhile),
+//                    chain_format (kChainFormat below)
 // Every file is written atomically (AtomicFile): a reader sees all of a file or nothing.
 #include <cstdint>
 #include <optional>
@@ -36,6 +37,22 @@ inline constexpr const char* kChainWeightsFile = "weights.h5";
 inline constexpr const char* kChainHistogramsFile = "histograms.h5";
 inline constexpr const char* kChainHistoryFile = "history.json";
 inline constexpr const char* kChainResultFile = "result.json";
+
+// How this build computes a chain's OmniFold steps, recorded as "chain_format" in result.json
+// and in the chain's state (state/progress.json, state/inputs.json). Raised by a change that
+// makes the steps give other results (not by one that keeps their bits): 2 since the steps
+// train on balanced classes and normalise their weights (2026-12-05/06). Chains of two formats
+// are two unfoldings: a chain's state of another format is not resumed (the finished steps
+// were computed the other way), and an aggregation refuses to put chains of both in a band.
+inline constexpr int kChainFormat = 2;
+
+// The chain format a result.json or state/progress.json (`record`) was written with: its
+// "chain_format"; else 2 when it names builds ("build", "builds": only builds of format 2
+// recorded them, from 2026-12-06), else 1 (older builds, whose steps were computed otherwise).
+int chainFormatOf(const nlohmann::json& record);
+
+// "chain format 1 (foldfarm builds that recorded no build, before 2026-12-06)", for messages.
+std::string chainFormatText(int format);
 
 // One observable's histogram: edges (bins + 1), Σw and Σw² per bin (in-range entries only).
 struct ObservableHistogram {

@@ -292,7 +292,9 @@ TEST_F(AggregateTest, TheOutputsRecordTheBuildThatAggregatedAndThoseThatFinished
   writeChain("builds/r0m0", 0, 0, 1, 3, 42, one, ones);
   writeChain("builds/r1m0", 1, 0, 3, 1, 42, other, ones);
   writeChain("builds/r2m0", 2, 0, 2, 2, 42, one, ones);
-  writeChain("builds/r3m0", 3, 0, 2, 2, 42, {{"mc", sim}}, ones);  // no build recorded
+  // No build recorded, of this chain format (a chain without either is of format 1, which is
+  // not aggregated beside these: the next test).
+  writeChain("builds/r3m0", 3, 0, 2, 2, 42, {{"mc", sim}, {"chain_format", kChainFormat}}, ones);
   const std::string out = (root_ / "builds_agg").string();
   const nlohmann::json summary =
       aggregateRunsWithOptions({(root_ / "builds").string()}, out, std::nullopt, {false});
@@ -311,6 +313,40 @@ TEST_F(AggregateTest, TheOutputsRecordTheBuildThatAggregatedAndThoseThatFinished
               foldfarm::buildInfoJson())
         << file;
   }
+}
+
+// A campaign continued by a newer build after the way chains compute their steps changed
+// (kChainFormat): its chains of both formats are refused together, naming the older one and
+// what to do; chains of one format aggregate, whichever it is. The format of a result.json
+// without "chain_format" is 2 when it names its build (the builds of 2026-12-06 that did) and 1
+// when not (before: the older and newer chains were put in one band without a word).
+TEST_F(AggregateTest, ChainsOfTwoChainFormatsAreRefusedTogether) {
+  const nlohmann::json built = {{"build", foldfarm::buildInfoJson()}};
+  const nlohmann::json marked = {{"chain_format", kChainFormat}};
+  writeChain("mixed/r0m0", 0, 0, 1, 3, 42, built);
+  writeChain("mixed/r1m0", 1, 0, 3, 1);  // an older build's: neither build nor chain_format
+  writeChain("mixed/r2m0", 2, 0, 2, 2, 42, marked);
+  const std::string why = refusalOf("mixed");
+  EXPECT_NE(why.find((root_ / "mixed/r1m0").string() +
+                     ": computed by a foldfarm build whose OmniFold steps differ (chain format 1"),
+            std::string::npos)
+      << why;
+  EXPECT_NE(why.find("chain format 2)"), std::string::npos) << why;
+  EXPECT_NE(why.find("`foldfarm campaign retry D --task ID`"), std::string::npos) << why;
+  EXPECT_EQ(why.find('\n'), std::string::npos) << why;
+
+  writeChain("newer/r0m0", 0, 0, 1, 3, 42, marked);
+  writeChain("newer/r1m0", 1, 0, 3, 1, 42, {{"chain_format", kChainFormat + 1}});
+  EXPECT_NE(refusalOf("newer").find("(a newer foldfarm build than this one)"), std::string::npos);
+
+  writeChain("old/r0m0", 0, 0, 1, 3);
+  writeChain("old/r1m0", 1, 0, 3, 1);
+  EXPECT_NO_THROW(aggregateRunsWithOptions({(root_ / "old").string()}, (root_ / "old_agg").string(),
+                                           std::nullopt, {false}));
+  writeChain("new/r0m0", 0, 0, 1, 3, 42, built);
+  writeChain("new/r1m0", 1, 0, 3, 1, 42, marked);
+  EXPECT_NO_THROW(aggregateRunsWithOptions({(root_ / "new").string()}, (root_ / "new_agg").string(),
+                                           std::nullopt, {false}));
 }
 
 TEST_F(AggregateTest, TruthGivesDiscriminatorsAndCoverage) {
