@@ -590,9 +590,22 @@ plot::LineFigure breakdownFigure(
   constexpr size_t kSources = sizeof(kSourceColors) / sizeof(kSourceColors[0]);
   std::vector<bool> taken(kSources, false);
   size_t free_colors = kSources;
+  // Without a source beside the statistical one the total is that line, and drawn over it in
+  // black it hid it (the legend named a "stat" line that was nowhere): one line, named as both.
+  const auto named = [&](const std::string& label) {
+    return std::find_if(sigmas.begin(), sigmas.end(),
+                        [&](const auto& l) { return l.first == label; });
+  };
+  const auto stat = named("stat"), total = named("total");
+  const bool total_is_stat =
+      stat != sigmas.end() && total != sigmas.end() && stat->second == total->second &&
+      std::all_of(sigmas.begin(), sigmas.end(), [](const auto& l) {
+        return l.first == "stat" || l.first == "total" || l.first == "stat: training noise";
+      });
   for (const auto& [label, sigma] : sigmas) {
+    if (total_is_stat && label == "stat") continue;
     plot::Series s;
-    s.label = label;
+    s.label = total_is_stat && label == "total" ? "total = stat (no systematic variations)" : label;
     s.style = "lines";
     if (label == "total") {
       s.color = "#000000";

@@ -192,7 +192,8 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
 // `<obs>_breakdown.png`: the relative uncertainty per bin of each of `sigmas` (label, σ per
 // bin), over the bins holding at least 0.1% of `nominal` (unit-area densities on `edges`);
 // the bins left out are a gap in each line (not a line across them), and the x range is
-// that of the distribution figure (edges.front() to edges.back()).
+// that of the distribution figure (edges.front() to edges.back()). A "total" equal to "stat",
+// with no other source beside them, is one line: "total = stat (no systematic variations)".
 plot::LineFigure breakdownFigure(
     const std::string& name, const std::vector<double>& edges, const std::vector<double>& nominal,
     const std::vector<std::pair<std::string, std::vector<double>>>& sigmas);

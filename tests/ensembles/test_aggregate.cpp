@@ -1662,6 +1662,26 @@ TEST(BreakdownFigure, BinsLeftOutAreAGapAndTheRangeIsTheDistributions) {
   EXPECT_EQ(fig.xmax, 5.0);
 }
 
+// Without systematic variations the total is the statistical line: one line named as both, in
+// the total's black (before: the black total hid the blue stat line that the legend named).
+TEST(BreakdownFigure, ATotalThatIsTheStatisticalBandIsOneLine) {
+  const std::vector<double> edges{0, 1, 2};
+  const std::vector<double> nominal{0.5, 0.5};
+  const std::vector<double> stat{0.1, 0.2}, noise{0.05, 0.05};
+  const auto labels = [&](const std::vector<std::pair<std::string, std::vector<double>>>& sigmas) {
+    std::vector<std::string> out;
+    for (const foldfarm::plot::Series& s : breakdownFigure("mass", edges, nominal, sigmas).series)
+      out.push_back(s.label + " " + s.color);
+    return out;
+  };
+  EXPECT_EQ(labels({{"stat", stat}, {"stat: training noise", noise}, {"total", stat}}),
+            (std::vector<std::string>{"stat: training noise #1f77b4",
+                                      "total = stat (no systematic variations) #000000"}));
+  // With a source beside it, or a total that differs, each line is drawn.
+  EXPECT_EQ(labels({{"stat", stat}, {"mc_stat", noise}, {"total", stat}}).size(), 3u);
+  EXPECT_EQ(labels({{"stat", stat}, {"total", noise}}).size(), 2u);
+}
+
 // A line's colour follows its name: a source is drawn alike whichever sources stand beside it
 // (before: by position, `det` orange in one campaign and green in another), the total black.
 TEST(BreakdownFigure, ASourceKeepsItsColourInEveryCampaign) {
