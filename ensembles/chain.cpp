@@ -182,7 +182,48 @@ void saveProgress(const std::string& out, const ChainSpec& spec, const ChainStat
   writeJsonAtomic(stateDir(out) + "/progress.json", {{"spec", chainSpecToJson(spec)},
                                                      {"done_steps", st.done_steps},
                                                      {"history", st.history},
-                                                     {"builds", builds}});
+                                                     {"builds", builds},
+                                                     {"chain_format", kChainFormat}});
+}
+
+// The chain format (kChainFormat) of the state in `state`: progress.json's once a step is
+// finished; else inputs.json's; else, for a chain stopped in its first step by an older build
+// that recorded neither, 2 when that step's saved training states name their build (only
+// builds of format 2 wrote it), 1 when they do not. A state with nothing trained: this build's.
+int stateChainFormat(const std::string& state) {
+  if (fs::exists(state + "/progress.json"))
+    return chainFormatOf(readJson(state + "/progress.json"));
+  if (fs::exists(state + "/inputs.json")) {
+    const json in = readJson(state + "/inputs.json");
+    if (in.is_object() && in.contains("chain_format")) return chainFormatOf(in);
+  }
+  bool trained = false;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(state, ec)) {
+    const std::string meta = e.path().string() + "/meta.json";
+    if (!e.is_directory(ec) || !fs::exists(meta)) continue;
+    trained = true;
+    const json m = readJson(meta);
+    if (m.is_object() && m.contains("build")) return 2;
+  }
+  return trained ? 1 : kChainFormat;
+}
+
+// InputError when the state in `out` was written by a build that computes the chain's steps
+// otherwise (another kChainFormat): resumed, the chain would be made of steps of two kinds
+// (before: a partly trained step was refused as "written for different training data", and a
+// chain stopped between steps went on, its finished steps those of the older build).
+void requireChainFormat(const std::string& out) {
+  const std::string state = stateDir(out);
+  if (!fs::is_directory(state)) return;
+  const int format = stateChainFormat(state);
+  if (format == kChainFormat) return;
+  throw InputError(
+      state + ": a chain stopped under a foldfarm build that computes its steps otherwise (" +
+      chainFormatText(format) + "; this build: chain format " + std::to_string(kChainFormat) +
+      "), so this build does not resume it: finish it with that build, or start it "
+      "over with this one (remove " +
+      state + "; a campaign's task: `foldfarm campaign retry D --task ID`)");
 }
 
 ChainState loadProgress(const std::string& out, const ChainSpec& spec) {
@@ -264,7 +305,11 @@ json checkInputFingerprint(const std::string& out, const ChainSpec& spec, const 
     }
     return now;
   }
-  if (root) writeJsonAtomic(path, now);
+  if (root) {
+    json record = now;
+    record["chain_format"] = kChainFormat;  // the chain's format before a step is finished
+    writeJsonAtomic(path, record);
+  }
   return now;
 }
 
@@ -843,6 +888,7 @@ void ChainRun::prepare() {
   pet_cfg_ = in_.init ? in_.init->meta.config
                       : applyPetOverrides(petPreset(cfg_.preset), cfg_.model, "chain config");
   checkWarmFrom();
+  requireChainFormat(out_);
   if (root_) fs::create_directories(stateDir(out_));
   read_inputs_ = checkInputFingerprint(out_, spec_, in_, root_);
   st_ = loadProgress(out_, spec_);
@@ -1238,6 +1284,7 @@ void ChainRun::writeOutputsOnRoot() {
   for (const json& b : st_.builds)
     if (b != result["build"]) earlier.push_back(b);
   if (!earlier.empty()) result["earlier_builds"] = earlier;
+  result["chain_format"] = kChainFormat;
   // Which version of each file the chain read (size, modification time): chains of one band
   // must have read the same (aggregate compares them; the paths alone do not tell).
   for (const char* k : {"mc", "data"}) {

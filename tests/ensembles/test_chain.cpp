@@ -237,6 +237,54 @@ TEST_F(ChainTest, InterruptedAndResumedChainEndsWithIdenticalWeights) {
   }
 }
 
+// A chain stopped under an older build, whose steps were computed otherwise (kChainFormat),
+// given to this one after a module update: refused in one line naming the state, the formats and
+// what to do, the state kept as it was (before: "training state was written for different
+// training data" for a step stopped midway, or the chain went on, its finished steps the older
+// build's). A state of this format that names its builds but no chain_format (the builds of
+// 2026-12-06) resumes as before.
+TEST_F(ChainTest, AStateOfAnotherChainFormatIsRefusedAndKept) {
+  const fs::path ref = root_ / "format_ref", cut = root_ / "format_cut";
+  ASSERT_EQ(runChainTask(params(4, 0), ref.string()), 0);
+  ASSERT_EQ(runChainStoppedAfterFirstStep(params(4, 0), cut), 75);
+  const std::string progress = (cut / "state" / "progress.json").string();
+  const std::string inputs = (cut / "state" / "inputs.json").string();
+  const nlohmann::json state = readJson(progress), in = readJson(inputs);
+  ASSERT_EQ(state.at("chain_format"), kChainFormat);
+  ASSERT_EQ(in.at("chain_format"), kChainFormat);
+  nlohmann::json older = state, older_in = in;
+  older.erase("chain_format");
+  older.erase("builds");
+  older_in.erase("chain_format");
+  writeJsonAtomic(progress, older);
+  writeJsonAtomic(inputs, older_in);
+  const std::string before = readJson(progress).dump();
+  std::string why;
+  try {
+    runChainTaskOrThrow(params(4, 0), cut.string());
+  } catch (const InputError& e) {
+    why = e.what();
+  }
+  EXPECT_NE(why.find((cut / "state").string() +
+                     ": a chain stopped under a foldfarm build that computes its steps otherwise "
+                     "(chain format 1"),
+            std::string::npos)
+      << why;
+  EXPECT_NE(why.find("this build: chain format " + std::to_string(kChainFormat)), std::string::npos)
+      << why;
+  EXPECT_NE(why.find("remove " + (cut / "state").string()), std::string::npos) << why;
+  EXPECT_EQ(why.find('\n'), std::string::npos) << why;
+  EXPECT_EQ(readJson(progress).dump(), before);
+  EXPECT_FALSE(fs::exists(cut / kChainResultFile));
+  // Builds named, no chain_format: format 2, resumed to the uninterrupted chain's weights.
+  nlohmann::json named = state;
+  named.erase("chain_format");
+  writeJsonAtomic(progress, named);
+  ASSERT_EQ(runChainTask(params(4, 0), cut.string()), 0);
+  EXPECT_EQ(push(ref), push(cut));
+  EXPECT_EQ(readJson((cut / kChainResultFile).string()).at("chain_format"), kChainFormat);
+}
+
 // A chain resumed on an MC regenerated since it started is refused, its state kept. The same
 // bytes copied back (a new modification time) are refused too, with the command that gives
 // the file its time back; run, the chain resumes and ends as the uninterrupted one.
