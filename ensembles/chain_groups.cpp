@@ -102,15 +102,17 @@ void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const st
   if (!g.unfolding.is_null() && unfolding["chain_format"] != g.unfolding["chain_format"]) {
     // Steps computed two ways (a campaign continued by a newer build) are two unfoldings; the
     // band of both would be no estimate of either (before: aggregated without a word).
+    // Named first, the chain to run again (a campaign's aggregation says how: its task).
     const int format = unfolding["chain_format"], first = g.unfolding["chain_format"];
-    const std::string older = format < first ? dir : g.first_chain;
-    throw InputError(dir + ": computed by a foldfarm build whose OmniFold steps differ (" +
-                     chainFormatText(format) + ") from those of " + g.first_chain + " (" +
-                     chainFormatText(first) +
-                     "): chains of both make no band; run the chains of the older format (" +
-                     older +
-                     " and those like it) again with the newer build (`foldfarm campaign retry "
-                     "D --task ID`), or aggregate with the build that ran them");
+    const bool older = format < first;
+    throw InputError((older ? dir : g.first_chain) +
+                     ": computed by a foldfarm build whose OmniFold steps differ (" +
+                     chainFormatText(older ? format : first) + ") from those of " +
+                     (older ? g.first_chain : dir) + " (" +
+                     chainFormatText(older ? first : format) +
+                     "): chains of both make no band; run the chains of the older format (this "
+                     "one and those like it) again with the newer build, or aggregate with the "
+                     "build that ran them");
   }
   if (g.unfolding.is_null()) {
     g.unfolding = unfolding;

@@ -332,7 +332,9 @@ TEST_F(AggregateTest, ChainsOfTwoChainFormatsAreRefusedTogether) {
             std::string::npos)
       << why;
   EXPECT_NE(why.find("chain format 2)"), std::string::npos) << why;
-  EXPECT_NE(why.find("`foldfarm campaign retry D --task ID`"), std::string::npos) << why;
+  EXPECT_NE(why.find("run the chains of the older format (this one and those like it) again"),
+            std::string::npos)
+      << why;
   EXPECT_EQ(why.find('\n'), std::string::npos) << why;
 
   writeChain("newer/r0m0", 0, 0, 1, 3, 42, marked);
