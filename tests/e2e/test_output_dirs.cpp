@@ -180,10 +180,11 @@ TEST_F(OutputDirs, UnderMpirunAnErrorEveryRankFindsIsPrintedOnce) {
        "--out", dir_ + "/no_mc", "--replica", "0", "--member", "0"},
       {"unfold", "--mc", dir_ + "/mc.h5", "--data", dir_ + "/data.h5", "--init",
        dir_ + "/missing_ckpt", "--out", dir_ + "/no_init", "--replica", "0", "--member", "0"}};
-  // The state of a chain of other parameters, and a jets file with a NaN.
+  // The state of a chain of other parameters (of this build's chain format: one without is an
+  // older build's, refused as such), and a jets file with a NaN.
   fs::create_directories(dir_ + "/other_chain/state");
   std::ofstream(dir_ + "/other_chain/state/progress.json")
-      << R"({"spec": {"replica": 7}, "done_steps": 0, "history": []})";
+      << R"({"spec": {"replica": 7}, "done_steps": 0, "history": [], "chain_format": 2})";
   data::badfiles::writeBad(dir_ + "/nan.h5", "nan");
   std::ofstream(dir_ + "/syntax.json") << R"({"epochs": 2,})";
   std::ofstream(dir_ + "/decay.json") << R"({"train": {"weight_decay": 3}})";
