@@ -118,7 +118,6 @@ void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const st
     g.unfolding = unfolding;
     g.foundation = foundationOf(res);
   } else if (unfolding.value("foundation", nlohmann::json()) !=
-
              g.unfolding.value("foundation", nlohmann::json())) {
     throw InputError(dir + ": foundation " + foundationOf(res) + ", where " + g.first_chain +
                      " had " + g.foundation + "; aggregate the chains of one foundation at a time");
