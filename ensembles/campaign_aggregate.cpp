@@ -12,6 +12,7 @@
 #include "core/base/log.hpp"
 #include "core/base/sha256.hpp"
 #include "core/base/text.hpp"
+#include "ensembles/chain_groups.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/input_record.hpp"
 
@@ -224,6 +225,26 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   r.chains = static_cast<int>(runs.size());
   try {
     aggregateRunsWithOptions(runs, r.out, truth_path, options);
+  } catch (const MixedChainFormatsError& e) {
+    // Chains of an older build's format beside newer ones: the tasks to run again, by name
+    // (all of them on one command line up to 50; past that the first 50, and how to find all).
+    const std::string tasks = camp.dir() + "/tasks/";
+    std::vector<std::string> ids;
+    for (const std::string& dir : e.older)
+      if (dir.rfind(tasks, 0) == 0 && camp.spec().indexOf(dir.substr(tasks.size())) >= 0)
+        ids.push_back(dir.substr(tasks.size()));
+    if (ids.empty()) throw;
+    constexpr size_t kNamed = 50;
+    std::string command = "foldfarm campaign retry " + shellWord(camp.dir()) + " --task";
+    for (size_t i = 0; i < std::min(ids.size(), kNamed); ++i) command += " " + ids[i];
+    throw InputError(std::string(e.what()) + "; in this campaign, run them again with `" + command +
+                     "`" +
+                     (ids.size() > kNamed
+                          ? " and the rest of the " + std::to_string(ids.size()) +
+                                " tasks whose result.json has no \"chain_format\" or one below " +
+                                std::to_string(kChainFormat)
+                          : std::string()) +
+                     ", then aggregate again");
   } catch (const InputError& e) {
     // A done chain's outputs damaged or removed since it ran: the way to run it again here.
     const std::string what = e.what(), tasks = camp.dir() + "/tasks/";

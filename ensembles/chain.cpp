@@ -187,43 +187,41 @@ void saveProgress(const std::string& out, const ChainSpec& spec, const ChainStat
 }
 
 // The chain format (kChainFormat) of the state in `state`: progress.json's once a step is
-// finished; else inputs.json's; else, for a chain stopped in its first step by an older build
-// that recorded neither, 2 when that step's saved training states name their build (only
-// builds of format 2 wrote it), 1 when they do not. A state with nothing trained: this build's.
+// finished (recorded, or told by its step records); else inputs.json's; 0 (not known) for a
+// chain stopped in its first step by a build that recorded no format: the training state's own
+// check of its data (weights' sums and values) then refuses a step trained otherwise.
 int stateChainFormat(const std::string& state) {
-  if (fs::exists(state + "/progress.json"))
-    return chainFormatOf(readJson(state + "/progress.json"));
-  if (fs::exists(state + "/inputs.json")) {
-    const json in = readJson(state + "/inputs.json");
-    if (in.is_object() && in.contains("chain_format")) return chainFormatOf(in);
+  if (fs::exists(state + "/progress.json")) {
+    const json p = readJson(state + "/progress.json");
+    return chainFormatOf(p, p.is_object() ? p.value("history", json()) : json());
   }
-  bool trained = false;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(state, ec)) {
-    const std::string meta = e.path().string() + "/meta.json";
-    if (!e.is_directory(ec) || !fs::exists(meta)) continue;
-    trained = true;
-    const json m = readJson(meta);
-    if (m.is_object() && m.contains("build")) return 2;
-  }
-  return trained ? 1 : kChainFormat;
+  if (fs::exists(state + "/inputs.json"))
+    return chainFormatOf(readJson(state + "/inputs.json"), {});
+  return 0;
 }
 
-// InputError when the state in `out` was written by a build that computes the chain's steps
-// otherwise (another kChainFormat): resumed, the chain would be made of steps of two kinds
-// (before: a partly trained step was refused as "written for different training data", and a
-// chain stopped between steps went on, its finished steps those of the older build).
+}  // namespace
+
+ChainFormatError::ChainFormatError(const std::string& state, int format)
+    : InputError(state + ": a chain stopped under a foldfarm build that computes its steps " +
+                 "otherwise (" + chainFormatText(format) + "; this build: chain format " +
+                 std::to_string(kChainFormat) +
+                 "), so this build does not resume it: finish it with that build, or start it "
+                 "over with this one (remove " +
+                 state + ")") {}
+
+namespace {
+
+// ChainFormatError when the state in `out` was written by a build that computes the chain's
+// steps otherwise (another kChainFormat): resumed, the chain would be made of steps of two
+// kinds (before: a partly trained step was refused as "written for different training data",
+// and a chain stopped between steps went on, its finished steps those of the older build).
 void requireChainFormat(const std::string& out) {
   const std::string state = stateDir(out);
   if (!fs::is_directory(state)) return;
   const int format = stateChainFormat(state);
-  if (format == kChainFormat) return;
-  throw InputError(
-      state + ": a chain stopped under a foldfarm build that computes its steps otherwise (" +
-      chainFormatText(format) + "; this build: chain format " + std::to_string(kChainFormat) +
-      "), so this build does not resume it: finish it with that build, or start it "
-      "over with this one (remove " +
-      state + "; a campaign's task: `foldfarm campaign retry D --task ID`)");
+  if (format == 0 || format == kChainFormat) return;
+  throw ChainFormatError(state, format);
 }
 
 ChainState loadProgress(const std::string& out, const ChainSpec& spec) {

@@ -210,8 +210,17 @@ void requireChainLevels(const std::string& path, bool mc, bool has_reco, bool ha
 InputError noEventPasses(const std::string& path, const char* flags, int64_t n,
                          const char* cap = nullptr);
 
+// The refusal to resume a chain whose state (`state`, the directory) a build of another chain
+// format (chain_output.hpp: kChainFormat) wrote: one line naming it, both formats and what to
+// do. A campaign's task adds the `campaign retry` that starts it over.
+class ChainFormatError : public InputError {
+ public:
+  ChainFormatError(const std::string& state, int format);
+};
+
 // Runs (or resumes) the chain and writes its output into out_dir (chain_output.hpp).
-// Throws InputError for bad input, InterruptedError when stopped (state saved), Error.
+// Throws InputError for bad input (ChainFormatError: a state of another chain format),
+// InterruptedError when stopped (state saved), Error.
 void runChain(const ChainSpec& spec, const ChainInputs& inputs, const std::string& out_dir);
 
 }  // namespace foldfarm::ensembles

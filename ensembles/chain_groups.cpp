@@ -1,5 +1,8 @@
 #include "ensembles/chain_groups.hpp"
 
+#include <filesystem>
+
+#include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/log.hpp"
 #include "core/base/progress.hpp"
@@ -8,6 +11,8 @@
 namespace foldfarm::ensembles {
 namespace {
 
+namespace fs = std::filesystem;
+
 // What every chain of a group (the nominal, or one variation) unfolds alike: its record but
 // for its place (replica, member), its warm start and where it ran (chain.hpp). The
 // foundation is compared by its hash when the record has one.
@@ -15,7 +20,6 @@ nlohmann::json unfoldingOf(const nlohmann::json& res) {
   nlohmann::json u = nlohmann::json::object();
   for (const char* k : {"mc", "data", "iterations", "config", "bootstrap"})
     if (res.contains(k)) u[k] = res[k];
-  u["chain_format"] = chainFormatOf(res);
   const auto sha = res.find("init_sha256");
   if (sha != res.end() && sha->is_string() && !sha->get<std::string>().empty())
     u["foundation"] = "sha256:" + sha->get<std::string>();
@@ -99,21 +103,17 @@ void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const st
                      "; give every chain of a variation the same description");
   }
   const nlohmann::json unfolding = unfoldingOf(res);
-  if (!g.unfolding.is_null() && unfolding["chain_format"] != g.unfolding["chain_format"]) {
-    // Steps computed two ways (a campaign continued by a newer build) are two unfoldings; the
-    // band of both would be no estimate of either (before: aggregated without a word).
-    // Named first, the chain to run again (a campaign's aggregation says how: its task).
-    const int format = unfolding["chain_format"], first = g.unfolding["chain_format"];
-    const bool older = format < first;
-    throw InputError((older ? dir : g.first_chain) +
-                     ": computed by a foldfarm build whose OmniFold steps differ (" +
-                     chainFormatText(older ? format : first) + ") from those of " +
-                     (older ? g.first_chain : dir) + " (" +
-                     chainFormatText(older ? first : format) +
-                     "): chains of both make no band; run the chains of the older format (this "
-                     "one and those like it) again with the newer build, or aggregate with the "
-                     "build that ran them");
+  // Its chain format, from its record or, for an older build's, its steps' (history.json).
+  nlohmann::json steps;
+  if (!res.contains("chain_format")) {
+    const std::string history = dir + "/" + kChainHistoryFile;
+    if (std::error_code ec; fs::is_regular_file(history, ec)) {
+      const nlohmann::json h = nlohmann::json::parse(readFile(history), nullptr, false);
+      if (h.is_object()) steps = h.value("steps", nlohmann::json());
+    }
   }
+  if (const int format = chainFormatOf(res, steps); format != 0)
+    set.chain_formats[format].push_back(dir);
   if (g.unfolding.is_null()) {
     g.unfolding = unfolding;
     g.foundation = foundationOf(res);
@@ -192,6 +192,31 @@ std::vector<double> density(const std::vector<double>& sumw, const std::vector<d
   return d;
 }
 
+MixedChainFormatsError::MixedChainFormatsError(
+    const std::map<int, std::vector<std::string>>& formats)
+    : InputError(message(formats)) {
+  const int newest = formats.rbegin()->first;
+  for (const auto& [format, dirs] : formats)
+    if (format != newest) older.insert(older.end(), dirs.begin(), dirs.end());
+}
+
+std::string MixedChainFormatsError::message(
+    const std::map<int, std::vector<std::string>>& formats) {
+  const auto& [newest, newer] = *formats.rbegin();
+  size_t n_older = 0;
+  for (const auto& [format, dirs] : formats)
+    if (format != newest) n_older += dirs.size();
+  const auto& [oldest, first_older] = *formats.begin();
+  const std::string more =
+      n_older > 1 ? " and " + std::to_string(n_older - 1) + " more chain(s)" : std::string();
+  return first_older.front() + more + ": computed by a foldfarm build whose OmniFold steps " +
+         "differ (" + chainFormatText(oldest) + ") from those of " + std::to_string(newer.size()) +
+         " chain(s) such as " + newer.front() + " (" + chainFormatText(newest) +
+         "): chains of both make no band; run the " + std::to_string(n_older) +
+         " older chain(s) again with the newer build, or aggregate " +
+         "with the build that ran them";
+}
+
 ChainGroups readChainGroups(const std::vector<std::string>& chain_dirs) {
   ChainGroups set;
   std::optional<uint64_t> campaign_seed;
@@ -203,6 +228,10 @@ ChainGroups readChainGroups(const std::vector<std::string>& chain_dirs) {
   }
   progress.update(read_chains);
   progress.finish();
+  // Steps computed two ways (a campaign continued by a newer build) are two unfoldings, in a
+  // group or across the nominal and its variations (each shift would hold the change): no
+  // band of both (before: aggregated without a word).
+  if (set.chain_formats.size() > 1) throw MixedChainFormatsError(set.chain_formats);
   if (!set.groups.count(""))
     throw InputError(
         "aggregate: only variation chains under the given directories; the nominal chains "

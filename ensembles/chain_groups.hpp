@@ -21,6 +21,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/error.hpp"
+
 #include "ensembles/chain_output.hpp"
 #include "ensembles/systematics.hpp"
 
@@ -61,6 +63,21 @@ struct ChainGroups {
   // it was recorded) -> how many chains of every group each finished. Never compared: chains
   // of one campaign may be finished by several builds (a rebuild before a resume).
   std::map<nlohmann::json, size_t> builds;
+  // Chain format (chain_output.hpp) -> the chains of it, of every group; chains whose format is
+  // not known (no record of it, no step record) are not in it. One format in an aggregation.
+  std::map<int, std::vector<std::string>> chain_formats;
+};
+
+// The refusal of chains of several chain formats in one aggregation: one line naming the first
+// older chain, how many more, the newer format's chains and what to do; `older` lists every
+// chain of a format other than the newest (a campaign's aggregation names their tasks).
+class MixedChainFormatsError : public InputError {
+ public:
+  explicit MixedChainFormatsError(const std::map<int, std::vector<std::string>>& formats);
+  std::vector<std::string> older;
+
+ private:
+  static std::string message(const std::map<int, std::vector<std::string>>& formats);
 };
 
 // Reads the chains (directories holding result.json and histograms.h5, `chain_dirs` sorted and
@@ -68,7 +85,8 @@ struct ChainGroups {
 // group is ignored (warning). Throws InputError naming the chain and what to do for a missing
 // replica/member/campaign_seed, another campaign seed, a variation described differently, an
 // unfolding that differs from its group's (the first differing key), another version of an
-// input file, another binning, or no nominal chain at all.
+// input file, another binning, or no nominal chain at all; MixedChainFormatsError when the
+// chains are of two chain formats.
 ChainGroups readChainGroups(const std::vector<std::string>& chain_dirs);
 
 // Replica -> unit-area density of observable o (the mean over the replica's members).

@@ -282,16 +282,23 @@ void writeJsonAtomic(const std::string& path, const nlohmann::json& j) {
   writeFileAtomic(path, jsonText(j));
 }
 
-int chainFormatOf(const nlohmann::json& record) {
-  if (!record.is_object()) return 1;
-  const auto it = record.find("chain_format");
-  if (it != record.end() && it->is_number_integer()) return it->get<int>();
-  return record.contains("build") || record.contains("builds") ? 2 : 1;
+int chainFormatOf(const nlohmann::json& record, const nlohmann::json& steps) {
+  if (record.is_object()) {
+    const auto it = record.find("chain_format");
+    if (it != record.end() && it->is_number_integer()) return it->get<int>();
+  }
+  if (!steps.is_array() || steps.empty()) return 0;
+  for (const nlohmann::json& s : steps)
+    if (!s.is_object() || !s.contains("class_balance")) return 1;
+  return 2;
 }
 
 std::string chainFormatText(int format) {
   std::string s = "chain format " + std::to_string(format);
-  if (format == 1) return s + " (foldfarm builds that recorded no build, before 2026-12-06)";
+  if (format == 1)
+    return s +
+           " (foldfarm builds before 2026-12-06 07:37 UTC, whose steps did not balance the "
+           "classes)";
   if (format > kChainFormat) return s + " (a newer foldfarm build than this one)";
   return s;
 }

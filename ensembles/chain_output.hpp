@@ -41,17 +41,20 @@ inline constexpr const char* kChainResultFile = "result.json";
 // How this build computes a chain's OmniFold steps, recorded as "chain_format" in result.json
 // and in the chain's state (state/progress.json, state/inputs.json). Raised by a change that
 // makes the steps give other results (not by one that keeps their bits): 2 since the steps
-// train on balanced classes and normalise their weights (2026-12-05/06). Chains of two formats
-// are two unfoldings: a chain's state of another format is not resumed (the finished steps
-// were computed the other way), and an aggregation refuses to put chains of both in a band.
+// train on balanced classes (311b7d1, 2026-12-06 07:37 UTC; their weights normalised since
+// baaf03b, the evening before). Chains of two formats are two unfoldings: a chain's state of
+// another format is not resumed (the finished steps were computed the other way), and an
+// aggregation refuses to put chains of both in its bands.
 inline constexpr int kChainFormat = 2;
 
-// The chain format a result.json or state/progress.json (`record`) was written with: its
-// "chain_format"; else 2 when it names builds ("build", "builds": only builds of format 2
-// recorded them, from 2026-12-06), else 1 (older builds, whose steps were computed otherwise).
-int chainFormatOf(const nlohmann::json& record);
+// The chain format of a chain's record (result.json, state/progress.json): its "chain_format";
+// else what its step records tell (`steps`: history.json's "steps", progress.json's "history"):
+// 2 when every one holds "class_balance" (written by the steps of format 2 from the start), 1
+// when one does not; 0, not known, when there is no step record.
+int chainFormatOf(const nlohmann::json& record, const nlohmann::json& steps);
 
-// "chain format 1 (foldfarm builds that recorded no build, before 2026-12-06)", for messages.
+// "chain format 1 (foldfarm builds before 2026-12-06 07:37 UTC, whose steps did not balance the
+// classes)", for messages.
 std::string chainFormatText(int format);
 
 // One observable's histogram: edges (bins + 1), Σw and Σw² per bin (in-range entries only).

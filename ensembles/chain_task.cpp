@@ -381,6 +381,16 @@ int runChainTask(const nlohmann::json& params, const std::string& task_dir, std:
                             " again, and this task after it";
     logError("{}: {}", task_dir, why);
     return failed(kExitNeedLost, why);
+  } catch (const ChainFormatError& e) {
+    // A campaign's task starts over by its retry (its directory moved aside), not by hand.
+    const fs::path dir = fs::path(task_dir).lexically_normal();
+    const std::string why =
+        campaign_task ? std::string(e.what()) + "; in this campaign: `foldfarm campaign retry " +
+                            shellWord(dir.parent_path().parent_path().string()) + " --task " +
+                            dir.filename().string() + "`"
+                      : std::string(e.what());
+    logError("{}: {}", task_dir, why);
+    return failed(kExitBadInput, why);
   } catch (const InputError& e) {
     logError("{}: {}", task_dir, e.what());
     return failed(kExitBadInput, e.what());

@@ -24,6 +24,7 @@
 #include "core/plot/gnuplot.hpp"
 #include "ensembles/aggregate.hpp"
 #include "ensembles/aggregate_bench.hpp"
+#include "ensembles/chain_groups.hpp"
 #include "ensembles/chain_output.hpp"
 #include "tests/data/bad_files.hpp"
 #include "tests/support/resource_limits.hpp"
@@ -292,9 +293,7 @@ TEST_F(AggregateTest, TheOutputsRecordTheBuildThatAggregatedAndThoseThatFinished
   writeChain("builds/r0m0", 0, 0, 1, 3, 42, one, ones);
   writeChain("builds/r1m0", 1, 0, 3, 1, 42, other, ones);
   writeChain("builds/r2m0", 2, 0, 2, 2, 42, one, ones);
-  // No build recorded, of this chain format (a chain without either is of format 1, which is
-  // not aggregated beside these: the next test).
-  writeChain("builds/r3m0", 3, 0, 2, 2, 42, {{"mc", sim}, {"chain_format", kChainFormat}}, ones);
+  writeChain("builds/r3m0", 3, 0, 2, 2, 42, {{"mc", sim}}, ones);  // no build recorded
   const std::string out = (root_ / "builds_agg").string();
   const nlohmann::json summary =
       aggregateRunsWithOptions({(root_ / "builds").string()}, out, std::nullopt, {false});
@@ -316,37 +315,77 @@ TEST_F(AggregateTest, TheOutputsRecordTheBuildThatAggregatedAndThoseThatFinished
 }
 
 // A campaign continued by a newer build after the way chains compute their steps changed
-// (kChainFormat): its chains of both formats are refused together, naming the older one and
-// what to do; chains of one format aggregate, whichever it is. The format of a result.json
-// without "chain_format" is 2 when it names its build (the builds of 2026-12-06 that did) and 1
-// when not (before: the older and newer chains were put in one band without a word).
+// (kChainFormat): its chains of both formats are refused together, in a group or across the
+// nominal and a variation, naming the first older chain, how many more, and what to do; chains
+// of one format aggregate. A result.json without "chain_format" is told by its steps'
+// records in history.json (class_balance in every one: format 2; else 1); without either, its
+// format is not known and not compared (before: the older and newer chains were put in one
+// band without a word).
 TEST_F(AggregateTest, ChainsOfTwoChainFormatsAreRefusedTogether) {
-  const nlohmann::json built = {{"build", foldfarm::buildInfoJson()}};
   const nlohmann::json marked = {{"chain_format", kChainFormat}};
-  writeChain("mixed/r0m0", 0, 0, 1, 3, 42, built);
-  writeChain("mixed/r1m0", 1, 0, 3, 1);  // an older build's: neither build nor chain_format
-  writeChain("mixed/r2m0", 2, 0, 2, 2, 42, marked);
+  // history.json of two steps, with or without class_balance (an older build's).
+  const auto steps = [&](const std::string& rel, bool balanced) {
+    nlohmann::json step = {{"iteration", 1}, {"step", 1}};
+    if (balanced) step["class_balance"] = 1.25;
+    writeJsonAtomic((root_ / rel / kChainHistoryFile).string(),
+                    {{"spec", nlohmann::json::object()}, {"steps", {step, step}}});
+  };
+  writeChain("mixed/r0m0", 0, 0, 1, 3, 42, marked);
+  writeChain("mixed/r1m0", 1, 0, 3, 1);
+  steps("mixed/r1m0", false);  // an older build's
+  writeChain("mixed/r2m0", 2, 0, 2, 2);
+  steps("mixed/r2m0", false);
+  writeChain("mixed/r3m0", 3, 0, 2, 2);
+  steps("mixed/r3m0", true);             // format 2 by its steps
+  writeChain("mixed/r4m0", 4, 0, 2, 2);  // not known: no record, no history
   const std::string why = refusalOf("mixed");
   EXPECT_NE(why.find((root_ / "mixed/r1m0").string() +
-                     ": computed by a foldfarm build whose OmniFold steps differ (chain format 1"),
+                     " and 1 more chain(s): computed by a foldfarm build whose OmniFold steps "
+                     "differ (chain format 1 (foldfarm builds before 2026-12-06 07:37 UTC"),
             std::string::npos)
       << why;
-  EXPECT_NE(why.find("chain format 2)"), std::string::npos) << why;
-  EXPECT_NE(why.find("run the chains of the older format (this one and those like it) again"),
+  EXPECT_NE(why.find("from those of 2 chain(s) such as " + (root_ / "mixed/r0m0").string() +
+                     " (chain format 2)"),
             std::string::npos)
+      << why;
+  EXPECT_NE(why.find("run the 2 older chain(s) again with the newer build"), std::string::npos)
       << why;
   EXPECT_EQ(why.find('\n'), std::string::npos) << why;
+  try {
+    aggregateRunsWithOptions({(root_ / "mixed").string()}, (root_ / "mixed_agg2").string(),
+                             std::nullopt, {false});
+    ADD_FAILURE() << "not refused";
+  } catch (const MixedChainFormatsError& e) {
+    EXPECT_EQ(e.older, (std::vector<std::string>{(root_ / "mixed/r1m0").string(),
+                                                 (root_ / "mixed/r2m0").string()}));
+  }
+
+  // The nominal of this format, a variation's chains of an older one: each group is of one
+  // format, the shift would hold the change.
+  const nlohmann::json up = variation("det_up", "detector", "det", "up");
+  writeChain("across/nom_r0", 0, 0, 1, 3, 42, marked);
+  writeChain("across/nom_r1", 1, 0, 3, 1, 42, marked);
+  writeChain("across/up_r0", 0, 0, 2, 2, 42, up);
+  steps("across/up_r0", false);
+  writeChain("across/up_r1", 1, 0, 2, 2, 42, up);
+  steps("across/up_r1", false);
+  EXPECT_NE(refusalOf("across").find((root_ / "across/up_r0").string() + " and 1 more chain(s)"),
+            std::string::npos);
 
   writeChain("newer/r0m0", 0, 0, 1, 3, 42, marked);
   writeChain("newer/r1m0", 1, 0, 3, 1, 42, {{"chain_format", kChainFormat + 1}});
   EXPECT_NE(refusalOf("newer").find("(a newer foldfarm build than this one)"), std::string::npos);
 
   writeChain("old/r0m0", 0, 0, 1, 3);
+  steps("old/r0m0", false);
   writeChain("old/r1m0", 1, 0, 3, 1);
+  steps("old/r1m0", false);
   EXPECT_NO_THROW(aggregateRunsWithOptions({(root_ / "old").string()}, (root_ / "old_agg").string(),
                                            std::nullopt, {false}));
-  writeChain("new/r0m0", 0, 0, 1, 3, 42, built);
+  writeChain("new/r0m0", 0, 0, 1, 3);
+  steps("new/r0m0", true);
   writeChain("new/r1m0", 1, 0, 3, 1, 42, marked);
+  writeChain("new/r2m0", 2, 0, 3, 1);
   EXPECT_NO_THROW(aggregateRunsWithOptions({(root_ / "new").string()}, (root_ / "new_agg").string(),
                                            std::nullopt, {false}));
 }

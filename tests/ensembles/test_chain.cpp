@@ -12,6 +12,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/exit_codes.hpp"
 #include "core/base/log.hpp"
 #include "core/base/process.hpp"
 #include "core/base/stop_signal.hpp"
@@ -241,8 +242,9 @@ TEST_F(ChainTest, InterruptedAndResumedChainEndsWithIdenticalWeights) {
 // given to this one after a module update: refused in one line naming the state, the formats and
 // what to do, the state kept as it was (before: "training state was written for different
 // training data" for a step stopped midway, or the chain went on, its finished steps the older
-// build's). A state of this format that names its builds but no chain_format (the builds of
-// 2026-12-06) resumes as before.
+// build's); as a campaign's task, with the `campaign retry` that starts it over. A state without
+// chain_format whose steps record their class balance (builds of format 2 before the record)
+// resumes as before.
 TEST_F(ChainTest, AStateOfAnotherChainFormatIsRefusedAndKept) {
   const fs::path ref = root_ / "format_ref", cut = root_ / "format_cut";
   ASSERT_EQ(runChainTask(params(4, 0), ref.string()), 0);
@@ -252,9 +254,12 @@ TEST_F(ChainTest, AStateOfAnotherChainFormatIsRefusedAndKept) {
   const nlohmann::json state = readJson(progress), in = readJson(inputs);
   ASSERT_EQ(state.at("chain_format"), kChainFormat);
   ASSERT_EQ(in.at("chain_format"), kChainFormat);
+  ASSERT_FALSE(state.at("history").empty());
+  // An older build's: no chain_format, no builds, steps without their class balance.
   nlohmann::json older = state, older_in = in;
   older.erase("chain_format");
   older.erase("builds");
+  for (nlohmann::json& step : older.at("history")) step.erase("class_balance");
   older_in.erase("chain_format");
   writeJsonAtomic(progress, older);
   writeJsonAtomic(inputs, older_in);
@@ -276,10 +281,21 @@ TEST_F(ChainTest, AStateOfAnotherChainFormatIsRefusedAndKept) {
   EXPECT_EQ(why.find('\n'), std::string::npos) << why;
   EXPECT_EQ(readJson(progress).dump(), before);
   EXPECT_FALSE(fs::exists(cut / kChainResultFile));
-  // Builds named, no chain_format: format 2, resumed to the uninterrupted chain's weights.
-  nlohmann::json named = state;
-  named.erase("chain_format");
-  writeJsonAtomic(progress, named);
+  // As a campaign's task (D/tasks/ID): exit 2, the retry that starts it over named.
+  std::string reason;
+  EXPECT_EQ(runChainTask(params(4, 0), cut.string(), &reason, /*campaign_task=*/true),
+            kExitBadInput);
+  EXPECT_NE(reason.find("; in this campaign: `foldfarm campaign retry " +
+                        root_.parent_path().string() + " --task format_cut`"),
+            std::string::npos)
+      << reason;
+  EXPECT_EQ(readJson(progress).dump(), before);
+  // Class balances recorded, no chain_format nor builds: format 2, resumed to the
+  // uninterrupted chain's weights.
+  nlohmann::json balanced = state;
+  balanced.erase("chain_format");
+  balanced.erase("builds");
+  writeJsonAtomic(progress, balanced);
   ASSERT_EQ(runChainTask(params(4, 0), cut.string()), 0);
   EXPECT_EQ(push(ref), push(cut));
   EXPECT_EQ(readJson((cut / kChainResultFile).string()).at("chain_format"), kChainFormat);
