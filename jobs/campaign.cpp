@@ -68,12 +68,19 @@ std::string holderLine(const std::string& path) {
 std::optional<Fd> lockFileNamingHolder(const std::string& path, const std::string& holder,
                                        int tries, Fd& refused) {
   Fd lock(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, kNewFileMode));
+  // A lock file another member of the campaign's group made without group write (its umask
+  // 022): flock needs no write access, so it still locks; only the holder line is not written.
+  bool writable = true;
+  if (!lock.valid() && errno == EACCES) {
+    lock.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    writable = false;
+  }
   if (!lock.valid()) throw Error(path + ": cannot open: " + errnoMessage(errno));
   if (!tryFlock(lock.get(), LOCK_EX, path, tries)) {
     refused = std::move(lock);
     return std::nullopt;
   }
-  if (::ftruncate(lock.get(), 0) == 0) {
+  if (writable && ::ftruncate(lock.get(), 0) == 0) {
     ssize_t w = ::pwrite(lock.get(), holder.data(), holder.size(), 0);
     (void)w;  // informational only
   }
@@ -583,6 +590,10 @@ Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) 
   try {
     makeDirectory(tmp + "/tasks");
     makeDirectory(tmp + "/aggregate");
+    // The lock files with the campaign, of its creator's mode: made later by a reader of
+    // another umask (`report` under 022 in a group's campaign), they could lock the group out.
+    for (const char* lock : {"orchestrator.lock", kOutputsLockFile})
+      Fd(::open((tmp + "/" + lock).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, kNewFileMode));
     const std::string spec_text = spec.toJson().dump(2) + "\n";
     writeFileAtomic(tmp + "/spec.json", spec_text);
     // Closed at once: WAL mode's side files are checkpointed into the main file before the
@@ -643,7 +654,7 @@ RepairSummary Campaign::repair(const std::string& dir_in, bool force) {
     sum.problem = "missing";
   } else {
     try {
-      CampaignJournal j = CampaignJournal::open(path);
+      CampaignJournal j = CampaignJournal::openAsFound(path);
       sum.problem = j.integrityProblem();
       const int journal_tasks = sum.problem.empty() ? j.numTasks() : 0;
       if (sum.problem.empty()) {

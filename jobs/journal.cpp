@@ -215,6 +215,12 @@ CampaignJournal CampaignJournal::openToRead(const std::string& path) {
 }
 
 CampaignJournal CampaignJournal::open(const std::string& path) {
+  CampaignJournal j = openAsFound(path);
+  j.upgradeSchema();
+  return j;
+}
+
+CampaignJournal CampaignJournal::openAsFound(const std::string& path) {
   requireJournalFile(path);
   CampaignJournal j(SqliteDb(path, false));
   j.prepare();
@@ -222,7 +228,6 @@ CampaignJournal CampaignJournal::open(const std::string& path) {
     throw InputError(path + ": not a foldfarm campaign journal (schema '" + j.meta("schema") +
                      "', expected " + kSchemaVersion + ")");
   }
-  j.upgradeSchema();
   j.prepareStatements();
   return j;
 }

@@ -94,7 +94,11 @@ class CampaignJournal {
   // Creates the journal with every task pending. Throws Error.
   static CampaignJournal create(const std::string& path, const std::vector<TaskDef>& tasks);
   // Opens an existing journal. Throws InputError when missing or not a campaign journal.
+  // An older build's journal gets what this build's have (upgradeSchema) at once.
   static CampaignJournal open(const std::string& path);
+  // As open(), the file left as it was found (no upgrade): `campaign repair`, which judges it
+  // and keeps a damaged one as it was.
+  static CampaignJournal openAsFound(const std::string& path);
   // Opens it to read (status, a report, an aggregation's look at the tasks): as open() does
   // where this user can write; else read-only; else as the file is on disk
   // (SqliteDb::Mode::kImmutable; a warning when its write-ahead log holds changes that this

@@ -67,8 +67,8 @@ SqliteDb::SqliteDb(const std::string& path, Mode mode) : path_(path) {
       break;
     }
   }
-  // SQLite would create the file 0644 whatever the umask (its compiled-in default): made here
-  // first with kNewFileMode, which its -wal and -shm files then take over.
+  // SQLite creates the file 0644 (less the umask), never group-writable: made here first with
+  // kNewFileMode, which its -wal and -shm files then take over.
   if (mode == Mode::kCreate && !path.empty() && path != ":memory:" && path.rfind("file:", 0) != 0)
     Fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, kNewFileMode));
   int rc = sqlite3_open_v2(name.c_str(), &db_, flags, nullptr);

@@ -1124,6 +1124,9 @@ TEST_F(LocalExecutor, ACampaignsFilesAndDirectoriesTakeTheirModesFromTheUmask) {
   {
     Umask group(002);
     init(spec);
+    // The lock files come with the campaign, of its creator's mode.
+    EXPECT_TRUE(fs::exists(dir_ + "/orchestrator.lock"));
+    EXPECT_TRUE(fs::exists(dir_ + "/" + kOutputsLockFile));
     ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
     // retry --task moves the task's directory to D/superseded/ and runs it again.
     ASSERT_EQ(runTool({"retry", dir_, "--task", "r0000m0"}, scratch_, "retry").exit_code, 0);
@@ -1146,6 +1149,12 @@ TEST_F(LocalExecutor, ACampaignsFilesAndDirectoriesTakeTheirModesFromTheUmask) {
       ASSERT_EQ(::stat((dir_ + "/tasks/r0001m0/task_result.json").c_str(), &st), 0);
       EXPECT_EQ(st.st_uid, 65534u) << "the member's retry wrote the task's result";
       EXPECT_EQ(strays(dir_, 0664, 0775), std::vector<std::string>{});
+      // Lock files without group write (made by a member whose umask is 022): flock needs no
+      // write access, so the member still runs the campaign (before: "cannot open").
+      for (const char* lock : {"orchestrator.lock", kOutputsLockFile})
+        ASSERT_EQ(::chmod((dir_ + "/" + lock).c_str(), 0644), 0);
+      EXPECT_EQ(asMember({"resume", dir_}, "member-resume-locks"), 0)
+          << readText(scratch_ + "/member-resume-locks.err");
     }
   }
   fs::remove_all(dir_);
