@@ -36,9 +36,8 @@ bool pathExists(const std::string& p) {
 
 void removeTree(const std::string& dir) {
   // Only used on a half-built temporary campaign directory we created ourselves.
-  for (const char* name :
-       {"/journal.sqlite-wal", "/journal.sqlite-shm", "/journal.sqlite", "/spec.json",
-        "/orchestrator.lock", "/aggregate.lock"}) {
+  for (const char* name : {"/journal.sqlite-wal", "/journal.sqlite-shm", "/journal.sqlite",
+                           "/spec.json", "/orchestrator.lock", "/aggregate.lock"}) {
     ::unlink((dir + name).c_str());
   }
   ::rmdir((dir + "/tasks").c_str());
