@@ -153,6 +153,18 @@ nlohmann::json incompleteVariations(jobs::Campaign& camp, std::vector<std::strin
   return out.empty() ? nlohmann::json() : out;
 }
 
+// The task of `camp` whose directory `text` (a chain's path, a message) names first
+// ("D/tasks/<id>/..." or "D/tasks/<id>: ..."); nullopt when it names none of its tasks.
+std::optional<std::string> taskNamedIn(const jobs::Campaign& camp, const std::string& text) {
+  const std::string tasks = camp.dir() + "/tasks/";
+  const size_t at = text.find(tasks);
+  if (at == std::string::npos) return std::nullopt;
+  const size_t from = at + tasks.size();
+  std::string id = text.substr(from, text.find_first_of("/: ", from) - from);
+  if (camp.spec().indexOf(id) < 0) return std::nullopt;
+  return id;
+}
+
 }  // namespace
 
 CampaignAggregation aggregateCampaign(const std::string& dir, const std::string& truth,
@@ -228,11 +240,9 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   } catch (const MixedChainFormatsError& e) {
     // Chains of an older build's format beside newer ones: the tasks to run again, by name
     // (all of them on one command line up to 50; past that the first 50, and how to find all).
-    const std::string tasks = camp.dir() + "/tasks/";
     std::vector<std::string> ids;
     for (const std::string& dir : e.older)
-      if (dir.rfind(tasks, 0) == 0 && camp.spec().indexOf(dir.substr(tasks.size())) >= 0)
-        ids.push_back(dir.substr(tasks.size()));
+      if (std::optional<std::string> id = taskNamedIn(camp, dir)) ids.push_back(std::move(*id));
     if (ids.empty()) throw;
     constexpr size_t kNamed = 50;
     std::string command = "foldfarm campaign retry " + shellWord(camp.dir()) + " --task";
@@ -247,15 +257,11 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
                      ", then aggregate again");
   } catch (const InputError& e) {
     // A done chain's outputs damaged or removed since it ran: the way to run it again here.
-    const std::string what = e.what(), tasks = camp.dir() + "/tasks/";
-    const size_t at = what.find(tasks);
-    if (at == std::string::npos) throw;
-    const size_t from = at + tasks.size();
-    const std::string id = what.substr(from, what.find_first_of("/: ", from) - from);
-    if (camp.spec().indexOf(id) < 0) throw;
-    throw InputError(what +
+    const std::optional<std::string> id = taskNamedIn(camp, e.what());
+    if (!id) throw;
+    throw InputError(std::string(e.what()) +
                      "; in this campaign, run that chain again with `foldfarm campaign retry " +
-                     shellWord(camp.dir()) + " --task " + id + "`, then aggregate again");
+                     shellWord(camp.dir()) + " --task " + *id + "`, then aggregate again");
   }
   r.aggregated = true;
   return r;

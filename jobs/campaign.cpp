@@ -158,7 +158,8 @@ CampaignSpec loadOrRestoreFrozenSpec(const std::string& dir, RepairSummary& sum)
   }
   std::string text;
   try {
-    text = CampaignJournal::open(dir + "/" + kJournalFile).meta(kFrozenSpecMeta);
+    // Read as found: repair judges the journal next, and keeps a damaged one as it was.
+    text = CampaignJournal::openAsFound(dir + "/" + kJournalFile).meta(kFrozenSpecMeta);
   } catch (const Error&) {
   }
   if (text.empty())

@@ -729,9 +729,9 @@ void CampaignJournal::extend(const std::vector<int>& new_index_of,
   // Rows, events and edges are renumbered in turn; the references among them are checked at
   // the commit, when all agree again.
   db_.exec("PRAGMA defer_foreign_keys=ON");
-  // A task's index changing looks up the edges that name it on both sides: without this index
-  // (journals made before it) each lookup would read every edge (minutes for 10^5 tasks).
-  db_.exec("CREATE INDEX IF NOT EXISTS needs_need ON needs(needs_idx)");
+  // A task's index changing looks up the edges that name it on both sides, by the index
+  // needs_need (which open() gives journals made before it): without it each lookup would
+  // read every edge (minutes for 10^5 tasks).
   bool identity = true;
   for (size_t i = 0; i < new_index_of.size(); ++i)
     identity = identity && new_index_of[i] == static_cast<int>(i);
