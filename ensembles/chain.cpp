@@ -383,12 +383,12 @@ data::FeatureStats chainFeatureStats(const ChainConfig& c, const Checkpoint* ini
 
 const std::vector<std::string>& chainConfigKeys() {
   static const std::vector<std::string> keys = {
-      "classifier",      "observables",   "mlp",        "preset",
-      "model",           "feature_stats", "epochs",     "patience",
-      "val_fraction",    "batch_size",    "lr",         "lr_factor",
-      "optimizer",       "weight_decay",  "max_weight", "max_mc_events",
-      "max_data_events", "step_ensemble", "device",     "precision",
-      "fixed_shapes",    "cuda_graphs"};
+      "classifier", "observables", "mlp", "preset", "model", "feature_stats", "epochs", "patience",
+      "val_fraction", "batch_size", "lr", "lr_factor", "optimizer", "weight_decay", "max_weight",
+      "max_mc_events", "max_data_events", "step_ensemble", "device", "precision", "fixed_shapes",
+      "cuda_graphs",
+      // What weights.h5 keeps, not what the chain computes.
+      "iteration_weights"};
   return keys;
 }
 
@@ -479,6 +479,7 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   take(j, "precision", c.precision, source);
   take(j, "fixed_shapes", c.fixed_shapes, source);
   take(j, "cuda_graphs", c.cuda_graphs, source);
+  take(j, "iteration_weights", c.iteration_weights, source);
   if (c.cuda_graphs) c.fixed_shapes = true;  // graphs replay fixed shapes
   parseDeviceRequest(c.device, source + " device");
   if (c.precision != "fp32" && c.precision != "bf16")
@@ -598,7 +599,8 @@ json chainConfigToJson(const ChainConfig& c) {
   if (c.precision != "fp32") j["precision"] = c.precision;
   if (c.fixed_shapes) j["fixed_shapes"] = true;
   if (c.cuda_graphs) j["cuda_graphs"] = true;
-  // device: where, not what (result.json records the device used).
+  // device: where, not what (result.json records the device used); iteration_weights: what
+  // weights.h5 keeps (its datasets say it).
   return j;
 }
 
@@ -1263,7 +1265,7 @@ void ChainRun::writeOutputsOnRoot() {
   const std::vector<double>& push = weights.push.back();
   weights.final.resize(static_cast<size_t>(n_mc_));
   for (size_t i = 0; i < weights.final.size(); ++i) weights.final[i] = push[i] * w_mc_[i];
-  writeChainWeights(out_, weights, meta);
+  writeChainWeights(out_, weights, meta, cfg_.iteration_weights);
   const std::vector<float> subs =
       mc_.gen_subs.empty() ? data::computeObservables(mc_.gen) : mc_.gen_subs;
   ChainHistograms h;

@@ -108,6 +108,12 @@ struct ChainConfig {
   // CUDA graphs for PET's steps (core/train/gradient_step.hpp; implies fixed_shapes). Part
   // of the identity when on: a graph's steps draw over the whole padded shape.
   bool cuda_graphs = false;
+  // What the chain's weights.h5 keeps: true, every iteration's push and pull weights beside
+  // `final` ((2·iterations + 1) rows of N_mc doubles); false, `final` alone (what the
+  // aggregation reads), 1/(2·iterations + 1) of the size, for campaigns of many chains on
+  // large simulations. Not part of the chain's identity: what is kept, not what is computed
+  // (a chain's state keeps every row whatever it says).
+  bool iteration_weights = true;
 };
 ChainConfig chainConfigFromJson(const nlohmann::json& j, const std::string& source);
 // The keys a chain config may have (anything else is refused by chainConfigFromJson).

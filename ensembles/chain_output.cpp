@@ -198,7 +198,8 @@ ChainHistograms readChainHistograms(const std::string& dir) {
   return h;
 }
 
-void writeChainWeights(const std::string& dir, const ChainWeights& w, const nlohmann::json& meta) {
+void writeChainWeights(const std::string& dir, const ChainWeights& w, const nlohmann::json& meta,
+                       bool iterations) {
   auto flatten = [](const std::vector<std::vector<double>>& rows) {
     std::vector<double> flat;
     for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
@@ -210,8 +211,10 @@ void writeChainWeights(const std::string& dir, const ChainWeights& w, const nloh
   AtomicFile out(join(dir, kChainWeightsFile));
   {
     H5Handle f = createH5(out.tempPath());
-    writeFloat64Dataset(f.get(), out.tempPath(), "push", flatten(w.push), {w.push.size(), n});
-    writeFloat64Dataset(f.get(), out.tempPath(), "pull", flatten(w.pull), {w.pull.size(), n});
+    if (iterations) {
+      writeFloat64Dataset(f.get(), out.tempPath(), "push", flatten(w.push), {w.push.size(), n});
+      writeFloat64Dataset(f.get(), out.tempPath(), "pull", flatten(w.pull), {w.pull.size(), n});
+    }
     if (!w.final.empty())
       writeFloat64Dataset(f.get(), out.tempPath(), "final", w.final, {w.final.size()});
     writeMetaAttrs(f.get(), meta);

@@ -86,7 +86,10 @@ struct ChainWeights {
   std::vector<std::vector<double>> push, pull;
   std::vector<double> final;  // empty: not written (the chain's state files)
 };
-void writeChainWeights(const std::string& dir, const ChainWeights& w, const nlohmann::json& meta);
+// `iterations`: push and pull are written (a chain's state always; its weights.h5 unless the
+// config's iteration_weights is false, when `final` alone is).
+void writeChainWeights(const std::string& dir, const ChainWeights& w, const nlohmann::json& meta,
+                       bool iterations = true);
 ChainWeights readChainWeights(const std::string& dir);
 // weights.h5's `final`: its length, nullopt when the chain has no weights.h5 or no `final`
 // (chains written before it existed); readChainFinalWeights reads it. Both throw

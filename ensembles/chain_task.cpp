@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -15,6 +16,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/file_stat.hpp"
+#include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
 #include "core/base/lru_cache.hpp"
 #include "core/base/progress.hpp"
@@ -22,6 +24,8 @@
 #include "core/base/stop_signal.hpp"
 #include "core/base/text.hpp"
 #include "core/data/jet_reader.hpp"
+#include "core/model/pet.hpp"
+#include "core/model/pet_config.hpp"
 #include "core/model/threads.hpp"
 #include "core/train/checkpoint.hpp"
 #include "core/train/device.hpp"
@@ -30,8 +34,10 @@
 #include "core/train/torch_error.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_output.hpp"
+#include "ensembles/event_weights.hpp"
 #include "ensembles/truth_comparison.hpp"
 #include "jobs/campaign_spec.hpp"
+#include "jobs/disk_estimate.hpp"
 #include "jobs/task_kind.hpp"
 
 namespace foldfarm::ensembles {
@@ -547,6 +553,181 @@ void checkCampaignChainTaskInputValues(const nlohmann::json& task_params, const 
   });
 }
 
+namespace {
+
+// Bytes of one step's saved PET classifier (PetClassifier::save): its tensors as they are
+// written (each with about 270 B of its own in the archive) and about 2 kB of description.
+// The model is the foundation's with one logit and no generator, or the config's preset;
+// nullopt when the foundation is not there yet (a plan made before the pretraining).
+std::optional<double> petStepModelBytes(const ChainSpec& spec) {
+  PetConfig cfg;
+  if (spec.init == "none") {
+    cfg = applyPetOverrides(petPreset(spec.config.preset), spec.config.model, "chain config");
+  } else {
+    try {
+      const std::string meta = resolveCheckpointDir(spec.init) + "/meta.json";
+      cfg = petConfigFromJson(readJsonFile(meta, "").at("config"), meta);
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }
+  cfg.num_classes = 1;
+  cfg.generator = false;
+  Pet model(cfg);
+  std::map<std::string, torch::Tensor> tensors;
+  addModelTensors(model, "model.", tensors);
+  double bytes = 2e3;
+  for (const auto& [name, t] : tensors)
+    bytes += static_cast<double>(t.numel() * t.element_size()) + 270;
+  return bytes;
+}
+
+// Bytes of one step's saved observable MLP: its float32 weights and biases, and about 4 kB of
+// description and archive.
+double mlpStepModelBytes(const ChainConfig& c) {
+  int64_t in = static_cast<int64_t>(c.observables.size()), params = 0;
+  for (const int64_t h : c.mlp.hidden) {
+    params += (in + 1) * h;
+    in = h;
+  }
+  params += in + 1;
+  return 4.0 * static_cast<double>(params) + 4e3;
+}
+
+// The events of an unfolding file, from its datasets' shapes (no event is read); nullopt when
+// it is not there yet. Each version of a file (path, size, modification time) once per
+// process: a plan sizes every group of tasks by it.
+std::optional<int64_t> eventsOfFile(const std::string& path) {
+  const FileStat st = statPath(path);
+  if (!st.regular) return std::nullopt;
+  static std::mutex m;
+  static std::map<std::tuple<std::string, long long, long long>, int64_t> counts;
+  const auto key = std::make_tuple(path, st.size, st.mtime_ns);
+  std::lock_guard<std::mutex> lock(m);
+  if (const auto it = counts.find(key); it != counts.end()) return it->second;
+  const int64_t n = data::JetFile(path).numJets();
+  counts.emplace(key, n);
+  return n;
+}
+
+// Measured on the demo's chains (2 iterations, 2 PET epochs) and on one stopped in its third
+// step: histograms.h5 8.3 kB per observable; history.json about 0.8 kB per step, 0.45 kB per
+// PET epoch and 0.2 kB per MLP epoch it records (the MLP's stop early: about patience + 4 of
+// them); result.json, task_result.json, task.log, .attempt and .lease about 8 kB together; an
+// HDF5 file's header and attributes about 4 kB. A running chain's state/ holds every step's
+// weights so far, the last two steps' models (one of each step, for the next iteration) and
+// the step in progress: PET's training state (about 3 models: the model, the optimiser's
+// moment, the best epoch's) and the MLP's fit (one MLP).
+constexpr double kHistogramBytesPerObservable = 8.5e3;
+constexpr double kHistoryBytesPerStep = 0.8e3;
+constexpr double kHistoryBytesPerPetEpoch = 0.45e3;
+constexpr double kHistoryBytesPerMlpEpoch = 0.2e3;
+constexpr double kRecordBytes = 8e3;
+constexpr double kH5HeaderBytes = 4e3;
+constexpr double kPetModelsInState = 2 + 3;
+constexpr double kMlpModelsInState = 2 + 1;
+
+}  // namespace
+
+std::optional<jobs::DiskUseEstimate> estimateChainTaskOutput(const nlohmann::json& task_params) {
+  const ChainSpec spec = chainSpecFromJson(chainParamsOfCampaignTask(task_params, "tasks/t"));
+  std::optional<int64_t> in_file = eventsOfFile(spec.mc_path);
+  if (!in_file) return std::nullopt;
+  const ChainConfig& c = spec.config;
+  const int64_t events =
+      c.max_mc_events > 0 ? std::min(*in_file, c.max_mc_events) : *in_file;
+  const int steps = 2 * spec.iterations;
+  const auto weightsBytes = [&](int rows) {
+    return 8.0 * static_cast<double>(events) * rows + kH5HeaderBytes;
+  };
+  const int rows = c.iteration_weights ? steps + 1 : 1;
+  const double weights = weightsBytes(rows);
+  const double observables = static_cast<double>(data::substructureObservableNames().size());
+  const bool pet = c.classifier != "mlp", mlp = c.classifier != "pet";
+  const double history_per_step =
+      kHistoryBytesPerStep + (pet ? kHistoryBytesPerPetEpoch * c.epochs : 0) +
+      (mlp ? kHistoryBytesPerMlpEpoch * std::min(c.mlp.epochs, c.mlp.patience + 4) : 0);
+  const double small = kHistogramBytesPerObservable * observables + kH5HeaderBytes +
+                       steps * c.step_ensemble * history_per_step + kRecordBytes;
+  const std::optional<double> pet_bytes =
+      pet ? petStepModelBytes(spec) : std::optional<double>(0.0);
+  const double mlp_bytes = mlp ? mlpStepModelBytes(c) : 0;
+  jobs::DiskUseEstimate e;
+  e.use.bytes = weights + small;
+  // The directory, weights.h5, histograms.h5, history.json, result.json, task_result.json,
+  // task.log, .attempt and .lease.
+  e.use.files = 9;
+  e.how = "weights.h5 " + jobs::formatBytes(weights) + " (" + jobs::formatCount(events) +
+          " events x " + std::to_string(rows) + " row(s) x 8 B), histograms, history and " +
+          "records about " + jobs::formatBytes(small);
+  if (c.iteration_weights && steps > 0)
+    e.advice = "\"iteration_weights\": false in the chain config keeps weights.h5's final row "
+               "alone: " +
+               jobs::formatBytes(weightsBytes(1)) + " a chain instead of " +
+               jobs::formatBytes(weights);
+  if (spec.keep_models) {
+    // Each step's models, kept for the variations that start from them.
+    const double models = steps * c.step_ensemble * (pet_bytes.value_or(0) + mlp_bytes);
+    e.use.bytes += models;
+    e.use.files += 1 + steps * (1 + c.step_ensemble * ((pet ? 3 : 0) + (mlp ? 3 : 0)));
+    e.how += ", the steps' models (keep_models: variations start from them) " +
+             jobs::formatBytes(models) +
+             (pet_bytes ? std::string()
+                        : " without PET's (its foundation " + spec.init + " is not there yet)");
+  }
+  e.running_bytes = weightsBytes(steps) +
+                    c.step_ensemble * (kPetModelsInState * pet_bytes.value_or(0) +
+                                       kMlpModelsInState * mlp_bytes);
+  return e;
+}
+
+std::optional<jobs::DiskUseEstimate> estimateChainAggregateOutput(const jobs::CampaignSpec& spec) {
+  const auto eventsOf = [](const std::map<std::string, std::string>& inputs) {
+    const auto it = inputs.find("mc");
+    return it == inputs.end() ? std::nullopt : eventsOfFile(it->second);
+  };
+  const std::optional<int64_t> nominal = eventsOf(spec.inputs);
+  if (!nominal) return std::nullopt;
+  // event_weights.h5: a column of the simulation's events per result; a modelling variation's
+  // of its own simulation's (eventWeightColumnsOf).
+  const auto columnsIn = [&](bool central) {
+    double columns = eventWeightColumnsOf("", spec.replicas, central);
+    for (const jobs::Variation& v : spec.variations) {
+      const int n = eventWeightColumnsOf(v.type, v.replicas, central);
+      const std::optional<int64_t> own = v.type == "modelling" ? eventsOf(v.inputs) : nominal;
+      columns += n * (own ? static_cast<double>(*own) / static_cast<double>(*nominal) : 1.0);
+    }
+    return columns;
+  };
+  const std::string mode = spec.aggregate.value("event_weights", std::string("all"));
+  const double columns = mode == "none" ? 0 : columnsIn(mode == "central");
+  const double weights = 8.0 * static_cast<double>(*nominal) * columns;
+  // bands.h5 (per observable: four covariance-like matrices of about 50 bins, the replicas'
+  // densities), summary.json, and two figures per observable unless "plots" is false.
+  int replicas = spec.replicas;
+  for (const jobs::Variation& v : spec.variations) replicas += v.replicas;
+  const bool plots = spec.aggregate.value("plots", true);
+  const double observables = static_cast<double>(data::substructureObservableNames().size());
+  const double bands =
+      observables * (4 * 50 * 50 * 8 + 50 * 8.0 * replicas + 20e3 + (plots ? 80e3 : 0));
+  jobs::DiskUseEstimate e;
+  e.use.bytes = weights + bands;
+  // The directory, bands.h5, summary.json, event_weights.h5, the figures.
+  e.use.files = 3 + (mode == "none" ? 0 : 1) + (plots ? 2 * observables : 0);
+  e.how = (mode == "none" ? std::string("no event_weights.h5")
+                          : "event_weights.h5 " + jobs::formatBytes(weights) + " (" +
+                                jobs::formatCount(columns) + " column(s) of " +
+                                jobs::formatCount(static_cast<double>(*nominal)) +
+                                " events x 8 B, aggregate.event_weights " + mode + ")") +
+          ", bands, summary and figures about " + jobs::formatBytes(bands);
+  if (mode == "all")
+    e.advice = "\"aggregate\": {\"event_weights\": \"central\"} in the spec keeps " +
+               jobs::formatCount(columnsIn(true)) + " column(s) of event_weights.h5: " +
+               jobs::formatBytes(8.0 * static_cast<double>(*nominal) * columnsIn(true)) +
+               " instead of " + jobs::formatBytes(weights);
+  return e;
+}
+
 void registerChainTaskKind() {
   jobs::registerTaskKind(
       "chain", jobs::TaskRunner([](const nlohmann::json& p, const std::string& dir) {
@@ -572,7 +753,9 @@ void registerChainTaskKind() {
                                  });
                            },
                            // The truth is checked by a task, read by the aggregation only.
-                           {"truth"}});
+                           {"truth"},
+                           estimateChainTaskOutput,
+                           estimateChainAggregateOutput});
 }
 
 }  // namespace foldfarm::ensembles

@@ -35,12 +35,18 @@
 // Thread-safety: not re-entrant; one chain at a time per process (LibTorch thread settings
 // and the stop flag are process-wide).
 #include <functional>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "jobs/task_kind.hpp"
+
 namespace foldfarm {
 class ParallelContext;
+}
+namespace foldfarm::jobs {
+struct CampaignSpec;
 }
 
 namespace foldfarm::ensembles {
@@ -118,6 +124,14 @@ void checkChainTaskParams(const nlohmann::json& params);
 // files at init and before every run, every value they hold once at init; the truth is read
 // by the aggregation only. Registering again replaces it with the same.
 void registerChainTaskKind();
+
+// What a finished chain task leaves in its directory (weights.h5: N_mc x (2 iterations + 1)
+// doubles, or N_mc with iteration_weights false; the histograms, history and records; the
+// steps' models with keep_models), and what the aggregation of a chain campaign writes
+// (event_weights.h5's columns, bands, figures): the chain kind's estimates for
+// jobs/disk_estimate.hpp. nullopt when the simulation is not there yet.
+std::optional<jobs::DiskUseEstimate> estimateChainTaskOutput(const nlohmann::json& task_params);
+std::optional<jobs::DiskUseEstimate> estimateChainAggregateOutput(const jobs::CampaignSpec& spec);
 
 // Drops the in-process caches (datasets, checkpoints, standardised PET inputs).
 void clearChainTaskCache();

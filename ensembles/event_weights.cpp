@@ -87,7 +87,7 @@ EventWeightColumn centralColumn(const WeightGroup& g, const std::string& dataset
 std::vector<WeightGroup> centralGroups(const std::vector<WeightGroup>& groups) {
   std::vector<WeightGroup> central;
   for (const WeightGroup& g : groups) {
-    if (g.type == "mc_bootstrap") continue;
+    if (eventWeightColumnsOf(g.type, 1, true) == 0) continue;  // mc_bootstrap
     WeightGroup c = g;
     c.replicas.clear();
     if (!g.replicas.empty())
@@ -111,6 +111,12 @@ void writeColumnAttrs(hid_t file, const std::string& path, const EventWeightColu
 }
 
 }  // namespace
+
+int eventWeightColumnsOf(const std::string& type, int replicas, bool central_only) {
+  if (type.empty() || type == "nominal") return central_only ? 1 : replicas;
+  if (type == "mc_bootstrap") return central_only ? 0 : replicas;
+  return 1;
+}
 
 std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>& all_groups,
                                                  bool central_only) {

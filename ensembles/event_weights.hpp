@@ -82,6 +82,13 @@ struct EventWeightsPlan {
 std::optional<EventWeightsPlan> planEventWeights(const std::vector<WeightGroup>& groups,
                                                  bool central_only = false);
 
+// The columns event_weights.h5 holds for a group of `replicas` replicas of variation type
+// `type` ("" for the nominal), every chain there: the nominal one per replica (one with
+// `central_only`), an mc_bootstrap variation one per replica (none), any other one (its
+// central replica's; a modelling variation's of its own simulation's events). What
+// planEventWeights writes, for estimates made before any chain ran.
+int eventWeightColumnsOf(const std::string& type, int replicas, bool central_only);
+
 // Writes the plan's columns for `path`, one column in memory at a time, into a temporary
 // file that the caller commits (with the other outputs of its run). Throws Error on a
 // failed read or write (the temporary is removed then).

@@ -22,6 +22,7 @@
 #include "core/mpi/mpi_runtime.hpp"
 #include "jobs/accept_inputs.hpp"
 #include "jobs/cancel_request.hpp"
+#include "jobs/disk_estimate.hpp"
 #include "jobs/extend_campaign.hpp"
 #include "jobs/plan.hpp"
 #include "jobs/status_report.hpp"
@@ -49,6 +50,17 @@ void initCommand(const std::string& spec_path, const std::string& dir) {
     checkCampaignInputValues(spec, spec_path);
   } catch (const InterruptedError&) {
     throw stopped();
+  }
+  if (stopRequested()) throw stopped();
+  // What its outputs will take, against the room its file system has: said now, not found by
+  // the tasks that fail for want of it days later. Estimated before anything is made, and a
+  // failed estimate is said and leaves it out.
+  std::optional<CampaignDiskEstimate> disk;
+  try {
+    disk = estimateCampaignDisk(spec);
+  } catch (const std::exception& e) {
+    logWarn("campaign init {}: the disk its outputs will take is not estimated: {}", dir,
+            e.what());
   }
   if (stopRequested()) throw stopped();
   std::optional<Campaign> made(Campaign::init(spec, dir));
@@ -90,6 +102,20 @@ void initCommand(const std::string& spec_path, const std::string& dir) {
           "campaign {}: variation {} has {} x {} tasks, the nominal {} x {}: those beyond the "
           "nominal's start cold, and its shift is measured over the others only",
           c.dir(), v.name, v.replicas, v.members, spec.replicas, spec.members);
+  if (disk && disk->total().bytes > 0) {
+    std::printf("  outputs: about %s once every task is done and aggregated%s (`foldfarm "
+                "campaign plan %s --gpus 1 --task-minutes 1` says what takes it)\n",
+                formatBytes(disk->total().bytes).c_str(),
+                disk->tasks_unknown > 0
+                    ? (", without the " + formatCount(disk->tasks_unknown) +
+                       " task(s) not estimated")
+                          .c_str()
+                    : "",
+                shellWord(c.dir() + "/spec.json").c_str());
+    if (const std::optional<FreeSpace> free = freeSpaceAt(c.dir()))
+      if (const std::string shortfall = diskShortfall(*disk, *free, c.dir()); !shortfall.empty())
+        logWarn("campaign {}: {}", c.dir(), shortfall);
+  }
 }
 
 namespace {
@@ -573,8 +599,9 @@ void planCommand(const PlanRequest& a) {
   std::string source = "given";
   in.task_cv = 0.1;
   in.failure_rate = 0.0;
+  std::optional<Campaign> from;
   if (!a.from.empty()) {
-    Campaign c = Campaign::open(a.from, Campaign::Access::kReadOnly);
+    Campaign& c = from.emplace(Campaign::open(a.from, Campaign::Access::kReadOnly));
     const MeasuredTaskTimes m = measureTaskTimes(c, /*require_done=*/!(a.task_minutes > 0));
     in.failure_rate = m.failure_rate;
     if (m.done > 0) {
@@ -600,6 +627,8 @@ void planCommand(const PlanRequest& a) {
   j["task_cv"] = in.task_cv;
   j["failure_rate"] = in.failure_rate;
   j["task_time_source"] = source;
+  const CampaignDiskEstimate disk = estimateCampaignDisk(spec, from ? &*from : nullptr);
+  j["disk"] = disk.toJson();
   if (a.json) {
     std::printf("%s\n", j.dump(2).c_str());
     return;
@@ -615,6 +644,7 @@ void planCommand(const PlanRequest& a) {
       r.held_tasks > 0 ? (", " + std::to_string(r.held_tasks) + " held behind them").c_str() : "");
   std::printf("  GPU-hours %.1f held (%.1f busy), node-hours %.1f, utilisation %.1f%%\n",
               r.gpu_hours, r.busy_gpu_hours, r.node_hours, 100 * r.utilisation);
+  std::printf("%s", describeDiskEstimate(disk, std::min(r.slots, in.tasks)).c_str());
 }
 
 std::string stateCountsLine(const nlohmann::json& counts) {

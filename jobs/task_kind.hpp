@@ -80,6 +80,24 @@ class InputValueReads {
 // dataset and row.
 using InputValueCheck = std::function<void(const nlohmann::json& params, InputValueReads& reads)>;
 
+struct CampaignSpec;
+
+// Bytes and files (directories counted as files: both take an inode).
+struct DiskUse {
+  double bytes = 0;
+  double files = 0;
+};
+// A task kind's estimate of one finished task's directory, or of the aggregation's outputs:
+// how it was reached, for a person ("weights.h5 8.8 MB (100,000 events x 11 rows x 8 B)"),
+// what a running task adds to it (its state), and how to make it smaller ("" when nothing
+// would: a setting and what it would give).
+struct DiskUseEstimate {
+  DiskUse use;
+  double running_bytes = 0;
+  std::string how;
+  std::string advice;
+};
+
 struct TaskKindTraits {
   bool needs_directory = true;  // the worker creates the task directory and task.log
   TaskValidator validate;       // optional
@@ -98,6 +116,15 @@ struct TaskKindTraits {
   // aggregation reads (a chain's "truth"): `campaign accept-inputs` runs no task again for a
   // change to one of them alone.
   std::vector<std::string> aggregation_inputs;
+  // Optional: what one finished task of these params leaves in its directory, from the params
+  // and the sizes of their inputs (jobs/disk_estimate.hpp); nullopt when it cannot be known
+  // (an input is not there yet). Unset: not estimated.
+  // (Initialised here, so that the kinds that estimate nothing leave them out.)
+  std::function<std::optional<DiskUseEstimate>(const nlohmann::json& params)> estimate_task_output =
+      nullptr;
+  // Optional: what the campaign's aggregation writes (D/aggregate); nullopt as above.
+  std::function<std::optional<DiskUseEstimate>(const CampaignSpec& spec)>
+      estimate_aggregate_output = nullptr;
 };
 
 void registerTaskKind(const std::string& name, TaskRunner runner, TaskKindTraits traits = {});

@@ -274,7 +274,9 @@ void registerCampaignCommands(CommandGroups& g) {
   // plan
   {
     auto* c = campaign->add_subcommand(
-        "plan", "Simulate the campaign on G GPUs: makespan, GPU-hours, node-hours");
+        "plan",
+        "Simulate the campaign on G GPUs: makespan, GPU-hours, node-hours; and the disk its "
+        "outputs will take (each task's directory, the aggregation)");
     auto a = std::make_shared<jobs::PlanRequest>();
     c->add_option("spec", a->spec, "Campaign spec (JSON)")->required();
     c->add_option("--gpus", a->gpus, "GPUs to plan for")->required()->check(cli::kPositive);
@@ -282,7 +284,8 @@ void registerCampaignCommands(CommandGroups& g) {
         ->check(cli::kPositive)
         ->check(cli::between(0, 1e7));
     c->add_option("--from", a->from,
-                  "Measure task time, spread and failure rate from this campaign");
+                  "Measure task time, spread, failure rate and the disk a task takes from this "
+                  "campaign");
     c->add_option("--spread", a->spread, "Task time std/mean, 0 to 10 (default 0.1, or measured)")
         ->check(cli::between(0, 10));
     c->add_option("--failure-rate", a->failure_rate,

@@ -186,6 +186,41 @@ TEST_F(ChainTest, DataOfTheRecoLevelOnlyUnfoldsAsTheSameEventsWithBothLevels) {
   EXPECT_FALSE(fs::exists(out / "state")) << "refused before anything is written";
 }
 
+// The chain config's iteration_weights false: weights.h5 keeps `final` alone, the same
+// weights as a chain that keeps every iteration's, and the same histograms. It is not part of
+// the chain's identity (what is kept, not what is computed): a chain stopped while it kept
+// them resumes without, and its state held every row it needed.
+TEST_F(ChainTest, IterationWeightsFalseKeepsTheSameFinalWeightsAlone) {
+  const fs::path all = root_ / "iteration_weights_all", lean = root_ / "iteration_weights_lean";
+  ASSERT_EQ(runChainTask(params(1, 0), all.string()), 0);
+  ASSERT_EQ(runChainStoppedAfterFirstStep(params(1, 0), lean), 75);
+  nlohmann::json p = params(1, 0);
+  p["config"]["iteration_weights"] = false;
+  ASSERT_EQ(runChainTask(p, lean.string()), 0);
+  const ChainWeights whole = readChainWeights(all.string());
+  ASSERT_EQ(whole.push.size(), 2u);
+  ASSERT_EQ(whole.pull.size(), 2u);
+  EXPECT_EQ(readChainFinalWeights(lean.string()), whole.final);
+  EXPECT_EQ(chainFinalWeightsRows(lean.string()), whole.final.size());
+  try {
+    (void)readChainWeights(lean.string());
+    ADD_FAILURE() << "weights.h5 kept the iterations' weights";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("'push'"), std::string::npos) << e.what();
+  }
+  const ChainHistograms a = readChainHistograms(all.string());
+  const ChainHistograms b = readChainHistograms(lean.string());
+  ASSERT_EQ(a.unfolded.size(), b.unfolded.size());
+  for (size_t i = 0; i < a.unfolded.size(); ++i)
+    EXPECT_EQ(a.unfolded[i].sumw, b.unfolded[i].sumw) << a.unfolded[i].name;
+  // The four rows of the two iterations' push and pull weights, of 8 B per event, are gone.
+  EXPECT_GE(fs::file_size(all / kChainWeightsFile) - fs::file_size(lean / kChainWeightsFile),
+            4 * 8 * whole.final.size());
+  // A config that says something else than true or false is refused by name.
+  p["config"]["iteration_weights"] = "final";
+  EXPECT_EQ(runChainTask(p, (root_ / "iteration_weights_bad").string()), 2);
+}
+
 TEST_F(ChainTest, InterruptedAndResumedChainEndsWithIdenticalWeights) {
   const fs::path ref = root_ / "ref", cut = root_ / "cut";
   ASSERT_EQ(runChainTask(params(2, 0), ref.string()), 0);

@@ -5,6 +5,7 @@
 // one; a campaign extended after it ran aggregates like one made with the larger counts.
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -743,6 +745,87 @@ TEST_F(ChainCampaign, ExtendedCampaignAggregatesLikeOneMadeWhole) {
   EXPECT_EQ(a["variations"], b["variations"]);
   EXPECT_EQ(a["warm_reference"], b["warm_reference"]);
   EXPECT_EQ(a["observables"], b["observables"]);
+}
+
+// What a directory holds: the bytes of its regular files, and its files and directories.
+std::pair<double, double> diskUseOf(const std::string& dir) {
+  double bytes = 0, files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    files += 1;
+    if (e.is_regular_file()) bytes += static_cast<double>(e.file_size());
+  }
+  return {bytes, files};
+}
+
+// `campaign plan` says what a campaign will take on disk before anything runs: its estimate of
+// the tasks' directories (weights.h5 sized by the simulation's events, the histograms and
+// records, the steps' models that the nominal chains keep for the warm-started variations) and
+// of the aggregation is within a fifth of what the campaign then leaves; `--from` the campaign
+// gives what its tasks took. `campaign init` says the total.
+TEST_F(ChainCampaign, PlanSaysWhatTheCampaignWillTakeOnDisk) {
+  synthFile("mc_up.h5", "sim", "11", "energy_scale=1.05");
+  synthFile("mc_down.h5", "sim", "11", "energy_scale=0.95");
+  json s = spec(2, 1);
+  s["variations"] = detectorPair();
+  const std::string spec_path = writeSpec(scratch_, s, "disk-spec.json");
+  const auto plan = [&](const std::vector<std::string>& more, const std::string& tag) {
+    std::vector<std::string> a = {"campaign", "plan", spec_path, "--gpus", "1", "--json"};
+    a.insert(a.end(), more.begin(), more.end());
+    EXPECT_EQ(runFoldfarm(a, scratch_, tag), 0) << readText(scratch_ + "/" + tag + ".err");
+    return json::parse(readText(scratch_ + "/" + tag + ".out")).at("disk");
+  };
+  const json estimate = plan({"--task-minutes", "1"}, "plan");
+  EXPECT_EQ(estimate.value("tasks_unknown", -1), 0) << estimate.dump();
+  const std::string dir = init(s, "disk");
+  EXPECT_NE(readText(scratch_ + "/disk-init.out").find("outputs: about "), std::string::npos)
+      << readText(scratch_ + "/disk-init.out");
+  ASSERT_EQ(runFoldfarm({"campaign", "run", dir, "--aggregate"}, scratch_, "disk-run"), 0)
+      << readText(scratch_ + "/disk-run.err");
+  ASSERT_TRUE(fs::is_directory(dir + "/tasks/r0000m0/models")) << "kept for det_up, det_down";
+  double task_bytes = 0, task_files = 0;
+  for (const auto& t : fs::directory_iterator(dir + "/tasks")) {
+    const auto [bytes, files] = diskUseOf(t.path().string());
+    task_bytes += bytes;
+    task_files += files + 1;
+  }
+  const auto [aggregate_bytes, aggregate_files] = diskUseOf(dir + "/aggregate");
+  const double tasks_estimated = estimate.at("tasks").at("bytes").get<double>();
+  EXPECT_NEAR(tasks_estimated, task_bytes, 0.2 * task_bytes) << estimate.dump();
+  EXPECT_NEAR(estimate.at("tasks").at("files").get<double>(), task_files, 0.2 * task_files)
+      << estimate.dump();
+  EXPECT_NEAR(estimate.at("aggregate").at("bytes").get<double>(), aggregate_bytes,
+              0.25 * aggregate_bytes)
+      << estimate.dump();
+  EXPECT_NEAR(estimate.at("aggregate").at("files").get<double>(), aggregate_files,
+              0.25 * aggregate_files)
+      << estimate.dump();
+  // Measured on the campaign itself: what its tasks' files hold, exactly.
+  const json measured = plan({"--from", dir}, "plan-from");
+  EXPECT_NEAR(measured.at("tasks").at("bytes").get<double>(), task_bytes, 1.0) << measured.dump();
+  // Each task measured on the done tasks of its own params: r0000m0 kept its models (det_up
+  // and det_down start from it), r0001m0 did not.
+  for (const json& g : measured.at("groups"))
+    for (const json& p : g.at("parts")) EXPECT_GE(p.value("measured_on", 0), 1) << g.dump();
+  EXPECT_EQ(measured.at("groups").at(0).at("parts").size(), 2u) << measured.dump();
+}
+
+// `campaign init` on a file system with less room than the campaign's outputs will take (a
+// 1 MB tmpfs) makes the campaign and warns, naming the directory and both figures. Skipped
+// where a tmpfs cannot be mounted (not root, no CAP_SYS_ADMIN).
+TEST_F(ChainCampaign, InitWarnsWhenTheFileSystemHasLessRoomThanTheOutputsTake) {
+  const std::string small = scratch_ + "/small";
+  fs::create_directories(small);
+  if (::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=1m") != 0)
+    GTEST_SKIP() << "a tmpfs cannot be mounted here: " << std::strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{small};
+  const std::string dir = init(spec(4, 1), "small/disk");
+  EXPECT_TRUE(fs::exists(dir + "/journal.sqlite"));
+  const std::string err = readText(scratch_ + "/small/disk-init.err");
+  EXPECT_NE(err.find("the file system of " + dir + " has "), std::string::npos) << err;
+  EXPECT_NE(err.find(" free: tasks will fail once it is full"), std::string::npos) << err;
 }
 
 // An aggregation before every task is done says what it left out and how to finish it: a

@@ -3,10 +3,13 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "core/base/error.hpp"
+#include "jobs/disk_estimate.hpp"
 #include "jobs/plan.hpp"
+#include "jobs/task_kind.hpp"
 
 namespace foldfarm::jobs {
 namespace {
@@ -102,6 +105,115 @@ TEST(Plan, RejectsImpossibleInput) {
     bad(in2);
     EXPECT_THROW(simulatePlan(in2), InputError);
   }
+}
+
+// What a campaign takes on disk: each task's estimate from its kind (once per set of params
+// that differ in more than which task it is), in parts of equal tasks per group (the nominal,
+// each variation), with the aggregation's, what running tasks add, and the kind's advice once;
+// a kind without an estimate leaves its tasks not known.
+TEST(DiskEstimate, TasksAreSummedPerGroupWithTheAggregation) {
+  registerTaskKind(
+      "sized", TaskRunner([](const nlohmann::json&, const std::string&) { return TaskOutcome{}; }),
+      TaskKindTraits{true,
+                     nullptr,
+                     std::nullopt,
+                     nullptr,
+                     nullptr,
+                     {},
+                     [](const nlohmann::json& p) -> std::optional<DiskUseEstimate> {
+                       const double mb = p.at("mb").get<double>();
+                       return DiskUseEstimate{
+                           {mb * 1e6, 3}, 2 * mb * 1e6, "mb " + std::to_string(int(mb)), "less"};
+                     },
+                     [](const CampaignSpec& s) -> std::optional<DiskUseEstimate> {
+                       return DiskUseEstimate{{1e6 * s.replicas, 5}, 0, "bands", "fewer"};
+                     }});
+  registerTaskKind("unsized", TaskRunner([](const nlohmann::json&, const std::string&) {
+                     return TaskOutcome{};
+                   }),
+                   TaskKindTraits{true, nullptr, std::nullopt, nullptr, nullptr, {}});
+  nlohmann::json j = {{"task", "sized"},
+                      {"replicas", 3},
+                      {"members", 2},
+                      {"params", {{"mb", 2}}},
+                      {"overrides", {{"r0001m0", {{"mb", 4}}}}},
+                      {"variations", {{"alt", {{"params", {{"mb", 10}}}}}}}};
+  const CampaignSpec spec = parseCampaignSpec(j, "spec", "/tmp", /*require_inputs=*/false);
+  const CampaignDiskEstimate e = estimateCampaignDisk(spec);
+  // Nominal: 5 tasks of 2 MB and one of 4 MB; alt: 2 tasks (its members) of 10 MB.
+  EXPECT_DOUBLE_EQ(e.tasks.bytes, (5 * 2 + 4 + 2 * 10) * 1e6);
+  EXPECT_DOUBLE_EQ(e.tasks.files, 8 * 3.0);
+  EXPECT_EQ(e.tasks_unknown, 0);
+  ASSERT_TRUE(e.aggregate.has_value());
+  EXPECT_DOUBLE_EQ(e.total().bytes, (5 * 2 + 4 + 2 * 10 + 3) * 1e6);
+  EXPECT_DOUBLE_EQ(e.runningBytesEach(), 20e6);
+  EXPECT_EQ(e.advice, (std::vector<std::string>{"less", "fewer"}));
+  ASSERT_EQ(e.groups.size(), 2u);
+  ASSERT_EQ(e.groups[0].parts.size(), 2u);
+  EXPECT_EQ(e.groups[0].parts[0].tasks, 5);
+  EXPECT_EQ(e.groups[0].parts[1].tasks, 1);
+  const std::string text = describeDiskEstimate(e, 4);
+  for (const char* line :
+       {"  disk: about 37 MB in 29 files once every task is done and aggregated\n",
+        "    nominal: 6 task(s)\n      5 x 2.0 MB (mb 2)\n      1 x 4.0 MB (mb 4)\n",
+        "    variation alt: 2 task(s), 10 MB each (mb 10)\n", "    aggregate: 3.0 MB (bands)\n",
+        "each running task's state/ adds up to about 20 MB (4 at once: 80 MB)\n",
+        "    smaller: less\n    smaller: fewer\n"})
+    EXPECT_NE(text.find(line), std::string::npos) << line << " in\n" << text;
+  const nlohmann::json js = e.toJson();
+  EXPECT_DOUBLE_EQ(js.at("bytes").get<double>(), 37e6);
+  EXPECT_EQ(js.at("aggregate").at("how"), "bands");
+  EXPECT_EQ(js.at("groups").at(1).at("parts").at(0).at("bytes_each"), 10e6);
+  j["task"] = "unsized";
+  const CampaignDiskEstimate none =
+      estimateCampaignDisk(parseCampaignSpec(j, "spec", "/tmp", /*require_inputs=*/false));
+  EXPECT_EQ(none.tasks_unknown, 8);
+  EXPECT_FALSE(none.aggregate.has_value());
+  EXPECT_NE(describeDiskEstimate(none, 1).find("disk: not estimated"), std::string::npos)
+      << describeDiskEstimate(none, 1);
+}
+
+// The warning of `campaign init`: the bytes and the inodes that do not fit (inodes only where
+// the file system counts them), the kind's advice and the command that says more; nothing when
+// both fit.
+TEST(DiskEstimate, AShortfallNamesTheDirectoryTheFiguresAndWhatMakesItSmaller) {
+  CampaignDiskEstimate e;
+  e.tasks = {2e9, 100};
+  e.aggregate = DiskUseEstimate{{1e9, 20}, 0, "bands", ""};
+  e.advice = {"\"iteration_weights\": false"};
+  FreeSpace free;
+  free.bytes = 2.5e9;
+  free.files = 1000;
+  free.files_known = true;
+  const std::string bytes = diskShortfall(e, free, "/scratch/my camp");
+  for (const char* part : {"will take about 3.0 GB where the file system of /scratch/my camp has "
+                           "2.5 GB free: tasks will fail once it is full",
+                           "or make the outputs smaller (\"iteration_weights\": false)",
+                           "`foldfarm campaign plan '/scratch/my camp/spec.json' --gpus 1 "
+                           "--task-minutes 1` says what takes it"})
+    EXPECT_NE(bytes.find(part), std::string::npos) << part << " in " << bytes;
+  free.bytes = 4e9;
+  EXPECT_EQ(diskShortfall(e, free, "/scratch/camp"), "");
+  free.files = 50;
+  EXPECT_NE(diskShortfall(e, free, "/d").find("about 120 files where it has 50 free inodes"),
+            std::string::npos)
+      << diskShortfall(e, free, "/d");
+  free.bytes = 1e9;  // both
+  EXPECT_NE(diskShortfall(e, free, "/d").find("1.0 GB free, and about 120 files where it has 50"),
+            std::string::npos)
+      << diskShortfall(e, free, "/d");
+  free.bytes = 4e9;
+  free.files_known = false;  // btrfs: no inode count
+  EXPECT_EQ(diskShortfall(e, free, "/d"), "");
+  EXPECT_EQ(formatBytes(0), "0 B");
+  EXPECT_EQ(formatBytes(999), "999 B");
+  EXPECT_EQ(formatBytes(1000), "1.0 kB");
+  EXPECT_EQ(formatBytes(88e6), "88 MB");
+  EXPECT_EQ(formatBytes(9.96e9), "10 GB");
+  EXPECT_EQ(formatBytes(988e9), "988 GB");
+  EXPECT_EQ(formatCount(99017), "99,017");
+  EXPECT_EQ(formatCount(1e6), "1,000,000");
+  EXPECT_EQ(formatCount(12), "12");
 }
 
 }  // namespace

@@ -1,0 +1,302 @@
+#include "jobs/disk_estimate.hpp"
+
+#include <sys/statvfs.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "core/base/text.hpp"
+#include "jobs/campaign.hpp"
+
+namespace foldfarm::jobs {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Done tasks of plan --from measured per set of params: enough for a mean, few enough that a
+// campaign of 10^5 done tasks on a parallel file system is not walked whole.
+constexpr int kMeasuredPerKey = 50;
+
+// What a task directory holds: the sizes of its regular files, and its entries with itself.
+DiskUse measureTree(const std::string& dir) {
+  DiskUse u{0, 1};
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    u.files += 1;
+    std::error_code sec;
+    if (it->is_regular_file(sec)) {
+      const auto n = it->file_size(sec);
+      if (!sec) u.bytes += static_cast<double>(n);
+    }
+  }
+  return u;
+}
+
+// The params of a task that do not change what it leaves on disk: which task it is, its seeds
+// and threads.
+std::string sizeKey(nlohmann::json params) {
+  for (const char* k : {"task_id", "replica", "member", "warm_from_task", "seed", "threads"})
+    params.erase(k);
+  return params.dump();
+}
+
+struct Measured {
+  int done = 0;
+  DiskUse sum;
+};
+
+// The done tasks of `c`, up to kMeasuredPerKey per size key (in the journal's order).
+std::map<std::string, Measured> measureDoneTasks(Campaign& c) {
+  std::map<std::string, Measured> m;
+  for (const auto& t : c.tasks()) {
+    if (t.state != TaskState::kDone) continue;
+    const int index = c.spec().indexOf(t.id);
+    if (index < 0) continue;
+    Measured& g = m[sizeKey(c.spec().taskDef(index).params)];
+    if (g.done >= kMeasuredPerKey) continue;
+    const std::string dir = c.taskDir(t.id);
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) continue;  // a kind without directories (noop)
+    const DiskUse u = measureTree(dir);
+    ++g.done;
+    g.sum.bytes += u.bytes;
+    g.sum.files += u.files;
+  }
+  return m;
+}
+
+void addAdvice(std::vector<std::string>& advice, const std::string& a) {
+  if (!a.empty() && std::find(advice.begin(), advice.end(), a) == advice.end()) advice.push_back(a);
+}
+
+std::string groupName(const DiskGroup& g) {
+  return g.variation.empty() ? std::string("nominal") : "variation " + g.variation;
+}
+
+std::string partText(const DiskPart& p, const std::string& measured_from) {
+  if (p.measured_on > 0)
+    return "measured: the mean of " + std::to_string(p.measured_on) + " done task(s) of " +
+           measured_from + (p.how.empty() ? std::string() : "; " + p.how);
+  return p.how;
+}
+
+}  // namespace
+
+CampaignDiskEstimate estimateCampaignDisk(const CampaignSpec& spec, Campaign* measured_from) {
+  CampaignDiskEstimate e;
+  const TaskKindTraits& traits = taskKindTraits(spec.kind);
+  const std::map<std::string, Measured> measured = measured_from != nullptr
+                                                       ? measureDoneTasks(*measured_from)
+                                                       : std::map<std::string, Measured>{};
+  if (measured_from != nullptr) e.measured_from = measured_from->dir();
+  // Tasks of the same params but for which task they are take the same room: a campaign of
+  // 10^5 tasks has a few of them, each estimated (or looked up) once.
+  std::map<std::string, std::optional<DiskUseEstimate>> known;
+  std::map<std::string, size_t> group_of;  // variation name -> index in e.groups
+  for (int i = 0; i < spec.numTasks(); ++i) {
+    const Variation* v = spec.variationOf(i);
+    const std::string name = v == nullptr ? std::string() : v->name;
+    auto [gi, fresh] = group_of.emplace(name, e.groups.size());
+    if (fresh) e.groups.push_back(DiskGroup{name, 0, 0, {}});
+    DiskGroup& g = e.groups[gi->second];
+    ++g.tasks;
+    const TaskDef t = spec.taskDef(i);
+    const std::string key = sizeKey(t.params);
+    auto hit = known.find(key);
+    if (hit == known.end()) {
+      std::optional<DiskUseEstimate> one;
+      if (traits.estimate_task_output) {
+        try {
+          one = traits.estimate_task_output(t.params);
+        } catch (const std::exception&) {
+          one.reset();  // an input not readable yet: the commands that run tasks name it
+        }
+      }
+      hit = known.emplace(key, std::move(one)).first;
+    }
+    const std::optional<DiskUseEstimate>& estimated = hit->second;
+    DiskPart part;
+    if (const auto m = measured.find(key); m != measured.end() && m->second.done > 0) {
+      part.each = {m->second.sum.bytes / m->second.done, m->second.sum.files / m->second.done};
+      part.measured_on = m->second.done;
+      // Beside the estimate, which says what the measured tasks are.
+      part.how = estimated
+                     ? "estimated " + formatBytes(estimated->use.bytes) + ": " + estimated->how
+                     : std::string();
+    } else if (estimated) {
+      part.each = estimated->use;
+      part.how = estimated->how;
+    } else {
+      ++g.unknown;
+      continue;
+    }
+    if (estimated) {
+      part.running_bytes = estimated->running_bytes;
+      addAdvice(e.advice, estimated->advice);
+    }
+    e.tasks.bytes += part.each.bytes;
+    e.tasks.files += part.each.files;
+    const auto same = std::find_if(g.parts.begin(), g.parts.end(), [&](const DiskPart& p) {
+      return p.how == part.how && p.measured_on == part.measured_on &&
+             p.each.bytes == part.each.bytes;
+    });
+    if (same != g.parts.end()) {
+      ++same->tasks;
+    } else {
+      part.tasks = 1;
+      g.parts.push_back(std::move(part));
+    }
+  }
+  for (const DiskGroup& g : e.groups) e.tasks_unknown += g.unknown;
+  if (traits.estimate_aggregate_output) {
+    try {
+      e.aggregate = traits.estimate_aggregate_output(spec);
+    } catch (const std::exception&) {
+      e.aggregate.reset();
+    }
+    if (e.aggregate) addAdvice(e.advice, e.aggregate->advice);
+  }
+  return e;
+}
+
+double CampaignDiskEstimate::runningBytesEach() const {
+  double most = 0;
+  for (const DiskGroup& g : groups)
+    for (const DiskPart& p : g.parts) most = std::max(most, p.running_bytes);
+  return most;
+}
+
+nlohmann::json CampaignDiskEstimate::toJson() const {
+  const DiskUse all = total();
+  nlohmann::json gs = nlohmann::json::array();
+  for (const DiskGroup& g : groups) {
+    nlohmann::json parts = nlohmann::json::array();
+    for (const DiskPart& p : g.parts) {
+      nlohmann::json j = {{"tasks", p.tasks},
+                          {"bytes_each", p.each.bytes},
+                          {"files_each", p.each.files},
+                          {"running_bytes_each", p.running_bytes},
+                          {"how", partText(p, measured_from)}};
+      if (p.measured_on > 0) j["measured_on"] = p.measured_on;
+      parts.push_back(std::move(j));
+    }
+    gs.push_back({{"variation", g.variation},
+                  {"tasks", g.tasks},
+                  {"unknown", g.unknown},
+                  {"parts", std::move(parts)}});
+  }
+  nlohmann::json j = {{"bytes", all.bytes},
+                      {"files", all.files},
+                      {"tasks", {{"bytes", tasks.bytes}, {"files", tasks.files}}},
+                      {"tasks_unknown", tasks_unknown},
+                      {"running_bytes_each", runningBytesEach()},
+                      {"groups", std::move(gs)},
+                      {"advice", advice}};
+  if (aggregate)
+    j["aggregate"] = {
+        {"bytes", aggregate->use.bytes}, {"files", aggregate->use.files}, {"how", aggregate->how}};
+  return j;
+}
+
+std::optional<FreeSpace> freeSpaceAt(const std::string& path) {
+  struct statvfs s {};
+  if (::statvfs(path.c_str(), &s) != 0) return std::nullopt;
+  FreeSpace f;
+  f.bytes = static_cast<double>(s.f_bavail) * static_cast<double>(s.f_frsize);
+  f.files = static_cast<double>(s.f_favail);
+  f.files_known = s.f_files > 0;  // btrfs and some network file systems report no inodes
+  return f;
+}
+
+std::string formatBytes(double bytes) {
+  static const char* const units[] = {"B", "kB", "MB", "GB", "TB", "PB", "EB"};
+  int u = 0;
+  while (bytes >= 999.5 && u < 6) {
+    bytes /= 1000;
+    ++u;
+  }
+  if (u == 0) return fmt::format("{:.0f} B", bytes);
+  return fmt::format(bytes < 9.95 ? "{:.1f} {}" : "{:.0f} {}", bytes, units[u]);
+}
+
+std::string formatCount(double n) {
+  std::string digits = fmt::format("{:.0f}", std::max(0.0, std::round(n)));
+  for (int i = static_cast<int>(digits.size()) - 3; i > 0; i -= 3) digits.insert(i, ",");
+  return digits;
+}
+
+std::string describeDiskEstimate(const CampaignDiskEstimate& disk, int slots) {
+  const DiskUse all = disk.total();
+  if (all.files == 0 && !disk.aggregate) {
+    std::string why = "  disk: not estimated";
+    if (!disk.groups.empty())
+      why += " (" + formatCount(disk.tasks_unknown) + " task(s) of a kind without an estimate, " +
+             "or whose inputs are not there yet)";
+    return why + "\n";
+  }
+  std::string text =
+      "  disk: about " + formatBytes(all.bytes) + " in " + formatCount(all.files) +
+      " files once every task is done and aggregated" +
+      (disk.tasks_unknown > 0 ? " (" + formatCount(disk.tasks_unknown) + " task(s) not estimated)"
+                              : std::string()) +
+      "\n";
+  for (const DiskGroup& g : disk.groups) {
+    std::string line = "    " + groupName(g) + ": " + formatCount(g.tasks) + " task(s)";
+    if (g.parts.size() == 1 && g.unknown == 0) {
+      const DiskPart& p = g.parts.front();
+      text += line + ", " + formatBytes(p.each.bytes) + " each (" +
+              partText(p, disk.measured_from) + ")\n";
+      continue;
+    }
+    text += line + "\n";
+    for (const DiskPart& p : g.parts)
+      text += "      " + formatCount(p.tasks) + " x " + formatBytes(p.each.bytes) + " (" +
+              partText(p, disk.measured_from) + ")\n";
+    if (g.unknown > 0) text += "      " + formatCount(g.unknown) + " not estimated\n";
+  }
+  if (disk.aggregate)
+    text += "    aggregate: " + formatBytes(disk.aggregate->use.bytes) + " (" +
+            disk.aggregate->how + ")\n";
+  if (const double running = disk.runningBytesEach(); running > 0) {
+    int tasks = 0;
+    for (const DiskGroup& g : disk.groups) tasks += g.tasks;
+    const int at_once = std::clamp(slots, 1, std::max(tasks, 1));
+    text += "    while tasks run: each running task's state/ adds up to about " +
+            formatBytes(running) + " (" + formatCount(at_once) +
+            " at once: " + formatBytes(running * at_once) + ")\n";
+  }
+  for (const std::string& a : disk.advice) text += "    smaller: " + a + "\n";
+  return text;
+}
+
+std::string diskShortfall(const CampaignDiskEstimate& estimate, const FreeSpace& free,
+                          const std::string& dir) {
+  const DiskUse need = estimate.total();
+  std::vector<std::string> short_of;
+  if (need.bytes > free.bytes)
+    short_of.push_back("about " + formatBytes(need.bytes) + " where the file system of " + dir +
+                       " has " + formatBytes(free.bytes) + " free");
+  if (free.files_known && need.files > free.files)
+    short_of.push_back("about " + formatCount(need.files) + " files where it has " +
+                       formatCount(free.files) + " free inodes");
+  if (short_of.empty()) return {};
+  std::string what = short_of.front();
+  if (short_of.size() > 1) what += ", and " + short_of[1];
+  std::string advice;
+  for (const std::string& a : estimate.advice) advice += (advice.empty() ? "" : "; ") + a;
+  return "the outputs of its tasks and aggregation will take " + what +
+         (estimate.tasks_unknown > 0
+              ? " (without the " + formatCount(estimate.tasks_unknown) + " task(s) not estimated)"
+              : std::string()) +
+         ": tasks will fail once it is full; free space or raise the quota first" +
+         (advice.empty() ? std::string() : ", or make the outputs smaller (" + advice + ")") +
+         "; `foldfarm campaign plan " + shellWord(dir + "/spec.json") +
+         " --gpus 1 --task-minutes 1` says what takes it";
+}
+
+}  // namespace foldfarm::jobs

@@ -1,0 +1,88 @@
+#pragma once
+// What a campaign will leave on disk, known before anything runs: `campaign plan` prints it,
+// and `campaign init` says it and warns when the file system it is made on has less free. A
+// finished task's directory and the aggregation's outputs are estimated by the task kind from
+// the spec and the shapes of its inputs (TaskKindTraits::estimate_task_output,
+// estimate_aggregate_output), or measured on the done tasks of a campaign (plan --from) whose
+// tasks ran with the same params.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "jobs/campaign_spec.hpp"
+#include "jobs/task_kind.hpp"
+
+namespace foldfarm::jobs {
+
+class Campaign;
+
+// Tasks of one group (the nominal, or one variation) of one estimate: the same size each.
+struct DiskPart {
+  int tasks = 0;
+  DiskUse each;
+  double running_bytes = 0;  // what one of them adds while it runs (its state)
+  std::string how;
+  int measured_on = 0;  // done tasks of plan --from it was measured on; 0: estimated
+};
+
+struct DiskGroup {
+  std::string variation;  // "" for the nominal
+  int tasks = 0;
+  int unknown = 0;  // not estimated: the kind has no estimate, or an input is not there yet
+  std::vector<DiskPart> parts;
+};
+
+struct CampaignDiskEstimate {
+  std::vector<DiskGroup> groups;
+  DiskUse tasks;  // every task's directory once finished (the known ones)
+  int tasks_unknown = 0;
+  std::optional<DiskUseEstimate> aggregate;  // D/aggregate; nullopt: not known
+  std::string measured_from;                 // plan --from's directory, or ""
+  // How to make the outputs smaller (the kind's advice; each once).
+  std::vector<std::string> advice;
+
+  DiskUse total() const {
+    return {tasks.bytes + (aggregate ? aggregate->use.bytes : 0),
+            tasks.files + (aggregate ? aggregate->use.files : 0)};
+  }
+  // The most one running task adds (its state) beyond its finished directory.
+  double runningBytesEach() const;
+  nlohmann::json toJson() const;
+};
+
+// The estimate of `spec`'s campaign. With `measured_from`, the tasks whose params (but for
+// which task they are) are those of done tasks there take the mean directory of up to 50 of
+// them instead of the kind's estimate. Never throws for an input that is not there or that
+// the kind cannot size: those tasks are not known.
+CampaignDiskEstimate estimateCampaignDisk(const CampaignSpec& spec,
+                                          Campaign* measured_from = nullptr);
+
+// The room left on the file system holding `path` for this user (statvfs: f_bavail blocks,
+// f_favail inodes; files_known false where the file system reports no inode count). A quota
+// is not seen. nullopt where statvfs fails.
+struct FreeSpace {
+  double bytes = 0;
+  double files = 0;
+  bool files_known = false;
+};
+std::optional<FreeSpace> freeSpaceAt(const std::string& path);
+
+// "4.2 GB", "880 kB", "312 B" (powers of 1000, as df -H and du --si print them).
+std::string formatBytes(double bytes);
+// "12,345".
+std::string formatCount(double n);
+
+// The lines `campaign plan` prints: the total, then each group and the aggregation, what
+// running tasks add when `slots` run at once, and how to make it smaller.
+std::string describeDiskEstimate(const CampaignDiskEstimate& estimate, int slots);
+
+// The warning `campaign init` gives when `estimate` does not fit in `free` (empty when it
+// does): names the directory, the figures that do not fit (bytes, inodes), the kind's advice
+// and the command that says what takes the room.
+std::string diskShortfall(const CampaignDiskEstimate& estimate, const FreeSpace& free,
+                          const std::string& dir);
+
+}  // namespace foldfarm::jobs
