@@ -15,6 +15,7 @@
 #include "ensembles/chain_task.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_commands.hpp"
+#include "jobs/disk_estimate.hpp"
 #include "jobs/task_kind.hpp"
 
 namespace foldfarm::campaign {
@@ -115,6 +116,7 @@ void runCommand(const std::string& dir, const RunRequest& request) {
     return;
   }
   refuseUntrainable(frozen, dir);
+  if (launch.rank == 0) jobs::warnIfOutputsDoNotFit(dir);
   jobs::RunOptions o = request.options;
   // The local run; the pilot's rank 0 for all.
   o.before_run = [](const std::string& d) { slurm::refuseTasksInLiveSlurmJobs(d); };
@@ -184,6 +186,7 @@ void submitCommand(const std::string& dir, SubmitRequest request) {
   if (request.aggregate) checkAggregatable(dir);
   refuseUntrainable(dir);
   opts.resources = slurm::resolveResources(opts.resources, request.setup_files);
+  jobs::warnIfOutputsDoNotFit(abs);
   slurm::SlurmCampaignSummary sum = slurm::runCampaignOnSlurm(dir, opts);
   json j = sum.toJson();
   const json& counts = j["counts"];

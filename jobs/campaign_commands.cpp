@@ -59,8 +59,7 @@ void initCommand(const std::string& spec_path, const std::string& dir) {
   try {
     disk = estimateCampaignDisk(spec);
   } catch (const std::exception& e) {
-    logWarn("campaign init {}: the disk its outputs will take is not estimated: {}", dir,
-            e.what());
+    logWarn("campaign init {}: the disk its outputs will take is not estimated: {}", dir, e.what());
   }
   if (stopRequested()) throw stopped();
   std::optional<Campaign> made(Campaign::init(spec, dir));
@@ -103,15 +102,15 @@ void initCommand(const std::string& spec_path, const std::string& dir) {
           "nominal's start cold, and its shift is measured over the others only",
           c.dir(), v.name, v.replicas, v.members, spec.replicas, spec.members);
   if (disk && disk->total().bytes > 0) {
-    std::printf("  outputs: about %s once every task is done and aggregated%s (`foldfarm "
-                "campaign plan %s --gpus 1 --task-minutes 1` says what takes it)\n",
-                formatBytes(disk->total().bytes).c_str(),
-                disk->tasks_unknown > 0
-                    ? (", without the " + formatCount(disk->tasks_unknown) +
-                       " task(s) not estimated")
-                          .c_str()
-                    : "",
-                shellWord(c.dir() + "/spec.json").c_str());
+    std::printf(
+        "  outputs: about %s once every task is done and aggregated%s (`foldfarm "
+        "campaign plan %s --gpus 1 --task-minutes 1` says what takes it)\n",
+        formatBytes(disk->total().bytes).c_str(),
+        disk->tasks_unknown > 0
+            ? (", without the " + formatCount(disk->tasks_unknown) + " task(s) not estimated")
+                  .c_str()
+            : "",
+        shellWord(c.dir() + "/spec.json").c_str());
     if (const std::optional<FreeSpace> free = freeSpaceAt(c.dir()))
       if (const std::string shortfall = diskShortfall(*disk, *free, c.dir()); !shortfall.empty())
         logWarn("campaign {}: {}", c.dir(), shortfall);
@@ -467,6 +466,7 @@ void extendCommand(const std::string& dir, const ExtendRequest& request, bool dr
   std::printf("campaign %s: %s%s%s; run the campaign (`foldfarm campaign run %s`)\n", dir.c_str(),
               line.c_str(), s.moved_to.empty() ? "" : "; the aggregation's outputs are kept in ",
               s.moved_to.c_str(), shellWord(dir).c_str());
+  warnIfOutputsDoNotFit(dir);
 }
 
 std::pair<std::string, int> splitTaskAttempt(const std::string& entry) {

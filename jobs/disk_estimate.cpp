@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "core/base/log.hpp"
 #include "core/base/text.hpp"
 #include "jobs/campaign.hpp"
 
@@ -87,7 +88,8 @@ std::string partText(const DiskPart& p, const std::string& measured_from) {
 
 }  // namespace
 
-CampaignDiskEstimate estimateCampaignDisk(const CampaignSpec& spec, Campaign* measured_from) {
+CampaignDiskEstimate estimateCampaignDisk(const CampaignSpec& spec, Campaign* measured_from,
+                                          const std::function<bool(int)>& counted) {
   CampaignDiskEstimate e;
   const TaskKindTraits& traits = taskKindTraits(spec.kind);
   const std::map<std::string, Measured> measured = measured_from != nullptr
@@ -99,6 +101,7 @@ CampaignDiskEstimate estimateCampaignDisk(const CampaignSpec& spec, Campaign* me
   std::map<std::string, std::optional<DiskUseEstimate>> known;
   std::map<std::string, size_t> group_of;  // variation name -> index in e.groups
   for (int i = 0; i < spec.numTasks(); ++i) {
+    if (counted && !counted(i)) continue;
     const Variation* v = spec.variationOf(i);
     const std::string name = v == nullptr ? std::string() : v->name;
     auto [gi, fresh] = group_of.emplace(name, e.groups.size());
@@ -275,7 +278,7 @@ std::string describeDiskEstimate(const CampaignDiskEstimate& disk, int slots) {
 }
 
 std::string diskShortfall(const CampaignDiskEstimate& estimate, const FreeSpace& free,
-                          const std::string& dir) {
+                          const std::string& dir, const std::string& whose) {
   const DiskUse need = estimate.total();
   std::vector<std::string> short_of;
   if (need.bytes > free.bytes)
@@ -289,7 +292,7 @@ std::string diskShortfall(const CampaignDiskEstimate& estimate, const FreeSpace&
   if (short_of.size() > 1) what += ", and " + short_of[1];
   std::string advice;
   for (const std::string& a : estimate.advice) advice += (advice.empty() ? "" : "; ") + a;
-  return "the outputs of its tasks and aggregation will take " + what +
+  return "the outputs of " + whose + " will take " + what +
          (estimate.tasks_unknown > 0
               ? " (without the " + formatCount(estimate.tasks_unknown) + " task(s) not estimated)"
               : std::string()) +
@@ -297,6 +300,29 @@ std::string diskShortfall(const CampaignDiskEstimate& estimate, const FreeSpace&
          (advice.empty() ? std::string() : ", or make the outputs smaller (" + advice + ")") +
          "; `foldfarm campaign plan " + shellWord(dir + "/spec.json") +
          " --gpus 1 --task-minutes 1` says what takes it";
+}
+
+void warnIfOutputsDoNotFit(const std::string& dir) {
+  try {
+    Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
+    std::vector<bool> left(static_cast<size_t>(c.spec().numTasks()), false);
+    int n = 0;
+    for (const auto& t : c.tasks()) {
+      const int index = c.spec().indexOf(t.id);
+      if (index < 0 || t.state == TaskState::kDone) continue;
+      left[static_cast<size_t>(index)] = true;
+      ++n;
+    }
+    const CampaignDiskEstimate e = estimateCampaignDisk(
+        c.spec(), nullptr, [&](int i) { return left[static_cast<size_t>(i)]; });
+    const std::optional<FreeSpace> free = freeSpaceAt(c.dir());
+    if (!free) return;
+    const std::string whose = "its " + formatCount(n) + " task(s) not done yet and aggregation";
+    if (const std::string shortfall = diskShortfall(e, *free, c.dir(), whose); !shortfall.empty())
+      logWarn("campaign {}: {}", c.dir(), shortfall);
+  } catch (const std::exception& e) {
+    logDebug("campaign {}: its outputs are not sized: {}", dir, e.what());
+  }
 }
 
 }  // namespace foldfarm::jobs

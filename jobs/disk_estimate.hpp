@@ -6,6 +6,7 @@
 // estimate_aggregate_output), or measured on the done tasks of a campaign (plan --from) whose
 // tasks ran with the same params.
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -57,8 +58,11 @@ struct CampaignDiskEstimate {
 // which task they are) are those of done tasks there take the mean directory of up to 50 of
 // them instead of the kind's estimate. Never throws for an input that is not there or that
 // the kind cannot size: those tasks are not known.
+// `counted` (when set) says which tasks, by index, are counted: the others are left out (done
+// tasks, whose outputs are on disk already).
 CampaignDiskEstimate estimateCampaignDisk(const CampaignSpec& spec,
-                                          Campaign* measured_from = nullptr);
+                                          Campaign* measured_from = nullptr,
+                                          const std::function<bool(int)>& counted = nullptr);
 
 // The room left on the file system holding `path` for this user (statvfs: f_bavail blocks,
 // f_favail inodes; files_known false where the file system reports no inode count). A quota
@@ -82,7 +86,16 @@ std::string describeDiskEstimate(const CampaignDiskEstimate& estimate, int slots
 // The warning `campaign init` gives when `estimate` does not fit in `free` (empty when it
 // does): names the directory, the figures that do not fit (bytes, inodes), the kind's advice
 // and the command that says what takes the room.
+// `whose`: what takes it ("its tasks and aggregation").
 std::string diskShortfall(const CampaignDiskEstimate& estimate, const FreeSpace& free,
-                          const std::string& dir);
+                          const std::string& dir,
+                          const std::string& whose = "its tasks and aggregation");
+
+// The check of a run's start (local, the pilot's rank 0, a Slurm submission) and of `extend`:
+// what the tasks not done yet and the aggregation will still write, against the free space of
+// the campaign's file system, which the tasks done so far and everything else on it have
+// taken since `campaign init`. Logs the warning diskShortfall gives, or nothing; never throws
+// (a campaign that cannot be read here is for the run to say).
+void warnIfOutputsDoNotFit(const std::string& dir);
 
 }  // namespace foldfarm::jobs

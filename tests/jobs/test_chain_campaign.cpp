@@ -809,23 +809,47 @@ TEST_F(ChainCampaign, PlanSaysWhatTheCampaignWillTakeOnDisk) {
   EXPECT_EQ(measured.at("groups").at(0).at("parts").size(), 2u) << measured.dump();
 }
 
-// `campaign init` on a file system with less room than the campaign's outputs will take (a
-// 1 MB tmpfs) makes the campaign and warns, naming the directory and both figures. Skipped
-// where a tmpfs cannot be mounted (not root, no CAP_SYS_ADMIN).
-TEST_F(ChainCampaign, InitWarnsWhenTheFileSystemHasLessRoomThanTheOutputsTake) {
+// On a file system with less room than the campaign's outputs will take (a 4 MB tmpfs, filled
+// up), `campaign init` makes the campaign and warns, naming the directory and both figures;
+// where they fit it says nothing; and `extend` (as `run`, `resume` and `slurm submit` do)
+// warns of what the tasks not done yet will write. Skipped where a tmpfs cannot be mounted
+// (not root, no CAP_SYS_ADMIN).
+TEST_F(ChainCampaign, InitAndExtendWarnWhenTheFileSystemHasLessRoomThanTheOutputsTake) {
   const std::string small = scratch_ + "/small";
   fs::create_directories(small);
-  if (::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=1m") != 0)
+  if (::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=4m") != 0)
     GTEST_SKIP() << "a tmpfs cannot be mounted here: " << std::strerror(errno);
   struct Unmount {
     std::string path;
     ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
   } unmount{small};
+  const std::string fits = init(spec(1, 1), "small/fits");
+  EXPECT_EQ(readText(scratch_ + "/small/fits-init.err").find("will take"), std::string::npos)
+      << readText(scratch_ + "/small/fits-init.err");
+  // Fill it up but for about half a megabyte.
+  {
+    std::ofstream filler(small + "/filler", std::ios::binary);
+    const std::string block(1 << 16, 'x');
+    while (fs::space(small).available > 600 * 1000)
+      filler.write(block.data(), block.size()), filler.flush();
+  }
+  ASSERT_EQ(runFoldfarm({"campaign", "extend", fits, "--replicas", "2"}, scratch_, "small/extend"),
+            0)
+      << readText(scratch_ + "/small/extend.err");
+  const std::string extended = readText(scratch_ + "/small/extend.err");
+  EXPECT_NE(extended.find("the outputs of its 2 task(s) not done yet and aggregation will take "
+                          "about "),
+            std::string::npos)
+      << extended;
   const std::string dir = init(spec(4, 1), "small/disk");
   EXPECT_TRUE(fs::exists(dir + "/journal.sqlite"));
   const std::string err = readText(scratch_ + "/small/disk-init.err");
-  EXPECT_NE(err.find("the file system of " + dir + " has "), std::string::npos) << err;
+  EXPECT_NE(err.find("the outputs of its tasks and aggregation will take about "),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("where the file system of " + dir + " has "), std::string::npos) << err;
   EXPECT_NE(err.find(" free: tasks will fail once it is full"), std::string::npos) << err;
+  EXPECT_NE(err.find("\"aggregate\": {\"event_weights\": \"central\"}"), std::string::npos) << err;
 }
 
 // An aggregation before every task is done says what it left out and how to finish it: a
