@@ -45,6 +45,75 @@ void removeTree(const std::string& dir) {
   ::rmdir(dir.c_str());
 }
 
+// Whether `stale` holds only what `campaign init` makes in its staging directory: the lock
+// files, the frozen spec and the journal (with their temporary and side files), and the empty
+// tasks/ and aggregate/.
+bool holdsOnlyWhatInitMakes(const std::string& stale) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (fs::directory_iterator it(stale, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const auto startsWith = [&](const std::string& head) { return name.rfind(head, 0) == 0; };
+    if (name == "tasks" || name == "aggregate") {
+      std::error_code eec;
+      if (!fs::is_empty(it->path(), eec) || eec) return false;
+    } else if (!(name == "orchestrator.lock" || name == kOutputsLockFile ||
+                 startsWith("spec.json") || startsWith(kJournalFile))) {
+      return false;
+    }
+  }
+  return !ec;
+}
+
+// The staging directories `<dir>.init.<pid>` that a `campaign init` of `dir` killed before its
+// rename left (SIGKILL, the OOM killer, a node lost): removed, so that a later init leaves no
+// trace of one that was killed (before: they stayed, and nothing named them). One whose
+// orchestrator.lock is held is an init at work (a staging init holds it), one without a lock
+// file younger than a minute may be one starting; one holding anything init does not make is
+// left, and said.
+void removeStaleStagingDirs(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path d(dir);
+  const fs::path parent = d.has_parent_path() ? d.parent_path() : fs::path(".");
+  const std::string prefix = d.filename().string() + ".init.";
+  std::error_code ec;
+  for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.rfind(prefix, 0) != 0 ||
+        name.find_first_not_of("0123456789", prefix.size()) != std::string::npos)
+      continue;
+    const std::string stale = d.has_parent_path() ? it->path().string() : name;
+    std::error_code sec;
+    if (!fs::is_directory(it->symlink_status(sec))) continue;
+    Fd lock(::open((stale + "/orchestrator.lock").c_str(), O_RDONLY | O_CLOEXEC));
+    if (lock.valid()) {
+      if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) continue;  // an init at work
+    } else {
+      struct stat st {};
+      if (::stat(stale.c_str(), &st) != 0 || std::time(nullptr) - st.st_mtime < 60) continue;
+    }
+    if (!holdsOnlyWhatInitMakes(stale)) {
+      logWarn(
+          "campaign init {}: {} looks left by a `campaign init` that was killed, but holds "
+          "files init does not make: it is left as it is; remove it when nothing of it is "
+          "wanted",
+          dir, stale);
+      continue;
+    }
+    lock.reset();
+    std::error_code rec;
+    fs::remove_all(stale, rec);
+    if (rec)
+      logWarn(
+          "campaign init {}: could not remove {} (left by a `campaign init` that was killed): "
+          "{}",
+          dir, stale, rec.message());
+    else
+      logInfo("campaign init {}: removed {}, left by a `campaign init` of it that was killed", dir,
+              stale);
+  }
+}
+
 std::string trimSlashes(std::string dir) {
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   return dir;
@@ -587,14 +656,22 @@ Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) 
   std::string tmp = dir + suffix;
   if (name_len + suffix.size() > 255)
     tmp = dir.substr(0, dir.size() - (name_len + suffix.size() - 255)) + suffix;
+  removeStaleStagingDirs(dir);
   makeDirectory(tmp);
+  // Held while the campaign is staged: a later init that finds this directory left (this one
+  // killed) takes the lock and removes it; while this one works it leaves it alone.
+  Fd staging_lock;
   try {
-    makeDirectory(tmp + "/tasks");
-    makeDirectory(tmp + "/aggregate");
     // The lock files with the campaign, of its creator's mode: made later by a reader of
     // another umask (`report` under 022 in a group's campaign), they could lock the group out.
-    for (const char* lock : {"orchestrator.lock", kOutputsLockFile})
-      Fd(::open((tmp + "/" + lock).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, kNewFileMode));
+    staging_lock.reset(
+        ::open((tmp + "/orchestrator.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, kNewFileMode));
+    if (!staging_lock.valid() || ::flock(staging_lock.get(), LOCK_EX | LOCK_NB) != 0)
+      throw Error(tmp + "/orchestrator.lock: cannot make and lock it: " + errnoMessage(errno));
+    Fd(::open((tmp + "/" + kOutputsLockFile).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC,
+              kNewFileMode));
+    makeDirectory(tmp + "/tasks");
+    makeDirectory(tmp + "/aggregate");
     const std::string spec_text = spec.toJson().dump(2) + "\n";
     writeFileAtomic(tmp + "/spec.json", spec_text);
     // Closed at once: WAL mode's side files are checkpointed into the main file before the
@@ -609,6 +686,7 @@ Campaign Campaign::init(const CampaignSpec& spec_in, const std::string& dir_in) 
     removeTree(tmp);
     throw;
   }
+  staging_lock.reset();  // open() takes the campaign's lock itself
   return open(dir, Access::kWriter);
 }
 

@@ -596,28 +596,45 @@ void planCommand(const PlanRequest& a) {
   if (a.from.empty() && !(a.task_minutes > 0))
     throw InputError("plan: give --task-minutes T or --from D (a campaign with done tasks)");
   // What is given wins over what --from measures (as --spread and --failure-rate do).
-  std::string source = "given";
+  // Each figure given, measured --from a campaign, or the default; what is given wins.
   in.task_cv = 0.1;
   in.failure_rate = 0.0;
+  std::string time_from = "given", spread_from = "default", failure_from = "default";
   std::optional<Campaign> from;
+  std::string measured_note;
   if (!a.from.empty()) {
     Campaign& c = from.emplace(Campaign::open(a.from, Campaign::Access::kReadOnly));
     const MeasuredTaskTimes m = measureTaskTimes(c, /*require_done=*/!(a.task_minutes > 0));
+    const std::string on = "measured on " + std::to_string(m.done) + " done task(s) of " + a.from;
     in.failure_rate = m.failure_rate;
+    failure_from = on;
     if (m.done > 0) {
       in.task_s = m.mean_s;
-      in.task_cv = m.cv;
+      time_from = on;
+      // A spread beyond what the simulation takes (a few long tasks among thousands of
+      // instant ones) is held at its bound, and said (before: refused naming no value).
+      in.task_cv = std::min(m.cv, kMaxPlanSpread);
+      spread_from = on;
+      if (m.cv > kMaxPlanSpread)
+        measured_note = fmt::format(
+            "; the measured spread {:.0f}% is held at {:.0f}% (give --spread to set it)",
+            100 * m.cv, 100 * kMaxPlanSpread);
     }
-    const std::string measured = m.done > 0 ? (a.task_minutes > 0 ? "spread and failure rate"
-                                                                  : "task time, spread and "
-                                                                    "failure rate")
-                                            : "failure rate";
-    source = std::string(a.task_minutes > 0 ? "given; " : "") + measured + " measured on " +
-             std::to_string(m.done) + " done task(s) of " + a.from;
   }
-  if (a.task_minutes > 0) in.task_s = a.task_minutes * 60;
-  if (a.spread >= 0) in.task_cv = a.spread;
-  if (a.failure_rate >= 0) in.failure_rate = a.failure_rate;
+  if (a.task_minutes > 0) {
+    in.task_s = a.task_minutes * 60;
+    time_from = "given";
+  }
+  if (a.spread >= 0) {
+    in.task_cv = a.spread;
+    spread_from = "given";
+  }
+  if (a.failure_rate >= 0) {
+    in.failure_rate = a.failure_rate;
+    failure_from = "given";
+  }
+  const std::string source = "task time " + time_from + ", spread " + spread_from +
+                             ", failure rate " + failure_from + measured_note;
   PlanResult r = simulatePlan(in);
   nlohmann::json j = r.toJson();
   j["tasks"] = in.tasks;
@@ -635,8 +652,8 @@ void planCommand(const PlanRequest& a) {
   }
   std::printf("plan for %s: %d task(s) on %d GPU(s) x %d task(s)/GPU, %d node(s)\n", a.spec.c_str(),
               in.tasks, in.gpus, in.tasks_per_gpu, r.nodes);
-  std::printf("  task time %.1f s (spread %.0f%%, %s), failure rate %.1f%%\n", in.task_s,
-              100 * in.task_cv, source.c_str(), 100 * in.failure_rate);
+  std::printf("  task time %.1f s, spread %.0f%%, failure rate %.1f%% (%s)\n", in.task_s,
+              100 * in.task_cv, 100 * in.failure_rate, source.c_str());
   std::printf(
       "  makespan %s (%.2f h), %lld attempt(s), %d task(s) failing%s\n",
       formatDuration(r.makespan_s).c_str(), r.makespan_s / 3600, static_cast<long long>(r.attempts),

@@ -1,5 +1,6 @@
 #include "jobs/disk_estimate.hpp"
 
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 
 #include <algorithm>
@@ -23,17 +24,18 @@ namespace {
 // campaign of 10^5 done tasks on a parallel file system is not walked whole.
 constexpr int kMeasuredPerKey = 50;
 
-// What a task directory holds: the sizes of its regular files, and its entries with itself.
+// What a task directory takes: the blocks allocated to it and to everything under it (as du
+// counts them: a small file takes a whole block), and its entries with itself.
 DiskUse measureTree(const std::string& dir) {
-  DiskUse u{0, 1};
+  const auto allocated = [](const std::string& path) {
+    struct stat st {};
+    return ::lstat(path.c_str(), &st) == 0 ? 512.0 * static_cast<double>(st.st_blocks) : 0.0;
+  };
+  DiskUse u{allocated(dir), 1};
   std::error_code ec;
   for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     u.files += 1;
-    std::error_code sec;
-    if (it->is_regular_file(sec)) {
-      const auto n = it->file_size(sec);
-      if (!sec) u.bytes += static_cast<double>(n);
-    }
+    u.bytes += allocated(it->path().string());
   }
   return u;
 }
@@ -69,6 +71,14 @@ std::map<std::string, Measured> measureDoneTasks(Campaign& c) {
     g.sum.files += u.files;
   }
   return m;
+}
+
+// What files of these sizes take on disk: a file's last block is half empty on average, and
+// a directory takes a block (4 kB on ext4, XFS and Lustre's OSTs alike).
+constexpr double kBlockSlackPerFile = 2048;
+DiskUse withBlockSlack(DiskUse u) {
+  u.bytes += kBlockSlackPerFile * u.files;
+  return u;
 }
 
 void addAdvice(std::vector<std::string>& advice, const std::string& a) {
@@ -128,11 +138,11 @@ CampaignDiskEstimate estimateCampaignDisk(const CampaignSpec& spec, Campaign* me
       part.each = {m->second.sum.bytes / m->second.done, m->second.sum.files / m->second.done};
       part.measured_on = m->second.done;
       // Beside the estimate, which says what the measured tasks are.
-      part.how = estimated
-                     ? "estimated " + formatBytes(estimated->use.bytes) + ": " + estimated->how
-                     : std::string();
+      part.how = estimated ? "estimated " + formatBytes(withBlockSlack(estimated->use).bytes) +
+                                 ": " + estimated->how
+                           : std::string();
     } else if (estimated) {
-      part.each = estimated->use;
+      part.each = withBlockSlack(estimated->use);
       part.how = estimated->how;
     } else {
       ++g.unknown;
@@ -162,7 +172,10 @@ CampaignDiskEstimate estimateCampaignDisk(const CampaignSpec& spec, Campaign* me
     } catch (const std::exception&) {
       e.aggregate.reset();
     }
-    if (e.aggregate) addAdvice(e.advice, e.aggregate->advice);
+    if (e.aggregate) {
+      e.aggregate->use = withBlockSlack(e.aggregate->use);
+      addAdvice(e.advice, e.aggregate->advice);
+    }
   }
   return e;
 }

@@ -20,6 +20,9 @@ namespace foldfarm::jobs {
 
 class Campaign;
 
+// Bytes are what files take on disk (their blocks, as du counts them): a kind's estimate of
+// their sizes plus half a block per file; a measured task's allocated blocks.
+//
 // Tasks of one group (the nominal, or one variation) of one estimate: the same size each.
 struct DiskPart {
   int tasks = 0;

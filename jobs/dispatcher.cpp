@@ -38,6 +38,15 @@ using Clock = std::chrono::steady_clock;
 // what is still marked running back to pending. A cancel request addressed to this run
 // (`campaign cancel`, jobs/cancel_request.hpp) stops the same way, then cancels every
 // unfinished task, and only then removes the request.
+// The failures a run says one by one; the later ones at the milestones 50, 100, 200, 500,
+// 1000, ...
+constexpr int64_t kFailureLines = 20;
+bool isFailureMilestone(int64_t n) {
+  for (int64_t scale = 1; scale <= n; scale *= 10)
+    if (n == 5 * scale || n == 10 * scale || n == 20 * scale) return n > kFailureLines;
+  return false;
+}
+
 class Dispatcher {
  public:
   Dispatcher(Campaign& campaign, Transport& transport, const RunOptions& options)
@@ -349,9 +358,22 @@ class Dispatcher {
             if (states_[d] == TaskState::kPending && graph_.ready(d, states_)) enqueue(d);
       } else if (a.state == TaskState::kFailed) {
         ++failed_;
+        ++failed_in_run_;
         auto rec = journal_.task(spec_.taskDef(a.index).id);
-        logWarn("task {} failed after {} attempt(s): {}", rec ? rec->id : "?",
-                rec ? rec->attemptsSinceRetry() : 0, rec ? rec->reason : "");
+        // The first failures of a run each in a line, then a line at 50, 100, 200, 500, ...
+        // (before: thousands of lines when an input every task reads was bad; `campaign
+        // status` groups them by reason).
+        if (failed_in_run_ <= kFailureLines)
+          logWarn("task {} failed after {} attempt(s): {}{}", rec ? rec->id : "?",
+                  rec ? rec->attemptsSinceRetry() : 0, rec ? rec->reason : "",
+                  failed_in_run_ == kFailureLines
+                      ? "; the tasks that fail after it in this run are counted, not each "
+                        "said (`foldfarm campaign status " +
+                            shellWord(campaign_.dir()) + "` groups them by reason)"
+                      : std::string());
+        else if (isFailureMilestone(failed_in_run_))
+          logWarn("campaign {}: {} task(s) failed in this run, the latest {}: {}", spec_.name,
+                  failed_in_run_, rec ? rec->id : "?", rec ? rec->reason : "");
         // Bad input: a recorded input that changed since `campaign init` fails every task that
         // reads it, so none more is started (before: thousands failed one by one, each with
         // the same lines).
@@ -449,6 +471,7 @@ class Dispatcher {
   std::vector<double> not_before_;
   StateCounts start_counts_;
   int64_t done_ = 0, failed_ = 0;
+  int64_t failed_in_run_ = 0;  // tasks this run saw fail (the lines it says of them)
   Progress progress_;
   CancelWatch cancel_watch_;
   std::vector<std::deque<int>> inflight_;    // per slot, the tasks sent there, in order

@@ -32,8 +32,8 @@ PlanResult simulatePlan(const PlanInput& in) {
   // within an int.
   if (in.tasks < 0 || in.gpus < 1 || in.gpus > 1000000 || in.tasks_per_gpu < 1 ||
       in.tasks_per_gpu > 256 || in.gpus_per_node < 1 || !(in.task_s > 0 && in.task_s <= 1e9) ||
-      !(in.task_cv >= 0 && in.task_cv <= 10) || !(in.failure_rate >= 0 && in.failure_rate < 1) ||
-      in.max_attempts < 1) {
+      !(in.task_cv >= 0 && in.task_cv <= kMaxPlanSpread) ||
+      !(in.failure_rate >= 0 && in.failure_rate < 1) || in.max_attempts < 1) {
     throw InputError(
         "plan: need tasks >= 0, 1 to 10^6 GPUs, 1 to 256 tasks per GPU, a task time above 0 "
         "and up to 10^9 s, a spread from 0 to 10 and a failure rate from 0 to below 1");

@@ -15,6 +15,9 @@
 
 namespace foldfarm::jobs {
 
+// The largest spread (std / mean of a task's time) the simulation takes.
+inline constexpr double kMaxPlanSpread = 10;
+
 struct PlanInput {
   int tasks = 0;
   int gpus = 1;

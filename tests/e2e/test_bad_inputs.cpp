@@ -383,7 +383,9 @@ TEST_F(BadInputs, CampaignSpecs) {
                               dir_ / "work");
   ASSERT_EQ(given.code, 0) << given.err;
   EXPECT_NE(given.out.find("\"task_s\": 300.0"), std::string::npos) << given.out;
-  EXPECT_NE(given.out.find("given; failure rate measured on 0 done task(s)"), std::string::npos)
+  EXPECT_NE(given.out.find("task time given, spread default, failure rate measured on 0 done "
+                           "task(s)"),
+            std::string::npos)
       << given.out;
   expectCleanFailure({"campaign", "plan", p("spec_good.json"), "--gpus", "2", "--from", p("camp")},
                      "no task is done yet");

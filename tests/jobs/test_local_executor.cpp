@@ -1,8 +1,10 @@
 // The local executor through the real command-line tool: campaigns complete, failures end
 // `failed` with their reason while the rest finish, `retry --failed` reruns only those,
 // SIGTERM stops cleanly and `resume` continues.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,11 +19,14 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
+#include "core/base/fd.hpp"
 #include "core/base/stop_signal.hpp"
 #include "jobs/campaign.hpp"
+#include "jobs/campaign_commands.hpp"
 #include "jobs/cancel_request.hpp"
 #include "jobs/child_process.hpp"
 #include "jobs/executor.hpp"
+#include "jobs/plan.hpp"
 #include "jobs/task_kind.hpp"
 #include "tests/jobs/test_kinds.hpp"
 #include "tests/jobs/test_util.hpp"
@@ -156,6 +161,102 @@ TEST_F(LocalExecutor, NoopCampaignCompletesWithEveryTransitionJournaled) {
   EXPECT_FALSE(std::filesystem::exists(mark));
   // runLocal installed its stop handlers in this process: back to the defaults.
   for (int s : {SIGTERM, SIGINT, SIGUSR1}) ::signal(s, SIG_DFL);
+}
+
+// A run says its first 20 failures one by one, then counts them at 50, 100, 200, 500, ...
+// (before: a line for each of thousands of tasks failing alike).
+TEST_F(LocalExecutor, ARunSaysItsFirstFailuresEachAndThenCountsThem) {
+  init(json{{"task", "raises"},
+            {"replicas", 60},
+            {"params", {{"message", "the input is bad"}}},
+            {"retry", {{"max_attempts", 1}}},
+            {"resources", {{"cpu_slots", 2}}}});
+  const ToolRun r = runTool({"run", dir_}, scratch_, "run");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  int each = 0;
+  for (size_t at = 0; (at = r.err.find("failed after 1 attempt(s): ", at)) != std::string::npos;
+       ++at)
+    ++each;
+  EXPECT_EQ(each, 20) << r.err;
+  EXPECT_NE(r.err.find("the tasks that fail after it in this run are counted, not each said"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find(": 50 task(s) failed in this run, the latest "), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(": 60 task(s) failed in this run"), std::string::npos) << r.err;
+}
+
+// Staging directories that a killed `campaign init` of the same directory left beside it are
+// removed by the next init, once their lock is free: not one held by an init at work, nor one
+// holding files init does not make (said instead).
+TEST_F(LocalExecutor, InitRemovesTheStagingDirectoriesOfAKilledInit) {
+  const auto stage = [&](const std::string& pid) {
+    const std::string d = dir_ + ".init." + pid;
+    fs::create_directories(d + "/tasks");
+    fs::create_directories(d + "/aggregate");
+    for (const char* f : {"orchestrator.lock", "aggregate.lock", "spec.json.tmp.vm.1.0",
+                          "journal.sqlite", "journal.sqlite-wal"})
+      writeText(d + "/" + f, "x");
+    return d;
+  };
+  const std::string killed = stage("4242"), working = stage("4243"), other = stage("4244");
+  writeText(other + "/notes.txt", "mine");
+  const std::string unrelated = scratch_ + "/c.init.old";  // not init's name
+  fs::create_directories(unrelated);
+  Fd held(::open((working + "/orchestrator.lock").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_EQ(::flock(held.get(), LOCK_EX | LOCK_NB), 0);
+  init(json{{"task", "noop"}, {"replicas", 2}});
+  EXPECT_FALSE(fs::exists(killed));
+  EXPECT_TRUE(fs::exists(working + "/journal.sqlite")) << "an init at work is left alone";
+  EXPECT_TRUE(fs::exists(other + "/notes.txt"));
+  EXPECT_TRUE(fs::exists(unrelated));
+  const std::string err = readText(scratch_ + "/init.err");
+  EXPECT_NE(err.find("removed " + killed + ", left by a `campaign init` of it that was killed"),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find(other + " looks left by a `campaign init` that was killed, but holds files"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(err.find(working), std::string::npos) << err;
+  EXPECT_TRUE(fs::exists(dir_ + "/journal.sqlite"));
+}
+
+// `campaign plan --from D` on a campaign of a few long tasks among many instant ones: the
+// measured spread (about 12 here) is held at the simulation's bound of 10, which the plan says
+// with the measured value (before: refused with "a spread from 0 to 10", naming no value);
+// what is given is said to be given, what is measured to be measured.
+TEST_F(LocalExecutor, APlanHoldsAMeasuredSpreadBeyondItsBoundAndSaysSo) {
+  json spec = {{"task", "sleep"},
+               {"replicas", 150},
+               {"params", {{"seconds", 0}}},
+               {"overrides", {{"r0000m0", {{"seconds", 1.5}}}}},
+               {"resources", {{"cpu_slots", 2}}}};
+  init(spec);
+  ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
+  PlanRequest a;
+  a.spec = writeSpec(scratch_, spec, "plan.json");
+  a.gpus = 4;
+  a.from = dir_;
+  a.json = true;
+  ::testing::internal::CaptureStdout();
+  planCommand(a);
+  const json measured = json::parse(::testing::internal::GetCapturedStdout());
+  EXPECT_DOUBLE_EQ(measured.at("task_cv").get<double>(), kMaxPlanSpread) << measured.dump();
+  const std::string source = measured.at("task_time_source");
+  EXPECT_EQ(source.rfind("task time measured on ", 0), 0u) << source;
+  EXPECT_NE(source.find(", spread measured on "), std::string::npos) << source;
+  EXPECT_NE(source.find("% is held at 1000% (give --spread to set it)"), std::string::npos)
+      << source;
+  a.spread = 0.5;
+  a.task_minutes = 2;
+  ::testing::internal::CaptureStdout();
+  planCommand(a);
+  const json given = json::parse(::testing::internal::GetCapturedStdout());
+  EXPECT_DOUBLE_EQ(given.at("task_cv").get<double>(), 0.5);
+  EXPECT_EQ(given.at("task_time_source")
+                .get<std::string>()
+                .rfind("task time given, spread given, failure rate measured on ", 0),
+            0u)
+      << given.dump();
 }
 
 // No more workers than tasks to run: 12 slots asked for 3 pending tasks start 3 workers (before:

@@ -140,12 +140,13 @@ TEST(DiskEstimate, TasksAreSummedPerGroupWithTheAggregation) {
                       {"variations", {{"alt", {{"params", {{"mb", 10}}}}}}}};
   const CampaignSpec spec = parseCampaignSpec(j, "spec", "/tmp", /*require_inputs=*/false);
   const CampaignDiskEstimate e = estimateCampaignDisk(spec);
-  // Nominal: 5 tasks of 2 MB and one of 4 MB; alt: 2 tasks (its members) of 10 MB.
-  EXPECT_DOUBLE_EQ(e.tasks.bytes, (5 * 2 + 4 + 2 * 10) * 1e6);
+  // Nominal: 5 tasks of 2 MB and one of 4 MB; alt: 2 tasks (its members) of 10 MB; each file
+  // half a block more (2 kB) on disk.
+  EXPECT_DOUBLE_EQ(e.tasks.bytes, (5 * 2 + 4 + 2 * 10) * 1e6 + 8 * 3 * 2048);
   EXPECT_DOUBLE_EQ(e.tasks.files, 8 * 3.0);
   EXPECT_EQ(e.tasks_unknown, 0);
   ASSERT_TRUE(e.aggregate.has_value());
-  EXPECT_DOUBLE_EQ(e.total().bytes, (5 * 2 + 4 + 2 * 10 + 3) * 1e6);
+  EXPECT_DOUBLE_EQ(e.total().bytes, (5 * 2 + 4 + 2 * 10 + 3) * 1e6 + (8 * 3 + 5) * 2048);
   EXPECT_DOUBLE_EQ(e.runningBytesEach(), 20e6);
   EXPECT_EQ(e.advice, (std::vector<std::string>{"less", "fewer"}));
   ASSERT_EQ(e.groups.size(), 2u);
@@ -161,9 +162,9 @@ TEST(DiskEstimate, TasksAreSummedPerGroupWithTheAggregation) {
         "    smaller: less\n    smaller: fewer\n"})
     EXPECT_NE(text.find(line), std::string::npos) << line << " in\n" << text;
   const nlohmann::json js = e.toJson();
-  EXPECT_DOUBLE_EQ(js.at("bytes").get<double>(), 37e6);
+  EXPECT_DOUBLE_EQ(js.at("bytes").get<double>(), 37e6 + 29 * 2048);
   EXPECT_EQ(js.at("aggregate").at("how"), "bands");
-  EXPECT_EQ(js.at("groups").at(1).at("parts").at(0).at("bytes_each"), 10e6);
+  EXPECT_EQ(js.at("groups").at(1).at("parts").at(0).at("bytes_each"), 10e6 + 3 * 2048);
   j["task"] = "unsized";
   const CampaignDiskEstimate none =
       estimateCampaignDisk(parseCampaignSpec(j, "spec", "/tmp", /*require_inputs=*/false));
