@@ -590,6 +590,10 @@ std::string campaignOrchestrator(const std::string& campaign_dir) {
   return holder.empty() ? "a process on " + hostName() : holder;
 }
 
+std::string campaignLastOrchestrator(const std::string& campaign_dir) {
+  return holderLine(campaign_dir + "/orchestrator.lock");
+}
+
 std::string campaignOutputsUser(const std::string& campaign_dir) {
   const std::string path = campaign_dir + "/" + kOutputsLockFile;
   const Fd lock(::open(path.c_str(), O_RDONLY | O_CLOEXEC));

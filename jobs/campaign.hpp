@@ -96,6 +96,10 @@ inline constexpr const char* kOutputsLockFile = "aggregate.lock";
 // wrote it ("node7 pid 4242"); "" when none of this host's processes holds it (none at all, or
 // one on another node: a pilot's rank 0, a Slurm submitter elsewhere).
 std::string campaignOrchestrator(const std::string& campaign_dir);
+// The line the last process to orchestrate the campaign wrote into D/orchestrator.lock ("node7
+// pid 4242"), whether it still holds it or not; "" when none did. Where a run left rows
+// running, it says which host to look on (another node's lock is not seen from here).
+std::string campaignLastOrchestrator(const std::string& campaign_dir);
 
 // The attempt record in each task folder (a task's own outputs, e.g. a chain's
 // result.json, live beside it under their own names).

@@ -596,45 +596,18 @@ void planCommand(const PlanRequest& a) {
   if (a.from.empty() && !(a.task_minutes > 0))
     throw InputError("plan: give --task-minutes T or --from D (a campaign with done tasks)");
   // What is given wins over what --from measures (as --spread and --failure-rate do).
-  // Each figure given, measured --from a campaign, or the default; what is given wins.
-  in.task_cv = 0.1;
-  in.failure_rate = 0.0;
-  std::string time_from = "given", spread_from = "default", failure_from = "default";
   std::optional<Campaign> from;
-  std::string measured_note;
+  std::optional<MeasuredTaskTimes> measured;
   if (!a.from.empty()) {
     Campaign& c = from.emplace(Campaign::open(a.from, Campaign::Access::kReadOnly));
-    const MeasuredTaskTimes m = measureTaskTimes(c, /*require_done=*/!(a.task_minutes > 0));
-    const std::string on = "measured on " + std::to_string(m.done) + " done task(s) of " + a.from;
-    in.failure_rate = m.failure_rate;
-    failure_from = on;
-    if (m.done > 0) {
-      in.task_s = m.mean_s;
-      time_from = on;
-      // A spread beyond what the simulation takes (a few long tasks among thousands of
-      // instant ones) is held at its bound, and said (before: refused naming no value).
-      in.task_cv = std::min(m.cv, kMaxPlanSpread);
-      spread_from = on;
-      if (m.cv > kMaxPlanSpread)
-        measured_note = fmt::format(
-            "; the measured spread {:.0f}% is held at {:.0f}% (give --spread to set it)",
-            100 * m.cv, 100 * kMaxPlanSpread);
-    }
+    measured = measureTaskTimes(c, /*require_done=*/!(a.task_minutes > 0));
   }
-  if (a.task_minutes > 0) {
-    in.task_s = a.task_minutes * 60;
-    time_from = "given";
-  }
-  if (a.spread >= 0) {
-    in.task_cv = a.spread;
-    spread_from = "given";
-  }
-  if (a.failure_rate >= 0) {
-    in.failure_rate = a.failure_rate;
-    failure_from = "given";
-  }
-  const std::string source = "task time " + time_from + ", spread " + spread_from +
-                             ", failure rate " + failure_from + measured_note;
+  const PlanFigures figures = planFigures(a.task_minutes, a.spread, a.failure_rate,
+                                          measured ? &*measured : nullptr, a.from);
+  in.task_s = figures.task_s;
+  in.task_cv = figures.task_cv;
+  in.failure_rate = figures.failure_rate;
+  const std::string& source = figures.source;
   PlanResult r = simulatePlan(in);
   nlohmann::json j = r.toJson();
   j["tasks"] = in.tasks;

@@ -1,5 +1,7 @@
 #include "jobs/plan.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -128,6 +130,46 @@ MeasuredTaskTimes measureTaskTimes(Campaign& campaign, bool require_done) {
   double var = std::max(0.0, sum2 / m.done - m.mean_s * m.mean_s);
   m.cv = m.mean_s > 0 ? std::sqrt(var) / m.mean_s : 0;
   return m;
+}
+
+PlanFigures planFigures(double task_minutes, double spread, double failure_rate,
+                        const MeasuredTaskTimes* measured, const std::string& from) {
+  PlanFigures f;
+  std::string time_from = "given", spread_from = "default", failure_from = "default";
+  std::string note;
+  if (measured != nullptr) {
+    const std::string on =
+        "measured on " + std::to_string(measured->done) + " done task(s) of " + from;
+    f.failure_rate = measured->failure_rate;
+    failure_from = on;
+    if (measured->done > 0) {
+      f.task_s = measured->mean_s;
+      time_from = on;
+      f.task_cv = std::min(measured->cv, kMaxPlanSpread);
+      spread_from = on;
+      if (measured->cv > kMaxPlanSpread)
+        note = fmt::format(
+            "; the measured spread {:.0f}% is held at {:.0f}% (give --spread to "
+            "set it)",
+            100 * measured->cv, 100 * kMaxPlanSpread);
+    }
+  }
+  if (task_minutes > 0) {
+    f.task_s = task_minutes * 60;
+    time_from = "given";
+  }
+  if (spread >= 0) {
+    f.task_cv = spread;
+    spread_from = "given";
+    note.clear();  // nothing measured is held
+  }
+  if (failure_rate >= 0) {
+    f.failure_rate = failure_rate;
+    failure_from = "given";
+  }
+  f.source = "task time " + time_from + ", spread " + spread_from + ", failure rate " +
+             failure_from + note;
+  return f;
 }
 
 }  // namespace foldfarm::jobs

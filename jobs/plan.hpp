@@ -62,4 +62,20 @@ struct MeasuredTaskTimes {
 // otherwise a campaign without done tasks gives done 0 and its failure rate.
 MeasuredTaskTimes measureTaskTimes(Campaign& campaign, bool require_done = true);
 
+// The figures a plan simulates with, and where each came from, for `source`: "task time
+// given, spread measured on 40 done task(s) of D, failure rate default". What is given wins
+// (task_minutes > 0, spread >= 0, failure_rate >= 0), then what was `measured` on the campaign
+// `from` (the task time and spread when a task is done), then the defaults (spread 0.1,
+// failure rate 0; a task time must be given or measured). A measured spread beyond
+// kMaxPlanSpread (a few long tasks among thousands of instant ones) is held there, and
+// `source` says so with the measured value.
+struct PlanFigures {
+  double task_s = 0;
+  double task_cv = 0.1;
+  double failure_rate = 0;
+  std::string source;
+};
+PlanFigures planFigures(double task_minutes, double spread, double failure_rate,
+                        const MeasuredTaskTimes* measured, const std::string& from);
+
 }  // namespace foldfarm::jobs

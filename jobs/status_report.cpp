@@ -183,6 +183,7 @@ json statusJson(Campaign& campaign) {
   j["aggregation_interrupted"] =
       statPath(campaign.dir() + "/aggregate/" + kAggregateCommitRecord).exists;
   j["orchestrator"] = campaignOrchestrator(campaign.dir());
+  j["last_orchestrator"] = campaignLastOrchestrator(campaign.dir());
   // A `campaign cancel` the run that orchestrates D has not acted on yet.
   json cancel = nullptr;
   try {
@@ -297,11 +298,17 @@ std::string statusText(const json& s) {
   bool unowned = false;
   for (const auto& r : s["running"])
     unowned = unowned || r.value("external_id", std::string()).empty();
-  if (unowned && s.value("orchestrator", std::string()).empty())
+  if (unowned && s.value("orchestrator", std::string()).empty()) {
+    const std::string last = s.value("last_orchestrator", std::string());
     out +=
         "  running: no process on this host orchestrates the campaign; if its run ended (a "
         "crash, a lost node), `foldfarm campaign resume " +
-        shellWord(dir) + "` runs the tasks it left running again\n";
+        shellWord(dir) + "` runs the tasks it left running again" +
+        (last.empty() ? std::string()
+                      : " (the last run to orchestrate it: " + last +
+                            "; a run on another host is not seen from here)") +
+        "\n";
+  }
   const json& cancel = s.value("cancel_requested", json());
   if (cancel.is_object()) {
     out +=

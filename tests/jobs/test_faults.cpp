@@ -959,6 +959,14 @@ TEST_F(Faults, KillMinus9OfTheOrchestratorFiveTimesThenResumeDoesEveryTaskOnce) 
                             dir_ + "`"),
               std::string::npos)
         << text.out;
+    // And which run was the last to orchestrate it, where to look when it ran on another host.
+    const std::string last = json::parse(left.out).at("last_orchestrator");
+    EXPECT_NE(last.find(" pid "), std::string::npos) << left.out;
+    EXPECT_NE(text.out.find("(the last run to orchestrate it: " + last +
+                            "; a run on another "
+                            "host is not seen from here)"),
+              std::string::npos)
+        << text.out;
   }
   ToolRun r = runTool({"resume", dir_}, scratch_, "final");
   ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -220,45 +220,6 @@ TEST_F(LocalExecutor, InitRemovesTheStagingDirectoriesOfAKilledInit) {
   EXPECT_TRUE(fs::exists(dir_ + "/journal.sqlite"));
 }
 
-// `campaign plan --from D` on a campaign of a few long tasks among many instant ones: the
-// measured spread (about 12 here) is held at the simulation's bound of 10, which the plan says
-// with the measured value (before: refused with "a spread from 0 to 10", naming no value);
-// what is given is said to be given, what is measured to be measured.
-TEST_F(LocalExecutor, APlanHoldsAMeasuredSpreadBeyondItsBoundAndSaysSo) {
-  json spec = {{"task", "sleep"},
-               {"replicas", 150},
-               {"params", {{"seconds", 0}}},
-               {"overrides", {{"r0000m0", {{"seconds", 1.5}}}}},
-               {"resources", {{"cpu_slots", 2}}}};
-  init(spec);
-  ASSERT_EQ(runTool({"run", dir_}, scratch_, "run").exit_code, 0);
-  PlanRequest a;
-  a.spec = writeSpec(scratch_, spec, "plan.json");
-  a.gpus = 4;
-  a.from = dir_;
-  a.json = true;
-  ::testing::internal::CaptureStdout();
-  planCommand(a);
-  const json measured = json::parse(::testing::internal::GetCapturedStdout());
-  EXPECT_DOUBLE_EQ(measured.at("task_cv").get<double>(), kMaxPlanSpread) << measured.dump();
-  const std::string source = measured.at("task_time_source");
-  EXPECT_EQ(source.rfind("task time measured on ", 0), 0u) << source;
-  EXPECT_NE(source.find(", spread measured on "), std::string::npos) << source;
-  EXPECT_NE(source.find("% is held at 1000% (give --spread to set it)"), std::string::npos)
-      << source;
-  a.spread = 0.5;
-  a.task_minutes = 2;
-  ::testing::internal::CaptureStdout();
-  planCommand(a);
-  const json given = json::parse(::testing::internal::GetCapturedStdout());
-  EXPECT_DOUBLE_EQ(given.at("task_cv").get<double>(), 0.5);
-  EXPECT_EQ(given.at("task_time_source")
-                .get<std::string>()
-                .rfind("task time given, spread given, failure rate measured on ", 0),
-            0u)
-      << given.dump();
-}
-
 // No more workers than tasks to run: 12 slots asked for 3 pending tasks start 3 workers (before:
 // 12, each a process started before the first task; 4096 of them ran a small machine out of
 // memory).

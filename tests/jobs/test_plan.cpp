@@ -107,6 +107,45 @@ TEST(Plan, RejectsImpossibleInput) {
   }
 }
 
+// The figures of a plan: what is given wins, then what was measured, then the defaults; each
+// said with where it came from. A measured spread beyond the simulation's bound (a few long
+// tasks among thousands of instant ones) is held at it and said with its value (before:
+// `plan --from` was refused with "a spread from 0 to 10", naming no value).
+TEST(Plan, FiguresAreGivenMeasuredOrDefaultAndAMeasuredSpreadBeyondTheBoundIsHeld) {
+  MeasuredTaskTimes m;
+  m.done = 150;
+  m.mean_s = 0.02;
+  m.cv = 12.3;
+  m.failure_rate = 0.1;
+  const PlanFigures held = planFigures(0, -1, -1, &m, "D");
+  EXPECT_DOUBLE_EQ(held.task_s, 0.02);
+  EXPECT_DOUBLE_EQ(held.task_cv, kMaxPlanSpread);
+  EXPECT_DOUBLE_EQ(held.failure_rate, 0.1);
+  EXPECT_EQ(held.source,
+            "task time measured on 150 done task(s) of D, spread measured on 150 done task(s) of "
+            "D, failure rate measured on 150 done task(s) of D; the measured spread 1230% is held "
+            "at 1000% (give --spread to set it)");
+  PlanInput in;
+  in.tasks = 10;
+  in.task_s = held.task_s;
+  in.task_cv = held.task_cv;
+  in.failure_rate = held.failure_rate;
+  EXPECT_NO_THROW(simulatePlan(in));
+  const PlanFigures given = planFigures(2, 0.5, -1, &m, "D");
+  EXPECT_DOUBLE_EQ(given.task_s, 120);
+  EXPECT_DOUBLE_EQ(given.task_cv, 0.5);
+  EXPECT_EQ(given.source,
+            "task time given, spread given, failure rate measured on 150 done task(s) of D");
+  m.done = 0;  // nothing done: its failure rate only
+  const PlanFigures none = planFigures(5, -1, -1, &m, "D");
+  EXPECT_EQ(none.source,
+            "task time given, spread default, failure rate measured on 0 done "
+            "task(s) of D");
+  EXPECT_DOUBLE_EQ(none.task_cv, 0.1);
+  EXPECT_EQ(planFigures(5, -1, 0.2, nullptr, "").source,
+            "task time given, spread default, failure rate given");
+}
+
 // What a campaign takes on disk: each task's estimate from its kind (once per set of params
 // that differ in more than which task it is), in parts of equal tasks per group (the nominal,
 // each variation), with the aggregation's, what running tasks add, and the kind's advice once;
