@@ -634,8 +634,7 @@ std::optional<jobs::DiskUseEstimate> estimateChainTaskOutput(const nlohmann::jso
   std::optional<int64_t> in_file = eventsOfFile(spec.mc_path);
   if (!in_file) return std::nullopt;
   const ChainConfig& c = spec.config;
-  const int64_t events =
-      c.max_mc_events > 0 ? std::min(*in_file, c.max_mc_events) : *in_file;
+  const int64_t events = c.max_mc_events > 0 ? std::min(*in_file, c.max_mc_events) : *in_file;
   const int steps = 2 * spec.iterations;
   const auto weightsBytes = [&](int rows) {
     return 8.0 * static_cast<double>(events) * rows + kH5HeaderBytes;
@@ -661,10 +660,10 @@ std::optional<jobs::DiskUseEstimate> estimateChainTaskOutput(const nlohmann::jso
           " events x " + std::to_string(rows) + " row(s) x 8 B), histograms, history and " +
           "records about " + jobs::formatBytes(small);
   if (c.iteration_weights && steps > 0)
-    e.advice = "\"iteration_weights\": false in the chain config keeps weights.h5's final row "
-               "alone: " +
-               jobs::formatBytes(weightsBytes(1)) + " a chain instead of " +
-               jobs::formatBytes(weights);
+    e.advice =
+        "\"iteration_weights\": false in the chain config keeps weights.h5's final row "
+        "alone: " +
+        jobs::formatBytes(weightsBytes(1)) + " a chain instead of " + jobs::formatBytes(weights);
   if (spec.keep_models) {
     // Each step's models, kept for the variations that start from them.
     const double models = steps * c.step_ensemble * (pet_bytes.value_or(0) + mlp_bytes);
@@ -675,9 +674,9 @@ std::optional<jobs::DiskUseEstimate> estimateChainTaskOutput(const nlohmann::jso
              (pet_bytes ? std::string()
                         : " without PET's (its foundation " + spec.init + " is not there yet)");
   }
-  e.running_bytes = weightsBytes(steps) +
-                    c.step_ensemble * (kPetModelsInState * pet_bytes.value_or(0) +
-                                       kMlpModelsInState * mlp_bytes);
+  e.running_bytes =
+      weightsBytes(steps) +
+      c.step_ensemble * (kPetModelsInState * pet_bytes.value_or(0) + kMlpModelsInState * mlp_bytes);
   return e;
 }
 
