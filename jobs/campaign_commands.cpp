@@ -244,18 +244,18 @@ int retryCommand(const std::string& dir, const std::string& executor, const RunO
 }
 
 void printTaskRerun(const std::string& dir, const TaskRerunSummary& s) {
+  // The ids, the first 20 of each list (a retry of thousands names them in its journal).
+  constexpr size_t kIds = 20;
   const std::set<std::string> dependents(s.dependents.begin(), s.dependents.end());
-  std::string ids, needing;
-  for (const std::string& id : s.rerun) {
-    std::string& list = dependents.count(id) ? needing : ids;
-    list += (list.empty() ? "" : ", ") + id;
-  }
-  if (!needing.empty())
+  std::vector<std::string> named, warm;
+  for (const std::string& id : s.rerun) (dependents.count(id) ? warm : named).push_back(id);
+  const std::string ids = listWithMore(named, kIds);
+  std::string needing;
+  if (!warm.empty())
     needing = (ids.empty() ? "" : "; and ") + std::to_string(dependents.size()) +
-              " warm-started from them: " + needing;
+              " warm-started from them: " + listWithMore(warm, kIds);
   if (!s.lost_needs.empty()) {
-    std::string lost;
-    for (const std::string& id : s.lost_needs) lost += (lost.empty() ? "" : ", ") + id;
+    const std::string lost = listWithMore(s.lost_needs, kIds);
     std::printf(
         "campaign %s: failed tasks found the models they warm-start from lost or damaged: "
         "%s run%s again first\n",

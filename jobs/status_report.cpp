@@ -361,9 +361,7 @@ std::string statusText(const json& s) {
         "  failed tasks (rerun with `foldfarm campaign retry " + shellWord(dir) + " --failed`):\n";
     for (size_t k = 0; k < order.size() && k < kGroups; ++k) {
       const auto& [key, g] = *order[k];
-      std::string ids;
-      for (size_t i = 0; i < g.tasks.size() && i < kIds; ++i) ids += (i ? ", " : "") + g.tasks[i];
-      if (g.tasks.size() > kIds) ids += " and " + std::to_string(g.tasks.size() - kIds) + " more";
+      const std::string ids = listWithMore(g.tasks, kIds);
       const std::string attempts =
           g.attempts_min == g.attempts_max
               ? std::to_string(g.attempts_min)

@@ -7,6 +7,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace foldfarm {
 
@@ -49,6 +50,16 @@ inline std::string shellWord(std::string_view s) {
            std::string_view("_@%+=:,./-").find(c) != std::string_view::npos;
   });
   return plain ? std::string(s) : shellQuote(s);
+}
+
+// The first `shown` of `items` joined by ", ", then " and N more" for the rest: a list a
+// message names without flooding the terminal ("r0000m0, r0001m0 and 4998 more").
+inline std::string listWithMore(const std::vector<std::string>& items, size_t shown) {
+  std::string out;
+  for (size_t i = 0; i < items.size() && i < shown; ++i) out += (i ? ", " : "") + items[i];
+  if (items.size() > shown)
+    out += (out.empty() ? "" : " and ") + std::to_string(items.size() - shown) + " more";
+  return out;
 }
 
 }  // namespace foldfarm

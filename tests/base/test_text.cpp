@@ -50,3 +50,13 @@ TEST(Utf8, InvalidBytesAreWrittenAsEscapes) {
   EXPECT_EQ(escapeInvalidUtf8("\xc0\xaf/a\xc3"), "\\xc0\\xaf/a\\xc3");
   EXPECT_EQ(escapeInvalidUtf8(""), "");
 }
+
+// A list a message names: the first N, then how many more (a retry of thousands of tasks
+// printed every id).
+TEST(Text, AListNamesItsFirstItemsAndCountsTheRest) {
+  EXPECT_EQ(listWithMore({}, 3), "");
+  EXPECT_EQ(listWithMore({"r0000m0"}, 3), "r0000m0");
+  EXPECT_EQ(listWithMore({"a", "b", "c"}, 3), "a, b, c");
+  EXPECT_EQ(listWithMore({"a", "b", "c", "d", "e"}, 2), "a, b and 3 more");
+  EXPECT_EQ(listWithMore({"a", "b"}, 0), "2 more");
+}
