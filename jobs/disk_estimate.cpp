@@ -118,6 +118,12 @@ CampaignDiskEstimate estimateCampaignDisk(const CampaignSpec& spec, Campaign* me
     if (fresh) e.groups.push_back(DiskGroup{name, 0, 0, {}});
     DiskGroup& g = e.groups[gi->second];
     ++g.tasks;
+    // A kind that estimates nothing, with nothing measured: not known, and its params are not
+    // built (every run's start asks this of campaigns of 10^5 noop or command tasks too).
+    if (!traits.estimate_task_output && measured.empty()) {
+      ++g.unknown;
+      continue;
+    }
     const TaskDef t = spec.taskDef(i);
     const std::string key = sizeKey(t.params);
     auto hit = known.find(key);
