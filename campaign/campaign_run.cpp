@@ -148,14 +148,15 @@ void runCommand(const std::string& dir, const RunRequest& request) {
 }
 
 void retryCommand(const std::string& dir, RunRequest request, bool failed, bool cancelled,
-                  const std::vector<std::string>& tasks) {
+                  const std::vector<std::string>& tasks, const std::string& tasks_file) {
   // Before anything moves: a retry refused afterwards would have moved outputs for nothing.
   if (request.aggregate) checkAggregatable(dir);
-  request.options.retry = jobs::retryStates(dir, failed, cancelled, !tasks.empty());
   // The kinds first: the named tasks' checks read the campaign's spec.
   registerTaskKinds();
-  if ((!tasks.empty() || failed) && dist::detectLaunch().rank == 0)
-    jobs::printTaskRerun(dir, jobs::rerunNamedTasks(dir, tasks, failed));
+  // The same preparation as the jobs layer's retry (before: this one did not run the named
+  // tasks first, RunOptions::first).
+  request.options = jobs::prepareRetry(dir, request.options, failed, cancelled, tasks, tasks_file,
+                                       dist::detectLaunch().rank == 0);
   runCommand(dir, request);
 }
 

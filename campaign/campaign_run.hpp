@@ -53,13 +53,11 @@ struct RunRequest {
 // to aggregate and tasks were cancelled.
 void runCommand(const std::string& dir, const RunRequest& request);
 
-// `campaign retry D [--failed] [--cancelled] [--task ID …]`: the named tasks (and, with
-// --failed, those whose outputs a failed task found lost) are prepared on rank 0
-// (jobs::rerunNamedTasks: a done task's outputs move to D/superseded/), the failed or
-// cancelled ones go back to pending once the run holds the journal, then it runs as
-// runCommand. InputError when none of the three is asked for.
+// `campaign retry D [--failed] [--cancelled] [--task ID …] [--tasks-file F]`: prepared as
+// jobs::prepareRetry prepares it (the named tasks on rank 0: a done task's outputs move to
+// D/superseded/; they run first), then run as runCommand runs it.
 void retryCommand(const std::string& dir, RunRequest request, bool failed, bool cancelled,
-                  const std::vector<std::string>& tasks);
+                  const std::vector<std::string>& tasks, const std::string& tasks_file = "");
 
 // `foldfarm slurm submit D [options]` (and runCommand's Slurm path).
 struct SubmitRequest {

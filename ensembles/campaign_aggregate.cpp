@@ -80,7 +80,7 @@ nlohmann::json incompleteVariations(jobs::Campaign& camp, std::vector<std::strin
   };
   std::map<std::string, Count> by;
   std::map<std::string, std::vector<std::string>> dirs;  // variation -> its task directories
-  for (const auto& t : camp.tasks()) {
+  camp.forEachTask([&](const jobs::TaskRecord& t) {
     const std::string variation = spec.taskPosition(t.index).variation;
     dirs[variation].push_back(camp.taskDir(t.id));
     Count& c = by[variation];
@@ -89,7 +89,7 @@ nlohmann::json incompleteVariations(jobs::Campaign& camp, std::vector<std::strin
       ++c.done;
     else
       ++c.other[std::string(jobs::toString(t.state))];
-  }
+  });
   const std::string& dir = camp.dir();
   // A run that orchestrates the campaign now runs the pending ones (before: "`campaign run D`
   // then aggregate again", which that run refuses).
@@ -182,7 +182,8 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
     throw InputError(dir + ": aggregate needs a campaign of chain tasks (this one runs '" +
                      spec.kind + "')");
   std::vector<std::string> runs;
-  for (const auto& t : camp.tasks(jobs::TaskState::kDone)) runs.push_back(camp.taskDir(t.id));
+  camp.forEachTask([&](const jobs::TaskRecord& t) { runs.push_back(camp.taskDir(t.id)); },
+                   jobs::TaskState::kDone);
   if (runs.empty()) {
     // The way to chains that are done: a run, or for cancelled and failed ones a retry.
     const jobs::StateCounts counts = camp.counts();

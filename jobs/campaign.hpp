@@ -202,6 +202,10 @@ class Campaign {
   std::vector<TaskRecord> tasks(std::optional<TaskState> state = std::nullopt) {
     return journal_.tasks(state);
   }
+  void forEachTask(const std::function<void(TaskRecord&)>& fn,
+                   std::optional<TaskState> state = std::nullopt) {
+    journal_.forEachTask(fn, state);
+  }
   StateCounts counts() { return journal_.counts(); }
 
   // pending -> running with an external job id (Slurm), one transaction. Returns the

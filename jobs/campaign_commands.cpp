@@ -212,21 +212,31 @@ int runCommand(const std::string& dir, const std::string& executor_in, const Run
 
 void statusCommand(const std::string& dir, bool as_json, bool list_tasks) {
   Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
-  nlohmann::json s = statusJson(c);
-  if (list_tasks) s["tasks"] = tasksJson(c);
-  if (as_json) {
-    std::printf("%s\n", s.dump(2).c_str());
-  } else {
+  const nlohmann::json s = statusJson(c);
+  if (!as_json) {
     std::printf("%s", statusText(s).c_str());
-    if (list_tasks) std::printf("%s", tasksText(s["tasks"]).c_str());
+    if (list_tasks) writeTasksText(stdout, c);
+    return;
   }
+  std::string text = s.dump(2);  // "{\n  ...\n}"
+  if (!list_tasks) {
+    std::printf("%s\n", text.c_str());
+    return;
+  }
+  // The tasks as the status object's last key, streamed.
+  text.resize(text.size() - 2);
+  std::printf("%s,\n  \"tasks\": ", text.c_str());
+  writeTasksJson(stdout, c, "  ");
+  std::printf("\n}\n");
 }
 
 std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool cancelled,
                                    bool tasks) {
   if (!failed && !cancelled && !tasks)
-    throw InputError("campaign retry " + dir +
-                     ": say which tasks: --failed, --cancelled, --task ID (one or more of them)");
+    throw InputError(
+        "campaign retry " + dir +
+        ": say which tasks: --failed, --cancelled, --task ID, --tasks-file F (one or more of "
+        "them)");
   std::vector<TaskState> states;
   if (failed) states.push_back(TaskState::kFailed);
   if (cancelled) states.push_back(TaskState::kCancelled);
@@ -234,13 +244,32 @@ std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool can
 }
 
 int retryCommand(const std::string& dir, const std::string& executor, const RunOptions& options,
-                 bool failed, bool cancelled, const std::vector<std::string>& tasks) {
+                 bool failed, bool cancelled, const std::vector<std::string>& tasks,
+                 const std::string& tasks_file) {
+  return runCommand(dir, executor,
+                    prepareRetry(dir, options, failed, cancelled, tasks, tasks_file, true));
+}
+
+RunOptions prepareRetry(const std::string& dir, const RunOptions& options, bool failed,
+                        bool cancelled, std::vector<std::string> tasks,
+                        const std::string& tasks_file, bool orchestrator) {
   // The run moves them once it holds the journal (rank 0 of a pilot), then dispatches.
   RunOptions o = options;
-  o.retry = retryStates(dir, failed, cancelled, !tasks.empty());
+  o.retry = retryStates(dir, failed, cancelled, !tasks.empty() || !tasks_file.empty());
+  if (!orchestrator) return o;
+  // Read here alone: under mpirun only rank 0 has the standard input.
+  if (!tasks_file.empty()) {
+    const std::vector<std::string> listed = readTaskIdsFile(tasks_file);
+    if (listed.empty())
+      throw InputError("campaign retry " + dir + ": " +
+                       (tasks_file == "-" ? std::string("the standard input") : tasks_file) +
+                       " lists no task id (one a line, `#` starts a comment); nothing was "
+                       "changed");
+    tasks.insert(tasks.end(), listed.begin(), listed.end());
+  }
   o.first = tasks;  // the named ones first, pending already or not
   if (!tasks.empty() || failed) printTaskRerun(dir, rerunNamedTasks(dir, tasks, failed));
-  return runCommand(dir, executor, o);
+  return o;
 }
 
 void printTaskRerun(const std::string& dir, const TaskRerunSummary& s) {
@@ -457,10 +486,16 @@ void extendCommand(const std::string& dir, const ExtendRequest& request, bool dr
   if (s.renumbered > 0)
     line += "; " + std::to_string(s.renumbered) +
             " task(s) renumbered behind them, their states and results kept";
+  if (s.added_bytes >= 0)
+    line += "; their outputs: about " + formatBytes(s.added_bytes) +
+            (s.added_unknown > 0
+                 ? " (without the " + formatCount(s.added_unknown) + " task(s) not estimated)"
+                 : std::string());
   if (s.dry_run) {
     std::printf("campaign %s: nothing changed (--dry-run); extending would make %s%s\n",
                 dir.c_str(), line.c_str(),
                 s.aggregate_moved ? ", and move the aggregation's outputs aside" : "");
+    if (!s.disk_shortfall.empty()) logWarn("campaign {}: {}", dir, s.disk_shortfall);
     return;
   }
   std::printf("campaign %s: %s%s%s; run the campaign (`foldfarm campaign run %s`)\n", dir.c_str(),
@@ -568,7 +603,7 @@ void workCommand(const std::string& dir, std::vector<std::string> task_ids,
 }
 
 std::vector<std::string> readTaskIdsFile(const std::string& path) {
-  std::istringstream in(readFile(path));
+  std::istringstream in(path == "-" ? readFile("/dev/stdin") : readFile(path));
   std::vector<std::string> ids;
   std::string line;
   while (std::getline(in, line)) {

@@ -26,14 +26,21 @@ void initCommand(const std::string& spec_path, const std::string& dir);
 int runCommand(const std::string& dir, const std::string& executor, const RunOptions& options);
 // `campaign status D [--json]`.
 void statusCommand(const std::string& dir, bool json, bool list_tasks = false);
-// `campaign retry D [--failed] [--cancelled] [--task ID …]`: runs like resume, having moved
-// the failed or cancelled tasks back to pending once the run holds the journal
-// (RunOptions::retry), and the named tasks before the run (rerunNamedTasks,
-// jobs/task_rerun.hpp: a done task's outputs move aside), with --failed also the tasks whose
-// outputs a failed task found lost (exit 66); at least one of the three asked for, else
-// InputError.
+// `campaign retry D [--failed] [--cancelled] [--task ID …] [--tasks-file F]`: runs like
+// resume with the options prepareRetry gives (this process orchestrating it).
 int retryCommand(const std::string& dir, const std::string& executor, const RunOptions& options,
-                 bool failed, bool cancelled, const std::vector<std::string>& tasks = {});
+                 bool failed, bool cancelled, const std::vector<std::string>& tasks = {},
+                 const std::string& tasks_file = "");
+// A retry's options: the failed or cancelled tasks move back to pending once the run holds the
+// journal (RunOptions::retry). On the process that orchestrates the run (`orchestrator`: rank 0
+// of a pilot) also the named tasks (`tasks` and those `tasks_file` lists: readTaskIdsFile, read
+// there alone) are made ready to run again now (rerunNamedTasks, jobs/task_rerun.hpp: a done
+// task's outputs move aside), with --failed also the tasks whose outputs a failed task found
+// lost (exit 66), and run first (RunOptions::first). InputError when none of the four is asked
+// for, or the file lists no task.
+RunOptions prepareRetry(const std::string& dir, const RunOptions& options, bool failed,
+                        bool cancelled, std::vector<std::string> tasks,
+                        const std::string& tasks_file, bool orchestrator);
 // The states `campaign retry D` moves back to pending: failed, cancelled, both or (with
 // `tasks`, named tasks asked for) none; InputError naming D when nothing is asked for.
 std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool cancelled,
@@ -74,7 +81,8 @@ void workCommand(const std::string& dir, std::vector<std::string> task_ids,
                  const std::string& tasks_file, int attempt);
 // "ID@N" -> ("ID", N); "ID" -> ("ID", 0). Throws InputError for a malformed N.
 std::pair<std::string, int> splitTaskAttempt(const std::string& entry);
-// Reads task ids from a file (one per line; blank lines and '#' comments skipped).
+// Reads task ids from a file (one per line; blank lines and '#' comments skipped; "-": the
+// standard input, e.g. `jq -r … | foldfarm campaign retry D --tasks-file -`).
 std::vector<std::string> readTaskIdsFile(const std::string& path);
 
 // `campaign plan SPEC --gpus G …`: simulates the tasks `campaign init` would make of SPEC

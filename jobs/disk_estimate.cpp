@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <map>
 
 #include <fmt/format.h>
@@ -25,8 +26,11 @@ namespace {
 constexpr int kMeasuredPerKey = 50;
 
 // What a task directory takes: the blocks allocated to it and to everything under it (as du
-// counts them: a small file takes a whole block), and its entries with itself.
-DiskUse measureTree(const std::string& dir) {
+// counts them: a small file takes a whole block), and its entries with itself. Stops once
+// `max_entries` are counted (then *partial, when given, is set).
+DiskUse measureTree(const std::string& dir,
+                    double max_entries = std::numeric_limits<double>::infinity(),
+                    bool* partial = nullptr) {
   const auto allocated = [](const std::string& path) {
     struct stat st {};
     return ::lstat(path.c_str(), &st) == 0 ? 512.0 * static_cast<double>(st.st_blocks) : 0.0;
@@ -34,6 +38,10 @@ DiskUse measureTree(const std::string& dir) {
   DiskUse u{allocated(dir), 1};
   std::error_code ec;
   for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (u.files >= max_entries) {
+      if (partial) *partial = true;
+      break;
+    }
     u.files += 1;
     u.bytes += allocated(it->path().string());
   }
@@ -56,20 +64,20 @@ struct Measured {
 // The done tasks of `c`, up to kMeasuredPerKey per size key (in the journal's order).
 std::map<std::string, Measured> measureDoneTasks(Campaign& c) {
   std::map<std::string, Measured> m;
-  for (const auto& t : c.tasks()) {
-    if (t.state != TaskState::kDone) continue;
+  c.forEachTask([&](const TaskRecord& t) {
+    if (t.state != TaskState::kDone) return;
     const int index = c.spec().indexOf(t.id);
-    if (index < 0) continue;
+    if (index < 0) return;
     Measured& g = m[sizeKey(c.spec().taskDef(index).params)];
-    if (g.done >= kMeasuredPerKey) continue;
+    if (g.done >= kMeasuredPerKey) return;
     const std::string dir = c.taskDir(t.id);
     std::error_code ec;
-    if (!fs::is_directory(dir, ec)) continue;  // a kind without directories (noop)
+    if (!fs::is_directory(dir, ec)) return;  // a kind without directories (noop)
     const DiskUse u = measureTree(dir);
     ++g.done;
     g.sum.bytes += u.bytes;
     g.sum.files += u.files;
-  }
+  });
   return m;
 }
 
@@ -321,17 +329,41 @@ std::string diskShortfall(const CampaignDiskEstimate& estimate, const FreeSpace&
          " --gpus 1 --task-minutes 1` says what takes it";
 }
 
+std::optional<SupersededUse> supersededUse(const std::string& campaign_dir, double max_entries) {
+  const std::string root = campaign_dir + "/superseded";
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
+    if (it->is_directory(ec)) names.push_back(it->path().filename().string());
+  if (names.empty()) return std::nullopt;
+  // <UTC time>-<pid>: in time order when sorted.
+  std::sort(names.begin(), names.end());
+  SupersededUse s;
+  s.sets = static_cast<int>(names.size());
+  s.oldest = names.front();
+  s.newest = names.back();
+  for (const std::string& name : names) {
+    const DiskUse u = measureTree(root + "/" + name, max_entries - s.use.files, &s.partial);
+    s.use.bytes += u.bytes;
+    s.use.files += u.files;
+    if (s.partial) break;
+  }
+  return s;
+}
+
 void warnIfOutputsDoNotFit(const std::string& dir) {
   try {
     Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
     std::vector<bool> left(static_cast<size_t>(c.spec().numTasks()), false);
     int n = 0;
-    for (const auto& t : c.tasks()) {
+    // Streamed: every run's start reads this (a campaign's tasks read whole, with their
+    // results, are hundreds of MB at 400,000 tasks).
+    c.forEachTask([&](const TaskRecord& t) {
       const int index = c.spec().indexOf(t.id);
-      if (index < 0 || t.state == TaskState::kDone) continue;
+      if (index < 0 || t.state == TaskState::kDone) return;
       left[static_cast<size_t>(index)] = true;
       ++n;
-    }
+    });
     const CampaignDiskEstimate e = estimateCampaignDisk(
         c.spec(), nullptr, [&](int i) { return left[static_cast<size_t>(i)]; });
     const std::optional<FreeSpace> free = freeSpaceAt(c.dir());

@@ -94,6 +94,19 @@ std::string diskShortfall(const CampaignDiskEstimate& estimate, const FreeSpace&
                           const std::string& dir,
                           const std::string& whose = "its tasks and aggregation");
 
+// D/superseded/: the sets of outputs that `campaign retry --task`, `extend` and `accept-inputs`
+// moved aside (one directory each, <UTC time>-<pid>, kept until removed by hand) and what they
+// take on disk (allocated blocks, as du counts them). The walk stops after `max_entries`
+// entries (then `partial`: the figures are a floor). nullopt when there is no such set.
+struct SupersededUse {
+  int sets = 0;
+  DiskUse use;
+  std::string oldest, newest;  // the sets' names
+  bool partial = false;
+};
+std::optional<SupersededUse> supersededUse(const std::string& campaign_dir,
+                                           double max_entries = 200000);
+
 // The check of a run's start (local, the pilot's rank 0, a Slurm submission) and of `extend`:
 // what the tasks not done yet and the aggregation will still write, against the free space of
 // the campaign's file system, which the tasks done so far and everything else on it have

@@ -9,6 +9,7 @@
 #include "core/base/log.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/campaign_spec.hpp"
+#include "jobs/disk_estimate.hpp"
 #include "jobs/input_record.hpp"
 
 namespace foldfarm::jobs {
@@ -228,6 +229,36 @@ std::vector<std::string> unrecordedInputs(const CampaignSpec& s, const json& rec
   return out;
 }
 
+// What the added tasks (those not `existing` in `next`) will take, and for a dry run whether
+// what is then not done yet fits on the campaign's file system. An estimate that fails is
+// left out (logged): it never stops an extension.
+void sizeExtension(Campaign& c, const CampaignSpec& next, const std::vector<int>& new_index_of,
+                   const std::vector<char>& existing, ExtendSummary& sum) {
+  try {
+    const CampaignDiskEstimate added = estimateCampaignDisk(
+        next, nullptr, [&](int k) { return existing[static_cast<size_t>(k)] == 0; });
+    sum.added_unknown = added.tasks_unknown;
+    if (added.tasks_unknown < sum.added()) sum.added_bytes = added.tasks.bytes;
+    // A real extension warns from the campaign as it is then (extendCommand).
+    if (!sum.dry_run) return;
+    std::vector<char> left(existing.size(), 1);
+    const std::vector<TaskState> states = c.journal().states();
+    for (size_t i = 0; i < states.size() && i < new_index_of.size(); ++i)
+      if (states[i] == TaskState::kDone) left[static_cast<size_t>(new_index_of[i])] = 0;
+    const CampaignDiskEstimate e =
+        estimateCampaignDisk(next, nullptr, [&](int k) { return left[static_cast<size_t>(k)]; });
+    const std::optional<FreeSpace> free = freeSpaceAt(c.dir());
+    if (!free) return;
+    const std::string whose = "its " +
+                              formatCount(static_cast<double>(
+                                  std::count(left.begin(), left.end(), static_cast<char>(1)))) +
+                              " task(s) not done yet once extended and aggregation";
+    sum.disk_shortfall = diskShortfall(e, *free, c.dir(), whose);
+  } catch (const std::exception& e) {
+    logDebug("campaign {}: the extension's outputs are not sized: {}", c.dir(), e.what());
+  }
+}
+
 }  // namespace
 
 json ExtendSummary::toJson() const {
@@ -238,12 +269,20 @@ json ExtendSummary::toJson() const {
          {"before", {{"replicas", s.replicas_before}, {"members", s.members_before}}},
          {"after", {{"replicas", s.replicas}, {"members", s.members}}},
          {"added", s.added}});
-  return {{"dry_run", dry_run},         {"tasks_before", tasks_before},
-          {"tasks_after", tasks_after}, {"added", added()},
-          {"sets", sets_json},          {"first_added", first_added},
-          {"renumbered", renumbered},   {"new_inputs", new_inputs},
-          {"settings", settings},       {"aggregate_moved", aggregate_moved},
-          {"moved_to", moved_to}};
+  return {{"dry_run", dry_run},
+          {"tasks_before", tasks_before},
+          {"tasks_after", tasks_after},
+          {"added", added()},
+          {"sets", sets_json},
+          {"first_added", first_added},
+          {"renumbered", renumbered},
+          {"new_inputs", new_inputs},
+          {"settings", settings},
+          {"aggregate_moved", aggregate_moved},
+          {"moved_to", moved_to},
+          {"added_outputs_bytes", added_bytes < 0 ? json(nullptr) : json(added_bytes)},
+          {"added_outputs_unknown", added_unknown},
+          {"disk_shortfall", disk_shortfall}};
 }
 
 ExtendSummary extendCampaign(const std::string& dir_in, const ExtendRequest& req, bool dry_run) {
@@ -311,6 +350,7 @@ ExtendSummary extendCampaign(const std::string& dir_in, const ExtendRequest& req
   if (!old.inputs_at_init.empty()) sum.new_inputs = unrecordedInputs(next, old.inputs_at_init);
   sum.settings = changedRunSettings(old, next);
   if (added.empty() && sum.settings.empty()) return sum;
+  if (!added.empty()) sizeExtension(c, next, new_index_of, existing, sum);
   if (dry_run) {
     sum.aggregate_moved = !added.empty() && aggregateHoldsOutputs(dir);
     return sum;

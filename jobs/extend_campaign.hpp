@@ -74,6 +74,13 @@ struct ExtendSummary {
   std::vector<std::string> new_inputs;   // input paths checked and recorded
   // The run settings changed ("time_limit_s 600 -> 3600", "retry.max_attempts 3 -> 5").
   std::vector<std::string> settings;
+  // What the added tasks' directories will take once done (jobs/disk_estimate.hpp): bytes
+  // < 0 when no added task could be sized; `added_unknown` of them were not.
+  double added_bytes = -1;
+  int added_unknown = 0;
+  // --dry-run: the warning a real extension would give (warnIfOutputsDoNotFit) when what is
+  // not done yet and the aggregation would not fit on the campaign's file system ("" fits).
+  std::string disk_shortfall;
   bool aggregate_moved = false;  // D/aggregate held outputs (dry run: holds)
   std::string moved_to;          // D/superseded/<time>-<pid> ("" when nothing moved)
   int added() const { return tasks_after - tasks_before; }

@@ -314,13 +314,21 @@ void CampaignJournal::insertEvent(int index, int attempt, TaskState from, TaskSt
 }
 
 std::vector<TaskRecord> CampaignJournal::tasks(std::optional<TaskState> state) {
+  std::vector<TaskRecord> out;
+  forEachTask([&](TaskRecord& t) { out.push_back(std::move(t)); }, state);
+  return out;
+}
+
+void CampaignJournal::forEachTask(const std::function<void(TaskRecord&)>& fn,
+                                  std::optional<TaskState> state) {
   std::string sql = std::string("SELECT ") + kTaskColumns + " FROM tasks" +
                     (state ? " WHERE state=?" : "") + " ORDER BY idx";
   SqliteStatement st(db_, sql.c_str());
   if (state) st.bind(1, str(*state));
-  std::vector<TaskRecord> out;
-  while (st.step()) out.push_back(readTask(st));
-  return out;
+  while (st.step()) {
+    TaskRecord t = readTask(st);
+    fn(t);
+  }
 }
 
 std::optional<TaskRecord> CampaignJournal::task(const std::string& id) {
@@ -347,6 +355,12 @@ StateCounts CampaignJournal::counts() {
 
 int CampaignJournal::numTasks() {
   SqliteStatement st(db_, "SELECT COUNT(*) FROM tasks");
+  st.step();
+  return static_cast<int>(st.columnInt(0));
+}
+
+int CampaignJournal::longestTaskId() {
+  SqliteStatement st(db_, "SELECT COALESCE(MAX(LENGTH(id)), 0) FROM tasks");
   st.step();
   return static_cast<int>(st.columnInt(0));
 }

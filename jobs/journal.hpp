@@ -110,9 +110,16 @@ class CampaignJournal {
   CampaignJournal& operator=(CampaignJournal&&) noexcept = default;
 
   std::vector<TaskRecord> tasks(std::optional<TaskState> state = std::nullopt);
+  // Every task (of `state`) in index order, streamed to `fn` (which may move from it): one
+  // record in memory at a time
+  // (a campaign's tasks, with their results, can take hundreds of MB).
+  void forEachTask(const std::function<void(TaskRecord&)>& fn,
+                   std::optional<TaskState> state = std::nullopt);
   std::optional<TaskRecord> task(const std::string& id);
   StateCounts counts();
   int numTasks();
+  // The length of the longest task id (0 without tasks): one light query.
+  int longestTaskId();
   // The task graph recorded at creation (empty for campaigns without dependencies).
   TaskGraph graph();
   // Every task's state, by index (one light query: no results are read).

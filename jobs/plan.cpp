@@ -110,15 +110,15 @@ MeasuredTaskTimes measureTaskTimes(Campaign& campaign, bool require_done) {
   MeasuredTaskTimes m;
   double sum = 0, sum2 = 0;
   int64_t attempts = 0, failures = 0;
-  for (const auto& t : campaign.tasks()) {
+  campaign.forEachTask([&](const TaskRecord& t) {
     attempts += t.attempts;
     failures += t.failures;
-    if (t.state != TaskState::kDone || t.finished_at <= t.started_at) continue;
+    if (t.state != TaskState::kDone || t.finished_at <= t.started_at) return;
     double d = t.finished_at - t.started_at;
     ++m.done;
     sum += d;
     sum2 += d * d;
-  }
+  });
   m.failure_rate = attempts > 0 ? static_cast<double>(failures) / attempts : 0;
   if (m.done == 0) {
     if (!require_done) return m;

@@ -12,6 +12,7 @@
 #include "core/base/progress.hpp"
 #include "core/base/text.hpp"
 #include "jobs/cancel_request.hpp"
+#include "jobs/disk_estimate.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/task_lease.hpp"
 
@@ -82,9 +83,27 @@ json statusJson(Campaign& campaign) {
   int done = counts[TaskState::kDone];
   json failures = json::array();
   json running = json::array();
-  const std::vector<TaskRecord> all = campaign.tasks();
-  for (const auto& t : all) {
-    if (t.state == TaskState::kDone) {
+  // The task graph: pending tasks split into ready, waiting and held, and per group
+  // (nominal and each variation) the counts by state.
+  const CampaignSpec& spec = campaign.spec();
+  const TaskGraph graph = campaign.journal().graph();
+  const std::vector<TaskState> states = campaign.journal().states();
+  int ready = 0, waiting = 0;
+  json held = json::array();
+  // One pass over the tasks, streamed: a campaign of 400,000 tasks with their results is
+  // hundreds of MB when read whole.
+  campaign.forEachTask([&](const TaskRecord& t) {
+    if (t.state == TaskState::kPending) {
+      auto b = graph.blocked(t.index, states);
+      if (!b) {
+        ++ready;
+      } else if (!b->held) {
+        ++waiting;
+      } else {
+        const std::string need = spec.taskPosition(b->culprit).id;
+        held.push_back({{"task", t.id}, {"needs", need}, {"reason", TaskGraph::reason(*b, need)}});
+      }
+    } else if (t.state == TaskState::kDone) {
       if (first_start == 0 || (t.started_at > 0 && t.started_at < first_start))
         first_start = t.started_at;
       last_finish = std::max(last_finish, t.finished_at);
@@ -112,14 +131,7 @@ json statusJson(Campaign& campaign) {
                          {"since", t.started_at},
                          {"started", started}});
     }
-  }
-  // The task graph: pending tasks split into ready, waiting and held, and per group
-  // (nominal and each variation) the counts by state.
-  const CampaignSpec& spec = campaign.spec();
-  const TaskGraph graph = campaign.journal().graph();
-  const std::vector<TaskState> states = campaign.journal().states();
-  int ready = 0, waiting = 0;
-  json held = json::array();
+  });
   json groups = json::array();
   auto group = [&](const std::string& name, const std::string& type, int first, int n,
                    const std::string& after) {
@@ -134,18 +146,6 @@ json statusJson(Campaign& campaign) {
   for (const auto& v : spec.variations)
     group(v.name, v.type, v.first_index, v.numTasks(),
           v.warm_start ? "nominal (same replica and member)" : "");
-  for (const auto& t : all) {
-    if (t.state != TaskState::kPending) continue;
-    auto b = graph.blocked(t.index, states);
-    if (!b) {
-      ++ready;
-    } else if (!b->held) {
-      ++waiting;
-    } else {
-      const std::string need = spec.taskPosition(b->culprit).id;
-      held.push_back({{"task", t.id}, {"needs", need}, {"reason", TaskGraph::reason(*b, need)}});
-    }
-  }
   j["graph"] = {{"dependencies", graph.edges()},
                 {"ready", ready},
                 {"waiting", waiting},
@@ -184,6 +184,13 @@ json statusJson(Campaign& campaign) {
       statPath(campaign.dir() + "/aggregate/" + kAggregateCommitRecord).exists;
   j["orchestrator"] = campaignOrchestrator(campaign.dir());
   j["last_orchestrator"] = campaignLastOrchestrator(campaign.dir());
+  // The outputs commands moved aside: kept until removed by hand, so said here (before: a
+  // campaign retried often grew without a word).
+  json superseded = nullptr;
+  if (const std::optional<SupersededUse> u = supersededUse(campaign.dir()))
+    superseded = {{"sets", u->sets},     {"bytes", u->use.bytes}, {"files", u->use.files},
+                  {"oldest", u->oldest}, {"newest", u->newest},   {"partial", u->partial}};
+  j["superseded"] = superseded;
   // A `campaign cancel` the run that orchestrates D has not acted on yet.
   json cancel = nullptr;
   try {
@@ -335,6 +342,16 @@ std::string statusText(const json& s) {
     out += "  aggregate: of " + std::to_string(aggregated.get<int64_t>()) + " chain(s), " +
            std::to_string(done) + " done now: run `foldfarm campaign aggregate " + shellWord(dir) +
            "` again for bands of them all\n";
+  if (const json& sup = s.value("superseded", json()); sup.is_object()) {
+    const int sets = sup["sets"].get<int>();
+    out += "  superseded: " + std::string(sup["partial"].get<bool>() ? "at least " : "") +
+           formatBytes(sup["bytes"].get<double>()) + " in " + std::to_string(sets) +
+           " set(s) of replaced outputs (" + dir + "/superseded/" +
+           (sets == 1 ? sup["newest"].get<std::string>()
+                      : "{" + sup["oldest"].get<std::string>() + " … " +
+                            sup["newest"].get<std::string>() + "}") +
+           "); nothing reads them: `rm -r` those no longer needed\n";
+  }
   if (!s["failures"].empty()) {
     // Grouped by exit code and reason (one changed input fails thousands of tasks alike:
     // before, each was printed with its reason, megabytes of text), the groups by size; the
@@ -381,40 +398,36 @@ std::string statusText(const json& s) {
   return out;
 }
 
-json tasksJson(Campaign& campaign) {
+void writeTasksJson(std::FILE* out, Campaign& campaign, const std::string& indent) {
   const CampaignSpec& spec = campaign.spec();
-  json tasks = json::array();
-  for (const TaskRecord& t : campaign.tasks()) {
+  const char* separator = "";
+  std::fputs("[", out);
+  campaign.forEachTask([&](const TaskRecord& t) {
     const std::string group = spec.taskPosition(t.index).variation;
-    tasks.push_back({{"task", t.id},
-                     {"group", group.empty() ? "nominal" : group},
-                     {"replica", t.replica},
-                     {"member", t.member},
-                     {"state", std::string(toString(t.state))},
-                     {"attempts", t.attempts},
-                     {"host", t.host},
-                     {"exit_code", t.exit_code}});
-  }
-  return tasks;
+    const json row{{"task", t.id},
+                   {"group", group.empty() ? "nominal" : group},
+                   {"replica", t.replica},
+                   {"member", t.member},
+                   {"state", std::string(toString(t.state))},
+                   {"attempts", t.attempts},
+                   {"host", t.host},
+                   {"exit_code", t.exit_code}};
+    std::fprintf(out, "%s\n%s  %s", separator, indent.c_str(), row.dump().c_str());
+    separator = ",";
+  });
+  std::fprintf(out, "%s]", *separator ? ("\n" + indent).c_str() : "");
 }
 
-std::string tasksText(const json& tasks) {
-  size_t width = 4;
-  for (const json& t : tasks) width = std::max(width, t["task"].get<std::string>().size());
-  char line[512];
-  std::snprintf(line, sizeof line, "%-*s  %-9s  %8s  %-20s  %s\n", static_cast<int>(width), "task",
-                "state", "attempts", "host", "exit");
-  std::string out = line;
-  for (const json& t : tasks) {
-    const int exit_code = t["exit_code"].get<int>();
-    std::snprintf(line, sizeof line, "%-*s  %-9s  %8d  %-20s  %s\n", static_cast<int>(width),
-                  t["task"].get<std::string>().c_str(), t["state"].get<std::string>().c_str(),
-                  t["attempts"].get<int>(),
-                  t["host"].get<std::string>().empty() ? "-" : t["host"].get<std::string>().c_str(),
-                  exit_code < 0 ? "-" : std::to_string(exit_code).c_str());
-    out += line;
-  }
-  return out;
+void writeTasksText(std::FILE* out, Campaign& campaign) {
+  const int width = std::max(4, campaign.journal().longestTaskId());
+  std::fprintf(out, "%-*s  %-9s  %8s  %-20s  %s\n", width, "task", "state", "attempts", "host",
+               "exit");
+  campaign.forEachTask([&](const TaskRecord& t) {
+    std::fprintf(out, "%-*s  %-9s  %8d  %-20s  %s\n", width, t.id.c_str(),
+                 std::string(toString(t.state)).c_str(), t.attempts,
+                 t.host.empty() ? "-" : t.host.c_str(),
+                 t.exit_code < 0 ? "-" : std::to_string(t.exit_code).c_str());
+  });
 }
 
 }  // namespace foldfarm::jobs

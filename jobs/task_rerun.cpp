@@ -34,8 +34,8 @@ RerunSet checkRerunnable(Campaign& c, const std::vector<char>& wanted, const std
                          const std::string& then) {
   const std::string& dir = c.dir();
   RerunSet set;
-  for (const TaskRecord& t : c.tasks()) {
-    if (!wanted[static_cast<size_t>(t.index)]) continue;
+  c.forEachTask([&](const TaskRecord& t) {
+    if (!wanted[static_cast<size_t>(t.index)]) return;
     if (t.state == TaskState::kRunning || t.state == TaskState::kInterrupted) {
       if (!t.external_id.empty())
         throw InputError(dir + ": task " + t.id + ", " + why + ", is " +
@@ -73,7 +73,7 @@ RerunSet checkRerunnable(Campaign& c, const std::vector<char>& wanted, const std
         ++set.pending;
         break;
     }
-  }
+  });
   return set;
 }
 

@@ -445,12 +445,12 @@ SettledSubmissions settleEarlierSubmissions(jobs::Campaign& c, const SlurmClient
   }
   // Which tasks the journal records under each array job.
   std::map<std::string, std::set<std::string>> runningUnder, namedBy;
-  for (const auto& t : c.tasks()) {
+  c.forEachTask([&](const jobs::TaskRecord& t) {
     std::string a = arrayJobIdOf(t.external_id);
-    if (a.empty() || !subByJob.count(a)) continue;
+    if (a.empty() || !subByJob.count(a)) return;
     namedBy[a].insert(t.id);
     if (t.state == TaskState::kRunning) runningUnder[a].insert(t.id);
-  }
+  });
   for (const auto& [id, sub] : subByJob) {
     auto it = live.find(id);
     if (it == live.end()) {

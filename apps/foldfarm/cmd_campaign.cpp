@@ -185,8 +185,12 @@ void registerCampaignCommands(CommandGroups& g) {
         "--task", *tasks,
         "Run this task again (repeatable), done or failed (a cancelled one: --cancelled), and "
         "the tasks warm-started from it: a done task's outputs move to D/superseded/ first");
-    c->callback([a, failed, cancelled, tasks] {
-      campaign::retryCommand(a->dir, a->request(), *failed, *cancelled, *tasks);
+    auto tasks_file = std::make_shared<std::string>();
+    c->add_option("--tasks-file", *tasks_file,
+                  "As --task, for each id this file lists (one a line, `#` comments; - reads the "
+                  "standard input, e.g. from `campaign status --json --tasks | jq -r …`)");
+    c->callback([a, failed, cancelled, tasks, tasks_file] {
+      campaign::retryCommand(a->dir, a->request(), *failed, *cancelled, *tasks, *tasks_file);
     });
   }
   registerCampaignCancelCommand(*campaign);

@@ -19,8 +19,8 @@ const char* kUsage =
     "       ff_jobs_tool init SPEC --dir D\n"
     "       ff_jobs_tool run|resume D [--executor local|mpi] [--slots N] [--lost-after S]\n"
     "                             [--heartbeat S]\n"
-    "       ff_jobs_tool retry D [--failed] [--cancelled] [--task ID …]\n"
-    "       ff_jobs_tool cancel D [--wait S] | status D [--json]\n"
+    "       ff_jobs_tool retry D [--failed] [--cancelled] [--task ID …] [--tasks-file F]\n"
+    "       ff_jobs_tool cancel D [--wait S] | status D [--json] [--tasks]\n"
     "       ff_jobs_tool accept-inputs D [--dry-run] [--json]\n"
     "       ff_jobs_tool extend D [--spec NEW] [--variation V] [--replicas R] [--members M]\n"
     "                          [--dry-run] [--json]\n"
@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> tasks;
     int attempt = 0, replicas = 0, members = 0;
     double wait_s = 600;
-    std::string spec, variation;
+    std::string spec, variation, tasks_file;
     bool json = false, failed = false, cancelled = false, dry_run = false, list_tasks = false;
     jobs::RunOptions opt;
     opt.show_progress = false;
@@ -67,6 +67,8 @@ int main(int argc, char** argv) {
         opt.heartbeat_s = std::stod(value());
       else if (args[k] == "--task")
         tasks.push_back(value());
+      else if (args[k] == "--tasks-file")
+        tasks_file = value();
       else if (args[k] == "--attempt")
         attempt = std::stoi(value());
       else if (args[k] == "--spec")
@@ -100,7 +102,7 @@ int main(int argc, char** argv) {
     }
     if (cmd == "run" || cmd == "resume") return jobs::runCommand(target, executor, opt);
     if (cmd == "retry") {
-      return jobs::retryCommand(target, executor, opt, failed, cancelled, tasks);
+      return jobs::retryCommand(target, executor, opt, failed, cancelled, tasks, tasks_file);
     }
     if (cmd == "cancel") return jobs::cancelCommand(target, wait_s);
     if (cmd == "status") {

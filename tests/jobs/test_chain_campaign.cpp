@@ -840,6 +840,31 @@ TEST_F(ChainCampaign, InitAndExtendWarnWhenTheFileSystemHasLessRoomThanTheOutput
     while (fs::space(small).available > 600 * 1000)
       filler.write(block.data(), block.size()), filler.flush();
   }
+  // A dry run says what the added task will take and warns as the extension will, changing
+  // nothing.
+  const std::string spec_before = readText(fits + "/spec.json");
+  ASSERT_EQ(runFoldfarm({"campaign", "extend", fits, "--replicas", "2", "--dry-run"}, scratch_,
+                        "small/dry"),
+            0)
+      << readText(scratch_ + "/small/dry.err");
+  const std::string dry_out = readText(scratch_ + "/small/dry.out");
+  EXPECT_NE(dry_out.find("1 task(s) added (r0001m0), 2 in all; their outputs: about "),
+            std::string::npos)
+      << dry_out;
+  const std::string dry_err = readText(scratch_ + "/small/dry.err");
+  EXPECT_NE(dry_err.find("the outputs of its 2 task(s) not done yet once extended and aggregation "
+                         "will take about "),
+            std::string::npos)
+      << dry_err;
+  ASSERT_EQ(runFoldfarm({"campaign", "extend", fits, "--replicas", "2", "--dry-run", "--json"},
+                        scratch_, "small/dry-json"),
+            0);
+  const json dry = json::parse(readText(scratch_ + "/small/dry-json.out"));
+  EXPECT_GT(dry.at("added_outputs_bytes").get<double>(), 100e3) << dry.dump();
+  EXPECT_EQ(dry.at("added_outputs_unknown"), 0) << dry.dump();
+  EXPECT_NE(dry.at("disk_shortfall").get<std::string>(), "") << dry.dump();
+  EXPECT_EQ(readText(fits + "/spec.json"), spec_before) << "a dry run changes nothing";
+  EXPECT_EQ(CampaignJournal::open(fits + "/journal.sqlite").numTasks(), 1);
   ASSERT_EQ(runFoldfarm({"campaign", "extend", fits, "--replicas", "2"}, scratch_, "small/extend"),
             0)
       << readText(scratch_ + "/small/extend.err");

@@ -563,6 +563,83 @@ TEST_F(ExtendCampaign, ARetriedTaskRunsBeforeTheTasksStillPending) {
     EXPECT_GT(after.at(id).started_at, after.at("r0007m0").started_at) << id;
 }
 
+// `retry --tasks-file F` runs again the tasks F lists (`#` comments, blank lines, spaces
+// around ids; `-`: the standard input), first, as --task does; a file listing none is refused,
+// changing nothing. `status` then says what the retries set aside in D/superseded/, and
+// `status --tasks` (streamed from the journal) lists every task, as text and as JSON.
+TEST_F(ExtendCampaign, ARetryTakesItsTasksFromAFileAndStatusSaysWhatIsSetAside) {
+  auto attemptsOf = [&](const std::string& id) { return tasksOf(dir_).at(id).attempts; };
+  const std::string list = scratch_ + "/again.txt";
+  writeText(list, "# damaged outputs\n  r0001m0 \n\nr0002m0\t\n");
+  ToolRun retry = runTool({"retry", dir_, "--tasks-file", list}, scratch_, "retry-file");
+  ASSERT_EQ(retry.exit_code, 0) << retry.err;
+  EXPECT_EQ(attemptsOf("r0001m0"), 2);
+  EXPECT_EQ(attemptsOf("r0002m0"), 2);
+  EXPECT_EQ(attemptsOf("r0000m0"), 1);
+  // Their warm-started variation tasks go with them, as with --task.
+  EXPECT_EQ(attemptsOf("det_up.r0001m0"), 2);
+  EXPECT_NE(retry.out.find("r0001m0"), std::string::npos) << retry.out;
+
+  writeText(scratch_ + "/none.txt", "# nothing\n\n");
+  ToolRun none = runTool({"retry", dir_, "--tasks-file", scratch_ + "/none.txt"}, scratch_, "none");
+  EXPECT_EQ(none.exit_code, 2) << none.err;
+  EXPECT_NE(none.err.find(scratch_ + "/none.txt lists no task id"), std::string::npos) << none.err;
+  ToolRun missing =
+      runTool({"retry", dir_, "--tasks-file", scratch_ + "/nope.txt"}, scratch_, "missing");
+  EXPECT_EQ(missing.exit_code, 2) << missing.err;
+  EXPECT_NE(missing.err.find(scratch_ + "/nope.txt"), std::string::npos) << missing.err;
+  writeText(scratch_ + "/unknown.txt", "r0000m0\nr9999m9\n");
+  ToolRun unknown =
+      runTool({"retry", dir_, "--tasks-file", scratch_ + "/unknown.txt"}, scratch_, "unknown");
+  EXPECT_EQ(unknown.exit_code, 2) << unknown.err;
+  EXPECT_NE(unknown.err.find("has no task 'r9999m9'"), std::string::npos) << unknown.err;
+  EXPECT_EQ(attemptsOf("r0000m0"), 1) << "nothing changed";
+
+  // The standard input, through a pipe.
+  const pid_t pipe = startProgram(
+      "/bin/sh",
+      {"-c", "printf 'r0000m0\\n' | \"$0\" retry \"$1\" --tasks-file -", FF_JOBS_TOOL, dir_},
+      scratch_, "retry-stdin");
+  ASSERT_EQ(waitExit(pipe), 0) << readText(scratch_ + "/retry-stdin.err");
+  EXPECT_EQ(attemptsOf("r0000m0"), 2);
+
+  // Two retries of done tasks: two sets set aside, said by status.
+  ToolRun status = runTool({"status", dir_, "--json"}, scratch_, "status");
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  const json sup = json::parse(status.out).at("superseded");
+  ASSERT_TRUE(sup.is_object()) << status.out;
+  EXPECT_EQ(sup.at("sets"), 2);
+  EXPECT_GT(sup.at("bytes").get<double>(), 0);
+  EXPECT_GT(sup.at("files").get<double>(), 4);
+  EXPECT_FALSE(sup.at("partial").get<bool>());
+  EXPECT_LT(sup.at("oldest").get<std::string>(), sup.at("newest").get<std::string>());
+  EXPECT_TRUE(fs::is_directory(dir_ + "/superseded/" + sup.at("oldest").get<std::string>()));
+  status = runTool({"status", dir_}, scratch_, "status-text");
+  EXPECT_NE(status.out.find(" in 2 set(s) of replaced outputs (" + dir_ + "/superseded/{"),
+            std::string::npos)
+      << status.out;
+
+  // Every task, streamed: text and JSON agree with the journal.
+  const auto tasks = tasksOf(dir_);
+  ToolRun listed = runTool({"status", dir_, "--json", "--tasks"}, scratch_, "tasks-json");
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  const json all = json::parse(listed.out);
+  EXPECT_EQ(all.at("total"), static_cast<int>(tasks.size())) << "the status keys are kept";
+  ASSERT_EQ(all.at("tasks").size(), tasks.size()) << listed.out;
+  for (const json& t : all.at("tasks")) {
+    const TaskRecord& r = tasks.at(t.at("task").get<std::string>());
+    EXPECT_EQ(t.at("state"), std::string(toString(r.state)));
+    EXPECT_EQ(t.at("attempts"), r.attempts);
+    EXPECT_EQ(t.at("group"),
+              r.id.find('.') == std::string::npos ? "nominal" : r.id.substr(0, r.id.find('.')));
+  }
+  listed = runTool({"status", dir_, "--tasks"}, scratch_, "tasks-text");
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  const std::string table = listed.out.substr(listed.out.find("\ntask "));
+  EXPECT_EQ(countLines(table), static_cast<int>(tasks.size()) + 2) << table;  // with "\n" first
+  EXPECT_NE(table.find("\ndet_up.r0001m0  done"), std::string::npos) << table;
+}
+
 // A failure after the commit point (here the stale aggregation cannot be moved aside: a file
 // where D/superseded/ goes) says that the campaign is extended and what finishes it (before: a
 // bare "cannot rename ... into place", exit 1, as if nothing had changed).
