@@ -19,6 +19,7 @@
 #include "core/base/text.hpp"
 #include "core/base/utf8.hpp"
 #include "jobs/cancel_request.hpp"
+#include "jobs/disk_estimate.hpp"
 #include "jobs/input_record.hpp"
 #include "jobs/task_execution.hpp"
 #include "jobs/task_kind.hpp"
@@ -345,6 +346,7 @@ void finishInterruptedChange(const std::string& dir, const SpecAgainstJournal& s
       const Fd outputs = lockCampaignOutputs(dir, "a command finishing `campaign extend`");
       SupersededOutputs aside(dir);
       if (aside.moveAggregate()) moved = aside.path();
+      aside.recordUse();
     } catch (const InputError& e) {
       logInfo("{}: {}: its outputs stay where they are", dir, e.what());
     }
@@ -505,11 +507,24 @@ void SupersededOutputs::move(const std::string& from, const std::string& name) {
     const std::string to = aside_ + "/" + name;
     fs::create_directories(fs::path(to).parent_path(), ec);
     if (ec) throw Error(to + ": cannot create its directory: " + ec.message());
+    const DiskUse use = measureDiskUse(from);
     renameDurable(from, to);
     moved_to_ = aside_;
+    moved_bytes_ += use.bytes;
+    moved_files_ += use.files;
   } catch (...) {
     if (first) fs::remove_all(aside_, ec);  // best effort: the error says what failed
     throw;
+  }
+}
+
+void SupersededOutputs::recordUse() noexcept {
+  if (moved_to_.empty()) return;
+  try {
+    writeSupersededUse(moved_to_, {moved_bytes_, moved_files_});
+  } catch (const std::exception& e) {
+    logWarn("{}: what it holds is not recorded ({}): `campaign status` measures it instead",
+            moved_to_, e.what());
   }
 }
 

@@ -65,9 +65,14 @@ class SupersededOutputs {
   // D/report.html (the page of those numbers) when there is one. Returns whether it moved.
   bool moveAggregate();
   const std::string& path() const { return moved_to_; }  // "" until something moved
+  // Once the command's moves are done: writes what they moved takes on disk (measured before
+  // each move) into the set (D/superseded/<set>/disk_use.json), which `campaign status` adds
+  // up. Logs instead of throwing: without it, status walks the set.
+  void recordUse() noexcept;
 
  private:
   std::string dir_, aside_, moved_to_;
+  double moved_bytes_ = 0, moved_files_ = 0;
 };
 // Whether D/aggregate holds outputs (which a change of the campaign makes stale).
 bool aggregateHoldsOutputs(const std::string& campaign_dir);

@@ -246,8 +246,17 @@ std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool can
 int retryCommand(const std::string& dir, const std::string& executor, const RunOptions& options,
                  bool failed, bool cancelled, const std::vector<std::string>& tasks,
                  const std::string& tasks_file) {
+  // Under the MPI pilot rank 0 alone prepares it (before: every rank read the list and moved
+  // the named tasks, racing; a rank without the standard input refused the retry).
+  bool orchestrator = true;
+  if ((executor.empty() ? loadFrozenSpec(dir).executor : executor) == "mpi") {
+    dist::MpiRuntime::ensure();
+    int rank = 0;
+    FF_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    orchestrator = rank == 0;
+  }
   return runCommand(dir, executor,
-                    prepareRetry(dir, options, failed, cancelled, tasks, tasks_file, true));
+                    prepareRetry(dir, options, failed, cancelled, tasks, tasks_file, orchestrator));
 }
 
 RunOptions prepareRetry(const std::string& dir, const RunOptions& options, bool failed,
@@ -259,10 +268,20 @@ RunOptions prepareRetry(const std::string& dir, const RunOptions& options, bool 
   if (!orchestrator) return o;
   // Read here alone: under mpirun only rank 0 has the standard input.
   if (!tasks_file.empty()) {
-    const std::vector<std::string> listed = readTaskIdsFile(tasks_file);
+    const std::string file = tasks_file == "-" ? "the standard input" : tasks_file;
+    std::vector<std::string> listed;
+    try {
+      listed = readTaskIdsFile(tasks_file);
+    } catch (const Error& e) {
+      // readFile's "PATH: cannot read: why", the path said once.
+      std::string why = e.what();
+      for (const std::string& path : {tasks_file, std::string("/dev/stdin")})
+        if (why.rfind(path + ": ", 0) == 0) why.erase(0, path.size() + 2);
+      throw InputError("campaign retry " + dir + ": --tasks-file " + file + ": " + why +
+                       "; nothing was changed");
+    }
     if (listed.empty())
-      throw InputError("campaign retry " + dir + ": " +
-                       (tasks_file == "-" ? std::string("the standard input") : tasks_file) +
+      throw InputError("campaign retry " + dir + ": " + file +
                        " lists no task id (one a line, `#` starts a comment); nothing was "
                        "changed");
     tasks.insert(tasks.end(), listed.begin(), listed.end());
@@ -450,7 +469,9 @@ void extendCommand(const std::string& dir, const ExtendRequest& request, bool dr
     throw InputError("campaign extend " + dir +
                      ": say what to add: --replicas R, --members M (of a variation with "
                      "--variation V) or --spec NEW.json");
-  const ExtendSummary s = extendCampaign(dir, request, dry_run);
+  ExtendSummary s = extendCampaign(dir, request, dry_run);
+  if (!s.dry_run && s.added() > 0) s.disk_shortfall = outputsShortfall(dir);
+  if (!s.disk_shortfall.empty()) logWarn("campaign {}: {}", dir, s.disk_shortfall);
   if (json) {
     std::printf("%s\n", s.toJson().dump(2).c_str());
     return;
@@ -495,13 +516,11 @@ void extendCommand(const std::string& dir, const ExtendRequest& request, bool dr
     std::printf("campaign %s: nothing changed (--dry-run); extending would make %s%s\n",
                 dir.c_str(), line.c_str(),
                 s.aggregate_moved ? ", and move the aggregation's outputs aside" : "");
-    if (!s.disk_shortfall.empty()) logWarn("campaign {}: {}", dir, s.disk_shortfall);
     return;
   }
   std::printf("campaign %s: %s%s%s; run the campaign (`foldfarm campaign run %s`)\n", dir.c_str(),
               line.c_str(), s.moved_to.empty() ? "" : "; the aggregation's outputs are kept in ",
               s.moved_to.c_str(), shellWord(dir).c_str());
-  warnIfOutputsDoNotFit(dir);
 }
 
 std::pair<std::string, int> splitTaskAttempt(const std::string& entry) {

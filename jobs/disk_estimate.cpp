@@ -2,16 +2,21 @@
 
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <sstream>
 
 #include <fmt/format.h>
 
+#include "core/base/atomic_file.hpp"
+#include "core/base/file_stat.hpp"
 #include "core/base/log.hpp"
+#include "core/base/process.hpp"
 #include "core/base/text.hpp"
 #include "jobs/campaign.hpp"
 
@@ -19,34 +24,32 @@ namespace foldfarm::jobs {
 
 namespace fs = std::filesystem;
 
+DiskUse measureDiskUse(const std::string& path, double max_entries, bool* partial) {
+  const auto allocated = [](const std::string& p) {
+    struct stat st {};
+    return ::lstat(p.c_str(), &st) == 0 ? 512.0 * static_cast<double>(st.st_blocks) : 0.0;
+  };
+  DiskUse u{allocated(path), 1};
+  std::error_code ec;
+  fs::recursive_directory_iterator it(path, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    if (u.files >= max_entries) {
+      if (partial) *partial = true;
+      return u;
+    }
+    u.files += 1;
+    u.bytes += allocated(it->path().string());
+  }
+  // A directory it could not read: what it holds is not counted.
+  if (ec && ec != std::errc::not_a_directory && partial) *partial = true;
+  return u;
+}
+
 namespace {
 
 // Done tasks of plan --from measured per set of params: enough for a mean, few enough that a
 // campaign of 10^5 done tasks on a parallel file system is not walked whole.
 constexpr int kMeasuredPerKey = 50;
-
-// What a task directory takes: the blocks allocated to it and to everything under it (as du
-// counts them: a small file takes a whole block), and its entries with itself. Stops once
-// `max_entries` are counted (then *partial, when given, is set).
-DiskUse measureTree(const std::string& dir,
-                    double max_entries = std::numeric_limits<double>::infinity(),
-                    bool* partial = nullptr) {
-  const auto allocated = [](const std::string& path) {
-    struct stat st {};
-    return ::lstat(path.c_str(), &st) == 0 ? 512.0 * static_cast<double>(st.st_blocks) : 0.0;
-  };
-  DiskUse u{allocated(dir), 1};
-  std::error_code ec;
-  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (u.files >= max_entries) {
-      if (partial) *partial = true;
-      break;
-    }
-    u.files += 1;
-    u.bytes += allocated(it->path().string());
-  }
-  return u;
-}
 
 // The params of a task that do not change what it leaves on disk: which task it is, its seeds
 // and threads.
@@ -73,7 +76,7 @@ std::map<std::string, Measured> measureDoneTasks(Campaign& c) {
     const std::string dir = c.taskDir(t.id);
     std::error_code ec;
     if (!fs::is_directory(dir, ec)) return;  // a kind without directories (noop)
-    const DiskUse u = measureTree(dir);
+    const DiskUse u = measureDiskUse(dir);
     ++g.done;
     g.sum.bytes += u.bytes;
     g.sum.files += u.files;
@@ -240,7 +243,112 @@ std::optional<FreeSpace> freeSpaceAt(const std::string& path) {
   f.bytes = static_cast<double>(s.f_bavail) * static_cast<double>(s.f_frsize);
   f.files = static_cast<double>(s.f_favail);
   f.files_known = s.f_files > 0;  // btrfs and some network file systems report no inodes
+  // A user on a shared scratch file system meets a quota long before the file system is full.
+  if (const std::optional<QuotaRoom> q = lustreQuotaRoom(path)) {
+    if (q->bytes >= 0 && q->bytes < f.bytes) {
+      f.bytes = q->bytes;
+      f.bytes_by = q->bytes_by;
+    }
+    if (q->files >= 0 && (!f.files_known || q->files < f.files)) {
+      f.files = q->files;
+      f.files_known = true;
+      f.files_by = q->files_by;
+    }
+  }
   return f;
+}
+
+namespace {
+
+// A value of `lfs quota`: "123", "123*" (over its limit), "[123]" (inaccurate: an OST did not
+// answer), in kbytes or files; nullopt for anything else ("-", a grace time, a header word).
+std::optional<double> lfsValue(std::string w) {
+  if (!w.empty() && w.back() == '*') w.pop_back();
+  if (w.size() >= 2 && w.front() == '[' && w.back() == ']') w = w.substr(1, w.size() - 2);
+  if (w.empty() || w.size() > 19 || w.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
+  return std::stod(w);
+}
+
+// What a limit leaves (the hard one, else the soft one; 0: none): < 0 for no limit.
+double roomUnder(double used, double soft, double hard) {
+  const double limit = hard > 0 ? hard : soft;
+  return limit > 0 ? std::max(0.0, limit - used) : -1;
+}
+
+}  // namespace
+
+std::optional<QuotaRoom> parseLfsQuota(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<std::string> w;
+  for (std::string word; w.size() < 9 && in >> word;) w.push_back(word);
+  if (w.size() < 9) return std::nullopt;
+  double v[8] = {};
+  for (int k : {1, 2, 3, 5, 6, 7}) {
+    const std::optional<double> x = lfsValue(w[static_cast<size_t>(k)]);
+    if (!x) return std::nullopt;
+    v[k] = *x;
+  }
+  QuotaRoom r;
+  const double kbytes = roomUnder(v[1], v[2], v[3]);
+  r.bytes = kbytes < 0 ? -1 : 1024 * kbytes;
+  r.files = roomUnder(v[5], v[6], v[7]);
+  return r;
+}
+
+std::optional<QuotaRoom> lustreQuotaRoom(const std::string& path,
+                                         std::chrono::milliseconds timeout) {
+  const std::string lfs = findProgram("lfs");
+  if (lfs.empty()) return std::nullopt;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  // Files made in a set-group-ID directory take its group, else this process's.
+  const unsigned gid = S_ISDIR(st.st_mode) && (st.st_mode & S_ISGID) != 0
+                           ? static_cast<unsigned>(st.st_gid)
+                           : static_cast<unsigned>(::getegid());
+  const std::pair<const char*, unsigned> asks[] = {{"-u", static_cast<unsigned>(::geteuid())},
+                                                   {"-g", gid}};
+  QuotaRoom room;
+  bool limited = false;
+  for (const auto& [flag, id] : asks) {
+    const std::vector<std::string> argv = {lfs, "quota", "-q", flag, std::to_string(id), path};
+    ProcessOptions options;
+    options.timeout = timeout;
+    ProcessResult r;
+    try {
+      r = runProcess(argv, options);
+    } catch (const std::exception& e) {
+      logDebug("{}: {}", path, e.what());
+      return std::nullopt;
+    }
+    if (r.timedOut) {
+      logDebug("{}: `lfs quota` did not answer within {} s: its quota is not seen", path,
+               timeout.count() / 1000.0);
+      return std::nullopt;
+    }
+    // An inaccurate answer (an OST down) exits non-zero but says what it has.
+    const std::optional<QuotaRoom> q = parseLfsQuota(r.out);
+    if (!q) {
+      logDebug("{}: {}", path, r.describeFailure());
+      continue;
+    }
+    const std::string by = std::string("the Lustre quota of ") +
+                           (flag[1] == 'u' ? "user " : "group ") + std::to_string(id) +
+                           " (`lfs quota " + flag + " " + std::to_string(id) + " " +
+                           shellWord(path) + "`)";
+    if (q->bytes >= 0 && (room.bytes < 0 || q->bytes < room.bytes)) {
+      room.bytes = q->bytes;
+      room.bytes_by = by;
+      limited = true;
+    }
+    if (q->files >= 0 && (room.files < 0 || q->files < room.files)) {
+      room.files = q->files;
+      room.files_by = by;
+      limited = true;
+    }
+  }
+  if (!limited) return std::nullopt;
+  return room;
 }
 
 std::string formatBytes(double bytes) {
@@ -309,11 +417,16 @@ std::string diskShortfall(const CampaignDiskEstimate& estimate, const FreeSpace&
   const DiskUse need = estimate.total();
   std::vector<std::string> short_of;
   if (need.bytes > free.bytes)
-    short_of.push_back("about " + formatBytes(need.bytes) + " where the file system of " + dir +
-                       " has " + formatBytes(free.bytes) + " free");
+    short_of.push_back(
+        "about " + formatBytes(need.bytes) +
+        (free.bytes_by.empty()
+             ? " where the file system of " + dir + " has " + formatBytes(free.bytes) + " free"
+             : " where " + free.bytes_by + " leaves " + formatBytes(free.bytes)));
   if (free.files_known && need.files > free.files)
-    short_of.push_back("about " + formatCount(need.files) + " files where it has " +
-                       formatCount(free.files) + " free inodes");
+    short_of.push_back("about " + formatCount(need.files) + " files where " +
+                       (free.files_by.empty()
+                            ? "it has " + formatCount(free.files) + " free inodes"
+                            : free.files_by + " leaves " + formatCount(free.files)));
   if (short_of.empty()) return {};
   std::string what = short_of.front();
   if (short_of.size() > 1) what += ", and " + short_of[1];
@@ -327,6 +440,23 @@ std::string diskShortfall(const CampaignDiskEstimate& estimate, const FreeSpace&
          (advice.empty() ? std::string() : ", or make the outputs smaller (" + advice + ")") +
          "; `foldfarm campaign plan " + shellWord(dir + "/spec.json") +
          " --gpus 1 --task-minutes 1` says what takes it";
+}
+
+std::optional<DiskUse> readSupersededUse(const std::string& set_dir) {
+  const std::string path = set_dir + "/" + kSupersededUseFile;
+  if (!statPath(path).exists) return std::nullopt;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(readFile(path));
+    return DiskUse{j.at("bytes").get<double>(), j.at("files").get<double>()};
+  } catch (const std::exception& e) {
+    logDebug("{}: {}", path, e.what());
+    return std::nullopt;
+  }
+}
+
+void writeSupersededUse(const std::string& set_dir, const DiskUse& use) {
+  writeFileAtomic(set_dir + "/" + kSupersededUseFile,
+                  nlohmann::json{{"bytes", use.bytes}, {"files", use.files}}.dump() + "\n");
 }
 
 std::optional<SupersededUse> supersededUse(const std::string& campaign_dir, double max_entries) {
@@ -343,15 +473,23 @@ std::optional<SupersededUse> supersededUse(const std::string& campaign_dir, doub
   s.oldest = names.front();
   s.newest = names.back();
   for (const std::string& name : names) {
-    const DiskUse u = measureTree(root + "/" + name, max_entries - s.use.files, &s.partial);
+    // What the command that made the set recorded (a walk of 10^5 task directories on a
+    // parallel file system at every status is minutes), else (a set of an older build, or of
+    // a command that did not finish) a walk.
+    if (const std::optional<DiskUse> recorded = readSupersededUse(root + "/" + name)) {
+      s.use.bytes += recorded->bytes;
+      s.use.files += recorded->files;
+      continue;
+    }
+    if (s.partial) continue;
+    const DiskUse u = measureDiskUse(root + "/" + name, max_entries - s.use.files, &s.partial);
     s.use.bytes += u.bytes;
     s.use.files += u.files;
-    if (s.partial) break;
   }
   return s;
 }
 
-void warnIfOutputsDoNotFit(const std::string& dir) {
+std::string outputsShortfall(const std::string& dir) {
   try {
     Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
     std::vector<bool> left(static_cast<size_t>(c.spec().numTasks()), false);
@@ -367,13 +505,18 @@ void warnIfOutputsDoNotFit(const std::string& dir) {
     const CampaignDiskEstimate e = estimateCampaignDisk(
         c.spec(), nullptr, [&](int i) { return left[static_cast<size_t>(i)]; });
     const std::optional<FreeSpace> free = freeSpaceAt(c.dir());
-    if (!free) return;
+    if (!free) return {};
     const std::string whose = "its " + formatCount(n) + " task(s) not done yet and aggregation";
-    if (const std::string shortfall = diskShortfall(e, *free, c.dir(), whose); !shortfall.empty())
-      logWarn("campaign {}: {}", c.dir(), shortfall);
+    return diskShortfall(e, *free, c.dir(), whose);
   } catch (const std::exception& e) {
     logDebug("campaign {}: its outputs are not sized: {}", dir, e.what());
+    return {};
   }
+}
+
+void warnIfOutputsDoNotFit(const std::string& dir) {
+  if (const std::string shortfall = outputsShortfall(dir); !shortfall.empty())
+    logWarn("campaign {}: {}", dir, shortfall);
 }
 
 }  // namespace foldfarm::jobs

@@ -5,8 +5,10 @@
 // the spec and the shapes of its inputs (TaskKindTraits::estimate_task_output,
 // estimate_aggregate_output), or measured on the done tasks of a campaign (plan --from) whose
 // tasks ran with the same params.
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -67,15 +69,33 @@ CampaignDiskEstimate estimateCampaignDisk(const CampaignSpec& spec,
                                           Campaign* measured_from = nullptr,
                                           const std::function<bool(int)>& counted = nullptr);
 
-// The room left on the file system holding `path` for this user (statvfs: f_bavail blocks,
-// f_favail inodes; files_known false where the file system reports no inode count). A quota
-// is not seen. nullopt where statvfs fails.
+// The room left for this user on the file system holding `path`: statvfs (f_bavail blocks,
+// f_favail inodes; files_known false where the file system reports no inode count), less
+// where a Lustre quota leaves less (lustreQuotaRoom). nullopt where statvfs fails.
 struct FreeSpace {
   double bytes = 0;
   double files = 0;
   bool files_known = false;
+  // What limits each figure, for messages: "" the file system's free space, else the quota
+  // ("the Lustre quota of user 1000 (`lfs quota -u 1000 /scratch`)").
+  std::string bytes_by, files_by;
 };
 std::optional<FreeSpace> freeSpaceAt(const std::string& path);
+
+// The room Lustre quotas leave under `path`: `lfs quota -q -u UID path` and `-g GID` (the
+// group the files made in `path` get), each limit (hard, else soft; 0: none) less what is
+// used. Read when `lfs` is on PATH; nullopt where it is not, fails (not Lustre, quotas off)
+// or does not answer within `timeout` (an OST down), or no limit is set.
+struct QuotaRoom {
+  double bytes = -1, files = -1;  // < 0: no limit
+  std::string bytes_by, files_by;
+};
+std::optional<QuotaRoom> lustreQuotaRoom(
+    const std::string& path, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+// One answer of `lfs quota -q -u|-g ID path`: the first 9 words are the mount, then kbytes,
+// quota, limit, grace, files, quota, limit, grace ('*' marks a value over its limit, "[ ]" an
+// inaccurate one). The room as QuotaRoom (without `*_by`); nullopt where it is not that.
+std::optional<QuotaRoom> parseLfsQuota(const std::string& text);
 
 // "4.2 GB", "880 kB", "312 B" (powers of 1000, as df -H and du --si print them).
 std::string formatBytes(double bytes);
@@ -98,6 +118,20 @@ std::string diskShortfall(const CampaignDiskEstimate& estimate, const FreeSpace&
 // moved aside (one directory each, <UTC time>-<pid>, kept until removed by hand) and what they
 // take on disk (allocated blocks, as du counts them). The walk stops after `max_entries`
 // entries (then `partial`: the figures are a floor). nullopt when there is no such set.
+// What a path takes on disk: the blocks allocated to it and to everything under it (as du
+// counts them: a small file takes a whole block), and its entries with itself. Stops once
+// `max_entries` are counted; *partial (when given) is set then, or when a directory under it
+// could not be read (the figures are a floor).
+DiskUse measureDiskUse(const std::string& path,
+                       double max_entries = std::numeric_limits<double>::infinity(),
+                       bool* partial = nullptr);
+// D/superseded/<set>/disk_use.json: what the outputs moved into a set take, recorded by the
+// command that moved them (SupersededOutputs::recordUse), so that `status` need not walk them.
+// nullopt where there is no such record (or it is not one).
+constexpr const char* kSupersededUseFile = "disk_use.json";
+std::optional<DiskUse> readSupersededUse(const std::string& set_dir);
+void writeSupersededUse(const std::string& set_dir, const DiskUse& use);
+
 struct SupersededUse {
   int sets = 0;
   DiskUse use;
@@ -113,5 +147,7 @@ std::optional<SupersededUse> supersededUse(const std::string& campaign_dir,
 // taken since `campaign init`. Logs the warning diskShortfall gives, or nothing; never throws
 // (a campaign that cannot be read here is for the run to say).
 void warnIfOutputsDoNotFit(const std::string& dir);
+// The warning warnIfOutputsDoNotFit logs ("" when the outputs fit or cannot be sized).
+std::string outputsShortfall(const std::string& dir);
 
 }  // namespace foldfarm::jobs

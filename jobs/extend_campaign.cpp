@@ -239,7 +239,7 @@ void sizeExtension(Campaign& c, const CampaignSpec& next, const std::vector<int>
         next, nullptr, [&](int k) { return existing[static_cast<size_t>(k)] == 0; });
     sum.added_unknown = added.tasks_unknown;
     if (added.tasks_unknown < sum.added()) sum.added_bytes = added.tasks.bytes;
-    // A real extension warns from the campaign as it is then (extendCommand).
+    // A real extension is sized as the campaign is once extended (extendCommand).
     if (!sum.dry_run) return;
     std::vector<char> left(existing.size(), 1);
     const std::vector<TaskState> states = c.journal().states();
@@ -385,6 +385,7 @@ ExtendSummary extendCampaign(const std::string& dir_in, const ExtendRequest& req
     if (!added.empty()) {
       SupersededOutputs aside(dir);
       sum.aggregate_moved = aside.moveAggregate();
+      aside.recordUse();
       sum.moved_to = aside.path();
     }
     faultPoint("extend.aggregate");

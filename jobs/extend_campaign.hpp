@@ -78,8 +78,9 @@ struct ExtendSummary {
   // < 0 when no added task could be sized; `added_unknown` of them were not.
   double added_bytes = -1;
   int added_unknown = 0;
-  // --dry-run: the warning a real extension would give (warnIfOutputsDoNotFit) when what is
-  // not done yet and the aggregation would not fit on the campaign's file system ("" fits).
+  // The warning (warnIfOutputsDoNotFit) when what is not done yet and the aggregation would
+  // not fit on the campaign's file system once extended ("" fits, or could not be sized);
+  // --dry-run: the one a real extension would give.
   std::string disk_shortfall;
   bool aggregate_moved = false;  // D/aggregate held outputs (dry run: holds)
   std::string moved_to;          // D/superseded/<time>-<pid> ("" when nothing moved)

@@ -314,21 +314,40 @@ void CampaignJournal::insertEvent(int index, int attempt, TaskState from, TaskSt
 }
 
 std::vector<TaskRecord> CampaignJournal::tasks(std::optional<TaskState> state) {
+  // One statement: the records of one moment.
+  std::string sql = std::string("SELECT ") + kTaskColumns + " FROM tasks" +
+                    (state ? " WHERE state=?" : "") + " ORDER BY idx";
+  SqliteStatement st(db_, sql.c_str());
+  if (state) st.bind(1, str(*state));
   std::vector<TaskRecord> out;
-  forEachTask([&](TaskRecord& t) { out.push_back(std::move(t)); }, state);
+  while (st.step()) out.push_back(readTask(st));
   return out;
 }
 
 void CampaignJournal::forEachTask(const std::function<void(TaskRecord&)>& fn,
                                   std::optional<TaskState> state) {
-  std::string sql = std::string("SELECT ") + kTaskColumns + " FROM tasks" +
-                    (state ? " WHERE state=?" : "") + " ORDER BY idx";
-  SqliteStatement st(db_, sql.c_str());
-  if (state) st.bind(1, str(*state));
-  while (st.step()) {
-    TaskRecord t = readTask(st);
-    fn(t);
-  }
+  // In pages of kPage rows, each read by a statement finished before `fn` sees its rows: a
+  // read held open while a slow consumer takes the rows (`status --tasks | less`) would keep
+  // the WAL from being checkpointed under a running campaign, and `fn` may use the journal.
+  constexpr int kPage = 4096;
+  const std::string sql = std::string("SELECT ") + kTaskColumns + " FROM tasks WHERE idx > ?" +
+                          (state ? " AND state=?" : "") + " ORDER BY idx LIMIT " +
+                          std::to_string(kPage);
+  std::vector<TaskRecord> page;
+  int64_t after = -1;
+  do {
+    page.clear();
+    {
+      SqliteStatement st(db_, sql.c_str());
+      st.bind(1, after);
+      if (state) st.bind(2, str(*state));
+      while (st.step()) page.push_back(readTask(st));
+    }
+    for (TaskRecord& t : page) {
+      after = t.index;
+      fn(t);
+    }
+  } while (page.size() == static_cast<size_t>(kPage));
 }
 
 std::optional<TaskRecord> CampaignJournal::task(const std::string& id) {

@@ -110,9 +110,11 @@ class CampaignJournal {
   CampaignJournal& operator=(CampaignJournal&&) noexcept = default;
 
   std::vector<TaskRecord> tasks(std::optional<TaskState> state = std::nullopt);
-  // Every task (of `state`) in index order, streamed to `fn` (which may move from it): one
-  // record in memory at a time
-  // (a campaign's tasks, with their results, can take hundreds of MB).
+  // Every task (of `state`) in index order, streamed to `fn` (which may move from it): read in
+  // pages of 4,096 rows, each by a statement finished before `fn` sees them, so at most a page
+  // is in memory (a campaign's tasks with their results can take hundreds of MB), no read is
+  // held open while `fn` works, and `fn` may use the journal. Unlike tasks(), the pages are
+  // not of one moment: a task changed meanwhile is seen once, as its page was read.
   void forEachTask(const std::function<void(TaskRecord&)>& fn,
                    std::optional<TaskState> state = std::nullopt);
   std::optional<TaskRecord> task(const std::string& id);

@@ -348,8 +348,8 @@ std::string statusText(const json& s) {
            formatBytes(sup["bytes"].get<double>()) + " in " + std::to_string(sets) +
            " set(s) of replaced outputs (" + dir + "/superseded/" +
            (sets == 1 ? sup["newest"].get<std::string>()
-                      : "{" + sup["oldest"].get<std::string>() + " … " +
-                            sup["newest"].get<std::string>() + "}") +
+                      : ": the oldest " + sup["oldest"].get<std::string>() + ", the newest " +
+                            sup["newest"].get<std::string>()) +
            "); nothing reads them: `rm -r` those no longer needed\n";
   }
   if (!s["failures"].empty()) {

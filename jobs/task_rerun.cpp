@@ -97,6 +97,7 @@ std::string rerunTasks(Campaign& c, const RerunSet& set, const std::string& reas
   progress.update(static_cast<int64_t>(set.indices.size()));
   progress.finish();
   const bool moved = aside.moveAggregate();
+  aside.recordUse();
   if (aggregate_moved) *aggregate_moved = moved;
   c.journal().rerun(set.indices, reason, meta);
   return aside.path();

@@ -884,6 +884,61 @@ TEST_F(ChainCampaign, InitAndExtendWarnWhenTheFileSystemHasLessRoomThanTheOutput
   EXPECT_NE(err.find("\"aggregate\": {\"event_weights\": \"central\"}"), std::string::npos) << err;
 }
 
+// On Lustre a user meets a quota long before the file system is full: `campaign init` (as
+// every run's start and `extend`) reads `lfs quota` for the user and the directory's group and
+// warns where either leaves less room than the outputs take, naming the quota and the command
+// that shows it. An `lfs` that fails says nothing; one that does not answer is given up after
+// 5 s, and the campaign is made. Here `lfs` is a script on PATH answering as Lustre's does.
+TEST_F(ChainCampaign, InitWarnsWhereALustreQuotaLeavesLessRoomThanTheOutputsTake) {
+  const std::string bin = scratch_ + "/bin";
+  fs::create_directories(bin);
+  auto fakeLfs = [&](const std::string& body) {
+    writeText(bin + "/lfs", "#!/bin/sh\n" + body);
+    fs::permissions(bin + "/lfs", fs::perms::owner_all);
+  };
+  const char* old_path = std::getenv("PATH");
+  const std::string path_before = old_path ? old_path : "/usr/bin:/bin";
+  ::setenv("PATH", (bin + ":" + path_before).c_str(), 1);
+  struct RestorePath {
+    std::string path;
+    ~RestorePath() { ::setenv("PATH", path.c_str(), 1); }
+  } restore{path_before};
+  // lfs quota -q -u|-g ID DIR: a user limit of 2,000 kB with 1,500 used; a group limit of 20
+  // files with 3 used. The mount is longer than 15 characters: on a line of its own.
+  fakeLfs(
+      "echo \"$*\" >> \"$(dirname \"$0\")/asked\"\n"
+      "case \"$3\" in\n"
+      "  -u) printf '/lustre/scratch-long\\n      1500  0  2000  -  40  0  0  -\\n' ;;\n"
+      "  -g) printf '/lustre/scratch-long\\n        10  0  0  -  3  0  20  -\\n' ;;\n"
+      "esac\n");
+  const std::string dir = init(spec(4, 1), "quota");
+  EXPECT_TRUE(fs::exists(dir + "/journal.sqlite"));
+  const std::string err = readText(scratch_ + "/quota-init.err");
+  const std::string uid = std::to_string(::geteuid());
+  EXPECT_NE(err.find("where the Lustre quota of user " + uid + " (`lfs quota -u " + uid + " " +
+                     dir + "`) leaves 512 kB"),
+            std::string::npos)
+      << err;
+  EXPECT_NE(err.find("files where the Lustre quota of group "), std::string::npos) << err;
+  EXPECT_NE(err.find(") leaves 17: tasks will fail once it is full"), std::string::npos) << err;
+  EXPECT_NE(readText(bin + "/asked").find("quota -q -u " + uid + " " + dir), std::string::npos);
+  // Not Lustre: nothing said.
+  fakeLfs("echo \"lfs: $5 is not on a Lustre file system\" >&2; exit 22\n");
+  init(spec(4, 1), "not-lustre");
+  EXPECT_EQ(readText(scratch_ + "/not-lustre-init.err").find("will take"), std::string::npos)
+      << readText(scratch_ + "/not-lustre-init.err");
+  // An lfs that hangs (an OST down) is given up: the campaign is made, nothing said of it.
+  fakeLfs("exec sleep 60\n");
+  const auto start = std::chrono::steady_clock::now();
+  const std::string hung = init(spec(4, 1), "hung");
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_TRUE(fs::exists(hung + "/journal.sqlite"));
+  EXPECT_LT(took, 30) << "given up after 5 s (SIGKILL 2 s after SIGTERM)";
+  EXPECT_EQ(readText(scratch_ + "/hung-init.err").find("will take"), std::string::npos)
+      << readText(scratch_ + "/hung-init.err");
+}
+
 // An aggregation before every task is done says what it left out and how to finish it: a
 // variation without a done chain is named (and listed in summary.json's "incomplete"); a pair
 // of which one side has none leaves its source out (it was refused with advice no campaign

@@ -137,6 +137,46 @@ TEST(MpiExecutor, RetryOnEveryRankMovesTheTasksOnceAndRunsThem) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+// `campaign retry D --tasks-file F --executor mpi` on every rank: rank 0 alone reads F and
+// moves the tasks it names (done ones: their outputs set aside), once, and the pilot runs them
+// again. (Every rank once read F and moved them, racing for the journal; under mpirun a rank
+// other than 0 has no standard input, so `--tasks-file -` refused the retry there.)
+TEST(MpiExecutor, ARetryOfAListOfTasksIsPreparedOnceByRankZero) {
+  registerTestTaskKinds();
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::string dir;
+  RunOptions opt;
+  opt.worker_argv = {FF_JOBS_TOOL, "worker"};
+  opt.show_progress = false;
+  opt.heartbeat_s = 0.2;
+  if (rank == 0) {
+    dir = makeScratchDir("mpi_retry_list") + "/c";
+    const json spec{
+        {"name", "mpi-retry-list"},     {"task", "sleep"},   {"replicas", 4},
+        {"params", {{"seconds", 0.0}}}, {"executor", "mpi"}, {"resources", {{"cpu_slots", 1}}}};
+    Campaign::init(parseCampaignSpec(spec, "spec", dir + "/.."), dir);
+    std::ofstream(dir + "/../again.txt") << "# two of them\nr0001m0\nr0003m0\n";
+  }
+  dir = broadcastString(dir);
+  EXPECT_EQ(runCommand(dir, "mpi", opt), 0);
+  EXPECT_EQ(retryCommand(dir, "mpi", opt, /*failed=*/false, /*cancelled=*/false, {},
+                         dir + "/../again.txt"),
+            0);
+  if (rank == 0) {
+    Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
+    EXPECT_EQ(c.counts()[TaskState::kDone], 4);
+    std::map<int, int> moved;  // task index -> done -> pending moves
+    c.journal().forEachEvent([&](const CampaignJournal::Event& e) {
+      if (e.from == TaskState::kDone && e.to == TaskState::kPending) ++moved[e.task];
+    });
+    EXPECT_EQ(moved, (std::map<int, int>{{1, 1}, {3, 1}}));  // r0001m0, r0003m0
+    for (const auto& t : c.tasks())
+      EXPECT_EQ(t.attempts, t.id == "r0001m0" || t.id == "r0003m0" ? 2 : 1) << t.id;
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 // A cancel request addressed to the pilot (`campaign cancel` from a login node, here written
 // by a thread of rank 0 once two tasks are done): rank 0 stops the worker ranks' tasks,
 // cancels every unfinished task, removes the request (no cancel waits for it here), and

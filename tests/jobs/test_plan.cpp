@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -254,6 +255,52 @@ TEST(DiskEstimate, AShortfallNamesTheDirectoryTheFiguresAndWhatMakesItSmaller) {
   EXPECT_EQ(formatCount(99017), "99,017");
   EXPECT_EQ(formatCount(1e6), "1,000,000");
   EXPECT_EQ(formatCount(12), "12");
+}
+
+// `lfs quota -q -u|-g ID DIR` as Lustre prints it: the mount (on its own line when longer than
+// 15 characters), then kbytes, quota, limit, grace, files, quota, limit, grace; '*' marks a
+// value over its limit, "[ ]" an inaccurate one (an OST down). The room is the hard limit
+// (else the soft one) less what is used; 0 is no limit.
+TEST(DiskEstimate, ALustreQuotaLeavesItsLimitLessWhatIsUsed) {
+  std::optional<QuotaRoom> q = parseLfsQuota("  /lus/scratch  1500  0  2000  -  40  0  100  -\n");
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->bytes, 500 * 1024.0);
+  EXPECT_EQ(q->files, 60);
+  q = parseLfsQuota(
+      "/lustre/orion/a-very-long-mount\n                 2100*  1000  2000  6d23h  7  0  0  -\n"
+      "uid 1000 is using default file quota setting\n");
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->bytes, 0) << "over the hard limit: no room";
+  EXPECT_EQ(q->files, -1) << "no file limit";
+  q = parseLfsQuota(
+      "/lus [1500] 1800 0 - [40] 0 0 -\nSome errors happened when getting quota "
+      "info. Some devices may be not working or deactivated.\n");
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->bytes, 300 * 1024.0) << "the soft limit where no hard one is set";
+  q = parseLfsQuota("/lus 0 0 0 - 0 0 0 -\n");
+  ASSERT_TRUE(q);
+  EXPECT_LT(q->bytes, 0);
+  EXPECT_LT(q->files, 0);
+  for (const char* text :
+       {"", "Disk quotas for usr 1000 (uid 1000):\n     Filesystem  kbytes   quota   limit\n",
+        "/lus 10 0 0 -\n", "/lus 1.5G 0 2G - 40 0 0 -\n",
+        "lfs: /tmp is not on a Lustre file system\n"})
+    EXPECT_FALSE(parseLfsQuota(text)) << text;
+  // The shortfall names the quota that limits each figure.
+  CampaignDiskEstimate e;
+  e.tasks = {2e9, 100};
+  FreeSpace free;
+  free.bytes = 1e9;
+  free.bytes_by = "the Lustre quota of user 1000 (`lfs quota -u 1000 /lus/d`)";
+  free.files = 50;
+  free.files_known = true;
+  free.files_by = "the Lustre quota of group 7 (`lfs quota -g 7 /lus/d`)";
+  const std::string said = diskShortfall(e, free, "/lus/d");
+  EXPECT_NE(said.find("will take about 2.0 GB where the Lustre quota of user 1000 (`lfs quota -u "
+                      "1000 /lus/d`) leaves 1.0 GB, and about 100 files where the Lustre quota "
+                      "of group 7 (`lfs quota -g 7 /lus/d`) leaves 50: tasks will fail"),
+            std::string::npos)
+      << said;
 }
 
 }  // namespace
