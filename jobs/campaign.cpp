@@ -499,8 +499,17 @@ void SupersededOutputs::move(const std::string& from, const std::string& name) {
   const bool first = moved_to_.empty();
   try {
     if (first) {
-      fs::create_directories(aside_, ec);
-      if (ec) throw Error(aside_ + ": cannot create the directory: " + ec.message());
+      fs::create_directories(dir_ + "/superseded", ec);
+      if (ec) throw Error(dir_ + "/superseded: cannot create the directory: " + ec.message());
+      // A name of its own: two sets made by one process in one second (a command that first
+      // finishes an interrupted extend, then moves tasks) would share <time>-<pid>.
+      const std::string base = aside_;
+      for (int k = 2; !fs::create_directory(aside_, ec); ++k) {
+        if (ec || k > 1000)
+          throw Error(aside_ + ": cannot create the directory: " +
+                      (ec ? ec.message() : std::string("it exists")));
+        aside_ = base + "-" + std::to_string(k);
+      }
       fs::copy_file(dir_ + "/spec.json", aside_ + "/spec.json", ec);
       if (ec) throw Error(aside_ + "/spec.json: cannot copy the campaign's spec: " + ec.message());
     }
@@ -521,7 +530,18 @@ void SupersededOutputs::move(const std::string& from, const std::string& name) {
 void SupersededOutputs::recordUse() noexcept {
   if (moved_to_.empty()) return;
   try {
-    writeSupersededUse(moved_to_, {moved_bytes_, moved_files_});
+    // With the set's own entries, as a walk of it counts them: itself, its spec copy, the
+    // directory the tasks' moves made, and the record (a block).
+    DiskUse use{moved_bytes_, moved_files_};
+    for (const std::string& own : {aside_, aside_ + "/spec.json", aside_ + "/tasks"}) {
+      struct stat st {};
+      if (::lstat(own.c_str(), &st) != 0) continue;
+      use.files += 1;
+      use.bytes += 512.0 * static_cast<double>(st.st_blocks);
+    }
+    use.files += 1;
+    use.bytes += 4096;
+    writeSupersededUse(moved_to_, use);
   } catch (const std::exception& e) {
     logWarn("{}: what it holds is not recorded ({}): `campaign status` measures it instead",
             moved_to_, e.what());

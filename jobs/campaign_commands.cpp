@@ -20,6 +20,7 @@
 #include "core/base/text.hpp"
 #include "core/mpi/check.hpp"
 #include "core/mpi/mpi_runtime.hpp"
+#include "dist/launch.hpp"
 #include "jobs/accept_inputs.hpp"
 #include "jobs/cancel_request.hpp"
 #include "jobs/disk_estimate.hpp"
@@ -247,14 +248,11 @@ int retryCommand(const std::string& dir, const std::string& executor, const RunO
                  bool failed, bool cancelled, const std::vector<std::string>& tasks,
                  const std::string& tasks_file) {
   // Under the MPI pilot rank 0 alone prepares it (before: every rank read the list and moved
-  // the named tasks, racing; a rank without the standard input refused the retry).
-  bool orchestrator = true;
-  if ((executor.empty() ? loadFrozenSpec(dir).executor : executor) == "mpi") {
-    dist::MpiRuntime::ensure();
-    int rank = 0;
-    FF_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
-    orchestrator = rank == 0;
-  }
+  // the named tasks, racing; a rank without the standard input refused the retry). The rank
+  // from the launcher, MPI not started yet: a retry rank 0 refuses ends it, and mpirun ends
+  // the ranks waiting for it (MPI started, they would wait for it forever).
+  const bool orchestrator = (executor.empty() ? loadFrozenSpec(dir).executor : executor) != "mpi" ||
+                            dist::detectLaunch().rank == 0;
   return runCommand(dir, executor,
                     prepareRetry(dir, options, failed, cancelled, tasks, tasks_file, orchestrator));
 }

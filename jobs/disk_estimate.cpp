@@ -263,23 +263,31 @@ namespace {
 // A value of `lfs quota`: "123", "123*" (over its limit), "[123]" (inaccurate: an OST did not
 // answer), in kbytes or files; nullopt for anything else ("-", a grace time, a header word).
 std::optional<double> lfsValue(std::string w) {
-  if (!w.empty() && w.back() == '*') w.pop_back();
+  // "123**": inaccurate (a remote error) and over its limit.
+  while (!w.empty() && w.back() == '*') w.pop_back();
   if (w.size() >= 2 && w.front() == '[' && w.back() == ']') w = w.substr(1, w.size() - 2);
   if (w.empty() || w.size() > 19 || w.find_first_not_of("0123456789") != std::string::npos)
     return std::nullopt;
   return std::stod(w);
 }
 
-// What a limit leaves (the hard one, else the soft one; 0: none): < 0 for no limit.
+// What the limits leave (0: none): < 0 for no limit. The soft one where it is set: writes
+// are refused there once its grace (days) has run out, and a campaign runs for days.
 double roomUnder(double used, double soft, double hard) {
-  const double limit = hard > 0 ? hard : soft;
+  const double limit = soft > 0 && (hard <= 0 || soft < hard) ? soft : hard;
   return limit > 0 ? std::max(0.0, limit - used) : -1;
 }
 
 }  // namespace
 
-std::optional<QuotaRoom> parseLfsQuota(const std::string& text) {
-  std::istringstream in(text);
+std::optional<QuotaRoom> parseLfsQuota(const std::string& text, const std::string& path) {
+  // lfs prints the path it was given as given (spaces and all), right-aligned in 15
+  // characters or on a line of its own: taken off whole, not split into words.
+  std::string rest = text;
+  rest.erase(0, std::min(rest.size(), rest.find_first_not_of(" \t\n")));
+  if (!path.empty() && rest.rfind(path, 0) == 0)
+    rest = "- " + rest.substr(path.size());  // the mount's word
+  std::istringstream in(rest);
   std::vector<std::string> w;
   for (std::string word; w.size() < 9 && in >> word;) w.push_back(word);
   if (w.size() < 9) return std::nullopt;
@@ -322,12 +330,12 @@ std::optional<QuotaRoom> lustreQuotaRoom(const std::string& path,
       return std::nullopt;
     }
     if (r.timedOut) {
-      logDebug("{}: `lfs quota` did not answer within {} s: its quota is not seen", path,
-               timeout.count() / 1000.0);
+      logInfo("{}: `lfs quota` did not answer within {} s: its quotas are not checked", path,
+              timeout.count() / 1000.0);
       return std::nullopt;
     }
     // An inaccurate answer (an OST down) exits non-zero but says what it has.
-    const std::optional<QuotaRoom> q = parseLfsQuota(r.out);
+    const std::optional<QuotaRoom> q = parseLfsQuota(r.out, path);
     if (!q) {
       logDebug("{}: {}", path, r.describeFailure());
       continue;

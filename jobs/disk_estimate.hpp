@@ -83,19 +83,20 @@ struct FreeSpace {
 std::optional<FreeSpace> freeSpaceAt(const std::string& path);
 
 // The room Lustre quotas leave under `path`: `lfs quota -q -u UID path` and `-g GID` (the
-// group the files made in `path` get), each limit (hard, else soft; 0: none) less what is
-// used. Read when `lfs` is on PATH; nullopt where it is not, fails (not Lustre, quotas off)
-// or does not answer within `timeout` (an OST down), or no limit is set.
+// group the files made in `path` get), each limit (the soft one where set, else the hard one;
+// 0: none) less what is used. Read when `lfs` is on PATH; nullopt where it is not, fails (not
+// Lustre, quotas off) or does not answer within `timeout` (an OST down), or no limit is set.
 struct QuotaRoom {
   double bytes = -1, files = -1;  // < 0: no limit
   std::string bytes_by, files_by;
 };
 std::optional<QuotaRoom> lustreQuotaRoom(
     const std::string& path, std::chrono::milliseconds timeout = std::chrono::seconds(5));
-// One answer of `lfs quota -q -u|-g ID path`: the first 9 words are the mount, then kbytes,
-// quota, limit, grace, files, quota, limit, grace ('*' marks a value over its limit, "[ ]" an
-// inaccurate one). The room as QuotaRoom (without `*_by`); nullopt where it is not that.
-std::optional<QuotaRoom> parseLfsQuota(const std::string& text);
+// One answer of `lfs quota -q -u|-g ID path`: `path` as given (or, when it does not start
+// the text, one word), then kbytes, quota, limit, grace, files, quota, limit, grace ('*' marks
+// a value over its limit, "[ ]" an inaccurate one). The room as QuotaRoom (without `*_by`);
+// nullopt where it is not that.
+std::optional<QuotaRoom> parseLfsQuota(const std::string& text, const std::string& path = "");
 
 // "4.2 GB", "880 kB", "312 B" (powers of 1000, as df -H and du --si print them).
 std::string formatBytes(double bytes);

@@ -905,18 +905,19 @@ TEST_F(ChainCampaign, InitWarnsWhereALustreQuotaLeavesLessRoomThanTheOutputsTake
   } restore{path_before};
   // lfs quota -q -u|-g ID DIR: a user limit of 2,000 kB with 1,500 used; a group limit of 20
   // files with 3 used. The mount is longer than 15 characters: on a line of its own.
+  // As lfs prints it, the path as given (here with spaces), on a line of its own.
   fakeLfs(
       "echo \"$*\" >> \"$(dirname \"$0\")/asked\"\n"
       "case \"$3\" in\n"
-      "  -u) printf '/lustre/scratch-long\\n      1500  0  2000  -  40  0  0  -\\n' ;;\n"
-      "  -g) printf '/lustre/scratch-long\\n        10  0  0  -  3  0  20  -\\n' ;;\n"
+      "  -u) printf '%s\\n      1500  0  2000  -  40  0  0  -\\n' \"$5\" ;;\n"
+      "  -g) printf '%s\\n        10  0  0  -  3  0  20  -\\n' \"$5\" ;;\n"
       "esac\n");
-  const std::string dir = init(spec(4, 1), "quota");
+  const std::string dir = init(spec(4, 1), "quota 1 2");
   EXPECT_TRUE(fs::exists(dir + "/journal.sqlite"));
-  const std::string err = readText(scratch_ + "/quota-init.err");
+  const std::string err = readText(scratch_ + "/quota 1 2-init.err");
   const std::string uid = std::to_string(::geteuid());
-  EXPECT_NE(err.find("where the Lustre quota of user " + uid + " (`lfs quota -u " + uid + " " +
-                     dir + "`) leaves 512 kB"),
+  EXPECT_NE(err.find("where the Lustre quota of user " + uid + " (`lfs quota -u " + uid + " '" +
+                     dir + "'`) leaves 512 kB"),
             std::string::npos)
       << err;
   EXPECT_NE(err.find("files where the Lustre quota of group "), std::string::npos) << err;

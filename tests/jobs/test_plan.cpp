@@ -277,6 +277,18 @@ TEST(DiskEstimate, ALustreQuotaLeavesItsLimitLessWhatIsUsed) {
       "info. Some devices may be not working or deactivated.\n");
   ASSERT_TRUE(q);
   EXPECT_EQ(q->bytes, 300 * 1024.0) << "the soft limit where no hard one is set";
+  q = parseLfsQuota("/lus 1500** 1800 2000 6d 40 0 0 -\n");
+  ASSERT_TRUE(q) << "inaccurate (a remote error) and over its soft limit";
+  EXPECT_EQ(q->bytes, 300 * 1024.0) << "the soft limit where one is set: its grace runs out";
+  // The path as lfs was given it, spaces and all, taken off whole.
+  q = parseLfsQuota("my camp 1 2 3/c  1500  0  2000  -  40  0  100  -\n", "my camp 1 2 3/c");
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->bytes, 500 * 1024.0);
+  EXPECT_EQ(q->files, 60);
+  q = parseLfsQuota("/scratch/a long 4 5/c\n               1500  0  2000  -  40  0  100  -\n",
+                    "/scratch/a long 4 5/c");
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->bytes, 500 * 1024.0);
   q = parseLfsQuota("/lus 0 0 0 - 0 0 0 -\n");
   ASSERT_TRUE(q);
   EXPECT_LT(q->bytes, 0);
