@@ -497,25 +497,28 @@ std::optional<SupersededUse> supersededUse(const std::string& campaign_dir, doub
   return s;
 }
 
+std::string tasksLeftShortfall(const CampaignSpec& spec, const std::vector<char>& left,
+                               const std::string& dir, const std::string& when) {
+  const CampaignDiskEstimate e = estimateCampaignDisk(spec, nullptr, [&](int i) {
+    return static_cast<size_t>(i) < left.size() && left[static_cast<size_t>(i)] != 0;
+  });
+  const std::optional<FreeSpace> free = freeSpaceAt(dir);
+  if (!free) return {};
+  const auto n = std::count(left.begin(), left.end(), static_cast<char>(1));
+  return diskShortfall(e, *free, dir,
+                       "its " + formatCount(static_cast<double>(n)) + " task(s) not done yet" +
+                           when + " and aggregation");
+}
+
 std::string outputsShortfall(const std::string& dir) {
   try {
     Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
-    std::vector<bool> left(static_cast<size_t>(c.spec().numTasks()), false);
-    int n = 0;
-    // Streamed: every run's start reads this (a campaign's tasks read whole, with their
-    // results, are hundreds of MB at 400,000 tasks).
-    c.forEachTask([&](const TaskRecord& t) {
-      const int index = c.spec().indexOf(t.id);
-      if (index < 0 || t.state == TaskState::kDone) return;
-      left[static_cast<size_t>(index)] = true;
-      ++n;
-    });
-    const CampaignDiskEstimate e = estimateCampaignDisk(
-        c.spec(), nullptr, [&](int i) { return left[static_cast<size_t>(i)]; });
-    const std::optional<FreeSpace> free = freeSpaceAt(c.dir());
-    if (!free) return {};
-    const std::string whose = "its " + formatCount(n) + " task(s) not done yet and aggregation";
-    return diskShortfall(e, *free, c.dir(), whose);
+    // The states alone (one light query: every run's start asks this; the records with their
+    // results are hundreds of MB at 400,000 tasks).
+    const std::vector<TaskState> states = c.journal().states();
+    std::vector<char> left(states.size(), 0);
+    for (size_t i = 0; i < states.size(); ++i) left[i] = states[i] != TaskState::kDone;
+    return tasksLeftShortfall(c.spec(), left, c.dir());
   } catch (const std::exception& e) {
     logDebug("campaign {}: its outputs are not sized: {}", dir, e.what());
     return {};

@@ -150,5 +150,10 @@ std::optional<SupersededUse> supersededUse(const std::string& campaign_dir,
 void warnIfOutputsDoNotFit(const std::string& dir);
 // The warning warnIfOutputsDoNotFit logs ("" when the outputs fit or cannot be sized).
 std::string outputsShortfall(const std::string& dir);
+// The warning for the tasks of `spec` that `left` marks (by index: those not done yet) and the
+// aggregation, against the free space of `dir` ("" when they fit; `when` qualifies "not done
+// yet" in it). Throws where the estimate does.
+std::string tasksLeftShortfall(const CampaignSpec& spec, const std::vector<char>& left,
+                               const std::string& dir, const std::string& when = "");
 
 }  // namespace foldfarm::jobs

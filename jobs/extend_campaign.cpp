@@ -245,15 +245,7 @@ void sizeExtension(Campaign& c, const CampaignSpec& next, const std::vector<int>
     const std::vector<TaskState> states = c.journal().states();
     for (size_t i = 0; i < states.size() && i < new_index_of.size(); ++i)
       if (states[i] == TaskState::kDone) left[static_cast<size_t>(new_index_of[i])] = 0;
-    const CampaignDiskEstimate e =
-        estimateCampaignDisk(next, nullptr, [&](int k) { return left[static_cast<size_t>(k)]; });
-    const std::optional<FreeSpace> free = freeSpaceAt(c.dir());
-    if (!free) return;
-    const std::string whose = "its " +
-                              formatCount(static_cast<double>(
-                                  std::count(left.begin(), left.end(), static_cast<char>(1)))) +
-                              " task(s) not done yet once extended and aggregation";
-    sum.disk_shortfall = diskShortfall(e, *free, c.dir(), whose);
+    sum.disk_shortfall = tasksLeftShortfall(next, left, c.dir(), " once extended");
   } catch (const std::exception& e) {
     logDebug("campaign {}: the extension's outputs are not sized: {}", c.dir(), e.what());
   }
