@@ -679,6 +679,50 @@ InputError noEventPasses(const std::string& path, const char* flags, int64_t n, 
                     "): a chain needs selected events; fix the file's selection flags");
 }
 
+InputWeights inputWeights(const std::vector<float>& weights, const std::vector<uint8_t>& pass,
+                          int64_t n) {
+  InputWeights w;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!pass.empty() && pass[static_cast<size_t>(i)] == 0) continue;
+    const double x = weights.empty() ? 1.0 : weights[static_cast<size_t>(i)];
+    ++w.events;
+    w.sum += x;
+    w.sum2 += x * x;
+    if (x < 0) {
+      ++w.negative;
+      w.sum_negative += x;
+    } else if (x == 0) {
+      ++w.zero;
+    }
+  }
+  return w;
+}
+
+void requirePositiveWeightTotal(const std::string& path, const char* flags, const InputWeights& w) {
+  if (w.sum > 0) return;
+  throw InputError(fmt::format(
+      "{}: the event weights of the {} events passing '{}' sum to {:.6g} ({} of them negative, "
+      "summing to {:.6g}); OmniFold needs a positive total: fix the file's weights",
+      path, w.events, flags, w.sum, w.negative, w.sum_negative));
+}
+
+namespace {
+
+// Says once where a file's weights are negative (NLO generators give them).
+void sayNegativeWeights(const std::string& path, const char* flags, const InputWeights& w) {
+  if (w.negative == 0) return;
+  logInfo(
+      "{}: {} of the {} events passing '{}' ({:.1f}%) have negative weights (they sum to {:.4g}, "
+      "all to {:.4g}; effective sample size {:.0f}): each counts in a classifier's loss only up "
+      "to the loss of a reweighting factor at the clip limit (docs/unfolding.md, negative "
+      "weights)",
+      path, w.negative, w.events, flags,
+      100.0 * static_cast<double>(w.negative) / static_cast<double>(w.events), w.sum_negative,
+      w.sum, w.sum * w.sum / w.sum2);
+}
+
+}  // namespace
+
 std::string stepModelsDir(const std::string& chain_dir, int iteration, int step) {
   return chain_dir + "/models/iteration" + std::to_string(iteration) + "_step" +
          std::to_string(step);
@@ -748,6 +792,7 @@ class ChainRun {
     std::vector<float> weights;
     std::vector<float> obs;
     double class_balance = 1;  // what label 1's weights were multiplied by (twoParts)
+    double weight_scale = 1;   // what both classes' weights were then multiplied by (twoParts)
   };
   // A member's classifiers, fitted, and their probability on the step's evaluation set (MC
   // reco in step 1, MC gen in step 2).
@@ -773,7 +818,8 @@ class ChainRun {
     const std::vector<float>* obs;
   };
   // p0's events with label 0, then p1's with label 1, whose weights are scaled to p0's total
-  // over the rows given (the classes balanced).
+  // over the rows given (the classes balanced), both then by a power of two that brings p0's
+  // mean weight near 1.
   TrainingSet twoParts(const Part& p0, const Part& p1) const;
   // Reads (`read(dir)`) the `which` model of step `s` of the chain this one warm-starts from.
   // One missing or unreadable (a checksum, a shape) is NeedLostError: rerunning that chain
@@ -823,6 +869,7 @@ class ChainRun {
   // for an MC-statistics replica, of the simulation).
   const bool mc_boot_;
   std::vector<double> w_mc_, w_data_;
+  bool signed_weights_ = false;  // some input event weights are negative
   uint64_t member_seed_ = 0;
   data::FeatureStats stats_;
   PetConfig pet_cfg_;
@@ -881,6 +928,18 @@ void ChainRun::prepare() {
   if (data_rows_.empty())
     throw noEventPasses(spec_.data_path, "pass_reco", n_data_,
                         data_capped_ ? "max_data_events" : nullptr);
+  const InputWeights mc_reco = inputWeights(mc_.weights, mc_pass_reco_, n_mc_),
+                     mc_gen = inputWeights(mc_.weights, mc_pass_gen_, n_mc_),
+                     data_reco = inputWeights(dat_.weights, data_pass_reco_, n_data_);
+  requirePositiveWeightTotal(spec_.mc_path, "pass_reco", mc_reco);
+  requirePositiveWeightTotal(spec_.mc_path, "pass_gen", mc_gen);
+  requirePositiveWeightTotal(spec_.data_path, "pass_reco", data_reco);
+  if (root_) {
+    sayNegativeWeights(spec_.mc_path, mc_reco.negative > 0 ? "pass_reco" : "pass_gen",
+                       mc_reco.negative > 0 ? mc_reco : mc_gen);
+    sayNegativeWeights(spec_.data_path, "pass_reco", data_reco);
+  }
+  signed_weights_ = mc_reco.negative > 0 || mc_gen.negative > 0 || data_reco.negative > 0;
   fixEventWeights();
   member_seed_ = memberSeed(spec_.campaign_seed, spec_.replica, spec_.member);
   stats_ = chainFeatureStats(cfg_, in_.init.get(),
@@ -980,6 +1039,7 @@ void ChainRun::runStep(const Step& s) {
                                        : st_.weights.push.back();
   const TrainingSet train = trainingSet(s, push);
   record["class_balance"] = train.class_balance;
+  if (train.weight_scale != 1) record["weight_scale"] = train.weight_scale;
   // The members fit on the same training set; their probabilities are averaged before the
   // weights are pushed.
   const int n_ens = cfg_.step_ensemble;
@@ -1028,7 +1088,7 @@ ChainRun::TrainingSet ChainRun::trainingSet(const Step& s, const std::vector<dou
                   {pet_mc_gen_.get(), &mc_gen_rows_, &w1, &obs_mc_gen_});
 }
 
-ChainRun::TrainingSet ChainRun::twoParts(const Part& p0, const Part& given1) const {
+ChainRun::TrainingSet ChainRun::twoParts(const Part& given0, const Part& given1) const {
   // The classes balanced: label 1's weights scaled to label 0's total over the events trained
   // on. The classifier then learns the density ratio itself rather than that times the
   // classes' prior (step 1: Σ data / Σ MC), which saturates f where the samples' sizes differ
@@ -1039,17 +1099,34 @@ ChainRun::TrainingSet ChainRun::twoParts(const Part& p0, const Part& given1) con
     for (int64_t r : *p.rows) sum += (*p.w)[static_cast<size_t>(r)];
     return sum;
   };
-  const double t0 = total(p0), t1 = total(given1);
+  const double t0 = total(given0), t1 = total(given1);
   if (!(t0 > 0 && t1 > 0 && std::isfinite(t0) && std::isfinite(t1)))
     throw Error(out_ + ": the events of a step's two classes weigh " + std::to_string(t0) +
-                " and " + std::to_string(t1) + " in total; the chain diverged");
-  std::vector<double> w1 = *given1.w;
-  for (double& x : w1) x *= t0 / t1;
-  Part p1 = given1;
+                " and " + std::to_string(t1) + " in total" +
+                (signed_weights_ ? " (the input files' weights have negative ones: where they "
+                                   "outweigh the others the reweighting runs away)"
+                                 : "") +
+                "; the chain diverged");
+  // The weights brought to a mean of about 1 per event trained on: a loss in cross-section
+  // units (weights of 1e-8, Σw = σ) falls below the optimisers' epsilon and nothing is learnt,
+  // and tiny weights underflow as floats. The scale is a power of two, so weights already near a
+  // mean of 1 (within a factor of √2: unit weights, the pushes) train bit for bit as before,
+  // and any other scale only multiplies the loss exactly.
+  const double scale =
+      std::exp2(std::round(std::log2(static_cast<double>(given0.rows->size()) / t0)));
+  std::vector<double> w0, w1 = *given1.w;
+  Part p0 = given0, p1 = given1;
+  if (scale != 1) {
+    w0 = *given0.w;
+    for (double& x : w0) x *= scale;
+    p0.w = &w0;
+  }
+  for (double& x : w1) x *= t0 / t1 * scale;
   p1.w = &w1;
   const size_t n_obs = cfg_.observables.size();
   TrainingSet t;
   t.class_balance = t0 / t1;
+  t.weight_scale = scale;
   if (use_pet_) t.pet = labelledSet({{p0.pet, p0.rows, 0, p0.w}, {p1.pet, p1.rows, 1, p1.w}});
   labelsAndWeights(*p0.rows, *p0.w, *p1.rows, *p1.w, t.labels, t.weights);
   if (use_mlp_) {

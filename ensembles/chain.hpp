@@ -216,6 +216,20 @@ void requireChainLevels(const std::string& path, bool mc, bool has_reco, bool ha
 InputError noEventPasses(const std::string& path, const char* flags, int64_t n,
                          const char* cap = nullptr);
 
+// A file's own event weights (empty: all 1) over its events passing `flags` ("pass_reco",
+// "pass_gen"; `pass` empty: all pass).
+struct InputWeights {
+  int64_t events = 0, negative = 0, zero = 0;
+  double sum = 0, sum2 = 0, sum_negative = 0;
+};
+InputWeights inputWeights(const std::vector<float>& weights, const std::vector<uint8_t>& pass,
+                          int64_t n);
+// Refuses (InputError naming `path`, `flags` and the negative weights) weights whose total over
+// the events a step trains on is not positive: no density to fit, and the file's fault, so
+// retrying the chain cannot mend it. Negative weights with a positive total (NLO generators)
+// are taken.
+void requirePositiveWeightTotal(const std::string& path, const char* flags, const InputWeights& w);
+
 // The refusal to resume a chain whose state (`state`, the directory) a build of another chain
 // format (chain_output.hpp: kChainFormat) wrote: one line naming it, both formats and what to
 // do. A campaign's task adds the `campaign retry` that starts it over.

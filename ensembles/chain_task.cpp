@@ -419,11 +419,15 @@ void checkChainTaskInputs(const nlohmann::json& params) {
     requireChainLevels(path, mc, file.hasLevel("reco"), file.hasLevel("gen"));
     // Selection flags that pass no event: one (N,) column each, read here rather than found
     // by every chain when it starts.
+    // Weights whose total over those events is not positive, likewise.
+    const std::vector<float> weights =
+        file.has("weights") ? file.readFloat("weights") : std::vector<float>();
     for (const char* flags : {"pass_reco", "pass_gen"}) {
       if (!mc && std::string(flags) == "pass_gen") continue;
       const std::vector<uint8_t> pass = file.readPassFlags(flags);  // as the chain reads them
       if (!pass.empty() && std::all_of(pass.begin(), pass.end(), [](uint8_t f) { return f == 0; }))
         throw noEventPasses(path, flags, static_cast<int64_t>(pass.size()));
+      requirePositiveWeightTotal(path, flags, inputWeights(weights, pass, file.numJets()));
     }
   }
   checkChainFoundation(params);

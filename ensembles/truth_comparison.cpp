@@ -30,8 +30,11 @@ double deltaFloor(const std::vector<double>& p, const std::vector<double>& var_p
                   const std::vector<double>& q, const std::vector<double>& var_q,
                   const std::vector<double>& edges) {
   double s = 0;
-  for (size_t b = 0; b < p.size(); ++b)
-    if (p[b] + q[b] > 0) s += (edges[b + 1] - edges[b]) * (var_p[b] + var_q[b]) / (p[b] + q[b]);
+  for (size_t b = 0; b < p.size(); ++b) {
+    // Negative densities as 0, as the discriminator takes them.
+    const double sum = std::max(p[b], 0.0) + std::max(q[b], 0.0);
+    if (sum > 0) s += (edges[b + 1] - edges[b]) * (var_p[b] + var_q[b]) / sum;
+  }
   return 0.5 * s * 1e3;
 }
 

@@ -99,11 +99,13 @@ double triangularDiscriminator(const std::vector<double>& p, const std::vector<d
     throw std::invalid_argument("triangularDiscriminator: densities and binning differ in size");
   double d = 0;
   for (size_t i = 0; i < p.size(); ++i) {
-    const double s = p[i] + q[i];
-    // Empty bins, and bins whose density is negative (negative event weights) where a
-    // negative denominator would subtract, are left out, as the statistical floor does.
+    // A bin's density negative (negative event weights in its events) counts as 0, as no
+    // density can be less: a tail bin at -0.002 beside a truth of 0.003 would otherwise weigh
+    // (p-q)²/(p+q), 25 times its truth, or be left out where p + q < 0. Empty bins are left out,
+    // as the statistical floor does.
+    const double pi = std::max(p[i], 0.0), qi = std::max(q[i], 0.0), s = pi + qi;
     if (!(s > 0)) continue;
-    d += b.width(static_cast<int>(i)) * (p[i] - q[i]) * (p[i] - q[i]) / s;
+    d += b.width(static_cast<int>(i)) * (pi - qi) * (pi - qi) / s;
   }
   return 0.5 * d * 1e3;
 }

@@ -50,7 +50,7 @@ class Histogram1D {
 };
 
 // Delta = 1/2 sum_b width_b (p_b - q_b)^2 / (p_b + q_b) on the unit-area densities of p and
-// q (bins with p + q <= 0 skipped: empty, or negative with negative event weights),
+// q (a negative density, from negative event weights, taken as 0; empty bins skipped),
 // multiplied by 1e3. Throws std::invalid_argument when the
 // binnings differ.
 double triangularDiscriminator(const Histogram1D& p, const Histogram1D& q);

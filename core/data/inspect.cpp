@@ -182,14 +182,22 @@ nlohmann::json summarizeFile(const std::string& path) {
     for (const char* level : {"gen", "reco"})
       if (f.hasLevel(level)) s["levels"][level] = levelSummary(f, level);
     Moments subs[2][kNumSubs];
-    int64_t pass_reco = 0, pass_gen = 0;
-    double wsum = 0;
+    int64_t pass_reco = 0, pass_gen = 0, w_negative = 0, w_zero = 0;
+    double wsum = 0, w_sum_negative = 0;
+    Moments w;
     for (int64_t b = 0; b < f.numJets(); b += kBlockRows) {
       const UnfoldArrays u = f.readUnfold(b, std::min(f.numJets(), b + kBlockRows));
       for (int64_t i = 0; i < u.n(); ++i) {
         pass_reco += u.passReco(i);
         pass_gen += u.passGen(i);
         wsum += u.weight(i);
+        if (!u.weights.empty()) {
+          const double x = u.weight(i);
+          w.add(x);
+          w_negative += x < 0;
+          w_zero += x == 0;
+          if (x < 0) w_sum_negative += x;
+        }
         for (int k = 0; k < kNumSubs; ++k) {
           if (!u.gen_subs.empty()) subs[0][k].add(u.gen_subs[i * kNumSubs + k]);
           if (!u.reco_subs.empty()) subs[1][k].add(u.reco_subs[i * kNumSubs + k]);
@@ -200,6 +208,21 @@ nlohmann::json summarizeFile(const std::string& path) {
     if (f.hasLevel("reco")) s["pass_fraction"]["reco"] = double(pass_reco) / f.numJets();
     if (f.hasLevel("gen")) s["pass_fraction"]["gen"] = double(pass_gen) / f.numJets();
     s["weight_sum"] = wsum;
+    // The file's event weights, where it has them: generators at NLO give negative ones, and
+    // their share and the effective sample size (Σw)²/Σw² say what an unfolding can do.
+    if (w.n > 0) {
+      nlohmann::json ws = w.json();
+      ws["events"] = static_cast<int64_t>(w.n);
+      ws["sum"] = w.sum;
+      ws["negative"] = w_negative;
+      ws["negative_fraction"] = static_cast<double>(w_negative) / w.n;
+      ws["negative_sum"] = w_sum_negative;
+      ws["zero"] = w_zero;
+      const double ess = w.sum2 > 0 ? w.sum * w.sum / w.sum2 : 0.0;
+      ws["ess"] = ess;
+      ws["ess_fraction"] = ess / w.n;
+      s["weights"] = std::move(ws);
+    }
     if (f.hasSubs())
       for (int k = 0; k < kNumSubs; ++k) {
         if (f.hasLevel("gen")) s["levels"]["gen"]["subs"][observableName(k)] = subs[0][k].json();
@@ -211,7 +234,7 @@ nlohmann::json summarizeFile(const std::string& path) {
 
 std::string formatSummary(const nlohmann::json& s) {
   std::ostringstream os;
-  char buf[256];
+  char buf[512];
   if (s["layout"] == "other")
     os << s["file"].get<std::string>() << ": holds no jets nor events (" << s["datasets"].size()
        << " dataset(s), e.g. foldfarm's bands, weights or histograms; h5py or h5dump read them)\n";
@@ -257,6 +280,20 @@ std::string formatSummary(const nlohmann::json& s) {
     if (s["pass_fraction"].size() == 1)
       os << " (the file holds its " << s["pass_fraction"].begin().key() << " level only)";
     os << "\n";
+  }
+  if (s.contains("weights")) {
+    const nlohmann::json& w = s["weights"];
+    std::snprintf(buf, sizeof buf,
+                  "weights: sum %.6g over %lld events, mean %.4g, min %.4g, max %.4g; %lld "
+                  "negative (%.1f%%, summing to %.4g), %lld zero; effective sample size %.0f "
+                  "(%.1f%%)\n",
+                  w["sum"].get<double>(), static_cast<long long>(w["events"].get<int64_t>()),
+                  w["mean"].get<double>(), w["min"].get<double>(), w["max"].get<double>(),
+                  static_cast<long long>(w["negative"].get<int64_t>()),
+                  100 * w["negative_fraction"].get<double>(), w["negative_sum"].get<double>(),
+                  static_cast<long long>(w["zero"].get<int64_t>()), w["ess"].get<double>(),
+                  100 * w["ess_fraction"].get<double>());
+    os << buf;
   }
   const nlohmann::json levels = s.value("levels", nlohmann::json::object());
   for (auto& [level, l] : levels.items()) {

@@ -43,15 +43,21 @@ Tensor padDraw(const Tensor& draw, at::IntArrayRef shape) {
   return out;
 }
 
+// w_i * loss_i, a negative-weight event's loss capped (kNegativeWeightLossCap).
+Tensor weightedPerEvent(const Tensor& per_event, const Tensor& w) {
+  return torch::where(w < 0, per_event.clamp_max(kNegativeWeightLossCap), per_event) * w;
+}
+
 }  // namespace
 
 Tensor weightedClassifierLoss(const Tensor& logits, const Tensor& labels, const Tensor& weights,
                               int64_t real_rows) {
-  return batchMean(classificationLossPerEvent(logits, labels) * weights, real_rows);
+  return batchMean(weightedPerEvent(classificationLossPerEvent(logits, labels), weights),
+                   real_rows);
 }
 
 Tensor classifierLoss(const Tensor& logits, const JetBatch& b) {
-  return batchMean(classificationLossPerEvent(logits, b.labels) * b.weights, b);
+  return batchMean(weightedPerEvent(classificationLossPerEvent(logits, b.labels), b.weights), b);
 }
 
 Tensor classifierLogits(Pet& model, const JetBatch& b) {

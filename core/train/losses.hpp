@@ -20,6 +20,15 @@ torch::Tensor classificationLossPerEvent(const torch::Tensor& logits, const torc
 // convention, so OmniFold weights normalised to mean 1 keep the loss scale). With
 // real_rows >= 0 the sum is divided by real_rows instead (a fixed-shape batch whose padding
 // rows have weight 0: the same loss as the unpadded batch).
+//
+// An event of negative weight (NLO generators give them) has loss_i taken at most
+// kNegativeWeightLossCap: uncapped, the weighted loss is unbounded below wherever such events
+// outweigh the others of their class (sparse tails), and the fit gains without limit by driving
+// their logits to the wrong side; the reweighting then runs away. The cap is the loss of a
+// logit ln 100 on the wrong side, a factor the reweighting clips at by default (max_weight 100):
+// past it a classifier gains nothing the weights could use. Weights >= 0 give the loss and
+// gradients bit for bit as without the cap.
+inline constexpr double kNegativeWeightLossCap = 4.61512051684126;  // ln(1 + 100)
 torch::Tensor weightedClassifierLoss(const torch::Tensor& logits, const torch::Tensor& labels,
                                      const torch::Tensor& weights, int64_t real_rows = -1);
 

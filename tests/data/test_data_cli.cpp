@@ -16,6 +16,8 @@
 
 #include "core/base/process.hpp"
 #include "core/data/jet_reader.hpp"
+#include "core/data/jet_writer.hpp"
+#include "core/data/synth.hpp"
 #include "tests/data/bad_files.hpp"
 
 using namespace foldfarm::data;
@@ -135,6 +137,37 @@ TEST_F(DataCli, AParticleWithoutPositiveEnergyIsRefusedNamingIt) {
   EXPECT_NE(r.err.find(in + ": jet row 1, particle 2: part_energy -5 <= 0"), std::string::npos)
       << r.err;
   EXPECT_FALSE(fs::exists(out));
+}
+
+// `data inspect` of a file with event weights says what they are: their sum and range, how
+// many are negative (NLO generators) or zero, and their effective sample size (Σw)²/Σw².
+TEST_F(DataCli, InspectSummarisesTheEventWeightsAndTheirNegativeShare) {
+  UnfoldArrays u = synthUnfold(SynthConfig::unfoldDefaults(Tune::kSim), 5, 0, 40);
+  u.weights.assign(40, 2.0f);
+  for (size_t i = 0; i < 10; ++i) u.weights[i] = -1.0f;  // 10 negative
+  u.weights[10] = 0.0f;
+  const std::string path = file("signed.h5");
+  writeUnfoldFile(path, u);
+  Result r = run({"data", "inspect", path, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto w = nlohmann::json::parse(r.out).at("weights");
+  EXPECT_EQ(w.at("events"), 40);
+  EXPECT_EQ(w.at("negative"), 10);
+  EXPECT_EQ(w.at("zero"), 1);
+  EXPECT_DOUBLE_EQ(w.at("sum").get<double>(), 29 * 2.0 - 10);
+  EXPECT_DOUBLE_EQ(w.at("negative_sum").get<double>(), -10);
+  EXPECT_DOUBLE_EQ(w.at("min").get<double>(), -1);
+  EXPECT_DOUBLE_EQ(w.at("max").get<double>(), 2);
+  EXPECT_DOUBLE_EQ(w.at("ess").get<double>(), 48.0 * 48.0 / (29 * 4.0 + 10));
+  r = run({"data", "inspect", path});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("10 negative (25.0%, summing to -10), 1 zero"), std::string::npos) << r.out;
+  // A file without weights has no such entry.
+  u.weights.clear();
+  writeUnfoldFile(file("unweighted.h5"), u);
+  r = run({"data", "inspect", file("unweighted.h5"), "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_FALSE(nlohmann::json::parse(r.out).contains("weights"));
 }
 
 TEST_F(DataCli, WrongKindsOfPathAndNegativeThreadsSayWhatIsWrong) {

@@ -44,10 +44,16 @@ TEST(Histogram, TriangularDiscriminatorHandComputed) {
   s.fill(1.5);
   EXPECT_NEAR(triangularDiscriminator(r, s), 1000.0, 1e-9);
   EXPECT_THROW(triangularDiscriminator(p, r), std::invalid_argument);
-  // Negative event weights: a bin with p + q < 0 is left out (it would subtract 1/2 x
-  // (-0.5 - 0.25)^2 / -0.25 = 1.125 and make the sum negative); the others count as usual.
+  // Negative event weights: a bin's negative density counts as 0, as no density can be less.
+  // Left out where p + q < 0 (before), the bin below would count nothing; taken as it is where
+  // p + q is small and positive, -0.002 beside 0.003 would count 12.1 (x1e3) where 0 beside
+  // 0.003 counts 1.5.
   const std::vector<double> neg_p = {1.5, -0.5}, neg_q = {0.75, 0.25};
-  EXPECT_NEAR(triangularDiscriminator(neg_p, neg_q, b), 0.5 * 0.75 * 0.75 / 2.25 * 1e3, 1e-9);
+  EXPECT_NEAR(triangularDiscriminator(neg_p, neg_q, b),
+              0.5 * (0.75 * 0.75 / 2.25 + 0.25 * 0.25 / 0.25) * 1e3, 1e-9);
+  const std::vector<double> tail_p = {1.002, -0.002}, tail_q = {0.997, 0.003};
+  EXPECT_NEAR(triangularDiscriminator(tail_p, tail_q, b),
+              0.5 * (0.005 * 0.005 / 1.999 + 0.003) * 1e3, 1e-9);
 }
 
 TEST(Histogram, SpecBinnings) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -834,6 +835,68 @@ TEST_F(ChainTest, DataWeightsScaledByAConstantUnfoldAlike) {
   EXPECT_GT(b1, 0.5);
   EXPECT_LT(b1, 2.0);
   EXPECT_EQ(h8.at("steps").at(0).at("class_balance").get<double>(), b1 / 8);
+}
+
+// Simulation weights in cross-section units (Σw = σ: 1e-9 per event) train as unit weights:
+// both classes' weights are brought to a mean near 1 by a power of two, here 2^30, the same bits
+// as unit weights. Before, the loss fell below AdamW's epsilon and the MLP learnt almost
+// nothing (a ratio near 1: the prior back).
+TEST_F(ChainTest, SimulationWeightsInCrossSectionUnitsUnfoldAsUnitWeights) {
+  data::SynthConfig c = data::SynthConfig::unfoldDefaults(data::Tune::kSim);
+  c.P = 24;
+  data::UnfoldArrays u = data::synthUnfold(c, 11, 0, 240);
+  u.weights.assign(240, std::ldexp(1.0f, -30));
+  data::writeUnfoldFile((root_ / "sim_xs.h5").string(), u);
+  nlohmann::json p = params(0, 0);
+  p["config"]["classifier"] = "pet+mlp";
+  ASSERT_EQ(runChainTask(p, (root_ / "xs1").string()), 0);
+  p["mc"] = (root_ / "sim_xs.h5").string();
+  ASSERT_EQ(runChainTask(p, (root_ / "xs").string()), 0);
+  EXPECT_EQ(push(root_ / "xs1"), push(root_ / "xs"));
+  const auto h = readJson((root_ / "xs" / kChainHistoryFile).string());
+  EXPECT_EQ(h.at("steps").at(0).at("weight_scale").get<double>(), std::ldexp(1.0, 30));
+  EXPECT_FALSE(readJson((root_ / "xs1" / kChainHistoryFile).string())
+                   .at("steps")
+                   .at(0)
+                   .contains("weight_scale"));
+}
+
+// Simulation weights whose total over the events a step trains on is not positive leave no
+// density to fit: refused as bad input (exit 2, nothing written, no retry), naming the file and
+// the negative ones; before, the chain ran and failed as "diverged" (a campaign retried it).
+// Negative weights whose total is positive train, and the chain says how many there are.
+TEST_F(ChainTest, SimulationWeightsOfANonPositiveTotalAreRefusedNegativeOnesTrain) {
+  data::SynthConfig c = data::SynthConfig::unfoldDefaults(data::Tune::kSim);
+  c.P = 24;
+  data::UnfoldArrays u = data::synthUnfold(c, 11, 0, 240);
+  u.weights.assign(240, 1.0f);
+  for (size_t i = 0; i < 240; i += 2) u.weights[i] = -1.0f;
+  data::writeUnfoldFile((root_ / "sim_zero_sum.h5").string(), u);
+  nlohmann::json p = params(0, 0);
+  p["config"]["classifier"] = "mlp";
+  p["mc"] = (root_ / "sim_zero_sum.h5").string();
+  std::string reason;
+  EXPECT_EQ(runChainTask(p, (root_ / "zero_sum").string(), &reason), 2);
+  EXPECT_NE(reason.find("sim_zero_sum.h5: the event weights of the "), std::string::npos) << reason;
+  EXPECT_NE(reason.find("OmniFold needs a positive total: fix the file's weights"),
+            std::string::npos)
+      << reason;
+  EXPECT_FALSE(fs::exists(root_ / "zero_sum" / "state"));
+  // `campaign init` finds it too (checkChainTaskInputs), before any chain starts.
+  try {
+    checkChainTaskInputs(p);
+    ADD_FAILURE() << "not refused";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("sim_zero_sum.h5: the event weights of the "),
+              std::string::npos)
+        << e.what();
+  }
+  for (size_t i = 0; i < 240; i += 2) u.weights[i] = i % 10 == 0 ? -0.5f : 1.5f;  // 1 in 5
+  data::writeUnfoldFile((root_ / "sim_signed.h5").string(), u);
+  p["mc"] = (root_ / "sim_signed.h5").string();
+  ASSERT_EQ(runChainTask(p, (root_ / "signed").string()), 0);
+  for (const std::vector<double>& w : push(root_ / "signed"))
+    for (const double x : w) ASSERT_TRUE(std::isfinite(x) && x >= 0);
 }
 
 TEST_F(ChainTest, FinalWeightsAreThePushTimesTheSimulationWeights) {

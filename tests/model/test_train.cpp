@@ -707,6 +707,42 @@ TEST(Metrics, AucAndRejectionOfKnownScoresAndNaNScoresGiveNaN) {
   EXPECT_TRUE(std::isnan(backgroundRejection({std::nan(""), 0.5}, {1, 0}, {}, 0.5)));
 }
 
+// Negative event weights (NLO generators) make the weighted cross entropy unbounded below: a
+// negative-weight event's loss counts only up to kNegativeWeightLossCap, so a fit gains nothing
+// by pushing its logit far to the wrong side. Weights >= 0 give the plain loss and gradients bit
+// for bit.
+TEST(Losses, ANegativeWeightEventCountsOnlyUpToTheCap) {
+  const auto loss = [](const std::vector<float>& z, const std::vector<float>& w,
+                       torch::Tensor* grad) {
+    torch::Tensor logits = torch::tensor(z).unsqueeze(1).set_requires_grad(true);
+    const torch::Tensor labels = torch::tensor({0, 0, 1, 1}, torch::kLong);
+    torch::Tensor l = weightedClassifierLoss(logits, labels, torch::tensor(w));
+    l.backward();
+    *grad = logits.grad().squeeze(1);
+    return l.item<double>();
+  };
+  const auto bce = [](double z, int y) { return std::log1p(std::exp(y == 1 ? -z : z)); };
+  torch::Tensor g;
+  // Event 0 (label 0, weight -2) far on the wrong side: its loss is capped, its gradient 0.
+  const double capped = loss({8.0f, 8.0f, -1.0f, 0.5f}, {-2.0f, 1.0f, 0.5f, 1.0f}, &g);
+  EXPECT_NEAR(capped,
+              (-2 * kNegativeWeightLossCap + bce(8, 0) + 0.5 * bce(-1, 1) + bce(0.5, 1)) / 4, 1e-5);
+  EXPECT_EQ(g[0].item<float>(), 0.0f);
+  EXPECT_GT(g[1].item<float>(), 0.0f) << "the positive-weight event beside it still pulls";
+  // Below the cap a negative-weight event counts as it is (its gradient has the weight's sign).
+  loss({1.0f, 8.0f, -1.0f, 0.5f}, {-2.0f, 1.0f, 0.5f, 1.0f}, &g);
+  EXPECT_LT(g[0].item<float>(), 0.0f);
+  // Weights >= 0: the plain mean of w_i * loss_i and its gradients, bit for bit.
+  const std::vector<float> z = {8.0f, -3.0f, -1.0f, 0.5f}, w = {2.0f, 0.0f, 0.5f, 1.0f};
+  const double capped_plain = loss(z, w, &g);
+  torch::Tensor logits = torch::tensor(z).unsqueeze(1).set_requires_grad(true);
+  torch::Tensor plain =
+      (classificationLossPerEvent(logits, torch::tensor({0, 0, 1, 1})) * torch::tensor(w)).mean();
+  plain.backward();
+  EXPECT_EQ(capped_plain, plain.item<double>());
+  EXPECT_TRUE(torch::equal(g, logits.grad().squeeze(1)));
+}
+
 // A run whose loss is no longer finite stops with an error naming the epoch and what to
 // change, instead of returning (and a command writing) a model of NaN weights.
 TEST(Fit, ADivergedRunStopsNamingTheEpoch) {
