@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "core/base/error.hpp"
+#include "core/base/text.hpp"
 #include "jobs/slots.hpp"
 #include "slurm/sbatch_values.hpp"
 #include "slurm/shell_quote.hpp"
@@ -203,8 +204,12 @@ rm -rf "$d"' || true
 }
 
 // `after_wait`: lines run once the workers have ended, before the rest.
+// `how_to_continue` (pretrain, pilot; "" for an array element, whose campaign submits what is
+// left): what a user does after a stop this script does not requeue, said with the status.
+// `state_dir` (pretrain): where a save shows that any other ending can be continued too.
 void renderFinish(std::ostringstream& s, const SbatchResources& r,
-                  const std::string& after_wait = "") {
+                  const std::string& after_wait = "", const std::string& how_to_continue = "",
+                  const std::string& state_dir = "") {
   s << "\nff_wait_all\nff_rc=$?\n" << after_wait;
   // MPS stopped (bounded: a server that does not answer is left to the job's end) and its
   // directories removed: thousands of elements would otherwise leave theirs in the node's /tmp.
@@ -225,6 +230,17 @@ void renderFinish(std::ostringstream& s, const SbatchResources& r,
          "  echo \"foldfarm: stopped (${ff_stop:-no signal}: scancel or preemption): not "
          "requeued by this script; its state is saved: submit it again to continue\" >&2\n"
          "fi\n";
+  } else if (!how_to_continue.empty()) {
+    // Quoted whole: the paths and the backquotes are the user's text, not the shell's.
+    s << "if [ \"$ff_rc\" -eq 75 ]; then\n"
+         "  echo "
+      << shellQuote("foldfarm: stopped, its state saved: " + how_to_continue) << " >&2\n";
+    if (!state_dir.empty())
+      s << "elif [ \"$ff_rc\" -ne 0 ] && [ -d " << shellJoin({state_dir}) << " ]; then\n"
+        << "  echo "
+        << shellQuote("foldfarm: " + state_dir + " holds the last save: " + how_to_continue)
+        << " >&2\n";
+    s << "fi\n";
   }
   s << "exit \"$ff_rc\"\n";
 }
@@ -337,7 +353,11 @@ std::string renderPretrainScript(const SbatchResources& given,
       s << "if [ -d " << shellJoin({out + "/state"}) << " ]; then ff_resume=--resume; fi\n";
   }
   s << "ff_start " << shellJoin(cmd) << (resume_on_requeue ? " $ff_resume" : "") << "\n";
-  renderFinish(s, r);
+  // (--resume given by hand: submitted again, it continues as well.)
+  renderFinish(s, r, "",
+               "submit this script again (sbatch): it continues from there" +
+                   std::string(out.empty() ? " given --resume" : ""),
+               out.empty() ? "" : out + "/state");
   return s.str();
 }
 
@@ -401,7 +421,9 @@ std::string renderPilotScript(const SbatchResources& given, const std::string& c
     << (beside ? " \"${ff_ranks[@]}\"" : "")
     << (share && r.nodes > 1 ? " bash -c \"$ff_mps_rank\" foldfarm-rank " : " ") << shellJoin(run)
     << "\n";
-  renderFinish(s, r, share && r.nodes > 1 ? rankMpsStop() : "");
+  renderFinish(s, r, share && r.nodes > 1 ? rankMpsStop() : "",
+               "`foldfarm campaign resume " + shellWord(campaignDir) +
+                   "` continues, or this script submitted again");
   return s.str();
 }
 

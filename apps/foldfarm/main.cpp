@@ -9,6 +9,7 @@
 #include "apps/foldfarm/commands.hpp"
 #include "apps/foldfarm/top_level.hpp"
 #include "core/base/atomic_file.hpp"
+#include "core/base/stop_signal.hpp"
 #include "core/train/torch_error.hpp"
 
 namespace {
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   using namespace foldfarm;
   ensurePassiveOpenMpWait(argv);
   installTemporaryFileCleanup();  // Ctrl-C or scancel leaves no half-written file behind
+  recordStopOnUsr1();             // Slurm's warning before a command's handlers: not fatal
   // A stop that came while `foldfarm` handed over, said now; a campaign's worker releases
   // them itself once its stop handlers are in place (started by its parent with them held).
   takeSignalsHeldForParent();

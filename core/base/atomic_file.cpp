@@ -169,7 +169,7 @@ void installTemporaryFileCleanup() {
 sigset_t heldSignalSet() {
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, s);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGUSR1}) sigaddset(&set, s);
   return set;
 }
 

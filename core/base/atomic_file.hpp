@@ -65,7 +65,7 @@ void removeLiveTemporaryFiles() noexcept;
 // fails (EFBIG) and is an error naming its file, its temporary removed as for a full disk.
 void installTemporaryFileCleanup();
 
-// SIGINT, SIGTERM and SIGHUP held (blocked) across an exec: a process loading a large
+// SIGINT, SIGTERM, SIGHUP and SIGUSR1 held (blocked) across an exec: a process loading a large
 // executable (LibTorch takes most of a second) would otherwise die of them silently before its
 // main installs the handlers. The new program calls releaseHeldSignals() once it has: a
 // signal that came meanwhile is then delivered to its handler. `held` (optional) gets the mask
@@ -73,7 +73,7 @@ void installTemporaryFileCleanup();
 void holdSignalsAcrossExec(sigset_t* held = nullptr);
 void releaseHeldSignals();
 void restoreSignalMask(const sigset_t& mask);
-// The set held: SIGINT, SIGTERM, SIGHUP.
+// The set held: SIGINT, SIGTERM, SIGHUP, SIGUSR1.
 sigset_t heldSignalSet();
 // In the environment of a process started with the signals held until its own stop handlers
 // are in place (a campaign's worker: releaseHeldSignals() after installStopHandlers(), so that

@@ -66,6 +66,15 @@ void installStopHandlers() {
                        "stop handler of signal " + std::to_string(sig));
 }
 
+void recordStopOnUsr1() {
+  struct sigaction sa {};
+  sa.sa_handler = onStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  if (::sigaction(SIGUSR1, &sa, nullptr) != 0)
+    throwSystemError("sigaction", __FILE__, __LINE__, "stop handler of SIGUSR1");
+}
+
 bool stopRequested() noexcept {
   return g_stop.load();
 }

@@ -50,6 +50,46 @@ void restoreState(Pet& model, const std::vector<Tensor>& values) {
   for (size_t i = 0; i < params.size(); ++i) params[i].copy_(values[i]);
 }
 
+// Every rank of a data-parallel fit that holds the whole set (not sharded) must hold the same
+// one, with the same seed: its batches are its slice of one shuffled epoch. Ranks given other
+// files (a node's stale copy, an MPMD launch of other arguments) trained together silently
+// before, each on its own slices, and only rank 0's data was recorded for a resume; sets of
+// other sizes failed in a later collective (MPI_ERR_TRUNCATE) whose message blamed the
+// transport. (collective)
+void requireSameDataOnEveryRank(ParallelContext& ctx, const std::string& label, int64_t jets,
+                                const std::string& key) {
+  const int n = ctx.worldSize();
+  if (n == 1) return;
+  const uint64_t h = fnv1a(key.data(), key.size());
+  std::vector<double> v(static_cast<size_t>(4 * n), 0.0);
+  const size_t at = static_cast<size_t>(4 * ctx.rank());
+  v[at] = static_cast<double>(jets);
+  for (int k = 0; k < 3; ++k) v[at + 1 + k] = static_cast<double>((h >> (16 * k)) & 0xffff);
+  ctx.allreduceSum(v);
+  std::string other_size, other_values;
+  for (int r = 1; r < n; ++r) {
+    const size_t b = static_cast<size_t>(4 * r);
+    if (v[b] != v[0])
+      other_size += fmt::format("{}rank {} {}", other_size.empty() ? "" : ", ", r,
+                                static_cast<int64_t>(v[b]));
+    else if (v[b + 1] != v[1] || v[b + 2] != v[2] || v[b + 3] != v[3])
+      other_values += fmt::format("{}{}", other_values.empty() ? "" : ", ", r);
+  }
+  if (other_size.empty() && other_values.empty()) return;
+  std::string why;
+  if (!other_size.empty())
+    why = fmt::format("rank 0 holds {} training jets, {}", static_cast<int64_t>(v[0]), other_size);
+  if (!other_values.empty())
+    why += fmt::format("{}rank(s) {} hold as many as rank 0 with other values or another --seed",
+                       why.empty() ? "" : "; ", other_values);
+  checkOnEveryRank(ctx, [&] {
+    if (ctx.isRoot())
+      throw InputError(label + ": the ranks were given other training data: " + why +
+                       "; every rank of a data-parallel run reads the same --data with the same "
+                       "options (a node's copy of the files that differs?); nothing was trained");
+  });
+}
+
 // Identifies the training data so a resume on other data is refused.
 std::string fingerprint(const JetTensors& train, const JetTensors* val) {
   // Summed on the host whatever the set's device: the same fingerprint on a GPU and a CPU,
@@ -648,6 +688,11 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
   // A pass over the values, made only where a state is written or resumed (the sharded
   // fingerprint hashes every row already).
   if (!opts_.sharded && !opts_.state_dir.empty()) src.values = valueSums(train, val);
+  if (!opts_.sharded)
+    requireSameDataOnEveryRank(ctx_, opts_.label, train.size(),
+                               src.fingerprint + "|" + src.values + "|" +
+                                   std::to_string(src.steps_per_epoch) + "|" +
+                                   std::to_string(opts_.seed));
   src.begin_epoch = [&](int64_t e, const nlohmann::json*, int64_t&) {
     batches = batchesOf(e, opts_.bucket);
     return static_cast<int64_t>(batches.size());
@@ -821,9 +866,21 @@ void Trainer::FitLoop::resume() {
     if (ctx_.isRoot())
       logWarn(
           "{}: the state has {} steps per epoch, this run {} (another number of ranks or "
-          "batch size): epoch {} continues at step {} instead of {}, the schedule at step {}",
-          opts_.label, saved_spe, steps_per_epoch_, epoch_, step_in_epoch_, old_step, global_step_);
+          "batch size): epoch {} continues at step {}{}, the schedule at step {}",
+          opts_.label, saved_spe, steps_per_epoch_, epoch_, step_in_epoch_,
+          old_step == step_in_epoch_ ? std::string() : " instead of " + std::to_string(old_step),
+          global_step_);
   }
+  // The peak learning rate scales with the ranks (sqrt, warmup_scale): another count changes
+  // the recipe from here on, said with the figures (a state of older builds records none).
+  const double saved_scale = state_.value("warmup_scale", opts_.warmup_scale);
+  if (saved_scale != opts_.warmup_scale && ctx_.isRoot())
+    logWarn(
+        "{}: the peak learning rate is {:.4g} on this run's ranks ({:.4g} x {:.4g}), {:.4g} when "
+        "the state was saved: the schedule goes on at the new peak (resume on as many ranks as "
+        "before to keep the recipe)",
+        opts_.label, opts_.optimizer.lr * opts_.warmup_scale, opts_.optimizer.lr,
+        opts_.warmup_scale, opts_.optimizer.lr * saved_scale);
   logInfo("{}: resuming from {} at epoch {} step {}", opts_.label, opts_.state_dir, epoch_,
           step_in_epoch_);
 }
@@ -847,6 +904,7 @@ nlohmann::json Trainer::FitLoop::stateJson() const {
   j["patience"] = opts_.patience;
   j["sharded_ranks"] = opts_.sharded ? ctx_.worldSize() : 0;
   j["steps_per_epoch"] = steps_per_epoch_;
+  j["warmup_scale"] = opts_.warmup_scale;
   if (src_.position) j["stream"] = src_.position();
   return j;
 }

@@ -136,9 +136,55 @@ TEST(PretrainShard, EachRankHoldsItsHalfAndResumesOnAnotherRankCount) {
   // The step count is on the new scale: 2 epochs of ceil(train jets / 16) steps on one rank.
   const int64_t spe = (result.at("train_jets").get<int64_t>() + 15) / 16;
   EXPECT_EQ(resumed.at("fit").at("steps").get<int64_t>(), 2 * spe) << a.out;
-  EXPECT_NE(
-      a.err.find("continues at step 0 instead of 0, the schedule at step " + std::to_string(spe)),
-      std::string::npos)
+  EXPECT_NE(a.err.find("continues at step 0, the schedule at step " + std::to_string(spe)),
+            std::string::npos)
       << a.err;
+  // The peak learning rate follows the ranks (sqrt 2 -> 1): said with both figures.
+  EXPECT_NE(a.err.find("the peak learning rate is "), std::string::npos) << a.err;
+  EXPECT_NE(a.err.find("when the state was saved"), std::string::npos) << a.err;
+  fs::remove_all(dir);
+}
+
+// Ranks given other data (an MPMD launch; in real life a node's stale copy of the files):
+// refused before any step, in one line that says which ranks hold what, nothing written.
+// Before: the same number of jets trained together silently, and another number failed
+// in a later collective (MPI_ERR_TRUNCATE) that blamed the transport.
+TEST(PretrainShard, RanksGivenOtherDataAreRefusedBeforeTraining) {
+  const fs::path dir = fs::temp_directory_path() /
+                       ("ff-pretrain-other-" + std::to_string(static_cast<long>(::getpid())));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const auto synth = [&](const std::string& name, const char* jets, const char* seed) {
+    const std::string path = (dir / name).string();
+    const ProcessResult s =
+        runSingleThreaded({FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets", jets,
+                           "--seed", seed, "--out", path},
+                          120);
+    EXPECT_TRUE(s.ok()) << s.describeFailure() << "\n" << s.err;
+    return path;
+  };
+  const std::string a = synth("a.h5", "301", "9"), b = synth("b.h5", "301", "10"),
+                    c = synth("c.h5", "200", "9");
+  for (const auto& [other, said] :
+       {std::pair<std::string, std::string>{b,
+                                            "rank(s) 1 hold as many as rank 0 with other "
+                                            "values or another --seed"},
+        std::pair<std::string, std::string>{c, "training jets, rank 1 "}}) {
+    const std::string out = (dir / "run").string();
+    std::vector<std::string> argv = {FOLDFARM_MPIRUN, "--allow-run-as-root", "--oversubscribe",
+                                     "-np", "1"};
+    std::vector<std::string> one = pretrain(a, out);
+    one.erase(std::find(one.begin(), one.end(), std::string("--shard-data")));
+    argv.insert(argv.end(), one.begin(), one.end());
+    argv.insert(argv.end(), {":", "-np", "1"});
+    std::vector<std::string> two = pretrain(other, out);
+    two.erase(std::find(two.begin(), two.end(), std::string("--shard-data")));
+    argv.insert(argv.end(), two.begin(), two.end());
+    const ProcessResult r = runSingleThreaded(argv, 240);
+    EXPECT_EQ(r.exitCode, 2) << r.describeFailure() << "\n" << r.err;
+    EXPECT_NE(r.err.find("the ranks were given other training data: "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(said), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out + "/model")) << r.err;
+  }
   fs::remove_all(dir);
 }

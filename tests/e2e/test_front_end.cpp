@@ -431,6 +431,65 @@ TEST_F(FrontEnd, ASignalWhileTheCommandIsHandedOverIsSaid) {
   EXPECT_GT(said, 0) << "the command finished before each signal: nothing was tested";
 }
 
+// Slurm's warning (--signal=USR1@grace), or the USR1 the README tells mpirun users to send,
+// while the command is handed over and LibTorch loads: held until main, then recorded as a stop.
+// A pretraining stops at its first check with its state saved (exit 75, which a job script
+// requeues); a command that does not stop on signals runs to its end. Before: USR1's default
+// action ended both, 138, nothing said.
+TEST_F(FrontEnd, AStopSignalWhileTheCommandLoadsStopsATrainingAndSparesOtherCommands) {
+  if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
+  const std::string data = dir_ + "/usr1.h5";
+  ASSERT_TRUE(run(FOLDFARM_BINARY, {"data", "synth", "--kind", "pretrain", "--jets", "600",
+                                    "--particles", "16", "--out", data})
+                  .ok());
+  struct Case {
+    std::vector<std::string> args;
+    int code;
+  };
+  int tested = 0;
+  for (const Case& c : {Case{{"pretrain", "--data", data, "--out", dir_ + "/usr1", "--epochs", "3",
+                              "--threads", "1", "--batch", "50"},
+                             75},
+                        Case{{"model", "info", "--preset", "tiny"}, 0}}) {
+    const std::string err = dir_ + "/usr1_" + c.args[0] + ".err";
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      const int fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      std::vector<char*> argv{const_cast<char*>(FOLDFARM_BINARY)};
+      for (const std::string& a : c.args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execv(FOLDFARM_BINARY, argv.data());
+      ::_exit(127);
+    }
+    ASSERT_GT(pid, 0);
+    // Sent once the process is foldfarm-torch (as in the test above: before `foldfarm`'s own
+    // main any program dies of it).
+    int st = 0;
+    bool ended = false;
+    std::error_code ec;
+    for (int k = 0; k < 20000; ++k) {
+      if (::waitpid(pid, &st, WNOHANG) == pid) {
+        ended = true;
+        break;
+      }
+      if (fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec).string() == torch_) break;
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+    if (ended) continue;  // it finished first: nothing to test
+    ASSERT_EQ(::kill(pid, SIGUSR1), 0);
+    ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+    ASSERT_TRUE(WIFEXITED(st)) << "ended by signal " << (WIFSIGNALED(st) ? WTERMSIG(st) : 0) << ": "
+                               << foldfarm::readFile(err);
+    EXPECT_EQ(WEXITSTATUS(st), c.code) << foldfarm::readFile(err);
+    ++tested;
+  }
+  EXPECT_GT(tested, 0) << "each command finished before its signal: nothing was tested";
+  EXPECT_NE(foldfarm::readFile(dir_ + "/usr1_pretrain.err").find("--resume"), std::string::npos)
+      << foldfarm::readFile(dir_ + "/usr1_pretrain.err");
+}
+
 TEST_F(FrontEnd, AnInstalledFoldfarmRunsBothKindsOfCommands) {
   if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
   const std::string prefix = dir_ + "/prefix";

@@ -304,6 +304,19 @@ TEST(SbatchScript, AOneNodePilotsStepIsOvercommittedAndUnboundOnlyWhenCpusAreSho
   EXPECT_EQ(seen({"SLURM_JOB_CPUS_PER_NODE=64(x1)"}), step + run + "\n");
   EXPECT_EQ(seen({"SLURM_JOB_CPUS_PER_NODE=4"}), step + " --cpu-bind=none" + run + "\n");
   EXPECT_EQ(seen({}, /*unset=*/true), step + " --cpu-bind=none" + run + "\n");
+  // A pilot stopped (75, no --requeue) says what continues it; its backquotes are text (a
+  // shell that ran them would start `foldfarm campaign resume` inside the job's last lines).
+  writeExecutable(dir + "/bin/srun", "#!/bin/bash\nexit 75\n");
+  writeExecutable(dir + "/bin/foldfarm", "#!/bin/bash\ntouch \"$(dirname \"$0\")/../ran\"\n");
+  ProcessOptions o;
+  o.extraEnv = {"PATH=" + dir + "/bin:/usr/bin:/bin", "SLURM_JOB_CPUS_PER_NODE=6"};
+  const ProcessResult p = runProcess({"bash", dir + "/job.sh"}, o);
+  EXPECT_EQ(p.status(), 75) << p.err;
+  EXPECT_NE(p.err.find("foldfarm: stopped, its state saved: `foldfarm campaign resume D` "
+                       "continues, or this script submitted again\n"),
+            std::string::npos)
+      << p.err;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/ran"));
   std::filesystem::remove_all(dir);
 }
 
@@ -564,6 +577,31 @@ TEST(SbatchScript, ARequeuedPretrainingContinuesFromItsSavedState) {
   std::fputs("#!/bin/sh\necho \"$*\" > \"$(dirname \"$0\")/args\"\n", f);
   std::fclose(f);
   EXPECT_EQ(args("1"), first + " --resume");
+  // Stopped (75), or ended otherwise with a save on disk (a rank killed: 137): the job says what
+  // continues it, as the --requeue script does (before: only "finished with status 75", and
+  // each rank's "rerun the same command with --resume", which the script adds itself).
+  const std::string w = renderPretrainScript(r, {"--data", "d.h5", "--out", out});
+  f = std::fopen((dir + "/job.sh").c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(w.c_str(), f);
+  std::fclose(f);
+  for (const int code : {75, 137, 1}) {
+    f = std::fopen((dir + "/srun").c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(("#!/bin/sh\nexit " + std::to_string(code) + "\n").c_str(), f);
+    std::fclose(f);
+    if (code == 1) std::filesystem::remove_all(out + "/state");
+    ProcessOptions o;
+    o.extraEnv = {"PATH=" + dir + ":/usr/bin:/bin", "SLURM_JOB_ID=7"};
+    const ProcessResult p = runProcess({"bash", dir + "/job.sh"}, o);
+    EXPECT_EQ(p.status(), code) << p.err;
+    const std::string said = code == 75 ? "foldfarm: stopped, its state saved: "
+                                        : "foldfarm: " + out + "/state holds the last save: ";
+    EXPECT_EQ(p.err.find(said + "submit this script again (sbatch): it continues from there\n") !=
+                  std::string::npos,
+              code != 1)
+        << code << ": " << p.err;
+  }
   std::filesystem::remove_all(dir);
 }
 
