@@ -138,7 +138,14 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
   if (file.layout() != data::FileLayout::kJets || !file.hasLabels())
     throw InputError(o.jets_path + ": needs the jets layout with 'pid' (1 = quark, 0 = gluon)");
   data::JetArrays all = file.readJets();
-  for (auto& l : all.labels) l = l == 1 ? 1 : 0;
+  // Quark (1) against gluon (0): another class (a pretraining file's W, Z, H or top jets) was
+  // taken for a gluon, silently; finetune refuses it too.
+  for (size_t i = 0; i < all.labels.size(); ++i)
+    if (all.labels[i] != 0 && all.labels[i] != 1)
+      throw InputError(o.jets_path + ": 'pid' of row " + std::to_string(i) + " is " +
+                       std::to_string(all.labels[i]) +
+                       "; labels must be 0 (gluon) or 1 (quark): a file of more classes (a "
+                       "pretraining sample) is not a quark/gluon sample");
   const size_t n = static_cast<size_t>(all.n);
   if (n < static_cast<size_t>(5 * o.folds))
     throw InputError(o.jets_path + ": too few jets (" + std::to_string(all.n) + ") for " +

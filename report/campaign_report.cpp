@@ -854,6 +854,9 @@ void weightsSection(Page& page, const ReportInputs& in) {
     rows.push_back({std::to_string(s.iteration), std::to_string(s.step), std::to_string(s.chains),
                     fmt(100 * s.mean_ess_fraction, 1) + "%",
                     fmt(100 * s.min_ess_fraction, 1) + "% (" + s.min_ess_task + ")",
+                    std::isnan(s.mean_factor_ess_fraction)
+                        ? std::string("–")
+                        : fmt(100 * s.mean_factor_ess_fraction, 1) + "%",
                     std::to_string(s.clipped), std::to_string(s.non_finite), fmt(s.max_weight, 2)});
   std::vector<std::vector<std::string>> worst;
   for (size_t i = 0; i < weights.chains.size() && i < 10; ++i) {
@@ -868,9 +871,12 @@ void weightsSection(Page& page, const ReportInputs& in) {
       "the events each step reweights (those passing its reco or gen selection), and "
       "reweighting factors that were clipped or "
       "not finite, per OmniFold iteration and step over " +
-      std::to_string(weights.chains.size()) + " chains.</p>\n" +
-      htmlTable({"iteration", "step", "chains", "mean ESS", "lowest ESS", "clipped", "non-finite",
-                 "max weight"},
+      std::to_string(weights.chains.size()) +
+      " chains. The ESS of the factors is that of the step's reweighting factors alone: with event "
+      "weights of both signs (NLO generators) the ESS of the weights is small from the prior "
+      "on, while the factors' says what the unfolding itself costs.</p>\n" +
+      htmlTable({"iteration", "step", "chains", "mean ESS", "lowest ESS", "mean ESS of the factors",
+                 "clipped", "non-finite", "max weight"},
                 rows, "weights-table") +
       "<h3>Chains with the lowest ESS</h3>\n" +
       htmlTable({"task", "final ESS", "lowest ESS", "clipped", "non-finite", "max weight"}, worst,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -61,6 +62,10 @@ WeightDiagnostics readWeightDiagnostics(const std::string& campaign_dir) {
       }
       s.mean_ess_fraction += frac;  // divided by chains below
       ++s.chains;
+      if (rw.contains("ess_fraction")) {
+        s.mean_factor_ess_fraction += number(rw, "ess_fraction");  // divided below
+        ++s.factor_chains;
+      }
       s.clipped += clipped;
       s.non_finite += nonfin;
       s.max_weight = std::max(s.max_weight, maxw);
@@ -75,6 +80,8 @@ WeightDiagnostics readWeightDiagnostics(const std::string& campaign_dir) {
   }
   for (auto& [k, s] : steps) {
     s.mean_ess_fraction /= s.chains;
+    s.mean_factor_ess_fraction = s.factor_chains > 0 ? s.mean_factor_ess_fraction / s.factor_chains
+                                                     : std::numeric_limits<double>::quiet_NaN();
     out.steps.push_back(s);
   }
   std::stable_sort(out.chains.begin(), out.chains.end(),

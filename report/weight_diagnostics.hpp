@@ -17,6 +17,11 @@ struct StepWeightStats {
   double mean_ess_fraction = 0;
   double min_ess_fraction = 0;
   std::string min_ess_task;
+  // The reweighting factors' own ESS fraction ("reweighting": {"ess_fraction"}), mean over the
+  // chains: without the events' own weights, which (signed NLO weights) can make the first
+  // small from the prior on. NaN where no chain recorded it.
+  double mean_factor_ess_fraction = 0;
+  int factor_chains = 0;
   long long clipped = 0;     // Σ over chains
   long long non_finite = 0;  // Σ over chains
   double max_weight = 0;     // largest normalised weight of any chain

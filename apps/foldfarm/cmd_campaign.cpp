@@ -266,7 +266,9 @@ void registerCampaignCommands(CommandGroups& g) {
     c->add_option("dir", *dir, "Campaign directory")->required();
     c->add_option("--task", *tasks,
                   "Task id (repeatable), e.g. r0007m1, or ID@N for attempt N of it");
-    c->add_option("--tasks-file", *tasks_file, "File with one task id per line");
+    c->add_option("--tasks-file", *tasks_file,
+                  "File with one task id per line (# comments and blank lines skipped; - reads "
+                  "the standard input)");
     c->add_option("--attempt", *attempt,
                   "Attempt number the journal gave the tasks without @N (0: a run by hand)");
     c->callback([dir, tasks, tasks_file, attempt] {

@@ -144,7 +144,7 @@ void registerDataCommands(CommandGroups& g) {
     runSynth(*synth);
   });
 
-  auto insp_file = std::make_shared<std::string>();
+  auto insp_file = std::make_shared<std::vector<std::string>>();
   auto insp_json = std::make_shared<bool>(false);
   CLI::App* i = data->add_subcommand(
       "inspect",
@@ -152,11 +152,14 @@ void registerDataCommands(CommandGroups& g) {
       "its columns)");
   i->add_option("files", *insp_file,
                 "HDF5 file, or a dataset of jets files: paths, glob patterns or @LIST, "
-                "comma-separated (each file is summarised; they must share the layout)")
-      ->required();
+                "space- or comma-separated (each file is summarised; they must share the layout)")
+      ->required()
+      ->expected(1, -1);
   i->add_flag("--json", *insp_json, "Print JSON on stdout instead of a table");
   i->callback([insp_file, insp_json] {
-    const std::vector<std::string> files = expandDatasetFiles(*insp_file);
+    std::string given;
+    for (const std::string& f : *insp_file) given += (given.empty() ? "" : ",") + f;
+    const std::vector<std::string> files = expandDatasetFiles(given);
     if (files.size() == 1) {
       const auto summary = summarizeFile(files[0]);
       if (*insp_json) {
@@ -212,7 +215,10 @@ void registerDataCommands(CommandGroups& g) {
   auto obs_in = std::make_shared<std::string>(), obs_out = std::make_shared<std::string>(),
        obs_level = std::make_shared<std::string>();
   CLI::App* o = data->add_subcommand(
-      "observables", "Write `subs` (N,6) = [mass, width, multiplicity, ln rho, z_g, tau21]");
+      "observables",
+      "Write `subs` (N,6) = [mass, width, multiplicity, ln rho, z_g, tau21], row for row as the "
+      "input's jets (its event `weights` and pass flags are not copied: read them from the input "
+      "file, same rows)");
   o->add_option("--in", *obs_in, "Input HDF5 (jets or unfold layout)")->required();
   o->add_option("--out", *obs_out, "Output HDF5 with dataset `subs`")->required();
   o->add_option("--level", *obs_level,
@@ -227,12 +233,19 @@ void registerDataCommands(CommandGroups& g) {
   auto bench_json = std::make_shared<bool>(false);
   CLI::App* b =
       g.bench.add_subcommand("data", "Generator jets/s on one core and HDF5 streaming read jets/s");
-  b->add_option("--jets", bench->jets, "Jets to generate, write and stream back")
-      ->capture_default_str();
-  b->add_option("--particles", bench->P, "Particle slots per jet")->capture_default_str();
+  // The generator's options, which --stream (the files given) does not read: refused beside it
+  // (before: taken and ignored).
+  const std::vector<CLI::Option*> generated = {
+      b->add_option("--jets", bench->jets,
+                    "Jets to generate, write and stream back (at least 256; not with --stream)")
+          ->capture_default_str(),
+      b->add_option("--particles", bench->P, "Particle slots per jet (not with --stream)")
+          ->capture_default_str(),
+      b->add_option("--epochs", bench->read_epochs, "Streaming epochs (not with --stream)")
+          ->capture_default_str(),
+      b->add_option("--tmp-dir", bench->tmp_dir,
+                    "Directory for the temporary file (not with --stream)")};
   b->add_option("--batch-size", bench->batch_size, "Streaming batch size")->capture_default_str();
-  b->add_option("--epochs", bench->read_epochs, "Streaming epochs")->capture_default_str();
-  b->add_option("--tmp-dir", bench->tmp_dir, "Directory for the temporary file");
   b->add_flag("--json", *bench_json, "Print the figures as JSON on stdout");
   auto sb = std::make_shared<StreamBenchOptions>();
   auto stream_flag = std::make_shared<bool>(false);
@@ -241,6 +254,7 @@ void registerDataCommands(CommandGroups& g) {
       b->add_flag("--stream", *stream_flag,
                   "Measure what `pretrain --stream` reads from --data instead: jets/s delivered "
                   "per reader-thread count (one epoch, one rank)");
+  for (CLI::Option* opt : generated) stream_opt->excludes(opt);
   b->add_option("--data", *stream_data,
                 "--stream: the files, as pretrain --data takes them (paths, globs, @LIST)")
       ->needs(stream_opt);

@@ -178,9 +178,11 @@ void registerAggregate(CommandGroups& g) {
       "replicas, std / 16-84 / 2.5-97.5 percentiles, covariance; writes bands.h5, summary.json "
       "and one PNG per observable");
   cmd->add_option("--runs", o->runs,
-                  "chain output directories or directories containing them (searched recursively)")
+                  "chain output directories or directories containing them (searched "
+                  "recursively), space- or comma-separated")
       ->required()
-      ->expected(1, -1);
+      ->expected(1, -1)
+      ->delimiter(',');
   cmd->add_option("--out", o->out, "output directory")->required();
   cmd->add_option("--truth", o->truth,
                   "unfolding file whose gen level is the truth (gen_subs; weights and pass_gen "
@@ -208,9 +210,11 @@ void registerCompare(CommandGroups& g) {
       "MLP baseline): per observable, Δ x10^3 of the prior, the statistical floor, and each "
       "one's Δ ± spread over replicas and recovered shift of the mean (the smallest Δ in bold)");
   cmd->add_option("dirs", o->dirs,
-                  "aggregation directories, or campaign directories (their aggregate/)")
+                  "aggregation directories, or campaign directories (their aggregate/), space- "
+                  "or comma-separated")
       ->required()
-      ->expected(1, -1);
+      ->expected(1, -1)
+      ->delimiter(',');
   cmd->add_option("--names", o->names, "labels of the inputs, in order (default: their classifier)")
       ->delimiter(',');
   cmd->add_flag("--json", o->json, "print JSON instead of a Markdown table");

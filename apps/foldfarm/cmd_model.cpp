@@ -409,7 +409,9 @@ void registerModelCommands(CommandGroups& g) {
       "device",
       "Which device --device resolves to here (LibTorch's CUDA, visible GPUs, local rank, "
       "CUDA_VISIBLE_DEVICES) and why");
-  d->add_option("--device", dev->first, "cpu, cuda or auto")->capture_default_str();
+  d->add_option("--device", dev->first, "cpu, cuda (or gpu) or auto")
+      ->check(CLI::IsMember(kDeviceNames))
+      ->capture_default_str();
   d->add_flag("--json", dev->second, "Print JSON");
   d->callback([dev] {
     const DeviceFacts f = probeDeviceFacts();
@@ -444,7 +446,9 @@ void registerModelCommands(CommandGroups& g) {
       ->delimiter(',')
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
-  b->add_option("--device", bench->device, "cpu, cuda or auto")->capture_default_str();
+  b->add_option("--device", bench->device, "cpu, cuda (or gpu) or auto")
+      ->check(CLI::IsMember(kDeviceNames))
+      ->capture_default_str();
   b->add_option("--precision", bench->precision,
                 "fp32, or bf16 (autocast on the GPU; the baseline stays fp32)")
       ->capture_default_str();
@@ -478,7 +482,9 @@ void registerModelCommands(CommandGroups& g) {
       "mlp",
       "Fit of the observable MLP (mlp and pet+mlp chains) on a device; --compare: the same fit "
       "on the CPU in the same run (does the MLP pay on the task's GPU?)");
-  m->add_option("--device", mb->device, "cpu, cuda or auto")->capture_default_str();
+  m->add_option("--device", mb->device, "cpu, cuda (or gpu) or auto")
+      ->check(CLI::IsMember(kDeviceNames))
+      ->capture_default_str();
   m->add_option("--rows", mb->rows, "Training rows (a chain step: MC + data events)")
       ->capture_default_str();
   m->add_option("--columns", mb->columns, "Input observables")->capture_default_str();
@@ -501,7 +507,9 @@ void registerModelCommands(CommandGroups& g) {
   o->add_option("--kind", ob->kind, "lion or adamw")
       ->check(CLI::IsMember({"lion", "adamw"}))
       ->capture_default_str();
-  o->add_option("--device", ob->device, "cpu, cuda or auto")->capture_default_str();
+  o->add_option("--device", ob->device, "cpu, cuda (or gpu) or auto")
+      ->check(CLI::IsMember(kDeviceNames))
+      ->capture_default_str();
   o->add_option("--steps", ob->steps, "Timed steps")->capture_default_str();
   o->add_option("--warmup", ob->warmup, "Untimed steps first")->capture_default_str();
   o->add_option("--threads", ob->threads, "Threads")->capture_default_str();

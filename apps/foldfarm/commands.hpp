@@ -96,12 +96,16 @@ inline std::set<std::string> givenOptionNames(const CLI::App& app) {
 
 // --device (cpu|cuda|auto), and where given --precision (fp32|bf16) and --fixed-shapes, as
 // every training command takes them (core/train/device.hpp, trainer.hpp).
+// What every --device takes (a config file's "device" too: parseDeviceRequest).
+inline const std::vector<std::string> kDeviceNames = {"cpu", "cuda", "gpu", "auto"};
+
 inline void addDeviceOptions(CLI::App& app, std::string& device, std::string* precision,
                              bool* fixed_shapes, bool* cuda_graphs = nullptr) {
   app.add_option("--device", device,
-                 "cpu, cuda or auto: this process's GPU (by local rank, or the one a campaign "
-                 "slot's CUDA_VISIBLE_DEVICES leaves) when LibTorch has CUDA, else the CPU")
-      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+                 "cpu, cuda (or gpu) or auto: this process's GPU (by local rank, or the one a "
+                 "campaign slot's CUDA_VISIBLE_DEVICES leaves) when LibTorch has CUDA, else the "
+                 "CPU")
+      ->check(CLI::IsMember(kDeviceNames))
       ->capture_default_str();
   if (precision != nullptr)
     app.add_option("--precision", *precision,

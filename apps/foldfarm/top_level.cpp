@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <sstream>
 #include <system_error>
 #include <thread>
 
@@ -82,7 +83,8 @@ TopLevel::TopLevel()
   app_.parse_complete_callback([this] { initLogging(log_level_); });
   bench_ = app_.add_subcommand("bench", "Benchmarks that print figures (--json)");
   bench_->require_subcommand(1);
-  study_ = app_.add_subcommand("study", "Studies: warm start, scaling");
+  study_ = app_.add_subcommand(
+      "study", "Studies: warm start, scaling, compare unfoldings, quark/gluon reweighting");
   study_->require_subcommand(1);
 }
 
@@ -151,11 +153,14 @@ CommandPath walk(CLI::App& root, int argc, char** argv) {
 std::string commandErrorText(const CLI::ParseError& e, CLI::App& root, int argc, char** argv) {
   const std::string what = e.what();
   const CommandPath at = walk(root, argc, argv);
+  // The command named, but for the top level, which the "foldfarm: error: " before it names
+  // (before: "foldfarm: error: foldfarm: no command ...").
+  const std::string named = at.app == &root ? std::string() : at.path + ": ";
   if (what.find("subcommand is required") != std::string::npos) {
     const std::vector<std::string> names = commandNames(*at.app);
-    if (at.unknown.empty()) return at.path + ": give one of its commands: " + joined(names);
+    if (at.unknown.empty()) return named + "give one of its commands: " + joined(names);
     const std::string near = cli::closestName(at.unknown, names);
-    return at.path + ": no command '" + at.unknown + "'" +
+    return named + "no command '" + at.unknown + "'" +
            (near.empty() ? "; its" : "; did you mean '" + near + "'? Its") +
            " commands: " + joined(names);
   }
@@ -165,23 +170,44 @@ std::string commandErrorText(const CLI::ParseError& e, CLI::App& root, int argc,
       for (const std::string& n : o->get_lnames()) options.push_back("--" + n);
   const auto noOption = [&](const std::string& typed) {
     const std::string near = cli::closestName(typed, options);
-    return at.path + ": no option " + typed + (near.empty() ? "" : "; did you mean " + near + "?");
+    return named + "no option " + typed + (near.empty() ? "" : "; did you mean " + near + "?");
   };
-  static const std::string kUnexpected = "The following argument was not expected: ";
-  if (what.rfind(kUnexpected, 0) == 0) {
-    const std::string typed = what.substr(kUnexpected.size());
-    if (typed.rfind("--", 0) != 0 || typed.find(' ') != std::string::npos) return what;
-    return noOption(typed.substr(0, typed.find('=')));
-  }
-  // "--data is required" where the command line holds a misspelt option (`--dta`): the
-  // misspelling is the error to name.
-  if (what.find(" is required") != std::string::npos)
+  // The first option of the command line that the command does not have (`--dta`, `--slot 2`).
+  const auto misspelt = [&]() -> std::string {
     for (int k = 1; k < argc; ++k) {
       const std::string a = argv[k];
-      if (a.rfind("--", 0) != 0 || a == "--") continue;
+      if (a == "--") break;
+      if (a.rfind("--", 0) != 0 || a == "--log-level") continue;
       const std::string name = a.substr(0, a.find('='));
-      if (std::find(options.begin(), options.end(), name) == options.end()) return noOption(name);
+      if (std::find(options.begin(), options.end(), name) == options.end()) return name;
     }
+    return {};
+  };
+  // "The following argument was not expected: --jsn", or "...arguments were not expected: 2
+  // --slot" (an unknown option with its value, or words too many; CLI11 lists them last
+  // first): the unknown option with the nearest one, else the words in their order.
+  static const std::string kUnexpected = "The following argument was not expected: ",
+                           kUnexpectedMany = "The following arguments were not expected: ";
+  const bool one = what.rfind(kUnexpected, 0) == 0, many = what.rfind(kUnexpectedMany, 0) == 0;
+  if (one || many) {
+    if (const std::string name = misspelt(); !name.empty()) return noOption(name);
+    std::vector<std::string> words;
+    std::istringstream in(what.substr((one ? kUnexpected : kUnexpectedMany).size()));
+    for (std::string w; in >> w;) words.push_back(w);
+    std::reverse(words.begin(), words.end());
+    if (one) words = {what.substr(kUnexpected.size())};
+    std::string list;
+    for (const std::string& w : words) list += (list.empty() ? "'" : " '") + w + "'";
+    return named + "unexpected argument" + (words.size() == 1 ? " " : "s ") + list +
+           " (more words than the command takes)";
+  }
+  // "--data is required" where the command line holds a misspelt option (`--dta`): the
+  // misspelling is the error to name. A missing positional ("dir is required") is named with
+  // its command.
+  if (what.find(" is required") != std::string::npos) {
+    if (const std::string name = misspelt(); !name.empty()) return noOption(name);
+    return named + parseErrorText(e);
+  }
   return parseErrorText(e);
 }
 

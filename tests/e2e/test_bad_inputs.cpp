@@ -733,6 +733,9 @@ TEST_F(BadInputs, CommandLine) {
   expectCleanFailure({"study", "reweight-qg", "--jets", p("good.h5"), "--out", p("qg_bad"),
                       "--bins", "2147483647"},
                      "--bins");
+  // A pretraining file of six classes (before: its W, Z, H and top jets taken for gluons).
+  expectCleanFailure({"study", "reweight-qg", "--jets", p("good.h5"), "--out", p("qg_six")},
+                     "labels must be 0 (gluon) or 1 (quark)");
   // A negative thread count (before: taken as "all cores" without a word).
   expectCleanFailure(
       {"unfold", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init", "none", "--out",

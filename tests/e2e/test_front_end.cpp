@@ -216,7 +216,7 @@ TEST_F(FrontEnd, WithoutFoldfarmTorchBesideItACommandThatTrainsIsRefusedInOneLin
 TEST_F(FrontEnd, AMistypedCommandOrOptionIsNamedWithTheNearestOne) {
   if (std::string(FOLDFARM_BINARY).empty()) GTEST_SKIP() << "foldfarm-torch not built";
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
-      {{"campain"}, "foldfarm: no command 'campain'; did you mean 'campaign'? Its commands: "},
+      {{"campain"}, "no command 'campain'; did you mean 'campaign'? Its commands: "},
       {{"slurm", "watch", "D"},
        "foldfarm slurm: no command 'watch'; its commands: render, submit, status"},
       {{"campaign", "sttaus", "D"},
@@ -227,7 +227,15 @@ TEST_F(FrontEnd, AMistypedCommandOrOptionIsNamedWithTheNearestOne) {
       {{"unfold", "--mc", "a.h5", "--dta=b.h5"},
        "foldfarm unfold: no option --dta; did you mean --data?"},
       {{"--log-level", "warn", "data", "inspect", "x.h5", "--zzzzzz"},
-       "foldfarm data inspect: no option --zzzzzz (see --help)"}};
+       "foldfarm data inspect: no option --zzzzzz (see --help)"},
+      // An unknown option with its value (before: "The following arguments were not expected:
+      // 2 --slot"), words too many (in their order), a positional left out (with its command).
+      {{"campaign", "run", "D", "--slot", "2"},
+       "foldfarm campaign run: no option --slot; did you mean --slots?"},
+      {{"data", "synth", "--jets", "5", "--out", "q.h5", "extra1", "extra2"},
+       "foldfarm data synth: unexpected arguments 'extra1' 'extra2' (more words than the "
+       "command takes)"},
+      {{"campaign", "status"}, "foldfarm campaign status: dir is required"}};
   // The front end hands a command it does not know to foldfarm-torch: both speak here.
   const std::string exe = FOLDFARM_BINARY;
   for (const auto& [args, said] : cases) {
@@ -235,6 +243,7 @@ TEST_F(FrontEnd, AMistypedCommandOrOptionIsNamedWithTheNearestOne) {
     EXPECT_EQ(r.exitCode, 2) << exe << " " << args.front();
     EXPECT_EQ(errorLines(r.err), 1) << r.err;
     EXPECT_NE(r.err.find("foldfarm: error: " + said), std::string::npos) << exe << ": " << r.err;
+    EXPECT_EQ(r.err.find("foldfarm: error: foldfarm: "), std::string::npos) << r.err;
   }
 }
 

@@ -467,7 +467,9 @@ TEST_F(ChainCampaign, InputsNoChainCanUseAreRefusedAtInitAndAFailedChainsReasonI
   const std::string dir = init(budget_spec, "small_node");
   {
     struct Budget {
-      Budget() { ::setenv("FOLDFARM_READ_BUDGET_GIB", "0.000001", 1); }
+      // 10 KiB: the run's start reads the files' pass flags and weights (1.6 KiB) under it,
+      // the chain's 400 events need more.
+      Budget() { ::setenv("FOLDFARM_READ_BUDGET_GIB", "0.00001", 1); }
       ~Budget() { ::unsetenv("FOLDFARM_READ_BUDGET_GIB"); }
     } budget;
     EXPECT_NE(runFoldfarm({"campaign", "run", dir}, scratch_, "small-node-run"), 0);

@@ -292,8 +292,10 @@ void writeChainHistory(const std::string& task_dir, int iterations, double ess_f
                          {"clipped", last ? clipped : 0},
                          {"mean_before", 1.0},
                          {"max_after", 3.5 + it},
-                         {"ess", frac * 1000},
-                         {"ess_fraction", frac}}}});
+                         // The factors alone: not the weights' (no event weights of their
+                         // own here would give the same), so that the report tells them apart.
+                         {"ess", (frac + 0.1) * 1000},
+                         {"ess_fraction", frac + 0.1}}}});
     }
   writeJson(task_dir + "/history.json", {{"spec", json::object()}, {"steps", steps}});
 }

@@ -446,8 +446,11 @@ TEST(CampaignReport, DeltaTableCarriesTheSummaryFigures) {
   const size_t better = html.find("<td>r0001m0</td>", html.find("id=\"weights-chains\""));
   ASSERT_NE(worst, std::string::npos);
   EXPECT_LT(worst, better);
-  EXPECT_TRUE(contains(
-      html, "<td>2</td><td>2</td><td>2</td><td>54.0%</td><td>36.0% (r0002m1)</td><td>17</td>"));
+  EXPECT_TRUE(
+      contains(html,
+               "<td>2</td><td>2</td><td>2</td><td>54.0%</td><td>36.0% (r0002m1)</td><td>64.0%</td>"
+               "<td>17</td>"));
+  EXPECT_TRUE(contains(html, "<th>mean ESS of the factors</th>"));
   if (gnuplotAvailable()) {
     EXPECT_FALSE(contains(html, "<section id=\"distributions\" class=\"omitted\">"));
     EXPECT_FALSE(contains(html, "<section id=\"correlations\" class=\"omitted\">"));
