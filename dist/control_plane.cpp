@@ -248,11 +248,18 @@ void ControlPlane::failLate(const std::string& reason) {
                     "): collective #" + std::to_string(epoch_) + " (" + current_ + ") " + reason +
                     "; ";
   if (late.empty()) {
-    msg += "every rank reached it, so the transport itself stalled or failed";
+    // Reached, not finished: a rank stopped inside it (SIGSTOP, a swap storm, a hung GPU
+    // kernel) looks the same as a stalled network from here.
+    msg +=
+        "every rank reached it and it did not finish: a rank stalled inside it (stopped, "
+        "swapping, a hung GPU) or the transport stalled or failed";
   } else {
     msg += "late or lost: " + who;
   }
-  msg += ". Check those ranks' logs and node health; resume from the last checkpoint";
+  // Not every job has saved a state by then (the first epoch): said as a condition.
+  msg +=
+      ". Check those ranks' logs and node health; then run again (a training that saved a "
+      "state: with --resume)";
   throw PeerLostError(msg);
 }
 

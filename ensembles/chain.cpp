@@ -698,12 +698,15 @@ InputWeights inputWeights(const std::vector<float>& weights, const std::vector<u
   return w;
 }
 
-void requirePositiveWeightTotal(const std::string& path, const char* flags, const InputWeights& w) {
+void requirePositiveWeightTotal(const std::string& path, const char* flags, const InputWeights& w,
+                                const char* cap) {
   if (w.sum > 0) return;
   throw InputError(fmt::format(
-      "{}: the event weights of the {} events passing '{}' sum to {:.6g} ({} of them negative, "
-      "summing to {:.6g}); OmniFold needs a positive total: fix the file's weights",
-      path, w.events, flags, w.sum, w.negative, w.sum_negative));
+      "{}: the event weights of the {} events passing '{}'{} sum to {:.6g} ({} of them negative, "
+      "summing to {:.6g}); OmniFold needs a positive total: fix the file's weights{}",
+      path, w.events, flags,
+      cap != nullptr ? fmt::format(" in the rows the chain config's {} reads", cap) : "", w.sum,
+      w.negative, w.sum_negative, cap != nullptr ? fmt::format(", or raise {}", cap) : ""));
 }
 
 namespace {
@@ -818,8 +821,7 @@ class ChainRun {
     const std::vector<float>* obs;
   };
   // p0's events with label 0, then p1's with label 1, whose weights are scaled to p0's total
-  // over the rows given (the classes balanced), both then by a power of two that brings p0's
-  // mean weight near 1.
+  // over the rows given (the classes balanced), both then by the chain's weight scale.
   TrainingSet twoParts(const Part& p0, const Part& p1) const;
   // Reads (`read(dir)`) the `which` model of step `s` of the chain this one warm-starts from.
   // One missing or unreadable (a checksum, a shape) is NeedLostError: rerunning that chain
@@ -870,6 +872,7 @@ class ChainRun {
   const bool mc_boot_;
   std::vector<double> w_mc_, w_data_;
   bool signed_weights_ = false;  // some input event weights are negative
+  double weight_scale_ = 1;      // both classes' weights times this (a power of two; prepare)
   uint64_t member_seed_ = 0;
   data::FeatureStats stats_;
   PetConfig pet_cfg_;
@@ -931,9 +934,10 @@ void ChainRun::prepare() {
   const InputWeights mc_reco = inputWeights(mc_.weights, mc_pass_reco_, n_mc_),
                      mc_gen = inputWeights(mc_.weights, mc_pass_gen_, n_mc_),
                      data_reco = inputWeights(dat_.weights, data_pass_reco_, n_data_);
-  requirePositiveWeightTotal(spec_.mc_path, "pass_reco", mc_reco);
-  requirePositiveWeightTotal(spec_.mc_path, "pass_gen", mc_gen);
-  requirePositiveWeightTotal(spec_.data_path, "pass_reco", data_reco);
+  requirePositiveWeightTotal(spec_.mc_path, "pass_reco", mc_reco, mc_cap);
+  requirePositiveWeightTotal(spec_.mc_path, "pass_gen", mc_gen, mc_cap);
+  requirePositiveWeightTotal(spec_.data_path, "pass_reco", data_reco,
+                             data_capped_ ? "max_data_events" : nullptr);
   if (root_) {
     sayNegativeWeights(spec_.mc_path, mc_reco.negative > 0 ? "pass_reco" : "pass_gen",
                        mc_reco.negative > 0 ? mc_reco : mc_gen);
@@ -941,6 +945,18 @@ void ChainRun::prepare() {
   }
   signed_weights_ = mc_reco.negative > 0 || mc_gen.negative > 0 || data_reco.negative > 0;
   fixEventWeights();
+  // The weights every step trains on brought to a mean of about 1 per event: a loss in
+  // cross-section units (weights of 1e-8, Σw = σ) falls below the optimisers' epsilon and
+  // nothing is learnt, and tiny weights underflow as floats. One power of two per chain, from
+  // the simulation's weights (the replica's draw included) over the events passing reco: weights
+  // already near a mean of 1 (within a factor of √2: unit weights, Poisson draws) train bit for
+  // bit as before, every step of a chain at the same scale.
+  double w_sum = 0;
+  for (int64_t r : mc_reco_rows_) w_sum += w_mc_[static_cast<size_t>(r)];
+  weight_scale_ =
+      w_sum > 0
+          ? std::exp2(std::round(std::log2(static_cast<double>(mc_reco_rows_.size()) / w_sum)))
+          : 1.0;
   member_seed_ = memberSeed(spec_.campaign_seed, spec_.replica, spec_.member);
   stats_ = chainFeatureStats(cfg_, in_.init.get(),
                              {{&mc_.reco, &mc_.pass_reco}, {&mc_.gen, &mc_.pass_gen}});
@@ -1107,13 +1123,7 @@ ChainRun::TrainingSet ChainRun::twoParts(const Part& given0, const Part& given1)
                                    "outweigh the others the reweighting runs away)"
                                  : "") +
                 "; the chain diverged");
-  // The weights brought to a mean of about 1 per event trained on: a loss in cross-section
-  // units (weights of 1e-8, Σw = σ) falls below the optimisers' epsilon and nothing is learnt,
-  // and tiny weights underflow as floats. The scale is a power of two, so weights already near a
-  // mean of 1 (within a factor of √2: unit weights, the pushes) train bit for bit as before,
-  // and any other scale only multiplies the loss exactly.
-  const double scale =
-      std::exp2(std::round(std::log2(static_cast<double>(given0.rows->size()) / t0)));
+  const double scale = weight_scale_;  // (prepare: one per chain)
   std::vector<double> w0, w1 = *given1.w;
   Part p0 = given0, p1 = given1;
   if (scale != 1) {

@@ -228,7 +228,10 @@ InputWeights inputWeights(const std::vector<float>& weights, const std::vector<u
 // the events a step trains on is not positive: no density to fit, and the file's fault, so
 // retrying the chain cannot mend it. Negative weights with a positive total (NLO generators)
 // are taken.
-void requirePositiveWeightTotal(const std::string& path, const char* flags, const InputWeights& w);
+// `cap` (the config key, max_mc_events or max_data_events, that read only the first rows;
+// nullptr: the whole file) is named beside the file.
+void requirePositiveWeightTotal(const std::string& path, const char* flags, const InputWeights& w,
+                                const char* cap = nullptr);
 
 // The refusal to resume a chain whose state (`state`, the directory) a build of another chain
 // format (chain_output.hpp: kChainFormat) wrote: one line naming it, both formats and what to

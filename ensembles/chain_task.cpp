@@ -427,7 +427,12 @@ void checkChainTaskInputs(const nlohmann::json& params) {
       const std::vector<uint8_t> pass = file.readPassFlags(flags);  // as the chain reads them
       if (!pass.empty() && std::all_of(pass.begin(), pass.end(), [](uint8_t f) { return f == 0; }))
         throw noEventPasses(path, flags, static_cast<int64_t>(pass.size()));
-      requirePositiveWeightTotal(path, flags, inputWeights(weights, pass, file.numJets()));
+      // Over the rows the chain reads (max_*_events), as the chain sums them.
+      const int64_t cap = mc ? spec.config.max_mc_events : spec.config.max_data_events;
+      const bool capped = cap > 0 && cap < file.numJets();
+      requirePositiveWeightTotal(path, flags,
+                                 inputWeights(weights, pass, capped ? cap : file.numJets()),
+                                 capped ? (mc ? "max_mc_events" : "max_data_events") : nullptr);
     }
   }
   checkChainFoundation(params);

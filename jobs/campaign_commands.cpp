@@ -257,14 +257,12 @@ int retryCommand(const std::string& dir, const std::string& executor, const RunO
                     prepareRetry(dir, options, failed, cancelled, tasks, tasks_file, orchestrator));
 }
 
-RunOptions prepareRetry(const std::string& dir, const RunOptions& options, bool failed,
-                        bool cancelled, std::vector<std::string> tasks,
-                        const std::string& tasks_file, bool orchestrator) {
-  // The run moves them once it holds the journal (rank 0 of a pilot), then dispatches.
-  RunOptions o = options;
-  o.retry = retryStates(dir, failed, cancelled, !tasks.empty() || !tasks_file.empty());
-  if (!orchestrator) return o;
-  // Read here alone: under mpirun only rank 0 has the standard input.
+namespace {
+
+// The ids of --task and of --tasks-file (read here: under mpirun only rank 0 has the standard
+// input); InputError naming the file when it cannot be read or lists none.
+void addListedTasks(const std::string& dir, std::vector<std::string>& tasks,
+                    const std::string& tasks_file) {
   if (!tasks_file.empty()) {
     const std::string file = tasks_file == "-" ? "the standard input" : tasks_file;
     std::vector<std::string> listed;
@@ -284,9 +282,71 @@ RunOptions prepareRetry(const std::string& dir, const RunOptions& options, bool 
                        "changed");
     tasks.insert(tasks.end(), listed.begin(), listed.end());
   }
+}
+
+}  // namespace
+
+RunOptions prepareRetry(const std::string& dir, const RunOptions& options, bool failed,
+                        bool cancelled, std::vector<std::string> tasks,
+                        const std::string& tasks_file, bool orchestrator) {
+  // The run moves them once it holds the journal (rank 0 of a pilot), then dispatches.
+  RunOptions o = options;
+  o.retry = retryStates(dir, failed, cancelled, !tasks.empty() || !tasks_file.empty());
+  if (!orchestrator) return o;
+  addListedTasks(dir, tasks, tasks_file);
   o.first = tasks;  // the named ones first, pending already or not
   if (!tasks.empty() || failed) printTaskRerun(dir, rerunNamedTasks(dir, tasks, failed));
   return o;
+}
+
+void dryRunRetry(const std::string& dir, bool failed, bool cancelled,
+                 std::vector<std::string> tasks, const std::string& tasks_file) {
+  const std::vector<TaskState> states =
+      retryStates(dir, failed, cancelled, !tasks.empty() || !tasks_file.empty());
+  addListedTasks(dir, tasks, tasks_file);
+  const TaskRerunSummary s =
+      rerunNamedTasks(dir, tasks, failed, /*dry_run=*/true);  // throws what the retry would
+  // The failed and cancelled tasks the run would move back to pending (rerunNamedTasks took
+  // the named ones already).
+  const std::set<std::string> named(s.rerun.begin(), s.rerun.end());
+  int64_t requeued = 0;
+  std::vector<std::string> some;
+  Campaign c = Campaign::open(dir, Campaign::Access::kReadOnly);
+  c.forEachTask([&](TaskRecord& t) {
+    if (std::find(states.begin(), states.end(), t.state) == states.end() || named.count(t.id))
+      return;
+    ++requeued;
+    if (some.size() < 20) some.push_back(t.id);
+  });
+  std::printf("campaign %s: nothing changed (--dry-run); the retry would\n", dir.c_str());
+  if (!s.lost_needs.empty())
+    std::printf("  run again first the task(s) whose models failed tasks found lost: %s\n",
+                listWithMore(s.lost_needs, 20).c_str());
+  const std::set<std::string> dependents(s.dependents.begin(), s.dependents.end());
+  std::vector<std::string> own, warm;
+  for (const std::string& id : s.rerun) (dependents.count(id) ? warm : own).push_back(id);
+  if (!own.empty())
+    std::printf("  run again %zu named task(s): %s\n", own.size(), listWithMore(own, 20).c_str());
+  if (!warm.empty())
+    std::printf("  run again %zu task(s) warm-started from them: %s\n", warm.size(),
+                listWithMore(warm, 20).c_str());
+  if (!s.rerun.empty())
+    std::printf("  move their outputs%s to %s/superseded/<time>-<pid>/\n",
+                s.aggregate_moved ? " and the aggregation" : "", dir.c_str());
+  if (!s.already_pending.empty())
+    std::printf("  find %zu named task(s) pending already\n", s.already_pending.size());
+  if (requeued > 0) {
+    std::string which;
+    for (TaskState st : states) which += (which.empty() ? "" : " or ") + std::string(toString(st));
+    std::printf("  move %lld %s task(s) back to pending and run them: %s\n",
+                static_cast<long long>(requeued), which.c_str(),
+                (listWithMore(some, 20) +
+                 (requeued > 20 ? " and " + std::to_string(requeued - 20) + " more" : ""))
+                    .c_str());
+  }
+  if (s.rerun.empty() && s.lost_needs.empty() && requeued == 0)
+    std::printf(
+        "  run nothing again (no task of those asked for; `resume` runs what is pending)\n");
 }
 
 void printTaskRerun(const std::string& dir, const TaskRerunSummary& s) {

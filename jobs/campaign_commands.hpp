@@ -41,6 +41,11 @@ int retryCommand(const std::string& dir, const std::string& executor, const RunO
 RunOptions prepareRetry(const std::string& dir, const RunOptions& options, bool failed,
                         bool cancelled, std::vector<std::string> tasks,
                         const std::string& tasks_file, bool orchestrator);
+// `campaign retry D … --dry-run`: what the retry would run again and move aside, with the same
+// checks (retryStates, the ids, the inputs, a task a Slurm job or a lease holds), printed;
+// nothing is changed and nothing runs.
+void dryRunRetry(const std::string& dir, bool failed, bool cancelled,
+                 std::vector<std::string> tasks, const std::string& tasks_file);
 // The states `campaign retry D` moves back to pending: failed, cancelled, both or (with
 // `tasks`, named tasks asked for) none; InputError naming D when nothing is asked for.
 std::vector<TaskState> retryStates(const std::string& dir, bool failed, bool cancelled,

@@ -113,8 +113,9 @@ nlohmann::json TaskRerunSummary::toJson() const {
 }
 
 TaskRerunSummary rerunNamedTasks(const std::string& dir_in, const std::vector<std::string>& ids,
-                                 bool needs_of_failed) {
-  Campaign c = Campaign::open(dir_in, Campaign::Access::kWriter);
+                                 bool needs_of_failed, bool dry_run) {
+  Campaign c =
+      Campaign::open(dir_in, dry_run ? Campaign::Access::kReadOnly : Campaign::Access::kWriter);
   const std::string& dir = c.dir();
   std::vector<char> wanted(static_cast<size_t>(c.spec().numTasks()), 0);
   for (const std::string& id : ids) {
@@ -141,7 +142,7 @@ TaskRerunSummary rerunNamedTasks(const std::string& dir_in, const std::vector<st
   // moves (before: the tasks went back to pending and the aggregation moved aside, then the
   // run exited 2, "nothing was written").
   requireCampaignInputs(c.spec(), dir + "/spec.json");
-  const Fd outputs_lock = lockCampaignOutputs(dir, "`foldfarm campaign retry`");
+  const Fd outputs_lock = dry_run ? Fd() : lockCampaignOutputs(dir, "`foldfarm campaign retry`");
   // The tasks that need a named one (a variation warm-started from its models) ran from the
   // outputs that are to be replaced: they run again too, as `accept-inputs` reruns them.
   std::vector<char> dependent(wanted.size(), 0);
@@ -170,6 +171,10 @@ TaskRerunSummary rerunNamedTasks(const std::string& dir_in, const std::vector<st
     if (is_dependent) sum.dependents.push_back(set.ids[k]);
   }
   if (moving.indices.empty() && moving.left_running.empty()) return sum;
+  if (dry_run) {
+    sum.aggregate_moved = statPath(dir + "/aggregate").exists;
+    return sum;
+  }
   sum.moved_to = rerunTasks(c, moving, "run again by the user (`campaign retry --task`)", {},
                             &sum.aggregate_moved);
   faultPoint("retry_task.journal");

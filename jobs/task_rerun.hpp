@@ -59,7 +59,10 @@ struct TaskRerunSummary {
   std::string moved_to;
   nlohmann::json toJson() const;
 };
+// `dry_run`: what it would do, the same checks made (an unknown id, a task held by a Slurm job
+// or a lease, a missing input), the campaign read only and nothing changed; `moved_to` empty,
+// `aggregate_moved` whether there is an aggregation that would move.
 TaskRerunSummary rerunNamedTasks(const std::string& dir, const std::vector<std::string>& ids,
-                                 bool needs_of_failed = false);
+                                 bool needs_of_failed = false, bool dry_run = false);
 
 }  // namespace foldfarm::jobs

@@ -189,7 +189,15 @@ void registerCampaignCommands(CommandGroups& g) {
     c->add_option("--tasks-file", *tasks_file,
                   "As --task, for each id this file lists (one a line, `#` comments; - reads the "
                   "standard input, e.g. from `campaign status --json --tasks | jq -r …`)");
-    c->callback([a, failed, cancelled, tasks, tasks_file] {
+    auto dry_run = std::make_shared<bool>(false);
+    c->add_flag("--dry-run", *dry_run,
+                "Say what would run again and what would move to D/superseded/; change nothing");
+    c->callback([a, failed, cancelled, tasks, tasks_file, dry_run] {
+      if (*dry_run) {
+        campaign::registerTaskKinds();  // the named tasks' checks read the spec's kind
+        jobs::dryRunRetry(a->dir, *failed, *cancelled, *tasks, *tasks_file);
+        return;
+      }
       campaign::retryCommand(a->dir, a->request(), *failed, *cancelled, *tasks, *tasks_file);
     });
   }

@@ -179,10 +179,9 @@ void registerAggregate(CommandGroups& g) {
       "and one PNG per observable");
   cmd->add_option("--runs", o->runs,
                   "chain output directories or directories containing them (searched "
-                  "recursively), space- or comma-separated")
+                  "recursively), space-separated")
       ->required()
-      ->expected(1, -1)
-      ->delimiter(',');
+      ->expected(1, -1);
   cmd->add_option("--out", o->out, "output directory")->required();
   cmd->add_option("--truth", o->truth,
                   "unfolding file whose gen level is the truth (gen_subs; weights and pass_gen "
@@ -210,11 +209,10 @@ void registerCompare(CommandGroups& g) {
       "MLP baseline): per observable, Δ x10^3 of the prior, the statistical floor, and each "
       "one's Δ ± spread over replicas and recovered shift of the mean (the smallest Δ in bold)");
   cmd->add_option("dirs", o->dirs,
-                  "aggregation directories, or campaign directories (their aggregate/), space- "
-                  "or comma-separated")
+                  "aggregation directories, or campaign directories (their aggregate/), "
+                  "space-separated")
       ->required()
-      ->expected(1, -1)
-      ->delimiter(',');
+      ->expected(1, -1);
   cmd->add_option("--names", o->names, "labels of the inputs, in order (default: their classifier)")
       ->delimiter(',');
   cmd->add_flag("--json", o->json, "print JSON instead of a Markdown table");

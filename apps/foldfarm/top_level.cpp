@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <sstream>
 #include <system_error>
 #include <thread>
 
@@ -191,15 +190,21 @@ std::string commandErrorText(const CLI::ParseError& e, CLI::App& root, int argc,
   const bool one = what.rfind(kUnexpected, 0) == 0, many = what.rfind(kUnexpectedMany, 0) == 0;
   if (one || many) {
     if (const std::string name = misspelt(); !name.empty()) return noOption(name);
+    // The words as given (a word may hold spaces), in their order: the last ones of the command
+    // line whose reversed join is CLI11's list; else its list as it is.
+    const std::string listed = what.substr((one ? kUnexpected : kUnexpectedMany).size());
     std::vector<std::string> words;
-    std::istringstream in(what.substr((one ? kUnexpected : kUnexpectedMany).size()));
-    for (std::string w; in >> w;) words.push_back(w);
-    std::reverse(words.begin(), words.end());
-    if (one) words = {what.substr(kUnexpected.size())};
+    for (int k = argc - 1; k >= 1 && words.empty(); --k) {
+      std::string reversed;
+      for (int i = argc - 1; i >= k; --i)
+        reversed += (i == argc - 1 ? "" : " ") + std::string(argv[i]);
+      if (reversed == listed) words.assign(argv + k, argv + argc);
+      if (reversed.size() > listed.size()) break;
+    }
+    if (words.empty()) words = {listed};
     std::string list;
     for (const std::string& w : words) list += (list.empty() ? "'" : " '") + w + "'";
-    return named + "unexpected argument" + (words.size() == 1 ? " " : "s ") + list +
-           " (more words than the command takes)";
+    return named + "unexpected argument" + (words.size() == 1 ? " " : "s ") + list;
   }
   // "--data is required" where the command line holds a misspelt option (`--dta`): the
   // misspelling is the error to name. A missing positional ("dir is required") is named with

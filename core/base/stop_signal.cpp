@@ -51,6 +51,14 @@ extern "C" void onStopSignal(int signo) {
   g_stop.store(true);
 }
 
+// A SIGUSR1 before the command installed its handlers (recordStopOnUsr1): kept for
+// installStopHandlers, which makes it the stop; a command that never installs them ignores it.
+std::atomic<bool> g_early_usr1{false};
+
+extern "C" void onEarlyUsr1(int) {
+  g_early_usr1.store(true);
+}
+
 }  // namespace
 
 void installStopHandlers() {
@@ -64,11 +72,12 @@ void installStopHandlers() {
     if (::sigaction(sig, &sa, nullptr) != 0)
       throwSystemError("sigaction", __FILE__, __LINE__,
                        "stop handler of signal " + std::to_string(sig));
+  if (g_early_usr1.exchange(false)) requestStop(SIGUSR1);
 }
 
 void recordStopOnUsr1() {
   struct sigaction sa {};
-  sa.sa_handler = onStopSignal;
+  sa.sa_handler = onEarlyUsr1;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
   if (::sigaction(SIGUSR1, &sa, nullptr) != 0)
@@ -91,6 +100,7 @@ void requestStop(int signo) noexcept {
 void clearStopRequest() noexcept {
   g_signal.store(0);
   g_stop.store(false);
+  g_early_usr1.store(false);
   g_first_sigint_ns.store(0);
 }
 bool clearStopRequestUnlessSignalled() noexcept {

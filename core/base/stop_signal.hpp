@@ -13,11 +13,12 @@
 namespace foldfarm {
 
 void installStopHandlers();
-// SIGUSR1 (Slurm's --signal, the README's stop for mpirun) recorded as a stop from the start
-// of main, before a command installs its handlers: its default action ends the process, so a
-// USR1 while LibTorch loaded ended a pretraining with 138, which a job script does not requeue.
-// A command that stops on signals finds the stop at its first check (exit 75); one that does
-// not ignores it. Held across the front end's hand-over (heldSignalSet) until then.
+// SIGUSR1 (Slurm's --signal, the README's stop for mpirun) kept from the start of main, before
+// a command installs its handlers: its default action ends the process, so a USR1 while
+// LibTorch loaded ended a pretraining with 138, which a job script does not requeue. A command
+// that stops on signals gets it as its stop when it installs its handlers (installStopHandlers:
+// exit 75 at its first check); one that never does (bench, study, data) ignores it. Held
+// across the front end's hand-over (heldSignalSet) until then.
 void recordStopOnUsr1();
 bool stopRequested() noexcept;
 // The signal number that requested the stop (0: none).

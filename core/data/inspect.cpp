@@ -218,7 +218,8 @@ nlohmann::json summarizeFile(const std::string& path) {
       ws["negative_fraction"] = static_cast<double>(w_negative) / w.n;
       ws["negative_sum"] = w_sum_negative;
       ws["zero"] = w_zero;
-      const double ess = w.sum2 > 0 ? w.sum * w.sum / w.sum2 : 0.0;
+      // 0 where the total is not positive: (Σw)² would count a sum of -4000 as 4000 events.
+      const double ess = w.sum > 0 && w.sum2 > 0 ? w.sum * w.sum / w.sum2 : 0.0;
       ws["ess"] = ess;
       ws["ess_fraction"] = ess / w.n;
       s["weights"] = std::move(ws);
@@ -294,6 +295,8 @@ std::string formatSummary(const nlohmann::json& s) {
                   static_cast<long long>(w["zero"].get<int64_t>()), w["ess"].get<double>(),
                   100 * w["ess_fraction"].get<double>());
     os << buf;
+    if (!(w["sum"].get<double>() > 0))
+      os << "  their total is not positive: an unfolding refuses these weights\n";
   }
   const nlohmann::json levels = s.value("levels", nlohmann::json::object());
   for (auto& [level, l] : levels.items()) {

@@ -34,7 +34,7 @@ DeviceRequest parseDeviceRequest(const std::string& text, const std::string& whe
   if (text == "cpu") return DeviceRequest::kCpu;
   if (text == "cuda" || text == "gpu") return DeviceRequest::kCuda;
   if (text == "auto") return DeviceRequest::kAuto;
-  throw InputError(where + ": unknown device '" + text + "' (use cpu, cuda or auto)");
+  throw InputError(where + ": unknown device '" + text + "' (use cpu, cuda (or gpu) or auto)");
 }
 
 const char* deviceRequestName(DeviceRequest r) {

@@ -688,9 +688,12 @@ FitResult Trainer::fit(const JetTensors& train, const JetTensors* val, Objective
   // A pass over the values, made only where a state is written or resumed (the sharded
   // fingerprint hashes every row already).
   if (!opts_.sharded && !opts_.state_dir.empty()) src.values = valueSums(train, val);
-  if (!opts_.sharded)
+  // Compared by the values' exact bit sums (not the fingerprint's float sums, which a reduction
+  // over another number of threads can change in their last digits).
+  if (!opts_.sharded && ctx_.worldSize() > 1)
     requireSameDataOnEveryRank(ctx_, opts_.label, train.size(),
-                               src.fingerprint + "|" + src.values + "|" +
+                               (src.values.empty() ? valueSums(train, val) : src.values) + "|" +
+                                   std::to_string(val != nullptr ? val->size() : -1) + "|" +
                                    std::to_string(src.steps_per_epoch) + "|" +
                                    std::to_string(opts_.seed));
   src.begin_epoch = [&](int64_t e, const nlohmann::json*, int64_t&) {

@@ -162,6 +162,16 @@ TEST_F(DataCli, InspectSummarisesTheEventWeightsAndTheirNegativeShare) {
   r = run({"data", "inspect", path});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("10 negative (25.0%, summing to -10), 1 zero"), std::string::npos) << r.out;
+  // All negative: no effective sample (a total of -40 is not 40 events), and said.
+  u.weights.assign(40, -1.0f);
+  writeUnfoldFile(file("negative.h5"), u);
+  r = run({"data", "inspect", file("negative.h5"), "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("weights").at("ess").get<double>(), 0.0);
+  r = run({"data", "inspect", file("negative.h5")});
+  EXPECT_NE(r.out.find("their total is not positive: an unfolding refuses these weights"),
+            std::string::npos)
+      << r.out;
   // A file without weights has no such entry.
   u.weights.clear();
   writeUnfoldFile(file("unweighted.h5"), u);

@@ -233,8 +233,9 @@ TEST_F(FrontEnd, AMistypedCommandOrOptionIsNamedWithTheNearestOne) {
       {{"campaign", "run", "D", "--slot", "2"},
        "foldfarm campaign run: no option --slot; did you mean --slots?"},
       {{"data", "synth", "--jets", "5", "--out", "q.h5", "extra1", "extra2"},
-       "foldfarm data synth: unexpected arguments 'extra1' 'extra2' (more words than the "
-       "command takes)"},
+       "foldfarm data synth: unexpected arguments 'extra1' 'extra2' (see --help)"},
+      {{"campaign", "status", "D", "a b", "c"},
+       "foldfarm campaign status: unexpected arguments 'a b' 'c' (see --help)"},
       {{"campaign", "status"}, "foldfarm campaign status: dir is required"}};
   // The front end hands a command it does not know to foldfarm-torch: both speak here.
   const std::string exe = FOLDFARM_BINARY;
@@ -456,10 +457,14 @@ TEST_F(FrontEnd, AStopSignalWhileTheCommandLoadsStopsATrainingAndSparesOtherComm
     int code;
   };
   int tested = 0;
-  for (const Case& c : {Case{{"pretrain", "--data", data, "--out", dir_ + "/usr1", "--epochs", "3",
-                              "--threads", "1", "--batch", "50"},
-                             75},
-                        Case{{"model", "info", "--preset", "tiny"}, 0}}) {
+  for (const Case& c :
+       {Case{{"pretrain", "--data", data, "--out", dir_ + "/usr1", "--epochs", "3", "--threads",
+              "1", "--batch", "50"},
+             75},
+        Case{{"model", "info", "--preset", "tiny"}, 0},
+        // A fit that cannot resume (a benchmark): not stopped by it (a first version of the
+        // fix stopped it with 75 and "runs again from its start on resume").
+        Case{{"bench", "mlp", "--rows", "2000", "--epochs", "2", "--threads", "1"}, 0}}) {
     const std::string err = dir_ + "/usr1_" + c.args[0] + ".err";
     const pid_t pid = ::fork();
     if (pid == 0) {

@@ -20,6 +20,7 @@ const char* kUsage =
     "       ff_jobs_tool run|resume D [--executor local|mpi] [--slots N] [--lost-after S]\n"
     "                             [--heartbeat S]\n"
     "       ff_jobs_tool retry D [--failed] [--cancelled] [--task ID …] [--tasks-file F]\n"
+    "                          [--dry-run]\n"
     "       ff_jobs_tool cancel D [--wait S] | status D [--json] [--tasks]\n"
     "       ff_jobs_tool accept-inputs D [--dry-run] [--json]\n"
     "       ff_jobs_tool extend D [--spec NEW] [--variation V] [--replicas R] [--members M]\n"
@@ -102,6 +103,10 @@ int main(int argc, char** argv) {
     }
     if (cmd == "run" || cmd == "resume") return jobs::runCommand(target, executor, opt);
     if (cmd == "retry") {
+      if (dry_run) {
+        jobs::dryRunRetry(target, failed, cancelled, tasks, tasks_file);
+        return 0;
+      }
       return jobs::retryCommand(target, executor, opt, failed, cancelled, tasks, tasks_file);
     }
     if (cmd == "cancel") return jobs::cancelCommand(target, wait_s);

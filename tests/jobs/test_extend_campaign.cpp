@@ -571,6 +571,21 @@ TEST_F(ExtendCampaign, ARetryTakesItsTasksFromAFileAndStatusSaysWhatIsSetAside) 
   auto attemptsOf = [&](const std::string& id) { return tasksOf(dir_).at(id).attempts; };
   const std::string list = scratch_ + "/again.txt";
   writeText(list, "# damaged outputs\n  r0001m0 \n\nr0002m0\t\n");
+  // --dry-run: what would run again and move aside, and nothing changed.
+  ToolRun dry = runTool({"retry", dir_, "--tasks-file", list, "--dry-run"}, scratch_, "retry-dry");
+  ASSERT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_NE(dry.out.find("nothing changed (--dry-run); the retry would\n  run again 2 named "
+                         "task(s): r0001m0, r0002m0\n  run again "),
+            std::string::npos)
+      << dry.out;
+  EXPECT_NE(dry.out.find("task(s) warm-started from them: det_up.r0001m0"), std::string::npos)
+      << dry.out;
+  EXPECT_NE(dry.out.find("  move their outputs"), std::string::npos) << dry.out;
+  EXPECT_NE(dry.out.find(" to " + dir_ + "/superseded/<time>-<pid>/\n"), std::string::npos)
+      << dry.out;
+  EXPECT_EQ(attemptsOf("r0001m0"), 1);
+  EXPECT_EQ(attemptsOf("det_up.r0001m0"), 1);
+  EXPECT_FALSE(fs::exists(dir_ + "/superseded")) << "a dry run moved outputs";
   ToolRun retry = runTool({"retry", dir_, "--tasks-file", list}, scratch_, "retry-file");
   ASSERT_EQ(retry.exit_code, 0) << retry.err;
   EXPECT_EQ(attemptsOf("r0001m0"), 2);
