@@ -682,19 +682,9 @@ InputError noEventPasses(const std::string& path, const char* flags, int64_t n, 
 InputWeights inputWeights(const std::vector<float>& weights, const std::vector<uint8_t>& pass,
                           int64_t n) {
   InputWeights w;
-  for (int64_t i = 0; i < n; ++i) {
-    if (!pass.empty() && pass[static_cast<size_t>(i)] == 0) continue;
-    const double x = weights.empty() ? 1.0 : weights[static_cast<size_t>(i)];
-    ++w.events;
-    w.sum += x;
-    w.sum2 += x * x;
-    if (x < 0) {
-      ++w.negative;
-      w.sum_negative += x;
-    } else if (x == 0) {
-      ++w.zero;
-    }
-  }
+  for (int64_t i = 0; i < n; ++i)
+    if (pass.empty() || pass[static_cast<size_t>(i)] != 0)
+      w.add(weights.empty() ? 1.0 : weights[static_cast<size_t>(i)]);
   return w;
 }
 
@@ -721,7 +711,7 @@ void sayNegativeWeights(const std::string& path, const char* flags, const InputW
       "weights)",
       path, w.negative, w.events, flags,
       100.0 * static_cast<double>(w.negative) / static_cast<double>(w.events), w.sum_negative,
-      w.sum, w.sum * w.sum / w.sum2);
+      w.sum, w.ess());
 }
 
 }  // namespace

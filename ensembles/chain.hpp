@@ -33,6 +33,7 @@
 #include "core/data/features.hpp"
 #include "core/data/jet_arrays.hpp"
 #include "core/data/observables.hpp"
+#include "core/data/weight_sums.hpp"
 #include "core/train/device.hpp"
 #include "core/train/jet_batches.hpp"
 #include "ensembles/weights.hpp"
@@ -218,10 +219,7 @@ InputError noEventPasses(const std::string& path, const char* flags, int64_t n,
 
 // A file's own event weights (empty: all 1) over its events passing `flags` ("pass_reco",
 // "pass_gen"; `pass` empty: all pass).
-struct InputWeights {
-  int64_t events = 0, negative = 0, zero = 0;
-  double sum = 0, sum2 = 0, sum_negative = 0;
-};
+using InputWeights = data::WeightSums;
 InputWeights inputWeights(const std::vector<float>& weights, const std::vector<uint8_t>& pass,
                           int64_t n);
 // Refuses (InputError naming `path`, `flags` and the negative weights) weights whose total over

@@ -11,6 +11,7 @@
 #include "core/data/h5_file.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/observables.hpp"
+#include "core/data/weight_sums.hpp"
 
 namespace foldfarm::data {
 namespace {
@@ -182,22 +183,16 @@ nlohmann::json summarizeFile(const std::string& path) {
     for (const char* level : {"gen", "reco"})
       if (f.hasLevel(level)) s["levels"][level] = levelSummary(f, level);
     Moments subs[2][kNumSubs];
-    int64_t pass_reco = 0, pass_gen = 0, w_negative = 0, w_zero = 0;
-    double wsum = 0, w_sum_negative = 0;
-    Moments w;
+    int64_t pass_reco = 0, pass_gen = 0;
+    double wsum = 0;
+    WeightSums w;
     for (int64_t b = 0; b < f.numJets(); b += kBlockRows) {
       const UnfoldArrays u = f.readUnfold(b, std::min(f.numJets(), b + kBlockRows));
       for (int64_t i = 0; i < u.n(); ++i) {
         pass_reco += u.passReco(i);
         pass_gen += u.passGen(i);
         wsum += u.weight(i);
-        if (!u.weights.empty()) {
-          const double x = u.weight(i);
-          w.add(x);
-          w_negative += x < 0;
-          w_zero += x == 0;
-          if (x < 0) w_sum_negative += x;
-        }
+        if (!u.weights.empty()) w.add(u.weight(i));
         for (int k = 0; k < kNumSubs; ++k) {
           if (!u.gen_subs.empty()) subs[0][k].add(u.gen_subs[i * kNumSubs + k]);
           if (!u.reco_subs.empty()) subs[1][k].add(u.reco_subs[i * kNumSubs + k]);
@@ -210,19 +205,20 @@ nlohmann::json summarizeFile(const std::string& path) {
     s["weight_sum"] = wsum;
     // The file's event weights, where it has them: generators at NLO give negative ones, and
     // their share and the effective sample size (Σw)²/Σw² say what an unfolding can do.
-    if (w.n > 0) {
-      nlohmann::json ws = w.json();
-      ws["events"] = static_cast<int64_t>(w.n);
-      ws["sum"] = w.sum;
-      ws["negative"] = w_negative;
-      ws["negative_fraction"] = static_cast<double>(w_negative) / w.n;
-      ws["negative_sum"] = w_sum_negative;
-      ws["zero"] = w_zero;
-      // 0 where the total is not positive: (Σw)² would count a sum of -4000 as 4000 events.
-      const double ess = w.sum > 0 && w.sum2 > 0 ? w.sum * w.sum / w.sum2 : 0.0;
-      ws["ess"] = ess;
-      ws["ess_fraction"] = ess / w.n;
-      s["weights"] = std::move(ws);
+    if (w.events > 0) {
+      const double n = static_cast<double>(w.events);
+      s["weights"] = {{"mean", w.mean()},
+                      {"std", w.stddev()},
+                      {"min", w.lo},
+                      {"max", w.hi},
+                      {"events", w.events},
+                      {"sum", w.sum},
+                      {"negative", w.negative},
+                      {"negative_fraction", static_cast<double>(w.negative) / n},
+                      {"negative_sum", w.sum_negative},
+                      {"zero", w.zero},
+                      {"ess", w.ess()},
+                      {"ess_fraction", w.ess() / n}};
     }
     if (f.hasSubs())
       for (int k = 0; k < kNumSubs; ++k) {

@@ -109,6 +109,21 @@ class FrontEnd : public ::testing::Test {
     return path;
   }
 
+  // Waits until `pid` is foldfarm-torch (the hand-over's exec done, LibTorch loading): a signal
+  // before `foldfarm`'s own main (the dynamic loader, a busy machine) ends any program
+  // silently, and a fixed wait met that window on a loaded 2-core machine. False, its status in
+  // `st`, when it ended first.
+  static bool waitUntilFoldfarmTorch(pid_t pid, int& st) {
+    std::error_code ec;
+    for (int k = 0; k < 20000; ++k) {
+      if (::waitpid(pid, &st, WNOHANG) == pid) return false;
+      if (fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec).string() == torch_)
+        return true;
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+    return true;
+  }
+
   static std::string dir_, torch_;
 };
 std::string FrontEnd::dir_, FrontEnd::torch_;
@@ -413,21 +428,9 @@ TEST_F(FrontEnd, ASignalWhileTheCommandIsHandedOverIsSaid) {
       ::_exit(127);
     }
     ASSERT_GT(pid, 0);
-    // Sent once the process is foldfarm-torch (the hand-over's exec done, LibTorch loading):
-    // a signal before `foldfarm`'s own main (the dynamic loader, a busy machine) ends any
-    // program silently, and a fixed wait met that window on a loaded 2-core machine.
+    // Sent once the process is foldfarm-torch.
     int st = 0;
-    bool ended = false;
-    std::error_code ec;
-    for (int k = 0; k < 20000; ++k) {
-      if (::waitpid(pid, &st, WNOHANG) == pid) {
-        ended = true;
-        break;
-      }
-      if (fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec).string() == torch_) break;
-      std::this_thread::sleep_for(std::chrono::microseconds(500));
-    }
-    if (!ended) {
+    if (waitUntilFoldfarmTorch(pid, st)) {
       ::kill(pid, sig);
       ASSERT_EQ(::waitpid(pid, &st, 0), pid);
     }
@@ -478,20 +481,9 @@ TEST_F(FrontEnd, AStopSignalWhileTheCommandLoadsStopsATrainingAndSparesOtherComm
       ::_exit(127);
     }
     ASSERT_GT(pid, 0);
-    // Sent once the process is foldfarm-torch (as in the test above: before `foldfarm`'s own
-    // main any program dies of it).
+    // Sent once the process is foldfarm-torch.
     int st = 0;
-    bool ended = false;
-    std::error_code ec;
-    for (int k = 0; k < 20000; ++k) {
-      if (::waitpid(pid, &st, WNOHANG) == pid) {
-        ended = true;
-        break;
-      }
-      if (fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec).string() == torch_) break;
-      std::this_thread::sleep_for(std::chrono::microseconds(500));
-    }
-    if (ended) continue;  // it finished first: nothing to test
+    if (!waitUntilFoldfarmTorch(pid, st)) continue;  // it finished first: nothing to test
     ASSERT_EQ(::kill(pid, SIGUSR1), 0);
     ASSERT_EQ(::waitpid(pid, &st, 0), pid);
     ASSERT_TRUE(WIFEXITED(st)) << "ended by signal " << (WIFSIGNALED(st) ? WTERMSIG(st) : 0) << ": "
