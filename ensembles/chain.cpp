@@ -173,6 +173,11 @@ std::string stateDir(const std::string& out) {
   return out + "/state";
 }
 
+// The MLP's logit offsets of step k's member (`sfx`), kept until the step commits.
+std::string logitOffsetsFile(const std::string& out, int k, const std::string& sfx) {
+  return stateDir(out) + "/mlp_offsets_step" + std::to_string(k) + sfx + ".h5";
+}
+
 void saveProgress(const std::string& out, const ChainSpec& spec, const ChainState& st) {
   // Weights first, then progress.json (the commit point of a finished step).
   writeChainWeights(stateDir(out), st.weights, json::object());
@@ -244,7 +249,27 @@ ChainState loadProgress(const std::string& out, const ChainSpec& spec) {
   st.history = j.at("history");
   // A state written before builds were recorded names none.
   if (const json builds = j.value("builds", json::array()); builds.is_array()) st.builds = builds;
-  if (st.done_steps > 0) st.weights = readChainWeights(stateDir(out));
+  if (st.done_steps > 0) {
+    st.weights = readChainWeights(stateDir(out));
+    // A stop between the weights' commit and progress.json's left the next step's row in
+    // weights.h5 (before: kept, and the resumed step added its own beside it, a row twice).
+    // progress.json is the commit point: rows past its steps are dropped, too few refused.
+    const size_t pulls = static_cast<size_t>(st.done_steps + 1) / 2,
+                 pushes = static_cast<size_t>(st.done_steps) / 2;
+    if (st.weights.pull.size() < pulls || st.weights.push.size() < pushes)
+      throw InputError(stateDir(out) + "/weights.h5: holds " +
+                       std::to_string(st.weights.pull.size()) + " pull and " +
+                       std::to_string(st.weights.push.size()) + " push rows for " +
+                       std::to_string(st.done_steps) + " finished steps (" + std::to_string(pulls) +
+                       " and " + std::to_string(pushes) + " expected); remove " + stateDir(out) +
+                       " and run the chain again");
+    if (st.weights.pull.size() > pulls || st.weights.push.size() > pushes)
+      logInfo(
+          "{}/weights.h5: the rows of a step stopped before its commit are dropped; it runs again",
+          stateDir(out));
+    st.weights.pull.resize(pulls);
+    st.weights.push.resize(pushes);
+  }
   std::string others;
   for (const json& b : st.builds)
     if (b != buildInfoJson()) others += (others.empty() ? "" : "; ") + buildLine(b);
@@ -1163,8 +1188,23 @@ void ChainRun::fitMember(const Step& s, const TrainingSet& train, int e, json& r
   std::vector<float> train_offset, eval_offset;  // the MLP's logits
   if (use_mlp_) {
     fitMlp(s, m, train, rec, f.mlp);
-    train_offset = f.mlp->logits(train.obs);
-    eval_offset = f.mlp->logits(s.step == 1 ? obs_mc_reco_ : obs_mc_gen_);
+    // Kept with the fit until the step commits: a PET fit resumed under another thread count
+    // or on another CPU (whose kernels round the logits otherwise in the last bits) starts
+    // from the offsets it was started with, and its state's check of its data holds (before:
+    // "written for different training data", and a campaign task failed for good).
+    const std::string kept = logitOffsetsFile(out_, s.k, m.sfx);
+    const std::vector<float>& eval_obs = s.step == 1 ? obs_mc_reco_ : obs_mc_gen_;
+    const std::optional<LogitOffsets> read = readLogitOffsets(kept);
+    const size_t obs_width = static_cast<size_t>(cfg_.observables.size());
+    if (read && obs_width > 0 && read->train.size() * obs_width == train.obs.size() &&
+        read->eval.size() * obs_width == eval_obs.size()) {
+      train_offset = read->train;
+      eval_offset = read->eval;
+    } else {
+      train_offset = f.mlp->logits(train.obs);
+      eval_offset = f.mlp->logits(eval_obs);
+      if (root_) writeLogitOffsets(kept, {train_offset, eval_offset});
+    }
   }
   f.prob =
       use_pet_ ? fitPet(s, m, train, train_offset, eval_offset, rec, f.pet) : sigmoid(eval_offset);
@@ -1307,6 +1347,7 @@ void ChainRun::commit(const Step& s, const std::deque<Fitted>& fitted) {
     const std::string sfx = e == 0 ? std::string() : "_e" + std::to_string(e);
     fs::remove_all(stateDir(out_) + "/train_step" + std::to_string(s.k) + sfx, ec);
     fs::remove_all(stateDir(out_) + "/mlp_fit_step" + std::to_string(s.k) + sfx, ec);
+    fs::remove(logitOffsetsFile(out_, s.k, sfx), ec);
   }
 }
 

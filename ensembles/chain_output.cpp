@@ -147,10 +147,22 @@ void writeFloat64Dataset(int64_t file, const std::string& path, const std::strin
   std::vector<hsize_t> hd(dims.begin(), dims.end());
   H5Handle space = FF_H5_OWN(H5Screate_simple(static_cast<int>(hd.size()), hd.data(), nullptr),
                              H5Kind::kDataspace, ctx);
-  H5Handle lcpl = FF_H5_OWN(H5Pcreate(H5P_LINK_CREATE), H5Kind::kPropList, ctx);
-  FF_H5_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1), ctx);
-  H5Handle dset = FF_H5_OWN(H5Dcreate2(file, name.c_str(), H5T_IEEE_F64LE, space.get(), lcpl.get(),
-                                       H5P_DEFAULT, H5P_DEFAULT),
+  // No modification times in the objects' headers (HDF5 keeps one per object by default): the
+  // same values give the same bytes, and the same sha256, whenever a chain writes them.
+  H5Handle gcpl = FF_H5_OWN(H5Pcreate(H5P_GROUP_CREATE), H5Kind::kPropList, ctx);
+  FF_H5_CHECK(H5Pset_obj_track_times(gcpl.get(), 0), ctx);
+  for (size_t slash = name.find('/'); slash != std::string::npos;
+       slash = name.find('/', slash + 1)) {
+    const std::string group = name.substr(0, slash);
+    if (group.empty() || data::h5Exists(file, group)) continue;
+    H5Handle g = FF_H5_OWN(H5Gcreate2(file, group.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT),
+                           H5Kind::kGroup, ctx);
+    g.close(ctx);
+  }
+  H5Handle dcpl = FF_H5_OWN(H5Pcreate(H5P_DATASET_CREATE), H5Kind::kPropList, ctx);
+  FF_H5_CHECK(H5Pset_obj_track_times(dcpl.get(), 0), ctx);
+  H5Handle dset = FF_H5_OWN(H5Dcreate2(file, name.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT,
+                                       dcpl.get(), H5P_DEFAULT),
                             H5Kind::kDataset, ctx);
   if (!values.empty())
     FF_H5_CHECK(
@@ -242,6 +254,32 @@ ChainWeights readChainWeights(const std::string& dir) {
   w.pull = unflatten("pull");
   if (data::h5Exists(f.get(), "final")) w.final = readFinal(f.get(), path);
   return w;
+}
+
+void writeLogitOffsets(const std::string& file, const LogitOffsets& o) {
+  AtomicFile out(file);
+  {
+    H5Handle f = createH5(out.tempPath());
+    // float64 holds every float32 exactly: read back, the same offsets bit for bit.
+    writeFloat64Dataset(f.get(), out.tempPath(), "train",
+                        std::vector<double>(o.train.begin(), o.train.end()), {o.train.size()});
+    writeFloat64Dataset(f.get(), out.tempPath(), "eval",
+                        std::vector<double>(o.eval.begin(), o.eval.end()), {o.eval.size()});
+    f.close(out.tempPath() + ": closing");
+  }
+  out.commit();
+}
+
+std::optional<LogitOffsets> readLogitOffsets(const std::string& file) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) return std::nullopt;
+  H5Handle f = openH5(file);
+  LogitOffsets o;
+  for (auto [name, to] : {std::pair{"train", &o.train}, std::pair{"eval", &o.eval}}) {
+    const std::vector<double> v = readFloat64Dataset(f.get(), file, name);
+    to->assign(v.begin(), v.end());
+  }
+  return o;
 }
 
 std::optional<uint64_t> chainFinalWeightsRows(const std::string& dir) {

@@ -91,6 +91,15 @@ struct ChainWeights {
 void writeChainWeights(const std::string& dir, const ChainWeights& w, const nlohmann::json& meta,
                        bool iterations = true);
 ChainWeights readChainWeights(const std::string& dir);
+
+// The MLP's logits on a step's training and evaluation sets (the offsets a boosted PET fit
+// starts from), kept with the step's MLP fit under state/: `file` written atomically; read
+// back nullopt when it does not exist, InputError naming it when it is unreadable.
+struct LogitOffsets {
+  std::vector<float> train, eval;
+};
+void writeLogitOffsets(const std::string& file, const LogitOffsets& o);
+std::optional<LogitOffsets> readLogitOffsets(const std::string& file);
 // weights.h5's `final`: its length, nullopt when the chain has no weights.h5 or no `final`
 // (chains written before it existed); readChainFinalWeights reads it. Both throw
 // InputError naming the file when it is unreadable or `final` is not 1-D.

@@ -16,6 +16,7 @@
 #include "core/base/exit_codes.hpp"
 #include "core/base/log.hpp"
 #include "core/base/process.hpp"
+#include "core/base/sha256.hpp"
 #include "core/base/stop_signal.hpp"
 #include "core/build_info/build_info.hpp"
 #include "core/data/jet_reader.hpp"
@@ -92,6 +93,11 @@ TEST_F(ChainTest, SameReplicaAndMemberGiveSameWeightsOthersDiffer) {
   ASSERT_EQ(a[0].size(), 240u);
   EXPECT_EQ(a, push(root_ / "b"));
   EXPECT_NE(a, push(root_ / "c"));
+  // The same values in the same bytes: no modification times in the files' object headers
+  // (before: each dataset's own, and the sha256 a campaign records changed with every run).
+  for (const char* file : {kChainWeightsFile, kChainHistogramsFile})
+    EXPECT_EQ(sha256File((root_ / "a" / file).string()), sha256File((root_ / "b" / file).string()))
+        << file;
   // Weights are normalised by their global mean and were not all left at 1.
   double s = 0;
   for (double w : a[1]) s += w;
@@ -1096,6 +1102,78 @@ TEST_F(ChainTest, StepEnsemblingAveragesClassifiersWhoseFirstIsThePlainChains) {
   EXPECT_NE(losses(members[2]["mlp_fit"]), losses(members[1]["mlp_fit"]));
   p["config"]["step_ensemble"] = 0;
   EXPECT_EQ(runChainTask(p, (root_ / "ens_zero").string()), 2);
+}
+
+// A stop after the state's weights were committed and before progress.json (the step's
+// commit point): state/weights.h5 holds the stopped step's row, which the resume drops and
+// computes again (before: kept, and the step's row added beside it, one iteration's row
+// twice in weights.h5). Fewer rows than the finished steps are refused, naming the file.
+TEST_F(ChainTest, AStopBetweenTheWeightsAndTheCommitLeavesNoRowTwice) {
+  const fs::path ref = root_ / "commit_ref", cut = root_ / "commit_cut";
+  ASSERT_EQ(runChainTask(params(3, 0), ref.string()), 0);
+  ASSERT_EQ(runChainStoppedAfterFirstStep(params(3, 0), cut), 75);
+  ChainWeights w = readChainWeights((cut / "state").string());
+  ASSERT_EQ(w.pull.size(), 1u);
+  ASSERT_EQ(w.push.size(), 0u);
+  ChainWeights uncommitted = w;
+  uncommitted.push.push_back(std::vector<double>(w.pull[0].size(), 2.0));
+  writeChainWeights((cut / "state").string(), uncommitted, nlohmann::json::object());
+  ASSERT_EQ(runChainTask(params(3, 0), cut.string()), 0);
+  const ChainWeights whole = readChainWeights(ref.string()),
+                     resumed = readChainWeights(cut.string());
+  EXPECT_EQ(resumed.push.size(), 2u);
+  EXPECT_EQ(resumed.push, whole.push);
+  EXPECT_EQ(resumed.pull, whole.pull);
+  // Too few rows: refused, naming the file.
+  const fs::path few = root_ / "commit_few";
+  ASSERT_EQ(runChainStoppedAfterFirstStep(params(3, 0), few), 75);
+  ChainWeights none = readChainWeights((few / "state").string());
+  none.pull.clear();
+  writeChainWeights((few / "state").string(), none, nlohmann::json::object());
+  std::string why;
+  try {
+    runChainTaskOrThrow(params(3, 0), few.string());
+  } catch (const InputError& e) {
+    why = e.what();
+  }
+  EXPECT_NE(why.find((few / "state").string() + "/weights.h5: holds 0 pull and 0 push rows for 1 "
+                                                "finished steps"),
+            std::string::npos)
+      << why;
+}
+
+// A boosted PET fit stopped midway resumes from the MLP's logits it started with, kept beside
+// the MLP's fit: logits computed again under another thread count or CPU differ in their last
+// bits (stood in for here by a nudge to the kept MLP), and the PET state's check of its data
+// refused the resume for good ("written for different training data").
+TEST_F(ChainTest, APetFitResumedWhereTheMlpRoundsOtherwiseStartsFromItsOffsets) {
+  nlohmann::json p = params(6, 0);
+  p["config"]["classifier"] = "pet+mlp";
+  const fs::path ref = root_ / "offsets_ref", cut = root_ / "offsets_cut";
+  ASSERT_EQ(runChainTask(p, ref.string()), 0);
+  // Stopped inside the second step's PET fit, once its MLP and offsets are kept.
+  const fs::path kept = cut / "state" / "mlp_offsets_step1.h5";
+  std::thread stopper([&] {
+    for (int i = 0; i < 6000 && !fs::exists(kept); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    requestStop();
+  });
+  const int rc = runChainTask(p, cut.string());
+  stopper.join();
+  clearStopRequest();
+  ASSERT_EQ(rc, 75) << "the chain was to stop in its second step";
+  ASSERT_TRUE(fs::exists(kept));
+  const std::string fit = (cut / "state" / "mlp_fit_step1").string();
+  Checkpoint ck = readCheckpoint(fit);
+  for (auto& [name, t] : ck.tensors)
+    if (name.find("bias") != std::string::npos) t.mul_(1.0f + 1e-6f);
+  writeCheckpoint(fit, ck.meta, ck.tensors);
+  ASSERT_EQ(runChainTask(p, cut.string()), 0);
+  const ChainWeights whole = readChainWeights(ref.string()),
+                     resumed = readChainWeights(cut.string());
+  // The stopped step ends as the uninterrupted one's (its later steps start from the nudged MLP).
+  EXPECT_EQ(resumed.push.at(0), whole.push.at(0));
+  EXPECT_FALSE(fs::exists(kept)) << "removed when the step commits";
 }
 
 // An interrupted step-ensembled chain resumes to the same weights (each member's fit state
