@@ -1,5 +1,9 @@
 #include "core/data/h5_file.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+
+#include <cerrno>
 #include <cstdlib>
 #include <exception>
 #include <iterator>
@@ -7,6 +11,7 @@
 #include <sstream>
 
 #include "core/base/error.hpp"
+#include "core/base/fd.hpp"
 #include "core/base/file_stat.hpp"
 #include "core/base/log.hpp"
 
@@ -183,12 +188,29 @@ H5Handle h5OpenRead(const std::string& path) {
   return FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Kind::kFile, path);
 }
 
+// A file that another program holds open for writing (h5py in 'w' or 'a' mode, a producer
+// still running: HDF5 keeps an exclusive flock on it) reads as it happens to be on disk: a
+// part of its rows, or a header midway through an update. Asked first with a shared lock,
+// dropped at once; a file system without flock answers otherwise and is let through, as are
+// writers that run without locks (HDF5_USE_FILE_LOCKING=FALSE).
+static void refuseFileBeingWritten(const std::string& path) {
+  const Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return;                               // the open below says why
+  if (::flock(fd.get(), LOCK_SH | LOCK_NB) == 0) return;  // released with the descriptor
+  if (errno == EWOULDBLOCK)
+    throw InputError(path +
+                     ": is open for writing in another program (it holds the file's HDF5 lock: "
+                     "h5py in 'w' or 'a' mode, a producer still running); close it there or let "
+                     "it finish, then run again");
+}
+
 H5Handle h5OpenInput(const std::string& path, const std::string& advice) {
   const FileStat st = statPath(path);
   if (!st.regular)
     throw InputError(path + (st.directory ? ": is a directory; give an HDF5 file"
                              : st.exists  ? ": is not a regular file; check the path"
                                           : ": no such file; check the path"));
+  refuseFileBeingWritten(path);
   try {
     return h5OpenRead(path);
   } catch (const Error& e) {

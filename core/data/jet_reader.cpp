@@ -197,7 +197,9 @@ struct JetFile::Impl {
       if (x == 0) return;  // no storage to speak of; zero sizes are refused elsewhere
     const hid_t ds = dataset(name);
     H5Handle dcpl = FF_H5_OWN(H5Dget_create_plist(ds), H5Kind::kPropList, name);
+    expectDecodable(name, dcpl.get());
     const H5D_layout_t layout = H5Pget_layout(dcpl.get());
+    if (layout == H5D_VIRTUAL) expectSources(name, dcpl.get(), d);
     bool stored = true;
     if (layout == H5D_CONTIGUOUS) {
       stored = H5Dget_storage_size(ds) > 0;  // allocated whole at the first write
@@ -215,6 +217,93 @@ struct JetFile::Impl {
       fail(name, "has shape " + shapeText(d) +
                      " but not all of it was ever written (an interrupted or broken writer); "
                      "regenerate or re-copy the file");
+  }
+
+  // A filter this HDF5 cannot decode (h5py's lzf, PyTables' blosc, a plugin not on
+  // HDF5_PLUGIN_PATH) failed the first read as "truncated or corrupt": named here instead,
+  // with the two ways out.
+  void expectDecodable(const std::string& name, hid_t dcpl) const {
+    const int n = H5Pget_nfilters(dcpl);
+    for (int k = 0; k < n; ++k) {
+      unsigned flags = 0, conf = 0;
+      size_t nvals = 0;
+      char fname[128] = {0};
+      const H5Z_filter_t id = H5Pget_filter2(dcpl, static_cast<unsigned>(k), &flags, &nvals,
+                                             nullptr, sizeof(fname), fname, &conf);
+      if (id < 0) {
+        H5Eclear2(H5E_DEFAULT);
+        continue;
+      }
+      const htri_t avail = H5Zfilter_avail(id);
+      if (avail < 0) H5Eclear2(H5E_DEFAULT);
+      if (avail > 0) continue;
+      const std::string label = fname[0] != '\0' ? std::string(fname) : std::string("unnamed");
+      fail(name, "is compressed with the HDF5 filter '" + label + "' (id " + std::to_string(id) +
+                     "), which this HDF5 cannot decode (lzf is h5py's own, blosc PyTables'): "
+                     "put the filter's plugin on HDF5_PLUGIN_PATH (Debian: hdf5-plugin-lzf, "
+                     "hdf5-filter-plugin-blosc-serial), or rewrite the file with gzip (h5py: "
+                     "create_dataset(..., compression='gzip', shuffle=True))");
+    }
+  }
+
+  // A virtual dataset (a merge of shards) reads the fill value, 0, wherever a source file is
+  // missing or its mapping leaves a gap: jets of zeros, all of class 0, trained on silently.
+  // Each source is looked for where HDF5 looks (an absolute path; HDF5_VDS_PREFIX; the merged
+  // file's directory; the working directory), and the mappings must cover every value.
+  void expectSources(const std::string& name, hid_t dcpl, const std::vector<hsize_t>& d) const {
+    size_t count = 0;
+    FF_H5_CHECK(H5Pget_virtual_count(dcpl, &count), name);
+    hsize_t mapped = 0, total = 1;
+    bool countable = true;
+    for (hsize_t x : d) total *= x;
+    namespace fs = std::filesystem;
+    for (size_t k = 0; k < count; ++k) {
+      H5Handle vspace =
+          FF_H5_OWN(H5Pget_virtual_vspace(dcpl, k), H5Kind::kDataspace, name + ": mapping");
+      // An unlimited mapping (a VDS that grows with its sources) has no count: not checked.
+      const hssize_t points = H5Sget_select_npoints(vspace.get());
+      if (points < 0 || static_cast<hsize_t>(points) > total) {
+        H5Eclear2(H5E_DEFAULT);
+        countable = false;
+      } else {
+        mapped += static_cast<hsize_t>(points);
+      }
+      auto text = [&](auto get) {
+        const ssize_t len = get(nullptr, 0);
+        if (len <= 0) return std::string();
+        std::string v(static_cast<size_t>(len) + 1, '\0');
+        get(v.data(), v.size());
+        v.resize(static_cast<size_t>(len));
+        return v;
+      };
+      const std::string src =
+          text([&](char* b, size_t n) { return H5Pget_virtual_filename(dcpl, k, b, n); });
+      const std::string src_set =
+          text([&](char* b, size_t n) { return H5Pget_virtual_dsetname(dcpl, k, b, n); });
+      if (src.empty() || src == ".") continue;  // this file's own dataset
+      std::vector<std::string> tried;
+      if (fs::path(src).is_absolute()) {
+        tried.push_back(src);
+      } else {
+        if (const char* prefix = std::getenv("HDF5_VDS_PREFIX"); prefix && *prefix)
+          tried.push_back((fs::path(prefix) / src).string());
+        tried.push_back((fs::path(path).parent_path() / src).string());
+        tried.push_back(src);
+      }
+      std::error_code ec;
+      const bool found = std::any_of(tried.begin(), tried.end(), [&](const std::string& t) {
+        return fs::is_regular_file(t, ec);
+      });
+      if (!found)
+        fail(name, "is a virtual dataset (a merge of files) whose source " + src + ":" + src_set +
+                       " cannot be found (its values would read as zeros): restore that file "
+                       "next to " +
+                       fs::path(path).filename().string() + ", or merge the shards again");
+    }
+    if (countable && mapped < total)
+      fail(name, "is a virtual dataset (a merge of files) that maps " + std::to_string(mapped) +
+                     " of its " + std::to_string(total) +
+                     " values to sources: the rest would read as zeros; merge the shards again");
   }
 
   // Every array is read as floats or int64: its byte size must fit an int64.
@@ -350,7 +439,17 @@ struct JetFile::Impl {
           known &= id == H5Z_FILTER_SHUFFLE || id == H5Z_FILTER_DEFLATE;
           d.filters.push_back(id);
         }
-        d.usable = whole_rows && known && chunk[0] > 0;
+        // The pipelines decoded here: deflate, shuffle, or shuffle then deflate; and no
+        // chunk option (an edge chunk left unfiltered by DONT_FILTER_PARTIAL_CHUNKS carries
+        // a filter mask of 0 all the same).
+        using F = std::vector<H5Z_filter_t>;
+        const bool pipeline = d.filters == F{H5Z_FILTER_DEFLATE} ||
+                              d.filters == F{H5Z_FILTER_SHUFFLE} ||
+                              d.filters == F{H5Z_FILTER_SHUFFLE, H5Z_FILTER_DEFLATE};
+        unsigned opts = 0;
+        const bool plain_chunks = H5Pget_chunk_opts(dcpl.get(), &opts) >= 0 && opts == 0;
+        if (!plain_chunks) H5Eclear2(H5E_DEFAULT);
+        d.usable = whole_rows && known && pipeline && plain_chunks && chunk[0] > 0;
         d.chunk_rows = chunk[0];
       }
     }
@@ -358,8 +457,10 @@ struct JetFile::Impl {
     return direct.back().second;
   }
 
-  // Rows [begin, end) by direct chunk reads into v; false when the dataset does not allow it
-  // (or a chunk skipped a filter), and then nothing is promised about v.
+  // Rows [begin, end) by direct chunk reads into v; false when the dataset does not allow it,
+  // a chunk skipped a filter or does not decode here, and then nothing is promised about v:
+  // H5Dread reads those rows and decides whether the file is corrupt (a valid pipeline this
+  // decoder does not know was called corrupt).
   bool readDirect(const std::string& name, int64_t begin, int64_t end, int64_t row_elems,
                   float* v) const {
     const Direct& d = directInfo(name);
@@ -386,12 +487,9 @@ struct JetFile::Impl {
           uLongf got = static_cast<uLongf>(chunk_bytes);
           if (::uncompress(out, &got, cur, static_cast<uLong>(cur_size)) != Z_OK ||
               got != chunk_bytes)
-            fail(name, "chunk at row " + std::to_string(ci * c) +
-                           " does not inflate; the file is corrupt, regenerate or re-copy it");
+            return false;
         } else {  // shuffle: byte k of every element stored together
-          if (cur_size != chunk_bytes)
-            fail(name, "chunk at row " + std::to_string(ci * c) +
-                           " has the wrong size; the file is corrupt, regenerate or re-copy it");
+          if (cur_size != chunk_bytes) return false;
           const size_t n = chunk_bytes / sizeof(float);
           for (size_t k = 0; k < sizeof(float); ++k) {
             const unsigned char* src = cur + k * n;
@@ -401,9 +499,7 @@ struct JetFile::Impl {
         cur = out;
         cur_size = chunk_bytes;
       }
-      if (cur_size != chunk_bytes)
-        fail(name, "chunk at row " + std::to_string(ci * c) +
-                       " has the wrong size; the file is corrupt, regenerate or re-copy it");
+      if (cur_size != chunk_bytes) return false;
       const int64_t lo = std::max(begin, ci * c), hi = std::min(end, (ci + 1) * c);
       std::memcpy(v + (lo - begin) * row_elems,
                   cur + static_cast<size_t>((lo - ci * c) * row_elems) * sizeof(float),
@@ -439,8 +535,44 @@ struct JetFile::Impl {
     return v;
   }
 
+  // A link among the names foldfarm reads whose target does not open (an external link to a
+  // moved file, a soft link to a removed dataset) was left out of the listing in silence and
+  // the file called one of neither layout: named with its target.
+  void refuseDanglingLinks() const {
+    for (const char* n : {"data", "jet", "pid", "weights", "reco", "gen", "reco_jets", "gen_jets",
+                          "reco_subs", "gen_subs", "pass_reco", "pass_gen"}) {
+      if (std::find(names.begin(), names.end(), n) != names.end() || !h5Exists(file.get(), n))
+        continue;
+      H5L_info_t info;  // H5Lget_info2 where the API is 1.12's
+      if (H5Lget_info(file.get(), n, &info, H5P_DEFAULT) < 0) {
+        H5Eclear2(H5E_DEFAULT);
+        continue;
+      }
+      if (info.type != H5L_TYPE_SOFT && info.type != H5L_TYPE_EXTERNAL) continue;
+      std::string target(info.u.val_size + 1, '\0');
+      if (H5Lget_val(file.get(), n, target.data(), target.size(), H5P_DEFAULT) < 0) {
+        H5Eclear2(H5E_DEFAULT);
+        target = "?";
+      } else if (info.type == H5L_TYPE_EXTERNAL) {
+        unsigned flags = 0;
+        const char *ext_file = nullptr, *ext_obj = nullptr;
+        if (H5Lunpack_elink_val(target.data(), target.size(), &flags, &ext_file, &ext_obj) >= 0)
+          target = std::string(ext_file) + ":" + ext_obj;
+        else
+          H5Eclear2(H5E_DEFAULT);
+      } else {
+        target.resize(std::strlen(target.c_str()));
+      }
+      fail(n, std::string("is ") + (info.type == H5L_TYPE_EXTERNAL ? "an external" : "a soft") +
+                  " link to " + target +
+                  ", which cannot be opened (a moved or removed file or dataset?); restore it "
+                  "or store the data in this file");
+    }
+  }
+
   void validate() {
     names = h5ListDatasets(file.get());
+    refuseDanglingLinks();
     auto has = [&](const char* n) {
       return std::find(names.begin(), names.end(), n) != names.end();
     };
@@ -449,6 +581,18 @@ struct JetFile::Impl {
       const std::vector<std::string> deep = h5ListDatasetsDeep(file.get());
       if (deep.empty())
         fail("", "contains no datasets (empty file); regenerate it with `foldfarm data synth`");
+      // Jets or events one group down (/jets/data): said so, with the way to the root.
+      for (const std::string& n : deep) {
+        const size_t slash = n.rfind('/');
+        const std::string leaf = slash == std::string::npos ? n : n.substr(slash + 1);
+        if (slash != std::string::npos && (leaf == "data" || leaf == "reco" || leaf == "gen")) {
+          const std::string group = n.substr(0, slash);
+          fail("", "holds its datasets in the group '/" + group +
+                       "'; foldfarm reads them at the file's root: move them there (h5py: "
+                       "for k in list(f['" +
+                       group + "']): f.move('" + group + "/' + k, k))");
+        }
+      }
       fail("", "holds no jets nor events (" + std::to_string(deep.size()) +
                    " dataset(s) in groups, e.g. " + deep.front() +
                    ": foldfarm's bands, weights or histograms?); give a jets or unfolding file "
@@ -464,15 +608,22 @@ struct JetFile::Impl {
       expectN("jet", expect("jet", {kNumJetFeatures}, "(N,4)"));
       if (has("pid")) {
         labels = true;
-        auto pd = dims("pid");
-        if (pd.size() == 1) {
+        H5T_class_t pid_class = H5T_NO_CLASS;
+        auto pd = dims("pid", &pid_class);
+        if (pid_class == H5T_STRING)
+          fail("pid",
+               "holds text; labels are class indices (0, 1, ...): map each class name to "
+               "its index and store those");
+        // A column (N,1) is labels as (N,) are, not a one-hot of one class (before: every
+        // label read as class 0, trained on silently).
+        if (pd.size() == 1 || (pd.size() == 2 && pd[1] == 1)) {
           label_cols = 0;
-          H5Handle type = FF_H5_OWN(H5Dget_type(dataset("pid")), H5Kind::kDatatype, "pid");
-          float_labels = H5Tget_class(type.get()) == H5T_FLOAT;
-        } else if (pd.size() == 2 && pd[1] >= 1) {
+          float_labels = pid_class == H5T_FLOAT;
+        } else if (pd.size() == 2 && pd[1] >= 2) {
           label_cols = static_cast<int64_t>(pd[1]);
         } else {
-          fail("pid", "has shape " + shapeText(pd) + ", expected (N,) labels or (N,C) one-hot");
+          fail("pid", "has shape " + shapeText(pd) +
+                          ", expected (N,) labels or (N,C) one-hot of C >= 2 classes");
         }
         expectAddressable("pid", pd);
         expectStored("pid", pd);
@@ -938,7 +1089,8 @@ std::vector<int64_t> readClassLabels(const std::string& path, const std::string&
   std::vector<int64_t> d;
   const std::vector<double> v = readWhole<double>(path, name, &d, H5T_NATIVE_DOUBLE);
   const std::string where = path + ": dataset '" + name + "': ";
-  if (d.size() == 2) {  // one-hot -> indices
+  if (d.size() == 2 && d[1] == 1) d.pop_back();  // a column of indices, as (N,)
+  if (d.size() == 2) {                           // one-hot -> indices
     if (d[1] > kMaxLabelClasses)
       throw InputError(where + "has " + std::to_string(d[1]) + " classes, more than foldfarm's " +
                        std::to_string(kMaxLabelClasses) + "; fix the labels");

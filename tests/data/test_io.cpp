@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -506,22 +507,44 @@ TEST(JetIo, AWriteTheSystemRefusesNamesTheReasonAndLeavesNothing) {
   EXPECT_TRUE(fs::is_empty(fs::path(path).parent_path())) << "nothing is left behind";
 }
 
-// A file that another program holds locked (h5py opened in append mode takes an exclusive
-// flock) is still read, and files are still written beside it: foldfarm replaces files by
-// atomic renames, so its readers need no HDF5 file lock, and a lock held elsewhere (or a
-// file system without flock, as many parallel ones) must not read as a corrupt file.
-TEST(JetIo, AFileLockedByAnotherProgramIsStillRead) {
+// A file that another program holds open for writing (h5py in 'w' or 'a' mode, a producer
+// still running: HDF5 keeps an exclusive flock) is refused by name, saying what to do: it
+// reads as whatever part of it is on disk (before: a writer's first 1,000 of 1,500 jets were
+// read and trained on silently). Readers beside it (a shared lock, h5py in 'r' mode) do not
+// stop a read, and files are still written beside it (foldfarm's writers take no lock).
+TEST(JetIo, AFileOpenForWritingInAnotherProgramIsRefusedAndReadersAreNot) {
   TempDir dir;
   const std::string path = dir.file("locked.h5");
   writeJetFile(path, smallJets(10));
+  {
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::flock(fd, LOCK_SH | LOCK_NB), 0);
+    EXPECT_EQ(JetFile(path).numJets(), 10) << "another reader";
+    ::close(fd);
+  }
   const int fd = ::open(path.c_str(), O_RDONLY);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
-  EXPECT_EQ(JetFile(path).numJets(), 10);
-  EXPECT_EQ(readJetsFiles({path}, 0).n, 10);
+  auto messageOf = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const foldfarm::InputError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  const std::string why = messageOf([&] { JetFile f(path); });
+  EXPECT_EQ(why, path +
+                     ": is open for writing in another program (it holds the file's HDF5 lock: "
+                     "h5py in 'w' or 'a' mode, a producer still running); close it there or let "
+                     "it finish, then run again");
+  EXPECT_NE(messageOf([&] { (void)readJetsFiles({path}, 0); }).find("open for writing"),
+            std::string::npos);
   writeJetFile(dir.file("beside.h5"), smallJets(5));
   EXPECT_EQ(JetFile(dir.file("beside.h5")).numJets(), 5);
   ::close(fd);
+  EXPECT_EQ(JetFile(path).numJets(), 10) << "once the writer closed it";
 }
 
 TEST(JetIo, WriterRefusesADeflateLevelOutOfRangeBeforeWritingAnything) {
@@ -663,6 +686,39 @@ void expectOneLineNaming(const std::string& msg, const std::string& path,
   for (const char* m : mentions) EXPECT_NE(msg.find(m), std::string::npos) << m << ": " << msg;
 }
 
+// An identity filter registered under a number of the plugin range, to write a file whose
+// filter a later reader does not have (as h5py's lzf or PyTables' blosc).
+size_t identityFilter(unsigned, size_t, const unsigned[], size_t nbytes, size_t*, void**) {
+  return nbytes;
+}
+constexpr H5Z_filter_t kTestFilter = 32099;
+
+// `path`'s dataset `name` replaced by a float32 (N, P, F) dataset chunked by whole rows with
+// the filters `with` in that order (deflate, shuffle or kTestFilter).
+void rewriteFiltered(const std::string& path, const std::string& name, const JetArrays& a,
+                     const std::vector<H5Z_filter_t>& with) {
+  H5Handle f = FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Kind::kFile, path);
+  FF_H5_CHECK(H5Ldelete(f.get(), name.c_str(), H5P_DEFAULT), name);
+  const hsize_t dims[3] = {static_cast<hsize_t>(a.n), static_cast<hsize_t>(a.P),
+                           kNumParticleFeatures};
+  const hsize_t chunk[3] = {4, dims[1], dims[2]};
+  H5Handle dcpl = FF_H5_OWN(H5Pcreate(H5P_DATASET_CREATE), H5Kind::kPropList, name);
+  FF_H5_CHECK(H5Pset_chunk(dcpl.get(), 3, chunk), name);
+  for (H5Z_filter_t id : with) {
+    if (id == H5Z_FILTER_DEFLATE) FF_H5_CHECK(H5Pset_deflate(dcpl.get(), 4), name);
+    if (id == H5Z_FILTER_SHUFFLE) FF_H5_CHECK(H5Pset_shuffle(dcpl.get()), name);
+    if (id == kTestFilter)
+      FF_H5_CHECK(H5Pset_filter(dcpl.get(), kTestFilter, H5Z_FLAG_MANDATORY, 0, nullptr), name);
+  }
+  H5Handle space = FF_H5_OWN(H5Screate_simple(3, dims, nullptr), H5Kind::kDataspace, name);
+  H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), name.c_str(), H5T_IEEE_F32LE, space.get(),
+                                     H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+                          H5Kind::kDataset, name);
+  FF_H5_CHECK(
+      H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, a.particles.data()),
+      name);
+}
+
 // Sets an environment variable for one scope.
 class ScopedEnv {
  public:
@@ -674,6 +730,170 @@ class ScopedEnv {
 };
 
 }  // namespace
+
+// Files as other producers write them. Read exactly: labels as an (N,1) column (before: a
+// one-hot of one class, every label 0, trained on silently); deflate before shuffle, a valid
+// pipeline the direct chunk decoder does not know (before: "the file is corrupt"); a virtual
+// dataset merging two shards. Refused by name, saying what to do: a merge with a shard missing
+// or a gap (before: zeros of class 0, read silently), a filter this HDF5 lacks (before:
+// "truncated or corrupt"), text labels, datasets one group down, a dangling external link.
+TEST(JetIo, FilesAsOtherProducersWriteThemReadExactlyOrAreRefusedByName) {
+  TempDir dir;
+  const std::string base = dir.file("base.h5");
+  const JetArrays a = writeTwoClassJets(base, 12, 3);
+  auto copyOf = [&](const std::string& name) {
+    const std::string to = dir.file(name);
+    fs::copy_file(base, to, fs::copy_options::overwrite_existing);
+    return to;
+  };
+  auto reopen = [](const std::string& path) {
+    return FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Kind::kFile, path);
+  };
+  // pid as an (N,1) column, of integers and of floats.
+  for (const bool floats : {false, true}) {
+    const std::string path = copyOf(floats ? "pid_col_float.h5" : "pid_col.h5");
+    {
+      H5Handle f = reopen(path);
+      FF_H5_CHECK(H5Ldelete(f.get(), "pid", H5P_DEFAULT), "pid");
+      const hsize_t dims[2] = {static_cast<hsize_t>(a.n), 1};
+      H5Handle space = FF_H5_OWN(H5Screate_simple(2, dims, nullptr), H5Kind::kDataspace, "pid");
+      H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), "pid", floats ? H5T_IEEE_F64LE : H5T_STD_I64LE,
+                                         space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                              H5Kind::kDataset, "pid");
+      std::vector<double> as_double(a.labels.begin(), a.labels.end());
+      FF_H5_CHECK(floats ? H5Dwrite(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                                    as_double.data())
+                         : H5Dwrite(ds.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                                    a.labels.data()),
+                  "pid");
+    }
+    EXPECT_EQ(JetFile(path).readJets().labels, a.labels) << path;
+    EXPECT_EQ(readClassLabels(path, "pid"), a.labels) << path;
+  }
+  // Deflate before shuffle.
+  {
+    const std::string path = copyOf("deflate_shuffle.h5");
+    rewriteFiltered(path, "data", a, {H5Z_FILTER_DEFLATE, H5Z_FILTER_SHUFFLE});
+    EXPECT_EQ(JetFile(path).readJets().particles, a.particles);
+  }
+  // A filter this HDF5 lacks: the file written, and read back exactly, by a child process
+  // that has it registered (H5Zunregister is not safe once other files were open).
+  {
+    const std::string path = copyOf("plugin_filter.h5");
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      int rc = 1;
+      try {
+        const H5Z_class2_t cls = {H5Z_CLASS_T_VERS, kTestFilter, 1,       1,
+                                  "test-only",      nullptr,     nullptr, identityFilter};
+        if (H5Zregister(&cls) >= 0) {
+          rewriteFiltered(path, "data", a, {kTestFilter});
+          rc = JetFile(path).readJets().particles == a.particles ? 0 : 3;
+        }
+      } catch (...) {
+        rc = 2;
+      }
+      ::_exit(rc);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "the writer with the filter: " << status;
+    expectOneLineNaming(readError(path), path,
+                        {"dataset 'data': is compressed with the HDF5 filter 'test-only' (id "
+                         "32099), which this HDF5 cannot decode",
+                         "HDF5_PLUGIN_PATH", "compression='gzip'"});
+  }
+  // Text labels.
+  {
+    const std::string path = copyOf("pid_text.h5");
+    {
+      H5Handle f = reopen(path);
+      FF_H5_CHECK(H5Ldelete(f.get(), "pid", H5P_DEFAULT), "pid");
+      H5Handle type = FF_H5_OWN(H5Tcopy(H5T_C_S1), H5Kind::kDatatype, "pid");
+      FF_H5_CHECK(H5Tset_size(type.get(), 1), "pid");
+      const hsize_t n = static_cast<hsize_t>(a.n);
+      H5Handle space = FF_H5_OWN(H5Screate_simple(1, &n, nullptr), H5Kind::kDataspace, "pid");
+      H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), "pid", type.get(), space.get(), H5P_DEFAULT,
+                                         H5P_DEFAULT, H5P_DEFAULT),
+                              H5Kind::kDataset, "pid");
+      const std::string text(static_cast<size_t>(a.n), 'q');
+      FF_H5_CHECK(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, text.data()),
+                  "pid");
+    }
+    expectOneLineNaming(readError(path), path,
+                        {"dataset 'pid': holds text; labels are class indices"});
+  }
+  // Datasets one group down.
+  {
+    const std::string path = copyOf("grouped.h5");
+    {
+      H5Handle f = reopen(path);
+      H5Handle g = FF_H5_OWN(H5Gcreate2(f.get(), "jets", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                             H5Kind::kGroup, "jets");
+      for (const char* n : {"data", "jet", "pid"})
+        FF_H5_CHECK(H5Lmove(f.get(), n, g.get(), n, H5P_DEFAULT, H5P_DEFAULT), n);
+    }
+    expectOneLineNaming(readError(path), path,
+                        {"holds its datasets in the group '/jets'", "f.move('jets/' + k, k)"});
+  }
+  // A dangling external link.
+  {
+    const std::string path = copyOf("extlink.h5");
+    {
+      H5Handle f = reopen(path);
+      FF_H5_CHECK(H5Ldelete(f.get(), "data", H5P_DEFAULT), "data");
+      FF_H5_CHECK(
+          H5Lcreate_external("moved_away.h5", "/data", f.get(), "data", H5P_DEFAULT, H5P_DEFAULT),
+          "data");
+    }
+    expectOneLineNaming(readError(path), path,
+                        {"dataset 'data': is an external link to moved_away.h5:/data, which "
+                         "cannot be opened"});
+  }
+  // A virtual dataset over two shards of 8 and 4 jets; then one shard gone; then a gap.
+  const std::string shard0 = dir.file("shard0.h5"), shard1 = dir.file("shard1.h5");
+  writeJetFile(shard0, a.slice(0, 8));
+  writeJetFile(shard1, a.slice(8, 12));
+  auto writeMerge = [&](const std::string& path, bool both) {
+    fs::copy_file(base, path, fs::copy_options::overwrite_existing);
+    H5Handle f = reopen(path);
+    FF_H5_CHECK(H5Ldelete(f.get(), "data", H5P_DEFAULT), "data");
+    const hsize_t all[3] = {static_cast<hsize_t>(a.n), static_cast<hsize_t>(a.P),
+                            kNumParticleFeatures};
+    H5Handle dcpl = FF_H5_OWN(H5Pcreate(H5P_DATASET_CREATE), H5Kind::kPropList, "vds");
+    const std::vector<std::pair<std::string, std::pair<hsize_t, hsize_t>>> parts = {
+        {"shard0.h5", {0, 8}}, {"shard1.h5", {8, 12}}};
+    for (size_t k = 0; k < (both ? 2u : 1u); ++k) {
+      const auto& [file, rows] = parts[k];
+      H5Handle vspace = FF_H5_OWN(H5Screate_simple(3, all, nullptr), H5Kind::kDataspace, "vds");
+      const hsize_t start[3] = {rows.first, 0, 0};
+      const hsize_t count[3] = {rows.second - rows.first, all[1], all[2]};
+      FF_H5_CHECK(H5Sselect_hyperslab(vspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
+                  "vds");
+      H5Handle src = FF_H5_OWN(H5Screate_simple(3, count, nullptr), H5Kind::kDataspace, "vds");
+      FF_H5_CHECK(H5Pset_virtual(dcpl.get(), vspace.get(), file.c_str(), "data", src.get()), "vds");
+    }
+    H5Handle space = FF_H5_OWN(H5Screate_simple(3, all, nullptr), H5Kind::kDataspace, "vds");
+    H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), "data", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
+                                       dcpl.get(), H5P_DEFAULT),
+                            H5Kind::kDataset, "vds");
+  };
+  const std::string merged = dir.file("merged.h5"), gap = dir.file("gap.h5");
+  writeMerge(merged, true);
+  writeMerge(gap, false);
+  EXPECT_EQ(JetFile(merged).readJets().particles, a.particles) << "both shards";
+  const std::string gap_text =
+      "dataset 'data': is a virtual dataset (a merge of files) that maps " +
+      std::to_string(8 * a.P * kNumParticleFeatures) + " of its " +
+      std::to_string(12 * a.P * kNumParticleFeatures) + " values to sources";
+  expectOneLineNaming(readError(gap), gap, {gap_text.c_str()});
+  fs::remove(shard1);
+  expectOneLineNaming(readError(merged), merged,
+                      {"dataset 'data': is a virtual dataset (a merge of files) whose source "
+                       "shard1.h5:data cannot be found"});
+}
 
 TEST(JetIo, ZeroWidthParticleArraysAreRefused) {
   TempDir dir;
