@@ -292,6 +292,15 @@ void logShiftNoise(const std::vector<ObservableResult>& results, ShiftNoise shif
     logInfo("aggregate: each source's shift noise is taken off in quadrature per bin");
 }
 
+// The standard deviation of each bin of observable o's truth density (0 where its variance
+// is not positive).
+std::vector<double> truthStd(const TruthHistograms& truth, size_t o) {
+  std::vector<double> sd(truth.variance[o].size());
+  for (size_t b = 0; b < sd.size(); ++b)
+    sd[b] = truth.variance[o][b] > 0 ? std::sqrt(truth.variance[o][b]) : 0.0;
+  return sd;
+}
+
 // bands.h5, staged (committed with the other outputs).
 AtomicFile writeBands(const std::string& out_dir, const std::vector<ObservableResult>& results,
                       const std::optional<TruthHistograms>& truth, size_t replicas,
@@ -326,7 +335,11 @@ AtomicFile writeBands(const std::string& out_dir, const std::vector<ObservableRe
     for (const auto& row : r.rows) flat.insert(flat.end(), row.begin(), row.end());
     put(r.name + "/replicas", flat, {nr, nb});
     put(r.name + "/prior", r.prior);
-    if (truth) put(r.name + "/truth", truth->density[o]);
+    if (truth) {
+      put(r.name + "/truth", truth->density[o]);
+      // The truth's own statistical error per bin, which the figures draw.
+      put(r.name + "/truth_std", truthStd(*truth, o));
+    }
     const SystematicsResult& sr = r.sys;
     put(r.name + "/covariance_total", sr.covariance_total, {nb, nb});
     put(r.name + "/std_total", sr.std_total);
@@ -401,7 +414,10 @@ void stageFigures(std::vector<AtomicFile>& staged, const std::string& out_dir,
     fig.p84 = r.band.p84;
     fig.p2_5 = r.band.p2_5;
     fig.p97_5 = r.band.p97_5;
-    if (truth) fig.truth = truth->density[o];
+    if (truth) {
+      fig.truth = truth->density[o];
+      fig.truth_sigma = truthStd(*truth, o);
+    }
     fig.prior = r.prior;
     fig.replicas = r.band.replicas;
     fig.replica_0_in_band = replica_0_in_band;

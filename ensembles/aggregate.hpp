@@ -69,11 +69,11 @@
 //
 // Outputs in out_dir (each written atomically; out_dir created if missing):
 //   bands.h5      /<observable>/{edges, nominal, std, p16, p84, p2_5, p97_5, covariance,
-//                 correlation, replicas (R x bins, every replica), prior, truth}; root
-//                 attributes replicas, band_replicas (those the spread is over), chains (the
-//                 nominal's), campaign_seed (decimal text), content (what the datasets
-//                 hold), build (JSON text of the build that wrote it:
-//                 core/build_info/build_info.hpp); and, per observable:
+//                 correlation, replicas (R x bins, every replica), prior, truth, truth_std (the
+//                 truth density's statistical error per bin)}; root attributes replicas,
+//                 band_replicas (those the spread is over), chains (the nominal's), campaign_seed
+//                 (decimal text), content (what the datasets hold), build (JSON text of the build
+//                 that wrote it: core/build_info/build_info.hpp); and, per observable:
 //                   covariance_total, std_total (sqrt of its diagonal): = covariance and std
 //                     without variations;
 //                   covariance_mc_stat                       (with an mc_bootstrap variation)
@@ -116,11 +116,11 @@
 //                 the same bins whose truth lies within nominal ± 1 / ± 1.96 sigma_total
 //                 (sigma_total = std_total); uncertainty = {"stat", "mc_stat" (when run), each
 //                 source, "non_closure" (when run), "total": root mean square over the bins
-//                 with a positive nominal of sigma / nominal} (present without truth too);
-//                 training_noise: the same measure of covariance_training (a part of
-//                 "stat"; null without two members in a replica); shift_error: {source: the
-//                 same measure of its shift_error} (null where it has none);
-//                 shift_error_parts: {source: {"training", "samples"}} (the same measure of
+//                 with a positive nominal of sigma / nominal, each weighted by the nominal}
+//                 (present without truth too); training_noise: the same measure of
+//                 covariance_training (a part of "stat"; null without two members in a replica);
+//                 shift_error: {source: the same measure of its shift_error} (null where it has
+//                 none); shift_error_parts: {source: {"training", "samples"}} (the same measure of
 //                 each part; null where it has none); "inputs":
 //                 AggregateOptions::inputs when given (`campaign aggregate`: {"nominal": {role:
 //                 {path, size, sha256}}, "variations": {name: {role: …}} (the roles each
@@ -205,12 +205,14 @@ plot::LineFigure breakdownFigure(
 // the first input), and each input's Δ ± spread and recovered shift. Returns
 // {"inputs": [{name, dir, classifier, chains, not_paired (why, when not paired)}],
 // "observables": {obs: {delta_prior, delta_floor, <name>: {delta_unfolded, delta_unfolded_err,
-// shift_recovered, paired}}}, "best": {obs: name of the smallest Δ}}. "paired" (inputs after
-// the first of the same campaign seed and data file, so the same bootstrap draws): {vs, replicas,
-// delta_diff, delta_diff_err, shift_diff, shift_diff_err}, each banded replica's Δ and
-// recovered shift less the first input's, mean ± standard error over the replicas both hold.
-// Throws InputError naming an input without truth comparison, or inputs whose priors differ
-// (not the same data).
+// shift_recovered, paired}}}, "best": {obs: name of the smallest Δ}, "clear_best": {obs: that name
+// where its Δ is below every other input's by more than 2 errors of the difference (paired where
+// one is the first input and the other is paired with it, else sqrt(e1² + e2²)), else null}}.
+// "paired" (inputs after the first of the same campaign seed and data file, so the same bootstrap
+// draws): {vs, replicas, delta_diff, delta_diff_err, shift_diff, shift_diff_err}, each banded
+// replica's Δ and recovered shift less the first input's, mean ± standard error over the replicas
+// both hold. Throws InputError naming an input without truth comparison, or inputs whose priors
+// differ (not the same data).
 nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
                                    const std::vector<std::string>& names);
 // Aggregation b (its summary.json) paired with a replica by replica: where both are of one

@@ -43,6 +43,29 @@ nlohmann::json numberOrNull(double x) {
   return std::isnan(x) ? nlohmann::json() : nlohmann::json(x);
 }
 
+// Whether input `lower`'s Δ lies below input `other`'s by more than 2 errors of the
+// difference, in observable row `row`: the paired one where one of them is the first input
+// (`first`) and the other is paired with it (the same bootstrap draws: the data's fluctuation
+// both share is out of it); else sqrt(e1² + e2²) of their spreads. False where an error is
+// unknown (one replica).
+bool clearlyBelow(const nlohmann::json& row, const std::string& lower, const std::string& other,
+                  const std::string& first) {
+  const nlohmann::json& a = row[lower];
+  const nlohmann::json& b = row[other];
+  // The paired difference is the later input's Δ less the first's.
+  const nlohmann::json* paired = nullptr;
+  double sign = 0;  // other - lower = sign * delta_diff
+  if (lower == first && b.contains("paired")) paired = &b["paired"], sign = 1;
+  if (other == first && a.contains("paired")) paired = &a["paired"], sign = -1;
+  if (paired && (*paired)["delta_diff"].is_number() && (*paired)["delta_diff_err"].is_number())
+    return sign * (*paired)["delta_diff"].get<double>() >
+           2 * (*paired)["delta_diff_err"].get<double>();
+  const nlohmann::json &e1 = a["delta_unfolded_err"], &e2 = b["delta_unfolded_err"];
+  if (!e1.is_number() || !e2.is_number()) return false;
+  const double diff = b["delta_unfolded"].get<double>() - a["delta_unfolded"].get<double>();
+  return diff > 2 * std::hypot(e1.get<double>(), e2.get<double>());
+}
+
 }  // namespace
 
 nlohmann::json pairReplicas(const nlohmann::json& a, const nlohmann::json& b,
@@ -126,7 +149,10 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
   if (!names_in.empty() && names_in.size() != dirs.size())
     throw InputError("compare: " + std::to_string(names_in.size()) + " names for " +
                      std::to_string(dirs.size()) + " directories");
-  json out = {{"inputs", json::array()}, {"observables", json::object()}, {"best", json::object()}};
+  json out = {{"inputs", json::array()},
+              {"observables", json::object()},
+              {"best", json::object()},
+              {"clear_best", json::object()}};
   std::vector<std::string> names;
   std::vector<json> summaries;  // each input's summary.json
   for (size_t i = 0; i < dirs.size(); ++i) {
@@ -187,6 +213,16 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
       }
     }
     out["best"][it.key()] = best;
+    // The smallest Δ is a winner only where it is below every other input's by more than 2
+    // errors of the difference (before: 19.6 against 19.6 was bolded).
+    bool clear = !best.empty();
+    size_t others = 0;
+    for (const auto& n : names) {
+      if (n == best || !it->contains(n)) continue;
+      ++others;
+      clear = clear && clearlyBelow(*it, best, n, names[0]);
+    }
+    out["clear_best"][it.key()] = clear && others > 0 ? json(best) : json();
   }
   return out;
 }
@@ -215,7 +251,12 @@ std::string comparisonMarkdown(const nlohmann::json& c) {
         continue;
       }
       const auto& e = r[n];
-      const bool best = c["best"].value(it.key(), std::string()) == n;
+      // Bold only a clear winner (compareAggregations' "clear_best"); none where the inputs'
+      // Δ are within the errors of their difference.
+      const nlohmann::json clear = c.contains("clear_best")
+                                       ? c["clear_best"].value(it.key(), nlohmann::json())
+                                       : nlohmann::json();
+      const bool best = clear.is_string() && clear.get<std::string>() == n;
       std::string cell =
           num(e["delta_unfolded"], 1) + (e["delta_unfolded_err"].is_number()
                                              ? " ± " + num(e["delta_unfolded_err"], 1)
@@ -233,6 +274,10 @@ std::string comparisonMarkdown(const nlohmann::json& c) {
     }
     s += "\n";
   }
+  if (names.size() > 1)
+    s += "\nIn bold: the smallest Δ, where it is below every other input's by more than 2 "
+         "errors of the difference (paired replica by replica where the inputs pair, else "
+         "√(e1² + e2²) of their spreads); none in bold: no input is clearly the closest.\n";
   // Replica by replica against the first input, where they share the campaign seed.
   for (size_t i = 1; i < names.size(); ++i) {
     const auto& input = c["inputs"][i];

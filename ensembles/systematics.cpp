@@ -222,15 +222,16 @@ std::vector<double> outerProduct(const std::vector<double>& s) {
 }
 
 double relativeRms(const std::vector<double>& sigma, const std::vector<double>& nominal) {
-  double sum = 0;
-  int bins = 0;
+  // Each bin's (sigma / nominal)^2 weighted by its nominal: sum sigma^2 / nominal over sum
+  // nominal (the bins are of equal width). Unweighted, a tail bin of 0.03% of the events with
+  // sigma 25 times its content made a 389% "total" of a distribution known to 40% or better.
+  double num = 0, den = 0;
   for (size_t b = 0; b < nominal.size() && b < sigma.size(); ++b) {
     if (!(nominal[b] > 0)) continue;
-    const double r = sigma[b] / nominal[b];
-    sum += r * r;
-    ++bins;
+    num += sigma[b] * sigma[b] / nominal[b];
+    den += nominal[b];
   }
-  return bins > 0 ? std::sqrt(sum / bins) : std::nan("");
+  return den > 0 ? std::sqrt(num / den) : std::nan("");
 }
 
 }  // namespace foldfarm::ensembles

@@ -85,8 +85,9 @@ std::vector<double> symmetrisedShift(const std::vector<double>& up, const std::v
                                      const std::string& rule);
 // s s^T, row-major.
 std::vector<double> outerProduct(const std::vector<double>& s);
-// Root mean square over the bins with nominal_b > 0 of sigma_b / nominal_b; NaN when there is
-// no such bin.
+// Root mean square over the bins with nominal_b > 0 of sigma_b / nominal_b, each bin weighted
+// by nominal_b (its share of the events: the bins are of equal width), so that the figure is
+// that of where the events are, not of the emptiest tail bin; NaN when there is no such bin.
 double relativeRms(const std::vector<double>& sigma, const std::vector<double>& nominal);
 
 }  // namespace foldfarm::ensembles

@@ -102,6 +102,11 @@ BandsFile readBandsFile(const std::string& path) {
       o.correlation = readVector(file.get(), path, g + "/correlation");
       if (data::h5Exists(file.get(), g + "/truth"))
         o.truth = readVector(file.get(), path, g + "/truth");
+      // Optional: aggregations before them wrote neither.
+      if (data::h5Exists(file.get(), g + "/std_total"))
+        o.std_total = readVector(file.get(), path, g + "/std_total");
+      if (!o.truth.empty() && data::h5Exists(file.get(), g + "/truth_std"))
+        o.truth_std = readVector(file.get(), path, g + "/truth_std");
       const size_t nb = o.nominal.size();
       auto expect = [&](const std::vector<double>& v, size_t n, const char* name) {
         if (v.size() != n)
@@ -123,6 +128,8 @@ BandsFile readBandsFile(const std::string& path) {
       expect(o.prior, nb, "prior");
       expect(o.correlation, nb * nb, "correlation");
       if (!o.truth.empty()) expect(o.truth, nb, "truth");
+      if (!o.truth_std.empty()) expect(o.truth_std, nb, "truth_std");
+      if (!o.std_total.empty()) expect(o.std_total, nb, "std_total");
       out.observables.push_back(std::move(o));
     }
     if (out.observables.empty())
@@ -133,6 +140,50 @@ BandsFile readBandsFile(const std::string& path) {
   } catch (const Error& e) {
     throw InputError(path + ": unreadable bands file (" + e.what() + ")");
   }
+}
+
+plot::BandPlot bandFigure(const BandsFile& bands, const ObservableBands& o) {
+  plot::BandPlot bp;
+  bp.title = o.name;
+  bp.xlabel = data::observableLabel(o.name);
+  bp.edges = o.edges;
+  bp.nominal = o.nominal;
+  bp.p16 = o.p16;
+  bp.p84 = o.p84;
+  bp.p2_5 = o.p2_5;
+  bp.p97_5 = o.p97_5;
+  bp.prior = o.prior;
+  bp.truth = o.truth;
+  bp.truth_sigma = o.truth_std;
+  // The bands are over band_replicas (before: the title gave every replica's count).
+  bp.replicas = bands.band_replicas;
+  bp.replica_0_in_band = bands.band_replicas == bands.replicas;
+  // Without variations the aggregation writes std_total = std, and draws no total band.
+  if (o.std_total.size() == o.bins() && o.std_total != o.std) bp.total_sigma = o.std_total;
+  return bp;
+}
+
+plot::Heatmap correlationFigure(const BandsFile& bands, const ObservableBands& o) {
+  plot::Heatmap hm;
+  const std::string over =
+      bands.band_replicas <= 1 ? std::to_string(bands.band_replicas) + " replica: no spread"
+      : bands.band_replicas == bands.replicas
+          ? std::to_string(bands.band_replicas) + " replicas, replica 0 included"
+          : "data bootstrap, " + std::to_string(bands.band_replicas) + " replicas";
+  hm.title = o.name + ": stat. correlation (" + over + "; grey: empty bins)";
+  hm.axis_label = data::observableLabel(o.name);
+  hm.zlabel = "correlation coefficient";
+  hm.edges = o.edges;
+  hm.values = o.correlation;
+  const size_t nb = o.bins();
+  for (size_t i = 0; i < nb; ++i) {
+    if (o.std[i] > 0) continue;
+    for (size_t j = 0; j < nb; ++j) {
+      hm.values[i * nb + j] = std::nan("");
+      hm.values[j * nb + i] = std::nan("");
+    }
+  }
+  return hm;
 }
 
 }  // namespace foldfarm::report

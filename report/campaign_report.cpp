@@ -19,7 +19,6 @@
 #include "core/base/progress.hpp"
 #include "core/base/text.hpp"
 #include "core/build_info/build_info.hpp"
-#include "core/data/observables.hpp"
 #include "core/plot/gnuplot.hpp"
 #include "ensembles/aggregate.hpp"
 #include "jobs/campaign.hpp"
@@ -280,27 +279,10 @@ std::map<std::string, std::string> renderFigures(const ReportInputs& in) {
   GnuplotBatch batch;
   if (in.bands) {
     for (const auto& o : in.bands->observables) {
-      if (!in.agg_png.count(o.name)) {
-        BandPlot bp;
-        bp.title = o.name;
-        bp.xlabel = data::observableLabel(o.name);
-        bp.edges = o.edges;
-        bp.nominal = o.nominal;
-        bp.p16 = o.p16;
-        bp.p84 = o.p84;
-        bp.p2_5 = o.p2_5;
-        bp.p97_5 = o.p97_5;
-        bp.prior = o.prior;
-        bp.truth = o.truth;
-        bp.replicas = in.bands->replicas;
-        batch.add("band_" + o.name, bp);
-      }
-      Heatmap hm;
-      hm.title = o.name + ": bin-to-bin correlation over replicas";
-      hm.axis_label = data::observableLabel(o.name);
-      hm.edges = o.edges;
-      hm.values = o.correlation;
-      batch.add("corr_" + o.name, hm);
+      // The bands over band_replicas, the total band and the truth's error (report/bands_file.hpp).
+      if (!in.agg_png.count(o.name)) batch.add("band_" + o.name, bandFigure(*in.bands, o));
+      // Bins without variance drawn grey (undefined), not white (uncorrelated).
+      batch.add("corr_" + o.name, correlationFigure(*in.bands, o));
     }
   }
   const CampaignStats& stats = in.stats;
@@ -646,7 +628,9 @@ void uncertaintySection(Page& page, const ReportInputs& in) {
   }
   std::string s =
       "<section id=\"uncertainties\"><h2>Uncertainty breakdown</h2>\n<p>Relative size of "
-      "each uncertainty: the root mean square over the bins of σ / unfolded, σ from the "
+      "each uncertainty: the root mean square over the bins of σ / unfolded, weighted by the "
+      "unfolded distribution, so that it is the uncertainty where the events are, not that of "
+      "the emptiest tail bin (√(Σ σ²/unfolded / Σ unfolded) over the bins); σ from the "
       "statistical covariance (stat: data bootstrap; of which training noise: the spread of "
       "the ensemble members of a replica, shown when replicas have two or more), the "
       "MC-statistics covariance (mc_stat: simulation bootstrap, the training noise taken off "
@@ -718,6 +702,19 @@ std::string shiftCell(double f, double z) {
   return c;
 }
 
+// A Δ x10^3 (or a difference of two) ± its error: one decimal, as many more as an error below
+// 0.1 needs to show its first digit (at most three), so that no error reads 0.0; the value to
+// the same decimals. `sign`: a + before a positive value. "-" for a NaN value; no ± for a
+// NaN error.
+std::string deltaCell(double v, double e, bool sign = false) {
+  if (std::isnan(v)) return "-";
+  int decimals = 1;
+  if (e > 0 && e < 0.095) decimals = std::min(3, static_cast<int>(-std::floor(std::log10(e))));
+  std::string c = (sign && v >= 0 ? "+" : "") + fmt(v, decimals);
+  if (!std::isnan(e)) c += " ± " + fmt(e, decimals);
+  return c;
+}
+
 void deltaSection(Page& page, const ReportInputs& in) {
   if (!in.summary) {
     page.omit("delta", "Triangular discriminator and coverage",
@@ -742,24 +739,27 @@ void deltaSection(Page& page, const ReportInputs& in) {
     if (!std::isnan(du)) any_truth = true;
     // Told apart: a prior already at the floor has nothing to unfold; an unfolded Δ at the
     // floor is as good as these sample sizes allow.
-    std::string prior_cell = fmt(dp, 3);
+    // One decimal: Δ's error is about 1 (before: "19.604 ± 1.927").
+    std::string prior_cell = fmt(dp, 1);
     if (!std::isnan(dp) && !std::isnan(floor) && dp <= floor) prior_cell += " (at floor)";
-    std::string unfolded_cell = std::isnan(du) ? "-" : fmt(du, 3) + " ± " + fmt(de, 3);
-    if (!std::isnan(du) && !std::isnan(floor) && du <= floor) unfolded_cell += " (at floor)";
-    std::vector<std::string> row = {name, prior_cell, unfolded_cell,
-                                    std::isnan(floor) ? "-" : fmt(floor, 3),
+    // Below the floor too: a truth that is the gen level of the events unfolded shares their
+    // fluctuations (the caption says so).
+    std::string unfolded_cell = deltaCell(du, de);
+    if (!std::isnan(du) && !std::isnan(floor) && du <= floor)
+      unfolded_cell += " (at or below floor)";
+    std::vector<std::string> row = {name, prior_cell, unfolded_cell, fmt(floor, 1),
                                     shiftCell(shift, signif)};
     if (in.baseline) {
       const json bo = (*in.baseline)["observables"].value(name, json::object());
       const double bd = jsonNumber(bo, "delta_unfolded"), be = jsonNumber(bo, "delta_unfolded_err");
       const double bs = jsonNumber(bo, "shift_recovered");
-      row.push_back(std::isnan(bd) ? "-" : fmt(bd, 3) + " ± " + fmt(be, 3));
+      row.push_back(deltaCell(bd, be));
       row.push_back(shiftCell(bs, jsonNumber(bo, "shift_significance")));
       const json po = paired.contains("observables")
                           ? paired["observables"].value(name, json::object())
                           : json::object();
       const double pd = jsonNumber(po, "delta_diff"), pe = jsonNumber(po, "delta_diff_err");
-      row.push_back(std::isnan(pd) ? "-" : (pd >= 0 ? "+" : "") + fmt(pd, 3) + " ± " + fmt(pe, 3));
+      row.push_back(deltaCell(pd, pe, /*sign=*/true));
     }
     row.push_back(std::isnan(dp) || std::isnan(du) ? "-" : fmt(du / std::max(dp, 1e-300), 2));
     row.push_back(std::isnan(c68) ? "-" : fmt(100 * c68, 0) + "%");
@@ -797,7 +797,10 @@ void deltaSection(Page& page, const ReportInputs& in) {
       "</sup> against the truth (smaller is closer): the prior (MC gen) before unfolding and "
       "the unfolded result ± its spread over the replicas; the statistical floor = the Δ that "
       "a perfect unfolding of samples of these sizes would still show (from the weights' "
-      "Σw² per bin), so a Δ at the floor cannot be improved on these events; shift "
+      "Σw² per bin), so a Δ at the floor cannot be improved on these events. When the truth is "
+      "the generator level of the same events that are unfolded, the unfolded result and the "
+      "truth share their fluctuations, so a Δ below the floor is possible and means no more "
+      "than one at the floor (\"at or below floor\"). Shift "
       "recovered = how much of the prior-to-truth shift of the observable's mean the "
       "unfolding recovered (100% = all, 0% = none; in brackets when the prior-to-truth shift "
       "is under 2 standard errors, i.e. noise); coverage = fraction of bins whose "
@@ -834,7 +837,9 @@ void correlationsSection(Page& page, const ReportInputs& in, bool gnuplot,
   page.present("correlations", "Correlations");
   std::string s =
       "<section id=\"correlations\"><h2>Bin-to-bin correlations</h2>\n<p>Correlation of the "
-      "unfolded densities over the bootstrap replicas (blue -1, white 0, red +1).</p>\n"
+      "unfolded densities over the replicas of the statistical band (blue -1, white 0, red +1; "
+      "grey: bins without variance, empty in every replica, whose correlation is "
+      "undefined).</p>\n"
       "<div class=\"grid heat\">\n";
   for (const auto& o : in.bands->observables)
     s += page.figure(figures.at("corr_" + o.name), o.name, "correlation " + o.name);

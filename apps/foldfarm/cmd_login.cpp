@@ -207,7 +207,8 @@ void registerCompare(CommandGroups& g) {
       "compare",
       "Compare unfoldings of the same data side by side (e.g. PET chains and the observable-level "
       "MLP baseline): per observable, Δ x10^3 of the prior, the statistical floor, and each "
-      "one's Δ ± spread over replicas and recovered shift of the mean (the smallest Δ in bold)");
+      "one's Δ ± spread over replicas and recovered shift of the mean (the smallest Δ in bold "
+      "where it is below the others by more than 2 errors of the difference)");
   cmd->add_option("dirs", o->dirs,
                   "aggregation directories, or campaign directories (their aggregate/), "
                   "space-separated")

@@ -166,74 +166,213 @@ void GnuplotBatch::add(const std::string& name, const LineFigure& fig) {
   script_ += s;
 }
 
+namespace {
+
+// A tick step of about a fifth of `span`: 1, 2, 2.5 or 5 times a power of ten.
+double tickStep(double span) {
+  const double raw = span / 5;
+  const double p = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 2.5, 5.0})
+    if (m * p >= raw * (1 - 1e-9)) return m * p;
+  return 10 * p;
+}
+
+// The ratio panel's y range: what the bands and the truth span where the distribution has
+// events, padded, within [0, 3] and at least [0.8, 1.2].
+struct RatioRange {
+  double lo = 0.8, hi = 1.2;
+};
+
+}  // namespace
+
 void GnuplotBatch::add(const std::string& name, const BandPlot& fig) {
-  const std::string png = newFigure(name);
   const size_t nb = fig.nominal.size();
-  const bool has_truth = fig.truth.size() == nb && nb > 0;
-  const bool has_total = fig.total_sigma.size() == nb && nb > 0;
+  if (nb == 0 || fig.edges.size() != nb + 1 || fig.p16.size() != nb || fig.p84.size() != nb ||
+      fig.p2_5.size() != nb || fig.p97_5.size() != nb || fig.prior.size() != nb)
+    throw Error("band figure '" + name + "': " + std::to_string(fig.edges.size()) + " edges, " +
+                std::to_string(nb) + " nominal values and bands or a prior of other lengths");
+  const std::string png = newFigure(name);
+  const bool has_truth = fig.truth.size() == nb;
+  const bool truth_points = has_truth && fig.truth_sigma.size() == nb;
+  const bool has_total = fig.total_sigma.size() == nb;
+  const bool has_band = fig.replicas > 1;
+  // With fewer replicas the 2.5 and 97.5 percentiles are the extreme replicas themselves.
+  const bool draw95 = has_band && fig.replicas >= kBand95MinReplicas;
+  const double nan = std::nan("");
+  auto ratio = [&](size_t b, double v) { return fig.nominal[b] > 0 ? v / fig.nominal[b] : nan; };
+  auto truthSigma = [&](size_t b) { return truth_points ? fig.truth_sigma[b] : 0.0; };
+
+  // The upper panel's headroom: 1.3 times the highest drawn curve, so that the legend in the
+  // top right corner does not sit on the peak.
+  double top = 0;
+  auto reach = [&](double v) {
+    if (std::isfinite(v)) top = std::max(top, v);
+  };
+  for (size_t b = 0; b < nb; ++b) {
+    reach(fig.nominal[b]);
+    reach(fig.prior[b]);
+    if (has_band) reach(draw95 ? fig.p97_5[b] : fig.p84[b]);
+    if (has_truth) reach(fig.truth[b] + truthSigma(b));
+    if (has_total) reach(fig.nominal[b] + fig.total_sigma[b]);
+  }
+  const std::string main_yrange =
+      std::isfinite(1.3 * top) && top > 0 ? "[0:" + num(1.3 * top) + "]" : "[0:*]";
+
+  // The ratio panel's range, from the bins that hold at least 0.1% of the area (every bin
+  // with events when none does): an empty tail bin's ratio says nothing and would set it.
+  RatioRange rr;
+  {
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    auto span = [&](double v) {
+      if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+    };
+    bool any_filled = false;
+    for (size_t b = 0; b < nb; ++b)
+      any_filled |= fig.nominal[b] * (fig.edges[b + 1] - fig.edges[b]) >= 1e-3;
+    for (size_t b = 0; b < nb; ++b) {
+      if (!(fig.nominal[b] > 0)) continue;
+      if (any_filled && fig.nominal[b] * (fig.edges[b + 1] - fig.edges[b]) < 1e-3) continue;
+      if (has_band) span(ratio(b, fig.p16[b])), span(ratio(b, fig.p84[b]));
+      if (draw95) span(ratio(b, fig.p2_5[b])), span(ratio(b, fig.p97_5[b]));
+      if (has_total) {
+        span(ratio(b, fig.nominal[b] - fig.total_sigma[b]));
+        span(ratio(b, fig.nominal[b] + fig.total_sigma[b]));
+      }
+      // The truth's points, not their error bars: a sparse bin's bar (say 0.3 to 2.8) set a
+      // range in which every other bin's ratio was a flat line.
+      if (has_truth) span(ratio(b, fig.truth[b]));
+    }
+    if (lo <= hi) {
+      const double pad = 0.1 * (hi - lo);
+      rr.lo = std::min(std::max(lo - pad, 0.0), 0.8);
+      rr.hi = std::max(std::min(hi + pad, 3.0), 1.2);
+    }
+  }
+
   // Stepped curves: every bin contributes its left and right edge with the bin's value.
+  // main: x, nominal, p16, p84, p2.5, p97.5, truth, prior, nominal - total, nominal + total;
+  // ratio (to the nominal): x, p16, p84, p2.5, p97.5, prior, the total's two, truth.
   std::string main_text, ratio_text;
   for (size_t b = 0; b < nb; ++b) {
-    const double den = has_truth ? fig.truth[b] : fig.nominal[b];
-    auto r = [&](double v) { return den > 0 ? v / den : std::nan(""); };
+    const double truth = has_truth ? fig.truth[b] : nan;
+    const double total_lo = has_total ? fig.nominal[b] - fig.total_sigma[b] : nan;
+    const double total_hi = has_total ? fig.nominal[b] + fig.total_sigma[b] : nan;
     for (double x : {fig.edges[b], fig.edges[b + 1]}) {
       main_text += num(x) + " " + num(fig.nominal[b]) + " " + num(fig.p16[b]) + " " +
                    num(fig.p84[b]) + " " + num(fig.p2_5[b]) + " " + num(fig.p97_5[b]) + " " +
-                   num(has_truth ? fig.truth[b] : std::nan("")) + " " + num(fig.prior[b]);
-      ratio_text += num(x) + " " + num(r(fig.nominal[b])) + " " + num(r(fig.p16[b])) + " " +
-                    num(r(fig.p84[b])) + " " + num(r(fig.p2_5[b])) + " " + num(r(fig.p97_5[b])) +
-                    " " + num(r(fig.prior[b]));
-      if (has_total) {  // columns 9 and 10 (main), 8 and 9 (ratio): nominal ± total
-        const double lo = fig.nominal[b] - fig.total_sigma[b];
-        const double hi = fig.nominal[b] + fig.total_sigma[b];
-        main_text += " " + num(lo) + " " + num(hi);
-        ratio_text += " " + num(r(lo)) + " " + num(r(hi));
-      }
-      main_text += "\n";
-      ratio_text += "\n";
+                   num(truth) + " " + num(fig.prior[b]) + " " + num(total_lo) + " " +
+                   num(total_hi) + "\n";
+      ratio_text += num(x) + " " + num(ratio(b, fig.p16[b])) + " " + num(ratio(b, fig.p84[b])) +
+                    " " + num(ratio(b, fig.p2_5[b])) + " " + num(ratio(b, fig.p97_5[b])) + " " +
+                    num(ratio(b, fig.prior[b])) + " " + num(ratio(b, total_lo)) + " " +
+                    num(ratio(b, total_hi)) + " " + num(ratio(b, truth)) + "\n";
+    }
+  }
+  // The truth as points at the bin centres with its error: x, truth, sigma (upper panel);
+  // x, ratio, its error, then the ratios off the panel's range at its top and bottom edge,
+  // drawn there as triangles so that no point leaves the panel unsaid (ratio panel).
+  std::string truth_text, truth_ratio_text;
+  bool any_above = false, any_below = false;
+  if (truth_points) {
+    for (size_t b = 0; b < nb; ++b) {
+      const double x = 0.5 * (fig.edges[b] + fig.edges[b + 1]);
+      truth_text += num(x) + " " + num(fig.truth[b]) + " " + num(fig.truth_sigma[b]) + "\n";
+      double t = ratio(b, fig.truth[b]);
+      // A truth where the unfolded has nothing is off any range, above.
+      const bool above = (std::isnan(t) && fig.truth[b] > 0) || t > rr.hi;
+      const bool below = t < rr.lo;
+      any_above |= above;
+      any_below |= below;
+      if (above || below) t = nan;
+      // Just inside the panel: on its top edge a triangle read as the upper panel's.
+      const double inset = 0.04 * (rr.hi - rr.lo);
+      truth_ratio_text += num(x) + " " + num(t) + " " + num(ratio(b, fig.truth_sigma[b])) + " " +
+                          num(above ? rr.hi - inset : nan) + " " +
+                          num(below ? rr.lo + inset : nan) + "\n";
     }
   }
   const std::string main_file = gnuplotQuote(writeData(main_text));
   const std::string ratio_file = gnuplotQuote(writeData(ratio_text));
+  const std::string truth_file = truth_points ? gnuplotQuote(writeData(truth_text)) : "";
+  const std::string truth_ratio_file =
+      truth_points ? gnuplotQuote(writeData(truth_ratio_text)) : "";
+
+  // What the bands are: the data bootstrap's replicas, or every replica (replica 0 among them).
+  const std::string of = fig.replica_0_in_band ? " (replicas)" : " (data bootstrap)";
+  const std::string band95 = "'#c6dbef'", band68 = "'#6baed6'", unfolded = "'#08519c'";
+  const std::string total = "'#E69F00'", prior = "'#D55E00'";  // Okabe-Ito orange, vermillion
   const std::string xr = "[" + num(fig.edges.front()) + ":" + num(fig.edges.back()) + "]";
   std::string s = "reset\nset terminal pngcairo size 760,600 noenhanced font 'sans,10'\n";
   s += "set output " + gnuplotQuote(png) + "\nset multiplot\n";
   s += "set lmargin at screen 0.12\nset rmargin at screen 0.97\n";
   s += "set tmargin at screen 0.93\nset bmargin at screen 0.37\n";
-  s += "set title " +
-       gnuplotQuote(fig.title + " (" + std::to_string(fig.replicas) +
-                    (fig.replicas <= 1       ? " replica: no band)"
-                     : fig.replica_0_in_band ? " replicas, replica 0 included)"
-                                             : " bootstrap replicas)")) +
-       "\n";
-  s += "set ylabel 'unit-area density'\nset format x ''\nset xrange " + xr + "\nset yrange [0:*]\n";
+  std::string said =
+      std::to_string(fig.replicas) + (fig.replicas <= 1       ? " replica: no band"
+                                      : fig.replica_0_in_band ? " replicas, replica 0 included"
+                                                              : " bootstrap replicas");
+  if (has_band && !draw95)
+    said += "; 95% band left out: < " + std::to_string(kBand95MinReplicas) + " replicas";
+  s += "set title " + gnuplotQuote(fig.title + " (" + said + ")") + "\n";
+  s += "set ylabel 'unit-area density'\nset format x ''\nset xrange " + xr + "\nset yrange " +
+       main_yrange + "\n";
   s += "set key top right\nset grid\nset style fill transparent solid 0.5 noborder\n";
-  s += "plot " + main_file +
-       " using 1:5:6 with filledcurves lc rgb '#c6dbef' title '95% band', \\\n";
-  s += "  " + main_file + " using 1:3:4 with filledcurves lc rgb '#6baed6' title '68% band', \\\n";
+  std::vector<std::string> curves;
+  if (draw95)
+    curves.push_back(main_file + " using 1:5:6 with filledcurves lc rgb " + band95 + " title " +
+                     gnuplotQuote("stat. 95%" + of));
+  if (has_band)
+    curves.push_back(main_file + " using 1:3:4 with filledcurves lc rgb " + band68 + " title " +
+                     gnuplotQuote("stat. 68%" + of));
   if (has_total) {
-    s += "  " + main_file +
-         " using 1:9 with lines lw 1.5 lc rgb '#ff7f0e' title '68% total (stat + syst)', \\\n";
-    s += "  " + main_file + " using 1:10 with lines lw 1.5 lc rgb '#ff7f0e' notitle, \\\n";
+    curves.push_back(main_file + " using 1:9 with lines lw 1.5 lc rgb " + total +
+                     " title 'total 68% (stat. + syst.)'");
+    curves.push_back(main_file + " using 1:10 with lines lw 1.5 lc rgb " + total + " notitle");
   }
-  s += "  " + main_file + " using 1:2 with lines lw 2 lc rgb '#08519c' title 'unfolded', \\\n";
-  if (has_truth)
-    s += "  " + main_file + " using 1:7 with lines lw 1.5 dt 2 lc rgb 'black' title 'truth', \\\n";
-  s += "  " + main_file + " using 1:8 with lines lw 1.5 lc rgb '#d62728' title 'prior (MC gen)'\n";
+  curves.push_back(main_file + " using 1:8 with lines lw 1.5 dt 2 lc rgb " + prior +
+                   " title 'prior (MC gen)'");
+  curves.push_back(main_file + " using 1:2 with lines lw 2 lc rgb " + unfolded +
+                   " title 'unfolded'");
+  if (truth_points)
+    curves.push_back(truth_file +
+                     " using 1:2:3 with yerrorbars pt 7 ps 0.6 lw 1 lc rgb 'black' title 'truth'");
+  else if (has_truth)
+    curves.push_back(main_file + " using 1:7 with lines lw 1.5 dt 2 lc rgb 'black' title 'truth'");
+  auto plotOf = [](const std::vector<std::string>& c) {
+    std::string p = "plot ";
+    for (size_t i = 0; i < c.size(); ++i) p += (i ? ", \\\n  " : "") + c[i];
+    return p + "\n";
+  };
+  s += plotOf(curves);
+
   s += "unset title\nset tmargin at screen 0.37\nset bmargin at screen 0.10\n";
   s += "set format x '%g'\nset xlabel " + gnuplotQuote(fig.xlabel) + "\n";
-  s += std::string("set ylabel ") + (has_truth ? "'ratio to truth'" : "'ratio to unfolded'") + "\n";
-  // The top tick (1.6) is left out: it sat on the upper panel's 0.
-  s += "set yrange [0.4:1.6]\nset ytics 0.4, 0.2, 1.4\nunset key\n";
-  s += "plot " + ratio_file + " using 1:5:6 with filledcurves lc rgb '#c6dbef', \\\n";
-  s += "  " + ratio_file + " using 1:3:4 with filledcurves lc rgb '#6baed6', \\\n";
+  s += "set ylabel 'ratio to unfolded'\nset yrange [" + num(rr.lo) + ":" + num(rr.hi) + "]\n";
+  // Tics up to a tenth of the range below its top: a label at the top would sit on the upper
+  // panel's 0.
+  const double step = tickStep(rr.hi - rr.lo);
+  s += "set ytics " + num(std::ceil(rr.lo / step - 1e-9) * step) + ", " + num(step) + ", " +
+       num(rr.hi - 0.1 * (rr.hi - rr.lo)) + "\nset format y '%g'\nunset key\n";
+  curves.clear();
+  if (draw95) curves.push_back(ratio_file + " using 1:4:5 with filledcurves lc rgb " + band95);
+  if (has_band) curves.push_back(ratio_file + " using 1:2:3 with filledcurves lc rgb " + band68);
   if (has_total) {
-    s += "  " + ratio_file + " using 1:8 with lines lw 1.5 lc rgb '#ff7f0e', \\\n";
-    s += "  " + ratio_file + " using 1:9 with lines lw 1.5 lc rgb '#ff7f0e', \\\n";
+    curves.push_back(ratio_file + " using 1:7 with lines lw 1.5 lc rgb " + total);
+    curves.push_back(ratio_file + " using 1:8 with lines lw 1.5 lc rgb " + total);
   }
-  s += "  " + ratio_file + " using 1:2 with lines lw 2 lc rgb '#08519c', \\\n";
-  s += "  " + ratio_file + " using 1:7 with lines lw 1.5 lc rgb '#d62728', \\\n";
-  s += "  1 with lines lw 1 dt 2 lc rgb 'black'\n";
+  curves.push_back(ratio_file + " using 1:6 with lines lw 1.5 dt 2 lc rgb " + prior);
+  curves.push_back("1 with lines lw 2 lc rgb " + unfolded);  // the unfolded over itself
+  if (truth_points) {
+    curves.push_back(truth_ratio_file +
+                     " using 1:2:3 with yerrorbars pt 7 ps 0.6 lw 1 lc rgb "
+                     "'black'");
+    if (any_above)
+      curves.push_back(truth_ratio_file + " using 1:4 with points pt 9 ps 1.2 lc rgb 'black'");
+    if (any_below)
+      curves.push_back(truth_ratio_file + " using 1:5 with points pt 11 ps 1.2 lc rgb 'black'");
+  } else if (has_truth) {
+    curves.push_back(ratio_file + " using 1:9 with lines lw 1.5 dt 2 lc rgb 'black'");
+  }
+  s += plotOf(curves);
   s += "unset multiplot\nunset output\n";
   script_ += s;
 }
@@ -263,8 +402,13 @@ void GnuplotBatch::add(const std::string& name, const Heatmap& fig) {
   s += "set xlabel " + gnuplotQuote(label) + "\nset ylabel " + gnuplotQuote(label) + "\n";
   s += "set size ratio 1\nset xrange [" + num(lo) + ":" + num(hi) + "]\nset yrange [" + num(lo) +
        ":" + num(hi) + "]\n";
+  // gnuplot leaves NaN pixels of an image undrawn: they show this grey, which is no colour of
+  // the palette (white would read as 0).
+  s += "set object 1 rectangle from graph 0,0 to graph 1,1 behind fillcolor rgb '#bdbdbd' "
+       "fillstyle solid noborder\n";
   s += "set palette defined (0 '#2166ac', 0.5 '#f7f7f7', 1 '#b2182b')\n";
   s += "set cbrange [" + num(fig.zmin) + ":" + num(fig.zmax) + "]\n";
+  if (!fig.zlabel.empty()) s += "set cblabel " + gnuplotQuote(fig.zlabel) + "\n";
   s += "plot " + file + " using 1:2:3 with image notitle\nunset output\n";
   script_ += s;
 }

@@ -42,25 +42,35 @@ struct LineFigure {
   double xmax = std::numeric_limits<double>::quiet_NaN();
 };
 
-// An unfolded distribution with its 68% and 95% bands, the truth and the prior, and a ratio
-// panel (everything over the truth, or over the nominal without truth).
+// An unfolded distribution with its statistical 68% and 95% bands, the truth and the prior,
+// and a ratio panel (everything over the unfolded nominal). The 95% band is drawn from 20
+// replicas on: with fewer its percentiles are the extreme replicas themselves.
 struct BandPlot {
   std::string title, xlabel;
   std::vector<double> edges;  // bins + 1
   std::vector<double> nominal, p16, p84, p2_5, p97_5, prior;
   std::vector<double> truth;  // empty: none
+  // The truth's own statistical error per bin (the standard deviation of its density); the
+  // truth is drawn as points with error bars then, else as a dashed line. Empty: none.
+  std::vector<double> truth_sigma;
   // The total uncertainty (statistical and systematic) as nominal ± this, drawn as an
   // outlined band over the statistical ones; empty: none.
   std::vector<double> total_sigma;
   int64_t replicas = 0;  // those the bands are over
   // The bands are over every replica, replica 0 (the data as measured) among them, not over
-  // bootstrap replicas alone (fewer than two of those ran); the title says so.
+  // bootstrap replicas alone (fewer than two of those ran); the title and legend say so.
   bool replica_0_in_band = false;
 };
 
-// A bins x bins matrix (row-major) as a heat map, colour range [zmin, zmax].
+// Replicas from which a BandPlot draws the 95% band.
+constexpr int64_t kBand95MinReplicas = 20;
+
+// A bins x bins matrix (row-major) as a heat map, colour range [zmin, zmax]. NaN values
+// (undefined, e.g. the correlation of a bin without variance) are left undrawn over a grey
+// background, not coloured as a value.
 struct Heatmap {
   std::string title, axis_label;
+  std::string zlabel;         // the colour bar's label; empty: none
   std::vector<double> edges;  // bins + 1: axes in the observable's units when uniform
   std::vector<double> values;
   double zmin = -1, zmax = 1;
@@ -74,6 +84,8 @@ class GnuplotBatch {
   void add(const std::string& name, const BandPlot& fig);
   void add(const std::string& name, const Heatmap& fig);
   bool empty() const { return names_.empty(); }
+  // The gnuplot script of the figures added so far (what render() runs): for tests.
+  const std::string& script() const { return script_; }
   // Runs gnuplot once; returns name -> PNG bytes. Throws Error (gnuplot missing, or its
   // message when it fails or leaves a figure unwritten).
   std::map<std::string, std::string> render();

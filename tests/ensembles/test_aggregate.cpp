@@ -798,6 +798,9 @@ TEST_F(AggregateTest, CompareShowsUnfoldingsOfTheSameDataSideBySide) {
   EXPECT_TRUE(c["observables"]["mass"]["PET"]["delta_unfolded_err"].is_null());
   EXPECT_NE(md.find("(no spread)"), std::string::npos) << md;
   EXPECT_EQ(md.find("± 0.0"), std::string::npos) << md;
+  // No spread, so no error of the difference: nothing in bold.
+  EXPECT_TRUE(c["clear_best"]["mass"].is_null()) << c.dump();
+  EXPECT_EQ(md.find("**"), std::string::npos) << md;
   // Without truth there is nothing to compare; names must match the inputs.
   aggregateRunsWithOptions({(root_ / "b").string()}, (root_ / "agg_nt").string(), std::nullopt,
                            opt);
@@ -893,6 +896,9 @@ TEST_F(AggregateTest, CompareOfOneCampaignSeedPairsTheInputsReplicaByReplica) {
   EXPECT_EQ(files["observables"]["mass"]["B1"]["paired"], mass["B"]["paired"]);
   const std::string md = comparisonMarkdown(c);
   EXPECT_NE(md.find("B less A, replica by replica"), std::string::npos) << md;
+  // A and same are one unfolding (paired 0 ± 0): neither is bolded.
+  EXPECT_TRUE(c["clear_best"]["mass"].is_null()) << c.dump();
+  EXPECT_EQ(md.find("**"), std::string::npos) << md;
   // The shift in brackets: two truth events put the prior within 2 standard errors of it.
   ASSERT_LT(mass["shift_significance"].get<double>(), 2);
   EXPECT_NE(md.find("| mass | +0.0 ± 0.0 | (+0.0 ± 0.0 points) | 4 |"), std::string::npos) << md;
@@ -956,8 +962,8 @@ TEST_F(AggregateTest, AWarmStartedShiftIsMeasuredFromTheWarmReferenceChainByChai
   EXPECT_EQ(in_shift["wide"], 1);
   EXPECT_TRUE(in_shift["cold"].is_null());
   EXPECT_NEAR(s["observables"]["mass"]["warm_start_effect"]["shift"].get<double>(),
-              std::sqrt((std::pow(0.125 / 0.375, 2) + std::pow(0.125 / 0.625, 2)) / 2),
-              1e-12);  // the nominal's mean: .375 and .625
+              std::sqrt((0.125 * 0.125 / 0.375 + 0.125 * 0.125 / 0.625) / (0.375 + 0.625)),
+              1e-12);  // weighted by the nominal's mean: .375 and .625
 }
 
 // A modelling shift compares unfoldings on two independent simulated samples: its noise holds
@@ -996,8 +1002,8 @@ TEST_F(AggregateTest, AModellingShiftsNoiseHoldsBothSamplesStatistics) {
   EXPECT_NEAR(read("mass/sources/herwig/sample_noise_covariance").at(1) * w * w, -samples, 1e-12)
       << "bin 1 moves against bin 0 (two bins of unit area)";
   // summary.json, in the measure of "uncertainty": the root mean square over the bins of
-  // sigma / nominal (nominal .625 and .375).
-  const double rms = std::sqrt((1 / (0.625 * 0.625) + 1 / (0.375 * 0.375)) / 2);
+  // sigma / nominal weighted by the nominal (.625 and .375): sum 1 / nominal over sum nominal.
+  const double rms = std::sqrt((1 / 0.625 + 1 / 0.375) / (0.625 + 0.375));
   const auto& parts = s["observables"]["mass"]["shift_error_parts"]["herwig"];
   EXPECT_NEAR(parts["samples"].get<double>(), std::sqrt(samples) * rms, 1e-12);
   EXPECT_NEAR(parts["training"].get<double>(), std::sqrt(training) * rms, 1e-12);

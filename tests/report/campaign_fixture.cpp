@@ -32,6 +32,17 @@ void writeDataset(hid_t file, const std::string& name, const std::vector<double>
   FF_H5_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name);
 }
 
+std::vector<double> readDataset(hid_t file, const std::string& name) {
+  data::H5Handle ds =
+      FF_H5_OWN(H5Dopen2(file, name.c_str(), H5P_DEFAULT), data::H5Kind::kDataset, name);
+  std::vector<hsize_t> dims = data::h5Dims(ds.get(), nullptr);
+  hsize_t n = 1;
+  for (hsize_t d : dims) n *= d;
+  std::vector<double> v(n);
+  FF_H5_CHECK(H5Dread(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name);
+  return v;
+}
+
 double percentile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   const double pos = q / 100.0 * (v.size() - 1);
@@ -65,6 +76,13 @@ void setBandsValue(const std::string& bands_path, const std::string& dataset, si
   FF_H5_CHECK(H5Dread(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), what);
   v.at(index) = value;
   FF_H5_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), what);
+}
+
+void removeBandsDataset(const std::string& bands_path, const std::string& dataset) {
+  const std::string what = bands_path + ": " + dataset;
+  data::H5Handle file =
+      FF_H5_OWN(H5Fopen(bands_path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), data::H5Kind::kFile, what);
+  FF_H5_CHECK(H5Ldelete(file.get(), dataset.c_str(), H5P_DEFAULT), what);
 }
 
 ScratchDir::ScratchDir() {
@@ -112,6 +130,8 @@ AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool w
     int edges;
     double mean, sigma;
   };
+  const int band_replicas = replicas >= 3 ? replicas - 1 : replicas;
+  fx.summary["band_replicas"] = band_replicas;
   const std::vector<Obs> obs = {{"mass", 0, 75, 50, 22, 9},
                                 {"width", 0, 0.6, 50, 0.14, 0.07},
                                 {"multiplicity", 0, 80, 80, 30, 9}};
@@ -137,13 +157,19 @@ AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool w
       for (double& v : c) v = std::poisson_distribution<long>(std::max(v, 1e-9))(rng);
       rows.push_back(density(c, bin.edges));
     }
-    std::vector<double> mean(nb), sd(nb), p16(nb), p84(nb), p2(nb), p97(nb), cov(nb * nb),
-        corr(nb * nb);
+    // The spread is over the bootstrap replicas (1 on) where there are two or more of them,
+    // else over every replica; the mean over every replica.
+    const std::vector<std::vector<double>> spread(rows.begin() + (band_replicas < replicas ? 1 : 0),
+                                                  rows.end());
+    const int dof = std::max(1, band_replicas - 1);
+    std::vector<double> mean(nb), band_mean(nb), sd(nb), p16(nb), p84(nb), p2(nb), p97(nb),
+        cov(nb * nb), corr(nb * nb);
     for (size_t b = 0; b < nb; ++b) {
       std::vector<double> col;
-      for (const auto& row : rows) col.push_back(row[b]);
-      for (double v : col) mean[b] += v / replicas;
-      for (double v : col) sd[b] += (v - mean[b]) * (v - mean[b]) / std::max(1, replicas - 1);
+      for (const auto& row : spread) col.push_back(row[b]);
+      for (const auto& row : rows) mean[b] += row[b] / replicas;
+      for (double v : col) band_mean[b] += v / band_replicas;
+      for (double v : col) sd[b] += (v - band_mean[b]) * (v - band_mean[b]) / dof;
       sd[b] = std::sqrt(sd[b]);
       p16[b] = percentile(col, 16);
       p84[b] = percentile(col, 84);
@@ -153,8 +179,7 @@ AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool w
     for (size_t i = 0; i < nb; ++i)
       for (size_t j = 0; j < nb; ++j) {
         double c = 0;
-        for (const auto& row : rows)
-          c += (row[i] - mean[i]) * (row[j] - mean[j]) / std::max(1, replicas - 1);
+        for (const auto& row : spread) c += (row[i] - band_mean[i]) * (row[j] - band_mean[j]) / dof;
         cov[i * nb + j] = c;
         corr[i * nb + j] = sd[i] > 0 && sd[j] > 0 ? c / (sd[i] * sd[j]) : 0.0;
       }
@@ -178,6 +203,13 @@ AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool w
     json js = {{"bins", nb}};
     if (with_truth) {
       writeDataset(file.get(), g + "/truth", truth, {nb});
+      // Its statistical error, from a truth sample of 20000 events.
+      std::vector<double> truth_std(nb);
+      for (size_t b = 0; b < nb; ++b) {
+        const double w = bin.edges[b + 1] - bin.edges[b], p = truth[b] * w;
+        truth_std[b] = std::sqrt(p * (1 - p) / 20000) / w;
+      }
+      writeDataset(file.get(), g + "/truth_std", truth_std, {nb});
       js["delta_prior"] = data::triangularDiscriminator(prior, truth, bin);
       js["delta_unfolded"] = data::triangularDiscriminator(mean, truth, bin);
       js["delta_unfolded_err"] = 0.01;
@@ -190,19 +222,20 @@ AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool w
                             "coverage_95", "coverage_68_total", "coverage_95_total"})
         js[k] = nullptr;
     }
-    double sum = 0;
-    int counted = 0;
+    // The root mean square of sd / mean weighted by the mean (ensembles/systematics.hpp).
+    double num = 0, den = 0;
     for (size_t b = 0; b < nb; ++b)
       if (mean[b] > 0) {
-        sum += sd[b] * sd[b] / (mean[b] * mean[b]);
-        ++counted;
+        num += sd[b] * sd[b] / mean[b];
+        den += mean[b];
       }
-    const double stat = std::sqrt(sum / std::max(counted, 1));
+    const double stat = std::sqrt(num / den);
     js["uncertainty"] = {{"stat", stat}, {"total", stat}};
     fx.summary["observables"][g] = js;
     fx.observables.push_back(g);
   }
   data::h5WriteInt64Attr(file.get(), "replicas", replicas);
+  data::h5WriteInt64Attr(file.get(), "band_replicas", band_replicas);
   data::h5WriteInt64Attr(file.get(), "chains", replicas * 2);
   file.close(path);
   out.commit();
@@ -253,6 +286,25 @@ void addVariations(const std::string& agg_dir, AggregateFixture& fx) {
       "\x00\x00\x00\x00\x49\x45\x4e\x44\xae\x42\x60\x82",
       70);
   fx.summary["shift_noise"] = "kept";
+  // The systematics widen the total band: std_total = sqrt(std² + (6% of the nominal)²).
+  {
+    const std::string bands = agg_dir + "/bands.h5";
+    data::H5Handle file =
+        FF_H5_OWN(H5Fopen(bands.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), data::H5Kind::kFile, bands);
+    for (const auto& name : fx.observables) {
+      const std::vector<double> sd = readDataset(file.get(), name + "/std");
+      const std::vector<double> nominal = readDataset(file.get(), name + "/nominal");
+      std::vector<double> total(sd.size());
+      for (size_t b = 0; b < sd.size(); ++b)
+        total[b] = std::sqrt(sd[b] * sd[b] + 0.0036 * nominal[b] * nominal[b]);
+      data::H5Handle ds =
+          FF_H5_OWN(H5Dopen2(file.get(), (name + "/std_total").c_str(), H5P_DEFAULT),
+                    data::H5Kind::kDataset, bands);
+      FF_H5_CHECK(
+          H5Dwrite(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, total.data()),
+          bands);
+    }
+  }
   for (const auto& name : fx.observables) {
     json& u = fx.summary["observables"][name]["uncertainty"];
     const double stat = u["stat"].get<double>();

@@ -33,8 +33,10 @@ struct AggregateFixture {
   nlohmann::json summary;                // summary.json as written
 };
 // Writes agg_dir/bands.h5 and agg_dir/summary.json for observables mass, width and
-// multiplicity (core/data/histogram.hpp binnings) from `replicas` sampled replicas;
-// with_truth adds truth datasets and the Δ/coverage figures.
+// multiplicity (core/data/histogram.hpp binnings) from `replicas` sampled replicas; the
+// spread over band_replicas of them, the bootstrap replicas 1 on (replicas - 1) from 3
+// replicas, else every replica; std_total = std (no variations); with_truth adds the truth
+// datasets (truth, truth_std) and the Δ/coverage figures.
 AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool with_truth,
                                 unsigned seed = 7);
 
@@ -42,11 +44,15 @@ AggregateFixture writeAggregate(const std::string& agg_dir, int replicas, bool w
 // as damage would.
 void setBandsValue(const std::string& bands_path, const std::string& dataset, size_t index,
                    double value);
+// Removes dataset `dataset` of an existing bands.h5 (a file written before it existed).
+void removeBandsDataset(const std::string& bands_path, const std::string& dataset);
 
 // Adds what a campaign with systematic variations adds to an aggregation written by
 // writeAggregate: summary.json's "variations" (det_up/det_down, herwig, mcstat, closure),
 // each observable's "uncertainty" per source (stat, mc_stat, det, generator, non_closure,
-// total) and coverage_68_total = 0.7 (with truth), and <obs>_breakdown.png (a 1x1 PNG each).
+// total) and coverage_68_total = 0.7 (with truth), <obs>_breakdown.png (a 1x1 PNG each), and
+// in bands.h5 a total band wider than the statistical one (std_total = sqrt(std² + (0.06
+// nominal)²)).
 void addVariations(const std::string& agg_dir, AggregateFixture& fx);
 
 // D/tasks/<id>/history.json with `iterations` x 2 steps; `clipped` factors in the last step.

@@ -85,6 +85,189 @@ TEST(BandsFile, ReadsTheAggregationLayoutInSpecOrder) {
                 1e-9);
 }
 
+// The truth's error and the total band are read where present, and left empty in a file
+// written before them.
+TEST(BandsFile, ReadsTheTruthErrorAndTheTotalBandWherePresent) {
+  ScratchDir scratch;
+  writeAggregate(scratch.path() + "/agg", 6, true);
+  const std::string p = scratch.path() + "/agg/bands.h5";
+  BandsFile b = readBandsFile(p);
+  EXPECT_EQ(b.band_replicas, 5);
+  const ObservableBands& mass = b.observables[0];
+  ASSERT_EQ(mass.truth_std.size(), mass.bins());
+  ASSERT_EQ(mass.std_total.size(), mass.bins());
+  EXPECT_EQ(mass.std_total, mass.std);
+  for (size_t i = 0; i < mass.bins(); ++i) {
+    EXPECT_GE(mass.truth_std[i], 0) << i;
+    if (mass.truth[i] > 0) {
+      EXPECT_GT(mass.truth_std[i], 0) << i;
+    }
+  }
+  removeBandsDataset(p, "mass/truth_std");
+  removeBandsDataset(p, "mass/std_total");
+  b = readBandsFile(p);
+  EXPECT_TRUE(b.observables[0].truth_std.empty());
+  EXPECT_TRUE(b.observables[0].std_total.empty());
+  EXPECT_EQ(b.observables[1].truth_std.size(), b.observables[1].bins());
+  // A damaged value is refused, naming the dataset.
+  setBandsValue(p, "width/truth_std", 0, std::nan(""));
+  try {
+    readBandsFile(p);
+    ADD_FAILURE() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_TRUE(contains(e.what(), p + ": dataset width/truth_std holds NaN at index 0"))
+        << e.what();
+  }
+}
+
+// The report's own band figure (drawn where the aggregation drew none): the bands over
+// band_replicas (before: the title gave every replica's count), replica 0 among them only
+// when they are every replica, the total band where variations widen it, the truth's error.
+TEST(BandsFile, TheReportsBandFigureIsOverTheBandReplicasWithTheTotalAndTheTruthError) {
+  ScratchDir scratch;
+  const std::string agg = scratch.path() + "/agg";
+  AggregateFixture fx = writeAggregate(agg, 6, true);
+  BandsFile b = readBandsFile(agg + "/bands.h5");
+  const ObservableBands& mass = b.observables[0];
+  BandPlot bp = bandFigure(b, mass);
+  EXPECT_EQ(bp.replicas, 5);
+  EXPECT_FALSE(bp.replica_0_in_band);
+  EXPECT_EQ(bp.title, "mass");
+  EXPECT_EQ(bp.nominal, mass.nominal);
+  EXPECT_EQ(bp.truth, mass.truth);
+  EXPECT_EQ(bp.truth_sigma, mass.truth_std);
+  EXPECT_EQ(bp.p97_5, mass.p97_5);
+  // No variations: std_total is std, and no total band is drawn (as the aggregation's).
+  EXPECT_TRUE(bp.total_sigma.empty());
+  addVariations(agg, fx);
+  b = readBandsFile(agg + "/bands.h5");
+  bp = bandFigure(b, b.observables[0]);
+  ASSERT_EQ(bp.total_sigma.size(), b.observables[0].bins());
+  EXPECT_EQ(bp.total_sigma, b.observables[0].std_total);
+  EXPECT_NE(bp.total_sigma, b.observables[0].std);
+  // Two replicas: the band is over both, replica 0 among them.
+  writeAggregate(scratch.path() + "/two", 2, false);
+  const BandsFile two = readBandsFile(scratch.path() + "/two/bands.h5");
+  bp = bandFigure(two, two.observables[0]);
+  EXPECT_EQ(bp.replicas, 2);
+  EXPECT_TRUE(bp.replica_0_in_band);
+  EXPECT_TRUE(bp.truth.empty());
+  EXPECT_TRUE(bp.truth_sigma.empty());
+}
+
+// A bin without variance has no correlation: NaN (drawn grey), not the 0 of bands.h5 (drawn
+// white, "uncorrelated"); the title says what the correlation is over.
+TEST(BandsFile, TheCorrelationFigureLeavesBinsWithoutVarianceUndefined) {
+  ScratchDir scratch;
+  writeAggregate(scratch.path() + "/agg", 6, true);
+  const BandsFile b = readBandsFile(scratch.path() + "/agg/bands.h5");
+  const ObservableBands& mass = b.observables[0];
+  const Heatmap hm = correlationFigure(b, mass);
+  EXPECT_EQ(hm.title, "mass: stat. correlation (data bootstrap, 5 replicas; grey: empty bins)");
+  EXPECT_EQ(hm.zlabel, "correlation coefficient");
+  const size_t nb = mass.bins();
+  ASSERT_EQ(hm.values.size(), nb * nb);
+  size_t empty = 0;
+  for (size_t i = 0; i < nb; ++i) {
+    empty += mass.std[i] > 0 ? 0 : 1;
+    for (size_t j = 0; j < nb; ++j) {
+      if (mass.std[i] > 0 && mass.std[j] > 0)
+        EXPECT_EQ(hm.values[i * nb + j], mass.correlation[i * nb + j]) << i << "," << j;
+      else
+        EXPECT_TRUE(std::isnan(hm.values[i * nb + j])) << i << "," << j;
+    }
+  }
+  ASSERT_GT(empty, 0u) << "the fixture's mass tail is empty in every replica";
+  ASSERT_LT(empty, nb);
+}
+
+// The band figure's script: the legend says what each band is, the 95% band from 20 replicas
+// on (said in the title below that), headroom above the highest curve, the truth as points
+// with its error, and a ratio panel to the unfolded whose range comes from the data.
+TEST(Gnuplot, TheBandFigureSaysWhatItsBandsAreAndFitsItsRanges) {
+  BandPlot bp;
+  bp.title = "mass";
+  bp.xlabel = "jet mass [GeV]";
+  bp.edges = {0, 1, 2, 3};
+  bp.nominal = {0.2, 0.5, 0.3};
+  for (double n : bp.nominal) {
+    bp.p16.push_back(0.9 * n);
+    bp.p84.push_back(1.1 * n);
+    bp.p2_5.push_back(0.8 * n);
+    bp.p97_5.push_back(1.2 * n);
+  }
+  bp.prior = {0.3, 0.4, 0.3};
+  bp.truth = {0.25, 0.45, 0.3};
+  bp.truth_sigma = {0.05, 0.2, 0.05};
+  bp.total_sigma = {0.01, 0.05, 0.01};
+  bp.replicas = 12;
+  GnuplotBatch batch;
+  batch.add("few", bp);
+  const std::string few = batch.script();
+  EXPECT_TRUE(contains(few, "'mass (12 bootstrap replicas; 95% band left out: < 20 replicas)'"))
+      << few;
+  EXPECT_TRUE(contains(few, "title 'stat. 68% (data bootstrap)'")) << few;
+  EXPECT_FALSE(contains(few, "stat. 95%")) << few;
+  EXPECT_TRUE(contains(few, "title 'total 68% (stat. + syst.)'")) << few;
+  EXPECT_TRUE(contains(few, "dt 2 lc rgb '#D55E00' title 'prior (MC gen)'")) << few;
+  EXPECT_TRUE(contains(few, "lc rgb '#E69F00'")) << few;
+  // The truth's highest reach, 0.45 + 0.2, times 1.3.
+  EXPECT_TRUE(contains(few, "set yrange [0:0.845]")) << few;
+  EXPECT_TRUE(contains(few, "with yerrorbars pt 7 ps 0.6 lw 1 lc rgb 'black' title 'truth'"))
+      << few;
+  // Ratios to the unfolded: the 68% band [0.9, 1.1] and the truth's points 0.45 / 0.5 and
+  // 0.25 / 0.2 (their error bars do not set it) span [0.9, 1.25], padded by 10% to
+  // [0.865, 1.285], at least [0.8, 1.2]; no tick at the top, where the upper panel's 0 is.
+  EXPECT_TRUE(contains(few, "set ylabel 'ratio to unfolded'")) << few;
+  EXPECT_FALSE(contains(few, "ratio to truth")) << few;
+  EXPECT_TRUE(contains(few, "set yrange [0.8:1.285]")) << few;
+  EXPECT_TRUE(contains(few, "set ytics 0.8, 0.1, 1.2365")) << few;
+  EXPECT_FALSE(contains(few, "pt 9")) << "no truth off the ratio panel";
+
+  // 20 replicas and more: the 95% band too. Over every replica: said so.
+  bp.replicas = 25;
+  bp.replica_0_in_band = true;
+  bp.truth = {0.25, 0.45, 3.0};  // its ratio 10, off the panel's [.., 3] at the top
+  bp.total_sigma.clear();
+  bp.truth_sigma.clear();
+  GnuplotBatch many;
+  many.add("many", bp);
+  const std::string all = many.script();
+  EXPECT_TRUE(contains(all, "'mass (25 replicas, replica 0 included)'")) << all;
+  EXPECT_TRUE(contains(all, "title 'stat. 95% (replicas)'")) << all;
+  EXPECT_TRUE(contains(all, "title 'stat. 68% (replicas)'")) << all;
+  EXPECT_FALSE(contains(all, "total 68%")) << all;
+  // No truth error: a dashed line, as before.
+  EXPECT_TRUE(contains(all, "with lines lw 1.5 dt 2 lc rgb 'black' title 'truth'")) << all;
+  EXPECT_TRUE(contains(all, "set yrange [0:3.9]")) << all;
+  EXPECT_TRUE(contains(all, "set yrange [0:3]\n")) << "the ratio panel at most [0, 3]: " << all;
+
+  // Points off the ratio panel are drawn at its edge as triangles, not left out unsaid.
+  bp.truth_sigma = {0.01, 0.01, 0.01};
+  bp.truth = {0.25, 0.45, 3.0};
+  GnuplotBatch off;
+  off.add("off", bp);
+  EXPECT_TRUE(contains(off.script(), "using 1:4 with points pt 9")) << off.script();
+  EXPECT_FALSE(contains(off.script(), "pt 11")) << off.script();
+
+  // The heat map: a grey background under undrawn (NaN) values, and a colour bar label.
+  Heatmap hm;
+  hm.title = "t";
+  hm.axis_label = "x";
+  hm.zlabel = "correlation coefficient";
+  hm.edges = {0, 1, 2};
+  hm.values = {1, std::nan(""), std::nan(""), std::nan("")};
+  GnuplotBatch heat;
+  heat.add("heat", hm);
+  EXPECT_TRUE(contains(heat.script(), "set cblabel 'correlation coefficient'"));
+  EXPECT_TRUE(contains(heat.script(), "behind fillcolor rgb '#bdbdbd'"));
+
+  if (gnuplotAvailable()) {  // gnuplot reads every one of them
+    for (GnuplotBatch* g : {&batch, &many, &off, &heat})
+      for (const auto& [name, png] : g->render()) EXPECT_GT(png.size(), 1000u) << name;
+  }
+}
+
 TEST(BandsFile, GarbageIsInputErrorNamingTheFile) {
   ScratchDir scratch;
   const std::string p = scratch.path() + "/bands.h5";
@@ -432,9 +615,10 @@ TEST(CampaignReport, DeltaTableCarriesTheSummaryFigures) {
   ASSERT_TRUE(contains(html, "id=\"delta-table\""));
   for (const auto& name : fx.observables) {
     const auto& o = fx.summary["observables"][name];
-    const std::string row = "<td>" + name + "</td><td>" + fmt(o["delta_prior"].get<double>(), 3) +
-                            "</td><td>" + fmt(o["delta_unfolded"].get<double>(), 3) +
-                            " ± 0.010</td>";
+    // One decimal, two where the error (0.01 here) needs them to show its first digit.
+    const std::string row = "<td>" + name + "</td><td>" + fmt(o["delta_prior"].get<double>(), 1) +
+                            "</td><td>" + fmt(o["delta_unfolded"].get<double>(), 2) +
+                            " ± 0.01</td>";
     EXPECT_TRUE(contains(html, row)) << row;
   }
   // coverage 68%, coverage 68% (total), coverage 95%.
@@ -457,6 +641,49 @@ TEST(CampaignReport, DeltaTableCarriesTheSummaryFigures) {
   }
 }
 
+// Δ x10^3 to one decimal (its error is about 1; before: "19.604 ± 1.927"), more only where an
+// error below 0.1 needs them; an unfolded Δ at or below the floor says so (the truth may share
+// the unfolded events' fluctuations), the prior's at the floor as before.
+TEST(CampaignReport, DeltaCellsHaveOneDecimalAndAnUnfoldedDeltaBelowTheFloorIsSaid) {
+  ScratchDir scratch;
+  const std::string dir = initCampaign(scratch);
+  AggregateFixture fx = writeAggregate(dir + "/aggregate", 8, true);
+  auto& mass = fx.summary["observables"]["mass"];
+  mass["delta_prior"] = 45.27;
+  mass["delta_unfolded"] = 19.604;
+  mass["delta_unfolded_err"] = 1.927;
+  mass["delta_floor"] = 19.9;
+  auto& width = fx.summary["observables"]["width"];
+  width["delta_prior"] = 0.8;
+  width["delta_unfolded"] = 2.5;
+  width["delta_unfolded_err"] = 0.04;
+  width["delta_floor"] = 1.04;
+  auto& multiplicity = fx.summary["observables"]["multiplicity"];
+  multiplicity["delta_prior"] = 30.0;
+  multiplicity["delta_unfolded"] = 12.0;
+  multiplicity["delta_unfolded_err"] = 0.8;
+  multiplicity["delta_floor"] = 12.0;
+  writeJson(dir + "/aggregate/summary.json", fx.summary);
+  const std::string html = renderCampaignReport(dir, {});
+  EXPECT_TRUE(contains(html,
+                       "<td>mass</td><td>45.3</td><td>19.6 ± 1.9 (at or below floor)</td>"
+                       "<td>19.9</td>"))
+      << html.substr(html.find("delta-table"), 3000);
+  // The prior's tag is as it was; an error of 0.04 to two decimals, not "± 0.0".
+  EXPECT_TRUE(
+      contains(html, "<td>width</td><td>0.8 (at floor)</td><td>2.50 ± 0.04</td><td>1.0</td>"))
+      << html.substr(html.find("delta-table"), 3000);
+  EXPECT_TRUE(contains(html,
+                       "<td>multiplicity</td><td>30.0</td><td>12.0 ± 0.8 (at or below "
+                       "floor)</td><td>12.0</td>"));
+  EXPECT_FALSE(contains(html, "19.604"));
+  EXPECT_FALSE(contains(html, "± 0.0<"));
+  // The caption says why an unfolded Δ can fall below the floor.
+  EXPECT_TRUE(contains(html,
+                       "the unfolded result and the truth share their fluctuations, so a Δ below "
+                       "the floor is possible"));
+}
+
 TEST(CampaignReport, BaselineColumnsSitBesideTheCampaignsDelta) {
   ScratchDir scratch;
   const std::string dir = initCampaign(scratch);
@@ -468,7 +695,7 @@ TEST(CampaignReport, BaselineColumnsSitBesideTheCampaignsDelta) {
   EXPECT_TRUE(contains(html, "<th>Δ baseline</th>")) << "baseline column header";
   EXPECT_TRUE(contains(html, "<th>Δ floor</th>"));
   const auto& first = base.summary["observables"][base.observables[0]];
-  EXPECT_TRUE(contains(html, fmt(first["delta_unfolded"].get<double>(), 3) + " ± 0.010"));
+  EXPECT_TRUE(contains(html, fmt(first["delta_unfolded"].get<double>(), 2) + " ± 0.01"));
   // Paired replica by replica where both record their replicas' Δ (one campaign seed):
   // campaign less baseline, mean ± standard error; without them, a "-" and the reason.
   EXPECT_TRUE(contains(html, "<th>Δ − baseline, paired</th>"));
@@ -483,7 +710,7 @@ TEST(CampaignReport, BaselineColumnsSitBesideTheCampaignsDelta) {
   withReplicas(scratch.path() + "/base/aggregate", {{"1", 2.0}, {"2", 3.0}, {"3", 4.0}});
   const std::string paired = renderCampaignReport(dir, o);
   // Differences 1, 2, 0: mean 1, standard error 1/sqrt(3).
-  EXPECT_TRUE(contains(paired, "<td>+1.000 ± 0.577</td>")) << "paired cell";
+  EXPECT_TRUE(contains(paired, "<td>+1.0 ± 0.6</td>")) << "paired cell";
   EXPECT_FALSE(contains(paired, "not paired here"));
   // A baseline without an aggregation is refused, and nothing is written.
   o.baseline_dir = scratch.path() + "/nowhere";
