@@ -194,23 +194,27 @@ H5Handle h5OpenRead(const std::string& path) {
 // dropped at once; a file system without flock answers otherwise and is let through, as are
 // writers that run without locks (HDF5_USE_FILE_LOCKING=FALSE).
 static void refuseFileBeingWritten(const std::string& path) {
+  // Locks turned off here (the usual setting on Lustre and NFS): writers take none either.
+  if (const char* env = std::getenv("HDF5_USE_FILE_LOCKING");
+      env != nullptr && (std::string(env) == "FALSE" || std::string(env) == "0"))
+    return;
   const Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return;                               // the open below says why
   if (::flock(fd.get(), LOCK_SH | LOCK_NB) == 0) return;  // released with the descriptor
   if (errno == EWOULDBLOCK)
     throw InputError(path +
                      ": is open for writing in another program (it holds the file's HDF5 lock: "
-                     "h5py in 'w' or 'a' mode, a producer still running); close it there or let "
-                     "it finish, then run again");
+                     "h5py in 'w', 'a' or 'r+' mode, a producer still running); close it there "
+                     "or let it finish, then run again");
 }
 
-H5Handle h5OpenInput(const std::string& path, const std::string& advice) {
+H5Handle h5OpenInput(const std::string& path, const std::string& advice, bool own_output) {
   const FileStat st = statPath(path);
   if (!st.regular)
     throw InputError(path + (st.directory ? ": is a directory; give an HDF5 file"
                              : st.exists  ? ": is not a regular file; check the path"
                                           : ": no such file; check the path"));
-  refuseFileBeingWritten(path);
+  if (!own_output) refuseFileBeingWritten(path);
   try {
     return h5OpenRead(path);
   } catch (const Error& e) {

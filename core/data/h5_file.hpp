@@ -74,8 +74,11 @@ H5Handle h5OpenRead(const std::string& path);
 H5Handle h5Create(const std::string& path);
 // Opens an input file read-only; InputError in one line naming `path` and what it is when it
 // cannot: a directory, missing, or not readable as HDF5 ("truncated, corrupt or not HDF5: <the
-// library's reason>"), followed by `advice` (e.g. "rerun the chain").
-H5Handle h5OpenInput(const std::string& path, const std::string& advice);
+// library's reason>"), followed by `advice` (e.g. "rerun the chain"). A user's input
+// (`own_output` false) that another program holds open for writing (its HDF5 lock: h5py in
+// 'w', 'a' or 'r+' mode) is refused saying so, unless HDF5_USE_FILE_LOCKING is FALSE; a file
+// foldfarm wrote (a chain's, an aggregation's) is not asked.
+H5Handle h5OpenInput(const std::string& path, const std::string& advice, bool own_output = false);
 
 bool h5Exists(hid_t loc, const std::string& name);
 // Dimensions of a dataset; element class (H5T_FLOAT, H5T_INTEGER...) through `cls`.

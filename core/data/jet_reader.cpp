@@ -219,10 +219,11 @@ struct JetFile::Impl {
                      "regenerate or re-copy the file");
   }
 
-  // A filter this HDF5 cannot decode (h5py's lzf, PyTables' blosc, a plugin not on
-  // HDF5_PLUGIN_PATH) failed the first read as "truncated or corrupt": named here instead,
-  // with the two ways out.
-  void expectDecodable(const std::string& name, hid_t dcpl) const {
+  // What to say of a filter of `dcpl` this HDF5 cannot decode (h5py's lzf, PyTables' blosc,
+  // a plugin not on HDF5_PLUGIN_PATH), "" when there is none. An optional filter (h5py marks
+  // lzf and blosc so) that was not available when the file was written was skipped chunk by
+  // chunk and is named only when `optional_too` (a read that failed).
+  std::string missingFilter(hid_t dcpl, bool optional_too) const {
     const int n = H5Pget_nfilters(dcpl);
     for (int k = 0; k < n; ++k) {
       unsigned flags = 0, conf = 0;
@@ -234,40 +235,82 @@ struct JetFile::Impl {
         H5Eclear2(H5E_DEFAULT);
         continue;
       }
+      if ((flags & H5Z_FLAG_OPTIONAL) != 0 && !optional_too) continue;
       const htri_t avail = H5Zfilter_avail(id);
       if (avail < 0) H5Eclear2(H5E_DEFAULT);
       if (avail > 0) continue;
-      const std::string label = fname[0] != '\0' ? std::string(fname) : std::string("unnamed");
-      fail(name, "is compressed with the HDF5 filter '" + label + "' (id " + std::to_string(id) +
-                     "), which this HDF5 cannot decode (lzf is h5py's own, blosc PyTables'): "
-                     "put the filter's plugin on HDF5_PLUGIN_PATH (Debian: hdf5-plugin-lzf, "
-                     "hdf5-filter-plugin-blosc-serial), or rewrite the file with gzip (h5py: "
-                     "create_dataset(..., compression='gzip', shuffle=True))");
+      const std::string label = fname[0] != '\0' ? std::string(fname)
+                                : id == 32000    ? std::string("lzf")
+                                : id == 32001    ? std::string("blosc")
+                                                 : std::string("unnamed");
+      return "is compressed with the HDF5 filter '" + label + "' (id " + std::to_string(id) +
+             "), which this HDF5 cannot decode (lzf is h5py's own, blosc PyTables'): put the "
+             "filter's plugin on HDF5_PLUGIN_PATH (Debian: hdf5-plugin-lzf, "
+             "hdf5-filter-plugin-blosc-serial), or rewrite the file with gzip (h5py: "
+             "create_dataset(..., compression='gzip', shuffle=True))";
     }
+    return "";
+  }
+
+  // A mandatory filter this HDF5 cannot decode failed the first read as "truncated or
+  // corrupt": named at open instead, with the two ways out.
+  void expectDecodable(const std::string& name, hid_t dcpl) const {
+    if (const std::string why = missingFilter(dcpl, false); !why.empty()) fail(name, why);
+  }
+
+  // Where HDF5 (H5F_prefix_open_file) looks for a virtual dataset's source file `src`: an
+  // absolute path as it is, then its bare name; each entry of HDF5_VDS_PREFIX (':'-separated,
+  // ${ORIGIN} the merged file's directory); the merged file's directory; the working
+  // directory; the directory of the merged file's real path (through symbolic links).
+  std::vector<std::string> vdsCandidates(const std::string& src) const {
+    namespace fs = std::filesystem;
+    std::vector<std::string> out;
+    std::string rel = src;
+    if (fs::path(src).is_absolute()) {
+      out.push_back(src);
+      rel = fs::path(src).filename().string();
+    }
+    const std::string origin = fs::path(path).parent_path().string();
+    if (const char* prefixes = std::getenv("HDF5_VDS_PREFIX"); prefixes && *prefixes) {
+      std::stringstream list(prefixes);
+      for (std::string p; std::getline(list, p, ':');) {
+        if (p.empty()) continue;
+        for (size_t at; (at = p.find("${ORIGIN}")) != std::string::npos;)
+          p.replace(at, 9, origin.empty() ? "." : origin);
+        out.push_back((fs::path(p) / rel).string());
+      }
+    }
+    out.push_back((fs::path(origin.empty() ? "." : origin) / rel).string());
+    out.push_back(rel);
+    std::error_code ec;
+    const fs::path real = fs::canonical(path, ec);
+    if (!ec) out.push_back((real.parent_path() / rel).string());
+    return out;
   }
 
   // A virtual dataset (a merge of shards) reads the fill value, 0, wherever a source file is
-  // missing or its mapping leaves a gap: jets of zeros, all of class 0, trained on silently.
-  // Each source is looked for where HDF5 looks (an absolute path; HDF5_VDS_PREFIX; the merged
-  // file's directory; the working directory), and the mappings must cover every value.
+  // missing, holds no such dataset or fewer rows than mapped, or where the mappings leave a
+  // gap: jets of zeros, all of class 0, trained on silently. Each source is looked for where
+  // HDF5 looks (vdsCandidates), opened, and its dataset checked against what the mapping
+  // reads of it; the mappings must cover every value. Printf-style source names (%b) and
+  // unlimited mappings, which HDF5 expands as the sources grow, are not checked.
   void expectSources(const std::string& name, hid_t dcpl, const std::vector<hsize_t>& d) const {
+    namespace fs = std::filesystem;
     size_t count = 0;
     FF_H5_CHECK(H5Pget_virtual_count(dcpl, &count), name);
     hsize_t mapped = 0, total = 1;
     bool countable = true;
     for (hsize_t x : d) total *= x;
-    namespace fs = std::filesystem;
     for (size_t k = 0; k < count; ++k) {
       H5Handle vspace =
           FF_H5_OWN(H5Pget_virtual_vspace(dcpl, k), H5Kind::kDataspace, name + ": mapping");
-      // An unlimited mapping (a VDS that grows with its sources) has no count: not checked.
       const hssize_t points = H5Sget_select_npoints(vspace.get());
       if (points < 0 || static_cast<hsize_t>(points) > total) {
         H5Eclear2(H5E_DEFAULT);
         countable = false;
-      } else {
-        mapped += static_cast<hsize_t>(points);
+        continue;
       }
+      mapped += static_cast<hsize_t>(points);
       auto text = [&](auto get) {
         const ssize_t len = get(nullptr, 0);
         if (len <= 0) return std::string();
@@ -276,29 +319,67 @@ struct JetFile::Impl {
         v.resize(static_cast<size_t>(len));
         return v;
       };
-      const std::string src =
+      std::string src =
           text([&](char* b, size_t n) { return H5Pget_virtual_filename(dcpl, k, b, n); });
       const std::string src_set =
           text([&](char* b, size_t n) { return H5Pget_virtual_dsetname(dcpl, k, b, n); });
       if (src.empty() || src == ".") continue;  // this file's own dataset
-      std::vector<std::string> tried;
-      if (fs::path(src).is_absolute()) {
-        tried.push_back(src);
-      } else {
-        if (const char* prefix = std::getenv("HDF5_VDS_PREFIX"); prefix && *prefix)
-          tried.push_back((fs::path(prefix) / src).string());
-        tried.push_back((fs::path(path).parent_path() / src).string());
-        tried.push_back(src);
+      if (src.find("%b") != std::string::npos || src_set.find("%b") != std::string::npos) {
+        countable = false;
+        continue;
       }
+      for (size_t at = 0; (at = src.find("%%", at)) != std::string::npos; ++at)
+        src.erase(at, 1);  // "%%" stands for "%"
       std::error_code ec;
-      const bool found = std::any_of(tried.begin(), tried.end(), [&](const std::string& t) {
+      const std::vector<std::string> tried = vdsCandidates(src);
+      const auto found = std::find_if(tried.begin(), tried.end(), [&](const std::string& t) {
         return fs::is_regular_file(t, ec);
       });
-      if (!found)
+      const std::string merged = fs::path(path).filename().string();
+      if (found == tried.end())
         fail(name, "is a virtual dataset (a merge of files) whose source " + src + ":" + src_set +
                        " cannot be found (its values would read as zeros): restore that file "
-                       "next to " +
-                       fs::path(path).filename().string() + ", or merge the shards again");
+                       "beside " +
+                       merged + " or under HDF5_VDS_PREFIX, or merge the shards again");
+      // The source's dataset, as large as the mapping reads of it.
+      H5Handle source = h5OpenRead(*found);
+      if (!h5Exists(source.get(), src_set))
+        fail(name, "is a virtual dataset (a merge of files) whose source " + *found +
+                       " holds no dataset '" + src_set +
+                       "' (its values would read as zeros); merge the shards again");
+      H5Handle set = FF_H5_OWN(H5Dopen2(source.get(), src_set.c_str(), H5P_DEFAULT),
+                               H5Kind::kDataset, *found + ": " + src_set);
+      const std::vector<hsize_t> have = h5Dims(set.get());
+      H5Handle sspace =
+          FF_H5_OWN(H5Pget_virtual_srcspace(dcpl, k), H5Kind::kDataspace, name + ": source");
+      const H5S_sel_type sel = H5Sget_select_type(sspace.get());
+      if (sel == H5S_SEL_NONE) continue;  // nothing read from it
+      hsize_t have_values = 1;
+      for (hsize_t x : have) have_values *= x;
+      if (sel == H5S_SEL_ALL) {
+        // The whole source, as many values as the mapping's part of the merge holds (its
+        // extent is not kept with the mapping).
+        if (have_values < static_cast<hsize_t>(points))
+          fail(name, "is a virtual dataset (a merge of files) that maps " + std::to_string(points) +
+                         " values from " + *found + ":" + src_set + ", which has shape " +
+                         shapeText(have) +
+                         " (the rest would read as zeros); merge the shards again");
+        continue;
+      }
+      std::vector<hsize_t> lo(have.size()), hi(have.size());
+      if (H5Sget_simple_extent_ndims(sspace.get()) != static_cast<int>(have.size()) ||
+          H5Sget_select_bounds(sspace.get(), lo.data(), hi.data()) < 0) {
+        H5Eclear2(H5E_DEFAULT);
+        fail(name, "is a virtual dataset (a merge of files) whose source " + *found + ":" +
+                       src_set + " has shape " + shapeText(have) +
+                       ", not that of its mapping; merge the shards again");
+      }
+      for (size_t a = 0; a < have.size(); ++a)
+        if (hi[a] >= have[a])
+          fail(name, "is a virtual dataset (a merge of files) that reads up to row " +
+                         std::to_string(hi[0] + 1) + " of " + *found + ":" + src_set +
+                         ", which has shape " + shapeText(have) +
+                         " (the rest would read as zeros); merge the shards again");
     }
     if (countable && mapped < total)
       fail(name, "is a virtual dataset (a merge of files) that maps " + std::to_string(mapped) +
@@ -390,6 +471,9 @@ struct JetFile::Impl {
     } catch (const InputError&) {
       throw;
     } catch (const Error&) {
+      // An optional filter this HDF5 lacks, applied to some chunk: named, not "corrupt".
+      H5Handle dcpl = FF_H5_OWN(H5Dget_create_plist(ds), H5Kind::kPropList, name);
+      if (const std::string why = missingFilter(dcpl.get(), true); !why.empty()) fail(name, why);
       fail(name, "cannot be read (truncated or corrupt file?): " +
                      std::string(h5LastMessage().empty() ? "read failed" : h5LastMessage()) +
                      "; regenerate or re-copy the file");
@@ -522,9 +606,24 @@ struct JetFile::Impl {
     for (size_t k = 0; k < total; ++k)
       if (!std::isfinite(v[k])) {
         const int64_t row = begin + static_cast<int64_t>(k) / row_elems;
-        fail(name, "row " + std::to_string(row) + " holds a non-finite value (" +
-                       (std::isnan(v[k]) ? "NaN" : "Inf") +
-                       "); drop or fix that jet before using the file");
+        // In a particle array: which slot and feature, and whether the slot is padding (its
+        // other features 0), where a producer's NaN fill is the usual cause.
+        std::string where;
+        const int64_t at = static_cast<int64_t>(k) % row_elems;
+        if (row_elems > kNumParticleFeatures && row_elems % kNumParticleFeatures == 0) {
+          const int64_t slot = at / kNumParticleFeatures, feature = at % kNumParticleFeatures;
+          const float* p = v + (static_cast<int64_t>(k) - feature);
+          bool padding = true;
+          for (int f = 0; f < kNumParticleFeatures; ++f)
+            if (f != feature && std::isfinite(p[f]) && p[f] != 0.0f) padding = false;
+          where = " in particle slot " + std::to_string(slot) + ", feature " +
+                  std::to_string(feature) + (padding ? " (a padding slot: store 0 there)" : "");
+        }
+        fail(name,
+             "row " + std::to_string(row) + " holds a non-finite value (" +
+                 (std::isnan(v[k]) ? "NaN" : "Inf") + ")" + where +
+                 (std::isnan(v[k]) ? "" : " (a value beyond float32's range reads as Inf too)") +
+                 "; drop or fix that jet before using the file");
       }
   }
 

@@ -407,6 +407,33 @@ TEST(JetIo, CheckValuesReadsEveryValueInPiecesAndNamesTheRowInTheFile) {
               std::string::npos)
         << e.what();
   }
+  // Read whole, the slot and feature are named, and a padding slot is said to be one.
+  try {
+    JetFile(jets_path).readJets();
+    ADD_FAILURE() << "a NaN in the jets layout was read";
+  } catch (const foldfarm::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("row 17 holds a non-finite value (NaN) in particle slot "
+                                         "0, feature 0;"),
+              std::string::npos)
+        << e.what();
+  }
+  JetArrays padded = jets;
+  padded.particles[17 * (jets.particles.size() / 30)] = 0.0f;
+  const int64_t last = padded.P - 1;
+  float* slot = padded.particles.data() + (17 * padded.P + last) * kNumParticleFeatures;
+  std::fill(slot, slot + kNumParticleFeatures, 0.0f);
+  slot[3] = nan;
+  fs::remove(jets_path);
+  writeJetFile(jets_path, padded);
+  try {
+    JetFile(jets_path).readJets();
+    ADD_FAILURE() << "a NaN in a padding slot was read";
+  } catch (const foldfarm::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("in particle slot " + std::to_string(last) +
+                                         ", feature 3 (a padding slot: store 0 there)"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(JetIo, SelectionFlagsAreZeroOrOneWhateverTheirTypeAndAnythingElseIsRefused) {
@@ -537,8 +564,8 @@ TEST(JetIo, AFileOpenForWritingInAnotherProgramIsRefusedAndReadersAreNot) {
   const std::string why = messageOf([&] { JetFile f(path); });
   EXPECT_EQ(why, path +
                      ": is open for writing in another program (it holds the file's HDF5 lock: "
-                     "h5py in 'w' or 'a' mode, a producer still running); close it there or let "
-                     "it finish, then run again");
+                     "h5py in 'w', 'a' or 'r+' mode, a producer still running); close it there "
+                     "or let it finish, then run again");
   EXPECT_NE(messageOf([&] { (void)readJetsFiles({path}, 0); }).find("open for writing"),
             std::string::npos);
   writeJetFile(dir.file("beside.h5"), smallJets(5));
@@ -696,7 +723,8 @@ constexpr H5Z_filter_t kTestFilter = 32099;
 // `path`'s dataset `name` replaced by a float32 (N, P, F) dataset chunked by whole rows with
 // the filters `with` in that order (deflate, shuffle or kTestFilter).
 void rewriteFiltered(const std::string& path, const std::string& name, const JetArrays& a,
-                     const std::vector<H5Z_filter_t>& with) {
+                     const std::vector<H5Z_filter_t>& with,
+                     unsigned test_filter_flags = H5Z_FLAG_MANDATORY) {
   H5Handle f = FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Kind::kFile, path);
   FF_H5_CHECK(H5Ldelete(f.get(), name.c_str(), H5P_DEFAULT), name);
   const hsize_t dims[3] = {static_cast<hsize_t>(a.n), static_cast<hsize_t>(a.P),
@@ -708,7 +736,7 @@ void rewriteFiltered(const std::string& path, const std::string& name, const Jet
     if (id == H5Z_FILTER_DEFLATE) FF_H5_CHECK(H5Pset_deflate(dcpl.get(), 4), name);
     if (id == H5Z_FILTER_SHUFFLE) FF_H5_CHECK(H5Pset_shuffle(dcpl.get()), name);
     if (id == kTestFilter)
-      FF_H5_CHECK(H5Pset_filter(dcpl.get(), kTestFilter, H5Z_FLAG_MANDATORY, 0, nullptr), name);
+      FF_H5_CHECK(H5Pset_filter(dcpl.get(), kTestFilter, test_filter_flags, 0, nullptr), name);
   }
   H5Handle space = FF_H5_OWN(H5Screate_simple(3, dims, nullptr), H5Kind::kDataspace, name);
   H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), name.c_str(), H5T_IEEE_F32LE, space.get(),
@@ -805,6 +833,13 @@ TEST(JetIo, FilesAsOtherProducersWriteThemReadExactlyOrAreRefusedByName) {
                          "32099), which this HDF5 cannot decode",
                          "HDF5_PLUGIN_PATH", "compression='gzip'"});
   }
+  // An optional filter this HDF5 lacks, skipped when the file was written (as h5py marks lzf
+  // and blosc): the chunks are stored as they are, and read exactly.
+  {
+    const std::string path = copyOf("optional_filter.h5");
+    rewriteFiltered(path, "data", a, {kTestFilter}, H5Z_FLAG_OPTIONAL);
+    EXPECT_EQ(JetFile(path).readJets().particles, a.particles);
+  }
   // Text labels.
   {
     const std::string path = copyOf("pid_text.h5");
@@ -856,7 +891,8 @@ TEST(JetIo, FilesAsOtherProducersWriteThemReadExactlyOrAreRefusedByName) {
   const std::string shard0 = dir.file("shard0.h5"), shard1 = dir.file("shard1.h5");
   writeJetFile(shard0, a.slice(0, 8));
   writeJetFile(shard1, a.slice(8, 12));
-  auto writeMerge = [&](const std::string& path, bool both) {
+  auto writeMerge = [&](const std::string& path, bool both,
+                        const std::string& second = "shard1.h5") {
     fs::copy_file(base, path, fs::copy_options::overwrite_existing);
     H5Handle f = reopen(path);
     FF_H5_CHECK(H5Ldelete(f.get(), "data", H5P_DEFAULT), "data");
@@ -864,7 +900,7 @@ TEST(JetIo, FilesAsOtherProducersWriteThemReadExactlyOrAreRefusedByName) {
                             kNumParticleFeatures};
     H5Handle dcpl = FF_H5_OWN(H5Pcreate(H5P_DATASET_CREATE), H5Kind::kPropList, "vds");
     const std::vector<std::pair<std::string, std::pair<hsize_t, hsize_t>>> parts = {
-        {"shard0.h5", {0, 8}}, {"shard1.h5", {8, 12}}};
+        {"shard0.h5", {0, 8}}, {second, {8, 12}}};
     for (size_t k = 0; k < (both ? 2u : 1u); ++k) {
       const auto& [file, rows] = parts[k];
       H5Handle vspace = FF_H5_OWN(H5Screate_simple(3, all, nullptr), H5Kind::kDataspace, "vds");
@@ -884,6 +920,26 @@ TEST(JetIo, FilesAsOtherProducersWriteThemReadExactlyOrAreRefusedByName) {
   writeMerge(merged, true);
   writeMerge(gap, false);
   EXPECT_EQ(JetFile(merged).readJets().particles, a.particles) << "both shards";
+  // Through a symbolic link in another directory: HDF5 finds the shards beside the real file.
+  fs::create_directories(dir.file("link"));
+  fs::create_symlink(merged, dir.file("link/merged.h5"));
+  EXPECT_EQ(JetFile(dir.file("link/merged.h5")).readJets().particles, a.particles);
+  // A shard that is there without the dataset, or with fewer rows than the merge reads.
+  const std::string hollow = dir.file("hollow.h5"), short_shard = dir.file("short.h5");
+  writeJetFile(short_shard, a.slice(8, 10));
+  fs::copy_file(shard1, hollow);
+  {
+    H5Handle f = reopen(hollow);
+    FF_H5_CHECK(H5Ldelete(f.get(), "data", H5P_DEFAULT), "data");
+  }
+  const std::string to_hollow = dir.file("to_hollow.h5"), to_short = dir.file("to_short.h5");
+  writeMerge(to_hollow, true, "hollow.h5");
+  writeMerge(to_short, true, "short.h5");
+  const std::string hollow_text = "whose source " + hollow + " holds no dataset 'data'";
+  expectOneLineNaming(readError(to_hollow), to_hollow, {hollow_text.c_str()});
+  const std::string short_text =
+      "that maps " + std::to_string(4 * a.P * kNumParticleFeatures) + " values from";
+  expectOneLineNaming(readError(to_short), to_short, {short_text.c_str(), "which has shape (2,"});
   const std::string gap_text =
       "dataset 'data': is a virtual dataset (a merge of files) that maps " +
       std::to_string(8 * a.P * kNumParticleFeatures) + " of its " +
