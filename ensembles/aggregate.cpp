@@ -16,6 +16,7 @@
 #include "core/base/process.hpp"
 #include "core/build_info/build_info.hpp"
 #include "core/data/h5_file.hpp"
+#include "core/data/histogram.hpp"
 #include "core/data/observables.hpp"
 #include "core/plot/gnuplot.hpp"
 #include "ensembles/aggregate_systematics.hpp"
@@ -204,6 +205,30 @@ ObservableResult computeObservable(size_t o, const AggregationInputs& in) {
   return res;
 }
 
+// Δ against the truth of the nominal (the mean over every replica, as delta_unfolded) after
+// each iteration, the last delta_unfolded itself: whether more iterations would still move
+// the result. Null where a replica's chains did not all keep their iterations (chains written
+// before histograms.h5 held them) or kept other counts.
+nlohmann::json deltaByIteration(const ChainGroup& nominal, size_t o,
+                                const std::vector<double>& edges,
+                                const std::vector<double>& truth_density) {
+  size_t k = 0;
+  for (const auto& [r, rep] : nominal.replicas) {
+    if (rep.iteration_sumw.empty() || rep.iteration_members != rep.members) return nullptr;
+    if (k != 0 && k != rep.iteration_sumw.size()) return nullptr;
+    k = rep.iteration_sumw.size();
+  }
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t i = 0; i < k; ++i) {
+    std::map<int, std::vector<double>> rows;
+    for (const auto& [r, rep] : nominal.replicas)
+      rows[r] = density(rep.iteration_sumw[i][o], edges);
+    out.push_back(
+        data::triangularDiscriminator(meanOverReplicas(rows), truth_density, data::Binning{edges}));
+  }
+  return out;
+}
+
 // summary.json's entry of one observable.
 nlohmann::json observableSummary(const ObservableResult& res, size_t o, const ChainGroup& nominal,
                                  const std::optional<TruthHistograms>& truth) {
@@ -212,6 +237,8 @@ nlohmann::json observableSummary(const ObservableResult& res, size_t o, const Ch
                                                res.spread_rows, res.spread_replicas,
                                                nominal.replicas.begin()->second, res.sys.std_total})
                             : noTruthComparison();
+  js["delta_by_iteration"] =
+      truth ? deltaByIteration(nominal, o, res.edges, truth->density[o]) : nlohmann::json();
   js["bins"] = nominal.prior[o].bins();
   js["uncertainty"] = nlohmann::json::object();
   for (const auto& [source, sigma] : res.sigmas) {
@@ -381,6 +408,9 @@ AtomicFile writeBands(const std::string& out_dir, const std::vector<ObservableRe
   }
   data::h5WriteInt64Attr(f.get(), "replicas", static_cast<int64_t>(replicas));
   data::h5WriteInt64Attr(f.get(), "band_replicas", static_cast<int64_t>(band_replicas));
+  // Whether the band is over the bootstrap replicas alone (1) or every replica, replica 0 among
+  // them (0): the counts do not tell where replica 0 was not aggregated.
+  data::h5WriteInt64Attr(f.get(), "band_from_bootstrap", band.from_bootstrap ? 1 : 0);
   data::h5WriteInt64Attr(f.get(), "chains", static_cast<int64_t>(chains));
   data::h5WriteStringAttr(f.get(), "campaign_seed", std::to_string(campaign_seed));
   data::h5WriteStringAttr(f.get(), "build", buildInfoJson().dump());
@@ -400,13 +430,15 @@ AtomicFile writeBands(const std::string& out_dir, const std::vector<ObservableRe
 void stageFigures(std::vector<AtomicFile>& staged, const std::string& out_dir,
                   const std::vector<ObservableResult>& results,
                   const std::optional<TruthHistograms>& truth, bool with_total,
-                  bool replica_0_in_band) {
+                  bool replica_0_in_band, const std::string& classifier) {
   // One gnuplot process for every observable's figure.
   plot::GnuplotBatch batch;
   for (size_t o = 0; o < results.size(); ++o) {
     const auto& r = results[o];
     plot::BandPlot fig;
-    fig.title = r.name;
+    // The classifier beside the observable: a campaign's figure and its baseline's (or two
+    // campaigns' copied side by side) were told apart by their directory alone.
+    fig.title = r.name + ", " + classifier;
     fig.xlabel = data::observableLabel(r.name);
     fig.edges = r.edges;
     fig.nominal = r.band.mean;
@@ -836,7 +868,8 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   if (options.plots && !figures)
     logWarn("aggregate: gnuplot (with pngcairo) is not installed; no figures in {}", out_dir);
   else if (figures)
-    stageFigures(staged, out_dir, results, truth, chains.groups.size() > 1, !band.from_bootstrap);
+    stageFigures(staged, out_dir, results, truth, chains.groups.size() > 1, !band.from_bootstrap,
+                 summary["classifier"].get<std::string>());
   // summary.json last: it lists what this aggregation wrote.
   summary["outputs"] = nlohmann::json::array();
   for (const AtomicFile& f : staged)

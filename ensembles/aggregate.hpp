@@ -108,6 +108,8 @@
 //                 mean_unfolded, mean_truth, shift_recovered, shift_significance,
 //                 coverage_68_total, coverage_95_total, replica_delta_unfolded,
 //                 replica_shift_recovered (each {replica: value} over the band's replicas),
+//                 delta_by_iteration ([Δ after iteration 1, 2, ...], the last delta_unfolded;
+//                 also null for chains written before histograms.h5 kept their iterations),
 //                 uncertainty, training_noise, shift_error}}} (null
 //                 without truth; shift_recovered null when prior and truth have the same
 //                 mean; shift_significance = |mean_truth - mean_prior| over its standard

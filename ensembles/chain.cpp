@@ -845,7 +845,8 @@ class ChainRun {
   auto readWarmModel(const Step& s, const std::string& which, const std::string& sfx,
                      Read&& read) const;
   void fitMember(const Step& s, const TrainingSet& train, int e, json& rec, Fitted& f) const;
-  void fitMlp(const Step& s, const Member& m, const TrainingSet& train, json& rec,
+  // True when the fit was kept under state/ by an earlier run (resumed), false when fitted now.
+  bool fitMlp(const Step& s, const Member& m, const TrainingSet& train, json& rec,
               std::optional<ObservableClassifier>& mlp) const;
   std::vector<float> fitPet(const Step& s, const Member& m, const TrainingSet& train,
                             const std::vector<float>& train_offset,
@@ -1187,23 +1188,38 @@ void ChainRun::fitMember(const Step& s, const TrainingSet& train, int e, json& r
   const Member m = memberOf(s, e);
   std::vector<float> train_offset, eval_offset;  // the MLP's logits
   if (use_mlp_) {
-    fitMlp(s, m, train, rec, f.mlp);
-    // Kept with the fit until the step commits: a PET fit resumed under another thread count
-    // or on another CPU (whose kernels round the logits otherwise in the last bits) starts
-    // from the offsets it was started with, and its state's check of its data holds (before:
-    // "written for different training data", and a campaign task failed for good).
+    const bool kept_fit = fitMlp(s, m, train, rec, f.mlp);
+    // Kept with the fit until the step commits, where a PET fit follows: resumed under another
+    // thread count or on another CPU (whose kernels round the logits otherwise in the last
+    // bits), it starts from the offsets it was started with, and its state's check of its
+    // data holds (before: "written for different training data", and a campaign task failed
+    // for good). Read only beside the kept fit they were computed from; a file that does not
+    // read is computed again (it is a copy, not a record).
     const std::string kept = logitOffsetsFile(out_, s.k, m.sfx);
     const std::vector<float>& eval_obs = s.step == 1 ? obs_mc_reco_ : obs_mc_gen_;
-    const std::optional<LogitOffsets> read = readLogitOffsets(kept);
+    std::optional<LogitOffsets> read;
+    if (use_pet_ && kept_fit) {
+      try {
+        read = readLogitOffsets(kept);
+      } catch (const Error& e) {
+        logWarn("{}: {}; the offsets are computed again", m.tag, e.what());
+      }
+    }
     const size_t obs_width = static_cast<size_t>(cfg_.observables.size());
     if (read && obs_width > 0 && read->train.size() * obs_width == train.obs.size() &&
         read->eval.size() * obs_width == eval_obs.size()) {
-      train_offset = read->train;
-      eval_offset = read->eval;
+      train_offset = std::move(read->train);
+      eval_offset = std::move(read->eval);
     } else {
       train_offset = f.mlp->logits(train.obs);
       eval_offset = f.mlp->logits(eval_obs);
-      if (root_) writeLogitOffsets(kept, {train_offset, eval_offset});
+      if (use_pet_ && root_) {
+        try {  // a copy: a failure to keep it costs a resume its bits, not the chain
+          writeLogitOffsets(kept, {train_offset, eval_offset});
+        } catch (const Error& e) {
+          logWarn("{}: {}; a resume of this step computes them again", m.tag, e.what());
+        }
+      }
     }
   }
   f.prob =
@@ -1213,7 +1229,7 @@ void ChainRun::fitMember(const Step& s, const TrainingSet& train, int e, json& r
 // Iteration 0 from its seed, later ones from iteration i-1's; fitted with the PET fit's seed,
 // so both validate on the same rows. The fit is kept under state/ until the step commits, so
 // that a resumed PET fit sees the same logit offsets.
-void ChainRun::fitMlp(const Step& s, const Member& m, const TrainingSet& train, json& rec,
+bool ChainRun::fitMlp(const Step& s, const Member& m, const TrainingSet& train, json& rec,
                       std::optional<ObservableClassifier>& mlp) const {
   const std::string fitted_dir = stateDir(out_) + "/mlp_fit_step" + std::to_string(s.k) + m.sfx;
   const bool fitted = checkpointExists(fitted_dir);
@@ -1221,7 +1237,7 @@ void ChainRun::fitMlp(const Step& s, const Member& m, const TrainingSet& train, 
   const torch::Device on = in_.device.device;  // the task's device, as PET's
   if (fitted) {
     mlp.emplace(ObservableClassifier::load(fitted_dir, cfg_.observables, on));
-    return;
+    return true;
   }
   if (!s.warm_dir.empty())
     mlp.emplace(readWarmModel(s, "mlp", m.sfx, [&](const std::string& dir) {
@@ -1248,6 +1264,7 @@ void ChainRun::fitMlp(const Step& s, const Member& m, const TrainingSet& train, 
     throw;
   }
   if (root_) mlp->save(fitted_dir);
+  return false;
 }
 
 // Iteration 0 from the foundation (or scratch), later ones from iteration i-1's model (a
@@ -1389,6 +1406,11 @@ void ChainRun::writeOutputsOnRoot() {
   ChainHistograms h;
   h.unfolded = histogramObservables(subs, weights.final, mc_pass_gen_);
   h.prior = histogramObservables(subs, w_mc_, mc_pass_gen_);
+  for (const std::vector<double>& p : weights.push) {
+    std::vector<double> w(p.size());
+    for (size_t i = 0; i < w.size(); ++i) w[i] = p[i] * w_mc_[i];
+    h.iterations.push_back(histogramObservables(subs, w, mc_pass_gen_));
+  }
   writeChainHistograms(out_, h, meta);
   writeJsonAtomic(out_ + "/" + kChainHistoryFile,
                   {{"spec", chainSpecToJson(spec_)}, {"steps", st_.history}});

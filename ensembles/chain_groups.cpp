@@ -170,6 +170,24 @@ void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const st
         acc.sumw2[o][b] += h.unfolded[o].sumw2[b];
       }
   }
+  // Each iteration's unfolded Σw, where the chain kept them and every earlier member of the
+  // replica had as many.
+  if (!h.iterations.empty() && (acc.iteration_members == 0 && acc.members == 0 ||
+                                acc.iteration_sumw.size() == h.iterations.size())) {
+    if (acc.iteration_sumw.empty()) {
+      for (const auto& it : h.iterations) {
+        std::vector<std::vector<double>> per_observable;
+        for (const auto& u : it) per_observable.push_back(u.sumw);
+        acc.iteration_sumw.push_back(std::move(per_observable));
+      }
+    } else {
+      for (size_t i = 0; i < h.iterations.size(); ++i)
+        for (size_t o = 0; o < h.iterations[i].size(); ++o)
+          for (size_t b = 0; b < h.iterations[i][o].sumw.size(); ++b)
+            acc.iteration_sumw[i][o][b] += h.iterations[i][o].sumw[b];
+    }
+    ++acc.iteration_members;
+  }
   ++acc.members;
   ++g.chains;
   g.member_dirs[r].push_back(dir);

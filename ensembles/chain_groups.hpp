@@ -37,6 +37,10 @@ struct ReplicaSum {
   int members = 0;
   std::vector<std::vector<double>> sumw, sumw2;
   std::map<int, std::vector<std::vector<double>>> member_density;  // member -> [observable]
+  // [iteration][observable]: the members' Σw after each iteration, summed over the
+  // iteration_members of them whose histograms.h5 holds its iterations (of one count).
+  std::vector<std::vector<std::vector<double>>> iteration_sumw;
+  int iteration_members = 0;
 };
 
 // The chains of the nominal (variation nullopt) or of one variation.

@@ -32,7 +32,7 @@ H5Handle createH5(const std::string& path) {
 }
 
 H5Handle openH5(const std::string& path) {
-  return data::h5OpenInput(path, "rerun the chain");
+  return data::h5OpenInput(path, "rerun the chain", /*own_output=*/true);
 }
 
 void writeMetaAttrs(hid_t f, const nlohmann::json& meta) {
@@ -195,6 +195,9 @@ void writeChainHistograms(const std::string& dir, const ChainHistograms& h,
     H5Handle f = createH5(out.tempPath());
     writeHistGroup(f.get(), out.tempPath(), "unfolded", h.unfolded);
     writeHistGroup(f.get(), out.tempPath(), "prior", h.prior);
+    for (size_t i = 0; i < h.iterations.size(); ++i)
+      writeHistGroup(f.get(), out.tempPath(), "iterations/" + std::to_string(i + 1),
+                     h.iterations[i]);
     writeMetaAttrs(f.get(), meta);
     f.close(out.tempPath() + ": closing");
   }
@@ -207,6 +210,8 @@ ChainHistograms readChainHistograms(const std::string& dir) {
   ChainHistograms h;
   h.unfolded = readHistGroup(f.get(), path, "unfolded");
   h.prior = readHistGroup(f.get(), path, "prior");
+  for (int i = 1; data::h5Exists(f.get(), "iterations/" + std::to_string(i)); ++i)
+    h.iterations.push_back(readHistGroup(f.get(), path, "iterations/" + std::to_string(i)));
   return h;
 }
 

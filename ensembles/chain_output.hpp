@@ -73,6 +73,10 @@ std::vector<ObservableHistogram> histogramObservables(const std::vector<float>& 
 
 struct ChainHistograms {
   std::vector<ObservableHistogram> unfolded, prior;
+  // The unfolded distribution after each iteration (push weights of iteration i times the
+  // MC weights), the last equal to `unfolded`: how far the unfolding had converged. Groups
+  // iterations/1, iterations/2, ... of histograms.h5; empty for chains written before.
+  std::vector<std::vector<ObservableHistogram>> iterations;
 };
 
 // Writes histograms.h5 atomically into `dir`; `meta` keys become root attributes.

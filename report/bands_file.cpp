@@ -73,12 +73,15 @@ int64_t readIntAttr(hid_t file, const std::string& key) {
 }  // namespace
 
 BandsFile readBandsFile(const std::string& path) {
-  H5Handle file = data::h5OpenInput(path, "rerun the aggregation (`foldfarm aggregate`)");
+  H5Handle file = data::h5OpenInput(path, "rerun the aggregation (`foldfarm aggregate`)",
+                                    /*own_output=*/true);
   try {
     BandsFile out;
     out.replicas = readIntAttr(file.get(), "replicas");
     out.band_replicas = readIntAttr(file.get(), "band_replicas");
     if (out.band_replicas == 0) out.band_replicas = out.replicas;  // written before it existed
+    if (!data::h5ReadAttrAsString(file.get(), "band_from_bootstrap").empty())
+      out.band_from_bootstrap = readIntAttr(file.get(), "band_from_bootstrap");
     out.chains = readIntAttr(file.get(), "chains");
     std::vector<std::string> groups;
     hsize_t idx = 0;
@@ -157,7 +160,7 @@ plot::BandPlot bandFigure(const BandsFile& bands, const ObservableBands& o) {
   bp.truth_sigma = o.truth_std;
   // The bands are over band_replicas (before: the title gave every replica's count).
   bp.replicas = bands.band_replicas;
-  bp.replica_0_in_band = bands.band_replicas == bands.replicas;
+  bp.replica_0_in_band = bands.replica0InBand();
   // Without variations the aggregation writes std_total = std, and draws no total band.
   if (o.std_total.size() == o.bins() && o.std_total != o.std) bp.total_sigma = o.std_total;
   return bp;
@@ -167,7 +170,7 @@ plot::Heatmap correlationFigure(const BandsFile& bands, const ObservableBands& o
   plot::Heatmap hm;
   const std::string over =
       bands.band_replicas <= 1 ? std::to_string(bands.band_replicas) + " replica: no spread"
-      : bands.band_replicas == bands.replicas
+      : bands.replica0InBand()
           ? std::to_string(bands.band_replicas) + " replicas, replica 0 included"
           : "data bootstrap, " + std::to_string(bands.band_replicas) + " replicas";
   hm.title = o.name + ": stat. correlation (" + over + "; grey: empty bins)";

@@ -3,7 +3,8 @@
 //   /<observable>/{edges, nominal, std, p16, p84, p2_5, p97_5, covariance, correlation,
 //                  replicas (R x bins), prior, std_total, truth and truth_std (only with a
 //                  truth file)}
-//   root attributes replicas, band_replicas (those the spread is over), chains.
+//   root attributes replicas, band_replicas (those the spread is over), band_from_bootstrap,
+//   chains.
 // Values are unit-area densities per bin. Only what the report shows is read (replicas and
 // covariance are not); std_total and truth_std are read where present (files written before
 // them have none).
@@ -34,6 +35,12 @@ struct ObservableBands {
 struct BandsFile {
   int64_t replicas = 0;
   int64_t band_replicas = 0;  // the bootstrap replicas the band's spread is over
+  // 1: the band is over bootstrap replicas alone; 0: over every replica, replica 0 among them;
+  // -1: not recorded (bands.h5 written before), told by band_replicas == replicas.
+  int64_t band_from_bootstrap = -1;
+  bool replica0InBand() const {
+    return band_from_bootstrap >= 0 ? band_from_bootstrap == 0 : band_replicas == replicas;
+  }
   int64_t chains = 0;
   // core/data/observables.hpp's order first, then by name
   std::vector<ObservableBands> observables;

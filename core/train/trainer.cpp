@@ -105,6 +105,21 @@ std::string fingerprint(const JetTensors& train, const JetTensors* val) {
   return one(train) + "|" + (val ? one(*val) : std::string("-"));
 }
 
+// The exact fields of a fingerprint: per set, its size and the sum of its labels (integers),
+// without the float sums that follow them.
+std::string fingerprintCounts(const std::string& fp) {
+  std::string out;
+  size_t start = 0;
+  while (start <= fp.size()) {
+    const size_t bar = std::min(fp.find('|', start), fp.size());
+    const std::string part = fp.substr(start, bar - start);
+    const size_t second = part.find(':', part.find(':') + 1);
+    out += part.substr(0, second) + "|";
+    start = bar + 1;
+  }
+  return out;
+}
+
 // Separates the values' bit sums from the order of their rows in a state's "data_values".
 constexpr const char* kOrderMark = "|order:";
 
@@ -524,7 +539,13 @@ bool Trainer::loadState(nlohmann::json& training, const std::string& fp,
     logInfo(
         "{}: the state was written with sharded data on {} ranks; the rows are dealt anew over {}",
         opts_.label, was, now);
-  if (training.value("data_fingerprint", "") != fp) {
+  // The fingerprint's sums of weights, mask and offsets are float sums, whose last printed
+  // digits a reduction over another thread count can change (LibTorch splits sums of 32,768
+  // values and more by thread): where the state kept the values' exact bit sums, those decide
+  // beside the fingerprint's counts and label sums, which are exact.
+  const std::string was_fp = training.value("data_fingerprint", "");
+  const bool exact_values = training.contains("data_values") && !values.empty();
+  if (was_fp != fp && !(exact_values && fingerprintCounts(was_fp) == fingerprintCounts(fp))) {
     // Streamed states keep --block-rows, in-memory ones --max-jets: the one mode resumed as the
     // other reads the data otherwise, said so (it was "different training data").
     const nlohmann::json kept = training.value("data_options", nlohmann::json::object());

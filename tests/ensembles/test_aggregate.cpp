@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -64,7 +65,8 @@ class AggregateTest : public ::testing::Test {
   void writeChain(const std::string& rel, int replica, int member, double b0, double b1,
                   uint64_t seed = 42, const nlohmann::json& extra = nlohmann::json::object(),
                   const std::vector<double>& final_weights = {}, bool other_binning = false,
-                  std::pair<double, double> sumw2 = {0.0, 0.0}) {
+                  std::pair<double, double> sumw2 = {0.0, 0.0},
+                  const std::vector<std::pair<double, double>>& iterations = {}) {
     fs::path dir = root_ / rel;
     fs::create_directories(dir);
     ChainHistograms h;
@@ -78,6 +80,11 @@ class AggregateTest : public ::testing::Test {
     if (other_binning)
       for (auto* hs : {&h.unfolded, &h.prior})
         for (double& e : (*hs)[0].edges) e *= 2;
+    for (const auto& [i0, i1] : iterations) {  // each iteration's mass bins 0 and 1
+      h.iterations.push_back(histogramObservables({}, {}, {}));
+      h.iterations.back()[0].sumw[0] = i0;
+      h.iterations.back()[0].sumw[1] = i1;
+    }
     writeChainHistograms(dir.string(), h, {{"replica", replica}, {"member", member}});
     if (!final_weights.empty()) {
       const std::string path = (dir / kChainWeightsFile).string();
@@ -775,6 +782,38 @@ TEST_F(AggregateTest, UnfinishedOrDamagedChainsAreRefusedNamingThem) {
         << e.what();
   }
   EXPECT_FALSE(fs::exists(out));
+}
+
+// The unfolded result's Δ after each iteration: the nominal's mean over every replica, as
+// delta_unfolded, the last iteration's delta_unfolded itself and an earlier one's the Δ an
+// aggregation of chains that stopped there gives. Null where a chain did not keep its
+// iterations (written before histograms.h5 held them), and in an aggregation without truth.
+TEST_F(AggregateTest, DeltaAfterEachIterationEndsAtTheUnfoldedDelta) {
+  const std::vector<std::pair<double, double>> r0 = {{2, 2}, {1, 3}}, r1 = {{3, 2}, {2, 3}};
+  const nlohmann::json none = nlohmann::json::object();
+  writeChain("iter/r0", 0, 0, 1, 3, 42, none, {}, false, {0, 0}, r0);
+  writeChain("iter/r1", 1, 0, 2, 3, 42, none, {}, false, {0, 0}, r1);
+  writeChain("first/r0", 0, 0, 2, 2);  // the chains as they stood after iteration 1
+  writeChain("first/r1", 1, 0, 3, 2);
+  const std::string truth = writeTruth();
+  AggregateOptions opt;
+  opt.plots = false;
+  auto summaryOf = [&](const std::string& runs, const std::string& out,
+                       const std::optional<std::string>& t) {
+    aggregateRunsWithOptions({(root_ / runs).string()}, (root_ / out).string(), t, opt);
+    return nlohmann::json::parse(foldfarm::readFile((root_ / out / "summary.json").string()));
+  };
+  const nlohmann::json it = summaryOf("iter", "agg_iter", truth)["observables"]["mass"];
+  const nlohmann::json first = summaryOf("first", "agg_first", truth)["observables"]["mass"];
+  ASSERT_TRUE(it["delta_by_iteration"].is_array()) << it.dump();
+  ASSERT_EQ(it["delta_by_iteration"].size(), 2u);
+  EXPECT_EQ(it["delta_by_iteration"][1], it["delta_unfolded"]);
+  EXPECT_EQ(it["delta_by_iteration"][0], first["delta_unfolded"]);
+  EXPECT_NE(it["delta_by_iteration"][0], it["delta_by_iteration"][1]);
+  EXPECT_TRUE(first["delta_by_iteration"].is_null()) << "chains without their iterations";
+  EXPECT_TRUE(summaryOf("iter", "agg_iter_no_truth",
+                        std::nullopt)["observables"]["mass"]["delta_by_iteration"]
+                  .is_null());
 }
 
 TEST_F(AggregateTest, CompareShowsUnfoldingsOfTheSameDataSideBySide) {

@@ -86,6 +86,8 @@ fs::path ChainTest::root_;
 
 TEST_F(ChainTest, SameReplicaAndMemberGiveSameWeightsOthersDiffer) {
   ASSERT_EQ(runChainTask(params(1, 0), (root_ / "a").string()), 0);
+  // A second later: HDF5 kept its objects' times to the second.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   ASSERT_EQ(runChainTask(params(1, 0), (root_ / "b").string()), 0);
   ASSERT_EQ(runChainTask(params(1, 1), (root_ / "c").string()), 0);
   auto a = push(root_ / "a");
@@ -104,6 +106,11 @@ TEST_F(ChainTest, SameReplicaAndMemberGiveSameWeightsOthersDiffer) {
   EXPECT_NEAR(s / a[1].size(), 1.0, 1e-9);
   EXPECT_GT(*std::max_element(a[1].begin(), a[1].end()), 1.0);
   EXPECT_TRUE(fs::exists(root_ / "a" / kChainHistogramsFile));
+  // histograms.h5 keeps the unfolded result of each iteration, the last the final one.
+  const ChainHistograms h = readChainHistograms((root_ / "a").string());
+  ASSERT_EQ(h.iterations.size(), 2u);
+  for (size_t o = 0; o < h.unfolded.size(); ++o)
+    EXPECT_EQ(h.iterations[1][o].sumw, h.unfolded[o].sumw) << h.unfolded[o].name;
   EXPECT_TRUE(fs::exists(root_ / "a" / kChainHistoryFile));
   EXPECT_FALSE(fs::exists(root_ / "a" / "state"));
   // Rerunning a finished chain is a no-op that succeeds.
@@ -1149,6 +1156,7 @@ TEST_F(ChainTest, AStopBetweenTheWeightsAndTheCommitLeavesNoRowTwice) {
 TEST_F(ChainTest, APetFitResumedWhereTheMlpRoundsOtherwiseStartsFromItsOffsets) {
   nlohmann::json p = params(6, 0);
   p["config"]["classifier"] = "pet+mlp";
+  p["config"]["epochs"] = 4;  // a PET fit long enough for the stop to land inside it
   const fs::path ref = root_ / "offsets_ref", cut = root_ / "offsets_cut";
   ASSERT_EQ(runChainTask(p, ref.string()), 0);
   // Stopped inside the second step's PET fit, once its MLP and offsets are kept.

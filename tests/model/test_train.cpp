@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <numeric>
 
 #include "core/base/error.hpp"
@@ -459,6 +460,62 @@ TEST(Resume, TheSameJetsWithOtherValuesOrInAnotherOrderAreRefused) {
   }
   const FitResult r = again.fit(jets, nullptr, o);
   EXPECT_TRUE(r.resumed);
+}
+
+// The fingerprint's float sums (weights, mask, offsets) can change in their last printed digits
+// under another thread count (LibTorch splits sums of 32,768 values and more by thread): where
+// the state kept the values' exact bit sums, a resume whose float sums print otherwise goes on;
+// a count or label sum that differs is still refused, and so is a float sum without the exact
+// values (a state written before they were kept).
+TEST(Resume, FloatSumsOfTheFingerprintGiveWayToTheExactValues) {
+  const auto jets = modeltest::randomJets(32, 32, 25, 8);
+  auto rewrite = [](const std::string& dir, const std::function<void(nlohmann::json&)>& edit) {
+    Checkpoint ck = readCheckpoint(dir);
+    edit(ck.meta.training);
+    writeCheckpoint(dir, ck.meta, ck.tensors);
+  };
+  // "size:labels:weights:mask|..." -> the weights' sum with another last digit.
+  auto otherFloat = [](nlohmann::json& t) {
+    std::string fp = t.at("data_fingerprint").get<std::string>();
+    const size_t third = fp.find(':', fp.find(':') + 1) + 1;
+    fp.insert(fp.find(':', third), "1");
+    t["data_fingerprint"] = fp;
+  };
+  {
+    TempDir state;
+    ClassifierFitOptions o = stoppedFit(jets, state.path);
+    rewrite(state.path, otherFloat);
+    PetClassifier again(petPreset("tiny"), 3);
+    EXPECT_TRUE(again.fit(jets, nullptr, o).resumed);
+  }
+  {
+    TempDir state;
+    ClassifierFitOptions o = stoppedFit(jets, state.path);
+    rewrite(state.path, [](nlohmann::json& t) {
+      std::string fp = t.at("data_fingerprint").get<std::string>();
+      fp.insert(fp.find(':') + 1, "9");  // the label sum
+      t["data_fingerprint"] = fp;
+    });
+    PetClassifier again(petPreset("tiny"), 3);
+    try {
+      again.fit(jets, nullptr, o);
+      FAIL() << "resumed a state of other labels";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("written for different training data"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  {
+    TempDir state;
+    ClassifierFitOptions o = stoppedFit(jets, state.path);
+    rewrite(state.path, [&](nlohmann::json& t) {
+      otherFloat(t);
+      t.erase("data_values");
+    });
+    PetClassifier again(petPreset("tiny"), 3);
+    EXPECT_THROW(again.fit(jets, nullptr, o), InputError);
+  }
 }
 
 // A state past the epochs a resume asks for is refused saying so (before: nothing trained and

@@ -682,6 +682,17 @@ TEST(CampaignReport, DeltaCellsHaveOneDecimalAndAnUnfoldedDeltaBelowTheFloorIsSa
   EXPECT_TRUE(contains(html,
                        "the unfolded result and the truth share their fluctuations, so a Δ below "
                        "the floor is possible"));
+  EXPECT_FALSE(contains(html, "Δ after each iteration</th>")) << "no chain kept its iterations";
+  // Where the chains kept each iteration's result: its Δ, after "shift recovered".
+  mass["delta_by_iteration"] = {24.13, 20.01, 19.604};
+  writeJson(dir + "/aggregate/summary.json", fx.summary);
+  const std::string with = renderCampaignReport(dir, {});
+  EXPECT_TRUE(contains(with, "Δ after each iteration</th>"));
+  const size_t row = with.find("<td>mass</td>");
+  ASSERT_NE(row, std::string::npos);
+  EXPECT_NE(with.find("<td>24.1 → 20.0 → 19.6</td>", row), std::string::npos)
+      << with.substr(row, 600);
+  EXPECT_NE(with.find("<td>-</td>", with.find("<td>width</td>")), std::string::npos);
 }
 
 TEST(CampaignReport, BaselineColumnsSitBesideTheCampaignsDelta) {
