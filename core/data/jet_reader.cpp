@@ -31,6 +31,12 @@ constexpr int64_t F = kNumParticleFeatures;
 // chunks decompress each chunk once, yet stays small because a pretraining stream keeps
 // hundreds of files open.
 constexpr size_t kChunkCacheBytes = 8u << 20;
+// A chunk larger than the cache was read and inflated whole for every block read from it
+// (h5py's chunks=(N, P, F): 9 minutes and 2.3 GB to inspect 1 GB): such a dataset gets a
+// cache of one chunk, up to this, and is read through HDF5 (the direct decoder is for
+// chunks up to kDirectChunkBytes).
+constexpr size_t kMaxChunkCacheBytes = size_t{1} << 30;
+constexpr size_t kDirectChunkBytes = size_t{16} << 20;
 
 // h5py stores bool as a one-byte enum over int8 (values 0/1); HDF5 cannot convert an enum to
 // a number, so its own bytes are read (`n` elements of the selection) and widened by the caller.
@@ -152,10 +158,17 @@ struct JetFile::Impl {
                                      : "unfold layout (reco, gen, reco_jets, gen_jets)") +
                      "; regenerate the file with `foldfarm data synth` or convert it");
     try {
-      H5Handle dapl = FF_H5_OWN(H5Pcreate(H5P_DATASET_ACCESS), H5Kind::kPropList, name);
-      FF_H5_CHECK(H5Pset_chunk_cache(dapl.get(), 12421, kChunkCacheBytes, 1.0), name);
-      open.emplace_back(
-          name, FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), dapl.get()), H5Kind::kDataset, name));
+      auto openWith = [&](size_t cache) {
+        H5Handle dapl = FF_H5_OWN(H5Pcreate(H5P_DATASET_ACCESS), H5Kind::kPropList, name);
+        FF_H5_CHECK(H5Pset_chunk_cache(dapl.get(), 12421, cache, 1.0), name);
+        return FF_H5_OWN(H5Dopen2(file.get(), name.c_str(), dapl.get()), H5Kind::kDataset, name);
+      };
+      H5Handle ds = openWith(kChunkCacheBytes);
+      if (const size_t chunk = chunkBytes(ds.get()); chunk > kChunkCacheBytes) {
+        ds.close(name);
+        ds = openWith(std::min(chunk + (size_t{1} << 20), kMaxChunkCacheBytes));
+      }
+      open.emplace_back(name, std::move(ds));
     } catch (const InputError&) {
       throw;
     } catch (const Error& e) {
@@ -163,6 +176,26 @@ struct JetFile::Impl {
                      "; regenerate or re-copy the file");
     }
     return open.back().second.get();
+  }
+
+  // The bytes of one chunk of a chunked dataset as stored uncompressed; 0 for other layouts.
+  static size_t chunkBytes(hid_t ds) {
+    H5Handle dcpl = FF_H5_OWN(H5Dget_create_plist(ds), H5Kind::kPropList, "chunk layout");
+    if (H5Pget_layout(dcpl.get()) != H5D_CHUNKED) return 0;
+    const int rank = H5Pget_chunk(dcpl.get(), 0, nullptr);
+    if (rank <= 0) {
+      H5Eclear2(H5E_DEFAULT);
+      return 0;
+    }
+    std::vector<hsize_t> chunk(static_cast<size_t>(rank));
+    if (H5Pget_chunk(dcpl.get(), rank, chunk.data()) != rank) {
+      H5Eclear2(H5E_DEFAULT);
+      return 0;
+    }
+    H5Handle type = FF_H5_OWN(H5Dget_type(ds), H5Kind::kDatatype, "chunk type");
+    size_t bytes = H5Tget_size(type.get());
+    for (hsize_t c : chunk) bytes *= static_cast<size_t>(c);
+    return bytes;
   }
 
   std::vector<hsize_t> dims(const std::string& name, H5T_class_t* cls = nullptr) const {
@@ -533,7 +566,8 @@ struct JetFile::Impl {
         unsigned opts = 0;
         const bool plain_chunks = H5Pget_chunk_opts(dcpl.get(), &opts) >= 0 && opts == 0;
         if (!plain_chunks) H5Eclear2(H5E_DEFAULT);
-        d.usable = whole_rows && known && pipeline && plain_chunks && chunk[0] > 0;
+        d.usable = whole_rows && known && pipeline && plain_chunks && chunk[0] > 0 &&
+                   chunkBytes(ds) <= kDirectChunkBytes;
         d.chunk_rows = chunk[0];
       }
     }
