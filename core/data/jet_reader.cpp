@@ -420,6 +420,13 @@ struct JetFile::Impl {
                      " values to sources: the rest would read as zeros; merge the shards again");
   }
 
+  // A per-event column: (N,) or, as numpy's x[:, None] and many writers leave it, (N,1).
+  std::vector<hsize_t> expectColumn(const std::string& name) const {
+    const std::vector<hsize_t> d = dims(name);
+    return d.size() == 2 && d[1] == 1 ? expect(name, {1}, "(N,) or (N,1)")
+                                      : expect(name, {}, "(N,)");
+  }
+
   // Every array is read as floats or int64: its byte size must fit an int64.
   void expectAddressable(const std::string& name, const std::vector<hsize_t>& d) const {
     if (byteSize(d, 8) < 0)
@@ -789,7 +796,7 @@ struct JetFile::Impl {
         for (const char* sub : {"reco_subs", "gen_subs"})
           if (has(sub)) expectN(sub, expect(sub, {kNumSubs}, "(N,6)"));
       for (const char* opt : {"pass_reco", "pass_gen"})
-        if (has(opt)) expectN(opt, expect(opt, {}, "(N,)"));
+        if (has(opt)) expectN(opt, expectColumn(opt));
     } else {
       std::string list;
       for (auto& n : names) list += (list.empty() ? "" : ", ") + n;
@@ -802,7 +809,7 @@ struct JetFile::Impl {
            "has neither 'data' (jets layout) nor 'reco'/'gen' (unfold layout); datasets present: " +
                list + "; convert it with `foldfarm data convert` or regenerate it");
     }
-    if (has("weights")) expectN("weights", expect("weights", {}, "(N,)"));
+    if (has("weights")) expectN("weights", expectColumn("weights"));
     if (N == 0)
       fail(layout == FileLayout::kJets ? "data"
            : has_gen                   ? "gen"
@@ -964,6 +971,10 @@ void JetFile::readJetsInto(int64_t begin, int64_t end, const std::string& level,
           I.fail("pid",
                  "row " + std::to_string(begin + i) +
                      " of the one-hot labels has no class set (no entry > 0); fix the labels");
+        // Two classes at the top (1 and 1, or 0.5 and 0.5): argmax took the first in silence.
+        if (std::count(row, row + I.label_cols, *top) > 1)
+          I.fail("pid", "row " + std::to_string(begin + i) +
+                            " of the one-hot labels sets several classes equally; fix the labels");
         labels[i] = top - row;
       }
     }
@@ -1234,6 +1245,9 @@ std::vector<int64_t> readClassLabels(const std::string& path, const std::string&
       if (!(*top > 0))
         throw InputError(where + "row " + std::to_string(i) +
                          " of the one-hot labels has no class set (no entry > 0); fix the labels");
+      if (std::count(row, row + d[1], *top) > 1)
+        throw InputError(where + "row " + std::to_string(i) +
+                         " of the one-hot labels sets several classes equally; fix the labels");
       idx[static_cast<size_t>(i)] = top - row;
     }
     return idx;

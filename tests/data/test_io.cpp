@@ -798,6 +798,71 @@ TEST(JetIo, FilesAsOtherProducersWriteThemReadExactlyOrAreRefusedByName) {
     EXPECT_EQ(JetFile(path).readJets().labels, a.labels) << path;
     EXPECT_EQ(readClassLabels(path, "pid"), a.labels) << path;
   }
+  // Event weights as an (N,1) column, and one-hot rows that set two classes equally (refused:
+  // argmax took the first in silence).
+  {
+    JetArrays w = a;
+    w.weights.resize(static_cast<size_t>(a.n));
+    for (int64_t i = 0; i < a.n; ++i) w.weights[static_cast<size_t>(i)] = 0.5f + 0.1f * i;
+    const std::string path = dir.file("weights_col.h5");
+    writeJetFile(path, w);
+    {
+      H5Handle f = reopen(path);
+      FF_H5_CHECK(H5Ldelete(f.get(), "weights", H5P_DEFAULT), "weights");
+      const hsize_t dims[2] = {static_cast<hsize_t>(a.n), 1};
+      H5Handle space = FF_H5_OWN(H5Screate_simple(2, dims, nullptr), H5Kind::kDataspace, "w");
+      H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), "weights", H5T_IEEE_F32LE, space.get(),
+                                         H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                              H5Kind::kDataset, "weights");
+      FF_H5_CHECK(
+          H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, w.weights.data()),
+          "weights");
+    }
+    EXPECT_EQ(JetFile(path).readJets().weights, w.weights);
+  }
+  {
+    const std::string path = copyOf("onehot_tie.h5");
+    {
+      H5Handle f = reopen(path);
+      FF_H5_CHECK(H5Ldelete(f.get(), "pid", H5P_DEFAULT), "pid");
+      const hsize_t dims[2] = {static_cast<hsize_t>(a.n), 2};
+      std::vector<float> onehot(static_cast<size_t>(2 * a.n), 0.0f);
+      for (int64_t i = 0; i < a.n; ++i) onehot[static_cast<size_t>(2 * i + a.labels[i])] = 1.0f;
+      onehot[2 * 5] = onehot[2 * 5 + 1] = 1.0f;  // row 5: both
+      H5Handle space = FF_H5_OWN(H5Screate_simple(2, dims, nullptr), H5Kind::kDataspace, "pid");
+      H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), "pid", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
+                                         H5P_DEFAULT, H5P_DEFAULT),
+                              H5Kind::kDataset, "pid");
+      FF_H5_CHECK(
+          H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, onehot.data()),
+          "pid");
+    }
+    expectOneLineNaming(readError(path), path,
+                        {"dataset 'pid': row 5 of the one-hot labels sets several classes"});
+  }
+  // Selection flags as an (N,1) column.
+  {
+    SynthConfig uc = SynthConfig::unfoldDefaults(Tune::kSim);
+    uc.P = 8;
+    UnfoldArrays u = synthUnfold(uc, 4, 0, 20);
+    u.pass_reco.assign(20, 1);
+    u.pass_reco[3] = u.pass_reco[7] = 0;
+    const std::string path = dir.file("pass_col.h5");
+    writeUnfoldFile(path, u);
+    {
+      H5Handle f = reopen(path);
+      FF_H5_CHECK(H5Ldelete(f.get(), "pass_reco", H5P_DEFAULT), "pass_reco");
+      const hsize_t dims[2] = {20, 1};
+      H5Handle space = FF_H5_OWN(H5Screate_simple(2, dims, nullptr), H5Kind::kDataspace, "p");
+      H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), "pass_reco", H5T_STD_U8LE, space.get(),
+                                         H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                              H5Kind::kDataset, "pass_reco");
+      FF_H5_CHECK(
+          H5Dwrite(ds.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, u.pass_reco.data()),
+          "pass_reco");
+    }
+    EXPECT_EQ(JetFile(path).readPassFlags("pass_reco"), u.pass_reco);
+  }
   // Deflate before shuffle.
   {
     const std::string path = copyOf("deflate_shuffle.h5");
