@@ -573,8 +573,10 @@ struct JetFile::Impl {
         unsigned opts = 0;
         const bool plain_chunks = H5Pget_chunk_opts(dcpl.get(), &opts) >= 0 && opts == 0;
         if (!plain_chunks) H5Eclear2(H5E_DEFAULT);
+        size_t chunk_bytes = sizeof(float);  // float32, checked above
+        for (hsize_t c : chunk) chunk_bytes *= static_cast<size_t>(c);
         d.usable = whole_rows && known && pipeline && plain_chunks && chunk[0] > 0 &&
-                   chunkBytes(ds) <= kDirectChunkBytes;
+                   chunk_bytes <= kDirectChunkBytes;
         d.chunk_rows = chunk[0];
       }
     }

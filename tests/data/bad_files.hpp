@@ -12,18 +12,25 @@
 
 namespace foldfarm::data::badfiles {
 
-// Writes (or replaces) the 1-D dataset `name` of `path` as `n` values of `file_type`, given
-// in `mem_type` (as another program would have stored them).
+// Writes (or replaces) the dataset `name` of `path`, of shape `dims`, as values of
+// `file_type` given in `mem_type` (as another program would have stored them).
 inline void replaceDataset(const std::string& path, const char* name, hid_t file_type,
-                           hid_t mem_type, const void* values, hsize_t n) {
+                           hid_t mem_type, const void* values, const std::vector<hsize_t>& dims) {
   H5Handle f = FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Kind::kFile, path);
   if (H5Lexists(f.get(), name, H5P_DEFAULT) > 0)
     FF_H5_CHECK(H5Ldelete(f.get(), name, H5P_DEFAULT), name);
-  H5Handle space = FF_H5_OWN(H5Screate_simple(1, &n, nullptr), H5Kind::kDataspace, name);
+  H5Handle space = FF_H5_OWN(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+                             H5Kind::kDataspace, name);
   H5Handle ds = FF_H5_OWN(
       H5Dcreate2(f.get(), name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
       H5Kind::kDataset, name);
   FF_H5_CHECK(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values), name);
+}
+
+// The same, 1-D of `n` values.
+inline void replaceDataset(const std::string& path, const char* name, hid_t file_type,
+                           hid_t mem_type, const void* values, hsize_t n) {
+  replaceDataset(path, name, file_type, mem_type, values, std::vector<hsize_t>{n});
 }
 
 inline void writeRawFloat(hid_t file, const std::string& name, const std::vector<hsize_t>& dims,

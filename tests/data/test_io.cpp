@@ -780,21 +780,12 @@ TEST(JetIo, FilesAsOtherProducersWriteThemReadExactlyOrAreRefusedByName) {
   // pid as an (N,1) column, of integers and of floats.
   for (const bool floats : {false, true}) {
     const std::string path = copyOf(floats ? "pid_col_float.h5" : "pid_col.h5");
-    {
-      H5Handle f = reopen(path);
-      FF_H5_CHECK(H5Ldelete(f.get(), "pid", H5P_DEFAULT), "pid");
-      const hsize_t dims[2] = {static_cast<hsize_t>(a.n), 1};
-      H5Handle space = FF_H5_OWN(H5Screate_simple(2, dims, nullptr), H5Kind::kDataspace, "pid");
-      H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), "pid", floats ? H5T_IEEE_F64LE : H5T_STD_I64LE,
-                                         space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                              H5Kind::kDataset, "pid");
-      std::vector<double> as_double(a.labels.begin(), a.labels.end());
-      FF_H5_CHECK(floats ? H5Dwrite(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                                    as_double.data())
-                         : H5Dwrite(ds.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                                    a.labels.data()),
-                  "pid");
-    }
+    const std::vector<double> as_double(a.labels.begin(), a.labels.end());
+    const std::vector<hsize_t> column = {static_cast<hsize_t>(a.n), 1};
+    if (floats)
+      replaceDataset(path, "pid", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, as_double.data(), column);
+    else
+      replaceDataset(path, "pid", H5T_STD_I64LE, H5T_NATIVE_INT64, a.labels.data(), column);
     EXPECT_EQ(JetFile(path).readJets().labels, a.labels) << path;
     EXPECT_EQ(readClassLabels(path, "pid"), a.labels) << path;
   }
@@ -806,37 +797,17 @@ TEST(JetIo, FilesAsOtherProducersWriteThemReadExactlyOrAreRefusedByName) {
     for (int64_t i = 0; i < a.n; ++i) w.weights[static_cast<size_t>(i)] = 0.5f + 0.1f * i;
     const std::string path = dir.file("weights_col.h5");
     writeJetFile(path, w);
-    {
-      H5Handle f = reopen(path);
-      FF_H5_CHECK(H5Ldelete(f.get(), "weights", H5P_DEFAULT), "weights");
-      const hsize_t dims[2] = {static_cast<hsize_t>(a.n), 1};
-      H5Handle space = FF_H5_OWN(H5Screate_simple(2, dims, nullptr), H5Kind::kDataspace, "w");
-      H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), "weights", H5T_IEEE_F32LE, space.get(),
-                                         H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                              H5Kind::kDataset, "weights");
-      FF_H5_CHECK(
-          H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, w.weights.data()),
-          "weights");
-    }
+    replaceDataset(path, "weights", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, w.weights.data(),
+                   {static_cast<hsize_t>(a.n), 1});
     EXPECT_EQ(JetFile(path).readJets().weights, w.weights);
   }
   {
     const std::string path = copyOf("onehot_tie.h5");
-    {
-      H5Handle f = reopen(path);
-      FF_H5_CHECK(H5Ldelete(f.get(), "pid", H5P_DEFAULT), "pid");
-      const hsize_t dims[2] = {static_cast<hsize_t>(a.n), 2};
-      std::vector<float> onehot(static_cast<size_t>(2 * a.n), 0.0f);
-      for (int64_t i = 0; i < a.n; ++i) onehot[static_cast<size_t>(2 * i + a.labels[i])] = 1.0f;
-      onehot[2 * 5] = onehot[2 * 5 + 1] = 1.0f;  // row 5: both
-      H5Handle space = FF_H5_OWN(H5Screate_simple(2, dims, nullptr), H5Kind::kDataspace, "pid");
-      H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), "pid", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
-                                         H5P_DEFAULT, H5P_DEFAULT),
-                              H5Kind::kDataset, "pid");
-      FF_H5_CHECK(
-          H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, onehot.data()),
-          "pid");
-    }
+    std::vector<float> onehot(static_cast<size_t>(2 * a.n), 0.0f);
+    for (int64_t i = 0; i < a.n; ++i) onehot[static_cast<size_t>(2 * i + a.labels[i])] = 1.0f;
+    onehot[2 * 5] = onehot[2 * 5 + 1] = 1.0f;  // row 5: both
+    replaceDataset(path, "pid", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, onehot.data(),
+                   {static_cast<hsize_t>(a.n), 2});
     expectOneLineNaming(readError(path), path,
                         {"dataset 'pid': row 5 of the one-hot labels sets several classes"});
   }
@@ -849,18 +820,7 @@ TEST(JetIo, FilesAsOtherProducersWriteThemReadExactlyOrAreRefusedByName) {
     u.pass_reco[3] = u.pass_reco[7] = 0;
     const std::string path = dir.file("pass_col.h5");
     writeUnfoldFile(path, u);
-    {
-      H5Handle f = reopen(path);
-      FF_H5_CHECK(H5Ldelete(f.get(), "pass_reco", H5P_DEFAULT), "pass_reco");
-      const hsize_t dims[2] = {20, 1};
-      H5Handle space = FF_H5_OWN(H5Screate_simple(2, dims, nullptr), H5Kind::kDataspace, "p");
-      H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), "pass_reco", H5T_STD_U8LE, space.get(),
-                                         H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                              H5Kind::kDataset, "pass_reco");
-      FF_H5_CHECK(
-          H5Dwrite(ds.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, u.pass_reco.data()),
-          "pass_reco");
-    }
+    replaceDataset(path, "pass_reco", H5T_STD_U8LE, H5T_NATIVE_UINT8, u.pass_reco.data(), {20, 1});
     EXPECT_EQ(JetFile(path).readPassFlags("pass_reco"), u.pass_reco);
   }
   // Deflate before shuffle.
@@ -908,20 +868,10 @@ TEST(JetIo, FilesAsOtherProducersWriteThemReadExactlyOrAreRefusedByName) {
   // Text labels.
   {
     const std::string path = copyOf("pid_text.h5");
-    {
-      H5Handle f = reopen(path);
-      FF_H5_CHECK(H5Ldelete(f.get(), "pid", H5P_DEFAULT), "pid");
-      H5Handle type = FF_H5_OWN(H5Tcopy(H5T_C_S1), H5Kind::kDatatype, "pid");
-      FF_H5_CHECK(H5Tset_size(type.get(), 1), "pid");
-      const hsize_t n = static_cast<hsize_t>(a.n);
-      H5Handle space = FF_H5_OWN(H5Screate_simple(1, &n, nullptr), H5Kind::kDataspace, "pid");
-      H5Handle ds = FF_H5_OWN(H5Dcreate2(f.get(), "pid", type.get(), space.get(), H5P_DEFAULT,
-                                         H5P_DEFAULT, H5P_DEFAULT),
-                              H5Kind::kDataset, "pid");
-      const std::string text(static_cast<size_t>(a.n), 'q');
-      FF_H5_CHECK(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, text.data()),
-                  "pid");
-    }
+    H5Handle type = FF_H5_OWN(H5Tcopy(H5T_C_S1), H5Kind::kDatatype, "pid");
+    FF_H5_CHECK(H5Tset_size(type.get(), 1), "pid");
+    const std::string text(static_cast<size_t>(a.n), 'q');
+    replaceDataset(path, "pid", type.get(), type.get(), text.data(), static_cast<hsize_t>(a.n));
     expectOneLineNaming(readError(path), path,
                         {"dataset 'pid': holds text; labels are class indices"});
   }
