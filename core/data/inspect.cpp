@@ -8,6 +8,7 @@
 #include <optional>
 #include <sstream>
 
+#include "core/data/features.hpp"
 #include "core/data/h5_file.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/observables.hpp"
@@ -39,22 +40,107 @@ struct Moments {
   }
 };
 
+// What a file's producer can get wrong without a NaN or a wrong shape: each check counts the
+// jets (or particle slots) that fail it and keeps the first failing row, so that a warning can
+// name it. Real particles are the slots whose feature 2 is non-zero (jet_arrays.hpp).
+struct Check {
+  const char* key;
+  int64_t count = 0;
+  int64_t first_row = -1;
+  void fail(int64_t row) {
+    if (count++ == 0) first_row = row;
+  }
+};
+
+constexpr const char* kParticleFeatureNames[kNumParticleFeatures] = {"deta",
+                                                                     "dphi",
+                                                                     "log(1-pt/ptjet)",
+                                                                     "log pt",
+                                                                     "log(1-e/ejet)",
+                                                                     "log e",
+                                                                     "dr",
+                                                                     "charge",
+                                                                     "is charged hadron",
+                                                                     "is neutral hadron",
+                                                                     "is photon",
+                                                                     "is electron",
+                                                                     "is muon"};
+
 nlohmann::json levelSummary(const JetFile& f, const std::string& level) {
   Moments mult;
   Moments jet[kNumJetFeatures];
+  Moments part[kNumParticleFeatures];
   std::map<int64_t, int64_t> labels;
+  Check empty{"jets_without_particles"}, pt{"jet_pt_not_positive"},
+      count{"jet_multiplicity_not_the_particle_count"}, dphi{"dphi_outside_pi"},
+      ratio{"log_ratio_not_negative"}, dr{"dr_not_hypot_deta_dphi"},
+      onehot{"particle_type_not_one_hot"}, charge{"charge_not_unit"},
+      hidden{"padding_slots_with_values"};
+  constexpr double kPi = 3.14159265358979323846;
   for (int64_t b = 0; b < f.numJets(); b += kBlockRows) {
-    const JetArrays a = f.readJets(b, std::min(f.numJets(), b + kBlockRows), level);
+    const int64_t e = std::min(f.numJets(), b + kBlockRows);
+    const JetArrays a = f.readJets(b, e, level);
+    // An event that fails the level's selection may hold no jet there (zeros): not checked.
+    const std::string flags = "pass_" + level;
+    const std::vector<uint8_t> pass =
+        !level.empty() && f.has(flags) ? f.readPassFlags(flags, b, e) : std::vector<uint8_t>{};
     for (int64_t i = 0; i < a.n; ++i) {
-      mult.add(static_cast<double>(a.multiplicity(i)));
+      const int64_t row = b + i;
+      const int64_t m = a.multiplicity(i);
+      mult.add(static_cast<double>(m));
       for (int k = 0; k < kNumJetFeatures; ++k) jet[k].add(a.jet(i)[k]);
       if (!a.labels.empty()) ++labels[a.labels[i]];
+      if (!pass.empty() && pass[static_cast<size_t>(i)] == 0) continue;
+      if (m == 0) empty.fail(row);
+      if (!(a.jet(i)[0] > 0)) pt.fail(row);
+      if (a.jet(i)[3] != static_cast<float>(m)) count.fail(row);
+      bool bad_dphi = false, bad_ratio = false, bad_dr = false, bad_type = false,
+           bad_charge = false, bad_hidden = false;
+      for (int64_t j = 0; j < a.P; ++j) {
+        const float* x = a.particle(i, j);
+        if (x[2] == 0.0f) {
+          for (int k = 0; k < kNumParticleFeatures; ++k) bad_hidden |= x[k] != 0.0f;
+          continue;
+        }
+        for (int k = 0; k < kNumParticleFeatures; ++k) part[k].add(x[k]);
+        // Float32 features of a wrapped angle may round a hair past pi.
+        bad_dphi |= std::fabs(x[1]) > kPi + 1e-5;
+        bad_ratio |= x[2] > 0.0f || x[4] > 0.0f;
+        const double hyp = std::hypot(double(x[0]), double(x[1]));
+        bad_dr |= std::fabs(x[6] - hyp) > 1e-4 + 1e-4 * hyp;
+        float types = 0;
+        for (int k = 8; k < kNumParticleFeatures; ++k) {
+          bad_type |= x[k] != 0.0f && x[k] != 1.0f;
+          types += x[k];
+        }
+        bad_type |= types > 1.0f;
+        bad_charge |= x[7] != 0.0f && x[7] != 1.0f && x[7] != -1.0f;
+      }
+      if (bad_dphi) dphi.fail(row);
+      if (bad_ratio) ratio.fail(row);
+      if (bad_dr) dr.fail(row);
+      if (bad_type) onehot.fail(row);
+      if (bad_charge) charge.fail(row);
+      if (bad_hidden) hidden.fail(row);
     }
   }
   static const char* names[kNumJetFeatures] = {"pt", "eta", "mass", "multiplicity"};
   nlohmann::json j;
   j["particle_multiplicity"] = mult.json();
   for (int k = 0; k < kNumJetFeatures; ++k) j["jet"][names[k]] = jet[k].json();
+  for (int k = 0; k < kNumParticleFeatures; ++k)
+    j["particles"][kParticleFeatureNames[k]] = part[k].json();
+  j["checks"] = nlohmann::json::object();
+  for (const Check* c : {&empty, &pt, &count, &dphi, &ratio, &dr, &onehot, &charge, &hidden})
+    j["checks"][c->key] = {{"jets", c->count}, {"first_row", c->first_row}};
+  // Standardised means of the continuous particle features (the network's inputs): far from
+  // zero, the file's features are not those the standardisation was made for.
+  const FeatureStats stats = FeatureStats::jetClass();
+  for (int k = 0; k < 6; ++k) {
+    if (part[k].n == 0) break;
+    j["standardized_mean"][kParticleFeatureNames[k]] =
+        (part[k].sum / part[k].n - stats.particle_mean[k]) / stats.particle_std[k];
+  }
   if (!labels.empty()) {
     const int64_t classes = labels.rbegin()->first + 1;
     std::vector<int64_t> counts(static_cast<size_t>(classes), 0);
@@ -62,6 +148,61 @@ nlohmann::json levelSummary(const JetFile& f, const std::string& level) {
     j["labels"] = {{"classes", classes}, {"counts", counts}};
   }
   return j;
+}
+
+// One line per failed check of a level (levelSummary), naming the first row and what the
+// producer likely did; empty when every check passed.
+std::vector<std::string> levelWarnings(const std::string& level, const nlohmann::json& l,
+                                       int64_t jets) {
+  static const std::map<std::string, std::string> what = {
+      {"jets_without_particles",
+       "have no particle (every slot's feature 2 is 0): they train as empty jets; drop them or "
+       "check the producer"},
+      {"jet_pt_not_positive", "have jet pT <= 0 (jet column 0)"},
+      {"jet_multiplicity_not_the_particle_count",
+       "give a multiplicity (jet column 3) other than their count of particles (slots whose "
+       "feature 2 is non-zero)"},
+      {"dphi_outside_pi",
+       "have a particle with |dphi| > pi (feature 1): wrap phi - phi_jet into (-pi, pi]"},
+      {"log_ratio_not_negative",
+       "have a particle whose feature 2 or 4 is positive: they are log(1 - pT/pT_jet) and "
+       "log(1 - E/E_jet), negative for a particle softer than its jet"},
+      {"dr_not_hypot_deta_dphi",
+       "have a particle whose dR (feature 6) is not hypot(deta, dphi) of features 0 and 1"},
+      {"particle_type_not_one_hot",
+       "have a particle whose type flags (features 8-12) are not 0/1 with at most one set"},
+      {"charge_not_unit", "have a particle whose charge (feature 7) is not -1, 0 or +1"},
+      {"padding_slots_with_values",
+       "have a slot whose feature 2 is 0 but other features are not: foldfarm reads it as "
+       "padding and drops it (a real particle needs feature 2 != 0)"}};
+  std::vector<std::string> out;
+  const std::string where = level.empty() ? "" : level + " level: ";
+  for (auto& [key, c] : l["checks"].items()) {
+    const int64_t n = c["jets"].get<int64_t>();
+    if (n == 0) continue;
+    char pct[32];
+    std::snprintf(pct, sizeof pct, "%.2g%%",
+                  100.0 * double(n) / double(std::max<int64_t>(jets, 1)));
+    out.push_back(where + std::to_string(n) + " jet(s) (" + pct + ", first row " +
+                  std::to_string(c["first_row"].get<int64_t>()) + ") " + what.at(key));
+  }
+  if (l.contains("standardized_mean"))
+    for (auto& [name, z] : l["standardized_mean"].items()) {
+      const double v = z.get<double>();
+      if (std::fabs(v) <= 3) continue;
+      char buf[400];
+      std::snprintf(buf, sizeof buf,
+                    "feature '%s' lies %.1f standard deviations from the mean the "
+                    "standardisation (JetClass statistics) expects",
+                    name.c_str(), v);
+      std::string line = where + buf;
+      if (name.rfind("log(1-", 0) == 0)
+        line += ": log of the ratio stored instead of log(1 - ratio)?";
+      else
+        line += ": other units (GeV expected) or another definition?";
+      out.push_back(line);
+    }
+  return out;
 }
 
 }  // namespace
@@ -226,6 +367,10 @@ nlohmann::json summarizeFile(const std::string& path) {
         if (f.hasLevel("reco")) s["levels"]["reco"]["subs"][observableName(k)] = subs[1][k].json();
       }
   }
+  s["warnings"] = nlohmann::json::array();
+  for (auto& [level, l] : s["levels"].items())
+    for (std::string& w : levelWarnings(level == "jets" ? "" : level, l, f.numJets()))
+      s["warnings"].push_back(std::move(w));
   return s;
 }
 
@@ -296,12 +441,12 @@ std::string formatSummary(const nlohmann::json& s) {
   }
   const nlohmann::json levels = s.value("levels", nlohmann::json::object());
   for (auto& [level, l] : levels.items()) {
-    std::snprintf(buf, sizeof buf, "%-18s %10s %10s %10s %10s\n", ("[" + level + "]").c_str(),
+    std::snprintf(buf, sizeof buf, "%-22s %10s %10s %10s %10s\n", ("[" + level + "]").c_str(),
                   "mean", "std", "min", "max");
     os << buf;
     auto row = [&](const std::string& name, const nlohmann::json& m) {
       if (m.is_null()) return;
-      std::snprintf(buf, sizeof buf, "  %-16s %10.4g %10.4g %10.4g %10.4g\n", name.c_str(),
+      std::snprintf(buf, sizeof buf, "  %-20s %10.4g %10.4g %10.4g %10.4g\n", name.c_str(),
                     m["mean"].get<double>(), m["std"].get<double>(), m["min"].get<double>(),
                     m["max"].get<double>());
       os << buf;
@@ -314,6 +459,17 @@ std::string formatSummary(const nlohmann::json& s) {
       for (auto& [k, m] : l["jet"].items()) row("jet " + k, m);
     if (l.contains("subs"))
       for (auto& [k, m] : l["subs"].items()) row("obs " + k, m);
+    if (l.contains("particles"))
+      for (int k = 0; k < kNumParticleFeatures; ++k)
+        if (l["particles"].contains(kParticleFeatureNames[k]))
+          row(std::to_string(k) + " " + kParticleFeatureNames[k],
+              l["particles"][kParticleFeatureNames[k]]);
+  }
+  if (s.contains("warnings")) {
+    if (s["warnings"].empty())
+      os << "checks: passed (particle features as OmniLearn defines them, jets with particles, "
+            "multiplicity = particle count)\n";
+    for (const auto& w : s["warnings"]) os << "warning: " << w.get<std::string>() << "\n";
   }
   return os.str();
 }

@@ -1,7 +1,9 @@
 #pragma once
 // Summary of an OmniLearn HDF5 file for `foldfarm data inspect`: datasets and shapes, root
-// attributes, label balance, and per level the real-particle multiplicity and jet-feature
-// statistics (mean, std, min, max), pass fractions and observable means for unfolding files.
+// attributes, label balance, and per level the real-particle multiplicity, jet-feature and
+// particle-feature statistics (mean, std, min, max), pass fractions and observable means for
+// unfolding files; per level the checks of the particle features against OmniLearn's
+// definitions ("checks": failing jets and the first row) and "warnings", one line each.
 // Reads the file in blocks (never whole), so every value is validated (NaN/Inf -> InputError).
 #include <string>
 

@@ -32,6 +32,13 @@ void writeSynthFile(const SynthFileOptions& opt) {
     throw InputError("synth: --threads " + std::to_string(opt.threads) + " exceeds " +
                      std::to_string(kMaxSynthThreads) + "; give at most the cores of the node");
   const bool pretrain = opt.kind == SynthKind::kPretrain;
+  // Events are selected by their jet pT: a spectrum below the cut writes a file in which
+  // nothing passes, which every unfolding then refuses.
+  if (!pretrain && opt.config.pt_max < opt.config.pass_pt_min)
+    throw InputError(fmt::format(
+        "synth: --pt-max {:g} GeV lies below the unfolding samples' selection (jet pT >= {:g} "
+        "GeV at gen and reco level): no event would pass it; give a --pt-max above {:g}",
+        opt.config.pt_max, opt.config.pass_pt_min, opt.config.pass_pt_min));
   if (opt.levels != "both" && opt.levels != "reco" && opt.levels != "gen")
     throw InputError("synth: levels must be both, reco or gen (got '" + opt.levels + "')");
   if (pretrain && opt.levels != "both")

@@ -5,9 +5,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -510,4 +513,134 @@ TEST_F(DataCli, SynthSaysHowManyJetsFillEverySlot) {
   ASSERT_EQ(jets.code, 0) << jets.err;
   EXPECT_NE(jets.err.find(" of 60 jets fill all 8 particle slots (--particles)"), std::string::npos)
       << jets.err;
+}
+
+// `data inspect` checks the particle features against OmniLearn's definitions, which no NaN or
+// shape check sees: a synthetic file and the shipped real jets pass; a file with one broken jet
+// per check names each check's first row; a file whose producer stored log(pT/pT_jet) where
+// log(1 - pT/pT_jet) belongs is told so. Inspection still succeeds (these are warnings).
+TEST_F(DataCli, InspectChecksTheParticleFeaturesAndNamesTheFirstJetOfEachProblem) {
+  const std::string pre = file("pre.h5");
+  Result r =
+      run({"data", "synth", "--kind", "pretrain", "--jets", "60", "--seed", "5", "--out", pre});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const std::string& good :
+       {pre, std::string(FOLDFARM_SHARED_DATA_DIR) + "/quark_gluon_2000.h5"}) {
+    r = run({"data", "inspect", good, "--json"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_TRUE(j["warnings"].empty()) << good << ": " << j["warnings"].dump();
+    EXPECT_EQ(j["levels"]["jets"]["particles"].size(), 13u);
+    r = run({"data", "inspect", good});
+    EXPECT_NE(r.out.find("checks: passed"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("  1 dphi"), std::string::npos) << r.out;
+  }
+
+  JetArrays a = JetFile(pre).readJets();
+  for (int64_t i : {3, 5, 7, 8, 11}) ASSERT_GT(a.multiplicity(i), 1) << i;
+  const int64_t m9 = a.multiplicity(9);
+  ASSERT_LT(m9, a.P);
+  a.particle(3, 0)[1] += 6.3f;  // dphi not wrapped (and so dR no longer its hypot)
+  a.particle(5, 1)[4] = 0.2f;   // log(1 - E/E_jet) > 0
+  a.particle(7, 0)[6] += 0.5f;  // dR alone
+  a.particle(8, 0)[8] = a.particle(8, 0)[9] = 1;  // two types
+  a.particle(9, m9)[0] = 0.1f;                    // a value in a padding slot
+  a.particle(11, 0)[7] = 0.5f;                    // charge
+  a.jet(12)[3] += 1;                              // multiplicity column
+  a.jet(13)[0] = -1;                              // jet pT
+  for (int64_t j = 0; j < a.P; ++j)
+    std::fill_n(a.particle(15, j), kNumParticleFeatures, 0.0f);  // no particle
+  const std::string bad = file("bad_features.h5");
+  writeJetFile(bad, a);
+  r = run({"data", "inspect", bad, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  const auto& checks = j["levels"]["jets"]["checks"];
+  const std::map<std::string, int64_t> first = {
+      {"dphi_outside_pi", 3},           {"log_ratio_not_negative", 5},
+      {"particle_type_not_one_hot", 8}, {"padding_slots_with_values", 9},
+      {"charge_not_unit", 11},          {"jet_pt_not_positive", 13},
+      {"jets_without_particles", 15}};
+  for (const auto& [key, row] : first) {
+    EXPECT_EQ(checks[key]["jets"], 1) << key << ": " << checks.dump();
+    EXPECT_EQ(checks[key]["first_row"], row) << key;
+  }
+  EXPECT_EQ(checks["dr_not_hypot_deta_dphi"]["jets"], 2);  // rows 3 and 7
+  EXPECT_EQ(checks["dr_not_hypot_deta_dphi"]["first_row"], 3);
+  // Row 12's column and row 15's (its particles gone, its column not).
+  EXPECT_EQ(checks["jet_multiplicity_not_the_particle_count"]["jets"], 2);
+  EXPECT_EQ(checks["jet_multiplicity_not_the_particle_count"]["first_row"], 12);
+  EXPECT_EQ(j["warnings"].size(), 9u) << j["warnings"].dump(1);
+  r = run({"data", "inspect", bad});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("warning: 1 jet(s) (1.7%, first row 3) have a particle with |dphi| > pi"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("first row 9) have a slot whose feature 2 is 0 but other features are "
+                       "not: foldfarm reads it as padding"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("checks: passed"), std::string::npos) << r.out;
+
+  // log(pT/pT_jet) and log(E/E_jet) where log(1 - ratio) belongs.
+  JetArrays l = JetFile(pre).readJets();
+  for (int64_t i = 0; i < l.n; ++i)
+    for (int64_t j = 0; j < l.multiplicity(i); ++j)
+      for (int k : {2, 4}) {
+        float& x = l.particle(i, j)[k];
+        x = static_cast<float>(std::log(std::max(1e-8, 1 - std::exp(double(x)))));
+      }
+  const std::string logs = file("log_ratio.h5");
+  writeJetFile(logs, l);
+  r = run({"data", "inspect", logs});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("warning: feature 'log(1-pt/ptjet)' lies"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("log of the ratio stored instead of log(1 - ratio)?"), std::string::npos)
+      << r.out;
+
+  // An unfolding file: an event that fails reco may hold no reco jet (not checked); one that
+  // passes it must, and is named with its level.
+  const std::string unf = file("unf.h5");
+  r = run({"data", "synth", "--kind", "unfold", "--events", "40", "--seed", "6", "--out", unf});
+  ASSERT_EQ(r.code, 0) << r.err;
+  UnfoldArrays u = JetFile(unf).readUnfold(0, 40);
+  ASSERT_FALSE(u.pass_reco.empty());
+  for (int64_t i : {2, 4}) {
+    u.pass_reco[static_cast<size_t>(i)] = i == 2 ? 0 : 1;
+    for (int64_t j = 0; j < u.reco.P; ++j)
+      std::fill_n(u.reco.particle(i, j), kNumParticleFeatures, 0.0f);
+    std::fill_n(u.reco.jet(i), kNumJetFeatures, 0.0f);
+  }
+  const std::string holes = file("unf_holes.h5");
+  writeUnfoldFile(holes, u);
+  r = run({"data", "inspect", holes, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto uj = nlohmann::json::parse(r.out);
+  EXPECT_EQ(uj["levels"]["reco"]["checks"]["jets_without_particles"]["jets"], 1) << uj.dump();
+  EXPECT_EQ(uj["levels"]["reco"]["checks"]["jets_without_particles"]["first_row"], 4);
+  EXPECT_EQ(uj["levels"]["gen"]["checks"]["jets_without_particles"]["jets"], 0);
+  bool named = false;
+  for (const auto& w : uj["warnings"])
+    named = named || w.get<std::string>().rfind(
+                         "reco level: 1 jet(s) (2.5%, first row 4) have no particle", 0) == 0;
+  EXPECT_TRUE(named) << uj["warnings"].dump();
+}
+
+// An unfolding sample whose spectrum lies below the selection's jet pT cut would pass no event
+// (every unfolding refuses such a file): refused when asked for, nothing written.
+TEST_F(DataCli, SynthRefusesAnUnfoldingSpectrumBelowItsSelection) {
+  const std::string out = file("low.h5");
+  const Result r = run({"data", "synth", "--kind", "unfold", "--events", "20", "--pt-min", "1",
+                        "--pt-max", "100", "--out", out});
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("--pt-max 100 GeV lies below the unfolding samples' selection (jet pT >= "
+                       "150 GeV"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_EQ(run({"data", "synth", "--kind", "pretrain", "--jets", "20", "--pt-min", "1", "--pt-max",
+                 "100", "--out", out})
+                .code,
+            0)
+      << "pretraining jets are not selected";
 }
