@@ -1,6 +1,7 @@
 #include "core/train/finetune.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -26,16 +27,18 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 json FinetuneResult::toJson() const {
+  // A figure that is not defined (one class among the test jets; a diverged model): null.
+  const auto figure = [](double v) { return std::isnan(v) ? json() : json(v); };
   return {{"init", init},
           {"train_jets", train_jets},
           {"val_jets", val_jets},
           {"test_jets", test_jets},
           // null when no jet was held out (--test-fraction 0): no figure rather than zeros.
           {"test", test_jets == 0 ? json()
-                                  : json{{"accuracy", test.accuracy},
-                                         {"auc", test.auc},
-                                         {"rejection_at_eps_s_0.5", test.rejection50},
-                                         {"rejection_at_eps_s_0.3", test.rejection30}}},
+                                  : json{{"accuracy", figure(test.accuracy)},
+                                         {"auc", figure(test.auc)},
+                                         {"rejection_at_eps_s_0.5", figure(test.rejection50)},
+                                         {"rejection_at_eps_s_0.3", figure(test.rejection30)}}},
           {"warm_start_skipped", warm_start_skipped},
           {"fit", foldfarm::toJson(fit)}};
 }
@@ -96,6 +99,22 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
                      "; a classifier needs jets of both classes (0 and 1)");
   auto [rest, test_rows] = splitRows(raw.n, opt.test_fraction, o.seed);
   const data::JetArrays pool = raw.subset(rest), test = raw.subset(test_rows);
+  // The jets the model trains on hold both classes (a file with few of one class can leave all
+  // of them to the test: the model trained on one class without a word).
+  const auto pool_ones = std::count(pool.labels.begin(), pool.labels.end(), int64_t{1});
+  if (pool_ones == 0 || pool_ones == pool.n)
+    throw InputError(opt.train + ": the " + std::to_string(pool.n) +
+                     " jets left for training after the test's " + std::to_string(test.n) +
+                     " (--test-fraction " + fmt::format("{:g}", opt.test_fraction) +
+                     ") all have label " + std::to_string(pool_ones == 0 ? 0 : 1) +
+                     "; a classifier needs both classes: give more jets of class " +
+                     std::to_string(pool_ones == 0 ? 1 : 0) + " or a smaller --test-fraction");
+  const auto test_ones = std::count(test.labels.begin(), test.labels.end(), int64_t{1});
+  if (test.n > 0 && (test_ones == 0 || test_ones == test.n))
+    logWarn(
+        "finetune: the {} test jets all have label {}: AUC and rejection are not defined (null); "
+        "give more jets of class {} for test figures",
+        test.n, test_ones == 0 ? 0 : 1, test_ones == 0 ? 1 : 0);
 
   // 3. The classifier, warm-started or fresh.
   FinetuneResult r;
@@ -138,6 +157,7 @@ FinetuneResult runFinetuning(const FinetuneOptions& opt) {
 namespace {
 
 std::string fixed(double v) {
+  if (std::isnan(v)) return "-";
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.4g", v);
   return buf;
@@ -206,9 +226,11 @@ void finetuneCommand(const FinetuneRequest& a) {
     std::printf("no test figures: no jet was held out (--test-fraction %g)\n", o.test_fraction);
   } else {
     std::printf(
-        "test accuracy %.4f  AUC %.4f  1/eps_B(eps_S=0.5) %s  1/eps_B(eps_S=0.3) %s  (%lld jets)\n",
-        r.test.accuracy, r.test.auc, fixed(r.test.rejection50).c_str(),
-        fixed(r.test.rejection30).c_str(), static_cast<long long>(r.test_jets));
+        "test accuracy %.4f  AUC %s  1/eps_B(eps_S=0.5) %s  1/eps_B(eps_S=0.3) %s  (%lld jets)\n",
+        r.test.accuracy,
+        std::isnan(r.test.auc) ? "- (one class)" : fmt::format("{:.4f}", r.test.auc).c_str(),
+        fixed(r.test.rejection50).c_str(), fixed(r.test.rejection30).c_str(),
+        static_cast<long long>(r.test_jets));
   }
 }
 

@@ -247,7 +247,9 @@ std::vector<std::vector<int64_t>> epochBatches(const JetTensors& set, int64_t ba
   if (batch_size < 1) throw InputError("batch size must be >= 1");
   if (world_size < 1 || rank < 0 || rank >= world_size || n < world_size)
     throw InputError("cannot shard " + std::to_string(n) + " jets over " +
-                     std::to_string(world_size) + " ranks");
+                     std::to_string(world_size) +
+                     " ranks (each rank needs at least one jet a batch): use more jets or fewer "
+                     "ranks");
   std::vector<int64_t> perm(static_cast<size_t>(n));
   std::iota(perm.begin(), perm.end(), 0);
   std::mt19937_64 g(deriveSeed({seed, 0x6a657473ULL, static_cast<uint64_t>(epoch)}));

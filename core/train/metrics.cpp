@@ -32,7 +32,8 @@ double backgroundRejection(const std::vector<double>& scores, const std::vector<
                            const std::vector<double>& weights, double eps_s) {
   double total_s = 0, total_b = 0;
   for (size_t i = 0; i < scores.size(); ++i) (labels[i] == 1 ? total_s : total_b) += w(weights, i);
-  if (total_s <= 0 || total_b <= 0) return 0;
+  // One class only: no rejection is defined (it read 0).
+  if (total_s <= 0 || total_b <= 0) return std::numeric_limits<double>::quiet_NaN();
   if (anyNan(scores)) return std::numeric_limits<double>::quiet_NaN();
   double s = 0, b = 0;
   for (size_t i : descending(scores)) {
@@ -75,7 +76,8 @@ BinaryMetrics binaryMetrics(const std::vector<double>& scores, const std::vector
     fp += dfp;
     k = e;
   }
-  m.auc = (total_s > 0 && total_b > 0) ? area / (total_s * total_b) : 0;
+  m.auc = (total_s > 0 && total_b > 0) ? area / (total_s * total_b)
+                                       : std::numeric_limits<double>::quiet_NaN();
   m.rejection50 = backgroundRejection(scores, labels, weights, 0.5);
   m.rejection30 = backgroundRejection(scores, labels, weights, 0.3);
   return m;

@@ -13,10 +13,11 @@ struct BinaryMetrics {
 };
 
 // scores: probability of signal; labels 0/1; weights empty = all 1. A NaN score (a model that
-// diverged) makes every figure NaN.
+// diverged) makes every figure NaN; jets of one class only make AUC and rejections NaN (not
+// defined; they read 0).
 BinaryMetrics binaryMetrics(const std::vector<double>& scores, const std::vector<int>& labels,
                             const std::vector<double>& weights = {});
-// 1/eps_B at signal efficiency eps_s.
+// 1/eps_B at signal efficiency eps_s; NaN with one class only.
 double backgroundRejection(const std::vector<double>& scores, const std::vector<int>& labels,
                            const std::vector<double>& weights, double eps_s);
 

@@ -22,6 +22,7 @@
 #include "core/train/checkpoint.hpp"
 #include "core/train/classifier_trainer.hpp"
 #include "core/train/finetune.hpp"
+#include "core/train/jet_batches.hpp"
 #include "core/train/losses.hpp"
 #include "core/train/metrics.hpp"
 #include "core/train/optim.hpp"
@@ -902,7 +903,7 @@ TEST(Finetune, TrainsTestsAndWritesTheModelOnceWithItsWarmup) {
 
 // A file whose jets are all of one class is refused naming it (the fit reported an AUC of 0
 // and an accuracy of 1), and nothing is written.
-TEST(Finetune, AFileOfOneClassIsRefused) {
+TEST(Finetune, AFileOfOneClassIsRefusedAndSoAreOneClassTrainingJets) {
   TempDir dir;
   const std::string path = dir.path + "/one_class.h5";
   data::JetArrays jets = modeltest::randomJets(64, 32, 25, 21);
@@ -919,6 +920,44 @@ TEST(Finetune, AFileOfOneClassIsRefused) {
   }
   EXPECT_FALSE(fs::exists(dir.path + "/out/model"));
   EXPECT_FALSE(fs::exists(dir.path + "/out/state"));
+
+  // One jet of label 0: where the test split takes it, the jets left to train on are of one
+  // class (refused, naming the fraction); where training keeps it, the test jets are of one
+  // class, whose AUC and rejection are not defined (null; they read 0).
+  FinetuneOptions o = quickFinetune(path, dir.path + "/few");
+  const auto [rest, test] = splitRows(jets.n, o.test_fraction, o.fit.seed);
+  ASSERT_FALSE(test.empty());
+  for (const auto& [row, refused] :
+       {std::pair{test.front(), true}, std::pair{rest.front(), false}}) {
+    jets.labels.assign(static_cast<size_t>(jets.n), 1);
+    jets.labels[static_cast<size_t>(row)] = 0;
+    const std::string few = dir.path + "/few_" + std::to_string(row) + ".h5";
+    data::JetFileWriter fw(few, data::FileLayout::kJets, 32, true);
+    fw.append(jets);
+    fw.commit();
+    FinetuneOptions f = quickFinetune(few, dir.path + "/few_out_" + std::to_string(row));
+    if (refused) {
+      try {
+        runFinetuning(f);
+        FAIL() << "trained on one class";
+      } catch (const InputError& e) {
+        EXPECT_NE(std::string(e.what()).find("jets left for training after the test's " +
+                                             std::to_string(test.size()) +
+                                             " (--test-fraction 0.25) all have label 1"),
+                  std::string::npos)
+            << e.what();
+      }
+      EXPECT_FALSE(fs::exists(f.out + "/model"));
+      continue;
+    }
+    const FinetuneResult r = runFinetuning(f);
+    EXPECT_TRUE(std::isnan(r.test.auc));
+    EXPECT_TRUE(r.toJson().at("test").at("auc").is_null()) << r.toJson().dump();
+    EXPECT_TRUE(r.toJson().at("test").at("rejection_at_eps_s_0.5").is_null());
+  }
+  const BinaryMetrics one = binaryMetrics({0.9, 0.2, 0.4}, {1, 1, 1});
+  EXPECT_TRUE(std::isnan(one.auc) && std::isnan(one.rejection50) && std::isnan(one.rejection30));
+  EXPECT_FALSE(std::isnan(one.accuracy));
 }
 
 // An interrupted fine-tuning, resumed, ends with the model and the test figures of the run
