@@ -229,6 +229,17 @@ nlohmann::json deltaByIteration(const ChainGroup& nominal, size_t o,
   return out;
 }
 
+// A share outside an observable's binning from which the aggregation says so.
+constexpr double kOutsideBinningWarn = 0.05;
+
+// {"below": f, "above": f}: the shares of a distribution's Σw outside the binning (what its
+// unit-area density leaves out); null where the total is not positive.
+nlohmann::json outsideShares(double below, double above, double inside) {
+  const double total = below + above + inside;
+  if (!(total > 0)) return nullptr;
+  return {{"below", below / total}, {"above", above / total}};
+}
+
 // summary.json's entry of one observable.
 nlohmann::json observableSummary(const ObservableResult& res, size_t o, const ChainGroup& nominal,
                                  const std::optional<TruthHistograms>& truth) {
@@ -240,6 +251,51 @@ nlohmann::json observableSummary(const ObservableResult& res, size_t o, const Ch
   js["delta_by_iteration"] =
       truth ? deltaByIteration(nominal, o, res.edges, truth->density[o]) : nlohmann::json();
   js["bins"] = nominal.prior[o].bins();
+  // How much of each distribution the binning leaves out (null: chains written before their
+  // histograms kept it; no truth).
+  nlohmann::json& outside = js["outside_binning"];
+  outside["unfolded"] =
+      nominal.unfolded_outside.empty()
+          ? nlohmann::json()
+          : outsideShares(nominal.unfolded_outside[o][0], nominal.unfolded_outside[o][1],
+                          nominal.unfolded_outside[o][2]);
+  const ObservableHistogram& prior = nominal.prior[o];
+  double prior_inside = 0, unfolded_inside = 0;
+  for (double x : prior.sumw) prior_inside += x;
+  for (const auto& [r, rep] : nominal.replicas)
+    for (double x : rep.sumw[o]) unfolded_inside += x;
+  outside["prior"] = prior.outside
+                         ? outsideShares((*prior.outside)[0], (*prior.outside)[1], prior_inside)
+                         : nlohmann::json();
+  outside["truth"] =
+      truth ? outsideShares(truth->outside[o][0], truth->outside[o][1], truth->outside[o][2])
+            : nlohmann::json();
+  // Said where a distribution lies largely outside: its density, and Δ, are of the rest.
+  const auto range = fmt::format("[{:g}, {:g}]", res.edges.front(), res.edges.back());
+  for (const char* what : {"unfolded", "prior", "truth"}) {
+    const nlohmann::json& share = outside[what];
+    if (!share.is_object()) continue;
+    for (const char* side : {"below", "above"})
+      if (const double f = share[side].get<double>(); f >= kOutsideBinningWarn)
+        logWarn(
+            "aggregate: {}: {:.1f}% of the {} lies {} its binning {}, which the densities and Δ "
+            "leave out (the chain config's \"binning\" sets others)",
+            res.name, 100 * f, what, side, range);
+  }
+  // Nothing inside the binning: a density of zeros, whose Δ against another of zeros read 0
+  // (a perfect unfolding); nothing is compared.
+  if (truth && (!(prior_inside > 0) || !(unfolded_inside > 0) || !(truth->outside[o][2] > 0))) {
+    const char* empty = !(truth->outside[o][2] > 0) ? "truth"
+                        : !(prior_inside > 0)       ? "prior"
+                                                    : "unfolded result";
+    logWarn(
+        "aggregate: {}: no event of the {} falls inside the binning {}: its Δ, means, shift and "
+        "coverage are left null",
+        res.name, empty, range);
+    nlohmann::json none = noTruthComparison();
+    for (auto& [k, v] : none.items()) js[k] = v;
+    js["delta_by_iteration"] = nullptr;
+  }
   js["uncertainty"] = nlohmann::json::object();
   for (const auto& [source, sigma] : res.sigmas) {
     const double rel = relativeRms(sigma, res.band.mean);

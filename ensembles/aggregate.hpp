@@ -110,6 +110,9 @@
 //                 replica_shift_recovered (each {replica: value} over the band's replicas),
 //                 delta_by_iteration ([Δ after iteration 1, 2, ...], the last delta_unfolded;
 //                 also null for chains written before histograms.h5 kept their iterations),
+//                 outside_binning: {"unfolded", "prior", "truth"}: each {"below", "above"},
+//                 the shares of its Σw outside the binning, which the densities and Δ leave
+//                 out (null: no truth, or chains written before their histograms kept them),
 //                 uncertainty, training_noise, shift_error}}} (null
 //                 without truth; shift_recovered null when prior and truth have the same
 //                 mean; shift_significance = |mean_truth - mean_prior| over its standard

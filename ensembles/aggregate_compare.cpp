@@ -44,22 +44,23 @@ nlohmann::json numberOrNull(double x) {
 }
 
 // Whether input `lower`'s Δ lies below input `other`'s by more than 2 errors of the
-// difference, in observable row `row`: the paired one where one of them is the first input
-// (`first`) and the other is paired with it (the same bootstrap draws: the data's fluctuation
-// both share is out of it); else sqrt(e1² + e2²) of their spreads. False where an error is
-// unknown (one replica).
-bool clearlyBelow(const nlohmann::json& row, const std::string& lower, const std::string& other,
-                  const std::string& first) {
+// difference, in observable row `row`: the paired one where the two inputs pair (one campaign
+// seed and data file: the same bootstrap draws, so the data's fluctuation both share is out of
+// it), whichever inputs they are; else sqrt(e1² + e2²) of their spreads. False where an error
+// is unknown (one replica).
+bool clearlyBelow(const nlohmann::json& row, const std::string& observable,
+                  const std::string& lower, const nlohmann::json& lower_summary,
+                  const std::string& other, const nlohmann::json& other_summary) {
   const nlohmann::json& a = row[lower];
   const nlohmann::json& b = row[other];
-  // The paired difference is the later input's Δ less the first's.
-  const nlohmann::json* paired = nullptr;
-  double sign = 0;  // other - lower = sign * delta_diff
-  if (lower == first && b.contains("paired")) paired = &b["paired"], sign = 1;
-  if (other == first && a.contains("paired")) paired = &a["paired"], sign = -1;
-  if (paired && (*paired)["delta_diff"].is_number() && (*paired)["delta_diff_err"].is_number())
-    return sign * (*paired)["delta_diff"].get<double>() >
-           2 * (*paired)["delta_diff_err"].get<double>();
+  // other's Δ less lower's, replica by replica, where the two pair (any two inputs, not only
+  // those paired with the first).
+  const nlohmann::json p = pairReplicas(lower_summary, other_summary, lower);
+  if (p.contains("observables") && p["observables"].contains(observable)) {
+    const nlohmann::json& d = p["observables"][observable];
+    if (d["delta_diff"].is_number() && d["delta_diff_err"].is_number())
+      return d["delta_diff"].get<double>() > 2 * d["delta_diff_err"].get<double>();
+  }
   const nlohmann::json &e1 = a["delta_unfolded_err"], &e2 = b["delta_unfolded_err"];
   if (!e1.is_number() || !e2.is_number()) return false;
   const double diff = b["delta_unfolded"].get<double>() - a["delta_unfolded"].get<double>();
@@ -201,6 +202,9 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
     }
   }
   pairWithTheFirst(out, names, summaries);
+  const auto index = [&](const std::string& name) {
+    return static_cast<size_t>(std::find(names.begin(), names.end(), name) - names.begin());
+  };
   for (auto it = out["observables"].begin(); it != out["observables"].end(); ++it) {
     std::string best;
     double best_delta = 0;
@@ -220,7 +224,8 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
     for (const auto& n : names) {
       if (n == best || !it->contains(n)) continue;
       ++others;
-      clear = clear && clearlyBelow(*it, best, n, names[0]);
+      clear = clear &&
+              clearlyBelow(*it, it.key(), best, summaries[index(best)], n, summaries[index(n)]);
     }
     out["clear_best"][it.key()] = clear && others > 0 ? json(best) : json();
   }

@@ -18,6 +18,7 @@
 #include "core/base/seed.hpp"
 #include "core/base/stop_signal.hpp"
 #include "core/build_info/build_info.hpp"
+#include "core/data/histogram.hpp"
 #include "core/data/observables.hpp"
 #include "core/model/pet_config.hpp"
 #include "core/train/checkpoint.hpp"
@@ -302,7 +303,22 @@ json checkInputFingerprint(const std::string& out, const ChainSpec& spec, const 
                            bool root) {
   const std::string path = stateDir(out) + "/inputs.json";
   const json now = inputFingerprint(spec, in);
-  if (fs::exists(path)) {
+  // A state of the inputs alone (a run refused before it trained anything: too few events, a
+  // bootstrap draw that leaves no event) holds nothing computed from them: a run on other
+  // inputs starts the chain afresh (before: refused, for a file that had not changed).
+  const auto onlyInputs = [&] {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(stateDir(out), ec))
+      if (e.path().filename() != "inputs.json") return false;
+    return !ec;
+  };
+  if (fs::exists(path) && onlyInputs()) {
+    const json then = readJson(path);
+    if (then.value("mc", json()) != now["mc"] || then.value("data", json()) != now["data"] ||
+        then.value("init", std::string()) != now["init"].get<std::string>())
+      logInfo("{}: the chain's earlier run trained nothing; it starts on the inputs given now",
+              out);
+  } else if (fs::exists(path)) {
     const json then = readJson(path);
     for (const char* k : {"mc", "data"}) {
       if (then.value(k, json()) != now[k]) {
@@ -310,6 +326,20 @@ json checkInputFingerprint(const std::string& out, const ChainSpec& spec, const 
         const json& b = now[k];
         const std::string file = b.value("path", std::string("?"));
         const long long size = a.value("size", -1LL);
+        const std::string was = a.value("path", std::string("?"));
+        // The same file by another name (a relative path, a link): the same if its size and
+        // time are.
+        std::error_code ec;
+        const bool same_file = was == file || fs::equivalent(was, file, ec);
+        json a_unnamed = a, b_unnamed = b;
+        a_unnamed.erase("path");
+        b_unnamed.erase("path");
+        if (same_file && a_unnamed == b_unnamed) continue;
+        if (!same_file)
+          throw InputError("this chain started on " + was + " (" + std::to_string(size) +
+                           " bytes) as its " + k + " file and is given " + file + " now; give it " +
+                           was + " again, or remove " + stateDir(out) +
+                           " to start the chain over on " + file);
         // The same size, a later time: perhaps the same bytes copied again.
         const std::string same_bytes =
             b.value("size", -2LL) == size && a.value("path", std::string()) == file
@@ -412,8 +442,8 @@ const std::vector<std::string>& chainConfigKeys() {
       "val_fraction", "batch_size", "lr", "lr_factor", "optimizer", "weight_decay", "max_weight",
       "max_mc_events", "max_data_events", "step_ensemble", "device", "precision", "fixed_shapes",
       "cuda_graphs",
-      // What weights.h5 keeps, not what the chain computes.
-      "iteration_weights"};
+      // What weights.h5 keeps and histograms.h5 bins, not what the chain computes.
+      "iteration_weights", "binning"};
   return keys;
 }
 
@@ -455,6 +485,75 @@ std::string knownKeysText() {
   return known;
 }
 }  // namespace
+
+namespace {
+
+// The config's "binning": {observable: {"edges": [...]} | {"lo", "hi", "bins"}}, each named in
+// its error.
+std::map<std::string, std::vector<double>> binningFromJson(const json& b,
+                                                           const std::string& source) {
+  const std::string where = source + ": 'binning'";
+  if (!b.is_object())
+    throw InputError(where +
+                     " must be a JSON object of observables, e.g. {\"mass\": {\"lo\": 0, "
+                     "\"hi\": 300, \"bins\": 60}}");
+  const std::vector<std::string> names = data::substructureObservableNames();
+  constexpr int64_t kMaxBins = 10000;
+  std::map<std::string, std::vector<double>> out;
+  for (auto it = b.begin(); it != b.end(); ++it) {
+    const std::string at = where + " of '" + it.key() + "'";
+    if (std::find(names.begin(), names.end(), it.key()) == names.end()) {
+      std::string known;
+      for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+      throw InputError(where + ": unknown observable '" + it.key() + "' (known: " + known + ")");
+    }
+    const json& v = it.value();
+    if (!v.is_object())
+      throw InputError(at + " must be {\"edges\": [...]} or {\"lo\", \"hi\", \"bins\"}");
+    std::vector<double> edges;
+    if (v.contains("edges")) {
+      if (v.size() != 1)
+        throw InputError(at + ": give \"edges\" alone, or \"lo\", \"hi\" and \"bins\"");
+      edges = jsonValue<std::vector<double>>(v.at("edges"), at + " edges");
+      if (edges.size() < 2 || static_cast<int64_t>(edges.size()) > kMaxBins + 1)
+        throw InputError(at + ": \"edges\" must hold 2 to " + std::to_string(kMaxBins + 1) +
+                         " numbers (got " + std::to_string(edges.size()) + ")");
+    } else {
+      for (auto k = v.begin(); k != v.end(); ++k)
+        if (k.key() != "lo" && k.key() != "hi" && k.key() != "bins")
+          throw InputError(at + ": unknown key '" + k.key() + "' (edges, or lo, hi and bins)");
+      if (!v.contains("lo") || !v.contains("hi") || !v.contains("bins"))
+        throw InputError(at + ": give \"lo\", \"hi\" and \"bins\" (or \"edges\")");
+      const auto lo = jsonValue<double>(v.at("lo"), at + " lo");
+      const auto hi = jsonValue<double>(v.at("hi"), at + " hi");
+      const auto bins = jsonValue<int64_t>(v.at("bins"), at + " bins");
+      if (bins < 1 || bins > kMaxBins)
+        throw InputError(at + ": \"bins\" must be from 1 to " + std::to_string(kMaxBins) +
+                         " (got " + std::to_string(bins) + ")");
+      if (!std::isfinite(lo) || !std::isfinite(hi) || !(lo < hi))
+        throw InputError(at + ": needs finite lo < hi (got " + fmt::format("{:g}, {:g}", lo, hi) +
+                         ")");
+      edges = data::Binning::linspace(lo, hi, static_cast<int>(bins) + 1).edges;
+    }
+    for (size_t k = 0; k < edges.size(); ++k)
+      if (!std::isfinite(edges[k]) || (k > 0 && !(edges[k - 1] < edges[k])))
+        throw InputError(at + ": edges must be finite and increasing (edge " + std::to_string(k) +
+                         " is " + fmt::format("{:g}", edges[k]) + ")");
+    out[it.key()] = std::move(edges);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::vector<double>> chainBinning(const ChainConfig& c) {
+  std::vector<std::vector<double>> edges;
+  for (int o = 0; o < data::kNumSubs; ++o) {
+    const auto it = c.binning.find(data::observableName(o));
+    edges.push_back(it != c.binning.end() ? it->second : data::observableBinning(o).edges);
+  }
+  return edges;
+}
 
 ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   if (!j.is_object()) throw InputError(source + ": chain config must be a JSON object");
@@ -505,6 +604,7 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   take(j, "fixed_shapes", c.fixed_shapes, source);
   take(j, "cuda_graphs", c.cuda_graphs, source);
   take(j, "iteration_weights", c.iteration_weights, source);
+  if (j.contains("binning")) c.binning = binningFromJson(j.at("binning"), source);
   if (c.cuda_graphs) c.fixed_shapes = true;  // graphs replay fixed shapes
   parseDeviceRequest(c.device, source + " device");
   if (c.precision != "fp32" && c.precision != "bf16")
@@ -822,6 +922,7 @@ class ChainRun {
 
   void fixEventWeights();
   void checkWarmFrom() const;
+  void checkDrawnWeights() const;
   void prepareClassifierInputs();
   Step stepOf(int k) const;
   Member memberOf(const Step& s, int e) const;
@@ -961,6 +1062,7 @@ void ChainRun::prepare() {
   }
   signed_weights_ = mc_reco.negative > 0 || mc_gen.negative > 0 || data_reco.negative > 0;
   fixEventWeights();
+  checkDrawnWeights();
   // The weights every step trains on brought to a mean of about 1 per event: a loss in
   // cross-section units (weights of 1e-8, Σw = σ) falls below the optimisers' epsilon and
   // nothing is learnt, and tiny weights underflow as floats. One power of two per chain, from
@@ -998,6 +1100,53 @@ void ChainRun::fixEventWeights() {
   for (size_t i = 0; i < n_mc; ++i) w_mc_[i] = mc_.weight(static_cast<int64_t>(i)) * boot_mc[i];
   for (size_t i = 0; i < n_data; ++i)
     w_data_[i] = dat_.weight(static_cast<int64_t>(i)) * boot_data[i];
+}
+
+// The weights the chain trains on, the replica's bootstrap draw included: a draw that leaves a
+// sample no weight is refused here, naming the replica and why (it failed as "the chain
+// diverged" in the first step, exit 1, and a campaign retried it, though the draw depends on
+// the seed and replica alone and repeats); a sample whose effective size is a handful of events
+// is said (the unfolding rests on them).
+void ChainRun::checkDrawnWeights() const {
+  const auto sums = [](const std::vector<double>& w, const std::vector<int64_t>& rows) {
+    InputWeights s;
+    for (int64_t r : rows) s.add(w[static_cast<size_t>(r)]);
+    return s;
+  };
+  struct Sample {
+    const std::string& path;
+    const char* flags;
+    InputWeights w;
+    bool drawn, said;  // said: warned of when few (the simulation once, at reco)
+  };
+  const Sample samples[] = {
+      {spec_.mc_path, "pass_reco", sums(w_mc_, mc_reco_rows_), mc_boot_, true},
+      {spec_.mc_path, "pass_gen", sums(w_mc_, mc_gen_rows_), mc_boot_, false},
+      {spec_.data_path, "pass_reco", sums(w_data_, data_rows_), !mc_boot_ && spec_.replica > 0,
+       true}};
+  for (const Sample& s : samples) {
+    if (s.drawn && !(s.w.sum > 0))
+      throw InputError(fmt::format(
+          "{}: bootstrap replica {} (campaign seed {}) draws each of the {} events passing '{}' "
+          "Poisson(1) times and leaves them a total weight of {:.6g} ({} drawn 0 times): too few "
+          "events to bootstrap (with n events a draw leaves all out with probability e^-n); use "
+          "a larger sample (the same draw repeats on every attempt)",
+          s.path, spec_.replica, spec_.campaign_seed, s.w.events, s.flags, s.w.sum, s.w.zero));
+    // Few effective events: a handful of weights carry the sample (one huge weight, all but a
+    // few zero, a tiny sample).
+    const double ess = s.w.ess();
+    constexpr double kFewEffectiveEvents = 20;
+    if (!root_ || !s.said) continue;
+    if (ess < kFewEffectiveEvents && ess < static_cast<double>(s.w.events))
+      logWarn(
+          "{}: the {} events passing '{}' weigh as {:.1f} effective events ((Σw)²/Σw²{}): the "
+          "unfolding rests on these few; check the file's weights",
+          s.path, s.w.events, s.flags, ess,
+          s.drawn ? fmt::format(", replica {}'s draw included", spec_.replica) : "");
+    else if (ess < kFewEffectiveEvents)
+      logWarn("{}: {} event(s) pass '{}': the unfolding rests on these few", s.path, s.w.events,
+              s.flags);
+  }
 }
 
 // Before anything is written; later steps' models are checked as they are read.
@@ -1404,12 +1553,13 @@ void ChainRun::writeOutputsOnRoot() {
   const std::vector<float> subs =
       mc_.gen_subs.empty() ? data::computeObservables(mc_.gen) : mc_.gen_subs;
   ChainHistograms h;
-  h.unfolded = histogramObservables(subs, weights.final, mc_pass_gen_);
-  h.prior = histogramObservables(subs, w_mc_, mc_pass_gen_);
+  const std::vector<std::vector<double>> edges = chainBinning(cfg_);
+  h.unfolded = histogramObservables(subs, weights.final, mc_pass_gen_, edges);
+  h.prior = histogramObservables(subs, w_mc_, mc_pass_gen_, edges);
   for (const std::vector<double>& p : weights.push) {
     std::vector<double> w(p.size());
     for (size_t i = 0; i < w.size(); ++i) w[i] = p[i] * w_mc_[i];
-    h.iterations.push_back(histogramObservables(subs, w, mc_pass_gen_));
+    h.iterations.push_back(histogramObservables(subs, w, mc_pass_gen_, edges));
   }
   writeChainHistograms(out_, h, meta);
   writeJsonAtomic(out_ + "/" + kChainHistoryFile,

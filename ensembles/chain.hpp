@@ -23,6 +23,7 @@
 // and produces the same weights as an uninterrupted run (same hardware and threads).
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -115,7 +116,16 @@ struct ChainConfig {
   // large simulations. Not part of the chain's identity: what is kept, not what is computed
   // (a chain's state keeps every row whatever it says).
   bool iteration_weights = true;
+  // The histograms' bin edges per observable name (histograms.h5, the aggregation's bands and
+  // Δ), where they are not OmniLearn's (data::observableBinning): jets of another pT range
+  // (mass above 75 GeV) need others. From {"edges": [...]} or {"lo", "hi", "bins"}
+  // (numpy.linspace(lo, hi, bins + 1)). Not part of the chain's identity: what is histogrammed,
+  // not what is trained (the aggregation refuses chains of other binnings side by side).
+  std::map<std::string, std::vector<double>> binning;
 };
+// The edges of each observable (in data::observableName order) that a chain of config `c`
+// histograms with: c.binning's, else OmniLearn's.
+std::vector<std::vector<double>> chainBinning(const ChainConfig& c);
 ChainConfig chainConfigFromJson(const nlohmann::json& j, const std::string& source);
 // The keys a chain config may have (anything else is refused by chainConfigFromJson).
 const std::vector<std::string>& chainConfigKeys();

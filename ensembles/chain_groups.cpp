@@ -154,6 +154,18 @@ void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const st
                        (variation ? " (both of variation '" + variation->name +
                                         "'); rerun the variation's chains with one binning"
                                   : std::string()));
+  for (size_t o = 0; o < h.unfolded.size() && !g.outside_unknown; ++o) {
+    const ObservableHistogram& u = h.unfolded[o];
+    if (!u.outside) {
+      g.outside_unknown = true;
+      g.unfolded_outside.clear();
+      break;
+    }
+    g.unfolded_outside.resize(h.unfolded.size(), {0, 0, 0});
+    g.unfolded_outside[o][0] += (*u.outside)[0];
+    g.unfolded_outside[o][1] += (*u.outside)[1];
+    for (double w : u.sumw) g.unfolded_outside[o][2] += w;
+  }
   ReplicaSum& acc = g.replicas[r];
   std::vector<std::vector<double>> member_density;
   for (const auto& u : h.unfolded) member_density.push_back(density(u.sumw, u.edges));

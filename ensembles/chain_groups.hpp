@@ -11,6 +11,7 @@
 // two groups' chains of the same replica and member.
 //
 // Thread-safety: plain data and pure functions.
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -50,6 +51,10 @@ struct ChainGroup {
   std::map<int, ReplicaSum> replicas;
   std::set<std::pair<int, int>> seen;
   std::vector<ObservableHistogram> prior;  // the first chain's
+  // Per observable, over every chain of the group: the unfolded Σw below the binning, above
+  // it, and in it. Empty when a chain's histograms.h5 does not say (written before `outside`).
+  std::vector<std::array<double, 3>> unfolded_outside;
+  bool outside_unknown = false;
   size_t chains = 0;
   std::map<int, std::vector<std::string>> member_dirs;
   std::set<std::string> mc, data;  // result.json paths ("" when absent)

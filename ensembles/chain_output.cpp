@@ -61,6 +61,8 @@ void writeHistGroup(hid_t f, const std::string& path, const std::string& group,
     writeFloat64Dataset(f, path, base + "/edges", h.edges, {h.edges.size()});
     writeFloat64Dataset(f, path, base + "/sumw", h.sumw, {h.sumw.size()});
     writeFloat64Dataset(f, path, base + "/sumw2", h.sumw2, {h.sumw2.size()});
+    if (h.outside)
+      writeFloat64Dataset(f, path, base + "/outside", {(*h.outside)[0], (*h.outside)[1]}, {2});
   }
 }
 
@@ -97,6 +99,14 @@ std::vector<ObservableHistogram> readHistGroup(hid_t f, const std::string& path,
                          " has edges that do not increase; rerun the chain");
     requireFinite(h.sumw, path, base + "/sumw");
     requireFinite(h.sumw2, path, base + "/sumw2");
+    if (data::h5Exists(f, base + "/outside")) {
+      const std::vector<double> outside = readFloat64Dataset(f, path, base + "/outside");
+      if (outside.size() != 2)
+        throw InputError(path + ": histogram " + base + "/outside holds " +
+                         std::to_string(outside.size()) + " values, not 2; rerun the chain");
+      requireFinite(outside, path, base + "/outside");
+      h.outside = std::array<double, 2>{outside[0], outside[1]};
+    }
     out.push_back(std::move(h));
   }
   return out;
@@ -117,9 +127,9 @@ std::vector<double> readFinal(hid_t f, const std::string& path) {
 
 }  // namespace
 
-std::vector<ObservableHistogram> histogramObservables(const std::vector<float>& subs,
-                                                      const std::vector<double>& weights,
-                                                      const std::vector<uint8_t>& pass) {
+std::vector<ObservableHistogram> histogramObservables(
+    const std::vector<float>& subs, const std::vector<double>& weights,
+    const std::vector<uint8_t>& pass, const std::vector<std::vector<double>>& edges) {
   if (subs.size() % data::kNumSubs != 0) throw Error("observables: subs size is not n x 6");
   const size_t n = subs.size() / data::kNumSubs;
   if (!weights.empty() && weights.size() != n)
@@ -128,12 +138,17 @@ std::vector<ObservableHistogram> histogramObservables(const std::vector<float>& 
   if (!pass.empty() && pass.size() != n) throw Error("observables: pass flags length mismatch");
   std::vector<ObservableHistogram> out;
   for (int o = 0; o < data::kNumSubs; ++o) {
-    data::Histogram1D h(data::observableBinning(o));
+    if (!edges.empty() && edges.size() != static_cast<size_t>(data::kNumSubs))
+      throw Error("observables: " + std::to_string(edges.size()) + " binnings for " +
+                  std::to_string(data::kNumSubs) + " observables");
+    data::Histogram1D h(edges.empty() ? data::observableBinning(o)
+                                      : data::Binning{edges[static_cast<size_t>(o)]});
     for (size_t i = 0; i < n; ++i) {
       if (!pass.empty() && !pass[i]) continue;
       h.fill(subs[i * data::kNumSubs + static_cast<size_t>(o)], weights.empty() ? 1.0 : weights[i]);
     }
-    out.push_back({data::observableName(o), h.binning().edges, h.sumW(), h.sumW2()});
+    out.push_back({data::observableName(o), h.binning().edges, h.sumW(), h.sumW2(),
+                   std::array<double, 2>{h.underflow(), h.overflow()}});
   }
   return out;
 }

@@ -24,6 +24,7 @@
 //                    earlier_builds (theirs; state/progress.json keeps them meanwhile),
 //                    chain_format (kChainFormat below)
 // Every file is written atomically (AtomicFile): a reader sees all of a file or nothing.
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -57,19 +58,25 @@ int chainFormatOf(const nlohmann::json& record, const nlohmann::json& steps);
 // classes)", for messages.
 std::string chainFormatText(int format);
 
-// One observable's histogram: edges (bins + 1), Σw and Σw² per bin (in-range entries only).
+// One observable's histogram: edges (bins + 1), Σw and Σw² per bin (in-range entries only),
+// and the Σw of the entries outside the binning: below its first edge and above its last (a
+// NaN counts above). A unit-area density is over the bins alone, so what falls outside is
+// left out of every density and Δ; `outside` says how much. nullopt in histograms.h5 written
+// before it held them.
 struct ObservableHistogram {
   std::string name;
   std::vector<double> edges, sumw, sumw2;
+  std::optional<std::array<double, 2>> outside;
   size_t bins() const { return sumw.size(); }
 };
 
 // The six substructure observables (core/data/observables.hpp) of `subs` (n x 6: mass,
 // width, multiplicity, ln rho, z_g, tau21) with per-event weights (empty: 1) over the events
-// with pass[i] != 0 (empty: all).
-std::vector<ObservableHistogram> histogramObservables(const std::vector<float>& subs,
-                                                      const std::vector<double>& weights,
-                                                      const std::vector<uint8_t>& pass);
+// with pass[i] != 0 (empty: all), binned by `edges` (one per observable; empty: OmniLearn's,
+// data::observableBinning).
+std::vector<ObservableHistogram> histogramObservables(
+    const std::vector<float>& subs, const std::vector<double>& weights,
+    const std::vector<uint8_t>& pass, const std::vector<std::vector<double>>& edges = {});
 
 struct ChainHistograms {
   std::vector<ObservableHistogram> unfolded, prior;

@@ -39,7 +39,10 @@ double deltaFloor(const std::vector<double>& p, const std::vector<double>& var_p
 }
 
 // Standard error of the (bin-centre) mean of a weighted histogram: the spread of the
-// observable over sqrt of the effective number of entries (Σw)²/Σw².
+// observable over sqrt of the effective number of entries (Σw)²/Σw². NaN, not known, where
+// fewer than two effective entries leave no spread to estimate it from (it was 0, and a
+// one-event truth made a prior-to-truth shift of 60 standard errors); all in one bin, the
+// spread within that bin.
 double meanError(const std::vector<double>& sumw, const std::vector<double>& sumw2,
                  const std::vector<double>& edges) {
   double w = 0, w2 = 0, m = 0;
@@ -48,14 +51,20 @@ double meanError(const std::vector<double>& sumw, const std::vector<double>& sum
     w2 += sumw2[b];
     m += sumw[b] * 0.5 * (edges[b] + edges[b + 1]);
   }
-  if (w <= 0 || w2 <= 0) return 0.0;
+  if (w <= 0 || w2 <= 0) return std::nan("");
   m /= w;
   double var = 0;
   for (size_t b = 0; b < sumw.size(); ++b) {
     const double c = 0.5 * (edges[b] + edges[b + 1]) - m;
     var += sumw[b] * c * c;
   }
-  return std::sqrt(var / w / (w * w / w2));
+  const double entries = w * w / w2;
+  if (entries < 2) return std::nan("");
+  // All in one bin: the spread within it, as if uniform (h²/12), bounds what the bins resolve.
+  if (!(var > 0))
+    for (size_t b = 0; b < sumw.size(); ++b)
+      var += sumw[b] * (edges[b + 1] - edges[b]) * (edges[b + 1] - edges[b]) / 12;
+  return std::sqrt(var / w / entries);
 }
 
 // Mean of the observable under a unit-area density (bin centres).
@@ -131,17 +140,21 @@ TruthHistograms readTruth(const std::string& path, const std::vector<ObservableH
     auto wf = file.readFloat("weights");
     w.assign(wf.begin(), wf.end());
   }
-  auto hists = histogramObservables(subs, w, pass);
+  // Binned as the chains are (their config's binning, OmniLearn's by default).
+  std::vector<std::vector<double>> edges;
+  for (const ObservableHistogram& l : like) edges.push_back(l.edges);
+  auto hists = histogramObservables(subs, w, pass, edges);
   TruthHistograms t;
   for (size_t o = 0; o < hists.size(); ++o) {
-    if (hists[o].edges != like[o].edges)
-      throw InputError(path + ": truth binning of " + hists[o].name + " differs from the chains'");
     t.density.push_back(density(hists[o].sumw, hists[o].edges));
     t.covariance.push_back(densityCovariance(hists[o].sumw, hists[o].sumw2, hists[o].edges));
     std::vector<double> var(hists[o].sumw.size());
     for (size_t b = 0; b < var.size(); ++b) var[b] = t.covariance.back()[b * var.size() + b];
     t.variance.push_back(std::move(var));
     t.mean_error.push_back(meanError(hists[o].sumw, hists[o].sumw2, hists[o].edges));
+    double inside = 0;
+    for (double x : hists[o].sumw) inside += x;
+    t.outside.push_back({(*hists[o].outside)[0], (*hists[o].outside)[1], inside});
   }
   return t;
 }

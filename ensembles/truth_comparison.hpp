@@ -5,6 +5,7 @@
 // much of the prior-to-truth shift of the mean was recovered.
 //
 // Thread-safety: pure functions (readTruth reads a file).
+#include <array>
 #include <string>
 #include <vector>
 
@@ -22,11 +23,13 @@ struct TruthHistograms {
   // Per observable: the density's covariance from the sample's statistics (densityCovariance).
   std::vector<std::vector<double>> covariance;
   std::vector<double> mean_error;  // per observable: standard error of its mean
+  // Per observable: the truth's Σw below the binning, above it, and in it.
+  std::vector<std::array<double, 3>> outside;
 };
 
 // The truth file (unfold layout with `gen_subs`; `weights` and `pass_gen` honoured),
-// histogrammed as `like` is binned. InputError naming the file for another layout, no
-// `gen_subs`, or another binning.
+// histogrammed as `like` (the chains' histograms) is binned. InputError naming the file for
+// another layout or no `gen_subs`.
 TruthHistograms readTruth(const std::string& path, const std::vector<ObservableHistogram>& like);
 // What readTruth needs of the file that does not depend on the chains (`campaign init` and
 // `run`, before any task starts): the unfold layout with its gen level, and a `pass_gen`, if

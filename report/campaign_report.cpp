@@ -715,6 +715,29 @@ std::string deltaCell(double v, double e, bool sign = false) {
   return c;
 }
 
+// "lnrho: unfolded 1.3% below, prior 1.4% below, truth 1.2% below; " for an observable's
+// summary.json outside_binning where a share reaches 0.1%, else "". `known`: set when any
+// share is given.
+std::string outsideText(const std::string& name, const json& outside, bool* known) {
+  if (!outside.is_object()) return "";
+  std::string parts;
+  bool notable = false;
+  for (const char* what : {"unfolded", "prior", "truth"}) {
+    const json s = outside.value(what, json());
+    if (!s.is_object()) continue;
+    *known = true;
+    std::string shares;
+    for (const char* side : {"below", "above"}) {
+      const double f = jsonNumber(s, side);
+      if (std::isnan(f) || f < 5e-4) continue;
+      notable = notable || f >= 1e-3;
+      shares += (shares.empty() ? " " : " and ") + fmt(100 * f, 1) + "% " + side;
+    }
+    if (!shares.empty()) parts += (parts.empty() ? "" : ", ") + std::string(what) + shares;
+  }
+  return notable ? htmlEscape(name) + ": " + parts + "; " : "";
+}
+
 void deltaSection(Page& page, const ReportInputs& in) {
   if (!in.summary) {
     page.omit("delta", "Triangular discriminator and coverage",
@@ -725,6 +748,8 @@ void deltaSection(Page& page, const ReportInputs& in) {
   std::vector<std::vector<std::string>> rows;
   bool any_truth = false, any_total = false, any_iterations = false;
   std::vector<std::string> by_iteration;  // per row: Δ after each iteration
+  std::string outside_note;               // the observables with a share outside the binning
+  bool any_outside_known = false;
   // This campaign less the baseline, replica by replica, where they share seed and data.
   const json paired =
       in.baseline ? ensembles::pairReplicas(*in.baseline, *in.summary, "the baseline") : json();
@@ -777,6 +802,7 @@ void deltaSection(Page& page, const ReportInputs& in) {
         steps += (steps.empty() ? "" : " → ") + (d.is_number() ? fmt(d.get<double>(), 1) : "-");
     any_iterations = any_iterations || !steps.empty();
     by_iteration.push_back(steps.empty() ? "-" : steps);
+    outside_note += outsideText(name, o.value("outside_binning", json()), &any_outside_known);
   }
   // After "shift recovered", where the chains kept each iteration's result.
   constexpr size_t kIterationColumn = 5;
@@ -839,7 +865,15 @@ void deltaSection(Page& page, const ReportInputs& in) {
                       : std::string()) +
                  ".</p>\n"
            : std::string()) +
-      htmlTable(header, rows, "delta-table") + "</section>\n");
+      htmlTable(header, rows, "delta-table") +
+      (!any_outside_known ? std::string()
+       : outside_note.empty()
+           ? "<p>Outside the binning: under 0.1% of each distribution (unfolded, prior, truth) "
+             "of every observable.</p>\n"
+           : "<p>Outside the binning (left out of the densities, the figures and Δ; shares of "
+             "each distribution's Σw, listed where one reaches 0.1%): " +
+                 outside_note.substr(0, outside_note.size() - 2) + ".</p>\n") +
+      "</section>\n");
 }
 
 void correlationsSection(Page& page, const ReportInputs& in, bool gnuplot,

@@ -2,6 +2,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -77,6 +78,14 @@ class AggregateTest : public ::testing::Test {
     h.unfolded[0].sumw2[0] = sumw2.first;
     h.unfolded[0].sumw2[1] = sumw2.second;
     h.prior[0].sumw[0] = 1.0;
+    h.prior[0].sumw2[0] = 0.01;  // 100 effective events (the prior's mean has an error)
+    // The other observables: one bin each, alike in every chain (compared with the truth,
+    // which an empty histogram is not).
+    for (size_t o = 1; o < h.prior.size(); ++o)
+      for (auto* hs : {&h.unfolded, &h.prior}) {
+        (*hs)[o].sumw[0] = 1.0;
+        (*hs)[o].sumw2[0] = 0.01;
+      }
     if (other_binning)
       for (auto* hs : {&h.unfolded, &h.prior})
         for (double& e : (*hs)[0].edges) e *= 2;
@@ -816,6 +825,115 @@ TEST_F(AggregateTest, DeltaAfterEachIterationEndsAtTheUnfoldedDelta) {
                   .is_null());
 }
 
+// What falls outside an observable's binning (left out of its unit-area density and Δ) is
+// kept by each chain's histograms and summed into summary.json's outside_binning, for the
+// unfolded result (over every chain), the prior and the truth; null for chains written before
+// their histograms kept it.
+TEST_F(AggregateTest, TheSharesOutsideTheBinningAreReportedForUnfoldedPriorAndTruth) {
+  // histogramObservables counts them: mass edges are linspace(0, 75, 50).
+  const std::vector<float> subs = {-1.f, 0.1f, 10.f, -5.f, 0.2f, 0.5f,  //
+                                   80.f, 0.1f, 10.f, -5.f, 0.2f, 0.5f,  //
+                                   1.f,  0.1f, 10.f, -5.f, 0.2f, 0.5f};
+  const std::vector<ObservableHistogram> h = histogramObservables(subs, {2.0, 3.0, 5.0}, {});
+  ASSERT_TRUE(h[0].outside.has_value());
+  EXPECT_EQ(*h[0].outside, (std::array<double, 2>{2.0, 3.0}));
+  EXPECT_EQ(*h[1].outside, (std::array<double, 2>{0.0, 0.0}));
+
+  writeChain("out/r0", 0, 0, 2, 2);
+  writeChain("out/r1", 1, 0, 1, 3);
+  for (const auto& [rel, replica, below, above] :
+       {std::tuple{"out/r0", 0, 1.0, 3.0}, std::tuple{"out/r1", 1, 0.0, 2.0}}) {
+    ChainHistograms c = readChainHistograms((root_ / rel).string());
+    c.unfolded[0].outside = std::array<double, 2>{below, above};
+    c.prior[0].outside = std::array<double, 2>{0.5, 0.0};  // the prior's mass: 1 in bin 0
+    writeChainHistograms((root_ / rel).string(), c, {{"replica", replica}, {"member", 0}});
+  }
+  foldfarm::data::UnfoldArrays u;  // truth: masses -1, 80, 0.5, 2: one below, one above
+  u.reco = foldfarm::data::JetArrays::zeros(4, 1);
+  u.gen = foldfarm::data::JetArrays::zeros(4, 1);
+  for (float m : {-1.f, 80.f, 0.5f, 2.f})
+    u.gen_subs.insert(u.gen_subs.end(), {m, 0.1f, 10.f, -5.f, 0.2f, 0.5f});
+  u.reco_subs = u.gen_subs;
+  const std::string truth = (root_ / "truth_outside.h5").string();
+  foldfarm::data::writeUnfoldFile(truth, u);
+  AggregateOptions opt;
+  opt.plots = false;
+  aggregateRunsWithOptions({(root_ / "out").string()}, (root_ / "agg_out").string(), truth, opt);
+  const nlohmann::json s =
+      nlohmann::json::parse(foldfarm::readFile((root_ / "agg_out/summary.json").string()));
+  const nlohmann::json& mass = s["observables"]["mass"]["outside_binning"];
+  // Unfolded over both chains: 1 below, 5 above, 8 in the bins.
+  EXPECT_DOUBLE_EQ(mass["unfolded"]["below"].get<double>(), 1.0 / 14);
+  EXPECT_DOUBLE_EQ(mass["unfolded"]["above"].get<double>(), 5.0 / 14);
+  EXPECT_DOUBLE_EQ(mass["prior"]["below"].get<double>(), 0.5 / 1.5);
+  EXPECT_DOUBLE_EQ(mass["prior"]["above"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(mass["truth"]["below"].get<double>(), 0.25);
+  EXPECT_DOUBLE_EQ(mass["truth"]["above"].get<double>(), 0.25);
+  EXPECT_DOUBLE_EQ(s["observables"]["width"]["outside_binning"]["truth"]["above"].get<double>(),
+                   0.0);
+  // A chain whose histograms.h5 does not hold them (written before): unknown, not 0.
+  {
+    const std::string path = (root_ / "out/r1" / kChainHistogramsFile).string();
+    foldfarm::data::H5Handle f = FF_H5_OWN(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT),
+                                           foldfarm::data::H5Kind::kFile, path);
+    ASSERT_GE(H5Ldelete(f.get(), "unfolded/mass/outside", H5P_DEFAULT), 0);
+  }
+  ASSERT_FALSE(readChainHistograms((root_ / "out/r1").string()).unfolded[0].outside);
+  aggregateRunsWithOptions({(root_ / "out").string()}, (root_ / "agg_old").string(), truth, opt);
+  const nlohmann::json old =
+      nlohmann::json::parse(foldfarm::readFile((root_ / "agg_old/summary.json").string()));
+  EXPECT_TRUE(old["observables"]["mass"]["outside_binning"]["unfolded"].is_null()) << old.dump();
+  EXPECT_FALSE(old["observables"]["mass"]["outside_binning"]["truth"].is_null());
+}
+
+// A truth of one event has a mean without a known error: the prior-to-truth shift gets no
+// significance (it read 60 standard errors); of two events in two bins, one; all of many events
+// in one bin, the spread within the bin bounds its error (it read 0).
+TEST_F(AggregateTest, AShiftGetsNoSignificanceAgainstATruthOfOneEvent) {
+  writeChain("sig/r0", 0, 0, 2, 2);
+  writeChain("sig/r1", 1, 0, 1, 3);
+  AggregateOptions opt;
+  opt.plots = false;
+  const auto massOf = [&](const std::string& truth, const std::string& out) {
+    aggregateRunsWithOptions({(root_ / "sig").string()}, (root_ / out).string(), truth, opt);
+    return readJson((root_ / out / "summary.json").string())["observables"]["mass"];
+  };
+  const nlohmann::json one = massOf(writeSample("one.h5", {1}, {}, {}), "agg_one");
+  EXPECT_TRUE(one["shift_significance"].is_null()) << one.dump();
+  EXPECT_TRUE(one["shift_recovered"].is_number());
+  EXPECT_TRUE(massOf(writeTruth(), "agg_two")["shift_significance"].is_number());
+  const nlohmann::json bin = massOf(writeSample("bin.h5", {1, 1, 1, 1}, {}, {}), "agg_bin");
+  ASSERT_TRUE(bin["shift_significance"].is_number()) << bin.dump();
+  EXPECT_TRUE(std::isfinite(bin["shift_significance"].get<double>()));
+}
+
+// Where no event of the truth falls inside an observable's binning, its density is all zeros:
+// Δ against the prior's read 0 (a perfect unfolding) and the means 0. Nothing is compared.
+TEST_F(AggregateTest, ATruthEntirelyOutsideTheBinningIsNotCompared) {
+  writeChain("allout/r0", 0, 0, 2, 2);
+  writeChain("allout/r1", 1, 0, 1, 3);
+  foldfarm::data::UnfoldArrays u;
+  u.reco = foldfarm::data::JetArrays::zeros(2, 1);
+  u.gen = foldfarm::data::JetArrays::zeros(2, 1);
+  for (float m : {200.f, 300.f})
+    u.gen_subs.insert(u.gen_subs.end(), {m, 0.1f, 10.f, -5.f, 0.2f, 0.5f});
+  u.reco_subs = u.gen_subs;
+  const std::string truth = (root_ / "truth_allout.h5").string();
+  foldfarm::data::writeUnfoldFile(truth, u);
+  AggregateOptions opt;
+  opt.plots = false;
+  aggregateRunsWithOptions({(root_ / "allout").string()}, (root_ / "agg_allout").string(), truth,
+                           opt);
+  const nlohmann::json s = readJson((root_ / "agg_allout/summary.json").string());
+  const nlohmann::json& mass = s["observables"]["mass"];
+  for (const char* k : {"delta_prior", "delta_unfolded", "mean_truth", "shift_recovered",
+                        "coverage_68", "delta_by_iteration"})
+    EXPECT_TRUE(mass[k].is_null()) << k << ": " << mass.dump();
+  EXPECT_DOUBLE_EQ(mass["outside_binning"]["truth"]["above"].get<double>(), 1.0);
+  // The other observables are compared as before.
+  EXPECT_TRUE(s["observables"]["width"]["delta_unfolded"].is_number());
+}
+
 TEST_F(AggregateTest, CompareShowsUnfoldingsOfTheSameDataSideBySide) {
   writeChain("a/r0", 0, 0, 2, 2);
   writeChain("b/r0", 0, 0, 1, 3);
@@ -942,6 +1060,45 @@ TEST_F(AggregateTest, CompareOfOneCampaignSeedPairsTheInputsReplicaByReplica) {
   ASSERT_LT(mass["shift_significance"].get<double>(), 2);
   EXPECT_NE(md.find("| mass | +0.0 ± 0.0 | (+0.0 ± 0.0 points) | 4 |"), std::string::npos) << md;
   EXPECT_NE(md.find("C is not paired with A: campaign seed 7, A's 42"), std::string::npos) << md;
+}
+
+// With three or more inputs, the smallest Δ is bold only where it is clearly below every other
+// input's, each pair compared replica by replica where the two pair: here C lies below B in
+// every replica by a little while both spread widely, which the spreads alone cannot tell
+// (C and B were compared unpaired when neither was the first input).
+TEST_F(AggregateTest, CompareOfThreeInputsPairsTheBestWithEachOtherNotOnlyWithTheFirst) {
+  const std::vector<std::pair<double, double>> c = {{5, 5}, {6, 4}, {4, 6}, {7, 3}, {3, 7}};
+  const std::vector<std::pair<double, double>> b = {
+      {5.2, 4.8}, {6.2, 3.8}, {3.8, 6.2}, {7.2, 2.8}, {2.8, 7.2}};
+  for (int r = 0; r < 5; ++r) {
+    writeChain("tx/r" + std::to_string(r), r, 0, 9, 1);
+    writeChain("tb/r" + std::to_string(r), r, 0, b[r].first, b[r].second);
+    writeChain("tc/r" + std::to_string(r), r, 0, c[r].first, c[r].second);
+  }
+  const std::string truth = writeTruth();
+  AggregateOptions opt;
+  opt.plots = false;
+  for (const char* d : {"tx", "tb", "tc"})
+    aggregateRunsWithOptions({(root_ / d).string()}, (root_ / d / "aggregate").string(), truth,
+                             opt);
+  const nlohmann::json cmp = compareAggregations(
+      {(root_ / "tx").string(), (root_ / "tb").string(), (root_ / "tc").string()}, {"X", "B", "C"});
+  const nlohmann::json& mass = cmp["observables"]["mass"];
+  ASSERT_EQ(cmp["best"]["mass"], "C") << mass.dump();
+  // Unpaired, B and C are within the errors of their difference...
+  const double diff =
+      mass["B"]["delta_unfolded"].get<double>() - mass["C"]["delta_unfolded"].get<double>();
+  ASSERT_LT(diff, 2 * std::hypot(mass["B"]["delta_unfolded_err"].get<double>(),
+                                 mass["C"]["delta_unfolded_err"].get<double>()));
+  // ... paired, C is below B in every replica.
+  const nlohmann::json p =
+      pairReplicas(readJson((root_ / "tc/aggregate/summary.json").string()),
+                   readJson((root_ / "tb/aggregate/summary.json").string()), "C");
+  ASSERT_GT(p["observables"]["mass"]["delta_diff"].get<double>(),
+            2 * p["observables"]["mass"]["delta_diff_err"].get<double>())
+      << p.dump();
+  EXPECT_EQ(cmp["clear_best"]["mass"], "C") << cmp.dump();
+  EXPECT_NE(comparisonMarkdown(cmp).find("**"), std::string::npos);
 }
 
 // Warm-started shifts are measured from the warm reference, chain by chain, over the chains

@@ -19,6 +19,7 @@
 #include "core/base/sha256.hpp"
 #include "core/base/stop_signal.hpp"
 #include "core/build_info/build_info.hpp"
+#include "core/data/histogram.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/jet_writer.hpp"
 #include "core/data/synth.hpp"
@@ -28,6 +29,7 @@
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_output.hpp"
 #include "ensembles/chain_task.hpp"
+#include "ensembles/truth_comparison.hpp"
 #include "ensembles/weights.hpp"
 
 namespace fs = std::filesystem;
@@ -477,6 +479,41 @@ TEST_F(ChainTest, TooFewEventsToHoldOutAValidationSetAreRefusedSayingSo) {
                         "leave no training or no validation event); use more events"),
             std::string::npos)
       << reason;
+  // The refused run trained nothing: the same --out with enough events runs (it was refused
+  // as "this chain started on sim_3.h5 …, which has changed", naming the new file with the
+  // old size).
+  p = params(0, 0);
+  p["config"]["classifier"] = "mlp";
+  EXPECT_EQ(runChainTask(p, (root_ / "three").string(), &reason), 0) << reason;
+}
+
+// A bootstrap replica whose draw leaves the data no weight is refused, naming the replica and
+// the seed, with exit 2 (a campaign does not retry it: the draw repeats); it failed in the
+// first step as "the chain diverged", exit 1, retried in vain.
+TEST_F(ChainTest, ABootstrapDrawThatLeavesTheDataNoEventIsRefusedNamingTheReplica) {
+  data::SynthConfig c = data::SynthConfig::unfoldDefaults(data::Tune::kData);
+  c.P = 24;
+  data::UnfoldArrays two = data::synthUnfold(c, 12, 0, 2);
+  two.pass_reco.assign(2, 1);
+  data::writeUnfoldFile((root_ / "data_2.h5").string(), two);
+  int replica = 1;
+  for (; replica < 1000; ++replica) {
+    const std::vector<double> w = bootstrapWeights(2, 7, replica);
+    if (w[0] == 0 && w[1] == 0) break;
+  }
+  ASSERT_LT(replica, 1000);
+  auto p = params(replica, 0);
+  p["data"] = (root_ / "data_2.h5").string();
+  p["config"]["classifier"] = "mlp";
+  std::string reason;
+  EXPECT_EQ(runChainTask(p, (root_ / "draw_empty").string(), &reason), 2);
+  EXPECT_NE(reason.find("data_2.h5: bootstrap replica " + std::to_string(replica) +
+                        " (campaign seed 7) draws each of the 2 events passing 'pass_reco' "
+                        "Poisson(1) times and leaves them a total weight of 0 (2 drawn 0 times)"),
+            std::string::npos)
+      << reason;
+  EXPECT_NE(reason.find("the same draw repeats on every attempt"), std::string::npos) << reason;
+  EXPECT_FALSE(fs::exists(root_ / "draw_empty" / kChainResultFile));
 }
 
 // PET's training sets are cut from jets standardised once (labelledSet): the very tensors
@@ -821,6 +858,59 @@ TEST(ChainConfig, EveryKeyWithAnyValueIsAcceptedOrRefusedNamingIt) {
     }
   }
   EXPECT_GT(accepted, 10);
+}
+
+// The config's binning: {"lo", "hi", "bins"} as numpy.linspace(lo, hi, bins + 1), or the
+// edges; each mistake named with the observable; the other observables keep OmniLearn's.
+TEST(ChainConfig, BinningIsReadAsEdgesOrLoHiBinsAndEachMistakeIsNamed) {
+  const ChainConfig c = chainConfigFromJson(
+      {{"binning",
+        {{"mass", {{"lo", 0}, {"hi", 300}, {"bins", 60}}}, {"zg", {{"edges", {0, 0.1, 0.5}}}}}}},
+      "cfg.json");
+  const auto edges = chainBinning(c);
+  ASSERT_EQ(edges.size(), 6u);
+  EXPECT_EQ(edges[0], data::Binning::linspace(0, 300, 61).edges);
+  EXPECT_EQ(edges[4], (std::vector<double>{0, 0.1, 0.5}));
+  EXPECT_EQ(edges[1], data::observableBinning(1).edges);
+  const std::vector<std::pair<nlohmann::json, std::string>> bad = {
+      {{{"energy", {{"edges", {0, 1}}}}}, "'binning': unknown observable 'energy'"},
+      {{{"mass", {{"edges", {0, 2, 1}}}}}, "'binning' of 'mass': edges must be finite and"},
+      {{{"mass", {{"edges", {1}}}}}, "'binning' of 'mass': \"edges\" must hold 2 to"},
+      {{{"mass", {{"lo", 5}, {"hi", 5}, {"bins", 3}}}}, "needs finite lo < hi (got 5, 5)"},
+      {{{"mass", {{"lo", 0}, {"hi", 5}, {"bins", 0}}}}, "\"bins\" must be from 1 to 10000"},
+      {{{"mass", {{"lo", 0}, {"hi", 5}}}}, "give \"lo\", \"hi\" and \"bins\""},
+      {{{"mass", {{"edges", {0, 1}}, {"bins", 3}}}}, "give \"edges\" alone"},
+      {{{"mass", {{"step", 1}}}}, "unknown key 'step'"},
+      {{{"mass", {0, 1}}}, "'binning' of 'mass' must be"}};
+  for (const auto& [b, want] : bad) {
+    try {
+      chainConfigFromJson({{"binning", b}}, "cfg.json");
+      ADD_FAILURE() << b.dump() << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  }
+}
+
+// A chain histograms with its config's binning (histograms.h5, every iteration too), and an
+// aggregation bins the truth as its chains are (it refused a truth of other edges before:
+// there was no other).
+TEST_F(ChainTest, AChainsBinningIsItsHistogramsAndTheTruthIsBinnedAlike) {
+  auto p = params(0, 0);
+  p["config"]["classifier"] = "mlp";
+  p["config"]["binning"] = {{"mass", {{"lo", 0}, {"hi", 300}, {"bins", 30}}}};
+  const fs::path out = root_ / "binned";
+  ASSERT_EQ(runChainTask(p, out.string()), 0);
+  const ChainHistograms h = readChainHistograms(out.string());
+  const std::vector<double> mass = data::Binning::linspace(0, 300, 31).edges;
+  EXPECT_EQ(h.unfolded[0].edges, mass);
+  EXPECT_EQ(h.prior[0].edges, mass);
+  ASSERT_FALSE(h.iterations.empty());
+  EXPECT_EQ(h.iterations.back()[0].edges, mass);
+  EXPECT_EQ(h.unfolded[1].edges, data::observableBinning(1).edges);
+  const TruthHistograms t = readTruth((root_ / "data.h5").string(), h.unfolded);
+  EXPECT_EQ(t.density[0].size(), 30u);
+  EXPECT_EQ(t.density[1].size(), data::observableBinning(1).edges.size() - 1);
 }
 
 // The final per-event weights of weights.h5 are the simulation's weight times the last push;

@@ -693,6 +693,24 @@ TEST(CampaignReport, DeltaCellsHaveOneDecimalAndAnUnfoldedDeltaBelowTheFloorIsSa
   EXPECT_NE(with.find("<td>24.1 → 20.0 → 19.6</td>", row), std::string::npos)
       << with.substr(row, 600);
   EXPECT_NE(with.find("<td>-</td>", with.find("<td>width</td>")), std::string::npos);
+  EXPECT_FALSE(contains(with, "Outside the binning")) << "an aggregation that does not say";
+  // The shares outside the binning: named where one reaches 0.1%, else one sentence.
+  for (const char* o : {"mass", "width", "multiplicity"})
+    fx.summary["observables"][o]["outside_binning"] = {
+        {"unfolded", {{"below", 0.0}, {"above", 0.0004}}},
+        {"prior", {{"below", 0.0}, {"above", 0.0}}},
+        {"truth", nullptr}};
+  writeJson(dir + "/aggregate/summary.json", fx.summary);
+  EXPECT_TRUE(contains(renderCampaignReport(dir, {}),
+                       "Outside the binning: under 0.1% of each distribution"));
+  multiplicity["outside_binning"]["unfolded"] = {{"below", 0.0}, {"above", 0.0084}};
+  multiplicity["outside_binning"]["truth"] = {{"below", 0.0006}, {"above", 0.0091}};
+  writeJson(dir + "/aggregate/summary.json", fx.summary);
+  const std::string outside = renderCampaignReport(dir, {});
+  EXPECT_TRUE(contains(outside,
+                       "listed where one reaches 0.1%): multiplicity: unfolded 0.8% above, "
+                       "truth 0.1% below and 0.9% above.</p>"))
+      << outside.substr(outside.find("Outside the binning"), 400);
 }
 
 TEST(CampaignReport, BaselineColumnsSitBesideTheCampaignsDelta) {
