@@ -75,7 +75,8 @@ nlohmann::json levelSummary(const JetFile& f, const std::string& level) {
       count{"jet_multiplicity_not_the_particle_count"}, dphi{"dphi_outside_pi"},
       ratio{"log_ratio_not_negative"}, dr{"dr_not_hypot_deta_dphi"},
       onehot{"particle_type_not_one_hot"}, charge{"charge_not_unit"},
-      hidden{"padding_slots_with_values"};
+      hidden{"padding_slots_with_values"}, energy{"energy_fractions_above_one"};
+  int64_t checked = 0;  // the jets the checks looked at (those passing the level's selection)
   constexpr double kPi = 3.14159265358979323846;
   for (int64_t b = 0; b < f.numJets(); b += kBlockRows) {
     const int64_t e = std::min(f.numJets(), b + kBlockRows);
@@ -91,11 +92,13 @@ nlohmann::json levelSummary(const JetFile& f, const std::string& level) {
       for (int k = 0; k < kNumJetFeatures; ++k) jet[k].add(a.jet(i)[k]);
       if (!a.labels.empty()) ++labels[a.labels[i]];
       if (!pass.empty() && pass[static_cast<size_t>(i)] == 0) continue;
+      ++checked;
       if (m == 0) empty.fail(row);
       if (!(a.jet(i)[0] > 0)) pt.fail(row);
       if (a.jet(i)[3] != static_cast<float>(m)) count.fail(row);
       bool bad_dphi = false, bad_ratio = false, bad_dr = false, bad_type = false,
            bad_charge = false, bad_hidden = false;
+      double energy_sum = 0;  // Σ E/E_jet = Σ (1 - exp(feature 4)): at most 1
       for (int64_t j = 0; j < a.P; ++j) {
         const float* x = a.particle(i, j);
         if (x[2] == 0.0f) {
@@ -103,6 +106,7 @@ nlohmann::json levelSummary(const JetFile& f, const std::string& level) {
           continue;
         }
         for (int k = 0; k < kNumParticleFeatures; ++k) part[k].add(x[k]);
+        energy_sum += 1.0 - std::exp(double(x[4]));
         // Float32 features of a wrapped angle may round a hair past pi.
         bad_dphi |= std::fabs(x[1]) > kPi + 1e-5;
         bad_ratio |= x[2] > 0.0f || x[4] > 0.0f;
@@ -122,6 +126,10 @@ nlohmann::json levelSummary(const JetFile& f, const std::string& level) {
       if (bad_type) onehot.fail(row);
       if (bad_charge) charge.fail(row);
       if (bad_hidden) hidden.fail(row);
+      // The particles' energies add up to the jet's (to less where a producer dropped some
+      // after forming the jet): well above 1, feature 4 is not log(1 - E/E_jet) (log(E/E_jet)
+      // gives m - 1 for m particles). Two particles cannot tell (either gives 1).
+      if (m >= 3 && energy_sum > 1.5) energy.fail(row);
     }
   }
   static const char* names[kNumJetFeatures] = {"pt", "eta", "mass", "multiplicity"};
@@ -131,12 +139,16 @@ nlohmann::json levelSummary(const JetFile& f, const std::string& level) {
   for (int k = 0; k < kNumParticleFeatures; ++k)
     j["particles"][kParticleFeatureNames[k]] = part[k].json();
   j["checks"] = nlohmann::json::object();
-  for (const Check* c : {&empty, &pt, &count, &dphi, &ratio, &dr, &onehot, &charge, &hidden})
+  j["checked_jets"] = checked;
+  for (const Check* c :
+       {&empty, &pt, &count, &dphi, &ratio, &dr, &onehot, &charge, &hidden, &energy})
     j["checks"][c->key] = {{"jets", c->count}, {"first_row", c->first_row}};
   // Standardised means of the continuous particle features (the network's inputs): far from
-  // zero, the file's features are not those the standardisation was made for.
+  // zero, the file's features are not those the standardisation was made for (other units).
+  // Not features 2 and 4, whose means depend on the multiplicity (jets of two or three
+  // particles sit 5-10 standard deviations out; the energy check above covers them).
   const FeatureStats stats = FeatureStats::jetClass();
-  for (int k = 0; k < 6; ++k) {
+  for (int k : {0, 1, 3, 5}) {
     if (part[k].n == 0) break;
     j["standardized_mean"][kParticleFeatureNames[k]] =
         (part[k].sum / part[k].n - stats.particle_mean[k]) / stats.particle_std[k];
@@ -152,8 +164,8 @@ nlohmann::json levelSummary(const JetFile& f, const std::string& level) {
 
 // One line per failed check of a level (levelSummary), naming the first row and what the
 // producer likely did; empty when every check passed.
-std::vector<std::string> levelWarnings(const std::string& level, const nlohmann::json& l,
-                                       int64_t jets) {
+std::vector<std::string> levelWarnings(const std::string& level, const nlohmann::json& l) {
+  const int64_t jets = l.value("checked_jets", int64_t{0});
   static const std::map<std::string, std::string> what = {
       {"jets_without_particles",
        "have no particle (every slot's feature 2 is 0): they train as empty jets; drop them or "
@@ -174,14 +186,17 @@ std::vector<std::string> levelWarnings(const std::string& level, const nlohmann:
       {"charge_not_unit", "have a particle whose charge (feature 7) is not -1, 0 or +1"},
       {"padding_slots_with_values",
        "have a slot whose feature 2 is 0 but other features are not: foldfarm reads it as "
-       "padding and drops it (a real particle needs feature 2 != 0)"}};
+       "padding and drops it (a real particle needs feature 2 != 0)"},
+      {"energy_fractions_above_one",
+       "have particles whose energy fractions 1 - exp(feature 4) add up to more than 1.5: "
+       "log(E/E_jet) stored where log(1 - E/E_jet) belongs? (and likewise feature 2)"}};
   std::vector<std::string> out;
   const std::string where = level.empty() ? "" : level + " level: ";
   for (auto& [key, c] : l["checks"].items()) {
     const int64_t n = c["jets"].get<int64_t>();
     if (n == 0) continue;
     char pct[32];
-    std::snprintf(pct, sizeof pct, "%.2g%%",
+    std::snprintf(pct, sizeof pct, "%.3g%%",
                   100.0 * double(n) / double(std::max<int64_t>(jets, 1)));
     out.push_back(where + std::to_string(n) + " jet(s) (" + pct + ", first row " +
                   std::to_string(c["first_row"].get<int64_t>()) + ") " + what.at(key));
@@ -195,12 +210,7 @@ std::vector<std::string> levelWarnings(const std::string& level, const nlohmann:
                     "feature '%s' lies %.1f standard deviations from the mean the "
                     "standardisation (JetClass statistics) expects",
                     name.c_str(), v);
-      std::string line = where + buf;
-      if (name.rfind("log(1-", 0) == 0)
-        line += ": log of the ratio stored instead of log(1 - ratio)?";
-      else
-        line += ": other units (GeV expected) or another definition?";
-      out.push_back(line);
+      out.push_back(where + buf + ": other units (GeV expected) or another definition?");
     }
   return out;
 }
@@ -369,7 +379,7 @@ nlohmann::json summarizeFile(const std::string& path) {
   }
   s["warnings"] = nlohmann::json::array();
   for (auto& [level, l] : s["levels"].items())
-    for (std::string& w : levelWarnings(level == "jets" ? "" : level, l, f.numJets()))
+    for (std::string& w : levelWarnings(level == "jets" ? "" : level, l))
       s["warnings"].push_back(std::move(w));
   return s;
 }

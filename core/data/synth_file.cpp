@@ -69,7 +69,7 @@ void writeSynthFile(const SynthFileOptions& opt) {
                     pretrain ? "jets" : "events");
   progress.setSilent(!opt.progress);
   const int64_t block = std::max<int64_t>(1, opt.block_rows);
-  int64_t full_gen = 0, full_reco = 0;
+  int64_t full_gen = 0, full_reco = 0, pass_reco = 0, pass_gen = 0;
   for (int64_t begin = 0; begin < opt.count; begin += block * threads) {
     const int64_t end = std::min(opt.count, begin + block * threads);
     const int64_t per = (end - begin + threads - 1) / threads;
@@ -107,6 +107,8 @@ void writeSynthFile(const SynthFileOptions& opt) {
       });
       for (auto& p : parts) {
         if (p.n() == 0) continue;
+        for (uint8_t f : p.pass_reco) pass_reco += f != 0;
+        for (uint8_t f : p.pass_gen) pass_gen += f != 0;
         // Jets whose particles fill every slot: cut to their P hardest (or exactly P).
         for (const auto& [arrays, count] : {std::pair{&p.gen, &full_gen}, {&p.reco, &full_reco}})
           for (int64_t i = 0; i < arrays->n && arrays->P > 0; ++i)
@@ -116,6 +118,15 @@ void writeSynthFile(const SynthFileOptions& opt) {
     }
     progress.update(end);
   }
+  // A steep spectrum can put every event below the selection's cut though --pt-max is above it:
+  // such a file every unfolding refuses (not written: the writer's temporary is removed).
+  if (!pretrain &&
+      ((opt.levels != "gen" && pass_reco == 0) || (opt.levels != "reco" && pass_gen == 0)))
+    throw InputError(fmt::format(
+        "synth: no event of the {} passes the unfolding samples' selection at {} level (jet pT >= "
+        "{:g} GeV; --pt-min {:g}, --pt-max {:g}): raise --pt-min or give more --events",
+        opt.count, opt.levels != "gen" && pass_reco == 0 ? "reco" : "gen", opt.config.pass_pt_min,
+        opt.config.pt_min, opt.config.pt_max));
   writer.commit();
   progress.finish();
   // Said, not silent: the observables (multiplicity, mass, ...) and the classifiers see the cut

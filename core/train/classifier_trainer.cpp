@@ -130,6 +130,16 @@ FitResult PetClassifier::fitStandardised(JetTensors all, const JetTensors* val,
   } else {
     tr = std::move(all);
   }
+  // Both classes among the jets trained on (a few jets of one class can all land in the
+  // validation set: the model trained on one class without a word).
+  if (tr.labels.defined() && tr.size() > 0) {
+    const auto ones = static_cast<int64_t>(tr.labels.to(torch::kFloat64).sum().item<double>());
+    if (ones == 0 || ones == tr.size())
+      throw InputError(fmt::format(
+          "{}: the {} jets trained on (after {} held out for validation) are all of class {}; "
+          "a classifier needs both classes: use more jets of class {}",
+          o.label, tr.size(), va.size(), ones == 0 ? 0 : 1, ones == 0 ? 1 : 0));
+  }
   CheckpointMeta meta;
   meta.stats = stats_;
   meta.class_names = {"0", "1"};

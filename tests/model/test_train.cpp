@@ -955,6 +955,30 @@ TEST(Finetune, AFileOfOneClassIsRefusedAndSoAreOneClassTrainingJets) {
     EXPECT_TRUE(r.toJson().at("test").at("auc").is_null()) << r.toJson().dump();
     EXPECT_TRUE(r.toJson().at("test").at("rejection_at_eps_s_0.5").is_null());
   }
+  // No test split: where the validation split takes the one jet of label 0, the jets trained on
+  // are of one class (refused; it trained without a word).
+  {
+    FinetuneOptions f = quickFinetune(path, dir.path + "/val_out");
+    f.test_fraction = 0;
+    const auto [train_rows, val_rows] = splitRows(jets.n, f.fit.val_fraction, f.fit.seed);
+    ASSERT_FALSE(val_rows.empty());
+    jets.labels.assign(static_cast<size_t>(jets.n), 1);
+    jets.labels[static_cast<size_t>(val_rows.front())] = 0;
+    f.train = dir.path + "/few_val.h5";
+    data::JetFileWriter fw(f.train, data::FileLayout::kJets, 32, true);
+    fw.append(jets);
+    fw.commit();
+    try {
+      runFinetuning(f);
+      FAIL() << "trained on one class";
+    } catch (const InputError& e) {
+      EXPECT_NE(
+          std::string(e.what()).find("jets trained on (after " + std::to_string(val_rows.size()) +
+                                     " held out for validation) are all of class 1"),
+          std::string::npos)
+          << e.what();
+    }
+  }
   const BinaryMetrics one = binaryMetrics({0.9, 0.2, 0.4}, {1, 1, 1});
   EXPECT_TRUE(std::isnan(one.auc) && std::isnan(one.rejection50) && std::isnan(one.rejection30));
   EXPECT_FALSE(std::isnan(one.accuracy));
