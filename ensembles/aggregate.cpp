@@ -251,6 +251,7 @@ nlohmann::json observableSummary(const ObservableResult& res, size_t o, const Ch
   js["delta_by_iteration"] =
       truth ? deltaByIteration(nominal, o, res.edges, truth->density[o]) : nlohmann::json();
   js["bins"] = nominal.prior[o].bins();
+  js["edges"] = res.edges;  // Δ of two binnings are not comparable: readers check these
   // How much of each distribution the binning leaves out (null: chains written before their
   // histograms kept it; no truth).
   nlohmann::json& outside = js["outside_binning"];

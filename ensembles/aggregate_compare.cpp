@@ -96,10 +96,16 @@ nlohmann::json pairReplicas(const nlohmann::json& a, const nlohmann::json& b,
       a.contains("observables") && a["observables"].is_object() ? a["observables"] : none;
   const json& ob =
       b.contains("observables") && b["observables"].is_object() ? b["observables"] : none;
+  size_t other_binning = 0;
   for (auto it = oa.begin(); it != oa.end(); ++it) {
     if (!ob.contains(it.key())) continue;
     const json& x = it.value();
     const json& y = ob[it.key()];
+    // Δ of two binnings differ by the binning alone: not paired.
+    if (x.contains("edges") && y.contains("edges") && x["edges"] != y["edges"]) {
+      ++other_binning;
+      continue;
+    }
     const PairedDifference delta = pairedDifference(x.value("replica_delta_unfolded", json()),
                                                     y.value("replica_delta_unfolded", json()));
     const PairedDifference shift = pairedDifference(x.value("replica_shift_recovered", json()),
@@ -112,8 +118,11 @@ nlohmann::json pairReplicas(const nlohmann::json& a, const nlohmann::json& b,
                                     {"shift_diff_err", numberOrNull(shift.error)}};
   }
   if (out["observables"].empty())
-    return {{"not_paired", "fewer than two bootstrap replicas in common with " + a_name +
-                               " (or an aggregation written before replicas were recorded)"}};
+    return {{"not_paired",
+             other_binning > 0
+                 ? "another binning than " + a_name + "'s: Δ of two binnings are not comparable"
+                 : "fewer than two bootstrap replicas in common with " + a_name +
+                       " (or an aggregation written before replicas were recorded)"}};
   return out;
 }
 
@@ -178,11 +187,25 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
     summaries.push_back(s);
     if (!s.contains("observables") || !s["observables"].is_object())
       throw InputError(path + ": no \"observables\" object; not an aggregation summary");
+    const bool compared =
+        std::any_of(s["observables"].begin(), s["observables"].end(), [](const json& o) {
+          return o.is_object() && o.contains("delta_unfolded") && o["delta_unfolded"].is_number();
+        });
+    if (!compared)
+      throw InputError(path +
+                       ": no truth comparison; aggregate with --truth (or a spec input "
+                       "'truth')");
     for (auto it = s["observables"].begin(); it != s["observables"].end(); ++it) {
       const json& o = it.value();
-      if (!o.contains("delta_unfolded") || o["delta_unfolded"].is_null())
-        throw InputError(path + ": no truth comparison for " + it.key() +
-                         "; aggregate with --truth (or a spec input 'truth')");
+      // Δ of two binnings differ by the binning alone.
+      if (i > 0 && o.contains("edges") && summaries[0]["observables"].contains(it.key()) &&
+          summaries[0]["observables"][it.key()].contains("edges") &&
+          summaries[0]["observables"][it.key()]["edges"] != o["edges"])
+        throw InputError(path + ": " + it.key() + " is binned otherwise than in " + dirs[0] +
+                         ": Δ of two binnings are not comparable; compare aggregations of one "
+                         "binning (the chain config's \"binning\")");
+      // An observable without a comparison (nothing inside its binning): left out of the row.
+      if (!o.contains("delta_unfolded") || o["delta_unfolded"].is_null()) continue;
       json& row = out["observables"][it.key()];
       if (row.is_null()) {
         row["delta_prior"] = o["delta_prior"];

@@ -1113,25 +1113,36 @@ void ChainRun::checkDrawnWeights() const {
     for (int64_t r : rows) s.add(w[static_cast<size_t>(r)]);
     return s;
   };
+  // The events a file weighs 0 (its own weights), apart from those the draw gives 0.
+  const auto fileZeros = [](const data::UnfoldArrays& u, const std::vector<int64_t>& rows) {
+    int64_t n = 0;
+    for (int64_t r : rows) n += u.weight(r) == 0;
+    return n;
+  };
   struct Sample {
     const std::string& path;
     const char* flags;
     InputWeights w;
+    int64_t file_zero;
     bool drawn, said;  // said: warned of when few (the simulation once, at reco)
   };
-  const Sample samples[] = {
-      {spec_.mc_path, "pass_reco", sums(w_mc_, mc_reco_rows_), mc_boot_, true},
-      {spec_.mc_path, "pass_gen", sums(w_mc_, mc_gen_rows_), mc_boot_, false},
-      {spec_.data_path, "pass_reco", sums(w_data_, data_rows_), !mc_boot_ && spec_.replica > 0,
-       true}};
+  const Sample samples[] = {{spec_.mc_path, "pass_reco", sums(w_mc_, mc_reco_rows_),
+                             fileZeros(mc_, mc_reco_rows_), mc_boot_, true},
+                            {spec_.mc_path, "pass_gen", sums(w_mc_, mc_gen_rows_),
+                             fileZeros(mc_, mc_gen_rows_), mc_boot_, false},
+                            {spec_.data_path, "pass_reco", sums(w_data_, data_rows_),
+                             fileZeros(dat_, data_rows_), !mc_boot_ && spec_.replica > 0, true}};
   for (const Sample& s : samples) {
     if (s.drawn && !(s.w.sum > 0))
       throw InputError(fmt::format(
           "{}: bootstrap replica {} (campaign seed {}) draws each of the {} events passing '{}' "
-          "Poisson(1) times and leaves them a total weight of {:.6g} ({} drawn 0 times): too few "
-          "events to bootstrap (with n events a draw leaves all out with probability e^-n); use "
-          "a larger sample (the same draw repeats on every attempt)",
-          s.path, spec_.replica, spec_.campaign_seed, s.w.events, s.flags, s.w.sum, s.w.zero));
+          "Poisson(1) times and leaves them a total weight of {:.6g} ({} drawn 0 times{}): too "
+          "few events to bootstrap (with n events a draw leaves all out with probability e^-n); "
+          "use a larger sample (the same draw repeats on every attempt)",
+          s.path, spec_.replica, spec_.campaign_seed, s.w.events - s.file_zero, s.flags, s.w.sum,
+          s.w.zero - s.file_zero,
+          s.file_zero > 0 ? fmt::format(", and {} more weighted 0 in the file", s.file_zero)
+                          : std::string()));
     // Few effective events: a handful of weights carry the sample (one huge weight, all but a
     // few zero, a tiny sample).
     const double ess = s.w.ess();
@@ -1140,9 +1151,10 @@ void ChainRun::checkDrawnWeights() const {
     if (ess < kFewEffectiveEvents && ess < static_cast<double>(s.w.events))
       logWarn(
           "{}: the {} events passing '{}' weigh as {:.1f} effective events ((Σw)²/Σw²{}): the "
-          "unfolding rests on these few; check the file's weights",
+          "unfolding rests on these few{}",
           s.path, s.w.events, s.flags, ess,
-          s.drawn ? fmt::format(", replica {}'s draw included", spec_.replica) : "");
+          s.drawn ? fmt::format(", replica {}'s draw included", spec_.replica) : "",
+          s.drawn ? "" : "; check the file's weights");
     else if (ess < kFewEffectiveEvents)
       logWarn("{}: {} event(s) pass '{}': the unfolding rests on these few", s.path, s.w.events,
               s.flags);

@@ -311,6 +311,23 @@ void runChainTaskOrThrow(const nlohmann::json& params, const std::string& task_d
                          jobs::shortJsonText(jobs::jsonAt(recorded, diff.front())) + ", now " +
                          jobs::shortJsonText(jobs::jsonAt(same, diff.front())) +
                          "); use another output directory");
+      // The binning is not among the parameters (the weights do not depend on it), but the
+      // histograms are of the binning they were written with: a finished chain asked for
+      // another is not "complete" in silence (its old histograms were kept).
+      // (Histograms that cannot be read are the aggregation's to name, as before.)
+      ChainHistograms h;
+      try {
+        h = readChainHistograms(task_dir);
+      } catch (const InputError&) {
+      }
+      const std::vector<std::vector<double>> edges = chainBinning(spec.config);
+      for (size_t o = 0; o < h.unfolded.size() && o < edges.size(); ++o)
+        if (h.unfolded[o].edges != edges[o])
+          throw InputError(task_dir + ": holds a finished chain whose " + h.unfolded[o].name +
+                           " histogram has " + std::to_string(h.unfolded[o].bins()) +
+                           " bins over [" + fmt::format("{:g}", h.unfolded[o].edges.front()) +
+                           ", " + fmt::format("{:g}", h.unfolded[o].edges.back()) +
+                           "], not the config's binning; run it into another output directory");
       complete = true;
       return;
     }

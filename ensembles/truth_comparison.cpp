@@ -197,7 +197,10 @@ nlohmann::json truthComparison(const TruthHistograms& truth, size_t o,
   js["mean_unfolded"] = m_unfolded;
   const double shift = m_truth - m_prior;
   const double scale = std::max(std::abs(m_truth), std::abs(m_prior));
-  const bool shifted = std::abs(shift) > 1e-9 * std::max(scale, 1e-300);
+  // A truth of under two effective events has a mean but no spread: what fraction of its
+  // shift was recovered is not measured (null, with the significance).
+  const bool shifted =
+      std::abs(shift) > 1e-9 * std::max(scale, 1e-300) && !std::isnan(truth.mean_error[o]);
   js["shift_recovered"] =
       shifted ? nlohmann::json((m_unfolded - m_prior) / shift) : nlohmann::json();
   nlohmann::json& replica_shift = js["replica_shift_recovered"] = nlohmann::json::object();

@@ -19,6 +19,8 @@
 #include "core/base/progress.hpp"
 #include "core/base/text.hpp"
 #include "core/build_info/build_info.hpp"
+#include "core/data/histogram.hpp"
+#include "core/data/observables.hpp"
 #include "core/plot/gnuplot.hpp"
 #include "ensembles/aggregate.hpp"
 #include "jobs/campaign.hpp"
@@ -750,6 +752,7 @@ void deltaSection(Page& page, const ReportInputs& in) {
   std::vector<std::string> by_iteration;  // per row: Δ after each iteration
   std::string outside_note;               // the observables with a share outside the binning
   bool any_outside_known = false;
+  bool other_binning = false;  // the baseline bins an observable otherwise
   // This campaign less the baseline, replica by replica, where they share seed and data.
   const json paired =
       in.baseline ? ensembles::pairReplicas(*in.baseline, *in.summary, "the baseline") : json();
@@ -779,20 +782,31 @@ void deltaSection(Page& page, const ReportInputs& in) {
       const json bo = (*in.baseline)["observables"].value(name, json::object());
       const double bd = jsonNumber(bo, "delta_unfolded"), be = jsonNumber(bo, "delta_unfolded_err");
       const double bs = jsonNumber(bo, "shift_recovered");
-      row.push_back(deltaCell(bd, be));
-      row.push_back(shiftCell(bs, jsonNumber(bo, "shift_significance")));
-      const json po = paired.contains("observables")
-                          ? paired["observables"].value(name, json::object())
-                          : json::object();
-      const double pd = jsonNumber(po, "delta_diff"), pe = jsonNumber(po, "delta_diff_err");
-      row.push_back(deltaCell(pd, pe, /*sign=*/true));
+      // Δ of two binnings differ by the binning alone: not set side by side.
+      if (o.contains("edges") && bo.contains("edges") && o["edges"] != bo["edges"]) {
+        row.insert(row.end(), {"- (another binning)", "-", "-"});
+        other_binning = true;
+      } else {
+        row.push_back(deltaCell(bd, be));
+        row.push_back(shiftCell(bs, jsonNumber(bo, "shift_significance")));
+        const json po = paired.contains("observables")
+                            ? paired["observables"].value(name, json::object())
+                            : json::object();
+        const double pd = jsonNumber(po, "delta_diff"), pe = jsonNumber(po, "delta_diff_err");
+        row.push_back(deltaCell(pd, pe, /*sign=*/true));
+      }
     }
     row.push_back(std::isnan(dp) || std::isnan(du) ? "-" : fmt(du / std::max(dp, 1e-300), 2));
     row.push_back(std::isnan(c68) ? "-" : fmt(100 * c68, 0) + "%");
     if (!std::isnan(c68_total)) any_total = true;
     row.push_back(std::isnan(c68_total) ? "-" : fmt(100 * c68_total, 0) + "%");
     row.push_back(std::isnan(c95) ? "-" : fmt(100 * c95, 0) + "%");
-    row.push_back(paperDelta(name));
+    // The paper's Δ is of OmniLearn's binning (summaries without edges had no other).
+    const int index = data::observableIndex(name);
+    const bool omnilearn_binning =
+        !o.contains("edges") || (index >= 0 && index < data::kNumSubs &&
+                                 o["edges"] == json(data::observableBinning(index).edges));
+    row.push_back(omnilearn_binning ? paperDelta(name) : "- (another binning)");
     rows.push_back(std::move(row));
     // Δ after each iteration ("24.1 → 20.3 → 19.6"): still falling at the last, more
     // iterations would move the result.
@@ -859,6 +873,10 @@ void deltaSection(Page& page, const ReportInputs& in) {
                  "replica of the same number, mean ± standard error; the two campaigns' "
                  "replicas drew the same data weights (one campaign seed and data file), so "
                  "this difference is free of the data's fluctuation that both spreads share" +
+                 (other_binning ? std::string("; \"another binning\": the baseline bins the "
+                                              "observable otherwise, and Δ of two binnings are "
+                                              "not comparable")
+                                : std::string()) +
                  (paired.contains("not_paired")
                       ? " (not paired here: " +
                             htmlEscape(paired["not_paired"].get<std::string>()) + ")"

@@ -154,11 +154,13 @@ JSON
     "publication weights: $out/systematics/aggregate/event_weights.h5" >&2
   # Per observable: Δ of the prior and the unfolded, and the 68% coverage of the truth by the
   # statistical and by the total band.
+  # (null, not compared: nothing inside the binning, printed as "-")
   jq -r '.observables | to_entries[] | [.key, .value.delta_prior, .value.delta_unfolded,
-         .value.coverage_68, .value.coverage_68_total] | @tsv' \
+         .value.coverage_68, .value.coverage_68_total] | map(. // "-") | @tsv' \
     "$out/systematics/aggregate/summary.json" |
-    awk 'BEGIN { printf "%-14s %10s %10s %8s %8s\n", "observable", "prior", "unfolded", "cov68", "cov68_tot" }
-         { printf "%-14s %10.2f %10.2f %8.2f %8.2f\n", $1, $2, $3, $4, $5 }'
+    awk 'function f(x, w, p) { return x == "-" ? sprintf("%" w "s", "-") : sprintf("%" w "." p "f", x) }
+         BEGIN { printf "%-14s %10s %10s %8s %8s\n", "observable", "prior", "unfolded", "cov68", "cov68_tot" }
+         { printf "%-14s %s %s %s %s\n", $1, f($2, 10, 2), f($3, 10, 2), f($4, 8, 2), f($5, 8, 2) }'
   exit 0
 fi
 

@@ -887,8 +887,9 @@ TEST_F(AggregateTest, TheSharesOutsideTheBinningAreReportedForUnfoldedPriorAndTr
 }
 
 // A truth of one event has a mean without a known error: the prior-to-truth shift gets no
-// significance (it read 60 standard errors); of two events in two bins, one; all of many events
-// in one bin, the spread within the bin bounds its error (it read 0).
+// significance (it read 60 standard errors) and no recovered fraction; of two events in two
+// bins, both; all of many events in one bin, the spread within the bin bounds its error (it
+// read 0).
 TEST_F(AggregateTest, AShiftGetsNoSignificanceAgainstATruthOfOneEvent) {
   writeChain("sig/r0", 0, 0, 2, 2);
   writeChain("sig/r1", 1, 0, 1, 3);
@@ -900,7 +901,8 @@ TEST_F(AggregateTest, AShiftGetsNoSignificanceAgainstATruthOfOneEvent) {
   };
   const nlohmann::json one = massOf(writeSample("one.h5", {1}, {}, {}), "agg_one");
   EXPECT_TRUE(one["shift_significance"].is_null()) << one.dump();
-  EXPECT_TRUE(one["shift_recovered"].is_number());
+  EXPECT_TRUE(one["shift_recovered"].is_null()) << "no shift measured against one event";
+  EXPECT_TRUE(one["delta_unfolded"].is_number());
   EXPECT_TRUE(massOf(writeTruth(), "agg_two")["shift_significance"].is_number());
   const nlohmann::json bin = massOf(writeSample("bin.h5", {1, 1, 1, 1}, {}, {}), "agg_bin");
   ASSERT_TRUE(bin["shift_significance"].is_number()) << bin.dump();
@@ -932,6 +934,52 @@ TEST_F(AggregateTest, ATruthEntirelyOutsideTheBinningIsNotCompared) {
   EXPECT_DOUBLE_EQ(mass["outside_binning"]["truth"]["above"].get<double>(), 1.0);
   // The other observables are compared as before.
   EXPECT_TRUE(s["observables"]["width"]["delta_unfolded"].is_number());
+  // study compare leaves the observable out and compares the others (it refused the whole
+  // comparison: "no truth comparison for mass").
+  const nlohmann::json c = compareAggregations(
+      {(root_ / "agg_allout").string(), (root_ / "agg_allout").string()}, {"A", "B"});
+  EXPECT_FALSE(c["observables"].contains("mass")) << c.dump();
+  EXPECT_TRUE(c["observables"]["width"].contains("B"));
+}
+
+// Aggregations of two binnings are not compared: Δ differ by the binning alone. study compare
+// refuses naming the observable and the binning (it blamed the inputs: "Δ of the prior
+// differs"); the pairing of replicas says why it does not pair.
+TEST_F(AggregateTest, AggregationsOfTwoBinningsAreNotComparedNorPaired) {
+  const std::vector<std::pair<double, double>> v = {{2, 2}, {1, 3}, {3, 1}, {1, 2}};
+  for (int r = 0; r < 4; ++r) {
+    writeChain("b1/r" + std::to_string(r), r, 0, v[r].first, v[r].second);
+    writeChain("b2/r" + std::to_string(r), r, 0, v[r].first, v[r].second, 42,
+               nlohmann::json::object(), {}, /*other_binning=*/true);
+  }
+  const std::string truth = writeTruth();
+  AggregateOptions opt;
+  opt.plots = false;
+  for (const char* d : {"b1", "b2"})
+    aggregateRunsWithOptions({(root_ / d).string()}, (root_ / d / "aggregate").string(), truth,
+                             opt);
+  const nlohmann::json s1 = readJson((root_ / "b1/aggregate/summary.json").string());
+  const nlohmann::json s2 = readJson((root_ / "b2/aggregate/summary.json").string());
+  EXPECT_EQ(s1["observables"]["mass"]["edges"].size(), 50u);
+  EXPECT_NE(s1["observables"]["mass"]["edges"], s2["observables"]["mass"]["edges"]);
+  try {
+    compareAggregations({(root_ / "b1").string(), (root_ / "b2").string()}, {});
+    ADD_FAILURE() << "two binnings compared";
+  } catch (const foldfarm::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("mass is binned otherwise than in"), std::string::npos)
+        << e.what();
+  }
+  // Only mass is binned otherwise: the others pair, mass does not.
+  const nlohmann::json p = pairReplicas(s1, s2, "b1");
+  EXPECT_FALSE(p.contains("not_paired")) << p.dump();
+  EXPECT_FALSE(p["observables"].contains("mass"));
+  EXPECT_TRUE(p["observables"].contains("width"));
+  nlohmann::json m1 = s1, m2 = s2;  // mass alone
+  m1["observables"] = {{"mass", s1["observables"]["mass"]}};
+  m2["observables"] = {{"mass", s2["observables"]["mass"]}};
+  const nlohmann::json none = pairReplicas(m1, m2, "b1");
+  EXPECT_EQ(none.value("not_paired", std::string()).rfind("another binning than b1's", 0), 0u)
+      << none.dump();
 }
 
 TEST_F(AggregateTest, CompareShowsUnfoldingsOfTheSameDataSideBySide) {

@@ -911,6 +911,15 @@ TEST_F(ChainTest, AChainsBinningIsItsHistogramsAndTheTruthIsBinnedAlike) {
   const TruthHistograms t = readTruth((root_ / "data.h5").string(), h.unfolded);
   EXPECT_EQ(t.density[0].size(), 30u);
   EXPECT_EQ(t.density[1].size(), data::observableBinning(1).edges.size() - 1);
+  // The finished chain asked for another binning: refused, not "complete" with the old one.
+  p["config"].erase("binning");
+  std::string reason;
+  EXPECT_EQ(runChainTask(p, out.string(), &reason), 2);
+  EXPECT_NE(reason.find("holds a finished chain whose mass histogram has 30 bins over [0, 300], "
+                        "not the config's binning"),
+            std::string::npos)
+      << reason;
+  EXPECT_EQ(readChainHistograms(out.string()).unfolded[0].edges, mass);
 }
 
 // The final per-event weights of weights.h5 are the simulation's weight times the last push;

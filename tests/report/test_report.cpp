@@ -741,6 +741,22 @@ TEST(CampaignReport, BaselineColumnsSitBesideTheCampaignsDelta) {
   // Differences 1, 2, 0: mean 1, standard error 1/sqrt(3).
   EXPECT_TRUE(contains(paired, "<td>+1.0 ± 0.6</td>")) << "paired cell";
   EXPECT_FALSE(contains(paired, "not paired here"));
+  // Binned otherwise (the chain config's "binning"): Δ of two binnings are not set side by side
+  // nor paired, and the paper's Δ (of OmniLearn's binning) is not shown beside it.
+  const auto withEdges = [&](const std::string& agg, const nlohmann::json& edges) {
+    nlohmann::json js = nlohmann::json::parse(readFile(agg + "/summary.json"));
+    js["observables"][base.observables[0]]["edges"] = edges;
+    writeFileAtomic(agg + "/summary.json", js.dump(2));
+  };
+  withEdges(dir + "/aggregate", {0.0, 100.0, 200.0, 300.0});
+  withEdges(scratch.path() + "/base/aggregate", {0.0, 75.0});
+  const std::string binned = renderCampaignReport(dir, o);
+  const size_t row = binned.find("<td>" + base.observables[0] + "</td>");
+  ASSERT_NE(row, std::string::npos);
+  const std::string cells = binned.substr(row, binned.find("</tr>", row) - row);
+  EXPECT_TRUE(contains(cells, "<td>- (another binning)</td><td>-</td><td>-</td>")) << cells;
+  EXPECT_FALSE(contains(cells, "+1.0 ± 0.6")) << cells;
+  EXPECT_TRUE(contains(binned, "the baseline bins the observable otherwise"));
   // A baseline without an aggregation is refused, and nothing is written.
   o.baseline_dir = scratch.path() + "/nowhere";
   EXPECT_THROW(writeCampaignReport(dir, o), InputError);
