@@ -790,8 +790,26 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   std::optional<TruthHistograms> truth;
   if (truth_path) truth = readTruth(*truth_path, nominal.prior);
   std::optional<TruthHistograms> closure_truth;
-  if (!sys.plan.non_closure.empty())
-    closure_truth = readTruth(*chains.groups.at(sys.plan.non_closure).data.begin(), nominal.prior);
+  if (!sys.plan.non_closure.empty()) {
+    const std::string& pseudo = *chains.groups.at(sys.plan.non_closure).data.begin();
+    closure_truth = readTruth(pseudo, nominal.prior);
+    // The non-closure shift is the unfolded density less this truth's, over the bins: what
+    // falls outside them is in neither; nothing inside makes the shift the whole density.
+    for (size_t o = 0; o < closure_truth->outside.size(); ++o) {
+      const auto& [below, above, inside] = closure_truth->outside[o];
+      const double total = below + above + inside;
+      const std::string& name = nominal.prior[o].name;
+      if (!(inside > 0))
+        logWarn(
+            "aggregate: non-closure: no event of {}'s truth falls inside the binning of {}: its "
+            "non-closure shift there is the whole unfolded density; bin {} to hold the sample "
+            "(the chain config's \"binning\")",
+            pseudo, name, name);
+      else if (total > 0 && (below + above) / total >= kOutsideBinningWarn)
+        logWarn("aggregate: non-closure: {:.1f}% of {}'s truth lies outside the binning of {}",
+                100 * (below + above) / total, pseudo, name);
+    }
+  }
   const McTrainingChoice mc_training = mcTrainingNoise(chains.groups, sys);
   if (chains.groups.size() > 1)
     logInfo("aggregate: {} nominal chains, {} replicas; {} variation(s)", nominal.chains,
