@@ -420,12 +420,14 @@ PretrainResult runPretraining(const PretrainOptions& o, ParallelContext& ctx) {
                 static_cast<int64_t>(test_rows.size()), 0);
   std::vector<int64_t> train_rows = mine(train_pos, &rest), val_rows = mine(val_pos, &rest);
   std::vector<int64_t> my_test = mine(test_rows, nullptr);
-  // The same test on every rank (no rank may go on alone into a collective).
+  // The same test on every rank (no rank may go on alone into a collective), said once: each
+  // rank's batches take a share of the training jets, sharded or not (before: without
+  // --shard-data, every rank said "cannot shard" from its first epoch).
   checkOnEveryRank(ctx, [&] {
-    if (static_cast<int64_t>(train_pos.size()) < W)
+    if (static_cast<int64_t>(train_pos.size()) < ctx.worldSize())
       throw InputError(what + ": " + std::to_string(total) + " jets leave " +
                        std::to_string(train_pos.size()) + " training jets for " +
-                       std::to_string(W) + " ranks; use more jets or fewer ranks");
+                       std::to_string(ctx.worldSize()) + " ranks; use more jets or fewer ranks");
   });
 
   // The labels first (small beside the particles): a file labelled otherwise than another is

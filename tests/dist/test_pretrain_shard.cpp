@@ -188,3 +188,31 @@ TEST(PretrainShard, RanksGivenOtherDataAreRefusedBeforeTraining) {
   }
   fs::remove_all(dir);
 }
+
+// Fewer training jets than ranks (without --shard-data too, where each rank's batches still
+// take a share): refused once, by rank 0, before training (every rank said "cannot shard 1 jets
+// over 2 ranks" from its first epoch).
+TEST(PretrainShard, FewerTrainingJetsThanRanksAreRefusedOnce) {
+  const fs::path dir = fs::temp_directory_path() /
+                       ("ff-pretrain-few-" + std::to_string(static_cast<long>(::getpid())));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string one = (dir / "one.h5").string();
+  const ProcessResult s = runSingleThreaded(
+      {FOLDFARM_BINARY, "data", "synth", "--kind", "pretrain", "--jets", "1", "--out", one}, 120);
+  ASSERT_TRUE(s.ok()) << s.describeFailure() << "\n" << s.err;
+  std::vector<std::string> argv = {FOLDFARM_MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np",
+                                   "2"};
+  std::vector<std::string> run = pretrain(one, (dir / "out").string());
+  run.erase(std::find(run.begin(), run.end(), std::string("--shard-data")));
+  argv.insert(argv.end(), run.begin(), run.end());
+  const ProcessResult r = runSingleThreaded(argv, 240);
+  EXPECT_EQ(r.exitCode, 2) << r.describeFailure() << "\n" << r.err;
+  const std::string said = "1 jets leave 1 training jets for 2 ranks; use more jets or fewer ranks";
+  const size_t at = r.err.find(said);
+  EXPECT_NE(at, std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(said, at + 1), std::string::npos) << "said once: " << r.err;
+  EXPECT_EQ(r.err.find("cannot shard"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "out" / "model"));
+  fs::remove_all(dir);
+}
