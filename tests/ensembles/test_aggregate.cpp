@@ -128,17 +128,22 @@ class AggregateTest : public ::testing::Test {
     return path;
   }
 
-  // Truth: two events, masses in the first two bins -> fractions [0.5, 0.5].
-  std::string writeTruth() {
+  // A truth file `name` of one event per mass in `masses` (the other observables alike, in
+  // range, the same at reco level).
+  std::string writeTruthOfMasses(const std::string& name, const std::vector<float>& masses) {
+    const auto n = static_cast<int64_t>(masses.size());
     foldfarm::data::UnfoldArrays u;
-    u.reco = foldfarm::data::JetArrays::zeros(2, 1);
-    u.gen = foldfarm::data::JetArrays::zeros(2, 1);
-    u.gen_subs = {0.5f, 0.1f, 10.f, -5.f, 0.2f, 0.5f, 2.0f, 0.1f, 10.f, -5.f, 0.2f, 0.5f};
+    u.reco = foldfarm::data::JetArrays::zeros(n, 1);
+    u.gen = foldfarm::data::JetArrays::zeros(n, 1);
+    for (float m : masses) u.gen_subs.insert(u.gen_subs.end(), {m, 0.1f, 10.f, -5.f, 0.2f, 0.5f});
     u.reco_subs = u.gen_subs;
-    const std::string truth = (root_ / "truth.h5").string();
+    const std::string truth = (root_ / name).string();
     foldfarm::data::writeUnfoldFile(truth, u);
     return truth;
   }
+
+  // Truth: two events, masses in the first two bins -> fractions [0.5, 0.5].
+  std::string writeTruth() { return writeTruthOfMasses("truth.h5", {0.5f, 2.0f}); }
 
   // The nominal: replica 0 with members [1,3] and [3,1] (mass fractions [.5,.5]),
   // replica 1 [1,3] ([.25,.75]), replica 2 [3,1] ([.75,.25]).
@@ -848,14 +853,8 @@ TEST_F(AggregateTest, TheSharesOutsideTheBinningAreReportedForUnfoldedPriorAndTr
     c.prior[0].outside = std::array<double, 2>{0.5, 0.0};  // the prior's mass: 1 in bin 0
     writeChainHistograms((root_ / rel).string(), c, {{"replica", replica}, {"member", 0}});
   }
-  foldfarm::data::UnfoldArrays u;  // truth: masses -1, 80, 0.5, 2: one below, one above
-  u.reco = foldfarm::data::JetArrays::zeros(4, 1);
-  u.gen = foldfarm::data::JetArrays::zeros(4, 1);
-  for (float m : {-1.f, 80.f, 0.5f, 2.f})
-    u.gen_subs.insert(u.gen_subs.end(), {m, 0.1f, 10.f, -5.f, 0.2f, 0.5f});
-  u.reco_subs = u.gen_subs;
-  const std::string truth = (root_ / "truth_outside.h5").string();
-  foldfarm::data::writeUnfoldFile(truth, u);
+  // Truth: masses -1, 80, 0.5, 2: one below, one above.
+  const std::string truth = writeTruthOfMasses("truth_outside.h5", {-1.f, 80.f, 0.5f, 2.f});
   AggregateOptions opt;
   opt.plots = false;
   aggregateRunsWithOptions({(root_ / "out").string()}, (root_ / "agg_out").string(), truth, opt);
@@ -914,14 +913,7 @@ TEST_F(AggregateTest, AShiftGetsNoSignificanceAgainstATruthOfOneEvent) {
 TEST_F(AggregateTest, ATruthEntirelyOutsideTheBinningIsNotCompared) {
   writeChain("allout/r0", 0, 0, 2, 2);
   writeChain("allout/r1", 1, 0, 1, 3);
-  foldfarm::data::UnfoldArrays u;
-  u.reco = foldfarm::data::JetArrays::zeros(2, 1);
-  u.gen = foldfarm::data::JetArrays::zeros(2, 1);
-  for (float m : {200.f, 300.f})
-    u.gen_subs.insert(u.gen_subs.end(), {m, 0.1f, 10.f, -5.f, 0.2f, 0.5f});
-  u.reco_subs = u.gen_subs;
-  const std::string truth = (root_ / "truth_allout.h5").string();
-  foldfarm::data::writeUnfoldFile(truth, u);
+  const std::string truth = writeTruthOfMasses("truth_allout.h5", {200.f, 300.f});
   AggregateOptions opt;
   opt.plots = false;
   aggregateRunsWithOptions({(root_ / "allout").string()}, (root_ / "agg_allout").string(), truth,

@@ -44,12 +44,16 @@ class ChainTest : public ::testing::Test {
     configureThreads(1);
     root_ = fs::temp_directory_path() / ("ff_chain_" + std::to_string(::getpid()));
     fs::create_directories(root_);
-    for (auto tune : {data::Tune::kSim, data::Tune::kData}) {
-      data::SynthConfig c = data::SynthConfig::unfoldDefaults(tune);
-      c.P = 24;
-      auto u = data::synthUnfold(c, tune == data::Tune::kSim ? 11 : 12, 0, 240);
-      data::writeUnfoldFile((root_ / (std::string(data::tuneName(tune)) + ".h5")).string(), u);
-    }
+    for (auto tune : {data::Tune::kSim, data::Tune::kData})
+      data::writeUnfoldFile((root_ / (std::string(data::tuneName(tune)) + ".h5")).string(),
+                            sample(tune, 240));
+  }
+  // `n` events of the tests' simulation (seed 11) or data (seed 12), 24 particle slots: the
+  // first n of the suite's files.
+  static data::UnfoldArrays sample(data::Tune tune, int64_t n) {
+    data::SynthConfig c = data::SynthConfig::unfoldDefaults(tune);
+    c.P = 24;
+    return data::synthUnfold(c, tune == data::Tune::kSim ? 11 : 12, 0, n);
   }
   static void TearDownTestSuite() { fs::remove_all(root_); }
 
@@ -463,12 +467,9 @@ TEST_F(ChainTest, FlagsThatPassNoEventAreRefusedNamingTheFileAndTheFlags) {
 // Files of a few events cannot hold out a validation set: refused saying how many events and
 // what fraction, and what to do.
 TEST_F(ChainTest, TooFewEventsToHoldOutAValidationSetAreRefusedSayingSo) {
-  for (auto tune : {data::Tune::kSim, data::Tune::kData}) {
-    data::SynthConfig c = data::SynthConfig::unfoldDefaults(tune);
-    c.P = 24;
+  for (auto tune : {data::Tune::kSim, data::Tune::kData})
     data::writeUnfoldFile((root_ / (std::string(data::tuneName(tune)) + "_3.h5")).string(),
-                          data::synthUnfold(c, tune == data::Tune::kSim ? 11 : 12, 0, 3));
-  }
+                          sample(tune, 3));
   auto p = params(0, 0);
   p["mc"] = (root_ / "sim_3.h5").string();
   p["data"] = (root_ / "data_3.h5").string();
@@ -491,9 +492,7 @@ TEST_F(ChainTest, TooFewEventsToHoldOutAValidationSetAreRefusedSayingSo) {
 // the seed, with exit 2 (a campaign does not retry it: the draw repeats); it failed in the
 // first step as "the chain diverged", exit 1, retried in vain.
 TEST_F(ChainTest, ABootstrapDrawThatLeavesTheDataNoEventIsRefusedNamingTheReplica) {
-  data::SynthConfig c = data::SynthConfig::unfoldDefaults(data::Tune::kData);
-  c.P = 24;
-  data::UnfoldArrays two = data::synthUnfold(c, 12, 0, 2);
+  data::UnfoldArrays two = sample(data::Tune::kData, 2);
   two.pass_reco.assign(2, 1);
   data::writeUnfoldFile((root_ / "data_2.h5").string(), two);
   int replica = 1;
@@ -930,9 +929,7 @@ TEST_F(ChainTest, AChainsBinningIsItsHistogramsAndTheTruthIsBinnedAlike) {
 // weights are the same bits). Before, step 1 also had to learn the classes' prior, 8 times
 // another one, and the weights moved.
 TEST_F(ChainTest, DataWeightsScaledByAConstantUnfoldAlike) {
-  data::SynthConfig c = data::SynthConfig::unfoldDefaults(data::Tune::kData);
-  c.P = 24;
-  data::UnfoldArrays u = data::synthUnfold(c, 12, 0, 240);
+  data::UnfoldArrays u = sample(data::Tune::kData, 240);
   u.weights.assign(240, 8.0f);
   data::writeUnfoldFile((root_ / "data_w8.h5").string(), u);
   nlohmann::json p = params(0, 0);
@@ -954,9 +951,7 @@ TEST_F(ChainTest, DataWeightsScaledByAConstantUnfoldAlike) {
 // as unit weights. Before, the loss fell below AdamW's epsilon and the MLP learnt almost
 // nothing (a ratio near 1: the prior back).
 TEST_F(ChainTest, SimulationWeightsInCrossSectionUnitsUnfoldAsUnitWeights) {
-  data::SynthConfig c = data::SynthConfig::unfoldDefaults(data::Tune::kSim);
-  c.P = 24;
-  data::UnfoldArrays u = data::synthUnfold(c, 11, 0, 240);
+  data::UnfoldArrays u = sample(data::Tune::kSim, 240);
   u.weights.assign(240, std::ldexp(1.0f, -30));
   data::writeUnfoldFile((root_ / "sim_xs.h5").string(), u);
   nlohmann::json p = params(0, 0);
@@ -978,9 +973,7 @@ TEST_F(ChainTest, SimulationWeightsInCrossSectionUnitsUnfoldAsUnitWeights) {
 // the negative ones; before, the chain ran and failed as "diverged" (a campaign retried it).
 // Negative weights whose total is positive train, and the chain says how many there are.
 TEST_F(ChainTest, SimulationWeightsOfANonPositiveTotalAreRefusedNegativeOnesTrain) {
-  data::SynthConfig c = data::SynthConfig::unfoldDefaults(data::Tune::kSim);
-  c.P = 24;
-  data::UnfoldArrays u = data::synthUnfold(c, 11, 0, 240);
+  data::UnfoldArrays u = sample(data::Tune::kSim, 240);
   u.weights.assign(240, 1.0f);
   for (size_t i = 0; i < 240; i += 2) u.weights[i] = -1.0f;
   data::writeUnfoldFile((root_ / "sim_zero_sum.h5").string(), u);
