@@ -253,13 +253,13 @@ nlohmann::json observableSummary(const ObservableResult& res, size_t o, const Ch
   js["bins"] = nominal.prior[o].bins();
   js["edges"] = res.edges;  // Δ of two binnings are not comparable: readers check these
   // How much of each distribution the binning leaves out (null: chains written before their
-  // histograms kept it; no truth).
+  // histograms kept it, the observable not rebinned; no truth).
   nlohmann::json& outside = js["outside_binning"];
+  const std::optional<std::array<double, 3>>& unfolded_outside = nominal.unfolded_outside[o];
   outside["unfolded"] =
-      nominal.unfolded_outside.empty()
-          ? nlohmann::json()
-          : outsideShares(nominal.unfolded_outside[o][0], nominal.unfolded_outside[o][1],
-                          nominal.unfolded_outside[o][2]);
+      unfolded_outside
+          ? outsideShares((*unfolded_outside)[0], (*unfolded_outside)[1], (*unfolded_outside)[2])
+          : nlohmann::json();
   const ObservableHistogram& prior = nominal.prior[o];
   double prior_inside = 0, unfolded_inside = 0;
   for (double x : prior.sumw) prior_inside += x;
@@ -280,7 +280,8 @@ nlohmann::json observableSummary(const ObservableResult& res, size_t o, const Ch
       if (const double f = share[side].get<double>(); f >= kOutsideBinningWarn)
         logWarn(
             "aggregate: {}: {:.1f}% of the {} lies {} its binning {}, which the densities and Δ "
-            "leave out (the chain config's \"binning\" sets others)",
+            "leave out (aggregate --binning rebins the chains from their weights without training "
+            "again)",
             res.name, 100 * f, what, side, range);
   }
   // Nothing inside the binning: a density of zeros, whose Δ against another of zeros read 0
@@ -782,7 +783,15 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   // 1. Read the chains, one at a time: only per-replica sums and each chain's densities are
   //    kept, per group (the nominal, named "", and each variation). Everything that can be
   //    refused is refused before anything is written.
-  const ChainGroups chains = readChainGroups(chainDirsUnder(run_dirs));
+  std::optional<ChainRebinner> rebinner;
+  if (!options.rebin.empty()) rebinner.emplace(options.rebin);
+  const ChainGroups chains =
+      readChainGroups(chainDirsUnder(run_dirs), rebinner ? &*rebinner : nullptr);
+  if (rebinner && rebinner->withoutIterations() > 0)
+    logWarn(
+        "aggregate: {} chain(s) kept no per-iteration weights (iteration_weights false): "
+        "rebinned, they give no Δ per iteration (delta_by_iteration null)",
+        rebinner->withoutIterations());
   const ChainGroup& nominal = chains.groups.at("");
   Systematics sys = checkVariations(chains.groups);
   findSameSimulation(sys, chains.groups, options.inputs);
@@ -888,6 +897,10 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   for (const auto& [build, count] : chains.builds)
     summary["chain_builds"].push_back({{"build", build}, {"chains", count}});
   if (!options.inputs.is_null()) summary["inputs"] = options.inputs;
+  if (rebinner) {
+    summary["rebinned"] = nlohmann::json::array();
+    for (const auto& [name, edges] : options.rebin) summary["rebinned"].push_back(name);
+  }
   if (!options.incomplete.is_null()) summary["incomplete"] = options.incomplete;
   if (!mc_training.summary.is_null()) {
     summary["mc_stat_training_noise"] = mc_training.summary;

@@ -138,6 +138,11 @@
 //   <observable>_breakdown.png  relative uncertainty per bin of each source, the statistical,
 //                 the MC-statistical, the non-closure and the total (gnuplot)
 //   Figures are skipped with a warning when gnuplot is not installed.
+// With AggregateOptions::rebin, the observables it names are binned anew from each chain's
+// per-event weights and simulation (ensembles/rebin.hpp: weights.h5 `final`, `push`, the MC
+// file the chain read, unchanged), the rest as the chains binned them; summary.json's
+// "rebinned" lists them, and "edges" is then the new binning. Memory: the simulations' gen-level
+// observables (7 floats and a byte per event each) besides the above.
 // An output of an earlier aggregation into the same directory that this one does not write
 // (event_weights.h5, a figure) is removed once the new outputs are in place, so the directory
 // never mixes two aggregations; summary.json's "outputs" lists what this one wrote.
@@ -156,6 +161,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/plot/gnuplot.hpp"
+#include "ensembles/rebin.hpp"
 
 namespace foldfarm::ensembles {
 
@@ -186,6 +192,10 @@ struct AggregateOptions {
   // What a campaign's aggregation left out (variations without done chains, sources of
   // which one side has none), as summary.json's "incomplete"; null: not written.
   nlohmann::json incomplete = nullptr;
+  // Observables to rebin (ensembles/rebin.hpp): their histograms computed again from each
+  // chain's weights.h5 and simulation on these edges instead of read from its histograms.h5;
+  // empty: the chains' own. summary.json's "rebinned" names them.
+  ObservableBinnings rebin = {};
 };
 
 // Aggregates the chains under run_dirs into out_dir; returns summary.json's content.

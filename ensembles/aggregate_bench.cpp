@@ -38,7 +38,7 @@ class ChainWriter {
   void write(const std::string& rel, int r, int m, double tilt, const nlohmann::json& extra) {
     const std::string dir = root_ + "/" + rel;
     fs::create_directories(dir);
-    ChainHistograms h{shape_, shape_};
+    ChainHistograms h{shape_, shape_, {}};
     std::normal_distribution<double> normal(0.0, 1.0);
     for (auto& obs : h.unfolded)
       for (size_t b = 0; b < obs.bins(); ++b) {

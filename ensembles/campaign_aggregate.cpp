@@ -29,6 +29,7 @@ AggregateOptions AggregateChoices::options(const json& defaults) const {
   o.plots = !no_plots && (!defaults.contains("plots") || defaults.at("plots").get<bool>());
   o.event_weights = parseEventWeightsChoice(word(event_weights, "event_weights", "all"));
   o.shift_noise = parseShiftNoise(word(shift_noise, "shift_noise", "keep"));
+  if (!binning.empty()) o.rebin = readBinningArgument(binning);
   return o;
 }
 
@@ -168,8 +169,11 @@ std::optional<std::string> taskNamedIn(const jobs::Campaign& camp, const std::st
 }  // namespace
 
 CampaignAggregation aggregateCampaign(const std::string& dir, const std::string& truth,
-                                      const AggregateChoices& choices, bool all_done) {
+                                      const AggregateChoices& choices, bool all_done,
+                                      const std::string& out) {
   using jobs::Campaign;
+  // 0. A --binning's mistakes, before anything is opened.
+  if (!choices.binning.empty()) readBinningArgument(choices.binning);
   // 1. The outputs lock, then the spec and the done tasks read under it: `campaign extend` and
   //    `accept-inputs` are refused while an aggregation runs, and an aggregation while they
   //    do, so the bands never mix two states of the campaign. (The first open finds the
@@ -211,7 +215,7 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   CampaignAggregation r;
   r.chains = static_cast<int>(runs.size());
   r.tasks = spec.numTasks();
-  r.out = camp.dir() + "/aggregate";
+  r.out = out.empty() ? camp.dir() + "/aggregate" : out;
   if (all_done && r.chains < r.tasks) return r;
 
   // 2. The truth, and the simulations (whose events the publication weights belong to), read

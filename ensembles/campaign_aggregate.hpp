@@ -19,9 +19,11 @@ struct AggregateChoices {
   bool no_plots = false;
   std::string event_weights;  // all, central, none
   std::string shift_noise;    // keep, subtract
+  std::string binning;        // --binning: JSON text or a file (ensembles/rebin.hpp)
 
   // The choices given, else `defaults` (a campaign spec's "aggregate": shift_noise,
-  // event_weights, plots), else the library's. InputError naming a word it does not know.
+  // event_weights, plots), else the library's. InputError naming a word it does not know, or
+  // the mistake of a --binning (readBinningArgument).
   AggregateOptions options(const nlohmann::json& defaults = nlohmann::json::object()) const;
 };
 
@@ -29,17 +31,19 @@ struct CampaignAggregation {
   bool aggregated = false;  // false: `all_done` and not every task is done
   int chains = 0;           // the done chains
   int tasks = 0;            // the campaign's tasks
-  std::string out;          // D/aggregate
+  std::string out;          // where the bands went (D/aggregate unless given)
 
   nlohmann::json toJson() const;  // {"aggregated", "chains", "tasks", "out"}
 };
 
 // Aggregates the done chains of campaign `dir` with the truth `truth` (else the spec's
-// inputs.truth, when it has one). With `all_done`, only when every task is done. InputError
-// when `dir` is not made of chains, when none is done, when an input changed since it was
-// recorded, or when another command holds the campaign's outputs lock (naming it).
+// inputs.truth, when it has one) into `out` ("": D/aggregate, where `campaign run --aggregate`
+// and `report` look). With `all_done`, only when every task is done. InputError when `dir` is
+// not made of chains, when none is done, when an input changed since it was recorded, or when
+// another command holds the campaign's outputs lock (naming it).
 CampaignAggregation aggregateCampaign(const std::string& dir, const std::string& truth,
-                                      const AggregateChoices& choices, bool all_done);
+                                      const AggregateChoices& choices, bool all_done,
+                                      const std::string& out = "");
 
 // One line for a CampaignAggregation of campaign `dir` (its toJson()): "aggregated N chain(s) of
 // M task(s) into OUT", or what is done and the command that aggregates those.

@@ -29,6 +29,7 @@
 #include "core/train/parallel.hpp"
 #include "core/train/train_config.hpp"
 #include "ensembles/chain_output.hpp"
+#include "ensembles/rebin.hpp"
 #include "ensembles/seeds.hpp"
 #include "jobs/campaign_spec.hpp"
 
@@ -486,73 +487,10 @@ std::string knownKeysText() {
 }
 }  // namespace
 
-namespace {
-
-// The config's "binning": {observable: {"edges": [...]} | {"lo", "hi", "bins"}}, each named in
-// its error.
-std::map<std::string, std::vector<double>> binningFromJson(const json& b,
-                                                           const std::string& source) {
-  const std::string where = source + ": 'binning'";
-  if (!b.is_object())
-    throw InputError(where +
-                     " must be a JSON object of observables, e.g. {\"mass\": {\"lo\": 0, "
-                     "\"hi\": 300, \"bins\": 60}}");
-  const std::vector<std::string> names = data::substructureObservableNames();
-  constexpr int64_t kMaxBins = 10000;
-  std::map<std::string, std::vector<double>> out;
-  for (auto it = b.begin(); it != b.end(); ++it) {
-    const std::string at = where + " of '" + it.key() + "'";
-    if (std::find(names.begin(), names.end(), it.key()) == names.end()) {
-      std::string known;
-      for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
-      throw InputError(where + ": unknown observable '" + it.key() + "' (known: " + known + ")");
-    }
-    const json& v = it.value();
-    if (!v.is_object())
-      throw InputError(at + " must be {\"edges\": [...]} or {\"lo\", \"hi\", \"bins\"}");
-    std::vector<double> edges;
-    if (v.contains("edges")) {
-      if (v.size() != 1)
-        throw InputError(at + ": give \"edges\" alone, or \"lo\", \"hi\" and \"bins\"");
-      edges = jsonValue<std::vector<double>>(v.at("edges"), at + " edges");
-      if (edges.size() < 2 || static_cast<int64_t>(edges.size()) > kMaxBins + 1)
-        throw InputError(at + ": \"edges\" must hold 2 to " + std::to_string(kMaxBins + 1) +
-                         " numbers (got " + std::to_string(edges.size()) + ")");
-    } else {
-      for (auto k = v.begin(); k != v.end(); ++k)
-        if (k.key() != "lo" && k.key() != "hi" && k.key() != "bins")
-          throw InputError(at + ": unknown key '" + k.key() + "' (edges, or lo, hi and bins)");
-      if (!v.contains("lo") || !v.contains("hi") || !v.contains("bins"))
-        throw InputError(at + ": give \"lo\", \"hi\" and \"bins\" (or \"edges\")");
-      const auto lo = jsonValue<double>(v.at("lo"), at + " lo");
-      const auto hi = jsonValue<double>(v.at("hi"), at + " hi");
-      const auto bins = jsonValue<int64_t>(v.at("bins"), at + " bins");
-      if (bins < 1 || bins > kMaxBins)
-        throw InputError(at + ": \"bins\" must be from 1 to " + std::to_string(kMaxBins) +
-                         " (got " + std::to_string(bins) + ")");
-      if (!std::isfinite(lo) || !std::isfinite(hi) || !(lo < hi))
-        throw InputError(at + ": needs finite lo < hi (got " + fmt::format("{:g}, {:g}", lo, hi) +
-                         ")");
-      edges = data::Binning::linspace(lo, hi, static_cast<int>(bins) + 1).edges;
-    }
-    for (size_t k = 0; k < edges.size(); ++k)
-      if (!std::isfinite(edges[k]) || (k > 0 && !(edges[k - 1] < edges[k])))
-        throw InputError(at + ": edges must be finite and increasing (edge " + std::to_string(k) +
-                         " is " + fmt::format("{:g}", edges[k]) + ")");
-    out[it.key()] = std::move(edges);
-  }
-  return out;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 std::vector<std::vector<double>> chainBinning(const ChainConfig& c) {
-  std::vector<std::vector<double>> edges;
-  for (int o = 0; o < data::kNumSubs; ++o) {
-    const auto it = c.binning.find(data::observableName(o));
-    edges.push_back(it != c.binning.end() ? it->second : data::observableBinning(o).edges);
-  }
-  return edges;
+  return observableEdges(c.binning);
 }
 
 ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
@@ -604,7 +542,7 @@ ChainConfig chainConfigFromJson(const json& j, const std::string& source) {
   take(j, "fixed_shapes", c.fixed_shapes, source);
   take(j, "cuda_graphs", c.cuda_graphs, source);
   take(j, "iteration_weights", c.iteration_weights, source);
-  if (j.contains("binning")) c.binning = binningFromJson(j.at("binning"), source);
+  if (j.contains("binning")) c.binning = binningFromJson(j.at("binning"), source + ": 'binning'");
   if (c.cuda_graphs) c.fixed_shapes = true;  // graphs replay fixed shapes
   parseDeviceRequest(c.device, source + " device");
   if (c.precision != "fp32" && c.precision != "bf16")

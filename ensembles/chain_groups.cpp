@@ -60,7 +60,8 @@ std::string firstDifference(const nlohmann::json& a, const nlohmann::json& b,
 }
 
 // Adds one chain to its group of `set`.
-void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const std::string& dir) {
+void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const std::string& dir,
+              ChainRebinner* rebin) {
   const std::string result_path = dir + "/" + kChainResultFile;
   nlohmann::json res = readJson(result_path);
   // A whole number >= 0 (parsed JSON holds those unsigned), in the file's words when it is not.
@@ -145,26 +146,24 @@ void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const st
     return;
   }
   ++set.builds[res.value("build", nlohmann::json())];
-  ChainHistograms h = readChainHistograms(dir);
+  ChainHistograms h = rebin ? rebin->histograms(dir, res) : readChainHistograms(dir);
   if (g.prior.empty()) g.prior = h.prior;
   for (size_t o = 0; o < h.unfolded.size(); ++o)
     if (h.unfolded[o].edges != g.prior[o].edges)
-      throw InputError(dir + ": binning of " + h.unfolded[o].name + " differs from " +
-                       g.first_chain +
-                       (variation ? " (both of variation '" + variation->name +
-                                        "'); rerun the variation's chains with one binning"
-                                  : std::string()));
-  for (size_t o = 0; o < h.unfolded.size() && !g.outside_unknown; ++o) {
+      throw InputError(
+          dir + ": binning of " + h.unfolded[o].name + " differs from " + g.first_chain +
+          (variation ? " (both of variation '" + variation->name + "')" : std::string()) +
+          "; aggregate with --binning to rebin every chain alike from its weights");
+  if (g.unfolded_outside.empty())
+    g.unfolded_outside.assign(h.unfolded.size(), std::array<double, 3>{0, 0, 0});
+  for (size_t o = 0; o < h.unfolded.size(); ++o) {
+    std::optional<std::array<double, 3>>& sum = g.unfolded_outside[o];
     const ObservableHistogram& u = h.unfolded[o];
-    if (!u.outside) {
-      g.outside_unknown = true;
-      g.unfolded_outside.clear();
-      break;
-    }
-    g.unfolded_outside.resize(h.unfolded.size(), {0, 0, 0});
-    g.unfolded_outside[o][0] += (*u.outside)[0];
-    g.unfolded_outside[o][1] += (*u.outside)[1];
-    for (double w : u.sumw) g.unfolded_outside[o][2] += w;
+    if (!u.outside) sum.reset();
+    if (!sum) continue;
+    (*sum)[0] += (*u.outside)[0];
+    (*sum)[1] += (*u.outside)[1];
+    for (double w : u.sumw) (*sum)[2] += w;
   }
   ReplicaSum& acc = g.replicas[r];
   std::vector<std::vector<double>> member_density;
@@ -184,7 +183,7 @@ void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const st
   }
   // Each iteration's unfolded Σw, where the chain kept them and every earlier member of the
   // replica had as many.
-  if (!h.iterations.empty() && (acc.iteration_members == 0 && acc.members == 0 ||
+  if (!h.iterations.empty() && ((acc.iteration_members == 0 && acc.members == 0) ||
                                 acc.iteration_sumw.size() == h.iterations.size())) {
     if (acc.iteration_sumw.empty()) {
       for (const auto& it : h.iterations) {
@@ -247,14 +246,14 @@ std::string MixedChainFormatsError::message(
          "with the build that ran them";
 }
 
-ChainGroups readChainGroups(const std::vector<std::string>& chain_dirs) {
+ChainGroups readChainGroups(const std::vector<std::string>& chain_dirs, ChainRebinner* rebin) {
   ChainGroups set;
   std::optional<uint64_t> campaign_seed;
   Progress progress("aggregate", static_cast<int64_t>(chain_dirs.size()), "chains");
   int64_t read_chains = 0;
   for (const auto& dir : chain_dirs) {
     progress.update(read_chains++);
-    addChain(set, campaign_seed, dir);
+    addChain(set, campaign_seed, dir, rebin);
   }
   progress.update(read_chains);
   progress.finish();

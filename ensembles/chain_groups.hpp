@@ -25,6 +25,7 @@
 #include "core/base/error.hpp"
 
 #include "ensembles/chain_output.hpp"
+#include "ensembles/rebin.hpp"
 #include "ensembles/systematics.hpp"
 
 namespace foldfarm::ensembles {
@@ -52,9 +53,9 @@ struct ChainGroup {
   std::set<std::pair<int, int>> seen;
   std::vector<ObservableHistogram> prior;  // the first chain's
   // Per observable, over every chain of the group: the unfolded Σw below the binning, above
-  // it, and in it. Empty when a chain's histograms.h5 does not say (written before `outside`).
-  std::vector<std::array<double, 3>> unfolded_outside;
-  bool outside_unknown = false;
+  // it, and in it; nullopt where a chain's histogram does not say (histograms.h5 written
+  // before `outside`, and the observable not rebinned).
+  std::vector<std::optional<std::array<double, 3>>> unfolded_outside;
   size_t chains = 0;
   std::map<int, std::vector<std::string>> member_dirs;
   std::set<std::string> mc, data;  // result.json paths ("" when absent)
@@ -96,7 +97,10 @@ class MixedChainFormatsError : public InputError {
 // unfolding that differs from its group's (the first differing key), another version of an
 // input file, another binning, or no nominal chain at all; MixedChainFormatsError when the
 // chains are of two chain formats.
-ChainGroups readChainGroups(const std::vector<std::string>& chain_dirs);
+// With `rebin`, each chain's histograms are its rebinner's (ensembles/rebin.hpp), not those of
+// its histograms.h5.
+ChainGroups readChainGroups(const std::vector<std::string>& chain_dirs,
+                            ChainRebinner* rebin = nullptr);
 
 // Replica -> unit-area density of observable o (the mean over the replica's members).
 std::map<int, std::vector<double>> replicaDensities(const std::map<int, ReplicaSum>& replicas,

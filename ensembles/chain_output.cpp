@@ -125,6 +125,20 @@ std::vector<double> readFinal(hid_t f, const std::string& path) {
   return w;
 }
 
+// An (iterations x N) dataset of weights.h5 (push, pull), a row per iteration.
+std::vector<std::vector<double>> readIterationRows(hid_t f, const std::string& path,
+                                                   const char* name) {
+  std::vector<uint64_t> dims;
+  const std::vector<double> values = readFloat64Dataset(f, path, name, &dims);
+  if (dims.size() != 2) throw InputError(path + ": '" + name + "' is not 2-D");
+  requireFinite(values, path, name);
+  std::vector<std::vector<double>> rows(dims[0]);
+  for (uint64_t i = 0; i < dims[0]; ++i)
+    rows[i].assign(values.begin() + static_cast<long>(i * dims[1]),
+                   values.begin() + static_cast<long>((i + 1) * dims[1]));
+  return rows;
+}
+
 }  // namespace
 
 std::vector<ObservableHistogram> histogramObservables(
@@ -258,22 +272,18 @@ void writeChainWeights(const std::string& dir, const ChainWeights& w, const nloh
 ChainWeights readChainWeights(const std::string& dir) {
   const std::string path = join(dir, kChainWeightsFile);
   H5Handle f = openH5(path);
-  auto unflatten = [&](const char* name) {
-    std::vector<uint64_t> dims;
-    const std::vector<double> values = readFloat64Dataset(f.get(), path, name, &dims);
-    if (dims.size() != 2) throw InputError(path + ": '" + name + "' is not 2-D");
-    requireFinite(values, path, name);
-    std::vector<std::vector<double>> rows(dims[0]);
-    for (uint64_t i = 0; i < dims[0]; ++i)
-      rows[i].assign(values.begin() + static_cast<long>(i * dims[1]),
-                     values.begin() + static_cast<long>((i + 1) * dims[1]));
-    return rows;
-  };
   ChainWeights w;
-  w.push = unflatten("push");
-  w.pull = unflatten("pull");
+  w.push = readIterationRows(f.get(), path, "push");
+  w.pull = readIterationRows(f.get(), path, "pull");
   if (data::h5Exists(f.get(), "final")) w.final = readFinal(f.get(), path);
   return w;
+}
+
+std::vector<std::vector<double>> readChainPushWeights(const std::string& dir) {
+  const std::string path = join(dir, kChainWeightsFile);
+  H5Handle f = openH5(path);
+  if (!data::h5Exists(f.get(), "push")) return {};
+  return readIterationRows(f.get(), path, "push");
 }
 
 void writeLogitOffsets(const std::string& file, const LogitOffsets& o) {

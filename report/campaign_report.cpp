@@ -740,6 +740,19 @@ std::string outsideText(const std::string& name, const json& outside, bool* know
   return notable ? htmlEscape(name) + ": " + parts + "; " : "";
 }
 
+// An aggregation rebinned from the chains' weights (`aggregate --binning`) names the observables
+// it rebinned; "" for one of the chains' own histograms.
+std::string rebinnedNote(const json& summary) {
+  const json r = summary.value("rebinned", json());
+  if (!r.is_array() || r.empty()) return "";
+  std::string names;
+  for (const json& n : r)
+    if (n.is_string()) names += (names.empty() ? "" : ", ") + htmlEscape(n.get<std::string>());
+  return "<p>Rebinned from the chains' per-event weights (<code>aggregate --binning</code>), "
+         "not the binning they ran with: " +
+         names + ".</p>\n";
+}
+
 void deltaSection(Page& page, const ReportInputs& in) {
   if (!in.summary) {
     page.omit("delta", "Triangular discriminator and coverage",
@@ -891,7 +904,7 @@ void deltaSection(Page& page, const ReportInputs& in) {
            : "<p>Outside the binning (left out of the densities, the figures and Δ; shares of "
              "each distribution's Σw, listed where one reaches 0.1%): " +
                  outside_note.substr(0, outside_note.size() - 2) + ".</p>\n") +
-      "</section>\n");
+      rebinnedNote(*in.summary) + "</section>\n");
 }
 
 void correlationsSection(Page& page, const ReportInputs& in, bool gnuplot,

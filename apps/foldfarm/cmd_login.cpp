@@ -134,13 +134,18 @@ void registerCampaignAggregateCommand(CLI::App& campaign) {
       "aggregate", "Aggregate the done chains into uncertainty bands (D/aggregate)");
   auto dir = std::make_shared<std::string>();
   auto truth = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
   auto args = std::make_shared<AggregateArgs>();
   c->add_option("dir", *dir, "Campaign directory")->required();
   c->add_option("--truth", *truth, "Truth file (default: the spec's inputs.truth when given)");
+  c->add_option("--out", *out,
+                "Output directory (default D/aggregate, where `report` looks; another keeps "
+                "D/aggregate as it is, e.g. for a second binning: `report --aggregate OUT`)");
   addAggregateOptions(*c, *args);
-  c->callback([dir, truth, args] {
+  c->callback([dir, truth, out, args] {
     registerCampaignTaskKinds();
-    const json r = ensembles::aggregateCampaign(*dir, *truth, *args, /*all_done=*/false).toJson();
+    const json r =
+        ensembles::aggregateCampaign(*dir, *truth, *args, /*all_done=*/false, *out).toJson();
     std::printf("%s\n", ensembles::aggregationLine(*dir, r).c_str());
   });
 }

@@ -63,6 +63,11 @@ inline void addAggregateOptions(CLI::App& app, AggregateArgs& a) {
                  "estimated from its chains: a shift within its noise then adds little to the "
                  "total). A campaign's default: its spec's aggregate.shift_noise")
       ->check(CLI::IsMember({"keep", "subtract"}));
+  app.add_option("--binning", a.binning,
+                 "Rebin without training again: the observables named are histogrammed anew from "
+                 "each chain's per-event weights (weights.h5) and the simulation it read, e.g. "
+                 "'{\"mass\": {\"lo\": 0, \"hi\": 300, \"bins\": 60}}' or a JSON file of it "
+                 "(a chain config's \"binning\" form); the others keep the chains' binning");
 }
 
 // A list option's default as a user types it ("1,2,4": the options take ',' as delimiter),

@@ -16,6 +16,9 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "core/base/file_stat.hpp"
 #include "core/data/h5_file.hpp"
 #include "tests/data/bad_files.hpp"
 #include "tests/support/resource_limits.hpp"
@@ -823,6 +826,49 @@ TEST_F(BadInputs, CommandLine) {
                      "--init none leaves nothing to warm-start from");
   expectCleanFailure({"slurm", "render", "pilot", p("camp"), "--gpus-per-node", "4"},
                      "--gpus-per-node 4");
+}
+
+// `aggregate --binning` (rebinning finished chains from their weights): each mistake of the
+// binning named in one line, and a simulation changed since the chain read it refused, before
+// anything is written; the same chains rebinned as asked.
+TEST_F(BadInputs, RebinningMistakes) {
+  fs::copy_file(p("mc.h5"), p("rb_mc.h5"), fs::copy_options::overwrite_existing);
+  std::ofstream(p("rb_mlp.json"))
+      << R"({"classifier": "mlp", "mlp": {"epochs": 2, "hidden": [8]}})";
+  ASSERT_EQ(run({"unfold", "--mc", p("rb_mc.h5"), "--data", p("data.h5"), "--init", "none", "--out",
+                 p("rb_chain"), "--replica", "0", "--member", "0", "--iterations", "1", "--config",
+                 p("rb_mlp.json"), "--threads", "1"},
+                dir_)
+                .code,
+            0);
+  std::ofstream(p("rb_bad.json")) << R"({"binning": {"mass": {"lo": 0, "hi": 300}}})";
+  const std::vector<std::pair<std::string, std::string>> mistakes = {
+      {R"({"mas": {"lo": 0, "hi": 1, "bins": 2}})", "--binning: unknown observable 'mas'"},
+      {"{}", "names no observable"},
+      {R"({"mass": {"lo": 1, "hi": 0, "bins": 3}})", "--binning of 'mass': needs finite lo < hi"},
+      {R"({"mass": )", "--binning: not valid JSON"},
+      {p("rb_none.json"), "rb_none.json: no such file"},
+      {p("rb_bad.json"), "rb_bad.json: 'binning' of 'mass': give \"lo\", \"hi\" and \"bins\""}};
+  for (const auto& [binning, named] : mistakes) {
+    expectCleanFailure(
+        {"aggregate", "--runs", p("rb_chain"), "--out", p("rb_agg"), "--binning", binning}, named);
+    expectCleanFailure({"campaign", "aggregate", p("camp"), "--binning", binning}, named);
+  }
+  const std::string mass = R"({"mass": {"lo": 0, "hi": 300, "bins": 30}})";
+  const FileStat was = statPath(p("rb_mc.h5"));
+  ASSERT_EQ(setModificationTime(p("rb_mc.h5"), was.mtime_ns + 2000000000LL), "");
+  expectCleanFailure(
+      {"aggregate", "--runs", p("rb_chain"), "--out", p("rb_agg"), "--binning", mass},
+      "rb_chain: read its simulation " + p("rb_mc.h5"));
+  ASSERT_EQ(setModificationTime(p("rb_mc.h5"), was.mtime_ns), "");
+  const RunResult ok = run(
+      {"aggregate", "--runs", p("rb_chain"), "--out", p("rb_agg"), "--no-plots", "--binning", mass},
+      dir_);
+  ASSERT_EQ(ok.code, 0) << ok.err;
+  const nlohmann::json summary = nlohmann::json::parse(std::ifstream(p("rb_agg/summary.json")));
+  EXPECT_EQ(summary["rebinned"], nlohmann::json::array({"mass"}));
+  EXPECT_EQ(summary["observables"]["mass"]["bins"], 30);
+  fs::remove_all(p("rb_agg"));
 }
 
 // Runs last (gtest runs tests in declaration order within a suite): reports the count.

@@ -14,6 +14,7 @@
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
 #include "core/base/exit_codes.hpp"
+#include "core/base/file_stat.hpp"
 #include "core/base/log.hpp"
 #include "core/base/process.hpp"
 #include "core/base/sha256.hpp"
@@ -26,9 +27,11 @@
 #include "core/model/threads.hpp"
 #include "core/train/checkpoint.hpp"
 #include "core/train/jet_batches.hpp"
+#include "ensembles/aggregate.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_output.hpp"
 #include "ensembles/chain_task.hpp"
+#include "ensembles/rebin.hpp"
 #include "ensembles/truth_comparison.hpp"
 #include "ensembles/weights.hpp"
 
@@ -919,6 +922,151 @@ TEST_F(ChainTest, AChainsBinningIsItsHistogramsAndTheTruthIsBinnedAlike) {
             std::string::npos)
       << reason;
   EXPECT_EQ(readChainHistograms(out.string()).unfolded[0].edges, mass);
+}
+
+namespace {
+
+// Two chains' histograms, bin for bin and bit for bit (edges, Σw, Σw², what falls outside).
+void expectSameHistograms(const ChainHistograms& a, const ChainHistograms& b,
+                          const std::string& what) {
+  const auto same = [&](const std::vector<ObservableHistogram>& x,
+                        const std::vector<ObservableHistogram>& y, const std::string& part) {
+    ASSERT_EQ(x.size(), y.size()) << what << " " << part;
+    for (size_t o = 0; o < x.size(); ++o) {
+      const std::string at = what + " " + part + " " + x[o].name;
+      EXPECT_EQ(x[o].name, y[o].name) << at;
+      EXPECT_EQ(x[o].edges, y[o].edges) << at;
+      EXPECT_EQ(x[o].sumw, y[o].sumw) << at;
+      EXPECT_EQ(x[o].sumw2, y[o].sumw2) << at;
+      ASSERT_EQ(x[o].outside.has_value(), y[o].outside.has_value()) << at;
+      if (x[o].outside) {
+        EXPECT_EQ(*x[o].outside, *y[o].outside) << at;
+      }
+    }
+  };
+  same(a.unfolded, b.unfolded, "unfolded");
+  same(a.prior, b.prior, "prior");
+  ASSERT_EQ(a.iterations.size(), b.iterations.size()) << what;
+  for (size_t i = 0; i < a.iterations.size(); ++i)
+    same(a.iterations[i], b.iterations[i], "iteration " + std::to_string(i + 1));
+}
+
+}  // namespace
+
+// A finished chain rebinned from its weights (ensembles/rebin.hpp) is, bit for bit, the chain
+// run with that binning: its unfolded, its prior (the file's event weights) and every iteration;
+// on its own edges it is its histograms.h5. So is an MC-statistics replica's (whose prior holds
+// the Poisson draw) and a chain of the first max_mc_events of a simulation without gen_subs (the
+// observables computed from its jets). An aggregation rebinned is the aggregation of chains run
+// with that binning. A simulation changed since the chain read it is refused; a chain that kept
+// `final` alone is rebinned without its iterations.
+TEST_F(ChainTest, ARebinnedChainIsTheChainRunWithThatBinning) {
+  data::UnfoldArrays u = sample(data::Tune::kSim, 240);
+  u.weights.resize(240);
+  for (size_t i = 0; i < u.weights.size(); ++i) u.weights[i] = 0.5f + static_cast<float>(i % 7) / 4;
+  const std::string sim = (root_ / "sim_rebin.h5").string();
+  const std::string bare = (root_ / "sim_bare.h5").string();
+  data::writeUnfoldFile(sim, u);
+  data::WriteOptions no_subs;
+  no_subs.with_subs = false;
+  data::writeUnfoldFile(bare, u, nlohmann::json::object(), no_subs);
+  ASSERT_FALSE(data::JetFile(bare).has("gen_subs"));
+  ObservableBinnings own;
+  for (int o = 0; o < data::kNumSubs; ++o)
+    own[data::observableName(o)] = data::observableBinning(o).edges;
+  const ObservableBinnings mass30 = {{"mass", data::Binning::linspace(0, 300, 31).edges}};
+  const auto rebinned = [](const ObservableBinnings& b, const fs::path& dir) {
+    return ChainRebinner(b).histograms(dir.string(), readJson((dir / kChainResultFile).string()));
+  };
+
+  nlohmann::json p = params(0, 0);
+  p["mc"] = sim;
+  p["config"]["classifier"] = "mlp";
+  for (int r : {0, 1}) {
+    p["replica"] = r;
+    ASSERT_EQ(runChainTask(p, (root_ / ("rb_plain" + std::to_string(r))).string()), 0);
+  }
+  p["config"]["binning"] = {{"mass", {{"lo", 0}, {"hi", 300}, {"bins", 30}}}};
+  for (int r : {0, 1}) {
+    p["replica"] = r;
+    ASSERT_EQ(runChainTask(p, (root_ / ("rb_binned" + std::to_string(r))).string()), 0);
+  }
+  const fs::path plain = root_ / "rb_plain1", binned = root_ / "rb_binned1";
+  ASSERT_EQ(readChainFinalWeights(plain.string()), readChainFinalWeights(binned.string()))
+      << "the binning is not part of what a chain trains";
+  expectSameHistograms(rebinned(own, plain), readChainHistograms(plain.string()), "own edges");
+  expectSameHistograms(rebinned(mass30, plain), readChainHistograms(binned.string()), "mass30");
+
+  // The aggregation of the chains rebinned is that of the chains run with the binning.
+  AggregateOptions options;
+  options.plots = false;
+  options.event_weights = EventWeightsChoice::kNone;
+  const std::string truth = (root_ / "data.h5").string();
+  nlohmann::json run_binned =
+      aggregateRunsWithOptions({(root_ / "rb_binned0").string(), binned.string()},
+                               (root_ / "rb_agg_run").string(), truth, options);
+  options.rebin = mass30;
+  nlohmann::json rebinned_agg =
+      aggregateRunsWithOptions({(root_ / "rb_plain0").string(), plain.string()},
+                               (root_ / "rb_agg_rebinned").string(), truth, options);
+  EXPECT_EQ(rebinned_agg["rebinned"], nlohmann::json::array({"mass"}));
+  EXPECT_FALSE(run_binned.contains("rebinned"));
+  for (const char* key : {"build", "chain_builds", "outputs", "rebinned"}) {
+    rebinned_agg.erase(key);
+    run_binned.erase(key);
+  }
+  EXPECT_EQ(rebinned_agg["observables"]["mass"]["edges"],
+            nlohmann::json(data::Binning::linspace(0, 300, 31).edges));
+  EXPECT_EQ(rebinned_agg, run_binned);
+
+  // An MC-statistics replica: its prior is the simulation drawn Poisson(1).
+  nlohmann::json q = params(1, 0);
+  q["mc"] = sim;
+  q["config"]["classifier"] = "mlp";
+  q["bootstrap"] = "mc";
+  q["variation"] = {{"name", "mcstat"}, {"type", "mc_bootstrap"}};
+  ASSERT_EQ(runChainTask(q, (root_ / "rb_mcboot").string()), 0);
+  const ChainHistograms boot = readChainHistograms((root_ / "rb_mcboot").string());
+  EXPECT_NE(boot.prior[0].sumw, readChainHistograms(plain.string()).prior[0].sumw);
+  expectSameHistograms(rebinned(own, root_ / "rb_mcboot"), boot, "mc bootstrap");
+
+  // The first 200 events of a simulation without gen_subs.
+  nlohmann::json c = params(0, 0);
+  c["mc"] = bare;
+  c["config"]["classifier"] = "mlp";
+  c["config"]["max_mc_events"] = 200;
+  ASSERT_EQ(runChainTask(c, (root_ / "rb_capped").string()), 0);
+  ASSERT_EQ(readChainFinalWeights((root_ / "rb_capped").string()).size(), 200u);
+  expectSameHistograms(rebinned(own, root_ / "rb_capped"),
+                       readChainHistograms((root_ / "rb_capped").string()), "capped, no subs");
+
+  // Only `final` kept: rebinned without iterations, the same unfolded.
+  nlohmann::json f = params(1, 0);
+  f["mc"] = sim;
+  f["config"]["classifier"] = "mlp";
+  f["config"]["iteration_weights"] = false;
+  ASSERT_EQ(runChainTask(f, (root_ / "rb_final_only").string()), 0);
+  ChainRebinner final_only(mass30);
+  const fs::path fo = root_ / "rb_final_only";
+  const ChainHistograms h =
+      final_only.histograms(fo.string(), readJson((fo / kChainResultFile).string()));
+  EXPECT_TRUE(h.iterations.empty());
+  EXPECT_EQ(final_only.withoutIterations(), 1);
+  EXPECT_EQ(h.unfolded[0].sumw, readChainHistograms(binned.string()).unfolded[0].sumw);
+
+  // The simulation modified since the chains read it: refused, naming the chain and the file.
+  const FileStat before = statPath(sim);
+  ASSERT_EQ(setModificationTime(sim, before.mtime_ns + 1000000000LL), "");
+  std::string why;
+  try {
+    rebinned(mass30, plain);
+  } catch (const InputError& e) {
+    why = e.what();
+  }
+  EXPECT_NE(why.find(plain.string() + ": read its simulation " + sim), std::string::npos) << why;
+  EXPECT_NE(why.find("modified later"), std::string::npos) << why;
+  EXPECT_NE(why.find("touch -d"), std::string::npos) << why;
+  ASSERT_EQ(setModificationTime(sim, before.mtime_ns), "");
 }
 
 // The final per-event weights of weights.h5 are the simulation's weight times the last push;

@@ -711,6 +711,13 @@ TEST(CampaignReport, DeltaCellsHaveOneDecimalAndAnUnfoldedDeltaBelowTheFloorIsSa
                        "listed where one reaches 0.1%): multiplicity: unfolded 0.8% above, "
                        "truth 0.1% below and 0.9% above.</p>"))
       << outside.substr(outside.find("Outside the binning"), 400);
+  EXPECT_FALSE(contains(outside, "Rebinned from"));
+  // An aggregation rebinned from the chains' weights says which observables it rebinned.
+  fx.summary["rebinned"] = {"mass", "width"};
+  writeJson(dir + "/aggregate/summary.json", fx.summary);
+  EXPECT_TRUE(contains(renderCampaignReport(dir, {}),
+                       "Rebinned from the chains' per-event weights (<code>aggregate "
+                       "--binning</code>), not the binning they ran with: mass, width.</p>"));
 }
 
 TEST(CampaignReport, BaselineColumnsSitBesideTheCampaignsDelta) {
