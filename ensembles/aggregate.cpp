@@ -212,6 +212,7 @@ ObservableResult computeObservable(size_t o, const AggregationInputs& in) {
 nlohmann::json deltaByIteration(const ChainGroup& nominal, size_t o,
                                 const std::vector<double>& edges,
                                 const std::vector<double>& truth_density) {
+  if (nominal.iterations_unknown.count(o)) return nullptr;
   size_t k = 0;
   for (const auto& [r, rep] : nominal.replicas) {
     if (rep.iteration_sumw.empty() || rep.iteration_members != rep.members) return nullptr;
@@ -280,8 +281,8 @@ nlohmann::json observableSummary(const ObservableResult& res, size_t o, const Ch
       if (const double f = share[side].get<double>(); f >= kOutsideBinningWarn)
         logWarn(
             "aggregate: {}: {:.1f}% of the {} lies {} its binning {}, which the densities and Δ "
-            "leave out (aggregate --binning rebins the chains from their weights without training "
-            "again)",
+            "leave out (for wider edges, `aggregate --binning` rebins the chains from their "
+            "weights without training again)",
             res.name, 100 * f, what, side, range);
   }
   // Nothing inside the binning: a density of zeros, whose Δ against another of zeros read 0
@@ -789,8 +790,9 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
       readChainGroups(chainDirsUnder(run_dirs), rebinner ? &*rebinner : nullptr);
   if (rebinner && rebinner->withoutIterations() > 0)
     logWarn(
-        "aggregate: {} chain(s) kept no per-iteration weights (iteration_weights false): "
-        "rebinned, they give no Δ per iteration (delta_by_iteration null)",
+        "aggregate: {} chain(s) kept no per-iteration weights (iteration_weights false): the "
+        "observables rebinned have no Δ per iteration (delta_by_iteration null), the others "
+        "keep theirs",
         rebinner->withoutIterations());
   const ChainGroup& nominal = chains.groups.at("");
   Systematics sys = checkVariations(chains.groups);

@@ -141,8 +141,8 @@
 // With AggregateOptions::rebin, the observables it names are binned anew from each chain's
 // per-event weights and simulation (ensembles/rebin.hpp: weights.h5 `final`, `push`, the MC
 // file the chain read, unchanged), the rest as the chains binned them; summary.json's
-// "rebinned" lists them, and "edges" is then the new binning. Memory: the simulations' gen-level
-// observables (7 floats and a byte per event each) besides the above.
+// "rebinned" lists them, and "edges" is then the new binning. Memory: the simulations' event
+// weights and bins of the observables rebinned (4 bytes per event each) besides the above.
 // An output of an earlier aggregation into the same directory that this one does not write
 // (event_weights.h5, a figure) is removed once the new outputs are in place, so the directory
 // never mixes two aggregations; summary.json's "outputs" lists what this one wrote.

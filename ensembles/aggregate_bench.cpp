@@ -11,8 +11,11 @@
 #include "core/base/log.hpp"
 #include "core/base/process.hpp"
 #include "core/base/progress.hpp"
+#include "core/data/jet_writer.hpp"
+#include "core/data/observables.hpp"
 #include "ensembles/aggregate.hpp"
 #include "ensembles/chain_output.hpp"
+#include "ensembles/rebin.hpp"
 
 namespace foldfarm::ensembles {
 namespace {
@@ -33,6 +36,27 @@ class ChainWriter {
       }
   }
 
+  // With rebinning timed: the simulation the chains name (`events` events whose gen-level
+  // observables spread over their binnings, weights 1, every event passing) and the push rows
+  // each chain's weights.h5 holds.
+  void withSimulation(int64_t events, int iterations) {
+    events_ = events;
+    iterations_ = iterations;
+    const std::vector<std::vector<double>> edges = observableEdges({});
+    data::UnfoldArrays u;
+    u.reco = data::JetArrays::zeros(events, 1);
+    u.gen = data::JetArrays::zeros(events, 1);
+    u.gen_subs.resize(static_cast<size_t>(events) * data::kNumSubs);
+    std::normal_distribution<double> normal(0.35, 0.15);
+    for (size_t i = 0; i < u.gen_subs.size(); ++i) {
+      const std::vector<double>& e = edges[i % data::kNumSubs];
+      u.gen_subs[i] = static_cast<float>(e.front() + normal(rng_) * (e.back() - e.front()));
+    }
+    u.reco_subs = u.gen_subs;
+    simulation_ = root_ + "/simulation.h5";
+    data::writeUnfoldFile(simulation_, u);
+  }
+
   // Chain (r, m) in root/rel: the spectrum tilted by `tilt` (a variation's effect), with
   // Poisson-sized noise of its own.
   void write(const std::string& rel, int r, int m, double tilt, const nlohmann::json& extra) {
@@ -48,6 +72,18 @@ class ChainWriter {
       }
     writeChainHistograms(dir, h, {{"replica", r}, {"member", m}});
     nlohmann::json result = {{"replica", r}, {"member", m}, {"campaign_seed", 42}};
+    if (events_ > 0) {
+      ChainWeights w;
+      std::gamma_distribution<double> push(4.0, 0.25);  // mean 1, as a chain's push weights
+      for (int i = 0; i < iterations_; ++i) {
+        w.push.emplace_back(static_cast<size_t>(events_));
+        for (double& x : w.push.back()) x = push(rng_);
+      }
+      w.pull = w.push;
+      w.final = w.push.back();
+      writeChainWeights(dir, w, {{"replica", r}, {"member", m}});
+      result["mc"] = simulation_;
+    }
     result.update(extra);
     writeJsonAtomic(dir + "/" + kChainResultFile, result);
   }
@@ -56,6 +92,9 @@ class ChainWriter {
   std::string root_;
   std::mt19937_64 rng_;
   std::vector<ObservableHistogram> shape_;
+  int64_t events_ = 0;
+  int iterations_ = 0;
+  std::string simulation_;
 };
 
 nlohmann::json variationOf(const std::string& name, const std::string& type,
@@ -70,11 +109,13 @@ nlohmann::json variationOf(const std::string& name, const std::string& type,
 
 // Aggregates `runs` into out and times it; Error when it did not read `chains` chains.
 nlohmann::json timeAggregation(const std::vector<std::string>& runs, const std::string& out,
-                               ShiftNoise shift_noise, int64_t chains) {
+                               ShiftNoise shift_noise, int64_t chains,
+                               const ObservableBinnings& rebin = {}) {
   AggregateOptions options;
   options.plots = false;
   options.event_weights = EventWeightsChoice::kNone;
   options.shift_noise = shift_noise;
+  options.rebin = rebin;
   const Clock::time_point t0 = Clock::now();
   const nlohmann::json summary = aggregateRunsWithOptions(runs, out, std::nullopt, options);
   const double s = secondsSince(t0);
@@ -96,6 +137,9 @@ nlohmann::json benchAggregate(const AggregateBenchOptions& o) {
   if (o.members < 1) throw InputError("bench aggregate: --members must be at least 1");
   if (o.variation_replicas < 0 || o.variation_replicas > o.replicas)
     throw InputError("bench aggregate: --variation-replicas must be between 0 and --replicas");
+  if (o.rebin_events < 0 || o.rebin_iterations < 1)
+    throw InputError(
+        "bench aggregate: --rebin-events must be 0 or more and --rebin-iterations 1 or more");
   TempDir scratch("ff_bench_aggregate", o.scratch);  // kept, also after a failure, with `keep`
   const std::string root = o.keep ? scratch.release() : scratch.path();
   nlohmann::json out = {{"replicas", o.replicas},
@@ -105,6 +149,11 @@ nlohmann::json benchAggregate(const AggregateBenchOptions& o) {
 
   // The chains: the nominal, then the variations of the first variation_replicas replicas.
   ChainWriter writer(root);
+  if (o.rebin_events > 0) {
+    writer.withSimulation(o.rebin_events, o.rebin_iterations);
+    out["rebin_events"] = o.rebin_events;
+    out["rebin_iterations"] = o.rebin_iterations;
+  }
   const int64_t nominal_chains = static_cast<int64_t>(o.replicas) * o.members;
   const int64_t pair_chains = static_cast<int64_t>(o.variation_replicas) * o.members;
   const int64_t all_chains = nominal_chains + 3 * pair_chains + o.variation_replicas;
@@ -145,6 +194,16 @@ nlohmann::json benchAggregate(const AggregateBenchOptions& o) {
     out["with_variations"] =
         timeAggregation({root + "/nominal", root + "/variations"}, root + "/agg_variations",
                         ShiftNoise::kSubtract, all_chains);
+  if (o.rebin_events > 0) {
+    ObservableBinnings own;
+    const std::vector<std::vector<double>> edges = observableEdges({});
+    for (int k = 0; k < data::kNumSubs; ++k) own[data::observableName(k)] = edges[k];
+    nlohmann::json& t = out["rebinned"] = timeAggregation(
+        {root + "/nominal"}, root + "/agg_rebinned", ShiftNoise::kKeep, nominal_chains, own);
+    const double fills =
+        static_cast<double>(nominal_chains) * o.rebin_events * (o.rebin_iterations + 2);
+    t["events_per_s"] = t["seconds"].get<double>() > 0 ? fills / t["seconds"].get<double>() : 0.0;
+  }
   out["peak_rss_MB"] = peakRssMB();
   logInfo("bench aggregate: {} chains in {:.1f} s ({:.0f} chains/s){}", nominal_chains,
           out["nominal"]["seconds"].get<double>(), out["nominal"]["chains_per_s"].get<double>(),

@@ -10,8 +10,14 @@
 //                    (half_difference), a modelling variation (one-sided) and an MC-statistics
 //                    variation, `members` each but the MC one (1), with --shift-noise
 //                    subtract: the systematics' share of the time;
+//   rebinned         with rebin_events > 0: the nominal chains aggregated again with every
+//                    observable rebinned from their weights (`aggregate --binning`, on their
+//                    own edges): each chain also gets a weights.h5 (`final` and `iterations`
+//                    rows of `push` over rebin_events events) and names a synthetic simulation
+//                    of that many events; seconds, chains/s and events histogrammed per second
+//                    (chains x events x (iterations + 2) histogram fills of six observables);
 //   peak_rss_MB      of the process after both (the chains are read one at a time; what stays
-//                    is one density set per chain).
+//                    is one density set per chain, and when rebinning the simulation).
 // Each aggregation is checked to have read every chain it was given (Error otherwise). The
 // chains live in a fresh directory under `scratch`, removed afterwards unless `keep`.
 // Errors: InputError for bad options.
@@ -25,6 +31,8 @@ struct AggregateBenchOptions {
   int replicas = 1000;           // nominal bootstrap replicas (replica 0 and 1..replicas-1)
   int members = 2;               // ensemble members per replica
   int variation_replicas = 100;  // replicas of each variation (0: the nominal alone)
+  int rebin_events = 0;          // > 0: time rebinning too, over a simulation of this many events
+  int rebin_iterations = 4;      // push rows of each chain's weights.h5 when rebinning
   std::string scratch = "/tmp";
   bool keep = false;
 };

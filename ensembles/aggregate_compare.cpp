@@ -203,7 +203,9 @@ nlohmann::json compareAggregations(const std::vector<std::string>& dirs,
           summaries[0]["observables"][it.key()]["edges"] != o["edges"])
         throw InputError(path + ": " + it.key() + " is binned otherwise than in " + dirs[0] +
                          ": Δ of two binnings are not comparable; compare aggregations of one "
-                         "binning (the chain config's \"binning\")");
+                         "binning (rebin one with `aggregate --binning`: the other's edges are "
+                         "its summary.json's observables." +
+                         it.key() + ".edges)");
       // An observable without a comparison (nothing inside its binning): left out of the row.
       if (!o.contains("delta_unfolded") || o["delta_unfolded"].is_null()) continue;
       json& row = out["observables"][it.key()];

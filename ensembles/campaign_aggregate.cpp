@@ -216,6 +216,21 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   r.chains = static_cast<int>(runs.size());
   r.tasks = spec.numTasks();
   r.out = out.empty() ? camp.dir() + "/aggregate" : out;
+  if (!out.empty()) {
+    // Not among the campaign's own files: its root, its tasks, what it moved aside.
+    namespace fs = std::filesystem;
+    const fs::path root = fs::absolute(camp.dir()).lexically_normal();
+    const fs::path to = fs::absolute(out).lexically_normal();
+    const auto under = [&](const fs::path& dir) {
+      const auto [a, b] = std::mismatch(dir.begin(), dir.end(), to.begin(), to.end());
+      return a == dir.end();
+    };
+    if (to == root || (to.has_filename() ? to : to.parent_path()) == root ||
+        under(root / "tasks") || under(root / "superseded"))
+      throw InputError("--out " + out + ": is the campaign's directory or one of its tasks' or " +
+                       "superseded outputs; give " + camp.dir() +
+                       "/aggregate (the default), another directory in it, or one outside it");
+  }
   if (all_done && r.chains < r.tasks) return r;
 
   // 2. The truth, and the simulations (whose events the publication weights belong to), read

@@ -165,6 +165,8 @@ void addChain(ChainGroups& set, std::optional<uint64_t>& campaign_seed, const st
     (*sum)[1] += (*u.outside)[1];
     for (double w : u.sumw) (*sum)[2] += w;
   }
+  for (size_t o = 0; o < h.unfolded.size(); ++o)
+    if (h.iterations_unknown.count(h.unfolded[o].name)) g.iterations_unknown.insert(o);
   ReplicaSum& acc = g.replicas[r];
   std::vector<std::vector<double>> member_density;
   for (const auto& u : h.unfolded) member_density.push_back(density(u.sumw, u.edges));

@@ -56,6 +56,9 @@ struct ChainGroup {
   // it, and in it; nullopt where a chain's histogram does not say (histograms.h5 written
   // before `outside`, and the observable not rebinned).
   std::vector<std::optional<std::array<double, 3>>> unfolded_outside;
+  // Observables (by index) of which a chain gave no histogram per iteration (rebinned from a
+  // chain that kept no per-iteration weights): no Δ per iteration.
+  std::set<size_t> iterations_unknown;
   size_t chains = 0;
   std::map<int, std::vector<std::string>> member_dirs;
   std::set<std::string> mc, data;  // result.json paths ("" when absent)

@@ -27,6 +27,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -84,6 +85,9 @@ struct ChainHistograms {
   // MC weights), the last equal to `unfolded`: how far the unfolding had converged. Groups
   // iterations/1, iterations/2, ... of histograms.h5; empty for chains written before.
   std::vector<std::vector<ObservableHistogram>> iterations;
+  // Observables whose `iterations` hold no result (zeros on their edges): rebinned from a chain
+  // that kept no per-iteration weights (ensembles/rebin.hpp). Never written.
+  std::set<std::string> iterations_unknown = {};
 };
 
 // Writes histograms.h5 atomically into `dir`; `meta` keys become root attributes.

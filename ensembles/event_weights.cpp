@@ -27,7 +27,9 @@ constexpr const char* kSelection =
     "(all events when the file has no pass_gen). A column already includes the file's event "
     "weights (weights) and, for mc_bootstrap columns, the Poisson bootstrap weights of the "
     "simulation. Events failing the gen selection carry their push weight of 1 (times those "
-    "factors): they are not part of the unfolded result.";
+    "factors): they are not part of the unfolded result. A column whose chains unfolded the "
+    "file's first events only (the chain config's max_mc_events; its attribute "
+    "events_unfolded) is 0 past them.";
 
 std::string replicaName(int r) {
   char buf[32];
@@ -50,7 +52,16 @@ std::string oneSimulation(const WeightGroup& g) {
   return *g.simulations.begin();
 }
 
-// True when every chain of the group has `final`; each length must equal `rows`.
+// The chain config's max_mc_events of the chain in `dir` (0: every event).
+int64_t mcEventCap(const std::string& dir) {
+  const nlohmann::json result = readJson(dir + "/" + kChainResultFile);
+  const nlohmann::json config = result.value("config", nlohmann::json::object());
+  const auto cap = config.is_object() ? config.find("max_mc_events") : config.end();
+  return cap != config.end() && cap->is_number_integer() ? cap->get<int64_t>() : 0;
+}
+
+// True when every chain of the group has `final`; each length must equal `rows`, or the chain
+// config's max_mc_events below it (the chain unfolded the simulation's first events).
 bool checkFinal(const WeightGroup& g, const std::string& simulation, int64_t rows) {
   for (const auto& [r, dirs] : g.replicas)
     for (const auto& dir : dirs) {
@@ -62,10 +73,14 @@ bool checkFinal(const WeightGroup& g, const std::string& simulation, int64_t row
                                     : "event_weights.h5 leaves out variation " + g.variation);
         return false;
       }
-      if (static_cast<int64_t>(*n) != rows)
-        throw InputError(dir + "/" + kChainWeightsFile + ": 'final' has " + std::to_string(*n) +
-                         " rows but the simulation " + simulation + " has " + std::to_string(rows) +
-                         "; rerun this chain on that simulation or aggregate without it");
+      if (static_cast<int64_t>(*n) == rows) continue;
+      const int64_t cap = mcEventCap(dir);
+      if (cap > 0 && cap < rows && static_cast<int64_t>(*n) == cap) continue;
+      throw InputError(
+          dir + "/" + kChainWeightsFile + ": 'final' has " + std::to_string(*n) +
+          " rows but the simulation " + simulation + " has " + std::to_string(rows) +
+          (cap > 0 ? " and the chain's max_mc_events is " + std::to_string(cap) : std::string()) +
+          "; rerun this chain on that simulation or aggregate without it");
     }
   return true;
 }
@@ -97,7 +112,8 @@ std::vector<WeightGroup> centralGroups(const std::vector<WeightGroup>& groups) {
   return central;
 }
 
-void writeColumnAttrs(hid_t file, const std::string& path, const EventWeightColumn& c) {
+void writeColumnAttrs(hid_t file, const std::string& path, const EventWeightColumn& c,
+                      int64_t unfolded) {
   const std::string ctx = path + ": attributes of " + c.dataset;
   data::H5Handle d =
       FF_H5_OWN(H5Dopen2(file, c.dataset.c_str(), H5P_DEFAULT), data::H5Kind::kDataset, ctx);
@@ -106,6 +122,7 @@ void writeColumnAttrs(hid_t file, const std::string& path, const EventWeightColu
   data::h5WriteInt64Attr(d.get(), "replica", c.replica);
   data::h5WriteInt64Attr(d.get(), "members", static_cast<int64_t>(c.chains.size()));
   data::h5WriteStringAttr(d.get(), "simulation", c.simulation);
+  data::h5WriteInt64Attr(d.get(), "events_unfolded", unfolded);
   if (!c.shift_from.empty()) data::h5WriteStringAttr(d.get(), "shift_from", c.shift_from);
   d.close(ctx);
 }
@@ -201,15 +218,17 @@ AtomicFile writeEventWeights(const EventWeightsPlan& plan, const std::string& pa
     for (const auto& c : plan.columns) {
       progress.update(written++);
       std::vector<double> sum(static_cast<size_t>(c.rows), 0.0);
+      size_t unfolded = 0;  // the events the chains unfolded: the first ones (max_mc_events)
       for (const auto& dir : c.chains) {
         const std::vector<double> w = readChainFinalWeights(dir);
-        if (w.size() != sum.size())
+        if (w.size() > sum.size() || (unfolded != 0 && w.size() != unfolded))
           throw Error(dir + "/" + kChainWeightsFile + ": 'final' changed length while aggregating");
+        unfolded = w.size();
         for (size_t i = 0; i < w.size(); ++i) sum[i] += w[i];
       }
       for (double& x : sum) x /= static_cast<double>(c.chains.size());
       writeFloat64Dataset(f.get(), tmp, c.dataset, sum, {sum.size()});
-      writeColumnAttrs(f.get(), tmp, c);
+      writeColumnAttrs(f.get(), tmp, c, static_cast<int64_t>(unfolded));
       if (c.dataset.rfind("weights/", 0) == 0) columns.push_back(c.dataset.substr(8));
     }
     progress.update(written);

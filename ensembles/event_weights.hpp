@@ -17,7 +17,9 @@
 //                                   events), replica 0 or the lowest; the group carries its
 //                                   own simulation, simulation_sha256, rows, selection
 //   every column's attributes: variation ("" for the nominal's), type ("nominal", or the
-//   variation's), replica, members, simulation (the chains' `mc`)
+//   variation's), replica, members, simulation (the chains' `mc`), events_unfolded (the
+//   simulation's rows, or its first max_mc_events where the chain config capped them: the
+//   column is 0 past them)
 //   root attributes: simulation (path), simulation_sha256, rows, selection (which events the
 //   weights apply to), columns (JSON array of the names under weights/), other_simulations
 //   (JSON array of the variation names under other_simulations/), build (JSON text of the

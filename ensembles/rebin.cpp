@@ -1,6 +1,7 @@
 #include "ensembles/rebin.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <filesystem>
 
@@ -57,9 +58,9 @@ ObservableBinnings binningFromJson(const json& b, const std::string& where) {
       if (bins < 1 || bins > kMaxBins)
         throw InputError(at + ": \"bins\" must be from 1 to " + std::to_string(kMaxBins) +
                          " (got " + std::to_string(bins) + ")");
-      if (!std::isfinite(lo) || !std::isfinite(hi) || !(lo < hi))
-        throw InputError(at + ": needs finite lo < hi (got " + fmt::format("{:g}, {:g}", lo, hi) +
-                         ")");
+      if (!std::isfinite(lo) || !std::isfinite(hi) || !(lo < hi) || !std::isfinite(hi - lo))
+        throw InputError(at + ": needs finite lo < hi, hi - lo finite too (got " +
+                         fmt::format("{:g}, {:g}", lo, hi) + ")");
       edges = data::Binning::linspace(lo, hi, static_cast<int>(bins) + 1).edges;
     }
     for (size_t k = 0; k < edges.size(); ++k)
@@ -82,42 +83,98 @@ std::vector<std::vector<double>> observableEdges(const ObservableBinnings& b) {
 
 namespace {
 
+constexpr const char* kBinningExample = "'{\"mass\": {\"lo\": 0, \"hi\": 300, \"bins\": 60}}'";
+
 ObservableBinnings binningArgument(const std::string& arg) {
   const size_t first = arg.find_first_not_of(" \t\n");
-  if (first != std::string::npos && arg[first] == '{') {
+  if (first != std::string::npos && (arg[first] == '{' || arg[first] == '[')) {
     return binningFromJson(
         parseJsonText(arg, "--binning",
-                      "give e.g. '{\"mass\": {\"lo\": 0, \"hi\": 300, \"bins\": 60}}' or a "
-                      "file holding it"),
+                      std::string("give e.g. ") + kBinningExample + " or a file holding it"),
         "--binning");  // its mistakes: "--binning of 'mass': ..."
   }
-  if (std::error_code ec; !std::filesystem::is_regular_file(arg, ec))
+  std::error_code ec;
+  if (std::filesystem::is_directory(arg, ec))
+    throw InputError(
+        "--binning " + arg +
+        ": is a directory; give a JSON file of binnings, or the JSON itself ('{...}')");
+  if (!std::filesystem::is_regular_file(arg, ec))
     throw InputError("--binning " + arg +
                      ": no such file; give a JSON file of binnings, or the JSON itself ('{...}')");
   const json j = readJsonFile(arg, "check the file given to --binning");
-  // A chain config (or a campaign's chain.config) holds its binning under "binning".
-  if (j.is_object() && j.contains("binning") && j.at("binning").is_object())
+  // A chain config holds its binning under "binning", a campaign spec under chain.config.
+  if (j.is_object() && j.contains("binning"))
     return binningFromJson(j.at("binning"), arg + ": 'binning'");
+  if (j.is_object() && j.contains("chain") && j.at("chain").is_object()) {
+    const json& chain = j.at("chain");
+    const json config = chain.contains("config") ? chain.at("config") : chain;
+    if (config.is_object() && config.contains("binning"))
+      return binningFromJson(config.at("binning"), arg + ": 'chain.config.binning'");
+  }
+  if (j.is_object()) {
+    const std::vector<std::string> names = data::substructureObservableNames();
+    for (auto it = j.begin(); it != j.end(); ++it)
+      if (std::find(names.begin(), names.end(), it.key()) == names.end()) {
+        std::string known;
+        for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+        throw InputError(arg + ": '" + it.key() + "' is no observable (known: " + known +
+                         "); give a file of {observable: {\"lo\", \"hi\", \"bins\"} or "
+                         "{\"edges\"}}, a chain config with \"binning\", or a campaign spec "
+                         "whose chain.config has one");
+      }
+  }
   return binningFromJson(j, arg);
 }
 
 }  // namespace
 
 ObservableBinnings readBinningArgument(const std::string& arg) {
+  if (arg.empty())
+    throw InputError(std::string("--binning is empty; give e.g. ") + kBinningExample +
+                     " or a file holding it");
   ObservableBinnings b = binningArgument(arg);
   if (b.empty())
-    throw InputError("--binning " + arg +
-                     ": names no observable; name those to rebin, e.g. '{\"mass\": {\"lo\": 0, "
-                     "\"hi\": 300, \"bins\": 60}}'");
+    throw InputError("--binning " + arg + ": names no observable; name those to rebin, e.g. " +
+                     kBinningExample);
   return b;
 }
 
 ChainRebinner::ChainRebinner(ObservableBinnings binning) : binning_(std::move(binning)) {
   if (binning_.empty())
-    throw InputError(
-        "--binning names no observable; name those to rebin, e.g. '{\"mass\": "
-        "{\"lo\": 0, \"hi\": 300, \"bins\": 60}}'");
+    throw InputError(std::string("--binning names no observable; name those to rebin, e.g. ") +
+                     kBinningExample);
 }
+
+namespace {
+
+// An event that fails pass_gen, in a Simulation's bin indices.
+constexpr int32_t kFailsSelection = INT32_MIN;
+
+// The histogram of `name` on `edges` of the events whose bins are `bin` (Binning::find: -1
+// below, bins() and above past the last edge, NaN included) with weights `w` (its first
+// w.size() events): as data::Histogram1D fills them, event by event, so the same sums.
+ObservableHistogram histogramOfBins(const std::string& name, const std::vector<double>& edges,
+                                    const std::vector<int32_t>& bin, const std::vector<double>& w) {
+  const auto bins = static_cast<int32_t>(edges.size() - 1);
+  ObservableHistogram h{name, edges, std::vector<double>(static_cast<size_t>(bins), 0.0),
+                        std::vector<double>(static_cast<size_t>(bins), 0.0),
+                        std::array<double, 2>{0.0, 0.0}};
+  for (size_t i = 0; i < w.size(); ++i) {
+    const int32_t b = bin[i];
+    if (b == kFailsSelection) continue;
+    if (b < 0) {
+      (*h.outside)[0] += w[i];
+    } else if (b >= bins) {
+      (*h.outside)[1] += w[i];
+    } else {
+      h.sumw[static_cast<size_t>(b)] += w[i];
+      h.sumw2[static_cast<size_t>(b)] += w[i] * w[i];
+    }
+  }
+  return h;
+}
+
+}  // namespace
 
 const ChainRebinner::Simulation& ChainRebinner::simulation(const std::string& path,
                                                            const std::string& chain) {
@@ -130,40 +187,63 @@ const ChainRebinner::Simulation& ChainRebinner::simulation(const std::string& pa
                      "weights: restore it, or aggregate without --binning");
   data::JetFile file(path);
   Simulation s;
-  const int64_t rows = file.numJets();
-  if (file.has("gen_subs")) {
-    s.subs = file.readFloat("gen_subs");
+  s.rows = file.numJets();
+  std::vector<float> subs;
+  // As the chain reads it (data::JetFile::readUnfold): the file's gen_subs where it holds the
+  // observables of every level, else those of its gen jets.
+  if (file.hasSubs()) {
+    subs = file.readFloat("gen_subs");
   } else {
     if (!file.hasLevel("gen"))
       throw InputError(path + ": holds no generator level (gen_subs or gen jets), so " + chain +
                        " cannot be rebinned from it; aggregate without --binning");
-    s.subs = data::computeObservables(file.readJets(0, -1, "gen"));
+    subs = data::computeObservables(file.readJets(0, -1, "gen"));
   }
-  if (static_cast<int64_t>(s.subs.size()) != rows * data::kNumSubs)
-    throw InputError(path + ": 'gen_subs' holds " + std::to_string(s.subs.size()) +
-                     " values, not " + std::to_string(rows) + " x " +
+  if (static_cast<int64_t>(subs.size()) != s.rows * data::kNumSubs)
+    throw InputError(path + ": the gen-level observables hold " + std::to_string(subs.size()) +
+                     " values, not " + std::to_string(s.rows) + " x " +
                      std::to_string(data::kNumSubs) + "; check the file");
   if (file.has("weights")) s.weights = file.readFloat("weights");
-  s.pass = file.readPassFlags("pass_gen");
-  if (s.pass.empty()) s.pass.assign(static_cast<size_t>(rows), 1);
+  const std::vector<uint8_t> pass = file.readPassFlags("pass_gen");
+  // Each event's bin of each observable rebinned, found once for every chain and weight set.
+  for (int o = 0; o < data::kNumSubs; ++o) {
+    const auto b = binning_.find(data::observableName(o));
+    if (b == binning_.end()) continue;
+    const data::Binning binning{b->second};
+    std::vector<int32_t>& bins = s.bins[b->first];
+    bins.resize(static_cast<size_t>(s.rows));
+    for (size_t i = 0; i < bins.size(); ++i)
+      bins[i] = !pass.empty() && !pass[i] ? kFailsSelection
+                                          : binning.find(static_cast<double>(
+                                                subs[i * data::kNumSubs + static_cast<size_t>(o)]));
+  }
   s.read = st;
-  logInfo("aggregate: rebinning from {} ({} events)", path, rows);
+  logInfo("aggregate: rebinning from {} ({} events)", path, s.rows);
   return simulations_.emplace(path, std::move(s)).first->second;
 }
 
 ChainHistograms ChainRebinner::histograms(const std::string& dir, const json& result) {
   const std::string weights_file = dir + "/" + kChainWeightsFile;
-  const std::optional<uint64_t> rows = chainFinalWeightsRows(dir);
-  if (!rows)
-    throw InputError(weights_file +
-                     ": no per-event 'final' weights (the chain was written before weights.h5 "
-                     "held them): it cannot be rebinned; aggregate without --binning, or run the "
-                     "chain again");
   const std::string mc = result.value("mc", std::string());
   if (mc.empty())
     throw InputError(dir + "/" + kChainResultFile +
                      ": names no simulation (\"mc\"); the chain cannot be rebinned: aggregate "
                      "without --binning");
+  // The push of each iteration (none where weights.h5 keeps `final` alone) and `final`, the
+  // last push times the simulation's weights (computed so where a chain written before `final`
+  // kept its push alone).
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(weights_file, ec))
+    throw InputError(weights_file +
+                     ": missing; the chain's per-event weights are what rebinning histograms: "
+                     "aggregate without --binning, or run the chain again");
+  const std::vector<std::vector<double>> push = readChainPushWeights(dir);
+  const std::optional<uint64_t> rows = chainFinalWeightsRows(dir);
+  if (!rows && push.empty())
+    throw InputError(weights_file +
+                     ": holds neither 'final' nor 'push' weights: the chain cannot be rebinned; "
+                     "aggregate without --binning, or run the chain again");
+  const uint64_t events = rows ? *rows : push.back().size();
   const Simulation& sim = simulation(mc, dir);
   // The version of the simulation the chain read (its record of size and time), where it has
   // one: the weights belong to those events.
@@ -172,28 +252,33 @@ ChainHistograms ChainRebinner::histograms(const std::string& dir, const json& re
       (rec["size"].get<long long>() != sim.read.size ||
        rec["mtime_ns"].get<long long>() != sim.read.mtime_ns)) {
     const long long size = rec["size"].get<long long>();
-    throw InputError(dir + ": read its simulation " + mc + " as " + std::to_string(size) +
-                     " bytes, which now holds " + std::to_string(sim.read.size) +
-                     " bytes, modified " +
-                     (sim.read.mtime_ns > rec["mtime_ns"].get<long long>() ? "later" : "earlier") +
-                     ": its weights belong to the events it read; restore that file" +
-                     (size == sim.read.size ? restoreTimeHint(mc, rec["mtime_ns"].get<long long>())
-                                            : std::string()) +
-                     ", or aggregate without --binning");
+    const long long mtime = rec["mtime_ns"].get<long long>();
+    const std::string when = sim.read.mtime_ns > mtime ? "later" : "earlier";
+    throw InputError(
+        dir + ": read its simulation " + mc + " of " + std::to_string(size) + " bytes, " +
+        (size == sim.read.size
+             ? "which was modified " + when + " (the same size)"
+             : "which now holds " + std::to_string(sim.read.size) + " bytes, modified " + when) +
+        ": its weights belong to the events it read; restore that file" +
+        (size == sim.read.size ? restoreTimeHint(mc, mtime) : std::string()) +
+        ", or aggregate without --binning");
   }
   // The events the chain unfolded: the simulation's first max_mc_events (0: all).
-  const auto n_file = static_cast<int64_t>(sim.pass.size());
   const json config = result.value("config", json::object());
   const int64_t cap = config.is_object() ? config.value("max_mc_events", int64_t{0}) : int64_t{0};
-  const int64_t n = cap > 0 && cap < n_file ? cap : n_file;
-  if (static_cast<int64_t>(*rows) != n)
-    throw InputError(weights_file + ": 'final' has " + std::to_string(*rows) +
-                     " rows, but the chain unfolded " + std::to_string(n) + " events of " + mc +
-                     (cap > 0 && cap < n_file ? " (its max_mc_events)" : std::string()) +
+  const int64_t n = cap > 0 && cap < sim.rows ? cap : sim.rows;
+  if (static_cast<int64_t>(events) != n)
+    throw InputError(weights_file + ": '" + (rows ? "final" : "push") + "' has " +
+                     std::to_string(events) + " rows, but the chain unfolded " + std::to_string(n) +
+                     " events of " + mc +
+                     (cap > 0 && cap < sim.rows ? " (its max_mc_events)" : std::string()) +
                      ": the weights are not of these events; aggregate without --binning");
   const auto un = static_cast<size_t>(n);
-  std::vector<float> subs(sim.subs.begin(), sim.subs.begin() + static_cast<long>(un * 6));
-  std::vector<uint8_t> pass(sim.pass.begin(), sim.pass.begin() + static_cast<long>(un));
+  for (const std::vector<double>& p : push)
+    if (p.size() != un)
+      throw InputError(weights_file + ": 'push' has rows of " + std::to_string(p.size()) +
+                       " events, the chain unfolded " + std::to_string(un) +
+                       "; the file is damaged: run the chain again");
   // The prior's weights as the chain fixed them: the file's, times the MC-statistics
   // replica's Poisson draw.
   std::vector<double> w_mc(un);
@@ -207,32 +292,36 @@ ChainHistograms ChainRebinner::histograms(const std::string& dir, const json& re
               (mc_bootstrap ? boot[i] : 1.0);
 
   ChainHistograms h = readChainHistograms(dir);
-  std::vector<std::vector<double>> edges;
-  std::vector<size_t> rebinned;
-  for (size_t o = 0; o < h.prior.size(); ++o) {
-    const auto it = binning_.find(h.prior[o].name);
-    edges.push_back(it != binning_.end() ? it->second : h.prior[o].edges);
-    if (it != binning_.end()) rebinned.push_back(o);
-  }
   const auto replace = [&](std::vector<ObservableHistogram>& into,
                            const std::vector<double>& weights) {
-    std::vector<ObservableHistogram> fresh = histogramObservables(subs, weights, pass, edges);
-    for (size_t o : rebinned) into[o] = std::move(fresh[o]);
+    for (ObservableHistogram& o : into)
+      if (const auto b = sim.bins.find(o.name); b != sim.bins.end())
+        o = histogramOfBins(o.name, binning_.at(o.name), b->second, weights);
   };
-  replace(h.unfolded, readChainFinalWeights(dir));
+  std::vector<double> w(un);
+  if (rows) {
+    replace(h.unfolded, readChainFinalWeights(dir));
+  } else {
+    for (size_t k = 0; k < un; ++k) w[k] = push.back()[k] * w_mc[k];
+    replace(h.unfolded, w);
+  }
   replace(h.prior, w_mc);
-  const std::vector<std::vector<double>> push = readChainPushWeights(dir);
   if (push.empty() || push.size() != h.iterations.size()) {
-    // Its iterations' histograms cannot be rebinned without their weights.
-    if (!h.iterations.empty()) ++without_iterations_;
-    h.iterations.clear();
+    // Without their weights the observables rebinned have no histogram per iteration; the
+    // others keep theirs.
+    if (!h.iterations.empty()) {
+      ++without_iterations_;
+      for (std::vector<ObservableHistogram>& it : h.iterations)
+        for (ObservableHistogram& o : it)
+          if (const auto b = binning_.find(o.name); b != binning_.end()) {
+            const size_t bins = b->second.size() - 1;
+            o = {o.name, b->second, std::vector<double>(bins, 0.0), std::vector<double>(bins, 0.0),
+                 std::nullopt};
+            h.iterations_unknown.insert(o.name);
+          }
+    }
   } else {
     for (size_t i = 0; i < push.size(); ++i) {
-      if (push[i].size() != un)
-        throw InputError(weights_file + ": 'push' has rows of " + std::to_string(push[i].size()) +
-                         " events, 'final' " + std::to_string(un) +
-                         "; the file is damaged: run the chain again");
-      std::vector<double> w(un);
       for (size_t k = 0; k < un; ++k) w[k] = push[i][k] * w_mc[k];
       replace(h.iterations[i], w);
     }

@@ -40,8 +40,8 @@ std::vector<std::vector<double>> observableEdges(const ObservableBinnings& b);
 ObservableBinnings readBinningArgument(const std::string& arg);
 
 // Rebins finished chains (their directories in any order; simulations read once each, kept
-// for the chains that follow: gen-level observables, weights and pass_gen, 7 floats and a byte
-// per event).
+// for the chains that follow: per event its weight and its bin of each observable rebinned,
+// 4 bytes each).
 class ChainRebinner {
  public:
   // `binning`: the observables to rebin (at least one); the others keep each chain's own
@@ -62,9 +62,11 @@ class ChainRebinner {
 
  private:
   struct Simulation {
-    std::vector<float> subs;     // N x 6 gen-level observables
+    int64_t rows = 0;
+    // Observable rebinned -> each event's bin on its new edges (data::Binning::find), or
+    // INT32_MIN where the event fails pass_gen: found once for every chain and weight set.
+    std::map<std::string, std::vector<int32_t>> bins;
     std::vector<float> weights;  // N, or empty: every event weighs 1
-    std::vector<uint8_t> pass;   // N pass_gen flags (1 where the file has none)
     FileStat read;               // the file when it was read
   };
   const Simulation& simulation(const std::string& path, const std::string& chain);

@@ -289,7 +289,8 @@ json runQuarkGluonStudy(const QuarkGluonStudyOptions& o, const std::string& out_
           h.fill(subs[i * data::kNumSubs + static_cast<size_t>(ob)],
                  weights.empty() ? 1.0 : weights[i]);
       out[static_cast<size_t>(ob)] = {data::observableName(ob), h.binning().edges, h.sumW(),
-                                      h.sumW2()};
+                                      h.sumW2(),
+                                      std::array<double, 2>{h.underflow(), h.overflow()}};
     }
     return out;
   };

@@ -140,7 +140,9 @@ void registerCampaignAggregateCommand(CLI::App& campaign) {
   c->add_option("--truth", *truth, "Truth file (default: the spec's inputs.truth when given)");
   c->add_option("--out", *out,
                 "Output directory (default D/aggregate, where `report` looks; another keeps "
-                "D/aggregate as it is, e.g. for a second binning: `report --aggregate OUT`)");
+                "D/aggregate as it is, e.g. for a second binning: `report D --aggregate OUT "
+                "--out OUT/report.html`; `retry`, `extend` and `accept-inputs` move only "
+                "D/aggregate aside: aggregate OUT again after them)");
   addAggregateOptions(*c, *args);
   c->callback([dir, truth, out, args] {
     registerCampaignTaskKinds();
@@ -252,6 +254,15 @@ void registerBenchAggregate(CommandGroups& g) {
                   "MC-statistics variation (0: the nominal alone)")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
+  cmd->add_option("--rebin-events", o->bench.rebin_events,
+                  "time `aggregate --binning` too: the nominal chains rebinned from per-event "
+                  "weights over a synthetic simulation of this many events (0: not timed)")
+      ->check(CLI::Range(0, 100000000))
+      ->capture_default_str();
+  cmd->add_option("--rebin-iterations", o->bench.rebin_iterations,
+                  "iterations (push rows) of each chain's weights when rebinning")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
   cmd->add_option("--scratch", o->bench.scratch, "where the synthetic chains go")
       ->capture_default_str();
   cmd->add_flag("--keep", o->bench.keep, "keep the synthetic chains and their aggregations");
@@ -271,6 +282,12 @@ void registerBenchAggregate(CommandGroups& g) {
     line("write (synthetic chains)", r["write"]);
     line("aggregate nominal", r["nominal"]);
     if (r.contains("with_variations")) line("aggregate with variations", r["with_variations"]);
+    if (r.contains("rebinned")) {
+      line("aggregate nominal, rebinned from weights", r["rebinned"]);
+      std::printf("  %.3g events histogrammed per second (%d events, %d iterations)\n",
+                  r["rebinned"]["events_per_s"].get<double>(), r["rebin_events"].get<int>(),
+                  r["rebin_iterations"].get<int>());
+    }
     std::printf("peak resident memory %.0f MB\n", r["peak_rss_MB"].get<double>());
     if (r.contains("dir")) std::printf("kept in %s\n", r["dir"].get<std::string>().c_str());
   });

@@ -67,7 +67,10 @@ inline void addAggregateOptions(CLI::App& app, AggregateArgs& a) {
                  "Rebin without training again: the observables named are histogrammed anew from "
                  "each chain's per-event weights (weights.h5) and the simulation it read, e.g. "
                  "'{\"mass\": {\"lo\": 0, \"hi\": 300, \"bins\": 60}}' or a JSON file of it "
-                 "(a chain config's \"binning\" form); the others keep the chains' binning");
+                 "(a chain config's \"binning\" form); the others keep the chains' binning")
+      ->check([](const std::string& v) {
+        return v.empty() ? std::string("empty: give the JSON or a file holding it") : std::string();
+      });
 }
 
 // A list option's default as a user types it ("1,2,4": the options take ',' as delimiter),

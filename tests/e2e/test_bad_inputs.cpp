@@ -729,7 +729,9 @@ TEST_F(BadInputs, CommandLine) {
            {"--replicas", "1"},
            {"--members", "0"},
            {"--variation-replicas", "-1"},
-           {"--variation-replicas", "3"}})  // more variation replicas than nominal ones
+           {"--variation-replicas", "3"},  // more variation replicas than nominal ones
+           {"--rebin-events", "-1"},
+           {"--rebin-iterations", "0"}})
     expectCleanFailure({"bench", "aggregate", "--replicas", "2", option, value}, option);
   expectCleanFailure({"study", "scaling", "--particles", "0"}, "--particles");
   // bins + 1 edges overflowed: "internal error: Binning::linspace needs hi > lo".
@@ -848,7 +850,12 @@ TEST_F(BadInputs, RebinningMistakes) {
       {R"({"mass": {"lo": 1, "hi": 0, "bins": 3}})", "--binning of 'mass': needs finite lo < hi"},
       {R"({"mass": )", "--binning: not valid JSON"},
       {p("rb_none.json"), "rb_none.json: no such file"},
-      {p("rb_bad.json"), "rb_bad.json: 'binning' of 'mass': give \"lo\", \"hi\" and \"bins\""}};
+      {p("rb_bad.json"), "rb_bad.json: 'binning' of 'mass': give \"lo\", \"hi\" and \"bins\""},
+      {p("rb_mlp.json"), "rb_mlp.json: 'classifier' is no observable"},  // no "binning" in it
+      {dir_.string(), "is a directory"},
+      {"[1, 2]", "--binning must be a JSON object"},
+      {R"({"mass": {"lo": -1e308, "hi": 1e308, "bins": 3}})", "hi - lo finite too"},
+      {"", "--binning: empty"}};
   for (const auto& [binning, named] : mistakes) {
     expectCleanFailure(
         {"aggregate", "--runs", p("rb_chain"), "--out", p("rb_agg"), "--binning", binning}, named);
@@ -861,9 +868,12 @@ TEST_F(BadInputs, RebinningMistakes) {
       {"aggregate", "--runs", p("rb_chain"), "--out", p("rb_agg"), "--binning", mass},
       "rb_chain: read its simulation " + p("rb_mc.h5"));
   ASSERT_EQ(setModificationTime(p("rb_mc.h5"), was.mtime_ns), "");
-  const RunResult ok = run(
-      {"aggregate", "--runs", p("rb_chain"), "--out", p("rb_agg"), "--no-plots", "--binning", mass},
-      dir_);
+  // A campaign spec's chain.config.binning serves as well.
+  std::ofstream(p("rb_spec.json"))
+      << R"({"task": "chain", "chain": {"config": {"binning": )" << mass << "}}}";
+  const RunResult ok = run({"aggregate", "--runs", p("rb_chain"), "--out", p("rb_agg"),
+                            "--no-plots", "--binning", p("rb_spec.json")},
+                           dir_);
   ASSERT_EQ(ok.code, 0) << ok.err;
   const nlohmann::json summary = nlohmann::json::parse(std::ifstream(p("rb_agg/summary.json")));
   EXPECT_EQ(summary["rebinned"], nlohmann::json::array({"mass"}));

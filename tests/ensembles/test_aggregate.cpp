@@ -1656,6 +1656,15 @@ TEST_F(AggregateTest, TheBenchmarkAggregatesEveryChainItWrote) {
   EXPECT_EQ(summary["chains"], 8);
   EXPECT_EQ(summary["replicas"], 4);
 
+  // Rebinning timed too: every nominal chain rebinned from its weights (each fill counted).
+  o.keep = false;
+  o.rebin_events = 500;
+  o.rebin_iterations = 2;
+  const nlohmann::json rebinned = benchAggregate(o);
+  EXPECT_EQ(rebinned["rebinned"]["chains"], 8);
+  EXPECT_NEAR(rebinned["rebinned"]["events_per_s"].get<double>(),
+              8.0 * 500 * 4 / rebinned["rebinned"]["seconds"].get<double>(), 1e-6);
+
   o.replicas = 1;
   EXPECT_THROW(benchAggregate(o), foldfarm::InputError);
 }

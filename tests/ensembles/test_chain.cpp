@@ -1,6 +1,7 @@
 // OmniFold chains on small synthetic samples (tiny PET, few events): reproducibility of
 // (replica, member), interruption + resume, bad input.
 #include <gtest/gtest.h>
+#include <hdf5.h>
 
 #include <algorithm>
 #include <chrono>
@@ -20,6 +21,7 @@
 #include "core/base/sha256.hpp"
 #include "core/base/stop_signal.hpp"
 #include "core/build_info/build_info.hpp"
+#include "core/data/h5_file.hpp"
 #include "core/data/histogram.hpp"
 #include "core/data/jet_reader.hpp"
 #include "core/data/jet_writer.hpp"
@@ -1040,7 +1042,22 @@ TEST_F(ChainTest, ARebinnedChainIsTheChainRunWithThatBinning) {
   expectSameHistograms(rebinned(own, root_ / "rb_capped"),
                        readChainHistograms((root_ / "rb_capped").string()), "capped, no subs");
 
-  // Only `final` kept: rebinned without iterations, the same unfolded.
+  // Its publication weights: the first 200 rows the chain's, the 40 it did not unfold 0.
+  {
+    AggregateOptions with_weights;
+    with_weights.plots = false;
+    aggregateRunsWithOptions({(root_ / "rb_capped").string()}, (root_ / "rb_capped_agg").string(),
+                             std::nullopt, with_weights);
+    const std::string ew = (root_ / "rb_capped_agg" / "event_weights.h5").string();
+    data::H5Handle file = data::h5OpenInput(ew, "aggregate again");
+    const std::vector<double> column = readFloat64Dataset(file.get(), ew, "weights/nominal");
+    ASSERT_EQ(column.size(), 240u);
+    const std::vector<double> final_weights = readChainFinalWeights((root_ / "rb_capped").string());
+    EXPECT_TRUE(std::equal(final_weights.begin(), final_weights.end(), column.begin()));
+    EXPECT_TRUE(std::all_of(column.begin() + 200, column.end(), [](double x) { return x == 0; }));
+  }
+
+  // Only `final` kept: the same unfolded; no iterations of mass, the others' kept.
   nlohmann::json f = params(1, 0);
   f["mc"] = sim;
   f["config"]["classifier"] = "mlp";
@@ -1050,9 +1067,47 @@ TEST_F(ChainTest, ARebinnedChainIsTheChainRunWithThatBinning) {
   const fs::path fo = root_ / "rb_final_only";
   const ChainHistograms h =
       final_only.histograms(fo.string(), readJson((fo / kChainResultFile).string()));
-  EXPECT_TRUE(h.iterations.empty());
+  const ChainHistograms stored = readChainHistograms(fo.string());
+  ASSERT_EQ(h.iterations.size(), stored.iterations.size());
+  ASSERT_FALSE(h.iterations.empty());
+  EXPECT_EQ(h.iterations_unknown, std::set<std::string>{"mass"});
+  EXPECT_EQ(h.iterations[0][1].sumw, stored.iterations[0][1].sumw) << "width's are kept";
+  EXPECT_EQ(h.iterations[0][0].edges, mass30.at("mass"));
   EXPECT_EQ(final_only.withoutIterations(), 1);
   EXPECT_EQ(h.unfolded[0].sumw, readChainHistograms(binned.string()).unfolded[0].sumw);
+
+  // A chain that kept its push but not `final` (written before `final` was): its final weights
+  // are the last push times the simulation's, as the chain computed them.
+  fs::copy(plain, root_ / "rb_no_final", fs::copy_options::recursive);
+  {
+    const std::string w = (root_ / "rb_no_final" / kChainWeightsFile).string();
+    const hid_t file = H5Fopen(w.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(file, 0);
+    ASSERT_GE(H5Ldelete(file, "final", H5P_DEFAULT), 0);
+    H5Fclose(file);
+  }
+  ASSERT_FALSE(chainFinalWeightsRows((root_ / "rb_no_final").string()).has_value());
+  expectSameHistograms(rebinned(mass30, root_ / "rb_no_final"),
+                       readChainHistograms(binned.string()), "no final");
+
+  // gen_subs beside no reco_subs: the chain computes the observables from the jets (it reads
+  // the *_subs only where every level has them), and so does the rebinning.
+  data::UnfoldArrays odd = u;
+  for (float& x : odd.gen_subs) x *= 1.01f;
+  const std::string gen_only = (root_ / "sim_gen_subs_only.h5").string();
+  data::writeUnfoldFile(gen_only, odd);
+  {
+    const hid_t file = H5Fopen(gen_only.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(file, 0);
+    ASSERT_GE(H5Ldelete(file, "reco_subs", H5P_DEFAULT), 0);
+    H5Fclose(file);
+  }
+  nlohmann::json g = params(0, 0);
+  g["mc"] = gen_only;
+  g["config"]["classifier"] = "mlp";
+  ASSERT_EQ(runChainTask(g, (root_ / "rb_gen_only").string()), 0);
+  expectSameHistograms(rebinned(own, root_ / "rb_gen_only"),
+                       readChainHistograms((root_ / "rb_gen_only").string()), "gen_subs only");
 
   // The simulation modified since the chains read it: refused, naming the chain and the file.
   const FileStat before = statPath(sim);

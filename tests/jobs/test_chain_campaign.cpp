@@ -252,6 +252,33 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   fs::rename(truth + ".away", truth);
   EXPECT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "agg-restored"), 0)
       << readText(scratch_ + "/agg-restored.err");
+  // Rebinned without training again, into a directory of its own: mass on 30 bins, the other
+  // observables as D/aggregate has them; D/aggregate itself left as it was.
+  const std::string restored = readText(dir + "/aggregate/summary.json");
+  ASSERT_EQ(runFoldfarm({"campaign", "aggregate", dir, "--no-plots", "--binning",
+                         R"({"mass": {"lo": 0, "hi": 75, "bins": 30}})", "--out",
+                         dir + "/aggregate_mass30"},
+                        scratch_, "agg-rebinned"),
+            0)
+      << readText(scratch_ + "/agg-rebinned.err");
+  EXPECT_EQ(readText(dir + "/aggregate/summary.json"), restored);
+  const json rebinned = json::parse(readText(dir + "/aggregate_mass30/summary.json"));
+  const json plain = json::parse(restored);
+  EXPECT_EQ(rebinned["rebinned"], json::array({"mass"}));
+  EXPECT_EQ(rebinned["observables"]["mass"]["bins"], 30);
+  EXPECT_EQ(rebinned["observables"]["width"]["delta_unfolded"],
+            plain["observables"]["width"]["delta_unfolded"]);
+  EXPECT_NE(rebinned["observables"]["mass"]["delta_unfolded"],
+            plain["observables"]["mass"]["delta_unfolded"]);
+  // Not into the campaign's own directory, nor a task's.
+  for (const std::string& out : {dir, dir + "/tasks/r0000m0"}) {
+    EXPECT_EQ(runFoldfarm({"campaign", "aggregate", dir, "--out", out}, scratch_, "agg-out"),
+              kExitBadInput);
+    EXPECT_NE(readText(scratch_ + "/agg-out.err").find("--out " + out + ": is the campaign's"),
+              std::string::npos)
+        << readText(scratch_ + "/agg-out.err");
+  }
+  EXPECT_FALSE(exists(dir + "/bands.h5"));
   // Another truth, given by a relative path: recorded by its absolute path, size and checksum
   // (before: the path as given, and no checksum).
   EXPECT_EQ(runFoldfarm({"campaign", "aggregate", dir, "--truth",
