@@ -58,9 +58,13 @@ ObservableBinnings binningFromJson(const json& b, const std::string& where) {
       if (bins < 1 || bins > kMaxBins)
         throw InputError(at + ": \"bins\" must be from 1 to " + std::to_string(kMaxBins) +
                          " (got " + std::to_string(bins) + ")");
-      if (!std::isfinite(lo) || !std::isfinite(hi) || !(lo < hi) || !std::isfinite(hi - lo))
-        throw InputError(at + ": needs finite lo < hi, hi - lo finite too (got " +
-                         fmt::format("{:g}, {:g}", lo, hi) + ")");
+      if (!std::isfinite(lo) || !std::isfinite(hi) || !(lo < hi))
+        throw InputError(at + ": needs finite lo < hi (got " + fmt::format("{:g}, {:g}", lo, hi) +
+                         ")");
+      if (!std::isfinite(hi - lo))
+        throw InputError(at +
+                         ": lo and hi lie too far apart for their difference to be a number (" +
+                         fmt::format("{:g}, {:g}", lo, hi) + "); give edges within ±1e300");
       edges = data::Binning::linspace(lo, hi, static_cast<int>(bins) + 1).edges;
     }
     for (size_t k = 0; k < edges.size(); ++k)
