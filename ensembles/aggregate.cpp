@@ -486,6 +486,31 @@ AtomicFile writeBands(const std::string& out_dir, const std::vector<ObservableRe
 }
 
 // Each observable's band figure and breakdown, staged; the total band with variations only.
+}  // namespace
+
+std::string distributionTitle(const std::string& name, const std::string& classifier,
+                              const std::vector<double>& edges, const std::vector<double>& nominal,
+                              const std::vector<double>& prior, const std::vector<double>* truth) {
+  // The classifier beside the observable: a campaign's figure and its baseline's (or two
+  // campaigns' copied side by side) were told apart by their directory alone.
+  std::string title = name + ", " + classifier;
+  const auto empty = [](const std::vector<double>& d) {
+    return std::all_of(d.begin(), d.end(), [](double x) { return x == 0; });
+  };
+  std::string none;
+  for (const auto& [what, d] :
+       {std::pair<const char*, const std::vector<double>*>{"unfolded", &nominal},
+        {"prior", &prior},
+        {"truth", truth}})
+    if (d != nullptr && empty(*d)) none += (none.empty() ? "" : ", ") + std::string(what);
+  if (!none.empty())
+    title += fmt::format(" (no {} inside [{:g}, {:g}]: see summary.json outside_binning)", none,
+                         edges.front(), edges.back());
+  return title;
+}
+
+namespace {
+
 void stageFigures(std::vector<AtomicFile>& staged, const std::string& out_dir,
                   const std::vector<ObservableResult>& results,
                   const std::optional<TruthHistograms>& truth, bool with_total,
@@ -495,9 +520,8 @@ void stageFigures(std::vector<AtomicFile>& staged, const std::string& out_dir,
   for (size_t o = 0; o < results.size(); ++o) {
     const auto& r = results[o];
     plot::BandPlot fig;
-    // The classifier beside the observable: a campaign's figure and its baseline's (or two
-    // campaigns' copied side by side) were told apart by their directory alone.
-    fig.title = r.name + ", " + classifier;
+    fig.title = distributionTitle(r.name, classifier, r.edges, r.band.mean, r.prior,
+                                  truth ? &truth->density[o] : nullptr);
     fig.xlabel = data::observableLabel(r.name);
     fig.edges = r.edges;
     fig.nominal = r.band.mean;

@@ -213,6 +213,13 @@ plot::LineFigure breakdownFigure(
     const std::string& name, const std::vector<double>& edges, const std::vector<double>& nominal,
     const std::vector<std::pair<std::string, std::vector<double>>>& sigmas);
 
+// The title of `<obs>.png`: "<name>, <classifier>", and where the unfolded result, the prior or
+// the truth (when given) has nothing inside the binning (an all-zero density: its figure shows
+// no curve of it), "(no unfolded, prior inside [lo, hi]: see summary.json outside_binning)".
+std::string distributionTitle(const std::string& name, const std::string& classifier,
+                              const std::vector<double>& edges, const std::vector<double>& nominal,
+                              const std::vector<double>& prior, const std::vector<double>* truth);
+
 // Side-by-side comparison of aggregations of the same data with the same truth (e.g. the
 // PET chains and the observable-level MLP baseline). Each input is an aggregation directory
 // or a campaign directory (meaning its aggregate/), read from summary.json; `names` label
@@ -221,8 +228,11 @@ plot::LineFigure breakdownFigure(
 // {"inputs": [{name, dir, classifier, chains, not_paired (why, when not paired)}],
 // "observables": {obs: {delta_prior, delta_floor, <name>: {delta_unfolded, delta_unfolded_err,
 // shift_recovered, paired}}}, "best": {obs: name of the smallest Δ}, "clear_best": {obs: that name
-// where its Δ is below every other input's by more than 2 errors of the difference (paired where
-// one is the first input and the other is paired with it, else sqrt(e1² + e2²)), else null}}.
+// where its Δ is below every other input's clearly, else null}}: where the two pair (one
+// campaign seed and data file), their replica-by-replica difference exceeds Student's t at 97.5%
+// for n - 1 degrees of freedom times its standard error over the n replicas both hold (12.7 for
+// 2 replicas, 2.26 for 10, 2.0 from about 60); else the difference exceeds 2 sqrt(e1² + e2²) of
+// their spreads.
 // "paired" (inputs after the first of the same campaign seed and data file, so the same bootstrap
 // draws): {vs, replicas, delta_diff, delta_diff_err, shift_diff, shift_diff_err}, each banded
 // replica's Δ and recovered shift less the first input's, mean ± standard error over the replicas

@@ -215,7 +215,9 @@ void registerCompare(CommandGroups& g) {
       "Compare unfoldings of the same data side by side (e.g. PET chains and the observable-level "
       "MLP baseline): per observable, Δ x10^3 of the prior, the statistical floor, and each "
       "one's Δ ± spread over replicas and recovered shift of the mean (the smallest Δ in bold "
-      "where it is below the others by more than 2 errors of the difference)");
+      "where it is below the others clearly: paired replica by replica, by more than Student's "
+      "t (97.5%, n - 1) standard errors of the difference over the n replicas both hold; "
+      "unpaired, by more than 2 errors)");
   cmd->add_option("dirs", o->dirs,
                   "aggregation directories, or campaign directories (their aggregate/), "
                   "space-separated")

@@ -1141,6 +1141,60 @@ TEST_F(AggregateTest, CompareOfThreeInputsPairsTheBestWithEachOtherNotOnlyWithTh
   EXPECT_NE(comparisonMarkdown(cmp).find("**"), std::string::npos);
 }
 
+// A distribution figure whose curves of the unfolded result, prior or truth are empty (nothing
+// inside the binning) says so in its title, instead of drawing zeros without a word.
+TEST(AggregateFigures, ATitleSaysWhatHasNothingInsideTheBinning) {
+  const std::vector<double> edges{0, 1, 2}, some{0.5, 0.5}, zeros{0, 0};
+  EXPECT_EQ(distributionTitle("mass", "pet", edges, some, some, &some), "mass, pet");
+  EXPECT_EQ(distributionTitle("mass", "pet", edges, some, some, nullptr), "mass, pet");
+  EXPECT_EQ(distributionTitle("mass", "mlp", edges, zeros, some, &zeros),
+            "mass, mlp (no unfolded, truth inside [0, 2]: see summary.json outside_binning)");
+}
+
+// A paired difference is clear only beyond Student's t of its replicas: over 2 replicas a
+// difference of 4 standard errors is not (t = 12.7 for 1 degree of freedom; it was bold at 2),
+// over 8 replicas of the same pattern it is (t = 2.36).
+TEST_F(AggregateTest, AClearBestOverFewPairedReplicasNeedsStudentsT) {
+  const auto write = [&](const std::string& set, int replicas) {
+    for (int r = 0; r <= replicas; ++r) {
+      const bool up = r % 2 == 1;
+      writeChain(set + "/a/r" + std::to_string(r), r, 0,
+                 r == 0 ? 5
+                 : up   ? 5.5
+                        : 4.5,
+                 r == 0 ? 5
+                 : up   ? 4.5
+                        : 5.5);
+      writeChain(set + "/b/r" + std::to_string(r), r, 0,
+                 r == 0 ? 5
+                 : up   ? 5.7
+                        : 4.2,
+                 r == 0 ? 5
+                 : up   ? 4.3
+                        : 5.8);
+    }
+    const std::string truth = writeTruth();
+    AggregateOptions opt;
+    opt.plots = false;
+    for (const char* d : {"/a", "/b"})
+      aggregateRunsWithOptions({(root_ / (set + d)).string()},
+                               (root_ / (set + d) / "aggregate").string(), truth, opt);
+    return compareAggregations({(root_ / (set + "/a")).string(), (root_ / (set + "/b")).string()},
+                               {"A", "B"});
+  };
+  const nlohmann::json two = write("two", 2);
+  const nlohmann::json& paired = two["observables"]["mass"]["B"]["paired"];
+  ASSERT_EQ(paired["replicas"], 2) << paired.dump();
+  const double ratio = paired["delta_diff"].get<double>() / paired["delta_diff_err"].get<double>();
+  ASSERT_GT(ratio, 2.0) << paired.dump();
+  ASSERT_LT(ratio, 12.7) << paired.dump();
+  EXPECT_EQ(two["best"]["mass"], "A");
+  EXPECT_TRUE(two["clear_best"]["mass"].is_null()) << two["clear_best"].dump();
+  const nlohmann::json eight = write("eight", 8);
+  ASSERT_EQ(eight["observables"]["mass"]["B"]["paired"]["replicas"], 8);
+  EXPECT_EQ(eight["clear_best"]["mass"], "A") << eight["observables"]["mass"].dump();
+}
+
 // Warm-started shifts are measured from the warm reference, chain by chain, over the chains
 // both ran (a chain without a partner left out); from the nominal otherwise (a cold variation,
 // or one no chain of which has a partner). The reference is no source: its distance from the
