@@ -158,6 +158,17 @@ FitResult ObservableClassifier::fit(const std::vector<float>& x, const std::vect
         "{}: {} events are too few to hold out a validation fraction of {} (it would leave no "
         "training or no validation event); use more events",
         o.label, n, o.val_fraction));
+  // Both classes among the rows trained on, as PetClassifier::fit asks (a few rows of one class
+  // can all land in the validation set: the model would learn one class without a word).
+  {
+    size_t ones = 0;
+    for (int64_t i : train_rows) ones += labels[static_cast<size_t>(i)] == 1 ? 1 : 0;
+    if (ones == 0 || ones == train_rows.size())
+      throw InputError(fmt::format(
+          "{}: the {} events trained on (after {} held out for validation) are all of class {}; "
+          "a classifier needs both classes: use more events of class {}",
+          o.label, train_rows.size(), val_rows.size(), ones == 0 ? 0 : 1, ones == 0 ? 1 : 0));
+  }
   const Tensor vi = torch::tensor(val_rows, torch::kInt64).to(device_);
   const Tensor Xv = val_rows.empty() ? Tensor() : X.index_select(0, vi);
   const Tensor Yv = val_rows.empty() ? Tensor() : Y.index_select(0, vi);

@@ -72,6 +72,46 @@ TEST(ObservableClassifier, RefusesNonFiniteInputsNamingTheColumn) {
   }
 }
 
+// Rows of one class to train on, all of them or after the validation split took the others:
+// refused naming the class to add (it trained on one class without a word).
+TEST(ObservableClassifier, RefusesTrainingRowsOfOneClass) {
+  modeltest::ObservableSample s = observableSample(40, 4);
+  for (int64_t& y : s.y) y = 0;
+  ObservableClassifier mlp({"mass", "tau21"}, {8}, 1);
+  MlpFitOptions o = quickOptions();
+  o.label = "step 1";
+  try {
+    mlp.fit(s.x, s.y, s.w, o);
+    FAIL() << "one class accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("step 1: the "), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("are all of class 0; a classifier needs both classes: "
+                                         "use more events of class 1"),
+              std::string::npos)
+        << e.what();
+  }
+  // One row of class 1: refused with the seeds whose validation split takes it, trained with
+  // the others.
+  s.y[17] = 1;
+  o.val_fraction = 0.3;
+  int refused = 0;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    o.seed = seed;
+    o.epochs = 1;
+    ObservableClassifier m({"mass", "tau21"}, {8}, 1);
+    try {
+      m.fit(s.x, s.y, s.w, o);
+    } catch (const InputError& e) {
+      ++refused;
+      EXPECT_NE(std::string(e.what()).find("held out for validation) are all of class 0"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_GT(refused, 0);
+  EXPECT_LT(refused, 20);
+}
+
 TEST(ObservableClassifier, ADivergedFitStopsNamingTheEpoch) {
   configureThreads(1);
   const modeltest::ObservableSample s = observableSample(200, 4);
