@@ -20,6 +20,18 @@ namespace foldfarm::ensembles {
 
 using nlohmann::json;
 
+namespace {
+
+// "mass, width, multiplicity, lnrho, zg, tau21", for messages.
+std::string knownObservables() {
+  std::string known;
+  for (const auto& n : data::substructureObservableNames())
+    known += (known.empty() ? "" : ", ") + n;
+  return known;
+}
+
+}  // namespace
+
 ObservableBinnings binningFromJson(const json& b, const std::string& where) {
   if (!b.is_object())
     throw InputError(where +
@@ -30,11 +42,9 @@ ObservableBinnings binningFromJson(const json& b, const std::string& where) {
   ObservableBinnings out;
   for (auto it = b.begin(); it != b.end(); ++it) {
     const std::string at = where + " of '" + it.key() + "'";
-    if (std::find(names.begin(), names.end(), it.key()) == names.end()) {
-      std::string known;
-      for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
-      throw InputError(where + ": unknown observable '" + it.key() + "' (known: " + known + ")");
-    }
+    if (std::find(names.begin(), names.end(), it.key()) == names.end())
+      throw InputError(where + ": unknown observable '" + it.key() +
+                       "' (known: " + knownObservables() + ")");
     const json& v = it.value();
     if (!v.is_object())
       throw InputError(at + " must be {\"edges\": [...]} or {\"lo\", \"hi\", \"bins\"}");
@@ -119,9 +129,8 @@ ObservableBinnings binningArgument(const std::string& arg) {
     const std::vector<std::string> names = data::substructureObservableNames();
     for (auto it = j.begin(); it != j.end(); ++it)
       if (std::find(names.begin(), names.end(), it.key()) == names.end()) {
-        std::string known;
-        for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
-        throw InputError(arg + ": '" + it.key() + "' is no observable (known: " + known +
+        throw InputError(arg + ": '" + it.key() +
+                         "' is no observable (known: " + knownObservables() +
                          "); give a file of {observable: {\"lo\", \"hi\", \"bins\"} or "
                          "{\"edges\"}}, a chain config with \"binning\", or a campaign spec "
                          "whose chain.config has one");
