@@ -219,14 +219,15 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   if (!out.empty()) {
     // Not among the campaign's own files: its root, its tasks, what it moved aside.
     namespace fs = std::filesystem;
-    const fs::path root = fs::absolute(camp.dir()).lexically_normal();
-    const fs::path to = fs::absolute(out).lexically_normal();
-    const auto under = [&](const fs::path& dir) {
-      const auto [a, b] = std::mismatch(dir.begin(), dir.end(), to.begin(), to.end());
-      return a == dir.end();
+    const auto directory = [](const std::string& path) {  // absolute, no trailing separator
+      const fs::path p = fs::absolute(path).lexically_normal();
+      return p.has_filename() ? p : p.parent_path();
     };
-    if (to == root || (to.has_filename() ? to : to.parent_path()) == root ||
-        under(root / "tasks") || under(root / "superseded"))
+    const fs::path root = directory(camp.dir()), to = directory(out);
+    const auto under = [&](const fs::path& dir) {
+      return std::mismatch(dir.begin(), dir.end(), to.begin(), to.end()).first == dir.end();
+    };
+    if (to == root || under(root / "tasks") || under(root / "superseded"))
       throw InputError("--out " + out + ": is the campaign's directory or one of its tasks' or " +
                        "superseded outputs; give " + camp.dir() +
                        "/aggregate (the default), another directory in it, or one outside it");

@@ -279,11 +279,13 @@ ChainWeights readChainWeights(const std::string& dir) {
   return w;
 }
 
-std::vector<std::vector<double>> readChainPushWeights(const std::string& dir) {
+ChainWeights readChainPushAndFinal(const std::string& dir) {
   const std::string path = join(dir, kChainWeightsFile);
   H5Handle f = openH5(path);
-  if (!data::h5Exists(f.get(), "push")) return {};
-  return readIterationRows(f.get(), path, "push");
+  ChainWeights w;
+  if (data::h5Exists(f.get(), "push")) w.push = readIterationRows(f.get(), path, "push");
+  if (data::h5Exists(f.get(), "final")) w.final = readFinal(f.get(), path);
+  return w;
 }
 
 void writeLogitOffsets(const std::string& file, const LogitOffsets& o) {

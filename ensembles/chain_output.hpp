@@ -106,9 +106,10 @@ struct ChainWeights {
 void writeChainWeights(const std::string& dir, const ChainWeights& w, const nlohmann::json& meta,
                        bool iterations = true);
 ChainWeights readChainWeights(const std::string& dir);
-// weights.h5's `push` alone (what rebinning a chain reads: ensembles/rebin.hpp); empty when the
-// file holds `final` alone (the config's iteration_weights false).
-std::vector<std::vector<double>> readChainPushWeights(const std::string& dir);
+// weights.h5's `push` and `final` in one reading, each empty where the file lacks it (`push`:
+// the config's iteration_weights false; `final`: chains written before it); `pull` is not read.
+// What rebinning a chain reads (ensembles/rebin.hpp).
+ChainWeights readChainPushAndFinal(const std::string& dir);
 
 // The MLP's logits on a step's training and evaluation sets (the offsets a boosted PET fit
 // starts from), kept with the step's MLP fit under state/: `file` written atomically; read

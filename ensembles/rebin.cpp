@@ -250,13 +250,14 @@ ChainHistograms ChainRebinner::histograms(const std::string& dir, const json& re
     throw InputError(weights_file +
                      ": missing; the chain's per-event weights are what rebinning histograms: "
                      "aggregate without --binning, or run the chain again");
-  const std::vector<std::vector<double>> push = readChainPushWeights(dir);
-  const std::optional<uint64_t> rows = chainFinalWeightsRows(dir);
-  if (!rows && push.empty())
+  const ChainWeights saved = readChainPushAndFinal(dir);
+  const std::vector<std::vector<double>>& push = saved.push;
+  const bool has_final = !saved.final.empty();
+  if (!has_final && push.empty())
     throw InputError(weights_file +
                      ": holds neither 'final' nor 'push' weights: the chain cannot be rebinned; "
                      "aggregate without --binning, or run the chain again");
-  const uint64_t events = rows ? *rows : push.back().size();
+  const uint64_t events = has_final ? saved.final.size() : push.back().size();
   const Simulation& sim = simulation(mc, dir);
   // The version of the simulation the chain read (its record of size and time), where it has
   // one: the weights belong to those events.
@@ -281,7 +282,7 @@ ChainHistograms ChainRebinner::histograms(const std::string& dir, const json& re
   const int64_t cap = config.is_object() ? config.value("max_mc_events", int64_t{0}) : int64_t{0};
   const int64_t n = cap > 0 && cap < sim.rows ? cap : sim.rows;
   if (static_cast<int64_t>(events) != n)
-    throw InputError(weights_file + ": '" + (rows ? "final" : "push") + "' has " +
+    throw InputError(weights_file + ": '" + (has_final ? "final" : "push") + "' has " +
                      std::to_string(events) + " rows, but the chain unfolded " + std::to_string(n) +
                      " events of " + mc +
                      (cap > 0 && cap < sim.rows ? " (its max_mc_events)" : std::string()) +
@@ -312,8 +313,8 @@ ChainHistograms ChainRebinner::histograms(const std::string& dir, const json& re
         o = histogramOfBins(o.name, binning_.at(o.name), b->second, weights);
   };
   std::vector<double> w(un);
-  if (rows) {
-    replace(h.unfolded, readChainFinalWeights(dir));
+  if (has_final) {
+    replace(h.unfolded, saved.final);
   } else {
     for (size_t k = 0; k < un; ++k) w[k] = push.back()[k] * w_mc[k];
     replace(h.unfolded, w);

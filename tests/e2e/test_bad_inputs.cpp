@@ -265,6 +265,17 @@ class BadInputs : public ::testing::Test {
 
   std::string p(const std::string& name) const { return (dir_ / name).string(); }
 
+  // A one-iteration chain of the observable MLP (2 epochs) on `mc` and the suite's data into
+  // `out`, its config written to `config` (a name under dir_); the command's exit code.
+  int runMlpChain(const std::string& mc, const std::string& config, const std::string& out) {
+    std::ofstream(p(config)) << R"({"classifier": "mlp", "mlp": {"epochs": 2, "hidden": [8]}})";
+    return run({"unfold", "--mc", mc, "--data", p("data.h5"), "--init", "none", "--out", out,
+                "--replica", "0", "--member", "0", "--iterations", "1", "--config", p(config),
+                "--threads", "1"},
+               dir_)
+        .code;
+  }
+
   static fs::path dir_;
   static bool ok_;
   static int cases_;
@@ -835,14 +846,7 @@ TEST_F(BadInputs, CommandLine) {
 // anything is written; the same chains rebinned as asked.
 TEST_F(BadInputs, RebinningMistakes) {
   fs::copy_file(p("mc.h5"), p("rb_mc.h5"), fs::copy_options::overwrite_existing);
-  std::ofstream(p("rb_mlp.json"))
-      << R"({"classifier": "mlp", "mlp": {"epochs": 2, "hidden": [8]}})";
-  ASSERT_EQ(run({"unfold", "--mc", p("rb_mc.h5"), "--data", p("data.h5"), "--init", "none", "--out",
-                 p("rb_chain"), "--replica", "0", "--member", "0", "--iterations", "1", "--config",
-                 p("rb_mlp.json"), "--threads", "1"},
-                dir_)
-                .code,
-            0);
+  ASSERT_EQ(runMlpChain(p("rb_mc.h5"), "rb_mlp.json", p("rb_chain")), 0);
   std::ofstream(p("rb_bad.json")) << R"({"binning": {"mass": {"lo": 0, "hi": 300}}})";
   const std::vector<std::pair<std::string, std::string>> mistakes = {
       {R"({"mas": {"lo": 0, "hi": 1, "bins": 2}})", "--binning: unknown observable 'mas'"},
@@ -887,14 +891,7 @@ TEST_F(BadInputs, RebinningMistakes) {
 // that gives the system's reason, no crash (HDF5 1.10 crashed at exit on a file whose close
 // failed), and no file or empty output directory left behind.
 TEST_F(BadInputs, ZFullDisk) {
-  std::ofstream(p("mlp_chain.json"))
-      << R"({"classifier": "mlp", "mlp": {"epochs": 2, "hidden": [8]}})";
-  ASSERT_EQ(run({"unfold", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init", "none", "--out",
-                 p("chain"), "--replica", "0", "--member", "0", "--iterations", "1", "--config",
-                 p("mlp_chain.json"), "--threads", "1"},
-                dir_)
-                .code,
-            0);
+  ASSERT_EQ(runMlpChain(p("mc.h5"), "mlp_chain.json", p("chain")), 0);
   foldfarm::testing::FileSizeLimit limit(16 * 1024);
   expectCleanFailure(
       {"data", "synth", "--kind", "pretrain", "--jets", "2000", "--out", p("work/big.h5")},
