@@ -901,52 +901,8 @@ CampaignSpec parseCampaignSpec(const json& j, const std::string& origin,
 }
 
 CampaignSpec loadCampaignSpec(const std::string& path, bool require_inputs) {
-  std::string text = readFile(path);
-  // The parser refuses a number beyond double's range (1e400) with out_of_range, which
-  // names the token but not the key: follow the object keys to name it.
-  // A key given twice in one object is refused too: the parser keeps the last value without
-  // a word ("replicas": 2, ..., "replicas": 5).
-  std::vector<std::string> keys;
-  std::vector<std::set<std::string>> seen;  // per open object or array (unused for arrays)
-  const auto dotted = [&keys] {
-    std::string key;
-    for (const auto& k : keys) {
-      if (k != "[]")
-        key += (key.empty() ? "" : ".") + k;
-      else if (!key.empty())
-        key += "[]";
-    }
-    return key;
-  };
-  auto follow = [&](int, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) {
-      keys.emplace_back(event == json::parse_event_t::array_start ? "[]" : "");
-      seen.emplace_back();
-    } else if (event == json::parse_event_t::object_end ||
-               event == json::parse_event_t::array_end) {
-      if (!keys.empty()) keys.pop_back();
-      if (!seen.empty()) seen.pop_back();
-    } else if (event == json::parse_event_t::key && !keys.empty()) {
-      keys.back() = parsed.get<std::string>();
-      if (!seen.back().insert(keys.back()).second)
-        throw InputError(path + ": '" + dotted() +
-                         "' is given twice in one object (JSON keeps only the last); keep one");
-    }
-    return true;
-  };
-  json j;
-  try {
-    j = json::parse(text, follow);
-  } catch (const json::parse_error& e) {
-    throw InputError(path + ": not valid JSON (" + jsonErrorReason(e) + "); fix the spec");
-  } catch (const json::out_of_range& e) {
-    const std::string key = dotted();
-    std::string what = e.what();
-    const auto token = what.find("parsing '");
-    throw InputError(path + ": " + (key.empty() ? "" : "'" + key + "' = ") +
-                     (token == std::string::npos ? "a number" : what.substr(token + 8)) +
-                     " is beyond the range of a double (about 1.8e308); fix the value");
-  }
+  // A key given twice and a number beyond double's range are refused naming the key.
+  const json j = parseJsonText(readFile(path), path, "fix the spec");
   auto slash = path.rfind('/');
   std::string base = slash == std::string::npos ? "." : path.substr(0, slash);
   return parseCampaignSpec(j, path, base, require_inputs);

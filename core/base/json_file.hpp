@@ -15,7 +15,10 @@ namespace foldfarm {
 std::string jsonErrorReason(const nlohmann::json::exception& e);
 
 // `text` (read from `path`) parsed; InputError as above otherwise. `advice` (may be empty)
-// says what to do.
+// says what to do. Also refused, naming the key by its dotted path: a key given twice in one
+// object ("PATH: 'chain.config.lr' is given twice in one object (JSON keeps only the last);
+// keep one") and a number beyond double's range ("PATH: 'time_limit_s' = 1e400 is beyond the
+// range of a double (about 1.8e308); fix the value").
 nlohmann::json parseJsonText(const std::string& text, const std::string& path,
                              const std::string& advice);
 // readFile(path) parsed as parseJsonText.

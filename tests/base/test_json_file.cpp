@@ -42,9 +42,12 @@ TEST(JsonFile, DamagedTextNamesTheFileThePlaceAndTheAdvice) {
             "key - unexpected ','; expected string literal); restore it");
   EXPECT_EQ(refusal(""), "D/spec.json: empty file, not JSON; restore it");
   EXPECT_EQ(refusal(" \n\t"), "D/spec.json: empty file, not JSON; restore it");
-  // Not a parse error: a number beyond double's range.
+  // Not a parse error: a number beyond double's range, named by its key where it has one.
   EXPECT_EQ(refusal("[1e400]"),
-            "D/spec.json: not valid JSON (number overflow parsing '1e400'); restore it");
+            "D/spec.json: '1e400' is beyond the range of a double (about 1.8e308); fix the value");
+  EXPECT_EQ(refusal("{\"chain\": {\"config\": {\"lr\": [1, -1e999]}}}"),
+            "D/spec.json: 'chain.config.lr[]' = '-1e999' is beyond the range of a double (about "
+            "1.8e308); fix the value");
   try {
     foldfarm::parseJsonText("[", "f.json", "");
     FAIL() << "accepted";
@@ -53,6 +56,26 @@ TEST(JsonFile, DamagedTextNamesTheFileThePlaceAndTheAdvice) {
     EXPECT_EQ(why.find("json.exception"), std::string::npos) << why;
     EXPECT_EQ(why.back(), ')') << why;  // no advice given: none appended
   }
+}
+
+// A key given twice in one object: the parser would keep the last without a word (a config's
+// "lr" set twice is a silent choice between two learning rates). The same key in two objects,
+// or in objects of an array, is not twice.
+TEST(JsonFile, AKeyGivenTwiceInOneObjectIsRefusedByItsPath) {
+  EXPECT_EQ(refusal("{\"epochs\": 2, \"lr\": 1e-3, \"lr\": 1e-4}"),
+            "D/spec.json: 'lr' is given twice in one object (JSON keeps only the last); keep one");
+  EXPECT_EQ(refusal("{\"binning\": {\"mass\": {\"lo\": 0, \"hi\": 9}, \"width\": {}, "
+                    "\"mass\": {}}}"),
+            "D/spec.json: 'binning.mass' is given twice in one object (JSON keeps only the last); "
+            "keep one");
+  EXPECT_EQ(refusal("{\"v\": [{\"a\": 1}, {\"b\": 1, \"b\": 2}]}"),
+            "D/spec.json: 'v[].b' is given twice in one object (JSON keeps only the last); keep "
+            "one");
+  const json fine = foldfarm::parseJsonText(
+      "{\"a\": {\"lo\": 0}, \"b\": {\"lo\": 1}, \"c\": [{\"lo\": 2}, {\"lo\": 3}], \"lo\": 4}", "f",
+      "");
+  EXPECT_EQ(fine["c"][1]["lo"], 3);
+  EXPECT_EQ(fine["lo"], 4);
 }
 
 TEST(JsonFile, ReadJsonFileReadsTheFile) {

@@ -767,6 +767,16 @@ TEST_F(BadInputs, CommandLine) {
          p("unfold_cfg"), "--replica", "0", "--member", "0", "--config", p(name)},
         p(name));
   }
+  // A key given twice in a chain config or a training config (before: the last taken without
+  // a word, one of two learning rates chosen silently).
+  std::ofstream(p("cfg_twice.json")) << R"({"epochs": 1, "lr": 0.001, "lr": 0.0001})";
+  expectCleanFailure(
+      {"unfold", "--mc", p("mc.h5"), "--data", p("data.h5"), "--init", "none", "--out",
+       p("unfold_cfg"), "--replica", "0", "--member", "0", "--config", p("cfg_twice.json")},
+      p("cfg_twice.json") + ": 'lr' is given twice in one object");
+  expectCleanFailure({"pretrain", "--data", p("good.h5"), "--preset", "tiny", "--out",
+                      p("pt_twice"), "--config", p("cfg_twice.json")},
+                     p("cfg_twice.json") + ": 'lr' is given twice in one object");
   // pretrain with no epoch would write an untrained model as a foundation.
   expectCleanFailure({"pretrain", "--data", p("good.h5"), "--preset", "tiny", "--out", p("pt_e0"),
                       "--epochs", "0"},
@@ -859,7 +869,9 @@ TEST_F(BadInputs, RebinningMistakes) {
       {dir_.string(), "is a directory"},
       {"[1, 2]", "--binning must be a JSON object"},
       {R"({"mass": {"lo": -1e308, "hi": 1e308, "bins": 3}})", "too far apart"},
-      {"", "--binning: empty"}};
+      {"", "--binning: empty"},
+      {R"({"mass": {"lo": 0, "hi": 1, "bins": 2, "bins": 4}})",
+       "--binning: 'mass.bins' is given twice in one object"}};
   for (const auto& [binning, named] : mistakes) {
     expectCleanFailure(
         {"aggregate", "--runs", p("rb_chain"), "--out", p("rb_agg"), "--binning", binning}, named);
