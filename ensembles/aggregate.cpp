@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/base/atomic_file.hpp"
@@ -27,6 +28,7 @@
 #include "ensembles/systematics.hpp"
 #include "ensembles/truth_comparison.hpp"
 #include "jobs/campaign.hpp"
+#include "jobs/disk_estimate.hpp"
 
 namespace foldfarm::ensembles {
 namespace {
@@ -488,6 +490,39 @@ AtomicFile writeBands(const std::string& out_dir, const std::vector<ObservableRe
 // Each observable's band figure and breakdown, staged; the total band with variations only.
 }  // namespace
 
+BandsSize bandsSize(const std::vector<std::pair<std::string, size_t>>& bins, size_t replicas,
+                    size_t matrices, const std::string& rebin_hint) {
+  BandsSize out;
+  size_t widest = 0;
+  for (const auto& [name, b] : bins) {
+    const double n = static_cast<double>(b);
+    out.bytes +=
+        8.0 * (static_cast<double>(matrices) * n * n + static_cast<double>(replicas + 12) * n) +
+        20e3;
+    widest = std::max(widest, b);
+  }
+  if (out.bytes <= kLargeBands) return out;
+  // The observables that make it large: those of at least a tenth of the widest's bins.
+  std::vector<std::string> names;
+  for (const auto& [name, b] : bins)
+    if (10 * b >= widest)
+      names.push_back(name + " (" + jobs::formatCount(static_cast<double>(b)) + " bins)");
+  std::string list;
+  for (size_t i = 0; i < names.size(); ++i)
+    list += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+  const double w = static_cast<double>(widest);
+  out.warning = fmt::format(
+      "bands.h5 will take about {}, and the aggregation about as much memory: {} {} matrices "
+      "of bins x bins ({} x {}: {} each); fewer bins make them smaller (the weights do not "
+      "depend on the binning: {} rebins finished chains without training again)",
+      jobs::formatBytes(out.bytes),
+      names.size() == 1 ? "the binning of " + list + " gives"
+                        : "the binnings of " + list + " give each",
+      matrices, jobs::formatCount(w), jobs::formatCount(w), jobs::formatBytes(8.0 * w * w),
+      rebin_hint);
+  return out;
+}
+
 std::string distributionTitle(const std::string& name, const std::string& classifier,
                               const std::vector<double>& edges, const std::vector<double>& nominal,
                               const std::vector<double>& prior, const std::vector<double>* truth) {
@@ -821,6 +856,26 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
   const ChainGroup& nominal = chains.groups.at("");
   Systematics sys = checkVariations(chains.groups);
   findSameSimulation(sys, chains.groups, options.inputs);
+  {
+    // Said before the matrices are made: at 10,000 bins each is 800 MB.
+    std::vector<std::pair<std::string, size_t>> bins;
+    for (const ObservableHistogram& h : nominal.prior) bins.emplace_back(h.name, h.sumw.size());
+    size_t replicas = 0;
+    bool members = false;  // a replica of two members or more: the training noise's matrix
+    for (const auto& [name, g] : chains.groups) replicas += g.replicas.size();
+    for (const auto& [r, sum] : nominal.replicas) members = members || sum.members > 1;
+    // A source's covariance, and where its variations ran two replicas or more, the noise of
+    // its shift (in all, of training, of the samples).
+    size_t matrices = 3 + (members ? 1 : 0) + (sys.plan.mc_bootstrap.empty() ? 0 : 2);
+    for (const SourcePlan& sp : sys.plan.sources) {
+      const std::string& one = sp.one_sided.empty() ? sp.up : sp.one_sided;
+      const auto g = chains.groups.find(one);
+      matrices += 1 + (g != chains.groups.end() && g->second.replicas.size() >= 2 ? 3 : 0);
+    }
+    if (const BandsSize size = bandsSize(bins, replicas, matrices, "`aggregate --binning`");
+        !size.warning.empty())
+      logWarn("aggregate: {}", size.warning);
+  }
   const BandReplicas band = bandReplicas(nominal.replicas);
   std::optional<TruthHistograms> truth;
   if (truth_path) truth = readTruth(*truth_path, nominal.prior);

@@ -198,6 +198,22 @@ struct AggregateOptions {
   ObservableBinnings rebin = {};
 };
 
+// What bands.h5 takes, about, and the aggregation as much memory while it writes it: per
+// observable of B bins, `matrices` B x B matrices (covariance, correlation, total, training
+// noise, each systematic source's) of 8-byte numbers, and (`replicas` + 12) rows of B.
+struct BandsSize {
+  double bytes = 0;
+  // Beyond kLargeBands: "bands.h5 will take about 4.8 GB, and the aggregation about as much
+  // memory: the binnings of mass (10,000 bins) and width (10,000 bins) give each 3 matrices of
+  // bins x bins (10,000 x 10,000: 800 MB each); ..." with what to do; else "".
+  std::string warning;
+};
+constexpr double kLargeBands = 1e9;
+// `bins`: each observable's name and bins. `rebin_hint`: the command that rebins the chains
+// (said in the warning), e.g. "`foldfarm campaign aggregate D --binning`".
+BandsSize bandsSize(const std::vector<std::pair<std::string, size_t>>& bins, size_t replicas,
+                    size_t matrices, const std::string& rebin_hint);
+
 // Aggregates the chains under run_dirs into out_dir; returns summary.json's content.
 nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs,
                                         const std::string& out_dir,

@@ -32,6 +32,7 @@
 #include "core/train/gradient_step.hpp"
 #include "core/train/parallel.hpp"
 #include "core/train/torch_error.hpp"
+#include "ensembles/aggregate.hpp"
 #include "ensembles/chain.hpp"
 #include "ensembles/chain_output.hpp"
 #include "ensembles/event_weights.hpp"
@@ -637,14 +638,16 @@ std::optional<int64_t> eventsOfFile(const std::string& path) {
 }
 
 // Measured on the demo's chains (2 iterations, 2 PET epochs) and on one stopped in its third
-// step: histograms.h5 8.3 kB per observable; history.json about 0.8 kB per step, 0.45 kB per
-// PET epoch and 0.2 kB per MLP epoch it records (the MLP's stop early: about patience + 4 of
-// them); result.json, task_result.json, task.log, .attempt and .lease about 8 kB together; an
-// HDF5 file's header and attributes about 4 kB. A running chain's state/ holds every step's
-// weights so far, the last two steps' models (one of each step, for the next iteration) and
+// step: histograms.h5 about 1.8 kB per histogram (the unfolded, the prior and one per
+// iteration, each of its three datasets) and 24 B per bin of it; history.json about 0.8 kB per
+// step, 0.45 kB per PET epoch and 0.2 kB per MLP epoch it records (the MLP's stop early: about
+// patience + 4 of them); result.json, task_result.json, task.log, .attempt and .lease about 8 kB
+// together; an HDF5 file's header and attributes about 4 kB. A running chain's state/ holds every
+// step's weights so far, the last two steps' models (one of each step, for the next iteration) and
 // the step in progress: PET's training state (about 3 models: the model, the optimiser's
 // moment, the best epoch's) and the MLP's fit (one MLP).
-constexpr double kHistogramBytesPerObservable = 8.5e3;
+constexpr double kHistogramBytes = 1.8e3;
+constexpr double kHistogramBytesPerBin = 24;
 constexpr double kHistoryBytesPerStep = 0.8e3;
 constexpr double kHistoryBytesPerPetEpoch = 0.45e3;
 constexpr double kHistoryBytesPerMlpEpoch = 0.2e3;
@@ -667,13 +670,16 @@ std::optional<jobs::DiskUseEstimate> estimateChainTaskOutput(const nlohmann::jso
   };
   const int rows = c.iteration_weights ? steps + 1 : 1;
   const double weights = weightsBytes(rows);
-  const double observables = static_cast<double>(data::substructureObservableNames().size());
+  double histograms = 0;  // the unfolded, the prior and one per iteration, of each observable
+  for (const std::vector<double>& edges : chainBinning(c))
+    histograms += (2 + spec.iterations) *
+                  (kHistogramBytes + kHistogramBytesPerBin * static_cast<double>(edges.size() - 1));
   const bool pet = c.classifier != "mlp", mlp = c.classifier != "pet";
   const double history_per_step =
       kHistoryBytesPerStep + (pet ? kHistoryBytesPerPetEpoch * c.epochs : 0) +
       (mlp ? kHistoryBytesPerMlpEpoch * std::min(c.mlp.epochs, c.mlp.patience + 4) : 0);
-  const double small = kHistogramBytesPerObservable * observables + kH5HeaderBytes +
-                       steps * c.step_ensemble * history_per_step + kRecordBytes;
+  const double small =
+      histograms + kH5HeaderBytes + steps * c.step_ensemble * history_per_step + kRecordBytes;
   const std::optional<double> pet_bytes =
       pet ? petStepModelBytes(spec) : std::optional<double>(0.0);
   const double mlp_bytes = mlp ? mlpStepModelBytes(c) : 0;
@@ -727,14 +733,33 @@ std::optional<jobs::DiskUseEstimate> estimateChainAggregateOutput(const jobs::Ca
   const std::string mode = spec.aggregate.value("event_weights", std::string("all"));
   const double columns = mode == "none" ? 0 : columnsIn(mode == "central");
   const double weights = 8.0 * static_cast<double>(*nominal) * columns;
-  // bands.h5 (per observable: four covariance-like matrices of about 50 bins, the replicas'
-  // densities), summary.json, and two figures per observable unless "plots" is false.
+  // bands.h5 (per observable: its bins x bins matrices and the replicas' densities, on the
+  // nominal chains' binning), summary.json, and two figures per observable unless "plots" is
+  // false. The matrices as the aggregation counts them (aggregateRunsWithOptions; a
+  // variation's source is its name where it names none).
   int replicas = spec.replicas;
-  for (const jobs::Variation& v : spec.variations) replicas += v.replicas;
+  size_t matrices = 3 + (spec.members > 1 ? 1 : 0);
+  std::map<std::string, int> sources;  // a source's replicas (the most of its variations')
+  for (const jobs::Variation& v : spec.variations) {
+    replicas += v.replicas;
+    if (v.type == "mc_bootstrap") matrices += 2;
+    if (v.type == "detector" || v.type == "modelling")
+      sources[v.source] = std::max(sources[v.source], v.replicas);
+  }
+  for (const auto& [name, n] : sources) matrices += 1 + (n >= 2 ? 3 : 0);
+  std::vector<std::pair<std::string, size_t>> bins;
+  {
+    const ChainSpec nominal_chain =
+        chainSpecFromJson(chainParamsOfCampaignTask(spec.taskDef(0).params, "tasks/t"));
+    const std::vector<std::string> names = data::substructureObservableNames();
+    const std::vector<std::vector<double>> edges = chainBinning(nominal_chain.config);
+    for (size_t o = 0; o < names.size(); ++o) bins.emplace_back(names[o], edges[o].size() - 1);
+  }
   const bool plots = spec.aggregate.value("plots", true);
-  const double observables = static_cast<double>(data::substructureObservableNames().size());
-  const double bands =
-      observables * (4 * 50 * 50 * 8 + 50 * 8.0 * replicas + 20e3 + (plots ? 80e3 : 0));
+  const double observables = static_cast<double>(bins.size());
+  const BandsSize band_size = bandsSize(bins, static_cast<size_t>(replicas), matrices,
+                                        "`foldfarm campaign aggregate D --binning`");
+  const double bands = band_size.bytes + observables * (plots ? 80e3 : 0);
   jobs::DiskUseEstimate e;
   e.use.bytes = weights + bands;
   // The directory, bands.h5, summary.json, event_weights.h5, the figures.
@@ -745,6 +770,7 @@ std::optional<jobs::DiskUseEstimate> estimateChainAggregateOutput(const jobs::Ca
                                 jobs::formatCount(static_cast<double>(*nominal)) +
                                 " events x 8 B, aggregate.event_weights " + mode + ")") +
           ", bands, summary and figures about " + jobs::formatBytes(bands);
+  e.warning = band_size.warning;
   if (mode == "all")
     e.advice = "\"aggregate\": {\"event_weights\": \"central\"} in the spec keeps " +
                jobs::formatCount(columnsIn(true)) + " column(s) of event_weights.h5: " +

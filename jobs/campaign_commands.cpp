@@ -112,6 +112,7 @@ void initCommand(const std::string& spec_path, const std::string& dir) {
                   .c_str()
             : "",
         shellWord(c.dir() + "/spec.json").c_str());
+    for (const std::string& w : disk->warnings) logWarn("campaign {}: {}", c.dir(), w);
     if (const std::optional<FreeSpace> free = freeSpaceAt(c.dir()))
       if (const std::string shortfall = diskShortfall(*disk, *free, c.dir()); !shortfall.empty())
         logWarn("campaign {}: {}", c.dir(), shortfall);

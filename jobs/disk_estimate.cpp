@@ -192,6 +192,7 @@ CampaignDiskEstimate estimateCampaignDisk(const CampaignSpec& spec, Campaign* me
     if (e.aggregate) {
       e.aggregate->use = withBlockSlack(e.aggregate->use);
       addAdvice(e.advice, e.aggregate->advice);
+      if (!e.aggregate->warning.empty()) e.warnings.push_back(e.aggregate->warning);
     }
   }
   return e;
@@ -229,7 +230,8 @@ nlohmann::json CampaignDiskEstimate::toJson() const {
                       {"tasks_unknown", tasks_unknown},
                       {"running_bytes_each", runningBytesEach()},
                       {"groups", std::move(gs)},
-                      {"advice", advice}};
+                      {"advice", advice},
+                      {"warnings", warnings}};
   if (aggregate)
     j["aggregate"] = {
         {"bytes", aggregate->use.bytes}, {"files", aggregate->use.files}, {"how", aggregate->how}};
@@ -416,6 +418,7 @@ std::string describeDiskEstimate(const CampaignDiskEstimate& disk, int slots) {
             formatBytes(running) + " (" + formatCount(at_once) +
             " at once: " + formatBytes(running * at_once) + ")\n";
   }
+  for (const std::string& w : disk.warnings) text += "    warning: " + w + "\n";
   for (const std::string& a : disk.advice) text += "    smaller: " + a + "\n";
   return text;
 }

@@ -49,6 +49,8 @@ struct CampaignDiskEstimate {
   std::string measured_from;                 // plan --from's directory, or ""
   // How to make the outputs smaller (the kind's advice; each once).
   std::vector<std::string> advice;
+  // What to know before they are made (DiskUseEstimate::warning: the aggregation's memory).
+  std::vector<std::string> warnings;
 
   DiskUse total() const {
     return {tasks.bytes + (aggregate ? aggregate->use.bytes : 0),

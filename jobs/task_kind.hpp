@@ -96,6 +96,9 @@ struct DiskUseEstimate {
   double running_bytes = 0;
   std::string how;
   std::string advice;
+  // What the user should know before it is made, beyond its size on disk (the aggregation's
+  // memory); "" when nothing. `campaign init` logs it, `campaign plan` prints it.
+  std::string warning;
 };
 
 struct TaskKindTraits {

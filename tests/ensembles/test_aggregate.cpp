@@ -1154,6 +1154,35 @@ TEST(AggregateFigures, ATitleSaysWhatHasNothingInsideTheBinning) {
 // A paired difference is clear only beyond Student's t of its replicas: over 2 replicas a
 // difference of 4 standard errors is not (t = 12.7 for 1 degree of freedom; it was bold at 2),
 // over 8 replicas of the same pattern it is (t = 2.36).
+// What bands.h5 takes grows with the square of the bins: at OmniLearn's 49 bins a few hundred
+// kB, nothing said; beyond a gigabyte the observables that make it so are named, with the size
+// of one matrix and how to make it smaller. (`ChainCampaign.PlanSaysWhatTheCampaignWillTakeOnDisk`
+// compares the figure with a real campaign's bands.h5.)
+TEST(BandsSize, ABinningWhoseMatricesTakeGigabytesIsWarnedOf) {
+  using foldfarm::ensembles::bandsSize;
+  const std::vector<std::pair<std::string, size_t>> omnilearn = {
+      {"mass", 49}, {"width", 49}, {"multiplicity", 79}};
+  const auto small = bandsSize(omnilearn, 100, 4, "`aggregate --binning`");
+  EXPECT_NEAR(small.bytes, 8.0 * (4 * (49 * 49 * 2 + 79 * 79) + 112 * (49 * 2 + 79)) + 3 * 20e3,
+              1e-6);
+  EXPECT_EQ(small.warning, "");
+  const auto one = bandsSize({{"mass", 10000}, {"width", 49}}, 2, 3, "`aggregate --binning`");
+  EXPECT_EQ(one.warning,
+            "bands.h5 will take about 2.4 GB, and the aggregation about as much memory: the "
+            "binning of mass (10,000 bins) gives 3 matrices of bins x bins (10,000 x 10,000: 800 "
+            "MB each); fewer bins make them smaller (the weights do not depend on the binning: "
+            "`aggregate --binning` rebins finished chains without training again)");
+  const auto three =
+      bandsSize({{"mass", 5000}, {"width", 10000}, {"zg", 999}, {"tau21", 1000}}, 2, 3, "X");
+  EXPECT_NE(three.warning.find("the binnings of mass (5,000 bins), width (10,000 bins) and tau21 "
+                               "(1,000 bins) give each 3 matrices"),
+            std::string::npos)
+      << three.warning;
+  // Just below and above the line.
+  EXPECT_EQ(bandsSize({{"mass", 5000}}, 0, 4, "X").warning, "");  // 0.8 GB
+  EXPECT_NE(bandsSize({{"mass", 5000}}, 0, 5, "X").warning, "");  // 1.0 GB and 20 kB
+}
+
 TEST_F(AggregateTest, AClearBestOverFewPairedReplicasNeedsStudentsT) {
   const auto write = [&](const std::string& set, int replicas) {
     for (int r = 0; r <= replicas; ++r) {

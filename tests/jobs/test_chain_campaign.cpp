@@ -797,12 +797,15 @@ std::pair<double, double> diskUseOf(const std::string& dir) {
 // the tasks' directories (weights.h5 sized by the simulation's events, the histograms and
 // records, the steps' models that the nominal chains keep for the warm-started variations) and
 // of the aggregation is within a fifth of what the campaign then leaves; `--from` the campaign
-// gives what its tasks took. `campaign init` says the total.
+// gives what its tasks took. `campaign init` says the total. The histograms and bands are
+// sized by the binning (mass on 400 bins here: its bins x bins matrices are most of bands.h5);
+// a binning whose matrices would take gigabytes is warned of, by `plan` and `init`.
 TEST_F(ChainCampaign, PlanSaysWhatTheCampaignWillTakeOnDisk) {
   synthFile("mc_up.h5", "sim", "11", "energy_scale=1.05");
   synthFile("mc_down.h5", "sim", "11", "energy_scale=0.95");
   json s = spec(2, 1);
   s["variations"] = detectorPair();
+  s["chain"]["config"]["binning"] = {{"mass", {{"lo", 0}, {"hi", 300}, {"bins", 400}}}};
   const std::string spec_path = writeSpec(scratch_, s, "disk-spec.json");
   const auto plan = [&](const std::vector<std::string>& more, const std::string& tag) {
     std::vector<std::string> a = {"campaign", "plan", spec_path, "--gpus", "1", "--json"};
@@ -843,6 +846,24 @@ TEST_F(ChainCampaign, PlanSaysWhatTheCampaignWillTakeOnDisk) {
   for (const json& g : measured.at("groups"))
     for (const json& p : g.at("parts")) EXPECT_GE(p.value("measured_on", 0), 1) << g.dump();
   EXPECT_EQ(measured.at("groups").at(0).at("parts").size(), 2u) << measured.dump();
+  EXPECT_EQ(estimate.at("warnings"), json::array()) << estimate.dump();
+
+  // 10,000 bins: 4 matrices of 800 MB for mass (its covariance, correlation and total
+  // covariance, and the detector source's, whose shift has no noise estimate from one replica),
+  // said before anything is made.
+  s["chain"]["config"]["binning"]["mass"]["bins"] = 10000;
+  ASSERT_NO_THROW(writeSpec(scratch_, s, "disk-spec.json"));
+  const json fine = plan({"--task-minutes", "1"}, "plan-fine");
+  ASSERT_EQ(fine.at("warnings").size(), 1u) << fine.dump();
+  const std::string warning = fine.at("warnings").at(0).get<std::string>();
+  for (const char* part : {"bands.h5 will take about 3.2 GB, and the aggregation about as much "
+                           "memory: the binning of mass (10,000 bins) gives 4 matrices of bins "
+                           "x bins (10,000 x 10,000: 800 MB each)",
+                           "`foldfarm campaign aggregate D --binning` rebins"})
+    EXPECT_NE(warning.find(part), std::string::npos) << part << " in " << warning;
+  init(s, "disk-fine");
+  EXPECT_NE(readText(scratch_ + "/disk-fine-init.err").find(warning), std::string::npos)
+      << readText(scratch_ + "/disk-fine-init.err");
 }
 
 // On a file system with less room than the campaign's outputs will take (a 4 MB tmpfs, filled

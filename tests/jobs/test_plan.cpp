@@ -154,20 +154,21 @@ TEST(Plan, FiguresAreGivenMeasuredOrDefaultAndAMeasuredSpreadBeyondTheBoundIsHel
 TEST(DiskEstimate, TasksAreSummedPerGroupWithTheAggregation) {
   registerTaskKind(
       "sized", TaskRunner([](const nlohmann::json&, const std::string&) { return TaskOutcome{}; }),
-      TaskKindTraits{true,
-                     nullptr,
-                     std::nullopt,
-                     nullptr,
-                     nullptr,
-                     {},
-                     [](const nlohmann::json& p) -> std::optional<DiskUseEstimate> {
-                       const double mb = p.at("mb").get<double>();
-                       return DiskUseEstimate{
-                           {mb * 1e6, 3}, 2 * mb * 1e6, "mb " + std::to_string(int(mb)), "less"};
-                     },
-                     [](const CampaignSpec& s) -> std::optional<DiskUseEstimate> {
-                       return DiskUseEstimate{{1e6 * s.replicas, 5}, 0, "bands", "fewer"};
-                     }});
+      TaskKindTraits{
+          true,
+          nullptr,
+          std::nullopt,
+          nullptr,
+          nullptr,
+          {},
+          [](const nlohmann::json& p) -> std::optional<DiskUseEstimate> {
+            const double mb = p.at("mb").get<double>();
+            return DiskUseEstimate{
+                {mb * 1e6, 3}, 2 * mb * 1e6, "mb " + std::to_string(int(mb)), "less", ""};
+          },
+          [](const CampaignSpec& s) -> std::optional<DiskUseEstimate> {
+            return DiskUseEstimate{{1e6 * s.replicas, 5}, 0, "bands", "fewer", "much memory"};
+          }});
   registerTaskKind("unsized", TaskRunner([](const nlohmann::json&, const std::string&) {
                      return TaskOutcome{};
                    }),
@@ -199,11 +200,12 @@ TEST(DiskEstimate, TasksAreSummedPerGroupWithTheAggregation) {
         "    nominal: 6 task(s)\n      5 x 2.0 MB (mb 2)\n      1 x 4.0 MB (mb 4)\n",
         "    variation alt: 2 task(s), 10 MB each (mb 10)\n", "    aggregate: 3.0 MB (bands)\n",
         "each running task's state/ adds up to about 20 MB (4 at once: 80 MB)\n",
-        "    smaller: less\n    smaller: fewer\n"})
+        "    warning: much memory\n    smaller: less\n    smaller: fewer\n"})
     EXPECT_NE(text.find(line), std::string::npos) << line << " in\n" << text;
   const nlohmann::json js = e.toJson();
   EXPECT_DOUBLE_EQ(js.at("bytes").get<double>(), 37e6 + 29 * 2048);
   EXPECT_EQ(js.at("aggregate").at("how"), "bands");
+  EXPECT_EQ(js.at("warnings"), nlohmann::json::array({"much memory"}));
   EXPECT_EQ(js.at("groups").at(1).at("parts").at(0).at("bytes_each"), 10e6 + 3 * 2048);
   j["task"] = "unsized";
   const CampaignDiskEstimate none =
@@ -220,7 +222,7 @@ TEST(DiskEstimate, TasksAreSummedPerGroupWithTheAggregation) {
 TEST(DiskEstimate, AShortfallNamesTheDirectoryTheFiguresAndWhatMakesItSmaller) {
   CampaignDiskEstimate e;
   e.tasks = {2e9, 100};
-  e.aggregate = DiskUseEstimate{{1e9, 20}, 0, "bands", ""};
+  e.aggregate = DiskUseEstimate{{1e9, 20}, 0, "bands", "", ""};
   e.advice = {"\"iteration_weights\": false"};
   FreeSpace free;
   free.bytes = 2.5e9;
