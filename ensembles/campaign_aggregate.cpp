@@ -9,10 +9,13 @@
 
 #include "core/base/error.hpp"
 #include "core/base/fd.hpp"
+#include "core/base/file_stat.hpp"
 #include "core/base/log.hpp"
 #include "core/base/sha256.hpp"
 #include "core/base/text.hpp"
 #include "ensembles/chain_groups.hpp"
+#include "ensembles/rebin.hpp"
+#include "jobs/aggregation_record.hpp"
 #include "jobs/campaign.hpp"
 #include "jobs/input_record.hpp"
 
@@ -186,8 +189,13 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
     throw InputError(dir + ": aggregate needs a campaign of chain tasks (this one runs '" +
                      spec.kind + "')");
   std::vector<std::string> runs;
-  camp.forEachTask([&](const jobs::TaskRecord& t) { runs.push_back(camp.taskDir(t.id)); },
-                   jobs::TaskState::kDone);
+  jobs::DoneTasksDigest digest;  // what `campaign status` compares the recorded bands with
+  camp.forEachTask(
+      [&](const jobs::TaskRecord& t) {
+        runs.push_back(camp.taskDir(t.id));
+        digest.add(t);
+      },
+      jobs::TaskState::kDone);
   if (runs.empty()) {
     // The way to chains that are done: a run, or for cancelled and failed ones a retry.
     const jobs::StateCounts counts = camp.counts();
@@ -285,6 +293,34 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
                      shellWord(camp.dir()) + " --task " + *id + "`, then aggregate again");
   }
   r.aggregated = true;
+  // 4. The record `campaign status` reads: the command's options, to make it again as it was.
+  jobs::AggregationRecord record;
+  record.out = std::filesystem::absolute(r.out).lexically_normal().string();
+  const auto absolute = [](const std::string& path) {
+    return std::filesystem::absolute(path).lexically_normal().string();
+  };
+  std::vector<std::string> words;
+  if (!truth.empty()) words.push_back("--truth " + shellWord(absolute(truth)));
+  if (choices.no_plots) words.push_back("--no-plots");
+  if (!choices.event_weights.empty())
+    words.push_back("--event-weights " + shellWord(choices.event_weights));
+  if (!choices.shift_noise.empty())
+    words.push_back("--shift-noise " + shellWord(choices.shift_noise));
+  if (!choices.binning.empty())
+    words.push_back("--binning " + shellWord(binningArgumentIsJson(choices.binning)
+                                                 ? choices.binning
+                                                 : absolute(choices.binning)));
+  if (!out.empty()) words.push_back("--out " + shellWord(record.out));
+  for (const std::string& w : words) record.options += (record.options.empty() ? "" : " ") + w;
+  record.chains = r.chains;
+  record.done_digest = digest.hex();
+  record.summary_mtime_ns = statPath(r.out + "/summary.json").mtime_ns;
+  try {
+    jobs::recordAggregation(camp.dir(), record);
+  } catch (const std::exception& e) {
+    // The bands are written: a record that could not be is said, not an error.
+    logWarn("campaign aggregate: {} (`campaign status` will not judge {})", e.what(), r.out);
+  }
   return r;
 }
 

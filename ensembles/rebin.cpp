@@ -95,13 +95,17 @@ std::vector<std::vector<double>> observableEdges(const ObservableBinnings& b) {
   return edges;
 }
 
+bool binningArgumentIsJson(const std::string& arg) {
+  const size_t first = arg.find_first_not_of(" \t\n");
+  return first != std::string::npos && (arg[first] == '{' || arg[first] == '[');
+}
+
 namespace {
 
 constexpr const char* kBinningExample = "'{\"mass\": {\"lo\": 0, \"hi\": 300, \"bins\": 60}}'";
 
 ObservableBinnings binningArgument(const std::string& arg) {
-  const size_t first = arg.find_first_not_of(" \t\n");
-  if (first != std::string::npos && (arg[first] == '{' || arg[first] == '[')) {
+  if (binningArgumentIsJson(arg)) {
     return binningFromJson(
         parseJsonText(arg, "--binning",
                       std::string("give e.g. ") + kBinningExample + " or a file holding it"),

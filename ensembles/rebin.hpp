@@ -38,6 +38,9 @@ std::vector<std::vector<double>> observableEdges(const ObservableBinnings& b);
 // ARG holding it (or a chain config holding it as "binning"). InputError naming the argument
 // or the file for a file that cannot be read, bad JSON or a mistake of binningFromJson.
 ObservableBinnings readBinningArgument(const std::string& arg);
+// Whether `--binning ARG` is the JSON itself (its first non-blank character '{' or '['), not a
+// file.
+bool binningArgumentIsJson(const std::string& arg);
 
 // Rebins finished chains (their directories in any order; simulations read once each, kept
 // for the chains that follow: per event its weight and its bin of each observable rebinned,

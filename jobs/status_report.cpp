@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <utility>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "core/base/json_file.hpp"
 #include "core/base/progress.hpp"
 #include "core/base/text.hpp"
+#include "jobs/aggregation_record.hpp"
 #include "jobs/cancel_request.hpp"
 #include "jobs/disk_estimate.hpp"
 #include "jobs/input_record.hpp"
@@ -90,9 +92,11 @@ json statusJson(Campaign& campaign) {
   const std::vector<TaskState> states = campaign.journal().states();
   int ready = 0, waiting = 0;
   json held = json::array();
+  DoneTasksDigest digest;  // what the recorded aggregations are compared with
   // One pass over the tasks, streamed: a campaign of 400,000 tasks with their results is
   // hundreds of MB when read whole.
   campaign.forEachTask([&](const TaskRecord& t) {
+    digest.add(t);
     if (t.state == TaskState::kPending) {
       auto b = graph.blocked(t.index, states);
       if (!b) {
@@ -180,6 +184,22 @@ json statusJson(Campaign& campaign) {
   j["inputs_changed"] = inputChangeSince(spec.inputs_at_init);
   j["outputs_in_use"] = campaignOutputsUser(campaign.dir());
   j["aggregated_chains"] = aggregatedChains(campaign.dir());
+  // The aggregations `campaign aggregate` recorded whose outputs are still as it wrote them
+  // (one removed, or written since by another command, is no longer its to judge): stale where
+  // the done tasks it read are not those done now.
+  {
+    const std::string now = digest.hex();
+    json list = json::array();
+    for (const AggregationRecord& r : readAggregationRecords(campaign.dir())) {
+      const FileStat summary = statPath(r.out + "/summary.json");
+      if (!summary.regular || summary.mtime_ns != r.summary_mtime_ns) continue;
+      list.push_back({{"out", r.out},
+                      {"options", r.options},
+                      {"chains", r.chains},
+                      {"stale", r.done_digest != now}});
+    }
+    j["aggregations"] = std::move(list);
+  }
   j["aggregation_interrupted"] =
       statPath(campaign.dir() + "/aggregate/" + kAggregateCommitRecord).exists;
   j["orchestrator"] = campaignOrchestrator(campaign.dir());
@@ -338,7 +358,24 @@ std::string statusText(const json& s) {
     out += "  aggregate: an aggregation was killed while it renamed its outputs into place, so " +
            dir + "/aggregate holds files of two aggregations; `foldfarm campaign aggregate " +
            shellWord(dir) + "` finishes it\n";
-  else if (aggregated.is_number() && aggregated.get<int64_t>() != done)
+  // The recorded aggregations (D/aggregate among them) that the campaign has outgrown, each
+  // with the command that makes it again as it was made; D/aggregate without a record (made
+  // before records were kept) by its count of chains.
+  const std::string own = std::filesystem::absolute(dir + "/aggregate").lexically_normal().string();
+  bool own_recorded = false;
+  for (const json& a : s.value("aggregations", json::array())) {
+    const std::string at = a["out"].get<std::string>();
+    own_recorded = own_recorded || at == own;
+    if (!a["stale"].get<bool>()) continue;
+    const std::string options = a["options"].get<std::string>();
+    out += "  aggregate: " + (at == own ? dir + "/aggregate" : at) + " holds " +
+           std::to_string(a["chains"].get<int>()) +
+           " chain(s) as they were before the campaign's done chains changed (" +
+           std::to_string(done) + " done now): `foldfarm campaign aggregate " + shellWord(dir) +
+           (options.empty() ? "" : " " + options) + "` makes it again\n";
+  }
+  if (!s.value("aggregation_interrupted", false) && !own_recorded && aggregated.is_number() &&
+      aggregated.get<int64_t>() != done)
     out += "  aggregate: of " + std::to_string(aggregated.get<int64_t>()) + " chain(s), " +
            std::to_string(done) + " done now: run `foldfarm campaign aggregate " + shellWord(dir) +
            "` again for bands of them all\n";

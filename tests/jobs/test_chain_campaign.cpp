@@ -290,6 +290,19 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   EXPECT_EQ(other["truth"],
             (json{{"path", mc}, {"size", fs::file_size(mc)}, {"sha256", sha256File(mc)}}))
       << other.dump();
+  // `campaign status` knows both aggregations, how each was made, and that neither is stale.
+  ASSERT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, "status-aggs"), 0);
+  const json aggs = json::parse(readText(scratch_ + "/status-aggs.out"))["aggregations"];
+  const std::string binning = R"({"mass": {"lo": 0, "hi": 75, "bins": 30}})";
+  EXPECT_EQ(aggs, (json{{{"out", dir + "/aggregate_mass30"},
+                         {"options", "--no-plots --binning '" + binning + "' --out " + dir +
+                                         "/aggregate_mass30"},
+                         {"chains", 16},
+                         {"stale", false}},
+                        {{"out", dir + "/aggregate"},
+                         {"options", "--truth " + mc},
+                         {"chains", 16},
+                         {"stale", false}}}));
 
   // The simulation generated again and accepted: every chain runs again on it (each reads
   // it), the aggregate names its new checksum, the earlier one is kept under superseded/.
@@ -306,6 +319,29 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
       << readText(scratch_ + "/rerun.err");
   ASSERT_EQ(runFoldfarm({"campaign", "aggregate", dir}, scratch_, "agg-accepted"), 0)
       << readText(scratch_ + "/agg-accepted.err");
+  // The rebinned bands under --out are of the chains before: as many, but not the same. Status
+  // names them with the command that makes them again as they were made (D/aggregate, just
+  // made, is not named), and once that has run, names nothing.
+  const auto statusText = [&](const std::string& tag) {
+    EXPECT_EQ(runFoldfarm({"campaign", "status", dir}, scratch_, tag), 0);
+    return readText(scratch_ + "/" + tag + ".out");
+  };
+  const std::string stale = statusText("status-stale");
+  EXPECT_NE(stale.find("  aggregate: " + dir +
+                       "/aggregate_mass30 holds 16 chain(s) as they were before the campaign's "
+                       "done chains changed (16 done now): `foldfarm campaign aggregate " +
+                       dir + " --no-plots --binning '" + binning + "' --out " + dir +
+                       "/aggregate_mass30` makes it again\n"),
+            std::string::npos)
+      << stale;
+  EXPECT_EQ(stale.find(dir + "/aggregate holds"), std::string::npos) << stale;
+  ASSERT_EQ(runFoldfarm({"campaign", "aggregate", dir, "--no-plots", "--binning", binning, "--out",
+                         dir + "/aggregate_mass30"},
+                        scratch_, "agg-rebinned-again"),
+            0)
+      << readText(scratch_ + "/agg-rebinned-again.err");
+  EXPECT_EQ(statusText("status-fresh").find(" holds "), std::string::npos)
+      << readText(scratch_ + "/status-fresh.out");
   const json again = json::parse(readText(dir + "/aggregate/summary.json"));
   EXPECT_EQ(again["chains"], 16);
   EXPECT_EQ(again["inputs"]["nominal"]["mc"]["sha256"], sha256File(mc));
