@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "core/base/error.hpp"
+#include "core/base/log.hpp"
 #include "core/data/histogram.hpp"
 #include "core/data/jet_reader.hpp"
 
@@ -152,9 +153,11 @@ TruthHistograms readTruth(const std::string& path, const std::vector<ObservableH
     for (size_t b = 0; b < var.size(); ++b) var[b] = t.covariance.back()[b * var.size() + b];
     t.variance.push_back(std::move(var));
     t.mean_error.push_back(meanError(hists[o].sumw, hists[o].sumw2, hists[o].edges));
-    double inside = 0;
+    double inside = 0, inside2 = 0;
     for (double x : hists[o].sumw) inside += x;
+    for (double x : hists[o].sumw2) inside2 += x;
     t.outside.push_back({(*hists[o].outside)[0], (*hists[o].outside)[1], inside});
+    t.entries.push_back(inside2 > 0 ? inside * inside / inside2 : 0.0);
   }
   return t;
 }
@@ -187,7 +190,23 @@ nlohmann::json truthComparison(const TruthHistograms& truth, size_t o,
     w2[b] /= replica.members;
   }
   const std::vector<double> var_unfolded = densityVariance(w1, w2, edges);
-  js["delta_floor"] = deltaFloor(nominal, var_unfolded, t, truth.variance[o], edges);
+  const double floor = deltaFloor(nominal, var_unfolded, t, truth.variance[o], edges);
+  js["delta_floor"] = floor;
+  // The floor is the expectation's second-order expansion in the bins' fluctuations: with few
+  // truth events a bin it is low (a multinomial study of a smooth 49-bin spectrum against an
+  // unfolded sample of 10^5: 4% at 40 events a bin, 14% at 10, half at 0.2, and 0 for a truth
+  // of one event, whose density has no spread of its own).
+  size_t filled = 0;
+  for (size_t b = 0; b < t.size(); ++b) filled += (t[b] > 0 || nominal[b] > 0) ? 1 : 0;
+  if (filled > 0 && truth.entries[o] < kFloorEntriesPerBin * static_cast<double>(filled))
+    logWarn(
+        "aggregate: {}: the truth holds {:.0f} effective event(s) over the {} bins that it or "
+        "the unfolded result fills ({:.1f} a bin): delta_floor ({:.1f}) is an expansion for many "
+        "events a bin and lies below the Δ a perfect unfolding would show (by about 15% at 10 a "
+        "bin, half at 0.2, all of it for one event); more truth events or fewer bins (`aggregate "
+        "--binning`) make it a floor",
+        u.prior.name, truth.entries[o], filled, truth.entries[o] / static_cast<double>(filled),
+        floor);
   // Fraction of the prior-to-truth shift of the mean that the unfolding recovered.
   const double m_prior = densityMean(u.prior_density, edges);
   const double m_truth = densityMean(t, edges);

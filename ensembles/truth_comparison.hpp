@@ -23,6 +23,8 @@ struct TruthHistograms {
   // Per observable: the density's covariance from the sample's statistics (densityCovariance).
   std::vector<std::vector<double>> covariance;
   std::vector<double> mean_error;  // per observable: standard error of its mean
+  // Per observable: the effective events inside the binning, (Σw)² / Σw² (0 for none).
+  std::vector<double> entries;
   // Per observable: the truth's Σw below the binning, above it, and in it.
   std::vector<std::array<double, 3>> outside;
 };
@@ -55,6 +57,9 @@ struct UnfoldedObservable {
 // shift_recovered, shift_significance, coverage_68_total, coverage_95_total, and per replica
 // of the band (keyed by its number) replica_delta_unfolded and replica_shift_recovered: what
 // a comparison of two campaigns of one campaign seed pairs replica by replica.
+// Warns where the truth holds fewer than kFloorEntriesPerBin effective events per bin that
+// it or the unfolded result fills: delta_floor is a second-order expansion, low there.
+constexpr double kFloorEntriesPerBin = 10;
 nlohmann::json truthComparison(const TruthHistograms& truth, size_t o,
                                const UnfoldedObservable& unfolded);
 // The same keys, each null (an aggregation without truth).

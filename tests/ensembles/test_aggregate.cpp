@@ -18,6 +18,7 @@
 
 #include "core/base/atomic_file.hpp"
 #include "core/base/error.hpp"
+#include "core/base/log.hpp"
 #include "core/base/output_lock.hpp"
 #include "core/base/process.hpp"
 #include "core/build_info/build_info.hpp"
@@ -1154,6 +1155,30 @@ TEST(AggregateFigures, ATitleSaysWhatHasNothingInsideTheBinning) {
 // A paired difference is clear only beyond Student's t of its replicas: over 2 replicas a
 // difference of 4 standard errors is not (t = 12.7 for 1 degree of freedom; it was bold at 2),
 // over 8 replicas of the same pattern it is (t = 2.36).
+// The floor is an expansion for many truth events a bin: a truth of two events over the two
+// mass bins it and the unfolded fill is warned of, naming the observable, the events a bin and
+// the floor; 40 events over them are not.
+TEST_F(AggregateTest, AFloorOfTooFewTruthEventsABinIsWarnedOf) {
+  foldfarm::initLogging("info");
+  writeChain("r0", 0, 0, 2, 2);
+  writeChain("r1", 1, 0, 1, 3);
+  const auto warned = [&](const std::string& truth, const std::string& out) {
+    ::testing::internal::CaptureStderr();
+    aggregateRunsWithOptions({root_.string()}, (root_ / out).string(), truth,
+                             AggregateOptions{false});
+    return ::testing::internal::GetCapturedStderr();
+  };
+  const std::string two = warned(writeTruth(), "agg_two");
+  EXPECT_NE(two.find("aggregate: mass: the truth holds 2 effective event(s) over the 2 bins that "
+                     "it or the unfolded result fills (1.0 a bin): delta_floor ("),
+            std::string::npos)
+      << two;
+  std::vector<float> forty(20, 0.5f);
+  forty.insert(forty.end(), 20, 2.0f);
+  const std::string many = warned(writeTruthOfMasses("truth40.h5", forty), "agg_forty");
+  EXPECT_EQ(many.find("mass: the truth holds"), std::string::npos) << many;
+}
+
 // What bands.h5 takes grows with the square of the bins: at OmniLearn's 49 bins a few hundred
 // kB, nothing said; beyond a gigabyte the observables that make it so are named, with the size
 // of one matrix and how to make it smaller. (`ChainCampaign.PlanSaysWhatTheCampaignWillTakeOnDisk`
