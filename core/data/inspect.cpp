@@ -75,7 +75,8 @@ nlohmann::json levelSummary(const JetFile& f, const std::string& level) {
       count{"jet_multiplicity_not_the_particle_count"}, dphi{"dphi_outside_pi"},
       ratio{"log_ratio_not_negative"}, dr{"dr_not_hypot_deta_dphi"},
       onehot{"particle_type_not_one_hot"}, charge{"charge_not_unit"},
-      hidden{"padding_slots_with_values"}, energy{"energy_fractions_above_one"};
+      hidden{"padding_slots_with_values"}, energy{"energy_fractions_above_one"},
+      single{"one_particle_read_as_padding"};
   int64_t checked = 0;  // the jets the checks looked at (those passing the level's selection)
   constexpr double kPi = 3.14159265358979323846;
   for (int64_t b = 0; b < f.numJets(); b += kBlockRows) {
@@ -93,16 +94,17 @@ nlohmann::json levelSummary(const JetFile& f, const std::string& level) {
       if (!a.labels.empty()) ++labels[a.labels[i]];
       if (!pass.empty() && pass[static_cast<size_t>(i)] == 0) continue;
       ++checked;
-      if (m == 0) empty.fail(row);
       if (!(a.jet(i)[0] > 0)) pt.fail(row);
-      if (a.jet(i)[3] != static_cast<float>(m)) count.fail(row);
       bool bad_dphi = false, bad_ratio = false, bad_dr = false, bad_type = false,
-           bad_charge = false, bad_hidden = false;
-      double energy_sum = 0;  // Σ E/E_jet = Σ (1 - exp(feature 4)): at most 1
+           bad_charge = false;
+      int64_t hidden_slots = 0;  // slots read as padding (feature 2 is 0) that hold values
+      double energy_sum = 0;     // Σ E/E_jet = Σ (1 - exp(feature 4)): at most 1
       for (int64_t j = 0; j < a.P; ++j) {
         const float* x = a.particle(i, j);
         if (x[2] == 0.0f) {
-          for (int k = 0; k < kNumParticleFeatures; ++k) bad_hidden |= x[k] != 0.0f;
+          bool values = false;
+          for (int k = 0; k < kNumParticleFeatures; ++k) values |= x[k] != 0.0f;
+          hidden_slots += values ? 1 : 0;
           continue;
         }
         for (int k = 0; k < kNumParticleFeatures; ++k) part[k].add(x[k]);
@@ -125,7 +127,21 @@ nlohmann::json levelSummary(const JetFile& f, const std::string& level) {
       if (bad_dr) dr.fail(row);
       if (bad_type) onehot.fail(row);
       if (bad_charge) charge.fail(row);
-      if (bad_hidden) hidden.fail(row);
+      // A jet of one particle, which carries all of the jet's pT: log(1 - pT/pT_jet) is -inf,
+      // and a producer that fills it with 0 (np.ma.log(...).filled(0)) makes the particle
+      // padding. One warning for it, not three (no particle, a multiplicity of 1 against 0, a
+      // padding slot with values).
+      const float column = a.jet(i)[3];
+      if (m == 0 && hidden_slots == 1 && column == 1.0f) {
+        single.fail(row);
+      } else {
+        if (m == 0) empty.fail(row);
+        // A file cut to its P slots may keep the jet's full count in the column (a jet that
+        // fills every slot and counts more).
+        if (column != static_cast<float>(m) && !(m == a.P && column > static_cast<float>(m)))
+          count.fail(row);
+        if (hidden_slots > 0) hidden.fail(row);
+      }
       // The particles' energies add up to the jet's (to less where a producer dropped some
       // after forming the jet): well above 1, feature 4 is not log(1 - E/E_jet) (log(E/E_jet)
       // gives m - 1 for m particles). Two particles cannot tell (either gives 1).
@@ -141,7 +157,7 @@ nlohmann::json levelSummary(const JetFile& f, const std::string& level) {
   j["checks"] = nlohmann::json::object();
   j["checked_jets"] = checked;
   for (const Check* c :
-       {&empty, &pt, &count, &dphi, &ratio, &dr, &onehot, &charge, &hidden, &energy})
+       {&empty, &pt, &count, &dphi, &ratio, &dr, &onehot, &charge, &hidden, &energy, &single})
     j["checks"][c->key] = {{"jets", c->count}, {"first_row", c->first_row}};
   // Standardised means of the continuous particle features (the network's inputs): far from
   // zero, the file's features are not those the standardisation was made for (other units).
@@ -173,7 +189,12 @@ std::vector<std::string> levelWarnings(const std::string& level, const nlohmann:
       {"jet_pt_not_positive", "have jet pT <= 0 (jet column 0)"},
       {"jet_multiplicity_not_the_particle_count",
        "give a multiplicity (jet column 3) other than their count of particles (slots whose "
-       "feature 2 is non-zero)"},
+       "feature 2 is non-zero; a jet filling every slot may count more)"},
+      {"one_particle_read_as_padding",
+       "have one particle, whose feature 2 is 0: log(1 - pT/pT_jet) of the particle that "
+       "carries all the jet's pT is -inf, filled with 0 (np.ma.log(...).filled(0)), which "
+       "makes it padding (OmniLearn's mask drops it too): these jets train as empty; drop them "
+       "or store a finite negative value (log of 1 - pT/pT_jet clipped at 1e-8)"},
       {"dphi_outside_pi",
        "have a particle with |dphi| > pi (feature 1): wrap phi - phi_jet into (-pi, pi]"},
       {"log_ratio_not_negative",

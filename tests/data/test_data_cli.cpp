@@ -551,6 +551,11 @@ TEST_F(DataCli, InspectChecksTheParticleFeaturesAndNamesTheFirstJetOfEachProblem
   a.jet(13)[0] = -1;                              // jet pT
   for (int64_t j = 0; j < a.P; ++j)
     std::fill_n(a.particle(15, j), kNumParticleFeatures, 0.0f);  // no particle
+  // One particle, its log(1 - pT/pT_jet) = -inf filled with 0 (and its energy's alike): one
+  // warning of its own, not also "no particle", "multiplicity" and "padding slot".
+  for (int64_t j = 1; j < a.P; ++j) std::fill_n(a.particle(17, j), kNumParticleFeatures, 0.0f);
+  a.particle(17, 0)[2] = a.particle(17, 0)[4] = 0.0f;
+  a.jet(17)[3] = 1;
   const std::string bad = file("bad_features.h5");
   writeJetFile(bad, a);
   r = run({"data", "inspect", bad, "--json"});
@@ -561,7 +566,7 @@ TEST_F(DataCli, InspectChecksTheParticleFeaturesAndNamesTheFirstJetOfEachProblem
       {"dphi_outside_pi", 3},           {"log_ratio_not_negative", 5},
       {"particle_type_not_one_hot", 8}, {"padding_slots_with_values", 9},
       {"charge_not_unit", 11},          {"jet_pt_not_positive", 13},
-      {"jets_without_particles", 15}};
+      {"jets_without_particles", 15},   {"one_particle_read_as_padding", 17}};
   for (const auto& [key, row] : first) {
     EXPECT_EQ(checks[key]["jets"], 1) << key << ": " << checks.dump();
     EXPECT_EQ(checks[key]["first_row"], row) << key;
@@ -571,7 +576,7 @@ TEST_F(DataCli, InspectChecksTheParticleFeaturesAndNamesTheFirstJetOfEachProblem
   // Row 12's column and row 15's (its particles gone, its column not).
   EXPECT_EQ(checks["jet_multiplicity_not_the_particle_count"]["jets"], 2);
   EXPECT_EQ(checks["jet_multiplicity_not_the_particle_count"]["first_row"], 12);
-  EXPECT_EQ(j["warnings"].size(), 9u) << j["warnings"].dump(1);
+  EXPECT_EQ(j["warnings"].size(), 10u) << j["warnings"].dump(1);
   r = run({"data", "inspect", bad});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("warning: 1 jet(s) (1.67%, first row 3) have a particle with |dphi| > pi"),
@@ -582,6 +587,39 @@ TEST_F(DataCli, InspectChecksTheParticleFeaturesAndNamesTheFirstJetOfEachProblem
             std::string::npos)
       << r.out;
   EXPECT_EQ(r.out.find("checks: passed"), std::string::npos) << r.out;
+
+  // A file cut to 8 slots whose column 3 keeps each jet's full count: a jet filling every slot
+  // may count more (before: each warned of); one of fewer particles may not.
+  const std::string eight = file("pre8.h5");
+  ASSERT_EQ(run({"data", "synth", "--kind", "pretrain", "--jets", "60", "--seed", "5",
+                 "--particles", "8", "--out", eight})
+                .code,
+            0);
+  JetArrays cut = JetFile(eight).readJets();
+  int64_t full = 0, partial = -1;
+  for (int64_t i = 0; i < cut.n; ++i) {
+    if (cut.multiplicity(i) == cut.P) {
+      cut.jet(i)[3] = static_cast<float>(cut.P + 1 + i);
+      ++full;
+    } else if (partial < 0) {
+      partial = i;
+    }
+  }
+  ASSERT_GT(full, 0);
+  const std::string cut_path = file("cut8.h5");
+  writeJetFile(cut_path, cut);
+  r = run({"data", "inspect", cut_path, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(nlohmann::json::parse(r.out)["warnings"].empty()) << r.out;
+  if (partial >= 0) {
+    cut.jet(partial)[3] += 1;
+    writeJetFile(cut_path, cut);
+    r = run({"data", "inspect", cut_path, "--json"});
+    EXPECT_EQ(nlohmann::json::parse(r.out)["levels"]["jets"]["checks"]
+                                          ["jet_multiplicity_not_the_particle_count"]["first_row"],
+              partial)
+        << r.out;
+  }
 
   // log(pT/pT_jet) and log(E/E_jet) where log(1 - ratio) belongs.
   JetArrays l = JetFile(pre).readJets();
