@@ -1,6 +1,7 @@
 #include "ensembles/aggregate.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -579,6 +580,9 @@ void stageFigures(std::vector<AtomicFile>& staged, const std::string& out_dir,
       drawn.insert(drawn.begin() + 1,
                    {"stat: training noise", sqrtDiagonal(r.covariance_training, r.band.bins)});
     batch.add(r.name + "_breakdown", breakdownFigure(r.name, r.edges, r.band.mean, drawn));
+    if (!r.sys.sources.empty())
+      batch.add(r.name + "_shifts",
+                shiftsFigure(r.name, r.edges, r.band.mean, r.band.std, r.sys.sources));
   }
   for (const auto& [name, png] : batch.render()) {
     staged.emplace_back(out_dir + "/" + name + ".png");
@@ -738,6 +742,72 @@ ShiftNoise parseShiftNoise(const std::string& word) {
 
 // Over the bins that hold at least 0.1% of the unfolded distribution: the far tails' ratios
 // would set the scale.
+namespace {
+
+// The colour of each source's line, by its name, not its position: a source is drawn alike in
+// every campaign's figures and in both of an observable's (a colour of its own while the palette
+// lasts, then a colour again, dashed). The statistical lines in blue, mc_stat in cyan, the total
+// in black. Names are to be asked in one order (the sources' own) for the same colours.
+class SourcePalette {
+ public:
+  struct Style {
+    std::string color;
+    bool dashed = false;
+  };
+  Style of(const std::string& label) {
+    if (label == "total") return {"#000000", false};
+    if (label == "stat" || label == "stat: training noise") return {"#1f77b4", label != "stat"};
+    if (label == "mc_stat") return {"#17becf", false};
+    if (const auto it = given_.find(label); it != given_.end()) return it->second;
+    uint64_t h = 1469598103934665603ull;  // FNV-1a of the name
+    for (unsigned char c : label) h = (h ^ c) * 1099511628211ull;
+    size_t k = h % kColors.size();
+    Style st;
+    if (free_ > 0) {
+      while (taken_[k]) k = (k + 1) % kColors.size();
+      taken_[k] = true;
+      --free_;
+    } else {
+      st.dashed = true;  // past the palette: a colour again, dashed
+    }
+    st.color = kColors[k];
+    return given_[label] = st;
+  }
+
+ private:
+  static constexpr std::array<const char*, 8> kColors = {
+      "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"};
+  std::array<bool, 8> taken_{};
+  size_t free_ = kColors.size();
+  std::map<std::string, Style> given_;
+};
+
+// `values` over `nominal`, bin by bin, as steps on `edges` into `s`: the bins holding less than
+// 0.1% of the unit-area `nominal` are a gap (an undefined point breaks the line), not a line
+// drawn across them.
+void relativeSteps(const std::vector<double>& edges, const std::vector<double>& nominal,
+                   const std::vector<double>& values, plot::Series& s) {
+  for (size_t b = 0; b < nominal.size(); ++b) {
+    if (!(nominal[b] * (edges[b + 1] - edges[b]) >= 1e-3)) {
+      if (!s.x.empty() && !std::isnan(s.y.back())) {
+        s.x.push_back(edges[b]);
+        s.y.push_back(std::nan(""));
+      }
+      continue;
+    }
+    for (double x : {edges[b], edges[b + 1]}) {
+      s.x.push_back(x);
+      s.y.push_back(values[b] / nominal[b]);
+    }
+  }
+  if (!s.y.empty() && std::isnan(s.y.back())) {  // a gap at the end is none
+    s.x.pop_back();
+    s.y.pop_back();
+  }
+}
+
+}  // namespace
+
 plot::LineFigure breakdownFigure(
     const std::string& name, const std::vector<double>& edges, const std::vector<double>& nominal,
     const std::vector<std::pair<std::string, std::vector<double>>>& sigmas) {
@@ -749,13 +819,7 @@ plot::LineFigure breakdownFigure(
   fig.xmax = edges.back();
   fig.key_below = true;  // a legend beside it took a third of the width
   fig.height = 520;
-  // Each line's colour follows its name, not its position: a source is drawn alike in every
-  // campaign's figures (a colour of its own while the palette lasts), the total in black.
-  static const char* kSourceColors[] = {"#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
-                                        "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"};
-  constexpr size_t kSources = sizeof(kSourceColors) / sizeof(kSourceColors[0]);
-  std::vector<bool> taken(kSources, false);
-  size_t free_colors = kSources;
+  SourcePalette palette;
   // Without a source beside the statistical one the total is that line, and drawn over it in
   // black it hid it (the legend named a "stat" line that was nowhere): one line, named as both.
   const auto named = [&](const std::string& label) {
@@ -773,46 +837,55 @@ plot::LineFigure breakdownFigure(
     plot::Series s;
     s.label = total_is_stat && label == "total" ? "total = stat (no systematic variations)" : label;
     s.style = "lines";
-    if (label == "total") {
-      s.color = "#000000";
-      s.line_width = 3;
-    } else if (label == "stat" || label == "stat: training noise") {
-      s.color = "#1f77b4";
-      s.dashed = label != "stat";
-    } else if (label == "mc_stat") {
-      s.color = "#17becf";
-    } else {
-      uint64_t h = 1469598103934665603ull;  // FNV-1a of the name
-      for (unsigned char c : label) h = (h ^ c) * 1099511628211ull;
-      size_t k = h % kSources;
-      if (free_colors > 0) {
-        while (taken[k]) k = (k + 1) % kSources;
-        taken[k] = true;
-        --free_colors;
-      } else {
-        s.dashed = true;  // past the palette: a colour again, dashed
-      }
-      s.color = kSourceColors[k];
-    }
-    for (size_t b = 0; b < nominal.size(); ++b) {
-      if (!(nominal[b] * (edges[b + 1] - edges[b]) >= 1e-3)) {
-        // A gap, not a line drawn across the bins left out (an undefined point breaks it).
-        if (!s.x.empty() && !std::isnan(s.y.back())) {
-          s.x.push_back(edges[b]);
-          s.y.push_back(std::nan(""));
-        }
-        continue;
-      }
-      for (double x : {edges[b], edges[b + 1]}) {
-        s.x.push_back(x);
-        s.y.push_back(sigma[b] / nominal[b]);
-      }
-    }
-    if (!s.y.empty() && std::isnan(s.y.back())) {  // a gap at the end is none
-      s.x.pop_back();
-      s.y.pop_back();
-    }
+    const SourcePalette::Style st = palette.of(label);
+    s.color = st.color;
+    s.dashed = st.dashed;
+    if (label == "total") s.line_width = 3;
+    relativeSteps(edges, nominal, sigma, s);
     fig.series.push_back(std::move(s));
+  }
+  return fig;
+}
+
+plot::LineFigure shiftsFigure(const std::string& name, const std::vector<double>& edges,
+                              const std::vector<double>& nominal,
+                              const std::vector<double>& stat_sigma,
+                              const std::vector<SourceResult>& sources) {
+  plot::LineFigure fig;
+  fig.title = name + ": each variation's shift of the unfolded result";
+  fig.xlabel = data::observableLabel(name);
+  fig.ylabel = "shift / unfolded";
+  fig.xmin = edges.front();
+  fig.xmax = edges.back();
+  fig.key_below = true;
+  fig.height = 520;
+  SourcePalette palette;  // the sources' colours of the breakdown figure
+  // The statistical band's edges, for scale: a shift inside them is within the data's noise.
+  for (const double sign : {1.0, -1.0}) {
+    plot::Series s(sign > 0 ? "stat ±1σ" : "", {}, {}, "lines");
+    s.color = "#1f77b4";
+    s.dashed = true;
+    s.line_width = 1.5;
+    std::vector<double> v(stat_sigma.size());
+    for (size_t b = 0; b < v.size(); ++b) v[b] = sign * stat_sigma[b];
+    relativeSteps(edges, nominal, v, s);
+    fig.series.push_back(std::move(s));
+  }
+  for (const SourceResult& src : sources) {
+    const SourcePalette::Style st = palette.of(src.name);
+    // A pair's two sides, raw (up solid, down dashed), else the one-sided shift.
+    std::vector<std::pair<std::string, const std::vector<double>*>> sides;
+    if (!src.up.empty() && !src.down.empty())
+      sides = {{src.name + " up", &src.up}, {src.name + " down", &src.down}};
+    else
+      sides = {{src.name, &src.shift}};
+    for (size_t k = 0; k < sides.size(); ++k) {
+      plot::Series s(sides[k].first, {}, {}, "lines");
+      s.color = st.color;
+      s.dashed = k == 1 || (sides.size() == 1 && st.dashed);
+      relativeSteps(edges, nominal, *sides[k].second, s);
+      fig.series.push_back(std::move(s));
+    }
   }
   return fig;
 }
@@ -921,7 +994,10 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     if (weights_plan) names.push_back("event_weights.h5");
     if (figures)
       for (const ObservableHistogram& h : nominal.prior)
-        for (const char* suffix : {".png", "_breakdown.png"}) names.push_back(h.name + suffix);
+        for (const char* suffix : {".png", "_breakdown.png", "_shifts.png"})
+          if (std::string(suffix) != "_shifts.png" || !sys.plan.sources.empty() ||
+              !sys.plan.non_closure.empty())
+            names.push_back(h.name + suffix);
     refuseForeignFiles(names, out_dir, earlier);
   }
   // A variation's column minus the column of what its shift is measured from is its shift (a

@@ -123,6 +123,16 @@ SystematicsResult computeSystematics(
     McTrainingNoise mc_training, const std::optional<std::vector<double>>& nominal_member_cov,
     ShiftNoise shift_noise);
 
+// `<obs>_shifts.png`: each detector, modelling and non-closure source's signed shift of the
+// unfolded result relative to it, per bin (a pair's up solid and down dashed in the source's
+// colour of the breakdown figure, a one-sided source's shift solid), between the dashed
+// statistical ±1σ (`stat_sigma`) for scale; the bins breakdownFigure leaves out are gaps here
+// too. Drawn where the aggregation has such a source.
+plot::LineFigure shiftsFigure(const std::string& name, const std::vector<double>& edges,
+                              const std::vector<double>& nominal,
+                              const std::vector<double>& stat_sigma,
+                              const std::vector<SourceResult>& sources);
+
 // Each uncertainty's sigma per bin (summary.json "uncertainty"), stat first, total last.
 std::vector<std::pair<std::string, std::vector<double>>> uncertaintySigmas(
     const BandStats& band, const SystematicsResult& sys);

@@ -186,6 +186,7 @@ struct ReportInputs {
   WeightDiagnostics weights;
   std::map<std::string, std::string> agg_png;        // observable -> PNG of the aggregation
   std::map<std::string, std::string> breakdown_png;  // observable -> <obs>_breakdown.png
+  std::map<std::string, std::string> shifts_png;     // observable -> <obs>_shifts.png
   std::vector<std::string> warm_png;
   std::vector<std::pair<std::string, json>> warm_json;
   std::vector<std::string> observables;  // bands.h5's order, then the summary's other names
@@ -258,9 +259,12 @@ ReportInputs readReportInputs(const std::string& campaign_dir, const ReportOptio
         in.agg_png[o.name] = std::move(*png);
   if (in.summary)
     for (auto it = (*in.summary)["observables"].begin(); it != (*in.summary)["observables"].end();
-         ++it)
+         ++it) {
       if (auto png = readPngIfPresent(in.agg + "/" + it.key() + "_breakdown.png"))
         in.breakdown_png[it.key()] = std::move(*png);
+      if (auto png = readPngIfPresent(in.agg + "/" + it.key() + "_shifts.png"))
+        in.shifts_png[it.key()] = std::move(*png);
+    }
   in.warm_png = pngFilesIn(in.warm);
   for (const auto& f : jsonFilesIn(in.warm)) {
     in.warm_json.emplace_back(f, readJsonFile(f, "rerun the study"));
@@ -682,10 +686,15 @@ void uncertaintySection(Page& page, const ReportInputs& in) {
                    vr, "variations-table");
   }
   std::string figs;
-  for (const auto& name : in.observables)
+  for (const auto& name : in.observables) {
     if (in.breakdown_png.count(name))
       figs += page.figure(in.breakdown_png.at(name), name + ": relative uncertainty per bin",
                           in.agg + "/" + name + "_breakdown.png");
+    // Beside it, each source's signed shift (the sign the breakdown's sizes do not show).
+    if (in.shifts_png.count(name))
+      figs += page.figure(in.shifts_png.at(name), name + ": the shift of each variation",
+                          in.agg + "/" + name + "_shifts.png");
+  }
   if (!figs.empty())
     s += "<div class=\"grid\">\n" + figs + "</div>\n";
   else

@@ -27,6 +27,7 @@
 #include "core/plot/gnuplot.hpp"
 #include "ensembles/aggregate.hpp"
 #include "ensembles/aggregate_bench.hpp"
+#include "ensembles/aggregate_systematics.hpp"
 #include "ensembles/chain_groups.hpp"
 #include "ensembles/chain_output.hpp"
 #include "tests/data/bad_files.hpp"
@@ -446,6 +447,7 @@ TEST_F(AggregateTest, TruthGivesDiscriminatorsAndCoverage) {
     EXPECT_EQ(std::string(magic + 1, 3), "PNG");
     EXPECT_TRUE(fs::exists(out + "/tau21.png"));
     EXPECT_TRUE(fs::exists(out + "/mass_breakdown.png"));
+    EXPECT_FALSE(fs::exists(out + "/mass_shifts.png")) << "no systematic source to draw";
     // Aggregated again without figures: the earlier ones, of the earlier bands, are removed
     // rather than left beside the new summary.
     opt.plots = false;
@@ -1552,6 +1554,7 @@ TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
     png.read(magic, 4);
     EXPECT_EQ(std::string(magic + 1, 3), "PNG");
     EXPECT_TRUE(fs::exists(out + "/tau21_breakdown.png"));
+    EXPECT_TRUE(fs::exists(out + "/mass_shifts.png"));  // detector, modelling, non-closure
   }
 }
 
@@ -2039,6 +2042,51 @@ TEST_F(AggregateTest, EventWeightsAreMemberMeansOfFinalWithTheSimulationsHash) {
   EXPECT_EQ(four.attr("weights/warm_reference", "replica", true), "1");
   EXPECT_EQ(four.attr("weights/det", "shift_from", true), "");  // none written
   EXPECT_EQ(four.attr("other_simulations/herwig/weights", "shift_from", true), "weights/nominal");
+}
+
+// The shifts figure: the statistical ±1σ dashed for scale, then each source's signed shift
+// relative to the unfolded result: a pair's up and down in the source's colour of the breakdown
+// figure (down dashed), a one-sided source's shift; the bins left out are gaps as there.
+TEST(ShiftsFigure, EachSourceIsDrawnSignedInItsBreakdownColour) {
+  using foldfarm::ensembles::SourceResult;
+  const std::vector<double> edges{0, 1, 2, 3};
+  const std::vector<double> nominal{0.5, 0.5, 0.0};  // bin 2 left out
+  const std::vector<double> stat{0.05, 0.1, 0.0};
+  SourceResult det, herwig;
+  det.name = "det";
+  det.up = {0.1, -0.05, 0.0};
+  det.down = {-0.08, 0.04, 0.0};
+  det.shift = {0.09, -0.045, 0.0};
+  herwig.name = "herwig";
+  herwig.shift = {-0.2, 0.2, 0.0};
+  const foldfarm::plot::LineFigure fig = shiftsFigure("mass", edges, nominal, stat, {det, herwig});
+  std::vector<std::string> labels;
+  for (const foldfarm::plot::Series& series : fig.series) labels.push_back(series.label);
+  EXPECT_EQ(labels, (std::vector<std::string>{"stat ±1σ", "", "det up", "det down", "herwig"}));
+  const auto& plus = fig.series[0].y;
+  const auto& minus = fig.series[1].y;
+  ASSERT_EQ(plus.size(), 4u);  // bins 0 and 1: the gap at bin 2 is the end, dropped
+  EXPECT_DOUBLE_EQ(plus[0], 0.1);
+  EXPECT_DOUBLE_EQ(minus[3], -0.2);
+  EXPECT_DOUBLE_EQ(fig.series[2].y[0], 0.2);   // det up: +0.1 / 0.5
+  EXPECT_DOUBLE_EQ(fig.series[3].y[2], 0.08);  // det down in bin 1: 0.04 / 0.5
+  EXPECT_DOUBLE_EQ(fig.series[4].y[0], -0.4);  // herwig, signed
+  EXPECT_EQ(fig.series[2].color, fig.series[3].color);
+  EXPECT_FALSE(fig.series[2].dashed);
+  EXPECT_TRUE(fig.series[3].dashed);
+  EXPECT_NE(fig.series[4].color, fig.series[2].color);
+  // The breakdown figure of the same sources draws them in the same colours.
+  std::map<std::string, std::string> breakdown;
+  for (const foldfarm::plot::Series& series :
+       breakdownFigure(
+           "mass", edges, nominal,
+           {{"stat", stat}, {"det", det.shift}, {"herwig", herwig.shift}, {"total", stat}})
+           .series)
+    breakdown[series.label] = series.color;
+  EXPECT_EQ(breakdown.at("det"), fig.series[2].color);
+  EXPECT_EQ(breakdown.at("herwig"), fig.series[4].color);
+  EXPECT_EQ(fig.xmin, 0.0);
+  EXPECT_EQ(fig.xmax, 3.0);
 }
 
 // A breakdown line has a gap where bins are left out (before: a line drawn across the empty

@@ -322,6 +322,7 @@ void addVariations(const std::string& agg_dir, AggregateFixture& fx) {
     if (fx.summary["observables"][name]["coverage_68_total"].is_number())
       fx.summary["observables"][name]["coverage_68_total"] = 0.7;
     writeFileAtomic(agg_dir + "/" + name + "_breakdown.png", png);
+    if (name == "mass") writeFileAtomic(agg_dir + "/" + name + "_shifts.png", png);
   }
   writeJson(agg_dir + "/summary.json", fx.summary);
 }

@@ -845,6 +845,9 @@ TEST(CampaignReport, UncertaintyBreakdownShowsEverySourceAndTheFigures) {
       contains(html, "<tr><td>warm start alone (not counted)</td><td>4.1% ± 0.9%</td><td>-</td>"));
   for (const auto& name : fx.observables)
     EXPECT_TRUE(contains(html, name + ": relative uncertainty per bin")) << name;
+  // Beside a breakdown, the sources' signed shifts where the aggregation drew them (mass).
+  EXPECT_TRUE(contains(html, "mass: the shift of each variation"));
+  EXPECT_EQ(html.find("width: the shift of each variation"), std::string::npos);
   EXPECT_GE(r.images, 3);
   EXPECT_TRUE(contains(html, "<td>50%</td><td>70%</td><td>75%</td>"));
   // The text says whether each source's row holds its shift's noise.
