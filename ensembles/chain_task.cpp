@@ -735,14 +735,16 @@ std::optional<jobs::DiskUseEstimate> estimateChainAggregateOutput(const jobs::Ca
   const double weights = 8.0 * static_cast<double>(*nominal) * columns;
   // bands.h5 (per observable: its bins x bins matrices and the replicas' densities, on the
   // nominal chains' binning), summary.json, and two figures per observable unless "plots" is
-  // false. The matrices as the aggregation counts them (aggregateRunsWithOptions; a
-  // variation's source is its name where it names none).
+  // false, three with systematic sources (the shifts'). The matrices as the aggregation counts
+  // them (aggregateRunsWithOptions; a variation's source is its name where it names none).
   int replicas = spec.replicas;
   size_t matrices = 3 + (spec.members > 1 ? 1 : 0);
+  bool shifts_figure = false;
   std::map<std::string, int> sources;  // a source's replicas (the most of its variations')
   for (const jobs::Variation& v : spec.variations) {
     replicas += v.replicas;
     if (v.type == "mc_bootstrap") matrices += 2;
+    if (v.type == "non_closure") shifts_figure = true;
     if (v.type == "detector" || v.type == "modelling")
       sources[v.source] = std::max(sources[v.source], v.replicas);
   }
@@ -759,11 +761,13 @@ std::optional<jobs::DiskUseEstimate> estimateChainAggregateOutput(const jobs::Ca
   const double observables = static_cast<double>(bins.size());
   const BandsSize band_size = bandsSize(bins, static_cast<size_t>(replicas), matrices,
                                         "`foldfarm campaign aggregate D --binning`");
-  const double bands = band_size.bytes + observables * (plots ? 80e3 : 0);
+  shifts_figure = shifts_figure || !sources.empty();
+  const double figures = plots ? (shifts_figure ? 3 : 2) * observables : 0;
+  const double bands = band_size.bytes + figures * 40e3;
   jobs::DiskUseEstimate e;
   e.use.bytes = weights + bands;
   // The directory, bands.h5, summary.json, event_weights.h5, the figures.
-  e.use.files = 3 + (mode == "none" ? 0 : 1) + (plots ? 2 * observables : 0);
+  e.use.files = 3 + (mode == "none" ? 0 : 1) + figures;
   e.how = (mode == "none" ? std::string("no event_weights.h5")
                           : "event_weights.h5 " + jobs::formatBytes(weights) + " (" +
                                 jobs::formatCount(columns) + " column(s) of " +

@@ -520,6 +520,47 @@ TEST_F(ChainTest, ABootstrapDrawThatLeavesTheDataNoEventIsRefusedNamingTheReplic
   EXPECT_FALSE(fs::exists(root_ / "draw_empty" / kChainResultFile));
 }
 
+// A sample that a handful of weights carry is said before the chain trains on it: data whose
+// one huge weight leaves 2 effective events of 400 (naming the file, its events and the
+// effective count, and to check the file's weights), and data of 10 events (their count). A
+// sample of many effective events is not said.
+TEST_F(ChainTest, ASampleOfFewEffectiveEventsIsSaid) {
+  foldfarm::initLogging("info");
+  data::UnfoldArrays heavy = sample(data::Tune::kData, 400);
+  heavy.pass_reco.assign(400, 1);
+  heavy.weights.assign(400, 1.0f);
+  heavy.weights[17] = 1000.0f;
+  data::writeUnfoldFile((root_ / "data_heavy.h5").string(), heavy);
+  data::UnfoldArrays ten = sample(data::Tune::kData, 10);
+  ten.pass_reco.assign(10, 1);
+  data::writeUnfoldFile((root_ / "data_10.h5").string(), ten);
+  const auto said = [&](const std::string& data, const std::string& out) {
+    auto p = params(0, 0);
+    p["data"] = (root_ / data).string();
+    p["iterations"] = 1;
+    p["config"]["classifier"] = "mlp";
+    std::string reason;
+    ::testing::internal::CaptureStderr();
+    const int code = runChainTask(p, (root_ / out).string(), &reason);
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(code, 0) << reason << err;
+    return err;
+  };
+  const std::string heavy_err = said("data_heavy.h5", "few_heavy");
+  EXPECT_NE(heavy_err.find("data_heavy.h5: the 400 events passing 'pass_reco' weigh as 2.0 "
+                           "effective events ((Σw)²/Σw²): the unfolding rests on these few; "
+                           "check the file's weights"),
+            std::string::npos)
+      << heavy_err;
+  const std::string ten_err = said("data_10.h5", "few_ten");
+  EXPECT_NE(ten_err.find("data_10.h5: 10 event(s) pass 'pass_reco': the unfolding rests on "
+                         "these few"),
+            std::string::npos)
+      << ten_err;
+  EXPECT_EQ(said("data.h5", "few_none").find("the unfolding rests on these few"),
+            std::string::npos);
+}
+
 // PET's training sets are cut from jets standardised once (labelledSet): the very tensors
 // that standardising step1TrainingSet's arrays gives, so chains train on the same numbers.
 TEST_F(ChainTest, StepSetsCutFromStandardisedJetsEqualStandardisedStepArrays) {
