@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -491,6 +492,18 @@ AtomicFile writeBands(const std::string& out_dir, const std::vector<ObservableRe
 // Each observable's band figure and breakdown, staged; the total band with variations only.
 }  // namespace
 
+size_t bandsMatrices(bool members, bool mc_bootstrap, const std::vector<SourceShape>& sources,
+                     ShiftNoise shift_noise) {
+  size_t n = 3 + (members ? 1 : 0) + (mc_bootstrap ? 2 : 0);
+  for (const SourceShape& src : sources) {
+    const bool training = src.runs >= 2;
+    const bool noise = src.samples || training;
+    n += 1 + (noise ? 1 : 0) + (src.samples ? 1 : 0) + (training ? 1 : 0) +
+         (noise && shift_noise == ShiftNoise::kSubtract ? 1 : 0);
+  }
+  return n;
+}
+
 BandsSize bandsSize(const std::vector<std::pair<std::string, size_t>>& bins, size_t replicas,
                     size_t matrices, const std::string& rebin_hint) {
   BandsSize out;
@@ -513,7 +526,8 @@ BandsSize bandsSize(const std::vector<std::pair<std::string, size_t>>& bins, siz
     list += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
   const double w = static_cast<double>(widest);
   out.warning = fmt::format(
-      "bands.h5 will take about {}, and the aggregation about as much memory: {} {} matrices "
+      "bands.h5 will take about {}, and the aggregation one to two times as much memory: {} {} "
+      "matrices "
       "of bins x bins ({} x {}: {} each); fewer bins make them smaller (the weights do not "
       "depend on the binning: {} rebins finished chains without training again)",
       jobs::formatBytes(out.bytes),
@@ -740,8 +754,6 @@ ShiftNoise parseShiftNoise(const std::string& word) {
   throw InputError("shift noise: expected keep or subtract, not '" + word + "'");
 }
 
-// Over the bins that hold at least 0.1% of the unfolded distribution: the far tails' ratios
-// would set the scale.
 namespace {
 
 // The colour of each source's line, by its name, not its position: a source is drawn alike in
@@ -808,6 +820,8 @@ void relativeSteps(const std::vector<double>& edges, const std::vector<double>& 
 
 }  // namespace
 
+// Over the bins that hold at least 0.1% of the unfolded distribution: the far tails' ratios
+// would set the scale.
 plot::LineFigure breakdownFigure(
     const std::string& name, const std::vector<double>& edges, const std::vector<double>& nominal,
     const std::vector<std::pair<std::string, std::vector<double>>>& sigmas) {
@@ -937,15 +951,28 @@ nlohmann::json aggregateRunsWithOptions(const std::vector<std::string>& run_dirs
     bool members = false;  // a replica of two members or more: the training noise's matrix
     for (const auto& [name, g] : chains.groups) replicas += g.replicas.size();
     for (const auto& [r, sum] : nominal.replicas) members = members || sum.members > 1;
-    // A source's covariance, and where its variations ran two replicas or more, the noise of
-    // its shift (in all, of training, of the samples).
-    size_t matrices = 3 + (members ? 1 : 0) + (sys.plan.mc_bootstrap.empty() ? 0 : 2);
+    // A source's runs: the fewest replicas that a side of it shares with the nominal.
+    std::vector<SourceShape> sources;
     for (const SourcePlan& sp : sys.plan.sources) {
-      const std::string& one = sp.one_sided.empty() ? sp.up : sp.one_sided;
-      const auto g = chains.groups.find(one);
-      matrices += 1 + (g != chains.groups.end() && g->second.replicas.size() >= 2 ? 3 : 0);
+      SourceShape shape{false, std::numeric_limits<size_t>::max()};
+      for (const std::string& side : {sp.one_sided, sp.up, sp.down}) {
+        if (side.empty()) continue;
+        const ChainGroup& g = chains.groups.at(side);
+        shape.samples =
+            shape.samples || (g.variation && g.variation->type == VariationType::kModelling &&
+                              !sys.same_simulation.count(side));
+        size_t shared = 0;
+        for (const auto& [r, sum] : g.replicas) shared += nominal.replicas.count(r);
+        shape.runs = std::min(shape.runs, shared);
+      }
+      sources.push_back(shape);
     }
-    if (const BandsSize size = bandsSize(bins, replicas, matrices, "`aggregate --binning`");
+    if (!sys.plan.non_closure.empty())
+      sources.push_back(
+          {!sys.closure_on_own_simulation, chains.groups.at(sys.plan.non_closure).chains});
+    const size_t matrices =
+        bandsMatrices(members, !sys.plan.mc_bootstrap.empty(), sources, options.shift_noise);
+    if (const BandsSize size = bandsSize(bins, replicas, matrices, options.rebin_hint);
         !size.warning.empty())
       logWarn("aggregate: {}", size.warning);
   }

@@ -196,21 +196,38 @@ struct AggregateOptions {
   // chain's weights.h5 and simulation on these edges instead of read from its histograms.h5;
   // empty: the chains' own. summary.json's "rebinned" names them.
   ObservableBinnings rebin = {};
+  // The command that rebins these chains, for the warnings that advise it (a campaign's:
+  // "`foldfarm campaign aggregate D --binning`").
+  std::string rebin_hint = "`foldfarm aggregate --binning`";
 };
 
-// What bands.h5 takes, about, and the aggregation as much memory while it writes it: per
-// observable of B bins, `matrices` B x B matrices (covariance, correlation, total, training
-// noise, each systematic source's) of 8-byte numbers, and (`replicas` + 12) rows of B.
+// What bands.h5 takes, about (the aggregation takes one to two times as much memory while it
+// makes it): per observable of B bins, `matrices` B x B matrices (covariance, correlation,
+// total, training noise, each systematic source's) of 8-byte numbers, and (`replicas` + 12)
+// rows of B. bandsMatrices counts the matrices.
 struct BandsSize {
   double bytes = 0;
-  // Beyond kLargeBands: "bands.h5 will take about 4.8 GB, and the aggregation about as much
-  // memory: the binnings of mass (10,000 bins) and width (10,000 bins) give each 3 matrices of
-  // bins x bins (10,000 x 10,000: 800 MB each); ..." with what to do; else "".
+  // Beyond kLargeBands: "bands.h5 will take about 4.8 GB, and the aggregation one to two
+  // times as much memory: the binnings of mass (10,000 bins) and width (10,000 bins) give each 3
+  // matrices of bins x bins (10,000 x 10,000: 800 MB each); ..." with what to do; else "".
   std::string warning;
 };
 constexpr double kLargeBands = 1e9;
 // `bins`: each observable's name and bins. `rebin_hint`: the command that rebins the chains
 // (said in the warning), e.g. "`foldfarm campaign aggregate D --binning`".
+// The bins x bins matrices of each observable in bands.h5: covariance, correlation and the
+// total's; the training noise's (`members`: a replica of two members or more); the MC
+// statistics' two (`mc_bootstrap`); each source's covariance and, where its shift's noise is
+// known, that noise and its parts: the training's from two runs on (the fewest replicas a side
+// of it shares with the nominal; a non-closure's chains), the samples' where it compares
+// independent samples (a modelling variation of another simulation, a non-closure of other
+// pseudo-data); and where noise is subtracted, the source's covariance_raw.
+struct SourceShape {
+  bool samples = false;  // compares independent samples
+  size_t runs = 0;
+};
+size_t bandsMatrices(bool members, bool mc_bootstrap, const std::vector<SourceShape>& sources,
+                     ShiftNoise shift_noise);
 BandsSize bandsSize(const std::vector<std::pair<std::string, size_t>>& bins, size_t replicas,
                     size_t matrices, const std::string& rebin_hint);
 

@@ -261,6 +261,7 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
 
   // 3. The bands.
   AggregateOptions options = choices.options(spec.aggregate);
+  options.rebin_hint = "`foldfarm campaign aggregate " + shellWord(dir) + " --binning`";
   options.inputs = inputsOfCampaign(spec, truth_path);
   options.incomplete = incompleteVariations(camp, runs);
   r.chains = static_cast<int>(runs.size());
@@ -295,7 +296,7 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   r.aggregated = true;
   // 4. The record `campaign status` reads: the command's options, to make it again as it was.
   jobs::AggregationRecord record;
-  record.out = std::filesystem::absolute(r.out).lexically_normal().string();
+  record.out = jobs::recordedOut(camp.dir(), r.out);
   const auto absolute = [](const std::string& path) {
     return std::filesystem::absolute(path).lexically_normal().string();
   };
@@ -310,7 +311,6 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
     words.push_back("--binning " + shellWord(binningArgumentIsJson(choices.binning)
                                                  ? choices.binning
                                                  : absolute(choices.binning)));
-  if (!out.empty()) words.push_back("--out " + shellWord(record.out));
   for (const std::string& w : words) record.options += (record.options.empty() ? "" : " ") + w;
   record.chains = r.chains;
   record.done_digest = digest.hex();

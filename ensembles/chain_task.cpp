@@ -738,17 +738,39 @@ std::optional<jobs::DiskUseEstimate> estimateChainAggregateOutput(const jobs::Ca
   // false, three with systematic sources (the shifts'). The matrices as the aggregation counts
   // them (aggregateRunsWithOptions; a variation's source is its name where it names none).
   int replicas = spec.replicas;
-  size_t matrices = 3 + (spec.members > 1 ? 1 : 0);
-  bool shifts_figure = false;
-  std::map<std::string, int> sources;  // a source's replicas (the most of its variations')
+  bool mc_bootstrap = false, shifts_figure = false;
+  // A source's type and runs (the fewest replicas a variation of it shares with the nominal;
+  // a non-closure's chains).
+  std::map<std::string, SourceShape> sources;
   for (const jobs::Variation& v : spec.variations) {
     replicas += v.replicas;
-    if (v.type == "mc_bootstrap") matrices += 2;
-    if (v.type == "non_closure") shifts_figure = true;
-    if (v.type == "detector" || v.type == "modelling")
-      sources[v.source] = std::max(sources[v.source], v.replicas);
+    mc_bootstrap = mc_bootstrap || v.type == "mc_bootstrap";
+    if (v.type != "detector" && v.type != "modelling" && v.type != "non_closure") continue;
+    const std::string name = v.type == "non_closure" ? "non_closure" : v.source;
+    const size_t runs = static_cast<size_t>(
+        v.type == "non_closure" ? v.replicas * v.members : std::min(v.replicas, spec.replicas));
+    // Independent samples: a modelling variation's own simulation, a non-closure's pseudo-data
+    // (its data) other than the nominal's simulation.
+    const auto input = [&](const char* role) {
+      const auto at = v.inputs.find(role);
+      return at == v.inputs.end() ? std::string() : at->second;
+    };
+    const std::string nominal_mc = spec.inputs.count("mc") ? spec.inputs.at("mc") : "";
+    const bool samples =
+        (v.type == "modelling" && !input("mc").empty() && input("mc") != nominal_mc) ||
+        (v.type == "non_closure" && input("data") != nominal_mc);
+    const auto [it, first] = sources.emplace(name, SourceShape{samples, runs});
+    if (!first) {
+      it->second.runs = std::min(it->second.runs, runs);
+      it->second.samples = it->second.samples || samples;
+    }
   }
-  for (const auto& [name, n] : sources) matrices += 1 + (n >= 2 ? 3 : 0);
+  std::vector<SourceShape> shapes;
+  for (const auto& [name, src] : sources) shapes.push_back(src);
+  shifts_figure = !shapes.empty();
+  const size_t matrices =
+      bandsMatrices(spec.members > 1, mc_bootstrap, shapes,
+                    parseShiftNoise(spec.aggregate.value("shift_noise", std::string("keep"))));
   std::vector<std::pair<std::string, size_t>> bins;
   {
     const ChainSpec nominal_chain =
@@ -761,7 +783,6 @@ std::optional<jobs::DiskUseEstimate> estimateChainAggregateOutput(const jobs::Ca
   const double observables = static_cast<double>(bins.size());
   const BandsSize band_size = bandsSize(bins, static_cast<size_t>(replicas), matrices,
                                         "`foldfarm campaign aggregate D --binning`");
-  shifts_figure = shifts_figure || !sources.empty();
   const double figures = plots ? (shifts_figure ? 3 : 2) * observables : 0;
   const double bands = band_size.bytes + figures * 40e3;
   jobs::DiskUseEstimate e;

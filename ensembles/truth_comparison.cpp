@@ -202,9 +202,9 @@ nlohmann::json truthComparison(const TruthHistograms& truth, size_t o,
     logWarn(
         "aggregate: {}: the truth holds {:.0f} effective event(s) over the {} bins that it or "
         "the unfolded result fills ({:.1f} a bin): delta_floor ({:.1f}) is an expansion for many "
-        "events a bin and lies below the Δ a perfect unfolding would show (by about 15% at 10 a "
-        "bin, half at 0.2, all of it for one event); more truth events or fewer bins (`aggregate "
-        "--binning`) make it a floor",
+        "events a bin and lies below the Δ a perfect unfolding would show (by about 14% at 10 a "
+        "bin, half at 0.2, all of it for one event); more truth events or fewer bins (--binning "
+        "rebins without training again) make it a floor",
         u.prior.name, truth.entries[o], filled, truth.entries[o] / static_cast<double>(filled),
         floor);
   // Fraction of the prior-to-truth shift of the mean that the unfolding recovered.

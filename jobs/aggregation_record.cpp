@@ -1,5 +1,8 @@
 #include "jobs/aggregation_record.hpp"
 
+#include <algorithm>
+#include <filesystem>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -7,6 +10,7 @@
 #include "core/base/file_stat.hpp"
 #include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
+#include "core/base/text.hpp"
 
 namespace foldfarm::jobs {
 
@@ -22,6 +26,39 @@ void DoneTasksDigest::add(const TaskRecord& t) {
 
 std::string DoneTasksDigest::hex() {
   return sha_.hexDigest();
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Absolute, symbolic links resolved as far as the path exists, no trailing separator.
+fs::path resolved(const std::string& path) {
+  std::error_code ec;
+  fs::path p = fs::weakly_canonical(fs::absolute(path), ec);
+  if (ec) p = fs::absolute(path).lexically_normal();
+  while (!p.has_filename() && p.has_parent_path() && p != p.root_path()) p = p.parent_path();
+  return p;
+}
+
+}  // namespace
+
+std::string recordedOut(const std::string& campaign_dir, const std::string& out) {
+  const fs::path root = resolved(campaign_dir), to = resolved(out);
+  const auto [in_root, in_to] = std::mismatch(root.begin(), root.end(), to.begin(), to.end());
+  if (in_root == root.end() && to != root) return to.lexically_relative(root).string();
+  return to.string();
+}
+
+std::string recordedOutPath(const std::string& campaign_dir, const AggregationRecord& r) {
+  return fs::path(r.out).is_absolute() ? r.out : campaign_dir + "/" + r.out;
+}
+
+std::string aggregationCommand(const std::string& campaign_dir, const AggregationRecord& r) {
+  std::string c = "foldfarm campaign aggregate " + shellWord(campaign_dir);
+  if (!r.options.empty()) c += " " + r.options;
+  if (r.out != "aggregate") c += " --out " + shellWord(recordedOutPath(campaign_dir, r));
+  return c;
 }
 
 std::vector<AggregationRecord> readAggregationRecords(const std::string& dir) {

@@ -33,12 +33,22 @@ class DoneTasksDigest {
 };
 
 struct AggregationRecord {
-  std::string out;      // absolute
-  std::string options;  // the command's options but the campaign: "--binning mass60.json --out /x"
+  // Relative to the campaign's directory where it lies in it ("aggregate", "agg_mass60": the
+  // same from every mount of the file system and through a symbolic link), else absolute; both
+  // with symbolic links resolved (recordedOut).
+  std::string out;
+  std::string options;  // the command's options but the campaign and --out: "--binning m.json"
   int chains = 0;
   std::string done_digest;
   int64_t summary_mtime_ns = 0;  // of out/summary.json as written (another writer changes it)
 };
+
+// AggregationRecord::out of the output directory `out` of campaign `campaign_dir`.
+std::string recordedOut(const std::string& campaign_dir, const std::string& out);
+// The directory a record names, for a user who named the campaign `campaign_dir`.
+std::string recordedOutPath(const std::string& campaign_dir, const AggregationRecord& r);
+// `foldfarm campaign aggregate DIR OPTIONS [--out OUT]`: the command that makes it again.
+std::string aggregationCommand(const std::string& campaign_dir, const AggregationRecord& r);
 
 // The records of campaign `dir` (none where it has no file; a damaged file is read as none,
 // logged: it only serves `status`).

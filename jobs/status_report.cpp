@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <map>
 #include <utility>
 #include <vector>
@@ -191,10 +190,13 @@ json statusJson(Campaign& campaign) {
     const std::string now = digest.hex();
     json list = json::array();
     for (const AggregationRecord& r : readAggregationRecords(campaign.dir())) {
-      const FileStat summary = statPath(r.out + "/summary.json");
+      const std::string at = recordedOutPath(campaign.dir(), r);
+      const FileStat summary = statPath(at + "/summary.json");
       if (!summary.regular || summary.mtime_ns != r.summary_mtime_ns) continue;
-      list.push_back({{"out", r.out},
+      list.push_back({{"out", at},
+                      {"default", r.out == "aggregate"},  // D/aggregate
                       {"options", r.options},
+                      {"command", aggregationCommand(campaign.dir(), r)},
                       {"chains", r.chains},
                       {"stale", r.done_digest != now}});
     }
@@ -361,18 +363,16 @@ std::string statusText(const json& s) {
   // The recorded aggregations (D/aggregate among them) that the campaign has outgrown, each
   // with the command that makes it again as it was made; D/aggregate without a record (made
   // before records were kept) by its count of chains.
-  const std::string own = std::filesystem::absolute(dir + "/aggregate").lexically_normal().string();
+  // (An interrupted aggregation is said above, and its finish comes first.)
   bool own_recorded = false;
   for (const json& a : s.value("aggregations", json::array())) {
-    const std::string at = a["out"].get<std::string>();
-    own_recorded = own_recorded || at == own;
-    if (!a["stale"].get<bool>()) continue;
-    const std::string options = a["options"].get<std::string>();
-    out += "  aggregate: " + (at == own ? dir + "/aggregate" : at) + " holds " +
+    own_recorded = own_recorded || a["default"].get<bool>();
+    if (!a["stale"].get<bool>() || s.value("aggregation_interrupted", false)) continue;
+    out += "  aggregate: " + a["out"].get<std::string>() + " holds " +
            std::to_string(a["chains"].get<int>()) +
            " chain(s) as they were before the campaign's done chains changed (" +
-           std::to_string(done) + " done now): `foldfarm campaign aggregate " + shellWord(dir) +
-           (options.empty() ? "" : " " + options) + "` makes it again\n";
+           std::to_string(done) + " done now): `" + a["command"].get<std::string>() +
+           "` makes it again\n";
   }
   if (!s.value("aggregation_interrupted", false) && !own_recorded && aggregated.is_number() &&
       aggregated.get<int64_t>() != done)

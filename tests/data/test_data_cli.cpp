@@ -596,30 +596,30 @@ TEST_F(DataCli, InspectChecksTheParticleFeaturesAndNamesTheFirstJetOfEachProblem
                 .code,
             0);
   JetArrays cut = JetFile(eight).readJets();
-  int64_t full = 0, partial = -1;
-  for (int64_t i = 0; i < cut.n; ++i) {
+  int64_t full = 0;
+  for (int64_t i = 0; i < cut.n; ++i)
     if (cut.multiplicity(i) == cut.P) {
       cut.jet(i)[3] = static_cast<float>(cut.P + 1 + i);
       ++full;
-    } else if (partial < 0) {
-      partial = i;
     }
-  }
-  ASSERT_GT(full, 0);
+  ASSERT_GT(full, 1);
   const std::string cut_path = file("cut8.h5");
   writeJetFile(cut_path, cut);
   r = run({"data", "inspect", cut_path, "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(nlohmann::json::parse(r.out)["warnings"].empty()) << r.out;
-  if (partial >= 0) {
-    cut.jet(partial)[3] += 1;
-    writeJetFile(cut_path, cut);
-    r = run({"data", "inspect", cut_path, "--json"});
-    EXPECT_EQ(nlohmann::json::parse(r.out)["levels"]["jets"]["checks"]
-                                          ["jet_multiplicity_not_the_particle_count"]["first_row"],
-              partial)
-        << r.out;
-  }
+  // A jet of 7 particles in its 8 slots that counts 9 is warned of.
+  int64_t partial = 0;
+  while (cut.multiplicity(partial) != cut.P) ++partial;
+  std::fill_n(cut.particle(partial, cut.P - 1), kNumParticleFeatures, 0.0f);
+  writeJetFile(cut_path, cut);
+  r = run({"data", "inspect", cut_path, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(
+      nlohmann::json::parse(
+          r.out)["levels"]["jets"]["checks"]["jet_multiplicity_not_the_particle_count"]["jets"],
+      1)
+      << r.out;
 
   // log(pT/pT_jet) and log(E/E_jet) where log(1 - ratio) belongs.
   JetArrays l = JetFile(pre).readJets();

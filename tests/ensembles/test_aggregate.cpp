@@ -1154,9 +1154,6 @@ TEST(AggregateFigures, ATitleSaysWhatHasNothingInsideTheBinning) {
             "mass, mlp (no unfolded, truth inside [0, 2]: see summary.json outside_binning)");
 }
 
-// A paired difference is clear only beyond Student's t of its replicas: over 2 replicas a
-// difference of 4 standard errors is not (t = 12.7 for 1 degree of freedom; it was bold at 2),
-// over 8 replicas of the same pattern it is (t = 2.36).
 // The floor is an expansion for many truth events a bin: a truth of two events over the two
 // mass bins it and the unfolded fill is warned of, naming the observable, the events a bin and
 // the floor; 40 events over them are not.
@@ -1194,11 +1191,12 @@ TEST(BandsSize, ABinningWhoseMatricesTakeGigabytesIsWarnedOf) {
               1e-6);
   EXPECT_EQ(small.warning, "");
   const auto one = bandsSize({{"mass", 10000}, {"width", 49}}, 2, 3, "`aggregate --binning`");
-  EXPECT_EQ(one.warning,
-            "bands.h5 will take about 2.4 GB, and the aggregation about as much memory: the "
-            "binning of mass (10,000 bins) gives 3 matrices of bins x bins (10,000 x 10,000: 800 "
-            "MB each); fewer bins make them smaller (the weights do not depend on the binning: "
-            "`aggregate --binning` rebins finished chains without training again)");
+  EXPECT_EQ(
+      one.warning,
+      "bands.h5 will take about 2.4 GB, and the aggregation one to two times as much memory: the "
+      "binning of mass (10,000 bins) gives 3 matrices of bins x bins (10,000 x 10,000: 800 "
+      "MB each); fewer bins make them smaller (the weights do not depend on the binning: "
+      "`aggregate --binning` rebins finished chains without training again)");
   const auto three =
       bandsSize({{"mass", 5000}, {"width", 10000}, {"zg", 999}, {"tau21", 1000}}, 2, 3, "X");
   EXPECT_NE(three.warning.find("the binnings of mass (5,000 bins), width (10,000 bins) and tau21 "
@@ -1210,6 +1208,9 @@ TEST(BandsSize, ABinningWhoseMatricesTakeGigabytesIsWarnedOf) {
   EXPECT_NE(bandsSize({{"mass", 5000}}, 0, 5, "X").warning, "");  // 1.0 GB and 20 kB
 }
 
+// A paired difference is clear only beyond Student's t of its replicas: over 2 replicas a
+// difference of 4 standard errors is not (t = 12.7 for 1 degree of freedom; it was bold at 2),
+// over 8 replicas of the same pattern it is (t = 2.36).
 TEST_F(AggregateTest, AClearBestOverFewPairedReplicasNeedsStudentsT) {
   const auto write = [&](const std::string& set, int replicas) {
     for (int r = 0; r <= replicas; ++r) {
@@ -1401,6 +1402,31 @@ TEST_F(AggregateTest, SystematicSourcesCovariancesAndTotalAsComputedByHand) {
   AggregateOptions opt;
   opt.plots = foldfarm::plot::gnuplotAvailable();
   const nlohmann::json s = aggregateRunsWithOptions({(root_ / "camp").string()}, out, truth, opt);
+  {
+    // The matrices bands.h5 holds per observable are those the size estimate counts
+    // (bandsMatrices): covariance, correlation, total, training noise (members), mc_stat and
+    // its raw form, det's (its down side shares one replica with the nominal: covariance
+    // alone), jes's (1: covariance), generator's (modelling, 2 replicas, of a simulation its
+    // chains do not name apart from the nominal's: covariance, noise, training),
+    // non_closure's (2 chains, other pseudo-data: covariance, noise, samples, training).
+    const std::string bands = out + "/bands.h5";
+    foldfarm::data::H5Handle f = foldfarm::data::h5OpenRead(bands);
+    size_t square = 0;
+    std::string names;
+    for (const std::string& path : foldfarm::data::h5ListDatasetsDeep(f.get())) {
+      if (path.rfind("mass/", 0) != 0) continue;
+      std::vector<uint64_t> dims;
+      readFloat64Dataset(f.get(), bands, path, &dims);
+      if (dims.size() == 2 && dims[0] == dims[1] && path != "mass/replicas") {
+        ++square;
+        names += " " + path;
+      }
+    }
+    EXPECT_EQ(square, foldfarm::ensembles::bandsMatrices(
+                          true, true, {{false, 1}, {false, 1}, {false, 2}, {true, 2}},
+                          foldfarm::ensembles::ShiftNoise::kKeep))
+        << names;
+  }
 
   // Everything below in fractions of the unit area (density x bin width w). Every shift has
   // x in bin 0 and -x in bin 1 (two bins of unit area), so bin 0 tells all.

@@ -294,15 +294,32 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   ASSERT_EQ(runFoldfarm({"campaign", "status", dir, "--json"}, scratch_, "status-aggs"), 0);
   const json aggs = json::parse(readText(scratch_ + "/status-aggs.out"))["aggregations"];
   const std::string binning = R"({"mass": {"lo": 0, "hi": 75, "bins": 30}})";
-  EXPECT_EQ(aggs, (json{{{"out", dir + "/aggregate_mass30"},
-                         {"options", "--no-plots --binning '" + binning + "' --out " + dir +
-                                         "/aggregate_mass30"},
-                         {"chains", 16},
-                         {"stale", false}},
-                        {{"out", dir + "/aggregate"},
-                         {"options", "--truth " + mc},
-                         {"chains", 16},
-                         {"stale", false}}}));
+  EXPECT_EQ(aggs,
+            (json{{{"out", dir + "/aggregate_mass30"},
+                   {"default", false},
+                   {"options", "--no-plots --binning '" + binning + "'"},
+                   {"command", "foldfarm campaign aggregate " + dir + " --no-plots --binning '" +
+                                   binning + "' --out " + dir + "/aggregate_mass30"},
+                   {"chains", 16},
+                   {"stale", false}},
+                  {{"out", dir + "/aggregate"},
+                   {"default", true},
+                   {"options", "--truth " + mc},
+                   {"command", "foldfarm campaign aggregate " + dir + " --truth " + mc},
+                   {"chains", 16},
+                   {"stale", false}}}));
+  // Recorded relative to the campaign where they lie in it: the same through another path to it
+  // (a symbolic link, another mount), and D/aggregate known as the campaign's own.
+  EXPECT_NE(readText(dir + "/aggregations.json").find("\"out\": \"aggregate_mass30\""),
+            std::string::npos)
+      << readText(dir + "/aggregations.json");
+  const std::string link = scratch_ + "/full_link";
+  fs::create_directory_symlink(dir, link);
+  ASSERT_EQ(runFoldfarm({"campaign", "status", link, "--json"}, scratch_, "status-link"), 0);
+  const json via_link = json::parse(readText(scratch_ + "/status-link.out"))["aggregations"];
+  ASSERT_EQ(via_link.size(), 2u) << via_link.dump();
+  EXPECT_EQ(via_link[0]["out"], link + "/aggregate_mass30");
+  EXPECT_EQ(via_link[1]["default"], true);
 
   // The simulation generated again and accepted: every chain runs again on it (each reads
   // it), the aggregate names its new checksum, the earlier one is kept under superseded/.
@@ -892,10 +909,11 @@ TEST_F(ChainCampaign, PlanSaysWhatTheCampaignWillTakeOnDisk) {
   const json fine = plan({"--task-minutes", "1"}, "plan-fine");
   ASSERT_EQ(fine.at("warnings").size(), 1u) << fine.dump();
   const std::string warning = fine.at("warnings").at(0).get<std::string>();
-  for (const char* part : {"bands.h5 will take about 3.2 GB, and the aggregation about as much "
-                           "memory: the binning of mass (10,000 bins) gives 4 matrices of bins "
-                           "x bins (10,000 x 10,000: 800 MB each)",
-                           "`foldfarm campaign aggregate D --binning` rebins"})
+  for (const char* part :
+       {"bands.h5 will take about 3.2 GB, and the aggregation one to two times as much "
+        "memory: the binning of mass (10,000 bins) gives 4 matrices of bins "
+        "x bins (10,000 x 10,000: 800 MB each)",
+        "`foldfarm campaign aggregate D --binning` rebins"})
     EXPECT_NE(warning.find(part), std::string::npos) << part << " in " << warning;
   init(s, "disk-fine");
   EXPECT_NE(readText(scratch_ + "/disk-fine-init.err").find(warning), std::string::npos)
