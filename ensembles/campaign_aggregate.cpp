@@ -1,6 +1,9 @@
 #include "ensembles/campaign_aggregate.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -181,8 +184,19 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   //    `accept-inputs` are refused while an aggregation runs, and an aggregation while they
   //    do, so the bands never mix two states of the campaign. (The first open finds the
   //    campaign's directory and refuses what is not one before a lock file is made in it.)
-  const Fd lock = jobs::lockCampaignOutputs(Campaign::open(dir, Campaign::Access::kReadOnly).dir(),
-                                            "`foldfarm campaign aggregate`");
+  //    Into D/aggregate: held alone (one aggregation replaces it at a time). Into an --out
+  //    elsewhere: shared, as a report reads (the --out itself is locked by the aggregation), so
+  //    a campaign this user may not write (a read-only file system, another user's) is read
+  //    unlocked, as `report` reads it.
+  const std::string found = Campaign::open(dir, Campaign::Access::kReadOnly).dir();
+  const bool into_own = out.empty() || jobs::recordedOut(found, out) == "aggregate";
+  if (into_own && ::access(found.c_str(), W_OK) != 0 && (errno == EROFS || errno == EACCES))
+    throw InputError(dir + ": cannot be written here (" + errnoMessage(errno) +
+                     "), so its aggregate/ cannot; aggregate into a directory of yours with "
+                     "--out DIR");
+  const Fd lock = into_own
+                      ? jobs::lockCampaignOutputs(found, "`foldfarm campaign aggregate`")
+                      : jobs::readCampaignOutputs(found, "`foldfarm campaign aggregate --out`");
   Campaign camp = Campaign::open(dir, Campaign::Access::kReadOnly);
   const jobs::CampaignSpec& spec = camp.spec();
   if (spec.kind != "chain")
@@ -318,7 +332,8 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   try {
     jobs::recordAggregation(camp.dir(), record);
   } catch (const std::exception& e) {
-    // The bands are written: a record that could not be is said, not an error.
+    // The bands are written: a record that could not be (a campaign this user may not write)
+    // is said, not an error.
     logWarn("campaign aggregate: {} (`campaign status` will not judge {})", e.what(), r.out);
   }
   return r;

@@ -1,5 +1,8 @@
 #include "jobs/aggregation_record.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+
 #include <algorithm>
 #include <filesystem>
 
@@ -7,6 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/base/atomic_file.hpp"
+#include "core/base/error.hpp"
+#include "core/base/fd.hpp"
 #include "core/base/file_stat.hpp"
 #include "core/base/json_file.hpp"
 #include "core/base/log.hpp"
@@ -84,6 +89,13 @@ std::vector<AggregationRecord> readAggregationRecords(const std::string& dir) {
 }
 
 void recordAggregation(const std::string& dir, const AggregationRecord& r) {
+  // Aggregations into several --out directories run side by side (each holds the outputs
+  // lock shared): one at a time reads, changes and replaces the file.
+  const std::string lock_path = dir + "/" + kAggregationsFile + ".lock";
+  const Fd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, kNewFileMode));
+  if (!lock.valid()) throw Error(lock_path + ": cannot open: " + errnoMessage(errno));
+  while (::flock(lock.get(), LOCK_EX) != 0)
+    if (errno != EINTR) throw Error(lock_path + ": cannot lock: " + errnoMessage(errno));
   std::vector<AggregationRecord> all = readAggregationRecords(dir);
   json list = json::array();
   for (const AggregationRecord& e : all)

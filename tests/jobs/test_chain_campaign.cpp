@@ -320,6 +320,32 @@ TEST_F(ChainCampaign, TinyCampaignRunsEndToEndAndAggregatesIntoBands) {
   ASSERT_EQ(via_link.size(), 2u) << via_link.dump();
   EXPECT_EQ(via_link[0]["out"], link + "/aggregate_mass30");
   EXPECT_EQ(via_link[1]["default"], true);
+  // A campaign this user may not write (here a read-only bind mount of it, where one can be
+  // made): aggregated into a directory elsewhere, read unlocked as `report` reads it (before:
+  // "aggregate.lock: cannot open"); into its own aggregate/ refused, naming --out.
+  const std::string ro = scratch_ + "/full_ro";
+  fs::create_directories(ro);
+  if (::mount(dir.c_str(), ro.c_str(), nullptr, MS_BIND, nullptr) == 0) {
+    struct Unmount {
+      std::string path;
+      ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+    } unmount{ro};
+    if (::mount(nullptr, ro.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) == 0) {
+      EXPECT_EQ(
+          runFoldfarm({"campaign", "aggregate", ro, "--no-plots", "--out", scratch_ + "/ro_bands"},
+                      scratch_, "agg-ro"),
+          0)
+          << readText(scratch_ + "/agg-ro.err");
+      EXPECT_TRUE(exists(scratch_ + "/ro_bands/summary.json"));
+      EXPECT_EQ(runFoldfarm({"campaign", "aggregate", ro}, scratch_, "agg-ro-own"), kExitBadInput);
+      EXPECT_NE(readText(scratch_ + "/agg-ro-own.err")
+                    .find(ro + ": cannot be written here (Read-only file system), so its "
+                               "aggregate/ cannot; aggregate into a directory of yours with "
+                               "--out DIR"),
+                std::string::npos)
+          << readText(scratch_ + "/agg-ro-own.err");
+    }
+  }
 
   // The simulation generated again and accepted: every chain runs again on it (each reads
   // it), the aggregate names its new checksum, the earlier one is kept under superseded/.
