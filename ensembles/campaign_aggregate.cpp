@@ -190,10 +190,13 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   //    unlocked, as `report` reads it.
   const std::string found = Campaign::open(dir, Campaign::Access::kReadOnly).dir();
   const bool into_own = out.empty() || jobs::recordedOut(found, out) == "aggregate";
-  if (into_own && ::access(found.c_str(), W_OK) != 0 && (errno == EROFS || errno == EACCES))
-    throw InputError(dir + ": cannot be written here (" + errnoMessage(errno) +
-                     "), so its aggregate/ cannot; aggregate into a directory of yours with "
-                     "--out DIR");
+  if (into_own && ::access(found.c_str(), W_OK) != 0) {
+    const int err = errno;
+    if (err == EROFS || err == EACCES)
+      throw InputError(dir + ": cannot be written here (" + errnoMessage(err) +
+                       "), so its aggregate/ cannot; aggregate into a directory of yours with "
+                       "--out DIR");
+  }
   const Fd lock = into_own
                       ? jobs::lockCampaignOutputs(found, "`foldfarm campaign aggregate`")
                       : jobs::readCampaignOutputs(found, "`foldfarm campaign aggregate --out`");
