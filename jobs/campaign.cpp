@@ -568,8 +568,33 @@ std::string outputsLockHolder(const std::string& path, int lock) {
   const long pid = flockHolder(lock, &shared);
   const std::string pid_host =
       pid > 0 ? "pid " + std::to_string(pid) + " on " + hostName() : std::string();
-  // readCampaignOutputs' one caller.
-  if (shared) return "`foldfarm report` (" + (pid > 0 ? pid_host + ", " : "") + "reading them)";
+  // A reader (readCampaignOutputs): `foldfarm report` or `campaign aggregate --out`, told
+  // apart by the holder's command line where it is a process of this host; a reader writes no
+  // holder line (the file's is the last writer's).
+  if (shared) {
+    std::string who = "a reader (`foldfarm report` or `foldfarm campaign aggregate --out`)";
+    if (pid > 0) {
+      std::string argv;
+      try {
+        argv = readFile("/proc/" + std::to_string(pid) + "/cmdline");
+      } catch (const std::exception&) {
+      }
+      std::vector<std::string> args;
+      for (size_t at = 0; at < argv.size();) {
+        const size_t end = std::min(argv.find('\0', at), argv.size());
+        args.push_back(argv.substr(at, end - at));
+        at = end + 1;
+      }
+      const auto has = [&](const char* word) {
+        return std::find(args.begin(), args.end(), word) != args.end();
+      };
+      if (has("report") && !has("aggregate"))
+        who = "`foldfarm report`";
+      else if (has("campaign") && has("aggregate"))
+        who = "`foldfarm campaign aggregate --out`";
+    }
+    return who + " (" + (pid > 0 ? pid_host + ", " : "") + "reading them)";
+  }
   const std::string holder = holderLine(path);
   if (!holder.empty()) return holder;
   return "another foldfarm process" + (pid > 0 ? " (" + pid_host + ")" : std::string());

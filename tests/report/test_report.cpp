@@ -8,6 +8,10 @@
 #include <fstream>
 #include <thread>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/base/atomic_file.hpp"
@@ -380,10 +384,45 @@ TEST(CampaignReport, ReadsTheOutputsOfOneMomentUnderTheirLock) {
       jobs::lockCampaignOutputs(dir, "`foldfarm campaign extend`");
       ADD_FAILURE() << "the outputs were locked for a change while a report read them";
     } catch (const InputError& e) {
-      EXPECT_TRUE(contains(e.what(), dir + ": `foldfarm report` (" + me +
-                                         ", reading them) is using this campaign's outputs"))
+      // (This test's process holds it: neither command line, so both are named.)
+      EXPECT_TRUE(contains(e.what(), dir +
+                                         ": a reader (`foldfarm report` or `foldfarm campaign "
+                                         "aggregate --out`) (" +
+                                         me + ", reading them) is using this campaign's outputs"))
           << e.what();
     }
+  }
+  {
+    // A reader of another process whose command line is an aggregation into --out (a shell
+    // named so, holding the lock shared while it sleeps): named as that.
+    const std::string path = dir + "/" + jobs::kOutputsLockFile;
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      ::setpgid(0, 0);  // the shell and its sleep, ended together
+      const int fd = ::open(path.c_str(), O_RDONLY);
+      if (fd < 0 || ::flock(fd, LOCK_SH) != 0) ::_exit(1);
+      ::execl("/bin/sh", "foldfarm", "-c", "sleep 20", "campaign", "aggregate", dir.c_str(),
+              static_cast<char*>(nullptr));
+      ::_exit(1);
+    }
+    ::setpgid(child, child);  // as the child does: whichever runs first
+    const std::string them = "pid " + std::to_string(child) + " on " + hostName();
+    std::string why;
+    for (int k = 0; k < 100 && why.find(them) == std::string::npos; ++k) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      try {
+        jobs::lockCampaignOutputs(dir, "`foldfarm campaign extend`");
+        why = "locked";
+      } catch (const InputError& e) {
+        why = e.what();
+      }
+    }
+    ::kill(-child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    EXPECT_TRUE(contains(why, dir + ": `foldfarm campaign aggregate --out` (" + them +
+                                  ", reading them) is using this campaign's outputs"))
+        << why;
   }
   EXPECT_NO_THROW(jobs::lockCampaignOutputs(dir, "`foldfarm campaign extend`"));
 }
