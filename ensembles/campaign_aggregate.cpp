@@ -189,7 +189,9 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   //    a campaign this user may not write (a read-only file system, another user's) is read
   //    unlocked, as `report` reads it.
   const std::string found = Campaign::open(dir, Campaign::Access::kReadOnly).dir();
-  const bool into_own = out.empty() || jobs::recordedOut(found, out) == "aggregate";
+  // Where --out lies: relative to the campaign inside it ("aggregate", "." for its root).
+  const std::string place = out.empty() ? "aggregate" : jobs::recordedOut(found, out);
+  const bool into_own = place == "aggregate";
   if (into_own && ::access(found.c_str(), W_OK) != 0) {
     const int err = errno;
     if (err == EROFS || err == EACCES)
@@ -243,16 +245,10 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   r.out = out.empty() ? camp.dir() + "/aggregate" : out;
   if (!out.empty()) {
     // Not among the campaign's own files: its root, its tasks, what it moved aside.
-    namespace fs = std::filesystem;
-    const auto directory = [](const std::string& path) {  // absolute, no trailing separator
-      const fs::path p = fs::absolute(path).lexically_normal();
-      return p.has_filename() ? p : p.parent_path();
+    const auto under = [&](const std::string& dir) {
+      return place == dir || place.rfind(dir + "/", 0) == 0;
     };
-    const fs::path root = directory(camp.dir()), to = directory(out);
-    const auto under = [&](const fs::path& dir) {
-      return std::mismatch(dir.begin(), dir.end(), to.begin(), to.end()).first == dir.end();
-    };
-    if (to == root || under(root / "tasks") || under(root / "superseded"))
+    if (place == "." || under("tasks") || under("superseded"))
       throw InputError("--out " + out + ": is the campaign's directory or one of its tasks' or " +
                        "superseded outputs; give " + camp.dir() +
                        "/aggregate (the default), another directory in it, or one outside it");
@@ -314,20 +310,19 @@ CampaignAggregation aggregateCampaign(const std::string& dir, const std::string&
   // 4. The record `campaign status` reads: the command's options, to make it again as it was.
   jobs::AggregationRecord record;
   record.out = jobs::recordedOut(camp.dir(), r.out);
-  const auto absolute = [](const std::string& path) {
-    return std::filesystem::absolute(path).lexically_normal().string();
-  };
   std::vector<std::string> words;
-  if (!truth.empty()) words.push_back("--truth " + shellWord(absolute(truth)));
+  if (!truth.empty()) words.push_back("--truth " + shellWord(*truth_path));  // made absolute
   if (choices.no_plots) words.push_back("--no-plots");
   if (!choices.event_weights.empty())
     words.push_back("--event-weights " + shellWord(choices.event_weights));
   if (!choices.shift_noise.empty())
     words.push_back("--shift-noise " + shellWord(choices.shift_noise));
   if (!choices.binning.empty())
-    words.push_back("--binning " + shellWord(binningArgumentIsJson(choices.binning)
-                                                 ? choices.binning
-                                                 : absolute(choices.binning)));
+    words.push_back(
+        "--binning " +
+        shellWord(binningArgumentIsJson(choices.binning)
+                      ? choices.binning
+                      : std::filesystem::absolute(choices.binning).lexically_normal().string()));
   for (const std::string& w : words) record.options += (record.options.empty() ? "" : " ") + w;
   record.chains = r.chains;
   record.done_digest = digest.hex();

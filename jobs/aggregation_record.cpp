@@ -51,7 +51,7 @@ fs::path resolved(const std::string& path) {
 std::string recordedOut(const std::string& campaign_dir, const std::string& out) {
   const fs::path root = resolved(campaign_dir), to = resolved(out);
   const auto [in_root, in_to] = std::mismatch(root.begin(), root.end(), to.begin(), to.end());
-  if (in_root == root.end() && to != root) return to.lexically_relative(root).string();
+  if (in_root == root.end()) return to.lexically_relative(root).string();  // "." for the root
   return to.string();
 }
 

@@ -43,7 +43,9 @@ struct AggregationRecord {
   int64_t summary_mtime_ns = 0;  // of out/summary.json as written (another writer changes it)
 };
 
-// AggregationRecord::out of the output directory `out` of campaign `campaign_dir`.
+// AggregationRecord::out of the output directory `out` of campaign `campaign_dir`: relative to
+// it inside it ("aggregate", "tasks/r0000m0", "." for the campaign's own directory), else
+// absolute; symbolic links resolved as far as the path exists.
 std::string recordedOut(const std::string& campaign_dir, const std::string& out);
 // The directory a record names, for a user who named the campaign `campaign_dir`.
 std::string recordedOutPath(const std::string& campaign_dir, const AggregationRecord& r);
