@@ -377,7 +377,7 @@ std::string chainFormatText(int format) {
 }
 
 nlohmann::json readJson(const std::string& path) {
-  return readJsonFile(path, "fix or remove the file");
+  return readJsonFile(path, "fix or remove the file", JsonWriter::kProgram);
 }
 
 }  // namespace foldfarm::ensembles

@@ -38,7 +38,7 @@ WeightDiagnostics readWeightDiagnostics(const std::string& campaign_dir) {
   std::map<std::pair<int, int>, StepWeightStats> steps;
   for (const auto& f : files) {
     const std::string task = f.parent_path().filename().string();
-    const json j = readJsonFile(f.string(), "rerun task " + task);
+    const json j = readJsonFile(f.string(), "rerun task " + task, JsonWriter::kProgram);
     if (!j.is_object() || !j.contains("steps") || !j["steps"].is_array())
       throw InputError(f.string() + ": no \"steps\" array; not a chain history");
     ChainWeightStats c;

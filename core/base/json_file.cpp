@@ -19,7 +19,7 @@ std::string jsonErrorReason(const nlohmann::json::exception& e) {
 }
 
 nlohmann::json parseJsonText(const std::string& text, const std::string& path,
-                             const std::string& advice) {
+                             const std::string& advice, JsonWriter writer) {
   using json = nlohmann::json;
   const std::string then = advice.empty() ? "" : "; " + advice;
   bool blank = true;
@@ -57,6 +57,7 @@ nlohmann::json parseJsonText(const std::string& text, const std::string& path,
     return true;
   };
   try {
+    if (writer == JsonWriter::kProgram) return json::parse(text);
     return json::parse(text, follow);
   } catch (const json::out_of_range& e) {
     const std::string key = dotted();
@@ -70,8 +71,8 @@ nlohmann::json parseJsonText(const std::string& text, const std::string& path,
   }
 }
 
-nlohmann::json readJsonFile(const std::string& path, const std::string& advice) {
-  return parseJsonText(readFile(path), path, advice);
+nlohmann::json readJsonFile(const std::string& path, const std::string& advice, JsonWriter writer) {
+  return parseJsonText(readFile(path), path, advice, writer);
 }
 
 }  // namespace foldfarm

@@ -19,9 +19,14 @@ std::string jsonErrorReason(const nlohmann::json::exception& e);
 // object ("PATH: 'chain.config.lr' is given twice in one object (JSON keeps only the last);
 // keep one") and a number beyond double's range ("PATH: 'time_limit_s' = 1e400 is beyond the
 // range of a double (about 1.8e308); fix the value").
+// Who wrote the text: a person (configs, specs, --binning: the key checks above) or this
+// program (records, histories, results written by nlohmann's dump, which writes no key twice:
+// parsed without following the keys, about a third faster, for readers of one file per task).
+enum class JsonWriter { kPerson, kProgram };
 nlohmann::json parseJsonText(const std::string& text, const std::string& path,
-                             const std::string& advice);
+                             const std::string& advice, JsonWriter writer = JsonWriter::kPerson);
 // readFile(path) parsed as parseJsonText.
-nlohmann::json readJsonFile(const std::string& path, const std::string& advice);
+nlohmann::json readJsonFile(const std::string& path, const std::string& advice,
+                            JsonWriter writer = JsonWriter::kPerson);
 
 }  // namespace foldfarm

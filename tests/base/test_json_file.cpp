@@ -76,6 +76,18 @@ TEST(JsonFile, AKeyGivenTwiceInOneObjectIsRefusedByItsPath) {
       "");
   EXPECT_EQ(fine["c"][1]["lo"], 3);
   EXPECT_EQ(fine["lo"], 4);
+  // What this program wrote (nlohmann's dump writes no key twice) is parsed without following
+  // the keys; its damage is said alike.
+  EXPECT_EQ(foldfarm::parseJsonText("{\"a\": 1}", "f", "", foldfarm::JsonWriter::kProgram),
+            json({{"a", 1}}));
+  try {
+    foldfarm::parseJsonText("{\"a\": ", "D/result.json", "rerun", foldfarm::JsonWriter::kProgram);
+    FAIL() << "accepted";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("D/result.json: not valid JSON (line 1, column 7: ", 0),
+              0u)
+        << e.what();
+  }
 }
 
 TEST(JsonFile, ReadJsonFileReadsTheFile) {
